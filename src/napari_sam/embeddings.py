@@ -1,0 +1,312 @@
+"""Per-slice image embeddings of a stack: batched, cached in memory and optionally in zarr.
+
+``embed(stack, model)`` returns a :class:`StackEmbeddings` that computes slices on demand
+(in batches, looking ahead along the axis), keeps the most recent ones in a memory LRU and,
+with ``store=``, writes them to a zarr group so that a later run (or an interrupted one)
+reuses them.
+
+Cache validity. A store records a *key* made of the model id, the preprocessing settings
+(including the intensity limits actually used) and the stack shape; a different key wipes and
+recomputes the store. Each stored slice also records a hash of that slice's pixels, checked
+before reuse, so a slice whose data changed is recomputed: nothing stale is reused.
+Embeddings are stored as float16 (half the space; masks agree with float32 to within
+rounding at the boundary).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_sam.predictor import ImageEmbedding, Predictor
+from napari_sam.preprocess import (
+    DEFAULT_PERCENTILES,
+    ResizeSpec,
+    intensity_limits,
+    to_uint8_rgb,
+)
+
+__all__ = ["StackEmbeddings", "embed", "stack_intensity_limits"]
+
+_STORE_FORMAT = 1
+
+
+def _slice_hash(arr: np.ndarray) -> int:
+    """Non-zero 63-bit hash of one slice's pixels, dtype and shape."""
+    arr = np.ascontiguousarray(arr)
+    h = hashlib.blake2b(digest_size=8)
+    h.update(f"{arr.dtype.str}{arr.shape}".encode())
+    h.update(memoryview(arr).cast("B"))
+    return (int.from_bytes(h.digest(), "little") >> 1) or 1
+
+
+def stack_intensity_limits(
+    stack, percentiles: tuple[float, float] = DEFAULT_PERCENTILES, max_slices: int = 16
+) -> tuple[float, float]:
+    """Volume-wide percentile limits from up to ``max_slices`` evenly spaced slices."""
+    n = len(stack)
+    idx = np.unique(np.linspace(0, n - 1, min(n, max_slices)).round().astype(int))
+    sample = np.stack([np.asarray(stack[int(i)]) for i in idx])
+    return intensity_limits(sample, percentiles)
+
+
+class StackEmbeddings:
+    """Lazy per-slice embeddings of a (Z, Y, X) or (Z, Y, X, C) stack.
+
+    Use :func:`embed` to make one. Indexing ``emb[z]`` returns an :class:`ImageEmbedding`,
+    computing it (and up to ``batch_size - 1`` following missing slices) when needed.
+
+    Attributes
+    ----------
+    shape : (int, int, int)
+        (Z, Y, X) of the stack.
+    predictor : Predictor
+        Decodes prompts with the same model and device.
+    encoder_calls : int
+        Number of batched encoder calls made (tests assert caching with it).
+    """
+
+    def __init__(
+        self,
+        stack,
+        model,
+        *,
+        store: str | os.PathLike | None = None,
+        batch_size: int = 4,
+        contrast_limits: tuple[float, float] | None = None,
+        percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+        device="auto",
+        precision: str = "auto",
+        cache_size: int = 64,
+        predictor: Predictor | None = None,
+    ):
+        ndim = len(stack.shape)
+        if ndim not in (3, 4) or (ndim == 4 and stack.shape[-1] not in (1, 3, 4)):
+            raise ValueError(
+                f"expected a stack of shape (Z, Y, X) or (Z, Y, X, 3|4), got {tuple(stack.shape)}; "
+                "for a single 2D image use Predictor.set_image"
+            )
+        if 0 in stack.shape:
+            raise ValueError(f"the stack is empty (shape {tuple(stack.shape)})")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.stack = stack
+        self.shape = tuple(int(s) for s in stack.shape[:3])
+        self.predictor = predictor or Predictor(model, device=device, precision=precision)
+        self.model = self.predictor.model
+        self.batch_size = int(batch_size)
+        self.cache_size = max(1, int(cache_size))
+        if contrast_limits is None:
+            contrast_limits = stack_intensity_limits(stack, percentiles)
+        self.contrast_limits = tuple(float(v) for v in contrast_limits)
+        self.spec = ResizeSpec.for_image(self.shape[1:], self.predictor.img_size)
+        self.key = json.dumps(
+            {
+                "format": _STORE_FORMAT,
+                "model_id": self.model.model_id,
+                "contrast_limits": self.contrast_limits,
+                "shape": list(stack.shape),
+                "dtype": str(np.dtype(stack.dtype)),
+                "img_size": self.predictor.img_size,
+            },
+            sort_keys=True,
+        )
+        self._memory: OrderedDict[int, ImageEmbedding] = OrderedDict()
+        self._group = self._open_store(store) if store is not None else None
+        self.store = None if store is None else Path(store)
+
+    # ------------------------------------------------------------------ store
+    def _open_store(self, path):
+        import zarr
+
+        e = int(self.model.embedding_size)
+        group = zarr.open_group(str(path), mode="a")
+        if group.attrs.get("key") != self.key or "features" not in group:
+            for name in list(group.array_keys()):
+                del group[name]
+            group.create_array(
+                "features",
+                shape=(self.shape[0], 256, e, e),
+                chunks=(1, 256, e, e),
+                dtype="float16",
+                fill_value=0,
+            )
+            group.create_array(
+                "slice_hash", shape=(self.shape[0],), chunks=(self.shape[0],), dtype="int64",
+                fill_value=0,
+            )
+            group.attrs.update({"key": self.key, "input_size": list(self.spec.input_size)})
+        return group
+
+    def stored(self) -> np.ndarray:
+        """Boolean (Z,) of slices present in the store (not re-hashed)."""
+        if self._group is None:
+            return np.zeros(self.shape[0], bool)
+        return np.asarray(self._group["slice_hash"][:]) != 0
+
+    def _read_store(self, z: int, data_hash: int) -> ImageEmbedding | None:
+        if self._group is None or int(self._group["slice_hash"][z]) != data_hash:
+            return None
+        feats = torch.from_numpy(np.asarray(self._group["features"][z], dtype=np.float32))
+        return self._make(feats.to(self.predictor.device))
+
+    def _write_store(self, z: int, emb: ImageEmbedding, data_hash: int) -> None:
+        if self._group is None:
+            return
+        self._group["features"][z] = emb.features.detach().cpu().numpy().astype(np.float16)
+        # the hash is written after the features: an interrupted write is recomputed
+        self._group["slice_hash"][z] = data_hash
+
+    # ------------------------------------------------------------------ compute
+    def _make(self, feats: torch.Tensor) -> ImageEmbedding:
+        return ImageEmbedding(
+            feats, self.spec.original_size, self.spec.input_size, self.model.model_id
+        )
+
+    def _remember(self, z: int, emb: ImageEmbedding) -> None:
+        self._memory[z] = emb
+        self._memory.move_to_end(z)
+        while len(self._memory) > self.cache_size:
+            self._memory.popitem(last=False)
+
+    def _slice(self, z: int) -> np.ndarray:
+        arr = np.asarray(self.stack[z])
+        return arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr
+
+    @property
+    def encoder_calls(self) -> int:
+        return self.predictor.encoder_calls
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _check_index(self, z) -> int:
+        if not isinstance(z, (int, np.integer)):
+            raise TypeError(f"slice index must be an integer, got {type(z).__name__}")
+        z = int(z)
+        if z < 0:
+            z += self.shape[0]
+        if not 0 <= z < self.shape[0]:
+            raise IndexError(f"slice {z} is out of range for a stack of {self.shape[0]} slices")
+        return z
+
+    def __getitem__(self, z) -> ImageEmbedding:
+        z = self._check_index(z)
+        if z in self._memory:
+            self._memory.move_to_end(z)
+            return self._memory[z]
+        ahead = [i for i in range(z, min(z + self.batch_size, self.shape[0])) if i not in self._memory]
+        self.compute(ahead)
+        return self._memory[z]
+
+    def compute(
+        self,
+        indices: Iterable[int] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> StackEmbeddings:
+        """Make sure the embeddings of ``indices`` (default: all slices) exist.
+
+        Slices found in the store with a matching pixel hash are loaded, the rest are encoded
+        in batches of ``batch_size`` and written to the store as they finish, so an interrupted
+        run resumes where it stopped. ``progress(done, total)`` is called after each batch.
+        """
+        todo: Sequence[int] = (
+            range(self.shape[0]) if indices is None else [self._check_index(i) for i in indices]
+        )
+        total = len(todo)
+        done = 0
+        pending: list[tuple[int, np.ndarray, int]] = []
+
+        def flush():
+            nonlocal done
+            rgbs = [to_uint8_rgb(a, self.contrast_limits) for _, a, _ in pending]
+            embs = self.predictor.encode_rgb(rgbs)
+            for (z, _, hsh), emb in zip(pending, embs):
+                self._write_store(z, emb, hsh)
+                self._remember(z, emb)
+            done += len(pending)
+            pending.clear()
+            if progress is not None:
+                progress(done, total)
+
+        for z in todo:
+            if z in self._memory:
+                done += 1
+                continue
+            arr = self._slice(z)
+            hsh = _slice_hash(arr)
+            emb = self._read_store(z, hsh)
+            if emb is not None:
+                self._remember(z, emb)
+                done += 1
+                continue
+            pending.append((z, arr, hsh))
+            if len(pending) == self.batch_size:
+                flush()
+        if pending:
+            flush()
+        elif progress is not None:
+            progress(done, total)
+        return self
+
+
+def embed(
+    stack,
+    model,
+    *,
+    store: str | os.PathLike | None = None,
+    batch_size: int = 4,
+    contrast_limits: tuple[float, float] | None = None,
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    device="auto",
+    precision: str = "auto",
+    cache_size: int = 64,
+    compute: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> StackEmbeddings:
+    """Per-slice embeddings of a stack along its first axis.
+
+    Parameters
+    ----------
+    stack : array-like, (Z, Y, X) or (Z, Y, X, 3|4)
+        Any dtype; may be lazy (memmap, zarr, dask): only the slices needed are read.
+    model : Sam
+        From :func:`napari_sam.load_model`.
+    store : path, optional
+        Zarr group to cache embeddings in (float16); reused when the data, model and
+        preprocessing match, resumed when incomplete.
+    batch_size : int
+        Slices per encoder call.
+    contrast_limits : (float, float), optional
+        Intensities mapped to black and white for every slice; default: volume-wide
+        ``percentiles`` from up to 16 evenly spaced slices.
+    device, precision
+        See :class:`napari_sam.Predictor`.
+    cache_size : int
+        Embeddings kept in memory (LRU).
+    compute : bool
+        Compute all slices now instead of on demand.
+    progress : callable(done, total), optional
+        Called after each batch when ``compute`` is True.
+    """
+    emb = StackEmbeddings(
+        stack,
+        model,
+        store=store,
+        batch_size=batch_size,
+        contrast_limits=contrast_limits,
+        percentiles=percentiles,
+        device=device,
+        precision=precision,
+        cache_size=cache_size,
+    )
+    if compute:
+        emb.compute(progress=progress)
+    return emb

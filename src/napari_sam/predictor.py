@@ -1,0 +1,376 @@
+"""Prompted segmentation of one image: embedding once, then prompts -> masks.
+
+All coordinates are napari order: points (row, col), boxes (row0, col0, row1, col1), in pixels
+of the original image. Conversion to SAM's (x, y) happens in :mod:`napari_sam.preprocess`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_sam.device import autocast, resolve_device, resolve_precision
+from napari_sam.preprocess import (
+    DEFAULT_PERCENTILES,
+    ResizeSpec,
+    boxes_to_model,
+    images_to_tensor,
+    points_to_model,
+    to_uint8_rgb,
+)
+
+__all__ = ["BatchPrediction", "ImageEmbedding", "Predictor"]
+
+
+@dataclass
+class ImageEmbedding:
+    """The image encoder's output for one 2D image and what is needed to decode prompts.
+
+    Attributes
+    ----------
+    features : torch.Tensor, (256, E, E) float
+        Image embedding; E = model input size / encoder stride.
+    original_size : (int, int)
+        (rows, cols) of the image.
+    input_size : (int, int)
+        (rows, cols) of the resized image inside the padded model input.
+    model_id : str
+        Identifies the weights that made it; decoding with other weights is refused.
+    """
+
+    features: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    model_id: str
+
+    def spec(self, img_size: int) -> ResizeSpec:
+        return ResizeSpec(tuple(self.original_size), tuple(self.input_size), int(img_size))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save to an ``.npz`` file (written to a temporary name, then renamed)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        with open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                features=self.features.detach().float().cpu().numpy(),
+                original_size=np.asarray(self.original_size),
+                input_size=np.asarray(self.input_size),
+                model_id=np.asarray(self.model_id),
+            )
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ImageEmbedding:
+        """Load an embedding written by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as data:
+            return cls(
+                features=torch.from_numpy(data["features"]),
+                original_size=tuple(int(v) for v in data["original_size"]),
+                input_size=tuple(int(v) for v in data["input_size"]),
+                model_id=str(data["model_id"]),
+            )
+
+
+@dataclass
+class BatchPrediction:
+    """Result of one batched decoder call for N prompts (tensors on the predictor's device).
+
+    Attributes
+    ----------
+    masks : torch.Tensor (N, C, H, W) bool, or None when not upsampled
+    scores : torch.Tensor (N, C) float32, predicted IoU
+    logits : torch.Tensor (N, C, 4E, 4E) float32, low-resolution mask logits
+    """
+
+    masks: torch.Tensor | None
+    scores: torch.Tensor
+    logits: torch.Tensor
+
+
+class Predictor:
+    """Segment one image with point, box and mask prompts.
+
+    Parameters
+    ----------
+    model : Sam
+        A model from :func:`napari_sam.load_model`.
+    device : str or torch.device
+        ``"auto"`` picks CUDA, then MPS, then CPU.
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        ``"auto"`` is bf16 autocast on CUDA devices that support it, fp32 elsewhere.
+
+    Examples
+    --------
+    >>> pred = Predictor(load_model("demo"))
+    >>> pred.set_image(image)                      # (Y, X) or (Y, X, 3|4), any dtype
+    >>> masks, scores, logits = pred.predict(points=[[120, 80]], labels=[1])
+    """
+
+    def __init__(self, model, device="auto", precision: str = "auto"):
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device)
+        self.model = model.to(self.device).eval()
+        self._embedding: ImageEmbedding | None = None
+        self.decoder_calls = 0
+        self.encoder_calls = 0
+
+    # ------------------------------------------------------------------ embedding
+    @property
+    def img_size(self) -> int:
+        return int(self.model.img_size)
+
+    @property
+    def low_res_size(self) -> int:
+        """Side of the low-resolution logits and of mask prompts (4 E)."""
+        return 4 * int(self.model.embedding_size)
+
+    @property
+    def embedding(self) -> ImageEmbedding:
+        if self._embedding is None:
+            raise RuntimeError("no image is set: call set_image(image) or set_embedding(emb) first")
+        return self._embedding
+
+    @torch.inference_mode()
+    def encode_rgb(self, rgbs: list[np.ndarray]) -> list[ImageEmbedding]:
+        """Encode same-sized (Y, X, 3) uint8 images in one batch."""
+        spec = ResizeSpec.for_image(rgbs[0].shape[:2], self.img_size)
+        x = images_to_tensor(rgbs, spec, self.device)
+        with autocast(self.device, self.dtype):
+            feats = self.model.encode(self.model.normalize_and_pad(x))
+        self.encoder_calls += 1
+        feats = feats.float()
+        return [
+            ImageEmbedding(feats[i], spec.original_size, spec.input_size, self.model.model_id)
+            for i in range(len(rgbs))
+        ]
+
+    def set_image(
+        self,
+        image,
+        contrast_limits: tuple[float, float] | None = None,
+        percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    ) -> ImageEmbedding:
+        """Compute and keep the embedding of a 2D image.
+
+        Parameters
+        ----------
+        image : array-like, (Y, X) or (Y, X, 3|4)
+            uint8, uint16, any int or float dtype (NaN/inf allowed).
+        contrast_limits : (float, float), optional
+            Intensities mapped to black and white; default: the ``percentiles`` of the image.
+        percentiles : (float, float)
+            See :func:`napari_sam.preprocess.to_uint8_rgb`.
+        """
+        rgb = to_uint8_rgb(image, contrast_limits, percentiles)
+        self._embedding = self.encode_rgb([rgb])[0]
+        return self._embedding
+
+    def set_embedding(self, embedding: ImageEmbedding) -> None:
+        """Use a precomputed embedding (from :meth:`set_image`, a store or a file)."""
+        self._check_embedding(embedding)
+        self._embedding = embedding
+
+    def _check_embedding(self, emb: ImageEmbedding) -> None:
+        if emb.model_id != self.model.model_id:
+            raise ValueError(
+                f"the embedding was made by model {emb.model_id!r} but this predictor uses "
+                f"{self.model.model_id!r}; recompute it with this model"
+            )
+        e = int(self.model.embedding_size)
+        if tuple(emb.features.shape[-2:]) != (e, e):
+            raise ValueError(f"embedding shape {tuple(emb.features.shape)} does not fit this model")
+
+    # ------------------------------------------------------------------ prompts
+    def _validate_points(self, points, labels, size) -> tuple[np.ndarray, np.ndarray]:
+        pts = np.asarray(points, dtype=np.float64)
+        if pts.ndim == 1 and pts.size == 2:
+            pts = pts[None]
+        if pts.ndim != 2 or pts.shape[-1] != 2:
+            raise ValueError(f"points must have shape (P, 2) as (row, col), got {pts.shape}")
+        if labels is None:
+            lab = np.ones(len(pts), np.int64)
+        else:
+            lab = np.asarray(labels).reshape(-1)
+            if len(lab) != len(pts):
+                raise ValueError(f"got {len(pts)} points but {len(lab)} labels; give one label per point")
+            if not np.isin(lab, (0, 1)).all():
+                raise ValueError(f"labels must be 1 (positive) or 0 (negative), got {np.unique(lab)}")
+            lab = lab.astype(np.int64)
+        h, w = size
+        outside = ~np.isfinite(pts).all(1) | (pts[:, 0] < -0.5) | (pts[:, 0] > h - 0.5)
+        outside |= (pts[:, 1] < -0.5) | (pts[:, 1] > w - 0.5)
+        if outside.any():
+            raise ValueError(
+                f"point (row, col) = {tuple(pts[outside][0])} is outside the image of shape {size}"
+            )
+        return pts, lab
+
+    @staticmethod
+    def _validate_box(box, size) -> np.ndarray:
+        b = np.asarray(box, dtype=np.float64).reshape(-1)
+        if b.shape != (4,) or not np.isfinite(b).all():
+            raise ValueError(f"box must be 4 finite numbers (row0, col0, row1, col1), got {box}")
+        if b[2] < b[0] or b[3] < b[1]:
+            raise ValueError(
+                f"box {tuple(b)} is inverted: need row1 >= row0 and col1 >= col0 "
+                "(row0, col0, row1, col1)"
+            )
+        h, w = size
+        if b[2] < 0 or b[3] < 0 or b[0] > h - 1 or b[1] > w - 1:
+            raise ValueError(f"box {tuple(b)} lies outside the image of shape {size}")
+        return np.clip(b, 0, [h - 1, w - 1, h - 1, w - 1])
+
+    def predict(
+        self,
+        points=None,
+        labels=None,
+        box=None,
+        mask_input=None,
+        multimask: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks for one object from points, a box and/or a low-resolution mask prompt.
+
+        Parameters
+        ----------
+        points : array-like (P, 2), optional
+            (row, col) pixel coordinates.
+        labels : array-like (P,), optional
+            1 positive, 0 negative; default all positive.
+        box : array-like (4,), optional
+            (row0, col0, row1, col1).
+        mask_input : array-like (4E, 4E) or (1, 4E, 4E), optional
+            Low-resolution logits, e.g. ``logits[i]`` of a previous call.
+        multimask : bool
+            Return 3 candidate masks (for ambiguous prompts) instead of 1.
+
+        Returns
+        -------
+        masks : numpy.ndarray (C, H, W) bool
+        scores : numpy.ndarray (C,) float32, predicted IoU
+        logits : numpy.ndarray (C, 4E, 4E) float32
+            C is 3 when ``multimask`` else 1.
+        """
+        emb = self.embedding
+        if points is None and box is None and mask_input is None:
+            raise ValueError("give at least one prompt: points, a box or a mask_input")
+        pts = lab = boxes = masks = None
+        if points is not None:
+            p, lb = self._validate_points(points, labels, emb.original_size)
+            pts, lab = p[None], lb[None]
+        elif labels is not None:
+            raise ValueError("labels were given without points")
+        if box is not None:
+            boxes = self._validate_box(box, emb.original_size)[None]
+        if mask_input is not None:
+            masks = np.asarray(mask_input, dtype=np.float32)
+            if masks.ndim == 3 and masks.shape[0] == 1:
+                masks = masks[0]
+            n = self.low_res_size
+            if masks.shape != (n, n):
+                raise ValueError(
+                    f"mask_input must have shape ({n}, {n}) (low-resolution logits), "
+                    f"got {np.asarray(mask_input).shape}"
+                )
+            masks = masks[None]
+        out = self.predict_batch(
+            points=pts, labels=lab, boxes=boxes, mask_inputs=masks, multimask=multimask
+        )
+        return (
+            out.masks[0].cpu().numpy(),
+            out.scores[0].float().cpu().numpy(),
+            out.logits[0].float().cpu().numpy(),
+        )
+
+    @torch.inference_mode()
+    def predict_batch(
+        self,
+        embedding: ImageEmbedding | None = None,
+        points=None,
+        labels=None,
+        boxes=None,
+        mask_inputs=None,
+        multimask: bool = True,
+        upsample: bool = True,
+    ) -> BatchPrediction:
+        """Decode N prompts on one image in a single decoder call.
+
+        Inputs are not range-checked (the hot path for volumes and automatic segmentation);
+        use :meth:`predict` for validated single prompts.
+
+        Parameters
+        ----------
+        embedding : ImageEmbedding, optional
+            Defaults to the image set last.
+        points : array-like or tensor (N, P, 2), optional
+            (row, col) in original pixels.
+        labels : array-like or tensor (N, P), optional
+            1 positive, 0 negative, -1 padding (ignored point).
+        boxes : array-like or tensor (N, 4), optional
+            (row0, col0, row1, col1).
+        mask_inputs : array-like or tensor (N, 4E, 4E) or (N, 1, 4E, 4E), optional
+            Low-resolution logits.
+        multimask : bool
+            3 candidates per prompt instead of 1.
+        upsample : bool
+            Also return full-resolution masks (skip when only some masks will be kept).
+        """
+        emb = self.embedding if embedding is None else embedding
+        if embedding is not None:
+            self._check_embedding(emb)
+        spec = emb.spec(self.img_size)
+        dev = self.device
+        pt = bx = mk = None
+        n = None
+        if points is not None:
+            coords = torch.as_tensor(points_to_model(_np(points), spec), device=dev)
+            lab = torch.as_tensor(_np(labels), device=dev, dtype=torch.int64)
+            pt = (coords, lab)
+            n = coords.shape[0]
+        if boxes is not None:
+            bx = torch.as_tensor(boxes_to_model(_np(boxes), spec), device=dev)
+            n = bx.shape[0]
+        if mask_inputs is not None:
+            mk = torch.as_tensor(mask_inputs, device=dev, dtype=torch.float32)
+            if mk.ndim == 3:
+                mk = mk[:, None]
+            n = mk.shape[0]
+        if n is None:
+            raise ValueError("give at least one prompt: points, boxes or mask_inputs")
+        feats = emb.features.to(dev)[None]
+        with autocast(dev, self.dtype):
+            logits, scores = self.model.decode(
+                feats, points=pt, boxes=bx, masks=mk, multimask=multimask
+            )
+        self.decoder_calls += 1
+        logits, scores = logits.float(), scores.float()
+        masks = self.upsample(logits, emb) if upsample else None
+        return BatchPrediction(masks=masks, scores=scores, logits=logits)
+
+    @torch.inference_mode()
+    def upsample(self, logits: torch.Tensor, embedding: ImageEmbedding | None = None) -> torch.Tensor:
+        """Low-resolution logits (..., 4E, 4E) -> boolean masks (..., H, W) at image size.
+
+        Same steps as Meta's ``Sam.postprocess_masks``: bilinear to the model input size,
+        crop the padding, bilinear to the original size, threshold at 0.
+        """
+        emb = self.embedding if embedding is None else embedding
+        lead = logits.shape[:-2]
+        x = logits.reshape(-1, 1, *logits.shape[-2:]).float()
+        x = F.interpolate(x, (self.img_size, self.img_size), mode="bilinear", align_corners=False)
+        h, w = emb.input_size
+        x = x[..., :h, :w]
+        x = F.interpolate(x, tuple(emb.original_size), mode="bilinear", align_corners=False)
+        return (x > self.model.mask_threshold).reshape(*lead, *emb.original_size)
+
+
+def _np(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)

@@ -1,0 +1,209 @@
+"""Image normalisation, resizing and the one place where napari coordinates become SAM's.
+
+SAM's image encoder expects an RGB ``uint8``-range image whose longest side is resized to the
+model's input size and padded (bottom and right) to a square. Our pipeline is:
+
+1. ``to_uint8_rgb``: any real dtype, (Y, X) or (Y, X, 3|4) -> (Y, X, 3) ``uint8``. Intensities
+   are mapped linearly from ``contrast_limits`` (or, by default, the 0.5 and 99.5 percentiles of
+   the finite values, computed jointly over channels) to 0..255 and clipped; NaN becomes 0,
+   +inf 255, -inf 0. A constant image becomes all zeros.
+2. ``resize_longest_side``: bilinear resize (PIL, exactly what Meta's ``ResizeLongestSide`` does
+   for ``uint8`` images) so that the longest side equals the model's input size.
+3. The model normalises with its pixel mean and std and pads (``Sam.normalize_and_pad``).
+
+Coordinates in our API are napari order, (row, col); boxes are (row0, col0, row1, col1).
+``points_to_model`` and ``boxes_to_model`` convert them to SAM's (x, y) in resized-input pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = [
+    "DEFAULT_PERCENTILES",
+    "ResizeSpec",
+    "boxes_to_model",
+    "intensity_limits",
+    "points_to_model",
+    "resize_longest_side",
+    "to_uint8_rgb",
+    "validate_image",
+]
+
+DEFAULT_PERCENTILES = (0.5, 99.5)
+
+
+def validate_image(image) -> np.ndarray:
+    """Check that ``image`` is a 2D grey or RGB(A) image and return it as an array.
+
+    Raises
+    ------
+    ValueError
+        For empty arrays, non-numeric dtypes and shapes other than (Y, X), (Y, X, 1),
+        (Y, X, 3) or (Y, X, 4).
+    """
+    arr = np.asarray(image)
+    if arr.size == 0:
+        raise ValueError(f"the image is empty (shape {arr.shape}); give a non-empty 2D image")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"image dtype {arr.dtype} is not numeric; give an integer or float image")
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        return arr
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        return arr
+    raise ValueError(
+        f"expected a 2D image of shape (Y, X) or (Y, X, 3|4), got shape {arr.shape}; "
+        "for stacks use napari_sam.embed(stack, model) or pick one slice"
+    )
+
+
+def intensity_limits(
+    array, percentiles: tuple[float, float] = DEFAULT_PERCENTILES, *, max_samples: int = 2_000_000
+) -> tuple[float, float]:
+    """Percentile intensity range of the finite values of ``array``.
+
+    Parameters
+    ----------
+    array : array-like
+        Any shape. Large arrays are subsampled with a regular stride to at most
+        ``max_samples`` values (deterministic).
+    percentiles : (float, float)
+        Lower and upper percentile in [0, 100].
+
+    Returns
+    -------
+    (lo, hi) : tuple of float
+        ``hi >= lo``; both 0.0 when there is no finite value.
+    """
+    lo_p, hi_p = percentiles
+    if not (0 <= lo_p < hi_p <= 100):
+        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
+    flat = np.asarray(array).reshape(-1)
+    if flat.size > max_samples:
+        flat = flat[:: int(np.ceil(flat.size / max_samples))]
+    if flat.dtype.kind == "f":
+        flat = flat[np.isfinite(flat)]
+    if flat.size == 0:
+        return 0.0, 0.0
+    lo, hi = np.percentile(flat, [lo_p, hi_p])
+    return float(lo), float(hi)
+
+
+def to_uint8_rgb(
+    image,
+    contrast_limits: tuple[float, float] | None = None,
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+) -> np.ndarray:
+    """Map a 2D grey or RGB(A) image of any dtype to a (Y, X, 3) ``uint8`` RGB image.
+
+    Parameters
+    ----------
+    image : array-like, (Y, X) or (Y, X, 3|4)
+        Any integer or float dtype; alpha is dropped, grey is repeated to 3 channels.
+    contrast_limits : (float, float), optional
+        Intensities mapped to 0 and 255 (napari's layer contrast limits). ``(0, 255)`` on a
+        ``uint8`` image leaves it unchanged, which is what Meta's ``SamPredictor`` sees.
+    percentiles : (float, float)
+        Used when ``contrast_limits`` is None: the limits are these percentiles of the
+        finite values, jointly over channels.
+
+    Returns
+    -------
+    numpy.ndarray, (Y, X, 3) uint8
+    """
+    arr = validate_image(image)
+    if arr.ndim == 3 and arr.shape[-1] == 4:
+        arr = arr[..., :3]
+    if contrast_limits is None:
+        lo, hi = intensity_limits(arr, percentiles)
+    else:
+        lo, hi = (float(v) for v in contrast_limits)
+        if not (np.isfinite(lo) and np.isfinite(hi)) or hi < lo:
+            raise ValueError(
+                f"contrast_limits must be two finite numbers (low, high) with high >= low, "
+                f"got {contrast_limits}"
+            )
+    if arr.dtype == np.uint8 and lo == 0.0 and hi == 255.0:
+        out = arr
+    elif hi <= lo:
+        out = np.zeros(arr.shape, np.uint8)
+        if arr.dtype.kind == "f":
+            out[np.isposinf(arr)] = 255
+    else:
+        scaled = (arr.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+        scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
+        # round half up, like a viewer's display mapping
+        out = np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
+    if out.ndim == 2:
+        out = np.repeat(out[..., None], 3, axis=-1)
+    return np.ascontiguousarray(out)
+
+
+@dataclass(frozen=True)
+class ResizeSpec:
+    """How an image of ``original_size`` maps to a model input of side ``img_size``.
+
+    Attributes
+    ----------
+    original_size : (int, int)
+        (rows, cols) of the image.
+    input_size : (int, int)
+        (rows, cols) after resizing the longest side to ``img_size`` (before padding).
+    img_size : int
+        The model's square input side.
+    """
+
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    img_size: int
+
+    @classmethod
+    def for_image(cls, original_size: tuple[int, int], img_size: int) -> ResizeSpec:
+        h, w = (int(v) for v in original_size)
+        scale = img_size / max(h, w)
+        # same rounding as Meta's ResizeLongestSide.get_preprocess_shape
+        return cls((h, w), (int(h * scale + 0.5), int(w * scale + 0.5)), int(img_size))
+
+    @property
+    def scale_rc(self) -> tuple[float, float]:
+        """Per-axis scale (rows, cols) from original to input pixels."""
+        return (
+            self.input_size[0] / self.original_size[0],
+            self.input_size[1] / self.original_size[1],
+        )
+
+
+def resize_longest_side(rgb: np.ndarray, spec: ResizeSpec) -> np.ndarray:
+    """Bilinear resize of a (Y, X, 3) uint8 image to ``spec.input_size`` (PIL, like Meta's)."""
+    if rgb.shape[:2] == spec.input_size:
+        return rgb
+    h, w = spec.input_size
+    return np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
+
+
+def images_to_tensor(rgbs: list[np.ndarray], spec: ResizeSpec, device) -> torch.Tensor:
+    """Resize (Y, X, 3) uint8 images and stack them as a (B, 3, h, w) float32 tensor."""
+    resized = np.stack([resize_longest_side(rgb, spec) for rgb in rgbs])
+    return torch.from_numpy(resized).to(device).permute(0, 3, 1, 2).float()
+
+
+def points_to_model(points_rc, spec: ResizeSpec) -> np.ndarray:
+    """Convert (..., 2) napari (row, col) points to SAM's (x, y) in model input pixels."""
+    pts = np.asarray(points_rc, dtype=np.float64)
+    sr, sc = spec.scale_rc
+    return np.stack([pts[..., 1] * sc, pts[..., 0] * sr], axis=-1).astype(np.float32)
+
+
+def boxes_to_model(boxes_rcrc, spec: ResizeSpec) -> np.ndarray:
+    """Convert (..., 4) napari boxes (row0, col0, row1, col1) to SAM's (x0, y0, x1, y1)."""
+    b = np.asarray(boxes_rcrc, dtype=np.float64)
+    sr, sc = spec.scale_rc
+    return np.stack(
+        [b[..., 1] * sc, b[..., 0] * sr, b[..., 3] * sc, b[..., 2] * sr], axis=-1
+    ).astype(np.float32)
