@@ -1,0 +1,38 @@
+"""The core (everything outside _qt/, _sample_data.py, _writer.py) never imports napari or Qt."""
+
+import pkgutil
+import subprocess
+import sys
+
+import napari_sam
+
+GUI_MODULES = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "superqt", "vispy")
+EXEMPT = ("napari_sam._qt", "napari_sam._sample_data", "napari_sam._writer", "napari_sam._reader")
+
+
+def core_modules():
+    names = []
+    for info in pkgutil.walk_packages(napari_sam.__path__, "napari_sam."):
+        if not info.name.startswith(EXEMPT):
+            names.append(info.name)
+    return names
+
+
+def test_core_modules_do_not_import_napari_or_qt():
+    modules = core_modules()
+    assert "napari_sam.predictor" in modules and "napari_sam.preprocess" in modules
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {GUI_MODULES!r})\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"core imported GUI modules: {out.stdout.strip()}"
+
+
+def test_import_napari_sam_is_light():
+    code = "import sys, napari_sam; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", "import napari_sam must not import torch (napari start-up)"
