@@ -448,6 +448,14 @@ def test_truncated_tiff_raises_image_read_error(tmp_path):
     p.write_bytes(good.read_bytes()[:200])
     with pytest.raises(ImageReadError, match="truncated.tif"):
         io.read_image(p)
+    # all page headers intact, the last strip cut: lazy reading must fail now, not later
+    with tifffile.TiffFile(good) as tif:
+        last = tif.pages[-1].dataoffsets[0]
+    p.write_bytes(good.read_bytes()[: last + 10])
+    for lazy in (False, True):
+        with pytest.raises(ImageReadError, match="truncated") as err:
+            io.read_image(p, lazy=lazy)
+        assert str(p) in str(err.value)
 
 
 def test_missing_file_and_bad_npy(tmp_path):

@@ -227,7 +227,9 @@ def guess_axes(shape: Sequence[int], *, channel_axis: int | None = None) -> str:
         if not -n <= channel_axis < n:
             raise ValueError(f"channel_axis {channel_axis} out of range for shape {shape}")
         if not 3 <= n <= 5:
-            raise ValueError(f"cannot guess axes for shape {shape} with channel_axis={channel_axis}")
+            raise ValueError(
+                f"cannot guess axes for shape {shape} with channel_axis={channel_axis}"
+            )
         c = channel_axis % n
         rest = {2: "YX", 3: "ZYX", 4: "TZYX"}[n - 1]
         return rest[:c] + "C" + rest[c:]
@@ -537,6 +539,28 @@ def _resolution_size(page, tag: str) -> float | None:
         return None
 
 
+def _check_not_truncated(path: Path, series) -> None:
+    """Cheap check that the series' last bytes lie inside the file (lazy reads fail late)."""
+    size = path.stat().st_size
+    end = 0
+    if series.dataoffset is not None:
+        end = int(series.dataoffset) + int(series.nbytes)
+    else:
+        try:
+            last = series.pages[-1] if len(series.pages) else None
+            offsets = getattr(last, "dataoffsets", ()) or ()
+            counts = getattr(last, "databytecounts", ()) or ()
+            end = max((int(o) + int(c) for o, c in zip(offsets, counts)), default=0)
+        except Exception:  # tifffile could not even locate the last page
+            end = size + 1
+    if end > size:
+        raise ImageReadError(
+            path,
+            f"the file is truncated ({size} bytes, but the image data extends to byte {end})",
+            "The file was probably not copied or written completely; copy or export it again.",
+        )
+
+
 def _read_tiff(path: Path, axes: str | None, lazy: bool) -> ImageData:
     import tifffile
 
@@ -601,6 +625,7 @@ def _read_tiff(path: Path, axes: str | None, lazy: bool) -> ImageData:
         md["series_count"] = len(tif.series)
 
         data = None
+        _check_not_truncated(path, series)
         if lazy:
             if series.dataoffset is not None:
                 try:
