@@ -292,6 +292,7 @@ class _Shape:
     kind: int = 0  # domain-specific type code
     tail: bool = False  # fish tail at the -major end
     third: float = 1.0  # 3D: third semi-axis relative to the minor one
+    power: float = 2.0  # superellipse exponent: 2 ellipse, >2 capsule-like (blunter ends)
 
 
 @dataclass
@@ -347,13 +348,16 @@ def _place(
     axial = np.zeros(shape, np.float32)
     areas = [0]
     radius, minor, kinds, cents = [0.0], [0.0], [0], [np.zeros(ndim)]
-    tries = 12 * n + 20 if tries is None else tries
+    tries = 8 * n + 20 if tries is None else tries
     k = 0
     for _ in range(tries):
         if k >= n:
             break
         s = propose(rng)
         c = centres(rng) if centres is not None else rng.uniform(0, 1, ndim) * extent
+        ci = np.minimum((c / sp).astype(int), np.asarray(shape) - 1)
+        if labels[tuple(ci)] and dist[tuple(ci)] < 1 - max_overlap:
+            continue  # centre deep inside another object: would overlap too much
         sa = math.sqrt(s.aspect)
         radii = np.array([s.radius * sa, s.radius / sa, s.radius / sa * s.third][:ndim])
         rot = _rotation(rng, ndim)
@@ -363,32 +367,39 @@ def _place(
         if np.any(hi - lo < 1):
             continue
         grids = [
-            ((np.arange(lo[i], hi[i]) * sp[i] - c[i]).reshape([-1 if j == i else 1
-                                                               for j in range(ndim)]))
+            ((np.arange(lo[i], hi[i], dtype=np.float32) * np.float32(sp[i]) - np.float32(c[i]))
+             .reshape([-1 if j == i else 1 for j in range(ndim)]))
             for i in range(ndim)
         ]
-        local = [sum(rot[i, j] * grids[i] for i in range(ndim)) for j in range(ndim)]
+        local = [sum(np.float32(rot[i, j]) * grids[i] for i in range(ndim)) for j in range(ndim)]
         if s.bend:
-            local[1] = local[1] + s.bend * local[0] ** 2 / radii[0]
-        q = [local[j] / radii[j] for j in range(ndim)]
-        d = np.sqrt(sum(qj * qj for qj in q)) + 1e-6
+            local[1] = local[1] + np.float32(s.bend / radii[0]) * local[0] ** 2
+        q = [local[j] * np.float32(1 / radii[j]) for j in range(ndim)]
+        if s.power == 2.0:
+            d = np.sqrt(sum(qj * qj for qj in q)) + np.float32(1e-6)
+        else:
+            pw = np.float32(s.power)
+            d = sum(np.abs(qj) ** pw for qj in q) ** np.float32(1 / s.power) + np.float32(1e-6)
         if s.lump > 0:
-            p = np.ones_like(d)
-            for _h in range(4):
-                v = rng.standard_normal(ndim)
-                v /= np.linalg.norm(v)
-                f = rng.integers(1, 5)
-                dot = sum(v[j] * q[j] for j in range(ndim)) / d
-                p = p + (s.lump * rng.uniform(0.3, 1.0)) * np.cos(
-                    np.pi * f * dot + rng.uniform(0, 2 * np.pi))
-            dn = d / np.maximum(p, 0.3)
+            nh = 4
+            v = rng.standard_normal((nh, ndim))
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+            f = rng.integers(1, 4, nh) * np.pi
+            amp = s.lump * rng.uniform(0.3, 1.0, nh)
+            ph = rng.uniform(0, 2 * np.pi, nh)
+            inv = 1 / d
+            p = np.float32(1.0)
+            for h in range(nh):
+                dot = sum(np.float32(v[h, j]) * q[j] for j in range(ndim)) * inv
+                p = p + np.float32(amp[h]) * np.cos(np.float32(f[h]) * dot + np.float32(ph[h]))
+            dn = d / np.maximum(p, np.float32(0.3))
         else:
             dn = d
         if s.tail:
             a, b = radii[0], radii[1]
             tl = a * rng.uniform(0.35, 0.6)
-            t = (-local[0] - 0.75 * a) / tl  # 0 at tail root, 1 at fin edge
-            w = b * (0.3 + 0.9 * np.clip(t, 0, 1))
+            t = (-local[0] - np.float32(0.75 * a)) * np.float32(1 / tl)  # 0 root, 1 fin edge
+            w = np.float32(b) * (np.float32(0.3) + np.float32(0.9) * np.clip(t, 0, 1))
             dtail = np.maximum(np.abs(2 * t - 1), np.abs(local[1]) / w)
             dn = np.minimum(dn, dtail)
         dn = np.broadcast_to(dn, tuple(hi - lo)).astype(np.float32)
@@ -483,7 +494,18 @@ def _clustered_centres(rng, extent, scale, p_cluster=0.5):
 
 
 def _relabel(labels: np.ndarray, min_size: int, min_slices: int = 1) -> np.ndarray:
-    """Drop labels smaller than ``min_size`` (or thinner than ``min_slices``), relabel 1..N."""
+    """Keep each label's largest component, drop labels smaller than ``min_size`` (or
+    thinner than ``min_slices``), relabel 1..N. Loops over labels, not pixels."""
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        crop = labels[sl]
+        m = crop == i
+        comp, nc = ndi.label(m)
+        if nc > 1:
+            sizes = np.bincount(comp.ravel())
+            sizes[0] = 0
+            crop[m & (comp != int(sizes.argmax()))] = 0
     n = int(labels.max())
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     keep = sizes >= min_size
@@ -676,7 +698,9 @@ def _cells(shape, rng, *, spacing, dtype, min_size, min_slices):
     counts = np.ceil(extent / step).astype(int) + 1
     grid = np.stack(np.meshgrid(*[np.arange(c) for c in counts], indexing="ij"), -1)
     grid = grid.reshape(-1, ndim).astype(float)
-    pts = (grid + 0.5 - 0.5 + rng.uniform(-0.5, 0.5, grid.shape) * rng.uniform(0.5, 1.0)) * step
+    jitter = rng.uniform(0.6, 1.0)  # 1: uniform in each grid cell, lower: more regular
+    pts = (grid + rng.uniform(-0.5, 0.5, grid.shape) * jitter) * step
+    pts = pts[rng.random(len(pts)) >= rng.uniform(0.0, 0.3)]  # some larger cells
     pts = pts[np.all((pts >= 0) & (pts < extent), axis=1)]
     idx = np.floor(pts / sp).astype(int)
     markers = np.zeros(shape, np.int32)
@@ -695,7 +719,7 @@ def _cells(shape, rng, *, spacing, dtype, min_size, min_slices):
     # tissue region: keep whole cells that lie mostly inside a smooth blob
     if rng.random() < 0.6:
         field_ = _lowfreq(rng, shape, rng.uniform(1.5, 3.0))
-        region = field_ > np.quantile(field_, rng.uniform(0.0, 0.5))
+        region = field_ > np.quantile(field_, rng.uniform(0.15, 0.6))
         n = int(lab.max())
         frac = np.bincount(lab[region].ravel(), minlength=n + 1) / np.maximum(
             np.bincount(lab.ravel(), minlength=n + 1), 1)
@@ -825,7 +849,8 @@ def _em(shape, rng, *, spacing, dtype, min_size, min_slices):
         asp = r.uniform(1.5, 4.5)
         mn = max(mito_minor * r.uniform(0.7, 1.3), zmin)
         return _Shape(radius=mn * math.sqrt(asp), aspect=asp, lump=r.uniform(0.01, 0.07),
-                      bend=r.uniform(-0.35, 0.35), kind=0, third=r.uniform(0.8, 1.2))
+                      bend=r.uniform(-0.35, 0.35), kind=0, third=r.uniform(0.8, 1.2),
+                      power=r.uniform(2.0, 3.2))
 
     coverage = rng.uniform(0.08, 0.35)
     vol = float(np.prod(extent))
@@ -970,7 +995,7 @@ def _xray_objects(shape, rng, sp, min_size, min_slices):
     ndim = len(shape)
     extent = np.asarray(shape) * sp
     rmean = _loguniform(rng, 7.0, 25.0)
-    lump = rng.uniform(0.03, 0.25)
+    lump = rng.uniform(0.03, 0.18)
     amax = rng.uniform(1.1, 2.5)
     zmin = 1.7 * sp[0] if ndim == 3 else 0.0
 
