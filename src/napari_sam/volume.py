@@ -1,0 +1,1071 @@
+"""Propagate objects slice by slice through a stack (z of a volume, t of a time series).
+
+``segment_volume(emb, prompts)`` segments every object on the slices the user annotated, then
+carries each object to the neighbouring slices: the next slice is prompted from the previous
+slice's mask (a box, a box plus the previous low-resolution logits, points, or a centre point)
+until the mask vanishes, changes too much, reaches a stop marker or the end of the stack.
+Between two annotated slices of an object the gap is filled from both ends, meeting in the
+middle.
+
+All objects advance together: on each slice the prompts of every live object go to the mask
+decoder in one batched call, so the number of decoder calls per slice does not depend on the
+number of objects. Where objects overlap, each pixel goes to the object with the highest
+mask logit there (ties: higher predicted IoU, then smaller id), never to the one that came
+first.
+
+Directions: "up" is increasing slice index, "down" decreasing. Coordinates are napari order:
+points (row, col), boxes (row0, col0, row1, col1), in pixels of the stack's slices.
+
+To propagate along another axis, embed the stack with that axis first and move the result
+back::
+
+    emb = ns.embed(np.moveaxis(volume, 1, 0), model)          # propagate along rows (y)
+    res = ns.segment_volume(emb, prompts)                      # slice index = y
+    labels = np.moveaxis(res.labels, 0, 1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "MODES",
+    "STOP_REASONS",
+    "SlicePrompt",
+    "VolumeResult",
+    "box_from_mask",
+    "center_from_mask",
+    "mask_to_logits",
+    "points_from_mask",
+    "prompts_from_labels",
+    "segment_volume",
+    "stop_reason",
+]
+
+MODES = ("auto", "box", "box+mask", "points", "center")
+AXIS_KINDS = ("z", "t")
+
+#: Why propagation of an object ended in one direction.
+STOP_REASONS = {
+    "edge": "reached the first or last slice of the stack",
+    "stop_marker": "the next slice carries a stop marker for this object",
+    "met": "met the propagation coming from the object's next annotated slice",
+    "vanished": "the mask on the next slice was empty or smaller than min_area",
+    "iou": "IoU with the previous slice's mask fell below iou_threshold",
+    "area": "the area changed by more than area_factor from the previous slice",
+    "score": "the predicted IoU fell below min_score",
+    "max_slices": "propagated max_slices slices from the annotated slice",
+}
+
+# default propagation mode per kind of axis (see segment_volume)
+_AUTO_MODE = {"z": "box+mask", "t": "box+mask"}
+
+_USER_LOGIT = 1.0e4  # full-resolution "logit" of a mask the user gave: always wins overlaps
+_MASK_PROMPT_LOGIT = 10.0  # magnitude of low-resolution logits made from a binary mask
+
+
+# ---------------------------------------------------------------------------------- prompts
+@dataclass
+class SlicePrompt:
+    """Prompts for one object on one slice.
+
+    Attributes
+    ----------
+    slice : int
+        Index along the propagation axis (0 <= slice < Z).
+    points : array-like (P, 2), optional
+        (row, col) pixel coordinates.
+    labels : array-like (P,), optional
+        1 positive, 0 negative; default all positive.
+    box : array-like (4,), optional
+        (row0, col0, row1, col1).
+    mask : array-like (Y, X) bool, optional
+        The object's mask on this slice. Alone, it is taken as the object's segmentation on
+        this slice as is; with points or a box it becomes a mask prompt for the decoder.
+    stop : bool
+        A stop marker: the object is absent from this slice and propagation ends before it.
+        A stop marker carries no other prompt.
+    """
+
+    slice: int
+    points: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    box: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    stop: bool = False
+
+    _KEYS = ("slice", "points", "labels", "box", "mask", "stop")
+
+    @classmethod
+    def coerce(cls, value) -> SlicePrompt:
+        """A :class:`SlicePrompt` from itself or a plain dict with the same keys."""
+        if isinstance(value, SlicePrompt):
+            return value
+        if isinstance(value, Mapping):
+            unknown = set(value) - set(cls._KEYS)
+            if unknown:
+                raise ValueError(
+                    f"unknown slice prompt keys {sorted(unknown)}; allowed: {list(cls._KEYS)}"
+                )
+            if "slice" not in value:
+                raise ValueError(
+                    f"a slice prompt needs a 'slice' index, got keys {sorted(value)}; "
+                    "e.g. {'slice': 12, 'points': [[40, 52]]}"
+                )
+            return cls(**value)
+        raise TypeError(
+            f"a slice prompt must be a SlicePrompt or a dict, got {type(value).__name__}"
+        )
+
+
+@dataclass
+class _Annotation:
+    """Validated and merged prompts of one object on one slice."""
+
+    points: np.ndarray | None  # (P, 2) float64
+    labels: np.ndarray | None  # (P,) int64
+    box: np.ndarray | None  # (4,) float64
+    mask: np.ndarray | None  # (Y, X) bool
+
+    @property
+    def mask_only(self) -> bool:
+        return self.mask is not None and self.points is None and self.box is None
+
+    @property
+    def multimask(self) -> bool:
+        """A single click is ambiguous: decode 3 candidates and keep the best scoring."""
+        return (
+            self.points is not None and len(self.points) == 1 and self.box is None
+            and self.mask is None
+        )
+
+    @property
+    def signature(self) -> tuple[bool, bool, bool, bool]:
+        """Prompts of equal signature are decoded together in one call."""
+        return (self.points is not None, self.box is not None, self.mask is not None,
+                self.multimask)
+
+
+@dataclass
+class _Object:
+    id: int
+    annotations: dict[int, _Annotation]  # slice -> annotation
+    stops: list[int]  # sorted slices with stop markers
+
+
+def _as_id(key) -> int:
+    if isinstance(key, (bool, np.bool_)) or not isinstance(key, (int, np.integer)):
+        raise ValueError(
+            f"object ids must be positive integers (0 is background), got {key!r}"
+        )
+    if int(key) <= 0:
+        raise ValueError(f"object ids must be positive integers (0 is background), got {key}")
+    return int(key)
+
+
+def _validate_slice(z, obj_id: int, n_slices: int) -> int:
+    if isinstance(z, (bool, np.bool_)) or not isinstance(z, (int, np.integer)):
+        raise ValueError(f"object {obj_id}: slice index must be an integer, got {z!r}")
+    if not 0 <= int(z) < n_slices:
+        raise ValueError(
+            f"object {obj_id}: slice {int(z)} is out of range for a stack of {n_slices} slices "
+            f"(valid: 0..{n_slices - 1}); negative indices are not accepted"
+        )
+    return int(z)
+
+
+def _validate_annotation(sp: SlicePrompt, obj_id: int, size: tuple[int, int]) -> _Annotation:
+    h, w = size
+    where = f"object {obj_id}, slice {sp.slice}"
+    pts = lab = box = mask = None
+    if sp.points is not None:
+        pts = np.asarray(sp.points, dtype=np.float64)
+        if pts.ndim == 1 and pts.size == 2:
+            pts = pts[None]
+        if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) == 0:
+            raise ValueError(
+                f"{where}: points must have shape (P, 2) as (row, col), got {pts.shape}"
+            )
+        if not np.isfinite(pts).all():
+            raise ValueError(f"{where}: points must be finite (row, col) pairs")
+        outside = (pts[:, 0] < -0.5) | (pts[:, 0] > h - 0.5) | (pts[:, 1] < -0.5)
+        outside |= pts[:, 1] > w - 0.5
+        if outside.any():
+            raise ValueError(
+                f"{where}: point (row, col) = {tuple(pts[outside][0])} is outside the slices of "
+                f"shape {size}; give points in pixels of the embedded stack"
+            )
+        if sp.labels is None:
+            lab = np.ones(len(pts), np.int64)
+        else:
+            lab = np.asarray(sp.labels).reshape(-1)
+            if len(lab) != len(pts):
+                raise ValueError(
+                    f"{where}: got {len(pts)} points but {len(lab)} labels; give one label "
+                    "per point (1 positive, 0 negative)"
+                )
+            if not np.isin(lab, (0, 1)).all():
+                raise ValueError(
+                    f"{where}: labels must be 1 (positive) or 0 (negative), got {np.unique(lab)}"
+                )
+            lab = lab.astype(np.int64)
+    elif sp.labels is not None:
+        raise ValueError(f"{where}: labels were given without points")
+    if sp.box is not None:
+        box = np.asarray(sp.box, dtype=np.float64).reshape(-1)
+        if box.shape != (4,) or not np.isfinite(box).all():
+            raise ValueError(
+                f"{where}: box must be 4 finite numbers (row0, col0, row1, col1), got {sp.box}"
+            )
+        if box[2] < box[0] or box[3] < box[1]:
+            raise ValueError(
+                f"{where}: box {tuple(box)} is inverted; need row1 >= row0 and col1 >= col0"
+            )
+        if box[2] < 0 or box[3] < 0 or box[0] > h - 1 or box[1] > w - 1:
+            raise ValueError(f"{where}: box {tuple(box)} lies outside the slices of shape {size}")
+        box = np.clip(box, 0, [h - 1, w - 1, h - 1, w - 1])
+    if sp.mask is not None:
+        mask = np.asarray(sp.mask)
+        if mask.shape != (h, w):
+            raise ValueError(
+                f"{where}: mask has shape {mask.shape} but the embedded stack's slices are "
+                f"{size}; masks must come from the same stack (and axis order) as the embedding"
+            )
+        mask = mask.astype(bool)
+        if not mask.any():
+            raise ValueError(f"{where}: the mask is empty; give a non-empty mask or remove it")
+    if pts is None and box is None and mask is None:
+        raise ValueError(
+            f"{where}: the prompt has no points, box or mask and is not a stop marker"
+        )
+    return _Annotation(pts, lab, box, mask)
+
+
+def _merge(a: _Annotation, b: _Annotation, where: str) -> _Annotation:
+    if a.box is not None and b.box is not None:
+        raise ValueError(f"{where}: two boxes on the same slice; give one box per object")
+    if a.points is not None and b.points is not None:
+        pts = np.concatenate([a.points, b.points])
+        lab = np.concatenate([a.labels, b.labels])
+    else:
+        pts = a.points if a.points is not None else b.points
+        lab = a.labels if a.labels is not None else b.labels
+    if a.mask is not None and b.mask is not None:
+        mask = a.mask | b.mask
+    else:
+        mask = a.mask if a.mask is not None else b.mask
+    return _Annotation(pts, lab, a.box if a.box is not None else b.box, mask)
+
+
+def _normalize_prompts(prompts, shape: tuple[int, int, int]) -> list[_Object]:
+    if not isinstance(prompts, Mapping):
+        raise TypeError(
+            "prompts must be a mapping {object_id: [SlicePrompt or dict, ...]}, got "
+            f"{type(prompts).__name__}"
+        )
+    if len(prompts) == 0:
+        raise ValueError("no prompts given; add at least one object with a prompt on one slice")
+    n_slices, size = shape[0], (shape[1], shape[2])
+    objects = []
+    for key in sorted(prompts, key=lambda k: _as_id(k)):
+        obj_id = _as_id(key)
+        value = prompts[key]
+        items = [value] if isinstance(value, (SlicePrompt, Mapping)) else list(value or [])
+        annotations: dict[int, _Annotation] = {}
+        stops: set[int] = set()
+        for item in items:
+            sp = SlicePrompt.coerce(item)
+            z = _validate_slice(sp.slice, obj_id, n_slices)
+            sp = SlicePrompt(z, sp.points, sp.labels, sp.box, sp.mask, bool(sp.stop))
+            if sp.stop:
+                if sp.points is not None or sp.box is not None or sp.mask is not None:
+                    raise ValueError(
+                        f"object {obj_id}, slice {z}: a stop marker carries no points, box or "
+                        "mask; give the stop marker and the prompts on different slices"
+                    )
+                stops.add(z)
+                continue
+            ann = _validate_annotation(sp, obj_id, size)
+            if z in annotations:
+                ann = _merge(annotations[z], ann, f"object {obj_id}, slice {z}")
+            annotations[z] = ann
+        if not annotations:
+            raise ValueError(
+                f"object {obj_id} has no prompts (only stop markers or nothing); add points, a "
+                "box or a mask on at least one slice, or remove the object"
+            )
+        clash = stops & set(annotations)
+        if clash:
+            raise ValueError(
+                f"object {obj_id}: slice {min(clash)} has both a stop marker and prompts; "
+                "remove one of them"
+            )
+        objects.append(_Object(obj_id, annotations, sorted(stops)))
+    return objects
+
+
+def prompts_from_labels(
+    labels, slice: int | None = None, ids: Iterable[int] | None = None
+) -> dict[int, list[SlicePrompt]]:
+    """Seed propagation from existing labels: one mask prompt per object.
+
+    Parameters
+    ----------
+    labels : array-like, (Y, X) or (Z, Y, X) int
+        A label image (0 = background). A 2D array is the labels of slice ``slice``.
+    slice : int, optional
+        The slice the masks come from. Required for 2D labels. For 3D labels, ``None`` seeds
+        every object on the slice where its area is largest.
+    ids : iterable of int, optional
+        Only these objects (default: every non-zero label present).
+
+    Returns
+    -------
+    dict
+        ``{id: [SlicePrompt(slice, mask=(Y, X) bool)]}`` for :func:`segment_volume`.
+
+    Examples
+    --------
+    >>> prompts = prompts_from_labels(layer.data, slice=12)        # (Z, Y, X) labels
+    >>> result = segment_volume(emb, prompts)
+    """
+    lab = np.asarray(labels)
+    if lab.ndim not in (2, 3):
+        raise ValueError(f"labels must be (Y, X) or (Z, Y, X), got shape {lab.shape}")
+    if not (np.issubdtype(lab.dtype, np.integer) or lab.dtype == bool):
+        raise ValueError(f"labels must be an integer array, got dtype {lab.dtype}")
+    if lab.ndim == 2:
+        if slice is None:
+            raise ValueError("2D labels need the slice they belong to: prompts_from_labels(l, slice=z)")
+        if int(slice) < 0:
+            raise ValueError(f"slice must be >= 0, got {slice}")
+        planes = {int(slice): lab}
+    elif slice is not None:
+        if not 0 <= int(slice) < lab.shape[0]:
+            raise ValueError(
+                f"slice {slice} is out of range for labels with {lab.shape[0]} slices"
+            )
+        planes = {int(slice): lab[int(slice)]}
+    else:
+        planes = None
+    wanted = None if ids is None else {int(i) for i in ids}
+    out: dict[int, list[SlicePrompt]] = {}
+    if planes is not None:
+        (z, plane), = planes.items()
+        present = np.unique(plane)
+        for i in present[present != 0]:
+            if wanted is None or int(i) in wanted:
+                out[int(i)] = [SlicePrompt(z, mask=plane == i)]
+    else:
+        flat = lab.reshape(lab.shape[0], -1)
+        present = np.unique(lab)
+        for i in present[present != 0]:
+            if wanted is not None and int(i) not in wanted:
+                continue
+            z = int(np.argmax((flat == i).sum(1)))
+            out[int(i)] = [SlicePrompt(z, mask=lab[z] == i)]
+    if wanted is not None and wanted - set(out):
+        raise ValueError(f"labels {sorted(wanted - set(out))} are not present in the given labels")
+    if not out:
+        raise ValueError("the labels contain no objects (all zero)")
+    return out
+
+
+# --------------------------------------------------------------------- prompt derivation
+def box_from_mask(mask) -> np.ndarray | None:
+    """Tight box of a mask.
+
+    Parameters
+    ----------
+    mask : array-like (Y, X) bool
+
+    Returns
+    -------
+    numpy.ndarray (4,) float64 or None
+        (row0, col0, row1, col1) inclusive pixel coordinates; None for an empty mask.
+    """
+    m = np.asarray(mask, bool)
+    rows = np.flatnonzero(m.any(1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(m.any(0))
+    return np.array([rows[0], cols[0], rows[-1], cols[-1]], np.float64)
+
+
+def center_from_mask(mask) -> np.ndarray | None:
+    """A single point at the centre of a mask.
+
+    The centroid when it lies inside the mask, otherwise the pixel deepest inside the mask
+    (maximum of the distance transform), so concave shapes get a point on the object.
+
+    Returns
+    -------
+    numpy.ndarray (2,) float64 (row, col) or None for an empty mask.
+    """
+    m = np.asarray(mask, bool)
+    rr, cc = np.nonzero(m)
+    if rr.size == 0:
+        return None
+    r, c = int(round(rr.mean())), int(round(cc.mean()))
+    if m[r, c]:
+        return np.array([r, c], np.float64)
+    return points_from_mask(m, n_positive=1, n_negative=0)[0][0]
+
+
+def points_from_mask(
+    mask, n_positive: int = 2, n_negative: int = 4, min_separation: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Point prompts derived from a mask.
+
+    Positives are maxima of the distance transform (the deepest pixels inside the mask): the
+    deepest first, then further maxima at least ``min_separation`` away and at least half as
+    deep. Negatives lie just outside the mask, at the middles of the sides of the mask's box
+    grown by a margin (a quarter of the box's shorter side, at least 2 pixels), kept only when they fall
+    inside the image and outside the mask.
+
+    Parameters
+    ----------
+    mask : array-like (Y, X) bool
+    n_positive, n_negative : int
+        Maximum numbers of positive and negative points.
+    min_separation : float, optional
+        Minimum distance between positives; default the deepest depth.
+
+    Returns
+    -------
+    points : numpy.ndarray (P, 2) float64, (row, col)
+    labels : numpy.ndarray (P,) int64, 1 positive, 0 negative
+        Empty arrays for an empty mask.
+    """
+    from scipy import ndimage as ndi
+
+    m = np.asarray(mask, bool)
+    box = box_from_mask(m)
+    if box is None:
+        return np.zeros((0, 2)), np.zeros(0, np.int64)
+    r0, c0, r1, c1 = box.astype(int)
+    crop = np.pad(m[r0 : r1 + 1, c0 : c1 + 1], 1)
+    dist = ndi.distance_transform_edt(crop)
+    pos = []
+    deepest = float(dist.max())
+    sep = deepest if min_separation is None else float(min_separation)
+    d = dist.copy()
+    yy, xx = np.indices(d.shape)
+    for _ in range(max(0, n_positive)):
+        k = int(np.argmax(d))
+        r, c = divmod(k, d.shape[1])
+        if d[r, c] <= 0 or (pos and d[r, c] < 0.5 * deepest):
+            break
+        pos.append((r - 1 + r0, c - 1 + c0))
+        d[(yy - r) ** 2 + (xx - c) ** 2 < sep**2] = 0
+    neg = []
+    if n_negative > 0:
+        h, w = m.shape
+        mr = mc = max(2, int(round(0.25 * min(r1 - r0 + 1, c1 - c0 + 1))))
+        rm, cm = (r0 + r1) // 2, (c0 + c1) // 2
+        for r, c in ((r0 - mr, cm), (r1 + mr, cm), (rm, c0 - mc), (rm, c1 + mc)):
+            if len(neg) >= n_negative:
+                break
+            if 0 <= r < h and 0 <= c < w and not m[r, c]:
+                neg.append((r, c))
+    pts = np.array(pos + neg, np.float64).reshape(-1, 2)
+    labels = np.array([1] * len(pos) + [0] * len(neg), np.int64)
+    return pts, labels
+
+
+def mask_to_logits(mask, original_size, input_size, img_size: int, low_res_size: int) -> torch.Tensor:
+    """A binary mask as low-resolution logits usable as a decoder mask prompt.
+
+    The inverse of the predictor's upsampling: resize to the model input size, pad, shrink to
+    the low-resolution grid; inside maps to about +10, outside to -10.
+
+    Parameters
+    ----------
+    mask : array-like or tensor (..., Y, X) bool
+    original_size, input_size : (int, int)
+        See :class:`napari_sam.ImageEmbedding`.
+    img_size, low_res_size : int
+        Model input side S and low-resolution side 4E.
+
+    Returns
+    -------
+    torch.Tensor (..., 4E, 4E) float32
+    """
+    m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
+    lead = m.shape[:-2]
+    x = m.reshape(-1, 1, *m.shape[-2:]).float()
+    h, w = input_size
+    if tuple(x.shape[-2:]) != (h, w):
+        x = F.interpolate(x, (h, w), mode="bilinear", align_corners=False)
+    x = F.pad(x, (0, img_size - w, 0, img_size - h))
+    x = F.interpolate(x, (low_res_size, low_res_size), mode="area")
+    x = (x * 2 - 1) * _MASK_PROMPT_LOGIT
+    return x.reshape(*lead, low_res_size, low_res_size)
+
+
+# ------------------------------------------------------------------------ stopping rules
+def stop_reason(
+    area,
+    prev_area,
+    iou,
+    score=None,
+    *,
+    min_area: int = 5,
+    iou_threshold: float = 0.5,
+    area_factor: float = 2.5,
+    min_score: float = 0.0,
+) -> np.ndarray:
+    """Which stopping rule (if any) rejects a propagated mask; vectorised over objects.
+
+    Parameters
+    ----------
+    area, prev_area : array-like (N,)
+        Pixel counts of the new mask and of the previous slice's mask.
+    iou : array-like (N,)
+        IoU of the new mask with the previous slice's mask.
+    score : array-like (N,), optional
+        Predicted IoU of the new mask.
+    min_area, iou_threshold, area_factor, min_score
+        See :func:`segment_volume`.
+
+    Returns
+    -------
+    numpy.ndarray (N,) of str
+        ``""`` where the mask is accepted, else the first rule that failed, in the order
+        "vanished", "area", "iou", "score" (see :data:`STOP_REASONS`).
+    """
+    area = np.asarray(area, np.float64).reshape(-1)
+    prev = np.asarray(prev_area, np.float64).reshape(-1)
+    iou = np.asarray(iou, np.float64).reshape(-1)
+    out = np.full(area.shape, "", dtype=object)
+    vanished = (area < max(1, min_area)) | (area == 0)
+    ratio = np.where(prev > 0, area / np.maximum(prev, 1), np.inf)
+    jump = (ratio > area_factor) | (ratio < 1.0 / area_factor)
+    low_iou = iou < iou_threshold
+    rules = [("vanished", vanished), ("area", jump), ("iou", low_iou)]
+    if score is not None:
+        rules.append(("score", np.asarray(score, np.float64).reshape(-1) < min_score))
+    for name, hit in reversed(rules):
+        out[hit] = name
+    return out.astype(str)
+
+
+# ------------------------------------------------------------------------------- result
+@dataclass
+class VolumeResult:
+    """Result of :func:`segment_volume`.
+
+    Attributes
+    ----------
+    labels : numpy.ndarray (Z, Y, X)
+        Object ids as given (0 background); the smallest unsigned dtype that holds them.
+    scores : dict[int, dict[int, float]]
+        ``scores[id][z]``: predicted IoU of the object's mask on slice z (1.0 for masks the
+        user gave).
+    stop_reasons : dict[int, dict[str, str]]
+        ``stop_reasons[id] = {"up": reason, "down": reason}``: why propagation ended above
+        the object's highest annotated slice ("up", increasing index) and below its lowest
+        ("down"); keys of :data:`STOP_REASONS`.
+    slice_range : dict[int, tuple[int, int]]
+        ``(first, last)`` slice (inclusive) on which the object was segmented.
+    chains : list[dict]
+        Every propagation run: ``{"id", "direction", "start", "last", "reason"}`` including
+        the runs that fill gaps between annotated slices.
+    decoder_calls : int
+        Batched decoder calls made.
+    calls_per_slice : numpy.ndarray (Z,) int
+        Decoder calls made on each slice.
+    """
+
+    labels: np.ndarray
+    scores: dict[int, dict[int, float]]
+    stop_reasons: dict[int, dict[str, str]]
+    slice_range: dict[int, tuple[int, int]]
+    chains: list[dict] = field(default_factory=list)
+    decoder_calls: int = 0
+    calls_per_slice: np.ndarray | None = None
+
+    @property
+    def object_ids(self) -> list[int]:
+        return sorted(self.stop_reasons)
+
+    def __array__(self, dtype=None, copy=None):
+        return self.labels if dtype is None else self.labels.astype(dtype)
+
+
+def _label_dtype(max_id: int) -> np.dtype:
+    for dt in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if max_id <= np.iinfo(dt).max:
+            return np.dtype(dt)
+    raise ValueError(f"object id {max_id} does not fit in uint64")
+
+
+# --------------------------------------------------------------------------- internals
+@dataclass
+class _State:
+    """An object's mask on the slice a chain last accepted."""
+
+    mask: torch.Tensor  # (H, W) bool
+    lowres: torch.Tensor  # (4E, 4E) float32
+    area: float
+    box: np.ndarray | None  # (4,)
+    centroid: np.ndarray | None  # (2,)
+    prev_centroid: np.ndarray | None = None
+
+
+@dataclass
+class _Chain:
+    k: int  # object index
+    direction: int  # +1 up, -1 down
+    start: int
+    bound: int  # last slice this chain may fill
+    bound_reason: str
+    state: _State | None = None
+    last: int = -1
+    steps: int = 0
+    reason: str | None = None
+    partner: _Chain | None = None  # the up chain filling the same gap (for down chains)
+
+    @property
+    def alive(self) -> bool:
+        return self.reason is None
+
+
+@dataclass
+class _Record:
+    """An object's full-resolution logits on one slice, cropped to the mask's box."""
+
+    r0: int
+    c0: int
+    logits: np.ndarray  # (h, w) float16/32
+    score: float
+
+
+def _upsample_logits(logits: torch.Tensor, emb, img_size: int) -> torch.Tensor:
+    """(N, 4E, 4E) low-resolution logits -> (N, H, W) float logits, as the predictor does."""
+    x = logits[:, None].float()
+    x = F.interpolate(x, (img_size, img_size), mode="bilinear", align_corners=False)
+    h, w = emb.input_size
+    x = x[..., :h, :w]
+    x = F.interpolate(x, tuple(emb.original_size), mode="bilinear", align_corners=False)
+    return x[:, 0]
+
+
+def _mask_stats(masks: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Areas (N,), boxes (N, 4) and centroids (N, 2) of (N, H, W) bool masks (NaN if empty)."""
+    n, h, w = masks.shape
+    rows = masks.any(2)
+    cols = masks.any(1)
+    area = masks.sum((1, 2)).double()
+    ar_h = torch.arange(h, device=masks.device)
+    ar_w = torch.arange(w, device=masks.device)
+    r0 = torch.where(rows, ar_h, h).amin(1)
+    r1 = torch.where(rows, ar_h, -1).amax(1)
+    c0 = torch.where(cols, ar_w, w).amin(1)
+    c1 = torch.where(cols, ar_w, -1).amax(1)
+    cr = (masks.sum(2).double() * ar_h).sum(1) / area.clamp(min=1)
+    cc = (masks.sum(1).double() * ar_w).sum(1) / area.clamp(min=1)
+    boxes = torch.stack([r0, c0, r1, c1], 1).cpu().numpy().astype(np.float64)
+    cents = torch.stack([cr, cc], 1).cpu().numpy()
+    a = area.cpu().numpy()
+    boxes[a == 0] = np.nan
+    cents[a == 0] = np.nan
+    return a, boxes, cents
+
+
+def _shift(x: torch.Tensor, dr: int, dc: int, fill: float) -> torch.Tensor:
+    """Translate a (..., H, W) tensor by whole pixels, filling the uncovered border."""
+    if dr == 0 and dc == 0:
+        return x
+    out = torch.full_like(x, fill)
+    h, w = x.shape[-2:]
+    if abs(dr) >= h or abs(dc) >= w:
+        return out
+    sr = slice(max(0, -dr), h - max(0, dr))
+    tr = slice(max(0, dr), h - max(0, -dr))
+    sc = slice(max(0, -dc), w - max(0, dc))
+    tc = slice(max(0, dc), w - max(0, -dc))
+    out[..., tr, tc] = x[..., sr, sc]
+    return out
+
+
+class _Propagator:
+    def __init__(self, emb, objects, *, predictor, mode, motion, min_area, iou_threshold,
+                 area_factor, min_score, max_slices, progress):
+        self.emb = emb
+        self.objects = objects
+        self.pred = predictor
+        self.mode = mode
+        self.motion = motion
+        self.rules = dict(min_area=min_area, iou_threshold=iou_threshold,
+                          area_factor=area_factor, min_score=min_score)
+        self.max_slices = max_slices
+        self.progress = progress
+        self.n_slices, self.h, self.w = (int(s) for s in emb.shape)
+        self.img_size = int(predictor.img_size)
+        self.low_res = int(predictor.low_res_size)
+        self.thr = float(getattr(getattr(predictor, "model", None), "mask_threshold", 0.0))
+        self.device = torch.device(getattr(predictor, "device", "cpu"))
+        self.records: dict[tuple[int, int], _Record] = {}
+        self.seeds: dict[tuple[int, int], _State] = {}
+        self.calls_per_slice = np.zeros(self.n_slices, np.int64)
+        self.decoder_calls = 0
+
+    # ----------------------------------------------------------------- decoding
+    def _decode(self, z: int, **prompts) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batched decoder call on slice z -> (logits (N, C, 4E, 4E), scores (N, C))."""
+        out = self.pred.predict_batch(embedding=self.emb[z], upsample=False, **prompts)
+        self.calls_per_slice[z] += 1
+        self.decoder_calls += 1
+        return out.logits.float(), out.scores.float()
+
+    def _accept(self, z: int, ks: Sequence[int], full: torch.Tensor, scores: np.ndarray,
+                masks: torch.Tensor, boxes: np.ndarray) -> None:
+        """Keep cropped full-resolution logits of accepted masks for the final composition."""
+        for i, k in enumerate(ks):
+            r0, c0, r1, c1 = boxes[i].astype(int)
+            crop = full[i, r0 : r1 + 1, c0 : c1 + 1]
+            crop = torch.where(masks[i, r0 : r1 + 1, c0 : c1 + 1], crop, -torch.inf)
+            self.records[(k, z)] = _Record(r0, c0, crop.cpu().numpy(), float(scores[i]))
+
+    # ----------------------------------------------------------------- annotated slices
+    def annotate(self) -> None:
+        by_slice: dict[int, list[tuple[int, _Annotation]]] = {}
+        for k, obj in enumerate(self.objects):
+            for z, ann in obj.annotations.items():
+                by_slice.setdefault(z, []).append((k, ann))
+        for z in sorted(by_slice):
+            emb = None
+            groups: dict[tuple, list[tuple[int, _Annotation]]] = {}
+            for k, ann in by_slice[z]:
+                if ann.mask_only:
+                    mask = torch.as_tensor(ann.mask, device=self.device)
+                    emb = emb or self.emb[z]
+                    low = mask_to_logits(mask, emb.original_size, emb.input_size,
+                                         self.img_size, self.low_res)
+                    self._seed(z, [k], mask[None], low[None], np.ones(1),
+                               torch.full(mask.shape, _USER_LOGIT, device=self.device)[None])
+                else:
+                    groups.setdefault(ann.signature, []).append((k, ann))
+            for (has_pts, has_box, has_mask, multi), items in sorted(groups.items()):
+                emb = emb or self.emb[z]
+                ks = [k for k, _ in items]
+                kw = {}
+                if has_pts:
+                    p = max(len(a.points) for _, a in items)
+                    pts = np.zeros((len(items), p, 2))
+                    lab = np.full((len(items), p), -1, np.int64)
+                    for i, (_, a) in enumerate(items):
+                        pts[i, : len(a.points)] = a.points
+                        lab[i, : len(a.points)] = a.labels
+                    kw.update(points=pts, labels=lab)
+                if has_box:
+                    kw["boxes"] = np.stack([a.box for _, a in items])
+                if has_mask:
+                    kw["mask_inputs"] = mask_to_logits(
+                        np.stack([a.mask for _, a in items]), emb.original_size,
+                        emb.input_size, self.img_size, self.low_res)
+                logits, scores = self._decode(z, multimask=multi, **kw)
+                best = scores.argmax(1)
+                idx = torch.arange(len(ks))
+                logits, scores = logits[idx, best], scores[idx, best]
+                full = _upsample_logits(logits, emb, self.img_size)
+                self._seed(z, ks, full > self.thr, logits, scores.cpu().numpy(), full)
+
+    def _seed(self, z, ks, masks, lowres, scores, full) -> None:
+        area, boxes, cents = _mask_stats(masks)
+        for i, k in enumerate(ks):
+            self.seeds[(k, z)] = _State(masks[i], lowres[i], float(area[i]),
+                                        None if area[i] == 0 else boxes[i],
+                                        None if area[i] == 0 else cents[i])
+        ok = [i for i in range(len(ks)) if area[i] > 0]
+        if ok:
+            self._accept(z, [ks[i] for i in ok], full[ok], scores[ok], masks[ok], boxes[ok])
+
+    # ----------------------------------------------------------------- chains
+    def make_chains(self) -> tuple[list[_Chain], list[_Chain]]:
+        up, down = [], []
+        last = self.n_slices - 1
+        for k, obj in enumerate(self.objects):
+            ann = sorted(obj.annotations)
+            stops = np.asarray(obj.stops, int)
+            below = stops[stops < ann[0]]
+            if below.size:
+                down.append(_Chain(k, -1, ann[0], int(below.max()) + 1, "stop_marker"))
+            else:
+                down.append(_Chain(k, -1, ann[0], 0, "edge"))
+            above = stops[stops > ann[-1]]
+            if above.size:
+                up.append(_Chain(k, +1, ann[-1], int(above.min()) - 1, "stop_marker"))
+            else:
+                up.append(_Chain(k, +1, ann[-1], last, "edge"))
+            for a, b in zip(ann[:-1], ann[1:]):
+                if b == a + 1:
+                    continue
+                inside = stops[(stops > a) & (stops < b)]
+                if inside.size:
+                    up.append(_Chain(k, +1, a, int(inside.min()) - 1, "stop_marker"))
+                    down.append(_Chain(k, -1, b, int(inside.max()) + 1, "stop_marker"))
+                else:
+                    u = _Chain(k, +1, a, (a + b) // 2, "met")
+                    d = _Chain(k, -1, b, a + 1, "met", partner=u)
+                    up.append(u)
+                    down.append(d)
+        return up, down
+
+    def sweep(self, chains: list[_Chain], direction: int, step0: int) -> None:
+        for c in chains:
+            c.state = self.seeds[(c.k, c.start)]
+            c.last = c.start
+            if c.partner is not None:  # meet the up chain where it ended
+                c.bound = max(c.bound, c.partner.last + 1)
+            if c.state.area == 0:
+                c.reason = "vanished"
+            elif c.bound * direction <= c.start * direction:
+                c.reason = c.bound_reason
+        zs = range(self.n_slices) if direction > 0 else range(self.n_slices - 1, -1, -1)
+        for i, z in enumerate(zs):
+            live = []
+            for c in chains:
+                if not c.alive or (z - c.start) * direction <= 0:
+                    continue
+                if (z - c.bound) * direction > 0:
+                    c.reason = c.bound_reason
+                elif self.max_slices is not None and c.steps >= self.max_slices:
+                    c.reason = "max_slices"
+                else:
+                    live.append(c)
+            if live:
+                self._step(z, live, direction)
+            if self.progress is not None:
+                self.progress(step0 + i + 1, 2 * self.n_slices)
+        for c in chains:
+            if c.alive:
+                c.reason = c.bound_reason
+
+    def _prompts(self, live: list[_Chain], shifts: np.ndarray, emb) -> dict:
+        """Decoder prompts for the next slice from each chain's last mask."""
+        mode = self.mode
+        h, w = self.h, self.w
+        kw = {}
+        if mode in ("box", "box+mask"):
+            boxes = np.stack([c.state.box for c in live]) + np.tile(shifts, 2)
+            kw["boxes"] = np.clip(boxes, 0, [h - 1, w - 1, h - 1, w - 1])
+        if mode == "box+mask":
+            low = torch.stack([c.state.lowres for c in live])
+            if shifts.any():
+                # original pixels -> low-resolution mask pixels
+                scale = self.low_res / self.img_size * np.array(emb.input_size) / np.array(
+                    emb.original_size)
+                low = torch.stack([
+                    _shift(low[i], *np.round(shifts[i] * scale).astype(int).tolist(),
+                           fill=-_MASK_PROMPT_LOGIT)
+                    for i in range(len(live))
+                ])
+            kw["mask_inputs"] = low
+        if mode == "center":
+            pts = np.stack([center_from_mask(c.state.mask.cpu().numpy()) for c in live])
+            pts = np.clip(pts + shifts, 0, [h - 1, w - 1])
+            kw.update(points=pts[:, None], labels=np.ones((len(live), 1), np.int64))
+        if mode == "points":
+            derived = [points_from_mask(c.state.mask.cpu().numpy()) for c in live]
+            p = max(len(d[0]) for d in derived)
+            pts = np.zeros((len(live), p, 2))
+            lab = np.full((len(live), p), -1, np.int64)
+            for i, (pp, ll) in enumerate(derived):
+                pts[i, : len(pp)] = np.clip(pp + shifts[i], 0, [h - 1, w - 1])
+                lab[i, : len(ll)] = ll
+            kw.update(points=pts, labels=lab)
+        return kw
+
+    def _step(self, z: int, live: list[_Chain], direction: int) -> None:
+        n = len(live)
+        shifts = np.zeros((n, 2))
+        if self.motion:
+            for i, c in enumerate(live):
+                if c.state.prev_centroid is not None:
+                    shifts[i] = c.state.centroid - c.state.prev_centroid
+        emb = self.emb[z]
+        logits, scores = self._decode(z, multimask=False, **self._prompts(live, shifts, emb))
+        logits, scores = logits[:, 0], scores[:, 0]
+        full = _upsample_logits(logits, emb, self.img_size)
+        masks = full > self.thr
+        area, boxes, cents = _mask_stats(masks)
+        prev = torch.stack([c.state.mask for c in live]).to(masks.device)
+        if shifts.any():
+            ishift = np.round(shifts).astype(int)
+            prev = torch.stack([_shift(prev[i], *ishift[i].tolist(), fill=0)
+                                for i in range(n)]).bool()
+        inter = (masks & prev).sum((1, 2)).double().cpu().numpy()
+        prev_area = np.array([c.state.area for c in live])
+        union = area + prev.sum((1, 2)).double().cpu().numpy() - inter
+        iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+        sc = scores.cpu().numpy()
+        reasons = stop_reason(area, prev_area, iou, sc, **self.rules)
+        ok = [i for i in range(n) if not reasons[i]]
+        for i, c in enumerate(live):
+            if reasons[i]:
+                c.reason = str(reasons[i])
+                continue
+            c.state = _State(masks[i], logits[i], float(area[i]), boxes[i], cents[i],
+                             prev_centroid=c.state.centroid)
+            c.last = z
+            c.steps += 1
+        if ok:
+            self._accept(z, [live[i].k for i in ok], full[ok], sc[ok], masks[ok], boxes[ok])
+
+    # ----------------------------------------------------------------- composition
+    def compose(self) -> np.ndarray:
+        ids = [o.id for o in self.objects]
+        labels = np.zeros((self.n_slices, self.h, self.w), _label_dtype(max(ids)))
+        by_slice: dict[int, list[tuple[int, _Record]]] = {}
+        for (k, z), rec in self.records.items():
+            by_slice.setdefault(z, []).append((k, rec))
+        for z, recs in by_slice.items():
+            best = np.full((self.h, self.w), -np.inf, np.float32)
+            best_score = np.full((self.h, self.w), -np.inf, np.float32)
+            out = labels[z]
+            for k, rec in sorted(recs, key=lambda t: t[0]):  # by object id, not arrival
+                hh, ww = rec.logits.shape
+                win = (slice(rec.r0, rec.r0 + hh), slice(rec.c0, rec.c0 + ww))
+                cur, cur_s = best[win], best_score[win]
+                better = (rec.logits > cur) | ((rec.logits == cur) & (rec.score > cur_s))
+                better &= rec.logits > -np.inf
+                cur[better] = rec.logits[better]
+                cur_s[better] = rec.score
+                out[win][better] = ids[k]
+        return labels
+
+
+def segment_volume(
+    emb,
+    prompts: Mapping,
+    *,
+    axis_kind: str = "z",
+    mode: str = "auto",
+    iou_threshold: float = 0.5,
+    area_factor: float = 2.5,
+    min_area: int = 5,
+    min_score: float = 0.0,
+    max_slices: int | None = None,
+    motion: bool | None = None,
+    predictor=None,
+    progress: Callable[[int, int], None] | None = None,
+) -> VolumeResult:
+    """Segment objects through a stack from prompts on one or more slices.
+
+    Each object is segmented on its annotated slices (a single click decodes three candidate
+    masks and keeps the best scoring), then propagated up and down: the next slice is
+    prompted from the previous slice's mask. Between two annotated slices of the same object
+    the gap is filled from both ends, meeting in the middle. On each slice, all live objects
+    are decoded in one batched decoder call.
+
+    Parameters
+    ----------
+    emb : StackEmbeddings
+        Embeddings of a (Z, Y, X) stack along the propagation axis (:func:`napari_sam.embed`);
+        anything with ``.shape`` (Z, Y, X), ``[z] -> ImageEmbedding`` and ``.predictor``.
+    prompts : mapping
+        ``{object_id: [SlicePrompt | dict, ...]}`` (one prompt or a list); ids are positive
+        integers and become the label values. See :class:`SlicePrompt` and
+        :func:`prompts_from_labels`.
+    axis_kind : {"z", "t"}
+        What the stack axis is; picks defaults for ``mode`` and ``motion``.
+    mode : {"auto", "box", "box+mask", "points", "center"}
+        How the next slice is prompted from the previous mask: its box; its box plus its
+        low-resolution logits as a mask prompt; distance-transform maxima as positives with
+        negatives just outside the mask; a single centre point. ``"auto"`` is "box+mask"
+        for both "z" and "t" (best on our synthetic nuclei; see docs/benchmarks.md).
+    iou_threshold : float
+        Stop when a new mask's IoU with the previous slice's mask is below this.
+    area_factor : float
+        Stop when the area grows or shrinks by more than this factor from one slice to the next.
+    min_area : int
+        Stop when the new mask has fewer pixels ("vanished").
+    min_score : float
+        Stop when the predicted IoU is below this (0 disables).
+    max_slices : int, optional
+        Propagate at most this many slices from each annotated slice.
+    motion : bool, optional
+        Shift the prompts (and the previous mask used for the IoU rule) by the object's
+        centroid motion between the last two slices; default True for "t", False for "z".
+    predictor : Predictor, optional
+        Decoder to use; default ``emb.predictor``.
+    progress : callable(done, total), optional
+        Called after each slice of the two sweeps (total = 2 Z).
+
+    Returns
+    -------
+    VolumeResult
+        ``labels`` (Z, Y, X), per-slice ``scores``, ``stop_reasons`` {"up", "down"} per object,
+        ``slice_range`` per object; ``np.asarray(result)`` is the label array.
+
+    Raises
+    ------
+    ValueError
+        Prompts outside the slices, slice indices out of range, an object without prompts,
+        masks whose shape differs from the embedded stack, unknown modes.
+
+    Examples
+    --------
+    >>> emb = ns.embed(volume, ns.load_model("demo"))
+    >>> res = ns.segment_volume(emb, {1: [SlicePrompt(20, points=[[64, 80]])],
+    ...                               2: [{"slice": 31, "box": [10, 10, 40, 50]},
+    ...                                   {"slice": 40, "stop": True}]})
+    >>> res.labels.shape, res.stop_reasons[2]
+    ((64, 256, 256), {'up': 'stop_marker', 'down': 'iou'})
+    """
+    if axis_kind not in AXIS_KINDS:
+        raise ValueError(f"axis_kind must be one of {AXIS_KINDS}, got {axis_kind!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode == "auto":
+        mode = _AUTO_MODE[axis_kind]
+    if motion is None:
+        motion = axis_kind == "t"
+    shape = tuple(int(s) for s in getattr(emb, "shape", ()))
+    if len(shape) != 3:
+        raise ValueError(
+            f"emb must be the embeddings of a (Z, Y, X) stack (from napari_sam.embed), got "
+            f"shape {getattr(emb, 'shape', None)}"
+        )
+    if not 0 <= iou_threshold <= 1:
+        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+    if area_factor < 1:
+        raise ValueError(f"area_factor must be >= 1, got {area_factor}")
+    if max_slices is not None and max_slices < 0:
+        raise ValueError(f"max_slices must be >= 0, got {max_slices}")
+    objects = _normalize_prompts(prompts, shape)
+    pred = predictor if predictor is not None else emb.predictor
+    prop = _Propagator(emb, objects, predictor=pred, mode=mode, motion=bool(motion),
+                       min_area=min_area, iou_threshold=iou_threshold, area_factor=area_factor,
+                       min_score=min_score, max_slices=max_slices, progress=progress)
+    prop.annotate()
+    up, down = prop.make_chains()
+    prop.sweep(up, +1, 0)
+    prop.sweep(down, -1, shape[0])
+    labels = prop.compose()
+
+    ids = [o.id for o in objects]
+    scores: dict[int, dict[int, float]] = {i: {} for i in ids}
+    for (k, z), rec in sorted(prop.records.items(), key=lambda t: t[0][1]):
+        scores[ids[k]][z] = rec.score
+    slice_range = {i: (min(s), max(s)) for i, s in scores.items() if s}
+    reasons: dict[int, dict[str, str]] = {}
+    for k, obj in enumerate(objects):
+        lo, hi = min(obj.annotations), max(obj.annotations)
+        r_up = next(c.reason for c in up if c.k == k and c.start == hi)
+        r_down = next(c.reason for c in down if c.k == k and c.start == lo)
+        reasons[obj.id] = {"up": r_up, "down": r_down}
+    chains = [
+        {"id": ids[c.k], "direction": "up" if c.direction > 0 else "down", "start": c.start,
+         "last": c.last, "reason": c.reason}
+        for c in up + down
+    ]
+    return VolumeResult(labels, scores, reasons, slice_range, chains, prop.decoder_calls,
+                        prop.calls_per_slice)

@@ -1,0 +1,462 @@
+"""Tests of napari_sam.volume: propagation of objects through a stack.
+
+Most tests use an *oracle* decoder that answers a prompt with the ground-truth object under
+it, so scheduling, stopping rules, meeting in the middle, batching and overlap resolution are
+checked exactly without a model. The last tests use a tiny random model (the real decoder
+path) and the bundled demo model on synthetic nuclei (quality).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sam.volume import (
+    STOP_REASONS,
+    SlicePrompt,
+    VolumeResult,
+    box_from_mask,
+    center_from_mask,
+    mask_to_logits,
+    points_from_mask,
+    prompts_from_labels,
+    segment_volume,
+    stop_reason,
+)
+
+DEMO_WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "napari_sam" / "weights" / "demo.pt"
+
+
+# ---------------------------------------------------------------------------- oracle decoder
+class _Emb:
+    def __init__(self, z, size):
+        self.z = z
+        self.original_size = size
+        self.input_size = size
+        self.model_id = "oracle"
+
+
+class OraclePredictor:
+    """Answers each prompt with the ground-truth object under it (logits +8 in, -8 out).
+
+    The target is the label under the first positive point, else under the box centre, else
+    the label most covered by the mask prompt. Low-resolution size = image size, so
+    upsampling is the identity. With ``multimask`` the right mask is the *last* of three
+    candidates and has the best score (the others: empty, and the whole box).
+    """
+
+    def __init__(self, gt):
+        self.gt = np.asarray(gt)
+        _, h, w = self.gt.shape
+        assert h == w
+        self.img_size = h
+        self.low_res_size = h
+        self.device = torch.device("cpu")
+        self.model = SimpleNamespace(mask_threshold=0.0)
+        self.decoder_calls = 0
+        self.calls: list[tuple[int, int]] = []  # (slice, number of prompts)
+
+    def _target(self, plane, n, points, labels, boxes, masks):
+        if points is not None:
+            pos = np.flatnonzero(np.asarray(labels[n]) == 1)
+            if pos.size:
+                r, c = np.round(np.asarray(points[n][pos[0]])).astype(int)
+                return plane[r, c]
+        if boxes is not None:
+            b = np.asarray(boxes[n])
+            return plane[int(round((b[0] + b[2]) / 2)), int(round((b[1] + b[3]) / 2))]
+        if masks is not None:
+            m = np.asarray(masks[n]).reshape(plane.shape) > 0
+            vals = plane[m]
+            vals = vals[vals > 0]
+            return np.bincount(vals).argmax() if vals.size else 0
+        return 0
+
+    def predict_batch(self, embedding=None, points=None, labels=None, boxes=None,
+                      mask_inputs=None, multimask=True, upsample=True):
+        z = embedding.z
+        plane = self.gt[z]
+        n = len(next(v for v in (points, boxes, mask_inputs) if v is not None))
+        if points is not None:
+            assert np.asarray(points).shape[:2] == np.asarray(labels).shape
+        logits = []
+        for i in range(n):
+            t = self._target(plane, i, points, labels, boxes, mask_inputs)
+            right = np.where((plane == t) & (t != 0), 8.0, -8.0)
+            if multimask:
+                empty = np.full_like(right, -8.0)
+                everything = np.full_like(right, 8.0)
+                logits.append(np.stack([empty, everything, right]))
+            else:
+                logits.append(right[None])
+        c = 3 if multimask else 1
+        scores = torch.tensor([[0.2, 0.5, 0.9] if multimask else [0.9]] * n)
+        self.decoder_calls += 1
+        self.calls.append((z, n))
+        return SimpleNamespace(masks=None, scores=scores.reshape(n, c),
+                               logits=torch.tensor(np.stack(logits), dtype=torch.float32))
+
+
+class OracleStack:
+    def __init__(self, gt):
+        self.shape = tuple(np.asarray(gt).shape)
+        self.predictor = OraclePredictor(gt)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, z):
+        return _Emb(int(z), self.shape[1:])
+
+
+def disk(shape, center, radius):
+    yy, xx = np.indices(shape)
+    return (yy - center[0]) ** 2 + (xx - center[1]) ** 2 <= radius**2
+
+
+def cylinders(n_slices=20, size=64, objects=((1, (20, 20), 6, 3, 12),)):
+    """GT volume of discs: (id, centre, radius, first slice, last slice)."""
+    gt = np.zeros((n_slices, size, size), np.int32)
+    for i, c, r, z0, z1 in objects:
+        gt[z0 : z1 + 1][:, disk((size, size), c, r)] = i
+    return gt
+
+
+# ------------------------------------------------------------------- prompt derivation
+def test_box_and_center_from_mask():
+    m = np.zeros((30, 40), bool)
+    m[5:11, 7:20] = True
+    np.testing.assert_array_equal(box_from_mask(m), [5, 7, 10, 19])
+    assert box_from_mask(np.zeros((5, 5), bool)) is None
+    np.testing.assert_array_equal(center_from_mask(m), [8, 13])
+    # a ring: the centroid is in the hole, so the centre point must move onto the object
+    ring = disk((41, 41), (20, 20), 15) & ~disk((41, 41), (20, 20), 8)
+    c = center_from_mask(ring).astype(int)
+    assert ring[c[0], c[1]]
+    assert center_from_mask(np.zeros((5, 5), bool)) is None
+
+
+def test_points_from_mask_positives_deep_inside_and_negatives_outside():
+    # dumbbell: two discs joined by a thin bar -> one positive in each lobe
+    m = disk((60, 100), (30, 25), 12) | disk((60, 100), (30, 75), 12)
+    m[29:32, 25:75] = True
+    pts, lab = points_from_mask(m, n_positive=2, n_negative=4)
+    pos, neg = pts[lab == 1].astype(int), pts[lab == 0].astype(int)
+    assert len(pos) == 2 and len(neg) == 4
+    assert sorted(abs(p[1] - 50) > 20 for p in pos) == [True, True]  # lobes, not the bar
+    assert {int(p[1] < 50) for p in pos} == {0, 1}  # one per lobe
+    assert all(np.hypot(p[0] - 30, min(abs(p[1] - 25), abs(p[1] - 75))) <= 2 for p in pos)
+    assert not m[neg[:, 0], neg[:, 1]].any()
+    assert m[pos[:, 0], pos[:, 1]].all()
+    # a single disc has one depth maximum: the second positive is refused (too shallow)
+    one = disk((50, 50), (25, 25), 10)
+    pts, lab = points_from_mask(one, n_positive=2, n_negative=0)
+    np.testing.assert_array_equal(pts, [[25, 25]])
+    # negatives that would fall outside the image are dropped
+    corner = np.zeros((20, 20), bool)
+    corner[:6, :6] = True
+    pts, lab = points_from_mask(corner, n_positive=1, n_negative=4)
+    assert (lab == 0).sum() == 2 and (pts >= 0).all() and (pts < 20).all()
+    pts, lab = points_from_mask(np.zeros((5, 5), bool))
+    assert pts.shape == (0, 2) and lab.shape == (0,)
+
+
+def test_mask_to_logits_round_trips_through_upsampling():
+    from napari_sam.volume import _upsample_logits
+
+    m = disk((100, 80), (45, 30), 20)
+    emb = SimpleNamespace(original_size=(100, 80), input_size=(64, 51))
+    low = mask_to_logits(m, (100, 80), (64, 51), img_size=64, low_res_size=32)
+    assert low.shape == (32, 32)
+    assert low.max() > 5 and low.min() < -5
+    back = _upsample_logits(low[None], emb, 64)[0].numpy() > 0
+    iou = (back & m).sum() / (back | m).sum()
+    assert iou > 0.9
+
+
+# ---------------------------------------------------------------------- stopping rules
+def test_stop_reason_rules():
+    r = stop_reason(
+        area=[100, 0, 3, 300, 30, 100, 100, 100],
+        prev_area=[100, 100, 4, 100, 100, 100, 100, 100],
+        iou=[0.9, 0.0, 0.7, 0.3, 0.3, 0.4, 0.9, 0.6],
+        score=[0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.1, 0.9],
+        min_area=5, iou_threshold=0.5, area_factor=2.5, min_score=0.5,
+    )
+    assert list(r) == ["", "vanished", "vanished", "area", "area", "iou", "score", ""]
+    assert set(r) - {""} <= set(STOP_REASONS)
+    # thresholds are inclusive on the accepting side
+    r = stop_reason([250, 40], [100, 100], [0.5, 0.5], iou_threshold=0.5, area_factor=2.5)
+    assert list(r) == ["", ""]
+    # rules can be relaxed to accept anything but an empty mask
+    r = stop_reason([1, 1000, 0], [100, 1, 10], [0.0, 0.0, 0.0], min_area=0,
+                    iou_threshold=0.0, area_factor=np.inf)
+    assert list(r) == ["", "", "vanished"]
+
+
+# -------------------------------------------------------------------- propagation (oracle)
+def test_single_click_propagates_to_the_whole_object_and_stops_when_it_vanishes():
+    gt = cylinders(objects=((3, (20, 20), 6, 4, 13),))
+    stack = OracleStack(gt)
+    res = segment_volume(stack, {3: [SlicePrompt(8, points=[[20, 20]])]})
+    assert isinstance(res, VolumeResult)
+    np.testing.assert_array_equal(res.labels, gt)
+    assert res.labels.dtype == np.uint8
+    assert res.stop_reasons == {3: {"up": "vanished", "down": "vanished"}}
+    assert res.slice_range == {3: (4, 13)}
+    assert sorted(res.scores[3]) == list(range(4, 14))
+    assert res.scores[3][8] == pytest.approx(0.9)  # best of the 3 candidates was kept
+    np.testing.assert_array_equal(np.asarray(res), res.labels)
+
+
+@pytest.mark.parametrize("mode", ["box", "box+mask", "points", "center"])
+def test_every_mode_follows_a_drifting_object(mode):
+    gt = np.zeros((16, 64, 64), np.int32)
+    for z in range(16):
+        gt[z][disk((64, 64), (20 + z, 30), 8)] = 1  # drifts one row per slice
+    res = segment_volume(OracleStack(gt), {1: {"slice": 5, "points": [[25, 30]]}}, mode=mode)
+    np.testing.assert_array_equal(res.labels, gt)
+    assert res.stop_reasons[1] == {"up": "edge", "down": "edge"}
+
+
+def test_stop_markers_and_stack_edges_are_respected_exactly():
+    gt = cylinders(n_slices=20, objects=((1, (20, 20), 6, 0, 19), (2, (45, 45), 7, 0, 19)))
+    prompts = {
+        1: [SlicePrompt(5, points=[[20, 20]]), SlicePrompt(9, stop=True),
+            SlicePrompt(2, stop=True)],
+        2: [{"slice": 10, "box": [38, 38, 52, 52]}],
+    }
+    res = segment_volume(OracleStack(gt), prompts)
+    obj1 = (res.labels == 1).any((1, 2))
+    np.testing.assert_array_equal(np.flatnonzero(obj1), [3, 4, 5, 6, 7, 8])
+    np.testing.assert_array_equal(res.labels[3:9] == 1, gt[3:9] == 1)
+    np.testing.assert_array_equal(res.labels == 2, gt == 2)
+    assert res.stop_reasons[1] == {"up": "stop_marker", "down": "stop_marker"}
+    assert res.stop_reasons[2] == {"up": "edge", "down": "edge"}
+    assert res.slice_range == {1: (3, 8), 2: (0, 19)}
+    # a stop marker right next to the annotated slice: nothing propagates that way
+    res = segment_volume(OracleStack(gt), {1: [SlicePrompt(5, points=[[20, 20]]),
+                                               SlicePrompt(6, stop=True)]})
+    assert res.slice_range[1] == (0, 5)
+    assert res.stop_reasons[1] == {"up": "stop_marker", "down": "edge"}
+
+
+def test_gap_between_annotated_slices_is_filled_from_both_ends_meeting_in_the_middle():
+    gt = cylinders(objects=((1, (20, 20), 6, 0, 19),))
+    stack = OracleStack(gt)
+    res = segment_volume(stack, {1: [SlicePrompt(2, points=[[20, 20]]),
+                                     SlicePrompt(12, points=[[20, 20]])]})
+    np.testing.assert_array_equal(res.labels, gt)
+    gap = {(c["direction"], c["start"]): (c["last"], c["reason"]) for c in res.chains}
+    assert gap[("up", 2)] == (7, "met")
+    assert gap[("down", 12)] == (8, "met")
+    assert res.stop_reasons[1] == {"up": "edge", "down": "edge"}
+    # every slice was decoded once (annotated slices once, others by one sweep only)
+    assert res.calls_per_slice.tolist() == [1] * 20
+
+
+def test_gap_fill_continues_past_the_middle_when_the_other_side_stops_early():
+    # the object jumps sideways between slices 4 and 5: propagating up from 2 loses it at 5,
+    # so the down chain from 14 must fill down to 5, past the middle (8)
+    gt = np.zeros((18, 64, 64), np.int32)
+    gt[:5][:, disk((64, 64), (20, 20), 6)] = 1
+    gt[5:][:, disk((64, 64), (20, 40), 6)] = 1
+    res = segment_volume(OracleStack(gt), {1: [SlicePrompt(2, points=[[20, 20]]),
+                                               SlicePrompt(14, points=[[20, 40]])]})
+    np.testing.assert_array_equal(res.labels, gt)
+    chains = {(c["direction"], c["start"]): (c["last"], c["reason"]) for c in res.chains}
+    assert chains[("up", 2)] == (4, "vanished")
+    assert chains[("down", 14)] == (5, "met")
+
+
+def test_iou_and_area_rules_stop_propagation_into_a_neighbour():
+    # object 1 ends at slice 9; object 2 (not prompted) starts at 10 right below it: with a
+    # box prompt the oracle would follow into object 2 -> the IoU rule must stop it
+    gt = np.zeros((20, 64, 64), np.int32)
+    gt[2:10][:, disk((64, 64), (30, 30), 8)] = 1
+    gt[10:][:, disk((64, 64), (30, 36), 8)] = 2
+    res = segment_volume(OracleStack(gt), {1: SlicePrompt(5, points=[[30, 30]])}, mode="box")
+    np.testing.assert_array_equal(res.labels == 1, gt == 1)
+    assert res.stop_reasons[1]["up"] == "iou"
+    # with a relaxed IoU rule it leaks; the area rule catches a much bigger neighbour
+    res = segment_volume(OracleStack(gt), {1: SlicePrompt(5, points=[[30, 30]])}, mode="box",
+                         iou_threshold=0.0)
+    assert (res.labels[10:] == 1).any()
+    gt[10:] = 0
+    gt[10:][:, disk((64, 64), (30, 30), 20)] = 2
+    res = segment_volume(OracleStack(gt), {1: SlicePrompt(5, points=[[30, 30]])}, mode="box",
+                         iou_threshold=0.0)
+    np.testing.assert_array_equal(res.labels == 1, gt == 1)
+    assert res.stop_reasons[1]["up"] == "area"
+
+
+def test_max_slices_limits_propagation():
+    gt = cylinders(objects=((1, (20, 20), 6, 0, 19),))
+    res = segment_volume(OracleStack(gt), {1: SlicePrompt(10, points=[[20, 20]])}, max_slices=3)
+    assert res.slice_range[1] == (7, 13)
+    assert res.stop_reasons[1] == {"up": "max_slices", "down": "max_slices"}
+
+
+def test_twenty_objects_use_the_same_decoder_calls_per_slice_as_one():
+    centres = [(8 + 12 * (i // 5), 8 + 12 * (i % 5)) for i in range(20)]
+    objs = tuple((i + 1, c, 4, 2 + i % 3, 15 - i % 4) for i, c in enumerate(centres))
+    gt = cylinders(n_slices=20, size=64, objects=objs)
+    one = OracleStack(gt)
+    r1 = segment_volume(one, {1: SlicePrompt(8, points=[centres[0]])})
+    many = OracleStack(gt)
+    r20 = segment_volume(many, {i + 1: SlicePrompt(8, points=[c]) for i, c in enumerate(centres)})
+    np.testing.assert_array_equal(r20.labels, gt)
+    assert r20.calls_per_slice.max() == r1.calls_per_slice.max() == 1
+    assert many.predictor.decoder_calls == r20.decoder_calls == int(r20.calls_per_slice.sum())
+    # the slices that object 1 spans take exactly as many calls as with object 1 alone
+    np.testing.assert_array_equal(r20.calls_per_slice[2:16], r1.calls_per_slice[2:16])
+    # and each call decoded every object still alive on that slice
+    sizes = {z: n for z, n in many.predictor.calls}
+    assert sizes[8] == 20 and sizes[9] == 20 and sizes[3] == 20
+    assert sizes[2] == sum(1 for o in objs if o[3] <= 3)  # alive on 3, vanish on 2 or not
+    np.testing.assert_array_equal(r20.calls_per_slice, r1.calls_per_slice)
+
+
+class DiskPredictor(OraclePredictor):
+    """Every prompt yields a disc of radius 10 around the prompt with logits = 10 - distance."""
+
+    def predict_batch(self, embedding=None, points=None, labels=None, boxes=None,
+                      mask_inputs=None, multimask=True, upsample=True):
+        n = len(points if points is not None else boxes)
+        h = self.img_size
+        yy, xx = np.indices((h, h))
+        out = []
+        for i in range(n):
+            if points is not None:
+                r, c = np.asarray(points[i][0])
+            else:
+                b = np.asarray(boxes[i])
+                r, c = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+            out.append(10.0 - np.hypot(yy - r, xx - c))
+        self.decoder_calls += 1
+        self.calls.append((embedding.z, n))
+        c = 3 if multimask else 1
+        logits = torch.tensor(np.stack(out), dtype=torch.float32)[:, None].expand(n, c, h, h)
+        return SimpleNamespace(masks=None, scores=torch.full((n, c), 0.9), logits=logits)
+
+
+def test_overlaps_go_to_the_higher_logit_not_to_the_first_object():
+    stack = OracleStack(np.zeros((5, 64, 64), np.int32))
+    stack.predictor = DiskPredictor(np.zeros((5, 64, 64), np.int32))
+    a, b = (32, 24), (32, 38)  # overlapping discs of radius 10
+    res_ab = segment_volume(stack, {1: SlicePrompt(2, points=[a]), 2: SlicePrompt(2, points=[b])})
+    res_ba = segment_volume(stack, {2: SlicePrompt(2, points=[b]), 1: SlicePrompt(2, points=[a])})
+    np.testing.assert_array_equal(res_ab.labels, res_ba.labels)
+    lab = res_ab.labels[2]
+    yy, xx = np.indices(lab.shape)
+    d1, d2 = np.hypot(yy - a[0], xx - a[1]), np.hypot(yy - b[0], xx - b[1])
+    both = (d1 < 10) & (d2 < 10)
+    assert both.sum() > 50
+    np.testing.assert_array_equal(lab[both & (d1 < d2 - 0.01)], 1)
+    np.testing.assert_array_equal(lab[both & (d2 < d1 - 0.01)], 2)
+    # swapping which id is where swaps the labels: the geometry decides, not the order
+    res_sw = segment_volume(stack, {2: SlicePrompt(2, points=[a]), 1: SlicePrompt(2, points=[b])})
+    swapped = np.choose(res_ab.labels, [0, 2, 1]).astype(res_ab.labels.dtype)
+    tie = np.abs(d1 - d2) < 1e-6  # exact ties go to the smaller id
+    np.testing.assert_array_equal(res_sw.labels[:, ~tie], swapped[:, ~tie])
+    assert (res_ab.labels[2][tie & both] == 1).all() and (res_sw.labels[2][tie & both] == 1).all()
+
+
+def test_user_masks_win_overlaps_and_seed_propagation():
+    gt = cylinders(objects=((1, (20, 20), 6, 2, 12), (2, (40, 40), 8, 0, 19)))
+    labels_slice = np.where(gt[7] == 1, 1, 0)
+    labels_slice[18:23, 18:23] = 0  # the user's label differs from GT on slice 7
+    prompts = prompts_from_labels(labels_slice, slice=7)
+    prompts[2] = [SlicePrompt(7, mask=gt[7] == 2)]
+    res = segment_volume(OracleStack(gt), prompts)
+    np.testing.assert_array_equal(res.labels[7] == 1, labels_slice == 1)  # kept as given
+    assert res.scores[1][7] == 1.0
+    np.testing.assert_array_equal(res.labels[8:] == 1, gt[8:] == 1)
+    np.testing.assert_array_equal(res.labels == 2, gt == 2)
+    # 3D labels without a slice: each object seeded on its largest slice
+    p3 = prompts_from_labels(gt)
+    assert set(p3) == {1, 2} and all(len(v) == 1 and v[0].mask is not None for v in p3.values())
+    res = segment_volume(OracleStack(gt), p3)
+    np.testing.assert_array_equal(res.labels, gt)
+    only2 = prompts_from_labels(gt, slice=5, ids=[2])
+    assert list(only2) == [2] and only2[2][0].slice == 5
+
+
+def test_time_series_motion_follows_fast_moving_objects():
+    # a disc of radius 6 accelerating along columns: 3 px, then 8 px per frame
+    cols = [10, 13, 21, 29, 37, 45, 53]
+    gt = np.zeros((len(cols), 64, 64), np.int32)
+    for t, c in enumerate(cols):
+        gt[t][disk((64, 64), (32, c), 6)] = 5
+    for mode in ("box", "center", "box+mask"):
+        res = segment_volume(OracleStack(gt), {5: SlicePrompt(0, points=[[32, 10]])},
+                             axis_kind="t", mode=mode, iou_threshold=0.1)
+        np.testing.assert_array_equal(res.labels, gt, err_msg=mode)
+        res = segment_volume(OracleStack(gt), {5: SlicePrompt(0, points=[[32, 10]])},
+                             axis_kind="t", mode=mode, iou_threshold=0.1, motion=False)
+        assert res.slice_range[5] == (0, 1), mode
+        assert res.stop_reasons[5]["up"] == "vanished"
+
+
+def test_progress_is_reported_per_slice():
+    gt = cylinders(objects=((1, (20, 20), 6, 4, 13),))
+    seen = []
+    segment_volume(OracleStack(gt), {1: SlicePrompt(8, points=[[20, 20]])},
+                   progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (40, 40) and len(seen) == 40
+
+
+# ----------------------------------------------------------------------------- bad input
+def _err(prompts, match, shape=(10, 32, 32), **kw):
+    with pytest.raises(ValueError, match=match):
+        segment_volume(OracleStack(np.zeros(shape, np.int32)), prompts, **kw)
+
+
+def test_bad_inputs_give_clear_errors():
+    _err({1: SlicePrompt(3, points=[[40, 5]])}, r"outside the slices of shape \(32, 32\)")
+    _err({1: SlicePrompt(3, box=[40, 40, 50, 50])}, "lies outside the slices")
+    _err({1: SlicePrompt(10, points=[[4, 5]])}, r"slice 10 is out of range .*0\.\.9")
+    _err({1: SlicePrompt(-1, points=[[4, 5]])}, "out of range")
+    _err({1: []}, "object 1 has no prompts")
+    _err({1: [SlicePrompt(3, stop=True)]}, "object 1 has no prompts")
+    _err({}, "no prompts given")
+    _err({1: SlicePrompt(3, mask=np.ones((16, 16), bool))},
+         r"mask has shape \(16, 16\) but the embedded stack's slices are \(32, 32\)")
+    _err(prompts_from_labels(np.ones((20, 20), np.int32), slice=2), "mask has shape")
+    _err({1: SlicePrompt(3, mask=np.zeros((32, 32), bool))}, "mask is empty")
+    _err({0: SlicePrompt(3, points=[[4, 5]])}, "positive integers")
+    _err({"a": SlicePrompt(3, points=[[4, 5]])}, "positive integers")
+    _err({1: SlicePrompt(3)}, "no points, box or mask")
+    _err({1: SlicePrompt(3, points=[[4, 5]], labels=[1, 0])}, "one label per point")
+    _err({1: SlicePrompt(3, points=[[4, 5]], labels=[2])}, "labels must be 1")
+    _err({1: SlicePrompt(3, box=[10, 10, 5, 20])}, "inverted")
+    _err({1: [SlicePrompt(3, points=[[4, 5]]), SlicePrompt(3, stop=True)]},
+         "both a stop marker and prompts")
+    _err({1: SlicePrompt(3, points=[[4, 5]], stop=True)}, "stop marker carries no")
+    _err({1: {"z": 3, "points": [[4, 5]]}}, "unknown slice prompt keys")
+    _err({1: SlicePrompt(3, points=[[4, 5]])}, "mode must be one of", mode="boxes")
+    _err({1: SlicePrompt(3, points=[[4, 5]])}, "axis_kind", axis_kind="x")
+    with pytest.raises(TypeError, match="mapping"):
+        segment_volume(OracleStack(np.zeros((4, 8, 8), np.int32)), [SlicePrompt(0, box=[1, 1, 2, 2])])
+    with pytest.raises(ValueError, match=r"\(Z, Y, X\) stack"):
+        segment_volume(SimpleNamespace(shape=(8, 8)), {1: SlicePrompt(0, box=[1, 1, 2, 2])})
+    with pytest.raises(ValueError, match="need the slice"):
+        prompts_from_labels(np.ones((4, 4), np.int32))
+    with pytest.raises(ValueError, match="out of range"):
+        prompts_from_labels(np.ones((3, 4, 4), np.int32), slice=3)
+    with pytest.raises(ValueError, match="no objects"):
+        prompts_from_labels(np.zeros((3, 4, 4), np.int32))
+    with pytest.raises(ValueError, match=r"labels \[7\] are not present"):
+        prompts_from_labels(np.ones((3, 4, 4), np.int32), ids=[7])
+
+
+def test_label_dtype_fits_the_ids():
+    gt = cylinders(objects=((1, (20, 20), 6, 4, 13),))
+    res = segment_volume(OracleStack(gt), {300: SlicePrompt(8, points=[[20, 20]])})
+    assert res.labels.dtype == np.uint16 and set(np.unique(res.labels)) == {0, 300}
+    res = segment_volume(OracleStack(gt), {70000: SlicePrompt(8, box=[14, 14, 26, 26])})
+    assert res.labels.dtype == np.uint32
