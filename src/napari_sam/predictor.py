@@ -258,14 +258,14 @@ class Predictor:
             C is 3 when ``multimask`` else 1.
         """
         emb = self.embedding
+        if points is None and labels is not None:
+            raise ValueError("labels were given without points")
         if points is None and box is None and mask_input is None:
             raise ValueError("give at least one prompt: points, a box or a mask_input")
         pts = lab = boxes = masks = None
         if points is not None:
             p, lb = self._validate_points(points, labels, emb.original_size)
             pts, lab = p[None], lb[None]
-        elif labels is not None:
-            raise ValueError("labels were given without points")
         if box is not None:
             boxes = self._validate_box(box, emb.original_size)[None]
         if mask_input is not None:
