@@ -166,8 +166,13 @@ def test_nuclei_brighter_than_background(ndim):
 
 @pytest.mark.parametrize(
     ("name", "ndim", "margin"),
-    [("em_organelles", 2, 1.0), ("xray", 2, 1.0), ("underwater", 2, 0.5),
-     ("em_organelles", 3, 1.0), ("xray", 3, 1.0)],
+    [
+        ("em_organelles", 2, 1.0),
+        ("xray", 2, 1.0),
+        ("underwater", 2, 0.5),
+        ("em_organelles", 3, 1.0),
+        ("xray", 3, 1.0),
+    ],
 )
 def test_objects_distinguishable_from_surroundings(name, ndim, margin):
     for seed in SEEDS:
@@ -207,8 +212,14 @@ def test_make_dataset_seeds_domains_and_regeneration():
 
 
 def test_make_dataset_3d_and_all():
-    ds = S.make_dataset("all", len(S.DOMAINS_3D), seed=S.HELDOUT_SEED_START, ndim=3,
-                        shape=(8, 48, 48), dtype="uint8")
+    ds = S.make_dataset(
+        "all",
+        len(S.DOMAINS_3D),
+        seed=S.HELDOUT_SEED_START,
+        ndim=3,
+        shape=(8, 48, 48),
+        dtype="uint8",
+    )
     assert {s.domain for s in ds} == set(S.DOMAINS_3D)
     assert all(s.image.shape == (8, 48, 48) and s.image.dtype == np.uint8 for s in ds)
     assert len(S.make_dataset("all", 10, seed=0)) == 10
