@@ -1,0 +1,627 @@
+"""One annotation session on a napari viewer: the image, model, prompt layers, preview,
+commits and jobs. No Qt widgets here (the dock widget in :mod:`.widget` drives this class);
+long work runs as jobs (:mod:`.workers`) whose results are applied on the main thread.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+from psygnal import Signal
+
+from . import layers as L
+from .embedding_cache import EmbeddingCache, missing_slices
+from .history import CommitHistory, ObjectMask, apply_objects
+from .image_data import ImageSource, make_source
+from .model_choice import DEMO_NOTICE, ModelCache, ModelChoice
+from .notify import UserError
+from .preview import ObjectPreview, decode_slice
+from .prompts import POINT_OBJECT, boxes_from_shapes, group_prompts
+from .workers import Job, embed_job, run_job, with_progress
+
+__all__ = ["AnnotationController"]
+
+#: Embeddings kept in memory per stack (the rest is recomputed or read from the store).
+MAX_MEMORY_SLICES = 256
+
+
+class AnnotationController:
+    """State and actions of the annotation session (see docs/gui.md for the user's view).
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    sync : bool
+        Run jobs on the calling thread (tests); the default runs them in a worker thread.
+    """
+
+    status_changed = Signal(str)
+    job_changed = Signal(object)  # the Job, or None when it finished
+    job_progress = Signal(int, int)
+    model_changed = Signal(object)  # the Predictor in use
+    target_changed = Signal(object)  # the target labels layer (created on first commit)
+
+    def __init__(self, viewer, *, sync: bool = False):
+        self.viewer = viewer
+        self.sync = sync
+        self.models = ModelCache()
+        self.embeddings = EmbeddingCache()
+        self.history = CommitHistory()
+        self.model_choice: ModelChoice | None = None
+        self.device = "auto"
+        self.store: str | None = None
+        self.image_layer = None
+        self.channel_axis: int | None = None
+        self.source: ImageSource | None = None
+        self.points_layer = None
+        self.boxes_layer = None
+        self.preview_layer = None
+        self.target_layer = None
+        self.overwrite = False
+        self.refine = False
+        self.live = True
+        self.axis_kind = "z"
+        self.predictor = None
+        self.emb = None
+        self.previews: list[ObjectPreview] = []
+        self.volume = None  # VolumeResult under preview
+        self._volume_replaces: dict[int, int] = {}
+        self.job: Job | None = None
+        self.status = ""
+        self._rendered: set[int] | None = set()  # slices drawn in the preview (None: all)
+        self._muted = False
+        self._negative_click = False
+        self._pending = None
+        viewer.layers.events.removed.connect(self._on_layer_removed)
+
+    # ------------------------------------------------------------------ status
+    def _say(self, text: str) -> None:
+        self.status = text
+        self.status_changed.emit(text)
+
+    @property
+    def using_demo(self) -> bool:
+        if self.predictor is not None:
+            return bool(getattr(self.predictor.model, "is_demo", False))
+        return bool(self.model_choice is not None and self.model_choice.is_demo)
+
+    # ------------------------------------------------------------------ setup
+    def set_model(self, choice: ModelChoice) -> None:
+        self.model_choice = choice
+        self._lookup()
+
+    def set_device(self, device: str) -> None:
+        from napari_sam.device import resolve_device
+
+        try:
+            resolve_device(device)
+        except ValueError as err:
+            raise UserError(f"{err}. Pick 'auto' or 'cpu' in 'Device'.") from None
+        self.device = device
+        self._lookup()
+
+    def set_store(self, path: str | None) -> None:
+        self.store = path or None
+        self._lookup()
+
+    def set_image(self, layer, channel_axis: int | None = None) -> None:
+        """Use an image layer (and a channel axis); makes or adapts the prompt layers."""
+        if layer is None:
+            raise UserError(
+                "No image layer: open an image (File > Open, or File > Open Sample > "
+                "Segment Anything Stacks) and pick it in 'Image'."
+            )
+        source = make_source(
+            layer.data,
+            rgb=bool(getattr(layer, "rgb", False)),
+            channel_axis=channel_axis,
+            multiscale=bool(getattr(layer, "multiscale", False)),
+        )
+        changed = layer is not self.image_layer or channel_axis != self.channel_axis
+        self.image_layer, self.channel_axis, self.source = layer, channel_axis, source
+        self._ensure_layers(recreate=changed)
+        self.previews, self.volume = [], None
+        self._render()
+        self._lookup()
+
+    def _require_image(self) -> ImageSource:
+        if self.source is None or self.image_layer not in self.viewer.layers:
+            raise UserError(
+                "No image layer: open an image and pick it in 'Image' (File > Open Sample > "
+                "Segment Anything Stacks has examples)."
+            )
+        return self.source
+
+    def _ensure_layers(self, recreate: bool) -> None:
+        src, img = self.source, self.image_layer
+        layers = self.viewer.layers
+        for attr in ("preview_layer", "boxes_layer", "points_layer"):
+            layer = getattr(self, attr)
+            if layer is not None and layer in layers and recreate:
+                self._muted = True
+                layers.remove(layer)
+                self._muted = False
+            if recreate or layer not in layers:
+                setattr(self, attr, None)
+        if self.preview_layer is None:
+            self.preview_layer = L.add_labels_layer(
+                self.viewer, src, img, L.PREVIEW_NAME, dtype=np.uint16
+            )
+            self.preview_layer.opacity = 0.6
+            self._rendered = set()
+        if self.boxes_layer is None:
+            self.boxes_layer = L.add_boxes_layer(self.viewer, src, img)
+            self.boxes_layer.events.data.connect(self._on_prompts_changed)
+        if self.points_layer is None:
+            self.points_layer = L.add_points_layer(self.viewer, src, img)
+            self.points_layer.events.data.connect(self._on_prompts_changed)
+            self.points_layer.mouse_drag_callbacks.append(self._on_points_press)
+        self.viewer.layers.selection.active = self.points_layer
+
+    def _on_layer_removed(self, event) -> None:
+        layer = event.value
+        if self._muted:
+            return
+        if layer is self.image_layer:
+            self.image_layer = self.source = self.emb = None
+            self.previews, self.volume = [], None
+        for attr in ("points_layer", "boxes_layer", "preview_layer", "target_layer"):
+            if getattr(self, attr) is layer:
+                setattr(self, attr, None)
+        self.history.forget(layer)
+        self.embeddings.drop_layer(layer)
+
+    # ------------------------------------------------------------------ embeddings
+    def _cache_key(self):
+        return self.embeddings.key(
+            self.image_layer, self.channel_axis, self.model_choice.key, self.device, self.store
+        )
+
+    def _lookup(self) -> None:
+        """Point at cached predictor and embeddings for the current choices (no compute)."""
+        self.previews, self.volume = [], None
+        self._render()
+        if self.model_choice is None:
+            self.predictor = self.emb = None
+            return
+        self.predictor = self.models.get(self.model_choice, self.device)
+        self.emb = self.embeddings.get(self._cache_key()) if self.source is not None else None
+        self.model_changed.emit(self.predictor)
+
+    def current_z(self) -> int:
+        src = self._require_image()
+        layer = self.image_layer
+        world = np.asarray(self.viewer.dims.point, dtype=float)[-src.ndim :]
+        data = (world - np.asarray(layer.translate)[-src.ndim :]) / np.asarray(layer.scale)[
+            -src.ndim :
+        ]
+        return src.slice_of(data)
+
+    def ready(self, indices) -> bool:
+        return self.emb is not None and not missing_slices(self.emb, indices)
+
+    def _prepare_gen(self, indices):
+        """Generator job: load the model if needed, compute the embeddings of ``indices``.
+
+        Returns (key, choice, device, predictor, emb); nothing shared is modified.
+        """
+        if self.model_choice is None:
+            raise UserError("No model: pick one in 'Model'.")
+        src = self._require_image()
+        choice, device, store, key = self.model_choice, self.device, self.store, self._cache_key()
+        predictor = self.models.get(choice, device)
+        emb = self.embeddings.get(key)
+        models = self.models
+
+        def gen():
+            nonlocal predictor, emb
+            yield 0, 0
+            if predictor is None:
+                predictor = models.load(choice, device)
+            if emb is None:
+                from napari_sam.embeddings import StackEmbeddings
+
+                emb = StackEmbeddings(
+                    src.stack,
+                    predictor.model,
+                    store=store,
+                    predictor=predictor,
+                    cache_size=min(max(64, src.n_slices), MAX_MEMORY_SLICES),
+                )
+            todo = missing_slices(emb, range(len(emb)) if indices is None else indices)
+            yield from embed_job(emb, todo)
+            return key, choice, device, predictor, emb
+
+        return gen()
+
+    def _adopt(self, key, choice, device, predictor, emb) -> None:
+        """Main thread: keep a finished preparation's model and embeddings."""
+        first_load = self.models.get(choice, device) is None
+        self.models.put(choice, device, predictor)
+        self.embeddings.put(key, emb)
+        if self.model_choice is not None and self._cache_key() == key:
+            self.predictor, self.emb = predictor, emb
+            self.model_changed.emit(predictor)
+            if first_load and self.using_demo:
+                from .notify import info
+
+                info(DEMO_NOTICE)
+
+    def compute_embeddings(self, indices=None, then=None) -> Job | None:
+        """Start computing embeddings (default: every slice); ``then()`` runs afterwards."""
+        gen = self._prepare_gen(indices)
+
+        def done(result):
+            self._adopt(*result)
+            n = len(result[4]) if indices is None else len(list(indices))
+            self._say(f"Embeddings ready ({n} slice{'s' if n != 1 else ''}).")
+            if then is not None:
+                then()
+
+        return self._start(gen, "Computing SAM embeddings", done)
+
+    # ------------------------------------------------------------------ jobs
+    def _start(self, gen, description: str, on_returned) -> Job:
+        if self.job is not None and self.job.running:
+            gen.close()
+            raise UserError(f"'{self.job.description}' is running: wait for it or press Cancel.")
+
+        def finished(job):
+            if self.job is job:
+                self.job = None
+                self.job_changed.emit(None)
+            if job.cancelled:
+                self._say(f"Cancelled: {job.description}. Nothing was changed.")
+
+        def errored(err):
+            from .notify import report
+
+            report(err)
+
+        job = self.job = Job(description)
+        self.job_changed.emit(job)
+        self._say(description + " ...")
+        run_job(
+            gen,
+            description=description,
+            on_progress=self.job_progress.emit,
+            on_returned=on_returned,
+            on_error=errored,
+            on_finished=finished,
+            sync=self.sync,
+            job=job,
+        )
+        return job
+
+    def cancel(self) -> None:
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+
+    # ------------------------------------------------------------------ prompts
+    def _on_points_press(self, layer, event):
+        self._negative_click = "Shift" in event.modifiers
+        yield
+        while event.type == "mouse_move":
+            yield
+
+    def _on_prompts_changed(self, event=None) -> None:
+        action = str(getattr(event, "action", "")) if event is not None else ""
+        if action and not action.endswith(("added", "removed", "changed")):
+            return
+        if event is not None and action.endswith("added") and event.source is self.points_layer:
+            if self._negative_click:
+                idx = list(getattr(event, "data_indices", ())) or [len(self.points_layer.data) - 1]
+                self.points_layer.features.loc[
+                    self.points_layer.features.index[idx], "prompt"
+                ] = "negative"
+                self.points_layer.refresh_colors()
+                self._negative_click = False
+        if self._muted or not self.live:
+            return
+        from .notify import guarded
+
+        guarded(self.update_preview)()
+
+    def set_negative(self, negative: bool) -> None:
+        if self.points_layer is not None:
+            kind = "negative" if negative else "positive"
+            self.points_layer.feature_defaults = {"prompt": kind}
+
+    @property
+    def negative(self) -> bool:
+        if self.points_layer is None:
+            return False
+        return str(self.points_layer.feature_defaults["prompt"].iloc[0]) == "negative"
+
+    def objects(self):
+        src = self._require_image()
+        pts, lab = L.read_points(self.points_layer, src)
+        boxes = boxes_from_shapes(L.read_boxes(self.boxes_layer, src))
+        return group_prompts(pts, lab, boxes)
+
+    # ------------------------------------------------------------------ preview
+    def _refine_id(self, z: int | None) -> int:
+        """The target label being refined (0: none)."""
+        if not self.refine or self.target_layer is None:
+            return 0
+        label = int(self.target_layer.selected_label)
+        if label <= 0:
+            return 0
+        if z is not None:
+            present = (self.source.zyx_view(self.target_layer.data)[z] == label).any()
+            if not present:
+                raise UserError(
+                    f"Label {label} is not on slice {z}: select a label that is there (picker "
+                    "tool of the labels layer) or untick 'Refine selected label'."
+                )
+        return label
+
+    def _mask_inputs(self, z: int, emb) -> dict:
+        label = self._refine_id(z)
+        if not label:
+            return {}
+        from napari_sam.volume import mask_to_logits
+
+        mask = self.source.zyx_view(self.target_layer.data)[z] == label
+        p = self.predictor
+        logits = mask_to_logits(mask, emb.original_size, emb.input_size, p.img_size, p.low_res_size)
+        return {POINT_OBJECT: logits.numpy()}
+
+    def update_preview(self) -> list[ObjectPreview]:
+        """Decode the prompts on the current slice into the preview layer (live preview)."""
+        src = self._require_image()
+        z = self.current_z()
+        on_slice = [(o.key, o.slices[z]) for o in self.objects() if z in o.slices]
+        if self.volume is not None:
+            self.volume = None
+        if not on_slice:
+            self.previews = []
+            self._render()
+            self._say("Add a point (click) or a box (boxes layer) to segment an object.")
+            return self.previews
+        if not self.ready([z]):
+            if self.job is None or not self.job.running:
+                batch = list(range(z, min(z + 4, src.n_slices)))
+                self.compute_embeddings(batch, then=self.update_preview)
+            else:
+                self._say("Waiting for the embeddings; the preview follows.")
+            return self.previews
+        emb = self.emb[z]
+        self.previews = decode_slice(self.predictor, emb, z, on_slice, self._mask_inputs(z, emb))
+        self._render()
+        self._say(self._preview_text())
+        return self.previews
+
+    def _preview_text(self) -> str:
+        if not self.previews:
+            return "No object on this slice."
+        parts = []
+        for p in self.previews:
+            name = "point object" if p.key == POINT_OBJECT else f"box {p.key[1] + 1}"
+            cand = f", candidate {p.index + 1}/{p.n_candidates}" if p.n_candidates > 1 else ""
+            parts.append(f"{name}: score {p.score:.2f}{cand}")
+        demo = " [demo model]" if self.using_demo else ""
+        return "; ".join(parts) + demo + ". Shift+C commits."
+
+    def next_candidate(self) -> int | None:
+        multi = [p for p in self.previews if p.n_candidates > 1]
+        if not multi:
+            self._say("Only one candidate: a single click without a box has three.")
+            return None
+        target = next((p for p in multi if p.key == POINT_OBJECT), multi[0])
+        index = target.cycle()
+        self._render()
+        self._say(self._preview_text())
+        return index
+
+    def _render(self) -> None:
+        layer = self.preview_layer
+        if layer is None or self.source is None or layer not in self.viewer.layers:
+            return
+        view = self.source.zyx_view(layer.data)
+        if self._rendered is None:
+            view[...] = 0
+        else:
+            for z in self._rendered:
+                view[z] = 0
+        self._rendered = set()
+        if self.volume is not None:
+            labels = np.asarray(self.volume.labels)
+            np.copyto(view, labels.astype(view.dtype, copy=False))
+            self._rendered = None
+        else:
+            for i, p in enumerate(self.previews, start=1):
+                view[p.z][p.mask] = i
+                self._rendered.add(p.z)
+        layer.refresh()
+
+    # ------------------------------------------------------------------ commit, undo
+    def _target(self):
+        src = self._require_image()
+        if self.target_layer is None or self.target_layer not in self.viewer.layers:
+            self.target_layer = L.add_labels_layer(self.viewer, src, self.image_layer, L.TARGET_NAME)
+            # keep the prompt layers on top and active
+            layers = self.viewer.layers
+            layers.move(layers.index(self.target_layer), layers.index(self.preview_layer))
+            layers.selection.active = self.points_layer
+            self.target_changed.emit(self.target_layer)
+        return self.target_layer
+
+    def commit(self):
+        """Write the preview into the target labels layer with fresh ids; clear the prompts."""
+        src = self._require_image()
+        if self.job is not None and self.job.running:
+            raise UserError(f"'{self.job.description}' is running: wait for it or press Cancel.")
+        if self.volume is not None:
+            labels = np.asarray(self.volume.labels)
+            objects = [
+                ObjectMask(labels == i, None, self._volume_replaces.get(i, 0))
+                for i in self.volume.object_ids
+            ]
+        elif self.previews:
+            refine = self._refine_id(None)
+            objects = [
+                ObjectMask(p.mask, p.z, refine if p.key == POINT_OBJECT else 0)
+                for p in self.previews
+            ]
+        else:
+            raise UserError("Nothing to commit: click a point or draw a box on the object first.")
+        objects = [o for o in objects if o.mask.any() or o.replaces]
+        if not objects:
+            raise UserError("The preview is empty: add prompts until the object shows, then commit.")
+        target = self._target()
+        data = src.zyx_view(target.data)
+        commit = apply_objects(data, objects, overwrite=self.overwrite)
+        if commit.n_pixels == 0:
+            raise UserError(
+                "Nothing was written: every pixel of the preview belongs to other objects. "
+                "Tick 'Overwrite other labels' to replace them."
+            )
+        commit.target = target
+        self.history.push(commit)
+        target.refresh()
+        ids = ", ".join(str(i) for i in commit.ids)
+        self.clear()
+        self._say(f"Committed label {ids} ({commit.n_pixels} pixels). Shift+U undoes it.")
+        return commit
+
+    def _history_step(self, redo: bool):
+        commit = self.history.peek_redo() if redo else self.history.peek_undo()
+        if commit is None:
+            raise UserError("Nothing to redo." if redo else "Nothing to undo.")
+        target = commit.target
+        if target not in self.viewer.layers:
+            self.history.forget(target)
+            raise UserError("The labels layer of that commit was removed; nothing to restore.")
+        data = target.data
+        (self.history.redo if redo else self.history.undo)(data)
+        target.refresh()
+        ids = ", ".join(str(i) for i in commit.ids)
+        self._say(f"{'Redid' if redo else 'Undid'} commit of label {ids}.")
+        return commit
+
+    def undo(self):
+        return self._history_step(redo=False)
+
+    def redo(self):
+        return self._history_step(redo=True)
+
+    def clear(self) -> None:
+        """Remove all prompts and the preview (the labels stay)."""
+        self._muted = True
+        try:
+            if self.points_layer is not None:
+                self.points_layer.data = np.empty((0, self.points_layer.ndim))
+            if self.boxes_layer is not None and len(self.boxes_layer.data):
+                self.boxes_layer.data = []
+        finally:
+            self._muted = False
+        self.previews, self.volume = [], None
+        self._render()
+        self._say("Cleared.")
+
+    # ------------------------------------------------------------------ propagation
+    def propagate(self, all_objects: bool = False, **options) -> Job | None:
+        """Propagate the objects prompted on the current slice (or all) through the stack."""
+        from napari_sam.volume import SlicePrompt, segment_volume
+
+        src = self._require_image()
+        if not src.is_3d:
+            raise UserError("Propagation needs a 3D stack; this image is 2D. Use Shift+C to commit.")
+        objects = self.objects()
+        if not all_objects:
+            z = self.current_z()
+            objects = [o for o in objects if z in o.slices]
+        if not objects:
+            raise UserError(
+                "No prompts to propagate: click the object (or draw a box) on this slice first."
+            )
+        refine = self._refine_id(None)
+        prompts, replaces = {}, {}
+        for i, obj in enumerate(objects, start=1):
+            slices = []
+            for z, sp in sorted(obj.slices.items()):
+                slices.append(
+                    SlicePrompt(
+                        slice=z,
+                        points=sp.points if len(sp.points) else None,
+                        labels=sp.labels if len(sp.points) else None,
+                        box=sp.box,
+                    )
+                )
+            prompts[i] = slices
+            if obj.key == POINT_OBJECT and refine:
+                replaces[i] = refine
+        prep = self._prepare_gen(None)
+        axis_kind = self.axis_kind
+
+        def gen():
+            prepared = yield from prep
+            result = yield from with_progress(
+                segment_volume, prepared[4], prompts, axis_kind=axis_kind, **options
+            )
+            return prepared, result
+
+        def done(value):
+            prepared, result = value
+            self._adopt(*prepared)
+            self.previews, self.volume, self._volume_replaces = [], result, replaces
+            self._render()
+            lo_hi = [f"{a}-{b}" for a, b in (result.slice_range[i] for i in result.object_ids)]
+            self._say(
+                f"Propagated {len(result.object_ids)} object(s) over slices "
+                f"{', '.join(lo_hi)}. Check the preview, then Shift+C commits."
+            )
+
+        return self._start(gen(), "Propagating through the stack", done)
+
+    # ------------------------------------------------------------------ automatic
+    def segment_everything(self, whole_stack: bool = False, **params) -> Job | None:
+        """Automatic segmentation of the current slice (or the stack) into a new labels layer."""
+        try:
+            from napari_sam.automatic import segment_everything
+        except ImportError:
+            raise UserError(
+                "Automatic segmentation is not available in this installation (napari_sam."
+                "automatic is missing); update napari-sam-stacks."
+            ) from None
+        src = self._require_image()
+        z = self.current_z()
+        indices = None if whole_stack else [z]
+        prep = self._prepare_gen(indices)
+        accepts_progress = "progress" in inspect.signature(segment_everything).parameters
+
+        def gen():
+            prepared = yield from prep
+            predictor, emb = prepared[3], prepared[4]
+            target = emb if whole_stack and src.is_3d else emb[z]
+            if accepts_progress:
+                result = yield from with_progress(
+                    segment_everything, target, predictor.model, **params
+                )
+            else:
+                result = segment_everything(target, predictor.model, **params)
+                yield 1, 1
+            return prepared, result
+
+        def done(value):
+            prepared, result = value
+            self._adopt(*prepared)
+            labels = np.asarray(getattr(result, "labels", result))
+            full = np.zeros(src.shape, dtype=np.uint32)
+            if labels.ndim == 3:
+                full[...] = labels
+            else:
+                full[z] = labels
+            name = "automatic segmentation" + ("" if whole_stack or not src.is_3d else f" z={z}")
+            scale, translate = src.derived_geometry(
+                self.image_layer.scale, self.image_layer.translate
+            )
+            self.viewer.add_labels(src.to_layer(full), name=name, scale=scale, translate=translate)
+            self.viewer.layers.selection.active = self.points_layer
+            n = len(np.unique(full)) - 1
+            self._say(f"Segment everything: {n} objects in a new layer '{name}'.")
+
+        what = "the stack" if whole_stack else "this slice"
+        return self._start(gen(), f"Segmenting everything in {what}", done)

@@ -1,0 +1,61 @@
+"""Stack embeddings kept per image layer and model, so that switching back is instant (no Qt).
+
+An entry is keyed by the layer's identity and data object, the channel axis, the model and
+device, and the embedding store; replacing a layer's data makes a new key.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+
+__all__ = ["EmbeddingCache", "missing_slices"]
+
+
+def missing_slices(emb, indices: Iterable[int]) -> list[int]:
+    """Slices of ``indices`` whose embedding is not in memory (computing them would encode).
+
+    Uses the memory LRU of :class:`napari_sam.embeddings.StackEmbeddings`; slices only in the
+    zarr store count as missing (reading them is cheap but still done in a worker).
+    """
+    memory = getattr(emb, "_memory", {})
+    return [int(i) for i in indices if int(i) not in memory]
+
+
+class EmbeddingCache:
+    """A small LRU of :class:`~napari_sam.embeddings.StackEmbeddings` (``max_entries``)."""
+
+    def __init__(self, max_entries: int = 6):
+        self.max_entries = int(max_entries)
+        self._entries: OrderedDict[tuple, object] = OrderedDict()
+
+    @staticmethod
+    def key(layer, channel_axis, model_key: str, device: str, store) -> tuple:
+        return (
+            getattr(layer, "unique_id", id(layer)),
+            id(layer.data),
+            channel_axis,
+            model_key,
+            str(device),
+            None if store is None else str(store),
+        )
+
+    def get(self, key):
+        emb = self._entries.get(key)
+        if emb is not None:
+            self._entries.move_to_end(key)
+        return emb
+
+    def put(self, key, emb) -> None:
+        self._entries[key] = emb
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def drop_layer(self, layer) -> None:
+        uid = getattr(layer, "unique_id", id(layer))
+        for k in [k for k in self._entries if k[0] == uid]:
+            del self._entries[k]
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,251 @@
+"""A napari image layer's data seen as a stack of 2D slices, and the geometry of our layers.
+
+Pure numpy (no napari import) so that it is tested without Qt.
+
+The plugin segments 2D slices. An image layer is one of:
+
+- 2D grey ``(Y, X)`` or RGB(A) ``(Y, X, 3|4)`` -> a stack of one slice;
+- 3D grey ``(Z, Y, X)`` (or ``(T, Y, X)``) or RGB ``(Z, Y, X, 3|4)`` -> Z slices;
+- either of these with one extra *channel axis* chosen by the user (any axis but the last
+  two spatial ones), e.g. ``(Z, C, Y, X)`` or ``(C, Y, X)``: channels 1-3 become R, G, B.
+
+The prompt, preview and result layers we create have the image layer's dimensions, with the
+channel axis (if any) kept at size 1 and stretched over all channels (scale C times the
+image's), so napari aligns them with the image and shows them at every channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["ImageSource", "SliceView", "UnsupportedImage", "make_source"]
+
+
+class UnsupportedImage(ValueError):
+    """The layer's data cannot be segmented as given; the message says what to do."""
+
+
+class SliceView:
+    """Read-only view ``[z] -> (Y, X)`` or ``(Y, X, 3)`` of a layer's data (lazy per slice).
+
+    Has what :class:`napari_sam.embeddings.StackEmbeddings` needs: ``shape``, ``dtype``,
+    ``len()`` and integer indexing.
+    """
+
+    def __init__(self, data, *, rgb: bool, channel_axis: int | None, two_d: bool):
+        self._data = data
+        self._rgb = rgb
+        self._channel_axis = channel_axis
+        self._two_d = two_d
+        shape = tuple(int(s) for s in data.shape)
+        n_channels = 1
+        if channel_axis is not None:
+            n_channels = shape[channel_axis]
+            shape = shape[:channel_axis] + shape[channel_axis + 1 :]
+        if two_d:
+            shape = (1, *shape)
+        if rgb:
+            self.shape = shape[:3] + (3,)
+        elif n_channels > 1:
+            self.shape = (*shape, 3)
+        else:
+            self.shape = shape
+        self.n_channels = n_channels
+        self.dtype = np.dtype(data.dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, z) -> np.ndarray:
+        if not isinstance(z, (int, np.integer)):
+            raise TypeError("SliceView supports integer indexing only")
+        z = int(z)
+        if not 0 <= z < self.shape[0]:
+            raise IndexError(f"slice {z} out of range for {self.shape[0]} slices")
+        data = self._data
+        if self._channel_axis is not None:
+            data = np.moveaxis(data, self._channel_axis, -1) if isinstance(data, np.ndarray) else (
+                _moveaxis_lazy(data, self._channel_axis)
+            )
+        arr = np.asarray(data if self._two_d else data[z])
+        if self._rgb:
+            return arr[..., :3]
+        if self._channel_axis is None:
+            return arr
+        c = arr.shape[-1]
+        if c == 1:
+            return arr[..., 0]
+        if c == 2:
+            return np.concatenate([arr, np.zeros_like(arr[..., :1])], axis=-1)
+        return arr[..., :3]
+
+
+def _moveaxis_lazy(data, axis: int):
+    """``moveaxis`` for array-likes that are not numpy (dask, zarr via dask)."""
+    try:
+        import dask.array as da
+
+        return da.moveaxis(da.asarray(data), axis, -1)
+    except ImportError:  # pragma: no cover - dask ships with napari
+        return np.moveaxis(np.asarray(data), axis, -1)
+
+
+@dataclass
+class ImageSource:
+    """How one image layer maps to SAM's stack of 2D slices.
+
+    Attributes
+    ----------
+    stack : SliceView
+        ``(Z, Y, X)`` or ``(Z, Y, X, 3)``; Z = 1 for 2D images.
+    ndim : int
+        Number of layer dimensions (RGB channels excluded, channel axis included).
+    channel_axis : int or None
+        Layer axis holding channels.
+    z_axis : int or None
+        Layer axis of the stack (None for 2D images).
+    rgb : bool
+    """
+
+    stack: SliceView
+    ndim: int
+    channel_axis: int | None
+    z_axis: int | None
+    rgb: bool
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(Z, Y, X) of the stack."""
+        return tuple(self.stack.shape[:3])
+
+    @property
+    def is_3d(self) -> bool:
+        return self.z_axis is not None
+
+    @property
+    def n_slices(self) -> int:
+        return self.shape[0]
+
+    @property
+    def spatial_axes(self) -> tuple[int, ...]:
+        """Layer axes of (Z,) Y, X in order."""
+        return tuple(a for a in range(self.ndim) if a != self.channel_axis)
+
+    @property
+    def layer_shape(self) -> tuple[int, ...]:
+        """Shape of the labels layers we make: the image's, channel axis of size 1."""
+        z, y, x = self.shape
+        sizes = iter((z, y, x) if self.is_3d else (y, x))
+        return tuple(1 if a == self.channel_axis else next(sizes) for a in range(self.ndim))
+
+    def to_zyx(self, coords) -> np.ndarray:
+        """Layer data coordinates (N, ndim) -> stack coordinates (N, 3) as (z, row, col)."""
+        c = np.asarray(coords, dtype=np.float64).reshape(-1, self.ndim)
+        spatial = c[:, list(self.spatial_axes)]
+        if not self.is_3d:
+            spatial = np.concatenate([np.zeros((len(c), 1)), spatial], axis=1)
+        return spatial
+
+    def slice_of(self, coords) -> int:
+        """The stack slice that layer data coordinates (ndim,) fall in (clipped)."""
+        if not self.is_3d:
+            return 0
+        z = float(np.asarray(coords, dtype=np.float64).reshape(-1)[self.z_axis])
+        return int(np.clip(np.round(z), 0, self.n_slices - 1))
+
+    def to_layer(self, labels_zyx: np.ndarray) -> np.ndarray:
+        """(Z, Y, X) or (Y, X) labels -> an array of :attr:`layer_shape` (a view when possible)."""
+        arr = labels_zyx
+        if not self.is_3d and arr.ndim == 3:
+            arr = arr[0]
+        if self.channel_axis is not None:
+            arr = np.expand_dims(arr, self.channel_axis)
+        return arr
+
+    def zyx_view(self, layer_array: np.ndarray) -> np.ndarray:
+        """A writable (Z, Y, X) view of an array of :attr:`layer_shape`."""
+        arr = layer_array
+        if tuple(arr.shape) != self.layer_shape:
+            raise UnsupportedImage(
+                f"the labels layer has shape {tuple(arr.shape)} but the image needs "
+                f"{self.layer_shape}; pick a labels layer made for this image or a new one"
+            )
+        if self.channel_axis is not None:
+            arr = arr[(slice(None),) * self.channel_axis + (0,)]
+        if not self.is_3d:
+            arr = arr[None]
+        return arr
+
+    def derived_geometry(self, scale, translate) -> tuple[np.ndarray, np.ndarray]:
+        """Scale and translate of our layers given the image layer's (channel axis stretched)."""
+        scale = np.array(scale, dtype=float)
+        translate = np.array(translate, dtype=float)
+        if self.channel_axis is not None:
+            c = self.stack.n_channels
+            translate[self.channel_axis] += (c - 1) / 2 * scale[self.channel_axis]
+            scale[self.channel_axis] *= c
+        return scale, translate
+
+
+def make_source(data, *, rgb: bool = False, channel_axis: int | None = None, multiscale=False):
+    """Describe an image layer's data as a stack of 2D slices.
+
+    Parameters
+    ----------
+    data : array-like
+        The layer's data (numpy, dask, zarr, ...).
+    rgb : bool
+        The layer is RGB(A): the last axis holds 3 or 4 colour channels.
+    channel_axis : int, optional
+        Axis holding channels (not for RGB layers; not one of the last two axes).
+    multiscale : bool
+        Multiscale layers are refused (the message says what to do).
+
+    Raises
+    ------
+    UnsupportedImage
+        With the reason and the next step.
+    """
+    if multiscale:
+        raise UnsupportedImage(
+            "multiscale (pyramid) images are not supported yet; add the full-resolution level "
+            "as its own layer (viewer.add_image(layer.data[0])) and pick it"
+        )
+    shape = tuple(int(s) for s in data.shape)
+    if 0 in shape:
+        raise UnsupportedImage(f"the image is empty (shape {shape}); pick another layer")
+    ndim = len(shape) - (1 if rgb else 0)
+    if rgb and channel_axis is not None:
+        raise UnsupportedImage(
+            "an RGB layer already has its colour channels in the last axis; set the channel "
+            "axis to 'none'"
+        )
+    if channel_axis is not None:
+        if channel_axis < 0:
+            channel_axis += ndim
+        if not 0 <= channel_axis < ndim - 2:
+            raise UnsupportedImage(
+                f"channel axis {channel_axis} cannot be used for an image of shape {shape}: it "
+                "must be one of the axes before the last two (rows, columns); pick another "
+                "axis or 'none'"
+            )
+    spatial = ndim - (1 if channel_axis is not None else 0)
+    if spatial not in (2, 3):
+        names = "(Y, X) or (Z, Y, X)"
+        raise UnsupportedImage(
+            f"the image has {spatial} spatial dimensions (shape {shape}); SAM needs {names}"
+            + (" plus an optional channel axis" if channel_axis is None else "")
+            + ". Next step: pick the channel axis in 'Channel axis', or reduce the data to "
+            "one 3D stack (e.g. viewer.add_image(layer.data[t]) for one time point)"
+        )
+    view = SliceView(data, rgb=rgb, channel_axis=channel_axis, two_d=spatial == 2)
+    axes = [a for a in range(ndim) if a != channel_axis]
+    return ImageSource(
+        stack=view,
+        ndim=ndim,
+        channel_axis=channel_axis,
+        z_axis=axes[0] if spatial == 3 else None,
+        rgb=rgb,
+    )

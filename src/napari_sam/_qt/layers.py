@@ -1,0 +1,98 @@
+"""The napari layers the plugin makes: prompt points, prompt boxes, preview and result labels.
+
+Points carry a categorical feature ``prompt`` ("positive" / "negative") that sets their colour:
+green for positive, magenta for negative (tell-apart for most colour-blind users as well).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .image_data import ImageSource
+
+__all__ = [
+    "BOXES_NAME",
+    "NEGATIVE_COLOR",
+    "POINTS_NAME",
+    "POSITIVE_COLOR",
+    "PREVIEW_NAME",
+    "TARGET_NAME",
+    "add_boxes_layer",
+    "add_labels_layer",
+    "add_points_layer",
+    "read_boxes",
+    "read_points",
+]
+
+POINTS_NAME = "SAM points"
+BOXES_NAME = "SAM boxes"
+PREVIEW_NAME = "SAM current object"
+TARGET_NAME = "segmentation"
+POSITIVE_COLOR = "#39ff14"
+NEGATIVE_COLOR = "#ff00ff"
+PROMPT_KINDS = ("positive", "negative")
+
+
+def _geometry(source: ImageSource, image_layer) -> dict:
+    scale, translate = source.derived_geometry(image_layer.scale, image_layer.translate)
+    return {"scale": scale, "translate": translate}
+
+
+def add_points_layer(viewer, source: ImageSource, image_layer):
+    features = pd.DataFrame({"prompt": pd.Categorical([], categories=PROMPT_KINDS)})
+    layer = viewer.add_points(
+        np.empty((0, source.ndim)),
+        ndim=source.ndim,
+        name=POINTS_NAME,
+        features=features,
+        feature_defaults={"prompt": "positive"},
+        face_color="prompt",
+        face_color_cycle={"positive": POSITIVE_COLOR, "negative": NEGATIVE_COLOR},
+        border_color="black",
+        border_width=0.1,
+        size=max(3.0, min(source.shape[1:]) / 40),
+        out_of_slice_display=False,
+        **_geometry(source, image_layer),
+    )
+    layer.mode = "add"
+    return layer
+
+
+def add_boxes_layer(viewer, source: ImageSource, image_layer):
+    layer = viewer.add_shapes(
+        ndim=source.ndim,
+        name=BOXES_NAME,
+        face_color="transparent",
+        edge_color="#ffd700",
+        edge_width=max(1.0, min(source.shape[1:]) / 200),
+        **_geometry(source, image_layer),
+    )
+    layer.mode = "add_rectangle"
+    return layer
+
+
+def add_labels_layer(viewer, source: ImageSource, image_layer, name: str, dtype=np.uint32):
+    data = np.zeros(source.layer_shape, dtype=dtype)
+    return viewer.add_labels(data, name=name, **_geometry(source, image_layer))
+
+
+def read_points(layer, source: ImageSource) -> tuple[np.ndarray, np.ndarray]:
+    """Prompt points as (P, 3) (z, row, col) stack coordinates and (P,) 1/0 labels."""
+    if layer is None or len(layer.data) == 0:
+        return np.zeros((0, 3)), np.zeros(0, int)
+    zyx = source.to_zyx(layer.data)
+    kinds = layer.features["prompt"].astype(str).to_numpy()
+    return zyx, (kinds != "negative").astype(int)
+
+
+def read_boxes(layer, source: ImageSource) -> list[np.ndarray]:
+    """Rectangles of the boxes layer as (4, 3) vertex arrays in (z, row, col)."""
+    if layer is None:
+        return []
+    out = []
+    for verts, kind in zip(layer.data, layer.shape_type):
+        if kind != "rectangle":
+            continue
+        out.append(source.to_zyx(verts))
+    return out

@@ -1,0 +1,120 @@
+"""Which model and device the GUI uses: choices, loading, caching, demo notice (no Qt).
+
+Models are loaded once per (name or path, device) and kept; predictors are shared per loaded
+model so that the encoder-call counters (and the GPU memory) are shared too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "DEMO_NOTICE",
+    "ModelCache",
+    "ModelChoice",
+    "default_choice",
+    "device_choices",
+    "model_choices",
+]
+
+DEMO_NOTICE = (
+    "Demo model in use: a small model trained only on synthetic images, for trying the tools. "
+    "For real data pick a real SAM model in 'Model' (vit_b; vit_b_lm for light microscopy; "
+    "vit_b_em_organelles for EM): it is downloaded once. Offline, run "
+    "'napari-sam models where vit_b' to see where to put the file, or pick a checkpoint file."
+)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A registry name or a checkpoint path, and how to show it."""
+
+    key: str  # registry name, or the path of a checkpoint file
+    label: str
+    is_file: bool = False
+    cached: bool = True
+    is_demo: bool = False
+
+
+def model_choices() -> list[ModelChoice]:
+    """Registry models with their cached state (the demo model first)."""
+    from napari_sam.models.registry import DEMO_NAME, list_models
+
+    out = []
+    for rec in list_models():
+        name = rec["name"]
+        demo = name == DEMO_NAME
+        if demo:
+            label = "demo (bundled, synthetic data only)"
+            if not rec["cached"]:
+                label = "demo (not installed)"
+        else:
+            size = f", {rec['size'] / 1e6:.0f} MB" if rec.get("size") else ""
+            label = f"{name} ({'cached' if rec['cached'] else 'download' + size})"
+        out.append(ModelChoice(name, label, cached=bool(rec["cached"]), is_demo=demo))
+    out.sort(key=lambda c: not c.is_demo)
+    return out
+
+
+def file_choice(path: str | os.PathLike) -> ModelChoice:
+    p = Path(path)
+    return ModelChoice(str(p), f"file: {p.name}", is_file=True)
+
+
+def default_choice(choices: list[ModelChoice]) -> ModelChoice | None:
+    """The first cached real model, else the demo model (the demo is the default only when
+    no other weights are present)."""
+    real = [c for c in choices if c.cached and not c.is_demo]
+    if real:
+        return real[0]
+    demo = [c for c in choices if c.is_demo]
+    return demo[0] if demo else (choices[0] if choices else None)
+
+
+def device_choices() -> list[str]:
+    """"auto" and the devices available here."""
+    import torch
+
+    names = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    return names
+
+
+class ModelCache:
+    """Loaded models and their predictors, keyed by (model key, device)."""
+
+    def __init__(self):
+        self._models: dict[tuple[str, str], object] = {}
+        self._predictors: dict[tuple[str, str], object] = {}
+
+    @staticmethod
+    def _key(choice: ModelChoice, device) -> tuple[str, str]:
+        from napari_sam.device import resolve_device
+
+        return (choice.key, str(resolve_device(device)))
+
+    def get(self, choice: ModelChoice, device):
+        """The predictor for a model already loaded, else None (raises for a bad device)."""
+        return self._predictors.get(self._key(choice, device))
+
+    def load(self, choice: ModelChoice, device):
+        """Load (maybe download) a model and make its predictor; safe to call off the main
+        thread (nothing is stored: pass the result to :meth:`put`)."""
+        from napari_sam.models.registry import load_model
+        from napari_sam.predictor import Predictor
+
+        dev = self._key(choice, device)[1]
+        target = Path(choice.key) if choice.is_file else choice.key
+        model = load_model(target, device=dev)
+        return Predictor(model, device=dev)
+
+    def put(self, choice: ModelChoice, device, predictor) -> None:
+        key = self._key(choice, device)
+        self._predictors[key] = predictor
+        self._models[key] = predictor.model

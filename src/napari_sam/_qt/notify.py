@@ -1,0 +1,89 @@
+"""Turn problems into napari notifications that say what to do next, never tracebacks.
+
+Handlers of the widget are wrapped with :func:`guarded`: a :class:`UserError` (or one of the
+known error types of the core) becomes a warning or error notification with its message; any
+other exception becomes an error notification naming it, and its traceback goes to the
+``napari_sam`` logger at debug level only.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+__all__ = ["UserError", "guarded", "report", "warn", "info"]
+
+logger = logging.getLogger("napari_sam")
+
+
+class UserError(Exception):
+    """Something the user can fix; the message says how. ``level`` is "warning" or "error"."""
+
+    def __init__(self, message: str, level: str = "warning"):
+        super().__init__(message)
+        self.level = level
+
+
+def warn(message: str) -> None:
+    from napari.utils.notifications import show_warning
+
+    show_warning(message)
+
+
+def info(message: str) -> None:
+    from napari.utils.notifications import show_info
+
+    show_info(message)
+
+
+def _known_message(err: BaseException) -> str | None:
+    """Messages of core errors that already say what to do."""
+    from napari_sam._qt.image_data import UnsupportedImage
+
+    try:
+        from napari_sam.models.registry import ModelDownloadError
+    except ImportError:  # pragma: no cover - registry not installed
+        ModelDownloadError = ()  # noqa: N806
+    if isinstance(err, ModelDownloadError):
+        return (
+            f"The model could not be downloaded. {err} Meanwhile you can pick the bundled "
+            "'demo' model or a checkpoint file in 'Model'."
+        )
+    if isinstance(err, UnsupportedImage):
+        return str(err)
+    if isinstance(err, FileNotFoundError):
+        return f"{err}. Pick another model or a checkpoint file in 'Model'."
+    if isinstance(err, (ValueError, TypeError, OverflowError)):
+        return str(err)
+    return None
+
+
+def report(err: BaseException) -> None:
+    """Show ``err`` as a napari notification (see the module docstring)."""
+    from napari.utils.notifications import show_error, show_warning
+
+    if isinstance(err, UserError):
+        (show_error if err.level == "error" else show_warning)(str(err))
+        return
+    message = _known_message(err)
+    if message is None:
+        logger.debug("napari-sam: unexpected error", exc_info=err)
+        message = (
+            f"Segment Anything: unexpected {type(err).__name__}: {err}. Please report it at "
+            "the project's issue tracker (run napari with --log-level debug for details)."
+        )
+    show_error(message)
+
+
+def guarded(fn):
+    """Decorator: run a handler, report exceptions as notifications, return None on error."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - every error becomes a notification
+            report(err)
+            return None
+
+    return wrapper

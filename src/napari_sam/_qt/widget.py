@@ -1,0 +1,437 @@
+"""The "Segment Anything" dock widget: layout and ``_on_*`` handlers.
+
+The state and the actions live in :class:`~napari_sam._qt.controller.AnnotationController`;
+this module only builds the panels, keeps them in sync with the viewer and turns every
+problem into a notification (:func:`~napari_sam._qt.notify.guarded`).
+"""
+
+from __future__ import annotations
+
+from qtpy.QtCore import QEvent
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import keys
+from .controller import AnnotationController
+from .model_choice import DEMO_NOTICE, default_choice, device_choices, file_choice, model_choices
+from .notify import guarded
+
+__all__ = ["SamWidget"]
+
+_FILE_ITEM = "Checkpoint file..."
+_NEW_TARGET = "new 'segmentation' layer"
+
+
+def _button(text: str, key: str | None, slot) -> QPushButton:
+    btn = QPushButton(text + (f"  ({key.replace('-', '+')})" if key else ""))
+    btn.clicked.connect(lambda *_: slot())
+    return btn
+
+
+def _key_of(action: str) -> str | None:
+    return next((k.key for k in keys.KEYS if k.action == action), None)
+
+
+class SamWidget(QWidget):
+    """Interactive Segment Anything for 2D images and 3D stacks.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+    sync : bool
+        Run long jobs on the main thread (for tests); by default they run in a worker.
+    """
+
+    def __init__(self, napari_viewer, *, sync: bool = False):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.controller = c = AnnotationController(napari_viewer, sync=sync)
+        self._closed = False
+        layout = QVBoxLayout(self)
+        layout.addWidget(self._build_setup())
+        layout.addWidget(self._build_prompting())
+        layout.addWidget(self._build_commit())
+        layout.addWidget(self._build_volume())
+        layout.addWidget(self._build_automatic())
+        layout.addLayout(self._build_job_row())
+        self._status = QLabel("Pick an image and a model, then click on an object.")
+        self._status.setWordWrap(True)
+        layout.addWidget(self._status)
+        layout.addStretch(1)
+
+        c.status_changed.connect(self._status.setText)
+        c.job_changed.connect(self._on_job_changed)
+        c.job_progress.connect(self._on_job_progress)
+        c.model_changed.connect(lambda *_: self._update_demo_notice())
+        c.target_changed.connect(lambda *_: self._refresh_targets())
+        ev = napari_viewer.layers.events
+        for e in (ev.inserted, ev.removed, ev.moved):
+            e.connect(self._on_layers_changed)
+        self._keys = keys.KeyBindings(
+            napari_viewer, {k.action: getattr(self, f"_on_{k.action}") for k in keys.KEYS}
+        )
+        self._refresh_models()
+        self._on_layers_changed()
+
+    # ------------------------------------------------------------------ panels
+    def _build_setup(self) -> QGroupBox:
+        box = QGroupBox("Setup")
+        form = QFormLayout(box)
+        self._image = QComboBox()
+        self._image.currentIndexChanged.connect(lambda *_: self._on_image_changed())
+        form.addRow("Image", self._image)
+        self._channel = QComboBox()
+        self._channel.setToolTip(
+            "Axis holding channels (channels 1-3 are used as red, green, blue); 'none' for "
+            "grey or RGB images."
+        )
+        self._channel.currentIndexChanged.connect(lambda *_: self._on_image_changed())
+        form.addRow("Channel axis", self._channel)
+        self._model = QComboBox()
+        self._model.activated.connect(lambda *_: self._on_model_changed())
+        form.addRow("Model", self._model)
+        self._device = QComboBox()
+        self._device.addItems(device_choices())
+        self._device.currentIndexChanged.connect(lambda *_: self._on_device_changed())
+        form.addRow("Device", self._device)
+        store_row = QHBoxLayout()
+        self._store = QLineEdit()
+        self._store.setPlaceholderText("optional: folder.zarr to keep embeddings")
+        self._store.editingFinished.connect(lambda: self._on_store_changed())
+        browse = QToolButton()
+        browse.setText("...")
+        browse.clicked.connect(lambda *_: self._browse_store())
+        store_row.addWidget(self._store)
+        store_row.addWidget(browse)
+        form.addRow("Embedding store", store_row)
+        form.addRow(_button("Compute embeddings", None, self._on_compute))
+        self._demo = QLabel(DEMO_NOTICE)
+        self._demo.setWordWrap(True)
+        self._demo.setStyleSheet("color: #f0c000;")
+        form.addRow(self._demo)
+        return box
+
+    def _build_prompting(self) -> QGroupBox:
+        box = QGroupBox("Prompts")
+        v = QVBoxLayout(box)
+        top = QHBoxLayout()
+        self._negative = QCheckBox("Negative points  (N)")
+        self._negative.toggled.connect(lambda on: self._on_negative_changed(on))
+        self._live = QCheckBox("Live preview")
+        self._live.setChecked(True)
+        self._live.toggled.connect(lambda on: setattr(self.controller, "live", on))
+        help_btn = QToolButton()
+        help_btn.setText("?")
+        help_btn.setToolTip(keys.help_html())
+        self._help = help_btn
+        top.addWidget(self._negative)
+        top.addWidget(self._live)
+        top.addStretch(1)
+        top.addWidget(help_btn)
+        v.addLayout(top)
+        row = QHBoxLayout()
+        row.addWidget(_button("Segment", _key_of("segment"), self._on_segment))
+        row.addWidget(_button("Next mask", _key_of("next_candidate"), self._on_next_candidate))
+        row.addWidget(_button("Clear", _key_of("clear"), self._on_clear))
+        v.addLayout(row)
+        self._refine = QCheckBox("Refine selected label of the target layer")
+        self._refine.setToolTip(
+            "Select a label in the target labels layer (picker tool), then click: its mask is "
+            "the starting point and the commit replaces it."
+        )
+        self._refine.toggled.connect(lambda on: setattr(self.controller, "refine", on))
+        v.addWidget(self._refine)
+        return box
+
+    def _build_commit(self) -> QGroupBox:
+        box = QGroupBox("Commit")
+        v = QVBoxLayout(box)
+        form = QFormLayout()
+        self._target = QComboBox()
+        self._target.activated.connect(lambda *_: self._on_target_changed())
+        form.addRow("Labels layer", self._target)
+        v.addLayout(form)
+        self._overwrite = QCheckBox("Overwrite other labels")
+        self._overwrite.setToolTip("Off: pixels that belong to other objects are never changed.")
+        self._overwrite.toggled.connect(lambda on: setattr(self.controller, "overwrite", on))
+        v.addWidget(self._overwrite)
+        row = QHBoxLayout()
+        row.addWidget(_button("Commit", _key_of("commit"), self._on_commit))
+        row.addWidget(_button("Undo", _key_of("undo"), self._on_undo))
+        row.addWidget(_button("Redo", _key_of("redo"), self._on_redo))
+        v.addLayout(row)
+        return box
+
+    def _build_volume(self) -> QGroupBox:
+        box = QGroupBox("3D")
+        form = QFormLayout(box)
+        self._scope = QComboBox()
+        self._scope.addItems(["objects on this slice", "all objects with prompts"])
+        form.addRow("Propagate", self._scope)
+        self._axis_kind = QComboBox()
+        self._axis_kind.addItems(["z (volume)", "t (time series)"])
+        form.addRow("Stack axis is", self._axis_kind)
+        form.addRow(_button("Propagate", _key_of("propagate"), self._on_propagate))
+        return box
+
+    def _build_automatic(self) -> QGroupBox:
+        box = QGroupBox("Segment everything")
+        form = QFormLayout(box)
+        self._pps = QSpinBox()
+        self._pps.setRange(4, 128)
+        self._pps.setValue(32)
+        form.addRow("Points per side", self._pps)
+        self._iou = QDoubleSpinBox()
+        self._iou.setRange(0.0, 1.0)
+        self._iou.setSingleStep(0.02)
+        self._iou.setValue(0.88)
+        form.addRow("Predicted IoU threshold", self._iou)
+        self._stability = QDoubleSpinBox()
+        self._stability.setRange(0.0, 1.0)
+        self._stability.setSingleStep(0.02)
+        self._stability.setValue(0.95)
+        form.addRow("Stability threshold", self._stability)
+        self._min_size = QSpinBox()
+        self._min_size.setRange(0, 1_000_000)
+        self._min_size.setValue(0)
+        form.addRow("Minimum size (pixels)", self._min_size)
+        self._auto_scope = QComboBox()
+        self._auto_scope.addItems(["current slice", "whole stack"])
+        form.addRow("Where", self._auto_scope)
+        form.addRow(_button("Segment everything", None, self._on_automatic))
+        return box
+
+    def _build_job_row(self) -> QHBoxLayout:
+        row = QHBoxLayout()
+        self._progress = QProgressBar()
+        self._progress.setRange(0, 1)
+        self._progress.setValue(0)
+        self._cancel = QPushButton("Cancel")
+        self._cancel.setEnabled(False)
+        self._cancel.clicked.connect(lambda *_: self._on_cancel())
+        row.addWidget(self._progress)
+        row.addWidget(self._cancel)
+        return row
+
+    # ------------------------------------------------------------------ sync with viewer
+    def _on_layers_changed(self, *_):
+        from napari.layers import Image, Labels
+
+        c = self.controller
+        ours = {c.preview_layer}
+        images = [ly for ly in self.viewer.layers if isinstance(ly, Image)]
+        current = self._image.currentData()
+        self._image.blockSignals(True)
+        self._image.clear()
+        for ly in images:
+            self._image.addItem(ly.name, ly)
+        keep = current if current in images else (images[-1] if images else None)
+        if keep is not None:
+            self._image.setCurrentIndex(images.index(keep))
+        self._image.blockSignals(False)
+        self._refresh_channels()
+        self._refresh_targets(labels=[ly for ly in self.viewer.layers
+                                      if isinstance(ly, Labels) and ly not in ours])
+        if keep is not None and (keep is not c.image_layer or c.source is None):
+            self._on_image_changed()
+
+    def _refresh_channels(self):
+        layer = self._image.currentData()
+        current = self._channel.currentData()
+        self._channel.blockSignals(True)
+        self._channel.clear()
+        self._channel.addItem("none", None)
+        if layer is not None and not getattr(layer, "rgb", False):
+            for axis in range(max(0, layer.ndim - 2)):
+                self._channel.addItem(f"axis {axis} (size {layer.data.shape[axis]})", axis)
+        idx = self._channel.findData(current)
+        self._channel.setCurrentIndex(max(idx, 0))
+        self._channel.blockSignals(False)
+
+    def _refresh_targets(self, labels=None):
+        from napari.layers import Labels
+
+        c = self.controller
+        if labels is None:
+            labels = [ly for ly in self.viewer.layers
+                      if isinstance(ly, Labels) and ly is not c.preview_layer]
+        self._target.blockSignals(True)
+        self._target.clear()
+        self._target.addItem(_NEW_TARGET, None)
+        for ly in labels:
+            self._target.addItem(ly.name, ly)
+        idx = self._target.findData(c.target_layer) if c.target_layer in labels else 0
+        self._target.setCurrentIndex(max(idx, 0))
+        self._target.blockSignals(False)
+
+    def _refresh_models(self):
+        try:
+            choices = model_choices()
+        except Exception:  # noqa: BLE001 - the registry is optional at import time
+            choices = []
+        self._model.clear()
+        for ch in choices:
+            self._model.addItem(ch.label, ch)
+        self._model.addItem(_FILE_ITEM, None)
+        default = default_choice(choices)
+        if default is not None:
+            self._model.setCurrentIndex(choices.index(default))
+            self.controller.set_model(default)
+        self._update_demo_notice()
+
+    def _update_demo_notice(self):
+        self._demo.setVisible(self.controller.using_demo)
+
+    # ------------------------------------------------------------------ handlers
+    @guarded
+    def _on_image_changed(self):
+        layer = self._image.currentData()
+        if layer is None:
+            return
+        self.controller.set_image(layer, self._channel.currentData())
+
+    @guarded
+    def _on_model_changed(self, path: str | None = None):
+        choice = self._model.currentData()
+        if choice is None:  # "Checkpoint file..."
+            if path is None:
+                path, _ = QFileDialog.getOpenFileName(
+                    self, "SAM checkpoint", "", "Checkpoints (*.pt *.pth *.ckpt);;All files (*)"
+                )
+            if not path:
+                return
+            choice = file_choice(path)
+            self._model.insertItem(self._model.count() - 1, choice.label, choice)
+            self._model.setCurrentIndex(self._model.count() - 2)
+        self.controller.set_model(choice)
+        self._update_demo_notice()
+
+    @guarded
+    def _on_device_changed(self):
+        self.controller.set_device(self._device.currentText())
+
+    @guarded
+    def _on_store_changed(self):
+        self.controller.set_store(self._store.text().strip() or None)
+
+    def _browse_store(self):
+        path = QFileDialog.getExistingDirectory(self, "Embedding store (a .zarr folder)")
+        if path:
+            self._store.setText(path)
+            self._on_store_changed()
+
+    @guarded
+    def _on_compute(self):
+        self.controller.compute_embeddings()
+
+    @guarded
+    def _on_segment(self):
+        self.controller.update_preview()
+
+    @guarded
+    def _on_next_candidate(self):
+        self.controller.next_candidate()
+
+    @guarded
+    def _on_toggle_negative(self):
+        self._negative.setChecked(not self._negative.isChecked())
+
+    @guarded
+    def _on_negative_changed(self, on: bool):
+        self.controller.set_negative(on)
+
+    @guarded
+    def _on_target_changed(self):
+        self.controller.target_layer = self._target.currentData()
+
+    @guarded
+    def _on_commit(self):
+        return self.controller.commit()
+
+    @guarded
+    def _on_undo(self):
+        return self.controller.undo()
+
+    @guarded
+    def _on_redo(self):
+        return self.controller.redo()
+
+    @guarded
+    def _on_clear(self):
+        self.controller.clear()
+
+    @guarded
+    def _on_propagate(self):
+        c = self.controller
+        c.axis_kind = "t" if self._axis_kind.currentIndex() == 1 else "z"
+        return c.propagate(all_objects=self._scope.currentIndex() == 1)
+
+    @guarded
+    def _on_automatic(self):
+        params = dict(
+            points_per_side=self._pps.value(),
+            pred_iou_thresh=self._iou.value(),
+            stability_score_thresh=self._stability.value(),
+            min_mask_region_area=self._min_size.value(),
+        )
+        return self.controller.segment_everything(
+            whole_stack=self._auto_scope.currentIndex() == 1, **params
+        )
+
+    def _on_cancel(self):
+        self.controller.cancel()
+
+    def _on_job_changed(self, job):
+        running = job is not None and job.running
+        self._cancel.setEnabled(running)
+        if running:
+            self._progress.setRange(0, 0)  # busy until the first progress report
+        else:
+            self._progress.setRange(0, 1)
+            self._progress.setValue(0)
+
+    def _on_job_progress(self, done: int, total: int):
+        if total > 0:
+            self._progress.setRange(0, total)
+            self._progress.setValue(done)
+
+    # ------------------------------------------------------------------ closing
+    def _teardown(self):
+        if self._closed:
+            return
+        self._closed = True
+        self.controller.cancel()
+        self._keys.unbind()
+        ev = self.viewer.layers.events
+        for e in (ev.inserted, ev.removed, ev.moved):
+            e.disconnect(self._on_layers_changed)
+
+    def closeEvent(self, event):
+        self._teardown()
+        super().closeEvent(event)
+
+    def event(self, event):
+        # napari's dock "close" button re-parents the widget to None instead of closing it
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None and self._seen:
+            self._teardown()
+        if event.type() == QEvent.Type.ParentChange and self.parent() is not None:
+            self._seen = True
+        return super().event(event)
+
+    _seen = False
+

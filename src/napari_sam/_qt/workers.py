@@ -1,0 +1,201 @@
+"""Long jobs as generators that yield progress, and how they run (thread or synchronously).
+
+A *job* is a generator function that yields ``(done, total)`` and returns its result. Jobs
+never touch napari layers; the ``on_returned`` callback (run on the main thread) does. Jobs
+run in a :func:`napari.qt.threading.create_worker` thread with a napari progress bar and can be
+cancelled between two yields; with ``sync=True`` (what most tests use) the same generator
+runs on the calling thread, with the same callbacks and the same cancellation points.
+
+Core functions that report progress through a ``progress(done, total)`` callback instead of
+yielding (``segment_volume``, ``segment_everything``) are bridged by :func:`with_progress`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Generator, Iterable
+
+__all__ = [
+    "Cancelled",
+    "Job",
+    "embed_job",
+    "run_job",
+    "with_progress",
+]
+
+Progress = tuple[int, int]
+
+
+class Cancelled(Exception):
+    """Raised inside a job's progress callback to stop a core function on Cancel."""
+
+
+# ------------------------------------------------------------------------------ jobs
+def embed_job(emb, indices: Iterable[int] | None = None) -> Generator[Progress, None, object]:
+    """Compute the embeddings of ``indices`` (default all slices) batch by batch."""
+    todo = list(range(len(emb))) if indices is None else list(indices)
+    step = max(1, int(getattr(emb, "batch_size", 1)))
+    yield 0, len(todo)
+    for start in range(0, len(todo), step):
+        emb.compute(todo[start : start + step])
+        yield min(start + step, len(todo)), len(todo)
+    return emb
+
+
+def with_progress(fn: Callable, *args, **kwargs) -> Generator[Progress, None, object]:
+    """Run ``fn(*args, progress=callback, **kwargs)`` in a helper thread and yield its progress.
+
+    Closing the generator (Cancel) makes the next ``progress`` call raise :class:`Cancelled`
+    inside ``fn``; the helper thread is joined before the generator finishes, so nothing
+    keeps running after a job reports that it ended.
+    """
+    events: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def progress(done, total):
+        if stop.is_set():
+            raise Cancelled
+        events.put(("progress", (int(done), int(total))))
+
+    def target():
+        try:
+            events.put(("result", fn(*args, progress=progress, **kwargs)))
+        except BaseException as err:  # noqa: BLE001 - re-raised on the job's thread
+            events.put(("error", err))
+
+    thread = threading.Thread(target=target, name=f"napari-sam {fn.__name__}", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = events.get()
+            if kind == "progress":
+                yield value
+            elif kind == "result":
+                return value
+            else:
+                raise value
+    finally:
+        stop.set()
+        thread.join()
+
+
+# ------------------------------------------------------------------------------ running
+class Job:
+    """A started job: ``cancel()``, ``running``, ``cancelled``; ``worker`` when threaded."""
+
+    def __init__(self, description: str):
+        self.description = description
+        self.worker = None
+        self.running = True
+        self.cancelled = False
+        self._pbar = None
+
+    def cancel(self) -> None:
+        """Ask the job to stop at its next progress report; ``on_returned`` will not run."""
+        self.cancelled = True
+
+
+def _progress_bar(description: str):
+    try:
+        from napari.utils import progress
+
+        return progress(total=0, desc=description)
+    except Exception:  # pragma: no cover - napari's progress needs an app
+        return None
+
+
+def run_job(
+    gen: Generator,
+    *,
+    description: str,
+    on_progress: Callable[[int, int], None] | None = None,
+    on_returned: Callable[[object], None] | None = None,
+    on_error: Callable[[BaseException], None] | None = None,
+    on_finished: Callable[[Job], None] | None = None,
+    sync: bool = False,
+    progress_bar: bool = True,
+    job: Job | None = None,
+) -> Job:
+    """Run a started generator ``gen`` as a job (see the module docstring).
+
+    Callbacks run on the calling (main) thread. ``on_finished`` runs last, always: after the
+    result, an error or a cancellation. Pass ``job`` to get a handle before a synchronous
+    run starts (so that a callback can cancel it).
+    """
+    job = Job(description) if job is None else job
+    pbar = _progress_bar(description) if progress_bar else None
+
+    def progressed(value):
+        done, total = value
+        if pbar is not None:
+            if pbar.total != total:
+                pbar.total = total
+            pbar.update(done - pbar.n)
+        if on_progress is not None:
+            on_progress(done, total)
+
+    def finished():
+        job.running = False
+        if pbar is not None:
+            pbar.close()
+        if on_finished is not None:
+            on_finished(job)
+
+    def returned(value):
+        if not job.cancelled and on_returned is not None:
+            on_returned(value)
+
+    def errored(err):
+        if isinstance(err, Cancelled) or job.cancelled:
+            return
+        if on_error is not None:
+            on_error(err)
+        else:  # pragma: no cover
+            raise err
+
+    guarded = _guarded(gen, job)
+    if sync:
+        try:
+            while True:
+                try:
+                    value = next(guarded)
+                except StopIteration as stop:
+                    returned(stop.value)
+                    break
+                progressed(value)
+        except Exception as err:  # noqa: BLE001 - reported through on_error
+            errored(err)
+        finally:
+            finished()
+        return job
+
+    from napari.qt.threading import create_worker
+
+    worker = create_worker(lambda: (yield from guarded), _start_thread=False)
+    job.worker = worker
+    worker.yielded.connect(progressed)
+    worker.returned.connect(returned)
+    worker.errored.connect(errored)
+    worker.finished.connect(finished)
+    worker.start()
+    return job
+
+
+def _guarded(gen: Generator, job: Job) -> Generator:
+    """Yield from ``gen`` until it ends or ``job`` is cancelled; always close ``gen``.
+
+    Closing happens on the thread that runs the job, so a core function bridged by
+    :func:`with_progress` has stopped before the job reports that it finished.
+    """
+    try:
+        while True:
+            try:
+                value = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            yield value
+            if job.cancelled:
+                return None
+    finally:
+        gen.close()

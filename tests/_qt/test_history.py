@@ -1,0 +1,98 @@
+"""Commit / undo / redo on label arrays: labels are sacred (no Qt)."""
+
+import numpy as np
+import pytest
+
+from napari_sam._qt.history import CommitHistory, ObjectMask, apply_objects, fresh_id
+
+
+def _labels():
+    lab = np.zeros((3, 20, 20), np.uint32)
+    lab[1, 2:8, 2:8] = 4
+    lab[1, 10:15, 10:15] = 9
+    return lab
+
+
+def test_commit_gives_fresh_id_and_keeps_other_objects():
+    lab = _labels()
+    before = lab.copy()
+    mask = np.zeros((20, 20), bool)
+    mask[5:12, 5:12] = True  # overlaps both objects
+    commit = apply_objects(lab, [ObjectMask(mask, z=1)])
+    assert commit.ids == [10]
+    others = (before != 0)
+    assert np.array_equal(lab[others], before[others])  # every other pixel unchanged
+    assert np.array_equal(lab[1] == 10, mask & (before[1] == 0))
+    assert np.array_equal(lab[[0, 2]], before[[0, 2]])
+
+
+def test_overwrite_replaces_other_objects_only_when_asked():
+    lab = _labels()
+    mask = np.zeros((20, 20), bool)
+    mask[5:12, 5:12] = True
+    apply_objects(lab, [ObjectMask(mask, z=1)], overwrite=True)
+    assert (lab[1][mask] == 10).all()
+
+
+def test_undo_redo_exact():
+    lab = _labels()
+    original = lab.copy()
+    hist = CommitHistory()
+    m1 = np.zeros((20, 20), bool)
+    m1[0:5, 0:5] = True
+    c1 = apply_objects(lab, [ObjectMask(m1, z=1)])
+    hist.push(c1)
+    after1 = lab.copy()
+    vol = np.zeros(lab.shape, bool)
+    vol[:, 12:18, 0:4] = True
+    c2 = apply_objects(lab, [ObjectMask(vol), ObjectMask(np.roll(vol, 2, axis=2))])
+    hist.push(c2)
+    assert c2.ids == [11, 12]
+    after2 = lab.copy()
+    hist.undo(lab)
+    assert np.array_equal(lab, after1)
+    hist.undo(lab)
+    assert np.array_equal(lab, original)
+    assert hist.undo(lab) is None
+    hist.redo(lab)
+    hist.redo(lab)
+    assert np.array_equal(lab, after2)
+    # a new commit clears the redo stack
+    hist.undo(lab)
+    hist.push(apply_objects(lab, [ObjectMask(m1, z=0)]))
+    assert not hist.can_redo
+
+
+def test_objects_of_one_commit_do_not_overwrite_each_other():
+    lab = np.zeros((1, 10, 10), np.uint16)
+    a = np.zeros((10, 10), bool)
+    a[2:6, 2:6] = True
+    b = np.zeros((10, 10), bool)
+    b[4:8, 4:8] = True
+    commit = apply_objects(lab, [ObjectMask(a, 0), ObjectMask(b, 0)])
+    assert (lab[0][a] == commit.ids[0]).all()
+    assert (lab[0][b & ~a] == commit.ids[1]).all()
+
+
+def test_refine_replaces_object_on_its_slice():
+    lab = _labels()
+    lab[2, 2:8, 2:8] = 4  # same object on another slice
+    new = np.zeros((20, 20), bool)
+    new[3:6, 3:10] = True
+    commit = apply_objects(lab, [ObjectMask(new, z=1, replaces=4)])
+    assert commit.ids == [4]
+    assert np.array_equal(lab[1] == 4, new)
+    assert (lab[2, 2:8, 2:8] == 4).all()  # other slice untouched
+
+
+def test_errors():
+    lab = _labels()
+    with pytest.raises(ValueError):
+        apply_objects(lab, [ObjectMask(np.ones((5, 5), bool), z=0)])
+    with pytest.raises(TypeError):
+        apply_objects(lab.astype(float), [ObjectMask(np.ones((20, 20), bool), z=0)])
+    small = np.zeros((1, 4, 4), np.uint8)
+    small[0, 0, 0] = 255
+    with pytest.raises(OverflowError):
+        apply_objects(small, [ObjectMask(np.ones((4, 4), bool), z=0)])
+    assert fresh_id(np.zeros((2, 2), int), taken=[3]) == 4

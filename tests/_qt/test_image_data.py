@@ -1,0 +1,51 @@
+"""Image layers as stacks of slices; geometry of our layers (no Qt)."""
+
+import numpy as np
+import pytest
+
+from napari_sam._qt.image_data import UnsupportedImage, make_source
+
+
+def test_2d_grey_and_rgb():
+    src = make_source(np.zeros((30, 40), np.uint16))
+    assert src.shape == (1, 30, 40) and not src.is_3d
+    assert src.stack[0].shape == (30, 40)
+    assert src.layer_shape == (30, 40)
+    assert src.to_zyx([[3, 4]]).tolist() == [[0, 3, 4]]
+    rgb = make_source(np.zeros((30, 40, 4), np.uint8), rgb=True)
+    assert rgb.stack[0].shape == (30, 40, 3) and rgb.layer_shape == (30, 40)
+
+
+def test_3d_stack_and_slice_index():
+    src = make_source(np.arange(5 * 6 * 7).reshape(5, 6, 7))
+    assert src.is_3d and src.n_slices == 5
+    assert np.array_equal(src.stack[2], np.arange(5 * 6 * 7).reshape(5, 6, 7)[2])
+    assert src.slice_of([2.6, 0, 0]) == 3
+    assert src.slice_of([99, 0, 0]) == 4
+
+
+def test_channel_axis_becomes_rgb_and_layers_span_channels():
+    data = np.random.default_rng(0).integers(0, 100, (4, 2, 8, 9)).astype(np.uint16)
+    src = make_source(data, channel_axis=1)
+    assert src.shape == (4, 8, 9) and src.stack.shape == (4, 8, 9, 3)
+    sl = src.stack[3]
+    assert np.array_equal(sl[..., 0], data[3, 0]) and np.array_equal(sl[..., 1], data[3, 1])
+    assert not sl[..., 2].any()
+    assert src.layer_shape == (4, 1, 8, 9)
+    assert src.to_zyx([[2, 0.7, 5, 6]]).tolist() == [[2, 5, 6]]
+    scale, translate = src.derived_geometry([2, 1, 0.5, 0.5], [0, 0, 0, 0])
+    assert scale.tolist() == [2, 2, 0.5, 0.5] and translate.tolist() == [0, 0.5, 0, 0]
+    labels = np.zeros(src.layer_shape, np.uint32)
+    src.zyx_view(labels)[1, 2, 3] = 7
+    assert labels[1, 0, 2, 3] == 7
+
+
+def test_unsupported_layouts_say_what_to_do():
+    with pytest.raises(UnsupportedImage, match="channel axis"):
+        make_source(np.zeros((2, 3, 4, 5, 6)))
+    with pytest.raises(UnsupportedImage, match="before the last two"):
+        make_source(np.zeros((3, 4, 5)), channel_axis=2)
+    with pytest.raises(UnsupportedImage, match="RGB"):
+        make_source(np.zeros((4, 5, 3)), rgb=True, channel_axis=0)
+    with pytest.raises(UnsupportedImage, match="multiscale"):
+        make_source(np.zeros((4, 5)), multiscale=True)
