@@ -243,3 +243,13 @@ def test_generation_speed_benchmark_print():
             dt = (time.perf_counter() - t0) * 1e3
             print(f"synthetic {name}_{tag}: {dt:.1f} ms, {s.n_objects} objects")
             assert s.n_objects >= 1
+
+
+def test_layer_data_tuples():
+    s3 = S.nuclei_3d((8, 48, 48), seed=S.HELDOUT_SEED_START, anisotropy=2.5)
+    (img, ikw, itype), (lab, lkw, ltype) = s3.layer_data()
+    assert (itype, ltype) == ("image", "labels")
+    assert img is s3.image and lab is s3.labels
+    assert ikw["scale"] == lkw["scale"] == (2.5, 1.0, 1.0) and not ikw["rgb"]
+    (rgb, rkw, _), _ = _sample("underwater", 2, SEEDS[0]).layer_data()
+    assert rkw["rgb"] and rgb.shape[-1] == 3

@@ -20,6 +20,25 @@ Seeds ``< 10_000`` (:data:`HELDOUT_SEED_START`) are for training; seeds
 ``>= 10_000`` are held out and used by the quality tests. :func:`make_dataset`
 refuses a seed range that straddles the boundary.
 
+Domains
+-------
+=================  ======================  ===============================================
+name               2D / 3D generator       look
+=================  ======================  ===============================================
+``nuclei``         nuclei_2d / nuclei_3d   fluorescent nuclei: touching lumpy ellipses
+                                           (ellipsoids), varied size/brightness/texture,
+                                           uneven background, PSF blur (longer along z),
+                                           Poisson + read noise
+``cells_membrane`` cells_membrane_2d / _3d bright membranes of a warped Voronoi tissue,
+                                           dim cytoplasm, darker nuclei
+``em_organelles``  em_organelles_2d /      dark-membrane mitochondria with cristae,
+                   em_3d                   vesicles, lysosomes on granular grey
+``xray``           xray_2d / xray_3d       dense grains in CT slices/volumes (cupping,
+                                           ramps, rings, streaks) or radiographs
+``underwater``     underwater_rgb (2D)     coloured fish/coral/rocks in blue-green haze,
+                                           caustics, marine snow; (Y, X, 3) RGB
+=================  ======================  ===============================================
+
 Conventions
 -----------
 * Axis order is napari's: 2D images are ``(Y, X)``, volumes ``(Z, Y, X)`` and RGB
@@ -36,7 +55,7 @@ Examples
 --------
 >>> from napari_sam.synthetic import nuclei_2d, make_dataset
 >>> s = nuclei_2d((256, 256), seed=10_001)
->>> s.image.shape, s.image.dtype, s.labels.max() == s.n_objects
+>>> s.image.shape, s.image.dtype, int(s.labels.max()) == s.n_objects
 ((256, 256), dtype('uint16'), True)
 >>> train = make_dataset(["nuclei", "em_organelles"], 8, seed=0)
 >>> [t.seed for t in train][:3]
@@ -112,6 +131,20 @@ class SyntheticSample:
     def ndim(self) -> int:
         """Number of spatial dimensions (2 or 3); RGB channels do not count."""
         return self.labels.ndim
+
+    def layer_data(self) -> list[tuple[np.ndarray, dict, str]]:
+        """napari ``LayerDataTuple`` list: the image and its labels (no napari import).
+
+        Volumes get ``scale=(anisotropy, 1, 1)`` when the anisotropy is known, and
+        RGB images ``rgb=True``; used by the sample-data contributions.
+        """
+        name = f"{self.domain} {self.seed}"
+        scale = (float(self.meta.get("anisotropy", 1.0)), 1.0, 1.0) if self.ndim == 3 else None
+        img_kw: dict = {"name": name, "rgb": self.image.ndim == self.ndim + 1}
+        lab_kw: dict = {"name": f"{name} labels"}
+        if scale is not None:
+            img_kw["scale"] = lab_kw["scale"] = scale
+        return [(self.image, img_kw, "image"), (self.labels, lab_kw, "labels")]
 
 
 # --------------------------------------------------------------------------------------
