@@ -1,0 +1,1622 @@
+"""File-level batch jobs: inputs, outputs, resume, memory-bounded reading, dask.distributed.
+
+This module is the engine behind the ``napari-sam`` command (:mod:`napari_sam.cli`); it is
+part of the core and never imports napari or Qt. It can be used from Python too::
+
+    from napari_sam import batch
+    inputs = batch.collect_inputs(["data/*.tif"])
+    ctx = batch.Context(command="auto", model="demo", out_dir="out")
+    results = batch.run_jobs(batch.make_jobs(inputs, ctx), ctx)
+
+Rules every job follows
+-----------------------
+* **One output per input** (``out/<stem>_labels.tif`` for ``auto`` and ``segment``,
+  ``out/<stem>.zarr`` for ``embed``) with a JSON sidecar (``<output>.json``, see
+  :func:`napari_sam.io.write_sidecar`).
+* **Atomic outputs.** Labels are written to a hidden temporary name and renamed into place;
+  the sidecar is written after the output. Before a job starts, its sidecar is marked
+  ``"status": "partial"``, so an output whose job was killed at any point is never taken as
+  complete: a rerun recomputes it.
+* **Resume.** A rerun skips outputs that are complete (sidecar ``complete``, output size, input
+  size and mtime, command and parameters all matching) and finishes partial ones: per-slice
+  work (embeddings in a zarr store, per-slice automatic segmentations) lives in
+  ``out/.napari-sam-work/`` and is reused, then deleted when the output is complete.
+* **One bad file never stops the batch.** Every failure becomes a :class:`JobResult` with a
+  one-line reason; only ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM from a job scheduler) ends
+  a batch early, leaving finished outputs complete and the others resumable.
+* **Locks.** A job holds an exclusive ``flock`` on its output while it runs (POSIX), so two
+  processes never write the same output; the second one reports it as busy.
+* **Bounded memory.** Inputs are read lazily (memory-mapped or through zarr), one slice at a
+  time, and memory-mapped pages are released as the job goes (:class:`SliceSource`). ``embed``
+  streams embeddings to zarr; ``auto`` segments slice by slice, stores each slice's result on
+  disk and writes the label TIFF page by page, so its peak memory does not grow with the
+  number of slices (see docs/cli.md, "Memory"). ``segment`` holds the label volume in memory
+  (Z x Y x X x 2 bytes).
+* **Scale-out.** :func:`run_jobs` with ``scheduler=`` (an address) or ``workers=N`` (a
+  ``LocalCluster`` of N processes) submits one task per file, or per block of slices of a
+  stack with more than ``block_slices`` slices (``embed`` and ``auto``). Each worker process
+  loads a model once (:func:`get_model`, a module-level cache) and reuses it for every task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import logging
+import math
+import os
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_sam import io as nio
+
+__all__ = [
+    "BatchError",
+    "COMMANDS",
+    "Context",
+    "Job",
+    "JobResult",
+    "SliceSource",
+    "collect_inputs",
+    "get_model",
+    "load_prompts",
+    "make_jobs",
+    "model_cache_info",
+    "output_path",
+    "output_state",
+    "run_job",
+    "run_jobs",
+    "write_labels_stream",
+    "write_preview",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Commands that produce one output per input file.
+COMMANDS = ("auto", "segment", "embed")
+#: File suffixes picked up when a directory is given as input.
+IMAGE_SUFFIXES = (".tif", ".tiff", ".btf", ".npy", ".zarr")
+#: Hidden folder inside the output folder for resumable per-slice work and locks.
+WORK_DIR = ".napari-sam-work"
+_MADVISE_EVERY = 64 << 20  # release memory-mapped input pages after this many bytes read
+
+
+class BatchError(ValueError):
+    """A problem with the batch as a whole (inputs, outputs, prompts file): nothing was run."""
+
+
+# ============================================================================ inputs
+
+
+def _is_image(path: Path) -> bool:
+    name = path.name.lower()
+    if name.startswith("."):
+        return False
+    if path.is_dir():
+        return name.endswith(".zarr") or nio._is_zarr_path(path)
+    return name.endswith(IMAGE_SUFFIXES)
+
+
+def _is_our_output(path: Path) -> bool:
+    sc = nio.read_sidecar(path)
+    return sc is not None and sc.get("format") == nio.SIDECAR_FORMAT
+
+
+def collect_inputs(
+    specs: Iterable[str | os.PathLike], *, recursive: bool = False
+) -> list[Path]:
+    """Expand files, directories and glob patterns into a sorted, de-duplicated list of images.
+
+    A directory contributes its ``.tif``/``.tiff``/``.btf``/``.npy`` files and ``.zarr``
+    stores (with ``recursive=True`` those of its subfolders too); a glob (``"data/*.tif"``,
+    ``"data/**/*.tif"``) its matches; a zarr directory is one input. Files that are outputs of
+    napari-sam (they have a napari-sam sidecar) are left out, so writing the outputs next to
+    the inputs does not feed them back in.
+
+    Raises
+    ------
+    BatchError
+        Naming every path that does not exist, pattern that matches nothing and directory
+        without images.
+    """
+    found: list[Path] = []
+    problems = []
+    for spec in specs:
+        text = os.path.expanduser(os.fspath(spec))
+        p = Path(text)
+        if glob.has_magic(text) and not p.exists():
+            matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
+            matches = [m for m in matches if m.is_file() or _is_image(m)]
+            if not matches:
+                problems.append(f"{text!r} matches no files")
+        elif p.is_dir() and not nio._is_zarr_path(p):
+            pattern = "**/*" if recursive else "*"
+            matches = sorted(m for m in p.glob(pattern) if _is_image(m) and WORK_DIR not in m.parts)
+            if not matches:
+                problems.append(
+                    f"directory {text!r} holds no images ({', '.join(IMAGE_SUFFIXES)})"
+                    + ("" if recursive else "; use --recursive to search subfolders")
+                )
+        elif p.exists():
+            matches = [p]
+        else:
+            problems.append(f"{text!r}: no such file or directory")
+            matches = []
+        found.extend(matches)
+    if problems:
+        raise BatchError("; ".join(problems))
+    out, seen = [], set()
+    for m in found:
+        key = m.resolve()
+        if key in seen or _is_our_output(m):
+            continue
+        seen.add(key)
+        out.append(m)
+    if not out:
+        raise BatchError("no input images left (every match is an output of napari-sam)")
+    return out
+
+
+def stem_of(path: os.PathLike | str) -> str:
+    """File name without its image suffix (``a.ome.tif`` -> ``a``, ``b.zarr`` -> ``b``)."""
+    name = Path(path).name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf", ".npy", ".zarr"):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem or name
+
+
+def output_path(input_path: os.PathLike | str, out_dir: os.PathLike | str, command: str, *,
+                suffix: str = "_labels", fmt: str = "tif") -> Path:
+    """Where ``command`` writes the output of ``input_path``.
+
+    ``auto`` / ``segment``: ``out_dir/<stem><suffix>.<fmt>``; ``embed``: ``out_dir/<stem>.zarr``.
+    """
+    stem = stem_of(input_path)
+    if command == "embed":
+        return Path(out_dir) / f"{stem}.zarr"
+    return Path(out_dir) / f"{stem}{suffix}.{fmt.lstrip('.')}"
+
+
+# ============================================================================ prompts
+
+
+def _num(value, what: str, where: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise BatchError(f"{where}: {what} must be a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise BatchError(f"{where}: {what} must be finite, got {value!r}")
+    return v
+
+
+def _int(value, what: str, where: str) -> int:
+    v = _num(value, what, where)
+    if v != int(v):
+        raise BatchError(f"{where}: {what} must be a whole number, got {value!r}")
+    return int(v)
+
+
+def _truthy(value) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "y", "t", "stop")
+
+
+_CSV_ALIASES = {
+    "object_id": "id", "object": "id", "label_id": "id", "z": "slice", "t": "slice",
+    "y": "row", "x": "col", "column": "col", "point_label": "label", "positive": "label",
+    "y0": "row0", "x0": "col0", "y1": "row1", "x1": "col1", "filename": "file", "image": "file",
+}
+_CSV_KNOWN = {"file", "id", "slice", "row", "col", "label", "row0", "col0", "row1", "col1", "stop"}
+
+
+def _prompts_from_csv(path: Path) -> dict[str, dict[int, list[dict]]]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None:
+            raise BatchError(f"prompts file {str(path)!r} is empty")
+        cols = {c: _CSV_ALIASES.get(c.strip().lower(), c.strip().lower()) for c in reader.fieldnames}
+        unknown = sorted(c for c, k in cols.items() if k not in _CSV_KNOWN)
+        if unknown:
+            raise BatchError(
+                f"prompts file {str(path)!r}: unknown column(s) {unknown}; known columns: "
+                "file, id, slice, row, col, label, row0, col0, row1, col1, stop"
+            )
+        if "id" not in cols.values():
+            raise BatchError(f"prompts file {str(path)!r} needs an 'id' column (the object id)")
+        per_file: dict[str, dict[int, list[dict]]] = {}
+        for n, raw in enumerate(reader, start=2):
+            row = {cols[k]: (v or "").strip() for k, v in raw.items() if k is not None}
+            if not any(row.values()):
+                continue
+            where = f"{path.name}, line {n}"
+            oid = _int(row.get("id"), "id", where)
+            z = _int(row.get("slice") or 0, "slice", where)
+            entry: dict[str, Any] = {"slice": z}
+            if row.get("row") or row.get("col"):
+                entry["points"] = [[_num(row.get("row"), "row", where),
+                                    _num(row.get("col"), "col", where)]]
+                entry["labels"] = [_int(row.get("label") or 1, "label", where)]
+            box = [row.get(k) for k in ("row0", "col0", "row1", "col1")]
+            if any(box):
+                entry["box"] = [_num(v, k, where) for v, k in zip(box, ("row0", "col0", "row1", "col1"))]
+            if _truthy(row.get("stop", "")):
+                entry["stop"] = True
+            if len(entry) == 1:
+                raise BatchError(
+                    f"{where}: the row has no point (row, col), box (row0, col0, row1, col1) or "
+                    "stop marker"
+                )
+            per_file.setdefault(row.get("file", ""), {}).setdefault(oid, []).append(entry)
+    return per_file
+
+
+def _normalise_objects(obj, where: str) -> dict[int, list[dict]]:
+    if isinstance(obj, list):  # list of records with an "id"
+        out: dict[int, list[dict]] = {}
+        for i, rec in enumerate(obj):
+            if not isinstance(rec, Mapping) or "id" not in rec:
+                raise BatchError(f"{where}: item {i} must be an object with an 'id'")
+            rec = dict(rec)
+            oid = _int(rec.pop("id"), "id", where)
+            rec.pop("file", None)
+            out.setdefault(oid, []).append(rec)
+        return out
+    if not isinstance(obj, Mapping):
+        raise BatchError(f"{where}: expected {{object_id: [prompts, ...]}}, got {type(obj).__name__}")
+    out = {}
+    for key, value in obj.items():
+        oid = _int(key, "object id", where)
+        items = [value] if isinstance(value, Mapping) else list(value)
+        for item in items:
+            if not isinstance(item, Mapping):
+                raise BatchError(f"{where}, object {oid}: each prompt must be an object, got {item!r}")
+        out[oid] = [dict(i) for i in items]
+    return out
+
+
+def _prompts_from_json(path: Path) -> dict[str, dict[int, list[dict]]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise BatchError(f"prompts file {str(path)!r} is not valid JSON: {exc}") from None
+    where = path.name
+    if isinstance(data, list):
+        per_file: dict[str, dict[int, list[dict]]] = {}
+        for i, rec in enumerate(data):
+            if not isinstance(rec, Mapping):
+                raise BatchError(f"{where}: item {i} must be an object")
+            f = str(rec.get("file", ""))
+            for oid, items in _normalise_objects([rec], where).items():
+                per_file.setdefault(f, {}).setdefault(oid, []).extend(items)
+        return per_file
+    if not isinstance(data, Mapping):
+        raise BatchError(f"{where}: expected a JSON object or list, got {type(data).__name__}")
+    if "objects" in data or "files" in data:
+        extra = sorted(set(data) - {"objects", "files"})
+        if extra:
+            raise BatchError(f"{where}: unknown top-level key(s) {extra}; use 'objects' and 'files'")
+        per_file = {}
+        if "objects" in data:
+            per_file[""] = _normalise_objects(data["objects"], where)
+        for name, objs in (data.get("files") or {}).items():
+            per_file[str(name)] = _normalise_objects(objs, f"{where}, file {name!r}")
+        return per_file
+    return {"": _normalise_objects(data, where)}
+
+
+def load_prompts(path: os.PathLike | str) -> dict[str, dict[int, list[dict]]]:
+    """Read a prompts file (CSV or JSON) into ``{file_key: {object_id: [slice prompt, ...]}}``.
+
+    ``file_key`` ``""`` holds prompts that apply to every input; other keys are matched
+    against each input's name, stem or path (:func:`prompts_for`). Slice prompts are dicts
+    with the keys of :class:`napari_sam.volume.SlicePrompt` (``slice``, ``points``,
+    ``labels``, ``box``, ``stop``); coordinates are napari order (row, col).
+
+    CSV: one row per point, box or stop marker, columns ``id, slice, row, col, label`` and/or
+    ``row0, col0, row1, col1`` and ``stop``; optional ``file``. JSON: ``{"objects": {id:
+    [prompts]}, "files": {name: {id: [prompts]}}}``, a bare ``{id: [prompts]}`` or a list of
+    records ``[{"file"?, "id", "slice", "points"?, ...}]``. See docs/cli.md.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise BatchError(f"prompts file {str(p)!r} does not exist")
+    if p.suffix.lower() == ".csv":
+        return _prompts_from_csv(p)
+    if p.suffix.lower() == ".json":
+        return _prompts_from_json(p)
+    raise BatchError(f"prompts file {str(p)!r}: use a .csv or .json file")
+
+
+def prompts_for(per_file: Mapping[str, Mapping], input_path: Path) -> dict[int, list[dict]]:
+    """The prompts of one input: the ones for every file plus those keyed by its name/stem/path."""
+    keys = {input_path.name, stem_of(input_path), str(input_path), input_path.as_posix()}
+    with contextlib.suppress(OSError):
+        keys.add(str(input_path.resolve()))
+    merged: dict[int, list[dict]] = {}
+    for key, objs in per_file.items():
+        if key == "" or key in keys:
+            for oid, items in objs.items():
+                merged.setdefault(int(oid), []).extend(items)
+    return merged
+
+
+# ============================================================================ jobs
+
+
+@dataclass
+class Context:
+    """Settings shared by every job of a batch (picklable: it travels to dask workers).
+
+    Attributes
+    ----------
+    command : {"auto", "segment", "embed"}
+    model : str
+        Registry name or checkpoint path, given to :func:`napari_sam.load_model`.
+    out_dir : path
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+    params : dict
+        Algorithm parameters (recorded in the sidecar; a change makes a rerun recompute).
+    axes : str, optional
+        Override of the inputs' axes (``--axes``).
+    channel : int, optional
+        Channel to segment for multi-channel inputs.
+    overwrite, preview, quiet, verbose : bool
+    suffix, fmt : str
+        Output naming (see :func:`output_path`).
+    batch_size : int
+        Slices per encoder call.
+    keep_work : bool
+        Keep ``.napari-sam-work`` data (embeddings) after an output is complete.
+    embeddings_dir : path, optional
+        Reuse embedding stores written by ``napari-sam embed`` (``<dir>/<stem>.zarr``).
+    """
+
+    command: str
+    model: str = "demo"
+    out_dir: str | os.PathLike = "."
+    device: str = "auto"
+    params: dict = field(default_factory=dict)
+    axes: str | None = None
+    channel: int | None = None
+    overwrite: bool = False
+    preview: bool = False
+    quiet: bool = False
+    verbose: bool = False
+    suffix: str = "_labels"
+    fmt: str = "tif"
+    batch_size: int = 4
+    keep_work: bool = False
+    embeddings_dir: str | os.PathLike | None = None
+
+    def signature(self) -> dict:
+        """What must match for a rerun to skip an output: command, model and parameters."""
+        sig = {"command": self.command, "model": _model_key(self.model), "channel": self.channel,
+               "axes": self.axes, **self.params}
+        return json.loads(json.dumps(sig, default=nio._json_default, sort_keys=True))
+
+
+@dataclass
+class Job:
+    """One input file and its output. ``prompts`` is used by ``segment``."""
+
+    input: Path
+    output: Path
+    prompts: dict | None = None
+
+    @property
+    def name(self) -> str:
+        return self.input.name
+
+
+@dataclass
+class JobResult:
+    """What happened to one input.
+
+    ``status`` is ``"done"``, ``"skipped"`` (already complete, or busy in another process) or
+    ``"failed"``; ``reason`` says why for the last two; ``objects`` counts the objects (label
+    outputs) or slices (embeddings); ``model_loaded`` tells whether this job had to load the
+    model in its process (False when the process's model cache already held it); ``pid`` is
+    the process that ran it.
+    """
+
+    input: str
+    output: str
+    status: str
+    reason: str = ""
+    seconds: float = 0.0
+    objects: int | None = None
+    model_loaded: bool = False
+    pid: int = 0
+    details: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("done", "skipped")
+
+
+def make_jobs(inputs: Sequence[Path], ctx: Context,
+              prompts: Mapping[str, Mapping] | None = None) -> list[Job]:
+    """One :class:`Job` per input; refuses inputs that would share an output name."""
+    jobs = []
+    by_output: dict[Path, Path] = {}
+    clashes = []
+    for inp in inputs:
+        out = output_path(inp, ctx.out_dir, ctx.command, suffix=ctx.suffix, fmt=ctx.fmt)
+        key = out.resolve()
+        if key in by_output:
+            clashes.append(f"{by_output[key]} and {inp} -> {out}")
+        by_output[key] = inp
+        if key == Path(inp).resolve():
+            raise BatchError(f"the output {out} would replace its own input; choose another -o")
+        job_prompts = None
+        if prompts is not None:
+            job_prompts = prompts_for(prompts, Path(inp))
+        jobs.append(Job(Path(inp), out, job_prompts))
+    if clashes:
+        raise BatchError(
+            "several inputs would write the same output (" + "; ".join(clashes)
+            + "); run them into different output folders"
+        )
+    return jobs
+
+
+# ============================================================================ models
+
+_MODELS: dict[tuple[str, str], Any] = {}
+_MODEL_LOADS: list[tuple[str, str]] = []
+
+
+def _model_key(spec: str) -> str:
+    """Registry names stay names; paths become absolute (workers may have another cwd)."""
+    from napari_sam.models.registry import REGISTRY
+
+    if spec in REGISTRY:
+        return spec
+    return str(Path(spec).expanduser().resolve())
+
+
+def get_model(spec: str, device: str = "auto"):
+    """The model ``spec`` on ``device``, loaded once per process and then reused.
+
+    The cache is a module-level dict keyed by (model, device): every task a dask worker
+    process runs shares it. Returns ``(model, loaded_now)``.
+    """
+    from napari_sam.device import resolve_device
+
+    dev = str(resolve_device(device))
+    key = (_model_key(spec), dev)
+    model = _MODELS.get(key)
+    if model is not None:
+        return model, False
+    from napari_sam.models.registry import load_model
+
+    model = _load_quietly(load_model, key[0] if spec not in _registry() else spec, dev)
+    _MODELS[key] = model
+    _MODEL_LOADS.append(key)
+    return model, True
+
+
+def _registry():
+    from napari_sam.models.registry import REGISTRY
+
+    return REGISTRY
+
+
+class _DropDemoWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "bundled demo model" not in record.getMessage()
+
+
+def _load_quietly(load_model, spec, device):
+    """load_model without its demo-model log line (the CLI prints its own note once)."""
+    reg_logger = logging.getLogger("napari_sam.models.registry")
+    filt = _DropDemoWarning()
+    reg_logger.addFilter(filt)
+    try:
+        return load_model(spec if spec in _registry() else Path(spec), device=device,
+                          progress=False)
+    finally:
+        reg_logger.removeFilter(filt)
+
+
+def model_cache_info() -> dict:
+    """``{"cached": [(model, device), ...], "loads": [...], "pid": pid}`` of this process."""
+    return {"cached": list(_MODELS), "loads": list(_MODEL_LOADS), "pid": os.getpid()}
+
+
+# ============================================================================ reading
+
+
+class SliceSource:
+    """A read-only ``(S, Y, X[, C])`` view of a (lazy) array that hands out slice copies.
+
+    Indexing reads only what is asked for and returns a numpy array. For memory-mapped inputs
+    the pages already read are released (``madvise(MADV_DONTNEED)``) after every 64 MiB, so
+    the resident memory of a pass over a 100 GB stack stays about one slice.
+    """
+
+    def __init__(self, data, expand: bool = False):
+        self.data = data
+        self.expand = bool(expand)  # a 2D image seen as a stack of one slice
+        shape = tuple(int(s) for s in data.shape)
+        self.shape = (1, *shape) if self.expand else shape
+        self.dtype = np.dtype(data.dtype)
+        self.ndim = len(self.shape)
+        self._mmap = getattr(data, "_mmap", None) if isinstance(data, np.memmap) else None
+        self._since = 0
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return int(math.prod(self.shape)) * self.dtype.itemsize
+
+    def _release(self, nbytes: int) -> None:
+        if self._mmap is None:
+            return
+        self._since += nbytes
+        if self._since >= _MADVISE_EVERY:
+            self.release()
+
+    def release(self) -> None:
+        """Drop the resident pages of a memory-mapped input (a no-op otherwise)."""
+        self._since = 0
+        if self._mmap is not None and hasattr(self._mmap, "madvise"):
+            import mmap
+
+            with contextlib.suppress(OSError, ValueError):
+                self._mmap.madvise(mmap.MADV_DONTNEED)
+
+    def __getitem__(self, key):
+        if self.expand:
+            if isinstance(key, tuple):
+                first, rest = key[0], key[1:]
+            else:
+                first, rest = key, ()
+            if isinstance(first, (int, np.integer)):
+                if int(first) not in (0, -1):
+                    raise IndexError(f"index {first} out of range for a stack of 1 slice")
+                arr = np.array(self.data[rest] if rest else self.data[...])
+            else:
+                arr = np.array(self.data[rest] if rest else self.data[...])[None][first]
+        else:
+            arr = np.array(self.data[key])
+        self._release(arr.nbytes)
+        return arr
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self[:]
+        return arr if dtype is None else arr.astype(dtype)
+
+
+@dataclass
+class OpenedImage:
+    stack: SliceSource  # (S, Y, X[, C])
+    is2d: bool
+    label_axes: str  # "YX", "ZYX" or "TYX"
+    pixel_size: tuple | None
+    unit: str | None
+    source_axes: str
+
+    @property
+    def label_shape(self) -> tuple[int, ...]:
+        s = self.stack.shape[:3]
+        return s[1:] if self.is2d else s
+
+
+def open_image(path: Path, ctx: Context) -> OpenedImage:
+    """Read ``path`` lazily and put it in the standard layout (see :func:`napari_sam.io.to_standard`)."""
+    img = nio.read_image(path, axes=ctx.axes, lazy=True)
+    std = img.to_standard(channel=ctx.channel)
+    axes = std.axes
+    is2d = axes in ("YX", "YXC")
+    stack = SliceSource(std.data, expand=is2d)
+    label_axes = axes.replace("C", "")
+    return OpenedImage(stack, is2d, label_axes, std.pixel_size, std.unit or "um", img.axes)
+
+
+# ============================================================================ locks and state
+
+
+class OutputLock:
+    """Exclusive, non-blocking lock on an output, held while its job runs (POSIX ``flock``).
+
+    The kernel releases it when the process dies (even on SIGKILL). Lock files live in the
+    output folder's ``.napari-sam-work/locks/``. Where ``fcntl`` is missing (Windows) locking
+    is skipped.
+    """
+
+    def __init__(self, output: Path):
+        self.path = output.parent / WORK_DIR / "locks" / f"{output.name}.lock"
+        self._fh = None
+
+    def __enter__(self) -> bool:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            return False
+        self._fh = fh
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        return True
+
+    def __exit__(self, *exc) -> None:
+        if self._fh is not None:
+            self._fh.close()  # closing releases the flock
+            self._fh = None
+
+
+def output_state(output: Path, input_path: Path | None, signature: Mapping) -> str:
+    """Classify an existing output before a job runs.
+
+    Returns
+    -------
+    ``"missing"``
+        Nothing there.
+    ``"complete"``
+        Complete and up to date (input unchanged, same command, model and parameters): skip.
+    ``"changed"``
+        Written by napari-sam but the input or the parameters changed since: recompute.
+    ``"partial"``
+        Its job never finished (killed, crashed, interrupted): recompute, reusing saved work.
+    ``"foreign"``
+        A file without a napari-sam sidecar: not ours, replaced only with ``--overwrite``.
+    ``"other-command"``
+        Written by another napari-sam command: replaced only with ``--overwrite``.
+    """
+    sc = nio.read_sidecar(output)
+    exists = output.exists()
+    if sc is None or sc.get("format") != nio.SIDECAR_FORMAT:
+        return "foreign" if exists else "missing"
+    params = sc.get("parameters") or {}
+    if params.get("command") not in (None, signature.get("command")):
+        return "other-command" if exists else "missing"
+    if sc.get("status") != "complete" or not exists:
+        return "partial"
+    if not nio.is_complete(output, input_path):
+        return "changed"
+    if params != dict(signature):
+        return "changed"
+    return "complete"
+
+
+def _mark_partial(job: Job, ctx: Context) -> None:
+    nio.write_json_atomic(
+        nio.sidecar_path(job.output),
+        {
+            "format": nio.SIDECAR_FORMAT,
+            "format_version": nio.SIDECAR_VERSION,
+            "status": "partial",
+            "parameters": ctx.signature(),
+            "input": str(job.input),
+            "pid": os.getpid(),
+        },
+    )
+
+
+def _cleanup_tmp(output: Path) -> None:
+    """Remove temporaries of ``output`` left by a killed writer (we hold its lock)."""
+    prefix = f".{output.name}."
+    with contextlib.suppress(OSError):
+        for p in output.parent.iterdir():
+            if p.name.startswith(prefix) and p.name.endswith(".tmp"):
+                nio._remove(p)
+
+
+def _work_dir(job: Job) -> Path:
+    return job.output.parent / WORK_DIR / job.output.name
+
+
+# ============================================================================ writing
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def write_labels_stream(
+    path: os.PathLike | str,
+    slices: Iterable[np.ndarray],
+    *,
+    shape: Sequence[int],
+    max_id: int,
+    axes: str,
+    pixel_size: Sequence[float] | None = None,
+    unit: str = "um",
+    metadata: Mapping | None = None,
+    compression: str | None = "zlib",
+) -> Path:
+    """Write a label volume slice by slice to a TIFF, atomically, with ``write_labels``' metadata.
+
+    ``slices`` yields ``shape[0]`` arrays of ``shape[1:]``; only one is held at a time. The
+    file layout and metadata are those of :func:`napari_sam.io.write_labels` (ImageJ
+    hyperstack for uint16, OME-TIFF for uint32 or ``.ome.tif``), so :func:`napari_sam.io.read_image`
+    reads back the axes, pixel size and ``metadata``. The data go to a hidden temporary file
+    that is renamed into place only when complete.
+    """
+    import tifffile
+
+    path = Path(path)
+    shape = tuple(int(s) for s in shape)
+    ax = nio.validate_axes(axes, shape)
+    dtype = np.dtype(np.uint16 if max_id <= np.iinfo(np.uint16).max else np.uint32)
+    present = [a for a in nio.SPATIAL if a in ax]
+    sizes = dict(zip(present, map(float, pixel_size))) if pixel_size is not None else {}
+    user = dict(metadata) if metadata else None
+    ome = dtype == np.uint32 or path.name.lower().endswith((".ome.tif", ".ome.tiff"))
+    nbytes = int(math.prod(shape)) * dtype.itemsize
+    kwargs: dict[str, Any] = {"compression": compression, "bigtiff": nbytes > nio._BIGTIFF_LIMIT}
+    if ome:
+        md: dict[str, Any] = {"axes": ax}
+        for letter, v in sizes.items():
+            md[f"PhysicalSize{letter}"] = v
+            md[f"PhysicalSize{letter}Unit"] = "µm" if unit in ("um", "µm", "micron") else unit
+        if user is not None:
+            md["Description"] = json.dumps({"napari_sam": user}, default=nio._json_default)
+        kwargs.update(ome=True, metadata=md)
+    else:
+        md = {"axes": ax}
+        if sizes:
+            md["unit"] = "micron" if unit in ("um", "µm", "micron") else unit
+            if "Z" in sizes:
+                md["spacing"] = sizes["Z"]
+            kwargs["resolution"] = (1.0 / sizes.get("X", 1.0), 1.0 / sizes.get("Y", 1.0))
+        if user is not None:
+            md["Info"] = json.dumps({"napari_sam": user}, default=nio._json_default)
+        kwargs.update(imagej=True, metadata=md)
+
+    def pages():
+        n = 0
+        for s in slices:
+            s = np.asarray(s)
+            if s.shape != shape[-2:]:
+                raise ValueError(f"slice {n} has shape {s.shape}, expected {shape[-2:]}")
+            n += 1
+            yield s.astype(dtype, copy=False)
+        if n != (shape[0] if len(shape) == 3 else 1):
+            raise ValueError(f"got {n} slices, expected {shape[0]}")
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    try:
+        tifffile.imwrite(tmp, pages(), shape=shape, dtype=dtype, photometric="minisblack",
+                         **kwargs)
+        nio._fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        nio._remove(tmp)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------------------- preview
+
+
+def _colour(ids: np.ndarray) -> np.ndarray:
+    """A bright, well-separated RGB colour per id (golden-ratio hues)."""
+    h = (ids.astype(np.float64) * 0.6180339887498949) % 1.0
+    s = np.where(ids % 3 == 0, 0.75, 0.95)
+    v = np.ones_like(h)
+    i = np.floor(h * 6).astype(int) % 6
+    f = h * 6 - np.floor(h * 6)
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    r = np.choose(i, [v, q, p, p, t, v])
+    g = np.choose(i, [t, v, v, q, p, p])
+    b = np.choose(i, [p, p, t, v, v, q])
+    return (np.stack([r, g, b], -1) * 255).astype(np.uint8)
+
+
+def _outlines(labels: np.ndarray) -> np.ndarray:
+    """Boolean inner boundary of every object (4-connectivity)."""
+    lab = labels
+    edge = np.zeros(lab.shape, bool)
+    edge[:-1] |= lab[:-1] != lab[1:]
+    edge[1:] |= lab[1:] != lab[:-1]
+    edge[:, :-1] |= lab[:, :-1] != lab[:, 1:]
+    edge[:, 1:] |= lab[:, 1:] != lab[:, :-1]
+    return edge & (lab > 0)
+
+
+def _panel(image: np.ndarray, labels: np.ndarray, max_side: int) -> np.ndarray:
+    from PIL import Image
+
+    from napari_sam.preprocess import to_uint8_rgb
+
+    rgb = to_uint8_rgb(image)
+    h, w = labels.shape
+    scale = min(1.0, max_side / max(h, w))
+    if scale < 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
+        labels = np.asarray(Image.fromarray(labels.astype(np.int32)).resize(size, Image.NEAREST))
+    out = rgb.copy()
+    edge = _outlines(labels)
+    if edge.any():
+        out[edge] = _colour(labels[edge])
+    return out
+
+
+def write_preview(
+    path: os.PathLike | str,
+    mid_image: np.ndarray,
+    mid_labels: np.ndarray,
+    max_image: np.ndarray | None = None,
+    max_labels: np.ndarray | None = None,
+    *,
+    title: str = "",
+    max_side: int = 768,
+) -> Path:
+    """Write a PNG: the middle slice and (for stacks) a max projection, label outlines in colour.
+
+    ``mid_image`` (Y, X) or (Y, X, 3|4) with ``mid_labels`` (Y, X); ``max_image`` /
+    ``max_labels`` the max projections (omit for 2D images). Each panel is scaled to at most
+    ``max_side`` pixels. Written to a temporary name and renamed.
+    """
+    from PIL import Image, ImageDraw
+
+    panels = [_panel(np.asarray(mid_image), np.asarray(mid_labels), max_side)]
+    captions = ["middle slice" if max_image is not None else "image"]
+    if max_image is not None and max_labels is not None:
+        panels.append(_panel(np.asarray(max_image), np.asarray(max_labels), max_side))
+        captions.append("max projection")
+    gap, top = 6, 18
+    height = max(p.shape[0] for p in panels) + top
+    width = sum(p.shape[1] for p in panels) + gap * (len(panels) - 1)
+    canvas = np.full((height, width, 3), 24, np.uint8)
+    x = 0
+    offsets = []
+    for p in panels:
+        canvas[top : top + p.shape[0], x : x + p.shape[1]] = p
+        offsets.append(x)
+        x += p.shape[1] + gap
+    img = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(img)
+    for x0, cap in zip(offsets, captions):
+        draw.text((x0 + 3, 3), cap, fill=(230, 230, 230))
+    if title:
+        draw.text((width - 6 * len(title) - 3, 3), title, fill=(170, 170, 170))
+    path = Path(path)
+    tmp = _tmp_name(path)
+    try:
+        img.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        nio._remove(tmp)
+        raise
+    return path
+
+
+def preview_path(output: Path) -> Path:
+    return output.with_name(stem_of(output) + ".png")
+
+
+def _preview_from_arrays(job: Job, opened: OpenedImage, labels_slice: Callable[[int], np.ndarray],
+                         n_objects: int) -> None:
+    """Preview of a finished output, reading one slice at a time (bounded memory)."""
+    stack = opened.stack
+    title = f"{job.input.name}: {n_objects} objects"
+    if opened.is2d:
+        write_preview(preview_path(job.output), stack[0], labels_slice(0), title=title)
+        return
+    n = len(stack)
+    mid = n // 2
+    max_img = None
+    max_lab = None
+    for z in range(n):
+        img = stack[z]
+        lab = labels_slice(z)
+        max_img = img if max_img is None else np.maximum(max_img, img)
+        max_lab = lab.copy() if max_lab is None else np.maximum(max_lab, lab)
+    write_preview(preview_path(job.output), stack[mid], labels_slice(mid), max_img, max_lab,
+                  title=title)
+
+
+def _write_preview_for(job: Job, ctx: Context, opened: OpenedImage | None = None) -> None:
+    """(Re)make the preview of a complete label output from the files on disk."""
+    if opened is None:
+        opened = open_image(job.input, ctx)
+    out = nio.read_image(job.output, lazy=True)
+    data = out.data
+    sc = nio.read_sidecar(job.output) or {}
+    n = len(sc.get("objects") or [])
+    if opened.is2d:
+        _preview_from_arrays(job, opened, lambda z: np.asarray(data[...]), n)
+    else:
+        src = SliceSource(data)
+        _preview_from_arrays(job, opened, lambda z: src[z], n)
+        src.release()
+
+
+# ============================================================================ commands
+
+
+class _Bar:
+    """A tqdm bar created on first use (per-slice progress), or nothing when quiet."""
+
+    def __init__(self, ctx: Context, desc: str, unit: str = "slice", position: int = 1):
+        self.ctx, self.desc, self.unit, self.position = ctx, desc, unit, position
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.ctx.quiet:
+            return
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, leave=False,
+                            position=self.position, dynamic_ncols=True)
+        self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _cache_size(model) -> int:
+    """Embeddings kept in memory: at most ~256 MB of them, at least 4."""
+    e = int(model.embedding_size)
+    per = 256 * e * e * 4
+    return int(max(4, min(64, (256 << 20) // per)))
+
+
+def _label_metadata(job: Job, ctx: Context, model) -> dict:
+    from napari_sam import __version__
+
+    return {
+        "command": ctx.command,
+        "model": ctx.model,
+        "model_id": getattr(model, "model_id", None),
+        "version": __version__,
+        "input": job.input.name,
+        "parameters": ctx.params,
+    }
+
+
+def _model_record(ctx: Context, model) -> dict:
+    model_id = str(getattr(model, "model_id", ""))
+    return {"name": ctx.model, "id": model_id or None, "is_demo": model_id.startswith("demo:")}
+
+
+def _embed_store(job: Job, ctx: Context) -> Path:
+    """Embedding store for a labels job: ``--embeddings DIR`` or the job's work folder."""
+    if ctx.embeddings_dir is not None:
+        return Path(ctx.embeddings_dir) / f"{stem_of(job.input)}.zarr"
+    return _work_dir(job) / "embeddings.zarr"
+
+
+def _run_embed(job: Job, ctx: Context, model) -> dict:
+    from napari_sam.embeddings import StackEmbeddings
+
+    opened = open_image(job.input, ctx)
+    partial = job.output.with_name(f".{job.output.name}.partial")
+    emb = StackEmbeddings(opened.stack, model, store=partial, batch_size=ctx.batch_size,
+                          device=ctx.device, cache_size=2)
+    bar = _Bar(ctx, f"{job.name}: embed")
+    try:
+        emb.compute(progress=bar)
+    finally:
+        bar.close()
+        opened.stack.release()
+    n = len(emb)
+    group_attrs = {"contrast_limits": list(emb.contrast_limits), "axes": opened.label_axes,
+                   "shape": list(opened.stack.shape)}
+    import zarr
+
+    zarr.open_group(str(partial), mode="a").attrs.update({"napari_sam": group_attrs})
+    if job.output.exists():
+        nio._remove(job.output)
+    os.replace(partial, job.output)
+    from napari_sam import __version__
+
+    nio.write_sidecar(
+        job.output, model=_model_record(ctx, model), version=__version__,
+        parameters=ctx.signature(), objects=[], input_path=job.input,
+        extra={"slices": n, "embedding_size": int(model.embedding_size),
+               "contrast_limits": list(emb.contrast_limits), "image_shape": list(opened.stack.shape),
+               "encoder_calls": emb.encoder_calls},
+    )
+    return {"objects": n}
+
+
+def _finish_labels(job: Job, ctx: Context, model, opened: OpenedImage, labels: np.ndarray,
+                   scores: Mapping[int, float] | None, extra: Mapping | None = None) -> dict:
+    """Write a labels output held in memory, its sidecar and preview."""
+    from napari_sam import __version__
+
+    labels = labels[0] if opened.is2d and labels.ndim == 3 else labels
+    nio.write_labels(job.output, labels, axes=opened.label_axes, pixel_size=opened.pixel_size,
+                     unit=opened.unit or "um", metadata=_label_metadata(job, ctx, model),
+                     overwrite=True)
+    objects = nio.label_objects_summary(labels, scores)
+    nio.write_sidecar(job.output, model=_model_record(ctx, model), version=__version__,
+                      parameters=ctx.signature(), objects=objects, input_path=job.input,
+                      extra=dict(extra or {}))
+    if ctx.preview:
+        if opened.is2d:
+            _preview_from_arrays(job, opened, lambda z: labels, len(objects))
+        else:
+            _preview_from_arrays(job, opened, lambda z: labels[z], len(objects))
+    return {"objects": len(objects)}
+
+
+def _run_segment(job: Job, ctx: Context, model) -> dict:
+    from napari_sam.embeddings import embed
+    from napari_sam.volume import segment_volume
+
+    if not job.prompts:
+        raise ValueError(
+            "no prompts for this file in the prompts file (add rows with its name in the 'file' "
+            "column, or rows without a file that apply to every input)"
+        )
+    opened = open_image(job.input, ctx)
+    params = {k: v for k, v in ctx.params.items() if k in _SEGMENT_KEYS and v is not None}
+    if "axis_kind" not in params:  # a time series propagates along t
+        params["axis_kind"] = "t" if opened.label_axes.startswith("T") else "z"
+    store = _embed_store(job, ctx)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    emb = embed(opened.stack, model, store=store, batch_size=ctx.batch_size, device=ctx.device,
+                cache_size=_cache_size(model))
+    bar = _Bar(ctx, f"{job.name}: embed")
+    try:
+        emb.compute(progress=bar)
+    finally:
+        bar.close()
+    bar = _Bar(ctx, f"{job.name}: propagate")
+    try:
+        res = segment_volume(emb, job.prompts, progress=bar, **params)
+    finally:
+        bar.close()
+    scores = {oid: float(np.mean(list(s.values()))) for oid, s in res.scores.items() if s}
+    extra = {"stop_reasons": {str(k): v for k, v in res.stop_reasons.items()},
+             "decoder_calls": int(res.decoder_calls)}
+    info = _finish_labels(job, ctx, model, opened, np.asarray(res.labels), scores, extra)
+    opened.stack.release()
+    return info
+
+
+_SEGMENT_KEYS = ("mode", "axis_kind", "iou_threshold", "area_factor", "min_area", "min_score",
+                 "max_slices", "motion")
+
+
+# ---------------------------------------------------------------------------- auto
+
+#: Parameters of :func:`napari_sam.segment_everything` the CLI passes through.
+AUTO_KEYS = (
+    "points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
+    "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh",
+    "crop_overlap_ratio", "crop_n_points_downscale_factor", "min_mask_region_area",
+)
+#: Linking of per-slice objects into 3D objects (``auto`` on stacks).
+LINK_DEFAULTS = {"link_iou": 0.3, "min_slices": 1}
+
+
+def _auto_work(job: Job) -> Path:
+    return _work_dir(job) / "auto"
+
+
+def prepare_auto_work(job: Job, ctx: Context) -> Path:
+    """Create (or keep) the per-slice work folder of an ``auto`` job; idempotent.
+
+    The folder is reused only when it was made for the same input (size, mtime), command,
+    model and parameters; otherwise it is emptied first.
+    """
+    work = _auto_work(job)
+    st = job.input.stat()
+    key = {"signature": ctx.signature(), "input": [str(job.input.resolve()), st.st_size,
+                                                    st.st_mtime_ns]}
+    marker = work / "params.json"
+    try:
+        same = json.loads(marker.read_text()) == json.loads(json.dumps(key))
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        nio._remove(work)
+        work.mkdir(parents=True, exist_ok=True)
+        nio.write_json_atomic(marker, key)
+    return work
+
+
+def _slice_file(work: Path, z: int) -> Path:
+    return work / f"z{z:06d}.npz"
+
+
+def _save_slice(work: Path, z: int, labels: np.ndarray, scores: np.ndarray) -> None:
+    path = _slice_file(work, z)
+    tmp = _tmp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, labels=labels, scores=scores)
+        os.replace(tmp, path)
+    except BaseException:
+        nio._remove(tmp)
+        raise
+
+
+def _load_slice(work: Path, z: int) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(_slice_file(work, z), allow_pickle=False) as d:
+        return d["labels"], d["scores"]
+
+
+def _auto_result(res) -> tuple[np.ndarray, np.ndarray]:
+    """(labels (Y, X) with ids 1..n, scores (n + 1,)) from what segment_everything returns."""
+    labels = getattr(res, "labels", None)
+    records = getattr(res, "records", None)
+    if labels is None:
+        if isinstance(res, tuple):
+            labels, records = res[0], (res[1] if len(res) > 1 else None)
+        else:
+            labels = res
+    labels = np.asarray(labels)
+    n = int(labels.max()) if labels.size else 0
+    scores = np.full(n + 1, np.nan, np.float32)
+    for rec in records or ():
+        get = rec.get if isinstance(rec, Mapping) else (lambda k, r=rec: getattr(r, k, None))
+        oid = get("id")
+        score = get("predicted_iou")
+        if score is None:
+            score = get("score")
+        if oid is not None and score is not None and 0 < int(oid) <= n:
+            scores[int(oid)] = float(score)
+    dtype = np.uint16 if n <= np.iinfo(np.uint16).max else np.uint32
+    return labels.astype(dtype, copy=False), scores
+
+
+def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = None,
+                progress: Callable[[int, int], None] | None = None) -> dict[int, int]:
+    """Stage 1 of ``auto``: segment every slice in ``indices`` whose result is not saved yet.
+
+    Each slice's labels (ids 1..n) and predicted IoUs go to ``<work>/z000123.npz`` (written
+    atomically), so an interrupted job, or several dask tasks each given a block of slices,
+    only compute missing slices. Returns ``{slice: n_objects}`` of the slices computed now.
+    """
+    from napari_sam.automatic import segment_everything
+    from napari_sam.embeddings import StackEmbeddings
+
+    work = _auto_work(job)
+    opened = open_image(job.input, ctx)
+    n = len(opened.stack)
+    wanted = range(n) if indices is None else [int(i) for i in indices]
+    todo = [z for z in wanted if not _slice_file(work, z).exists()]
+    done_now: dict[int, int] = {}
+    if not todo:
+        return done_now
+    params = {k: ctx.params[k] for k in AUTO_KEYS if ctx.params.get(k) is not None}
+    store = None
+    if ctx.embeddings_dir is not None:
+        store = Path(ctx.embeddings_dir) / f"{stem_of(job.input)}.zarr"
+        if not store.exists():
+            store = None
+    emb = StackEmbeddings(opened.stack, model, store=store, batch_size=ctx.batch_size,
+                          device=ctx.device, cache_size=max(2, ctx.batch_size))
+    total = len(todo)
+    try:
+        for k, z in enumerate(todo):
+            res = segment_everything(emb[z], model, **params)
+            labels, scores = _auto_result(res)
+            _save_slice(work, z, labels, scores)
+            done_now[z] = int(labels.max()) if labels.size else 0
+            if progress is not None:
+                progress(k + 1, total)
+    finally:
+        opened.stack.release()
+    return done_now
+
+
+def _overlaps(cur: np.ndarray, prev: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cur ids, prev ids, overlap pixels) of every pair of overlapping objects."""
+    both = (cur > 0) & (prev > 0)
+    if not both.any():
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty
+    c = cur[both].astype(np.int64)
+    p = prev[both].astype(np.int64)
+    base = int(p.max()) + 1
+    pairs, counts = np.unique(c * base + p, return_counts=True)
+    return pairs // base, pairs % base, counts
+
+
+def link_slices(
+    load: Callable[[int], tuple[np.ndarray, np.ndarray]], n_slices: int, *,
+    link_iou: float = 0.3, min_slices: int = 1,
+) -> tuple[list[np.ndarray], dict[int, dict]]:
+    """Stage 2 of ``auto``: link per-slice objects into 3D objects, two slices in memory at a time.
+
+    ``load(z)`` returns slice z's labels (ids 1..n) and scores (n + 1,). An object on slice z
+    continues an object of slice z - 1 when their IoU is at least ``link_iou``; pairs are
+    matched greedily by decreasing IoU (ties: smaller ids first), each object at most once.
+    Objects spanning fewer than ``min_slices`` slices are dropped; the remaining ids are
+    renumbered 1..N in order of first appearance.
+
+    Returns ``(maps, objects)``: ``maps[z]`` maps slice z's local ids to final ids (0 =
+    dropped), ``objects[id] = {"slice_range", "area", "score"}``.
+    """
+    maps: list[np.ndarray] = []
+    stats: dict[int, list] = {}  # gid -> [zmin, zmax, area, score_sum, score_n]
+    prev = None
+    next_id = 1
+    for z in range(n_slices):
+        labels, scores = load(z)
+        n_local = int(labels.max()) if labels.size else 0
+        m = np.zeros(n_local + 1, np.int64)
+        area_l = np.bincount(labels.ravel(), minlength=n_local + 1)
+        if prev is not None and n_local > 0:
+            ci, pi, inter = _overlaps(labels, prev)
+            if len(ci):
+                p_ids, p_area = np.unique(prev[prev > 0], return_counts=True)
+                ap = p_area[np.searchsorted(p_ids, pi)]
+                iou = inter / (area_l[ci] + ap - inter)
+                order = np.lexsort((pi, ci, -iou))
+                used_c, used_p = set(), set()
+                for k in order:
+                    if iou[k] < link_iou:
+                        break
+                    c_, p_ = int(ci[k]), int(pi[k])
+                    if c_ in used_c or p_ in used_p:
+                        continue
+                    used_c.add(c_)
+                    used_p.add(p_)
+                    m[c_] = p_
+        for c_ in range(1, n_local + 1):
+            if m[c_] == 0 and area_l[c_] > 0:
+                m[c_] = next_id
+                next_id += 1
+        for c_ in range(1, n_local + 1):
+            if area_l[c_] == 0:
+                continue
+            g = int(m[c_])
+            st = stats.setdefault(g, [z, z, 0, 0.0, 0])
+            st[1] = z
+            st[2] += int(area_l[c_])
+            s = float(scores[c_]) if c_ < len(scores) else float("nan")
+            if math.isfinite(s):
+                st[3] += s
+                st[4] += 1
+        maps.append(m)
+        prev = m[labels]
+    keep = [g for g in sorted(stats) if stats[g][1] - stats[g][0] + 1 >= max(1, min_slices)]
+    final = np.zeros(next_id, np.int64)
+    final[keep] = np.arange(1, len(keep) + 1)
+    objects = {}
+    for g in keep:
+        zmin, zmax, area, ssum, sn = stats[g]
+        objects[int(final[g])] = {"slice_range": [zmin, zmax], "area": area,
+                                  "score": ssum / sn if sn else None}
+    return [final[m] for m in maps], objects
+
+
+def _run_auto(job: Job, ctx: Context, model) -> dict:
+    from napari_sam import __version__
+
+    work = prepare_auto_work(job, ctx)
+    bar = _Bar(ctx, f"{job.name}: segment")
+    try:
+        auto_slices(job, ctx, model, progress=bar)
+    finally:
+        bar.close()
+    opened = open_image(job.input, ctx)
+    n = len(opened.stack)
+    link = {k: ctx.params.get(k, v) for k, v in LINK_DEFAULTS.items()}
+    maps, objects = link_slices(lambda z: _load_slice(work, z), n, **link)
+    max_id = max(objects, default=0)
+
+    def final_slice(z: int) -> np.ndarray:
+        labels, _ = _load_slice(work, z)
+        return maps[z][labels]
+
+    meta = _label_metadata(job, ctx, model)
+    kind = nio._write_kind(job.output)
+    if kind in ("tiff", "ome-tiff"):
+        write_labels_stream(job.output, (final_slice(z) for z in range(n)),
+                            shape=opened.label_shape, max_id=max_id, axes=opened.label_axes,
+                            pixel_size=opened.pixel_size, unit=opened.unit or "um",
+                            metadata=meta)
+    else:  # npy / zarr outputs are assembled in memory
+        vol = np.stack([final_slice(z) for z in range(n)])
+        nio.write_labels(job.output, vol[0] if opened.is2d else vol, axes=opened.label_axes,
+                         pixel_size=opened.pixel_size, unit=opened.unit or "um", metadata=meta,
+                         overwrite=True)
+    records = [
+        {"id": oid, "slice_range": None if opened.is2d else o["slice_range"], "area": o["area"],
+         "score": o["score"]}
+        for oid, o in sorted(objects.items())
+    ]
+    nio.write_sidecar(job.output, model=_model_record(ctx, model), version=__version__,
+                      parameters=ctx.signature(), objects=records, input_path=job.input,
+                      extra={"slices": n})
+    if ctx.preview:
+        _preview_from_arrays(job, opened, final_slice, len(records))
+    opened.stack.release()
+    return {"objects": len(records)}
+
+
+_RUNNERS: dict[str, Callable[[Job, Context, Any], dict]] = {
+    "embed": _run_embed,
+    "segment": _run_segment,
+    "auto": _run_auto,
+}
+
+
+# ============================================================================ running
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, (ValueError, FileNotFoundError, FileExistsError, nio.ImageReadError)) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def run_job(job: Job, ctx: Context) -> JobResult:
+    """Run one job in this process (the model comes from :func:`get_model`'s cache).
+
+    Never raises for problems with the file or the computation: they become a ``"failed"``
+    result. ``KeyboardInterrupt`` propagates (the output stays resumable).
+    """
+    t0 = time.perf_counter()
+    res = JobResult(str(job.input), str(job.output), "failed", pid=os.getpid())
+    try:
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        with OutputLock(job.output) as locked:
+            if not locked:
+                res.status, res.reason = "skipped", "busy: another napari-sam process is writing it"
+                return res
+            state = output_state(job.output, job.input, ctx.signature())
+            if state == "complete" and not ctx.overwrite:
+                res.status, res.reason = "skipped", "complete"
+                sc = nio.read_sidecar(job.output) or {}
+                res.objects = len(sc.get("objects") or []) if ctx.command != "embed" else (
+                    (sc.get("extra") or {}).get("slices"))
+                if ctx.preview and ctx.command != "embed" and not preview_path(job.output).exists():
+                    _write_preview_for(job, ctx)
+                return res
+            if state == "foreign" and not ctx.overwrite:
+                res.reason = (f"{job.output} exists and was not written by napari-sam; pass "
+                              "--overwrite to replace it or choose another output folder")
+                return res
+            if state == "other-command" and not ctx.overwrite:
+                sc = nio.read_sidecar(job.output) or {}
+                other = (sc.get("parameters") or {}).get("command")
+                res.reason = (f"{job.output} was written by `napari-sam {other}`; pass "
+                              "--overwrite, --suffix or another output folder")
+                return res
+            res.details["previous_state"] = state
+            _cleanup_tmp(job.output)
+            _mark_partial(job, ctx)
+            model, loaded = get_model(ctx.model, ctx.device)
+            res.model_loaded = loaded
+            info = _RUNNERS[ctx.command](job, ctx, model)
+            res.objects = info.get("objects")
+            res.details.update({k: v for k, v in info.items() if k != "objects"})
+            res.status = "done"
+            if not ctx.keep_work:
+                nio._remove(_work_dir(job))
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # one bad file never stops the batch
+        res.status = "failed"
+        res.reason = _one_line(exc)
+        if ctx.verbose:
+            res.details["traceback"] = traceback.format_exc()
+    finally:
+        res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _task(job: Job, ctx: Context) -> JobResult:
+    """What a dask worker runs for one file (quiet: no progress bars on workers)."""
+    return run_job(job, replace(ctx, quiet=True))
+
+
+def _client_for(scheduler: str | None, workers: int | None, threads_per_worker: int = 1):
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        return Client(scheduler, timeout="30s"), None
+    cluster = LocalCluster(n_workers=int(workers), threads_per_worker=threads_per_worker,
+                           processes=True, dashboard_address=None)
+    return Client(cluster), cluster
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    ctx: Context,
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    block_slices: int | None = None,
+    on_result: Callable[[JobResult], None] | None = None,
+) -> list[JobResult]:
+    """Run every job serially, or on a dask.distributed cluster; return results in input order.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        Address of a running dask scheduler (``tcp://host:8786``); the workers need
+        napari-sam-stacks installed and the input and output folders at the same paths.
+    workers : int, optional
+        Start a ``LocalCluster`` with this many worker processes (one thread each).
+    block_slices : int, optional
+        On a cluster, split stacks with more slices than this into blocks of this many slices
+        that run as separate tasks (``embed`` and ``auto``); default: whole files.
+    on_result : callable(JobResult), optional
+        Called as each job finishes (the CLI prints a line per file).
+    """
+    if scheduler is None and workers is None:
+        return _run_serial(jobs, ctx, on_result)
+    return _run_distributed(jobs, ctx, scheduler=scheduler, workers=workers,
+                            block_slices=block_slices, on_result=on_result)
+
+
+def _run_serial(jobs, ctx, on_result) -> list[JobResult]:
+    from tqdm.auto import tqdm
+
+    results = []
+    bar = tqdm(total=len(jobs), desc="files", unit="file", disable=ctx.quiet or len(jobs) < 2,
+               position=0, dynamic_ncols=True)
+    try:
+        for job in jobs:
+            bar.set_postfix_str(job.name, refresh=True)
+            res = run_job(job, ctx)
+            results.append(res)
+            bar.update(1)
+            if on_result is not None:
+                on_result(res)
+    finally:
+        bar.close()
+    return results
+
+
+# ============================================================================ dask.distributed
+
+
+def _embed_prepare_task(job: Job, ctx: Context) -> list[float]:
+    """Create the partial embedding store of a blocked ``embed`` job; returns contrast limits."""
+    from napari_sam.embeddings import StackEmbeddings
+
+    model, _ = get_model(ctx.model, ctx.device)
+    opened = open_image(job.input, ctx)
+    partial = job.output.with_name(f".{job.output.name}.partial")
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    emb = StackEmbeddings(opened.stack, model, store=partial, batch_size=ctx.batch_size,
+                          device=ctx.device, cache_size=2)
+    opened.stack.release()
+    return list(emb.contrast_limits)
+
+
+def _embed_block_task(job: Job, ctx: Context, limits: Sequence[float], start: int,
+                      stop: int) -> dict[int, int]:
+    """Encode slices [start, stop) into the shared store's feature chunks (one chunk per
+    slice, so blocks never write the same chunk); returns ``{slice: pixel hash}`` for the
+    final task, the only writer of the store's hash array."""
+    import zarr
+
+    from napari_sam.embeddings import StackEmbeddings, _slice_hash
+
+    model, _ = get_model(ctx.model, ctx.device)
+    opened = open_image(job.input, ctx)
+    partial = job.output.with_name(f".{job.output.name}.partial")
+    group = zarr.open_group(str(partial), mode="r+")
+    stored = np.asarray(group["slice_hash"][start:stop])
+    emb = StackEmbeddings(opened.stack, model, batch_size=ctx.batch_size, device=ctx.device,
+                          contrast_limits=tuple(limits), cache_size=max(2, ctx.batch_size))
+    hashes = {}
+    for z in range(start, stop):
+        h = _slice_hash(emb._slice(z))
+        if int(stored[z - start]) == h:
+            continue  # done by an earlier, interrupted run
+        feats = emb[z].features
+        group["features"][z] = feats.detach().cpu().numpy().astype(np.float16)
+        hashes[z] = h
+    opened.stack.release()
+    return hashes
+
+
+def _auto_block_task(job: Job, ctx: Context, start: int, stop: int) -> int:
+    """Segment slices [start, stop) of an ``auto`` job into its work folder."""
+    model, _ = get_model(ctx.model, ctx.device)
+    return len(auto_slices(job, ctx, model, range(start, stop)))
+
+
+def _final_task(job: Job, ctx: Context, blocks: list | None = None,
+                after: list | None = None) -> JobResult:
+    """The per-file task: runs the whole job once its blocks (if any) are done.
+
+    ``blocks``: results of ``_embed_block_task`` (slice hashes to record); ``after``: results
+    of ``_auto_block_task`` (only waited for: their slices are on disk)."""
+    if ctx.command == "embed" and blocks:
+        import zarr
+
+        partial = job.output.with_name(f".{job.output.name}.partial")
+        group = zarr.open_group(str(partial), mode="r+")
+        hashes = np.asarray(group["slice_hash"][:])
+        for block in blocks:
+            for z, h in block.items():
+                hashes[int(z)] = h
+        group["slice_hash"][:] = hashes
+    return run_job(job, ctx)
+
+
+def _n_slices(job: Job, ctx: Context) -> int:
+    try:
+        return len(open_image(job.input, ctx).stack)
+    except Exception:  # the final task reports the problem
+        return 0
+
+
+def _run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    wctx = replace(ctx, quiet=True)
+    client, cluster = _client_for(scheduler, workers)
+    results: dict[int, JobResult] = {}
+    bar = tqdm(total=len(jobs), desc="files", unit="file", disable=ctx.quiet, position=0,
+               dynamic_ncols=True)
+    try:
+        futures = {}
+        for i, job in enumerate(jobs):
+            blocks = []
+            n = 0
+            if block_slices and ctx.command in ("auto", "embed"):
+                state = output_state(job.output, job.input, ctx.signature())
+                if ctx.overwrite or state not in ("complete", "foreign", "other-command"):
+                    n = _n_slices(job, ctx)
+            if block_slices and n > block_slices:
+                spans = [(s, min(s + block_slices, n)) for s in range(0, n, block_slices)]
+                if ctx.command == "auto":
+                    prepare_auto_work(job, ctx)
+                    blocks = [client.submit(_auto_block_task, job, wctx, s, e, pure=False)
+                              for s, e in spans]
+                    fut = client.submit(_final_task, job, wctx, None, blocks, pure=False)
+                else:
+                    limits = client.submit(_embed_prepare_task, job, wctx, pure=False)
+                    blocks = [client.submit(_embed_block_task, job, wctx, limits, s, e, pure=False)
+                              for s, e in spans]
+                    fut = client.submit(_final_task, job, wctx, blocks, None, pure=False)
+            else:
+                fut = client.submit(_final_task, job, wctx, None, None, pure=False)
+            futures[fut] = i
+        for fut in as_completed(list(futures)):
+            i = futures[fut]
+            job = jobs[i]
+            try:
+                res = fut.result()
+            except Exception as exc:  # a worker died, or a block task failed
+                res = JobResult(str(job.input), str(job.output), "failed",
+                                reason=f"task failed on the cluster: {_one_line(exc)}")
+            results[i] = res
+            bar.update(1)
+            if on_result is not None:
+                on_result(res)
+    finally:
+        bar.close()
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return [results[i] for i in range(len(jobs))]
+
