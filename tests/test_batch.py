@@ -1,0 +1,387 @@
+"""Unit tests of napari_sam.batch: inputs, prompts files, resume states, linking, writers, locks.
+
+These run in-process on tiny data; the end-to-end command tests are in test_cli.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_sam import batch
+from napari_sam import io as nio
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def tiny_model_path(tmp_path_factory) -> Path:
+    """A tiny random CNN-encoder SAM checkpoint (config in a sidecar), fast on 2 CPU cores."""
+    import torch
+
+    from napari_sam.models.build import SamConfig, build_sam
+
+    cfg = SamConfig(encoder="cnn", img_size=128, cnn_widths=(8, 16, 24, 32), cnn_depths=(1, 1, 1, 1),
+                    cnn_fpn_dim=32, decoder_depth=1, decoder_mlp_dim=64, iou_head_hidden_dim=32,
+                    name="tiny_cnn")
+    torch.manual_seed(0)
+    model = build_sam(cfg)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    torch.save(model.state_dict(), path)
+    path.with_name("tiny.pt.json").write_text(json.dumps({"config": cfg.to_dict()}))
+    return path
+
+
+def _stack(path: Path, shape=(6, 48, 48), seed=0, **kw) -> Path:
+    rng = np.random.default_rng(seed)
+    z, y, x = shape
+    yy, xx = np.mgrid[:y, :x]
+    img = np.zeros(shape, np.uint16)
+    for k in range(3):
+        cy, cx = rng.integers(10, y - 10), rng.integers(10, x - 10)
+        img[:, (yy - cy) ** 2 + (xx - cx) ** 2 < 40] += 1000
+    img += rng.integers(0, 50, shape, dtype=np.uint16)
+    tifffile.imwrite(path, img, imagej=True, metadata={"axes": "ZYX", "spacing": 2.0, "unit": "um"},
+                     resolution=(1 / 0.5, 1 / 0.5), **kw)
+    return path
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def test_collect_inputs_files_dirs_globs(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    for n in ("b.tif", "a.tiff", "c.npy", "notes.txt", ".hidden.tif"):
+        (d / n).write_bytes(b"x")
+    (d / "sub").mkdir()
+    (d / "sub" / "d.tif").write_bytes(b"x")
+    names = [p.name for p in batch.collect_inputs([d])]
+    assert names == ["a.tiff", "b.tif", "c.npy"]
+    names = [p.name for p in batch.collect_inputs([d], recursive=True)]
+    assert names == ["a.tiff", "b.tif", "c.npy", "d.tif"]
+    # glob + duplicate file: de-duplicated, order of first appearance
+    got = batch.collect_inputs([str(d / "*.tif"), d / "b.tif", d / "a.tiff"])
+    assert [p.name for p in got] == ["b.tif", "a.tiff"]
+
+
+def test_collect_inputs_reports_every_problem(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(batch.BatchError) as err:
+        batch.collect_inputs([tmp_path / "missing.tif", str(tmp_path / "*.nothing"),
+                              tmp_path / "empty"])
+    msg = str(err.value)
+    assert "missing.tif" in msg and "matches no files" in msg and "holds no images" in msg
+
+
+def test_collect_inputs_skips_our_outputs(tmp_path):
+    img = tmp_path / "a.tif"
+    out = tmp_path / "a_labels.tif"
+    tifffile.imwrite(img, np.zeros((4, 4), np.uint8))
+    nio.write_labels(out, np.zeros((4, 4), np.uint16), axes="YX")
+    nio.write_sidecar(out, model="m", version="0", parameters={}, objects=[], input_path=img)
+    assert batch.collect_inputs([tmp_path]) == [img]
+
+
+def test_output_names_and_clashes(tmp_path):
+    assert batch.stem_of("x/a.ome.tif") == "a"
+    assert batch.stem_of("b.zarr") == "b"
+    assert batch.output_path("d/a.ome.tiff", "out", "auto") == Path("out/a_labels.tif")
+    assert batch.output_path("d/a.tif", "out", "embed") == Path("out/a.zarr")
+    assert batch.output_path("d/a.tif", "o", "segment", suffix="_seg", fmt="ome.tif") == Path(
+        "o/a_seg.ome.tif")
+    ctx = batch.Context(command="auto", out_dir=tmp_path / "out")
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    with pytest.raises(batch.BatchError, match="same output"):
+        batch.make_jobs([tmp_path / "x" / "a.tif", tmp_path / "y" / "a.tif"], ctx)
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+def test_prompts_csv(tmp_path):
+    p = tmp_path / "p.csv"
+    p.write_text(textwrap.dedent("""\
+        file,object_id,z,row,col,label,row0,col0,row1,col1,stop
+        ,1,3,10.5,20,1,,,,,
+        ,1,3,12,22,0,,,,,
+        a.tif,2,0,,,,1,2,30,40,
+        a.tif,2,5,,,,,,,,1
+        b.tif,3,1,5,5,,,,,,
+        """))
+    per_file = batch.load_prompts(p)
+    a = batch.prompts_for(per_file, Path("data/a.tif"))
+    assert sorted(a) == [1, 2]
+    assert a[1] == [{"slice": 3, "points": [[10.5, 20.0]], "labels": [1]},
+                    {"slice": 3, "points": [[12.0, 22.0]], "labels": [0]}]
+    assert a[2] == [{"slice": 0, "box": [1.0, 2.0, 30.0, 40.0]}, {"slice": 5, "stop": True}]
+    b = batch.prompts_for(per_file, Path("b.tif"))
+    assert sorted(b) == [1, 3] and b[3][0]["labels"] == [1]
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("id,slice,row,col,colour\n1,0,1,1,red\n", "unknown column"),
+        ("slice,row,col\n0,1,1\n", "needs an 'id' column"),
+        ("id,slice,row,col\n1,0,abc,1\n", "line 2: row must be a number"),
+        ("id,slice,row,col\n1,0.5,1,1\n", "slice must be a whole number"),
+        ("id,slice,row,col\n1,0,,\n", "no point"),
+    ],
+)
+def test_prompts_csv_errors_name_the_line(tmp_path, text, match):
+    p = tmp_path / "p.csv"
+    p.write_text(text)
+    with pytest.raises(batch.BatchError, match=match):
+        batch.load_prompts(p)
+
+
+def test_prompts_json_forms(tmp_path):
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps({
+        "objects": {"1": [{"slice": 2, "points": [[5, 6]], "labels": [1]}]},
+        "files": {"a.tif": {"2": {"slice": 0, "box": [0, 0, 4, 4]}}},
+    }))
+    got = batch.prompts_for(batch.load_prompts(p), Path("a.tif"))
+    assert got == {1: [{"slice": 2, "points": [[5, 6]], "labels": [1]}],
+                   2: [{"slice": 0, "box": [0, 0, 4, 4]}]}
+    p.write_text(json.dumps({"3": [{"slice": 1, "points": [[1, 1]]}]}))
+    assert batch.prompts_for(batch.load_prompts(p), Path("x.tif")) == {
+        3: [{"slice": 1, "points": [[1, 1]]}]}
+    p.write_text(json.dumps([{"file": "x.tif", "id": 4, "slice": 0, "box": [0, 0, 2, 2]},
+                             {"id": 5, "slice": 1, "points": [[1, 1]]}]))
+    assert sorted(batch.prompts_for(batch.load_prompts(p), Path("x.tif"))) == [4, 5]
+    assert sorted(batch.prompts_for(batch.load_prompts(p), Path("y.tif"))) == [5]
+    p.write_text("{not json")
+    with pytest.raises(batch.BatchError, match="not valid JSON"):
+        batch.load_prompts(p)
+    p.write_text(json.dumps({"objects": {}, "extra": 1}))
+    with pytest.raises(batch.BatchError, match="unknown top-level"):
+        batch.load_prompts(p)
+
+
+# ----------------------------------------------------------------------------- linking
+
+
+def test_link_slices_links_by_overlap_and_drops_short_objects():
+    a = np.zeros((4, 10, 10), np.uint16)
+    a[0:3, 1:4, 1:4] = 1  # object A on slices 0-2 (local ids shuffle between slices)
+    a[1:4, 6:9, 6:9] = 2  # object B on slices 1-3
+    a[2, 0, 9] = 3  # a one-slice speck
+    local = []
+    for z in range(4):
+        ids = np.unique(a[z][a[z] > 0])
+        lab = np.zeros_like(a[z])
+        for k, i in enumerate(ids[::-1], start=1):  # reversed local ids
+            lab[a[z] == i] = k
+        local.append((lab, np.r_[np.nan, np.linspace(0.9, 0.8, len(ids))].astype(np.float32)))
+    maps, objects = batch.link_slices(lambda z: local[z], 4, link_iou=0.3, min_slices=2)
+    vol = np.stack([maps[z][local[z][0]] for z in range(4)])
+    assert sorted(objects) == [1, 2]
+    assert objects[1]["slice_range"] == [0, 2] and objects[1]["area"] == 27
+    assert objects[2]["slice_range"] == [1, 3] and objects[2]["area"] == 27
+    assert (vol[a == 1] == 1).all() and (vol[a == 2] == 2).all() and vol[2, 0, 9] == 0
+    _, objects = batch.link_slices(lambda z: local[z], 4, min_slices=1)
+    assert len(objects) == 3
+
+
+def test_link_slices_one_to_one_greedy():
+    # two objects on slice 1 overlap the same object of slice 0: the better one continues it
+    s0 = np.zeros((1, 12), np.uint8)
+    s0[0, 0:10] = 1
+    s1 = np.zeros((1, 12), np.uint8)
+    s1[0, 0:3] = 1
+    s1[0, 3:10] = 2
+    loads = [(s0, np.array([np.nan, 1.0])), (s1, np.array([np.nan, 1.0, 1.0]))]
+    maps, objects = batch.link_slices(lambda z: loads[z], 2, link_iou=0.2)
+    assert maps[1][2] == maps[0][1] and maps[1][1] not in (0, maps[0][1])
+    assert len(objects) == 2
+
+
+# ----------------------------------------------------------------------------- writers
+
+
+@pytest.mark.parametrize("max_id, name", [(7, "o.tif"), (70_000, "o.tif"), (3, "o.ome.tif")])
+def test_write_labels_stream_matches_write_labels_metadata(tmp_path, max_id, name):
+    vol = np.zeros((3, 8, 9), np.uint32)
+    vol[1, 2:4, 2:5] = max_id
+    meta = {"command": "auto", "n": 1}
+    path = batch.write_labels_stream(tmp_path / name, iter(vol), shape=vol.shape, max_id=max_id,
+                                     axes="ZYX", pixel_size=(2.0, 0.5, 0.5), metadata=meta)
+    img = nio.read_image(path)
+    assert img.axes == "ZYX" and img.pixel_size == (2.0, 0.5, 0.5)
+    assert img.metadata["user"] == meta
+    assert img.data.dtype == (np.uint16 if max_id < 65536 else np.uint32)
+    np.testing.assert_array_equal(img.data, vol)
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary left
+
+
+def test_write_labels_stream_failure_leaves_nothing(tmp_path):
+    def slices():
+        yield np.zeros((4, 4), np.uint16)
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        batch.write_labels_stream(tmp_path / "o.tif", slices(), shape=(3, 4, 4), max_id=1,
+                                  axes="ZYX")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_preview_png(tmp_path):
+    from PIL import Image
+
+    img = np.random.default_rng(0).integers(0, 1000, (5, 40, 60)).astype(np.uint16)
+    lab = np.zeros((5, 40, 60), np.uint16)
+    lab[:, 5:15, 5:20] = 1
+    lab[2:, 20:30, 30:50] = 2
+    path = batch.write_preview(tmp_path / "p.png", img[2], lab[2], img.max(0), lab.max(0))
+    rgb = np.asarray(Image.open(path))
+    assert rgb.shape == (40 + 18, 60 * 2 + 6, 3)
+    # outlines are coloured (not grey) and only on object borders
+    panel = rgb[18:, :60].astype(int)
+    colour = (np.abs(panel[..., 0] - panel[..., 1]) > 30) | (np.abs(panel[..., 1] - panel[..., 2]) > 30)
+    assert colour[5, 10] and colour[9, 5] and not colour[10, 10] and not colour[35, 5]
+    big = batch.write_preview(tmp_path / "big.png", np.zeros((2000, 1000)), np.zeros((2000, 1000), int),
+                              max_side=500)
+    assert Image.open(big).size == (250, 518)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def test_slice_source_releases_memory_mapped_pages(tmp_path):
+    path = _stack(tmp_path / "s.tif", shape=(6, 48, 48))
+    img = nio.read_image(path, lazy=True)
+    assert isinstance(img.data, np.memmap)
+    src = batch.SliceSource(img.to_standard().data)
+    assert src.shape == (6, 48, 48) and len(src) == 6
+    s = src[2]
+    assert type(s) is np.ndarray and not np.shares_memory(s, img.data)
+    np.testing.assert_array_equal(s, img.data[2])
+    src.release()  # no error on a read-only mapping
+    np.testing.assert_array_equal(src[2], s)  # pages come back on the next read
+    two_d = batch.SliceSource(np.arange(12).reshape(3, 4), expand=True)
+    assert two_d.shape == (1, 3, 4) and two_d[0].shape == (3, 4) and two_d[:].shape == (1, 3, 4)
+    with pytest.raises(IndexError):
+        two_d[1]
+
+
+# ----------------------------------------------------------------------------- state and locks
+
+
+def test_output_state_transitions(tmp_path):
+    inp = _stack(tmp_path / "a.tif")
+    out = tmp_path / "out" / "a_labels.tif"
+    out.parent.mkdir()
+    sig = {"command": "auto", "p": 1}
+    assert batch.output_state(out, inp, sig) == "missing"
+    out.write_bytes(b"someone else's file")
+    assert batch.output_state(out, inp, sig) == "foreign"
+    nio.write_json_atomic(nio.sidecar_path(out), {"format": nio.SIDECAR_FORMAT, "status": "partial",
+                                                  "parameters": sig})
+    assert batch.output_state(out, inp, sig) == "partial"
+    nio.write_labels(out, np.zeros((6, 48, 48), np.uint16), axes="ZYX", overwrite=True)
+    nio.write_sidecar(out, model="m", version="0", parameters=sig, objects=[], input_path=inp)
+    assert batch.output_state(out, inp, sig) == "complete"
+    assert batch.output_state(out, inp, {**sig, "p": 2}) == "changed"
+    assert batch.output_state(out, inp, {"command": "segment"}) == "other-command"
+    with open(out, "ab") as f:  # a truncated or altered output is not complete
+        f.write(b"\0")
+    assert batch.output_state(out, inp, sig) == "changed"
+    nio.write_sidecar(out, model="m", version="0", parameters=sig, objects=[], input_path=inp)
+    os.utime(inp, ns=(0, 0))  # the input changed
+    assert batch.output_state(out, inp, sig) == "changed"
+
+
+def test_output_lock_is_exclusive_across_processes(tmp_path):
+    out = tmp_path / "o.tif"
+    code = (
+        "import sys, time; from pathlib import Path; from napari_sam.batch import OutputLock\n"
+        f"lock = OutputLock(Path({str(out)!r}))\n"
+        "print(lock.__enter__(), flush=True); time.sleep(30)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "True"
+        with batch.OutputLock(out) as got:
+            assert got is False  # held by the other process
+    finally:
+        proc.kill()
+        proc.wait()
+    with batch.OutputLock(out) as got:  # a killed holder releases it
+        assert got is True
+
+
+# ----------------------------------------------------------------------------- jobs in-process
+
+
+def test_run_job_segment_resume_and_foreign_output(tmp_path, tiny_model_path):
+    inp = _stack(tmp_path / "a.tif")
+    ctx = batch.Context(command="segment", model=str(tiny_model_path), out_dir=tmp_path / "out",
+                        device="cpu", quiet=True, params={"iou_threshold": 0.0, "min_area": 0})
+    prompts = {"": {1: [{"slice": 2, "box": [5, 5, 30, 30]}]}}
+    (job,) = batch.make_jobs([inp], ctx, prompts)
+    res = batch.run_job(job, ctx)
+    assert res.status == "done", res.reason
+    img = nio.read_image(job.output)
+    assert img.axes == "ZYX" and img.data.shape == (6, 48, 48) and img.data.dtype == np.uint16
+    assert img.pixel_size == (2.0, 0.5, 0.5)
+    sc = nio.read_sidecar(job.output)
+    assert sc["status"] == "complete" and sc["parameters"]["command"] == "segment"
+    assert [o["id"] for o in sc["objects"]] == sorted(np.unique(img.data[img.data > 0]).tolist())
+    assert not (tmp_path / "out" / batch.WORK_DIR / job.output.name).exists()  # work cleaned
+    mtime = job.output.stat().st_mtime_ns
+    again = batch.run_job(job, ctx)
+    assert again.status == "skipped" and again.reason == "complete"
+    assert job.output.stat().st_mtime_ns == mtime
+    # changed parameters recompute
+    ctx2 = batch.Context(**{**ctx.__dict__, "params": {"iou_threshold": 0.1, "min_area": 0}})
+    assert batch.run_job(job, ctx2).status == "done"
+    # a file that napari-sam did not write is never replaced without --overwrite
+    other = batch.Job(inp, tmp_path / "out" / "foreign.tif", job.prompts)
+    other.output.write_bytes(b"precious")
+    res = batch.run_job(other, ctx)
+    assert res.status == "failed" and "not written by napari-sam" in res.reason
+    assert other.output.read_bytes() == b"precious"
+
+
+def test_run_job_failure_is_a_result_not_an_exception(tmp_path, tiny_model_path):
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"II*\0garbage" * 10)
+    ctx = batch.Context(command="embed", model=str(tiny_model_path), out_dir=tmp_path / "out",
+                        device="cpu", quiet=True)
+    (job,) = batch.make_jobs([bad], ctx)
+    res = batch.run_job(job, ctx)
+    assert res.status == "failed" and "bad.tif" in res.reason and "\n" not in res.reason
+    assert not job.output.exists()
+    assert batch.output_state(job.output, bad, ctx.signature()) == "partial"
+
+
+def test_embed_job_writes_a_reusable_store(tmp_path, tiny_model_path):
+    from napari_sam.embeddings import embed
+
+    inp = _stack(tmp_path / "a.tif")
+    ctx = batch.Context(command="embed", model=str(tiny_model_path), out_dir=tmp_path / "emb",
+                        device="cpu", quiet=True)
+    (job,) = batch.make_jobs([inp], ctx)
+    res = batch.run_job(job, ctx)
+    assert res.status == "done" and res.objects == 6
+    assert job.output == tmp_path / "emb" / "a.zarr" and job.output.is_dir()
+    assert not any(p.name.endswith(".partial") for p in job.output.parent.iterdir())
+    assert nio.is_complete(job.output, inp)
+    model, loaded = batch.get_model(str(tiny_model_path), "cpu")
+    assert not loaded  # the process cache kept it
+    stack = batch.open_image(inp, ctx).stack
+    emb = embed(stack, model, store=job.output)
+    emb.compute()
+    assert emb.encoder_calls == 0  # everything came from the store
