@@ -587,7 +587,7 @@ def _nuclei(shape, rng, *, spacing, n_objects, dtype, min_size, min_slices):
     ndim = len(shape)
     sp = np.ones(ndim) if spacing is None else np.asarray(spacing, float)
     extent = np.asarray(shape) * sp
-    rmean = _loguniform(rng, 7.0, min(22.0, max(8.0, min(shape[-2:]) / 6)))
+    rmean = _loguniform(rng, 7.0, min(22.0, max(8.0, float(extent.min()) / 5)))
     rlo = max(6.0, rmean / rng.uniform(1.1, 1.6), 1.6 * sp[0] if ndim == 3 else 0.0)
     rhi = max(rlo * 1.05, min(30.0, rmean * rng.uniform(1.1, 1.6)))
     amax = rng.uniform(1.05, 1.8)
@@ -1103,7 +1103,7 @@ def em_3d(
 def _xray_objects(shape, rng, sp, min_size, min_slices):
     ndim = len(shape)
     extent = np.asarray(shape) * sp
-    rmean = _loguniform(rng, 7.0, min(25.0, max(8.0, min(shape[-2:]) / 6)))
+    rmean = _loguniform(rng, 7.0, min(25.0, max(8.0, float(extent.min()) / 5)))
     lump = rng.uniform(0.03, 0.18)
     amax = rng.uniform(1.1, 2.5)
     zmin = 1.7 * sp[0] if ndim == 3 else 0.0
@@ -1575,5 +1575,50 @@ def _benchmark(repeats: int = 5) -> dict[str, float]:  # pragma: no cover - manu
     return out
 
 
+def _montage(path: str, seeds: Sequence[int] = (10_000, 10_001, 10_002, 10_003)) -> np.ndarray:
+    """Save a PNG overview: one row per domain (2D, then 3D mid-slices), image | outlines.
+
+    A visual check, not part of the API; needs Pillow. Returns the (H, W, 3) uint8 montage.
+    """  # pragma: no cover - manual tool
+    from PIL import Image
+
+    def tile(img, lab, size=256):
+        img = img.astype(np.float32)
+        lo, hi = np.percentile(img, (0.5, 99.8))
+        g = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
+        rgb = (np.repeat(g[..., None], 3, -1) if g.ndim == 2 else g) * 255
+        f = max(1, size // max(lab.shape))
+        rgb = np.kron(rgb, np.ones((f, f, 1))).astype(np.uint8)
+        lab = np.kron(lab, np.ones((f, f), lab.dtype))
+        over = rgb.copy()
+        over[_boundaries(lab)] = (255, 60, 60)
+        out = np.zeros((size, 2 * size + 2, 3), np.uint8)
+        out[: rgb.shape[0], : rgb.shape[1]] = rgb
+        out[: rgb.shape[0], size + 2 : size + 2 + rgb.shape[1]] = over
+        return out
+
+    rows = []
+    for reg in (DOMAINS, DOMAINS_3D):
+        for fn in reg.values():
+            tiles = []
+            for seed in seeds:
+                smp = fn(seed=seed)
+                z = smp.image.shape[0] // 2 if smp.ndim == 3 else slice(None)
+                tiles += [tile(smp.image[z], smp.labels[z]), np.full((256, 6, 3), 90, np.uint8)]
+            rows += [np.concatenate(tiles, 1), np.full((6, len(seeds) * 520, 3), 90, np.uint8)]
+    im = np.concatenate(rows, 0)
+    Image.fromarray(im).save(path)
+    return im
+
+
 if __name__ == "__main__":  # pragma: no cover
-    _benchmark()
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Benchmark the generators or save a montage.")
+    parser.add_argument("--montage", metavar="PNG", help="save an overview of all domains")
+    args = parser.parse_args()
+    if args.montage:
+        _montage(args.montage)
+        print(f"saved {args.montage}")
+    else:
+        _benchmark()
