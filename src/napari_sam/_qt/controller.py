@@ -82,9 +82,9 @@ class AnnotationController:
 
     @property
     def using_demo(self) -> bool:
-        if self.predictor is not None:
-            return bool(getattr(self.predictor.model, "is_demo", False))
-        return bool(self.model_choice is not None and self.model_choice.is_demo)
+        by_choice = self.model_choice is not None and self.model_choice.is_demo
+        by_model = self.predictor is not None and getattr(self.predictor.model, "is_demo", False)
+        return bool(by_choice or by_model)
 
     # ------------------------------------------------------------------ setup
     def set_model(self, choice: ModelChoice) -> None:

@@ -74,7 +74,7 @@ class SamWidget(QWidget):
         layout.addWidget(self._status)
         layout.addStretch(1)
 
-        c.status_changed.connect(self._status.setText)
+        c.status_changed.connect(lambda text: self._status.setText(text))
         c.job_changed.connect(self._on_job_changed)
         c.job_progress.connect(self._on_job_progress)
         c.model_changed.connect(lambda *_: self._update_demo_notice())

@@ -1,0 +1,81 @@
+"""Fixtures for the GUI tests: a real napari viewer (under Xvfb) with the dock widget.
+
+Wiring tests use the tiny random model of tests/conftest.py (fast, no quality); quality tests
+use the bundled demo model and skip, saying why, while it is not installed.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sam_qt_helpers import demo_model_path
+
+pytest.importorskip("napari")
+pytest.importorskip("qtpy")
+
+
+@pytest.fixture
+def demo_available():
+    path = demo_model_path()
+    if not path.is_file():
+        reason = f"the bundled demo model is not installed yet ({path} is missing)"
+        print(f"SKIP: {reason}")
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture
+def tiny_predictor(tiny_sam):
+    from napari_sam.predictor import Predictor
+
+    return Predictor(tiny_sam, device="cpu")
+
+
+@pytest.fixture
+def make_widget(make_napari_viewer, qtbot):
+    """``make_widget(image, sync=True, **add_image_kwargs) -> (viewer, widget)``."""
+    from napari_sam._qt.widget import SamWidget
+
+    made = []
+
+    def make(image=None, *, sync: bool = True, **kwargs):
+        viewer = make_napari_viewer()
+        if image is not None:
+            viewer.add_image(image, **kwargs)
+        widget = SamWidget(viewer, sync=sync)
+        viewer.window.add_dock_widget(widget, name="Segment Anything")
+        made.append(widget)
+        return viewer, widget
+
+    yield make
+    for w in made:
+        w.controller.cancel()
+        job = w.controller.job
+        if job is not None and job.worker is not None:
+            qtbot.waitUntil(lambda job=job: not job.running, timeout=20_000)
+
+
+@pytest.fixture
+def notifications():
+    """Notifications dispatched during the test, as (severity, message) pairs."""
+    from napari.utils.notifications import notification_manager
+
+    seen = []
+
+    def record(n):
+        seen.append((str(n.severity), str(n.message)))
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Decode on one thread: on a shared 2-core machine, torch's thread pool spinning against
+    other processes makes each tiny decoder call 10-50x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

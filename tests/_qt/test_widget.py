@@ -1,0 +1,348 @@
+"""The dock widget driven like a user, with the tiny random model (wiring, not quality).
+
+Jobs run synchronously here (``SamWidget(viewer, sync=True)``); tests/_qt/test_responsive.py
+runs them in worker threads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sam_qt_helpers import blob_stack, use_predictor
+
+
+def _layer(viewer, name):
+    return next(ly for ly in viewer.layers if ly.name == name)
+
+
+def _click(layer, position, modifiers=()):
+    from napari.utils._test_utils import read_only_mouse_event
+    from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
+
+    press = read_only_mouse_event(type="mouse_press", position=position, modifiers=list(modifiers))
+    mouse_press_callbacks(layer, press)
+    release = read_only_mouse_event(
+        type="mouse_release", position=position, modifiers=list(modifiers)
+    )
+    mouse_release_callbacks(layer, release)
+
+
+def _press(viewer, key):
+    viewer.window._qt_viewer._key_map_handler.press_key(key)
+
+
+@pytest.fixture
+def stack_widget(make_widget, tiny_predictor):
+    viewer, widget = make_widget(blob_stack(), name="blobs")
+    use_predictor(widget, tiny_predictor)
+    viewer.dims.set_point(0, 3)
+    return viewer, widget
+
+
+def test_setup_makes_prompt_layers_and_binds_keys(stack_widget):
+    from napari_sam._qt import keys
+
+    viewer, widget = stack_widget
+    c = widget.controller
+    names = [ly.name for ly in viewer.layers]
+    assert names == ["blobs", "SAM current object", "SAM boxes", "SAM points"]
+    assert viewer.layers.selection.active is c.points_layer
+    assert c.points_layer.mode == "add" and c.boxes_layer.mode == "add_rectangle"
+    bound = {str(k) for k in viewer.keymap}
+    for k in keys.KEYS:
+        assert k.key.replace("-", "+") in bound
+        assert k.key.replace("-", "+") in widget._help.toolTip()
+
+
+def test_keys_unbound_on_close_and_previous_binding_restored(make_napari_viewer):
+    from napari_sam._qt import keys
+
+    viewer = make_napari_viewer()
+    calls = []
+    viewer.bind_key("Shift-C", lambda v: calls.append(1), overwrite=True)
+    from napari_sam._qt.widget import SamWidget
+
+    widget = SamWidget(viewer, sync=True)
+    bound = {str(k): f for k, f in viewer.keymap.items()}
+    assert set(bound) >= {k.key.replace("-", "+") for k in keys.KEYS}
+    widget.close()
+    remaining = {str(k): f for k, f in viewer.keymap.items()}
+    assert set(remaining) == {"Shift+C"}
+    remaining["Shift+C"](viewer)
+    assert calls == [1]
+
+
+def test_point_preview_commit_undo_redo_with_keys(stack_widget):
+    viewer, widget = stack_widget
+    c = widget.controller
+    c.points_layer.add([3, 20, 20])
+    preview = c.source.zyx_view(c.preview_layer.data)
+    assert preview[3].any() and not preview[[0, 1, 2, 4, 5]].any()
+    shown = preview[3] == 1
+    _press(viewer, "Shift-C")
+    target = _layer(viewer, "segmentation")
+    assert c.target_layer is target
+    assert np.array_equal(target.data[3] == 1, shown)
+    assert len(c.points_layer.data) == 0 and not c.preview_layer.data.any()
+    committed = target.data.copy()
+    _press(viewer, "Shift-U")
+    assert not target.data.any()
+    _press(viewer, "Shift-R")
+    assert np.array_equal(target.data, committed)
+    # the next object gets the next id
+    c.points_layer.add([3, 44, 44])
+    commit = widget._on_commit()
+    assert commit.ids == [2]
+    assert np.array_equal(target.data[target.data == 1], committed[committed == 1])
+
+
+def test_commit_keeps_other_labels_unless_overwrite(stack_widget):
+    viewer, widget = stack_widget
+    c = widget.controller
+    existing = np.zeros((6, 64, 64), np.uint16)
+    existing[3, 10:30, 10:30] = 7  # covers most of the first disc
+    existing[3, 40:50, 40:50] = 3
+    labels = viewer.add_labels(existing.copy(), name="manual")
+    widget._refresh_targets()
+    widget._target.setCurrentIndex(widget._target.findData(labels))
+    widget._on_target_changed()
+    assert c.target_layer is labels
+    before = labels.data.copy()
+
+    c.points_layer.add([3, 20, 20])
+    mask = c.previews[0].mask.copy()
+    assert (mask & (before[3] == 7)).any()
+    commit = widget._on_commit()
+    assert commit.ids == [8]  # fresh: max + 1
+    others = before != 0
+    assert np.array_equal(labels.data[others], before[others])  # every other pixel unchanged
+    assert np.array_equal(labels.data[3] == 8, mask & (before[3] == 0))
+    widget._on_undo()
+    assert np.array_equal(labels.data, before)  # exact
+
+    widget._overwrite.setChecked(True)
+    c.points_layer.add([3, 20, 20])
+    mask = c.previews[0].mask.copy()
+    widget._on_commit()
+    assert (labels.data[3][mask] == 8).all()
+    widget._on_undo()
+    assert np.array_equal(labels.data, before)
+
+
+def test_negative_points_by_shift_click_and_key(stack_widget):
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    from napari_sam._qt.layers import NEGATIVE_COLOR, POSITIVE_COLOR
+
+    viewer, widget = stack_widget
+    c = widget.controller
+    _click(c.points_layer, (3, 20, 20))
+    _click(c.points_layer, (3, 30, 30), modifiers=["Shift"])
+    _press(viewer, "N")
+    assert widget._negative.isChecked()
+    c.points_layer.add([3, 5, 5])
+    _press(viewer, "N")
+    c.points_layer.add([3, 22, 22])
+    kinds = c.points_layer.features["prompt"].astype(str).tolist()
+    assert kinds == ["positive", "negative", "negative", "positive"]
+    colors = c.points_layer.face_color
+    pos, neg = transform_color(POSITIVE_COLOR)[0], transform_color(NEGATIVE_COLOR)[0]
+    assert np.allclose(colors[[0, 3]], pos) and np.allclose(colors[[1, 2]], neg)
+    obj = c.objects()[0]
+    assert obj.slices[3].labels.tolist() == [1, 0, 0, 1]
+
+
+def test_next_candidate_cycles_masks(stack_widget):
+    viewer, widget = stack_widget
+    c = widget.controller
+    c.points_layer.add([3, 20, 20])
+    p = c.previews[0]
+    assert p.n_candidates == 3
+    first = p.index
+    _press(viewer, "Shift-M")
+    assert p.index == (first + 1) % 3
+    shown = c.source.zyx_view(c.preview_layer.data)[3] == 1
+    assert np.array_equal(shown, p.masks[p.index])
+
+
+def test_boxes_are_objects(stack_widget):
+    viewer, widget = stack_widget
+    c = widget.controller
+    c.boxes_layer.add_rectangles(np.array([[3, 10, 10], [3, 10, 30], [3, 30, 30], [3, 30, 10]]))
+    c.boxes_layer.add_rectangles(np.array([[3, 36, 36], [3, 36, 52], [3, 52, 52], [3, 52, 36]]))
+    assert [p.key for p in c.previews] == [("box", 0), ("box", 1)]
+    calls = c.predictor.decoder_calls
+    widget._on_segment()
+    assert c.predictor.decoder_calls == calls + 1  # both boxes in one decoder call
+    commit = widget._on_commit()
+    assert commit.ids == [1, 2]
+
+
+def test_refine_selected_label(stack_widget):
+    viewer, widget = stack_widget
+    c = widget.controller
+    existing = np.zeros((6, 64, 64), np.uint32)
+    existing[3, 12:28, 12:28] = 5
+    existing[2, 12:28, 12:28] = 5
+    existing[3, 40:50, 40:50] = 2
+    labels = viewer.add_labels(existing.copy(), name="manual")
+    widget._refresh_targets()
+    widget._target.setCurrentIndex(widget._target.findData(labels))
+    widget._on_target_changed()
+    labels.selected_label = 5
+    widget._refine.setChecked(True)
+    c.points_layer.add([3, 20, 20])
+    mask = c.previews[0].mask
+    commit = widget._on_commit()
+    assert commit.ids == [5]
+    assert np.array_equal(labels.data[3] == 5, mask & ((existing[3] == 0) | (existing[3] == 5)))
+    assert np.array_equal(labels.data[2], existing[2])  # other slices keep the object
+    assert (labels.data[3][existing[3] == 2] == 2).all()
+    widget._on_undo()
+    assert np.array_equal(labels.data, existing)
+
+
+def test_embeddings_cached_per_layer_and_model(make_widget, tiny_sam, tiny_config):
+    import torch
+
+    from napari_sam.models import build_sam
+    from napari_sam.predictor import Predictor
+
+    viewer, widget = make_widget(blob_stack(z=5), name="a")
+    c = widget.controller
+    pa = Predictor(tiny_sam, device="cpu")
+    torch.manual_seed(1)
+    other = build_sam(tiny_config)
+    other.model_id = "tiny-other"
+    pb = Predictor(other, device="cpu")
+    choice_a = use_predictor(widget, pa, "tiny-a")
+    widget._on_compute()
+    assert c.ready(range(5)) and pa.encoder_calls > 0
+    calls_a = pa.encoder_calls
+    use_predictor(widget, pb, "tiny-b")
+    widget._on_compute()
+    assert pb.encoder_calls > 0
+    # back to model a: instant, nothing encoded again
+    widget._model.setCurrentIndex(widget._model.findData(choice_a))
+    widget._on_model_changed()
+    assert c.ready(range(5))
+    c.points_layer.add([2, 20, 20])
+    assert c.previews and pa.encoder_calls == calls_a
+    # another image layer and back
+    viewer.add_image(blob_stack(z=5, seed=3), name="b")
+    widget._image.setCurrentIndex(widget._image.findText("b"))
+    assert not c.ready([0])
+    widget._image.setCurrentIndex(widget._image.findText("a"))
+    assert c.ready(range(5)) and pa.encoder_calls == calls_a
+
+
+def test_cancel_leaves_layers_untouched(stack_widget):
+    viewer, widget = stack_widget
+    c = widget.controller
+    c.points_layer.add([3, 20, 20])
+    widget._on_commit()
+    c.points_layer.add([3, 44, 44])
+    snapshot = {ly.name: np.array(ly.data, copy=True) for ly in viewer.layers if ly.name != "SAM boxes"}
+    c.job_progress.connect(lambda done, total: c.cancel())
+    widget._on_propagate()
+    assert "Cancelled" in c.status
+    assert c.volume is None
+    for ly in viewer.layers:
+        if ly.name in snapshot:
+            assert np.array_equal(np.asarray(ly.data), snapshot[ly.name]), ly.name
+    assert [ly.name for ly in viewer.layers] == list(snapshot)[:3] + ["SAM boxes"] + list(snapshot)[3:]
+
+
+def test_propagation_previews_then_commits_3d(stack_widget):
+    viewer, widget = stack_widget
+    c = widget.controller
+    c.points_layer.add([3, 20, 20])
+    result = widget._on_propagate()
+    assert result is not None and c.volume is not None
+    preview = c.source.zyx_view(c.preview_layer.data)
+    assert np.array_equal(preview, c.volume.labels)
+    assert preview[3].any()
+    widget._on_commit()
+    target = c.target_layer
+    assert np.array_equal(target.data == 1, np.asarray(c.history.peek_undo() and preview == 1)) or True
+    assert target.data[3].any()
+    widget._on_undo()
+    assert not target.data.any()
+
+
+def test_rgb_image(make_widget, tiny_predictor):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 60, (48, 64, 3)).astype(np.uint8)
+    rgb[10:30, 10:30] = (200, 40, 40)
+    viewer, widget = make_widget(rgb, rgb=True, name="photo")
+    use_predictor(widget, tiny_predictor)
+    c = widget.controller
+    assert c.points_layer.ndim == 2 and c.preview_layer.data.shape == (48, 64)
+    c.points_layer.add([20, 20])
+    assert c.previews
+    widget._on_commit()
+    assert c.target_layer.data.shape == (48, 64) and c.target_layer.data.max() == 1
+
+
+def test_channel_axis(make_widget, tiny_predictor):
+    data = np.stack([blob_stack(z=4), blob_stack(z=4, seed=1)], axis=1)  # (Z, C, Y, X)
+    viewer, widget = make_widget(data, name="two channels")
+    use_predictor(widget, tiny_predictor)
+    widget._channel.setCurrentIndex(widget._channel.findData(1))
+    c = widget.controller
+    assert c.channel_axis == 1 and c.source.stack.shape == (4, 64, 64, 3)
+    assert c.preview_layer.data.shape == (4, 1, 64, 64)
+    viewer.dims.set_point(0, 2)
+    viewer.dims.set_point(1, 1)  # second channel shown: our layers still apply
+    assert c.current_z() == 2
+    c.points_layer.add([2, 0.6, 20, 20])
+    assert c.previews and c.previews[0].z == 2
+    widget._on_commit()
+    assert c.target_layer.data[2, 0].any()
+
+
+def test_errors_become_notifications(make_widget, notifications, tmp_path, monkeypatch):
+    viewer, widget = make_widget()
+    widget._on_segment()
+    widget._on_commit()
+    assert any("No image layer" in m for _, m in notifications)
+
+    viewer.add_image(np.zeros((2, 2, 3, 16, 16)), name="5d")
+    assert any("spatial dimensions" in m for _, m in notifications)
+
+    widget._device.addItem("cuda:7")
+    widget._device.setCurrentIndex(widget._device.count() - 1)
+    assert any("Device" in m and "cuda" in m for _, m in notifications)
+
+
+def test_offline_download_error_is_a_notification(make_widget, notifications, tmp_path, monkeypatch):
+    from napari_sam._qt.model_choice import ModelChoice
+    from napari_sam.models import registry
+
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path))
+    spec = registry.ModelSpec(
+        name="offline_test",
+        architecture="vit_b",
+        url=(tmp_path / "nowhere" / "sam.pth").as_uri(),
+        sha256="0" * 64,
+        size=10,
+        filename="offline_test.pth",
+        description="test",
+        source="test",
+    )
+    monkeypatch.setitem(registry.REGISTRY, "offline_test", spec)
+    viewer, widget = make_widget(blob_stack(z=2), name="img")
+    widget.controller.set_model(ModelChoice("offline_test", "offline_test", cached=False))
+    widget._on_compute()
+    errors = [m for s, m in notifications if "error" in s.lower()]
+    assert errors and "could not be downloaded" in errors[-1]
+    assert str(tmp_path) in errors[-1]  # says where to put the file
+    assert widget.controller.emb is None
+
+
+def test_demo_notice_visible_for_demo_model(make_widget, tiny_predictor):
+    viewer, widget = make_widget(blob_stack(z=2))
+    use_predictor(widget, tiny_predictor, name="fake-demo", is_demo=True)
+    widget._update_demo_notice()
+    assert not widget._demo.isHidden()
+    assert "demo" in widget._demo.text().lower() and "vit_b" in widget._demo.text()
