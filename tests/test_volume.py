@@ -8,6 +8,7 @@ path) and the bundled demo model on synthetic nuclei (quality).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -460,3 +461,214 @@ def test_label_dtype_fits_the_ids():
     assert res.labels.dtype == np.uint16 and set(np.unique(res.labels)) == {0, 300}
     res = segment_volume(OracleStack(gt), {70000: SlicePrompt(8, box=[14, 14, 26, 26])})
     assert res.labels.dtype == np.uint32
+
+
+# ------------------------------------------------------------------ real decoder (tiny model)
+def _record_calls(predictor):
+    calls = []
+    inner = predictor.predict_batch
+
+    def wrapped(embedding=None, points=None, labels=None, boxes=None, mask_inputs=None,
+                multimask=True, upsample=True):
+        n = len(next(v for v in (points, boxes, mask_inputs) if v is not None))
+        calls.append(dict(n=n, points=points is not None, boxes=boxes is not None,
+                          masks=mask_inputs is not None, multimask=multimask))
+        return inner(embedding=embedding, points=points, labels=labels, boxes=boxes,
+                     mask_inputs=mask_inputs, multimask=multimask, upsample=upsample)
+
+    predictor.predict_batch = wrapped
+    return calls
+
+
+def test_real_decoder_path_with_a_tiny_model(tiny_sam):
+    from napari_sam.embeddings import embed
+
+    rng = np.random.default_rng(0)
+    stack = rng.random((6, 48, 40)).astype(np.float32)
+    emb = embed(stack, tiny_sam, batch_size=6)
+    calls = _record_calls(emb.predictor)
+    before = emb.predictor.decoder_calls
+    prompts = {
+        1: SlicePrompt(2, points=[[10, 10]]),  # single click: multimask group
+        2: SlicePrompt(2, points=[[30, 20], [35, 25]], labels=[1, 0]),  # points group
+        3: SlicePrompt(2, points=[[20, 30]]),  # joins object 1's call
+        4: {"slice": 2, "box": [5, 5, 20, 30]},  # box group
+        5: {"slice": 2, "mask": disk((48, 40), (24, 20), 6), "points": [[24, 20]]},
+        6: [{"slice": 4, "mask": disk((48, 40), (30, 10), 5)}],  # no decoder call
+    }
+    res = segment_volume(emb, prompts, iou_threshold=0.0, area_factor=np.inf, min_area=1,
+                         max_slices=2)
+    assert res.labels.shape == (6, 48, 40) and res.labels.dtype == np.uint8
+    assert emb.predictor.decoder_calls - before == res.decoder_calls == len(calls)
+    first = calls[:4]  # the annotation pass on slice 2: one call per prompt kind
+    kinds = sorted((c["points"], c["boxes"], c["masks"], c["multimask"], c["n"]) for c in first)
+    assert kinds == [(False, True, False, False, 1), (True, False, False, False, 1),
+                     (True, False, False, True, 2), (True, False, True, False, 1)]
+    # propagation decodes every live object of a slice together, with one prompt kind
+    assert all(c["boxes"] and c["masks"] and not c["points"] for c in calls[4:])
+    # slice 2: 4 annotation calls (+ at most one per sweep direction)
+    assert 4 <= res.calls_per_slice[2] <= 6 and np.delete(res.calls_per_slice, 2).max() <= 2
+    np.testing.assert_array_equal(res.labels[4] == 6, disk((48, 40), (30, 10), 5)
+                                  & (res.labels[4] == 6))
+    assert res.scores[6][4] == 1.0
+    for mode in ("points", "center", "box"):
+        r = segment_volume(emb, {1: SlicePrompt(3, box=[5, 5, 30, 30])}, mode=mode,
+                           iou_threshold=0.0, area_factor=np.inf, min_area=1)
+        assert r.labels.shape == (6, 48, 40)
+        assert set(r.stop_reasons[1].values()) <= set(STOP_REASONS)
+
+
+# ------------------------------------------------------------- quality with the demo model
+QUALITY_SEEDS = (10000, 10001, 10003)  # held out: the trainer uses seeds < 10000
+
+
+@pytest.fixture(scope="module")
+def demo_model():
+    if not DEMO_WEIGHTS.exists():
+        pytest.skip(f"demo model not trained yet: {DEMO_WEIGHTS} does not exist")
+    import napari_sam as ns
+
+    return ns.load_model("demo")
+
+
+@pytest.fixture(scope="module")
+def nuclei_cases(demo_model):
+    """Synthetic 3D nuclei volumes (32, 128, 128) with their demo-model embeddings."""
+    from napari_sam.embeddings import embed
+    from napari_sam.synthetic import nuclei_3d
+
+    cases = []
+    for seed in QUALITY_SEEDS:
+        sample = nuclei_3d(seed=seed)
+        emb = embed(sample.image, demo_model, batch_size=8, cache_size=64, compute=True)
+        cases.append((sample, emb))
+    return cases
+
+
+def deepest_point(mask2d):
+    """Where a user clicks: the pixel deepest inside the object."""
+    from scipy import ndimage as ndi
+
+    d = ndi.distance_transform_edt(np.pad(mask2d, 1))[1:-1, 1:-1]
+    return np.array(np.unravel_index(np.argmax(d), d.shape), float)
+
+
+def object_slices(gt, i):
+    return np.flatnonzero((gt == i).any((1, 2)))
+
+
+def evaluate(pred, gt):
+    """Per GT object: 3D IoU with the prediction of the same id, and the fraction of the
+    predicted pixels that lie on other GT objects (leak)."""
+    ious, leaks = {}, {}
+    for i in np.unique(gt)[1:]:
+        p, g = pred == i, gt == i
+        ious[int(i)] = (p & g).sum() / max((p | g).sum(), 1)
+        leaks[int(i)] = (p & (gt > 0) & ~g).sum() / max(p.sum(), 1)
+    return ious, leaks
+
+
+def one_click_prompts(gt):
+    prompts = {}
+    for i in np.unique(gt)[1:]:
+        zs = object_slices(gt, i)
+        z = int(zs[len(zs) // 2])
+        prompts[int(i)] = [SlicePrompt(z, points=[deepest_point(gt[z] == i)])]
+    return prompts
+
+
+def two_slice_prompts(gt):
+    prompts = {}
+    for i in np.unique(gt)[1:]:
+        zs = object_slices(gt, i)
+        chosen = sorted({int(zs[len(zs) // 4]), int(zs[(3 * len(zs)) // 4])})
+        prompts[int(i)] = [SlicePrompt(z, points=[deepest_point(gt[z] == i)]) for z in chosen]
+    return prompts
+
+
+@pytest.fixture(scope="module")
+def one_click_results(nuclei_cases):
+    out = []
+    for sample, emb in nuclei_cases:
+        t0 = time.perf_counter()
+        res = segment_volume(emb, one_click_prompts(sample.labels))
+        out.append((res, time.perf_counter() - t0))
+    return out
+
+
+@pytest.mark.slow
+def test_demo_one_click_per_nucleus_segments_the_volume(nuclei_cases, one_click_results):
+    all_ious, worst_leak = [], 0.0
+    for (sample, _), (res, secs) in zip(nuclei_cases, one_click_results):
+        ious, leaks = evaluate(res.labels, sample.labels)
+        all_ious += list(ious.values())
+        worst = max(leaks, key=leaks.get)
+        worst_leak = max(worst_leak, leaks[worst])
+        print(f"seed {sample.seed}: {len(ious)} nuclei, mean 3D IoU {np.mean(list(ious.values())):.3f}, "
+              f"worst leak {leaks[worst]:.3f} (object {worst}), {secs:.1f} s")
+        assert leaks[worst] < 0.05, f"object {worst} leaks {leaks[worst]:.1%} into neighbours"
+    print(f"overall mean 3D IoU {np.mean(all_ious):.3f} over {len(all_ious)} nuclei")
+    assert np.mean(all_ious) >= 0.75
+
+
+@pytest.mark.slow
+def test_demo_two_annotated_slices_do_at_least_as_well_as_one(nuclei_cases, one_click_results):
+    one, two = [], []
+    for (sample, emb), (res1, _) in zip(nuclei_cases, one_click_results):
+        res2 = segment_volume(emb, two_slice_prompts(sample.labels))
+        one += list(evaluate(res1.labels, sample.labels)[0].values())
+        ious2, leaks2 = evaluate(res2.labels, sample.labels)
+        two += list(ious2.values())
+        assert max(leaks2.values()) < 0.05
+    print(f"mean 3D IoU: one click {np.mean(one):.3f}, two annotated slices {np.mean(two):.3f}")
+    assert np.mean(two) >= np.mean(one)
+
+
+@pytest.mark.slow
+def test_demo_stop_markers_and_the_stack_edge_are_respected_exactly(nuclei_cases):
+    sample, emb = nuclei_cases[0]
+    gt = sample.labels
+    ids = np.unique(gt)[1:]
+    spans = {int(i): object_slices(gt, i) for i in ids}
+    # the tallest nucleus, stopped two slices above and below its middle
+    tall = max(spans, key=lambda i: len(spans[i]))
+    mid = int(spans[tall][len(spans[tall]) // 2])
+    # the nucleus with the largest area on the first slice, clicked there
+    edge = int(np.bincount(gt[0].ravel(), minlength=2)[1:].argmax() + 1)
+    prompts = {
+        tall: [SlicePrompt(mid, points=[deepest_point(gt[mid] == tall)]),
+               SlicePrompt(mid + 2, stop=True), SlicePrompt(mid - 2, stop=True)],
+        edge: [SlicePrompt(0, points=[deepest_point(gt[0] == edge)])],
+    }
+    res = segment_volume(emb, prompts)
+    present = np.flatnonzero((res.labels == tall).any((1, 2)))
+    np.testing.assert_array_equal(present, [mid - 1, mid, mid + 1])
+    assert res.stop_reasons[tall] == {"up": "stop_marker", "down": "stop_marker"}
+    assert res.slice_range[edge][0] == 0 and res.stop_reasons[edge]["down"] == "edge"
+    assert (res.labels[0] == edge).sum() > 0.5 * (gt[0] == edge).sum()
+
+
+@pytest.mark.slow
+def test_demo_twenty_objects_take_as_many_decoder_calls_per_slice_as_one(nuclei_cases):
+    sample, emb = max(nuclei_cases, key=lambda c: max(
+        len(np.unique(c[0].labels[z])) for z in range(c[0].labels.shape[0])))
+    gt = sample.labels
+    z = int(np.argmax([len(np.unique(gt[k])) for k in range(gt.shape[0])]))
+    ids = [int(i) for i in np.unique(gt[z])[1:]]
+    if len(ids) < 20:
+        pytest.fail(f"need 20 nuclei on one slice, slice {z} of seed {sample.seed} has {len(ids)}")
+    # all 20 on the same slice; the 1-object run uses the one spanning most slices
+    ids = sorted(ids, key=lambda i: -len(object_slices(gt, i)))[:20]
+    prompts = {i: SlicePrompt(z, points=[deepest_point(gt[z] == i)]) for i in ids}
+    calls = _record_calls(emb.predictor)
+    r1 = segment_volume(emb, {ids[0]: prompts[ids[0]]})
+    n1 = len(calls)
+    r20 = segment_volume(emb, prompts)
+    sizes = [c["n"] for c in calls[n1:]]
+    del emb.predictor.predict_batch  # back to the class method
+    print(f"decoder calls: 1 object {r1.decoder_calls}, 20 objects {r20.decoder_calls}; "
+          f"prompts per call {sizes}")
+    assert r1.calls_per_slice.max() == r20.calls_per_slice.max() == 1
+    assert sizes[0] == 20 and max(sizes) == 20
+    lo, hi = r1.slice_range[ids[0]]
+    np.testing.assert_array_equal(r20.calls_per_slice[lo : hi + 1], r1.calls_per_slice[lo : hi + 1])

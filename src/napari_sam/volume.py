@@ -649,10 +649,12 @@ class _Record:
 def _upsample_logits(logits: torch.Tensor, emb, img_size: int) -> torch.Tensor:
     """(N, 4E, 4E) low-resolution logits -> (N, H, W) float logits, as the predictor does."""
     x = logits[:, None].float()
-    x = F.interpolate(x, (img_size, img_size), mode="bilinear", align_corners=False)
+    if tuple(x.shape[-2:]) != (img_size, img_size):
+        x = F.interpolate(x, (img_size, img_size), mode="bilinear", align_corners=False)
     h, w = emb.input_size
     x = x[..., :h, :w]
-    x = F.interpolate(x, tuple(emb.original_size), mode="bilinear", align_corners=False)
+    if (h, w) != tuple(emb.original_size):  # same size: bilinear would be the identity
+        x = F.interpolate(x, tuple(emb.original_size), mode="bilinear", align_corners=False)
     return x[:, 0]
 
 
