@@ -893,8 +893,12 @@ class _Propagator:
                 if c.state.prev_centroid is not None:
                     shifts[i] = c.state.centroid - c.state.prev_centroid
         emb = self.emb[z]
-        logits, scores = self._decode(z, multimask=False, **self._prompts(live, shifts, emb))
-        logits, scores = logits[:, 0], scores[:, 0]
+        # a single centre point is ambiguous: keep the best of three candidates
+        logits, scores = self._decode(z, multimask=self.mode == "center",
+                                      **self._prompts(live, shifts, emb))
+        best = scores.argmax(1)
+        idx = torch.arange(n, device=best.device)
+        logits, scores = logits[idx, best], scores[idx, best]
         full = _upsample_logits(logits, emb, self.img_size)
         masks = full > self.thr
         area, boxes, cents = _mask_stats(masks)
@@ -981,7 +985,8 @@ def segment_volume(
     mode : {"auto", "box", "box+mask", "points", "center"}
         How the next slice is prompted from the previous mask: its box; its box plus its
         low-resolution logits as a mask prompt; distance-transform maxima as positives with
-        negatives just outside the mask; a single centre point. ``"auto"`` is "box+mask"
+        negatives just outside the mask; a single centre point (best of three candidates).
+        ``"auto"`` is "box+mask"
         for both "z" and "t" (best on our synthetic nuclei; see docs/benchmarks.md).
     iou_threshold : float
         Stop when a new mask's IoU with the previous slice's mask is below this.
