@@ -64,17 +64,18 @@ def test_ui_not_blocked_while_embedding_and_propagating(make_widget, mid_predict
     viewer, widget = make_widget(blob_stack(z=10, size=96), sync=False)
     use_predictor(widget, mid_predictor, "mid")
     c = widget.controller
+    viewer.dims.set_point(0, 5)
     with GapMeter() as embed_gaps:
         widget._on_compute()
         assert c.job is not None and c.job.running
+        c.points_layer.add([5, 20, 20])  # a click while the job runs: previewed afterwards
+        assert not c.previews and "Waiting" in c.status
         _wait(qtbot, c)
     assert c.ready(range(10))
+    assert c.previews and c.previews[0].z == 5
     elapsed = embed_gaps.ticks[-1] - embed_gaps.ticks[0]
     assert elapsed > 1.0, "the job was too short to measure anything"
 
-    viewer.dims.set_point(0, 5)
-    c.points_layer.add([5, 20, 20])
-    assert c.previews
     # a second image: the propagation job computes its embeddings and then propagates
     viewer.add_image(blob_stack(z=10, size=96, seed=4), name="second")
     widget._image.setCurrentIndex(widget._image.findText("second"))

@@ -72,7 +72,7 @@ class AnnotationController:
         self._rendered: set[int] | None = set()  # slices drawn in the preview (None: all)
         self._muted = False
         self._negative_click = False
-        self._pending = None
+        self._pending = False
         viewer.layers.events.removed.connect(self._on_layer_removed)
 
     # ------------------------------------------------------------------ status
@@ -272,7 +272,13 @@ class AnnotationController:
                 self.job = None
                 self.job_changed.emit(None)
             if job.cancelled:
+                self._pending = False
                 self._say(f"Cancelled: {job.description}. Nothing was changed.")
+            elif self._pending:  # prompts arrived while the job ran
+                from .notify import guarded
+
+                self._pending = False
+                guarded(self.update_preview)()
 
         def errored(err):
             from .notify import report
@@ -385,7 +391,8 @@ class AnnotationController:
                 batch = list(range(z, min(z + 4, src.n_slices)))
                 self.compute_embeddings(batch, then=self.update_preview)
             else:
-                self._say("Waiting for the embeddings; the preview follows.")
+                self._pending = True
+                self._say("Waiting for the running job; the preview follows.")
             return self.previews
         emb = self.emb[z]
         self.previews = decode_slice(self.predictor, emb, z, on_slice, self._mask_inputs(z, emb))
