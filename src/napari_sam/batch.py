@@ -1313,6 +1313,7 @@ def _run_auto(job: Job, ctx: Context, model) -> dict:
     from napari_sam import __version__
 
     work = prepare_auto_work(job, ctx)
+    resumed = len(list(work.glob("z*.npz")))
     bar = _Bar(ctx, f"{job.name}: segment")
     try:
         auto_slices(job, ctx, model, progress=bar)
@@ -1347,7 +1348,7 @@ def _run_auto(job: Job, ctx: Context, model) -> dict:
     ]
     nio.write_sidecar(job.output, model=_model_record(ctx, model), version=__version__,
                       parameters=ctx.signature(), objects=records, input_path=job.input,
-                      extra={"slices": n})
+                      extra={"slices": n, "resumed_slices": resumed, "link": link})
     if ctx.preview:
         _preview_from_arrays(job, opened, final_slice, len(records))
     opened.stack.release()

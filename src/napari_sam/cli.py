@@ -271,7 +271,8 @@ examples:
   napari-sam auto "data/*.tif" -o out/ --model my_model.pt
 
 IMAGES and LABELS are paired in sorted order: the same number of files, same shapes.
-The checkpoint is written atomically after each improving epoch, with a JSON sidecar.
+The checkpoint (and FILE.json: architecture, data, metrics) is written atomically after
+each improving epoch; Ctrl-C keeps the last good one.
 """
 
 _EPILOG_SAMPLE = """\
@@ -401,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("images", metavar="IMAGES", help="image files, a directory or a quoted glob")
     pt.add_argument("labels", metavar="LABELS", help="label files, a directory or a quoted glob")
     pt.add_argument("-o", "--output", required=True, metavar="FILE.pt",
-                    help="checkpoint to write (plus FILE.pt.json)")
+                    help="checkpoint to write (plus its JSON sidecar FILE.json)")
     g = pt.add_argument_group("training")
     g.add_argument("--epochs", type=_positive_int, default=10, metavar="N")
     g.add_argument("--lr", type=_positive_float, default=1e-4, metavar="F")
@@ -458,6 +459,12 @@ def _cmd_models(args) -> int:
         return 0
     if action == "download":
         _check_model_name(args.name)
+        if args.quiet:
+            import logging
+
+            import pooch
+
+            pooch.get_logger().setLevel(logging.WARNING)  # pooch's own, unregistered logger
         path = registry.fetch(args.name, progress=not args.quiet, url=args.url)
         print(path)
         return 0
