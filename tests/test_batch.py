@@ -385,3 +385,41 @@ def test_embed_job_writes_a_reusable_store(tmp_path, tiny_model_path):
     emb = embed(stack, model, store=job.output)
     emb.compute()
     assert emb.encoder_calls == 0  # everything came from the store
+
+
+# ----------------------------------------------------------------------------- dask.distributed
+
+
+def _labels_of(results) -> dict[str, np.ndarray]:
+    return {Path(r.input).name: np.asarray(nio.read_image(r.output).data) for r in results}
+
+
+@pytest.mark.slow
+def test_local_cluster_matches_serial_and_loads_the_model_once_per_worker(tmp_path,
+                                                                          tiny_model_path):
+    pytest.importorskip("distributed")
+    inputs = [_stack(tmp_path / f"s{i}.tif", seed=i) for i in range(4)]
+    prompts = {"": {1: [{"slice": 2, "box": [5, 5, 30, 30]}], 2: [{"slice": 4, "points": [[24, 24]]}]}}
+    kw = dict(command="segment", model=str(tiny_model_path), device="cpu", quiet=True,
+              params={"iou_threshold": 0.0, "min_area": 0})
+    serial_ctx = batch.Context(out_dir=tmp_path / "serial", **kw)
+    serial = batch.run_jobs(batch.make_jobs(inputs, serial_ctx, prompts), serial_ctx)
+    assert [r.status for r in serial] == ["done"] * 4
+    dask_ctx = batch.Context(out_dir=tmp_path / "dask", **kw)
+    seen = []
+    results = batch.run_jobs(batch.make_jobs(inputs, dask_ctx, prompts), dask_ctx, workers=2,
+                             on_result=seen.append)
+    assert [r.status for r in results] == ["done"] * 4, [r.reason for r in results]
+    assert len(seen) == 4 and [r.input for r in results] == [str(p) for p in inputs]
+    pids = {r.pid for r in results}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+    # each worker process loaded the model once and reused it for its other files
+    assert sum(r.model_loaded for r in results) == len(pids)
+    a, b = _labels_of(serial), _labels_of(results)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+        assert a[name].max() >= 1
+    for r in results:  # workers used the same atomic rule: sidecar complete, no temporaries
+        assert nio.is_complete(r.output, r.input)
+    assert not [p for p in (tmp_path / "dask").iterdir() if p.name.endswith(".tmp")]
