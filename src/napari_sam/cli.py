@@ -268,6 +268,7 @@ _EPILOG_TRAIN = """\
 examples:
   napari-sam sample nuclei-2d -o train/ -n 20
   napari-sam train train/ train/ground_truth/ -o my_model.pt --epochs 5
+  napari-sam train "train/*.tif" --labels "train/ground_truth/*.tif" -o my_model.pt
   napari-sam auto "data/*.tif" -o out/ --model my_model.pt
 
 IMAGES and LABELS are paired in sorted order: the same number of files, same shapes.
@@ -400,7 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "instance labels (simulated point and box prompts).",
                         formatter_class=_Formatter, epilog=_EPILOG_TRAIN)
     pt.add_argument("images", metavar="IMAGES", help="image files, a directory or a quoted glob")
-    pt.add_argument("labels", metavar="LABELS", help="label files, a directory or a quoted glob")
+    pt.add_argument("labels", metavar="LABELS", nargs="?",
+                    help="label files, a directory or a quoted glob (or --labels LABELS)")
+    pt.add_argument("--labels", dest="labels_opt", metavar="LABELS", help=argparse.SUPPRESS)
     pt.add_argument("-o", "--output", required=True, metavar="FILE.pt",
                     help="checkpoint to write (plus its JSON sidecar FILE.json)")
     g = pt.add_argument_group("training")
@@ -717,6 +720,10 @@ def _cmd_batch(args) -> int:
 def _cmd_train(args) -> int:
     from napari_sam import batch
 
+    if (args.labels is None) == (args.labels_opt is None):
+        raise CLIError("give the label files once: `napari-sam train IMAGES LABELS -o FILE.pt` "
+                       "(or --labels LABELS)", 2)
+    labels_spec = args.labels if args.labels is not None else args.labels_opt
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise CLIError(f"{out} already exists; pass --overwrite to replace it or choose another "
@@ -724,7 +731,7 @@ def _cmd_train(args) -> int:
     if out.suffix.lower() not in (".pt", ".pth"):
         raise CLIError(f"-o {out}: the checkpoint name must end in .pt or .pth", 2)
     images = batch.collect_inputs([args.images])
-    labels = batch.collect_inputs([args.labels])
+    labels = batch.collect_inputs([labels_spec])
     if len(images) != len(labels):
         raise CLIError(f"{len(images)} image file(s) but {len(labels)} label file(s); IMAGES "
                        "and LABELS are paired in sorted order and must match one to one", 2)
