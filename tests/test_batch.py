@@ -19,7 +19,6 @@ import tifffile
 from napari_sam import batch
 from napari_sam import io as nio
 
-
 # ----------------------------------------------------------------------------- fixtures
 
 
@@ -46,7 +45,7 @@ def _stack(path: Path, shape=(6, 48, 48), seed=0, **kw) -> Path:
     z, y, x = shape
     yy, xx = np.mgrid[:y, :x]
     img = np.zeros(shape, np.uint16)
-    for k in range(3):
+    for _ in range(3):
         cy, cx = rng.integers(10, y - 10), rng.integers(10, x - 10)
         img[:, (yy - cy) ** 2 + (xx - cx) ** 2 < 40] += 1000
     img += rng.integers(0, 50, shape, dtype=np.uint16)

@@ -346,3 +346,20 @@ def test_demo_notice_visible_for_demo_model(make_widget, tiny_predictor):
     widget._update_demo_notice()
     assert not widget._demo.isHidden()
     assert "demo" in widget._demo.text().lower() and "vit_b" in widget._demo.text()
+
+
+def test_our_keys_are_not_shadowed_by_any_layer(stack_widget):
+    from napari.utils.key_bindings import coerce_keybinding
+
+    from napari_sam._qt import keys
+
+    viewer, widget = stack_widget
+    c = widget.controller
+    handler = viewer.window._qt_viewer._key_map_handler
+    for layer in (c.points_layer, c.boxes_layer, c.preview_layer, viewer.layers["blobs"]):
+        viewer.layers.selection.active = layer
+        handler.keymap_providers = [layer, viewer]
+        active = handler.active_keymap
+        for k in keys.KEYS:
+            fn = active[coerce_keybinding(k.key)]
+            assert getattr(fn, "__func__", fn).__module__ == keys.__name__, (layer.name, k.key)

@@ -304,6 +304,11 @@ class AnnotationController:
         if self.job is not None and self.job.running:
             self.job.cancel()
 
+    def close(self) -> None:
+        """Stop listening to the viewer and cancel a running job (the layers stay)."""
+        self.cancel()
+        self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
+
     # ------------------------------------------------------------------ prompts
     def _on_points_press(self, layer, event):
         self._negative_click = "Shift" in event.modifiers

@@ -77,7 +77,7 @@ class SamWidget(QWidget):
         c.status_changed.connect(lambda text: self._status.setText(text))
         c.job_changed.connect(self._on_job_changed)
         c.job_progress.connect(self._on_job_progress)
-        c.model_changed.connect(lambda *_: self._update_demo_notice())
+        c.model_changed.connect(lambda *_: self._on_model_loaded())
         c.target_changed.connect(lambda *_: self._refresh_targets())
         ev = napari_viewer.layers.events
         for e in (ev.inserted, ev.removed, ev.moved):
@@ -294,6 +294,18 @@ class SamWidget(QWidget):
             self.controller.set_model(default)
         self._update_demo_notice()
 
+    def _on_model_loaded(self):
+        """A model was loaded (maybe downloaded): refresh the cached state in the list."""
+        self._update_demo_notice()
+        try:
+            fresh = {ch.key: ch for ch in model_choices()}
+        except Exception:  # noqa: BLE001 - the list is cosmetic
+            return
+        for i in range(self._model.count()):
+            ch = self._model.itemData(i)
+            if ch is not None and not ch.is_file and ch.key in fresh:
+                self._model.setItemText(i, fresh[ch.key].label)
+
     def _update_demo_notice(self):
         self._demo.setVisible(self.controller.using_demo)
 
@@ -415,7 +427,7 @@ class SamWidget(QWidget):
         if self._closed:
             return
         self._closed = True
-        self.controller.cancel()
+        self.controller.close()
         self._keys.unbind()
         ev = self.viewer.layers.events
         for e in (ev.inserted, ev.removed, ev.moved):
