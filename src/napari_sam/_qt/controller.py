@@ -77,6 +77,8 @@ class AnnotationController:
 
     # ------------------------------------------------------------------ status
     def _say(self, text: str) -> None:
+        if self.using_demo and "demo" not in text:
+            text += " [demo model]"
         self.status = text
         self.status_changed.emit(text)
 
@@ -413,8 +415,7 @@ class AnnotationController:
             name = "point object" if p.key == POINT_OBJECT else f"box {p.key[1] + 1}"
             cand = f", candidate {p.index + 1}/{p.n_candidates}" if p.n_candidates > 1 else ""
             parts.append(f"{name}: score {p.score:.2f}{cand}")
-        demo = " [demo model]" if self.using_demo else ""
-        return "; ".join(parts) + demo + ". Shift+C commits."
+        return "; ".join(parts) + ". Shift+C commits."
 
     def next_candidate(self) -> int | None:
         multi = [p for p in self.previews if p.n_candidates > 1]
