@@ -363,3 +363,24 @@ def test_our_keys_are_not_shadowed_by_any_layer(stack_widget):
         for k in keys.KEYS:
             fn = active[coerce_keybinding(k.key)]
             assert getattr(fn, "__func__", fn).__module__ == keys.__name__, (layer.name, k.key)
+
+
+def test_precomputed_embedding_store_is_loaded(make_widget, tiny_sam, tmp_path):
+    from napari_sam.embeddings import embed
+    from napari_sam.predictor import Predictor
+
+    stack = blob_stack(z=5)
+    store = tmp_path / "emb.zarr"
+    embed(stack, tiny_sam, store=store, device="cpu", compute=True)  # e.g. `napari-sam embed`
+
+    viewer, widget = make_widget(stack, name="blobs")
+    predictor = Predictor(tiny_sam, device="cpu")
+    use_predictor(widget, predictor)
+    widget._store.setText(str(store))
+    widget._on_store_changed()
+    widget._on_compute()
+    c = widget.controller
+    assert c.ready(range(5))
+    assert predictor.encoder_calls == 0  # every slice came from the store
+    c.points_layer.add([2, 20, 20])
+    assert c.previews and c.previews[0].mask.any()
