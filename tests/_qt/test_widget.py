@@ -384,3 +384,25 @@ def test_precomputed_embedding_store_is_loaded(make_widget, tiny_sam, tmp_path):
     assert predictor.encoder_calls == 0  # every slice came from the store
     c.points_layer.add([2, 20, 20])
     assert c.previews and c.previews[0].mask.any()
+
+
+@pytest.mark.parametrize("scope", [0, 1])
+def test_segment_everything_writes_a_new_labels_layer(stack_widget, scope):
+    pytest.importorskip("napari_sam.automatic")
+    viewer, widget = stack_widget
+    c = widget.controller
+    before = {ly.name: np.array(ly.data, copy=True) for ly in viewer.layers if ly.name != "SAM boxes"}
+    widget._pps.setValue(8)
+    widget._iou.setValue(0.0)  # random weights: keep whatever comes out
+    widget._stability.setValue(0.0)
+    widget._auto_scope.setCurrentIndex(scope)
+    widget._on_automatic()
+    new = [ly for ly in viewer.layers if ly.name.startswith("automatic segmentation")]
+    assert len(new) == 1, c.status
+    assert new[0].data.shape == (6, 64, 64)
+    if scope == 0:  # current slice only
+        assert not new[0].data[[0, 1, 2, 4, 5]].any()
+        assert "z=3" in new[0].name
+    for ly in viewer.layers:  # nothing else changed
+        if ly.name in before:
+            assert np.array_equal(np.asarray(ly.data), before[ly.name])

@@ -608,13 +608,18 @@ class AnnotationController:
         def gen():
             prepared = yield from prep
             predictor, emb = prepared[3], prepared[4]
-            target = emb if whole_stack and src.is_3d else emb[z]
+            kwargs = dict(params)
+            if whole_stack and src.is_3d:
+                target = emb  # StackEmbeddings: slices reused, objects linked in 3D
+            else:
+                target = emb[z]  # one ImageEmbedding; decode on the session's device
+                kwargs["device"] = predictor.device
             if accepts_progress:
                 result = yield from with_progress(
-                    segment_everything, target, predictor.model, **params
+                    segment_everything, target, predictor.model, **kwargs
                 )
             else:
-                result = segment_everything(target, predictor.model, **params)
+                result = segment_everything(target, predictor.model, **kwargs)
                 yield 1, 1
             return prepared, result
 
