@@ -295,6 +295,15 @@ def test_embed_batch_and_reuse(work, data, tiny_model):
     proc = run_cli("embed", *_good(data), "-o", "emb", "--model", tiny_model, cwd=work,
                    check_rc=0)
     assert "0 done, 2 skipped" in proc.stdout
+    # `segment --embeddings emb` uses those stores instead of embedding again
+    stamps = {p: p.stat().st_mtime_ns for p in (work / "emb").rglob("*") if p.is_file()}
+    run_cli("segment", *_good(data), "-o", "seg-emb", "-p", _prompts(work), "--model", tiny_model,
+            "--embeddings", "emb", "--keep-work", "-q", cwd=work, check_rc=0)
+    for inp in _good(data):
+        assert nio.is_complete(work / "seg-emb" / f"{inp.stem}_labels.tif", inp)
+        assert not (work / "seg-emb" / batch.WORK_DIR / f"{inp.stem}_labels.tif"
+                    / "embeddings.zarr").exists()
+    assert {p: p.stat().st_mtime_ns for p in (work / "emb").rglob("*") if p.is_file()} == stamps
 
 
 # ----------------------------------------------------------------------------- auto

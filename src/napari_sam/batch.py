@@ -1002,11 +1002,27 @@ def _model_record(ctx: Context, model) -> dict:
     return {"name": ctx.model, "id": model_id or None, "is_demo": model_id.startswith("demo:")}
 
 
-def _embed_store(job: Job, ctx: Context) -> Path:
-    """Embedding store for a labels job: ``--embeddings DIR`` or the job's work folder."""
-    if ctx.embeddings_dir is not None:
-        return Path(ctx.embeddings_dir) / f"{stem_of(job.input)}.zarr"
-    return _work_dir(job) / "embeddings.zarr"
+def _user_embeddings(job: Job, ctx: Context, model) -> Path | None:
+    """The ``--embeddings DIR`` store of this input, when it can be reused as is.
+
+    Only a complete store (per its sidecar) made from this very input file with this very model
+    is used; anything else would be rewritten by the embedding cache, so it is left alone.
+    """
+    if ctx.embeddings_dir is None:
+        return None
+    store = Path(ctx.embeddings_dir) / f"{stem_of(job.input)}.zarr"
+    sc = nio.read_sidecar(store) or {}
+    same_model = (sc.get("model") or {}).get("id") == getattr(model, "model_id", None)
+    if same_model and nio.is_complete(store, job.input):
+        return store
+    logger.warning("not reusing %s (missing, incomplete, or made from another input or model)",
+                   store)
+    return None
+
+
+def _embed_store(job: Job, ctx: Context, model) -> Path:
+    """Embedding store of a labels job: a reusable ``--embeddings`` store, else its work folder."""
+    return _user_embeddings(job, ctx, model) or _work_dir(job) / "embeddings.zarr"
 
 
 def _run_embed(job: Job, ctx: Context, model) -> dict:
@@ -1077,7 +1093,7 @@ def _run_segment(job: Job, ctx: Context, model) -> dict:
     params = {k: v for k, v in ctx.params.items() if k in _SEGMENT_KEYS and v is not None}
     if "axis_kind" not in params:  # a time series propagates along t
         params["axis_kind"] = "t" if opened.label_axes.startswith("T") else "z"
-    store = _embed_store(job, ctx)
+    store = _embed_store(job, ctx, model)
     store.parent.mkdir(parents=True, exist_ok=True)
     emb = embed(opened.stack, model, store=store, batch_size=ctx.batch_size, device=ctx.device,
                 cache_size=_cache_size(model))
@@ -1206,11 +1222,7 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
     if not todo:
         return done_now
     params = {k: ctx.params[k] for k in AUTO_KEYS if ctx.params.get(k) is not None}
-    store = None
-    if ctx.embeddings_dir is not None:
-        store = Path(ctx.embeddings_dir) / f"{stem_of(job.input)}.zarr"
-        if not store.exists():
-            store = None
+    store = _user_embeddings(job, ctx, model)  # otherwise embeddings live in memory only
     emb = StackEmbeddings(opened.stack, model, store=store, batch_size=ctx.batch_size,
                           device=ctx.device, cache_size=max(2, ctx.batch_size))
     total = len(todo)
