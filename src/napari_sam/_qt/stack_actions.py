@@ -1,0 +1,133 @@
+"""Whole-stack actions of the annotation session: propagation and segment everything.
+
+A mixin of :class:`~napari_sam._qt.controller.AnnotationController`: both run as jobs (worker
+thread, progress, Cancel) that first make sure the embeddings exist, then call the core
+(:func:`napari_sam.segment_volume`, :func:`napari_sam.segment_everything`); only the
+``on_returned`` callbacks, on the main thread, touch layers.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+from .notify import UserError
+from .prompts import POINT_OBJECT
+from .workers import Job, with_progress
+
+__all__ = ["StackActions"]
+
+
+class StackActions:
+    """Propagation and automatic segmentation (needs the controller's attributes)."""
+
+    # ------------------------------------------------------------------ propagation
+    def propagate(self, all_objects: bool = False, **options) -> Job | None:
+        """Propagate the objects prompted on the current slice (or all) through the stack."""
+        from napari_sam.volume import SlicePrompt, segment_volume
+
+        src = self._require_image()
+        if not src.is_3d:
+            raise UserError("Propagation needs a 3D stack; this image is 2D. Use Shift+C to commit.")
+        objects = self.objects()
+        if not all_objects:
+            z = self.current_z()
+            objects = [o for o in objects if z in o.slices]
+        if not objects:
+            raise UserError(
+                "No prompts to propagate: click the object (or draw a box) on this slice first."
+            )
+        refine = self._refine_id(None)
+        prompts, replaces = {}, {}
+        for i, obj in enumerate(objects, start=1):
+            slices = []
+            for z, sp in sorted(obj.slices.items()):
+                slices.append(
+                    SlicePrompt(
+                        slice=z,
+                        points=sp.points if len(sp.points) else None,
+                        labels=sp.labels if len(sp.points) else None,
+                        box=sp.box,
+                    )
+                )
+            prompts[i] = slices
+            if obj.key == POINT_OBJECT and refine:
+                replaces[i] = refine
+        prep = self._prepare_gen(None)
+        axis_kind = self.axis_kind
+
+        def gen():
+            prepared = yield from prep
+            result = yield from with_progress(
+                segment_volume, prepared[4], prompts, axis_kind=axis_kind, **options
+            )
+            return prepared, result
+
+        def done(value):
+            prepared, result = value
+            self._adopt(*prepared)
+            self.previews, self.volume, self._volume_replaces = [], result, replaces
+            self._render()
+            lo_hi = [f"{a}-{b}" for a, b in (result.slice_range[i] for i in result.object_ids)]
+            self._say(
+                f"Propagated {len(result.object_ids)} object(s) over slices "
+                f"{', '.join(lo_hi)}. Check the preview, then Shift+C commits."
+            )
+
+        return self._start(gen(), "Propagating through the stack", done)
+
+    # ------------------------------------------------------------------ automatic
+    def segment_everything(self, whole_stack: bool = False, **params) -> Job | None:
+        """Automatic segmentation of the current slice (or the stack) into a new labels layer."""
+        try:
+            from napari_sam.automatic import segment_everything
+        except ImportError:
+            raise UserError(
+                "Automatic segmentation is not available in this installation (napari_sam."
+                "automatic is missing); update napari-sam-stacks."
+            ) from None
+        src = self._require_image()
+        z = self.current_z()
+        indices = None if whole_stack else [z]
+        prep = self._prepare_gen(indices)
+        accepts_progress = "progress" in inspect.signature(segment_everything).parameters
+
+        def gen():
+            prepared = yield from prep
+            predictor, emb = prepared[3], prepared[4]
+            kwargs = dict(params)
+            if whole_stack and src.is_3d:
+                target = emb  # StackEmbeddings: slices reused, objects linked in 3D
+            else:
+                target = emb[z]  # one ImageEmbedding; decode on the session's device
+                kwargs["device"] = predictor.device
+            if accepts_progress:
+                result = yield from with_progress(
+                    segment_everything, target, predictor.model, **kwargs
+                )
+            else:
+                result = segment_everything(target, predictor.model, **kwargs)
+                yield 1, 1
+            return prepared, result
+
+        def done(value):
+            prepared, result = value
+            self._adopt(*prepared)
+            labels = np.asarray(getattr(result, "labels", result))
+            full = np.zeros(src.shape, dtype=np.uint32)
+            if labels.ndim == 3:
+                full[...] = labels
+            else:
+                full[z] = labels
+            name = "automatic segmentation" + ("" if whole_stack or not src.is_3d else f" z={z}")
+            scale, translate = src.derived_geometry(
+                self.image_layer.scale, self.image_layer.translate
+            )
+            self.viewer.add_labels(src.to_layer(full), name=name, scale=scale, translate=translate)
+            self.viewer.layers.selection.active = self.points_layer
+            n = len(np.unique(full)) - 1
+            self._say(f"Segment everything: {n} objects in a new layer '{name}'.")
+
+        what = "the stack" if whole_stack else "this slice"
+        return self._start(gen(), f"Segmenting everything in {what}", done)
