@@ -172,39 +172,52 @@ def test_prompts_json_forms(tmp_path):
 # ----------------------------------------------------------------------------- linking
 
 
-def test_link_slices_links_by_overlap_and_drops_short_objects():
-    a = np.zeros((4, 10, 10), np.uint16)
-    a[0:3, 1:4, 1:4] = 1  # object A on slices 0-2 (local ids shuffle between slices)
-    a[1:4, 6:9, 6:9] = 2  # object B on slices 1-3
-    a[2, 0, 9] = 3  # a one-slice speck
-    local = []
-    for z in range(4):
-        ids = np.unique(a[z][a[z] > 0])
-        lab = np.zeros_like(a[z])
-        for k, i in enumerate(ids[::-1], start=1):  # reversed local ids
-            lab[a[z] == i] = k
-        local.append((lab, np.r_[np.nan, np.linspace(0.9, 0.8, len(ids))].astype(np.float32)))
-    maps, objects = batch.link_slices(lambda z: local[z], 4, link_iou=0.3, min_slices=2)
-    vol = np.stack([maps[z][local[z][0]] for z in range(4)])
-    assert sorted(objects) == [1, 2]
-    assert objects[1]["slice_range"] == [0, 2] and objects[1]["area"] == 27
-    assert objects[2]["slice_range"] == [1, 3] and objects[2]["area"] == 27
-    assert (vol[a == 1] == 1).all() and (vol[a == 2] == 2).all() and vol[2, 0, 9] == 0
-    _, objects = batch.link_slices(lambda z: local[z], 4, min_slices=1)
-    assert len(objects) == 3
+def _random_slices(seed: int, shape=(9, 40, 40)) -> np.ndarray:
+    """Per-slice 2D labels (ids 1..n per slice) of blobs drifting through z, with dropouts."""
+    rng = np.random.default_rng(seed)
+    z, h, w = shape
+    yy, xx = np.mgrid[:h, :w]
+    out = np.zeros(shape, np.uint16)
+    blobs = [(rng.uniform(5, h - 5), rng.uniform(5, w - 5), rng.uniform(3, 8),
+              rng.integers(0, z), rng.integers(1, z + 1)) for _ in range(12)]
+    for k in range(z):
+        nid = 0
+        for cy, cx, r, z0, length in blobs:
+            if not z0 <= k < z0 + length or rng.random() < 0.15:  # sometimes missed on a slice
+                continue
+            cy += rng.normal(0, 1.5)
+            cx += rng.normal(0, 1.5)
+            disc = ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r) & (out[k] == 0)
+            if disc.sum() > 3:
+                nid += 1
+                out[k][disc] = nid
+    return out
 
 
-def test_link_slices_one_to_one_greedy():
-    # two objects on slice 1 overlap the same object of slice 0: the better one continues it
-    s0 = np.zeros((1, 12), np.uint8)
-    s0[0, 0:10] = 1
-    s1 = np.zeros((1, 12), np.uint8)
-    s1[0, 0:3] = 1
-    s1[0, 3:10] = 2
-    loads = [(s0, np.array([np.nan, 1.0])), (s1, np.array([np.nan, 1.0, 1.0]))]
-    maps, objects = batch.link_slices(lambda z: loads[z], 2, link_iou=0.2)
-    assert maps[1][2] == maps[0][1] and maps[1][1] not in (0, maps[0][1])
-    assert len(objects) == 2
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("link", [{}, {"link_iou": 0.5, "max_gap": 0},
+                                  {"link_iou": 0.1, "max_gap": 2, "min_z_extent": 3}])
+def test_streaming_link_equals_automatic_link_slices(seed, link):
+    """The CLI's streaming linker gives exactly what segment_everything does on a stack."""
+    from napari_sam.automatic import link_slices as reference
+
+    per_slice = _random_slices(seed)
+    kw = {"link_iou": 0.25, "max_gap": 1, "min_z_extent": 1, **link}
+    expected, _ = reference(per_slice, iou_threshold=kw["link_iou"], max_gap=kw["max_gap"],
+                            min_z_extent=kw["min_z_extent"])
+    loaded = []
+
+    def load(z):
+        loaded.append(z)
+        n = int(per_slice[z].max())
+        return per_slice[z], np.linspace(0.5, 1.0, n + 1)
+
+    plan = batch.link_slices(load, len(per_slice), **kw)
+    assert loaded == list(range(len(per_slice)))  # one streaming pass
+    got = np.stack(list(batch._final_slices(plan, lambda z: per_slice[z], len(per_slice))))
+    np.testing.assert_array_equal(got, expected)
+    assert plan.n_objects == expected.max()
+    assert set(plan.scores) == set(range(1, plan.n_objects + 1))
 
 
 # ----------------------------------------------------------------------------- writers
@@ -422,3 +435,33 @@ def test_local_cluster_matches_serial_and_loads_the_model_once_per_worker(tmp_pa
     for r in results:  # workers used the same atomic rule: sidecar complete, no temporaries
         assert nio.is_complete(r.output, r.input)
     assert not [p for p in (tmp_path / "dask").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_auto_job_equals_segment_everything_on_the_stack(tmp_path, tiny_model_path):
+    """`napari-sam auto` (slice by slice, streamed) == ns.segment_everything(stack embeddings)."""
+    import napari_sam as ns
+
+    inp = _stack(tmp_path / "a.tif", shape=(4, 48, 48))
+    params = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0,
+              "link_iou": 0.2, "max_gap": 1, "min_z_extent": 1}
+    ctx = batch.Context(command="auto", model=str(tiny_model_path), out_dir=tmp_path / "out",
+                        device="cpu", quiet=True, params=params, preview=True)
+    (job,) = batch.make_jobs([inp], ctx)
+    res = batch.run_job(job, ctx)
+    assert res.status == "done", res.reason
+    model, _ = batch.get_model(str(tiny_model_path), "cpu")
+    stack = batch.open_image(inp, ctx).stack
+    ref = ns.segment_everything(ns.embed(stack, model, device="cpu"), model, points_per_side=4,
+                                pred_iou_thresh=0.0, stability_score_thresh=0.0, link_iou=0.2,
+                                max_gap=1, min_z_extent=1, device="cpu")
+    out = nio.read_image(job.output)
+    assert ref.n_objects > 0
+    np.testing.assert_array_equal(out.data, ref.labels)
+    sc = nio.read_sidecar(job.output)
+    assert [o["id"] for o in sc["objects"]] == [r.id for r in ref.records]
+    assert [o["area"] for o in sc["objects"]] == [r.volume for r in ref.records]
+    assert [o["slice_range"] for o in sc["objects"]] == [[r.bbox[0], r.bbox[3] - 1]
+                                                         for r in ref.records]
+    np.testing.assert_allclose([o["score"] for o in sc["objects"]],
+                               [r.predicted_iou for r in ref.records], rtol=1e-5)
+    assert batch.preview_path(job.output).is_file()

@@ -1121,14 +1121,14 @@ _SEGMENT_KEYS = ("mode", "axis_kind", "iou_threshold", "area_factor", "min_area"
 
 # ---------------------------------------------------------------------------- auto
 
-#: Parameters of :func:`napari_sam.segment_everything` the CLI passes through.
+#: Parameters of :func:`napari_sam.segment_everything` the CLI passes through per slice.
 AUTO_KEYS = (
     "points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
     "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh",
     "crop_overlap_ratio", "crop_n_points_downscale_factor", "min_mask_region_area",
 )
-#: Linking of per-slice objects into 3D objects (``auto`` on stacks).
-LINK_DEFAULTS = {"link_iou": 0.3, "min_slices": 1}
+#: Linking of per-slice objects into 3D objects, with segment_everything's defaults.
+LINK_DEFAULTS = {"link_iou": 0.25, "max_gap": 1, "min_z_extent": 1}
 
 
 def _auto_work(job: Job) -> Path:
@@ -1179,27 +1179,35 @@ def _load_slice(work: Path, z: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _auto_result(res) -> tuple[np.ndarray, np.ndarray]:
-    """(labels (Y, X) with ids 1..n, scores (n + 1,)) from what segment_everything returns."""
-    labels = getattr(res, "labels", None)
-    records = getattr(res, "records", None)
-    if labels is None:
-        if isinstance(res, tuple):
-            labels, records = res[0], (res[1] if len(res) > 1 else None)
-        else:
-            labels = res
-    labels = np.asarray(labels)
+    """(labels (Y, X) with ids 1..n, predicted IoU per id (n + 1,)) of a 2D result."""
+    labels = np.asarray(res.labels)
     n = int(labels.max()) if labels.size else 0
     scores = np.full(n + 1, np.nan, np.float32)
-    for rec in records or ():
-        get = rec.get if isinstance(rec, Mapping) else (lambda k, r=rec: getattr(r, k, None))
-        oid = get("id")
-        score = get("predicted_iou")
-        if score is None:
-            score = get("score")
-        if oid is not None and score is not None and 0 < int(oid) <= n:
-            scores[int(oid)] = float(score)
+    for rec in res.records:
+        if 0 < int(rec.id) <= n:
+            scores[int(rec.id)] = float(rec.predicted_iou)
     dtype = np.uint16 if n <= np.iinfo(np.uint16).max else np.uint32
     return labels.astype(dtype, copy=False), scores
+
+
+def _segment_slice(emb, z: int, image: np.ndarray, model, ctx: Context):
+    """segment_everything on slice z exactly as its stack path does (same embedding, same
+    volume-wide contrast, constant slices empty)."""
+    from napari_sam import automatic
+
+    params = {k: ctx.params[k] for k in AUTO_KEYS if ctx.params.get(k) is not None}
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if automatic._is_constant(image):
+        return automatic._empty_result(image.shape[:2], None)
+    foreground = ctx.params.get("foreground")
+    fg = automatic._auto_foreground(image) if foreground == "auto" else None
+    if params.get("crop_n_layers", 0) > 0:  # crops are re-embedded from the image
+        return automatic.segment_everything(image, model, contrast_limits=emb.contrast_limits,
+                                            foreground=fg, device=ctx.device, keep_masks=False,
+                                            **params)
+    return automatic.segment_everything(emb[z], model, foreground=fg, device=ctx.device,
+                                        keep_masks=False, **params)
 
 
 def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = None,
@@ -1210,7 +1218,6 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
     atomically), so an interrupted job, or several dask tasks each given a block of slices,
     only compute missing slices. Returns ``{slice: n_objects}`` of the slices computed now.
     """
-    from napari_sam.automatic import segment_everything
     from napari_sam.embeddings import StackEmbeddings
 
     work = _auto_work(job)
@@ -1221,104 +1228,182 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
     done_now: dict[int, int] = {}
     if not todo:
         return done_now
-    params = {k: ctx.params[k] for k in AUTO_KEYS if ctx.params.get(k) is not None}
     store = _user_embeddings(job, ctx, model)  # otherwise embeddings live in memory only
     emb = StackEmbeddings(opened.stack, model, store=store, batch_size=ctx.batch_size,
                           device=ctx.device, cache_size=max(2, ctx.batch_size))
     total = len(todo)
     try:
-        for k, z in enumerate(todo):
-            res = segment_everything(emb[z], model, **params)
-            labels, scores = _auto_result(res)
-            _save_slice(work, z, labels, scores)
-            done_now[z] = int(labels.max()) if labels.size else 0
-            if progress is not None:
-                progress(k + 1, total)
+        import torch
+
+        with torch.inference_mode():
+            for k, z in enumerate(todo):
+                labels, scores = _auto_result(_segment_slice(emb, z, opened.stack[z], model, ctx))
+                _save_slice(work, z, labels, scores)
+                done_now[z] = int(labels.max()) if labels.size else 0
+                if progress is not None:
+                    progress(k + 1, total)
     finally:
         opened.stack.release()
     return done_now
 
 
-def _overlaps(cur: np.ndarray, prev: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(cur ids, prev ids, overlap pixels) of every pair of overlapping objects."""
-    both = (cur > 0) & (prev > 0)
+def _match(a: np.ndarray, b: np.ndarray, na: int, nb: int, area_a, area_b, iou_threshold,
+           cand_a=None, cand_b=None) -> list[tuple[int, int]]:
+    """One-to-one matches of the objects of two label slices, greedily by decreasing IoU
+    (the rule of :func:`napari_sam.automatic.link_slices`)."""
+    a, b = a.ravel(), b.ravel()
+    both = (a > 0) & (b > 0)
+    if cand_a is not None:
+        both &= cand_a[a] & cand_b[b]
     if not both.any():
-        empty = np.zeros(0, np.int64)
-        return empty, empty, empty
-    c = cur[both].astype(np.int64)
-    p = prev[both].astype(np.int64)
-    base = int(p.max()) + 1
-    pairs, counts = np.unique(c * base + p, return_counts=True)
-    return pairs // base, pairs % base, counts
+        return []
+    key = a[both].astype(np.int64) * (nb + 1) + b[both]
+    uk, inter = np.unique(key, return_counts=True)
+    ia, ib = uk // (nb + 1), uk % (nb + 1)
+    iou = inter / (area_a[ia] + area_b[ib] - inter)
+    order = np.argsort(-iou, kind="stable")
+    used_a, used_b, out = set(), set(), []
+    for k in order:
+        if iou[k] < iou_threshold:
+            break
+        if ia[k] in used_a or ib[k] in used_b:
+            continue
+        used_a.add(ia[k])
+        used_b.add(ib[k])
+        out.append((int(ia[k]), int(ib[k])))
+    return out
+
+
+@dataclass
+class LinkPlan:
+    """Result of :func:`link_slices`: how to turn each slice's 2D ids into 3D ids.
+
+    ``luts[z]`` maps slice z's 2D ids to 3D ids (0: dropped); ``gap_links`` lists
+    ``(z0, i, z1, j, id)``: the slices strictly between z0 and z1 get the intersection of
+    mask i of z0 and mask j of z1 (background pixels only); ``scores[id]`` is the mean
+    predicted IoU of the object's 2D masks; ``n_objects`` the number of 3D ids.
+    """
+
+    luts: list[np.ndarray]
+    gap_links: list[tuple[int, int, int, int, int]]
+    scores: dict[int, float]
+    n_objects: int
 
 
 def link_slices(
     load: Callable[[int], tuple[np.ndarray, np.ndarray]], n_slices: int, *,
-    link_iou: float = 0.3, min_slices: int = 1,
-) -> tuple[list[np.ndarray], dict[int, dict]]:
-    """Stage 2 of ``auto``: link per-slice objects into 3D objects, two slices in memory at a time.
+    link_iou: float = 0.25, max_gap: int = 1, min_z_extent: int = 1, fill_gaps: bool = True,
+) -> LinkPlan:
+    """Link per-slice objects into 3D objects with at most ``max_gap + 2`` slices in memory.
 
-    ``load(z)`` returns slice z's labels (ids 1..n) and scores (n + 1,). An object on slice z
-    continues an object of slice z - 1 when their IoU is at least ``link_iou``; pairs are
-    matched greedily by decreasing IoU (ties: smaller ids first), each object at most once.
-    Objects spanning fewer than ``min_slices`` slices are dropped; the remaining ids are
-    renumbered 1..N in order of first appearance.
-
-    Returns ``(maps, objects)``: ``maps[z]`` maps slice z's local ids to final ids (0 =
-    dropped), ``objects[id] = {"slice_range", "area", "score"}``.
+    ``load(z)`` returns slice z's labels (ids 1..n) and predicted IoUs (n + 1,). The rule is
+    :func:`napari_sam.automatic.link_slices` (what ``segment_everything`` does on a stack),
+    computed in one streaming pass in an order that gives the same result: on each slice z1,
+    first the one-to-one matches with slice z1 - 1 (IoU >= ``link_iou``, greedy by decreasing
+    IoU), then gap closing from slices z1 - g - 1 for g = 1..``max_gap`` between objects whose
+    tracks end and start there; objects spanning fewer than ``min_z_extent`` slices are
+    dropped, ids are 1..N in order of first appearance.
     """
-    maps: list[np.ndarray] = []
-    stats: dict[int, list] = {}  # gid -> [zmin, zmax, area, score_sum, score_n]
-    prev = None
-    next_id = 1
+    offsets = [0]
+    n_per: list[int] = []
+    areas: list[np.ndarray] = []
+    has_next: list[np.ndarray] = []
+    has_prev: list[np.ndarray] = []
+    node_score: list[float] = [float("nan")]
+    parent: list[int] = [0]
+    window: dict[int, np.ndarray] = {}
+    gap_raw: list[tuple[int, int, int, int]] = []
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for z1 in range(n_slices):
+        lab, scores = load(z1)
+        n1 = int(lab.max()) if lab.size else 0
+        n_per.append(n1)
+        areas.append(np.bincount(lab.ravel(), minlength=n1 + 1))
+        has_next.append(np.zeros(n1 + 1, bool))
+        has_prev.append(np.zeros(n1 + 1, bool))
+        offsets.append(offsets[-1] + n1)
+        parent.extend(range(offsets[z1] + 1, offsets[z1] + n1 + 1))
+        node_score.extend(float(scores[i]) if i < len(scores) else float("nan")
+                          for i in range(1, n1 + 1))
+        window[z1] = lab
+        if z1 >= 1:
+            z0 = z1 - 1
+            for i, j in _match(window[z0], lab, n_per[z0], n1, areas[z0], areas[z1], link_iou):
+                parent[find(offsets[z1] + j)] = find(offsets[z0] + i)
+                has_next[z0][i] = True
+                has_prev[z1][j] = True
+        for g in range(1, max_gap + 1):
+            z0 = z1 - g - 1
+            if z0 < 0:
+                break
+            ends = ~has_next[z0]
+            starts = ~has_prev[z1]
+            ends[0] = starts[0] = False
+            for i, j in _match(window[z0], lab, n_per[z0], n1, areas[z0], areas[z1], link_iou,
+                               ends, starts):
+                parent[find(offsets[z1] + j)] = find(offsets[z0] + i)
+                has_next[z0][i] = True
+                has_prev[z1][j] = True
+                gap_raw.append((z0, i, z1, j))
+        window.pop(z1 - max_gap - 1, None)
+
+    total = offsets[-1]
+    roots = np.array([find(a) for a in range(total + 1)], np.int64)
+    zmin = np.full(total + 1, n_slices)
+    zmax = np.full(total + 1, -1)
     for z in range(n_slices):
-        labels, scores = load(z)
-        n_local = int(labels.max()) if labels.size else 0
-        m = np.zeros(n_local + 1, np.int64)
-        area_l = np.bincount(labels.ravel(), minlength=n_local + 1)
-        if prev is not None and n_local > 0:
-            ci, pi, inter = _overlaps(labels, prev)
-            if len(ci):
-                p_ids, p_area = np.unique(prev[prev > 0], return_counts=True)
-                ap = p_area[np.searchsorted(p_ids, pi)]
-                iou = inter / (area_l[ci] + ap - inter)
-                order = np.lexsort((pi, ci, -iou))
-                used_c, used_p = set(), set()
-                for k in order:
-                    if iou[k] < link_iou:
-                        break
-                    c_, p_ = int(ci[k]), int(pi[k])
-                    if c_ in used_c or p_ in used_p:
-                        continue
-                    used_c.add(c_)
-                    used_p.add(p_)
-                    m[c_] = p_
-        for c_ in range(1, n_local + 1):
-            if m[c_] == 0 and area_l[c_] > 0:
-                m[c_] = next_id
-                next_id += 1
-        for c_ in range(1, n_local + 1):
-            if area_l[c_] == 0:
-                continue
-            g = int(m[c_])
-            st = stats.setdefault(g, [z, z, 0, 0.0, 0])
-            st[1] = z
-            st[2] += int(area_l[c_])
-            s = float(scores[c_]) if c_ < len(scores) else float("nan")
-            if math.isfinite(s):
-                st[3] += s
-                st[4] += 1
-        maps.append(m)
-        prev = m[labels]
-    keep = [g for g in sorted(stats) if stats[g][1] - stats[g][0] + 1 >= max(1, min_slices)]
-    final = np.zeros(next_id, np.int64)
-    final[keep] = np.arange(1, len(keep) + 1)
-    objects = {}
-    for g in keep:
-        zmin, zmax, area, ssum, sn = stats[g]
-        objects[int(final[g])] = {"slice_range": [zmin, zmax], "area": area,
-                                  "score": ssum / sn if sn else None}
-    return [final[m] for m in maps], objects
+        ids = np.arange(offsets[z] + 1, offsets[z + 1] + 1)
+        r = roots[ids[areas[z][1:] > 0]]
+        np.minimum.at(zmin, r, z)
+        np.maximum.at(zmax, r, z)
+    extent = zmax - zmin + 1
+    new_id = np.zeros(total + 1, np.int64)
+    root_id: dict[int, int] = {}
+    for a in range(1, total + 1):  # order of first appearance
+        r = int(roots[a])
+        if r not in root_id and extent[r] >= min_z_extent and zmax[r] >= 0:
+            root_id[r] = len(root_id) + 1
+        new_id[a] = root_id.get(r, 0)
+    luts = [np.concatenate([[0], new_id[offsets[z] + 1 : offsets[z + 1] + 1]])
+            for z in range(n_slices)]
+    sums: dict[int, list[float]] = {}
+    for a in range(1, total + 1):
+        if new_id[a] and math.isfinite(node_score[a]):
+            sums.setdefault(int(new_id[a]), []).append(node_score[a])
+    scores = {k: float(np.mean(v)) for k, v in sums.items()}
+    gap_links = []
+    if fill_gaps:
+        for z0, i, z1, j in gap_raw:
+            oid = int(luts[z0][i])
+            if oid:
+                gap_links.append((z0, i, z1, j, oid))
+    return LinkPlan(luts, gap_links, scores, len(root_id))
+
+
+def _final_slices(plan: LinkPlan, load: Callable[[int], np.ndarray], n: int):
+    """Yield the 3D-labelled slices of ``plan``, loading at most a few 2D slices at a time."""
+    cache: dict[int, np.ndarray] = {}
+
+    def get(z: int) -> np.ndarray:
+        if z not in cache:
+            if len(cache) > 8:
+                cache.pop(next(iter(cache)))
+            cache[z] = load(z)
+        return cache[z]
+
+    for z in range(n):
+        out = plan.luts[z][get(z)]
+        for z0, i, z1, j, oid in plan.gap_links:
+            if z0 < z < z1:
+                inter = (get(z0) == i) & (get(z1) == j)
+                out[inter & (out == 0)] = oid
+        yield out
 
 
 def _run_auto(job: Job, ctx: Context, model) -> dict:
@@ -1334,37 +1419,55 @@ def _run_auto(job: Job, ctx: Context, model) -> dict:
     opened = open_image(job.input, ctx)
     n = len(opened.stack)
     link = {k: ctx.params.get(k, v) for k, v in LINK_DEFAULTS.items()}
-    maps, objects = link_slices(lambda z: _load_slice(work, z), n, **link)
-    max_id = max(objects, default=0)
+    if opened.is2d:
+        link["min_z_extent"] = 1
+    plan = link_slices(lambda z: _load_slice(work, z), n, **link)
+    max_id = plan.n_objects
+    areas = np.zeros(max_id + 1, np.int64)
+    zmin = np.full(max_id + 1, n)
+    zmax = np.full(max_id + 1, -1)
 
-    def final_slice(z: int) -> np.ndarray:
-        labels, _ = _load_slice(work, z)
-        return maps[z][labels]
+    def slices():
+        for z, out in enumerate(_final_slices(plan, lambda z: _load_slice(work, z)[0], n)):
+            counts = np.bincount(out.ravel(), minlength=max_id + 1)
+            areas[:] += counts[: max_id + 1]
+            present = np.flatnonzero(counts[: max_id + 1])
+            zmin[present] = np.minimum(zmin[present], z)
+            zmax[present] = np.maximum(zmax[present], z)
+            yield out
 
     meta = _label_metadata(job, ctx, model)
-    kind = nio._write_kind(job.output)
-    if kind in ("tiff", "ome-tiff"):
-        write_labels_stream(job.output, (final_slice(z) for z in range(n)),
-                            shape=opened.label_shape, max_id=max_id, axes=opened.label_axes,
-                            pixel_size=opened.pixel_size, unit=opened.unit or "um",
-                            metadata=meta)
+    if nio._write_kind(job.output) in ("tiff", "ome-tiff"):
+        write_labels_stream(job.output, slices(), shape=opened.label_shape, max_id=max_id,
+                            axes=opened.label_axes, pixel_size=opened.pixel_size,
+                            unit=opened.unit or "um", metadata=meta)
     else:  # npy / zarr outputs are assembled in memory
-        vol = np.stack([final_slice(z) for z in range(n)])
+        vol = np.stack(list(slices()))
         nio.write_labels(job.output, vol[0] if opened.is2d else vol, axes=opened.label_axes,
                          pixel_size=opened.pixel_size, unit=opened.unit or "um", metadata=meta,
                          overwrite=True)
     records = [
-        {"id": oid, "slice_range": None if opened.is2d else o["slice_range"], "area": o["area"],
-         "score": o["score"]}
-        for oid, o in sorted(objects.items())
+        {"id": oid, "slice_range": None if opened.is2d else [int(zmin[oid]), int(zmax[oid])],
+         "area": int(areas[oid]), "score": plan.scores.get(oid)}
+        for oid in range(1, max_id + 1) if areas[oid] > 0
     ]
     nio.write_sidecar(job.output, model=_model_record(ctx, model), version=__version__,
                       parameters=ctx.signature(), objects=records, input_path=job.input,
                       extra={"slices": n, "resumed_slices": resumed, "link": link})
     if ctx.preview:
-        _preview_from_arrays(job, opened, final_slice, len(records))
+        _preview_from_arrays(job, opened, lambda z: _preview_slice(plan, work, z), len(records))
     opened.stack.release()
     return {"objects": len(records)}
+
+
+def _preview_slice(plan: LinkPlan, work: Path, z: int) -> np.ndarray:
+    """Final labels of slice z (what was written), recomputed from the saved slices."""
+    out = plan.luts[z][_load_slice(work, z)[0]]
+    for z0, i, z1, j, oid in plan.gap_links:
+        if z0 < z < z1:
+            inter = (_load_slice(work, z0)[0] == i) & (_load_slice(work, z1)[0] == j)
+            out[inter & (out == 0)] = oid
+    return out
 
 
 _RUNNERS: dict[str, Callable[[Job, Context, Any], dict]] = {

@@ -230,13 +230,14 @@ succeeded; a summary lists failures with their reasons. Docs: docs/cli.md, docs/
 _EPILOG_AUTO = """\
 examples:
   napari-sam auto "data/*.tif" -o out/ --preview
-  napari-sam auto data/ -o out/ --model vit_b_lm --points-per-side 16 --min-slices 3
+  napari-sam auto data/ -o out/ --model vit_b_lm --points-per-side 16 --min-z-extent 3
   napari-sam auto big.tif -o out/ --workers 4 --block-slices 32
   napari-sam auto "data/*.tif" -o out/ --scheduler tcp://head-node:8786
 
 Writes out/<stem>_labels.tif (uint16, axes and pixel size of the input) and a JSON sidecar
 out/<stem>_labels.tif.json (model, parameters, objects with id, slice range, area, score).
-Stacks are segmented slice by slice and objects linked across slices by overlap.
+Stacks are segmented slice by slice and objects linked across slices by overlap, exactly as
+napari_sam.segment_everything does, with constant memory (the label TIFF is written page by page).
 """
 
 _EPILOG_SEGMENT = """\
@@ -363,18 +364,32 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=_Formatter, epilog=_EPILOG_AUTO)
     _add_batch(pa, "auto")
     g = pa.add_argument_group("segment-everything parameters (SAM's names and defaults)")
-    g.add_argument("--points-per-side", type=_positive_int, default=32, metavar="N")
-    g.add_argument("--points-per-batch", type=_positive_int, default=None, metavar="N")
-    g.add_argument("--pred-iou-thresh", type=_fraction, default=0.88, metavar="F")
-    g.add_argument("--stability-score-thresh", type=_fraction, default=0.95, metavar="F")
+    g.add_argument("--points-per-side", type=_positive_int, default=32, metavar="N",
+                   help="grid of N x N point prompts per slice (default: 32)")
+    g.add_argument("--points-per-batch", type=_positive_int, default=64, metavar="N",
+                   help="prompts decoded together (memory vs speed; default: 64)")
+    g.add_argument("--pred-iou-thresh", type=_fraction, default=0.88, metavar="F",
+                   help="keep masks with a predicted IoU above F (default: 0.88)")
+    g.add_argument("--stability-score-thresh", type=_fraction, default=0.95, metavar="F",
+                   help="keep masks with a stability score of at least F (default: 0.95)")
     g.add_argument("--stability-score-offset", type=_positive_float, default=1.0, metavar="F")
     g.add_argument("--box-nms-thresh", type=_fraction, default=0.7, metavar="F")
-    g.add_argument("--crop-n-layers", type=_nonneg_int, default=0, metavar="N")
-    g.add_argument("--min-mask-region-area", type=_nonneg_int, default=0, metavar="PX")
-    g.add_argument("--link-iou", type=_fraction, default=0.3, metavar="F",
-                   help="stacks: minimum IoU to link an object to the previous slice's (0.3)")
-    g.add_argument("--min-slices", type=_positive_int, default=1, metavar="N",
-                   help="stacks: drop objects spanning fewer slices (default: 1)")
+    g.add_argument("--crop-n-layers", type=_nonneg_int, default=0, metavar="N",
+                   help="also segment zoomed crops (slower; helps small objects)")
+    g.add_argument("--crop-nms-thresh", type=_fraction, default=0.7, metavar="F")
+    g.add_argument("--crop-overlap-ratio", type=_fraction, default=512 / 1500, metavar="F")
+    g.add_argument("--crop-n-points-downscale-factor", type=_positive_int, default=1, metavar="N")
+    g.add_argument("--min-mask-region-area", type=_nonneg_int, default=0, metavar="PX",
+                   help="remove islands and fill holes smaller than PX pixels")
+    g.add_argument("--foreground", choices=("auto",), default=None,
+                   help="auto: prompt only bright regions (Otsu; faster on sparse fluorescence)")
+    g = pa.add_argument_group("linking objects across slices (stacks)")
+    g.add_argument("--link-iou", type=_fraction, default=0.25, metavar="F",
+                   help="minimum IoU to continue an object on the next slice (default: 0.25)")
+    g.add_argument("--max-gap", type=_nonneg_int, default=1, metavar="N",
+                   help="close gaps of up to N slices without a match (default: 1)")
+    g.add_argument("--min-z-extent", type=_positive_int, default=1, metavar="N",
+                   help="drop objects spanning fewer than N slices (default: 1)")
 
     pg = sub.add_parser("segment", help="prompted segmentation and propagation from a prompts file",
                         description="Segment the objects given by points and boxes in a CSV or "
@@ -620,9 +635,8 @@ def _batch_context(args, model: str):
 
     params: dict = {}
     if args.command == "auto":
-        for key in batch.AUTO_KEYS + tuple(batch.LINK_DEFAULTS):
-            if hasattr(args, key):
-                params[key] = getattr(args, key)
+        for key in (*batch.AUTO_KEYS, *batch.LINK_DEFAULTS, "foreground"):
+            params[key] = getattr(args, key)
     elif args.command == "segment":
         params = {"mode": args.mode, "axis_kind": args.axis_kind,
                   "iou_threshold": args.iou_threshold, "min_area": args.min_area,
