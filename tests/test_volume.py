@@ -360,11 +360,23 @@ def test_overlaps_go_to_the_higher_logit_not_to_the_first_object():
     np.testing.assert_array_equal(lab[both & (d1 < d2 - 0.01)], 1)
     np.testing.assert_array_equal(lab[both & (d2 < d1 - 0.01)], 2)
     # swapping which id is where swaps the labels: the geometry decides, not the order
-    res_sw = segment_volume(stack, {2: SlicePrompt(2, points=[a]), 1: SlicePrompt(2, points=[b])})
-    swapped = np.choose(res_ab.labels, [0, 2, 1]).astype(res_ab.labels.dtype)
+    # (on the prompted slice only: ties decide the next prompts, so propagation may differ)
+    res_sw = segment_volume(stack, {2: SlicePrompt(2, points=[a]), 1: SlicePrompt(2, points=[b])},
+                            max_slices=0)
+    swapped = np.choose(res_ab.labels[2], [0, 2, 1]).astype(res_ab.labels.dtype)
     tie = np.abs(d1 - d2) < 1e-6  # exact ties go to the smaller id
-    np.testing.assert_array_equal(res_sw.labels[:, ~tie], swapped[:, ~tie])
+    np.testing.assert_array_equal(res_sw.labels[2][~tie], swapped[~tie])
     assert (res_ab.labels[2][tie & both] == 1).all() and (res_sw.labels[2][tie & both] == 1).all()
+    # exclusive: the objects' next prompts come from their resolved masks (boxes move apart)
+    def col(labels, i):
+        return np.nonzero(labels == i)[1].mean()
+
+    assert col(res_ab.labels[3], 1) < col(res_ab.labels[2], 1) - 0.5
+    assert col(res_ab.labels[3], 2) > col(res_ab.labels[2], 2) + 0.5
+    res_inc = segment_volume(stack, {1: SlicePrompt(2, points=[a]), 2: SlicePrompt(2, points=[b])},
+                             exclusive=False)
+    np.testing.assert_array_equal(res_inc.labels[3], res_inc.labels[2])
+    np.testing.assert_array_equal(res_inc.labels[2], res_ab.labels[2])
 
 
 def test_user_masks_win_overlaps_and_seed_propagation():

@@ -698,7 +698,7 @@ def _shift(x: torch.Tensor, dr: int, dc: int, fill: float) -> torch.Tensor:
 
 class _Propagator:
     def __init__(self, emb, objects, *, predictor, mode, motion, min_area, iou_threshold,
-                 area_factor, min_score, max_slices, progress):
+                 area_factor, min_score, max_slices, exclusive, progress):
         self.emb = emb
         self.objects = objects
         self.pred = predictor
@@ -707,6 +707,7 @@ class _Propagator:
         self.rules = dict(min_area=min_area, iou_threshold=iou_threshold,
                           area_factor=area_factor, min_score=min_score)
         self.max_slices = max_slices
+        self.exclusive = exclusive
         self.progress = progress
         self.n_slices, self.h, self.w = (int(s) for s in emb.shape)
         self.img_size = int(predictor.img_size)
@@ -725,6 +726,15 @@ class _Propagator:
         self.calls_per_slice[z] += 1
         self.decoder_calls += 1
         return out.logits.float(), out.scores.float()
+
+    def _masks(self, full: torch.Tensor) -> torch.Tensor:
+        """(N, H, W) logits of objects decoded together -> masks; with ``exclusive``, a pixel
+        claimed by several of them stays only in the one with the highest logit there."""
+        masks = full > self.thr
+        if self.exclusive and len(full) > 1:
+            win = torch.where(masks, full, -torch.inf).argmax(0)
+            masks &= win[None] == torch.arange(len(full), device=full.device)[:, None, None]
+        return masks
 
     def _accept(self, z: int, ks: Sequence[int], full: torch.Tensor, scores: np.ndarray,
                 masks: torch.Tensor, boxes: np.ndarray) -> None:
@@ -777,7 +787,7 @@ class _Propagator:
                 idx = torch.arange(len(ks))
                 logits, scores = logits[idx, best], scores[idx, best]
                 full = _upsample_logits(logits, emb, self.img_size)
-                self._seed(z, ks, full > self.thr, logits, scores.cpu().numpy(), full)
+                self._seed(z, ks, self._masks(full), logits, scores.cpu().numpy(), full)
 
     def _seed(self, z, ks, masks, lowres, scores, full) -> None:
         area, boxes, cents = _mask_stats(masks)
@@ -900,7 +910,7 @@ class _Propagator:
         idx = torch.arange(n, device=best.device)
         logits, scores = logits[idx, best], scores[idx, best]
         full = _upsample_logits(logits, emb, self.img_size)
-        masks = full > self.thr
+        masks = self._masks(full)
         area, boxes, cents = _mask_stats(masks)
         prev = torch.stack([c.state.mask for c in live]).to(masks.device)
         if shifts.any():
@@ -959,6 +969,7 @@ def segment_volume(
     min_area: int = 5,
     min_score: float = 0.0,
     max_slices: int | None = None,
+    exclusive: bool = True,
     motion: bool | None = None,
     predictor=None,
     progress: Callable[[int, int], None] | None = None,
@@ -998,6 +1009,11 @@ def segment_volume(
         Stop when the predicted IoU is below this (0 disables).
     max_slices : int, optional
         Propagate at most this many slices from each annotated slice.
+    exclusive : bool
+        Objects decoded together on a slice do not share pixels when their next prompts are
+        derived: a contested pixel stays with the object whose logit is highest there (the
+        rule used for the final labels), so one object's leak does not widen its next prompt
+        into a neighbour.
     motion : bool, optional
         Shift the prompts (and the previous mask used for the IoU rule) by the object's
         centroid motion between the last two slices; default True for "t", False for "z".
@@ -1051,7 +1067,8 @@ def segment_volume(
     pred = predictor if predictor is not None else emb.predictor
     prop = _Propagator(emb, objects, predictor=pred, mode=mode, motion=bool(motion),
                        min_area=min_area, iou_threshold=iou_threshold, area_factor=area_factor,
-                       min_score=min_score, max_slices=max_slices, progress=progress)
+                       min_score=min_score, max_slices=max_slices, exclusive=exclusive,
+                       progress=progress)
     prop.annotate()
     up, down = prop.make_chains()
     prop.sweep(up, +1, 0)
