@@ -406,10 +406,20 @@ def _labels_of(results) -> dict[str, np.ndarray]:
     return {Path(r.input).name: np.asarray(nio.read_image(r.output).data) for r in results}
 
 
-@pytest.mark.slow
-def test_local_cluster_matches_serial_and_loads_the_model_once_per_worker(tmp_path,
-                                                                          tiny_model_path):
+@pytest.fixture(scope="module")
+def cluster():
+    """A LocalCluster of 2 single-threaded worker processes, shared by the dask tests."""
     pytest.importorskip("distributed")
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as c:
+        yield c
+
+
+@pytest.mark.slow
+def test_local_cluster_matches_serial_and_loads_the_model_once_per_worker(tmp_path, cluster,
+                                                                          tiny_model_path):
     inputs = [_stack(tmp_path / f"s{i}.tif", seed=i) for i in range(4)]
     prompts = {"": {1: [{"slice": 2, "box": [5, 5, 30, 30]}], 2: [{"slice": 4, "points": [[24, 24]]}]}}
     kw = dict(command="segment", model=str(tiny_model_path), device="cpu", quiet=True,
@@ -419,8 +429,8 @@ def test_local_cluster_matches_serial_and_loads_the_model_once_per_worker(tmp_pa
     assert [r.status for r in serial] == ["done"] * 4
     dask_ctx = batch.Context(out_dir=tmp_path / "dask", **kw)
     seen = []
-    results = batch.run_jobs(batch.make_jobs(inputs, dask_ctx, prompts), dask_ctx, workers=2,
-                             on_result=seen.append)
+    results = batch.run_jobs(batch.make_jobs(inputs, dask_ctx, prompts), dask_ctx,
+                             scheduler=cluster.scheduler_address, on_result=seen.append)
     assert [r.status for r in results] == ["done"] * 4, [r.reason for r in results]
     assert len(seen) == 4 and [r.input for r in results] == [str(p) for p in inputs]
     pids = {r.pid for r in results}
@@ -435,6 +445,37 @@ def test_local_cluster_matches_serial_and_loads_the_model_once_per_worker(tmp_pa
     for r in results:  # workers used the same atomic rule: sidecar complete, no temporaries
         assert nio.is_complete(r.output, r.input)
     assert not [p for p in (tmp_path / "dask").iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.slow
+def test_slice_blocks_on_a_cluster_match_serial(tmp_path, cluster, tiny_model_path):
+    """auto and embed with --block-slices: one stack split over both workers, same results."""
+    inp = _stack(tmp_path / "s.tif", shape=(5, 48, 48), seed=3)
+    params = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    for command in ("auto", "embed"):
+        kw = dict(command=command, model=str(tiny_model_path), device="cpu", quiet=True,
+                  params=params if command == "auto" else {})
+        ser = batch.Context(out_dir=tmp_path / f"{command}-serial", **kw)
+        (s_res,) = batch.run_jobs(batch.make_jobs([inp], ser), ser)
+        dis = batch.Context(out_dir=tmp_path / f"{command}-blocks", **kw)
+        (d_res,) = batch.run_jobs(batch.make_jobs([inp], dis), dis,
+                                  scheduler=cluster.scheduler_address, block_slices=2)
+        assert s_res.status == d_res.status == "done", d_res.reason
+        assert nio.is_complete(d_res.output, inp)
+        if command == "auto":
+            np.testing.assert_array_equal(nio.read_image(d_res.output).data,
+                                          nio.read_image(s_res.output).data)
+            assert nio.read_sidecar(d_res.output)["extra"]["resumed_slices"] == 5  # by blocks
+        else:
+            import zarr
+
+            a = zarr.open_group(str(s_res.output), mode="r")
+            b = zarr.open_group(str(d_res.output), mode="r")
+            # same embeddings up to float rounding (batch composition and thread count differ)
+            np.testing.assert_allclose(np.asarray(a["features"][:], np.float32),
+                                       np.asarray(b["features"][:], np.float32), atol=5e-3)
+            np.testing.assert_array_equal(np.asarray(a["slice_hash"][:]),
+                                          np.asarray(b["slice_hash"][:]))
 
 
 def test_auto_job_equals_segment_everything_on_the_stack(tmp_path, tiny_model_path):
