@@ -406,3 +406,15 @@ def test_segment_everything_writes_a_new_labels_layer(stack_widget, scope):
     for ly in viewer.layers:  # nothing else changed
         if ly.name in before:
             assert np.array_equal(np.asarray(ly.data), before[ly.name])
+
+
+def test_opens_from_the_plugin_menu(make_napari_viewer):
+    from napari_sam._qt.widget import SamWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(blob_stack(z=2), name="img")
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-sam-stacks", "Segment Anything")
+    assert isinstance(widget, SamWidget)
+    assert widget.controller.image_layer is viewer.layers["img"]
+    viewer.window.remove_dock_widget(dock)
+    assert not {str(k) for k in viewer.keymap}  # keys unbound when the dock is removed
