@@ -418,3 +418,19 @@ def test_opens_from_the_plugin_menu(make_napari_viewer):
     assert widget.controller.image_layer is viewer.layers["img"]
     viewer.window.remove_dock_widget(dock)
     assert not {str(k) for k in viewer.keymap}  # keys unbound when the dock is removed
+
+
+def test_switching_to_an_image_of_another_shape_resets_the_target(stack_widget):
+    viewer, widget = stack_widget
+    c = widget.controller
+    c.points_layer.add([3, 20, 20])
+    widget._on_commit()
+    first_target = c.target_layer
+    viewer.add_image(np.zeros((40, 50), np.float32), name="flat")
+    widget._image.setCurrentIndex(widget._image.findText("flat"))
+    assert c.target_layer is None and widget._target.currentData() is None
+    viewer.layers["flat"].data[10:20, 10:20] = 1
+    c.points_layer.add([15, 15])
+    widget._on_commit()
+    assert c.target_layer is not first_target and c.target_layer.data.shape == (40, 50)
+    assert first_target.data.max() == 1  # the first image's labels are untouched

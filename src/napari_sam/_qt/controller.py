@@ -124,6 +124,10 @@ class AnnotationController(StackActions):
         changed = layer is not self.image_layer or channel_axis != self.channel_axis
         self.image_layer, self.channel_axis, self.source = layer, channel_axis, source
         self._ensure_layers(recreate=changed)
+        target = self.target_layer
+        if target is not None and tuple(target.data.shape) != source.layer_shape:
+            self.target_layer = None  # made for another image: commit into a new layer
+            self.target_changed.emit(None)
         self.previews, self.volume = [], None
         self._render()
         self._lookup()
