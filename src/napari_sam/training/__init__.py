@@ -1,0 +1,43 @@
+"""Train or finetune SAM-family models on images with instance labels.
+
+>>> import napari_sam as ns
+>>> result = ns.train("images/*.tif", "labels/*.tif", model="demo", out="my_model.pt", epochs=5)
+>>> model = ns.load_model("my_model.pt")
+
+See :func:`train` for the options, :mod:`.prompts` for the prompt simulation,
+:mod:`.losses` for the loss and :mod:`.demo` for the command that retrains the bundled demo
+model.
+"""
+
+from .data import ImagePair, TrainItem, load_pairs, make_items, prepare_item, split_items
+from .losses import LossWeights, dice_loss, focal_loss, mask_iou, sam_loss
+from .trainer import (
+    TrainConfig,
+    Trainer,
+    TrainResult,
+    evaluate,
+    run_training,
+    save_checkpoint,
+    train,
+)
+
+__all__ = [
+    "ImagePair",
+    "LossWeights",
+    "TrainConfig",
+    "TrainItem",
+    "TrainResult",
+    "Trainer",
+    "dice_loss",
+    "evaluate",
+    "focal_loss",
+    "load_pairs",
+    "make_items",
+    "mask_iou",
+    "prepare_item",
+    "run_training",
+    "sam_loss",
+    "save_checkpoint",
+    "split_items",
+    "train",
+]

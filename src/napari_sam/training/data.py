@@ -1,0 +1,298 @@
+"""Training data: (image, instance labels) pairs -> validated, preprocessed training items.
+
+Images go through exactly the preprocessing of inference (:class:`~napari_sam.predictor.
+Predictor` and :func:`~napari_sam.embeddings.embed`): ``to_uint8_rgb`` with the default
+percentiles (volume-wide for stacks), then a bilinear resize of the longest side to the
+model's input size. Labels are resized with nearest-neighbour sampling to the same frame.
+Every check happens here, before any training starts.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from napari_sam.preprocess import (
+    DEFAULT_PERCENTILES,
+    ResizeSpec,
+    intensity_limits,
+    resize_longest_side,
+    to_uint8_rgb,
+)
+
+__all__ = ["TrainItem", "ImagePair", "load_pairs", "make_items", "prepare_item", "split_items"]
+
+_ARRAY_SUFFIXES = (".npy",)
+
+
+@dataclass
+class ImagePair:
+    """One image (2D, or a 3D stack used slice by slice) with its instance labels."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    name: str
+
+
+@dataclass
+class TrainItem:
+    """One 2D training image in the model's input frame, plus its original for evaluation.
+
+    Attributes
+    ----------
+    rgb : (h, w, 3) uint8
+        Preprocessed image resized so that max(h, w) is the model's input size (not padded).
+    labels_input : (h, w) int32
+        Instance labels at the same size (nearest neighbour).
+    ids : (K,) int
+        Object ids present in ``labels_input`` with at least ``min_pixels`` pixels.
+    image : (Y, X) or (Y, X, C) array
+        The original slice (for evaluation through the Predictor).
+    labels : (Y, X) int array
+        The original labels.
+    contrast_limits : (float, float) or None
+        Volume-wide limits for slices of a stack (what ``embed`` uses); None for 2D images.
+    name : str
+        Where it came from, e.g. ``"cells.tif[z=3]"``.
+    """
+
+    rgb: np.ndarray
+    labels_input: np.ndarray
+    ids: np.ndarray
+    image: np.ndarray
+    labels: np.ndarray
+    contrast_limits: tuple[float, float] | None
+    name: str
+    source: int = 0
+    meta: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _read_array(path: Path) -> np.ndarray:
+    try:
+        if path.suffix.lower() in _ARRAY_SUFFIXES:
+            return np.load(path, allow_pickle=False)
+        import tifffile
+
+        return tifffile.imread(path)
+    except Exception as err:  # noqa: BLE001 (any reader error becomes one clear message)
+        raise ValueError(
+            f"cannot read {path}: {type(err).__name__}: {err} "
+            "(give TIFF files, .npy files or numpy arrays)"
+        ) from err
+
+
+def _expand(spec, what: str) -> list[tuple[np.ndarray | Path, str]]:
+    """Paths, globs, arrays or sequences of them -> [(array or path, name)]."""
+    if isinstance(spec, np.ndarray):
+        return [(spec, f"{what}[0]")]
+    if isinstance(spec, (str, os.PathLike)):
+        specs: Iterable = [spec]
+    elif isinstance(spec, Sequence):
+        specs = spec
+    else:
+        raise ValueError(
+            f"{what} must be a path, a glob pattern, a numpy array or a list of them, "
+            f"got {type(spec).__name__}"
+        )
+    out: list[tuple[np.ndarray | Path, str]] = []
+    for i, s in enumerate(specs):
+        if isinstance(s, np.ndarray):
+            out.append((s, f"{what}[{i}]"))
+        elif isinstance(s, (str, os.PathLike)):
+            text = os.fspath(s)
+            if glob.has_magic(text):
+                matches = sorted(glob.glob(os.path.expanduser(text)))
+                if not matches:
+                    raise ValueError(f"{what}: the pattern {text!r} matches no file")
+                out.extend((Path(m), m) for m in matches)
+            else:
+                p = Path(text).expanduser()
+                if not p.is_file():
+                    raise ValueError(f"{what}: file not found: {p}")
+                out.append((p, str(p)))
+        else:
+            try:
+                out.append((np.asarray(s), f"{what}[{i}]"))
+            except Exception as err:  # noqa: BLE001
+                raise ValueError(f"{what}[{i}] is neither a path nor an array") from err
+    if not out:
+        raise ValueError(f"no {what} given")
+    return out
+
+
+def _check_pair(image: np.ndarray, labels: np.ndarray, name: str) -> None:
+    if labels.dtype.kind not in "iub":
+        raise ValueError(
+            f"{name}: labels must be an integer array of instance ids (0 = background), "
+            f"got dtype {labels.dtype}; convert with labels.astype(np.int32) if the values "
+            "are whole numbers"
+        )
+    if image.dtype.kind not in "biuf":
+        raise ValueError(f"{name}: image dtype {image.dtype} is not numeric")
+    if labels.ndim not in (2, 3):
+        raise ValueError(
+            f"{name}: labels must be 2D (Y, X) or a 3D stack (Z, Y, X), got shape {labels.shape}"
+        )
+    ok = image.shape == labels.shape or (
+        image.ndim == labels.ndim + 1 and image.shape[:-1] == labels.shape and image.shape[-1] in (1, 3, 4)
+    )
+    if not ok:
+        raise ValueError(
+            f"{name}: labels shape {labels.shape} does not match image shape {image.shape} "
+            "(expected the same (Y, X) / (Z, Y, X), with an optional trailing channel axis "
+            "of 1, 3 or 4 on the image)"
+        )
+    if labels.size == 0:
+        raise ValueError(f"{name}: the label image is empty (shape {labels.shape})")
+    if labels.dtype.kind == "i" and labels.min() < 0:
+        raise ValueError(f"{name}: labels contain negative values; ids must be >= 0")
+    if not labels.any():
+        raise ValueError(
+            f"{name}: the label image has no objects (all zeros); give instance labels with "
+            "ids > 0 for the objects to learn"
+        )
+
+
+def load_pairs(images, labels) -> list[ImagePair]:
+    """Read and validate (image, labels) pairs.
+
+    Parameters
+    ----------
+    images, labels : path, glob pattern, numpy array, or a list of them
+        Matched in order (globs are sorted). Images are (Y, X), (Y, X, 3|4), (Z, Y, X) or
+        (Z, Y, X, 3|4); labels (Y, X) or (Z, Y, X) integer instance ids, 0 background.
+
+    Raises
+    ------
+    ValueError
+        Different numbers of images and labels, unreadable files, labels whose shape
+        differs from the image's, non-integer or negative labels, label images without
+        objects. The message names the file or array.
+    """
+    imgs = _expand(images, "images")
+    labs = _expand(labels, "labels")
+    if len(imgs) != len(labs):
+        raise ValueError(
+            f"got {len(imgs)} images but {len(labs)} label images; they are paired in order"
+        )
+    pairs = []
+    for (im, im_name), (lb, lb_name) in zip(imgs, labs):
+        image = _read_array(im) if isinstance(im, Path) else np.asarray(im)
+        lab = _read_array(lb) if isinstance(lb, Path) else np.asarray(lb)
+        name = im_name if im_name == lb_name else f"{im_name} / {lb_name}"
+        _check_pair(image, lab, name)
+        pairs.append(ImagePair(image, lab, name))
+    return pairs
+
+
+# ----------------------------------------------------------------------------- items
+
+
+def _resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a (Y, X) label image to ``size`` (pixel centres)."""
+    h, w = size
+    if labels.shape == (h, w):
+        return labels.astype(np.int32, copy=False)
+    rows = np.minimum(((np.arange(h) + 0.5) * labels.shape[0] / h).astype(np.int64), labels.shape[0] - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) * labels.shape[1] / w).astype(np.int64), labels.shape[1] - 1)
+    return labels[rows[:, None], cols[None, :]].astype(np.int32)
+
+
+def prepare_item(
+    image: np.ndarray,
+    labels: np.ndarray,
+    img_size: int,
+    *,
+    contrast_limits: tuple[float, float] | None = None,
+    min_pixels: int = 6,
+    name: str = "",
+    source: int = 0,
+    meta: dict | None = None,
+) -> TrainItem:
+    """Preprocess one 2D image and its labels like inference does.
+
+    ``contrast_limits`` None means the image's own default percentiles (what
+    ``Predictor.set_image`` does).
+    """
+    rgb = to_uint8_rgb(image, contrast_limits, DEFAULT_PERCENTILES)
+    spec = ResizeSpec.for_image(rgb.shape[:2], img_size)
+    rgb = resize_longest_side(rgb, spec)
+    lab = _resize_labels(np.asarray(labels), spec.input_size)
+    ids, counts = np.unique(lab[lab > 0], return_counts=True)
+    ids = ids[counts >= min_pixels]
+    return TrainItem(
+        rgb=rgb,
+        labels_input=lab,
+        ids=ids.astype(np.int64),
+        image=image,
+        labels=np.asarray(labels),
+        contrast_limits=contrast_limits,
+        name=name,
+        source=source,
+        meta=dict(meta or {}),
+    )
+
+
+def make_items(pairs: Sequence[ImagePair], img_size: int, *, min_pixels: int = 6) -> list[TrainItem]:
+    """Turn pairs into 2D items; stacks give one item per slice with objects (contrast limits
+    computed volume-wide, as ``embed`` does). Raises ValueError when no object is large
+    enough to train on."""
+    items: list[TrainItem] = []
+    for src, pair in enumerate(pairs):
+        if pair.labels.ndim == 2:
+            item = prepare_item(pair.image, pair.labels, img_size, min_pixels=min_pixels,
+                                name=pair.name, source=src)
+            if len(item.ids):
+                items.append(item)
+            continue
+        limits = intensity_limits(pair.image, DEFAULT_PERCENTILES)
+        for z in range(pair.labels.shape[0]):
+            if not pair.labels[z].any():
+                continue
+            item = prepare_item(pair.image[z], pair.labels[z], img_size, contrast_limits=limits,
+                                min_pixels=min_pixels, name=f"{pair.name}[z={z}]", source=src)
+            if len(item.ids):
+                items.append(item)
+    if not items:
+        raise ValueError(
+            f"no object has at least {min_pixels} pixels after resizing to the model input "
+            f"({img_size} px); the objects are too small for this model"
+        )
+    return items
+
+
+def split_items(
+    items: Sequence[TrainItem], val_fraction: float, seed: int
+) -> tuple[list[TrainItem], list[TrainItem]]:
+    """Random train/validation split. With several source files/arrays whole sources are
+    held out (neighbouring slices of a stack are nearly identical); with one source, slices
+    or the single image itself. With only one item, it is used for both (and said so in
+    the returned validation items' ``meta["shared"]``)."""
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    items = list(items)
+    if val_fraction == 0:
+        return items, []
+    rng = np.random.default_rng(seed)
+    sources = sorted({it.source for it in items})
+    if len(sources) >= 2:
+        n_val = min(len(sources) - 1, max(1, round(val_fraction * len(sources))))
+        val_src = set(rng.permutation(sources)[:n_val].tolist())
+        train = [it for it in items if it.source not in val_src]
+        val = [it for it in items if it.source in val_src]
+        return train, val
+    if len(items) >= 2:
+        order = rng.permutation(len(items))
+        n_val = min(len(items) - 1, max(1, round(val_fraction * len(items))))
+        val = [items[i] for i in sorted(order[:n_val])]
+        train = [items[i] for i in sorted(order[n_val:])]
+        return train, val
+    return items, [TrainItem(**{**items[0].__dict__, "meta": {**items[0].meta, "shared": True}})]

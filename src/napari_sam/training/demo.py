@@ -1,0 +1,337 @@
+"""Train the bundled demo model from scratch on synthetic scenes (one command).
+
+    python -m napari_sam.training.demo --out src/napari_sam/weights/demo.pt --minutes 45
+
+The model is a member of our SAM family: the small residual CNN + FPN image encoder
+(input 256 px, stride 8, 256 x 32 x 32 embeddings) with SAM's prompt encoder and mask decoder
+(token MLP 512 wide). It is trained by :class:`napari_sam.training.Trainer`, the machinery of
+:func:`napari_sam.train`, on a stream of synthetic images from every domain of
+:mod:`napari_sam.synthetic` (fluorescent nuclei weighted most, plus membrane-stained cells,
+EM organelles, X-ray, underwater RGB, and slices of 3D volumes), 8- and 16-bit, several image
+sizes. A pool of preprocessed images is refreshed with a fresh image every step, so the model
+rarely sees the same scene twice. Training seeds stay below 9000; seeds 9000-9999 are its
+validation set; tests use seeds >= 10000.
+
+Training is time-boxed (``--minutes``): the learning rate follows a warmup + cosine schedule
+over the time budget, the validation IoU is measured every ``--eval-minutes`` and the best
+model so far is written (atomically) to ``--out`` with its JSON sidecar, so a usable
+checkpoint exists early and Ctrl-C keeps the last good one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_sam.preprocess import intensity_limits
+
+from .data import TrainItem, prepare_item
+from .trainer import TrainConfig, Trainer, evaluate, save_checkpoint
+
+__all__ = ["DEMO_CONFIG", "DOMAIN_WEIGHTS", "SyntheticStream", "main", "train_demo"]
+
+logger = logging.getLogger(__name__)
+
+#: Architecture of the demo model (see docs/models.md).
+DEMO_CONFIG: dict[str, Any] = dict(
+    encoder="cnn",
+    img_size=256,
+    cnn_widths=(32, 64, 128, 192),
+    cnn_depths=(1, 2, 2, 2),
+    cnn_fpn_dim=128,
+    decoder_mlp_dim=512,
+    name="demo",
+)
+
+#: Share of training images per (domain, dimensionality).
+DOMAIN_WEIGHTS: dict[tuple[str, int], float] = {
+    ("nuclei", 2): 0.36,
+    ("cells_membrane", 2): 0.10,
+    ("em_organelles", 2): 0.10,
+    ("xray", 2): 0.10,
+    ("underwater", 2): 0.10,
+    ("nuclei", 3): 0.08,
+    ("cells_membrane", 3): 0.06,
+    ("em_organelles", 3): 0.05,
+    ("xray", 3): 0.05,
+}
+
+_SHAPES_2D = [(256, 256)] * 6 + [(192, 256), (256, 192), (320, 320), (384, 384), (512, 512),
+                                 (224, 320), (160, 160)]
+_SHAPES_3D = [(24, 128, 128), (16, 192, 192), (32, 160, 160)]
+TRAIN_SEED_END = 9000
+VAL_SEEDS = (9000, 10_000)
+
+
+class SyntheticStream:
+    """Pool of preprocessed synthetic training images, refreshed as training goes.
+
+    Each new image uses the next training seed (< 9000) with a domain, size and dtype drawn
+    from ``DOMAIN_WEIGHTS``; 3D volumes contribute a few slices (volume-wide contrast, like
+    ``embed``).
+    """
+
+    def __init__(self, img_size: int, *, pool_size: int = 160, seed: int = 0,
+                 weights: dict[tuple[str, int], float] | None = None) -> None:
+        self.img_size = img_size
+        self.rng = np.random.default_rng(seed)
+        self.weights = dict(weights or DOMAIN_WEIGHTS)
+        self.keys = list(self.weights)
+        p = np.array([self.weights[k] for k in self.keys], float)
+        self.p = p / p.sum()
+        self.next_seed = 0
+        self.generated = 0
+        self.counts: dict[str, int] = {}
+        self.pool: list[TrainItem] = []
+        while len(self.pool) < pool_size:
+            self.pool.extend(self._new_items())
+        self.pool = self.pool[:pool_size]
+
+    def _seed(self) -> int:
+        s = self.next_seed
+        self.next_seed += 1
+        if self.next_seed >= TRAIN_SEED_END:  # reuse seeds with a different size/dtype draw
+            self.next_seed = 0
+        return s
+
+    def _new_items(self) -> list[TrainItem]:
+        from napari_sam import synthetic as syn
+
+        domain, ndim = self.keys[self.rng.choice(len(self.keys), p=self.p)]
+        seed = self._seed()
+        dtype = "uint8" if self.rng.random() < 0.35 else "uint16"
+        key = f"{domain}_{ndim}d"
+        self.counts[key] = self.counts.get(key, 0) + 1
+        self.generated += 1
+        if ndim == 2:
+            shape = _SHAPES_2D[self.rng.integers(len(_SHAPES_2D))]
+            kw = {} if domain == "underwater" else {"dtype": dtype}
+            s = syn.DOMAINS[domain](shape, seed=seed, **kw)
+            item = prepare_item(s.image, s.labels, self.img_size, name=f"{key}:{seed}")
+            return [item] if len(item.ids) else []
+        shape = _SHAPES_3D[self.rng.integers(len(_SHAPES_3D))]
+        s = syn.DOMAINS_3D[domain](shape, seed=seed, dtype=dtype)
+        limits = intensity_limits(s.image)
+        zs = [z for z in range(s.labels.shape[0]) if s.labels[z].any()]
+        out = []
+        for z in self.rng.choice(zs, min(3, len(zs)), replace=False) if zs else []:
+            item = prepare_item(s.image[z], s.labels[z], self.img_size, contrast_limits=limits,
+                                name=f"{key}:{seed}[z={z}]")
+            if len(item.ids):
+                out.append(item)
+        return out
+
+    def refresh(self, n: int = 1) -> None:
+        """Replace ``n`` random pool entries with new images."""
+        for _ in range(n):
+            for item in self._new_items():
+                self.pool[self.rng.integers(len(self.pool))] = item
+
+    def batch(self, rng: np.random.Generator, batch_size: int) -> list[TrainItem]:
+        idx = rng.choice(len(self.pool), batch_size, replace=False)
+        return [self.pool[i] for i in idx]
+
+
+def validation_items(img_size: int, n_nuclei: int = 6, n_other: int = 1) -> list[TrainItem]:
+    """The demo's validation images: seeds 9000-9999 (neither training nor test seeds)."""
+    from napari_sam import synthetic as syn
+
+    items = []
+    seed = VAL_SEEDS[0]
+    for _ in range(n_nuclei):
+        s = syn.nuclei_2d((256, 256), seed=seed)
+        items.append(prepare_item(s.image, s.labels, img_size, name=f"nuclei:{seed}",
+                                  meta={"domain": "nuclei"}))
+        seed += 1
+    for domain, fn in syn.DOMAINS.items():
+        if domain == "nuclei":
+            continue
+        for _ in range(n_other):
+            s = fn((256, 256), seed=seed)
+            items.append(prepare_item(s.image, s.labels, img_size, name=f"{domain}:{seed}",
+                                      meta={"domain": domain}))
+            seed += 1
+    # at most 20 objects per image keeps validation to a few seconds
+    rng = np.random.default_rng(0)
+    for it in items:
+        ids = np.unique(it.labels[it.labels > 0])
+        it.meta["eval_ids"] = np.sort(rng.choice(ids, min(20, len(ids)), replace=False))
+    return items
+
+
+def _val_scores(model, val: list[TrainItem]) -> dict[str, Any]:
+    nuc = [it for it in val if it.meta.get("domain") == "nuclei"]
+    other = [it for it in val if it.meta.get("domain") != "nuclei"]
+    en = evaluate(model, nuc)
+    eo = evaluate(model, other) if other else {"point_iou": float("nan"), "box_iou": float("nan")}
+    score = 0.7 * en["val_iou"] + 0.3 * (eo["point_iou"] + eo["box_iou"]) / 2
+    return {
+        "nuclei_point_iou": en["point_iou"],
+        "nuclei_box_iou": en["box_iou"],
+        "other_point_iou": eo["point_iou"],
+        "other_box_iou": eo["box_iou"],
+        "score": score,
+    }
+
+
+def train_demo(
+    out: str | os.PathLike,
+    *,
+    minutes: float = 45.0,
+    eval_minutes: float = 5.0,
+    threads: int | None = None,
+    seed: int = 0,
+    lr: float = 2e-3,
+    batch_size: int = 4,
+    objects_per_image: int = 6,
+    n_corrections: int = 2,
+    pool_size: int = 160,
+    precision: str = "bf16",
+    init: str | os.PathLike | None = None,
+    progress: bool = True,
+    warm_fraction: float = 0.2,
+) -> dict[str, Any]:
+    """Train the demo model for ``minutes`` of wall-clock time; returns the last metrics."""
+    from tqdm.auto import tqdm
+
+    from napari_sam.models.build import SamConfig, build_sam, load_checkpoint
+
+    t_start = time.perf_counter()
+    if threads:
+        torch.set_num_threads(int(threads))
+    torch.manual_seed(seed)
+    config = SamConfig(**DEMO_CONFIG)
+    model = build_sam(config) if init is None else load_checkpoint(init, config)
+    model.model_id = "demo-training"
+    budget = minutes * 60.0
+    cfg = TrainConfig(
+        lr=lr, weight_decay=0.05, warmup_steps=40, min_lr_ratio=0.02, batch_size=batch_size,
+        objects_per_image=objects_per_image, n_corrections=n_corrections, p_box=0.4,
+        p_farthest=0.5, p_drop_mask=0.1, point_interior_bias=0.5, precision=precision,
+        grad_clip=1.0, loss_resolution="low",
+    )
+    trainer = Trainer(model, cfg, device="cpu", seed=seed)
+    # learning-rate schedule over the time budget rather than a step count
+    trainer.progress_fn = lambda: (time.perf_counter() - t_start) / budget
+    stream = SyntheticStream(model.img_size, pool_size=pool_size, seed=seed)
+    val = validation_items(model.img_size)
+    logger.info("data ready after %.0f s (%d pool images)", time.perf_counter() - t_start,
+                len(stream.pool))
+    history: list[dict[str, Any]] = []
+    best = -math.inf
+    last_eval = time.perf_counter()
+    sums: dict[str, float] = {}
+    count = 0
+    interrupted = False
+    bar = tqdm(total=int(budget), unit="s", disable=not progress, desc="demo training")
+
+    def record(final: bool) -> None:
+        nonlocal best, sums, count
+        ev = _val_scores(model, val)
+        elapsed = time.perf_counter() - t_start
+        rec = {
+            "minutes": round(elapsed / 60, 2),
+            "steps": trainer.step_count,
+            "images_generated": stream.generated,
+            "loss": sums.get("loss", float("nan")) / max(count, 1),
+            "train_iou_first": sums.get("iou_first", float("nan")) / max(count, 1),
+            "train_iou": sums.get("iou_last", float("nan")) / max(count, 1),
+            "lr": trainer.opt.param_groups[0]["lr"],
+            **{k: round(float(v), 4) for k, v in ev.items()},
+        }
+        history.append(rec)
+        sums, count = {}, 0
+        msg = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items())
+        (tqdm.write if progress else print)(msg)
+        sys.stdout.flush()
+        if ev["score"] > best:
+            best = ev["score"]
+            save_checkpoint(model, out, {
+                "trained_by": "napari_sam.training.demo",
+                "command": "python -m napari_sam.training.demo " + " ".join(sys.argv[1:])
+                if sys.argv and sys.argv[0].endswith("demo.py") else
+                f"python -m napari_sam.training.demo --out {out} --minutes {minutes}",
+                "base_model": "scratch" if init is None else str(init),
+                "data": {
+                    "description": "napari_sam.synthetic scenes, all domains, streamed",
+                    "domain_weights": {f"{d}_{n}d": w for (d, n), w in DOMAIN_WEIGHTS.items()},
+                    "train_seeds": f"[0, {TRAIN_SEED_END})",
+                    "val_seeds": f"[{VAL_SEEDS[0]}, {VAL_SEEDS[1]})",
+                    "images_generated": stream.generated,
+                    "per_domain": dict(stream.counts),
+                },
+                "seed": seed,
+                "train_config": cfg.to_dict(),
+                "steps": trainer.step_count,
+                "minutes": round(elapsed / 60, 2),
+                "machine": f"{platform.processor() or platform.machine()}, "
+                           f"{torch.get_num_threads()} torch threads",
+                "metrics": history,
+                "final": final,
+            })
+
+    try:
+        while time.perf_counter() - t_start < budget:
+            # first learn to segment from one prompt (cheap steps), then add corrections
+            done = (time.perf_counter() - t_start) / budget
+            trainer.cfg.n_corrections = 0 if done < warm_fraction else n_corrections
+            info = trainer.train_step(stream.batch(trainer.rng, batch_size))
+            stream.refresh(1)
+            if info:
+                count += 1
+                for k in ("loss", "iou_first", "iou_last"):
+                    sums[k] = sums.get(k, 0.0) + info[k]
+                bar.n = int(min(budget, time.perf_counter() - t_start))
+                bar.set_postfix(step=trainer.step_count, loss=f"{info['loss']:.3f}",
+                                iou=f"{info['iou_last']:.3f}")
+            if time.perf_counter() - last_eval > eval_minutes * 60:
+                record(final=False)
+                last_eval = time.perf_counter()
+    except KeyboardInterrupt:
+        interrupted = True
+        (tqdm.write if progress else print)("interrupted: the last good checkpoint is kept")
+    bar.close()
+    if not interrupted:
+        record(final=True)
+    return history[-1] if history else {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m napari_sam.training.demo",
+        description="Train the bundled demo model from scratch on synthetic data.",
+    )
+    p.add_argument("--out", default="src/napari_sam/weights/demo.pt")
+    p.add_argument("--minutes", type=float, default=45.0, help="wall-clock budget")
+    p.add_argument("--eval-minutes", type=float, default=5.0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's; use 1 on a busy machine)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--objects-per-image", type=int, default=6)
+    p.add_argument("--corrections", type=int, default=2)
+    p.add_argument("--pool-size", type=int, default=160)
+    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    p.add_argument("--init", default=None, help="start from this checkpoint instead of scratch")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    train_demo(a.out, minutes=a.minutes, eval_minutes=a.eval_minutes, threads=a.threads,
+               seed=a.seed, lr=a.lr, batch_size=a.batch_size,
+               objects_per_image=a.objects_per_image, n_corrections=a.corrections,
+               precision=a.precision, init=a.init, pool_size=a.pool_size, progress=not a.no_progress)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

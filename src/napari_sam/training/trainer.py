@@ -1,0 +1,776 @@
+"""Train or finetune a SAM-family model on (image, instance labels) pairs.
+
+One training step takes a batch of images, encodes them once, and for up to
+``objects_per_image`` objects per image simulates an interactive session the way SAM was
+trained:
+
+1. a first prompt: one random positive point (decoded with 3 candidate masks; only the best
+   candidate is penalised) or a jittered box (one mask);
+2. ``n_corrections`` correction clicks, each sampled from the error region of the previous
+   prediction (positive in a missed region, negative in a spurious one), with the previous
+   low-resolution logits of the chosen mask as the mask prompt (one mask).
+
+Each decoder call handles every object of the batch at once. The loss is SAM's: focal (x20)
++ dice on the masks (upsampled to the model input size, as at inference) and MSE between the
+IoU head and the actual IoU, averaged over all iterations.
+
+Validation runs the :class:`~napari_sam.predictor.Predictor` on the original images: one
+click at the centre of each object (best of 3 candidates by predicted IoU) and the tight box.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from napari_sam.device import autocast, resolve_device, resolve_precision
+
+from .data import TrainItem, load_pairs, make_items, split_items
+from .losses import LossWeights, sam_loss
+from .prompts import central_point, correction_clicks, jitter_boxes, masks_to_boxes, sample_points
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "evaluate",
+    "save_checkpoint",
+    "train",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of :class:`Trainer` (all have working defaults for finetuning).
+
+    Attributes
+    ----------
+    lr : float
+        Peak AdamW learning rate (linear warmup, then cosine decay to ``lr * min_lr_ratio``).
+    weight_decay : float
+    warmup_steps : int
+    min_lr_ratio : float
+    batch_size : int
+        Images per step.
+    objects_per_image : int
+        Objects sampled per image and step (all of them when fewer).
+    n_corrections : int
+        Correction-click iterations after the first prompt.
+    p_box : float
+        Probability that an object's first prompt is a box instead of a point.
+    p_farthest : float
+        Probability that a correction click is the point farthest inside the error region
+        (else uniformly random in it).
+    p_drop_mask : float
+        Probability, per correction iteration, of decoding without the mask prompt (so the
+        model also works when a caller passes only points).
+    point_interior_bias : float
+        Probability that a first click is drawn towards the object's middle.
+    box_noise : float
+        Box jitter, relative to the box side (SAM: 0.1).
+    freeze_encoder : bool
+        Train only the prompt encoder and mask decoder; image embeddings are computed once
+        per (augmented) image and cached.
+    augment : bool
+        Random flips and 90-degree rotations.
+    grad_clip : float
+        Gradient-norm clipping (0 disables).
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        Autocast dtype; "auto" is bf16 on CUDA and fp32 on the CPU.
+    loss_resolution : {"input", "low"}
+        Compute the mask loss on logits upsampled to the model input size, as inference
+        does ("input"), or on the low-resolution logits against area-downsampled targets
+        ("low", 4x cheaper).
+    loss : LossWeights
+    """
+
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.05
+    batch_size: int = 2
+    objects_per_image: int = 8
+    n_corrections: int = 3
+    p_box: float = 0.5
+    p_farthest: float = 0.5
+    p_drop_mask: float = 0.1
+    point_interior_bias: float = 0.5
+    box_noise: float = 0.1
+    freeze_encoder: bool = False
+    augment: bool = True
+    grad_clip: float = 1.0
+    precision: str = "auto"
+    loss_resolution: str = "input"
+    loss: LossWeights = field(default_factory=LossWeights)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """``model.pt`` -> ``model.json`` (what :func:`napari_sam.load_model` reads)."""
+    return Path(path).with_suffix(".json")
+
+
+def save_checkpoint(model, path: str | os.PathLike, metadata: dict[str, Any]) -> Path:
+    """Write ``model.state_dict()`` (Meta's SAM key layout, float32, CPU) to ``path`` and
+    ``metadata`` plus the architecture and the file's sha256 to the JSON sidecar. Both are
+    written to temporary names and renamed, so an interrupted save leaves the previous
+    files intact."""
+    import hashlib
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()
+          for k, v in model.state_dict().items()}
+    _atomic_write_bytes(path, lambda fh: torch.save(sd, fh))
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    from napari_sam import __version__
+    from napari_sam.models.build import architecture_name
+
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "napari_sam_version": __version__,
+        "architecture": architecture_name(model.config),
+        "config": model.config.to_dict(),
+        "input_size": int(model.img_size),
+        **metadata,
+        "sha256": h.hexdigest(),
+        "size": path.stat().st_size,
+    }
+    text = json.dumps(meta, indent=1, default=_json_default)
+    _atomic_write_bytes(sidecar_path(path), lambda fh: fh.write(text.encode()))
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    return str(o)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(
+    model,
+    items: Sequence[TrainItem],
+    *,
+    device="cpu",
+    max_objects: int | None = None,
+    n_clicks: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Prompted-segmentation quality through the :class:`Predictor` on original images.
+
+    Per object: one positive click at its most central pixel (3 candidates, the one with the
+    highest predicted IoU is kept), its tight box, and optionally ``n_clicks`` correction
+    clicks after the first click (farthest point of the larger error region, previous logits
+    as mask prompt, one mask).
+
+    Returns
+    -------
+    dict with "point_iou", "box_iou", "val_iou" (their mean) and, with ``n_clicks``,
+    "click_iou" (list after each click) and arrays "point_ious", "box_ious",
+    "click_ious" (objects x clicks) for detailed analysis.
+    """
+    from napari_sam.predictor import Predictor
+
+    was_training = model.training
+    pred = Predictor(model, device=device, precision="fp32")
+    rng = np.random.default_rng(seed)
+    p_ious, b_ious, c_ious = [], [], []
+    budget = max_objects
+    try:
+        for item in items:
+            ids = item.meta.get("eval_ids")
+            ids = np.unique(item.labels[item.labels > 0]) if ids is None else np.asarray(ids)
+            if budget is not None:
+                if budget <= 0:
+                    break
+                ids = ids[:budget]
+                budget -= len(ids)
+            if len(ids) == 0:
+                continue
+            emb = pred.set_image(item.image, contrast_limits=item.contrast_limits)
+            gt = torch.from_numpy(item.labels[None] == ids[:, None, None])  # (K, H, W)
+            pts = np.array([central_point(g) for g in gt.numpy()], np.float32)[:, None]  # (K,1,2)
+            lab = np.ones((len(ids), 1), np.int64)
+            out = pred.predict_batch(emb, points=pts, labels=lab, multimask=True)
+            best = out.scores.argmax(1)
+            rows = torch.arange(len(ids))
+            masks = out.masks[rows, best]
+            p_ious.append(_iou(masks, gt))
+            boxes = masks_to_boxes(gt)[:, [1, 0, 3, 2]]  # (x0,y0,x1,y1) -> (r0,c0,r1,c1)
+            outb = pred.predict_batch(emb, boxes=boxes, multimask=False)
+            b_ious.append(_iou(outb.masks[:, 0], gt))
+            if n_clicks:
+                logits = out.logits[rows, best][:, None]
+                cur = masks
+                per_click = []
+                for _ in range(n_clicks):
+                    xy, lb = correction_clicks(cur, gt, rng, p_farthest=1.0)
+                    # points in (row, col) for the predictor; padding points keep label -1
+                    pts = np.concatenate([pts, xy[:, None, ::-1]], 1)
+                    lab = np.concatenate([lab, lb[:, None]], 1)
+                    o = pred.predict_batch(emb, points=pts, labels=lab, mask_inputs=logits,
+                                           multimask=False)
+                    logits, cur = o.logits, o.masks[:, 0]
+                    per_click.append(_iou(cur, gt))
+                c_ious.append(np.stack(per_click, 1))
+    finally:
+        model.train(was_training)
+    p = np.concatenate(p_ious) if p_ious else np.zeros(0)
+    b = np.concatenate(b_ious) if b_ious else np.zeros(0)
+    res: dict[str, Any] = {
+        "n_objects": int(len(p)),
+        "point_iou": float(p.mean()) if len(p) else float("nan"),
+        "box_iou": float(b.mean()) if len(b) else float("nan"),
+        "point_ious": p,
+        "box_ious": b,
+    }
+    res["val_iou"] = (res["point_iou"] + res["box_iou"]) / 2
+    if n_clicks:
+        c = np.concatenate(c_ious) if c_ious else np.zeros((0, n_clicks))
+        res["click_ious"] = c
+        res["click_iou"] = [float(v) for v in c.mean(0)] if len(c) else []
+    return res
+
+
+def _iou(masks: Tensor, gt: Tensor) -> np.ndarray:
+    m = masks.reshape(len(masks), -1).cpu()
+    g = gt.reshape(len(gt), -1)
+    inter = (m & g).sum(1).double()
+    union = (m | g).sum(1).double()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)).numpy()
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+def _augment(rgb: np.ndarray, lab: np.ndarray, rng: np.random.Generator):
+    k = int(rng.integers(4))
+    if k:
+        rgb, lab = np.rot90(rgb, k), np.rot90(lab, k)
+    if rng.random() < 0.5:
+        rgb, lab = rgb[:, ::-1], lab[:, ::-1]
+    return np.ascontiguousarray(rgb), np.ascontiguousarray(lab)
+
+
+class Trainer:
+    """Runs training steps and evaluation for one model.
+
+    Parameters
+    ----------
+    model : Sam
+        Trained in place.
+    config : TrainConfig
+    device : str or torch.device
+    seed : int
+    total_steps : int
+        Length of the learning-rate schedule.
+    """
+
+    def __init__(self, model, config: TrainConfig, *, device="cpu", seed: int = 0,
+                 total_steps: int = 1000) -> None:
+        self.model = model
+        self.cfg = config
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(config.precision, self.device)
+        self.model.to(self.device).train()
+        self.rng = np.random.default_rng(seed)
+        torch.manual_seed(seed)
+        enc = self.model.image_encoder
+        for p in enc.parameters():
+            p.requires_grad_(not config.freeze_encoder)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        self.opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": config.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=config.lr,
+        )
+        self.total_steps = max(1, int(total_steps))
+        self.step_count = 0
+        self._emb_cache: dict[int, Tensor] = {}
+        #: optional callable returning the fraction of training done (0..1); when set, the
+        #: cosine schedule follows it instead of ``step / total_steps`` (time-boxed runs)
+        self.progress_fn: Callable[[], float] | None = None
+
+    # -------------------------------------------------------------- schedule
+    def lr_at(self, step: int) -> float:
+        c = self.cfg
+        if step < c.warmup_steps:
+            return c.lr * (step + 1) / c.warmup_steps
+        if self.progress_fn is not None:
+            t = min(1.0, max(0.0, float(self.progress_fn())))
+        else:
+            t = min(1.0, (step - c.warmup_steps) / max(1, self.total_steps - c.warmup_steps))
+        return c.lr * (c.min_lr_ratio + (1 - c.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+    # -------------------------------------------------------------- one step
+    def _inputs(self, items: Sequence[TrainItem]):
+        rgbs, labs = [], []
+        for it in items:
+            rgb, lab = it.rgb, it.labels_input
+            if self.cfg.augment and not self.cfg.freeze_encoder:
+                rgb, lab = _augment(rgb, lab, self.rng)
+            rgbs.append(rgb)
+            labs.append(lab)
+        s = self.model.img_size
+        full_labs = np.zeros((len(items), s, s), np.int32)
+        tensors = []
+        for i, (rgb, lab) in enumerate(zip(rgbs, labs)):
+            h, w = lab.shape
+            t = torch.from_numpy(np.array(rgb, dtype=np.float32)).permute(2, 0, 1)
+            tensors.append(self.model.normalize_and_pad(t.to(self.device)))
+            full_labs[i, :h, :w] = lab
+        x = torch.stack(tensors)
+        return x, full_labs
+
+    def _embed(self, items, x) -> Tensor:
+        if not self.cfg.freeze_encoder:
+            with autocast(self.device, self.dtype):
+                return self.model.encode(x)
+        out = []
+        for i, it in enumerate(items):
+            key = id(it)
+            if key not in self._emb_cache:
+                with torch.no_grad(), autocast(self.device, self.dtype):
+                    self._emb_cache[key] = self.model.encode(x[i : i + 1]).float()[0]
+            out.append(self._emb_cache[key])
+        return torch.stack(out)
+
+    def _decode(self, emb, idx, points=None, boxes=None, masks=None, multimask=False):
+        with autocast(self.device, self.dtype):
+            logits, iou = self.model.decode(
+                emb[idx], points=points, boxes=boxes, masks=masks, multimask=multimask
+            )
+        return logits.float(), iou.float()
+
+    def _up(self, logits: Tensor) -> Tensor:
+        s = self.model.img_size
+        return F.interpolate(logits, (s, s), mode="bilinear", align_corners=False)
+
+    def _for_loss(self, logits: Tensor) -> Tensor:
+        return logits if self.cfg.loss_resolution == "low" else self._up(logits)
+
+    def train_step(self, items: Sequence[TrainItem]) -> dict[str, float]:
+        """One optimisation step on a batch of items; returns loss parts and mean IoUs."""
+        cfg, dev, rng = self.cfg, self.device, self.rng
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr_at(self.step_count)
+        x, labs = self._inputs(items)
+        # objects: (image index, id)
+        img_idx, obj_ids = [], []
+        for i, it in enumerate(items):
+            ids = np.unique(labs[i][labs[i] > 0])
+            ids = np.intersect1d(ids, it.ids) if len(it.ids) else ids
+            if len(ids) > cfg.objects_per_image:
+                ids = rng.choice(ids, cfg.objects_per_image, replace=False)
+            img_idx += [i] * len(ids)
+            obj_ids += list(ids)
+        if not obj_ids:
+            return {}
+        img_idx_np = np.asarray(img_idx)
+        gt_np = labs[img_idx_np] == np.asarray(obj_ids)[:, None, None]  # (N, S, S)
+        gt = torch.from_numpy(gt_np).to(dev).float()
+        if cfg.loss_resolution == "low":
+            low = 4 * int(self.model.embedding_size)
+            gt = F.adaptive_avg_pool2d(gt[:, None], (low, low))[:, 0]
+        n = len(obj_ids)
+        s = self.model.img_size
+        emb = self._embed(items, x)
+        idx = torch.as_tensor(img_idx_np, device=dev)
+
+        is_box = rng.random(n) < cfg.p_box
+        groups = [g for g in (np.flatnonzero(~is_box), np.flatnonzero(is_box)) if len(g)]
+        # state per group
+        coords = {}
+        labels = {}
+        boxes = {}
+        prev = {}
+        losses: list[Tensor] = []
+        parts_acc: dict[str, float] = {"focal": 0.0, "dice": 0.0, "iou_mse": 0.0}
+        n_calls = 0
+        first_iou = torch.zeros(n)
+        last_iou = torch.zeros(n)
+        for gi, g in enumerate(groups):
+            gt_g = gt[g]
+            gidx = idx[g]
+            if is_box[g[0]]:
+                b = jitter_boxes(masks_to_boxes(gt_np[g]), rng, (s, s), noise=cfg.box_noise)
+                boxes[gi] = torch.from_numpy(b).to(dev)
+                coords[gi] = np.zeros((len(g), 0, 2), np.float32)
+                labels[gi] = np.zeros((len(g), 0), np.int64)
+                logits, iou = self._decode(emb, gidx, boxes=boxes[gi], multimask=False)
+            else:
+                boxes[gi] = None
+                coords[gi] = sample_points(gt_np[g], 1, rng, interior_bias=cfg.point_interior_bias)
+                labels[gi] = np.ones((len(g), 1), np.int64)
+                pts = (torch.from_numpy(coords[gi]).to(dev), torch.from_numpy(labels[gi]).to(dev))
+                logits, iou = self._decode(emb, gidx, points=pts, multimask=True)
+            loss, parts = sam_loss(self._for_loss(logits), gt_g, iou, cfg.loss)
+            losses.append(loss * len(g) / n)
+            for k in parts_acc:
+                parts_acc[k] += float(parts[k]) * len(g) / n
+            first_iou[g] = parts["iou"].cpu()
+            last_iou[g] = parts["iou"].cpu()
+            # the mask a user would see next: highest predicted IoU
+            sel = iou.detach().argmax(1)
+            rows = torch.arange(len(g), device=dev)
+            prev[gi] = logits.detach()[rows, sel][:, None]
+        n_calls += 1
+        for _ in range(cfg.n_corrections):
+            it_losses = []
+            for gi, g in enumerate(groups):
+                with torch.no_grad():
+                    pred_up = (self._up(prev[gi]) > 0)[:, 0].cpu().numpy()
+                xy, lb = correction_clicks(pred_up, gt_np[g], rng, p_farthest=cfg.p_farthest)
+                coords[gi] = np.concatenate([coords[gi], xy[:, None]], 1)
+                labels[gi] = np.concatenate([labels[gi], lb[:, None]], 1)
+                pts = (torch.from_numpy(coords[gi]).to(dev), torch.from_numpy(labels[gi]).to(dev))
+                masks = None if rng.random() < cfg.p_drop_mask else prev[gi]
+                logits, iou = self._decode(emb, idx[g], points=pts, boxes=boxes[gi], masks=masks,
+                                           multimask=False)
+                loss, parts = sam_loss(self._for_loss(logits), gt[g], iou, cfg.loss)
+                it_losses.append(loss * len(g) / n)
+                for k in parts_acc:
+                    parts_acc[k] += float(parts[k]) * len(g) / n
+                last_iou[g] = parts["iou"].cpu()
+                prev[gi] = logits.detach()
+            losses += it_losses
+            n_calls += 1
+        total = torch.stack(losses).sum() / n_calls
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in self.model.parameters() if p.requires_grad], cfg.grad_clip
+            )
+        self.opt.step()
+        self.step_count += 1
+        out = {k: v / n_calls for k, v in parts_acc.items()}
+        out.update(loss=float(total.detach()), iou_first=float(first_iou.mean()),
+                   iou_last=float(last_iou.mean()), lr=self.opt.param_groups[0]["lr"], objects=n)
+        return out
+
+
+# ----------------------------------------------------------------------------- train()
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes
+    ----------
+    model : Sam
+        The trained model (the best one by validation IoU when a validation split exists).
+    path : Path or None
+        The checkpoint written (None when nothing was saved).
+    history : list of dict
+        Per epoch: "epoch", "loss", "train_iou", "val_point_iou", "val_box_iou",
+        "val_iou", "seconds".
+    interrupted : bool
+        True when training stopped on Ctrl-C (the checkpoint is the last good one).
+    """
+
+    model: Any
+    path: Path | None
+    history: list[dict[str, Any]]
+    interrupted: bool = False
+
+
+def _resolve_model(model, device):
+    from napari_sam.models.build import SamConfig, build_sam
+    from napari_sam.models.sam import Sam
+
+    if isinstance(model, Sam):
+        return model, getattr(model, "model_id", "model")
+    if isinstance(model, SamConfig):
+        return build_sam(model), "scratch"
+    if isinstance(model, dict):
+        return build_sam(SamConfig.from_dict(model)), "scratch"
+    from napari_sam.models.registry import load_model
+
+    m = load_model(model if not isinstance(model, str) or not os.path.isfile(model)
+                   else Path(model), device="cpu")
+    return m, str(model)
+
+
+def train(
+    images,
+    labels,
+    model="demo",
+    out: str | os.PathLike | None = "my_model.pt",
+    *,
+    epochs: int = 10,
+    lr: float = 1e-4,
+    batch_size: int = 2,
+    objects_per_image: int = 8,
+    n_corrections: int = 3,
+    freeze_encoder: bool = False,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    device="auto",
+    precision: str = "auto",
+    steps_per_epoch: int | None = None,
+    max_val_objects: int | None = 200,
+    progress: bool = True,
+    save: str = "best",
+    config: TrainConfig | None = None,
+    callback: Callable[[int, dict], None] | None = None,
+    data_description: str | None = None,
+) -> TrainResult:
+    """Train or finetune a SAM-family model on images with instance labels.
+
+    Parameters
+    ----------
+    images, labels : path, glob, numpy array, or a list of them
+        Paired in order (globs sorted). 2D images (Y, X) / (Y, X, 3|4) with (Y, X) labels, or
+        stacks (Z, Y, X[, C]) with (Z, Y, X) labels, used slice by slice. Labels are integer
+        instance ids, 0 = background. Every check (shapes, dtypes, empty labels, unreadable
+        files) runs before training starts and raises ``ValueError``.
+    model : str, path, Sam, or SamConfig
+        Registry name ("demo", "vit_b", ...), a checkpoint path, a loaded model (trained in
+        place), or a :class:`~napari_sam.models.build.SamConfig` to train from scratch.
+    out : path or None
+        Checkpoint to write (SAM state_dict layout) plus its JSON sidecar (``.json``).
+        Written atomically after each epoch whose validation IoU is the best so far
+        (``save="best"``) or after every epoch (``save="last"``). None saves nothing.
+    epochs, lr, batch_size, objects_per_image, n_corrections, freeze_encoder
+        See :class:`TrainConfig`; ``batch_size`` is images per step.
+    val_fraction : float
+        Held-out share of the images (whole files when several are given).
+    seed : int
+        Seeds the split, the prompts, augmentation and torch.
+    device : "auto", "cpu", "cuda", ...
+    precision : {"auto", "fp32", "bf16", "fp16"}
+    steps_per_epoch : int, optional
+        Default: one pass over the training images.
+    max_val_objects : int or None
+        Cap on validation objects (speed).
+    progress : bool
+        tqdm progress bar.
+    save : {"best", "last"}
+    config : TrainConfig, optional
+        Full control; the keyword arguments above override its fields.
+    callback : callable(step, info), optional
+        Called after every step (e.g. for logging); may raise KeyboardInterrupt to stop.
+    data_description : str, optional
+        Recorded in the sidecar (default: the file names / array count).
+
+    Returns
+    -------
+    TrainResult
+
+    Ctrl-C (KeyboardInterrupt) stops training cleanly: the checkpoint on disk is the last
+    good one (never half-written) and the result has ``interrupted=True``.
+    """
+    if save not in ("best", "last"):
+        raise ValueError(f"save must be 'best' or 'last', got {save!r}")
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    pairs = load_pairs(images, labels)  # all input checks first
+    dev = resolve_device(device)
+    sam, base = _resolve_model(model, dev)
+    items = make_items(pairs, sam.img_size)
+    train_items, val_items = split_items(items, val_fraction, seed)
+    cfg = copy.deepcopy(config) if config is not None else TrainConfig()
+    cfg.lr, cfg.batch_size, cfg.objects_per_image = lr, batch_size, objects_per_image
+    cfg.n_corrections, cfg.freeze_encoder, cfg.precision = n_corrections, freeze_encoder, precision
+    spe = steps_per_epoch or max(1, math.ceil(len(train_items) / batch_size))
+    trainer = Trainer(sam, cfg, device=dev, seed=seed, total_steps=spe * epochs)
+    description = data_description or (
+        f"{len(pairs)} image(s): " + ", ".join(p.name for p in pairs[:10])
+        + (" ..." if len(pairs) > 10 else "")
+    )
+    meta_base = {
+        "base_model": base,
+        "data": {
+            "description": description,
+            "n_images": len(pairs),
+            "n_train_items": len(train_items),
+            "n_val_items": len(val_items),
+            "n_objects": int(sum(len(it.ids) for it in items)),
+        },
+        "seed": seed,
+        "train_config": cfg.to_dict(),
+        "trained_by": "napari_sam.training.train",
+    }
+    return run_training(
+        trainer, train_items, val_items, epochs=epochs, steps_per_epoch=spe, out=out,
+        meta=meta_base, max_val_objects=max_val_objects, progress=progress, save=save,
+        callback=callback,
+    )
+
+
+def run_training(
+    trainer: Trainer,
+    train_items: Sequence[TrainItem] | Callable[[np.random.Generator, int], list[TrainItem]],
+    val_items: Sequence[TrainItem],
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    out,
+    meta: dict[str, Any],
+    max_val_objects: int | None = 200,
+    progress: bool = True,
+    save: str = "best",
+    callback=None,
+    time_limit: float | None = None,
+) -> TrainResult:
+    """The epoch loop shared by :func:`train` and the demo-model script.
+
+    ``train_items`` is a list (shuffled each epoch) or a function ``(rng, batch_size) ->
+    items`` that draws a batch (for streamed synthetic data). ``time_limit`` (seconds) ends
+    training early after the epoch in which it is reached (the final validation still runs).
+    """
+    from tqdm.auto import tqdm
+
+    cfg = trainer.cfg
+    out = Path(out) if out is not None else None
+    history: list[dict[str, Any]] = []
+    best = -math.inf
+    best_state = None
+    interrupted = False
+    saved: Path | None = None
+    t_start = time.perf_counter()
+    rng = trainer.rng
+    # a SIGTERM (e.g. from a job scheduler) is handled like Ctrl-C
+    old_term = None
+    try:
+        old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        for epoch in range(1, epochs + 1):
+            t0 = time.perf_counter()
+            sums: dict[str, float] = {}
+            count = 0
+            if callable(train_items):
+                batches = (train_items(rng, cfg.batch_size) for _ in range(steps_per_epoch))
+            else:
+                order = list(rng.permutation(len(train_items)))
+                while len(order) < steps_per_epoch * cfg.batch_size:
+                    order += list(rng.permutation(len(train_items)))
+                batches = (
+                    [train_items[j] for j in order[k * cfg.batch_size : (k + 1) * cfg.batch_size]]
+                    for k in range(steps_per_epoch)
+                )
+            bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{epochs}",
+                       disable=not progress, leave=False)
+            for batch in bar:
+                info = trainer.train_step(batch)
+                if not info:
+                    continue
+                count += 1
+                for k in ("loss", "iou_first", "iou_last"):
+                    sums[k] = sums.get(k, 0.0) + info[k]
+                bar.set_postfix(loss=f"{info['loss']:.3f}", iou=f"{info['iou_last']:.3f}")
+                if callback is not None:
+                    callback(trainer.step_count, info)
+                if time_limit is not None and time.perf_counter() - t_start > time_limit:
+                    break
+            bar.close()
+            rec: dict[str, Any] = {
+                "epoch": epoch,
+                "steps": trainer.step_count,
+                "loss": sums.get("loss", float("nan")) / max(count, 1),
+                "train_iou_first": sums.get("iou_first", float("nan")) / max(count, 1),
+                "train_iou": sums.get("iou_last", float("nan")) / max(count, 1),
+            }
+            score = rec["train_iou"]
+            if val_items:
+                ev = evaluate(trainer.model, val_items, device=trainer.device,
+                              max_objects=max_val_objects)
+                rec.update(val_point_iou=ev["point_iou"], val_box_iou=ev["box_iou"],
+                           val_iou=ev["val_iou"], val_objects=ev["n_objects"])
+                score = ev["val_iou"]
+            rec["seconds"] = time.perf_counter() - t0
+            history.append(rec)
+            msg = (f"epoch {epoch}/{epochs}: loss {rec['loss']:.4f}, train IoU "
+                   f"{rec['train_iou']:.3f}")
+            if val_items:
+                msg += (f", val IoU {rec['val_iou']:.3f} (point {rec['val_point_iou']:.3f}, "
+                        f"box {rec['val_box_iou']:.3f})")
+            logger.info(msg)
+            if progress:
+                tqdm.write(msg)
+            improved = score > best
+            if improved:
+                best = score
+                if val_items:
+                    best_state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+            if out is not None and (save == "last" or improved):
+                saved = save_checkpoint(
+                    trainer.model, out,
+                    {**meta, "epochs_done": epoch, "steps": trainer.step_count,
+                     "metrics": history, "best_epoch": epoch, "interrupted": False},
+                )
+            if time_limit is not None and time.perf_counter() - t_start > time_limit:
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+        msg = "training interrupted"
+        msg += f"; the last good checkpoint is {saved}" if saved else "; no checkpoint was written"
+        logger.warning(msg)
+        if progress:
+            tqdm.write(msg)
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+    if best_state is not None and save == "best":
+        trainer.model.load_state_dict(best_state)
+    trainer.model.eval()
+    return TrainResult(model=trainer.model, path=saved, history=history, interrupted=interrupted)
+
+
+def _raise_interrupt(signum, frame):  # pragma: no cover - signal handler
+    raise KeyboardInterrupt

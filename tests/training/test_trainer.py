@@ -1,0 +1,238 @@
+"""The trainer: input checks, finetuning that improves a weak model, checkpoints, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+import napari_sam as ns
+from napari_sam.models.build import SamConfig, build_sam
+from napari_sam.training import TrainConfig, Trainer, evaluate, load_pairs, make_items, train
+from napari_sam.training.data import split_items
+
+TINY = SamConfig(
+    encoder="cnn",
+    img_size=64,
+    cnn_widths=(8, 16, 32, 32),
+    cnn_depths=(1, 1, 1, 1),
+    cnn_fpn_dim=32,
+    prompt_embed_dim=64,
+    mask_in_chans=4,
+    decoder_depth=1,
+    decoder_mlp_dim=64,
+    decoder_num_heads=4,
+    iou_head_hidden_dim=32,
+)
+
+
+def blobs(seed: int, shape=(64, 64), n=5):
+    """Bright disks on a noisy, uneven background, with instance labels."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.int32)
+    k = 0
+    for _ in range(40):
+        r = rng.uniform(5, 9)
+        cy, cx = rng.uniform(r, shape[0] - r), rng.uniform(r, shape[1] - r)
+        disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        if (labels[disk] > 0).any():
+            continue
+        k += 1
+        labels[disk] = k
+        if k == n:
+            break
+    image = 100 + 20 * (xx / shape[1]) + rng.normal(0, 8, shape)
+    image[labels > 0] += rng.uniform(80, 160)
+    return image.astype(np.uint16), labels
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and do not fight other jobs for cores)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data():
+    pairs = [blobs(s) for s in range(12)]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_labels_shape_differs(data):
+    images, labels = data
+    with pytest.raises(ValueError, match=r"labels shape \(64, 60\) does not match image shape"):
+        train(images[0], labels[0][:, :60], model=TINY, out=None)
+
+
+def test_empty_label_image(data):
+    images, _ = data
+    with pytest.raises(ValueError, match="no objects"):
+        train(images[:2], [np.zeros((64, 64), np.int32)] * 2, model=TINY, out=None)
+
+
+def test_non_integer_labels(data):
+    images, labels = data
+    with pytest.raises(ValueError, match="integer array"):
+        train(images[0], labels[0].astype(np.float32), model=TINY, out=None)
+
+
+def test_unreadable_file(tmp_path, data):
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"this is not a tiff")
+    lab = tmp_path / "lab.tif"
+    tifffile.imwrite(lab, data[1][0])
+    with pytest.raises(ValueError, match="cannot read .*broken.tif"):
+        train(str(bad), str(lab), model=TINY, out=None)
+
+
+def test_missing_file_and_empty_glob(tmp_path, data):
+    with pytest.raises(ValueError, match="file not found"):
+        train(str(tmp_path / "nope.tif"), data[1][0], model=TINY, out=None)
+    with pytest.raises(ValueError, match="matches no file"):
+        train(str(tmp_path / "*.tif"), str(tmp_path / "*.tif"), model=TINY, out=None)
+
+
+def test_count_mismatch(data):
+    images, labels = data
+    with pytest.raises(ValueError, match="2 images but 3 label images"):
+        train(images[:2], labels[:3], model=TINY, out=None)
+
+
+def test_checks_run_before_any_training(tmp_path, data, monkeypatch):
+    """A bad pair late in the list fails before a model is built or a step is run."""
+    images, labels = data
+    called = []
+    monkeypatch.setattr(Trainer, "train_step", lambda *a, **k: called.append(1))
+    with pytest.raises(ValueError, match=r"labels\[3\]"):
+        train(images[:4], labels[:3] + [labels[3].astype(float)], model=TINY, out=tmp_path / "m.pt")
+    assert not called and not (tmp_path / "m.pt").exists()
+
+
+def test_tiff_globs_and_stacks(tmp_path, data):
+    images, labels = data
+    for i in range(3):
+        tifffile.imwrite(tmp_path / f"img_{i}.tif", np.stack(images[3 * i : 3 * i + 3]))
+        tifffile.imwrite(tmp_path / f"lab_{i}.tif", np.stack(labels[3 * i : 3 * i + 3]))
+    pairs = load_pairs(str(tmp_path / "img_*.tif"), str(tmp_path / "lab_*.tif"))
+    assert [p.image.shape for p in pairs] == [(3, 64, 64)] * 3
+    items = make_items(pairs, 64)
+    assert len(items) == 9 and items[4].name.endswith("lab_1.tif[z=1]")
+    # a stack shares volume-wide contrast limits, like ns.embed
+    assert items[0].contrast_limits == items[1].contrast_limits is not None
+    train_items, val_items = split_items(items, 0.34, seed=0)
+    assert len({it.source for it in val_items}) == 1  # whole files are held out
+    assert not {it.source for it in val_items} & {it.source for it in train_items}
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _weak_model(data, tmp_path):
+    """A deliberately weak model: a few steps from scratch."""
+    torch.manual_seed(0)
+    images, labels = data
+    res = train(images[:8], labels[:8], model=TINY, out=tmp_path / "weak.pt", epochs=1,
+                steps_per_epoch=3, lr=2e-3, batch_size=2, val_fraction=0.25, seed=0,
+                device="cpu", progress=False)
+    return res
+
+
+@pytest.fixture(scope="module")
+def easy_data():
+    """Two blobs per image: a task a tiny model learns in about a hundred steps."""
+    pairs = [blobs(s, n=2) for s in range(12)]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def test_finetune_improves_a_weak_model_and_reloads(tmp_path, easy_data):
+    images, labels = data = easy_data
+    weak = _weak_model(data, tmp_path)
+    weak_path = tmp_path / "weak.pt"
+    assert weak_path.is_file() and weak.history[0]["val_iou"] < 0.6
+    held_out = make_items(load_pairs(images[8:], labels[8:]), 64)
+    before = evaluate(ns.load_model(weak_path), held_out)["val_iou"]
+
+    out = tmp_path / "tuned.pt"
+    res = train(images[:8], labels[:8], model=str(weak_path), out=out, epochs=4,
+                steps_per_epoch=25, lr=3e-3, batch_size=2, objects_per_image=5,
+                n_corrections=1, val_fraction=0.25, seed=1, device="cpu", progress=False)
+    assert not res.interrupted and res.path == out
+    assert [h["epoch"] for h in res.history] == [1, 2, 3, 4]
+    assert max(h["val_iou"] for h in res.history) > weak.history[0]["val_iou"] + 0.15
+
+    reloaded = ns.load_model(out)
+    after = evaluate(reloaded, held_out)["val_iou"]
+    assert after > before + 0.15, (before, after)
+
+    # the checkpoint is the official layout and the sidecar describes the run
+    sd = torch.load(out, weights_only=True)
+    assert set(sd) == set(build_sam(TINY).state_dict())
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["config"]["img_size"] == 64 and side["input_size"] == 64
+    assert side["base_model"] == str(weak_path) and side["seed"] == 1
+    assert len(side["metrics"]) == side["best_epoch"]
+    assert side["metrics"][-1]["val_iou"] == pytest.approx(max(h["val_iou"] for h in res.history))
+    assert side["napari_sam_version"] == ns.__version__ and len(side["sha256"]) == 64
+
+    # the returned model is the saved one: identical predictions after reloading
+    p1, p2 = ns.Predictor(res.model, device="cpu"), ns.Predictor(reloaded, device="cpu")
+    for p in (p1, p2):
+        p.set_image(images[9])
+    m1, s1, l1 = p1.predict(points=[[30, 30]], labels=[1])
+    m2, s2, l2 = p2.predict(points=[[30, 30]], labels=[1])
+    np.testing.assert_array_equal(m1, m2)
+    np.testing.assert_allclose(l1, l2, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(s1, s2, rtol=0, atol=1e-6)
+
+
+def test_frozen_encoder_keeps_encoder_weights(data):
+    images, labels = data
+    model = build_sam(TINY)
+    enc_before = {k: v.clone() for k, v in model.image_encoder.state_dict().items()}
+    dec_before = {k: v.clone() for k, v in model.mask_decoder.state_dict().items()}
+    train(images[:4], labels[:4], model=model, out=None, epochs=1, steps_per_epoch=2,
+          freeze_encoder=True, val_fraction=0.0, device="cpu", progress=False)
+    for k, v in model.image_encoder.state_dict().items():
+        torch.testing.assert_close(v, enc_before[k], rtol=0, atol=0)
+    assert any(not torch.equal(v, dec_before[k]) for k, v in model.mask_decoder.state_dict().items())
+
+
+def test_ctrl_c_keeps_last_good_checkpoint(tmp_path, data):
+    images, labels = data
+    out = tmp_path / "m.pt"
+
+    def stop_in_epoch_2(step, info):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    res = train(images[:6], labels[:6], model=TINY, out=out, epochs=3, steps_per_epoch=2,
+                batch_size=2, val_fraction=0.34, save="last", seed=0, device="cpu",
+                progress=False, callback=stop_in_epoch_2)
+    assert res.interrupted and res.path == out and len(res.history) == 1
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["epochs_done"] == 1
+    ns.load_model(out)  # loads: never half-written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.pt"]  # no temp files
+
+
+def test_train_step_reports_losses_and_ious(data):
+    images, labels = data
+    items = make_items(load_pairs(images[:2], labels[:2]), 64)
+    model = build_sam(TINY)
+    for loss_res in ("input", "low"):
+        tr = Trainer(model, TrainConfig(batch_size=2, n_corrections=2, loss_resolution=loss_res),
+                     seed=0)
+        info = tr.train_step(items)
+        assert info["objects"] == 10
+        assert np.isfinite(info["loss"]) and info["loss"] > 0
+        assert 0 <= info["iou_first"] <= 1 and 0 <= info["iou_last"] <= 1
