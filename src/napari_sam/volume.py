@@ -610,8 +610,8 @@ def _label_dtype(max_id: int) -> np.dtype:
 class _State:
     """An object's mask on the slice a chain last accepted."""
 
-    mask: torch.Tensor  # (H, W) bool
-    lowres: torch.Tensor  # (4E, 4E) float32
+    mask: np.ndarray  # (H, W) bool
+    lowres: torch.Tensor  # (4E, 4E) float32, on the predictor's device
     area: float
     box: np.ndarray | None  # (4,)
     centroid: np.ndarray | None  # (2,)
@@ -642,7 +642,7 @@ class _Record:
 
     r0: int
     c0: int
-    logits: np.ndarray  # (h, w) float16/32
+    logits: np.ndarray  # (h, w) float32, -inf outside the mask
     score: float
 
 
@@ -658,33 +658,30 @@ def _upsample_logits(logits: torch.Tensor, emb, img_size: int) -> torch.Tensor:
     return x[:, 0]
 
 
-def _mask_stats(masks: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Areas (N,), boxes (N, 4) and centroids (N, 2) of (N, H, W) bool masks (NaN if empty)."""
+def _mask_stats(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Areas (N,), boxes (N, 4) and centroids (N, 2) of (N, H, W) bool masks (NaN if empty).
+
+    Two passes over the masks (numpy: single-threaded, no thread-pool stalls on busy CPUs).
+    """
     n, h, w = masks.shape
-    rows = masks.any(2)
-    cols = masks.any(1)
-    area = masks.sum((1, 2)).double()
-    ar_h = torch.arange(h, device=masks.device)
-    ar_w = torch.arange(w, device=masks.device)
-    r0 = torch.where(rows, ar_h, h).amin(1)
-    r1 = torch.where(rows, ar_h, -1).amax(1)
-    c0 = torch.where(cols, ar_w, w).amin(1)
-    c1 = torch.where(cols, ar_w, -1).amax(1)
-    cr = (masks.sum(2).double() * ar_h).sum(1) / area.clamp(min=1)
-    cc = (masks.sum(1).double() * ar_w).sum(1) / area.clamp(min=1)
-    boxes = torch.stack([r0, c0, r1, c1], 1).cpu().numpy().astype(np.float64)
-    cents = torch.stack([cr, cc], 1).cpu().numpy()
-    a = area.cpu().numpy()
-    boxes[a == 0] = np.nan
-    cents[a == 0] = np.nan
-    return a, boxes, cents
+    rowcnt = np.count_nonzero(masks, axis=2)  # (N, H)
+    colcnt = np.count_nonzero(masks, axis=1)  # (N, W)
+    area = rowcnt.sum(1).astype(np.float64)
+    rows, cols = rowcnt > 0, colcnt > 0
+    boxes = np.stack([rows.argmax(1), cols.argmax(1), h - 1 - rows[:, ::-1].argmax(1),
+                      w - 1 - cols[:, ::-1].argmax(1)], 1).astype(np.float64)
+    safe = np.maximum(area, 1)
+    cents = np.stack([rowcnt @ np.arange(h) / safe, colcnt @ np.arange(w) / safe], 1)
+    boxes[area == 0] = np.nan
+    cents[area == 0] = np.nan
+    return area, boxes, cents
 
 
-def _shift(x: torch.Tensor, dr: int, dc: int, fill: float) -> torch.Tensor:
-    """Translate a (..., H, W) tensor by whole pixels, filling the uncovered border."""
+def _shift(x, dr: int, dc: int, fill):
+    """Translate a (..., H, W) array or tensor by whole pixels, filling the uncovered border."""
     if dr == 0 and dc == 0:
         return x
-    out = torch.full_like(x, fill)
+    out = torch.full_like(x, fill) if isinstance(x, torch.Tensor) else np.full_like(x, fill)
     h, w = x.shape[-2:]
     if abs(dr) >= h or abs(dc) >= w:
         return out
@@ -727,23 +724,27 @@ class _Propagator:
         self.decoder_calls += 1
         return out.logits.float(), out.scores.float()
 
-    def _masks(self, full: torch.Tensor) -> torch.Tensor:
+    def _masks(self, full: np.ndarray) -> np.ndarray:
         """(N, H, W) logits of objects decoded together -> masks; with ``exclusive``, a pixel
-        claimed by several of them stays only in the one with the highest logit there."""
+        claimed by several of them stays only with the highest logit there (ties: all)."""
         masks = full > self.thr
         if self.exclusive and len(full) > 1:
-            win = torch.where(masks, full, -torch.inf).argmax(0)
-            masks &= win[None] == torch.arange(len(full), device=full.device)[:, None, None]
+            top = np.where(masks, full, -np.inf).max(0)
+            masks &= full >= top
         return masks
 
-    def _accept(self, z: int, ks: Sequence[int], full: torch.Tensor, scores: np.ndarray,
-                masks: torch.Tensor, boxes: np.ndarray) -> None:
+    def _full(self, logits: torch.Tensor, emb) -> np.ndarray:
+        """(N, 4E, 4E) low-resolution logits -> (N, H, W) float32 numpy logits."""
+        return _upsample_logits(logits, emb, self.img_size).cpu().numpy()
+
+    def _accept(self, z: int, ks: Sequence[int], full: np.ndarray, scores: np.ndarray,
+                masks: np.ndarray, boxes: np.ndarray) -> None:
         """Keep cropped full-resolution logits of accepted masks for the final composition."""
         for i, k in enumerate(ks):
             r0, c0, r1, c1 = boxes[i].astype(int)
-            crop = full[i, r0 : r1 + 1, c0 : c1 + 1]
-            crop = torch.where(masks[i, r0 : r1 + 1, c0 : c1 + 1], crop, -torch.inf)
-            self.records[(k, z)] = _Record(r0, c0, crop.cpu().numpy(), float(scores[i]))
+            win = (i, slice(r0, r1 + 1), slice(c0, c1 + 1))
+            crop = np.where(masks[win], full[win], -np.inf).astype(np.float32)
+            self.records[(k, z)] = _Record(r0, c0, crop, float(scores[i]))
 
     # ----------------------------------------------------------------- annotated slices
     def annotate(self) -> None:
@@ -756,12 +757,11 @@ class _Propagator:
             groups: dict[tuple, list[tuple[int, _Annotation]]] = {}
             for k, ann in by_slice[z]:
                 if ann.mask_only:
-                    mask = torch.as_tensor(ann.mask, device=self.device)
                     emb = emb or self.emb[z]
-                    low = mask_to_logits(mask, emb.original_size, emb.input_size,
-                                         self.img_size, self.low_res)
-                    self._seed(z, [k], mask[None], low[None], np.ones(1),
-                               torch.full(mask.shape, _USER_LOGIT, device=self.device)[None])
+                    low = mask_to_logits(ann.mask, emb.original_size, emb.input_size,
+                                         self.img_size, self.low_res).to(self.device)
+                    full = np.full((1, *ann.mask.shape), _USER_LOGIT, np.float32)
+                    self._seed(z, [k], ann.mask[None], low[None], np.ones(1), full)
                 else:
                     groups.setdefault(ann.signature, []).append((k, ann))
             for (has_pts, has_box, has_mask, multi), items in sorted(groups.items()):
@@ -786,7 +786,7 @@ class _Propagator:
                 best = scores.argmax(1)
                 idx = torch.arange(len(ks))
                 logits, scores = logits[idx, best], scores[idx, best]
-                full = _upsample_logits(logits, emb, self.img_size)
+                full = self._full(logits, emb)
                 self._seed(z, ks, self._masks(full), logits, scores.cpu().numpy(), full)
 
     def _seed(self, z, ks, masks, lowres, scores, full) -> None:
@@ -881,11 +881,11 @@ class _Propagator:
                 ])
             kw["mask_inputs"] = low
         if mode == "center":
-            pts = np.stack([center_from_mask(c.state.mask.cpu().numpy()) for c in live])
+            pts = np.stack([center_from_mask(c.state.mask) for c in live])
             pts = np.clip(pts + shifts, 0, [h - 1, w - 1])
             kw.update(points=pts[:, None], labels=np.ones((len(live), 1), np.int64))
         if mode == "points":
-            derived = [points_from_mask(c.state.mask.cpu().numpy()) for c in live]
+            derived = [points_from_mask(c.state.mask) for c in live]
             p = max(len(d[0]) for d in derived)
             pts = np.zeros((len(live), p, 2))
             lab = np.full((len(live), p), -1, np.int64)
@@ -909,17 +909,16 @@ class _Propagator:
         best = scores.argmax(1)
         idx = torch.arange(n, device=best.device)
         logits, scores = logits[idx, best], scores[idx, best]
-        full = _upsample_logits(logits, emb, self.img_size)
+        full = self._full(logits, emb)
         masks = self._masks(full)
         area, boxes, cents = _mask_stats(masks)
-        prev = torch.stack([c.state.mask for c in live]).to(masks.device)
+        prev = np.stack([c.state.mask for c in live])
         if shifts.any():
             ishift = np.round(shifts).astype(int)
-            prev = torch.stack([_shift(prev[i], *ishift[i].tolist(), fill=0)
-                                for i in range(n)]).bool()
-        inter = (masks & prev).sum((1, 2)).double().cpu().numpy()
+            prev = np.stack([_shift(prev[i], *ishift[i].tolist(), fill=False) for i in range(n)])
+        inter = np.count_nonzero((masks & prev).reshape(n, -1), axis=1)
         prev_area = np.array([c.state.area for c in live])
-        union = area + prev.sum((1, 2)).double().cpu().numpy() - inter
+        union = area + np.count_nonzero(prev.reshape(n, -1), axis=1) - inter
         iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
         sc = scores.cpu().numpy()
         reasons = stop_reason(area, prev_area, iou, sc, **self.rules)
