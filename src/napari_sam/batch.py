@@ -953,23 +953,25 @@ def _write_preview_for(job: Job, ctx: Context, opened: OpenedImage | None = None
 
 
 class _Bar:
-    """A tqdm bar created on first use (per-slice progress), or nothing when quiet."""
+    """Per-slice progress bar with ETA (tqdm, stderr), started now; nothing when quiet.
 
-    def __init__(self, ctx: Context, desc: str, unit: str = "slice", position: int = 1):
-        self.ctx, self.desc, self.unit, self.position = ctx, desc, unit, position
+    Called as ``bar(done, total)`` by the embedding / propagation / segmentation loops.
+    """
+
+    def __init__(self, ctx: Context, desc: str, total: int | None = None, unit: str = "slice"):
         self.bar = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.ctx.quiet:
-            return
-        if self.bar is None:
+        if not ctx.quiet:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, leave=False,
-                            position=self.position, dynamic_ncols=True)
-        self.bar.total = total
-        self.bar.n = done
-        self.bar.refresh()
+            self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False, position=1,
+                            dynamic_ncols=True)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            return
+        if self.bar.total != total:
+            self.bar.total = total
+        self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -1032,7 +1034,7 @@ def _run_embed(job: Job, ctx: Context, model) -> dict:
     partial = job.output.with_name(f".{job.output.name}.partial")
     emb = StackEmbeddings(opened.stack, model, store=partial, batch_size=ctx.batch_size,
                           device=ctx.device, cache_size=2)
-    bar = _Bar(ctx, f"{job.name}: embed")
+    bar = _Bar(ctx, f"{job.name}: embed", len(emb))
     try:
         emb.compute(progress=bar)
     finally:
@@ -1097,12 +1099,12 @@ def _run_segment(job: Job, ctx: Context, model) -> dict:
     store.parent.mkdir(parents=True, exist_ok=True)
     emb = embed(opened.stack, model, store=store, batch_size=ctx.batch_size, device=ctx.device,
                 cache_size=_cache_size(model))
-    bar = _Bar(ctx, f"{job.name}: embed")
+    bar = _Bar(ctx, f"{job.name}: embed", len(emb))
     try:
         emb.compute(progress=bar)
     finally:
         bar.close()
-    bar = _Bar(ctx, f"{job.name}: propagate")
+    bar = _Bar(ctx, f"{job.name}: propagate", 2 * len(emb))
     try:
         res = segment_volume(emb, job.prompts, progress=bar, **params)
     finally:
@@ -1232,6 +1234,8 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
     emb = StackEmbeddings(opened.stack, model, store=store, batch_size=ctx.batch_size,
                           device=ctx.device, cache_size=max(2, ctx.batch_size))
     total = len(todo)
+    if progress is not None:
+        progress(0, total)
     try:
         import torch
 
@@ -1411,7 +1415,7 @@ def _run_auto(job: Job, ctx: Context, model) -> dict:
 
     work = prepare_auto_work(job, ctx)
     resumed = len(list(work.glob("z*.npz")))
-    bar = _Bar(ctx, f"{job.name}: segment")
+    bar = _Bar(ctx, f"{job.name}: segment everything")
     try:
         auto_slices(job, ctx, model, progress=bar)
     finally:
