@@ -113,3 +113,60 @@ def test_autocast_cpu_masks_close(tiny_sam, dtype):
     assert union > 0
     assert inter / union >= 0.98
     assert torch.isfinite(iou).all()
+
+
+@pytest.mark.parametrize("gemm", [True, False])
+def test_rel_pos_attention_matches_reference(gemm, monkeypatch):
+    """Chunked attention (GEMM path on CPU in bf16, SDPA otherwise) == the plain formula."""
+    from napari_sam.models import image_encoder as ie
+
+    monkeypatch.setattr(ie, "CPU_GEMM_ATTENTION", gemm)
+    monkeypatch.setattr(ie, "_GEMM_CHUNK_BYTES", 1 << 18)  # force several chunks
+    monkeypatch.setattr(ie, "_MAX_BIAS_BYTES", 1 << 18)
+    g = torch.Generator().manual_seed(0)
+    b, nh, h, w, hd = 2, 2, 32, 32, 16
+    q, k, v = (torch.randn(b, nh, h * w, hd, generator=g) for _ in range(3))
+    rel_h = torch.randn(b * nh, h, w, h, generator=g)
+    rel_w = torch.randn(b * nh, h, w, w, generator=g)
+    bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, nh, h * w, h * w)
+    logits = q @ k.transpose(-1, -2) / hd**0.5 + bias
+    ref = logits.softmax(-1) @ v
+    out32 = ie.rel_pos_attention(q, k, v, rel_h, rel_w)
+    torch.testing.assert_close(out32, ref, atol=1e-5, rtol=1e-5)
+    bf = [t.bfloat16() for t in (q, k, v, rel_h, rel_w)]
+    out16 = ie.rel_pos_attention(*bf)
+    assert out16.dtype == torch.bfloat16
+    assert (out16.float() - ref).abs().max() < 0.1
+    assert (out16.float() - ref).abs().mean() < 0.01
+
+
+def test_autocast_global_attention_gemm_path():
+    """bf16 on a 512 px ViT: the 1024-token global block takes the CPU GEMM path."""
+    from napari_sam.models import SamConfig
+
+    cfg = SamConfig(
+        img_size=512, encoder_embed_dim=64, encoder_depth=2, encoder_num_heads=2,
+        encoder_global_attn_indexes=(1,), window_size=8, decoder_depth=1, decoder_mlp_dim=128,
+    )  # fmt: skip
+    torch.manual_seed(2)
+    sam = build_sam(cfg)
+    with torch.no_grad():
+        for name, p in sam.image_encoder.named_parameters():
+            if "rel_pos" in name:
+                p.normal_(0, 0.3)
+    img = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8), size=512, mode="bilinear")
+    x = sam.normalize_and_pad(img * 255)
+    boxes, points = _prompts(6, 512)
+    with torch.inference_mode():
+        ref, _ = sam.decode(sam.encode(x), boxes=boxes, points=points)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low, _ = sam.decode(sam.encode(x), boxes=boxes, points=points)
+        sam16 = build_sam(cfg)
+        sam16.load_state_dict(sam.state_dict())
+        sam16.image_encoder.to(torch.bfloat16)
+        emb16 = sam16.encode(x)  # input cast to the encoder dtype
+        assert emb16.dtype == torch.bfloat16
+        low2, _ = sam16.decode(emb16, boxes=boxes, points=points)
+    for other in (low, low2):
+        a, b = ref > 0, other.float() > 0
+        assert (a & b).sum() / (a | b).sum() >= 0.98

@@ -122,7 +122,15 @@ class Sam(nn.Module):
         return F.pad(x, (0, s - w, 0, s - h))
 
     def encode(self, x: Tensor) -> Tensor:
-        """Image embeddings: x (B, 3, S, S) normalised and padded -> (B, 256, E, E)."""
+        """Image embeddings: x (B, 3, S, S) normalised and padded -> (B, 256, E, E).
+
+        The input is cast to the encoder's parameter dtype, so an encoder converted with
+        ``sam.image_encoder.to(torch.bfloat16)`` (fastest on CPUs with bf16 support) works
+        unchanged; the embeddings then come out in that dtype.
+        """
+        dtype = next(self.image_encoder.parameters()).dtype
+        if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+            x = x.to(dtype)
         return self.image_encoder(x)
 
     # ------------------------------------------------------------------ prompt side

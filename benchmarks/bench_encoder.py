@@ -1,0 +1,174 @@
+"""Image-encoder speed: our ViT vs Meta's segment-anything, identical weights, same process.
+
+    python benchmarks/bench_encoder.py                      # CPU, ViT-B, 1024 px, batch 1
+    python benchmarks/bench_encoder.py --device cuda --batch 8
+
+Prints the median wall-clock and process CPU time of each variant and its speed-up over the
+reference fp32 encoder (CPU time is the steadier number on a shared machine),
+and the agreement (IoU) of masks decoded from a fixed box prompt with the reduced-precision
+embeddings vs the fp32 ones. Random weights are used (rel-pos tables randomised too), so no
+download is needed; the numbers do not depend on the weight values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "src"))
+
+from _reference import import_segment_anything  # noqa: E402
+from napari_sam.models import CONFIGS, image_encoder, sam_from_state_dict  # noqa: E402
+
+
+def build_pair(name: str):
+    from functools import partial
+
+    sa = import_segment_anything()
+    m = sa.modeling
+    cfg = CONFIGS[name]
+    torch.manual_seed(0)
+    meta_enc = m.ImageEncoderViT(
+        depth=cfg.encoder_depth,
+        embed_dim=cfg.encoder_embed_dim,
+        img_size=cfg.img_size,
+        mlp_ratio=4,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        num_heads=cfg.encoder_num_heads,
+        patch_size=cfg.patch_size,
+        qkv_bias=True,
+        use_rel_pos=True,
+        global_attn_indexes=cfg.encoder_global_attn_indexes,
+        window_size=cfg.window_size,
+        out_chans=256,
+    ).eval()
+    with torch.no_grad():
+        for n, p in meta_enc.named_parameters():
+            if "rel_pos" in n:
+                p.normal_(0, 0.3)
+            elif p.dim() > 1:
+                p.normal_(0, 0.02)
+    # our full model with the encoder weights and a random decoder
+    from napari_sam.models import build_sam
+
+    ours = build_sam(cfg)
+    sd = ours.state_dict()
+    sd.update({f"image_encoder.{k}": v for k, v in meta_enc.state_dict().items()})
+    ours = sam_from_state_dict(sd).eval()
+    return meta_enc, ours
+
+
+def timeit(fn, warmup: int, runs: int, sync) -> tuple[float, float]:
+    """Median wall-clock seconds and median process CPU seconds of ``fn``."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    wall, cpu = [], []
+    for _ in range(runs):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        sync()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a > 0, b > 0
+    union = (a | b).sum().item()
+    return (a & b).sum().item() / union if union else 1.0
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--skip-reference", action="store_true", help="only time our encoder")
+    args = ap.parse_args(argv)
+
+    dev = torch.device(args.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    low = torch.bfloat16
+    meta_enc, ours = build_pair(args.model)
+    meta_enc.to(dev)
+    ours.to(dev)
+    g = torch.Generator().manual_seed(0)
+    img = torch.nn.functional.interpolate(
+        torch.rand(args.batch, 3, 16, 16, generator=g), size=1024, mode="bilinear"
+    )
+    x = ours.normalize_and_pad((img * 255).to(dev))
+    print(f"# {args.model} encoder, input {tuple(x.shape)}, device {dev}: {machine()}")
+
+    results: dict[str, tuple[float, float]] = {}
+    embs: dict[str, torch.Tensor] = {}
+
+    def run(label, fn):
+        with torch.inference_mode():
+            embs[label] = fn()
+            results[label] = timeit(fn, args.warmup, args.runs, sync)
+        wall, cpu = results[label]
+        print(f"{label:34s} {wall:8.3f} s wall {cpu:8.3f} s CPU", flush=True)
+
+    if not args.skip_reference:
+        run("reference fp32", lambda: meta_enc(x))
+    run("ours fp32", lambda: ours.encode(x))
+
+    def ours_autocast():
+        with torch.autocast(dev.type, dtype=low):
+            return ours.encode(x)
+
+    run("ours bf16 autocast", ours_autocast)
+    enc_low = copy.deepcopy(ours.image_encoder).to(low)
+    x_low = x.to(low)
+    run("ours bf16 weights", lambda: enc_low(x_low))
+    if dev.type == "cpu":
+        image_encoder.CPU_GEMM_ATTENTION = False
+        run("ours bf16 weights, SDPA only", lambda: enc_low(x_low))
+        image_encoder.CPU_GEMM_ATTENTION = True
+
+    ref = results.get("reference fp32")
+    if ref:
+        print()
+        for label, (wall, cpu) in results.items():
+            print(f"speed-up {label:34s} x{ref[0] / wall:5.2f} wall  x{ref[1] / cpu:5.2f} CPU time")
+        err = (embs["ours fp32"] - embs["reference fp32"]).abs().max().item()
+        print(f"max |embedding difference| ours fp32 vs reference: {err:.2e}")
+
+    # masks from a fixed box prompt: reduced precision vs fp32 embeddings
+    box = torch.tensor([[300.0, 250.0, 700.0, 800.0]], device=dev)
+    with torch.inference_mode():
+        ref_logits, _ = ours.decode(embs["ours fp32"][:1].float(), boxes=box)
+        for label in results:
+            if label.startswith("ours") and label != "ours fp32":
+                logits, _ = ours.decode(embs[label][:1].float(), boxes=box)
+                print(f"mask IoU {label} vs fp32: {mask_iou(logits, ref_logits):.4f}")
+    print(f"threads={torch.get_num_threads()} OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+
+
+if __name__ == "__main__":
+    main()
