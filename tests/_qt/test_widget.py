@@ -434,3 +434,12 @@ def test_switching_to_an_image_of_another_shape_resets_the_target(stack_widget):
     widget._on_commit()
     assert c.target_layer is not first_target and c.target_layer.data.shape == (40, 50)
     assert first_target.data.max() == 1  # the first image's labels are untouched
+
+
+def test_embedding_state_is_shown(stack_widget):
+    viewer, widget = stack_widget
+    c = widget.controller
+    c.points_layer.add([3, 20, 20])  # embeds slices 3-5 (one batch)
+    assert widget._emb_state.text() == "3 of 6 slices embedded"
+    widget._on_compute()
+    assert widget._emb_state.text() == "6 of 6 slices embedded"

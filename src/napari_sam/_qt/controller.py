@@ -205,6 +205,16 @@ class AnnotationController(StackActions):
         ]
         return src.slice_of(data)
 
+    def embedding_summary(self) -> str:
+        """E.g. "12 of 32 slices embedded" for the current image and model."""
+        if self.source is None:
+            return "no image"
+        n = self.source.n_slices
+        done = 0 if self.emb is None else n - len(missing_slices(self.emb, range(n)))
+        if n == 1:
+            return "embedded" if done else "not embedded yet"
+        return f"{done} of {n} slices embedded"
+
     def ready(self, indices) -> bool:
         return self.emb is not None and not missing_slices(self.emb, indices)
 

@@ -74,7 +74,7 @@ class SamWidget(QWidget):
         layout.addWidget(self._status)
         layout.addStretch(1)
 
-        c.status_changed.connect(lambda text: self._status.setText(text))
+        c.status_changed.connect(lambda text: self._on_status(text))
         c.job_changed.connect(self._on_job_changed)
         c.job_progress.connect(self._on_job_progress)
         c.model_changed.connect(lambda *_: self._on_model_loaded())
@@ -119,7 +119,8 @@ class SamWidget(QWidget):
         store_row.addWidget(self._store)
         store_row.addWidget(browse)
         form.addRow("Embedding store", store_row)
-        form.addRow(_button("Compute embeddings", None, self._on_compute))
+        self._emb_state = QLabel("")
+        form.addRow(_button("Compute embeddings", None, self._on_compute), self._emb_state)
         self._demo = QLabel(DEMO_NOTICE)
         self._demo.setWordWrap(True)
         self._demo.setStyleSheet("color: #f0c000;")
@@ -227,6 +228,10 @@ class SamWidget(QWidget):
         row.addWidget(self._progress)
         row.addWidget(self._cancel)
         return row
+
+    def _on_status(self, text: str):
+        self._status.setText(text)
+        self._emb_state.setText(self.controller.embedding_summary())
 
     # ------------------------------------------------------------------ sync with viewer
     def _on_layers_changed(self, *_):
