@@ -68,6 +68,9 @@ def test_ui_not_blocked_while_embedding_and_propagating(make_widget, mid_predict
     with GapMeter() as embed_gaps:
         widget._on_compute()
         assert c.job is not None and c.job.running
+        from napari.utils import progress
+
+        assert any(p.desc.startswith("Computing SAM") for p in list(progress._all_instances))
         c.points_layer.add([5, 20, 20])  # a click while the job runs: previewed afterwards
         assert not c.previews and "Waiting" in c.status
         _wait(qtbot, c)

@@ -443,3 +443,19 @@ def test_embedding_state_is_shown(stack_widget):
     assert widget._emb_state.text() == "3 of 6 slices embedded"
     widget._on_compute()
     assert widget._emb_state.text() == "6 of 6 slices embedded"
+
+
+def test_checkpoint_file_model(make_widget, tiny_sam, tmp_path):
+    import torch
+
+    path = tmp_path / "my_model.pt"
+    torch.save(tiny_sam.state_dict(), path)
+    viewer, widget = make_widget(blob_stack(z=2), name="img")
+    file_item = widget._model.findText("Checkpoint file...")
+    widget._model.setCurrentIndex(file_item)
+    widget._on_model_changed(path=str(path))
+    c = widget.controller
+    assert c.model_choice.is_file and widget._model.currentText() == "file: my_model.pt"
+    widget._on_compute()
+    assert c.predictor is not None and c.predictor.model.model_id.startswith("file:")
+    assert c.ready([0, 1]) and not c.using_demo
