@@ -952,17 +952,17 @@ class GridDecoder:
     def _masks(self, shared, state, index):
         up = self.dec.output_upscaling
         alpha, lt, rm = state.alpha[index], state.lt[index], state.rm[index]
-        hyper_t = state.hyper[index].transpose(1, 2)  # (n, D8, C)
+        hyper = state.hyper[index]  # (n, C, D8)
         n, _, hw = lt.shape
         rw = rm @ shared["wf"]  # (n, r, 4*D4)
         shw, cw, w2f, b2 = shared["shw"], shared["cw"], shared["w2f"], shared["b2"]
         d4 = shw.shape[-1] // 4
         d8 = w2f.shape[-1] // 4
-        c = hyper_t.shape[-1]
+        c = hyper.shape[1]
         ln = up[1]
-        out = torch.empty(n, hw, 16, c, device=lt.device)
-        # pixel tiles keep the (n, tile, 4*D4) and (n, tile, 16*D8) intermediates in cache;
-        # every output pixel depends on its own embedding pixel only
+        out = torch.empty(n, c, hw, 16, device=lt.device)
+        # Pixel tiles keep the (n, tile, 4*D4) and (n, tile, 16*D8) intermediates in cache;
+        # every output pixel depends on its own embedding pixel only.
         tile = max(16, self.pixel_tile // max(n, 1))
         for p0 in range(0, hw, tile):
             p1 = min(p0 + tile, hw)
@@ -974,11 +974,11 @@ class GridDecoder:
             y = up[2](y)
             z = torch.addmm(b2, y.view(-1, d4), w2f)  # (n*k*4, 4*D8)
             z = up[4](z).view(n, k * 16, d8)
-            torch.bmm(z, hyper_t, out=out[:, p0:p1].view(n, k * 16, c))
+            out[:, :, p0:p1] = torch.bmm(hyper, z.transpose(1, 2)).view(n, c, k, 16)
         e = shared["side"]
-        # rows of ``out``: pixel (iy, ix), then (a, b) of the first and (a2, b2) of the second
-        # transposed convolution; output pixel (4 iy + 2 a + a2, 4 ix + 2 b + b2)
-        m = out.view(n, e, e, 2, 2, 2, 2, c).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        # ``out`` (n, C, pixel (iy, ix), (a, b, a2, b2)): (a, b) from the first and (a2, b2)
+        # from the second transposed convolution; output pixel (4 iy + 2 a + a2, 4 ix + 2 b + b2)
+        m = out.view(n, c, e, e, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
         return m.reshape(n, c, 4 * e, 4 * e)
 
 
