@@ -491,7 +491,7 @@ class _Geometry:
         self.first_y, self.first_x = t(self.y.first), t(self.x.first)
         self.last_y = t(self.y.first + self.y.count - 1)
         self.last_x = t(self.x.first + self.x.count - 1)
-        self.count_y = t(self.y.count, torch.float64)
+        self.count_y = t(self.y.count)
         self.count_x = t(self.x.count, torch.float32)
         self.w_y, self.w_x = t(self.y.weights, torch.float32), t(self.x.weights, torch.float32)
         self.valid_y = t(
@@ -561,7 +561,8 @@ def mask_statistics(
     unsure = torch.zeros_like(cmin, dtype=torch.bool)
     for t in ts:
         sure = cmin > t
-        counts.append(((sure.float() @ g.count_x).double() @ g.count_y).round().long())
+        per_row = (sure.float() @ g.count_x).round().long()  # exact: a row has <= W pixels
+        counts.append((per_row * g.count_y).sum(1))
         unsure |= (cmin <= t) & (cmax > t)
     counts = torch.stack(counts, 1)  # (K, 3)
     n_unsure = int(unsure.sum())
@@ -1107,7 +1108,7 @@ class _Engine:
         orig_box = (0, 0, *image_size)
         shared = self.decoder.prepare(emb.features) if self.fast else None
         parts: list[_Candidates] = []
-        pts_all = torch.as_tensor(np.asarray(points_rc, np.float64), device=dev)
+        pts_all = torch.as_tensor(np.asarray(points_rc, np.float32), device=dev)
         for b0 in range(0, len(points_rc), p.points_per_batch):
             pts = np.asarray(points_rc[b0 : b0 + p.points_per_batch], np.float64)
             n = len(pts)
@@ -1185,7 +1186,7 @@ def _empty_candidates(n_low, dev) -> _Candidates:
         z,
         torch.zeros(0, 4, dtype=torch.int64, device=dev),
         torch.zeros(0, dtype=torch.int64, device=dev),
-        torch.zeros(0, 2, dtype=torch.float64, device=dev),
+        torch.zeros(0, 2, dtype=torch.float32, device=dev),
     )
 
 
