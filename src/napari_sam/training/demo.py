@@ -21,12 +21,14 @@ checkpoint exists early and Ctrl-C keeps the last good one.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import os
 import platform
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,7 +37,8 @@ import torch
 from napari_sam.preprocess import intensity_limits
 
 from .data import TrainItem, prepare_item
-from .trainer import TrainConfig, Trainer, evaluate, save_checkpoint
+from .losses import LossWeights
+from .trainer import TrainConfig, Trainer, evaluate, position_aware_init, save_checkpoint
 
 __all__ = ["DEMO_CONFIG", "DOMAIN_WEIGHTS", "SyntheticStream", "main", "train_demo"]
 
@@ -199,6 +202,7 @@ def train_demo(
     init: str | os.PathLike | None = None,
     progress: bool = True,
     warm_fraction: float = 0.2,
+    loss: LossWeights | None = None,
 ) -> dict[str, Any]:
     """Train the demo model for ``minutes`` of wall-clock time; returns the last metrics."""
     from tqdm.auto import tqdm
@@ -210,16 +214,21 @@ def train_demo(
         torch.set_num_threads(int(threads))
     torch.manual_seed(seed)
     config = SamConfig(**DEMO_CONFIG)
-    model = build_sam(config) if init is None else load_checkpoint(init, config)
+    if init is None:
+        model = build_sam(config)
+        position_aware_init(model, seed=seed)
+    else:
+        model = load_checkpoint(init, config)
     model.model_id = "demo-training"
     budget = minutes * 60.0
     cfg = TrainConfig(
         lr=lr, weight_decay=0.05, warmup_steps=40, min_lr_ratio=0.02, batch_size=batch_size,
         objects_per_image=objects_per_image, n_corrections=n_corrections, p_box=0.4,
         p_farthest=0.5, p_drop_mask=0.1, point_interior_bias=0.5, precision=precision,
-        grad_clip=1.0, loss_resolution="low",
+        grad_clip=1.0, loss_resolution="low", loss=loss or LossWeights(),
     )
     trainer = Trainer(model, cfg, device="cpu", seed=seed)
+    base_loss = cfg.loss
     # learning-rate schedule over the time budget rather than a step count
     trainer.progress_fn = lambda: (time.perf_counter() - t_start) / budget
     stream = SyntheticStream(model.img_size, pool_size=pool_size, seed=seed)
@@ -284,6 +293,9 @@ def train_demo(
             # first learn to segment from one prompt (cheap steps), then add corrections
             done = (time.perf_counter() - t_start) / budget
             trainer.cfg.n_corrections = 0 if done < warm_fraction else n_corrections
+            # class-balanced BCE fades out over the warm phase (see LossWeights.balanced)
+            trainer.cfg.loss = dataclasses.replace(
+                base_loss, balanced=base_loss.balanced * max(0.0, 1 - done / warm_fraction))
             info = trainer.train_step(stream.batch(trainer.rng, batch_size))
             stream.refresh(1)
             if info:
@@ -305,6 +317,50 @@ def train_demo(
     return history[-1] if history else {}
 
 
+def report(path: str | os.PathLike | None = None, *, n_images: int = 6,
+           max_objects_per_image: int = 40) -> list[dict[str, Any]]:
+    """Quality of a model on held-out synthetic images (seeds >= 10000), per 2D domain.
+
+    Same protocol as ``tests/training/test_demo_quality.py``: one click at the most central
+    pixel (best of 3 candidates by predicted IoU), the tight box, and 3 correction clicks
+    after the first click. Returns one dict per domain and prints a markdown table.
+    """
+    from napari_sam import synthetic as syn
+    from napari_sam.models.registry import load_model
+
+    model = load_model("demo") if path is None else load_model(Path(path))
+    rows = []
+    for domain, fn in syn.DOMAINS.items():
+        items = []
+        for i in range(n_images):
+            s = fn((256, 256), seed=syn.HELDOUT_SEED_START + i)
+            it = prepare_item(s.image, s.labels, model.img_size, name=f"{domain}:{s.seed}")
+            ids = np.unique(s.labels[s.labels > 0])[:max_objects_per_image]
+            it.meta["eval_ids"] = ids
+            items.append(it)
+        ev = evaluate(model, items, n_clicks=3)
+        low = ev["point_ious"] < 0.8
+        c = ev["click_ious"]
+        rows.append({
+            "domain": domain,
+            "images": n_images,
+            "objects": ev["n_objects"],
+            "click": ev["point_iou"],
+            "box": ev["box_iou"],
+            "click+3": float(c[:, -1].mean()),
+            "below_0.8": int(low.sum()),
+            "below_0.8_before": float(ev["point_ious"][low].mean()) if low.any() else float("nan"),
+            "below_0.8_after3": float(c[low, -1].mean()) if low.any() else float("nan"),
+        })
+    print("| domain | objects | 1 click | box | 1 click + 3 corrections | objects < 0.8 after 1 click: before -> after 3 corrections |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['domain']} | {r['objects']} | {r['click']:.3f} | {r['box']:.3f} | "
+              f"{r['click+3']:.3f} | {r['below_0.8']}: {r['below_0.8_before']:.3f} -> "
+              f"{r['below_0.8_after3']:.3f} |")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m napari_sam.training.demo",
@@ -324,12 +380,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     p.add_argument("--init", default=None, help="start from this checkpoint instead of scratch")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--focal-weight", type=float, default=20.0)
+    p.add_argument("--focal-gamma", type=float, default=2.0, help="0 makes it plain BCE")
+    p.add_argument("--dice-weight", type=float, default=1.0)
+    p.add_argument("--balanced", type=float, default=1.0,
+                   help="initial weight of the class-balanced BCE (fades out over --warm)")
+    p.add_argument("--warm", type=float, default=0.25,
+                   help="fraction of the time trained without corrections")
+    p.add_argument("--report", action="store_true",
+                   help="do not train: print per-domain scores of --out on held-out seeds")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.report:
+        report(a.out)
+        return 0
     train_demo(a.out, minutes=a.minutes, eval_minutes=a.eval_minutes, threads=a.threads,
                seed=a.seed, lr=a.lr, batch_size=a.batch_size,
                objects_per_image=a.objects_per_image, n_corrections=a.corrections,
-               precision=a.precision, init=a.init, pool_size=a.pool_size, progress=not a.no_progress)
+               precision=a.precision, init=a.init, pool_size=a.pool_size,
+               loss=LossWeights(focal=a.focal_weight, focal_gamma=a.focal_gamma,
+                                dice=a.dice_weight, balanced=a.balanced),
+               warm_fraction=a.warm, progress=not a.no_progress)
     return 0
 
 

@@ -28,6 +28,10 @@ class LossWeights:
     dice: float = 1.0
     iou: float = 1.0
     focal_alpha: float = -1.0
+    #: weight of a class-balanced BCE (mean over object pixels and mean over background
+    #: pixels, averaged): its gradient on missed object pixels does not vanish, which gets
+    #: models trained from scratch out of the "empty mask" solution quickly
+    balanced: float = 0.0
     focal_gamma: float = 2.0
 
 
@@ -68,6 +72,17 @@ def mask_iou(logits: Tensor, targets: Tensor, threshold: float = 0.0) -> Tensor:
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
 
 
+def balanced_bce(logits: Tensor, targets: Tensor) -> Tensor:
+    """Class-balanced BCE: (N, C, H, W), (N, 1|C, H, W) -> (N, C)."""
+    x = logits.float()
+    t = targets.float().expand_as(x)
+    ce = F.binary_cross_entropy_with_logits(x, t, reduction="none").flatten(2)
+    t = t.flatten(2)
+    pos = (ce * t).sum(-1) / t.sum(-1).clamp_min(1e-6)
+    neg = (ce * (1 - t)).sum(-1) / (1 - t).sum(-1).clamp_min(1e-6)
+    return 0.5 * (pos + neg)
+
+
 def sam_loss(
     logits: Tensor,
     targets: Tensor,
@@ -99,6 +114,8 @@ def sam_loss(
     focal = focal_loss(logits, t, weights.focal_alpha, weights.focal_gamma)  # (N, C)
     dice = dice_loss(logits, t)
     mask_l = weights.focal * focal + weights.dice * dice
+    if weights.balanced:
+        mask_l = mask_l + weights.balanced * balanced_bce(logits, t)
     best = mask_l.argmin(1)  # (N,)
     rows = torch.arange(len(best), device=best.device)
     actual = mask_iou(logits.detach(), t)  # (N, C)

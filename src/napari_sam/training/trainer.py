@@ -48,6 +48,7 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "evaluate",
+    "position_aware_init",
     "save_checkpoint",
     "train",
 ]
@@ -287,6 +288,36 @@ def _iou(masks: Tensor, gt: Tensor) -> np.ndarray:
     inter = (m & g).sum(1).double()
     union = (m | g).sum(1).double()
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)).numpy()
+
+
+# ----------------------------------------------------------------------------- init
+
+
+@torch.no_grad()
+def position_aware_init(model, *, gain: float = 1.5, seed: int = 0) -> None:
+    """Initialise a from-scratch decoder so that prompts attend to their image location.
+
+    In every token<->image cross-attention of the mask decoder the query and key
+    projections get the same random orthonormal matrix (times ``gain``), so the attention
+    logit between a point token and a pixel starts as the similarity of their positional
+    encodings (largest at the clicked location) plus the similarity of their features,
+    instead of random noise. Without this, a randomly initialised decoder spends hundreds of
+    steps producing the same mask for every prompt before it discovers where the prompt
+    is (the bilinear q.k form starts near a saddle point). Value and output projections,
+    the prompt encoder and the image encoder keep their default initialisation.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    tr = model.mask_decoder.transformer
+    attns = [tr.final_attn_token_to_image]
+    for layer in tr.layers:
+        attns += [layer.cross_attn_token_to_image, layer.cross_attn_image_to_token]
+    for att in attns:
+        out_dim, in_dim = att.q_proj.weight.shape
+        w = torch.linalg.qr(torch.randn(in_dim, out_dim, generator=gen))[0].T  # (out, in)
+        att.q_proj.weight.copy_(gain * w)
+        att.k_proj.weight.copy_(gain * w)
+        att.q_proj.bias.zero_()
+        att.k_proj.bias.zero_()
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -533,10 +564,11 @@ def _resolve_model(model, device):
 
     if isinstance(model, Sam):
         return model, getattr(model, "model_id", "model")
-    if isinstance(model, SamConfig):
-        return build_sam(model), "scratch"
-    if isinstance(model, dict):
-        return build_sam(SamConfig.from_dict(model)), "scratch"
+    if isinstance(model, (SamConfig, dict)):
+        cfg = model if isinstance(model, SamConfig) else SamConfig.from_dict(model)
+        sam = build_sam(cfg)
+        position_aware_init(sam)
+        return sam, "scratch"
     from napari_sam.models.registry import load_model
 
     m = load_model(model if not isinstance(model, str) or not os.path.isfile(model)
