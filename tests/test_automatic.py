@@ -164,7 +164,7 @@ def test_mask_statistics_equal_full_resolution(h, w, s, low, ragged):
 
 
 def _tiny_config(**changes):
-    from conftest import TINY_VIT
+    from tiny_configs import TINY_VIT
     from napari_sam.models import SamConfig
 
     return SamConfig(**{**TINY_VIT, **changes})
