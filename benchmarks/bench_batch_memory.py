@@ -126,6 +126,7 @@ def main() -> int:
     ap.add_argument("--model", default="demo", help='"demo", "tiny" (random) or a path/name')
     ap.add_argument("--points-per-side", type=int, default=16)
     ap.add_argument("--compressed", action="store_true", help="zlib-compressed TIFF")
+    ap.add_argument("--auto-args", default="", help='extra `auto` options, e.g. "--pred-iou-thresh 0.5"')
     ap.add_argument("--commands", default="auto,embed", help="which commands to measure")
     ap.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
     ap.add_argument("--keep", action="store_true", help="keep the stack and outputs")
@@ -159,7 +160,7 @@ def main() -> int:
         commands = {
             "auto": ["auto", str(stack), "-o", str(workdir / "out"), "--model", model,
                      "--device", "cpu", "--points-per-side", str(args.points_per_side), "-q",
-                     "--overwrite"],
+                     "--overwrite", *args.auto_args.split()],
             "embed": ["embed", str(stack), "-o", str(workdir / "emb"), "--model", model,
                       "--device", "cpu", "-q", "--overwrite"],
         }
