@@ -612,7 +612,12 @@ def _direct_statistics(logits, geom: _Geometry, ts) -> tuple[torch.Tensor, torch
     counts, boxes = [], []
     for i in range(0, logits.shape[0], chunk):
         up = geom.upsample(logits[i : i + chunk])
-        counts.append(torch.stack([(up > t).sum((1, 2)) for t in ts], 1))
+        if up.device.type == "cpu":  # numpy's count_nonzero is ~10x faster than a bool sum
+            a = up.numpy()
+            cnt = [[np.count_nonzero(m) for m in a > t] for t in ts]
+            counts.append(torch.as_tensor(cnt, dtype=torch.int64).T)
+        else:
+            counts.append(torch.stack([(up > t).sum((1, 2)) for t in ts], 1))
         boxes.append(masks_to_boxes(up > ts[1]))
     return torch.cat(counts), torch.cat(boxes)
 
