@@ -190,8 +190,10 @@ def test_subprocess_errors_have_no_traceback(work):
 # ----------------------------------------------------------------------------- models
 
 
-def test_models_list_where_verify(work):
-    proc = run_cli("models", cwd=work, check_rc=0)
+def test_models_list_where_verify(work, monkeypatch, capsys):
+    from napari_sam.cli import main
+
+    proc = run_cli("models", cwd=work, check_rc=0)  # the real command once, then in-process
     lines = proc.stdout.splitlines()
     assert lines[0].split() == ["name", "arch", "size", "cached", "source"]
     rows = {line.split()[0]: line.split() for line in lines[1:] if line and line.split()[0] in
@@ -199,22 +201,25 @@ def test_models_list_where_verify(work):
     assert rows["vit_b"][2:5] == ["375.0", "MB", "no"]
     assert rows["vit_h"][2:4] == ["2.6", "GB"]
     assert f"cache folder: {work / 'model-cache'}" in proc.stdout
-    where = run_cli("models", "where", "vit_b", cwd=work, check_rc=0).stdout.strip()
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(work / "model-cache"))
+    assert main(["models", "where", "vit_b"]) == 0
+    where = capsys.readouterr().out.strip()
     assert where == str(work / "model-cache" / "sam_vit_b_01ec64.pth")
     # a wrong file in the cache is reported, with exit code 1
     Path(where).parent.mkdir(parents=True, exist_ok=True)
     Path(where).write_bytes(b"not a checkpoint")
-    proc = run_cli("models", "verify", "vit_b", cwd=work, check_rc=1)
-    assert "vit_b: CHECKSUM MISMATCH" in proc.stdout
-    listed = run_cli("models", cwd=work, check_rc=0).stdout
+    assert main(["models", "verify", "vit_b"]) == 1
+    assert "vit_b: CHECKSUM MISMATCH" in capsys.readouterr().out
+    assert main(["models", "list"]) == 0
     assert any(line.split()[:1] == ["vit_b"] and line.split()[4] == "no" for line in
-               listed.splitlines())  # wrong size: not counted as cached
+               capsys.readouterr().out.splitlines())  # wrong size: not counted as cached
     Path(where).unlink()
     proc = run_cli("models", "download", "vit_b", "--url", "file:///nonexistent/sam.pth", "-q",
                    cwd=work, check_rc=1)
     assert "napari-sam: error:" in proc.stderr and where in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
-    run_cli("models", "download", "vit_q", cwd=work, check_rc=2)
+    assert main(["models", "download", "vit_q"]) == 2
+    assert "unknown model 'vit_q'" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- sample
