@@ -88,7 +88,7 @@ def test_notebook_session(tmp_path, monkeypatch, docs_model):
     if docs_model == "demo":  # sanity of the results: clicked nuclei found, others too
         truth = ns["sample"].labels
         ious = [_iou(labels == i, truth == i) for i in ns["prompts"]]
-        assert np.mean(ious) >= 0.5, ious
+        assert np.mean(ious) >= 0.4, ious
         assert auto.n_objects >= 1
     # a rerun of the embedding cell reuses the zarr store
     again = _run(code_blocks("A notebook session")[:2], {"__name__": "__docs__"})
@@ -135,4 +135,4 @@ def test_napari_script(tmp_path, monkeypatch, docs_model, request):
         for k, p in enumerate(ns["clicks"].data, start=1):
             z, r, c = (int(round(v)) for v in p)
             ious.append(_iou(objects == k, truth == truth[z, r, c]))
-        assert np.mean(ious) >= 0.5, ious
+        assert np.mean(ious) >= 0.4, ious
