@@ -2,6 +2,7 @@
 
     python benchmarks/bench_encoder.py                      # CPU, ViT-B, 1024 px, batch 1
     python benchmarks/bench_encoder.py --device cuda --batch 8
+    python benchmarks/bench_encoder.py --threads 1            # CPU work without thread contention
 
 Prints the median wall-clock and process CPU time of each variant and its speed-up over the
 reference fp32 encoder (CPU time is the steadier number on a shared machine),
@@ -108,9 +109,12 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--skip-reference", action="store_true", help="only time our encoder")
     args = ap.parse_args(argv)
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     low = torch.bfloat16
