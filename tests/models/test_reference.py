@@ -212,3 +212,23 @@ def test_batched_embeddings_match_meta_per_prompt(tmp_path):
             )
             torch.testing.assert_close(logits[i : i + 1], ref_logits, atol=1e-4, rtol=1e-4)
             torch.testing.assert_close(iou[i : i + 1], ref_iou, atol=1e-4, rtol=1e-4)
+
+
+def test_reference_helpers():
+    """The torchvision stand-in (if used) behaves like torchvision on simple cases."""
+    import numpy as np
+
+    sa = import_segment_anything()
+    from _reference import batched_nms_reference
+
+    boxes = torch.tensor(
+        [[0.0, 0, 10, 10], [1, 1, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30], [0, 0, 9, 10]]
+    )
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.95])
+    cats = torch.tensor([0, 0, 1, 0, 0])
+    # box 4 (0.95) suppresses 0 (IoU 0.9) and 1 (IoU 0.81 > 0.5); other category keeps 2
+    assert batched_nms_reference(boxes, scores, cats, 0.5).tolist() == [4, 2, 3]
+    assert batched_nms_reference(boxes, scores, cats, 0.95).tolist() == [4, 0, 1, 2, 3]
+    img = (np.arange(40 * 60 * 3) % 251).astype(np.uint8).reshape(40, 60, 3)
+    out = sa.utils.transforms.ResizeLongestSide(120).apply_image(img)
+    assert out.shape == (80, 120, 3) and out.dtype == np.uint8
