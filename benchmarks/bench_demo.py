@@ -54,9 +54,16 @@ def main(argv=None) -> dict[str, float]:
         torch.set_num_threads(a.threads)
 
     import napari_sam as ns
+    from napari_sam.models.registry import where
     from napari_sam.synthetic import HELDOUT_SEED_START, nuclei_2d
 
-    model = ns.load_model("demo")
+    if where("demo").is_file():
+        model, which = ns.load_model("demo"), "bundled demo weights"
+    else:  # same architecture, random weights: the same speed
+        from napari_sam.models.build import SamConfig, build_sam
+        from napari_sam.training.demo import DEMO_CONFIG
+
+        model, which = build_sam(SamConfig(**DEMO_CONFIG)), "demo architecture, untrained"
     pred = ns.Predictor(model, device="cpu")
     s = nuclei_2d((512, 512), seed=HELDOUT_SEED_START)
     image = s.image
@@ -73,6 +80,7 @@ def main(argv=None) -> dict[str, float]:
         a.repeats * 5,
     )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"model: {which}")
     print(f"machine: {_cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, load average {load:.1f}")
     rows = [
