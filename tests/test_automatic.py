@@ -164,8 +164,8 @@ def test_mask_statistics_equal_full_resolution(h, w, s, low, ragged):
 
 
 def _tiny_config(**changes):
-    from tiny_configs import TINY_VIT
     from napari_sam.models import SamConfig
+    from tiny_configs import TINY_VIT
 
     return SamConfig(**{**TINY_VIT, **changes})
 
