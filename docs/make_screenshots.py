@@ -85,26 +85,28 @@ def scene_nuclei(viewer, widget):
 
 
 def scene_propagate(viewer, widget):
-    """Nuclei 3D: one click, propagate through the stack, commit, 3D view."""
+    """Nuclei 3D: one click per nucleus, propagated through the stack and committed; 3D view."""
     from napari_sam._sample_data import synthetic_sample
 
     sample = synthetic_sample("nuclei_3d")
     c = _open(viewer, widget, "nuclei_3d")
     lab = sample.labels
     areas = ndi.sum_labels(np.ones_like(lab), lab, index=np.arange(1, lab.max() + 1))
-    order = np.argsort(-areas)[:4] + 1
-    for obj in order:
+    order = np.argsort(-areas)[:5] + 1
+    widget._scope.setCurrentIndex(0)  # the object on this slice
+    for i, obj in enumerate(order):
         z = _widest_slice(lab, obj)
         viewer.dims.set_point(0, z * viewer.layers[0].scale[0])
         c.points_layer.add([z, *_centre(lab[z] == obj)])
-    widget._scope.setCurrentIndex(1)  # all objects with prompts
-    widget._on_propagate()
-    _shot(viewer, "nuclei_propagate_preview.png")
-    widget._on_commit()
+        widget._on_propagate()
+        if i == len(order) - 1:
+            viewer.dims.set_point(0, (z + 2) * viewer.layers[0].scale[0])
+            _shot(viewer, "nuclei_propagate_preview.png")
+        widget._on_commit()
     viewer.layers["SAM current object"].visible = False
     viewer.dims.ndisplay = 3
-    viewer.camera.angles = (-10, 30, 60)
-    viewer.layers[0].rendering = "mip"
+    viewer.camera.angles = (0, 35, 60)
+    viewer.camera.zoom *= 0.9
     return _shot(viewer, "nuclei_propagated_3d.png")
 
 
@@ -136,6 +138,8 @@ def scene_automatic(viewer, widget):
     _open(viewer, widget, "em_stack")
     viewer.dims.set_point(0, 16 * viewer.layers[0].scale[0])
     widget._pps.setValue(24)
+    widget._iou.setValue(0.7)  # the small demo model is less confident than SAM
+    widget._stability.setValue(0.85)
     widget._on_automatic()
     return _shot(viewer, "em_automatic.png")
 

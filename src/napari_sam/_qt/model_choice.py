@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "DEMO_LABEL",
     "DEMO_NOTICE",
     "ModelCache",
     "ModelChoice",
@@ -24,6 +25,12 @@ DEMO_NOTICE = (
     "For real data pick a real SAM model in 'Model' (vit_b; vit_b_lm for light microscopy; "
     "vit_b_em_organelles for EM): it is downloaded once. Offline, run "
     "'napari-sam models where vit_b' to see where to put the file, or pick a checkpoint file."
+)
+
+#: Short form for the widget (the full notice is its tooltip).
+DEMO_LABEL = (
+    "Demo model in use (trained on synthetic images only). For real data pick vit_b, "
+    "vit_b_lm or vit_b_em_organelles in 'Model' (downloaded once) or a checkpoint file."
 )
 
 

@@ -28,7 +28,14 @@ from qtpy.QtWidgets import (
 
 from . import keys
 from .controller import AnnotationController
-from .model_choice import DEMO_NOTICE, default_choice, device_choices, file_choice, model_choices
+from .model_choice import (
+    DEMO_LABEL,
+    DEMO_NOTICE,
+    default_choice,
+    device_choices,
+    file_choice,
+    model_choices,
+)
 from .notify import guarded
 
 __all__ = ["SamWidget"]
@@ -121,7 +128,8 @@ class SamWidget(QWidget):
         form.addRow("Embedding store", store_row)
         self._emb_state = QLabel("")
         form.addRow(_button("Compute embeddings", None, self._on_compute), self._emb_state)
-        self._demo = QLabel(DEMO_NOTICE)
+        self._demo = QLabel(DEMO_LABEL)
+        self._demo.setToolTip(DEMO_NOTICE)
         self._demo.setWordWrap(True)
         self._demo.setStyleSheet("color: #f0c000;")
         form.addRow(self._demo)
