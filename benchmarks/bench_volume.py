@@ -53,6 +53,10 @@ def deepest_point(mask2d: np.ndarray) -> np.ndarray:
 
 
 def load(args):
+    if args.model is not None:
+        import napari_sam as ns
+
+        return ns.load_model(args.model), str(args.model)
     if not args.random:
         try:
             import napari_sam as ns
@@ -85,6 +89,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mode", default="auto")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--model", default=None, help="registry name or checkpoint path")
     ap.add_argument("--random", action="store_true", help="random CNN weights instead of demo")
     ap.add_argument("--no-reference", action="store_true", help="skip the one-at-a-time run")
     args = ap.parse_args(argv)
