@@ -631,9 +631,12 @@ def test_demo_two_annotated_slices_do_at_least_as_well_as_one(nuclei_cases, one_
         one += list(evaluate(res1.labels, sample.labels)[0].values())
         ious2, leaks2 = evaluate(res2.labels, sample.labels)
         two += list(ious2.values())
-        assert max(leaks2.values()) < 0.05
+        worst = max(leaks2, key=leaks2.get)
+        assert leaks2[worst] < 0.05, (
+            f"seed {sample.seed}: object {worst} leaks {leaks2[worst]:.1%} into neighbours")
     print(f"mean 3D IoU: one click {np.mean(one):.3f}, two annotated slices {np.mean(two):.3f}")
-    assert np.mean(two) >= np.mean(one)
+    assert np.mean(two) >= np.mean(one), (
+        f"two annotated slices ({np.mean(two):.3f}) did worse than one click ({np.mean(one):.3f})")
 
 
 @pytest.mark.slow
