@@ -996,8 +996,8 @@ def segment_volume(
         How the next slice is prompted from the previous mask: its box; its box plus its
         low-resolution logits as a mask prompt; distance-transform maxima as positives with
         negatives just outside the mask; a single centre point (best of three candidates).
-        ``"auto"`` is "box+mask"
-        for both "z" and "t" (best on our synthetic nuclei; see docs/benchmarks.md).
+        ``"auto"`` is "box+mask" for both "z" and "t" (the best mode on synthetic nuclei,
+        tuning seeds; see "Volume propagation" in docs/benchmarks.md).
     iou_threshold : float
         Stop when a new mask's IoU with the previous slice's mask is below this.
     area_factor : float
