@@ -48,6 +48,8 @@ def _open(viewer, widget, key: str):
     viewer.open_sample("napari-sam-stacks", key)
     widget._on_layers_changed()
     _process()
+    viewer.reset_view()
+    _process()
     return widget.controller
 
 
@@ -99,8 +101,7 @@ def scene_propagate(viewer, widget):
         viewer.dims.set_point(0, z * viewer.layers[0].scale[0])
         c.points_layer.add([z, *_centre(lab[z] == obj)])
         widget._on_propagate()
-        if i == len(order) - 1:
-            viewer.dims.set_point(0, (z + 2) * viewer.layers[0].scale[0])
+        if i == len(order) - 1:  # the last one stays in the preview for the picture
             _shot(viewer, "nuclei_propagate_preview.png")
         widget._on_commit()
     viewer.layers["SAM current object"].visible = False
@@ -111,16 +112,17 @@ def scene_propagate(viewer, widget):
 
 
 def scene_underwater(viewer, widget):
-    """Underwater RGB: a box around each of two objects -> two objects previewed."""
+    """Underwater RGB: a box around each of three fish, a click inside each box refines it."""
     from napari_sam._sample_data import synthetic_sample
 
     sample = synthetic_sample("underwater_rgb")
     c = _open(viewer, widget, "underwater_rgb")
     lab = sample.labels
-    for obj in _largest_objects(lab, 2):
+    for obj in _largest_objects(lab, 3):
         rows, cols = np.nonzero(lab == obj)
         r0, c0, r1, c1 = rows.min() - 3, cols.min() - 3, rows.max() + 3, cols.max() + 3
         c.boxes_layer.add_rectangles(np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]]))
+        c.points_layer.add(_centre(lab == obj))
     viewer.layers.selection.active = c.boxes_layer
     return _shot(viewer, "underwater_boxes.png")
 
@@ -138,8 +140,8 @@ def scene_automatic(viewer, widget):
     _open(viewer, widget, "em_stack")
     viewer.dims.set_point(0, 16 * viewer.layers[0].scale[0])
     widget._pps.setValue(24)
-    widget._iou.setValue(0.7)  # the small demo model is less confident than SAM
-    widget._stability.setValue(0.85)
+    widget._iou.setValue(0.5)  # the small demo model is less confident than SAM
+    widget._stability.setValue(0.7)
     widget._on_automatic()
     return _shot(viewer, "em_automatic.png")
 
