@@ -77,7 +77,7 @@ def test_ui_not_blocked_while_embedding_and_propagating(make_widget, mid_predict
         assert not c.previews and "Waiting" in c.status
         _wait(qtbot, c)
     assert c.ready(range(n_slices))
-    assert c.previews and c.previews[0].z == 5
+    assert c.previews and c.previews[0].z == 5, c.status
     elapsed = embed_gaps.ticks[-1] - embed_gaps.ticks[0]
     assert elapsed > 0.5, "the job was too short to measure anything"
 
