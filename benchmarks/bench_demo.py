@@ -16,23 +16,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
+import sys
 import time
 
 import numpy as np
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from _machine import cpu_name  # noqa: E402
 
 
 def _time(fn, repeats: int) -> tuple[float, float]:
@@ -81,7 +74,7 @@ def main(argv=None) -> dict[str, float]:
     )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"model: {which}")
-    print(f"machine: {_cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, load average {load:.1f}")
     rows = [
         ("embedding 512x512 slice", emb_med, emb_min, 0.3),

@@ -16,7 +16,6 @@ decoder calls and decoded prompts, and the mean 3D IoU against ground truth.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -27,6 +26,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _machine import cpu_name  # noqa: E402
 
 from napari_sam.embeddings import embed  # noqa: E402
 from napari_sam.synthetic import nuclei_3d  # noqa: E402
@@ -35,14 +37,7 @@ from napari_sam.volume import SlicePrompt, segment_volume  # noqa: E402
 TARGET_S = 2.0
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+
 
 
 def deepest_point(mask2d: np.ndarray) -> np.ndarray:

@@ -36,3 +36,10 @@ def test_import_napari_sam_is_light():
     code = "import sys, napari_sam; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", "import napari_sam must not import torch (napari start-up)"
+
+
+def test_public_names_are_exported_and_resolve():
+    assert sorted(napari_sam.__all__) == sorted(["__version__", *napari_sam._EXPORTS])
+    for name in napari_sam._EXPORTS:
+        obj = getattr(napari_sam, name)
+        assert getattr(obj, "__name__", name) == name, (name, obj)

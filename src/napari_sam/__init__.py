@@ -28,7 +28,18 @@ _EXPORTS = {
     "train": "napari_sam.training",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [  # the same names as _EXPORTS, spelled out for linters and IDEs
+    "__version__",
+    "load_model",
+    "list_models",
+    "Predictor",
+    "ImageEmbedding",
+    "embed",
+    "StackEmbeddings",
+    "segment_volume",
+    "segment_everything",
+    "train",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from napari_sam.automatic import segment_everything

@@ -62,6 +62,7 @@ __all__ = [
     "link_slices",
     "mask_statistics",
     "masks_to_boxes",
+    "match_by_iou",
     "remove_small_regions",
     "segment_everything",
     "stability_score",
@@ -1426,6 +1427,55 @@ def _paint(image_size, boxes, segs, areas, ious, stabs, points, crop_boxes, keep
 # ============================================================================ 3D linking
 
 
+def match_by_iou(
+    a: np.ndarray, b: np.ndarray, na: int, nb: int, area_a: np.ndarray, area_b: np.ndarray,
+    iou_threshold: float, cand_a: np.ndarray | None = None, cand_b: np.ndarray | None = None,
+) -> list[tuple[int, int]]:
+    """One-to-one matches between the objects of two label slices, greedy by decreasing IoU.
+
+    Parameters
+    ----------
+    a, b : (Y, X) integer arrays
+        Label slices with ids ``1..na`` and ``1..nb`` (0 is background).
+    na, nb : int
+        Largest id in ``a`` and ``b``.
+    area_a, area_b : (na + 1,), (nb + 1,) int arrays
+        Pixel count of each id (``np.bincount``).
+    iou_threshold : float
+        Pairs with a lower IoU are never matched.
+    cand_a, cand_b : (na + 1,), (nb + 1,) bool arrays, optional
+        Only ids marked True take part (e.g. track ends and starts when closing gaps).
+
+    Returns
+    -------
+    list of (int, int)
+        ``(id in a, id in b)`` pairs, best IoU first; each id appears at most once.
+    """
+    a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
+    both = (a > 0) & (b > 0)
+    if cand_a is not None:
+        both &= cand_a[a] & cand_b[b]
+    if not both.any():
+        return []
+    key = a[both].astype(np.int64) * (nb + 1) + b[both]
+    uk, inter = np.unique(key, return_counts=True)
+    ia, ib = uk // (nb + 1), uk % (nb + 1)
+    iou = inter / (area_a[ia] + area_b[ib] - inter)
+    order = np.argsort(-iou, kind="stable")
+    used_a: set[int] = set()
+    used_b: set[int] = set()
+    out = []
+    for k in order:
+        if iou[k] < iou_threshold:
+            break
+        if ia[k] in used_a or ib[k] in used_b:
+            continue
+        used_a.add(ia[k])
+        used_b.add(ib[k])
+        out.append((int(ia[k]), int(ib[k])))
+    return out
+
+
 def link_slices(
     slice_labels: np.ndarray,
     *,
@@ -1475,27 +1525,8 @@ def link_slices(
     gap_links = []
 
     def match(z0, z1, cand0=None, cand1=None):
-        a, b = lab[z0].ravel(), lab[z1].ravel()
-        both = (a > 0) & (b > 0)
-        if cand0 is not None:
-            both &= cand0[a] & cand1[b]
-        if not both.any():
-            return []
-        key = a[both].astype(np.int64) * (n_per[z1] + 1) + b[both]
-        uk, inter = np.unique(key, return_counts=True)
-        ia, ib = uk // (n_per[z1] + 1), uk % (n_per[z1] + 1)
-        iou = inter / (areas[z0][ia] + areas[z1][ib] - inter)
-        order = np.argsort(-iou, kind="stable")
-        used_a, used_b, out = set(), set(), []
-        for k in order:
-            if iou[k] < iou_threshold:
-                break
-            if ia[k] in used_a or ib[k] in used_b:
-                continue
-            used_a.add(ia[k])
-            used_b.add(ib[k])
-            out.append((int(ia[k]), int(ib[k])))
-        return out
+        return match_by_iou(lab[z0], lab[z1], n_per[z0], n_per[z1], areas[z0], areas[z1],
+                            iou_threshold, cand0, cand1)
 
     for z in range(nz - 1):
         for i, j in match(z, z + 1):

@@ -1251,33 +1251,6 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
     return done_now
 
 
-def _match(a: np.ndarray, b: np.ndarray, na: int, nb: int, area_a, area_b, iou_threshold,
-           cand_a=None, cand_b=None) -> list[tuple[int, int]]:
-    """One-to-one matches of the objects of two label slices, greedily by decreasing IoU
-    (the rule of :func:`napari_sam.automatic.link_slices`)."""
-    a, b = a.ravel(), b.ravel()
-    both = (a > 0) & (b > 0)
-    if cand_a is not None:
-        both &= cand_a[a] & cand_b[b]
-    if not both.any():
-        return []
-    key = a[both].astype(np.int64) * (nb + 1) + b[both]
-    uk, inter = np.unique(key, return_counts=True)
-    ia, ib = uk // (nb + 1), uk % (nb + 1)
-    iou = inter / (area_a[ia] + area_b[ib] - inter)
-    order = np.argsort(-iou, kind="stable")
-    used_a, used_b, out = set(), set(), []
-    for k in order:
-        if iou[k] < iou_threshold:
-            break
-        if ia[k] in used_a or ib[k] in used_b:
-            continue
-        used_a.add(ia[k])
-        used_b.add(ib[k])
-        out.append((int(ia[k]), int(ib[k])))
-    return out
-
-
 @dataclass
 class LinkPlan:
     """Result of :func:`link_slices`: how to turn each slice's 2D ids into 3D ids.
@@ -1308,6 +1281,8 @@ def link_slices(
     tracks end and start there; objects spanning fewer than ``min_z_extent`` slices are
     dropped, ids are 1..N in order of first appearance.
     """
+    from napari_sam.automatic import match_by_iou
+
     offsets = [0]
     n_per: list[int] = []
     areas: list[np.ndarray] = []
@@ -1338,7 +1313,7 @@ def link_slices(
         window[z1] = lab
         if z1 >= 1:
             z0 = z1 - 1
-            for i, j in _match(window[z0], lab, n_per[z0], n1, areas[z0], areas[z1], link_iou):
+            for i, j in match_by_iou(window[z0], lab, n_per[z0], n1, areas[z0], areas[z1], link_iou):
                 parent[find(offsets[z1] + j)] = find(offsets[z0] + i)
                 has_next[z0][i] = True
                 has_prev[z1][j] = True
@@ -1349,7 +1324,7 @@ def link_slices(
             ends = ~has_next[z0]
             starts = ~has_prev[z1]
             ends[0] = starts[0] = False
-            for i, j in _match(window[z0], lab, n_per[z0], n1, areas[z0], areas[z1], link_iou,
+            for i, j in match_by_iou(window[z0], lab, n_per[z0], n1, areas[z0], areas[z1], link_iou,
                                ends, starts):
                 parent[find(offsets[z1] + j)] = find(offsets[z0] + i)
                 has_next[z0][i] = True

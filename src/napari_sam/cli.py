@@ -19,7 +19,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main", "build_parser", "SAMPLES"]
 
@@ -76,44 +78,27 @@ def _axes_arg(text: str) -> str:
     return ax
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {v}")
-    return v
+def _number(kind: type, test: Callable[[float], bool], wanted: str) -> Callable[[str], Any]:
+    """An argparse ``type`` that parses ``kind`` and checks ``test``; ``wanted`` is said
+    in the one-line error (e.g. "a number >= 1")."""
+    noun = "a whole number" if kind is int else "a number"
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if not test(v):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {v}")
+        return v
+
+    return parse
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {v}")
-    return v
-
-
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {v}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {v}")
-    return v
+_positive_int = _number(int, lambda v: v >= 1, "a number >= 1")
+_nonneg_int = _number(int, lambda v: v >= 0, "a number >= 0")
+_fraction = _number(float, lambda v: 0.0 <= v <= 1.0, "a number between 0 and 1")
+_positive_float = _number(float, lambda v: v > 0, "a number > 0")
 
 
 def _shape_arg(text: str) -> tuple[int, ...]:

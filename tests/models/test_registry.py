@@ -21,6 +21,7 @@ import pooch
 import pytest
 import torch
 
+from napari_sam.device import resolve_device
 from napari_sam.models import registry as reg
 from napari_sam.models.build import SamConfig, build_sam
 from napari_sam.models.registry import ModelDownloadError, ModelSpec
@@ -416,12 +417,12 @@ def test_resolve_device():
         getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     )
     if not has_accel:
-        assert reg.resolve_device("auto") == torch.device("cpu")
-        assert reg.resolve_device(None) == torch.device("cpu")
-    assert reg.resolve_device("cpu") == torch.device("cpu")
-    assert reg.resolve_device(torch.device("cpu")) == torch.device("cpu")
+        assert resolve_device("auto") == torch.device("cpu")
+        assert resolve_device(None) == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
     with pytest.raises(ValueError):
-        reg.resolve_device("not-a-device")
+        resolve_device("not-a-device")
 
 
 def test_unavailable_cuda_is_a_value_error(tmp_path):
@@ -429,7 +430,7 @@ def test_unavailable_cuda_is_a_value_error(tmp_path):
         print("CUDA is available here; the unavailable-device error cannot be tested")
         pytest.skip("CUDA is available on this machine")
     with pytest.raises(ValueError, match="cpu"):
-        reg.resolve_device("cuda")
+        resolve_device("cuda")
     ckpt = tmp_path / "m.pt"
     _save_tiny(ckpt, seed=0)
     with pytest.raises(ValueError, match="CUDA"):

@@ -50,7 +50,6 @@ __all__ = [
     "list_models",
     "load_model",
     "register",
-    "resolve_device",
     "verify",
     "weights_dir",
     "where",
@@ -590,17 +589,6 @@ def list_models() -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- loading
 
 
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """Return the torch device to run on: ``"auto"`` picks CUDA, then MPS, then the CPU.
-
-    An explicit device that is not available raises ``ValueError`` naming the available
-    ones. (Same function as :func:`napari_sam.device.resolve_device`.)
-    """
-    from napari_sam.device import resolve_device as _resolve
-
-    return _resolve(device)
-
-
 def _sidecar_path(path: Path) -> Path:
     """The metadata file next to a checkpoint, as :func:`read_checkpoint` looks for it:
     ``model.pt.json`` if present, else ``model.json``."""
@@ -672,6 +660,8 @@ def load_model(
     ModelDownloadError
         See :func:`fetch`.
     """
+    from napari_sam.device import resolve_device
+
     dev = resolve_device(device)
     is_path = isinstance(name_or_path, os.PathLike)
     text = os.fspath(name_or_path)
