@@ -294,8 +294,8 @@ def train_demo(
             done = (time.perf_counter() - t_start) / budget
             trainer.cfg.n_corrections = 0 if done < warm_fraction else n_corrections
             # class-balanced BCE fades out over the warm phase (see LossWeights.balanced)
-            trainer.cfg.loss = dataclasses.replace(
-                base_loss, balanced=base_loss.balanced * max(0.0, 1 - done / warm_fraction))
+            fade = max(0.0, 1 - done / warm_fraction) if warm_fraction > 0 else 0.0
+            trainer.cfg.loss = dataclasses.replace(base_loss, balanced=base_loss.balanced * fade)
             info = trainer.train_step(stream.batch(trainer.rng, batch_size))
             stream.refresh(1)
             if info:
