@@ -203,6 +203,7 @@ def train_demo(
     progress: bool = True,
     warm_fraction: float = 0.2,
     loss: LossWeights | None = None,
+    box_noise: float = 0.1,
 ) -> dict[str, Any]:
     """Train the demo model for ``minutes`` of wall-clock time; returns the last metrics."""
     from tqdm.auto import tqdm
@@ -225,7 +226,7 @@ def train_demo(
         lr=lr, weight_decay=0.05, warmup_steps=40, min_lr_ratio=0.02, batch_size=batch_size,
         objects_per_image=objects_per_image, n_corrections=n_corrections, p_box=0.4,
         p_farthest=0.5, p_drop_mask=0.1, point_interior_bias=0.5, precision=precision,
-        grad_clip=1.0, loss_resolution="low", loss=loss or LossWeights(),
+        grad_clip=1.0, loss_resolution="low", loss=loss or LossWeights(), box_noise=box_noise,
     )
     trainer = Trainer(model, cfg, device="cpu", seed=seed)
     base_loss = cfg.loss
@@ -387,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="initial weight of the class-balanced BCE (fades out over --warm)")
     p.add_argument("--warm", type=float, default=0.25,
                    help="fraction of the time trained without corrections")
+    p.add_argument("--box-noise", type=float, default=0.1,
+                   help="box jitter: Gaussian std as a fraction of the box side (SAM: 0.1)")
     p.add_argument("--report", action="store_true",
                    help="do not train: print per-domain scores of --out on held-out seeds")
     a = p.parse_args(argv)
@@ -402,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
                precision=a.precision, init=a.init, pool_size=a.pool_size,
                loss=LossWeights(focal=a.focal_weight, focal_gamma=a.focal_gamma,
                                 dice=a.dice_weight, balanced=a.balanced),
-               warm_fraction=a.warm, progress=not a.no_progress)
+               warm_fraction=a.warm, box_noise=a.box_noise, progress=not a.no_progress)
     return 0
 
 

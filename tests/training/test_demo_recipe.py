@@ -1,0 +1,71 @@
+"""The demo model's training recipe (``python -m napari_sam.training.demo``): seeds, data
+stream, and one short end-to-end run of the command writing a loadable checkpoint."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sam.synthetic import HELDOUT_SEED_START
+from napari_sam.training import demo
+
+
+def _seed(name: str) -> int:
+    return int(re.match(r"[a-z_0-9]+:(\d+)", name).group(1))
+
+
+def test_stream_draws_training_seeds_only_and_refreshes():
+    stream = demo.SyntheticStream(64, pool_size=6, seed=3)
+    names = [it.name for it in stream.pool]
+    assert len(names) == 6
+    assert all(_seed(n) < demo.TRAIN_SEED_END for n in names)
+    assert all(max(it.rgb.shape[:2]) == 64 and it.rgb.dtype == np.uint8 for it in stream.pool)
+    assert all(len(it.ids) > 0 for it in stream.pool)
+    before = stream.generated
+    stream.refresh(3)
+    assert stream.generated == before + 3
+    assert sum(stream.counts.values()) == stream.generated
+    batch = stream.batch(np.random.default_rng(0), 4)
+    assert len({id(b) for b in batch}) == 4  # no image twice in one batch
+
+
+def test_validation_uses_its_own_seeds():
+    val = demo.validation_items(64, n_nuclei=2, n_other=1)
+    seeds = [_seed(it.name) for it in val]
+    assert all(demo.VAL_SEEDS[0] <= s < demo.VAL_SEEDS[1] for s in seeds)
+    assert demo.VAL_SEEDS[1] <= HELDOUT_SEED_START  # tests never see validation images
+    assert len(set(seeds)) == len(seeds)
+    assert {it.meta["domain"] for it in val} >= {"nuclei", "xray", "underwater"}
+    assert all(len(it.meta["eval_ids"]) <= 20 for it in val)
+
+
+@pytest.mark.slow
+def test_the_command_writes_a_loadable_checkpoint_with_its_sidecar(tmp_path, capsys):
+    import napari_sam as ns
+
+    out = tmp_path / "demo.pt"
+    rc = demo.main([
+        "--out", str(out), "--minutes", "0.4", "--eval-minutes", "10", "--pool-size", "4",
+        "--batch-size", "2", "--objects-per-image", "2", "--warm", "0", "--box-noise", "0.03",
+        "--threads", "2", "--no-progress",
+    ])
+    assert rc == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["final"] is True and meta["base_model"] == "scratch"
+    assert meta["steps"] >= 1
+    assert meta["train_config"]["box_noise"] == pytest.approx(0.03)
+    assert meta["data"]["train_seeds"] == f"[0, {demo.TRAIN_SEED_END})"
+    last = meta["metrics"][-1]
+    assert 0.0 <= last["nuclei_point_iou"] <= 1.0 and 0.0 <= last["nuclei_box_iou"] <= 1.0
+    printed = capsys.readouterr().out
+    assert f"steps={meta['steps']}" in printed  # the metrics line a user watches
+
+    model = ns.load_model(out, device="cpu")
+    assert model.img_size == demo.DEMO_CONFIG["img_size"]
+    assert sum(p.numel() for p in model.parameters()) > 5_000_000
+    with torch.inference_mode():
+        assert model.image_encoder(torch.rand(1, 3, 256, 256)).shape == (1, 256, 32, 32)
