@@ -306,7 +306,9 @@ def train_demo(
                 bar.n = int(min(budget, time.perf_counter() - t_start))
                 bar.set_postfix(step=trainer.step_count, loss=f"{info['loss']:.3f}",
                                 iou=f"{info['iou_last']:.3f}")
-            if time.perf_counter() - last_eval > eval_minutes * 60:
+            now = time.perf_counter()
+            # the final evaluation follows at the end of the budget: no periodic one just before
+            if now - last_eval > eval_minutes * 60 and budget - (now - t_start) > 30:
                 record(final=False)
                 last_eval = time.perf_counter()
     except KeyboardInterrupt:
