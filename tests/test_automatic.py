@@ -659,3 +659,23 @@ def test_quality_nuclei_3d():
         scores.append(_f1(s.labels, res.labels))
     print("F1@0.5 nuclei 3D", np.round(scores, 3))
     assert np.mean(scores) >= 0.70
+
+
+def test_match_by_iou_is_one_to_one_greedy_and_respects_threshold_and_candidates():
+    from napari_sam.automatic import match_by_iou
+
+    a = np.zeros((10, 10), np.int32)
+    b = np.zeros((10, 10), np.int32)
+    a[0:4, 0:4] = 1  # 16 px
+    a[0:4, 5:9] = 2
+    a[6:9, 6:9] = 3
+    b[0:4, 0:3] = 1  # IoU 12/16 with a1
+    b[0:4, 3:9] = 2  # IoU 16/24 with a2, 4/28 with a1
+    b[9:10, 0:2] = 3  # touches nothing
+    area_a = np.bincount(a.ravel(), minlength=4)
+    area_b = np.bincount(b.ravel(), minlength=4)
+    assert match_by_iou(a, b, 3, area_a, area_b, 0.1) == [(1, 1), (2, 2)]
+    assert match_by_iou(a, b, 3, area_a, area_b, 0.7) == [(1, 1)]
+    only_a2 = np.array([False, False, True, False])
+    assert match_by_iou(a, b, 3, area_a, area_b, 0.1, only_a2, np.ones(4, bool)) == [(2, 2)]
+    assert match_by_iou(a, np.zeros_like(b), 0, area_a, np.zeros(1, int), 0.0) == []

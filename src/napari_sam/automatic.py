@@ -1428,7 +1428,7 @@ def _paint(image_size, boxes, segs, areas, ious, stabs, points, crop_boxes, keep
 
 
 def match_by_iou(
-    a: np.ndarray, b: np.ndarray, na: int, nb: int, area_a: np.ndarray, area_b: np.ndarray,
+    a: np.ndarray, b: np.ndarray, nb: int, area_a: np.ndarray, area_b: np.ndarray,
     iou_threshold: float, cand_a: np.ndarray | None = None, cand_b: np.ndarray | None = None,
 ) -> list[tuple[int, int]]:
     """One-to-one matches between the objects of two label slices, greedy by decreasing IoU.
@@ -1436,9 +1436,9 @@ def match_by_iou(
     Parameters
     ----------
     a, b : (Y, X) integer arrays
-        Label slices with ids ``1..na`` and ``1..nb`` (0 is background).
-    na, nb : int
-        Largest id in ``a`` and ``b``.
+        Label slices (0 is background); ``a`` holds ids ``1..na``, ``b`` ids ``1..nb``.
+    nb : int
+        Largest id in ``b``.
     area_a, area_b : (na + 1,), (nb + 1,) int arrays
         Pixel count of each id (``np.bincount``).
     iou_threshold : float
@@ -1525,8 +1525,8 @@ def link_slices(
     gap_links = []
 
     def match(z0, z1, cand0=None, cand1=None):
-        return match_by_iou(lab[z0], lab[z1], n_per[z0], n_per[z1], areas[z0], areas[z1],
-                            iou_threshold, cand0, cand1)
+        return match_by_iou(lab[z0], lab[z1], n_per[z1], areas[z0], areas[z1], iou_threshold,
+                            cand0, cand1)
 
     for z in range(nz - 1):
         for i, j in match(z, z + 1):

@@ -1313,7 +1313,7 @@ def link_slices(
         window[z1] = lab
         if z1 >= 1:
             z0 = z1 - 1
-            pairs = match_by_iou(window[z0], lab, n_per[z0], n1, areas[z0], areas[z1], link_iou)
+            pairs = match_by_iou(window[z0], lab, n1, areas[z0], areas[z1], link_iou)
             for i, j in pairs:
                 parent[find(offsets[z1] + j)] = find(offsets[z0] + i)
                 has_next[z0][i] = True
@@ -1325,7 +1325,7 @@ def link_slices(
             ends = ~has_next[z0]
             starts = ~has_prev[z1]
             ends[0] = starts[0] = False
-            pairs = match_by_iou(window[z0], lab, n_per[z0], n1, areas[z0], areas[z1], link_iou,
+            pairs = match_by_iou(window[z0], lab, n1, areas[z0], areas[z1], link_iou,
                                  ends, starts)
             for i, j in pairs:
                 parent[find(offsets[z1] + j)] = find(offsets[z0] + i)

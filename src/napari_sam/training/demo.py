@@ -203,7 +203,7 @@ def train_demo(
     progress: bool = True,
     warm_fraction: float = 0.2,
     loss: LossWeights | None = None,
-    box_noise: float = 0.1,
+    box_noise: float = TrainConfig.box_noise,
 ) -> dict[str, Any]:
     """Train the demo model for ``minutes`` of wall-clock time; returns the last metrics."""
     from tqdm.auto import tqdm
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="initial weight of the class-balanced BCE (fades out over --warm)")
     p.add_argument("--warm", type=float, default=0.25,
                    help="fraction of the time trained without corrections")
-    p.add_argument("--box-noise", type=float, default=0.1,
+    p.add_argument("--box-noise", type=float, default=TrainConfig.box_noise,
                    help="box jitter: Gaussian std as a fraction of the box side (SAM: 0.1)")
     p.add_argument("--report", action="store_true",
                    help="do not train: print per-domain scores of --out on held-out seeds")
