@@ -236,3 +236,46 @@ def test_train_step_reports_losses_and_ious(data):
         assert info["objects"] == 10
         assert np.isfinite(info["loss"]) and info["loss"] > 0
         assert 0 <= info["iou_first"] <= 1 and 0 <= info["iou_last"] <= 1
+
+
+def _slice_pair(seed: int):
+    """Two neighbouring 'slices': the same blobs, shifted by 2 px, one of them gone in the
+    second (the object ends there)."""
+    image, labels = blobs(seed)
+    image2 = np.roll(image, (2, 1), (0, 1))
+    labels2 = np.roll(labels, (2, 1), (0, 1))
+    gone = labels2 == labels2.max()
+    image2[gone] = np.median(image2[labels2 == 0])
+    labels2[gone] = 0
+    a, b = make_items(load_pairs([image, image2], [labels, labels2]), 64)
+    a.meta["partner"] = b
+    return a, b
+
+
+def test_neighbouring_slices_share_one_augmentation():
+    a, b = _slice_pair(0)
+    b.rgb, b.labels_input = a.rgb.copy(), a.labels_input.copy()  # identical content
+    tr = Trainer(build_sam(TINY), TrainConfig(batch_size=2, augment=True), seed=0)
+    for _ in range(6):
+        x, labs = tr._inputs([a, b])
+        torch.testing.assert_close(x[0], x[1], rtol=0, atol=0)
+        np.testing.assert_array_equal(labs[0], labs[1])
+
+
+def test_propagation_trains_the_step_segment_volume_takes():
+    torch.manual_seed(0)
+    pairs = [_slice_pair(s) for s in range(6)]
+    model = build_sam(TINY)
+    cfg = TrainConfig(lr=3e-3, batch_size=2, n_corrections=0, p_box=1.0, box_noise=0.0,
+                      loss_resolution="low", warmup_steps=1)
+    tr = Trainer(model, cfg, seed=0, total_steps=400)
+    a, b = pairs[0]
+    lone = make_items(load_pairs([blobs(1)[0]], [blobs(1)[1]]), 64)
+    assert np.isnan(tr.train_step(lone + [b])["iou_propagated"])  # no pair: no propagation
+    ious = [tr.train_step(list(pairs[k % 6]))["iou_propagated"] for k in range(160)]
+    ious = np.asarray(ious)  # NaN where every first mask was empty (nothing to propagate)
+    assert np.all((ious[~np.isnan(ious)] >= 0) & (ious[~np.isnan(ious)] <= 1))
+    assert not np.isnan(ious[-20:]).any()
+    early, late = np.nanmean(ious[:20]), np.mean(ious[-20:])
+    print(f"propagated-mask IoU: first 20 steps {early:.3f}, last 20 steps {late:.3f}")
+    assert late > early + 0.1

@@ -57,20 +57,20 @@ DEMO_CONFIG: dict[str, Any] = dict(
 
 #: Share of training images per (domain, dimensionality).
 DOMAIN_WEIGHTS: dict[tuple[str, int], float] = {
-    ("nuclei", 2): 0.36,
-    ("cells_membrane", 2): 0.10,
-    ("em_organelles", 2): 0.10,
-    ("xray", 2): 0.10,
-    ("underwater", 2): 0.10,
-    ("nuclei", 3): 0.08,
-    ("cells_membrane", 3): 0.06,
-    ("em_organelles", 3): 0.05,
-    ("xray", 3): 0.05,
+    ("nuclei", 2): 0.34,
+    ("cells_membrane", 2): 0.08,
+    ("em_organelles", 2): 0.08,
+    ("xray", 2): 0.08,
+    ("underwater", 2): 0.08,
+    ("nuclei", 3): 0.22,
+    ("cells_membrane", 3): 0.05,
+    ("em_organelles", 3): 0.04,
+    ("xray", 3): 0.03,
 }
 
 _SHAPES_2D = [(256, 256)] * 6 + [(192, 256), (256, 192), (320, 320), (384, 384), (512, 512),
                                  (224, 320), (160, 160)]
-_SHAPES_3D = [(24, 128, 128), (16, 192, 192), (32, 160, 160)]
+_SHAPES_3D = [(24, 128, 128), (32, 128, 128), (16, 192, 192), (32, 160, 160)]
 TRAIN_SEED_END = 9000
 VAL_SEEDS = (9000, 10_000)
 
@@ -126,11 +126,16 @@ class SyntheticStream:
         limits = intensity_limits(s.image)
         zs = [z for z in range(s.labels.shape[0]) if s.labels[z].any()]
         out = []
-        for z in self.rng.choice(zs, min(3, len(zs)), replace=False) if zs else []:
-            item = prepare_item(s.image[z], s.labels[z], self.img_size, contrast_limits=limits,
-                                name=f"{key}:{seed}[z={z}]")
-            if len(item.ids):
-                out.append(item)
+        # two pairs of neighbouring slices (1 or 2 apart, either direction): the trainer
+        # prompts each slice's objects on its partner the way segment_volume propagates
+        for z in self.rng.choice(zs, min(2, len(zs)), replace=False) if zs else []:
+            z2 = int(np.clip(z + self.rng.choice([-2, -1, 1, 2]), 0, s.labels.shape[0] - 1))
+            pair = [prepare_item(s.image[k], s.labels[k], self.img_size,
+                                 contrast_limits=limits, name=f"{key}:{seed}[z={k}]")
+                    for k in (int(z), z2)]
+            if z2 != z and len(pair[0].ids):
+                pair[0].meta["partner"] = pair[1]
+            out += [it for it in pair if len(it.ids)]
         return out
 
     def refresh(self, n: int = 1) -> None:
@@ -140,8 +145,21 @@ class SyntheticStream:
                 self.pool[self.rng.integers(len(self.pool))] = item
 
     def batch(self, rng: np.random.Generator, batch_size: int) -> list[TrainItem]:
+        """``batch_size`` pool images; an image paired with a neighbouring slice brings its
+        partner along (so the trainer can propagate between them)."""
         idx = rng.choice(len(self.pool), batch_size, replace=False)
-        return [self.pool[i] for i in idx]
+        out: list[TrainItem] = []
+        for i in idx:
+            if len(out) >= batch_size:
+                break
+            it = self.pool[i]
+            if any(it is o for o in out):
+                continue
+            out.append(it)
+            partner = it.meta.get("partner")
+            if partner is not None and len(out) < batch_size and not any(partner is o for o in out):
+                out.append(partner)
+        return out
 
 
 def validation_items(img_size: int, n_nuclei: int = 6, n_other: int = 1) -> list[TrainItem]:
@@ -204,6 +222,7 @@ def train_demo(
     warm_fraction: float = 0.2,
     loss: LossWeights | None = None,
     box_noise: float = TrainConfig.box_noise,
+    domain_weights: dict[tuple[str, int], float] | None = None,
 ) -> dict[str, Any]:
     """Train the demo model for ``minutes`` of wall-clock time; returns the last metrics."""
     from tqdm.auto import tqdm
@@ -232,7 +251,8 @@ def train_demo(
     base_loss = cfg.loss
     # learning-rate schedule over the time budget rather than a step count
     trainer.progress_fn = lambda: (time.perf_counter() - t_start) / budget
-    stream = SyntheticStream(model.img_size, pool_size=pool_size, seed=seed)
+    weights = dict(DOMAIN_WEIGHTS, **(domain_weights or {}))
+    stream = SyntheticStream(model.img_size, pool_size=pool_size, seed=seed, weights=weights)
     val = validation_items(model.img_size)
     logger.info("data ready after %.0f s (%d pool images)", time.perf_counter() - t_start,
                 len(stream.pool))
@@ -255,6 +275,7 @@ def train_demo(
             "loss": sums.get("loss", float("nan")) / max(count, 1),
             "train_iou_first": sums.get("iou_first", float("nan")) / max(count, 1),
             "train_iou": sums.get("iou_last", float("nan")) / max(count, 1),
+            "train_iou_propagated": sums.get("iou_prop", float("nan")) / max(sums.get("n_prop", 0), 1),
             "lr": trainer.opt.param_groups[0]["lr"],
             **{k: round(float(v), 4) for k, v in ev.items()},
         }
@@ -273,7 +294,7 @@ def train_demo(
                 "base_model": "scratch" if init is None else str(init),
                 "data": {
                     "description": "napari_sam.synthetic scenes, all domains, streamed",
-                    "domain_weights": {f"{d}_{n}d": w for (d, n), w in DOMAIN_WEIGHTS.items()},
+                    "domain_weights": {f"{d}_{n}d": w for (d, n), w in weights.items()},
                     "train_seeds": f"[0, {TRAIN_SEED_END})",
                     "val_seeds": f"[{VAL_SEEDS[0]}, {VAL_SEEDS[1]})",
                     "images_generated": stream.generated,
@@ -303,6 +324,9 @@ def train_demo(
                 count += 1
                 for k in ("loss", "iou_first", "iou_last"):
                     sums[k] = sums.get(k, 0.0) + info[k]
+                if info.get("iou_propagated") == info.get("iou_propagated"):  # not NaN
+                    sums["iou_prop"] = sums.get("iou_prop", 0.0) + info["iou_propagated"]
+                    sums["n_prop"] = sums.get("n_prop", 0.0) + 1
                 bar.n = int(min(budget, time.perf_counter() - t_start))
                 bar.set_postfix(step=trainer.step_count, loss=f"{info['loss']:.3f}",
                                 iou=f"{info['iou_last']:.3f}")
@@ -364,6 +388,24 @@ def report(path: str | os.PathLike | None = None, *, n_images: int = 6,
     return rows
 
 
+def _domain_weights(text: str) -> dict[tuple[str, int], float]:
+    """``"nuclei_3d=0.3,xray_2d=0.05"`` -> {("nuclei", 3): 0.3, ("xray", 2): 0.05}."""
+    out: dict[tuple[str, int], float] = {}
+    known = {f"{d}_{n}d": (d, n) for d, n in DOMAIN_WEIGHTS}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, _, value = part.partition("=")
+        if key not in known:
+            raise argparse.ArgumentTypeError(
+                f"unknown domain {key!r}; choose from {', '.join(sorted(known))}")
+        try:
+            out[known[key]] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r}: the share must be a number") from None
+        if out[known[key]] < 0:
+            raise argparse.ArgumentTypeError(f"{part!r}: the share must be >= 0")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m napari_sam.training.demo",
@@ -390,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="initial weight of the class-balanced BCE (fades out over --warm)")
     p.add_argument("--warm", type=float, default=0.25,
                    help="fraction of the time trained without corrections")
+    p.add_argument("--weights", default="", type=_domain_weights,
+                   help="override shares of training images, e.g. nuclei_3d=0.3,xray_2d=0.05")
     p.add_argument("--box-noise", type=float, default=TrainConfig.box_noise,
                    help="box jitter: Gaussian std as a fraction of the box side (SAM: 0.1)")
     p.add_argument("--report", action="store_true",
@@ -407,7 +451,8 @@ def main(argv: list[str] | None = None) -> int:
                precision=a.precision, init=a.init, pool_size=a.pool_size,
                loss=LossWeights(focal=a.focal_weight, focal_gamma=a.focal_gamma,
                                 dice=a.dice_weight, balanced=a.balanced),
-               warm_fraction=a.warm, box_noise=a.box_noise, progress=not a.no_progress)
+               warm_fraction=a.warm, box_noise=a.box_noise, domain_weights=a.weights,
+               progress=not a.no_progress)
     return 0
 
 

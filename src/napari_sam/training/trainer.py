@@ -101,6 +101,11 @@ class TrainConfig:
         does ("input"), or on the low-resolution logits against area-downsampled targets
         ("low", 4x cheaper).
     loss : LossWeights
+    propagation : bool
+        For items whose ``meta["partner"]`` (a neighbouring slice of the same volume) is in
+        the batch, also train the step ``segment_volume`` takes: each object's predicted mask
+        prompts the partner slice (box + low-resolution logits), against the partner's mask
+        of the same id, which is empty where the object ends.
     """
 
     lr: float = 1e-4
@@ -121,6 +126,7 @@ class TrainConfig:
     precision: str = "auto"
     loss_resolution: str = "input"
     loss: LossWeights = field(default_factory=LossWeights)
+    propagation: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -323,13 +329,26 @@ def position_aware_init(model, *, gain: float = 1.5, seed: int = 0) -> None:
 # ----------------------------------------------------------------------------- trainer
 
 
-def _augment(rgb: np.ndarray, lab: np.ndarray, rng: np.random.Generator):
-    k = int(rng.integers(4))
+def _augment(rgb: np.ndarray, lab: np.ndarray, rng: np.random.Generator,
+             params: tuple[int, bool] | None = None):
+    """Random 90-degree rotation and flip; ``params`` (k, flip) repeats an earlier draw."""
+    k, flip = params if params is not None else (int(rng.integers(4)), bool(rng.random() < 0.5))
     if k:
         rgb, lab = np.rot90(rgb, k), np.rot90(lab, k)
-    if rng.random() < 0.5:
+    if flip:
         rgb, lab = rgb[:, ::-1], lab[:, ::-1]
-    return np.ascontiguousarray(rgb), np.ascontiguousarray(lab)
+    return np.ascontiguousarray(rgb), np.ascontiguousarray(lab), (k, flip)
+
+
+def _pairs(items: Sequence[TrainItem]) -> list[tuple[int, int]]:
+    """(i, j) for items[j] being items[i]'s neighbouring slice (``meta["partner"]``)."""
+    where = {id(it): j for j, it in enumerate(items)}
+    out = []
+    for i, it in enumerate(items):
+        j = where.get(id(it.meta.get("partner")))
+        if j is not None and j != i:
+            out.append((i, j))
+    return out
 
 
 class Trainer:
@@ -387,10 +406,16 @@ class Trainer:
     # -------------------------------------------------------------- one step
     def _inputs(self, items: Sequence[TrainItem]):
         rgbs, labs = [], []
+        drawn: dict[int, tuple[int, bool]] = {}  # neighbouring slices share one augmentation
         for it in items:
             rgb, lab = it.rgb, it.labels_input
             if self.cfg.augment and not self.cfg.freeze_encoder:
-                rgb, lab = _augment(rgb, lab, self.rng)
+                partner = it.meta.get("partner")
+                rgb, lab, params = _augment(rgb, lab, self.rng,
+                                            drawn.get(id(it), drawn.get(id(partner))))
+                drawn[id(it)] = params
+                if partner is not None:
+                    drawn[id(partner)] = params
             rgbs.append(rgb)
             labs.append(lab)
         s = self.model.img_size
@@ -430,6 +455,38 @@ class Trainer:
 
     def _for_loss(self, logits: Tensor) -> Tensor:
         return logits if self.cfg.loss_resolution == "low" else self._up(logits)
+
+    def _propagation_loss(self, pairs, img_idx, obj_ids, first, labs, emb) -> Tensor | None:
+        """Prompt each object of a slice on its neighbouring slice the way ``segment_volume``
+        does (box of the predicted mask + its low-resolution logits); loss against the
+        neighbour's mask of the same id (empty where the object ends there)."""
+        dev, s = self.device, self.model.img_size
+        sel, dst = [], []
+        for i, j in pairs:
+            for o in np.flatnonzero(img_idx == i):
+                sel.append(o)
+                dst.append(j)
+        if not sel:
+            return None
+        sel_t = torch.as_tensor(sel, device=dev)
+        with torch.no_grad():
+            pred = (self._up(first[sel_t]) > 0)[:, 0].cpu().numpy()
+        keep = pred.reshape(len(sel), -1).any(1)
+        if not keep.any():
+            return None
+        sel = np.asarray(sel)[keep]
+        dst = np.asarray(dst)[keep]
+        boxes = torch.from_numpy(masks_to_boxes(pred[keep])).to(dev)
+        gt_np = labs[dst] == obj_ids[sel][:, None, None]
+        gt = torch.from_numpy(gt_np).to(dev).float()
+        if self.cfg.loss_resolution == "low":
+            low = 4 * int(self.model.embedding_size)
+            gt = F.adaptive_avg_pool2d(gt[:, None], (low, low))[:, 0]
+        logits, iou = self._decode(emb, torch.as_tensor(dst, device=dev), boxes=boxes,
+                                   masks=first[torch.as_tensor(sel, device=dev)], multimask=False)
+        loss, parts = sam_loss(self._for_loss(logits), gt, iou, self.cfg.loss)
+        self._last_prop_iou = float(parts["iou"].mean())
+        return loss * len(sel) / len(img_idx)
 
     def train_step(self, items: Sequence[TrainItem]) -> dict[str, float]:
         """One optimisation step on a batch of items; returns loss parts and mean IoUs."""
@@ -471,6 +528,10 @@ class Trainer:
         n_calls = 0
         first_iou = torch.zeros(n)
         last_iou = torch.zeros(n)
+        low_size = 4 * int(self.model.embedding_size)
+        first = torch.zeros(n, 1, low_size, low_size, device=dev)
+        pairs = _pairs(items)
+        self._last_prop_iou = float("nan")
         for gi, g in enumerate(groups):
             gt_g = gt[g]
             gidx = idx[g]
@@ -496,7 +557,13 @@ class Trainer:
             sel = iou.detach().argmax(1)
             rows = torch.arange(len(g), device=dev)
             prev[gi] = logits.detach()[rows, sel][:, None]
+            first[g] = prev[gi]
         n_calls += 1
+        if cfg.propagation and pairs:
+            loss = self._propagation_loss(pairs, img_idx_np, np.asarray(obj_ids), first, labs, emb)
+            if loss is not None:
+                losses.append(loss)
+                n_calls += 1
         for _ in range(cfg.n_corrections):
             it_losses = []
             for gi, g in enumerate(groups):
@@ -528,7 +595,8 @@ class Trainer:
         self.step_count += 1
         out = {k: v / n_calls for k, v in parts_acc.items()}
         out.update(loss=float(total.detach()), iou_first=float(first_iou.mean()),
-                   iou_last=float(last_iou.mean()), lr=self.opt.param_groups[0]["lr"], objects=n)
+                   iou_last=float(last_iou.mean()), lr=self.opt.param_groups[0]["lr"], objects=n,
+                   iou_propagated=self._last_prop_iou)
         return out
 
 
