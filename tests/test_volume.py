@@ -379,6 +379,30 @@ def test_overlaps_go_to_the_higher_logit_not_to_the_first_object():
     np.testing.assert_array_equal(res_inc.labels[2], res_ab.labels[2])
 
 
+def test_on_its_annotated_slice_an_object_outranks_masks_propagated_there():
+    stack = OracleStack(np.zeros((4, 64, 64), np.int32))
+    stack.predictor = DiskPredictor(np.zeros((4, 64, 64), np.int32))
+    a, b = (32, 24), (32, 31)  # discs of radius 10, overlapping a lot
+    res = segment_volume(stack, {1: SlicePrompt(2, points=[a]), 2: SlicePrompt(1, points=[b])},
+                         iou_threshold=0.0)
+    yy, xx = np.indices((64, 64))
+    disc_a = np.hypot(yy - a[0], xx - a[1]) < 10
+    disc_b = np.hypot(yy - b[0], xx - b[1]) < 10
+    # slice 2: 1 was clicked there, 2 propagated there; 1 keeps its whole disc
+    np.testing.assert_array_equal(res.labels[2] == 1, disc_a)
+    np.testing.assert_array_equal(res.labels[2] == 2, disc_b & ~disc_a)
+    # slice 1: the other way round
+    np.testing.assert_array_equal(res.labels[1] == 2, disc_b)
+    np.testing.assert_array_equal(res.labels[1] == 1, disc_a & ~disc_b)
+    # slices 0 and 3, where neither was annotated: the higher logit wins, as before
+    both = disc_a & disc_b
+    closer_b = np.hypot(yy - b[0], xx - b[1]) < np.hypot(yy - a[0], xx - a[1]) - 0.01
+    closer_a = np.hypot(yy - a[0], xx - a[1]) < np.hypot(yy - b[0], xx - b[1]) - 0.01
+    for z in (0, 3):
+        np.testing.assert_array_equal(res.labels[z][both & closer_b], 2)
+        np.testing.assert_array_equal(res.labels[z][both & closer_a], 1)
+
+
 def test_user_masks_win_overlaps_and_seed_propagation():
     gt = cylinders(objects=((1, (20, 20), 6, 2, 12), (2, (40, 40), 8, 0, 19)))
     labels_slice = np.where(gt[7] == 1, 1, 0)

@@ -66,6 +66,9 @@ STOP_REASONS = {
 _AUTO_MODE = {"z": "box+mask", "t": "box+mask"}
 
 _USER_LOGIT = 1.0e4  # full-resolution "logit" of a mask the user gave: always wins overlaps
+# added to the logits of masks decoded from the user's prompts on their own slice: there they
+# outrank masks propagated into that slice from other slices (but not drawn masks)
+_ANNOTATED_OFFSET = 1.0e3
 _MASK_PROMPT_LOGIT = 10.0  # magnitude of low-resolution logits made from a binary mask
 
 
@@ -738,12 +741,13 @@ class _Propagator:
         return _upsample_logits(logits, emb, self.img_size).cpu().numpy()
 
     def _accept(self, z: int, ks: Sequence[int], full: np.ndarray, scores: np.ndarray,
-                masks: np.ndarray, boxes: np.ndarray) -> None:
-        """Keep cropped full-resolution logits of accepted masks for the final composition."""
+                masks: np.ndarray, boxes: np.ndarray, offset: float = 0.0) -> None:
+        """Keep cropped full-resolution logits of accepted masks for the final composition
+        (``offset`` ranks masks from annotations above propagated ones)."""
         for i, k in enumerate(ks):
             r0, c0, r1, c1 = boxes[i].astype(int)
             win = (i, slice(r0, r1 + 1), slice(c0, c1 + 1))
-            crop = np.where(masks[win], full[win], -np.inf).astype(np.float32)
+            crop = np.where(masks[win], full[win] + offset, -np.inf).astype(np.float32)
             self.records[(k, z)] = _Record(r0, c0, crop, float(scores[i]))
 
     # ----------------------------------------------------------------- annotated slices
@@ -797,7 +801,8 @@ class _Propagator:
                                         None if area[i] == 0 else cents[i])
         ok = [i for i in range(len(ks)) if area[i] > 0]
         if ok:
-            self._accept(z, [ks[i] for i in ok], full[ok], scores[ok], masks[ok], boxes[ok])
+            self._accept(z, [ks[i] for i in ok], full[ok], scores[ok], masks[ok], boxes[ok],
+                         offset=_ANNOTATED_OFFSET)
 
     # ----------------------------------------------------------------- chains
     def make_chains(self) -> tuple[list[_Chain], list[_Chain]]:
@@ -979,7 +984,9 @@ def segment_volume(
     masks and keeps the best scoring), then propagated up and down: the next slice is
     prompted from the previous slice's mask. Between two annotated slices of the same object
     the gap is filled from both ends, meeting in the middle. On each slice, all live objects
-    are decoded in one batched decoder call.
+    are decoded in one batched decoder call. Where masks overlap in the labels, a drawn mask
+    wins, then a mask decoded from the user's prompts on that slice, then propagated masks;
+    among masks of one rank the highest logit wins.
 
     Parameters
     ----------
