@@ -460,7 +460,7 @@ class Trainer:
         """Prompt each object of a slice on its neighbouring slice the way ``segment_volume``
         does (box of the predicted mask + its low-resolution logits); loss against the
         neighbour's mask of the same id (empty where the object ends there)."""
-        dev, s = self.device, self.model.img_size
+        dev = self.device
         sel, dst = [], []
         for i, j in pairs:
             for o in np.flatnonzero(img_idx == i):
