@@ -501,6 +501,23 @@ def test_foreground_skips_points(reference_pair):
     assert 0 < auto_fg.stats["points"] < 64
 
 
+def test_auto_foreground_keeps_dim_objects_next_to_bright_ones():
+    from napari_sam.automatic import _auto_foreground
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.indices((200, 200))
+    img = 100 + rng.normal(0, 5, (200, 200))  # camera offset and read noise
+    bright = np.hypot(yy - 50, xx - 50) < 15
+    dim = [np.hypot(yy - cy, xx - cx) < 12 for cy, cx in ((50, 150), (150, 50), (150, 150))]
+    img[bright] += 3000
+    for d in dim:
+        img[d] += 120  # 25x dimmer than the bright one, still 24 noise sigmas above background
+    fg = _auto_foreground(img.astype(np.uint16))
+    assert fg[bright].all() and all(fg[d].mean() > 0.95 for d in dim)
+    far = np.hypot(yy - 100, xx - 100) < 20  # empty middle
+    assert not fg[far].any()
+
+
 def test_stack_reuses_embeddings_and_links(reference_pair):
     from napari_sam import embed
 

@@ -1200,7 +1200,9 @@ def _empty_candidates(n_low, dev) -> _Candidates:
 
 
 def _auto_foreground(image: np.ndarray) -> np.ndarray:
-    """Bright-object foreground: Otsu threshold of the smoothed grey image, dilated."""
+    """Bright-object foreground: Otsu threshold of the log of the smoothed grey image
+    (above its minimum), dilated. The log keeps dim objects next to bright ones: a plain
+    Otsu threshold falls between the bright objects and everything else."""
     from scipy import ndimage
     from skimage.filters import threshold_otsu
 
@@ -1211,7 +1213,8 @@ def _auto_foreground(image: np.ndarray) -> np.ndarray:
     sm = ndimage.gaussian_filter(arr, 2.0)
     if sm.max() <= sm.min():
         return np.zeros(arr.shape, bool)
-    fg = sm > threshold_otsu(sm)
+    lg = np.log1p(sm - sm.min())
+    fg = lg > threshold_otsu(lg)
     grow = max(2, int(round(0.01 * max(arr.shape))))
     return ndimage.binary_dilation(fg, iterations=grow)
 
