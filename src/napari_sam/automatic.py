@@ -1656,8 +1656,8 @@ def segment_everything(
         Explicit grids of (row, col) in [0, 1], one per crop layer.
     foreground : None, "auto", or boolean array (Y, X) / (Z, Y, X)
         Grid points on False pixels are not prompted (faster on sparse images). ``"auto"``:
-        pixels brighter than the Otsu threshold of the smoothed image (bright objects on a
-        dark background, e.g. fluorescence), dilated by 1 % of the image size.
+        pixels above the Otsu threshold of the log of the smoothed image (bright objects, dim
+        ones included, on a dark background, e.g. fluorescence), dilated by 1 % of the image size.
     contrast_limits : (float, float), optional
         Intensity mapping for images (default: percentiles, volume-wide for stacks).
     link_iou, max_gap, min_z_extent

@@ -367,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-mask-region-area", type=_nonneg_int, default=0, metavar="PX",
                    help="remove islands and fill holes smaller than PX pixels")
     g.add_argument("--foreground", choices=("auto",), default=None,
-                   help="auto: prompt only bright regions (Otsu; faster on sparse fluorescence)")
+                   help="auto: prompt only bright regions (Otsu of the log intensity; faster on sparse fluorescence)")
     g = pa.add_argument_group("linking objects across slices (stacks)")
     g.add_argument("--link-iou", type=_fraction, default=0.25, metavar="F",
                    help="minimum IoU to continue an object on the next slice (default: 0.25)")
