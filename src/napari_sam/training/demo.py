@@ -126,10 +126,12 @@ class SyntheticStream:
         limits = intensity_limits(s.image)
         zs = [z for z in range(s.labels.shape[0]) if s.labels[z].any()]
         out = []
-        # two pairs of neighbouring slices (1 or 2 apart, either direction): the trainer
-        # prompts each slice's objects on its partner the way segment_volume propagates
+        # two pairs of nearby slices (1 to 3 apart, either direction): the trainer prompts
+        # each slice's objects on its partner the way segment_volume propagates, including
+        # objects that end before the partner (their target there is empty)
         for z in self.rng.choice(zs, min(2, len(zs)), replace=False) if zs else []:
-            z2 = int(np.clip(z + self.rng.choice([-2, -1, 1, 2]), 0, s.labels.shape[0] - 1))
+            z2 = int(np.clip(z + self.rng.choice([-3, -2, -1, 1, 2, 3]), 0,
+                             s.labels.shape[0] - 1))
             pair = [prepare_item(s.image[k], s.labels[k], self.img_size,
                                  contrast_limits=limits, name=f"{key}:{seed}[z={k}]")
                     for k in (int(z), z2)]
@@ -189,19 +191,67 @@ def validation_items(img_size: int, n_nuclei: int = 6, n_other: int = 1) -> list
     return items
 
 
-def _val_scores(model, val: list[TrainItem]) -> dict[str, Any]:
+def validation_volumes(seeds: tuple[int, ...] = (9500, 9501)) -> list:
+    """3D nuclei volumes (32, 128, 128) of validation seeds for the propagation score."""
+    from napari_sam import synthetic as syn
+
+    assert all(VAL_SEEDS[0] <= s < VAL_SEEDS[1] for s in seeds)
+    return [syn.nuclei_3d(seed=s) for s in seeds]
+
+
+def volume_iou(model, volumes, max_objects: int = 20) -> float:
+    """Mean 3D IoU of :func:`napari_sam.segment_volume` from one click per nucleus on its
+    middle slice (deepest pixel), as the volume quality test measures it (at most
+    ``max_objects`` nuclei per volume, a fixed random subset, to keep it quick)."""
+    from scipy import ndimage as ndi
+
+    from napari_sam.embeddings import embed
+    from napari_sam.volume import SlicePrompt, segment_volume
+
+    was_training = model.training
+    ious = []
+    try:
+        model.eval()
+        for s in volumes:
+            gt = s.labels
+            emb = embed(s.image, model, batch_size=8, cache_size=gt.shape[0], compute=True)
+            prompts = {}
+            ids = np.unique(gt)[1:]
+            if len(ids) > max_objects:
+                ids = np.sort(np.random.default_rng(0).choice(ids, max_objects, replace=False))
+            for i in ids:
+                zs = np.flatnonzero((gt == i).any((1, 2)))
+                z = int(zs[len(zs) // 2])
+                d = ndi.distance_transform_edt(np.pad(gt[z] == i, 1))[1:-1, 1:-1]
+                pt = np.unravel_index(np.argmax(d), d.shape)
+                prompts[int(i)] = SlicePrompt(z, points=[pt])
+            pred = segment_volume(emb, prompts).labels
+            for i in prompts:
+                p, g = pred == i, gt == i
+                ious.append((p & g).sum() / max((p | g).sum(), 1))
+    finally:
+        model.train(was_training)
+    return float(np.mean(ious)) if ious else float("nan")
+
+
+def _val_scores(model, val: list[TrainItem], volumes=()) -> dict[str, Any]:
     nuc = [it for it in val if it.meta.get("domain") == "nuclei"]
     other = [it for it in val if it.meta.get("domain") != "nuclei"]
     en = evaluate(model, nuc)
     eo = evaluate(model, other) if other else {"point_iou": float("nan"), "box_iou": float("nan")}
-    score = 0.7 * en["val_iou"] + 0.3 * (eo["point_iou"] + eo["box_iou"]) / 2
-    return {
+    out = {
         "nuclei_point_iou": en["point_iou"],
         "nuclei_box_iou": en["box_iou"],
         "other_point_iou": eo["point_iou"],
         "other_box_iou": eo["box_iou"],
-        "score": score,
     }
+    other_iou = (eo["point_iou"] + eo["box_iou"]) / 2
+    if volumes:
+        out["nuclei_3d_iou"] = volume_iou(model, volumes)
+        out["score"] = 0.5 * en["val_iou"] + 0.2 * other_iou + 0.3 * out["nuclei_3d_iou"]
+    else:
+        out["score"] = 0.7 * en["val_iou"] + 0.3 * other_iou
+    return out
 
 
 def train_demo(
@@ -223,6 +273,7 @@ def train_demo(
     loss: LossWeights | None = None,
     box_noise: float = TrainConfig.box_noise,
     domain_weights: dict[tuple[str, int], float] | None = None,
+    val_volumes: int = 2,
 ) -> dict[str, Any]:
     """Train the demo model for ``minutes`` of wall-clock time; returns the last metrics."""
     from tqdm.auto import tqdm
@@ -251,9 +302,10 @@ def train_demo(
     base_loss = cfg.loss
     # learning-rate schedule over the time budget rather than a step count
     trainer.progress_fn = lambda: (time.perf_counter() - t_start) / budget
-    weights = dict(DOMAIN_WEIGHTS, **(domain_weights or {}))
+    weights = {**DOMAIN_WEIGHTS, **(domain_weights or {})}
     stream = SyntheticStream(model.img_size, pool_size=pool_size, seed=seed, weights=weights)
     val = validation_items(model.img_size)
+    volumes = validation_volumes(tuple(range(9500, 9500 + val_volumes)))
     logger.info("data ready after %.0f s (%d pool images)", time.perf_counter() - t_start,
                 len(stream.pool))
     history: list[dict[str, Any]] = []
@@ -266,7 +318,7 @@ def train_demo(
 
     def record(final: bool) -> None:
         nonlocal best, sums, count
-        ev = _val_scores(model, val)
+        ev = _val_scores(model, val, volumes)
         elapsed = time.perf_counter() - t_start
         rec = {
             "minutes": round(elapsed / 60, 2),
@@ -434,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="fraction of the time trained without corrections")
     p.add_argument("--weights", default="", type=_domain_weights,
                    help="override shares of training images, e.g. nuclei_3d=0.3,xray_2d=0.05")
+    p.add_argument("--val-volumes", type=int, default=2,
+                   help="3D nuclei volumes in the validation score (one-click propagation)")
     p.add_argument("--box-noise", type=float, default=TrainConfig.box_noise,
                    help="box jitter: Gaussian std as a fraction of the box side (SAM: 0.1)")
     p.add_argument("--report", action="store_true",
@@ -452,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
                loss=LossWeights(focal=a.focal_weight, focal_gamma=a.focal_gamma,
                                 dice=a.dice_weight, balanced=a.balanced),
                warm_fraction=a.warm, box_noise=a.box_noise, domain_weights=a.weights,
+               val_volumes=a.val_volumes,
                progress=not a.no_progress)
     return 0
 
