@@ -201,12 +201,12 @@ def validation_volumes(seeds: tuple[int, ...] = (9500, 9501)) -> list:
 
 def volume_iou(model, volumes, max_objects: int = 20) -> float:
     """Mean 3D IoU of :func:`napari_sam.segment_volume` from one click per nucleus on its
-    middle slice (deepest pixel), as the volume quality test measures it (at most
+    middle slice (its most central pixel), as the volume quality test measures it (at most
     ``max_objects`` nuclei per volume, a fixed random subset, to keep it quick)."""
-    from scipy import ndimage as ndi
-
     from napari_sam.embeddings import embed
     from napari_sam.volume import SlicePrompt, segment_volume
+
+    from .prompts import central_point
 
     was_training = model.training
     ious = []
@@ -222,9 +222,7 @@ def volume_iou(model, volumes, max_objects: int = 20) -> float:
             for i in ids:
                 zs = np.flatnonzero((gt == i).any((1, 2)))
                 z = int(zs[len(zs) // 2])
-                d = ndi.distance_transform_edt(np.pad(gt[z] == i, 1))[1:-1, 1:-1]
-                pt = np.unravel_index(np.argmax(d), d.shape)
-                prompts[int(i)] = SlicePrompt(z, points=[pt])
+                prompts[int(i)] = SlicePrompt(z, points=[central_point(gt[z] == i)])
             pred = segment_volume(emb, prompts).labels
             for i in prompts:
                 p, g = pred == i, gt == i
@@ -376,7 +374,7 @@ def train_demo(
                 count += 1
                 for k in ("loss", "iou_first", "iou_last"):
                     sums[k] = sums.get(k, 0.0) + info[k]
-                if info.get("iou_propagated") == info.get("iou_propagated"):  # not NaN
+                if not math.isnan(info.get("iou_propagated", math.nan)):
                     sums["iou_prop"] = sums.get("iou_prop", 0.0) + info["iou_propagated"]
                     sums["n_prop"] = sums.get("n_prop", 0.0) + 1
                 bar.n = int(min(budget, time.perf_counter() - t_start))

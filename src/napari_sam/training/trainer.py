@@ -456,37 +456,39 @@ class Trainer:
     def _for_loss(self, logits: Tensor) -> Tensor:
         return logits if self.cfg.loss_resolution == "low" else self._up(logits)
 
-    def _propagation_loss(self, pairs, img_idx, obj_ids, first, labs, emb) -> Tensor | None:
-        """Prompt each object of a slice on its neighbouring slice the way ``segment_volume``
-        does (box of the predicted mask + its low-resolution logits); loss against the
-        neighbour's mask of the same id (empty where the object ends there)."""
-        dev = self.device
-        sel, dst = [], []
-        for i, j in pairs:
-            for o in np.flatnonzero(img_idx == i):
-                sel.append(o)
-                dst.append(j)
-        if not sel:
-            return None
-        sel_t = torch.as_tensor(sel, device=dev)
-        with torch.no_grad():
-            pred = (self._up(first[sel_t]) > 0)[:, 0].cpu().numpy()
-        keep = pred.reshape(len(sel), -1).any(1)
-        if not keep.any():
-            return None
-        sel = np.asarray(sel)[keep]
-        dst = np.asarray(dst)[keep]
-        boxes = torch.from_numpy(masks_to_boxes(pred[keep])).to(dev)
-        gt_np = labs[dst] == obj_ids[sel][:, None, None]
-        gt = torch.from_numpy(gt_np).to(dev).float()
+    def _targets(self, gt_np: np.ndarray) -> Tensor:
+        """(N, S, S) bool masks -> float targets at the loss resolution."""
+        gt = torch.from_numpy(gt_np).to(self.device).float()
         if self.cfg.loss_resolution == "low":
             low = 4 * int(self.model.embedding_size)
             gt = F.adaptive_avg_pool2d(gt[:, None], (low, low))[:, 0]
+        return gt
+
+    def _propagation_loss(self, pairs, img_idx, obj_ids, first, labs, emb):
+        """Prompt each object of a slice on its neighbouring slice the way ``segment_volume``
+        does (box of the predicted mask + its low-resolution logits); loss against the
+        neighbour's mask of the same id (empty where the object ends there).
+
+        Returns (loss, mean IoU of the propagated masks), or None when no object has a
+        predicted mask to propagate.
+        """
+        dev = self.device
+        sel = np.array([o for i, _ in pairs for o in np.flatnonzero(img_idx == i)], np.int64)
+        dst = np.array([j for i, j in pairs for _ in np.flatnonzero(img_idx == i)], np.int64)
+        if not sel.size:
+            return None
+        with torch.no_grad():
+            pred = (self._up(first[torch.as_tensor(sel, device=dev)]) > 0)[:, 0].cpu().numpy()
+        keep = pred.reshape(len(sel), -1).any(1)
+        if not keep.any():
+            return None
+        sel, dst = sel[keep], dst[keep]
+        boxes = torch.from_numpy(masks_to_boxes(pred[keep])).to(dev)
+        gt = self._targets(labs[dst] == obj_ids[sel][:, None, None])
         logits, iou = self._decode(emb, torch.as_tensor(dst, device=dev), boxes=boxes,
                                    masks=first[torch.as_tensor(sel, device=dev)], multimask=False)
         loss, parts = sam_loss(self._for_loss(logits), gt, iou, self.cfg.loss)
-        self._last_prop_iou = float(parts["iou"].mean())
-        return loss * len(sel) / len(img_idx)
+        return loss * len(sel) / len(img_idx), float(parts["iou"].mean())
 
     def train_step(self, items: Sequence[TrainItem]) -> dict[str, float]:
         """One optimisation step on a batch of items; returns loss parts and mean IoUs."""
@@ -507,10 +509,7 @@ class Trainer:
             return {}
         img_idx_np = np.asarray(img_idx)
         gt_np = labs[img_idx_np] == np.asarray(obj_ids)[:, None, None]  # (N, S, S)
-        gt = torch.from_numpy(gt_np).to(dev).float()
-        if cfg.loss_resolution == "low":
-            low = 4 * int(self.model.embedding_size)
-            gt = F.adaptive_avg_pool2d(gt[:, None], (low, low))[:, 0]
+        gt = self._targets(gt_np)
         n = len(obj_ids)
         s = self.model.img_size
         emb = self._embed(items, x)
@@ -531,7 +530,7 @@ class Trainer:
         low_size = 4 * int(self.model.embedding_size)
         first = torch.zeros(n, 1, low_size, low_size, device=dev)
         pairs = _pairs(items)
-        self._last_prop_iou = float("nan")
+        prop_iou = float("nan")
         for gi, g in enumerate(groups):
             gt_g = gt[g]
             gidx = idx[g]
@@ -560,9 +559,10 @@ class Trainer:
             first[g] = prev[gi]
         n_calls += 1
         if cfg.propagation and pairs:
-            loss = self._propagation_loss(pairs, img_idx_np, np.asarray(obj_ids), first, labs, emb)
-            if loss is not None:
-                losses.append(loss)
+            prop = self._propagation_loss(pairs, img_idx_np, np.asarray(obj_ids), first, labs, emb)
+            if prop is not None:
+                losses.append(prop[0])
+                prop_iou = prop[1]
                 n_calls += 1
         for _ in range(cfg.n_corrections):
             it_losses = []
@@ -596,7 +596,7 @@ class Trainer:
         out = {k: v / n_calls for k, v in parts_acc.items()}
         out.update(loss=float(total.detach()), iou_first=float(first_iou.mean()),
                    iou_last=float(last_iou.mean()), lr=self.opt.param_groups[0]["lr"], objects=n,
-                   iou_propagated=self._last_prop_iou)
+                   iou_propagated=prop_iou)
         return out
 
 
