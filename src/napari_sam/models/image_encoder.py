@@ -155,10 +155,13 @@ def _relative_index(q_size: int, k_size: int, device: torch.device) -> Tensor:
     key = (q_size, k_size, device)
     index = _INDEX_CACHE.get(key)
     if index is None:
-        q_coords = torch.arange(q_size, device=device)[:, None] * max(k_size / q_size, 1.0)
-        k_coords = torch.arange(k_size, device=device)[None, :] * max(q_size / k_size, 1.0)
-        relative = (q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)
-        index = relative.long().reshape(-1)
+        # a normal tensor even when first made under inference_mode: the cached index is
+        # reused by training, where autograd refuses inference tensors
+        with torch.inference_mode(False):
+            q_coords = torch.arange(q_size, device=device)[:, None] * max(k_size / q_size, 1.0)
+            k_coords = torch.arange(k_size, device=device)[None, :] * max(q_size / k_size, 1.0)
+            relative = (q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)
+            index = relative.long().reshape(-1)
         if device.type != "meta":
             _INDEX_CACHE[key] = index
     return index
@@ -209,7 +212,9 @@ def rel_pos_attention(q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor, rel_w: Ten
     rows = -(-h // max(1, n_chunks))  # equal chunks of query rows
     # one contiguous buffer for the (B*heads, rows*W, H*W) bias, reused by every chunk;
     # torch.add(out=) keeps it row-major (a plain broadcast add may pick another layout)
-    buf = torch.empty(b * nh * rows * w * n, dtype=q.dtype, device=q.device)
+    autograd = torch.is_grad_enabled() and (rel_h.requires_grad or rel_w.requires_grad
+                                             or q.requires_grad)
+    buf = None if autograd else torch.empty(b * nh * rows * w * n, dtype=q.dtype, device=q.device)
     if gemm:
         qs = (q * hd**-0.5).reshape(b * nh, n, hd)
         kt = k.reshape(b * nh, n, hd).transpose(1, 2)
@@ -219,15 +224,18 @@ def rel_pos_attention(q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor, rel_w: Ten
     for y0 in range(0, h, rows):
         y1 = min(h, y0 + rows)
         m = (y1 - y0) * w
-        bias = buf[: b * nh * m * n].view(b * nh, y1 - y0, w, h, w)
-        torch.add(rel_h[:, y0:y1, :, :, None], rel_w[:, y0:y1, :, None, :], out=bias)
+        if autograd:  # out= is not differentiable: a fresh tensor per chunk when training
+            bias = rel_h[:, y0:y1, :, :, None] + rel_w[:, y0:y1, :, None, :]
+        else:
+            bias = buf[: b * nh * m * n].view(b * nh, y1 - y0, w, h, w)
+            torch.add(rel_h[:, y0:y1, :, :, None], rel_w[:, y0:y1, :, None, :], out=bias)
         if gemm:
             logits = bias.view(b * nh, m, n).baddbmm_(qs[:, y0 * w : y1 * w], kt)
             torch.bmm(torch.softmax(logits, dim=-1), vs, out=out[:, y0 * w : y1 * w])
         else:
             outs.append(
                 F.scaled_dot_product_attention(
-                    q[:, :, y0 * w : y1 * w], k, v, attn_mask=bias.view(b, nh, m, n)
+                    q[:, :, y0 * w : y1 * w], k, v, attn_mask=bias.reshape(b, nh, m, n)
                 )
             )
     if gemm:

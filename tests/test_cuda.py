@@ -1,0 +1,150 @@
+"""CUDA: the same results on a GPU as on the CPU, and training runs there.
+
+These run only where CUDA is available (a lent GPU, see docs/benchmarks.md); CI has none and
+prints the skip reason.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device here: GPU tests run on a lent GPU only"
+)
+
+
+def _masky_model(seed: int = 0):
+    """A tiny random model whose masks pass SAM's filters (the tweaks of the Meta reference
+    pair in test_automatic: scaled hypernetwork outputs, shifted IoU head, upscaling weights
+    shared by the 2x2 output positions)."""
+    from napari_sam.models import SamConfig, build_sam
+    from tiny_configs import TINY_VIT
+
+    torch.manual_seed(seed)
+    model = build_sam(SamConfig(**{**TINY_VIT, "decoder_depth": 2})).eval()
+    with torch.no_grad():
+        md = model.mask_decoder
+        for mlp in md.output_hypernetworks_mlps:
+            mlp.layers[2].weight *= 300
+            mlp.layers[2].bias *= 300
+        md.iou_prediction_head.layers[2].weight *= 10
+        md.iou_prediction_head.layers[2].bias += 0.5
+        for i in (0, 3):
+            w = md.output_upscaling[i].weight
+            w.copy_(w[..., :1, :1].expand_as(w))
+    return model
+
+
+def _image(h=150, w=200, seed=5):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    img = np.full((h, w, 3), 30, np.uint8)
+    for _ in range(8):
+        cy, cx, r = rng.uniform(10, h - 10), rng.uniform(10, w - 10), rng.uniform(8, 25)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(80, 255, 3)
+    return np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
+
+
+def _iou(a, b):
+    return (a & b).sum() / max((a | b).sum(), 1)
+
+
+def test_predictor_on_cuda_matches_cpu():
+    from napari_sam import Predictor
+
+    img = _image()
+    pts, lab = np.array([[40.0, 60.0], [100.0, 150.0]]), np.array([1, 1])
+    out = {}
+    for dev in ("cpu", "cuda"):
+        model = _masky_model()
+        p = Predictor(model, device=dev, precision="fp32")
+        emb = p.set_image(img)
+        assert emb.features.device.type == dev
+        out[dev] = [p.predict(points=pts[i : i + 1], labels=lab[i : i + 1], multimask=False)
+                    for i in range(2)]
+    for (cm, cs, cl), (gm, gs, gl) in zip(out["cpu"], out["cuda"]):
+        assert cm.any() and _iou(cm, gm) > 0.99
+        np.testing.assert_allclose(cs, gs, atol=2e-2)
+        assert np.abs(cl - gl).max() < 0.05 * np.abs(cl).max()
+
+
+def test_segment_everything_on_cuda_gives_the_cpu_masks():
+    from scipy.optimize import linear_sum_assignment
+
+    from napari_sam.automatic import segment_everything
+
+    img = _image()
+    # no NMS: every mask that passes the filters is compared
+    kw = dict(points_per_side=16, pred_iou_thresh=0.5, stability_score_thresh=0.7,
+              box_nms_thresh=1.0)
+    res = {"cpu": segment_everything(img, _masky_model(), device="cpu", **kw),
+           "cuda": segment_everything(img, _masky_model(), device="cuda", precision="fp32", **kw)}
+    masks = {k: np.stack([r.mask(img.shape[:2]) for r in v.records + v.hidden]).reshape(
+        len(v.records + v.hidden), -1).astype(np.float32) for k, v in res.items()}
+    a, b = masks["cpu"], masks["cuda"]
+    assert len(a) > 50
+    assert abs(len(a) - len(b)) <= 0.02 * len(a)
+    inter = a @ b.T
+    iou = inter / np.maximum(a.sum(1)[:, None] + b.sum(1)[None] - inter, 1)
+    ri, ci = linear_sum_assignment(-iou)
+    assert (iou[ri, ci] >= 0.99).sum() >= 0.95 * len(a)
+
+
+def test_segment_volume_on_cuda_gives_the_cpu_labels():
+    from napari_sam.embeddings import embed
+    from napari_sam.volume import SlicePrompt, segment_volume
+
+    vol = np.stack([_image(seed=5)[..., 0]] * 6)
+    prompts = {1: SlicePrompt(2, points=[(40.0, 60.0)]), 2: SlicePrompt(3, points=[(100.0, 150.0)])}
+    res = {}
+    for dev in ("cpu", "cuda"):
+        emb = embed(vol, _masky_model(), device=dev, precision="fp32", compute=True)
+        res[dev] = segment_volume(emb, prompts).labels
+    assert res["cpu"].any()
+    assert (res["cpu"] == res["cuda"]).mean() > 0.99
+
+
+def test_demo_training_runs_on_cuda_with_scene_workers(tmp_path):
+    """The GPU path of the demo command: model, evaluation and the propagation score on the
+    device, scenes made by worker processes; the checkpoint reloads on the CPU."""
+    import napari_sam as ns
+    from napari_sam.training import demo
+
+    out = tmp_path / "demo.pt"
+    rc = demo.main([
+        "--out", str(out), "--minutes", "0.3", "--eval-minutes", "10", "--pool-size", "8",
+        "--batch-size", "8", "--objects-per-image", "2", "--warm", "0.2", "--no-progress",
+        "--val-volumes", "1", "--device", "cuda", "--workers", "2",
+    ])
+    assert rc == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["device"].startswith("cuda") and meta["final"] is True
+    assert meta["steps"] >= 5
+    assert meta["data"]["images_generated"] > 8  # the workers delivered new scenes
+    last = meta["metrics"][-1]
+    assert 0.0 <= last["nuclei_3d_iou"] <= 1.0 and 0.0 <= last["nuclei_point_iou"] <= 1.0
+    model = ns.load_model(out, device="cpu")
+    assert next(model.parameters()).device.type == "cpu"
+
+
+def test_trainer_step_on_cuda_learns_one_image():
+    from napari_sam import synthetic as syn
+    from napari_sam.models import SamConfig, build_sam
+    from napari_sam.training.data import prepare_item
+    from napari_sam.training.trainer import TrainConfig, Trainer
+    from tiny_configs import TINY_VIT
+
+    torch.manual_seed(0)
+    model = build_sam(SamConfig(**TINY_VIT))
+    s = syn.nuclei_2d((128, 128), seed=3)
+    item = prepare_item(s.image, s.labels, model.img_size, name="n")
+    tr = Trainer(model, TrainConfig(lr=2e-3, batch_size=1, n_corrections=1, augment=False,
+                                    precision="bf16"), device="cuda", seed=0)
+    assert next(tr.model.parameters()).device.type == "cuda"
+    losses = [tr.train_step([item])["loss"] for _ in range(60)]
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10])
