@@ -105,8 +105,10 @@ def worker_meta(args) -> dict:
 
     sa = import_segment_anything()
     wd = Path(args.workdir)
-    sam = sa.sam_model_registry["vit_b"](checkpoint=str(wd / "vit_b.pt")).eval()
+    dev = torch.device(args.device)
+    sam = sa.sam_model_registry["vit_b"](checkpoint=str(wd / "vit_b.pt")).eval().to(dev)
     e = torch.load(wd / "embedding.pt")
+    features = e["features"][None].to(dev)
     size = int(e["size"])
     gen = sa.SamAutomaticMaskGenerator(
         sam,
@@ -124,11 +126,16 @@ def worker_meta(args) -> dict:
         p.input_size = p.transform.get_preprocess_shape(
             *image.shape[:2], sam.image_encoder.img_size
         )
-        p.features = e["features"][None]
+        p.features = features
         p.is_image_set = True
 
     gen.predictor.set_image = set_image
     image = np.zeros((size, size, 3), np.uint8)
+    if dev.type == "cuda":  # CUDA start-up, kernel loading and autotuning stay out of the time
+        with torch.no_grad():
+            gen.generate(image)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     rss0 = _rss_mb()
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -152,7 +159,12 @@ def worker_meta(args) -> dict:
             [a["predicted_iou"] for a in sel],
             [[b[1], b[0], b[1] + b[3], b[0] + b[2]] for b in (a["bbox"] for a in sel)],
         )
-    return {"seconds": t_all + t_nms, "peak_mb": peak, "masks_all": len(anns), "masks": len(keep)}
+    return {"seconds": t_all + t_nms, "peak_mb": peak, "masks_all": len(anns), "masks": len(keep),
+            "gpu_peak_mb": _gpu_peak_mb(dev)}
+
+
+def _gpu_peak_mb(dev: torch.device) -> float:
+    return torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else float("nan")
 
 
 def worker_ours(args) -> dict:
@@ -164,22 +176,28 @@ def worker_ours(args) -> dict:
     model = sam_from_state_dict(torch.load(wd / "vit_b.pt", weights_only=True)).eval()
     e = torch.load(wd / "embedding.pt")
     size = int(e["size"])
-    emb = ImageEmbedding(e["features"], (size, size), (size, size), model.model_id)
+    # a square image is resized to fill the model input (as Meta's set_image does)
+    emb = ImageEmbedding(e["features"], (size, size), (model.img_size,) * 2, model.model_id)
+    dev = torch.device(args.device)
     out = {}
     for name, nms in (("ours_nms", args.box_nms_thresh), ("ours_all", 1.0)):
-        rss0 = _rss_mb()
-        peak0 = _peak_mb()
-        t0 = time.perf_counter()
-        res = segment_everything(
-            emb,
-            model,
-            device="cpu",
+        kwargs = dict(
+            device=dev,
+            precision="fp32",
             points_per_side=args.points_per_side,
             points_per_batch=args.points_per_batch,
             pred_iou_thresh=args.pred_iou_thresh,
             stability_score_thresh=args.stability_score_thresh,
             box_nms_thresh=nms,
         )
+        if dev.type == "cuda":  # as for Meta's: warm-up run untimed
+            segment_everything(emb, model, **kwargs)
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        rss0 = _rss_mb()
+        peak0 = _peak_mb()
+        t0 = time.perf_counter()
+        res = segment_everything(emb, model, **kwargs)
         seconds = time.perf_counter() - t0
         recs = res.records + res.hidden
         _save_masks(
@@ -193,6 +211,7 @@ def worker_ours(args) -> dict:
             # growth of the peak over the RSS before this run (0 if below an earlier peak)
             "peak_mb": max(_peak_mb(), peak0) - rss0,
             "masks": len(recs),
+            "gpu_peak_mb": _gpu_peak_mb(dev),
             "stats": {k: v for k, v in res.stats.items() if k != "fast_decoder"},
         }
     return out
@@ -215,7 +234,7 @@ def match(a: np.ndarray, b: np.ndarray) -> tuple[int, float]:
 def run_worker(which: str, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", which, "--workdir", args.workdir]
     for k in ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
-              "box_nms_thresh", "threads"):  # fmt: skip
+              "box_nms_thresh", "threads", "device"):  # fmt: skip
         cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode:
@@ -233,6 +252,7 @@ def main(argv=None) -> None:
     ap.add_argument("--box-nms-thresh", type=float, default=0.7)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--quick", action="store_true", help="16 x 16 points")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (both generators run there)")
     ap.add_argument("--worker", choices=["meta", "ours"], help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -251,7 +271,8 @@ def main(argv=None) -> None:
             f"ViT-B decoder, image {args.size} x {args.size}, {args.points_per_side}**2 points, "
             f"pred_iou_thresh={args.pred_iou_thresh}, stability_score_thresh="
             f"{args.stability_score_thresh}, box_nms_thresh={args.box_nms_thresh}, "
-            f"torch threads={args.threads}, CPU cores={os.cpu_count()}, "
+            f"torch threads={args.threads}, CPU cores={os.cpu_count()}, device={args.device}"
+            + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "") + ", "
             f"load average={os.getloadavg()[0]:.1f}"
         )
         ours = run_worker("ours", args)
@@ -281,6 +302,8 @@ def main(argv=None) -> None:
             f"{label:34s}{n_meta:12d}{n_ours:12d}   matched IoU>=0.99: {good}/{n_meta}, min IoU {worst:.4f}"
         )
     print(f"{'time (s), no NMS':34s}{'':12s}{ours['ours_all']['seconds']:12.1f}")
+    if args.device.startswith("cuda"):
+        print(f"{'peak GPU memory (MB)':34s}{meta['gpu_peak_mb']:12.0f}{ours['ours_nms']['gpu_peak_mb']:12.0f}")
     print(f"pipeline counts (ours): {ours['ours_nms']['stats']}")
     print(f"\nspeed-up: {meta['seconds'] / t_ours:.1f}x  (ours runs: "
           f"{ours['ours_nms']['seconds']:.1f} s, {ours_again['ours_nms']['seconds']:.1f} s)")  # fmt: skip

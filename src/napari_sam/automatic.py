@@ -1612,6 +1612,7 @@ def segment_everything(
     max_gap: int = 1,
     min_z_extent: int = 1,
     device="auto",
+    precision: str = "auto",
     fast_decoder: bool = True,
     keep_masks: bool = True,
     progress: Callable[[int, int], None] | None = None,
@@ -1664,6 +1665,9 @@ def segment_everything(
         Stacks only: see :func:`link_slices`.
     device : str or torch.device
         See :class:`napari_sam.Predictor` (ignored for StackEmbeddings).
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        See :class:`napari_sam.Predictor` ("auto": bf16 on CUDA, fp32 elsewhere; ignored for
+        StackEmbeddings).
     fast_decoder : bool
         Use :class:`GridDecoder` (same masks, much faster); False decodes with the model's
         own decoder.
@@ -1722,7 +1726,7 @@ def segment_everything(
             raise ValueError("crop_n_layers > 0 needs the image, not only its embedding")
         if isinstance(foreground, str):
             raise ValueError("foreground='auto' needs the image; pass a boolean array instead")
-        pred = Predictor(model, device=device)
+        pred = Predictor(model, device=device, precision=precision)
         pred._check_embedding(x)
         fg = _check_fg(foreground, tuple(x.original_size))
         return _run_2d(pred, x, None, tuple(x.original_size), params, fg, keep_masks)
@@ -1736,7 +1740,7 @@ def segment_everything(
         img = validate_image(np.asarray(arr))
         size = tuple(img.shape[:2])
         fg = _check_fg(foreground, size, img)
-        pred = Predictor(model, device=device)
+        pred = Predictor(model, device=device, precision=precision)
         if _is_constant(img):
             return _empty_result(size, params)
         rgb = to_uint8_rgb(img, contrast_limits)
@@ -1747,7 +1751,8 @@ def segment_everything(
 
         if 0 in shape:
             raise ValueError(f"the stack is empty (shape {shape})")
-        emb = embed(arr, model, contrast_limits=contrast_limits, device=device)
+        emb = embed(arr, model, contrast_limits=contrast_limits, device=device,
+                    precision=precision)
         return _segment_stack(
             emb, params, foreground, link_iou, max_gap, min_z_extent, keep_masks, progress
         )

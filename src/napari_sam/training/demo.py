@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_sam.device import resolve_device
 from napari_sam.preprocess import intensity_limits
 
 from .data import TrainItem, prepare_item
@@ -75,16 +76,53 @@ TRAIN_SEED_END = 9000
 VAL_SEEDS = (9000, 10_000)
 
 
+def _make_items(spec: tuple[str, int, int, str, tuple[int, ...], int], img_size: int
+                ) -> list[TrainItem]:
+    """The training items of one drawn scene: one image, or two pairs of nearby slices of a
+    volume. ``spec`` is (domain, ndim, seed, dtype, shape, pair_seed); a pure function of it,
+    so worker processes make the same items as the main process."""
+    from napari_sam import synthetic as syn
+
+    domain, ndim, seed, dtype, shape, pair_seed = spec
+    key = f"{domain}_{ndim}d"
+    if ndim == 2:
+        kw = {} if domain == "underwater" else {"dtype": dtype}
+        s = syn.DOMAINS[domain](shape, seed=seed, **kw)
+        item = prepare_item(s.image, s.labels, img_size, name=f"{key}:{seed}")
+        return [item] if len(item.ids) else []
+    s = syn.DOMAINS_3D[domain](shape, seed=seed, dtype=dtype)
+    limits = intensity_limits(s.image)
+    zs = [z for z in range(s.labels.shape[0]) if s.labels[z].any()]
+    rng = np.random.default_rng(pair_seed)
+    out = []
+    # two pairs of nearby slices (1 to 3 apart, either direction): the trainer prompts
+    # each slice's objects on its partner the way segment_volume propagates, including
+    # objects that end before the partner (their target there is empty)
+    for z in rng.choice(zs, min(2, len(zs)), replace=False) if zs else []:
+        z2 = int(np.clip(z + rng.choice([-3, -2, -1, 1, 2, 3]), 0, s.labels.shape[0] - 1))
+        pair = [prepare_item(s.image[k], s.labels[k], img_size,
+                             contrast_limits=limits, name=f"{key}:{seed}[z={k}]")
+                for k in (int(z), z2)]
+        if z2 != z and len(pair[0].ids):
+            pair[0].meta["partner"] = pair[1]
+        out += [it for it in pair if len(it.ids)]
+    return out
+
+
 class SyntheticStream:
     """Pool of preprocessed synthetic training images, refreshed as training goes.
 
     Each new image uses the next training seed (< 9000) with a domain, size and dtype drawn
-    from ``DOMAIN_WEIGHTS``; 3D volumes contribute a few slices (volume-wide contrast, like
-    ``embed``).
+    from ``DOMAIN_WEIGHTS``; 3D volumes contribute two pairs of nearby slices (volume-wide
+    contrast, like ``embed``).
+
+    With ``workers > 0`` new scenes are made by that many worker processes while the model
+    trains (a GPU outruns one CPU core making scenes): :meth:`refresh` then swaps in whatever
+    the workers have finished and never waits. The pool at start is made the same way.
     """
 
     def __init__(self, img_size: int, *, pool_size: int = 160, seed: int = 0,
-                 weights: dict[tuple[str, int], float] | None = None) -> None:
+                 weights: dict[tuple[str, int], float] | None = None, workers: int = 0) -> None:
         self.img_size = img_size
         self.rng = np.random.default_rng(seed)
         self.weights = dict(weights or DOMAIN_WEIGHTS)
@@ -95,9 +133,25 @@ class SyntheticStream:
         self.generated = 0
         self.counts: dict[str, int] = {}
         self.pool: list[TrainItem] = []
+        self._executor = None
+        self._pending: list = []
+        if workers > 0:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn: the parent may hold CUDA, which forked children must not inherit
+            self._executor = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+            self._in_flight = 2 * workers
+            while len(self.pool) < pool_size:
+                self._submit(max(self._in_flight, pool_size - len(self.pool)))
+                for fut in self._pending:
+                    self.pool.extend(fut.result())
+                self._pending = []
         while len(self.pool) < pool_size:
             self.pool.extend(self._new_items())
         self.pool = self.pool[:pool_size]
+        if self._executor is not None:
+            self._submit(self._in_flight)
 
     def _seed(self) -> int:
         s = self.next_seed
@@ -106,45 +160,44 @@ class SyntheticStream:
             self.next_seed = 0
         return s
 
-    def _new_items(self) -> list[TrainItem]:
-        from napari_sam import synthetic as syn
-
+    def _spec(self) -> tuple[str, int, int, str, tuple[int, ...], int]:
         domain, ndim = self.keys[self.rng.choice(len(self.keys), p=self.p)]
         seed = self._seed()
         dtype = "uint8" if self.rng.random() < 0.35 else "uint16"
+        shapes = _SHAPES_2D if ndim == 2 else _SHAPES_3D
+        shape = shapes[self.rng.integers(len(shapes))]
         key = f"{domain}_{ndim}d"
         self.counts[key] = self.counts.get(key, 0) + 1
         self.generated += 1
-        if ndim == 2:
-            shape = _SHAPES_2D[self.rng.integers(len(_SHAPES_2D))]
-            kw = {} if domain == "underwater" else {"dtype": dtype}
-            s = syn.DOMAINS[domain](shape, seed=seed, **kw)
-            item = prepare_item(s.image, s.labels, self.img_size, name=f"{key}:{seed}")
-            return [item] if len(item.ids) else []
-        shape = _SHAPES_3D[self.rng.integers(len(_SHAPES_3D))]
-        s = syn.DOMAINS_3D[domain](shape, seed=seed, dtype=dtype)
-        limits = intensity_limits(s.image)
-        zs = [z for z in range(s.labels.shape[0]) if s.labels[z].any()]
-        out = []
-        # two pairs of nearby slices (1 to 3 apart, either direction): the trainer prompts
-        # each slice's objects on its partner the way segment_volume propagates, including
-        # objects that end before the partner (their target there is empty)
-        for z in self.rng.choice(zs, min(2, len(zs)), replace=False) if zs else []:
-            z2 = int(np.clip(z + self.rng.choice([-3, -2, -1, 1, 2, 3]), 0,
-                             s.labels.shape[0] - 1))
-            pair = [prepare_item(s.image[k], s.labels[k], self.img_size,
-                                 contrast_limits=limits, name=f"{key}:{seed}[z={k}]")
-                    for k in (int(z), z2)]
-            if z2 != z and len(pair[0].ids):
-                pair[0].meta["partner"] = pair[1]
-            out += [it for it in pair if len(it.ids)]
-        return out
+        return domain, ndim, seed, dtype, tuple(shape), int(self.rng.integers(2**31))
+
+    def _new_items(self) -> list[TrainItem]:
+        return _make_items(self._spec(), self.img_size)
+
+    def _submit(self, n: int) -> None:
+        for _ in range(n):
+            self._pending.append(self._executor.submit(_make_items, self._spec(), self.img_size))
 
     def refresh(self, n: int = 1) -> None:
-        """Replace ``n`` random pool entries with new images."""
-        for _ in range(n):
-            for item in self._new_items():
-                self.pool[self.rng.integers(len(self.pool))] = item
+        """Replace random pool entries with new images: ``n`` made now, or (with workers)
+        every scene the workers have finished since the last call."""
+        if self._executor is None:
+            new = [it for _ in range(n) for it in self._new_items()]
+        else:
+            done = [f for f in self._pending if f.done()]
+            self._pending = [f for f in self._pending if not f.done()]
+            new = [it for f in done for it in f.result()]
+            self._submit(len(done))
+        for item in new:
+            self.pool[self.rng.integers(len(self.pool))] = item
+
+    def close(self) -> None:
+        """Stop the worker processes (no-op without workers)."""
+        if self._executor is not None:
+            for f in self._pending:
+                f.cancel()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     def batch(self, rng: np.random.Generator, batch_size: int) -> list[TrainItem]:
         """``batch_size`` pool images; an image paired with a neighbouring slice brings its
@@ -199,7 +252,7 @@ def validation_volumes(seeds: tuple[int, ...] = (9500, 9501)) -> list:
     return [syn.nuclei_3d(seed=s) for s in seeds]
 
 
-def volume_iou(model, volumes, max_objects: int = 20) -> float:
+def volume_iou(model, volumes, max_objects: int = 20, device="cpu") -> float:
     """Mean 3D IoU of :func:`napari_sam.segment_volume` from one click per nucleus on its
     middle slice (its most central pixel), as the volume quality test measures it (at most
     ``max_objects`` nuclei per volume, a fixed random subset, to keep it quick)."""
@@ -214,7 +267,8 @@ def volume_iou(model, volumes, max_objects: int = 20) -> float:
         model.eval()
         for s in volumes:
             gt = s.labels
-            emb = embed(s.image, model, batch_size=8, cache_size=gt.shape[0], compute=True)
+            emb = embed(s.image, model, batch_size=8, cache_size=gt.shape[0], compute=True,
+                        device=device)
             prompts = {}
             ids = np.unique(gt)[1:]
             if len(ids) > max_objects:
@@ -232,11 +286,11 @@ def volume_iou(model, volumes, max_objects: int = 20) -> float:
     return float(np.mean(ious)) if ious else float("nan")
 
 
-def _val_scores(model, val: list[TrainItem], volumes=()) -> dict[str, Any]:
+def _val_scores(model, val: list[TrainItem], volumes=(), device="cpu") -> dict[str, Any]:
     nuc = [it for it in val if it.meta.get("domain") == "nuclei"]
     other = [it for it in val if it.meta.get("domain") != "nuclei"]
-    en = evaluate(model, nuc)
-    eo = evaluate(model, other) if other else {"point_iou": float("nan"), "box_iou": float("nan")}
+    en = evaluate(model, nuc, device=device)
+    eo = evaluate(model, other, device=device) if other else {"point_iou": float("nan"), "box_iou": float("nan")}
     out = {
         "nuclei_point_iou": en["point_iou"],
         "nuclei_box_iou": en["box_iou"],
@@ -245,7 +299,7 @@ def _val_scores(model, val: list[TrainItem], volumes=()) -> dict[str, Any]:
     }
     other_iou = (eo["point_iou"] + eo["box_iou"]) / 2
     if volumes:
-        out["nuclei_3d_iou"] = volume_iou(model, volumes)
+        out["nuclei_3d_iou"] = volume_iou(model, volumes, device=device)
         out["score"] = 0.5 * en["val_iou"] + 0.2 * other_iou + 0.3 * out["nuclei_3d_iou"]
     else:
         out["score"] = 0.7 * en["val_iou"] + 0.3 * other_iou
@@ -272,8 +326,14 @@ def train_demo(
     box_noise: float = TrainConfig.box_noise,
     domain_weights: dict[tuple[str, int], float] | None = None,
     val_volumes: int = 2,
+    device="cpu",
+    workers: int = 0,
 ) -> dict[str, Any]:
-    """Train the demo model for ``minutes`` of wall-clock time; returns the last metrics."""
+    """Train the demo model for ``minutes`` of wall-clock time; returns the last metrics.
+
+    ``device`` is where the model trains ("cpu", "cuda", "auto"); ``workers`` processes make
+    the synthetic scenes meanwhile (0: the training process makes one per step).
+    """
     from tqdm.auto import tqdm
 
     from napari_sam.models.build import SamConfig, build_sam, load_checkpoint
@@ -296,12 +356,14 @@ def train_demo(
         p_farthest=0.5, p_drop_mask=0.1, point_interior_bias=0.5, precision=precision,
         grad_clip=1.0, loss_resolution="low", loss=loss or LossWeights(), box_noise=box_noise,
     )
-    trainer = Trainer(model, cfg, device="cpu", seed=seed)
+    trainer = Trainer(model, cfg, device=device, seed=seed)
+    dev = trainer.device
     base_loss = cfg.loss
     # learning-rate schedule over the time budget rather than a step count
     trainer.progress_fn = lambda: (time.perf_counter() - t_start) / budget
     weights = {**DOMAIN_WEIGHTS, **(domain_weights or {})}
-    stream = SyntheticStream(model.img_size, pool_size=pool_size, seed=seed, weights=weights)
+    stream = SyntheticStream(model.img_size, pool_size=pool_size, seed=seed, weights=weights,
+                             workers=workers)
     val = validation_items(model.img_size)
     volumes = validation_volumes(tuple(range(9500, 9500 + val_volumes)))
     logger.info("data ready after %.0f s (%d pool images)", time.perf_counter() - t_start,
@@ -316,7 +378,7 @@ def train_demo(
 
     def record(final: bool) -> None:
         nonlocal best, sums, count
-        ev = _val_scores(model, val, volumes)
+        ev = _val_scores(model, val, volumes, device=dev)
         elapsed = time.perf_counter() - t_start
         rec = {
             "minutes": round(elapsed / 60, 2),
@@ -354,8 +416,11 @@ def train_demo(
                 "train_config": cfg.to_dict(),
                 "steps": trainer.step_count,
                 "minutes": round(elapsed / 60, 2),
-                "machine": f"{platform.processor() or platform.machine()}, "
-                           f"{torch.get_num_threads()} torch threads",
+                "machine": (torch.cuda.get_device_name(dev) if dev.type == "cuda" else
+                            f"{platform.processor() or platform.machine()}, "
+                            f"{torch.get_num_threads()} torch threads"),
+                "device": str(dev),
+                "batch_size": batch_size,
                 "metrics": history,
                 "final": final,
             })
@@ -369,7 +434,7 @@ def train_demo(
             fade = max(0.0, 1 - done / warm_fraction) if warm_fraction > 0 else 0.0
             trainer.cfg.loss = dataclasses.replace(base_loss, balanced=base_loss.balanced * fade)
             info = trainer.train_step(stream.batch(trainer.rng, batch_size))
-            stream.refresh(1)
+            stream.refresh(max(1, batch_size // 4))
             if info:
                 count += 1
                 for k in ("loss", "iou_first", "iou_last"):
@@ -388,6 +453,8 @@ def train_demo(
     except KeyboardInterrupt:
         interrupted = True
         (tqdm.write if progress else print)("interrupted: the last good checkpoint is kept")
+    finally:
+        stream.close()
     bar.close()
     if not interrupted:
         record(final=True)
@@ -488,12 +555,20 @@ def main(argv: list[str] | None = None) -> int:
                    help="3D nuclei volumes in the validation score (one-click propagation)")
     p.add_argument("--box-noise", type=float, default=TrainConfig.box_noise,
                    help="box jitter: Gaussian std as a fraction of the box side (SAM: 0.1)")
+    p.add_argument("--device", default="cpu",
+                   help="where to train: cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes making synthetic scenes while training (use with a GPU)")
     p.add_argument("--report", action="store_true",
                    help="do not train: print per-domain scores of --out on held-out seeds")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if a.threads:
         torch.set_num_threads(a.threads)
+    try:
+        resolve_device(a.device)
+    except ValueError as err:
+        p.error(str(err))
     if a.report:
         report(a.out)
         return 0
@@ -504,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
                loss=LossWeights(focal=a.focal_weight, focal_gamma=a.focal_gamma,
                                 dice=a.dice_weight, balanced=a.balanced),
                warm_fraction=a.warm, box_noise=a.box_noise, domain_weights=a.weights,
-               val_volumes=a.val_volumes,
+               val_volumes=a.val_volumes, device=a.device, workers=a.workers,
                progress=not a.no_progress)
     return 0
 
