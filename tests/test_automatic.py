@@ -197,14 +197,16 @@ def test_grid_decoder_equals_model_decoder(changes):
         ref_logits, ref_iou = sam.decode(
             feats[None], points=(pts[:, None], torch.ones(n, 1, dtype=torch.int64))
         )
-        dec = GridDecoder(sam, chunk=3)
-        shared = dec.prepare(feats)
-        state = dec.tokens(shared, pts)
-        logits = dec.masks(shared, state, torch.tensor([4, 0, 9, 1]))
-    torch.testing.assert_close(state.iou, ref_iou, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(
-        logits, ref_logits[[4, 0, 9, 1]], atol=2e-4 * ref_logits.abs().max().item(), rtol=0
-    )
+        # small steps (CPU: cache-sized) and the one-shot sizes used on a GPU
+        for dec in (GridDecoder(sam, chunk=3, pixel_tile=64, mask_chunk=3),
+                    GridDecoder(sam, chunk=1024, pixel_tile=2**18, mask_chunk=64)):
+            shared = dec.prepare(feats)
+            state = dec.tokens(shared, pts)
+            logits = dec.masks(shared, state, torch.tensor([4, 0, 9, 1]))
+            torch.testing.assert_close(state.iou, ref_iou, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(
+                logits, ref_logits[[4, 0, 9, 1]], atol=2e-4 * ref_logits.abs().max().item(), rtol=0
+            )
 
 
 def test_remove_small_regions_rules():

@@ -694,15 +694,19 @@ class GridDecoder:
         except (AttributeError, TypeError, IndexError):
             return False
 
-    def __init__(self, model, chunk: int | None = None, pixel_tile: int = 1024):
+    def __init__(self, model, chunk: int | None = None, pixel_tile: int | None = None,
+                 mask_chunk: int | None = None):
         self.model = model
-        self.pixel_tile = int(pixel_tile)
+        # Work sizes (None: by device). On the CPU small steps keep intermediates in cache; on
+        # a GPU each step is a few kernel launches, so steps are as large as memory allows.
+        self.pixel_tile = None if pixel_tile is None else int(pixel_tile)
+        self.mask_chunk = None if mask_chunk is None else int(mask_chunk)
         self.pe = model.prompt_encoder
         self.dec = model.mask_decoder
         self.tf = self.dec.transformer
         self.num_mask_tokens = int(self.dec.num_mask_tokens)
-        # prompts per token-path step; small so that intermediates stay in cache
-        # (default: 16384 image tokens per step, i.e. 4 prompts for a 64 x 64 embedding)
+        # prompts per token-path step (CPU default: 16384 image tokens per step, i.e. 4 prompts
+        # for a 64 x 64 embedding; GPU: 2**20, 256 prompts)
         self.chunk = None if chunk is None else int(chunk)
 
     # ------------------------------------------------------------------ shared per image
@@ -799,7 +803,7 @@ class GridDecoder:
         """
         dev = self.dec.iou_token.weight.device
         pts = torch.as_tensor(points_xy, device=dev).float()
-        step = self.chunk or max(1, 16384 // shared["hw"])
+        step = self.chunk or max(1, (16384 if dev.type == "cpu" else 2**20) // shared["hw"])
         parts = [self._tokens(shared, pts[i : i + step]) for i in range(0, len(pts), step)]
         if len(parts) == 1:
             return parts[0]
@@ -950,7 +954,9 @@ class GridDecoder:
     def masks(self, shared: dict, state: _DecoderState, index: torch.Tensor) -> torch.Tensor:
         """Low-resolution mask logits (n, C, 4E, 4E) of the prompts ``index`` of ``state``."""
         index = torch.as_tensor(index, device=state.iou.device).reshape(-1)
-        parts = [self._masks(shared, state, index[i : i + 16]) for i in range(0, len(index), 16)]
+        step = self.mask_chunk or (16 if index.device.type == "cpu" else 64)
+        parts = [self._masks(shared, state, index[i : i + step])
+                 for i in range(0, len(index), step)]
         if not parts:
             e = 4 * shared["side"]
             return state.iou.new_zeros(0, state.iou.shape[1], e, e)
@@ -970,7 +976,8 @@ class GridDecoder:
         out = torch.empty(n, c, hw, 16, device=lt.device)
         # Pixel tiles keep the (n, tile, 4*D4) and (n, tile, 16*D8) intermediates in cache;
         # every output pixel depends on its own embedding pixel only.
-        tile = max(16, self.pixel_tile // max(n, 1))
+        pixels = self.pixel_tile or (1024 if lt.device.type == "cpu" else 2**18)
+        tile = max(16, pixels // max(n, 1))
         for p0 in range(0, hw, tile):
             p1 = min(p0 + tile, hw)
             k = p1 - p0
