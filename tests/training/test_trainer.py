@@ -279,3 +279,38 @@ def test_propagation_trains_the_step_segment_volume_takes():
     early, late = np.nanmean(ious[:20]), np.mean(ious[-20:])
     print(f"propagated-mask IoU: first 20 steps {early:.3f}, last 20 steps {late:.3f}")
     assert late > early + 0.1
+
+
+def test_a_second_hop_prompts_the_partner_with_the_first_hop_prediction():
+    """propagation_hops=2: one more decoder call on the partner slice, prompted with the box
+    and logits of the first hop's prediction, against the same target."""
+    a, b = _slice_pair(0)
+    calls = []
+    for hops in (1, 2):
+        torch.manual_seed(0)
+        model = build_sam(TINY)
+        with torch.no_grad():  # a decoder whose masks are not empty, so a second hop happens
+            model.mask_decoder.output_hypernetworks_mlps[0].layers[2].bias.add_(0.5)
+        cfg = TrainConfig(batch_size=2, n_corrections=0, p_box=1.0, box_noise=0.0,
+                          loss_resolution="low", propagation_hops=hops, augment=False)
+        tr = Trainer(model, cfg, seed=0)
+        seen = []
+        decode = tr._decode
+
+        def spy(emb, idx, points=None, boxes=None, masks=None, multimask=False, decode=decode,
+                seen=seen):
+            out = decode(emb, idx, points=points, boxes=boxes, masks=masks, multimask=multimask)
+            seen.append((idx.tolist(), None if masks is None else masks.detach().clone(),
+                         out[0].detach().clone()))
+            return out
+
+        tr._decode = spy
+        info = tr.train_step([a, b])
+        assert np.isfinite(info["loss"]) and 0 <= info["iou_propagated"] <= 1
+        calls.append(seen)
+    one, two = calls
+    assert len(two) == len(one) + 1
+    partner = [1] * len(one[-1][0])
+    assert one[-1][0] == partner and two[-2][0] == partner  # the first hop, on the partner
+    assert two[-1][0] == partner  # the second hop, on the partner again (no mask vanished) ...
+    torch.testing.assert_close(two[-1][1], two[-2][2])  # ... prompted with the first hop's logits

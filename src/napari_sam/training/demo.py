@@ -328,6 +328,7 @@ def train_demo(
     val_volumes: int = 2,
     device="cpu",
     workers: int = 0,
+    propagation_hops: int = 2,
 ) -> dict[str, Any]:
     """Train the demo model for ``minutes`` of wall-clock time; returns the last metrics.
 
@@ -355,6 +356,7 @@ def train_demo(
         objects_per_image=objects_per_image, n_corrections=n_corrections, p_box=0.4,
         p_farthest=0.5, p_drop_mask=0.1, point_interior_bias=0.5, precision=precision,
         grad_clip=1.0, loss_resolution="low", loss=loss or LossWeights(), box_noise=box_noise,
+        propagation_hops=propagation_hops,
     )
     trainer = Trainer(model, cfg, device=device, seed=seed)
     dev = trainer.device
@@ -559,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="where to train: cpu, cuda, cuda:N or auto (default: cpu)")
     p.add_argument("--workers", type=int, default=0,
                    help="processes making synthetic scenes while training (use with a GPU)")
+    p.add_argument("--propagation-hops", type=int, default=2,
+                   help="propagation steps per slice pair (see TrainConfig.propagation_hops)")
     p.add_argument("--report", action="store_true",
                    help="do not train: print per-domain scores of --out on held-out seeds")
     a = p.parse_args(argv)
@@ -580,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
                                 dice=a.dice_weight, balanced=a.balanced),
                warm_fraction=a.warm, box_noise=a.box_noise, domain_weights=a.weights,
                val_volumes=a.val_volumes, device=a.device, workers=a.workers,
+               propagation_hops=a.propagation_hops,
                progress=not a.no_progress)
     return 0
 

@@ -106,6 +106,12 @@ class TrainConfig:
         the batch, also train the step ``segment_volume`` takes: each object's predicted mask
         prompts the partner slice (box + low-resolution logits), against the partner's mask
         of the same id, which is empty where the object ends.
+    propagation_hops : int
+        Propagation steps per pair (>= 1). Each further hop prompts the partner slice again
+        with the previous hop's prediction (box + logits), against the same target. Inference
+        chains steps over slices that look alike; where an object has ended, the next source
+        is the model's own leftover blob on background, which one hop never shows it (it then
+        tends to copy the blob forever). The second hop teaches it to let such blobs vanish.
     """
 
     lr: float = 1e-4
@@ -127,6 +133,7 @@ class TrainConfig:
     loss_resolution: str = "input"
     loss: LossWeights = field(default_factory=LossWeights)
     propagation: bool = True
+    propagation_hops: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -485,10 +492,25 @@ class Trainer:
         sel, dst = sel[keep], dst[keep]
         boxes = torch.from_numpy(masks_to_boxes(pred[keep])).to(dev)
         gt = self._targets(labs[dst] == obj_ids[sel][:, None, None])
-        logits, iou = self._decode(emb, torch.as_tensor(dst, device=dev), boxes=boxes,
-                                   masks=first[torch.as_tensor(sel, device=dev)], multimask=False)
-        loss, parts = sam_loss(self._for_loss(logits), gt, iou, self.cfg.loss)
-        return loss * len(sel) / len(img_idx), float(parts["iou"].mean())
+        dst_t = torch.as_tensor(dst, device=dev)
+        src = first[torch.as_tensor(sel, device=dev)]
+        total, ious = 0.0, []
+        for hop in range(max(1, int(self.cfg.propagation_hops))):
+            if hop:  # the previous prediction prompts the same slice again
+                with torch.no_grad():
+                    pred = (self._up(src) > 0)[:, 0].cpu().numpy()
+                alive = pred.reshape(len(pred), -1).any(1)
+                if not alive.any():
+                    break
+                boxes = torch.from_numpy(masks_to_boxes(pred[alive])).to(dev)
+                idx = torch.as_tensor(np.flatnonzero(alive), device=dev)
+                dst_t, src, gt = dst_t[idx], src[idx], gt[idx]
+            logits, iou = self._decode(emb, dst_t, boxes=boxes, masks=src, multimask=False)
+            loss, parts = sam_loss(self._for_loss(logits), gt, iou, self.cfg.loss)
+            total = total + loss * len(dst_t) / len(img_idx)
+            ious.append(float(parts["iou"].mean()))
+            src = logits.detach()
+        return total, ious[0]
 
     def train_step(self, items: Sequence[TrainItem]) -> dict[str, float]:
         """One optimisation step on a batch of items; returns loss parts and mean IoUs."""
