@@ -488,6 +488,19 @@ def test_embedding_input_equals_image_input(reference_pair):
     assert np.array_equal(a.labels, b.labels) and len(a.records) > 0
 
 
+def test_points_per_batch_changes_nothing_but_speed(reference_pair):
+    _, ours = reference_pair
+    img = _test_image()
+    kw = dict(points_per_side=8, pred_iou_thresh=0.5, stability_score_thresh=0.2, device="cpu")
+    ref = segment_everything(img, ours, **kw)  # None: the device's default (64 on the CPU)
+    assert len(ref.records) > 0
+    for ppb in (5, 64, 1000):
+        res = segment_everything(img, ours, points_per_batch=ppb, **kw)
+        assert np.array_equal(res.labels, ref.labels)
+        np.testing.assert_allclose([r.predicted_iou for r in res.records],
+                                   [r.predicted_iou for r in ref.records], atol=1e-5)
+
+
 def test_foreground_skips_points(reference_pair):
     _, ours = reference_pair
     img = _test_image()

@@ -351,8 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = pa.add_argument_group("segment-everything parameters (SAM's names and defaults)")
     g.add_argument("--points-per-side", type=_positive_int, default=32, metavar="N",
                    help="grid of N x N point prompts per slice (default: 32)")
-    g.add_argument("--points-per-batch", type=_positive_int, default=64, metavar="N",
-                   help="prompts decoded together (memory vs speed; default: 64)")
+    g.add_argument("--points-per-batch", type=_positive_int, default=None, metavar="N",
+                   help="prompts decoded together (memory vs speed; default: 64 on the CPU, "
+                        "256 on a GPU)")
     g.add_argument("--pred-iou-thresh", type=_fraction, default=0.88, metavar="F",
                    help="keep masks with a predicted IoU above F (default: 0.88)")
     g.add_argument("--stability-score-thresh", type=_fraction, default=0.95, metavar="F",
