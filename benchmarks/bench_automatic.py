@@ -235,7 +235,8 @@ def run_worker(which: str, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", which, "--workdir", args.workdir]
     for k in ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
               "box_nms_thresh", "threads", "device"):  # fmt: skip
-        cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
+        if getattr(args, k) is not None:
+            cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode:
         sys.exit(f"the {which} worker failed:\n{out.stderr[-3000:]}")
@@ -246,7 +247,9 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", type=int, default=1024, help="image side (pixels)")
     ap.add_argument("--points-per-side", type=int, default=32)
-    ap.add_argument("--points-per-batch", type=int, default=64)
+    ap.add_argument("--points-per-batch", type=int, default=None,
+                    help="ours only (default: segment_everything's, 64 on CPU, 256 on GPU); "
+                         "Meta's generator uses its default 64")
     ap.add_argument("--pred-iou-thresh", type=float, default=0.6)
     ap.add_argument("--stability-score-thresh", type=float, default=0.8)
     ap.add_argument("--box-nms-thresh", type=float, default=0.7)
