@@ -33,6 +33,32 @@ def test_stream_draws_training_seeds_only_and_refreshes():
     assert len({id(b) for b in batch}) == 4  # no image twice in one batch
 
 
+def test_worker_processes_make_the_same_scenes_and_refresh_without_waiting():
+    import time
+
+    plain = demo.SyntheticStream(64, pool_size=6, seed=3)
+    stream = demo.SyntheticStream(64, pool_size=6, seed=3, workers=2)
+    try:
+        # the same draws in the same order: the same starting pool, partners included
+        assert [it.name for it in stream.pool] == [it.name for it in plain.pool]
+        for it in (it for it in stream.pool if "partner" in it.meta):
+            twins = [p for p in stream.pool if p.name == it.meta["partner"].name]
+            assert all(p is it.meta["partner"] for p in twins)  # one object, not a copy
+        before = {id(it) for it in stream.pool}
+        t0 = time.perf_counter()
+        stream.refresh()
+        assert time.perf_counter() - t0 < 0.5  # never waits for the workers
+        deadline = time.monotonic() + 60
+        while {id(it) for it in stream.pool} == before and time.monotonic() < deadline:
+            time.sleep(0.2)
+            stream.refresh()
+        assert {id(it) for it in stream.pool} != before  # finished scenes were swapped in
+        assert all(_seed(it.name) < demo.TRAIN_SEED_END for it in stream.pool)
+    finally:
+        stream.close()
+    assert stream._executor is None
+
+
 def test_volume_slices_come_in_nearby_pairs_that_travel_together():
     stream = demo.SyntheticStream(64, pool_size=8, seed=1, weights={("nuclei", 3): 1.0})
     paired = [it for it in stream.pool if "partner" in it.meta]
