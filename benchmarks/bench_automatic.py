@@ -54,6 +54,8 @@ def make_inputs(workdir: Path, size: int, seed: int = 0) -> None:
     """Random ViT-B weights (made to produce masks) and a smooth (256, 64, 64) embedding."""
     import torch.nn.functional as F
 
+    sys.path.insert(0, str(ROOT / "tests"))
+    from _mask_weights import make_masks_survive_
     from napari_sam.models import CONFIGS, build_sam
 
     torch.manual_seed(seed)
@@ -66,14 +68,7 @@ def make_inputs(workdir: Path, size: int, seed: int = 0) -> None:
                 p.copy_(1 + 0.1 * torch.randn(p.shape, generator=g))
             else:
                 p.copy_(0.02 * torch.randn(p.shape, generator=g))
-        for mlp in md.output_hypernetworks_mlps:
-            mlp.layers[2].weight *= 3000
-            mlp.layers[2].bias *= 3000
-        md.iou_prediction_head.layers[2].weight *= 10
-        md.iou_prediction_head.layers[2].bias += 0.5
-        for i in (0, 3):
-            w = md.output_upscaling[i].weight
-            w.copy_(w[..., :1, :1].expand_as(w))
+    make_masks_survive_(sam, logit_scale=3000)
     torch.save(sam.state_dict(), workdir / "vit_b.pt")
     e = sam.embedding_size
     feats = F.interpolate(torch.randn(1, 256, 8, 8, generator=g), (e, e), mode="bicubic")[0]

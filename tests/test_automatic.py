@@ -309,34 +309,22 @@ def _reference_pair(seed: int = 0):
     thresholds: a tiny ViT with a 2-layer decoder, mask logits scaled up (random weights give
     logits of about 0.01), IoU head shifted, upscaling weights shared by the 2x2 positions
     (piecewise-constant, less ragged masks)."""
+    from _mask_weights import make_masks_survive_
     from models.test_reference import build_meta_sam, randomize_
     from napari_sam.models import sam_from_state_dict
 
     torch.manual_seed(seed)
     meta = build_meta_sam(_tiny_config(decoder_depth=2, decoder_mlp_dim=256))
     randomize_(meta, seed)
-    with torch.no_grad():
-        md = meta.mask_decoder
-        for mlp in md.output_hypernetworks_mlps:
-            mlp.layers[2].weight *= 300
-            mlp.layers[2].bias *= 300
-        md.iou_prediction_head.layers[2].weight *= 10
-        md.iou_prediction_head.layers[2].bias += 0.5
-        for i in (0, 3):
-            w = md.output_upscaling[i].weight
-            w.copy_(w[..., :1, :1].expand_as(w))
+    make_masks_survive_(meta)
     ours = sam_from_state_dict(meta.state_dict()).eval()
     return meta, ours
 
 
 def _test_image(h=150, w=200, seed=5):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:h, :w]
-    img = np.full((h, w, 3), 30, np.uint8)
-    for _ in range(8):
-        cy, cx, r = rng.uniform(10, h - 10), rng.uniform(10, w - 10), rng.uniform(8, 25)
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(80, 255, 3)
-    return np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
+    from _mask_weights import blob_image
+
+    return blob_image(h, w, seed)
 
 
 def _match(ref_masks: np.ndarray, ours: np.ndarray):

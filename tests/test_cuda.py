@@ -18,35 +18,19 @@ pytestmark = pytest.mark.skipif(
 
 
 def _masky_model(seed: int = 0):
-    """A tiny random model whose masks pass SAM's filters (the tweaks of the Meta reference
-    pair in test_automatic: scaled hypernetwork outputs, shifted IoU head, upscaling weights
-    shared by the 2x2 output positions)."""
+    """A tiny random model whose masks pass SAM's filters."""
+    from _mask_weights import make_masks_survive_
     from napari_sam.models import SamConfig, build_sam
     from tiny_configs import TINY_VIT
 
     torch.manual_seed(seed)
-    model = build_sam(SamConfig(**{**TINY_VIT, "decoder_depth": 2})).eval()
-    with torch.no_grad():
-        md = model.mask_decoder
-        for mlp in md.output_hypernetworks_mlps:
-            mlp.layers[2].weight *= 300
-            mlp.layers[2].bias *= 300
-        md.iou_prediction_head.layers[2].weight *= 10
-        md.iou_prediction_head.layers[2].bias += 0.5
-        for i in (0, 3):
-            w = md.output_upscaling[i].weight
-            w.copy_(w[..., :1, :1].expand_as(w))
-    return model
+    return make_masks_survive_(build_sam(SamConfig(**{**TINY_VIT, "decoder_depth": 2})).eval())
 
 
 def _image(h=150, w=200, seed=5):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:h, :w]
-    img = np.full((h, w, 3), 30, np.uint8)
-    for _ in range(8):
-        cy, cx, r = rng.uniform(10, h - 10), rng.uniform(10, w - 10), rng.uniform(8, 25)
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(80, 255, 3)
-    return np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
+    from _mask_weights import blob_image
+
+    return blob_image(h, w, seed)
 
 
 def _iou(a, b):
