@@ -289,7 +289,7 @@ def main(argv=None) -> None:
     t_ours = min(ours["ours_nms"]["seconds"], ours_again["ours_nms"]["seconds"])
     print(f"\n{'':34s}{'Meta':>12s}{'ours':>12s}")
     print(
-        f"{'time (s), box_nms_thresh=' + str(args.box_nms_thresh):34s}{meta['seconds']:12.1f}{t_ours:12.1f}"
+        f"{'time (s), box_nms_thresh=' + str(args.box_nms_thresh):34s}{meta['seconds']:12.3f}{t_ours:12.3f}"
     )
     print(
         f"{'peak memory growth (MB)':34s}{meta['peak_mb']:12.0f}{ours['ours_nms']['peak_mb']:12.0f}"
@@ -299,12 +299,12 @@ def main(argv=None) -> None:
         print(
             f"{label:34s}{n_meta:12d}{n_ours:12d}   matched IoU>=0.99: {good}/{n_meta}, min IoU {worst:.4f}"
         )
-    print(f"{'time (s), no NMS':34s}{'':12s}{ours['ours_all']['seconds']:12.1f}")
+    print(f"{'time (s), no NMS':34s}{'':12s}{ours['ours_all']['seconds']:12.3f}")
     if args.device.startswith("cuda"):
         print(f"{'peak GPU memory (MB)':34s}{meta['gpu_peak_mb']:12.0f}{ours['ours_nms']['gpu_peak_mb']:12.0f}")
     print(f"pipeline counts (ours): {ours['ours_nms']['stats']}")
     print(f"\nspeed-up: {meta['seconds'] / t_ours:.1f}x  (ours runs: "
-          f"{ours['ours_nms']['seconds']:.1f} s, {ours_again['ours_nms']['seconds']:.1f} s)")  # fmt: skip
+          f"{ours['ours_nms']['seconds']:.3f} s, {ours_again['ours_nms']['seconds']:.3f} s)")  # fmt: skip
 
 
 if __name__ == "__main__":
