@@ -63,6 +63,7 @@ __all__ = [
     "mask_statistics",
     "masks_to_boxes",
     "match_by_iou",
+    "recommended_thresholds",
     "remove_small_regions",
     "segment_everything",
     "stability_score",
@@ -1599,14 +1600,26 @@ def link_slices(
 # ============================================================================ public entry point
 
 
+#: SAM's automatic mask generator thresholds, used unless the call or the model says otherwise
+SAM_THRESHOLDS = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
+
+
+def recommended_thresholds(model) -> dict[str, float]:
+    """``pred_iou_thresh`` and ``stability_score_thresh`` for ``model``: SAM's defaults
+    updated with the model's own recommendation (``model.automatic_defaults``, read from its
+    checkpoint sidecar by ``load_model``)."""
+    out = dict(SAM_THRESHOLDS)
+    out.update(getattr(model, "automatic_defaults", None) or {})
+    return out
+
 def segment_everything(
     image_or_embeddings,
     model=None,
     *,
     points_per_side: int | None = 32,
     points_per_batch: int | None = None,
-    pred_iou_thresh: float = 0.88,
-    stability_score_thresh: float = 0.95,
+    pred_iou_thresh: float | None = None,
+    stability_score_thresh: float | None = None,
     stability_score_offset: float = 1.0,
     box_nms_thresh: float = 0.7,
     crop_n_layers: int = 0,
@@ -1645,10 +1658,13 @@ def segment_everything(
         Prompts decoded together (memory vs speed; the result does not depend on it).
         None: 64 (Meta's default) on the CPU, 256 on a GPU, where larger batches mean fewer
         kernel launches (0.31 s -> 0.21 s for a ViT-B 32 x 32 grid on an H100).
-    pred_iou_thresh : float in [0, 1]
-        Keep masks whose predicted IoU is greater (0 disables the filter).
-    stability_score_thresh : float in [0, 1]
-        Keep masks whose stability score is at least this (0 disables the filter).
+    pred_iou_thresh : float in [0, 1] or None
+        Keep masks whose predicted IoU is greater (0 disables the filter). None: the model's
+        recommendation (``model.automatic_defaults``, from its sidecar; the bundled demo
+        model has one), else SAM's 0.88.
+    stability_score_thresh : float in [0, 1] or None
+        Keep masks whose stability score is at least this (0 disables the filter). None: the
+        model's recommendation, else SAM's 0.95.
     stability_score_offset : float
         Logit offset of the stability score.
     box_nms_thresh : float in [0, 1]
@@ -1702,6 +1718,16 @@ def segment_everything(
     from napari_sam.embeddings import StackEmbeddings
     from napari_sam.predictor import ImageEmbedding, Predictor
 
+    if isinstance(model, str):
+        from napari_sam.models.registry import load_model
+
+        model = load_model(model)
+    owner = image_or_embeddings.model if isinstance(image_or_embeddings, StackEmbeddings) else model
+    thresholds = recommended_thresholds(owner)
+    if pred_iou_thresh is None:
+        pred_iou_thresh = thresholds["pred_iou_thresh"]
+    if stability_score_thresh is None:
+        stability_score_thresh = thresholds["stability_score_thresh"]
     params = _make_params(
         points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh,
         stability_score_offset, box_nms_thresh, crop_n_layers, crop_nms_thresh,
@@ -1712,10 +1738,6 @@ def segment_everything(
         raise ValueError(f"link_iou must be in [0, 1], got {link_iou}")
     max_gap = _check_int("max_gap", max_gap, 0)
     min_z_extent = _check_int("min_z_extent", min_z_extent, 1)
-    if isinstance(model, str):
-        from napari_sam.models.registry import load_model
-
-        model = load_model(model)
     if isinstance(foreground, str) and foreground != "auto":
         raise ValueError(f"foreground must be None, 'auto' or a boolean array, got {foreground!r}")
 

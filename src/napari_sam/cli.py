@@ -354,10 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--points-per-batch", type=_positive_int, default=None, metavar="N",
                    help="prompts decoded together (memory vs speed; default: 64 on the CPU, "
                         "256 on a GPU)")
-    g.add_argument("--pred-iou-thresh", type=_fraction, default=0.88, metavar="F",
-                   help="keep masks with a predicted IoU above F (default: 0.88)")
-    g.add_argument("--stability-score-thresh", type=_fraction, default=0.95, metavar="F",
-                   help="keep masks with a stability score of at least F (default: 0.95)")
+    g.add_argument("--pred-iou-thresh", type=_fraction, default=None, metavar="F",
+                   help="keep masks with a predicted IoU above F (default: the model's "
+                        "recommendation; 0.88 for SAM weights)")
+    g.add_argument("--stability-score-thresh", type=_fraction, default=None, metavar="F",
+                   help="keep masks with a stability score of at least F (default: the "
+                        "model's recommendation; 0.95 for SAM weights)")
     g.add_argument("--stability-score-offset", type=_positive_float, default=1.0, metavar="F")
     g.add_argument("--box-nms-thresh", type=_fraction, default=0.7, metavar="F")
     g.add_argument("--crop-n-layers", type=_nonneg_int, default=0, metavar="N",

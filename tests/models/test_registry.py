@@ -435,3 +435,28 @@ def test_unavailable_cuda_is_a_value_error(tmp_path):
     _save_tiny(ckpt, seed=0)
     with pytest.raises(ValueError, match="CUDA"):
         reg.load_model(ckpt, device="cuda")
+
+
+def test_a_sidecar_recommends_segment_everything_thresholds(tmp_path):
+    """A checkpoint's sidecar may carry {"automatic": {...}} (the demo model does): it becomes
+    model.automatic_defaults; SAM checkpoints without one keep SAM's thresholds; a bad entry
+    is an error naming the file and the key."""
+    from napari_sam.automatic import recommended_thresholds
+
+    ckpt = tmp_path / "mine.pt"
+    _save_tiny(ckpt, seed=3)
+    plain = reg.load_model(ckpt)
+    assert plain.automatic_defaults == {}
+    assert recommended_thresholds(plain) == {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
+
+    (tmp_path / "mine.json").write_text(json.dumps({"automatic": {"pred_iou_thresh": 0.6}}))
+    model = reg.load_model(ckpt)
+    assert model.automatic_defaults == {"pred_iou_thresh": 0.6}
+    assert recommended_thresholds(model) == {"pred_iou_thresh": 0.6, "stability_score_thresh": 0.95}
+
+    (tmp_path / "mine.json").write_text(json.dumps({"automatic": {"pred_iou": 0.6}}))
+    with pytest.raises(ValueError, match=r"mine.pt.*unknown key 'pred_iou'"):
+        reg.load_model(ckpt)
+    (tmp_path / "mine.json").write_text(json.dumps({"automatic": {"stability_score_thresh": 1.5}}))
+    with pytest.raises(ValueError, match=r"stability_score_thresh must be a number in \[0, 1\]"):
+        reg.load_model(ckpt)

@@ -18,6 +18,7 @@ __all__ = [
     "default_choice",
     "device_choices",
     "model_choices",
+    "recommended_thresholds",
 ]
 
 DEMO_NOTICE = (
@@ -68,6 +69,32 @@ def model_choices() -> list[ModelChoice]:
 def file_choice(path: str | os.PathLike) -> ModelChoice:
     p = Path(path)
     return ModelChoice(str(p), f"file: {p.name}", is_file=True)
+
+
+def recommended_thresholds(choice: ModelChoice) -> dict[str, float]:
+    """Segment-everything thresholds for ``choice`` without loading it: SAM's defaults
+    updated with the ``"automatic"`` entry of the checkpoint's sidecar JSON, if any (the
+    bundled demo model has one). An unreadable sidecar gives SAM's defaults."""
+    import json
+
+    from napari_sam.automatic import SAM_THRESHOLDS
+    from napari_sam.models.registry import REGISTRY, automatic_defaults, where
+
+    out = dict(SAM_THRESHOLDS)
+    if choice.is_file:
+        path = Path(choice.key)
+    elif choice.key in REGISTRY and REGISTRY[choice.key].packaged:
+        path = where(choice.key)
+    else:
+        return out
+    for sidecar in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
+        if sidecar.is_file() and sidecar != path:
+            try:
+                out.update(automatic_defaults(json.loads(sidecar.read_text()), sidecar))
+            except (OSError, ValueError):
+                pass
+            break
+    return out
 
 
 def default_choice(choices: list[ModelChoice]) -> ModelChoice | None:

@@ -35,6 +35,7 @@ from .model_choice import (
     device_choices,
     file_choice,
     model_choices,
+    recommended_thresholds,
 )
 from .notify import guarded
 
@@ -214,6 +215,8 @@ class SamWidget(QWidget):
         self._stability.setRange(0.0, 1.0)
         self._stability.setSingleStep(0.02)
         self._stability.setValue(0.95)
+        if self._model.currentData() is not None:  # the model's own thresholds, if it has any
+            self._set_thresholds(self._model.currentData())
         form.addRow("Stability threshold", self._stability)
         self._min_size = QSpinBox()
         self._min_size.setRange(0, 1_000_000)
@@ -305,6 +308,8 @@ class SamWidget(QWidget):
         if default is not None:
             self._model.setCurrentIndex(choices.index(default))
             self.controller.set_model(default)
+            if hasattr(self, "_stability"):  # a refresh after the widget was built
+                self._set_thresholds(default)
         self._update_demo_notice()
 
     def _on_model_loaded(self):
@@ -344,7 +349,15 @@ class SamWidget(QWidget):
             self._model.insertItem(self._model.count() - 1, choice.label, choice)
             self._model.setCurrentIndex(self._model.count() - 2)
         self.controller.set_model(choice)
+        self._set_thresholds(choice)
         self._update_demo_notice()
+
+    def _set_thresholds(self, choice):
+        """Segment-everything thresholds follow the model (the demo model's scores are
+        calibrated lower than SAM's; its sidecar says which thresholds to use)."""
+        thresholds = recommended_thresholds(choice)
+        self._iou.setValue(thresholds["pred_iou_thresh"])
+        self._stability.setValue(thresholds["stability_score_thresh"])
 
     @guarded
     def _on_device_changed(self):

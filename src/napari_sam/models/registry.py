@@ -616,9 +616,47 @@ def _build(path: Path) -> Sam:
 
     state_dict, metadata = read_checkpoint(path)  # unwraps; config from metadata or sidecar
     try:
-        return sam_from_state_dict(state_dict, config=metadata.get("config"))
+        model = sam_from_state_dict(state_dict, config=metadata.get("config"))
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
+    model.automatic_defaults = automatic_defaults(metadata, path)
+    return model
+
+
+#: segment_everything thresholds a checkpoint's sidecar may recommend (``"automatic"`` key)
+AUTOMATIC_KEYS = ("pred_iou_thresh", "stability_score_thresh")
+
+
+def automatic_defaults(metadata: dict, path: str | os.PathLike = "") -> dict[str, float]:
+    """The ``segment_everything`` thresholds recommended by a checkpoint's metadata.
+
+    A model whose IoU head or logits are calibrated differently from SAM's (the demo model
+    predicts lower IoUs than SAM for masks of the same quality) keeps nothing at SAM's
+    ``pred_iou_thresh=0.88, stability_score_thresh=0.95``; its sidecar then says which
+    thresholds to use instead, as ``{"automatic": {"pred_iou_thresh": 0.6, ...}}``.
+
+    Returns
+    -------
+    dict
+        Keys from ``AUTOMATIC_KEYS`` with values in [0, 1]; empty when none are given.
+
+    Raises
+    ------
+    ValueError
+        An unknown key or a value outside [0, 1], naming the file.
+    """
+    rec = metadata.get("automatic") or {}
+    if not isinstance(rec, dict):
+        raise ValueError(f"{path}: the sidecar's 'automatic' entry must be a mapping, got {rec!r}")
+    out = {}
+    for key, value in rec.items():
+        if key not in AUTOMATIC_KEYS:
+            raise ValueError(f"{path}: unknown key {key!r} in the sidecar's 'automatic' entry; "
+                             f"known: {', '.join(AUTOMATIC_KEYS)}")
+        if not isinstance(value, (int, float)) or not 0 <= float(value) <= 1:
+            raise ValueError(f"{path}: 'automatic' {key} must be a number in [0, 1], got {value!r}")
+        out[key] = float(value)
+    return out
 
 
 def load_model(

@@ -65,6 +65,10 @@ class Sam(nn.Module):
             config = config_from_state_dict(self.state_dict())
         self._config = config
         self._model_id: str | None = None
+        #: thresholds of ``segment_everything`` recommended for this model's score calibration
+        #: (keys ``pred_iou_thresh``, ``stability_score_thresh``), set by the loader from the
+        #: checkpoint's sidecar (key ``"automatic"``); empty means SAM's defaults (0.88, 0.95)
+        self.automatic_defaults: dict[str, float] = {}
 
     # ------------------------------------------------------------------ properties
     @property
