@@ -102,3 +102,16 @@ def test_three_correction_clicks_fix_bad_masks(results):
     before = results["click"][low].mean()
     after = results["corrected"][low, -1].mean()
     assert after >= before + 0.05, (before, after)
+
+
+def test_demo_targets_match_the_model():
+    """tests/demo_targets.py holds what this demo.pt measures; another model needs new values."""
+    import hashlib
+
+    from demo_targets import DEMO_SHA256
+
+    sha = hashlib.sha256(DEMO.read_bytes()).hexdigest()
+    assert sha == DEMO_SHA256, (
+        f"the installed demo model ({sha[:12]}) is not the one tests/demo_targets.py was "
+        f"measured with ({DEMO_SHA256[:12]}): run the demo quality tests with -s and update "
+        "DEMO_SHA256 and MEASURED there (and docs/models.md)")
