@@ -78,6 +78,7 @@ def recommended_thresholds(choice: ModelChoice) -> dict[str, float]:
     import json
 
     from napari_sam.automatic import SAM_THRESHOLDS
+    from napari_sam.models.build import find_sidecar
     from napari_sam.models.registry import REGISTRY, automatic_defaults, where
 
     out = dict(SAM_THRESHOLDS)
@@ -87,13 +88,12 @@ def recommended_thresholds(choice: ModelChoice) -> dict[str, float]:
         path = where(choice.key)
     else:
         return out
-    for sidecar in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
-        if sidecar.is_file() and sidecar != path:
-            try:
-                out.update(automatic_defaults(json.loads(sidecar.read_text()), sidecar))
-            except (OSError, ValueError):
-                pass
-            break
+    sidecar = find_sidecar(path)
+    if sidecar is not None:
+        try:
+            out.update(automatic_defaults(json.loads(sidecar.read_text()), sidecar))
+        except (OSError, ValueError):
+            pass
     return out
 
 

@@ -463,19 +463,27 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
             f"{type(e).__name__}: {e}"
         ) from e
     sd, metadata = _unwrap(obj, path)
-    for sidecar in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
-        if sidecar.is_file() and sidecar != path:
-            try:
-                side = json.loads(sidecar.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise ValueError(f"cannot read metadata sidecar {sidecar}: {e}") from e
-            if isinstance(side, Mapping):
-                metadata.update(side)
-                metadata["sidecar"] = str(sidecar)
-                break
+    sidecar = find_sidecar(path)
+    if sidecar is not None:
+        try:
+            side = json.loads(sidecar.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read metadata sidecar {sidecar}: {e}") from e
+        if isinstance(side, Mapping):
+            metadata.update(side)
+            metadata["sidecar"] = str(sidecar)
     if "config" in metadata and isinstance(metadata["config"], Mapping):
         metadata["config"] = SamConfig.from_dict(metadata["config"])
     return sd, metadata
+
+
+def find_sidecar(path: str | Path) -> Path | None:
+    """The JSON sidecar of a checkpoint: ``<path>.json``, else ``<stem>.json``, else None."""
+    path = Path(path)
+    for sidecar in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
+        if sidecar.is_file() and sidecar != path:
+            return sidecar
+    return None
 
 
 def load_checkpoint(path: str | Path, config: SamConfig | None = None) -> Sam:

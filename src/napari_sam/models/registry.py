@@ -591,9 +591,10 @@ def list_models() -> list[dict[str, Any]]:
 
 def _sidecar_path(path: Path) -> Path:
     """The metadata file next to a checkpoint, as :func:`read_checkpoint` looks for it:
-    ``model.pt.json`` if present, else ``model.json``."""
-    first = path.with_name(path.name + ".json")
-    return first if first.is_file() else path.with_suffix(".json")
+    ``model.pt.json`` if present, else ``model.json`` (also where none exists yet)."""
+    from napari_sam.models.build import find_sidecar
+
+    return find_sidecar(path) or path.with_suffix(".json")
 
 
 def _read_sidecar(path: Path) -> dict[str, Any]:
