@@ -459,3 +459,26 @@ def test_checkpoint_file_model(make_widget, tiny_sam, tmp_path):
     widget._on_compute()
     assert c.predictor is not None and c.predictor.model.model_id.startswith("file:")
     assert c.ready([0, 1]) and not c.using_demo
+
+
+def test_segment_everything_thresholds_follow_the_chosen_model(make_widget, tiny_sam, tmp_path):
+    """Choosing a model sets the threshold boxes to its sidecar's recommendation (the demo
+    model's 0.6 / 0.8), or to SAM's 0.88 / 0.95 for a checkpoint without one."""
+    import json
+
+    import torch
+
+    plain = tmp_path / "plain.pt"
+    torch.save(tiny_sam.state_dict(), plain)
+    tuned = tmp_path / "tuned.pt"
+    torch.save(tiny_sam.state_dict(), tuned)
+    (tmp_path / "tuned.json").write_text(
+        json.dumps({"automatic": {"pred_iou_thresh": 0.42, "stability_score_thresh": 0.66}}))
+    viewer, widget = make_widget(blob_stack(z=2), name="img")
+    file_item = widget._model.findText("Checkpoint file...")
+    widget._model.setCurrentIndex(file_item)
+    widget._on_model_changed(path=str(tuned))
+    assert (widget._iou.value(), widget._stability.value()) == (0.42, 0.66)
+    widget._model.setCurrentIndex(widget._model.findText("Checkpoint file..."))
+    widget._on_model_changed(path=str(plain))
+    assert (widget._iou.value(), widget._stability.value()) == (0.88, 0.95)
