@@ -1612,6 +1612,7 @@ def recommended_thresholds(model) -> dict[str, float]:
     out.update(getattr(model, "automatic_defaults", None) or {})
     return out
 
+
 def segment_everything(
     image_or_embeddings,
     model=None,
