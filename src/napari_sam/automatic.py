@@ -1607,10 +1607,10 @@ SAM_THRESHOLDS = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
 def recommended_thresholds(model) -> dict[str, float]:
     """``pred_iou_thresh`` and ``stability_score_thresh`` for ``model``: SAM's defaults
     updated with the model's own recommendation (``model.automatic_defaults``, read from its
-    checkpoint sidecar by ``load_model``)."""
-    out = dict(SAM_THRESHOLDS)
-    out.update(getattr(model, "automatic_defaults", None) or {})
-    return out
+    checkpoint sidecar by ``load_model``). ``model`` may also be that mapping itself (the GUI
+    reads it from a sidecar without loading the model)."""
+    own = model if isinstance(model, dict) else getattr(model, "automatic_defaults", None)
+    return {**SAM_THRESHOLDS, **(own or {})}
 
 
 def segment_everything(

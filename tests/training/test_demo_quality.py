@@ -106,11 +106,10 @@ def test_three_correction_clicks_fix_bad_masks(results):
 
 def test_demo_targets_match_the_model():
     """tests/demo_targets.py holds what this demo.pt measures; another model needs new values."""
-    import hashlib
-
     from demo_targets import DEMO_SHA256
+    from napari_sam.models.registry import file_digest
 
-    sha = hashlib.sha256(DEMO.read_bytes()).hexdigest()
+    sha = file_digest(DEMO)
     assert sha == DEMO_SHA256, (
         f"the installed demo model ({sha[:12]}) is not the one tests/demo_targets.py was "
         f"measured with ({DEMO_SHA256[:12]}): run the demo quality tests with -s and update "

@@ -77,24 +77,23 @@ def recommended_thresholds(choice: ModelChoice) -> dict[str, float]:
     bundled demo model has one). An unreadable sidecar gives SAM's defaults."""
     import json
 
-    from napari_sam.automatic import SAM_THRESHOLDS
+    from napari_sam.automatic import recommended_thresholds as for_model
     from napari_sam.models.build import find_sidecar
     from napari_sam.models.registry import REGISTRY, automatic_defaults, where
 
-    out = dict(SAM_THRESHOLDS)
+    own: dict[str, float] = {}
     if choice.is_file:
-        path = Path(choice.key)
+        sidecar = find_sidecar(choice.key)
     elif choice.key in REGISTRY and REGISTRY[choice.key].packaged:
-        path = where(choice.key)
+        sidecar = find_sidecar(where(choice.key))
     else:
-        return out
-    sidecar = find_sidecar(path)
+        sidecar = None  # downloadable SAM weights: no sidecar of ours
     if sidecar is not None:
         try:
-            out.update(automatic_defaults(json.loads(sidecar.read_text()), sidecar))
+            own = automatic_defaults(json.loads(sidecar.read_text()), sidecar)
         except (OSError, ValueError):
             pass
-    return out
+    return for_model(own)
 
 
 def default_choice(choices: list[ModelChoice]) -> ModelChoice | None:

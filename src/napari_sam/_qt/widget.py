@@ -308,8 +308,6 @@ class SamWidget(QWidget):
         if default is not None:
             self._model.setCurrentIndex(choices.index(default))
             self.controller.set_model(default)
-            if hasattr(self, "_stability"):  # a refresh after the widget was built
-                self._set_thresholds(default)
         self._update_demo_notice()
 
     def _on_model_loaded(self):
