@@ -147,6 +147,8 @@ def test_subcommand_help_has_examples(command, capsys):
         (["auto", "x.tif", "-o", "o", "--points-per-side", "0"], "expected a number >= 1"),
         (["auto", "x.tif", "-o", "o", "--axes", "ZQX"], "invalid axes"),
         (["segment", "x.tif", "-o", "o"], "--prompts"),
+        (["segment", "x.tif", "-o", "o", "-p", "p.csv", "--fade-fraction", "2"],
+         "expected a number between 0 and 1"),
         (["sample", "nuclei-4d", "-o", "o"], "invalid choice"),
         (["frobnicate"], "invalid choice"),
         (["auto", "x.tif", "-o", "o", "--workers", "2", "--scheduler", "tcp://h:1"],
@@ -279,6 +281,28 @@ def test_segment_batch_with_bad_file_then_rerun_skips(work, data, tiny_model):
     # only the good files: exit code 0
     run_cli("segment", *_good(data), "-o", "seg", "-p", prompts, "--model", tiny_model,
             "--iou-threshold", "0", "--min-area", "0", "-q", cwd=work, check_rc=0)
+
+
+def test_segment_stop_rules_reach_segment_volume_and_off_disables_them(work, data, tiny_model,
+                                                                       monkeypatch):
+    from napari_sam import volume
+    from napari_sam.cli import main
+
+    seen = []
+    real = volume.segment_volume
+
+    def spy(emb, prompts, **kw):
+        seen.append({k: kw.get(k, "default") for k in ("fade_fraction", "claimed_fraction")})
+        return real(emb, prompts, **kw)
+
+    monkeypatch.setattr(volume, "segment_volume", spy)  # batch imports it when it runs
+    inp = _good(data)[:1]
+    args = ["segment", *map(str, inp), "-p", str(_prompts(work)), "--model", str(tiny_model), "-q"]
+    assert main([*args, "-o", str(work / "rules-default")]) == 0
+    assert main([*args, "-o", str(work / "rules-off"), "--fade-fraction", "off",
+                 "--claimed-fraction", "0.3"]) == 0
+    assert seen == [{"fade_fraction": 0.5, "claimed_fraction": 0.5},
+                    {"fade_fraction": None, "claimed_fraction": 0.3}]
 
 
 # ----------------------------------------------------------------------------- embed

@@ -1093,6 +1093,7 @@ def _run_segment(job: Job, ctx: Context, model) -> dict:
         )
     opened = open_image(job.input, ctx)
     params = {k: v for k, v in ctx.params.items() if k in _SEGMENT_KEYS and v is not None}
+    params.update({k: None for k, v in params.items() if v == "off"})  # a rule disabled
     if "axis_kind" not in params:  # a time series propagates along t
         params["axis_kind"] = "t" if opened.label_axes.startswith("T") else "z"
     store = _embed_store(job, ctx, model)
@@ -1118,7 +1119,7 @@ def _run_segment(job: Job, ctx: Context, model) -> dict:
 
 
 _SEGMENT_KEYS = ("mode", "axis_kind", "iou_threshold", "area_factor", "min_area", "min_score",
-                 "max_slices", "motion")
+                 "fade_fraction", "claimed_fraction", "max_slices", "motion")
 
 
 # ---------------------------------------------------------------------------- auto

@@ -101,6 +101,11 @@ _fraction = _number(float, lambda v: 0.0 <= v <= 1.0, "a number between 0 and 1"
 _positive_float = _number(float, lambda v: v > 0, "a number > 0")
 
 
+def _fraction_or_off(text: str):
+    """A number in [0, 1], or "off" (the rule disabled)."""
+    return "off" if text.strip().lower() == "off" else _fraction(text)
+
+
 def _shape_arg(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
@@ -395,6 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop when the IoU with the previous slice's mask drops below F")
     g.add_argument("--min-area", type=_nonneg_int, default=5, metavar="PX",
                    help="stop when the mask gets smaller than PX pixels")
+    g.add_argument("--fade-fraction", type=_fraction_or_off, default=0.5, metavar="F|off",
+                   help="stop where the object's contrast with its surroundings falls below F "
+                        "times its contrast on the prompted slice")
+    g.add_argument("--claimed-fraction", type=_fraction_or_off, default=0.5, metavar="F|off",
+                   help="stop where more than F of the mask lies on another object that is "
+                        "fewer slices from its own prompt")
     g.add_argument("--max-slices", type=_nonneg_int, default=None, metavar="N",
                    help="propagate at most N slices from each prompted slice")
 
@@ -628,7 +639,8 @@ def _batch_context(args, model: str):
     elif args.command == "segment":
         params = {"mode": args.mode, "axis_kind": args.axis_kind,
                   "iou_threshold": args.iou_threshold, "min_area": args.min_area,
-                  "max_slices": args.max_slices}
+                  "fade_fraction": args.fade_fraction,
+                  "claimed_fraction": args.claimed_fraction, "max_slices": args.max_slices}
     return batch.Context(
         command=args.command, model=model, out_dir=args.output, device=args.device,
         params=params, axes=args.axes, channel=args.channel, overwrite=args.overwrite,

@@ -40,6 +40,7 @@ __all__ = [
     "VolumeResult",
     "box_from_mask",
     "center_from_mask",
+    "mask_contrast",
     "mask_to_logits",
     "points_from_mask",
     "prompts_from_labels",
@@ -60,6 +61,10 @@ STOP_REASONS = {
     "area": "the area changed by more than area_factor from the previous slice",
     "score": "the predicted IoU fell below min_score",
     "max_slices": "propagated max_slices slices from the annotated slice",
+    "faded": "the object's contrast with its surroundings fell below fade_fraction of its "
+             "contrast on the annotated slice",
+    "claimed": "most of the mask lay on another object that is fewer slices from its own "
+               "annotated slice (claimed_fraction)",
 }
 
 # default propagation mode per kind of axis (see segment_volume)
@@ -511,6 +516,52 @@ def mask_to_logits(mask, original_size, input_size, img_size: int, low_res_size:
     return x.reshape(*lead, low_res_size, low_res_size)
 
 
+def mask_contrast(image, masks, ring: int = 3) -> np.ndarray:
+    """How much each mask stands out from its surroundings.
+
+    Mean intensity inside the mask minus the mean of a ring of ``ring`` pixels around it
+    (the mask dilated ``ring`` times, less the mask). Positive for bright objects on a darker
+    surround, negative for dark ones.
+
+    Parameters
+    ----------
+    image : array-like (Y, X) or (Y, X, C)
+        The slice; channels are averaged.
+    masks : array-like (N, Y, X) or (Y, X) bool
+    ring : int
+        Width of the surrounding ring in pixels.
+
+    Returns
+    -------
+    numpy.ndarray (N,) float64
+        NaN for an empty mask or one with no pixels around it inside the image.
+    """
+    from scipy import ndimage as ndi
+
+    img = np.asarray(image, np.float32)
+    if img.ndim == 3:
+        img = img.mean(-1)
+    m = np.asarray(masks, bool)
+    if m.ndim == 2:
+        m = m[None]
+    if m.shape[1:] != img.shape:
+        raise ValueError(f"masks of shape {m.shape[1:]} do not match the image {img.shape}")
+    h, w = img.shape
+    out = np.full(len(m), np.nan)
+    for i, mask in enumerate(m):
+        box = box_from_mask(mask)
+        if box is None:
+            continue
+        r0, c0 = max(0, int(box[0]) - ring), max(0, int(box[1]) - ring)
+        r1, c1 = min(h, int(box[2]) + ring + 1), min(w, int(box[3]) + ring + 1)
+        crop = mask[r0:r1, c0:c1]
+        around = ndi.binary_dilation(crop, iterations=ring) & ~crop
+        if around.any():
+            sub = img[r0:r1, c0:c1]
+            out[i] = float(sub[crop].mean()) - float(sub[around].mean())
+    return out
+
+
 # ------------------------------------------------------------------------ stopping rules
 def stop_reason(
     area,
@@ -522,6 +573,9 @@ def stop_reason(
     iou_threshold: float = 0.5,
     area_factor: float = 2.5,
     min_score: float = 0.0,
+    contrast=None,
+    ref_contrast=None,
+    fade_fraction: float | None = None,
 ) -> np.ndarray:
     """Which stopping rule (if any) rejects a propagated mask; vectorised over objects.
 
@@ -533,14 +587,19 @@ def stop_reason(
         IoU of the new mask with the previous slice's mask.
     score : array-like (N,), optional
         Predicted IoU of the new mask.
-    min_area, iou_threshold, area_factor, min_score
+    min_area, iou_threshold, area_factor, min_score, fade_fraction
         See :func:`segment_volume`.
+    contrast, ref_contrast : array-like (N,), optional
+        The new mask's contrast on its slice and the object's contrast on its annotated slice
+        (:func:`mask_contrast`); NaN where unknown. With ``fade_fraction``, a mask whose
+        contrast, in the sign of the reference, is below ``fade_fraction * |ref_contrast|``
+        fails as "faded"; objects with a NaN reference are not tested.
 
     Returns
     -------
     numpy.ndarray (N,) of str
         ``""`` where the mask is accepted, else the first rule that failed, in the order
-        "vanished", "area", "iou", "score" (see :data:`STOP_REASONS`).
+        "vanished", "area", "iou", "score", "faded" (see :data:`STOP_REASONS`).
     """
     area = np.asarray(area, np.float64).reshape(-1)
     prev = np.asarray(prev_area, np.float64).reshape(-1)
@@ -553,6 +612,12 @@ def stop_reason(
     rules = [("vanished", vanished), ("area", jump), ("iou", low_iou)]
     if score is not None:
         rules.append(("score", np.asarray(score, np.float64).reshape(-1) < min_score))
+    if fade_fraction is not None and contrast is not None and ref_contrast is not None:
+        c = np.asarray(contrast, np.float64).reshape(-1)
+        ref = np.asarray(ref_contrast, np.float64).reshape(-1)
+        with np.errstate(invalid="ignore"):
+            faded = np.isfinite(ref) & (c * np.sign(ref) < fade_fraction * np.abs(ref))
+        rules.append(("faded", faded))
     for name, hit in reversed(rules):
         out[hit] = name
     return out.astype(str)
@@ -633,6 +698,7 @@ class _Chain:
     steps: int = 0
     reason: str | None = None
     partner: _Chain | None = None  # the up chain filling the same gap (for down chains)
+    ref_contrast: float = float("nan")  # mask_contrast of the starting mask (NaN: no rule)
 
     @property
     def alive(self) -> bool:
@@ -698,7 +764,8 @@ def _shift(x, dr: int, dc: int, fill):
 
 class _Propagator:
     def __init__(self, emb, objects, *, predictor, mode, motion, min_area, iou_threshold,
-                 area_factor, min_score, max_slices, exclusive, progress):
+                 area_factor, min_score, max_slices, exclusive, progress,
+                 fade_fraction=None, claimed_fraction=None):
         self.emb = emb
         self.objects = objects
         self.pred = predictor
@@ -706,6 +773,13 @@ class _Propagator:
         self.motion = motion
         self.rules = dict(min_area=min_area, iou_threshold=iou_threshold,
                           area_factor=area_factor, min_score=min_score)
+        self.claimed_fraction = claimed_fraction
+        # the fade rule needs the images: embeddings from napari_sam.embed keep their stack
+        self.stack = getattr(emb, "stack", None)
+        self.fade_fraction = fade_fraction if self.stack is not None else None
+        limits = getattr(emb, "contrast_limits", None)
+        self.intensity_span = None if limits is None else float(limits[1]) - float(limits[0])
+        self._plane_cache: tuple[int, np.ndarray] | None = None
         self.max_slices = max_slices
         self.exclusive = exclusive
         self.progress = progress
@@ -715,6 +789,9 @@ class _Propagator:
         self.thr = float(getattr(getattr(predictor, "model", None), "mask_threshold", 0.0))
         self.device = torch.device(getattr(predictor, "device", "cpu"))
         self.records: dict[tuple[int, int], _Record] = {}
+        # slices from the annotated slice of the chain that made a record (0: annotated)
+        self.distance: dict[tuple[int, int], int] = {}
+        self.chain_of: dict[tuple[int, int], _Chain] = {}
         self.seeds: dict[tuple[int, int], _State] = {}
         self.calls_per_slice = np.zeros(self.n_slices, np.int64)
         self.decoder_calls = 0
@@ -727,11 +804,16 @@ class _Propagator:
         self.decoder_calls += 1
         return out.logits.float(), out.scores.float()
 
-    def _masks(self, full: np.ndarray) -> np.ndarray:
+    def _masks(self, full: np.ndarray, distance: np.ndarray | None = None) -> np.ndarray:
         """(N, H, W) logits of objects decoded together -> masks; with ``exclusive``, a pixel
-        claimed by several of them stays only with the highest logit there (ties: all)."""
+        claimed by several of them stays only with the one nearest its annotated slice
+        (``distance`` (N,), in slices; default all equal), then with the highest logit
+        there (ties: all)."""
         masks = full > self.thr
         if self.exclusive and len(full) > 1:
+            if distance is not None and np.ptp(distance) > 0:
+                d = np.where(masks, np.asarray(distance, np.float32)[:, None, None], np.inf)
+                masks &= d <= d.min(0)
             top = np.where(masks, full, -np.inf).max(0)
             masks &= full >= top
         return masks
@@ -739,6 +821,23 @@ class _Propagator:
     def _full(self, logits: torch.Tensor, emb) -> np.ndarray:
         """(N, 4E, 4E) low-resolution logits -> (N, H, W) float32 numpy logits."""
         return _upsample_logits(logits, emb, self.img_size).cpu().numpy()
+
+    def _plane(self, z: int) -> np.ndarray:
+        """Slice z of the stack as float32 (Y, X), channels averaged; the last one is kept."""
+        if self._plane_cache is None or self._plane_cache[0] != z:
+            img = np.asarray(self.stack[z], np.float32)
+            self._plane_cache = (z, img.mean(-1) if img.ndim == 3 else img)
+        return self._plane_cache[1]
+
+    def _reference_contrast(self, z: int, mask: np.ndarray) -> float:
+        """Contrast of a chain's starting mask, or NaN where it is too faint to judge fading
+        by (below 2 % of the stack's intensity range)."""
+        c = float(mask_contrast(self._plane(z), mask)[0])
+        span = self.intensity_span
+        if span is None or not span > 0:
+            img = self._plane(z)
+            span = float(img.max() - img.min())
+        return c if np.isfinite(c) and abs(c) >= 0.02 * span else float("nan")
 
     def _accept(self, z: int, ks: Sequence[int], full: np.ndarray, scores: np.ndarray,
                 masks: np.ndarray, boxes: np.ndarray, offset: float = 0.0) -> None:
@@ -749,6 +848,7 @@ class _Propagator:
             win = (i, slice(r0, r1 + 1), slice(c0, c1 + 1))
             crop = np.where(masks[win], full[win] + offset, -np.inf).astype(np.float32)
             self.records[(k, z)] = _Record(r0, c0, crop, float(scores[i]))
+            self.distance[(k, z)] = 0
 
     # ----------------------------------------------------------------- annotated slices
     def annotate(self) -> None:
@@ -845,6 +945,8 @@ class _Propagator:
                 c.reason = "vanished"
             elif c.bound * direction <= c.start * direction:
                 c.reason = c.bound_reason
+            elif self.fade_fraction is not None:
+                c.ref_contrast = self._reference_contrast(c.start, c.state.mask)
         zs = range(self.n_slices) if direction > 0 else range(self.n_slices - 1, -1, -1)
         for i, z in enumerate(zs):
             live = []
@@ -915,7 +1017,7 @@ class _Propagator:
         idx = torch.arange(n, device=best.device)
         logits, scores = logits[idx, best], scores[idx, best]
         full = self._full(logits, emb)
-        masks = self._masks(full)
+        masks = self._masks(full, np.array([c.steps + 1 for c in live]))
         area, boxes, cents = _mask_stats(masks)
         prev = np.stack([c.state.mask for c in live])
         if shifts.any():
@@ -926,7 +1028,15 @@ class _Propagator:
         union = area + np.count_nonzero(prev.reshape(n, -1), axis=1) - inter
         iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
         sc = scores.cpu().numpy()
-        reasons = stop_reason(area, prev_area, iou, sc, **self.rules)
+        fade = {}
+        if self.fade_fraction is not None:
+            ref = np.array([c.ref_contrast for c in live])
+            con = np.full(n, np.nan)
+            judged = np.flatnonzero(np.isfinite(ref) & (area > 0))
+            if judged.size:
+                con[judged] = mask_contrast(self._plane(z), masks[judged])
+            fade = dict(contrast=con, ref_contrast=ref, fade_fraction=self.fade_fraction)
+        reasons = stop_reason(area, prev_area, iou, sc, **self.rules, **fade)
         ok = [i for i in range(n) if not reasons[i]]
         for i, c in enumerate(live):
             if reasons[i]:
@@ -938,6 +1048,54 @@ class _Propagator:
             c.steps += 1
         if ok:
             self._accept(z, [live[i].k for i in ok], full[ok], sc[ok], masks[ok], boxes[ok])
+            for i in ok:
+                key = (live[i].k, z)
+                self.distance[key] = live[i].steps
+                self.chain_of[key] = live[i]
+
+    # ----------------------------------------------------------------- claims
+    def resolve_claims(self) -> None:
+        """Cut each propagated chain at the first slice where more than ``claimed_fraction``
+        of its mask lies on the mask of another object that is fewer slices from its own
+        annotated slice (the one with the nearer evidence keeps the place).
+
+        Records are visited in order of distance, so a mask only yields to masks that
+        survive themselves; a cut chain loses that slice and all its later ones.
+        """
+        frac = self.claimed_fraction
+        if frac is None:
+            return
+        by_slice: dict[int, list[tuple[int, int]]] = {}
+        for k, z in self.records:
+            by_slice.setdefault(z, []).append((k, z))
+        cut: set[int] = set()
+        for key in sorted(self.chain_of, key=lambda kz: (self.distance[kz], kz[1], kz[0])):
+            chain = self.chain_of[key]
+            k, z = key
+            if id(chain) in cut:
+                del self.records[key]
+                continue
+            rec, d = self.records[key], self.distance[key]
+            inside = rec.logits > -np.inf
+            area = np.count_nonzero(inside)
+            hh, ww = rec.logits.shape
+            for other in by_slice[z]:
+                if other[0] == k or other not in self.records or self.distance[other] >= d:
+                    continue
+                o = self.records[other]
+                oh, ow = o.logits.shape
+                r0, c0 = max(rec.r0, o.r0), max(rec.c0, o.c0)
+                r1, c1 = min(rec.r0 + hh, o.r0 + oh), min(rec.c0 + ww, o.c0 + ow)
+                if r1 <= r0 or c1 <= c0:
+                    continue
+                a = inside[r0 - rec.r0 : r1 - rec.r0, c0 - rec.c0 : c1 - rec.c0]
+                b = o.logits[r0 - o.r0 : r1 - o.r0, c0 - o.c0 : c1 - o.c0] > -np.inf
+                if np.count_nonzero(a & b) > frac * area:
+                    cut.add(id(chain))
+                    chain.reason = "claimed"
+                    chain.last = z - chain.direction
+                    del self.records[key]
+                    break
 
     # ----------------------------------------------------------------- composition
     def compose(self) -> np.ndarray:
@@ -947,15 +1105,19 @@ class _Propagator:
         for (k, z), rec in self.records.items():
             by_slice.setdefault(z, []).append((k, rec))
         for z, recs in by_slice.items():
+            best_d = np.full((self.h, self.w), np.iinfo(np.int32).max, np.int32)
             best = np.full((self.h, self.w), -np.inf, np.float32)
             best_score = np.full((self.h, self.w), -np.inf, np.float32)
             out = labels[z]
             for k, rec in sorted(recs, key=lambda t: t[0]):  # by object id, not arrival
                 hh, ww = rec.logits.shape
                 win = (slice(rec.r0, rec.r0 + hh), slice(rec.c0, rec.c0 + ww))
-                cur, cur_s = best[win], best_score[win]
-                better = (rec.logits > cur) | ((rec.logits == cur) & (rec.score > cur_s))
-                better &= rec.logits > -np.inf
+                cur_d, cur, cur_s = best_d[win], best[win], best_score[win]
+                d = self.distance.get((k, z), 0)
+                same = (d == cur_d) & ((rec.logits > cur)
+                                       | ((rec.logits == cur) & (rec.score > cur_s)))
+                better = ((d < cur_d) | same) & (rec.logits > -np.inf)
+                cur_d[better] = d
                 cur[better] = rec.logits[better]
                 cur_s[better] = rec.score
                 out[win][better] = ids[k]
@@ -972,6 +1134,8 @@ def segment_volume(
     area_factor: float = 2.5,
     min_area: int = 5,
     min_score: float = 0.0,
+    fade_fraction: float | None = 0.5,
+    claimed_fraction: float | None = 0.5,
     max_slices: int | None = None,
     exclusive: bool = True,
     motion: bool | None = None,
@@ -985,8 +1149,9 @@ def segment_volume(
     prompted from the previous slice's mask. Between two annotated slices of the same object
     the gap is filled from both ends, meeting in the middle. On each slice, all live objects
     are decoded in one batched decoder call. Where masks overlap in the labels, a drawn mask
-    wins, then a mask decoded from the user's prompts on that slice, then propagated masks;
-    among masks of one rank the highest logit wins.
+    wins, then a mask decoded from the user's prompts on that slice, then propagated masks,
+    the one propagated over fewer slices first; among masks of one rank the highest logit
+    wins.
 
     Parameters
     ----------
@@ -1013,13 +1178,24 @@ def segment_volume(
         Stop when the new mask has fewer pixels ("vanished").
     min_score : float
         Stop when the predicted IoU is below this (0 disables).
+    fade_fraction : float or None
+        Stop where the object fades: when its contrast (:func:`mask_contrast`: mean inside
+        the mask minus the mean of a 3-pixel ring around it) falls below this fraction of its
+        contrast on the slice propagation started from, in the same sign (bright or dark
+        objects alike). Objects fainter than 2 % of the stack's intensity range there are
+        not tested. Needs the images (``emb.stack``, as :func:`napari_sam.embed` keeps);
+        None disables. Propagated masks otherwise run on past the ends of blurred objects.
+    claimed_fraction : float or None
+        After propagation, cut an object's run at the first slice where more than this
+        fraction of its mask lies on another object's mask that is fewer slices away from
+        its own annotated slice (the nearer evidence keeps the place); None disables.
     max_slices : int, optional
         Propagate at most this many slices from each annotated slice.
     exclusive : bool
         Objects decoded together on a slice do not share pixels when their next prompts are
-        derived: a contested pixel stays with the object whose logit is highest there (the
-        rule used for the final labels), so one object's leak does not widen its next prompt
-        into a neighbour.
+        derived: a contested pixel stays with the object propagated over fewer slices, then
+        with the highest logit there (the rule used for the final labels), so one object's
+        leak does not widen its next prompt into a neighbour.
     motion : bool, optional
         Shift the prompts (and the previous mask used for the IoU rule) by the object's
         centroid motion between the last two slices; default True for "t", False for "z".
@@ -1067,6 +1243,9 @@ def segment_volume(
         raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
     if area_factor < 1:
         raise ValueError(f"area_factor must be >= 1, got {area_factor}")
+    for name, value in (("fade_fraction", fade_fraction), ("claimed_fraction", claimed_fraction)):
+        if value is not None and not 0 <= value <= 1:
+            raise ValueError(f"{name} must be in [0, 1] or None (to disable the rule), got {value}")
     if max_slices is not None and max_slices < 0:
         raise ValueError(f"max_slices must be >= 0, got {max_slices}")
     objects = _normalize_prompts(prompts, shape)
@@ -1074,11 +1253,13 @@ def segment_volume(
     prop = _Propagator(emb, objects, predictor=pred, mode=mode, motion=bool(motion),
                        min_area=min_area, iou_threshold=iou_threshold, area_factor=area_factor,
                        min_score=min_score, max_slices=max_slices, exclusive=exclusive,
-                       progress=progress)
+                       progress=progress, fade_fraction=fade_fraction,
+                       claimed_fraction=claimed_fraction)
     prop.annotate()
     up, down = prop.make_chains()
     prop.sweep(up, +1, 0)
     prop.sweep(down, -1, shape[0])
+    prop.resolve_claims()
     labels = prop.compose()
 
     ids = [o.id for o in objects]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from demo_targets import TARGETS, floor
+from demo_targets import bound
 
 pytestmark = pytest.mark.slow
 
@@ -96,12 +96,13 @@ def test_click_preview_and_propagation_3d(demo_available, make_widget):
     print(f"propagation: IoU {iou3d:.3f}, slices {seg_slices.min()}-{seg_slices.max()} of "
           f"{gt_slices.min()}-{gt_slices.max()}, reasons {c.volume.stop_reasons}")
     assert len(seg_slices) > 1 and covered >= 0.8
-    # our own line is 0.7; the shipped demo model measures less (tests/demo_targets.py)
-    assert iou3d >= min(floor("gui_propagation_3d_iou"), TARGETS["gui_propagation_3d_iou"].target)
-    # no leak into neighbours (our own line 5 %; the demo model measures more)
+    # our own line is 0.7 (the target, or the measured floor while the demo model is short:
+    # tests/demo_targets.py)
+    assert iou3d >= bound("gui_propagation_3d_iou")
+    # no leak into neighbours (our own line 5 %)
     leak = (seg & (lab != obj) & (lab != 0)).sum() / seg.sum()
     print(f"pixels on other nuclei: {leak:.3f}")
-    assert leak <= max(floor("gui_propagation_3d_leak", 0.05), TARGETS["gui_propagation_3d_leak"].target)
+    assert leak <= bound("gui_propagation_3d_leak", 0.05)
 
     widget._on_commit()
     target = c.target_layer.data
@@ -137,4 +138,4 @@ def test_segment_everything_current_slice(demo_available, make_widget):
     f1 = 2 * matched / (n_pred + n_gt)
     print(f"segment everything: {n_pred} objects for {n_gt}; F1@0.5 {f1:.3f}")
     # our own line is 0.6; the demo model measures less (tests/demo_targets.py)
-    assert f1 >= min(floor("gui_automatic_f1"), TARGETS["gui_automatic_f1"].target)
+    assert f1 >= bound("gui_automatic_f1")
