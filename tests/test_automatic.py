@@ -450,8 +450,10 @@ def test_labels_without_overlaps(reference_pair):
         assert 0 <= r.point_coords[0] < lab.shape[0] and r.crop_box == (0, 0, *lab.shape)
     for h in res.hidden:
         assert h.id == 0 and h.visible_area == 0
-    # painting order: decreasing area, so every labelled pixel carries its smallest mask
-    all_masks = sorted(res.records + res.hidden, key=lambda r: r.area)
+    # no mask shown with less than half of it visible (min_visible_fraction=0.5)
+    assert all(r.visible_area >= 0.5 * r.area for r in res.records)
+    # painting order: decreasing area, so every labelled pixel carries its smallest shown mask
+    all_masks = sorted(res.records, key=lambda r: r.area)
     smallest = np.zeros(lab.shape, np.int64)
     for r in reversed(all_masks):
         smallest[r.mask(lab.shape)] = r.area
@@ -459,6 +461,42 @@ def test_labels_without_overlaps(reference_pair):
     for r in res.records:
         visible_area_of[r.id] = r.area
     assert np.array_equal(visible_area_of[lab], smallest)
+
+
+def test_masks_mostly_covered_by_smaller_ones_are_dropped_from_the_labels():
+    from napari_sam.automatic import _paint
+
+    # a mask over two touching "nuclei" (A), the nuclei's own masks on top (B, C) covering
+    # 80 % of it, and a mask (D) with a third of it under B
+    a = np.zeros((10, 20), bool)
+    a[2:8, 2:12] = True  # 60 px
+    b = np.zeros_like(a)
+    b[2:8, 2:7] = True  # 30 px
+    c = np.zeros_like(a)
+    c[2:8, 8:12] = True  # 24 px
+    d = np.zeros_like(a)
+    d[2:8, 5:7] = True
+    d[2:8, 13:17] = True  # 36 px, 12 under B... painted below B (larger)
+    masks = [a, b, c, d]
+    boxes = [np.array([*np.argwhere(m).min(0), *np.argwhere(m).max(0)]) for m in masks]
+    segs = [m[bx[0] : bx[2] + 1, bx[1] : bx[3] + 1] for m, bx in zip(masks, boxes)]
+    areas = np.array([m.sum() for m in masks])
+    args = (a.shape, boxes, segs, areas, np.full(4, 0.9), np.full(4, 0.9), np.zeros((4, 2)),
+            [(0, 0, 10, 20)] * 4, False)
+    lab0, rec0 = _paint(*args, 0.0)
+    lab5, rec5 = _paint(*args, 0.5)
+    by_area0 = {r.area: r for r in rec0}
+    # Meta's rule: A keeps its 6 uncovered pixels as a fragment object
+    assert by_area0[60].id > 0 and by_area0[60].visible_area == 6
+    by_area5 = {r.area: r for r in rec5}
+    # dropped: A (6 of 60 visible) goes to hidden; D (24 of 36) stays; its pixels stay its own
+    assert by_area5[60].id == 0 and by_area5[60].visible_area == 0
+    assert by_area5[36].id > 0 and by_area5[36].visible_area == 24
+    assert sorted(np.unique(lab5).tolist()) == [0, 1, 2, 3]
+    np.testing.assert_array_equal(lab5 > 0, b | c | d)
+    np.testing.assert_array_equal(lab5[b], by_area5[30].id)
+    with pytest.raises(ValueError, match="min_visible_fraction"):
+        segment_everything(np.zeros((10, 10)), "demo", min_visible_fraction=1.5)
 
 
 # ============================================================================ inputs
@@ -647,9 +685,9 @@ def _f1(gt: np.ndarray, pred: np.ndarray, thresh: float = 0.5) -> float:
     return 2 * tp / (ng + npred)
 
 
-#: parameters used for the demo model on fluorescent nuclei; the IoU and stability thresholds
-#: are the model's own (its sidecar's "automatic" entry, tuned on validation seeds)
-DEMO_NUCLEI = dict(points_per_side=24, foreground="auto", min_mask_region_area=20)
+#: parameters used for the demo model on fluorescent nuclei; the IoU, stability and NMS
+#: thresholds are the model's own (its sidecar's "automatic" entry, tuned on validation seeds)
+DEMO_NUCLEI = dict(points_per_side=32, foreground="auto", min_mask_region_area=20)
 
 
 @pytest.fixture(scope="module")
@@ -722,8 +760,9 @@ def test_match_by_iou_is_one_to_one_greedy_and_respects_threshold_and_candidates
 
 
 def test_thresholds_left_out_follow_the_models_recommendation(tiny_sam):
-    """pred_iou_thresh / stability_score_thresh left out (None): the model's own
-    recommendation (model.automatic_defaults, from its sidecar), else SAM's 0.88 / 0.95;
+    """pred_iou_thresh / stability_score_thresh / box_nms_thresh left out (None): the model's
+    own recommendation (model.automatic_defaults, from its sidecar), else SAM's 0.88 / 0.95 /
+    0.7;
     a value given in the call always wins."""
     from _mask_weights import blob_image, make_masks_survive_
 
@@ -739,3 +778,10 @@ def test_thresholds_left_out_follow_the_models_recommendation(tiny_sam):
     explicit = segment_everything(img, tiny_sam, device="cpu", pred_iou_thresh=0.88,
                                   stability_score_thresh=0.95)
     np.testing.assert_array_equal(explicit.labels, sam_default.labels)
+    # the NMS threshold too (SAM's 0.7 unless the model recommends another)
+    strict_nms = segment_everything(img, tiny_sam, device="cpu", box_nms_thresh=0.0, **low)
+    assert strict_nms.stats != with_low.stats
+    tiny_sam.automatic_defaults = dict(low, box_nms_thresh=0.0)
+    recommended = segment_everything(img, tiny_sam, device="cpu")
+    np.testing.assert_array_equal(recommended.labels, strict_nms.labels)
+    assert recommended.stats == strict_nms.stats

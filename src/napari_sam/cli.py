@@ -366,7 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep masks with a stability score of at least F (default: the "
                         "model's recommendation; 0.95 for SAM weights)")
     g.add_argument("--stability-score-offset", type=_positive_float, default=1.0, metavar="F")
-    g.add_argument("--box-nms-thresh", type=_fraction, default=0.7, metavar="F")
+    g.add_argument("--box-nms-thresh", type=_fraction, default=None, metavar="F",
+                   help="box IoU above which NMS drops the lower-scored mask (default: the "
+                        "model's recommendation; 0.7 for SAM weights)")
     g.add_argument("--crop-n-layers", type=_nonneg_int, default=0, metavar="N",
                    help="also segment zoomed crops (slower; helps small objects)")
     g.add_argument("--crop-nms-thresh", type=_fraction, default=0.7, metavar="F")
@@ -374,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--crop-n-points-downscale-factor", type=_positive_int, default=1, metavar="N")
     g.add_argument("--min-mask-region-area", type=_nonneg_int, default=0, metavar="PX",
                    help="remove islands and fill holes smaller than PX pixels")
+    g.add_argument("--min-visible-fraction", type=_fraction, default=0.5, metavar="F",
+                   help="drop a mask when smaller masks on top leave less than F of it visible "
+                        "(default: 0.5; 0 keeps the remains, as Meta's generator does)")
     g.add_argument("--foreground", choices=("auto",), default=None,
                    help="auto: prompt only bright regions (Otsu of the log intensity; faster on sparse fluorescence)")
     g = pa.add_argument_group("linking objects across slices (stacks)")

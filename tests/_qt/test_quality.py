@@ -137,5 +137,5 @@ def test_segment_everything_current_slice(demo_available, make_widget):
     n_gt = len(np.unique(gt)) - 1
     f1 = 2 * matched / (n_pred + n_gt)
     print(f"segment everything: {n_pred} objects for {n_gt}; F1@0.5 {f1:.3f}")
-    # our own line is 0.6; the demo model measures less (tests/demo_targets.py)
+    # our own line is 0.6 (tests/demo_targets.py)
     assert f1 >= bound("gui_automatic_f1")

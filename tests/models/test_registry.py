@@ -447,12 +447,15 @@ def test_a_sidecar_recommends_segment_everything_thresholds(tmp_path):
     _save_tiny(ckpt, seed=3)
     plain = reg.load_model(ckpt)
     assert plain.automatic_defaults == {}
-    assert recommended_thresholds(plain) == {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
+    assert recommended_thresholds(plain) == {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95,
+                                             "box_nms_thresh": 0.7}
 
-    (tmp_path / "mine.json").write_text(json.dumps({"automatic": {"pred_iou_thresh": 0.6}}))
+    (tmp_path / "mine.json").write_text(
+        json.dumps({"automatic": {"pred_iou_thresh": 0.6, "box_nms_thresh": 0.3}}))
     model = reg.load_model(ckpt)
-    assert model.automatic_defaults == {"pred_iou_thresh": 0.6}
-    assert recommended_thresholds(model) == {"pred_iou_thresh": 0.6, "stability_score_thresh": 0.95}
+    assert model.automatic_defaults == {"pred_iou_thresh": 0.6, "box_nms_thresh": 0.3}
+    assert recommended_thresholds(model) == {"pred_iou_thresh": 0.6, "stability_score_thresh": 0.95,
+                                             "box_nms_thresh": 0.3}
 
     (tmp_path / "mine.json").write_text(json.dumps({"automatic": {"pred_iou": 0.6}}))
     with pytest.raises(ValueError, match=r"mine.pt.*unknown key 'pred_iou'"):

@@ -625,11 +625,12 @@ def _build(path: Path) -> Sam:
 
 
 #: segment_everything thresholds a checkpoint's sidecar may recommend (``"automatic"`` key)
-AUTOMATIC_KEYS = ("pred_iou_thresh", "stability_score_thresh")
+AUTOMATIC_KEYS = ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh")
 
 
 def automatic_defaults(metadata: dict, path: str | os.PathLike = "") -> dict[str, float]:
-    """The ``segment_everything`` thresholds recommended by a checkpoint's metadata.
+    """The ``segment_everything`` thresholds (and NMS threshold) recommended by a checkpoint's
+    metadata.
 
     A model whose IoU head or logits are calibrated differently from SAM's (the demo model
     predicts lower IoUs than SAM for masks of the same quality) keeps nothing at SAM's
