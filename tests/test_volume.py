@@ -273,8 +273,11 @@ def test_propagation_stops_where_the_object_fades_bright_or_dark():
         res = segment_volume(stack, {1: SlicePrompt(8, points=[[20, 20]])})
         assert res.slice_range[1] == (4, 13)
         assert res.stop_reasons[1] == {"up": "faded", "down": "faded"}
-        # disabled, or with no images to look at, it goes on to the edges
+        # disabled, along time (bleaching is not an end), or with no images to look at, it
+        # goes on to the edges
         res = segment_volume(stack, {1: SlicePrompt(8, points=[[20, 20]])}, fade_fraction=None)
+        assert res.slice_range[1] == (0, 19)
+        res = segment_volume(stack, {1: SlicePrompt(8, points=[[20, 20]])}, axis_kind="t")
         assert res.slice_range[1] == (0, 19)
         del stack.stack
         res = segment_volume(stack, {1: SlicePrompt(8, points=[[20, 20]])})
@@ -549,6 +552,10 @@ def test_bad_inputs_give_clear_errors():
     _err({1: {"z": 3, "points": [[4, 5]]}}, "unknown slice prompt keys")
     _err({1: SlicePrompt(3, points=[[4, 5]])}, "mode must be one of", mode="boxes")
     _err({1: SlicePrompt(3, points=[[4, 5]])}, "axis_kind", axis_kind="x")
+    _err({1: SlicePrompt(3, points=[[4, 5]])}, r"fade_fraction must be in \[0, 1\]",
+         fade_fraction=1.5)
+    _err({1: SlicePrompt(3, points=[[4, 5]])}, "fade_fraction must be a number", fade_fraction="on")
+    _err({1: SlicePrompt(3, points=[[4, 5]])}, "claimed_fraction", claimed_fraction=-0.1)
     with pytest.raises(TypeError, match="mapping"):
         segment_volume(OracleStack(np.zeros((4, 8, 8), np.int32)), [SlicePrompt(0, box=[1, 1, 2, 2])])
     with pytest.raises(ValueError, match=r"\(Z, Y, X\) stack"):

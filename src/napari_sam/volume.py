@@ -69,6 +69,8 @@ STOP_REASONS = {
 
 # default propagation mode per kind of axis (see segment_volume)
 _AUTO_MODE = {"z": "box+mask", "t": "box+mask"}
+# default fade rule per kind of axis: z ends of blurred objects; not t (bleaching)
+_AUTO_FADE = {"z": 0.5, "t": None}
 
 _USER_LOGIT = 1.0e4  # full-resolution "logit" of a mask the user gave: always wins overlaps
 # added to the logits of masks decoded from the user's prompts on their own slice: there they
@@ -1134,7 +1136,7 @@ def segment_volume(
     area_factor: float = 2.5,
     min_area: int = 5,
     min_score: float = 0.0,
-    fade_fraction: float | None = 0.5,
+    fade_fraction: float | str | None = "auto",
     claimed_fraction: float | None = 0.5,
     max_slices: int | None = None,
     exclusive: bool = True,
@@ -1178,13 +1180,14 @@ def segment_volume(
         Stop when the new mask has fewer pixels ("vanished").
     min_score : float
         Stop when the predicted IoU is below this (0 disables).
-    fade_fraction : float or None
+    fade_fraction : float, "auto" or None
         Stop where the object fades: when its contrast (:func:`mask_contrast`: mean inside
         the mask minus the mean of a 3-pixel ring around it) falls below this fraction of its
         contrast on the slice propagation started from, in the same sign (bright or dark
         objects alike). Objects fainter than 2 % of the stack's intensity range there are
         not tested. Needs the images (``emb.stack``, as :func:`napari_sam.embed` keeps);
-        None disables. Propagated masks otherwise run on past the ends of blurred objects.
+        None disables. "auto": 0.5 for "z" (propagated masks otherwise run on past the ends
+        of blurred objects), None for "t" (objects that bleach over time would stop).
     claimed_fraction : float or None
         After propagation, cut an object's run at the first slice where more than this
         fraction of its mask lies on another object's mask that is fewer slices away from
@@ -1233,6 +1236,11 @@ def segment_volume(
         mode = _AUTO_MODE[axis_kind]
     if motion is None:
         motion = axis_kind == "t"
+    if isinstance(fade_fraction, str):
+        if fade_fraction != "auto":
+            raise ValueError(f"fade_fraction must be a number in [0, 1], 'auto' or None, got "
+                             f"{fade_fraction!r}")
+        fade_fraction = _AUTO_FADE[axis_kind]
     shape = tuple(int(s) for s in getattr(emb, "shape", ()))
     if len(shape) != 3:
         raise ValueError(
