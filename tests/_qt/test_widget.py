@@ -475,6 +475,9 @@ def test_segment_everything_thresholds_follow_the_chosen_model(make_widget, tiny
     (tmp_path / "tuned.json").write_text(
         json.dumps({"automatic": {"pred_iou_thresh": 0.42, "stability_score_thresh": 0.66}}))
     viewer, widget = make_widget(blob_stack(z=2), name="img")
+    # a new widget starts on the demo model here (no real weights cached): its thresholds
+    assert widget._model.currentData().is_demo
+    assert (widget._iou.value(), widget._stability.value()) == (0.6, 0.8)
     file_item = widget._model.findText("Checkpoint file...")
     widget._model.setCurrentIndex(file_item)
     widget._on_model_changed(path=str(tuned))

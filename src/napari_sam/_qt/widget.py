@@ -214,9 +214,7 @@ class SamWidget(QWidget):
         self._stability = QDoubleSpinBox()
         self._stability.setRange(0.0, 1.0)
         self._stability.setSingleStep(0.02)
-        self._stability.setValue(0.95)
-        if self._model.currentData() is not None:  # the model's own thresholds, if it has any
-            self._set_thresholds(self._model.currentData())
+        self._stability.setValue(0.95)  # the model's own, if it has any: _refresh_models
         form.addRow("Stability threshold", self._stability)
         self._min_size = QSpinBox()
         self._min_size.setRange(0, 1_000_000)
@@ -308,6 +306,7 @@ class SamWidget(QWidget):
         if default is not None:
             self._model.setCurrentIndex(choices.index(default))
             self.controller.set_model(default)
+            self._set_thresholds(default)
         self._update_demo_notice()
 
     def _on_model_loaded(self):
