@@ -202,7 +202,7 @@ class _Params:
     min_mask_region_area: int
     point_grids: tuple | None
     fast_decoder: bool
-    min_visible_fraction: float = 0.0
+    min_visible_fraction: float
 
     def grids(self) -> list[np.ndarray]:
         if self.point_grids is not None:
@@ -245,7 +245,7 @@ def _make_params(
     min_mask_region_area,
     point_grids,
     fast_decoder,
-    min_visible_fraction=0.0,
+    min_visible_fraction,
 ) -> _Params:
     if (points_per_side is None) == (point_grids is None):
         raise ValueError("give exactly one of points_per_side or point_grids")
@@ -1406,7 +1406,7 @@ def _clean_crop(crop: np.ndarray, min_area: int, outside: int, sides) -> tuple[n
 
 
 def _paint(image_size, boxes, segs, areas, ious, stabs, points, crop_boxes, keep_masks,
-           min_visible_fraction=0.0):
+           min_visible_fraction):
     """Label image without overlaps: decreasing area, so smaller masks stay on top; masks
     left with less than ``min_visible_fraction`` of their area visible are dropped and the
     rest painted again (their pixels go to the masks underneath)."""
@@ -1710,8 +1710,8 @@ def segment_everything(
         underneath. Without it (0, Meta's behaviour) the visible remains of a mask that mostly
         duplicates others (a mask over two touching nuclei, under the two nuclei's own masks)
         become fragment objects. Default 0.5: F1@0.5 of the demo model on validation nuclei
-        0.633 -> 0.756 (2D), 0.437 -> 0.474 (3D); see "Segment everything" in
-        docs/benchmarks.md.
+        0.633 -> 0.756 (2D), 0.437 -> 0.474 (3D); see "Label image quality with the demo
+        model" in docs/benchmarks.md.
     point_grids : list of (n, 2) arrays, optional
         Explicit grids of (row, col) in [0, 1], one per crop layer.
     foreground : None, "auto", or boolean array (Y, X) / (Z, Y, X)
