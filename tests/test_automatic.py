@@ -569,7 +569,8 @@ def test_stack_reuses_embeddings_and_links(reference_pair):
     emb = embed(stack, ours, device="cpu")
     calls = []
     kw = dict(
-        points_per_side=5, pred_iou_thresh=0.5, stability_score_thresh=0.2, box_nms_thresh=0.9
+        points_per_side=5, pred_iou_thresh=0.5, stability_score_thresh=0.2, box_nms_thresh=0.9,
+        propagate=False,  # the linked 2D masks as they are (propagation: tests below)
     )
     res = segment_everything(emb, None, progress=lambda d, t: calls.append((d, t)), **kw)
     assert res.labels.shape == stack.shape and res.labels.dtype == np.int32
@@ -649,6 +650,8 @@ def test_invalid_inputs(tiny_sam):
         segment_everything(emb, tiny_sam, crop_n_layers=1)
     with pytest.raises(ValueError, match="auto"):
         segment_everything(emb, tiny_sam, foreground="auto")
+    with pytest.raises(ValueError, match="axis_kind"):
+        segment_everything(np.zeros((2, 10, 10)), tiny_sam, axis_kind="y")
 
 
 # ============================================================================ quality (demo model)
@@ -662,6 +665,51 @@ def _demo():
     from napari_sam.models.registry import load_model
 
     return load_model("demo")
+
+
+def _ball_stack():
+    """(12, 64, 64) uint16 stack with one bright ellipsoid on slices 2-9, and its mask."""
+    from scipy import ndimage
+
+    zz, yy, xx = np.indices((12, 64, 64))
+    ball = ((zz - 5.5) / 4.6) ** 2 + ((yy - 32) / 12) ** 2 + ((xx - 30) / 10) ** 2 < 1
+    rng = np.random.default_rng(3)
+    img = 200 + 1500 * ndimage.gaussian_filter(ball.astype(float), (0.7, 1.0, 1.0))
+    img = rng.poisson(img).astype(np.uint16)
+    return img, ball
+
+
+def test_stack_propagation_gives_objects_their_full_extent():
+    """An object detected on one slice only (grid points only there) is propagated through the
+    slices it spans; without propagation it stays one slice thick."""
+    from napari_sam import embed
+
+    model = _demo()
+    img, ball = _ball_stack()
+    assert np.array_equal(np.flatnonzero(ball.any((1, 2))), np.arange(1, 11))
+    emb = embed(img, model, device="cpu")
+    fg = np.zeros(img.shape, bool)
+    fg[5] = ball[5]  # grid points on slice 5 only
+    kw = dict(points_per_side=16, foreground=fg, min_mask_region_area=20)
+    flat = segment_everything(emb, model, propagate=False, **kw)
+    assert flat.labels.max() == 1 and np.array_equal(np.flatnonzero(flat.labels.any((1, 2))), [5])
+    calls = []
+    res = segment_everything(emb, model, progress=lambda d, t: calls.append((d, t)), **kw)
+    assert calls[-1] == (24, 24) and calls[11] == (12, 24)  # slices, then propagation
+    assert res.labels.max() == 1 and len(res.records) == 1
+    obj = res.labels == 1
+    iou = (obj & ball).sum() / (obj | ball).sum()
+    assert iou > 0.7, iou
+    rec = res.records[0]
+    z0, _, _, z1, _, _ = rec.bbox
+    assert z0 <= 3 and z1 >= 9 and rec.z_extent == z1 - z0  # 6+ slices, not 1
+    assert rec.volume == obj.sum() and 0 < rec.predicted_iou <= 1
+    assert [s.z for s in rec.slices] == [5]  # the one 2D detection it grew from
+    st = res.stats["propagation"]
+    assert st["seeds"] == st["kept"] == 1 and st["decoder_calls"] > 0
+    # min_z_extent is judged after propagation
+    assert segment_everything(emb, model, min_z_extent=z1 - z0, **kw).labels.max() == 1
+    assert segment_everything(emb, model, min_z_extent=z1 - z0 + 1, **kw).labels.max() == 0
 
 
 def _f1(gt: np.ndarray, pred: np.ndarray, thresh: float = 0.5) -> float:

@@ -478,13 +478,15 @@ def test_slice_blocks_on_a_cluster_match_serial(tmp_path, cluster, tiny_model_pa
                                           np.asarray(b["slice_hash"][:]))
 
 
-def test_auto_job_equals_segment_everything_on_the_stack(tmp_path, tiny_model_path):
-    """`napari-sam auto` (slice by slice, streamed) == ns.segment_everything(stack embeddings)."""
+@pytest.mark.parametrize("propagate", [True, False])
+def test_auto_job_equals_segment_everything_on_the_stack(tmp_path, tiny_model_path, propagate):
+    """`napari-sam auto` (slice by slice, then linked and propagated, or streamed without
+    propagation) == ns.segment_everything(stack embeddings)."""
     import napari_sam as ns
 
     inp = _stack(tmp_path / "a.tif", shape=(4, 48, 48))
     params = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0,
-              "link_iou": 0.2, "max_gap": 1, "min_z_extent": 1}
+              "link_iou": 0.2, "max_gap": 1, "min_z_extent": 1, "propagate": propagate}
     ctx = batch.Context(command="auto", model=str(tiny_model_path), out_dir=tmp_path / "out",
                         device="cpu", quiet=True, params=params, preview=True)
     (job,) = batch.make_jobs([inp], ctx)
@@ -494,7 +496,8 @@ def test_auto_job_equals_segment_everything_on_the_stack(tmp_path, tiny_model_pa
     stack = batch.open_image(inp, ctx).stack
     ref = ns.segment_everything(ns.embed(stack, model, device="cpu"), model, points_per_side=4,
                                 pred_iou_thresh=0.0, stability_score_thresh=0.0, link_iou=0.2,
-                                max_gap=1, min_z_extent=1, device="cpu")
+                                max_gap=1, min_z_extent=1, device="cpu", propagate=propagate)
+    assert ("propagation" in ref.stats) == propagate
     out = nio.read_image(job.output)
     assert ref.n_objects > 0
     np.testing.assert_array_equal(out.data, ref.labels)

@@ -351,12 +351,23 @@ def test_auto_batch_rerun_and_preview(work, data, tiny_model):
         assert img.axes == "ZYX" and img.data.shape == (6, 64, 64) and img.data.dtype == np.uint16
         sc = nio.read_sidecar(o)
         assert sc["status"] == "complete" and sc["parameters"]["points_per_side"] == 4
+        assert sc["parameters"]["propagate"] is True  # the default, as segment_everything's
+        if sc["objects"]:
+            assert sc["extra"]["propagation"]["seeds"] >= len(sc["objects"])
         assert len(sc["objects"]) == len(np.unique(img.data)) - (img.data == 0).any()
         assert (work / "auto" / f"{inp.stem}_labels.png").is_file()
     mtimes = [o.stat().st_mtime_ns for o in outs]
     proc = run_cli(*args, cwd=work, check_rc=1)
     assert "0 done, 2 skipped, 1 failed" in proc.stdout
     assert [o.stat().st_mtime_ns for o in outs] == mtimes
+
+
+def test_auto_propagate_flag_reaches_the_jobs():
+    from napari_sam.cli import _batch_context, build_parser
+
+    for flags, expected in (([], True), (["--no-propagate"], False), (["--propagate"], True)):
+        args = build_parser().parse_args(["auto", "x.tif", "-o", "o", *flags])
+        assert _batch_context(args, "demo").params["propagate"] is expected
 
 
 @needs_auto

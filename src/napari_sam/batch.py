@@ -1133,6 +1133,8 @@ AUTO_KEYS = (
 )
 #: Linking of per-slice objects into 3D objects, with segment_everything's defaults.
 LINK_DEFAULTS = {"link_iou": 0.25, "max_gap": 1, "min_z_extent": 1}
+#: Stacks: propagate each linked object through the stack (segment_everything's default).
+PROPAGATE_DEFAULT = True
 
 
 def _auto_work(job: Job) -> Path:
@@ -1215,12 +1217,16 @@ def _segment_slice(emb, z: int, image: np.ndarray, model, ctx: Context):
 
 
 def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = None,
-                progress: Callable[[int, int], None] | None = None) -> dict[int, int]:
+                progress: Callable[[int, int], None] | None = None,
+                keep_embeddings: bool = False) -> dict[int, int]:
     """Stage 1 of ``auto``: segment every slice in ``indices`` whose result is not saved yet.
 
     Each slice's labels (ids 1..n) and predicted IoUs go to ``<work>/z000123.npz`` (written
     atomically), so an interrupted job, or several dask tasks each given a block of slices,
     only compute missing slices. Returns ``{slice: n_objects}`` of the slices computed now.
+    ``keep_embeddings``: a stack's embeddings go to the job's embedding store (the
+    ``--embeddings`` store, else its work folder), for propagation to reuse; otherwise they
+    live in memory only (unless an ``--embeddings`` store can be reused).
     """
     from napari_sam.embeddings import StackEmbeddings
 
@@ -1232,7 +1238,11 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
     done_now: dict[int, int] = {}
     if not todo:
         return done_now
-    store = _user_embeddings(job, ctx, model)  # otherwise embeddings live in memory only
+    if keep_embeddings and not opened.is2d:
+        store = _embed_store(job, ctx, model)
+        store.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        store = _user_embeddings(job, ctx, model)  # otherwise embeddings live in memory only
     emb = StackEmbeddings(opened.stack, model, store=store, batch_size=ctx.batch_size,
                           device=ctx.device, cache_size=max(2, ctx.batch_size))
     total = len(todo)
@@ -1394,9 +1404,10 @@ def _run_auto(job: Job, ctx: Context, model) -> dict:
 
     work = prepare_auto_work(job, ctx)
     resumed = len(list(work.glob("z*.npz")))
+    propagate = bool(ctx.params.get("propagate", PROPAGATE_DEFAULT))
     bar = _Bar(ctx, f"{job.name}: segment everything")
     try:
-        auto_slices(job, ctx, model, progress=bar)
+        auto_slices(job, ctx, model, progress=bar, keep_embeddings=propagate)
     finally:
         bar.close()
     opened = open_image(job.input, ctx)
@@ -1404,6 +1415,8 @@ def _run_auto(job: Job, ctx: Context, model) -> dict:
     link = {k: ctx.params.get(k, v) for k, v in LINK_DEFAULTS.items()}
     if opened.is2d:
         link["min_z_extent"] = 1
+    elif propagate:
+        return _auto_propagate(job, ctx, model, work, opened, link, resumed)
     plan = link_slices(lambda z: _load_slice(work, z), n, **link)
     max_id = plan.n_objects
     areas = np.zeros(max_id + 1, np.int64)
@@ -1441,6 +1454,53 @@ def _run_auto(job: Job, ctx: Context, model) -> dict:
         _preview_from_arrays(job, opened, lambda z: _preview_slice(plan, work, z), len(records))
     opened.stack.release()
     return {"objects": len(records)}
+
+
+def _auto_propagate(job: Job, ctx: Context, model, work: Path, opened: OpenedImage,
+                    link: dict, resumed: int) -> dict:
+    """Stages 2 and 3 of ``auto`` on a stack with propagation (what ``segment_everything``
+    does): link the saved slices (every object kept), propagate each linked object from the
+    slice where it is largest, then drop objects spanning fewer than ``min_z_extent`` slices.
+    The labels are assembled in memory, as for ``segment``."""
+    from napari_sam.automatic import _mean, _propagate_objects
+    from napari_sam.embeddings import embed
+
+    n = len(opened.stack)
+    plan = link_slices(lambda z: _load_slice(work, z), n, **{**link, "min_z_extent": 1})
+    linked = np.stack(list(_final_slices(plan, lambda z: _load_slice(work, z)[0], n)))
+    extra = {"slices": n, "resumed_slices": resumed, "link": link}
+    if plan.n_objects == 0:
+        info = _finish_labels(job, ctx, model, opened, linked, {}, extra)
+        opened.stack.release()
+        return info
+    store = _embed_store(job, ctx, model)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    emb = embed(opened.stack, model, store=store, batch_size=ctx.batch_size, device=ctx.device,
+                cache_size=_cache_size(model))
+    bar = _Bar(ctx, f"{job.name}: embed", len(emb))
+    try:
+        emb.compute(progress=bar)  # nothing to do unless stage 1 ran elsewhere
+    finally:
+        bar.close()
+    axis_kind = "t" if opened.label_axes.startswith("T") else "z"
+    bar = _Bar(ctx, f"{job.name}: propagate", 2 * n)
+
+    def seed_score(z: int, oid: int) -> float:  # the saved score of its 2D mask on slice z
+        ids = np.flatnonzero(plan.luts[z] == oid)
+        return float(_load_slice(work, z)[1][ids[0]]) if ids.size else float("nan")
+
+    try:
+        labels, _, per_slice, stats = _propagate_objects(
+            emb, linked, int(link["min_z_extent"]), axis_kind, bar, seed_score
+        )
+    finally:
+        bar.close()
+    scores = {oid: _mean(v.values()) for oid, v in per_slice.items()}
+    top = int(labels.max())
+    labels = labels.astype(np.uint16 if top <= np.iinfo(np.uint16).max else np.uint32)
+    info = _finish_labels(job, ctx, model, opened, labels, scores, {**extra, "propagation": stats})
+    opened.stack.release()
+    return info
 
 
 def _preview_slice(plan: LinkPlan, work: Path, z: int) -> np.ndarray:

@@ -226,8 +226,10 @@ examples:
 
 Writes out/<stem>_labels.tif (uint16, axes and pixel size of the input) and a JSON sidecar
 out/<stem>_labels.tif.json (model, parameters, objects with id, slice range, area, score).
-Stacks are segmented slice by slice and objects linked across slices by overlap, exactly as
-napari_sam.segment_everything does, with constant memory (the label TIFF is written page by page).
+Stacks are segmented slice by slice, objects linked across slices by overlap, then each object
+propagated through the stack from the slice where it is largest, exactly as
+napari_sam.segment_everything does. With --no-propagate memory stays constant (the label TIFF
+is written page by page); propagation holds the labels in memory, as `segment` does.
 """
 
 _EPILOG_SEGMENT = """\
@@ -387,7 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-gap", type=_nonneg_int, default=1, metavar="N",
                    help="close gaps of up to N slices without a match (default: 1)")
     g.add_argument("--min-z-extent", type=_positive_int, default=1, metavar="N",
-                   help="drop objects spanning fewer than N slices (default: 1)")
+                   help="drop objects spanning fewer than N slices, after propagation "
+                        "(default: 1)")
+    g.add_argument("--propagate", action=argparse.BooleanOptionalAction, default=True,
+                   help="propagate each linked object through the stack from the slice where "
+                        "it is largest, so objects missed on some slices get their full extent "
+                        "(default: on; --no-propagate keeps the linked 2D masks; keeps the "
+                        "stack's embeddings in the work folder meanwhile)")
 
     pg = sub.add_parser("segment", help="prompted segmentation and propagation from a prompts file",
                         description="Segment the objects given by points and boxes in a CSV or "
@@ -640,7 +648,7 @@ def _batch_context(args, model: str):
 
     params: dict = {}
     if args.command == "auto":
-        for key in (*batch.AUTO_KEYS, *batch.LINK_DEFAULTS, "foreground"):
+        for key in (*batch.AUTO_KEYS, *batch.LINK_DEFAULTS, "foreground", "propagate"):
             params[key] = getattr(args, key)
     elif args.command == "segment":
         params = {"mode": args.mode, "axis_kind": args.axis_kind,

@@ -98,7 +98,8 @@ class StackActions:
             predictor, emb = prepared[3], prepared[4]
             kwargs = dict(params)
             if whole_stack and src.is_3d:
-                target = emb  # StackEmbeddings: slices reused, objects linked in 3D
+                target = emb  # StackEmbeddings: slices reused, objects linked and propagated
+                kwargs.setdefault("axis_kind", self.axis_kind)
             else:
                 target = emb[z]  # one ImageEmbedding; decode on the session's device
                 kwargs["device"] = predictor.device

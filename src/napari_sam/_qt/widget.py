@@ -424,9 +424,9 @@ class SamWidget(QWidget):
             stability_score_thresh=self._stability.value(),
             min_mask_region_area=self._min_size.value(),
         )
-        return self.controller.segment_everything(
-            whole_stack=self._auto_scope.currentIndex() == 1, **params
-        )
+        c = self.controller
+        c.axis_kind = "t" if self._axis_kind.currentIndex() == 1 else "z"  # for propagation
+        return c.segment_everything(whole_stack=self._auto_scope.currentIndex() == 1, **params)
 
     def _on_cancel(self):
         self.controller.cancel()
