@@ -11,7 +11,8 @@
 2. Baseline: a separate process imports the package and loads the model exactly as the
    command does (``napari_sam.batch.get_model``): its peak resident set size is "the model's
    own" memory (Python, torch, the weights).
-3. Runs ``napari-sam auto`` and ``napari-sam embed`` (``--commands``) on the stack as
+3. Runs ``napari-sam auto --no-propagate`` (the streaming path; propagation holds the label
+   volume in memory, as ``segment`` does) and ``napari-sam embed`` (``--commands``) on the stack as
    child processes and reads each one's peak resident set size from the kernel
    (``os.wait4`` -> ``ru_maxrss``, which includes file pages mapped into the process).
 
@@ -145,7 +146,8 @@ def main() -> int:
         commands = {
             "auto": ["auto", str(stack), "-o", str(workdir / "out"), "--model", model,
                      "--device", "cpu", "--points-per-side", str(args.points_per_side), "-q",
-                     "--overwrite", *args.auto_args.split()],
+                     "--overwrite", "--no-propagate",  # the streaming path: constant memory
+                     *args.auto_args.split()],
             "embed": ["embed", str(stack), "-o", str(workdir / "emb"), "--model", model,
                       "--device", "cpu", "-q", "--overwrite"],
         }
