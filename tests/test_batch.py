@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -509,3 +510,41 @@ def test_auto_job_equals_segment_everything_on_the_stack(tmp_path, tiny_model_pa
     np.testing.assert_allclose([o["score"] for o in sc["objects"]],
                                [r.predicted_iou for r in ref.records], rtol=1e-5)
     assert batch.preview_path(job.output).is_file()
+
+
+def test_auto_propagation_that_cannot_fit_fails_before_any_work(tmp_path, tiny_model_path,
+                                                                monkeypatch):
+    """Propagation holds the label volumes in memory: when the machine does not have it, the
+    job fails at once with a message naming --no-propagate, which then runs."""
+    inp = _stack(tmp_path / "a.tif", shape=(4, 48, 48))
+    params = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    ctx = batch.Context(command="auto", model=str(tiny_model_path), out_dir=tmp_path / "out",
+                        device="cpu", quiet=True, params={**params, "propagate": True})
+    need = 4 * 48 * 48 * batch.PROPAGATION_BYTES_PER_VOXEL
+    monkeypatch.setattr(batch, "_available_memory", lambda: need - 1)
+    (job,) = batch.make_jobs([inp], ctx)
+    res = batch.run_job(job, ctx)
+    assert res.status == "failed" and "--no-propagate" in res.reason and "4 x 48 x 48" in res.reason
+    assert not list(batch._auto_work(job).glob("z*.npz")) and not job.output.exists()
+    monkeypatch.setattr(batch, "_available_memory", lambda: need)
+    assert batch.run_job(job, ctx).status == "done"
+    flat = replace(ctx, params={**params, "propagate": False}, out_dir=tmp_path / "flat")
+    monkeypatch.setattr(batch, "_available_memory", lambda: 1)
+    (job,) = batch.make_jobs([inp], flat)
+    assert batch.run_job(job, flat).status == "done"
+
+
+def test_auto_work_folder_survives_a_change_of_linking_or_propagation(tmp_path):
+    """The saved slices depend only on the per-slice parameters, so a run stopped while
+    linking or propagating can be rerun with other linking options (or --no-propagate)."""
+    inp = _stack(tmp_path / "a.tif", shape=(4, 48, 48))
+    base = {"points_per_side": 4, "link_iou": 0.25, "propagate": True}
+    ctx = batch.Context(command="auto", model="demo", out_dir=tmp_path / "out", params=base)
+    (job,) = batch.make_jobs([inp], ctx)
+    work = batch.prepare_auto_work(job, ctx)
+    (work / "z000000.npz").write_bytes(b"slice")
+    for change in ({"propagate": False}, {"link_iou": 0.5, "min_z_extent": 3}):
+        assert batch.prepare_auto_work(job, replace(ctx, params={**base, **change})) == work
+        assert (work / "z000000.npz").exists()
+    batch.prepare_auto_work(job, replace(ctx, params={**base, "points_per_side": 8}))
+    assert not (work / "z000000.npz").exists()

@@ -1145,12 +1145,15 @@ def prepare_auto_work(job: Job, ctx: Context) -> Path:
     """Create (or keep) the per-slice work folder of an ``auto`` job; idempotent.
 
     The folder is reused only when it was made for the same input (size, mtime), command,
-    model and parameters; otherwise it is emptied first.
+    model and parameters of the per-slice segmentation (linking and propagation parameters
+    may differ: a run that ran out of memory while propagating can be rerun with
+    ``--no-propagate`` without segmenting the slices again); otherwise it is emptied first.
     """
     work = _auto_work(job)
     st = job.input.stat()
-    key = {"signature": ctx.signature(), "input": [str(job.input.resolve()), st.st_size,
-                                                    st.st_mtime_ns]}
+    sig = ctx.signature()  # the slices do not depend on how they are linked and propagated
+    sig = {k: v for k, v in sig.items() if k not in LINK_DEFAULTS and k != "propagate"}
+    key = {"signature": sig, "input": [str(job.input.resolve()), st.st_size, st.st_mtime_ns]}
     marker = work / "params.json"
     try:
         same = json.loads(marker.read_text()) == json.loads(json.dumps(key))
@@ -1399,12 +1402,48 @@ def _final_slices(plan: LinkPlan, load: Callable[[int], np.ndarray], n: int):
         yield out
 
 
+#: Peak memory of propagation in ``auto`` per voxel of the stack (linked and propagated label
+#: volumes and their relabelling): 17 bytes measured on a (48, 384, 384) stack, rounded up.
+PROPAGATION_BYTES_PER_VOXEL = 20
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_propagation_memory(opened: OpenedImage) -> None:
+    """Fail before any work when propagating this stack would not fit in memory."""
+    shape = opened.label_shape
+    need = int(np.prod(shape, dtype=np.int64)) * PROPAGATION_BYTES_PER_VOXEL
+    free = _available_memory()
+    if free is not None and need > free:
+        raise ValueError(
+            f"propagating the objects of this {' x '.join(map(str, shape))} stack needs about "
+            f"{need / 1e9:.1f} GB of memory for its label volumes, more than the "
+            f"{free / 1e9:.1f} GB available; use --no-propagate (linked 2D masks, constant "
+            f"memory), or a machine with more memory"
+        )
+
+
 def _run_auto(job: Job, ctx: Context, model) -> dict:
     from napari_sam import __version__
 
+    propagate = bool(ctx.params.get("propagate", PROPAGATE_DEFAULT))
+    if propagate:
+        opened = open_image(job.input, ctx)
+        if not opened.is2d:
+            _check_propagation_memory(opened)
+        opened.stack.release()
     work = prepare_auto_work(job, ctx)
     resumed = len(list(work.glob("z*.npz")))
-    propagate = bool(ctx.params.get("propagate", PROPAGATE_DEFAULT))
     bar = _Bar(ctx, f"{job.name}: segment everything")
     try:
         auto_slices(job, ctx, model, progress=bar, keep_embeddings=propagate)
