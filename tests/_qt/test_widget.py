@@ -408,6 +408,33 @@ def test_segment_everything_writes_a_new_labels_layer(stack_widget, scope):
             assert np.array_equal(np.asarray(ly.data), before[ly.name])
 
 
+@pytest.mark.parametrize("propagate,axis", [(True, 1), (False, 0)])
+def test_whole_stack_segment_everything_passes_propagation_choice(stack_widget, monkeypatch,
+                                                                  propagate, axis):
+    auto = pytest.importorskip("napari_sam.automatic")
+    viewer, widget = stack_widget
+    seen = {}
+    real = auto.segment_everything
+
+    def spy(target, model, **kw):
+        seen.update(kw)
+        return real(target, model, **kw)
+
+    monkeypatch.setattr(auto, "segment_everything", spy)
+    widget._pps.setValue(4)
+    widget._iou.setValue(0.0)
+    widget._stability.setValue(0.0)
+    assert not widget._auto_propagate.isEnabled()  # current slice: nothing to propagate
+    widget._auto_scope.setCurrentIndex(1)
+    assert widget._auto_propagate.isEnabled() and widget._auto_propagate.isChecked()
+    widget._auto_propagate.setChecked(propagate)
+    widget._axis_kind.setCurrentIndex(axis)
+    widget._on_automatic()
+    assert seen["propagate"] is propagate and seen["axis_kind"] == ("t" if axis else "z")
+    new = [ly for ly in viewer.layers if ly.name.startswith("automatic segmentation")]
+    assert len(new) == 1 and new[0].data.shape == (6, 64, 64)
+
+
 def test_opens_from_the_plugin_menu(make_napari_viewer):
     from napari_sam._qt.widget import SamWidget
 

@@ -223,6 +223,18 @@ class SamWidget(QWidget):
         self._auto_scope = QComboBox()
         self._auto_scope.addItems(["current slice", "whole stack"])
         form.addRow("Where", self._auto_scope)
+        self._auto_propagate = QCheckBox("Propagate objects through the stack")
+        self._auto_propagate.setChecked(True)
+        self._auto_propagate.setToolTip(
+            "Whole stack: after linking the slices' objects, propagate each one from the slice "
+            "where it is largest, so objects missed on some slices get their full extent "
+            "(slower by about a fifth)."
+        )
+        self._auto_propagate.setEnabled(False)
+        self._auto_scope.currentIndexChanged.connect(
+            lambda i: self._auto_propagate.setEnabled(i == 1)
+        )
+        form.addRow(self._auto_propagate)
         form.addRow(_button("Segment everything", None, self._on_automatic))
         return box
 
@@ -426,7 +438,10 @@ class SamWidget(QWidget):
         )
         c = self.controller
         c.axis_kind = "t" if self._axis_kind.currentIndex() == 1 else "z"  # for propagation
-        return c.segment_everything(whole_stack=self._auto_scope.currentIndex() == 1, **params)
+        whole = self._auto_scope.currentIndex() == 1
+        if whole:
+            params["propagate"] = self._auto_propagate.isChecked()
+        return c.segment_everything(whole_stack=whole, **params)
 
     def _on_cancel(self):
         self.controller.cancel()
