@@ -1082,8 +1082,24 @@ def _finish_labels(job: Job, ctx: Context, model, opened: OpenedImage, labels: n
     return {"objects": len(objects)}
 
 
-def _run_segment(job: Job, ctx: Context, model) -> dict:
+def _stack_embeddings(job: Job, ctx: Context, model, opened: OpenedImage):
+    """The stack's embeddings in the job's store (:func:`_embed_store`), every slice computed
+    (with a progress bar) or read back from the store."""
     from napari_sam.embeddings import embed
+
+    store = _embed_store(job, ctx, model)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    emb = embed(opened.stack, model, store=store, batch_size=ctx.batch_size, device=ctx.device,
+                cache_size=_cache_size(model))
+    bar = _Bar(ctx, f"{job.name}: embed", len(emb))
+    try:
+        emb.compute(progress=bar)
+    finally:
+        bar.close()
+    return emb
+
+
+def _run_segment(job: Job, ctx: Context, model) -> dict:
     from napari_sam.volume import segment_volume
 
     if not job.prompts:
@@ -1096,15 +1112,7 @@ def _run_segment(job: Job, ctx: Context, model) -> dict:
     params.update({k: None for k, v in params.items() if v == "off"})  # a rule disabled
     if "axis_kind" not in params:  # a time series propagates along t
         params["axis_kind"] = "t" if opened.label_axes.startswith("T") else "z"
-    store = _embed_store(job, ctx, model)
-    store.parent.mkdir(parents=True, exist_ok=True)
-    emb = embed(opened.stack, model, store=store, batch_size=ctx.batch_size, device=ctx.device,
-                cache_size=_cache_size(model))
-    bar = _Bar(ctx, f"{job.name}: embed", len(emb))
-    try:
-        emb.compute(progress=bar)
-    finally:
-        bar.close()
+    emb = _stack_embeddings(job, ctx, model, opened)
     bar = _Bar(ctx, f"{job.name}: propagate", 2 * len(emb))
     try:
         res = segment_volume(emb, job.prompts, progress=bar, **params)
@@ -1502,7 +1510,6 @@ def _auto_propagate(job: Job, ctx: Context, model, work: Path, opened: OpenedIma
     slice where it is largest, then drop objects spanning fewer than ``min_z_extent`` slices.
     The labels are assembled in memory, as for ``segment``."""
     from napari_sam.automatic import _mean, _propagate_objects
-    from napari_sam.embeddings import embed
 
     n = len(opened.stack)
     plan = link_slices(lambda z: _load_slice(work, z), n, **{**link, "min_z_extent": 1})
@@ -1512,15 +1519,7 @@ def _auto_propagate(job: Job, ctx: Context, model, work: Path, opened: OpenedIma
         info = _finish_labels(job, ctx, model, opened, linked, {}, extra)
         opened.stack.release()
         return info
-    store = _embed_store(job, ctx, model)
-    store.parent.mkdir(parents=True, exist_ok=True)
-    emb = embed(opened.stack, model, store=store, batch_size=ctx.batch_size, device=ctx.device,
-                cache_size=_cache_size(model))
-    bar = _Bar(ctx, f"{job.name}: embed", len(emb))
-    try:
-        emb.compute(progress=bar)  # nothing to do unless stage 1 ran elsewhere
-    finally:
-        bar.close()
+    emb = _stack_embeddings(job, ctx, model, opened)  # stored by stage 1, unless in blocks
     axis_kind = "t" if opened.label_axes.startswith("T") else "z"
     bar = _Bar(ctx, f"{job.name}: propagate", 2 * n)
 
