@@ -1523,9 +1523,16 @@ def _auto_propagate(job: Job, ctx: Context, model, work: Path, opened: OpenedIma
     axis_kind = "t" if opened.label_axes.startswith("T") else "z"
     bar = _Bar(ctx, f"{job.name}: propagate", 2 * n)
 
+    saved_scores: dict[int, np.ndarray] = {}
+
     def seed_score(z: int, oid: int) -> float:  # the saved score of its 2D mask on slice z
         ids = np.flatnonzero(plan.luts[z] == oid)
-        return float(_load_slice(work, z)[1][ids[0]]) if ids.size else float("nan")
+        if not ids.size:
+            return float("nan")
+        if z not in saved_scores:  # read only the slice's scores, not its labels
+            with np.load(_slice_file(work, z), allow_pickle=False) as d:
+                saved_scores[z] = d["scores"]
+        return float(saved_scores[z][ids[0]])
 
     try:
         labels, _, per_slice, stats = _propagate_objects(
