@@ -257,7 +257,8 @@ def test_preview_png(tmp_path):
     lab = np.zeros((5, 40, 60), np.uint16)
     lab[:, 5:15, 5:20] = 1
     lab[2:, 20:30, 30:50] = 2
-    path = batch.write_preview(tmp_path / "p.png", img[2], lab[2], img.max(0), lab.max(0))
+    path = batch.write_preview(tmp_path / "p.png", img[2], lab[2], img.max(0), lab.max(0),
+                               min_side=1)  # at its own size
     rgb = np.asarray(Image.open(path))
     assert rgb.shape == (40 + 18, 60 * 2 + 6, 3)
     # outlines are coloured (not grey) and only on object borders
@@ -267,6 +268,15 @@ def test_preview_png(tmp_path):
     big = batch.write_preview(tmp_path / "big.png", np.zeros((2000, 1000)), np.zeros((2000, 1000), int),
                               max_side=500)
     assert Image.open(big).size == (250, 518)
+    # small images are enlarged by a whole factor (60 px -> 5 x 60 = 300 >= 256); a title gets
+    # its own line above the captions
+    small = batch.write_preview(tmp_path / "small.png", img[2], lab[2], img.max(0), lab.max(0),
+                                title="stack.tif: 2 objects")
+    rgb = np.asarray(Image.open(small))
+    assert rgb.shape == (200 + 32, 300 * 2 + 6, 3)
+    up = rgb[32:, :300].astype(int)
+    colour = (np.abs(up[..., 0] - up[..., 1]) > 30) | (np.abs(up[..., 1] - up[..., 2]) > 30)
+    assert colour[5 * 5, 5 * 10] and not colour[5 * 10 + 2, 5 * 10 + 2]
 
 
 # ----------------------------------------------------------------------------- reading

@@ -839,7 +839,7 @@ def _outlines(labels: np.ndarray) -> np.ndarray:
     return edge & (lab > 0)
 
 
-def _panel(image: np.ndarray, labels: np.ndarray, max_side: int) -> np.ndarray:
+def _panel(image: np.ndarray, labels: np.ndarray, max_side: int, min_side: int = 0) -> np.ndarray:
     from PIL import Image
 
     from napari_sam.preprocess import to_uint8_rgb
@@ -851,6 +851,10 @@ def _panel(image: np.ndarray, labels: np.ndarray, max_side: int) -> np.ndarray:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
         labels = np.asarray(Image.fromarray(labels.astype(np.int32)).resize(size, Image.NEAREST))
+    elif max(h, w) < min_side:
+        k = min(-(-min_side // max(h, w)), max(1, max_side // max(h, w)))
+        rgb = np.repeat(np.repeat(rgb, k, 0), k, 1)
+        labels = np.repeat(np.repeat(labels, k, 0), k, 1)
     out = rgb.copy()
     edge = _outlines(labels)
     if edge.any():
@@ -867,21 +871,25 @@ def write_preview(
     *,
     title: str = "",
     max_side: int = 768,
+    min_side: int = 256,
 ) -> Path:
     """Write a PNG: the middle slice and (for stacks) a max projection, label outlines in colour.
 
     ``mid_image`` (Y, X) or (Y, X, 3|4) with ``mid_labels`` (Y, X); ``max_image`` /
-    ``max_labels`` the max projections (omit for 2D images). Each panel is scaled to at most
-    ``max_side`` pixels. Written to a temporary name and renamed.
+    ``max_labels`` the max projections (omit for 2D images). Each panel is scaled down to at
+    most ``max_side`` pixels, or up by a whole factor (each pixel a block) to at least
+    ``min_side``, so small images stay readable. The title, if any, gets a line of its own
+    above the captions. Written to a temporary name and renamed.
     """
     from PIL import Image, ImageDraw
 
-    panels = [_panel(np.asarray(mid_image), np.asarray(mid_labels), max_side)]
+    panels = [_panel(np.asarray(mid_image), np.asarray(mid_labels), max_side, min_side)]
     captions = ["middle slice" if max_image is not None else "image"]
     if max_image is not None and max_labels is not None:
-        panels.append(_panel(np.asarray(max_image), np.asarray(max_labels), max_side))
+        panels.append(_panel(np.asarray(max_image), np.asarray(max_labels), max_side, min_side))
         captions.append("max projection")
-    gap, top = 6, 18
+    gap, line = 6, 14
+    top = 18 + (line if title else 0)
     height = max(p.shape[0] for p in panels) + top
     width = sum(p.shape[1] for p in panels) + gap * (len(panels) - 1)
     canvas = np.full((height, width, 3), 24, np.uint8)
@@ -894,9 +902,9 @@ def write_preview(
     img = Image.fromarray(canvas)
     draw = ImageDraw.Draw(img)
     for x0, cap in zip(offsets, captions):
-        draw.text((x0 + 3, 3), cap, fill=(230, 230, 230))
+        draw.text((x0 + 3, top - 15), cap, fill=(230, 230, 230))
     if title:
-        draw.text((width - 6 * len(title) - 3, 3), title, fill=(170, 170, 170))
+        draw.text((3, 3), title, fill=(170, 170, 170))
     path = Path(path)
     tmp = _tmp_name(path)
     try:
