@@ -558,3 +558,35 @@ def test_auto_work_folder_survives_a_change_of_linking_or_propagation(tmp_path):
         assert (work / "z000000.npz").exists()
     batch.prepare_auto_work(job, replace(ctx, params={**base, "points_per_side": 8}))
     assert not (work / "z000000.npz").exists()
+
+
+def test_auto_blocks_store_embeddings_for_propagation(tmp_path, tiny_model_path):
+    """The blocks of a cluster run keep their embeddings in the job's store, so the final task
+    propagates without encoding the stack again, and writes what a serial run writes."""
+    from napari_sam.embeddings import StackEmbeddings
+
+    inp = _stack(tmp_path / "a.tif", shape=(5, 48, 48))
+    params = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    ctx = batch.Context(command="auto", model=str(tiny_model_path), out_dir=tmp_path / "blocks",
+                        device="cpu", quiet=True, params=params)
+    (job,) = batch.make_jobs([inp], ctx)
+    batch.prepare_auto_work(job, ctx)
+    store = batch._auto_prepare_task(job, ctx)
+    assert store is not None
+    results = [batch._auto_block_task(job, ctx, store, s, e) for s, e in ((0, 3), (3, 5))]
+    assert sorted(z for r in results for z in r["hashes"]) == [0, 1, 2, 3, 4]
+    batch._record_hashes(store, [r["hashes"] for r in results])
+    model, _ = batch.get_model(str(tiny_model_path), "cpu")
+    emb = StackEmbeddings(batch.open_image(inp, ctx).stack, model, store=Path(store))
+    emb.compute()
+    assert emb.encoder_calls == 0  # every slice's features came from the blocks
+    res = batch._final_task(job, ctx, None, results)
+    assert res.status == "done", res.reason
+    serial = replace(ctx, out_dir=tmp_path / "serial")
+    (sjob,) = batch.make_jobs([inp], serial)
+    assert batch.run_job(sjob, serial).status == "done"
+    np.testing.assert_array_equal(nio.read_image(job.output).data,
+                                  nio.read_image(sjob.output).data)
+    # without propagation there is nothing to keep
+    flat = replace(ctx, params={**params, "propagate": False})
+    assert batch._auto_prepare_task(job, flat) is None

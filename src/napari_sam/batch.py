@@ -1237,7 +1237,8 @@ def _segment_slice(emb, z: int, image: np.ndarray, model, ctx: Context):
 
 def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = None,
                 progress: Callable[[int, int], None] | None = None,
-                keep_embeddings: bool = False) -> dict[int, int]:
+                keep_embeddings: bool = False, block_store: Path | None = None,
+                hashes: dict[int, int] | None = None) -> dict[int, int]:
     """Stage 1 of ``auto``: segment every slice in ``indices`` whose result is not saved yet.
 
     Each slice's labels (ids 1..n) and predicted IoUs go to ``<work>/z000123.npz`` (written
@@ -1245,9 +1246,12 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
     only compute missing slices. Returns ``{slice: n_objects}`` of the slices computed now.
     ``keep_embeddings``: a stack's embeddings go to the job's embedding store (the
     ``--embeddings`` store, else its work folder), for propagation to reuse; otherwise they
-    live in memory only (unless an ``--embeddings`` store can be reused).
+    live in memory only (unless an ``--embeddings`` store can be reused). ``block_store``
+    (the blocks of a cluster run, see :func:`_auto_prepare_task`): each computed slice's
+    features go to that store's feature chunk and its pixel hash to ``hashes``, for the
+    final task, the only writer of the store's hash array.
     """
-    from napari_sam.embeddings import StackEmbeddings
+    from napari_sam.embeddings import StackEmbeddings, _slice_hash
 
     work = _auto_work(job)
     opened = open_image(job.input, ctx)
@@ -1264,6 +1268,11 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
         store = _user_embeddings(job, ctx, model)  # otherwise embeddings live in memory only
     emb = StackEmbeddings(opened.stack, model, store=store, batch_size=ctx.batch_size,
                           device=ctx.device, cache_size=max(2, ctx.batch_size))
+    group = None
+    if block_store is not None:
+        import zarr
+
+        group = zarr.open_group(str(block_store), mode="r+")
     total = len(todo)
     if progress is not None:
         progress(0, total)
@@ -1273,6 +1282,9 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
         with torch.inference_mode():
             for k, z in enumerate(todo):
                 labels, scores = _auto_result(_segment_slice(emb, z, opened.stack[z], model, ctx))
+                if group is not None:  # before the slice counts as done
+                    group["features"][z] = emb[z].features.cpu().numpy().astype(np.float16)
+                    hashes[z] = _slice_hash(emb._slice(z))
                 _save_slice(work, z, labels, scores)
                 done_now[z] = int(labels.max()) if labels.size else 0
                 if progress is not None:
@@ -1748,10 +1760,51 @@ def _embed_block_task(job: Job, ctx: Context, limits: Sequence[float], start: in
     return hashes
 
 
-def _auto_block_task(job: Job, ctx: Context, start: int, stop: int) -> int:
-    """Segment slices [start, stop) of an ``auto`` job into its work folder."""
+def _auto_prepare_task(job: Job, ctx: Context) -> str | None:
+    """Create the embedding store that the blocks of a propagating ``auto`` job fill (the
+    store the final task propagates from); None when there is nothing to keep (no
+    propagation, a 2D image, or a complete ``--embeddings`` store to reuse)."""
+    from napari_sam.embeddings import StackEmbeddings
+
+    if not ctx.params.get("propagate", PROPAGATE_DEFAULT):
+        return None
     model, _ = get_model(ctx.model, ctx.device)
-    return len(auto_slices(job, ctx, model, range(start, stop)))
+    opened = open_image(job.input, ctx)
+    try:
+        if opened.is2d or _user_embeddings(job, ctx, model) is not None:
+            return None
+        store = _embed_store(job, ctx, model)
+        store.parent.mkdir(parents=True, exist_ok=True)
+        StackEmbeddings(opened.stack, model, store=store, batch_size=ctx.batch_size,
+                        device=ctx.device, cache_size=2)
+    finally:
+        opened.stack.release()
+    return str(store)
+
+
+def _auto_block_task(job: Job, ctx: Context, store: str | None, start: int,
+                     stop: int) -> dict:
+    """Segment slices [start, stop) of an ``auto`` job into its work folder, and write their
+    embeddings into ``store`` (from :func:`_auto_prepare_task`) when there is one. Returns
+    ``{"store": store, "hashes": {slice: pixel hash}}`` for the final task."""
+    model, _ = get_model(ctx.model, ctx.device)
+    hashes: dict[int, int] = {}
+    auto_slices(job, ctx, model, range(start, stop),
+                block_store=None if store is None else Path(store), hashes=hashes)
+    return {"store": store, "hashes": hashes}
+
+
+def _record_hashes(store: os.PathLike | str, blocks: Iterable[Mapping[int, int]]) -> None:
+    """Write the slice hashes the block tasks return into ``store``'s hash array (one writer:
+    the final task), which marks those slices' features as present."""
+    import zarr
+
+    group = zarr.open_group(str(store), mode="r+")
+    hashes = np.asarray(group["slice_hash"][:])
+    for block in blocks:
+        for z, h in block.items():
+            hashes[int(z)] = h
+    group["slice_hash"][:] = hashes
 
 
 def _final_task(job: Job, ctx: Context, blocks: list | None = None,
@@ -1759,17 +1812,13 @@ def _final_task(job: Job, ctx: Context, blocks: list | None = None,
     """The per-file task: runs the whole job once its blocks (if any) are done.
 
     ``blocks``: results of ``_embed_block_task`` (slice hashes to record); ``after``: results
-    of ``_auto_block_task`` (only waited for: their slices are on disk)."""
+    of ``_auto_block_task`` (their slices are on disk; the hashes of the embeddings they
+    stored are recorded here)."""
     if ctx.command == "embed" and blocks:
-        import zarr
-
-        partial = job.output.with_name(f".{job.output.name}.partial")
-        group = zarr.open_group(str(partial), mode="r+")
-        hashes = np.asarray(group["slice_hash"][:])
-        for block in blocks:
-            for z, h in block.items():
-                hashes[int(z)] = h
-        group["slice_hash"][:] = hashes
+        _record_hashes(job.output.with_name(f".{job.output.name}.partial"), blocks)
+    stored = [b for b in after or () if isinstance(b, dict) and b.get("store")]
+    if ctx.command == "auto" and stored:
+        _record_hashes(stored[0]["store"], [b["hashes"] for b in stored])
     return run_job(job, ctx)
 
 
@@ -1802,7 +1851,8 @@ def _run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
                 spans = [(s, min(s + block_slices, n)) for s in range(0, n, block_slices)]
                 if ctx.command == "auto":
                     prepare_auto_work(job, ctx)
-                    blocks = [client.submit(_auto_block_task, job, wctx, s, e, pure=False)
+                    store = client.submit(_auto_prepare_task, job, wctx, pure=False)
+                    blocks = [client.submit(_auto_block_task, job, wctx, store, s, e, pure=False)
                               for s, e in spans]
                     fut = client.submit(_final_task, job, wctx, None, blocks, pure=False)
                 else:
