@@ -1031,8 +1031,13 @@ def _user_embeddings(job: Job, ctx: Context, model) -> Path | None:
 
 
 def _embed_store(job: Job, ctx: Context, model) -> Path:
-    """Embedding store of a labels job: a reusable ``--embeddings`` store, else its work folder."""
-    return _user_embeddings(job, ctx, model) or _work_dir(job) / "embeddings.zarr"
+    """Embedding store of a labels job: a reusable ``--embeddings`` store, else its work folder
+    (created here)."""
+    store = _user_embeddings(job, ctx, model)
+    if store is None:
+        store = _work_dir(job) / "embeddings.zarr"
+        store.parent.mkdir(parents=True, exist_ok=True)
+    return store
 
 
 def _run_embed(job: Job, ctx: Context, model) -> dict:
@@ -1096,7 +1101,6 @@ def _stack_embeddings(job: Job, ctx: Context, model, opened: OpenedImage):
     from napari_sam.embeddings import embed
 
     store = _embed_store(job, ctx, model)
-    store.parent.mkdir(parents=True, exist_ok=True)
     emb = embed(opened.stack, model, store=store, batch_size=ctx.batch_size, device=ctx.device,
                 cache_size=_cache_size(model))
     bar = _Bar(ctx, f"{job.name}: embed", len(emb))
@@ -1263,7 +1267,6 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
         return done_now
     if keep_embeddings and not opened.is2d:
         store = _embed_store(job, ctx, model)
-        store.parent.mkdir(parents=True, exist_ok=True)
     else:
         store = _user_embeddings(job, ctx, model)  # otherwise embeddings live in memory only
     emb = StackEmbeddings(opened.stack, model, store=store, batch_size=ctx.batch_size,
@@ -1539,7 +1542,7 @@ def _auto_propagate(job: Job, ctx: Context, model, work: Path, opened: OpenedIma
         info = _finish_labels(job, ctx, model, opened, linked, {}, extra)
         opened.stack.release()
         return info
-    emb = _stack_embeddings(job, ctx, model, opened)  # stored by stage 1, unless in blocks
+    emb = _stack_embeddings(job, ctx, model, opened)  # stored by stage 1 (or its blocks)
     axis_kind = "t" if opened.label_axes.startswith("T") else "z"
     bar = _Bar(ctx, f"{job.name}: propagate", 2 * n)
 
@@ -1774,7 +1777,6 @@ def _auto_prepare_task(job: Job, ctx: Context) -> str | None:
         if opened.is2d or _user_embeddings(job, ctx, model) is not None:
             return None
         store = _embed_store(job, ctx, model)
-        store.parent.mkdir(parents=True, exist_ok=True)
         StackEmbeddings(opened.stack, model, store=store, batch_size=ctx.batch_size,
                         device=ctx.device, cache_size=2)
     finally:
