@@ -173,12 +173,20 @@ def worker_ours(args) -> dict:
     size = int(e["size"])
     # a square image is resized to fill the model input (as Meta's set_image does)
     emb = ImageEmbedding(e["features"], (size, size), (model.img_size,) * 2, model.model_id)
+    from napari_sam import automatic
+
     dev = torch.device(args.device)
     out = {}
-    for name, nms in (("ours_nms", args.box_nms_thresh), ("ours_all", 1.0)):
+    runs = [(f"ours_nms_{g}", args.box_nms_thresh, g) for g in args.grid] + [
+        (f"ours_all_{g}", 1.0, g) for g in args.grid
+    ]
+    for name, nms, grid in runs:
+        # "fp32": exact float32; otherwise what precision="auto" runs on a GPU with
+        # GRID_PRECISION_CUDA set to that value (the embedding is float32 either way)
+        automatic.GRID_PRECISION_CUDA = grid if grid != "fp32" else automatic.GRID_PRECISION_CUDA
         kwargs = dict(
             device=dev,
-            precision="fp32",
+            precision="fp32" if grid == "fp32" else "auto",
             points_per_side=args.points_per_side,
             points_per_batch=args.points_per_batch,
             pred_iou_thresh=args.pred_iou_thresh,
@@ -232,6 +240,7 @@ def run_worker(which: str, args) -> dict:
               "box_nms_thresh", "threads", "device"):  # fmt: skip
         if getattr(args, k) is not None:
             cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
+    cmd += ["--grid-precision", ",".join(args.grid)]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode:
         sys.exit(f"the {which} worker failed:\n{out.stderr[-3000:]}")
@@ -251,11 +260,18 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--quick", action="store_true", help="16 x 16 points")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (both generators run there)")
+    ap.add_argument("--grid-precision", default="fp32",
+                    help="ours: comma-separated GridDecoder precisions to time (fp32, tf32, bf16; "
+                         "the last two apply on CUDA only, where precision='auto' uses them)")
     ap.add_argument("--worker", choices=["meta", "ours"], help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.quick:
         args.points_per_side = 16
+    args.grid = [g.strip() for g in args.grid_precision.split(",") if g.strip()]
+    bad = [g for g in args.grid if g not in ("fp32", "tf32", "bf16")]
+    if bad or not args.grid:
+        ap.error(f"--grid-precision takes fp32, tf32 and bf16, not {args.grid_precision!r}")
     torch.set_num_threads(args.threads)
     if args.worker:
         res = worker_meta(args) if args.worker == "meta" else worker_ours(args)
@@ -278,33 +294,34 @@ def main(argv=None) -> None:
         ours_again = run_worker("ours", args)  # load drifts on shared machines: bracket Meta
         wd = Path(tmp)
         results = {}
-        for tag, (mname, oname) in {
-            "nms": ("meta_nms", "ours_nms"),
-            "all": ("meta_all", "ours_all"),
-        }.items():
-            ma, _, _ = _load_masks(wd / f"{mname}.npz")
-            mo, _, _ = _load_masks(wd / f"{oname}.npz")
-            good, worst = match(ma, mo)
-            results[tag] = (len(ma), len(mo), good, worst)
-    t_ours = min(ours["ours_nms"]["seconds"], ours_again["ours_nms"]["seconds"])
-    print(f"\n{'':34s}{'Meta':>12s}{'ours':>12s}")
-    print(
-        f"{'time (s), box_nms_thresh=' + str(args.box_nms_thresh):34s}{meta['seconds']:12.3f}{t_ours:12.3f}"
-    )
-    print(
-        f"{'peak memory growth (MB)':34s}{meta['peak_mb']:12.0f}{ours['ours_nms']['peak_mb']:12.0f}"
-    )
-    for tag, label in (("nms", f"masks (NMS {args.box_nms_thresh})"), ("all", "masks (no NMS)")):
-        n_meta, n_ours, good, worst = results[tag]
+        for grid in args.grid:
+            for tag, (mname, oname) in {
+                "nms": ("meta_nms", f"ours_nms_{grid}"),
+                "all": ("meta_all", f"ours_all_{grid}"),
+            }.items():
+                ma, _, _ = _load_masks(wd / f"{mname}.npz")
+                mo, _, _ = _load_masks(wd / f"{oname}.npz")
+                good, worst = match(ma, mo)
+                results[grid, tag] = (len(ma), len(mo), good, worst)
+    for grid in args.grid:
+        first, again = ours[f"ours_nms_{grid}"], ours_again[f"ours_nms_{grid}"]
+        t_ours = min(first["seconds"], again["seconds"])
+        print(f"\n{'GridDecoder precision ' + grid:34s}{'Meta':>12s}{'ours':>12s}")
         print(
-            f"{label:34s}{n_meta:12d}{n_ours:12d}   matched IoU>=0.99: {good}/{n_meta}, min IoU {worst:.4f}"
+            f"{'time (s), box_nms_thresh=' + str(args.box_nms_thresh):34s}{meta['seconds']:12.3f}{t_ours:12.3f}"
         )
-    print(f"{'time (s), no NMS':34s}{'':12s}{ours['ours_all']['seconds']:12.3f}")
-    if args.device.startswith("cuda"):
-        print(f"{'peak GPU memory (MB)':34s}{meta['gpu_peak_mb']:12.0f}{ours['ours_nms']['gpu_peak_mb']:12.0f}")
-    print(f"pipeline counts (ours): {ours['ours_nms']['stats']}")
-    print(f"\nspeed-up: {meta['seconds'] / t_ours:.1f}x  (ours runs: "
-          f"{ours['ours_nms']['seconds']:.3f} s, {ours_again['ours_nms']['seconds']:.3f} s)")  # fmt: skip
+        print(f"{'peak memory growth (MB)':34s}{meta['peak_mb']:12.0f}{first['peak_mb']:12.0f}")
+        for tag, label in (("nms", f"masks (NMS {args.box_nms_thresh})"), ("all", "masks (no NMS)")):
+            n_meta, n_ours, good, worst = results[grid, tag]
+            print(
+                f"{label:34s}{n_meta:12d}{n_ours:12d}   matched IoU>=0.99: {good}/{n_meta}, min IoU {worst:.4f}"
+            )
+        print(f"{'time (s), no NMS':34s}{'':12s}{ours[f'ours_all_{grid}']['seconds']:12.3f}")
+        if args.device.startswith("cuda"):
+            print(f"{'peak GPU memory (MB)':34s}{meta['gpu_peak_mb']:12.0f}{first['gpu_peak_mb']:12.0f}")
+        print(f"pipeline counts (ours): {first['stats']}")
+        print(f"speed-up ({grid}): {meta['seconds'] / t_ours:.1f}x  (ours runs: "
+              f"{first['seconds']:.3f} s, {again['seconds']:.3f} s)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -56,17 +56,36 @@ def test_predictor_on_cuda_matches_cpu():
         assert np.abs(cl - gl).max() < 0.05 * np.abs(cl).max()
 
 
-def test_segment_everything_on_cuda_gives_the_cpu_masks():
+@pytest.mark.parametrize("grid", ["fp32", "tf32", "bf16"])
+def test_segment_everything_on_cuda_gives_the_cpu_masks(grid, monkeypatch):
+    """Exact float32 on the GPU, and the reduced GridDecoder precisions that
+    ``precision="auto"`` may pick there (``GRID_PRECISION_CUDA``), give the CPU's masks."""
     from scipy.optimize import linear_sum_assignment
 
+    from napari_sam import automatic
     from napari_sam.automatic import segment_everything
+
+    if grid != "fp32":
+        monkeypatch.setattr(automatic, "GRID_PRECISION_CUDA", grid)
 
     img = _image()
     # no NMS: every mask that passes the filters is compared
     kw = dict(points_per_side=16, pred_iou_thresh=0.5, stability_score_thresh=0.7,
               box_nms_thresh=1.0)
-    res = {"cpu": segment_everything(img, _masky_model(), device="cpu", **kw),
-           "cuda": segment_everything(img, _masky_model(), device="cuda", precision="fp32", **kw)}
+    if grid == "fp32":
+        res = {"cpu": segment_everything(img, _masky_model(), device="cpu", **kw),
+               "cuda": segment_everything(img, _masky_model(), device="cuda", precision="fp32",
+                                          **kw)}
+    else:  # one float32 embedding for both, so that only the decoder's arithmetic differs
+        from napari_sam.predictor import Predictor
+        from napari_sam.preprocess import to_uint8_rgb
+
+        model = _masky_model()
+        emb = Predictor(model, device="cpu", precision="fp32").encode_rgb([to_uint8_rgb(img)])[0]
+        res = {"cpu": segment_everything(emb, model, device="cpu", **kw),
+               "cuda": segment_everything(emb, model, device="cuda", precision="auto",
+                                          **kw)}
+        assert automatic.grid_precision(torch.device("cuda"), torch.bfloat16) == grid
     masks = {k: np.stack([r.mask(img.shape[:2]) for r in v.records + v.hidden]).reshape(
         len(v.records + v.hidden), -1).astype(np.float32) for k, v in res.items()}
     a, b = masks["cpu"], masks["cuda"]

@@ -47,6 +47,7 @@ exclusive (slices ``[row0:row1, col0:col1]``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -652,6 +653,31 @@ def stability_score(logits: torch.Tensor, mask_threshold: float, offset: float) 
 # ============================================================================ fast decoder
 
 
+#: GridDecoder arithmetic that ``precision="auto"`` (or "bf16" / "fp16") selects on a CUDA
+#: device; "fp32" there keeps exact float32. See docs/benchmarks.md, "On a GPU".
+GRID_PRECISION_CUDA = "tf32"
+
+
+@contextlib.contextmanager
+def _tf32_matmuls():
+    """Allow TF32 in CUDA matrix products and convolutions, restoring the settings after."""
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def grid_precision(device: torch.device, dtype: torch.dtype) -> str:
+    """GridDecoder precision for a predictor's device and compute dtype: float32 on the CPU
+    and for ``precision="fp32"``; :data:`GRID_PRECISION_CUDA` for reduced precision on CUDA."""
+    if device.type != "cuda" or dtype == torch.float32:
+        return "fp32"
+    return GRID_PRECISION_CUDA
+
+
 class GridDecoder:
     """SAM's mask decoder specialised for many single positive points on one image.
 
@@ -675,7 +701,15 @@ class GridDecoder:
     >>> state = dec.tokens(shared, points_xy)               # (N, 2) x, y in the model input frame
     >>> state.iou                                          # (N, 3) predicted IoU, cheap
     >>> logits = dec.masks(shared, state, index)           # (n, 3, 4E, 4E) for chosen prompts
+
+    ``precision``: "fp32" exact float32; "tf32" float32 storage with TF32 matrix products on
+    CUDA (float32 on the CPU); "bf16" as "tf32" for the token path, with the upscaling head's
+    intermediates in bfloat16 (on any device). Logits are float32 in every case.
+    ``segment_everything`` uses float32 on the CPU and, for ``precision="auto"`` on a GPU,
+    :data:`GRID_PRECISION_CUDA` (see :func:`grid_precision`).
     """
+
+    PRECISIONS = ("fp32", "tf32", "bf16")
 
     @staticmethod
     def supports(model) -> bool:
@@ -710,8 +744,14 @@ class GridDecoder:
             return False
 
     def __init__(self, model, chunk: int | None = None, pixel_tile: int | None = None,
-                 mask_chunk: int | None = None):
+                 mask_chunk: int | None = None, precision: str = "fp32"):
+        if precision not in self.PRECISIONS:
+            raise ValueError(
+                f"GridDecoder precision must be one of {', '.join(self.PRECISIONS)}, "
+                f"not {precision!r}"
+            )
         self.model = model
+        self.precision = precision
         # Work sizes (None: by device). On the CPU small steps keep intermediates in cache; on
         # a GPU each step is a few kernel launches, so steps are as large as memory allows.
         self.pixel_tile = None if pixel_tile is None else int(pixel_tile)
@@ -723,6 +763,12 @@ class GridDecoder:
         # prompts per token-path step (CPU default: 16384 image tokens per step, i.e. 4 prompts
         # for a 64 x 64 embedding; GPU: 2**20, 256 prompts)
         self.chunk = None if chunk is None else int(chunk)
+
+    def _math(self, dev: torch.device):
+        """TF32 matrix products for the duration of a call (CUDA, precision tf32/bf16)."""
+        if dev.type != "cuda" or self.precision == "fp32":
+            return contextlib.nullcontext()
+        return _tf32_matmuls()
 
     # ------------------------------------------------------------------ shared per image
     @torch.inference_mode()
@@ -819,7 +865,8 @@ class GridDecoder:
         dev = self.dec.iou_token.weight.device
         pts = torch.as_tensor(points_xy, device=dev).float()
         step = self.chunk or max(1, (16384 if dev.type == "cpu" else 2**20) // shared["hw"])
-        parts = [self._tokens(shared, pts[i : i + step]) for i in range(0, len(pts), step)]
+        with self._math(dev):
+            parts = [self._tokens(shared, pts[i : i + step]) for i in range(0, len(pts), step)]
         if len(parts) == 1:
             return parts[0]
         return _DecoderState(*(torch.cat(x, 0) for x in zip(*(p.astuple() for p in parts))))
@@ -970,8 +1017,9 @@ class GridDecoder:
         """Low-resolution mask logits (n, C, 4E, 4E) of the prompts ``index`` of ``state``."""
         index = torch.as_tensor(index, device=state.iou.device).reshape(-1)
         step = self.mask_chunk or (16 if index.device.type == "cpu" else 64)
-        parts = [self._masks(shared, state, index[i : i + step])
-                 for i in range(0, len(index), step)]
+        with self._math(index.device):
+            parts = [self._masks(shared, state, index[i : i + step])
+                     for i in range(0, len(index), step)]
         if not parts:
             e = 4 * shared["side"]
             return state.iou.new_zeros(0, state.iou.shape[1], e, e)
@@ -988,6 +1036,12 @@ class GridDecoder:
         d8 = w2f.shape[-1] // 4
         c = hyper.shape[1]
         ln = up[1]
+        ln_w, ln_b = ln.weight, ln.bias
+        if self.precision == "bf16":
+            bf = torch.bfloat16
+            lt, rw, alpha, hyper = lt.to(bf), rw.to(bf), alpha.to(bf), hyper.to(bf)
+            shw, cw, w2f, b2 = shw.to(bf), cw.to(bf), w2f.to(bf), b2.to(bf)
+            ln_w, ln_b = ln_w.to(bf), ln_b.to(bf)
         out = torch.empty(n, c, hw, 16, device=lt.device)
         # Pixel tiles keep the (n, tile, 4*D4) and (n, tile, 16*D8) intermediates in cache;
         # every output pixel depends on its own embedding pixel only.
@@ -999,7 +1053,7 @@ class GridDecoder:
             y = torch.bmm(lt[:, :, p0:p1].transpose(1, 2), rw)  # (n, k, 4*D4)
             y += shw[p0:p1]
             y = torch.addcmul(cw, alpha[:, p0:p1, None], y, out=y)
-            y = F.layer_norm(y.view(n, k * 4, d4), (d4,), ln.weight, ln.bias, ln.eps)
+            y = F.layer_norm(y.view(n, k * 4, d4), (d4,), ln_w, ln_b, ln.eps)
             y = up[2](y)
             z = torch.addmm(b2, y.view(-1, d4), w2f)  # (n*k*4, 4*D8)
             z = up[4](z).view(n, k * 16, d8)
@@ -1108,7 +1162,11 @@ class _Engine:
         self.model = predictor.model
         self.p = params
         self.fast = params.fast_decoder and GridDecoder.supports(self.model)
-        self.decoder = GridDecoder(self.model) if self.fast else None
+        self.decoder = (
+            GridDecoder(self.model, precision=grid_precision(predictor.device, predictor.dtype))
+            if self.fast
+            else None
+        )
         self.n_low = 4 * int(self.model.embedding_size)
         self.threshold = float(self.model.mask_threshold)
 
@@ -1750,7 +1808,8 @@ def segment_everything(
         See :class:`napari_sam.Predictor` (ignored for StackEmbeddings).
     precision : {"auto", "fp32", "bf16", "fp16"}
         See :class:`napari_sam.Predictor` ("auto": bf16 on CUDA, fp32 elsewhere; ignored for
-        StackEmbeddings).
+        StackEmbeddings). On a GPU anything but "fp32" also runs :class:`GridDecoder` at
+        :data:`GRID_PRECISION_CUDA` (TF32 matrix products); "fp32" keeps it exact.
     fast_decoder : bool
         Use :class:`GridDecoder` (same masks, much faster); False decodes with the model's
         own decoder.
