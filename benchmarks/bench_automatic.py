@@ -182,11 +182,15 @@ def worker_ours(args) -> dict:
     ]
     for name, nms, grid in runs:
         # "fp32": exact float32; otherwise what precision="auto" runs on a GPU with
-        # GRID_PRECISION_CUDA set to that value (the embedding is float32 either way)
-        automatic.GRID_PRECISION_CUDA = grid if grid != "fp32" else automatic.GRID_PRECISION_CUDA
+        # GRID_PRECISION_CUDA set to that value (the embedding is float32 either way);
+        # ":eager" without the fused Triton kernel of the upscaling head
+        prec, _, eager = grid.partition(":")
+        if prec != "fp32":
+            automatic.GRID_PRECISION_CUDA = prec
+        automatic.GRID_FUSED_HEAD_CUDA = not eager
         kwargs = dict(
             device=dev,
-            precision="fp32" if grid == "fp32" else "auto",
+            precision="fp32" if prec == "fp32" else "auto",
             points_per_side=args.points_per_side,
             points_per_batch=args.points_per_batch,
             pred_iou_thresh=args.pred_iou_thresh,
@@ -261,17 +265,19 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="16 x 16 points")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (both generators run there)")
     ap.add_argument("--grid-precision", default="fp32",
-                    help="ours: comma-separated GridDecoder precisions to time (fp32, tf32, bf16; "
-                         "the last two apply on CUDA only, where precision='auto' uses them)")
+                    help="ours: comma-separated GridDecoder precisions to time (fp32, tf32; tf32 "
+                         "applies on CUDA only, where precision='auto' uses it); "
+                         "a suffix ':eager' turns off the fused Triton head (CUDA)")
     ap.add_argument("--worker", choices=["meta", "ours"], help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.quick:
         args.points_per_side = 16
     args.grid = [g.strip() for g in args.grid_precision.split(",") if g.strip()]
-    bad = [g for g in args.grid if g not in ("fp32", "tf32", "bf16")]
+    bad = [g for g in args.grid if g.removesuffix(":eager") not in ("fp32", "tf32")]
     if bad or not args.grid:
-        ap.error(f"--grid-precision takes fp32, tf32 and bf16, not {args.grid_precision!r}")
+        ap.error(f"--grid-precision takes fp32 and tf32 (each optionally with ':eager'), "
+                 f"not {args.grid_precision!r}")
     torch.set_num_threads(args.threads)
     if args.worker:
         res = worker_meta(args) if args.worker == "meta" else worker_ours(args)

@@ -656,6 +656,9 @@ def stability_score(logits: torch.Tensor, mask_threshold: float, offset: float) 
 #: GridDecoder arithmetic that ``precision="auto"`` (or "bf16" / "fp16") selects on a CUDA
 #: device; "fp32" there keeps exact float32. See docs/benchmarks.md, "On a GPU".
 GRID_PRECISION_CUDA = "tf32"
+#: Whether GridDecoder fuses its upscaling head's add, scale, layer norm and GELU into one
+#: Triton kernel on CUDA (when Triton is installed).
+GRID_FUSED_HEAD_CUDA = True
 
 
 @contextlib.contextmanager
@@ -703,13 +706,14 @@ class GridDecoder:
     >>> logits = dec.masks(shared, state, index)           # (n, 3, 4E, 4E) for chosen prompts
 
     ``precision``: "fp32" exact float32; "tf32" float32 storage with TF32 matrix products on
-    CUDA (float32 on the CPU); "bf16" as "tf32" for the token path, with the upscaling head's
-    intermediates in bfloat16 (on any device). Logits are float32 in every case.
-    ``segment_everything`` uses float32 on the CPU and, for ``precision="auto"`` on a GPU,
-    :data:`GRID_PRECISION_CUDA` (see :func:`grid_precision`).
+    CUDA (float32 on the CPU). Logits are float32 either way. ``segment_everything`` uses
+    float32 on the CPU and, for ``precision="auto"`` on a GPU, :data:`GRID_PRECISION_CUDA`
+    (see :func:`grid_precision`). On CUDA, where Triton is installed, the upscaling head's
+    add, scale, layer norm and GELU run as one fused kernel (:mod:`napari_sam.kernels`;
+    ``fused_head``).
     """
 
-    PRECISIONS = ("fp32", "tf32", "bf16")
+    PRECISIONS = ("fp32", "tf32")
 
     @staticmethod
     def supports(model) -> bool:
@@ -744,7 +748,8 @@ class GridDecoder:
             return False
 
     def __init__(self, model, chunk: int | None = None, pixel_tile: int | None = None,
-                 mask_chunk: int | None = None, precision: str = "fp32"):
+                 mask_chunk: int | None = None, precision: str = "fp32",
+                 fused_head: bool | None = None):
         if precision not in self.PRECISIONS:
             raise ValueError(
                 f"GridDecoder precision must be one of {', '.join(self.PRECISIONS)}, "
@@ -752,6 +757,9 @@ class GridDecoder:
             )
         self.model = model
         self.precision = precision
+        # None: the fused Triton kernel on CUDA where Triton is installed (same numbers as
+        # the PyTorch ops up to summation order); True forces it (CPU: TRITON_INTERPRET=1)
+        self.fused_head = fused_head
         # Work sizes (None: by device). On the CPU small steps keep intermediates in cache; on
         # a GPU each step is a few kernel launches, so steps are as large as memory allows.
         self.pixel_tile = None if pixel_tile is None else int(pixel_tile)
@@ -765,7 +773,7 @@ class GridDecoder:
         self.chunk = None if chunk is None else int(chunk)
 
     def _math(self, dev: torch.device):
-        """TF32 matrix products for the duration of a call (CUDA, precision tf32/bf16)."""
+        """TF32 matrix products for the duration of a call (CUDA, precision tf32)."""
         if dev.type != "cuda" or self.precision == "fp32":
             return contextlib.nullcontext()
         return _tf32_matmuls()
@@ -1025,6 +1033,17 @@ class GridDecoder:
             return state.iou.new_zeros(0, state.iou.shape[1], e, e)
         return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
 
+    def _use_fused_head(self, dev: torch.device) -> bool:
+        from napari_sam.kernels import triton_available
+
+        up = self.dec.output_upscaling
+        exact_gelu = isinstance(up[2], torch.nn.GELU) and up[2].approximate == "none"
+        if self.fused_head is False or not exact_gelu:
+            return False
+        if self.fused_head is None and (dev.type != "cuda" or not GRID_FUSED_HEAD_CUDA):
+            return False
+        return triton_available()
+
     def _masks(self, shared, state, index):
         up = self.dec.output_upscaling
         alpha, lt, rm = state.alpha[index], state.lt[index], state.rm[index]
@@ -1037,12 +1056,12 @@ class GridDecoder:
         c = hyper.shape[1]
         ln = up[1]
         ln_w, ln_b = ln.weight, ln.bias
-        if self.precision == "bf16":
-            bf = torch.bfloat16
-            lt, rw, alpha, hyper = lt.to(bf), rw.to(bf), alpha.to(bf), hyper.to(bf)
-            shw, cw, w2f, b2 = shw.to(bf), cw.to(bf), w2f.to(bf), b2.to(bf)
-            ln_w, ln_b = ln_w.to(bf), ln_b.to(bf)
         out = torch.empty(n, c, hw, 16, device=lt.device)
+        fused = self._use_fused_head(lt.device) and shw.dtype == ln_w.dtype == torch.float32
+        if fused:
+            from napari_sam.kernels import affine_layernorm_gelu_
+
+            alpha, ln_w, ln_b = alpha.contiguous(), ln_w.contiguous(), ln_b.contiguous()
         # Pixel tiles keep the (n, tile, 4*D4) and (n, tile, 16*D8) intermediates in cache;
         # every output pixel depends on its own embedding pixel only.
         pixels = self.pixel_tile or (1024 if lt.device.type == "cpu" else 2**18)
@@ -1051,10 +1070,13 @@ class GridDecoder:
             p1 = min(p0 + tile, hw)
             k = p1 - p0
             y = torch.bmm(lt[:, :, p0:p1].transpose(1, 2), rw)  # (n, k, 4*D4)
-            y += shw[p0:p1]
-            y = torch.addcmul(cw, alpha[:, p0:p1, None], y, out=y)
-            y = F.layer_norm(y.view(n, k * 4, d4), (d4,), ln_w, ln_b, ln.eps)
-            y = up[2](y)
+            if fused:  # the four steps below in one pass over y
+                y = affine_layernorm_gelu_(y, shw, alpha, cw, ln_w, ln_b, ln.eps, p0)
+            else:
+                y += shw[p0:p1]
+                y = torch.addcmul(cw, alpha[:, p0:p1, None], y, out=y)
+                y = F.layer_norm(y.view(n, k * 4, d4), (d4,), ln_w, ln_b, ln.eps)
+                y = up[2](y)
             z = torch.addmm(b2, y.view(-1, d4), w2f)  # (n*k*4, 4*D8)
             z = up[4](z).view(n, k * 16, d8)
             out[:, :, p0:p1] = torch.bmm(hyper, z.transpose(1, 2)).view(n, c, k, 16)
