@@ -163,6 +163,7 @@ def _gpu_peak_mb(dev: torch.device) -> float:
 
 
 def worker_ours(args) -> dict:
+    from napari_sam import automatic
     from napari_sam.automatic import segment_everything
     from napari_sam.models import sam_from_state_dict
     from napari_sam.predictor import ImageEmbedding
@@ -173,8 +174,6 @@ def worker_ours(args) -> dict:
     size = int(e["size"])
     # a square image is resized to fill the model input (as Meta's set_image does)
     emb = ImageEmbedding(e["features"], (size, size), (model.img_size,) * 2, model.model_id)
-    from napari_sam import automatic
-
     dev = torch.device(args.device)
     out = {}
     runs = [(f"ours_nms_{g}", args.box_nms_thresh, g) for g in args.grid] + [
