@@ -490,10 +490,15 @@ def test_checkpoint_file_model(make_widget, tiny_sam, tmp_path):
 
 def test_segment_everything_thresholds_follow_the_chosen_model(make_widget, tiny_sam, tmp_path):
     """Choosing a model sets the threshold boxes to its sidecar's recommendation (the demo
-    model's 0.6 / 0.8), or to SAM's 0.88 / 0.95 for a checkpoint without one."""
+    model's, from src/napari_sam/weights/demo.json), or to SAM's 0.88 / 0.95 for a checkpoint
+    without one."""
     import json
+    from importlib.resources import files
 
     import torch
+
+    demo = json.loads(files("napari_sam.weights").joinpath("demo.json").read_text())["automatic"]
+    assert (demo["pred_iou_thresh"], demo["stability_score_thresh"]) != (0.88, 0.95)
 
     plain = tmp_path / "plain.pt"
     torch.save(tiny_sam.state_dict(), plain)
@@ -504,7 +509,8 @@ def test_segment_everything_thresholds_follow_the_chosen_model(make_widget, tiny
     viewer, widget = make_widget(blob_stack(z=2), name="img")
     # a new widget starts on the demo model here (no real weights cached): its thresholds
     assert widget._model.currentData().is_demo
-    assert (widget._iou.value(), widget._stability.value()) == (0.6, 0.8)
+    assert (widget._iou.value(), widget._stability.value()) == (
+        demo["pred_iou_thresh"], demo["stability_score_thresh"])
     file_item = widget._model.findText("Checkpoint file...")
     widget._model.setCurrentIndex(file_item)
     widget._on_model_changed(path=str(tuned))
