@@ -39,7 +39,7 @@ def test_grid_decoder_uses_the_fused_head_only_where_it_applies(monkeypatch):
 
     sam = build_sam(SamConfig(**TINY_VIT))
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(kernels, "triton_available", lambda: True)
+    monkeypatch.setattr(kernels, "fused_kernels_work", lambda device: True)
     assert not GridDecoder(sam)._use_fused_head(cpu)  # CPU: PyTorch ops unless forced
     assert GridDecoder(sam)._use_fused_head(cuda)
     assert GridDecoder(sam, precision="tf32")._use_fused_head(cuda)
@@ -47,8 +47,25 @@ def test_grid_decoder_uses_the_fused_head_only_where_it_applies(monkeypatch):
     assert GridDecoder(sam, fused_head=True)._use_fused_head(cpu)
     monkeypatch.setattr(automatic, "GRID_FUSED_HEAD_CUDA", False)
     assert not GridDecoder(sam)._use_fused_head(cuda)
-    monkeypatch.setattr(kernels, "triton_available", lambda: False)
+    monkeypatch.setattr(kernels, "fused_kernels_work", lambda device: False)
     assert not GridDecoder(sam, fused_head=True)._use_fused_head(cpu)
+
+
+def test_a_triton_that_cannot_compile_falls_back_with_a_warning(monkeypatch, caplog):
+    """Triton installed but unusable (no C compiler for its launcher, say): the check says
+    no, names the reason once, and GridDecoder keeps its PyTorch head."""
+    from napari_sam import kernels
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Failed to find C compiler")
+
+    monkeypatch.setattr(kernels, "triton_available", lambda: True)
+    monkeypatch.setattr(kernels, "affine_layernorm_gelu_", broken)
+    with caplog.at_level("WARNING", logger="napari_sam.kernels"):
+        assert kernels.fused_kernels_work.__wrapped__("cpu") is False
+    assert "Failed to find C compiler" in caplog.text and "PyTorch ops" in caplog.text
+    monkeypatch.setattr(kernels, "triton_available", lambda: False)
+    assert kernels.fused_kernels_work.__wrapped__("cpu") is False  # no Triton: no attempt
 
 
 _INTERPRETED = textwrap.dedent(

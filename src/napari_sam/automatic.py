@@ -1034,7 +1034,7 @@ class GridDecoder:
         return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
 
     def _use_fused_head(self, dev: torch.device) -> bool:
-        from napari_sam.kernels import triton_available
+        from napari_sam import kernels
 
         up = self.dec.output_upscaling
         exact_gelu = isinstance(up[2], torch.nn.GELU) and up[2].approximate == "none"
@@ -1042,7 +1042,7 @@ class GridDecoder:
             return False
         if self.fused_head is None and (dev.type != "cuda" or not GRID_FUSED_HEAD_CUDA):
             return False
-        return triton_available()
+        return kernels.fused_kernels_work(str(dev))
 
     def _masks(self, shared, state, index):
         up = self.dec.output_upscaling

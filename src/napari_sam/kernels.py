@@ -9,10 +9,13 @@ check them on machines without a GPU.
 from __future__ import annotations
 
 import functools
+import logging
 
 import torch
 
-__all__ = ["affine_layernorm_gelu_", "triton_available"]
+__all__ = ["affine_layernorm_gelu_", "fused_kernels_work", "triton_available"]
+
+logger = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -22,6 +25,28 @@ def triton_available() -> bool:
         import triton  # noqa: F401
         import triton.language  # noqa: F401
     except Exception:  # ImportError, or a broken install
+        return False
+    return True
+
+
+@functools.cache
+def fused_kernels_work(device: str) -> bool:
+    """Whether the kernels compile and run on ``device`` (e.g. "cuda:0"), checked once per
+    device on a tiny input. Triton can be installed yet unusable (no C compiler for its
+    launcher, an old driver): then this logs why, once, and callers use their PyTorch path."""
+    if not triton_available():
+        return False
+    try:
+        dev = torch.device(device)
+        g = torch.zeros(1, 1, 4 * 8, device=dev)
+        shw, alpha = torch.zeros(1, 4 * 8, device=dev), torch.ones(1, 1, device=dev)
+        cw, w, b = torch.zeros(4 * 8, device=dev), torch.ones(8, device=dev), torch.zeros(8, device=dev)
+        affine_layernorm_gelu_(g, shw, alpha, cw, w, b, 1e-6, 0)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+    except Exception as exc:  # any failure means: do not use the kernels here
+        logger.warning("fused Triton kernels unavailable on %s (%s: %s); using PyTorch ops",
+                       device, type(exc).__name__, exc)
         return False
     return True
 
