@@ -1,0 +1,89 @@
+"""Where a demo-model training step spends its time (for the GPU rate of napari_sam.training).
+
+On a lent H200 the demo trainer made about 2 steps of batch 16 a second whether one or three
+runs shared the GPU, so something other than the GPU's arithmetic bounds a run. This script
+times ``Trainer.train_step`` on the demo architecture and prints:
+
+- the wall time per step, and the part spent outside PyTorch ops (numpy prompt simulation,
+  Python), from ``torch.profiler``'s total of op time;
+- the ops with the most self time on the host and, on a GPU, on the device.
+
+    python benchmarks/profile_training_step.py                       # CPU, batch 4
+    python benchmarks/profile_training_step.py --device cuda --batch-size 16
+
+There is no reference to compare with: this is a diagnosis, not a target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=5, help="profiled steps (after 3 warm-up steps)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    ap.add_argument("--corrections", type=int, default=2)
+    ap.add_argument("--top", type=int, default=15)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from napari_sam.models.build import SamConfig, build_sam
+    from napari_sam.training.demo import DEMO_CONFIG, SyntheticStream
+    from napari_sam.training.losses import LossWeights
+    from napari_sam.training.trainer import TrainConfig, Trainer, position_aware_init
+
+    model = build_sam(SamConfig(**DEMO_CONFIG))
+    position_aware_init(model)
+    cfg = TrainConfig(  # the demo recipe (napari_sam.training.demo.train_demo)
+        lr=1e-3, weight_decay=0.05, warmup_steps=40, min_lr_ratio=0.02,
+        batch_size=args.batch_size, objects_per_image=6, n_corrections=args.corrections,
+        p_box=0.4, p_farthest=0.5, p_drop_mask=0.1, point_interior_bias=0.5, precision="bf16",
+        grad_clip=1.0, loss_resolution="low", loss=LossWeights(), box_noise=0.03,
+        propagation_hops=1,
+    )  # fmt: skip
+    trainer = Trainer(model, cfg, device=args.device, seed=0)
+    dev = trainer.device
+    stream = SyntheticStream(model.img_size, pool_size=max(24, 2 * args.batch_size), seed=0)
+    rng = np.random.default_rng(0)
+    batches = [stream.batch(rng, args.batch_size) for _ in range(args.steps + 3)]
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    for items in batches[:3]:
+        trainer.train_step(items)
+    sync()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for items in batches[3:]:
+            trainer.train_step(items)
+        sync()
+        wall = (time.perf_counter() - t0) / args.steps
+    events = prof.key_averages()
+    # top-level op time on the host (children are inside their parents' totals)
+    op_host = sum(e.self_cpu_time_total for e in events) / 1e6 / args.steps
+    print(f"device {dev}, batch {args.batch_size}, {args.corrections} correction rounds, "
+          f"torch threads {torch.get_num_threads()}")
+    print(f"wall time per step: {wall:.3f} s; host time inside PyTorch ops: {op_host:.3f} s; "
+          f"outside them (numpy, Python, waiting): {max(0.0, wall - op_host):.3f} s")
+    if dev.type == "cuda":
+        gpu = sum(getattr(e, "self_device_time_total", 0) for e in events) / 1e6 / args.steps
+        print(f"GPU kernel time per step: {gpu:.3f} s ({100 * gpu / wall:.0f} % of the wall time)")
+        print(events.table(sort_by="self_device_time_total", row_limit=args.top))
+    print(events.table(sort_by="self_cpu_time_total", row_limit=args.top))
+
+
+if __name__ == "__main__":
+    main()
