@@ -757,8 +757,9 @@ class GridDecoder:
             )
         self.model = model
         self.precision = precision
-        # None: the fused Triton kernel on CUDA where Triton is installed (same numbers as
-        # the PyTorch ops up to summation order); True forces it (CPU: TRITON_INTERPRET=1)
+        # None: the fused Triton kernel on CUDA where it compiles and runs (same numbers as
+        # the PyTorch ops up to summation order); True: on any device where it runs (the CPU
+        # under TRITON_INTERPRET=1); False: never. See kernels.fused_kernels_work.
         self.fused_head = fused_head
         # Work sizes (None: by device). On the CPU small steps keep intermediates in cache; on
         # a GPU each step is a few kernel launches, so steps are as large as memory allows.
