@@ -30,6 +30,8 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=5, help="profiled steps (after 3 warm-up steps)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--corrections", type=int, default=2)
+    ap.add_argument("--correction-fraction", type=float, default=1.0,
+                    help="share of the objects given correction clicks (TrainConfig)")
     ap.add_argument("--top", type=int, default=15)
     args = ap.parse_args(argv)
     if args.threads:
@@ -47,6 +49,7 @@ def main(argv=None) -> None:
     cfg = TrainConfig(  # the demo recipe (napari_sam.training.demo.train_demo)
         lr=1e-3, weight_decay=0.05, warmup_steps=40, min_lr_ratio=0.02,
         batch_size=args.batch_size, objects_per_image=6, n_corrections=args.corrections,
+        correction_fraction=args.correction_fraction,
         p_box=0.4, p_farthest=0.5, p_drop_mask=0.1, point_interior_bias=0.5, precision="bf16",
         grad_clip=1.0, loss_resolution="low", loss=LossWeights(), box_noise=0.03,
         propagation_hops=1,
@@ -74,7 +77,8 @@ def main(argv=None) -> None:
     events = prof.key_averages()
     # top-level op time on the host (children are inside their parents' totals)
     op_host = sum(e.self_cpu_time_total for e in events) / 1e6 / args.steps
-    print(f"device {dev}, batch {args.batch_size}, {args.corrections} correction rounds, "
+    print(f"device {dev}, batch {args.batch_size}, {args.corrections} correction rounds "
+          f"for {args.correction_fraction:g} of the objects, "
           f"torch threads {torch.get_num_threads()}")
     print(f"wall time per step: {wall:.3f} s; host time inside PyTorch ops: {op_host:.3f} s; "
           f"outside them (numpy, Python, waiting): {max(0.0, wall - op_host):.3f} s")

@@ -107,12 +107,15 @@ def test_the_command_writes_a_loadable_checkpoint_with_its_sidecar(tmp_path, cap
         "--out", str(out), "--minutes", "0.4", "--eval-minutes", "10", "--pool-size", "4",
         "--batch-size", "2", "--objects-per-image", "2", "--warm", "0", "--box-noise", "0.03",
         "--threads", "2", "--no-progress", "--val-volumes", "1", "--weights", "nuclei_3d=0.5",
+        "--correction-fraction", "0.5", "--propagation-hops", "0",
     ])
     assert rc == 0
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["final"] is True and meta["base_model"] == "scratch"
     assert meta["steps"] >= 1
     assert meta["train_config"]["box_noise"] == pytest.approx(0.03)
+    assert meta["train_config"]["correction_fraction"] == pytest.approx(0.5)
+    assert meta["train_config"]["propagation"] is False  # --propagation-hops 0
     assert meta["data"]["train_seeds"] == f"[0, {demo.TRAIN_SEED_END})"
     assert meta["data"]["domain_weights"]["nuclei_3d"] == 0.5
     assert meta["data"]["domain_weights"]["xray_2d"] == demo.DOMAIN_WEIGHTS[("xray", 2)]

@@ -314,3 +314,45 @@ def test_a_second_hop_prompts_the_partner_with_the_first_hop_prediction():
     assert one[-1][0] == partner and two[-2][0] == partner  # the first hop, on the partner
     assert two[-1][0] == partner  # the second hop, on the partner again (no mask vanished) ...
     torch.testing.assert_close(two[-1][1], two[-2][2])  # ... prompted with the first hop's logits
+
+
+def test_correction_fraction_sends_a_share_of_the_objects_to_the_corrections(data):
+    """correction_fraction=0.5: every object gets its first prompt, half of each prompt kind
+    (at least one) goes on to each correction iteration, always the same objects, and their
+    clicks accumulate."""
+    images, labels = data
+    items = make_items(load_pairs(images[:2], labels[:2]), 64)  # 10 objects
+    for fraction in (1.0, 0.5):
+        tr = Trainer(build_sam(TINY), TrainConfig(batch_size=2, n_corrections=2, p_box=0.5,
+                                                  correction_fraction=fraction), seed=3)
+        seen = []
+        decode = tr._decode
+
+        def spy(emb, idx, points=None, boxes=None, masks=None, multimask=False, decode=decode,
+                seen=seen):
+            n_clicks = 0 if points is None else points[0].shape[1]
+            xy = None if points is None else points[0].detach().clone()
+            seen.append((idx.tolist(), n_clicks, boxes is not None, xy))
+            return decode(emb, idx, points=points, boxes=boxes, masks=masks, multimask=multimask)
+
+        tr._decode = spy
+        info = tr.train_step(items)
+        assert info["objects"] == 10 and np.isfinite(info["loss"])
+        first = [c for c in seen if (c[1] == 1 and not c[2]) or (c[1] == 0 and c[2])]
+        first_sizes = sorted(len(c[0]) for c in first)
+        assert sum(first_sizes) == 10  # every object gets its first prompt
+        corr = [c for c in seen if not any(c is f for f in first)]
+        assert len(corr) == 2 * len(first)  # two iterations per prompt kind
+        expect = sorted(max(1, round(fraction * k)) for k in first_sizes)
+        for it in (corr[: len(first)], corr[len(first):]):
+            assert sorted(len(c[0]) for c in it) == expect
+        # the same objects in both iterations: their clicks so far, and one more
+        for a, b in zip(corr[: len(first)], corr[len(first):]):
+            assert a[0] == b[0] and b[1] == a[1] + 1
+            torch.testing.assert_close(b[3][:, :-1], a[3])
+
+
+def test_correction_fraction_outside_0_1_is_refused():
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="correction_fraction"):
+            Trainer(build_sam(TINY), TrainConfig(correction_fraction=bad))

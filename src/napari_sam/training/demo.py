@@ -317,6 +317,7 @@ def train_demo(
     batch_size: int = 4,
     objects_per_image: int = 6,
     n_corrections: int = 2,
+    correction_fraction: float = 1.0,
     pool_size: int = 160,
     precision: str = "bf16",
     init: str | os.PathLike | None = None,
@@ -353,10 +354,11 @@ def train_demo(
     budget = minutes * 60.0
     cfg = TrainConfig(
         lr=lr, weight_decay=0.05, warmup_steps=40, min_lr_ratio=0.02, batch_size=batch_size,
-        objects_per_image=objects_per_image, n_corrections=n_corrections, p_box=0.4,
+        objects_per_image=objects_per_image, n_corrections=n_corrections,
+        correction_fraction=correction_fraction, p_box=0.4,
         p_farthest=0.5, p_drop_mask=0.1, point_interior_bias=0.5, precision=precision,
         grad_clip=1.0, loss_resolution="low", loss=loss or LossWeights(), box_noise=box_noise,
-        propagation_hops=propagation_hops,
+        propagation=propagation_hops > 0, propagation_hops=max(1, propagation_hops),
     )
     trainer = Trainer(model, cfg, device=device, seed=seed)
     dev = trainer.device
@@ -562,7 +564,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=0,
                    help="processes making synthetic scenes while training (use with a GPU)")
     p.add_argument("--propagation-hops", type=int, default=2,
-                   help="propagation steps per slice pair (see TrainConfig.propagation_hops)")
+                   help="propagation steps per slice pair (see TrainConfig.propagation_hops); "
+                        "0 trains no propagation")
+    p.add_argument("--correction-fraction", type=float, default=1.0,
+                   help="share of each step's objects given correction clicks "
+                        "(see TrainConfig.correction_fraction)")
     p.add_argument("--report", action="store_true",
                    help="do not train: print per-domain scores of --out on held-out seeds")
     a = p.parse_args(argv)
@@ -579,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     train_demo(a.out, minutes=a.minutes, eval_minutes=a.eval_minutes, threads=a.threads,
                seed=a.seed, lr=a.lr, batch_size=a.batch_size,
                objects_per_image=a.objects_per_image, n_corrections=a.corrections,
+               correction_fraction=a.correction_fraction,
                precision=a.precision, init=a.init, pool_size=a.pool_size,
                loss=LossWeights(focal=a.focal_weight, focal_gamma=a.focal_gamma,
                                 dice=a.dice_weight, balanced=a.balanced),
