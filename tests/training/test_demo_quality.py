@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from napari_sam.models.registry import where
-from napari_sam.synthetic import HELDOUT_SEED_START, nuclei_2d
-from napari_sam.training.prompts import central_point, correction_clicks, masks_to_boxes
 
 DEMO = where("demo")
 N_IMAGES = 8
@@ -28,56 +25,16 @@ if not DEMO.is_file():  # pragma: no cover - only before the demo model is train
     pytestmark = pytest.mark.skip(reason=reason)
 
 
-def _iou(masks: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    m = masks.reshape(len(masks), -1)
-    g = gt.reshape(len(gt), -1)
-    return (m & g).sum(1) / np.maximum((m | g).sum(1), 1)
-
-
 @pytest.fixture(scope="module")
 def results():
-    """Per-object IoUs on held-out nuclei images: click, box, and after 1..3 corrections."""
+    """Per-object IoUs on held-out nuclei images: click, box, and after 1..3 corrections
+    (``napari_sam.training.demo.nuclei_quality``, also behind ``--check``)."""
     import napari_sam as ns
+    from napari_sam.training.demo import nuclei_quality
 
-    model = ns.load_model("demo")
-    pred = ns.Predictor(model, device="cpu")
-    rng = np.random.default_rng(0)
-    click, box, corrected = [], [], []
-    n_obj = 0
-    for i in range(N_IMAGES):
-        s = nuclei_2d((256, 256), seed=HELDOUT_SEED_START + i)
-        emb = pred.set_image(s.image)
-        ids = np.arange(1, s.n_objects + 1)
-        gt = s.labels[None] == ids[:, None, None]
-        n_obj += len(ids)
-        pts = np.array([central_point(g) for g in gt], np.float32)[:, None]  # (K, 1, 2) row, col
-        lab = np.ones((len(ids), 1), np.int64)
-        out = pred.predict_batch(emb, points=pts, labels=lab, multimask=True)
-        best = out.scores.argmax(1)
-        rows = torch.arange(len(ids))
-        masks = out.masks[rows, best].cpu().numpy()
-        click.append(_iou(masks, gt))
-        b = masks_to_boxes(gt)[:, [1, 0, 3, 2]]  # (x0, y0, x1, y1) -> (row0, col0, row1, col1)
-        click_box = pred.predict_batch(emb, boxes=b, multimask=False)
-        box.append(_iou(click_box.masks[:, 0].cpu().numpy(), gt))
-        logits = out.logits[rows, best][:, None]
-        per_click = []
-        for _ in range(3):
-            xy, lb = correction_clicks(masks, gt, rng, p_farthest=1.0)
-            pts = np.concatenate([pts, xy[:, None, ::-1]], 1)  # (x, y) -> (row, col)
-            lab = np.concatenate([lab, lb[:, None]], 1)
-            o = pred.predict_batch(emb, points=pts, labels=lab, mask_inputs=logits, multimask=False)
-            logits = o.logits
-            masks = o.masks[:, 0].cpu().numpy()
-            per_click.append(_iou(masks, gt))
-        corrected.append(np.stack(per_click, 1))
-    res = {
-        "click": np.concatenate(click),
-        "box": np.concatenate(box),
-        "corrected": np.concatenate(corrected),
-    }
+    res = nuclei_quality(ns.load_model("demo"), n_images=N_IMAGES)
     print(
-        f"\ndemo model on {N_IMAGES} held-out nuclei images ({n_obj} objects): "
+        f"\ndemo model on {N_IMAGES} held-out nuclei images ({len(res['click'])} objects): "
         f"click {res['click'].mean():.3f}, box {res['box'].mean():.3f}, "
         f"after 1/2/3 corrections {np.round(res['corrected'].mean(0), 3).tolist()}"
     )
@@ -114,3 +71,20 @@ def test_demo_targets_match_the_model():
         f"the installed demo model ({sha[:12]}) is not the one tests/demo_targets.py was "
         f"measured with ({DEMO_SHA256[:12]}): run the demo quality tests with -s and update "
         "DEMO_SHA256 and MEASURED there (and docs/models.md)")
+
+
+def test_check_command_measures_a_checkpoint_against_the_lines(results, monkeypatch, capsys):
+    """``python -m napari_sam.training.demo --check``: exit 0 when every line holds, 1 and
+    the failing line named when one does not."""
+    from napari_sam.training import demo
+
+    monkeypatch.setattr(demo, "nuclei_quality", lambda model, **kw: results)
+    assert demo.main(["--check", "--out", str(DEMO)]) == 0
+    out = capsys.readouterr().out
+    assert out.count(": met") == 3 and "NOT met" not in out
+    weak = {**results, "box": results["box"] - 0.2}
+    monkeypatch.setattr(demo, "nuclei_quality", lambda model, **kw: weak)
+    assert demo.main(["--check", "--out", str(DEMO)]) == 1
+    out = capsys.readouterr().out
+    assert "box, mean IoU" in out and "(line 0.85): NOT met" in out
+    assert demo.DEMO_LINES == {"click": 0.80, "box": 0.85, "correction_gain": 0.05}  # issue #7

@@ -41,7 +41,8 @@ from .data import TrainItem, prepare_item
 from .losses import LossWeights
 from .trainer import TrainConfig, Trainer, evaluate, position_aware_init, save_checkpoint
 
-__all__ = ["DEMO_CONFIG", "DOMAIN_WEIGHTS", "SyntheticStream", "main", "train_demo"]
+__all__ = ["DEMO_CONFIG", "DEMO_LINES", "DOMAIN_WEIGHTS", "SyntheticStream", "check", "main",
+           "nuclei_quality", "train_demo"]
 
 logger = logging.getLogger(__name__)
 
@@ -509,6 +510,95 @@ def report(path: str | os.PathLike | None = None, *, n_images: int = 6,
     return rows
 
 
+#: The demo model's own quality lines (issue #7), on ``nuclei_quality``'s held-out nuclei.
+DEMO_LINES = {"click": 0.80, "box": 0.85, "correction_gain": 0.05}
+
+
+def nuclei_quality(model, *, n_images: int = 8, device="cpu") -> dict[str, Any]:
+    """The demo model's quality lines, measured the way a user prompts.
+
+    On ``n_images`` held-out 2D nuclei images (``nuclei_2d``, 256 x 256, seeds from
+    ``HELDOUT_SEED_START``), every nucleus gets: one positive click at its most central pixel
+    (3 candidates; the one with the highest predicted IoU is shown), its tight box, and 3
+    correction clicks after the click, each at the point farthest inside the larger error
+    region with the previous low-resolution logits as mask prompt.
+    ``tests/training/test_demo_quality.py`` asserts ``DEMO_LINES`` on this.
+
+    Parameters
+    ----------
+    model : Sam
+    n_images : int
+    device : str or torch.device
+
+    Returns
+    -------
+    dict
+        "click" (K,), "box" (K,) float64 IoUs per nucleus; "corrected" (K, 3) IoU after
+        1, 2, 3 correction clicks; "n_images".
+    """
+    from napari_sam.predictor import Predictor
+    from napari_sam.synthetic import HELDOUT_SEED_START, nuclei_2d
+
+    from .prompts import central_point, correction_clicks, masks_to_boxes
+
+    def iou(m: np.ndarray, g: np.ndarray) -> np.ndarray:
+        m, g = m.reshape(len(m), -1), g.reshape(len(g), -1)
+        return (m & g).sum(1) / np.maximum((m | g).sum(1), 1)
+
+    pred = Predictor(model, device=device)
+    rng = np.random.default_rng(0)
+    click, box, corrected = [], [], []
+    for i in range(n_images):
+        s = nuclei_2d((256, 256), seed=HELDOUT_SEED_START + i)
+        emb = pred.set_image(s.image)
+        ids = np.arange(1, s.n_objects + 1)
+        gt = s.labels[None] == ids[:, None, None]
+        pts = np.array([central_point(g) for g in gt], np.float32)[:, None]  # (K, 1, 2) row, col
+        lab = np.ones((len(ids), 1), np.int64)
+        out = pred.predict_batch(emb, points=pts, labels=lab, multimask=True)
+        rows = torch.arange(len(ids))
+        best = out.scores.argmax(1)
+        masks = out.masks[rows, best].cpu().numpy()
+        click.append(iou(masks, gt))
+        b = masks_to_boxes(gt)[:, [1, 0, 3, 2]]  # (x0, y0, x1, y1) -> (row0, col0, row1, col1)
+        box.append(iou(pred.predict_batch(emb, boxes=b, multimask=False).masks[:, 0].cpu().numpy(),
+                       gt))
+        logits = out.logits[rows, best][:, None]
+        per_click = []
+        for _ in range(3):
+            xy, lb = correction_clicks(masks, gt, rng, p_farthest=1.0)
+            pts = np.concatenate([pts, xy[:, None, ::-1]], 1)  # (x, y) -> (row, col)
+            lab = np.concatenate([lab, lb[:, None]], 1)
+            o = pred.predict_batch(emb, points=pts, labels=lab, mask_inputs=logits, multimask=False)
+            logits = o.logits
+            masks = o.masks[:, 0].cpu().numpy()
+            per_click.append(iou(masks, gt))
+        corrected.append(np.stack(per_click, 1))
+    return {"click": np.concatenate(click), "box": np.concatenate(box),
+            "corrected": np.concatenate(corrected), "n_images": n_images}
+
+
+def check(path: str | os.PathLike | None = None) -> bool:
+    """Print ``nuclei_quality`` of a checkpoint against ``DEMO_LINES``; True when all hold."""
+    from napari_sam.models.registry import load_model
+
+    model = load_model("demo") if path is None else load_model(Path(path))
+    q = nuclei_quality(model)
+    low = q["click"] < 0.8
+    gain = float(q["corrected"][low, -1].mean() - q["click"][low].mean()) if low.any() else 0.0
+    values = {"click": float(q["click"].mean()), "box": float(q["box"].mean()),
+              "correction_gain": gain}
+    print(f"{path or 'demo'}: {len(q['click'])} held-out nuclei in {q['n_images']} images")
+    ok = True
+    for key, line in DEMO_LINES.items():
+        met = values[key] >= line
+        ok &= met
+        what = {"click": "one click, mean IoU", "box": "box, mean IoU",
+                "correction_gain": f"3 corrections on the {int(low.sum())} objects below 0.8, gain"}
+        print(f"  {what[key]}: {values[key]:.3f} (line {line}): {'met' if met else 'NOT met'}")
+    return ok
+
+
 def _domain_weights(text: str) -> dict[tuple[str, int], float]:
     """``"nuclei_3d=0.3,xray_2d=0.05"`` -> {("nuclei", 3): 0.3, ("xray", 2): 0.05}."""
     out: dict[tuple[str, int], float] = {}
@@ -571,6 +661,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(see TrainConfig.correction_fraction)")
     p.add_argument("--report", action="store_true",
                    help="do not train: print per-domain scores of --out on held-out seeds")
+    p.add_argument("--check", action="store_true",
+                   help="do not train: measure --out against the demo model's quality lines "
+                        "(exit status 1 when one is not met)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if a.threads:
@@ -582,6 +675,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.report:
         report(a.out)
         return 0
+    if a.check:
+        return 0 if check(a.out) else 1
     train_demo(a.out, minutes=a.minutes, eval_minutes=a.eval_minutes, threads=a.threads,
                seed=a.seed, lr=a.lr, batch_size=a.batch_size,
                objects_per_image=a.objects_per_image, n_corrections=a.corrections,
