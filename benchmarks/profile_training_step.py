@@ -10,6 +10,9 @@ times ``Trainer.train_step`` on the demo architecture and prints:
 
     python benchmarks/profile_training_step.py                       # CPU, batch 4
     python benchmarks/profile_training_step.py --device cuda --batch-size 16
+    python benchmarks/profile_training_step.py --no-profile --correction-fraction 0.5
+
+``--no-profile`` only times the steps (the profiler's overhead inflates them).
 
 There is no reference to compare with: this is a diagnosis, not a target.
 """
@@ -33,6 +36,8 @@ def main(argv=None) -> None:
     ap.add_argument("--correction-fraction", type=float, default=1.0,
                     help="share of the objects given correction clicks (TrainConfig)")
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--no-profile", action="store_true",
+                    help="only time the steps (no torch.profiler)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -63,6 +68,21 @@ def main(argv=None) -> None:
     def sync():
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
+
+    if args.no_profile:
+        for items in batches[:3]:
+            trainer.train_step(items)
+        sync()
+        t0 = time.perf_counter()
+        for items in batches[3:]:
+            trainer.train_step(items)
+        sync()
+        wall = (time.perf_counter() - t0) / args.steps
+        print(f"device {dev}, batch {args.batch_size}, {args.corrections} correction rounds "
+              f"for {args.correction_fraction:g} of the objects, torch threads "
+              f"{torch.get_num_threads()}: {wall:.3f} s per step, "
+              f"{wall / args.batch_size:.3f} s per image")
+        return
 
     for items in batches[:3]:
         trainer.train_step(items)
