@@ -16,11 +16,11 @@ timeout 40 python3 benchmarks/profile_training_step.py --device cuda --batch-siz
 echo "profile: $((SECONDS - T0)) s"; T0=$SECONDS
 # about 7 minutes of training from scratch, the rest of the command's 600 s for the above and
 # the check; the log and the checkpoint come back under $OUT
-timeout 470 python3 -m napari_sam.training.demo --out "$OUT/run29.pt" --minutes 7 \
+timeout 470 python3 -m napari_sam.training.demo --out "$OUT/run30.pt" --minutes 7 \
   --eval-minutes 2 --device cuda --workers 12 --threads 2 --batch-size 16 --box-noise 0.03 \
   --propagation-hops 1 --correction-fraction 0.5 --seed 81 --no-progress 2>&1 \
-  | tee "$OUT/run29.log"
+  | tee "$OUT/run30.log"
 echo "training: $((SECONDS - T0)) s"; T0=$SECONDS
-timeout 60 python3 -m napari_sam.training.demo --check --out "$OUT/run29.pt" 2>&1 \
-  | tee "$OUT/run29_check.txt"
+timeout 60 python3 -m napari_sam.training.demo --check --out "$OUT/run30.pt" 2>&1 \
+  | tee "$OUT/run30_check.txt"
 echo "check: $((SECONDS - T0)) s"

@@ -130,3 +130,17 @@ def test_the_command_writes_a_loadable_checkpoint_with_its_sidecar(tmp_path, cap
     assert sum(p.numel() for p in model.parameters()) > 5_000_000
     with torch.inference_mode():
         assert model.image_encoder(torch.rand(1, 3, 256, 256)).shape == (1, 256, 32, 32)
+
+
+def test_bad_command_lines_are_refused_before_any_work(tmp_path, capsys):
+    for argv, says in (
+        (["--correction-fraction", "0"], "--correction-fraction must be in (0, 1]"),
+        (["--correction-fraction", "1.5"], "--correction-fraction must be in (0, 1]"),
+        (["--propagation-hops", "-1"], "--propagation-hops must be >= 0"),
+        (["--check", "--out", str(tmp_path / "none.pt")], "no such checkpoint"),
+        (["--report", "--out", str(tmp_path / "none.pt")], "no such checkpoint"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            demo.main(argv)
+        assert exc.value.code == 2
+        assert says in capsys.readouterr().err

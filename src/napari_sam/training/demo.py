@@ -588,13 +588,13 @@ def check(path: str | os.PathLike | None = None) -> bool:
     gain = float(q["corrected"][low, -1].mean() - q["click"][low].mean()) if low.any() else 0.0
     values = {"click": float(q["click"].mean()), "box": float(q["box"].mean()),
               "correction_gain": gain}
+    what = {"click": "one click, mean IoU", "box": "box, mean IoU",
+            "correction_gain": f"3 corrections on the {int(low.sum())} objects below 0.8, gain"}
     print(f"{path or 'demo'}: {len(q['click'])} held-out nuclei in {q['n_images']} images")
     ok = True
     for key, line in DEMO_LINES.items():
         met = values[key] >= line
         ok &= met
-        what = {"click": "one click, mean IoU", "box": "box, mean IoU",
-                "correction_gain": f"3 corrections on the {int(low.sum())} objects below 0.8, gain"}
         print(f"  {what[key]}: {values[key]:.3f} (line {line}): {'met' if met else 'NOT met'}")
     return ok
 
@@ -665,6 +665,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="do not train: measure --out against the demo model's quality lines "
                         "(exit status 1 when one is not met)")
     a = p.parse_args(argv)
+    if not 0 < a.correction_fraction <= 1:
+        p.error(f"--correction-fraction must be in (0, 1], got {a.correction_fraction}")
+    if a.propagation_hops < 0:
+        p.error(f"--propagation-hops must be >= 0, got {a.propagation_hops}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -672,10 +676,12 @@ def main(argv: list[str] | None = None) -> int:
         resolve_device(a.device)
     except ValueError as err:
         p.error(str(err))
-    if a.report:
-        report(a.out)
-        return 0
-    if a.check:
+    if a.report or a.check:
+        if not Path(a.out).is_file():
+            p.error(f"--out {a.out}: no such checkpoint (train one first, or pass its path)")
+        if a.report:
+            report(a.out)
+            return 0
         return 0 if check(a.out) else 1
     train_demo(a.out, minutes=a.minutes, eval_minutes=a.eval_minutes, threads=a.threads,
                seed=a.seed, lr=a.lr, batch_size=a.batch_size,
