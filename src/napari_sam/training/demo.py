@@ -536,46 +536,17 @@ def nuclei_quality(model, *, n_images: int = 8, device="cpu") -> dict[str, Any]:
         "click" (K,), "box" (K,) float64 IoUs per nucleus; "corrected" (K, 3) IoU after
         1, 2, 3 correction clicks; "n_images".
     """
-    from napari_sam.predictor import Predictor
     from napari_sam.synthetic import HELDOUT_SEED_START, nuclei_2d
 
-    from .prompts import central_point, correction_clicks, masks_to_boxes
-
-    def iou(m: np.ndarray, g: np.ndarray) -> np.ndarray:
-        m, g = m.reshape(len(m), -1), g.reshape(len(g), -1)
-        return (m & g).sum(1) / np.maximum((m | g).sum(1), 1)
-
-    pred = Predictor(model, device=device)
-    rng = np.random.default_rng(0)
-    click, box, corrected = [], [], []
+    items = []
     for i in range(n_images):
         s = nuclei_2d((256, 256), seed=HELDOUT_SEED_START + i)
-        emb = pred.set_image(s.image)
-        ids = np.arange(1, s.n_objects + 1)
-        gt = s.labels[None] == ids[:, None, None]
-        pts = np.array([central_point(g) for g in gt], np.float32)[:, None]  # (K, 1, 2) row, col
-        lab = np.ones((len(ids), 1), np.int64)
-        out = pred.predict_batch(emb, points=pts, labels=lab, multimask=True)
-        rows = torch.arange(len(ids))
-        best = out.scores.argmax(1)
-        masks = out.masks[rows, best].cpu().numpy()
-        click.append(iou(masks, gt))
-        b = masks_to_boxes(gt)[:, [1, 0, 3, 2]]  # (x0, y0, x1, y1) -> (row0, col0, row1, col1)
-        box.append(iou(pred.predict_batch(emb, boxes=b, multimask=False).masks[:, 0].cpu().numpy(),
-                       gt))
-        logits = out.logits[rows, best][:, None]
-        per_click = []
-        for _ in range(3):
-            xy, lb = correction_clicks(masks, gt, rng, p_farthest=1.0)
-            pts = np.concatenate([pts, xy[:, None, ::-1]], 1)  # (x, y) -> (row, col)
-            lab = np.concatenate([lab, lb[:, None]], 1)
-            o = pred.predict_batch(emb, points=pts, labels=lab, mask_inputs=logits, multimask=False)
-            logits = o.logits
-            masks = o.masks[:, 0].cpu().numpy()
-            per_click.append(iou(masks, gt))
-        corrected.append(np.stack(per_click, 1))
-    return {"click": np.concatenate(click), "box": np.concatenate(box),
-            "corrected": np.concatenate(corrected), "n_images": n_images}
+        item = prepare_item(s.image, s.labels, model.img_size, name=f"nuclei:{s.seed}")
+        item.meta["eval_ids"] = np.arange(1, s.n_objects + 1)
+        items.append(item)
+    ev = evaluate(model, items, n_clicks=3, device=device)  # the protocol described above
+    return {"click": ev["point_ious"], "box": ev["box_ious"], "corrected": ev["click_ious"],
+            "n_images": n_images}
 
 
 def check(path: str | os.PathLike | None = None) -> bool:
