@@ -107,7 +107,7 @@ def test_the_command_writes_a_loadable_checkpoint_with_its_sidecar(tmp_path, cap
         "--out", str(out), "--minutes", "0.4", "--eval-minutes", "10", "--pool-size", "4",
         "--batch-size", "2", "--objects-per-image", "2", "--warm", "0", "--box-noise", "0.03",
         "--threads", "2", "--no-progress", "--val-volumes", "1", "--weights", "nuclei_3d=0.5",
-        "--correction-fraction", "0.5", "--propagation-hops", "0",
+        "--correction-fraction", "0.5", "--propagation-hops", "0", "--corrections-from", "0.6",
     ])
     assert rc == 0
     meta = json.loads(out.with_suffix(".json").read_text())
@@ -116,6 +116,8 @@ def test_the_command_writes_a_loadable_checkpoint_with_its_sidecar(tmp_path, cap
     assert meta["train_config"]["box_noise"] == pytest.approx(0.03)
     assert meta["train_config"]["correction_fraction"] == pytest.approx(0.5)
     assert meta["train_config"]["propagation"] is False  # --propagation-hops 0
+    assert meta["schedule"] == {"warm_fraction": 0.0, "corrections_from": 0.6,
+                                "minutes": 0.4, "lr": 2e-3}
     assert meta["data"]["train_seeds"] == f"[0, {demo.TRAIN_SEED_END})"
     assert meta["data"]["domain_weights"]["nuclei_3d"] == 0.5
     assert meta["data"]["domain_weights"]["xray_2d"] == demo.DOMAIN_WEIGHTS[("xray", 2)]
@@ -137,6 +139,8 @@ def test_bad_command_lines_are_refused_before_any_work(tmp_path, capsys):
         (["--correction-fraction", "0"], "--correction-fraction must be in (0, 1]"),
         (["--correction-fraction", "1.5"], "--correction-fraction must be in (0, 1]"),
         (["--propagation-hops", "-1"], "--propagation-hops must be >= 0"),
+        (["--corrections-from", "1.5"], "--corrections-from must be in [0, 1]"),
+        (["--corrections-from", "-0.1"], "--corrections-from must be in [0, 1]"),
         (["--check", "--out", str(tmp_path / "none.pt")], "no such checkpoint"),
         (["--report", "--out", str(tmp_path / "none.pt")], "no such checkpoint"),
     ):
@@ -144,3 +148,21 @@ def test_bad_command_lines_are_refused_before_any_work(tmp_path, capsys):
             demo.main(argv)
         assert exc.value.code == 2
         assert says in capsys.readouterr().err
+
+
+def test_the_schedule_starts_corrections_and_fades_the_balanced_loss_on_time():
+    kw = dict(n_corrections=2, balanced=1.0, warm_fraction=0.25)
+    # default: corrections start when the balanced BCE has faded out
+    assert demo.phase(0.0, **kw) == (0, 1.0)
+    assert demo.phase(0.125, **kw) == (0, pytest.approx(0.5))
+    assert demo.phase(0.25, **kw) == (2, 0.0)
+    assert demo.phase(0.9, **kw) == (2, 0.0)
+    # --corrections-from moves only the start of the correction clicks
+    assert demo.phase(0.3, **kw, corrections_from=0.5) == (0, 0.0)
+    assert demo.phase(0.125, **kw, corrections_from=0.5) == (0, pytest.approx(0.5))
+    assert demo.phase(0.5, **kw, corrections_from=0.5) == (2, 0.0)
+    assert demo.phase(0.0, **kw, corrections_from=0.0) == (2, 1.0)
+    # no warm phase: no balanced BCE at all
+    assert demo.phase(0.0, n_corrections=2, balanced=1.0, warm_fraction=0.0) == (2, 0.0)
+    with pytest.raises(ValueError, match="corrections_from must be in"):
+        demo.train_demo("unused.pt", corrections_from=2.0)

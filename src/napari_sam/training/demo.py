@@ -42,7 +42,7 @@ from .losses import LossWeights
 from .trainer import TrainConfig, Trainer, evaluate, position_aware_init, save_checkpoint
 
 __all__ = ["DEMO_CONFIG", "DEMO_LINES", "DOMAIN_WEIGHTS", "SyntheticStream", "check", "main",
-           "nuclei_quality", "train_demo"]
+           "nuclei_quality", "phase", "train_demo"]
 
 logger = logging.getLogger(__name__)
 
@@ -307,6 +307,21 @@ def _val_scores(model, val: list[TrainItem], volumes=(), device="cpu") -> dict[s
     return out
 
 
+def phase(done: float, *, n_corrections: int, balanced: float, warm_fraction: float,
+          corrections_from: float | None = None) -> tuple[int, float]:
+    """The demo recipe's schedule at ``done`` (fraction of the time budget spent, 0..1).
+
+    Returns ``(correction rounds, weight of the class-balanced BCE)``: no correction clicks
+    before ``corrections_from`` (``None``: ``warm_fraction``), so the first part of the time
+    goes to cheap one-prompt steps; the balanced BCE falls linearly from ``balanced`` to 0
+    over ``warm_fraction`` (see ``LossWeights.balanced``).
+    """
+    start = warm_fraction if corrections_from is None else corrections_from
+    rounds = 0 if done < start else n_corrections
+    fade = max(0.0, 1 - done / warm_fraction) if warm_fraction > 0 else 0.0
+    return rounds, balanced * fade
+
+
 def train_demo(
     out: str | os.PathLike,
     *,
@@ -331,8 +346,12 @@ def train_demo(
     device="cpu",
     workers: int = 0,
     propagation_hops: int = 2,
+    corrections_from: float | None = None,
 ) -> dict[str, Any]:
     """Train the demo model for ``minutes`` of wall-clock time; returns the last metrics.
+
+    ``warm_fraction`` of the time fades the class-balanced BCE out; correction clicks start
+    after ``corrections_from`` of the time (default: ``warm_fraction``), see :func:`phase`.
 
     ``device`` is where the model trains ("cpu", "cuda", "auto"); ``workers`` processes make
     the synthetic scenes meanwhile (0: the training process makes one per step).
@@ -341,6 +360,8 @@ def train_demo(
 
     from napari_sam.models.build import SamConfig, build_sam, load_checkpoint
 
+    if corrections_from is not None and not 0 <= corrections_from <= 1:
+        raise ValueError(f"corrections_from must be in [0, 1], got {corrections_from}")
     t_start = time.perf_counter()
     if threads:
         torch.set_num_threads(int(threads))
@@ -418,6 +439,10 @@ def train_demo(
                     "per_domain": dict(stream.counts),
                 },
                 "seed": seed,
+                "schedule": {"warm_fraction": warm_fraction,
+                             "corrections_from": warm_fraction if corrections_from is None
+                             else corrections_from,
+                             "minutes": minutes, "lr": lr},
                 "train_config": cfg.to_dict(),
                 "steps": trainer.step_count,
                 "minutes": round(elapsed / 60, 2),
@@ -434,10 +459,10 @@ def train_demo(
         while time.perf_counter() - t_start < budget:
             # first learn to segment from one prompt (cheap steps), then add corrections
             done = (time.perf_counter() - t_start) / budget
-            trainer.cfg.n_corrections = 0 if done < warm_fraction else n_corrections
-            # class-balanced BCE fades out over the warm phase (see LossWeights.balanced)
-            fade = max(0.0, 1 - done / warm_fraction) if warm_fraction > 0 else 0.0
-            trainer.cfg.loss = dataclasses.replace(base_loss, balanced=base_loss.balanced * fade)
+            trainer.cfg.n_corrections, balanced = phase(
+                done, n_corrections=n_corrections, balanced=base_loss.balanced,
+                warm_fraction=warm_fraction, corrections_from=corrections_from)
+            trainer.cfg.loss = dataclasses.replace(base_loss, balanced=balanced)
             info = trainer.train_step(stream.batch(trainer.rng, batch_size))
             stream.refresh(max(1, batch_size // 4))
             if info:
@@ -614,6 +639,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="initial weight of the class-balanced BCE (fades out over --warm)")
     p.add_argument("--warm", type=float, default=0.25,
                    help="fraction of the time trained without corrections")
+    p.add_argument("--corrections-from", type=float, default=None,
+                   help="fraction of the time trained before correction clicks start "
+                        "(default: --warm)")
     p.add_argument("--weights", default="", type=_domain_weights,
                    help="override shares of training images, e.g. nuclei_3d=0.3,xray_2d=0.05")
     p.add_argument("--val-volumes", type=int, default=2,
@@ -638,6 +666,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if not 0 < a.correction_fraction <= 1:
         p.error(f"--correction-fraction must be in (0, 1], got {a.correction_fraction}")
+    if a.corrections_from is not None and not 0 <= a.corrections_from <= 1:
+        p.error(f"--corrections-from must be in [0, 1], got {a.corrections_from}")
     if a.propagation_hops < 0:
         p.error(f"--propagation-hops must be >= 0, got {a.propagation_hops}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -663,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
                                 dice=a.dice_weight, balanced=a.balanced),
                warm_fraction=a.warm, box_noise=a.box_noise, domain_weights=a.weights,
                val_volumes=a.val_volumes, device=a.device, workers=a.workers,
-               propagation_hops=a.propagation_hops,
+               propagation_hops=a.propagation_hops, corrections_from=a.corrections_from,
                progress=not a.no_progress)
     return 0
 
