@@ -431,7 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("images", metavar="IMAGES", help="image files, a directory or a quoted glob")
     pt.add_argument("labels", metavar="LABELS", nargs="?",
                     help="label files, a directory or a quoted glob (or --labels LABELS)")
-    pt.add_argument("--labels", dest="labels_opt", metavar="LABELS", help=argparse.SUPPRESS)
+    pt.add_argument("--labels", dest="labels_opt", metavar="LABELS",
+                    help="the same as the LABELS argument, as an option")
     pt.add_argument("-o", "--output", required=True, metavar="FILE.pt",
                     help="checkpoint to write (plus its JSON sidecar FILE.json)")
     g = pt.add_argument_group("training")
