@@ -617,39 +617,53 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m napari_sam.training.demo",
         description="Train the bundled demo model from scratch on synthetic data.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--out", default="src/napari_sam/weights/demo.pt")
+    p.add_argument("--out", default="src/napari_sam/weights/demo.pt",
+                   help="checkpoint to write (the best so far, with its JSON sidecar); "
+                        "for --check / --report the checkpoint to measure")
     p.add_argument("--minutes", type=float, default=45.0, help="wall-clock budget")
-    p.add_argument("--eval-minutes", type=float, default=5.0)
+    p.add_argument("--eval-minutes", type=float, default=5.0,
+                   help="minutes between validations (each may save a better checkpoint)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's; use 1 on a busy machine)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--objects-per-image", type=int, default=6)
-    p.add_argument("--corrections", type=int, default=2)
-    p.add_argument("--pool-size", type=int, default=160)
-    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+                   help="torch CPU threads (None: torch's choice; use 1 on a busy machine)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="initialisation, scenes and prompts (training scene seeds stay < 9000)")
+    p.add_argument("--lr", type=float, default=2e-3,
+                   help="peak AdamW learning rate (warm-up, then cosine over the time budget)")
+    p.add_argument("--batch-size", type=int, default=4, help="images per step")
+    p.add_argument("--objects-per-image", type=int, default=6,
+                   help="objects prompted per image and step")
+    p.add_argument("--corrections", type=int, default=2,
+                   help="correction-click rounds per prompted object")
+    p.add_argument("--pool-size", type=int, default=160,
+                   help="synthetic images held; one new scene replaces one per step")
+    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"],
+                   help="autocast dtype of the forward passes")
     p.add_argument("--init", default=None, help="start from this checkpoint instead of scratch")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--focal-weight", type=float, default=20.0)
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (the validation lines are still printed)")
+    p.add_argument("--focal-weight", type=float, default=20.0,
+                   help="weight of the focal loss on masks")
     p.add_argument("--focal-gamma", type=float, default=2.0, help="0 makes it plain BCE")
-    p.add_argument("--dice-weight", type=float, default=1.0)
+    p.add_argument("--dice-weight", type=float, default=1.0, help="weight of the dice loss")
     p.add_argument("--balanced", type=float, default=1.0,
                    help="initial weight of the class-balanced BCE (fades out over --warm)")
     p.add_argument("--warm", type=float, default=0.25,
-                   help="fraction of the time trained without corrections")
+                   help="fraction of the time over which the balanced BCE fades out; also "
+                        "when correction clicks start unless --corrections-from")
     p.add_argument("--corrections-from", type=float, default=None,
                    help="fraction of the time trained before correction clicks start "
-                        "(default: --warm)")
+                        "(None: --warm)")
     p.add_argument("--weights", default="", type=_domain_weights,
-                   help="override shares of training images, e.g. nuclei_3d=0.3,xray_2d=0.05")
+                   help="override shares of training images, e.g. nuclei_3d=0.3,xray_2d=0.05 (the "
+                        "others as DOMAIN_WEIGHTS; shares are normalised to sum to 1)")
     p.add_argument("--val-volumes", type=int, default=2,
                    help="3D nuclei volumes in the validation score (one-click propagation)")
     p.add_argument("--box-noise", type=float, default=TrainConfig.box_noise,
                    help="box jitter: Gaussian std as a fraction of the box side (SAM: 0.1)")
     p.add_argument("--device", default="cpu",
-                   help="where to train: cpu, cuda, cuda:N or auto (default: cpu)")
+                   help="where to train: cpu, cuda, cuda:N or auto")
     p.add_argument("--workers", type=int, default=0,
                    help="processes making synthetic scenes while training (use with a GPU)")
     p.add_argument("--propagation-hops", type=int, default=2,
