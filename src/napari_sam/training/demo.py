@@ -637,7 +637,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--corrections", type=int, default=2,
                    help="correction-click rounds per prompted object")
     p.add_argument("--pool-size", type=int, default=160,
-                   help="synthetic images held; one new scene replaces one per step")
+                   help="synthetic images held; each step replaces max(1, batch size / 4) of "
+                        "them with new scenes")
     p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"],
                    help="autocast dtype of the forward passes")
     p.add_argument("--init", default=None, help="start from this checkpoint instead of scratch")
