@@ -36,7 +36,9 @@ def main(argv=None) -> None:
 
     import napari_sam as ns
     from napari_sam import synthetic as syn
+    from napari_sam.automatic import stability_score
     from napari_sam.predictor import Predictor
+    from napari_sam.training.prompts import central_point
 
     if args.domain not in syn.DOMAINS:
         ap.error(f"--domain {args.domain!r}: choose one of {', '.join(syn.DOMAINS)}")
@@ -49,11 +51,11 @@ def main(argv=None) -> None:
         pred.set_image(s.image)
         for oid in np.unique(lab[lab > 0])[: args.max_objects]:
             gt = lab == oid
-            r, c = np.unravel_index(np.argmax(ndi.distance_transform_edt(gt)), gt.shape)
-            masks, scores, logits = pred.predict(points=[[r, c]], labels=[1], multimask=True)
+            masks, scores, logits = pred.predict(points=[central_point(gt)], labels=[1],
+                                                 multimask=True)
             ious = np.array([(m & gt).sum() / max((m | gt).sum(), 1) for m in masks])
-            # SAM's stability score with offset 1 on the low-resolution logits
-            stability = (logits > 1).sum((1, 2)) / np.maximum((logits > -1).sum((1, 2)), 1)
+            # SAM's stability score (offset 1) on the low-resolution logits
+            stability = stability_score(torch.as_tensor(logits), 0.0, 1.0).numpy()
             m = masks[int(np.argmax(scores))]
             inter = (m & gt).sum()
             interior = ndi.binary_erosion(gt, iterations=3)
