@@ -360,7 +360,9 @@ def train_demo(
 
     from napari_sam.models.build import SamConfig, build_sam, load_checkpoint
 
-    if corrections_from is not None and not 0 <= corrections_from <= 1:
+    if corrections_from is None:
+        corrections_from = warm_fraction
+    if not 0 <= corrections_from <= 1:
         raise ValueError(f"corrections_from must be in [0, 1], got {corrections_from}")
     t_start = time.perf_counter()
     if threads:
@@ -440,8 +442,7 @@ def train_demo(
                 },
                 "seed": seed,
                 "schedule": {"warm_fraction": warm_fraction,
-                             "corrections_from": warm_fraction if corrections_from is None
-                             else corrections_from,
+                             "corrections_from": corrections_from,
                              "minutes": minutes, "lr": lr},
                 "train_config": cfg.to_dict(),
                 "steps": trainer.step_count,
