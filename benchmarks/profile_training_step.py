@@ -11,8 +11,12 @@ times ``Trainer.train_step`` on the demo architecture and prints:
     python benchmarks/profile_training_step.py                       # CPU, batch 4
     python benchmarks/profile_training_step.py --device cuda --batch-size 16
     python benchmarks/profile_training_step.py --no-profile --correction-fraction 0.5
+    python benchmarks/profile_training_step.py --device cuda --no-profile --batch-size 16,32,64 \
+        --workers 8
 
-``--no-profile`` only times the steps (the profiler's overhead inflates them).
+``--no-profile`` only times the steps (the profiler's overhead inflates them); with several
+batch sizes it times each in turn (one model, one pool of scenes). ``--workers`` makes the
+pool with that many processes.
 
 There is no reference to compare with: this is a diagnosis, not a target.
 """
@@ -29,7 +33,9 @@ import torch
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--batch-size", default="4",
+                    help="images per step; a comma-separated list times each (--no-profile)")
+    ap.add_argument("--workers", type=int, default=0, help="processes making the scene pool")
     ap.add_argument("--steps", type=int, default=5, help="profiled steps (after 3 warm-up steps)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--corrections", type=int, default=2)
@@ -49,41 +55,54 @@ def main(argv=None) -> None:
     from napari_sam.training.losses import LossWeights
     from napari_sam.training.trainer import TrainConfig, Trainer, position_aware_init
 
+    sizes = [int(b) for b in str(args.batch_size).split(",")]
+    if len(sizes) > 1 and not args.no_profile:
+        ap.error("several batch sizes need --no-profile")
     model = build_sam(SamConfig(**DEMO_CONFIG))
     position_aware_init(model)
-    cfg = TrainConfig(  # the demo recipe (napari_sam.training.demo.train_demo)
-        lr=1e-3, weight_decay=0.05, warmup_steps=40, min_lr_ratio=0.02,
-        batch_size=args.batch_size, objects_per_image=6, n_corrections=args.corrections,
-        correction_fraction=args.correction_fraction,
-        p_box=0.4, p_farthest=0.5, p_drop_mask=0.1, point_interior_bias=0.5, precision="bf16",
-        grad_clip=1.0, loss_resolution="low", loss=LossWeights(), box_noise=0.03,
-        propagation_hops=1,
-    )  # fmt: skip
-    trainer = Trainer(model, cfg, device=args.device, seed=0)
+
+    def make_trainer(batch_size):
+        cfg = TrainConfig(  # the demo recipe (napari_sam.training.demo.train_demo)
+            lr=1e-3, weight_decay=0.05, warmup_steps=40, min_lr_ratio=0.02,
+            batch_size=batch_size, objects_per_image=6, n_corrections=args.corrections,
+            correction_fraction=args.correction_fraction,
+            p_box=0.4, p_farthest=0.5, p_drop_mask=0.1, point_interior_bias=0.5,
+            precision="bf16", grad_clip=1.0, loss_resolution="low", loss=LossWeights(),
+            box_noise=0.03, propagation_hops=1,
+        )  # fmt: skip
+        return Trainer(model, cfg, device=args.device, seed=0)
+
+    trainer = make_trainer(sizes[0])
     dev = trainer.device
-    stream = SyntheticStream(model.img_size, pool_size=max(24, 2 * args.batch_size), seed=0)
+    stream = SyntheticStream(model.img_size, pool_size=max(24, 2 * max(sizes)), seed=0,
+                             workers=args.workers)
+    stream.close()
     rng = np.random.default_rng(0)
-    batches = [stream.batch(rng, args.batch_size) for _ in range(args.steps + 3)]
 
     def sync():
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
 
     if args.no_profile:
-        for items in batches[:3]:
-            trainer.train_step(items)
-        sync()
-        t0 = time.perf_counter()
-        for items in batches[3:]:
-            trainer.train_step(items)
-        sync()
-        wall = (time.perf_counter() - t0) / args.steps
-        print(f"device {dev}, batch {args.batch_size}, {args.corrections} correction rounds "
-              f"for {args.correction_fraction:g} of the objects, torch threads "
-              f"{torch.get_num_threads()}: {wall:.3f} s per step, "
-              f"{wall / args.batch_size:.3f} s per image")
+        for size in sizes:
+            trainer = make_trainer(size)
+            batches = [stream.batch(rng, size) for _ in range(args.steps + 3)]
+            for items in batches[:3]:
+                trainer.train_step(items)
+            sync()
+            t0 = time.perf_counter()
+            for items in batches[3:]:
+                trainer.train_step(items)
+            sync()
+            wall = (time.perf_counter() - t0) / args.steps
+            print(f"device {dev}, batch {size}, {args.corrections} correction rounds "
+                  f"for {args.correction_fraction:g} of the objects, torch threads "
+                  f"{torch.get_num_threads()}: {wall:.3f} s per step, "
+                  f"{wall / size:.4f} s per image ({size / wall:.0f} images a second)",
+                  flush=True)
         return
 
+    batches = [stream.batch(rng, sizes[0]) for _ in range(args.steps + 3)]
     for items in batches[:3]:
         trainer.train_step(items)
     sync()
@@ -97,7 +116,7 @@ def main(argv=None) -> None:
     events = prof.key_averages()
     # top-level op time on the host (children are inside their parents' totals)
     op_host = sum(e.self_cpu_time_total for e in events) / 1e6 / args.steps
-    print(f"device {dev}, batch {args.batch_size}, {args.corrections} correction rounds "
+    print(f"device {dev}, batch {sizes[0]}, {args.corrections} correction rounds "
           f"for {args.correction_fraction:g} of the objects, "
           f"torch threads {torch.get_num_threads()}")
     print(f"wall time per step: {wall:.3f} s; host time inside PyTorch ops: {op_host:.3f} s; "

@@ -153,6 +153,32 @@ def test_trainer_step_on_cuda_learns_one_image():
     assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10])
 
 
+def test_training_prompts_on_cuda_equal_the_cpu_ones():
+    """The trainer draws prompts on its device: the same depths and boxes as on the CPU, and
+    clicks that land where they must."""
+    from napari_sam.training.prompts import (
+        boxes_of_masks_torch,
+        correction_clicks_torch,
+        interior_depth,
+        sample_points_torch,
+    )
+
+    yy, xx = np.mgrid[:96, :96]
+    gt = torch.from_numpy(np.stack([(yy - 30) ** 2 + (xx - 40) ** 2 <= r * r
+                                    for r in (4, 9, 15, 30)]))
+    pred = torch.roll(gt, 5, 2)
+    gt_c, pred_c = gt.cuda(), pred.cuda()
+    assert torch.equal(interior_depth(gt_c).cpu(), interior_depth(gt))
+    assert torch.equal(boxes_of_masks_torch(gt_c).cpu(), boxes_of_masks_torch(gt))
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    pts = sample_points_torch(gt_c, gen, interior_bias=0.5)[:, 0].long().cpu()
+    assert gt[torch.arange(4), pts[:, 1], pts[:, 0]].all()
+    xy, lab = correction_clicks_torch(pred_c, gt_c, gen, p_farthest=0.5)
+    xy, lab = xy.long().cpu(), lab.cpu()
+    err = (gt ^ pred)[torch.arange(4), xy[:, 1], xy[:, 0]]
+    assert err.all() and torch.equal(gt[torch.arange(4), xy[:, 1], xy[:, 0]], lab == 1)
+
+
 def test_grid_decoder_fused_head_on_cuda_equals_pytorch():
     """The Triton kernel of the upscaling head (the default on CUDA where Triton is installed)
     gives the logits of the PyTorch ops, at float32 and at TF32."""

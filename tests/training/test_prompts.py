@@ -8,11 +8,16 @@ import torch
 
 from napari_sam.training.losses import LossWeights, dice_loss, focal_loss, mask_iou, sam_loss
 from napari_sam.training.prompts import (
+    boxes_of_masks_torch,
     central_point,
     correction_clicks,
+    correction_clicks_torch,
+    interior_depth,
     jitter_boxes,
+    jitter_boxes_torch,
     masks_to_boxes,
     sample_points,
+    sample_points_torch,
 )
 
 
@@ -128,6 +133,91 @@ def test_correction_clicks_accept_tensors():
     pred = torch.zeros_like(gt)
     xy, lab = correction_clicks(pred, gt, np.random.default_rng(0))
     assert lab[0] == 1 and tuple(xy[0]) == (8.0, 8.0)
+
+
+# ----------------------------------------------------------------------------- on the device
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_interior_depth_is_chessboard_distance_with_a_cap():
+    m = torch.zeros(1, 9, 11, dtype=torch.bool)
+    m[0, 1:8, 1:10] = True  # 7 x 9 rectangle: depth 1 on its rim, 4 in its middle row
+    d = interior_depth(m)
+    assert d[0, 0].eq(0).all() and d[0, 1, 1:10].eq(1).all()
+    assert d[0, 4, 4:7].tolist() == [4.0, 4.0, 4.0] and float(d.max()) == 4
+    full = torch.ones(1, 40, 40, dtype=torch.bool)  # the image border counts as outside
+    assert float(interior_depth(full)[0, 20, 20]) == 20
+    assert float(interior_depth(full, max_depth=6).max()) == 6
+
+
+def test_boxes_of_masks_torch_match_numpy():
+    m = np.zeros((3, 12, 15), bool)
+    m[0, 2:5, 3:9] = True
+    m[1, 11, 14] = True  # m[2] empty
+    np.testing.assert_array_equal(boxes_of_masks_torch(torch.from_numpy(m)).numpy(),
+                                  masks_to_boxes(m))
+
+
+def test_jitter_boxes_torch_stay_in_bounds_ordered_and_move():
+    boxes = torch.tensor([[0, 0, 99, 49], [10, 10, 12, 11], [90, 40, 99, 49]] * 50,
+                         dtype=torch.float32)
+    out = jitter_boxes_torch(boxes, _gen(), (50, 100), noise=0.3)
+    assert (out[:, 0] >= 0).all() and (out[:, 2] <= 99).all()
+    assert (out[:, 1] >= 0).all() and (out[:, 3] <= 49).all()
+    assert (out[:, 2] >= out[:, 0]).all() and (out[:, 3] >= out[:, 1]).all()
+    assert not torch.equal(out, boxes)
+    assert torch.equal(jitter_boxes_torch(boxes, _gen(), (50, 100), noise=0.0), boxes)
+
+
+def test_sample_points_torch_inside_masks_and_central_when_biased():
+    masks = torch.from_numpy(np.stack([_disk((40, 50), (10, 12), 4),
+                                       _disk((40, 50), (25, 25), 12)] * 1000))
+    for bias in (0.0, 1.0):
+        pts = sample_points_torch(masks, _gen(1), interior_bias=bias)
+        assert pts.shape == (2000, 1, 2)
+        x, y = pts[:, 0, 0].long(), pts[:, 0, 1].long()
+        assert masks[torch.arange(2000), y, x].all()
+    big = slice(1, None, 2)
+    dist = {}
+    for bias in (0.0, 1.0):
+        pts = sample_points_torch(masks, _gen(2), interior_bias=bias)[big, 0]
+        dist[bias] = float(((pts - torch.tensor([25.0, 25.0])) ** 2).sum(1).sqrt().mean())
+    # uniform over a disk of radius 12: mean distance 8 from its centre; weighted by depth: 6
+    assert dist[1.0] < dist[0.0] - 1.0
+    with pytest.raises(ValueError, match="empty"):
+        sample_points_torch(torch.zeros(1, 8, 8, dtype=torch.bool), _gen())
+
+
+def test_correction_clicks_torch_positive_negative_and_padding():
+    gt = torch.from_numpy(np.stack([_disk((40, 40), (20, 20), 10),
+                                    _disk((40, 40), (10, 10), 5),
+                                    _disk((40, 40), (20, 20), 6)]))
+    pred = gt.clone()
+    pred[0, :, 20:] = False  # right half missed -> positive click deep inside it
+    pred[1] |= torch.from_numpy(_disk((40, 40), (30, 30), 8))  # spurious blob -> negative
+    xy, lab = correction_clicks_torch(pred, gt, _gen(), p_farthest=1.0)  # pred[2] perfect
+    assert lab.tolist() == [1, 0, -1]
+    x, y = int(xy[0, 0]), int(xy[0, 1])
+    assert gt[0, y, x] and not pred[0, y, x] and x >= 22 and abs(y - 20) <= 3
+    x, y = int(xy[1, 0]), int(xy[1, 1])
+    assert pred[1, y, x] and not gt[1, y, x] and abs(x - 30) <= 2 and abs(y - 30) <= 2
+    assert xy[2].tolist() == [0.0, 0.0]
+
+
+def test_correction_clicks_torch_random_mode_lands_in_error_region():
+    gt = torch.from_numpy(np.stack([_disk((32, 32), (16, 16), 8)] * 50))
+    pred = torch.from_numpy(np.stack([_disk((32, 32), (16, 20), 8)] * 50))
+    xy, lab = correction_clicks_torch(pred, gt, _gen(5), p_farthest=0.0)
+    x, y = xy[:, 0].long(), xy[:, 1].long()
+    rows = torch.arange(50)
+    assert (gt ^ pred)[rows, y, x].all()
+    assert torch.equal(gt[rows, y, x], lab == 1)
+    assert len(torch.unique(xy, dim=0)) > 5
+    with pytest.raises(ValueError, match="differ in shape"):
+        correction_clicks_torch(pred[:, :8], gt, _gen())
 
 
 # ----------------------------------------------------------------------------- losses

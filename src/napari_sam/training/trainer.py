@@ -41,7 +41,15 @@ from napari_sam.device import autocast, resolve_device, resolve_precision
 
 from .data import TrainItem, load_pairs, make_items, split_items
 from .losses import LossWeights, sam_loss
-from .prompts import central_point, correction_clicks, jitter_boxes, masks_to_boxes, sample_points
+from .prompts import (
+    boxes_of_masks_torch,
+    central_point,
+    correction_clicks,
+    correction_clicks_torch,
+    jitter_boxes_torch,
+    masks_to_boxes,
+    sample_points_torch,
+)
 
 __all__ = [
     "TrainConfig",
@@ -391,6 +399,8 @@ class Trainer:
         self.model.to(self.device).train()
         self.rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
+        #: draws the prompts on the training device (``rng`` picks objects and prompt kinds)
+        self.gen = torch.Generator(device=self.device).manual_seed(int(seed))
         enc = self.model.image_encoder
         for p in enc.parameters():
             p.requires_grad_(not config.freeze_encoder)
@@ -473,9 +483,9 @@ class Trainer:
     def _for_loss(self, logits: Tensor) -> Tensor:
         return logits if self.cfg.loss_resolution == "low" else self._up(logits)
 
-    def _targets(self, gt_np: np.ndarray) -> Tensor:
-        """(N, S, S) bool masks -> float targets at the loss resolution."""
-        gt = torch.from_numpy(gt_np).to(self.device).float()
+    def _targets(self, gt: Tensor) -> Tensor:
+        """(N, S, S) bool masks on the device -> float targets at the loss resolution."""
+        gt = gt.float()
         if self.cfg.loss_resolution == "low":
             low = 4 * int(self.model.embedding_size)
             gt = F.adaptive_avg_pool2d(gt[:, None], (low, low))[:, 0]
@@ -486,52 +496,61 @@ class Trainer:
         does (box of the predicted mask + its low-resolution logits); loss against the
         neighbour's mask of the same id (empty where the object ends there).
 
-        Returns (loss, mean IoU of the propagated masks), or None when no object has a
-        predicted mask to propagate.
+        ``img_idx`` and ``obj_ids`` are (N,) int64 numpy arrays; ``first`` is (N, 1, h, w)
+        logits and ``labs`` (B, S, S) int32 labels, both on the device.
+
+        Returns (loss, mean IoU of the propagated masks as a 0-d tensor), or None when no
+        object has a predicted mask to propagate.
         """
         dev = self.device
         sel = np.array([o for i, _ in pairs for o in np.flatnonzero(img_idx == i)], np.int64)
         dst = np.array([j for i, j in pairs for _ in np.flatnonzero(img_idx == i)], np.int64)
         if not sel.size:
             return None
+        sel_t, dst_t = torch.as_tensor(sel, device=dev), torch.as_tensor(dst, device=dev)
+        src = first[sel_t]
         with torch.no_grad():
-            pred = (self._up(first[torch.as_tensor(sel, device=dev)]) > 0)[:, 0].cpu().numpy()
-        keep = pred.reshape(len(sel), -1).any(1)
-        if not keep.any():
+            pred = (self._up(src) > 0)[:, 0]
+        keep = pred.flatten(1).any(1)
+        if not bool(keep.any()):
             return None
-        sel, dst = sel[keep], dst[keep]
-        boxes = torch.from_numpy(masks_to_boxes(pred[keep])).to(dev)
-        gt = self._targets(labs[dst] == obj_ids[sel][:, None, None])
-        dst_t = torch.as_tensor(dst, device=dev)
-        src = first[torch.as_tensor(sel, device=dev)]
-        total, ious = 0.0, []
+        sel_t, dst_t, src, pred = sel_t[keep], dst_t[keep], src[keep], pred[keep]
+        boxes = boxes_of_masks_torch(pred)
+        ids = torch.as_tensor(obj_ids, device=dev)[sel_t]
+        gt = self._targets(labs[dst_t] == ids[:, None, None])
+        total, first_iou = 0.0, None
         for hop in range(max(1, int(self.cfg.propagation_hops))):
             if hop:  # the previous prediction prompts the same slice again
                 with torch.no_grad():
-                    pred = (self._up(src) > 0)[:, 0].cpu().numpy()
-                alive = pred.reshape(len(pred), -1).any(1)
-                if not alive.any():
+                    pred = (self._up(src) > 0)[:, 0]
+                alive = pred.flatten(1).any(1)
+                if not bool(alive.any()):
                     break
-                boxes = torch.from_numpy(masks_to_boxes(pred[alive])).to(dev)
-                idx = torch.as_tensor(np.flatnonzero(alive), device=dev)
-                dst_t, src, gt = dst_t[idx], src[idx], gt[idx]
+                boxes = boxes_of_masks_torch(pred[alive])
+                dst_t, src, gt = dst_t[alive], src[alive], gt[alive]
             logits, iou = self._decode(emb, dst_t, boxes=boxes, masks=src, multimask=False)
             loss, parts = sam_loss(self._for_loss(logits), gt, iou, self.cfg.loss)
             total = total + loss * len(dst_t) / len(img_idx)
-            ious.append(float(parts["iou"].mean()))
+            if first_iou is None:
+                first_iou = parts["iou"].mean()
             src = logits.detach()
-        return total, ious[0]
+        return total, first_iou
 
     def train_step(self, items: Sequence[TrainItem]) -> dict[str, float]:
-        """One optimisation step on a batch of items; returns loss parts and mean IoUs."""
-        cfg, dev, rng = self.cfg, self.device, self.rng
+        """One optimisation step on a batch of items; returns loss parts and mean IoUs.
+
+        Prompts are drawn on the training device for all objects at once (the ``_torch``
+        functions of :mod:`napari_sam.training.prompts`); the host only picks which objects
+        and which prompt kinds, so a GPU step does not wait on per-object numpy work.
+        """
+        cfg, dev, rng, gen = self.cfg, self.device, self.rng, self.gen
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step_count)
-        x, labs = self._inputs(items)
+        x, labs_np = self._inputs(items)
         # objects: (image index, id)
         img_idx, obj_ids = [], []
         for i, it in enumerate(items):
-            ids = np.unique(labs[i][labs[i] > 0])
+            ids = np.unique(labs_np[i][labs_np[i] > 0])
             ids = np.intersect1d(ids, it.ids) if len(it.ids) else ids
             if len(ids) > cfg.objects_per_image:
                 ids = rng.choice(ids, cfg.objects_per_image, replace=False)
@@ -539,59 +558,69 @@ class Trainer:
             obj_ids += list(ids)
         if not obj_ids:
             return {}
-        img_idx_np = np.asarray(img_idx)
-        gt_np = labs[img_idx_np] == np.asarray(obj_ids)[:, None, None]  # (N, S, S)
-        gt = self._targets(gt_np)
+        img_idx_np = np.asarray(img_idx, np.int64)
+        obj_ids_np = np.asarray(obj_ids, np.int64)
+        labs = torch.from_numpy(labs_np).to(dev)
+        idx = torch.as_tensor(img_idx_np, device=dev)
+        gt_full = labs[idx] == torch.as_tensor(obj_ids_np, device=dev)[:, None, None]  # (N,S,S)
+        gt = self._targets(gt_full)
         n = len(obj_ids)
         s = self.model.img_size
         emb = self._embed(items, x)
-        idx = torch.as_tensor(img_idx_np, device=dev)
 
         is_box = rng.random(n) < cfg.p_box
         groups = [g for g in (np.flatnonzero(~is_box), np.flatnonzero(is_box)) if len(g)]
-        # state per group
-        coords = {}
-        labels = {}
-        boxes = {}
-        prev = {}
+        # state per group: prompts and previous logits, all on the device
+        coords: dict[int, Tensor] = {}
+        labels: dict[int, Tensor] = {}
+        boxes: dict[int, Tensor | None] = {}
+        prev: dict[int, Tensor] = {}
         losses: list[Tensor] = []
-        parts_acc: dict[str, float] = {"focal": 0.0, "dice": 0.0, "iou_mse": 0.0}
+        parts_acc: dict[str, Tensor] = {}
         n_calls = 0
-        first_iou = torch.zeros(n)
-        last_iou = torch.zeros(n)
+        first_iou = torch.zeros(n, device=dev)
+        last_iou = torch.zeros(n, device=dev)
         low_size = 4 * int(self.model.embedding_size)
         first = torch.zeros(n, 1, low_size, low_size, device=dev)
         pairs = _pairs(items)
-        prop_iou = float("nan")
+        prop_iou = None
+
+        def g_t(g):
+            return torch.as_tensor(g, device=dev)
+
+        def accumulate(parts, g):
+            for k in ("focal", "dice", "iou_mse"):
+                parts_acc[k] = parts_acc.get(k, 0.0) + parts[k] * len(g) / n
+            last_iou[g_t(g)] = parts["iou"]
+
         for gi, g in enumerate(groups):
-            gt_g = gt[g]
-            gidx = idx[g]
+            gt_g = gt[g_t(g)]
+            gidx = idx[g_t(g)]
             if is_box[g[0]]:
-                b = jitter_boxes(masks_to_boxes(gt_np[g]), rng, (s, s), noise=cfg.box_noise)
-                boxes[gi] = torch.from_numpy(b).to(dev)
-                coords[gi] = np.zeros((len(g), 0, 2), np.float32)
-                labels[gi] = np.zeros((len(g), 0), np.int64)
+                tight = boxes_of_masks_torch(gt_full[g_t(g)])
+                boxes[gi] = jitter_boxes_torch(tight, gen, (s, s), noise=cfg.box_noise)
+                coords[gi] = torch.zeros(len(g), 0, 2, device=dev)
+                labels[gi] = torch.zeros(len(g), 0, dtype=torch.int64, device=dev)
                 logits, iou = self._decode(emb, gidx, boxes=boxes[gi], multimask=False)
             else:
                 boxes[gi] = None
-                coords[gi] = sample_points(gt_np[g], 1, rng, interior_bias=cfg.point_interior_bias)
-                labels[gi] = np.ones((len(g), 1), np.int64)
-                pts = (torch.from_numpy(coords[gi]).to(dev), torch.from_numpy(labels[gi]).to(dev))
-                logits, iou = self._decode(emb, gidx, points=pts, multimask=True)
+                coords[gi] = sample_points_torch(gt_full[g_t(g)], gen,
+                                                 interior_bias=cfg.point_interior_bias)
+                labels[gi] = torch.ones(len(g), 1, dtype=torch.int64, device=dev)
+                logits, iou = self._decode(emb, gidx, points=(coords[gi], labels[gi]),
+                                           multimask=True)
             loss, parts = sam_loss(self._for_loss(logits), gt_g, iou, cfg.loss)
             losses.append(loss * len(g) / n)
-            for k in parts_acc:
-                parts_acc[k] += float(parts[k]) * len(g) / n
-            first_iou[g] = parts["iou"].cpu()
-            last_iou[g] = parts["iou"].cpu()
+            accumulate(parts, g)
+            first_iou[g_t(g)] = parts["iou"]
             # the mask a user would see next: highest predicted IoU
             sel = iou.detach().argmax(1)
             rows = torch.arange(len(g), device=dev)
             prev[gi] = logits.detach()[rows, sel][:, None]
-            first[g] = prev[gi]
+            first[g_t(g)] = prev[gi]
         n_calls += 1
         if cfg.propagation and pairs:
-            prop = self._propagation_loss(pairs, img_idx_np, np.asarray(obj_ids), first, labs, emb)
+            prop = self._propagation_loss(pairs, img_idx_np, obj_ids_np, first, labs, emb)
             if prop is not None:
                 losses.append(prop[0])
                 prop_iou = prop[1]
@@ -600,31 +629,28 @@ class Trainer:
             # only a share of the objects goes on to the (costly) correction iterations
             for gi, g in enumerate(groups):
                 k = max(1, int(round(cfg.correction_fraction * len(g))))
-                s_ = np.sort(rng.choice(len(g), k, replace=False))
-                groups[gi] = g[s_]
+                sub = np.sort(rng.choice(len(g), k, replace=False))
+                s_ = torch.as_tensor(sub, device=dev)
+                groups[gi] = g[sub]
                 coords[gi], labels[gi] = coords[gi][s_], labels[gi][s_]
                 if boxes[gi] is not None:
-                    boxes[gi] = boxes[gi][torch.as_tensor(s_, device=dev)]
-                prev[gi] = prev[gi][torch.as_tensor(s_, device=dev)]
+                    boxes[gi] = boxes[gi][s_]
+                prev[gi] = prev[gi][s_]
         for _ in range(cfg.n_corrections):
-            it_losses = []
             for gi, g in enumerate(groups):
                 with torch.no_grad():
-                    pred_up = (self._up(prev[gi]) > 0)[:, 0].cpu().numpy()
-                xy, lb = correction_clicks(pred_up, gt_np[g], rng, p_farthest=cfg.p_farthest)
-                coords[gi] = np.concatenate([coords[gi], xy[:, None]], 1)
-                labels[gi] = np.concatenate([labels[gi], lb[:, None]], 1)
-                pts = (torch.from_numpy(coords[gi]).to(dev), torch.from_numpy(labels[gi]).to(dev))
+                    pred_up = (self._up(prev[gi]) > 0)[:, 0]
+                xy, lb = correction_clicks_torch(pred_up, gt_full[g_t(g)], gen,
+                                                 p_farthest=cfg.p_farthest)
+                coords[gi] = torch.cat([coords[gi], xy[:, None]], 1)
+                labels[gi] = torch.cat([labels[gi], lb[:, None]], 1)
                 masks = None if rng.random() < cfg.p_drop_mask else prev[gi]
-                logits, iou = self._decode(emb, idx[g], points=pts, boxes=boxes[gi], masks=masks,
-                                           multimask=False)
-                loss, parts = sam_loss(self._for_loss(logits), gt[g], iou, cfg.loss)
-                it_losses.append(loss * len(g) / n)
-                for k in parts_acc:
-                    parts_acc[k] += float(parts[k]) * len(g) / n
-                last_iou[g] = parts["iou"].cpu()
+                logits, iou = self._decode(emb, idx[g_t(g)], points=(coords[gi], labels[gi]),
+                                           boxes=boxes[gi], masks=masks, multimask=False)
+                loss, parts = sam_loss(self._for_loss(logits), gt[g_t(g)], iou, cfg.loss)
+                losses.append(loss * len(g) / n)
+                accumulate(parts, g)
                 prev[gi] = logits.detach()
-            losses += it_losses
             n_calls += 1
         total = torch.stack(losses).sum() / n_calls
         self.opt.zero_grad(set_to_none=True)
@@ -635,10 +661,17 @@ class Trainer:
             )
         self.opt.step()
         self.step_count += 1
-        out = {k: v / n_calls for k, v in parts_acc.items()}
-        out.update(loss=float(total.detach()), iou_first=float(first_iou.mean()),
-                   iou_last=float(last_iou.mean()), lr=self.opt.param_groups[0]["lr"], objects=n,
-                   iou_propagated=prop_iou)
+        # one transfer to the host for every number reported
+        keys = ("focal", "dice", "iou_mse")
+        nan = torch.tensor(float("nan"), device=dev)
+        host = torch.stack([torch.as_tensor(parts_acc[k], device=dev).float() / n_calls
+                            for k in keys] + [total.detach().float(), first_iou.mean(),
+                                              last_iou.mean(),
+                                              nan if prop_iou is None else prop_iou.float()]
+                           ).tolist()
+        out = dict(zip(keys, host[:3]))
+        out.update(loss=host[3], iou_first=host[4], iou_last=host[5],
+                   lr=self.opt.param_groups[0]["lr"], objects=n, iou_propagated=host[6])
         return out
 
 
