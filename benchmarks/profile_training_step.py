@@ -36,7 +36,9 @@ def main(argv=None) -> None:
     ap.add_argument("--batch-size", default="4",
                     help="images per step; a comma-separated list times each (--no-profile)")
     ap.add_argument("--workers", type=int, default=0, help="processes making the scene pool")
-    ap.add_argument("--steps", type=int, default=5, help="profiled steps (after 3 warm-up steps)")
+    ap.add_argument("--steps", type=int, default=5, help="profiled steps (after the warm-up)")
+    ap.add_argument("--warmup", type=int, default=3,
+                    help="untimed steps first (on a GPU the first tens of steps are slow)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--corrections", type=int, default=2)
     ap.add_argument("--correction-fraction", type=float, default=1.0,
@@ -86,12 +88,12 @@ def main(argv=None) -> None:
     if args.no_profile:
         for size in sizes:
             trainer = make_trainer(size)
-            batches = [stream.batch(rng, size) for _ in range(args.steps + 3)]
-            for items in batches[:3]:
+            batches = [stream.batch(rng, size) for _ in range(args.steps + args.warmup)]
+            for items in batches[:args.warmup]:
                 trainer.train_step(items)
             sync()
             t0 = time.perf_counter()
-            for items in batches[3:]:
+            for items in batches[args.warmup:]:
                 trainer.train_step(items)
             sync()
             wall = (time.perf_counter() - t0) / args.steps
@@ -102,14 +104,14 @@ def main(argv=None) -> None:
                   flush=True)
         return
 
-    batches = [stream.batch(rng, sizes[0]) for _ in range(args.steps + 3)]
-    for items in batches[:3]:
+    batches = [stream.batch(rng, sizes[0]) for _ in range(args.steps + args.warmup)]
+    for items in batches[:args.warmup]:
         trainer.train_step(items)
     sync()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     with profile(activities=activities) as prof:
         t0 = time.perf_counter()
-        for items in batches[3:]:
+        for items in batches[args.warmup:]:
             trainer.train_step(items)
         sync()
         wall = (time.perf_counter() - t0) / args.steps
