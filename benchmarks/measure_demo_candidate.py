@@ -39,8 +39,9 @@ GRID_STABILITY = (0.7, 0.8)
 NUCLEI = dict(points_per_side=32, foreground="auto", min_mask_region_area=20, box_nms_thresh=0.3)
 
 
-def volume_values(model) -> dict[str, float]:
-    """Issue #3's test values: one click per nucleus and two annotated slices."""
+def volume_values(model, seeds=None) -> dict[str, float]:
+    """Issue #3's test values: one click per nucleus and two annotated slices (on the
+    tests' volumes, or on ``nuclei_3d`` volumes of other ``seeds``)."""
     from test_volume import QUALITY_SEEDS, evaluate, one_click_prompts, two_slice_prompts
 
     from napari_sam.embeddings import embed
@@ -48,7 +49,7 @@ def volume_values(model) -> dict[str, float]:
     from napari_sam.volume import segment_volume
 
     one, two, worst_one, worst_two = [], [], 0.0, 0.0
-    for seed in QUALITY_SEEDS:
+    for seed in seeds or QUALITY_SEEDS:
         sample = nuclei_3d(seed=seed)
         emb = embed(sample.image, model, batch_size=8, cache_size=64, compute=True)
         ious1, leaks1 = evaluate(segment_volume(emb, one_click_prompts(sample.labels)).labels,
@@ -97,6 +98,9 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default=None, help="checkpoint (default: the installed demo)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-volume", action="store_true", help="skip issue #3's values")
+    ap.add_argument("--volume-seeds", default=None,
+                    help="comma-separated nuclei_3d seeds instead of the tests' (e.g. "
+                         "validation seeds 9500,9501,9502)")
     ap.add_argument("--tune", action="store_true",
                     help="choose the automatic thresholds on validation seeds 9000-9003")
     ap.add_argument("--automatic", default=None,
@@ -109,8 +113,9 @@ def main(argv=None) -> None:
     print(f"model: {args.model or 'demo'}", flush=True)
     t0 = time.perf_counter()
     if not args.no_volume:
-        v = volume_values(model)
-        print("issue #3 (test volumes): " + ", ".join(f"{k} {x:.4f}" for k, x in v.items()),
+        seeds = [int(x) for x in args.volume_seeds.split(",")] if args.volume_seeds else None
+        v = volume_values(model, seeds)
+        print(f"issue #3 ({'seeds ' + args.volume_seeds if seeds else 'test volumes'}): " + ", ".join(f"{k} {x:.4f}" for k, x in v.items()),
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
     if args.tune:
         t0 = time.perf_counter()

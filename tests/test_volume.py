@@ -284,6 +284,28 @@ def test_propagation_stops_where_the_object_fades_bright_or_dark():
         assert res.slice_range[1] == (0, 19)
 
 
+def test_fading_is_judged_against_the_strongest_annotated_slice():
+    # one object labelled on all 20 slices; its contrast: 50 on slices 4-9, 30 on 10-11, 20
+    # on 12-13, none elsewhere (a blurred nucleus seen through its dim ends)
+    gt = cylinders(objects=((1, (20, 20), 6, 0, 19),))
+    contrast = np.zeros(20)
+    contrast[4:10], contrast[10:12], contrast[12:14] = 50.0, 30.0, 20.0
+    image = 100.0 + contrast[:, None, None] * (gt == 1)
+    stack = OracleStack(gt)
+    stack.stack = image
+    one = segment_volume(stack, {1: SlicePrompt(7, points=[[20, 20]])})
+    assert one.slice_range[1] == (4, 11)  # stops below half of 50
+    # a second annotation on a dimmer slice does not lower the bar: as with one click
+    two = segment_volume(stack, {1: [SlicePrompt(7, points=[[20, 20]]),
+                                     SlicePrompt(10, points=[[20, 20]])]})
+    assert two.slice_range[1] == (4, 11)
+    assert two.stop_reasons[1] == {"up": "faded", "down": "faded"}
+    # but slices as contrasted as an annotated dim slice are kept
+    dim = segment_volume(stack, {1: [SlicePrompt(7, points=[[20, 20]]),
+                                     SlicePrompt(12, points=[[20, 20]])]})
+    assert dim.slice_range[1] == (4, 13)
+
+
 def test_an_object_yields_to_the_object_nearer_its_annotation():
     # two nuclei stacked in z at the same place: the oracle lets each one's propagation run
     # on into the other (same disc, IoU 1, no rule sees it)

@@ -62,7 +62,7 @@ STOP_REASONS = {
     "score": "the predicted IoU fell below min_score",
     "max_slices": "propagated max_slices slices from the annotated slice",
     "faded": "the object's contrast with its surroundings fell below fade_fraction of its "
-             "contrast on the annotated slice",
+             "strongest contrast on its annotated slices",
     "claimed": "most of the mask lay on another object that is fewer slices from its own "
                "annotated slice (claimed_fraction)",
 }
@@ -700,7 +700,7 @@ class _Chain:
     steps: int = 0
     reason: str | None = None
     partner: _Chain | None = None  # the up chain filling the same gap (for down chains)
-    ref_contrast: float = float("nan")  # mask_contrast of the starting mask (NaN: no rule)
+    ref_contrast: float = float("nan")  # what fading is judged against (NaN: no rule)
 
     @property
     def alive(self) -> bool:
@@ -841,6 +841,25 @@ class _Propagator:
             span = float(img.max() - img.min())
         return c if np.isfinite(c) and abs(c) >= 0.02 * span else float("nan")
 
+    def _chain_reference(self, c: _Chain) -> float:
+        """The contrast a chain's fading is judged against: the object's strongest contrast
+        over its annotated slices (in the sign of the chain's own), but never more than the
+        chain's own starting contrast / fade_fraction, so that a slice as contrasted as the
+        annotated slice the chain starts from never counts as faded. With one annotated slice
+        this is that slice's contrast. NaN (no rule) where the start is too faint to judge."""
+        start = self._reference_contrast(c.start, c.state.mask)
+        if not np.isfinite(start) or not self.fade_fraction:
+            return start
+        strongest = abs(start)
+        for z in self.objects[c.k].annotations:
+            seed = self.seeds.get((c.k, z))
+            if z == c.start or seed is None or seed.area == 0:
+                continue
+            r = self._reference_contrast(z, seed.mask)
+            if np.isfinite(r) and np.sign(r) == np.sign(start):
+                strongest = max(strongest, abs(r))
+        return float(np.sign(start) * min(strongest, abs(start) / self.fade_fraction))
+
     def _accept(self, z: int, ks: Sequence[int], full: np.ndarray, scores: np.ndarray,
                 masks: np.ndarray, boxes: np.ndarray, offset: float = 0.0) -> None:
         """Keep cropped full-resolution logits of accepted masks for the final composition
@@ -948,7 +967,7 @@ class _Propagator:
             elif c.bound * direction <= c.start * direction:
                 c.reason = c.bound_reason
             elif self.fade_fraction is not None:
-                c.ref_contrast = self._reference_contrast(c.start, c.state.mask)
+                c.ref_contrast = self._chain_reference(c)
         zs = range(self.n_slices) if direction > 0 else range(self.n_slices - 1, -1, -1)
         for i, z in enumerate(zs):
             live = []
@@ -1183,8 +1202,9 @@ def segment_volume(
     fade_fraction : float, "auto" or None
         Stop where the object fades: when its contrast (:func:`mask_contrast`: mean inside
         the mask minus the mean of a 3-pixel ring around it) falls below this fraction of its
-        contrast on the slice propagation started from, in the same sign (bright or dark
-        objects alike). Objects fainter than 2 % of the stack's intensity range there are
+        strongest contrast on its annotated slices, in the same sign (bright or dark objects
+        alike); a slice as contrasted as the annotated slice propagation started from never
+        counts as faded (so an object annotated on a dim end slice keeps its like neighbours). Objects fainter than 2 % of the stack's intensity range there are
         not tested. Needs the images (``emb.stack``, as :func:`napari_sam.embed` keeps);
         None disables. "auto": 0.5 for "z" (propagated masks otherwise run on past the ends
         of blurred objects), None for "t" (objects that bleach over time would stop).
