@@ -415,8 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop when the mask gets smaller than PX pixels")
     g.add_argument("--fade-fraction", type=_fraction_or_off, default=None, metavar="F|off",
                    help="stop where the object's contrast with its surroundings falls below F "
-                        "times its contrast on the prompted slice (default: 0.5 along z, off "
-                        "along t)")
+                        "times its strongest contrast on its prompted slices (default: 0.5 "
+                        "along z, off along t)")
     g.add_argument("--claimed-fraction", type=_fraction_or_off, default=0.5, metavar="F|off",
                    help="stop where more than F of the mask lies on another object that is "
                         "fewer slices from its own prompt")
