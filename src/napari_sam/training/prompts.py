@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
+from napari_sam.automatic import masks_to_boxes as _row_col_boxes
+
 __all__ = [
     "boxes_of_masks_torch",
     "central_point",
@@ -277,12 +279,10 @@ def interior_depth(masks: Tensor, max_depth: int = 32) -> Tensor:
     torch.Tensor (N, H, W) float32 on the masks' device: 0 outside, 1 on the boundary
     (the image border counts as outside), 2 one pixel further in, ...
     """
-    from napari_sam.automatic import masks_to_boxes as row_col_boxes
-
     n, h, w = masks.shape
     if n == 0:
         return torch.zeros(masks.shape, device=masks.device)
-    boxes = row_col_boxes(masks)  # (N, 4) r0, c0, r1, c1
+    boxes = _row_col_boxes(masks)  # (N, 4) r0, c0, r1, c1
     kh, kw = ((boxes[:, 2:] - boxes[:, :2]).amax(0) + 1).tolist()
     if kh * kw * 2 > h * w:
         return _erosion_depth(masks, max_depth)
@@ -303,9 +303,7 @@ def boxes_of_masks_torch(masks: Tensor) -> Tensor:
     """Tight boxes of (N, H, W) bool masks -> (N, 4) float32 (x0, y0, x1, y1), inclusive
     pixel indices, on the masks' device; empty masks give (0, 0, 0, 0) (as
     :func:`masks_to_boxes`)."""
-    from napari_sam.automatic import masks_to_boxes as row_col_boxes
-
-    return row_col_boxes(masks)[:, [1, 0, 3, 2]].float()
+    return _row_col_boxes(masks)[:, [1, 0, 3, 2]].float()
 
 
 def jitter_boxes_torch(
