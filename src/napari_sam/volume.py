@@ -795,6 +795,8 @@ class _Propagator:
         self.distance: dict[tuple[int, int], int] = {}
         self.chain_of: dict[tuple[int, int], _Chain] = {}
         self.seeds: dict[tuple[int, int], _State] = {}
+        #: (object index, annotated slice) -> its seed's reference contrast, measured once
+        self._seed_contrasts: dict[tuple[int, int], float] = {}
         self.calls_per_slice = np.zeros(self.n_slices, np.int64)
         self.decoder_calls = 0
 
@@ -841,23 +843,29 @@ class _Propagator:
             span = float(img.max() - img.min())
         return c if np.isfinite(c) and abs(c) >= 0.02 * span else float("nan")
 
+    def _seed_contrast(self, k: int, z: int) -> float:
+        """Reference contrast of object k's seed mask on its annotated slice z (NaN where it
+        has none or is too faint), measured once per seed."""
+        key = (k, z)
+        if key not in self._seed_contrasts:
+            seed = self.seeds.get(key)
+            self._seed_contrasts[key] = (float("nan") if seed is None or seed.area == 0
+                                         else self._reference_contrast(z, seed.mask))
+        return self._seed_contrasts[key]
+
     def _chain_reference(self, c: _Chain) -> float:
         """The contrast a chain's fading is judged against: the object's strongest contrast
         over its annotated slices (in the sign of the chain's own), but never more than the
         chain's own starting contrast / fade_fraction, so that a slice as contrasted as the
         annotated slice the chain starts from never counts as faded. With one annotated slice
         this is that slice's contrast. NaN (no rule) where the start is too faint to judge."""
-        start = self._reference_contrast(c.start, c.state.mask)
+        start = self._seed_contrast(c.k, c.start)
         if not np.isfinite(start) or not self.fade_fraction:
             return start
-        strongest = abs(start)
-        for z in self.objects[c.k].annotations:
-            seed = self.seeds.get((c.k, z))
-            if z == c.start or seed is None or seed.area == 0:
-                continue
-            r = self._reference_contrast(z, seed.mask)
-            if np.isfinite(r) and np.sign(r) == np.sign(start):
-                strongest = max(strongest, abs(r))
+        same_sign = [abs(r) for r in (self._seed_contrast(c.k, z)
+                                      for z in self.objects[c.k].annotations)
+                     if np.isfinite(r) and np.sign(r) == np.sign(start)]
+        strongest = max(same_sign)  # the start itself is among them
         return float(np.sign(start) * min(strongest, abs(start) / self.fade_fraction))
 
     def _accept(self, z: int, ks: Sequence[int], full: np.ndarray, scores: np.ndarray,
