@@ -52,6 +52,7 @@ def main(argv=None) -> None:
 
     from torch.profiler import ProfilerActivity, profile
 
+    from napari_sam.device import resolve_device
     from napari_sam.models.build import SamConfig, build_sam
     from napari_sam.training.demo import DEMO_CONFIG, SyntheticStream
     from napari_sam.training.losses import LossWeights
@@ -74,8 +75,7 @@ def main(argv=None) -> None:
         )  # fmt: skip
         return Trainer(model, cfg, device=args.device, seed=0)
 
-    trainer = make_trainer(sizes[0])
-    dev = trainer.device
+    dev = resolve_device(args.device)
     stream = SyntheticStream(model.img_size, pool_size=max(24, 2 * max(sizes)), seed=0,
                              workers=args.workers)
     stream.close()
@@ -104,6 +104,7 @@ def main(argv=None) -> None:
                   flush=True)
         return
 
+    trainer = make_trainer(sizes[0])
     batches = [stream.batch(rng, sizes[0]) for _ in range(args.steps + args.warmup)]
     for items in batches[:args.warmup]:
         trainer.train_step(items)
