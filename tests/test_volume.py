@@ -217,6 +217,30 @@ def test_stop_reason_fade_rule_follows_the_sign_of_the_reference():
     assert list(r) == [""]
 
 
+def test_stop_reason_rebound_rule_needs_a_dip_then_a_rise():
+    # reference 100 (bright) or -100 (dark), rebound_fraction 0.1: both the dip from the peak
+    # and the rise from the low must exceed 10, in the sign of the reference
+    r = stop_reason(
+        area=[100] * 7, prev_area=[100] * 7, iou=[0.9] * 7,
+        contrast=[75, 65, 75, -75, 95, 75, 75],
+        ref_contrast=[100, 100, 100, -100, 100, 100, np.nan],
+        peak_contrast=[100, 100, 100, 100, 100, 105, 100],
+        low_contrast=[60, 60, 95, 60, 95, 60, 60],
+        rebound_fraction=0.1,
+    )
+    # rose 15 after a dip of 40 (bright and dark alike); rose 5 only; dipped 5 only (a wiggle
+    # near the middle, even with a large rise after it); no reference: no test
+    assert list(r) == ["rebounded", "", "", "rebounded", "", "rebounded", ""]
+    assert "rebounded" in STOP_REASONS
+    # off without rebound_fraction; the fade rule comes first
+    r = stop_reason([100], [100], [0.9], contrast=[75], ref_contrast=[100],
+                    peak_contrast=[100], low_contrast=[60])
+    assert list(r) == [""]
+    r = stop_reason([100], [100], [0.9], contrast=[45], ref_contrast=[100], fade_fraction=0.5,
+                    peak_contrast=[100], low_contrast=[20], rebound_fraction=0.1)
+    assert list(r) == ["faded"]
+
+
 def test_mask_contrast_is_inside_minus_the_ring_around():
     img = np.full((40, 40), 10.0)
     bright = disk((40, 40), (12, 12), 5)
@@ -304,6 +328,44 @@ def test_fading_is_judged_against_the_strongest_annotated_slice():
     dim = segment_volume(stack, {1: [SlicePrompt(7, points=[[20, 20]]),
                                      SlicePrompt(12, points=[[20, 20]])]})
     assert dim.slice_range[1] == (4, 13)
+
+
+@pytest.mark.parametrize("sign", [1, -1], ids=["bright", "dark"])
+def test_propagation_stops_where_it_runs_into_an_object_nobody_annotated(sign):
+    # two nuclei stacked in z at the same place, only the first annotated: the oracle lets
+    # its propagation run on into the second (same disc, IoU 1), and the contrast never
+    # fades below half; but it dims to the end of the first nucleus and rises again
+    gt = cylinders(objects=((1, (20, 20), 6, 0, 9), (2, (20, 20), 6, 10, 19)))
+    contrast = np.array([26, 35, 45, 50, 50, 49, 40, 47, 38, 30,  # nucleus 1 (a blip at 7)
+                         32, 45, 50, 50, 50, 50, 50, 50, 50, 50], float)  # nucleus 2
+    image = 100.0 + sign * contrast[:, None, None] * (gt > 0)
+    stack = OracleStack(gt)
+    stack.stack = image
+    res = segment_volume(stack, {1: SlicePrompt(4, points=[[20, 20]])})
+    # slice 7 rose 7 over the low of 40 at slice 6 (more than 0.05 x 50), but one slice only;
+    # slices 11 and 12 rose 15 and 20 over the low of 30 at slice 9: stopped at 12 and cut
+    # back to the low (slices 10 and 11 go too)
+    assert res.slice_range[1] == (0, 9)
+    assert res.stop_reasons[1] == {"up": "rebounded", "down": "edge"}
+    np.testing.assert_array_equal(res.labels == 1, gt == 1)
+    assert set(res.scores[1]) == set(range(10))
+    # a tighter rule stops at slice 11 already (risen on 10 and 11), a looser one later (0.35:
+    # at slice 13, dip and rise 20 > 17.5 on slices 12 and 13), both cut back to slice 9; 0.45
+    # never (dip 20 < 22.5); None disables it
+    for fraction in (0.03, 0.35):
+        res = segment_volume(stack, {1: SlicePrompt(4, points=[[20, 20]])},
+                             rebound_fraction=fraction)
+        assert res.slice_range[1] == (0, 9) and res.stop_reasons[1]["up"] == "rebounded"
+    for loose in (0.45, None):
+        assert segment_volume(stack, {1: SlicePrompt(4, points=[[20, 20]])},
+                              rebound_fraction=loose).slice_range[1] == (0, 19)
+    # along t the rule is off by default (objects may brighten over time)
+    assert segment_volume(stack, {1: SlicePrompt(4, points=[[20, 20]])},
+                          axis_kind="t").slice_range[1] == (0, 19)
+    with pytest.raises(ValueError, match="rebound_fraction"):
+        segment_volume(stack, {1: SlicePrompt(4, points=[[20, 20]])}, rebound_fraction=1.5)
+    with pytest.raises(ValueError, match="rebound_fraction"):
+        segment_volume(stack, {1: SlicePrompt(4, points=[[20, 20]])}, rebound_fraction="on")
 
 
 def test_an_object_yields_to_the_object_nearer_its_annotation():

@@ -63,6 +63,10 @@ STOP_REASONS = {
     "max_slices": "propagated max_slices slices from the annotated slice",
     "faded": "the object's contrast with its surroundings fell below fade_fraction of its "
              "strongest contrast on its annotated slices",
+    "rebounded": "the object's contrast fell from its peak and then rose again on two slices "
+                 "in a row, both by more than rebound_fraction of its reference contrast: the "
+                 "mask ran into another object above or below (it is cut back to its dimmest "
+                 "slice)",
     "claimed": "most of the mask lay on another object that is fewer slices from its own "
                "annotated slice (claimed_fraction)",
 }
@@ -71,6 +75,10 @@ STOP_REASONS = {
 _AUTO_MODE = {"z": "box+mask", "t": "box+mask"}
 # default fade rule per kind of axis: z ends of blurred objects; not t (bleaching)
 _AUTO_FADE = {"z": 0.5, "t": None}
+# default rebound rule per kind of axis: a chain running into the next object along z; not t
+_AUTO_REBOUND = {"z": 0.05, "t": None}
+# the rise must hold on this many slices in a row (one brighter slice is not another object)
+_REBOUND_SLICES = 2
 
 _USER_LOGIT = 1.0e4  # full-resolution "logit" of a mask the user gave: always wins overlaps
 # added to the logits of masks decoded from the user's prompts on their own slice: there they
@@ -578,6 +586,9 @@ def stop_reason(
     contrast=None,
     ref_contrast=None,
     fade_fraction: float | None = None,
+    peak_contrast=None,
+    low_contrast=None,
+    rebound_fraction: float | None = None,
 ) -> np.ndarray:
     """Which stopping rule (if any) rejects a propagated mask; vectorised over objects.
 
@@ -596,12 +607,20 @@ def stop_reason(
         (:func:`mask_contrast`); NaN where unknown. With ``fade_fraction``, a mask whose
         contrast, in the sign of the reference, is below ``fade_fraction * |ref_contrast|``
         fails as "faded"; objects with a NaN reference are not tested.
+    peak_contrast, low_contrast : array-like (N,), optional
+        The highest contrast of the object's chain so far and the lowest since that peak, in
+        the sign of ``ref_contrast`` (so larger means more contrast). With
+        ``rebound_fraction``, a mask fails as "rebounded" where the chain had dimmed from its
+        peak by more than ``rebound_fraction * |ref_contrast|`` and the new contrast rises
+        above that low by more than the same amount: an object's contrast along z rises to its
+        middle and falls to its ends once, so a second rise is another object
+        (:func:`segment_volume` stops where this holds on two slices in a row).
 
     Returns
     -------
     numpy.ndarray (N,) of str
         ``""`` where the mask is accepted, else the first rule that failed, in the order
-        "vanished", "area", "iou", "score", "faded" (see :data:`STOP_REASONS`).
+        "vanished", "area", "iou", "score", "faded", "rebounded" (see :data:`STOP_REASONS`).
     """
     area = np.asarray(area, np.float64).reshape(-1)
     prev = np.asarray(prev_area, np.float64).reshape(-1)
@@ -620,6 +639,17 @@ def stop_reason(
         with np.errstate(invalid="ignore"):
             faded = np.isfinite(ref) & (c * np.sign(ref) < fade_fraction * np.abs(ref))
         rules.append(("faded", faded))
+    if (rebound_fraction is not None and contrast is not None and ref_contrast is not None
+            and peak_contrast is not None and low_contrast is not None):
+        c = np.asarray(contrast, np.float64).reshape(-1)
+        ref = np.asarray(ref_contrast, np.float64).reshape(-1)
+        peak = np.asarray(peak_contrast, np.float64).reshape(-1)
+        low = np.asarray(low_contrast, np.float64).reshape(-1)
+        bar = rebound_fraction * np.abs(ref)
+        with np.errstate(invalid="ignore"):
+            rebounded = (np.isfinite(ref) & (peak - low > bar)
+                         & (c * np.sign(ref) - low > bar))
+        rules.append(("rebounded", rebounded))
     for name, hit in reversed(rules):
         out[hit] = name
     return out.astype(str)
@@ -701,6 +731,12 @@ class _Chain:
     reason: str | None = None
     partner: _Chain | None = None  # the up chain filling the same gap (for down chains)
     ref_contrast: float = float("nan")  # what fading is judged against (NaN: no rule)
+    # the chain's highest contrast so far and its lowest since then, in the sign of
+    # ref_contrast (the rebound rule)
+    peak_contrast: float = float("nan")
+    low_contrast: float = float("nan")
+    low_slice: int = -1  # where low_contrast was measured
+    rises: int = 0  # slices in a row on which the rebound rule saw the contrast rise
 
     @property
     def alive(self) -> bool:
@@ -767,7 +803,7 @@ def _shift(x, dr: int, dc: int, fill):
 class _Propagator:
     def __init__(self, emb, objects, *, predictor, mode, motion, min_area, iou_threshold,
                  area_factor, min_score, max_slices, exclusive, progress,
-                 fade_fraction=None, claimed_fraction=None):
+                 fade_fraction=None, claimed_fraction=None, rebound_fraction=None):
         self.emb = emb
         self.objects = objects
         self.pred = predictor
@@ -779,6 +815,7 @@ class _Propagator:
         # the fade rule needs the images: embeddings from napari_sam.embed keep their stack
         self.stack = getattr(emb, "stack", None)
         self.fade_fraction = fade_fraction if self.stack is not None else None
+        self.rebound_fraction = rebound_fraction if self.stack is not None else None
         limits = getattr(emb, "contrast_limits", None)
         self.intensity_span = None if limits is None else float(limits[1]) - float(limits[0])
         self._plane_cache: tuple[int, np.ndarray] | None = None
@@ -974,8 +1011,10 @@ class _Propagator:
                 c.reason = "vanished"
             elif c.bound * direction <= c.start * direction:
                 c.reason = c.bound_reason
-            elif self.fade_fraction is not None:
+            elif self.fade_fraction is not None or self.rebound_fraction is not None:
                 c.ref_contrast = self._chain_reference(c)
+                c.peak_contrast = c.low_contrast = abs(self._seed_contrast(c.k, c.start))
+                c.low_slice = c.start
         zs = range(self.n_slices) if direction > 0 else range(self.n_slices - 1, -1, -1)
         for i, z in enumerate(zs):
             live = []
@@ -1058,19 +1097,40 @@ class _Propagator:
         iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
         sc = scores.cpu().numpy()
         fade = {}
-        if self.fade_fraction is not None:
+        con = np.full(n, np.nan)
+        if self.fade_fraction is not None or self.rebound_fraction is not None:
             ref = np.array([c.ref_contrast for c in live])
-            con = np.full(n, np.nan)
             judged = np.flatnonzero(np.isfinite(ref) & (area > 0))
             if judged.size:
                 con[judged] = mask_contrast(self._plane(z), masks[judged])
-            fade = dict(contrast=con, ref_contrast=ref, fade_fraction=self.fade_fraction)
+            fade = dict(contrast=con, ref_contrast=ref, fade_fraction=self.fade_fraction,
+                        peak_contrast=np.array([c.peak_contrast for c in live]),
+                        low_contrast=np.array([c.low_contrast for c in live]),
+                        rebound_fraction=self.rebound_fraction)
         reasons = stop_reason(area, prev_area, iou, sc, **self.rules, **fade)
+        rising = np.zeros(n, bool)
+        for i, c in enumerate(live):
+            if reasons[i] == "rebounded":
+                c.rises += 1
+                if c.rises < _REBOUND_SLICES:
+                    reasons[i] = ""
+                    rising[i] = True
+            elif not reasons[i]:
+                c.rises = 0
         ok = [i for i in range(n) if not reasons[i]]
         for i, c in enumerate(live):
             if reasons[i]:
                 c.reason = str(reasons[i])
+                if c.reason == "rebounded":
+                    self._cut_back(c)
                 continue
+            if np.isfinite(con[i]) and not rising[i]:  # the rebound rule's running peak and low
+                ci = float(con[i] * np.sign(c.ref_contrast))
+                if ci > c.peak_contrast:
+                    c.peak_contrast = c.low_contrast = ci
+                    c.low_slice = z
+                elif ci < c.low_contrast:
+                    c.low_contrast, c.low_slice = ci, z
             c.state = _State(masks[i], logits[i], float(area[i]), boxes[i], cents[i],
                              prev_centroid=c.state.centroid)
             c.last = z
@@ -1081,6 +1141,15 @@ class _Propagator:
                 key = (live[i].k, z)
                 self.distance[key] = live[i].steps
                 self.chain_of[key] = live[i]
+
+    def _cut_back(self, c: _Chain) -> None:
+        """Drop a chain's slices beyond its dimmest one (where one object ends and the next
+        begins)."""
+        for z in range(c.low_slice + c.direction, c.last + c.direction, c.direction):
+            key = (c.k, z)
+            if self.chain_of.get(key) is c:
+                del self.records[key], self.distance[key], self.chain_of[key]
+        c.last = c.low_slice
 
     # ----------------------------------------------------------------- claims
     def resolve_claims(self) -> None:
@@ -1165,6 +1234,7 @@ def segment_volume(
     min_score: float = 0.0,
     fade_fraction: float | str | None = "auto",
     claimed_fraction: float | None = 0.5,
+    rebound_fraction: float | str | None = "auto",
     max_slices: int | None = None,
     exclusive: bool = True,
     motion: bool | None = None,
@@ -1216,6 +1286,15 @@ def segment_volume(
         not tested. Needs the images (``emb.stack``, as :func:`napari_sam.embed` keeps);
         None disables. "auto": 0.5 for "z" (propagated masks otherwise run on past the ends
         of blurred objects), None for "t" (objects that bleach over time would stop).
+    rebound_fraction : float, "auto" or None
+        Stop where the object's contrast (as for ``fade_fraction``), having fallen from its
+        highest value along the chain by more than this fraction of the reference contrast,
+        rises again by more than the same amount on two slices in a row: the mask has run
+        from the end of its object into another one above or below it (a nucleus's contrast
+        rises to its middle and falls to its ends once). The run is cut back to its dimmest
+        slice. Catches what the claimed rule cannot: objects nobody annotated. Needs the
+        images, as the fade rule does; None disables. "auto": 0.05 for "z", None for "t"
+        (chosen on validation volumes: docs/benchmarks.md, "Stopping rules").
     claimed_fraction : float or None
         After propagation, cut an object's run at the first slice where more than this
         fraction of its mask lies on another object's mask that is fewer slices away from
@@ -1269,6 +1348,11 @@ def segment_volume(
             raise ValueError(f"fade_fraction must be a number in [0, 1], 'auto' or None, got "
                              f"{fade_fraction!r}")
         fade_fraction = _AUTO_FADE[axis_kind]
+    if isinstance(rebound_fraction, str):
+        if rebound_fraction != "auto":
+            raise ValueError(f"rebound_fraction must be a number in [0, 1], 'auto' or None, "
+                             f"got {rebound_fraction!r}")
+        rebound_fraction = _AUTO_REBOUND[axis_kind]
     shape = tuple(int(s) for s in getattr(emb, "shape", ()))
     if len(shape) != 3:
         raise ValueError(
@@ -1279,7 +1363,8 @@ def segment_volume(
         raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
     if area_factor < 1:
         raise ValueError(f"area_factor must be >= 1, got {area_factor}")
-    for name, value in (("fade_fraction", fade_fraction), ("claimed_fraction", claimed_fraction)):
+    for name, value in (("fade_fraction", fade_fraction), ("claimed_fraction", claimed_fraction),
+                        ("rebound_fraction", rebound_fraction)):
         if value is not None and not 0 <= value <= 1:
             raise ValueError(f"{name} must be in [0, 1] or None (to disable the rule), got {value}")
     if max_slices is not None and max_slices < 0:
@@ -1290,7 +1375,7 @@ def segment_volume(
                        min_area=min_area, iou_threshold=iou_threshold, area_factor=area_factor,
                        min_score=min_score, max_slices=max_slices, exclusive=exclusive,
                        progress=progress, fade_fraction=fade_fraction,
-                       claimed_fraction=claimed_fraction)
+                       claimed_fraction=claimed_fraction, rebound_fraction=rebound_fraction)
     prop.annotate()
     up, down = prop.make_chains()
     prop.sweep(up, +1, 0)
