@@ -149,6 +149,8 @@ def test_subcommand_help_has_examples(command, capsys):
         (["segment", "x.tif", "-o", "o"], "--prompts"),
         (["segment", "x.tif", "-o", "o", "-p", "p.csv", "--fade-fraction", "2"],
          "expected a number between 0 and 1"),
+        (["segment", "x.tif", "-o", "o", "-p", "p.csv", "--rebound-fraction", "x"],
+         "argument --rebound-fraction: expected a number, got 'x'"),
         (["sample", "nuclei-4d", "-o", "o"], "invalid choice"),
         (["frobnicate"], "invalid choice"),
         (["auto", "x.tif", "-o", "o", "--workers", "2", "--scheduler", "tcp://h:1"],
@@ -292,7 +294,8 @@ def test_segment_stop_rules_reach_segment_volume_and_off_disables_them(work, dat
     real = volume.segment_volume
 
     def spy(emb, prompts, **kw):
-        seen.append({k: kw.get(k, "default") for k in ("fade_fraction", "claimed_fraction")})
+        seen.append({k: kw.get(k, "default")
+                     for k in ("fade_fraction", "rebound_fraction", "claimed_fraction")})
         return real(emb, prompts, **kw)
 
     monkeypatch.setattr(volume, "segment_volume", spy)  # batch imports it when it runs
@@ -300,10 +303,13 @@ def test_segment_stop_rules_reach_segment_volume_and_off_disables_them(work, dat
     args = ["segment", *map(str, inp), "-p", str(_prompts(work)), "--model", str(tiny_model), "-q"]
     assert main([*args, "-o", str(work / "rules-default")]) == 0
     assert main([*args, "-o", str(work / "rules-off"), "--fade-fraction", "off",
-                 "--claimed-fraction", "0.3"]) == 0
+                 "--claimed-fraction", "0.3", "--rebound-fraction", "off"]) == 0
+    assert main([*args, "-o", str(work / "rebound"), "--rebound-fraction", "0.2"]) == 0
     # left out, segment_volume's own default applies ("auto": by axis kind)
-    assert seen == [{"fade_fraction": "default", "claimed_fraction": 0.5},
-                    {"fade_fraction": None, "claimed_fraction": 0.3}]
+    assert seen == [
+        {"fade_fraction": "default", "rebound_fraction": "default", "claimed_fraction": 0.5},
+        {"fade_fraction": None, "rebound_fraction": None, "claimed_fraction": 0.3},
+        {"fade_fraction": "default", "rebound_fraction": 0.2, "claimed_fraction": 0.5}]
 
 
 # ----------------------------------------------------------------------------- embed

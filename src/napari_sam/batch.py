@@ -1139,7 +1139,8 @@ def _run_segment(job: Job, ctx: Context, model) -> dict:
 
 
 _SEGMENT_KEYS = ("mode", "axis_kind", "iou_threshold", "area_factor", "min_area", "min_score",
-                 "fade_fraction", "claimed_fraction", "max_slices", "motion")
+                 "fade_fraction", "rebound_fraction", "claimed_fraction", "max_slices",
+                 "motion")
 
 
 # ---------------------------------------------------------------------------- auto

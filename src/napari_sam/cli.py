@@ -417,6 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop where the object's contrast with its surroundings falls below F "
                         "times its strongest contrast on its prompted slices (default: 0.5 "
                         "along z, off along t)")
+    g.add_argument("--rebound-fraction", type=_fraction_or_off, default=None, metavar="F|off",
+                   help="stop where the object's contrast, having dimmed by more than F times "
+                        "its contrast on its prompted slices, rises again by as much: the mask "
+                        "ran into the next object (default: 0.05 along z, off along t)")
     g.add_argument("--claimed-fraction", type=_fraction_or_off, default=0.5, metavar="F|off",
                    help="stop where more than F of the mask lies on another object that is "
                         "fewer slices from its own prompt")
@@ -654,7 +658,7 @@ def _batch_context(args, model: str):
     elif args.command == "segment":
         params = {"mode": args.mode, "axis_kind": args.axis_kind,
                   "iou_threshold": args.iou_threshold, "min_area": args.min_area,
-                  "fade_fraction": args.fade_fraction,
+                  "fade_fraction": args.fade_fraction, "rebound_fraction": args.rebound_fraction,
                   "claimed_fraction": args.claimed_fraction, "max_slices": args.max_slices}
     return batch.Context(
         command=args.command, model=model, out_dir=args.output, device=args.device,
