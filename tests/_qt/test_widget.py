@@ -259,15 +259,37 @@ def test_propagation_previews_then_commits_3d(stack_widget):
     c.points_layer.add([3, 20, 20])
     result = widget._on_propagate()
     assert result is not None and c.volume is not None
-    preview = c.source.zyx_view(c.preview_layer.data)
+    preview = np.array(c.source.zyx_view(c.preview_layer.data))  # a copy: commit clears it
     assert np.array_equal(preview, c.volume.labels)
     assert preview[3].any()
+    # the status says where and why each direction stopped
+    from napari_sam._qt.stack_actions import STOP_WORDS
+
+    lo, hi = c.volume.slice_range[1]
+    reasons = c.volume.stop_reasons[1]
+    assert f"over slices {lo}-{hi} (stopped: up: {STOP_WORDS[reasons['up']]}, down: " \
+           f"{STOP_WORDS[reasons['down']]})" in c.status
     widget._on_commit()
     target = c.target_layer
-    assert np.array_equal(target.data == 1, np.asarray(c.history.peek_undo() and preview == 1)) or True
-    assert target.data[3].any()
+    # one new id for the object, exactly where the preview showed it
+    committed = c.source.zyx_view(target.data)
+    assert np.array_equal(committed > 0, preview > 0)
+    assert len(np.unique(committed[committed > 0])) == 1
     widget._on_undo()
     assert not target.data.any()
+
+
+def test_describe_stops_names_each_direction_or_counts_reasons():
+    from napari_sam._qt.stack_actions import STOP_WORDS, describe_stops
+    from napari_sam.volume import STOP_REASONS
+
+    assert set(STOP_WORDS) == set(STOP_REASONS)  # every reason has its short words
+    assert describe_stops({4: {"up": "faded", "down": "rebounded"}}) == (
+        "up: faded out, down: ran into the next object")
+    assert describe_stops({1: {"up": "faded", "down": "edge"},
+                           2: {"up": "faded", "down": "claimed"},
+                           3: {"up": "edge", "down": "faded"}}) == (
+        "faded out 3, stack edge 2, another object's place 1")
 
 
 def test_rgb_image(make_widget, tiny_predictor):

@@ -16,7 +16,42 @@ from .notify import UserError
 from .prompts import POINT_OBJECT
 from .workers import Job, with_progress
 
-__all__ = ["StackActions"]
+__all__ = ["StackActions", "describe_stops"]
+
+#: why a propagation ended, in the few words the status line has room for
+#: (napari_sam.volume.STOP_REASONS has the long form)
+STOP_WORDS = {
+    "edge": "stack edge",
+    "stop_marker": "stop marker",
+    "met": "fills met",
+    "vanished": "mask vanished",
+    "iou": "shape changed",
+    "area": "size jumped",
+    "score": "low score",
+    "max_slices": "slice limit",
+    "faded": "faded out",
+    "rebounded": "ran into the next object",
+    "claimed": "another object's place",
+}
+
+
+def describe_stops(stop_reasons: dict[int, dict[str, str]]) -> str:
+    """Why propagation ended, for the status line.
+
+    One object: ``"up: faded out, down: ran into the next object"`` ("up" is towards higher
+    slice indices); several: each reason with how many object ends it stopped, most
+    frequent first, e.g. ``"faded out 5, stack edge 3"``.
+    """
+    if len(stop_reasons) == 1:
+        (reasons,) = stop_reasons.values()
+        return ", ".join(f"{d}: {STOP_WORDS.get(reasons[d], reasons[d])}"
+                         for d in ("up", "down") if d in reasons)
+    counts: dict[str, int] = {}
+    for reasons in stop_reasons.values():
+        for r in reasons.values():
+            counts[r] = counts.get(r, 0) + 1
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{STOP_WORDS.get(r, r)} {n}" for r, n in ordered)
 
 
 class StackActions:
@@ -72,7 +107,9 @@ class StackActions:
             lo_hi = [f"{a}-{b}" for a, b in (result.slice_range[i] for i in result.object_ids)]
             self._say(
                 f"Propagated {len(result.object_ids)} object(s) over slices "
-                f"{', '.join(lo_hi)}. Check the preview, then Shift+C commits."
+                f"{', '.join(lo_hi)} (stopped: {describe_stops(result.stop_reasons)}). Check "
+                f"the preview, then Shift+C commits; a prompt on a slice further out carries "
+                f"an object on."
             )
 
         return self._start(gen(), "Propagating through the stack", done)
