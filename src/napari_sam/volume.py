@@ -742,6 +742,15 @@ class _Chain:
     def alive(self) -> bool:
         return self.reason is None
 
+    def track_contrast(self, contrast: float, z: int) -> None:
+        """The rebound rule's running peak, and the low since it, after accepting slice z
+        (``contrast`` in the sign of ``ref_contrast``)."""
+        if contrast > self.peak_contrast:
+            self.peak_contrast = self.low_contrast = contrast
+            self.low_slice = z
+        elif contrast < self.low_contrast:
+            self.low_contrast, self.low_slice = contrast, z
+
 
 @dataclass
 class _Record:
@@ -1108,33 +1117,25 @@ class _Propagator:
                         low_contrast=np.array([c.low_contrast for c in live]),
                         rebound_fraction=self.rebound_fraction)
         reasons = stop_reason(area, prev_area, iou, sc, **self.rules, **fade)
-        rising = np.zeros(n, bool)
         for i, c in enumerate(live):
             if reasons[i] == "rebounded":
                 c.rises += 1
                 if c.rises < _REBOUND_SLICES:
-                    reasons[i] = ""
-                    rising[i] = True
+                    reasons[i] = ""  # kept until the next slice confirms the rise
             elif not reasons[i]:
                 c.rises = 0
-        ok = [i for i in range(n) if not reasons[i]]
-        for i, c in enumerate(live):
             if reasons[i]:
                 c.reason = str(reasons[i])
                 if c.reason == "rebounded":
                     self._cut_back(c)
                 continue
-            if np.isfinite(con[i]) and not rising[i]:  # the rebound rule's running peak and low
-                ci = float(con[i] * np.sign(c.ref_contrast))
-                if ci > c.peak_contrast:
-                    c.peak_contrast = c.low_contrast = ci
-                    c.low_slice = z
-                elif ci < c.low_contrast:
-                    c.low_contrast, c.low_slice = ci, z
+            if c.rises == 0 and np.isfinite(con[i]):
+                c.track_contrast(float(con[i] * np.sign(c.ref_contrast)), z)
             c.state = _State(masks[i], logits[i], float(area[i]), boxes[i], cents[i],
                              prev_centroid=c.state.centroid)
             c.last = z
             c.steps += 1
+        ok = [i for i in range(n) if not reasons[i]]
         if ok:
             self._accept(z, [live[i].k for i in ok], full[ok], sc[ok], masks[ok], boxes[ok])
             for i in ok:
