@@ -346,9 +346,12 @@ def sam_from_state_dict(
         config = SamConfig.from_dict(config)
     if config is None:
         config = config_from_state_dict(sd)
-    with torch.device("meta"):
-        skeleton = build_sam(config)
-    expected = skeleton.state_dict()
+    # The model is built for real (on the CPU) and its own state_dict gives the expected
+    # shapes. Not a skeleton under ``torch.device("meta")``: random initialisers on the meta
+    # device go through PyTorch's prims, which import torch._dynamo and with it triton; on
+    # Mesa/llvmpipe displays triton's LLVM clashes with Mesa's and napari segfaults.
+    sam = build_sam(config)
+    expected = sam.state_dict()
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
     mismatched = [
@@ -383,7 +386,6 @@ def sam_from_state_dict(
                 more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
                 parts.append(f"{label}: {', '.join(items[:5])}{more}")
         raise ValueError("; ".join(parts))
-    sam = build_sam(config)
     sam.load_state_dict(dict(sd), strict=True)
     return sam
 
