@@ -5,8 +5,11 @@ model's input size and padded (bottom and right) to a square. Our pipeline is:
 
 1. ``to_uint8_rgb``: any real dtype, (Y, X) or (Y, X, 3|4) -> (Y, X, 3) ``uint8``. Intensities
    are mapped linearly from ``contrast_limits`` (or, by default, the 0.5 and 99.5 percentiles of
-   the finite values, computed jointly over channels) to 0..255 and clipped; NaN becomes 0,
-   +inf 255, -inf 0. A constant image becomes all zeros.
+   the finite values, computed jointly over channels; the finite minimum and maximum when those
+   percentiles coincide, as in a sparse image) to 0..255 and clipped; NaN becomes 0,
+   +inf 255, -inf 0. A constant image becomes all zeros; a bool image is False black, True
+   white. Arithmetic is float64 for dtypes float32 cannot hold exactly (float64, 32/64-bit
+   integers), so 1e300 or 1e8 + [0, 0.00255] are mapped like any other range.
 2. ``resize_longest_side``: bilinear resize (PIL, exactly what Meta's ``ResizeLongestSide`` does
    for ``uint8`` images) so that the longest side equals the model's input size.
 3. The model normalises with its pixel mean and std and pads (``Sam.normalize_and_pad``).
@@ -27,6 +30,7 @@ __all__ = [
     "DEFAULT_PERCENTILES",
     "ResizeSpec",
     "boxes_to_model",
+    "check_contrast_limits",
     "intensity_limits",
     "points_to_model",
     "resize_longest_side",
@@ -46,7 +50,17 @@ def validate_image(image) -> np.ndarray:
         For empty arrays, non-numeric dtypes and shapes other than (Y, X), (Y, X, 1),
         (Y, X, 3) or (Y, X, 4).
     """
+    if isinstance(image, (str, bytes)):
+        raise TypeError(
+            f"expected an image array, got the {type(image).__name__} {image!r:.60}; read the "
+            "file first (e.g. napari_sam.io.read_image(path) or tifffile.imread(path))"
+        )
     arr = np.asarray(image)
+    if arr.dtype == object:
+        raise ValueError(
+            "the image is not a numeric array (dtype object: ragged rows or mixed types); "
+            "give a 2D numpy array of shape (Y, X) or (Y, X, 3|4)"
+        )
     if arr.size == 0:
         raise ValueError(f"the image is empty (shape {arr.shape}); give a non-empty 2D image")
     if arr.dtype.kind not in "biuf":
@@ -57,9 +71,23 @@ def validate_image(image) -> np.ndarray:
         return arr
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
         return arr
-    raise ValueError(
-        f"expected a 2D image of shape (Y, X) or (Y, X, 3|4), got shape {arr.shape}; "
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] > 4:
+        raise ValueError(
+            f"the image of shape {arr.shape} looks channels-first (C, Y, X); images are "
+            "(Y, X) or (Y, X, 3|4) with channels last: pass np.moveaxis(image, 0, -1)"
+        )
+    if arr.ndim == 3 and arr.shape[-1] == 2:
+        raise ValueError(
+            f"the image of shape {arr.shape} has 2 channels; SAM takes grey or RGB: pick one "
+            "channel (image[..., 0]) or make an RGB image"
+        )
+    hint = (
         "for stacks use napari_sam.embed(stack, model) or pick one slice"
+        if arr.ndim > 2
+        else "give a 2D array"
+    )
+    raise ValueError(
+        f"expected a 2D image of shape (Y, X) or (Y, X, 3|4), got shape {arr.shape}; {hint}"
     )
 
 
@@ -79,20 +107,48 @@ def intensity_limits(
     Returns
     -------
     (lo, hi) : tuple of float
-        ``hi >= lo``; both 0.0 when there is no finite value.
+        ``hi >= lo``; both 0.0 when there is no finite value. When the two percentiles
+        coincide but the values do not (a sparse image: fewer than 0.5 % of its pixels
+        bright), the finite minimum and maximum instead, so the image is not mapped to
+        black. ``(0.0, 1.0)`` for a bool array.
     """
     lo_p, hi_p = percentiles
     if not (0 <= lo_p < hi_p <= 100):
         raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
     flat = np.asarray(array).reshape(-1)
+    if flat.dtype == bool:
+        return 0.0, 1.0
     if flat.size > max_samples:
         flat = flat[:: int(np.ceil(flat.size / max_samples))]
     if flat.dtype.kind == "f":
         flat = flat[np.isfinite(flat)]
     if flat.size == 0:
         return 0.0, 0.0
-    lo, hi = np.percentile(flat, [lo_p, hi_p])
+    with np.errstate(over="ignore", invalid="ignore"):
+        lo, hi = np.percentile(flat.astype(np.float64, copy=False), [lo_p, hi_p])
+    if not hi > lo:
+        lo, hi = flat.min(), flat.max()
     return float(lo), float(hi)
+
+
+def check_contrast_limits(contrast_limits) -> tuple[float, float]:
+    """``(low, high)`` as two floats; ValueError unless finite with ``high >= low``."""
+    try:
+        lo, hi = (float(v) for v in np.asarray(contrast_limits, dtype=np.float64).reshape(-1))
+    except (TypeError, ValueError):
+        lo = hi = np.nan
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi < lo:
+        raise ValueError(
+            f"contrast_limits must be two finite numbers (low, high) with high >= low, "
+            f"got {contrast_limits!r}; e.g. the layer's contrast limits or (0, 255)"
+        )
+    return lo, hi
+
+
+def _work_dtype(dtype: np.dtype) -> type:
+    """float64 for float64 and 32/64-bit integers (float32 would lose their range or their
+    precision: 1e300, 1e8 + 0.001), else float32."""
+    return np.float64 if dtype.itemsize >= 4 and dtype != np.float32 else np.float32
 
 
 def to_uint8_rgb(
@@ -118,17 +174,14 @@ def to_uint8_rgb(
     numpy.ndarray, (Y, X, 3) uint8
     """
     arr = validate_image(image)
+    if arr.dtype == bool:
+        arr = arr.view(np.uint8)  # False 0, True 1; default limits (0, 1)
     if arr.ndim == 3 and arr.shape[-1] == 4:
         arr = arr[..., :3]
     if contrast_limits is None:
         lo, hi = intensity_limits(arr, percentiles)
     else:
-        lo, hi = (float(v) for v in contrast_limits)
-        if not (np.isfinite(lo) and np.isfinite(hi)) or hi < lo:
-            raise ValueError(
-                f"contrast_limits must be two finite numbers (low, high) with high >= low, "
-                f"got {contrast_limits}"
-            )
+        lo, hi = check_contrast_limits(contrast_limits)
     if arr.dtype == np.uint8 and lo == 0.0 and hi == 255.0:
         out = arr
     elif hi <= lo:
@@ -136,7 +189,19 @@ def to_uint8_rgb(
         if arr.dtype.kind == "f":
             out[np.isposinf(arr)] = 255
     else:
-        scaled = (arr.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+        work = _work_dtype(arr.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            half = not np.isfinite(hi - lo)  # e.g. (-1e308, 1e308): halve to stay finite
+            k = 0.5 if half else 1.0
+            x = arr.astype(work)
+            if half:
+                x *= work(0.5)
+            if work is np.float32:
+                scaled = (x - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+            else:  # (x - lo) / range * 255: exact at the half steps, like float32's
+                scaled = x - k * lo
+                scaled /= k * hi - k * lo
+                scaled *= 255.0
         scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
         # round half up, like a viewer's display mapping
         out = np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
