@@ -137,6 +137,15 @@ def test_prompts_csv(tmp_path):
         ("id,slice,row,col\n1,0,abc,1\n", "line 2: row must be a number"),
         ("id,slice,row,col\n1,0.5,1,1\n", "slice must be a whole number"),
         ("id,slice,row,col\n1,0,,\n", "no point"),
+        ("id,slice,row,col\n0,0,1,1\n", "line 2: object id 0 is not allowed.*0 is the background"),
+        ("id,slice,row,col\n-3,0,1,1\n", "line 2: object id -3 is not allowed"),
+        ("id,slice,row,col,label\n1,0,1,1,1\n2,0,1,1,7\n",
+         "line 3: label 7 is not allowed: a point's label is 1 .* or 0"),
+        ("id,slice,row,col\n1,-1,1,1\n", "line 2: slice -1 is negative"),
+        ("id,slice,row0,col0,row1,col1\n1,0,9,9,2,2\n", "line 2: box .* is inverted"),
+        ("id,slice,row,col\n1,0,1,1,5\n", "line 2: more values than columns"),
+        ("id,slice,row,col,stop\n1,0,1,1,1\n", "line 2: a stop marker carries no point"),
+        ("", "is empty"),
     ],
 )
 def test_prompts_csv_errors_name_the_line(tmp_path, text, match):
@@ -157,7 +166,7 @@ def test_prompts_json_forms(tmp_path):
                    2: [{"slice": 0, "box": [0, 0, 4, 4]}]}
     p.write_text(json.dumps({"3": [{"slice": 1, "points": [[1, 1]]}]}))
     assert batch.prompts_for(batch.load_prompts(p), Path("x.tif")) == {
-        3: [{"slice": 1, "points": [[1, 1]]}]}
+        3: [{"slice": 1, "points": [[1, 1]], "labels": [1]}]}  # points default to label 1
     p.write_text(json.dumps([{"file": "x.tif", "id": 4, "slice": 0, "box": [0, 0, 2, 2]},
                              {"id": 5, "slice": 1, "points": [[1, 1]]}]))
     assert sorted(batch.prompts_for(batch.load_prompts(p), Path("x.tif"))) == [4, 5]

@@ -18,14 +18,17 @@ Rules every job follows
   ``"status": "partial"``, so an output whose job was killed at any point is never taken as
   complete: a rerun recomputes it.
 * **Resume.** A rerun skips outputs that are complete (sidecar ``complete``, output size, input
-  size and mtime, command and parameters all matching) and finishes partial ones: per-slice
+  size, mtime and sampled content hash, command and parameters all matching) and finishes partial ones: per-slice
   work (embeddings in a zarr store, per-slice automatic segmentations) lives in
   ``out/.napari-sam-work/`` and is reused, then deleted when the output is complete.
 * **One bad file never stops the batch.** Every failure becomes a :class:`JobResult` with a
   one-line reason; only ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM from a job scheduler) ends
   a batch early, leaving finished outputs complete and the others resumable.
 * **Locks.** A job holds an exclusive ``flock`` on its output while it runs (POSIX), so two
-  processes never write the same output; the second one reports it as busy.
+  processes never write the same output. A serial run leaves an output another process is
+  writing for the end of its batch and then waits for it (and skips it when the other
+  process completed it); on a cluster it comes back ``"busy"``, which is not a success.
+  Lock files are removed when their job ends.
 * **Bounded memory.** Inputs are read lazily (memory-mapped or through zarr), one slice at a
   time, and memory-mapped pages are released as the job goes (:class:`SliceSource`). ``embed``
   streams embeddings to zarr; ``auto`` segments slice by slice, stores each slice's result on
@@ -61,6 +64,8 @@ from napari_sam import io as nio
 __all__ = [
     "BatchError",
     "COMMANDS",
+    "Prompts",
+    "check_prompts",
     "Context",
     "Job",
     "JobResult",
@@ -218,87 +223,193 @@ _CSV_ALIASES = {
 _CSV_KNOWN = {"file", "id", "slice", "row", "col", "label", "row0", "col0", "row1", "col1", "stop"}
 
 
-def _prompts_from_csv(path: Path) -> dict[str, dict[int, list[dict]]]:
-    import csv
+class Prompts(dict):
+    """``{file_key: {object_id: [slice prompt, ...]}}`` as read by :func:`load_prompts`.
 
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None:
-            raise BatchError(f"prompts file {str(path)!r} is empty")
-        cols = {c: _CSV_ALIASES.get(c.strip().lower(), c.strip().lower()) for c in reader.fieldnames}
-        unknown = sorted(c for c, k in cols.items() if k not in _CSV_KNOWN)
-        if unknown:
-            raise BatchError(
-                f"prompts file {str(path)!r}: unknown column(s) {unknown}; known columns: "
-                "file, id, slice, row, col, label, row0, col0, row1, col1, stop"
-            )
-        if "id" not in cols.values():
-            raise BatchError(f"prompts file {str(path)!r} needs an 'id' column (the object id)")
-        per_file: dict[str, dict[int, list[dict]]] = {}
-        for n, raw in enumerate(reader, start=2):
-            row = {cols[k]: (v or "").strip() for k, v in raw.items() if k is not None}
-            if not any(row.values()):
-                continue
-            where = f"{path.name}, line {n}"
-            oid = _int(row.get("id"), "id", where)
-            z = _int(row.get("slice") or 0, "slice", where)
-            entry: dict[str, Any] = {"slice": z}
-            if row.get("row") or row.get("col"):
-                entry["points"] = [[_num(row.get("row"), "row", where),
-                                    _num(row.get("col"), "col", where)]]
-                entry["labels"] = [_int(row.get("label") or 1, "label", where)]
-            box = [row.get(k) for k in ("row0", "col0", "row1", "col1")]
-            if any(box):
-                entry["box"] = [_num(v, k, where) for v, k in zip(box, ("row0", "col0", "row1", "col1"))]
-            if _truthy(row.get("stop", "")):
-                entry["stop"] = True
-            if len(entry) == 1:
-                raise BatchError(
-                    f"{where}: the row has no point (row, col), box (row0, col0, row1, col1) or "
-                    "stop marker"
-                )
-            per_file.setdefault(row.get("file", ""), {}).setdefault(oid, []).append(entry)
-    return per_file
+    A plain dict with one more attribute: ``where`` maps ``(file_key, object_id, index)``
+    (the prompt's position in its object's list) to where it was written, e.g.
+    ``"clicks.csv, line 7"``, so a prompt found wrong later (outside the image) names its
+    line.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.where: dict[tuple[str, int, int], str] = {}
+
+    def add(self, file_key: str, oid: int, entry: dict, where: str) -> None:
+        items = self.setdefault(file_key, {}).setdefault(oid, [])
+        self.where[(file_key, oid, len(items))] = where
+        items.append(entry)
 
 
-def _normalise_objects(obj, where: str) -> dict[int, list[dict]]:
-    if isinstance(obj, list):  # list of records with an "id"
-        out: dict[int, list[dict]] = {}
-        for i, rec in enumerate(obj):
-            if not isinstance(rec, Mapping) or "id" not in rec:
-                raise BatchError(f"{where}: item {i} must be an object with an 'id'")
-            rec = dict(rec)
-            oid = _int(rec.pop("id"), "id", where)
-            rec.pop("file", None)
-            out.setdefault(oid, []).append(rec)
-        return out
-    if not isinstance(obj, Mapping):
-        raise BatchError(f"{where}: expected {{object_id: [prompts, ...]}}, got {type(obj).__name__}")
-    out = {}
-    for key, value in obj.items():
-        oid = _int(key, "object id", where)
-        items = [value] if isinstance(value, Mapping) else list(value)
-        for item in items:
-            if not isinstance(item, Mapping):
-                raise BatchError(f"{where}, object {oid}: each prompt must be an object, got {item!r}")
-        out[oid] = [dict(i) for i in items]
+_PROMPT_KEYS = ("slice", "points", "labels", "box", "stop")
+
+
+def _object_id(value, where: str) -> int:
+    oid = _int(value, "the object id", where)
+    if oid < 1:
+        raise BatchError(f"{where}: object id {oid} is not allowed: ids are 1, 2, 3, ... "
+                         "(0 is the background); renumber the object")
+    return oid
+
+
+def _check_entry(entry: Mapping, where: str) -> dict:
+    """Validate one slice prompt's form (not yet its coordinates: they need the image shape)."""
+    unknown = sorted(set(entry) - set(_PROMPT_KEYS))
+    if unknown:
+        raise BatchError(f"{where}: unknown key(s) {unknown}; a prompt has "
+                         f"{', '.join(_PROMPT_KEYS)}")
+    out: dict[str, Any] = {"slice": _int(entry.get("slice", 0), "slice", where)}
+    if out["slice"] < 0:
+        raise BatchError(f"{where}: slice {out['slice']} is negative; slices count from 0")
+    if entry.get("points") is not None:
+        pts = entry["points"]
+        if isinstance(pts, Sequence) and len(pts) == 2 and not isinstance(pts[0], Sequence):
+            pts = [pts]
+        if not isinstance(pts, Sequence) or not pts or any(
+                not isinstance(p, Sequence) or len(p) != 2 for p in pts):
+            raise BatchError(f"{where}: points must be a list of [row, col] pairs, got "
+                             f"{entry['points']!r}")
+        out["points"] = [[_num(r, "row", where), _num(c, "col", where)] for r, c in pts]
+        labels = entry.get("labels")
+        labels = [1] * len(pts) if labels is None else (
+            list(labels) if isinstance(labels, Sequence) and not isinstance(labels, str)
+            else [labels])
+        if len(labels) != len(pts):
+            raise BatchError(f"{where}: {len(pts)} point(s) but {len(labels)} label(s); give "
+                             "one label per point (1 object, 0 background)")
+        out["labels"] = [_int(v, "label", where) for v in labels]
+        bad = [v for v in out["labels"] if v not in (0, 1)]
+        if bad:
+            raise BatchError(f"{where}: label {bad[0]} is not allowed: a point's label is 1 "
+                             "(on the object) or 0 (background); the object's id goes in 'id'")
+    elif entry.get("labels") is not None:
+        raise BatchError(f"{where}: labels without points; add the points (row, col)")
+    if entry.get("box") is not None:
+        box = entry["box"]
+        if not isinstance(box, Sequence) or isinstance(box, str) or len(box) != 4:
+            raise BatchError(f"{where}: box must be 4 numbers [row0, col0, row1, col1], got "
+                             f"{box!r}")
+        out["box"] = [_num(v, k, where) for v, k in zip(box, ("row0", "col0", "row1", "col1"))]
+        b = out["box"]
+        if b[2] < b[0] or b[3] < b[1]:
+            raise BatchError(f"{where}: box {b} is inverted; give row0 <= row1 and col0 <= col1 "
+                             "(top-left corner first)")
+    if entry.get("stop") is not None and _truthy(entry["stop"]):
+        if "points" in out or "box" in out:
+            raise BatchError(f"{where}: a stop marker carries no point or box; put them on "
+                             "separate rows")
+        out["stop"] = True
+    if len(out) == 1:
+        raise BatchError(f"{where}: the prompt has no point (row, col), box (row0, col0, "
+                         "row1, col1) or stop marker")
     return out
 
 
-def _prompts_from_json(path: Path) -> dict[str, dict[int, list[dict]]]:
+def _read_text(path: Path) -> str:
+    """The prompts file as text: UTF-8 (with or without a BOM), else a clear error."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise BatchError(
+            f"prompts file {str(path)!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} "
+            f"on line {line}); save it as UTF-8 (Excel: \"CSV UTF-8\"; iconv -f latin1 -t utf-8)"
+        ) from None
+    except OSError as exc:
+        raise BatchError(f"prompts file {str(path)!r} cannot be read: {exc.strerror or exc}; "
+                         "check its permissions") from None
+
+
+def _prompts_from_csv(path: Path) -> Prompts:
+    import csv
+    import io
+
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    if reader.fieldnames is None:
+        raise BatchError(f"prompts file {str(path)!r} is empty; the first line names the "
+                         "columns: file,id,slice,row,col,label,row0,col0,row1,col1")
+    cols = {c: _CSV_ALIASES.get(c.strip().lower(), c.strip().lower())
+            for c in reader.fieldnames if c is not None}
+    unknown = sorted(c for c, k in cols.items() if k not in _CSV_KNOWN)
+    if unknown:
+        raise BatchError(
+            f"prompts file {str(path)!r}: unknown column(s) {unknown}; known columns: "
+            "file, id, slice, row, col, label, row0, col0, row1, col1, stop (aliases: "
+            + ", ".join(f"{a}={k}" for a, k in _CSV_ALIASES.items()) + ")"
+        )
+    if "id" not in cols.values():
+        raise BatchError(f"prompts file {str(path)!r} needs an 'id' column (the object id)")
+    per_file = Prompts()
+    try:
+        for raw in reader:
+            n = reader.line_num
+            where = f"{path.name}, line {n}"
+            if None in raw:
+                raise BatchError(f"{where}: more values than columns; check the commas")
+            row = {cols[k]: (v or "").strip() for k, v in raw.items() if k is not None}
+            if not any(row.values()):
+                continue
+            oid = _object_id(row.get("id"), where)
+            entry: dict[str, Any] = {"slice": row.get("slice") or 0}
+            if row.get("row") or row.get("col"):
+                entry["points"] = [[row.get("row"), row.get("col")]]
+                entry["labels"] = [row.get("label") or 1]
+            elif row.get("label"):
+                raise BatchError(f"{where}: a label without a point; fill in row and col")
+            box = [row.get(k) for k in ("row0", "col0", "row1", "col1")]
+            if any(box):
+                entry["box"] = box
+            if _truthy(row.get("stop", "")):
+                entry["stop"] = True
+            per_file.add(row.get("file", ""), oid, _check_entry(entry, where), where)
+    except csv.Error as exc:
+        raise BatchError(f"{path.name}, line {reader.line_num}: not valid CSV ({exc})") from None
+    return per_file
+
+
+def _normalise_objects(obj, where: str) -> list[tuple[int, dict, str]]:
+    """``[(object id, checked prompt, where), ...]`` of a JSON objects mapping or list."""
+    out: list[tuple[int, dict, str]] = []
+    if isinstance(obj, list):  # list of records with an "id"
+        for i, rec in enumerate(obj):
+            at = f"{where}, item {i}"
+            if not isinstance(rec, Mapping) or "id" not in rec:
+                raise BatchError(f"{at} must be an object with an 'id'")
+            rec = dict(rec)
+            oid = _object_id(rec.pop("id"), at)
+            rec.pop("file", None)
+            out.append((oid, _check_entry(rec, at), at))
+        return out
+    if not isinstance(obj, Mapping):
+        raise BatchError(f"{where}: expected {{object_id: [prompts, ...]}}, got {type(obj).__name__}")
+    for key, value in obj.items():
+        oid = _object_id(key, f"{where}, object {key!r}")
+        items = [value] if isinstance(value, Mapping) else value
+        if not isinstance(items, list):
+            raise BatchError(f"{where}, object {oid}: expected a list of prompts, got {items!r}")
+        for i, item in enumerate(items):
+            at = f"{where}, object {oid}, prompt {i + 1}"
+            if not isinstance(item, Mapping):
+                raise BatchError(f"{at}: each prompt must be an object, got {item!r}")
+            out.append((oid, _check_entry(item, at), at))
+    return out
+
+
+def _prompts_from_json(path: Path) -> Prompts:
+    try:
+        data = json.loads(_read_text(path))
     except ValueError as exc:
         raise BatchError(f"prompts file {str(path)!r} is not valid JSON: {exc}") from None
     where = path.name
+    per_file = Prompts()
     if isinstance(data, list):
-        per_file: dict[str, dict[int, list[dict]]] = {}
         for i, rec in enumerate(data):
             if not isinstance(rec, Mapping):
                 raise BatchError(f"{where}: item {i} must be an object")
             f = str(rec.get("file", ""))
-            for oid, items in _normalise_objects([rec], where).items():
-                per_file.setdefault(f, {}).setdefault(oid, []).extend(items)
+            for oid, item, _ in _normalise_objects([rec], where):
+                per_file.add(f, oid, item, f"{where}, item {i}")
         return per_file
     if not isinstance(data, Mapping):
         raise BatchError(f"{where}: expected a JSON object or list, got {type(data).__name__}")
@@ -306,16 +417,21 @@ def _prompts_from_json(path: Path) -> dict[str, dict[int, list[dict]]]:
         extra = sorted(set(data) - {"objects", "files"})
         if extra:
             raise BatchError(f"{where}: unknown top-level key(s) {extra}; use 'objects' and 'files'")
-        per_file = {}
-        if "objects" in data:
-            per_file[""] = _normalise_objects(data["objects"], where)
-        for name, objs in (data.get("files") or {}).items():
-            per_file[str(name)] = _normalise_objects(objs, f"{where}, file {name!r}")
+        for oid, item, at in _normalise_objects(data.get("objects") or {}, where):
+            per_file.add("", oid, item, at)
+        files = data.get("files") or {}
+        if not isinstance(files, Mapping):
+            raise BatchError(f"{where}: 'files' must map file names to objects")
+        for name, objs in files.items():
+            for oid, item, at in _normalise_objects(objs, f"{where}, file {name!r}"):
+                per_file.add(str(name), oid, item, at)
         return per_file
-    return {"": _normalise_objects(data, where)}
+    for oid, item, at in _normalise_objects(data, where):
+        per_file.add("", oid, item, at)
+    return per_file
 
 
-def load_prompts(path: os.PathLike | str) -> dict[str, dict[int, list[dict]]]:
+def load_prompts(path: os.PathLike | str) -> Prompts:
     """Read a prompts file (CSV or JSON) into ``{file_key: {object_id: [slice prompt, ...]}}``.
 
     ``file_key`` ``""`` holds prompts that apply to every input; other keys are matched
@@ -324,11 +440,28 @@ def load_prompts(path: os.PathLike | str) -> dict[str, dict[int, list[dict]]]:
     ``labels``, ``box``, ``stop``); coordinates are napari order (row, col).
 
     CSV: one row per point, box or stop marker, columns ``id, slice, row, col, label`` and/or
-    ``row0, col0, row1, col1`` and ``stop``; optional ``file``. JSON: ``{"objects": {id:
-    [prompts]}, "files": {name: {id: [prompts]}}}``, a bare ``{id: [prompts]}`` or a list of
-    records ``[{"file"?, "id", "slice", "points"?, ...}]``. See docs/cli.md.
+    ``row0, col0, row1, col1`` and ``stop``; optional ``file``; the aliases of
+    ``_CSV_ALIASES`` (``z``, ``y``, ``x``, ``object``, ...) are accepted. JSON:
+    ``{"objects": {id: [prompts]}, "files": {name: {id: [prompts]}}}``, a bare
+    ``{id: [prompts]}`` or a list of records ``[{"file"?, "id", "slice", "points"?, ...}]``.
+    See docs/cli.md.
+
+    Every prompt's form is checked here (ids >= 1, labels 0 or 1, slices >= 0, 4-number
+    boxes); :func:`check_prompts` checks the coordinates against each input's shape.
+
+    Returns
+    -------
+    Prompts
+        A dict (see above) whose ``where`` attribute names each prompt's line.
+
+    Raises
+    ------
+    BatchError
+        Naming the file, the line (CSV) or object (JSON) and the fix.
     """
     p = Path(path)
+    if p.is_dir():
+        raise BatchError(f"prompts file {str(p)!r} is a directory; give the .csv or .json file")
     if not p.is_file():
         raise BatchError(f"prompts file {str(p)!r} does not exist")
     if p.suffix.lower() == ".csv":
@@ -338,11 +471,101 @@ def load_prompts(path: os.PathLike | str) -> dict[str, dict[int, list[dict]]]:
     raise BatchError(f"prompts file {str(p)!r}: use a .csv or .json file")
 
 
-def prompts_for(per_file: Mapping[str, Mapping], input_path: Path) -> dict[int, list[dict]]:
-    """The prompts of one input: the ones for every file plus those keyed by its name/stem/path."""
+def _file_keys(input_path: Path) -> set[str]:
     keys = {input_path.name, stem_of(input_path), str(input_path), input_path.as_posix()}
     with contextlib.suppress(OSError):
         keys.add(str(input_path.resolve()))
+    return keys
+
+
+def check_prompts(per_file: Mapping[str, Mapping], jobs: Sequence[Job], ctx: Context,
+                  *, max_problems: int = 8) -> list[str]:
+    """Check every job's prompts against its input's shape, before any work.
+
+    Reads only each input's header (lazy). Inputs that cannot be read are left to their job
+    (which reports them as failed).
+
+    Returns
+    -------
+    list of str
+        Notes: prompts keyed to a file that matches no input.
+
+    Raises
+    ------
+    BatchError
+        Listing (up to ``max_problems``) prompts on a slice out of range or outside the
+        image, each with its line; or when no input has any prompt.
+    """
+    where_of = getattr(per_file, "where", {})
+    problems: list[str] = []
+    used: set[str] = set()
+    any_prompts = False
+    for job in jobs:
+        keys = _file_keys(job.input)
+        mine = [k for k in per_file if k == "" or k in keys]
+        used.update(mine)
+        if not any(per_file[k] for k in mine):
+            continue
+        any_prompts = True
+        try:
+            opened = open_image(job.input, ctx)
+        except Exception:  # the job reports it
+            continue
+        shape = opened.label_shape
+        n = 1 if opened.is2d else shape[0]
+        h, w = shape[-2:]
+        for k in mine:
+            for oid, items in per_file[k].items():
+                for i, e in enumerate(items):
+                    at = where_of.get((k, oid, i), f"object {oid}")
+                    msg = _coordinate_problem(e, n, h, w, opened.is2d)
+                    if msg:
+                        problems.append(f"{at}: {msg} of {job.input.name} "
+                                        f"({_shape_words(n, h, w, opened.is2d)})")
+    if problems:
+        more = len(problems) - max_problems
+        raise BatchError("; ".join(problems[:max_problems])
+                         + (f"; and {more} more" if more > 0 else "")
+                         + ". Prompts use napari order (slice, row, col) in pixels, from 0; "
+                           "fix the prompts file (or the 'file' column) and rerun")
+    if jobs and not any_prompts:
+        names = sorted(k for k in per_file if k)
+        raise BatchError(
+            "no prompts apply to any input: the prompts file's 'file' entries "
+            f"{names[:5]} match none of the {len(jobs)} input(s) (e.g. {jobs[0].input.name!r}); "
+            "use the inputs' file names (or stems), or leave 'file' empty to apply to every input")
+    notes = []
+    unused = sorted(k for k in per_file if k and k not in used)
+    if unused:
+        lines = sorted({where_of.get((k, oid, 0), "") for k in unused for oid in per_file[k]})
+        notes.append(f"prompts for {unused[:5]} ({', '.join(x for x in lines[:3] if x)}) match "
+                     "no input and are ignored; check the 'file' column against the inputs")
+    return notes
+
+
+def _shape_words(n: int, h: int, w: int, is2d: bool) -> str:
+    return f"a 2D image of {h} x {w} pixels" if is2d else \
+        f"{n} slices 0-{n - 1} of {h} x {w} pixels"
+
+
+def _coordinate_problem(entry: Mapping, n: int, h: int, w: int, is2d: bool) -> str | None:
+    """What is wrong with a prompt's slice or coordinates for a stack of n slices of h x w."""
+    z = int(entry.get("slice", 0))
+    if not 0 <= z < n:
+        return (f"slice {z} is out of range (a 2D image has only slice 0)" if is2d
+                else f"slice {z} is out of range")
+    for r, c in entry.get("points") or ():
+        if not (-0.5 <= r <= h - 0.5 and -0.5 <= c <= w - 0.5):
+            return f"point (row {r:g}, col {c:g}) lies outside the image"
+    b = entry.get("box")
+    if b is not None and (b[2] < 0 or b[3] < 0 or b[0] > h - 1 or b[1] > w - 1):
+        return f"box {[float(v) for v in b]} lies outside the image"
+    return None
+
+
+def prompts_for(per_file: Mapping[str, Mapping], input_path: Path) -> dict[int, list[dict]]:
+    """The prompts of one input: the ones for every file plus those keyed by its name/stem/path."""
+    keys = _file_keys(input_path)
     merged: dict[int, list[dict]] = {}
     for key, objs in per_file.items():
         if key == "" or key in keys:
@@ -424,8 +647,9 @@ class Job:
 class JobResult:
     """What happened to one input.
 
-    ``status`` is ``"done"``, ``"skipped"`` (already complete, or busy in another process) or
-    ``"failed"``; ``reason`` says why for the last two; ``objects`` counts the objects (label
+    ``status`` is ``"done"``, ``"skipped"`` (already complete), ``"busy"`` (another process
+    was writing the output: nothing was done, not ok) or ``"failed"``; ``reason`` says why
+    for the last three; ``objects`` counts the objects (label
     outputs) or slices (embeddings); ``model_loaded`` tells whether this job had to load the
     model in its process (False when the process's model cache already held it); ``pid`` is
     the process that ran it.
@@ -547,8 +771,9 @@ class SliceSource:
     the resident memory of a pass over a 100 GB stack stays about one slice.
     """
 
-    def __init__(self, data, expand: bool = False):
+    def __init__(self, data, expand: bool = False, path: os.PathLike | str | None = None):
         self.data = data
+        self.path = None if path is None else Path(path)  # named in decoding errors
         self.expand = bool(expand)  # a 2D image seen as a stack of one slice
         shape = tuple(int(s) for s in data.shape)
         self.shape = (1, *shape) if self.expand else shape
@@ -581,6 +806,26 @@ class SliceSource:
                 self._mmap.madvise(mmap.MADV_DONTNEED)
 
     def __getitem__(self, key):
+        try:
+            with nio.quiet_tifffile():
+                arr = self._read(key)
+        except (IndexError, KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:  # a damaged strip or chunk: name the file and the slice
+            if self.path is None:
+                raise
+            where = f"slice {key}" if isinstance(key, (int, np.integer)) else f"region {key!r}"
+            raise nio.ImageReadError(
+                self.path,
+                f"{where} could not be decoded ({_exc_name(exc)}: "
+                f"{' '.join(str(exc).split())})",
+                "The file is damaged (a corrupted compressed strip or chunk); copy or export "
+                "it again, or open it in Fiji to see which slices are lost.",
+            ) from exc
+        self._release(arr.nbytes)
+        return arr
+
+    def _read(self, key) -> np.ndarray:
         if self.expand:
             if isinstance(key, tuple):
                 first, rest = key[0], key[1:]
@@ -594,12 +839,18 @@ class SliceSource:
                 arr = np.array(self.data[rest] if rest else self.data[...])[None][first]
         else:
             arr = np.array(self.data[key])
-        self._release(arr.nbytes)
         return arr
 
     def __array__(self, dtype=None, copy=None):
         arr = self[:]
         return arr if dtype is None else arr.astype(dtype)
+
+
+def _exc_name(exc: BaseException) -> str:
+    """``zlib.error`` rather than a bare ``error``."""
+    name = type(exc).__name__
+    mod = type(exc).__module__
+    return f"{mod}.{name}" if name.islower() and mod not in ("builtins", "__main__") else name
 
 
 @dataclass
@@ -623,7 +874,7 @@ def open_image(path: Path, ctx: Context) -> OpenedImage:
     std = img.to_standard(channel=ctx.channel)
     axes = std.axes
     is2d = axes in ("YX", "YXC")
-    stack = SliceSource(std.data, expand=is2d)
+    stack = SliceSource(std.data, expand=is2d, path=path)
     label_axes = axes.replace("C", "")
     return OpenedImage(stack, is2d, label_axes, std.pixel_size, std.unit or "um", img.axes)
 
@@ -632,29 +883,59 @@ def open_image(path: Path, ctx: Context) -> OpenedImage:
 
 
 class OutputLock:
-    """Exclusive, non-blocking lock on an output, held while its job runs (POSIX ``flock``).
+    """Exclusive lock on an output, held while its job runs (POSIX ``flock``).
 
     The kernel releases it when the process dies (even on SIGKILL). Lock files live in the
-    output folder's ``.napari-sam-work/locks/``. Where ``fcntl`` is missing (Windows) locking
-    is skipped.
+    output folder's ``.napari-sam-work/locks/`` and are removed when the job ends (the
+    folders too, when empty), so a finished run leaves no trace. Removing a lock file is
+    safe: a process that locked the old file checks that the path still names it, and
+    retries otherwise. Where ``fcntl`` is missing (Windows) locking is skipped.
+
+    Parameters
+    ----------
+    output : path
+    wait : bool
+        Block until the lock is free (default: fail at once when another process holds it).
     """
 
-    def __init__(self, output: Path):
+    def __init__(self, output: Path, *, wait: bool = False):
         self.path = output.parent / WORK_DIR / "locks" / f"{output.name}.lock"
+        self.wait = bool(wait)
         self._fh = None
+
+    def holder(self) -> int | None:
+        """The process id written by the lock's holder, if any."""
+        try:
+            return int(self.path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
 
     def __enter__(self) -> bool:
         try:
             import fcntl
         except ImportError:  # pragma: no cover - Windows
             return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        while True:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fh = open(self.path, "a+")
+            except FileNotFoundError:  # another process removed the empty folder just now
+                continue
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
+            except OSError:
+                fh.close()
+                return False
+            except BaseException:  # Ctrl-C while waiting
+                fh.close()
+                raise
+            try:  # the holder before us may have removed the file: lock the current one
+                same = os.path.samestat(os.fstat(fh.fileno()), os.stat(self.path))
+            except OSError:
+                same = False
+            if same:
+                break
             fh.close()
-            return False
         self._fh = fh
         fh.seek(0)
         fh.truncate()
@@ -664,8 +945,13 @@ class OutputLock:
 
     def __exit__(self, *exc) -> None:
         if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()  # while we hold it: a waiter re-checks the path
             self._fh.close()  # closing releases the flock
             self._fh = None
+            for d in (self.path.parent, self.path.parent.parent):  # locks/, .napari-sam-work/
+                with contextlib.suppress(OSError):
+                    d.rmdir()  # only when empty
 
 
 def output_state(output: Path, input_path: Path | None, signature: Mapping) -> str:
@@ -1174,7 +1460,8 @@ def prepare_auto_work(job: Job, ctx: Context) -> Path:
     st = job.input.stat()
     sig = ctx.signature()  # the slices do not depend on how they are linked and propagated
     sig = {k: v for k, v in sig.items() if k not in LINK_DEFAULTS and k != "propagate"}
-    key = {"signature": sig, "input": [str(job.input.resolve()), st.st_size, st.st_mtime_ns]}
+    key = {"signature": sig, "input": [str(job.input.resolve()), st.st_size, st.st_mtime_ns,
+                                       nio.content_sample_hash(job.input)]}
     marker = work / "params.json"
     try:
         same = json.loads(marker.read_text()) == json.loads(json.dumps(key))
@@ -1599,19 +1886,27 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def run_job(job: Job, ctx: Context) -> JobResult:
+def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
     """Run one job in this process (the model comes from :func:`get_model`'s cache).
 
     Never raises for problems with the file or the computation: they become a ``"failed"``
     result. ``KeyboardInterrupt`` propagates (the output stays resumable).
+
+    When another process holds the output's lock the result is ``"busy"`` (nothing done), or
+    with ``wait=True`` the job waits for that process and then runs (usually finding the
+    output complete and skipping it).
     """
     t0 = time.perf_counter()
     res = JobResult(str(job.input), str(job.output), "failed", pid=os.getpid())
     try:
         job.output.parent.mkdir(parents=True, exist_ok=True)
-        with OutputLock(job.output) as locked:
+        lock = OutputLock(job.output, wait=wait)
+        with lock as locked:
             if not locked:
-                res.status, res.reason = "skipped", "busy: another napari-sam process is writing it"
+                pid = lock.holder()
+                res.status = "busy"
+                res.reason = ("busy: another napari-sam process"
+                              + (f" (pid {pid})" if pid else "") + " is writing it")
                 return res
             state = output_state(job.output, job.input, ctx.signature())
             if state == "complete" and not ctx.overwrite:
@@ -1678,6 +1973,7 @@ def run_jobs(
     workers: int | None = None,
     block_slices: int | None = None,
     on_result: Callable[[JobResult], None] | None = None,
+    on_wait: Callable[[Job, int | None], None] | None = None,
 ) -> list[JobResult]:
     """Run every job serially, or on a dask.distributed cluster; return results in input order.
 
@@ -1693,30 +1989,53 @@ def run_jobs(
         that run as separate tasks (``embed`` and ``auto``); default: whole files.
     on_result : callable(JobResult), optional
         Called as each job finishes (the CLI prints a line per file).
+    on_wait : callable(Job, pid or None), optional
+        Serial runs: called before waiting for another process that writes a job's output
+        (such jobs are left for the end of the batch, then waited for). On a cluster such
+        jobs come back ``"busy"`` (not ok) instead.
     """
     if scheduler is None and workers is None:
-        return _run_serial(jobs, ctx, on_result)
+        return _run_serial(jobs, ctx, on_result, on_wait)
     return _run_distributed(jobs, ctx, scheduler=scheduler, workers=workers,
                             block_slices=block_slices, on_result=on_result)
 
 
-def _run_serial(jobs, ctx, on_result) -> list[JobResult]:
+def _run_serial(jobs, ctx, on_result, on_wait=None) -> list[JobResult]:
+    """Run the jobs one after the other. An output that another process is writing is left
+    for the end; then this process waits for it (``on_wait(job, pid)`` is called first) and
+    runs the job, which then usually finds the output complete."""
     from tqdm.auto import tqdm
 
-    results = []
+    results: list[JobResult | None] = [None] * len(jobs)
     bar = tqdm(total=len(jobs), desc="files", unit="file", disable=ctx.quiet or len(jobs) < 2,
                position=0, dynamic_ncols=True)
+    deferred = []
     try:
-        for job in jobs:
+        for i, job in enumerate(jobs):
             bar.set_postfix_str(job.name, refresh=True)
             res = run_job(job, ctx)
-            results.append(res)
+            if res.status == "busy":
+                deferred.append(i)
+                continue
+            results[i] = res
+            bar.update(1)
+            if on_result is not None:
+                on_result(res)
+        for i in deferred:
+            job = jobs[i]
+            bar.set_postfix_str(f"waiting for {job.name}", refresh=True)
+            if on_wait is not None:
+                on_wait(job, OutputLock(job.output).holder())
+            res = run_job(job, ctx, wait=True)
+            if res.status == "skipped" and res.reason == "complete":
+                res.details["written_by_another_process"] = True
+            results[i] = res
             bar.update(1)
             if on_result is not None:
                 on_result(res)
     finally:
         bar.close()
-    return results
+    return [r for r in results if r is not None]
 
 
 # ============================================================================ dask.distributed

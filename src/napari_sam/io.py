@@ -45,12 +45,14 @@ Sidecars
 --------
 Each output ``out.tif`` gets a JSON sidecar ``out.tif.json`` (the output's full name plus
 ``.json``, so ``out.tif`` and ``out.npy`` never share a sidecar) recording the model,
-version, parameters, objects, the output's size and the input's size and mtime.
+version, parameters, objects, the output's size and the input's size, mtime and a hash of
+sampled bytes (``content_sample_hash``).
 ``is_complete`` uses it to decide whether a batch rerun can skip an output.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -68,9 +70,12 @@ import numpy as np
 __all__ = [
     "AXES_LETTERS",
     "ImageData",
+    "content_sample_hash",
     "ImageReadError",
+    "check_image_data",
     "guess_axes",
     "is_complete",
+    "quiet_tifffile",
     "label_objects_summary",
     "read_image",
     "read_sidecar",
@@ -431,7 +436,8 @@ def to_standard(
             f"The data has both a time axis (T={size['T']}) and a Z axis (Z={size['Z']}) "
             f"(axes {axes!r}, shape {shape}); only one stack axis is supported. Choose one: "
             "select a time point (select={'T': i}) or a Z slice (select={'Z': i}), "
-            "or relabel the axes (axes=..., --axes on the command line)."
+            "or relabel the axes (axes=...). On the command line: save one time point (or "
+            "one Z slice) per file, or pass --axes if the file's axes are wrong."
         )
     if "C" in axes and "C" not in fixed and size["C"] not in (3, 4):
         raise ValueError(
@@ -566,7 +572,15 @@ def _read_tiff(path: Path, axes: str | None, lazy: bool) -> ImageData:
 
     try:
         tif = tifffile.TiffFile(path)
+    except PermissionError:
+        raise
     except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error, ...
+        if path.suffix.lower() not in TIFF_SUFFIXES:
+            raise ImageReadError(
+                path, f"{path.suffix or 'a file without suffix'} is not a supported image type",
+                "napari-sam reads TIFF (.tif, .tiff, .btf, OME-TIFF), .npy and .zarr; convert "
+                "the file, e.g. in Fiji: File > Save As > Tiff.",
+            ) from exc
         raise ImageReadError(
             path, f"not a readable TIFF file ({type(exc).__name__}: {exc})"
         ) from exc
@@ -845,15 +859,82 @@ def read_image(
         raise FileNotFoundError(
             f"Image file not found: {str(p)!r}. Check the path and the working directory."
         )
-    if _is_zarr_path(p):
-        return _read_zarr(p, axes, lazy)
-    if p.suffix.lower() == ".npy":
-        return _read_npy(p, axes, lazy)
-    if p.is_dir():
-        raise ImageReadError(
-            p, "it is a directory but not a zarr store", "Pass an image file or a .zarr directory."
-        )
-    return _read_tiff(p, axes, lazy)
+    if not os.access(p, os.R_OK) or (p.is_dir() and not os.access(p, os.X_OK)):
+        raise ImageReadError(p, "permission denied", _PERMISSION_HINT)
+    try:
+        with quiet_tifffile():
+            if _is_zarr_path(p):
+                img = _read_zarr(p, axes, lazy)
+            elif p.suffix.lower() == ".npy":
+                img = _read_npy(p, axes, lazy)
+            elif p.is_dir():
+                raise ImageReadError(
+                    p, "it is a directory but not a zarr store",
+                    "Pass an image file or a .zarr directory.",
+                )
+            else:
+                img = _read_tiff(p, axes, lazy)
+    except PermissionError as exc:
+        raise ImageReadError(p, "permission denied", _PERMISSION_HINT) from exc
+    check_image_data(p, img.shape, img.dtype)
+    return img
+
+
+_PERMISSION_HINT = (
+    "Check the file's permissions (ls -l; chmod +r FILE, or run as a user who may read it)."
+)
+
+
+def check_image_data(path: os.PathLike | str, shape: Sequence[int], dtype) -> None:
+    """Refuse data no model can use: empty arrays and non-real dtypes.
+
+    Raises
+    ------
+    ImageReadError
+        When a dimension of ``shape`` is 0 or ``dtype`` is not bool, integer or float
+        (complex, strings, structured records).
+    """
+    shape = tuple(int(s) for s in shape)
+    dt = np.dtype(dtype)
+    if dt.kind not in "biuf":
+        what = "complex numbers" if dt.kind == "c" else f"dtype {dt}"
+        hint = ("Save a real-valued image, e.g. numpy.abs(a) (magnitude) or a.real, "
+                "as .npy or TIFF." if dt.kind == "c" else
+                "Save the image as integers or floats (.npy or TIFF).")
+        raise ImageReadError(path, f"the data are {what} ({dt}); images must be real numbers",
+                             hint)
+    if any(s == 0 for s in shape):
+        raise ImageReadError(path, f"the image is empty (shape {shape})",
+                             "Check the export: every dimension needs at least one pixel.")
+
+
+class _CollectTifffileLog:
+    """A ``logging.Filter`` that keeps tifffile's log records instead of printing them."""
+
+    def __init__(self):
+        self.messages: list[str] = []
+
+    def filter(self, record) -> bool:
+        self.messages.append(record.getMessage())
+        return False
+
+
+@contextlib.contextmanager
+def quiet_tifffile():
+    """Keep tifffile's log lines (e.g. "invalid page offset" on a truncated file) off stderr.
+
+    The problems they describe surface as :class:`ImageReadError` messages instead; the
+    lines are kept in the yielded filter's ``messages``.
+    """
+    import logging
+
+    log = logging.getLogger("tifffile")
+    filt = _CollectTifffileLog()
+    log.addFilter(filt)
+    try:
+        yield filt
+    finally:
+        log.removeFilter(filt)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -1157,12 +1238,54 @@ def _path_size(path: Path) -> int:
     return path.stat().st_size
 
 
+#: Bytes read by :func:`content_sample_hash`: the first and last 64 KiB and 32 blocks of 4 KiB
+#: spread evenly in between (about 256 KiB per file, whatever its size).
+_SAMPLE_EDGE = 64 << 10
+_SAMPLE_BLOCK = 4 << 10
+_SAMPLE_BLOCKS = 32
+
+
+def content_sample_hash(path: os.PathLike | str) -> str | None:
+    """A cheap content hash of a file: BLAKE2 of its size and sampled bytes.
+
+    Reads the first and last 64 KiB and 32 evenly spaced 4 KiB blocks (at most about 256 KiB),
+    so it costs the same for a 1 MB and a 100 GB file. It tells apart two files of the same
+    size and mtime with other data (a stack replaced by another acquisition) unless they
+    differ only between the sampled blocks. Returns None for directories (zarr stores) and
+    unreadable files.
+    """
+    import hashlib
+
+    p = Path(path)
+    try:
+        if p.is_dir():
+            return None
+        size = p.stat().st_size
+        h = hashlib.blake2b(digest_size=16)
+        h.update(str(size).encode())
+        with open(p, "rb") as f:
+            if size <= 2 * _SAMPLE_EDGE + _SAMPLE_BLOCKS * _SAMPLE_BLOCK:
+                h.update(f.read())
+            else:
+                h.update(f.read(_SAMPLE_EDGE))
+                inner = size - 2 * _SAMPLE_EDGE - _SAMPLE_BLOCK
+                for i in range(_SAMPLE_BLOCKS):
+                    f.seek(_SAMPLE_EDGE + inner * i // max(1, _SAMPLE_BLOCKS - 1))
+                    h.update(f.read(_SAMPLE_BLOCK))
+                f.seek(size - _SAMPLE_EDGE)
+                h.update(f.read(_SAMPLE_EDGE))
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
 def _fingerprint(path: Path) -> dict:
     st = path.stat()
     return {
         "path": str(path.resolve()),
         "size": _path_size(path) if path.is_dir() else st.st_size,
         "mtime_ns": st.st_mtime_ns,
+        "sample_hash": content_sample_hash(path),
     }
 
 
@@ -1192,7 +1315,7 @@ def write_sidecar(
 
     Contents: ``format``, ``format_version``, ``status`` (``"complete"`` or e.g.
     ``"partial"``), ``created`` (UTC ISO time), ``model`` (name or dict), ``version``,
-    ``parameters``, ``input`` ({path, size, mtime_ns} or null), ``output`` ({name, size}),
+    ``parameters``, ``input`` ({path, size, mtime_ns, sample_hash} or null), ``output`` ({name, size}),
     ``objects`` as ``[{id, slice_range, area, score}]`` and optional ``extra``.
     Returns the sidecar path.
     """
@@ -1236,7 +1359,8 @@ def is_complete(
 
     True only when the output exists, its sidecar is readable with ``status == "complete"``,
     the sidecar's recorded output size equals the output's current size, and (when
-    ``input_path`` is given) the sidecar's input size and mtime match the current input file.
+    ``input_path`` is given) the sidecar's input size, mtime and sampled content hash
+    (:func:`content_sample_hash`) match the current input file.
     With ``input_path=None`` the input is not checked.
     """
     out = Path(output_path)
@@ -1260,6 +1384,10 @@ def is_complete(
         except OSError:
             return False
         if rec.get("size") != now["size"] or rec.get("mtime_ns") != now["mtime_ns"]:
+            return False
+        # same size and mtime can still be other data (a file replaced by a copy that kept
+        # the time stamp): compare sampled content; sidecars from before it have no hash
+        if rec.get("sample_hash") is not None and rec["sample_hash"] != now["sample_hash"]:
             return False
     return True
 
