@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 
-__all__ = ["UserError", "guarded", "report", "warn", "info"]
+__all__ = ["UserError", "describe", "guarded", "report", "warn", "info"]
 
 logger = logging.getLogger("napari_sam")
 
@@ -49,6 +49,11 @@ def _known_message(err: BaseException) -> str | None:
             f"The model could not be downloaded. {err} Meanwhile you can pick the bundled "
             "'demo' model or a checkpoint file in 'Model'."
         )
+    if _is_out_of_memory(err):
+        return (
+            f"Out of memory ({type(err).__name__}: {err}). Pick 'cpu' in 'Device', close other "
+            "programs using the GPU, or use a smaller model or image; then try again."
+        )
     if isinstance(err, UnsupportedImage):
         return str(err)
     if isinstance(err, FileNotFoundError):
@@ -58,13 +63,23 @@ def _known_message(err: BaseException) -> str | None:
     return None
 
 
-def report(err: BaseException) -> None:
-    """Show ``err`` as a napari notification (see the module docstring)."""
-    from napari.utils.notifications import show_error, show_warning
+def _is_out_of_memory(err: BaseException) -> bool:
+    if isinstance(err, MemoryError):
+        return True
+    try:
+        import torch
 
+        oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    except (ImportError, AttributeError):  # pragma: no cover - old torch
+        return False
+    return isinstance(err, oom)
+
+
+def describe(err: BaseException) -> tuple[str, str]:
+    """``(level, message)`` for ``err``: level "warning" or "error"; the message says what
+    happened and what to do next (see the module docstring)."""
     if isinstance(err, UserError):
-        (show_error if err.level == "error" else show_warning)(str(err))
-        return
+        return err.level, str(err)
     message = _known_message(err)
     if message is None:
         logger.debug("napari-sam: unexpected error", exc_info=err)
@@ -72,7 +87,17 @@ def report(err: BaseException) -> None:
             f"Segment Anything: unexpected {type(err).__name__}: {err}. Please report it at "
             "the project's issue tracker (run napari with --log-level debug for details)."
         )
-    show_error(message)
+    return "error", message
+
+
+def report(err: BaseException) -> str:
+    """Show ``err`` as a napari notification (see the module docstring); returns the
+    message shown."""
+    from napari.utils.notifications import show_error, show_warning
+
+    level, message = describe(err)
+    (show_error if level == "error" else show_warning)(message)
+    return message
 
 
 def guarded(fn):

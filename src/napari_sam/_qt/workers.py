@@ -6,6 +6,13 @@ run in a :func:`napari.qt.threading.create_worker` thread with a napari progress
 cancelled between two yields; with ``sync=True`` (what most tests use) the same generator
 runs on the calling thread, with the same callbacks and the same cancellation points.
 
+Every exception a job raises ends the job through ``on_error`` and then ``on_finished``,
+whatever its type: superqt's worker drops a ``RuntimeError`` without emitting ``errored``
+or ``finished`` (it takes it for a deleted Qt object), and ``ModelDownloadError`` and CUDA's
+out-of-memory error are RuntimeErrors. So the job body never raises into superqt: the error
+is caught on the job's thread and returned as a :class:`JobFailed`, which the main thread
+hands to ``on_error``.
+
 Core functions that report progress through a ``progress(done, total)`` callback instead of
 yielding (``segment_volume``, ``segment_everything``) are bridged by :func:`with_progress`.
 """
@@ -19,6 +26,7 @@ from collections.abc import Callable, Generator, Iterable
 __all__ = [
     "Cancelled",
     "Job",
+    "JobFailed",
     "embed_job",
     "run_job",
     "with_progress",
@@ -29,6 +37,17 @@ Progress = tuple[int, int]
 
 class Cancelled(Exception):
     """Raised inside a job's progress callback to stop a core function on Cancel."""
+
+
+class JobFailed:
+    """What a job returns instead of raising: the exception it ended with (see the module
+    docstring for why errors do not travel as exceptions)."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"JobFailed({self.error!r})"
 
 
 # ------------------------------------------------------------------------------ jobs
@@ -143,8 +162,15 @@ def run_job(
             on_finished(job)
 
     def returned(value):
-        if not job.cancelled and on_returned is not None:
+        if isinstance(value, JobFailed):
+            errored(value.error)
+            return
+        if job.cancelled or on_returned is None:
+            return
+        try:
             on_returned(value)
+        except Exception as err:  # noqa: BLE001 - applying the result failed: still reported
+            errored(err)
 
     def errored(err):
         if isinstance(err, Cancelled) or job.cancelled:
@@ -164,7 +190,7 @@ def run_job(
                     returned(stop.value)
                     break
                 progressed(value)
-        except Exception as err:  # noqa: BLE001 - reported through on_error
+        except Exception as err:  # noqa: BLE001 - a progress callback failed: reported too
             errored(err)
         finally:
             finished()
@@ -185,17 +211,34 @@ def run_job(
 def _guarded(gen: Generator, job: Job) -> Generator:
     """Yield from ``gen`` until it ends or ``job`` is cancelled; always close ``gen``.
 
-    Closing happens on the thread that runs the job, so a core function bridged by
+    An exception of ``gen`` (or of closing it) is returned as :class:`JobFailed`, never
+    raised. Closing happens on the thread that runs the job, so a core function bridged by
     :func:`with_progress` has stopped before the job reports that it finished.
     """
+    result = None
     try:
         while True:
             try:
                 value = next(gen)
             except StopIteration as stop:
-                return stop.value
+                result = stop.value
+                break
+            except Exception as err:  # noqa: BLE001 - every error type must end the job
+                result = JobFailed(err)
+                break
             yield value
             if job.cancelled:
-                return None
+                break
     finally:
+        closing = _close(gen)
+    if closing is not None and not isinstance(result, JobFailed) and not job.cancelled:
+        result = closing  # an error while stopping is an error too
+    return None if job.cancelled and not isinstance(result, JobFailed) else result
+
+
+def _close(gen: Generator) -> JobFailed | None:
+    try:
         gen.close()
+    except Exception as err:  # noqa: BLE001 - reported like any other error of the job
+        return JobFailed(err)
+    return None
