@@ -1,4 +1,5 @@
-"""Fixtures for the GUI tests: a real napari viewer (under Xvfb) with the dock widget.
+"""Fixtures for the GUI tests: a real napari viewer (under Xvfb) with the dock widget, opened
+the way napari's Plugins menu opens it (through the manifest, with napari's viewer proxy).
 
 Wiring tests use the tiny random model of tests/conftest.py (fast, no quality); quality tests
 use the bundled demo model and skip, saying why, while it is not installed.
@@ -7,7 +8,7 @@ use the bundled demo model and skip, saying why, while it is not installed.
 from __future__ import annotations
 
 import pytest
-from sam_qt_helpers import demo_model_path
+from sam_qt_helpers import demo_model_path, open_from_menu
 
 pytest.importorskip("napari")
 pytest.importorskip("qtpy")
@@ -32,17 +33,20 @@ def tiny_predictor(tiny_sam):
 
 @pytest.fixture
 def make_widget(make_napari_viewer, qtbot):
-    """``make_widget(image, sync=True, **add_image_kwargs) -> (viewer, widget)``."""
-    from napari_sam._qt.widget import SamWidget
+    """``make_widget(image, sync=True, **add_image_kwargs) -> (viewer, widget)``.
 
+    The widget is opened from the plugin menu's entry (:func:`sam_qt_helpers.open_from_menu`);
+    ``sync=True`` then makes its jobs run on the main thread (wiring tests), ``sync=False``
+    keeps napari's worker threads.
+    """
     made = []
 
     def make(image=None, *, sync: bool = True, **kwargs):
         viewer = make_napari_viewer()
         if image is not None:
             viewer.add_image(image, **kwargs)
-        widget = SamWidget(viewer, sync=sync)
-        viewer.window.add_dock_widget(widget, name="Segment Anything")
+        _dock, widget = open_from_menu(viewer)
+        widget.controller.sync = sync
         made.append(widget)
         return viewer, widget
 

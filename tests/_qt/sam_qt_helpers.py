@@ -2,7 +2,47 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+#: The plugin and widget names of napari.yaml: what napari's Plugins menu opens.
+PLUGIN = "napari-sam-stacks"
+MANIFEST = Path(__file__).resolve().parents[2] / "napari.yaml"
+
+
+def widget_display_name() -> str:
+    """The display name of the widget contribution in napari.yaml."""
+    import yaml
+
+    manifest = yaml.safe_load(MANIFEST.read_text())
+    (widget,) = manifest["contributions"]["widgets"]
+    return widget["display_name"]
+
+
+def open_from_menu(viewer):
+    """Open the widget the way napari's menu does: through the plugin manifest, so that the
+    widget gets napari's proxy of the viewer. Returns (dock, widget)."""
+    return viewer.window.add_plugin_dock_widget(PLUGIN, widget_display_name())
+
+
+def canvas_position(viewer, row: float, col: float) -> tuple[float, float]:
+    """Canvas pixel (x, y) showing world (row, col) of the displayed plane."""
+    view = viewer.window._qt_viewer.canvas.view
+    x, y = (view.transform * view.scene.transform).map([col, row])[:2]
+    return float(x), float(y)
+
+
+def canvas_click(viewer, row: float, col: float, modifiers=()):
+    """A real mouse click on the canvas (vispy press and release events at one pixel), as
+    napari receives it from Qt; ``modifiers`` e.g. ("Shift",)."""
+    from vispy.util import keys
+
+    mods = tuple(getattr(keys, m.upper()) for m in modifiers)
+    scene = viewer.window._qt_viewer.canvas._scene_canvas
+    pos = canvas_position(viewer, row, col)
+    scene.events.mouse_press(pos=pos, modifiers=mods, button=1)
+    scene.events.mouse_release(pos=pos, modifiers=mods, button=1)
 
 
 def demo_model_path():

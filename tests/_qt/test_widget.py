@@ -104,7 +104,7 @@ def test_commit_keeps_other_labels_unless_overwrite(stack_widget):
     existing[3, 40:50, 40:50] = 3
     labels = viewer.add_labels(existing.copy(), name="manual")
     widget._refresh_targets()
-    widget._target.setCurrentIndex(widget._target.findData(labels))
+    widget._target.setCurrentIndex(widget._target.findText("manual"))
     widget._on_target_changed()
     assert c.target_layer is labels
     before = labels.data.copy()
@@ -187,7 +187,7 @@ def test_refine_selected_label(stack_widget):
     existing[3, 40:50, 40:50] = 2
     labels = viewer.add_labels(existing.copy(), name="manual")
     widget._refresh_targets()
-    widget._target.setCurrentIndex(widget._target.findData(labels))
+    widget._target.setCurrentIndex(widget._target.findText("manual"))
     widget._on_target_changed()
     labels.selected_label = 5
     widget._refine.setChecked(True)

@@ -1,6 +1,9 @@
 """One annotation session on a napari viewer: the image, model, prompt layers, preview,
 commits and jobs. No Qt widgets here (the dock widget in :mod:`.widget` drives this class);
 long work runs as jobs (:mod:`.workers`) whose results are applied on the main thread.
+
+Layers are held as themselves, never as the proxies napari hands a plugin (see
+:func:`.layers.unwrap`), and compared with :func:`.layers.same`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from .embedding_cache import EmbeddingCache, missing_slices
 from .history import CommitHistory, ObjectMask, apply_objects
 from .image_data import ImageSource, make_source
 from .model_choice import DEMO_NOTICE, ModelCache, ModelChoice
-from .notify import UserError
+from .notify import UserError, report
 from .preview import ObjectPreview, decode_slice
 from .prompts import POINT_OBJECT, boxes_from_shapes, group_prompts
 from .stack_actions import StackActions
@@ -23,6 +26,11 @@ __all__ = ["AnnotationController"]
 
 #: Embeddings kept in memory per stack (the rest is recomputed or read from the store).
 MAX_MEMORY_SLICES = 256
+
+#: A previewed object of which at least this fraction is already labelled (by other
+#: objects) is not committed unless "Overwrite other labels" is on: it is almost surely an
+#: object committed before, clicked again, and only a sliver around it would be written.
+ALREADY_LABELLED = 0.8
 
 
 class AnnotationController(StackActions):
@@ -58,7 +66,7 @@ class AnnotationController(StackActions):
         self.points_layer = None
         self.boxes_layer = None
         self.preview_layer = None
-        self.target_layer = None
+        self._target_layer = None
         self.overwrite = False
         self.refine = False
         self.live = True
@@ -76,7 +84,26 @@ class AnnotationController(StackActions):
         self._pending = False
         viewer.layers.events.removed.connect(self._on_layer_removed)
 
+    @property
+    def target_layer(self):
+        """The labels layer commits go into (None: a new one is made on the first commit)."""
+        return self._target_layer
+
+    @target_layer.setter
+    def target_layer(self, layer) -> None:
+        self._target_layer = L.unwrap(layer)
+
     # ------------------------------------------------------------------ status
+    def next_step(self) -> str:
+        """What the user has to do next, from the current state (the first status line)."""
+        if self.source is None or self.image_layer is None:
+            return ("Open an image (File > Open, or File > Open Sample > Segment Anything "
+                    "Stacks); it is picked in 'Image'.")
+        if self.model_choice is None:
+            return "Pick a model in 'Model'."
+        return (f"Click on an object in '{self.image_layer.name}' to segment it (Shift-click: "
+                "negative point; draw a box in 'SAM boxes' for one object per box).")
+
     def _say(self, text: str) -> None:
         if self.using_demo and "demo" not in text:
             text += " [demo model]"
@@ -115,13 +142,14 @@ class AnnotationController(StackActions):
                 "No image layer: open an image (File > Open, or File > Open Sample > "
                 "Segment Anything Stacks) and pick it in 'Image'."
             )
+        layer = L.unwrap(layer)
         source = make_source(
             layer.data,
             rgb=bool(getattr(layer, "rgb", False)),
             channel_axis=channel_axis,
             multiscale=bool(getattr(layer, "multiscale", False)),
         )
-        changed = layer is not self.image_layer or channel_axis != self.channel_axis
+        changed = not L.same(layer, self.image_layer) or channel_axis != self.channel_axis
         self.image_layer, self.channel_axis, self.source = layer, channel_axis, source
         self._ensure_layers(recreate=changed)
         target = self.target_layer
@@ -167,14 +195,14 @@ class AnnotationController(StackActions):
         self.viewer.layers.selection.active = self.points_layer
 
     def _on_layer_removed(self, event) -> None:
-        layer = event.value
+        layer = L.unwrap(event.value)
         if self._muted:
             return
-        if layer is self.image_layer:
+        if L.same(layer, self.image_layer):
             self.image_layer = self.source = self.emb = None
             self.previews, self.volume = [], None
         for attr in ("points_layer", "boxes_layer", "preview_layer", "target_layer"):
-            if getattr(self, attr) is layer:
+            if L.same(getattr(self, attr), layer):
                 setattr(self, attr, None)
         self.history.forget(layer)
         self.embeddings.drop_layer(layer)
@@ -298,9 +326,9 @@ class AnnotationController(StackActions):
                 guarded(self.update_preview)()
 
         def errored(err):
-            from .notify import report
-
-            report(err)
+            self._pending = False  # a click during a failed job must not start it again
+            message = report(err)
+            self._say(f"Failed: {description}. {message}")
 
         job = self.job = Job(description)
         self.job_changed.emit(job)
@@ -337,7 +365,8 @@ class AnnotationController(StackActions):
         action = str(getattr(event, "action", "")) if event is not None else ""
         if action and not action.endswith(("added", "removed", "changed")):
             return
-        if event is not None and action.endswith("added") and event.source is self.points_layer:
+        source = getattr(event, "source", None)
+        if action.endswith("added") and L.same(source, self.points_layer):
             if self._negative_click:
                 idx = list(getattr(event, "data_indices", ())) or [len(self.points_layer.data) - 1]
                 self.points_layer.features.loc[
@@ -487,17 +516,22 @@ class AnnotationController(StackActions):
                 ObjectMask(labels == i, None, self._volume_replaces.get(i, 0))
                 for i in self.volume.object_ids
             ]
+            clicks = [None] * len(objects)
         elif self.previews:
             refine = self._refine_id(None)
             objects = [
                 ObjectMask(p.mask, p.z, refine if p.key == POINT_OBJECT else 0)
                 for p in self.previews
             ]
+            prompts = {o.key: o for o in self.objects()}
+            clicks = [_positives(prompts.get(p.key), p.z) for p in self.previews]
         else:
             raise UserError("Nothing to commit: click a point or draw a box on the object first.")
-        objects = [o for o in objects if o.mask.any() or o.replaces]
+        kept = [i for i, o in enumerate(objects) if o.mask.any() or o.replaces]
+        objects, clicks = [objects[i] for i in kept], [clicks[i] for i in kept]
         if not objects:
             raise UserError("The preview is empty: add prompts until the object shows, then commit.")
+        objects, skipped = self._skip_labelled(objects, clicks)
         target = self._target()
         data = src.zyx_view(target.data)
         commit = apply_objects(data, objects, overwrite=self.overwrite)
@@ -511,8 +545,43 @@ class AnnotationController(StackActions):
         target.refresh()
         ids = ", ".join(str(i) for i in commit.ids)
         self.clear()
-        self._say(f"Committed label {ids} ({commit.n_pixels} pixels). Shift+U undoes it.")
+        note = f" {skipped}" if skipped else ""
+        self._say(f"Committed label {ids} ({commit.n_pixels} pixels). Shift+U undoes it.{note}")
         return commit
+
+    def _skip_labelled(self, objects: list[ObjectMask], clicks) -> tuple[list[ObjectMask], str]:
+        """Leave out new objects that were committed before; say why.
+
+        An object was committed before when at least :data:`ALREADY_LABELLED` of its preview
+        is labelled and its positive clicks (``clicks[i]``, (P, 2) (row, col), if any) all
+        lie on labelled pixels. Without "Overwrite other labels" only its free pixels would
+        be written: a sliver around the old object. Raises :class:`UserError` when every
+        object is left out.
+        """
+        target = self.target_layer
+        if self.overwrite or target is None or target not in self.viewer.layers:
+            return objects, ""
+        data = self.source.zyx_view(target.data)
+        keep, notes = [], []
+        for obj, pts in zip(objects, clicks):
+            region = data[obj.mask] if obj.z is None else data[obj.z][obj.mask]
+            labelled = region[region != 0]
+            on_labels = pts is None or _all_labelled(data[obj.z], pts)
+            if obj.replaces or not on_labels or labelled.size < ALREADY_LABELLED * region.size:
+                keep.append(obj)
+                continue
+            ids, counts = np.unique(labelled, return_counts=True)
+            notes.append((int(ids[counts.argmax()]), labelled.size / region.size))
+        if not notes:
+            return objects, ""
+        text = "; ".join(f"{frac:.0%} of it is label {label} already" for label, frac in notes)
+        how = (f"To change a label, select it in '{target.name}' and tick 'Refine selected "
+               "label'; to replace it, tick 'Overwrite other labels'.")
+        if not keep:
+            message = f"Not committed: the previewed object was committed before ({text}). {how}"
+            self._say(message)
+            raise UserError(message)
+        return keep, f"{len(notes)} object(s) not committed, committed before ({text}). {how}"
 
     def _history_step(self, redo: bool):
         commit = self.history.peek_redo() if redo else self.history.peek_undo()
@@ -548,3 +617,18 @@ class AnnotationController(StackActions):
         self.previews, self.volume = [], None
         self._render()
         self._say("Cleared.")
+
+
+def _positives(obj, z: int) -> np.ndarray | None:
+    """Positive clicks (P, 2) (row, col) of prompts ``obj`` on slice ``z`` (None: unknown)."""
+    sp = None if obj is None else obj.slices.get(z)
+    if sp is None:
+        return None
+    return sp.points[sp.labels == 1]
+
+
+def _all_labelled(labels_2d: np.ndarray, points_rc: np.ndarray) -> bool:
+    """Whether every point lies on a labelled pixel (no points: True)."""
+    rc = np.round(np.asarray(points_rc, dtype=float)).astype(int).reshape(-1, 2)
+    rc = np.clip(rc, 0, np.array(labels_2d.shape) - 1)
+    return bool((labels_2d[rc[:, 0], rc[:, 1]] != 0).all())

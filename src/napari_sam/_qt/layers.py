@@ -23,6 +23,8 @@ __all__ = [
     "add_points_layer",
     "read_boxes",
     "read_points",
+    "same",
+    "unwrap",
 ]
 
 POINTS_NAME = "SAM points"
@@ -34,12 +36,30 @@ NEGATIVE_COLOR = "#ff00ff"
 PROMPT_KINDS = ("positive", "negative")
 
 
+def unwrap(obj):
+    """The object behind napari's ``PublicOnlyProxy``, or ``obj`` itself.
+
+    napari hands a plugin opened from the menu a proxy of the viewer, and every layer read
+    through it is a new proxy: ``proxy is layer`` is False, and ``id(proxy.data)`` changes
+    between two reads. The session keeps the layers themselves.
+    """
+    while obj is not None and hasattr(obj, "__wrapped__"):
+        obj = obj.__wrapped__
+    return obj
+
+
+def same(a, b) -> bool:
+    """Whether ``a`` and ``b`` are the same layer, proxied or not (None is no layer)."""
+    return a is not None and b is not None and unwrap(a) is unwrap(b)
+
+
 def _geometry(source: ImageSource, image_layer) -> dict:
     scale, translate = source.derived_geometry(image_layer.scale, image_layer.translate)
     return {"scale": scale, "translate": translate}
 
 
 def add_points_layer(viewer, source: ImageSource, image_layer):
+    """The prompt points layer (the layer itself, never a proxy: :func:`unwrap`)."""
     features = pd.DataFrame({"prompt": pd.Categorical([], categories=PROMPT_KINDS)})
     layer = viewer.add_points(
         np.empty((0, source.ndim)),
@@ -55,6 +75,7 @@ def add_points_layer(viewer, source: ImageSource, image_layer):
         out_of_slice_display=False,
         **_geometry(source, image_layer),
     )
+    layer = unwrap(layer)
     layer.mode = "add"
     return layer
 
@@ -68,13 +89,14 @@ def add_boxes_layer(viewer, source: ImageSource, image_layer):
         edge_width=max(1.0, min(source.shape[1:]) / 200),
         **_geometry(source, image_layer),
     )
+    layer = unwrap(layer)
     layer.mode = "add_rectangle"
     return layer
 
 
 def add_labels_layer(viewer, source: ImageSource, image_layer, name: str, dtype=np.uint32):
     data = np.zeros(source.layer_shape, dtype=dtype)
-    return viewer.add_labels(data, name=name, **_geometry(source, image_layer))
+    return unwrap(viewer.add_labels(data, name=name, **_geometry(source, image_layer)))
 
 
 def read_points(layer, source: ImageSource) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["POINT_OBJECT", "ObjectPrompts", "SlicePrompts", "group_prompts", "boxes_from_shapes"]
+__all__ = [
+    "POINT_OBJECT",
+    "ObjectPrompts",
+    "SlicePrompts",
+    "boxes_from_shapes",
+    "group_prompts",
+    "ignored_negative_slices",
+]
 
 #: Key of the object made of the points outside every box.
 POINT_OBJECT = "points"
@@ -115,3 +122,16 @@ def group_prompts(points_zyx, point_labels, boxes_zrcrc) -> list[ObjectPrompts]:
             ObjectPrompts(("box", i), {int(b[0]): SlicePrompts(pts[sel, 1:], lab[sel], b[1:])})
         )
     return objects
+
+
+def ignored_negative_slices(points_zyx, point_labels, objects: list[ObjectPrompts]) -> list[int]:
+    """Slices holding negative points that no object of ``objects`` uses.
+
+    :func:`group_prompts` drops the negatives of a slice where the point object has no
+    positive point and no box is drawn; propagation cannot use them, and the user is told.
+    """
+    pts = np.asarray(points_zyx, dtype=float).reshape(-1, 3)
+    lab = np.asarray(point_labels, dtype=int).reshape(-1)
+    negative_z = {int(z) for z in np.round(pts[lab == 0, 0])}
+    used = {z for obj in objects for z in obj.slices}
+    return sorted(negative_z - used)

@@ -12,11 +12,12 @@ import inspect
 
 import numpy as np
 
+from . import layers as L
 from .notify import UserError
-from .prompts import POINT_OBJECT
+from .prompts import POINT_OBJECT, ignored_negative_slices
 from .workers import Job, with_progress
 
-__all__ = ["StackActions", "describe_stops"]
+__all__ = ["StackActions", "describe_ignored", "describe_stops"]
 
 #: why a propagation ended, in the few words the status line has room for
 #: (napari_sam.volume.STOP_REASONS has the long form)
@@ -54,6 +55,16 @@ def describe_stops(stop_reasons: dict[int, dict[str, str]]) -> str:
     return ", ".join(f"{STOP_WORDS.get(r, r)} {n}" for r, n in ordered)
 
 
+def describe_ignored(slices: list[int]) -> str:
+    """Why negative points on ``slices`` did not constrain propagation ("" if none)."""
+    if not slices:
+        return ""
+    where = ", ".join(str(z) for z in slices)
+    return (f" Negative points on slice {where} were ignored: negatives alone do not say "
+            "which object they belong to. Add a positive point of the object (or a box) on "
+            "that slice to use them.")
+
+
 class StackActions:
     """Propagation and automatic segmentation (needs the controller's attributes)."""
 
@@ -66,6 +77,7 @@ class StackActions:
         if not src.is_3d:
             raise UserError("Propagation needs a 3D stack; this image is 2D. Use Shift+C to commit.")
         objects = self.objects()
+        ignored = ignored_negative_slices(*L.read_points(self.points_layer, src), objects)
         if not all_objects:
             z = self.current_z()
             objects = [o for o in objects if z in o.slices]
@@ -109,7 +121,7 @@ class StackActions:
                 f"Propagated {len(result.object_ids)} object(s) over slices "
                 f"{', '.join(lo_hi)} (stopped: {describe_stops(result.stop_reasons)}). Check "
                 f"the preview, then Shift+C commits; a prompt on a slice further out carries "
-                f"an object on."
+                f"an object on.{describe_ignored(ignored)}"
             )
 
         return self._start(gen(), "Propagating through the stack", done)

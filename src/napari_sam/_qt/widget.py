@@ -3,11 +3,15 @@
 The state and the actions live in :class:`~napari_sam._qt.controller.AnnotationController`;
 this module only builds the panels, keeps them in sync with the viewer and turns every
 problem into a notification (:func:`~napari_sam._qt.notify.guarded`).
+
+napari hands the widget a proxy of the viewer (``PublicOnlyProxy``) when it is opened from
+the menu; every layer read through it is a new proxy object. So the combo boxes hold layer
+*names* (unique in a napari layer list), never layer objects.
 """
 
 from __future__ import annotations
 
-from qtpy.QtCore import QEvent
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -20,6 +24,7 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QToolButton,
     QVBoxLayout,
@@ -27,6 +32,7 @@ from qtpy.QtWidgets import (
 )
 
 from . import keys
+from . import layers as L
 from .controller import AnnotationController
 from .model_choice import (
     DEMO_LABEL,
@@ -70,14 +76,23 @@ class SamWidget(QWidget):
         self.viewer = napari_viewer
         self.controller = c = AnnotationController(napari_viewer, sync=sync)
         self._closed = False
-        layout = QVBoxLayout(self)
+        # the panels scroll when the dock is short, instead of being squeezed and clipped
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        self._scroll = scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        inner = QWidget()
+        scroll.setWidget(inner)
+        outer.addWidget(scroll)
+        layout = QVBoxLayout(inner)
         layout.addWidget(self._build_setup())
         layout.addWidget(self._build_prompting())
         layout.addWidget(self._build_commit())
         layout.addWidget(self._build_volume())
         layout.addWidget(self._build_automatic())
         layout.addLayout(self._build_job_row())
-        self._status = QLabel("Pick an image and a model, then click on an object.")
+        self._status = QLabel("")
         self._status.setWordWrap(True)
         layout.addWidget(self._status)
         layout.addStretch(1)
@@ -95,6 +110,7 @@ class SamWidget(QWidget):
         )
         self._refresh_models()
         self._on_layers_changed()
+        self._on_status(c.status or c.next_step())
 
     # ------------------------------------------------------------------ panels
     def _build_setup(self) -> QGroupBox:
@@ -255,29 +271,33 @@ class SamWidget(QWidget):
         self._emb_state.setText(self.controller.embedding_summary())
 
     # ------------------------------------------------------------------ sync with viewer
+    def _layer(self, name: str | None):
+        """The viewer's layer called ``name``, or None."""
+        if name is None:
+            return None
+        return next((ly for ly in self.viewer.layers if ly.name == name), None)
+
     def _on_layers_changed(self, *_):
-        from napari.layers import Image, Labels
+        from napari.layers import Image
 
         c = self.controller
-        ours = {c.preview_layer}
-        images = [ly for ly in self.viewer.layers if isinstance(ly, Image)]
+        images = [ly.name for ly in self.viewer.layers if isinstance(ly, Image)]
         current = self._image.currentData()
         self._image.blockSignals(True)
         self._image.clear()
-        for ly in images:
-            self._image.addItem(ly.name, ly)
+        for name in images:
+            self._image.addItem(name, name)
         keep = current if current in images else (images[-1] if images else None)
         if keep is not None:
             self._image.setCurrentIndex(images.index(keep))
         self._image.blockSignals(False)
         self._refresh_channels()
-        self._refresh_targets(labels=[ly for ly in self.viewer.layers
-                                      if isinstance(ly, Labels) and ly not in ours])
-        if keep is not None and (keep is not c.image_layer or c.source is None):
+        self._refresh_targets()
+        if keep is not None and (not L.same(self._layer(keep), c.image_layer) or c.source is None):
             self._on_image_changed()
 
     def _refresh_channels(self):
-        layer = self._image.currentData()
+        layer = self._layer(self._image.currentData())
         current = self._channel.currentData()
         self._channel.blockSignals(True)
         self._channel.clear()
@@ -289,20 +309,22 @@ class SamWidget(QWidget):
         self._channel.setCurrentIndex(max(idx, 0))
         self._channel.blockSignals(False)
 
-    def _refresh_targets(self, labels=None):
+    def _refresh_targets(self):
+        """The "Labels layer" box: a new layer, or any labels layer but the preview; the
+        current entry is the layer commits go into."""
         from napari.layers import Labels
 
         c = self.controller
-        if labels is None:
-            labels = [ly for ly in self.viewer.layers
-                      if isinstance(ly, Labels) and ly is not c.preview_layer]
+        names = [ly.name for ly in self.viewer.layers
+                 if isinstance(ly, Labels) and not L.same(ly, c.preview_layer)]
         self._target.blockSignals(True)
         self._target.clear()
         self._target.addItem(_NEW_TARGET, None)
-        for ly in labels:
-            self._target.addItem(ly.name, ly)
-        idx = self._target.findData(c.target_layer) if c.target_layer in labels else 0
-        self._target.setCurrentIndex(max(idx, 0))
+        for name in names:
+            self._target.addItem(name, name)
+        target = c.target_layer
+        current = target.name if target is not None and target.name in names else None
+        self._target.setCurrentIndex(max(self._target.findData(current), 0) if current else 0)
         self._target.blockSignals(False)
 
     def _refresh_models(self):
@@ -339,10 +361,18 @@ class SamWidget(QWidget):
     # ------------------------------------------------------------------ handlers
     @guarded
     def _on_image_changed(self):
-        layer = self._image.currentData()
+        layer = self._layer(self._image.currentData())
         if layer is None:
             return
         self.controller.set_image(layer, self._channel.currentData())
+        # napari makes a newly added layer the active one after telling us about it: select
+        # the points layer once that is done, or the first clicks would go to the image
+        QTimer.singleShot(0, self._select_points)
+
+    def _select_points(self):
+        points = self.controller.points_layer
+        if not self._closed and points is not None and points in self.viewer.layers:
+            self.viewer.layers.selection.active = points
 
     @guarded
     def _on_model_changed(self, path: str | None = None):
@@ -404,7 +434,7 @@ class SamWidget(QWidget):
 
     @guarded
     def _on_target_changed(self):
-        self.controller.target_layer = self._target.currentData()
+        self.controller.target_layer = self._layer(self._target.currentData())
 
     @guarded
     def _on_commit(self):
