@@ -24,7 +24,7 @@ from napari_sam.preprocess import (
     to_uint8_rgb,
 )
 
-__all__ = ["BatchPrediction", "ImageEmbedding", "Predictor"]
+__all__ = ["BatchPrediction", "ImageEmbedding", "Predictor", "as_model", "nonfinite_parameters"]
 
 
 @dataclass
@@ -99,8 +99,9 @@ class Predictor:
 
     Parameters
     ----------
-    model : Sam
-        A model from :func:`napari_sam.load_model`.
+    model : Sam, str or PathLike
+        A model from :func:`napari_sam.load_model`, or what it takes: a registry name
+        (``"demo"``, ``"vit_b"``, ...) or the path of a checkpoint.
     device : str or torch.device
         ``"auto"`` picks CUDA, then MPS, then CPU.
     precision : {"auto", "fp32", "bf16", "fp16"}
@@ -116,7 +117,7 @@ class Predictor:
     def __init__(self, model, device="auto", precision: str = "auto"):
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
-        self.model = model.to(self.device).eval()
+        self.model = as_model(model, self.device).to(self.device).eval()
         self._embedding: ImageEmbedding | None = None
         self.decoder_calls = 0
         self.encoder_calls = 0
@@ -146,6 +147,8 @@ class Predictor:
             feats = self.model.encode(self.model.normalize_and_pad(x))
         self.encoder_calls += 1
         feats = feats.float()
+        if not bool(torch.isfinite(feats).all()):
+            raise FloatingPointError(self._nonfinite_message("image encoder produced", "features"))
         return [
             ImageEmbedding(feats[i], spec.original_size, spec.input_size, self.model.model_id)
             for i in range(len(rgbs))
@@ -177,6 +180,22 @@ class Predictor:
         self._check_embedding(embedding)
         self._embedding = embedding
 
+    def _nonfinite_message(self, what: str, output: str) -> str:
+        bad = nonfinite_parameters(self.model)
+        if bad:
+            cause = (
+                f"the model's weights contain NaN or inf ({len(bad)} tensors, e.g. "
+                f"{', '.join(bad[:3])}): the checkpoint is corrupt or its training diverged; "
+                "load another checkpoint"
+            )
+        elif self.dtype != torch.float32:
+            cause = (
+                f"the reduced precision ({self.dtype}) overflowed; use precision='fp32'"
+            )
+        else:
+            cause = "check the inputs for NaN or inf"
+        return f"the {what} NaN or inf {output}: {cause}"
+
     def _check_embedding(self, emb: ImageEmbedding) -> None:
         if emb.model_id != self.model.model_id:
             raise ValueError(
@@ -189,42 +208,68 @@ class Predictor:
 
     # ------------------------------------------------------------------ prompts
     def _validate_points(self, points, labels, size) -> tuple[np.ndarray, np.ndarray]:
-        pts = np.asarray(points, dtype=np.float64)
+        pts = _numeric(points, "points", "(P, 2) array of (row, col) pairs such as [[30, 40]]")
         if pts.ndim == 1 and pts.size == 2:
             pts = pts[None]
         if pts.ndim != 2 or pts.shape[-1] != 2:
-            raise ValueError(f"points must have shape (P, 2) as (row, col), got {pts.shape}")
+            raise ValueError(
+                f"points must have shape (P, 2) as (row, col) pairs such as [[30, 40]], got "
+                f"shape {pts.shape}"
+            )
+        if len(pts) == 0:
+            raise ValueError(
+                "points is empty (shape (0, 2)); give at least one (row, col) point, or "
+                "points=None to prompt with a box or mask_input only"
+            )
         if labels is None:
             lab = np.ones(len(pts), np.int64)
         else:
-            lab = np.asarray(labels).reshape(-1)
+            lab = _numeric(labels, "labels", "1 (positive) or 0 (negative) per point").reshape(-1)
             if len(lab) != len(pts):
-                raise ValueError(f"got {len(pts)} points but {len(lab)} labels; give one label per point")
+                raise ValueError(
+                    f"got {len(pts)} points but {len(lab)} labels; give one label per point "
+                    "(1 positive, 0 negative)"
+                )
             if not np.isin(lab, (0, 1)).all():
-                raise ValueError(f"labels must be 1 (positive) or 0 (negative), got {np.unique(lab)}")
+                raise ValueError(
+                    f"labels must be 1 (positive) or 0 (negative), got {_plain(np.unique(lab))}"
+                )
             lab = lab.astype(np.int64)
         h, w = size
-        outside = ~np.isfinite(pts).all(1) | (pts[:, 0] < -0.5) | (pts[:, 0] > h - 0.5)
+        finite = np.isfinite(pts).all(1)
+        if not finite.all():
+            raise ValueError(
+                f"point (row, col) = {_plain(pts[~finite][0])} is not finite; give pixel "
+                "coordinates"
+            )
+        outside = (pts[:, 0] < -0.5) | (pts[:, 0] > h - 0.5)
         outside |= (pts[:, 1] < -0.5) | (pts[:, 1] > w - 0.5)
         if outside.any():
             raise ValueError(
-                f"point (row, col) = {tuple(pts[outside][0])} is outside the image of shape {size}"
+                f"point (row, col) = {_plain(pts[outside][0])} is outside the image of shape "
+                f"{size}; points are (row, col) pixel coordinates (napari order, not x, y), "
+                f"rows in 0..{h - 1} and cols in 0..{w - 1}"
             )
         return pts, lab
 
     @staticmethod
     def _validate_box(box, size) -> np.ndarray:
-        b = np.asarray(box, dtype=np.float64).reshape(-1)
+        b = _numeric(box, "box", "4 numbers (row0, col0, row1, col1)").reshape(-1)
         if b.shape != (4,) or not np.isfinite(b).all():
-            raise ValueError(f"box must be 4 finite numbers (row0, col0, row1, col1), got {box}")
+            raise ValueError(
+                f"box must be 4 finite numbers (row0, col0, row1, col1), got {_plain(b)}"
+            )
         if b[2] < b[0] or b[3] < b[1]:
             raise ValueError(
-                f"box {tuple(b)} is inverted: need row1 >= row0 and col1 >= col0 "
-                "(row0, col0, row1, col1)"
+                f"box {_plain(b)} is inverted: need row1 >= row0 and col1 >= col0 "
+                f"(row0, col0, row1, col1); did you mean {_plain(np.r_[np.minimum(b[:2], b[2:]), np.maximum(b[:2], b[2:])])}?"
             )
         h, w = size
         if b[2] < 0 or b[3] < 0 or b[0] > h - 1 or b[1] > w - 1:
-            raise ValueError(f"box {tuple(b)} lies outside the image of shape {size}")
+            raise ValueError(
+                f"box {_plain(b)} lies outside the image of shape {size}; boxes are "
+                "(row0, col0, row1, col1) in pixels (napari order)"
+            )
         return np.clip(b, 0, [h - 1, w - 1, h - 1, w - 1])
 
     def predict(
@@ -269,19 +314,29 @@ class Predictor:
         if box is not None:
             boxes = self._validate_box(box, emb.original_size)[None]
         if mask_input is not None:
-            masks = np.asarray(mask_input, dtype=np.float32)
+            n = self.low_res_size
+            masks = _numeric(
+                mask_input, "mask_input", f"({n}, {n}) low-resolution logits"
+            ).astype(np.float32)
             if masks.ndim == 3 and masks.shape[0] == 1:
                 masks = masks[0]
-            n = self.low_res_size
             if masks.shape != (n, n):
                 raise ValueError(
-                    f"mask_input must have shape ({n}, {n}) (low-resolution logits), "
-                    f"got {np.asarray(mask_input).shape}"
+                    f"mask_input must have shape ({n}, {n}) (low-resolution logits, such as "
+                    f"logits[i] of a previous predict), got {masks.shape}; to prompt with a "
+                    "full-size binary mask convert it with napari_sam.volume.mask_to_logits"
+                )
+            if not np.isfinite(masks).all():
+                raise ValueError(
+                    f"mask_input has {int((~np.isfinite(masks)).sum())} NaN or inf values; give "
+                    "finite logits (such as logits[i] of a previous predict)"
                 )
             masks = masks[None]
         out = self.predict_batch(
             points=pts, labels=lab, boxes=boxes, mask_inputs=masks, multimask=multimask
         )
+        if not bool(torch.isfinite(out.scores).all() and torch.isfinite(out.logits).all()):
+            raise FloatingPointError(self._nonfinite_message("mask decoder returned", "scores"))
         return (
             out.masks[0].cpu().numpy(),
             out.scores[0].float().cpu().numpy(),
@@ -368,6 +423,72 @@ class Predictor:
         x = x[..., :h, :w]
         x = F.interpolate(x, tuple(emb.original_size), mode="bilinear", align_corners=False)
         return (x > self.model.mask_threshold).reshape(*lead, *emb.original_size)
+
+
+def _plain(values) -> tuple:
+    """Numbers as a plain tuple for messages: (20.0, 5.0), not (np.float64(20.0), ...)."""
+    return tuple(v.item() if hasattr(v, "item") else v for v in np.asarray(values).reshape(-1))
+
+
+def _numeric(value, name: str, expected: str) -> np.ndarray:
+    """``value`` as a float64 array, or a ValueError / TypeError naming ``name``."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a {expected}, got the string {value!r:.60}")
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} must be a {expected}; got {type(value).__name__} {value!r:.80} that is not "
+            "a numeric array"
+        ) from None
+    return arr
+
+
+def nonfinite_parameters(model) -> list[str]:
+    """Names of the model's parameters and buffers that hold NaN or inf."""
+    bad = []
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad.append(name)
+    return bad
+
+
+def as_model(model, device="cpu"):
+    """A SAM model from a model, a registry name or a checkpoint path.
+
+    Parameters
+    ----------
+    model : Sam, str or PathLike
+        A model (returned as is); a registry name or a checkpoint path, loaded with
+        :func:`napari_sam.load_model` onto ``device``.
+
+    Raises
+    ------
+    TypeError
+        Anything else (None, a state_dict, another library's model), saying what to pass.
+    """
+    if isinstance(model, (str, os.PathLike)):
+        from napari_sam.models.registry import load_model
+
+        return load_model(model, device=device)
+    needed = ("encode", "decode", "img_size", "embedding_size", "model_id", "to")
+    if model is None or not all(hasattr(model, a) for a in needed):
+        from napari_sam.models.registry import REGISTRY
+
+        what = "None" if model is None else f"a {type(model).__module__}.{type(model).__name__}"
+        hint = (
+            " (a state_dict: save it with torch.save and pass the file's path)"
+            if isinstance(model, dict)
+            else ""
+        )
+        raise TypeError(
+            f"a model is needed, got {what}{hint}; pass napari_sam.load_model(name_or_path) or "
+            f"just the name ({', '.join(REGISTRY)}) or a checkpoint path, e.g. "
+            "Predictor('demo') or embed(stack, 'vit_b')"
+        )
+    return model
 
 
 def _np(value):

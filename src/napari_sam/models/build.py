@@ -386,6 +386,13 @@ def sam_from_state_dict(
                 more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
                 parts.append(f"{label}: {', '.join(items[:5])}{more}")
         raise ValueError("; ".join(parts))
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(
+            f"the weights contain NaN or inf in {len(bad)} tensors (e.g. {', '.join(bad[:3])}): "
+            "the file is corrupt or the training that wrote it diverged; download it again or "
+            "use an earlier checkpoint"
+        )
     sam.load_state_dict(dict(sd), strict=True)
     return sam
 
@@ -460,10 +467,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001  (zip, pickle, EOF, RuntimeError, ...)
-        raise ValueError(
-            f"{path} is not a readable PyTorch checkpoint (truncated or wrong format?): "
-            f"{type(e).__name__}: {e}"
-        ) from e
+        # ``from None``, and never PyTorch's own text about weights_only: it advises
+        # re-running torch.load with weights_only=False, which runs any code in the file.
+        raise ValueError(_unreadable_message(path, e)) from None
     sd, metadata = _unwrap(obj, path)
     sidecar = find_sidecar(path)
     if sidecar is not None:
@@ -477,6 +483,29 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
     if "config" in metadata and isinstance(metadata["config"], Mapping):
         metadata["config"] = SamConfig.from_dict(metadata["config"])
     return sd, metadata
+
+
+def _unreadable_message(path: Path, err: Exception) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, without PyTorch's advice to load
+    with ``weights_only=False`` (that would execute whatever the file contains)."""
+    text = str(err)
+    found = re.search(r"(?:Unsupported global|Unsupported operand).*?GLOBAL\s+([\w.]+)", text)
+    if "weights_only" in text or "Weights only load failed" in text or found:
+        what = f" (it references {found.group(1)})" if found else ""
+        return (
+            f"{path} holds Python objects besides tensors{what}, so it is not loaded: "
+            "napari-sam loads checkpoints with weights_only=True and never runs code from a "
+            "file. If you made it, save only the weights, "
+            "torch.save(model.state_dict(), path), and load that file."
+        )
+    first = text.strip().splitlines()[0].split(". ")[0] if text.strip() else ""
+    if "weights_only" in first or "arbitrary code" in first:
+        first = ""
+    return (
+        f"{path} is not a readable PyTorch checkpoint (truncated download or another file "
+        f"format?): {type(err).__name__}{': ' + first[:200] if first else ''}. Download it "
+        "again or check that it is a .pt/.pth file written by torch.save."
+    )
 
 
 def find_sidecar(path: str | Path) -> Path | None:

@@ -290,12 +290,25 @@ def register(spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
     return spec
 
 
+def _suggest(name: str) -> str:
+    """' (did you mean 'vit_b'?)' for a close registry name, else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name).lower(), [n.lower() for n in REGISTRY], n=2,
+                                      cutoff=0.6)
+    names = {n.lower(): n for n in REGISTRY}
+    return f" (did you mean {' or '.join(repr(names[c]) for c in close)}?)" if close else ""
+
+
 def get_spec(name: str) -> ModelSpec:
-    """Return the :class:`ModelSpec` for ``name``; ``ValueError`` listing known names otherwise."""
+    """Return the :class:`ModelSpec` for ``name``; ``ValueError`` listing known names otherwise
+    (with the closest names when there are some)."""
     try:
         return REGISTRY[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(REGISTRY)}") from None
+        raise ValueError(
+            f"unknown model {name!r}{_suggest(name)}; known models: {', '.join(REGISTRY)}"
+        ) from None
 
 
 # --------------------------------------------------------------------------- locations
@@ -523,6 +536,7 @@ def fetch(name: str, *, progress: bool = True, url: str | None = None) -> Path:
         if not target.is_file():
             raise FileNotFoundError(_missing_demo_message(target))
         return target
+    _check_cache_dir(target.parent)
     if target.exists():
         problem = _problem(target, spec)
         if problem is None:
@@ -534,9 +548,32 @@ def fetch(name: str, *, progress: bool = True, url: str | None = None) -> Path:
             problem,
             name,
         )
-        _remove(target)
+        try:
+            _remove(target)
+        except OSError as err:
+            raise ModelDownloadError(
+                f"the cached file {target} for model {name!r} is incomplete or corrupt "
+                f"({problem}) and cannot be deleted ({type(err).__name__}: {err}); the cache "
+                f"folder is probably read-only. Delete the file by hand, or set {CACHE_ENV} to "
+                "a folder you can write to. " + _by_hand(spec, target, url or spec.url)
+            ) from None
     _download(spec, url or spec.url, target, progress)
     return target
+
+
+def _check_cache_dir(folder: Path) -> None:
+    """ModelDownloadError when the cache folder (or a parent) exists but is not a folder."""
+    for p in (folder, *folder.parents):
+        if p.exists():
+            if not p.is_dir():
+                source = (f"{CACHE_ENV}={os.environ.get(CACHE_ENV)!r}"
+                          if os.environ.get(CACHE_ENV, "").strip() else "the cache folder")
+                raise ModelDownloadError(
+                    f"cannot store models in {folder}: {p} is a file, not a folder "
+                    f"({source}). Set {CACHE_ENV} to a folder (it is created if missing), or "
+                    "unset it to use the platform cache folder."
+                )
+            return
 
 
 def verify(name: str) -> bool:
@@ -702,6 +739,11 @@ def load_model(
     """
     from napari_sam.device import resolve_device
 
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(
+            f"load_model needs a model name ({', '.join(REGISTRY)}) or the path of a "
+            f"checkpoint file, got {name_or_path!r:.80}; e.g. load_model('demo')"
+        )
     dev = resolve_device(device)
     is_path = isinstance(name_or_path, os.PathLike)
     text = os.fspath(name_or_path)
@@ -721,10 +763,22 @@ def load_model(
     else:
         name = None
         path = Path(text).expanduser()
-        if not path.is_file():
+        if path.is_dir():
             raise ValueError(
-                f"{text!r} is neither a known model nor an existing checkpoint file; "
-                f"known models: {', '.join(REGISTRY)}"
+                f"{text!r} is a folder; give the checkpoint file inside it (.pt or .pth) "
+                f"or a model name ({', '.join(REGISTRY)})"
+            )
+        if not path.is_file():
+            looks_like_path = is_path or os.sep in text or "/" in text or path.suffix in (
+                ".pt", ".pth", ".ckpt", ".bin", ".safetensors")
+            if looks_like_path:
+                raise ValueError(
+                    f"checkpoint file not found: {path.resolve()}; check the path, or give "
+                    f"the name of one of the known models: {', '.join(REGISTRY)}"
+                )
+            raise ValueError(
+                f"{text!r} is neither a known model{_suggest(text)} nor an existing checkpoint "
+                f"file; known models: {', '.join(REGISTRY)}"
             )
         model_id = f"file:{file_digest(path)[:12]}"
     model = _build(path)
