@@ -6,8 +6,13 @@ with ``store=``, writes them to a zarr group so that a later run (or an interrup
 reuses them.
 
 Cache validity. A store records a *key* made of the model id, the preprocessing settings
-(including the intensity limits actually used) and the stack shape; a different key wipes and
-recomputes the store. Each stored slice also records a hash of that slice's pixels, checked
+(including the intensity limits actually used) and the stack shape; a different key replaces
+the store's two arrays (``features``, ``slice_hash``) and recomputes them.
+
+Ownership. A store is a zarr group that this module created: it carries the attribute
+``napari_sam_embeddings``. A group that does not (a user's group with a ``raw`` array, the
+OME-Zarr group the stack came from) is refused with an error and never written to, so the
+store never deletes what it did not write. Each stored slice also records a hash of that slice's pixels, checked
 before reuse, so a slice whose data changed is recomputed: nothing stale is reused.
 Embeddings are stored as float16 (half the space; masks agree with float32 to within
 rounding at the boundary).
@@ -29,6 +34,7 @@ from napari_sam.predictor import ImageEmbedding, Predictor
 from napari_sam.preprocess import (
     DEFAULT_PERCENTILES,
     ResizeSpec,
+    check_contrast_limits,
     intensity_limits,
     to_uint8_rgb,
 )
@@ -36,6 +42,67 @@ from napari_sam.preprocess import (
 __all__ = ["StackEmbeddings", "embed", "stack_intensity_limits"]
 
 _STORE_FORMAT = 1
+
+
+#: attribute that marks a zarr group as an embedding store written by this module
+_OWNER_ATTR = "napari_sam_embeddings"
+#: the arrays a store holds; nothing else in a group is ever deleted
+_OWN_ARRAYS = ("features", "slice_hash")
+_OWN_ATTRS = ("key", "input_size", _OWNER_ATTR, "napari_sam")
+
+
+def _check_owned(group, path) -> None:
+    """ValueError unless ``group`` is new (empty) or an embedding store written here.
+
+    Stores written before the owner mark (attributes ``key`` and ``input_size``, arrays
+    ``features`` and ``slice_hash`` only) count as ours.
+    """
+    if _OWNER_ATTR in group.attrs:
+        return
+    members = sorted(k for k, _ in group.members())
+    attrs = sorted(group.attrs.keys())
+    if not members and not attrs:
+        return  # a new, empty group
+    legacy = (
+        "key" in group.attrs
+        and set(members) <= set(_OWN_ARRAYS)
+        and set(attrs) <= set(_OWN_ATTRS)
+    )
+    if legacy:
+        return
+    shown = ", ".join(repr(m) for m in members[:6]) + (" ..." if len(members) > 6 else "")
+    raise ValueError(
+        f"{path} is a zarr group that napari-sam did not create (it holds "
+        f"{shown or 'attributes ' + ', '.join(map(repr, attrs[:6]))}); the embedding store "
+        "never writes into or deletes from other data. Give a new path for the embeddings, "
+        f"e.g. {Path(path).with_name(Path(path).stem + '.embeddings.zarr')}"
+    )
+
+
+def _as_stack(stack):
+    """Arrays (numpy, zarr, dask, memmap) as they are; lists and tuples as a numpy array."""
+    if isinstance(stack, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"expected a stack array, got the path {os.fspath(stack)!r:.80}; read it first "
+            "(e.g. napari_sam.io.read_image(path)) and pass the array"
+        )
+    if stack is None:
+        raise TypeError("expected a stack array of shape (Z, Y, X) or (Z, Y, X, 3|4), got None")
+    if hasattr(stack, "shape") and hasattr(stack, "dtype") and hasattr(stack, "__getitem__"):
+        return stack
+    try:
+        arr = np.asarray(stack)
+    except ValueError as err:  # ragged
+        raise ValueError(
+            f"the stack's slices have different shapes ({err}); all slices must be (Y, X) of "
+            "one size"
+        ) from None
+    if arr.dtype == object:
+        raise ValueError(
+            "the stack's slices have different shapes or types; give one array of shape "
+            "(Z, Y, X) or (Z, Y, X, 3|4)"
+        )
+    return arr
 
 
 def _slice_hash(arr: np.ndarray) -> int:
@@ -51,7 +118,7 @@ def stack_intensity_limits(
     stack, percentiles: tuple[float, float] = DEFAULT_PERCENTILES, max_slices: int = 16
 ) -> tuple[float, float]:
     """Volume-wide percentile limits from up to ``max_slices`` evenly spaced slices."""
-    n = len(stack)
+    n = int(stack.shape[0])
     idx = np.unique(np.linspace(0, n - 1, min(n, max_slices)).round().astype(int))
     sample = np.stack([np.asarray(stack[int(i)]) for i in idx])
     return intensity_limits(sample, percentiles)
@@ -87,16 +154,40 @@ class StackEmbeddings:
         cache_size: int = 64,
         predictor: Predictor | None = None,
     ):
+        stack = _as_stack(stack)
         ndim = len(stack.shape)
-        if ndim not in (3, 4) or (ndim == 4 and stack.shape[-1] not in (1, 3, 4)):
+        shape = tuple(stack.shape)
+        if ndim == 4 and shape[1] in (1, 3, 4) and shape[-1] not in (1, 3, 4):
             raise ValueError(
-                f"expected a stack of shape (Z, Y, X) or (Z, Y, X, 3|4), got {tuple(stack.shape)}; "
+                f"the stack of shape {shape} looks channels-first (Z, C, Y, X); stacks are "
+                "(Z, Y, X) or (Z, Y, X, 3|4) with channels last: pass np.moveaxis(stack, 1, -1)"
+            )
+        if ndim not in (3, 4) or (ndim == 4 and stack.shape[-1] not in (1, 3, 4)):
+            hint = (
                 "for a single 2D image use Predictor.set_image"
+                if ndim < 3
+                else "pick the axis to embed along and index the others (e.g. stack[t] of a "
+                "(T, Z, Y, X) series)"
+            )
+            raise ValueError(
+                f"expected a stack of shape (Z, Y, X) or (Z, Y, X, 3|4), got {shape}; {hint}"
             )
         if 0 in stack.shape:
-            raise ValueError(f"the stack is empty (shape {tuple(stack.shape)})")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ValueError(
+                f"the stack is empty (shape {shape}); give at least one slice with pixels"
+            )
+        kind = np.dtype(stack.dtype).kind
+        if kind not in "biuf":
+            raise ValueError(
+                f"stack dtype {np.dtype(stack.dtype)} is not numeric; give an integer, float or "
+                "bool stack"
+            )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
+            batch_size < 1
+        ):
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if contrast_limits is not None:
+            contrast_limits = check_contrast_limits(contrast_limits)
         self.stack = stack
         self.shape = tuple(int(s) for s in stack.shape[:3])
         self.predictor = predictor or Predictor(model, device=device, precision=precision)
@@ -127,10 +218,34 @@ class StackEmbeddings:
         import zarr
 
         e = int(self.model.embedding_size)
-        group = zarr.open_group(str(path), mode="a")
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise ValueError(
+                f"the embedding store {path} is a file, not a zarr folder; give a new path such "
+                "as 'embeddings.zarr' (it is created)"
+            )
+        zarr_files = (".zgroup", ".zarray", "zarr.json")
+        if path.is_dir() and any(path.iterdir()) and not any(
+            (path / f).exists() for f in zarr_files
+        ):
+            raise ValueError(
+                f"the embedding store {path} is a folder with other files in it, not a zarr "
+                "group; give a new path such as 'embeddings.zarr' (nothing was changed)"
+            )
+        try:
+            group = zarr.open_group(str(path), mode="a")
+        except Exception as err:  # noqa: BLE001  (a zarr array there, a broken group, ...)
+            raise ValueError(
+                f"cannot use {path} as an embedding store ({type(err).__name__}: {err}); it "
+                "holds something else (a zarr array?). Give a new path such as "
+                "'embeddings.zarr'; nothing was changed"
+            ) from None
+        _check_owned(group, path)
         if group.attrs.get("key") != self.key or "features" not in group:
-            for name in list(group.array_keys()):
-                del group[name]
+            for name in _OWN_ARRAYS:  # only what this module wrote
+                if name in group:
+                    del group[name]
+            group.attrs[_OWNER_ATTR] = {"format": _STORE_FORMAT}
             group.create_array(
                 "features",
                 shape=(self.shape[0], 256, e, e),
@@ -276,12 +391,15 @@ def embed(
     Parameters
     ----------
     stack : array-like, (Z, Y, X) or (Z, Y, X, 3|4)
-        Any dtype; may be lazy (memmap, zarr, dask): only the slices needed are read.
-    model : Sam
-        From :func:`napari_sam.load_model`.
+        Any real or bool dtype; may be lazy (memmap, zarr, dask): only the slices needed are
+        read. A list of equal-sized 2D slices is stacked.
+    model : Sam, str or PathLike
+        From :func:`napari_sam.load_model`, or a model name or checkpoint path for it.
     store : path, optional
         Zarr group to cache embeddings in (float16); reused when the data, model and
-        preprocessing match, resumed when incomplete.
+        preprocessing match, resumed when incomplete. It must be a new path or a store
+        written by this function: any other zarr group (for example the one the stack was
+        read from) is refused with ValueError and left as it is.
     batch_size : int
         Slices per encoder call.
     contrast_limits : (float, float), optional
