@@ -660,3 +660,34 @@ def test_core_does_not_import_napari():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("flavour", ["imagej", "ome", "shaped"])
+@pytest.mark.parametrize("compression", ["zlib", None])
+@pytest.mark.parametrize("fraction", [0.3, 0.5, 0.9])
+def test_truncated_tiff_never_reads_as_a_shorter_stack(tmp_path, capfd, flavour, compression,
+                                                       fraction):
+    """tifffile returns fewer slices (or one page) from a truncated file, logging a line on
+    stderr; read_image raises instead, and prints nothing."""
+    data = (np.random.default_rng(0).random((3, 64, 64)) * 1000).astype(np.uint16)
+    kw = {"imagej": {"imagej": True, "metadata": {"axes": "ZYX"}}, "ome": {"ome": True},
+          "shaped": {"photometric": "minisblack"}}[flavour]
+    good = tmp_path / "good.tif"
+    tifffile.imwrite(good, data, compression=compression, **kw)
+    raw = good.read_bytes()
+    bad = tmp_path / "cut.tif"
+    bad.write_bytes(raw[: int(len(raw) * fraction)])
+    for lazy in (True, False):
+        with pytest.raises(io.ImageReadError, match="truncated") as exc:
+            np.asarray(io.read_image(bad, lazy=lazy).data)
+        assert "copy or export it again" in str(exc.value)
+    assert capfd.readouterr().err == ""
+
+
+def test_complex_and_empty_arrays_are_refused(tmp_path):
+    np.save(tmp_path / "c.npy", np.ones((2, 8, 8), np.complex64))
+    with pytest.raises(io.ImageReadError, match="complex numbers.*numpy.abs"):
+        io.read_image(tmp_path / "c.npy")
+    np.save(tmp_path / "e.npy", np.ones((4, 0, 8), np.uint8))
+    with pytest.raises(io.ImageReadError, match=r"the image is empty \(shape \(4, 0, 8\)\)"):
+        io.read_image(tmp_path / "e.npy", lazy=True)

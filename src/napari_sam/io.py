@@ -568,6 +568,11 @@ def _check_not_truncated(path: Path, series) -> None:
 
 
 def _read_tiff(path: Path, axes: str | None, lazy: bool) -> ImageData:
+    with quiet_tifffile() as log:
+        return _read_tiff_logged(path, axes, lazy, log)
+
+
+def _read_tiff_logged(path: Path, axes: str | None, lazy: bool, log: list[str]) -> ImageData:
     import tifffile
 
     try:
@@ -588,6 +593,15 @@ def _read_tiff(path: Path, axes: str | None, lazy: bool) -> ImageData:
         if not tif.series:
             raise ImageReadError(path, "the TIFF file contains no image series")
         series = tif.series[0]
+        damage = [m for m in log if any(sign in m for sign in _DAMAGE_SIGNS)]
+        if damage:
+            raise ImageReadError(
+                path,
+                "the file is truncated or damaged: pages or metadata point past its end, so "
+                f"slices would be lost (tifffile: {' '.join(damage[0].split())[:160]})",
+                "The file was probably not copied or written completely; copy or export it "
+                "again.",
+            )
         src_axes = series.axes
         shape = tuple(int(s) for s in series.shape)
         md: dict[str, Any] = {"source_axes": src_axes, "format": "tiff"}
@@ -908,33 +922,49 @@ def check_image_data(path: os.PathLike | str, shape: Sequence[int], dtype) -> No
                              "Check the export: every dimension needs at least one pixel.")
 
 
-class _CollectTifffileLog:
-    """A ``logging.Filter`` that keeps tifffile's log records instead of printing them."""
+class _TifffileLog:
+    """A ``logging.Filter`` for tifffile's logger: hands each record to every active
+    :func:`quiet_tifffile` block instead of printing it."""
 
     def __init__(self):
-        self.messages: list[str] = []
+        self.active: list[list[str]] = []
 
     def filter(self, record) -> bool:
-        self.messages.append(record.getMessage())
+        for messages in self.active:
+            messages.append(record.getMessage())
         return False
+
+
+_TIFFFILE_LOG = _TifffileLog()
 
 
 @contextlib.contextmanager
 def quiet_tifffile():
     """Keep tifffile's log lines (e.g. "invalid page offset" on a truncated file) off stderr.
 
-    The problems they describe surface as :class:`ImageReadError` messages instead; the
-    lines are kept in the yielded filter's ``messages``.
+    Yields the list that collects this block's messages; the problems they describe surface
+    as :class:`ImageReadError` messages instead. Blocks nest.
     """
     import logging
 
     log = logging.getLogger("tifffile")
-    filt = _CollectTifffileLog()
-    log.addFilter(filt)
+    messages: list[str] = []
+    if not _TIFFFILE_LOG.active:
+        log.addFilter(_TIFFFILE_LOG)
+    _TIFFFILE_LOG.active.append(messages)
     try:
-        yield filt
+        yield messages
     finally:
-        log.removeFilter(filt)
+        with contextlib.suppress(ValueError):
+            _TIFFFILE_LOG.active.remove(messages)
+        if not _TIFFFILE_LOG.active:
+            log.removeFilter(_TIFFFILE_LOG)
+
+
+#: tifffile log messages that mean pages or metadata lie beyond the end of the file: it then
+#: returns a shorter series (fewer slices, or a single page) without raising.
+_DAMAGE_SIGNS = ("invalid page offset", "invalid value offset", "failed to reshape",
+                 "metadata invalid or corrupted")
 
 
 # ----------------------------------------------------------------------------- writing

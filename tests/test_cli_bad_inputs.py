@@ -1,0 +1,568 @@
+"""Bad inputs a demanding user gives the ``napari-sam`` command (issue #22).
+
+Every case asserts what the user gets: the exit code, a one-line error that names the problem
+and the fix, no traceback, and that no input file was modified (bytes and mtime). Most cases
+run ``napari_sam.cli.main`` in-process (fast); the ones about processes run real ones. The
+model is a tiny random checkpoint: none of these cases depends on segmentation quality.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_sam import batch
+from napari_sam import io as nio
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    import torch
+
+    from napari_sam.models.build import SamConfig, build_sam
+
+    cfg = SamConfig(encoder="cnn", img_size=128, cnn_widths=(8, 16, 24, 32),
+                    cnn_depths=(1, 1, 1, 1), cnn_fpn_dim=32, decoder_depth=1,
+                    decoder_mlp_dim=64, iou_head_hidden_dim=32, name="tiny_cnn")
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    torch.save(build_sam(cfg).state_dict(), path)
+    path.with_name("tiny.pt.json").write_text(json.dumps({"config": cfg.to_dict()}))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _no_downloaded_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "model-cache"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def _stack(path: Path, shape=(3, 64, 64), seed=0, compression=None, **kw) -> Path:
+    rng = np.random.default_rng(seed)
+    data = (rng.random(shape) * 1000).astype(np.uint16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kw.setdefault("photometric", "minisblack")
+    tifffile.imwrite(path, data, compression=compression, **kw)
+    return path
+
+
+def _state(*paths: Path) -> dict:
+    """Bytes hash and mtime of every file under ``paths`` (to prove nothing was modified)."""
+    out = {}
+    for p in paths:
+        files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+        for f in files:
+            out[str(f)] = (hashlib.sha256(f.read_bytes()).hexdigest(), f.stat().st_mtime_ns)
+    return out
+
+
+def cli(argv, capsys) -> tuple[int, str, str]:
+    """Run ``napari-sam ARGV`` in-process: (exit code, stdout, stderr); never a traceback."""
+    from napari_sam.cli import main
+
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse errors
+        rc = exc.code
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and "Traceback" not in out, err
+    return rc, out, err
+
+
+def _error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("napari-sam: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def _run(*args, cwd: Path, **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, NAPARI_SAM_CACHE_DIR=str(cwd / "model-cache"), OMP_NUM_THREADS="1",
+               PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "-m", "napari_sam.cli", *map(str, args)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=600, **kw)
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def test_rerun_over_a_replaced_input_with_same_size_and_mtime_recomputes(tmp_path, tiny_model,
+                                                                          capsys):
+    inp = _stack(tmp_path / "data" / "a.tif", seed=0)
+    out = tmp_path / "out"
+    rc, _, err = cli(["embed", inp, "-o", out, "--model", tiny_model], capsys)
+    assert rc == 0 and "done     a.tif" in err
+    sc = nio.read_sidecar(out / "a.zarr")
+    assert sc["input"]["sample_hash"] == nio.content_sample_hash(inp)
+    rc, _, err = cli(["embed", inp, "-o", out, "--model", tiny_model], capsys)
+    assert rc == 0 and "skipped  a.tif" in err  # unchanged: skipped
+    st = inp.stat()
+    _stack(inp, seed=1)  # other data, same size ...
+    os.utime(inp, ns=(st.st_atime_ns, st.st_mtime_ns))  # ... and the same mtime
+    assert inp.stat().st_size == st.st_size and inp.stat().st_mtime_ns == st.st_mtime_ns
+    assert not nio.is_complete(out / "a.zarr", inp)
+    rc, _, err = cli(["embed", inp, "-o", out, "--model", tiny_model], capsys)
+    assert rc == 0 and "done     a.tif" in err  # recomputed, not the stale output
+    assert nio.read_sidecar(out / "a.zarr")["input"]["sample_hash"] == nio.content_sample_hash(inp)
+
+
+def test_content_sample_hash_sees_a_change_in_a_large_file(tmp_path):
+    p = tmp_path / "big.bin"
+    data = bytearray(os.urandom(3 << 20))
+    p.write_bytes(bytes(data))
+    h0 = nio.content_sample_hash(p)
+    data[-10] ^= 0xFF  # the last block is always sampled
+    p.write_bytes(bytes(data))
+    assert nio.content_sample_hash(p) != h0
+    assert nio.content_sample_hash(tmp_path) is None  # directories (zarr stores): no hash
+
+
+def test_finished_run_leaves_no_lock_files(tmp_path, tiny_model, capsys):
+    inp = _stack(tmp_path / "a.tif")
+    out = tmp_path / "out"
+    rc, _, _ = cli(["embed", inp, "-o", out, "--model", tiny_model, "-q"], capsys)
+    assert rc == 0
+    assert not (out / batch.WORK_DIR).exists()  # no locks/ and no work folder left
+    assert sorted(p.name for p in out.iterdir()) == ["a.zarr", "a.zarr.json"]
+
+
+# ----------------------------------------------------------------------------- image files
+
+
+def test_complex_npy_is_refused_with_the_fix(tmp_path, tiny_model, capsys):
+    inp = tmp_path / "c.npy"
+    np.save(inp, (np.ones((2, 32, 32)) + 1j).astype(np.complex64))
+    before = _state(inp)
+    rc, _, err = cli(["embed", inp, "-o", tmp_path / "out", "--model", tiny_model], capsys)
+    assert rc == 1
+    assert "FAILED   c.npy" in err and "complex numbers" in err and "numpy.abs" in err
+    assert "TypeError" not in err
+    assert _state(inp) == before
+
+
+def test_tiff_with_a_corrupted_zlib_strip(tmp_path, tiny_model, capsys):
+    inp = _stack(tmp_path / "z.tif", compression="zlib")
+    with tifffile.TiffFile(inp) as t:
+        off, cnt = t.pages[1].dataoffsets[0], t.pages[1].databytecounts[0]
+    raw = bytearray(inp.read_bytes())
+    for i in range(off + 10, off + cnt - 10):
+        raw[i] = (raw[i] * 7 + 3) & 255
+    inp.write_bytes(bytes(raw))
+    before = _state(inp)
+    rc, _, err = cli(["embed", inp, "-o", tmp_path / "out", "--model", tiny_model], capsys)
+    assert rc == 1
+    assert "slice 1 could not be decoded (zlib.error" in err
+    assert "copy or export it again" in err
+    assert _state(inp) == before
+    assert not (tmp_path / "out" / "z.zarr").exists()
+
+
+def test_truncated_tiff_prints_no_stray_tifffile_line(tmp_path, tiny_model, capsys):
+    good = _stack(tmp_path / "g.tif", compression="zlib")
+    raw = good.read_bytes()
+    inp = tmp_path / "t.tif"
+    inp.write_bytes(raw[: len(raw) // 2])
+    good.unlink()
+    rc, _, err = cli(["embed", inp, "-o", tmp_path / "out", "--model", tiny_model], capsys)
+    assert rc == 1 and "the file is truncated" in err and "copy or export it again" in err
+    assert not any(line.startswith("<tifffile") for line in err.splitlines())  # its log line
+    assert all(line.startswith(("FAILED", "napari-sam:", "Summary", "  ", "1 file")) or not line
+               for line in err.splitlines()), err
+
+
+def test_zero_size_image(tmp_path, tiny_model, capsys):
+    inp = tmp_path / "empty.npy"
+    np.save(inp, np.zeros((0, 64, 64), np.uint8))
+    rc, _, err = cli(["embed", inp, "-o", tmp_path / "out", "--model", tiny_model], capsys)
+    assert rc == 1 and "the image is empty (shape (0, 64, 64))" in err
+
+
+def test_one_dimensional_npy_asks_for_axes(tmp_path, tiny_model, capsys):
+    inp = tmp_path / "line.npy"
+    np.save(inp, np.arange(100, dtype=np.float32))
+    rc, _, err = cli(["embed", inp, "-o", tmp_path / "out", "--model", tiny_model], capsys)
+    assert rc == 1 and "expected 2 to 5 dimensions" in err and "--axes" in err
+
+
+def test_file_that_is_not_an_image(tmp_path, tiny_model, capsys):
+    png = tmp_path / "photo.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    txt = tmp_path / "notes.tif"
+    txt.write_text("not an image\n")
+    before = _state(png, txt)
+    rc, _, err = cli(["embed", png, txt, "-o", tmp_path / "out", "--model", tiny_model], capsys)
+    assert rc == 1
+    assert ".png is not a supported image type" in err and "Save As > Tiff" in err
+    assert "notes.tif" in err and "not a readable TIFF file" in err
+    assert _state(png, txt) == before
+
+
+def test_unreadable_file_names_permissions(tmp_path, tiny_model, capsys, monkeypatch):
+    inp = _stack(tmp_path / "secret.tif")
+    if os.geteuid() != 0:  # a real unreadable file
+        inp.chmod(0)
+    else:  # root reads everything: let os.access say what it says for other users
+        real = os.access
+        monkeypatch.setattr(nio.os, "access",
+                            lambda p, mode: False if Path(p) == inp else real(p, mode))
+    try:
+        rc, _, err = cli(["embed", inp, "-o", tmp_path / "out", "--model", tiny_model], capsys)
+    finally:
+        inp.chmod(0o644)
+    assert rc == 1 and "secret.tif': permission denied" in err and "chmod +r" in err
+
+
+def test_directory_given_as_a_file(tmp_path, tiny_model, capsys):
+    d = tmp_path / "stack.tif"
+    d.mkdir()
+    rc, _, err = cli(["embed", d, "-o", tmp_path / "out", "--model", tiny_model], capsys)
+    assert rc == 2 and "holds no images" in _error_line(err)
+    inp = _stack(tmp_path / "a.tif")
+    rc, _, err = cli(["segment", inp, "-o", tmp_path / "out", "-p", d, "--model", tiny_model],
+                     capsys)
+    assert rc == 2 and "is a directory; give the .csv or .json file" in _error_line(err)
+
+
+def test_stack_with_two_channels_needs_channel(tmp_path, tiny_model, capsys):
+    inp = tmp_path / "zcyx.tif"
+    data = (np.random.default_rng(0).random((2, 2, 48, 48)) * 1000).astype(np.uint16)
+    tifffile.imwrite(inp, data, imagej=True, metadata={"axes": "ZCYX"})
+    before = _state(inp)
+    rc, _, err = cli(["embed", inp, "-o", tmp_path / "out", "--model", tiny_model], capsys)
+    assert rc == 1 and "has 2 channels" in err and "--channel N" in err
+    rc, _, err = cli(["embed", inp, "-o", tmp_path / "out", "--model", tiny_model,
+                      "--channel", "1"], capsys)
+    assert rc == 0 and "done     zcyx.tif" in err and "(2 slices" in err
+    rc, _, err = cli(["embed", inp, "-o", tmp_path / "out2", "--model", tiny_model,
+                      "--channel", "5"], capsys)
+    assert rc == 1 and "channel=5 is out of range: the data has 2 channels" in err
+    assert _state(inp) == before
+
+
+def test_time_and_z_with_channels_5d(tmp_path, tiny_model, capsys):
+    inp = tmp_path / "tzcyx.tif"
+    data = np.zeros((2, 3, 2, 32, 32), np.uint8)
+    tifffile.imwrite(inp, data, imagej=True, metadata={"axes": "TZCYX"})
+    rc, _, err = cli(["embed", inp, "-o", tmp_path / "out", "--model", tiny_model,
+                      "--channel", "0"], capsys)
+    assert rc == 1 and "both a time axis (T=2) and a Z axis (Z=3)" in err
+    assert "one time point (or one Z slice) per file" in err and "--axes" in err
+
+
+def test_rgb_stack_is_segmented_as_rgb(tmp_path, tiny_model, capsys):
+    inp = tmp_path / "rgb.tif"
+    data = (np.random.default_rng(0).random((3, 48, 48, 3)) * 255).astype(np.uint8)
+    tifffile.imwrite(inp, data, photometric="rgb")
+    rc, _, err = cli(["embed", inp, "-o", tmp_path / "out", "--model", tiny_model], capsys)
+    assert rc == 0 and "done     rgb.tif" in err and "(3 slices" in err
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def test_missing_input_glob_and_empty_folder(tmp_path, tiny_model, capsys):
+    (tmp_path / "empty").mkdir()
+    rc, _, err = cli(["auto", tmp_path / "nothing" / "*.tif", tmp_path / "empty", "-o",
+                      tmp_path / "out", "--model", tiny_model], capsys)
+    line = _error_line(err)
+    assert rc == 2 and "matches no files" in line and "holds no images" in line
+    assert "--recursive" in line
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_output_that_would_replace_its_input(tmp_path, tiny_model, capsys):
+    inp = _stack(tmp_path / "a.tif")
+    before = _state(inp)
+    rc, _, err = cli(["auto", inp, "-o", tmp_path, "--suffix", "", "--model", tiny_model],
+                     capsys)
+    assert rc == 2 and "would replace its own input; choose another -o" in _error_line(err)
+    assert _state(inp) == before
+
+
+def test_foreign_file_at_the_output_path_is_kept(tmp_path, tiny_model, capsys):
+    inp = _stack(tmp_path / "a.tif")
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = out / "a_labels.tif"
+    mine.write_bytes(b"my own labels")
+    before = _state(inp, mine)
+    rc, _, err = cli(["auto", inp, "-o", out, "--model", tiny_model], capsys)
+    assert rc == 1 and "was not written by napari-sam; pass --overwrite" in err
+    assert _state(inp, mine) == before
+
+
+# ----------------------------------------------------------------------------- output folder
+
+
+def test_output_that_is_an_existing_file(tmp_path, tiny_model, capsys):
+    inp = _stack(tmp_path / "a.tif")
+    target = tmp_path / "results.txt"
+    target.write_text("keep me")
+    before = _state(inp, target)
+    rc, _, err = cli(["embed", inp, "-o", target, "--model", tiny_model], capsys)
+    line = _error_line(err)
+    assert rc == 2 and "existing file, not a folder" in line and "-o out/" in line
+    assert "Errno 17" not in err and "FAILED" not in err
+    assert _state(inp, target) == before
+
+
+def _read_only(folder: Path) -> bool:
+    """Make ``folder`` read-only for this process (chmod; as root, the immutable flag)."""
+    folder.chmod(0o555)
+    if not os.access(folder, os.W_OK):
+        return True
+    r = subprocess.run(["chattr", "+i", str(folder)], capture_output=True)
+    return r.returncode == 0
+
+
+def _writable(folder: Path) -> None:
+    subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+    folder.chmod(0o755)
+
+
+def test_output_on_a_read_only_folder(tmp_path, tiny_model, capsys):
+    inp = _stack(tmp_path / "a.tif")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if not _read_only(ro):
+        _writable(ro)
+        pytest.skip("cannot make a read-only folder here (root without chattr)")
+    try:
+        for out in (ro, ro / "sub"):
+            rc, _, err = cli(["embed", inp, "-o", out, "--model", tiny_model], capsys)
+            line = _error_line(err)
+            assert rc == 2 and "cannot write there" in line and "folder you can write to" in line
+    finally:
+        _writable(ro)
+    assert list(ro.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--model", "vit_q"], "known models: demo, vit_b"),
+        (["--device", "quantum"], "--device"),
+        (["--block-slices", "8"], "--block-slices splits stacks between the workers"),
+        (["--suffix", "sub/x"], "--suffix 'sub/x': no folders in the suffix"),
+        (["--embeddings", "no-such-folder"], "--embeddings no-such-folder: no such folder"),
+    ],
+)
+def test_bad_options_exit_2_before_any_work(tmp_path, tiny_model, capsys, monkeypatch, extra,
+                                            message):
+    monkeypatch.chdir(tmp_path)
+    inp = _stack(tmp_path / "a.tif")
+    args = ["auto", inp, "-o", tmp_path / "out"]
+    if "--model" not in extra:
+        args += ["--model", tiny_model]
+    rc, _, err = cli(args + extra, capsys)
+    assert rc == 2 and message in _error_line(err)
+    assert not (tmp_path / "out" / "a_labels.tif").exists()
+
+
+def test_model_file_that_is_not_a_checkpoint(tmp_path, capsys):
+    inp = _stack(tmp_path / "a.tif")
+    fake = tmp_path / "weights.pt"
+    fake.write_text("this is not a checkpoint\n")
+    before = _state(inp, fake)
+    rc, _, err = cli(["auto", inp, tmp_path / "a.tif", "-o", tmp_path / "out", "--model", fake],
+                     capsys)
+    line = _error_line(err)
+    assert rc == 2 and "cannot load it as a model" in line and "give a SAM checkpoint" in line
+    assert "FAILED" not in err  # one error, not one per file
+    assert _state(inp, fake) == before
+
+
+def test_conflicting_cluster_flags(tmp_path, capsys):
+    rc, _, err = cli(["auto", "x.tif", "-o", tmp_path, "--workers", "2", "--scheduler",
+                      "tcp://h:1"], capsys)
+    assert rc == 2 and "not allowed with argument" in err
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+CSV_CASES = {
+    "point outside the image": ("id,slice,row,col\n1,1,10,10\n1,1,70,10\n",
+                                "p.csv, line 3: point (row 70, col 10) lies outside the image "
+                                "of a.tif (3 slices 0-2 of 64 x 64 pixels)"),
+    "slice out of range": ("id,slice,row,col\n1,9,10,10\n",
+                           "p.csv, line 2: slice 9 is out of range of a.tif (3 slices 0-2"),
+    "box outside": ("id,slice,row0,col0,row1,col1\n1,0,80,80,90,90\n",
+                    "p.csv, line 2: box [80.0, 80.0, 90.0, 90.0] lies outside the image"),
+    "id 0": ("id,slice,row,col\n0,1,10,10\n", "p.csv, line 2: object id 0 is not allowed"),
+    "negative id": ("id,slice,row,col\n-2,1,10,10\n", "p.csv, line 2: object id -2 is not "
+                                                     "allowed"),
+    "label 7": ("id,slice,row,col,label\n1,1,10,10,7\n",
+                "p.csv, line 2: label 7 is not allowed: a point's label is 1"),
+    "no point or box": ("id,slice,row,col\n1,1,,\n", "p.csv, line 2: the prompt has no point"),
+    "unknown column": ("id,slice,row,col,colour\n1,1,10,10,red\n", "unknown column(s) ['colour']"),
+    "empty file": ("", "is empty; the first line names the columns"),
+}
+
+
+@pytest.mark.parametrize("case", list(CSV_CASES))
+def test_prompts_csv_errors_exit_2_with_file_and_line_before_embedding(tmp_path, tiny_model,
+                                                                       capsys, case):
+    text, message = CSV_CASES[case]
+    inp = _stack(tmp_path / "a.tif")
+    p = tmp_path / "p.csv"
+    p.write_text(text)
+    before = _state(inp, p)
+    t0 = time.perf_counter()
+    rc, _, err = cli(["segment", inp, "-o", tmp_path / "out", "-p", p, "--model", tiny_model],
+                     capsys)
+    assert rc == 2 and message in _error_line(err)
+    assert err.startswith("usage: napari-sam segment --help")
+    assert not (tmp_path / "out" / batch.WORK_DIR).exists()  # no embedding was computed
+    assert time.perf_counter() - t0 < 60
+    assert _state(inp, p) == before
+
+
+def test_prompts_csv_column_aliases_are_accepted_and_documented(tmp_path, tiny_model, capsys):
+    inp = _stack(tmp_path / "a.tif")
+    p = tmp_path / "p.csv"
+    p.write_text("image,object,z,y,x,positive\na.tif,1,1,30,30,1\n")
+    rc, _, err = cli(["segment", inp, "-o", tmp_path / "out", "-p", p, "--model", tiny_model,
+                      "-q"], capsys)
+    assert rc == 0, err
+    docs = (REPO / "docs" / "cli.md").read_text()
+    for alias, column in batch._CSV_ALIASES.items():
+        assert f"`{alias}`" in docs, f"alias {alias} -> {column} is not in docs/cli.md"
+
+
+def test_prompts_file_not_utf8(tmp_path, tiny_model, capsys):
+    inp = _stack(tmp_path / "a.tif")
+    p = tmp_path / "p.csv"
+    p.write_bytes("file,id,slice,row,col\nmaße.tif,1,1,3,3\n".encode("latin-1"))
+    rc, _, err = cli(["segment", inp, "-o", tmp_path / "out", "-p", p, "--model", tiny_model],
+                     capsys)
+    line = _error_line(err)
+    assert rc == 2 and "is not UTF-8 text (byte 0xdf on line 2)" in line and "CSV UTF-8" in line
+
+
+def test_prompts_json_malformed(tmp_path, tiny_model, capsys):
+    inp = _stack(tmp_path / "a.tif")
+    p = tmp_path / "p.json"
+    cases = {
+        '{"objects": {"1": [{"slice": 1, "points": [[3, 3]]}]': "is not valid JSON",
+        '{"objects": {"1": [{"slice": 1, "point": [[3, 3]]}]}}':
+            "p.json, object 1, prompt 1: unknown key(s) ['point']",
+        '{"objects": {"0": [{"slice": 1, "points": [[3, 3]]}]}}': "object id 0 is not allowed",
+        '{"objects": {"1": [{"slice": 1, "points": [[3, 3]], "labels": [2]}]}}':
+            "label 2 is not allowed",
+        '{"objects": {"1": [{"slice": 1, "box": [1, 2, 3]}]}}': "box must be 4 numbers",
+        '{"objects": {"1": [{"slice": 7, "points": [[3, 3]]}]}}':
+            "p.json, object 1, prompt 1: slice 7 is out of range of a.tif",
+        '[1, 2]': "item 0 must be an object",
+    }
+    for text, message in cases.items():
+        p.write_text(text)
+        rc, _, err = cli(["segment", inp, "-o", tmp_path / "out", "-p", p, "--model",
+                          tiny_model], capsys)
+        assert rc == 2 and message in _error_line(err), (text, err)
+
+
+def test_prompts_for_files_that_are_not_inputs(tmp_path, tiny_model, capsys):
+    inp = _stack(tmp_path / "a.tif")
+    p = tmp_path / "p.csv"
+    p.write_text("file,id,slice,row,col\nother.tif,1,1,3,3\n")
+    rc, _, err = cli(["segment", inp, "-o", tmp_path / "out", "-p", p, "--model", tiny_model],
+                     capsys)
+    line = _error_line(err)
+    assert rc == 2 and "no prompts apply to any input" in line and "'other.tif'" in line
+    assert "leave 'file' empty" in line
+    # some prompts match: the others are named in a note, the run goes on
+    p.write_text("file,id,slice,row,col\na.tif,1,1,30,30\nother.tif,1,1,3,3\n")
+    rc, _, err = cli(["segment", inp, "-o", tmp_path / "out", "-p", p, "--model", tiny_model,
+                      "-q"], capsys)
+    assert rc == 0
+    assert "prompts for ['other.tif'] (p.csv, line 3) match no input and are ignored" in err
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def test_output_busy_in_another_process_is_waited_for(tmp_path, tiny_model, capsys):
+    inp = _stack(tmp_path / "a.tif")
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pathlib import Path; from napari_sam.batch import OutputLock\n"
+         f"lock = OutputLock(Path({str(out / 'a.zarr')!r}))\n"
+         "assert lock.__enter__()\nprint('locked', flush=True)\ntime.sleep(3)\n"
+         "lock.__exit__(None, None, None)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        rc, _, err = cli(["embed", inp, "-o", out, "--model", tiny_model], capsys)
+    finally:
+        holder.wait(timeout=60)
+    assert f"another napari-sam process (pid {holder.pid}) is writing" in err
+    assert "waiting  a.tif" in err
+    assert rc == 0 and "done     a.tif" in err and nio.is_complete(out / "a.zarr", inp)
+
+
+def test_busy_output_on_a_cluster_is_not_a_success(tmp_path, capsys):
+    from napari_sam.cli import _print_result, _summary
+
+    inp = _stack(tmp_path / "a.tif")
+    ctx = batch.Context(command="embed", model="demo", out_dir=tmp_path / "out")
+    job = batch.make_jobs([inp], ctx)[0]
+    job.output.parent.mkdir()
+    with batch.OutputLock(job.output) as got:
+        assert got
+        res = batch.run_job(job, ctx)
+    assert res.status == "busy" and not res.ok and f"pid {os.getpid()}" in res.reason
+    _print_result(res, quiet=False)
+    _summary([res], 1, 0.1)
+    out, err = capsys.readouterr()
+    assert "BUSY     a.tif" in err
+    assert "1 busy in another process" in out and "rerun the same command when it has finished" in out
+
+
+def test_two_processes_on_one_output_folder_do_every_file_once(tmp_path, tiny_model):
+    for i in range(3):
+        _stack(tmp_path / "data" / f"s{i}.tif", seed=i)
+    before = _state(tmp_path / "data")
+    env = dict(os.environ, NAPARI_SAM_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "napari_sam.cli", "embed", "data", "-o", "out", "--model",
+           str(tiny_model)]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+        assert "Traceback" not in err
+    done = sum(err.count("done     s") for _, err in outs)
+    skipped = sum(err.count("skipped  s") for _, err in outs)
+    assert done == 3 and skipped == 3  # each file computed once, the other process skipped it
+    for i in range(3):
+        assert nio.is_complete(tmp_path / "out" / f"s{i}.zarr", tmp_path / "data" / f"s{i}.tif")
+    assert not (tmp_path / "out" / batch.WORK_DIR).exists()
+    assert _state(tmp_path / "data") == before
+
+
+# ----------------------------------------------------------------------------- repository
+
+
+def test_sample_data_folder_is_git_ignored():
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    r = subprocess.run(["git", "check-ignore", "-q", "data/nuclei-3d_seed10000.tif"], cwd=REPO)
+    assert r.returncode == 0, "data/ (written by `napari-sam sample ... -o data/`) is not ignored"
