@@ -378,9 +378,15 @@ def test_an_object_yields_to_the_object_nearer_its_annotation():
     assert res.stop_reasons == {1: {"up": "claimed", "down": "edge"},
                                 2: {"up": "edge", "down": "claimed"}}
     assert res.slice_range == {1: (0, 9), 2: (10, 19)}
-    # without the rule each runs on into the other, up to where the other was clicked
+    # without the rule each runs on into the other, up to where the other was clicked; the
+    # labels still give each slice to the nearer annotation, and slice_range reports the
+    # labels (not the slices the runs decoded)
     res = segment_volume(OracleStack(gt), prompts, claimed_fraction=None)
-    assert res.slice_range == {1: (0, 15), 2: (4, 19)}
+    lasts = {(c["id"], c["direction"]): c["last"] for c in res.chains}
+    assert lasts[(1, "up")] == 15 and lasts[(2, "down")] == 4
+    np.testing.assert_array_equal(res.labels, gt)
+    assert res.slice_range == {1: (0, 9), 2: (10, 19)}
+    assert set(res.scores[1]) == set(range(10)) and set(res.scores[2]) == set(range(10, 20))
 
 
 def test_stop_markers_and_stack_edges_are_respected_exactly():

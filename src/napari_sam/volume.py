@@ -324,6 +324,7 @@ def _normalize_prompts(prompts, shape: tuple[int, int, int]) -> list[_Object]:
                 "remove one of them"
             )
         objects.append(_Object(obj_id, annotations, sorted(stops)))
+    _same_prompts(objects)
     return objects
 
 
@@ -666,13 +667,13 @@ class VolumeResult:
         Object ids as given (0 background); the smallest unsigned dtype that holds them.
     scores : dict[int, dict[int, float]]
         ``scores[id][z]``: predicted IoU of the object's mask on slice z (1.0 for masks the
-        user gave).
+        user gave), for the slices where the object is in ``labels``.
     stop_reasons : dict[int, dict[str, str]]
         ``stop_reasons[id] = {"up": reason, "down": reason}``: why propagation ended above
         the object's highest annotated slice ("up", increasing index) and below its lowest
-        ("down"); keys of :data:`STOP_REASONS`.
+        ("down"); keys of :data:`STOP_REASONS`. Only objects present in ``labels``.
     slice_range : dict[int, tuple[int, int]]
-        ``(first, last)`` slice (inclusive) on which the object was segmented.
+        ``(first, last)`` slice (inclusive) on which the object is in ``labels``.
     chains : list[dict]
         Every propagation run: ``{"id", "direction", "start", "last", "reason"}`` including
         the runs that fill gaps between annotated slices.
@@ -680,6 +681,10 @@ class VolumeResult:
         Batched decoder calls made.
     calls_per_slice : numpy.ndarray (Z,) int
         Decoder calls made on each slice.
+    lost : dict[int, str]
+        Objects given prompts that are nowhere in ``labels`` (every pixel of their masks went
+        to other objects), with the reason; they are in none of the dicts above, and
+        :func:`segment_volume` warns about them.
     """
 
     labels: np.ndarray
@@ -689,6 +694,7 @@ class VolumeResult:
     chains: list[dict] = field(default_factory=list)
     decoder_calls: int = 0
     calls_per_slice: np.ndarray | None = None
+    lost: dict[int, str] = field(default_factory=dict)
 
     @property
     def object_ids(self) -> list[int]:
@@ -696,6 +702,47 @@ class VolumeResult:
 
     def __array__(self, dtype=None, copy=None):
         return self.labels if dtype is None else self.labels.astype(dtype)
+
+
+def _check_embeddings(emb, predictor) -> None:
+    """TypeError for what is not a stack's embeddings (a raw stack, a 2D embedding, None)."""
+    from napari_sam.predictor import ImageEmbedding
+
+    if isinstance(emb, ImageEmbedding):
+        raise TypeError(
+            "segment_volume needs the embeddings of a stack, got the ImageEmbedding of one 2D "
+            "image; use Predictor.predict for a single image, or "
+            "emb = napari_sam.embed(stack, model) for a stack"
+        )
+    raw = hasattr(emb, "dtype") and not hasattr(emb, "predictor")  # numpy, zarr, dask
+    if raw or emb is None or isinstance(emb, (list, tuple, str)):
+        what = (
+            f"an array of shape {tuple(emb.shape)}" if hasattr(emb, "shape")
+            else f"{type(emb).__name__}"
+        )
+        raise TypeError(
+            f"segment_volume needs the stack's embeddings, got {what}; embed the stack first: "
+            "emb = napari_sam.embed(stack, model), then segment_volume(emb, prompts)"
+        )
+
+
+def _same_prompts(objects: list[_Object]) -> None:
+    """ValueError when two objects have identical prompts on one slice: they segment the same
+    thing, and only one of them could end up in the labels."""
+    seen: dict[tuple, int] = {}
+    for obj in objects:
+        for z, a in obj.annotations.items():
+            key = (z,) + tuple(
+                None if v is None else (v.shape, np.ascontiguousarray(v).tobytes())
+                for v in (a.points, a.labels, a.box, a.mask)
+            )
+            other = seen.setdefault(key, obj.id)
+            if other != obj.id:
+                raise ValueError(
+                    f"objects {other} and {obj.id} have the same prompts on slice {z}: they "
+                    "would segment the same thing and one of them would be lost; give each "
+                    "object its own prompts, or merge them into one object"
+                )
 
 
 def _label_dtype(max_id: int) -> np.dtype:
@@ -1354,6 +1401,7 @@ def segment_volume(
             raise ValueError(f"rebound_fraction must be a number in [0, 1], 'auto' or None, "
                              f"got {rebound_fraction!r}")
         rebound_fraction = _AUTO_REBOUND[axis_kind]
+    _check_embeddings(emb, predictor)
     shape = tuple(int(s) for s in getattr(emb, "shape", ()))
     if len(shape) != 3:
         raise ValueError(
@@ -1371,7 +1419,12 @@ def segment_volume(
     if max_slices is not None and max_slices < 0:
         raise ValueError(f"max_slices must be >= 0, got {max_slices}")
     objects = _normalize_prompts(prompts, shape)
-    pred = predictor if predictor is not None else emb.predictor
+    pred = predictor if predictor is not None else getattr(emb, "predictor", None)
+    if pred is None or not hasattr(emb, "__getitem__"):
+        raise TypeError(
+            f"segment_volume needs the stack's embeddings (napari_sam.embed(stack, model)), got "
+            f"a {type(emb).__name__} without per-slice embeddings or a predictor"
+        )
     prop = _Propagator(emb, objects, predictor=pred, mode=mode, motion=bool(motion),
                        min_area=min_area, iou_threshold=iou_threshold, area_factor=area_factor,
                        min_score=min_score, max_slices=max_slices, exclusive=exclusive,
@@ -1385,20 +1438,41 @@ def segment_volume(
     labels = prop.compose()
 
     ids = [o.id for o in objects]
-    scores: dict[int, dict[int, float]] = {i: {} for i in ids}
+    # what the labels hold: an object that lost a slice's pixels to others is not on it
+    present: dict[int, set[int]] = {i: set() for i in ids}
+    for (k, z), rec in prop.records.items():  # within each mask's window, as compose wrote it
+        hh, ww = rec.logits.shape
+        if (labels[z, rec.r0 : rec.r0 + hh, rec.c0 : rec.c0 + ww] == ids[k]).any():
+            present[ids[k]].add(z)
+    scores: dict[int, dict[int, float]] = {i: {} for i in ids if present[i]}
     for (k, z), rec in sorted(prop.records.items(), key=lambda t: t[0][1]):
-        scores[ids[k]][z] = rec.score
-    slice_range = {i: (min(s), max(s)) for i, s in scores.items() if s}
+        if z in present[ids[k]]:
+            scores[ids[k]][z] = rec.score
+    slice_range = {i: (min(z), max(z)) for i, z in present.items() if z}
     reasons: dict[int, dict[str, str]] = {}
+    lost: dict[int, str] = {}
     for k, obj in enumerate(objects):
+        if not present[obj.id]:
+            lost[obj.id] = (
+                "its masks lost every pixel to other objects (their prompts segment the same "
+                "thing); give it prompts on its own object"
+            )
+            continue
         lo, hi = min(obj.annotations), max(obj.annotations)
         r_up = next(c.reason for c in up if c.k == k and c.start == hi)
         r_down = next(c.reason for c in down if c.k == k and c.start == lo)
         reasons[obj.id] = {"up": r_up, "down": r_down}
+    if lost:
+        import warnings
+
+        warnings.warn(
+            f"objects {sorted(lost)} are not in the labels: their masks lost every pixel to "
+            "other objects (see VolumeResult.lost)", stacklevel=2,
+        )
     chains = [
         {"id": ids[c.k], "direction": "up" if c.direction > 0 else "down", "start": c.start,
          "last": c.last, "reason": c.reason}
         for c in up + down
     ]
     return VolumeResult(labels, scores, reasons, slice_range, chains, prop.decoder_calls,
-                        prop.calls_per_slice)
+                        prop.calls_per_slice, lost)
