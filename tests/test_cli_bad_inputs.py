@@ -262,6 +262,14 @@ def test_time_and_z_with_channels_5d(tmp_path, tiny_model, capsys):
     assert "one time point (or one Z slice) per file" in err and "--axes" in err
 
 
+def test_axes_that_do_not_fit_the_file(tmp_path, tiny_model, capsys):
+    inp = _stack(tmp_path / "a.tif")
+    rc, _, err = cli(["embed", inp, "-o", tmp_path / "out", "--model", tiny_model,
+                      "--axes", "TZYX"], capsys)
+    assert rc == 1 and "Invalid axes 'TZYX' for data of shape (3, 64, 64)" in err
+    assert "it has 4 letters but the data has 3 dimensions" in err and "'ZYX'" in err
+
+
 def test_rgb_stack_is_segmented_as_rgb(tmp_path, tiny_model, capsys):
     inp = tmp_path / "rgb.tif"
     data = (np.random.default_rng(0).random((3, 48, 48, 3)) * 255).astype(np.uint8)
@@ -432,6 +440,17 @@ def test_prompts_csv_errors_exit_2_with_file_and_line_before_embedding(tmp_path,
     assert not (tmp_path / "out" / batch.WORK_DIR).exists()  # no embedding was computed
     assert time.perf_counter() - t0 < 60
     assert _state(inp, p) == before
+
+
+def test_prompt_on_slice_1_of_a_2d_image(tmp_path, tiny_model, capsys):
+    inp = tmp_path / "flat.tif"
+    tifffile.imwrite(inp, np.zeros((64, 64), np.uint16))
+    p = tmp_path / "p.csv"
+    p.write_text("id,slice,row,col\n1,1,5,5\n")
+    rc, _, err = cli(["segment", inp, "-o", tmp_path / "out", "-p", p, "--model", tiny_model],
+                     capsys)
+    assert rc == 2 and ("p.csv, line 2: slice 1 is out of range (a 2D image has only slice 0) "
+                        "of flat.tif") in _error_line(err)
 
 
 def test_prompts_csv_column_aliases_are_accepted_and_documented(tmp_path, tiny_model, capsys):

@@ -764,7 +764,10 @@ def _check_batch_args(args) -> None:
     if emb is not None and not Path(emb).expanduser().is_dir():
         raise CLIError(f"--embeddings {emb}: no such folder; write the stores first with "
                        f"`napari-sam embed INPUTS -o {emb}`, or leave --embeddings out", 2)
-    _check_output_dir(args.output)
+    out = Path(args.output).expanduser()
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"-o {args.output}: this is an existing file, not a folder; give a "
+                       "folder for the outputs (created if needed), e.g. -o out/", 2)
 
 
 def _check_model_loads(model: str, device: str) -> None:
@@ -801,6 +804,7 @@ def _cmd_batch(args) -> int:
     if prompts is not None:  # every prompt against its stack's shape, before any embedding
         for note in batch.check_prompts(prompts, jobs, ctx):
             _note(note)
+    _check_output_dir(args.output)  # created here, once the inputs and prompts are good
     model = resolve_model(args.model, quiet=args.quiet)
     ctx = replace(ctx, model=model)
     if args.scheduler is None and args.workers is None:
