@@ -55,7 +55,10 @@ def validate_image(image) -> np.ndarray:
             f"expected an image array, got the {type(image).__name__} {image!r:.60}; read the "
             "file first (e.g. napari_sam.io.read_image(path) or tifffile.imread(path))"
         )
-    arr = np.asarray(image)
+    try:
+        arr = np.asarray(image)
+    except ValueError:  # ragged nested lists
+        arr = np.array([None, None], dtype=object)
     if arr.dtype == object:
         raise ValueError(
             "the image is not a numeric array (dtype object: ragged rows or mixed types); "

@@ -489,8 +489,8 @@ def _unreadable_message(path: Path, err: Exception) -> str:
     """Why ``torch.load(path, weights_only=True)`` failed, without PyTorch's advice to load
     with ``weights_only=False`` (that would execute whatever the file contains)."""
     text = str(err)
-    found = re.search(r"(?:Unsupported global|Unsupported operand).*?GLOBAL\s+([\w.]+)", text)
-    if "weights_only" in text or "Weights only load failed" in text or found:
+    found = re.search(r"GLOBAL\s+([\w.]+)", text)
+    if found or "Unsupported class" in text:
         what = f" (it references {found.group(1)})" if found else ""
         return (
             f"{path} holds Python objects besides tensors{what}, so it is not loaded: "
@@ -498,8 +498,9 @@ def _unreadable_message(path: Path, err: Exception) -> str:
             "file. If you made it, save only the weights, "
             "torch.save(model.state_dict(), path), and load that file."
         )
-    first = text.strip().splitlines()[0].split(". ")[0] if text.strip() else ""
-    if "weights_only" in first or "arbitrary code" in first:
+    inner = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n|$)", text)
+    first = inner.group(1) if inner else (text.strip().splitlines() or [""])[0].split(". ")[0]
+    if "weights_only" in first or "arbitrary code" in first or "trust" in first:
         first = ""
     return (
         f"{path} is not a readable PyTorch checkpoint (truncated download or another file "
