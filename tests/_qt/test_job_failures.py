@@ -1,0 +1,227 @@
+"""Every kind of job fails in a real worker thread, and the widget stays usable.
+
+superqt's worker drops a RuntimeError raised in a job (it warns "RuntimeError in aborted
+thread" and emits neither ``errored`` nor ``finished``); ``ModelDownloadError`` and CUDA's
+out-of-memory error are RuntimeErrors. Each test here makes one kind of job fail with each
+error type in turn, in napari's worker threads (``sync=False``), checks that the job ended,
+that the status line and a notification say what happened, and then runs the same job
+successfully in the same widget.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sam_qt_helpers import blob_stack, use_predictor
+
+JOB_TIMEOUT_MS = 60_000
+
+
+def _errors():
+    import torch
+
+    return [
+        RuntimeError("boom: runtime"),
+        ValueError("boom: value"),
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    ]
+
+
+def _wait(qtbot, controller):
+    qtbot.waitUntil(lambda: controller.job is None, timeout=JOB_TIMEOUT_MS)
+
+
+def _assert_failed_and_usable(widget, notifications, err, seen_before: int):
+    c = widget.controller
+    assert c.job is None
+    assert not widget._cancel.isEnabled()
+    assert widget._progress.maximum() > 0  # not left "busy"
+    text = str(err)
+    assert c.status.startswith("Failed: ") and text in c.status, c.status
+    assert widget._status.text() == c.status
+    new = notifications[seen_before:]
+    assert any(text in m and "error" in s.lower() for s, m in new), new
+    if "out of memory" in text:
+        assert "'cpu' in 'Device'" in c.status  # says what to do
+    # nothing says that a job is still running
+    assert "is running" not in c.status
+
+
+@pytest.fixture
+def threaded(make_widget, tiny_predictor):
+    viewer, widget = make_widget(blob_stack(z=6), sync=False, name="blobs")
+    use_predictor(widget, tiny_predictor)
+    viewer.dims.set_point(0, 3)
+    return viewer, widget
+
+
+def _fail_each(qtbot, widget, notifications, monkeypatch, target, name, start):
+    """Make ``target.name`` raise each error in turn and run ``start()`` each time."""
+    for err in _errors():
+
+        def boom(*args, err=err, **kwargs):
+            raise err
+
+        monkeypatch.setattr(target, name, boom)
+        before = len(notifications)
+        start()
+        _wait(qtbot, widget.controller)
+        _assert_failed_and_usable(widget, notifications, err, before)
+    monkeypatch.undo()
+
+
+def test_loading_fails_download_runtime_value_then_loads(make_widget, notifications, qtbot,
+                                                         monkeypatch, tmp_path, tiny_sam):
+    """Offline download (the registry's real error), then a RuntimeError and a ValueError
+    while loading; then a checkpoint file loads in the same widget."""
+    import torch
+
+    from napari_sam._qt.model_choice import ModelCache, ModelChoice
+    from napari_sam.models import registry
+
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "cache"))
+    url = (tmp_path / "offline" / "sam.pth").as_uri()
+    spec = registry.ModelSpec(
+        name="offline_test", architecture="vit_b", url=url, sha256="0" * 64, size=10,
+        filename="offline_test.pth", description="test", source="test",
+    )
+    monkeypatch.setitem(registry.REGISTRY, "offline_test", spec)
+    viewer, widget = make_widget(blob_stack(z=2), sync=False, name="img")
+    c = widget.controller
+    c.set_model(ModelChoice("offline_test", "offline_test", cached=False))
+
+    before = len(notifications)
+    widget._on_compute()
+    assert c.job is not None and c.job.worker is not None  # a real worker thread
+    _wait(qtbot, c)
+    assert c.job is None and not widget._cancel.isEnabled()
+    shown = [m for s, m in notifications[before:] if "error" in s.lower()]
+    assert shown and "could not be downloaded" in shown[-1]
+    assert url in shown[-1] and str(tmp_path / "cache") in shown[-1]  # the URL; where to put it
+    assert c.status.startswith("Failed: ") and url in c.status
+    # a click now is not refused as "a job is running": it starts loading again (and fails)
+    before = len(notifications)
+    c.points_layer.add([c.current_z(), 20, 20])
+    _wait(qtbot, c)
+    assert "is running" not in " ".join(m for _, m in notifications[before:])
+    assert "could not be downloaded" in c.status
+
+    _fail_each(qtbot, widget, notifications, monkeypatch, ModelCache, "load", widget._on_compute)
+
+    path = tmp_path / "tiny.pt"
+    torch.save(tiny_sam.state_dict(), path)
+    widget._model.setCurrentIndex(widget._model.findText("Checkpoint file..."))
+    widget._on_model_changed(path=str(path))
+    widget._on_compute()
+    _wait(qtbot, c)
+    assert c.ready([0, 1]) and c.status.startswith("Embeddings ready")
+
+
+def test_embedding_fails_then_embeds(threaded, notifications, qtbot, monkeypatch):
+    from napari_sam.embeddings import StackEmbeddings
+
+    viewer, widget = threaded
+    c = widget.controller
+    _fail_each(qtbot, widget, notifications, monkeypatch, StackEmbeddings, "compute",
+               widget._on_compute)
+    assert c.emb is None  # nothing adopted from the failed jobs
+    widget._on_compute()
+    _wait(qtbot, c)
+    assert c.ready(range(6))
+
+
+def test_preview_job_fails_then_previews(threaded, notifications, qtbot, monkeypatch):
+    """A click starts embedding its slice in a worker; that fails, the click stays, and the
+    next click previews."""
+    from napari_sam.embeddings import StackEmbeddings
+
+    viewer, widget = threaded
+    c = widget.controller
+    clicks = iter([(20, 20), (21, 20), (20, 21)])
+
+    def click():
+        c.points_layer.add([3, *next(clicks)])
+
+    _fail_each(qtbot, widget, notifications, monkeypatch, StackEmbeddings, "compute", click)
+    assert not c.previews
+    widget._on_segment()
+    _wait(qtbot, c)
+    assert c.previews and c.previews[0].z == 3 and c.previews[0].mask.any()
+    assert "score" in c.status
+
+
+def test_segment_on_the_main_thread_fails_then_segments(threaded, notifications, qtbot,
+                                                        monkeypatch):
+    """Decoding a preview (main thread, embeddings ready) fails: a notification, no job."""
+    from napari_sam._qt import controller as controller_module
+
+    viewer, widget = threaded
+    c = widget.controller
+    widget._on_compute()
+    _wait(qtbot, c)
+    for err in _errors():
+        def boom(*args, err=err, **kwargs):
+            raise err
+
+        monkeypatch.setattr(controller_module, "decode_slice", boom)
+        before = len(notifications)
+        c.points_layer.add([3, 20, 20])
+        assert c.job is None
+        assert any(str(err) in m for _, m in notifications[before:])
+        c.clear()
+    monkeypatch.undo()
+    c.points_layer.add([3, 20, 20])
+    assert c.previews and c.previews[0].mask.any()
+
+
+def test_propagation_fails_then_propagates(threaded, notifications, qtbot, monkeypatch):
+    import napari_sam.volume as volume
+
+    viewer, widget = threaded
+    c = widget.controller
+    c.live = False  # the points are prompts for propagation only
+    c.points_layer.add([3, 20, 20])
+    _fail_each(qtbot, widget, notifications, monkeypatch, volume, "segment_volume",
+               widget._on_propagate)
+    assert c.volume is None
+    widget._on_propagate()
+    _wait(qtbot, c)
+    assert c.volume is not None and c.status.startswith("Propagated 1 object")
+    preview = c.source.zyx_view(c.preview_layer.data)
+    assert np.array_equal(preview, c.volume.labels)
+
+
+def test_segment_everything_fails_then_segments(threaded, notifications, qtbot, monkeypatch):
+    automatic = pytest.importorskip("napari_sam.automatic")
+    viewer, widget = threaded
+    c = widget.controller
+    widget._pps.setValue(4)
+    widget._iou.setValue(0.0)
+    widget._stability.setValue(0.0)
+    _fail_each(qtbot, widget, notifications, monkeypatch, automatic, "segment_everything",
+               widget._on_automatic)
+    assert not [ly for ly in viewer.layers if ly.name.startswith("automatic")]
+    widget._on_automatic()
+    _wait(qtbot, c)
+    new = [ly for ly in viewer.layers if ly.name.startswith("automatic segmentation")]
+    assert len(new) == 1 and new[0].data.shape == (6, 64, 64), c.status
+
+
+def test_applying_a_result_fails_then_works(threaded, notifications, qtbot, monkeypatch):
+    """An error in the main-thread part of a job (applying its result) ends it as well."""
+    viewer, widget = threaded
+    c = widget.controller
+    real = c._adopt
+    for err in _errors():
+        def boom(*args, err=err, **kwargs):
+            raise err
+
+        monkeypatch.setattr(c, "_adopt", boom)
+        before = len(notifications)
+        widget._on_compute()
+        _wait(qtbot, c)
+        _assert_failed_and_usable(widget, notifications, err, before)
+    monkeypatch.setattr(c, "_adopt", real)
+    widget._on_compute()
+    _wait(qtbot, c)
+    assert c.ready(range(6))
