@@ -81,6 +81,7 @@ class AnnotationController(StackActions):
         self._rendered: set[int] | None = set()  # slices drawn in the preview (None: all)
         self._muted = False
         self._negative_click = False
+        self._negative_mode = False  # new points are negative (N, the checkbox)
         self._pending = False
         viewer.layers.events.removed.connect(self._on_layer_removed)
 
@@ -192,6 +193,7 @@ class AnnotationController(StackActions):
             self.points_layer = L.add_points_layer(self.viewer, src, img)
             self.points_layer.events.data.connect(self._on_prompts_changed)
             self.points_layer.mouse_drag_callbacks.append(self._on_points_press)
+            self._restore_default_kind()
         self.viewer.layers.selection.active = self.points_layer
 
     def _on_layer_removed(self, event) -> None:
@@ -357,6 +359,9 @@ class AnnotationController(StackActions):
     # ------------------------------------------------------------------ prompts
     def _on_points_press(self, layer, event):
         self._negative_click = "Shift" in event.modifiers
+        # napari makes a selected point's features the defaults for new points (a negative
+        # Shift-click would make every later click negative): the mode decides, not history
+        self._restore_default_kind()
         yield
         while event.type == "mouse_move":
             yield
@@ -374,6 +379,7 @@ class AnnotationController(StackActions):
                 ] = "negative"
                 self.points_layer.refresh_colors()
                 self._negative_click = False
+                self._restore_default_kind()
         if self._muted or not self.live:
             return
         from .notify import guarded
@@ -381,15 +387,19 @@ class AnnotationController(StackActions):
         guarded(self.update_preview)()
 
     def set_negative(self, negative: bool) -> None:
-        if self.points_layer is not None:
-            kind = "negative" if negative else "positive"
-            self.points_layer.feature_defaults = {"prompt": kind}
+        self._negative_mode = bool(negative)
+        self._restore_default_kind()
+
+    def _restore_default_kind(self) -> None:
+        layer = self.points_layer
+        kind = "negative" if self._negative_mode else "positive"
+        if layer is not None and str(layer.feature_defaults["prompt"].iloc[0]) != kind:
+            layer.feature_defaults = {"prompt": kind}
 
     @property
     def negative(self) -> bool:
-        if self.points_layer is None:
-            return False
-        return str(self.points_layer.feature_defaults["prompt"].iloc[0]) == "negative"
+        """Whether new points are negative (Shift-click makes one negative point anyway)."""
+        return self._negative_mode
 
     def objects(self):
         src = self._require_image()

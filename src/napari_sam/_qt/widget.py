@@ -81,7 +81,7 @@ class SamWidget(QWidget):
         outer.setContentsMargins(0, 0, 0, 0)
         self._scroll = scroll = QScrollArea()
         scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         inner = QWidget()
         scroll.setWidget(inner)
         outer.addWidget(scroll)
@@ -265,6 +265,17 @@ class SamWidget(QWidget):
         row.addWidget(self._progress)
         row.addWidget(self._cancel)
         return row
+
+    def minimumSizeHint(self):
+        """As wide as the panels need (napari's dock takes it, so nothing is clipped at the
+        right), as short as a few rows (the panels scroll); computed when asked, after
+        napari's style sheet has set the fonts."""
+        hint = super().minimumSizeHint()
+        scroll = self._scroll
+        width = (scroll.widget().sizeHint().width() + 2 * scroll.frameWidth()
+                 + scroll.verticalScrollBar().sizeHint().width())
+        hint.setWidth(max(hint.width(), width))
+        return hint
 
     def _on_status(self, text: str):
         self._status.setText(text)
@@ -477,13 +488,17 @@ class SamWidget(QWidget):
         self.controller.cancel()
 
     def _on_job_changed(self, job):
+        """A job started (busy until its first progress report) or ended: full when it
+        succeeded (work such as propagation may end before its last planned slice), empty
+        when it failed or was cancelled."""
+        ended, self._job = self._job, job
         running = job is not None and job.running
         self._cancel.setEnabled(running)
         if running:
-            self._progress.setRange(0, 0)  # busy until the first progress report
+            self._progress.setRange(0, 0)
         else:
             self._progress.setRange(0, 1)
-            self._progress.setValue(0)
+            self._progress.setValue(int(ended is not None and ended.succeeded))
 
     def _on_job_progress(self, done: int, total: int):
         if total > 0:
@@ -514,4 +529,5 @@ class SamWidget(QWidget):
         return super().event(event)
 
     _seen = False
+    _job = None
 

@@ -101,13 +101,16 @@ def with_progress(fn: Callable, *args, **kwargs) -> Generator[Progress, None, ob
 
 # ------------------------------------------------------------------------------ running
 class Job:
-    """A started job: ``cancel()``, ``running``, ``cancelled``; ``worker`` when threaded."""
+    """A started job: ``cancel()``, ``running``, ``cancelled``, ``succeeded`` (its result was
+    applied), ``error`` (what it failed with, or None); ``worker`` when threaded."""
 
     def __init__(self, description: str):
         self.description = description
         self.worker = None
         self.running = True
         self.cancelled = False
+        self.succeeded = False
+        self.error: BaseException | None = None
         self._pbar = None
 
     def cancel(self) -> None:
@@ -165,16 +168,22 @@ def run_job(
         if isinstance(value, JobFailed):
             errored(value.error)
             return
-        if job.cancelled or on_returned is None:
+        if job.cancelled:
             return
         try:
-            on_returned(value)
+            if on_returned is not None:
+                on_returned(value)
         except Exception as err:  # noqa: BLE001 - applying the result failed: still reported
             errored(err)
+            return
+        job.succeeded = True
+        if pbar is not None and pbar.total:
+            pbar.update(pbar.total - pbar.n)  # done, even where the work ended early
 
     def errored(err):
         if isinstance(err, Cancelled) or job.cancelled:
             return
+        job.error = err
         if on_error is not None:
             on_error(err)
         else:  # pragma: no cover

@@ -1,0 +1,168 @@
+"""The widget as users meet it: opened from the Plugins menu (napari's viewer proxy), clicked
+with real mouse events on the canvas, jobs in napari's worker threads where it matters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sam_qt_helpers import blob_stack, canvas_click, use_predictor
+
+
+@pytest.fixture
+def stack_widget(make_widget, tiny_predictor):
+    viewer, widget = make_widget(blob_stack(), name="blobs")
+    use_predictor(widget, tiny_predictor)
+    viewer.dims.set_point(0, 3)
+    return viewer, widget
+
+
+def test_widget_gets_napari_proxy_and_keeps_the_layers_themselves(stack_widget):
+    from napari.utils._proxies import PublicOnlyProxy
+
+    viewer, widget = stack_widget
+    assert isinstance(widget.viewer, PublicOnlyProxy)  # what the menu hands a plugin
+    c = widget.controller
+    for layer in (c.image_layer, c.points_layer, c.boxes_layer, c.preview_layer):
+        assert not isinstance(layer, PublicOnlyProxy)
+        assert any(layer is ly for ly in viewer.layers)
+
+
+def test_shift_click_on_the_canvas_makes_a_negative_point(stack_widget):
+    viewer, widget = stack_widget
+    c = widget.controller
+    assert viewer.layers.selection.active.name == "SAM points"
+    canvas_click(viewer, 20, 20)
+    canvas_click(viewer, 30, 30, modifiers=("Shift",))
+    canvas_click(viewer, 22, 22)
+    assert np.allclose(c.points_layer.data, [[3, 20, 20], [3, 30, 30], [3, 22, 22]], atol=0.5)
+    kinds = c.points_layer.features["prompt"].astype(str).tolist()
+    assert kinds == ["positive", "negative", "positive"]
+    assert c.objects()[0].slices[3].labels.tolist() == [1, 0, 1]
+    assert c.previews and c.previews[0].z == 3  # the live preview followed the clicks
+
+
+def test_labels_box_shows_the_layer_commits_go_into(stack_widget):
+    viewer, widget = stack_widget
+    c = widget.controller
+    assert widget._target.currentText() == "new 'segmentation' layer"
+    canvas_click(viewer, 20, 20)
+    widget._on_commit()
+    assert c.target_layer.name == "segmentation"
+    assert widget._target.currentText() == "segmentation"
+    # another labels layer chosen in the box: commits go there, and the box says so
+    manual = viewer.add_labels(np.zeros((6, 64, 64), np.uint16), name="manual")
+    assert widget._target.currentText() == "segmentation"  # adding a layer changes nothing
+    widget._target.setCurrentIndex(widget._target.findText("manual"))
+    widget._on_target_changed()
+    assert viewer.layers.selection.active.name == "manual"  # napari selects a new layer
+    viewer.layers.selection.active = c.points_layer  # the user selects the points again
+    canvas_click(viewer, 44, 44)
+    commit = widget._on_commit()
+    assert commit is not None and manual.data.max() == 1
+    assert widget._target.currentText() == "manual"
+    viewer.layers.remove(manual)  # the box falls back to a new layer
+    assert widget._target.currentText() == "new 'segmentation' layer"
+    assert c.target_layer is None
+
+
+def test_image_opened_after_the_widget_gets_the_clicks(make_widget, tiny_predictor, qtbot):
+    viewer, widget = make_widget()
+    c = widget.controller
+    assert "Open an image" in widget._status.text()
+    use_predictor(widget, tiny_predictor)
+    viewer.add_image(blob_stack(z=2), name="late")
+    qtbot.waitUntil(lambda: viewer.layers.selection.active is not None
+                    and viewer.layers.selection.active.name == "SAM points", timeout=5000)
+    viewer.dims.set_point(0, 1)
+    canvas_click(viewer, 20, 20)
+    assert len(c.points_layer.data) == 1 and c.previews
+
+
+def test_first_status_says_what_to_do_next(make_widget):
+    viewer, widget = make_widget(blob_stack(z=2), name="blobs")
+    assert widget.controller.model_choice is not None and widget.controller.source is not None
+    text = widget._status.text()
+    assert "Pick" not in text and text.startswith("Click on an object in 'blobs'"), text
+
+
+def test_clicking_a_committed_object_again_commits_nothing(stack_widget, notifications):
+    viewer, widget = stack_widget
+    c = widget.controller
+    canvas_click(viewer, 20, 20)
+    mask = c.previews[0].mask
+    # the object as committed before: all of the preview but a 3-pixel sliver, and the click
+    committed = np.zeros((6, 64, 64), np.uint32)
+    committed[3][mask] = 4
+    committed[3, 20, 20] = 4
+    sliver = np.argwhere(mask & (committed[3] == 0))
+    if len(sliver) < 3:
+        free = np.argwhere(mask)[:3]
+        committed[3][tuple(free.T)] = 0
+    else:
+        committed[3][mask] = 4
+        committed[3][tuple(np.argwhere(mask)[:3].T)] = 0
+    committed[3, 20, 20] = 4
+    labels = viewer.add_labels(committed.copy(), name="manual")
+    widget._target.setCurrentIndex(widget._target.findText("manual"))
+    widget._on_target_changed()
+    before = len(notifications)
+    assert widget._on_commit() is None
+    assert np.array_equal(labels.data, committed)  # no sliver as a new label
+    said = [m for _, m in notifications[before:]]
+    assert said and "committed before" in said[-1] and "label 4" in said[-1]
+    assert "committed before" in widget._status.text()
+    assert len(c.points_layer.data) == 1  # the prompts stay, to refine or overwrite
+    widget._overwrite.setChecked(True)  # the user's choice: replace it
+    commit = widget._on_commit()
+    assert commit.ids == [5] and np.array_equal(labels.data[3] == 5, mask)
+
+
+def test_progress_bar_is_full_when_a_threaded_propagation_ends(stack_widget, qtbot):
+    viewer, widget = stack_widget
+    c = widget.controller
+    c.sync = False
+    c.live = False
+    c.points_layer.add([3, 20, 20])
+    widget._on_propagate()
+    assert widget._progress.maximum() == 0  # busy while it runs
+    qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
+    assert c.volume is not None
+    assert widget._progress.value() == widget._progress.maximum() > 0, (
+        widget._progress.value(), widget._progress.maximum())
+    assert widget._progress.text() == "100%"
+
+
+def test_negative_points_alone_on_a_slice_are_named_after_propagation(stack_widget):
+    viewer, widget = stack_widget
+    c = widget.controller
+    c.live = False
+    c.points_layer.add([3, 20, 20])
+    widget._negative.setChecked(True)
+    c.points_layer.add([5, 20, 20])  # negative only, on slice 5
+    widget._negative.setChecked(False)
+    widget._scope.setCurrentIndex(1)
+    widget._on_propagate()
+    assert c.volume is not None
+    assert "Negative points on slice 5 were ignored" in c.status
+    assert "Add a positive point" in c.status
+
+
+def test_demo_notice_is_not_clipped_in_a_short_dock(make_widget, tiny_predictor, qtbot,
+                                                    tmp_path):
+    viewer, widget = make_widget(blob_stack(z=2))
+    use_predictor(widget, tiny_predictor, name="fake-demo", is_demo=True)
+    widget._update_demo_notice()
+    viewer.window._qt_window.resize(900, 420)  # a short window: the dock is short too
+    viewer.window._qt_window.show()
+    qtbot.waitUntil(lambda: widget.isVisible() and widget.height() > 0, timeout=5000)
+    qtbot.wait(50)
+    viewer.screenshot(str(tmp_path / "short_dock.png"), canvas_only=False)
+    label = widget._demo
+    assert viewer.window._qt_window.height() < 700  # short: the panels do not all fit
+    # the notice's wrapped text gets all the height it needs (not squeezed) ...
+    assert label.height() >= label.heightForWidth(label.width()), (
+        label.height(), label.heightForWidth(label.width()))
+    # ... and all of its width: its right edge is inside the dock widget
+    right = label.mapTo(widget, label.rect().topRight()).x()
+    assert right < widget.width(), (right, widget.width())
+    assert label.width() >= 150
