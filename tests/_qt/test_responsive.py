@@ -1,15 +1,12 @@
-"""The UI thread keeps running while embeddings and propagation compute in worker threads."""
+"""The UI thread stays free while embeddings and propagation compute in worker threads."""
 
 from __future__ import annotations
 
-import gc
-import time
+import threading
 
 import numpy as np
 import pytest
 from sam_qt_helpers import blob_stack, use_predictor
-
-MAX_GAP_S = 0.2
 
 
 @pytest.fixture
@@ -29,76 +26,77 @@ def mid_predictor():
     return Predictor(build_sam(cfg), device="cpu")
 
 
-class GapMeter:
-    """Largest interval between ticks of a 10 ms QTimer on the UI thread."""
+class ThreadLog:
+    """Which thread ran each encoder forward, decoder forward and slice read, and whether
+    a job of the controller was running at that moment."""
 
-    def __init__(self):
-        from qtpy.QtCore import QTimer
+    def __init__(self, controller, predictor, monkeypatch):
+        from napari_sam._qt.image_data import SliceView
 
-        self.ticks: list[float] = []
-        self.timer = QTimer()
-        self.timer.setInterval(10)
-        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+        self.main = threading.get_ident()
+        self.calls: list[tuple[str, int, bool]] = []
+        self._c = controller
+        for name, module in (("encoder", predictor.model.image_encoder),
+                             ("decoder", predictor.model.mask_decoder)):
+            monkeypatch.setattr(module, "forward", self._wrap(name, module.forward))
+        monkeypatch.setattr(SliceView, "__getitem__", self._wrap("slice read",
+                                                                 SliceView.__getitem__))
 
-    def __enter__(self):
-        # garbage left by earlier tests (viewers, layers) is collected now, not in the window:
-        # a full collection of it took 0.3 s on the UI thread in one CI run
-        gc.collect()
-        self.ticks.append(time.perf_counter())
-        self.timer.start()
-        return self
+    def _wrap(self, name, fn):
+        def recorded(*args, **kwargs):
+            job = self._c.job
+            self.calls.append((name, threading.get_ident(), job is not None and job.running))
+            return fn(*args, **kwargs)
 
-    def __exit__(self, *exc):
-        self.timer.stop()
-        self.ticks.append(time.perf_counter())
+        return recorded
 
-    @property
-    def max_gap(self) -> float:
-        return float(np.diff(self.ticks).max())
+    def on_ui_thread_during_a_job(self) -> list[str]:
+        return [n for n, t, running in self.calls if t == self.main and running]
+
+    def off_ui_thread(self) -> set[str]:
+        return {n for n, t, _ in self.calls if t != self.main}
 
 
 def _wait(qtbot, controller, timeout=120_000):
     qtbot.waitUntil(lambda: controller.job is None, timeout=timeout)
 
 
-def test_ui_not_blocked_while_embedding_and_propagating(make_widget, mid_predictor, qtbot):
-    import torch
-
-    torch.set_num_threads(2)  # the worker uses every core, as it would for a user
-    # enough slices that the job lasts well over a second even on an idle machine
-    n_slices = 160
+def test_ui_thread_runs_no_model_or_slice_read_while_jobs_run(make_widget, mid_predictor, qtbot,
+                                                             monkeypatch):
+    """While a job runs, every encoder and decoder forward and every slice read happens in a
+    worker thread (recorded by thread id); the UI thread only applies results. (How long
+    the UI thread stalls is measured in benchmarks/bench_gui_responsive.py: a timing fails
+    on a busy machine for reasons that are not defects.)"""
+    n_slices = 24
     viewer, widget = make_widget(blob_stack(z=n_slices, size=96), sync=False)
     use_predictor(widget, mid_predictor, "mid")
     c = widget.controller
+    log = ThreadLog(c, mid_predictor, monkeypatch)
     viewer.dims.set_point(0, 5)
-    with GapMeter() as embed_gaps:
-        widget._on_compute()
-        assert c.job is not None and c.job.running
-        from napari.utils import progress
+    widget._on_compute()
+    assert c.job is not None and c.job.running and c.job.worker is not None
+    from napari.utils import progress
 
-        assert any(p.desc.startswith("Computing SAM") for p in list(progress._all_instances))
-        c.points_layer.add([5, 20, 20])  # a click while the job runs: previewed afterwards
-        assert not c.previews and "Waiting" in c.status
-        _wait(qtbot, c)
+    assert any(p.desc.startswith("Computing SAM") for p in list(progress._all_instances))
+    c.points_layer.add([5, 20, 20])  # a click while the job runs: previewed afterwards
+    assert not c.previews and "Waiting" in c.status
+    _wait(qtbot, c)
     assert c.ready(range(n_slices))
     assert c.previews and c.previews[0].z == 5, c.status
-    elapsed = embed_gaps.ticks[-1] - embed_gaps.ticks[0]
-    assert elapsed > 0.5, "the job was too short to measure anything"
 
     # a second image: the propagation job computes its embeddings and then propagates
     viewer.add_image(blob_stack(z=10, size=96, seed=4), name="second")
     widget._image.setCurrentIndex(widget._image.findText("second"))
     c.points_layer.add([5, 44, 44])  # starts computing the slice in a worker
     _wait(qtbot, c)
-    with GapMeter() as prop_gaps:
-        job = c.propagate(all_objects=True, iou_threshold=0.0, area_factor=1e9, min_area=0)
-        assert job.running
-        _wait(qtbot, c)
+    job = c.propagate(all_objects=True, iou_threshold=0.0, area_factor=1e9, min_area=0)
+    assert job.running
+    _wait(qtbot, c)
     assert c.volume is not None and c.ready(range(10))
-    print(f"max UI gap: embeddings {embed_gaps.max_gap * 1000:.0f} ms, "
-          f"propagation {prop_gaps.max_gap * 1000:.0f} ms")
-    assert embed_gaps.max_gap < MAX_GAP_S
-    assert prop_gaps.max_gap < MAX_GAP_S
+    assert log.on_ui_thread_during_a_job() == []
+    assert log.off_ui_thread() == {"encoder", "decoder", "slice read"}
+    assert ("decoder", log.main, False) in log.calls  # previews decode on the UI thread,
+    # between jobs, from embeddings in memory
 
 
 def test_cancel_in_a_worker_changes_nothing(make_widget, mid_predictor, qtbot):

@@ -303,13 +303,14 @@ class AnnotationController(StackActions):
             self._adopt(*result)
             n = len(result[4]) if indices is None else len(list(indices))
             self._say(f"Embeddings ready ({n} slice{'s' if n != 1 else ''}).")
-            if then is not None:
-                then()
 
-        return self._start(gen, "Computing SAM embeddings", done)
+        return self._start(gen, "Computing SAM embeddings", done, then=then)
 
     # ------------------------------------------------------------------ jobs
-    def _start(self, gen, description: str, on_returned) -> Job:
+    def _start(self, gen, description: str, on_returned, then=None) -> Job:
+        """Run job ``gen``; ``on_returned(result)`` applies its result and ``then()`` runs
+        once the job has ended, if it succeeded (so that no decoding happens while a job
+        counts as running)."""
         if self.job is not None and self.job.running:
             gen.close()
             raise UserError(f"'{self.job.description}' is running: wait for it or press Cancel.")
@@ -321,11 +322,15 @@ class AnnotationController(StackActions):
             if job.cancelled:
                 self._pending = False
                 self._say(f"Cancelled: {job.description}. Nothing was changed.")
-            elif self._pending:  # prompts arrived while the job ran
-                from .notify import guarded
+                return
+            from .notify import guarded
 
+            after = then if job.succeeded else None
+            if self._pending:  # prompts arrived while the job ran
                 self._pending = False
-                guarded(self.update_preview)()
+                after = self.update_preview
+            if after is not None:
+                guarded(after)()
 
         def errored(err):
             self._pending = False  # a click during a failed job must not start it again
