@@ -60,12 +60,12 @@ def test_keys_unbound_on_close_and_previous_binding_restored(make_napari_viewer)
     viewer = make_napari_viewer()
     calls = []
     viewer.bind_key("Shift-C", lambda v: calls.append(1), overwrite=True)
-    from napari_sam._qt.widget import SamWidget
+    from sam_qt_helpers import open_from_menu
 
-    widget = SamWidget(viewer, sync=True)
+    dock, widget = open_from_menu(viewer)
     bound = {str(k): f for k, f in viewer.keymap.items()}
     assert set(bound) >= {k.key.replace("-", "+") for k in keys.KEYS}
-    widget.close()
+    viewer.window.remove_dock_widget(dock)
     remaining = {str(k): f for k, f in viewer.keymap.items()}
     assert set(remaining) == {"Shift+C"}
     remaining["Shift+C"](viewer)
