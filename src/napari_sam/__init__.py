@@ -26,6 +26,7 @@ _EXPORTS = {
     "segment_volume": "napari_sam.volume",
     "segment_everything": "napari_sam.automatic",
     "train": "napari_sam.training",
+    "export_onnx": "napari_sam.export",
 }
 
 __all__ = [  # the same names as _EXPORTS, spelled out for linters and IDEs
@@ -39,11 +40,13 @@ __all__ = [  # the same names as _EXPORTS, spelled out for linters and IDEs
     "segment_volume",
     "segment_everything",
     "train",
+    "export_onnx",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from napari_sam.automatic import segment_everything
     from napari_sam.embeddings import StackEmbeddings, embed
+    from napari_sam.export import export_onnx
     from napari_sam.models.registry import list_models, load_model
     from napari_sam.predictor import ImageEmbedding, Predictor
     from napari_sam.training import train

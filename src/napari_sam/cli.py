@@ -1,4 +1,4 @@
-"""The ``napari-sam`` command: models, sample data, embeddings, segmentation and training.
+"""The ``napari-sam`` command: models, sample data, embeddings, segmentation, training, export.
 
 Every subcommand is a thin layer over the Python API (:mod:`napari_sam.batch` for the file
 jobs); ``napari-sam --help`` and ``napari-sam <command> --help`` describe them. Bad arguments
@@ -287,7 +287,8 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``napari-sam`` argument parser (subcommands models, sample, embed, auto, segment, train)."""
+    """The ``napari-sam`` argument parser (subcommands models, sample, embed, auto, segment, train,
+    export)."""
     from napari_sam import __version__
 
     parser = argparse.ArgumentParser(
@@ -453,6 +454,37 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--axes", type=_axes_arg, metavar="AXES", help=argparse.SUPPRESS)
     g.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
     _add_common(pt)
+
+    # ---- export
+    px = sub.add_parser("export", help="export a model to a portable format (ONNX)",
+                        description="Export a model for use outside PyTorch.",
+                        formatter_class=_Formatter, epilog=_EPILOG_EXPORT)
+    xsub = px.add_subparsers(dest="export_format", metavar="FORMAT", title="formats")
+    xsub.required = True
+    po = xsub.add_parser("onnx", help="prompt encoder + mask decoder (Meta's ONNX interface), "
+                                      "image encoder and a JSON with the preprocessing",
+                         formatter_class=_Formatter, epilog=_EPILOG_EXPORT)
+    po.add_argument("model", metavar="MODEL",
+                    help="registry name (see `napari-sam models`) or checkpoint file")
+    po.add_argument("-o", "--output", required=True, metavar="DIR",
+                    help="folder for decoder.onnx, encoder.onnx and export.json (created)")
+    po.add_argument("--opset", type=_positive_int, default=17, metavar="N",
+                    help="ONNX opset, 17 or newer (default: 17)")
+    po.add_argument("--decoder-only", action="store_true", help="skip the image encoder")
+    po.add_argument("--encoder-only", action="store_true", help="skip the decoder")
+    po.add_argument("--return-single-mask", action="store_true",
+                    help="one mask per prompt, chosen as SAM does (Meta's option)")
+    po.add_argument("--use-stability-score", action="store_true",
+                    help="stability scores instead of predicted IoUs (Meta's option)")
+    po.add_argument("--return-extra-metrics", action="store_true",
+                    help="also output stability_scores and areas (Meta's option)")
+    po.add_argument("--gelu-approximate", action="store_true",
+                    help="tanh GELU, for runtimes without Erf (Meta's option)")
+    po.add_argument("--overwrite", action="store_true",
+                    help="replace exported files already in DIR (other files are kept)")
+    po.add_argument("--quiet", "-q", action="store_true", help="print nothing on success")
+    po.add_argument("--verbose", "-v", action="store_true",
+                    help="print tracebacks of failures (for bug reports)")
     return parser
 
 
@@ -893,6 +925,55 @@ def _cmd_train(args) -> int:
     return 0 if result.path else 1
 
 
+# ============================================================================ export
+
+_EPILOG_EXPORT = """\
+examples:
+  napari-sam export onnx vit_b -o onnx/vit_b
+  napari-sam export onnx my_model.pt -o onnx/mine --decoder-only --return-single-mask
+
+The decoder has the inputs and outputs of Meta's ONNX decoder; docs/onnx.md shows how to
+run it with onnxruntime. Needs: pip install "napari-sam-stacks[onnx]".
+"""
+
+
+def _cmd_export(args) -> int:
+    if args.decoder_only and args.encoder_only:
+        raise CLIError("--decoder-only and --encoder-only exclude each other; give one", 2)
+    try:
+        from napari_sam.export import export_onnx
+    except ImportError as exc:  # pragma: no cover - torch is a dependency
+        raise CLIError(str(exc)) from None
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise CLIError('exporting to ONNX needs the onnx package; install the ONNX extra: '
+                       'pip install "napari-sam-stacks[onnx]"') from None
+    from napari_sam.predictor import as_model
+
+    try:
+        model = as_model(args.model, device="cpu")
+    except ValueError as exc:  # unknown name, missing or unreadable checkpoint: bad argument
+        raise CLIError(str(exc), 2) from None
+    if model.is_demo and not args.quiet:
+        print(f"{PROG}: note: exporting the bundled demo model (trained on synthetic scenes, "
+              "not for real data)", file=sys.stderr)
+    result = export_onnx(
+        model, args.output,
+        decoder=not args.encoder_only, encoder=not args.decoder_only, opset=args.opset,
+        return_single_mask=args.return_single_mask,
+        use_stability_score=args.use_stability_score,
+        return_extra_metrics=args.return_extra_metrics,
+        gelu_approximate=args.gelu_approximate, overwrite=args.overwrite,
+    )  # fmt: skip
+    if not args.quiet:
+        for path in (result.decoder, result.encoder, result.metadata):
+            if path is not None:
+                print(f"wrote {path} ({_human(path.stat().st_size)})")
+        print(f"model {model.model_id} exported to {result.folder}")
+    return 0
+
+
 # ============================================================================ main
 
 
@@ -917,6 +998,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_sample(args)
         if args.command == "train":
             return _cmd_train(args)
+        if args.command == "export":
+            return _cmd_export(args)
         return _cmd_batch(args)
     except KeyboardInterrupt:
         _err("interrupted")
