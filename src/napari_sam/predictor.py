@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_sam.device import autocast, resolve_device, resolve_precision
+from napari_sam.device import autocast, precision_name, resolve_device, resolve_precision
 from napari_sam.preprocess import (
     DEFAULT_PERCENTILES,
     ResizeSpec,
@@ -105,7 +105,11 @@ class Predictor:
     device : str or torch.device
         ``"auto"`` picks CUDA, then MPS, then CPU.
     precision : {"auto", "fp32", "bf16", "fp16"}
-        ``"auto"`` is bf16 autocast on CUDA devices that support it, fp32 elsewhere.
+        Autocast precision of the encoder and decoder. ``"auto"`` is bf16 on CUDA devices
+        that support it and on CPUs with native bf16 arithmetic (AVX-512 BF16 or AMX), fp32
+        elsewhere; the environment variable ``NAPARI_SAM_PRECISION`` changes what it means
+        (see :func:`napari_sam.device.resolve_precision`). Masks agree with fp32 ones at
+        IoU >= 0.98; pass ``"fp32"`` for exact float32.
 
     Examples
     --------
@@ -117,6 +121,8 @@ class Predictor:
     def __init__(self, model, device="auto", precision: str = "auto"):
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
+        #: "fp32", "bf16" or "fp16": what ``precision`` resolved to (shown by the GUI and CLI)
+        self.precision = precision_name(self.dtype)
         self.model = as_model(model, self.device).to(self.device).eval()
         self._embedding: ImageEmbedding | None = None
         self.decoder_calls = 0
@@ -421,7 +427,8 @@ class Predictor:
         x = F.interpolate(x, (self.img_size, self.img_size), mode="bilinear", align_corners=False)
         h, w = emb.input_size
         x = x[..., :h, :w]
-        x = F.interpolate(x, tuple(emb.original_size), mode="bilinear", align_corners=False)
+        if tuple(emb.original_size) != (h, w):  # bilinear to the same size is the identity
+            x = F.interpolate(x, tuple(emb.original_size), mode="bilinear", align_corners=False)
         return (x > self.model.mask_threshold).reshape(*lead, *emb.original_size)
 
 
