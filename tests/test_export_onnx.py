@@ -544,3 +544,66 @@ def test_export_does_not_import_dynamo_or_change_the_model(tmp_path):
     export_onnx(model, tmp_path / "y", encoder=False, gelu_approximate=True)
     assert model.training
     assert all(m.approximate == "none" for m in model.modules() if isinstance(m, torch.nn.GELU))
+
+
+# ============================================================================ OnnxDecoder
+
+
+def test_onnx_decoder_class_equals_predictor(tmp_path, monkeypatch):
+    """OnnxDecoder (the candidate for Predictor(backend="onnx")) takes napari prompts and
+    returns what Predictor.predict returns, for points, a box, both, a mask and one mask."""
+    import napari_sam as ns
+    from napari_sam.export import OnnxDecoder, onnx_cache_folder
+    from napari_sam.synthetic import nuclei_2d
+
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "cache"))
+    sample = nuclei_2d((180, 230), seed=1)
+    pred = ns.Predictor("demo", device="cpu", precision="fp32")
+    emb = pred.set_image(sample.image)
+    dec = OnnxDecoder.for_model(pred.model, threads=1)
+    assert (onnx_cache_folder(pred.model.model_id) / DECODER_FILE).is_file()
+    rows, cols = np.nonzero(sample.labels == 2)
+    centre = [np.median(rows), np.median(cols)]
+    box = [rows.min(), cols.min(), rows.max(), cols.max()]
+    _, _, previous = pred.predict(points=[centre], labels=[1])
+    cases = [
+        dict(points=[centre], labels=[1]),
+        dict(points=[centre, [5, 5]], labels=[1, 0]),
+        dict(box=box),
+        dict(points=[centre], labels=[1], box=box),
+        dict(points=[centre], labels=[1], mask_input=previous[0]),
+        dict(points=[centre], labels=[1], multimask=False),
+    ]
+    for kwargs in cases:
+        want = pred.predict(**kwargs)
+        got = dec.predict(emb, **kwargs)
+        assert got[0].shape == want[0].shape and got[0].dtype == bool
+        np.testing.assert_allclose(got[1], want[1], atol=IOU_TOL, rtol=0)
+        np.testing.assert_allclose(got[2], want[2], atol=1e-3, rtol=0)
+        assert _agreement(got[0], want[0]) >= MASK_AGREEMENT, kwargs
+    # the second call reuses the export
+    again = OnnxDecoder.for_model(pred.model)
+    assert again.model_id == pred.model.model_id
+
+
+def test_onnx_decoder_class_refuses_what_it_cannot_decode(tmp_path, demo):
+    import napari_sam as ns
+    from napari_sam.export import OnnxDecoder
+    from napari_sam.predictor import ImageEmbedding
+
+    with pytest.raises(FileNotFoundError, match="export_onnx"):
+        OnnxDecoder(tmp_path / "nothing")
+    single = export_onnx(demo, tmp_path / "single", encoder=False, return_single_mask=True)
+    with pytest.raises(ValueError, match="return_single_mask"):
+        OnnxDecoder(single.folder)
+    dec = OnnxDecoder(export_onnx(demo, tmp_path / "plain", encoder=False).decoder)
+    e = demo.embedding_size
+    other = ImageEmbedding(torch.zeros(256, e, e), (100, 100), (256, 256), "vit_b:123")
+    with pytest.raises(ValueError, match="same model"):
+        dec.predict(other, points=[[5, 5]])
+    mine = ImageEmbedding(torch.zeros(256, e, e), (100, 100), (256, 256), demo.model_id)
+    with pytest.raises(ValueError, match="at least one prompt"):
+        dec.predict(mine)
+    with pytest.raises(ValueError, match=r"mask_input must have shape \(128, 128\)"):
+        dec.predict(mine, points=[[5, 5]], mask_input=np.zeros((64, 64)))
+    assert ns.export_onnx is export_onnx

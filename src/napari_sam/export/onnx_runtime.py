@@ -1,0 +1,194 @@
+"""Decode prompts with an exported ONNX decoder in onnxruntime, in our API's terms.
+
+:class:`OnnxDecoder` takes what :meth:`napari_sam.Predictor.predict` takes (an
+:class:`~napari_sam.predictor.ImageEmbedding` and napari (row, col) points, a box, a
+low-resolution mask) and returns the same ``(masks, scores, logits)``, computed by the
+decoder that :func:`~napari_sam.export.export_onnx` wrote. On a CPU one click is about 1.2 to
+3x faster than our PyTorch decoder (docs/onnx.md, "Speed"), so it is the candidate for
+``Predictor(backend="onnx")``. Needs ``pip install "napari-sam-stacks[onnx]"``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .onnx_export import DECODER_FILE, DECODER_INPUTS, DECODER_OUTPUTS, METADATA_FILE
+
+__all__ = ["OnnxDecoder", "onnx_cache_folder"]
+
+_INSTALL_HINT = 'install the ONNX extra: pip install "napari-sam-stacks[onnx]"'
+
+
+def onnx_cache_folder(model_id: str) -> Path:
+    """Where :meth:`OnnxDecoder.for_model` keeps the export of a model: a folder under the
+    model cache (``NAPARI_SAM_CACHE_DIR`` or the platform cache), named after ``model_id``."""
+    from napari_sam.models.registry import cache_dir
+
+    return cache_dir() / "onnx" / re.sub(r"[^A-Za-z0-9._-]+", "_", model_id)
+
+
+class OnnxDecoder:
+    """An exported decoder (Meta's interface) run in onnxruntime.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The export folder (with ``decoder.onnx`` and ``export.json``) or the ``.onnx`` file
+        (its ``export.json`` beside it). The export must have Meta's default outputs (no
+        ``return_single_mask``, ``use_stability_score`` or ``return_extra_metrics``).
+    threads : int, optional
+        onnxruntime intra-op threads (default: onnxruntime's choice, one per core).
+
+    Attributes
+    ----------
+    model_id : str
+        The model the decoder was exported from; embeddings of other models are refused.
+    img_size, low_res_size : int
+        Model input side S and low-resolution mask side 4E.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise ImportError(f"running an ONNX decoder needs onnxruntime; {_INSTALL_HINT}") from e
+        path = Path(path)
+        folder = path if path.is_dir() else path.parent
+        onnx_file = path / DECODER_FILE if path.is_dir() else path
+        meta_file = folder / METADATA_FILE
+        if not onnx_file.is_file() or not meta_file.is_file():
+            raise FileNotFoundError(
+                f"no exported decoder at {path} (need {onnx_file.name} and {METADATA_FILE}); "
+                "export one with napari_sam.export_onnx(model, folder) or "
+                "`napari-sam export onnx MODEL -o FOLDER`"
+            )
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        opts = meta.get("decoder_options", {})
+        if any(opts.get(k) for k in ("return_single_mask", "use_stability_score",
+                                     "return_extra_metrics")):  # fmt: skip
+            raise ValueError(
+                f"{onnx_file} was exported with {', '.join(k for k, v in opts.items() if v)}; "
+                "OnnxDecoder needs Meta's default outputs: export again without those options"
+            )
+        self.model_id = str(meta["model_id"])
+        self.img_size = int(meta["input_size"])
+        self.low_res_size = int(meta["low_res_size"])
+        self.mask_threshold = float(meta.get("mask_threshold", 0.0))
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = int(threads)
+        self.session = ort.InferenceSession(
+            str(onnx_file), so, providers=["CPUExecutionProvider"]
+        )
+        names = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if names != list(DECODER_INPUTS) or outputs != list(DECODER_OUTPUTS):
+            raise ValueError(
+                f"{onnx_file} does not have the SAM decoder interface (inputs {names}, "
+                f"outputs {outputs}); export it with napari_sam.export_onnx"
+            )
+        self._no_mask = np.zeros((1, 1, self.low_res_size, self.low_res_size), np.float32)
+
+    @classmethod
+    def for_model(cls, model, *, threads: int | None = None) -> OnnxDecoder:
+        """The decoder of ``model`` (a Sam), exported once into :func:`onnx_cache_folder`
+        (a few seconds) and reused by later calls."""
+        from .onnx_export import export_onnx
+
+        folder = onnx_cache_folder(model.model_id)
+        if not (folder / DECODER_FILE).is_file():
+            export_onnx(model, folder, encoder=False, overwrite=True)
+        return cls(folder, threads=threads)
+
+    def predict(
+        self,
+        embedding,
+        points=None,
+        labels=None,
+        box=None,
+        mask_input=None,
+        multimask: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks for one object, like :meth:`napari_sam.Predictor.predict`.
+
+        Parameters
+        ----------
+        embedding : ImageEmbedding
+            Of the model this decoder was exported from (``embedding.model_id``).
+        points : array-like (P, 2), optional
+            (row, col) pixel coordinates.
+        labels : array-like (P,), optional
+            1 positive, 0 negative; default all positive.
+        box : array-like (4,), optional
+            (row0, col0, row1, col1).
+        mask_input : array-like (4E, 4E), optional
+            Low-resolution logits of a previous prediction.
+        multimask : bool
+            Three candidate masks instead of one.
+
+        Returns
+        -------
+        masks : numpy.ndarray (C, H, W) bool
+        scores : numpy.ndarray (C,) float32
+        logits : numpy.ndarray (C, 4E, 4E) float32
+            C is 3 when ``multimask`` else 1.
+
+        Raises
+        ------
+        ValueError
+            No prompt, an embedding of another model, or a mask_input of the wrong shape.
+            Prompts are not range-checked here; :meth:`napari_sam.Predictor.predict` does that.
+        """
+        from napari_sam.preprocess import boxes_to_model, points_to_model
+
+        if embedding.model_id != self.model_id:
+            raise ValueError(
+                f"the embedding was made by model {embedding.model_id!r} but this decoder was "
+                f"exported from {self.model_id!r}; embed the image with the same model"
+            )
+        if points is None and box is None and mask_input is None:
+            raise ValueError("give at least one prompt: points, a box or a mask_input")
+        spec = embedding.spec(self.img_size)
+        coords, labs = [], []
+        if points is not None:
+            pts = np.asarray(points, np.float64).reshape(-1, 2)
+            lab = np.ones(len(pts)) if labels is None else np.asarray(labels).reshape(-1)
+            coords.append(points_to_model(pts, spec))
+            labs.append(lab.astype(np.float32))
+        if box is not None:  # two corners labelled 2 and 3, no padding point
+            coords.append(boxes_to_model(np.asarray(box).reshape(1, 4), spec).reshape(2, 2))
+            labs.append(np.array([2, 3], np.float32))
+        else:  # Meta's padding point
+            coords.append(np.zeros((1, 2), np.float32))
+            labs.append(np.array([-1], np.float32))
+        if mask_input is None:
+            mask, has_mask = self._no_mask, np.zeros(1, np.float32)
+        else:
+            n = self.low_res_size
+            mask = np.asarray(mask_input, np.float32)
+            if mask.size != n * n:
+                raise ValueError(
+                    f"mask_input must have shape ({n}, {n}) (low-resolution logits, such as "
+                    f"logits[i] of a previous predict), got {mask.shape}"
+                )
+            mask, has_mask = mask.reshape(1, 1, n, n), np.ones(1, np.float32)
+        feats = embedding.features
+        feats = feats.detach().cpu().float().numpy() if hasattr(feats, "detach") else feats
+        masks, scores, logits = self.session.run(
+            None,
+            {
+                "image_embeddings": np.asarray(feats, np.float32)[None],
+                "point_coords": np.concatenate(coords)[None].astype(np.float32),
+                "point_labels": np.concatenate(labs)[None],
+                "mask_input": mask,
+                "has_mask_input": has_mask,
+                "orig_im_size": np.asarray(embedding.original_size, np.float32),
+            },
+        )
+        sl = slice(1, None) if multimask else slice(0, 1)
+        return masks[0, sl] > self.mask_threshold, scores[0, sl], logits[0, sl]
