@@ -82,9 +82,7 @@ class OnnxDecoder:
         so = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads = int(threads)
-        self.session = ort.InferenceSession(
-            str(onnx_file), so, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(str(onnx_file), so, providers=["CPUExecutionProvider"])
         names = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
         if names != list(DECODER_INPUTS) or outputs != list(DECODER_OUTPUTS):
