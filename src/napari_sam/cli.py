@@ -150,6 +150,9 @@ def _add_common(p: argparse.ArgumentParser, *, model: bool = True, device: bool 
     if device:
         g.add_argument("--device", default="auto", metavar="DEV",
                        help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:1, mps (default: auto)")
+        g.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                       help="auto: bf16 on GPUs and on CPUs with native bf16 (AVX-512 BF16, "
+                            "AMX), else fp32; fp32 for exact float32 (default: auto)")
     g.add_argument("--quiet", "-q", action="store_true",
                    help="no progress bars or per-file lines; errors and the summary only")
     g.add_argument("--verbose", "-v", action="store_true",
@@ -839,6 +842,11 @@ def _cmd_batch(args) -> int:
     _check_output_dir(args.output)  # created here, once the inputs and prompts are good
     model = resolve_model(args.model, quiet=args.quiet)
     ctx = replace(ctx, model=model)
+    from napari_sam.device import PRECISION_ENV, describe  # --precision reaches every worker
+    if args.precision != "auto":
+        os.environ[PRECISION_ENV] = args.precision
+    if not args.quiet:
+        _note(f"device {describe(args.device)}")
     if args.scheduler is None and args.workers is None:
         _check_model_loads(model, args.device)
     results = []
