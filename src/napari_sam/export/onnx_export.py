@@ -325,6 +325,25 @@ def _export_state(model: nn.Module, gelu_approximate: bool):
         model.train(was_training)
 
 
+@contextlib.contextmanager
+def _unchunked_attention():
+    """Global attention in one chunk while the encoder is traced.
+
+    The ViT's relative-position attention splits long sequences into chunks of query rows
+    whose sizes it computes from the traced shapes with ``-(-a // b)``; ONNX integer division
+    truncates where Python floors, so a chunked graph gets wrong slice sizes. One chunk has
+    no such arithmetic (and onnxruntime plans the memory itself).
+    """
+    from napari_sam.models import image_encoder
+
+    old = image_encoder._MAX_BIAS_BYTES
+    image_encoder._MAX_BIAS_BYTES = 1 << 62
+    try:
+        yield
+    finally:
+        image_encoder._MAX_BIAS_BYTES = old
+
+
 def _torch_export(
     module: nn.Module,
     args: tuple,
@@ -533,11 +552,12 @@ def export_onnx(
             if encoder:
                 s = sam.img_size
                 path = tmp / ENCODER_FILE
-                _torch_export(
-                    SamOnnxEncoder(sam), (torch.zeros(1, 3, s, s),), path,
-                    input_names=["image"], output_names=["image_embeddings"],
-                    dynamic_axes=None, opset=int(opset),
-                )  # fmt: skip
+                with _unchunked_attention():
+                    _torch_export(
+                        SamOnnxEncoder(sam), (torch.zeros(1, 3, s, s),), path,
+                        input_names=["image"], output_names=["image_embeddings"],
+                        dynamic_axes=None, opset=int(opset),
+                    )  # fmt: skip
                 onnx.checker.check_model(str(path))
                 files["encoder"] = ENCODER_FILE
         meta = _metadata(sam, opset=opset, decoder_opts=decoder_opts, files=files)
