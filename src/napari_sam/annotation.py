@@ -1,0 +1,326 @@
+"""The annotation core shared by the GUI and session replay (no Qt; tested without it).
+
+* Decoding: :func:`decode_slice` turns the objects prompted on one slice into candidate masks
+  in as few batched decoder calls as their kinds of prompt allow (objects with a box, with
+  points only, with a mask prompt, single clicks that ask for three candidates): never one
+  call per object. The same function decodes in the GUI and in :mod:`napari_sam.session`'s
+  replay, which is what makes a replay pixel-identical.
+* Commits: :func:`apply_objects` writes object masks into a (Z, Y, X) label array in place
+  and records, for every pixel it changed, the value before and after, so
+  :meth:`CommitHistory.undo` restores the array exactly and :meth:`CommitHistory.redo`
+  re-applies it ("labels are sacred"). Pixels of other objects are never written unless
+  ``overwrite`` is set.
+
+Slice prompts are duck-typed: anything with ``points`` (P, 2) (row, col), ``labels`` (P,),
+``box`` (4,) or None and ``usable`` (e.g. :class:`napari_sam._qt.prompts.SlicePrompts`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "Change",
+    "Commit",
+    "CommitHistory",
+    "ObjectMask",
+    "ObjectPreview",
+    "apply_objects",
+    "decode_slice",
+    "fresh_id",
+]
+
+@dataclass
+class ObjectMask:
+    """One object to write.
+
+    Attributes
+    ----------
+    mask : numpy.ndarray bool
+        (Z, Y, X) over the whole array, or (Y, X) for slice ``z``.
+    z : int or None
+        Slice of a (Y, X) mask; None for a (Z, Y, X) mask.
+    replaces : int
+        Id of an existing object this mask refines (0: a new object). Its old pixels in the
+        mask's extent (the slice, or the whole array) that the new mask does not cover are
+        cleared, and it keeps its id.
+    """
+
+    mask: np.ndarray
+    z: int | None = None
+    replaces: int = 0
+
+
+@dataclass
+class Change:
+    """Pixels changed by one write: flat indices, values before and after."""
+
+    index: np.ndarray
+    before: np.ndarray
+    after: np.ndarray
+
+
+@dataclass
+class Commit:
+    """One user commit: changes applied in order, and the ids it wrote."""
+
+    changes: list[Change] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+    target: object = None  # what the array belongs to (the controller stores the layer)
+
+    @property
+    def n_pixels(self) -> int:
+        return int(sum(len(c.index) for c in self.changes))
+
+
+def fresh_id(labels: np.ndarray, taken: Sequence[int] = ()) -> int:
+    """The smallest id larger than every id in ``labels`` and in ``taken``."""
+    top = int(labels.max()) if labels.size else 0
+    return max([top, *(int(t) for t in taken)]) + 1
+
+
+def _check_dtype(labels: np.ndarray, value: int) -> None:
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"labels must have an integer dtype, got {labels.dtype}")
+    if value > np.iinfo(labels.dtype).max:
+        raise OverflowError(
+            f"label id {value} does not fit in the labels layer's dtype {labels.dtype}; "
+            "commit into a new labels layer (it uses a larger dtype)"
+        )
+
+
+def _extent(labels: np.ndarray, obj: ObjectMask) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices of the array region the object lives in, and its mask there."""
+    mask = np.asarray(obj.mask, dtype=bool)
+    if obj.z is None:
+        if mask.shape != labels.shape:
+            raise ValueError(f"mask shape {mask.shape} differs from labels {labels.shape}")
+        return None, mask
+    if mask.shape != labels.shape[1:]:
+        raise ValueError(f"slice mask shape {mask.shape} differs from labels {labels.shape[1:]}")
+    if not 0 <= obj.z < labels.shape[0]:
+        raise IndexError(f"slice {obj.z} is outside the labels (Z = {labels.shape[0]})")
+    return obj.z, mask
+
+
+def _write(labels: np.ndarray, obj: ObjectMask, value: int, overwrite: bool) -> Change:
+    z, mask = _extent(labels, obj)
+    region = labels if z is None else labels[z]
+    offset = 0 if z is None else z * region.size
+    current = region.reshape(-1)
+    m = mask.reshape(-1)
+    writable = m & ((current == 0) | (current == value))
+    if overwrite:
+        writable = m.copy()
+    if obj.replaces:
+        # the refined object's old pixels outside the new mask go back to background
+        writable |= (current == obj.replaces) & ~m
+    idx = np.flatnonzero(writable)
+    after = np.where(m[idx], value, 0).astype(labels.dtype)
+    before = current[idx].copy()
+    changed = before != after
+    idx, before, after = idx[changed], before[changed], after[changed]
+    current[idx] = after
+    return Change(idx + offset, before, after)
+
+
+def apply_objects(
+    labels: np.ndarray,
+    objects: Sequence[ObjectMask],
+    *,
+    overwrite: bool = False,
+    taken: Sequence[int] = (),
+) -> Commit:
+    """Write objects into ``labels`` (Z, Y, X) in place; each new object gets a fresh id.
+
+    Objects are written in order; a later object does not overwrite an earlier one of the
+    same commit unless ``overwrite`` is set. Pixels of other objects are kept unless
+    ``overwrite`` is set. Refined objects (``replaces``) keep their id.
+    """
+    if (
+        not isinstance(labels, np.ndarray)
+        or not labels.flags.writeable
+        or not labels.flags.c_contiguous
+    ):
+        raise TypeError(
+            "the labels layer's data is not an in-memory writable numpy array; commit into a "
+            "new labels layer, or convert this one (layer.data = np.asarray(layer.data))"
+        )
+    commit = Commit()
+    for obj in objects:
+        value = obj.replaces or fresh_id(labels, [*taken, *commit.ids])
+        _check_dtype(labels, value)
+        change = _write(labels, obj, value, overwrite)
+        commit.changes.append(change)
+        commit.ids.append(value)
+    return commit
+
+
+def _flat(labels: np.ndarray) -> np.ndarray:
+    flat = labels.reshape(-1)
+    if not np.shares_memory(flat, labels):
+        raise TypeError("labels must be contiguous to undo/redo in place")
+    return flat
+
+
+class CommitHistory:
+    """Undo and redo stacks of commits. ``max_steps`` bounds memory (oldest dropped)."""
+
+    def __init__(self, max_steps: int = 100):
+        self.max_steps = int(max_steps)
+        self._undo: list[Commit] = []
+        self._redo: list[Commit] = []
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    def __len__(self) -> int:
+        return len(self._undo)
+
+    def peek_undo(self) -> Commit | None:
+        return self._undo[-1] if self._undo else None
+
+    def peek_redo(self) -> Commit | None:
+        return self._redo[-1] if self._redo else None
+
+    def push(self, commit: Commit) -> None:
+        """Record a commit that was just applied (clears the redo stack)."""
+        self._undo.append(commit)
+        self._redo.clear()
+        del self._undo[: max(0, len(self._undo) - self.max_steps)]
+
+    def undo(self, labels: np.ndarray) -> Commit | None:
+        """Restore ``labels`` as it was before the last commit; returns that commit."""
+        if not self._undo:
+            return None
+        commit = self._undo.pop()
+        flat = _flat(labels)
+        for change in reversed(commit.changes):
+            flat[change.index] = change.before
+        self._redo.append(commit)
+        return commit
+
+    def redo(self, labels: np.ndarray) -> Commit | None:
+        """Re-apply the last undone commit; returns it."""
+        if not self._redo:
+            return None
+        commit = self._redo.pop()
+        flat = _flat(labels)
+        for change in commit.changes:
+            flat[change.index] = change.after
+        self._undo.append(commit)
+        return commit
+
+    def forget(self, target) -> None:
+        """Drop every commit made into ``target`` (e.g. its layer was removed)."""
+        self._undo = [c for c in self._undo if c.target is not target]
+        self._redo = [c for c in self._redo if c.target is not target]
+
+
+# ---------------------------------------------------------------------- decoding
+
+
+@dataclass
+class ObjectPreview:
+    """Candidate masks of one object on one slice; ``index`` is the one shown."""
+
+    key: object
+    z: int
+    masks: np.ndarray  # (C, H, W) bool
+    scores: np.ndarray  # (C,) float
+    logits: np.ndarray  # (C, 4E, 4E) float
+    index: int = 0
+    prompt: object = None  # the SlicePrompts decoded (a session records them)
+    mask_prompt: bool = False  # decoded with a mask prompt (the refined label's mask)
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.masks[self.index]
+
+    @property
+    def score(self) -> float:
+        return float(self.scores[self.index])
+
+    @property
+    def n_candidates(self) -> int:
+        return len(self.masks)
+
+    def cycle(self) -> int:
+        """Show the next candidate; returns its index."""
+        self.index = (self.index + 1) % len(self.masks)
+        return self.index
+
+
+def _wants_multimask(sp, has_mask: bool) -> bool:
+    """Three candidates only for an ambiguous prompt: a single click, no box, no mask."""
+    return sp.box is None and not has_mask and len(sp.points) == 1
+
+
+def decode_slice(
+    predictor,
+    embedding,
+    z: int,
+    prompts: list[tuple[object, object]],
+    mask_inputs: dict | None = None,
+) -> list[ObjectPreview]:
+    """Candidate masks for every ``(key, SlicePrompts)`` on slice ``z``.
+
+    Parameters
+    ----------
+    predictor : napari_sam.Predictor
+    embedding : napari_sam.predictor.ImageEmbedding
+        The slice's embedding.
+    z : int
+    prompts : list of (key, SlicePrompts)
+        Objects in order; the result keeps it (objects without a usable prompt are left out).
+    mask_inputs : dict key -> (4E, 4E) logits, optional
+        Mask prompts (e.g. an existing label being refined).
+    """
+    mask_inputs = mask_inputs or {}
+    groups: dict[tuple, list[tuple[object, object]]] = defaultdict(list)
+    for key, sp in prompts:
+        if not sp.usable:
+            continue
+        has_mask = key in mask_inputs
+        sig = (sp.box is not None, len(sp.points) > 0, has_mask, _wants_multimask(sp, has_mask))
+        groups[sig].append((key, sp))
+    out: dict[object, ObjectPreview] = {}
+    for (has_box, has_pts, has_mask, multi), items in groups.items():
+        points = labels = boxes = masks = None
+        if has_pts:
+            n_max = max(len(sp.points) for _, sp in items)
+            points = np.zeros((len(items), n_max, 2), np.float32)
+            labels = np.full((len(items), n_max), -1, np.int64)
+            for i, (_, sp) in enumerate(items):
+                points[i, : len(sp.points)] = sp.points
+                labels[i, : len(sp.points)] = sp.labels
+        if has_box:
+            boxes = np.stack([sp.box for _, sp in items]).astype(np.float32)
+        if has_mask:
+            masks = np.stack([np.asarray(mask_inputs[k], np.float32) for k, _ in items])
+        res = predictor.predict_batch(
+            embedding=embedding,
+            points=points,
+            labels=labels,
+            boxes=boxes,
+            mask_inputs=masks,
+            multimask=multi,
+        )
+        all_masks = res.masks.cpu().numpy()
+        scores = res.scores.cpu().numpy()
+        logits = res.logits.cpu().numpy()
+        for i, (key, _) in enumerate(items):
+            out[key] = ObjectPreview(
+                key, z, all_masks[i], scores[i], logits[i], index=int(scores[i].argmax()),
+                prompt=items[i][1], mask_prompt=has_mask,
+            )
+    return [out[k] for k, _ in prompts if k in out]
