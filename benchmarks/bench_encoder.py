@@ -3,6 +3,11 @@
     python benchmarks/bench_encoder.py                      # CPU, ViT-B, 1024 px, batch 1
     python benchmarks/bench_encoder.py --device cuda --batch 8
     python benchmarks/bench_encoder.py --threads 1            # CPU work without thread contention
+    python benchmarks/bench_encoder.py --quick                # reference vs the Predictor paths only
+
+Also times what a user gets: ``Predictor(model).set_image(image)`` with no precision argument
+(``precision="auto"``: bf16 on CPUs with native bf16, see ``napari_sam.device``), and the same
+with ``precision="fp32"`` (what a CPU without native bf16 gets), against the reference's fp32.
 
 Prints the median wall-clock and process CPU time of each variant and its speed-up over the
 reference fp32 encoder (CPU time is the steadier number on a shared machine),
@@ -105,6 +110,8 @@ def main(argv=None) -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--skip-reference", action="store_true", help="only time our encoder")
+    ap.add_argument("--quick", action="store_true",
+                    help="only the reference and the Predictor paths (default and fp32)")
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -119,7 +126,9 @@ def main(argv=None) -> None:
     img = torch.nn.functional.interpolate(
         torch.rand(args.batch, 3, 16, 16, generator=g), size=1024, mode="bilinear"
     )
-    x = ours.normalize_and_pad((img * 255).to(dev))
+    img = (img * 255).round()  # whole intensities: the same input through set_image (uint8)
+    x = ours.normalize_and_pad(img.to(dev))
+    rgbs = [im.permute(1, 2, 0).to(torch.uint8).numpy() for im in img]
     print(f"# {args.model} encoder, input {tuple(x.shape)}, device {dev}: {machine()}")
 
     results: dict[str, tuple[float, float]] = {}
@@ -134,35 +143,59 @@ def main(argv=None) -> None:
 
     if not args.skip_reference:
         run("reference fp32", lambda: meta_enc(x))
-    run("ours fp32", lambda: ours.encode(x))
+    if not args.quick:
+        run("ours fp32", lambda: ours.encode(x))
 
-    def ours_autocast():
-        with torch.autocast(dev.type, dtype=low):
-            return ours.encode(x)
+        def ours_autocast():
+            with torch.autocast(dev.type, dtype=low):
+                return ours.encode(x)
 
-    run("ours bf16 autocast", ours_autocast)
-    enc_low = copy.deepcopy(ours.image_encoder).to(low)
-    x_low = x.to(low)
-    run("ours bf16 weights", lambda: enc_low(x_low))
-    if dev.type == "cpu":
-        image_encoder.CPU_GEMM_ATTENTION = False
-        run("ours bf16 weights, SDPA only", lambda: enc_low(x_low))
-        image_encoder.CPU_GEMM_ATTENTION = True
+        run("ours bf16 autocast", ours_autocast)
+        enc_low = copy.deepcopy(ours.image_encoder).to(low)
+        x_low = x.to(low)
+        run("ours bf16 weights", lambda: enc_low(x_low))
+        if dev.type == "cpu":
+            image_encoder.CPU_GEMM_ATTENTION = False
+            run("ours bf16 weights, SDPA only", lambda: enc_low(x_low))
+            image_encoder.CPU_GEMM_ATTENTION = True
+
+    # what a user gets: Predictor at its defaults (precision="auto"), through set_image
+    # (contrast mapping, resize, normalisation, encoder), and what a CPU without bf16 gets
+    from napari_sam import Predictor
+    from napari_sam.device import describe
+
+    print(f"# Predictor default on this machine: {describe(dev)}")
+    for label, prec in (("ours default: set_image(image)", "auto"),
+                        ("ours set_image, precision=fp32", "fp32")):
+        pred = Predictor(ours, device=dev, precision=prec)
+        if args.batch == 1:
+            time_fn = lambda p=pred: p.set_image(rgbs[0])  # noqa: E731
+        else:
+            time_fn = lambda p=pred: p.encode_rgb(rgbs)  # noqa: E731
+        with torch.inference_mode():
+            time_fn()
+            results[label] = timeit(time_fn, args.warmup, args.runs, sync)
+            embs[label] = torch.stack([e.features for e in pred.encode_rgb(rgbs)])
+        wall, cpu = results[label]
+        print(f"{label:34s} {wall:8.3f} s wall {cpu:8.3f} s CPU   ({pred.precision})", flush=True)
 
     ref = results.get("reference fp32")
     if ref:
         print()
         for label, (wall, cpu) in results.items():
             print(f"speed-up {label:34s} x{ref[0] / wall:5.2f} wall  x{ref[1] / cpu:5.2f} CPU time")
-        err = (embs["ours fp32"] - embs["reference fp32"]).abs().max().item()
+        print(f"load average (1 min) after the run: {os.getloadavg()[0]:.2f}")
+        fp32 = embs.get("ours fp32", embs["ours set_image, precision=fp32"])
+        err = (fp32 - embs["reference fp32"]).abs().max().item()
         print(f"max |embedding difference| ours fp32 vs reference: {err:.2e}")
 
     # masks from a fixed box prompt: reduced precision vs fp32 embeddings
     box = torch.tensor([[300.0, 250.0, 700.0, 800.0]], device=dev)
     with torch.inference_mode():
-        ref_logits, _ = ours.decode(embs["ours fp32"][:1].float(), boxes=box)
+        exact = "ours fp32" if "ours fp32" in embs else "ours set_image, precision=fp32"
+        ref_logits, _ = ours.decode(embs[exact][:1].float(), boxes=box)
         for label in results:
-            if label.startswith("ours") and label != "ours fp32":
+            if label.startswith("ours") and label != exact:
                 logits, _ = ours.decode(embs[label][:1].float(), boxes=box)
                 print(f"mask IoU {label} vs fp32: {mask_iou(logits, ref_logits):.4f}")
     print(f"threads={torch.get_num_threads()} OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
