@@ -1436,7 +1436,7 @@ AUTO_KEYS = (
     "points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
     "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh",
     "crop_overlap_ratio", "crop_n_points_downscale_factor", "min_mask_region_area",
-    "min_visible_fraction",
+    "min_visible_fraction", "fill_gaps",
 )
 #: Linking of per-slice objects into 3D objects, with segment_everything's defaults.
 LINK_DEFAULTS = {"link_iou": 0.25, "max_gap": 1, "min_z_extent": 1}

@@ -101,6 +101,11 @@ _fraction = _number(float, lambda v: 0.0 <= v <= 1.0, "a number between 0 and 1"
 _positive_float = _number(float, lambda v: v > 0, "a number > 0")
 
 
+def _points_per_side(text: str):
+    """A number >= 1, or "auto" (chosen from each image's size)."""
+    return "auto" if text.strip().lower() == "auto" else _positive_int(text)
+
+
 def _fraction_or_off(text: str):
     """A number in [0, 1], or "off" (the rule disabled)."""
     return "off" if text.strip().lower() == "off" else _fraction(text)
@@ -360,8 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=_Formatter, epilog=_EPILOG_AUTO)
     _add_batch(pa, "auto")
     g = pa.add_argument_group("segment-everything parameters (SAM's names and defaults)")
-    g.add_argument("--points-per-side", type=_positive_int, default=32, metavar="N",
-                   help="grid of N x N point prompts per slice (default: 32)")
+    g.add_argument("--points-per-side", type=_points_per_side, default="auto", metavar="N|auto",
+                   help="grid of N x N point prompts per slice (default: auto, one point every "
+                        "16 pixels, 8 to 32 per side)")
+    g.add_argument("--fill-gaps", action=argparse.BooleanOptionalAction, default=True,
+                   help="prompt again in the middle of what the grid's masks left uncovered "
+                        "(default: on)")
     g.add_argument("--points-per-batch", type=_positive_int, default=None, metavar="N",
                    help="prompts decoded together (memory vs speed; default: 64 on the CPU, "
                         "256 on a GPU)")
