@@ -458,12 +458,15 @@ def test_matches_meta_generator(reference_pair, params, monkeypatch):
     params = {"points_per_side": 12, **params}
     with torch.no_grad():
         ref = sa.SamAutomaticMaskGenerator(meta, **params).generate(img)
+    params["fill_gaps"] = False  # Meta's generator has no second pass
     res = segment_everything(img, ours, contrast_limits=(0, 255), device="cpu", **params)
+    params.pop("fill_gaps")
     _assert_same_masks(ref, res, img.shape[:2])
     # the model's own decoder gives the same result as the grid decoder
     if params.get("crop_n_layers", 0) == 0 and not params.get("min_mask_region_area"):
         slow = segment_everything(
-            img, ours, contrast_limits=(0, 255), device="cpu", fast_decoder=False, **params
+            img, ours, contrast_limits=(0, 255), device="cpu", fast_decoder=False,
+            fill_gaps=False, **params,
         )
         assert slow.stats["fast_decoder"] is False and res.stats["fast_decoder"] is True
         assert len(slow.records) == len(res.records)
@@ -873,3 +876,59 @@ def test_thresholds_left_out_follow_the_models_recommendation(tiny_sam):
     recommended = segment_everything(img, tiny_sam, device="cpu")
     np.testing.assert_array_equal(recommended.labels, strict_nms.labels)
     assert recommended.stats == strict_nms.stats
+
+
+# ============================================================================ grid size and gaps
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [((128, 128), 8), ((256, 256), 16), ((300, 2000), 19), ((2048, 2048), 32), ((40, 40), 8)],
+)
+def test_auto_points_per_side_follows_the_short_side(size, expected):
+    from napari_sam.automatic import auto_points_per_side
+
+    assert auto_points_per_side(size) == expected
+
+
+def test_auto_grid_is_the_default_and_bad_values_are_named():
+    import inspect
+
+    assert inspect.signature(segment_everything).parameters["points_per_side"].default == "auto"
+    with pytest.raises(ValueError, match="integer >= 1 or 'auto'"):
+        segment_everything(np.zeros((10, 10)), "demo", points_per_side="dense")
+
+
+def test_gap_points_sit_in_the_middle_of_uncovered_foreground():
+    from napari_sam.automatic import _gap_points
+
+    covered = np.zeros((64, 64), bool)
+    covered[10:30, 10:30] = True
+    fg = np.zeros((64, 64), bool)
+    fg[8:32, 8:32] = True  # a 2-pixel rim around the covered square: too thin to prompt
+    fg[40:56, 40:56] = True  # an uncovered 16 x 16 object
+    pts = _gap_points(covered, fg, spacing=16)
+    assert len(pts) >= 1
+    assert all(40 <= r < 56 and 40 <= c < 56 for r, c in pts)
+    assert np.allclose(pts.mean(0), [48, 48], atol=2.5)
+    assert len(_gap_points(covered | fg, fg, spacing=16)) == 0
+
+
+@pytest.mark.slow
+def test_fill_gaps_finds_objects_a_coarse_grid_missed():
+    """The second pass prompts what the first pass left uncovered: on synthetic nuclei with a
+    6 x 6 grid (a point every 21 px, nuclei 8-20 px across) it finds more nuclei (measured
+    F1@0.5 0.667 -> 0.833 and 0.800 -> 0.857 on seeds 10000 and 7)."""
+    from napari_sam.synthetic import nuclei_2d
+
+    model = _demo()
+    gains, found = [], []
+    for seed in (10000, 7):
+        s = nuclei_2d((128, 128), seed=seed)
+        one = segment_everything(s.image, model, device="cpu", points_per_side=6, fill_gaps=False)
+        two = segment_everything(s.image, model, device="cpu", points_per_side=6)
+        assert one.stats["gap_points"] == 0 and two.stats["gap_points"] > 0
+        gains.append(_f1(s.labels, two.labels) - _f1(s.labels, one.labels))
+        found.append(two.labels.max() - one.labels.max())
+    assert min(gains) >= 0.0 and np.mean(gains) >= 0.08, gains
+    assert sum(found) >= 3, found

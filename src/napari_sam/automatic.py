@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import product
@@ -211,14 +212,39 @@ class _Params:
     point_grids: tuple | None
     fast_decoder: bool
     min_visible_fraction: float
+    fill_gaps: bool = True
 
-    def grids(self) -> list[np.ndarray]:
+    def grids(self, image_size=None) -> list[np.ndarray]:
+        """One (n, 2) grid of (row, col) in [0, 1] per crop layer; ``points_per_side="auto"``
+        is resolved for ``image_size`` (see :func:`auto_points_per_side`)."""
         if self.point_grids is not None:
             return [np.asarray(g, np.float64) for g in self.point_grids]
+        n = self.points_per_side
+        if n == "auto":
+            if image_size is None:
+                raise ValueError("points_per_side='auto' needs the image size")
+            n = auto_points_per_side(image_size)
         return [
-            build_point_grid(int(self.points_per_side / (self.crop_n_points_downscale_factor**i)))
+            build_point_grid(max(1, int(n / (self.crop_n_points_downscale_factor**i))))
             for i in range(self.crop_n_layers + 1)
         ]
+
+
+#: Grid spacing of ``points_per_side="auto"`` in image pixels, and its bounds per side.
+AUTO_GRID_SPACING = 16
+AUTO_GRID_SIDE = (8, 32)
+
+
+def auto_points_per_side(image_size) -> int:
+    """Points per side of the grid for an image of ``image_size`` (rows, cols).
+
+    One point every :data:`AUTO_GRID_SPACING` pixels along the short side, between
+    :data:`AUTO_GRID_SIDE` points. A fixed 32 x 32 grid samples a 128 px slice every 4
+    pixels (16 times the prompts a 16-pixel object needs); the second pass of
+    ``fill_gaps`` prompts what the grid left uncovered.
+    """
+    lo, hi = AUTO_GRID_SIDE
+    return int(np.clip(round(min(int(v) for v in image_size) / AUTO_GRID_SPACING), lo, hi))
 
 
 def _check_int(name, value, minimum):
@@ -254,10 +280,16 @@ def _make_params(
     point_grids,
     fast_decoder,
     min_visible_fraction,
+    fill_gaps=True,
 ) -> _Params:
     if (points_per_side is None) == (point_grids is None):
         raise ValueError("give exactly one of points_per_side or point_grids")
-    if points_per_side is not None:
+    if points_per_side is not None and not (isinstance(points_per_side, str)
+                                            and points_per_side == "auto"):
+        if isinstance(points_per_side, str):
+            raise ValueError(
+                f"points_per_side must be an integer >= 1 or 'auto', got {points_per_side!r}"
+            )
         points_per_side = _check_int("points_per_side", points_per_side, 1)
     crop_n_layers = _check_int("crop_n_layers", crop_n_layers, 0)
     if point_grids is not None:
@@ -299,6 +331,7 @@ def _make_params(
         point_grids=point_grids,
         fast_decoder=bool(fast_decoder),
         min_visible_fraction=_check_unit("min_visible_fraction", min_visible_fraction),
+        fill_gaps=bool(fill_gaps),
     )
 
 
@@ -657,8 +690,10 @@ def stability_score(logits: torch.Tensor, mask_threshold: float, offset: float) 
 #: device; "fp32" there keeps exact float32. See docs/benchmarks.md, "On a GPU".
 GRID_PRECISION_CUDA = "tf32"
 #: Whether GridDecoder fuses its upscaling head's add, scale, layer norm and GELU into one
-#: Triton kernel on CUDA (when Triton is installed).
-GRID_FUSED_HEAD_CUDA = True
+#: Triton kernel on CUDA (when Triton is installed). Opt-in (``NAPARI_SAM_TRITON=1``):
+#: importing Triton loads its own LLVM, which crashes napari on Mesa displays (VMs, Xvfb, X
+#: forwarding), so a plain run never imports it.
+GRID_FUSED_HEAD_CUDA = os.environ.get("NAPARI_SAM_TRITON", "0") == "1"
 
 
 @contextlib.contextmanager
@@ -1341,12 +1376,51 @@ def _select_points(points_rc: np.ndarray, crop_box, fg: np.ndarray | None) -> np
     return points_rc[fg[r, c]]
 
 
+def _gap_points(covered: np.ndarray, fg: np.ndarray | None, spacing: float) -> np.ndarray:
+    """(n, 2) (row, col) points in the middle of what no mask covers: local maxima, at
+    least ``spacing / 2`` apart, of the distance to the nearest covered (or background)
+    pixel, where that distance is at least ``spacing / 4``."""
+    from scipy import ndimage
+    from skimage.feature import peak_local_max
+
+    free = ~covered if fg is None else (fg & ~covered)
+    if not free.any():
+        return np.zeros((0, 2), np.float64)
+    dist = ndimage.distance_transform_edt(np.pad(free, 1))[1:-1, 1:-1]
+    reach = max(1.0, spacing / 4.0)
+    peaks = peak_local_max(dist, min_distance=max(1, int(spacing / 2)), threshold_abs=reach,
+                           exclude_border=False)
+    return peaks.astype(np.float64) + 0.5
+
+
+def _fill_gaps(engine: _Engine, emb, cand: _Candidates, image_size, fg, n_points: int,
+               stats) -> _Candidates:
+    """Second pass of the grid on one (full-image) crop: prompt the middle of every part of
+    the foreground (of the image without ``fg``) that no candidate covers, then NMS over both
+    passes. Touching objects that one grid point missed come out as their own masks."""
+    geom = engine.geometry(emb)
+    covered = torch.zeros(image_size, dtype=torch.bool, device=engine.pred.device)
+    for j in range(0, len(cand), 32):
+        covered |= (geom.upsample(cand.logits[j : j + 32]) > engine.threshold).any(0)
+    spacing = min(image_size) / max(1.0, math.sqrt(n_points))
+    pts = _gap_points(covered.cpu().numpy(), fg, spacing)
+    stats["gap_points"] = stats.get("gap_points", 0) + len(pts)
+    if len(pts) == 0:
+        return cand
+    more = engine.process_crop(emb, (0, 0, *image_size), image_size, pts, stats)
+    if len(more) == 0:
+        return cand
+    both = _Candidates.cat([cand, more])
+    keep = batched_nms(both.boxes, both.iou, engine.p.box_nms_thresh)
+    return both.take(keep)
+
+
 def _segment_2d(engine: _Engine, emb, rgb_fn, image_size, fg, stats, keep_masks=True):
     """One 2D image: crops -> candidates -> crop NMS -> full-res masks -> labels + records."""
     p = engine.p
     pred = engine.pred
     crop_boxes, layer_idxs = generate_crop_boxes(image_size, p.crop_n_layers, p.crop_overlap_ratio)
-    grids = p.grids()
+    grids = p.grids(image_size)
     embs = {0: emb}
     if len(crop_boxes) > 1:  # encode the crops, batching crops of equal size
         rgb = rgb_fn()
@@ -1370,6 +1444,8 @@ def _segment_2d(engine: _Engine, emb, rgb_fn, image_size, fg, stats, keep_masks=
         if len(pts) == 0:
             continue
         cand = engine.process_crop(embs[ci], box, image_size, pts, stats)
+        if ci == 0 and p.fill_gaps:
+            cand = _fill_gaps(engine, embs[0], cand, image_size, fg, len(grids[0]), stats)
         stats["after_nms"] += len(cand)
         parts.append(cand)
         owner.append(torch.full((len(cand),), ci, dtype=torch.int64, device=pred.device))
@@ -1726,7 +1802,7 @@ def segment_everything(
     image_or_embeddings,
     model=None,
     *,
-    points_per_side: int | None = 32,
+    points_per_side: int | str | None = "auto",
     points_per_batch: int | None = None,
     pred_iou_thresh: float | None = None,
     stability_score_thresh: float | None = None,
@@ -1738,6 +1814,7 @@ def segment_everything(
     crop_n_points_downscale_factor: int = 1,
     min_mask_region_area: int = 0,
     min_visible_fraction: float = 0.5,
+    fill_gaps: bool = True,
     point_grids=None,
     foreground=None,
     contrast_limits: tuple[float, float] | None = None,
@@ -1873,7 +1950,7 @@ def segment_everything(
         points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh,
         stability_score_offset, box_nms_thresh, crop_n_layers, crop_nms_thresh,
         crop_overlap_ratio, crop_n_points_downscale_factor, min_mask_region_area, point_grids,
-        fast_decoder, min_visible_fraction,
+        fast_decoder, min_visible_fraction, fill_gaps,
     )  # fmt: skip
     if not 0 <= float(link_iou) <= 1:
         raise ValueError(f"link_iou must be in [0, 1], got {link_iou}")
@@ -1963,6 +2040,7 @@ def _new_stats() -> dict:
         "after_stability",
         "after_nms",
         "after_crop_nms",
+        "gap_points",
     )
     return dict.fromkeys(keys, 0)
 
