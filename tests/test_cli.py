@@ -145,6 +145,8 @@ def test_subcommand_help_has_examples(command, capsys):
     [
         (["auto"], "the following arguments are required"),
         (["auto", "x.tif", "-o", "o", "--points-per-side", "0"], "expected a number >= 1"),
+        (["auto", "x.tif", "-o", "o", "--points-per-side", "dense"],
+         "argument --points-per-side: expected a whole number, got 'dense'"),
         (["auto", "x.tif", "-o", "o", "--axes", "ZQX"], "invalid axes"),
         (["segment", "x.tif", "-o", "o"], "--prompts"),
         (["segment", "x.tif", "-o", "o", "-p", "p.csv", "--fade-fraction", "2"],
