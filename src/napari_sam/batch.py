@@ -467,8 +467,37 @@ def load_prompts(path: os.PathLike | str) -> Prompts:
     if p.suffix.lower() == ".csv":
         return _prompts_from_csv(p)
     if p.suffix.lower() == ".json":
-        return _prompts_from_json(p)
+        from napari_sam.session import is_session_file
+
+        return _prompts_from_session(p) if is_session_file(p) else _prompts_from_json(p)
     raise BatchError(f"prompts file {str(p)!r}: use a .csv or .json file")
+
+
+class _SessionPrompts(dict):
+    """One input's prompts from a session file; ``session`` is the session to replay."""
+
+    session = None
+
+
+def _prompts_from_session(path: Path) -> Prompts:
+    """A session file (:mod:`napari_sam.session`) as prompts: every label's prompts apply to
+    every input; the session itself rides along (``.session``) for the replay."""
+    from napari_sam.session import SessionError, legacy_prompts, read_session
+
+    try:
+        sess = read_session(path)
+    except SessionError as exc:
+        raise BatchError(str(exc)) from None
+    if not sess.operations:
+        raise BatchError(f"session file {path.name} has no committed objects to replay; commit "
+                         "at least one object in the dock and save again")
+    per_file = Prompts()
+    for oid, items in legacy_prompts(sess).items():
+        for item in items:
+            where = f"{path.name}, label {oid}"
+            per_file.add("", oid, _check_entry(item, where), where)
+    per_file.session = sess
+    return per_file
 
 
 def _file_keys(input_path: Path) -> set[str]:
@@ -497,6 +526,7 @@ def check_prompts(per_file: Mapping[str, Mapping], jobs: Sequence[Job], ctx: Con
         image, each with its line; or when no input has any prompt.
     """
     where_of = getattr(per_file, "where", {})
+    _check_session(per_file, jobs, ctx)
     problems: list[str] = []
     used: set[str] = set()
     any_prompts = False
@@ -543,6 +573,25 @@ def check_prompts(per_file: Mapping[str, Mapping], jobs: Sequence[Job], ctx: Con
     return notes
 
 
+def _check_session(per_file, jobs: Sequence[Job], ctx: Context) -> None:
+    """A session replays on stacks of the shape it was made for only (BatchError)."""
+    from napari_sam.session import SessionError, check_image
+
+    sess = getattr(per_file, "session", None)
+    if sess is None:
+        return
+    for job in jobs:
+        try:
+            opened = open_image(job.input, ctx)
+        except Exception:  # the job reports it  # noqa: BLE001
+            continue
+        shape = opened.label_shape
+        try:
+            check_image(sess, (1, *shape) if opened.is2d else shape, what=job.input.name)
+        except SessionError as exc:
+            raise BatchError(str(exc)) from None
+
+
 def _shape_words(n: int, h: int, w: int, is2d: bool) -> str:
     return f"a 2D image of {h} x {w} pixels" if is2d else \
         f"{n} slices 0-{n - 1} of {h} x {w} pixels"
@@ -571,6 +620,9 @@ def prompts_for(per_file: Mapping[str, Mapping], input_path: Path) -> dict[int, 
         if key == "" or key in keys:
             for oid, items in objs.items():
                 merged.setdefault(int(oid), []).extend(items)
+    if getattr(per_file, "session", None) is not None:
+        merged = _SessionPrompts(merged)
+        merged.session = per_file.session
     return merged
 
 
@@ -1405,6 +1457,8 @@ def _run_segment(job: Job, ctx: Context, model) -> dict:
             "no prompts for this file in the prompts file (add rows with its name in the 'file' "
             "column, or rows without a file that apply to every input)"
         )
+    if getattr(job.prompts, "session", None) is not None:
+        return _replay_session(job, ctx, model, job.prompts.session)
     opened = open_image(job.input, ctx)
     params = {k: v for k, v in ctx.params.items() if k in _SEGMENT_KEYS and v is not None}
     params.update({k: None for k, v in params.items() if v == "off"})  # a rule disabled
@@ -1419,7 +1473,48 @@ def _run_segment(job: Job, ctx: Context, model) -> dict:
     scores = {oid: float(np.mean(list(s.values()))) for oid, s in res.scores.items() if s}
     extra = {"stop_reasons": {str(k): v for k, v in res.stop_reasons.items()},
              "decoder_calls": int(res.decoder_calls)}
+    from napari_sam.trace import propagation_trace  # the numbers `napari-sam report` plots
+
+    annotated = {oid: [e["slice"] for e in items if not e.get("stop")]
+                 for oid, items in job.prompts.items()}
+    extra["trace"] = propagation_trace(res.labels, opened.stack, res.scores, res.stop_reasons,
+                                       annotated)
     info = _finish_labels(job, ctx, model, opened, np.asarray(res.labels), scores, extra)
+    opened.stack.release()
+    return info
+
+
+def _replay_session(job: Job, ctx: Context, model, sess) -> dict:
+    """``segment --prompts session.json``: replay the session's operations (the GUI's
+    commits, in order) on this input; the sidecar says per object what changed from the
+    session's labels, and holds the propagation trace."""
+    from napari_sam import session as S
+
+    opened = open_image(job.input, ctx)
+    emb = _stack_embeddings(job, ctx, model, opened)
+    bar = _Bar(ctx, f"{job.name}: replay", len(sess.operations), unit="commit")
+    try:
+        res = S.replay(sess, emb, progress=bar)
+    finally:
+        bar.close()
+    extra: dict[str, Any] = {"session": str(sess.path), "trace": res.trace,
+                             "replay_notes": res.notes}
+    same_image = S.image_hash(opened.stack) == sess.image.get("hash")
+    same_model = getattr(model, "model_id", None) == sess.model.get("id")
+    extra["replay"] = {"same_image": same_image, "same_model": same_model}
+    if sess.labels is not None:
+        changes = S.compare(sess.labels, res.labels)
+        extra["replay"]["objects"] = changes
+        lines = S.describe_changes(changes)
+        extra["replay"]["identical"] = not lines
+        if not ctx.quiet:
+            import sys
+
+            from tqdm.auto import tqdm
+
+            for line in lines or ["every object as in the session"]:
+                tqdm.write(f"  {job.name}: {line}", file=sys.stderr)
+    info = _finish_labels(job, ctx, model, opened, res.labels, None, extra)
     opened.stack.release()
     return info
 

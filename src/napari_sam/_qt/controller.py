@@ -19,6 +19,7 @@ from .model_choice import DEMO_NOTICE, ModelCache, ModelChoice
 from .notify import UserError, report
 from .preview import ObjectPreview, decode_slice
 from .prompts import POINT_OBJECT, boxes_from_shapes, group_prompts
+from .session_actions import SessionActions
 from .stack_actions import StackActions
 from .workers import Job, embed_job, run_job
 
@@ -33,10 +34,12 @@ MAX_MEMORY_SLICES = 256
 ALREADY_LABELLED = 0.8
 
 
-class AnnotationController(StackActions):
+class AnnotationController(StackActions, SessionActions):
     """State and actions of the annotation session (see docs/gui.md for the user's view).
 
-    Propagation and segment-everything come from :class:`~.stack_actions.StackActions`.
+    Propagation and segment-everything come from :class:`~.stack_actions.StackActions`;
+    the commit log, session files, autosave and the trace's fixes from
+    :class:`~.session_actions.SessionActions`.
 
     Parameters
     ----------
@@ -83,6 +86,7 @@ class AnnotationController(StackActions):
         self._negative_click = False
         self._negative_mode = False  # new points are negative (N, the checkbox)
         self._pending = False
+        self._init_session()
         viewer.layers.events.removed.connect(self._on_layer_removed)
 
     @property
@@ -160,6 +164,8 @@ class AnnotationController(StackActions):
         self.previews, self.volume = [], None
         self._render()
         self._lookup()
+        if changed:
+            self.offer_resume()
 
     def _require_image(self) -> ImageSource:
         if self.source is None or self.image_layer not in self.viewer.layers:
@@ -527,10 +533,8 @@ class AnnotationController(StackActions):
             raise UserError(f"'{self.job.description}' is running: wait for it or press Cancel.")
         if self.volume is not None:
             labels = np.asarray(self.volume.labels)
-            objects = [
-                ObjectMask(labels == i, None, self._volume_replaces.get(i, 0))
-                for i in self.volume.object_ids
-            ]
+            keys = list(self.volume.object_ids)
+            objects = [ObjectMask(labels == i, None, self._volume_replaces.get(i, 0)) for i in keys]
             clicks = [None] * len(objects)
         elif self.previews:
             refine = self._refine_id(None)
@@ -540,15 +544,20 @@ class AnnotationController(StackActions):
             ]
             prompts = {o.key: o for o in self.objects()}
             clicks = [_positives(prompts.get(p.key), p.z) for p in self.previews]
+            keys = list(range(len(self.previews)))
         else:
             raise UserError("Nothing to commit: click a point or draw a box on the object first.")
         kept = [i for i, o in enumerate(objects) if o.mask.any() or o.replaces]
         objects, clicks = [objects[i] for i in kept], [clicks[i] for i in kept]
+        keys = [keys[i] for i in kept]
         if not objects:
             raise UserError("The preview is empty: add prompts until the object shows, then commit.")
+        before = objects
         objects, skipped = self._skip_labelled(objects, clicks)
+        written = [(k, o.replaces) for k, o in zip(keys, before) if any(o is w for w in objects)]
         target = self._target()
         data = src.zyx_view(target.data)
+        self._log_before_commit(target)
         commit = apply_objects(data, objects, overwrite=self.overwrite)
         if commit.n_pixels == 0:
             raise UserError(
@@ -558,6 +567,7 @@ class AnnotationController(StackActions):
         commit.target = target
         self.history.push(commit)
         target.refresh()
+        self._log_commit(self.previews, written, commit)
         ids = ", ".join(str(i) for i in commit.ids)
         self.clear()
         note = f" {skipped}" if skipped else ""
@@ -609,6 +619,7 @@ class AnnotationController(StackActions):
         data = target.data
         (self.history.redo if redo else self.history.undo)(data)
         target.refresh()
+        self._log_step(commit, redo)
         ids = ", ".join(str(i) for i in commit.ids)
         self._say(f"{'Redid' if redo else 'Undid'} commit of label {ids}.")
         return commit

@@ -86,7 +86,7 @@ class StackActions:
                 "No prompts to propagate: click the object (or draw a box) on this slice first."
             )
         refine = self._refine_id(None)
-        prompts, replaces = {}, {}
+        prompts, replaces, keys = {}, {}, {}
         for i, obj in enumerate(objects, start=1):
             slices = []
             for z, sp in sorted(obj.slices.items()):
@@ -99,22 +99,31 @@ class StackActions:
                     )
                 )
             prompts[i] = slices
+            keys[i] = obj.key
             if obj.key == POINT_OBJECT and refine:
                 replaces[i] = refine
         prep = self._prepare_gen(None)
         axis_kind = self.axis_kind
 
         def gen():
+            from napari_sam.trace import propagation_trace
+
             prepared = yield from prep
             result = yield from with_progress(
                 segment_volume, prepared[4], prompts, axis_kind=axis_kind, **options
             )
-            return prepared, result
+            annotated = {i: [sp.slice for sp in sps] for i, sps in prompts.items()}
+            trace = propagation_trace(result.labels, src.stack, result.scores,
+                                      result.stop_reasons, annotated)
+            return prepared, result, trace
 
         def done(value):
-            prepared, result = value
+            prepared, result, trace = value
             self._adopt(*prepared)
             self.previews, self.volume, self._volume_replaces = [], result, replaces
+            self._volume_request = (prompts, {"axis_kind": axis_kind, **options}, keys)
+            self.trace = trace
+            self.trace_changed.emit(trace)
             self._render()
             lo_hi = [f"{a}-{b}" for a, b in (result.slice_range[i] for i in result.object_ids)]
             self._say(

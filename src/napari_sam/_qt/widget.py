@@ -44,6 +44,7 @@ from .model_choice import (
     recommended_thresholds,
 )
 from .notify import guarded
+from .trace_view import TraceView
 
 __all__ = ["SamWidget"]
 
@@ -90,7 +91,9 @@ class SamWidget(QWidget):
         layout.addWidget(self._build_prompting())
         layout.addWidget(self._build_commit())
         layout.addWidget(self._build_volume())
+        layout.addWidget(self._build_trace())
         layout.addWidget(self._build_automatic())
+        layout.addWidget(self._build_session())
         layout.addLayout(self._build_job_row())
         self._status = QLabel("")
         self._status.setWordWrap(True)
@@ -102,6 +105,9 @@ class SamWidget(QWidget):
         c.job_progress.connect(self._on_job_progress)
         c.model_changed.connect(lambda *_: self._on_model_loaded())
         c.target_changed.connect(lambda *_: self._refresh_targets())
+        c.trace_changed.connect(self._on_trace_changed)
+        c.resume_available.connect(self._on_resume_available)
+        c.session_loaded.connect(self._on_session_loaded)
         ev = napari_viewer.layers.events
         for e in (ev.inserted, ev.removed, ev.moved):
             e.connect(self._on_layers_changed)
@@ -213,6 +219,39 @@ class SamWidget(QWidget):
         self._axis_kind.addItems(["z (volume)", "t (time series)"])
         form.addRow("Stack axis is", self._axis_kind)
         form.addRow(_button("Propagate", _key_of("propagate"), self._on_propagate))
+        return box
+
+    def _build_trace(self) -> QGroupBox:
+        box = QGroupBox("Propagation trace")
+        v = QVBoxLayout(box)
+        self._trace = TraceView(self._on_trace_jump, self._on_trace_fix)
+        v.addWidget(self._trace)
+        return box
+
+    def _build_session(self) -> QGroupBox:
+        box = QGroupBox("Session")
+        v = QVBoxLayout(box)
+        self._resume_label = QLabel("")
+        self._resume_label.setWordWrap(True)
+        self._resume_row = QWidget()
+        rr = QHBoxLayout(self._resume_row)
+        rr.setContentsMargins(0, 0, 0, 0)
+        rr.addWidget(_button("Resume", None, self._on_resume))
+        rr.addWidget(_button("Ignore", None, self._on_ignore_resume))
+        v.addWidget(self._resume_label)
+        v.addWidget(self._resume_row)
+        self._resume_label.setVisible(False)
+        self._resume_row.setVisible(False)
+        row = QHBoxLayout()
+        row.addWidget(_button("Save session...", None, self._on_save_session))
+        row.addWidget(_button("Load session...", None, self._on_load_session))
+        v.addLayout(row)
+        self._autosave = QCheckBox("Autosave next to the image after each commit")
+        self._autosave.setChecked(True)
+        self._autosave.setToolTip("Writes <image>.sam-session.json (and its labels TIFF) beside "
+                                  "an image opened from a file; a crash loses nothing committed.")
+        self._autosave.toggled.connect(lambda on: setattr(self.controller, "autosave", on))
+        v.addWidget(self._autosave)
         return box
 
     def _build_automatic(self) -> QGroupBox:
@@ -486,6 +525,67 @@ class SamWidget(QWidget):
 
     def _on_cancel(self):
         self.controller.cancel()
+
+    # ------------------------------------------------------------------ session, trace
+    @guarded
+    def _on_save_session(self, path: str | None = None):
+        if path is None:
+            start = str(self.controller.session_path or "")
+            path, _ = QFileDialog.getSaveFileName(self, "Save session", start,
+                                                  "Sessions (*.json)")
+        if path:
+            return self.controller.save_session(path)
+
+    @guarded
+    def _on_load_session(self, path: str | None = None):
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Load session", "", "Sessions (*.json)")
+        if path:
+            return self.controller.load_session(path)
+
+    def _on_resume_available(self, path: str, summary: str):
+        self._resume_label.setText(f"A saved session exists for this image ({summary}): "
+                                   "resume it?")
+        self._resume_label.setVisible(True)
+        self._resume_row.setVisible(True)
+
+    def _hide_resume(self):
+        self._resume_label.setVisible(False)
+        self._resume_row.setVisible(False)
+
+    @guarded
+    def _on_resume(self):
+        self._hide_resume()
+        return self.controller.resume()
+
+    def _on_ignore_resume(self):
+        self._hide_resume()
+        self.controller.decline_resume()
+
+    def _on_session_loaded(self, sess):
+        """Pick the session's model (a registry name or a checkpoint file)."""
+        key = str(sess.model.get("name"))
+        for i in range(self._model.count()):
+            ch = self._model.itemData(i)
+            if ch is not None and ch.key == key:
+                if i != self._model.currentIndex() or self.controller.model_choice != ch:
+                    self._model.setCurrentIndex(i)
+                    self.controller.set_model(ch)
+                return
+        if sess.model.get("is_file"):
+            self._model.setCurrentIndex(self._model.count() - 1)
+            self._on_model_changed(key)
+
+    def _on_trace_changed(self, trace):
+        self._trace.set_trace(trace)
+
+    @guarded
+    def _on_trace_jump(self, z: int):
+        self.controller.go_to_slice(int(z))
+
+    @guarded
+    def _on_trace_fix(self, flag: dict):
+        self.controller.apply_fix(flag)
 
     def _on_job_changed(self, job):
         """A job started (busy until its first progress report) or ended: full when it

@@ -1,0 +1,122 @@
+"""The propagation trace in the dock: per object a small plot along the stack and its flags.
+
+Each object gets a row: its slices and why it stopped, a plot drawn with QPainter (predicted
+IoU in blue, area in green, contrast in orange, each scaled to its own range; annotated
+slices as grey lines; flagged slices as red ticks), and one button per flag that jumps to
+its slice. A flag with a fix ("stopped early") also gets "Add a point on slice z". Clicking
+the plot jumps to the slice under the mouse. The numbers come from
+:func:`napari_sam.trace.propagation_trace`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from qtpy.QtCore import QPointF, Qt
+from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
+from qtpy.QtWidgets import QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
+
+__all__ = ["TracePlot", "TraceView"]
+
+COLOURS = {"iou": "#4aa0ff", "area": "#5ac85a", "contrast": "#f0aa28"}
+FLAG_COLOUR = "#eb3c3c"
+KIND_WORDS = {"stopped_early": "stopped early?", "area_jump": "area jump",
+              "overlap": "overlaps another object", "score_drop": "score drop"}
+
+
+class TracePlot(QWidget):
+    """One object's numbers along the stack; ``on_jump(z)`` on a click."""
+
+    def __init__(self, obj: dict, n_slices: int, on_jump: Callable[[int], None]):
+        super().__init__()
+        self.obj, self.n_slices, self._on_jump = obj, max(1, int(n_slices)), on_jump
+        self.setMinimumHeight(70)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setToolTip("blue: predicted IoU, green: area, orange: contrast; red: flagged "
+                        "slices; grey: annotated slices. Click to go to a slice.")
+
+    def x_of(self, z: float) -> float:
+        return 6 + (self.width() - 12) * (z / max(1, self.n_slices - 1))
+
+    def slice_at(self, x: float) -> int:
+        z = round((x - 6) / max(1, self.width() - 12) * max(1, self.n_slices - 1))
+        return int(min(max(z, 0), self.n_slices - 1))
+
+    def paintEvent(self, event):  # noqa: N802 - Qt's name
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        h = self.height()
+        p.fillRect(self.rect(), QColor("#1e1e22"))
+        p.setPen(QPen(QColor("#777777"), 1, Qt.PenStyle.DashLine))
+        for z in self.obj.get("annotated", []):
+            p.drawLine(QPointF(self.x_of(z), 2), QPointF(self.x_of(z), h - 2))
+        p.setPen(QPen(QColor(FLAG_COLOUR), 2))
+        for f in self.obj.get("flags", []):
+            x = self.x_of(f["slice"])
+            p.drawLine(QPointF(x, h - 12), QPointF(x, h - 2))
+        for key, colour in COLOURS.items():
+            pts = [(z, v) for z, v in zip(self.obj["slices"], self.obj[key]) if v is not None]
+            if not pts:
+                continue
+            vals = [v for _, v in pts]
+            lo, hi = (0.0, 1.0) if key == "iou" else (min(vals), max(vals))
+            poly = QPolygonF([QPointF(self.x_of(z), h - 14 - (h - 20) * (
+                0.5 if hi == lo else (v - lo) / (hi - lo))) for z, v in pts])
+            p.setPen(QPen(QColor(colour), 2))
+            p.drawPolyline(poly)
+        p.end()
+
+    def mousePressEvent(self, event):  # noqa: N802 - Qt's name
+        pos = event.position() if hasattr(event, "position") else event.pos()
+        self._on_jump(self.slice_at(pos.x()))
+
+
+class TraceView(QWidget):
+    """Rows of :class:`TracePlot` with flag buttons; ``set_trace(trace or None)``."""
+
+    def __init__(self, on_jump: Callable[[int], None], on_fix: Callable[[dict], None]):
+        super().__init__()
+        self._on_jump, self._on_fix = on_jump, on_fix
+        self._layout = QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self.plots: list[TracePlot] = []
+        self.flag_buttons: list[tuple[QPushButton, dict]] = []
+        self.fix_buttons: list[tuple[QPushButton, dict]] = []
+        self.set_trace(None)
+
+    def _clear(self) -> None:
+        while self._layout.count():
+            w = self._layout.takeAt(0).widget()
+            if w is not None:
+                w.deleteLater()
+        self.plots, self.flag_buttons, self.fix_buttons = [], [], []
+
+    def set_trace(self, trace: dict | None) -> None:
+        self._clear()
+        objects = (trace or {}).get("objects") or []
+        if not objects:
+            self._layout.addWidget(QLabel("Propagate to see each object's trace here."))
+            return
+        n = int(trace.get("n_slices") or 1)
+        for obj in objects:
+            stops = ", ".join(f"{d} at {s['slice']}: {s['reason']}"
+                              for d, s in sorted(obj.get("stops", {}).items()))
+            title = QLabel(f"Object {obj['id']}: slices {obj['slices'][0]}-{obj['slices'][-1]}"
+                           f" (stopped {stops or 'nowhere'})")
+            title.setWordWrap(True)
+            self._layout.addWidget(title)
+            plot = TracePlot(obj, n, self._on_jump)
+            self.plots.append(plot)
+            self._layout.addWidget(plot)
+            for flag in obj.get("flags", []):
+                btn = QPushButton(f"slice {flag['slice']}: {KIND_WORDS.get(flag['kind'], flag['kind'])}")
+                btn.setToolTip(flag["text"])
+                btn.setStyleSheet(f"text-align: left; color: {FLAG_COLOUR};")
+                btn.clicked.connect(lambda *_, z=flag["slice"]: self._on_jump(int(z)))
+                self.flag_buttons.append((btn, flag))
+                self._layout.addWidget(btn)
+                if flag.get("fix"):
+                    fix = QPushButton(f"Add a point on slice {flag['fix']['slice']}")
+                    fix.clicked.connect(lambda *_, f=flag: self._on_fix(f))
+                    self.fix_buttons.append((fix, flag))
+                    self._layout.addWidget(fix)

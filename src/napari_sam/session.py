@@ -1,0 +1,713 @@
+"""Annotation sessions: the file format, reading, writing, checking and replay (no Qt).
+
+A session file records an annotation session so that it can be saved, resumed and replayed
+(docs/sessions.md has the format with an example). It is JSON, versioned (:data:`VERSION`),
+in napari order ((z, row, col) stack coordinates; boxes (row0, col0, row1, col1)):
+
+* ``image``: path, name, content hash (sampled), shape (Z, Y, X), layer shape, channel axis,
+  RGB, dtype, contrast limits (the layer's and the embedding's);
+* ``model``: name or checkpoint path, model id, device and precision;
+* ``settings``: propagation axis, overwrite, segment-everything parameters;
+* ``operations``: every commit still in effect, in order (undone ones are gone): the prompts
+  of each object, the candidate shown, the label it refined, the propagation prompts and
+  options, and the label ids written;
+* ``objects``: which label came from which operation and prompts;
+* ``pending``: prompts not committed yet (restored into the prompt layers);
+* ``labels`` (and ``base``): the committed labels as a TIFF beside the JSON
+  (``<name>.labels-<hash>.tif``, content-addressed so a crash between writing the TIFF and the
+  JSON leaves a consistent pair); ``base`` holds what the labels layer held before the first
+  commit, when it was not empty;
+* ``trace``: the last propagation trace (:mod:`napari_sam.trace`).
+
+Replay (:func:`replay`) reruns the operations in order from ``base`` with the GUI's own code
+(:func:`napari_sam.annotation.decode_slice`, :func:`napari_sam.segment_volume`,
+:func:`napari_sam.annotation.apply_objects`), so with the same model, device and precision
+it writes the GUI's committed labels pixel for pixel; with another model or image it reruns
+the prompts and :func:`compare` says per object what changed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "Session",
+    "SessionError",
+    "check_image",
+    "check_model",
+    "compare",
+    "image_hash",
+    "read_session",
+    "replay",
+    "sidecar_for",
+    "slice_operation",
+    "volume_operation",
+    "write_session",
+]
+
+FORMAT = "napari-sam-session"
+VERSION = 1
+#: Autosaved sessions live next to their image: ``stack.tif`` -> ``stack.tif.sam-session.json``.
+SIDECAR_SUFFIX = ".sam-session.json"
+_PROMPT_KEYS = ("slice", "points", "labels", "box", "stop")
+
+
+class SessionError(ValueError):
+    """A session file that cannot be used; the message names the problem and the fix."""
+
+
+@dataclass
+class Session:
+    """An annotation session (see the module docstring for the fields).
+
+    ``labels`` and ``base`` are (Z, Y, X) integer arrays (or None); the rest is JSON-ready.
+    """
+
+    image: dict
+    model: dict
+    settings: dict = field(default_factory=dict)
+    operations: list = field(default_factory=list)
+    pending: dict = field(default_factory=dict)
+    labels: np.ndarray | None = None
+    base: np.ndarray | None = None
+    trace: dict | None = None
+    saved: str | None = None
+    path: Path | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(Z, Y, X) of the image's stack."""
+        return tuple(int(s) for s in self.image["shape"])
+
+    def objects(self) -> dict[int, dict]:
+        """Which label came from which prompts: ``{id: {"operation": i, "kind", "prompts"}}``
+        (the last operation that wrote the id)."""
+        out: dict[int, dict] = {}
+        for i, op in enumerate(self.operations):
+            for oid, prompts in operation_prompts(op).items():
+                out[oid] = {"operation": i, "kind": op["kind"], "prompts": prompts}
+        return out
+
+    def summary(self) -> str:
+        """E.g. "3 commits, labels 1-3, saved 2025-01-01T10:00:00+00:00"."""
+        ids = sorted(self.objects())
+        n = len(self.operations)
+        text = f"{n} commit{'s' if n != 1 else ''}"
+        if ids:
+            text += f", label{'s' if len(ids) > 1 else ''} {ids[0]}" + (
+                f"-{ids[-1]}" if len(ids) > 1 else "")
+        return text + (f", saved {self.saved}" if self.saved else "")
+
+
+# ------------------------------------------------------------------------------ operations
+def _prompt_record(z: int, points, labels, box) -> dict:
+    rec: dict = {"slice": int(z)}
+    pts = np.asarray(points if points is not None else np.zeros((0, 2)), float).reshape(-1, 2)
+    if len(pts):
+        rec["points"] = pts.tolist()
+        rec["labels"] = [int(v) for v in np.asarray(labels).reshape(-1)]
+    if box is not None:
+        rec["box"] = [float(v) for v in np.asarray(box, float).reshape(4)]
+    return rec
+
+
+def slice_operation(z: int, previews, written: Sequence[tuple[int, int]], *, overwrite: bool,
+                    mask_label: int, ids: Sequence[int]) -> dict:
+    """The record of a commit of previews on one slice.
+
+    Parameters
+    ----------
+    previews : list of napari_sam.annotation.ObjectPreview
+        Every object decoded together (their prompts, candidate shown, mask prompt).
+    written : list of (index into previews, id refined or 0)
+        The objects the commit wrote, in order.
+    mask_label : int
+        The label whose mask was the mask prompt of previews decoded with one (0: none).
+    ids : list of int
+        The label ids written.
+    """
+    objects = []
+    for p in previews:
+        sp = p.prompt
+        rec = _prompt_record(z, sp.points, sp.labels, sp.box)
+        rec.update(key=_key_text(p.key), candidate=int(p.index),
+                   n_candidates=int(p.n_candidates), mask_prompt=bool(p.mask_prompt))
+        objects.append(rec)
+    return {"op": "commit", "kind": "slice", "slice": int(z), "overwrite": bool(overwrite),
+            "mask_label": int(mask_label), "objects": objects,
+            "written": [[int(i), int(r)] for i, r in written], "ids": [int(i) for i in ids]}
+
+
+def volume_operation(prompts: Mapping[int, Sequence], options: Mapping,
+                     written: Sequence[tuple[int, int]], *, overwrite: bool,
+                     ids: Sequence[int]) -> dict:
+    """The record of a commit of a propagation: ``prompts`` ``{i: [SlicePrompt]}`` and the
+    ``options`` given to :func:`napari_sam.segment_volume` (``axis_kind`` included);
+    ``written``: (object i, id refined or 0) in order."""
+    recs = {str(i): [_prompt_record(sp.slice, sp.points, sp.labels, sp.box) for sp in items]
+            for i, items in prompts.items()}
+    return {"op": "commit", "kind": "volume", "overwrite": bool(overwrite),
+            "prompts": recs, "options": dict(options),
+            "written": [[int(i), int(r)] for i, r in written], "ids": [int(i) for i in ids]}
+
+
+def _key_text(key) -> str:
+    return key if isinstance(key, str) else ":".join(str(k) for k in key)
+
+
+def operation_prompts(op: Mapping) -> dict[int, list[dict]]:
+    """``{label id: [slice prompts]}`` of an operation (the prompts that made each id)."""
+    out: dict[int, list[dict]] = {}
+    strip = ("key", "candidate", "n_candidates", "mask_prompt")
+    for (idx, _), oid in zip(op["written"], op["ids"]):
+        if op["kind"] == "slice":
+            out[int(oid)] = [{k: v for k, v in op["objects"][idx].items() if k not in strip}]
+        else:
+            out[int(oid)] = [dict(p) for p in op["prompts"][str(idx)]]
+    return out
+
+
+# ------------------------------------------------------------------------------ image
+def image_hash(stack) -> str:
+    """A content hash of a (Z, Y, X[, C]) stack: BLAKE2 of its shape, dtype and up to 16
+    evenly spaced slices (sampled, so a huge lazy stack is not read whole)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    shape = tuple(int(s) for s in stack.shape)
+    h.update(repr((shape, str(np.dtype(stack.dtype)))).encode())
+    n = shape[0]
+    for z in sorted({int(round(i * (n - 1) / 15)) for i in range(16)} if n > 16 else range(n)):
+        h.update(np.ascontiguousarray(np.asarray(stack[z])).tobytes())
+    return h.hexdigest()
+
+
+def sidecar_for(image_path: os.PathLike | str) -> Path:
+    """Where a session is autosaved for an image file (next to it)."""
+    p = Path(image_path)
+    return p.with_name(p.name + SIDECAR_SUFFIX)
+
+
+def labels_hash(labels: np.ndarray) -> str:
+    import hashlib
+
+    a = np.ascontiguousarray(labels)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((a.shape, str(a.dtype))).encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------ writing
+def _write_labels_file(json_path: Path, what: str, labels: np.ndarray) -> dict:
+    from napari_sam import io as nio
+
+    digest = labels_hash(labels)
+    stem = json_path.name[: -len(".json")] if json_path.name.endswith(".json") else json_path.name
+    path = json_path.with_name(f"{stem}.{what}-{digest[:12]}.tif")
+    if not path.exists():
+        nio.write_labels(path, labels, axes="ZYX", overwrite=True)
+    return {"path": path.name, "hash": digest, "dtype": str(labels.dtype),
+            "shape": list(labels.shape)}
+
+
+def _remove_stale(json_path: Path, keep: set[str]) -> None:
+    stem = json_path.name[: -len(".json")] if json_path.name.endswith(".json") else json_path.name
+    for what in ("labels", "base"):
+        for old in json_path.parent.glob(f"{stem}.{what}-*.tif"):
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
+
+
+def to_dict(session: Session) -> dict:
+    """The JSON record of a session, without the label arrays (see :func:`write_session`)."""
+    objects = {str(k): v for k, v in session.objects().items()}
+    return {"format": FORMAT, "version": VERSION, "saved": session.saved,
+            "image": session.image, "model": session.model, "settings": session.settings,
+            "operations": session.operations, "objects": objects,
+            "pending": session.pending or {"points": [], "labels": [], "boxes": []},
+            "trace": session.trace}
+
+
+def write_session(session: Session, path: os.PathLike | str) -> Path:
+    """Write ``session`` to ``path`` (JSON) and its labels beside it, atomically.
+
+    The label TIFFs are written first (temporary name, then rename; named by their content),
+    then the JSON (temporary name, then rename), then TIFFs no longer referenced are removed:
+    a crash at any point leaves the previous or the new session complete.
+    """
+    from napari_sam import __version__
+    from napari_sam import io as nio
+
+    path = Path(path)
+    session.saved = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    record = to_dict(session)
+    record["napari_sam_version"] = __version__
+    keep = set()
+    for what, arr in (("labels", session.labels), ("base", session.base)):
+        record[what] = None
+        if arr is not None:
+            record[what] = _write_labels_file(path, what, np.asarray(arr))
+            keep.add(record[what]["path"])
+    nio.write_json_atomic(path, record)
+    _remove_stale(path, keep)
+    session.path = path
+    return path
+
+
+# ------------------------------------------------------------------------------ reading
+def _fail(where: str, text: str) -> SessionError:
+    return SessionError(f"session file {where}: {text}")
+
+
+def _number(value, what: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _fail(where, f"{what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _check_prompt(rec, where: str) -> None:
+    """The form of one slice prompt record (coordinates are checked by :func:`check_image`)."""
+    if not isinstance(rec, Mapping):
+        raise _fail(where, f"a prompt must be an object, got {rec!r}")
+    if not isinstance(rec.get("slice"), int) or rec["slice"] < 0:
+        raise _fail(where, f"'slice' must be a whole number >= 0, got {rec.get('slice')!r}")
+    pts = rec.get("points", [])
+    if not isinstance(pts, list) or any(not isinstance(p, list) or len(p) != 2 for p in pts):
+        raise _fail(where, f"'points' must be a list of [row, col] pairs, got {pts!r}")
+    for p in pts:
+        for v, what in zip(p, ("row", "col")):
+            _number(v, what, where)
+    labels = rec.get("labels", [])
+    if not isinstance(labels, list) or len(labels) != len(pts) or any(
+            v not in (0, 1) or isinstance(v, bool) for v in labels):
+        raise _fail(where, f"'labels' must hold one 1 (object) or 0 (background) per point, "
+                           f"got {labels!r}")
+    box = rec.get("box")
+    if box is not None:
+        if not isinstance(box, list) or len(box) != 4:
+            raise _fail(where, f"'box' must be [row0, col0, row1, col1], got {box!r}")
+        b = [_number(v, "a box corner", where) for v in box]
+        if b[2] < b[0] or b[3] < b[1]:
+            raise _fail(where, f"box {b} is inverted (row0 <= row1 and col0 <= col1)")
+    if not pts and box is None and not rec.get("stop"):
+        raise _fail(where, "a prompt without points or a box")
+
+
+def _check_operation(op, i: int, name: str) -> None:
+    where = f"{name}, operation {i + 1}"
+    if not isinstance(op, Mapping) or op.get("kind") not in ("slice", "volume"):
+        raise _fail(where, "each operation needs \"kind\": \"slice\" or \"volume\"")
+    written, ids = op.get("written"), op.get("ids")
+    if not isinstance(written, list) or not isinstance(ids, list) or len(written) != len(ids) \
+            or any(not isinstance(w, list) or len(w) != 2 for w in written) \
+            or any(not isinstance(v, int) or v < 1 for v in ids):
+        raise _fail(where, "'written' must list [object, refined id] pairs and 'ids' the "
+                           "label ids (>= 1) they wrote, one per object")
+    if op["kind"] == "slice":
+        objs = op.get("objects")
+        if not isinstance(objs, list) or not objs:
+            raise _fail(where, "a slice commit needs its 'objects'")
+        for j, rec in enumerate(objs):
+            _check_prompt({k: v for k, v in rec.items() if k in _PROMPT_KEYS}, f"{where}, "
+                          f"object {j + 1}")
+            if not isinstance(rec.get("candidate", 0), int):
+                raise _fail(where, f"object {j + 1}: 'candidate' must be a whole number")
+        if any(not 0 <= w[0] < len(objs) for w in written):
+            raise _fail(where, "'written' names an object the operation does not have")
+    else:
+        prompts = op.get("prompts")
+        if not isinstance(prompts, Mapping) or not prompts:
+            raise _fail(where, "a volume commit needs its 'prompts'")
+        for k, items in prompts.items():
+            if not isinstance(items, list) or not items:
+                raise _fail(where, f"object {k}: expected a list of prompts")
+            for rec in items:
+                _check_prompt(rec, f"{where}, object {k}")
+        if any(str(w[0]) not in prompts for w in written):
+            raise _fail(where, "'written' names an object the operation has no prompts for")
+        if not isinstance(op.get("options", {}), Mapping):
+            raise _fail(where, "'options' must be an object")
+
+
+def _check_record(data, name: str) -> None:
+    if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+        raise _fail(name, f"not a napari-sam session (no \"format\": \"{FORMAT}\"); save one "
+                          "from the Segment Anything dock ('Save session')")
+    version = data.get("version")
+    if version != VERSION:
+        newer = isinstance(version, int) and version > VERSION
+        raise _fail(name, f"format version {version!r}, but this napari-sam reads version "
+                          f"{VERSION}" + ("; update napari-sam-stacks" if newer else
+                                          "; save the session again from the dock"))
+    image = data.get("image")
+    shape = image.get("shape") if isinstance(image, Mapping) else None
+    if not isinstance(shape, list) or len(shape) != 3 or any(
+            not isinstance(s, int) or s < 1 for s in shape):
+        raise _fail(name, "'image.shape' must be [Z, Y, X] (positive whole numbers)")
+    if not isinstance(data.get("model"), Mapping) or not data["model"].get("name"):
+        raise _fail(name, "'model.name' is missing (a registry name or a checkpoint path)")
+    ops = data.get("operations")
+    if not isinstance(ops, list):
+        raise _fail(name, "'operations' must be a list")
+    for i, op in enumerate(ops):
+        _check_operation(op, i, name)
+    pending = data.get("pending") or {}
+    pts, lab = pending.get("points", []), pending.get("labels", [])
+    if not isinstance(pts, list) or any(not isinstance(p, list) or len(p) != 3 for p in pts) \
+            or not isinstance(lab, list) or len(lab) != len(pts):
+        raise _fail(name, "'pending.points' must be [z, row, col] triples with one label each")
+    boxes = pending.get("boxes", [])
+    if not isinstance(boxes, list) or any(not isinstance(b, list) or len(b) != 5 for b in boxes):
+        raise _fail(name, "'pending.boxes' must be [z, row0, col0, row1, col1] lists")
+    for p in pts + boxes:
+        for v in p:
+            _number(v, "a pending prompt coordinate", name)
+
+
+def _read_labels_file(json_path: Path, ref, shape, what: str) -> np.ndarray | None:
+    if ref is None:
+        return None
+    name = json_path.name
+    if not isinstance(ref, Mapping) or not isinstance(ref.get("path"), str):
+        raise _fail(name, f"'{what}' must name its TIFF ('path')")
+    path = json_path.parent / ref["path"]
+    if not path.is_file():
+        raise _fail(name, f"its {what} TIFF {path} is missing; keep it beside the session file")
+    import tifffile
+
+    try:
+        arr = np.asarray(tifffile.imread(path))
+    except Exception as exc:  # noqa: BLE001 - any unreadable TIFF gets the same message
+        raise _fail(name, f"its {what} TIFF {path} cannot be read ({exc})") from None
+    if arr.size != int(np.prod(shape)):
+        raise _fail(name, f"its {what} TIFF {path} has shape {arr.shape}, the image {shape}")
+    arr = arr.reshape(shape).astype(np.dtype(ref.get("dtype", "uint32")))
+    if ref.get("hash") and labels_hash(arr) != ref["hash"]:
+        raise _fail(name, f"its {what} TIFF {path} was changed since the session was saved "
+                          "(content hash differs)")
+    return arr
+
+
+def read_session(path: os.PathLike | str, *, load_labels: bool = True) -> Session:
+    """Read and check a session file (its form; :func:`check_image` and :func:`check_model`
+    check it against an image and the installed models).
+
+    Raises
+    ------
+    SessionError
+        Naming the file, the problem and the fix: not JSON, not a session, another format
+        version, a malformed operation or prompt, a missing or changed labels TIFF.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise SessionError(f"session file {p} does not exist")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError:
+        raise _fail(p.name, "is not UTF-8 text; is it a session file?") from None
+    except ValueError as exc:
+        raise _fail(p.name, f"is not valid JSON ({exc}); it may be truncated: use the "
+                            "autosaved copy or save the session again") from None
+    _check_record(data, p.name)
+    shape = tuple(data["image"]["shape"])
+    session = Session(image=dict(data["image"]), model=dict(data["model"]),
+                      settings=dict(data.get("settings") or {}),
+                      operations=list(data["operations"]),
+                      pending=dict(data.get("pending") or {}), trace=data.get("trace"),
+                      saved=data.get("saved"), path=p)
+    if load_labels:
+        session.labels = _read_labels_file(p, data.get("labels"), shape, "labels")
+        session.base = _read_labels_file(p, data.get("base"), shape, "base")
+    return session
+
+
+def is_session_file(path: os.PathLike | str) -> bool:
+    """Whether ``path`` is a JSON file that says it is a session (a cheap look, no checks)."""
+    p = Path(path)
+    if p.suffix.lower() != ".json" or not p.is_file():
+        return False
+    try:
+        data = json.loads(p.read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, Mapping) and data.get("format") == FORMAT
+
+
+# ------------------------------------------------------------------------------ checks
+def _all_prompts(session: Session):
+    """(where, prompt record) of every operation's and every pending prompt."""
+    for i, op in enumerate(session.operations):
+        if op["kind"] == "slice":
+            for j, rec in enumerate(op["objects"]):
+                yield f"operation {i + 1}, object {j + 1}", rec
+        else:
+            for k, items in op["prompts"].items():
+                for rec in items:
+                    yield f"operation {i + 1}, object {k}", rec
+    pending = session.pending or {}
+    for (z, r, c), lab in zip(pending.get("points", []), pending.get("labels", [])):
+        yield "pending points", {"slice": int(round(z)), "points": [[r, c]], "labels": [lab]}
+    for z, *box in pending.get("boxes", []):
+        yield "pending boxes", {"slice": int(round(z)), "box": box}
+
+
+def check_image(session: Session, shape: Sequence[int], *, what: str = "this image") -> list[str]:
+    """Check a session against an image's (Z, Y, X) stack shape.
+
+    Returns
+    -------
+    list of str
+        Notes (none yet; kept for callers that print them).
+
+    Raises
+    ------
+    SessionError
+        The shape differs, or a prompt lies outside the image or on a slice it does not have.
+    """
+    shape = tuple(int(s) for s in shape)
+    name = session.path.name if session.path else "session"
+    if shape != session.shape:
+        src = session.image.get("path") or session.image.get("name") or "another image"
+        raise _fail(name, f"made for an image of (Z, Y, X) {session.shape} ({src}), but "
+                          f"{what} is {shape}; open the image it was made for")
+    n, h, w = shape
+    for where, rec in _all_prompts(session):
+        z = rec["slice"]
+        if not 0 <= z < n:
+            raise _fail(name, f"{where}: slice {z} is outside {what} (slices 0-{n - 1})")
+        for r, c in rec.get("points", []):
+            if not (-0.5 <= r <= h - 0.5 and -0.5 <= c <= w - 0.5):
+                raise _fail(name, f"{where}: point (row {r:g}, col {c:g}) on slice {z} lies "
+                                  f"outside {what} ({h} x {w} pixels)")
+        b = rec.get("box")
+        if b is not None and (b[2] < 0 or b[3] < 0 or b[0] > h - 1 or b[1] > w - 1):
+            raise _fail(name, f"{where}: box {b} lies outside {what} ({h} x {w} pixels)")
+    return []
+
+
+def check_model(session: Session) -> str:
+    """The model spec to load for a session (a registry name or an existing checkpoint).
+
+    Raises
+    ------
+    SessionError
+        An unknown name and no such file, with the names that exist.
+    """
+    from napari_sam.models.registry import REGISTRY
+
+    spec = str(session.model.get("name"))
+    if spec in REGISTRY or Path(spec).is_file():
+        return spec
+    name = session.path.name if session.path else "session"
+    raise _fail(name, f"unknown model {spec!r}: no registry name ({', '.join(sorted(REGISTRY))})"
+                      " and no such checkpoint file; put the checkpoint at that path, or "
+                      "pick a model and load the session again (the CLI: --model)")
+
+
+# ------------------------------------------------------------------------------ replay
+@dataclass
+class _Prompt:
+    """One object's prompts on one slice, as :func:`~napari_sam.annotation.decode_slice`
+    takes them."""
+
+    points: np.ndarray  # (P, 2) float64 (row, col)
+    labels: np.ndarray  # (P,) int64
+    box: np.ndarray | None  # (4,) float64 or None
+
+    @property
+    def usable(self) -> bool:
+        return self.box is not None or bool((self.labels == 1).any())
+
+
+def _prompt_of(rec: Mapping) -> _Prompt:
+    pts = np.asarray(rec.get("points", []), dtype=np.float64).reshape(-1, 2)
+    lab = np.asarray(rec.get("labels", []), dtype=np.int64).reshape(-1)
+    box = None if rec.get("box") is None else np.asarray(rec["box"], dtype=np.float64)
+    return _Prompt(pts, lab, box)
+
+
+@dataclass
+class ReplayResult:
+    """What :func:`replay` made.
+
+    Attributes
+    ----------
+    labels : numpy.ndarray (Z, Y, X)
+        The labels after every operation.
+    ids : list of list of int
+        The ids each operation wrote.
+    notes : list of str
+        Operations whose ids differ from the recorded ones (another model or image).
+    trace : dict
+        The propagation trace of the volume operations (:mod:`napari_sam.trace`), objects
+        under their committed ids.
+    """
+
+    labels: np.ndarray
+    ids: list
+    notes: list
+    trace: dict
+
+
+def _slice_objects(op: Mapping, labels: np.ndarray, emb, predictor) -> list:
+    from napari_sam.annotation import ObjectMask, decode_slice
+    from napari_sam.volume import mask_to_logits
+
+    z = int(op["slice"])
+    e = emb[z]
+    on_slice, mask_inputs = [], {}
+    for j, rec in enumerate(op["objects"]):
+        on_slice.append((j, _prompt_of(rec)))
+        if rec.get("mask_prompt"):
+            mask = labels[z] == int(op["mask_label"])
+            mask_inputs[j] = mask_to_logits(mask, e.original_size, e.input_size,
+                                            predictor.img_size, predictor.low_res_size).numpy()
+    previews = {p.key: p for p in decode_slice(predictor, e, z, on_slice, mask_inputs)}
+    objects = []
+    for j, replaces in op["written"]:
+        p = previews.get(int(j))
+        if p is None:
+            continue
+        p.index = min(int(op["objects"][j].get("candidate", 0)), p.n_candidates - 1)
+        objects.append(ObjectMask(p.mask, z, int(replaces)))
+    return objects
+
+
+def _volume_objects(op: Mapping, emb, progress) -> tuple[list, object]:
+    from napari_sam.annotation import ObjectMask
+    from napari_sam.volume import SlicePrompt, segment_volume
+
+    prompts = {}
+    for k, items in op["prompts"].items():
+        sps = []
+        for rec in items:
+            p = _prompt_of(rec)
+            has = len(p.points) > 0
+            sps.append(SlicePrompt(slice=int(rec["slice"]), points=p.points if has else None,
+                                   labels=p.labels if has else None, box=p.box))
+        prompts[int(k)] = sps
+    res = segment_volume(emb, prompts, progress=progress, **dict(op.get("options") or {}))
+    labels = np.asarray(res.labels)
+    objects = [ObjectMask(labels == int(i), None, int(r)) for i, r in op["written"]]
+    return objects, res
+
+
+def replay(session: Session, emb, *, progress: Callable[[int, int], None] | None = None
+           ) -> ReplayResult:
+    """Rerun a session's operations on a stack's embeddings.
+
+    Parameters
+    ----------
+    session : Session
+    emb : napari_sam.embeddings.StackEmbeddings
+        Embeddings of the (Z, Y, X) stack (:func:`napari_sam.embed`), with its predictor.
+    progress : callable(done, total), optional
+        Called after each operation.
+
+    Returns
+    -------
+    ReplayResult
+        Labels (Z, Y, X), starting from the session's ``base`` (else zeros), with the dtype
+        of the session's labels (uint32 when it has none).
+    """
+    from napari_sam.annotation import apply_objects
+    from napari_sam.trace import propagation_trace
+
+    shape = tuple(int(s) for s in emb.shape[:3])
+    check_image(session, shape)
+    dtype = session.labels.dtype if session.labels is not None else np.dtype(np.uint32)
+    labels = (np.zeros(shape, dtype) if session.base is None
+              else np.array(session.base, dtype=dtype, copy=True))
+    predictor = emb.predictor
+    ids, notes, traced = [], [], []
+    for i, op in enumerate(session.operations):
+        if op["kind"] == "slice":
+            objects = _slice_objects(op, labels, emb, predictor)
+        else:
+            objects, res = _volume_objects(op, emb, None)
+            names = {int(k): int(v) for (k, _), v in zip(op["written"], op["ids"])}
+            annotated = {int(k): [r["slice"] for r in items] for k, items in op["prompts"].items()}
+            part = propagation_trace(res.labels, getattr(emb, "stack", None), res.scores,
+                                     {k: v for k, v in res.stop_reasons.items() if k in names},
+                                     annotated, ids=names)
+            traced.extend(part["objects"])
+        commit = apply_objects(labels, objects, overwrite=bool(op["overwrite"]))
+        ids.append(list(commit.ids))
+        if list(commit.ids) != [int(v) for v in op["ids"]]:
+            notes.append(f"operation {i + 1} wrote label(s) {commit.ids}, the session "
+                         f"recorded {op['ids']}")
+        if progress is not None:
+            progress(i + 1, len(session.operations))
+    trace = {"format": 1, "n_slices": shape[0], "objects": traced}
+    return ReplayResult(labels, ids, notes, trace)
+
+
+def _slices_of(labels: np.ndarray, ids: Sequence[int]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {int(i): [] for i in ids}
+    for z in range(labels.shape[0]):
+        for v in np.unique(labels[z]):
+            if int(v) in out:
+                out[int(v)].append(z)
+    return out
+
+
+def compare(before: np.ndarray, after: np.ndarray) -> list[dict]:
+    """Per object, what changed from ``before`` to ``after`` (both (Z, Y, X) labels).
+
+    Returns
+    -------
+    list of dict
+        ``{"id", "status": "same" | "changed" | "new" | "gone", "iou", "area_before",
+        "area_after", "slices_before": [first, last] or None, "slices_after"}`` by id.
+    """
+    a = np.asarray(before).astype(np.int64, copy=False).ravel()
+    b = np.asarray(after).astype(np.int64, copy=False).ravel()
+    n = int(max(a.max(initial=0), b.max(initial=0))) + 1
+    area_a, area_b = np.bincount(a, minlength=n), np.bincount(b, minlength=n)
+    inter = np.bincount(a[a == b], minlength=n)
+    ids = [i for i in range(1, n) if area_a[i] or area_b[i]]
+    sa = _slices_of(np.asarray(before), ids)
+    sb = _slices_of(np.asarray(after), ids)
+    out = []
+    for i in ids:
+        union = area_a[i] + area_b[i] - inter[i]
+        iou = float(inter[i] / union) if union else 1.0
+        status = ("new" if not area_a[i] else "gone" if not area_b[i]
+                  else "same" if inter[i] == area_a[i] == area_b[i] else "changed")
+        out.append({"id": i, "status": status, "iou": round(iou, 4),
+                    "area_before": int(area_a[i]), "area_after": int(area_b[i]),
+                    "slices_before": [sa[i][0], sa[i][-1]] if sa[i] else None,
+                    "slices_after": [sb[i][0], sb[i][-1]] if sb[i] else None})
+    return out
+
+
+def describe_changes(changes: Sequence[Mapping]) -> list[str]:
+    """One line per object that is not the same (for the CLI)."""
+    lines = []
+    for c in changes:
+        if c["status"] == "same":
+            continue
+        if c["status"] == "changed":
+            lines.append(f"object {c['id']}: changed (IoU {c['iou']:.2f}, area "
+                         f"{c['area_before']} -> {c['area_after']}, slices "
+                         f"{c['slices_before']} -> {c['slices_after']})")
+        else:
+            lines.append(f"object {c['id']}: {c['status']}")
+    return lines
+
+
+def legacy_prompts(session: Session) -> dict[int, list[dict]]:
+    """``{label id: [slice prompts]}`` in the CLI's prompts form (what made each label)."""
+    return {oid: [{k: v for k, v in p.items() if k in _PROMPT_KEYS} for p in rec["prompts"]]
+            for oid, rec in session.objects().items()}

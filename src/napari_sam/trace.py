@@ -1,0 +1,244 @@
+"""Propagation trace: per object, the numbers along the stack and the slices to look at.
+
+After :func:`napari_sam.segment_volume`, :func:`propagation_trace` gives for every object,
+slice by slice, its predicted IoU (``VolumeResult.scores``), its area and its contrast with
+its surroundings (:func:`napari_sam.volume.mask_contrast`), where and why it stopped, and
+*flags*: slices worth a look, each with what to do. The GUI draws it in the dock, the CLI
+writes it into the output's sidecar (``extra.trace``) and ``napari-sam report`` renders it
+as PNG (:func:`render_png`). Pure numpy and Pillow; no Qt.
+
+Flags (``kind``):
+
+``stopped_early``
+    Propagation stopped for a reason other than the stack edge, a stop marker or meeting
+    its other end, and the object's last mask, laid on one of the next
+    :data:`LOOK_AHEAD` slices, still stands out (contrast at least :data:`STILL_THERE` of
+    the object's median contrast, same sign): the object probably goes on. The flag sits on
+    that slice and its ``fix`` is a point to add there (the last mask's centre).
+``area_jump``
+    The area changed by more than :data:`AREA_JUMP` times from the previous slice.
+``overlap``
+    More than :data:`OVERLAP` of the object's footprint on the previous slice is held by
+    another object on this slice (one object took the other's place).
+``score_drop``
+    The predicted IoU fell by more than :data:`SCORE_DROP` from the previous slice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "AREA_JUMP",
+    "LOOK_AHEAD",
+    "OVERLAP",
+    "SCORE_DROP",
+    "STILL_THERE",
+    "propagation_trace",
+    "render_png",
+]
+
+AREA_JUMP = 1.8
+OVERLAP = 0.25
+SCORE_DROP = 0.15
+LOOK_AHEAD = 3
+STILL_THERE = 0.5
+#: stop reasons that are not early stops
+FINAL_REASONS = ("edge", "stop_marker", "met")
+
+
+def _contrast(image: np.ndarray, mask: np.ndarray) -> float:
+    from napari_sam.volume import mask_contrast
+
+    return float(mask_contrast(image, mask)[0])
+
+
+def _flags_along(oid: int, zs: list[int], area, score, labels: np.ndarray) -> list[dict]:
+    flags = []
+    for k in range(1, len(zs)):
+        z, zp = zs[k], zs[k - 1]
+        a, ap = area[k], area[k - 1]
+        if a and ap and max(a / ap, ap / a) > AREA_JUMP:
+            flags.append({"slice": z, "kind": "area_jump",
+                          "text": f"area {ap} -> {a} pixels from slice {zp}"})
+        prev = labels[zp] == oid
+        held = labels[z][prev]
+        others = held[(held != 0) & (held != oid)]
+        if prev.any() and others.size > OVERLAP * prev.sum():
+            other = int(np.bincount(others).argmax())
+            flags.append({"slice": z, "kind": "overlap",
+                          "text": f"object {other} holds {others.size / prev.sum():.0%} of "
+                                  f"its place on slice {zp}"})
+        s, sp = score[k], score[k - 1]
+        if s is not None and sp is not None and sp - s > SCORE_DROP:
+            flags.append({"slice": z, "kind": "score_drop",
+                          "text": f"predicted IoU {sp:.2f} -> {s:.2f}"})
+    return flags
+
+
+def _early_stop(oid, direction, reason, last, labels, stack, reference) -> dict | None:
+    """The flag of an object that stopped at ``last`` but seems to go on (or None)."""
+    if reason in FINAL_REASONS or not np.isfinite(reference) or reference == 0:
+        return None
+    step = 1 if direction == "up" else -1
+    mask = labels[last] == oid
+    if not mask.any():
+        return None
+    rows, cols = np.nonzero(mask)
+    centre = [float(np.round(rows.mean(), 1)), float(np.round(cols.mean(), 1))]
+    for k in range(1, LOOK_AHEAD + 1):
+        z = last + step * k
+        if not 0 <= z < labels.shape[0]:
+            return None
+        c = _contrast(np.asarray(stack[z]), mask)
+        if np.isfinite(c) and c * np.sign(reference) >= STILL_THERE * abs(reference):
+            return {"slice": z, "kind": "stopped_early",
+                    "text": f"stopped at slice {last} ({reason}) but the object seems to go "
+                            f"on: add a point on slice {z}",
+                    "fix": {"slice": z, "point": centre}}
+    return None
+
+
+def _one_object(oid, labels, stack, scores, reasons, annotated) -> dict:
+    present = np.flatnonzero((labels == oid).reshape(labels.shape[0], -1).any(1))
+    zs = [int(z) for z in present]
+    area = [int((labels[z] == oid).sum()) for z in zs]
+    score = [None if z not in scores else round(float(scores[z]), 4) for z in zs]
+    contrast = []
+    for z in zs:
+        c = _contrast(np.asarray(stack[z]), labels[z] == oid) if stack is not None else np.nan
+        contrast.append(None if not np.isfinite(c) else round(c, 4))
+    finite = [c for c in contrast if c is not None]
+    reference = float(np.median(finite)) if finite else float("nan")
+    stops = {}
+    flags = _flags_along(oid, zs, area, score, labels)
+    for direction, reason in reasons.items():
+        last = zs[-1] if direction == "up" else zs[0]
+        stops[direction] = {"slice": last, "reason": reason}
+        if stack is not None:
+            flag = _early_stop(oid, direction, reason, last, labels, stack, reference)
+            if flag is not None:
+                flags.append(flag)
+    flags.sort(key=lambda f: (f["slice"], f["kind"]))
+    return {"id": int(oid), "slices": zs, "iou": score, "area": area, "contrast": contrast,
+            "annotated": sorted(int(z) for z in annotated), "stops": stops, "flags": flags}
+
+
+def propagation_trace(
+    labels,
+    stack,
+    scores: Mapping[int, Mapping[int, float]],
+    stop_reasons: Mapping[int, Mapping[str, str]],
+    annotated: Mapping[int, Sequence[int]] | None = None,
+    ids: Mapping[int, int] | None = None,
+) -> dict:
+    """The trace of a propagation.
+
+    Parameters
+    ----------
+    labels : array-like (Z, Y, X) int
+        The propagated labels (``VolumeResult.labels``).
+    stack : array-like (Z, Y, X) or (Z, Y, X, C), or None
+        The images (for contrast and early stops); None leaves them out.
+    scores : mapping id -> {slice: predicted IoU}
+        ``VolumeResult.scores``.
+    stop_reasons : mapping id -> {"up"|"down": reason}
+        ``VolumeResult.stop_reasons`` (keys of :data:`napari_sam.volume.STOP_REASONS`).
+    annotated : mapping id -> slices, optional
+        The slices the user prompted.
+    ids : mapping id -> id, optional
+        Names to report the objects under (e.g. the committed label ids).
+
+    Returns
+    -------
+    dict
+        ``{"format": 1, "n_slices": Z, "objects": [{"id", "slices", "iou", "area",
+        "contrast", "annotated", "stops": {"up"|"down": {"slice", "reason"}}, "flags":
+        [{"slice", "kind", "text", "fix"?}]}]}``; lists run over ``slices`` (where the
+        object is in ``labels``); ``None`` where a number is unknown. JSON-ready.
+    """
+    labels = np.asarray(labels)
+    annotated = annotated or {}
+    objects = []
+    for oid in sorted(stop_reasons):
+        rec = _one_object(int(oid), labels, stack, scores.get(oid, {}), stop_reasons[oid],
+                          annotated.get(oid, ()))
+        if not rec["slices"]:
+            continue
+        if ids is not None:
+            rec["id"] = int(ids.get(oid, oid))
+        objects.append(rec)
+    return {"format": 1, "n_slices": int(labels.shape[0]), "objects": objects}
+
+
+# ------------------------------------------------------------------------------ rendering
+_COLOURS = {"iou": (70, 160, 255), "area": (90, 200, 90), "contrast": (240, 170, 40)}
+_FLAG = (235, 60, 60)
+
+
+def _plot(draw, box, xs, ys, lo, hi, colour, n_slices) -> None:
+    x0, y0, x1, y1 = box
+    draw.rectangle(box, outline=(90, 90, 90))
+    pts = []
+    for z, v in zip(xs, ys):
+        if v is None:
+            continue
+        x = x0 + 4 + (x1 - x0 - 8) * (z / max(1, n_slices - 1))
+        t = 0.5 if hi == lo else (v - lo) / (hi - lo)
+        pts.append((x, y1 - 4 - (y1 - y0 - 8) * t))
+    if len(pts) > 1:
+        draw.line(pts, fill=colour, width=2)
+    for p in pts:
+        draw.ellipse((p[0] - 2, p[1] - 2, p[0] + 2, p[1] + 2), fill=colour)
+
+
+def render_png(trace: Mapping, path, *, title: str = "", width: int = 900) -> None:
+    """Draw a trace (:func:`propagation_trace`) as a PNG: one row per object with its
+    predicted IoU, area and contrast along the stack, red ticks at flagged slices, and the
+    stops and flags written out. Written to a temporary name and renamed."""
+    import os
+
+    from PIL import Image, ImageDraw
+
+    from napari_sam.io import _tmp_name
+
+    objects = list(trace.get("objects") or [])
+    n = int(trace.get("n_slices") or 1)
+    row_h, head = 150, 40
+    img = Image.new("RGB", (width, head + row_h * max(1, len(objects))), (24, 24, 28))
+    draw = ImageDraw.Draw(img)
+    draw.text((10, 10), title or "propagation trace", fill=(230, 230, 230))
+    draw.text((width - 330, 10), "IoU (blue)  area (green)  contrast (orange)",
+              fill=(200, 200, 200))
+    if not objects:
+        draw.text((10, head + 10), "no propagated objects", fill=(200, 200, 200))
+    pw = (width - 40) // 3
+    for r, obj in enumerate(objects):
+        y = head + r * row_h
+        stops = ", ".join(f"{d} at {s['slice']}: {s['reason']}"
+                          for d, s in sorted(obj.get("stops", {}).items()))
+        draw.text((10, y), f"object {obj['id']}  slices {obj['slices'][0]}-{obj['slices'][-1]}"
+                  f"  ({stops})", fill=(230, 230, 230))
+        for i, key in enumerate(("iou", "area", "contrast")):
+            vals = [v for v in obj[key] if v is not None]
+            lo, hi = (0.0, 1.0) if key == "iou" else (
+                (min(vals), max(vals)) if vals else (0.0, 1.0))
+            box = (10 + i * (pw + 10), y + 16, 10 + i * (pw + 10) + pw, y + row_h - 30)
+            _plot(draw, box, obj["slices"], obj[key], lo, hi, _COLOURS[key], n)
+            for f in obj.get("flags", []):
+                x = box[0] + 4 + (box[2] - box[0] - 8) * (f["slice"] / max(1, n - 1))
+                draw.line((x, box[1], x, box[3]), fill=_FLAG, width=1)
+        text = "; ".join(f"slice {f['slice']}: {f['text']}" for f in obj.get("flags", []))
+        draw.text((10, y + row_h - 24), (text or "no flags")[:160], fill=(235, 120, 120)
+                  if text else (150, 150, 150))
+    path = Path(path)
+    tmp = _tmp_name(path)
+    try:
+        img.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
