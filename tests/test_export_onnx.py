@@ -329,7 +329,13 @@ def demo(tmp_path_factory):
     return ns.load_model("demo")
 
 
-def test_demo_decoder_with_metas_options_equals_meta(demo, tmp_path):
+@pytest.fixture(scope="module")
+def demo_plain(demo, tmp_path_factory):
+    """The demo model's decoder exported with the default options."""
+    return export_onnx(demo, tmp_path_factory.mktemp("demo_plain") / "plain", encoder=False)
+
+
+def test_demo_decoder_with_metas_options_equals_meta(demo, demo_plain, tmp_path):
     """The demo model's decoder, exported with Meta's options (single mask, stability score,
     extra metrics), equals Meta's SamOnnxModel export with the same options."""
     options = dict(use_stability_score=True, return_extra_metrics=True)
@@ -363,7 +369,7 @@ def test_demo_decoder_with_metas_options_equals_meta(demo, tmp_path):
         np.testing.assert_allclose(got[2], want[2], atol=2e-3)
         assert abs(int(got[3][0, 0]) - int(want[3][0, 0])) <= 0.001 * 200 * 300
     # the demo decoder in plain mode equals its PyTorch decoder
-    plain = _session(export_onnx(demo, tmp_path / "plain", encoder=False).decoder)
+    plain = _session(demo_plain.decoder)
     coords, labels, kwargs = _prompt_cases(demo)[1][1:]
     masks, iou, _ = plain.run(None, _feed(emb, coords, labels))
     with torch.no_grad():
@@ -406,19 +412,31 @@ def test_encoder_export_equals_pytorch_and_meta(tmp_path, monkeypatch):
 # ============================================================================ CLI
 
 
-def test_cli_export_demo_writes_all_three_files(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def cli_demo_export(tmp_path_factory):
+    """``napari-sam export onnx demo -o DIR`` (DIR and its parent created): (DIR, stdout, stderr)."""
+    import contextlib
+    import io
+
     from napari_sam.cli import main
 
-    out = tmp_path / "exports" / "demo"
-    assert main(["export", "onnx", "demo", "-o", str(out)]) == 0
+    out = tmp_path_factory.mktemp("cli") / "exports" / "demo"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(["export", "onnx", "demo", "-o", str(out)])
+    assert code == 0, stderr.getvalue()
+    return out, stdout.getvalue(), stderr.getvalue()
+
+
+def test_cli_export_demo_writes_all_three_files(cli_demo_export):
+    out, printed_out, printed_err = cli_demo_export
     assert sorted(p.name for p in out.iterdir()) == [DECODER_FILE, ENCODER_FILE, METADATA_FILE]
     for name in (DECODER_FILE, ENCODER_FILE):
         onnx.checker.check_model(str(out / name))
     meta = json.loads((out / METADATA_FILE).read_text())
     assert meta["model_id"].startswith("demo:") and meta["is_demo"] is True
     assert meta["input_size"] == 256
-    printed = capsys.readouterr()
-    assert str(out) in printed.out and "demo" in printed.err.lower()
+    assert str(out) in printed_out and "demo" in printed_err.lower()
     # the exported encoder + decoder segment the demo image like the PyTorch predictor
     import napari_sam as ns
     from napari_sam.preprocess import ResizeSpec, images_to_tensor, to_uint8_rgb
@@ -592,7 +610,7 @@ def test_onnx_decoder_class_equals_predictor(tmp_path, monkeypatch):
     assert again.model_id == pred.model.model_id
 
 
-def test_onnx_decoder_class_refuses_what_it_cannot_decode(tmp_path, demo):
+def test_onnx_decoder_class_refuses_what_it_cannot_decode(tmp_path, demo, demo_plain):
     import napari_sam as ns
     from napari_sam.export import OnnxDecoder
     from napari_sam.predictor import ImageEmbedding
@@ -602,7 +620,7 @@ def test_onnx_decoder_class_refuses_what_it_cannot_decode(tmp_path, demo):
     single = export_onnx(demo, tmp_path / "single", encoder=False, return_single_mask=True)
     with pytest.raises(ValueError, match="return_single_mask"):
         OnnxDecoder(single.folder)
-    dec = OnnxDecoder(export_onnx(demo, tmp_path / "plain", encoder=False).decoder)
+    dec = OnnxDecoder(demo_plain.decoder)
     e = demo.embedding_size
     other = ImageEmbedding(torch.zeros(256, e, e), (100, 100), (256, 256), "vit_b:123")
     with pytest.raises(ValueError, match="same model"):
@@ -615,7 +633,7 @@ def test_onnx_decoder_class_refuses_what_it_cannot_decode(tmp_path, demo):
     assert ns.export_onnx is export_onnx
 
 
-def test_docs_ten_line_example_runs_and_matches_predictor(tmp_path):
+def test_docs_ten_line_example_runs_and_matches_predictor(cli_demo_export):
     """The onnxruntime example in docs/onnx.md, run as written on an export of the demo."""
     import re
 
@@ -627,8 +645,7 @@ def test_docs_ten_line_example_runs_and_matches_predictor(tmp_path):
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     statements = [ln for ln in code.splitlines() if ln.strip() and not ln.startswith(" ")]
     assert len(statements) <= 12
-    export_onnx("demo", tmp_path / "demo")
-    code = code.replace('"onnx/vit_b_lm"', repr(str(tmp_path / "demo")))
+    code = code.replace('"onnx/vit_b_lm"', repr(str(cli_demo_export[0])))
     sample = nuclei_2d((150, 200), seed=3)
     rows, cols = np.nonzero(sample.labels == 1)
     click = [int(np.median(rows)), int(np.median(cols))]
