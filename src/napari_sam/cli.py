@@ -255,6 +255,21 @@ prompts.csv (one row per point, box or stop marker; napari order, row then colum
   {"objects": {"1": [{"slice": 10, "points": [[64, 80]], "labels": [1]}]},
    "files": {"stack.tif": {"2": [{"slice": 5, "box": [20, 30, 60, 75]}]}}}
 Each object is segmented on its prompted slices and propagated up and down the stack.
+
+A session file saved from the napari dock (Save session, or the autosaved
+<image>.sam-session.json) replays the dock's commits in order: with the same model, device
+and precision it writes the dock's labels pixel for pixel; with another model or stack of the
+same shape it reruns the prompts and prints per object what changed (also in the sidecar,
+extra.replay). Every output's sidecar holds the propagation trace: `napari-sam report out/`.
+"""
+
+_EPILOG_REPORT = """\
+examples:
+  napari-sam segment stack.tif -o out/ --prompts clicks.csv
+  napari-sam report out/            # writes out/stack_labels.tif.trace.png
+
+Flags: an object that stopped early (its mask still stands out a few slices further: add a
+point there), area jumps, overlap with another object, score drops.
 """
 
 _EPILOG_EMBED = """\
@@ -417,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_batch(pg, "segment")
     g = pg.add_argument_group("prompts and propagation")
     g.add_argument("--prompts", "-p", required=True, metavar="FILE",
-                   help="CSV or JSON prompts file (format below)")
+                   help="CSV or JSON prompts file, or a session saved in the napari dock "
+                        "(format below; a session replays its commits)")
     g.add_argument("--mode", choices=("auto", "box", "box+mask", "points", "center"),
                    default="auto", help="how each slice is prompted from the previous mask")
     g.add_argument("--axis-kind", choices=("z", "t"), default=None,
@@ -497,6 +513,17 @@ def build_parser() -> argparse.ArgumentParser:
     po.add_argument("--quiet", "-q", action="store_true", help="print nothing on success")
     po.add_argument("--verbose", "-v", action="store_true",
                     help="print tracebacks of failures (for bug reports)")
+
+    # ---- report
+    pr = sub.add_parser("report", help="plot the propagation traces of segment outputs (PNG)",
+                        description="For every output of `napari-sam segment` in the folders "
+                                    "or files given, write <output>.trace.png: per object its "
+                                    "predicted IoU, area and contrast along the stack, where it "
+                                    "stopped and why, and the flagged slices (printed too).",
+                        formatter_class=_Formatter, epilog=_EPILOG_REPORT)
+    pr.add_argument("outputs", nargs="+", metavar="PATH",
+                    help="output folders or label files of `napari-sam segment`")
+    pr.add_argument("--quiet", "-q", action="store_true", help="print only the PNG paths")
     return parser
 
 
@@ -994,6 +1021,16 @@ def _cmd_export(args) -> int:
 # ============================================================================ main
 
 
+def _cmd_report(args) -> int:
+    from napari_sam.trace import report
+
+    written = report(args.outputs, out=sys.stdout, quiet=args.quiet)
+    if not written:
+        raise CLIError("no propagation traces found in " + ", ".join(args.outputs) + "; run "
+                       "`napari-sam segment ... -o DIR` first and give DIR", 1)
+    return 0
+
+
 def _sigterm(signum, frame):  # pragma: no cover - signal handler
     raise KeyboardInterrupt
 
@@ -1017,6 +1054,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_train(args)
         if args.command == "export":
             return _cmd_export(args)
+        if args.command == "report":
+            return _cmd_report(args)
         return _cmd_batch(args)
     except KeyboardInterrupt:
         _err("interrupted")

@@ -242,3 +242,52 @@ def render_png(trace: Mapping, path, *, title: str = "", width: int = 900) -> No
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _sidecars(paths) -> list[Path]:
+    from napari_sam import io as nio
+
+    found = []
+    for spec in paths:
+        p = Path(spec)
+        if p.is_dir():
+            found.extend(sorted(q for q in p.glob("*.json") if not q.name.startswith(".")))
+        elif p.suffix.lower() == ".json":
+            found.append(p)
+        else:
+            found.append(nio.sidecar_path(p))
+    return found
+
+
+def report(paths, *, out=None, quiet: bool = False) -> list[Path]:
+    """Render the trace of every ``segment`` output among ``paths`` (folders, label files or
+    sidecars) as ``<output>.trace.png`` beside it; print each PNG's path and, unless
+    ``quiet``, each flag. Returns the PNGs written."""
+    import json
+    import sys
+
+    from napari_sam import io as nio
+
+    out = out or sys.stdout
+    written = []
+    for side in _sidecars(paths):
+        try:
+            record = json.loads(side.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(record, dict) or record.get("format") != nio.SIDECAR_FORMAT:
+            continue
+        trace = (record.get("extra") or {}).get("trace")
+        if not trace:
+            continue
+        output = side.with_name(side.name[: -len(".json")])
+        png = output.with_name(output.name + ".trace.png")
+        source = (record.get("input") or {}).get("path") or ""
+        render_png(trace, png, title=f"{Path(source).name or output.name}: {output.name}")
+        written.append(png)
+        print(png, file=out)
+        if not quiet:
+            for obj in trace.get("objects", []):
+                for f in obj.get("flags", []):
+                    print(f"  object {obj['id']}, slice {f['slice']}: {f['text']}", file=out)
+    return written
