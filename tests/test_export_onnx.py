@@ -585,7 +585,7 @@ def test_onnx_decoder_class_equals_predictor(tmp_path, monkeypatch):
     pred = ns.Predictor("demo", device="cpu", precision="fp32")
     emb = pred.set_image(sample.image)
     dec = OnnxDecoder.for_model(pred.model, threads=1)
-    assert (onnx_cache_folder(pred.model.model_id) / DECODER_FILE).is_file()
+    assert (onnx_cache_folder(pred.model) / DECODER_FILE).is_file()
     rows, cols = np.nonzero(sample.labels == 2)
     centre = [np.median(rows), np.median(cols)]
     box = [rows.min(), cols.min(), rows.max(), cols.max()]
@@ -605,9 +605,25 @@ def test_onnx_decoder_class_equals_predictor(tmp_path, monkeypatch):
         np.testing.assert_allclose(got[1], want[1], atol=IOU_TOL, rtol=0)
         np.testing.assert_allclose(got[2], want[2], atol=1e-3, rtol=0)
         assert _agreement(got[0], want[0]) >= MASK_AGREEMENT, kwargs
-    # the second call reuses the export
+    # the second call reuses the export; other weights under the same model_id do not
+    stamp = (onnx_cache_folder(pred.model) / DECODER_FILE).stat().st_mtime_ns
     again = OnnxDecoder.for_model(pred.model)
     assert again.model_id == pred.model.model_id
+    assert (onnx_cache_folder(pred.model) / DECODER_FILE).stat().st_mtime_ns == stamp
+    import copy
+
+    other = copy.deepcopy(pred.model)
+    with torch.no_grad():
+        other.mask_decoder.iou_token.weight.add_(1.0)
+    assert other.model_id == pred.model.model_id
+    assert onnx_cache_folder(other) != onnx_cache_folder(pred.model)
+    from napari_sam.preprocess import points_to_model
+
+    xy = torch.as_tensor(points_to_model([[30.0, 40.0]], emb.spec(other.img_size)))[None]
+    with torch.no_grad():
+        want = other.decode(emb.features[None], points=(xy, torch.tensor([[1]])))
+    got = OnnxDecoder.for_model(other).predict(emb, points=[[30.0, 40.0]])
+    np.testing.assert_allclose(got[1], want[1][0].numpy(), atol=IOU_TOL, rtol=0)
 
 
 def test_onnx_decoder_class_refuses_what_it_cannot_decode(tmp_path, demo, demo_plain):

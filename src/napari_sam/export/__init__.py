@@ -20,7 +20,7 @@ from .onnx_export import (
     SamOnnxEncoder,
     export_onnx,
 )
-from .onnx_runtime import OnnxDecoder, onnx_cache_folder
+from .onnx_runtime import OnnxDecoder, decoder_digest, onnx_cache_folder
 
 __all__ = [
     "DECODER_FILE",
@@ -33,6 +33,7 @@ __all__ = [
     "OnnxExport",
     "SamOnnxDecoder",
     "SamOnnxEncoder",
+    "decoder_digest",
     "export_onnx",
     "onnx_cache_folder",
 ]

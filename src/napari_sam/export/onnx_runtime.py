@@ -19,17 +19,33 @@ import numpy as np
 
 from .onnx_export import DECODER_FILE, DECODER_INPUTS, DECODER_OUTPUTS, METADATA_FILE
 
-__all__ = ["OnnxDecoder", "onnx_cache_folder"]
+__all__ = ["OnnxDecoder", "decoder_digest", "onnx_cache_folder"]
 
 _INSTALL_HINT = 'install the ONNX extra: pip install "napari-sam-stacks[onnx]"'
 
 
-def onnx_cache_folder(model_id: str) -> Path:
-    """Where :meth:`OnnxDecoder.for_model` keeps the export of a model: a folder under the
-    model cache (``NAPARI_SAM_CACHE_DIR`` or the platform cache), named after ``model_id``."""
+def decoder_digest(model) -> str:
+    """sha256 (first 12 hex digits) of the prompt encoder's and mask decoder's weights: two
+    models with one ``model_id`` but other weights (a model finetuned in memory, random
+    weights built from one config) get different exports."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for prefix in ("prompt_encoder", "mask_decoder"):
+        for name, tensor in getattr(model, prefix).state_dict().items():
+            h.update(f"{prefix}.{name}{tuple(tensor.shape)}".encode())
+            h.update(tensor.detach().to("cpu", copy=True).float().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def onnx_cache_folder(model) -> Path:
+    """Where :meth:`OnnxDecoder.for_model` keeps the decoder export of ``model`` (a Sam): a
+    folder under the model cache (``NAPARI_SAM_CACHE_DIR`` or the platform cache) named after
+    its ``model_id`` and :func:`decoder_digest`."""
     from napari_sam.models.registry import cache_dir
 
-    return cache_dir() / "onnx" / re.sub(r"[^A-Za-z0-9._-]+", "_", model_id)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", model.model_id)
+    return cache_dir() / "onnx" / f"{name}-{decoder_digest(model)}"
 
 
 class OnnxDecoder:
@@ -95,10 +111,10 @@ class OnnxDecoder:
     @classmethod
     def for_model(cls, model, *, threads: int | None = None) -> OnnxDecoder:
         """The decoder of ``model`` (a Sam), exported once into :func:`onnx_cache_folder`
-        (a few seconds) and reused by later calls."""
+        (a few seconds) and reused by later calls for the same weights."""
         from .onnx_export import export_onnx
 
-        folder = onnx_cache_folder(model.model_id)
+        folder = onnx_cache_folder(model)
         if not (folder / DECODER_FILE).is_file():
             export_onnx(model, folder, encoder=False, overwrite=True)
         return cls(folder, threads=threads)
