@@ -203,3 +203,71 @@ def test_autosave_survives_a_killed_viewer(make_widget, stack_file, tiny_ckpt, t
     assert len(sess.operations) == 3
     assert np.array_equal(np.asarray(widget.controller.target_layer.data), committed)
     assert image.shape == committed.shape
+
+
+def _state(viewer) -> list:
+    return [(ly.name, np.asarray(ly.data).tolist() if ly.name.startswith("SAM") else
+             np.asarray(ly.data).sum()) for ly in viewer.layers]
+
+
+@pytest.mark.parametrize("case", ["version", "json", "shape", "model", "outside"])
+def test_bad_session_files_change_nothing_in_the_dock(make_widget, tiny_ckpt, tmp_path, case,
+                                                      notifications):
+    viewer, widget = make_widget(blob_stack(), name="blobs")
+    pick_checkpoint(widget, tiny_ckpt)
+    viewer.dims.set_point(0, 1)
+    canvas_click(viewer, 20, 20)
+    widget._on_commit()
+    canvas_click(viewer, 30, 30)  # a pending prompt
+    good = widget._on_save_session(str(tmp_path / "s.json"))
+    record = json.loads(good.read_text())
+    if case == "version":
+        record["version"] = 2
+    elif case == "shape":
+        record["image"]["shape"] = [6, 64, 80]
+        record["labels"] = None
+    elif case == "model":
+        record["model"]["name"] = str(tmp_path / "gone.pt")
+    elif case == "outside":
+        record["pending"]["points"] = [[1.0, 30.0, 70.0]]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(record)[: -30 if case == "json" else None])
+    before = _state(viewer)
+    log = list(widget.controller.log)
+    assert widget._on_load_session(str(bad)) is None
+    assert _state(viewer) == before and widget.controller.log == log
+    words = {"version": "format version 2", "json": "not valid JSON",
+             "shape": "open the image it was made for", "model": "unknown model",
+             "outside": "lies outside"}[case]
+    assert notifications and words in notifications[-1][1], notifications[-1]
+
+
+def test_trace_in_the_dock_jumps_to_flags_and_applies_the_fix(make_widget, demo_available):
+    """An object that stops early on a synthetic stack: its flag sits on the slice where it
+    is back, a click on the flag shows that slice, the fix adds a point there and the next
+    propagation carries the object through."""
+    from test_session import early_stop_stack
+
+    from napari_sam._qt.model_choice import default_choice, model_choices
+
+    viewer, widget = make_widget(early_stop_stack(), name="disc")
+    c = widget.controller
+    assert c.model_choice.is_demo or c.set_model(default_choice(model_choices())) is None
+    viewer.dims.set_point(0, 3)
+    canvas_click(viewer, 48, 48)
+    widget._on_propagate()
+    (obj,) = c.trace["objects"]
+    assert obj["slices"][-1] <= 8
+    (btn, flag), = [(b, f) for b, f in widget._trace.flag_buttons if f["kind"] == "stopped_early"]
+    assert flag["slice"] == 10
+    btn.click()
+    assert c.current_z() == 10
+    plot = widget._trace.plots[0]
+    assert plot.slice_at(plot.x_of(5)) == 5
+    (fix, _), = widget._trace.fix_buttons
+    assert fix.text() == "Add a point on slice 10"
+    fix.click()
+    assert np.allclose(c.points_layer.data[-1], [10, 48, 48], atol=2)
+    widget._scope.setCurrentIndex(1)  # all objects with prompts
+    widget._on_propagate()
+    assert c.volume.slice_range[1] == (0, 15)
