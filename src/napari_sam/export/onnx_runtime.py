@@ -3,9 +3,10 @@
 :class:`OnnxDecoder` takes what :meth:`napari_sam.Predictor.predict` takes (an
 :class:`~napari_sam.predictor.ImageEmbedding` and napari (row, col) points, a box, a
 low-resolution mask) and returns the same ``(masks, scores, logits)``, computed by the
-decoder that :func:`~napari_sam.export.export_onnx` wrote. On a CPU one click is about 1.2 to
-3x faster than our PyTorch decoder (docs/onnx.md, "Speed"), so it is the candidate for
-``Predictor(backend="onnx")``. Needs ``pip install "napari-sam-stacks[onnx]"``.
+decoder that :func:`~napari_sam.export.export_onnx` wrote. On a 2-core CPU one click costs
+1.4x (one thread) to 2.7x (two threads, busy machine) less CPU time than our PyTorch decoder
+in bf16 (docs/onnx.md, "Speed"), so it is the decoder for ``Predictor(backend="onnx")``.
+Needs ``pip install "napari-sam-stacks[onnx]"``.
 """
 
 from __future__ import annotations
