@@ -271,3 +271,24 @@ def test_trace_in_the_dock_jumps_to_flags_and_applies_the_fix(make_widget, demo_
     widget._scope.setCurrentIndex(1)  # all objects with prompts
     widget._on_propagate()
     assert c.volume.slice_range[1] == (0, 15)
+
+
+def test_file_menu_saves_and_loads_sessions(make_widget, tiny_ckpt, tmp_path):
+    from napari._app_model import get_app_model
+
+    from napari_sam._qt.session_menu import load_session, save_session
+
+    viewer, widget = make_widget(blob_stack(), name="blobs")
+    menu = get_app_model().menus.get_menu("napari/file/io_utilities")
+    titles = {item.command.id: item.command.title for item in menu if hasattr(item, "command")}
+    assert titles["napari-sam-stacks.save_session"].startswith("Save SAM session...")
+    assert titles["napari-sam-stacks.load_session"].startswith("Load SAM session...")
+    pick_checkpoint(widget, tiny_ckpt)
+    viewer.dims.set_point(0, 1)
+    canvas_click(viewer, 20, 20)
+    widget._on_commit()
+    path = save_session(viewer, str(tmp_path / "menu.json"))
+    assert path.is_file()
+    sess = load_session(viewer, str(path))
+    assert len(sess.operations) == 1
+    assert sum(ly.name.startswith("segmentation") for ly in viewer.layers) == 2  # a new layer
