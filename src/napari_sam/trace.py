@@ -10,11 +10,14 @@ as PNG (:func:`render_png`). Pure numpy and Pillow; no Qt.
 Flags (``kind``):
 
 ``stopped_early``
-    Propagation stopped for a reason other than the stack edge, a stop marker or meeting
-    its other end, and the object's last mask, laid on one of the next
-    :data:`LOOK_AHEAD` slices, still stands out (contrast at least :data:`STILL_THERE` of
-    the object's median contrast, same sign): the object probably goes on. The flag sits on
-    that slice and its ``fix`` is a point to add there (the last mask's centre).
+    Propagation stopped for a reason that is not final (the stack edge, a stop marker,
+    meeting its other end, running into another object: "rebounded", "claimed") and the
+    object's last mask, laid on one of the next :data:`LOOK_AHEAD` slices, stands out
+    there as strongly as the object ever did (contrast at least :data:`STILL_THERE` of its
+    peak contrast, same sign): the object is back. The flag sits on that slice and its
+    ``fix`` is a point to add there (the last mask's centre). On the real nuclei stack of
+    the development data, where propagation of the demo model overshoots the ends of
+    blurred nuclei rather than stopping early, no object is flagged.
 ``area_jump``
     The area changed by more than :data:`AREA_JUMP` times from the previous slice.
 ``overlap``
@@ -45,9 +48,10 @@ AREA_JUMP = 1.8
 OVERLAP = 0.25
 SCORE_DROP = 0.15
 LOOK_AHEAD = 3
-STILL_THERE = 0.5
-#: stop reasons that are not early stops
-FINAL_REASONS = ("edge", "stop_marker", "met")
+STILL_THERE = 0.75
+#: stop reasons that are not early stops (the end of the stack or of the object's run, or
+#: another object ahead)
+FINAL_REASONS = ("edge", "stop_marker", "met", "rebounded", "claimed")
 
 
 def _contrast(image: np.ndarray, mask: np.ndarray) -> float:
@@ -111,8 +115,11 @@ def _one_object(oid, labels, stack, scores, reasons, annotated) -> dict:
     for z in zs:
         c = _contrast(np.asarray(stack[z]), labels[z] == oid) if stack is not None else np.nan
         contrast.append(None if not np.isfinite(c) else round(c, 4))
-    finite = [c for c in contrast if c is not None]
-    reference = float(np.median(finite)) if finite else float("nan")
+    finite = np.asarray([c for c in contrast if c is not None])
+    reference = float("nan")
+    if finite.size:  # the peak contrast, in the object's sign (bright or dark)
+        sign = np.sign(np.median(finite)) or 1.0
+        reference = float(sign * np.max(sign * finite))
     stops = {}
     flags = _flags_along(oid, zs, area, score, labels)
     for direction, reason in reasons.items():

@@ -88,6 +88,8 @@ class TraceView(QWidget):
         while self._layout.count():
             w = self._layout.takeAt(0).widget()
             if w is not None:
+                w.hide()
+                w.setParent(None)
                 w.deleteLater()
         self.plots, self.flag_buttons, self.fix_buttons = [], [], []
 
