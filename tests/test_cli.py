@@ -127,7 +127,7 @@ def test_console_script_and_help(work):
     assert "napari-sam auto \"data/*.tif\" -o out/" in proc.stdout
 
 
-@pytest.mark.parametrize("command", ["models", "sample", "embed", "auto", "segment", "train"])
+@pytest.mark.parametrize("command", ["models", "sample", "embed", "auto", "segment", "train", "export"])
 def test_subcommand_help_has_examples(command, capsys):
     from napari_sam.cli import main
 
