@@ -110,6 +110,9 @@ def main(argv=None) -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--skip-reference", action="store_true", help="only time our encoder")
+    ap.add_argument("--int8", action="store_true",
+                    help="also int8 dynamic quantization of the encoder's Linear layers "
+                         "(CPU, VNNI), alone and with bf16 autocast for the rest")
     ap.add_argument("--quick", action="store_true",
                     help="only the reference and the Predictor paths (default and fp32)")
     args = ap.parse_args(argv)
@@ -158,6 +161,13 @@ def main(argv=None) -> None:
             image_encoder.CPU_GEMM_ATTENTION = False
             run("ours bf16 weights, SDPA only", lambda: enc_low(x_low))
             image_encoder.CPU_GEMM_ATTENTION = True
+
+    if args.int8 and dev.type == "cpu":
+        from torch.ao.quantization import quantize_dynamic
+
+        enc_q = quantize_dynamic(copy.deepcopy(ours.image_encoder), {torch.nn.Linear},
+                                 dtype=torch.qint8)
+        run("ours int8 dynamic Linear", lambda: enc_q(x))
 
     # what a user gets: Predictor at its defaults (precision="auto"), through set_image
     # (contrast mapping, resize, normalisation, encoder), and what a CPU without bf16 gets
