@@ -100,16 +100,16 @@ def main(argv=None) -> None:
                 meta.is_image_set = True
                 xy = np.array([[rc[1], rc[0]]])
                 with torch.inference_mode():
-                    ref = _time(lambda: meta.predict(xy, np.array([1])), a.repeats)
+                    ref = _time(lambda m=meta, q=xy: m.predict(q, np.array([1])), a.repeats)
                 print(f"{name:6s} {size:5d} {'Meta SamPredictor.predict (fp32)':34s} "
                       f"{ref[0]:9.1f} {ref[1]:8.1f} {1.0:7.2f}", flush=True)
             for prec in ("auto", "fp32"):
                 pred = ns.Predictor(model, device="cpu", precision=prec)
                 pred.set_embedding(emb)
                 rows = (
-                    ("decode+upsample", lambda p=pred: p.predict_batch(
-                        points=[[rc]], labels=[[1]])),
-                    ("predict", lambda p=pred: p.predict(points=[rc], labels=[1])),
+                    ("decode+upsample", lambda p=pred, q=rc: p.predict_batch(
+                        points=[[q]], labels=[[1]])),
+                    ("predict", lambda p=pred, q=rc: p.predict(points=[q], labels=[1])),
                 )
                 for what, fn in rows:
                     med, best = _time(fn, a.repeats)

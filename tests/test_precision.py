@@ -90,7 +90,7 @@ def test_default_masks_agree_with_fp32_on_the_demo_test_set(cpu_bf16):
     assert auto.precision == "bf16"
     inter = union = 0
     ious = []
-    for i, (name, make) in enumerate(sorted(DOMAINS.items())):
+    for i, (_name, make) in enumerate(sorted(DOMAINS.items())):
         s = make((192, 224), seed=HELDOUT_SEED_START + i)
         auto.set_image(s.image)
         exact.set_image(s.image)

@@ -126,7 +126,7 @@ def _cpuinfo_flags(path: str = "/proc/cpuinfo") -> set[str]:
     return set()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_bf16_feature() -> str | None:
     """The CPU feature that gives native bfloat16 arithmetic, or None.
 
