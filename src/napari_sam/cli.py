@@ -1088,5 +1088,14 @@ def main(argv: list[str] | None = None) -> int:
                 signal.signal(signal.SIGTERM, old)
 
 
+def entry_point() -> int:
+    """The ``napari-sam`` command: the CPU thread policy first (it must be set before torch
+    loads; see :func:`napari_sam.device.configure_threads`), then :func:`main`."""
+    from napari_sam.device import configure_threads
+
+    configure_threads()
+    return main()
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(entry_point())
