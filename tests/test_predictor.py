@@ -220,3 +220,73 @@ def test_end_to_end_matches_meta_sam_predictor(tmp_path, tiny_config):
             rm2, rs2, _ = ref.predict(**case["meta"], mask_input=rl[:1], multimask_output=multimask)
             assert (m2 == rm2).mean() >= 0.999
             np.testing.assert_allclose(s2, rs2, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------- backend="onnx"
+
+ONNX_CASES = {
+    "points": dict(points=[[60, 40], [20, 70]], labels=[1, 0]),
+    "box": dict(box=[40, 20, 85, 62]),
+    "points+box": dict(points=[[60, 40]], labels=[1], box=[40, 20, 85, 62]),
+    "mask": "mask",
+}
+
+
+@pytest.fixture(scope="module")
+def onnx_pair(tmp_path_factory):
+    """(torch predictor, onnx predictor), both fp32 on one tiny model, the image set."""
+    pytest.importorskip("onnxruntime", reason="pip install 'napari-sam-stacks[onnx]'")
+    pytest.importorskip("onnx", reason="pip install 'napari-sam-stacks[onnx]'")
+    from napari_sam.models import SamConfig, build_sam
+    from tiny_configs import TINY_VIT
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    torch.manual_seed(0)
+    model = build_sam(SamConfig(**TINY_VIT))
+    ref = Predictor(model, device="cpu", precision="fp32")
+    onx = Predictor(model, device="cpu", precision="fp32", backend="onnx")
+    emb = ref.set_image(blob_image())
+    onx.set_embedding(emb)
+    yield ref, onx
+    mp.undo()
+
+
+@pytest.mark.parametrize("case", list(ONNX_CASES))
+@pytest.mark.parametrize("multimask", [True, False])
+def test_onnx_backend_equals_torch(onnx_pair, case, multimask):
+    ref, onx = onnx_pair
+    kwargs = ONNX_CASES[case]
+    if kwargs == "mask":
+        _, _, logits = ref.predict(points=[[60, 40]], multimask=False)
+        kwargs = dict(points=[[62, 42]], mask_input=logits[0])
+    calls = onx.decoder_calls
+    m0, s0, l0 = ref.predict(multimask=multimask, **kwargs)
+    m1, s1, l1 = onx.predict(multimask=multimask, **kwargs)
+    assert onx.decoder_calls == calls + 1  # counted, and the PyTorch decoder was not used
+    assert m1.dtype == bool and m1.shape == m0.shape == (3 if multimask else 1, 120, 90)
+    assert s1.dtype == np.float32 and l1.shape == l0.shape
+    assert (m0 == m1).mean() >= 0.999
+    np.testing.assert_allclose(s1, s0, atol=1e-4)
+    np.testing.assert_allclose(l1, l0, atol=1e-3)
+
+
+def test_onnx_backend_validates_like_torch(onnx_pair):
+    _, onx = onnx_pair
+    with pytest.raises(ValueError, match="outside the image"):
+        onx.predict(points=[[500, 40]])
+    with pytest.raises(ValueError, match="at least one prompt"):
+        onx.predict()
+
+
+def test_unknown_backend_is_refused(tiny_sam):
+    with pytest.raises(ValueError, match=r"unknown backend 'tensorrt'.*'torch', 'onnx'"):
+        Predictor(tiny_sam, device="cpu", backend="tensorrt")
+
+
+def test_onnx_backend_without_onnxruntime_says_how_to_install(tiny_sam, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails
+    with pytest.raises(ImportError, match=r'pip install "napari-sam-stacks\[onnx\]"'):
+        Predictor(tiny_sam, device="cpu", backend="onnx")
