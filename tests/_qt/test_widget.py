@@ -457,6 +457,33 @@ def test_whole_stack_segment_everything_passes_propagation_choice(stack_widget, 
     assert len(new) == 1 and new[0].data.shape == (6, 64, 64)
 
 
+def test_segment_everything_grid_and_gap_filling_follow_the_library_defaults(stack_widget,
+                                                                            monkeypatch):
+    """The dock's defaults are the library's (points_per_side="auto", fill_gaps=True); a
+    number and an unticked box are passed as such."""
+    auto = pytest.importorskip("napari_sam.automatic")
+    viewer, widget = stack_widget
+    calls = []
+    real = auto.segment_everything
+
+    def spy(target, model, **kw):
+        calls.append(kw)
+        return real(target, model, **kw)
+
+    monkeypatch.setattr(auto, "segment_everything", spy)
+    widget._iou.setValue(0.0)
+    widget._stability.setValue(0.0)
+    assert widget._pps.text() == "auto" and widget._fill_gaps.isChecked()
+    widget._on_automatic()
+    assert calls[-1]["points_per_side"] == "auto" and calls[-1]["fill_gaps"] is True
+    widget._pps.setValue(12)
+    widget._fill_gaps.setChecked(False)
+    widget._on_automatic()
+    assert calls[-1]["points_per_side"] == 12 and calls[-1]["fill_gaps"] is False
+    new = [ly for ly in viewer.layers if ly.name.startswith("automatic segmentation")]
+    assert len(new) == 2 and all(ly.data.shape == (6, 64, 64) for ly in new)
+
+
 def test_opens_from_the_plugin_menu(make_napari_viewer):
     from napari_sam._qt.widget import SamWidget
 

@@ -258,9 +258,21 @@ class SamWidget(QWidget):
         box = QGroupBox("Segment everything")
         form = QFormLayout(box)
         self._pps = QSpinBox()
-        self._pps.setRange(4, 128)
-        self._pps.setValue(32)
+        self._pps.setRange(0, 128)
+        self._pps.setSpecialValueText("auto")  # 0: napari_sam.automatic.auto_points_per_side
+        self._pps.setValue(0)
+        self._pps.setToolTip(
+            "Prompt grid: 'auto' puts one point every 16 pixels of the image's short side "
+            "(8 to 32 per side); a number sets the points per side (at least 4)."
+        )
         form.addRow("Points per side", self._pps)
+        self._fill_gaps = QCheckBox("Fill gaps")
+        self._fill_gaps.setChecked(True)
+        self._fill_gaps.setToolTip(
+            "Prompt again in large unlabelled regions after the grid pass, so objects between "
+            "grid points are not missed."
+        )
+        form.addRow(self._fill_gaps)
         self._iou = QDoubleSpinBox()
         self._iou.setRange(0.0, 1.0)
         self._iou.setSingleStep(0.02)
@@ -510,8 +522,10 @@ class SamWidget(QWidget):
 
     @guarded
     def _on_automatic(self):
+        pps = self._pps.value()
         params = dict(
-            points_per_side=self._pps.value(),
+            points_per_side="auto" if pps == 0 else max(4, pps),
+            fill_gaps=self._fill_gaps.isChecked(),
             pred_iou_thresh=self._iou.value(),
             stability_score_thresh=self._stability.value(),
             min_mask_region_area=self._min_size.value(),
