@@ -567,3 +567,47 @@ def test_segment_everything_thresholds_follow_the_chosen_model(make_widget, tiny
     widget._model.setCurrentIndex(widget._model.findText("Checkpoint file..."))
     widget._on_model_changed(path=str(plain))
     assert (widget._iou.value(), widget._stability.value()) == (0.88, 0.95)
+
+
+def test_device_line_and_precision_box(make_widget, tiny_sam, tmp_path, monkeypatch):
+    """The line under Device is device.describe() of the choices and follows them; the
+    Precision box reaches the Predictor, and models are cached per precision."""
+    import torch
+
+    from napari_sam.device import describe
+
+    path = tmp_path / "my_model.pt"
+    torch.save(tiny_sam.state_dict(), path)
+    viewer, widget = make_widget(blob_stack(z=2), name="img")
+    c = widget.controller
+    assert [widget._precision.itemText(i) for i in range(widget._precision.count())] == [
+        "auto", "fp32", "bf16"]
+    assert widget._precision.currentText() == "auto" and c.precision == "auto"
+    assert widget._device_info.text() == describe("auto", "auto")
+    assert "set by NAPARI_SAM_PRECISION" in widget._device_info.text()  # the suite pins fp32
+    torch.set_num_threads(2)  # the line is recomputed when the device changes
+    widget._device.setCurrentIndex(widget._device.findText("cpu"))
+    assert widget._device_info.text() == describe("cpu", "auto")
+    assert widget._device_info.text().startswith("cpu, fp32") and "2 threads" in \
+        widget._device_info.text()
+    widget._model.setCurrentIndex(widget._model.findText("Checkpoint file..."))
+    widget._on_model_changed(path=str(path))
+
+    widget._precision.setCurrentIndex(widget._precision.findText("bf16"))
+    assert c.precision == "bf16" and widget._device_info.text() == "cpu, bf16 (chosen; 2 threads)"
+    widget._on_compute()
+    bf16 = c.predictor
+    assert bf16.precision == "bf16" and bf16.dtype == torch.bfloat16 and c.ready([0, 1])
+
+    widget._precision.setCurrentIndex(widget._precision.findText("fp32"))
+    assert c.predictor is None and not c.ready([0])  # another model and other embeddings
+    c.points_layer.add([c.current_z(), 20, 20])  # the click loads the fp32 model, embeds
+    assert c.previews, c.status
+    fp32 = c.predictor
+    assert fp32 is not bf16 and fp32.precision == "fp32" and c.previews
+
+    widget._precision.setCurrentIndex(widget._precision.findText("bf16"))
+    assert c.predictor is bf16 and c.ready([0, 1])  # cached per precision
+    # "auto" resolves to fp32 here (NAPARI_SAM_PRECISION): the fp32 model is reused
+    widget._precision.setCurrentIndex(widget._precision.findText("auto"))
+    assert c.predictor is fp32

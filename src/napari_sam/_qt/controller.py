@@ -62,6 +62,7 @@ class AnnotationController(StackActions, SessionActions):
         self.history = CommitHistory()
         self.model_choice: ModelChoice | None = None
         self.device = "auto"
+        self.precision = "auto"  # "auto", "fp32" or "bf16" (the Precision box)
         self.store: str | None = None
         self.image_layer = None
         self.channel_axis: int | None = None
@@ -133,8 +134,25 @@ class AnnotationController(StackActions, SessionActions):
             resolve_device(device)
         except ValueError as err:
             raise UserError(f"{err}. Pick 'auto' or 'cpu' in 'Device'.") from None
+        self._check_precision(device, self.precision)
         self.device = device
         self._lookup()
+
+    def set_precision(self, precision: str) -> None:
+        """Compute precision of the models loaded from now on ("auto", "fp32" or "bf16");
+        models and embeddings are kept per precision."""
+        self._check_precision(self.device, precision)
+        self.precision = precision
+        self._lookup()
+
+    @staticmethod
+    def _check_precision(device, precision) -> None:
+        from .model_choice import precision_key
+
+        try:
+            precision_key(device, precision)
+        except ValueError as err:
+            raise UserError(f"{err}. Pick 'auto' in 'Precision'.") from None
 
     def set_store(self, path: str | None) -> None:
         self.store = path or None
@@ -217,8 +235,11 @@ class AnnotationController(StackActions, SessionActions):
 
     # ------------------------------------------------------------------ embeddings
     def _cache_key(self):
+        from .model_choice import precision_key
+
         return self.embeddings.key(
-            self.image_layer, self.channel_axis, self.model_choice.key, self.device, self.store
+            self.image_layer, self.channel_axis, self.model_choice.key, self.device, self.store,
+            precision_key(self.device, self.precision),
         )
 
     def _lookup(self) -> None:
@@ -228,7 +249,7 @@ class AnnotationController(StackActions, SessionActions):
         if self.model_choice is None:
             self.predictor = self.emb = None
             return
-        self.predictor = self.models.get(self.model_choice, self.device)
+        self.predictor = self.models.get(self.model_choice, self.device, self.precision)
         self.emb = self.embeddings.get(self._cache_key()) if self.source is not None else None
         self.model_changed.emit(self.predictor)
 
@@ -257,13 +278,14 @@ class AnnotationController(StackActions, SessionActions):
     def _prepare_gen(self, indices):
         """Generator job: load the model if needed, compute the embeddings of ``indices``.
 
-        Returns (key, choice, device, predictor, emb); nothing shared is modified.
+        Returns (key, choice, device, predictor, emb, precision); nothing shared is modified.
         """
         if self.model_choice is None:
             raise UserError("No model: pick one in 'Model'.")
         src = self._require_image()
         choice, device, store, key = self.model_choice, self.device, self.store, self._cache_key()
-        predictor = self.models.get(choice, device)
+        precision = self.precision
+        predictor = self.models.get(choice, device, precision)
         emb = self.embeddings.get(key)
         models = self.models
 
@@ -271,7 +293,7 @@ class AnnotationController(StackActions, SessionActions):
             nonlocal predictor, emb
             yield 0, 0
             if predictor is None:
-                predictor = models.load(choice, device)
+                predictor = models.load(choice, device, precision)
             if emb is None:
                 from napari_sam.embeddings import StackEmbeddings
 
@@ -284,14 +306,14 @@ class AnnotationController(StackActions, SessionActions):
                 )
             todo = missing_slices(emb, range(len(emb)) if indices is None else indices)
             yield from embed_job(emb, todo)
-            return key, choice, device, predictor, emb
+            return key, choice, device, predictor, emb, precision
 
         return gen()
 
-    def _adopt(self, key, choice, device, predictor, emb) -> None:
+    def _adopt(self, key, choice, device, predictor, emb, precision="auto") -> None:
         """Main thread: keep a finished preparation's model and embeddings."""
-        first_load = self.models.get(choice, device) is None
-        self.models.put(choice, device, predictor)
+        first_load = self.models.get(choice, device, precision) is None
+        self.models.put(choice, device, predictor, precision)
         self.embeddings.put(key, emb)
         if self.model_choice is not None and self._cache_key() == key:
             self.predictor, self.emb = predictor, emb

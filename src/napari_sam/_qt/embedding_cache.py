@@ -1,7 +1,7 @@
 """Stack embeddings kept per image layer and model, so that switching back is instant (no Qt).
 
-An entry is keyed by the layer's identity and data object, the channel axis, the model and
-device, and the embedding store; replacing a layer's data makes a new key.
+An entry is keyed by the layer's identity and data object, the channel axis, the model,
+device and precision, and the embedding store; replacing a layer's data makes a new key.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ class EmbeddingCache:
         self._entries: OrderedDict[tuple, object] = OrderedDict()
 
     @staticmethod
-    def key(layer, channel_axis, model_key: str, device: str, store) -> tuple:
+    def key(layer, channel_axis, model_key: str, device: str, store,
+            precision: str = "auto") -> tuple:
         return (
             getattr(layer, "unique_id", id(layer)),
             id(layer.data),
@@ -38,6 +39,7 @@ class EmbeddingCache:
             model_key,
             str(device),
             None if store is None else str(store),
+            str(precision),
         )
 
     def get(self, key):

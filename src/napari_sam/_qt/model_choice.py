@@ -1,7 +1,8 @@
-"""Which model and device the GUI uses: choices, loading, caching, demo notice (no Qt).
+"""Which model, device and precision the GUI uses: choices, loading, caching, demo notice
+(no Qt).
 
-Models are loaded once per (name or path, device) and kept; predictors are shared per loaded
-model so that the encoder-call counters (and the GPU memory) are shared too.
+Models are loaded once per (name or path, device, precision) and kept; predictors are shared
+per loaded model so that the encoder-call counters (and the GPU memory) are shared too.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ __all__ = [
     "ModelCache",
     "ModelChoice",
     "default_choice",
+    "PRECISION_CHOICES",
     "device_choices",
+    "device_line",
     "model_choices",
+    "precision_key",
     "recommended_thresholds",
 ]
 
@@ -119,35 +123,60 @@ def device_choices() -> list[str]:
     return names
 
 
+#: The GUI's "Precision" box: ``"auto"`` is :func:`napari_sam.device.resolve_precision`'s choice.
+PRECISION_CHOICES = ("auto", "fp32", "bf16")
+
+
+def precision_key(device, precision: str = "auto") -> str:
+    """What ``precision`` resolves to on ``device`` (``"fp32"``, ``"bf16"`` or ``"fp16"``): the
+    precision part of cache keys, so that ``"auto"`` and the precision it picks share models
+    and embeddings. Raises ``ValueError`` for a bad device or precision."""
+    from napari_sam.device import precision_name, resolve_device, resolve_precision
+
+    return precision_name(resolve_precision(precision, resolve_device(device)))
+
+
+def device_line(device, precision: str = "auto") -> str:
+    """The read-only line under the GUI's Device box: :func:`napari_sam.device.describe`, or
+    what is wrong with the choice."""
+    from napari_sam.device import describe
+
+    try:
+        return describe(device, precision)
+    except ValueError as err:
+        return f"not usable: {err}"
+
+
 class ModelCache:
-    """Loaded models and their predictors, keyed by (model key, device)."""
+    """Loaded models and their predictors, keyed by (model key, device, precision)."""
 
     def __init__(self):
-        self._models: dict[tuple[str, str], object] = {}
-        self._predictors: dict[tuple[str, str], object] = {}
+        self._models: dict[tuple[str, str, str], object] = {}
+        self._predictors: dict[tuple[str, str, str], object] = {}
 
     @staticmethod
-    def _key(choice: ModelChoice, device) -> tuple[str, str]:
+    def _key(choice: ModelChoice, device, precision: str = "auto") -> tuple[str, str, str]:
         from napari_sam.device import resolve_device
 
-        return (choice.key, str(resolve_device(device)))
+        return (choice.key, str(resolve_device(device)), precision_key(device, precision))
 
-    def get(self, choice: ModelChoice, device):
-        """The predictor for a model already loaded, else None (raises for a bad device)."""
-        return self._predictors.get(self._key(choice, device))
+    def get(self, choice: ModelChoice, device, precision: str = "auto"):
+        """The predictor for a model already loaded, else None (raises for a bad device or
+        precision)."""
+        return self._predictors.get(self._key(choice, device, precision))
 
-    def load(self, choice: ModelChoice, device):
+    def load(self, choice: ModelChoice, device, precision: str = "auto"):
         """Load (maybe download) a model and make its predictor; safe to call off the main
         thread (nothing is stored: pass the result to :meth:`put`)."""
         from napari_sam.models.registry import load_model
         from napari_sam.predictor import Predictor
 
-        dev = self._key(choice, device)[1]
+        dev = self._key(choice, device, precision)[1]
         target = Path(choice.key) if choice.is_file else choice.key
         model = load_model(target, device=dev)
-        return Predictor(model, device=dev)
+        return Predictor(model, device=dev, precision=precision)
 
-    def put(self, choice: ModelChoice, device, predictor) -> None:
-        key = self._key(choice, device)
+    def put(self, choice: ModelChoice, device, predictor, precision: str = "auto") -> None:
+        key = self._key(choice, device, precision)
         self._predictors[key] = predictor
         self._models[key] = predictor.model

@@ -37,8 +37,10 @@ from .controller import AnnotationController
 from .model_choice import (
     DEMO_LABEL,
     DEMO_NOTICE,
+    PRECISION_CHOICES,
     default_choice,
     device_choices,
+    device_line,
     file_choice,
     model_choices,
     recommended_thresholds,
@@ -115,6 +117,7 @@ class SamWidget(QWidget):
             napari_viewer, {k.action: getattr(self, f"_on_{k.action}") for k in keys.KEYS}
         )
         self._refresh_models()
+        self._update_device_info()
         self._on_layers_changed()
         self._on_status(c.status or c.next_step())
 
@@ -139,6 +142,23 @@ class SamWidget(QWidget):
         self._device.addItems(device_choices())
         self._device.currentIndexChanged.connect(lambda *_: self._on_device_changed())
         form.addRow("Device", self._device)
+        self._device_info = QLabel("")
+        self._device_info.setWordWrap(True)
+        self._device_info.setToolTip(
+            "Where the model runs and in which precision, and why ('auto' picks bf16 on GPUs "
+            "that support it and on CPUs with native bf16, fp32 elsewhere; the environment "
+            "variable NAPARI_SAM_PRECISION changes what 'auto' means)."
+        )
+        form.addRow(self._device_info)
+        self._precision = QComboBox()
+        self._precision.addItems(list(PRECISION_CHOICES))
+        self._precision.setToolTip(
+            "Compute precision of the model: 'auto' (shown above), 'fp32' (exact float32, "
+            "slower on CPUs with native bf16), 'bf16' (faster where the hardware has it; masks "
+            "agree with fp32 ones at IoU >= 0.98)."
+        )
+        self._precision.currentIndexChanged.connect(lambda *_: self._on_precision_changed())
+        form.addRow("Precision", self._precision)
         store_row = QHBoxLayout()
         self._store = QLineEdit()
         self._store.setPlaceholderText("optional: folder.zarr to keep embeddings")
@@ -462,7 +482,23 @@ class SamWidget(QWidget):
 
     @guarded
     def _on_device_changed(self):
-        self.controller.set_device(self._device.currentText())
+        try:
+            self.controller.set_device(self._device.currentText())
+        finally:
+            self._update_device_info()
+
+    @guarded
+    def _on_precision_changed(self):
+        try:
+            self.controller.set_precision(self._precision.currentText())
+        finally:
+            self._update_device_info()
+
+    def _update_device_info(self):
+        """The line under Device: the device, the precision and why (device.describe)."""
+        self._device_info.setText(
+            device_line(self._device.currentText(), self._precision.currentText())
+        )
 
     @guarded
     def _on_store_changed(self):
