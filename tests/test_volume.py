@@ -460,6 +460,57 @@ def test_iou_and_area_rules_stop_propagation_into_a_neighbour():
     assert res.stop_reasons[1]["up"] == "area"
 
 
+class _NegativeAwareOracle(OraclePredictor):
+    """The oracle, but negative points carve a disc of radius 4 out of the mask they are in,
+    and every call's points are recorded."""
+
+    def __init__(self, gt):
+        super().__init__(gt)
+        self.point_calls: list[tuple[int, int, np.ndarray, np.ndarray]] = []
+
+    def predict_batch(self, embedding=None, points=None, labels=None, boxes=None,
+                      mask_inputs=None, multimask=True, upsample=True):
+        out = super().predict_batch(embedding, points, labels, boxes, mask_inputs, multimask,
+                                    upsample)
+        if points is None:
+            return out
+        h = self.gt.shape[1]
+        for n in range(len(points)):
+            self.point_calls.append((embedding.z, len(points), np.asarray(points[n]),
+                                     np.asarray(labels[n])))
+            for (r, c), lab in zip(np.asarray(points[n]), np.asarray(labels[n])):
+                if lab == 0:
+                    out.logits[n, :, torch.as_tensor(disk((h, h), (r, c), 4))] = -8.0
+        return out
+
+
+def test_negative_points_alone_constrain_the_propagated_mask_on_their_slice():
+    gt = cylinders(objects=((1, (20, 20), 8, 2, 14), (2, (45, 45), 6, 2, 14)))
+    stack = OracleStack(gt)
+    stack.predictor = _NegativeAwareOracle(gt)
+    neg = [[14.0, 20.0]]  # inside object 1, near its edge, on a slice it reaches by propagation
+    res = segment_volume(stack, {1: [SlicePrompt(8, points=[[20, 20]]),
+                                     {"slice": 11, "points": neg, "labels": [0]}],
+                                 2: SlicePrompt(8, points=[[45, 45]])})
+    carved = disk(gt.shape[1:], neg[0], 4)
+    assert (res.labels[11] == 1).sum() == ((gt[11] == 1) & ~carved).sum()
+    assert not (res.labels[11][carved] == 1).any()
+    for z in (10, 12, 13):  # the constraint is on its slice only
+        np.testing.assert_array_equal(res.labels[z] == 1, gt[z] == 1)
+    np.testing.assert_array_equal(res.labels == 2, gt == 2)  # decoded apart, unchanged
+    # propagated onto slice 11, not started there: one chain each way from slice 8
+    assert {(c["id"], c["start"]) for c in res.chains} == {(1, 8), (2, 8)}
+    on_11 = [(n, p, lab) for z, n, p, lab in stack.predictor.point_calls if z == 11]
+    assert len(on_11) == 1 and on_11[0][0] == 1  # a call of its own, object 2 not in it
+    np.testing.assert_allclose(on_11[0][1][on_11[0][2] == 0], neg)
+
+
+def test_an_object_with_only_negative_points_is_refused():
+    gt = cylinders()
+    with pytest.raises(ValueError, match="only negative points"):
+        segment_volume(OracleStack(gt), {1: {"slice": 5, "points": [[20, 20]], "labels": [0]}})
+
+
 def test_max_slices_limits_propagation():
     gt = cylinders(objects=((1, (20, 20), 6, 0, 19),))
     res = segment_volume(OracleStack(gt), {1: SlicePrompt(10, points=[[20, 20]])}, max_slices=3)

@@ -64,9 +64,10 @@ STOP_REASONS = {
     "faded": "the object's contrast with its surroundings fell below fade_fraction of its "
              "strongest contrast on its annotated slices",
     "rebounded": "the object's contrast fell from its peak and then rose again on two slices "
-                 "in a row, both by more than rebound_fraction of its reference contrast: the "
-                 "mask ran into another object above or below (it is cut back to its dimmest "
-                 "slice)",
+                 "in a row, both by more than rebound_fraction of its reference contrast and "
+                 "by more than rebound_noise times the measurement noise of the contrasts "
+                 "compared: the mask ran into another object above or below (it is cut back "
+                 "to its dimmest slice)",
     "claimed": "most of the mask lay on another object that is fewer slices from its own "
                "annotated slice (claimed_fraction)",
 }
@@ -79,6 +80,9 @@ _AUTO_FADE = {"z": 0.5, "t": None}
 _AUTO_REBOUND = {"z": 0.05, "t": None}
 # the rise must hold on this many slices in a row (one brighter slice is not another object)
 _REBOUND_SLICES = 2
+# ... and both the dip and the rise must exceed this many standard errors of the difference
+# of the two contrasts (from the pixels' own spread: a noisy object's wobble is not a rebound)
+_REBOUND_NOISE = 2.0
 
 _USER_LOGIT = 1.0e4  # full-resolution "logit" of a mask the user gave: always wins overlaps
 # added to the logits of masks decoded from the user's prompts on their own slice: there they
@@ -99,7 +103,10 @@ class SlicePrompt:
     points : array-like (P, 2), optional
         (row, col) pixel coordinates.
     labels : array-like (P,), optional
-        1 positive, 0 negative; default all positive.
+        1 positive, 0 negative; default all positive. Only negative points (no box or mask)
+        on a slice are a constraint, not an annotation: they are added to the prompt that
+        propagation brings onto that slice (and do nothing where the object does not reach
+        it); an object needs a positive point, a box or a mask on some slice.
     box : array-like (4,), optional
         (row0, col0, row1, col1).
     mask : array-like (Y, X) bool, optional
@@ -174,6 +181,9 @@ class _Object:
     id: int
     annotations: dict[int, _Annotation]  # slice -> annotation
     stops: list[int]  # sorted slices with stop markers
+    # slice -> (P, 2) negative points on a slice with no other prompt of the object: added to
+    # the prompt propagated onto that slice (a constraint, not an annotation)
+    negatives: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 def _as_id(key) -> int:
@@ -312,18 +322,29 @@ def _normalize_prompts(prompts, shape: tuple[int, int, int]) -> list[_Object]:
             if z in annotations:
                 ann = _merge(annotations[z], ann, f"object {obj_id}, slice {z}")
             annotations[z] = ann
+        negatives = {z: a.points for z, a in annotations.items()
+                     if a.box is None and a.mask is None and not a.labels.any()}
+        for z in negatives:
+            del annotations[z]
         if not annotations:
+            if negatives:
+                raise ValueError(
+                    f"object {obj_id} has only negative points (slices {sorted(negatives)}); "
+                    "negative points alone start nothing: add a positive point, a box or a mask "
+                    "on at least one slice (negative points on other slices then constrain the "
+                    "propagated masks there)"
+                )
             raise ValueError(
                 f"object {obj_id} has no prompts (only stop markers or nothing); add points, a "
                 "box or a mask on at least one slice, or remove the object"
             )
-        clash = stops & set(annotations)
+        clash = stops & (set(annotations) | set(negatives))
         if clash:
             raise ValueError(
                 f"object {obj_id}: slice {min(clash)} has both a stop marker and prompts; "
                 "remove one of them"
             )
-        objects.append(_Object(obj_id, annotations, sorted(stops)))
+        objects.append(_Object(obj_id, annotations, sorted(stops), negatives))
     _same_prompts(objects)
     return objects
 
@@ -547,6 +568,12 @@ def mask_contrast(image, masks, ring: int = 3) -> np.ndarray:
     numpy.ndarray (N,) float64
         NaN for an empty mask or one with no pixels around it inside the image.
     """
+    return _contrast_and_error(image, masks, ring)[0]
+
+
+def _contrast_and_error(image, masks, ring: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`mask_contrast` (N,) and its standard error (N,) from the pixels' own spread:
+    sqrt(var_inside / n_inside + var_ring / n_ring); NaN where the contrast is."""
     from scipy import ndimage as ndi
 
     img = np.asarray(image, np.float32)
@@ -559,6 +586,7 @@ def mask_contrast(image, masks, ring: int = 3) -> np.ndarray:
         raise ValueError(f"masks of shape {m.shape[1:]} do not match the image {img.shape}")
     h, w = img.shape
     out = np.full(len(m), np.nan)
+    err = np.full(len(m), np.nan)
     for i, mask in enumerate(m):
         box = box_from_mask(mask)
         if box is None:
@@ -569,8 +597,10 @@ def mask_contrast(image, masks, ring: int = 3) -> np.ndarray:
         around = ndi.binary_dilation(crop, iterations=ring) & ~crop
         if around.any():
             sub = img[r0:r1, c0:c1]
-            out[i] = float(sub[crop].mean()) - float(sub[around].mean())
-    return out
+            a, b = sub[crop].astype(np.float64), sub[around].astype(np.float64)
+            out[i] = float(a.mean()) - float(b.mean())
+            err[i] = float(np.sqrt(a.var() / a.size + b.var() / b.size))
+    return out, err
 
 
 # ------------------------------------------------------------------------ stopping rules
@@ -590,6 +620,10 @@ def stop_reason(
     peak_contrast=None,
     low_contrast=None,
     rebound_fraction: float | None = None,
+    contrast_error=None,
+    peak_error=None,
+    low_error=None,
+    rebound_noise: float | None = None,
 ) -> np.ndarray:
     """Which stopping rule (if any) rejects a propagated mask; vectorised over objects.
 
@@ -616,6 +650,10 @@ def stop_reason(
         above that low by more than the same amount: an object's contrast along z rises to its
         middle and falls to its ends once, so a second rise is another object
         (:func:`segment_volume` stops where this holds on two slices in a row).
+    contrast_error, peak_error, low_error : array-like (N,), optional
+        Standard errors of ``contrast``, ``peak_contrast`` and ``low_contrast``. With
+        ``rebound_noise``, the dip must also exceed ``rebound_noise * hypot(peak_error,
+        low_error)`` and the rise ``rebound_noise * hypot(contrast_error, low_error)``.
 
     Returns
     -------
@@ -647,9 +685,16 @@ def stop_reason(
         peak = np.asarray(peak_contrast, np.float64).reshape(-1)
         low = np.asarray(low_contrast, np.float64).reshape(-1)
         bar = rebound_fraction * np.abs(ref)
+        dip_bar = rise_bar = bar
+        if (rebound_noise is not None and contrast_error is not None and peak_error is not None
+                and low_error is not None):
+            ce, pe, le = (np.nan_to_num(np.asarray(e, np.float64).reshape(-1))
+                          for e in (contrast_error, peak_error, low_error))
+            dip_bar = np.maximum(bar, rebound_noise * np.hypot(pe, le))
+            rise_bar = np.maximum(bar, rebound_noise * np.hypot(ce, le))
         with np.errstate(invalid="ignore"):
-            rebounded = (np.isfinite(ref) & (peak - low > bar)
-                         & (c * np.sign(ref) - low > bar))
+            rebounded = (np.isfinite(ref) & (peak - low > dip_bar)
+                         & (c * np.sign(ref) - low > rise_bar))
         rules.append(("rebounded", rebounded))
     for name, hit in reversed(rules):
         out[hit] = name
@@ -783,20 +828,24 @@ class _Chain:
     peak_contrast: float = float("nan")
     low_contrast: float = float("nan")
     low_slice: int = -1  # where low_contrast was measured
+    # standard errors of peak_contrast and low_contrast (the pixels' own noise)
+    peak_error: float = 0.0
+    low_error: float = 0.0
     rises: int = 0  # slices in a row on which the rebound rule saw the contrast rise
 
     @property
     def alive(self) -> bool:
         return self.reason is None
 
-    def track_contrast(self, contrast: float, z: int) -> None:
+    def track_contrast(self, contrast: float, z: int, error: float = 0.0) -> None:
         """The rebound rule's running peak, and the low since it, after accepting slice z
-        (``contrast`` in the sign of ``ref_contrast``)."""
+        (``contrast`` in the sign of ``ref_contrast``, ``error`` its standard error)."""
         if contrast > self.peak_contrast:
             self.peak_contrast = self.low_contrast = contrast
+            self.peak_error = self.low_error = error
             self.low_slice = z
         elif contrast < self.low_contrast:
-            self.low_contrast, self.low_slice = contrast, z
+            self.low_contrast, self.low_slice, self.low_error = contrast, z, error
 
 
 @dataclass
@@ -859,7 +908,8 @@ def _shift(x, dr: int, dc: int, fill):
 class _Propagator:
     def __init__(self, emb, objects, *, predictor, mode, motion, min_area, iou_threshold,
                  area_factor, min_score, max_slices, exclusive, progress,
-                 fade_fraction=None, claimed_fraction=None, rebound_fraction=None):
+                 fade_fraction=None, claimed_fraction=None, rebound_fraction=None,
+                 rebound_noise=None):
         self.emb = emb
         self.objects = objects
         self.pred = predictor
@@ -872,6 +922,7 @@ class _Propagator:
         self.stack = getattr(emb, "stack", None)
         self.fade_fraction = fade_fraction if self.stack is not None else None
         self.rebound_fraction = rebound_fraction if self.stack is not None else None
+        self.rebound_noise = rebound_noise
         limits = getattr(emb, "contrast_limits", None)
         self.intensity_span = None if limits is None else float(limits[1]) - float(limits[0])
         self._plane_cache: tuple[int, np.ndarray] | None = None
@@ -889,7 +940,10 @@ class _Propagator:
         self.chain_of: dict[tuple[int, int], _Chain] = {}
         self.seeds: dict[tuple[int, int], _State] = {}
         #: (object index, annotated slice) -> its seed's reference contrast, measured once
-        self._seed_contrasts: dict[tuple[int, int], float] = {}
+        self._seed_contrasts: dict[tuple[int, int], tuple[float, float]] = {}
+        #: (object index, annotated slice) -> the model's own mask for a drawn mask: what its
+        #: contrast references are measured on (a drawn mask is not what propagation decodes)
+        self._reference_masks: dict[tuple[int, int], np.ndarray] = {}
         self.calls_per_slice = np.zeros(self.n_slices, np.int64)
         self.decoder_calls = 0
 
@@ -926,25 +980,28 @@ class _Propagator:
             self._plane_cache = (z, img.mean(-1) if img.ndim == 3 else img)
         return self._plane_cache[1]
 
-    def _reference_contrast(self, z: int, mask: np.ndarray) -> float:
-        """Contrast of a chain's starting mask, or NaN where it is too faint to judge fading
-        by (below 2 % of the stack's intensity range)."""
-        c = float(mask_contrast(self._plane(z), mask)[0])
+    def _reference_contrast(self, z: int, mask: np.ndarray) -> tuple[float, float]:
+        """Contrast of a chain's starting mask and its standard error; NaN where it is too
+        faint to judge fading by (below 2 % of the stack's intensity range)."""
+        c, e = (float(v[0]) for v in _contrast_and_error(self._plane(z), mask))
         span = self.intensity_span
         if span is None or not span > 0:
             img = self._plane(z)
             span = float(img.max() - img.min())
-        return c if np.isfinite(c) and abs(c) >= 0.02 * span else float("nan")
+        return (c, e) if np.isfinite(c) and abs(c) >= 0.02 * span else (float("nan"), 0.0)
 
-    def _seed_contrast(self, k: int, z: int) -> float:
+    def _seed_contrast(self, k: int, z: int, error: bool = False):
         """Reference contrast of object k's seed mask on its annotated slice z (NaN where it
-        has none or is too faint), measured once per seed."""
+        has none or is too faint), measured once per seed, on the model's own mask where the
+        user drew one; with ``error``, (contrast, standard error)."""
         key = (k, z)
         if key not in self._seed_contrasts:
             seed = self.seeds.get(key)
-            self._seed_contrasts[key] = (float("nan") if seed is None or seed.area == 0
-                                         else self._reference_contrast(z, seed.mask))
-        return self._seed_contrasts[key]
+            mask = self._reference_masks.get(key, None if seed is None else seed.mask)
+            self._seed_contrasts[key] = (
+                (float("nan"), 0.0) if seed is None or seed.area == 0 or not mask.any()
+                else self._reference_contrast(z, mask))
+        return self._seed_contrasts[key] if error else self._seed_contrasts[key][0]
 
     def _chain_reference(self, c: _Chain) -> float:
         """The contrast a chain's fading is judged against: the object's strongest contrast
@@ -981,6 +1038,7 @@ class _Propagator:
         for z in sorted(by_slice):
             emb = None
             groups: dict[tuple, list[tuple[int, _Annotation]]] = {}
+            drawn = []
             for k, ann in by_slice[z]:
                 if ann.mask_only:
                     emb = emb or self.emb[z]
@@ -988,8 +1046,11 @@ class _Propagator:
                                          self.img_size, self.low_res).to(self.device)
                     full = np.full((1, *ann.mask.shape), _USER_LOGIT, np.float32)
                     self._seed(z, [k], ann.mask[None], low[None], np.ones(1), full)
+                    drawn.append((k, ann.mask, low))
                 else:
                     groups.setdefault(ann.signature, []).append((k, ann))
+            if drawn and (self.fade_fraction is not None or self.rebound_fraction is not None):
+                self._drawn_references(z, emb, drawn)
             for (has_pts, has_box, has_mask, multi), items in sorted(groups.items()):
                 emb = emb or self.emb[z]
                 ks = [k for k, _ in items]
@@ -1014,6 +1075,19 @@ class _Propagator:
                 logits, scores = logits[idx, best], scores[idx, best]
                 full = self._full(logits, emb)
                 self._seed(z, ks, self._masks(full), logits, scores.cpu().numpy(), full)
+
+    def _drawn_references(self, z: int, emb, drawn: list) -> None:
+        """The contrast references of drawn masks are measured on the mask the model decodes
+        from them (their box and mask, as propagation prompts the next slice): a drawn mask
+        is often larger than the model's masks, whose 3-pixel ring then falls on the object's
+        edge, so a reference from the drawn mask would be higher than any propagated mask
+        could show, and the fade rule would stop the chain at once."""
+        boxes = np.stack([box_from_mask(m) for _, m, _ in drawn])
+        low = torch.stack([lw for _, _, lw in drawn])
+        logits, _ = self._decode(z, multimask=False, boxes=boxes, mask_inputs=low)
+        masks = self._full(logits[:, 0], emb) > self.thr
+        for (k, _, _), m in zip(drawn, masks):
+            self._reference_masks[(k, z)] = m
 
     def _seed(self, z, ks, masks, lowres, scores, full) -> None:
         area, boxes, cents = _mask_stats(masks)
@@ -1069,7 +1143,9 @@ class _Propagator:
                 c.reason = c.bound_reason
             elif self.fade_fraction is not None or self.rebound_fraction is not None:
                 c.ref_contrast = self._chain_reference(c)
-                c.peak_contrast = c.low_contrast = abs(self._seed_contrast(c.k, c.start))
+                start, err = self._seed_contrast(c.k, c.start, error=True)
+                c.peak_contrast = c.low_contrast = abs(start)
+                c.peak_error = c.low_error = err
                 c.low_slice = c.start
         zs = range(self.n_slices) if direction > 0 else range(self.n_slices - 1, -1, -1)
         for i, z in enumerate(zs):
@@ -1126,6 +1202,45 @@ class _Propagator:
             kw.update(points=pts, labels=lab)
         return kw
 
+    def _decode_live(self, z: int, live: list[_Chain], shifts: np.ndarray, emb):
+        """Decode the next masks of ``live`` chains on slice z: one call, and a second one for
+        the chains whose object has negative points on z (added to their propagated prompts;
+        kept apart so that the padding they need never changes the others' prompts)."""
+        # a single centre point is ambiguous: keep the best of three candidates
+        multi = self.mode == "center"
+        neg = [i for i, c in enumerate(live) if z in self.objects[c.k].negatives]
+        if not neg:
+            return self._decode(z, multimask=multi, **self._prompts(live, shifts, emb))
+        plain = [i for i in range(len(live)) if i not in set(neg)]
+        out_l, out_s = [None] * len(live), [None] * len(live)
+        for group, add in ((plain, False), (neg, True)):
+            if not group:
+                continue
+            kw = self._prompts([live[i] for i in group], shifts[group], emb)
+            if add:
+                kw = self._add_negatives(z, [live[i] for i in group], kw)
+            lg, sc = self._decode(z, multimask=multi, **kw)
+            for j, i in enumerate(group):
+                out_l[i], out_s[i] = lg[j], sc[j]
+        return torch.stack(out_l), torch.stack(out_s)
+
+    def _add_negatives(self, z: int, chains: list[_Chain], kw: dict) -> dict:
+        """The objects' negative points on slice z appended to the chains' point prompts."""
+        negs = [self.objects[c.k].negatives[z] for c in chains]
+        old_p = kw.get("points")
+        old_l = kw.get("labels")
+        n_old = 0 if old_p is None else old_p.shape[1]
+        p = n_old + max(len(x) for x in negs)
+        pts = np.zeros((len(chains), p, 2))
+        lab = np.full((len(chains), p), -1, np.int64)
+        for i, x in enumerate(negs):
+            if old_p is not None:
+                pts[i, :n_old], lab[i, :n_old] = old_p[i], old_l[i]
+            pts[i, n_old : n_old + len(x)] = x
+            lab[i, n_old : n_old + len(x)] = 0
+        kw.update(points=pts, labels=lab)
+        return kw
+
     def _step(self, z: int, live: list[_Chain], direction: int) -> None:
         n = len(live)
         shifts = np.zeros((n, 2))
@@ -1134,9 +1249,7 @@ class _Propagator:
                 if c.state.prev_centroid is not None:
                     shifts[i] = c.state.centroid - c.state.prev_centroid
         emb = self.emb[z]
-        # a single centre point is ambiguous: keep the best of three candidates
-        logits, scores = self._decode(z, multimask=self.mode == "center",
-                                      **self._prompts(live, shifts, emb))
+        logits, scores = self._decode_live(z, live, shifts, emb)
         best = scores.argmax(1)
         idx = torch.arange(n, device=best.device)
         logits, scores = logits[idx, best], scores[idx, best]
@@ -1154,15 +1267,19 @@ class _Propagator:
         sc = scores.cpu().numpy()
         fade = {}
         con = np.full(n, np.nan)
+        err = np.zeros(n)
         if self.fade_fraction is not None or self.rebound_fraction is not None:
             ref = np.array([c.ref_contrast for c in live])
             judged = np.flatnonzero(np.isfinite(ref) & (area > 0))
             if judged.size:
-                con[judged] = mask_contrast(self._plane(z), masks[judged])
+                con[judged], err[judged] = _contrast_and_error(self._plane(z), masks[judged])
             fade = dict(contrast=con, ref_contrast=ref, fade_fraction=self.fade_fraction,
                         peak_contrast=np.array([c.peak_contrast for c in live]),
                         low_contrast=np.array([c.low_contrast for c in live]),
-                        rebound_fraction=self.rebound_fraction)
+                        rebound_fraction=self.rebound_fraction, contrast_error=err,
+                        peak_error=np.array([c.peak_error for c in live]),
+                        low_error=np.array([c.low_error for c in live]),
+                        rebound_noise=self.rebound_noise)
         reasons = stop_reason(area, prev_area, iou, sc, **self.rules, **fade)
         for i, c in enumerate(live):
             if reasons[i] == "rebounded":
@@ -1177,7 +1294,7 @@ class _Propagator:
                     self._cut_back(c)
                 continue
             if c.rises == 0 and np.isfinite(con[i]):
-                c.track_contrast(float(con[i] * np.sign(c.ref_contrast)), z)
+                c.track_contrast(float(con[i] * np.sign(c.ref_contrast)), z, float(err[i]))
             c.state = _State(masks[i], logits[i], float(area[i]), boxes[i], cents[i],
                              prev_centroid=c.state.centroid)
             c.last = z
@@ -1283,6 +1400,7 @@ def segment_volume(
     fade_fraction: float | str | None = "auto",
     claimed_fraction: float | None = 0.5,
     rebound_fraction: float | str | None = "auto",
+    rebound_noise: float | None = _REBOUND_NOISE,
     max_slices: int | None = None,
     exclusive: bool = True,
     motion: bool | None = None,
@@ -1308,7 +1426,8 @@ def segment_volume(
     prompts : mapping
         ``{object_id: [SlicePrompt | dict, ...]}`` (one prompt or a list); ids are positive
         integers and become the label values. See :class:`SlicePrompt` and
-        :func:`prompts_from_labels`.
+        :func:`prompts_from_labels`. A slice with only negative points of an object is no
+        annotated slice: the points are added to the prompt propagated onto that slice.
     axis_kind : {"z", "t"}
         What the stack axis is; picks defaults for ``mode`` and ``motion``.
     mode : {"auto", "box", "box+mask", "points", "center"}
@@ -1343,6 +1462,12 @@ def segment_volume(
         slice. Catches what the claimed rule cannot: objects nobody annotated. Needs the
         images, as the fade rule does; None disables. "auto": 0.05 for "z", None for "t"
         (chosen on validation volumes: docs/benchmarks.md, "Stopping rules").
+    rebound_noise : float or None
+        The dip and the rise of the rebound rule must also each exceed this many standard
+        errors of the difference between the two contrasts compared, each contrast's error
+        measured from the spread of the pixels inside the mask and in its ring
+        (sqrt(var_in / n_in + var_ring / n_ring)): on a noisy object a wobble of its contrast
+        along z is not taken for another object. None: the fraction alone.
     claimed_fraction : float or None
         After propagation, cut an object's run at the first slice where more than this
         fraction of its mask lies on another object's mask that is fewer slices away from
@@ -1429,7 +1554,8 @@ def segment_volume(
                        min_area=min_area, iou_threshold=iou_threshold, area_factor=area_factor,
                        min_score=min_score, max_slices=max_slices, exclusive=exclusive,
                        progress=progress, fade_fraction=fade_fraction,
-                       claimed_fraction=claimed_fraction, rebound_fraction=rebound_fraction)
+                       claimed_fraction=claimed_fraction, rebound_fraction=rebound_fraction,
+                       rebound_noise=rebound_noise)
     prop.annotate()
     up, down = prop.make_chains()
     prop.sweep(up, +1, 0)
