@@ -33,20 +33,23 @@ def tiny_predictor(tiny_sam):
 
 @pytest.fixture
 def make_widget(make_napari_viewer, qtbot):
-    """``make_widget(image, sync=True, **add_image_kwargs) -> (viewer, widget)``.
+    """``make_widget(image, sync=True, preload=True, **add_image_kwargs) -> (viewer, widget)``.
 
     The widget is opened from the plugin menu's entry (:func:`sam_qt_helpers.open_from_menu`);
     ``sync=True`` then makes its jobs run on the main thread (wiring tests), ``sync=False``
-    keeps napari's worker threads.
+    keeps napari's worker threads. ``preload=False`` turns off embedding the visible slice
+    when an image and a model are chosen (it starts from the event loop, so at whatever
+    moment a test next processes events): for tests about the first job itself.
     """
     made = []
 
-    def make(image=None, *, sync: bool = True, **kwargs):
+    def make(image=None, *, sync: bool = True, preload: bool = True, **kwargs):
         viewer = make_napari_viewer()
         if image is not None:
             viewer.add_image(image, **kwargs)
         _dock, widget = open_from_menu(viewer)
         widget.controller.sync = sync
+        widget.preload = preload  # before the event loop runs the preload scheduled on opening
         made.append(widget)
         return viewer, widget
 

@@ -49,7 +49,8 @@ def _assert_failed_and_usable(widget, notifications, err, seen_before: int):
 
 @pytest.fixture
 def threaded(make_widget, tiny_predictor):
-    viewer, widget = make_widget(blob_stack(z=6), sync=False, name="blobs")
+    # no preload: each test's first job is the one that fails
+    viewer, widget = make_widget(blob_stack(z=6), sync=False, preload=False, name="blobs")
     use_predictor(widget, tiny_predictor)
     viewer.dims.set_point(0, 3)
     return viewer, widget

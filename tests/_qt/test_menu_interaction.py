@@ -166,3 +166,75 @@ def test_demo_notice_is_not_clipped_in_a_short_dock(make_widget, tiny_predictor,
     right = label.mapTo(widget, label.rect().topRight()).x()
     assert right < widget.width(), (right, widget.width())
     assert label.width() >= 150
+
+
+def _jobs(widget):
+    """The descriptions of the jobs the widget's controller starts from now on."""
+    started = []
+    widget.controller.job_changed.connect(
+        lambda job: started.append(job.description) if job is not None else None)
+    return started
+
+
+def test_opening_an_image_with_a_model_embeds_the_visible_slice_before_a_click(
+        make_widget, tiny_predictor, qtbot):
+    """#29: with a model chosen, opening an image loads the model and embeds the visible slice
+    in a worker thread without a click; the first click then only decodes."""
+    viewer, widget = make_widget(sync=False)  # a real worker thread
+    c = widget.controller
+    use_predictor(widget, tiny_predictor)
+    started = _jobs(widget)
+    viewer.add_image(blob_stack(z=6), name="late")  # what File > Open does
+    qtbot.waitUntil(lambda: bool(started), timeout=5000)  # no click, no button
+    assert started == ["Computing SAM embeddings"] and len(c.points_layer.data) == 0
+    assert c.job is None or c.job.worker is not None  # ran in a thread
+    qtbot.waitUntil(lambda: c.job is None, timeout=30_000)
+    z = c.current_z()
+    assert c.ready([z]) and widget._emb_state.text() == "1 of 6 slices embedded"
+    assert tiny_predictor.encoder_calls == 1 and tiny_predictor.decoder_calls == 0
+    assert "Click on an object in 'late'" in c.status  # the next step, not "ready"
+    qtbot.waitUntil(lambda: viewer.layers.selection.active.name == "SAM points", timeout=5000)
+    canvas_click(viewer, 20, 20)
+    assert np.allclose(c.points_layer.data, [[z, 20, 20]], atol=0.5)
+    assert c.previews and c.previews[0].z == z  # previewed (random weights: any mask)
+    assert started == ["Computing SAM embeddings"]  # the click started no job
+    assert tiny_predictor.encoder_calls == 1 and tiny_predictor.decoder_calls == 1
+
+
+def test_choosing_a_model_embeds_the_visible_slice(make_widget, tiny_sam, tmp_path, qtbot):
+    """Picking a model (here a checkpoint file) for the open image starts the embedding of
+    the visible slice; a click during that job is previewed when it ends, with no second
+    job."""
+    import torch
+
+    path = tmp_path / "my_model.pt"
+    torch.save(tiny_sam.state_dict(), path)
+    viewer, widget = make_widget(blob_stack(z=4), sync=False, preload=False, name="img")
+    c = widget.controller
+    qtbot.wait(10)  # the preload scheduled on opening (default model) is not run: off
+    assert c.job is None and not c.ready([c.current_z()])
+    widget.preload = True
+    started = _jobs(widget)
+    widget._model.setCurrentIndex(widget._model.findText("Checkpoint file..."))
+    widget._on_model_changed(path=str(path))  # what the Model box does
+    qtbot.waitUntil(lambda: bool(started), timeout=5000)
+    z = c.current_z()
+    c.points_layer.add([z, 20, 20])  # a click while the model loads: queued
+    qtbot.waitUntil(lambda: c.job is None and bool(c.previews), timeout=30_000)
+    assert started == ["Computing SAM embeddings"]
+    assert c.predictor.model.model_id.startswith("file:") and c.predictor.encoder_calls == 1
+    assert c.previews[0].z == z
+
+
+def test_no_preload_of_a_model_that_would_be_downloaded(make_widget, tiny_predictor, qtbot):
+    from napari_sam._qt.model_choice import ModelChoice
+
+    viewer, widget = make_widget(blob_stack(z=2), sync=False, preload=False, name="img")
+    c = widget.controller
+    c.set_model(ModelChoice("vit_b", "vit_b (download, 375 MB)", cached=False))
+    assert c.preload() is None and c.job is None  # nothing fetched before a click
+    use_predictor(widget, tiny_predictor)
+    job = c.preload()
+    assert job is not None and job.description == "Computing SAM embeddings"
+    qtbot.waitUntil(lambda: c.job is None, timeout=30_000)
+    assert c.ready([c.current_z()]) and c.preload() is None  # already embedded: nothing to do

@@ -512,9 +512,13 @@ def test_switching_to_an_image_of_another_shape_resets_the_target(stack_widget):
     assert first_target.data.max() == 1  # the first image's labels are untouched
 
 
-def test_embedding_state_is_shown(stack_widget):
-    viewer, widget = stack_widget
+def test_embedding_state_is_shown(make_widget, tiny_predictor):
+    # no preload: the click embeds (with preload the visible slice is embedded first)
+    viewer, widget = make_widget(blob_stack(), preload=False, name="blobs")
+    use_predictor(widget, tiny_predictor)
+    viewer.dims.set_point(0, 3)
     c = widget.controller
+    assert widget._emb_state.text() == "0 of 6 slices embedded"
     c.points_layer.add([3, 20, 20])  # embeds slices 3-5 (one batch)
     assert widget._emb_state.text() == "3 of 6 slices embedded"
     widget._on_compute()

@@ -334,6 +334,27 @@ class AnnotationController(StackActions, SessionActions):
 
         return self._start(gen, "Computing SAM embeddings", done, then=then)
 
+    def preload(self) -> Job | None:
+        """Start loading the model and embedding the visible slice, if an image and a model
+        are chosen and that slice is not embedded yet (#29: the first click then only
+        decodes). Nothing starts while a job runs, and a model that would be downloaded is
+        not fetched before a click. Clicks during the job are previewed when it ends.
+
+        Returns
+        -------
+        Job or None
+            The embedding job, or None when there was nothing to do.
+        """
+        choice = self.model_choice
+        if self.source is None or self.image_layer is None or choice is None:
+            return None
+        if not (choice.cached or choice.is_file) or (self.job is not None and self.job.running):
+            return None
+        z = self.current_z()
+        if self.ready([z]):
+            return None
+        return self.compute_embeddings([z], then=lambda: self._say(self.next_step()))
+
     # ------------------------------------------------------------------ jobs
     def _start(self, gen, description: str, on_returned, then=None) -> Job:
         """Run job ``gen``; ``on_returned(result)`` applies its result and ``then()`` runs

@@ -450,6 +450,20 @@ class SamWidget(QWidget):
         # napari makes a newly added layer the active one after telling us about it: select
         # the points layer once that is done, or the first clicks would go to the image
         QTimer.singleShot(0, self._select_points)
+        self._schedule_preload()
+
+    def _schedule_preload(self):
+        """Embed the visible slice soon (see :meth:`_on_preload`)."""
+        if self.preload:
+            QTimer.singleShot(0, self._on_preload)
+
+    @guarded
+    def _on_preload(self):
+        """An image and a model are chosen: load the model and embed the visible slice now,
+        in a job, so that the first click only decodes (controller.preload). Run from the
+        event loop once the current change is done (the widget is shown first)."""
+        if self.preload and not self._closed:
+            return self.controller.preload()
 
     def _select_points(self):
         points = self.controller.points_layer
@@ -472,6 +486,7 @@ class SamWidget(QWidget):
         self.controller.set_model(choice)
         self._set_thresholds(choice)
         self._update_demo_notice()
+        self._schedule_preload()
 
     def _set_thresholds(self, choice):
         """Segment-everything thresholds follow the model (the demo model's scores are
@@ -680,4 +695,6 @@ class SamWidget(QWidget):
 
     _seen = False
     _job = None
+    #: Embed the visible slice as soon as an image and a model are chosen (#29).
+    preload = True
 
