@@ -1409,8 +1409,31 @@ def _gap_points(covered: np.ndarray, fg: np.ndarray | None, spacing: float) -> n
     return peaks.astype(np.float64) + 0.5
 
 
+_GAP_BLOBS = True
+
+
+def _blob_points(rgb: np.ndarray, free: np.ndarray, spacing: float) -> np.ndarray:
+    """(n, 2) (row, col) points on blobs, bright or dark, that lie where ``free`` is True:
+    local extrema of a difference of Gaussians at the grid's scale, at least ``spacing / 4``
+    apart, stronger than 3 robust standard deviations of that filter over the image."""
+    from scipy import ndimage
+    from skimage.feature import peak_local_max
+
+    grey = np.asarray(rgb, np.float32)
+    grey = grey[..., :3].mean(-1) if grey.ndim == 3 else grey
+    sigma = max(1.0, spacing / 6.0)
+    dog = ndimage.gaussian_filter(grey, sigma) - ndimage.gaussian_filter(grey, 3.0 * sigma)
+    mag = np.abs(dog)
+    noise = 1.4826 * float(np.median(np.abs(dog - np.median(dog))))
+    if not free.any() or noise <= 0:
+        return np.zeros((0, 2), np.float64)
+    peaks = peak_local_max(np.where(free, mag, 0.0), min_distance=max(1, int(spacing / 4)),
+                           threshold_abs=3.0 * noise, exclude_border=False)
+    return peaks.astype(np.float64) + 0.5
+
+
 def _fill_gaps(engine: _Engine, emb, cand: _Candidates, image_size, fg, n_points: int,
-               stats) -> _Candidates:
+               stats, rgb_fn=None) -> _Candidates:
     """Second pass of the grid on one (full-image) crop: prompt the middle of every part of
     the foreground (of the image without ``fg``) that no candidate covers, then NMS over both
     passes. Touching objects that one grid point missed come out as their own masks."""
@@ -1419,7 +1442,11 @@ def _fill_gaps(engine: _Engine, emb, cand: _Candidates, image_size, fg, n_points
     for j in range(0, len(cand), 32):
         covered |= (geom.upsample(cand.logits[j : j + 32]) > engine.threshold).any(0)
     spacing = min(image_size) / max(1.0, math.sqrt(n_points))
-    pts = _gap_points(covered.cpu().numpy(), fg, spacing)
+    free = covered.cpu().numpy()
+    pts = _gap_points(free, fg, spacing)
+    if rgb_fn is not None and _GAP_BLOBS:
+        blobs = _blob_points(rgb_fn(), ~free if fg is None else (fg & ~free), spacing)
+        pts = np.concatenate([pts, blobs]) if len(blobs) else pts
     stats["gap_points"] = stats.get("gap_points", 0) + len(pts)
     if len(pts) == 0:
         return cand
@@ -1461,7 +1488,8 @@ def _segment_2d(engine: _Engine, emb, rgb_fn, image_size, fg, stats, keep_masks=
             continue
         cand = engine.process_crop(embs[ci], box, image_size, pts, stats)
         if ci == 0 and p.fill_gaps:
-            cand = _fill_gaps(engine, embs[0], cand, image_size, fg, len(grids[0]), stats)
+            cand = _fill_gaps(engine, embs[0], cand, image_size, fg, len(grids[0]), stats,
+                              rgb_fn)
         stats["after_nms"] += len(cand)
         parts.append(cand)
         owner.append(torch.full((len(cand),), ci, dtype=torch.int64, device=pred.device))
