@@ -50,6 +50,20 @@ from .trace_view import TraceView
 
 __all__ = ["SamWidget"]
 
+_THREADS_CONFIGURED = False
+
+
+def _configure_threads_once() -> None:
+    """The CPU thread policy of the CLI (free cores, passive OpenMP waits) for the napari
+    process, once: a busy machine must not make the dock's jobs several times slower."""
+    global _THREADS_CONFIGURED
+    if not _THREADS_CONFIGURED:
+        from napari_sam.device import configure_threads
+
+        configure_threads()
+        _THREADS_CONFIGURED = True
+
+
 _FILE_ITEM = "Checkpoint file..."
 _NEW_TARGET = "new 'segmentation' layer"
 
@@ -76,6 +90,7 @@ class SamWidget(QWidget):
 
     def __init__(self, napari_viewer, *, sync: bool = False):
         super().__init__()
+        _configure_threads_once()
         self.viewer = napari_viewer
         self.controller = c = AnnotationController(napari_viewer, sync=sync)
         self._closed = False
