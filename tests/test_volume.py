@@ -241,6 +241,46 @@ def test_stop_reason_rebound_rule_needs_a_dip_then_a_rise():
     assert list(r) == ["faded"]
 
 
+def test_stop_reason_rebound_bars_follow_the_contrasts_noise():
+    # dip 40 (100 -> 60) and rise 15 (60 -> 75) against a 10 % floor of 100; with
+    # rebound_noise 2 each must also exceed 2 standard errors of the difference
+    kw = dict(area=[100] * 4, prev_area=[100] * 4, iou=[0.9] * 4, contrast=[75] * 4,
+              ref_contrast=[100] * 4, peak_contrast=[100] * 4, low_contrast=[60] * 4,
+              rebound_fraction=0.1, rebound_noise=2.0)
+    r = stop_reason(**kw, contrast_error=[1, 6, 1, 0], peak_error=[1, 1, 15, 0],
+                    low_error=[1, 1, 15, 0])
+    # quiet: rebounded; a noisy new slice (2 * hypot(6, 1) = 12.2 < 15: still a rise); a noisy
+    # object (2 * hypot(15, 15) = 42 > 40: the dip is a wobble); errors 0: the floor alone
+    assert list(r) == ["rebounded", "rebounded", "", "rebounded"]
+    r = stop_reason(**kw, contrast_error=[7] * 4, peak_error=[1] * 4, low_error=[1] * 4)
+    assert list(r) == ["rebounded"] * 4  # 2 * hypot(7, 1) = 14.1 < 15: a rise
+    r = stop_reason(**kw, contrast_error=[8] * 4, peak_error=[1] * 4, low_error=[1] * 4)
+    assert list(r) == [""] * 4  # 2 * hypot(8, 1) = 16.1 > 15: the rise is within the noise
+    # without the errors the noise term is off
+    r = stop_reason(**{**kw, "rebound_noise": 2.0})
+    assert list(r) == ["rebounded"] * 4
+
+
+def test_a_drawn_mask_seed_does_at_least_as_well_as_a_click_when_larger_than_the_models():
+    """The fade reference of a drawn mask comes from the mask the model decodes from it: a
+    drawn mask larger than the model's masks (its ring in the dark background, the model's on
+    the object's bright rim) no longer stops the chain on the next slice."""
+    size, n = 48, 12
+    yy, xx = np.indices((size, size))
+    r2 = (yy - 24) ** 2 + (xx - 24) ** 2
+    plane = np.where(r2 <= 8**2, 200.0, np.where(r2 <= 10**2, 180.0, 10.0))  # core, rim
+    image = np.repeat(plane[None], n, 0).astype(np.float32)
+    gt = np.zeros((n, size, size), np.int32)
+    gt[:, r2 <= 8**2] = 1  # what the oracle (the model) segments: the core
+    stack = OracleStack(gt)
+    stack.stack = image
+    drawn = r2 <= 10**2  # the user drew core and rim
+    res = segment_volume(stack, {1: SlicePrompt(6, mask=drawn)})
+    click = segment_volume(stack, {1: SlicePrompt(6, points=[[24, 24]])})
+    assert res.slice_range[1] == click.slice_range[1] == (0, n - 1)
+    assert res.stop_reasons[1] == {"up": "edge", "down": "edge"}
+
+
 def test_mask_contrast_is_inside_minus_the_ring_around():
     img = np.full((40, 40), 10.0)
     bright = disk((40, 40), (12, 12), 5)
