@@ -1243,14 +1243,7 @@ def write_preview(
         draw.text((x0 + 3, top - 15), cap, fill=(230, 230, 230))
     if title:
         draw.text((3, 3), title, fill=(170, 170, 170))
-    path = Path(path)
-    tmp = _tmp_name(path)
-    try:
-        img.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        nio._remove(tmp)
-        raise
+    nio.save_picture(img, Path(path))
     return path
 
 

@@ -69,6 +69,7 @@ import numpy as np
 
 __all__ = [
     "AXES_LETTERS",
+    "save_picture",
     "ImageData",
     "content_sample_hash",
     "ImageReadError",
@@ -972,6 +973,19 @@ _DAMAGE_SIGNS = ("invalid page offset", "invalid value offset", "failed to resha
 
 def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def save_picture(image, path, format: str = "PNG") -> None:
+    """Save a Pillow image atomically: to a temporary name beside ``path``, then renamed, so a
+    reader never sees half a file and a failure leaves nothing behind."""
+    path = Path(path)
+    tmp = _tmp_name(path)
+    try:
+        image.save(tmp, format=format)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
 
 
 def _fsync_path(path: Path) -> None:

@@ -206,11 +206,10 @@ def render_png(trace: Mapping, path, *, title: str = "", width: int = 900) -> No
     """Draw a trace (:func:`propagation_trace`) as a PNG: one row per object with its
     predicted IoU, area and contrast along the stack, red ticks at flagged slices, and the
     stops and flags written out. Written to a temporary name and renamed."""
-    import os
 
     from PIL import Image, ImageDraw
 
-    from napari_sam.io import _tmp_name
+    from napari_sam.io import save_picture
 
     objects = list(trace.get("objects") or [])
     n = int(trace.get("n_slices") or 1)
@@ -241,14 +240,7 @@ def render_png(trace: Mapping, path, *, title: str = "", width: int = 900) -> No
         text = "; ".join(f"slice {f['slice']}: {f['text']}" for f in obj.get("flags", []))
         draw.text((10, y + row_h - 24), (text or "no flags")[:160], fill=(235, 120, 120)
                   if text else (150, 150, 150))
-    path = Path(path)
-    tmp = _tmp_name(path)
-    try:
-        img.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    save_picture(img, Path(path))
 
 
 def _sidecars(paths) -> list[Path]:
