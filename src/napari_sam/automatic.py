@@ -1862,6 +1862,7 @@ def segment_everything(
     point_grids=None,
     foreground=None,
     contrast_limits: tuple[float, float] | None = None,
+    image=None,
     link_iou: float = 0.25,
     max_gap: int = 1,
     min_z_extent: int = 1,
@@ -1931,6 +1932,10 @@ def segment_everything(
         ones included, on a dark background, e.g. fluorescence), dilated by 1 % of the image size.
     contrast_limits : (float, float), optional
         Intensity mapping for images (default: percentiles, volume-wide for stacks).
+    image : array-like (Y, X) or (Y, X, 3|4), optional
+        With an :class:`~napari_sam.ImageEmbedding`: the image it was made from (mapped with
+        ``contrast_limits`` as the embedding was), so that ``fill_gaps`` can also prompt the
+        blobs no mask covers. Without it only the middles of uncovered regions are prompted.
     link_iou, max_gap : float, int
         Stacks only: how the 2D masks of neighbouring slices are linked into objects (see
         :func:`link_slices`).
@@ -2027,7 +2032,16 @@ def segment_everything(
         pred = Predictor(model, device=device, precision=precision)
         pred._check_embedding(x)
         fg = _check_fg(foreground, tuple(x.original_size))
-        return _run_2d(pred, x, None, tuple(x.original_size), params, fg, keep_masks)
+        rgb_fn = None
+        if image is not None:
+            from napari_sam.preprocess import to_uint8_rgb, validate_image
+
+            img = validate_image(np.asarray(image))
+            if tuple(img.shape[:2]) != tuple(x.original_size):
+                raise ValueError(f"image of shape {img.shape[:2]} is not the one embedded "
+                                 f"({tuple(x.original_size)})")
+            rgb_fn = lambda: to_uint8_rgb(img, contrast_limits)  # noqa: E731
+        return _run_2d(pred, x, rgb_fn, tuple(x.original_size), params, fg, keep_masks)
 
     arr = x if hasattr(x, "shape") and hasattr(x, "dtype") else np.asarray(x)
     shape = tuple(arr.shape)

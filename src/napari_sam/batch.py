@@ -1612,6 +1612,7 @@ def _segment_slice(emb, z: int, image: np.ndarray, model, ctx: Context):
                                             foreground=fg, device=ctx.device, keep_masks=False,
                                             **params)
     return automatic.segment_everything(emb[z], model, foreground=fg, device=ctx.device,
+                                        image=image, contrast_limits=emb.contrast_limits,
                                         keep_masks=False, **params)
 
 
