@@ -1,0 +1,74 @@
+"""The README stays true: its main job is the command users run, and its numbers are what that
+command gives (recomputed here from the README's own command line)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def _readme() -> str:
+    return README.read_text(encoding="utf-8")
+
+
+def _setup_commands() -> list[str]:
+    """The README's set-up commands: the bash blocks of the "Set up" section."""
+    section = _readme().split("## Set up", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.*?)\n```", section, re.S)
+
+
+def main_job_steps() -> list[list[str]]:
+    """The napari-sam commands of the README's main job, as argument lists (no install)."""
+    steps = []
+    for part in _setup_commands()[0].split("&&"):
+        words = shlex.split(part.strip())
+        if words and words[0].endswith("napari-sam"):
+            steps.append(words[1:])
+    return steps
+
+
+def readme_number(key: str) -> float:
+    """A number the README marks as ``<!-- key -->0.123``."""
+    m = re.search(rf"<!-- {re.escape(key)} -->\s*\**([0-9.]+)", _readme())
+    assert m, f"README.md has no number marked <!-- {key} -->"
+    return float(m.group(1))
+
+
+def test_readme_has_exactly_two_setup_commands_and_the_main_job_is_sample_then_auto():
+    commands = _setup_commands()
+    assert len(commands) == 2, commands
+    assert "pip install" in commands[0] and "pip install" in commands[1]
+    assert "pytest" in commands[1]
+    steps = main_job_steps()
+    assert [s[0] for s in steps] == ["sample", "auto"]
+    assert steps[0][1] == "nuclei-3d"
+
+
+@pytest.mark.slow
+def test_readme_main_job_numbers_are_what_the_command_gives(tmp_path):
+    """Runs the README's main job exactly (after the install) and scores it against the ground
+    truth the sample writes; the README's F1 must be that number (to 0.02: one or two nuclei
+    of 98, for thread counts and bf16 rounding)."""
+    from bench_main_job import score_main_job
+
+    exe = Path(sys.executable).parent / "napari-sam"
+    cli = [str(exe)] if exe.is_file() else [sys.executable, "-m", "napari_sam.cli"]
+    env = {k: v for k, v in os.environ.items() if k != "NAPARI_SAM_PRECISION"}  # as users run
+    for args in main_job_steps():
+        proc = subprocess.run([*cli, *args], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=1800, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    f1 = score_main_job(tmp_path)
+    print(f"README main job: 3D F1@0.5 {f1:.3f} (README says {readme_number('main-job-f1')})")
+    assert f1 == pytest.approx(readme_number("main-job-f1"), abs=0.02)
+    assert (tmp_path / "out").is_dir() and not (tmp_path / "out" / ".napari-sam-work").exists()
