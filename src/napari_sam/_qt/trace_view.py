@@ -24,6 +24,18 @@ KIND_WORDS = {"stopped_early": "stopped early?", "area_jump": "area jump",
               "overlap": "overlaps another object", "score_drop": "score drop"}
 
 
+LEGEND_WORDS = {"iou": "predicted IoU", "area": "area", "contrast": "contrast"}
+
+
+def legend_html() -> str:
+    """The plots' legend as rich text: one coloured line per quantity, flags, annotations."""
+    items = [f'<span style="color:{COLOURS[k]}">&#9473;&#9473; {w}</span>'
+             for k, w in LEGEND_WORDS.items()]
+    items.append(f'<span style="color:{FLAG_COLOUR}">| flagged slice</span>')
+    items.append('<span style="color:#999999">&#166; annotated slice</span>')
+    return "&nbsp;&nbsp;".join(items) + " (IoU on 0-1; area and contrast scaled per object)"
+
+
 class TracePlot(QWidget):
     """One object's numbers along the stack; ``on_jump(z)`` on a click."""
 
@@ -100,6 +112,9 @@ class TraceView(QWidget):
             self._layout.addWidget(QLabel("Propagate to see each object's trace here."))
             return
         n = int(trace.get("n_slices") or 1)
+        self.legend = QLabel(legend_html())
+        self.legend.setWordWrap(True)
+        self._layout.addWidget(self.legend)
         for obj in objects:
             stops = ", ".join(f"{d} at {s['slice']}: {s['reason']}"
                               for d, s in sorted(obj.get("stops", {}).items()))

@@ -1,0 +1,29 @@
+"""The trace panel explains its plots: a legend names every line and mark."""
+
+from __future__ import annotations
+
+
+def test_trace_panel_has_a_legend_naming_each_line(qtbot):
+    from napari_sam._qt.trace_view import COLOURS, FLAG_COLOUR, TraceView
+
+    jumps = []
+    view = TraceView(jumps.append, lambda flag: None)
+    qtbot.addWidget(view)
+    assert not hasattr(view, "legend")  # nothing to explain before a propagation
+    trace = {"n_slices": 5, "objects": [{
+        "id": 1, "slices": [1, 2, 3], "iou": [0.9, 0.8, 0.7], "area": [10, 20, 15],
+        "contrast": [5.0, 6.0, 2.0], "annotated": [2], "stops": {},
+        "flags": [{"slice": 3, "kind": "score_drop", "text": "score drop"}]}]}
+    view.set_trace(trace)
+    text = view.legend.text()
+    for word, colour in (("predicted IoU", COLOURS["iou"]), ("area", COLOURS["area"]),
+                         ("contrast", COLOURS["contrast"]), ("flagged slice", FLAG_COLOUR)):
+        assert word in text and colour in text
+    assert "annotated slice" in text
+    view.plots[0].mousePressEvent(type("E", (), {"pos": lambda self: _Pos()})())
+    assert jumps == [view.plots[0].slice_at(_Pos().x())]
+
+
+class _Pos:
+    def x(self):
+        return 3.0
