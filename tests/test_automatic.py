@@ -554,8 +554,16 @@ def test_embedding_input_equals_image_input(reference_pair):
     a = segment_everything(img, ours, contrast_limits=(0, 255), device="cpu", **kw)
     pred = Predictor(ours, device="cpu")
     emb = pred.set_image(img, contrast_limits=(0, 255))
-    b = segment_everything(emb, ours, device="cpu", **kw)
+    b = segment_everything(emb, ours, device="cpu", image=img, contrast_limits=(0, 255), **kw)
     assert np.array_equal(a.labels, b.labels) and len(a.records) > 0
+    # without the image the gap pass can prompt only the middles of uncovered regions, not
+    # blobs; with fill_gaps off the two inputs are the same again
+    c = segment_everything(emb, ours, device="cpu", fill_gaps=False, **kw)
+    d = segment_everything(img, ours, contrast_limits=(0, 255), device="cpu", fill_gaps=False,
+                           **kw)
+    assert np.array_equal(c.labels, d.labels)
+    with pytest.raises(ValueError, match="is not the one embedded"):
+        segment_everything(emb, ours, device="cpu", image=img[:50], **kw)
 
 
 def test_points_per_batch_changes_nothing_but_speed(reference_pair):
