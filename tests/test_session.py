@@ -196,6 +196,12 @@ def test_cli_replay_writes_the_session_labels_and_report_draws_the_trace(files, 
     with Image.open(png) as im:
         assert im.size[0] == 900 and im.size[1] >= 150
     assert main(["report", str(tmp_path / "data")]) == 1  # no traces there: says so
+    # without --model the session's own model replays it
+    again = tmp_path / "again"
+    assert main(["segment", str(files["stack"]), "--prompts", str(good), "-o", str(again),
+                 "--device", "cpu"]) == 0
+    assert "the session's (--model replays it with another)" in capsys.readouterr().err
+    assert np.array_equal(tifffile.imread(again / "blobs_labels.tif"), S.read_session(good).labels)
 
 
 def test_legacy_prompts_files_are_still_read(tmp_path):

@@ -860,6 +860,24 @@ def _check_model_loads(model: str, device: str) -> None:
                        "`napari-sam models`", 2) from None
 
 
+def _session_model(prompts, args) -> str | None:
+    """``--model``, or for a session file without it the session's own model (so a replay
+    reproduces the dock's labels without repeating which model made them)."""
+    session = getattr(prompts, "session", None)
+    if session is None or args.model is not None:
+        return args.model
+    from napari_sam.batch import BatchError
+    from napari_sam.session import SessionError, check_model
+
+    try:
+        spec = check_model(session)
+    except SessionError as exc:
+        raise BatchError(str(exc)) from None
+    if not args.quiet:
+        _note(f"model {spec}: the session's (--model replays it with another)")
+    return spec
+
+
 def _cmd_batch(args) -> int:
     from dataclasses import replace
 
@@ -870,6 +888,7 @@ def _cmd_batch(args) -> int:
     prompts = None
     if args.command == "segment":
         prompts = batch.load_prompts(args.prompts)
+        args.model = _session_model(prompts, args)
     ctx = _batch_context(args, args.model or "demo")
     jobs = batch.make_jobs(inputs, ctx, prompts)
     if prompts is not None:  # every prompt against its stack's shape, before any embedding
