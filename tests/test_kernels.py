@@ -31,6 +31,20 @@ def test_affine_layernorm_gelu_names_a_wrong_input():
         affine_layernorm_gelu_(g, shw.double(), alpha, cw, w, b, 1e-6, 0)
 
 
+def test_fused_head_is_opt_in_through_the_environment():
+    import subprocess
+    import sys
+
+    code = "import napari_sam.automatic as a; print(a.GRID_FUSED_HEAD_CUDA)"
+    for env, expected in (({}, "False"), ({"NAPARI_SAM_TRITON": "1"}, "True")):
+        import os
+
+        full = {k: v for k, v in os.environ.items() if k != "NAPARI_SAM_TRITON"} | env
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=full, timeout=120)
+        assert out.stdout.strip() == expected, out.stderr
+
+
 def test_grid_decoder_uses_the_fused_head_only_where_it_applies(monkeypatch):
     from napari_sam import automatic, kernels
     from napari_sam.automatic import GridDecoder
@@ -40,13 +54,15 @@ def test_grid_decoder_uses_the_fused_head_only_where_it_applies(monkeypatch):
     sam = build_sam(SamConfig(**TINY_VIT))
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(kernels, "fused_kernels_work", lambda device: True)
+    # opt-in (NAPARI_SAM_TRITON=1): importing Triton crashes napari on Mesa displays (#22)
+    monkeypatch.setattr(automatic, "GRID_FUSED_HEAD_CUDA", False)
+    assert not GridDecoder(sam)._use_fused_head(cuda)
+    monkeypatch.setattr(automatic, "GRID_FUSED_HEAD_CUDA", True)
     assert not GridDecoder(sam)._use_fused_head(cpu)  # CPU: PyTorch ops unless forced
     assert GridDecoder(sam)._use_fused_head(cuda)
     assert GridDecoder(sam, precision="tf32")._use_fused_head(cuda)
     assert not GridDecoder(sam, fused_head=False)._use_fused_head(cuda)
     assert GridDecoder(sam, fused_head=True)._use_fused_head(cpu)
-    monkeypatch.setattr(automatic, "GRID_FUSED_HEAD_CUDA", False)
-    assert not GridDecoder(sam)._use_fused_head(cuda)
     monkeypatch.setattr(kernels, "fused_kernels_work", lambda device: False)
     assert not GridDecoder(sam, fused_head=True)._use_fused_head(cpu)
 
