@@ -202,4 +202,4 @@ def test_grid_decoder_fused_head_on_cuda_equals_pytorch():
             out[fused] = dec.masks(shared, dec.tokens(shared, pts), idx)
         scale = out[False].abs().max().item()
         tol = 1e-4 if precision == "fp32" else 2e-3
-        assert (out[None] - out[False]).abs().max().item() < tol * scale
+        assert (out[True] - out[False]).abs().max().item() < tol * scale
