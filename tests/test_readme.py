@@ -39,7 +39,7 @@ def main_job_steps() -> list[list[str]]:
 
 def readme_number(key: str) -> float:
     """A number the README marks as ``<!-- key -->0.123``."""
-    m = re.search(rf"<!-- {re.escape(key)} -->\s*\**([0-9.]+)", _readme())
+    m = re.search(rf"<!-- {re.escape(key)} -->\s*\**([0-9]+(?:\.[0-9]+)?)", _readme())
     assert m, f"README.md has no number marked <!-- {key} -->"
     return float(m.group(1))
 
