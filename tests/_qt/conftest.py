@@ -8,7 +8,7 @@ use the bundled demo model and skip, saying why, while it is not installed.
 from __future__ import annotations
 
 import pytest
-from sam_qt_helpers import demo_model_path, open_from_menu
+from sam_qt_helpers import blob_stack, demo_model_path, open_from_menu, use_predictor
 
 pytest.importorskip("napari")
 pytest.importorskip("qtpy")
@@ -59,6 +59,16 @@ def make_widget(make_napari_viewer, qtbot):
         job = w.controller.job
         if job is not None and job.worker is not None:
             qtbot.waitUntil(lambda job=job: not job.running, timeout=20_000)
+
+
+@pytest.fixture
+def stack_widget(make_widget, tiny_predictor):
+    """``(viewer, widget)``: the menu-opened dock on a 6-slice stack of two bright discs, the
+    tiny random model chosen, slice 3 shown."""
+    viewer, widget = make_widget(blob_stack(), name="blobs")
+    use_predictor(widget, tiny_predictor)
+    viewer.dims.set_point(0, 3)
+    return viewer, widget
 
 
 @pytest.fixture

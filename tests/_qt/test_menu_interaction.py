@@ -4,16 +4,7 @@ with real mouse events on the canvas, jobs in napari's worker threads where it m
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from sam_qt_helpers import blob_stack, canvas_click, use_predictor
-
-
-@pytest.fixture
-def stack_widget(make_widget, tiny_predictor):
-    viewer, widget = make_widget(blob_stack(), name="blobs")
-    use_predictor(widget, tiny_predictor)
-    viewer.dims.set_point(0, 3)
-    return viewer, widget
 
 
 def test_widget_gets_napari_proxy_and_keeps_the_layers_themselves(stack_widget):

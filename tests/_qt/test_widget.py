@@ -31,14 +31,6 @@ def _press(viewer, key):
     viewer.window._qt_viewer._key_map_handler.press_key(key)
 
 
-@pytest.fixture
-def stack_widget(make_widget, tiny_predictor):
-    viewer, widget = make_widget(blob_stack(), name="blobs")
-    use_predictor(widget, tiny_predictor)
-    viewer.dims.set_point(0, 3)
-    return viewer, widget
-
-
 def test_setup_makes_prompt_layers_and_binds_keys(stack_widget):
     from napari_sam._qt import keys
 
