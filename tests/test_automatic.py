@@ -915,11 +915,11 @@ def test_gap_points_sit_in_the_middle_of_uncovered_foreground():
     fg = np.zeros((64, 64), bool)
     fg[8:32, 8:32] = True  # a 2-pixel rim around the covered square: too thin to prompt
     fg[40:56, 40:56] = True  # an uncovered 16 x 16 object
-    pts = _gap_points(covered, fg, spacing=16)
+    pts = _gap_points(fg & ~covered, spacing=16)
     assert len(pts) >= 1
     assert all(40 <= r < 56 and 40 <= c < 56 for r, c in pts)
     assert np.allclose(pts.mean(0), [48, 48], atol=2.5)
-    assert len(_gap_points(covered | fg, fg, spacing=16)) == 0
+    assert len(_gap_points(fg & ~(covered | fg), spacing=16)) == 0
 
 
 @pytest.mark.slow

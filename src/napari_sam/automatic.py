@@ -1392,14 +1392,13 @@ def _select_points(points_rc: np.ndarray, crop_box, fg: np.ndarray | None) -> np
     return points_rc[fg[r, c]]
 
 
-def _gap_points(covered: np.ndarray, fg: np.ndarray | None, spacing: float) -> np.ndarray:
-    """(n, 2) (row, col) points in the middle of what no mask covers: local maxima, at
-    least ``spacing / 2`` apart, of the distance to the nearest covered (or background)
-    pixel, where that distance is at least ``spacing / 4``."""
+def _gap_points(free: np.ndarray, spacing: float) -> np.ndarray:
+    """(n, 2) (row, col) points in the middle of the ``free`` pixels (foreground no mask
+    covers): local maxima, at least ``spacing / 2`` apart, of the distance to the nearest
+    pixel that is not free, where that distance is at least ``spacing / 4``."""
     from scipy import ndimage
     from skimage.feature import peak_local_max
 
-    free = ~covered if fg is None else (fg & ~covered)
     if not free.any():
         return np.zeros((0, 2), np.float64)
     dist = ndimage.distance_transform_edt(np.pad(free, 1))[1:-1, 1:-1]
@@ -1407,9 +1406,6 @@ def _gap_points(covered: np.ndarray, fg: np.ndarray | None, spacing: float) -> n
     peaks = peak_local_max(dist, min_distance=max(1, int(spacing / 2)), threshold_abs=reach,
                            exclude_border=False)
     return peaks.astype(np.float64) + 0.5
-
-
-_GAP_BLOBS = True
 
 
 def _blob_points(rgb: np.ndarray, free: np.ndarray, spacing: float) -> np.ndarray:
@@ -1442,10 +1438,12 @@ def _fill_gaps(engine: _Engine, emb, cand: _Candidates, image_size, fg, n_points
     for j in range(0, len(cand), 32):
         covered |= (geom.upsample(cand.logits[j : j + 32]) > engine.threshold).any(0)
     spacing = min(image_size) / max(1.0, math.sqrt(n_points))
-    free = covered.cpu().numpy()
-    pts = _gap_points(free, fg, spacing)
-    if rgb_fn is not None and _GAP_BLOBS:
-        blobs = _blob_points(rgb_fn(), ~free if fg is None else (fg & ~free), spacing)
+    free = ~covered.cpu().numpy()
+    if fg is not None:
+        free &= fg
+    pts = _gap_points(free, spacing)
+    if rgb_fn is not None:
+        blobs = _blob_points(rgb_fn(), free, spacing)
         pts = np.concatenate([pts, blobs]) if len(blobs) else pts
     stats["gap_points"] = stats.get("gap_points", 0) + len(pts)
     if len(pts) == 0:
