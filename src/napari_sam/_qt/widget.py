@@ -681,6 +681,10 @@ class SamWidget(QWidget):
             self._progress.setValue(int(ended is not None and ended.succeeded))
 
     def _on_job_progress(self, done: int, total: int):
+        # a report queued by the job's thread may arrive after the job has ended (a busy
+        # machine): the ended job's bar stays as _on_job_changed left it
+        if self._job is None or not self._job.running:
+            return
         if total > 0:
             self._progress.setRange(0, total)
             self._progress.setValue(done)

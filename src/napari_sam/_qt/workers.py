@@ -149,6 +149,8 @@ def run_job(
     pbar = _progress_bar(description) if progress_bar else None
 
     def progressed(value):
+        if not job.running:  # queued behind the end of the job: the bar is already final
+            return
         done, total = value
         if pbar is not None:
             if pbar.total != total:
