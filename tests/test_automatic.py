@@ -595,7 +595,7 @@ def test_foreground_skips_points(reference_pair):
 
 
 def test_auto_foreground_keeps_dim_objects_next_to_bright_ones():
-    from napari_sam.automatic import _auto_foreground
+    from napari_sam.automatic import auto_foreground
 
     rng = np.random.default_rng(0)
     yy, xx = np.indices((200, 200))
@@ -605,7 +605,7 @@ def test_auto_foreground_keeps_dim_objects_next_to_bright_ones():
     img[bright] += 3000
     for d in dim:
         img[d] += 120  # 25x dimmer than the bright one, still 24 noise sigmas above background
-    fg = _auto_foreground(img.astype(np.uint16))
+    fg = auto_foreground(img.astype(np.uint16))
     assert fg[bright].all() and all(fg[d].mean() > 0.95 for d in dim)
     far = np.hypot(yy - 100, xx - 100) < 20  # empty middle
     assert not fg[far].any()

@@ -386,10 +386,10 @@ def test_encoder_export_equals_pytorch_and_meta(tmp_path, monkeypatch):
     trace had wrong slice sizes in ONNX: Python floors, ONNX truncates)."""
     from napari_sam.models import image_encoder
 
-    monkeypatch.setattr(image_encoder, "_MAX_BIAS_BYTES", 200_000)  # 256 tokens: 4 chunks
+    monkeypatch.setattr(image_encoder, "MAX_BIAS_BYTES", 200_000)  # 256 tokens: 4 chunks
     model = _ours(VIT_B_ENCODER, seed=4)
     result = export_onnx(model, tmp_path / "enc", decoder=False)
-    assert image_encoder._MAX_BIAS_BYTES == 200_000  # restored
+    assert image_encoder.MAX_BIAS_BYTES == 200_000  # restored
     assert result.decoder is None
     sess = _session(result.encoder)
     assert [i.name for i in sess.get_inputs()] == ["image"]

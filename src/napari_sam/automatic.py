@@ -1354,7 +1354,7 @@ def _empty_candidates(n_low, dev) -> _Candidates:
 # ============================================================================ 2D pipeline
 
 
-def _auto_foreground(image: np.ndarray) -> np.ndarray:
+def auto_foreground(image: np.ndarray) -> np.ndarray:
     """Bright-object foreground: Otsu threshold of the log of the smoothed grey image
     (above its minimum), dilated. The log keeps dim objects next to bright ones: a plain
     Otsu threshold falls between the bright objects and everything else."""
@@ -1374,7 +1374,7 @@ def _auto_foreground(image: np.ndarray) -> np.ndarray:
     return ndimage.binary_dilation(fg, iterations=grow)
 
 
-def _is_constant(image: np.ndarray) -> bool:
+def is_constant(image: np.ndarray) -> bool:
     arr = np.asarray(image)
     if arr.dtype.kind == "f":
         arr = arr[np.isfinite(arr)]
@@ -2028,7 +2028,7 @@ def segment_everything(
         if isinstance(foreground, str):
             raise ValueError("foreground='auto' needs the image; pass a boolean array instead")
         pred = Predictor(model, device=device, precision=precision)
-        pred._check_embedding(x)
+        pred.check_embedding(x)
         fg = _check_fg(foreground, tuple(x.original_size))
         rgb_fn = None
         if image is not None:
@@ -2051,8 +2051,8 @@ def segment_everything(
         size = tuple(img.shape[:2])
         fg = _check_fg(foreground, size, img)
         pred = Predictor(model, device=device, precision=precision)
-        if _is_constant(img):
-            return _empty_result(size, params)
+        if is_constant(img):
+            return empty_result(size, params)
         rgb = to_uint8_rgb(img, contrast_limits)
         emb = pred.encode_rgb([rgb])[0]
         return _run_2d(pred, emb, lambda: rgb, size, params, fg, keep_masks)
@@ -2077,14 +2077,14 @@ def _check_fg(foreground, size, image=None):
     if foreground is None:
         return None
     if isinstance(foreground, str):
-        return _auto_foreground(image)
+        return auto_foreground(image)
     fg = np.asarray(foreground)
     if fg.shape != tuple(size):
         raise ValueError(f"foreground must have the image's shape {tuple(size)}, got {fg.shape}")
     return fg.astype(bool)
 
 
-def _empty_result(size, params, stats=None) -> AutomaticResult:
+def empty_result(size, params, stats=None) -> AutomaticResult:
     return AutomaticResult(np.zeros(size, np.int32), [], stats or _new_stats())
 
 
@@ -2135,15 +2135,15 @@ def _segment_stack(emb, params, foreground, link_iou, max_gap, min_z_extent, kee
     total = 2 * zdim if propagate else zdim  # propagation counts as much as the slices
     with torch.inference_mode():
         for z in range(zdim):
-            img = emb._slice(z)
-            if _is_constant(img):
+            img = emb.slice_image(z)
+            if is_constant(img):
                 if progress is not None:
                     progress(z + 1, total)
                 continue
             fg = (
                 fg_all[z]
                 if fg_all is not None
-                else (_auto_foreground(img) if isinstance(foreground, str) else None)
+                else (auto_foreground(img) if isinstance(foreground, str) else None)
             )
             rgb_fn = lambda img=img: to_uint8_rgb(img, emb.contrast_limits)  # noqa: E731
             lab, recs = _segment_2d(engine, emb[z], rgb_fn, (h, w), fg, stats, keep_masks)
@@ -2162,7 +2162,7 @@ def _segment_stack(emb, params, foreground, link_iou, max_gap, min_z_extent, kee
         part = None if progress is None else (lambda d, t: progress(zdim + d * zdim // t, total))
         det = {(z, mapping[(z, i)]): r.predicted_iou for (z, i), r in slice_records.items()
                if mapping.get((z, i))}
-        labels, lut, scores, stats["propagation"] = _propagate_objects(
+        labels, lut, scores, stats["propagation"] = propagate_objects(
             emb, labels, min_z_extent, axis_kind, part,
             lambda z, oid: det.get((z, oid), float("nan")),
         )
@@ -2174,7 +2174,7 @@ def _segment_stack(emb, params, foreground, link_iou, max_gap, min_z_extent, kee
     return AutomaticResult(labels, records, stats)
 
 
-def _propagate_objects(emb, linked, min_z_extent, axis_kind, progress, seed_score):
+def propagate_objects(emb, linked, min_z_extent, axis_kind, progress, seed_score):
     """Re-segment every linked object by propagating its largest 2D mask through the stack.
 
     ``seed_score(z, id)``: the predicted IoU of the 2D detection object ``id`` of ``linked``
@@ -2229,16 +2229,16 @@ def _object_records(labels, mapping, slice_records, scores=None) -> list[ObjectR
                 bbox=(sl[0].start, sl[1].start, sl[2].start, sl[0].stop, sl[1].stop, sl[2].stop),
                 volume=int(volumes[oid]),
                 z_extent=int(sl[0].stop - sl[0].start),
-                predicted_iou=_mean(scores[oid].values()) if scores is not None
-                else _mean(r.predicted_iou for r in mem),
-                stability_score=_mean(r.stability_score for r in mem),
+                predicted_iou=finite_mean(scores[oid].values()) if scores is not None
+                else finite_mean(r.predicted_iou for r in mem),
+                stability_score=finite_mean(r.stability_score for r in mem),
                 slices=mem,
             )
         )
     return out
 
 
-def _mean(values) -> float:
+def finite_mean(values) -> float:
     """Mean of the finite values (nan when there are none)."""
     v = np.asarray([float(x) for x in values], np.float64)
     v = v[np.isfinite(v)]

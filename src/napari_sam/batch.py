@@ -106,7 +106,7 @@ def _is_image(path: Path) -> bool:
     if name.startswith("."):
         return False
     if path.is_dir():
-        return name.endswith(".zarr") or nio._is_zarr_path(path)
+        return name.endswith(".zarr") or nio.is_zarr_path(path)
     return name.endswith(IMAGE_SUFFIXES)
 
 
@@ -142,7 +142,7 @@ def collect_inputs(
             matches = [m for m in matches if m.is_file() or _is_image(m)]
             if not matches:
                 problems.append(f"{text!r} matches no files")
-        elif p.is_dir() and not nio._is_zarr_path(p):
+        elif p.is_dir() and not nio.is_zarr_path(p):
             pattern = "**/*" if recursive else "*"
             matches = sorted(m for m in p.glob(pattern) if _is_image(m) and WORK_DIR not in m.parts)
             if not matches:
@@ -679,7 +679,7 @@ class Context:
         """What must match for a rerun to skip an output: command, model and parameters."""
         sig = {"command": self.command, "model": _model_key(self.model), "channel": self.channel,
                "axes": self.axes, **self.params}
-        return json.loads(json.dumps(sig, default=nio._json_default, sort_keys=True))
+        return json.loads(json.dumps(sig, default=nio.json_default, sort_keys=True))
 
 
 @dataclass
@@ -1060,7 +1060,7 @@ def _cleanup_tmp(output: Path) -> None:
     with contextlib.suppress(OSError):
         for p in output.parent.iterdir():
             if p.name.startswith(prefix) and p.name.endswith(".tmp"):
-                nio._remove(p)
+                nio.remove_path(p)
 
 
 def _work_dir(job: Job) -> Path:
@@ -1105,14 +1105,14 @@ def write_labels_stream(
     user = dict(metadata) if metadata else None
     ome = dtype == np.uint32 or path.name.lower().endswith((".ome.tif", ".ome.tiff"))
     nbytes = int(math.prod(shape)) * dtype.itemsize
-    kwargs: dict[str, Any] = {"compression": compression, "bigtiff": nbytes > nio._BIGTIFF_LIMIT}
+    kwargs: dict[str, Any] = {"compression": compression, "bigtiff": nbytes > nio.BIGTIFF_LIMIT}
     if ome:
         md: dict[str, Any] = {"axes": ax}
         for letter, v in sizes.items():
             md[f"PhysicalSize{letter}"] = v
             md[f"PhysicalSize{letter}Unit"] = "µm" if unit in ("um", "µm", "micron") else unit
         if user is not None:
-            md["Description"] = json.dumps({"napari_sam": user}, default=nio._json_default)
+            md["Description"] = json.dumps({"napari_sam": user}, default=nio.json_default)
         kwargs.update(ome=True, metadata=md)
     else:
         md = {"axes": ax}
@@ -1122,7 +1122,7 @@ def write_labels_stream(
                 md["spacing"] = sizes["Z"]
             kwargs["resolution"] = (1.0 / sizes.get("X", 1.0), 1.0 / sizes.get("Y", 1.0))
         if user is not None:
-            md["Info"] = json.dumps({"napari_sam": user}, default=nio._json_default)
+            md["Info"] = json.dumps({"napari_sam": user}, default=nio.json_default)
         kwargs.update(imagej=True, metadata=md)
 
     def pages():
@@ -1141,10 +1141,10 @@ def write_labels_stream(
     try:
         tifffile.imwrite(tmp, pages(), shape=shape, dtype=dtype, photometric="minisblack",
                          **kwargs)
-        nio._fsync_path(tmp)
+        nio.fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
-        nio._remove(tmp)
+        nio.remove_path(tmp)
         raise
     return path
 
@@ -1391,7 +1391,7 @@ def _run_embed(job: Job, ctx: Context, model) -> dict:
 
     zarr.open_group(str(partial), mode="a").attrs.update({"napari_sam": group_attrs})
     if job.output.exists():
-        nio._remove(job.output)
+        nio.remove_path(job.output)
     os.replace(partial, job.output)
     from napari_sam import __version__
 
@@ -1556,7 +1556,7 @@ def prepare_auto_work(job: Job, ctx: Context) -> Path:
     except (OSError, ValueError):
         same = False
     if not same:
-        nio._remove(work)
+        nio.remove_path(work)
         work.mkdir(parents=True, exist_ok=True)
         nio.write_json_atomic(marker, key)
     return work
@@ -1574,7 +1574,7 @@ def _save_slice(work: Path, z: int, labels: np.ndarray, scores: np.ndarray) -> N
             np.savez_compressed(f, labels=labels, scores=scores)
         os.replace(tmp, path)
     except BaseException:
-        nio._remove(tmp)
+        nio.remove_path(tmp)
         raise
 
 
@@ -1603,10 +1603,10 @@ def _segment_slice(emb, z: int, image: np.ndarray, model, ctx: Context):
     params = {k: ctx.params[k] for k in AUTO_KEYS if ctx.params.get(k) is not None}
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
-    if automatic._is_constant(image):
-        return automatic._empty_result(image.shape[:2], None)
+    if automatic.is_constant(image):
+        return automatic.empty_result(image.shape[:2], None)
     foreground = ctx.params.get("foreground")
-    fg = automatic._auto_foreground(image) if foreground == "auto" else None
+    fg = automatic.auto_foreground(image) if foreground == "auto" else None
     if params.get("crop_n_layers", 0) > 0:  # crops are re-embedded from the image
         return automatic.segment_everything(image, model, contrast_limits=emb.contrast_limits,
                                             foreground=fg, device=ctx.device, keep_masks=False,
@@ -1632,7 +1632,7 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
     features go to that store's feature chunk and its pixel hash to ``hashes``, for the
     final task, the only writer of the store's hash array.
     """
-    from napari_sam.embeddings import StackEmbeddings, _slice_hash
+    from napari_sam.embeddings import StackEmbeddings, slice_hash
 
     work = _auto_work(job)
     opened = open_image(job.input, ctx)
@@ -1664,7 +1664,7 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
                 labels, scores = _auto_result(_segment_slice(emb, z, opened.stack[z], model, ctx))
                 if group is not None:  # before the slice counts as done
                     group["features"][z] = emb[z].features.cpu().numpy().astype(np.float16)
-                    hashes[z] = _slice_hash(emb._slice(z))
+                    hashes[z] = slice_hash(emb.slice_image(z))
                 _save_slice(work, z, labels, scores)
                 done_now[z] = int(labels.max()) if labels.size else 0
                 if progress is not None:
@@ -1880,7 +1880,7 @@ def _run_auto(job: Job, ctx: Context, model) -> dict:
             yield out
 
     meta = _label_metadata(job, ctx, model)
-    if nio._write_kind(job.output) in ("tiff", "ome-tiff"):
+    if nio.write_kind(job.output) in ("tiff", "ome-tiff"):
         write_labels_stream(job.output, slices(), shape=opened.label_shape, max_id=max_id,
                             axes=opened.label_axes, pixel_size=opened.pixel_size,
                             unit=opened.unit or "um", metadata=meta)
@@ -1909,7 +1909,7 @@ def _auto_propagate(job: Job, ctx: Context, model, work: Path, opened: OpenedIma
     does): link the saved slices (every object kept), propagate each linked object from the
     slice where it is largest, then drop objects spanning fewer than ``min_z_extent`` slices.
     The labels are assembled in memory, as for ``segment``."""
-    from napari_sam.automatic import _mean, _propagate_objects
+    from napari_sam.automatic import finite_mean, propagate_objects
 
     n = len(opened.stack)
     plan = link_slices(lambda z: _load_slice(work, z), n, **{**link, "min_z_extent": 1})
@@ -1935,12 +1935,12 @@ def _auto_propagate(job: Job, ctx: Context, model, work: Path, opened: OpenedIma
         return float(saved_scores[z][ids[0]])
 
     try:
-        labels, _, per_slice, stats = _propagate_objects(
+        labels, _, per_slice, stats = propagate_objects(
             emb, linked, int(link["min_z_extent"]), axis_kind, bar, seed_score
         )
     finally:
         bar.close()
-    scores = {oid: _mean(v.values()) for oid, v in per_slice.items()}
+    scores = {oid: finite_mean(v.values()) for oid, v in per_slice.items()}
     top = int(labels.max())
     labels = labels.astype(np.uint16 if top <= np.iinfo(np.uint16).max else np.uint32)
     info = _finish_labels(job, ctx, model, opened, labels, scores, {**extra, "propagation": stats})
@@ -2026,7 +2026,7 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
             res.details.update({k: v for k, v in info.items() if k != "objects"})
             res.status = "done"
             if not ctx.keep_work:
-                nio._remove(_work_dir(job))
+                nio.remove_path(_work_dir(job))
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # one bad file never stops the batch
@@ -2151,7 +2151,7 @@ def _embed_block_task(job: Job, ctx: Context, limits: Sequence[float], start: in
     final task, the only writer of the store's hash array."""
     import zarr
 
-    from napari_sam.embeddings import StackEmbeddings, _slice_hash
+    from napari_sam.embeddings import StackEmbeddings, slice_hash
 
     model, _ = get_model(ctx.model, ctx.device)
     opened = open_image(job.input, ctx)
@@ -2162,7 +2162,7 @@ def _embed_block_task(job: Job, ctx: Context, limits: Sequence[float], start: in
                           contrast_limits=tuple(limits), cache_size=max(2, ctx.batch_size))
     hashes = {}
     for z in range(start, stop):
-        h = _slice_hash(emb._slice(z))
+        h = slice_hash(emb.slice_image(z))
         if int(stored[z - start]) == h:
             continue  # done by an earlier, interrupted run
         feats = emb[z].features

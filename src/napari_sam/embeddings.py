@@ -105,7 +105,7 @@ def _as_stack(stack):
     return arr
 
 
-def _slice_hash(arr: np.ndarray) -> int:
+def slice_hash(arr: np.ndarray) -> int:
     """Non-zero 63-bit hash of one slice's pixels, dtype and shape."""
     arr = np.ascontiguousarray(arr)
     h = hashlib.blake2b(digest_size=8)
@@ -291,7 +291,7 @@ class StackEmbeddings:
         while len(self._memory) > self.cache_size:
             self._memory.popitem(last=False)
 
-    def _slice(self, z: int) -> np.ndarray:
+    def slice_image(self, z: int) -> np.ndarray:
         arr = np.asarray(self.stack[z])
         return arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr
 
@@ -355,8 +355,8 @@ class StackEmbeddings:
             if z in self._memory:
                 done += 1
                 continue
-            arr = self._slice(z)
-            hsh = _slice_hash(arr)
+            arr = self.slice_image(z)
+            hsh = slice_hash(arr)
             emb = self._read_store(z, hsh)
             if emb is not None:
                 self._remember(z, emb)

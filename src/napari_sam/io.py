@@ -95,7 +95,7 @@ SPATIAL = "ZYX"
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
 SIDECAR_FORMAT = "napari-sam-stacks/output"
 SIDECAR_VERSION = 1
-_BIGTIFF_LIMIT = 2**32 - 2**26  # leave room for tags and offsets
+BIGTIFF_LIMIT = 2**32 - 2**26  # leave room for tags and offsets
 
 
 class ImageReadError(ValueError):
@@ -834,7 +834,7 @@ def _valid(axes: str, shape) -> bool:
     return True
 
 
-def _is_zarr_path(path: Path) -> bool:
+def is_zarr_path(path: Path) -> bool:
     if path.suffix.lower() == ".zarr":
         return True
     if path.is_dir():
@@ -878,7 +878,7 @@ def read_image(
         raise ImageReadError(p, "permission denied", _PERMISSION_HINT)
     try:
         with quiet_tifffile():
-            if _is_zarr_path(p):
+            if is_zarr_path(p):
                 img = _read_zarr(p, axes, lazy)
             elif p.suffix.lower() == ".npy":
                 img = _read_npy(p, axes, lazy)
@@ -984,11 +984,11 @@ def save_picture(image, path, format: str = "PNG") -> None:
         image.save(tmp, format=format)
         os.replace(tmp, path)
     except BaseException:
-        _remove(tmp)
+        remove_path(tmp)
         raise
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -1001,7 +1001,7 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
     try:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
@@ -1046,7 +1046,7 @@ def _labels_dtype(labels: np.ndarray) -> tuple[np.ndarray, np.dtype]:
     )
 
 
-def _write_kind(path: Path) -> str:
+def write_kind(path: Path) -> str:
     name = path.name.lower()
     if name.endswith((".ome.tif", ".ome.tiff")):
         return "ome-tiff"
@@ -1108,7 +1108,7 @@ def write_labels(
     directory, the old one is moved aside, the new one renamed in, then the old one deleted.
     """
     path = Path(path)
-    kind = _write_kind(path)
+    kind = write_kind(path)
     arr = np.asarray(labels)
     ax = validate_axes(axes, arr.shape)
     if "C" in ax:
@@ -1126,7 +1126,7 @@ def write_labels(
         sizes = dict(zip(present, ps))
     user = dict(metadata) if metadata else None
     if user is not None:
-        json.dumps(user, default=_json_default)  # fail early, before touching the disk
+        json.dumps(user, default=json_default)  # fail early, before touching the disk
     _check_overwrite(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     out = arr.astype(dtype, copy=False)
@@ -1144,11 +1144,11 @@ def write_labels(
                 os.fsync(f.fileno())
         else:
             _write_tiff(tmp, out, ax, sizes, unit, user, compression, ome=kind == "ome-tiff")
-            _fsync_path(tmp)
+            fsync_path(tmp)
         _check_overwrite(path, overwrite)
         os.replace(tmp, path)
     except BaseException:
-        _remove(tmp)
+        remove_path(tmp)
         raise
     return path
 
@@ -1161,7 +1161,7 @@ def _write_tiff(tmp, out, ax, sizes, unit, user, compression, *, ome: bool) -> N
             f"TIFF labels need axes in ImageJ order (a subsequence of TZCYX), got {ax!r}; "
             "transpose the labels first"
         )
-    bigtiff = out.nbytes > _BIGTIFF_LIMIT
+    bigtiff = out.nbytes > BIGTIFF_LIMIT
     kwargs: dict[str, Any] = {"compression": compression, "bigtiff": bigtiff}
     if out.dtype == np.uint32 or ome:
         md: dict[str, Any] = {"axes": ax}
@@ -1169,7 +1169,7 @@ def _write_tiff(tmp, out, ax, sizes, unit, user, compression, *, ome: bool) -> N
             md[f"PhysicalSize{letter}"] = v
             md[f"PhysicalSize{letter}Unit"] = "µm" if unit in ("um", "µm", "micron") else unit
         if user is not None:
-            md["Description"] = json.dumps({"napari_sam": user}, default=_json_default)
+            md["Description"] = json.dumps({"napari_sam": user}, default=json_default)
         tifffile.imwrite(tmp, out, ome=True, photometric="minisblack", metadata=md, **kwargs)
         return
     md = {"axes": ax}
@@ -1179,7 +1179,7 @@ def _write_tiff(tmp, out, ax, sizes, unit, user, compression, *, ome: bool) -> N
             md["spacing"] = sizes["Z"]
         kwargs["resolution"] = (1.0 / sizes.get("X", 1.0), 1.0 / sizes.get("Y", 1.0))
     if user is not None:
-        md["Info"] = json.dumps({"napari_sam": user}, default=_json_default)
+        md["Info"] = json.dumps({"napari_sam": user}, default=json_default)
     tifffile.imwrite(tmp, out, imagej=True, photometric="minisblack", metadata=md, **kwargs)
 
 
@@ -1197,7 +1197,7 @@ def _write_zarr_atomic(path, out, ax, sizes, unit, user, compression, overwrite)
         attrs["pixel_size"] = [sizes[a] for a in SPATIAL if a in sizes]
         attrs["unit"] = unit
     if user is not None:
-        attrs["napari_sam"] = json.loads(json.dumps(user, default=_json_default))
+        attrs["napari_sam"] = json.loads(json.dumps(user, default=json_default))
     chunks = tuple([1] * (out.ndim - 2) + [min(s, 1024) for s in out.shape[-2:]])
     old = None
     try:
@@ -1227,17 +1227,17 @@ def _write_zarr_atomic(path, out, ax, sizes, unit, user, compression, overwrite)
         if old is not None and not path.exists():
             os.replace(old, path)
             old = None
-        _remove(tmp)
+        remove_path(tmp)
         raise
     finally:
         if old is not None:
-            _remove(old)
+            remove_path(old)
 
 
 # ----------------------------------------------------------------------------- JSON sidecars
 
 
-def _json_default(o):
+def json_default(o):
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):
@@ -1255,7 +1255,7 @@ def write_json_atomic(path: os.PathLike | str, obj) -> Path:
     numpy scalars / arrays, paths, tuples and sets are converted. Returns the path.
     """
     path = Path(path)
-    text = json.dumps(obj, indent=2, default=_json_default, allow_nan=False)
+    text = json.dumps(obj, indent=2, default=json_default, allow_nan=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)
     try:
@@ -1265,7 +1265,7 @@ def write_json_atomic(path: os.PathLike | str, obj) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        _remove(tmp)
+        remove_path(tmp)
         raise
     return path
 

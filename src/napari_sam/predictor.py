@@ -210,7 +210,7 @@ class Predictor:
 
     def set_embedding(self, embedding: ImageEmbedding) -> None:
         """Use a precomputed embedding (from :meth:`set_image`, a store or a file)."""
-        self._check_embedding(embedding)
+        self.check_embedding(embedding)
         self._embedding = embedding
 
     def _nonfinite_message(self, what: str, output: str) -> str:
@@ -229,7 +229,7 @@ class Predictor:
             cause = "check the inputs for NaN or inf"
         return f"the {what} NaN or inf {output}: {cause}"
 
-    def _check_embedding(self, emb: ImageEmbedding) -> None:
+    def check_embedding(self, emb: ImageEmbedding) -> None:
         if emb.model_id != self.model.model_id:
             raise ValueError(
                 f"the embedding was made by model {emb.model_id!r} but this predictor uses "
@@ -424,7 +424,7 @@ class Predictor:
         """
         emb = self.embedding if embedding is None else embedding
         if embedding is not None:
-            self._check_embedding(emb)
+            self.check_embedding(emb)
         spec = emb.spec(self.img_size)
         dev = self.device
         pt = bx = mk = None

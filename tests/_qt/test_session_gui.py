@@ -114,13 +114,13 @@ def test_annotate_save_close_reopen_load_and_cli_replay(make_widget, stack_file,
     assert len(np.unique(labels)) >= 4  # background and at least three objects
     assert len(widget.controller.log) == 4  # the undone commit is not in the session
     before = layer_state(viewer)
-    saved = widget._on_save_session(str(tmp_path / "work.json"))
+    saved = widget.save_session(str(tmp_path / "work.json"))
     assert saved.is_file()
     viewer.close()
 
     viewer2, widget2 = make_widget(image, name="blobs")
     pick_checkpoint(widget2, tiny_ckpt)
-    sess = widget2._on_load_session(str(saved))
+    sess = widget2.load_session(str(saved))
     assert sess is not None and len(sess.operations) == 4
     after = layer_state(viewer2)
     assert after["names"] == before["names"]
@@ -219,7 +219,7 @@ def test_bad_session_files_change_nothing_in_the_dock(make_widget, tiny_ckpt, tm
     canvas_click(viewer, 20, 20)
     widget._on_commit()
     canvas_click(viewer, 30, 30)  # a pending prompt
-    good = widget._on_save_session(str(tmp_path / "s.json"))
+    good = widget.save_session(str(tmp_path / "s.json"))
     record = json.loads(good.read_text())
     if case == "version":
         record["version"] = 2
@@ -234,7 +234,7 @@ def test_bad_session_files_change_nothing_in_the_dock(make_widget, tiny_ckpt, tm
     bad.write_text(json.dumps(record)[: -30 if case == "json" else None])
     before = _state(viewer)
     log = list(widget.controller.log)
-    assert widget._on_load_session(str(bad)) is None
+    assert widget.load_session(str(bad)) is None
     assert _state(viewer) == before and widget.controller.log == log
     words = {"version": "format version 2", "json": "not valid JSON",
              "shape": "open the image it was made for", "model": "unknown model",

@@ -122,7 +122,7 @@ def test_rel_pos_attention_matches_reference(gemm, monkeypatch):
 
     monkeypatch.setattr(ie, "CPU_GEMM_ATTENTION", gemm)
     monkeypatch.setattr(ie, "_GEMM_CHUNK_BYTES", 1 << 18)  # force several chunks
-    monkeypatch.setattr(ie, "_MAX_BIAS_BYTES", 1 << 18)
+    monkeypatch.setattr(ie, "MAX_BIAS_BYTES", 1 << 18)
     g = torch.Generator().manual_seed(0)
     b, nh, h, w, hd = 2, 2, 32, 32, 16
     q, k, v = (torch.randn(b, nh, h * w, hd, generator=g) for _ in range(3))

@@ -278,8 +278,8 @@ class SamWidget(QWidget):
         self._resume_label.setVisible(False)
         self._resume_row.setVisible(False)
         row = QHBoxLayout()
-        row.addWidget(_button("Save session...", None, self._on_save_session))
-        row.addWidget(_button("Load session...", None, self._on_load_session))
+        row.addWidget(_button("Save session...", None, self.save_session))
+        row.addWidget(_button("Load session...", None, self.load_session))
         v.addLayout(row)
         self._autosave = QCheckBox("Autosave next to the image after each commit")
         self._autosave.setChecked(True)
@@ -608,7 +608,7 @@ class SamWidget(QWidget):
 
     # ------------------------------------------------------------------ session, trace
     @guarded
-    def _on_save_session(self, path: str | None = None):
+    def save_session(self, path: str | None = None):
         if path is None:
             start = str(self.controller.session_path or "")
             path, _ = QFileDialog.getSaveFileName(self, "Save session", start,
@@ -617,7 +617,7 @@ class SamWidget(QWidget):
             return self.controller.save_session(path)
 
     @guarded
-    def _on_load_session(self, path: str | None = None):
+    def load_session(self, path: str | None = None):
         if path is None:
             path, _ = QFileDialog.getOpenFileName(self, "Load session", "", "Sessions (*.json)")
         if path:

@@ -145,7 +145,7 @@ class SamOnnxDecoder(nn.Module):
 
     def _embed_points(self, coords: Tensor, labels: Tensor) -> Tensor:
         """coords (1, N, 2) (x, y), labels (1, N) -> sparse embeddings (1, N, D)."""
-        pe = self.prompt_encoder.pe_layer._pe_encoding((coords + 0.5) / self.img_size)
+        pe = self.prompt_encoder.pe_layer.pe_encoding((coords + 0.5) / self.img_size)
         labels = labels.unsqueeze(-1).expand_as(pe)
         emb = pe * (labels != -1)
         emb = emb + self.prompt_encoder.not_a_point_embed.weight * (labels == -1)
@@ -336,12 +336,12 @@ def _unchunked_attention():
     """
     from napari_sam.models import image_encoder
 
-    old = image_encoder._MAX_BIAS_BYTES
-    image_encoder._MAX_BIAS_BYTES = 1 << 62
+    old = image_encoder.MAX_BIAS_BYTES
+    image_encoder.MAX_BIAS_BYTES = 1 << 62
     try:
         yield
     finally:
-        image_encoder._MAX_BIAS_BYTES = old
+        image_encoder.MAX_BIAS_BYTES = old
 
 
 def _torch_export(

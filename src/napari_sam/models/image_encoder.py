@@ -29,7 +29,7 @@ __all__ = [
 # of ViT at 1024 px has 4096 tokens: the full bias is 12 * 4096**2 elements for ViT-B (403 MB in
 # bf16, 805 MB in fp32), so it is built and used in chunks of query rows. Chunks of ~100 MB were
 # also measured to be faster than one big bias on CPU (better cache reuse).
-_MAX_BIAS_BYTES = 1 << 27
+MAX_BIAS_BYTES = 1 << 27
 
 
 class LayerNorm2d(nn.Module):
@@ -208,7 +208,7 @@ def rel_pos_attention(q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor, rel_w: Ten
         and not (torch.is_grad_enabled() and q.requires_grad)
     )
     per_row = b * nh * w * n * q.element_size()
-    n_chunks = -(-h * per_row // (_GEMM_CHUNK_BYTES if gemm else _MAX_BIAS_BYTES))
+    n_chunks = -(-h * per_row // (_GEMM_CHUNK_BYTES if gemm else MAX_BIAS_BYTES))
     rows = -(-h // max(1, n_chunks))  # equal chunks of query rows
     # one contiguous buffer for the (B*heads, rows*W, H*W) bias, reused by every chunk;
     # torch.add(out=) keeps it row-major (a plain broadcast add may pick another layout)

@@ -30,7 +30,7 @@ class PositionEmbeddingRandom(nn.Module):
             "positional_encoding_gaussian_matrix", scale * torch.randn((2, num_pos_feats))
         )
 
-    def _pe_encoding(self, coords: Tensor) -> Tensor:
+    def pe_encoding(self, coords: Tensor) -> Tensor:
         """coords (..., 2) in [0, 1] -> (..., 2F) float32."""
         with torch.autocast(coords.device.type, enabled=False):
             coords = (2 * coords.float() - 1) @ self.positional_encoding_gaussian_matrix.float()
@@ -46,14 +46,14 @@ class PositionEmbeddingRandom(nn.Module):
         grid = torch.stack(
             [x[None, :].expand(h, w), y[:, None].expand(h, w)], dim=-1
         )  # (h, w, 2) as (x, y)
-        return self._pe_encoding(grid).permute(2, 0, 1)
+        return self.pe_encoding(grid).permute(2, 0, 1)
 
     def forward_with_coords(self, coords_input: Tensor, image_size: tuple[int, int]) -> Tensor:
         """coords (B, N, 2) (x, y) in pixels of an (H, W) image -> (B, N, 2F)."""
         size = torch.tensor(
             [float(image_size[1]), float(image_size[0])], device=coords_input.device
         )
-        return self._pe_encoding(coords_input.float() / size)
+        return self.pe_encoding(coords_input.float() / size)
 
 
 class PromptEncoder(nn.Module):

@@ -204,12 +204,12 @@ def save_checkpoint(model, path: str | os.PathLike, metadata: dict[str, Any]) ->
         "sha256": h.hexdigest(),
         "size": path.stat().st_size,
     }
-    text = json.dumps(meta, indent=1, default=_json_default)
+    text = json.dumps(meta, indent=1, default=json_default)
     _atomic_write_bytes(sidecar_path(path), lambda fh: fh.write(text.encode()))
     return path
 
 
-def _json_default(o):
+def json_default(o):
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):
