@@ -21,6 +21,8 @@ def core_modules():
 def test_core_modules_do_not_import_napari_or_qt():
     modules = core_modules()
     assert "napari_sam.predictor" in modules and "napari_sam.preprocess" in modules
+    # the annotation session is core too: a script drives it without napari
+    assert "napari_sam.annotate.annotation_session" in modules
     code = (
         "import importlib, sys\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"

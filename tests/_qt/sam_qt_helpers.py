@@ -53,7 +53,7 @@ def demo_model_path():
 
 def use_predictor(widget, predictor, name: str = "tiny", is_demo: bool = False):
     """Make the widget use an already built predictor (no loading, no download)."""
-    from napari_sam._qt.model_choice import ModelChoice
+    from napari_sam.annotate.model_choice import ModelChoice
 
     choice = ModelChoice(name, name, is_demo=is_demo)
     widget.controller.models.put(choice, "auto", predictor)

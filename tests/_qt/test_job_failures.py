@@ -77,7 +77,7 @@ def test_loading_fails_download_runtime_value_then_loads(make_widget, notificati
     while loading; then a checkpoint file loads in the same widget."""
     import torch
 
-    from napari_sam._qt.model_choice import ModelCache, ModelChoice
+    from napari_sam.annotate.model_choice import ModelCache, ModelChoice
     from napari_sam.models import registry
 
     monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "cache"))
@@ -154,7 +154,7 @@ def test_preview_job_fails_then_previews(threaded, notifications, qtbot, monkeyp
 def test_segment_on_the_main_thread_fails_then_segments(threaded, notifications, qtbot,
                                                         monkeypatch):
     """Decoding a preview (main thread, embeddings ready) fails: a notification, no job."""
-    from napari_sam._qt import controller as controller_module
+    from napari_sam.annotate import annotation_session as controller_module
 
     viewer, widget = threaded
     c = widget.controller

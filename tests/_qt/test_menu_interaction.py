@@ -218,7 +218,7 @@ def test_choosing_a_model_embeds_the_visible_slice(make_widget, tiny_sam, tmp_pa
 
 
 def test_no_preload_of_a_model_that_would_be_downloaded(make_widget, tiny_predictor, qtbot):
-    from napari_sam._qt.model_choice import ModelChoice
+    from napari_sam.annotate.model_choice import ModelChoice
 
     viewer, widget = make_widget(blob_stack(z=2), sync=False, preload=False, name="img")
     c = widget.controller

@@ -31,7 +31,7 @@ class ThreadLog:
     a job of the controller was running at that moment."""
 
     def __init__(self, controller, predictor, monkeypatch):
-        from napari_sam._qt.image_data import SliceView
+        from napari_sam.annotate.image_source import SliceView
 
         self.main = threading.get_ident()
         self.calls: list[tuple[str, int, bool]] = []

@@ -246,7 +246,7 @@ def test_trace_in_the_dock_jumps_to_flags_and_applies_the_fix(make_widget, demo_
     """An object that stops early on a synthetic stack: its flag sits on the slice where it
     is back, a click on the flag shows that slice, the fix adds a point there and the next
     propagation carries the object through."""
-    from napari_sam._qt.model_choice import default_choice, model_choices
+    from napari_sam.annotate.model_choice import default_choice, model_choices
     from test_session import early_stop_stack
 
     viewer, widget = make_widget(early_stop_stack(), name="disc")

@@ -255,7 +255,7 @@ def test_propagation_previews_then_commits_3d(stack_widget):
     assert np.array_equal(preview, c.volume.labels)
     assert preview[3].any()
     # the status says where and why each direction stopped
-    from napari_sam._qt.stack_actions import STOP_WORDS
+    from napari_sam.annotate.stack_actions import STOP_WORDS
 
     lo, hi = c.volume.slice_range[1]
     reasons = c.volume.stop_reasons[1]
@@ -272,7 +272,7 @@ def test_propagation_previews_then_commits_3d(stack_widget):
 
 
 def test_describe_stops_names_each_direction_or_counts_reasons():
-    from napari_sam._qt.stack_actions import STOP_WORDS, describe_stops
+    from napari_sam.annotate.stack_actions import STOP_WORDS, describe_stops
     from napari_sam.volume import STOP_REASONS
 
     assert set(STOP_WORDS) == set(STOP_REASONS)  # every reason has its short words
@@ -330,7 +330,7 @@ def test_errors_become_notifications(make_widget, notifications, tmp_path, monke
 
 
 def test_offline_download_error_is_a_notification(make_widget, notifications, tmp_path, monkeypatch):
-    from napari_sam._qt.model_choice import ModelChoice
+    from napari_sam.annotate.model_choice import ModelChoice
     from napari_sam.models import registry
 
     monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path))

@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from napari_sam._qt.workers import Cancelled, run_job, with_progress
+from napari_sam._qt.workers import run_job
+from napari_sam.annotate.jobs import Cancelled, with_progress
 
 
 def _slow(n, progress=None, log=None):

@@ -1,7 +1,8 @@
-"""Everything that imports napari, Qt or magicgui: the dock widget and its helpers.
+"""Everything that imports napari, Qt or magicgui: the dock widget, the napari layers of the
+annotation session, its signals and worker threads.
 
-The pure-logic modules here (image_data, history, prompts, preview, embedding_cache,
-model_choice, workers without a viewer) are tested without Qt.
+The session's logic is the core's (:mod:`napari_sam.annotate`, tested without Qt);
+:class:`~.controller.AnnotationController` binds it to a viewer.
 """
 
 from __future__ import annotations

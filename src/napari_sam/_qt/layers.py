@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .image_data import ImageSource
+from napari_sam.annotate.image_source import ImageSource
+from napari_sam.annotate.prompt_groups import boxes_from_shapes
 
 __all__ = [
     "BOXES_NAME",
@@ -21,6 +22,8 @@ __all__ = [
     "add_boxes_layer",
     "add_labels_layer",
     "add_points_layer",
+    "boxes_from_layer",
+    "layer_coords",
     "read_boxes",
     "read_points",
     "same",
@@ -117,4 +120,17 @@ def read_boxes(layer, source: ImageSource) -> list[np.ndarray]:
         if kind != "rectangle":
             continue
         out.append(source.to_zyx(verts))
+    return out
+
+
+def boxes_from_layer(layer, source: ImageSource) -> np.ndarray:
+    """Rectangles of the boxes layer as (N, 5) (z, row0, col0, row1, col1) stack boxes."""
+    return boxes_from_shapes(read_boxes(layer, source))
+
+
+def layer_coords(source: ImageSource, zyx) -> np.ndarray:
+    """Stack coordinates (N, 3) (z, row, col) -> layer data coordinates (N, ndim)."""
+    zyx = np.asarray(zyx, dtype=float).reshape(-1, 3)
+    out = np.zeros((len(zyx), source.ndim))
+    out[:, list(source.spatial_axes)] = zyx if source.is_3d else zyx[:, 1:]
     return out

@@ -11,17 +11,11 @@ from __future__ import annotations
 import functools
 import logging
 
+from napari_sam.annotate.errors import UserError
+
 __all__ = ["UserError", "describe", "guarded", "report", "warn", "info"]
 
 logger = logging.getLogger("napari_sam")
-
-
-class UserError(Exception):
-    """Something the user can fix; the message says how. ``level`` is "warning" or "error"."""
-
-    def __init__(self, message: str, level: str = "warning"):
-        super().__init__(message)
-        self.level = level
 
 
 def warn(message: str) -> None:
@@ -38,7 +32,7 @@ def info(message: str) -> None:
 
 def _known_message(err: BaseException) -> str | None:
     """Messages of core errors that already say what to do."""
-    from napari_sam._qt.image_data import UnsupportedImage
+    from napari_sam.annotate.image_source import UnsupportedImage
 
     try:
         from napari_sam.models.registry import ModelDownloadError

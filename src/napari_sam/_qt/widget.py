@@ -31,10 +31,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from . import keys
-from . import layers as L
-from .controller import AnnotationController
-from .model_choice import (
+from napari_sam.annotate.model_choice import (
     DEMO_LABEL,
     DEMO_NOTICE,
     PRECISION_CHOICES,
@@ -45,6 +42,10 @@ from .model_choice import (
     model_choices,
     recommended_thresholds,
 )
+
+from . import keys
+from . import layers as L
+from .controller import AnnotationController
 from .notify import guarded
 from .trace_view import TraceView
 

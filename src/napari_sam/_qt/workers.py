@@ -13,30 +13,17 @@ out-of-memory error are RuntimeErrors. So the job body never raises into superqt
 is caught on the job's thread and returned as a :class:`JobFailed`, which the main thread
 hands to ``on_error``.
 
-Core functions that report progress through a ``progress(done, total)`` callback instead of
-yielding (``segment_volume``, ``segment_everything``) are bridged by :func:`with_progress`.
+The jobs themselves (:func:`~napari_sam.annotate.jobs.embed_job`,
+:func:`~napari_sam.annotate.jobs.with_progress`) are the core's, :mod:`napari_sam.annotate.jobs`.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator
 
-__all__ = [
-    "Cancelled",
-    "Job",
-    "JobFailed",
-    "embed_job",
-    "run_job",
-    "with_progress",
-]
+from napari_sam.annotate.jobs import Cancelled
 
-Progress = tuple[int, int]
-
-
-class Cancelled(Exception):
-    """Raised inside a job's progress callback to stop a core function on Cancel."""
+__all__ = ["Job", "JobFailed", "run_job"]
 
 
 class JobFailed:
@@ -48,55 +35,6 @@ class JobFailed:
 
     def __repr__(self) -> str:
         return f"JobFailed({self.error!r})"
-
-
-# ------------------------------------------------------------------------------ jobs
-def embed_job(emb, indices: Iterable[int] | None = None) -> Generator[Progress, None, object]:
-    """Compute the embeddings of ``indices`` (default all slices) batch by batch."""
-    todo = list(range(len(emb))) if indices is None else list(indices)
-    step = max(1, int(getattr(emb, "batch_size", 1)))
-    yield 0, len(todo)
-    for start in range(0, len(todo), step):
-        emb.compute(todo[start : start + step])
-        yield min(start + step, len(todo)), len(todo)
-    return emb
-
-
-def with_progress(fn: Callable, *args, **kwargs) -> Generator[Progress, None, object]:
-    """Run ``fn(*args, progress=callback, **kwargs)`` in a helper thread and yield its progress.
-
-    Closing the generator (Cancel) makes the next ``progress`` call raise :class:`Cancelled`
-    inside ``fn``; the helper thread is joined before the generator finishes, so nothing
-    keeps running after a job reports that it ended.
-    """
-    events: queue.Queue = queue.Queue()
-    stop = threading.Event()
-
-    def progress(done, total):
-        if stop.is_set():
-            raise Cancelled
-        events.put(("progress", (int(done), int(total))))
-
-    def target():
-        try:
-            events.put(("result", fn(*args, progress=progress, **kwargs)))
-        except BaseException as err:  # noqa: BLE001 - re-raised on the job's thread
-            events.put(("error", err))
-
-    thread = threading.Thread(target=target, name=f"napari-sam {fn.__name__}", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = events.get()
-            if kind == "progress":
-                yield value
-            elif kind == "result":
-                return value
-            else:
-                raise value
-    finally:
-        stop.set()
-        thread.join()
 
 
 # ------------------------------------------------------------------------------ running
@@ -193,30 +131,39 @@ def run_job(
 
     guarded = _guarded(gen, job)
     if sync:
-        try:
-            while True:
-                try:
-                    value = next(guarded)
-                except StopIteration as stop:
-                    returned(stop.value)
-                    break
-                progressed(value)
-        except Exception as err:  # noqa: BLE001 - a progress callback failed: reported too
-            errored(err)
-        finally:
-            finished()
-        return job
+        _run_here(guarded, progressed, returned, errored, finished)
+    else:
+        _run_in_thread(guarded, job, progressed, returned, errored, finished)
+    return job
 
+
+def _run_here(gen: Generator, progressed, returned, errored, finished) -> None:
+    """Run a job's generator on this thread, calling back as the worker's signals would."""
+    try:
+        while True:
+            try:
+                value = next(gen)
+            except StopIteration as stop:
+                returned(stop.value)
+                break
+            progressed(value)
+    except Exception as err:  # noqa: BLE001 - a progress callback failed: reported too
+        errored(err)
+    finally:
+        finished()
+
+
+def _run_in_thread(gen: Generator, job: Job, progressed, returned, errored, finished) -> None:
+    """Start a napari worker thread (``job.worker``) running the job's generator."""
     from napari.qt.threading import create_worker
 
-    worker = create_worker(lambda: (yield from guarded), _start_thread=False)
+    worker = create_worker(lambda: (yield from gen), _start_thread=False)
     job.worker = worker
     worker.yielded.connect(progressed)
     worker.returned.connect(returned)
     worker.errored.connect(errored)
     worker.finished.connect(finished)
     worker.start()
-    return job
 
 
 def _guarded(gen: Generator, job: Job) -> Generator:

@@ -1,4 +1,4 @@
-"""Group the prompts drawn in napari into objects (pure numpy, tested without Qt).
+"""Group the prompts drawn on a stack into objects (points and boxes -> objects by slice).
 
 Rules (documented in docs/gui.md):
 
@@ -20,9 +20,9 @@ import numpy as np
 
 __all__ = [
     "POINT_OBJECT",
+    "DrawnPrompts",
     "ObjectPrompts",
-    "SlicePrompts",
-    "boxes_from_shapes",
+        "boxes_from_shapes",
     "group_prompts",
     "ignored_negative_slices",
 ]
@@ -32,8 +32,13 @@ POINT_OBJECT = "points"
 
 
 @dataclass
-class SlicePrompts:
-    """One object's prompts on one slice."""
+class DrawnPrompts:
+    """What was drawn for one object on one slice: its points and an optional box.
+
+    The same concept as :class:`napari_sam.volume.SlicePrompt` without the slice index, mask
+    and stop marker, plus :attr:`usable`, which :func:`napari_sam.annotation.decode_slice`
+    reads; :meth:`to_slice_prompt` converts for propagation.
+    """
 
     points: np.ndarray  # (P, 2) float (row, col)
     labels: np.ndarray  # (P,) int 1 positive / 0 negative
@@ -47,13 +52,21 @@ class SlicePrompts:
     def usable(self) -> bool:
         return self.box is not None or self.n_positive > 0
 
+    def to_slice_prompt(self, z: int):
+        """The :class:`napari_sam.volume.SlicePrompt` of slice ``z`` (no points: None)."""
+        from napari_sam.volume import SlicePrompt
+
+        has = len(self.points) > 0
+        return SlicePrompt(slice=z, points=self.points if has else None,
+                           labels=self.labels if has else None, box=self.box)
+
 
 @dataclass
 class ObjectPrompts:
     """One object: its key ("points" or ("box", i)) and prompts by slice."""
 
     key: object
-    slices: dict[int, SlicePrompts] = field(default_factory=dict)
+    slices: dict[int, DrawnPrompts] = field(default_factory=dict)
 
 
 def boxes_from_shapes(shapes_zyx: list[np.ndarray]) -> np.ndarray:
@@ -111,7 +124,7 @@ def group_prompts(points_zyx, point_labels, boxes_zrcrc) -> list[ObjectPrompts]:
     point_obj = ObjectPrompts(POINT_OBJECT)
     for z in np.unique(z_of_point[owner == -1]):
         sel = (owner == -1) & (z_of_point == z)
-        sp = SlicePrompts(pts[sel, 1:], lab[sel])
+        sp = DrawnPrompts(pts[sel, 1:], lab[sel])
         if sp.usable:
             point_obj.slices[int(z)] = sp
     if point_obj.slices:
@@ -119,7 +132,7 @@ def group_prompts(points_zyx, point_labels, boxes_zrcrc) -> list[ObjectPrompts]:
     for i, b in enumerate(boxes):
         sel = owner == i
         objects.append(
-            ObjectPrompts(("box", i), {int(b[0]): SlicePrompts(pts[sel, 1:], lab[sel], b[1:])})
+            ObjectPrompts(("box", i), {int(b[0]): DrawnPrompts(pts[sel, 1:], lab[sel], b[1:])})
         )
     return objects
 

@@ -1,15 +1,13 @@
 """A napari image layer's data seen as a stack of 2D slices, and the geometry of our layers.
 
-Pure numpy (no napari import) so that it is tested without Qt.
-
-The plugin segments 2D slices. An image layer is one of:
+The plugin segments 2D slices. An image (a napari image layer's data, or any array) is one of:
 
 - 2D grey ``(Y, X)`` or RGB(A) ``(Y, X, 3|4)`` -> a stack of one slice;
 - 3D grey ``(Z, Y, X)`` (or ``(T, Y, X)``) or RGB ``(Z, Y, X, 3|4)`` -> Z slices;
 - either of these with one extra *channel axis* chosen by the user (any axis but the last
   two spatial ones), e.g. ``(Z, C, Y, X)`` or ``(C, Y, X)``: channels 1-3 become R, G, B.
 
-The prompt, preview and result layers we create have the image layer's dimensions, with the
+The prompt, preview and result layers the GUI creates have the image layer's dimensions, with the
 channel axis (if any) kept at size 1 and stretched over all channels (scale C times the
 image's), so napari aligns them with the image and shows them at every channel.
 """

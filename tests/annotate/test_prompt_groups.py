@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from napari_sam._qt.prompts import POINT_OBJECT, boxes_from_shapes, group_prompts
+from napari_sam.annotate.prompt_groups import POINT_OBJECT, boxes_from_shapes, group_prompts
 
 
 def test_points_form_one_object_across_slices():

@@ -1,5 +1,5 @@
-"""Which model, device and precision the GUI uses: choices, loading, caching, demo notice
-(no Qt).
+"""Which model, device and precision an annotation session uses: choices, loading,
+caching, the demo notice.
 
 Models are loaded once per (name or path, device, precision) and kept; predictors are shared
 per loaded model so that the encoder-call counters (and the GPU memory) are shared too.
@@ -17,6 +17,7 @@ __all__ = [
     "ModelCache",
     "ModelChoice",
     "default_choice",
+    "file_choice",
     "PRECISION_CHOICES",
     "device_choices",
     "device_line",

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_sam._qt.history import CommitHistory, ObjectMask, apply_objects, fresh_id
+from napari_sam.annotation import CommitHistory, ObjectMask, apply_objects, fresh_id
 
 
 def _labels():

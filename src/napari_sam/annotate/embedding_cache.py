@@ -1,6 +1,6 @@
-"""Stack embeddings kept per image layer and model, so that switching back is instant (no Qt).
+"""Stack embeddings kept per image and model, so that switching back is instant.
 
-An entry is keyed by the layer's identity and data object, the channel axis, the model,
+An entry is keyed by the image's identity (a napari layer's ``unique_id``) and data object, the channel axis, the model,
 device and precision, and the embedding store; replacing a layer's data makes a new key.
 """
 
@@ -30,11 +30,12 @@ class EmbeddingCache:
         self._entries: OrderedDict[tuple, object] = OrderedDict()
 
     @staticmethod
-    def key(layer, channel_axis, model_key: str, device: str, store,
+    def key(image_id, data, channel_axis, model_key: str, device: str, store,
             precision: str = "auto") -> tuple:
+        """The key of an image (``image_id``, its ``data`` object) under these choices."""
         return (
-            getattr(layer, "unique_id", id(layer)),
-            id(layer.data),
+            image_id,
+            id(data),
             channel_axis,
             model_key,
             str(device),
@@ -54,9 +55,9 @@ class EmbeddingCache:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
-    def drop_layer(self, layer) -> None:
-        uid = getattr(layer, "unique_id", id(layer))
-        for k in [k for k in self._entries if k[0] == uid]:
+    def drop_image(self, image_id) -> None:
+        """Forget every entry of the image ``image_id`` (e.g. its layer was removed)."""
+        for k in [k for k in self._entries if k[0] == image_id]:
             del self._entries[k]
 
     def __len__(self) -> int:

@@ -1,9 +1,9 @@
 """Whole-stack actions of the annotation session: propagation and segment everything.
 
-A mixin of :class:`~napari_sam._qt.controller.AnnotationController`: both run as jobs (worker
-thread, progress, Cancel) that first make sure the embeddings exist, then call the core
-(:func:`napari_sam.segment_volume`, :func:`napari_sam.segment_everything`); only the
-``on_returned`` callbacks, on the main thread, touch layers.
+A mixin of :class:`~napari_sam.annotate.annotation_session.AnnotationSession`: both run as
+jobs (in the GUI: worker thread, progress, Cancel) that first make sure the embeddings exist,
+then call :func:`napari_sam.segment_volume` or :func:`napari_sam.segment_everything`; only
+the ``on_returned`` callbacks (on the main thread) change the session.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ import inspect
 
 import numpy as np
 
-from . import layers as L
-from .notify import UserError
-from .prompts import POINT_OBJECT, ignored_negative_slices
-from .workers import Job, with_progress
+from .errors import UserError
+from .jobs import with_progress
+from .prompt_groups import POINT_OBJECT, ignored_negative_slices
 
 __all__ = ["StackActions", "describe_ignored", "describe_stops"]
 
@@ -66,18 +65,21 @@ def describe_ignored(slices: list[int]) -> str:
 
 
 class StackActions:
-    """Propagation and automatic segmentation (needs the controller's attributes)."""
+    """Propagation and automatic segmentation (needs the session's attributes)."""
 
     # ------------------------------------------------------------------ propagation
-    def propagate(self, all_objects: bool = False, **options) -> Job | None:
-        """Propagate the objects prompted on the current slice (or all) through the stack."""
-        from napari_sam.volume import SlicePrompt, segment_volume
+    def propagate(self, all_objects: bool = False, **options):
+        """Propagate the objects prompted on the current slice (or all) through the stack
+        into the preview (``options`` go to :func:`napari_sam.segment_volume`); commit
+        writes them. Returns the GUI's job (None without one)."""
+        from napari_sam.volume import segment_volume
 
         src = self._require_image()
         if not src.is_3d:
             raise UserError("Propagation needs a 3D stack; this image is 2D. Use Shift+C to commit.")
         objects = self.objects()
-        ignored = ignored_negative_slices(*L.read_points(self.points_layer, src), objects)
+        points, point_labels, _ = self.prompt_arrays()
+        ignored = ignored_negative_slices(points, point_labels, objects)
         if not all_objects:
             z = self.current_z()
             objects = [o for o in objects if z in o.slices]
@@ -88,17 +90,7 @@ class StackActions:
         refine = self._refine_id(None)
         prompts, replaces, keys = {}, {}, {}
         for i, obj in enumerate(objects, start=1):
-            slices = []
-            for z, sp in sorted(obj.slices.items()):
-                slices.append(
-                    SlicePrompt(
-                        slice=z,
-                        points=sp.points if len(sp.points) else None,
-                        labels=sp.labels if len(sp.points) else None,
-                        box=sp.box,
-                    )
-                )
-            prompts[i] = slices
+            prompts[i] = [sp.to_slice_prompt(z) for z, sp in sorted(obj.slices.items())]
             keys[i] = obj.key
             if obj.key == POINT_OBJECT and refine:
                 replaces[i] = refine
@@ -123,8 +115,8 @@ class StackActions:
             self.previews, self.volume, self._volume_replaces = [], result, replaces
             self._volume_request = (prompts, {"axis_kind": axis_kind, **options}, keys)
             self.trace = trace
-            self.trace_changed.emit(trace)
-            self._render()
+            self.notify_trace(trace)
+            self.render()
             lo_hi = [f"{a}-{b}" for a, b in (result.slice_range[i] for i in result.object_ids)]
             self._say(
                 f"Propagated {len(result.object_ids)} object(s) over slices "
@@ -133,11 +125,13 @@ class StackActions:
                 f"an object on.{describe_ignored(ignored)}"
             )
 
-        return self._start(gen(), "Propagating through the stack", done)
+        return self.start_job(gen(), "Propagating through the stack", done)
 
     # ------------------------------------------------------------------ automatic
-    def segment_everything(self, whole_stack: bool = False, **params) -> Job | None:
-        """Automatic segmentation of the current slice (or the stack) into a new labels layer."""
+    def segment_everything(self, whole_stack: bool = False, **params):
+        """Automatic segmentation of the current slice (or the stack) into new labels
+        (:meth:`add_result`; the GUI adds a labels layer). Returns the GUI's job (None
+        without one)."""
         try:
             from napari_sam.automatic import segment_everything
         except ImportError:
@@ -180,13 +174,9 @@ class StackActions:
             else:
                 full[z] = labels
             name = "automatic segmentation" + ("" if whole_stack or not src.is_3d else f" z={z}")
-            scale, translate = src.derived_geometry(
-                self.image_layer.scale, self.image_layer.translate
-            )
-            self.viewer.add_labels(src.to_layer(full), name=name, scale=scale, translate=translate)
-            self.viewer.layers.selection.active = self.points_layer
+            self.add_result(full, name)
             n = len(np.unique(full)) - 1
             self._say(f"Segment everything: {n} objects in a new layer '{name}'.")
 
         what = "the stack" if whole_stack else "this slice"
-        return self._start(gen(), f"Segmenting everything in {what}", done)
+        return self.start_job(gen(), f"Segmenting everything in {what}", done)

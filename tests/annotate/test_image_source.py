@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_sam._qt.image_data import UnsupportedImage, make_source
+from napari_sam.annotate.image_source import UnsupportedImage, make_source
 
 
 def test_2d_grey_and_rgb():

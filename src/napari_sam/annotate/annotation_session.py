@@ -1,0 +1,671 @@
+"""One annotation session without a viewer: the image, model, prompts, preview, commits with
+undo and redo, and the status line that says what happened and what to do next.
+
+A script drives :class:`AnnotationSession` directly (prompts and labels are numpy arrays, long
+work runs on the calling thread); the napari dock's
+:class:`~napari_sam._qt.controller.AnnotationController` is a subclass that overrides the
+*hooks* (the methods under "hooks" below) to keep the prompts in napari layers, commit into a
+labels layer, draw the preview into a layer and run long work in worker threads.
+
+Coordinates are napari order: points (z, row, col), boxes (z, row0, col0, row1, col1), labels
+(Z, Y, X).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from napari_sam.annotation import (
+    CommitHistory,
+    ObjectMask,
+    ObjectPreview,
+    apply_objects,
+    decode_slice,
+)
+
+from .embedding_cache import EmbeddingCache, missing_slices
+from .errors import UserError
+from .image_source import ImageSource, make_source
+from .jobs import embed_job, run_to_end
+from .model_choice import DEMO_NOTICE, ModelCache, ModelChoice, precision_key
+from .prompt_groups import POINT_OBJECT, group_prompts
+from .session_log import SessionLog
+from .stack_actions import StackActions
+
+__all__ = ["ALREADY_LABELLED", "MAX_MEMORY_SLICES", "AnnotationSession"]
+
+#: Embeddings kept in memory per stack (the rest is recomputed or read from the store).
+MAX_MEMORY_SLICES = 256
+
+#: A previewed object of which at least this fraction is already labelled (by other
+#: objects) is not committed unless "Overwrite other labels" is on: it is almost surely an
+#: object committed before, clicked again, and only a sliver around it would be written.
+ALREADY_LABELLED = 0.8
+
+
+class AnnotationSession(StackActions, SessionLog):
+    """State and actions of one annotation session (docs/gui.md has the user's view).
+
+    Propagation and segment-everything come from
+    :class:`~napari_sam.annotate.stack_actions.StackActions`; the commit log, session files,
+    autosave and the trace's fixes from :class:`~napari_sam.annotate.session_log.SessionLog`.
+
+    Attributes
+    ----------
+    source : ImageSource or None
+        The image as a stack of (Y, X) or (Y, X, 3) slices.
+    previews : list of napari_sam.annotation.ObjectPreview
+        The objects decoded on one slice (the preview), in object order.
+    volume : napari_sam.volume.VolumeResult or None
+        A propagation under preview (then ``previews`` is empty).
+    labels : numpy.ndarray (Z, Y, X) integer or None
+        Where commits go (without a viewer); made (uint32) on the first commit.
+    status : str
+        The last status line.
+    """
+
+    def __init__(self):
+        self.models = ModelCache()
+        self.embeddings = EmbeddingCache()
+        self.history = CommitHistory()
+        self.model_choice: ModelChoice | None = None
+        self.device = "auto"
+        self.precision = "auto"  # "auto", "fp32" or "bf16" (the Precision box)
+        self.store: str | None = None
+        self.channel_axis: int | None = None
+        self.source: ImageSource | None = None
+        self.overwrite = False
+        self.refine = False
+        self.live = True
+        self.axis_kind = "z"
+        self.predictor = None
+        self.emb = None
+        self.previews: list[ObjectPreview] = []
+        self.volume = None  # VolumeResult under preview
+        self._volume_replaces: dict[int, int] = {}
+        self.job = None  # a running job of the GUI (never set without one)
+        self.status = ""
+        self._rendered: set[int] | None = set()  # slices drawn in the preview (None: all)
+        self._pending = False
+        # without a viewer: the image, the visible slice, the prompts and the labels
+        self.image_data = None
+        self.name = "image"
+        self.path = None
+        self.z = 0
+        self.points = np.zeros((0, 3))
+        self.point_labels = np.zeros(0, int)
+        self.boxes = np.zeros((0, 5))
+        self.labels: np.ndarray | None = None
+        self.refine_label = 0
+        self.results: dict[str, np.ndarray] = {}
+        self._init_session()
+
+    # ------------------------------------------------------------------ hooks
+    # Without a viewer these keep everything in this object; the GUI overrides them.
+    def image_identity(self) -> tuple:
+        """``(image id, data object)`` of the image: embeddings are cached under them."""
+        return id(self.image_data), self.image_data
+
+    def image_name(self) -> str:
+        return self.name
+
+    def image_path(self) -> Path | None:
+        """The file the image was read from (None: made in memory)."""
+        return Path(self.path) if self.path else None
+
+    def image_shown(self) -> bool:
+        """Whether the image is still there (a napari layer can be removed)."""
+        return self.image_data is not None
+
+    def contrast_limits(self) -> list[float]:
+        """The image's display contrast limits (a session file records them)."""
+        data = np.asarray(self.source.stack[0]) if self.source is not None else np.zeros(1)
+        return [float(data.min()), float(data.max())]
+
+    def current_z(self) -> int:
+        """The slice shown (the one prompts and previews are about)."""
+        self._require_image()
+        return int(self.z)
+
+    def go_to_slice(self, z: int) -> None:
+        """Show slice ``z`` of the image's stack."""
+        if self._require_image().is_3d:
+            self.z = int(z)
+
+    def prompt_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Prompts as points (P, 3) (z, row, col), their labels (P,) 1/0 and boxes (N, 5)
+        (z, row0, col0, row1, col1), in stack coordinates."""
+        return self.points, self.point_labels, self.boxes
+
+    def set_prompts(self, points, labels, boxes) -> None:
+        """Replace the prompts (arrays as :meth:`prompt_arrays` returns them)."""
+        self.points = np.asarray(points, float).reshape(-1, 3)
+        self.point_labels = np.asarray(labels, int).reshape(-1)
+        self.boxes = np.asarray(boxes, float).reshape(-1, 5)
+
+    def add_point(self, z: int, row: float, col: float, positive: bool = True) -> None:
+        """Add a prompt point on slice ``z`` (``positive=False``: a negative point)."""
+        self.points = np.concatenate([self.points, [[z, row, col]]])
+        self.point_labels = np.append(self.point_labels, int(bool(positive)))
+
+    def add_box(self, z: int, row0: float, col0: float, row1: float, col1: float) -> None:
+        """Add a box prompt on slice ``z`` (one object per box)."""
+        box = [z, min(row0, row1), min(col0, col1), max(row0, row1), max(col0, col1)]
+        self.boxes = np.concatenate([self.boxes, [box]])
+
+    def clear_prompts(self) -> None:
+        self.set_prompts(np.zeros((0, 3)), np.zeros(0, int), np.zeros((0, 5)))
+
+    def selected_label(self) -> int | None:
+        """The label chosen for refining (None: there are no labels to refine)."""
+        return None if self.labels is None else int(self.refine_label)
+
+    def target_labels(self) -> np.ndarray | None:
+        """The (Z, Y, X) labels commits go into, if they exist yet."""
+        return self.labels
+
+    def commit_target(self) -> tuple[object, np.ndarray]:
+        """``(target, (Z, Y, X) labels)`` to commit into, made if needed; ``target`` is what
+        a commit records (undo finds its array with :meth:`target_zyx`)."""
+        if self.labels is None:
+            self.labels = np.zeros(self._require_image().shape, dtype=np.uint32)
+        return self.labels, self.labels
+
+    def new_target(self, labels_zyx: np.ndarray):
+        """Commit from now on into a copy of ``labels_zyx`` (a loaded session's labels)."""
+        self.labels = np.array(labels_zyx, copy=True)
+        return self.labels
+
+    def forget_mismatched_target(self) -> None:
+        """Drop the labels if they were made for another image (commits make new ones)."""
+        if self.labels is not None and self.labels.shape != self.source.shape:
+            self.labels = None
+
+    def target_alive(self, target) -> bool:
+        """Whether a commit's target still exists (a labels layer can be removed)."""
+        return True
+
+    def target_zyx(self, target) -> np.ndarray:
+        """The (Z, Y, X) labels of a commit's target (undo and redo write them in place)."""
+        return target
+
+    def labels_changed(self, target) -> None:
+        """A commit, undo or redo wrote into ``target``."""
+
+    def render(self) -> None:
+        """Show the preview (the GUI draws :meth:`draw_preview` into its preview layer)."""
+
+    def add_result(self, labels: np.ndarray, name: str) -> None:
+        """A segment-everything result (Z, Y, X) named ``name``: kept in :attr:`results`."""
+        self.results[name] = labels
+
+    def start_job(self, gen, description: str, on_returned, then=None):
+        """Run job ``gen``; ``on_returned(result)`` applies its result, then ``then()`` runs.
+        Here on the calling thread (errors raise); the GUI runs it in a worker thread."""
+        if self.job is not None and self.job.running:
+            gen.close()
+            raise UserError(f"'{self.job.description}' is running: wait for it or press Cancel.")
+        self._say(description + " ...")
+        on_returned(run_to_end(gen))
+        if then is not None:
+            then()
+        return None
+
+    def refresh_preview(self) -> None:
+        """Preview again after the prompts changed (the GUI reports errors instead)."""
+        self.update_preview()
+
+    def notify_status(self, text: str) -> None:
+        """The status line changed to ``text``."""
+
+    def notify_model(self, predictor) -> None:
+        """The predictor in use changed."""
+
+    def notify_info(self, text: str) -> None:
+        """Something worth knowing happened (e.g. the demo model was loaded)."""
+
+    def notify_warning(self, text: str) -> None:
+        """Something went wrong that does not stop the session (e.g. autosave failed)."""
+        warnings.warn(text, stacklevel=2)
+
+    # ------------------------------------------------------------------ status
+    def next_step(self) -> str:
+        """What the user has to do next, from the current state (the first status line)."""
+        if self.source is None or not self.image_shown():
+            return ("Open an image (File > Open, or File > Open Sample > Segment Anything "
+                    "Stacks); it is picked in 'Image'.")
+        if self.model_choice is None:
+            return "Pick a model in 'Model'."
+        return (f"Click on an object in '{self.image_name()}' to segment it (Shift-click: "
+                "negative point; draw a box in 'SAM boxes' for one object per box).")
+
+    def _say(self, text: str) -> None:
+        if self.using_demo and "demo" not in text:
+            text += " [demo model]"
+        self.status = text
+        self.notify_status(text)
+
+    @property
+    def using_demo(self) -> bool:
+        by_choice = self.model_choice is not None and self.model_choice.is_demo
+        by_model = self.predictor is not None and getattr(self.predictor.model, "is_demo", False)
+        return bool(by_choice or by_model)
+
+    # ------------------------------------------------------------------ setup
+    def set_model(self, choice: ModelChoice) -> None:
+        self.model_choice = choice
+        self._lookup()
+
+    def set_device(self, device: str) -> None:
+        from napari_sam.device import resolve_device
+
+        try:
+            resolve_device(device)
+        except ValueError as err:
+            raise UserError(f"{err}. Pick 'auto' or 'cpu' in 'Device'.") from None
+        self._check_precision(device, self.precision)
+        self.device = device
+        self._lookup()
+
+    def set_precision(self, precision: str) -> None:
+        """Compute precision of the models loaded from now on ("auto", "fp32" or "bf16");
+        models and embeddings are kept per precision."""
+        self._check_precision(self.device, precision)
+        self.precision = precision
+        self._lookup()
+
+    @staticmethod
+    def _check_precision(device, precision) -> None:
+        try:
+            precision_key(device, precision)
+        except ValueError as err:
+            raise UserError(f"{err}. Pick 'auto' in 'Precision'.") from None
+
+    def set_store(self, path: str | None) -> None:
+        self.store = path or None
+        self._lookup()
+
+    def set_image(self, data, *, rgb: bool = False, channel_axis: int | None = None,
+                  name: str = "image", path=None) -> None:
+        """Annotate ``data``: (Y, X), (Z, Y, X), RGB (..., 3|4) with ``rgb``, or any of these
+        with a ``channel_axis`` (see :func:`~napari_sam.annotate.image_source.make_source`);
+        ``path`` is the file it came from (autosave writes beside it)."""
+        source = make_source(data, rgb=rgb, channel_axis=channel_axis)
+        changed = data is not self.image_data or channel_axis != self.channel_axis
+        self.image_data, self.name, self.path = data, name, path
+        self.channel_axis, self.source = channel_axis, source
+        self.use_source(changed)
+
+    def use_source(self, changed: bool) -> None:
+        """After a new image (``changed``) or channel axis: forget the preview, point at the
+        cached model and embeddings, offer an autosaved session."""
+        self.forget_mismatched_target()
+        self.previews, self.volume = [], None
+        self.render()
+        self._lookup()
+        if changed:
+            self.offer_resume()
+
+    def _require_image(self) -> ImageSource:
+        if self.source is None or not self.image_shown():
+            raise UserError(
+                "No image layer: open an image and pick it in 'Image' (File > Open Sample > "
+                "Segment Anything Stacks has examples)."
+            )
+        return self.source
+
+    # ------------------------------------------------------------------ embeddings
+    def _cache_key(self):
+        image_id, data = self.image_identity()
+        return self.embeddings.key(
+            image_id, data, self.channel_axis, self.model_choice.key, self.device, self.store,
+            precision_key(self.device, self.precision),
+        )
+
+    def _lookup(self) -> None:
+        """Point at cached predictor and embeddings for the current choices (no compute)."""
+        self.previews, self.volume = [], None
+        self.render()
+        if self.model_choice is None:
+            self.predictor = self.emb = None
+            return
+        self.predictor = self.models.get(self.model_choice, self.device, self.precision)
+        self.emb = self.embeddings.get(self._cache_key()) if self.source is not None else None
+        self.notify_model(self.predictor)
+
+    def embedding_summary(self) -> str:
+        """E.g. "12 of 32 slices embedded" for the current image and model."""
+        if self.source is None:
+            return "no image"
+        n = self.source.n_slices
+        done = 0 if self.emb is None else n - len(missing_slices(self.emb, range(n)))
+        if n == 1:
+            return "embedded" if done else "not embedded yet"
+        return f"{done} of {n} slices embedded"
+
+    def ready(self, indices) -> bool:
+        return self.emb is not None and not missing_slices(self.emb, indices)
+
+    def _prepare_gen(self, indices):
+        """Generator job: load the model if needed, compute the embeddings of ``indices``.
+
+        Returns (key, choice, device, predictor, emb, precision); nothing shared is modified.
+        """
+        if self.model_choice is None:
+            raise UserError("No model: pick one in 'Model'.")
+        src = self._require_image()
+        choice, device, store, key = self.model_choice, self.device, self.store, self._cache_key()
+        precision = self.precision
+        predictor = self.models.get(choice, device, precision)
+        emb = self.embeddings.get(key)
+        models = self.models
+
+        def gen():
+            nonlocal predictor, emb
+            yield 0, 0
+            if predictor is None:
+                predictor = models.load(choice, device, precision)
+            if emb is None:
+                from napari_sam.embeddings import StackEmbeddings
+
+                emb = StackEmbeddings(
+                    src.stack,
+                    predictor.model,
+                    store=store,
+                    predictor=predictor,
+                    cache_size=min(max(64, src.n_slices), MAX_MEMORY_SLICES),
+                )
+            todo = missing_slices(emb, range(len(emb)) if indices is None else indices)
+            yield from embed_job(emb, todo)
+            return key, choice, device, predictor, emb, precision
+
+        return gen()
+
+    def _adopt(self, key, choice, device, predictor, emb, precision="auto") -> None:
+        """Main thread: keep a finished preparation's model and embeddings."""
+        first_load = self.models.get(choice, device, precision) is None
+        self.models.put(choice, device, predictor, precision)
+        self.embeddings.put(key, emb)
+        if self.model_choice is not None and self._cache_key() == key:
+            self.predictor, self.emb = predictor, emb
+            self.notify_model(predictor)
+            if first_load and self.using_demo:
+                self.notify_info(DEMO_NOTICE)
+
+    def compute_embeddings(self, indices=None, then=None):
+        """Start computing embeddings (default: every slice); ``then()`` runs afterwards."""
+        gen = self._prepare_gen(indices)
+
+        def done(result):
+            self._adopt(*result)
+            n = len(result[4]) if indices is None else len(list(indices))
+            self._say(f"Embeddings ready ({n} slice{'s' if n != 1 else ''}).")
+
+        return self.start_job(gen, "Computing SAM embeddings", done, then=then)
+
+    def preload(self):
+        """Start loading the model and embedding the visible slice, if an image and a model
+        are chosen and that slice is not embedded yet (#29: the first click then only
+        decodes). Nothing starts while a job runs, and a model that would be downloaded is
+        not fetched before a click. Clicks during the job are previewed when it ends.
+
+        Returns
+        -------
+        Job or None
+            The embedding job, or None when there was nothing to do.
+        """
+        choice = self.model_choice
+        if self.source is None or not self.image_shown() or choice is None:
+            return None
+        if not (choice.cached or choice.is_file) or (self.job is not None and self.job.running):
+            return None
+        z = self.current_z()
+        if self.ready([z]):
+            return None
+        return self.compute_embeddings([z], then=lambda: self._say(self.next_step()))
+
+    # ------------------------------------------------------------------ prompts
+    def objects(self):
+        """The prompted objects (:func:`~napari_sam.annotate.prompt_groups.group_prompts`)."""
+        self._require_image()
+        return group_prompts(*self.prompt_arrays())
+
+    # ------------------------------------------------------------------ preview
+    def _refine_id(self, z: int | None) -> int:
+        """The target label being refined (0: none)."""
+        label = self.selected_label() if self.refine else None
+        if not label or label <= 0:
+            return 0
+        if z is not None:
+            present = (self.target_labels()[z] == label).any()
+            if not present:
+                raise UserError(
+                    f"Label {label} is not on slice {z}: select a label that is there (picker "
+                    "tool of the labels layer) or untick 'Refine selected label'."
+                )
+        return label
+
+    def _mask_inputs(self, z: int, emb) -> dict:
+        label = self._refine_id(z)
+        if not label:
+            return {}
+        from napari_sam.volume import mask_to_logits
+
+        mask = self.target_labels()[z] == label
+        p = self.predictor
+        logits = mask_to_logits(mask, emb.original_size, emb.input_size, p.img_size, p.low_res_size)
+        return {POINT_OBJECT: logits.numpy()}
+
+    def update_preview(self) -> list[ObjectPreview]:
+        """Decode the prompts on the current slice into the preview (live preview)."""
+        src = self._require_image()
+        z = self.current_z()
+        on_slice = [(o.key, o.slices[z]) for o in self.objects() if z in o.slices]
+        if self.volume is not None:
+            self.volume = None
+        if not on_slice:
+            self.previews = []
+            self.render()
+            self._say("Add a point (click) or a box (boxes layer) to segment an object.")
+            return self.previews
+        if not self.ready([z]):
+            if self.job is None or not self.job.running:
+                batch = list(range(z, min(z + 4, src.n_slices)))
+                self.compute_embeddings(batch, then=self.update_preview)
+            else:
+                self._pending = True
+                self._say("Waiting for the running job; the preview follows.")
+            return self.previews
+        emb = self.emb[z]
+        self.previews = decode_slice(self.predictor, emb, z, on_slice, self._mask_inputs(z, emb))
+        self.render()
+        self._say(self._preview_text())
+        return self.previews
+
+    def _preview_text(self) -> str:
+        if not self.previews:
+            return "No object on this slice."
+        parts = []
+        for p in self.previews:
+            name = "point object" if p.key == POINT_OBJECT else f"box {p.key[1] + 1}"
+            cand = f", candidate {p.index + 1}/{p.n_candidates}" if p.n_candidates > 1 else ""
+            parts.append(f"{name}: score {p.score:.2f}{cand}")
+        return "; ".join(parts) + ". Shift+C commits."
+
+    def next_candidate(self) -> int | None:
+        multi = [p for p in self.previews if p.n_candidates > 1]
+        if not multi:
+            self._say("Only one candidate: a single click without a box has three.")
+            return None
+        target = next((p for p in multi if p.key == POINT_OBJECT), multi[0])
+        index = target.cycle()
+        self.render()
+        self._say(self._preview_text())
+        return index
+
+    def draw_preview(self, view: np.ndarray) -> None:
+        """Draw the preview into ``view`` (Z, Y, X): the propagated labels, or object ``i``
+        of :attr:`previews` as value ``i + 1`` on its slice; what the last call drew (and
+        nothing else) is cleared first."""
+        if self._rendered is None:
+            view[...] = 0
+        else:
+            for z in self._rendered:
+                view[z] = 0
+        self._rendered = set()
+        if self.volume is not None:
+            labels = np.asarray(self.volume.labels)
+            np.copyto(view, labels.astype(view.dtype, copy=False))
+            self._rendered = None
+        else:
+            for i, p in enumerate(self.previews, start=1):
+                view[p.z][p.mask] = i
+                self._rendered.add(p.z)
+
+    def preview_labels(self) -> np.ndarray:
+        """The preview as a new (Z, Y, X) uint16 array (0: background)."""
+        view = np.zeros(self._require_image().shape, np.uint16)
+        rendered, self._rendered = self._rendered, set()
+        self.draw_preview(view)
+        self._rendered = rendered
+        return view
+
+    # ------------------------------------------------------------------ commit, undo
+    def _preview_objects(self) -> tuple[list[ObjectMask], list, list]:
+        """The preview as (objects to write, positive clicks of each, key of each)."""
+        if self.volume is not None:
+            labels = np.asarray(self.volume.labels)
+            keys = list(self.volume.object_ids)
+            objects = [ObjectMask(labels == i, None, self._volume_replaces.get(i, 0)) for i in keys]
+            return objects, [None] * len(objects), keys
+        if not self.previews:
+            raise UserError("Nothing to commit: click a point or draw a box on the object first.")
+        refine = self._refine_id(None)
+        objects = [ObjectMask(p.mask, p.z, refine if p.key == POINT_OBJECT else 0)
+                   for p in self.previews]
+        prompts = {o.key: o for o in self.objects()}
+        clicks = [positives(prompts.get(p.key), p.z) for p in self.previews]
+        return objects, clicks, list(range(len(self.previews)))
+
+    def commit(self):
+        """Write the preview into the target labels with fresh ids; clear the prompts.
+
+        Returns
+        -------
+        napari_sam.annotation.Commit
+            What was written (``ids``, ``n_pixels``); :meth:`undo` restores it exactly.
+        """
+        self._require_image()
+        if self.job is not None and self.job.running:
+            raise UserError(f"'{self.job.description}' is running: wait for it or press Cancel.")
+        objects, clicks, keys = self._preview_objects()
+        kept = [i for i, o in enumerate(objects) if o.mask.any() or o.replaces]
+        objects, clicks = [objects[i] for i in kept], [clicks[i] for i in kept]
+        keys = [keys[i] for i in kept]
+        if not objects:
+            raise UserError("The preview is empty: add prompts until the object shows, then commit.")
+        before = objects
+        objects, skipped = self._skip_labelled(objects, clicks)
+        written = [(k, o.replaces) for k, o in zip(keys, before) if any(o is w for w in objects)]
+        target, data = self.commit_target()
+        self._log_before_commit(target, data)
+        commit = apply_objects(data, objects, overwrite=self.overwrite)
+        if commit.n_pixels == 0:
+            raise UserError(
+                "Nothing was written: every pixel of the preview belongs to other objects. "
+                "Tick 'Overwrite other labels' to replace them."
+            )
+        commit.target = target
+        self.history.push(commit)
+        self.labels_changed(target)
+        self._log_commit(self.previews, written, commit)
+        ids = ", ".join(str(i) for i in commit.ids)
+        self.clear()
+        note = f" {skipped}" if skipped else ""
+        self._say(f"Committed label {ids} ({commit.n_pixels} pixels). Shift+U undoes it.{note}")
+        return commit
+
+    def _skip_labelled(self, objects: list[ObjectMask], clicks) -> tuple[list[ObjectMask], str]:
+        """Leave out new objects that were committed before; say why.
+
+        An object was committed before when at least :data:`ALREADY_LABELLED` of its preview
+        is labelled and its positive clicks (``clicks[i]``, (P, 2) (row, col), if any) all
+        lie on labelled pixels. Without "Overwrite other labels" only its free pixels would
+        be written: a sliver around the old object. Raises :class:`UserError` when every
+        object is left out.
+        """
+        data = None if self.overwrite else self.target_labels()
+        if data is None:
+            return objects, ""
+        keep, notes = [], []
+        for obj, pts in zip(objects, clicks):
+            region = data[obj.mask] if obj.z is None else data[obj.z][obj.mask]
+            labelled = region[region != 0]
+            on_labels = pts is None or all_labelled(data[obj.z], pts)
+            if obj.replaces or not on_labels or labelled.size < ALREADY_LABELLED * region.size:
+                keep.append(obj)
+                continue
+            ids, counts = np.unique(labelled, return_counts=True)
+            notes.append((int(ids[counts.argmax()]), labelled.size / region.size))
+        if not notes:
+            return objects, ""
+        text = "; ".join(f"{frac:.0%} of it is label {label} already" for label, frac in notes)
+        how = (f"To change a label, select it in '{self.target_name()}' and tick 'Refine "
+               "selected label'; to replace it, tick 'Overwrite other labels'.")
+        if not keep:
+            message = f"Not committed: the previewed object was committed before ({text}). {how}"
+            self._say(message)
+            raise UserError(message)
+        return keep, f"{len(notes)} object(s) not committed, committed before ({text}). {how}"
+
+    def target_name(self) -> str:
+        """The name of the labels commits go into (the GUI's labels layer)."""
+        return "labels"
+
+    def _history_step(self, redo: bool):
+        commit = self.history.peek_redo() if redo else self.history.peek_undo()
+        if commit is None:
+            raise UserError("Nothing to redo." if redo else "Nothing to undo.")
+        target = commit.target
+        if not self.target_alive(target):
+            self.history.forget(target)
+            raise UserError("The labels layer of that commit was removed; nothing to restore.")
+        (self.history.redo if redo else self.history.undo)(self.target_zyx(target))
+        self.labels_changed(target)
+        self._log_step(commit, redo)
+        ids = ", ".join(str(i) for i in commit.ids)
+        self._say(f"{'Redid' if redo else 'Undid'} commit of label {ids}.")
+        return commit
+
+    def undo(self):
+        """Restore the labels as they were before the last commit; returns that commit."""
+        return self._history_step(redo=False)
+
+    def redo(self):
+        """Re-apply the last undone commit; returns it."""
+        return self._history_step(redo=True)
+
+    def clear(self) -> None:
+        """Remove all prompts and the preview (the labels stay)."""
+        self.clear_prompts()
+        self.previews, self.volume = [], None
+        self.render()
+        self._say("Cleared.")
+
+
+def positives(obj, z: int) -> np.ndarray | None:
+    """Positive clicks (P, 2) (row, col) of prompts ``obj`` on slice ``z`` (None: unknown)."""
+    sp = None if obj is None else obj.slices.get(z)
+    if sp is None:
+        return None
+    return sp.points[sp.labels == 1]
+
+
+def all_labelled(labels_2d: np.ndarray, points_rc: np.ndarray) -> bool:
+    """Whether every point lies on a labelled pixel (no points: True)."""
+    rc = np.round(np.asarray(points_rc, dtype=float)).astype(int).reshape(-1, 2)
+    rc = np.clip(rc, 0, np.array(labels_2d.shape) - 1)
+    return bool((labels_2d[rc[:, 0], rc[:, 1]] != 0).all())

@@ -1,0 +1,14 @@
+"""The error an annotation session raises for something the user can fix (its message says
+how); the GUI shows it as a notification, a script sees the exception."""
+
+from __future__ import annotations
+
+__all__ = ["UserError"]
+
+
+class UserError(Exception):
+    """Something the user can fix; the message says how. ``level`` is "warning" or "error"."""
+
+    def __init__(self, message: str, level: str = "warning"):
+        super().__init__(message)
+        self.level = level

@@ -1,0 +1,78 @@
+"""Long work of an annotation session as generators that yield progress ``(done, total)``
+and return their result; how they run (a worker thread in the GUI, or to the end on the
+calling thread: :func:`run_to_end`) is up to the caller.
+
+Core functions that report progress through a ``progress(done, total)`` callback instead of
+yielding (``segment_volume``, ``segment_everything``) are bridged by :func:`with_progress`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Generator, Iterable
+
+__all__ = ["Cancelled", "Progress", "embed_job", "run_to_end", "with_progress"]
+
+Progress = tuple[int, int]
+
+
+class Cancelled(Exception):
+    """Raised inside a job's progress callback to stop a core function on Cancel."""
+
+
+def embed_job(emb, indices: Iterable[int] | None = None) -> Generator[Progress, None, object]:
+    """Compute the embeddings of ``indices`` (default all slices) batch by batch."""
+    todo = list(range(len(emb))) if indices is None else list(indices)
+    step = max(1, int(getattr(emb, "batch_size", 1)))
+    yield 0, len(todo)
+    for start in range(0, len(todo), step):
+        emb.compute(todo[start : start + step])
+        yield min(start + step, len(todo)), len(todo)
+    return emb
+
+
+def with_progress(fn: Callable, *args, **kwargs) -> Generator[Progress, None, object]:
+    """Run ``fn(*args, progress=callback, **kwargs)`` in a helper thread and yield its progress.
+
+    Closing the generator (Cancel) makes the next ``progress`` call raise :class:`Cancelled`
+    inside ``fn``; the helper thread is joined before the generator finishes, so nothing
+    keeps running after a job reports that it ended.
+    """
+    events: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def progress(done, total):
+        if stop.is_set():
+            raise Cancelled
+        events.put(("progress", (int(done), int(total))))
+
+    def target():
+        try:
+            events.put(("result", fn(*args, progress=progress, **kwargs)))
+        except BaseException as err:  # noqa: BLE001 - re-raised on the job's thread
+            events.put(("error", err))
+
+    thread = threading.Thread(target=target, name=f"napari-sam {fn.__name__}", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = events.get()
+            if kind == "progress":
+                yield value
+            elif kind == "result":
+                return value
+            else:
+                raise value
+    finally:
+        stop.set()
+        thread.join()
+
+
+def run_to_end(gen: Generator[Progress, None, object]) -> object:
+    """Run a job generator on the calling thread; returns what it returns."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
