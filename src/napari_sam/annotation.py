@@ -12,7 +12,8 @@
   ``overwrite`` is set.
 
 Slice prompts are duck-typed: anything with ``points`` (P, 2) (row, col), ``labels`` (P,),
-``box`` (4,) or None and ``usable`` (e.g. :class:`napari_sam._qt.prompts.SlicePrompts`).
+``box`` (4,) or None and ``usable`` (e.g.
+:class:`napari_sam.annotate.prompt_groups.DrawnPrompts`).
 """
 
 from __future__ import annotations
@@ -239,7 +240,7 @@ class ObjectPreview:
     scores: np.ndarray  # (C,) float
     logits: np.ndarray  # (C, 4E, 4E) float
     index: int = 0
-    prompt: object = None  # the SlicePrompts decoded (a session records them)
+    prompt: object = None  # the DrawnPrompts decoded (a session records them)
     mask_prompt: bool = False  # decoded with a mask prompt (the refined label's mask)
 
     @property

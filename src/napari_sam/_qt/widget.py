@@ -79,6 +79,37 @@ def _key_of(action: str) -> str | None:
     return next((k.key for k in keys.KEYS if k.action == action), None)
 
 
+def _label(text: str = "", tip: str | None = None) -> QLabel:
+    """A word-wrapped label (with a tooltip)."""
+    label = QLabel(text)
+    label.setWordWrap(True)
+    if tip:
+        label.setToolTip(tip)
+    return label
+
+
+def _combo(items=(), tip: str | None = None, changed=None) -> QComboBox:
+    """A combo box of ``items``; ``changed()`` runs when the user or code picks another."""
+    box = QComboBox()
+    box.addItems(list(items))
+    if tip:
+        box.setToolTip(tip)
+    if changed is not None:
+        box.currentIndexChanged.connect(lambda *_: changed())
+    return box
+
+
+def _check(text: str, checked: bool = False, tip: str | None = None, toggled=None) -> QCheckBox:
+    """A check box; ``toggled(on)`` runs when it changes."""
+    box = QCheckBox(text)
+    box.setChecked(checked)
+    if tip:
+        box.setToolTip(tip)
+    if toggled is not None:
+        box.toggled.connect(toggled)
+    return box
+
+
 class SamWidget(QWidget):
     """Interactive Segment Anything for 2D images and 3D stacks.
 
@@ -113,8 +144,7 @@ class SamWidget(QWidget):
         layout.addWidget(self._build_automatic())
         layout.addWidget(self._build_session())
         layout.addLayout(self._build_job_row())
-        self._status = QLabel("")
-        self._status.setWordWrap(True)
+        self._status = _label()
         layout.addWidget(self._status)
         layout.addStretch(1)
 
@@ -138,42 +168,40 @@ class SamWidget(QWidget):
         self._on_status(c.status or c.next_step())
 
     # ------------------------------------------------------------------ panels
+    def _option(self, text: str, attr: str, checked: bool = False,
+                tip: str | None = None) -> QCheckBox:
+        """A check box that sets the controller's boolean ``attr``."""
+        return _check(text, checked, tip, toggled=lambda on: setattr(self.controller, attr, on))
+
     def _build_setup(self) -> QGroupBox:
         box = QGroupBox("Setup")
         form = QFormLayout(box)
-        self._image = QComboBox()
-        self._image.currentIndexChanged.connect(lambda *_: self._on_image_changed())
+        self._image = _combo(changed=self._on_image_changed)
         form.addRow("Image", self._image)
-        self._channel = QComboBox()
-        self._channel.setToolTip(
-            "Axis holding channels (channels 1-3 are used as red, green, blue); 'none' for "
-            "grey or RGB images."
+        self._channel = _combo(
+            tip="Axis holding channels (channels 1-3 are used as red, green, blue); 'none' for "
+                "grey or RGB images.",
+            changed=self._on_image_changed,
         )
-        self._channel.currentIndexChanged.connect(lambda *_: self._on_image_changed())
         form.addRow("Channel axis", self._channel)
-        self._model = QComboBox()
+        self._model = _combo()
         self._model.activated.connect(lambda *_: self._on_model_changed())
         form.addRow("Model", self._model)
-        self._device = QComboBox()
-        self._device.addItems(device_choices())
-        self._device.currentIndexChanged.connect(lambda *_: self._on_device_changed())
+        self._device = _combo(device_choices(), changed=self._on_device_changed)
         form.addRow("Device", self._device)
-        self._device_info = QLabel("")
-        self._device_info.setWordWrap(True)
-        self._device_info.setToolTip(
+        self._device_info = _label(tip=(
             "Where the model runs and in which precision, and why ('auto' picks bf16 on GPUs "
             "that support it and on CPUs with native bf16, fp32 elsewhere; the environment "
             "variable NAPARI_SAM_PRECISION changes what 'auto' means)."
-        )
+        ))
         form.addRow(self._device_info)
-        self._precision = QComboBox()
-        self._precision.addItems(list(PRECISION_CHOICES))
-        self._precision.setToolTip(
-            "Compute precision of the model: 'auto' (shown above), 'fp32' (exact float32, "
-            "slower on CPUs with native bf16), 'bf16' (faster where the hardware has it; masks "
-            "agree with fp32 ones at IoU >= 0.98)."
+        self._precision = _combo(
+            PRECISION_CHOICES,
+            tip="Compute precision of the model: 'auto' (shown above), 'fp32' (exact float32, "
+                "slower on CPUs with native bf16), 'bf16' (faster where the hardware has it; "
+                "masks agree with fp32 ones at IoU >= 0.98).",
+            changed=self._on_precision_changed,
         )
-        self._precision.currentIndexChanged.connect(lambda *_: self._on_precision_changed())
         form.addRow("Precision", self._precision)
         store_row = QHBoxLayout()
         self._store = QLineEdit()
@@ -187,9 +215,7 @@ class SamWidget(QWidget):
         form.addRow("Embedding store", store_row)
         self._emb_state = QLabel("")
         form.addRow(_button("Compute embeddings", None, self._on_compute), self._emb_state)
-        self._demo = QLabel(DEMO_LABEL)
-        self._demo.setToolTip(DEMO_NOTICE)
-        self._demo.setWordWrap(True)
+        self._demo = _label(DEMO_LABEL, tip=DEMO_NOTICE)
         self._demo.setStyleSheet("color: #f0c000;")
         form.addRow(self._demo)
         return box
@@ -198,11 +224,9 @@ class SamWidget(QWidget):
         box = QGroupBox("Prompts")
         v = QVBoxLayout(box)
         top = QHBoxLayout()
-        self._negative = QCheckBox("Negative points  (N)")
-        self._negative.toggled.connect(lambda on: self._on_negative_changed(on))
-        self._live = QCheckBox("Live preview")
-        self._live.setChecked(True)
-        self._live.toggled.connect(lambda on: setattr(self.controller, "live", on))
+        self._negative = _check("Negative points  (N)",
+                                toggled=lambda on: self._on_negative_changed(on))
+        self._live = self._option("Live preview", "live", True)
         help_btn = QToolButton()
         help_btn.setText("?")
         help_btn.setToolTip(keys.help_html())
@@ -217,12 +241,11 @@ class SamWidget(QWidget):
         row.addWidget(_button("Next mask", _key_of("next_candidate"), self._on_next_candidate))
         row.addWidget(_button("Clear", _key_of("clear"), self._on_clear))
         v.addLayout(row)
-        self._refine = QCheckBox("Refine selected label of the target layer")
-        self._refine.setToolTip(
-            "Select a label in the target labels layer (picker tool), then click: its mask is "
-            "the starting point and the commit replaces it."
+        self._refine = self._option(
+            "Refine selected label of the target layer", "refine",
+            tip="Select a label in the target labels layer (picker tool), then click: its mask "
+                "is the starting point and the commit replaces it.",
         )
-        self._refine.toggled.connect(lambda on: setattr(self.controller, "refine", on))
         v.addWidget(self._refine)
         return box
 
@@ -230,13 +253,14 @@ class SamWidget(QWidget):
         box = QGroupBox("Commit")
         v = QVBoxLayout(box)
         form = QFormLayout()
-        self._target = QComboBox()
+        self._target = _combo()
         self._target.activated.connect(lambda *_: self._on_target_changed())
         form.addRow("Labels layer", self._target)
         v.addLayout(form)
-        self._overwrite = QCheckBox("Overwrite other labels")
-        self._overwrite.setToolTip("Off: pixels that belong to other objects are never changed.")
-        self._overwrite.toggled.connect(lambda on: setattr(self.controller, "overwrite", on))
+        self._overwrite = self._option(
+            "Overwrite other labels", "overwrite",
+            tip="Off: pixels that belong to other objects are never changed.",
+        )
         v.addWidget(self._overwrite)
         row = QHBoxLayout()
         row.addWidget(_button("Commit", _key_of("commit"), self._on_commit))
@@ -248,11 +272,9 @@ class SamWidget(QWidget):
     def _build_volume(self) -> QGroupBox:
         box = QGroupBox("3D")
         form = QFormLayout(box)
-        self._scope = QComboBox()
-        self._scope.addItems(["objects on this slice", "all objects with prompts"])
+        self._scope = _combo(["objects on this slice", "all objects with prompts"])
         form.addRow("Propagate", self._scope)
-        self._axis_kind = QComboBox()
-        self._axis_kind.addItems(["z (volume)", "t (time series)"])
+        self._axis_kind = _combo(["z (volume)", "t (time series)"])
         form.addRow("Stack axis is", self._axis_kind)
         form.addRow(_button("Propagate", _key_of("propagate"), self._on_propagate))
         return box
@@ -267,8 +289,7 @@ class SamWidget(QWidget):
     def _build_session(self) -> QGroupBox:
         box = QGroupBox("Session")
         v = QVBoxLayout(box)
-        self._resume_label = QLabel("")
-        self._resume_label.setWordWrap(True)
+        self._resume_label = _label()
         self._resume_row = QWidget()
         rr = QHBoxLayout(self._resume_row)
         rr.setContentsMargins(0, 0, 0, 0)
@@ -282,11 +303,11 @@ class SamWidget(QWidget):
         row.addWidget(_button("Save session...", None, self.save_session))
         row.addWidget(_button("Load session...", None, self.load_session))
         v.addLayout(row)
-        self._autosave = QCheckBox("Autosave next to the image after each commit")
-        self._autosave.setChecked(True)
-        self._autosave.setToolTip("Writes <image>.sam-session.json (and its labels TIFF) beside "
-                                  "an image opened from a file; a crash loses nothing committed.")
-        self._autosave.toggled.connect(lambda on: setattr(self.controller, "autosave", on))
+        self._autosave = self._option(
+            "Autosave next to the image after each commit", "autosave", True,
+            tip="Writes <image>.sam-session.json (and its labels TIFF) beside an image opened "
+                "from a file; a crash loses nothing committed.",
+        )
         v.addWidget(self._autosave)
         return box
 
@@ -302,11 +323,10 @@ class SamWidget(QWidget):
             "(8 to 32 per side); a number sets the points per side (at least 4)."
         )
         form.addRow("Points per side", self._pps)
-        self._fill_gaps = QCheckBox("Fill gaps")
-        self._fill_gaps.setChecked(True)
-        self._fill_gaps.setToolTip(
-            "Prompt again in large unlabelled regions after the grid pass, so objects between "
-            "grid points are not missed."
+        self._fill_gaps = _check(
+            "Fill gaps", True,
+            tip="Prompt again in large unlabelled regions after the grid pass, so objects "
+                "between grid points are not missed.",
         )
         form.addRow(self._fill_gaps)
         self._iou = QDoubleSpinBox()
@@ -323,15 +343,13 @@ class SamWidget(QWidget):
         self._min_size.setRange(0, 1_000_000)
         self._min_size.setValue(0)
         form.addRow("Minimum size (pixels)", self._min_size)
-        self._auto_scope = QComboBox()
-        self._auto_scope.addItems(["current slice", "whole stack"])
+        self._auto_scope = _combo(["current slice", "whole stack"])
         form.addRow("Where", self._auto_scope)
-        self._auto_propagate = QCheckBox("Propagate objects through the stack")
-        self._auto_propagate.setChecked(True)
-        self._auto_propagate.setToolTip(
-            "Whole stack: after linking the slices' objects, propagate each one from the slice "
-            "where it is largest, so objects missed on some slices get their full extent "
-            "(slower by about a fifth)."
+        self._auto_propagate = _check(
+            "Propagate objects through the stack", True,
+            tip="Whole stack: after linking the slices' objects, propagate each one from the "
+                "slice where it is largest, so objects missed on some slices get their full "
+                "extent (slower by about a fifth).",
         )
         self._auto_propagate.setEnabled(False)
         self._auto_scope.currentIndexChanged.connect(

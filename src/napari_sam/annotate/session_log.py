@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from napari_sam import session as S
 
 from .errors import UserError
