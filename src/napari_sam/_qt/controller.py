@@ -204,6 +204,9 @@ class AnnotationController(AnnotationSession):
     def target_zyx(self, target):
         return self.source.zyx_view(target.data)
 
+    def target_data(self, target):
+        return target.data
+
     def labels_changed(self, target) -> None:
         target.refresh()
 

@@ -169,7 +169,7 @@ class AnnotationSession(StackActions, SessionLog):
 
     def commit_target(self) -> tuple[object, np.ndarray]:
         """``(target, (Z, Y, X) labels)`` to commit into, made if needed; ``target`` is what
-        a commit records (undo finds its array with :meth:`target_zyx`)."""
+        a commit records (undo finds its array with :meth:`target_data`)."""
         if self.labels is None:
             self.labels = np.zeros(self._require_image().shape, dtype=np.uint32)
         return self.labels, self.labels
@@ -189,7 +189,12 @@ class AnnotationSession(StackActions, SessionLog):
         return True
 
     def target_zyx(self, target) -> np.ndarray:
-        """The (Z, Y, X) labels of a commit's target (undo and redo write them in place)."""
+        """The (Z, Y, X) labels of a commit's target."""
+        return target
+
+    def target_data(self, target) -> np.ndarray:
+        """The array of a commit's target, as it was committed into (undo and redo write it
+        in place, also after the image changed)."""
         return target
 
     def labels_changed(self, target) -> None:
@@ -633,7 +638,7 @@ class AnnotationSession(StackActions, SessionLog):
         if not self.target_alive(target):
             self.history.forget(target)
             raise UserError("The labels layer of that commit was removed; nothing to restore.")
-        (self.history.redo if redo else self.history.undo)(self.target_zyx(target))
+        (self.history.redo if redo else self.history.undo)(self.target_data(target))
         self.labels_changed(target)
         self._log_step(commit, redo)
         ids = ", ".join(str(i) for i in commit.ids)
