@@ -216,7 +216,7 @@ def test_unreadable_file_names_permissions(tmp_path, tiny_model, capsys, monkeyp
         inp.chmod(0)
     else:  # root reads everything: let os.access say what it says for other users
         real = os.access
-        monkeypatch.setattr(nio.os, "access",
+        monkeypatch.setattr(os, "access",
                             lambda p, mode: False if Path(p) == inp else real(p, mode))
     try:
         rc, _, err = cli(["embed", inp, "-o", tmp_path / "out", "--model", tiny_model], capsys)
