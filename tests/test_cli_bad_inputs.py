@@ -22,6 +22,7 @@ import tifffile
 
 from napari_sam import batch
 from napari_sam import io as nio
+from napari_sam.batch.prompts import CSV_ALIASES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -461,7 +462,7 @@ def test_prompts_csv_column_aliases_are_accepted_and_documented(tmp_path, tiny_m
                       "-q"], capsys)
     assert rc == 0, err
     docs = (REPO / "docs" / "cli.md").read_text()
-    for alias, column in batch._CSV_ALIASES.items():
+    for alias, column in CSV_ALIASES.items():
         assert f"`{alias}`" in docs, f"alias {alias} -> {column} is not in docs/cli.md"
 
 
