@@ -371,7 +371,8 @@ def test_auto_batch_rerun_and_preview(work, data, tiny_model):
 
 
 def test_auto_propagate_flag_reaches_the_jobs():
-    from napari_sam.cli import _batch_context, build_parser
+    from napari_sam.cli import build_parser
+    from napari_sam.cli.batch_command import batch_context as _batch_context
 
     for flags, expected in (([], True), (["--no-propagate"], False), (["--propagate"], True)):
         args = build_parser().parse_args(["auto", "x.tif", "-o", "o", *flags])

@@ -539,7 +539,8 @@ def test_output_busy_in_another_process_is_waited_for(tmp_path, tiny_model, caps
 
 
 def test_busy_output_on_a_cluster_is_not_a_success(tmp_path, capsys):
-    from napari_sam.cli import _print_result, _summary
+    from napari_sam.cli.batch_command import print_result as _print_result
+    from napari_sam.cli.batch_command import summary as _summary
 
     inp = _stack(tmp_path / "a.tif")
     ctx = batch.Context(command="embed", model="demo", out_dir=tmp_path / "out")
