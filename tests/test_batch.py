@@ -601,3 +601,21 @@ def test_auto_blocks_store_embeddings_for_propagation(tmp_path, tiny_model_path)
     # without propagation there is nothing to keep
     flat = replace(ctx, params={**params, "propagate": False})
     assert distributed.auto_prepare_task(job, flat) is None
+
+
+def test_segment_options_are_keywords_of_segment_volume():
+    """One list of ``segment`` parameters (batch.SEGMENT_OPTIONS): each one is a keyword-only
+    parameter of segment_volume, named once, and SEGMENT_KEYS is that list."""
+    import inspect
+
+    from napari_sam.volume import segment_volume
+
+    params = inspect.signature(segment_volume).parameters
+    names = [o.name for o in batch.SEGMENT_OPTIONS]
+    assert len(set(names)) == len(names)
+    assert tuple(names) == batch.SEGMENT_KEYS
+    for name in names:
+        assert name in params and params[name].kind is inspect.Parameter.KEYWORD_ONLY, name
+    flagged = [o for o in batch.SEGMENT_OPTIONS if o.flag is not None]
+    assert [o.flag for o in flagged] == ["--" + o.name.replace("_", "-") for o in flagged]
+    assert all(o.kind in ("choice", "fraction", "fraction_or_off", "nonneg_int") for o in flagged)

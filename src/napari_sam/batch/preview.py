@@ -12,7 +12,8 @@ import numpy as np
 from napari_sam import io as nio
 from napari_sam.batch.context import Context, Job
 from napari_sam.batch.inputs import stem_of
-from napari_sam.batch.reading import OpenedImage, SliceSource, open_image
+from napari_sam.batch.reading import OpenedImage, open_image
+from napari_sam.io import SliceSource
 
 
 def _colour(ids: np.ndarray) -> np.ndarray:

@@ -4,4 +4,5 @@ import sys
 
 from napari_sam.cli.app import entry_point
 
-sys.exit(entry_point())
+if __name__ == "__main__":  # pragma: no cover - run as a program only
+    sys.exit(entry_point())

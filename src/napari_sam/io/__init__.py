@@ -2,6 +2,7 @@
 
 This package is part of the core: it never imports napari or Qt. Its modules: ``axes``
 (axes strings), ``layout`` (``ImageData``, the standard layout), ``readers`` (reading files),
+``slice_source`` (reading a stack slice by slice with bounded memory),
 ``writers`` (atomic writers, the streaming TIFF writer) and ``output_metadata`` (the JSON
 file beside each output, resume checks, object summaries).
 
@@ -75,6 +76,7 @@ from napari_sam.io.readers import (
     quiet_tifffile,
     read_image,
 )
+from napari_sam.io.slice_source import SliceSource
 from napari_sam.io.writers import (
     BIGTIFF_LIMIT,
     fsync_path,
@@ -120,6 +122,7 @@ __all__ = [
     "write_output_metadata",
     "write_labels_stream",
     "tmp_name",
+    "SliceSource",
     "OUTPUT_METADATA_FORMAT",
     "OUTPUT_METADATA_VERSION",
     "SIDECAR_FORMAT",

@@ -27,7 +27,8 @@ OUTPUT_METADATA_VERSION = 1
 
 
 def output_metadata_path(output_path: os.PathLike | str) -> Path:
-    """The output metadata file of an output: its full name plus ``.json`` (``out.tif`` -> ``out.tif.json``)."""
+    """The output metadata file of an output: its full name plus ``.json`` (``out.tif`` ->
+    ``out.tif.json``)."""
     p = Path(output_path)
     return p.with_name(p.name + ".json")
 
@@ -146,7 +147,8 @@ def write_output_metadata(
 
 
 def read_output_metadata(output_path: os.PathLike | str) -> dict | None:
-    """The output metadata of ``output_path`` as a dict, or None when missing, unreadable or corrupt."""
+    """The output metadata of ``output_path`` as a dict, or None when missing, unreadable or
+    corrupt."""
     p = output_metadata_path(output_path)
     try:
         with open(p, encoding="utf-8") as f:
