@@ -40,6 +40,7 @@ PROPAGATE_DEFAULT = True
 
 
 def auto_work_dir(job: Job) -> Path:
+    """The folder of an ``auto`` job's per-slice results (``<work>/auto``)."""
     return work_dir(job) / "auto"
 
 
@@ -213,6 +214,9 @@ def _check_propagation_memory(opened: OpenedImage) -> None:
 
 
 def run_auto(job: Job, ctx: Context, model) -> dict:
+    """Run an ``auto`` job: segment the slices not saved yet, link them across slices, then
+    write the labels page by page (or propagate, :func:`_auto_propagate`), their output
+    metadata and preview. Returns ``{"objects": n}``."""
     from napari_sam import __version__
 
     propagate = bool(ctx.params.get("propagate", PROPAGATE_DEFAULT))

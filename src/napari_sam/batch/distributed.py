@@ -140,6 +140,8 @@ def _n_slices(job: Job, ctx: Context) -> int:
 
 
 def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
+    """Submit every job (and the blocks of large stacks) to a dask cluster; results in input
+    order, reported through ``on_result`` as they finish."""
     from distributed import as_completed
     from tqdm.auto import tqdm
 

@@ -12,6 +12,8 @@ from napari_sam.batch.reading import open_image
 
 
 def run_embed(job: Job, ctx: Context, model) -> dict:
+    """Run an ``embed`` job: encode every slice into ``.<output>.partial``, rename it to the
+    output, then write its output metadata. Returns ``{"objects": n_slices}``."""
     from napari_sam.embeddings import StackEmbeddings
 
     opened = open_image(job.input, ctx)

@@ -148,6 +148,8 @@ def output_state(output: Path, input_path: Path | None, signature: Mapping) -> s
 
 
 def mark_partial(job: Job, ctx: Context) -> None:
+    """Write the job's output metadata as ``"status": "partial"`` before any work, so a
+    job killed at any point is never taken as complete."""
     nio.write_json_atomic(
         nio.output_metadata_path(job.output),
         {
@@ -171,4 +173,5 @@ def cleanup_tmp(output: Path) -> None:
 
 
 def work_dir(job: Job) -> Path:
+    """The job's resumable per-slice work: ``<out>/.napari-sam-work/<output name>``."""
     return job.output.parent / WORK_DIR / job.output.name

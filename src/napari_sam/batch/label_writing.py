@@ -14,6 +14,7 @@ from napari_sam.batch.reading import OpenedImage
 
 
 def label_metadata(job: Job, ctx: Context, model) -> dict:
+    """What a label file records about how it was made (stored in the file itself)."""
     from napari_sam import __version__
 
     return {
@@ -27,6 +28,7 @@ def label_metadata(job: Job, ctx: Context, model) -> dict:
 
 
 def model_record(ctx: Context, model) -> dict:
+    """The model entry of the output metadata: name, id and whether it is the demo model."""
     model_id = str(getattr(model, "model_id", ""))
     return {"name": ctx.model, "id": model_id or None, "is_demo": model_id.startswith("demo:")}
 

@@ -112,6 +112,7 @@ def write_preview(
 
 
 def preview_path(output: Path) -> Path:
+    """The PNG preview of an output: ``<stem>.png`` beside it."""
     return output.with_name(stem_of(output) + ".png")
 
 

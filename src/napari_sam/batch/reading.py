@@ -13,6 +13,9 @@ from napari_sam.io import SliceSource
 
 @dataclass
 class OpenedImage:
+    """A batch input opened lazily: its slices, whether it is 2D, and the axes, pixel size and
+    unit its labels get."""
+
     stack: SliceSource  # (S, Y, X[, C])
     is2d: bool
     label_axes: str  # "YX", "ZYX" or "TYX"

@@ -27,6 +27,7 @@ RUNNERS: dict[str, Callable[[Job, Context, Any], dict]] = {
 
 
 def one_line(exc: BaseException) -> str:
+    """An exception as a one-line reason (the type named unless the message says it all)."""
     text = " ".join(str(exc).split())
     if isinstance(exc, (ValueError, FileNotFoundError, FileExistsError, nio.ImageReadError)) and text:
         return text

@@ -88,6 +88,9 @@ SEGMENT_KEYS = tuple(o.name for o in SEGMENT_OPTIONS)
 
 
 def run_segment(job: Job, ctx: Context, model) -> dict:
+    """Run a ``segment`` job: open the input, compute its embeddings, propagate the prompts
+    (``segment_volume``), then write the labels and their output metadata. A session file
+    is replayed instead (:func:`_replay_session`). Returns ``{"objects": n}``."""
     from napari_sam.volume import segment_volume
 
     if not job.prompts:

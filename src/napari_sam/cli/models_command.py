@@ -118,6 +118,7 @@ def cmd_models(args) -> int:
 
 
 def check_model_name(name: str) -> None:
+    """Refuse a name that is not in the registry (exit code 2, listing the known ones)."""
     from napari_sam.models.registry import REGISTRY
 
     if name not in REGISTRY:

@@ -460,6 +460,7 @@ def _valid(axes: str, shape) -> bool:
 
 
 def is_zarr_path(path: Path) -> bool:
+    """Whether ``path`` is a zarr store: a ``.zarr`` name, or a folder with zarr metadata."""
     if path.suffix.lower() == ".zarr":
         return True
     if path.is_dir():
