@@ -19,6 +19,8 @@ import tifffile
 
 from napari_sam import batch
 from napari_sam import io as nio
+from napari_sam.batch import auto_runner, distributed
+from napari_sam.batch.linking import final_slices
 
 # ----------------------------------------------------------------------------- fixtures
 
@@ -224,7 +226,7 @@ def test_streaming_link_equals_automatic_link_slices(seed, link):
 
     plan = batch.link_slices(load, len(per_slice), **kw)
     assert loaded == list(range(len(per_slice)))  # one streaming pass
-    got = np.stack(list(batch._final_slices(plan, lambda z: per_slice[z], len(per_slice))))
+    got = np.stack(list(final_slices(plan, lambda z: per_slice[z], len(per_slice))))
     np.testing.assert_array_equal(got, expected)
     assert plan.n_objects == expected.max()
     assert set(plan.scores) == set(range(1, plan.n_objects + 1))
@@ -540,15 +542,15 @@ def test_auto_propagation_that_cannot_fit_fails_before_any_work(tmp_path, tiny_m
     ctx = batch.Context(command="auto", model=str(tiny_model_path), out_dir=tmp_path / "out",
                         device="cpu", quiet=True, params={**params, "propagate": True})
     need = 4 * 48 * 48 * batch.PROPAGATION_BYTES_PER_VOXEL
-    monkeypatch.setattr(batch, "_available_memory", lambda: need - 1)
+    monkeypatch.setattr(auto_runner, "_available_memory", lambda: need - 1)
     (job,) = batch.make_jobs([inp], ctx)
     res = batch.run_job(job, ctx)
     assert res.status == "failed" and "--no-propagate" in res.reason and "4 x 48 x 48" in res.reason
-    assert not list(batch._auto_work(job).glob("z*.npz")) and not job.output.exists()
-    monkeypatch.setattr(batch, "_available_memory", lambda: need)
+    assert not list(auto_runner.auto_work_dir(job).glob("z*.npz")) and not job.output.exists()
+    monkeypatch.setattr(auto_runner, "_available_memory", lambda: need)
     assert batch.run_job(job, ctx).status == "done"
     flat = replace(ctx, params={**params, "propagate": False}, out_dir=tmp_path / "flat")
-    monkeypatch.setattr(batch, "_available_memory", lambda: 1)
+    monkeypatch.setattr(auto_runner, "_available_memory", lambda: 1)
     (job,) = batch.make_jobs([inp], flat)
     assert batch.run_job(job, flat).status == "done"
 
@@ -580,16 +582,16 @@ def test_auto_blocks_store_embeddings_for_propagation(tmp_path, tiny_model_path)
                         device="cpu", quiet=True, params=params)
     (job,) = batch.make_jobs([inp], ctx)
     batch.prepare_auto_work(job, ctx)
-    store = batch._auto_prepare_task(job, ctx)
+    store = distributed.auto_prepare_task(job, ctx)
     assert store is not None
-    results = [batch._auto_block_task(job, ctx, store, s, e) for s, e in ((0, 3), (3, 5))]
+    results = [distributed.auto_block_task(job, ctx, store, s, e) for s, e in ((0, 3), (3, 5))]
     assert sorted(z for r in results for z in r["hashes"]) == [0, 1, 2, 3, 4]
-    batch._record_hashes(store, [r["hashes"] for r in results])
+    distributed.record_hashes(store, [r["hashes"] for r in results])
     model, _ = batch.get_model(str(tiny_model_path), "cpu")
     emb = StackEmbeddings(batch.open_image(inp, ctx).stack, model, store=Path(store))
     emb.compute()
     assert emb.encoder_calls == 0  # every slice's features came from the blocks
-    res = batch._final_task(job, ctx, None, results)
+    res = distributed.final_task(job, ctx, None, results)
     assert res.status == "done", res.reason
     serial = replace(ctx, out_dir=tmp_path / "serial")
     (sjob,) = batch.make_jobs([inp], serial)
@@ -598,4 +600,22 @@ def test_auto_blocks_store_embeddings_for_propagation(tmp_path, tiny_model_path)
                                   nio.read_image(sjob.output).data)
     # without propagation there is nothing to keep
     flat = replace(ctx, params={**params, "propagate": False})
-    assert batch._auto_prepare_task(job, flat) is None
+    assert distributed.auto_prepare_task(job, flat) is None
+
+
+def test_segment_options_are_keywords_of_segment_volume():
+    """One list of ``segment`` parameters (batch.SEGMENT_OPTIONS): each one is a keyword-only
+    parameter of segment_volume, named once, and SEGMENT_KEYS is that list."""
+    import inspect
+
+    from napari_sam.volume import segment_volume
+
+    params = inspect.signature(segment_volume).parameters
+    names = [o.name for o in batch.SEGMENT_OPTIONS]
+    assert len(set(names)) == len(names)
+    assert tuple(names) == batch.SEGMENT_KEYS
+    for name in names:
+        assert name in params and params[name].kind is inspect.Parameter.KEYWORD_ONLY, name
+    flagged = [o for o in batch.SEGMENT_OPTIONS if o.flag is not None]
+    assert [o.flag for o in flagged] == ["--" + o.name.replace("_", "-") for o in flagged]
+    assert all(o.kind in ("choice", "fraction", "fraction_or_off", "nonneg_int") for o in flagged)

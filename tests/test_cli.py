@@ -371,11 +371,29 @@ def test_auto_batch_rerun_and_preview(work, data, tiny_model):
 
 
 def test_auto_propagate_flag_reaches_the_jobs():
-    from napari_sam.cli import _batch_context, build_parser
+    from napari_sam.cli import build_parser
+    from napari_sam.cli.batch_command import batch_context as _batch_context
 
     for flags, expected in (([], True), (["--no-propagate"], False), (["--propagate"], True)):
         args = build_parser().parse_args(["auto", "x.tif", "-o", "o", *flags])
         assert _batch_context(args, "demo").params["propagate"] is expected
+
+
+def test_segment_options_come_from_the_one_table():
+    """``napari-sam segment``'s propagation options are batch.SEGMENT_OPTIONS with a flag: the
+    parsed defaults are the table's and every one reaches the job's parameters, in order."""
+    from napari_sam.cli import build_parser
+    from napari_sam.cli.batch_command import batch_context
+
+    args = build_parser().parse_args(["segment", "x.tif", "-o", "o", "-p", "p.csv"])
+    flagged = [o for o in batch.SEGMENT_OPTIONS if o.flag is not None]
+    params = batch_context(args, "demo").params
+    assert list(params) == [o.name for o in flagged]
+    assert all(params[o.name] == o.default for o in flagged)
+    args = build_parser().parse_args(["segment", "x.tif", "-o", "o", "-p", "p.csv",
+                                      "--fade-fraction", "off", "--max-slices", "3"])
+    params = batch_context(args, "demo").params
+    assert params["fade_fraction"] == "off" and params["max_slices"] == 3
 
 
 @needs_auto

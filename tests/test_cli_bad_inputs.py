@@ -22,6 +22,7 @@ import tifffile
 
 from napari_sam import batch
 from napari_sam import io as nio
+from napari_sam.batch.prompts import CSV_ALIASES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -216,7 +217,7 @@ def test_unreadable_file_names_permissions(tmp_path, tiny_model, capsys, monkeyp
         inp.chmod(0)
     else:  # root reads everything: let os.access say what it says for other users
         real = os.access
-        monkeypatch.setattr(nio.os, "access",
+        monkeypatch.setattr(os, "access",
                             lambda p, mode: False if Path(p) == inp else real(p, mode))
     try:
         rc, _, err = cli(["embed", inp, "-o", tmp_path / "out", "--model", tiny_model], capsys)
@@ -461,7 +462,7 @@ def test_prompts_csv_column_aliases_are_accepted_and_documented(tmp_path, tiny_m
                       "-q"], capsys)
     assert rc == 0, err
     docs = (REPO / "docs" / "cli.md").read_text()
-    for alias, column in batch._CSV_ALIASES.items():
+    for alias, column in CSV_ALIASES.items():
         assert f"`{alias}`" in docs, f"alias {alias} -> {column} is not in docs/cli.md"
 
 
@@ -538,7 +539,8 @@ def test_output_busy_in_another_process_is_waited_for(tmp_path, tiny_model, caps
 
 
 def test_busy_output_on_a_cluster_is_not_a_success(tmp_path, capsys):
-    from napari_sam.cli import _print_result, _summary
+    from napari_sam.cli.batch_command import print_result as _print_result
+    from napari_sam.cli.batch_command import summary as _summary
 
     inp = _stack(tmp_path / "a.tif")
     ctx = batch.Context(command="embed", model="demo", out_dir=tmp_path / "out")

@@ -1,0 +1,105 @@
+"""What a batch job is: the settings shared by a batch (:class:`Context`), one input and its
+output (:class:`Job`) and what happened to it (:class:`JobResult`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from napari_sam import io as nio
+from napari_sam.batch.models import model_key
+
+
+@dataclass
+class Context:
+    """Settings shared by every job of a batch (picklable: it travels to dask workers).
+
+    Attributes
+    ----------
+    command : {"auto", "segment", "embed"}
+    model : str
+        Registry name or checkpoint path, given to :func:`napari_sam.load_model`.
+    out_dir : path
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+    params : dict
+        Algorithm parameters (recorded in the sidecar; a change makes a rerun recompute).
+    axes : str, optional
+        Override of the inputs' axes (``--axes``).
+    channel : int, optional
+        Channel to segment for multi-channel inputs.
+    overwrite, preview, quiet, verbose : bool
+    suffix, fmt : str
+        Output naming (see :func:`output_path`).
+    batch_size : int
+        Slices per encoder call.
+    keep_work : bool
+        Keep ``.napari-sam-work`` data (embeddings) after an output is complete.
+    embeddings_dir : path, optional
+        Reuse embedding stores written by ``napari-sam embed`` (``<dir>/<stem>.zarr``).
+    """
+
+    command: str
+    model: str = "demo"
+    out_dir: str | os.PathLike = "."
+    device: str = "auto"
+    params: dict = field(default_factory=dict)
+    axes: str | None = None
+    channel: int | None = None
+    overwrite: bool = False
+    preview: bool = False
+    quiet: bool = False
+    verbose: bool = False
+    suffix: str = "_labels"
+    fmt: str = "tif"
+    batch_size: int = 4
+    keep_work: bool = False
+    embeddings_dir: str | os.PathLike | None = None
+
+    def signature(self) -> dict:
+        """What must match for a rerun to skip an output: command, model and parameters."""
+        sig = {"command": self.command, "model": model_key(self.model), "channel": self.channel,
+               "axes": self.axes, **self.params}
+        return json.loads(json.dumps(sig, default=nio.json_default, sort_keys=True))
+
+
+@dataclass
+class Job:
+    """One input file and its output. ``prompts`` is used by ``segment``."""
+
+    input: Path
+    output: Path
+    prompts: dict | None = None
+
+    @property
+    def name(self) -> str:
+        return self.input.name
+
+
+@dataclass
+class JobResult:
+    """What happened to one input.
+
+    ``status`` is ``"done"``, ``"skipped"`` (already complete), ``"busy"`` (another process
+    was writing the output: nothing was done, not ok) or ``"failed"``; ``reason`` says why
+    for the last three; ``objects`` counts the objects (label
+    outputs) or slices (embeddings); ``model_loaded`` tells whether this job had to load the
+    model in its process (False when the process's model cache already held it); ``pid`` is
+    the process that ran it.
+    """
+
+    input: str
+    output: str
+    status: str
+    reason: str = ""
+    seconds: float = 0.0
+    objects: int | None = None
+    model_loaded: bool = False
+    pid: int = 0
+    details: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("done", "skipped")

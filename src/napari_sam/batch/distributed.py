@@ -1,0 +1,192 @@
+"""Batches on a dask.distributed cluster: one task per file, or per block of slices of a large
+stack (``embed`` and ``auto``) followed by the file's final task."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from napari_sam.batch.auto_runner import PROPAGATE_DEFAULT, auto_slices, prepare_auto_work
+from napari_sam.batch.context import Context, Job, JobResult
+from napari_sam.batch.embedding_stores import embed_store, user_embeddings
+from napari_sam.batch.jobs import output_state
+from napari_sam.batch.models import get_model
+from napari_sam.batch.reading import open_image
+from napari_sam.batch.runners import one_line, record_result, run_job
+
+
+def _client_for(scheduler: str | None, workers: int | None, threads_per_worker: int = 1):
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        return Client(scheduler, timeout="30s"), None
+    cluster = LocalCluster(n_workers=int(workers), threads_per_worker=threads_per_worker,
+                           processes=True, dashboard_address=None)
+    return Client(cluster), cluster
+
+
+def embed_prepare_task(job: Job, ctx: Context) -> list[float]:
+    """Create the partial embedding store of a blocked ``embed`` job; returns contrast limits."""
+    from napari_sam.embeddings import StackEmbeddings
+
+    model, _ = get_model(ctx.model, ctx.device)
+    opened = open_image(job.input, ctx)
+    partial = job.output.with_name(f".{job.output.name}.partial")
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    emb = StackEmbeddings(opened.stack, model, store=partial, batch_size=ctx.batch_size,
+                          device=ctx.device, cache_size=2)
+    opened.stack.release()
+    return list(emb.contrast_limits)
+
+
+def embed_block_task(job: Job, ctx: Context, limits: Sequence[float], start: int,
+                      stop: int) -> dict[int, int]:
+    """Encode slices [start, stop) into the shared store's feature chunks (one chunk per
+    slice, so blocks never write the same chunk); returns ``{slice: pixel hash}`` for the
+    final task, the only writer of the store's hash array."""
+    import zarr
+
+    from napari_sam.embeddings import StackEmbeddings, slice_hash
+
+    model, _ = get_model(ctx.model, ctx.device)
+    opened = open_image(job.input, ctx)
+    partial = job.output.with_name(f".{job.output.name}.partial")
+    group = zarr.open_group(str(partial), mode="r+")
+    stored = np.asarray(group["slice_hash"][start:stop])
+    emb = StackEmbeddings(opened.stack, model, batch_size=ctx.batch_size, device=ctx.device,
+                          contrast_limits=tuple(limits), cache_size=max(2, ctx.batch_size))
+    hashes = {}
+    for z in range(start, stop):
+        h = slice_hash(emb.slice_image(z))
+        if int(stored[z - start]) == h:
+            continue  # done by an earlier, interrupted run
+        feats = emb[z].features
+        group["features"][z] = feats.detach().cpu().numpy().astype(np.float16)
+        hashes[z] = h
+    opened.stack.release()
+    return hashes
+
+
+def auto_prepare_task(job: Job, ctx: Context) -> str | None:
+    """Create the embedding store that the blocks of a propagating ``auto`` job fill (the
+    store the final task propagates from); None when there is nothing to keep (no
+    propagation, a 2D image, or a complete ``--embeddings`` store to reuse)."""
+    from napari_sam.embeddings import StackEmbeddings
+
+    if not ctx.params.get("propagate", PROPAGATE_DEFAULT):
+        return None
+    model, _ = get_model(ctx.model, ctx.device)
+    opened = open_image(job.input, ctx)
+    try:
+        if opened.is2d or user_embeddings(job, ctx, model) is not None:
+            return None
+        store = embed_store(job, ctx, model)
+        StackEmbeddings(opened.stack, model, store=store, batch_size=ctx.batch_size,
+                        device=ctx.device, cache_size=2)
+    finally:
+        opened.stack.release()
+    return str(store)
+
+
+def auto_block_task(job: Job, ctx: Context, store: str | None, start: int,
+                     stop: int) -> dict:
+    """Segment slices [start, stop) of an ``auto`` job into its work folder, and write their
+    embeddings into ``store`` (from :func:`auto_prepare_task`) when there is one. Returns
+    ``{"store": store, "hashes": {slice: pixel hash}}`` for the final task."""
+    model, _ = get_model(ctx.model, ctx.device)
+    hashes: dict[int, int] = {}
+    auto_slices(job, ctx, model, range(start, stop),
+                block_store=None if store is None else Path(store), hashes=hashes)
+    return {"store": store, "hashes": hashes}
+
+
+def record_hashes(store: os.PathLike | str, blocks: Iterable[Mapping[int, int]]) -> None:
+    """Write the slice hashes the block tasks return into ``store``'s hash array (one writer:
+    the final task), which marks those slices' features as present."""
+    import zarr
+
+    group = zarr.open_group(str(store), mode="r+")
+    hashes = np.asarray(group["slice_hash"][:])
+    for block in blocks:
+        for z, h in block.items():
+            hashes[int(z)] = h
+    group["slice_hash"][:] = hashes
+
+
+def final_task(job: Job, ctx: Context, blocks: list | None = None,
+                after: list | None = None) -> JobResult:
+    """The per-file task: runs the whole job once its blocks (if any) are done.
+
+    ``blocks``: results of ``embed_block_task`` (slice hashes to record); ``after``: results
+    of ``auto_block_task`` (their slices are on disk; the hashes of the embeddings they
+    stored are recorded here)."""
+    if ctx.command == "embed" and blocks:
+        record_hashes(job.output.with_name(f".{job.output.name}.partial"), blocks)
+    stored = [b for b in after or () if isinstance(b, dict) and b.get("store")]
+    if ctx.command == "auto" and stored:
+        record_hashes(stored[0]["store"], [b["hashes"] for b in stored])
+    return run_job(job, ctx)
+
+
+def _n_slices(job: Job, ctx: Context) -> int:
+    try:
+        return len(open_image(job.input, ctx).stack)
+    except Exception:  # the final task reports the problem
+        return 0
+
+
+def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
+    """Submit every job (and the blocks of large stacks) to a dask cluster; results in input
+    order, reported through ``on_result`` as they finish."""
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    wctx = replace(ctx, quiet=True)
+    client, cluster = _client_for(scheduler, workers)
+    results: dict[int, JobResult] = {}
+    bar = tqdm(total=len(jobs), desc="files", unit="file", disable=ctx.quiet, position=0,
+               dynamic_ncols=True)
+    try:
+        futures = {}
+        for i, job in enumerate(jobs):
+            blocks = []
+            n = 0
+            if block_slices and ctx.command in ("auto", "embed"):
+                state = output_state(job.output, job.input, ctx.signature())
+                if ctx.overwrite or state not in ("complete", "foreign", "other-command"):
+                    n = _n_slices(job, ctx)
+            if block_slices and n > block_slices:
+                spans = [(s, min(s + block_slices, n)) for s in range(0, n, block_slices)]
+                if ctx.command == "auto":
+                    prepare_auto_work(job, ctx)
+                    store = client.submit(auto_prepare_task, job, wctx, pure=False)
+                    blocks = [client.submit(auto_block_task, job, wctx, store, s, e, pure=False)
+                              for s, e in spans]
+                    fut = client.submit(final_task, job, wctx, None, blocks, pure=False)
+                else:
+                    limits = client.submit(embed_prepare_task, job, wctx, pure=False)
+                    blocks = [client.submit(embed_block_task, job, wctx, limits, s, e, pure=False)
+                              for s, e in spans]
+                    fut = client.submit(final_task, job, wctx, blocks, None, pure=False)
+            else:
+                fut = client.submit(final_task, job, wctx, None, None, pure=False)
+            futures[fut] = i
+        for fut in as_completed(list(futures)):
+            i = futures[fut]
+            job = jobs[i]
+            try:
+                res = fut.result()
+            except Exception as exc:  # a worker died, or a block task failed
+                res = JobResult(str(job.input), str(job.output), "failed",
+                                reason=f"task failed on the cluster: {one_line(exc)}")
+            record_result(results, i, res, bar, on_result)
+    finally:
+        bar.close()
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return [results[i] for i in range(len(jobs))]

@@ -1,0 +1,47 @@
+"""The ``embed`` job: every slice's embedding into a resumable zarr store beside the outputs."""
+
+from __future__ import annotations
+
+import os
+
+from napari_sam import io as nio
+from napari_sam.batch.context import Context, Job
+from napari_sam.batch.label_writing import model_record
+from napari_sam.batch.progress import ProgressBar
+from napari_sam.batch.reading import open_image
+
+
+def run_embed(job: Job, ctx: Context, model) -> dict:
+    """Run an ``embed`` job: encode every slice into ``.<output>.partial``, rename it to the
+    output, then write its output metadata. Returns ``{"objects": n_slices}``."""
+    from napari_sam.embeddings import StackEmbeddings
+
+    opened = open_image(job.input, ctx)
+    partial = job.output.with_name(f".{job.output.name}.partial")
+    emb = StackEmbeddings(opened.stack, model, store=partial, batch_size=ctx.batch_size,
+                          device=ctx.device, cache_size=2)
+    bar = ProgressBar(ctx, f"{job.name}: embed", len(emb))
+    try:
+        emb.compute(progress=bar)
+    finally:
+        bar.close()
+        opened.stack.release()
+    n = len(emb)
+    group_attrs = {"contrast_limits": list(emb.contrast_limits), "axes": opened.label_axes,
+                   "shape": list(opened.stack.shape)}
+    import zarr
+
+    zarr.open_group(str(partial), mode="a").attrs.update({"napari_sam": group_attrs})
+    if job.output.exists():
+        nio.remove_path(job.output)
+    os.replace(partial, job.output)
+    from napari_sam import __version__
+
+    nio.write_output_metadata(
+        job.output, model=model_record(ctx, model), version=__version__,
+        parameters=ctx.signature(), objects=[], input_path=job.input,
+        extra={"slices": n, "embedding_size": int(model.embedding_size),
+               "contrast_limits": list(emb.contrast_limits), "image_shape": list(opened.stack.shape),
+               "encoder_calls": emb.encoder_calls},
+    )
+    return {"objects": n}

@@ -1,0 +1,116 @@
+"""Inputs and output names of a batch: expanding files, folders and globs into images, and
+where each input's output goes.
+
+``BatchError`` is a problem with the batch as a whole (inputs, outputs, prompts file): nothing
+was run.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from napari_sam import io as nio
+
+#: Commands that produce one output per input file.
+COMMANDS = ("auto", "segment", "embed")
+#: File suffixes picked up when a directory is given as input.
+IMAGE_SUFFIXES = (".tif", ".tiff", ".btf", ".npy", ".zarr")
+#: Hidden folder inside the output folder for resumable per-slice work and locks.
+WORK_DIR = ".napari-sam-work"
+
+
+class BatchError(ValueError):
+    """A problem with the batch as a whole (inputs, outputs, prompts file): nothing was run."""
+
+
+def _is_image(path: Path) -> bool:
+    name = path.name.lower()
+    if name.startswith("."):
+        return False
+    if path.is_dir():
+        return name.endswith(".zarr") or nio.is_zarr_path(path)
+    return name.endswith(IMAGE_SUFFIXES)
+
+
+def _is_our_output(path: Path) -> bool:
+    meta = nio.read_output_metadata(path)
+    return meta is not None and meta.get("format") == nio.OUTPUT_METADATA_FORMAT
+
+
+def collect_inputs(
+    specs: Iterable[str | os.PathLike], *, recursive: bool = False
+) -> list[Path]:
+    """Expand files, directories and glob patterns into a sorted, de-duplicated list of images.
+
+    A directory contributes its ``.tif``/``.tiff``/``.btf``/``.npy`` files and ``.zarr``
+    stores (with ``recursive=True`` those of its subfolders too); a glob (``"data/*.tif"``,
+    ``"data/**/*.tif"``) its matches; a zarr directory is one input. Files that are outputs of
+    napari-sam (they have a napari-sam sidecar) are left out, so writing the outputs next to
+    the inputs does not feed them back in.
+
+    Raises
+    ------
+    BatchError
+        Naming every path that does not exist, pattern that matches nothing and directory
+        without images.
+    """
+    found: list[Path] = []
+    problems = []
+    for spec in specs:
+        text = os.path.expanduser(os.fspath(spec))
+        p = Path(text)
+        if glob.has_magic(text) and not p.exists():
+            matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
+            matches = [m for m in matches if m.is_file() or _is_image(m)]
+            if not matches:
+                problems.append(f"{text!r} matches no files")
+        elif p.is_dir() and not nio.is_zarr_path(p):
+            pattern = "**/*" if recursive else "*"
+            matches = sorted(m for m in p.glob(pattern) if _is_image(m) and WORK_DIR not in m.parts)
+            if not matches:
+                problems.append(
+                    f"directory {text!r} holds no images ({', '.join(IMAGE_SUFFIXES)})"
+                    + ("" if recursive else "; use --recursive to search subfolders")
+                )
+        elif p.exists():
+            matches = [p]
+        else:
+            problems.append(f"{text!r}: no such file or directory")
+            matches = []
+        found.extend(matches)
+    if problems:
+        raise BatchError("; ".join(problems))
+    out, seen = [], set()
+    for m in found:
+        key = m.resolve()
+        if key in seen or _is_our_output(m):
+            continue
+        seen.add(key)
+        out.append(m)
+    if not out:
+        raise BatchError("no input images left (every match is an output of napari-sam)")
+    return out
+
+
+def stem_of(path: os.PathLike | str) -> str:
+    """File name without its image suffix (``a.ome.tif`` -> ``a``, ``b.zarr`` -> ``b``)."""
+    name = Path(path).name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf", ".npy", ".zarr"):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem or name
+
+
+def output_path(input_path: os.PathLike | str, out_dir: os.PathLike | str, command: str, *,
+                suffix: str = "_labels", fmt: str = "tif") -> Path:
+    """Where ``command`` writes the output of ``input_path``.
+
+    ``auto`` / ``segment``: ``out_dir/<stem><suffix>.<fmt>``; ``embed``: ``out_dir/<stem>.zarr``.
+    """
+    stem = stem_of(input_path)
+    if command == "embed":
+        return Path(out_dir) / f"{stem}.zarr"
+    return Path(out_dir) / f"{stem}{suffix}.{fmt.lstrip('.')}"

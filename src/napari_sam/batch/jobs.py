@@ -1,0 +1,177 @@
+"""Jobs, resume and locks: one job per input (:func:`make_jobs`), the state of an existing
+output (:func:`output_state`), marking a job's output partial while it runs, the work folder
+of its resumable per-slice data, and the lock that keeps two processes off one output."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from napari_sam import io as nio
+from napari_sam.batch.context import Context, Job
+from napari_sam.batch.inputs import WORK_DIR, BatchError, output_path
+from napari_sam.batch.prompts import prompts_for
+
+
+def make_jobs(inputs: Sequence[Path], ctx: Context,
+              prompts: Mapping[str, Mapping] | None = None) -> list[Job]:
+    """One :class:`Job` per input; refuses inputs that would share an output name."""
+    jobs = []
+    by_output: dict[Path, Path] = {}
+    clashes = []
+    for inp in inputs:
+        out = output_path(inp, ctx.out_dir, ctx.command, suffix=ctx.suffix, fmt=ctx.fmt)
+        key = out.resolve()
+        if key in by_output:
+            clashes.append(f"{by_output[key]} and {inp} -> {out}")
+        by_output[key] = inp
+        if key == Path(inp).resolve():
+            raise BatchError(f"the output {out} would replace its own input; choose another -o")
+        job_prompts = None
+        if prompts is not None:
+            job_prompts = prompts_for(prompts, Path(inp))
+        jobs.append(Job(Path(inp), out, job_prompts))
+    if clashes:
+        raise BatchError(
+            "several inputs would write the same output (" + "; ".join(clashes)
+            + "); run them into different output folders"
+        )
+    return jobs
+
+
+class OutputLock:
+    """Exclusive lock on an output, held while its job runs (POSIX ``flock``).
+
+    The kernel releases it when the process dies (even on SIGKILL). Lock files live in the
+    output folder's ``.napari-sam-work/locks/`` and are removed when the job ends (the
+    folders too, when empty), so a finished run leaves no trace. Removing a lock file is
+    safe: a process that locked the old file checks that the path still names it, and
+    retries otherwise. Where ``fcntl`` is missing (Windows) locking is skipped.
+
+    Parameters
+    ----------
+    output : path
+    wait : bool
+        Block until the lock is free (default: fail at once when another process holds it).
+    """
+
+    def __init__(self, output: Path, *, wait: bool = False):
+        self.path = output.parent / WORK_DIR / "locks" / f"{output.name}.lock"
+        self.wait = bool(wait)
+        self._fh = None
+
+    def holder(self) -> int | None:
+        """The process id written by the lock's holder, if any."""
+        try:
+            return int(self.path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def __enter__(self) -> bool:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return True
+        while True:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fh = open(self.path, "a+")
+            except FileNotFoundError:  # another process removed the empty folder just now
+                continue
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
+            except OSError:
+                fh.close()
+                return False
+            except BaseException:  # Ctrl-C while waiting
+                fh.close()
+                raise
+            try:  # the holder before us may have removed the file: lock the current one
+                same = os.path.samestat(os.fstat(fh.fileno()), os.stat(self.path))
+            except OSError:
+                same = False
+            if same:
+                break
+            fh.close()
+        self._fh = fh
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        return True
+
+    def __exit__(self, *exc) -> None:
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()  # while we hold it: a waiter re-checks the path
+            self._fh.close()  # closing releases the flock
+            self._fh = None
+            for d in (self.path.parent, self.path.parent.parent):  # locks/, .napari-sam-work/
+                with contextlib.suppress(OSError):
+                    d.rmdir()  # only when empty
+
+
+def output_state(output: Path, input_path: Path | None, signature: Mapping) -> str:
+    """Classify an existing output before a job runs.
+
+    Returns
+    -------
+    ``"missing"``
+        Nothing there.
+    ``"complete"``
+        Complete and up to date (input unchanged, same command, model and parameters): skip.
+    ``"changed"``
+        Written by napari-sam but the input or the parameters changed since: recompute.
+    ``"partial"``
+        Its job never finished (killed, crashed, interrupted): recompute, reusing saved work.
+    ``"foreign"``
+        A file without a napari-sam sidecar: not ours, replaced only with ``--overwrite``.
+    ``"other-command"``
+        Written by another napari-sam command: replaced only with ``--overwrite``.
+    """
+    meta = nio.read_output_metadata(output)
+    exists = output.exists()
+    if meta is None or meta.get("format") != nio.OUTPUT_METADATA_FORMAT:
+        return "foreign" if exists else "missing"
+    params = meta.get("parameters") or {}
+    if params.get("command") not in (None, signature.get("command")):
+        return "other-command" if exists else "missing"
+    if meta.get("status") != "complete" or not exists:
+        return "partial"
+    if not nio.is_complete(output, input_path):
+        return "changed"
+    if params != dict(signature):
+        return "changed"
+    return "complete"
+
+
+def mark_partial(job: Job, ctx: Context) -> None:
+    """Write the job's output metadata as ``"status": "partial"`` before any work, so a
+    job killed at any point is never taken as complete."""
+    nio.write_json_atomic(
+        nio.output_metadata_path(job.output),
+        {
+            "format": nio.OUTPUT_METADATA_FORMAT,
+            "format_version": nio.OUTPUT_METADATA_VERSION,
+            "status": "partial",
+            "parameters": ctx.signature(),
+            "input": str(job.input),
+            "pid": os.getpid(),
+        },
+    )
+
+
+def cleanup_tmp(output: Path) -> None:
+    """Remove temporaries of ``output`` left by a killed writer (we hold its lock)."""
+    prefix = f".{output.name}."
+    with contextlib.suppress(OSError):
+        for p in output.parent.iterdir():
+            if p.name.startswith(prefix) and p.name.endswith(".tmp"):
+                nio.remove_path(p)
+
+
+def work_dir(job: Job) -> Path:
+    """The job's resumable per-slice work: ``<out>/.napari-sam-work/<output name>``."""
+    return job.output.parent / WORK_DIR / job.output.name

@@ -1,0 +1,54 @@
+"""Writing a finished labels output: the label file (:mod:`napari_sam.io` writers), its output
+metadata (model, parameters, objects) and, when asked, its preview."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from napari_sam import io as nio
+from napari_sam.batch.context import Context, Job
+from napari_sam.batch.preview import preview_from_arrays
+from napari_sam.batch.reading import OpenedImage
+
+
+def label_metadata(job: Job, ctx: Context, model) -> dict:
+    """What a label file records about how it was made (stored in the file itself)."""
+    from napari_sam import __version__
+
+    return {
+        "command": ctx.command,
+        "model": ctx.model,
+        "model_id": getattr(model, "model_id", None),
+        "version": __version__,
+        "input": job.input.name,
+        "parameters": ctx.params,
+    }
+
+
+def model_record(ctx: Context, model) -> dict:
+    """The model entry of the output metadata: name, id and whether it is the demo model."""
+    model_id = str(getattr(model, "model_id", ""))
+    return {"name": ctx.model, "id": model_id or None, "is_demo": model_id.startswith("demo:")}
+
+
+def finish_labels(job: Job, ctx: Context, model, opened: OpenedImage, labels: np.ndarray,
+                   scores: Mapping[int, float] | None, extra: Mapping | None = None) -> dict:
+    """Write a labels output held in memory, its sidecar and preview."""
+    from napari_sam import __version__
+
+    labels = labels[0] if opened.is2d and labels.ndim == 3 else labels
+    nio.write_labels(job.output, labels, axes=opened.label_axes, pixel_size=opened.pixel_size,
+                     unit=opened.unit or "um", metadata=label_metadata(job, ctx, model),
+                     overwrite=True)
+    objects = nio.label_objects_summary(labels, scores)
+    nio.write_output_metadata(job.output, model=model_record(ctx, model), version=__version__,
+                      parameters=ctx.signature(), objects=objects, input_path=job.input,
+                      extra=dict(extra or {}))
+    if ctx.preview:
+        if opened.is2d:
+            preview_from_arrays(job, opened, lambda z: labels, len(objects))
+        else:
+            preview_from_arrays(job, opened, lambda z: labels[z], len(objects))
+    return {"objects": len(objects)}

@@ -1,0 +1,72 @@
+"""The model cache of a batch process: each (model, device) is loaded once per process and
+reused by every job (and every task a dask worker runs)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+_MODELS: dict[tuple[str, str], Any] = {}
+
+
+_MODEL_LOADS: list[tuple[str, str]] = []
+
+
+def model_key(spec: str) -> str:
+    """Registry names stay names; paths become absolute (workers may have another cwd)."""
+    from napari_sam.models.registry import REGISTRY
+
+    if spec in REGISTRY:
+        return spec
+    return str(Path(spec).expanduser().resolve())
+
+
+def get_model(spec: str, device: str = "auto"):
+    """The model ``spec`` on ``device``, loaded once per process and then reused.
+
+    The cache is a module-level dict keyed by (model, device): every task a dask worker
+    process runs shares it. Returns ``(model, loaded_now)``.
+    """
+    from napari_sam.device import resolve_device
+
+    dev = str(resolve_device(device))
+    key = (model_key(spec), dev)
+    model = _MODELS.get(key)
+    if model is not None:
+        return model, False
+    from napari_sam.models.registry import load_model
+
+    model = _load_quietly(load_model, key[0] if spec not in _registry() else spec, dev)
+    _MODELS[key] = model
+    _MODEL_LOADS.append(key)
+    return model, True
+
+
+def _registry():
+    from napari_sam.models.registry import REGISTRY
+
+    return REGISTRY
+
+
+class _DropDemoWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "bundled demo model" not in record.getMessage()
+
+
+def _load_quietly(load_model, spec, device):
+    """load_model without its demo-model log line (the CLI prints its own note once)."""
+    reg_logger = logging.getLogger("napari_sam.models.registry")
+    filt = _DropDemoWarning()
+    reg_logger.addFilter(filt)
+    try:
+        return load_model(spec if spec in _registry() else Path(spec), device=device,
+                          progress=False)
+    finally:
+        reg_logger.removeFilter(filt)
+
+
+def model_cache_info() -> dict:
+    """``{"cached": [(model, device), ...], "loads": [...], "pid": pid}`` of this process."""
+    return {"cached": list(_MODELS), "loads": list(_MODEL_LOADS), "pid": os.getpid()}

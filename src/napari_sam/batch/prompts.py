@@ -1,0 +1,451 @@
+"""Prompts files of ``segment``: CSV, JSON and session files read into per-input object
+prompts (:func:`load_prompts`), checked against each input's shape (:func:`check_prompts`)
+and picked per input (:func:`prompts_for`)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from napari_sam.batch.context import Context, Job
+from napari_sam.batch.inputs import BatchError, stem_of
+from napari_sam.batch.reading import open_image
+
+
+def _num(value, what: str, where: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise BatchError(f"{where}: {what} must be a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise BatchError(f"{where}: {what} must be finite, got {value!r}")
+    return v
+
+
+def _int(value, what: str, where: str) -> int:
+    v = _num(value, what, where)
+    if v != int(v):
+        raise BatchError(f"{where}: {what} must be a whole number, got {value!r}")
+    return int(v)
+
+
+def _truthy(value) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "y", "t", "stop")
+
+
+CSV_ALIASES = {
+    "object_id": "id", "object": "id", "label_id": "id", "z": "slice", "t": "slice",
+    "y": "row", "x": "col", "column": "col", "point_label": "label", "positive": "label",
+    "y0": "row0", "x0": "col0", "y1": "row1", "x1": "col1", "filename": "file", "image": "file",
+}
+
+
+_CSV_KNOWN = {"file", "id", "slice", "row", "col", "label", "row0", "col0", "row1", "col1", "stop"}
+
+
+class Prompts(dict):
+    """``{file_key: {object_id: [slice prompt, ...]}}`` as read by :func:`load_prompts`.
+
+    A plain dict with one more attribute: ``where`` maps ``(file_key, object_id, index)``
+    (the prompt's position in its object's list) to where it was written, e.g.
+    ``"clicks.csv, line 7"``, so a prompt found wrong later (outside the image) names its
+    line.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.where: dict[tuple[str, int, int], str] = {}
+
+    def add(self, file_key: str, oid: int, entry: dict, where: str) -> None:
+        items = self.setdefault(file_key, {}).setdefault(oid, [])
+        self.where[(file_key, oid, len(items))] = where
+        items.append(entry)
+
+
+_PROMPT_KEYS = ("slice", "points", "labels", "box", "stop")
+
+
+def _object_id(value, where: str) -> int:
+    oid = _int(value, "the object id", where)
+    if oid < 1:
+        raise BatchError(f"{where}: object id {oid} is not allowed: ids are 1, 2, 3, ... "
+                         "(0 is the background); renumber the object")
+    return oid
+
+
+def _check_entry(entry: Mapping, where: str) -> dict:
+    """Validate one slice prompt's form (not yet its coordinates: they need the image shape)."""
+    unknown = sorted(set(entry) - set(_PROMPT_KEYS))
+    if unknown:
+        raise BatchError(f"{where}: unknown key(s) {unknown}; a prompt has "
+                         f"{', '.join(_PROMPT_KEYS)}")
+    out: dict[str, Any] = {"slice": _int(entry.get("slice", 0), "slice", where)}
+    if out["slice"] < 0:
+        raise BatchError(f"{where}: slice {out['slice']} is negative; slices count from 0")
+    if entry.get("points") is not None:
+        pts = entry["points"]
+        if isinstance(pts, Sequence) and len(pts) == 2 and not isinstance(pts[0], Sequence):
+            pts = [pts]
+        if not isinstance(pts, Sequence) or not pts or any(
+                not isinstance(p, Sequence) or len(p) != 2 for p in pts):
+            raise BatchError(f"{where}: points must be a list of [row, col] pairs, got "
+                             f"{entry['points']!r}")
+        out["points"] = [[_num(r, "row", where), _num(c, "col", where)] for r, c in pts]
+        labels = entry.get("labels")
+        labels = [1] * len(pts) if labels is None else (
+            list(labels) if isinstance(labels, Sequence) and not isinstance(labels, str)
+            else [labels])
+        if len(labels) != len(pts):
+            raise BatchError(f"{where}: {len(pts)} point(s) but {len(labels)} label(s); give "
+                             "one label per point (1 object, 0 background)")
+        out["labels"] = [_int(v, "label", where) for v in labels]
+        bad = [v for v in out["labels"] if v not in (0, 1)]
+        if bad:
+            raise BatchError(f"{where}: label {bad[0]} is not allowed: a point's label is 1 "
+                             "(on the object) or 0 (background); the object's id goes in 'id'")
+    elif entry.get("labels") is not None:
+        raise BatchError(f"{where}: labels without points; add the points (row, col)")
+    if entry.get("box") is not None:
+        box = entry["box"]
+        if not isinstance(box, Sequence) or isinstance(box, str) or len(box) != 4:
+            raise BatchError(f"{where}: box must be 4 numbers [row0, col0, row1, col1], got "
+                             f"{box!r}")
+        out["box"] = [_num(v, k, where) for v, k in zip(box, ("row0", "col0", "row1", "col1"))]
+        b = out["box"]
+        if b[2] < b[0] or b[3] < b[1]:
+            raise BatchError(f"{where}: box {b} is inverted; give row0 <= row1 and col0 <= col1 "
+                             "(top-left corner first)")
+    if entry.get("stop") is not None and _truthy(entry["stop"]):
+        if "points" in out or "box" in out:
+            raise BatchError(f"{where}: a stop marker carries no point or box; put them on "
+                             "separate rows")
+        out["stop"] = True
+    if len(out) == 1:
+        raise BatchError(f"{where}: the prompt has no point (row, col), box (row0, col0, "
+                         "row1, col1) or stop marker")
+    return out
+
+
+def _read_text(path: Path) -> str:
+    """The prompts file as text: UTF-8 (with or without a BOM), else a clear error."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise BatchError(
+            f"prompts file {str(path)!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} "
+            f"on line {line}); save it as UTF-8 (Excel: \"CSV UTF-8\"; iconv -f latin1 -t utf-8)"
+        ) from None
+    except OSError as exc:
+        raise BatchError(f"prompts file {str(path)!r} cannot be read: {exc.strerror or exc}; "
+                         "check its permissions") from None
+
+
+def _prompts_from_csv(path: Path) -> Prompts:
+    import csv
+    import io
+
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    if reader.fieldnames is None:
+        raise BatchError(f"prompts file {str(path)!r} is empty; the first line names the "
+                         "columns: file,id,slice,row,col,label,row0,col0,row1,col1")
+    cols = {c: CSV_ALIASES.get(c.strip().lower(), c.strip().lower())
+            for c in reader.fieldnames if c is not None}
+    unknown = sorted(c for c, k in cols.items() if k not in _CSV_KNOWN)
+    if unknown:
+        raise BatchError(
+            f"prompts file {str(path)!r}: unknown column(s) {unknown}; known columns: "
+            "file, id, slice, row, col, label, row0, col0, row1, col1, stop (aliases: "
+            + ", ".join(f"{a}={k}" for a, k in CSV_ALIASES.items()) + ")"
+        )
+    if "id" not in cols.values():
+        raise BatchError(f"prompts file {str(path)!r} needs an 'id' column (the object id)")
+    per_file = Prompts()
+    try:
+        for raw in reader:
+            n = reader.line_num
+            where = f"{path.name}, line {n}"
+            if None in raw:
+                raise BatchError(f"{where}: more values than columns; check the commas")
+            row = {cols[k]: (v or "").strip() for k, v in raw.items() if k is not None}
+            if not any(row.values()):
+                continue
+            oid = _object_id(row.get("id"), where)
+            entry: dict[str, Any] = {"slice": row.get("slice") or 0}
+            if row.get("row") or row.get("col"):
+                entry["points"] = [[row.get("row"), row.get("col")]]
+                entry["labels"] = [row.get("label") or 1]
+            elif row.get("label"):
+                raise BatchError(f"{where}: a label without a point; fill in row and col")
+            box = [row.get(k) for k in ("row0", "col0", "row1", "col1")]
+            if any(box):
+                entry["box"] = box
+            if _truthy(row.get("stop", "")):
+                entry["stop"] = True
+            per_file.add(row.get("file", ""), oid, _check_entry(entry, where), where)
+    except csv.Error as exc:
+        raise BatchError(f"{path.name}, line {reader.line_num}: not valid CSV ({exc})") from None
+    return per_file
+
+
+def _normalise_objects(obj, where: str) -> list[tuple[int, dict, str]]:
+    """``[(object id, checked prompt, where), ...]`` of a JSON objects mapping or list."""
+    out: list[tuple[int, dict, str]] = []
+    if isinstance(obj, list):  # list of records with an "id"
+        for i, rec in enumerate(obj):
+            at = f"{where}, item {i}"
+            if not isinstance(rec, Mapping) or "id" not in rec:
+                raise BatchError(f"{at} must be an object with an 'id'")
+            rec = dict(rec)
+            oid = _object_id(rec.pop("id"), at)
+            rec.pop("file", None)
+            out.append((oid, _check_entry(rec, at), at))
+        return out
+    if not isinstance(obj, Mapping):
+        raise BatchError(f"{where}: expected {{object_id: [prompts, ...]}}, got {type(obj).__name__}")
+    for key, value in obj.items():
+        oid = _object_id(key, f"{where}, object {key!r}")
+        items = [value] if isinstance(value, Mapping) else value
+        if not isinstance(items, list):
+            raise BatchError(f"{where}, object {oid}: expected a list of prompts, got {items!r}")
+        for i, item in enumerate(items):
+            at = f"{where}, object {oid}, prompt {i + 1}"
+            if not isinstance(item, Mapping):
+                raise BatchError(f"{at}: each prompt must be an object, got {item!r}")
+            out.append((oid, _check_entry(item, at), at))
+    return out
+
+
+def _prompts_from_json(path: Path) -> Prompts:
+    try:
+        data = json.loads(_read_text(path))
+    except ValueError as exc:
+        raise BatchError(f"prompts file {str(path)!r} is not valid JSON: {exc}") from None
+    where = path.name
+    per_file = Prompts()
+    if isinstance(data, list):
+        for i, rec in enumerate(data):
+            if not isinstance(rec, Mapping):
+                raise BatchError(f"{where}: item {i} must be an object")
+            f = str(rec.get("file", ""))
+            for oid, item, _ in _normalise_objects([rec], where):
+                per_file.add(f, oid, item, f"{where}, item {i}")
+        return per_file
+    if not isinstance(data, Mapping):
+        raise BatchError(f"{where}: expected a JSON object or list, got {type(data).__name__}")
+    if "objects" in data or "files" in data:
+        extra = sorted(set(data) - {"objects", "files"})
+        if extra:
+            raise BatchError(f"{where}: unknown top-level key(s) {extra}; use 'objects' and 'files'")
+        for oid, item, at in _normalise_objects(data.get("objects") or {}, where):
+            per_file.add("", oid, item, at)
+        files = data.get("files") or {}
+        if not isinstance(files, Mapping):
+            raise BatchError(f"{where}: 'files' must map file names to objects")
+        for name, objs in files.items():
+            for oid, item, at in _normalise_objects(objs, f"{where}, file {name!r}"):
+                per_file.add(str(name), oid, item, at)
+        return per_file
+    for oid, item, at in _normalise_objects(data, where):
+        per_file.add("", oid, item, at)
+    return per_file
+
+
+def load_prompts(path: os.PathLike | str) -> Prompts:
+    """Read a prompts file (CSV or JSON) into ``{file_key: {object_id: [slice prompt, ...]}}``.
+
+    ``file_key`` ``""`` holds prompts that apply to every input; other keys are matched
+    against each input's name, stem or path (:func:`prompts_for`). Slice prompts are dicts
+    with the keys of :class:`napari_sam.volume.SlicePrompt` (``slice``, ``points``,
+    ``labels``, ``box``, ``stop``); coordinates are napari order (row, col).
+
+    CSV: one row per point, box or stop marker, columns ``id, slice, row, col, label`` and/or
+    ``row0, col0, row1, col1`` and ``stop``; optional ``file``; the aliases of
+    ``CSV_ALIASES`` (``z``, ``y``, ``x``, ``object``, ...) are accepted. JSON:
+    ``{"objects": {id: [prompts]}, "files": {name: {id: [prompts]}}}``, a bare
+    ``{id: [prompts]}`` or a list of records ``[{"file"?, "id", "slice", "points"?, ...}]``.
+    See docs/cli.md.
+
+    Every prompt's form is checked here (ids >= 1, labels 0 or 1, slices >= 0, 4-number
+    boxes); :func:`check_prompts` checks the coordinates against each input's shape.
+
+    Returns
+    -------
+    Prompts
+        A dict (see above) whose ``where`` attribute names each prompt's line.
+
+    Raises
+    ------
+    BatchError
+        Naming the file, the line (CSV) or object (JSON) and the fix.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise BatchError(f"prompts file {str(p)!r} is a directory; give the .csv or .json file")
+    if not p.is_file():
+        raise BatchError(f"prompts file {str(p)!r} does not exist")
+    if p.suffix.lower() == ".csv":
+        return _prompts_from_csv(p)
+    if p.suffix.lower() == ".json":
+        from napari_sam.session import is_session_file
+
+        return _prompts_from_session(p) if is_session_file(p) else _prompts_from_json(p)
+    raise BatchError(f"prompts file {str(p)!r}: use a .csv or .json file")
+
+
+class _SessionPrompts(dict):
+    """One input's prompts from a session file; ``session`` is the session to replay."""
+
+    session = None
+
+
+def _prompts_from_session(path: Path) -> Prompts:
+    """A session file (:mod:`napari_sam.session`) as prompts: every label's prompts apply to
+    every input; the session itself rides along (``.session``) for the replay."""
+    from napari_sam.session import SessionError, legacy_prompts, read_session
+
+    try:
+        sess = read_session(path)
+    except SessionError as exc:
+        raise BatchError(str(exc)) from None
+    if not sess.operations:
+        raise BatchError(f"session file {path.name} has no committed objects to replay; commit "
+                         "at least one object in the dock and save again")
+    per_file = Prompts()
+    for oid, items in legacy_prompts(sess).items():
+        for item in items:
+            where = f"{path.name}, label {oid}"
+            per_file.add("", oid, _check_entry(item, where), where)
+    per_file.session = sess
+    return per_file
+
+
+def _file_keys(input_path: Path) -> set[str]:
+    keys = {input_path.name, stem_of(input_path), str(input_path), input_path.as_posix()}
+    with contextlib.suppress(OSError):
+        keys.add(str(input_path.resolve()))
+    return keys
+
+
+def check_prompts(per_file: Mapping[str, Mapping], jobs: Sequence[Job], ctx: Context,
+                  *, max_problems: int = 8) -> list[str]:
+    """Check every job's prompts against its input's shape, before any work.
+
+    Reads only each input's header (lazy). Inputs that cannot be read are left to their job
+    (which reports them as failed).
+
+    Returns
+    -------
+    list of str
+        Notes: prompts keyed to a file that matches no input.
+
+    Raises
+    ------
+    BatchError
+        Listing (up to ``max_problems``) prompts on a slice out of range or outside the
+        image, each with its line; or when no input has any prompt.
+    """
+    where_of = getattr(per_file, "where", {})
+    _check_session(per_file, jobs, ctx)
+    problems: list[str] = []
+    used: set[str] = set()
+    any_prompts = False
+    for job in jobs:
+        keys = _file_keys(job.input)
+        mine = [k for k in per_file if k == "" or k in keys]
+        used.update(mine)
+        if not any(per_file[k] for k in mine):
+            continue
+        any_prompts = True
+        try:
+            opened = open_image(job.input, ctx)
+        except Exception:  # the job reports it
+            continue
+        shape = opened.label_shape
+        n = 1 if opened.is2d else shape[0]
+        h, w = shape[-2:]
+        for k in mine:
+            for oid, items in per_file[k].items():
+                for i, e in enumerate(items):
+                    at = where_of.get((k, oid, i), f"object {oid}")
+                    msg = _coordinate_problem(e, n, h, w, opened.is2d)
+                    if msg:
+                        problems.append(f"{at}: {msg} of {job.input.name} "
+                                        f"({_shape_words(n, h, w, opened.is2d)})")
+    if problems:
+        more = len(problems) - max_problems
+        raise BatchError("; ".join(problems[:max_problems])
+                         + (f"; and {more} more" if more > 0 else "")
+                         + ". Prompts use napari order (slice, row, col) in pixels, from 0; "
+                           "fix the prompts file (or the 'file' column) and rerun")
+    if jobs and not any_prompts:
+        names = sorted(k for k in per_file if k)
+        raise BatchError(
+            "no prompts apply to any input: the prompts file's 'file' entries "
+            f"{names[:5]} match none of the {len(jobs)} input(s) (e.g. {jobs[0].input.name!r}); "
+            "use the inputs' file names (or stems), or leave 'file' empty to apply to every input")
+    notes = []
+    unused = sorted(k for k in per_file if k and k not in used)
+    if unused:
+        lines = sorted({where_of.get((k, oid, 0), "") for k in unused for oid in per_file[k]})
+        notes.append(f"prompts for {unused[:5]} ({', '.join(x for x in lines[:3] if x)}) match "
+                     "no input and are ignored; check the 'file' column against the inputs")
+    return notes
+
+
+def _check_session(per_file, jobs: Sequence[Job], ctx: Context) -> None:
+    """A session replays on stacks of the shape it was made for only (BatchError)."""
+    from napari_sam.session import SessionError, check_image
+
+    sess = getattr(per_file, "session", None)
+    if sess is None:
+        return
+    for job in jobs:
+        try:
+            opened = open_image(job.input, ctx)
+        except Exception:  # the job reports it  # noqa: BLE001
+            continue
+        shape = opened.label_shape
+        try:
+            check_image(sess, (1, *shape) if opened.is2d else shape, what=job.input.name)
+        except SessionError as exc:
+            raise BatchError(str(exc)) from None
+
+
+def _shape_words(n: int, h: int, w: int, is2d: bool) -> str:
+    return f"a 2D image of {h} x {w} pixels" if is2d else \
+        f"{n} slices 0-{n - 1} of {h} x {w} pixels"
+
+
+def _coordinate_problem(entry: Mapping, n: int, h: int, w: int, is2d: bool) -> str | None:
+    """What is wrong with a prompt's slice or coordinates for a stack of n slices of h x w."""
+    z = int(entry.get("slice", 0))
+    if not 0 <= z < n:
+        return (f"slice {z} is out of range (a 2D image has only slice 0)" if is2d
+                else f"slice {z} is out of range")
+    for r, c in entry.get("points") or ():
+        if not (-0.5 <= r <= h - 0.5 and -0.5 <= c <= w - 0.5):
+            return f"point (row {r:g}, col {c:g}) lies outside the image"
+    b = entry.get("box")
+    if b is not None and (b[2] < 0 or b[3] < 0 or b[0] > h - 1 or b[1] > w - 1):
+        return f"box {[float(v) for v in b]} lies outside the image"
+    return None
+
+
+def prompts_for(per_file: Mapping[str, Mapping], input_path: Path) -> dict[int, list[dict]]:
+    """The prompts of one input: the ones for every file plus those keyed by its name/stem/path."""
+    keys = _file_keys(input_path)
+    merged: dict[int, list[dict]] = {}
+    for key, objs in per_file.items():
+        if key == "" or key in keys:
+            for oid, items in objs.items():
+                merged.setdefault(int(oid), []).extend(items)
+    if getattr(per_file, "session", None) is not None:
+        merged = _SessionPrompts(merged)
+        merged.session = per_file.session
+    return merged

@@ -1,0 +1,78 @@
+"""Running a batch: every job serially in this process, or on a dask.distributed cluster
+(:func:`run_jobs`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from napari_sam.batch.context import Context, Job, JobResult
+from napari_sam.batch.distributed import run_distributed
+from napari_sam.batch.jobs import OutputLock
+from napari_sam.batch.runners import record_result, run_job
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    ctx: Context,
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    block_slices: int | None = None,
+    on_result: Callable[[JobResult], None] | None = None,
+    on_wait: Callable[[Job, int | None], None] | None = None,
+) -> list[JobResult]:
+    """Run every job serially, or on a dask.distributed cluster; return results in input order.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        Address of a running dask scheduler (``tcp://host:8786``); the workers need
+        napari-sam-stacks installed and the input and output folders at the same paths.
+    workers : int, optional
+        Start a ``LocalCluster`` with this many worker processes (one thread each).
+    block_slices : int, optional
+        On a cluster, split stacks with more slices than this into blocks of this many slices
+        that run as separate tasks (``embed`` and ``auto``); default: whole files.
+    on_result : callable(JobResult), optional
+        Called as each job finishes (the CLI prints a line per file).
+    on_wait : callable(Job, pid or None), optional
+        Serial runs: called before waiting for another process that writes a job's output
+        (such jobs are left for the end of the batch, then waited for). On a cluster such
+        jobs come back ``"busy"`` (not ok) instead.
+    """
+    if scheduler is None and workers is None:
+        return _run_serial(jobs, ctx, on_result, on_wait)
+    return run_distributed(jobs, ctx, scheduler=scheduler, workers=workers,
+                            block_slices=block_slices, on_result=on_result)
+
+
+def _run_serial(jobs, ctx, on_result, on_wait=None) -> list[JobResult]:
+    """Run the jobs one after the other. An output that another process is writing is left
+    for the end; then this process waits for it (``on_wait(job, pid)`` is called first) and
+    runs the job, which then usually finds the output complete."""
+    from tqdm.auto import tqdm
+
+    results: list[JobResult | None] = [None] * len(jobs)
+    bar = tqdm(total=len(jobs), desc="files", unit="file", disable=ctx.quiet or len(jobs) < 2,
+               position=0, dynamic_ncols=True)
+    deferred = []
+    try:
+        for i, job in enumerate(jobs):
+            bar.set_postfix_str(job.name, refresh=True)
+            res = run_job(job, ctx)
+            if res.status == "busy":
+                deferred.append(i)
+                continue
+            record_result(results, i, res, bar, on_result)
+        for i in deferred:
+            job = jobs[i]
+            bar.set_postfix_str(f"waiting for {job.name}", refresh=True)
+            if on_wait is not None:
+                on_wait(job, OutputLock(job.output).holder())
+            res = run_job(job, ctx, wait=True)
+            if res.status == "skipped" and res.reason == "complete":
+                res.details["written_by_another_process"] = True
+            record_result(results, i, res, bar, on_result)
+    finally:
+        bar.close()
+    return [r for r in results if r is not None]

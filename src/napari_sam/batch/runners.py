@@ -1,0 +1,107 @@
+"""Running one job in this process (:func:`run_job`): lock the output, decide from its state
+whether to skip it, mark it partial, load the model (cached per process) and call the
+command's runner; every failure becomes a :class:`~napari_sam.batch.JobResult`."""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from napari_sam import io as nio
+from napari_sam.batch.auto_runner import run_auto
+from napari_sam.batch.context import Context, Job, JobResult
+from napari_sam.batch.embed_runner import run_embed
+from napari_sam.batch.jobs import OutputLock, cleanup_tmp, mark_partial, output_state, work_dir
+from napari_sam.batch.models import get_model
+from napari_sam.batch.preview import preview_path, write_preview_for
+from napari_sam.batch.segment_runner import run_segment
+
+RUNNERS: dict[str, Callable[[Job, Context, Any], dict]] = {
+    "embed": run_embed,
+    "segment": run_segment,
+    "auto": run_auto,
+}
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as a one-line reason (the type named unless the message says it all)."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, (ValueError, FileNotFoundError, FileExistsError, nio.ImageReadError)) and text:
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
+    """Run one job in this process (the model comes from :func:`get_model`'s cache).
+
+    Never raises for problems with the file or the computation: they become a ``"failed"``
+    result. ``KeyboardInterrupt`` propagates (the output stays resumable).
+
+    When another process holds the output's lock the result is ``"busy"`` (nothing done), or
+    with ``wait=True`` the job waits for that process and then runs (usually finding the
+    output complete and skipping it).
+    """
+    t0 = time.perf_counter()
+    res = JobResult(str(job.input), str(job.output), "failed", pid=os.getpid())
+    try:
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        lock = OutputLock(job.output, wait=wait)
+        with lock as locked:
+            if not locked:
+                pid = lock.holder()
+                res.status = "busy"
+                res.reason = ("busy: another napari-sam process"
+                              + (f" (pid {pid})" if pid else "") + " is writing it")
+                return res
+            state = output_state(job.output, job.input, ctx.signature())
+            if state == "complete" and not ctx.overwrite:
+                res.status, res.reason = "skipped", "complete"
+                meta = nio.read_output_metadata(job.output) or {}
+                res.objects = len(meta.get("objects") or []) if ctx.command != "embed" else (
+                    (meta.get("extra") or {}).get("slices"))
+                if ctx.preview and ctx.command != "embed" and not preview_path(job.output).exists():
+                    write_preview_for(job, ctx)
+                return res
+            if state == "foreign" and not ctx.overwrite:
+                res.reason = (f"{job.output} exists and was not written by napari-sam; pass "
+                              "--overwrite to replace it or choose another output folder")
+                return res
+            if state == "other-command" and not ctx.overwrite:
+                meta = nio.read_output_metadata(job.output) or {}
+                other = (meta.get("parameters") or {}).get("command")
+                res.reason = (f"{job.output} was written by `napari-sam {other}`; pass "
+                              "--overwrite, --suffix or another output folder")
+                return res
+            res.details["previous_state"] = state
+            cleanup_tmp(job.output)
+            mark_partial(job, ctx)
+            model, loaded = get_model(ctx.model, ctx.device)
+            res.model_loaded = loaded
+            info = RUNNERS[ctx.command](job, ctx, model)
+            res.objects = info.get("objects")
+            res.details.update({k: v for k, v in info.items() if k != "objects"})
+            res.status = "done"
+            if not ctx.keep_work:
+                nio.remove_path(work_dir(job))
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # one bad file never stops the batch
+        res.status = "failed"
+        res.reason = one_line(exc)
+        if ctx.verbose:
+            res.details["traceback"] = traceback.format_exc()
+    finally:
+        res.seconds = time.perf_counter() - t0
+    return res
+
+
+def record_result(results, i: int, res: JobResult, bar,
+                  on_result: Callable[[JobResult], None] | None) -> None:
+    """Keep job ``i``'s result, advance the files bar and tell ``on_result``."""
+    results[i] = res
+    bar.update(1)
+    if on_result is not None:
+        on_result(res)

@@ -1,0 +1,160 @@
+"""The ``segment`` job: prompted objects propagated through each stack
+(:func:`napari_sam.volume.segment_volume`), or a napari session replayed; and the table of
+its parameters (:data:`SEGMENT_OPTIONS`), the one list the command line is built from.
+
+The path of a job: :func:`run_segment` opens the input (:mod:`napari_sam.io` readers),
+computes its embeddings (:mod:`napari_sam.embeddings`), propagates (:mod:`napari_sam.volume`)
+and, once that returns, writes the labels and their output metadata (:mod:`napari_sam.io`
+writers, through :func:`napari_sam.batch.label_writing.finish_labels`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from napari_sam.batch.context import Context, Job
+from napari_sam.batch.embedding_stores import stack_embeddings
+from napari_sam.batch.label_writing import finish_labels
+from napari_sam.batch.progress import ProgressBar
+from napari_sam.batch.reading import open_image
+
+
+@dataclass(frozen=True)
+class SegmentOption:
+    """One keyword of :func:`napari_sam.volume.segment_volume` that a ``segment`` job passes on.
+
+    Attributes
+    ----------
+    name : str
+        The keyword (and the key in :attr:`Context.params <napari_sam.batch.Context>`).
+    flag : str or None
+        The ``napari-sam segment`` option, or None when only Python callers set it.
+    kind : str
+        How the command line parses it: ``"choice"`` (one of ``choices``), ``"fraction"`` (a
+        number in [0, 1]), ``"fraction_or_off"`` (the same, or ``off``: the rule disabled),
+        ``"nonneg_int"`` (a whole number >= 0).
+    default : object
+        The command line's default (None: ``segment_volume``'s own default applies).
+    choices : tuple of str
+    metavar, help : str or None
+        The option's help on the command line.
+    """
+
+    name: str
+    flag: str | None = None
+    kind: str = "choice"
+    default: Any = None
+    choices: tuple[str, ...] = ()
+    metavar: str | None = None
+    help: str | None = None
+
+
+#: The parameters of ``segment`` jobs, in the order the command line lists them: the one list
+#: the CLI builds its options from and :func:`run_segment` passes to ``segment_volume``.
+SEGMENT_OPTIONS = (
+    SegmentOption("mode", "--mode", "choice", "auto",
+                  choices=("auto", "box", "box+mask", "points", "center"),
+                  help="how each slice is prompted from the previous mask"),
+    SegmentOption("axis_kind", "--axis-kind", "choice", None, choices=("z", "t"),
+                  help="what the stack axis is (default: t for TYX inputs, else z)"),
+    SegmentOption("iou_threshold", "--iou-threshold", "fraction", 0.5, metavar="F",
+                  help="stop when the IoU with the previous slice's mask drops below F"),
+    SegmentOption("min_area", "--min-area", "nonneg_int", 5, metavar="PX",
+                  help="stop when the mask gets smaller than PX pixels"),
+    SegmentOption("fade_fraction", "--fade-fraction", "fraction_or_off", None, metavar="F|off",
+                  help="stop where the object's contrast with its surroundings falls below F "
+                       "times its strongest contrast on its prompted slices (default: 0.5 "
+                       "along z, off along t)"),
+    SegmentOption("rebound_fraction", "--rebound-fraction", "fraction_or_off", None,
+                  metavar="F|off",
+                  help="stop where the object's contrast, having dimmed by more than F times "
+                       "its contrast on its prompted slices, rises again by as much: the mask "
+                       "ran into the next object (default: 0.05 along z, off along t)"),
+    SegmentOption("claimed_fraction", "--claimed-fraction", "fraction_or_off", 0.5,
+                  metavar="F|off",
+                  help="stop where more than F of the mask lies on another object that is "
+                       "fewer slices from its own prompt"),
+    SegmentOption("max_slices", "--max-slices", "nonneg_int", None, metavar="N",
+                  help="propagate at most N slices from each prompted slice"),
+    SegmentOption("area_factor"),
+    SegmentOption("min_score"),
+    SegmentOption("motion"),
+)
+#: Keys of ``Context.params`` that ``segment`` passes to ``segment_volume``.
+SEGMENT_KEYS = tuple(o.name for o in SEGMENT_OPTIONS)
+
+
+def run_segment(job: Job, ctx: Context, model) -> dict:
+    """Run a ``segment`` job: open the input, compute its embeddings, propagate the prompts
+    (``segment_volume``), then write the labels and their output metadata. A session file
+    is replayed instead (:func:`_replay_session`). Returns ``{"objects": n}``."""
+    from napari_sam.volume import segment_volume
+
+    if not job.prompts:
+        raise ValueError(
+            "no prompts for this file in the prompts file (add rows with its name in the 'file' "
+            "column, or rows without a file that apply to every input)"
+        )
+    if getattr(job.prompts, "session", None) is not None:
+        return _replay_session(job, ctx, model, job.prompts.session)
+    opened = open_image(job.input, ctx)
+    params = {k: v for k, v in ctx.params.items() if k in SEGMENT_KEYS and v is not None}
+    params.update({k: None for k, v in params.items() if v == "off"})  # a rule disabled
+    if "axis_kind" not in params:  # a time series propagates along t
+        params["axis_kind"] = "t" if opened.label_axes.startswith("T") else "z"
+    emb = stack_embeddings(job, ctx, model, opened)
+    bar = ProgressBar(ctx, f"{job.name}: propagate", 2 * len(emb))
+    try:
+        res = segment_volume(emb, job.prompts, progress=bar, **params)
+    finally:
+        bar.close()
+    scores = {oid: float(np.mean(list(s.values()))) for oid, s in res.scores.items() if s}
+    extra = {"stop_reasons": {str(k): v for k, v in res.stop_reasons.items()},
+             "decoder_calls": int(res.decoder_calls)}
+    from napari_sam.trace import propagation_trace  # the numbers `napari-sam report` plots
+
+    annotated = {oid: [e["slice"] for e in items if not e.get("stop")]
+                 for oid, items in job.prompts.items()}
+    extra["trace"] = propagation_trace(res.labels, opened.stack, res.scores, res.stop_reasons,
+                                       annotated)
+    info = finish_labels(job, ctx, model, opened, np.asarray(res.labels), scores, extra)
+    opened.stack.release()
+    return info
+
+
+def _replay_session(job: Job, ctx: Context, model, sess) -> dict:
+    """``segment --prompts session.json``: replay the session's operations (the GUI's
+    commits, in order) on this input; the sidecar says per object what changed from the
+    session's labels, and holds the propagation trace."""
+    from napari_sam import session as S
+
+    opened = open_image(job.input, ctx)
+    emb = stack_embeddings(job, ctx, model, opened)
+    bar = ProgressBar(ctx, f"{job.name}: replay", len(sess.operations), unit="commit")
+    try:
+        res = S.replay(sess, emb, progress=bar)
+    finally:
+        bar.close()
+    extra: dict[str, Any] = {"session": str(sess.path), "trace": res.trace,
+                             "replay_notes": res.notes}
+    same_image = S.image_hash(opened.stack) == sess.image.get("hash")
+    same_model = getattr(model, "model_id", None) == sess.model.get("id")
+    extra["replay"] = {"same_image": same_image, "same_model": same_model}
+    if sess.labels is not None:
+        changes = S.compare(sess.labels, res.labels)
+        extra["replay"]["objects"] = changes
+        lines = S.describe_changes(changes)
+        extra["replay"]["identical"] = not lines
+        if not ctx.quiet:
+            import sys
+
+            from tqdm.auto import tqdm
+
+            for line in lines or ["every object as in the session"]:
+                tqdm.write(f"  {job.name}: {line}", file=sys.stderr)
+    info = finish_labels(job, ctx, model, opened, res.labels, None, extra)
+    opened.stack.release()
+    return info

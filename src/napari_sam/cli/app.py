@@ -1,0 +1,117 @@
+"""The ``napari-sam`` command itself: the parser made of every command's part, and
+:func:`main`, which runs a command and turns every outcome into an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+
+from napari_sam.cli.arguments import Formatter
+from napari_sam.cli.batch_command import cmd_batch
+from napari_sam.cli.batch_parsers import add_auto_parser, add_embed_parser, add_segment_parser
+from napari_sam.cli.errors import PROG, CLIError, print_error
+from napari_sam.cli.export_command import add_export_parser, cmd_export
+from napari_sam.cli.models_command import add_models_parser, cmd_models
+from napari_sam.cli.report_command import add_report_parser, cmd_report
+from napari_sam.cli.sample_command import add_sample_parser, cmd_sample
+from napari_sam.cli.train_command import add_train_parser, cmd_train
+
+EPILOG_MAIN = """\
+commands in a typical session:
+  napari-sam sample nuclei-3d -o data/                   # synthetic sample stacks (TIFF)
+  napari-sam auto "data/*.tif" -o out/ --preview         # segment everything, with PNG previews
+  napari-sam segment data/ -o out/ --prompts clicks.csv  # prompted objects, propagated in z
+  napari-sam models download vit_b_lm                    # real weights for light microscopy
+  napari-sam auto "data/*.tif" -o out/ --model vit_b_lm --workers 4
+
+Reruns skip complete outputs and finish partial ones. Exit code 0 only when every file
+succeeded; a summary lists failures with their reasons. Docs: docs/cli.md, docs/cluster.md.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``napari-sam`` argument parser (subcommands models, sample, embed, auto, segment, train,
+    export)."""
+    from napari_sam import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, formatter_class=Formatter, epilog=EPILOG_MAIN,
+        description="Segment Anything for microscopy, X-ray and underwater images and stacks: "
+                    "batch segmentation from the shell.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    sub.required = True
+
+    for add_parser in (add_models_parser, add_sample_parser, add_embed_parser, add_auto_parser,
+                       add_segment_parser, add_train_parser, add_export_parser, add_report_parser):
+        add_parser(sub)
+    return parser
+
+
+def _sigterm(signum, frame):  # pragma: no cover - signal handler
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``napari-sam`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits with 2 and a usage line on bad arguments
+    verbose = getattr(args, "verbose", False)
+    from napari_sam.batch import BatchError
+
+    old = None
+    with contextlib.suppress(ValueError):  # not in the main thread
+        old = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        if args.command == "models":
+            return cmd_models(args)
+        if args.command == "sample":
+            return cmd_sample(args)
+        if args.command == "train":
+            return cmd_train(args)
+        if args.command == "export":
+            return cmd_export(args)
+        if args.command == "report":
+            return cmd_report(args)
+        return cmd_batch(args)
+    except KeyboardInterrupt:
+        print_error("interrupted")
+        return 130
+    except CLIError as exc:
+        if exc.code == 2:
+            sub = getattr(args, "command", None)
+            print(f"usage: {PROG} {sub} --help", file=sys.stderr)
+        print_error(str(exc))
+        return exc.code
+    except BatchError as exc:
+        print(f"usage: {PROG} {args.command} --help", file=sys.stderr)
+        print_error(str(exc))
+        return 2
+    except Exception as exc:  # our errors carry their own next step
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        text = str(exc) or type(exc).__name__
+        from napari_sam.models.registry import ModelDownloadError
+
+        if not isinstance(exc, (ValueError, FileNotFoundError, ModelDownloadError, RuntimeError)):
+            text = f"{type(exc).__name__}: {text}"
+        print_error(text)
+        return 1
+    finally:
+        if old is not None:
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGTERM, old)
+
+
+def entry_point() -> int:
+    """The ``napari-sam`` command: the CPU thread policy first (it must be set before torch
+    loads; see :func:`napari_sam.device.configure_threads`), then :func:`main`."""
+    from napari_sam.device import configure_threads
+
+    configure_threads()
+    return main()

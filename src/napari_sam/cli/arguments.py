@@ -1,0 +1,115 @@
+"""Argument types (one-line errors naming what was expected), the help formatter and the
+options every command shares (``--model``, ``--device``, ``--precision``, ``--quiet``,
+``--verbose``)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+
+def axes_arg(text: str) -> str:
+    """An axes string: letters from TZCYX, each once, with Y and X."""
+    ax = text.strip().upper()
+    letters = "TZCYX"
+    if not ax or any(a not in letters for a in ax) or len(set(ax)) != len(ax):
+        raise argparse.ArgumentTypeError(
+            f"invalid axes {text!r}: give one letter from {letters} per dimension, each once "
+            "(e.g. ZYX, TYX, ZYXC, CZYX)"
+        )
+    if "Y" not in ax or "X" not in ax:
+        raise argparse.ArgumentTypeError(f"invalid axes {text!r}: Y and X are required")
+    return ax
+
+
+def number_type(kind: type, test: Callable[[float], bool], wanted: str) -> Callable[[str], Any]:
+    """An argparse ``type`` that parses ``kind`` and checks ``test``; ``wanted`` is said
+    in the one-line error (e.g. "a number >= 1")."""
+    noun = "a whole number" if kind is int else "a number"
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if not test(v):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {v}")
+        return v
+
+    return parse
+
+
+positive_int = number_type(int, lambda v: v >= 1, "a number >= 1")
+
+
+nonneg_int = number_type(int, lambda v: v >= 0, "a number >= 0")
+
+
+fraction = number_type(float, lambda v: 0.0 <= v <= 1.0, "a number between 0 and 1")
+
+
+positive_float = number_type(float, lambda v: v > 0, "a number > 0")
+
+
+def points_per_side(text: str):
+    """A number >= 1, or "auto" (chosen from each image's size)."""
+    return "auto" if text.strip().lower() == "auto" else positive_int(text)
+
+
+def fraction_or_off(text: str):
+    """A number in [0, 1], or "off" (the rule disabled)."""
+    return "off" if text.strip().lower() == "off" else fraction(text)
+
+
+def shape_arg(text: str) -> tuple[int, ...]:
+    """2 or 3 positive sizes, e.g. ``32,128,128`` or ``32x128x128``."""
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid shape {text!r}: use comma-separated sizes, e.g. 32,128,128"
+        ) from None
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"invalid shape {text!r}: give 2 or 3 positive sizes")
+    return shape
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Wraps the description, keeps the epilog's examples as written."""
+
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=32, width=min(100, term_width()))
+
+    def _format_text(self, text):
+        if text and "\n" not in text:  # descriptions are single paragraphs
+            import textwrap
+
+            return textwrap.fill(text, self._width - self._current_indent) + "\n\n"
+        return super()._format_text(text)
+
+
+def term_width() -> int:
+    """The help's width: the terminal's, at least 60 columns."""
+    import shutil
+
+    return max(60, shutil.get_terminal_size((100, 24)).columns - 2)
+
+
+def add_common(p: argparse.ArgumentParser, *, model: bool = True, device: bool = True) -> None:
+    """The "common options" group: model, device, precision, quiet, verbose."""
+    g = p.add_argument_group("common options")
+    if model:
+        g.add_argument("--model", "-m", metavar="NAME|PATH",
+                       help="registry name (see `napari-sam models`) or checkpoint file; default: "
+                            "the first downloaded SAM model, else the bundled demo model")
+    if device:
+        g.add_argument("--device", default="auto", metavar="DEV",
+                       help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:1, mps (default: auto)")
+        g.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                       help="auto: bf16 on GPUs and on CPUs with native bf16 (AVX-512 BF16, "
+                            "AMX), else fp32; fp32 for exact float32 (default: auto)")
+    g.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress bars or per-file lines; errors and the summary only")
+    g.add_argument("--verbose", "-v", action="store_true",
+                   help="print tracebacks of failures (for bug reports)")

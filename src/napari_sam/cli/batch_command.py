@@ -1,0 +1,224 @@
+"""Running ``embed``, ``auto`` and ``segment``: arguments checked before any work, the batch's
+:class:`napari_sam.batch.Context`, a line per file as it finishes and the summary."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from napari_sam.batch.segment_runner import SEGMENT_OPTIONS
+from napari_sam.cli.errors import CLIError, print_note
+from napari_sam.cli.models_command import resolve_model
+
+
+def batch_context(args, model: str):
+    """The :class:`napari_sam.batch.Context` of a file command's arguments."""
+    from napari_sam import batch
+
+    params: dict = {}
+    if args.command == "auto":
+        for key in (*batch.AUTO_KEYS, *batch.LINK_DEFAULTS, "foreground", "propagate"):
+            params[key] = getattr(args, key)
+    elif args.command == "segment":
+        params = {o.name: getattr(args, o.name) for o in SEGMENT_OPTIONS if o.flag is not None}
+    return batch.Context(
+        command=args.command, model=model, out_dir=args.output, device=args.device,
+        params=params, axes=args.axes, channel=args.channel, overwrite=args.overwrite,
+        preview=getattr(args, "preview", False), quiet=args.quiet, verbose=args.verbose,
+        suffix=getattr(args, "suffix", "_labels"), fmt=getattr(args, "fmt", "tif"),
+        batch_size=args.batch_size, keep_work=args.keep_work,
+        embeddings_dir=getattr(args, "embeddings", None),
+    )
+
+
+def print_result(res, quiet: bool, what: str = "objects") -> None:
+    """One line for a finished file (only failures when quiet)."""
+    if quiet and res.status != "failed":
+        return
+    from tqdm.auto import tqdm
+
+    name = Path(res.input).name
+    if res.status == "done":
+        line = f"done     {name} -> {res.output} ({res.objects} {what}, {res.seconds:.1f} s)"
+    elif res.status == "skipped":
+        line = f"skipped  {name}: {res.output} is {res.reason}" if res.reason == "complete" \
+            else f"skipped  {name}: {res.reason}"
+        if res.details.get("written_by_another_process"):
+            line += " (written by the other process)"
+    elif res.status == "busy":
+        line = f"BUSY     {name}: {res.reason}; not done by this run"
+    else:
+        line = f"FAILED   {name}: {res.reason}"
+    tqdm.write(line, file=sys.stderr)
+    tb = res.details.get("traceback")
+    if tb:
+        tqdm.write(tb, file=sys.stderr)
+
+
+def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False) -> None:
+    """The batch's summary: counts, a table of the files and what to do next."""
+    done = sum(r.status == "done" for r in results)
+    skipped = sum(r.status == "skipped" for r in results)
+    failed = [r for r in results if r.status == "failed"]
+    busy = [r for r in results if r.status == "busy"]
+    not_run = n_jobs - len(results)
+    head = (f"{n_jobs} file(s): {done} done, {skipped} skipped, {len(failed)} failed"
+            + (f", {len(busy)} busy in another process" if busy else "")
+            + (f", {not_run} not run" if not_run else "") + f" ({seconds:.1f} s)")
+    print("\nSummary: " + head)
+    rows = [r for r in results if r.status != "done"] if len(results) > 40 else list(results)
+    if rows:
+        table = [("status", "input", "output / reason")]
+        for r in rows:
+            detail = r.reason if r.status in ("failed", "busy") else (
+                r.output + ("" if r.reason in ("", "complete") else f" ({r.reason})"))
+            table.append((r.status, Path(r.input).name, detail))
+        w0 = max(len(t[0]) for t in table)
+        w1 = max(len(t[1]) for t in table)
+        for t in table:
+            print(f"  {t[0].ljust(w0)}  {t[1].ljust(w1)}  {t[2]}")
+    if failed:
+        print(f"{len(failed)} file(s) failed; fix them and rerun the same command: complete "
+              "outputs are skipped.")
+    if busy:
+        print(f"{len(busy)} file(s) were being written by another napari-sam process and are "
+              "not done by this run; rerun the same command when it has finished (exit code 1).")
+    if interrupted:
+        print("Interrupted: finished outputs are complete; rerun the same command to resume.")
+
+
+def check_output_dir(path: str) -> None:
+    """``-o`` must be a folder we can write to: create it if needed and try a file in it."""
+    import uuid
+
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"-o {path}: this is an existing file, not a folder; give a folder for "
+                       "the outputs (created if needed), e.g. -o out/", 2)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".napari-sam-write-test-{uuid.uuid4().hex[:8]}"
+        probe.touch()
+        probe.unlink()
+    except FileExistsError:
+        raise CLIError(f"-o {path}: a part of this path is an existing file, not a folder; "
+                       "give another output folder", 2) from None
+    except OSError as exc:
+        raise CLIError(f"-o {path}: cannot write there ({exc.strerror or exc}); choose a folder "
+                       "you can write to, or fix its permissions", 2) from None
+
+
+def check_batch_args(args) -> None:
+    """Problems with the arguments that argparse cannot see, reported before any work."""
+    from napari_sam.device import resolve_device
+
+    try:
+        resolve_device(args.device)
+    except ValueError as exc:
+        raise CLIError(f"--device: {exc}", 2) from None
+    if args.block_slices is not None and args.workers is None and args.scheduler is None:
+        raise CLIError("--block-slices splits stacks between the workers of a cluster; add "
+                       "--workers N or --scheduler ADDRESS, or leave it out", 2)
+    suffix = getattr(args, "suffix", "_labels")
+    if any(sep in suffix for sep in ("/", "\\")) or suffix in (".", ".."):
+        raise CLIError(f"--suffix {suffix!r}: no folders in the suffix; use -o to choose the "
+                       "output folder", 2)
+    emb = getattr(args, "embeddings", None)
+    if emb is not None and not Path(emb).expanduser().is_dir():
+        raise CLIError(f"--embeddings {emb}: no such folder; write the stores first with "
+                       f"`napari-sam embed INPUTS -o {emb}`, or leave --embeddings out", 2)
+    out = Path(args.output).expanduser()
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"-o {args.output}: this is an existing file, not a folder; give a "
+                       "folder for the outputs (created if needed), e.g. -o out/", 2)
+
+
+def check_model_loads(model: str, device: str) -> None:
+    """Load a checkpoint file given with --model once, before any file, in this process (the
+    serial run then reuses it): a file that is no checkpoint is one error, not one per file."""
+    from napari_sam import batch
+    from napari_sam.models.registry import REGISTRY
+
+    if model in REGISTRY:
+        return
+    try:
+        batch.get_model(model, device)
+    except Exception as exc:
+        first = " ".join((str(exc) or type(exc).__name__).strip().splitlines()[0].split())
+        if len(first) > 240:
+            first = first[:240] + "..."
+        raise CLIError(f"--model {model}: cannot load it as a model: {first}; give a SAM "
+                       "checkpoint (.pt/.pth, e.g. from `napari-sam train`) or a name from "
+                       "`napari-sam models`", 2) from None
+
+
+def session_model(prompts, args) -> str | None:
+    """``--model``, or for a session file without it the session's own model (so a replay
+    reproduces the dock's labels without repeating which model made them)."""
+    session = getattr(prompts, "session", None)
+    if session is None or args.model is not None:
+        return args.model
+    from napari_sam.batch import BatchError
+    from napari_sam.session import SessionError, check_model
+
+    try:
+        spec = check_model(session)
+    except SessionError as exc:
+        raise BatchError(str(exc)) from None
+    if not args.quiet:
+        print_note(f"model {spec}: the session's (--model replays it with another)")
+    return spec
+
+
+def cmd_batch(args) -> int:
+    """Run ``embed``, ``auto`` or ``segment``; returns the exit code."""
+    from dataclasses import replace
+
+    from napari_sam import batch
+
+    check_batch_args(args)
+    inputs = batch.collect_inputs(args.inputs, recursive=args.recursive)
+    prompts = None
+    if args.command == "segment":
+        prompts = batch.load_prompts(args.prompts)
+        args.model = session_model(prompts, args)
+    ctx = batch_context(args, args.model or "demo")
+    jobs = batch.make_jobs(inputs, ctx, prompts)
+    if prompts is not None:  # every prompt against its stack's shape, before any embedding
+        for note in batch.check_prompts(prompts, jobs, ctx):
+            print_note(note)
+    check_output_dir(args.output)  # created here, once the inputs and prompts are good
+    model = resolve_model(args.model, quiet=args.quiet)
+    ctx = replace(ctx, model=model)
+    from napari_sam.device import PRECISION_ENV, describe  # --precision reaches every worker
+    if args.precision != "auto":
+        os.environ[PRECISION_ENV] = args.precision
+    if not args.quiet:
+        print_note(f"device {describe(args.device)}")
+    if args.scheduler is None and args.workers is None:
+        check_model_loads(model, args.device)
+    results = []
+    t0 = time.perf_counter()
+
+    def on_result(res):
+        results.append(res)
+        print_result(res, args.quiet, "slices" if args.command == "embed" else "objects")
+
+    def on_wait(job, pid):
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"waiting  {job.input.name}: another napari-sam process"
+                   + (f" (pid {pid})" if pid else "") + f" is writing {job.output}; this run "
+                   "continues when it finishes (Ctrl-C to stop; the rest resumes on a rerun)",
+                   file=sys.stderr)
+
+    try:
+        batch.run_jobs(jobs, ctx, scheduler=args.scheduler, workers=args.workers,
+                       block_slices=args.block_slices, on_result=on_result, on_wait=on_wait)
+    except KeyboardInterrupt:
+        summary(results, len(jobs), time.perf_counter() - t0, interrupted=True)
+        return 130
+    summary(results, len(jobs), time.perf_counter() - t0)
+    return 0 if all(r.ok for r in results) and len(results) == len(jobs) else 1

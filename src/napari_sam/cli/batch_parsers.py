@@ -1,0 +1,226 @@
+"""The arguments of the file commands ``embed``, ``auto`` and ``segment``: inputs and outputs,
+scale-out, and each command's parameters (``segment``'s from
+:data:`napari_sam.batch.SEGMENT_OPTIONS`, the one list of them)."""
+
+from __future__ import annotations
+
+import argparse
+
+from napari_sam.batch.segment_runner import SEGMENT_OPTIONS
+from napari_sam.cli.arguments import (
+    Formatter,
+    add_common,
+    axes_arg,
+    fraction,
+    fraction_or_off,
+    nonneg_int,
+    points_per_side,
+    positive_float,
+    positive_int,
+)
+
+#: How the command line parses each ``SegmentOption.kind``.
+SEGMENT_ARGUMENT_TYPES = {
+    "fraction": fraction,
+    "fraction_or_off": fraction_or_off,
+    "nonneg_int": nonneg_int,
+}
+
+
+def add_batch_arguments(p: argparse.ArgumentParser, command: str) -> None:
+    """Inputs, ``-o``, "input and output" and "scale-out" options of a file command."""
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files (TIFF, OME-TIFF, .npy, .zarr), directories or quoted "
+                        "glob patterns such as \"data/*.tif\"")
+    p.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="output folder (created if needed)")
+    g = p.add_argument_group("input and output")
+    g.add_argument("--axes", type=axes_arg, metavar="AXES",
+                   help="axes of the inputs when their metadata is missing or wrong, one letter "
+                        "per dimension from TZCYX, e.g. ZYX, TYX, ZYXC, CZYX")
+    g.add_argument("--channel", type=nonneg_int, metavar="N",
+                   help="channel to use for multi-channel inputs (RGB is used as is)")
+    g.add_argument("--recursive", "-r", action="store_true",
+                   help="search input directories recursively")
+    g.add_argument("--overwrite", action="store_true",
+                   help="recompute outputs that are already complete and replace files that "
+                        "napari-sam did not write")
+    if command != "embed":
+        g.add_argument("--format", dest="fmt", default="tif",
+                       choices=("tif", "ome.tif", "zarr", "npy"),
+                       help="label file format (default: tif; uint16 ImageJ TIFF, uint32 "
+                            "OME-TIFF when ids exceed 65535)")
+        g.add_argument("--suffix", default="_labels",
+                       help="added to the input's name: <stem><suffix>.<format> "
+                            "(default: _labels)")
+        g.add_argument("--preview", action="store_true",
+                       help="also write <stem><suffix>.png: middle slice and max projection "
+                            "with coloured label outlines")
+        g.add_argument("--embeddings", metavar="DIR",
+                       help="reuse embedding stores written by `napari-sam embed` "
+                            "(<DIR>/<stem>.zarr)")
+    g.add_argument("--keep-work", action="store_true",
+                   help="keep per-slice work (embeddings, slice results) in "
+                        "<output>/.napari-sam-work after an output is complete")
+    g.add_argument("--batch-size", type=positive_int, default=4, metavar="N",
+                   help="slices per encoder call (default: 4)")
+    d = p.add_argument_group("scale-out (dask.distributed)")
+    x = d.add_mutually_exclusive_group()
+    x.add_argument("--scheduler", metavar="ADDRESS",
+                   help="submit the files to a running dask scheduler, e.g. tcp://node1:8786 "
+                        "(workers need napari-sam-stacks and the same paths)")
+    x.add_argument("--workers", type=positive_int, metavar="N",
+                   help="start a local dask cluster of N worker processes")
+    d.add_argument("--block-slices", type=positive_int, metavar="N",
+                   help="on a cluster, split stacks with more than N slices into blocks of N "
+                        "slices processed in parallel (embed and auto)")
+    add_common(p)
+
+
+EPILOG_AUTO = """\
+examples:
+  napari-sam auto "data/*.tif" -o out/ --preview
+  napari-sam auto data/ -o out/ --model vit_b_lm --points-per-side 16 --min-z-extent 3
+  napari-sam auto big.tif -o out/ --workers 4 --block-slices 32
+  napari-sam auto "data/*.tif" -o out/ --scheduler tcp://head-node:8786
+
+Writes out/<stem>_labels.tif (uint16, axes and pixel size of the input) and a JSON sidecar
+out/<stem>_labels.tif.json (model, parameters, objects with id, slice range, area, score).
+Stacks are segmented slice by slice, objects linked across slices by overlap, then each object
+propagated through the stack from the slice where it is largest, exactly as
+napari_sam.segment_everything does. With --no-propagate memory stays constant (the label TIFF
+is written page by page); propagation holds the labels in memory, as `segment` does.
+"""
+
+
+EPILOG_SEGMENT = """\
+examples:
+  napari-sam segment "data/*.tif" -o out/ --prompts prompts.csv
+  napari-sam segment stack.tif -o out/ --prompts clicks.json --mode box --preview
+
+prompts.csv (one row per point, box or stop marker; napari order, row then column):
+  file,id,slice,row,col,label,row0,col0,row1,col1
+  stack.tif,1,10,64,80,1,,,,
+  stack.tif,1,10,70,90,0,,,,
+  stack.tif,2,5,,,,20,30,60,75
+'file' is optional (rows without it apply to every input); 'label' is 1 (object) or 0
+(background); a 'stop' column with 1 marks a slice the object must not reach. JSON:
+  {"objects": {"1": [{"slice": 10, "points": [[64, 80]], "labels": [1]}]},
+   "files": {"stack.tif": {"2": [{"slice": 5, "box": [20, 30, 60, 75]}]}}}
+Each object is segmented on its prompted slices and propagated up and down the stack.
+
+A session file saved from the napari dock (Save session, or the autosaved
+<image>.sam-session.json) replays the dock's commits in order: with the same model, device
+and precision it writes the dock's labels pixel for pixel; with another model or stack of the
+same shape it reruns the prompts and prints per object what changed (also in the sidecar,
+extra.replay). Every output's sidecar holds the propagation trace: `napari-sam report out/`.
+"""
+
+
+EPILOG_EMBED = """\
+examples:
+  napari-sam embed "data/*.tif" -o embeddings/
+  napari-sam auto "data/*.tif" -o out/ --embeddings embeddings/   # reuse them
+
+Writes embeddings/<stem>.zarr (float16 per-slice image embeddings, resumable) and a sidecar.
+"""
+
+
+def add_embed_parser(sub) -> None:
+    """``napari-sam embed INPUT... -o DIR``."""
+    pe = sub.add_parser("embed", help="compute per-slice embeddings of stacks into zarr stores",
+                        description="Compute the image embeddings of every slice (the expensive "
+                                    "step) once, into resumable zarr stores that `auto` and "
+                                    "`segment` can reuse (--embeddings).",
+                        formatter_class=Formatter, epilog=EPILOG_EMBED)
+    add_batch_arguments(pe, "embed")
+
+
+def add_auto_parser(sub) -> None:
+    """``napari-sam auto INPUT... -o DIR`` and its parameters."""
+    pa = sub.add_parser("auto", help="segment everything (automatic instance segmentation)",
+                        description="Automatic instance segmentation of images and stacks: a "
+                                    "grid of point prompts, filtered by predicted IoU and "
+                                    "stability, de-duplicated, linked across slices.",
+                        formatter_class=Formatter, epilog=EPILOG_AUTO)
+    add_batch_arguments(pa, "auto")
+    _add_segment_everything_options(pa)
+    _add_linking_options(pa)
+
+
+def _add_segment_everything_options(pa: argparse.ArgumentParser) -> None:
+    """Parameters of segment_everything, SAM's names and defaults."""
+    g = pa.add_argument_group("segment-everything parameters (SAM's names and defaults)")
+    g.add_argument("--points-per-side", type=points_per_side, default="auto", metavar="N|auto",
+                   help="grid of N x N point prompts per slice (default: auto, one point every "
+                        "16 pixels, 8 to 32 per side)")
+    g.add_argument("--fill-gaps", action=argparse.BooleanOptionalAction, default=True,
+                   help="prompt again in the middle of what the grid's masks left uncovered "
+                        "(default: on)")
+    g.add_argument("--points-per-batch", type=positive_int, default=None, metavar="N",
+                   help="prompts decoded together (memory vs speed; default: 64 on the CPU, "
+                        "256 on a GPU)")
+    g.add_argument("--pred-iou-thresh", type=fraction, default=None, metavar="F",
+                   help="keep masks with a predicted IoU above F (default: the model's "
+                        "recommendation; 0.88 for SAM weights)")
+    g.add_argument("--stability-score-thresh", type=fraction, default=None, metavar="F",
+                   help="keep masks with a stability score of at least F (default: the "
+                        "model's recommendation; 0.95 for SAM weights)")
+    g.add_argument("--stability-score-offset", type=positive_float, default=1.0, metavar="F")
+    g.add_argument("--box-nms-thresh", type=fraction, default=None, metavar="F",
+                   help="box IoU above which NMS drops the lower-scored mask (default: the "
+                        "model's recommendation; 0.7 for SAM weights)")
+    g.add_argument("--crop-n-layers", type=nonneg_int, default=0, metavar="N",
+                   help="also segment zoomed crops (slower; helps small objects)")
+    g.add_argument("--crop-nms-thresh", type=fraction, default=0.7, metavar="F")
+    g.add_argument("--crop-overlap-ratio", type=fraction, default=512 / 1500, metavar="F")
+    g.add_argument("--crop-n-points-downscale-factor", type=positive_int, default=1, metavar="N")
+    g.add_argument("--min-mask-region-area", type=nonneg_int, default=0, metavar="PX",
+                   help="remove islands and fill holes smaller than PX pixels")
+    g.add_argument("--min-visible-fraction", type=fraction, default=0.5, metavar="F",
+                   help="drop a mask when smaller masks on top leave less than F of it visible "
+                        "(default: 0.5; 0 keeps the remains, as Meta's generator does)")
+    g.add_argument("--foreground", choices=("auto",), default=None,
+                   help="auto: prompt only bright regions (Otsu of the log intensity; faster on sparse fluorescence)")
+
+
+def _add_linking_options(pa: argparse.ArgumentParser) -> None:
+    """Linking objects across slices, and propagation."""
+    g = pa.add_argument_group("linking objects across slices (stacks)")
+    g.add_argument("--link-iou", type=fraction, default=0.25, metavar="F",
+                   help="minimum IoU to continue an object on the next slice (default: 0.25)")
+    g.add_argument("--max-gap", type=nonneg_int, default=1, metavar="N",
+                   help="close gaps of up to N slices without a match (default: 1)")
+    g.add_argument("--min-z-extent", type=positive_int, default=1, metavar="N",
+                   help="drop objects spanning fewer than N slices, after propagation "
+                        "(default: 1)")
+    g.add_argument("--propagate", action=argparse.BooleanOptionalAction, default=True,
+                   help="propagate each linked object through the stack from the slice where "
+                        "it is largest, so objects missed on some slices get their full extent "
+                        "(default: on; --no-propagate keeps the linked 2D masks; keeps the "
+                        "stack's embeddings in the work folder meanwhile)")
+
+
+def add_segment_parser(sub) -> None:
+    """``napari-sam segment INPUT... -o DIR --prompts FILE``; the propagation
+    options come from :data:`napari_sam.batch.SEGMENT_OPTIONS`."""
+    pg = sub.add_parser("segment", help="prompted segmentation and propagation from a prompts file",
+                        description="Segment the objects given by points and boxes in a CSV or "
+                                    "JSON prompts file and propagate them through each stack.",
+                        formatter_class=Formatter, epilog=EPILOG_SEGMENT)
+    add_batch_arguments(pg, "segment")
+    g = pg.add_argument_group("prompts and propagation")
+    g.add_argument("--prompts", "-p", required=True, metavar="FILE",
+                   help="CSV or JSON prompts file, or a session saved in the napari dock "
+                        "(format below; a session replays its commits)")
+    for option in SEGMENT_OPTIONS:
+        if option.flag is None:
+            continue
+        kwargs = {"default": option.default, "help": option.help}
+        if option.kind == "choice":
+            kwargs["choices"] = option.choices
+        else:
+            kwargs["type"] = SEGMENT_ARGUMENT_TYPES[option.kind]
+        if option.metavar is not None:
+            kwargs["metavar"] = option.metavar
+        g.add_argument(option.flag, **kwargs)

@@ -1,0 +1,89 @@
+"""``napari-sam export onnx``: a model's decoder and encoder as ONNX files."""
+
+from __future__ import annotations
+
+import sys
+
+from napari_sam.cli.arguments import Formatter, positive_int
+from napari_sam.cli.errors import PROG, CLIError
+from napari_sam.cli.models_command import human_size
+
+EPILOG_EXPORT = """\
+examples:
+  napari-sam export onnx vit_b -o onnx/vit_b
+  napari-sam export onnx my_model.pt -o onnx/mine --decoder-only --return-single-mask
+
+The decoder has the inputs and outputs of Meta's ONNX decoder; docs/onnx.md shows how to
+run it with onnxruntime. Needs: pip install "napari-sam-stacks[onnx]".
+"""
+
+
+def add_export_parser(sub) -> None:
+    """``napari-sam export onnx MODEL -o DIR``."""
+    px = sub.add_parser("export", help="export a model to a portable format (ONNX)",
+                        description="Export a model for use outside PyTorch.",
+                        formatter_class=Formatter, epilog=EPILOG_EXPORT)
+    xsub = px.add_subparsers(dest="export_format", metavar="FORMAT", title="formats")
+    xsub.required = True
+    po = xsub.add_parser("onnx", help="prompt encoder + mask decoder (Meta's ONNX interface), "
+                                      "image encoder and a JSON with the preprocessing",
+                         formatter_class=Formatter, epilog=EPILOG_EXPORT)
+    po.add_argument("model", metavar="MODEL",
+                    help="registry name (see `napari-sam models`) or checkpoint file")
+    po.add_argument("-o", "--output", required=True, metavar="DIR",
+                    help="folder for decoder.onnx, encoder.onnx and export.json (created)")
+    po.add_argument("--opset", type=positive_int, default=17, metavar="N",
+                    help="ONNX opset, 17 or newer (default: 17)")
+    po.add_argument("--decoder-only", action="store_true", help="skip the image encoder")
+    po.add_argument("--encoder-only", action="store_true", help="skip the decoder")
+    po.add_argument("--return-single-mask", action="store_true",
+                    help="one mask per prompt, chosen as SAM does (Meta's option)")
+    po.add_argument("--use-stability-score", action="store_true",
+                    help="stability scores instead of predicted IoUs (Meta's option)")
+    po.add_argument("--return-extra-metrics", action="store_true",
+                    help="also output stability_scores and areas (Meta's option)")
+    po.add_argument("--gelu-approximate", action="store_true",
+                    help="tanh GELU, for runtimes without Erf (Meta's option)")
+    po.add_argument("--overwrite", action="store_true",
+                    help="replace exported files already in DIR (other files are kept)")
+    po.add_argument("--quiet", "-q", action="store_true", help="print nothing on success")
+    po.add_argument("--verbose", "-v", action="store_true",
+                    help="print tracebacks of failures (for bug reports)")
+
+
+def cmd_export(args) -> int:
+    """Export; returns the exit code."""
+    if args.decoder_only and args.encoder_only:
+        raise CLIError("--decoder-only and --encoder-only exclude each other; give one", 2)
+    try:
+        from napari_sam.export import export_onnx
+    except ImportError as exc:  # pragma: no cover - torch is a dependency
+        raise CLIError(str(exc)) from None
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise CLIError('exporting to ONNX needs the onnx package; install the ONNX extra: '
+                       'pip install "napari-sam-stacks[onnx]"') from None
+    from napari_sam.predictor import as_model
+
+    try:
+        model = as_model(args.model, device="cpu")
+    except ValueError as exc:  # unknown name, missing or unreadable checkpoint: bad argument
+        raise CLIError(str(exc), 2) from None
+    if model.is_demo and not args.quiet:
+        print(f"{PROG}: note: exporting the bundled demo model (trained on synthetic scenes, "
+              "not for real data)", file=sys.stderr)
+    result = export_onnx(
+        model, args.output,
+        decoder=not args.encoder_only, encoder=not args.decoder_only, opset=args.opset,
+        return_single_mask=args.return_single_mask,
+        use_stability_score=args.use_stability_score,
+        return_extra_metrics=args.return_extra_metrics,
+        gelu_approximate=args.gelu_approximate, overwrite=args.overwrite,
+    )  # fmt: skip
+    if not args.quiet:
+        for path in (result.decoder, result.encoder, result.metadata):
+            if path is not None:
+                print(f"wrote {path} ({human_size(path.stat().st_size)})")
+        print(f"model {model.model_id} exported to {result.folder}")
+    return 0

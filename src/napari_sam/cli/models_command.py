@@ -1,0 +1,158 @@
+"""``napari-sam models``: list, download, verify and locate model weights; and the model a
+command uses when ``--model`` is left out (:func:`resolve_model`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from napari_sam.cli.arguments import Formatter
+from napari_sam.cli.errors import CLIError, print_note
+
+REAL_WEIGHTS_HINT = (
+    "for real data download SAM weights once, e.g. `napari-sam models download vit_b_lm` "
+    "(light microscopy) or `napari-sam models download vit_b`, then pass --model vit_b_lm"
+)
+
+
+EPILOG_MODELS = """\
+examples:
+  napari-sam models                      # list: cached or not, size, source
+  napari-sam models download vit_b_lm    # download and verify once
+  napari-sam models verify               # check the checksums of every cached file
+  napari-sam models where vit_b          # the path to place a file at by hand (offline)
+"""
+
+
+def add_models_parser(sub) -> None:
+    """``napari-sam models [list|download|verify|where]``."""
+    pm = sub.add_parser("models", help="list, download, verify and locate model weights",
+                        description="List the known models and manage downloaded weights.",
+                        formatter_class=Formatter, epilog=EPILOG_MODELS)
+    msub = pm.add_subparsers(dest="models_command", metavar="ACTION", title="actions")
+    msub.add_parser("list", help="list models with their cached state and size (default)",
+                    formatter_class=Formatter)
+    pd = msub.add_parser("download", help="download and verify a model",
+                         formatter_class=Formatter,
+                         epilog="example:\n  napari-sam models download vit_b\n")
+    pd.add_argument("name", metavar="NAME", help="model name (see `napari-sam models`)")
+    pd.add_argument("--url", help="download from this URL instead (a mirror or file://...); the "
+                                  "file must still have the published checksum")
+    pd.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    pv = msub.add_parser("verify", help="check cached files against their published checksums",
+                         formatter_class=Formatter)
+    pv.add_argument("name", nargs="?", metavar="NAME", help="one model (default: every cached one)")
+    pw = msub.add_parser("where", help="print the path where a model's file is (or goes)",
+                         formatter_class=Formatter)
+    pw.add_argument("name", metavar="NAME")
+
+
+def human_size(n: int | None) -> str:
+    """A byte count for people: ``"12.3 MB"``."""
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def cmd_models(args) -> int:
+    """Run ``napari-sam models ACTION``; returns the exit code."""
+    from napari_sam.models import registry
+
+    action = args.models_command or "list"
+    if action == "list":
+        rows = []
+        for rec in registry.list_models():
+            size = rec["size"]
+            path = Path(rec["path"])
+            if size is None and path.is_file():
+                size = path.stat().st_size
+            rows.append((rec["name"], rec["architecture"], human_size(size),
+                         "yes" if rec["cached"] else "no", rec["source"]))
+        header = ("name", "arch", "size", "cached", "source")
+        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+        for r in [header, *rows]:
+            print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+        print(f"\ncache folder: {registry.cache_dir()} (set {registry.CACHE_ENV} to change it)")
+        print("download: napari-sam models download NAME; details: docs/models.md")
+        return 0
+    if action == "where":
+        check_model_name(args.name)
+        print(registry.where(args.name))
+        return 0
+    if action == "download":
+        check_model_name(args.name)
+        if args.quiet:
+            import logging
+
+            import pooch
+
+            pooch.get_logger().setLevel(logging.WARNING)  # pooch's own, unregistered logger
+        path = registry.fetch(args.name, progress=not args.quiet, url=args.url)
+        print(path)
+        return 0
+    if action == "verify":
+        names = [args.name] if args.name else [r["name"] for r in registry.list_models()
+                                                if Path(r["path"]).is_file()]
+        if args.name:
+            check_model_name(args.name)
+        if not names:
+            print("no model files are present; download one with `napari-sam models download NAME`")
+            return 0
+        bad = 0
+        for name in names:
+            path = registry.where(name)
+            if not path.is_file():
+                print(f"{name}: not downloaded ({path})")
+                bad += 1
+            elif registry.verify(name):
+                print(f"{name}: ok ({path})")
+            else:
+                print(f"{name}: CHECKSUM MISMATCH ({path}); run `napari-sam models download "
+                      f"{name}` to replace it")
+                bad += 1
+        return 1 if bad else 0
+    raise CLIError(f"unknown models action {action!r}", 2)  # pragma: no cover
+
+
+def check_model_name(name: str) -> None:
+    """Refuse a name that is not in the registry (exit code 2, listing the known ones)."""
+    from napari_sam.models.registry import REGISTRY
+
+    if name not in REGISTRY:
+        raise CLIError(f"unknown model {name!r}; known models: {', '.join(REGISTRY)}", 2)
+
+
+def resolve_model(arg: str | None, *, quiet: bool = False) -> str:
+    """The model a command uses: ``--model`` if given, else the first downloaded registry model,
+    else the bundled demo model. Prints a note whenever the demo model is used."""
+    from napari_sam.models import registry
+
+    if arg:
+        if arg not in registry.REGISTRY and not Path(arg).expanduser().is_file():
+            raise CLIError(
+                f"--model {arg!r} is neither a known model nor an existing checkpoint file; "
+                f"known models: {', '.join(registry.REGISTRY)}", 2)
+        spec = arg
+    else:
+        spec = next((n for n, s in registry.REGISTRY.items()
+                     if not s.packaged and registry.is_cached(n)), registry.DEMO_NAME)
+        if spec != registry.DEMO_NAME and not quiet:
+            print_note(f"using model {spec!r} (downloaded; choose another with --model)")
+    demo_path = registry.where(registry.DEMO_NAME)
+    is_demo = spec == registry.DEMO_NAME or (
+        spec not in registry.REGISTRY and Path(spec).expanduser().resolve() == demo_path.resolve())
+    if is_demo:
+        if not demo_path.is_file():
+            raise CLIError(
+                f"no model available: the bundled demo model is not installed ({demo_path} is "
+                "missing) and no SAM weights are downloaded; run `napari-sam models download "
+                "vit_b` (or vit_b_lm for light microscopy) or pass --model PATH", 1)
+        print_note("using the bundled demo model (small, trained on synthetic data: for trying the "
+              "tools, not for real data); " + REAL_WEIGHTS_HINT)
+    elif spec in registry.REGISTRY and not registry.is_cached(spec):
+        # download once here, not in every worker
+        registry.fetch(spec, progress=not quiet)
+    return spec

@@ -1,0 +1,117 @@
+"""``napari-sam train``: train or finetune a model on images with instance labels."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from napari_sam.cli.arguments import (
+    Formatter,
+    add_common,
+    axes_arg,
+    fraction,
+    nonneg_int,
+    positive_float,
+    positive_int,
+)
+from napari_sam.cli.errors import CLIError, print_note
+from napari_sam.cli.models_command import resolve_model
+
+EPILOG_TRAIN = """\
+examples:
+  napari-sam sample nuclei-2d -o train/ -n 20
+  napari-sam train train/ train/ground_truth/ -o my_model.pt --epochs 5
+  napari-sam train "train/*.tif" --labels "train/ground_truth/*.tif" -o my_model.pt
+  napari-sam auto "data/*.tif" -o out/ --model my_model.pt
+
+IMAGES and LABELS are paired in sorted order: the same number of files, same shapes.
+The checkpoint (and FILE.json: architecture, data, metrics) is written atomically after
+each improving epoch; Ctrl-C keeps the last good one.
+"""
+
+
+def add_train_parser(sub) -> None:
+    """``napari-sam train IMAGES LABELS -o FILE.pt``."""
+    pt = sub.add_parser("train", help="train or finetune a model on images with labels",
+                        description="Train or finetune a SAM-family model on images with "
+                                    "instance labels (simulated point and box prompts).",
+                        formatter_class=Formatter, epilog=EPILOG_TRAIN)
+    pt.add_argument("images", metavar="IMAGES", help="image files, a directory or a quoted glob")
+    pt.add_argument("labels", metavar="LABELS", nargs="?",
+                    help="label files, a directory or a quoted glob (or --labels LABELS)")
+    pt.add_argument("--labels", dest="labels_opt", metavar="LABELS",
+                    help="the same as the LABELS argument, as an option")
+    pt.add_argument("-o", "--output", required=True, metavar="FILE.pt",
+                    help="checkpoint to write (plus its JSON sidecar FILE.json)")
+    g = pt.add_argument_group("training")
+    g.add_argument("--epochs", type=positive_int, default=10, metavar="N")
+    g.add_argument("--lr", type=positive_float, default=1e-4, metavar="F")
+    g.add_argument("--batch-size", type=positive_int, default=2, metavar="N",
+                   help="images per step (default: 2)")
+    g.add_argument("--steps-per-epoch", type=positive_int, default=None, metavar="N")
+    g.add_argument("--objects-per-image", type=positive_int, default=8, metavar="N")
+    g.add_argument("--freeze-encoder", action="store_true",
+                   help="train the prompt encoder and mask decoder only")
+    g.add_argument("--val-fraction", type=fraction, default=0.2, metavar="F")
+    g.add_argument("--seed", type=nonneg_int, default=0)
+    g.add_argument("--axes", type=axes_arg, metavar="AXES", help=argparse.SUPPRESS)
+    g.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    add_common(pt)
+
+
+def cmd_train(args) -> int:
+    """Train; returns the exit code (130 when interrupted)."""
+    from napari_sam import batch
+
+    if (args.labels is None) == (args.labels_opt is None):
+        raise CLIError("give the label files once: `napari-sam train IMAGES LABELS -o FILE.pt` "
+                       "(or --labels LABELS)", 2)
+    labels_spec = args.labels if args.labels is not None else args.labels_opt
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"{out} already exists; pass --overwrite to replace it or choose another "
+                       "-o", 2)
+    if out.suffix.lower() not in (".pt", ".pth"):
+        raise CLIError(f"-o {out}: the checkpoint name must end in .pt or .pth", 2)
+    images = batch.collect_inputs([args.images])
+    labels = batch.collect_inputs([labels_spec])
+    if len(images) != len(labels):
+        raise CLIError(f"{len(images)} image file(s) but {len(labels)} label file(s); IMAGES "
+                       "and LABELS are paired in sorted order and must match one to one", 2)
+    same = {p.resolve() for p in images} & {p.resolve() for p in labels}
+    if same:
+        raise CLIError(f"IMAGES and LABELS select the same file(s), e.g. {sorted(same)[0]}; "
+                       "point LABELS at the label files", 2)
+    model = resolve_model(args.model, quiet=args.quiet)
+    from napari_sam.device import resolve_device
+
+    try:
+        resolve_device(args.device)
+    except ValueError as exc:
+        raise CLIError(f"--device: {exc}", 2) from None
+    from napari_sam.training import train
+
+    if not args.quiet:
+        print_note(f"training on {len(images)} image file(s) from {model!r} -> {out}")
+    t0 = time.perf_counter()
+    result = train(
+        [str(p) for p in images], [str(p) for p in labels], model=model, out=out,
+        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        objects_per_image=args.objects_per_image, freeze_encoder=args.freeze_encoder,
+        val_fraction=args.val_fraction, seed=args.seed, device=args.device,
+        steps_per_epoch=args.steps_per_epoch, progress=not args.quiet,
+    )
+    last = result.history[-1] if result.history else {}
+    metric = last.get("val_iou", last.get("train_iou"))
+    msg = (f"wrote {result.path} after {len(result.history)} epoch(s) in "
+           f"{time.perf_counter() - t0:.1f} s") if result.path else "no checkpoint was written"
+    if metric is not None:
+        msg += f"; last epoch IoU {metric:.3f}"
+    print(msg)
+    if result.path:
+        print(f"use it: napari-sam auto \"data/*.tif\" -o out/ --model {result.path}")
+    if result.interrupted:
+        print("Interrupted: the checkpoint on disk is the last good one.")
+        return 130
+    return 0 if result.path else 1

@@ -1,0 +1,93 @@
+"""Axes strings: the letters ``T Z C Y X``, checking them against a shape, guessing them from a
+shape alone, and mapping tifffile's axis letters onto them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+#: Letters allowed in an axes string.
+AXES_LETTERS = "TZCYX"
+#: Spatial letters, in the order pixel sizes are reported.
+SPATIAL = "ZYX"
+
+
+def validate_axes(axes: str, shape: Sequence[int]) -> str:
+    """Check an axes string against a data shape and return it upper-cased.
+
+    Raises ``ValueError`` naming the problem and showing the shape when the length differs
+    from ``len(shape)``, a letter is not one of ``TZCYX``, a letter repeats, or ``Y`` / ``X``
+    is missing.
+    """
+    shape = tuple(int(s) for s in shape)
+    if not isinstance(axes, str):
+        raise ValueError(f"axes must be a string such as 'ZYX', got {axes!r} (data shape {shape})")
+    ax = axes.strip().upper()
+    problem = None
+    bad = sorted({a for a in ax if a not in AXES_LETTERS})
+    dup = sorted({a for a in ax if ax.count(a) > 1})
+    if len(ax) != len(shape):
+        problem = f"it has {len(ax)} letters but the data has {len(shape)} dimensions"
+    elif bad:
+        problem = f"letter(s) {', '.join(bad)} not allowed; use letters from {AXES_LETTERS}"
+    elif dup:
+        problem = f"letter(s) {', '.join(dup)} appear more than once"
+    elif "Y" not in ax or "X" not in ax:
+        problem = "both Y and X are required"
+    if problem:
+        raise ValueError(
+            f"Invalid axes {axes!r} for data of shape {shape}: {problem}. "
+            f"Give one letter from {AXES_LETTERS} per dimension, e.g. "
+            f"{guess_axes(shape) if 2 <= len(shape) <= 5 else 'ZYX'!r}."
+        )
+    return ax
+
+
+def guess_axes(shape: Sequence[int], *, channel_axis: int | None = None) -> str:
+    """Guess axes from a shape alone.
+
+    2D -> ``YX``; 3D -> ``YXC`` when the last dimension is 3 or 4, else ``ZYX``;
+    4D -> ``ZYXC`` (last dimension 3 or 4) else ``TZYX``; 5D -> ``TZYXC`` / ``TZCYX``.
+    ``channel_axis`` marks one dimension as ``C`` (the rest are guessed around it).
+    """
+    shape = tuple(int(s) for s in shape)
+    n = len(shape)
+    if channel_axis is not None:
+        if not -n <= channel_axis < n:
+            raise ValueError(f"channel_axis {channel_axis} out of range for shape {shape}")
+        if not 3 <= n <= 5:
+            raise ValueError(
+                f"cannot guess axes for shape {shape} with channel_axis={channel_axis}"
+            )
+        c = channel_axis % n
+        rest = {2: "YX", 3: "ZYX", 4: "TZYX"}[n - 1]
+        return rest[:c] + "C" + rest[c:]
+    if n == 2:
+        return "YX"
+    rgb = shape[-1] in (3, 4)
+    if n == 3:
+        return "YXC" if rgb else "ZYX"
+    if n == 4:
+        return "ZYXC" if rgb else "TZYX"
+    if n == 5:
+        return "TZYXC" if rgb else "TZCYX"
+    raise ValueError(f"cannot guess axes for data of shape {shape}: expected 2 to 5 dimensions")
+
+
+def map_tifffile_axes(src: str, shape: Sequence[int]) -> str | None:
+    """Map tifffile's axes letters to ``TZCYX``; None when impossible."""
+    out = list(src.upper())
+    for i, a in enumerate(out):
+        if a == "S":
+            out[i] = "C" if "C" not in src.upper() else "?"
+    for i, a in enumerate(out):
+        if a not in AXES_LETTERS:
+            for cand in ("Z", "T"):
+                if cand not in out:
+                    out[i] = cand
+                    break
+            else:
+                return None
+    ax = "".join(out)
+    if len(set(ax)) != len(ax) or "Y" not in ax or "X" not in ax or len(ax) != len(shape):
+        return None
+    return ax

@@ -1,0 +1,263 @@
+"""Output metadata: the JSON file written beside every output (``out.tif`` ->
+``out.tif.json``, the output's full name plus ``.json``, so ``out.tif`` and ``out.npy`` never
+share one). It records the model, version, parameters, objects, the output's size and the
+input's size, mtime and a hash of sampled bytes (:func:`content_sample_hash`);
+:func:`is_complete` uses it to decide whether a batch rerun can skip an output.
+
+(Older code and docs call this file the output's "sidecar"; checkpoint metadata written beside
+model weights is another file, see :mod:`napari_sam.training`.)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from napari_sam.io.writers import write_json_atomic
+
+#: ``format`` of an output metadata file (the name on disk is kept for resume).
+OUTPUT_METADATA_FORMAT = "napari-sam-stacks/output"
+OUTPUT_METADATA_VERSION = 1
+
+
+def output_metadata_path(output_path: os.PathLike | str) -> Path:
+    """The output metadata file of an output: its full name plus ``.json`` (``out.tif`` ->
+    ``out.tif.json``)."""
+    p = Path(output_path)
+    return p.with_name(p.name + ".json")
+
+
+def _path_size(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
+#: Bytes read by :func:`content_sample_hash`: the first and last 64 KiB and 32 blocks of 4 KiB
+#: spread evenly in between (about 256 KiB per file, whatever its size).
+_SAMPLE_EDGE = 64 << 10
+
+
+_SAMPLE_BLOCK = 4 << 10
+
+
+_SAMPLE_BLOCKS = 32
+
+
+def content_sample_hash(path: os.PathLike | str) -> str | None:
+    """A cheap content hash of a file: BLAKE2 of its size and sampled bytes.
+
+    Reads the first and last 64 KiB and 32 evenly spaced 4 KiB blocks (at most about 256 KiB),
+    so it costs the same for a 1 MB and a 100 GB file. It tells apart two files of the same
+    size and mtime with other data (a stack replaced by another acquisition) unless they
+    differ only between the sampled blocks. Returns None for directories (zarr stores) and
+    unreadable files.
+    """
+    import hashlib
+
+    p = Path(path)
+    try:
+        if p.is_dir():
+            return None
+        size = p.stat().st_size
+        h = hashlib.blake2b(digest_size=16)
+        h.update(str(size).encode())
+        with open(p, "rb") as f:
+            if size <= 2 * _SAMPLE_EDGE + _SAMPLE_BLOCKS * _SAMPLE_BLOCK:
+                h.update(f.read())
+            else:
+                h.update(f.read(_SAMPLE_EDGE))
+                inner = size - 2 * _SAMPLE_EDGE - _SAMPLE_BLOCK
+                for i in range(_SAMPLE_BLOCKS):
+                    f.seek(_SAMPLE_EDGE + inner * i // max(1, _SAMPLE_BLOCKS - 1))
+                    h.update(f.read(_SAMPLE_BLOCK))
+                f.seek(size - _SAMPLE_EDGE)
+                h.update(f.read(_SAMPLE_EDGE))
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _fingerprint(path: Path) -> dict:
+    st = path.stat()
+    return {
+        "path": str(path.resolve()),
+        "size": _path_size(path) if path.is_dir() else st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "sample_hash": content_sample_hash(path),
+    }
+
+
+def _object_record(o: Mapping) -> dict:
+    sr = o.get("slice_range")
+    score = o.get("score")
+    return {
+        "id": int(o["id"]),
+        "slice_range": None if sr is None else [int(sr[0]), int(sr[1])],
+        "area": None if o.get("area") is None else int(o["area"]),
+        "score": None if score is None or not math.isfinite(float(score)) else float(score),
+    }
+
+
+def write_output_metadata(
+    output_path: os.PathLike | str,
+    *,
+    model,
+    version: str,
+    parameters: Mapping | None,
+    objects: Sequence[Mapping],
+    input_path: os.PathLike | str | None,
+    status: str = "complete",
+    extra: Mapping | None = None,
+) -> Path:
+    """Write the output metadata of ``output_path`` (which must already be written) atomically.
+
+    Contents: ``format``, ``format_version``, ``status`` (``"complete"`` or e.g.
+    ``"partial"``), ``created`` (UTC ISO time), ``model`` (name or dict), ``version``,
+    ``parameters``, ``input`` ({path, size, mtime_ns, sample_hash} or null), ``output`` ({name, size}),
+    ``objects`` as ``[{id, slice_range, area, score}]`` and optional ``extra``.
+    Returns the output metadata path.
+    """
+    out = Path(output_path)
+    if not out.exists():
+        raise FileNotFoundError(
+            f"cannot write a sidecar for {str(out)!r}: the output does not exist yet"
+        )
+    record = {
+        "format": OUTPUT_METADATA_FORMAT,
+        "format_version": OUTPUT_METADATA_VERSION,
+        "status": str(status),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": model,
+        "version": str(version),
+        "parameters": dict(parameters or {}),
+        "input": None if input_path is None else _fingerprint(Path(input_path)),
+        "output": {"name": out.name, "size": _path_size(out)},
+        "objects": [_object_record(o) for o in objects],
+    }
+    if extra:
+        record["extra"] = dict(extra)
+    return write_json_atomic(output_metadata_path(out), record)
+
+
+def read_output_metadata(output_path: os.PathLike | str) -> dict | None:
+    """The output metadata of ``output_path`` as a dict, or None when missing, unreadable or
+    corrupt."""
+    p = output_metadata_path(output_path)
+    try:
+        with open(p, encoding="utf-8") as f:
+            obj = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def is_complete(
+    output_path: os.PathLike | str, input_path: os.PathLike | str | None = None
+) -> bool:
+    """Whether ``output_path`` is a finished, up-to-date output that a rerun can skip.
+
+    True only when the output exists, its output metadata is readable with ``status == "complete"``,
+    the output metadata's recorded output size equals the output's current size, and (when
+    ``input_path`` is given) the output metadata's input size, mtime and sampled content hash
+    (:func:`content_sample_hash`) match the current input file.
+    With ``input_path=None`` the input is not checked.
+    """
+    out = Path(output_path)
+    if not out.exists():
+        return False
+    sc = read_output_metadata(out)
+    if sc is None or sc.get("status") != "complete":
+        return False
+    try:
+        if int(sc["output"]["size"]) != _path_size(out):
+            return False
+    except (KeyError, TypeError, ValueError, OSError):
+        return False
+    if input_path is not None:
+        inp = Path(input_path)
+        rec = sc.get("input")
+        if not isinstance(rec, dict) or not inp.exists():
+            return False
+        try:
+            now = _fingerprint(inp)
+        except OSError:
+            return False
+        if rec.get("size") != now["size"] or rec.get("mtime_ns") != now["mtime_ns"]:
+            return False
+        # same size and mtime can still be other data (a file replaced by a copy that kept
+        # the time stamp): compare sampled content; metadata from before it have no hash
+        if rec.get("sample_hash") is not None and rec["sample_hash"] != now["sample_hash"]:
+            return False
+    return True
+
+
+def label_objects_summary(labels, scores: Mapping | Sequence | None = None) -> list[dict]:
+    """Summarise each object of a label image / volume.
+
+    Returns ``[{id, slice_range, area, bbox, score}]`` sorted by id, for every id > 0 present:
+    ``area`` the pixel (voxel) count; ``bbox`` ``[start_0, ..., start_n, stop_0, ..., stop_n]``
+    (stops exclusive, like scikit-image); ``slice_range`` ``[first, last]`` (inclusive) index
+    along the first axis for 3D labels, None for 2D; ``score`` from ``scores`` (a mapping
+    id -> score, or a sequence indexed by id) or None.
+    Vectorised with ``np.bincount`` and ``scipy.ndimage.find_objects`` (ids are compacted
+    first when they are sparse, so huge ids cost no memory).
+    """
+    from scipy import ndimage
+
+    a = np.asarray(labels)
+    if a.size == 0:
+        return []
+    if not np.issubdtype(a.dtype, np.integer) and a.dtype != bool:
+        raise ValueError(f"labels must be integers, got dtype {a.dtype}")
+    if a.dtype == bool:
+        a = a.astype(np.uint8)
+    if a.min() < 0:
+        raise ValueError("labels must be >= 0")
+    max_id = int(a.max())
+    if max_id == 0:
+        return []
+    if max_id <= 4 * a.size + 1024:
+        compact = a if a.dtype.itemsize <= 4 or a.dtype.kind == "i" else a.astype(np.int64)
+        counts = np.bincount(compact.ravel().astype(np.intp, copy=False), minlength=max_id + 1)
+        ids = np.flatnonzero(counts[1:]) + 1
+        all_slices = ndimage.find_objects(compact)
+        slices = [all_slices[i - 1] for i in ids]
+        areas = counts[ids]
+    else:  # sparse huge ids: compact them first
+        uniq, inv = np.unique(a, return_inverse=True)
+        inv = inv.reshape(a.shape).astype(np.int64, copy=False)
+        counts = np.bincount(inv.ravel(), minlength=len(uniq))
+        if uniq[0] == 0:
+            ids, areas = uniq[1:], counts[1:]
+        else:
+            inv = inv + 1
+            ids, areas = uniq, counts
+        slices = ndimage.find_objects(inv)
+    out = []
+    for oid, area, sl in zip(ids.tolist(), areas.tolist(), slices):
+        starts = [s.start for s in sl]
+        stops = [s.stop for s in sl]
+        score = None
+        if scores is not None:
+            try:
+                score = scores[oid]
+            except (KeyError, IndexError, TypeError):
+                score = None
+            score = None if score is None else float(score)
+        out.append(
+            {
+                "id": int(oid),
+                "slice_range": [starts[0], stops[0] - 1] if a.ndim == 3 else None,
+                "area": int(area),
+                "bbox": starts + stops,
+                "score": score,
+            }
+        )
+    return out

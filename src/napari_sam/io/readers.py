@@ -1,0 +1,594 @@
+"""Reading images: TIFF (OME, ImageJ, BigTIFF, multi-page), zarr (arrays, single-array groups,
+OME-Zarr level 0) and ``.npy``, with axes, pixel size and unit from the file's metadata.
+
+:func:`read_image` is the entry point; :class:`ImageReadError` names the file, the reason and a
+next step; :func:`check_image_data` refuses data no model can use; :func:`quiet_tifffile` keeps
+tifffile's log lines off stderr (the problems they describe become errors instead).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_sam.io.axes import (
+    AXES_LETTERS,
+    SPATIAL,
+    guess_axes,
+    map_tifffile_axes,
+    validate_axes,
+)
+from napari_sam.io.layout import ImageData
+
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
+
+
+class ImageReadError(ValueError):
+    """A file could not be read as an image.
+
+    ``path`` is the file, ``reason`` what went wrong; the message also says what to try next.
+    """
+
+    def __init__(self, path: os.PathLike | str, reason: str, hint: str | None = None):
+        self.path = Path(path)
+        self.reason = reason
+        hint = hint or (
+            "Check that the file is a complete TIFF, OME-TIFF, zarr or .npy image "
+            "(open it in Fiji or tifffile), or convert it to TIFF."
+        )
+        super().__init__(f"Cannot read image {str(self.path)!r}: {reason}. {hint}")
+
+
+def _normalise_unit(unit) -> str | None:
+    if unit is None:
+        return None
+    u = str(unit).strip()
+    if not u:
+        return None
+    if u.lower() in ("micron", "microns", "um", "µm", "μm", "\\u00b5m", "micrometer", "micrometre"):
+        return "um"
+    if u.lower() in ("pixel", "pixels"):
+        return None
+    return u
+
+
+def _jsonable_scalars(d: Mapping) -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, str | int | float | bool) or v is None:
+            out[str(k)] = v
+        elif isinstance(v, np.generic):
+            out[str(k)] = v.item()
+    return out
+
+
+def _parse_user_json(text) -> dict | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        obj = json.loads(text)
+    except (ValueError, TypeError):
+        return None
+    if isinstance(obj, dict) and "napari_sam" in obj:
+        return obj["napari_sam"]
+    return None
+
+
+def _pixel_tuple(axes: str, sizes: Mapping[str, float]) -> tuple[float, ...] | None:
+    present = [a for a in SPATIAL if a in axes]
+    if not any(a in sizes for a in present):
+        return None
+    return tuple(float(sizes.get(a, 1.0)) for a in present)
+
+
+def _ome_info(xml: str) -> tuple[dict, str | None, dict | None]:
+    """PhysicalSize{X,Y,Z} (by letter), unit and user JSON from the first OME Image."""
+    sizes: dict[str, float] = {}
+    unit = None
+    user = None
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return sizes, unit, user
+    image = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Image"), None)
+    if image is None:
+        return sizes, unit, user
+    for el in image:
+        tag = el.tag.rsplit("}", 1)[-1]
+        if tag == "Description" and el.text:
+            user = _parse_user_json(el.text)
+        if tag == "Pixels":
+            for letter in "XYZ":
+                v = el.get(f"PhysicalSize{letter}")
+                if v is not None:
+                    try:
+                        sizes[letter] = float(v)
+                    except ValueError:
+                        continue
+                    unit = unit or el.get(f"PhysicalSize{letter}Unit", "µm")
+    return sizes, _normalise_unit(unit), user
+
+
+def _resolution_size(page, tag: str) -> float | None:
+    t = page.tags.get(tag)
+    if t is None:
+        return None
+    try:
+        num, den = t.value
+        if num <= 0 or den <= 0:
+            return None
+        return float(den) / float(num)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _check_not_truncated(path: Path, series) -> None:
+    """Cheap check that the series' last bytes lie inside the file (lazy reads fail late)."""
+    size = path.stat().st_size
+    end = 0
+    if series.dataoffset is not None:
+        end = int(series.dataoffset) + int(series.nbytes)
+    else:
+        try:
+            last = series.pages[-1] if len(series.pages) else None
+            offsets = getattr(last, "dataoffsets", ()) or ()
+            counts = getattr(last, "databytecounts", ()) or ()
+            end = max((int(o) + int(c) for o, c in zip(offsets, counts)), default=0)
+        except Exception:  # tifffile could not even locate the last page
+            end = size + 1
+    if end > size:
+        raise ImageReadError(
+            path,
+            f"the file is truncated ({size} bytes, but the image data extends to byte {end})",
+            "The file was probably not copied or written completely; copy or export it again.",
+        )
+
+
+def _read_tiff(path: Path, axes: str | None, lazy: bool) -> ImageData:
+    with quiet_tifffile() as log:
+        return _read_tiff_logged(path, axes, lazy, log)
+
+
+def _read_tiff_logged(path: Path, axes: str | None, lazy: bool, log: list[str]) -> ImageData:
+    """Open the TIFF, refuse damage, read its calibration and data, then name its axes."""
+    tif = _open_tiff(path)
+    try:
+        if not tif.series:
+            raise ImageReadError(path, "the TIFF file contains no image series")
+        series = tif.series[0]
+        _refuse_damaged_tiff(path, log)
+        src_axes = series.axes
+        page = series.pages[0] if series.pages else tif.pages[0]
+        md, sizes, unit = _tiff_calibration(tif, page, src_axes)
+        md["compression"] = str(getattr(page.compression, "name", page.compression))
+        md["bigtiff"] = bool(tif.is_bigtiff)
+        md["series_count"] = len(tif.series)
+        _check_not_truncated(path, series)
+        data = _tiff_data(path, series, lazy, md)
+    except ImageReadError:
+        raise
+    except Exception as exc:
+        raise ImageReadError(
+            path, f"the TIFF data could not be decoded ({type(exc).__name__}: {exc})"
+        ) from exc
+    finally:
+        tif.close()
+    shape = tuple(int(s) for s in data.shape)
+    ax = _tiff_axes(path, axes, src_axes, shape, md)
+    return ImageData(data, ax, _pixel_tuple(ax, sizes), md, path, unit)
+
+
+def _open_tiff(path: Path):
+    """``tifffile.TiffFile(path)``, its failures as :class:`ImageReadError` (a file that is
+    not a TIFF at all names the supported types)."""
+    import tifffile
+
+    try:
+        return tifffile.TiffFile(path)
+    except PermissionError:
+        raise
+    except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error, ...
+        if path.suffix.lower() not in TIFF_SUFFIXES:
+            raise ImageReadError(
+                path, f"{path.suffix or 'a file without suffix'} is not a supported image type",
+                "napari-sam reads TIFF (.tif, .tiff, .btf, OME-TIFF), .npy and .zarr; convert "
+                "the file, e.g. in Fiji: File > Save As > Tiff.",
+            ) from exc
+        raise ImageReadError(
+            path, f"not a readable TIFF file ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _refuse_damaged_tiff(path: Path, log: list[str]) -> None:
+    """Raise when tifffile's log says pages or metadata lie past the end of the file."""
+    damage = [m for m in log if any(sign in m for sign in _DAMAGE_SIGNS)]
+    if damage:
+        raise ImageReadError(
+            path,
+            "the file is truncated or damaged: pages or metadata point past its end, so "
+            f"slices would be lost (tifffile: {' '.join(damage[0].split())[:160]})",
+            "The file was probably not copied or written completely; copy or export it "
+            "again.",
+        )
+
+
+def _tiff_calibration(tif, page, src_axes: str) -> tuple[dict, dict[str, float], str | None]:
+    """``(metadata, pixel sizes by letter, unit)`` from OME, ImageJ or plain TIFF tags."""
+    md: dict[str, Any] = {"source_axes": src_axes, "format": "tiff"}
+    if tif.is_ome and tif.ome_metadata:
+        md["format"] = "ome-tiff"
+        sizes, unit, user = _ome_info(tif.ome_metadata)
+    elif tif.is_imagej and tif.imagej_metadata is not None:
+        md["format"] = "imagej-tiff"
+        sizes, unit, user = _imagej_calibration(tif.imagej_metadata, page, md)
+    else:
+        sizes, unit, user = _plain_tiff_calibration(tif, page, md)
+    if user is not None:
+        md["user"] = user
+    return md, sizes, unit
+
+
+def _imagej_calibration(ij: Mapping, page, md: dict) -> tuple[dict, str | None, dict | None]:
+    """Pixel sizes (spacing, X/YResolution when calibrated), unit and user JSON of an ImageJ
+    hyperstack; records the ImageJ properties in ``md``."""
+    sizes: dict[str, float] = {}
+    md["imagej"] = _jsonable_scalars(ij)
+    unit = _normalise_unit(ij.get("unit"))
+    user = _parse_user_json(ij.get("Info"))
+    xs = _resolution_size(page, "XResolution")
+    ys = _resolution_size(page, "YResolution")
+    calibrated = unit is not None or "spacing" in ij or (xs not in (None, 1.0))
+    if calibrated:
+        if xs is not None:
+            sizes["X"] = xs
+        if ys is not None:
+            sizes["Y"] = ys
+        if "spacing" in ij:
+            sizes["Z"] = float(ij["spacing"])
+    return sizes, unit, user
+
+
+def _plain_tiff_calibration(tif, page, md: dict) -> tuple[dict, str | None, dict | None]:
+    """Pixel sizes of a plain TIFF (resolution only when its unit is metric: 72 dpi defaults
+    mean nothing) and the user JSON of tifffile's shaped metadata."""
+    sizes: dict[str, float] = {}
+    unit = None
+    user = None
+    if tif.is_shaped and tif.shaped_metadata:
+        shaped = tif.shaped_metadata[0]
+        md["shaped"] = _jsonable_scalars(shaped)
+        user = shaped.get("napari_sam") if isinstance(shaped.get("napari_sam"), dict) else None
+    resunit = page.tags.get("ResolutionUnit")
+    factor = {3: 1e4, 4: 1e3, 5: 1.0}.get(int(resunit.value) if resunit else 0)
+    if factor is not None:
+        xs = _resolution_size(page, "XResolution")
+        ys = _resolution_size(page, "YResolution")
+        if xs is not None:
+            sizes["X"] = xs * factor
+        if ys is not None:
+            sizes["Y"] = ys * factor
+        unit = "um"
+    return sizes, unit, user
+
+
+def _tiff_data(path: Path, series, lazy: bool, md: dict):
+    """The series' pixels: in memory, or lazily as a memmap (uncompressed, contiguous) or a
+    zarr array over tifffile's store; records which in ``md["lazy"]``."""
+    import tifffile
+
+    if not lazy:
+        md["lazy"] = False
+        return series.asarray()
+    shape = tuple(int(s) for s in series.shape)
+    data = None
+    if series.dataoffset is not None:
+        try:
+            data = tifffile.memmap(path, series=0, mode="r")
+            md["lazy"] = "memmap"
+        except Exception:  # fall back to zarr
+            data = None
+    if data is None:
+        import zarr
+
+        store = tifffile.imread(path, aszarr=True, series=0, level=0)
+        data = zarr.open(store, mode="r")
+        md["lazy"] = "zarr"
+    if tuple(data.shape) != shape:
+        data = data.reshape(shape) if isinstance(data, np.ndarray) else data
+    return data
+
+
+def _tiff_axes(path: Path, axes: str | None, src_axes: str, shape: tuple[int, ...],
+               md: dict) -> str:
+    """The user's axes, else tifffile's mapped to ``TZCYX``, else a guess from the shape;
+    records which in ``md["axes_from"]``."""
+    if axes is not None:
+        md["axes_from"] = "user"
+        return validate_axes(axes, shape)
+    ax = map_tifffile_axes(src_axes, shape)
+    md["axes_from"] = "metadata"
+    if ax is None:
+        try:
+            ax = guess_axes(shape)
+        except ValueError as exc:
+            raise ImageReadError(
+                path,
+                f"cannot interpret tifffile axes {src_axes!r} for shape {shape}",
+                "Pass axes=... (--axes on the command line) with one letter from TZCYX per "
+                "dimension.",
+            ) from exc
+        md["axes_from"] = "guess"
+    return ax
+
+
+def _open_zarr_array(path: Path):
+    """Return (array, axes or None, sizes, unit, metadata) for a zarr path."""
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:
+        raise ImageReadError(
+            path, f"not a readable zarr store ({type(exc).__name__}: {exc})"
+        ) from exc
+    md: dict[str, Any] = {"format": "zarr"}
+    sizes: dict[str, float] = {}
+    unit = None
+    axes = None
+    if isinstance(node, zarr.Array):
+        arr = node
+    else:
+        attrs = dict(node.attrs)
+        ms = attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
+        if ms:
+            md["format"] = "ome-zarr"
+            ms0 = ms[0]
+            ds0 = ms0["datasets"][0]
+            try:
+                arr = node[ds0["path"]]
+            except KeyError as exc:
+                raise ImageReadError(path, f"OME-Zarr level {ds0['path']!r} is missing") from exc
+            names = []
+            for a in ms0.get("axes", []):
+                names.append((a.get("name") if isinstance(a, dict) else str(a)).upper())
+                if isinstance(a, dict) and a.get("unit") and a.get("type") == "space":
+                    unit = unit or _normalise_unit(a.get("unit"))
+            if names and all(n in AXES_LETTERS for n in names):
+                axes = "".join(names)
+            scale = None
+            for tr in ds0.get("coordinateTransformations", []):
+                if tr.get("type") == "scale":
+                    scale = tr.get("scale")
+            if scale is not None and axes is not None and len(scale) == len(axes):
+                sizes = {a: float(s) for a, s in zip(axes, scale) if a in SPATIAL}
+        else:
+            arrays = sorted(node.arrays(), key=lambda t: t[0])
+            if len(arrays) != 1:
+                names = [n for n, _ in arrays]
+                raise ImageReadError(
+                    path,
+                    f"the zarr group holds {len(arrays)} arrays {names} and no OME-Zarr multiscales",
+                    "Open one array directly, e.g. "
+                    + (f"{str(path / names[0])!r}." if names else "'group.zarr/array'."),
+                )
+            md["zarr_array"] = arrays[0][0]
+            arr = arrays[0][1]
+    attrs = dict(arr.attrs)
+    if axes is None:
+        dims = getattr(getattr(arr, "metadata", None), "dimension_names", None) or attrs.get(
+            "_ARRAY_DIMENSIONS"
+        )
+        if isinstance(attrs.get("axes"), str):
+            dims = attrs["axes"]
+        if dims and all(isinstance(d, str) and d.upper() in AXES_LETTERS for d in dims):
+            cand = "".join(d.upper() for d in dims)
+            if len(cand) == arr.ndim and len(set(cand)) == len(cand):
+                axes = cand
+    if not sizes and isinstance(attrs.get("pixel_size"), list) and axes is not None:
+        present = [a for a in SPATIAL if a in axes]
+        if len(attrs["pixel_size"]) == len(present):
+            sizes = dict(zip(present, map(float, attrs["pixel_size"])))
+            unit = _normalise_unit(attrs.get("unit"))
+    if isinstance(attrs.get("napari_sam"), dict):
+        md["user"] = attrs["napari_sam"]
+    return arr, axes, sizes, unit, md
+
+
+def _read_zarr(path: Path, axes: str | None, lazy: bool) -> ImageData:
+    arr, meta_axes, sizes, unit, md = _open_zarr_array(path)
+    shape = tuple(int(s) for s in arr.shape)
+    if lazy:
+        data = arr
+        md["lazy"] = "zarr"
+    else:
+        try:
+            data = np.asarray(arr[...])
+        except Exception as exc:
+            raise ImageReadError(
+                path, f"zarr chunks could not be decoded ({type(exc).__name__}: {exc})"
+            ) from exc
+        md["lazy"] = False
+    return _finish(path, data, shape, axes, meta_axes, sizes, unit, md)
+
+
+def _read_npy(path: Path, axes: str | None, lazy: bool) -> ImageData:
+    try:
+        data = np.load(path, mmap_mode="r" if lazy else None, allow_pickle=False)
+    except Exception as exc:
+        raise ImageReadError(
+            path, f"not a readable .npy array ({type(exc).__name__}: {exc})"
+        ) from exc
+    if not isinstance(data, np.ndarray) or data.dtype == object:
+        raise ImageReadError(path, "the .npy file does not hold a numeric array")
+    md = {"format": "npy", "lazy": "memmap" if lazy else False}
+    return _finish(path, data, data.shape, axes, None, {}, None, md)
+
+
+def _finish(path, data, shape, axes, meta_axes, sizes, unit, md) -> ImageData:
+    shape = tuple(int(s) for s in shape)
+    md["source_axes"] = meta_axes
+    if axes is not None:
+        ax = validate_axes(axes, shape)
+        md["axes_from"] = "user"
+    elif meta_axes is not None and _valid(meta_axes, shape):
+        ax = meta_axes
+        md["axes_from"] = "metadata"
+    else:
+        try:
+            ax = guess_axes(shape)
+        except ValueError as exc:
+            raise ImageReadError(
+                path, str(exc), "Pass axes=... (--axes) with one letter from TZCYX per dimension."
+            ) from exc
+        md["axes_from"] = "guess"
+    return ImageData(data, ax, _pixel_tuple(ax, sizes), md, Path(path), unit)
+
+
+def _valid(axes: str, shape) -> bool:
+    try:
+        validate_axes(axes, shape)
+    except ValueError:
+        return False
+    return True
+
+
+def is_zarr_path(path: Path) -> bool:
+    """Whether ``path`` is a zarr store: a ``.zarr`` name, or a folder with zarr metadata."""
+    if path.suffix.lower() == ".zarr":
+        return True
+    if path.is_dir():
+        return any((path / n).exists() for n in ("zarr.json", ".zarray", ".zgroup"))
+    return False
+
+
+def read_image(
+    path: os.PathLike | str, *, axes: str | None = None, lazy: bool = False
+) -> ImageData:
+    """Read an image or stack with its axes and pixel size.
+
+    Parameters
+    ----------
+    path : path-like
+        ``.tif``/``.tiff``/``.ome.tif``/``.btf`` (any TIFF flavour), ``.zarr`` or a zarr
+        directory, or ``.npy``. Other suffixes are tried as TIFF.
+    axes : str, optional
+        Override the axes from the file: one letter from ``TZCYX`` per dimension of the data
+        as read (``ImageData.shape``). Invalid strings raise ``ValueError`` showing the shape.
+    lazy : bool
+        Return a memory-mapped or zarr array that reads on indexing instead of loading the
+        whole file (see the module docstring for the memory behaviour).
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` does not exist.
+    ImageReadError
+        (a ``ValueError``) when the file is corrupted or not a supported image; the message
+        names the path, the reason and a next step.
+    ValueError
+        When ``axes`` is invalid for the data.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(
+            f"Image file not found: {str(p)!r}. Check the path and the working directory."
+        )
+    if not os.access(p, os.R_OK) or (p.is_dir() and not os.access(p, os.X_OK)):
+        raise ImageReadError(p, "permission denied", _PERMISSION_HINT)
+    try:
+        with quiet_tifffile():
+            if is_zarr_path(p):
+                img = _read_zarr(p, axes, lazy)
+            elif p.suffix.lower() == ".npy":
+                img = _read_npy(p, axes, lazy)
+            elif p.is_dir():
+                raise ImageReadError(
+                    p, "it is a directory but not a zarr store",
+                    "Pass an image file or a .zarr directory.",
+                )
+            else:
+                img = _read_tiff(p, axes, lazy)
+    except PermissionError as exc:
+        raise ImageReadError(p, "permission denied", _PERMISSION_HINT) from exc
+    check_image_data(p, img.shape, img.dtype)
+    return img
+
+
+_PERMISSION_HINT = (
+    "Check the file's permissions (ls -l; chmod +r FILE, or run as a user who may read it)."
+)
+
+
+def check_image_data(path: os.PathLike | str, shape: Sequence[int], dtype) -> None:
+    """Refuse data no model can use: empty arrays and non-real dtypes.
+
+    Raises
+    ------
+    ImageReadError
+        When a dimension of ``shape`` is 0 or ``dtype`` is not bool, integer or float
+        (complex, strings, structured records).
+    """
+    shape = tuple(int(s) for s in shape)
+    dt = np.dtype(dtype)
+    if dt.kind not in "biuf":
+        what = "complex numbers" if dt.kind == "c" else f"dtype {dt}"
+        hint = ("Save a real-valued image, e.g. numpy.abs(a) (magnitude) or a.real, "
+                "as .npy or TIFF." if dt.kind == "c" else
+                "Save the image as integers or floats (.npy or TIFF).")
+        raise ImageReadError(path, f"the data are {what} ({dt}); images must be real numbers",
+                             hint)
+    if any(s == 0 for s in shape):
+        raise ImageReadError(path, f"the image is empty (shape {shape})",
+                             "Check the export: every dimension needs at least one pixel.")
+
+
+class _TifffileLog:
+    """A ``logging.Filter`` for tifffile's logger: hands each record to every active
+    :func:`quiet_tifffile` block instead of printing it."""
+
+    def __init__(self):
+        self.active: list[list[str]] = []
+
+    def filter(self, record) -> bool:
+        for messages in self.active:
+            messages.append(record.getMessage())
+        return False
+
+
+_TIFFFILE_LOG = _TifffileLog()
+
+
+@contextlib.contextmanager
+def quiet_tifffile():
+    """Keep tifffile's log lines (e.g. "invalid page offset" on a truncated file) off stderr.
+
+    Yields the list that collects this block's messages; the problems they describe surface
+    as :class:`ImageReadError` messages instead. Blocks nest.
+    """
+    import logging
+
+    log = logging.getLogger("tifffile")
+    messages: list[str] = []
+    if not _TIFFFILE_LOG.active:
+        log.addFilter(_TIFFFILE_LOG)
+    _TIFFFILE_LOG.active.append(messages)
+    try:
+        yield messages
+    finally:
+        with contextlib.suppress(ValueError):
+            _TIFFFILE_LOG.active.remove(messages)
+        if not _TIFFFILE_LOG.active:
+            log.removeFilter(_TIFFFILE_LOG)
+
+
+#: tifffile log messages that mean pages or metadata lie beyond the end of the file: it then
+#: returns a shorter series (fewer slices, or a single page) without raising.
+_DAMAGE_SIGNS = ("invalid page offset", "invalid value offset", "failed to reshape",
+                 "metadata invalid or corrupted")

@@ -1,0 +1,395 @@
+"""Writing files atomically: label images and volumes (TIFF, OME-TIFF, ``.npy``, zarr), label
+volumes streamed page by page into a TIFF, JSON and pictures.
+
+Every write goes to a hidden temporary name beside the destination (:func:`tmp_name`), is
+flushed to disk (:func:`fsync_path`) and renamed into place (``os.replace``), so a reader never
+sees a partial file and a failed write leaves an existing file untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_sam.io.axes import AXES_LETTERS, SPATIAL, validate_axes
+from napari_sam.io.readers import TIFF_SUFFIXES
+
+BIGTIFF_LIMIT = 2**32 - 2**26  # leave room for tags and offsets
+
+
+def tmp_name(path: Path) -> Path:
+    """A hidden temporary name beside ``path`` (``.<name>.<random>.tmp``) to write to before
+    renaming over ``path``."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def save_picture(image, path, format: str = "PNG") -> None:
+    """Save a Pillow image atomically: to a temporary name beside ``path``, then renamed, so a
+    reader never sees half a file and a failure leaves nothing behind."""
+    path = Path(path)
+    tmp = tmp_name(path)
+    try:
+        image.save(tmp, format=format)
+        os.replace(tmp, path)
+    except BaseException:
+        remove_path(tmp)
+        raise
+
+
+def fsync_path(path: Path) -> None:
+    """Flush ``path``'s data to disk (best effort: errors are ignored)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_path(path: Path) -> None:
+    """Delete a file or a directory tree; nothing when it is missing."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _check_overwrite(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"Output {str(path)!r} already exists; pass overwrite=True "
+            "(--overwrite on the command line) to replace it, or choose another output path."
+        )
+
+
+def _labels_dtype(labels: np.ndarray) -> tuple[np.ndarray, np.dtype]:
+    """Validate label values and choose uint16 or uint32."""
+    a = labels
+    if a.dtype == bool:
+        return a, np.dtype(np.uint16)
+    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise ValueError(f"labels must be integers, got dtype {a.dtype}")
+    if a.size == 0:
+        return a, np.dtype(np.uint16)
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.all(np.isfinite(a)) or not np.all(a == np.floor(a)):
+            raise ValueError(
+                "labels must be whole numbers (object ids); got non-integer float values "
+                f"(dtype {a.dtype}). Round or relabel them first."
+            )
+    lo, hi = a.min(), a.max()
+    if lo < 0:
+        raise ValueError(f"labels must be >= 0 (0 is background); found negative id {lo}")
+    if hi <= np.iinfo(np.uint16).max:
+        return a, np.dtype(np.uint16)
+    if hi <= np.iinfo(np.uint32).max:
+        return a, np.dtype(np.uint32)
+    raise ValueError(
+        f"label id {hi} does not fit in uint32 (max {np.iinfo(np.uint32).max}); relabel sequentially"
+    )
+
+
+def write_kind(path: Path) -> str:
+    """The format a label output's name chooses: ``"ome-tiff"``, ``"tiff"``, ``"npy"`` or
+    ``"zarr"`` (``ValueError`` for other suffixes)."""
+    name = path.name.lower()
+    if name.endswith((".ome.tif", ".ome.tiff")):
+        return "ome-tiff"
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        return "tiff"
+    if path.suffix.lower() == ".npy":
+        return "npy"
+    if path.suffix.lower() == ".zarr":
+        return "zarr"
+    raise ValueError(
+        f"Cannot write labels to {str(path)!r}: unsupported suffix {path.suffix!r}. "
+        "Use .tif, .tiff, .ome.tif, .npy or .zarr."
+    )
+
+
+def write_labels(
+    path: os.PathLike | str,
+    labels,
+    *,
+    axes: str,
+    pixel_size: Sequence[float] | None = None,
+    unit: str = "um",
+    metadata: Mapping | None = None,
+    overwrite: bool = False,
+    compression: str | None = "zlib",
+) -> Path:
+    """Write a label image or volume atomically and return the path written.
+
+    Parameters
+    ----------
+    path : path-like
+        Output file; the suffix chooses the format: ``.tif``/``.tiff`` (ImageJ hyperstack for
+        uint16, OME-TIFF for uint32), ``.ome.tif`` (always OME-TIFF), ``.npy`` or ``.zarr``.
+    labels : array-like of non-negative whole numbers
+        0 is background. Stored as uint16 when the largest id fits, else uint32; ids are
+        never truncated. Negative or non-integer values raise ``ValueError``.
+    axes : str
+        Letters from ``TZCYX`` (e.g. ``"YX"``, ``"ZYX"``, ``"TYX"``), validated against
+        ``labels.shape``; TIFF outputs need ImageJ order (``TZCYX`` subsequence).
+    pixel_size : sequence of float, optional
+        One per spatial axis present, in ``Z, Y, X`` order (as ``ImageData.pixel_size``).
+        Written as ImageJ ``spacing`` + X/YResolution, OME ``PhysicalSize*``, or zarr attrs.
+    unit : str
+        Unit of ``pixel_size`` (``"um"`` by default).
+    metadata : mapping, optional
+        JSON-serialisable extras, stored in the ImageJ ``Info`` property / OME image
+        ``Description`` / zarr attrs as ``{"napari_sam": metadata}`` and returned by
+        ``read_image`` as ``ImageData.metadata["user"]``. Not stored in ``.npy`` (use the
+        output metadata).
+    overwrite : bool
+        Replace an existing output; otherwise ``FileExistsError``.
+    compression : str or None
+        TIFF compression (``"zlib"`` by default; ``None`` for none). zarr outputs use zarr's
+        default compressor unless ``compression`` is None.
+
+    The data goes to a hidden temporary name next to ``path`` which is then renamed over it
+    (``os.replace``, atomic on one filesystem); on any error the temporary is removed and an
+    existing ``path`` is untouched. A zarr output is a directory: it is written to a temporary
+    directory, the old one is moved aside, the new one renamed in, then the old one deleted.
+    """
+    path = Path(path)
+    kind = write_kind(path)
+    arr = np.asarray(labels)
+    ax = validate_axes(axes, arr.shape)
+    if "C" in ax:
+        raise ValueError(f"labels cannot have a channel axis (axes {ax!r}, shape {arr.shape})")
+    arr, dtype = _labels_dtype(arr)
+    present = [a for a in SPATIAL if a in ax]
+    sizes: dict[str, float] = {}
+    if pixel_size is not None:
+        ps = [float(v) for v in pixel_size]
+        if len(ps) != len(present) or not all(v > 0 and math.isfinite(v) for v in ps):
+            raise ValueError(
+                f"pixel_size {tuple(pixel_size)} must give one positive size per spatial axis "
+                f"{''.join(present)!r} (axes {ax!r})"
+            )
+        sizes = dict(zip(present, ps))
+    user = dict(metadata) if metadata else None
+    if user is not None:
+        json.dumps(user, default=json_default)  # fail early, before touching the disk
+    _check_overwrite(path, overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = arr.astype(dtype, copy=False)
+
+    if kind == "zarr":
+        _write_zarr_atomic(path, out, ax, sizes, unit, user, compression, overwrite)
+        return path
+
+    tmp = tmp_name(path)
+    try:
+        if kind == "npy":
+            with open(tmp, "wb") as f:
+                np.save(f, out, allow_pickle=False)
+                f.flush()
+                os.fsync(f.fileno())
+        else:
+            _write_tiff(tmp, out, ax, sizes, unit, user, compression, ome=kind == "ome-tiff")
+            fsync_path(tmp)
+        _check_overwrite(path, overwrite)
+        os.replace(tmp, path)
+    except BaseException:
+        remove_path(tmp)
+        raise
+    return path
+
+
+def _write_tiff(tmp, out, ax, sizes, unit, user, compression, *, ome: bool) -> None:
+    import tifffile
+
+    if not _is_imagej_order(ax):
+        raise ValueError(
+            f"TIFF labels need axes in ImageJ order (a subsequence of TZCYX), got {ax!r}; "
+            "transpose the labels first"
+        )
+    kwargs = _tiff_options(ax, sizes, unit, user, compression, nbytes=out.nbytes,
+                           ome=out.dtype == np.uint32 or ome)
+    tifffile.imwrite(tmp, out, photometric="minisblack", **kwargs)
+
+
+def _tiff_options(ax: str, sizes: Mapping[str, float], unit: str, user: Mapping | None,
+                  compression: str | None, *, nbytes: int, ome: bool) -> dict[str, Any]:
+    """``tifffile.imwrite`` keywords for a label TIFF: OME-TIFF (``PhysicalSize*``, user JSON
+    in the image ``Description``) or an ImageJ hyperstack (``spacing``, X/YResolution, user
+    JSON in the ``Info`` property); BigTIFF above :data:`BIGTIFF_LIMIT` bytes."""
+    kwargs: dict[str, Any] = {"compression": compression, "bigtiff": nbytes > BIGTIFF_LIMIT}
+    md: dict[str, Any] = {"axes": ax}
+    if ome:
+        for letter, v in sizes.items():
+            md[f"PhysicalSize{letter}"] = v
+            md[f"PhysicalSize{letter}Unit"] = "µm" if unit in ("um", "µm", "micron") else unit
+        if user is not None:
+            md["Description"] = json.dumps({"napari_sam": user}, default=json_default)
+        kwargs.update(ome=True, metadata=md)
+        return kwargs
+    if sizes:
+        md["unit"] = "micron" if unit in ("um", "µm", "micron") else unit
+        if "Z" in sizes:
+            md["spacing"] = sizes["Z"]
+        kwargs["resolution"] = (1.0 / sizes.get("X", 1.0), 1.0 / sizes.get("Y", 1.0))
+    if user is not None:
+        md["Info"] = json.dumps({"napari_sam": user}, default=json_default)
+    kwargs.update(imagej=True, metadata=md)
+    return kwargs
+
+
+def write_labels_stream(
+    path: os.PathLike | str,
+    slices: Iterable[np.ndarray],
+    *,
+    shape: Sequence[int],
+    max_id: int,
+    axes: str,
+    pixel_size: Sequence[float] | None = None,
+    unit: str = "um",
+    metadata: Mapping | None = None,
+    compression: str | None = "zlib",
+) -> Path:
+    """Write a label volume slice by slice to a TIFF, atomically, with ``write_labels``' metadata.
+
+    ``slices`` yields ``shape[0]`` arrays of ``shape[1:]`` (``(Y, X)``, any integer dtype);
+    only one is held at a time. They are stored as uint16 when ``max_id`` fits, else uint32.
+    The file layout and metadata are those of :func:`write_labels` (ImageJ hyperstack for
+    uint16, OME-TIFF for uint32 or ``.ome.tif``), so :func:`napari_sam.io.read_image` reads
+    back the axes, pixel size and ``metadata``. The data go to a hidden temporary file that
+    is renamed into place only when complete.
+    """
+    import tifffile
+
+    path = Path(path)
+    shape = tuple(int(s) for s in shape)
+    ax = validate_axes(axes, shape)
+    dtype = np.dtype(np.uint16 if max_id <= np.iinfo(np.uint16).max else np.uint32)
+    present = [a for a in SPATIAL if a in ax]
+    sizes = dict(zip(present, map(float, pixel_size))) if pixel_size is not None else {}
+    user = dict(metadata) if metadata else None
+    ome = dtype == np.uint32 or path.name.lower().endswith((".ome.tif", ".ome.tiff"))
+    nbytes = int(math.prod(shape)) * dtype.itemsize
+    kwargs = _tiff_options(ax, sizes, unit, user, compression, nbytes=nbytes, ome=ome)
+
+    def pages():
+        n = 0
+        for s in slices:
+            s = np.asarray(s)
+            if s.shape != shape[-2:]:
+                raise ValueError(f"slice {n} has shape {s.shape}, expected {shape[-2:]}")
+            n += 1
+            yield s.astype(dtype, copy=False)
+        if n != (shape[0] if len(shape) == 3 else 1):
+            raise ValueError(f"got {n} slices, expected {shape[0]}")
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(path)
+    try:
+        tifffile.imwrite(tmp, pages(), shape=shape, dtype=dtype, photometric="minisblack",
+                         **kwargs)
+        fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        remove_path(tmp)
+        raise
+    return path
+
+
+def _is_imagej_order(ax: str) -> bool:
+    pos = [AXES_LETTERS.index(a) for a in ax]
+    return pos == sorted(pos)
+
+
+def _write_zarr_atomic(path, out, ax, sizes, unit, user, compression, overwrite) -> None:
+    import zarr
+
+    tmp = tmp_name(path)
+    attrs: dict[str, Any] = {"axes": ax}
+    if sizes:
+        attrs["pixel_size"] = [sizes[a] for a in SPATIAL if a in sizes]
+        attrs["unit"] = unit
+    if user is not None:
+        attrs["napari_sam"] = json.loads(json.dumps(user, default=json_default))
+    chunks = tuple([1] * (out.ndim - 2) + [min(s, 1024) for s in out.shape[-2:]])
+    old = None
+    try:
+        if hasattr(zarr, "create_array"):
+            kw: dict[str, Any] = {}
+            if compression is None:
+                kw["compressors"] = None
+            z = zarr.create_array(
+                store=str(tmp),
+                shape=out.shape,
+                dtype=out.dtype,
+                chunks=chunks,
+                dimension_names=list(ax),
+                attributes=attrs,
+                **kw,
+            )
+        else:  # zarr 2
+            z = zarr.open_array(str(tmp), mode="w", shape=out.shape, dtype=out.dtype, chunks=chunks)
+            z.attrs.update({**attrs, "_ARRAY_DIMENSIONS": list(ax)})
+        z[...] = out
+        _check_overwrite(path, overwrite)
+        if path.exists():
+            old = tmp_name(path)
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException:
+        if old is not None and not path.exists():
+            os.replace(old, path)
+            old = None
+        remove_path(tmp)
+        raise
+    finally:
+        if old is not None:
+            remove_path(old)
+
+
+def json_default(o):
+    """``json.dumps``' ``default``: numpy scalars and arrays, paths, tuples and sets."""
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, os.PathLike):
+        return os.fspath(o)
+    if isinstance(o, set | frozenset | tuple):
+        return list(o)
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serialisable")
+
+
+def write_json_atomic(path: os.PathLike | str, obj) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` via a temporary file and ``os.replace``.
+
+    numpy scalars / arrays, paths, tuples and sets are converted. Returns the path.
+    """
+    path = Path(path)
+    text = json.dumps(obj, indent=2, default=json_default, allow_nan=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        remove_path(tmp)
+        raise
+    return path
