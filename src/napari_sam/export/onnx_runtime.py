@@ -18,7 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .onnx_export import DECODER_FILE, DECODER_INPUTS, DECODER_OUTPUTS, METADATA_FILE
+from napari_sam.models.registry import cache_dir
+
+from .onnx_export import export_onnx
+from .onnx_graphs import DECODER_FILE, DECODER_INPUTS, DECODER_OUTPUTS, METADATA_FILE
 
 __all__ = ["OnnxDecoder", "decoder_digest", "onnx_cache_folder"]
 
@@ -43,8 +46,6 @@ def onnx_cache_folder(model) -> Path:
     """Where :meth:`OnnxDecoder.for_model` keeps the decoder export of ``model`` (a Sam): a
     folder under the model cache (``NAPARI_SAM_CACHE_DIR`` or the platform cache) named after
     its ``model_id`` and :func:`decoder_digest`."""
-    from napari_sam.models.registry import cache_dir
-
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", model.model_id)
     return cache_dir() / "onnx" / f"{name}-{decoder_digest(model)}"
 
@@ -113,8 +114,6 @@ class OnnxDecoder:
     def for_model(cls, model, *, threads: int | None = None) -> OnnxDecoder:
         """The decoder of ``model`` (a Sam), exported once into :func:`onnx_cache_folder`
         (a few seconds) and reused by later calls for the same weights."""
-        from .onnx_export import export_onnx
-
         folder = onnx_cache_folder(model)
         if not (folder / DECODER_FILE).is_file():
             export_onnx(model, folder, encoder=False, overwrite=True)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .image_encoder import LayerNorm2d, MLPBlock
+from .common import LayerNorm2d, MLPBlock
 
 __all__ = ["MaskDecoder", "TwoWayTransformer", "TwoWayAttentionBlock", "Attention", "MLP"]
 
