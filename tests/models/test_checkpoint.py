@@ -36,7 +36,7 @@ def test_read_checkpoint_wrappers(tiny_sam, tmp_path):
     assert "optimizer_state" not in meta
 
 
-def test_read_checkpoint_sidecar(tiny_sam, tmp_path):
+def test_read_checkpoint_metadata_file(tiny_sam, tmp_path):
     path = save(tiny_sam.state_dict(), tmp_path / "weights.pt")
     (tmp_path / "weights.json").write_text(
         json.dumps({"config": tiny_sam.config.to_dict(), "model_id": "tiny-v1"})

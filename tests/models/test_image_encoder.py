@@ -119,3 +119,21 @@ def test_autocast_global_attention_gemm_path():
         a, b = ref > 0, other.float() > 0
         assert (a & b).sum() / (a | b).sum() >= 0.98
 
+
+def test_unchunked_attention_gives_the_same_embedding_and_is_restored(tiny_sam, monkeypatch):
+    """The export path (one chunk, no chunk-size arithmetic) computes what the chunked one
+    does, and only while its context is open; no module global is changed."""
+    from napari_sam.models import image_encoder as ie
+
+    monkeypatch.setattr(ie, "MAX_BIAS_BYTES", 1 << 12)  # the global block in several chunks
+    encoder = tiny_sam.image_encoder
+    x = torch.rand(1, 3, 256, 256)
+    with torch.no_grad():
+        chunked = encoder(x)
+        with ie.unchunked_attention(encoder):
+            assert not any(block.attn.chunked for block in encoder.blocks)
+            whole = encoder(x)
+    assert all(block.attn.chunked for block in encoder.blocks)
+    assert ie.MAX_BIAS_BYTES == 1 << 12
+    torch.testing.assert_close(whole, chunked, atol=1e-5, rtol=1e-5)
+

@@ -217,6 +217,15 @@ def test_truncated_cached_file_is_downloaded_again(cache, tiny, server, monkeypa
     assert server.hits == ["/tiny.pt"]
 
 
+def test_a_folder_under_the_model_file_name_is_never_deleted(cache, tiny, server):
+    (cache / "tiny_test.pth").mkdir(parents=True)
+    (cache / "tiny_test.pth" / "notes.txt").write_text("mine")
+    with pytest.raises(ModelDownloadError, match="cannot be deleted"):
+        reg.fetch("tiny_test", progress=False)
+    assert (cache / "tiny_test.pth" / "notes.txt").read_text() == "mine"
+    assert server.hits == []
+
+
 def test_same_size_wrong_content_is_downloaded_again(cache, tiny, server):
     cache.mkdir()
     (cache / "tiny_test.pth").write_bytes(bytes(len(tiny.data)))  # zeros, right size
@@ -347,8 +356,8 @@ def test_demo_model_loads_with_a_warning(tmp_path, monkeypatch, caplog):
     weights = tmp_path / "weights"
     sd = _save_tiny(weights / "demo.pt", seed=5, config=SMALL_CNN)
     digest = _sha256(weights / "demo.pt")
-    sidecar = {"config": SMALL_CNN.to_dict(), "sha256": digest}
-    (weights / "demo.json").write_text(json.dumps(sidecar))
+    metadata = {"config": SMALL_CNN.to_dict(), "sha256": digest}
+    (weights / "demo.json").write_text(json.dumps(metadata))
     monkeypatch.setattr(reg, "weights_dir", lambda: weights)
     assert reg.is_cached("demo") and reg.verify("demo")
     with caplog.at_level(logging.WARNING, logger=reg.__name__):
@@ -358,7 +367,7 @@ def test_demo_model_loads_with_a_warning(tmp_path, monkeypatch, caplog):
     assert "napari-sam models download vit_b" in caplog.text
     assert "demo model" in caplog.text
     # a demo file that does not match its recorded sha256 is refused
-    (weights / "demo.json").write_text(json.dumps({**sidecar, "sha256": "0" * 64}))
+    (weights / "demo.json").write_text(json.dumps({**metadata, "sha256": "0" * 64}))
     assert not reg.verify("demo")
     with pytest.raises(RuntimeError, match="does not match"):
         reg.load_model("demo")
@@ -400,8 +409,8 @@ def test_unavailable_cuda_is_a_value_error(tmp_path):
         reg.load_model(ckpt, device="cuda")
 
 
-def test_a_sidecar_recommends_segment_everything_thresholds(tmp_path):
-    """A checkpoint's sidecar may carry {"automatic": {...}} (the demo model does): it becomes
+def test_checkpoint_metadata_recommends_segment_everything_thresholds(tmp_path):
+    """A checkpoint's metadata file may carry {"automatic": {...}} (the demo model does): it becomes
     model.automatic_defaults; SAM checkpoints without one keep SAM's thresholds; a bad entry
     is an error naming the file and the key."""
     from napari_sam.automatic import recommended_thresholds

@@ -120,37 +120,24 @@ class OnnxDecoder:
         return cls(folder, threads=threads)
 
     def predict(
-        self,
-        embedding,
-        points=None,
-        labels=None,
-        box=None,
-        mask_input=None,
-        multimask: bool = True,
+        self, embedding, points=None, labels=None, box=None, mask_input=None, multimask=True
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Masks for one object, like :meth:`napari_sam.Predictor.predict`.
+        """Masks for one object: :meth:`napari_sam.Predictor.predict` with this decoder.
 
         Parameters
         ----------
         embedding : ImageEmbedding
             Of the model this decoder was exported from (``embedding.model_id``).
-        points : array-like (P, 2), optional
-            (row, col) pixel coordinates.
-        labels : array-like (P,), optional
-            1 positive, 0 negative; default all positive.
-        box : array-like (4,), optional
-            (row0, col0, row1, col1).
-        mask_input : array-like (4E, 4E), optional
-            Low-resolution logits of a previous prediction.
-        multimask : bool
-            Three candidate masks instead of one.
+        points, labels, box, mask_input, multimask
+            As for :meth:`napari_sam.Predictor.predict`: (P, 2) napari (row, col) points,
+            (P,) labels (1 positive, 0 negative; default all positive), a (row0, col0, row1,
+            col1) box, (4E, 4E) low-resolution logits, three candidate masks or one.
 
         Returns
         -------
-        masks : numpy.ndarray (C, H, W) bool
-        scores : numpy.ndarray (C,) float32
-        logits : numpy.ndarray (C, 4E, 4E) float32
-            C is 3 when ``multimask`` else 1.
+        masks, scores, logits : numpy.ndarray
+            (C, H, W) bool, (C,) float32 and (C, 4E, 4E) float32; C is 3 when ``multimask``
+            else 1.
 
         Raises
         ------
