@@ -64,7 +64,6 @@ def cache_dir() -> Path:
     return Path(pooch.os_cache("napari-sam-stacks"))
 
 
-
 def check_cache_dir(folder: Path) -> None:
     """ModelDownloadError when the cache folder (or a parent) exists but is not a folder."""
     for p in (folder, *folder.parents):
