@@ -35,10 +35,9 @@ def tiny_model(tmp_path_factory) -> Path:
     import torch
 
     from napari_sam.models.build import SamConfig, build_sam
+    from tiny_configs import TINY_CNN
 
-    cfg = SamConfig(encoder="cnn", img_size=128, cnn_widths=(8, 16, 24, 32),
-                    cnn_depths=(1, 1, 1, 1), cnn_fpn_dim=32, decoder_depth=1,
-                    decoder_mlp_dim=64, iou_head_hidden_dim=32, name="tiny_cnn")
+    cfg = SamConfig(**TINY_CNN)
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "tiny.pt"
     torch.save(build_sam(cfg).state_dict(), path)

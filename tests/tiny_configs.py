@@ -17,3 +17,61 @@ TINY_VIT = dict(
     decoder_mlp_dim=256,
     name="tiny_vit",
 )
+
+# a CNN-encoder (demo architecture) model for command-line and batch tests: 128 px input,
+# written to a checkpoint with its config in the JSON metadata file
+TINY_CNN = dict(
+    encoder="cnn",
+    img_size=128,
+    cnn_widths=(8, 16, 24, 32),
+    cnn_depths=(1, 1, 1, 1),
+    cnn_fpn_dim=32,
+    decoder_depth=1,
+    decoder_mlp_dim=64,
+    iou_head_hidden_dim=32,
+    name="tiny_cnn",
+)
+
+# the smallest models with every part of SAM, for registry tests that write, serve and hash
+# many checkpoint files: a 32 px ViT (4 x 4 patches) and a 64 px CNN
+SMALLEST_VIT = dict(
+    img_size=32,
+    patch_size=8,
+    encoder_embed_dim=16,
+    encoder_depth=2,
+    encoder_num_heads=2,
+    encoder_global_attn_indexes=(1,),
+    window_size=2,
+    prompt_embed_dim=32,
+    mask_in_chans=4,
+    decoder_mlp_dim=32,
+    decoder_num_heads=2,
+    iou_head_hidden_dim=16,
+)
+SMALLEST_CNN = dict(
+    encoder="cnn",
+    img_size=64,
+    cnn_widths=(8, 8, 16, 16),
+    cnn_depths=(1, 1, 1, 1),
+    cnn_fpn_dim=16,
+    prompt_embed_dim=32,
+    mask_in_chans=4,
+    decoder_mlp_dim=32,
+    decoder_num_heads=2,
+    iou_head_hidden_dim=16,
+)
+
+# a 64 px CNN with a narrow (64-channel) prompt encoder and decoder for training tests
+TRAIN_CNN = dict(
+    encoder="cnn",
+    img_size=64,
+    cnn_widths=(8, 16, 32, 32),
+    cnn_depths=(1, 1, 1, 1),
+    cnn_fpn_dim=32,
+    prompt_embed_dim=64,
+    mask_in_chans=4,
+    decoder_depth=1,
+    decoder_mlp_dim=64,
+    decoder_num_heads=4,
+    iou_head_hidden_dim=32,
+)

@@ -22,41 +22,19 @@ import pytest
 import torch
 
 from napari_sam.device import resolve_device
+from napari_sam.models import download
 from napari_sam.models import registry as reg
 from napari_sam.models.build import SamConfig, build_sam
 from napari_sam.models.registry import ModelDownloadError, ModelSpec
+from tiny_configs import SMALLEST_CNN, SMALLEST_VIT
 
 pytestmark = pytest.mark.timeout(120)
 
-TINY_VIT = SamConfig(
-    img_size=32,
-    patch_size=8,
-    encoder_embed_dim=16,
-    encoder_depth=2,
-    encoder_num_heads=2,
-    encoder_global_attn_indexes=(1,),
-    window_size=2,
-    prompt_embed_dim=32,
-    mask_in_chans=4,
-    decoder_mlp_dim=32,
-    decoder_num_heads=2,
-    iou_head_hidden_dim=16,
-)
-TINY_CNN = SamConfig(
-    encoder="cnn",
-    img_size=64,
-    cnn_widths=(8, 8, 16, 16),
-    cnn_depths=(1, 1, 1, 1),
-    cnn_fpn_dim=16,
-    prompt_embed_dim=32,
-    mask_in_chans=4,
-    decoder_mlp_dim=32,
-    decoder_num_heads=2,
-    iou_head_hidden_dim=16,
-)
+SMALL_VIT = SamConfig(**SMALLEST_VIT)
+SMALL_CNN = SamConfig(**SMALLEST_CNN)
 
 
-def _save_tiny(path: Path, seed: int, config: SamConfig = TINY_VIT) -> dict[str, torch.Tensor]:
+def _save_tiny(path: Path, seed: int, config: SamConfig = SMALL_VIT) -> dict[str, torch.Tensor]:
     """Save a randomly initialised tiny model's state_dict like Meta's checkpoints."""
     torch.manual_seed(seed)
     sd = build_sam(config).state_dict()
@@ -86,7 +64,7 @@ def _free_port() -> int:
 def cache(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "cache"
     monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(path))
-    monkeypatch.setattr(reg, "DOWNLOAD_TIMEOUT", 5)
+    monkeypatch.setattr(download, "DOWNLOAD_TIMEOUT", 5)
     return path
 
 
@@ -239,6 +217,15 @@ def test_truncated_cached_file_is_downloaded_again(cache, tiny, server, monkeypa
     assert server.hits == ["/tiny.pt"]
 
 
+def test_a_folder_under_the_model_file_name_is_never_deleted(cache, tiny, server):
+    (cache / "tiny_test.pth").mkdir(parents=True)
+    (cache / "tiny_test.pth" / "notes.txt").write_text("mine")
+    with pytest.raises(ModelDownloadError, match="cannot be deleted"):
+        reg.fetch("tiny_test", progress=False)
+    assert (cache / "tiny_test.pth" / "notes.txt").read_text() == "mine"
+    assert server.hits == []
+
+
 def test_same_size_wrong_content_is_downloaded_again(cache, tiny, server):
     cache.mkdir()
     (cache / "tiny_test.pth").write_bytes(bytes(len(tiny.data)))  # zeros, right size
@@ -355,21 +342,6 @@ def test_model_id_is_stable_and_content_dependent(tmp_path):
     assert reg.load_model(a).model_id == reg.load_model(b).model_id != id_a
 
 
-def test_file_digest_is_computed_once_per_unchanged_file(tmp_path, monkeypatch):
-    path = tmp_path / "f.bin"
-    path.write_bytes(b"abc" * 1000)
-    calls = []
-    real = reg._hasher
-    monkeypatch.setattr(reg, "_hasher", lambda algo: calls.append(algo) or real(algo))
-    expected = hashlib.sha256(b"abc" * 1000).hexdigest()
-    assert reg.file_digest(path) == expected
-    assert reg.file_digest(path) == expected
-    assert calls == ["sha256"]
-    path.write_bytes(b"xyz" * 1001)
-    assert reg.file_digest(path) == hashlib.sha256(b"xyz" * 1001).hexdigest()
-    assert calls == ["sha256", "sha256"]
-
-
 def test_demo_missing_gives_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(reg, "weights_dir", lambda: tmp_path / "weights")
     with pytest.raises(FileNotFoundError) as info:
@@ -382,10 +354,10 @@ def test_demo_missing_gives_a_clear_error(tmp_path, monkeypatch):
 
 def test_demo_model_loads_with_a_warning(tmp_path, monkeypatch, caplog):
     weights = tmp_path / "weights"
-    sd = _save_tiny(weights / "demo.pt", seed=5, config=TINY_CNN)
+    sd = _save_tiny(weights / "demo.pt", seed=5, config=SMALL_CNN)
     digest = _sha256(weights / "demo.pt")
-    sidecar = {"config": TINY_CNN.to_dict(), "sha256": digest}
-    (weights / "demo.json").write_text(json.dumps(sidecar))
+    metadata = {"config": SMALL_CNN.to_dict(), "sha256": digest}
+    (weights / "demo.json").write_text(json.dumps(metadata))
     monkeypatch.setattr(reg, "weights_dir", lambda: weights)
     assert reg.is_cached("demo") and reg.verify("demo")
     with caplog.at_level(logging.WARNING, logger=reg.__name__):
@@ -395,7 +367,7 @@ def test_demo_model_loads_with_a_warning(tmp_path, monkeypatch, caplog):
     assert "napari-sam models download vit_b" in caplog.text
     assert "demo model" in caplog.text
     # a demo file that does not match its recorded sha256 is refused
-    (weights / "demo.json").write_text(json.dumps({**sidecar, "sha256": "0" * 64}))
+    (weights / "demo.json").write_text(json.dumps({**metadata, "sha256": "0" * 64}))
     assert not reg.verify("demo")
     with pytest.raises(RuntimeError, match="does not match"):
         reg.load_model("demo")
@@ -437,8 +409,8 @@ def test_unavailable_cuda_is_a_value_error(tmp_path):
         reg.load_model(ckpt, device="cuda")
 
 
-def test_a_sidecar_recommends_segment_everything_thresholds(tmp_path):
-    """A checkpoint's sidecar may carry {"automatic": {...}} (the demo model does): it becomes
+def test_checkpoint_metadata_recommends_segment_everything_thresholds(tmp_path):
+    """A checkpoint's metadata file may carry {"automatic": {...}} (the demo model does): it becomes
     model.automatic_defaults; SAM checkpoints without one keep SAM's thresholds; a bad entry
     is an error naming the file and the key."""
     from napari_sam.automatic import recommended_thresholds

@@ -13,20 +13,9 @@ import napari_sam as ns
 from napari_sam.models.build import SamConfig, build_sam
 from napari_sam.training import TrainConfig, Trainer, evaluate, load_pairs, make_items, train
 from napari_sam.training.data import split_items
+from tiny_configs import TRAIN_CNN
 
-TINY = SamConfig(
-    encoder="cnn",
-    img_size=64,
-    cnn_widths=(8, 16, 32, 32),
-    cnn_depths=(1, 1, 1, 1),
-    cnn_fpn_dim=32,
-    prompt_embed_dim=64,
-    mask_in_chans=4,
-    decoder_depth=1,
-    decoder_mlp_dim=64,
-    decoder_num_heads=4,
-    iou_head_hidden_dim=32,
-)
+TINY = SamConfig(**TRAIN_CNN)
 
 
 def blobs(seed: int, shape=(64, 64), n=5):

@@ -1,24 +1,26 @@
 """Export models out of PyTorch, and run the exported files.
 
-* :mod:`~napari_sam.export.onnx_export`: :func:`export_onnx` writes the prompt encoder + mask
-  decoder in Meta's ONNX interface, the image encoder and ``export.json``.
+* :mod:`~napari_sam.export.onnx_graphs`: the interface (file, input and output names) and
+  the traced wrappers :class:`SamOnnxDecoder` (prompt encoder + mask decoder in Meta's ONNX
+  interface) and :class:`SamOnnxEncoder`.
+* :mod:`~napari_sam.export.onnx_export`: :func:`export_onnx` writes ``decoder.onnx``,
+  ``encoder.onnx`` and ``export.json``.
 * :mod:`~napari_sam.export.onnx_runtime`: :class:`OnnxDecoder` decodes prompts with an
   exported decoder in onnxruntime, taking and returning what ``Predictor.predict`` does.
 
 Both need ``pip install "napari-sam-stacks[onnx]"`` (onnx, onnxruntime); docs/onnx.md.
 """
 
-from .onnx_export import (
+from .onnx_export import OnnxExport, export_onnx
+from .onnx_graphs import (
     DECODER_FILE,
     DECODER_INPUTS,
     DECODER_OUTPUTS,
     ENCODER_FILE,
     METADATA_FILE,
     MIN_OPSET,
-    OnnxExport,
     SamOnnxDecoder,
     SamOnnxEncoder,
-    export_onnx,
 )
 from .onnx_runtime import OnnxDecoder, decoder_digest, onnx_cache_folder
 

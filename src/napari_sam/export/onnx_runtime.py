@@ -18,7 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .onnx_export import DECODER_FILE, DECODER_INPUTS, DECODER_OUTPUTS, METADATA_FILE
+from napari_sam.models.registry import cache_dir
+
+from .onnx_export import export_onnx
+from .onnx_graphs import DECODER_FILE, DECODER_INPUTS, DECODER_OUTPUTS, METADATA_FILE
 
 __all__ = ["OnnxDecoder", "decoder_digest", "onnx_cache_folder"]
 
@@ -43,8 +46,6 @@ def onnx_cache_folder(model) -> Path:
     """Where :meth:`OnnxDecoder.for_model` keeps the decoder export of ``model`` (a Sam): a
     folder under the model cache (``NAPARI_SAM_CACHE_DIR`` or the platform cache) named after
     its ``model_id`` and :func:`decoder_digest`."""
-    from napari_sam.models.registry import cache_dir
-
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", model.model_id)
     return cache_dir() / "onnx" / f"{name}-{decoder_digest(model)}"
 
@@ -113,45 +114,30 @@ class OnnxDecoder:
     def for_model(cls, model, *, threads: int | None = None) -> OnnxDecoder:
         """The decoder of ``model`` (a Sam), exported once into :func:`onnx_cache_folder`
         (a few seconds) and reused by later calls for the same weights."""
-        from .onnx_export import export_onnx
-
         folder = onnx_cache_folder(model)
         if not (folder / DECODER_FILE).is_file():
             export_onnx(model, folder, encoder=False, overwrite=True)
         return cls(folder, threads=threads)
 
     def predict(
-        self,
-        embedding,
-        points=None,
-        labels=None,
-        box=None,
-        mask_input=None,
-        multimask: bool = True,
+        self, embedding, points=None, labels=None, box=None, mask_input=None, multimask=True
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Masks for one object, like :meth:`napari_sam.Predictor.predict`.
+        """Masks for one object: :meth:`napari_sam.Predictor.predict` with this decoder.
 
         Parameters
         ----------
         embedding : ImageEmbedding
             Of the model this decoder was exported from (``embedding.model_id``).
-        points : array-like (P, 2), optional
-            (row, col) pixel coordinates.
-        labels : array-like (P,), optional
-            1 positive, 0 negative; default all positive.
-        box : array-like (4,), optional
-            (row0, col0, row1, col1).
-        mask_input : array-like (4E, 4E), optional
-            Low-resolution logits of a previous prediction.
-        multimask : bool
-            Three candidate masks instead of one.
+        points, labels, box, mask_input, multimask
+            As for :meth:`napari_sam.Predictor.predict`: (P, 2) napari (row, col) points,
+            (P,) labels (1 positive, 0 negative; default all positive), a (row0, col0, row1,
+            col1) box, (4E, 4E) low-resolution logits, three candidate masks or one.
 
         Returns
         -------
-        masks : numpy.ndarray (C, H, W) bool
-        scores : numpy.ndarray (C,) float32
-        logits : numpy.ndarray (C, 4E, 4E) float32
-            C is 3 when ``multimask`` else 1.
+        masks, scores, logits : numpy.ndarray
+            (C, H, W) bool, (C,) float32 and (C, 4E, 4E) float32; C is 3 when ``multimask``
+            else 1.
 
         Raises
         ------

@@ -1,23 +1,25 @@
-"""Model configurations, building, and loading state_dicts / checkpoint files.
+"""Building models: an untrained :class:`Sam` from a :class:`SamConfig`, one from a
+state_dict (checked key by key, shape by shape), and one from a checkpoint file.
 
-The architecture of a checkpoint is read from its tensor shapes
-(:func:`config_from_state_dict`), so official SAM checkpoints, micro-sam finetuned ones and
-our own load without being told what they are.
+The configs live in :mod:`.config`, reading checkpoint files in :mod:`.checkpoint`; their
+public names are re-exported here.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from .checkpoint import (  # noqa: F401  (find_*: imported from here before #24)
+    find_checkpoint_metadata,
+    find_sidecar,
+    read_checkpoint,
+)
+from .config import CONFIGS, SamConfig, architecture_name, config_from_state_dict
 from .image_encoder import ImageEncoderCNN, ImageEncoderViT
 from .mask_decoder import MaskDecoder, TwoWayTransformer
 from .prompt_encoder import PromptEncoder
@@ -27,6 +29,7 @@ __all__ = [
     "SamConfig",
     "CONFIGS",
     "build_sam",
+    "build_image_encoder",
     "config_from_state_dict",
     "sam_from_state_dict",
     "read_checkpoint",
@@ -34,137 +37,40 @@ __all__ = [
     "architecture_name",
 ]
 
-_TUPLE_FIELDS = ("encoder_global_attn_indexes", "cnn_widths", "cnn_depths")
-
-
-@dataclasses.dataclass(frozen=True)
-class SamConfig:
-    """Architecture of a SAM-family model.
-
-    Attributes
-    ----------
-    encoder : {"vit", "cnn"}
-        ViT (official SAM) or the small CNN of the demo model.
-    img_size : int
-        Model input side S.
-    patch_size, encoder_embed_dim, encoder_depth, encoder_num_heads, encoder_mlp_ratio
-        ViT hyperparameters.
-    encoder_global_attn_indexes : tuple of int
-        ViT blocks with global attention; the others use ``window_size`` windows.
-    cnn_widths, cnn_depths, cnn_fpn_dim
-        CNN stage widths / residual blocks at strides 4, 8, 16, 32, and FPN width.
-    prompt_embed_dim, mask_in_chans
-        Prompt encoder.
-    decoder_depth, decoder_mlp_dim, decoder_num_heads, num_multimask_outputs,
-    iou_head_depth, iou_head_hidden_dim
-        Mask decoder.
-    name : str or None
-        Short name ("vit_b", "demo", ...), not part of the architecture.
-    """
-
-    encoder: str = "vit"
-    img_size: int = 1024
-    patch_size: int = 16
-    encoder_embed_dim: int = 768
-    encoder_depth: int = 12
-    encoder_num_heads: int = 12
-    encoder_mlp_ratio: float = 4.0
-    encoder_global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
-    window_size: int = 14
-    cnn_widths: tuple[int, ...] = (32, 64, 128, 192)
-    cnn_depths: tuple[int, ...] = (1, 2, 2, 2)
-    cnn_fpn_dim: int = 128
-    prompt_embed_dim: int = 256
-    mask_in_chans: int = 16
-    decoder_depth: int = 2
-    decoder_mlp_dim: int = 2048
-    decoder_num_heads: int = 8
-    num_multimask_outputs: int = 3
-    iou_head_depth: int = 3
-    iou_head_hidden_dim: int = 256
-    name: str | None = None
-
-    def __post_init__(self) -> None:
-        for f in _TUPLE_FIELDS:
-            object.__setattr__(self, f, tuple(int(v) for v in getattr(self, f)))
-        if self.encoder not in ("vit", "cnn"):
-            raise ValueError(f"encoder must be 'vit' or 'cnn', got {self.encoder!r}")
-        if self.encoder == "vit" and self.img_size % self.patch_size:
-            raise ValueError(f"img_size {self.img_size} not divisible by patch {self.patch_size}")
-
-    @property
-    def embedding_size(self) -> int:
-        """Side E of the image embedding."""
-        if self.encoder == "cnn":
-            return self.img_size // ImageEncoderCNN.stride
-        return self.img_size // self.patch_size
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict (tuples become lists)."""
-        d = dataclasses.asdict(self)
-        for f in _TUPLE_FIELDS:
-            d[f] = list(d[f])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> SamConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown SamConfig fields: {sorted(unknown)}")
-        return cls(**dict(d))
-
-    def replace(self, **changes: Any) -> SamConfig:
-        """Copy with some fields changed."""
-        return dataclasses.replace(self, **changes)
-
-    def architecture(self) -> dict[str, Any]:
-        """The fields that define the network (the ones that matter for its encoder)."""
-        d = self.to_dict()
-        d.pop("name")
-        drop = ("cnn_widths", "cnn_depths", "cnn_fpn_dim")
-        if self.encoder == "cnn":
-            drop = (
-                "patch_size", "encoder_embed_dim", "encoder_depth", "encoder_num_heads",
-                "encoder_mlp_ratio", "encoder_global_attn_indexes", "window_size",
-            )  # fmt: skip
-        for k in drop:
-            d.pop(k)
-        return d
-
-    def default_model_id(self) -> str:
-        """``name`` if set, else a short hash of the architecture."""
-        if self.name:
-            return self.name
-        digest = hashlib.sha1(json.dumps(self.architecture(), sort_keys=True).encode()).hexdigest()
-        return f"{self.encoder}-{digest[:10]}"
-
-
-CONFIGS: dict[str, SamConfig] = {
-    "vit_b": SamConfig(
-        encoder_embed_dim=768,
-        encoder_depth=12,
-        encoder_num_heads=12,
-        encoder_global_attn_indexes=(2, 5, 8, 11),
-        name="vit_b",
+#: per ``SamConfig.encoder``: the image encoder class and, for each of its constructor
+#: arguments, the :class:`SamConfig` field that gives it
+ENCODERS: dict[str, tuple[type[nn.Module], dict[str, str]]] = {
+    "vit": (
+        ImageEncoderViT,
+        {
+            "img_size": "img_size",
+            "patch_size": "patch_size",
+            "embed_dim": "encoder_embed_dim",
+            "depth": "encoder_depth",
+            "num_heads": "encoder_num_heads",
+            "mlp_ratio": "encoder_mlp_ratio",
+            "out_chans": "prompt_embed_dim",
+            "window_size": "window_size",
+            "global_attn_indexes": "encoder_global_attn_indexes",
+        },
     ),
-    "vit_l": SamConfig(
-        encoder_embed_dim=1024,
-        encoder_depth=24,
-        encoder_num_heads=16,
-        encoder_global_attn_indexes=(5, 11, 17, 23),
-        name="vit_l",
+    "cnn": (
+        ImageEncoderCNN,
+        {
+            "img_size": "img_size",
+            "widths": "cnn_widths",
+            "depths": "cnn_depths",
+            "fpn_dim": "cnn_fpn_dim",
+            "out_chans": "prompt_embed_dim",
+        },
     ),
-    "vit_h": SamConfig(
-        encoder_embed_dim=1280,
-        encoder_depth=32,
-        encoder_num_heads=16,
-        encoder_global_attn_indexes=(7, 15, 23, 31),
-        name="vit_h",
-    ),
-    "cnn": SamConfig(encoder="cnn", img_size=256, name="cnn"),
 }
+
+
+def build_image_encoder(config: SamConfig) -> nn.Module:
+    """The (untrained) image encoder of ``config``: (B, 3, S, S) -> (B, 256, E, E)."""
+    cls, arguments = ENCODERS[config.encoder]
+    return cls(**{arg: getattr(config, field) for arg, field in arguments.items()})
 
 
 def build_sam(config: SamConfig | Mapping[str, Any] | str) -> Sam:
@@ -176,29 +82,9 @@ def build_sam(config: SamConfig | Mapping[str, Any] | str) -> Sam:
         config = CONFIGS[config]
     elif not isinstance(config, SamConfig):
         config = SamConfig.from_dict(config)
-    if config.encoder == "vit":
-        encoder = ImageEncoderViT(
-            img_size=config.img_size,
-            patch_size=config.patch_size,
-            embed_dim=config.encoder_embed_dim,
-            depth=config.encoder_depth,
-            num_heads=config.encoder_num_heads,
-            mlp_ratio=config.encoder_mlp_ratio,
-            out_chans=config.prompt_embed_dim,
-            window_size=config.window_size,
-            global_attn_indexes=config.encoder_global_attn_indexes,
-        )
-    else:
-        encoder = ImageEncoderCNN(
-            img_size=config.img_size,
-            widths=config.cnn_widths,
-            depths=config.cnn_depths,
-            fpn_dim=config.cnn_fpn_dim,
-            out_chans=config.prompt_embed_dim,
-        )
     e = config.embedding_size
     sam = Sam(
-        image_encoder=encoder,
+        image_encoder=build_image_encoder(config),
         prompt_encoder=PromptEncoder(
             embed_dim=config.prompt_embed_dim,
             image_embedding_size=(e, e),
@@ -220,108 +106,6 @@ def build_sam(config: SamConfig | Mapping[str, Any] | str) -> Sam:
         config=config,
     )
     return sam.eval()
-
-
-# ----------------------------------------------------------------------------- shapes -> config
-
-
-def _count(sd: Mapping[str, Tensor], pattern: str) -> int:
-    rx = re.compile(pattern)
-    idx = {int(m.group(1)) for k in sd if (m := rx.match(k))}
-    return max(idx) + 1 if idx else 0
-
-
-def architecture_name(config: SamConfig) -> str:
-    """Name of an architecture: "vit_b", "vit_l" or "vit_h" when it is one of :data:`CONFIGS`,
-    else a short description such as "ViT model (embed 384, depth 2, input 256)"."""
-    arch = config.architecture()
-    for name, ref in CONFIGS.items():
-        if ref.architecture() == arch and name != "cnn":
-            return name
-    if config.encoder == "cnn":
-        return f"CNN model (widths {list(config.cnn_widths)}, input {config.img_size})"
-    return (
-        f"ViT model (embed {config.encoder_embed_dim}, depth {config.encoder_depth}, "
-        f"input {config.img_size})"
-    )
-
-
-def config_from_state_dict(sd: Mapping[str, Tensor], name: str | None = None) -> SamConfig:
-    """Infer the architecture from a state_dict's keys and tensor shapes.
-
-    Works on meta tensors too. Raises ValueError when the keys are not a SAM model's.
-    """
-    try:
-        return _config_from_state_dict(sd, name)
-    except (KeyError, IndexError) as e:
-        raise ValueError(
-            f"state_dict does not look like a Segment Anything model (missing {e})"
-        ) from None
-
-
-def _config_from_state_dict(sd: Mapping[str, Tensor], name: str | None) -> SamConfig:
-    kw: dict[str, Any] = {}
-    pe = "prompt_encoder."
-    kw["prompt_embed_dim"] = int(sd[pe + "no_mask_embed.weight"].shape[1])
-    kw["mask_in_chans"] = int(sd[pe + "mask_downscaling.3.weight"].shape[0])
-    md = "mask_decoder."
-    kw["num_multimask_outputs"] = int(sd[md + "mask_tokens.weight"].shape[0]) - 1
-    kw["iou_head_depth"] = _count(sd, r"mask_decoder\.iou_prediction_head\.layers\.(\d+)\.")
-    kw["iou_head_hidden_dim"] = int(sd[md + "iou_prediction_head.layers.0.weight"].shape[0])
-    kw["decoder_depth"] = _count(sd, r"mask_decoder\.transformer\.layers\.(\d+)\.")
-    if kw["decoder_depth"]:
-        kw["decoder_mlp_dim"] = int(sd[md + "transformer.layers.0.mlp.lin1.weight"].shape[0])
-    if "image_encoder.patch_embed.proj.weight" in sd:
-        w = sd["image_encoder.patch_embed.proj.weight"]
-        embed_dim, patch = int(w.shape[0]), int(w.shape[-1])
-        grid = int(sd["image_encoder.pos_embed"].shape[1])
-        depth = _count(sd, r"image_encoder\.blocks\.(\d+)\.")
-        lengths = [
-            int(sd[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape[0]) for i in range(depth)
-        ]
-        head_dim = int(sd["image_encoder.blocks.0.attn.rel_pos_h"].shape[1])
-        global_len = 2 * grid - 1
-        glob = tuple(i for i, n in enumerate(lengths) if n == global_len)
-        local = {n for n in lengths if n != global_len}
-        if len(local) > 1:
-            raise ValueError(f"blocks have several window sizes: {sorted(local)}")
-        window = (local.pop() + 1) // 2 if local else 14
-        mlp_dim = int(sd["image_encoder.blocks.0.mlp.lin1.weight"].shape[0])
-        kw.update(
-            encoder="vit",
-            img_size=grid * patch,
-            patch_size=patch,
-            encoder_embed_dim=embed_dim,
-            encoder_depth=depth,
-            encoder_num_heads=embed_dim // head_dim,
-            encoder_mlp_ratio=mlp_dim / embed_dim,
-            encoder_global_attn_indexes=glob,
-            window_size=window,
-        )
-    elif "image_encoder.input_size" in sd:
-        n_stages = _count(sd, r"image_encoder\.stages\.(\d+)\.")
-        widths = [int(sd["image_encoder.stem.1.0.weight"].shape[0])]
-        depths = [_count(sd, r"image_encoder\.stages\.0\.(\d+)\.conv1\.")]
-        for s in range(1, n_stages):
-            widths.append(int(sd[f"image_encoder.stages.{s}.0.0.weight"].shape[0]))
-            depths.append(max(0, _count(sd, rf"image_encoder\.stages\.{s}\.(\d+)\.conv1\.") - 1))
-        kw.update(
-            encoder="cnn",
-            img_size=int(sd["image_encoder.input_size"].reshape(-1)[0]),
-            cnn_widths=tuple(widths),
-            cnn_depths=tuple(depths),
-            cnn_fpn_dim=int(sd["image_encoder.lateral.0.weight"].shape[0]),
-        )
-    else:
-        raise ValueError("state_dict has no image encoder (neither ViT nor CNN keys)")
-    config = SamConfig(**kw)
-    if name is None:
-        arch = architecture_name(config)
-        name = arch if arch in CONFIGS else None
-    return config.replace(name=name)
-
-
-# ----------------------------------------------------------------------------- loading
 
 
 def sam_from_state_dict(
@@ -351,7 +135,23 @@ def sam_from_state_dict(
     # device go through PyTorch's prims, which import torch._dynamo and with it triton; on
     # Mesa/llvmpipe displays triton's LLVM clashes with Mesa's and napari segfaults.
     sam = build_sam(config)
-    expected = sam.state_dict()
+    problem = _mismatch(sd, sam.state_dict(), config)
+    if problem:
+        raise ValueError(problem)
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(
+            f"the weights contain NaN or inf in {len(bad)} tensors (e.g. {', '.join(bad[:3])}): "
+            "the file is corrupt or the training that wrote it diverged; download it again or "
+            "use an earlier checkpoint"
+        )
+    sam.load_state_dict(dict(sd), strict=True)
+    return sam
+
+
+def _mismatch(sd: Mapping[str, Tensor], expected: Mapping[str, Tensor], config: SamConfig) -> str:
+    """Why ``sd`` does not fit a model of ``config`` whose state_dict is ``expected`` (missing
+    and unexpected keys, shape mismatches, naming both architectures), or "" when it fits."""
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
     mismatched = [
@@ -365,157 +165,28 @@ def sam_from_state_dict(
             mismatched.append(
                 f"image_encoder.input_size: checkpoint {got} vs model {config.img_size}"
             )
-    if missing or unexpected or mismatched:
-        try:
-            found = architecture_name(config_from_state_dict(sd))
-        except ValueError:
-            found = "not a recognisable SAM model"
-        want = architecture_name(config)
-        head = (
-            f"checkpoint is a {found} but the config is {want}"
-            if found != want
-            else f"checkpoint does not match the {want} architecture"
-        )
-        parts = [head]
-        for label, items in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatches", mismatched),
-        ):
-            if items:
-                more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
-                parts.append(f"{label}: {', '.join(items[:5])}{more}")
-        raise ValueError("; ".join(parts))
-    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        raise ValueError(
-            f"the weights contain NaN or inf in {len(bad)} tensors (e.g. {', '.join(bad[:3])}): "
-            "the file is corrupt or the training that wrote it diverged; download it again or "
-            "use an earlier checkpoint"
-        )
-    sam.load_state_dict(dict(sd), strict=True)
-    return sam
-
-
-_WRAPPER_KEYS = ("model_state", "model_state_dict", "state_dict", "model")
-_PREFIXES = ("module.", "sam.", "model.", "_orig_mod.")
-
-
-def _is_state_dict(obj: Any) -> bool:
-    return (
-        isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
-    )
-
-
-def _unwrap(obj: Any, path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    metadata: dict[str, Any] = {}
-    for _ in range(4):
-        if _is_state_dict(obj):
-            break
-        if not isinstance(obj, Mapping):
-            raise ValueError(f"{path} does not contain a state_dict (found {type(obj).__name__})")
-        inner = next((k for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
-        if inner is None:
-            # a state_dict with some non-tensor entries (e.g. our own "config" next to weights)
-            tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
-            if not tensors:
-                raise ValueError(
-                    f"{path} does not contain a model state_dict (keys: {list(obj)[:8]})"
-                )
-            for k, v in obj.items():
-                if not isinstance(v, Tensor):
-                    metadata.setdefault(k, v)
-            obj = tensors
-            break
-        for k, v in obj.items():
-            if k != inner and not k.startswith("optimizer") and not isinstance(v, Tensor):
-                metadata.setdefault(k, v)
-        obj = obj[inner]
-    sd = dict(obj)
-    changed = True
-    while changed:
-        changed = False
-        for p in _PREFIXES:
-            if sd and all(k.startswith(p) for k in sd):
-                sd = {k[len(p) :]: v for k, v in sd.items()}
-                changed = True
-    return sd, metadata
-
-
-def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Read a checkpoint file into a plain SAM state_dict and metadata.
-
-    Accepts official SAM checkpoints, micro-sam's ``{"model_state": ..., "optimizer": ...}``,
-    ``{"model": ...}`` / ``{"state_dict": ...}`` wrappers and the key prefixes ``module.``,
-    ``sam.``, ``model.``. Loaded with ``weights_only=True`` onto the CPU.
-
-    Metadata holds the wrapper's other small entries; ``metadata["config"]`` is a
-    :class:`SamConfig` when the checkpoint or a JSON sidecar (``<path>.json`` or
-    ``<stem>.json`` with a "config" entry) provides one; the sidecar's other entries are
-    merged in too.
-
-    Raises
-    ------
-    FileNotFoundError
-        The file does not exist (the message names it).
-    ValueError
-        The file is not a PyTorch checkpoint, is truncated, or holds no state_dict.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if not (missing or unexpected or mismatched):
+        return ""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  (zip, pickle, EOF, RuntimeError, ...)
-        # ``from None``, and never PyTorch's own text about weights_only: it advises
-        # re-running torch.load with weights_only=False, which runs any code in the file.
-        raise ValueError(_unreadable_message(path, e)) from None
-    sd, metadata = _unwrap(obj, path)
-    sidecar = find_sidecar(path)
-    if sidecar is not None:
-        try:
-            side = json.loads(sidecar.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"cannot read metadata sidecar {sidecar}: {e}") from e
-        if isinstance(side, Mapping):
-            metadata.update(side)
-            metadata["sidecar"] = str(sidecar)
-    if "config" in metadata and isinstance(metadata["config"], Mapping):
-        metadata["config"] = SamConfig.from_dict(metadata["config"])
-    return sd, metadata
-
-
-def _unreadable_message(path: Path, err: Exception) -> str:
-    """Why ``torch.load(path, weights_only=True)`` failed, without PyTorch's advice to load
-    with ``weights_only=False`` (that would execute whatever the file contains)."""
-    text = str(err)
-    found = re.search(r"GLOBAL\s+([\w.]+)", text)
-    if found or "Unsupported class" in text:
-        what = f" (it references {found.group(1)})" if found else ""
-        return (
-            f"{path} holds Python objects besides tensors{what}, so it is not loaded: "
-            "napari-sam loads checkpoints with weights_only=True and never runs code from a "
-            "file. If you made it, save only the weights, "
-            "torch.save(model.state_dict(), path), and load that file."
-        )
-    inner = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n|$)", text)
-    first = inner.group(1) if inner else (text.strip().splitlines() or [""])[0].split(". ")[0]
-    if "weights_only" in first or "arbitrary code" in first or "trust" in first:
-        first = ""
-    return (
-        f"{path} is not a readable PyTorch checkpoint (truncated download or another file "
-        f"format?): {type(err).__name__}{': ' + first[:200] if first else ''}. Download it "
-        "again or check that it is a .pt/.pth file written by torch.save."
+        found = architecture_name(config_from_state_dict(sd))
+    except ValueError:
+        found = "not a recognisable SAM model"
+    want = architecture_name(config)
+    head = (
+        f"checkpoint is a {found} but the config is {want}"
+        if found != want
+        else f"checkpoint does not match the {want} architecture"
     )
-
-
-def find_sidecar(path: str | Path) -> Path | None:
-    """The JSON sidecar of a checkpoint: ``<path>.json``, else ``<stem>.json``, else None."""
-    path = Path(path)
-    for sidecar in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
-        if sidecar.is_file() and sidecar != path:
-            return sidecar
-    return None
+    parts = [head]
+    for label, items in (
+        ("missing keys", missing),
+        ("unexpected keys", unexpected),
+        ("shape mismatches", mismatched),
+    ):
+        if items:
+            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+            parts.append(f"{label}: {', '.join(items[:5])}{more}")
+    return "; ".join(parts)
 
 
 def load_checkpoint(path: str | Path, config: SamConfig | None = None) -> Sam:

@@ -9,20 +9,23 @@ relative-position bias passed as an additive mask, so it also runs under
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .common import MLPBlock, neck
+
 __all__ = [
     "ImageEncoderViT",
     "ImageEncoderCNN",
-    "LayerNorm2d",
-    "MLPBlock",
     "window_partition",
     "window_unpartition",
     "get_rel_pos",
+    "rel_pos_attention",
+    "unchunked_attention",
 ]
 
 # Upper bound on the bytes of one attention-bias chunk (B*heads*q*k elements). Global attention
@@ -30,36 +33,6 @@ __all__ = [
 # bf16, 805 MB in fp32), so it is built and used in chunks of query rows. Chunks of ~100 MB were
 # also measured to be faster than one big bias on CPU (better cache reuse).
 MAX_BIAS_BYTES = 1 << 27
-
-
-class LayerNorm2d(nn.Module):
-    """LayerNorm over the channel axis of a (B, C, H, W) tensor (SAM's ``LayerNorm2d``)."""
-
-    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(num_channels))
-        self.bias = nn.Parameter(torch.zeros(num_channels))
-        self.eps = eps
-
-    def forward(self, x: Tensor) -> Tensor:
-        """x (B, C, H, W) -> (B, C, H, W), normalised per pixel over C."""
-        u = x.mean(1, keepdim=True)
-        s = (x - u).pow(2).mean(1, keepdim=True)
-        x = (x - u) * torch.rsqrt(s + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
-
-
-class MLPBlock(nn.Module):
-    """Two linear layers with an activation: (..., D) -> (..., D) (keys ``lin1``, ``lin2``)."""
-
-    def __init__(self, embedding_dim: int, mlp_dim: int, act: type[nn.Module] = nn.GELU) -> None:
-        super().__init__()
-        self.lin1 = nn.Linear(embedding_dim, mlp_dim)
-        self.lin2 = nn.Linear(mlp_dim, embedding_dim)
-        self.act = act()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.lin2(self.act(self.lin1(x)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,11 +151,14 @@ _GEMM_MIN_TOKENS = 1024  # shorter sequences (windows) stay on scaled_dot_produc
 _GEMM_CHUNK_BYTES = 1 << 26
 
 
-def rel_pos_attention(q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor, rel_w: Tensor) -> Tensor:
+def rel_pos_attention(
+    q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor, rel_w: Tensor, *, chunked: bool = True
+) -> Tensor:
     """Softmax attention with a decomposed relative-position bias.
 
     ``softmax(q k^T / sqrt(hd) + rel_h[..., ky] + rel_w[..., kx]) v`` without materialising
-    the full (N, N) bias: it is built in chunks of query rows.
+    the full (N, N) bias: it is built in chunks of query rows of at most
+    :data:`MAX_BIAS_BYTES` (read at each call).
 
     Parameters
     ----------
@@ -192,6 +168,9 @@ def rel_pos_attention(q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor, rel_w: Ten
         (B * heads, H, W, H): bias of query (y, x) for key row ky.
     rel_w : Tensor
         (B * heads, H, W, W): bias of query (y, x) for key column kx.
+    chunked : bool
+        False: the whole bias in one chunk, with no chunk-size arithmetic on the shapes
+        (the export-safe path, see :func:`unchunked_attention`).
 
     Returns
     -------
@@ -201,15 +180,18 @@ def rel_pos_attention(q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor, rel_w: Ten
     b, nh, n, hd = q.shape
     _, h, w, _ = rel_h.shape
     gemm = (
-        CPU_GEMM_ATTENTION
+        chunked
+        and CPU_GEMM_ATTENTION
         and q.device.type == "cpu"
         and q.dtype in (torch.bfloat16, torch.float16)
         and n >= _GEMM_MIN_TOKENS
         and not (torch.is_grad_enabled() and q.requires_grad)
     )
-    per_row = b * nh * w * n * q.element_size()
-    n_chunks = -(-h * per_row // (_GEMM_CHUNK_BYTES if gemm else MAX_BIAS_BYTES))
-    rows = -(-h // max(1, n_chunks))  # equal chunks of query rows
+    rows = h
+    if chunked:
+        per_row = b * nh * w * n * q.element_size()
+        n_chunks = -(-h * per_row // (_GEMM_CHUNK_BYTES if gemm else MAX_BIAS_BYTES))
+        rows = -(-h // max(1, n_chunks))  # equal chunks of query rows
     # one contiguous buffer for the (B*heads, rows*W, H*W) bias, reused by every chunk;
     # torch.add(out=) keeps it row-major (a plain broadcast add may pick another layout)
     autograd = torch.is_grad_enabled() and (rel_h.requires_grad or rel_w.requires_grad
@@ -260,6 +242,9 @@ class Attention(nn.Module):
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
+        #: build the relative-position bias in chunks of query rows (False while exporting:
+        #: see :func:`unchunked_attention`)
+        self.chunked = True
         head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
@@ -286,9 +271,30 @@ class Attention(nn.Module):
             # rel_h[b, y, x, ky] = q[b, y, x] . Rh[y, ky]; rel_w[b, y, x, kx] = q . Rw[x, kx]
             rel_h = torch.einsum("byxc,ykc->byxk", r_q, rh).to(q.dtype)
             rel_w = torch.einsum("byxc,xkc->byxk", r_q, rw).to(q.dtype)
-            out = rel_pos_attention(q, k, v, rel_h, rel_w)
+            out = rel_pos_attention(q, k, v, rel_h, rel_w, chunked=self.chunked)
         out = out.transpose(1, 2).reshape(b, h, w, d)
         return self.proj(out)
+
+
+@contextlib.contextmanager
+def unchunked_attention(module: nn.Module) -> Iterator[None]:
+    """Every ViT :class:`Attention` inside ``module`` computes its bias in one chunk while
+    the context is open (their previous setting is restored after).
+
+    For tracing the encoder into ONNX: :func:`rel_pos_attention` computes the sizes of its
+    query-row chunks from the traced shapes with ``-(-a // b)``; ONNX integer division
+    truncates where Python floors, so a chunked graph gets wrong slice sizes. One chunk has
+    no such arithmetic (and onnxruntime plans the memory itself).
+    """
+    layers = [m for m in module.modules() if isinstance(m, Attention)]
+    before = [m.chunked for m in layers]
+    for m in layers:
+        m.chunked = False
+    try:
+        yield
+    finally:
+        for m, chunked in zip(layers, before):
+            m.chunked = chunked
 
 
 class Block(nn.Module):
@@ -393,12 +399,7 @@ class ImageEncoderViT(nn.Module):
             )
             for i in range(depth)
         )
-        self.neck = nn.Sequential(
-            nn.Conv2d(embed_dim, out_chans, kernel_size=1, bias=False),
-            LayerNorm2d(out_chans),
-            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
-            LayerNorm2d(out_chans),
-        )
+        self.neck = neck(embed_dim, out_chans)
 
     @property
     def embedding_size(self) -> int:
@@ -502,12 +503,7 @@ class ImageEncoderCNN(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.lateral = nn.ModuleList(nn.Conv2d(c, fpn_dim, 1) for c in widths[1:])
         self.fuse = ConvNormAct(fpn_dim, fpn_dim)
-        self.neck = nn.Sequential(
-            nn.Conv2d(fpn_dim, out_chans, kernel_size=1, bias=False),
-            LayerNorm2d(out_chans),
-            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
-            LayerNorm2d(out_chans),
-        )
+        self.neck = neck(fpn_dim, out_chans)
 
     @property
     def embedding_size(self) -> int:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .image_encoder import LayerNorm2d, MLPBlock
+from .common import LayerNorm2d, MLPBlock
 
 __all__ = ["MaskDecoder", "TwoWayTransformer", "TwoWayAttentionBlock", "Attention", "MLP"]
 
@@ -81,16 +81,24 @@ class TwoWayAttentionBlock(nn.Module):
         )
         self.skip_first_layer_pe = skip_first_layer_pe
 
-    def forward(
-        self, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """queries (N, T, D), keys (N or 1, HW, D), pes alike -> (queries, keys (N, HW, D))."""
+    def token_self_attention(self, queries: Tensor, query_pe: Tensor) -> Tensor:
+        """The first step: self-attention of the prompt tokens, then ``norm1``.
+
+        queries and query_pe (N, T, D) -> (N, T, D). The first block attends without the
+        positional encoding and without a residual (as in SAM).
+        """
         if self.skip_first_layer_pe:
             queries = self.self_attn(q=queries, k=queries, v=queries)
         else:
             q = queries + query_pe
             queries = queries + self.self_attn(q=q, k=q, v=queries)
-        queries = self.norm1(queries)
+        return self.norm1(queries)
+
+    def forward(
+        self, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """queries (N, T, D), keys (N or 1, HW, D), pes alike -> (queries, keys (N, HW, D))."""
+        queries = self.token_self_attention(queries, query_pe)
 
         k = keys + key_pe
         queries = self.norm2(

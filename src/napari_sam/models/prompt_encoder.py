@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .image_encoder import LayerNorm2d
+from .common import LayerNorm2d
 
 __all__ = ["PromptEncoder", "PositionEmbeddingRandom"]
 

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import SamConfig, config_from_state_dict
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .build import SamConfig
 
 __all__ = ["Sam"]
 
@@ -60,20 +57,18 @@ class Sam(nn.Module):
             "pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False
         )
         if config is None:
-            from .build import config_from_state_dict
-
             config = config_from_state_dict(self.state_dict())
         self._config = config
         self._model_id: str | None = None
         #: thresholds of ``segment_everything`` recommended for this model's score calibration
         #: (keys ``pred_iou_thresh``, ``stability_score_thresh``), set by the loader from the
-        #: checkpoint's sidecar (key ``"automatic"``); empty means SAM's defaults (0.88, 0.95)
+        #: checkpoint's metadata file (key ``"automatic"``); empty means SAM's defaults (0.88, 0.95)
         self.automatic_defaults: dict[str, float] = {}
 
     # ------------------------------------------------------------------ properties
     @property
     def config(self) -> SamConfig:
-        """The architecture (:class:`~napari_sam.models.build.SamConfig`)."""
+        """The architecture (:class:`~napari_sam.models.config.SamConfig`)."""
         return self._config
 
     @property

@@ -1,0 +1,149 @@
+"""Reading checkpoint files into plain SAM state_dicts plus their metadata.
+
+Official SAM checkpoints (a bare state_dict), micro-sam's (``{"model_state": ...,
+"optimizer": ...}``), other wrappers (``{"model": ...}``, ``{"state_dict": ...}``, key
+prefixes such as ``module.``) and our own (a state_dict with a ``"config"`` entry, or a JSON
+metadata file next to it) all come out with the keys of Meta's ``Sam``. Files are loaded with
+``weights_only=True``: nothing in a checkpoint is ever executed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .config import SamConfig
+
+__all__ = ["find_checkpoint_metadata", "read_checkpoint"]
+
+
+_WRAPPER_KEYS = ("model_state", "model_state_dict", "state_dict", "model")
+_PREFIXES = ("module.", "sam.", "model.", "_orig_mod.")
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return (
+        isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
+    )
+
+
+def _unwrap(obj: Any, path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    metadata: dict[str, Any] = {}
+    for _ in range(4):
+        if _is_state_dict(obj):
+            break
+        if not isinstance(obj, Mapping):
+            raise ValueError(f"{path} does not contain a state_dict (found {type(obj).__name__})")
+        inner = next((k for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            # a state_dict with some non-tensor entries (e.g. our own "config" next to weights)
+            tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+            if not tensors:
+                raise ValueError(
+                    f"{path} does not contain a model state_dict (keys: {list(obj)[:8]})"
+                )
+            for k, v in obj.items():
+                if not isinstance(v, Tensor):
+                    metadata.setdefault(k, v)
+            obj = tensors
+            break
+        for k, v in obj.items():
+            if k != inner and not k.startswith("optimizer") and not isinstance(v, Tensor):
+                metadata.setdefault(k, v)
+        obj = obj[inner]
+    sd = dict(obj)
+    changed = True
+    while changed:
+        changed = False
+        for p in _PREFIXES:
+            if sd and all(k.startswith(p) for k in sd):
+                sd = {k[len(p) :]: v for k, v in sd.items()}
+                changed = True
+    return sd, metadata
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read a checkpoint file into a plain SAM state_dict and metadata.
+
+    Accepts official SAM checkpoints, micro-sam's ``{"model_state": ..., "optimizer": ...}``,
+    ``{"model": ...}`` / ``{"state_dict": ...}`` wrappers and the key prefixes ``module.``,
+    ``sam.``, ``model.``. Loaded with ``weights_only=True`` onto the CPU.
+
+    Metadata holds the wrapper's other small entries; ``metadata["config"]`` is a
+    :class:`SamConfig` when the checkpoint or its JSON metadata file (``<path>.json`` or
+    ``<stem>.json`` with a "config" entry, see :func:`find_checkpoint_metadata`) provides
+    one; that file's other entries are merged in too, and ``metadata["sidecar"]`` is its
+    path.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist (the message names it).
+    ValueError
+        The file is not a PyTorch checkpoint, is truncated, or holds no state_dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  (zip, pickle, EOF, RuntimeError, ...)
+        # ``from None``, and never PyTorch's own text about weights_only: it advises
+        # re-running torch.load with weights_only=False, which runs any code in the file.
+        raise ValueError(_unreadable_message(path, e)) from None
+    sd, metadata = _unwrap(obj, path)
+    metadata_file = find_checkpoint_metadata(path)
+    if metadata_file is not None:
+        try:
+            stored = json.loads(metadata_file.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read metadata sidecar {metadata_file}: {e}") from e
+        if isinstance(stored, Mapping):
+            metadata.update(stored)
+            metadata["sidecar"] = str(metadata_file)  # key kept: part of the returned record
+    if "config" in metadata and isinstance(metadata["config"], Mapping):
+        metadata["config"] = SamConfig.from_dict(metadata["config"])
+    return sd, metadata
+
+
+def _unreadable_message(path: Path, err: Exception) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, without PyTorch's advice to load
+    with ``weights_only=False`` (that would execute whatever the file contains)."""
+    text = str(err)
+    found = re.search(r"GLOBAL\s+([\w.]+)", text)
+    if found or "Unsupported class" in text:
+        what = f" (it references {found.group(1)})" if found else ""
+        return (
+            f"{path} holds Python objects besides tensors{what}, so it is not loaded: "
+            "napari-sam loads checkpoints with weights_only=True and never runs code from a "
+            "file. If you made it, save only the weights, "
+            "torch.save(model.state_dict(), path), and load that file."
+        )
+    inner = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n|$)", text)
+    first = inner.group(1) if inner else (text.strip().splitlines() or [""])[0].split(". ")[0]
+    if "weights_only" in first or "arbitrary code" in first or "trust" in first:
+        first = ""
+    return (
+        f"{path} is not a readable PyTorch checkpoint (truncated download or another file "
+        f"format?): {type(err).__name__}{': ' + first[:200] if first else ''}. Download it "
+        "again or check that it is a .pt/.pth file written by torch.save."
+    )
+
+
+def find_checkpoint_metadata(path: str | Path) -> Path | None:
+    """The JSON metadata file of a checkpoint: ``<path>.json``, else ``<stem>.json``, else None."""
+    path = Path(path)
+    for candidate in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
+        if candidate.is_file() and candidate != path:
+            return candidate
+    return None
+
+
+#: the name this function had before #24; ``napari_sam._qt.model_choice`` still imports it
+find_sidecar = find_checkpoint_metadata

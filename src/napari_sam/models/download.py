@@ -1,0 +1,222 @@
+"""Model files on disk: the cache folder, hashing (SHA-256 or xxh128, remembered per file),
+checking a file against its :class:`~napari_sam.models.catalog.ModelSpec`, and downloading it.
+
+Downloads go through :func:`pooch.retrieve`, which streams into a temporary file next to the
+target, checks the hash and only then renames it into place, so a file under its final name
+in the cache is always complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import threading
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from napari_sam.io import remove_path
+
+from .catalog import ModelSpec
+
+__all__ = [
+    "CACHE_ENV",
+    "DOWNLOAD_TIMEOUT",
+    "ModelDownloadError",
+    "by_hand_message",
+    "cache_dir",
+    "check_cache_dir",
+    "download",
+    "file_digest",
+    "file_problem",
+]
+
+#: Environment variable that overrides the cache folder.
+CACHE_ENV = "NAPARI_SAM_CACHE_DIR"
+#: Seconds to wait for the server to answer (connect and between received chunks).
+DOWNLOAD_TIMEOUT = 30
+
+_HASH_ALGORITHMS = ("sha256", "xxh128")
+_CHUNK = 1 << 20
+
+
+class ModelDownloadError(RuntimeError):
+    """A model file could not be downloaded or did not match its published checksum.
+
+    The message names the URL that failed, the exact path where the file can be placed
+    by hand, and the checksum it must have.
+    """
+
+
+def cache_dir() -> Path:
+    """Folder that holds downloaded checkpoints.
+
+    ``$NAPARI_SAM_CACHE_DIR`` when set (read on every call), else the platform cache
+    folder for ``napari-sam-stacks``. The folder is created when something is downloaded.
+    """
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    import pooch
+
+    return Path(pooch.os_cache("napari-sam-stacks"))
+
+
+def check_cache_dir(folder: Path) -> None:
+    """ModelDownloadError when the cache folder (or a parent) exists but is not a folder."""
+    for p in (folder, *folder.parents):
+        if p.exists():
+            if not p.is_dir():
+                source = (f"{CACHE_ENV}={os.environ.get(CACHE_ENV)!r}"
+                          if os.environ.get(CACHE_ENV, "").strip() else "the cache folder")
+                raise ModelDownloadError(
+                    f"cannot store models in {folder}: {p} is a file, not a folder "
+                    f"({source}). Set {CACHE_ENV} to a folder (it is created if missing), or "
+                    "unset it to use the platform cache folder."
+                )
+            return
+
+
+_digest_cache: dict[tuple[str, str], tuple[int, int, str]] = {}
+_digest_lock = threading.Lock()
+
+
+def _hasher(algorithm: str):
+    if algorithm == "sha256":
+        return hashlib.sha256()
+    if algorithm == "xxh128":
+        try:
+            import xxhash
+        except ImportError:
+            raise ImportError(
+                "checking this model needs the 'xxhash' package, because its publisher "
+                "(micro-sam) gives only an xxh128 checksum: pip install xxhash"
+            ) from None
+        return xxhash.xxh128()
+    raise ValueError(f"unsupported hash algorithm {algorithm!r}; use one of {_HASH_ALGORITHMS}")
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MiB chunks.
+
+    Results are remembered per (resolved path, algorithm) together with the file's size and
+    modification time, so asking again for an unchanged multi-GB checkpoint is free; a
+    changed file is hashed again.
+    """
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), algorithm)
+    with _digest_lock:
+        hit = _digest_cache.get(key)
+    if hit is not None and hit[0] == stat.st_size and hit[1] == stat.st_mtime_ns:
+        return hit[2]
+    h = _hasher(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    with _digest_lock:
+        _digest_cache[key] = (stat.st_size, stat.st_mtime_ns, digest)
+    return digest
+
+
+def file_problem(path: Path, spec: ModelSpec) -> str | None:
+    """Why the file at ``path`` is not ``spec``'s checkpoint, or None when it is."""
+    if not path.is_file():
+        return "the file does not exist"
+    size = path.stat().st_size
+    if spec.size is not None and size != spec.size:
+        return f"it has {size} bytes instead of {spec.size}"
+    if spec.hash_algorithm is None:
+        return None
+    actual = file_digest(path, spec.hash_algorithm)
+    if actual != spec.expected_hash.lower():
+        return f"its {spec.hash_algorithm} is {actual} instead of {spec.expected_hash}"
+    return None
+
+
+def by_hand_message(spec: ModelSpec, target: Path, url: str) -> str:
+    """How to install ``spec``'s file by hand: the URL, where to put it, its checksums."""
+    checks = []
+    if spec.sha256:
+        checks.append(f"sha256 {spec.sha256}")
+    if spec.xxh128:
+        checks.append(f"xxh128 {spec.xxh128}")
+    if spec.size is not None:
+        checks.append(f"{spec.size} bytes")
+    return (
+        f"To install it by hand, download {url} on a machine with internet access and "
+        f"place the file at {target} (expected: {', '.join(checks)}). "
+        f"Set {CACHE_ENV} to use another cache folder."
+    )
+
+
+def _file_url_downloader(url: str, output_file: str, pooch: Any = None) -> None:
+    """pooch downloader for ``file://`` URLs (a checkpoint on a shared or mounted drive)."""
+    parsed = urllib.parse.urlparse(url)
+    source = Path(urllib.request.url2pathname(parsed.path))
+    with open(source, "rb") as src, open(output_file, "wb") as dst:
+        shutil.copyfileobj(src, dst, _CHUNK)
+
+
+def download(spec: ModelSpec, url: str, target: Path, progress: bool) -> None:
+    """Download ``spec``'s file from ``url`` to ``target`` with pooch (temporary file, hash
+    check, then rename); ModelDownloadError, saying how to install it by hand, on failure."""
+    import pooch
+    import requests
+
+    if spec.hash_algorithm == "xxh128":
+        _hasher("xxh128")  # fail before a long download if xxhash is missing
+    scheme = urllib.parse.urlparse(url).scheme.lower()
+    if scheme == "file":
+        downloader = _file_url_downloader
+    elif scheme in ("http", "https"):
+        try:
+            import tqdm  # noqa: F401
+
+            progressbar = bool(progress)
+        except ImportError:
+            progressbar = False
+        downloader = pooch.HTTPDownloader(progressbar=progressbar, timeout=DOWNLOAD_TIMEOUT)
+    else:
+        raise ModelDownloadError(
+            f"cannot download model {spec.name!r} from {url}: unsupported URL scheme "
+            f"{scheme!r} (use http, https or file). " + by_hand_message(spec, target, url)
+        )
+    try:
+        pooch.retrieve(
+            url,
+            known_hash=spec.known_hash,
+            fname=spec.filename,
+            path=target.parent,
+            downloader=downloader,
+        )
+    except ValueError as err:  # pooch: the downloaded file's hash does not match
+        raise ModelDownloadError(
+            f"the file downloaded for model {spec.name!r} from {url} does not match its "
+            f"published checksum ({err}); it was discarded and nothing was saved. "
+            + by_hand_message(spec, target, url)
+        ) from err
+    except (requests.RequestException, OSError) as err:
+        raise ModelDownloadError(
+            f"could not download model {spec.name!r} from {url}: "
+            f"{type(err).__name__}: {err}. " + by_hand_message(spec, target, url)
+        ) from err
+    # pooch has just checked the hash of these exact bytes: remember it instead of
+    # reading a multi-GB file again, and keep the (cheap) size check.
+    stat = target.stat()
+    with _digest_lock:
+        _digest_cache[(str(target.resolve()), spec.hash_algorithm)] = (
+            stat.st_size,
+            stat.st_mtime_ns,
+            spec.expected_hash.lower(),
+        )
+    problem = file_problem(target, spec)
+    if problem is not None:
+        remove_path(target)
+        raise ModelDownloadError(
+            f"the file downloaded for model {spec.name!r} from {url} is wrong: {problem}; "
+            "it was deleted. " + by_hand_message(spec, target, url)
+        )
