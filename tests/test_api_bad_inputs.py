@@ -344,7 +344,7 @@ def test_partial_checkpoint_in_read_only_cache(tiny_spec, tmp_path, monkeypatch)
     def refuse(path):  # what unlink does in a read-only folder (root ignores chmod)
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(reg, "_remove", refuse)
+    monkeypatch.setattr(reg, "remove_path", refuse)
     with pytest.raises(ModelDownloadError) as err:
         reg.fetch("tiny_dl")
     _says(err, "incomplete or corrupt", "cannot be deleted", "read-only", reg.CACHE_ENV,

@@ -561,3 +561,13 @@ def test_demo_model_segment_embed_train(tmp_path):
                    "--objects-per-image", "2", "-q",
                    cwd=tmp_path, check_rc=0)
     assert (tmp_path / "m.pt").is_file() and (tmp_path / "m.json").is_file()
+
+
+def test_version_names_the_program_and_the_version(capsys):
+    import napari_sam
+    from napari_sam.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"napari-sam {napari_sam.__version__}"

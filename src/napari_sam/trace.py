@@ -254,7 +254,7 @@ def _sidecars(paths) -> list[Path]:
         elif p.suffix.lower() == ".json":
             found.append(p)
         else:
-            found.append(nio.sidecar_path(p))
+            found.append(nio.output_metadata_path(p))
     return found
 
 
@@ -274,7 +274,7 @@ def report(paths, *, out=None, quiet: bool = False) -> list[Path]:
             record = json.loads(side.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if not isinstance(record, dict) or record.get("format") != nio.SIDECAR_FORMAT:
+        if not isinstance(record, dict) or record.get("format") != nio.OUTPUT_METADATA_FORMAT:
             continue
         trace = (record.get("extra") or {}).get("trace")
         if not trace:

@@ -78,24 +78,24 @@ def file_choice(path: str | os.PathLike) -> ModelChoice:
 
 def recommended_thresholds(choice: ModelChoice) -> dict[str, float]:
     """Segment-everything thresholds for ``choice`` without loading it: SAM's defaults
-    updated with the ``"automatic"`` entry of the checkpoint's sidecar JSON, if any (the
-    bundled demo model has one). An unreadable sidecar gives SAM's defaults."""
+    updated with the ``"automatic"`` entry of the checkpoint metadata JSON, if any (the
+    bundled demo model has one). Unreadable metadata gives SAM's defaults."""
     import json
 
     from napari_sam.automatic import recommended_thresholds as for_model
-    from napari_sam.models.build import find_sidecar
+    from napari_sam.models.checkpoint import find_checkpoint_metadata
     from napari_sam.models.registry import REGISTRY, automatic_defaults, where
 
     own: dict[str, float] = {}
     if choice.is_file:
-        sidecar = find_sidecar(choice.key)
+        metadata = find_checkpoint_metadata(choice.key)
     elif choice.key in REGISTRY and REGISTRY[choice.key].packaged:
-        sidecar = find_sidecar(where(choice.key))
+        metadata = find_checkpoint_metadata(where(choice.key))
     else:
-        sidecar = None  # downloadable SAM weights: no sidecar of ours
-    if sidecar is not None:
+        metadata = None  # downloadable SAM weights: no checkpoint metadata of ours
+    if metadata is not None:
         try:
-            own = automatic_defaults(json.loads(sidecar.read_text()), sidecar)
+            own = automatic_defaults(json.loads(metadata.read_text()), metadata)
         except (OSError, ValueError):
             pass
     return for_model(own)

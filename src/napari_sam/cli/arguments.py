@@ -85,6 +85,8 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
         if text and "\n" not in text:  # descriptions are single paragraphs
             import textwrap
 
+            if "%(prog)" in text:  # as argparse does (the --version line uses it)
+                text = text % dict(prog=self._prog)
             return textwrap.fill(text, self._width - self._current_indent) + "\n\n"
         return super()._format_text(text)
 
