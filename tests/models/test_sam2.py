@@ -109,3 +109,97 @@ def test_mask_decoder_equals_the_reference_for_points_boxes_and_masks():
             assert masks_equal >= 0.999
             for a, b in zip(expected[1:], got[1:]):
                 assert (a - b).abs().max().item() <= 1e-4
+
+
+def _reference_sam2(image_size: int):
+    """Meta's SAM2Base with the SAM 2.1 Hiera-T options (its yaml), built without hydra."""
+    from sam2.modeling.memory_attention import MemoryAttention, MemoryAttentionLayer
+    from sam2.modeling.memory_encoder import CXBlock, Fuser, MaskDownSampler, MemoryEncoder
+    from sam2.modeling.position_encoding import PositionEmbeddingSine
+    from sam2.modeling.sam2_base import SAM2Base
+    from sam2.modeling.sam.transformer import RoPEAttention
+
+    def rope(**kw):
+        return RoPEAttention(rope_theta=10000.0, feat_sizes=[64, 64], embedding_dim=256,
+                             num_heads=1, downsample_rate=1, dropout=0.1, **kw)
+
+    layer = MemoryAttentionLayer(
+        activation="relu", dim_feedforward=2048, dropout=0.1, pos_enc_at_attn=False,
+        d_model=256, pos_enc_at_cross_attn_keys=True, pos_enc_at_cross_attn_queries=False,
+        self_attention=rope(), cross_attention=rope(rope_k_repeat=True, kv_in_dim=64))
+    memory_encoder = MemoryEncoder(
+        out_dim=64, mask_downsampler=MaskDownSampler(kernel_size=3, stride=2, padding=1),
+        fuser=Fuser(CXBlock(dim=256, kernel_size=7, padding=3, layer_scale_init_value=1e-6,
+                            use_dwconv=True), num_layers=2),
+        position_encoding=PositionEmbeddingSine(64, warmup_cache=False))
+    return SAM2Base(
+        image_encoder=_reference_encoder(TINY),
+        memory_attention=MemoryAttention(d_model=256, pos_enc_at_input=True, layer=layer,
+                                         num_layers=4),
+        memory_encoder=memory_encoder, num_maskmem=7, image_size=image_size,
+        sigmoid_scale_for_mem_enc=20.0, sigmoid_bias_for_mem_enc=-10.0,
+        use_mask_input_as_output_without_sam=True, directly_add_no_mem_embed=True,
+        no_obj_embed_spatial=True, use_high_res_features_in_sam=True,
+        multimask_output_in_sam=True, iou_prediction_use_sigmoid=True,
+        use_obj_ptrs_in_encoder=True, add_tpos_enc_to_obj_ptrs=True,
+        proj_tpos_enc_in_obj_ptrs=True, use_signed_tpos_enc_to_obj_ptrs=True,
+        only_obj_ptrs_in_the_past_for_eval=True, pred_obj_scores=True,
+        pred_obj_scores_mlp=True, fixed_no_obj_ptr=True, multimask_output_for_tracking=True,
+        use_multimask_token_for_obj_ptr=True, multimask_min_pt_num=0, multimask_max_pt_num=1,
+        use_mlp_for_obj_ptr_proj=True,
+        sam_mask_decoder_extra_args=dict(dynamic_multimask_via_stability=True,
+                                         dynamic_multimask_stability_delta=0.05,
+                                         dynamic_multimask_stability_thresh=0.98)).eval()
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forwards", "backwards"])
+def test_tracking_steps_equal_the_reference(reverse):
+    """Two objects: clicks on the first slice, a mask prompt on a later one, and memory-
+    conditioned slices between and after: masks, pointers and memories equal Meta's."""
+    from napari_sam.models.sam2.memory_bank import MemoryBank
+    from napari_sam.models.sam2.model import Sam2Config, Sam2Model
+
+    size, n_frames, batch = 128, 7, 2
+    ref = _reference_sam2(size)
+    gen = torch.Generator().manual_seed(5)
+    sd = {k: torch.randn(v.shape, generator=gen) * 0.05 for k, v in ref.state_dict().items()}
+    sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] = torch.tensor([3.0])  # present
+    ref.load_state_dict(sd)
+    ours = Sam2Model(Sam2Config(image_size=size)).eval()
+    ours.load_state_dict(decoder_keys_from_meta(sd), strict=True)
+
+    frames = torch.randn(n_frames, 3, size, size, generator=gen)
+    points = torch.rand(batch, 1, 2, generator=gen) * size
+    labels = torch.ones(batch, 1, dtype=torch.int32)
+    mask = (torch.rand(batch, 1, size, size, generator=gen) > 0.6).float()
+    order = list(range(n_frames))[::-1] if reverse else list(range(n_frames))
+    clicked, masked = order[0], order[4]
+    expected_bank = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+    bank = MemoryBank()
+    with torch.no_grad():
+        for t in order:
+            _, feats, pos, sizes = ref._prepare_backbone_features(
+                ref.forward_image(frames[t: t + 1]))
+            feats = [x.expand(-1, batch, -1) for x in feats]
+            pos = [x.expand(-1, batch, -1) for x in pos]
+            prompted = t in (clicked, masked)
+            expected = ref.track_step(
+                frame_idx=t, is_init_cond_frame=t == clicked, current_vision_feats=feats,
+                current_vision_pos_embeds=pos, feat_sizes=sizes,
+                point_inputs={"point_coords": points, "point_labels": labels}
+                if t == clicked else None,
+                mask_inputs=mask if t == masked else None, output_dict=expected_bank,
+                num_frames=n_frames, track_in_reverse=reverse)
+            got = ours.track_step(
+                t, ours.encode_image(frames[t: t + 1]).expand(batch), bank,
+                points if t == clicked else None, labels if t == clicked else None,
+                mask if t == masked else None, starts=t == clicked, num_frames=n_frames,
+                reverse=reverse)
+            key = "cond_frame_outputs" if prompted else "non_cond_frame_outputs"
+            expected_bank[key][t] = expected
+            (bank.prompted if prompted else bank.tracked)[t] = got
+            same = ((expected["pred_masks_high_res"] > 0) == (got.high_res_masks > 0))
+            assert same.float().mean().item() >= 0.999, t
+            assert (expected["obj_ptr"] - got.pointer).abs().max().item() <= 1e-4
+            assert (expected["maskmem_features"] - got.memory).abs().max().item() <= 1e-4
+            assert (expected["object_score_logits"] - got.object_logits).abs().max() <= 1e-4
