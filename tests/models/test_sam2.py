@@ -165,7 +165,7 @@ def test_tracking_steps_equal_the_reference(reverse):
     sd = {k: torch.randn(v.shape, generator=gen) * 0.05 for k, v in ref.state_dict().items()}
     sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] = torch.tensor([3.0])  # present
     ref.load_state_dict(sd)
-    ours = Sam2Model(Sam2Config(image_size=size)).eval()
+    ours = Sam2Model(Sam2Config(image_size=size, binarize_prompted_memory=False)).eval()
     ours.load_state_dict(decoder_keys_from_meta(sd), strict=True)
 
     frames = torch.randn(n_frames, 3, size, size, generator=gen)
@@ -203,3 +203,28 @@ def test_tracking_steps_equal_the_reference(reverse):
             assert (expected["obj_ptr"] - got.pointer).abs().max().item() <= 1e-4
             assert (expected["maskmem_features"] - got.memory).abs().max().item() <= 1e-4
             assert (expected["object_score_logits"] - got.object_logits).abs().max() <= 1e-4
+
+
+def test_a_meta_format_checkpoint_loads_with_its_size_inferred(tmp_path):
+    from napari_sam.models.sam2.checkpoint import SAM2_CONFIGS, infer_sam2_config, load_sam2
+    from napari_sam.models.sam2.model import Sam2Model
+
+    config = SAM2_CONFIGS["sam2.1_hiera_tiny"]
+    model = Sam2Model(config)
+    # Meta's layout: {"model": state dict} with Meta's names for the transformer MLPs
+    state = {k.replace(".mlp.lin1.", ".mlp.layers.0.").replace(".mlp.lin2.", ".mlp.layers.1.")
+             if k.startswith("sam_mask_decoder.transformer.") else k: v
+             for k, v in model.state_dict().items()}
+    path = tmp_path / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": state}, path)
+    assert infer_sam2_config(state)[0] == "sam2.1_hiera_tiny"
+    loaded = load_sam2(path)
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+
+
+def test_a_sam1_checkpoint_is_refused_with_what_to_use_instead():
+    from napari_sam.models.sam2.checkpoint import infer_sam2_config
+
+    with pytest.raises(ValueError, match="not a SAM 2 checkpoint.*load_model"):
+        infer_sam2_config({"image_encoder.patch_embed.proj.weight": torch.zeros(768, 3, 16, 16)})

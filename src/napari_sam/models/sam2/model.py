@@ -47,6 +47,9 @@ class Sam2Config:
         Object pointers of past slices attended to (at most).
     max_cond_frames : int
         Prompted slices attended to (-1: all; bound it for long stacks with many prompts).
+    binarize_prompted_memory : bool
+        Encode the memory of a slice with point prompts from its thresholded mask (Meta's
+        video predictor does; ``SAM2Base`` alone does not).
     """
 
     hiera: HieraConfig = field(default_factory=HieraConfig)
@@ -54,6 +57,7 @@ class Sam2Config:
     num_maskmem: int = 7
     max_object_pointers: int = 16
     max_cond_frames: int = -1
+    binarize_prompted_memory: bool = True
 
     @property
     def embedding_size(self) -> int:
@@ -181,10 +185,13 @@ class Sam2Model(nn.Module):
 
     # ------------------------------------------------------------------ memory
     def encode_memory(self, embedding: Tensor, high_res_masks: Tensor,
-                      object_logits: Tensor) -> tuple[Tensor, Tensor]:
+                      object_logits: Tensor, from_points: bool = False) -> tuple[Tensor, Tensor]:
         """A slice's memory from its raw (B, D, E, E) embedding and (B, 1, S, S) mask
         logits -> memory (B, D_mem, E, E) and position encoding."""
-        squashed = torch.sigmoid(high_res_masks) * 20.0 - 10.0
+        if from_points and self.config.binarize_prompted_memory:
+            squashed = (high_res_masks > 0).float() * 20.0 - 10.0
+        else:
+            squashed = torch.sigmoid(high_res_masks) * 20.0 - 10.0
         memory, position = self.memory_encoder(embedding, squashed)
         absent = 1 - (object_logits > 0).float()
         memory = memory + absent[..., None, None] * self.no_obj_embed_spatial[..., None, None]
@@ -223,5 +230,5 @@ class Sam2Model(nn.Module):
                              multimask=n_points <= 1)
         if encode_memory:
             out.memory, out.memory_position = self.encode_memory(
-                image.features, out.high_res_masks, out.object_logits)
+                image.features, out.high_res_masks, out.object_logits, points is not None)
         return out
