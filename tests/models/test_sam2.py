@@ -228,3 +228,63 @@ def test_a_sam1_checkpoint_is_refused_with_what_to_use_instead():
 
     with pytest.raises(ValueError, match="not a SAM 2 checkpoint.*load_model"):
         infer_sam2_config({"image_encoder.patch_embed.proj.weight": torch.zeros(768, 3, 16, 16)})
+
+
+def test_propagation_of_two_objects_equals_metas_video_predictor(monkeypatch):
+    """16 slices, two objects prompted on slice 5 (a click; a box and a click) and one of
+    them again on slice 11: forwards then backwards, as Meta's video predictor on the same
+    frames (its frame loader is replaced by the same tensors: no files)."""
+    import sam2.sam2_video_predictor as svp
+
+    from napari_sam.models.sam2.model import Sam2Config, Sam2Model
+    from napari_sam.models.sam2.propagation import ObjectPrompts, Sam2Tracker
+
+    size, n = 128, 16
+    base = _reference_sam2(size)
+    gen = torch.Generator().manual_seed(7)
+    sd = {k: torch.randn(v.shape, generator=gen) * 0.05 for k, v in base.state_dict().items()}
+    sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] = torch.tensor([3.0])
+    ref = svp.SAM2VideoPredictor.__new__(svp.SAM2VideoPredictor)
+    ref.__dict__ = base.__dict__  # the same modules and options ...
+    ref.fill_hole_area, ref.non_overlap_masks = 0, False  # ... plus the predictor's own
+    ref.clear_non_cond_mem_around_input = ref.add_all_frames_to_correct_as_cond = False
+    ref.binarize_mask_from_pts_for_mem_enc = True
+    ref.load_state_dict(sd)
+    ref.eval()
+    frames = torch.randn(n, 3, size, size, generator=gen)
+    monkeypatch.setattr(svp, "load_video_frames", lambda **kw: (frames, size, size))
+    state = ref.init_state("frames-in-memory")
+    click = torch.tensor([[40.0, 60.0]])
+    box = torch.tensor([70.0, 20.0, 110.0, 90.0])
+    ref.add_new_points_or_box(state, 5, 1, points=click, labels=torch.tensor([1]))
+    ref.add_new_points_or_box(state, 5, 2, points=torch.tensor([[90.0, 50.0]]),
+                              labels=torch.tensor([1]), box=box)
+    ref.add_new_points_or_box(state, 11, 1, points=torch.tensor([[45.0, 64.0]]),
+                              labels=torch.tensor([1]))
+    expected = {}
+    with torch.no_grad():
+        for reverse in (False, True):
+            for z, _, masks in ref.propagate_in_video(state, reverse=reverse):
+                expected[z] = masks > 0
+
+    ours = Sam2Model(Sam2Config(image_size=size)).eval()
+    ours.load_state_dict(decoder_keys_from_meta(sd), strict=True)
+    tracker = Sam2Tracker(ours, lambda z: frames[z], n)
+    one = ObjectPrompts(points={5: (click, torch.tensor([1])),
+                                11: (torch.tensor([[45.0, 64.0]]), torch.tensor([1]))})
+    two = ObjectPrompts(points={5: (torch.cat([box.reshape(2, 2), torch.tensor([[90.0, 50.0]])]),
+                                    torch.tensor([2, 3, 1]))})
+    got = {}
+    with torch.no_grad():
+        for index, prompts in enumerate((one, two)):
+            for z, out in tracker.propagate(prompts):
+                high = torch.nn.functional.interpolate(
+                    out.low_res_masks, size=(size, size), mode="bilinear", align_corners=False)
+                got[(z, index)] = high[0, 0] > 0
+    assert sorted(expected) == list(range(n))
+    for z in range(n):
+        for index in range(2):
+            same = (expected[z][index, 0] == got[(z, index)]).float().mean().item()
+            assert same >= 0.999, (z, index, same)
+    covered = torch.stack([expected[z].float().mean() for z in range(n)])
+    assert 0.05 < covered.mean() < 0.95  # the masks are neither empty nor everything

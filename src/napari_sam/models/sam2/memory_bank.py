@@ -104,7 +104,7 @@ def _spatial_memories(model, frame: int, bank: MemoryBank, chosen: dict, others:
         entries.append((t_pos, out))
     memories, positions = [], []
     for t_pos, out in entries:
-        if out is None:
+        if out is None or out.memory is None:  # not tracked, or forgotten (out of reach)
             continue
         memories.append(out.memory.flatten(2).permute(2, 0, 1))
         pos = out.memory_position.flatten(2).permute(2, 0, 1)
