@@ -275,12 +275,12 @@ def test_propagation_of_two_objects_equals_metas_video_predictor(monkeypatch):
     two = ObjectPrompts(points={5: (torch.cat([box.reshape(2, 2), torch.tensor([[90.0, 50.0]])]),
                                     torch.tensor([2, 3, 1]))})
     got = {}
-    with torch.no_grad():
-        for index, prompts in enumerate((one, two)):
-            for z, out in tracker.propagate(prompts):
-                high = torch.nn.functional.interpolate(
-                    out.low_res_masks, size=(size, size), mode="bilinear", align_corners=False)
-                got[(z, index)] = high[0, 0] > 0
+    with torch.no_grad():  # both objects in one pass: each slice is encoded once per sweep
+        for z, oid, out in tracker.propagate_all({0: one, 1: two}):
+            high = torch.nn.functional.interpolate(
+                out.low_res_masks, size=(size, size), mode="bilinear", align_corners=False)
+            got[(z, oid)] = high[0, 0] > 0
+    assert tracker.encoder_calls <= 2 + n + 6  # prompted slices, forwards, backwards
     assert sorted(expected) == list(range(n))
     for z in range(n):
         for index in range(2):

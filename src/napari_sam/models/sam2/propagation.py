@@ -123,25 +123,56 @@ class Sam2Tracker:
 
     # ------------------------------------------------------------------ propagation
     def propagate(self, prompts: ObjectPrompts) -> Iterator[tuple[int, FrameOutput]]:
-        """Yield (slice, output) for every slice: the prompted slices first (in order),
-        then forwards from the first prompted slice, then backwards from it."""
-        slices = prompts.slices
-        if not slices:
-            raise ValueError("the object has no prompts: give at least one click, box or "
-                             "mask on one slice")
-        bank = MemoryBank()
-        for z in slices:
-            bank.prompted[z] = self.prompt(z, prompts)
-            yield z, bank.prompted[z]
-        start = slices[0]
-        for reverse, order in ((False, range(start, self.num_slices)),
-                               (True, range(start, -1, -1))):
-            for z in order:
-                if z in bank.prompted:
+        """One object: yield (slice, output) for every slice (see :meth:`propagate_all`)."""
+        for z, _, out in self.propagate_all({1: prompts}):
+            yield z, out
+
+    def propagate_all(self, objects: dict[int, ObjectPrompts],
+                      stop_after_absent: int | None = None
+                      ) -> Iterator[tuple[int, int, FrameOutput]]:
+        """Yield (slice, object id, output): first every prompted slice, then one sweep
+        forwards and one backwards in which each slice is encoded once for all objects.
+
+        An object is tracked forwards from its first prompted slice to the end of the stack
+        and backwards from there to the first slice (its own prompted slices keep their
+        outputs). With ``stop_after_absent`` = N, an object's sweep in a direction ends
+        after N tracked slices in a row where the model says the object is absent
+        (:attr:`stopped` records where and why).
+        """
+        for oid, p in objects.items():
+            if not p.slices:
+                raise ValueError(f"object {oid} has no prompts: give at least one click, "
+                                 "box or mask on one slice")
+        banks = {oid: MemoryBank() for oid in objects}
+        for z in sorted(set().union(*(p.slices for p in objects.values()))):
+            for oid, p in objects.items():
+                if z in p.points or z in p.masks:
+                    banks[oid].prompted[z] = self.prompt(z, p)
+                    yield z, oid, banks[oid].prompted[z]
+        starts = {oid: p.slices[0] for oid, p in objects.items()}
+        self.stopped: dict[tuple[int, str], int] = {}
+        for reverse in (False, True):
+            yield from self._sweep(objects, banks, starts, reverse, stop_after_absent)
+
+    def _sweep(self, objects, banks, starts, reverse: bool, stop_after_absent):
+        """One direction for all objects, slice by slice."""
+        direction = "down" if reverse else "up"
+        order = range(max(starts.values()), -1, -1) if reverse \
+            else range(min(starts.values()), self.num_slices)
+        absent = {oid: 0 for oid in objects}
+        for z in order:
+            for oid in objects:
+                if (z > starts[oid]) if reverse else (z < starts[oid]):
+                    continue  # not reached yet in this direction
+                if (oid, direction) in self.stopped or z in banks[oid].prompted:
+                    absent[oid] = 0
                     continue
-                bank.tracked[z] = out = self.track(z, bank, reverse)
-                self._forget(bank, z, reverse, slices)
-                yield z, out
+                banks[oid].tracked[z] = out = self.track(z, banks[oid], reverse)
+                self._forget(banks[oid], z, reverse, objects[oid].slices)
+                absent[oid] = absent[oid] + 1 if float(out.object_logits.max()) <= 0 else 0
+                if stop_after_absent and absent[oid] >= stop_after_absent:
+                    self.stopped[(oid, direction)] = z
+                yield z, oid, out
 
     def _forget(self, bank: MemoryBank, z: int, reverse: bool, prompted: list[int]):
         """Drop tracked memories no later step can attend to (pointers stay: they are
