@@ -288,3 +288,54 @@ def test_propagation_of_two_objects_equals_metas_video_predictor(monkeypatch):
             assert same >= 0.999, (z, index, same)
     covered = torch.stack([expected[z].float().mean() for z in range(n)])
     assert 0.05 < covered.mean() < 0.95  # the masks are neither empty nor everything
+
+
+def _tiny_sam2(size: int = 128, seed: int = 11):
+    """A random SAM 2.1 Hiera-T at ``size`` px whose object head says "present"."""
+    from napari_sam.models.sam2.model import Sam2Config, Sam2Model
+
+    model = Sam2Model(Sam2Config(image_size=size)).eval()
+    gen = torch.Generator().manual_seed(seed)
+    sd = {k: torch.randn(v.shape, generator=gen) * 0.05 for k, v in model.state_dict().items()}
+    sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] = torch.tensor([3.0])
+    model.load_state_dict(sd)
+    return model
+
+
+def test_segment_volume_sam2_reads_a_16_bit_stack_and_returns_a_volume_result():
+    import numpy as np
+
+    from napari_sam.sam2_volume import segment_volume_sam2
+
+    rng = np.random.default_rng(0)
+    stack = rng.integers(0, 4000, size=(6, 40, 56)).astype(np.uint16)
+    calls = []
+    result = segment_volume_sam2(
+        stack, {3: [{"slice": 2, "points": [[20, 30]]}],
+                7: [{"slice": 2, "box": [5, 5, 30, 25]}]}, _tiny_sam2(),
+        stop_after_absent=None, progress=lambda d, t: calls.append((d, t)))
+    assert result.labels.shape == stack.shape and result.labels.dtype == np.uint8
+    assert set(np.unique(result.labels)) <= {0, 3, 7} and result.object_ids
+    for oid in result.object_ids:
+        first, last = result.slice_range[oid]
+        assert first <= 2 <= last
+        assert result.stop_reasons[oid] == {"up": "edge", "down": "edge"}
+        assert set(result.scores[oid]) == set(range(first, last + 1))
+    assert calls[-1][0] == calls[-1][1] == 12  # 2 objects x 6 slices
+
+
+def test_segment_volume_sam2_names_bad_input():
+    import numpy as np
+
+    from napari_sam.sam2_volume import segment_volume_sam2
+
+    model = _tiny_sam2()
+    with pytest.raises(ValueError, match="needs a \\(Z, Y, X\\) stack.*channel"):
+        segment_volume_sam2(np.zeros((4, 32, 32, 3)), {1: {"slice": 0, "points": [[5, 5]]}},
+                            model)
+    with pytest.raises(ValueError, match="slice 9, outside the stack's 4 slices"):
+        segment_volume_sam2(np.zeros((4, 32, 32)), {1: {"slice": 9, "points": [[5, 5]]}},
+                            model)
+    with pytest.raises(TypeError, match="needs a SAM 2 model.*segment_volume"):
+        segment_volume_sam2(np.zeros((4, 32, 32)), {1: {"slice": 0, "points": [[5, 5]]}},
+                            object())
