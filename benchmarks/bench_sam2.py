@@ -51,12 +51,12 @@ def _clicks(args) -> np.ndarray:
 def run_ours(args, frames, sd) -> tuple[np.ndarray, float]:
     from napari_sam.models.sam2.decoder import decoder_keys_from_meta
     from napari_sam.models.sam2.model import Sam2Config, Sam2Model
-    from napari_sam.models.sam2.propagation import ObjectPrompts, Sam2Tracker
+    from napari_sam.models.sam2.propagation import Sam2Prompts, Sam2Tracker
 
     model = Sam2Model(Sam2Config(image_size=args.size)).to(args.device).eval()
     model.load_state_dict(decoder_keys_from_meta(sd))
     tracker = Sam2Tracker(model, lambda z: frames[z], len(frames))
-    objects = {i: ObjectPrompts(points={len(frames) // 2: (torch.tensor([xy], dtype=torch.float32),
+    objects = {i: Sam2Prompts(points={len(frames) // 2: (torch.tensor([xy], dtype=torch.float32),
                                                           torch.tensor([1]))})
                for i, xy in enumerate(_clicks(args))}
     masks = np.zeros((len(frames), args.objects), bool)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .models.sam2.model import Sam2Model
-from .models.sam2.propagation import ObjectPrompts, Sam2Tracker
+from .models.sam2.propagation import Sam2Prompts, Sam2Tracker
 from .preprocess import check_contrast_limits, intensity_limits
 from .volume import SlicePrompt, VolumeResult
 
@@ -51,11 +51,11 @@ def _slice_reader(stack, size: int, limits: tuple[float, float]) -> Callable[[in
 
 
 def _object_prompts(prompts: list[SlicePrompt], shape: tuple[int, int, int],
-                    size: int) -> ObjectPrompts:
+                    size: int) -> Sam2Prompts:
     """Our (row, col) pixel prompts -> SAM 2's (x, y) input-frame points, boxes first."""
     z_len, h, w = shape
     scale = np.array([size / w, size / h])
-    out = ObjectPrompts()
+    out = Sam2Prompts()
     for p in prompts:
         if not 0 <= p.slice < z_len:
             raise ValueError(f"a prompt is on slice {p.slice}, outside the stack's "

@@ -237,7 +237,7 @@ def test_propagation_of_two_objects_equals_metas_video_predictor(monkeypatch):
     import sam2.sam2_video_predictor as svp
 
     from napari_sam.models.sam2.model import Sam2Config, Sam2Model
-    from napari_sam.models.sam2.propagation import ObjectPrompts, Sam2Tracker
+    from napari_sam.models.sam2.propagation import Sam2Prompts, Sam2Tracker
 
     size, n = 128, 16
     base = _reference_sam2(size)
@@ -270,9 +270,9 @@ def test_propagation_of_two_objects_equals_metas_video_predictor(monkeypatch):
     ours = Sam2Model(Sam2Config(image_size=size)).eval()
     ours.load_state_dict(decoder_keys_from_meta(sd), strict=True)
     tracker = Sam2Tracker(ours, lambda z: frames[z], n)
-    one = ObjectPrompts(points={5: (click, torch.tensor([1])),
+    one = Sam2Prompts(points={5: (click, torch.tensor([1])),
                                 11: (torch.tensor([[45.0, 64.0]]), torch.tensor([1]))})
-    two = ObjectPrompts(points={5: (torch.cat([box.reshape(2, 2), torch.tensor([[90.0, 50.0]])]),
+    two = Sam2Prompts(points={5: (torch.cat([box.reshape(2, 2), torch.tensor([[90.0, 50.0]])]),
                                     torch.tensor([2, 3, 1]))})
     got = {}
     with torch.no_grad():  # both objects in one pass: each slice is encoded once per sweep

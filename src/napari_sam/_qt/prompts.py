@@ -20,7 +20,7 @@ import numpy as np
 
 __all__ = [
     "POINT_OBJECT",
-    "ObjectPrompts",
+    "Sam2Prompts",
     "SlicePrompts",
     "boxes_from_shapes",
     "group_prompts",
@@ -49,7 +49,7 @@ class SlicePrompts:
 
 
 @dataclass
-class ObjectPrompts:
+class Sam2Prompts:
     """One object: its key ("points" or ("box", i)) and prompts by slice."""
 
     key: object
@@ -82,7 +82,7 @@ def _box_distance(points_rc: np.ndarray, box: np.ndarray) -> np.ndarray:
     return np.hypot(dr, dc)
 
 
-def group_prompts(points_zyx, point_labels, boxes_zrcrc) -> list[ObjectPrompts]:
+def group_prompts(points_zyx, point_labels, boxes_zrcrc) -> list[Sam2Prompts]:
     """Objects from points (P, 3) with labels (P,) and boxes (N, 5); see the module rules.
 
     Returns the point object first (when it has a usable slice), then one object per box.
@@ -108,7 +108,7 @@ def group_prompts(points_zyx, point_labels, boxes_zrcrc) -> list[ObjectPrompts]:
         owner[idx] = on_z[dist.argmin(1)]
 
     objects = []
-    point_obj = ObjectPrompts(POINT_OBJECT)
+    point_obj = Sam2Prompts(POINT_OBJECT)
     for z in np.unique(z_of_point[owner == -1]):
         sel = (owner == -1) & (z_of_point == z)
         sp = SlicePrompts(pts[sel, 1:], lab[sel])
@@ -119,12 +119,12 @@ def group_prompts(points_zyx, point_labels, boxes_zrcrc) -> list[ObjectPrompts]:
     for i, b in enumerate(boxes):
         sel = owner == i
         objects.append(
-            ObjectPrompts(("box", i), {int(b[0]): SlicePrompts(pts[sel, 1:], lab[sel], b[1:])})
+            Sam2Prompts(("box", i), {int(b[0]): SlicePrompts(pts[sel, 1:], lab[sel], b[1:])})
         )
     return objects
 
 
-def ignored_negative_slices(points_zyx, point_labels, objects: list[ObjectPrompts]) -> list[int]:
+def ignored_negative_slices(points_zyx, point_labels, objects: list[Sam2Prompts]) -> list[int]:
     """Slices holding negative points that no object of ``objects`` uses.
 
     :func:`group_prompts` drops the negatives of a slice where the point object has no

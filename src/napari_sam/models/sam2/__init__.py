@@ -6,7 +6,7 @@ and Meta's checkpoints (:mod:`.checkpoint`)."""
 from .checkpoint import SAM2_CONFIGS, infer_sam2_config, is_sam2_state_dict, load_sam2
 from .hiera import FpnNeck, Hiera, HieraConfig, HieraImageEncoder, SineEmbedding2d
 from .model import ImageFeatures, Sam2Config, Sam2Model
-from .propagation import ObjectPrompts, Sam2Tracker
+from .propagation import Sam2Prompts, Sam2Tracker
 
 __all__ = [
     "SAM2_CONFIGS",
@@ -15,7 +15,7 @@ __all__ = [
     "HieraConfig",
     "HieraImageEncoder",
     "ImageFeatures",
-    "ObjectPrompts",
+    "Sam2Prompts",
     "Sam2Config",
     "Sam2Model",
     "Sam2Tracker",

@@ -27,11 +27,11 @@ from torch import Tensor
 from .memory_bank import FrameOutput, MemoryBank
 from .model import ImageFeatures, Sam2Model
 
-__all__ = ["ObjectPrompts", "Sam2Tracker"]
+__all__ = ["Sam2Prompts", "Sam2Tracker"]
 
 
 @dataclass
-class ObjectPrompts:
+class Sam2Prompts:
     """One object's prompts by slice, in the model input frame.
 
     Attributes
@@ -94,7 +94,7 @@ class Sam2Tracker:
             out.low_res_masks = fill_small_holes(out.low_res_masks, self.fill_hole_area)
         return out
 
-    def prompt(self, z: int, prompts: ObjectPrompts) -> FrameOutput:
+    def prompt(self, z: int, prompts: Sam2Prompts) -> FrameOutput:
         """Decode an object's prompts on slice z and encode its memory."""
         model, image = self.model, self.features(z)
         if z in prompts.masks:
@@ -122,12 +122,12 @@ class Sam2Tracker:
         return self._store(out)
 
     # ------------------------------------------------------------------ propagation
-    def propagate(self, prompts: ObjectPrompts) -> Iterator[tuple[int, FrameOutput]]:
+    def propagate(self, prompts: Sam2Prompts) -> Iterator[tuple[int, FrameOutput]]:
         """One object: yield (slice, output) for every slice (see :meth:`propagate_all`)."""
         for z, _, out in self.propagate_all({1: prompts}):
             yield z, out
 
-    def propagate_all(self, objects: dict[int, ObjectPrompts],
+    def propagate_all(self, objects: dict[int, Sam2Prompts],
                       stop_after_absent: int | None = None
                       ) -> Iterator[tuple[int, int, FrameOutput]]:
         """Yield (slice, object id, output): first every prompted slice, then one sweep
