@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..image_encoder import LayerNorm2d
+from ..common import LayerNorm2d
 from .hiera import SineEmbedding2d
 
 __all__ = [
