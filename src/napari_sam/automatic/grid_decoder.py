@@ -235,12 +235,23 @@ class GridDecoder:
         pts = torch.as_tensor(points_xy, device=dev).float()
         step = self.chunk or max(1, (16384 if dev.type == "cpu" else 2**20) // shared["hw"])
         with self._math(dev):
-            parts = [self._tokens(shared, pts[i : i + step]) for i in range(0, len(pts), step)]
-        if len(parts) == 1:
-            return parts[0]
-        return DecoderState(*(torch.cat(x, 0) for x in zip(*(p.astuple() for p in parts))))
+            first = self._tokens(shared, pts[:step])
+            if len(pts) <= step:
+                return first
+            # the large low-rank factors of every chunk go straight into one tensor
+            lt = first.lt.new_empty(len(pts), *first.lt.shape[1:])
+            rm = first.rm.new_empty(len(pts), *first.rm.shape[1:])
+            lt[:step], rm[:step] = first.lt, first.rm
+            parts = [first] + [
+                self._tokens(shared, pts[i : i + step], lt[i : i + step], rm[i : i + step])
+                for i in range(step, len(pts), step)
+            ]
+        return DecoderState(*(torch.cat(x, 0) for x in zip(*((p.iou, p.hyper, p.alpha)
+                                                              for p in parts))), lt, rm)
 
-    def _tokens(self, shared: dict, pts: torch.Tensor) -> DecoderState:
+    def _tokens(self, shared: dict, pts: torch.Tensor, lt_out=None, rm_out=None) -> DecoderState:
+        """:meth:`tokens` of one chunk; ``lt_out``, ``rm_out``: (n, r, HW), (n, r, D) tensors
+        to hold its low-rank factors (None: new ones)."""
         dev = pts.device
         n = pts.shape[0]
         labels = torch.ones(n, 1, dtype=torch.int64, device=dev)
@@ -251,8 +262,9 @@ class GridDecoder:
         dm = tokens.shape[2]
         hw = shared["hw"]
         r_max = sum(ly.cross_attn_image_to_token.num_heads * t + 1 for ly in self.tf.layers)
-        lt = torch.empty(n, r_max, hw, device=dev)  # scaled low-rank factors, (n, r, HW)
-        rm = torch.empty(n, r_max, dm, device=dev)
+        # scaled low-rank factors, (n, r, HW) and (n, r, D)
+        lt = torch.empty(n, r_max, hw, device=dev) if lt_out is None else lt_out
+        rm = torch.empty(n, r_max, dm, device=dev) if rm_out is None else rm_out
         state = {"alpha": None, "r": 0, "lt": lt, "rm": rm, "vt": []}
         qpe = tokens
         queries = tokens
@@ -266,12 +278,16 @@ class GridDecoder:
             queries = layer.norm2(queries + self._token_to_image(st["t2i"], queries + qpe, state))
             queries = layer.norm3(queries + layer.mlp(queries))
             self._image_to_token(layer.cross_attn_image_to_token, st, queries, qpe, state)
-        att = self._token_to_image(shared["final"], queries + qpe, state)
+        # the final attention only for the tokens read after it: the IoU token and the mask
+        # tokens of the multimask outputs (each query row attends on its own)
+        used = [0, *range(2, 1 + self.num_mask_tokens)]
+        queries = queries[:, used]
+        att = self._token_to_image(shared["final"], queries + qpe[:, used], state)
         queries = self.tf.norm_final_attn(queries + att)
         iou = self.dec.iou_prediction_head(queries[:, 0])
         hyper = torch.stack(
             [
-                self.dec.output_hypernetworks_mlps[i](queries[:, i + 1])
+                self.dec.output_hypernetworks_mlps[i](queries[:, i])
                 for i in range(1, self.num_mask_tokens)
             ],
             1,
