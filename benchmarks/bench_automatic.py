@@ -163,8 +163,7 @@ def _gpu_peak_mb(dev: torch.device) -> float:
 
 
 def worker_ours(args) -> dict:
-    from napari_sam import automatic
-    from napari_sam.automatic import segment_everything
+    from napari_sam.automatic import grid_decoder, segment_everything
     from napari_sam.models import sam_from_state_dict
     from napari_sam.predictor import ImageEmbedding
 
@@ -185,8 +184,8 @@ def worker_ours(args) -> dict:
         # ":eager" without the fused Triton kernel of the upscaling head
         prec, _, eager = grid.partition(":")
         if prec != "fp32":
-            automatic.GRID_PRECISION_CUDA = prec
-        automatic.GRID_FUSED_HEAD_CUDA = not eager
+            grid_decoder.GRID_PRECISION_CUDA = prec
+        grid_decoder.GRID_FUSED_HEAD_CUDA = not eager
         kwargs = dict(
             device=dev,
             precision="fp32" if prec == "fp32" else "auto",

@@ -22,20 +22,21 @@ from demo_targets import floor, short_of_target
 from napari_sam import automatic as auto
 from napari_sam.automatic import (
     GridDecoder,
-    _Geometry,
     batched_nms,
     build_point_grid,
     generate_crop_boxes,
     link_slices,
     mask_statistics,
     masks_to_boxes,
+    regions,
     remove_small_regions,
     segment_everything,
     stability_score,
 )
+from napari_sam.automatic.statistics import UpsamplingGeometry
 from napari_sam.preprocess import ResizeSpec
 
-DEMO = Path(auto.__file__).parent / "weights" / "demo.pt"
+DEMO = Path(auto.__file__).parents[1] / "weights" / "demo.pt"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -154,7 +155,7 @@ def test_mask_statistics_equal_full_resolution(h, w, s, low, ragged):
     logits[1, 10:12, 20:23] = 6.0  # tiny one on a negative background
     logits[1][logits[1] != 6.0] = -5.0
     spec = ResizeSpec.for_image((h, w), s)
-    geom = _Geometry(low, s, spec.input_size, (h, w), "cpu")
+    geom = UpsamplingGeometry(low, s, spec.input_size, (h, w), "cpu")
     counts, boxes = mask_statistics(logits, geom, (-1.0, 0.0, 1.0))
     up = geom.upsample(logits)
     ref = torch.stack([(up > t).sum((1, 2)) for t in (-1.0, 0.0, 1.0)], 1)
@@ -241,7 +242,7 @@ def test_grid_precision_follows_device_and_dtype():
 
 
 def test_tf32_context_restores_the_global_flags():
-    from napari_sam.automatic import _tf32_matmuls
+    from napari_sam.automatic.grid_decoder import _tf32_matmuls
 
     before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     with pytest.raises(RuntimeError), _tf32_matmuls():
@@ -287,8 +288,8 @@ def test_small_region_cleanup_on_crops_equals_full_masks(seed):
         box = np.array([rr[0], cc[0], rr[-1], cc[-1]])
         seg = m[rr[0] : rr[-1] + 1, cc[0] : cc[-1] + 1]
         area = int(rng.integers(2, 12))
-        ref, changed = auto._clean_mask(m, area)
-        boxes, segs, areas, keep = auto._postprocess_small_regions(
+        ref, changed = regions._clean_mask(m, area)
+        boxes, segs, areas, keep = regions.postprocess_small_regions(
             box[None], [seg], np.array([m.sum()]), (h, w), area, 0.7, "cpu"
         )
         out = np.zeros((h, w), bool)
@@ -507,7 +508,7 @@ def test_labels_without_overlaps(reference_pair):
 
 
 def test_masks_mostly_covered_by_smaller_ones_are_dropped_from_the_labels():
-    from napari_sam.automatic import _paint
+    from napari_sam.automatic.painting import paint_labels as _paint
 
     # a mask over two touching "nuclei" (A), the nuclei's own masks on top (B, C) covering
     # 80 % of it, and a mask (D) with a third of it under B
@@ -908,7 +909,7 @@ def test_auto_grid_is_the_default_and_bad_values_are_named():
 
 
 def test_gap_points_sit_in_the_middle_of_uncovered_foreground():
-    from napari_sam.automatic import _gap_points
+    from napari_sam.automatic.gaps import gap_points as _gap_points
 
     covered = np.zeros((64, 64), bool)
     covered[10:30, 10:30] = True

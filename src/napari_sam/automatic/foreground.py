@@ -1,0 +1,47 @@
+"""Which pixels segment everything prompts: the automatic foreground of bright objects, the
+constant-image check, and the grid points kept on a foreground mask."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def auto_foreground(image: np.ndarray) -> np.ndarray:
+    """Bright-object foreground: Otsu threshold of the log of the smoothed grey image
+    (above its minimum), dilated. The log keeps dim objects next to bright ones: a plain
+    Otsu threshold falls between the bright objects and everything else."""
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    arr = np.asarray(image, np.float32)
+    if arr.ndim == 3:
+        arr = arr[..., :3].mean(-1)
+    arr = np.nan_to_num(arr, nan=float(np.nanmin(arr)) if np.isfinite(arr).any() else 0.0)
+    sm = ndimage.gaussian_filter(arr, 2.0)
+    if sm.max() <= sm.min():
+        return np.zeros(arr.shape, bool)
+    lg = np.log1p(sm - sm.min())
+    fg = lg > threshold_otsu(lg)
+    grow = max(2, int(round(0.01 * max(arr.shape))))
+    return ndimage.binary_dilation(fg, iterations=grow)
+
+
+def is_constant(image: np.ndarray) -> bool:
+    """Whether every finite value of ``image`` is the same (no finite value counts too)."""
+    arr = np.asarray(image)
+    if arr.dtype.kind == "f":
+        arr = arr[np.isfinite(arr)]
+        if arr.size == 0:
+            return True
+    return bool(arr.max() == arr.min())
+
+
+def select_points(points_rc: np.ndarray, crop_box, fg: np.ndarray | None) -> np.ndarray:
+    """The (row, col) crop-pixel points of ``points_rc`` that lie on True pixels of the
+    image-sized ``fg`` (all of them without ``fg``)."""
+    if fg is None or len(points_rc) == 0:
+        return points_rc
+    h, w = fg.shape
+    r = np.clip(np.floor(points_rc[:, 0] + crop_box[0]).astype(np.int64), 0, h - 1)
+    c = np.clip(np.floor(points_rc[:, 1] + crop_box[1]).astype(np.int64), 0, w - 1)
+    return points_rc[fg[r, c]]

@@ -1,0 +1,479 @@
+"""The grid decoder: SAM's mask decoder rewritten for many single-point prompts on one image
+(:class:`GridDecoder`), exact up to float rounding, with its precision settings for CUDA."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+#: GridDecoder arithmetic that ``precision="auto"`` (or "bf16" / "fp16") selects on a CUDA
+#: device; "fp32" there keeps exact float32. See docs/benchmarks.md, "On a GPU".
+GRID_PRECISION_CUDA = "tf32"
+#: Whether GridDecoder fuses its upscaling head's add, scale, layer norm and GELU into one
+#: Triton kernel on CUDA (when Triton is installed). Opt-in (``NAPARI_SAM_TRITON=1``):
+#: importing Triton loads its own LLVM, which crashes napari on Mesa displays (VMs, Xvfb, X
+#: forwarding), so a plain run never imports it.
+GRID_FUSED_HEAD_CUDA = os.environ.get("NAPARI_SAM_TRITON", "0") == "1"
+
+
+@contextlib.contextmanager
+def _tf32_matmuls():
+    """Allow TF32 in CUDA matrix products and convolutions, restoring the settings after."""
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def grid_precision(device: torch.device, dtype: torch.dtype) -> str:
+    """GridDecoder precision for a predictor's device and compute dtype: float32 on the CPU
+    and for ``precision="fp32"``; :data:`GRID_PRECISION_CUDA` for reduced precision on CUDA."""
+    if device.type != "cuda" or dtype == torch.float32:
+        return "fp32"
+    return GRID_PRECISION_CUDA
+
+
+class GridDecoder:
+    """SAM's mask decoder specialised for many single positive points on one image.
+
+    Mathematically identical to ``model.mask_decoder`` (with ``multimask_output=True``) for
+    prompts made of one positive point; only floating-point rounding differs. Works for any
+    decoder depth and width with Meta's module structure (ViT models and the demo model).
+
+    How. Before the first image->token attention the image tokens are the same for every
+    prompt. Each image->token attention adds, per pixel, a mix of ``H * T`` token vectors
+    (H heads, T tokens), i.e. a low-rank term, and each layer norm rescales every pixel. So
+    the image tokens of prompt n are carried exactly as
+    ``K_n = alpha_n * (Sh + Lt_n.T @ R_n) + c`` with ``Sh`` (HW, D) and ``c`` (D,) shared by
+    all prompts, ``alpha_n`` (HW,) per-pixel scales and ``Lt_n`` (r, HW), ``R_n`` (r, D) of
+    rank r = depth * (H * T + 1). Projections of ``Sh`` are computed once per image, layer
+    norms in closed form (mean and variance of ``K_n`` from small Gram matrices), attention
+    scores as shared GEMMs plus rank-r corrections. The upscaling head runs only for the
+    prompts asked for (those with a candidate above ``pred_iou_thresh``).
+
+    >>> dec = GridDecoder(model)
+    >>> shared = dec.prepare(embedding.features)          # once per image
+    >>> state = dec.tokens(shared, points_xy)               # (N, 2) x, y in the model input frame
+    >>> state.iou                                          # (N, 3) predicted IoU, cheap
+    >>> logits = dec.masks(shared, state, index)           # (n, 3, 4E, 4E) for chosen prompts
+
+    ``precision``: "fp32" exact float32; "tf32" float32 storage with TF32 matrix products on
+    CUDA (float32 on the CPU). Logits are float32 either way. ``segment_everything`` uses
+    float32 on the CPU and, for ``precision="auto"`` on a GPU, :data:`GRID_PRECISION_CUDA`
+    (see :func:`grid_precision`). On CUDA, where Triton is installed, the upscaling head's
+    add, scale, layer norm and GELU run as one fused kernel (:mod:`napari_sam.kernels`;
+    ``fused_head``).
+    """
+
+    PRECISIONS = ("fp32", "tf32")
+
+    @staticmethod
+    def supports(model) -> bool:
+        """Whether ``model`` has the module structure this decoder relies on."""
+        try:
+            dec = model.mask_decoder
+            tf = dec.transformer
+            if len(tf.layers) == 0:
+                return False
+            for layer in tf.layers:
+                for name in ("self_attn", "cross_attn_token_to_image", "cross_attn_image_to_token"):
+                    a = getattr(layer, name)
+                    a.q_proj, a.k_proj, a.v_proj, a.out_proj, a.num_heads  # noqa: B018
+                layer.norm1, layer.norm2, layer.norm3, layer.norm4, layer.mlp  # noqa: B018
+                if not isinstance(layer.norm4, torch.nn.LayerNorm):
+                    return False
+            tf.final_attn_token_to_image.q_proj, tf.norm_final_attn  # noqa: B018
+            up = dec.output_upscaling
+            model.prompt_encoder.no_mask_embed  # noqa: B018
+            return bool(
+                len(up) == 5
+                and isinstance(up[0], torch.nn.ConvTranspose2d)
+                and isinstance(up[3], torch.nn.ConvTranspose2d)
+                and tuple(up[0].kernel_size) == (2, 2)
+                and tuple(up[0].stride) == (2, 2)
+                and tuple(up[3].kernel_size) == (2, 2)
+                and tuple(up[3].stride) == (2, 2)
+                and hasattr(up[1], "eps")
+                and dec.num_mask_tokens > 1
+            )
+        except (AttributeError, TypeError, IndexError):
+            return False
+
+    def __init__(self, model, chunk: int | None = None, pixel_tile: int | None = None,
+                 mask_chunk: int | None = None, precision: str = "fp32",
+                 fused_head: bool | None = None):
+        if precision not in self.PRECISIONS:
+            raise ValueError(
+                f"GridDecoder precision must be one of {', '.join(self.PRECISIONS)}, "
+                f"not {precision!r}"
+            )
+        self.model = model
+        self.precision = precision
+        # None: the fused Triton kernel on CUDA where it compiles and runs (same numbers as
+        # the PyTorch ops up to summation order); True: on any device where it runs (the CPU
+        # under TRITON_INTERPRET=1); False: never. See kernels.fused_kernels_work.
+        self.fused_head = fused_head
+        # Work sizes (None: by device). On the CPU small steps keep intermediates in cache; on
+        # a GPU each step is a few kernel launches, so steps are as large as memory allows.
+        self.pixel_tile = None if pixel_tile is None else int(pixel_tile)
+        self.mask_chunk = None if mask_chunk is None else int(mask_chunk)
+        self.pe = model.prompt_encoder
+        self.dec = model.mask_decoder
+        self.tf = self.dec.transformer
+        self.num_mask_tokens = int(self.dec.num_mask_tokens)
+        # prompts per token-path step (CPU default: 16384 image tokens per step, i.e. 4 prompts
+        # for a 64 x 64 embedding; GPU: 2**20, 256 prompts)
+        self.chunk = None if chunk is None else int(chunk)
+
+    def _math(self, dev: torch.device):
+        """TF32 matrix products for the duration of a call (CUDA, precision tf32)."""
+        if dev.type != "cuda" or self.precision == "fp32":
+            return contextlib.nullcontext()
+        return _tf32_matmuls()
+
+    # ------------------------------------------------------------------ shared per image
+    @torch.inference_mode()
+    def prepare(self, features: torch.Tensor) -> dict:
+        """Prompt-independent tensors for one image embedding (D, E, E)."""
+        dev = self.dec.iou_token.weight.device
+        feats = features.to(dev).float()
+        dm = feats.shape[0]
+        pe = self.pe.get_dense_pe()[0].float()
+        dense = self.pe.no_mask_embed.weight[0].float()
+        sh = (feats + dense[:, None, None]).flatten(1).T.contiguous()  # (HW, D)
+        pos = pe.flatten(1).T.contiguous()
+        hw = sh.shape[0]
+        c = torch.zeros(dm, device=dev)
+
+        def heads_t(x, h):  # (HW, Di) -> (h, d, HW) contiguous
+            return x.T.reshape(h, -1, hw).contiguous()
+
+        layers = []
+        # Every row of R is (token value of one head) @ (that head's out-projection rows), then
+        # centred and scaled by later layer norms: a shared (d, D) matrix per head. ``blocks``
+        # holds these matrices, ``consts`` the constant rows added by each layer norm.
+        blocks: list[torch.Tensor] = []
+        consts: list[torch.Tensor] = []
+        for layer in self.tf.layers:
+            st = {"t2i": self._kv(layer.cross_attn_token_to_image, sh, pos, c)}
+            i2t = layer.cross_attn_image_to_token
+            h = i2t.num_heads
+            wq, bq = i2t.q_proj.weight, i2t.q_proj.bias
+            st["q1"] = heads_t(sh @ wq.T, h)
+            st["q2"] = heads_t(pos @ wq.T + (c @ wq.T + bq), h)
+            # layer norm (norm4) of keys + attention output: the prompt-independent parts
+            c_res = c + i2t.out_proj.bias
+            shc = sh - sh.mean(1, keepdim=True)
+            cc = c_res - c_res.mean()
+            wo = i2t.out_proj.weight  # (D, Di)
+            blocks.append(wo.T.reshape(h, -1, dm))  # (h, d, D)
+            st["sx"] = [torch.matmul(b, shc.T) for b in blocks]  # (h, d, HW) each
+            st["sxc"] = [shc @ v for v in consts]  # (HW,) each
+            st["shc_n2"] = (shc * shc).sum(1)
+            st["shc_cc"] = shc @ cc
+            st["cc"] = cc
+            st["cc_n2"] = cc @ cc
+            st["norm"] = layer.norm4
+            layers.append(st)
+            g = layer.norm4.weight
+            blocks = [(b - b.mean(-1, keepdim=True)) * g for b in blocks]
+            consts = [(v - v.mean()) * g for v in consts] + [cc * g]
+            sh = shc * g
+            c = layer.norm4.bias.float().clone()
+        final = self._kv(self.tf.final_attn_token_to_image, sh, pos, c)
+        up = self.dec.output_upscaling
+        w1 = up[0].weight  # (D, D4, 2, 2)
+        d4 = w1.shape[1]
+        wf = w1.permute(0, 2, 3, 1).reshape(dm, 4 * d4)  # columns (a, b, o)
+        b1 = up[0].bias.repeat(4)
+        w2 = up[3].weight  # (D4, D8, 2, 2)
+        d8 = w2.shape[1]
+        rank = sum(ly.cross_attn_image_to_token.num_heads for ly in self.tf.layers)
+        return {
+            "layers": layers,
+            "final": final,
+            "wf": wf,
+            "shw": sh @ wf,  # (HW, 4*D4)
+            "cw": c @ wf + b1,
+            "w2f": w2.permute(0, 2, 3, 1).reshape(d4, 4 * d8),  # columns (a2, b2, o2)
+            "b2": up[3].bias.repeat(4),
+            "side": int(features.shape[-1]),
+            "hw": hw,
+            "heads_total": rank,
+        }
+
+    @staticmethod
+    def _kv(attn, sh, pos, c) -> dict:
+        h = attn.num_heads
+        hw = sh.shape[0]
+        wk, bk = attn.k_proj.weight, attn.k_proj.bias
+        wv, bv = attn.v_proj.weight, attn.v_proj.bias
+        return {
+            "attn": attn,
+            "k1": (sh @ wk.T).T.reshape(h, -1, hw).contiguous(),  # (h, d, HW)
+            "k2": (pos @ wk.T + (c @ wk.T + bk)).T.reshape(h, -1, hw).contiguous(),
+            "v1": (sh @ wv.T).reshape(hw, h, -1).permute(1, 0, 2).contiguous(),  # (h, HW, d)
+            "v2": c @ wv.T + bv,
+        }
+
+    # ------------------------------------------------------------------ token path
+    @torch.inference_mode()
+    def tokens(self, shared: dict, points_xy: torch.Tensor) -> DecoderState:
+        """Two-way transformer and IoU head for N single-point prompts.
+
+        points_xy : (N, 2) float, (x, y) in the model input frame.
+        """
+        dev = self.dec.iou_token.weight.device
+        pts = torch.as_tensor(points_xy, device=dev).float()
+        step = self.chunk or max(1, (16384 if dev.type == "cpu" else 2**20) // shared["hw"])
+        with self._math(dev):
+            first = self._tokens(shared, pts[:step])
+            if len(pts) <= step:
+                return first
+            # the large low-rank factors of every chunk go straight into one tensor
+            lt = first.lt.new_empty(len(pts), *first.lt.shape[1:])
+            rm = first.rm.new_empty(len(pts), *first.rm.shape[1:])
+            lt[:step], rm[:step] = first.lt, first.rm
+            parts = [first] + [
+                self._tokens(shared, pts[i : i + step], lt[i : i + step], rm[i : i + step])
+                for i in range(step, len(pts), step)
+            ]
+        return DecoderState(*(torch.cat(x, 0) for x in zip(*((p.iou, p.hyper, p.alpha)
+                                                              for p in parts))), lt, rm)
+
+    def _tokens(self, shared: dict, pts: torch.Tensor, lt_out=None, rm_out=None) -> DecoderState:
+        """:meth:`tokens` of one chunk; ``lt_out``, ``rm_out``: (n, r, HW), (n, r, D) tensors
+        to hold its low-rank factors (None: new ones)."""
+        dev = pts.device
+        n = pts.shape[0]
+        labels = torch.ones(n, 1, dtype=torch.int64, device=dev)
+        sparse, _ = self.pe(points=(pts[:, None, :], labels), boxes=None, masks=None)
+        out_tok = torch.cat([self.dec.iou_token.weight, self.dec.mask_tokens.weight], 0)
+        tokens = torch.cat([out_tok[None].expand(n, -1, -1), sparse.float()], 1)
+        t = tokens.shape[1]
+        dm = tokens.shape[2]
+        hw = shared["hw"]
+        r_max = sum(ly.cross_attn_image_to_token.num_heads * t + 1 for ly in self.tf.layers)
+        # scaled low-rank factors, (n, r, HW) and (n, r, D)
+        lt = torch.empty(n, r_max, hw, device=dev) if lt_out is None else lt_out
+        rm = torch.empty(n, r_max, dm, device=dev) if rm_out is None else rm_out
+        state = {"alpha": None, "r": 0, "lt": lt, "rm": rm, "vt": []}
+        qpe = tokens
+        queries = tokens
+        for layer, st in zip(self.tf.layers, shared["layers"]):
+            if layer.skip_first_layer_pe:
+                queries = layer.self_attn(q=queries, k=queries, v=queries)
+            else:
+                q = queries + qpe
+                queries = queries + layer.self_attn(q=q, k=q, v=queries)
+            queries = layer.norm1(queries)
+            queries = layer.norm2(queries + self._token_to_image(st["t2i"], queries + qpe, state))
+            queries = layer.norm3(queries + layer.mlp(queries))
+            self._image_to_token(layer.cross_attn_image_to_token, st, queries, qpe, state)
+        # the final attention only for the tokens read after it: the IoU token and the mask
+        # tokens of the multimask outputs (each query row attends on its own)
+        used = [0, *range(2, 1 + self.num_mask_tokens)]
+        queries = queries[:, used]
+        att = self._token_to_image(shared["final"], queries + qpe[:, used], state)
+        queries = self.tf.norm_final_attn(queries + att)
+        iou = self.dec.iou_prediction_head(queries[:, 0])
+        hyper = torch.stack(
+            [
+                self.dec.output_hypernetworks_mlps[i](queries[:, i])
+                for i in range(1, self.num_mask_tokens)
+            ],
+            1,
+        )
+        r = state["r"]
+        return DecoderState(iou[:, 1:].float(), hyper, state["alpha"], lt[:, :r], rm[:, :r])
+
+    @staticmethod
+    def _token_to_image(st, q_in, state):
+        """Cross-attention of the prompt tokens (n, T, D) to the image tokens of each prompt."""
+        attn = st["attn"]
+        n, t, _ = q_in.shape
+        h = attn.num_heads
+        hw = st["k1"].shape[-1]
+        q = F.linear(q_in, attn.q_proj.weight, attn.q_proj.bias)
+        di = q.shape[-1]
+        d = di // h
+        qh = q.view(n, t, h, d) * (1.0 / math.sqrt(d))
+        qs = qh.permute(2, 0, 1, 3).reshape(h, n * t, d)
+        alpha, r = state["alpha"], state["r"]
+        s = torch.bmm(qs, st["k1"])  # (h, n*t, hw)
+        s4 = s.view(h, n, t, hw)
+        if r:
+            lt, rm = state["lt"][:, :r], state["rm"][:, :r]
+            qk = (rm @ attn.k_proj.weight.T).view(n, r, h, d)
+            g = torch.einsum("nthd,nrhd->nhtr", qh, qk).reshape(n, h * t, r)
+            s4 += torch.bmm(g, lt).view(n, h, t, hw).permute(1, 0, 2, 3)
+        if alpha is not None:
+            s4 *= alpha[None, :, None, :]
+        s.baddbmm_(qs, st["k2"])
+        p = torch.softmax(s, dim=-1)
+        if alpha is not None:
+            p.view(h, n, t, hw).mul_(alpha[None, :, None, :])
+        o = torch.bmm(p, st["v1"]).view(h, n, t, d)
+        if r:
+            pn = p.view(h, n, t, hw).permute(1, 0, 2, 3).reshape(n, h * t, hw)
+            pl = torch.bmm(pn, lt.transpose(1, 2)).view(n, h, t, r)
+            qv = (rm @ attn.v_proj.weight.T).view(n, r, h, d)
+            o = o + torch.einsum("nhtr,nrhd->hntd", pl, qv)
+        out = o.permute(1, 2, 0, 3).reshape(n, t, di) + st["v2"]
+        return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
+
+    @staticmethod
+    def _image_to_token(attn, st, queries, qpe, state):
+        """Image->token attention, residual and layer norm, updating the low-rank state."""
+        n, t, dm = queries.shape
+        h = attn.num_heads
+        hw = st["q1"].shape[-1]
+        kt = F.linear(queries + qpe, attn.k_proj.weight, attn.k_proj.bias)
+        vt = F.linear(queries, attn.v_proj.weight, attn.v_proj.bias)
+        di = kt.shape[-1]
+        d = di // h
+        khd = kt.view(n, t, h, d) * (1.0 / math.sqrt(d))
+        kk = khd.permute(2, 0, 1, 3).reshape(h, n * t, d)
+        alpha, r, lt, rm = state["alpha"], state["r"], state["lt"], state["rm"]
+        s = torch.bmm(kk, st["q1"])  # (h, n*t, hw)
+        s4 = s.view(h, n, t, hw)
+        if r:
+            qq = (rm[:, :r] @ attn.q_proj.weight.T).view(n, r, h, d)
+            w3 = torch.einsum("nrhd,nthd->nhtr", qq, khd).reshape(n, h * t, r)
+            s4 += torch.bmm(w3, lt[:, :r]).view(n, h, t, hw).permute(1, 0, 2, 3)
+        if alpha is not None:
+            s4 *= alpha[None, :, None, :]
+        s.baddbmm_(kk, st["q2"])
+        a = torch.softmax(s4, dim=2)  # over the tokens, (h, n, t, hw)
+        r1 = r + h * t
+        dst = lt[:, r:r1].view(n, h, t, hw)
+        if alpha is None:
+            dst.copy_(a.permute(1, 0, 2, 3))
+        else:
+            torch.div(a.permute(1, 0, 2, 3), alpha[:, None, None, :], out=dst)
+        wo = attn.out_proj.weight  # (D, Di)
+        rm[:, r:r1] = torch.einsum(
+            "nthd,ehd->nhte", vt.view(n, t, h, d), wo.view(dm, h, d)
+        ).reshape(n, h * t, dm)
+        # layer norm of alpha * (shc + Lt.T R) + c_res, in closed form
+        norm = st["norm"]
+        ltr, rr = lt[:, :r1], rm[:, :r1]
+        rc = rr - rr.mean(-1, keepdim=True)
+        # m = 2 * (R @ shc.T) from the shared per-head products (shc rows are centred)
+        state["vt"].append(vt.view(n, t, h, d))
+        m = torch.empty(n, r1, hw, device=lt.device)
+        row = 0
+        for i, (vtb, sx) in enumerate(zip(state["vt"], st["sx"])):
+            hb = sx.shape[0]
+            vv = (2 * vtb).permute(2, 0, 1, 3).reshape(hb, n * t, -1)
+            prod = torch.bmm(vv, sx).view(hb, n, t, hw)
+            m[:, row : row + hb * t].view(n, hb, t, hw).copy_(prod.permute(1, 0, 2, 3))
+            row += hb * t
+            if i < len(st["sxc"]):
+                m[:, row] = 2 * st["sxc"][i]
+                row += 1
+        m.baddbmm_(rc @ rc.transpose(1, 2), ltr)
+        quad = m.mul_(ltr).sum(1)  # (n, hw)
+        lin = torch.bmm((rc @ st["cc"])[:, None, :], ltr)[:, 0]  # (n, hw)
+        if alpha is None:
+            var = st["shc_n2"] + quad + 2 * (st["shc_cc"] + lin) + st["cc_n2"]
+        else:
+            var = alpha * alpha * (st["shc_n2"] + quad) + 2 * alpha * (st["shc_cc"] + lin)
+            var += st["cc_n2"]
+        rstd = torch.rsqrt(var.div_(dm).clamp_min_(0) + norm.eps)  # (n, hw)
+        g = norm.weight
+        lt[:, r1] = 1.0 if alpha is None else 1.0 / alpha
+        rm[:, :r1] = rc * g
+        rm[:, r1] = st["cc"] * g
+        state["alpha"] = rstd if alpha is None else rstd * alpha
+        state["r"] = r1 + 1
+
+    # ------------------------------------------------------------------ mask path
+    @torch.inference_mode()
+    def masks(self, shared: dict, state: DecoderState, index: torch.Tensor) -> torch.Tensor:
+        """Low-resolution mask logits (n, C, 4E, 4E) of the prompts ``index`` of ``state``."""
+        index = torch.as_tensor(index, device=state.iou.device).reshape(-1)
+        step = self.mask_chunk or (16 if index.device.type == "cpu" else 64)
+        with self._math(index.device):
+            parts = [self._masks(shared, state, index[i : i + step])
+                     for i in range(0, len(index), step)]
+        if not parts:
+            e = 4 * shared["side"]
+            return state.iou.new_zeros(0, state.iou.shape[1], e, e)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+
+    def _use_fused_head(self, dev: torch.device) -> bool:
+        from napari_sam import kernels
+
+        up = self.dec.output_upscaling
+        exact_gelu = isinstance(up[2], torch.nn.GELU) and up[2].approximate == "none"
+        if self.fused_head is False or not exact_gelu:
+            return False
+        if self.fused_head is None and (dev.type != "cuda" or not GRID_FUSED_HEAD_CUDA):
+            return False
+        return kernels.fused_kernels_work(str(dev))
+
+    def _masks(self, shared, state, index):
+        up = self.dec.output_upscaling
+        alpha, lt, rm = state.alpha[index], state.lt[index], state.rm[index]
+        hyper = state.hyper[index]  # (n, C, D8)
+        n, _, hw = lt.shape
+        rw = rm @ shared["wf"]  # (n, r, 4*D4)
+        shw, cw, w2f, b2 = shared["shw"], shared["cw"], shared["w2f"], shared["b2"]
+        d4 = shw.shape[-1] // 4
+        d8 = w2f.shape[-1] // 4
+        c = hyper.shape[1]
+        ln = up[1]
+        ln_w, ln_b = ln.weight, ln.bias
+        out = torch.empty(n, c, hw, 16, device=lt.device)
+        fused = self._use_fused_head(lt.device) and shw.dtype == ln_w.dtype == torch.float32
+        if fused:
+            from napari_sam.kernels import affine_layernorm_gelu_
+
+            alpha, ln_w, ln_b = alpha.contiguous(), ln_w.contiguous(), ln_b.contiguous()
+        # Pixel tiles keep the (n, tile, 4*D4) and (n, tile, 16*D8) intermediates in cache;
+        # every output pixel depends on its own embedding pixel only.
+        pixels = self.pixel_tile or (1024 if lt.device.type == "cpu" else 2**18)
+        tile = max(16, pixels // max(n, 1))
+        for p0 in range(0, hw, tile):
+            p1 = min(p0 + tile, hw)
+            k = p1 - p0
+            y = torch.bmm(lt[:, :, p0:p1].transpose(1, 2), rw)  # (n, k, 4*D4)
+            if fused:  # the four steps below in one pass over y
+                y = affine_layernorm_gelu_(y, shw, alpha, cw, ln_w, ln_b, ln.eps, p0)
+            else:
+                y += shw[p0:p1]
+                y = torch.addcmul(cw, alpha[:, p0:p1, None], y, out=y)
+                y = F.layer_norm(y.view(n, k * 4, d4), (d4,), ln_w, ln_b, ln.eps)
+                y = up[2](y)
+            z = torch.addmm(b2, y.view(-1, d4), w2f)  # (n*k*4, 4*D8)
+            z = up[4](z).view(n, k * 16, d8)
+            out[:, :, p0:p1] = torch.bmm(hyper, z.transpose(1, 2)).view(n, c, k, 16)
+        e = shared["side"]
+        # ``out`` (n, C, pixel (iy, ix), (a, b, a2, b2)): (a, b) from the first and (a2, b2)
+        # from the second transposed convolution; output pixel (4 iy + 2 a + a2, 4 ix + 2 b + b2)
+        m = out.view(n, c, e, e, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
+        return m.reshape(n, c, 4 * e, 4 * e)
+
+
+@dataclass
+class DecoderState:
+    """Per-prompt output of :meth:`GridDecoder.tokens`."""
+
+    iou: torch.Tensor  # (N, C) predicted IoU of the multimask outputs
+    hyper: torch.Tensor  # (N, C, D8) hypernetwork outputs
+    alpha: torch.Tensor  # (N, HW)
+    lt: torch.Tensor  # (N, r, HW)
+    rm: torch.Tensor  # (N, r, D)
+
+    def astuple(self):
+        return (self.iou, self.hyper, self.alpha, self.lt, self.rm)
+

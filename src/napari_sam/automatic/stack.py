@@ -1,0 +1,157 @@
+"""Segment everything on a stack: every slice with the 2D pipeline (one engine for all),
+the 2D objects linked across slices, then each linked object propagated through the stack
+from its largest mask, and one :class:`~napari_sam.automatic.ObjectRecord` per 3D object."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from napari_sam.automatic.crops import CropEngine
+from napari_sam.automatic.foreground import auto_foreground, is_constant
+from napari_sam.automatic.image2d import segment_2d
+from napari_sam.automatic.linking import link_slices
+from napari_sam.automatic.params import AutomaticParams
+from napari_sam.automatic.results import (
+    AutomaticResult,
+    MaskRecord,
+    ObjectRecord,
+    finite_mean,
+    new_stats,
+)
+
+
+def _stack_foreground(foreground, shape) -> np.ndarray | None:
+    """A user's foreground mask (Y, X) or (Z, Y, X) as a (Z, Y, X) bool array (None for no
+    mask or ``"auto"``, which is computed per slice)."""
+    if foreground is None or isinstance(foreground, str):
+        return None
+    zdim, h, w = shape
+    fg_all = np.asarray(foreground).astype(bool)
+    if fg_all.shape == (h, w):
+        fg_all = np.broadcast_to(fg_all, (zdim, h, w))
+    if fg_all.shape != (zdim, h, w):
+        raise ValueError(
+            f"foreground must have shape (Y, X) or {(zdim, h, w)}, got {fg_all.shape}"
+        )
+    return fg_all
+
+
+def segment_stack(emb, params: AutomaticParams, foreground, link_iou, max_gap, min_z_extent,
+                  keep_masks, progress, propagate=True, axis_kind="z") -> AutomaticResult:
+    """Segment everything on the stack embeddings ``emb`` (see
+    :func:`~napari_sam.automatic.segment_everything` for the arguments)."""
+    from napari_sam.preprocess import to_uint8_rgb
+
+    zdim, h, w = emb.shape
+    fg_all = _stack_foreground(foreground, (zdim, h, w))
+    engine = CropEngine(emb.predictor, params)
+    stats = new_stats()
+    stats["fast_decoder"] = engine.fast
+    per_slice = np.zeros((zdim, h, w), np.int32)
+    slice_records: dict[tuple[int, int], MaskRecord] = {}
+    total = 2 * zdim if propagate else zdim  # propagation counts as much as the slices
+    with torch.inference_mode():
+        for z in range(zdim):
+            img = emb.slice_image(z)
+            if is_constant(img):
+                if progress is not None:
+                    progress(z + 1, total)
+                continue
+            fg = (
+                fg_all[z]
+                if fg_all is not None
+                else (auto_foreground(img) if isinstance(foreground, str) else None)
+            )
+            rgb_fn = lambda img=img: to_uint8_rgb(img, emb.contrast_limits)  # noqa: E731
+            lab, recs = segment_2d(engine, emb[z], rgb_fn, (h, w), fg, stats, keep_masks)
+            per_slice[z] = lab
+            for r in (r for r in recs if r.id > 0):
+                r.z = z
+                slice_records[(z, r.id)] = r
+            if progress is not None:
+                progress(z + 1, total)
+    labels, mapping = link_slices(
+        per_slice, iou_threshold=link_iou, max_gap=max_gap,
+        min_z_extent=1 if propagate else min_z_extent,
+    )
+    scores = None
+    if propagate and labels.max() > 0:
+        part = None if progress is None else (lambda d, t: progress(zdim + d * zdim // t, total))
+        det = {(z, mapping[(z, i)]): r.predicted_iou for (z, i), r in slice_records.items()
+               if mapping.get((z, i))}
+        labels, lut, scores, stats["propagation"] = propagate_objects(
+            emb, labels, min_z_extent, axis_kind, part,
+            lambda z, oid: det.get((z, oid), float("nan")),
+        )
+        mapping = {key: int(lut[oid]) for key, oid in mapping.items()}
+    elif propagate and progress is not None:
+        progress(total, total)  # nothing to propagate
+    records = _object_records(labels, mapping, slice_records, scores)
+    stats["objects"] = len(records)
+    return AutomaticResult(labels, records, stats)
+
+
+def propagate_objects(emb, linked, min_z_extent, axis_kind, progress, seed_score):
+    """Re-segment every linked object by propagating its largest 2D mask through the stack.
+
+    ``seed_score(z, id)``: the predicted IoU of the 2D detection object ``id`` of ``linked``
+    has on slice ``z`` (nan where the linking filled the slice in). Returns the new labels
+    (ids ``1..N`` by first slice, objects spanning fewer than ``min_z_extent`` slices
+    dropped), the map from ``linked`` ids to new ids (0: dropped), each object's per-slice
+    predicted IoU ``{new id: {z: iou}}`` and a stats dict.
+    """
+    from napari_sam.volume import prompts_from_labels, segment_volume
+
+    prompts = prompts_from_labels(linked)  # each object on the slice where it is largest
+    res = segment_volume(emb, prompts, axis_kind=axis_kind, progress=progress)
+    vol = np.asarray(res.labels)
+    first = {oid: z0 for oid, (z0, z1) in res.slice_range.items() if z1 - z0 + 1 >= min_z_extent}
+    order = sorted(first, key=lambda oid: (first[oid], oid))
+    lut = np.zeros(max(int(linked.max()), int(vol.max())) + 1, np.int32)
+    lut[order] = np.arange(1, len(order) + 1, dtype=np.int32)
+    scores = {}
+    for oid in order:
+        per = dict(res.scores.get(oid, {}))
+        z = prompts[oid][0].slice  # its mask was taken as is (score 1.0): the detection's own
+        per[z] = float(seed_score(z, oid))
+        scores[int(lut[oid])] = per
+    reasons: dict[str, int] = {}
+    for both in res.stop_reasons.values():
+        for r in both.values():
+            reasons[r] = reasons.get(r, 0) + 1
+    stats = {"seeds": len(prompts), "kept": len(order), "decoder_calls": int(res.decoder_calls),
+             "stop_reasons": reasons}
+    return lut[vol], lut, scores, stats
+
+
+def _object_records(labels, mapping, slice_records, scores=None) -> list[ObjectRecord]:
+    """One ObjectRecord per 3D id of ``labels``, with the 2D records ``mapping`` links to it."""
+    from scipy import ndimage
+
+    n = int(labels.max())
+    if n == 0:
+        return []
+    volumes = np.bincount(labels.ravel(), minlength=n + 1)
+    members: dict[int, list[MaskRecord]] = {}
+    for key, oid in mapping.items():
+        if oid and key in slice_records:
+            members.setdefault(oid, []).append(slice_records[key])
+    out = []
+    for oid, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        mem = sorted(members.get(oid, []), key=lambda r: r.z)
+        out.append(
+            ObjectRecord(
+                id=oid,
+                bbox=(sl[0].start, sl[1].start, sl[2].start, sl[0].stop, sl[1].stop, sl[2].stop),
+                volume=int(volumes[oid]),
+                z_extent=int(sl[0].stop - sl[0].start),
+                predicted_iou=finite_mean(scores[oid].values()) if scores is not None
+                else finite_mean(r.predicted_iou for r in mem),
+                stability_score=finite_mean(r.stability_score for r in mem),
+                slices=mem,
+            )
+        )
+    return out
