@@ -66,7 +66,7 @@ def test_segment_everything_on_cuda_gives_the_cpu_masks(grid, monkeypatch):
     from napari_sam.automatic import segment_everything
 
     if grid != "fp32":
-        monkeypatch.setattr(automatic, "GRID_PRECISION_CUDA", grid)
+        monkeypatch.setattr(automatic.grid_decoder, "GRID_PRECISION_CUDA", grid)
 
     img = _image()
     # no NMS: every mask that passes the filters is compared

@@ -55,9 +55,9 @@ def test_grid_decoder_uses_the_fused_head_only_where_it_applies(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(kernels, "fused_kernels_work", lambda device: True)
     # opt-in (NAPARI_SAM_TRITON=1): importing Triton crashes napari on Mesa displays (#22)
-    monkeypatch.setattr(automatic, "GRID_FUSED_HEAD_CUDA", False)
+    monkeypatch.setattr(automatic.grid_decoder, "GRID_FUSED_HEAD_CUDA", False)
     assert not GridDecoder(sam)._use_fused_head(cuda)
-    monkeypatch.setattr(automatic, "GRID_FUSED_HEAD_CUDA", True)
+    monkeypatch.setattr(automatic.grid_decoder, "GRID_FUSED_HEAD_CUDA", True)
     assert not GridDecoder(sam)._use_fused_head(cpu)  # CPU: PyTorch ops unless forced
     assert GridDecoder(sam)._use_fused_head(cuda)
     assert GridDecoder(sam, precision="tf32")._use_fused_head(cuda)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sam import batch
+from . import reference_batch_linking as batch
 from napari_sam.automatic import (
     LinkPlan,
     SliceLinker,
@@ -149,7 +149,7 @@ def test_slice_linker_fed_slice_by_slice_equals_the_cli_linker(seed, link):
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)
     assert sorted(plan.gap_links) == sorted(expected.gap_links)
-    want = list(batch._final_slices(expected, lambda z: per_slice[z], n))
+    want = list(batch.final_slices(expected, lambda z: per_slice[z], n))
     for z in range(n):
         np.testing.assert_array_equal(plan.slice_labels(z, lambda k: per_slice[k]), want[z])
 

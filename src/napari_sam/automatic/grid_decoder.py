@@ -269,12 +269,7 @@ class GridDecoder:
         qpe = tokens
         queries = tokens
         for layer, st in zip(self.tf.layers, shared["layers"]):
-            if layer.skip_first_layer_pe:
-                queries = layer.self_attn(q=queries, k=queries, v=queries)
-            else:
-                q = queries + qpe
-                queries = queries + layer.self_attn(q=q, k=q, v=queries)
-            queries = layer.norm1(queries)
+            queries = layer.token_self_attention(queries, qpe)
             queries = layer.norm2(queries + self._token_to_image(st["t2i"], queries + qpe, state))
             queries = layer.norm3(queries + layer.mlp(queries))
             self._image_to_token(layer.cross_attn_image_to_token, st, queries, qpe, state)

@@ -325,9 +325,4 @@ def _auto_propagate(job: Job, ctx: Context, model, work: Path, opened: OpenedIma
 
 def _preview_slice(plan: LinkPlan, work: Path, z: int) -> np.ndarray:
     """Final labels of slice z (what was written), recomputed from the saved slices."""
-    out = plan.luts[z][_load_slice(work, z)[0]]
-    for z0, i, z1, j, oid in plan.gap_links:
-        if z0 < z < z1:
-            inter = (_load_slice(work, z0)[0] == i) & (_load_slice(work, z1)[0] == j)
-            out[inter & (out == 0)] = oid
-    return out
+    return plan.slice_labels(z, lambda k: _load_slice(work, k)[0])
