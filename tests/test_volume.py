@@ -169,14 +169,14 @@ def test_points_from_mask_positives_deep_inside_and_negatives_outside():
 
 
 def test_mask_to_logits_round_trips_through_upsampling():
-    from napari_sam.volume import _upsample_logits
+    from napari_sam.prompts import upsample_logits
 
     m = disk((100, 80), (45, 30), 20)
     emb = SimpleNamespace(original_size=(100, 80), input_size=(64, 51))
     low = mask_to_logits(m, (100, 80), (64, 51), img_size=64, low_res_size=32)
     assert low.shape == (32, 32)
     assert low.max() > 5 and low.min() < -5
-    back = _upsample_logits(low[None], emb, 64)[0].numpy() > 0
+    back = upsample_logits(low[None], emb, 64)[0].numpy() > 0
     iou = (back & m).sum() / (back | m).sum()
     assert iou > 0.9
 

@@ -18,11 +18,12 @@ Slice prompts are duck-typed: anything with ``points`` (P, 2) (row, col), ``labe
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from napari_sam.prompts import PromptKind, group_by_kind, stack_prompts
 
 __all__ = [
     "Change",
@@ -261,11 +262,6 @@ class ObjectPreview:
         return self.index
 
 
-def _wants_multimask(sp, has_mask: bool) -> bool:
-    """Three candidates only for an ambiguous prompt: a single click, no box, no mask."""
-    return sp.box is None and not has_mask and len(sp.points) == 1
-
-
 def decode_slice(
     predictor,
     embedding,
@@ -287,41 +283,36 @@ def decode_slice(
         Mask prompts (e.g. an existing label being refined).
     """
     mask_inputs = mask_inputs or {}
-    groups: dict[tuple, list[tuple[object, object]]] = defaultdict(list)
-    for key, sp in prompts:
-        if not sp.usable:
-            continue
-        has_mask = key in mask_inputs
-        sig = (sp.box is not None, len(sp.points) > 0, has_mask, _wants_multimask(sp, has_mask))
-        groups[sig].append((key, sp))
+    groups = group_by_kind(
+        (PromptKind.of(len(sp.points), sp.box is not None, key in mask_inputs), (key, sp))
+        for key, sp in prompts
+        if sp.usable
+    )
     out: dict[object, ObjectPreview] = {}
-    for (has_box, has_pts, has_mask, multi), items in groups.items():
-        points = labels = boxes = masks = None
-        if has_pts:
-            n_max = max(len(sp.points) for _, sp in items)
-            points = np.zeros((len(items), n_max, 2), np.float32)
-            labels = np.full((len(items), n_max), -1, np.int64)
-            for i, (_, sp) in enumerate(items):
-                points[i, : len(sp.points)] = sp.points
-                labels[i, : len(sp.points)] = sp.labels
-        if has_box:
-            boxes = np.stack([sp.box for _, sp in items]).astype(np.float32)
-        if has_mask:
-            masks = np.stack([np.asarray(mask_inputs[k], np.float32) for k, _ in items])
-        res = predictor.predict_batch(
-            embedding=embedding,
-            points=points,
-            labels=labels,
-            boxes=boxes,
-            mask_inputs=masks,
-            multimask=multi,
-        )
-        all_masks = res.masks.cpu().numpy()
-        scores = res.scores.cpu().numpy()
-        logits = res.logits.cpu().numpy()
-        for i, (key, _) in enumerate(items):
-            out[key] = ObjectPreview(
-                key, z, all_masks[i], scores[i], logits[i], index=int(scores[i].argmax()),
-                prompt=items[i][1], mask_prompt=has_mask,
-            )
+    for kind, items in groups.items():
+        out.update(_decode_group(predictor, embedding, z, kind, items, mask_inputs))
     return [out[k] for k, _ in prompts if k in out]
+
+
+def _decode_group(predictor, embedding, z, kind, items, mask_inputs) -> dict:
+    """One batched decoder call for the objects ``items`` [(key, SlicePrompts)] of one kind."""
+    kw = stack_prompts(
+        kind,
+        [sp.points for _, sp in items],
+        [sp.labels for _, sp in items],
+        [sp.box for _, sp in items],
+        dtype=np.float32,
+    )
+    if kind.mask:
+        kw["mask_inputs"] = np.stack([np.asarray(mask_inputs[k], np.float32) for k, _ in items])
+    res = predictor.predict_batch(embedding=embedding, multimask=kind.multimask, **kw)
+    all_masks = res.masks.cpu().numpy()
+    scores = res.scores.cpu().numpy()
+    logits = res.logits.cpu().numpy()
+    return {
+        key: ObjectPreview(
+            key, z, all_masks[i], scores[i], logits[i], index=int(scores[i].argmax()),
+            prompt=sp, mask_prompt=kind.mask,
+        )
+        for i, (key, sp) in enumerate(items)
+    }

@@ -12,16 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from napari_sam.device import autocast, precision_name, resolve_device, resolve_precision
-from napari_sam.preprocess import (
-    DEFAULT_PERCENTILES,
-    ResizeSpec,
-    boxes_to_model,
-    images_to_tensor,
-    points_to_model,
-    to_uint8_rgb,
+from napari_sam.preprocess import DEFAULT_PERCENTILES, ResizeSpec, images_to_tensor, to_uint8_rgb
+from napari_sam.prompts import (
+    check_box,
+    check_mask_input,
+    check_points,
+    prompt_tensors,
+    upsample_logits,
 )
 
 _BACKENDS = ("torch", "onnx")
@@ -240,71 +239,6 @@ class Predictor:
             raise ValueError(f"embedding shape {tuple(emb.features.shape)} does not fit this model")
 
     # ------------------------------------------------------------------ prompts
-    def _validate_points(self, points, labels, size) -> tuple[np.ndarray, np.ndarray]:
-        pts = _numeric(points, "points", "(P, 2) array of (row, col) pairs such as [[30, 40]]")
-        if pts.ndim == 1 and pts.size == 2:
-            pts = pts[None]
-        if pts.ndim != 2 or pts.shape[-1] != 2:
-            raise ValueError(
-                f"points must have shape (P, 2) as (row, col) pairs such as [[30, 40]], got "
-                f"shape {pts.shape}"
-            )
-        if len(pts) == 0:
-            raise ValueError(
-                "points is empty (shape (0, 2)); give at least one (row, col) point, or "
-                "points=None to prompt with a box or mask_input only"
-            )
-        if labels is None:
-            lab = np.ones(len(pts), np.int64)
-        else:
-            lab = _numeric(labels, "labels", "1 (positive) or 0 (negative) per point").reshape(-1)
-            if len(lab) != len(pts):
-                raise ValueError(
-                    f"got {len(pts)} points but {len(lab)} labels; give one label per point "
-                    "(1 positive, 0 negative)"
-                )
-            if not np.isin(lab, (0, 1)).all():
-                raise ValueError(
-                    f"labels must be 1 (positive) or 0 (negative), got {_plain(np.unique(lab))}"
-                )
-            lab = lab.astype(np.int64)
-        h, w = size
-        finite = np.isfinite(pts).all(1)
-        if not finite.all():
-            raise ValueError(
-                f"point (row, col) = {_plain(pts[~finite][0])} is not finite; give pixel "
-                "coordinates"
-            )
-        outside = (pts[:, 0] < -0.5) | (pts[:, 0] > h - 0.5)
-        outside |= (pts[:, 1] < -0.5) | (pts[:, 1] > w - 0.5)
-        if outside.any():
-            raise ValueError(
-                f"point (row, col) = {_plain(pts[outside][0])} is outside the image of shape "
-                f"{size}; points are (row, col) pixel coordinates (napari order, not x, y), "
-                f"rows in 0..{h - 1} and cols in 0..{w - 1}"
-            )
-        return pts, lab
-
-    @staticmethod
-    def _validate_box(box, size) -> np.ndarray:
-        b = _numeric(box, "box", "4 numbers (row0, col0, row1, col1)").reshape(-1)
-        if b.shape != (4,) or not np.isfinite(b).all():
-            raise ValueError(
-                f"box must be 4 finite numbers (row0, col0, row1, col1), got {_plain(b)}"
-            )
-        if b[2] < b[0] or b[3] < b[1]:
-            raise ValueError(
-                f"box {_plain(b)} is inverted: need row1 >= row0 and col1 >= col0 "
-                f"(row0, col0, row1, col1); did you mean {_plain(np.r_[np.minimum(b[:2], b[2:]), np.maximum(b[:2], b[2:])])}?"
-            )
-        h, w = size
-        if b[2] < 0 or b[3] < 0 or b[0] > h - 1 or b[1] > w - 1:
-            raise ValueError(
-                f"box {_plain(b)} lies outside the image of shape {size}; boxes are "
-                "(row0, col0, row1, col1) in pixels (napari order)"
-            )
-        return np.clip(b, 0, [h - 1, w - 1, h - 1, w - 1])
-
     def predict(
         self,
         points=None,
@@ -342,29 +276,12 @@ class Predictor:
             raise ValueError("give at least one prompt: points, a box or a mask_input")
         pts = lab = boxes = masks = None
         if points is not None:
-            p, lb = self._validate_points(points, labels, emb.original_size)
+            p, lb = check_points(points, labels, emb.original_size)
             pts, lab = p[None], lb[None]
         if box is not None:
-            boxes = self._validate_box(box, emb.original_size)[None]
+            boxes = check_box(box, emb.original_size)[None]
         if mask_input is not None:
-            n = self.low_res_size
-            masks = _numeric(
-                mask_input, "mask_input", f"({n}, {n}) low-resolution logits"
-            ).astype(np.float32)
-            if masks.ndim == 3 and masks.shape[0] == 1:
-                masks = masks[0]
-            if masks.shape != (n, n):
-                raise ValueError(
-                    f"mask_input must have shape ({n}, {n}) (low-resolution logits, such as "
-                    f"logits[i] of a previous predict), got {masks.shape}; to prompt with a "
-                    "full-size binary mask convert it with napari_sam.volume.mask_to_logits"
-                )
-            if not np.isfinite(masks).all():
-                raise ValueError(
-                    f"mask_input has {int((~np.isfinite(masks)).sum())} NaN or inf values; give "
-                    "finite logits (such as logits[i] of a previous predict)"
-                )
-            masks = masks[None]
+            masks = check_mask_input(mask_input, self.low_res_size)[None]
         if self._onnx is not None:
             m, sc, lg = self._onnx.predict(
                 emb,
@@ -427,21 +344,7 @@ class Predictor:
             self.check_embedding(emb)
         spec = emb.spec(self.img_size)
         dev = self.device
-        pt = bx = mk = None
-        n = None
-        if points is not None:
-            coords = torch.as_tensor(points_to_model(_np(points), spec), device=dev)
-            lab = torch.as_tensor(_np(labels), device=dev, dtype=torch.int64)
-            pt = (coords, lab)
-            n = coords.shape[0]
-        if boxes is not None:
-            bx = torch.as_tensor(boxes_to_model(_np(boxes), spec), device=dev)
-            n = bx.shape[0]
-        if mask_inputs is not None:
-            mk = torch.as_tensor(mask_inputs, device=dev, dtype=torch.float32)
-            if mk.ndim == 3:
-                mk = mk[:, None]
-            n = mk.shape[0]
+        pt, bx, mk, n = prompt_tensors(points, labels, boxes, mask_inputs, spec, dev)
         if n is None:
             raise ValueError("give at least one prompt: points, boxes or mask_inputs")
         feats = emb.features.to(dev)[None]
@@ -462,35 +365,7 @@ class Predictor:
         crop the padding, bilinear to the original size, threshold at 0.
         """
         emb = self.embedding if embedding is None else embedding
-        lead = logits.shape[:-2]
-        x = logits.reshape(-1, 1, *logits.shape[-2:]).float()
-        x = F.interpolate(x, (self.img_size, self.img_size), mode="bilinear", align_corners=False)
-        h, w = emb.input_size
-        x = x[..., :h, :w]
-        if tuple(emb.original_size) != (h, w):  # bilinear to the same size is the identity
-            x = F.interpolate(x, tuple(emb.original_size), mode="bilinear", align_corners=False)
-        return (x > self.model.mask_threshold).reshape(*lead, *emb.original_size)
-
-
-def _plain(values) -> tuple:
-    """Numbers as a plain tuple for messages: (20.0, 5.0), not (np.float64(20.0), ...)."""
-    return tuple(v.item() if hasattr(v, "item") else v for v in np.asarray(values).reshape(-1))
-
-
-def _numeric(value, name: str, expected: str) -> np.ndarray:
-    """``value`` as a float64 array, or a ValueError / TypeError naming ``name``."""
-    if isinstance(value, (str, bytes)):
-        raise TypeError(f"{name} must be a {expected}, got the string {value!r:.60}")
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{name} must be a {expected}; got {type(value).__name__} {value!r:.80} that is not "
-            "a numeric array"
-        ) from None
-    return arr
+        return upsample_logits(logits, emb, self.img_size) > self.model.mask_threshold
 
 
 def nonfinite_parameters(model) -> list[str]:
@@ -537,8 +412,3 @@ def as_model(model, device="cpu"):
         )
     return model
 
-
-def _np(value):
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
-    return np.asarray(value)

@@ -1,0 +1,379 @@
+"""What the user asks :func:`napari_sam.segment_volume` for: prompts per object and slice.
+
+Owns :class:`SlicePrompt` (the public prompt of one object on one slice), their validation
+against the embedded stack and their merging into one :class:`ObjectPrompts` per object
+(annotated slices, stop markers, negative-only constraints), and
+:func:`prompts_from_labels` (seeding from existing labels). Points are (row, col) and boxes
+(row0, col0, row1, col1) in pixels of the stack's slices; slices index the propagation axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from napari_sam.prompts import (
+    PromptKind,
+    box_problem,
+    clip_box,
+    labels_are_binary,
+    point_rows,
+    points_outside,
+)
+
+# the message per napari_sam.prompts.box_problem
+_BOX_MESSAGES = {
+    "shape": "{where}: box must be 4 finite numbers (row0, col0, row1, col1), got {raw}",
+    "inverted": "{where}: box {box} is inverted; need row1 >= row0 and col1 >= col0",
+    "outside": "{where}: box {box} lies outside the slices of shape {size}",
+}
+
+__all__ = ["Annotation", "ObjectPrompts", "SlicePrompt", "normalize_prompts", "prompts_from_labels"]
+
+
+@dataclass
+class SlicePrompt:
+    """Prompts for one object on one slice.
+
+    Attributes
+    ----------
+    slice : int
+        Index along the propagation axis (0 <= slice < Z).
+    points : array-like (P, 2), optional
+        (row, col) pixel coordinates.
+    labels : array-like (P,), optional
+        1 positive, 0 negative; default all positive. Only negative points (no box or mask)
+        on a slice are a constraint, not an annotation: they are added to the prompt that
+        propagation brings onto that slice (and do nothing where the object does not reach
+        it); an object needs a positive point, a box or a mask on some slice.
+    box : array-like (4,), optional
+        (row0, col0, row1, col1).
+    mask : array-like (Y, X) bool, optional
+        The object's mask on this slice. Alone, it is taken as the object's segmentation on
+        this slice as is; with points or a box it becomes a mask prompt for the decoder.
+    stop : bool
+        A stop marker: the object is absent from this slice and propagation ends before it.
+        A stop marker carries no other prompt.
+    """
+
+    slice: int
+    points: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    box: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    stop: bool = False
+
+    _KEYS = ("slice", "points", "labels", "box", "mask", "stop")
+
+    @classmethod
+    def coerce(cls, value) -> SlicePrompt:
+        """A :class:`SlicePrompt` from itself or a plain dict with the same keys."""
+        if isinstance(value, SlicePrompt):
+            return value
+        if isinstance(value, Mapping):
+            unknown = set(value) - set(cls._KEYS)
+            if unknown:
+                raise ValueError(
+                    f"unknown slice prompt keys {sorted(unknown)}; allowed: {list(cls._KEYS)}"
+                )
+            if "slice" not in value:
+                raise ValueError(
+                    f"a slice prompt needs a 'slice' index, got keys {sorted(value)}; "
+                    "e.g. {'slice': 12, 'points': [[40, 52]]}"
+                )
+            return cls(**value)
+        raise TypeError(
+            f"a slice prompt must be a SlicePrompt or a dict, got {type(value).__name__}"
+        )
+
+
+@dataclass
+class Annotation:
+    """Validated and merged prompts of one object on one slice."""
+
+    points: np.ndarray | None  # (P, 2) float64
+    labels: np.ndarray | None  # (P,) int64
+    box: np.ndarray | None  # (4,) float64
+    mask: np.ndarray | None  # (Y, X) bool
+
+    @property
+    def mask_only(self) -> bool:
+        return self.mask is not None and self.points is None and self.box is None
+
+    @property
+    def kind(self) -> PromptKind:
+        """Prompts of one kind are decoded together in one call (a single click is
+        ambiguous: it decodes 3 candidates and keeps the best scoring)."""
+        return PromptKind.of(0 if self.points is None else len(self.points),
+                             self.box is not None, self.mask is not None)
+
+
+@dataclass
+class ObjectPrompts:
+    """Validated prompts of one object over the stack."""
+
+    id: int
+    annotations: dict[int, Annotation]  # slice -> annotation
+    stops: list[int]  # sorted slices with stop markers
+    # slice -> (P, 2) negative points on a slice with no other prompt of the object: added to
+    # the prompt propagated onto that slice (a constraint, not an annotation)
+    negatives: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+def _as_id(key) -> int:
+    if isinstance(key, (bool, np.bool_)) or not isinstance(key, (int, np.integer)):
+        raise ValueError(
+            f"object ids must be positive integers (0 is background), got {key!r}"
+        )
+    if int(key) <= 0:
+        raise ValueError(f"object ids must be positive integers (0 is background), got {key}")
+    return int(key)
+
+
+def _validate_slice(z, obj_id: int, n_slices: int) -> int:
+    if isinstance(z, (bool, np.bool_)) or not isinstance(z, (int, np.integer)):
+        raise ValueError(f"object {obj_id}: slice index must be an integer, got {z!r}")
+    if not 0 <= int(z) < n_slices:
+        raise ValueError(
+            f"object {obj_id}: slice {int(z)} is out of range for a stack of {n_slices} slices "
+            f"(valid: 0..{n_slices - 1}); negative indices are not accepted"
+        )
+    return int(z)
+
+
+def _validate_annotation(sp: SlicePrompt, obj_id: int, size: tuple[int, int]) -> Annotation:
+    where = f"object {obj_id}, slice {sp.slice}"
+    pts, lab = _validate_points(sp, where, size)
+    box = _validate_box(sp, where, size)
+    mask = _validate_mask(sp, where, size)
+    if pts is None and box is None and mask is None:
+        raise ValueError(
+            f"{where}: the prompt has no points, box or mask and is not a stop marker"
+        )
+    return Annotation(pts, lab, box, mask)
+
+
+def _validate_points(sp: SlicePrompt, where: str, size: tuple[int, int]):
+    """(P, 2) float64 points and (P,) int64 labels of a slice prompt, or (None, None)."""
+    if sp.points is None:
+        if sp.labels is not None:
+            raise ValueError(f"{where}: labels were given without points")
+        return None, None
+    pts = point_rows(np.asarray(sp.points, dtype=np.float64))
+    if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) == 0:
+        raise ValueError(
+            f"{where}: points must have shape (P, 2) as (row, col), got {pts.shape}"
+        )
+    if not np.isfinite(pts).all():
+        raise ValueError(f"{where}: points must be finite (row, col) pairs")
+    outside = points_outside(pts, size)
+    if outside.any():
+        raise ValueError(
+            f"{where}: point (row, col) = {tuple(pts[outside][0])} is outside the slices of "
+            f"shape {size}; give points in pixels of the embedded stack"
+        )
+    if sp.labels is None:
+        return pts, np.ones(len(pts), np.int64)
+    lab = np.asarray(sp.labels).reshape(-1)
+    if len(lab) != len(pts):
+        raise ValueError(
+            f"{where}: got {len(pts)} points but {len(lab)} labels; give one label "
+            "per point (1 positive, 0 negative)"
+        )
+    if not labels_are_binary(lab):
+        raise ValueError(
+            f"{where}: labels must be 1 (positive) or 0 (negative), got {np.unique(lab)}"
+        )
+    return pts, lab.astype(np.int64)
+
+
+def _validate_box(sp: SlicePrompt, where: str, size: tuple[int, int]) -> np.ndarray | None:
+    """The (4,) float64 box of a slice prompt clipped to the slices, or None."""
+    if sp.box is None:
+        return None
+    box = np.asarray(sp.box, dtype=np.float64).reshape(-1)
+    problem = box_problem(box, size)
+    if problem is not None:
+        raise ValueError(_BOX_MESSAGES[problem].format(where=where, raw=sp.box,
+                                                       box=tuple(box), size=size))
+    return clip_box(box, size)
+
+
+def _validate_mask(sp: SlicePrompt, where: str, size: tuple[int, int]) -> np.ndarray | None:
+    """The (Y, X) bool mask of a slice prompt, or None."""
+    if sp.mask is None:
+        return None
+    mask = np.asarray(sp.mask)
+    if mask.shape != tuple(size):
+        raise ValueError(
+            f"{where}: mask has shape {mask.shape} but the embedded stack's slices are "
+            f"{size}; masks must come from the same stack (and axis order) as the embedding"
+        )
+    mask = mask.astype(bool)
+    if not mask.any():
+        raise ValueError(f"{where}: the mask is empty; give a non-empty mask or remove it")
+    return mask
+
+
+def _merge(a: Annotation, b: Annotation, where: str) -> Annotation:
+    if a.box is not None and b.box is not None:
+        raise ValueError(f"{where}: two boxes on the same slice; give one box per object")
+    if a.points is not None and b.points is not None:
+        pts = np.concatenate([a.points, b.points])
+        lab = np.concatenate([a.labels, b.labels])
+    else:
+        pts = a.points if a.points is not None else b.points
+        lab = a.labels if a.labels is not None else b.labels
+    if a.mask is not None and b.mask is not None:
+        mask = a.mask | b.mask
+    else:
+        mask = a.mask if a.mask is not None else b.mask
+    return Annotation(pts, lab, a.box if a.box is not None else b.box, mask)
+
+
+def normalize_prompts(prompts, shape: tuple[int, int, int]) -> list[ObjectPrompts]:
+    if not isinstance(prompts, Mapping):
+        raise TypeError(
+            "prompts must be a mapping {object_id: [SlicePrompt or dict, ...]}, got "
+            f"{type(prompts).__name__}"
+        )
+    if len(prompts) == 0:
+        raise ValueError("no prompts given; add at least one object with a prompt on one slice")
+    n_slices, size = shape[0], (shape[1], shape[2])
+    objects = []
+    for key in sorted(prompts, key=lambda k: _as_id(k)):
+        obj_id = _as_id(key)
+        value = prompts[key]
+        items = [value] if isinstance(value, (SlicePrompt, Mapping)) else list(value or [])
+        annotations: dict[int, Annotation] = {}
+        stops: set[int] = set()
+        for item in items:
+            sp = SlicePrompt.coerce(item)
+            z = _validate_slice(sp.slice, obj_id, n_slices)
+            sp = SlicePrompt(z, sp.points, sp.labels, sp.box, sp.mask, bool(sp.stop))
+            if sp.stop:
+                if sp.points is not None or sp.box is not None or sp.mask is not None:
+                    raise ValueError(
+                        f"object {obj_id}, slice {z}: a stop marker carries no points, box or "
+                        "mask; give the stop marker and the prompts on different slices"
+                    )
+                stops.add(z)
+                continue
+            ann = _validate_annotation(sp, obj_id, size)
+            if z in annotations:
+                ann = _merge(annotations[z], ann, f"object {obj_id}, slice {z}")
+            annotations[z] = ann
+        negatives = {z: a.points for z, a in annotations.items()
+                     if a.box is None and a.mask is None and not a.labels.any()}
+        for z in negatives:
+            del annotations[z]
+        if not annotations:
+            if negatives:
+                raise ValueError(
+                    f"object {obj_id} has only negative points (slices {sorted(negatives)}); "
+                    "negative points alone start nothing: add a positive point, a box or a mask "
+                    "on at least one slice (negative points on other slices then constrain the "
+                    "propagated masks there)"
+                )
+            raise ValueError(
+                f"object {obj_id} has no prompts (only stop markers or nothing); add points, a "
+                "box or a mask on at least one slice, or remove the object"
+            )
+        clash = stops & (set(annotations) | set(negatives))
+        if clash:
+            raise ValueError(
+                f"object {obj_id}: slice {min(clash)} has both a stop marker and prompts; "
+                "remove one of them"
+            )
+        objects.append(ObjectPrompts(obj_id, annotations, sorted(stops), negatives))
+    _same_prompts(objects)
+    return objects
+
+
+def _same_prompts(objects: list[ObjectPrompts]) -> None:
+    """ValueError when two objects have identical prompts on one slice: they segment the same
+    thing, and only one of them could end up in the labels."""
+    seen: dict[tuple, int] = {}
+    for obj in objects:
+        for z, a in obj.annotations.items():
+            key = (z,) + tuple(
+                None if v is None else (v.shape, np.ascontiguousarray(v).tobytes())
+                for v in (a.points, a.labels, a.box, a.mask)
+            )
+            other = seen.setdefault(key, obj.id)
+            if other != obj.id:
+                raise ValueError(
+                    f"objects {other} and {obj.id} have the same prompts on slice {z}: they "
+                    "would segment the same thing and one of them would be lost; give each "
+                    "object its own prompts, or merge them into one object"
+                )
+
+
+
+def prompts_from_labels(
+    labels, slice: int | None = None, ids: Iterable[int] | None = None
+) -> dict[int, list[SlicePrompt]]:
+    """Seed propagation from existing labels: one mask prompt per object.
+
+    Parameters
+    ----------
+    labels : array-like, (Y, X) or (Z, Y, X) int
+        A label image (0 = background). A 2D array is the labels of slice ``slice``.
+    slice : int, optional
+        The slice the masks come from. Required for 2D labels. For 3D labels, ``None`` seeds
+        every object on the slice where its area is largest.
+    ids : iterable of int, optional
+        Only these objects (default: every non-zero label present).
+
+    Returns
+    -------
+    dict
+        ``{id: [SlicePrompt(slice, mask=(Y, X) bool)]}`` for :func:`segment_volume`.
+
+    Examples
+    --------
+    >>> prompts = prompts_from_labels(layer.data, slice=12)        # (Z, Y, X) labels
+    >>> result = segment_volume(emb, prompts)
+    """
+    lab = np.asarray(labels)
+    if lab.ndim not in (2, 3):
+        raise ValueError(f"labels must be (Y, X) or (Z, Y, X), got shape {lab.shape}")
+    if not (np.issubdtype(lab.dtype, np.integer) or lab.dtype == bool):
+        raise ValueError(f"labels must be an integer array, got dtype {lab.dtype}")
+    if lab.ndim == 2:
+        if slice is None:
+            raise ValueError("2D labels need the slice they belong to: prompts_from_labels(l, slice=z)")
+        if int(slice) < 0:
+            raise ValueError(f"slice must be >= 0, got {slice}")
+        planes = {int(slice): lab}
+    elif slice is not None:
+        if not 0 <= int(slice) < lab.shape[0]:
+            raise ValueError(
+                f"slice {slice} is out of range for labels with {lab.shape[0]} slices"
+            )
+        planes = {int(slice): lab[int(slice)]}
+    else:
+        planes = None
+    wanted = None if ids is None else {int(i) for i in ids}
+    out: dict[int, list[SlicePrompt]] = {}
+    if planes is not None:
+        (z, plane), = planes.items()
+        present = np.unique(plane)
+        for i in present[present != 0]:
+            if wanted is None or int(i) in wanted:
+                out[int(i)] = [SlicePrompt(z, mask=plane == i)]
+    else:
+        flat = lab.reshape(lab.shape[0], -1)
+        present = np.unique(lab)
+        for i in present[present != 0]:
+            if wanted is not None and int(i) not in wanted:
+                continue
+            z = int(np.argmax((flat == i).sum(1)))
+            out[int(i)] = [SlicePrompt(z, mask=lab[z] == i)]
+    if wanted is not None and wanted - set(out):
+        raise ValueError(f"labels {sorted(wanted - set(out))} are not present in the given labels")
+    if not out:
+        raise ValueError("the labels contain no objects (all zero)")
+    return out

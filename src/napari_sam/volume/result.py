@@ -1,0 +1,143 @@
+"""What :func:`napari_sam.segment_volume` returns.
+
+Owns :class:`VolumeResult` (labels, per-slice scores, stop reasons, slice ranges, chains,
+decoder-call counts, lost objects) and :func:`build_result`, which reads it off the
+propagation: an object is on a slice only where the composed labels hold it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from napari_sam.volume.annotations import ObjectPrompts
+from napari_sam.volume.chains import Chain
+from napari_sam.volume.records import Record
+
+__all__ = ["VolumeResult", "build_result"]
+
+
+@dataclass
+class VolumeResult:
+    """Result of :func:`segment_volume`.
+
+    Attributes
+    ----------
+    labels : numpy.ndarray (Z, Y, X)
+        Object ids as given (0 background); the smallest unsigned dtype that holds them.
+    scores : dict[int, dict[int, float]]
+        ``scores[id][z]``: predicted IoU of the object's mask on slice z (1.0 for masks the
+        user gave), for the slices where the object is in ``labels``.
+    stop_reasons : dict[int, dict[str, str]]
+        ``stop_reasons[id] = {"up": reason, "down": reason}``: why propagation ended above
+        the object's highest annotated slice ("up", increasing index) and below its lowest
+        ("down"); keys of :data:`STOP_REASONS`. Only objects present in ``labels``.
+    slice_range : dict[int, tuple[int, int]]
+        ``(first, last)`` slice (inclusive) on which the object is in ``labels``.
+    chains : list[dict]
+        Every propagation run: ``{"id", "direction", "start", "last", "reason"}`` including
+        the runs that fill gaps between annotated slices.
+    decoder_calls : int
+        Batched decoder calls made.
+    calls_per_slice : numpy.ndarray (Z,) int
+        Decoder calls made on each slice.
+    lost : dict[int, str]
+        Objects given prompts that are nowhere in ``labels`` (every pixel of their masks went
+        to other objects), with the reason; they are in none of the dicts above, and
+        :func:`segment_volume` warns about them.
+    """
+
+    labels: np.ndarray
+    scores: dict[int, dict[int, float]]
+    stop_reasons: dict[int, dict[str, str]]
+    slice_range: dict[int, tuple[int, int]]
+    chains: list[dict] = field(default_factory=list)
+    decoder_calls: int = 0
+    calls_per_slice: np.ndarray | None = None
+    lost: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def object_ids(self) -> list[int]:
+        return sorted(self.stop_reasons)
+
+    def __array__(self, dtype=None, copy=None):
+        return self.labels if dtype is None else self.labels.astype(dtype)
+
+
+def build_result(labels: np.ndarray, records: dict[tuple[int, int], Record],
+                 objects: list[ObjectPrompts], up: list[Chain], down: list[Chain],
+                 decoder_calls: int, calls_per_slice: np.ndarray) -> VolumeResult:
+    """The :class:`VolumeResult` of a finished propagation.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray (Z, Y, X)
+        The composed labels.
+    records : dict (object index, slice) -> Record
+        The accepted masks that went into ``labels``.
+    objects : list of ObjectPrompts
+        The objects, by index.
+    up, down : list of Chain
+        Every chain of the two sweeps.
+    decoder_calls : int
+    calls_per_slice : numpy.ndarray (Z,) int
+
+    Warns
+    -----
+    UserWarning
+        For objects that lost every pixel to other objects (``VolumeResult.lost``).
+    """
+    ids = [o.id for o in objects]
+    present = _slices_present(labels, records, ids)
+    scores: dict[int, dict[int, float]] = {i: {} for i in ids if present[i]}
+    for (k, z), rec in sorted(records.items(), key=lambda t: t[0][1]):
+        if z in present[ids[k]]:
+            scores[ids[k]][z] = rec.score
+    slice_range = {i: (min(z), max(z)) for i, z in present.items() if z}
+    reasons, lost = _stop_reasons(objects, present, up, down)
+    if lost:
+        warnings.warn(
+            f"objects {sorted(lost)} are not in the labels: their masks lost every pixel to "
+            "other objects (see VolumeResult.lost)", stacklevel=3,
+        )
+    chains = [
+        {"id": ids[c.k], "direction": "up" if c.direction > 0 else "down", "start": c.start,
+         "last": c.last, "reason": c.reason}
+        for c in up + down
+    ]
+    return VolumeResult(labels, scores, reasons, slice_range, chains, decoder_calls,
+                        calls_per_slice, lost)
+
+
+def _slices_present(labels: np.ndarray, records: dict[tuple[int, int], Record],
+                    ids: list[int]) -> dict[int, set[int]]:
+    """id -> the slices the labels hold it on: an object that lost a slice's pixels to others
+    is not on it."""
+    present: dict[int, set[int]] = {i: set() for i in ids}
+    for (k, z), rec in records.items():  # within each mask's window, as compose wrote it
+        hh, ww = rec.logits.shape
+        if (labels[z, rec.r0 : rec.r0 + hh, rec.c0 : rec.c0 + ww] == ids[k]).any():
+            present[ids[k]].add(z)
+    return present
+
+
+def _stop_reasons(objects: list[ObjectPrompts], present: dict[int, set[int]],
+                  up: list[Chain], down: list[Chain]):
+    """{id: {"up": reason, "down": reason}} of the objects in the labels, and {id: why} of
+    those lost."""
+    reasons: dict[int, dict[str, str]] = {}
+    lost: dict[int, str] = {}
+    for k, obj in enumerate(objects):
+        if not present[obj.id]:
+            lost[obj.id] = (
+                "its masks lost every pixel to other objects (their prompts segment the same "
+                "thing); give it prompts on its own object"
+            )
+            continue
+        lo, hi = min(obj.annotations), max(obj.annotations)
+        r_up = next(c.reason for c in up if c.k == k and c.start == hi)
+        r_down = next(c.reason for c in down if c.k == k and c.start == lo)
+        reasons[obj.id] = {"up": r_up, "down": r_down}
+    return reasons, lost
