@@ -265,6 +265,16 @@ def _schedule(trainer: Trainer, train_items, val_items, epochs: int, steps_per_e
             "n_val_items": len(val_items)}
 
 
+def _resumed_loop(trainer: Trainer, resume_state, schedule: dict[str, Any], state_path
+                  ) -> _Loop:
+    """A fresh loop, or (with a saved state) the trainer and loop where the state left them."""
+    if resume_state is None:
+        return _Loop()
+    _check_schedule(resume_state["schedule"], schedule, state_path)
+    trainer.load_training_state(resume_state["trainer"])
+    return _Loop.from_state(resume_state["loop"])
+
+
 def _check_schedule(saved: dict[str, Any], now: dict[str, Any], path) -> None:
     differ = sorted(k for k in now if saved.get(k) != now[k])
     if differ:
@@ -405,11 +415,7 @@ def run_training(
 
     resumable = state_path is not None
     schedule = _schedule(trainer, train_items, val_items, epochs, steps_per_epoch)
-    loop = _Loop()
-    if resume_state is not None:
-        _check_schedule(resume_state["schedule"], schedule, state_path)
-        trainer.load_training_state(resume_state["trainer"])
-        loop = _Loop.from_state(resume_state["loop"])
+    loop = _resumed_loop(trainer, resume_state, schedule, state_path)
     out = Path(out) if out is not None else None
     interrupted = False
     t_start = time.perf_counter()

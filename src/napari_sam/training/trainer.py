@@ -455,11 +455,11 @@ class Trainer:
             "optimizer": self.opt.state_dict(),
             "step_count": int(self.step_count),
             "total_steps": int(self.total_steps),
-            "numpy_rng": _text_ints(self.rng.bit_generator.state),
+            "numpy_rng": text_ints(self.rng.bit_generator.state),
             "prompt_rng": self.gen.get_state().cpu(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": cuda,
-            "python_rng": _text_ints(random.getstate()),
+            "python_rng": text_ints(random.getstate()),
         }
 
     def load_training_state(self, state: dict[str, Any]) -> None:
@@ -468,17 +468,17 @@ class Trainer:
         self.opt.load_state_dict(state["optimizer"])
         self.step_count = int(state["step_count"])
         self.total_steps = int(state["total_steps"])
-        self.rng.bit_generator.state = _int_texts(state["numpy_rng"])
+        self.rng.bit_generator.state = int_texts(state["numpy_rng"])
         self.gen.set_state(state["prompt_rng"].to(torch.uint8))
         torch.set_rng_state(state["torch_rng"].to(torch.uint8))
         if state.get("cuda_rng") and self.device.type == "cuda":
             torch.cuda.set_rng_state_all([t.to(torch.uint8) for t in state["cuda_rng"]])
-        python = _int_texts(state["python_rng"])
+        python = int_texts(state["python_rng"])
         random.setstate((python[0], tuple(python[1]), python[2]))
         self._emb_cache.clear()
 
 
-def _text_ints(obj):
+def text_ints(obj):
     """Python ints wider than 64 bits as ``{"int": "<decimal>"}`` (torch's safe loader reads
     only 64-bit ints); containers walked, tuples become lists."""
     if isinstance(obj, bool) or obj is None or isinstance(obj, (float, str)):
@@ -486,18 +486,18 @@ def _text_ints(obj):
     if isinstance(obj, int):
         return {"int": str(obj)} if not -(2**63) <= obj < 2**63 else obj
     if isinstance(obj, dict):
-        return {k: _text_ints(v) for k, v in obj.items()}
+        return {k: text_ints(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_text_ints(v) for v in obj]
+        return [text_ints(v) for v in obj]
     return obj
 
 
-def _int_texts(obj):
-    """Undo :func:`_text_ints` (lists stay lists)."""
+def int_texts(obj):
+    """Undo :func:`text_ints` (lists stay lists)."""
     if isinstance(obj, dict):
         if set(obj) == {"int"}:
             return int(obj["int"])
-        return {k: _int_texts(v) for k, v in obj.items()}
+        return {k: int_texts(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_int_texts(v) for v in obj]
+        return [int_texts(v) for v in obj]
     return obj
