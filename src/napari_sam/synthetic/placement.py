@@ -261,6 +261,20 @@ def _stray_fragments(crop: np.ndarray, label: int) -> tuple[np.ndarray, np.ndarr
     return m, m & (comp != int(sizes.argmax()))
 
 
+def _drop_stray_fragments(labels: np.ndarray):
+    """For every label of ``labels`` (1..max), set the pixels outside its largest component
+    to 0 in place and yield ``(label, its bounding slices, its mask in them, the dropped
+    pixels or None)``."""
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        crop = labels[sl]
+        m, drop = _stray_fragments(crop, i)
+        if drop is not None:
+            crop[drop] = 0
+        yield i, sl, m, drop
+
+
 def _keep_table(keep: np.ndarray) -> np.ndarray:
     """Lookup table ``old id -> new id``: kept ids become 1..N in order, the others 0."""
     lut = np.zeros(len(keep), np.int32)
@@ -273,13 +287,8 @@ def finish_placement(labels, dist, axial, radius, minor, kinds, cents, min_size,
     """Keep the largest component of each label, drop small/thin ones, relabel 1..N."""
     n = int(labels.max())
     keep = np.zeros(n + 1, bool)
-    for i, sl in enumerate(ndi.find_objects(labels), start=1):
-        if sl is None:
-            continue
-        crop = labels[sl]
-        m, drop = _stray_fragments(crop, i)
+    for i, sl, m, drop in _drop_stray_fragments(labels):
         if drop is not None:
-            crop[drop] = 0
             dist[sl][drop] = 1
             axial[sl][drop] = 0
             m &= ~drop
@@ -328,13 +337,8 @@ def clustered_centres(rng, extent, scale, p_cluster=0.5):
 def relabel(labels: np.ndarray, min_size: int, min_slices: int = 1) -> np.ndarray:
     """Keep each label's largest component, drop labels smaller than ``min_size`` (or
     thinner than ``min_slices``), relabel 1..N. Loops over labels, not pixels."""
-    for i, sl in enumerate(ndi.find_objects(labels), start=1):
-        if sl is None:
-            continue
-        crop = labels[sl]
-        _, drop = _stray_fragments(crop, i)
-        if drop is not None:
-            crop[drop] = 0
+    for _ in _drop_stray_fragments(labels):
+        pass
     n = int(labels.max())
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     keep = sizes >= min_size
