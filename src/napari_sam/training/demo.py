@@ -42,8 +42,12 @@ import torch
 
 from napari_sam.device import resolve_device
 
-from .checkpoint import load_training_state, save_checkpoint, save_training_state, \
-    training_state_path
+from .checkpoint import (
+    load_training_state,
+    save_checkpoint,
+    save_training_state,
+    training_state_path,
+)
 from .config import TrainConfig
 from .demo_data import (
     DOMAIN_WEIGHTS,

@@ -25,8 +25,12 @@ import numpy as np
 
 from napari_sam.device import resolve_device
 
-from .checkpoint import load_training_state, save_checkpoint, save_training_state, \
-    training_state_path
+from .checkpoint import (
+    load_training_state,
+    save_checkpoint,
+    save_training_state,
+    training_state_path,
+)
 from .config import TrainConfig
 from .data import TrainItem, load_pairs, make_items, split_items
 from .evaluation import evaluate
