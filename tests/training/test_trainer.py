@@ -174,7 +174,7 @@ def test_finetune_improves_a_weak_model_and_reloads(tmp_path, easy_data):
     after = evaluate(reloaded, held_out)["val_iou"]
     assert after > before + 0.15, (before, after)
 
-    # the checkpoint is the official layout and the sidecar describes the run
+    # the checkpoint is the official layout and its checkpoint metadata describes the run
     sd = torch.load(out, weights_only=True)
     assert set(sd) == set(build_sam(TINY).state_dict())
     side = json.loads(out.with_suffix(".json").read_text())
