@@ -2,7 +2,7 @@
 
 For each object of a few held-out images (seeds >= 10000): one positive click at its most
 central pixel, the candidate with the highest predicted IoU kept (the protocol of
-``napari_sam.training.trainer.evaluate``). Prints the mean IoU, the best candidate by true
+``napari_sam.training.evaluation.evaluate``). Prints the mean IoU, the best candidate by true
 IoU and by other rules (stability score, predicted IoU x stability, largest mask, always
 the second candidate: is the selection the problem?), precision and recall, how much of the mask lies on other
 objects (merges) or on the background (spills), and the mask's area against the object's.

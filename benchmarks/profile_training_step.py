@@ -54,9 +54,10 @@ def main(argv=None) -> None:
 
     from napari_sam.device import resolve_device
     from napari_sam.models.build import SamConfig, build_sam
+    from napari_sam.training.config import TrainConfig
     from napari_sam.training.demo import DEMO_CONFIG, SyntheticStream
     from napari_sam.training.losses import LossWeights
-    from napari_sam.training.trainer import TrainConfig, Trainer, position_aware_init
+    from napari_sam.training.trainer import Trainer, position_aware_init
 
     sizes = [int(b) for b in str(args.batch_size).split(",")]
     if len(sizes) > 1 and not args.no_profile:

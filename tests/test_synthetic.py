@@ -253,3 +253,86 @@ def test_layer_data_tuples():
     assert ikw["scale"] == lkw["scale"] == (2.5, 1.0, 1.0) and not ikw["rgb"]
     (rgb, rkw, _), _ = _sample("underwater", 2, SEEDS[0]).layer_data()
     assert rkw["rgb"] and rgb.shape[-1] == 3
+
+
+# ------------------------------------------------------------------ exact scenes
+
+#: sha256 (first 16 hex digits) of image, labels and meta of fixed scenes, recorded on the
+#: single-module generator before it became the ``synthetic`` package (numpy 2.4.6, scipy
+#: 1.17.1): the package must draw the very same scenes (the demo model's quality tests and
+#: its training data depend on them). Keys: ``<generator>/<seed>[/<dtype or shape>]``.
+SCENE_HASHES = {
+    "nuclei_2d/0": "77f05ceb48b8fd8f",
+    "nuclei_2d/3": "65bee95e0aec8b53",
+    "nuclei_2d/10000": "037d24658d26ca6f",
+    "nuclei_2d/7/uint16": "64372f6757cea5e8",
+    "nuclei_2d/5/(96,128)": "4b2a68fd6179fb7c",
+    "cells_membrane_2d/0": "5cd89d4a7027f3fa",
+    "cells_membrane_2d/3": "6424eb3276e70d06",
+    "cells_membrane_2d/10000": "c980727af0906c50",
+    "cells_membrane_2d/7/uint16": "ec9c158a164b9e7a",
+    "cells_membrane_2d/5/(96,128)": "d702394675721048",
+    "em_organelles_2d/0": "4052048cd93fa72a",
+    "em_organelles_2d/3": "7f50b2258999f0b9",
+    "em_organelles_2d/10000": "dddfc3f3cefefa77",
+    "em_organelles_2d/7/uint16": "7508f03ee038f9aa",
+    "em_organelles_2d/5/(96,128)": "536917399f292e98",
+    "xray_2d/0": "b6a0b27e10b6a06c",
+    "xray_2d/3": "b5ac4f550e96c296",
+    "xray_2d/10000": "1a48e22d2d995ae3",
+    "xray_2d/7/uint16": "903243f268ab1c52",
+    "xray_2d/5/(96,128)": "cd7972a2a9fe1899",
+    "underwater_2d/0": "a0f2f502ce77c459",
+    "underwater_2d/3": "434918c0132fb66d",
+    "underwater_2d/10000": "f68a96e1fe25d9e3",
+    "underwater_2d/7/uint16": "791b24b8dfff280a",
+    "underwater_2d/5/(96,128)": "c5877ff7a81df51f",
+    "nuclei_3d/0": "28487a3ecfdaf33a",
+    "nuclei_3d/10001": "30be0951c7357d0a",
+    "nuclei_3d/4/(12,48,64)": "d573f34b8a5b272b",
+    "cells_membrane_3d/0": "de0673738bf0d8f8",
+    "cells_membrane_3d/10001": "77c001fcaa22b08c",
+    "cells_membrane_3d/4/(12,48,64)": "d7c1ca9295019225",
+    "em_organelles_3d/0": "82ad8d19839a0d80",
+    "em_organelles_3d/10001": "d23e05f461dd6d54",
+    "em_organelles_3d/4/(12,48,64)": "536212f365560375",
+    "xray_3d/0": "b8f8cb495eff819f",
+    "xray_3d/10001": "4f20608c6c82884a",
+    "xray_3d/4/(12,48,64)": "5e01cc654e4d65f7",
+}
+HASHED_WITH = ("2.4.6", "1.17.1")
+
+
+def _scene_hash(s: S.SyntheticSample) -> str:
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    for a in (s.image, s.labels):
+        h.update(str(a.dtype).encode())
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update(json.dumps(s.meta, sort_keys=True, default=repr).encode())
+    return h.hexdigest()[:16]
+
+
+def _scene_for(key: str) -> S.SyntheticSample:
+    name, seed, *extra = key.split("/")
+    domain, tag = name.rsplit("_", 1)
+    fn = (S.DOMAINS if tag == "2d" else S.DOMAINS_3D)[domain]
+    if not extra:
+        return fn(seed=int(seed))
+    if extra[0].startswith("("):
+        return fn(tuple(int(v) for v in extra[0].strip("()").split(",")), seed=int(seed))
+    return fn(seed=int(seed), dtype=extra[0])
+
+
+def test_scenes_are_bit_identical_to_the_recorded_ones():
+    import scipy
+
+    if (np.__version__, scipy.__version__) != HASHED_WITH:
+        pytest.skip(f"hashes recorded with numpy/scipy {HASHED_WITH}; this is "
+                    f"{np.__version__}/{scipy.__version__} (float rounding may differ)")
+    got = {key: _scene_hash(_scene_for(key)) for key in SCENE_HASHES}
+    changed = sorted(k for k in SCENE_HASHES if got[k] != SCENE_HASHES[k])
+    assert not changed, f"scenes changed: {changed}"

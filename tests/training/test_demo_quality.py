@@ -76,14 +76,14 @@ def test_demo_targets_match_the_model():
 def test_check_command_measures_a_checkpoint_against_the_lines(results, monkeypatch, capsys):
     """``python -m napari_sam.training.demo --check``: exit 0 when every line holds, 1 and
     the failing line named when one does not."""
-    from napari_sam.training import demo
+    from napari_sam.training import demo, demo_quality
 
-    monkeypatch.setattr(demo, "nuclei_quality", lambda model, **kw: results)
+    monkeypatch.setattr(demo_quality, "nuclei_quality", lambda model, **kw: results)
     assert demo.main(["--check", "--out", str(DEMO)]) == 0
     out = capsys.readouterr().out
     assert out.count(": met") == 3 and "NOT met" not in out
     weak = {**results, "box": results["box"] - 0.2}
-    monkeypatch.setattr(demo, "nuclei_quality", lambda model, **kw: weak)
+    monkeypatch.setattr(demo_quality, "nuclei_quality", lambda model, **kw: weak)
     assert demo.main(["--check", "--out", str(DEMO)]) == 1
     out = capsys.readouterr().out
     assert "box, mean IoU" in out and "(line 0.85): NOT met" in out

@@ -163,7 +163,7 @@ def test_finetune_improves_a_weak_model_and_reloads(tmp_path, easy_data):
     after = evaluate(reloaded, held_out)["val_iou"]
     assert after > before + 0.15, (before, after)
 
-    # the checkpoint is the official layout and the sidecar describes the run
+    # the checkpoint is the official layout and its checkpoint metadata describes the run
     sd = torch.load(out, weights_only=True)
     assert set(sd) == set(build_sam(TINY).state_dict())
     side = json.loads(out.with_suffix(".json").read_text())
@@ -345,3 +345,61 @@ def test_correction_fraction_outside_0_1_is_refused():
     for bad in (0.0, -0.5, 1.5):
         with pytest.raises(ValueError, match="correction_fraction"):
             Trainer(build_sam(TINY), TrainConfig(correction_fraction=bad))
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def _resume_run(data, out, **kw):
+    images, labels = data
+    seen = []
+    torch.manual_seed(0)  # the from-scratch initialisation (train's seed does not cover it)
+    res = train(images[:8], labels[:8], model=TINY, out=out, epochs=2, steps_per_epoch=3,
+                batch_size=2, val_fraction=0.25, save="last", seed=0, device="cpu",
+                progress=False, resume=True, callback=lambda step, info: seen.append(
+                    (step, info["objects"], info["loss"])), **kw)
+    return res, seen
+
+
+def test_a_run_split_in_two_equals_one_run(tmp_path, data):
+    """3 + 3 steps over two epochs in one call, and as 4 steps (stopping inside epoch 2) +
+    resume: the same steps on the same objects, the same losses and the same weights."""
+    one, steps_one = _resume_run(data, tmp_path / "one.pt")
+    first, steps_a = _resume_run(data, tmp_path / "split.pt", max_steps=4)
+    assert not first.complete and len(first.history) == 1 and [s for s, *_ in steps_a] == [1, 2, 3, 4]
+    state = tmp_path / "split.train-state.pt"
+    assert state.is_file()
+    second, steps_b = _resume_run(data, tmp_path / "split.pt")
+    assert one.complete and second.complete
+    split = steps_a + steps_b
+    assert [s[:2] for s in split] == [s[:2] for s in steps_one]  # same steps, same objects
+    np.testing.assert_allclose([s[2] for s in split], [s[2] for s in steps_one], rtol=0,
+                               atol=1e-6)
+    a = torch.load(tmp_path / "one.pt", weights_only=True)
+    b = torch.load(tmp_path / "split.pt", weights_only=True)
+    diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+    print(f"largest weight difference, one run vs split run: {diff:.3g}")
+    assert diff <= 1e-6  # measured 0 on the CPU with one thread
+    keys = [k for k in one.history[-1] if k != "seconds"]
+    assert [[h[k] for k in keys] for h in second.history] == \
+        [[h[k] for k in keys] for h in one.history]
+    ns.load_model(tmp_path / "split.pt")  # the checkpoint itself is the usual format
+
+    # the schedule is complete: resuming again trains nothing
+    third, steps_c = _resume_run(data, tmp_path / "split.pt")
+    assert third.complete and steps_c == [] and len(third.history) == 2
+
+
+def test_resume_refuses_another_schedule(tmp_path, data):
+    _resume_run(data, tmp_path / "m.pt", max_steps=2)
+    images, labels = data
+    with pytest.raises(ValueError, match="cannot resume.*epochs"):
+        train(images[:8], labels[:8], model=TINY, out=tmp_path / "m.pt", epochs=3,
+              steps_per_epoch=3, batch_size=2, val_fraction=0.25, save="last", seed=0,
+              device="cpu", progress=False, resume=True)
+
+
+def test_max_steps_needs_resume(data):
+    images, labels = data
+    with pytest.raises(ValueError, match="resume=True"):
+        train(images[:2], labels[:2], model=TINY, out=None, max_steps=2)

@@ -1,0 +1,477 @@
+"""A training run: :func:`train` (files or arrays in, checkpoint out) and the epoch loop
+:func:`run_training` it shares with scripts, with resume from a training state.
+
+A resumable run (``resume=True``) writes its training state (see
+:mod:`napari_sam.training.checkpoint`) beside the checkpoint after every epoch and whenever
+it stops early (``max_steps``, ``time_limit``, SIGTERM, Ctrl-C between steps); the same call
+with ``resume=True`` continues from it, so one schedule can run in pieces and end where one
+uninterrupted run ends (same data order, same steps, same random draws).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_sam.device import resolve_device
+
+from .checkpoint import (
+    load_training_state,
+    save_checkpoint,
+    save_training_state,
+    training_state_path,
+)
+from .config import TrainConfig
+from .data import TrainItem, load_pairs, make_items, split_items
+from .evaluation import evaluate
+from .trainer import Trainer, position_aware_init
+
+__all__ = ["TrainResult", "run_training", "train"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes
+    ----------
+    model : Sam
+        The trained model (the best one by validation IoU when a validation split exists).
+    path : Path or None
+        The checkpoint written (None when nothing was saved).
+    history : list of dict
+        Per epoch: "epoch", "loss", "train_iou", "val_point_iou", "val_box_iou",
+        "val_iou", "seconds".
+    interrupted : bool
+        True when training stopped on Ctrl-C (the checkpoint is the last good one).
+    complete : bool
+        False when a resumable run stopped before the end of its schedule (``max_steps``,
+        ``time_limit`` or SIGTERM); ``resume=True`` continues it.
+    """
+
+    model: Any
+    path: Path | None
+    history: list[dict[str, Any]]
+    interrupted: bool = False
+    complete: bool = True
+
+
+def _resolve_model(model, device):
+    from napari_sam.models.build import SamConfig, build_sam
+    from napari_sam.models.sam import Sam
+
+    if isinstance(model, Sam):
+        return model, getattr(model, "model_id", "model")
+    if isinstance(model, (SamConfig, dict)):
+        cfg = model if isinstance(model, SamConfig) else SamConfig.from_dict(model)
+        sam = build_sam(cfg)
+        position_aware_init(sam)
+        return sam, "scratch"
+    from napari_sam.models.registry import load_model
+
+    m = load_model(model if not isinstance(model, str) or not os.path.isfile(model)
+                   else Path(model), device="cpu")
+    return m, str(model)
+
+
+
+def train(
+    images,
+    labels,
+    model="demo",
+    out: str | os.PathLike | None = "my_model.pt",
+    *,
+    epochs: int = 10,
+    lr: float = 1e-4,
+    batch_size: int = 2,
+    objects_per_image: int = 8,
+    n_corrections: int = 3,
+    freeze_encoder: bool = False,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    device="auto",
+    precision: str = "auto",
+    steps_per_epoch: int | None = None,
+    max_val_objects: int | None = 200,
+    progress: bool = True,
+    save: str = "best",
+    config: TrainConfig | None = None,
+    callback: Callable[[int, dict], None] | None = None,
+    data_description: str | None = None,
+    resume: bool = False,
+    max_steps: int | None = None,
+    time_limit: float | None = None,
+) -> TrainResult:
+    """Train or finetune a SAM-family model on images with instance labels.
+
+    Parameters
+    ----------
+    images, labels : path, glob, numpy array, or a list of them
+        Paired in order (globs sorted). 2D images (Y, X) / (Y, X, 3|4) with (Y, X) labels, or
+        stacks (Z, Y, X[, C]) with (Z, Y, X) labels, used slice by slice. Labels are integer
+        instance ids, 0 = background. Every check (shapes, dtypes, empty labels, unreadable
+        files) runs before training starts and raises ``ValueError``.
+    model : str, path, Sam, or SamConfig
+        Registry name ("demo", "vit_b", ...), a checkpoint path, a loaded model (trained in
+        place), or a :class:`~napari_sam.models.build.SamConfig` to train from scratch.
+    out : path or None
+        Checkpoint to write (SAM state_dict layout) plus its checkpoint metadata (``.json``).
+        Written atomically after each epoch whose validation IoU is the best so far
+        (``save="best"``) or after every epoch (``save="last"``). None saves nothing.
+    epochs, lr, batch_size, objects_per_image, n_corrections, freeze_encoder
+        See :class:`TrainConfig`; ``batch_size`` is images per step.
+    val_fraction : float
+        Held-out share of the images (whole files when several are given).
+    seed : int
+        Seeds the split, the prompts, augmentation and torch.
+    device : "auto", "cpu", "cuda", ...
+    precision : {"auto", "fp32", "bf16", "fp16"}
+    steps_per_epoch : int, optional
+        Default: one pass over the training images.
+    max_val_objects : int or None
+        Cap on validation objects (speed).
+    progress : bool
+        tqdm progress bar.
+    save : {"best", "last"}
+    config : TrainConfig, optional
+        Full control; the keyword arguments above override its fields.
+    callback : callable(step, info), optional
+        Called after every step (e.g. for logging); may raise KeyboardInterrupt to stop.
+    data_description : str, optional
+        Recorded in the checkpoint metadata (default: the file names / array count).
+    resume : bool
+        Make the run resumable: write the training state ``<out stem>.train-state.pt``
+        beside ``out`` after every epoch and when the run stops early, and continue from
+        that file when it exists (a run whose schedule is complete returns at once). The
+        schedule (epochs, steps per epoch, batch size, seed, data, :class:`TrainConfig`)
+        must be the one the state was written with. Needs ``out``.
+    max_steps : int, optional
+        Stop this call after this many training steps (the state is saved; ``resume=True``
+        continues). Needs ``resume``.
+    time_limit : float, optional
+        Stop this call after the step during which this many seconds have passed (the state
+        is saved). Needs ``resume``.
+
+    Returns
+    -------
+    TrainResult
+
+    Ctrl-C (KeyboardInterrupt) stops training cleanly: the checkpoint on disk is the last
+    good one (never half-written) and the result has ``interrupted=True``. In a resumable
+    run SIGTERM (e.g. ``timeout``) stops after the step in progress and saves the state.
+    """
+    if save not in ("best", "last"):
+        raise ValueError(f"save must be 'best' or 'last', got {save!r}")
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if resume and out is None:
+        raise ValueError("resume needs out: the training state is written beside it")
+    if (max_steps is not None or time_limit is not None) and not resume:
+        raise ValueError("max_steps and time_limit stop a resumable run: pass resume=True")
+    pairs = load_pairs(images, labels)  # all input checks first
+    dev = resolve_device(device)
+    sam, base = _resolve_model(model, dev)
+    items = make_items(pairs, sam.img_size)
+    train_items, val_items = split_items(items, val_fraction, seed)
+    cfg = copy.deepcopy(config) if config is not None else TrainConfig()
+    cfg.lr, cfg.batch_size, cfg.objects_per_image = lr, batch_size, objects_per_image
+    cfg.n_corrections, cfg.freeze_encoder, cfg.precision = n_corrections, freeze_encoder, precision
+    spe = steps_per_epoch or max(1, math.ceil(len(train_items) / batch_size))
+    trainer = Trainer(sam, cfg, device=dev, seed=seed, total_steps=spe * epochs)
+    meta_base = _run_metadata(pairs, items, train_items, val_items, base, seed, cfg,
+                              data_description)
+    state_path = training_state_path(out) if resume else None
+    state = load_training_state(state_path) if state_path and state_path.is_file() else None
+    return run_training(
+        trainer, train_items, val_items, epochs=epochs, steps_per_epoch=spe, out=out,
+        meta=meta_base, max_val_objects=max_val_objects, progress=progress, save=save,
+        callback=callback, time_limit=time_limit, state_path=state_path, resume_state=state,
+        max_steps=max_steps,
+    )
+
+
+def _run_metadata(pairs, items, train_items, val_items, base, seed, cfg, data_description
+                  ) -> dict[str, Any]:
+    """The record of a :func:`train` run written into the checkpoint metadata."""
+    description = data_description or (
+        f"{len(pairs)} image(s): " + ", ".join(p.name for p in pairs[:10])
+        + (" ..." if len(pairs) > 10 else "")
+    )
+    return {
+        "base_model": base,
+        "data": {
+            "description": description,
+            "n_images": len(pairs),
+            "n_train_items": len(train_items),
+            "n_val_items": len(val_items),
+            "n_objects": int(sum(len(it.ids) for it in items)),
+        },
+        "seed": seed,
+        "train_config": cfg.to_dict(),
+        "trained_by": "napari_sam.training.train",
+    }
+
+
+@dataclass
+class _Loop:
+    """Where the epoch loop stands; what a training state holds besides the trainer's."""
+
+    epoch: int = 1  # the epoch in progress (1-based); epochs + 1 when the schedule is done
+    step_in_epoch: int = 0  # steps of that epoch already taken
+    order: list[int] | None = None  # item order of that epoch (list data), drawn at its start
+    sums: dict[str, float] = field(default_factory=dict)
+    count: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: float = -math.inf
+    best_state: dict | None = None
+    saved: str | None = None
+    stop: str | None = None  # why this call stops early ("max_steps", "time_limit", "SIGTERM")
+    in_step: bool = False
+
+    def to_state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "order": self.order,
+                "sums": dict(self.sums), "count": self.count, "history": self.history,
+                "best": self.best, "best_state": self.best_state, "saved": self.saved}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> _Loop:
+        keys = ("epoch", "step_in_epoch", "order", "sums", "count", "history", "best",
+                "best_state", "saved")
+        return cls(**{k: state[k] for k in keys})
+
+
+def _epoch_order(rng: np.random.Generator, n_items: int, n_needed: int) -> list[int]:
+    """Shuffled item indices, reshuffled passes appended until ``n_needed`` are there."""
+    order = [int(i) for i in rng.permutation(n_items)]
+    while len(order) < n_needed:
+        order += [int(i) for i in rng.permutation(n_items)]
+    return order
+
+
+def _schedule(trainer: Trainer, train_items, val_items, epochs: int, steps_per_epoch: int
+              ) -> dict[str, Any]:
+    """What must not change between the pieces of a resumed run."""
+    return {"epochs": int(epochs), "steps_per_epoch": int(steps_per_epoch),
+            "train_config": trainer.cfg.to_dict(), "total_steps": int(trainer.total_steps),
+            "n_train_items": None if callable(train_items) else len(train_items),
+            "n_val_items": len(val_items)}
+
+
+def _resumed_loop(trainer: Trainer, resume_state, schedule: dict[str, Any], state_path
+                  ) -> _Loop:
+    """A fresh loop, or (with a saved state) the trainer and loop where the state left them."""
+    if resume_state is None:
+        return _Loop()
+    _check_schedule(resume_state["schedule"], schedule, state_path)
+    trainer.load_training_state(resume_state["trainer"])
+    return _Loop.from_state(resume_state["loop"])
+
+
+def _check_schedule(saved: dict[str, Any], now: dict[str, Any], path) -> None:
+    differ = sorted(k for k in now if saved.get(k) != now[k])
+    if differ:
+        raise ValueError(
+            f"cannot resume from {path}: the run differs in {', '.join(differ)} (saved "
+            + ", ".join(f"{k}={saved.get(k)!r}" for k in differ if k != "train_config")
+            + "); resume with the same schedule, or delete the training state to start over")
+
+
+def _step_limit_reached(loop: _Loop, trainer: Trainer, first_step: int, max_steps, time_limit,
+                        t_start: float, resumable: bool) -> bool:
+    """Whether this call stops after the step just taken (sets ``loop.stop``)."""
+    if max_steps is not None and trainer.step_count - first_step >= max_steps:
+        loop.stop = "max_steps"
+    elif time_limit is not None and time.perf_counter() - t_start > time_limit:
+        loop.stop = "time_limit"
+    return loop.stop is not None and (resumable or loop.stop != "time_limit")
+
+
+def _run_epoch_steps(trainer, train_items, loop: _Loop, bar, callback, stop_check) -> None:
+    """Take the remaining steps of the epoch in progress (from ``loop.step_in_epoch``)."""
+    cfg = trainer.cfg
+    for k in range(loop.step_in_epoch, bar.total):
+        if callable(train_items):
+            batch = train_items(trainer.rng, cfg.batch_size)
+        else:
+            batch = [train_items[j] for j in loop.order[k * cfg.batch_size:
+                                                        (k + 1) * cfg.batch_size]]
+        loop.in_step = True
+        info = trainer.train_step(batch)
+        loop.in_step = False
+        loop.step_in_epoch = k + 1
+        bar.update(1)
+        if info:
+            loop.count += 1
+            for key in ("loss", "iou_first", "iou_last"):
+                loop.sums[key] = loop.sums.get(key, 0.0) + info[key]
+            bar.set_postfix(loss=f"{info['loss']:.3f}", iou=f"{info['iou_last']:.3f}")
+            if callback is not None:
+                callback(trainer.step_count, info)
+            if stop_check():
+                return
+        if loop.stop == "SIGTERM":
+            return
+
+
+def _finish_epoch(trainer, loop: _Loop, epoch: int, epochs: int, val_items, *, t0, out, meta,
+                  max_val_objects, progress, save) -> None:
+    """Validate, record the epoch in the history, log it and save the checkpoint."""
+    from tqdm.auto import tqdm
+
+    count = loop.count
+    rec: dict[str, Any] = {
+        "epoch": epoch,
+        "steps": trainer.step_count,
+        "loss": loop.sums.get("loss", float("nan")) / max(count, 1),
+        "train_iou_first": loop.sums.get("iou_first", float("nan")) / max(count, 1),
+        "train_iou": loop.sums.get("iou_last", float("nan")) / max(count, 1),
+    }
+    score = rec["train_iou"]
+    if val_items:
+        ev = evaluate(trainer.model, val_items, device=trainer.device,
+                      max_objects=max_val_objects)
+        rec.update(val_point_iou=ev["point_iou"], val_box_iou=ev["box_iou"],
+                   val_iou=ev["val_iou"], val_objects=ev["n_objects"])
+        score = ev["val_iou"]
+    rec["seconds"] = time.perf_counter() - t0
+    loop.history.append(rec)
+    msg = f"epoch {epoch}/{epochs}: loss {rec['loss']:.4f}, train IoU {rec['train_iou']:.3f}"
+    if val_items:
+        msg += (f", val IoU {rec['val_iou']:.3f} (point {rec['val_point_iou']:.3f}, "
+                f"box {rec['val_box_iou']:.3f})")
+    logger.info(msg)
+    if progress:
+        tqdm.write(msg)
+    improved = score > loop.best
+    if improved:
+        loop.best = score
+        if val_items:
+            loop.best_state = {k: v.detach().clone().cpu()
+                               for k, v in trainer.model.state_dict().items()}
+    if out is not None and (save == "last" or improved):
+        loop.saved = str(save_checkpoint(
+            trainer.model, out,
+            {**meta, "epochs_done": epoch, "steps": trainer.step_count,
+             "metrics": loop.history, "best_epoch": epoch, "interrupted": False},
+        ))
+
+
+def _save_state(path, trainer: Trainer, loop: _Loop, schedule: dict[str, Any]) -> None:
+    save_training_state(path, {"schedule": schedule, "trainer": trainer.training_state(),
+                               "loop": loop.to_state(),
+                               "complete": loop.epoch > schedule["epochs"]})
+
+
+def _on_sigterm(loop: _Loop, resumable: bool):
+    """SIGTERM (e.g. from a job scheduler or ``timeout``): like Ctrl-C, or in a resumable
+    run a stop after the step in progress."""
+    def handler(signum, frame):  # pragma: no cover - signal handler
+        if resumable:
+            loop.stop = "SIGTERM"
+            return
+        raise KeyboardInterrupt
+    return handler
+
+
+def run_training(
+    trainer: Trainer,
+    train_items: Sequence[TrainItem] | Callable[[np.random.Generator, int], list[TrainItem]],
+    val_items: Sequence[TrainItem],
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    out,
+    meta: dict[str, Any],
+    max_val_objects: int | None = 200,
+    progress: bool = True,
+    save: str = "best",
+    callback=None,
+    time_limit: float | None = None,
+    state_path: str | os.PathLike | None = None,
+    resume_state: dict[str, Any] | None = None,
+    max_steps: int | None = None,
+) -> TrainResult:
+    """The epoch loop shared by :func:`train` and scripts.
+
+    ``train_items`` is a list (shuffled each epoch) or a function ``(rng, batch_size) ->
+    items`` that draws a batch (for streamed synthetic data). ``time_limit`` (seconds) ends
+    training early after the epoch in which it is reached (the final validation still runs).
+
+    With ``state_path`` the run is resumable: the training state is written there after
+    every epoch and when the run stops early; ``time_limit`` and ``max_steps`` (steps of
+    this call) then stop after the step in progress without finishing the epoch, and so
+    does SIGTERM. ``resume_state`` (from
+    :func:`~napari_sam.training.checkpoint.load_training_state`) continues such a run.
+    """
+    from tqdm.auto import tqdm
+
+    resumable = state_path is not None
+    schedule = _schedule(trainer, train_items, val_items, epochs, steps_per_epoch)
+    loop = _resumed_loop(trainer, resume_state, schedule, state_path)
+    out = Path(out) if out is not None else None
+    interrupted = False
+    t_start = time.perf_counter()
+    first_step = trainer.step_count
+    old_term = None
+    try:
+        old_term = signal.signal(signal.SIGTERM, _on_sigterm(loop, resumable))
+    except ValueError:  # not the main thread
+        pass
+
+    def stop_check():
+        return _step_limit_reached(loop, trainer, first_step, max_steps, time_limit, t_start,
+                                   resumable)
+
+    try:
+        while loop.epoch <= epochs and loop.stop is None:
+            epoch, t0 = loop.epoch, time.perf_counter()
+            if loop.step_in_epoch == 0:
+                loop.sums, loop.count = {}, 0
+                if not callable(train_items):
+                    loop.order = _epoch_order(trainer.rng, len(train_items),
+                                              steps_per_epoch * trainer.cfg.batch_size)
+            bar = tqdm(total=steps_per_epoch, initial=loop.step_in_epoch,
+                       desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
+            _run_epoch_steps(trainer, train_items, loop, bar, callback, stop_check)
+            bar.close()
+            if resumable and loop.stop is not None and loop.step_in_epoch < steps_per_epoch:
+                break  # stopped inside the epoch: the state below continues it
+            _finish_epoch(trainer, loop, epoch, epochs, val_items, t0=t0, out=out, meta=meta,
+                          max_val_objects=max_val_objects, progress=progress, save=save)
+            loop.epoch, loop.step_in_epoch, loop.order = epoch + 1, 0, None
+            if resumable:
+                _save_state(state_path, trainer, loop, schedule)
+    except KeyboardInterrupt:
+        interrupted = True
+        saved = loop.saved
+        msg = "training interrupted"
+        msg += f"; the last good checkpoint is {saved}" if saved else "; no checkpoint was written"
+        logger.warning(msg)
+        if progress:
+            tqdm.write(msg)
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+    if resumable and (loop.stop is not None or (interrupted and not loop.in_step)):
+        _save_state(state_path, trainer, loop, schedule)
+        if loop.stop is not None:
+            logger.info("stopped (%s) after step %d; resume continues from %s", loop.stop,
+                        trainer.step_count, state_path)
+    if loop.best_state is not None and save == "best":
+        trainer.model.load_state_dict(loop.best_state)
+    trainer.model.eval()
+    return TrainResult(model=trainer.model, path=Path(loop.saved) if loop.saved else None,
+                       history=loop.history, interrupted=interrupted,
+                       complete=loop.epoch > epochs)
