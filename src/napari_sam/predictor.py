@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_sam.models.registry import as_model
 from napari_sam.device import autocast, precision_name, resolve_device, resolve_precision
 from napari_sam.preprocess import DEFAULT_PERCENTILES, ResizeSpec, images_to_tensor, to_uint8_rgb
 from napari_sam.prompts import (
@@ -375,40 +376,3 @@ def nonfinite_parameters(model) -> list[str]:
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             bad.append(name)
     return bad
-
-
-def as_model(model, device="cpu"):
-    """A SAM model from a model, a registry name or a checkpoint path.
-
-    Parameters
-    ----------
-    model : Sam, str or PathLike
-        A model (returned as is); a registry name or a checkpoint path, loaded with
-        :func:`napari_sam.load_model` onto ``device``.
-
-    Raises
-    ------
-    TypeError
-        Anything else (None, a state_dict, another library's model), saying what to pass.
-    """
-    if isinstance(model, (str, os.PathLike)):
-        from napari_sam.models.registry import load_model
-
-        return load_model(model, device=device)
-    needed = ("encode", "decode", "img_size", "embedding_size", "model_id", "to")
-    if model is None or not all(hasattr(model, a) for a in needed):
-        from napari_sam.models.registry import REGISTRY
-
-        what = "None" if model is None else f"a {type(model).__module__}.{type(model).__name__}"
-        hint = (
-            " (a state_dict: save it with torch.save and pass the file's path)"
-            if isinstance(model, dict)
-            else ""
-        )
-        raise TypeError(
-            f"a model is needed, got {what}{hint}; pass napari_sam.load_model(name_or_path) or "
-            f"just the name ({', '.join(REGISTRY)}) or a checkpoint path, e.g. "
-            "Predictor('demo') or embed(stack, 'vit_b')"
-        )
-    return model
-
