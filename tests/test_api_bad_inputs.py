@@ -542,3 +542,16 @@ def test_inputs_are_byte_identical_after_every_call(model, tmp_path):
     assert _tree_digest(zpath) == zbefore
     assert prompts[2][0]["mask"] is mask and isinstance(prompts[1][0], SlicePrompt)
     assert isinstance(emb[0], ImageEmbedding)
+
+
+def test_volume_prompt_messages_show_plain_numbers(emb):
+    """A point or box outside the stack is named with plain numbers (numpy 2 would print
+    np.float64(...) for tuple(array))."""
+    from napari_sam import segment_volume
+
+    for prompt, shown in (({"slice": 0, "points": [[400, 5]]}, "(400.0, 5.0)"),
+                          ({"slice": 0, "box": [300, 300, 310, 310]},
+                           "(300.0, 300.0, 310.0, 310.0)")):
+        with pytest.raises(ValueError) as err:
+            segment_volume(emb, {1: prompt})
+        assert shown in str(err.value) and "np.float64" not in str(err.value)

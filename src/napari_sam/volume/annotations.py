@@ -20,6 +20,7 @@ from napari_sam.prompts import (
     clip_box,
     labels_are_binary,
     point_rows,
+    plain,
     points_outside,
 )
 
@@ -171,7 +172,7 @@ def _validate_points(sp: SlicePrompt, where: str, size: tuple[int, int]):
     outside = points_outside(pts, size)
     if outside.any():
         raise ValueError(
-            f"{where}: point (row, col) = {tuple(pts[outside][0])} is outside the slices of "
+            f"{where}: point (row, col) = {plain(pts[outside][0])} is outside the slices of "
             f"shape {size}; give points in pixels of the embedded stack"
         )
     if sp.labels is None:
@@ -197,7 +198,7 @@ def _validate_box(sp: SlicePrompt, where: str, size: tuple[int, int]) -> np.ndar
     problem = box_problem(box, size)
     if problem is not None:
         raise ValueError(_BOX_MESSAGES[problem].format(where=where, raw=sp.box,
-                                                       box=tuple(box), size=size))
+                                                       box=plain(box), size=size))
     return clip_box(box, size)
 
 
