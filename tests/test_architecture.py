@@ -7,6 +7,7 @@ These read the source with :mod:`ast`; nothing is imported.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,11 @@ def test_there_is_no_import_circle():
 def test_every_module_says_what_it_owns(name):
     doc = ast.get_docstring(ast.parse(MODULES[name].read_text(encoding="utf-8")))
     assert doc and len(doc.split()) >= 5, f"{name} has no module docstring"
+
+
+def test_docs_architecture_lists_every_module():
+    text = (SRC.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^- `([\w.]+)`/?:", text, flags=re.M))
+    names = {n.replace(PACKAGE + ".", "", 1) if n != PACKAGE else PACKAGE for n in MODULES}
+    assert not names - listed, f"modules missing in docs/architecture.md: {sorted(names - listed)}"
+    assert not listed - names, f"docs/architecture.md lists no such module: {sorted(listed - names)}"
