@@ -39,6 +39,38 @@ __all__ = [
     "tiny_vit_hyperparameters",
 ]
 
+#: Rows of the 256 x 256 (at 1024 px input) feature map that an MBConv block processes at a
+#: time in inference: its 4x wider hidden activations then stay in the CPU's cache between the
+#: expansion, the depthwise convolution and the projection (0: whole maps, no strips).
+MBCONV_STRIP_ROWS = 16
+
+
+def no_autograd(x: Tensor) -> bool:
+    """True when nothing records ``x`` for a backward pass, so it may be changed in place."""
+    return not (torch.is_grad_enabled() and x.requires_grad)
+
+
+def gelu_(x: Tensor) -> Tensor:
+    """Exact (erf) GELU, in place when autograd does not need ``x``; returns the result."""
+    if no_autograd(x):
+        return torch.ops.aten.gelu_(x)
+    return F.gelu(x)
+
+
+def add_(x: Tensor, y: Tensor) -> Tensor:
+    """``x + y``, written into ``x`` (a fresh intermediate) when autograd does not need it."""
+    if no_autograd(x) and no_autograd(y) and x.dtype == torch.promote_types(x.dtype, y.dtype):
+        return x.add_(y)
+    return x + y
+
+
+class GELU(nn.GELU):
+    """:class:`torch.nn.GELU` (exact), computed in place when autograd does not need its input."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return gelu_(x)
+
+
 #: Strides of the patch merges after stages 0, 1 and 2: the last merge keeps the resolution
 #: (MobileSAM's TinyViT for SAM), so the 4-stage encoder ends at stride 4 * 2 * 2 * 1 = 16.
 MERGE_STRIDES = (2, 2, 1)
@@ -97,7 +129,7 @@ class PatchEmbed(nn.Module):
         super().__init__()
         self.seq = nn.Sequential(
             ConvBN(in_chans, embed_dim // 2, 3, 2, 1),
-            nn.GELU(),
+            GELU(),
             ConvBN(embed_dim // 2, embed_dim, 3, 2, 1),
         )
 
@@ -119,8 +151,31 @@ class MBConv(nn.Module):
         self.conv3 = ConvBN(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = F.gelu(self.conv2(F.gelu(self.conv1(x))))
-        return F.gelu(x + self.conv3(y))
+        """x (B, C, H, W) -> (B, C, H, W), in row strips when nothing needs gradients."""
+        rows = MBCONV_STRIP_ROWS
+        if self.training or not no_autograd(x) or rows <= 0 or x.shape[2] <= rows:
+            return self.rows(x, 0, x.shape[2])
+        out = None
+        for y0 in range(0, x.shape[2], rows):
+            y1 = min(x.shape[2], y0 + rows)
+            strip = self.rows(x, y0, y1)
+            if out is None:
+                out = torch.empty_like(x, dtype=strip.dtype)
+            out[:, :, y0:y1] = strip
+        return out
+
+    def rows(self, x: Tensor, y0: int, y1: int) -> Tensor:
+        """The block's output rows ``y0:y1``, from input rows ``y0 - 1 : y1 + 1``.
+
+        The depthwise convolution pads every strip by one zero row: at the map's top and
+        bottom that is the convolution's own padding; inside, it only touches the halo rows,
+        which are dropped.
+        """
+        h = x.shape[2]
+        a0, a1 = max(0, y0 - 1), min(h, y1 + 1)
+        t = gelu_(self.conv2(gelu_(self.conv1(x[:, :, a0:a1]))))
+        t = self.conv3(t[:, :, y0 - a0 : y1 - a0])
+        return gelu_(add_(t, x[:, :, y0:y1]))
 
 
 class PatchMerging(nn.Module):
@@ -136,7 +191,7 @@ class PatchMerging(nn.Module):
         self.conv3 = ConvBN(out_dim, out_dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv3(F.gelu(self.conv2(F.gelu(self.conv1(x)))))
+        return self.conv3(gelu_(self.conv2(gelu_(self.conv1(x)))))
 
 
 def attention_bias_index(window_size: int) -> Tensor:
@@ -243,15 +298,15 @@ class TinyViTBlock(nn.Module):
         self.mlp = nn.Sequential()
         self.mlp.add_module("norm", nn.LayerNorm(dim))
         self.mlp.add_module("fc1", nn.Linear(dim, hidden))
-        self.mlp.add_module("act", nn.GELU())
+        self.mlp.add_module("act", GELU())
         self.mlp.add_module("fc2", nn.Linear(hidden, dim))
         self.local_conv = ConvBN(dim, dim, 3, 1, 1, groups=dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x + window_attention(x, self.attn, self.window_size)
+        x = add_(window_attention(x, self.attn, self.window_size), x)
         # (B, H, W, D) is the memory of a channels-last (B, D, H, W) map: no copy either way
         x = self.local_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        return x + self.mlp(x)
+        return add_(self.mlp(x), x)
 
 
 class ConvStage(nn.Module):
