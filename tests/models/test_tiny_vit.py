@@ -370,3 +370,27 @@ def test_strips_and_in_place_ops_match_the_autograd_path(monkeypatch):
     torch.testing.assert_close(fast, slow.detach(), atol=1e-5, rtol=1e-5)
     slow.square().mean().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_a_registered_vit_t_file_downloads_verifies_and_loads_by_name(tmp_path, monkeypatch):
+    """The registry path of vit_t models: a MobileSAM-format file (random weights) fetched
+    from a file:// URL, checked against its SHA-256, loaded by name with its config inferred."""
+    import hashlib
+
+    from napari_sam.models import registry as reg
+
+    torch.manual_seed(0)
+    src = tmp_path / "src" / "mobile_sam.pt"
+    src.parent.mkdir()
+    torch.save(build_sam("vit_t").state_dict(), src)
+    spec = reg.ModelSpec(
+        name="vit_t_test", architecture="vit_t", url=src.as_uri(),
+        sha256=hashlib.sha256(src.read_bytes()).hexdigest(), size=src.stat().st_size,
+        filename="vit_t_test.pt", description="test", source="tests",
+    )  # fmt: skip
+    monkeypatch.setitem(reg.REGISTRY, spec.name, spec)
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "cache"))
+    model = reg.load_model("vit_t_test", progress=False)
+    assert reg.verify("vit_t_test")
+    assert model.config.name == "vit_t" and model.model_id == f"vit_t_test:{spec.sha256[:12]}"
+    assert model.embedding_size == 64
