@@ -4,6 +4,10 @@
     python benchmarks/bench_encoder.py --device cuda --batch 8
     python benchmarks/bench_encoder.py --threads 1            # CPU work without thread contention
     python benchmarks/bench_encoder.py --quick                # reference vs the Predictor paths only
+    python benchmarks/bench_encoder.py --model vit_t          # MobileSAM's TinyViT, and our vit_b
+
+``--model vit_t`` compares our TinyViT with MobileSAM's own (``pip install --no-deps
+mobilesam-mirror``, test-only) and times our ViT-B through the Predictor in the same run.
 
 Also times what a user gets: ``Predictor(model).set_image(image)`` with no precision argument
 (``precision="auto"``: bf16 on CPUs with native bf16, see ``napari_sam.device``), and the same
@@ -36,11 +40,27 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _machine import cpu_name  # noqa: E402
 
 from _reference import import_segment_anything  # noqa: E402
-from napari_sam.models import CONFIGS, image_encoder, sam_from_state_dict  # noqa: E402
+from napari_sam.models import CONFIGS, build_sam, image_encoder, sam_from_state_dict  # noqa: E402
+
+
+def build_tiny_pair():
+    """MobileSAM's TinyViT encoder with random weights, and our model loaded from its weights."""
+    from models.test_tiny_vit import import_mobile_sam, randomize_
+
+    ms = import_mobile_sam()
+    torch.manual_seed(0)
+    ref = ms.sam_model_registry["vit_t"]()
+    randomize_(ref)
+    ref.eval()  # after the weights: MobileSAM caches its attention-bias tables in eval()
+    ours = sam_from_state_dict(ref.state_dict()).eval()
+    return ref.image_encoder, ours
 
 
 def build_pair(name: str):
     from functools import partial
+
+    if name == "vit_t":
+        return build_tiny_pair()
 
     sa = import_segment_anything()
     m = sa.modeling
@@ -67,8 +87,6 @@ def build_pair(name: str):
             elif p.dim() > 1:
                 p.normal_(0, 0.02)
     # our full model with the encoder weights and a random decoder
-    from napari_sam.models import build_sam
-
     ours = build_sam(cfg)
     sd = ours.state_dict()
     sd.update({f"image_encoder.{k}": v for k, v in meta_enc.state_dict().items()})
@@ -103,7 +121,7 @@ def machine() -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
+    ap.add_argument("--model", default="vit_b", choices=["vit_b", "vit_l", "vit_h", "vit_t"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--runs", type=int, default=3)
@@ -133,6 +151,7 @@ def main(argv=None) -> None:
     x = ours.normalize_and_pad(img.to(dev))
     rgbs = [im.permute(1, 2, 0).to(torch.uint8).numpy() for im in img]
     print(f"# {args.model} encoder, input {tuple(x.shape)}, device {dev}: {machine()}")
+    print(f"# load average (1, 5, 15 min) before the run: {os.getloadavg()}", flush=True)
 
     results: dict[str, tuple[float, float]] = {}
     embs: dict[str, torch.Tensor] = {}
@@ -157,7 +176,7 @@ def main(argv=None) -> None:
         enc_low = copy.deepcopy(ours.image_encoder).to(low)
         x_low = x.to(low)
         run("ours bf16 weights", lambda: enc_low(x_low))
-        if dev.type == "cpu":
+        if dev.type == "cpu" and args.model != "vit_t":
             image_encoder.CPU_GEMM_ATTENTION = False
             run("ours bf16 weights, SDPA only", lambda: enc_low(x_low))
             image_encoder.CPU_GEMM_ATTENTION = True
@@ -175,9 +194,14 @@ def main(argv=None) -> None:
     from napari_sam.device import describe
 
     print(f"# Predictor default on this machine: {describe(dev)}")
-    for label, prec in (("ours default: set_image(image)", "auto"),
-                        ("ours set_image, precision=fp32", "fp32")):
-        pred = Predictor(ours, device=dev, precision=prec)
+    predictor_runs = [("ours default: set_image(image)", ours, "auto"),
+                      ("ours set_image, precision=fp32", ours, "fp32")]
+    if args.model == "vit_t":  # what the same user gets from ViT-B
+        vit_b = build_sam("vit_b").to(dev)
+        predictor_runs += [("our vit_b default: set_image", vit_b, "auto"),
+                           ("our vit_b set_image, fp32", vit_b, "fp32")]
+    for label, model, prec in predictor_runs:
+        pred = Predictor(model, device=dev, precision=prec)
         if args.batch == 1:
             time_fn = lambda p=pred: p.set_image(rgbs[0])  # noqa: E731
         else:
@@ -195,6 +219,14 @@ def main(argv=None) -> None:
         for label, (wall, cpu) in results.items():
             print(f"speed-up {label:34s} x{ref[0] / wall:5.2f} wall  x{ref[1] / cpu:5.2f} CPU time")
         print(f"load average (1 min) after the run: {os.getloadavg()[0]:.2f}")
+        if "our vit_b default: set_image" in results:
+            for ours_label, b_label in (("ours default: set_image(image)",
+                                         "our vit_b default: set_image"),
+                                        ("ours set_image, precision=fp32",
+                                         "our vit_b set_image, fp32")):
+                (w_t, c_t), (w_b, c_b) = results[ours_label], results[b_label]
+                print(f"vit_t vs our vit_b, {ours_label:31s} x{w_b / w_t:5.2f} wall "
+                      f"x{c_b / c_t:5.2f} CPU time")
         fp32 = embs.get("ours fp32", embs["ours set_image, precision=fp32"])
         err = (fp32 - embs["reference fp32"]).abs().max().item()
         print(f"max |embedding difference| ours fp32 vs reference: {err:.2e}")
@@ -205,7 +237,7 @@ def main(argv=None) -> None:
         exact = "ours fp32" if "ours fp32" in embs else "ours set_image, precision=fp32"
         ref_logits, _ = ours.decode(embs[exact][:1].float(), boxes=box)
         for label in results:
-            if label.startswith("ours") and label != exact:
+            if label.startswith("ours") and label != exact and "vit_b" not in label:
                 logits, _ = ours.decode(embs[label][:1].float(), boxes=box)
                 print(f"mask IoU {label} vs fp32: {mask_iou(logits, ref_logits):.4f}")
     print(f"threads={torch.get_num_threads()} OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")

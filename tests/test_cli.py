@@ -200,11 +200,16 @@ def test_models_list_where_verify(work, monkeypatch, capsys):
 
     proc = run_cli("models", cwd=work, check_rc=0)  # the real command once, then in-process
     lines = proc.stdout.splitlines()
-    assert lines[0].split() == ["name", "arch", "size", "cached", "source"]
+    assert lines[0].split() == ["name", "arch", "size", "checksum", "cached", "source"]
     rows = {line.split()[0]: line.split() for line in lines[1:] if line and line.split()[0] in
-            ("demo", "vit_b", "vit_h", "vit_b_lm")}
-    assert rows["vit_b"][2:5] == ["375.0", "MB", "no"]
+            ("demo", "vit_b", "vit_h", "vit_b_lm", "vit_t", "vit_t_lm", "vit_t_em_organelles")}
+    assert rows["vit_b"][2:6] == ["375.0", "MB", "sha256:ec2df6273261", "no"]
     assert rows["vit_h"][2:4] == ["2.6", "GB"]
+    # MobileSAM and micro-sam's TinyViT models, with their published checksums
+    assert rows["vit_t"][1:5] == ["vit_t", "40.7", "MB", "sha256:6dbb90523a35"]
+    assert rows["vit_t_lm"][1:4] == ["vit_t", "?", "xxh128:72ec50747747"]
+    assert rows["vit_t_em_organelles"][1:4] == ["vit_t", "?", "xxh128:253474720c49"]
+    assert rows["demo"][4] == "packaged"
     assert f"cache folder: {work / 'model-cache'}" in proc.stdout
     monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(work / "model-cache"))
     assert main(["models", "where", "vit_b"]) == 0
@@ -216,7 +221,7 @@ def test_models_list_where_verify(work, monkeypatch, capsys):
     assert main(["models", "verify", "vit_b"]) == 1
     assert "vit_b: CHECKSUM MISMATCH" in capsys.readouterr().out
     assert main(["models", "list"]) == 0
-    assert any(line.split()[:1] == ["vit_b"] and line.split()[4] == "no" for line in
+    assert any(line.split()[:1] == ["vit_b"] and line.split()[5] == "no" for line in
                capsys.readouterr().out.splitlines())  # wrong size: not counted as cached
     Path(where).unlink()
     proc = run_cli("models", "download", "vit_b", "--url", "file:///nonexistent/sam.pth", "-q",

@@ -16,7 +16,7 @@ REAL_WEIGHTS_HINT = (
 
 EPILOG_MODELS = """\
 examples:
-  napari-sam models                      # list: cached or not, size, source
+  napari-sam models                      # list: size, checksum, cached or not, source
   napari-sam models download vit_b_lm    # download and verify once
   napari-sam models verify               # check the checksums of every cached file
   napari-sam models where vit_b          # the path to place a file at by hand (offline)
@@ -69,9 +69,13 @@ def cmd_models(args) -> int:
             path = Path(rec["path"])
             if size is None and path.is_file():
                 size = path.stat().st_size
-            rows.append((rec["name"], rec["architecture"], human_size(size),
+            checksum = rec["checksum"] or "packaged"
+            if ":" in checksum:  # algorithm and the first 12 hex digits
+                algorithm, digest = checksum.split(":", 1)
+                checksum = f"{algorithm}:{digest[:12]}"
+            rows.append((rec["name"], rec["architecture"], human_size(size), checksum,
                          "yes" if rec["cached"] else "no", rec["source"]))
-        header = ("name", "arch", "size", "cached", "source")
+        header = ("name", "arch", "size", "checksum", "cached", "source")
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
         for r in [header, *rows]:
             print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())

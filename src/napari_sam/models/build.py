@@ -24,6 +24,7 @@ from .image_encoder import ImageEncoderCNN, ImageEncoderViT
 from .mask_decoder import MaskDecoder, TwoWayTransformer
 from .prompt_encoder import PromptEncoder
 from .sam import Sam
+from .tiny_vit import ImageEncoderTinyViT
 
 __all__ = [
     "SamConfig",
@@ -61,6 +62,20 @@ ENCODERS: dict[str, tuple[type[nn.Module], dict[str, str]]] = {
             "widths": "cnn_widths",
             "depths": "cnn_depths",
             "fpn_dim": "cnn_fpn_dim",
+            "out_chans": "prompt_embed_dim",
+        },
+    ),
+    "tiny_vit": (
+        ImageEncoderTinyViT,
+        {
+            "img_size": "img_size",
+            "embed_dims": "tiny_embed_dims",
+            "depths": "tiny_depths",
+            "num_heads": "tiny_num_heads",
+            "window_sizes": "tiny_window_sizes",
+            "mlp_ratio": "encoder_mlp_ratio",
+            "mbconv_expand_ratio": "tiny_mbconv_ratio",
+            "num_classes": "tiny_num_classes",
             "out_chans": "prompt_embed_dim",
         },
     ),

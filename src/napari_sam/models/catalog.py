@@ -16,7 +16,7 @@ __all__ = ["ARCHITECTURES", "DEMO_NAME", "MODEL_SPECS", "ModelSpec"]
 DEMO_NAME = "demo"
 
 #: The architectures a :class:`ModelSpec` may name (``"cnn"``: the demo model's encoder).
-ARCHITECTURES = ("vit_b", "vit_l", "vit_h", "cnn")
+ARCHITECTURES = ("vit_b", "vit_l", "vit_h", "vit_t", "cnn")
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,8 @@ class ModelSpec:
     name : str
         Registry key, e.g. ``"vit_b"``.
     architecture : str
-        ``"vit_b"``, ``"vit_l"``, ``"vit_h"`` or ``"cnn"`` (the demo encoder).
+        ``"vit_b"``, ``"vit_l"``, ``"vit_h"``, ``"vit_t"`` (MobileSAM's TinyViT) or ``"cnn"``
+        (the demo encoder).
     url : str or None
         Where to download it from (``http(s)://`` or ``file://``); None for a file that
         ships inside the package (the demo model).
@@ -106,7 +107,12 @@ class ModelSpec:
 #   recorded by several projects.
 # - micro-sam models: micro_sam/v1/util.py models() at commit
 #   df11268e9a40c4a8944dc387134403c2dec050d3 (BioImage.IO-hosted files, xxh128 only;
-#   micro-sam publishes neither a SHA-256 nor a size for them).
+#   micro-sam publishes neither a SHA-256 nor a size for them). vit_t_lm and vit_t_em_organelles:
+#   micro_sam/util.py models() of micro-sam 1.8.14 (PyPI), same URLs and xxh128.
+# - vit_t is MobileSAM's weights/mobile_sam.pt (ChaoningZhang/MobileSAM, unchanged since commit
+#   a509aac54fdd7af59f843135f2f7cee307283c88); SHA-256 and size as pinned by several projects,
+#   the same SHA-256 as micro-sam's registry gave its copy of the file, whose xxh128 micro-sam
+#   1.8.14 lists.
 MODEL_SPECS: tuple[ModelSpec, ...] = (
     ModelSpec(
         name=DEMO_NAME,
@@ -165,6 +171,20 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
         xxh128="97698fac30bd929c2e6d8d8cc15933c2",
     ),
     ModelSpec(
+        name="vit_t",
+        architecture="vit_t",
+        url="https://github.com/ChaoningZhang/MobileSAM/raw/"
+            "a509aac54fdd7af59f843135f2f7cee307283c88/weights/mobile_sam.pt",
+        sha256="6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
+        size=40_728_226,
+        filename="mobile_sam.pt",
+        description="MobileSAM (TinyViT image encoder, 10M parameters, SAM's prompt encoder "
+            "and mask decoder): several times faster than ViT-B on a CPU, a little less "
+            "accurate; the choice for a laptop without a GPU.",
+        source="MobileSAM (Zhang et al.)",
+        xxh128="8eadbc88aeb9d8c7e0b4b60c3db48bd0",
+    ),
+    ModelSpec(
         name="vit_b_lm",
         architecture="vit_b",
         url=(
@@ -180,6 +200,19 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
         ),
         source="micro-sam (BioImage.IO 'diplomatic-bug' 1.2)",
         xxh128="fe9252a29f3f4ea53c15a06de471e186",
+    ),
+    ModelSpec(
+        name="vit_t_lm",
+        architecture="vit_t",
+        url="https://uk1s3.embassy.ebi.ac.uk/public-datasets/bioimage.io/"
+            "faithful-chicken/1.1/files/vit_t.pt",
+        sha256=None,
+        size=None,
+        filename="vit_t_lm.pt",
+        description="micro-sam MobileSAM (TinyViT) finetuned on light microscopy (cells and "
+            "nuclei): vit_b_lm's task at a fraction of its cost; LM on a laptop.",
+        source="micro-sam (BioImage.IO 'faithful-chicken' 1.1)",
+        xxh128="72ec5074774761a6e5c05a08942f981e",
     ),
     ModelSpec(
         name="vit_l_lm",
@@ -214,5 +247,18 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
         ),
         source="micro-sam (BioImage.IO 'noisy-ox' 1.2)",
         xxh128="f3bf2ed83d691456bae2c3f9a05fb438",
+    ),
+    ModelSpec(
+        name="vit_t_em_organelles",
+        architecture="vit_t",
+        url="https://uk1s3.embassy.ebi.ac.uk/public-datasets/bioimage.io/"
+            "greedy-whale/1/files/vit_t.pt",
+        sha256=None,
+        size=None,
+        filename="vit_t_em_organelles.pt",
+        description="micro-sam MobileSAM (TinyViT) finetuned on electron microscopy "
+            "organelles (mitochondria, nuclei): vit_b_em_organelles' task on a laptop.",
+        source="micro-sam (BioImage.IO 'greedy-whale' 1)",
+        xxh128="253474720c497cce605e57c9b1d18fd9",
     ),
 )

@@ -16,6 +16,7 @@ from typing import Any
 from torch import Tensor
 
 from .image_encoder import ImageEncoderCNN
+from .tiny_vit import ImageEncoderTinyViT, tiny_vit_hyperparameters
 
 __all__ = [
     "SamConfig",
@@ -24,7 +25,15 @@ __all__ = [
     "config_from_state_dict",
 ]
 
-_TUPLE_FIELDS = ("encoder_global_attn_indexes", "cnn_widths", "cnn_depths")
+_TINY_VIT_FIELDS = (
+    "tiny_embed_dims", "tiny_depths", "tiny_num_heads", "tiny_window_sizes",
+    "tiny_mbconv_ratio", "tiny_num_classes",
+)  # fmt: skip
+_TUPLE_FIELDS = (
+    "encoder_global_attn_indexes", "cnn_widths", "cnn_depths",
+    "tiny_embed_dims", "tiny_depths", "tiny_num_heads", "tiny_window_sizes",
+)  # fmt: skip
+ENCODERS = ("vit", "cnn", "tiny_vit")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,8 +42,8 @@ class SamConfig:
 
     Attributes
     ----------
-    encoder : {"vit", "cnn"}
-        ViT (official SAM) or the small CNN of the demo model.
+    encoder : {"vit", "cnn", "tiny_vit"}
+        ViT (official SAM), the small CNN of the demo model, or MobileSAM's TinyViT.
     img_size : int
         Model input side S.
     patch_size, encoder_embed_dim, encoder_depth, encoder_num_heads, encoder_mlp_ratio
@@ -43,6 +52,12 @@ class SamConfig:
         ViT blocks with global attention; the others use ``window_size`` windows.
     cnn_widths, cnn_depths, cnn_fpn_dim
         CNN stage widths / residual blocks at strides 4, 8, 16, 32, and FPN width.
+    tiny_embed_dims, tiny_depths, tiny_num_heads, tiny_window_sizes : tuple of 4 int
+        TinyViT stage widths, blocks, heads and window sides (stage 0 is convolutional);
+        its MLP ratio is ``encoder_mlp_ratio``.
+    tiny_mbconv_ratio, tiny_num_classes
+        TinyViT's MBConv expansion and the outputs of its unused ImageNet classifier (kept
+        so MobileSAM checkpoints load unchanged; 0: none).
     prompt_embed_dim, mask_in_chans
         Prompt encoder.
     decoder_depth, decoder_mlp_dim, decoder_num_heads, num_multimask_outputs,
@@ -64,6 +79,12 @@ class SamConfig:
     cnn_widths: tuple[int, ...] = (32, 64, 128, 192)
     cnn_depths: tuple[int, ...] = (1, 2, 2, 2)
     cnn_fpn_dim: int = 128
+    tiny_embed_dims: tuple[int, ...] = (64, 128, 160, 320)
+    tiny_depths: tuple[int, ...] = (2, 2, 6, 2)
+    tiny_num_heads: tuple[int, ...] = (2, 4, 5, 10)
+    tiny_window_sizes: tuple[int, ...] = (7, 7, 14, 7)
+    tiny_mbconv_ratio: float = 4.0
+    tiny_num_classes: int = 1000
     prompt_embed_dim: int = 256
     mask_in_chans: int = 16
     decoder_depth: int = 2
@@ -77,23 +98,31 @@ class SamConfig:
     def __post_init__(self) -> None:
         for f in _TUPLE_FIELDS:
             object.__setattr__(self, f, tuple(int(v) for v in getattr(self, f)))
-        if self.encoder not in ("vit", "cnn"):
-            raise ValueError(f"encoder must be 'vit' or 'cnn', got {self.encoder!r}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
         if self.encoder == "vit" and self.img_size % self.patch_size:
             raise ValueError(f"img_size {self.img_size} not divisible by patch {self.patch_size}")
+        if self.encoder == "tiny_vit" and self.img_size % ImageEncoderTinyViT.stride:
+            raise ValueError(f"img_size {self.img_size} is not a multiple of 16 (TinyViT)")
 
     @property
     def embedding_size(self) -> int:
         """Side E of the image embedding."""
         if self.encoder == "cnn":
             return self.img_size // ImageEncoderCNN.stride
+        if self.encoder == "tiny_vit":
+            return self.img_size // ImageEncoderTinyViT.stride
         return self.img_size // self.patch_size
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict (tuples become lists)."""
+        """JSON-serialisable dict (tuples become lists; TinyViT fields only for TinyViT, so
+        the other encoders' dicts and model ids are as before)."""
         d = dataclasses.asdict(self)
         for f in _TUPLE_FIELDS:
             d[f] = list(d[f])
+        if self.encoder != "tiny_vit":
+            for f in _TINY_VIT_FIELDS:
+                d.pop(f)
         return d
 
     @classmethod
@@ -118,6 +147,11 @@ class SamConfig:
             drop = (
                 "patch_size", "encoder_embed_dim", "encoder_depth", "encoder_num_heads",
                 "encoder_mlp_ratio", "encoder_global_attn_indexes", "window_size",
+            )  # fmt: skip
+        elif self.encoder == "tiny_vit":
+            drop += (
+                "patch_size", "encoder_embed_dim", "encoder_depth", "encoder_num_heads",
+                "encoder_global_attn_indexes", "window_size",
             )  # fmt: skip
         for k in drop:
             d.pop(k)
@@ -153,6 +187,7 @@ CONFIGS: dict[str, SamConfig] = {
         encoder_global_attn_indexes=(7, 15, 23, 31),
         name="vit_h",
     ),
+    "vit_t": SamConfig(encoder="tiny_vit", name="vit_t"),
     "cnn": SamConfig(encoder="cnn", img_size=256, name="cnn"),
 }
 
@@ -164,14 +199,18 @@ def _count(sd: Mapping[str, Tensor], pattern: str) -> int:
 
 
 def architecture_name(config: SamConfig) -> str:
-    """Name of an architecture: "vit_b", "vit_l" or "vit_h" when it is one of :data:`CONFIGS`,
-    else a short description such as "ViT model (embed 384, depth 2, input 256)"."""
+    """Name of an architecture: "vit_b", "vit_l", "vit_h" or "vit_t" when it is one of
+    :data:`CONFIGS`, else a short description such as "ViT model (embed 384, depth 2, input 256)".
+    """
     arch = config.architecture()
     for name, ref in CONFIGS.items():
         if ref.architecture() == arch and name != "cnn":
             return name
     if config.encoder == "cnn":
         return f"CNN model (widths {list(config.cnn_widths)}, input {config.img_size})"
+    if config.encoder == "tiny_vit":
+        return (f"TinyViT model (widths {list(config.tiny_embed_dims)}, depths "
+                f"{list(config.tiny_depths)}, input {config.img_size})")
     return (
         f"ViT model (embed {config.encoder_embed_dim}, depth {config.encoder_depth}, "
         f"input {config.img_size})"
@@ -195,6 +234,8 @@ def _config_from_state_dict(sd: Mapping[str, Tensor], name: str | None) -> SamCo
     kw = _prompt_and_decoder_fields(sd)
     if "image_encoder.patch_embed.proj.weight" in sd:
         kw.update(_vit_encoder_fields(sd))
+    elif "image_encoder.layers.0.blocks.0.conv1.c.weight" in sd:
+        kw.update(encoder="tiny_vit", **tiny_vit_hyperparameters(sd, "image_encoder."))
     elif "image_encoder.input_size" in sd:
         kw.update(_cnn_encoder_fields(sd))
     else:

@@ -223,7 +223,9 @@ def is_cached(name: str) -> bool:
 def list_models() -> list[dict[str, Any]]:
     """One record per registered model.
 
-    Keys: ``name``, ``architecture``, ``source``, ``size`` (bytes or None), ``cached``
+    Keys: ``name``, ``architecture``, ``source``, ``size`` (bytes or None), ``checksum``
+    (``"sha256:<hex>"`` or ``"xxh128:<hex>"``, the published one downloads are checked
+    against; None for the bundled model, checked against its metadata file), ``cached``
     (see :func:`is_cached`), ``path`` (str, see :func:`where`), ``url`` (None for the
     bundled model) and ``description``.
     """
@@ -233,6 +235,7 @@ def list_models() -> list[dict[str, Any]]:
             "architecture": spec.architecture,
             "source": spec.source,
             "size": spec.size,
+            "checksum": spec.known_hash,
             "cached": is_cached(spec.name),
             "path": str(where(spec.name)),
             "url": spec.url,
