@@ -132,8 +132,9 @@ def train_side_by_side(a: argparse.Namespace, runs: dict[str, str], work: Path, 
     print(f"training {len(runs)} runs for {minutes} min each (timeout {limit:.0f} s)", flush=True)
     procs = []
     for name, own in runs.items():
-        cmd = [sys.executable, "-m", "napari_sam.training.demo", "--no-progress", *shlex.split(a.common),
-               "--minutes", str(minutes), *shlex.split(own), "--out", str(work / f"{name}.pt")]
+        cmd = [sys.executable, "-m", "napari_sam.training.demo", "--no-progress",
+               *shlex.split(a.common), "--minutes", str(minutes), *shlex.split(own),
+               "--out", str(work / f"{name}.pt")]
         log = open(work / f"{name}.log", "w", encoding="utf-8")  # noqa: SIM115 (closed below)
         procs.append((subprocess.Popen(["timeout", str(int(limit)), *cmd], cwd=ROOT, env=env,
                                        stdout=log, stderr=subprocess.STDOUT), log))
