@@ -16,7 +16,8 @@ from napari_sam.models.registry import file_digest, load_model, where
 
 DEMO = where("demo")
 
-pytestmark = pytest.mark.skipif(not DEMO.is_file(), reason=f"the demo model {DEMO} is not installed")
+pytestmark = pytest.mark.skipif(not DEMO.is_file(),
+                                reason=f"the demo model {DEMO} is not installed")
 
 
 def test_demo_weights_are_stored_in_float16_and_the_sidecar_names_the_file():
