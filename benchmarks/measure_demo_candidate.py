@@ -13,7 +13,7 @@ For a checkpoint (default: the installed demo model) it prints:
 - ``--automatic P,S``: issue #5's test values (``tests/test_automatic.py``, seeds 10000-10002
   in 2D, 10000-10001 in 3D) at those thresholds.
 
-    python benchmarks/measure_demo_candidate.py --model training-runs/demo_candidate.pt --tune
+    python benchmarks/measure_demo_candidate.py --model candidate.pt --tune
     python benchmarks/measure_demo_candidate.py --model X.pt --automatic 0.6,0.7 --no-volume
 
 Test seeds are only read here to report; thresholds are chosen on validation seeds. There is no

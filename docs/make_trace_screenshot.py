@@ -2,10 +2,11 @@
 
 Run from the repository root (a display is needed; Xvfb works):
 
-    xvfb-run -a python docs/make_trace_screenshot.py [--data ../shared/data/real-nuclei-3d]
+    xvfb-run -a python docs/make_trace_screenshot.py [--data FOLDER]
 
-Opens the real nuclei stack (stardist's sample, not in this repository; the synthetic nuclei
-sample stands in when it is missing), draws a box around three nuclei on the middle slice
+Opens the real nuclei stack in FOLDER (``image.tif`` and ``labels.tif``: the 3D sample of the
+stardist 0.9.2 wheel, ``stardist/data/images/img3d.tif`` and ``mask3d.tif``; not in this
+repository; the synthetic nuclei sample stands in when it is missing), draws a box around three nuclei on the middle slice
 (taken from the ground truth), propagates them with the bundled demo model and grabs the
 window with the dock scrolled to "Propagation trace".
 """
