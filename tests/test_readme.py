@@ -72,3 +72,24 @@ def test_readme_main_job_numbers_are_what_the_command_gives(tmp_path):
     print(f"README main job: 3D F1@0.5 {f1:.3f} (README says {readme_number('main-job-f1')})")
     assert f1 == pytest.approx(readme_number("main-job-f1"), abs=0.02)
     assert (tmp_path / "out").is_dir() and not (tmp_path / "out" / ".napari-sam-work").exists()
+
+
+def test_ci_runs_the_readmes_test_command_verbatim():
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert _setup_commands()[1] in ci.splitlines()
+
+
+def test_readme_layout_names_every_top_level_entry_and_subpackage():
+    """The layout section matches the tree: every tracked top-level entry and every
+    subpackage and top-level module of src/napari_sam is named (private ones apart)."""
+    layout = _readme().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    words = set(re.findall(r"[\w.]+/?", layout))
+    top = {p.name + ("/" if p.is_dir() else "") for p in ROOT.iterdir()
+           if not p.name.startswith(".") or p.name == ".ci"}
+    top -= {".venv/", "out/", "data/", "build/", "dist/"}
+    top = {t for t in top if not t.endswith(".egg-info/") and t != "__pycache__/"}
+    package = ROOT / "src" / "napari_sam"
+    inner = {p.name + "/" for p in package.iterdir() if p.is_dir() and not p.name.startswith("__")}
+    inner |= {p.name for p in package.glob("*.py") if not p.name.startswith("_")}
+    missing = {t for t in top | inner if t not in words and t.rstrip("/") not in words}
+    assert not missing, f"README.md's layout does not name: {sorted(missing)}"
