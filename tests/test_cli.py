@@ -491,6 +491,31 @@ def test_train_writes_a_loadable_checkpoint(work, tiny_model):
     assert "already exists" in proc.stderr
 
 
+def test_train_resume_runs_one_schedule_in_pieces(work, tiny_model):
+    """--resume --max-steps stops a piece and the same command continues it; the two pieces
+    make the same checkpoint as one run of the same schedule."""
+    import torch
+
+    run_cli("sample", "nuclei-2d", "-o", "tr", "-n", "2", "--shape", "64,64", "-q",
+            cwd=work, check_rc=0)
+    common = ("train", "tr", "tr/ground_truth", "--model", tiny_model, "--epochs", "2",
+              "--steps-per-epoch", "2", "--batch-size", "1", "--objects-per-image", "2",
+              "--val-fraction", "0.5", "--device", "cpu", "-q")
+    run_cli(*common, "-o", "whole.pt", "--resume", cwd=work, check_rc=0)
+    proc = run_cli(*common, "-o", "parts.pt", "--resume", "--max-steps", "3", cwd=work,
+                   check_rc=0)
+    assert "run the same command again to continue" in proc.stdout
+    assert (work / "parts.train-state.pt").is_file()
+    proc = run_cli(*common, "-o", "parts.pt", "--resume", cwd=work, check_rc=0)
+    assert "wrote parts.pt" in proc.stdout
+    whole = torch.load(work / "whole.pt", weights_only=True)
+    parts = torch.load(work / "parts.pt", weights_only=True)
+    worst = max((whole[k].float() - parts[k].float()).abs().max().item() for k in whole)
+    assert worst <= 1e-5, worst
+    proc = run_cli(*common, "-o", "x.pt", "--max-steps", "3", cwd=work, check_rc=2)
+    assert "add --resume" in proc.stderr
+
+
 # ----------------------------------------------------------------------------- demo model
 
 

@@ -43,7 +43,7 @@ def add_train_parser(sub) -> None:
     pt.add_argument("--labels", dest="labels_opt", metavar="LABELS",
                     help="the same as the LABELS argument, as an option")
     pt.add_argument("-o", "--output", required=True, metavar="FILE.pt",
-                    help="checkpoint to write (plus its JSON sidecar FILE.json)")
+                    help="checkpoint to write (plus its checkpoint metadata FILE.json)")
     g = pt.add_argument_group("training")
     g.add_argument("--epochs", type=positive_int, default=10, metavar="N")
     g.add_argument("--lr", type=positive_float, default=1e-4, metavar="F")
@@ -57,6 +57,14 @@ def add_train_parser(sub) -> None:
     g.add_argument("--seed", type=nonneg_int, default=0)
     g.add_argument("--axes", type=axes_arg, metavar="AXES", help=argparse.SUPPRESS)
     g.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    g.add_argument("--resume", action="store_true",
+                   help="write FILE.train-state.pt beside -o after every epoch and when stopped "
+                        "(SIGTERM from timeout, Ctrl-C); the same command continues from it, so "
+                        "one schedule can run in pieces")
+    g.add_argument("--max-steps", type=positive_int, default=None, metavar="N",
+                   help="with --resume: stop this piece after N training steps")
+    g.add_argument("--minutes", type=positive_float, default=None, metavar="M",
+                   help="with --resume: stop this piece after M minutes")
     add_common(pt)
 
 
@@ -69,7 +77,9 @@ def cmd_train(args) -> int:
                        "(or --labels LABELS)", 2)
     labels_spec = args.labels if args.labels is not None else args.labels_opt
     out = Path(args.output)
-    if out.exists() and not args.overwrite:
+    if (args.max_steps or args.minutes) and not args.resume:
+        raise CLIError("--max-steps and --minutes stop a piece of a resumable run; add --resume", 2)
+    if out.exists() and not (args.overwrite or args.resume):
         raise CLIError(f"{out} already exists; pass --overwrite to replace it or choose another "
                        "-o", 2)
     if out.suffix.lower() not in (".pt", ".pth"):
@@ -100,7 +110,8 @@ def cmd_train(args) -> int:
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         objects_per_image=args.objects_per_image, freeze_encoder=args.freeze_encoder,
         val_fraction=args.val_fraction, seed=args.seed, device=args.device,
-        steps_per_epoch=args.steps_per_epoch, progress=not args.quiet,
+        steps_per_epoch=args.steps_per_epoch, progress=not args.quiet, resume=args.resume,
+        max_steps=args.max_steps, time_limit=None if args.minutes is None else 60 * args.minutes,
     )
     last = result.history[-1] if result.history else {}
     metric = last.get("val_iou", last.get("train_iou"))
@@ -111,6 +122,9 @@ def cmd_train(args) -> int:
     print(msg)
     if result.path:
         print(f"use it: napari-sam auto \"data/*.tif\" -o out/ --model {result.path}")
+    if args.resume and not result.complete:
+        print("stopped before the end of the schedule; run the same command again to continue")
+        return 0
     if result.interrupted:
         print("Interrupted: the checkpoint on disk is the last good one.")
         return 130
