@@ -157,7 +157,7 @@ SCENES = {
 def main(argv=None) -> int:
     import napari
 
-    from napari_sam._qt.model_choice import ModelChoice, file_choice
+    from napari_sam.annotate.model_choice import ModelChoice, file_choice
     from napari_sam._qt.widget import SamWidget
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -49,7 +49,7 @@ __all__ = [
     "image_hash",
     "read_session",
     "replay",
-    "sidecar_for",
+    "session_file_for",
     "slice_operation",
     "volume_operation",
     "write_session",
@@ -58,7 +58,7 @@ __all__ = [
 FORMAT = "napari-sam-session"
 VERSION = 1
 #: Autosaved sessions live next to their image: ``stack.tif`` -> ``stack.tif.sam-session.json``.
-SIDECAR_SUFFIX = ".sam-session.json"
+SESSION_FILE_SUFFIX = ".sam-session.json"
 _PROMPT_KEYS = ("slice", "points", "labels", "box", "stop")
 
 
@@ -192,10 +192,10 @@ def image_hash(stack) -> str:
     return h.hexdigest()
 
 
-def sidecar_for(image_path: os.PathLike | str) -> Path:
+def session_file_for(image_path: os.PathLike | str) -> Path:
     """Where a session is autosaved for an image file (next to it)."""
     p = Path(image_path)
-    return p.with_name(p.name + SIDECAR_SUFFIX)
+    return p.with_name(p.name + SESSION_FILE_SUFFIX)
 
 
 def labels_hash(labels: np.ndarray) -> str:

@@ -1,4 +1,4 @@
-"""Everything that imports napari, Qt or magicgui: the dock widget, the napari layers of the
+"""Everything that imports napari or Qt: the dock widget, the napari layers of the
 annotation session, its signals and worker threads.
 
 The session's logic is the core's (:mod:`napari_sam.annotate`, tested without Qt);

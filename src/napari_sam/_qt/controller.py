@@ -44,7 +44,7 @@ class AnnotationController(AnnotationSession):
     model_changed = Signal(object)  # the Predictor in use
     target_changed = Signal(object)  # the target labels layer (created on first commit)
     session_loaded = Signal(object)  # the Session
-    resume_available = Signal(str, str)  # sidecar path, summary
+    resume_available = Signal(str, str)  # session file path, summary
     trace_changed = Signal(object)  # the trace dict, or None
 
     def __init__(self, viewer, *, sync: bool = False):

@@ -524,7 +524,7 @@ class SamWidget(QWidget):
 
     def _set_thresholds(self, choice):
         """Segment-everything thresholds follow the model (the demo model's scores are
-        calibrated lower than SAM's; its sidecar says which thresholds to use)."""
+        calibrated lower than SAM's; its checkpoint metadata says which thresholds to use)."""
         thresholds = recommended_thresholds(choice)
         self._iou.setValue(thresholds["pred_iou_thresh"])
         self._stability.setValue(thresholds["stability_score_thresh"])

@@ -9,7 +9,7 @@ The log holds the commits in effect into one labels target, in order: a commit a
 moves the last one to a redo list, redo moves it back. When commits go into another labels
 target, the log starts again there (with its content as the session's ``base``).
 After every commit, undo and redo the session is autosaved next to the image file
-(:func:`napari_sam.session.sidecar_for`) when the image came from a file.
+(:func:`napari_sam.session.session_file_for`) when the image came from a file.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ class SessionLog:
 
     def autosave_path(self) -> Path | None:
         path = self.image_path()
-        return None if path is None else S.sidecar_for(path)
+        return None if path is None else S.session_file_for(path)
 
     def _autosave(self) -> None:
         target = self.autosave_path()

@@ -14,11 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import (  # noqa: F401  (find_*: imported from here before #24)
-    find_checkpoint_metadata,
-    find_sidecar,
-    read_checkpoint,
-)
+from .checkpoint import read_checkpoint
 from .config import CONFIGS, SamConfig, architecture_name, config_from_state_dict
 from .image_encoder import ImageEncoderCNN, ImageEncoderViT
 from .mask_decoder import MaskDecoder, TwoWayTransformer

@@ -143,7 +143,3 @@ def find_checkpoint_metadata(path: str | Path) -> Path | None:
         if candidate.is_file() and candidate != path:
             return candidate
     return None
-
-
-#: the name this function had before #24; ``napari_sam._qt.model_choice`` still imports it
-find_sidecar = find_checkpoint_metadata
