@@ -32,8 +32,8 @@ class FrameOutput:
     ----------
     low_res_masks : Tensor
         (B, 1, 4E, 4E) mask logits.
-    high_res_masks : Tensor
-        (B, 1, S, S) mask logits.
+    high_res_masks : Tensor or None
+        (B, 1, S, S) mask logits (None once stored in a propagation's memory bank).
     pointer : Tensor
         (B, D) object pointer.
     object_logits : Tensor

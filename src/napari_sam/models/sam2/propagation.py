@@ -87,7 +87,9 @@ class Sam2Tracker:
 
     # ------------------------------------------------------------------ steps
     def _store(self, out: FrameOutput) -> FrameOutput:
-        """Meta's storage: memory features in bfloat16, holes filled in the masks."""
+        """What the bank keeps, as Meta's video predictor: memory features in bfloat16, the
+        low-resolution masks (holes filled), not the (B, 1, S, S) high-resolution ones."""
+        out.high_res_masks = None
         if out.memory is not None:
             out.memory = out.memory.to(torch.bfloat16)
         if self.fill_hole_area > 0:
@@ -175,8 +177,9 @@ class Sam2Tracker:
                 yield z, oid, out
 
     def _forget(self, bank: MemoryBank, z: int, reverse: bool, prompted: list[int]):
-        """Drop tracked memories no later step can attend to (pointers stay: they are
-        small and any later step within reach may use them)."""
+        """Drop the memories and masks of tracked slices no later step can attend to
+        (pointers stay: they are small and a later step within reach may use them); the
+        caller has had each slice's output when it was yielded."""
         reach = max(self.model.config.num_maskmem, self.model.config.max_object_pointers)
         start = prompted[0]
         for t, out in bank.tracked.items():
@@ -184,8 +187,8 @@ class Sam2Tracker:
                 continue
             behind = (t > z + reach) if reverse else (t < z - reach)
             near_start = abs(t - start) <= reach
-            if behind and not near_start:
-                out.memory = out.memory_position = None
+            if behind and not near_start:  # only its pointer (D floats) stays
+                out.memory = out.memory_position = out.low_res_masks = None
 
 
 def fill_small_holes(mask_logits: Tensor, max_area: int) -> Tensor:
