@@ -11,15 +11,7 @@ import numpy as np
 import pytest
 
 from napari_sam import session as S
-
-
-def blob_stack(z=6, size=64, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    img = rng.normal(20, 3, (z, size, size)).astype(np.float32)
-    img[:, (yy - 20) ** 2 + (xx - 20) ** 2 < 64] += 100
-    img[:, (yy - 44) ** 2 + (xx - 44) ** 2 < 64] += 100
-    return img
+from stacks import blob_stack
 
 
 def save_tiny(path: Path, model, config) -> Path:

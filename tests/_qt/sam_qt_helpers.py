@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
+from stacks import blob_stack  # noqa: F401  (the GUI tests import it from here)
 
 #: The plugin and widget names of napari.yaml: what napari's Plugins menu opens.
 PLUGIN = "napari-sam-stacks"
@@ -63,11 +63,3 @@ def use_predictor(widget, predictor, name: str = "tiny", is_demo: bool = False):
     return choice
 
 
-def blob_stack(z=6, size=64, seed=0):
-    """A small stack with two bright discs (for wiring tests with the tiny model)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    img = rng.normal(20, 3, (z, size, size)).astype(np.float32)
-    img[:, (yy - 20) ** 2 + (xx - 20) ** 2 < 64] += 100
-    img[:, (yy - 44) ** 2 + (xx - 44) ** 2 < 64] += 100
-    return img

@@ -7,16 +7,7 @@ import numpy as np
 import pytest
 
 from napari_sam.annotate import POINT_OBJECT, AnnotationSession, ModelChoice, UserError
-
-
-def blob_stack(z=6, size=64, seed=0):
-    """Two bright discs on noise, on every slice (as the GUI tests' stack)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    img = rng.normal(20, 3, (z, size, size)).astype(np.float32)
-    img[:, (yy - 20) ** 2 + (xx - 20) ** 2 < 64] += 100
-    img[:, (yy - 44) ** 2 + (xx - 44) ** 2 < 64] += 100
-    return img
+from stacks import blob_stack
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from . import reference_batch_linking as batch
 from napari_sam.automatic import (
     LinkPlan,
     SliceLinker,
@@ -19,28 +18,13 @@ from napari_sam.automatic import (
     link_streamed,
     match_by_iou,
 )
+from stacks import drifting_blob_slices
+
+from . import reference_batch_linking as batch
 
 
 def _random_slices(seed: int, shape=(9, 40, 40)) -> np.ndarray:
-    """Per-slice 2D labels (ids 1..n per slice) of blobs drifting through z, with dropouts."""
-    rng = np.random.default_rng(seed)
-    z, h, w = shape
-    yy, xx = np.mgrid[:h, :w]
-    out = np.zeros(shape, np.uint16)
-    blobs = [(rng.uniform(5, h - 5), rng.uniform(5, w - 5), rng.uniform(3, 8),
-              rng.integers(0, z), rng.integers(1, z + 1)) for _ in range(12)]
-    for k in range(z):
-        nid = 0
-        for cy, cx, r, z0, length in blobs:
-            if not z0 <= k < z0 + length or rng.random() < 0.3:  # sometimes missed on a slice
-                continue
-            cy += rng.normal(0, 1.5)
-            cx += rng.normal(0, 1.5)
-            disc = ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r) & (out[k] == 0)
-            if disc.sum() > 3:
-                nid += 1
-                out[k][disc] = nid
-    return out
+    return drifting_blob_slices(seed, shape, missed=0.3)
 
 
 def _reference_link_slices(lab, iou_threshold=0.25, max_gap=1, min_z_extent=1, fill_gaps=True):
