@@ -10,7 +10,7 @@ pixels on which the two agree.
     python benchmarks/bench_sam2.py --size 1024 --device cuda
 
 Needs Meta's ``sam2`` (SAM2_BUILD_CUDA=0 pip install --no-build-isolation --no-deps sam2;
-hydra-core and iopath are not needed: the model is built without hydra).
+hydra-core and iopath, from the testing extra; the model is built without hydra's configs).
 """
 
 from __future__ import annotations

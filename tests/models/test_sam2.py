@@ -2,7 +2,8 @@
 
 The reference is a test-only dependency: PyPI's ``sam2`` ships as a source distribution
 whose build imports torch, so .ci/run installs it with ``--no-build-isolation --no-deps``
-(and ``SAM2_BUILD_CUDA=0``); its model modules need neither torchvision nor hydra.
+(and ``SAM2_BUILD_CUDA=0``); the testing extra brings hydra-core and iopath, which its
+package imports; torchvision is not needed.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import torch
 
 sam2_ref = pytest.importorskip(
     "sam2.modeling.backbones.hieradet",
-    reason="Meta's sam2 (test-only reference) is not installed: "
-    "SAM2_BUILD_CUDA=0 pip install --no-build-isolation --no-deps sam2")
+    reason="Meta's sam2 (test-only reference) is not importable: install the testing extra "
+    "(hydra-core, iopath), then SAM2_BUILD_CUDA=0 pip install --no-build-isolation --no-deps "
+    "sam2==1.1.0")
 
 from napari_sam.models.mask_decoder import TwoWayTransformer  # noqa: E402
 from napari_sam.models.sam2 import HieraConfig, HieraImageEncoder  # noqa: E402
