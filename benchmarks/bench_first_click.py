@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "_qt"))
+sys.path[:0] = [str(ROOT / "tests" / "_qt"), str(ROOT / "tests")]  # sam_qt_helpers, stacks
 sys.path.insert(0, str(ROOT / "src"))
 
 

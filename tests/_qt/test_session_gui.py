@@ -148,7 +148,7 @@ def test_annotate_save_close_reopen_load_and_cli_replay(make_widget, stack_file,
 _CHILD = r"""
 import sys, json, time
 import numpy as np
-sys.path.insert(0, {helpers!r})
+sys.path[:0] = [{helpers!r}, {tests!r}]  # sam_qt_helpers, and tests/stacks.py it imports
 import napari
 from sam_qt_helpers import open_from_menu
 viewer = napari.Viewer(show=False)
@@ -172,7 +172,7 @@ def test_autosave_survives_a_killed_viewer(make_widget, stack_file, tiny_ckpt, t
     import tifffile
 
     expected = tmp_path / "expected.npy"
-    script = _CHILD.format(helpers=str(HERE), stack=str(stack_file), ckpt=str(tiny_ckpt),
+    script = _CHILD.format(helpers=str(HERE), tests=str(HERE.parent), stack=str(stack_file), ckpt=str(tiny_ckpt),
                            expected=str(expected))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
