@@ -26,6 +26,7 @@ from .models.sam2.model import Sam2Model
 from .models.sam2.propagation import Sam2Prompts, Sam2Tracker
 from .preprocess import check_contrast_limits, intensity_limits
 from .volume import SlicePrompt, VolumeResult
+from .volume.records import label_dtype
 
 __all__ = ["ABSENT_REASON", "segment_volume_sam2"]
 
@@ -143,7 +144,7 @@ def segment_volume_sam2(
     tracker = Sam2Tracker(model, _slice_reader(stack, size, limits), shape[0])
     wanted = {oid: _object_prompts(p, shape, size) for oid, p in objects.items()}
     best = np.full(shape, -np.inf, np.float32)  # winning logit per pixel
-    labels = np.zeros(shape, _label_dtype(max(wanted)))
+    labels = np.zeros(shape, label_dtype(max(wanted)))
     scores: dict[int, dict[int, float]] = {oid: {} for oid in wanted}
     total, done = len(wanted) * shape[0], 0
     with torch.inference_mode():
@@ -164,13 +165,6 @@ def _paint(labels: np.ndarray, best: np.ndarray, logits: np.ndarray, oid: int) -
     win = (logits > 0) & (logits > best)
     labels[win] = oid
     best[win] = logits[win]
-
-
-def _label_dtype(max_id: int) -> np.dtype:
-    for dt in (np.uint8, np.uint16, np.uint32):
-        if max_id <= np.iinfo(dt).max:
-            return np.dtype(dt)
-    return np.dtype(np.uint64)
 
 
 def _result(labels, scores, stopped, wanted) -> VolumeResult:
