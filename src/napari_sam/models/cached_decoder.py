@@ -143,13 +143,16 @@ class CachedDecoder:
         # constant rows added by each layer norm are ``consts``.
         blocks: list[Tensor] = []
         consts: list[Tensor] = []
-        for layer in self.tf.layers:
+        for i, layer in enumerate(self.tf.layers):
             st = {"t2i": _kv(layer.cross_attn_token_to_image, sh, pos, c)}
             i2t = layer.cross_attn_image_to_token
             h = i2t.num_heads
             wq, bq = i2t.q_proj.weight, i2t.q_proj.bias
             st["q1"] = (sh @ wq.T).T.reshape(h, -1, hw).contiguous()
             st["q2"] = (pos @ wq.T + (c @ wq.T + bq)).T.reshape(h, -1, hw).contiguous()
+            if i == 0:  # the first layer's image tokens are the same for every prompt
+                st["t2i"]["k"] = st["t2i"]["k1"] + st["t2i"]["k2"]
+                st["q"] = st["q1"] + st["q2"]
             c_res = c + i2t.out_proj.bias
             shc = sh - sh.mean(1, keepdim=True)
             cc = c_res - c_res.mean()
@@ -212,7 +215,7 @@ class CachedDecoder:
         r_max = sum(ly.cross_attn_image_to_token.num_heads * t + 1 for ly in self.tf.layers)
         state = {
             "alpha": None, "r": 0, "vt": [],
-            "lt": tokens.new_empty(1, r_max, cache.hw), "rm": tokens.new_empty(1, r_max, dm),
+            "lt": tokens.new_empty(r_max, cache.hw), "rm": tokens.new_empty(r_max, dm),
         }  # fmt: skip
         queries = tokens
         for layer, st in zip(self.tf.layers, cache.layers):
@@ -236,70 +239,69 @@ class CachedDecoder:
     def token_to_image(st: dict, q_in: Tensor, state: dict) -> Tensor:
         """Cross-attention of the prompt tokens (1, T, D) to the image tokens of the click."""
         attn = st["attn"]
-        n, t, _ = q_in.shape
+        t = q_in.shape[1]
         h = attn.num_heads
         hw = st["k1"].shape[-1]
-        q = F.linear(q_in, attn.q_proj.weight, attn.q_proj.bias)
+        q = F.linear(q_in[0], attn.q_proj.weight, attn.q_proj.bias)  # (T, Di)
         di = q.shape[-1]
         d = di // h
-        qh = q.view(n, t, h, d) * (1.0 / math.sqrt(d))
-        qs = qh.permute(2, 0, 1, 3).reshape(h, n * t, d)
+        qs = (q * (1.0 / math.sqrt(d))).view(t, h, d).transpose(0, 1)  # (h, T, d)
         alpha, r = state["alpha"], state["r"]
-        s = torch.bmm(qs, st["k1"])  # (h, t, hw)
-        s4 = s.view(h, n, t, hw)
-        if r:
-            lt, rm = state["lt"][:, :r], state["rm"][:, :r]
-            qk = (rm @ attn.k_proj.weight.T).view(n, r, h, d)
-            g = torch.einsum("nthd,nrhd->nhtr", qh, qk).reshape(n, h * t, r)
-            s4 += torch.bmm(g, lt).view(n, h, t, hw).permute(1, 0, 2, 3)
-        if alpha is not None:
-            s4 *= alpha[None, :, None, :]
-        s.baddbmm_(qs, st["k2"])
+        lt, rm = state["lt"][:r], state["rm"][:r]
+        if alpha is None:  # the image tokens of the first layer: one product
+            s = torch.bmm(qs, st["k"])  # (h, T, HW)
+        else:
+            s = torch.bmm(qs, st["k1"])
+            if r:
+                qk = (rm @ attn.k_proj.weight.T).view(r, h, d)
+                g = torch.einsum("htd,rhd->htr", qs, qk).reshape(h * t, r)
+                s.view(h * t, hw).addmm_(g, lt)
+            s.mul_(alpha)
+            s.baddbmm_(qs, st["k2"])
         p = torch.softmax(s, dim=-1)
         if alpha is not None:
-            p.view(h, n, t, hw).mul_(alpha[None, :, None, :])
-        o = torch.bmm(p, st["v1"]).view(h, n, t, d)
+            p.mul_(alpha)
+        o = torch.bmm(p, st["v1"])  # (h, T, d)
         if r:
-            pn = p.view(h, n, t, hw).permute(1, 0, 2, 3).reshape(n, h * t, hw)
-            pl = torch.bmm(pn, lt.transpose(1, 2)).view(n, h, t, r)
-            qv = (rm @ attn.v_proj.weight.T).view(n, r, h, d)
-            o = o + torch.einsum("nhtr,nrhd->hntd", pl, qv)
-        out = o.permute(1, 2, 0, 3).reshape(n, t, di) + st["v2"]
-        return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
+            pl = (p.view(h * t, hw) @ lt.T).view(h, t, r)
+            qv = (rm @ attn.v_proj.weight.T).view(r, h, d)
+            o = o + torch.einsum("htr,rhd->htd", pl, qv)
+        out = o.transpose(0, 1).reshape(t, di) + st["v2"]
+        return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)[None]
 
     @staticmethod
     def image_to_token(attn, st: dict, queries: Tensor, qpe: Tensor, state: dict) -> None:
         """Image->token attention, residual and ``norm4``: updates the low-rank state."""
-        n, t, dm = queries.shape
+        t, dm = queries.shape[1], queries.shape[2]
         h = attn.num_heads
         hw = st["q1"].shape[-1]
-        kt = F.linear(queries + qpe, attn.k_proj.weight, attn.k_proj.bias)
-        vt = F.linear(queries, attn.v_proj.weight, attn.v_proj.bias)
+        kt = F.linear((queries + qpe)[0], attn.k_proj.weight, attn.k_proj.bias)  # (T, Di)
+        vt = F.linear(queries[0], attn.v_proj.weight, attn.v_proj.bias)
         d = kt.shape[-1] // h
-        khd = kt.view(n, t, h, d) * (1.0 / math.sqrt(d))
-        kk = khd.permute(2, 0, 1, 3).reshape(h, n * t, d)
+        kk = (kt * (1.0 / math.sqrt(d))).view(t, h, d).transpose(0, 1)  # (h, T, d)
         alpha, r, lt, rm = state["alpha"], state["r"], state["lt"], state["rm"]
-        s = torch.bmm(kk, st["q1"])  # (h, t, hw)
-        s4 = s.view(h, n, t, hw)
-        if r:
-            qq = (rm[:, :r] @ attn.q_proj.weight.T).view(n, r, h, d)
-            w3 = torch.einsum("nrhd,nthd->nhtr", qq, khd).reshape(n, h * t, r)
-            s4 += torch.bmm(w3, lt[:, :r]).view(n, h, t, hw).permute(1, 0, 2, 3)
-        if alpha is not None:
-            s4 *= alpha[None, :, None, :]
-        s.baddbmm_(kk, st["q2"])
-        a = torch.softmax(s4, dim=2)  # over the tokens
-        r1 = r + h * t
-        dst = lt[:, r:r1].view(n, h, t, hw)
         if alpha is None:
-            dst.copy_(a.permute(1, 0, 2, 3))
+            s = torch.bmm(kk, st["q"])  # (h, T, HW)
         else:
-            torch.div(a.permute(1, 0, 2, 3), alpha[:, None, None, :], out=dst)
+            s = torch.bmm(kk, st["q1"])
+            if r:
+                qq = (rm[:r] @ attn.q_proj.weight.T).view(r, h, d)
+                w3 = torch.einsum("rhd,htd->htr", qq, kk).reshape(h * t, r)
+                s.view(h * t, hw).addmm_(w3, lt[:r])
+            s.mul_(alpha)
+            s.baddbmm_(kk, st["q2"])
+        a = torch.softmax(s, dim=1)  # over the tokens
+        r1 = r + h * t
+        dst = lt[r:r1].view(h, t, hw)
+        if alpha is None:
+            dst.copy_(a)
+        else:
+            torch.div(a, alpha, out=dst)
         wo = attn.out_proj.weight  # (D, Di)
-        rm[:, r:r1] = torch.einsum(
-            "nthd,ehd->nhte", vt.view(n, t, h, d), wo.view(dm, h, d)
-        ).reshape(n, h * t, dm)
-        state["vt"].append(vt.view(n, t, h, d))
+        rm[r:r1] = torch.einsum(
+            "thd,ehd->hte", vt.view(t, h, d), wo.view(dm, h, d)
+        ).reshape(h * t, dm)
+        state["vt"].append(vt.view(t, h, d))
         CachedDecoder.closed_form_norm(st, state, r1)
 
     @staticmethod
@@ -307,25 +309,22 @@ class CachedDecoder:
         """``norm4`` of ``alpha * (shc + Lt.T R) + c_res`` from Gram matrices; rank r1 + 1."""
         norm = st["norm"]
         alpha, lt, rm = state["alpha"], state["lt"], state["rm"]
-        n, hw, dm = lt.shape[0], lt.shape[-1], rm.shape[-1]
-        ltr, rr = lt[:, :r1], rm[:, :r1]
+        hw, dm = lt.shape[-1], rm.shape[-1]
+        ltr, rr = lt[:r1], rm[:r1]
         rc = rr - rr.mean(-1, keepdim=True)
         # m = 2 * (R @ shc.T) from the shared per-head products (shc rows are centred)
-        m = lt.new_empty(n, r1, hw)
+        m = lt.new_empty(r1, hw)
         row = 0
         for i, (vtb, sx) in enumerate(zip(state["vt"], st["sx"])):
-            hb = sx.shape[0]
-            tb = vtb.shape[1]
-            vv = (2 * vtb).permute(2, 0, 1, 3).reshape(hb, n * tb, -1)
-            prod = torch.bmm(vv, sx).view(hb, n, tb, hw)
-            m[:, row : row + hb * tb].view(n, hb, tb, hw).copy_(prod.permute(1, 0, 2, 3))
+            hb, tb = sx.shape[0], vtb.shape[0]
+            torch.bmm((2 * vtb).transpose(0, 1), sx, out=m[row : row + hb * tb].view(hb, tb, hw))
             row += hb * tb
             if i < len(st["sxc"]):
-                m[:, row] = 2 * st["sxc"][i]
+                m[row] = 2 * st["sxc"][i]
                 row += 1
-        m.baddbmm_(rc @ rc.transpose(1, 2), ltr)
-        quad = m.mul_(ltr).sum(1)  # (n, hw)
-        lin = torch.bmm((rc @ st["cc"])[:, None, :], ltr)[:, 0]
+        m.addmm_(rc @ rc.T, ltr)
+        quad = m.mul_(ltr).sum(0)  # (HW,)
+        lin = (rc @ st["cc"]) @ ltr  # (HW,)
         if alpha is None:
             var = st["shc_n2"] + quad + 2 * (st["shc_cc"] + lin) + st["cc_n2"]
         else:
@@ -333,9 +332,9 @@ class CachedDecoder:
             var += st["cc_n2"]
         rstd = torch.rsqrt(var.div_(dm).clamp_min_(0) + norm.eps)
         g = norm.weight
-        lt[:, r1] = 1.0 if alpha is None else 1.0 / alpha
-        rm[:, :r1] = rc * g
-        rm[:, r1] = st["cc"] * g
+        lt[r1] = 1.0 if alpha is None else 1.0 / alpha
+        rm[:r1] = rc * g
+        rm[r1] = st["cc"] * g
         state["alpha"] = rstd if alpha is None else rstd * alpha
         state["r"] = r1 + 1
 
@@ -343,7 +342,7 @@ class CachedDecoder:
         """The upscaling head for one click: -> logits (1, C, 4E, 4E) float32."""
         up = self.dec.output_upscaling
         r = state["r"]
-        alpha, lt, rm = state["alpha"][0], state["lt"][0, :r], state["rm"][0, :r]
+        alpha, lt, rm = state["alpha"], state["lt"][:r], state["rm"][:r]
         hd = cache.head
         rw = rm @ hd["wf"]  # (r, 4 * D4)
         shw, cw, w2f, b2 = hd["shw"], hd["cw"], hd["w2f"], hd["b2"]
