@@ -117,8 +117,8 @@ class Predictor:
         Which mask decoder :meth:`predict` runs. ``"onnx"`` exports the model's prompt
         encoder and mask decoder once (a few seconds; cached under the model cache, see
         :func:`napari_sam.export.onnx_runtime.onnx_cache_folder`) and runs them in
-        onnxruntime in float32 on the CPU: 1.4-2.7x less CPU time per click on a small CPU
-        (docs/onnx.md). It needs ``pip install "napari-sam-stacks[onnx]"``. The image encoder
+        onnxruntime in float32 on the CPU: 1.4-2.7x less CPU time per click than the plain
+        PyTorch decoder, about 2x more than the default cached decoder (docs/onnx.md). It needs ``pip install "napari-sam-stacks[onnx]"``. The image encoder
         and :meth:`predict_batch` (volumes, segment everything) stay on PyTorch.
     cached_decoder : bool
         Decode one prompt without a mask input (a click) with
