@@ -42,8 +42,7 @@ if __name__ == "__main__":  # threads as the GUI and CLI set them, before torch 
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-from _machine import cpu_name  # noqa: E402, I001
+from _machine import cpu_name  # noqa: E402
 
 
 def _time(fn, repeats: int) -> tuple[float, float]:

@@ -61,7 +61,6 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from _machine import cpu_name  # noqa: E402
 
 from _reference import import_segment_anything  # noqa: E402

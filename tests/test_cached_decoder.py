@@ -131,7 +131,7 @@ def test_predictor_clicks_equal_the_plain_decoder(vit_b, monkeypatch, size):
     emb = embedding_for(model, feats, size)
     fast.set_embedding(emb)
     plain.set_embedding(emb)
-    for i, kw in enumerate(pixel_prompts(size)):
+    for kw in pixel_prompts(size):
         m, s, lg = fast.predict(**kw)
         m0, s0, lg0 = plain.predict(**kw)
         assert m.shape == m0.shape and m.dtype == bool
