@@ -124,8 +124,10 @@ class Predictor:
         Decode one prompt without a mask input (a click) with
         :class:`napari_sam.models.cached_decoder.CachedDecoder` in float32: the image-side
         work is cached on the second decode of an embedding, later clicks on it cost about a
-        quarter of the plain decoder (docs/benchmarks.md, "Click to mask"). False: always
-        the plain decoder at ``precision``.
+        third of the plain decoder (docs/benchmarks.md, "Click to mask"). The cache follows
+        the embedding's features (a new or different embedding gets a new one); it assumes
+        the model's weights are not changed in place meanwhile (new weights need new
+        embeddings anyway). False: always the plain decoder at ``precision``.
 
     Examples
     --------
