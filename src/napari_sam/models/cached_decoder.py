@@ -42,16 +42,21 @@ class ClickCache:
     hw: int
 
 
-def _kv(attn, sh: Tensor, pos: Tensor, c: Tensor) -> dict:
-    """Keys (h, d, HW) and values (h, HW, d) of ``sh`` (HW, D) plus constants, per head."""
+def _heads_t(x: Tensor, h: int) -> Tensor:
+    """(HW, Di) -> (h, Di / h, HW) contiguous."""
+    return x.T.reshape(h, -1, x.shape[0]).contiguous()
+
+
+def _kv(attn, sh: Tensor, k2: Tensor, c: Tensor) -> dict:
+    """Keys (h, d, HW) and values (h, HW, d) of ``sh`` (HW, D), per head; ``k2``: the keys'
+    positional and constant part (h, d, HW)."""
     h = attn.num_heads
     hw = sh.shape[0]
-    wk, bk = attn.k_proj.weight, attn.k_proj.bias
     wv, bv = attn.v_proj.weight, attn.v_proj.bias
     return {
         "attn": attn,
-        "k1": (sh @ wk.T).T.reshape(h, -1, hw).contiguous(),
-        "k2": (pos @ wk.T + (c @ wk.T + bk)).T.reshape(h, -1, hw).contiguous(),
+        "k1": _heads_t(sh @ attn.k_proj.weight.T, h),
+        "k2": k2,
         "v1": (sh @ wv.T).reshape(hw, h, -1).permute(1, 0, 2).contiguous(),
         "v2": c @ wv.T + bv,
     }
@@ -120,6 +125,30 @@ class CachedDecoder:
         self.num_mask_tokens = int(self.dec.num_mask_tokens)
         #: embedding pixels per step of the upscaling head (keeps intermediates in cache)
         self.pixel_tile = int(pixel_tile)
+        self._positional = None  # the model's positional parts, made once (positional_parts)
+
+    def positional_parts(self) -> list[Tensor]:
+        """The projections of the positional encoding plus each layer's constant input
+        (``norm4.bias`` of the layer before): the same for every image, made once.
+
+        Returns per layer the token->image keys' part and the image->token queries' part,
+        then the final attention's keys' part, each (h, d, HW).
+        """
+        if self._positional is None:
+            pos = self.pe.get_dense_pe()[0].float().flatten(1).T.contiguous()  # (HW, D)
+            c = torch.zeros(pos.shape[1], device=pos.device)
+            parts = []
+            for layer in self.tf.layers:
+                for attn, proj in ((layer.cross_attn_token_to_image, "k_proj"),
+                                   (layer.cross_attn_image_to_token, "q_proj")):
+                    lin = getattr(attn, proj)
+                    parts.append(_heads_t(pos @ lin.weight.T + (c @ lin.weight.T + lin.bias),
+                                          attn.num_heads))  # fmt: skip
+                c = layer.norm4.bias.float()
+            fa = self.tf.final_attn_token_to_image
+            k = pos @ fa.k_proj.weight.T + (c @ fa.k_proj.weight.T + fa.k_proj.bias)
+            self._positional = [*parts, _heads_t(k, fa.num_heads)]
+        return self._positional
 
     # ------------------------------------------------------------------ per image
     @torch.inference_mode()
@@ -131,10 +160,9 @@ class CachedDecoder:
         dev = self.dec.iou_token.weight.device
         feats = features.to(dev).float()
         dm = feats.shape[0]
-        pe = self.pe.get_dense_pe()[0].float()
         dense = self.pe.no_mask_embed.weight[0].float()
         sh = (feats + dense[:, None, None]).flatten(1).T.contiguous()  # (HW, D)
-        pos = pe.flatten(1).T.contiguous()
+        positional = self.positional_parts()
         hw = sh.shape[0]
         c = torch.zeros(dm, device=dev)
         layers = []
@@ -144,12 +172,11 @@ class CachedDecoder:
         blocks: list[Tensor] = []
         consts: list[Tensor] = []
         for i, layer in enumerate(self.tf.layers):
-            st = {"t2i": _kv(layer.cross_attn_token_to_image, sh, pos, c)}
+            st = {"t2i": _kv(layer.cross_attn_token_to_image, sh, positional[2 * i], c)}
             i2t = layer.cross_attn_image_to_token
             h = i2t.num_heads
-            wq, bq = i2t.q_proj.weight, i2t.q_proj.bias
-            st["q1"] = (sh @ wq.T).T.reshape(h, -1, hw).contiguous()
-            st["q2"] = (pos @ wq.T + (c @ wq.T + bq)).T.reshape(h, -1, hw).contiguous()
+            st["q1"] = _heads_t(sh @ i2t.q_proj.weight.T, h)
+            st["q2"] = positional[2 * i + 1]
             if i == 0:  # the first layer's image tokens are the same for every prompt
                 st["t2i"]["k"] = st["t2i"]["k1"] + st["t2i"]["k2"]
                 st["q"] = st["q1"] + st["q2"]
@@ -170,7 +197,7 @@ class CachedDecoder:
             consts = [(v - v.mean()) * g for v in consts] + [cc * g]
             sh = shc * g
             c = layer.norm4.bias.float().clone()
-        final = _kv(self.tf.final_attn_token_to_image, sh, pos, c)
+        final = _kv(self.tf.final_attn_token_to_image, sh, positional[-1], c)
         up = self.dec.output_upscaling
         w1 = up[0].weight  # (D, D4, 2, 2)
         wf = w1.permute(0, 2, 3, 1).reshape(dm, -1)  # columns (a, b, o)
