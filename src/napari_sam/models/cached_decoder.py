@@ -98,6 +98,7 @@ class CachedDecoder:
                     a = getattr(layer, name)
                     a.q_proj, a.k_proj, a.v_proj, a.out_proj, a.num_heads  # noqa: B018
                 layer.norm1, layer.norm2, layer.norm3, layer.mlp  # noqa: B018
+                layer.token_self_attention  # noqa: B018
                 if not isinstance(layer.norm4, torch.nn.LayerNorm):
                     return False
             tf.final_attn_token_to_image.q_proj, tf.norm_final_attn  # noqa: B018
