@@ -12,8 +12,11 @@ For one positive click on an image whose embedding is already computed (512 x 51
 - Meta's ``SamPredictor.predict`` (multimask, same weights, same embedding) for ViT-B, the
   reference the ratio is printed against.
 
-Ours at its default precision (``precision="auto"``: bf16 on CPUs with native bf16) and at
-fp32. Random weights: the time does not depend on their values. The load average is printed.
+Ours at its defaults (``precision="auto"``: bf16 on CPUs with native bf16; one prompt without
+a mask input runs the cached click decoder in float32, its per-image cache made during the
+warm-up), at fp32, and both with ``cached_decoder=False`` ("plain": the decoder every click ran
+before #27). Random weights: the time does not depend on their values. The load average is
+printed. ``benchmarks/bench_decoder.py`` compares the same click with our ONNX decoder too.
 """
 
 from __future__ import annotations
@@ -25,14 +28,20 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+if __name__ == "__main__":  # threads as the GUI and CLI set them, before torch loads
+    from napari_sam.device import configure_threads
+
+    if "--threads" in sys.argv and sys.argv[sys.argv.index("--threads") + 1] != "0":
+        os.environ["OMP_NUM_THREADS"] = sys.argv[sys.argv.index("--threads") + 1]
+    configure_threads()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from _machine import cpu_name  # noqa: E402
 
 
@@ -61,7 +70,8 @@ def _meta_predictor(ours):
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads (0: the GUI's policy, napari_sam.device.configure_threads)")
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--models", default="vit_b,demo")
     ap.add_argument("--sizes", default="512,1024")
@@ -76,7 +86,7 @@ def main(argv=None) -> None:
 
     print(f"# {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"default: {describe('cpu')}; load {os.getloadavg()[0]:.2f}")
-    print(f"{'model':6s} {'size':>5s} {'what':34s} {'median ms':>9s} {'best ms':>8s} "
+    print(f"{'model':6s} {'size':>5s} {'what':40s} {'median ms':>9s} {'best ms':>8s} "
           f"{'x Meta':>7s}")
     for name in a.models.split(","):
         torch.manual_seed(0)
@@ -101,10 +111,11 @@ def main(argv=None) -> None:
                 xy = np.array([[rc[1], rc[0]]])
                 with torch.inference_mode():
                     ref = _time(lambda m=meta, q=xy: m.predict(q, np.array([1])), a.repeats)
-                print(f"{name:6s} {size:5d} {'Meta SamPredictor.predict (fp32)':34s} "
+                print(f"{name:6s} {size:5d} {'Meta SamPredictor.predict (fp32)':40s} "
                       f"{ref[0]:9.1f} {ref[1]:8.1f} {1.0:7.2f}", flush=True)
-            for prec in ("auto", "fp32"):
-                pred = ns.Predictor(model, device="cpu", precision=prec)
+            for prec, cached in (("auto", True), ("fp32", True), ("auto", False),
+                                 ("fp32", False)):
+                pred = ns.Predictor(model, device="cpu", precision=prec, cached_decoder=cached)
                 pred.set_embedding(emb)
                 rows = (
                     ("decode+upsample", lambda p=pred, q=rc: p.predict_batch(
@@ -113,9 +124,10 @@ def main(argv=None) -> None:
                 )
                 for what, fn in rows:
                     med, best = _time(fn, a.repeats)
-                    label = f"ours {pred.precision}{' (default)' if prec == 'auto' else ''} {what}"
+                    label = (f"ours {'' if cached else 'plain '}{pred.precision}"
+                             f"{' (default)' if prec == 'auto' and cached else ''} {what}")
                     ratio = f"{ref[0] / med:7.2f}" if ref else ""
-                    print(f"{name:6s} {size:5d} {label:34s} {med:9.1f} {best:8.1f} {ratio}",
+                    print(f"{name:6s} {size:5d} {label:40s} {med:9.1f} {best:8.1f} {ratio}",
                           flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 

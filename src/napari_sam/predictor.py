@@ -23,6 +23,7 @@ from napari_sam.prompts import (
     prompt_tensors,
     upsample_logits,
 )
+from napari_sam.models.cached_decoder import CachedDecoder, upsample_click_logits
 
 _BACKENDS = ("torch", "onnx")
 
@@ -116,9 +117,17 @@ class Predictor:
         Which mask decoder :meth:`predict` runs. ``"onnx"`` exports the model's prompt
         encoder and mask decoder once (a few seconds; cached under the model cache, see
         :func:`napari_sam.export.onnx_runtime.onnx_cache_folder`) and runs them in
-        onnxruntime in float32 on the CPU: 1.4-2.7x less CPU time per click on a small CPU
-        (docs/onnx.md). It needs ``pip install "napari-sam-stacks[onnx]"``. The image encoder
+        onnxruntime in float32 on the CPU: 1.4-2.7x less CPU time per click than the plain
+        PyTorch decoder, about 2x more than the default cached decoder (docs/onnx.md). It needs ``pip install "napari-sam-stacks[onnx]"``. The image encoder
         and :meth:`predict_batch` (volumes, segment everything) stay on PyTorch.
+    cached_decoder : bool
+        Decode one prompt without a mask input (a click) with
+        :class:`napari_sam.models.cached_decoder.CachedDecoder` in float32: the image-side
+        work is cached on the second decode of an embedding, later clicks on it cost about a
+        third of the plain decoder (docs/benchmarks.md, "Click to mask"). The cache follows
+        the embedding's features (a new or different embedding gets a new one); it assumes
+        the model's weights are not changed in place meanwhile (new weights need new
+        embeddings anyway). False: always the plain decoder at ``precision``.
 
     Examples
     --------
@@ -127,7 +136,8 @@ class Predictor:
     >>> masks, scores, logits = pred.predict(points=[[120, 80]], labels=[1])
     """
 
-    def __init__(self, model, device="auto", precision: str = "auto", backend: str = "torch"):
+    def __init__(self, model, device="auto", precision: str = "auto", backend: str = "torch",
+                 cached_decoder: bool = True):
         if backend not in _BACKENDS:
             raise ValueError(
                 f"unknown backend {backend!r}; use one of {', '.join(map(repr, _BACKENDS))}"
@@ -143,6 +153,10 @@ class Predictor:
         #: "torch" or "onnx": the decoder :meth:`predict` runs
         self.backend = backend
         self._onnx = None
+        #: whether single prompts without a mask input use the per-image cached decoder
+        self.cached_decoder = bool(cached_decoder) and CachedDecoder.supports(self.model)
+        self._click_decoder = CachedDecoder(self.model) if self.cached_decoder else None
+        self._click = None  # (features last decoded, their ClickCache or None)
         if backend == "onnx":
             try:
                 import onnxruntime  # noqa: F401
@@ -348,11 +362,16 @@ class Predictor:
         pt, bx, mk, n = prompt_tensors(points, labels, boxes, mask_inputs, spec, dev)
         if n is None:
             raise ValueError("give at least one prompt: points, boxes or mask_inputs")
-        feats = emb.features.to(dev)[None]
-        with autocast(dev, self.dtype):
-            logits, scores = self.model.decode(
-                feats, points=pt, boxes=bx, masks=mk, multimask=multimask
-            )
+        cache = self._click_cache(emb) if n == 1 and mk is None else None
+        if cache is not None:
+            sparse, _ = self.model.prompt_encoder(points=pt, boxes=bx, masks=None)
+            logits, scores = self._click_decoder.decode(cache, sparse, multimask)
+        else:
+            feats = emb.features.to(dev)[None]
+            with autocast(dev, self.dtype):
+                logits, scores = self.model.decode(
+                    feats, points=pt, boxes=bx, masks=mk, multimask=multimask
+                )
         self.decoder_calls += 1
         logits, scores = logits.float(), scores.float()
         masks = self.upsample(logits, emb) if upsample else None
@@ -366,7 +385,28 @@ class Predictor:
         crop the padding, bilinear to the original size, threshold at 0.
         """
         emb = self.embedding if embedding is None else embedding
-        return upsample_logits(logits, emb, self.img_size) > self.model.mask_threshold
+        up = upsample_click_logits(logits, emb, self.img_size)  # one pass where exact
+        if up is None:
+            up = upsample_logits(logits, emb, self.img_size)
+        return up > self.model.mask_threshold
+
+    def _click_cache(self, emb: ImageEmbedding):
+        """The cached decoder's per-image tensors for ``emb``, made on its second decode in
+        a row (a one-off decode, e.g. one slice of a propagation, does not pay for them);
+        None where the plain decoder runs."""
+        if not self.cached_decoder or self._click_decoder is None:
+            return None
+        feats = emb.features
+        last = self._click
+        same = last is not None and (
+            last[0] is feats or (last[0].shape == feats.shape and torch.equal(last[0], feats))
+        )
+        if not same:
+            self._click = (feats, None)
+            return None
+        if last[1] is None:
+            self._click = (feats, self._click_decoder.prepare(feats))
+        return self._click[1]
 
 
 def nonfinite_parameters(model) -> list[str]:

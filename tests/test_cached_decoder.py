@@ -1,0 +1,221 @@
+"""The click decoder (#27): ``CachedDecoder`` equals the plain mask decoder, and the
+Predictor uses it for single prompts without a mask input (from the second decode of an
+embedding), with ``cached_decoder=False`` as the escape hatch.
+
+Identical random weights: a reduced-depth ViT-B (full-size decoder, 64 x 64 embedding) with
+every bias and norm perturbed away from PyTorch's zeros and ones, and the demo model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import napari_sam as ns
+from napari_sam.models import SamConfig, build_sam
+from napari_sam.models.cached_decoder import CachedDecoder, upsample_click_logits
+from napari_sam.predictor import ImageEmbedding
+from napari_sam.preprocess import ResizeSpec
+from napari_sam.prompts import upsample_logits
+from tiny_configs import TINY_VIT
+
+MASK_AGREEMENT = 0.999  # fraction of pixels on which the masks must agree
+IOU_TOL = 1e-4
+VIT_B_SHORT = SamConfig(encoder_depth=1, encoder_global_attn_indexes=(0,), name="vit_b_short")
+
+
+@torch.no_grad()
+def perturb_(model: torch.nn.Module, seed: int) -> None:
+    """Non-trivial values where PyTorch's initialisers give zeros or ones."""
+    g = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        noise = torch.randn(p.shape, generator=g)
+        if name.endswith("weight") and ("norm" in name or "upscaling.1" in name):
+            p.copy_(1.0 + 0.1 * noise)
+        elif name.endswith("bias"):
+            p.copy_(0.1 * noise)
+
+
+@pytest.fixture(scope="module")
+def vit_b():
+    torch.manual_seed(0)
+    model = build_sam(VIT_B_SHORT).eval()
+    perturb_(model, 0)
+    feats = torch.randn(256, 64, 64, generator=torch.Generator().manual_seed(3))
+    return model, feats
+
+
+@pytest.fixture(scope="module")
+def demo():
+    model = ns.load_model("demo")
+    e = model.embedding_size
+    return model, torch.randn(256, e, e, generator=torch.Generator().manual_seed(4))
+
+
+def model_frame_prompts(s: int):
+    """(name, decode kwargs) in the model-input frame (x, y), as ``Sam.decode`` takes them."""
+    rng = np.random.default_rng(1)
+    pts = torch.as_tensor(rng.uniform(0.1 * s, 0.6 * s, (1, 3, 2)), dtype=torch.float32)
+    box = torch.tensor([[0.2 * s, 0.15 * s, 0.55 * s, 0.5 * s]])
+    return [
+        ("one point", dict(points=(pts[:, :1], torch.tensor([[1]])))),
+        ("points", dict(points=(pts, torch.tensor([[1, 1, 0]])))),
+        ("box", dict(boxes=box)),
+        ("points + box", dict(points=(pts[:, :2], torch.tensor([[1, 0]])), boxes=box)),
+    ]
+
+
+def agreement(a, b) -> float:
+    return float((np.asarray(a) > 0).__eq__(np.asarray(b) > 0).mean())
+
+
+@pytest.mark.parametrize("which", ["vit_b", "demo"])
+@pytest.mark.parametrize("multimask", [True, False])
+def test_cached_decoder_equals_the_plain_decoder(request, which, multimask):
+    model, feats = request.getfixturevalue(which)
+    dec = CachedDecoder(model)
+    assert CachedDecoder.supports(model)
+    cache = dec.prepare(feats)
+    for name, kw in model_frame_prompts(model.img_size):
+        with torch.inference_mode():
+            want, want_iou = model.decode(feats[None], multimask=multimask, **kw)
+            sparse, _ = model.prompt_encoder(kw.get("points"), kw.get("boxes"), None)
+            got, got_iou = dec.decode(cache, sparse, multimask=multimask)
+        assert got.shape == want.shape == (1, 3 if multimask else 1, *want.shape[-2:]), name
+        assert agreement(got, want) >= MASK_AGREEMENT, name
+        assert float((got_iou - want_iou).abs().max()) <= IOU_TOL, name
+        scale = float(want.abs().max())
+        assert float((got - want).abs().max()) <= 1e-4 * scale, name
+
+
+def embedding_for(model, feats, size):
+    spec = ResizeSpec.for_image(size, model.img_size)
+    return ImageEmbedding(feats, size, spec.input_size, model.model_id)
+
+
+def pixel_prompts(size):
+    h, w = size
+    pts = [[0.4 * h, 0.6 * w], [0.2 * h, 0.3 * w]]
+    box = [0.1 * h, 0.2 * w, 0.5 * h, 0.7 * w]
+    return [
+        dict(points=pts[:1], labels=[1]),
+        dict(points=pts, labels=[1, 0]),
+        dict(box=box),
+        dict(points=pts[:1], labels=[1], box=box, multimask=False),
+    ]
+
+
+def counting(monkeypatch):
+    calls = {"prepare": 0, "decode": 0}
+    for name in calls:
+        orig = getattr(CachedDecoder, name)
+
+        def wrapper(self, *a, _orig=orig, _name=name, **kw):
+            calls[_name] += 1
+            return _orig(self, *a, **kw)
+
+        monkeypatch.setattr(CachedDecoder, name, wrapper)
+    return calls
+
+
+@pytest.mark.parametrize("size", [(512, 512), (300, 450)])
+def test_predictor_clicks_equal_the_plain_decoder(vit_b, monkeypatch, size):
+    """Points, boxes, points + box and mask prompts; the cache is made on the second decode of
+    an embedding, once, and a mask prompt runs the plain decoder."""
+    model, feats = vit_b
+    calls = counting(monkeypatch)
+    fast = ns.Predictor(model, device="cpu", precision="fp32")
+    plain = ns.Predictor(model, device="cpu", precision="fp32", cached_decoder=False)
+    assert fast.cached_decoder and not plain.cached_decoder
+    emb = embedding_for(model, feats, size)
+    fast.set_embedding(emb)
+    plain.set_embedding(emb)
+    for kw in pixel_prompts(size):
+        m, s, lg = fast.predict(**kw)
+        m0, s0, lg0 = plain.predict(**kw)
+        assert m.shape == m0.shape and m.dtype == bool
+        assert float((m == m0).mean()) >= MASK_AGREEMENT, kw
+        assert float(np.abs(s - s0).max()) <= IOU_TOL, kw
+        mm, ms, _ = fast.predict(**kw, mask_input=lg[0])
+        pm, ps, _ = plain.predict(**kw, mask_input=lg[0])
+        assert float((mm == pm).mean()) >= MASK_AGREEMENT, kw
+        assert float(np.abs(ms - ps).max()) <= IOU_TOL, kw
+    # the first click ran the plain decoder; the three others the cached one, one cache
+    assert calls == {"prepare": 1, "decode": 3}
+
+
+def test_a_new_embedding_is_not_decoded_with_the_old_cache(vit_b, monkeypatch):
+    model, feats = vit_b
+    calls = counting(monkeypatch)
+    fast = ns.Predictor(model, device="cpu", precision="fp32")
+    plain = ns.Predictor(model, device="cpu", precision="fp32", cached_decoder=False)
+    other = torch.randn(feats.shape, generator=torch.Generator().manual_seed(9))
+    kw = dict(points=[[200, 300]], labels=[1])
+    for f in (feats, feats.clone(), other):
+        emb = embedding_for(model, f, (512, 512))
+        fast.set_embedding(emb)
+        plain.set_embedding(emb)
+        want = plain.predict(**kw)
+        for _ in range(2):
+            got = fast.predict(**kw)
+            assert float((got[0] == want[0]).mean()) >= MASK_AGREEMENT
+            assert float(np.abs(got[1] - want[1]).max()) <= IOU_TOL
+    # a copy of the same features (an embedding read again from a store) reuses the cache
+    assert calls == {"prepare": 2, "decode": 4}
+
+
+def test_escape_hatch_and_batches_use_the_plain_decoder(vit_b, monkeypatch):
+    model, feats = vit_b
+    calls = counting(monkeypatch)
+    emb = embedding_for(model, feats, (512, 512))
+    plain = ns.Predictor(model, device="cpu", precision="fp32", cached_decoder=False)
+    plain.set_embedding(emb)
+    for _ in range(3):
+        plain.predict(points=[[100, 100]], labels=[1])
+    fast = ns.Predictor(model, device="cpu", precision="fp32")
+    for _ in range(3):  # two prompts in one call: the batched plain decoder
+        out = fast.predict_batch(emb, points=[[[100, 100]], [[300, 200]]], labels=[[1], [1]])
+    assert out.masks.shape == (2, 3, 512, 512)
+    assert calls == {"prepare": 0, "decode": 0}
+
+
+def test_default_precision_clicks_equal_fp32(demo, monkeypatch):
+    """The cached decoder computes in float32 at any precision (here bf16 on the CPU)."""
+    model, feats = demo
+    calls = counting(monkeypatch)
+    fast = ns.Predictor(model, device="cpu", precision="bf16")
+    plain = ns.Predictor(model, device="cpu", precision="fp32", cached_decoder=False)
+    emb = embedding_for(model, feats, (200, 240))
+    fast.set_embedding(emb)
+    plain.set_embedding(emb)
+    for kw in pixel_prompts((200, 240)):
+        fast.predict(**kw)
+        m, s, _ = fast.predict(**kw)
+        m0, s0, _ = plain.predict(**kw)
+        assert float((m == m0).mean()) >= MASK_AGREEMENT and float(np.abs(s - s0).max()) <= IOU_TOL
+    assert calls == {"prepare": 1, "decode": 7}  # all but the very first decode
+
+
+def test_one_pass_upsampling_equals_the_two_passes_where_it_is_used():
+    lg = torch.randn(3, 256, 256, generator=torch.Generator().manual_seed(0))
+    half = ImageEmbedding(torch.zeros(1), (512, 512), (1024, 1024), "m")
+    one = upsample_click_logits(lg, half, 1024)
+    two = upsample_logits(lg, half, 1024)
+    assert one.shape == two.shape == (3, 512, 512)
+    assert float((one - two).abs().max()) <= 1e-5
+    for original, input_size in [((300, 450), (683, 1024)), ((1024, 1024), (1024, 1024)),
+                                 ((256, 256), (1024, 1024)), ((512, 256), (1024, 512))]:
+        emb = ImageEmbedding(torch.zeros(1), original, input_size, "m")
+        assert upsample_click_logits(lg, emb, 1024) is None, original
+
+
+def test_supports_refuses_a_decoder_it_cannot_cache(vit_b):
+    model, _ = vit_b
+    assert CachedDecoder.supports(model)
+    assert not CachedDecoder.supports(torch.nn.Linear(2, 2))
+    half = build_sam(SamConfig(**TINY_VIT))
+    half.mask_decoder.to(torch.bfloat16)
+    assert not CachedDecoder.supports(half)
+    pred = ns.Predictor(half, device="cpu", precision="fp32")
+    assert pred.cached_decoder is False
