@@ -201,13 +201,17 @@ class GridDecoder:
         w2 = up[3].weight  # (D4, D8, 2, 2)
         d8 = w2.shape[1]
         rank = sum(ly.cross_attn_image_to_token.num_heads for ly in self.tf.layers)
+        # the first layer's image tokens are the same for every prompt (no per-pixel scale):
+        # its keys and queries in one tensor, one product instead of two
+        layers[0]["t2i"]["k12"] = layers[0]["t2i"]["k1"] + layers[0]["t2i"]["k2"]
+        layers[0]["q12"] = layers[0]["q1"] + layers[0]["q2"]
         cd = self._compute_dtype()
         if cd != torch.float32:  # the per-pixel tensors the token path multiplies with
             for st in [*layers, {"t2i": final}]:
-                for kv in [st["t2i"]]:
-                    kv.update({k: kv[k].to(cd) for k in ("k1", "k2", "v1")})
+                kv = st["t2i"]
+                kv.update({k: v.to(cd) for k, v in kv.items() if k in ("k1", "k2", "k12", "v1")})
                 if "q1" in st:
-                    st.update({k: st[k].to(cd) for k in ("q1", "q2")})
+                    st.update({k: v.to(cd) for k, v in st.items() if k in ("q1", "q2", "q12")})
                     st["sx"] = [x.to(cd) for x in st["sx"]]
                     st["sxc"] = [x.to(cd) for x in st["sxc"]]
         return {
@@ -319,6 +323,11 @@ class GridDecoder:
         cd = st["k1"].dtype
         qs = qh.permute(2, 0, 1, 3).reshape(h, n * t, d).to(cd)
         alpha, r = state["alpha_c"], state["r"]
+        if r == 0 and alpha is None and "k12" in st:  # first layer: no per-prompt part
+            p = torch.softmax(torch.bmm(qs, st["k12"]), dim=-1)
+            o = torch.bmm(p, st["v1"]).view(h, n, t, d).float()
+            out = o.permute(1, 2, 0, 3).reshape(n, t, di) + st["v2"]
+            return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
         s = torch.bmm(qs, st["k1"])  # (h, n*t, hw)
         s4 = s.view(h, n, t, hw)
         if r:
@@ -355,7 +364,8 @@ class GridDecoder:
         cd = st["q1"].dtype
         kk = khd.permute(2, 0, 1, 3).reshape(h, n * t, d).to(cd)
         alpha, r, lt, rm = state["alpha_c"], state["r"], state["lt"], state["rm"]
-        s = torch.bmm(kk, st["q1"])  # (h, n*t, hw)
+        first = r == 0 and alpha is None and "q12" in st  # no per-prompt part: one product
+        s = torch.bmm(kk, st["q12"] if first else st["q1"])  # (h, n*t, hw)
         s4 = s.view(h, n, t, hw)
         if r:
             qq = (rm[:, :r].to(cd) @ attn.q_proj.weight.T.to(cd)).view(n, r, h, d)
@@ -363,7 +373,8 @@ class GridDecoder:
             s4 += torch.bmm(w3, lt[:, :r]).view(n, h, t, hw).permute(1, 0, 2, 3)
         if alpha is not None:
             s4 *= alpha[None, :, None, :]
-        s.baddbmm_(kk, st["q2"])
+        if not first:
+            s.baddbmm_(kk, st["q2"])
         a = torch.softmax(s4, dim=2)  # over the tokens, (h, n, t, hw)
         r1 = r + h * t
         dst = lt[:, r:r1].view(n, h, t, hw)
