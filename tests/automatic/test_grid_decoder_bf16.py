@@ -2,8 +2,8 @@
 and the per-process cache of upsampling geometries.
 
 bf16 changes rounding, not results: on the demo model's grid the predicted IoUs stay within
-0.03 of float32, the masks that pass the IoU filter overlap the float32 masks at IoU >= 0.97 (median
->= 0.99), and segment everything
+0.03 of float32, the masks that pass the IoU filter overlap the float32 masks at IoU >= 0.97
+(median >= 0.99), and segment everything
 finds the same objects (F1@0.5 against the ground truth no lower than with float32).
 """
 

@@ -15,7 +15,6 @@ from napari_sam.automatic.grid_decoder import GridDecoder, grid_precision
 from napari_sam.automatic.params import AutomaticParams
 from napari_sam.automatic.statistics import UpsamplingGeometry, mask_statistics
 
-
 #: Upsampling geometries built in this process, by sizes and device (see
 #: :func:`cached_geometry`); building one took 0.02-0.07 s, as long as decoding a 128 px
 #: slice's grid.

@@ -1,5 +1,6 @@
 """The grid decoder: SAM's mask decoder rewritten for many single-point prompts on one image
-(:class:`GridDecoder`), exact up to float rounding, with its precision settings for CUDA."""
+(:class:`GridDecoder`), exact up to float rounding, with its precision settings (TF32 on
+CUDA, bfloat16 on CPUs where the predictor runs bfloat16)."""
 
 from __future__ import annotations
 
@@ -34,8 +35,10 @@ def _tf32_matmuls():
 
 
 def grid_precision(device: torch.device, dtype: torch.dtype) -> str:
-    """GridDecoder precision for a predictor's device and compute dtype: float32 on the CPU
-    and for ``precision="fp32"``; :data:`GRID_PRECISION_CUDA` for reduced precision on CUDA."""
+    """GridDecoder precision for a predictor's device and compute dtype: float32 for
+    ``precision="fp32"``; "bf16" on the CPU when the predictor runs bfloat16 (what
+    ``precision="auto"`` picks on CPUs with native bfloat16); :data:`GRID_PRECISION_CUDA` for
+    reduced precision on CUDA; float32 elsewhere (MPS, fp16 on the CPU)."""
     if dtype == torch.float32:
         return "fp32"
     if device.type == "cpu" and dtype == torch.bfloat16:
@@ -70,10 +73,16 @@ class GridDecoder:
     >>> logits = dec.masks(shared, state, index)           # (n, 3, 4E, 4E) for chosen prompts
 
     ``precision``: "fp32" exact float32; "tf32" float32 storage with TF32 matrix products on
-    CUDA (float32 on the CPU). Logits are float32 either way. ``segment_everything`` uses
-    float32 on the CPU and, for ``precision="auto"`` on a GPU, :data:`GRID_PRECISION_CUDA`
-    (see :func:`grid_precision`). On CUDA, where Triton is installed, the upscaling head's
-    add, scale, layer norm and GELU run as one fused kernel (:mod:`napari_sam.kernels`;
+    CUDA (float32 on the CPU); "bf16" the per-pixel tensors of the token path (attention
+    scores, the low-rank factors ``Lt``) and all matrix products in bfloat16, with the
+    layer-norm statistics, softmax sums, token vectors and ``R`` kept in float32 (about 1.5x
+    faster than float32 on an AVX-512 BF16 CPU; masks at IoU >= 0.97 with the float32 ones,
+    see docs/benchmarks.md, "Segment everything at 256 px on one core"). Logits are float32
+    in every case. ``segment_everything`` follows the predictor (see :func:`grid_precision`):
+    "bf16" on a CPU where it runs bfloat16 (``precision="auto"`` on a CPU with native
+    bfloat16), :data:`GRID_PRECISION_CUDA` for reduced precision on a GPU, else float32. On
+    CUDA, where Triton is installed, the upscaling head's add, scale, layer norm and GELU run
+    as one fused kernel (:mod:`napari_sam.kernels`;
     ``fused_head``).
     """
 
@@ -133,8 +142,8 @@ class GridDecoder:
         self.dec = model.mask_decoder
         self.tf = self.dec.transformer
         self.num_mask_tokens = int(self.dec.num_mask_tokens)
-        # prompts per token-path step (CPU default: 16384 image tokens per step, i.e. 4 prompts
-        # for a 64 x 64 embedding; GPU: 2**20, 256 prompts)
+        # prompts per token-path step (CPU default: 16384 image tokens per step in float32,
+        # i.e. 4 prompts for a 64 x 64 embedding, 32768 in bfloat16; GPU: 2**20, 256 prompts)
         self.chunk = None if chunk is None else int(chunk)
 
     def _math(self, dev: torch.device):
@@ -206,14 +215,7 @@ class GridDecoder:
         layers[0]["t2i"]["k12"] = layers[0]["t2i"]["k1"] + layers[0]["t2i"]["k2"]
         layers[0]["q12"] = layers[0]["q1"] + layers[0]["q2"]
         cd = self._compute_dtype()
-        if cd != torch.float32:  # the per-pixel tensors the token path multiplies with
-            for st in [*layers, {"t2i": final}]:
-                kv = st["t2i"]
-                kv.update({k: v.to(cd) for k, v in kv.items() if k in ("k1", "k2", "k12", "v1")})
-                if "q1" in st:
-                    st.update({k: v.to(cd) for k, v in st.items() if k in ("q1", "q2", "q12")})
-                    st["sx"] = [x.to(cd) for x in st["sx"]]
-                    st["sxc"] = [x.to(cd) for x in st["sxc"]]
+        _cast_per_pixel(layers, final, cd)
         return {
             "layers": layers,
             "final": final,
@@ -251,7 +253,9 @@ class GridDecoder:
         """
         dev = self.dec.iou_token.weight.device
         pts = torch.as_tensor(points_xy, device=dev).float()
-        step = self.chunk or max(1, (16384 if dev.type == "cpu" else 2**20) // shared["hw"])
+        # CPU: 16384 image tokens per step in float32, 32768 in bfloat16 (the same bytes)
+        per_step = 2**20 if dev.type != "cpu" else 16384 * (4 // shared["dtype"].itemsize)
+        step = self.chunk or max(1, per_step // shared["hw"])
         with self._math(dev):
             first = self._tokens(shared, pts[:step])
             if len(pts) <= step:
@@ -507,6 +511,20 @@ class GridDecoder:
         # from the second transposed convolution; output pixel (4 iy + 2 a + a2, 4 ix + 2 b + b2)
         m = out.view(n, c, e, e, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
         return m.reshape(n, c, 4 * e, 4 * e)
+
+
+def _cast_per_pixel(layers: list[dict], final: dict, dtype: torch.dtype) -> None:
+    """Cast, in place, the shared per-pixel tensors of :meth:`GridDecoder.prepare` that the
+    token path multiplies with (keys, queries, values, the layer-norm products) to ``dtype``."""
+    if dtype == torch.float32:
+        return
+    for st in [*layers, {"t2i": final}]:
+        kv = st["t2i"]
+        kv.update({k: v.to(dtype) for k, v in kv.items() if k in ("k1", "k2", "k12", "v1")})
+        if "q1" in st:
+            st.update({k: v.to(dtype) for k, v in st.items() if k in ("q1", "q2", "q12")})
+            st["sx"] = [x.to(dtype) for x in st["sx"]]
+            st["sxc"] = [x.to(dtype) for x in st["sxc"]]
 
 
 @dataclass
