@@ -288,7 +288,8 @@ class GridDecoder:
         cd = shared["dtype"]
         lt = torch.empty(n, r_max, hw, device=dev, dtype=cd) if lt_out is None else lt_out
         rm = torch.empty(n, r_max, dm, device=dev) if rm_out is None else rm_out
-        state = {"alpha": None, "alpha_c": None, "r": 0, "lt": lt, "rm": rm, "vt": []}
+        state = {"alpha": None, "alpha_c": None, "r": 0, "lt": lt, "rm": rm, "vt": [],
+                 "rows": None}
         qpe = tokens
         queries = tokens
         for layer, st in zip(self.tf.layers, shared["layers"]):
@@ -335,7 +336,7 @@ class GridDecoder:
         s = torch.bmm(qs, st["k1"])  # (h, n*t, hw)
         s4 = s.view(h, n, t, hw)
         if r:
-            lt, rm = state["lt"][:, :r], state["rm"][:, :r]
+            lt, rm = _lt_rows(state, r), state["rm"][:, :r]
             qk = (rm.to(cd) @ attn.k_proj.weight.T.to(cd)).view(n, r, h, d)
             g = torch.einsum("nthd,nrhd->nhtr", qh.to(cd), qk).reshape(n, h * t, r)
             s4 += torch.bmm(g, lt).view(n, h, t, hw).permute(1, 0, 2, 3)
@@ -374,7 +375,7 @@ class GridDecoder:
         if r:
             qq = (rm[:, :r].to(cd) @ attn.q_proj.weight.T.to(cd)).view(n, r, h, d)
             w3 = torch.einsum("nrhd,nthd->nhtr", qq, khd.to(cd)).reshape(n, h * t, r)
-            s4 += torch.bmm(w3, lt[:, :r]).view(n, h, t, hw).permute(1, 0, 2, 3)
+            s4 += torch.bmm(w3, _lt_rows(state, r)).view(n, h, t, hw).permute(1, 0, 2, 3)
         if alpha is not None:
             s4 *= alpha[None, :, None, :]
         if not first:
@@ -397,11 +398,12 @@ class GridDecoder:
         alpha = state["alpha"]
         lt[:, r1] = 1.0 if alpha is None else 1.0 / alpha
         norm = st["norm"]
-        ltr, rr = lt[:, : r1 + 1], rm[:, :r1]
-        rc = F.pad(rr - rr.mean(-1, keepdim=True), (0, 0, 0, 1))  # (n, r1 + 1, D), last row 0
+        ltr, rr = _lt_rows(state, r1 + 1), rm[:, :r1]
+        rc = rr - rr.mean(-1, keepdim=True)  # (n, r1, D)
         # m = 2 * (R @ shc.T) from the shared per-head products (shc rows are centred)
         state["vt"].append(vt.view(n, t, h, d))
-        m = torch.bmm((rc @ rc.transpose(1, 2)).to(cd), ltr)  # (n, r1 + 1, hw)
+        rr_ext = F.pad(rc @ rc.transpose(1, 2), (0, 1, 0, 1))  # (n, r1 + 1, r1 + 1), last 0
+        m = torch.bmm(rr_ext.to(cd), ltr)  # (n, r1 + 1, hw)
         row = 0
         for i, (vtb, sx) in enumerate(zip(state["vt"], st["sx"])):
             hb = sx.shape[0]
@@ -412,9 +414,9 @@ class GridDecoder:
             if i < len(st["sxc"]):
                 m[:, row] += 2 * st["sxc"][i]
                 row += 1
-        # float32 sums (bfloat16 products of ``precision="bf16"`` summed in float32)
-        quad = m.mul_(ltr).sum(1).float() if cd != torch.float32 else m.mul_(ltr).sum(1)
-        lin = torch.bmm((rc @ st["cc"])[:, None, :].to(cd), ltr)[:, 0].float()  # (n, hw)
+        # (bfloat16 products of ``precision="bf16"`` are summed with float32 accumulation)
+        quad = m.mul_(ltr).sum(1).float()  # (n, hw)
+        lin = torch.bmm(F.pad(rc @ st["cc"], (0, 1))[:, None, :].to(cd), ltr)[:, 0].float()
         if alpha is None:
             var = st["shc_n2"] + quad + 2 * (st["shc_cc"] + lin) + st["cc_n2"]
         else:
@@ -422,7 +424,7 @@ class GridDecoder:
             var += st["cc_n2"]
         rstd = torch.rsqrt(var.div_(dm).clamp_min_(0) + norm.eps)  # (n, hw)
         g = norm.weight
-        rm[:, :r1] = rc[:, :r1] * g
+        rm[:, :r1] = rc * g
         rm[:, r1] = st["cc"] * g
         state["alpha"] = rstd if alpha is None else rstd * alpha
         state["alpha_c"] = state["alpha"].to(cd)
@@ -511,6 +513,20 @@ class GridDecoder:
         # from the second transposed convolution; output pixel (4 iy + 2 a + a2, 4 ix + 2 b + b2)
         m = out.view(n, c, e, e, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
         return m.reshape(n, c, 4 * e, 4 * e)
+
+
+def _lt_rows(state: dict, r: int) -> torch.Tensor:
+    """The first ``r`` rows of the low-rank factors ``state["lt"]`` (n, r_max, HW), rows that
+    are final when asked for. A slice in float32; in bfloat16, whose matrix products copy a
+    slice that is not contiguous on every call, one contiguous copy per ``r``, kept in
+    ``state["rows"]``."""
+    lt = state["lt"]
+    if r == lt.shape[1] or lt.dtype == torch.float32:
+        return lt[:, :r]
+    rows = state["rows"]
+    if rows is None or rows.shape[1] != r:
+        rows = state["rows"] = lt[:, :r].contiguous()
+    return rows
 
 
 def _cast_per_pixel(layers: list[dict], final: dict, dtype: torch.dtype) -> None:
