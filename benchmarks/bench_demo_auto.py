@@ -45,6 +45,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=256, help="slice side in pixels (256)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1)")
+    ap.add_argument("--seeds", default="10000,10001",
+                    help="comma-separated scene seeds per domain (10000,10001)")
     ap.add_argument("--baseline-decoder", metavar="FILE",
                     help="a grid_decoder.py of another version: time the defaults with its "
                          "GridDecoder and with the current one, interleaved, in this run")
@@ -54,7 +56,8 @@ def main() -> None:
     model = ns.load_model("demo")
     gens = {"nuclei": syn.nuclei_2d, "cells": syn.cells_membrane_2d,
             "em": syn.em_organelles_2d, "xray": syn.xray_2d, "underwater": syn.underwater_rgb}
-    scenes = {k: [g((side, side), seed=s) for s in (10000, 10001)] for k, g in gens.items()}
+    seeds = [int(v) for v in args.seeds.split(",")]
+    scenes = {k: [g((side, side), seed=s) for s in seeds] for k, g in gens.items()}
     ns.segment_everything(scenes["nuclei"][0].image, model, device="cpu")  # warm-up
     print(f"machine: {cpu_name()}, {args.threads} thread(s); load before {os.getloadavg()}")
     times = {}
