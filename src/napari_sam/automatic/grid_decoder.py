@@ -462,9 +462,9 @@ class GridDecoder:
         return torch.bfloat16 if self.precision == "bf16" else torch.float32
 
     def _bf16_head(self, dev: torch.device) -> bool:
-        """Whether the upscaling head's matrix products run in bfloat16 (``precision="bf16"``
-        on the CPU)."""
-        return self.precision == "bf16" and dev.type == "cpu"
+        """Whether the upscaling head's matrix products run in bfloat16 (``precision="bf16"``,
+        on any device: the token path's factors are bfloat16 then)."""
+        return self.precision == "bf16"
 
     def _masks(self, shared, state, index):
         up = self.dec.output_upscaling
