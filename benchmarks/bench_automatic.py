@@ -179,16 +179,17 @@ def worker_ours(args) -> dict:
         (f"ours_all_{g}", 1.0, g) for g in args.grid
     ]
     for name, nms, grid in runs:
-        # "fp32": exact float32; otherwise what precision="auto" runs on a GPU with
-        # GRID_PRECISION_CUDA set to that value (the embedding is float32 either way);
-        # ":eager" without the fused Triton kernel of the upscaling head
+        # "fp32": exact float32; "bf16": precision="bf16" (the grid decoder's bfloat16 path,
+        # what precision="auto" runs on a CPU with native bf16); "tf32": what
+        # precision="auto" runs on a GPU with GRID_PRECISION_CUDA set to it (the embedding is
+        # float32 either way); ":eager" without the fused Triton kernel of the upscaling head
         prec, _, eager = grid.partition(":")
-        if prec != "fp32":
+        if prec == "tf32":
             grid_decoder.GRID_PRECISION_CUDA = prec
         grid_decoder.GRID_FUSED_HEAD_CUDA = not eager
         kwargs = dict(
             device=dev,
-            precision="fp32" if prec == "fp32" else "auto",
+            precision={"fp32": "fp32", "bf16": "bf16"}.get(prec, "auto"),
             points_per_side=args.points_per_side,
             points_per_batch=args.points_per_batch,
             pred_iou_thresh=args.pred_iou_thresh,
@@ -263,8 +264,9 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="16 x 16 points")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (both generators run there)")
     ap.add_argument("--grid-precision", default="fp32",
-                    help="ours: comma-separated GridDecoder precisions to time (fp32, tf32; tf32 "
-                         "applies on CUDA only, where precision='auto' uses it); "
+                    help="ours: comma-separated GridDecoder precisions to time (fp32, bf16, "
+                         "tf32; tf32 applies on CUDA only, where precision='auto' uses it; "
+                         "bf16 is what precision='auto' uses on a CPU with native bf16); "
                          "a suffix ':eager' turns off the fused Triton head (CUDA)")
     ap.add_argument("--worker", choices=["meta", "ours"], help=argparse.SUPPRESS)
     ap.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -272,9 +274,9 @@ def main(argv=None) -> None:
     if args.quick:
         args.points_per_side = 16
     args.grid = [g.strip() for g in args.grid_precision.split(",") if g.strip()]
-    bad = [g for g in args.grid if g.removesuffix(":eager") not in ("fp32", "tf32")]
+    bad = [g for g in args.grid if g.removesuffix(":eager") not in ("fp32", "bf16", "tf32")]
     if bad or not args.grid:
-        ap.error(f"--grid-precision takes fp32 and tf32 (each optionally with ':eager'), "
+        ap.error(f"--grid-precision takes fp32, bf16 and tf32 (each optionally with ':eager'), "
                  f"not {args.grid_precision!r}")
     torch.set_num_threads(args.threads)
     if args.worker:

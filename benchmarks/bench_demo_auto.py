@@ -9,6 +9,12 @@ domain. The issue's target: <= 1 s per 256 x 256 slice on one idle core.
     python benchmarks/bench_demo_auto.py --size 128 --threads 2
     git show REV:src/napari_sam/automatic/grid_decoder.py > /tmp/gd.py
     python benchmarks/bench_demo_auto.py --baseline-decoder /tmp/gd.py   # defaults, both decoders
+
+With ``--baseline-decoder`` the defaults also run with another version's GridDecoder,
+alternating per slice, and both print their time and F1@0.5 per domain (#22: the decoder
+before the bf16 path, ``git show 0c8b474:src/napari_sam/automatic/grid_decoder.py``).
+CPU time (``time.process_time``) is printed beside wall time: on a shared machine it is the
+steadier of the two.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=256, help="slice side in pixels (256)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1)")
+    ap.add_argument("--seeds", default="10000,10001",
+                    help="comma-separated scene seeds per domain (10000,10001)")
     ap.add_argument("--baseline-decoder", metavar="FILE",
                     help="a grid_decoder.py of another version: time the defaults with its "
                          "GridDecoder and with the current one, interleaved, in this run")
@@ -48,7 +56,8 @@ def main() -> None:
     model = ns.load_model("demo")
     gens = {"nuclei": syn.nuclei_2d, "cells": syn.cells_membrane_2d,
             "em": syn.em_organelles_2d, "xray": syn.xray_2d, "underwater": syn.underwater_rgb}
-    scenes = {k: [g((side, side), seed=s) for s in (10000, 10001)] for k, g in gens.items()}
+    seeds = [int(v) for v in args.seeds.split(",")]
+    scenes = {k: [g((side, side), seed=s) for s in seeds] for k, g in gens.items()}
     ns.segment_everything(scenes["nuclei"][0].image, model, device="cpu")  # warm-up
     print(f"machine: {cpu_name()}, {args.threads} thread(s); load before {os.getloadavg()}")
     times = {}
@@ -72,8 +81,9 @@ def main() -> None:
 
 
 def compare_decoders(model, scenes, path: str, side: int) -> None:
-    """Time the defaults with the GridDecoder of ``path`` and the current one, alternating
-    per slice, and check that both give the same labels."""
+    """Time the defaults with the GridDecoder of ``path`` (at the precision it supports:
+    float32 on the CPU before #22) and the current one, alternating per slice, and print
+    both F1@0.5 per domain and how many label images are identical."""
     import importlib.util
 
     import napari_sam as ns
@@ -82,24 +92,40 @@ def compare_decoders(model, scenes, path: str, side: int) -> None:
     spec = importlib.util.spec_from_file_location("baseline_grid_decoder", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    decoders = {"baseline": mod.GridDecoder, "current": crops.GridDecoder}
+    current = (crops.GridDecoder, crops.grid_precision)
+
+    def baseline_precision(device, dtype):
+        p = current[1](device, dtype)
+        return p if p in mod.GridDecoder.PRECISIONS else "fp32"
+
+    decoders = {"baseline": (mod.GridDecoder, baseline_precision), "current": current}
     spent = {k: [] for k in decoders}
-    same = True
+    cpu = {k: [] for k in decoders}
+    f1s = {k: {d: [] for d in scenes} for k in decoders}
+    same = 0
     try:
-        for samples in scenes.values():
+        for domain, samples in scenes.items():
             for s in samples:
                 labels = []
-                for name, cls in decoders.items():
-                    crops.GridDecoder = cls
-                    t = time.perf_counter()
-                    labels.append(ns.segment_everything(s.image, model, device="cpu").labels)
+                for name, (cls, prec) in decoders.items():
+                    crops.GridDecoder, crops.grid_precision = cls, prec
+                    t, c = time.perf_counter(), time.process_time()
+                    res = ns.segment_everything(s.image, model, device="cpu")
                     spent[name].append(time.perf_counter() - t)
-                same &= bool(np.array_equal(*labels))
+                    cpu[name].append(time.process_time() - c)
+                    f1s[name][domain].append(f1_at(s.labels, res.labels))
+                    labels.append(res.labels)
+                same += bool(np.array_equal(*labels))
     finally:
-        crops.GridDecoder = decoders["current"]
+        crops.GridDecoder, crops.grid_precision = current
+    for name in decoders:
+        f1 = " | ".join(f"{d} {np.mean(v):.3f}" for d, v in f1s[name].items())
+        print(f"defaults, {name} decoder: median {np.median(spent[name]):.2f} s wall, "
+              f"{np.median(cpu[name]):.2f} s CPU per {side} x {side} slice; F1@0.5 {f1}")
     a, b = (float(np.median(v)) for v in spent.values())
-    print(f"defaults, baseline decoder {a:.2f} s, current {b:.2f} s per {side} x {side} slice "
-          f"({a / b:.2f}x); same labels: {same}; load {os.getloadavg()[0]:.2f}")
+    n = sum(len(v) for v in scenes.values())
+    print(f"speed-up {a / b:.2f}x (wall); identical label images: {same}/{n}; "
+          f"load {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

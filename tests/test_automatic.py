@@ -227,15 +227,16 @@ def test_grid_decoder_precision_is_checked_and_tf32_is_float32_on_the_cpu():
         out[prec] = dec.masks(shared, dec.tokens(shared, pts), torch.arange(5))
         assert out[prec].dtype == torch.float32
     torch.testing.assert_close(out["tf32"], out["fp32"], rtol=0, atol=0)
-    with pytest.raises(ValueError, match="fp32, tf32, not 'bf16'"):
-        GridDecoder(sam, precision="bf16")
+    with pytest.raises(ValueError, match="fp32, tf32, bf16, not 'fp16'"):
+        GridDecoder(sam, precision="fp16")
 
 
 def test_grid_precision_follows_device_and_dtype():
     from napari_sam.automatic import GRID_PRECISION_CUDA, grid_precision
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert grid_precision(cpu, torch.bfloat16) == "fp32"
+    assert grid_precision(cpu, torch.bfloat16) == "bf16"  # what the predictor runs there
+    assert grid_precision(cpu, torch.float32) == "fp32"
     assert grid_precision(cuda, torch.float32) == "fp32"
     assert grid_precision(cuda, torch.bfloat16) == GRID_PRECISION_CUDA
     assert GRID_PRECISION_CUDA in GridDecoder.PRECISIONS

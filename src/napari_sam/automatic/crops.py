@@ -15,6 +15,25 @@ from napari_sam.automatic.grid_decoder import GridDecoder, grid_precision
 from napari_sam.automatic.params import AutomaticParams
 from napari_sam.automatic.statistics import UpsamplingGeometry, mask_statistics
 
+#: Upsampling geometries built in this process, by sizes and device (see
+#: :func:`cached_geometry`); building one took 0.02-0.07 s, as long as decoding a 128 px
+#: slice's grid.
+_GEOMETRIES: dict[tuple, UpsamplingGeometry] = {}
+_GEOMETRIES_MAX = 32
+
+
+def cached_geometry(n_low: int, img_size: int, input_size, out_size, device) -> UpsamplingGeometry:
+    """The :class:`UpsamplingGeometry` of these sizes on ``device``, built once per process
+    (at most :data:`_GEOMETRIES_MAX` kept; the oldest goes first)."""
+    key = (int(n_low), int(img_size), tuple(input_size), tuple(out_size), str(device))
+    geom = _GEOMETRIES.get(key)
+    if geom is None:
+        geom = UpsamplingGeometry(n_low, img_size, input_size, out_size, device)
+        if len(_GEOMETRIES) >= _GEOMETRIES_MAX:
+            _GEOMETRIES.pop(next(iter(_GEOMETRIES)))
+        _GEOMETRIES[key] = geom
+    return geom
+
 
 @dataclass
 class Candidates:
@@ -97,19 +116,13 @@ class CropEngine:
         )
         self.n_low = 4 * int(self.model.embedding_size)
         self.threshold = float(self.model.mask_threshold)
-        # every slice of a stack has the same geometry: build it once per size (building the
-        # interpolation tables took 0.07 s, as long as decoding a 128 px slice's grid)
-        self._geometries: dict[tuple, UpsamplingGeometry] = {}
         self._shared: tuple[torch.Tensor | None, dict | None] = (None, None)
 
     def geometry(self, emb) -> UpsamplingGeometry:
-        """The upsampling geometry of embedding ``emb`` (built once per size)."""
-        key = (tuple(int(v) for v in emb.input_size), tuple(int(v) for v in emb.original_size))
-        if key not in self._geometries:
-            self._geometries[key] = UpsamplingGeometry(
-                self.n_low, self.pred.img_size, *key, self.pred.device
-            )
-        return self._geometries[key]
+        """The upsampling geometry of embedding ``emb`` (built once per size and device in
+        this process: every slice of a stack, and every image of one size, shares it)."""
+        sizes = (tuple(int(v) for v in emb.input_size), tuple(int(v) for v in emb.original_size))
+        return cached_geometry(self.n_low, self.pred.img_size, *sizes, self.pred.device)
 
     def shared(self, emb) -> dict:
         """The grid decoder's prompt-independent tensors of ``emb`` (kept for the embedding

@@ -1,5 +1,6 @@
 """The grid decoder: SAM's mask decoder rewritten for many single-point prompts on one image
-(:class:`GridDecoder`), exact up to float rounding, with its precision settings for CUDA."""
+(:class:`GridDecoder`), exact up to float rounding, with its precision settings (TF32 on
+CUDA, bfloat16 on CPUs where the predictor runs bfloat16)."""
 
 from __future__ import annotations
 
@@ -34,9 +35,15 @@ def _tf32_matmuls():
 
 
 def grid_precision(device: torch.device, dtype: torch.dtype) -> str:
-    """GridDecoder precision for a predictor's device and compute dtype: float32 on the CPU
-    and for ``precision="fp32"``; :data:`GRID_PRECISION_CUDA` for reduced precision on CUDA."""
-    if device.type != "cuda" or dtype == torch.float32:
+    """GridDecoder precision for a predictor's device and compute dtype: float32 for
+    ``precision="fp32"``; "bf16" on the CPU when the predictor runs bfloat16 (what
+    ``precision="auto"`` picks on CPUs with native bfloat16); :data:`GRID_PRECISION_CUDA` for
+    reduced precision on CUDA; float32 elsewhere (MPS, fp16 on the CPU)."""
+    if dtype == torch.float32:
+        return "fp32"
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        return "bf16"
+    if device.type != "cuda":
         return "fp32"
     return GRID_PRECISION_CUDA
 
@@ -66,14 +73,20 @@ class GridDecoder:
     >>> logits = dec.masks(shared, state, index)           # (n, 3, 4E, 4E) for chosen prompts
 
     ``precision``: "fp32" exact float32; "tf32" float32 storage with TF32 matrix products on
-    CUDA (float32 on the CPU). Logits are float32 either way. ``segment_everything`` uses
-    float32 on the CPU and, for ``precision="auto"`` on a GPU, :data:`GRID_PRECISION_CUDA`
-    (see :func:`grid_precision`). On CUDA, where Triton is installed, the upscaling head's
-    add, scale, layer norm and GELU run as one fused kernel (:mod:`napari_sam.kernels`;
+    CUDA (float32 on the CPU); "bf16" the per-pixel tensors of the token path (attention
+    scores, the low-rank factors ``Lt``) and all matrix products in bfloat16, with the
+    layer-norm statistics, softmax sums, token vectors and ``R`` kept in float32 (about 1.5x
+    faster than float32 on an AVX-512 BF16 CPU; masks at IoU >= 0.97 with the float32 ones,
+    see docs/benchmarks.md, "Segment everything at 256 px on one core"). Logits are float32
+    in every case. ``segment_everything`` follows the predictor (see :func:`grid_precision`):
+    "bf16" on a CPU where it runs bfloat16 (``precision="auto"`` on a CPU with native
+    bfloat16), :data:`GRID_PRECISION_CUDA` for reduced precision on a GPU, else float32. On
+    CUDA, where Triton is installed, the upscaling head's add, scale, layer norm and GELU run
+    as one fused kernel (:mod:`napari_sam.kernels`;
     ``fused_head``).
     """
 
-    PRECISIONS = ("fp32", "tf32")
+    PRECISIONS = ("fp32", "tf32", "bf16")
 
     @staticmethod
     def supports(model) -> bool:
@@ -129,8 +142,8 @@ class GridDecoder:
         self.dec = model.mask_decoder
         self.tf = self.dec.transformer
         self.num_mask_tokens = int(self.dec.num_mask_tokens)
-        # prompts per token-path step (CPU default: 16384 image tokens per step, i.e. 4 prompts
-        # for a 64 x 64 embedding; GPU: 2**20, 256 prompts)
+        # prompts per token-path step (CPU default: 16384 image tokens per step in float32,
+        # i.e. 4 prompts for a 64 x 64 embedding, 32768 in bfloat16; GPU: 2**20, 256 prompts)
         self.chunk = None if chunk is None else int(chunk)
 
     def _math(self, dev: torch.device):
@@ -197,6 +210,12 @@ class GridDecoder:
         w2 = up[3].weight  # (D4, D8, 2, 2)
         d8 = w2.shape[1]
         rank = sum(ly.cross_attn_image_to_token.num_heads for ly in self.tf.layers)
+        # the first layer's image tokens are the same for every prompt (no per-pixel scale):
+        # its keys and queries in one tensor, one product instead of two
+        layers[0]["t2i"]["k12"] = layers[0]["t2i"]["k1"] + layers[0]["t2i"]["k2"]
+        layers[0]["q12"] = layers[0]["q1"] + layers[0]["q2"]
+        cd = self._compute_dtype()
+        _cast_per_pixel(layers, final, cd)
         return {
             "layers": layers,
             "final": final,
@@ -208,6 +227,7 @@ class GridDecoder:
             "side": int(features.shape[-1]),
             "hw": hw,
             "heads_total": rank,
+            "dtype": cd,
         }
 
     @staticmethod
@@ -233,7 +253,9 @@ class GridDecoder:
         """
         dev = self.dec.iou_token.weight.device
         pts = torch.as_tensor(points_xy, device=dev).float()
-        step = self.chunk or max(1, (16384 if dev.type == "cpu" else 2**20) // shared["hw"])
+        # CPU: 16384 image tokens per step in float32, 32768 in bfloat16 (the same bytes)
+        per_step = 2**20 if dev.type != "cpu" else 16384 * (4 // shared["dtype"].itemsize)
+        step = self.chunk or max(1, per_step // shared["hw"])
         with self._math(dev):
             first = self._tokens(shared, pts[:step])
             if len(pts) <= step:
@@ -263,9 +285,11 @@ class GridDecoder:
         hw = shared["hw"]
         r_max = sum(ly.cross_attn_image_to_token.num_heads * t + 1 for ly in self.tf.layers)
         # scaled low-rank factors, (n, r, HW) and (n, r, D)
-        lt = torch.empty(n, r_max, hw, device=dev) if lt_out is None else lt_out
+        cd = shared["dtype"]
+        lt = torch.empty(n, r_max, hw, device=dev, dtype=cd) if lt_out is None else lt_out
         rm = torch.empty(n, r_max, dm, device=dev) if rm_out is None else rm_out
-        state = {"alpha": None, "r": 0, "lt": lt, "rm": rm, "vt": []}
+        state = {"alpha": None, "alpha_c": None, "r": 0, "lt": lt, "rm": rm, "vt": [],
+                 "rows": None}
         qpe = tokens
         queries = tokens
         for layer, st in zip(self.tf.layers, shared["layers"]):
@@ -301,14 +325,20 @@ class GridDecoder:
         di = q.shape[-1]
         d = di // h
         qh = q.view(n, t, h, d) * (1.0 / math.sqrt(d))
-        qs = qh.permute(2, 0, 1, 3).reshape(h, n * t, d)
-        alpha, r = state["alpha"], state["r"]
+        cd = st["k1"].dtype
+        qs = qh.permute(2, 0, 1, 3).reshape(h, n * t, d).to(cd)
+        alpha, r = state["alpha_c"], state["r"]
+        if r == 0 and alpha is None and "k12" in st:  # first layer: no per-prompt part
+            p = torch.softmax(torch.bmm(qs, st["k12"]), dim=-1)
+            o = torch.bmm(p, st["v1"]).view(h, n, t, d).float()
+            out = o.permute(1, 2, 0, 3).reshape(n, t, di) + st["v2"]
+            return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
         s = torch.bmm(qs, st["k1"])  # (h, n*t, hw)
         s4 = s.view(h, n, t, hw)
         if r:
-            lt, rm = state["lt"][:, :r], state["rm"][:, :r]
-            qk = (rm @ attn.k_proj.weight.T).view(n, r, h, d)
-            g = torch.einsum("nthd,nrhd->nhtr", qh, qk).reshape(n, h * t, r)
+            lt, rm = _lt_rows(state, r), state["rm"][:, :r]
+            qk = (rm.to(cd) @ attn.k_proj.weight.T.to(cd)).view(n, r, h, d)
+            g = torch.einsum("nthd,nrhd->nhtr", qh.to(cd), qk).reshape(n, h * t, r)
             s4 += torch.bmm(g, lt).view(n, h, t, hw).permute(1, 0, 2, 3)
         if alpha is not None:
             s4 *= alpha[None, :, None, :]
@@ -316,12 +346,12 @@ class GridDecoder:
         p = torch.softmax(s, dim=-1)
         if alpha is not None:
             p.view(h, n, t, hw).mul_(alpha[None, :, None, :])
-        o = torch.bmm(p, st["v1"]).view(h, n, t, d)
+        o = torch.bmm(p, st["v1"]).view(h, n, t, d).float()
         if r:
             pn = p.view(h, n, t, hw).permute(1, 0, 2, 3).reshape(n, h * t, hw)
             pl = torch.bmm(pn, lt.transpose(1, 2)).view(n, h, t, r)
-            qv = (rm @ attn.v_proj.weight.T).view(n, r, h, d)
-            o = o + torch.einsum("nhtr,nrhd->hntd", pl, qv)
+            qv = (rm.to(cd) @ attn.v_proj.weight.T.to(cd)).view(n, r, h, d)
+            o = o + torch.einsum("nhtr,nrhd->hntd", pl, qv).float()
         out = o.permute(1, 2, 0, 3).reshape(n, t, di) + st["v2"]
         return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
 
@@ -336,17 +366,20 @@ class GridDecoder:
         di = kt.shape[-1]
         d = di // h
         khd = kt.view(n, t, h, d) * (1.0 / math.sqrt(d))
-        kk = khd.permute(2, 0, 1, 3).reshape(h, n * t, d)
-        alpha, r, lt, rm = state["alpha"], state["r"], state["lt"], state["rm"]
-        s = torch.bmm(kk, st["q1"])  # (h, n*t, hw)
+        cd = st["q1"].dtype
+        kk = khd.permute(2, 0, 1, 3).reshape(h, n * t, d).to(cd)
+        alpha, r, lt, rm = state["alpha_c"], state["r"], state["lt"], state["rm"]
+        first = r == 0 and alpha is None and "q12" in st  # no per-prompt part: one product
+        s = torch.bmm(kk, st["q12"] if first else st["q1"])  # (h, n*t, hw)
         s4 = s.view(h, n, t, hw)
         if r:
-            qq = (rm[:, :r] @ attn.q_proj.weight.T).view(n, r, h, d)
-            w3 = torch.einsum("nrhd,nthd->nhtr", qq, khd).reshape(n, h * t, r)
-            s4 += torch.bmm(w3, lt[:, :r]).view(n, h, t, hw).permute(1, 0, 2, 3)
+            qq = (rm[:, :r].to(cd) @ attn.q_proj.weight.T.to(cd)).view(n, r, h, d)
+            w3 = torch.einsum("nrhd,nthd->nhtr", qq, khd.to(cd)).reshape(n, h * t, r)
+            s4 += torch.bmm(w3, _lt_rows(state, r)).view(n, h, t, hw).permute(1, 0, 2, 3)
         if alpha is not None:
             s4 *= alpha[None, :, None, :]
-        s.baddbmm_(kk, st["q2"])
+        if not first:
+            s.baddbmm_(kk, st["q2"])
         a = torch.softmax(s4, dim=2)  # over the tokens, (h, n, t, hw)
         r1 = r + h * t
         dst = lt[:, r:r1].view(n, h, t, hw)
@@ -358,26 +391,32 @@ class GridDecoder:
         rm[:, r:r1] = torch.einsum(
             "nthd,ehd->nhte", vt.view(n, t, h, d), wo.view(dm, h, d)
         ).reshape(n, h * t, dm)
-        # layer norm of alpha * (shc + Lt.T R) + c_res, in closed form
+        # layer norm of alpha * (shc + Lt.T R) + c_res, in closed form. Row r1 of Lt (the
+        # constant row this layer norm adds) is written first and enters the sums below with
+        # zero weight: r1 + 1 rows are the whole of ``lt`` after the last layer, so the
+        # products read it in place, without a copy of a slice.
+        alpha = state["alpha"]
+        lt[:, r1] = 1.0 if alpha is None else 1.0 / alpha
         norm = st["norm"]
-        ltr, rr = lt[:, :r1], rm[:, :r1]
-        rc = rr - rr.mean(-1, keepdim=True)
+        ltr, rr = _lt_rows(state, r1 + 1), rm[:, :r1]
+        rc = rr - rr.mean(-1, keepdim=True)  # (n, r1, D)
         # m = 2 * (R @ shc.T) from the shared per-head products (shc rows are centred)
         state["vt"].append(vt.view(n, t, h, d))
-        m = torch.empty(n, r1, hw, device=lt.device)
+        rr_ext = F.pad(rc @ rc.transpose(1, 2), (0, 1, 0, 1))  # (n, r1 + 1, r1 + 1), last 0
+        m = torch.bmm(rr_ext.to(cd), ltr)  # (n, r1 + 1, hw)
         row = 0
         for i, (vtb, sx) in enumerate(zip(state["vt"], st["sx"])):
             hb = sx.shape[0]
-            vv = (2 * vtb).permute(2, 0, 1, 3).reshape(hb, n * t, -1)
+            vv = (2 * vtb).permute(2, 0, 1, 3).reshape(hb, n * t, -1).to(cd)
             prod = torch.bmm(vv, sx).view(hb, n, t, hw)
-            m[:, row : row + hb * t].view(n, hb, t, hw).copy_(prod.permute(1, 0, 2, 3))
+            m[:, row : row + hb * t].view(n, hb, t, hw).add_(prod.permute(1, 0, 2, 3))
             row += hb * t
             if i < len(st["sxc"]):
-                m[:, row] = 2 * st["sxc"][i]
+                m[:, row] += 2 * st["sxc"][i]
                 row += 1
-        m.baddbmm_(rc @ rc.transpose(1, 2), ltr)
-        quad = m.mul_(ltr).sum(1)  # (n, hw)
-        lin = torch.bmm((rc @ st["cc"])[:, None, :], ltr)[:, 0]  # (n, hw)
+        # (bfloat16 products of ``precision="bf16"`` are summed with float32 accumulation)
+        quad = m.mul_(ltr).sum(1).float()  # (n, hw)
+        lin = torch.bmm(F.pad(rc @ st["cc"], (0, 1))[:, None, :].to(cd), ltr)[:, 0].float()
         if alpha is None:
             var = st["shc_n2"] + quad + 2 * (st["shc_cc"] + lin) + st["cc_n2"]
         else:
@@ -385,10 +424,10 @@ class GridDecoder:
             var += st["cc_n2"]
         rstd = torch.rsqrt(var.div_(dm).clamp_min_(0) + norm.eps)  # (n, hw)
         g = norm.weight
-        lt[:, r1] = 1.0 if alpha is None else 1.0 / alpha
         rm[:, :r1] = rc * g
         rm[:, r1] = st["cc"] * g
         state["alpha"] = rstd if alpha is None else rstd * alpha
+        state["alpha_c"] = state["alpha"].to(cd)
         state["r"] = r1 + 1
 
     # ------------------------------------------------------------------ mask path
@@ -416,6 +455,17 @@ class GridDecoder:
             return False
         return kernels.fused_kernels_work(str(dev))
 
+    def _compute_dtype(self) -> torch.dtype:
+        """Storage and matrix-product dtype of the per-pixel tensors of the token path:
+        bfloat16 for ``precision="bf16"``, else float32 (layer-norm statistics, softmax
+        sums, queries and token values are float32 either way)."""
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32
+
+    def _bf16_head(self, dev: torch.device) -> bool:
+        """Whether the upscaling head's matrix products run in bfloat16 (``precision="bf16"``,
+        on any device: the token path's factors are bfloat16 then)."""
+        return self.precision == "bf16"
+
     def _masks(self, shared, state, index):
         up = self.dec.output_upscaling
         alpha, lt, rm = state.alpha[index], state.lt[index], state.rm[index]
@@ -429,7 +479,8 @@ class GridDecoder:
         ln = up[1]
         ln_w, ln_b = ln.weight, ln.bias
         out = torch.empty(n, c, hw, 16, device=lt.device)
-        fused = self._use_fused_head(lt.device) and shw.dtype == ln_w.dtype == torch.float32
+        fused = (self._use_fused_head(lt.device) and shw.dtype == ln_w.dtype == torch.float32
+                 and not self._bf16_head(lt.device))
         if fused:
             from napari_sam.kernels import affine_layernorm_gelu_
 
@@ -438,6 +489,10 @@ class GridDecoder:
         # every output pixel depends on its own embedding pixel only.
         pixels = self.pixel_tile or (1024 if lt.device.type == "cpu" else 2**18)
         tile = max(16, pixels // max(n, 1))
+        low = self._bf16_head(lt.device)
+        if low:  # the three matrix products in bfloat16 (float32 accumulation)
+            lt, rw = lt.to(torch.bfloat16), rw.to(torch.bfloat16)
+            hyper, w2f, b2 = (x.to(torch.bfloat16) for x in (hyper, w2f, b2))
         for p0 in range(0, hw, tile):
             p1 = min(p0 + tile, hw)
             k = p1 - p0
@@ -445,10 +500,11 @@ class GridDecoder:
             if fused:  # the four steps below in one pass over y
                 y = affine_layernorm_gelu_(y, shw, alpha, cw, ln_w, ln_b, ln.eps, p0)
             else:
+                y = y.float() if low else y
                 y += shw[p0:p1]
                 y = torch.addcmul(cw, alpha[:, p0:p1, None], y, out=y)
                 y = F.layer_norm(y.view(n, k * 4, d4), (d4,), ln_w, ln_b, ln.eps)
-                y = up[2](y)
+                y = up[2](y.to(torch.bfloat16) if low else y)
             z = torch.addmm(b2, y.view(-1, d4), w2f)  # (n*k*4, 4*D8)
             z = up[4](z).view(n, k * 16, d8)
             out[:, :, p0:p1] = torch.bmm(hyper, z.transpose(1, 2)).view(n, c, k, 16)
@@ -457,6 +513,34 @@ class GridDecoder:
         # from the second transposed convolution; output pixel (4 iy + 2 a + a2, 4 ix + 2 b + b2)
         m = out.view(n, c, e, e, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
         return m.reshape(n, c, 4 * e, 4 * e)
+
+
+def _lt_rows(state: dict, r: int) -> torch.Tensor:
+    """The first ``r`` rows of the low-rank factors ``state["lt"]`` (n, r_max, HW), rows that
+    are final when asked for. A slice in float32; in bfloat16, whose matrix products copy a
+    slice that is not contiguous on every call, one contiguous copy per ``r``, kept in
+    ``state["rows"]``."""
+    lt = state["lt"]
+    if r == lt.shape[1] or lt.dtype == torch.float32:
+        return lt[:, :r]
+    rows = state["rows"]
+    if rows is None or rows.shape[1] != r:
+        rows = state["rows"] = lt[:, :r].contiguous()
+    return rows
+
+
+def _cast_per_pixel(layers: list[dict], final: dict, dtype: torch.dtype) -> None:
+    """Cast, in place, the shared per-pixel tensors of :meth:`GridDecoder.prepare` that the
+    token path multiplies with (keys, queries, values, the layer-norm products) to ``dtype``."""
+    if dtype == torch.float32:
+        return
+    for st in [*layers, {"t2i": final}]:
+        kv = st["t2i"]
+        kv.update({k: v.to(dtype) for k, v in kv.items() if k in ("k1", "k2", "k12", "v1")})
+        if "q1" in st:
+            st.update({k: v.to(dtype) for k, v in st.items() if k in ("q1", "q2", "q12")})
+            st["sx"] = [x.to(dtype) for x in st["sx"]]
+            st["sxc"] = [x.to(dtype) for x in st["sxc"]]
 
 
 @dataclass

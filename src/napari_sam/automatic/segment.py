@@ -129,9 +129,11 @@ def segment_everything(
     device : str or torch.device
         See :class:`napari_sam.Predictor` (ignored for StackEmbeddings).
     precision : {"auto", "fp32", "bf16", "fp16"}
-        See :class:`napari_sam.Predictor` ("auto": bf16 on CUDA, fp32 elsewhere; ignored for
-        StackEmbeddings). On a GPU anything but "fp32" also runs :class:`GridDecoder` at
-        :data:`GRID_PRECISION_CUDA` (TF32 matrix products); "fp32" keeps it exact.
+        See :class:`napari_sam.Predictor` ("auto": bf16 on CUDA and on CPUs with native
+        bfloat16, fp32 elsewhere; ignored for StackEmbeddings). On a GPU anything but "fp32"
+        also runs :class:`GridDecoder` at :data:`GRID_PRECISION_CUDA` (TF32 matrix products);
+        on a CPU where the predictor runs bfloat16 GridDecoder runs its products in bfloat16
+        too; "fp32" keeps it exact.
     fast_decoder : bool
         Use :class:`GridDecoder` (same masks, much faster); False decodes with the model's
         own decoder.
