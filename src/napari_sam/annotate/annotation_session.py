@@ -35,7 +35,7 @@ from .prompt_groups import POINT_OBJECT, group_prompts
 from .session_log import SessionLog
 from .stack_actions import StackActions
 
-__all__ = ["ALREADY_LABELLED", "MAX_MEMORY_SLICES", "AnnotationSession"]
+__all__ = ["ALREADY_LABELLED", "MAX_MEMORY_SLICES", "NO_2D_PREVIEW", "AnnotationSession"]
 
 #: Embeddings kept in memory per stack (the rest is recomputed or read from the store).
 MAX_MEMORY_SLICES = 256
@@ -44,6 +44,13 @@ MAX_MEMORY_SLICES = 256
 #: objects) is not committed unless "Overwrite other labels" is on: it is almost surely an
 #: object committed before, clicked again, and only a sliver around it would be written.
 ALREADY_LABELLED = 0.8
+
+#: The status line after a click with a SAM 2 model that the Predictor cannot take yet
+NO_2D_PREVIEW = (
+    "2D preview with SAM 2 models is not available yet: your clicks are kept but not "
+    "previewed on this slice. Press Shift+D (Propagate) to segment the object through the "
+    "stack with SAM 2 memory, then Shift+C commits; for 2D previews pick a SAM 1 model."
+)
 
 
 class AnnotationSession(StackActions, SessionLog):
@@ -346,6 +353,8 @@ class AnnotationSession(StackActions, SessionLog):
         if self.source is None:
             return "no image"
         n = self.source.n_slices
+        if self.no_2d_preview():
+            return "SAM 2: slices are encoded while propagating"
         done = 0 if self.emb is None else n - len(missing_slices(self.emb, range(n)))
         if n == 1:
             return "embedded" if done else "not embedded yet"
@@ -354,8 +363,15 @@ class AnnotationSession(StackActions, SessionLog):
     def ready(self, indices) -> bool:
         return self.emb is not None and not missing_slices(self.emb, indices)
 
-    def _prepare_gen(self, indices):
-        """Generator job: load the model if needed, compute the embeddings of ``indices``.
+    def no_2d_preview(self) -> bool:
+        """Whether the loaded model cannot preview clicks on a slice (a SAM 2 model the
+        :class:`~napari_sam.predictor.Predictor` cannot take yet)."""
+        return self.predictor is not None and not getattr(self.predictor, "supports_2d", True)
+
+    def _prepare_gen(self, indices, embed: bool = True):
+        """Generator job: load the model if needed, compute the embeddings of ``indices``
+        (none when ``embed`` is False or the model has no 2D predictor: ``emb`` is then
+        what the cache had, maybe None).
 
         Returns (key, choice, device, predictor, emb, precision); nothing shared is modified.
         """
@@ -373,6 +389,8 @@ class AnnotationSession(StackActions, SessionLog):
             yield 0, 0
             if predictor is None:
                 predictor = models.load(choice, device, precision)
+            if not embed or not getattr(predictor, "supports_2d", True):
+                return key, choice, device, predictor, emb, precision
             if emb is None:
                 from napari_sam.embeddings import StackEmbeddings
 
@@ -393,7 +411,8 @@ class AnnotationSession(StackActions, SessionLog):
         """Main thread: keep a finished preparation's model and embeddings."""
         first_load = self.models.get(choice, device, precision) is None
         self.models.put(choice, device, predictor, precision)
-        self.embeddings.put(key, emb)
+        if emb is not None:
+            self.embeddings.put(key, emb)
         if self.model_choice is not None and self._cache_key() == key:
             self.predictor, self.emb = predictor, emb
             self.notify_model(predictor)
@@ -406,6 +425,9 @@ class AnnotationSession(StackActions, SessionLog):
 
         def done(result):
             self._adopt(*result)
+            if result[4] is None:  # a model without 2D preview: nothing to embed ahead
+                self._say("SAM 2 model loaded: slices are encoded while propagating (Shift+D).")
+                return
             n = len(result[4]) if indices is None else len(list(indices))
             self._say(f"Embeddings ready ({n} slice{'s' if n != 1 else ''}).")
 
@@ -428,7 +450,7 @@ class AnnotationSession(StackActions, SessionLog):
         if not (choice.cached or choice.is_file) or (self.job is not None and self.job.running):
             return None
         z = self.current_z()
-        if self.ready([z]):
+        if self.ready([z]) or self.no_2d_preview():
             return None
         return self.compute_embeddings([z], then=lambda: self._say(self.next_step()))
 
@@ -475,6 +497,11 @@ class AnnotationSession(StackActions, SessionLog):
             self.previews = []
             self.render()
             self._say("Add a point (click) or a box (boxes layer) to segment an object.")
+            return self.previews
+        if self.no_2d_preview():
+            self.previews = []
+            self.render()
+            self._say(NO_2D_PREVIEW)
             return self.previews
         if not self.ready([z]):
             if self.job is None or not self.job.running:
