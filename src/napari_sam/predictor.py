@@ -136,7 +136,7 @@ class Predictor:
         self.dtype = resolve_precision(precision, self.device)
         #: "fp32", "bf16" or "fp16": what ``precision`` resolved to (shown by the GUI and CLI)
         self.precision = precision_name(self.dtype)
-        self.model = as_model(model, self.device).to(self.device).eval()
+        self.model = as_model(model, self.device, family=None).to(self.device).eval()
         self._embedding: ImageEmbedding | None = None
         self.decoder_calls = 0
         self.encoder_calls = 0

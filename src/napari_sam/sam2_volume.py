@@ -16,12 +16,14 @@ highest logit, and a slice's own prompts win over propagation.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .models.registry import load_model, require_family
 from .models.sam2.model import Sam2Model
 from .models.sam2.propagation import Sam2Prompts, Sam2Tracker
 from .preprocess import check_contrast_limits, intensity_limits
@@ -112,8 +114,8 @@ def segment_volume_sam2(
     prompts : mapping
         ``{object_id: [SlicePrompt | dict, ...]}`` as for :func:`napari_sam.segment_volume`
         (points (row, col), labels, box (row0, col0, row1, col1), or a mask).
-    model : Sam2Model
-        E.g. ``napari_sam.models.sam2.load_sam2(path)``.
+    model : Sam2Model, str or PathLike
+        E.g. ``napari_sam.load_model("sam2.1_hiera_tiny")``, or the name or path to load.
     contrast_limits : (float, float), optional
         Intensity mapped to black and white; default: percentiles of the stack.
     stop_after_absent : int or None
@@ -133,9 +135,14 @@ def segment_volume_sam2(
         raise ValueError(f"segment_volume_sam2 needs a (Z, Y, X) stack, got shape "
                          f"{getattr(stack, 'shape', None)}; a stack with channels: pick one "
                          "channel first (stack[..., c])")
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model)
+    if getattr(model, "family", None) == "sam1":
+        require_family(model, "sam2", "segment_volume_sam2")
     if not isinstance(model, Sam2Model):
-        raise TypeError(f"segment_volume_sam2 needs a SAM 2 model (load_sam2), got "
-                        f"{type(model).__name__}; for SAM 1 models use segment_volume")
+        raise TypeError(f"segment_volume_sam2 needs a SAM 2 model (load_model of a SAM 2.1 "
+                        f"checkpoint), got {type(model).__name__}; for SAM 1 models use "
+                        "segment_volume")
     objects = _coerce(prompts)
     shape = tuple(int(s) for s in stack.shape)
     size = model.config.image_size
