@@ -2,13 +2,14 @@
 in Meta's format (``{"model": state_dict}`` with Meta's names), loaded the way a user's file
 is (the size inferred from the tensors).
 
-A real Hiera-T runs at 1024 px, seconds per slice on a CPU; :func:`small_sam2_input` makes
-the inferred Hiera-T run at 128 px instead (the weights do not depend on the input size).
+A real Hiera-T runs at 1024 px, seconds per slice on a CPU; the checkpoints here come with
+a metadata file (``<name>.json``, key ``"image_size"``, read by :func:`napari_sam.load_model`)
+that runs them at 128 px (the weights do not depend on the input size).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 from pathlib import Path
 
 #: object-score head of :func:`save_sam2_checkpoint`: "present" on every slice, or present
@@ -16,19 +17,11 @@ from pathlib import Path
 OBJECT_HEADS = {"present": (1.0, 3.0), "absent": (100.0, -2.4)}
 
 
-def small_sam2_input(monkeypatch, size: int = 128) -> None:
-    """Make checkpoints of the Hiera-T size load with a ``size`` px input."""
-    from napari_sam.models.sam2.checkpoint import SAM2_CONFIGS
-
-    name = "sam2.1_hiera_tiny"
-    monkeypatch.setitem(SAM2_CONFIGS, name,
-                        dataclasses.replace(SAM2_CONFIGS[name], image_size=size))
-
-
-def save_sam2_checkpoint(path: Path, object_head: str = "present", seed: int = 0) -> Path:
+def save_sam2_checkpoint(path: Path, object_head: str = "present", seed: int = 0,
+                         image_size: int = 128) -> Path:
     """A random Hiera-T SAM 2.1 (weights N(0, 0.05), seeded) saved at ``path`` in Meta's
-    format. ``object_head`` (:data:`OBJECT_HEADS`): scale of the object-score head's last
-    weights and its bias."""
+    format, with a metadata file setting its input to ``image_size`` px. ``object_head``
+    (:data:`OBJECT_HEADS`): scale of the object-score head's last weights and its bias."""
     import torch
 
     from napari_sam.models.sam2.checkpoint import SAM2_CONFIGS
@@ -45,4 +38,5 @@ def save_sam2_checkpoint(path: Path, object_head: str = "present", seed: int = 0
             if k.startswith("sam_mask_decoder.transformer.") else k: v
             for k, v in state.items()}
     torch.save({"model": meta}, path)
+    path.with_name(path.name + ".json").write_text(json.dumps({"image_size": image_size}))
     return path

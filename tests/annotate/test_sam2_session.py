@@ -9,15 +9,14 @@ import pytest
 
 from napari_sam.annotate import AnnotationSession, UserError
 from napari_sam.annotate.model_choice import checkpoint_family, file_choice
-from sam2_checkpoint import save_sam2_checkpoint, small_sam2_input
+from sam2_checkpoint import save_sam2_checkpoint
 from stacks import blob_stack
 
 
 @pytest.fixture
-def sam2_session(tmp_path, monkeypatch):
+def sam2_session(tmp_path):
     """``make(object_head)``: a session on a 6-slice 48 px blob stack, a tiny random SAM 2
     checkpoint file chosen, slice 2 shown."""
-    small_sam2_input(monkeypatch)
 
     def make(object_head: str = "absent"):
         path = save_sam2_checkpoint(tmp_path / f"sam2_{object_head}.pt", object_head)
@@ -30,8 +29,7 @@ def sam2_session(tmp_path, monkeypatch):
     return make
 
 
-def test_a_sam2_checkpoint_file_is_chosen_as_a_sam2_model(tmp_path, monkeypatch):
-    small_sam2_input(monkeypatch)
+def test_a_sam2_checkpoint_file_is_chosen_as_a_sam2_model(tmp_path):
     path = save_sam2_checkpoint(tmp_path / "sam2.pt")
     choice = file_choice(path)
     assert choice.family == "sam2" and choice.label == "file: sam2.pt"
@@ -91,8 +89,7 @@ def test_sam1_actions_are_refused_with_what_to_do(sam2_session):
     assert s.volume.slice_range == {1: (0, 5)}
 
 
-def test_sam2_propagation_refuses_a_stack_with_channels(tmp_path, monkeypatch):
-    small_sam2_input(monkeypatch)
+def test_sam2_propagation_refuses_a_stack_with_channels(tmp_path):
     s = AnnotationSession()
     rgb = np.repeat(blob_stack(z=3, size=32)[..., None], 3, axis=-1)
     s.set_image(rgb, rgb=True, name="rgb")

@@ -353,7 +353,8 @@ class AnnotationSession(StackActions, SessionLog):
         if self.source is None:
             return "no image"
         n = self.source.n_slices
-        if self.no_2d_preview():
+        unloaded_sam2 = self.predictor is None and self.model_family == "sam2"
+        if self.no_2d_preview() or (unloaded_sam2 and self.emb is None):
             return "SAM 2: slices are encoded while propagating"
         done = 0 if self.emb is None else n - len(missing_slices(self.emb, range(n)))
         if n == 1:

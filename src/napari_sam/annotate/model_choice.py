@@ -212,13 +212,15 @@ class ModelCache:
 
         dev = self._key(choice, device, precision)[1]
         target = Path(choice.key) if choice.is_file else choice.key
-        if choice.family != "sam2":
-            return Predictor(load_model(target, device=dev), device=dev, precision=precision)
-        model = _load_sam2(target, dev)
-        try:
+        model = load_model(target, device=dev)
+        if getattr(model, "family", "sam1") != "sam2":
             return Predictor(model, device=dev, precision=precision)
-        except (TypeError, ValueError, AttributeError, NotImplementedError):
+        try:
+            predictor = Predictor(model, device=dev, precision=precision)
+        except (TypeError, ValueError, NotImplementedError):  # a Predictor of SAM 1 only
             return ModelOnly(model, dev)
+        # a Predictor that decodes SAM 2 has its SAM 2 steps (``sam2``); else no 2D preview
+        return predictor if getattr(predictor, "sam2", None) is not None else ModelOnly(model, dev)
 
     def put(self, choice: ModelChoice, device, predictor, precision: str = "auto") -> None:
         key = self._key(choice, device, precision)
@@ -247,26 +249,3 @@ class ModelOnly:
     def __init__(self, model, device):
         self.model = model
         self.device = device
-
-
-def _load_sam2(target, device):
-    """A SAM 2 model from a registry name or a checkpoint path, on ``device``: through
-    :func:`napari_sam.load_model` where it loads SAM 2 (a ``family`` of ``"sam2"``), else
-    with :func:`napari_sam.models.sam2.checkpoint.load_sam2` from the file."""
-    from napari_sam.models.registry import load_model
-    from napari_sam.models.sam2.checkpoint import load_sam2
-
-    if not isinstance(target, Path):  # a registry name: only load_model knows where it is
-        return load_model(target, device=device)
-    try:
-        model = load_model(target, device=device)
-    except (ValueError, KeyError, RuntimeError):
-        model = None  # a load_model that knows only SAM 1
-    if model is not None and getattr(model, "family", "sam1") == "sam2":
-        return model
-    model = load_sam2(target, device=device)
-    if getattr(model, "model_id", None) is None:
-        from napari_sam.models.download import file_digest
-
-        model.model_id = f"file:{file_digest(target)[:12]}"
-    return model
