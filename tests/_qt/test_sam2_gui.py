@@ -1,6 +1,7 @@
 """The dock widget with a SAM 2.1 model, driven like a user: the dock opened from the plugin
-menu, a checkpoint file in Meta's format picked in 'Model', real clicks on the canvas, keys,
-and propagation with SAM 2 memory in napari's worker threads (``sync=False``).
+menu, a checkpoint file in Meta's format picked in 'Model', real clicks on the canvas
+(previewed on their slice), keys, and propagation with SAM 2 memory in napari's worker
+threads (``sync=False``).
 
 The checkpoints are random Hiera-T weights run at 128 px (tests/sam2_checkpoint.py), with an
 object-score head that says "present" on every slice, or only on the prompted slice (then
@@ -69,12 +70,15 @@ def test_sam2_checkpoint_offers_sam2_memory_and_propagates_in_a_worker(sam2_widg
     assert _methods(widget) == {"SAM 1 re-prompting": False, "SAM 2 memory": True}
     assert widget._method.currentText() == "SAM 2 memory"  # the default for SAM 2
 
-    canvas_click(viewer, 14, 14)  # a real click: loads the model in a worker, then says ...
+    canvas_click(viewer, 14, 14)  # a real click: loads the model and embeds in a worker
     assert np.allclose(c.points_layer.data, [[2, 14, 14]], atol=0.5)
-    qtbot.waitUntil(lambda: c.job is None and c.predictor is not None, timeout=60_000)
-    qtbot.waitUntil(lambda: widget._status.text().startswith("2D preview with SAM 2 models "
-                                                            "is not available yet"), timeout=5000)
-    assert not c.previews and not np.asarray(c.preview_layer.data).any()
+    qtbot.waitUntil(lambda: c.job is None and bool(c.previews), timeout=60_000)
+    # previewed on its slice through the Predictor's SAM 2 steps
+    assert c.predictor.sam2 is not None and c.predictor.decoder_calls == 1
+    (click,) = c.previews
+    shown = np.asarray(c.preview_layer.data)
+    assert click.z == 2 and np.array_equal(shown[2] > 0, click.mask) and not shown[3:].any()
+    assert widget._status.text().startswith("point object: score ")
 
     progress, jobs = [], []
     c.job_progress.connect(lambda done, total: progress.append((done, total)))

@@ -48,8 +48,11 @@ def test_propagation_with_sam2_memory_commits_into_empty_voxels_and_undoes(sam2_
     s.labels[4, 10:20, 10:20] = 9
     before = s.labels.copy()
     s.add_point(2, 14, 14)
-    assert s.update_preview() == [] and s.status.startswith("2D preview with SAM 2 models")
-    assert s.embedding_summary() == "SAM 2: slices are encoded while propagating"
+    (click,) = s.update_preview()  # 2D preview through the Predictor's SAM 2 steps
+    assert s.predictor.sam2 is not None and s.predictor.decoder_calls == 1
+    assert (click.z, click.n_candidates) == (2, 3) and click.mask.shape == (48, 48)
+    assert s.embedding_summary() == "4 of 6 slices embedded"  # slices 2-5, ahead of moves
+    assert s.status.startswith("point object: score ") and s.status.endswith("Shift+C commits.")
     s.propagate()
     result = s.volume
     assert result is not None and result.object_ids == [1]
@@ -84,6 +87,12 @@ def test_sam1_actions_are_refused_with_what_to_do(sam2_session):
     with pytest.raises(UserError, match="Segment everything needs a SAM 1 model"):
         s.segment_everything()
     assert "Pick a SAM 1 model in 'Model'" in s.status
+    s.labels = np.zeros((6, 48, 48), np.uint32)
+    s.labels[2, 10:20, 10:20] = 3
+    s.refine, s.refine_label = True, 3
+    with pytest.raises(UserError, match="Refining a selected label on a slice .* needs a SAM 1"):
+        s.update_preview()
+    s.refine = False
     s.propagate()  # still usable: SAM 2 memory, the object present on every slice
     assert s.volume.stop_reasons == {1: {"up": "edge", "down": "edge"}}
     assert s.volume.slice_range == {1: (0, 5)}

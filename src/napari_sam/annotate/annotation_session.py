@@ -26,7 +26,7 @@ from napari_sam.annotation import (
     decode_slice,
 )
 
-from .embedding_cache import EmbeddingCache, missing_slices
+from .embedding_cache import EmbeddingCache, Sam2SliceEmbeddings, missing_slices
 from .errors import UserError
 from .image_source import ImageSource, make_source
 from .jobs import embed_job, run_to_end
@@ -35,7 +35,7 @@ from .prompt_groups import POINT_OBJECT, group_prompts
 from .session_log import SessionLog
 from .stack_actions import StackActions
 
-__all__ = ["ALREADY_LABELLED", "MAX_MEMORY_SLICES", "NO_2D_PREVIEW", "AnnotationSession"]
+__all__ = ["ALREADY_LABELLED", "MAX_MEMORY_SLICES", "AnnotationSession"]
 
 #: Embeddings kept in memory per stack (the rest is recomputed or read from the store).
 MAX_MEMORY_SLICES = 256
@@ -44,13 +44,6 @@ MAX_MEMORY_SLICES = 256
 #: objects) is not committed unless "Overwrite other labels" is on: it is almost surely an
 #: object committed before, clicked again, and only a sliver around it would be written.
 ALREADY_LABELLED = 0.8
-
-#: The status line after a click with a SAM 2 model that the Predictor cannot take yet
-NO_2D_PREVIEW = (
-    "2D preview with SAM 2 models is not available yet: your clicks are kept but not "
-    "previewed on this slice. Press Shift+D (Propagate) to segment the object through the "
-    "stack with SAM 2 memory, then Shift+C commits; for 2D previews pick a SAM 1 model."
-)
 
 
 class AnnotationSession(StackActions, SessionLog):
@@ -353,9 +346,6 @@ class AnnotationSession(StackActions, SessionLog):
         if self.source is None:
             return "no image"
         n = self.source.n_slices
-        unloaded_sam2 = self.predictor is None and self.model_family == "sam2"
-        if self.no_2d_preview() or (unloaded_sam2 and self.emb is None):
-            return "SAM 2: slices are encoded while propagating"
         done = 0 if self.emb is None else n - len(missing_slices(self.emb, range(n)))
         if n == 1:
             return "embedded" if done else "not embedded yet"
@@ -364,15 +354,11 @@ class AnnotationSession(StackActions, SessionLog):
     def ready(self, indices) -> bool:
         return self.emb is not None and not missing_slices(self.emb, indices)
 
-    def no_2d_preview(self) -> bool:
-        """Whether the loaded model cannot preview clicks on a slice (a SAM 2 model the
-        :class:`~napari_sam.predictor.Predictor` cannot take yet)."""
-        return self.predictor is not None and not getattr(self.predictor, "supports_2d", True)
-
     def _prepare_gen(self, indices, embed: bool = True):
         """Generator job: load the model if needed, compute the embeddings of ``indices``
-        (none when ``embed`` is False or the model has no 2D predictor: ``emb`` is then
-        what the cache had, maybe None).
+        (SAM 1's :class:`~napari_sam.embeddings.StackEmbeddings`, or a SAM 2 model's
+        :class:`~.embedding_cache.Sam2SliceEmbeddings`); with ``embed`` False only load the
+        model (``emb`` is then what the cache had, maybe None).
 
         Returns (key, choice, device, predictor, emb, precision); nothing shared is modified.
         """
@@ -390,9 +376,11 @@ class AnnotationSession(StackActions, SessionLog):
             yield 0, 0
             if predictor is None:
                 predictor = models.load(choice, device, precision)
-            if not embed or not getattr(predictor, "supports_2d", True):
+            if not embed:
                 return key, choice, device, predictor, emb, precision
-            if emb is None:
+            if emb is None and getattr(predictor.model, "family", "sam1") == "sam2":
+                emb = Sam2SliceEmbeddings(src.stack, predictor)
+            elif emb is None:
                 from napari_sam.embeddings import StackEmbeddings
 
                 emb = StackEmbeddings(
@@ -426,9 +414,6 @@ class AnnotationSession(StackActions, SessionLog):
 
         def done(result):
             self._adopt(*result)
-            if result[4] is None:  # a model without 2D preview: nothing to embed ahead
-                self._say("SAM 2 model loaded: slices are encoded while propagating (Shift+D).")
-                return
             n = len(result[4]) if indices is None else len(list(indices))
             self._say(f"Embeddings ready ({n} slice{'s' if n != 1 else ''}).")
 
@@ -451,7 +436,7 @@ class AnnotationSession(StackActions, SessionLog):
         if not (choice.cached or choice.is_file) or (self.job is not None and self.job.running):
             return None
         z = self.current_z()
-        if self.ready([z]) or self.no_2d_preview():
+        if self.ready([z]):
             return None
         return self.compute_embeddings([z], then=lambda: self._say(self.next_step()))
 
@@ -480,6 +465,7 @@ class AnnotationSession(StackActions, SessionLog):
         label = self._refine_id(z)
         if not label:
             return {}
+        self.require_sam1("Refining a selected label on a slice (its mask as the prompt)")
         from napari_sam.volume import mask_to_logits
 
         mask = self.target_labels()[z] == label
@@ -498,11 +484,6 @@ class AnnotationSession(StackActions, SessionLog):
             self.previews = []
             self.render()
             self._say("Add a point (click) or a box (boxes layer) to segment an object.")
-            return self.previews
-        if self.no_2d_preview():
-            self.previews = []
-            self.render()
-            self._say(NO_2D_PREVIEW)
             return self.previews
         if not self.ready([z]):
             if self.job is None or not self.job.running:

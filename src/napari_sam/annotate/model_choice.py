@@ -16,7 +16,6 @@ __all__ = [
     "DEMO_NOTICE",
     "ModelCache",
     "ModelChoice",
-    "ModelOnly",
     "checkpoint_family",
     "default_choice",
     "file_choice",
@@ -204,48 +203,17 @@ class ModelCache:
         return self._predictors.get(self._key(choice, device, precision))
 
     def load(self, choice: ModelChoice, device, precision: str = "auto"):
-        """Load (maybe download) a model and make its predictor (for a SAM 2 model the
-        Predictor cannot take yet: a :class:`ModelOnly`); safe to call off the main thread
-        (nothing is stored: pass the result to :meth:`put`)."""
+        """Load (maybe download) a model, SAM 1 or SAM 2, and make its predictor; safe to
+        call off the main thread (nothing is stored: pass the result to :meth:`put`)."""
         from napari_sam.models.registry import load_model
         from napari_sam.predictor import Predictor
 
         dev = self._key(choice, device, precision)[1]
         target = Path(choice.key) if choice.is_file else choice.key
         model = load_model(target, device=dev)
-        if getattr(model, "family", "sam1") != "sam2":
-            return Predictor(model, device=dev, precision=precision)
-        try:
-            predictor = Predictor(model, device=dev, precision=precision)
-        except (TypeError, ValueError, NotImplementedError):  # a Predictor of SAM 1 only
-            return ModelOnly(model, dev)
-        # a Predictor that decodes SAM 2 has its SAM 2 steps (``sam2``); else no 2D preview
-        return predictor if getattr(predictor, "sam2", None) is not None else ModelOnly(model, dev)
+        return Predictor(model, device=dev, precision=precision)
 
     def put(self, choice: ModelChoice, device, predictor, precision: str = "auto") -> None:
         key = self._key(choice, device, precision)
         self._predictors[key] = predictor
         self._models[key] = predictor.model
-
-
-class ModelOnly:
-    """A loaded SAM 2 model without a 2D :class:`~napari_sam.predictor.Predictor` (one that
-    does not take SAM 2 models yet): propagation with SAM 2 memory works, clicks are not
-    previewed on their slice.
-
-    Attributes
-    ----------
-    model : napari_sam.models.sam2.model.Sam2Model
-    device : torch.device
-    precision : str
-        ``"fp32"``: SAM 2 propagation runs in float32.
-    supports_2d : bool
-        False: no preview of clicks on one slice.
-    """
-
-    supports_2d = False
-    precision = "fp32"
-
-    def __init__(self, model, device):
-        self.model = model
-        self.device = device
