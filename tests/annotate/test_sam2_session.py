@@ -123,3 +123,12 @@ def test_sam2_memory_is_refused_for_a_sam1_model(tiny_sam):
     assert s.default_propagation() == "sam1"
     with pytest.raises(UserError, match="SAM 2 memory propagation needs a SAM 2 model"):
         s.propagate(method="sam2")
+
+
+def test_sam2_stop_reasons_in_the_status_words():
+    from napari_sam.annotate.stack_actions import describe_stops
+
+    assert describe_stops({1: {"up": "absent", "down": "edge"}}, absent_slices=3) == (
+        "up: the model found the object absent on 3 slices, down: stack edge")
+    both = {1: {"up": "absent", "down": "edge"}, 2: {"up": "absent", "down": "absent"}}
+    assert describe_stops(both) == "found absent 3, stack edge 1"

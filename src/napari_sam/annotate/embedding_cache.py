@@ -76,7 +76,8 @@ class Sam2SliceEmbeddings:
 
     Each slice is mapped to 8-bit RGB with the stack-wide contrast limits (as SAM 1's
     embeddings are) and encoded by ``predictor.encode_rgb``. Nothing is written to disk; at
-    most ``cache_size`` slices are kept (a 1024 px SAM 2 slice embedding holds about 16 MB).
+    most ``cache_size`` slices are kept (a 1024 px SAM 2 slice embedding holds about 16 MB:
+    32 slices, 512 MB, as much as SAM 1's 256 float16 slices).
 
     Parameters
     ----------
@@ -89,7 +90,7 @@ class Sam2SliceEmbeddings:
 
     batch_size = 1
 
-    def __init__(self, stack, predictor, cache_size: int = 16):
+    def __init__(self, stack, predictor, cache_size: int = 32):
         from napari_sam.embeddings import stack_intensity_limits
 
         self.stack = stack

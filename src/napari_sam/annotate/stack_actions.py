@@ -42,7 +42,6 @@ STOP_WORDS = {
     "faded": "faded out",
     "rebounded": "ran into the next object",
     "claimed": "another object's place",
-    "absent": "found absent",
 }
 
 
@@ -61,12 +60,13 @@ def describe_stops(stop_reasons: dict[int, dict[str, str]],
                  "absent": f"the model found the object absent on {absent_slices} slices"}
         return ", ".join(f"{d}: {words.get(reasons[d], reasons[d])}"
                          for d in ("up", "down") if d in reasons)
+    words = {**STOP_WORDS, "absent": "found absent"}
     counts: dict[str, int] = {}
     for reasons in stop_reasons.values():
         for r in reasons.values():
             counts[r] = counts.get(r, 0) + 1
     ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    return ", ".join(f"{STOP_WORDS.get(r, r)} {n}" for r, n in ordered)
+    return ", ".join(f"{words.get(r, r)} {n}" for r, n in ordered)
 
 
 def describe_ignored(slices: list[int]) -> str:
