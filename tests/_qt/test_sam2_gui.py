@@ -193,3 +193,25 @@ def test_propagate_with_is_visible_and_not_clipped(sam2_widget, qtbot, tmp_path)
     bottom_right = box.mapTo(viewport, box.rect().bottomRight())
     assert top_left.x() >= 0 and top_left.y() >= 0
     assert bottom_right.x() < viewport.width() and bottom_right.y() < viewport.height()
+
+
+def test_a_registry_sam2_model_offers_sam2_memory(make_widget, tmp_path, monkeypatch):
+    """A sam2.1_hiera_* entry of the registry (not downloaded: nothing is fetched on
+    choosing it) is a SAM 2 model: 'Propagate with' switches to SAM 2 memory, and back to SAM
+    1 re-prompting for a SAM 1 entry."""
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "cache"))
+    viewer, widget = make_widget(blob_stack(z=2), name="img", preload=False)
+    names = [widget._model.itemText(i) for i in range(widget._model.count())]
+    sam2 = [i for i, t in enumerate(names) if t.startswith("sam2.1_hiera_tiny (download")]
+    sam1 = [i for i, t in enumerate(names) if t.startswith("vit_b (")]
+    assert sam2 and sam1, names
+    widget._model.setCurrentIndex(sam2[0])
+    widget._on_model_changed()
+    c = widget.controller
+    assert c.model_choice.family == "sam2" and c.job is None  # no download on choosing
+    assert widget._method.currentText() == "SAM 2 memory"
+    assert _methods(widget) == {"SAM 1 re-prompting": False, "SAM 2 memory": True}
+    widget._model.setCurrentIndex(sam1[0])
+    widget._on_model_changed()
+    assert widget._method.currentText() == "SAM 1 re-prompting"
+    assert _methods(widget) == {"SAM 1 re-prompting": True, "SAM 2 memory": False}
