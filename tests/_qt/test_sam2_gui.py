@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sam2_checkpoint import save_sam2_checkpoint
 from sam_qt_helpers import blob_stack, canvas_click
+
+from sam2_checkpoint import save_sam2_checkpoint
 
 SHAPE = (6, 48, 48)
 

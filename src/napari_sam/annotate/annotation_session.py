@@ -261,7 +261,9 @@ class AnnotationSession(StackActions, SessionLog):
 
     # ------------------------------------------------------------------ setup
     def set_model(self, choice: ModelChoice) -> None:
+        """Use ``choice`` from now on; propagation goes back to the model's own method."""
         self.model_choice = choice
+        self.propagation_method = None
         self._lookup()
 
     def set_device(self, device: str) -> None:
