@@ -484,8 +484,10 @@ class SamWidget(QWidget):
         c.propagation_method = box.currentData()
 
     def _on_model_loaded(self):
-        """A model was loaded (maybe downloaded): refresh the cached state in the list."""
+        """A model was loaded (maybe downloaded): refresh the cached state in the list and
+        what 'Propagate with' offers (the loaded model knows its family for sure)."""
         self._update_demo_notice()
+        self._sync_methods()
         try:
             fresh = {ch.key: ch for ch in model_choices()}
         except Exception:  # noqa: BLE001 - the list is cosmetic
