@@ -1,6 +1,7 @@
 """The ``segment`` job: prompted objects propagated through each stack
-(:func:`napari_sam.volume.segment_volume`), or a napari session replayed; and the table of
-its parameters (:data:`SEGMENT_OPTIONS`), the one list the command line is built from.
+(:func:`napari_sam.volume.segment_volume`; with ``method="sam2"`` SAM 2.1's memory,
+:mod:`napari_sam.batch.sam2_runner`), or a napari session replayed; and the table of its
+parameters (:data:`SEGMENT_OPTIONS`), the one list the command line is built from.
 
 The path of a job: :func:`run_segment` opens the input (:mod:`napari_sam.io` readers),
 computes its embeddings (:mod:`napari_sam.embeddings`), propagates (:mod:`napari_sam.volume`)
@@ -20,6 +21,7 @@ from napari_sam.batch.embedding_stores import stack_embeddings
 from napari_sam.batch.label_writing import finish_labels
 from napari_sam.batch.progress import ProgressBar
 from napari_sam.batch.reading import open_image
+from napari_sam.batch.sam2_runner import SAM2_KEYS, run_segment_sam2
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,11 @@ class SegmentOption:
 #: The parameters of ``segment`` jobs, in the order the command line lists them: the one list
 #: the CLI builds its options from and :func:`run_segment` passes to ``segment_volume``.
 SEGMENT_OPTIONS = (
+    SegmentOption("method", "--method", "choice", None, choices=("sam1", "sam2"),
+                  help="sam1: re-prompt each slice from the last mask, with stop rules (SAM 1 "
+                       "models); sam2: carry objects through the stack with SAM 2.1's memory "
+                       "(SAM 2.1 models); default: the model's own. The options below up to "
+                       "--max-slices are sam1's"),
     SegmentOption("mode", "--mode", "choice", "auto",
                   choices=("auto", "box", "box+mask", "points", "center"),
                   help="how each slice is prompted from the previous mask"),
@@ -82,9 +89,13 @@ SEGMENT_OPTIONS = (
     SegmentOption("area_factor"),
     SegmentOption("min_score"),
     SegmentOption("motion"),
+    SegmentOption("stop_after_absent", "--stop-after-absent", "nonneg_int", 2, metavar="N",
+                  help="sam2: end an object's run after N slices in a row on which SAM 2 "
+                       "finds it absent (0: track it to the ends of the stack)"),
 )
-#: Keys of ``Context.params`` that ``segment`` passes to ``segment_volume``.
-SEGMENT_KEYS = tuple(o.name for o in SEGMENT_OPTIONS)
+#: Keys of ``Context.params`` that ``segment`` passes to ``segment_volume`` (SAM 1).
+SEGMENT_KEYS = tuple(o.name for o in SEGMENT_OPTIONS
+                     if o.name not in ("method", *SAM2_KEYS))
 
 
 def run_segment(job: Job, ctx: Context, model) -> dict:
@@ -100,6 +111,12 @@ def run_segment(job: Job, ctx: Context, model) -> dict:
         )
     if getattr(job.prompts, "session", None) is not None:
         return _replay_session(job, ctx, model, job.prompts.session)
+    method = ctx.params.get("method") or getattr(model, "family", "sam1")
+    if method == "sam2":
+        return run_segment_sam2(job, ctx, model, open_image(job.input, ctx))
+    from napari_sam.models.registry import require_family
+
+    require_family(model, "sam1", "segment --method sam1")
     opened = open_image(job.input, ctx)
     params = {k: v for k, v in ctx.params.items() if k in SEGMENT_KEYS and v is not None}
     params.update({k: None for k, v in params.items() if v == "off"})  # a rule disabled
