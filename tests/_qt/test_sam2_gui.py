@@ -88,8 +88,10 @@ def test_sam2_checkpoint_offers_sam2_memory_and_propagates_in_a_worker(sam2_widg
     assert jobs and jobs[0].description == "Propagating through the stack with SAM 2 memory"
     qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
     assert jobs[0].worker is not None and jobs[0].succeeded  # ran in a worker thread
-    # 1 object x 6 slices planned; slices 5 and 0 were not tracked: the runs had stopped
-    assert progress[-5:] == [(i, 6) for i in range(1, 6)]
+    # 1 object x 6 slices planned; 5 tracked (slices 2, 3, 4, 1, 0), then the runs had
+    # stopped and the last report fills the bar (reports from the worker thread may be
+    # handled out of order on a busy machine)
+    assert sorted(progress[-6:]) == [(i, 6) for i in range(1, 7)]
     assert widget._progress.value() == widget._progress.maximum() > 0
 
     result = c.volume

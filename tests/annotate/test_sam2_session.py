@@ -96,6 +96,12 @@ def test_sam1_actions_are_refused_with_what_to_do(sam2_session):
     s.propagate()  # still usable: SAM 2 memory, the object present on every slice
     assert s.volume.stop_reasons == {1: {"up": "edge", "down": "edge"}}
     assert s.volume.slice_range == {1: (0, 5)}
+    features = s.sam2_features()
+    assert (len(features), features.hits) == (6, 0)  # every slice encoded once, kept
+    first = s.volume.labels.copy()
+    s.propagate()  # again (as after a correction): no slice is encoded again
+    assert s.sam2_features() is features and features.hits == 6 and features.misses == 6
+    assert np.array_equal(s.volume.labels, first)
 
 
 def test_sam2_propagation_refuses_a_stack_with_channels(tmp_path):

@@ -314,6 +314,7 @@ class AnnotationSession(StackActions, SessionLog):
         self.render()
         self._lookup()
         if changed:
+            self.drop_sam2_features()
             self.offer_resume()
 
     def _require_image(self) -> ImageSource:

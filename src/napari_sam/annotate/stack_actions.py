@@ -84,6 +84,8 @@ class StackActions:
 
     #: "sam1", "sam2" or None: the chosen model's own (:meth:`default_propagation`)
     propagation_method: str | None = None
+    #: (cache key, Sam2FeatureCache) of the image and model SAM 2 propagated last
+    _sam2_features: tuple | None = None
 
     # ------------------------------------------------------------------ model family
     @property
@@ -119,6 +121,22 @@ class StackActions:
         shows it as a notification too)."""
         self._say(message)
         raise UserError(message)
+
+    def sam2_features(self):
+        """The SAM 2 image features of the current image and model kept between
+        propagations (a :class:`~napari_sam.models.sam2.feature_cache.Sam2FeatureCache`,
+        at most 1 GiB): propagating again after a correction encodes no slice it holds.
+        One image and model at a time; another one starts a new cache."""
+        from napari_sam.models.sam2.feature_cache import Sam2FeatureCache
+
+        key = self._cache_key()
+        if self._sam2_features is None or self._sam2_features[0] != key:
+            self._sam2_features = (key, Sam2FeatureCache())
+        return self._sam2_features[1]
+
+    def drop_sam2_features(self) -> None:
+        """Free the SAM 2 features kept between propagations (the image went away)."""
+        self._sam2_features = None
 
     def require_sam1(self, action: str) -> None:
         """Refuse ``action`` (e.g. "Segment everything") with a SAM 2 model."""
@@ -195,13 +213,14 @@ class StackActions:
                         "without channels in 'Image'), then propagate again.")
         prep = self._prepare_gen([], embed=False)
         options = {"method": "sam2", "stop_after_absent": stop_after_absent}
+        features = self.sam2_features()
 
         def gen():
             prepared = yield from prep
             limits = stack_intensity_limits(src.stack)
             result = yield from with_progress(
                 segment_volume_sam2, GreyStack(src.stack), prompts, prepared[3].model,
-                contrast_limits=limits, stop_after_absent=stop_after_absent)
+                contrast_limits=limits, stop_after_absent=stop_after_absent, features=features)
             return prepared, result, _trace(result, src.stack, prompts)
 
         def done(value):
