@@ -188,12 +188,12 @@ def segment_method(args, model: str) -> str:
     return method
 
 
-def segment_params(params: dict, method: str) -> dict:
+def segment_params(params: dict, method: str, args) -> dict:
     """The parameters a ``segment`` output records (its resume signature): SAM 1's options
-    as before for sam1; the method and SAM 2's options for sam2."""
+    for sam1 (as before there was a choice); the method and SAM 2's options for sam2."""
     if method == "sam1":
-        return {k: v for k, v in params.items() if k not in ("method", *SAM2_KEYS)}
-    return {"method": "sam2", **{k: params.get(k) for k in SAM2_KEYS}}
+        return params
+    return {"method": "sam2", **{k: getattr(args, k) for k in SAM2_KEYS}}
 
 
 def session_model(prompts, args) -> str | None:
@@ -249,7 +249,7 @@ def cmd_batch(args) -> int:
         check_model_loads(model, args.device)
     if args.command == "segment":  # a session replays with SAM 1
         method = "sam1" if replaying else segment_method(args, model)
-        ctx = replace(ctx, params=segment_params(ctx.params, method))
+        ctx = replace(ctx, params=segment_params(ctx.params, method, args))
     elif args.scheduler is None and args.workers is None:
         segment_method(args, model)  # embed and auto: SAM 1 only (the model is loaded above)
     results = []
