@@ -122,6 +122,10 @@ def test_method_sam2_with_a_sam1_model_and_the_reverse_are_named(files, capsys):
     assert segment(files, "--model", "vit_b", "--method", "sam2", out="e3") == 2
     assert "--model vit_b is a SAM 1 model (vit_b)" in capsys.readouterr().err
     assert not (files / "e1").exists() or not any((files / "e1").glob("*.tif"))
+    rc = main(["embed", str(files / "data"), "-o", str(files / "e4"), "--model",
+               str(files / "sam2_tiny.pt")])
+    assert rc == 2
+    assert "`napari-sam embed` needs a SAM 1 model, but --model" in capsys.readouterr().err
 
 
 def test_prompts_beyond_the_stack_and_a_stack_with_channels_are_named(files, capsys,

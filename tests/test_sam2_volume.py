@@ -112,7 +112,7 @@ def test_a_long_stack_keeps_a_bounded_memory_bank(model, monkeypatch):
     prompts = Sam2Prompts(points={100: (torch.tensor([[60.0, 60.0]]), torch.tensor([1]))})
     seen = set()
     with torch.inference_mode():
-        for z, _, out in tracker.propagate_all({1: prompts}):
+        for z, _, _out in tracker.propagate_all({1: prompts}):
             seen.add(z)
     assert seen == set(range(n))
     config = model.config

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .models.registry import load_model, require_family
 from .embeddings import stack_intensity_limits
+from .models.registry import load_model, require_family
 from .models.sam2.feature_cache import Sam2FeatureCache
 from .models.sam2.model import Sam2Model
 from .models.sam2.propagation import Sam2Prompts, Sam2Tracker

@@ -21,7 +21,7 @@ from napari_sam.batch.embedding_stores import stack_embeddings
 from napari_sam.batch.label_writing import finish_labels
 from napari_sam.batch.progress import ProgressBar
 from napari_sam.batch.reading import open_image
-from napari_sam.batch.sam2_runner import SAM2_KEYS, run_segment_sam2
+from napari_sam.batch.sam2_runner import run_segment_sam2
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,6 @@ class SegmentOption:
 #: The parameters of ``segment`` jobs, in the order the command line lists them: the one list
 #: the CLI builds its options from and :func:`run_segment` passes to ``segment_volume``.
 SEGMENT_OPTIONS = (
-    SegmentOption("method", "--method", "choice", None, choices=("sam1", "sam2"),
-                  help="sam1: re-prompt each slice from the last mask, with stop rules (SAM 1 "
-                       "models); sam2: carry objects through the stack with SAM 2.1's memory "
-                       "(SAM 2.1 models); default: the model's own. The options below up to "
-                       "--max-slices are sam1's"),
     SegmentOption("mode", "--mode", "choice", "auto",
                   choices=("auto", "box", "box+mask", "points", "center"),
                   help="how each slice is prompted from the previous mask"),
@@ -89,13 +84,21 @@ SEGMENT_OPTIONS = (
     SegmentOption("area_factor"),
     SegmentOption("min_score"),
     SegmentOption("motion"),
+)
+#: Keys of ``Context.params`` that ``segment`` passes to ``segment_volume``.
+SEGMENT_KEYS = tuple(o.name for o in SEGMENT_OPTIONS)
+
+#: ``segment``'s choice of propagation and SAM 2's own options (read by
+#: :mod:`napari_sam.batch.sam2_runner`, not passed to ``segment_volume``).
+SAM2_OPTIONS = (
+    SegmentOption("method", "--method", "choice", None, choices=("sam1", "sam2"),
+                  help="sam1: re-prompt each slice from the last mask, with the stop rules "
+                       "above (SAM 1 models); sam2: carry objects through the stack with SAM "
+                       "2.1's memory (SAM 2.1 models); default: the model's own"),
     SegmentOption("stop_after_absent", "--stop-after-absent", "nonneg_int", 2, metavar="N",
                   help="sam2: end an object's run after N slices in a row on which SAM 2 "
                        "finds it absent (0: track it to the ends of the stack)"),
 )
-#: Keys of ``Context.params`` that ``segment`` passes to ``segment_volume`` (SAM 1).
-SEGMENT_KEYS = tuple(o.name for o in SEGMENT_OPTIONS
-                     if o.name not in ("method", *SAM2_KEYS))
 
 
 def run_segment(job: Job, ctx: Context, model) -> dict:

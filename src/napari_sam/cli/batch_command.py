@@ -157,7 +157,8 @@ def check_model_loads(model: str, device: str) -> None:
 
 def segment_method(args, model: str) -> str:
     """``segment``'s propagation method: ``--method``, or the model's family when it is not
-    given; CLIError (exit code 2) when the two do not fit, before any file is read."""
+    given; CLIError (exit code 2) when the two do not fit, before any file is read. For
+    ``embed`` and ``auto`` (SAM 1 only): "sam1", or CLIError for a SAM 2.1 model."""
     from napari_sam import batch
     from napari_sam.models.registry import REGISTRY, describe_family
 
@@ -169,7 +170,13 @@ def segment_method(args, model: str) -> str:
     if what is None:
         what = (f"a SAM 2.1 checkpoint ({REGISTRY[model].architecture})" if family == "sam2"
                 else f"a SAM 1 model ({REGISTRY[model].architecture})")
-    method = args.method or family
+    if args.command != "segment":
+        if family == "sam2":
+            raise CLIError(f"`napari-sam {args.command}` needs a SAM 1 model, but --model {model} "
+                           f"is {what}; SAM 2.1 models propagate prompts (`napari-sam segment "
+                           "--method sam2`); use a SAM 1 model such as vit_b_lm here", 2)
+        return "sam1"
+    method = getattr(args, "method", None) or family
     if method == "sam2" and family != "sam2":
         raise CLIError(f"--method sam2 needs a SAM 2.1 model, but --model {model} is {what}; "
                        "give --model sam2.1_hiera_tiny (or another SAM 2.1 checkpoint: "
@@ -181,12 +188,12 @@ def segment_method(args, model: str) -> str:
     return method
 
 
-def segment_params(params: dict, method: str) -> dict:
+def segment_params(params: dict, method: str, args) -> dict:
     """The parameters a ``segment`` output records (its resume signature): SAM 1's options
-    as before for sam1; the method and SAM 2's options for sam2."""
+    for sam1 (as before there was a choice); the method and SAM 2's options for sam2."""
     if method == "sam1":
-        return {k: v for k, v in params.items() if k not in ("method", *SAM2_KEYS)}
-    return {"method": "sam2", **{k: params.get(k) for k in SAM2_KEYS}}
+        return params
+    return {"method": "sam2", **{k: getattr(args, k) for k in SAM2_KEYS}}
 
 
 def session_model(prompts, args) -> str | None:
@@ -226,7 +233,7 @@ def cmd_batch(args) -> int:
             print_note(note)
     check_output_dir(args.output)  # created here, once the inputs and prompts are good
     replaying = getattr(prompts, "session", None) is not None
-    if args.command == "segment" and not replaying and args.model is not None:
+    if not replaying and args.model is not None:
         from napari_sam.models.registry import REGISTRY
 
         if args.model in REGISTRY:  # a model of the other family: said before any download
@@ -242,7 +249,9 @@ def cmd_batch(args) -> int:
         check_model_loads(model, args.device)
     if args.command == "segment":  # a session replays with SAM 1
         method = "sam1" if replaying else segment_method(args, model)
-        ctx = replace(ctx, params=segment_params(ctx.params, method))
+        ctx = replace(ctx, params=segment_params(ctx.params, method, args))
+    elif args.scheduler is None and args.workers is None:
+        segment_method(args, model)  # embed and auto: SAM 1 only (the model is loaded above)
     results = []
     t0 = time.perf_counter()
 
