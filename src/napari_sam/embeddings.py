@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_sam.models.registry import require_family
 from napari_sam.predictor import ImageEmbedding, Predictor
 from napari_sam.preprocess import (
     DEFAULT_PERCENTILES,
@@ -191,7 +192,8 @@ class StackEmbeddings:
         self.stack = stack
         self.shape = tuple(int(s) for s in stack.shape[:3])
         self.predictor = predictor or Predictor(model, device=device, precision=precision)
-        self.model = self.predictor.model
+        self.model = require_family(self.predictor.model, "sam1", "embed (per-slice SAM 1 "
+                                    "embeddings for segment_volume)")
         self.batch_size = int(batch_size)
         self.cache_size = max(1, int(cache_size))
         if contrast_limits is None:

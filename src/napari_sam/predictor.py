@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from napari_sam.models.registry import as_model
+from napari_sam.models.sam2.image_predictor import Sam2ImagePredictor
 from napari_sam.device import autocast, precision_name, resolve_device, resolve_precision
 from napari_sam.preprocess import DEFAULT_PERCENTILES, ResizeSpec, images_to_tensor, to_uint8_rgb
 from napari_sam.prompts import (
@@ -102,9 +103,12 @@ class Predictor:
 
     Parameters
     ----------
-    model : Sam, str or PathLike
+    model : Sam, Sam2Model, str or PathLike
         A model from :func:`napari_sam.load_model`, or what it takes: a registry name
-        (``"demo"``, ``"vit_b"``, ...) or the path of a checkpoint.
+        (``"demo"``, ``"vit_b"``, ``"sam2.1_hiera_tiny"``, ...) or the path of a checkpoint.
+        A SAM 2.1 model works through the same methods (its steps are Meta's
+        ``SAM2ImagePredictor``'s, see :mod:`napari_sam.models.sam2.image_predictor`); its
+        embeddings also hold the high-resolution features.
     device : str or torch.device
         ``"auto"`` picks CUDA, then MPS, then CPU.
     precision : {"auto", "fp32", "bf16", "fp16"}
@@ -146,15 +150,23 @@ class Predictor:
         self.dtype = resolve_precision(precision, self.device)
         #: "fp32", "bf16" or "fp16": what ``precision`` resolved to (shown by the GUI and CLI)
         self.precision = precision_name(self.dtype)
-        self.model = as_model(model, self.device).to(self.device).eval()
+        self.model = as_model(model, self.device, family=None).to(self.device).eval()
         self._embedding: ImageEmbedding | None = None
         self.decoder_calls = 0
         self.encoder_calls = 0
         #: "torch" or "onnx": the decoder :meth:`predict` runs
         self.backend = backend
         self._onnx = None
+        #: the SAM 2.1 steps, when the model is a SAM 2.1 one (else None)
+        self.sam2 = None
+        if getattr(self.model, "family", None) == "sam2":
+            if backend != "torch":
+                raise ValueError("a SAM 2.1 model runs on the torch backend only; use "
+                                 "backend='torch'")
+            self.sam2 = Sam2ImagePredictor(self.model, self.device, self.dtype)
         #: whether single prompts without a mask input use the per-image cached decoder
-        self.cached_decoder = bool(cached_decoder) and CachedDecoder.supports(self.model)
+        self.cached_decoder = (bool(cached_decoder) and self.sam2 is None
+                               and CachedDecoder.supports(self.model))
         self._click_decoder = CachedDecoder(self.model) if self.cached_decoder else None
         self._click = None  # (features last decoded, their ClickCache or None)
         if backend == "onnx":
@@ -188,6 +200,9 @@ class Predictor:
     @torch.inference_mode()
     def encode_rgb(self, rgbs: list[np.ndarray]) -> list[ImageEmbedding]:
         """Encode same-sized (Y, X, 3) uint8 images in one batch."""
+        if self.sam2 is not None:
+            self.encoder_calls += 1
+            return self.sam2.encode(rgbs)
         spec = ResizeSpec.for_image(rgbs[0].shape[:2], self.img_size)
         x = images_to_tensor(rgbs, spec, self.device)
         with autocast(self.device, self.dtype):
@@ -357,6 +372,9 @@ class Predictor:
         emb = self.embedding if embedding is None else embedding
         if embedding is not None:
             self.check_embedding(emb)
+        if self.sam2 is not None:
+            return self._predict_batch_sam2(emb, points, labels, boxes, mask_inputs, multimask,
+                                            upsample)
         spec = emb.spec(self.img_size)
         dev = self.device
         pt, bx, mk, n = prompt_tensors(points, labels, boxes, mask_inputs, spec, dev)
@@ -385,6 +403,8 @@ class Predictor:
         crop the padding, bilinear to the original size, threshold at 0.
         """
         emb = self.embedding if embedding is None else embedding
+        if self.sam2 is not None:
+            return self.sam2.upsample(logits, emb)
         up = upsample_click_logits(logits, emb, self.img_size)  # one pass where exact
         if up is None:
             up = upsample_logits(logits, emb, self.img_size)
@@ -407,6 +427,14 @@ class Predictor:
         if last[1] is None:
             self._click = (feats, self._click_decoder.prepare(feats))
         return self._click[1]
+
+    def _predict_batch_sam2(self, emb, points, labels, boxes, mask_inputs, multimask, upsample):
+        """:meth:`predict_batch` with a SAM 2.1 model: masks from the unclamped logits,
+        logits returned clamped to +-32 (as Meta's ``SAM2ImagePredictor``)."""
+        logits, scores, _ = self.sam2.decode(emb, points, labels, boxes, mask_inputs, multimask)
+        self.decoder_calls += 1
+        masks = self.sam2.upsample(logits, emb) if upsample else None
+        return BatchPrediction(masks=masks, scores=scores, logits=self.sam2.clamp(logits))
 
 
 def nonfinite_parameters(model) -> list[str]:

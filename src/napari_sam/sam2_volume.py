@@ -10,25 +10,33 @@ model's square input and normalised as Meta's SAM 2 expects.
 Where SAM 1 propagation re-prompts each slice from the last mask and stops on rules,
 SAM 2 carries the object in its memory and says itself whether the object is present; an
 object's run in a direction ends after ``stop_after_absent`` slices in a row without it
-(stop reason ``"absent"``). Where objects overlap, a pixel goes to the object with the
+(stop reason ``"absent"``), or before a slice with a stop marker (``"stop_marker"``).
+Slices' image features can be kept between runs (:class:`Sam2FeatureCache`), and the memory
+bank is bounded (:mod:`napari_sam.models.sam2.propagation`), so long stacks run in bounded
+memory. Where objects overlap, a pixel goes to the object with the
 highest logit, and a slice's own prompts win over propagation.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .embeddings import stack_intensity_limits
+from .models.registry import load_model, require_family
+from .models.sam2.feature_cache import Sam2FeatureCache
 from .models.sam2.model import Sam2Model
 from .models.sam2.propagation import Sam2Prompts, Sam2Tracker
-from .preprocess import check_contrast_limits, intensity_limits
+from .preprocess import check_contrast_limits
 from .volume import SlicePrompt, VolumeResult
+from .volume.annotations import ObjectPrompts, normalize_prompts
 from .volume.records import label_dtype
 
-__all__ = ["ABSENT_REASON", "segment_volume_sam2"]
+__all__ = ["ABSENT_REASON", "Sam2FeatureCache", "segment_volume_sam2"]
 
 ABSENT_REASON = "absent"  # "the model found the object absent on stop_after_absent slices"
 _MEAN = torch.tensor([0.485, 0.456, 0.406]).reshape(3, 1, 1)
@@ -51,47 +59,50 @@ def _slice_reader(stack, size: int, limits: tuple[float, float]) -> Callable[[in
     return read
 
 
-def _object_prompts(prompts: list[SlicePrompt], shape: tuple[int, int, int],
-                    size: int) -> Sam2Prompts:
-    """Our (row, col) pixel prompts -> SAM 2's (x, y) input-frame points, boxes first."""
-    z_len, h, w = shape
+def _check_slices(prompts: Mapping, z_len: int) -> None:
+    """ValueError naming the first prompt on a slice outside the stack."""
+    if not isinstance(prompts, Mapping):
+        return  # normalize_prompts names the problem
+    for items in prompts.values():
+        for item in items if isinstance(items, (list, tuple)) else [items]:
+            z = SlicePrompt.coerce(item).slice
+            if isinstance(z, (int, np.integer)) and not isinstance(z, bool) \
+                    and not 0 <= z < z_len:
+                raise ValueError(f"a prompt is on slice {z}, outside the stack's {z_len} "
+                                 f"slices (0..{z_len - 1})")
+
+
+def _object_prompts(obj: ObjectPrompts, shape: tuple[int, int, int], size: int) -> Sam2Prompts:
+    """One object's validated prompts (:func:`normalize_prompts`, (row, col) pixels) ->
+    SAM 2's (x, y) input-frame points, box corners first; a mask alone is taken as the
+    slice's output."""
+    _, h, w = shape
     scale = np.array([size / w, size / h])
     out = Sam2Prompts()
-    for p in prompts:
-        if not 0 <= p.slice < z_len:
-            raise ValueError(f"a prompt is on slice {p.slice}, outside the stack's "
-                             f"{z_len} slices (0..{z_len - 1})")
+    for z, ann in obj.annotations.items():
         coords, labels = [], []
-        if p.box is not None:
-            r0, c0, r1, c1 = np.asarray(p.box, dtype=np.float64)
+        if ann.box is not None:
+            r0, c0, r1, c1 = ann.box
             coords += [[c0, r0], [c1, r1]]
             labels += [2, 3]
-        if p.points is not None:
-            pts = np.asarray(p.points, dtype=np.float64).reshape(-1, 2)
-            lab = np.ones(len(pts)) if p.labels is None else np.asarray(p.labels).reshape(-1)
-            coords += pts[:, ::-1].tolist()
-            labels += lab.astype(int).tolist()
+        if ann.points is not None:
+            coords += ann.points[:, ::-1].tolist()
+            labels += ann.labels.astype(int).tolist()
         if coords:
             xy = torch.tensor(np.asarray(coords) * scale, dtype=torch.float32)
-            out.points[p.slice] = (xy, torch.tensor(labels, dtype=torch.int32))
-        elif p.mask is not None:
-            m = torch.as_tensor(np.asarray(p.mask, dtype=np.float32))[None, None]
+            out.points[z] = (xy, torch.tensor(labels, dtype=torch.int32))
+        else:
+            m = torch.as_tensor(ann.mask.astype(np.float32))[None, None]
             m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False,
                               antialias=True)
-            out.masks[p.slice] = (m[0, 0] >= 0.5).float()
+            out.masks[z] = (m[0, 0] >= 0.5).float()
     return out
 
 
-def _coerce(prompts: Mapping) -> dict[int, list[SlicePrompt]]:
-    if not isinstance(prompts, Mapping) or not prompts:
-        raise ValueError("prompts must be a non-empty {object_id: [SlicePrompt | dict, ...]}")
-    out = {}
-    for oid, items in prompts.items():
-        if not isinstance(oid, (int, np.integer)) or oid <= 0:
-            raise ValueError(f"object ids must be positive integers, got {oid!r}")
-        items = items if isinstance(items, (list, tuple)) else [items]
-        out[int(oid)] = [SlicePrompt.coerce(i) for i in items]
-    return out
+def _features_key(model, stack, limits) -> tuple:
+    """What a feature cache must have been made for."""
+    return (str(model.model_id), int(model.config.image_size), tuple(int(s) for s in stack.shape),
+            str(np.dtype(stack.dtype)), tuple(float(v) for v in limits))
 
 
 def segment_volume_sam2(
@@ -102,6 +113,7 @@ def segment_volume_sam2(
     contrast_limits: tuple[float, float] | None = None,
     stop_after_absent: int | None = 2,
     progress: Callable[[int, int], None] | None = None,
+    features: Sam2FeatureCache | None = None,
 ) -> VolumeResult:
     """Segment objects through ``stack`` with SAM 2.1's memory propagation.
 
@@ -111,44 +123,71 @@ def segment_volume_sam2(
         Any real dtype; numpy, zarr or dask (slices are read one at a time).
     prompts : mapping
         ``{object_id: [SlicePrompt | dict, ...]}`` as for :func:`napari_sam.segment_volume`
-        (points (row, col), labels, box (row0, col0, row1, col1), or a mask).
-    model : Sam2Model
-        E.g. ``napari_sam.models.sam2.load_sam2(path)``.
+        (points (row, col), labels, box (row0, col0, row1, col1), a mask, or a stop
+        marker), checked by :func:`napari_sam.volume.annotations.normalize_prompts`. A stop
+        marker ends the object's run before its slice; slices with only negative points
+        are not used (SAM 2 decodes a prompted slice from its own prompts).
+    model : Sam2Model, str or PathLike
+        E.g. ``napari_sam.load_model("sam2.1_hiera_tiny")``, or the name or path to load.
     contrast_limits : (float, float), optional
-        Intensity mapped to black and white; default: percentiles of the stack.
+        Intensity mapped to black and white; default: percentiles of up to 16 evenly
+        spaced slices, as :func:`napari_sam.embed` does.
     stop_after_absent : int or None
         End an object's run in a direction after this many slices in a row on which the
-        model finds it absent (None: track to the ends of the stack, as Meta's video
+        model finds it absent (None or 0: track to the ends of the stack, as Meta's video
         predictor does).
     progress : callable, optional
         ``progress(done, total)`` after each tracked slice and object.
+    features : Sam2FeatureCache, optional
+        Slices' image features kept between runs: pass the same cache to a second run on
+        the same stack (say, with a correction prompt added) and no slice it holds is
+        encoded again. Refused (ValueError) when it was made for another stack, model or
+        contrast mapping.
 
     Returns
     -------
     VolumeResult
         ``labels`` (Z, Y, X); ``scores[id][z]`` the predicted IoU; stop reasons
-        ``"edge"`` or ``"absent"``; ``slice_range``.
+        ``"edge"``, ``"absent"`` or ``"stop_marker"``; ``slice_range``.
     """
     if getattr(stack, "ndim", None) != 3:
         raise ValueError(f"segment_volume_sam2 needs a (Z, Y, X) stack, got shape "
                          f"{getattr(stack, 'shape', None)}; a stack with channels: pick one "
                          "channel first (stack[..., c])")
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model)
+    if getattr(model, "family", None) == "sam1":
+        require_family(model, "sam2", "segment_volume_sam2")
     if not isinstance(model, Sam2Model):
-        raise TypeError(f"segment_volume_sam2 needs a SAM 2 model (load_sam2), got "
-                        f"{type(model).__name__}; for SAM 1 models use segment_volume")
-    objects = _coerce(prompts)
+        raise TypeError(f"segment_volume_sam2 needs a SAM 2 model (load_model of a SAM 2.1 "
+                        f"checkpoint), got {type(model).__name__}; for SAM 1 models use "
+                        "segment_volume")
     shape = tuple(int(s) for s in stack.shape)
+    _check_slices(prompts, shape[0])
+    objects = normalize_prompts(prompts, shape)
     size = model.config.image_size
     limits = check_contrast_limits(contrast_limits) if contrast_limits is not None \
-        else intensity_limits(stack)
-    tracker = Sam2Tracker(model, _slice_reader(stack, size, limits), shape[0])
-    wanted = {oid: _object_prompts(p, shape, size) for oid, p in objects.items()}
+        else stack_intensity_limits(stack)
+    if features is not None:
+        features.bind(_features_key(model, stack, limits))
+    tracker = Sam2Tracker(model, _slice_reader(stack, size, limits), shape[0],
+                          feature_cache=features)
+    wanted = {o.id: _object_prompts(o, shape, size) for o in objects}
+    stops = {o.id: o.stops for o in objects if o.stops}
+    labels, scores = _propagate(tracker, wanted, stops, shape, stop_after_absent or None,
+                                progress)
+    return _result(labels, scores, tracker.stopped, wanted)
+
+
+def _propagate(tracker: Sam2Tracker, wanted: dict, stops: dict, shape, stop_after_absent,
+               progress) -> tuple[np.ndarray, dict]:
+    """Run the tracker and paint its masks: (labels (Z, Y, X), scores[id][z])."""
     best = np.full(shape, -np.inf, np.float32)  # winning logit per pixel
     labels = np.zeros(shape, label_dtype(max(wanted)))
     scores: dict[int, dict[int, float]] = {oid: {} for oid in wanted}
     total, done = len(wanted) * shape[0], 0
     with torch.inference_mode():
-        for z, oid, out in tracker.propagate_all(wanted, stop_after_absent):
+        for z, oid, out in tracker.propagate_all(wanted, stop_after_absent, stops):
             logits = F.interpolate(out.low_res_masks.float(), size=shape[1:], mode="bilinear",
                                    align_corners=False)[0, 0].cpu().numpy()
             own = z in wanted[oid].slices
@@ -157,7 +196,9 @@ def segment_volume_sam2(
             done += 1
             if progress is not None:
                 progress(min(done, total), total)
-    return _result(labels, scores, tracker.stopped, wanted)
+    if progress is not None and done < total:
+        progress(total, total)  # runs that ended early: the rest is not needed
+    return labels, scores
 
 
 def _paint(labels: np.ndarray, best: np.ndarray, logits: np.ndarray, oid: int) -> None:
@@ -178,7 +219,7 @@ def _result(labels, scores, stopped, wanted) -> VolumeResult:
         zs = np.flatnonzero((labels == oid).any(axis=(1, 2)))
         ranges[oid] = (int(zs[0]), int(zs[-1]))
         kept[oid] = {z: s for z, s in scores[oid].items() if ranges[oid][0] <= z <= ranges[oid][1]}
-        reasons[oid] = {d: (ABSENT_REASON if (oid, d) in stopped else "edge")
+        reasons[oid] = {d: stopped[(oid, d)][1] if (oid, d) in stopped else "edge"
                         for d in ("up", "down")}
     return VolumeResult(labels=labels, scores=kept, stop_reasons=reasons, slice_range=ranges,
                         lost=lost)

@@ -302,6 +302,7 @@ class AnnotationController(AnnotationSession):
         if L.same(layer, self.image_layer):
             self.image_layer = self.source = self.emb = None
             self.previews, self.volume = [], None
+            self.drop_sam2_features()
         for attr in ("points_layer", "boxes_layer", "preview_layer", "target_layer"):
             if L.same(getattr(self, attr), layer):
                 setattr(self, attr, None)

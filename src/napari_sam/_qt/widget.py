@@ -42,6 +42,7 @@ from napari_sam.annotate.model_choice import (
     model_choices,
     recommended_thresholds,
 )
+from napari_sam.annotate.stack_actions import PROPAGATION_METHODS
 
 from . import keys
 from . import layers as L
@@ -274,6 +275,15 @@ class SamWidget(QWidget):
         form = QFormLayout(box)
         self._scope = _combo(["objects on this slice", "all objects with prompts"])
         form.addRow("Propagate", self._scope)
+        self._method = _combo(
+            tip="SAM 2 memory (SAM 2 models): the model carries the object from slice to "
+                "slice with the masks and features of earlier slices, and stops where it "
+                "finds the object absent. SAM 1 re-prompting (SAM 1 models): each slice is "
+                "prompted from the last mask, with stop rules against drift.",
+            changed=self._on_method_changed)
+        for method, text in PROPAGATION_METHODS.items():
+            self._method.addItem(text, method)
+        form.addRow("Propagate with", self._method)
         self._axis_kind = _combo(["z (volume)", "t (time series)"])
         form.addRow("Stack axis is", self._axis_kind)
         form.addRow(_button("Propagate", _key_of("propagate"), self._on_propagate))
@@ -458,10 +468,26 @@ class SamWidget(QWidget):
             self.controller.set_model(default)
             self._set_thresholds(default)
         self._update_demo_notice()
+        self._sync_methods()
+
+    def _sync_methods(self):
+        """"Propagate with" offers what the chosen model can do (the others greyed out) and
+        picks the model's default: SAM 2 memory for SAM 2 models."""
+        c = self.controller
+        box = self._method
+        box.blockSignals(True)
+        for i in range(box.count()):
+            item = box.model().item(i)
+            item.setEnabled(c.propagation_problem(box.itemData(i)) is None)
+        box.setCurrentIndex(max(box.findData(c.default_propagation()), 0))
+        box.blockSignals(False)
+        c.propagation_method = box.currentData()
 
     def _on_model_loaded(self):
-        """A model was loaded (maybe downloaded): refresh the cached state in the list."""
+        """A model was loaded (maybe downloaded): refresh the cached state in the list and
+        what 'Propagate with' offers (the loaded model knows its family for sure)."""
         self._update_demo_notice()
+        self._sync_methods()
         try:
             fresh = {ch.key: ch for ch in model_choices()}
         except Exception:  # noqa: BLE001 - the list is cosmetic
@@ -520,6 +546,7 @@ class SamWidget(QWidget):
         self.controller.set_model(choice)
         self._set_thresholds(choice)
         self._update_demo_notice()
+        self._sync_methods()
         self._schedule_preload()
 
     def _set_thresholds(self, choice):
@@ -603,7 +630,12 @@ class SamWidget(QWidget):
     def _on_propagate(self):
         c = self.controller
         c.axis_kind = "t" if self._axis_kind.currentIndex() == 1 else "z"
-        return c.propagate(all_objects=self._scope.currentIndex() == 1)
+        return c.propagate(all_objects=self._scope.currentIndex() == 1,
+                           method=self._method.currentData())
+
+    @guarded
+    def _on_method_changed(self):
+        self.controller.propagation_method = self._method.currentData()
 
     @guarded
     def _on_automatic(self):
@@ -670,6 +702,7 @@ class SamWidget(QWidget):
                 if i != self._model.currentIndex() or self.controller.model_choice != ch:
                     self._model.setCurrentIndex(i)
                     self.controller.set_model(ch)
+                    self._sync_methods()
                 return
         if sess.model.get("is_file"):
             self._model.setCurrentIndex(self._model.count() - 1)

@@ -26,7 +26,7 @@ from napari_sam.annotation import (
     decode_slice,
 )
 
-from .embedding_cache import EmbeddingCache, missing_slices
+from .embedding_cache import EmbeddingCache, Sam2SliceEmbeddings, missing_slices
 from .errors import UserError
 from .image_source import ImageSource, make_source
 from .jobs import embed_job, run_to_end
@@ -261,7 +261,9 @@ class AnnotationSession(StackActions, SessionLog):
 
     # ------------------------------------------------------------------ setup
     def set_model(self, choice: ModelChoice) -> None:
+        """Use ``choice`` from now on; propagation goes back to the model's own method."""
         self.model_choice = choice
+        self.propagation_method = None
         self._lookup()
 
     def set_device(self, device: str) -> None:
@@ -312,6 +314,7 @@ class AnnotationSession(StackActions, SessionLog):
         self.render()
         self._lookup()
         if changed:
+            self.drop_sam2_features()
             self.offer_resume()
 
     def _require_image(self) -> ImageSource:
@@ -354,8 +357,11 @@ class AnnotationSession(StackActions, SessionLog):
     def ready(self, indices) -> bool:
         return self.emb is not None and not missing_slices(self.emb, indices)
 
-    def _prepare_gen(self, indices):
-        """Generator job: load the model if needed, compute the embeddings of ``indices``.
+    def _prepare_gen(self, indices, embed: bool = True):
+        """Generator job: load the model if needed, compute the embeddings of ``indices``
+        (SAM 1's :class:`~napari_sam.embeddings.StackEmbeddings`, or a SAM 2 model's
+        :class:`~.embedding_cache.Sam2SliceEmbeddings`); with ``embed`` False only load the
+        model (``emb`` is then what the cache had, maybe None).
 
         Returns (key, choice, device, predictor, emb, precision); nothing shared is modified.
         """
@@ -373,7 +379,11 @@ class AnnotationSession(StackActions, SessionLog):
             yield 0, 0
             if predictor is None:
                 predictor = models.load(choice, device, precision)
-            if emb is None:
+            if not embed:
+                return key, choice, device, predictor, emb, precision
+            if emb is None and getattr(predictor.model, "family", "sam1") == "sam2":
+                emb = Sam2SliceEmbeddings(src.stack, predictor)
+            elif emb is None:
                 from napari_sam.embeddings import StackEmbeddings
 
                 emb = StackEmbeddings(
@@ -393,7 +403,8 @@ class AnnotationSession(StackActions, SessionLog):
         """Main thread: keep a finished preparation's model and embeddings."""
         first_load = self.models.get(choice, device, precision) is None
         self.models.put(choice, device, predictor, precision)
-        self.embeddings.put(key, emb)
+        if emb is not None:
+            self.embeddings.put(key, emb)
         if self.model_choice is not None and self._cache_key() == key:
             self.predictor, self.emb = predictor, emb
             self.notify_model(predictor)
@@ -457,6 +468,7 @@ class AnnotationSession(StackActions, SessionLog):
         label = self._refine_id(z)
         if not label:
             return {}
+        self.require_sam1("Refining a selected label on a slice (its mask as the prompt)")
         from napari_sam.volume import mask_to_logits
 
         mask = self.target_labels()[z] == label

@@ -2,6 +2,8 @@
 
 An entry is keyed by the image's identity (a napari layer's ``unique_id``) and data object, the channel axis, the model,
 device and precision, and the embedding store; replacing a layer's data makes a new key.
+The 2D embeddings of a SAM 2 model's slices (for previewing clicks) are kept in memory by
+:class:`Sam2SliceEmbeddings`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 
-__all__ = ["EmbeddingCache", "missing_slices"]
+import numpy as np
+
+__all__ = ["EmbeddingCache", "Sam2SliceEmbeddings", "missing_slices"]
 
 
 def missing_slices(emb, indices: Iterable[int]) -> list[int]:
@@ -62,3 +66,61 @@ class EmbeddingCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class Sam2SliceEmbeddings:
+    """2D embeddings of a stack's slices with a SAM 2 :class:`~napari_sam.predictor.Predictor`,
+    for previewing clicks on a slice; what the annotation session uses of
+    :class:`napari_sam.embeddings.StackEmbeddings` (which holds SAM 1 embeddings only):
+    ``len()``, :meth:`compute`, ``[z]``, ``contrast_limits`` and the in-memory slices.
+
+    Each slice is mapped to 8-bit RGB with the stack-wide contrast limits (as SAM 1's
+    embeddings are) and encoded by ``predictor.encode_rgb``. Nothing is written to disk; at
+    most ``cache_size`` slices are kept (a 1024 px SAM 2 slice embedding holds about 16 MB:
+    32 slices, 512 MB, as much as SAM 1's 256 float16 slices).
+
+    Parameters
+    ----------
+    stack : array-like (Z, Y, X) or (Z, Y, X, 3)
+        Read one slice at a time.
+    predictor : napari_sam.predictor.Predictor
+        Of a SAM 2 model.
+    cache_size : int
+    """
+
+    batch_size = 1
+
+    def __init__(self, stack, predictor, cache_size: int = 32):
+        from napari_sam.embeddings import stack_intensity_limits
+
+        self.stack = stack
+        self.shape = tuple(int(s) for s in stack.shape)
+        self.predictor = predictor
+        self.cache_size = max(1, int(cache_size))
+        self.contrast_limits = tuple(float(v) for v in stack_intensity_limits(stack))
+        self._memory: OrderedDict[int, object] = OrderedDict()
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def compute(self, indices: Iterable[int] | None = None) -> Sam2SliceEmbeddings:
+        """Encode the slices of ``indices`` (default all) that are not in memory."""
+        from napari_sam.preprocess import to_uint8_rgb
+
+        todo = range(len(self)) if indices is None else [int(i) for i in indices]
+        for z in todo:
+            if z in self._memory:
+                continue
+            rgb = to_uint8_rgb(np.asarray(self.stack[z]), self.contrast_limits)
+            (self._memory[z],) = self.predictor.encode_rgb([rgb])
+            while len(self._memory) > self.cache_size:
+                self._memory.popitem(last=False)
+        return self
+
+    def __getitem__(self, z: int):
+        """Slice ``z``'s embedding (a SAM 2 image embedding), encoded if needed."""
+        z = int(z)
+        if z not in self._memory:
+            self.compute([z])
+        self._memory.move_to_end(z)
+        return self._memory[z]

@@ -16,6 +16,7 @@ __all__ = [
     "DEMO_NOTICE",
     "ModelCache",
     "ModelChoice",
+    "checkpoint_family",
     "default_choice",
     "file_choice",
     "PRECISION_CHOICES",
@@ -23,6 +24,7 @@ __all__ = [
     "device_line",
     "model_choices",
     "precision_key",
+    "registry_family",
     "recommended_thresholds",
 ]
 
@@ -49,6 +51,7 @@ class ModelChoice:
     is_file: bool = False
     cached: bool = True
     is_demo: bool = False
+    family: str = "sam1"  # "sam1" (SAM, MobileSAM, micro-sam) or "sam2" (SAM 2.1)
 
 
 def model_choices() -> list[ModelChoice]:
@@ -66,14 +69,47 @@ def model_choices() -> list[ModelChoice]:
         else:
             size = f", {rec['size'] / 1e6:.0f} MB" if rec.get("size") else ""
             label = f"{name} ({'cached' if rec['cached'] else 'download' + size})"
-        out.append(ModelChoice(name, label, cached=bool(rec["cached"]), is_demo=demo))
+        out.append(ModelChoice(name, label, cached=bool(rec["cached"]), is_demo=demo,
+                               family=registry_family(rec)))
     out.sort(key=lambda c: not c.is_demo)
     return out
 
 
+def registry_family(record: dict) -> str:
+    """``"sam2"`` for a registry record of a SAM 2 model (its ``family``, else its name or
+    architecture naming SAM 2 / Hiera), ``"sam1"`` otherwise."""
+    family = record.get("family")
+    if family in ("sam1", "sam2"):
+        return family
+    words = f"{record.get('name', '')} {record.get('architecture', '')}".lower()
+    return "sam2" if ("sam2" in words or "hiera" in words) else "sam1"
+
+
+def checkpoint_family(path: str | os.PathLike) -> str:
+    """``"sam2"`` when the checkpoint file at ``path`` holds a SAM 2 state dict (Meta's
+    ``{"model": ...}`` layout or a bare one), else ``"sam1"``; a file that cannot be read
+    counts as ``"sam1"`` (loading it then says what is wrong). Tensors are memory-mapped,
+    not read, where the file format allows it."""
+    import torch
+
+    from napari_sam.models.sam2.checkpoint import is_sam2_state_dict
+
+    try:
+        try:
+            obj = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # an old (non-zip) file: no memory map
+            obj = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - loading the file reports the problem
+        return "sam1"
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    return "sam2" if isinstance(obj, dict) and is_sam2_state_dict(obj) else "sam1"
+
+
 def file_choice(path: str | os.PathLike) -> ModelChoice:
+    """The choice of a checkpoint file, its family read from the file."""
     p = Path(path)
-    return ModelChoice(str(p), f"file: {p.name}", is_file=True)
+    return ModelChoice(str(p), f"file: {p.name}", is_file=True, family=checkpoint_family(p))
 
 
 def recommended_thresholds(choice: ModelChoice) -> dict[str, float]:
@@ -167,8 +203,8 @@ class ModelCache:
         return self._predictors.get(self._key(choice, device, precision))
 
     def load(self, choice: ModelChoice, device, precision: str = "auto"):
-        """Load (maybe download) a model and make its predictor; safe to call off the main
-        thread (nothing is stored: pass the result to :meth:`put`)."""
+        """Load (maybe download) a model, SAM 1 or SAM 2, and make its predictor; safe to
+        call off the main thread (nothing is stored: pass the result to :meth:`put`)."""
         from napari_sam.models.registry import load_model
         from napari_sam.predictor import Predictor
 

@@ -1,9 +1,11 @@
 """Whole-stack actions of the annotation session: propagation and segment everything.
 
 A mixin of :class:`~napari_sam.annotate.annotation_session.AnnotationSession`: both run as
-jobs (in the GUI: worker thread, progress, Cancel) that first make sure the embeddings exist,
-then call :func:`napari_sam.segment_volume` or :func:`napari_sam.segment_everything`; only
-the ``on_returned`` callbacks (on the main thread) change the session.
+jobs (in the GUI: worker thread, progress, Cancel) that first make sure the model (and, for
+SAM 1, the embeddings) exist, then call :func:`napari_sam.segment_volume` (SAM 1
+re-prompting), :func:`napari_sam.sam2_volume.segment_volume_sam2` (SAM 2 memory) or
+:func:`napari_sam.segment_everything`; only the ``on_returned`` callbacks (on the main
+thread) change the session.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ from .errors import UserError
 from .jobs import with_progress
 from .prompt_groups import POINT_OBJECT, ignored_negative_slices
 
-__all__ = ["StackActions", "describe_ignored", "describe_stops"]
+__all__ = ["PROPAGATION_METHODS", "SAM2_ABSENT_SLICES", "StackActions", "describe_ignored",
+           "describe_stops"]
+
+#: How propagation carries objects through a stack: method -> what the GUI calls it
+PROPAGATION_METHODS = {"sam1": "SAM 1 re-prompting", "sam2": "SAM 2 memory"}
+
+#: SAM 2 propagation ends an object's run in a direction after this many slices in a row
+#: on which the model finds the object absent
+SAM2_ABSENT_SLICES = 2
 
 #: why a propagation ended, in the few words the status line has room for
 #: (napari_sam.volume.STOP_REASONS has the long form)
@@ -35,23 +45,28 @@ STOP_WORDS = {
 }
 
 
-def describe_stops(stop_reasons: dict[int, dict[str, str]]) -> str:
+def describe_stops(stop_reasons: dict[int, dict[str, str]],
+                   absent_slices: int = SAM2_ABSENT_SLICES) -> str:
     """Why propagation ended, for the status line.
 
     One object: ``"up: faded out, down: ran into the next object"`` ("up" is towards higher
-    slice indices); several: each reason with how many object ends it stopped, most
-    frequent first, e.g. ``"faded out 5, stack edge 3"``.
+    slice indices; SAM 2's ``"absent"`` reads "the model found the object absent on N
+    slices", N = ``absent_slices``); several: each reason with how many object ends it
+    stopped, most frequent first, e.g. ``"faded out 5, stack edge 3"``.
     """
     if len(stop_reasons) == 1:
         (reasons,) = stop_reasons.values()
-        return ", ".join(f"{d}: {STOP_WORDS.get(reasons[d], reasons[d])}"
+        words = {**STOP_WORDS,
+                 "absent": f"the model found the object absent on {absent_slices} slices"}
+        return ", ".join(f"{d}: {words.get(reasons[d], reasons[d])}"
                          for d in ("up", "down") if d in reasons)
+    words = {**STOP_WORDS, "absent": "found absent"}
     counts: dict[str, int] = {}
     for reasons in stop_reasons.values():
         for r in reasons.values():
             counts[r] = counts.get(r, 0) + 1
     ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    return ", ".join(f"{STOP_WORDS.get(r, r)} {n}" for r, n in ordered)
+    return ", ".join(f"{words.get(r, r)} {n}" for r, n in ordered)
 
 
 def describe_ignored(slices: list[int]) -> str:
@@ -67,13 +82,73 @@ def describe_ignored(slices: list[int]) -> str:
 class StackActions:
     """Propagation and automatic segmentation (needs the session's attributes)."""
 
-    # ------------------------------------------------------------------ propagation
-    def propagate(self, all_objects: bool = False, **options):
-        """Propagate the objects prompted on the current slice (or all) through the stack
-        into the preview (``options`` go to :func:`napari_sam.segment_volume`); commit
-        writes them. Returns the GUI's job (None without one)."""
-        from napari_sam.volume import segment_volume
+    #: "sam1", "sam2" or None: the chosen model's own (:meth:`default_propagation`)
+    propagation_method: str | None = None
+    #: (cache key, Sam2FeatureCache) of the image and model SAM 2 propagated last
+    _sam2_features: tuple | None = None
 
+    # ------------------------------------------------------------------ model family
+    @property
+    def model_family(self) -> str:
+        """``"sam2"`` when the chosen (or loaded) model is a SAM 2 model, else ``"sam1"``."""
+        model = getattr(self.predictor, "model", None)
+        if model is not None and getattr(model, "family", None) in ("sam1", "sam2"):
+            return model.family
+        choice = self.model_choice
+        return "sam1" if choice is None else getattr(choice, "family", "sam1")
+
+    def default_propagation(self) -> str:
+        """The propagation a model uses unless told otherwise: SAM 2 memory for SAM 2."""
+        return "sam2" if self.model_family == "sam2" else "sam1"
+
+    def propagation_problem(self, method: str) -> str | None:
+        """Why ``method`` cannot propagate with the chosen model (None: it can)."""
+        if method not in PROPAGATION_METHODS:
+            return (f"Unknown propagation method {method!r}; use one of "
+                    f"{', '.join(map(repr, PROPAGATION_METHODS))}.")
+        family = self.model_family
+        if method == "sam2" and family != "sam2":
+            return ("SAM 2 memory propagation needs a SAM 2 model: pick a sam2.1_hiera_* "
+                    "model or a SAM 2 checkpoint file in 'Model', or propagate with "
+                    "'SAM 1 re-prompting'.")
+        if method == "sam1" and family == "sam2":
+            return ("SAM 1 re-prompting needs a SAM 1 model (vit_b, vit_b_lm, ...); with this "
+                    "SAM 2 model propagate with 'SAM 2 memory'.")
+        return None
+
+    def refuse(self, message: str):
+        """Say ``message`` in the status line and raise it as a :class:`UserError` (the GUI
+        shows it as a notification too)."""
+        self._say(message)
+        raise UserError(message)
+
+    def sam2_features(self):
+        """The SAM 2 image features of the current image and model kept between
+        propagations (a :class:`~napari_sam.models.sam2.feature_cache.Sam2FeatureCache`,
+        at most 1 GiB): propagating again after a correction encodes no slice it holds.
+        One image and model at a time; another one starts a new cache."""
+        from napari_sam.models.sam2.feature_cache import Sam2FeatureCache
+
+        key = self._cache_key()
+        if self._sam2_features is None or self._sam2_features[0] != key:
+            self._sam2_features = (key, Sam2FeatureCache())
+        return self._sam2_features[1]
+
+    def drop_sam2_features(self) -> None:
+        """Free the SAM 2 features kept between propagations (the image went away)."""
+        self._sam2_features = None
+
+    def require_sam1(self, action: str) -> None:
+        """Refuse ``action`` (e.g. "Segment everything") with a SAM 2 model."""
+        if self.model_family == "sam2":
+            self.refuse(f"{action} needs a SAM 1 model; the chosen model is a SAM 2 model. "
+                        "Pick a SAM 1 model in 'Model' (vit_b, vit_b_lm, vit_b_em_organelles "
+                        "or the demo) for it; SAM 2 models propagate objects (Shift+D).")
+
+    # ------------------------------------------------------------------ propagation
+    def _volume_prompts(self, all_objects: bool):
+        """The objects to propagate: (source, {i: [SlicePrompt]}, {i: label refined},
+        {i: object key}, slices whose negative points were ignored)."""
         src = self._require_image()
         if not src.is_3d:
             raise UserError("Propagation needs a 3D stack; this image is 2D. Use Shift+C to commit.")
@@ -94,38 +169,84 @@ class StackActions:
             keys[i] = obj.key
             if obj.key == POINT_OBJECT and refine:
                 replaces[i] = refine
+        return src, prompts, replaces, keys, ignored
+
+    def propagate(self, all_objects: bool = False, method: str | None = None, **options):
+        """Propagate the objects prompted on the current slice (or all) through the stack
+        into the preview; commit writes them. ``method``: ``"sam1"`` (re-prompting each
+        slice, ``options`` go to :func:`napari_sam.segment_volume`), ``"sam2"`` (SAM 2
+        memory, ``options`` go to :func:`napari_sam.sam2_volume.segment_volume_sam2`) or
+        None (:attr:`propagation_method`, else the model's default). Returns the GUI's job
+        (None without one)."""
+        method = method or self.propagation_method or self.default_propagation()
+        problem = self.propagation_problem(method)
+        if problem:
+            self.refuse(problem)
+        src, prompts, replaces, keys, ignored = self._volume_prompts(all_objects)
+        if method == "sam2":
+            return self._propagate_sam2(src, prompts, replaces, keys, ignored, **options)
+        from napari_sam.volume import segment_volume
+
         prep = self._prepare_gen(None)
         axis_kind = self.axis_kind
+        options = {"axis_kind": axis_kind, **options}
 
         def gen():
-            from napari_sam.trace import propagation_trace
-
             prepared = yield from prep
-            result = yield from with_progress(
-                segment_volume, prepared[4], prompts, axis_kind=axis_kind, **options
-            )
-            annotated = {i: [sp.slice for sp in sps] for i, sps in prompts.items()}
-            trace = propagation_trace(result.labels, src.stack, result.scores,
-                                      result.stop_reasons, annotated)
-            return prepared, result, trace
+            result = yield from with_progress(segment_volume, prepared[4], prompts, **options)
+            return prepared, result, _trace(result, src.stack, prompts)
 
         def done(value):
-            prepared, result, trace = value
-            self._adopt(*prepared)
-            self.previews, self.volume, self._volume_replaces = [], result, replaces
-            self._volume_request = (prompts, {"axis_kind": axis_kind, **options}, keys)
-            self.trace = trace
-            self.notify_trace(trace)
-            self.render()
-            lo_hi = [f"{a}-{b}" for a, b in (result.slice_range[i] for i in result.object_ids)]
-            self._say(
-                f"Propagated {len(result.object_ids)} object(s) over slices "
-                f"{', '.join(lo_hi)} (stopped: {describe_stops(result.stop_reasons)}). Check "
-                f"the preview, then Shift+C commits; a prompt on a slice further out carries "
-                f"an object on.{describe_ignored(ignored)}"
-            )
+            self._show_volume(value, (prompts, options, keys), replaces, ignored, "")
 
         return self.start_job(gen(), "Propagating through the stack", done)
+
+    def _propagate_sam2(self, src, prompts, replaces, keys, ignored,
+                        stop_after_absent: int = SAM2_ABSENT_SLICES):
+        """SAM 2 memory propagation of ``prompts`` (see :meth:`propagate`)."""
+        from napari_sam.embeddings import stack_intensity_limits
+        from napari_sam.sam2_volume import segment_volume_sam2
+
+        if src.rgb or src.channel_axis is not None:
+            self.refuse("SAM 2 memory propagation takes grey stacks; this image has colour or "
+                        "channels. Open one channel as its own image layer (or pick an image "
+                        "without channels in 'Image'), then propagate again.")
+        prep = self._prepare_gen([], embed=False)
+        options = {"method": "sam2", "stop_after_absent": stop_after_absent}
+        features = self.sam2_features()
+
+        def gen():
+            prepared = yield from prep
+            limits = stack_intensity_limits(src.stack)
+            result = yield from with_progress(
+                segment_volume_sam2, GreyStack(src.stack), prompts, prepared[3].model,
+                contrast_limits=limits, stop_after_absent=stop_after_absent, features=features)
+            return prepared, result, _trace(result, src.stack, prompts)
+
+        def done(value):
+            self._show_volume(value, (prompts, options, keys), replaces, ignored,
+                              " with SAM 2 memory", stop_after_absent)
+
+        return self.start_job(gen(), "Propagating through the stack with SAM 2 memory", done)
+
+    def _show_volume(self, value, request, replaces, ignored, how: str,
+                     absent_slices: int = SAM2_ABSENT_SLICES) -> None:
+        """Main thread: a finished propagation becomes the preview; the status says where
+        and why each object stopped."""
+        prepared, result, trace = value
+        self._adopt(*prepared)
+        self.previews, self.volume, self._volume_replaces = [], result, replaces
+        self._volume_request = request
+        self.trace = trace
+        self.notify_trace(trace)
+        self.render()
+        lo_hi = [f"{a}-{b}" for a, b in (result.slice_range[i] for i in result.object_ids)]
+        self._say(
+            f"Propagated {len(result.object_ids)} object(s){how} over slices "
+            f"{', '.join(lo_hi)} (stopped: {describe_stops(result.stop_reasons, absent_slices)})"
+            ". Check the preview, then Shift+C commits; a prompt on a slice further out "
+            f"carries an object on.{describe_ignored(ignored)}"
+        )
 
     # ------------------------------------------------------------------ automatic
     def segment_everything(self, whole_stack: bool = False, **params):
@@ -139,6 +260,7 @@ class StackActions:
                 "Automatic segmentation is not available in this installation (napari_sam."
                 "automatic is missing); update napari-sam-stacks."
             ) from None
+        self.require_sam1("Segment everything")
         src = self._require_image()
         z = self.current_z()
         indices = None if whole_stack else [z]
@@ -180,3 +302,31 @@ class StackActions:
 
         what = "the stack" if whole_stack else "this slice"
         return self.start_job(gen(), f"Segmenting everything in {what}", done)
+
+
+class GreyStack:
+    """A grey :class:`~napari_sam.annotate.image_source.SliceView` as the (Z, Y, X) array
+    :func:`napari_sam.sam2_volume.segment_volume_sam2` reads: ``ndim``, ``shape``,
+    ``dtype`` and ``[z]`` -> (Y, X), one slice at a time."""
+
+    ndim = 3
+
+    def __init__(self, view):
+        self.view = view
+        self.shape = tuple(view.shape)
+        self.dtype = view.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, z) -> np.ndarray:
+        return np.asarray(self.view[int(z)])
+
+
+def _trace(result, stack, prompts) -> dict:
+    """The propagation trace (:mod:`napari_sam.trace`) of ``result``."""
+    from napari_sam.trace import propagation_trace
+
+    annotated = {i: [sp.slice for sp in sps] for i, sps in prompts.items()}
+    return propagation_trace(result.labels, stack, result.scores, result.stop_reasons,
+                             annotated)

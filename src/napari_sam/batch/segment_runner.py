@@ -1,6 +1,7 @@
 """The ``segment`` job: prompted objects propagated through each stack
-(:func:`napari_sam.volume.segment_volume`), or a napari session replayed; and the table of
-its parameters (:data:`SEGMENT_OPTIONS`), the one list the command line is built from.
+(:func:`napari_sam.volume.segment_volume`; with ``method="sam2"`` SAM 2.1's memory,
+:mod:`napari_sam.batch.sam2_runner`), or a napari session replayed; and the table of its
+parameters (:data:`SEGMENT_OPTIONS`), the one list the command line is built from.
 
 The path of a job: :func:`run_segment` opens the input (:mod:`napari_sam.io` readers),
 computes its embeddings (:mod:`napari_sam.embeddings`), propagates (:mod:`napari_sam.volume`)
@@ -20,6 +21,7 @@ from napari_sam.batch.embedding_stores import stack_embeddings
 from napari_sam.batch.label_writing import finish_labels
 from napari_sam.batch.progress import ProgressBar
 from napari_sam.batch.reading import open_image
+from napari_sam.batch.sam2_runner import run_segment_sam2
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,18 @@ SEGMENT_OPTIONS = (
 #: Keys of ``Context.params`` that ``segment`` passes to ``segment_volume``.
 SEGMENT_KEYS = tuple(o.name for o in SEGMENT_OPTIONS)
 
+#: ``segment``'s choice of propagation and SAM 2's own options (read by
+#: :mod:`napari_sam.batch.sam2_runner`, not passed to ``segment_volume``).
+SAM2_OPTIONS = (
+    SegmentOption("method", "--method", "choice", None, choices=("sam1", "sam2"),
+                  help="sam1: re-prompt each slice from the last mask, with the stop rules "
+                       "above (SAM 1 models); sam2: carry objects through the stack with SAM "
+                       "2.1's memory (SAM 2.1 models); default: the model's own"),
+    SegmentOption("stop_after_absent", "--stop-after-absent", "nonneg_int", 2, metavar="N",
+                  help="sam2: end an object's run after N slices in a row on which SAM 2 "
+                       "finds it absent (0: track it to the ends of the stack)"),
+)
+
 
 def run_segment(job: Job, ctx: Context, model) -> dict:
     """Run a ``segment`` job: open the input, compute its embeddings, propagate the prompts
@@ -100,6 +114,12 @@ def run_segment(job: Job, ctx: Context, model) -> dict:
         )
     if getattr(job.prompts, "session", None) is not None:
         return _replay_session(job, ctx, model, job.prompts.session)
+    method = ctx.params.get("method") or getattr(model, "family", "sam1")
+    if method == "sam2":
+        return run_segment_sam2(job, ctx, model, open_image(job.input, ctx))
+    from napari_sam.models.registry import require_family
+
+    require_family(model, "sam1", "segment --method sam1")
     opened = open_image(job.input, ctx)
     params = {k: v for k, v in ctx.params.items() if k in SEGMENT_KEYS and v is not None}
     params.update({k: None for k, v in params.items() if v == "off"})  # a rule disabled

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from napari_sam.batch.sam2_runner import SAM2_KEYS
 from napari_sam.batch.segment_runner import SEGMENT_OPTIONS
 from napari_sam.cli.errors import CLIError, print_note
 from napari_sam.cli.models_command import resolve_model
@@ -154,6 +155,47 @@ def check_model_loads(model: str, device: str) -> None:
                        "`napari-sam models`", 2) from None
 
 
+def segment_method(args, model: str) -> str:
+    """``segment``'s propagation method: ``--method``, or the model's family when it is not
+    given; CLIError (exit code 2) when the two do not fit, before any file is read. For
+    ``embed`` and ``auto`` (SAM 1 only): "sam1", or CLIError for a SAM 2.1 model."""
+    from napari_sam import batch
+    from napari_sam.models.registry import REGISTRY, describe_family
+
+    if model in REGISTRY:
+        family, what = REGISTRY[model].family, None
+    else:  # a checkpoint file: loaded once here (the serial run reuses it)
+        loaded, _ = batch.get_model(model, args.device)
+        family, what = getattr(loaded, "family", "sam1"), describe_family(loaded)
+    if what is None:
+        what = (f"a SAM 2.1 checkpoint ({REGISTRY[model].architecture})" if family == "sam2"
+                else f"a SAM 1 model ({REGISTRY[model].architecture})")
+    if args.command != "segment":
+        if family == "sam2":
+            raise CLIError(f"`napari-sam {args.command}` needs a SAM 1 model, but --model {model} "
+                           f"is {what}; SAM 2.1 models propagate prompts (`napari-sam segment "
+                           "--method sam2`); use a SAM 1 model such as vit_b_lm here", 2)
+        return "sam1"
+    method = getattr(args, "method", None) or family
+    if method == "sam2" and family != "sam2":
+        raise CLIError(f"--method sam2 needs a SAM 2.1 model, but --model {model} is {what}; "
+                       "give --model sam2.1_hiera_tiny (or another SAM 2.1 checkpoint: "
+                       "`napari-sam models`), or leave --method out to propagate with SAM 1", 2)
+    if method == "sam1" and family == "sam2":
+        raise CLIError(f"--method sam1 needs a SAM 1 model, but --model {model} is {what}; "
+                       "use --method sam2 (or leave --method out) to propagate with SAM 2.1's "
+                       "memory, or give a SAM 1 model such as vit_b_lm", 2)
+    return method
+
+
+def segment_params(params: dict, method: str, args) -> dict:
+    """The parameters a ``segment`` output records (its resume signature): SAM 1's options
+    for sam1 (as before there was a choice); the method and SAM 2's options for sam2."""
+    if method == "sam1":
+        return params
+    return {"method": "sam2", **{k: getattr(args, k) for k in SAM2_KEYS}}
+
+
 def session_model(prompts, args) -> str | None:
     """``--model``, or for a session file without it the session's own model (so a replay
     reproduces the dock's labels without repeating which model made them)."""
@@ -190,6 +232,12 @@ def cmd_batch(args) -> int:
         for note in batch.check_prompts(prompts, jobs, ctx):
             print_note(note)
     check_output_dir(args.output)  # created here, once the inputs and prompts are good
+    replaying = getattr(prompts, "session", None) is not None
+    if not replaying and args.model is not None:
+        from napari_sam.models.registry import REGISTRY
+
+        if args.model in REGISTRY:  # a model of the other family: said before any download
+            segment_method(args, args.model)
     model = resolve_model(args.model, quiet=args.quiet)
     ctx = replace(ctx, model=model)
     from napari_sam.device import PRECISION_ENV, describe  # --precision reaches every worker
@@ -199,6 +247,11 @@ def cmd_batch(args) -> int:
         print_note(f"device {describe(args.device)}")
     if args.scheduler is None and args.workers is None:
         check_model_loads(model, args.device)
+    if args.command == "segment":  # a session replays with SAM 1
+        method = "sam1" if replaying else segment_method(args, model)
+        ctx = replace(ctx, params=segment_params(ctx.params, method, args))
+    elif args.scheduler is None and args.workers is None:
+        segment_method(args, model)  # embed and auto: SAM 1 only (the model is loaded above)
     results = []
     t0 = time.perf_counter()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from napari_sam.batch.segment_runner import SEGMENT_OPTIONS
+from napari_sam.batch.segment_runner import SAM2_OPTIONS, SEGMENT_OPTIONS
 from napari_sam.cli.arguments import (
     Formatter,
     add_common,
@@ -97,6 +97,7 @@ EPILOG_SEGMENT = """\
 examples:
   napari-sam segment "data/*.tif" -o out/ --prompts prompts.csv
   napari-sam segment stack.tif -o out/ --prompts clicks.json --mode box --preview
+  napari-sam segment stack.tif -o out/ -p prompts.csv --model sam2.1_hiera_tiny  # SAM 2 memory
 
 prompts.csv (one row per point, box or stop marker; napari order, row then column):
   file,id,slice,row,col,label,row0,col0,row1,col1
@@ -107,7 +108,9 @@ prompts.csv (one row per point, box or stop marker; napari order, row then colum
 (background); a 'stop' column with 1 marks a slice the object must not reach. JSON:
   {"objects": {"1": [{"slice": 10, "points": [[64, 80]], "labels": [1]}]},
    "files": {"stack.tif": {"2": [{"slice": 5, "box": [20, 30, 60, 75]}]}}}
-Each object is segmented on its prompted slices and propagated up and down the stack.
+Each object is segmented on its prompted slices and propagated up and down the stack: with
+SAM 1 models by re-prompting each slice from the last mask (stop rules above), with SAM 2.1
+models (--method sam2) by SAM 2's memory, which says itself where the object ends.
 
 A session file saved from the napari dock (Save session, or the autosaved
 <image>.sam-session.json) replays the dock's commits in order: with the same model, device
@@ -213,7 +216,14 @@ def add_segment_parser(sub) -> None:
     g.add_argument("--prompts", "-p", required=True, metavar="FILE",
                    help="CSV or JSON prompts file, or a session saved in the napari dock "
                         "(format below; a session replays its commits)")
-    for option in SEGMENT_OPTIONS:
+    _add_options(g, SEGMENT_OPTIONS)
+    _add_options(pg.add_argument_group("SAM 2.1 memory propagation (docs/sam2.md)"),
+                 SAM2_OPTIONS)
+
+
+def _add_options(group, options) -> None:
+    """One argparse option per flagged :class:`napari_sam.batch.segment_runner.SegmentOption`."""
+    for option in options:
         if option.flag is None:
             continue
         kwargs = {"default": option.default, "help": option.help}
@@ -223,4 +233,4 @@ def add_segment_parser(sub) -> None:
             kwargs["type"] = SEGMENT_ARGUMENT_TYPES[option.kind]
         if option.metavar is not None:
             kwargs["metavar"] = option.metavar
-        g.add_argument(option.flag, **kwargs)
+        group.add_argument(option.flag, **kwargs)

@@ -67,7 +67,7 @@ def cmd_export(args) -> int:
     from napari_sam.predictor import as_model
 
     try:
-        model = as_model(args.model, device="cpu")
+        model = as_model(args.model, device="cpu", what="export")
     except ValueError as exc:  # unknown name, missing or unreadable checkpoint: bad argument
         raise CLIError(str(exc), 2) from None
     if model.is_demo and not args.quiet:

@@ -141,8 +141,9 @@ def resolve_model(arg: str | None, *, quiet: bool = False) -> str:
                 f"known models: {', '.join(registry.REGISTRY)}", 2)
         spec = arg
     else:
-        spec = next((n for n, s in registry.REGISTRY.items()
-                     if not s.packaged and registry.is_cached(n)), registry.DEMO_NAME)
+        spec = next((n for n, s in registry.REGISTRY.items()  # SAM 2.1 only when asked for
+                     if not s.packaged and s.family == "sam1" and registry.is_cached(n)),
+                    registry.DEMO_NAME)
         if spec != registry.DEMO_NAME and not quiet:
             print_note(f"using model {spec!r} (downloaded; choose another with --model)")
     demo_path = registry.where(registry.DEMO_NAME)

@@ -391,7 +391,8 @@ def export_onnx(
     names.append(METADATA_FILE)
     tmp = _make_temp_folder(_check_out_dir(out, names, overwrite))
     try:
-        sam = _cpu_float32(as_model(model, device="cpu"))  # a model that fails: nothing left
+        # a model that fails: nothing left
+        sam = _cpu_float32(as_model(model, device="cpu", what="ONNX export"))
         decoder_opts = {
             "return_single_mask": bool(return_single_mask),
             "use_stability_score": bool(use_stability_score),

@@ -15,8 +15,10 @@ __all__ = ["ARCHITECTURES", "DEMO_NAME", "MODEL_SPECS", "ModelSpec"]
 #: Name of the bundled model.
 DEMO_NAME = "demo"
 
-#: The architectures a :class:`ModelSpec` may name (``"cnn"``: the demo model's encoder).
-ARCHITECTURES = ("vit_b", "vit_l", "vit_h", "vit_t", "cnn")
+#: The architectures a :class:`ModelSpec` may name (``"cnn"``: the demo model's encoder;
+#: ``"hiera_*"``: SAM 2.1's Hiera encoders, loaded as :class:`~napari_sam.models.sam2.Sam2Model`).
+ARCHITECTURES = ("vit_b", "vit_l", "vit_h", "vit_t", "cnn", "hiera_t", "hiera_s", "hiera_b+",
+                 "hiera_l")
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,11 @@ class ModelSpec:
         return f"{self.hash_algorithm}:{self.expected_hash}"
 
     @property
+    def family(self) -> str:
+        """``"sam2"`` for SAM 2.1 (Hiera) checkpoints, ``"sam1"`` for the others."""
+        return "sam2" if self.architecture.startswith("hiera") else "sam1"
+
+    @property
     def packaged(self) -> bool:
         """True for a file that ships with the package instead of being downloaded."""
         return self.url is None
@@ -113,6 +120,12 @@ class ModelSpec:
 #   a509aac54fdd7af59f843135f2f7cee307283c88); SHA-256 and size as pinned by several projects,
 #   the same SHA-256 as micro-sam's registry gave its copy of the file, whose xxh128 micro-sam
 #   1.8.14 lists.
+# - SAM 2.1: URLs of Meta's sam2 repository (checkpoints/download_ckpts.sh, release 092824);
+#   Meta publishes no checksums. SHA-256: micro-sam's dev-branch registry of the same URLs
+#   (micro_sam/v2/util.py HASHES at commit 05c57cce615abd66915365b7ca6c9bf552b71455), equal to
+#   the values several other projects record after downloading; sizes: as those projects
+#   record them (docs/sam2.md).
+_SAM2_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
 MODEL_SPECS: tuple[ModelSpec, ...] = (
     ModelSpec(
         name=DEMO_NAME,
@@ -260,5 +273,48 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
             "organelles (mitochondria, nuclei): vit_b_em_organelles' task on a laptop.",
         source="micro-sam (BioImage.IO 'greedy-whale' 1)",
         xxh128="253474720c497cce605e57c9b1d18fd9",
+    ),
+    ModelSpec(
+        name="sam2.1_hiera_tiny",
+        architecture="hiera_t",
+        url=_SAM2_URL + "sam2.1_hiera_tiny.pt",
+        sha256="7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69",
+        size=156_008_466,
+        filename="sam2.1_hiera_tiny.pt",
+        description="SAM 2.1 Hiera-T (39M parameters): memory propagation through stacks "
+            "(segment --method sam2) and 2D clicking; the SAM 2 choice on a CPU.",
+        source="Meta AI (SAM 2.1)",
+    ),
+    ModelSpec(
+        name="sam2.1_hiera_small",
+        architecture="hiera_s",
+        url=_SAM2_URL + "sam2.1_hiera_small.pt",
+        sha256="6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38",
+        size=184_416_285,
+        filename="sam2.1_hiera_small.pt",
+        description="SAM 2.1 Hiera-S (46M parameters): a little more accurate than Hiera-T "
+            "at a little more cost.",
+        source="Meta AI (SAM 2.1)",
+    ),
+    ModelSpec(
+        name="sam2.1_hiera_base_plus",
+        architecture="hiera_b+",
+        url=_SAM2_URL + "sam2.1_hiera_base_plus.pt",
+        sha256="a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5",
+        size=323_606_802,
+        filename="sam2.1_hiera_base_plus.pt",
+        description="SAM 2.1 Hiera-B+ (81M parameters): the balanced SAM 2 model; use a GPU "
+            "for long stacks.",
+        source="Meta AI (SAM 2.1)",
+    ),
+    ModelSpec(
+        name="sam2.1_hiera_large",
+        architecture="hiera_l",
+        url=_SAM2_URL + "sam2.1_hiera_large.pt",
+        sha256="2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318",
+        size=898_083_611,
+        filename="sam2.1_hiera_large.pt",
+        description="SAM 2.1 Hiera-L (224M parameters): the most accurate SAM 2; needs a GPU.",
+        source="Meta AI (SAM 2.1)",
     ),
 )

@@ -15,6 +15,11 @@ on Linux). Offline, put the file there by hand under the name :func:`where` prin
 ['demo', 'vit_b', 'vit_l']
 >>> model = load_model("vit_b")          # downloads 375 MB once, then loads from the cache
 >>> model = load_model("my_model.pt")    # any SAM state_dict, ours or Meta's or micro-sam's
+>>> model = load_model("sam2.1_hiera_tiny.pt")  # Meta's SAM 2.1 files: a Sam2Model
+
+SAM 2.1 checkpoints load as :class:`~napari_sam.models.sam2.Sam2Model` (``family ==
+"sam2"``); functions that need a SAM 1 model check with :func:`require_family`, which names
+the problem and what to use instead.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from .sam import Sam
+    from .sam2.model import Sam2Model
 
 __all__ = [
     "CACHE_ENV",
@@ -65,6 +71,7 @@ __all__ = [
     "list_models",
     "load_model",
     "register",
+    "require_family",
     "verify",
     "weights_dir",
     "where",
@@ -269,8 +276,15 @@ def _read_metadata_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def _build(path: Path) -> Sam:
+def _build(path: Path) -> Sam | Sam2Model:
     state_dict, metadata = read_checkpoint(path)  # unwraps; config from the metadata
+    from .sam2.checkpoint import is_sam2_state_dict, load_sam2
+
+    if is_sam2_state_dict(state_dict):
+        try:
+            return load_sam2(state_dict, image_size=metadata.get("image_size"))
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
     try:
         model = sam_from_state_dict(state_dict, config=metadata.get("config"))
     except ValueError as err:
@@ -340,8 +354,10 @@ def load_model(
 
     Returns
     -------
-    Sam
-        In eval mode on ``device``. ``model.model_id`` is ``"<name>:<checksum[:12]>"`` for
+    Sam or Sam2Model
+        In eval mode on ``device``; a SAM 2.1 checkpoint (Meta's ``sam2.1_hiera_*.pt``,
+        ``{"model": state_dict}``, its size inferred from the shapes) gives a
+        :class:`~napari_sam.models.sam2.Sam2Model` (``model.family == "sam2"``). ``model.model_id`` is ``"<name>:<checksum[:12]>"`` for
         registered models and ``"file:<sha256[:12]>"`` for files, so caches of embeddings
         can key on it. Loading the bundled demo model logs a warning saying so.
 
@@ -410,22 +426,61 @@ def load_model(
     return model.to(dev).eval()
 
 
-def as_model(model, device="cpu"):
+#: what to use instead, by the family a function needed and did not get
+_INSTEAD = {
+    "sam1": "use method='sam2' (napari_sam.segment_volume_sam2; CLI: napari-sam segment "
+            "--method sam2) to propagate with it, or a SAM 1 model such as vit_b or vit_b_lm",
+    "sam2": "use segment_volume / method='sam1' with it, or a SAM 2.1 checkpoint such as "
+            "sam2.1_hiera_tiny (napari-sam models download sam2.1_hiera_tiny)",
+}
+
+
+def describe_family(model) -> str:
+    """"a SAM 2.1 checkpoint (sam2.1_hiera_tiny)" or "a SAM 1 model (vit_b)": for messages."""
+    if getattr(model, "family", None) == "sam2":
+        return f"a SAM 2.1 checkpoint ({getattr(model, 'variant', 'custom')})"
+    config = getattr(model, "config", None)
+    name = getattr(config, "name", None) or getattr(config, "encoder", None) or "SAM"
+    return f"a SAM 1 model ({name})"
+
+
+def require_family(model, family: str, what: str):
+    """Return ``model`` when its ``family`` is ``family`` ("sam1" or "sam2"); otherwise a
+    ValueError naming what needed it, what the model is and what to do instead."""
+    got = getattr(model, "family", "sam1")
+    if got == family:
+        return model
+    wanted = "a SAM 1 model" if family == "sam1" else "a SAM 2.1 model"
+    raise ValueError(f"{what} needs {wanted}, but this is {describe_family(model)}; "
+                     f"{_INSTEAD[family]}")
+
+
+def as_model(model, device="cpu", family: str | None = "sam1", what: str = "this"):
     """A SAM model from a model, a registry name or a checkpoint path.
 
     Parameters
     ----------
-    model : Sam, str or PathLike
+    model : Sam, Sam2Model, str or PathLike
         A model (returned as is); a registry name or a checkpoint path, loaded with
         :func:`load_model` onto ``device``.
+    family : {"sam1", "sam2"} or None
+        The family the caller needs (None: either); see :func:`require_family`.
+    what : str
+        The caller, named in the error message.
 
     Raises
     ------
     TypeError
         Anything else (None, a state_dict, another library's model), saying what to pass.
+    ValueError
+        A model of the other family, saying what to use instead.
     """
     if isinstance(model, (str, os.PathLike)):
-        return load_model(model, device=device)
+        model = load_model(model, device=device)
+    if family is not None and getattr(model, "family", None) in ("sam1", "sam2"):
+        return require_family(model, family, what)
+    if getattr(model, "family", None) == "sam2":
+        return model
     needed = ("encode", "decode", "img_size", "embedding_size", "model_id", "to")
     if model is None or not all(hasattr(model, a) for a in needed):
         what = "None" if model is None else f"a {type(model).__module__}.{type(model).__name__}"

@@ -35,6 +35,7 @@ class Sam(nn.Module):
 
     mask_threshold: float = 0.0
     image_format: str = "RGB"
+    family = "sam1"  # SAM 2.1 models (models.sam2.Sam2Model) say "sam2"
 
     def __init__(
         self,

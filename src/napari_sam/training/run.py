@@ -79,11 +79,13 @@ def _resolve_model(model, device):
         sam = build_sam(cfg)
         position_aware_init(sam)
         return sam, "scratch"
-    from napari_sam.models.registry import load_model
+    from napari_sam.models.registry import load_model, require_family
 
+    if getattr(model, "family", None) == "sam2":
+        require_family(model, "sam1", "training (napari_sam.train)")
     m = load_model(model if not isinstance(model, str) or not os.path.isfile(model)
                    else Path(model), device="cpu")
-    return m, str(model)
+    return require_family(m, "sam1", "training (napari_sam.train)"), str(model)
 
 
 

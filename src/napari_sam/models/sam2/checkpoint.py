@@ -8,6 +8,7 @@ the patch embedding's channels and the number of blocks identify the size.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -75,12 +76,26 @@ def sam2_state_dict(source) -> dict:
     return obj
 
 
-def load_sam2(source, device: str | torch.device = "cpu") -> Sam2Model:
+def load_sam2(source, device: str | torch.device = "cpu",
+              image_size: int | None = None) -> Sam2Model:
     """A :class:`Sam2Model` in eval mode from a checkpoint path or a state dict; the size
-    is inferred from the tensors."""
+    is inferred from the tensors.
+
+    ``image_size`` (a multiple of 32; default 1024, what Meta trained at) runs the same
+    weights at another input size: smaller is faster and coarser (tests use 128 px). A
+    checkpoint's JSON metadata file may set it (key ``"image_size"``, see
+    :func:`napari_sam.load_model`).
+    """
     state = source if isinstance(source, dict) else sam2_state_dict(source)
-    _, config = infer_sam2_config(state)
+    name, config = infer_sam2_config(state)
+    if image_size is not None:
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or \
+                image_size < 64 or image_size % 32:
+            raise ValueError(f"a SAM 2 image_size must be a multiple of 32 >= 64, got "
+                             f"{image_size!r}")
+        config = dataclasses.replace(config, image_size=image_size)
     model = Sam2Model(config)
+    model.variant = name
     result = model.load_state_dict(decoder_keys_from_meta(state), strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"the SAM 2 checkpoint does not match {config.hiera}: missing "

@@ -93,11 +93,29 @@ class ImageFeatures:
 
 
 class Sam2Model(nn.Module):
-    """SAM 2.1 (see the module docstring). Build with a :class:`Sam2Config`."""
+    """SAM 2.1 (see the module docstring). Build with a :class:`Sam2Config`.
+
+    Attributes
+    ----------
+    family : str
+        ``"sam2"`` (SAM 1 models say ``"sam1"``): callers branch on it.
+    model_id : str
+        Identifies the weights (``"<name>:<sha256[:12]>"`` when loaded by
+        :func:`napari_sam.load_model`); caches of image features key on it.
+    variant : str
+        The official size (``"sam2.1_hiera_tiny"``, ...) or ``"custom"``.
+    mask_threshold : float
+        Logit threshold of a mask (0).
+    """
+
+    family = "sam2"
+    mask_threshold: float = 0.0
 
     def __init__(self, config: Sam2Config):
         super().__init__()
         self.config = config
+        self.model_id = "sam2:unsaved"
+        self.variant = "custom"
         d, d_mem, e, s = 256, 64, config.embedding_size, config.image_size
         self.image_encoder = HieraImageEncoder(config.hiera, d)
         self.memory_attention = MemoryAttention(d, d_mem)
@@ -114,6 +132,16 @@ class Sam2Model(nn.Module):
         self.obj_ptr_proj = MLP(d, d, d, 3)
         self.obj_ptr_tpos_proj = nn.Linear(d, d_mem)
         self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
+
+    @property
+    def img_size(self) -> int:
+        """S, the square model input."""
+        return self.config.image_size
+
+    @property
+    def embedding_size(self) -> int:
+        """E, the side of the image embedding (S / 16)."""
+        return self.config.embedding_size
 
     # ------------------------------------------------------------------ image
     def encode_image(self, images: Tensor) -> ImageFeatures:

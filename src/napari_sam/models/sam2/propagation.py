@@ -12,8 +12,16 @@ and are encoded once each and cached while they can still be used. For every obj
    before it (in the direction of travel) and to the pointers of up to 15 of them.
 
 Memory stays bounded: a tracked slice's memory (D_mem x E x E, stored in bfloat16 as Meta
-does) is dropped once no later step can attend to it, so a long stack holds at most about
-``2 * max_object_pointers`` memories per object whatever its length.
+does) and its low-resolution mask are dropped once no later step can attend to them, so a
+long stack holds at most ``3 * max(num_maskmem, max_object_pointers) + 3`` memories per
+object (49 with the official options) whatever its length: those within reach behind the
+slice being tracked and those within reach of the object's first prompted slice, where the
+backward sweep starts. Only the object pointers (D floats a slice) of every tracked slice
+stay. :attr:`Sam2Tracker.peak_memories` records the most held at once.
+
+Slices' image features come from a :class:`~.feature_cache.Sam2FeatureCache` when one is
+given (a second run with a correction prompt encodes nothing again), else only the last
+encoded slice is kept.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .feature_cache import Sam2FeatureCache
 from .memory_bank import FrameOutput, MemoryBank
 from .model import ImageFeatures, Sam2Model
 
@@ -64,26 +73,53 @@ class Sam2Tracker:
         Background holes of at most this many low-resolution pixels inside a predicted mask
         are filled (Meta's video predictor uses 8 with its compiled extension and skips the
         step without it); 0 turns it off.
+    feature_cache : Sam2FeatureCache, optional
+        Where slices' features are looked up before encoding and kept after (bound to the
+        stack by the caller).
+
+    Attributes
+    ----------
+    encoder_calls : int
+        Slices encoded by this tracker.
+    stopped : dict of (int, str) to (int, str)
+        (object id, "up" | "down") -> (slice, reason) where a sweep ended early: "absent"
+        or "stop_marker".
+    banks : dict of int to MemoryBank
+        The objects' memory banks after :meth:`propagate_all`.
+    peak_memories : int
+        The most tracked-slice memories one object held at once.
     """
 
     def __init__(self, model: Sam2Model, slice_image: Callable[[int], Tensor],
-                 num_slices: int, fill_hole_area: int = 0):
+                 num_slices: int, fill_hole_area: int = 0,
+                 feature_cache: Sam2FeatureCache | None = None):
         self.model = model
         self.slice_image = slice_image
         self.num_slices = int(num_slices)
         self.fill_hole_area = int(fill_hole_area)
+        self.feature_cache = feature_cache
         self._cache: tuple[int, ImageFeatures] | None = None
         self.encoder_calls = 0
+        self.stopped: dict[tuple[int, str], tuple[int, str]] = {}
+        self.banks: dict[int, MemoryBank] = {}
+        self.peak_memories = 0
 
     # ------------------------------------------------------------------ features
     def features(self, z: int) -> ImageFeatures:
-        """Slice z's encoder output (the last slice is cached, as propagation moves on)."""
-        if self._cache is None or self._cache[0] != z:
+        """Slice z's encoder output: from the feature cache when it holds it, else encoded
+        (the last slice is kept, as propagation moves on)."""
+        if self._cache is not None and self._cache[0] == z:
+            return self._cache[1]
+        found = None if self.feature_cache is None else self.feature_cache.get(z)
+        if found is None:
             param = next(self.model.parameters())
             image = self.slice_image(z).to(param.device, param.dtype).unsqueeze(0)
-            self._cache = (z, self.model.encode_image(image))
+            found = self.model.encode_image(image)
             self.encoder_calls += 1
-        return self._cache[1]
+            if self.feature_cache is not None:
+                self.feature_cache.put(z, found)
+        self._cache = (z, found)
+        return found
 
     # ------------------------------------------------------------------ steps
     def _store(self, out: FrameOutput) -> FrameOutput:
@@ -130,7 +166,8 @@ class Sam2Tracker:
             yield z, out
 
     def propagate_all(self, objects: dict[int, Sam2Prompts],
-                      stop_after_absent: int | None = None
+                      stop_after_absent: int | None = None,
+                      stops: dict[int, list[int]] | None = None
                       ) -> Iterator[tuple[int, int, FrameOutput]]:
         """Yield (slice, object id, output): first every prompted slice, then one sweep
         forwards and one backwards in which each slice is encoded once for all objects.
@@ -139,7 +176,8 @@ class Sam2Tracker:
         and backwards from there to the first slice (its own prompted slices keep their
         outputs). With ``stop_after_absent`` = N, an object's sweep in a direction ends
         after N tracked slices in a row where the model says the object is absent
-        (:attr:`stopped` records where and why).
+        (:attr:`stopped` records where and why). ``stops`` = {object id: slices} ends an
+        object's sweep before each of its stop-marker slices (reason "stop_marker").
         """
         for oid, p in objects.items():
             if not p.slices:
@@ -152,11 +190,12 @@ class Sam2Tracker:
                     banks[oid].prompted[z] = self.prompt(z, p)
                     yield z, oid, banks[oid].prompted[z]
         starts = {oid: p.slices[0] for oid, p in objects.items()}
-        self.stopped: dict[tuple[int, str], int] = {}
+        self.stopped, self.banks, self.peak_memories = {}, banks, 0
+        stops = {oid: set((stops or {}).get(oid, ())) for oid in objects}
         for reverse in (False, True):
-            yield from self._sweep(objects, banks, starts, reverse, stop_after_absent)
+            yield from self._sweep(objects, banks, starts, reverse, stop_after_absent, stops)
 
-    def _sweep(self, objects, banks, starts, reverse: bool, stop_after_absent):
+    def _sweep(self, objects, banks, starts, reverse: bool, stop_after_absent, stops):
         """One direction for all objects, slice by slice."""
         direction = "down" if reverse else "up"
         order = range(max(starts.values()), -1, -1) if reverse \
@@ -169,11 +208,16 @@ class Sam2Tracker:
                 if (oid, direction) in self.stopped or z in banks[oid].prompted:
                     absent[oid] = 0
                     continue
+                if z in stops[oid]:
+                    self.stopped[(oid, direction)] = (z, "stop_marker")
+                    continue
                 banks[oid].tracked[z] = out = self.track(z, banks[oid], reverse)
                 self._forget(banks[oid], z, reverse, objects[oid].slices)
+                held = sum(o.memory is not None for o in banks[oid].tracked.values())
+                self.peak_memories = max(self.peak_memories, held)
                 absent[oid] = absent[oid] + 1 if float(out.object_logits.max()) <= 0 else 0
                 if stop_after_absent and absent[oid] >= stop_after_absent:
-                    self.stopped[(oid, direction)] = z
+                    self.stopped[(oid, direction)] = (z, "absent")
                 yield z, oid, out
 
     def _forget(self, bank: MemoryBank, z: int, reverse: bool, prompted: list[int]):

@@ -1,0 +1,62 @@
+"""The ``segment --method sam2`` job: prompted objects carried through each stack by SAM 2.1's
+memory (:func:`napari_sam.sam2_volume.segment_volume_sam2`), written like ``segment``'s
+SAM 1 outputs (labels and output metadata with stop reasons, through
+:func:`napari_sam.batch.label_writing.finish_labels`).
+
+SAM 2 needs no embedding store: each slice is encoded as the propagation reaches it, so a
+job holds its labels, the memory bank (bounded) and the last slice's features. An
+interrupted job leaves no output and is run again in full by the next run (complete
+outputs are skipped).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_sam.batch.context import Context, Job
+from napari_sam.batch.label_writing import finish_labels
+from napari_sam.batch.progress import ProgressBar
+from napari_sam.batch.reading import OpenedImage
+
+#: ``segment`` parameters only SAM 2 propagation reads (not passed to segment_volume)
+SAM2_KEYS = ("stop_after_absent",)
+
+
+def check_sam2_input(job: Job, opened: OpenedImage) -> None:
+    """ValueError for an input SAM 2 propagation cannot take: one with channels."""
+    shape = tuple(int(s) for s in opened.stack.shape)
+    if len(shape) == 4:
+        raise ValueError(
+            f"segment --method sam2 needs single-channel slices, but {job.input.name} has "
+            f"{shape[-1]} channels per slice (shape {shape}); choose one with --channel N "
+            "(0-based), or use --method sam1, which embeds RGB slices")
+
+
+def run_segment_sam2(job: Job, ctx: Context, model, opened: OpenedImage) -> dict:
+    """Propagate ``job``'s prompts with SAM 2.1 and write the labels; ``{"objects": n}``."""
+    from napari_sam.models.registry import require_family
+    from napari_sam.sam2_volume import segment_volume_sam2
+
+    require_family(model, "sam2", "segment --method sam2")
+    check_sam2_input(job, opened)
+    absent = ctx.params.get("stop_after_absent")
+    bar = ProgressBar(ctx, f"{job.name}: propagate (SAM 2)")
+    try:
+        res = segment_volume_sam2(opened.stack, job.prompts, model, progress=bar,
+                                  stop_after_absent=None if absent in (None, 0, "off")
+                                  else int(absent))
+    finally:
+        bar.close()
+    scores = {oid: float(np.mean(list(s.values()))) for oid, s in res.scores.items() if s}
+    extra = {"method": "sam2",
+             "stop_reasons": {str(k): v for k, v in res.stop_reasons.items()},
+             "lost": {str(k): v for k, v in res.lost.items()}}
+    from napari_sam.trace import propagation_trace  # the numbers `napari-sam report` plots
+
+    annotated = {oid: [e["slice"] for e in items if not e.get("stop")]
+                 for oid, items in job.prompts.items()}
+    extra["trace"] = propagation_trace(res.labels, opened.stack, res.scores, res.stop_reasons,
+                                       annotated)
+    info = finish_labels(job, ctx, model, opened, np.asarray(res.labels), scores, extra)
+    opened.stack.release()
+    return info

@@ -1,0 +1,126 @@
+"""segment_volume_sam2 beyond equality with Meta's: prompts checked by normalize_prompts,
+stop markers, features kept between runs, and a memory bank that stays bounded on a long
+stack. Random Hiera-T weights at 128 px whose object head says "present"."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sam.models.sam2.feature_cache import Sam2FeatureCache
+from napari_sam.models.sam2.model import Sam2Config, Sam2Model
+from napari_sam.models.sam2.propagation import Sam2Prompts, Sam2Tracker
+from napari_sam.sam2_volume import segment_volume_sam2
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def tiny_sam2(size: int = 128, seed: int = 11) -> Sam2Model:
+    model = Sam2Model(Sam2Config(image_size=size)).eval()
+    gen = torch.Generator().manual_seed(seed)
+    sd = {k: torch.randn(v.shape, generator=gen) * 0.05 for k, v in model.state_dict().items()}
+    sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] = torch.tensor([3.0])
+    model.load_state_dict(sd)
+    model.model_id = f"random:{seed}"
+    return model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_sam2()
+
+
+def count_encoder_calls(model) -> list:
+    calls = []
+    model.image_encoder.register_forward_hook(lambda *a: calls.append(1))
+    return calls
+
+
+@pytest.fixture(scope="module")
+def stack():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 4000, size=(6, 40, 56)).astype(np.uint16)
+
+
+def test_a_second_run_with_a_correction_reuses_every_slices_features(stack):
+    model = tiny_sam2()
+    calls = count_encoder_calls(model)
+    cache = Sam2FeatureCache()
+    first = segment_volume_sam2(stack, {1: [{"slice": 2, "points": [[20, 30]]}]}, model,
+                                stop_after_absent=None, features=cache)
+    encoded = len(calls)
+    assert encoded >= 6 and len(cache) == 6 and cache.misses == 6
+    corrected = {1: [{"slice": 2, "points": [[20, 30]]},
+                     {"slice": 4, "points": [[22, 31], [5, 5]], "labels": [1, 0]}]}
+    second = segment_volume_sam2(stack, corrected, model, stop_after_absent=None,
+                                 features=cache)
+    assert len(calls) == encoded  # no slice encoded again
+    assert cache.misses == 6 and cache.hits >= 6
+    # the same features give the same result as a run without the cache
+    fresh = segment_volume_sam2(stack, corrected, model, stop_after_absent=None)
+    assert np.array_equal(second.labels, fresh.labels)
+    assert first.labels.shape == second.labels.shape == stack.shape
+    with pytest.raises(ValueError, match="holds the features of another stack, model or "
+                       "contrast mapping .* make a new Sam2FeatureCache"):
+        segment_volume_sam2(stack[:5], {1: [{"slice": 2, "points": [[20, 30]]}]}, model,
+                            features=cache)
+
+
+def test_a_feature_cache_is_bounded_in_bytes(model, stack):
+    cache = Sam2FeatureCache(max_bytes=600_000)  # about two 128 px slices
+    segment_volume_sam2(stack, {1: [{"slice": 0, "points": [[20, 30]]}]}, model,
+                        stop_after_absent=None, features=cache)
+    assert len(cache) == 2 and cache.nbytes <= 600_000
+    with pytest.raises(ValueError, match="max_bytes must be a whole number >= 0, got -1"):
+        Sam2FeatureCache(max_bytes=-1)
+
+
+def test_prompts_are_checked_by_normalize_prompts(model, stack):
+    with pytest.raises(ValueError, match=r"object 1, slice 2: point \(row, col\) = "
+                       r"\(50\.0, 30\.0\) is outside the slices of shape \(40, 56\)"):
+        segment_volume_sam2(stack, {1: [{"slice": 2, "points": [[50, 30]]}]}, model)
+    with pytest.raises(ValueError, match="object 1 has no prompts"):
+        segment_volume_sam2(stack, {1: [{"slice": 2, "stop": True}]}, model)
+    with pytest.raises(ValueError, match="object ids must be positive integers"):
+        segment_volume_sam2(stack, {"a": [{"slice": 2, "points": [[5, 5]]}]}, model)
+    with pytest.raises(ValueError, match="slice 6, outside the stack's 6 slices"):
+        segment_volume_sam2(stack, {1: [{"slice": 6, "points": [[5, 5]]}]}, model)
+
+
+def test_a_stop_marker_ends_the_run_before_its_slice(model, stack):
+    result = segment_volume_sam2(stack, {4: [{"slice": 1, "box": [5, 5, 30, 40]},
+                                             {"slice": 4, "stop": True}]}, model,
+                                 stop_after_absent=None)
+    assert 4 in result.object_ids
+    present = np.flatnonzero((result.labels == 4).any(axis=(1, 2)))
+    assert present.max() <= 3 and 1 in present
+    assert result.stop_reasons[4]["up"] == "stop_marker"
+    assert result.stop_reasons[4]["down"] == "edge"
+
+
+def test_a_long_stack_keeps_a_bounded_memory_bank(model, monkeypatch):
+    """200 slices, an object prompted in the middle: the memories held per object stay
+    under the documented bound whatever the stack's length; pointers stay for all. (The
+    slices repeat 8 encoded images: the bank, not the encoder, is under test.)"""
+    n = 200
+    frames = torch.randn(8, 3, 128, 128, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        encoded = [model.encode_image(frames[i: i + 1]) for i in range(8)]
+    monkeypatch.setattr(model, "encode_image", lambda image: encoded[int(image.flatten()[0])])
+    tracker = Sam2Tracker(model, lambda z: torch.tensor([float(z % 8)]), n)
+    prompts = Sam2Prompts(points={100: (torch.tensor([[60.0, 60.0]]), torch.tensor([1]))})
+    seen = set()
+    with torch.inference_mode():
+        for z, _, _out in tracker.propagate_all({1: prompts}):
+            seen.add(z)
+    assert seen == set(range(n))
+    config = model.config
+    reach = max(config.num_maskmem, config.max_object_pointers)
+    bank = tracker.banks[1]
+    held = sum(o.memory is not None for o in bank.tracked.values())
+    masks = sum(o.low_res_masks is not None for o in bank.tracked.values())
+    assert tracker.peak_memories <= 3 * reach + 3 == 51
+    assert held <= 3 * reach + 3 and masks <= 3 * reach + 3
+    assert len(bank.tracked) == n - 1  # a pointer for every tracked slice
+    assert tracker.encoder_calls <= 1 + n + 101  # prompt, forwards, backwards
