@@ -5,6 +5,7 @@ masks that pass the predicted-IoU, stability and crop-edge filters, and run NMS
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,18 +21,20 @@ from napari_sam.automatic.statistics import UpsamplingGeometry, mask_statistics
 #: slice's grid.
 _GEOMETRIES: dict[tuple, UpsamplingGeometry] = {}
 _GEOMETRIES_MAX = 32
+_GEOMETRIES_LOCK = threading.Lock()  # slices of a stack may be segmented by several threads
 
 
 def cached_geometry(n_low: int, img_size: int, input_size, out_size, device) -> UpsamplingGeometry:
     """The :class:`UpsamplingGeometry` of these sizes on ``device``, built once per process
     (at most :data:`_GEOMETRIES_MAX` kept; the oldest goes first)."""
     key = (int(n_low), int(img_size), tuple(input_size), tuple(out_size), str(device))
-    geom = _GEOMETRIES.get(key)
-    if geom is None:
-        geom = UpsamplingGeometry(n_low, img_size, input_size, out_size, device)
-        if len(_GEOMETRIES) >= _GEOMETRIES_MAX:
-            _GEOMETRIES.pop(next(iter(_GEOMETRIES)))
-        _GEOMETRIES[key] = geom
+    with _GEOMETRIES_LOCK:
+        geom = _GEOMETRIES.get(key)
+        if geom is None:
+            geom = UpsamplingGeometry(n_low, img_size, input_size, out_size, device)
+            if len(_GEOMETRIES) >= _GEOMETRIES_MAX:
+                _GEOMETRIES.pop(next(iter(_GEOMETRIES)))
+            _GEOMETRIES[key] = geom
     return geom
 
 
