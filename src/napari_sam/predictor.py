@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_sam.device import autocast, precision_name, resolve_device, resolve_precision
+from napari_sam.models.cached_decoder import CachedDecoder, upsample_click_logits
 from napari_sam.models.registry import as_model
 from napari_sam.models.sam2.image_predictor import Sam2ImagePredictor
-from napari_sam.device import autocast, precision_name, resolve_device, resolve_precision
 from napari_sam.preprocess import DEFAULT_PERCENTILES, ResizeSpec, images_to_tensor, to_uint8_rgb
 from napari_sam.prompts import (
     check_box,
@@ -24,7 +25,6 @@ from napari_sam.prompts import (
     prompt_tensors,
     upsample_logits,
 )
-from napari_sam.models.cached_decoder import CachedDecoder, upsample_click_logits
 
 _BACKENDS = ("torch", "onnx")
 
