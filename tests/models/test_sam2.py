@@ -118,8 +118,8 @@ def _reference_sam2(image_size: int):
     from sam2.modeling.memory_attention import MemoryAttention, MemoryAttentionLayer
     from sam2.modeling.memory_encoder import CXBlock, Fuser, MaskDownSampler, MemoryEncoder
     from sam2.modeling.position_encoding import PositionEmbeddingSine
-    from sam2.modeling.sam2_base import SAM2Base
     from sam2.modeling.sam.transformer import RoPEAttention
+    from sam2.modeling.sam2_base import SAM2Base
 
     def rope(**kw):
         return RoPEAttention(rope_theta=10000.0, feat_sizes=[64, 64], embedding_dim=256,

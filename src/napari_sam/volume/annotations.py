@@ -19,8 +19,8 @@ from napari_sam.prompts import (
     box_problem,
     clip_box,
     labels_are_binary,
-    point_rows,
     plain,
+    point_rows,
     points_outside,
 )
 
