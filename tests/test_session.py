@@ -252,3 +252,28 @@ def test_object_that_stopped_early_is_flagged_on_the_right_slice(demo_model):
     fixed = ns.segment_volume(emb, {1: [{"slice": 3, "points": [[48, 48]]},
                                         {"slice": 10, "points": [fix["point"]]}]})
     assert fixed.slice_range[1][1] == 15
+
+
+def test_sessions_with_sam2_propagation_are_refused_clearly_before_any_work(files, tiny_sam,
+                                                                            tmp_path, capsys):
+    """A session the GUI wrote with a SAM 2.1 model (a propagation with SAM 2 memory) is not
+    replayed: the API and the CLI say so, name the operation and the way forward, and write
+    nothing."""
+    import napari_sam as ns
+    from napari_sam.cli import main
+
+    sess = make_session(files, tiny_sam)
+    sess.operations[2]["options"] = {"method": "sam2", "stop_after_absent": 2}
+    with pytest.raises(S.SessionError) as err:
+        S.replay(sess, ns.embed(blob_stack(), tiny_sam, device="cpu"))
+    assert "operation 3 of this session propagated with SAM 2 memory" in str(err.value)
+    assert "--method sam2" in str(err.value)
+    path = S.write_session(sess, tmp_path / "s2.json")
+    before = path.read_bytes()
+    out = tmp_path / "out"
+    code = main(["segment", str(files["stack"]), "--prompts", str(path), "-o", str(out),
+                 "--model", str(files["model"]), "--device", "cpu", "-q"])
+    text = capsys.readouterr().err
+    assert code != 0 and "propagated with SAM 2 memory" in text and "Traceback" not in text
+    assert not (out / "blobs_labels.tif").exists()
+    assert path.read_bytes() == before

@@ -45,6 +45,7 @@ __all__ = [
     "SessionError",
     "check_image",
     "check_model",
+    "check_replayable",
     "compare",
     "image_hash",
     "read_session",
@@ -603,6 +604,27 @@ def _volume_objects(op: Mapping, emb, progress) -> tuple[list, object]:
     return objects, res
 
 
+def check_replayable(session: Session) -> None:
+    """Refuse, before any work, a session that :func:`replay` cannot rerun.
+
+    Replay reruns SAM 1 operations (clicks decoded on a slice, propagation by
+    :func:`napari_sam.segment_volume`). A propagation with SAM 2 memory (options
+    ``{"method": "sam2", ...}``, written by the GUI with a SAM 2.1 model) is not replayed.
+
+    Raises
+    ------
+    SessionError
+        Naming the first SAM 2 operation and what to do instead.
+    """
+    for i, op in enumerate(session.operations):
+        if (op.get("options") or {}).get("method") == "sam2":
+            raise SessionError(
+                f"operation {i + 1} of this session propagated with SAM 2 memory (a SAM 2.1 "
+                "model); replaying SAM 2 operations is not supported. The session's labels are "
+                "kept in its file: open it in napari to continue it, or rerun the objects with "
+                "'napari-sam segment STACK --prompts PROMPTS.csv --method sam2 --model MODEL'")
+
+
 def replay(session: Session, emb, *, progress: Callable[[int, int], None] | None = None
            ) -> ReplayResult:
     """Rerun a session's operations on a stack's embeddings.
@@ -620,10 +642,17 @@ def replay(session: Session, emb, *, progress: Callable[[int, int], None] | None
     ReplayResult
         Labels (Z, Y, X), starting from the session's ``base`` (else zeros), with the dtype
         of the session's labels (uint32 when it has none).
+
+    Raises
+    ------
+    SessionError
+        The session does not fit the stack (:func:`check_image`) or holds SAM 2 operations
+        (:func:`check_replayable`).
     """
     from napari_sam.annotation import apply_objects
     from napari_sam.trace import propagation_trace
 
+    check_replayable(session)
     shape = tuple(int(s) for s in emb.shape[:3])
     check_image(session, shape)
     dtype = session.labels.dtype if session.labels is not None else np.dtype(np.uint32)

@@ -151,6 +151,7 @@ def _replay_session(job: Job, ctx: Context, model, sess) -> dict:
     session's labels, and holds the propagation trace."""
     from napari_sam import session as S
 
+    S.check_replayable(sess)  # before any embedding is computed
     opened = open_image(job.input, ctx)
     emb = stack_embeddings(job, ctx, model, opened)
     bar = ProgressBar(ctx, f"{job.name}: replay", len(sess.operations), unit="commit")
