@@ -120,7 +120,7 @@ def test_a_sam2_model_where_sam1_is_needed_names_the_problem(sam2_file):
     path, _ = sam2_file
     model = ns.load_model(path)
     expected = (r"needs a SAM 1 model, but this is a SAM 2\.1 checkpoint \(sam2\.1_hiera_tiny\);"
-                r" use method='sam2' \(napari_sam\.segment_volume_sam2; CLI: napari-sam "
+                r" use method='sam2' \(napari_sam\.sam2_volume\.segment_volume_sam2; CLI: napari-sam "
                 r"segment --method sam2\)")
     with pytest.raises(ValueError, match=r"^embed \(per-slice SAM 1 embeddings for "
                        r"segment_volume\) " + expected):

@@ -428,8 +428,9 @@ def load_model(
 
 #: what to use instead, by the family a function needed and did not get
 _INSTEAD = {
-    "sam1": "use method='sam2' (napari_sam.segment_volume_sam2; CLI: napari-sam segment "
-            "--method sam2) to propagate with it, or a SAM 1 model such as vit_b or vit_b_lm",
+    "sam1": "use method='sam2' (napari_sam.sam2_volume.segment_volume_sam2; CLI: napari-sam "
+            "segment --method sam2) to propagate with it, or a SAM 1 model such as vit_b or "
+            "vit_b_lm",
     "sam2": "use segment_volume / method='sam1' with it, or a SAM 2.1 checkpoint such as "
             "sam2.1_hiera_tiny (napari-sam models download sam2.1_hiera_tiny)",
 }
