@@ -138,7 +138,8 @@ def diagnose(name: str, img: np.ndarray, gt: np.ndarray) -> None:
     f1, iou = oracle_per_slice(emb, gt, model)
     print(f"  oracle click on every slice   F1@0.5 {f1:.3f}  mean best IoU {iou:.3f}")
     zs = np.linspace(gt.shape[0] * 0.25, gt.shape[0] * 0.75, 3).astype(int)
-    print(f"  blob clicks (slices {list(zs)})  nuclei recovered {blob_recall(emb, img, gt, model, zs):.3f}")
+    recall = blob_recall(emb, img, gt, model, zs)
+    print(f"  blob clicks (slices {[int(z) for z in zs]})  nuclei recovered {recall:.3f}")
 
 
 def main(argv=None) -> None:
