@@ -14,11 +14,13 @@ process per core.
 ``--policies`` compares CPU thread policies in the same run (each ``auto`` in a fresh
 process, the policy patched into :mod:`napari_sam.device` before the command starts):
 
-- ``default``: what the CLI does (threads from the cores free over a 0.2 s window of
-  ``/proc/stat``, slices segmented by a pool of workers of one torch thread each);
+- ``default``: what the CLI does (:func:`napari_sam.device.configure_threads`: busy cores
+  measured over 0.2 s, our session's runnable threads told apart from other sessions' CPU
+  time; slices segmented by a pool of workers of one torch thread each);
 - ``load``: the policy of 2026-12-02 (threads = cores - round(1-minute load average), one
   slice at a time);
-- ``free``: threads from ``/proc/stat`` as ``default``, one slice at a time;
+- ``free``: threads = the cores free over a 0.2 s window of ``/proc/stat`` (every busy core
+  counted as taken), one slice at a time;
 - ``workers=N``: ``default`` with N slice workers.
 
 ``--rounds R`` alternates idle and busy runs R times (idle, busy, idle, busy, ...), which
@@ -67,6 +69,12 @@ import napari_sam.device as d
 policy = {policy!r}
 if policy == "load":
     d.measure_busy_cores = lambda *a, **k: None  # falls back to the load average
+if policy == "free":
+    orig_measure = d.measure_busy_cores
+    def measure(*a, **k):
+        m = orig_measure(*a, **k)
+        return None if m is None else d.BusyCores(0.0, m.same_group + m.other_groups)
+    d.measure_busy_cores = measure
 if policy in ("load", "free"):
     d.MAX_WORKERS_PER_CORE = 0  # one slice worker
 if policy.startswith("workers="):
