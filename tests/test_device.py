@@ -118,12 +118,12 @@ def test_bf16_detection_asks_torch_then_proc_cpuinfo(monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     ("cores", "busy", "others", "threads", "workers"),
     [(2, 0.0, 0.0, 2, 2),  # idle
-     (2, 2.0, 0.0, 2, 4),  # two spinning processes of our session: more threads, more share
-     (2, 1.0, 0.0, 2, 3), (2, 0.4, 0.0, 2, 2),
+     (2, 2.0, 0.0, 1, 4),  # two spinners of our session: more workers, more share
+     (2, 1.0, 0.0, 1, 3), (2, 0.4, 0.0, 2, 2),
      (2, 0.0, 1.0, 1, 1),  # another session takes a core whatever we do: the free one
      (2, 0.0, 4.0, 1, 1), (2, 0.0, 0.6, 1, 1), (2, 0.0, 0.4, 2, 2),
-     (2, 2.0, 2.0, 2, 3), (8, 0.0, 2.2, 6, 6), (8, 2.0, 0.0, 8, 10), (8, 0.0, 0.0, 8, 8),
-     (1, 0.0, 0.0, 1, 1), (1, 1.0, 0.0, 1, 2), (4, 100.0, 0.0, 4, 8)],
+     (2, 2.0, 2.0, 1, 3), (8, 0.0, 2.2, 6, 6), (8, 2.0, 0.0, 6, 10), (8, 0.0, 0.0, 8, 8),
+     (1, 0.0, 0.0, 1, 1), (1, 1.0, 0.0, 1, 2), (4, 100.0, 0.0, 1, 8)],
 )
 def test_threads_and_workers_follow_the_free_and_shared_cores(cores, busy, others, threads,
                                                                workers):
@@ -154,7 +154,7 @@ def test_configure_threads_sets_torch_threads_and_slice_workers():
     try:
         assert dv.configure_threads(environ=env, cores=2, busy=0.0, others=1.0) == 1
         assert torch.get_num_threads() == 1 and dv.slice_workers() == 1
-        assert dv.configure_threads(environ=env, cores=2, busy=1.0, others=0.0) == 2
+        assert dv.configure_threads(environ=env, cores=2, busy=1.0, others=0.0) == 1
         assert dv.slice_workers() == 3
         assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
         env = {"OMP_WAIT_POLICY": "ACTIVE"}

@@ -462,15 +462,17 @@ def thread_policy(cores: int, busy: float, environ=None, threads: int | None = N
     autogroup scheduling; else the whole machine) an equal share of a busy core, and each
     group an equal share of the machine. So:
 
-    - other groups' busy cores (``others``) are taken whatever we do: use the free cores
-      (OpenMP threads of one operation wait for each other at every step, so a thread on a
-      taken core holds the whole operation up);
-    - busy cores of our own group (``busy``, e.g. other jobs started from the same terminal)
-      are shared thread by thread: with ``p`` busy threads next to ours, ``k`` threads get
-      about ``cores * k / (k + p)`` cores, so more threads get more of the machine. Slices
-      are independent (a descheduled worker holds no other up): one worker per free core
-      plus one per busy core of our group, at most ``MAX_WORKERS_PER_CORE * cores``; torch
-      threads up to ``cores`` (with ``OMP_WAIT_POLICY=PASSIVE`` a waiting thread sleeps).
+    - torch threads: the cores nobody else keeps busy, at least one. OpenMP threads of one
+      operation wait for each other at every step, so a thread on a core another thread
+      wants holds the whole operation up (measured: 2 PASSIVE threads next to two spinners
+      of our session made the main job 4x slower than 1 thread, docs/benchmarks.md);
+    - slice workers: busy cores of our own group (``busy``, e.g. other jobs started from the
+      same terminal) are shared thread by thread: with ``p`` busy threads next to ours, ``k``
+      threads get about ``cores * k / (k + p)`` cores, so more threads get more of the
+      machine, and slices are independent (a descheduled worker holds no other up): one
+      worker per core not taken by other groups plus one per busy core of our group, at
+      most ``MAX_WORKERS_PER_CORE * cores``. Other groups' busy cores (``others``) are
+      taken whatever we do: no worker for them.
 
     Parameters
     ----------
@@ -492,7 +494,7 @@ def thread_policy(cores: int, busy: float, environ=None, threads: int | None = N
     -------
     ThreadPlan
         ``free = cores - round(others)`` (at least 1) and ``p = round(busy)``: ``threads =
-        min(cores, free + p)``, ``workers = min(MAX_WORKERS_PER_CORE * cores, free + p)``.
+        max(1, free - p)``, ``workers = min(MAX_WORKERS_PER_CORE * cores, free + p)``.
     """
     environ = os.environ if environ is None else environ
     env: dict[str, str] = {}
@@ -508,7 +510,7 @@ def thread_policy(cores: int, busy: float, environ=None, threads: int | None = N
         return ThreadPlan(n, n if var == THREADS_ENV else 1, env, f"set by {var}")
     free = max(1, cores - max(0, int(math.floor(others + 0.5))))
     shared = max(0, int(math.floor(busy + 0.5)))
-    return ThreadPlan(min(cores, free + shared),
+    return ThreadPlan(max(1, free - shared),
                       max(1, min(MAX_WORKERS_PER_CORE * cores, free + shared)), env,
                       f"{cores} cores; busy: {busy:.1f} shared thread by thread, "
                       f"{others:.1f} by other sessions")
