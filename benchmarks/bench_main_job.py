@@ -11,10 +11,26 @@ processes keep a core each busy (a pure-Python loop), and the ratio busy / idle 
 the issue's target is <= 60 s idle on a 2-core machine and at most 1.5x that with one busy
 process per core.
 
+``--policies`` compares CPU thread policies in the same run (each ``auto`` in a fresh
+process, the policy patched into :mod:`napari_sam.device` before the command starts):
+
+- ``default``: what the CLI does (:func:`napari_sam.device.configure_threads`: busy cores
+  measured over 0.2 s, our session's runnable threads told apart from other sessions' CPU
+  time; slices segmented by a pool of workers of one torch thread each);
+- ``load``: the policy of 2026-12-02 (threads = cores - round(1-minute load average), one
+  slice at a time);
+- ``free``: threads = the cores free over a 0.2 s window of ``/proc/stat`` (every busy core
+  counted as taken), one slice at a time;
+- ``workers=N``: ``default`` with N slice workers.
+
+``--rounds R`` alternates idle and busy runs R times (idle, busy, idle, busy, ...), which
+spreads the noise of a shared machine over both conditions; every run prints its load.
+
 Usage::
 
     python benchmarks/bench_main_job.py              # idle run only
     python benchmarks/bench_main_job.py --busy 2     # idle, then with 2 busy processes
+    python benchmarks/bench_main_job.py --busy 2 --rounds 2 --policies default,load,free
 
 Record the output, with the machine and its load (printed), in docs/benchmarks.md.
 """
@@ -40,23 +56,51 @@ def _spin() -> None:  # a process that keeps one core busy
         pass
 
 
-def _cli() -> list[str]:
+def _cli(policy: str = "default") -> list[str]:
+    if policy != "default":  # the policy patched in before the CLI's entry point
+        return [sys.executable, "-c", _PATCH.format(policy=policy)]
     exe = shutil.which("napari-sam", path=str(Path(sys.executable).parent))
     return [exe] if exe else [sys.executable, "-m", "napari_sam.cli"]
 
 
-def run_main_job(folder: Path) -> dict:
+_PATCH = """
+import sys
+import napari_sam.device as d
+policy = {policy!r}
+if policy == "load":
+    d.measure_busy_cores = lambda *a, **k: None  # falls back to the load average
+if policy == "free":
+    orig_measure = d.measure_busy_cores
+    def measure(*a, **k):
+        m = orig_measure(*a, **k)
+        return None if m is None else d.BusyCores(0.0, m.same_group + m.other_groups)
+    d.measure_busy_cores = measure
+if policy in ("load", "free"):
+    d.MAX_WORKERS_PER_CORE = 0  # one slice worker
+if policy.startswith("workers="):
+    n = int(policy.split("=")[1])
+    orig = d.thread_policy
+    d.thread_policy = lambda *a, **k: orig(*a, **k)._replace(workers=n)
+from napari_sam.cli.app import entry_point
+sys.argv[0] = "napari-sam"
+sys.exit(entry_point())
+"""
+
+
+def run_main_job(folder: Path, policy: str = "default") -> dict:
     """Run the README's two commands in ``folder``; return wall times and the 3D F1."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     t0 = time.perf_counter()
     subprocess.run([*_cli(), "sample", "nuclei-3d", "-o", "data/"], cwd=folder, env=env,
                    check=True, capture_output=True)
     t1 = time.perf_counter()
-    subprocess.run([*_cli(), "auto", "data/*.tif", "-o", "out/", "--preview"], cwd=folder,
-                   env=env, check=True, capture_output=True)
+    out = subprocess.run([*_cli(policy), "auto", "data/*.tif", "-o", "out/", "--preview"],
+                         cwd=folder, env=env, check=True, capture_output=True, text=True)
     t2 = time.perf_counter()
+    note = [ln for ln in out.stderr.splitlines() if "device " in ln]
     return {"sample_s": t1 - t0, "auto_s": t2 - t1, "total_s": t2 - t0,
-            "f1": score_main_job(folder)}
+            "f1": score_main_job(folder), "device": note[0].split("device ", 1)[1] if note else "",
+            "labels": (folder / "out" / "nuclei-3d_seed10000_labels.tif").read_bytes()}
 
 
 def score_main_job(folder: Path) -> float:
@@ -94,29 +138,48 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--busy", type=int, default=0, metavar="N",
                     help="also run with N busy processes (one per core to load the machine)")
+    ap.add_argument("--rounds", type=int, default=1, help="idle/busy alternations")
+    ap.add_argument("--policies", default="default",
+                    help="comma-separated: default, load, free, workers=N")
     args = ap.parse_args()
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores; load before: {os.getloadavg()}")
-    runs = [("idle", 0)] + ([("busy", args.busy)] if args.busy else [])
-    results = {}
-    for name, n_busy in runs:
-        spinners = [mp.Process(target=_spin, daemon=True) for _ in range(n_busy)]
+    conditions = [("idle", 0)] + ([("busy", args.busy)] if args.busy else [])
+    results: dict = {}
+    labels: dict = {}
+    for rnd in range(args.rounds):
+        for name, n_busy in conditions:
+            for policy in args.policies.split(","):
+                r = _timed(policy, n_busy)
+                results.setdefault((policy, name), []).append(r["total_s"])
+                labels.setdefault(r["labels"], []).append(f"{policy}/{name}")
+                print(f"round {rnd + 1} {name:4s} {policy:10s} ({n_busy} busy): sample "
+                      f"{r['sample_s']:.1f} s, auto {r['auto_s']:.1f} s, total "
+                      f"{r['total_s']:.1f} s; F1@0.5 {r['f1']:.3f}; load {r['load0']:.2f} -> "
+                      f"{r['load1']:.2f}; {r['device']}", flush=True)
+    print(f"label files: {len(labels)} distinct ({'identical' if len(labels) == 1 else 'DIFFER'})")
+    for policy in args.policies.split(","):
+        idle = sum(results[(policy, "idle")]) / args.rounds
+        line = f"{policy:10s} idle mean {idle:.1f} s (target <= 60 s)"
+        if args.busy:
+            busy = sum(results[(policy, "busy")]) / args.rounds
+            line += f", busy mean {busy:.1f} s, busy / idle {busy / idle:.2f}x (target <= 1.5x)"
+        print(line)
+
+
+def _timed(policy: str, n_busy: int) -> dict:
+    """One run of the main job with ``n_busy`` spinning processes started just before."""
+    spinners = [mp.Process(target=_spin, daemon=True) for _ in range(n_busy)]
+    for p in spinners:
+        p.start()
+    load0 = os.getloadavg()[0]
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            r = run_main_job(Path(tmp), policy)
+    finally:
         for p in spinners:
-            p.start()
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                r = run_main_job(Path(tmp))
-        finally:
-            for p in spinners:
-                p.terminate()
-        results[name] = r
-        print(f"{name:5s} ({n_busy} busy processes): sample {r['sample_s']:.1f} s, auto "
-              f"{r['auto_s']:.1f} s, total {r['total_s']:.1f} s; 3D F1@0.5 {r['f1']:.3f}; "
-              f"load after {os.getloadavg()[0]:.2f}", flush=True)
-    if "busy" in results:
-        ratio = results["busy"]["total_s"] / results["idle"]["total_s"]
-        print(f"busy / idle: {ratio:.2f}x (target <= 1.5x)")
-    print(f"idle total: {results['idle']['total_s']:.1f} s (target <= 60 s on an idle 2-core "
-          f"machine)")
+            p.terminate()
+            p.join()
+    return {**r, "load0": load0, "load1": os.getloadavg()[0]}
 
 
 if __name__ == "__main__":

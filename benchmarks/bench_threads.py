@@ -9,8 +9,10 @@ Each configuration runs in a fresh process (OpenMP reads its environment when to
   at each barrier);
 - ``PASSIVE``: the same threads with ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep);
 - ``1 thread``: ``OMP_NUM_THREADS=1``;
-- ``policy``: :func:`napari_sam.device.configure_threads` (free cores from the load average,
-  at least one, and PASSIVE).
+- ``policy``: :func:`napari_sam.device.configure_threads` (the cores other sessions keep
+  busy are left to them, threads of our own session, such as the spinners here, are met with
+  one torch thread per core; PASSIVE). Slice workers do not apply to these jobs (one image at
+  a time): ``benchmarks/bench_main_job.py`` measures them.
 
 Jobs: ``small`` is segment everything with the demo model on 128 x 128 slices (seconds per
 slice); ``large`` is ViT-B (random weights) embedding one 1024 x 1024 image through

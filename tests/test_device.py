@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -115,41 +116,77 @@ def test_bf16_detection_asks_torch_then_proc_cpuinfo(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("cores", "load", "threads"),
-    [(2, 0.0, 2), (2, 0.4, 2), (2, 0.6, 1), (2, 2.0, 1), (2, 4.0, 1), (8, 2.2, 6), (8, 0.0, 8),
-     (1, 0.0, 1), (4, 100.0, 1)],
+    ("cores", "busy", "others", "threads", "workers"),
+    [(2, 0.0, 0.0, 2, 2),  # idle
+     (2, 2.0, 0.0, 1, 4),  # two spinners of our session: more workers, more share
+     (2, 1.0, 0.0, 1, 3), (2, 0.4, 0.0, 2, 2),
+     (2, 0.0, 1.0, 1, 1),  # another session takes a core whatever we do: the free one
+     (2, 0.0, 4.0, 1, 1), (2, 0.0, 0.6, 1, 1), (2, 0.0, 0.4, 2, 2),
+     (2, 2.0, 2.0, 1, 3), (8, 0.0, 2.2, 6, 6), (8, 2.0, 0.0, 6, 10), (8, 0.0, 0.0, 8, 8),
+     (1, 0.0, 0.0, 1, 1), (1, 1.0, 0.0, 1, 2), (4, 100.0, 0.0, 1, 8)],
 )
-def test_threads_are_the_free_cores(cores, load, threads):
-    n, env, reason = dv.thread_policy(cores, load, environ={})
-    assert n == threads
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
-    assert f"{cores} cores, load {load:.1f}" == reason
+def test_threads_and_workers_follow_the_free_and_shared_cores(cores, busy, others, threads,
+                                                               workers):
+    plan = dv.thread_policy(cores, busy, environ={}, others=others)
+    assert (plan.threads, plan.workers) == (threads, workers)
+    assert plan.env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert plan.reason == (f"{cores} cores; busy: {busy:.1f} shared thread by thread, "
+                           f"{others:.1f} by other sessions")
 
 
 def test_thread_settings_of_the_user_win():
-    n, env, reason = dv.thread_policy(2, 3.0, environ={"OMP_NUM_THREADS": "2",
-                                                       "OMP_WAIT_POLICY": "ACTIVE"})
-    assert (n, env, reason) == (2, {}, "set by OMP_NUM_THREADS")
-    n, _, reason = dv.thread_policy(2, 0.0, environ={"OMP_NUM_THREADS": "2",
-                                                     "NAPARI_SAM_THREADS": "1"})
-    assert (n, reason) == (1, "set by NAPARI_SAM_THREADS")
+    plan = dv.thread_policy(2, 3.0, environ={"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "ACTIVE"})
+    assert plan == (2, 1, {}, "set by OMP_NUM_THREADS")  # OpenMP only: one slice at a time
+    plan = dv.thread_policy(2, 0.0, environ={"OMP_NUM_THREADS": "2", "NAPARI_SAM_THREADS": "3"})
+    assert plan[:2] == (3, 3) and plan.reason == "set by NAPARI_SAM_THREADS"
+    plan = dv.thread_policy(2, 2.0, environ={"NAPARI_SAM_THREADS": "3"}, threads=1)
+    assert plan[:2] == (1, 1) and plan.reason == "set by --threads"
     for bad in ("two", "0"):
         with pytest.raises(ValueError, match=f"NAPARI_SAM_THREADS='{bad}'"):
             dv.thread_policy(2, 0.0, environ={"NAPARI_SAM_THREADS": bad})
+    with pytest.raises(ValueError, match="--threads 0: give at least 1 thread"):
+        dv.thread_policy(2, 0.0, environ={}, threads=0)
 
 
-def test_configure_threads_sets_torch_threads_when_torch_is_loaded():
+def test_configure_threads_sets_torch_threads_and_slice_workers():
     before = torch.get_num_threads()
     env: dict[str, str] = {}
     try:
-        assert dv.configure_threads(environ=env, cores=2, load=1.0) == 1
-        assert torch.get_num_threads() == 1
+        assert dv.configure_threads(environ=env, cores=2, busy=0.0, others=1.0) == 1
+        assert torch.get_num_threads() == 1 and dv.slice_workers() == 1
+        assert dv.configure_threads(environ=env, cores=2, busy=1.0, others=0.0) == 1
+        assert dv.slice_workers() == 3
         assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
         env = {"OMP_WAIT_POLICY": "ACTIVE"}
-        assert dv.configure_threads(environ=env, cores=2, load=0.0) == 2
+        assert dv.configure_threads(environ=env, cores=2, load=0.0) == 2  # the older name
         assert torch.get_num_threads() == 2 and env == {"OMP_WAIT_POLICY": "ACTIVE"}
+        assert dv.slice_workers() == 2
+        assert dv.configure_threads(environ={}, threads=3) == 3 and dv.slice_workers() == 3
     finally:
         torch.set_num_threads(before)
+        dv.configure_threads(environ={}, threads=1)
+
+
+def test_busy_cores_are_measured_from_proc_stat(tmp_path):
+    if not Path("/proc/stat").is_file():
+        pytest.skip("no /proc/stat on this system: the load average is used instead")
+    cores = len(os.sched_getaffinity(0))
+    busy = dv.measure_busy_cores(0.05)
+    assert busy is not None and 0.0 <= min(busy) and max(busy) <= cores
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:  # our children share the CPU with us thread by thread (same session)
+        time.sleep(0.2)
+        for autogroup in (True, False):
+            busy = dv.measure_busy_cores(0.1, autogroup=autogroup)
+            assert busy.same_group >= min(2, cores) - 0.3, busy  # (other jobs may add)
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+    assert dv.measure_busy_cores(0.01, path=str(tmp_path / "missing")) is None
+    frozen = tmp_path / "stat"  # a counter that does not move: no measurement
+    frozen.write_text("cpu  10 0 10 100 0 0 0 0 0 0\ncpu0 10 0 10 100 0 0 0 0 0 0\n")
+    assert dv.measure_busy_cores(0.01, path=str(frozen)) is None
 
 
 def test_configure_threads_before_torch_is_imported():
@@ -159,7 +196,7 @@ def test_configure_threads_before_torch_is_imported():
         "import sys, os\n"
         "from napari_sam.device import configure_threads\n"
         "assert 'torch' not in sys.modules\n"
-        "n = configure_threads(cores=2, load=1.5)\n"
+        "n = configure_threads(cores=2, busy=0.0, others=1.5)\n"
         "import torch\n"
         "print(n, torch.get_num_threads(), os.environ['OMP_WAIT_POLICY'],"
         " os.environ['OMP_NUM_THREADS'])\n"

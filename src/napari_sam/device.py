@@ -15,17 +15,22 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 __all__ = [
     "PRECISION_ENV",
     "THREADS_ENV",
+    "BusyCores",
+    "ThreadPlan",
     "autocast",
     "configure_threads",
     "cpu_bf16_feature",
     "describe",
+    "measure_busy_cores",
     "precision_name",
     "resolve_device",
     "resolve_precision",
+    "slice_workers",
     "thread_policy",
 ]
 
@@ -269,34 +274,172 @@ def _load() -> float:
         return 0.0
 
 
-def thread_policy(cores: int, load: float, environ=None) -> tuple[int, dict[str, str], str]:
-    """The CPU thread count and OpenMP settings for ``cores`` usable cores at ``load``.
+def _cpu_jiffies(path: str = "/proc/stat", cpus=None) -> tuple[int, int, int] | None:
+    """(busy, total, CPUs counted) from Linux's ``/proc/stat``, over the CPUs in ``cpus``
+    (default: the CPUs this process may run on), None where there is no such file."""
+    if cpus is None:
+        try:
+            cpus = os.sched_getaffinity(0)
+        except (AttributeError, OSError):
+            cpus = None
+    busy = total = n = 0
+    try:
+        with open(path) as f:
+            for line in f:
+                name, *vals = line.split()
+                if not name.startswith("cpu") or name == "cpu":
+                    continue
+                if cpus is not None and int(name[3:]) not in cpus:
+                    continue
+                fields = [int(v) for v in vals[:8]]  # user .. steal
+                idle = fields[3] + fields[4]  # idle + iowait
+                busy, total, n = busy + sum(fields) - idle, total + sum(fields), n + 1
+    except (OSError, ValueError, IndexError):
+        return None
+    return (busy, total, n) if n else None
 
-    A pure function (tests call it with a mocked load); :func:`configure_threads` applies it.
 
-    Parameters
+def _autogroups(path: str = "/proc/sys/kernel/sched_autogroup_enabled") -> bool:
+    """Whether Linux shares the CPU between sessions first, then between their threads."""
+    try:
+        return Path(path).read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+def _stat_fields(path: str) -> list[str] | None:
+    """The fields of a ``/proc/PID/stat`` file after the command name (state first)."""
+    try:
+        with open(path) as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None  # gone meanwhile
+
+
+def _session_pids(proc: str = "/proc") -> list[int]:
+    """The other processes of this process's session (its autogroup)."""
+    me, sid = os.getpid(), os.getsid(0)
+    pids = []
+    for entry in os.scandir(proc):
+        if entry.name.isdigit() and int(entry.name) != me:
+            fields = _stat_fields(f"{entry.path}/stat")
+            if fields is not None and len(fields) > 12 and int(fields[3]) == sid:
+                pids.append(int(entry.name))
+    return pids
+
+
+def _group_sample(pids: list[int] | None) -> tuple[int, float]:
+    """(runnable threads, CPU seconds so far) of ``pids``; of the whole machine for None
+    (runnable threads but this one, from ``/proc/loadavg``; no CPU seconds)."""
+    if pids is None:
+        try:
+            with open("/proc/loadavg") as f:
+                return max(0, int(f.read().split()[3].split("/")[0]) - 1), 0.0
+        except (OSError, ValueError, IndexError):
+            return 0, 0.0
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    running, jiffies = 0, 0
+    for pid in pids:
+        fields = _stat_fields(f"/proc/{pid}/stat")
+        if fields is None or len(fields) <= 12:
+            continue
+        jiffies += int(fields[11]) + int(fields[12])  # utime, stime (all its threads)
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            task = _stat_fields(f"/proc/{pid}/task/{tid}/stat")
+            running += task is not None and task[0] == "R"
+    return running, jiffies / tick
+
+
+class BusyCores(NamedTuple):
+    """Cores other processes keep busy (:func:`measure_busy_cores`).
+
+    Attributes
     ----------
-    cores : int
-        Cores this process may run on.
-    load : float
-        One-minute load average of the machine (other processes' runnable threads).
-    environ : mapping, optional
-        The environment (default ``os.environ``): ``NAPARI_SAM_THREADS`` or
-        ``OMP_NUM_THREADS`` set by the user win; ``OMP_WAIT_POLICY`` set by the user is kept.
+    same_group : float
+        Busy cores of processes that share the CPU with this one thread by thread: its own
+        session when Linux groups the CPU by session (autogroup), else every process.
+    other_groups : float
+        Busy cores of the other sessions (autogroup only): they get their share of the
+        machine whatever the number of our threads.
+    """
+
+    same_group: float
+    other_groups: float
+
+
+def measure_busy_cores(window: float = 0.2, path: str = "/proc/stat",
+                       autogroup: bool | None = None, samples: int = 5) -> BusyCores | None:
+    """How many of this process's cores other processes keep busy now, over ``window`` s.
+
+    Other groups: the busy CPU time of the CPUs this process may run on (``/proc/stat``,
+    read twice) minus this process's and its group's over the same window, so it sees a
+    machine that became busy a moment ago (the 1-minute load average needs about a minute to
+    follow). Our group (this session with Linux's autogroup scheduling,
+    ``/proc/sys/kernel/sched_autogroup_enabled``; else the machine): its runnable threads,
+    averaged over ``samples`` looks (what they would take, not what they got). None where
+    there is no ``/proc/stat`` (macOS, Windows).
 
     Returns
     -------
+    BusyCores or None
+        Busy cores, each from 0 to the number of usable CPUs.
+    """
+    import time
+
+    autogroup = _autogroups() if autogroup is None else autogroup
+    first = _cpu_jiffies(path)
+    if first is None:
+        return None
+    pids = _session_pids() if autogroup else None
+    own0, t0 = sum(os.times()[:2]), time.monotonic()
+    running, group0 = _group_sample(pids)
+    for _ in range(max(1, samples) - 1):
+        time.sleep(window / max(1, samples - 1))
+        more, group1 = _group_sample(pids)
+        running += more
+    second = _cpu_jiffies(path)
+    own1, t1 = sum(os.times()[:2]), time.monotonic()
+    if second is None or second[2] != first[2] or second[1] <= first[1]:
+        return None
+    n_cpus, dt = second[2], max(t1 - t0, 1e-3)
+    frac = (second[0] - first[0]) / (second[1] - first[1])
+    group_used = (group1 - group0) / dt if samples > 1 else 0.0
+    others = min(n_cpus, max(0.0, frac * n_cpus - (own1 - own0) / dt - group_used))
+    same = min(float(n_cpus), running / max(1, samples))
+    return BusyCores(same, float(others) if autogroup else 0.0)
+
+
+class ThreadPlan(NamedTuple):
+    """What :func:`thread_policy` chooses.
+
+    Attributes
+    ----------
     threads : int
-        Free cores (``cores - round(load)``), at least 1, at most ``cores``.
+        Torch (OpenMP) threads for work that runs one step after the other (propagation,
+        linking, one image's embedding).
+    workers : int
+        Slices segmented at once by per-slice work (``napari-sam auto``): each worker thread
+        segments its own slices with one torch thread.
     env : dict
-        Variables to set before torch is imported: ``OMP_WAIT_POLICY=PASSIVE`` (a thread
-        waiting at a barrier sleeps instead of spinning on a core another thread needs).
+        Variables to set before torch is imported (``OMP_WAIT_POLICY=PASSIVE``).
     reason : str
     """
-    environ = os.environ if environ is None else environ
-    env: dict[str, str] = {}
-    if "OMP_WAIT_POLICY" not in environ:
-        env["OMP_WAIT_POLICY"] = "PASSIVE"
+
+    threads: int
+    workers: int
+    env: dict
+    reason: str
+
+
+#: Slice workers per usable core, at most. See :func:`thread_policy`.
+MAX_WORKERS_PER_CORE = 2
+
+
+def _user_threads(environ) -> tuple[int, str] | None:
     for var in (THREADS_ENV, "OMP_NUM_THREADS"):
         raw = environ.get(var, "").strip()
         if raw:
@@ -306,42 +449,126 @@ def thread_policy(cores: int, load: float, environ=None) -> tuple[int, dict[str,
                 raise ValueError(f"{var}={raw!r} is not a whole number of threads") from None
             if n < 1:
                 raise ValueError(f"{var}={raw!r}: give at least 1 thread")
-            return n, env, f"set by {var}"
-    busy = max(0, int(math.floor(load + 0.5)))
-    threads = max(1, min(cores, cores - busy))
-    return threads, env, f"{cores} cores, load {load:.1f}"
+            return n, var
+    return None
 
 
-def configure_threads(*, environ=None, cores: int | None = None, load: float | None = None) -> int:
-    """Choose the CPU thread count so a busy machine does not make work several times slower.
+def thread_policy(cores: int, busy: float, environ=None, threads: int | None = None,
+                  others: float = 0.0) -> ThreadPlan:
+    """The CPU threads and slice workers for ``cores`` usable cores and the measured load.
+
+    A pure function (tests call it with mocked measurements); :func:`configure_threads`
+    applies it. Linux gives each runnable thread of one scheduling group (a session, with
+    autogroup scheduling; else the whole machine) an equal share of a busy core, and each
+    group an equal share of the machine. So:
+
+    - torch threads: the cores nobody else keeps busy, at least one. OpenMP threads of one
+      operation wait for each other at every step, so a thread on a core another thread
+      wants holds the whole operation up (measured: 2 PASSIVE threads next to two spinners
+      of our session made the main job 4x slower than 1 thread, docs/benchmarks.md);
+    - slice workers: busy cores of our own group (``busy``, e.g. other jobs started from the
+      same terminal) are shared thread by thread: with ``p`` busy threads next to ours, ``k``
+      threads get about ``cores * k / (k + p)`` cores, so more threads get more of the
+      machine, and slices are independent (a descheduled worker holds no other up): one
+      worker per core not taken by other groups plus one per busy core of our group, at
+      most ``MAX_WORKERS_PER_CORE * cores``. Other groups' busy cores (``others``) are
+      taken whatever we do: no worker for them.
+
+    Parameters
+    ----------
+    cores : int
+        Cores this process may run on.
+    busy : float
+        Busy cores of other processes of our scheduling group (:func:`measure_busy_cores`).
+    environ : mapping, optional
+        The environment (default ``os.environ``): ``NAPARI_SAM_THREADS`` set by the user fixes
+        both threads and workers; ``OMP_NUM_THREADS`` fixes the threads (one worker);
+        ``OMP_WAIT_POLICY`` set by the user is kept.
+    threads : int, optional
+        The CLI's ``--threads``: wins over everything, like ``NAPARI_SAM_THREADS``.
+    others : float
+        Busy cores of other scheduling groups (or the 1-minute load average where nothing
+        else is known).
+
+    Returns
+    -------
+    ThreadPlan
+        ``free = cores - round(others)`` (at least 1) and ``p = round(busy)``: ``threads =
+        max(1, free - p)``, ``workers = min(MAX_WORKERS_PER_CORE * cores, free + p)``.
+    """
+    environ = os.environ if environ is None else environ
+    env: dict[str, str] = {}
+    if "OMP_WAIT_POLICY" not in environ:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    if threads is not None:
+        if isinstance(threads, bool) or int(threads) < 1:
+            raise ValueError(f"--threads {threads}: give at least 1 thread")
+        return ThreadPlan(int(threads), int(threads), env, "set by --threads")
+    user = _user_threads(environ)
+    if user is not None:
+        n, var = user
+        return ThreadPlan(n, n if var == THREADS_ENV else 1, env, f"set by {var}")
+    free = max(1, cores - max(0, int(math.floor(others + 0.5))))
+    shared = max(0, int(math.floor(busy + 0.5)))
+    return ThreadPlan(max(1, free - shared),
+                      max(1, min(MAX_WORKERS_PER_CORE * cores, free + shared)), env,
+                      f"{cores} cores; busy: {busy:.1f} shared thread by thread, "
+                      f"{others:.1f} by other sessions")
+
+
+_PLAN: ThreadPlan | None = None
+
+
+def slice_workers() -> int:
+    """Slice workers chosen by the last :func:`configure_threads` (1 if it was not called)."""
+    return 1 if _PLAN is None else _PLAN.workers
+
+
+def configure_threads(*, environ=None, cores: int | None = None, busy: float | None = None,
+                      others: float | None = None, load: float | None = None,
+                      threads: int | None = None) -> int:
+    """Choose the CPU threads so a busy machine does not make work several times slower.
 
     Call it first in a script or command (the CLI's ``main`` does), before ``import torch``:
     OpenMP reads ``OMP_WAIT_POLICY`` when torch loads. With torch's default (one thread per
     core, threads spinning at barriers) every parallel region waits for a thread whose core
-    another process holds; using only the free cores avoids that (see docs/benchmarks.md,
-    "CPU threads").
+    another process holds. :func:`thread_policy` chooses the torch threads and the slice
+    workers (:func:`slice_workers`) from the cores busy now; see docs/benchmarks.md, "CPU
+    threads".
 
     Parameters
     ----------
     environ : mutable mapping, optional
         Where to write the OpenMP settings (default ``os.environ``).
-    cores, load : optional
-        Usable cores and one-minute load average (default: this machine's).
+    cores : int, optional
+        Usable cores (default: this process's).
+    busy, others : float, optional
+        Busy cores of our scheduling group and of other groups (default:
+        :func:`measure_busy_cores`, else the 1-minute load average as ``others``). ``load``
+        is ``others``, for older callers.
+    threads : int, optional
+        A user's choice (the CLI's ``--threads``).
 
     Returns
     -------
     int
         The number of threads torch will use.
     """
+    global _PLAN
     environ = os.environ if environ is None else environ
     cores = _usable_cores() if cores is None else cores
-    load = _load() if load is None else load
-    threads, env, reason = thread_policy(cores, load, environ)
-    for key, value in env.items():
+    others = load if others is None else others
+    if busy is None and others is None and threads is None and _user_threads(environ) is None:
+        measured = measure_busy_cores()
+        busy, others = (0.0, _load()) if measured is None else measured
+    plan = thread_policy(cores, busy or 0.0, environ, threads, others or 0.0)
+    for key, value in plan.env.items():
         environ.setdefault(key, value)
     if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
+        sys.modules["torch"].set_num_threads(plan.threads)
     else:
-        environ["OMP_NUM_THREADS"] = str(threads)
-    logger.info("%d CPU thread(s): %s", threads, reason)
-    return threads
+        environ["OMP_NUM_THREADS"] = str(plan.threads)
+    _PLAN = plan
+    logger.info("%d CPU thread(s), %d slice worker(s): %s", plan.threads, plan.workers,
+                plan.reason)
+    return plan.threads

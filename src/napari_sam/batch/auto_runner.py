@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, as_completed, wait
 from pathlib import Path
 
 import numpy as np
@@ -103,9 +105,9 @@ def _auto_result(res) -> tuple[np.ndarray, np.ndarray]:
     return labels.astype(dtype, copy=False), scores
 
 
-def _segment_slice(emb, z: int, image: np.ndarray, model, ctx: Context):
-    """segment_everything on slice z exactly as its stack path does (same embedding, same
-    volume-wide contrast, constant slices empty)."""
+def _segment_slice(slice_emb, limits, image: np.ndarray, model, ctx: Context):
+    """segment_everything on one slice exactly as its stack path does (the slice's embedding
+    ``slice_emb``, the volume-wide contrast ``limits``, constant slices empty)."""
     from napari_sam import automatic
 
     params = {k: ctx.params[k] for k in AUTO_KEYS if ctx.params.get(k) is not None}
@@ -116,12 +118,55 @@ def _segment_slice(emb, z: int, image: np.ndarray, model, ctx: Context):
     foreground = ctx.params.get("foreground")
     fg = automatic.auto_foreground(image) if foreground == "auto" else None
     if params.get("crop_n_layers", 0) > 0:  # crops are re-embedded from the image
-        return automatic.segment_everything(image, model, contrast_limits=emb.contrast_limits,
+        return automatic.segment_everything(image, model, contrast_limits=limits,
                                             foreground=fg, device=ctx.device, keep_masks=False,
                                             **params)
-    return automatic.segment_everything(emb[z], model, foreground=fg, device=ctx.device,
-                                        image=image, contrast_limits=emb.contrast_limits,
+    return automatic.segment_everything(slice_emb, model, foreground=fg, device=ctx.device,
+                                        image=image, contrast_limits=limits,
                                         keep_masks=False, **params)
+
+
+def run_slices(todo: list[int], batch_size: int, embedded, segment, workers: int = 1) -> None:
+    """Embed the slices ``todo`` in batches in this thread and segment each in ``workers``.
+
+    ``embedded(batch)`` returns ``[(z, embedding, image), ...]`` (called in this thread, one
+    batch after the other: the same encoder batches whatever ``workers`` is, so the same
+    results); ``segment(z, embedding, image)`` runs in a pool of ``workers`` threads, each with one torch
+    thread (a descheduled worker does not hold the others up, unlike OpenMP threads of one
+    operation), at most ``2 * workers`` slices waiting (bounded memory). With one worker
+    everything runs in this thread. The first error of a worker is raised here.
+    """
+    import torch
+
+    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    if workers <= 1:
+        with torch.inference_mode():
+            for batch in batches:
+                for args in embedded(batch):
+                    segment(*args)
+        return
+
+    def task(args) -> None:
+        torch.set_num_threads(1)  # this thread's OpenMP setting only
+        with torch.inference_mode():
+            segment(*args)
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="napari-sam-slice")
+    pending: set = set()
+    try:
+        for batch in batches:
+            with torch.inference_mode():
+                ready = embedded(batch)
+            for args in ready:
+                pending.add(pool.submit(task, args))
+            while len(pending) > 2 * workers:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in done:
+                    f.result()
+        for f in as_completed(pending):
+            f.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = None,
@@ -132,7 +177,9 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
 
     Each slice's labels (ids 1..n) and predicted IoUs go to ``<work>/z000123.npz`` (written
     atomically), so an interrupted job, or several dask tasks each given a block of slices,
-    only compute missing slices. Returns ``{slice: n_objects}`` of the slices computed now.
+    only compute missing slices. The slices are embedded in this thread, batch after batch,
+    and segmented by ``ctx.slice_workers`` threads at once (:func:`run_slices`; the same
+    results for any number). Returns ``{slice: n_objects}`` of the slices computed now.
     ``keep_embeddings``: a stack's embeddings go to the job's embedding store (the
     ``--embeddings`` store, else its work folder), for propagation to reuse; otherwise they
     live in memory only (unless an ``--embeddings`` store can be reused). ``block_store``
@@ -164,19 +211,30 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
     total = len(todo)
     if progress is not None:
         progress(0, total)
-    try:
-        import torch
+    lock = threading.Lock()
 
-        with torch.inference_mode():
-            for k, z in enumerate(todo):
-                labels, scores = _auto_result(_segment_slice(emb, z, opened.stack[z], model, ctx))
-                if group is not None:  # before the slice counts as done
-                    group["features"][z] = emb[z].features.cpu().numpy().astype(np.float16)
-                    hashes[z] = slice_hash(emb.slice_image(z))
-                _save_slice(work, z, labels, scores)
-                done_now[z] = int(labels.max()) if labels.size else 0
-                if progress is not None:
-                    progress(k + 1, total)
+    def finish(z: int, labels: np.ndarray, scores: np.ndarray) -> None:
+        _save_slice(work, z, labels, scores)
+        with lock:
+            done_now[z] = int(labels.max()) if labels.size else 0
+            if progress is not None:
+                progress(len(done_now), total)
+
+    def segment(z: int, slice_emb, image: np.ndarray) -> None:
+        res = _segment_slice(slice_emb, emb.contrast_limits, image, model, ctx)
+        finish(z, *_auto_result(res))
+
+    def embedded(batch: list[int]):  # in this thread only: the embeddings and the reader
+        emb.compute(batch)
+        out = [(z, emb[z], np.asarray(opened.stack[z])) for z in batch]
+        if group is not None:  # before the slice counts as done
+            for z, e, _ in out:
+                group["features"][z] = e.features.cpu().numpy().astype(np.float16)
+                hashes[z] = slice_hash(emb.slice_image(z))
+        return out
+
+    try:
+        run_slices(todo, emb.batch_size, embedded, segment, ctx.slice_workers)
     finally:
         opened.stack.release()
     return done_now

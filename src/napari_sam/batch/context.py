@@ -39,6 +39,10 @@ class Context:
         Keep ``.napari-sam-work`` data (embeddings) after an output is complete.
     embeddings_dir : path, optional
         Reuse embedding stores written by ``napari-sam embed`` (``<dir>/<stem>.zarr``).
+    slice_workers : int
+        Slices ``auto`` segments at once in this process, each in a thread with one torch
+        thread (the CLI sets it from :func:`napari_sam.device.slice_workers`); the results do
+        not depend on it.
     """
 
     command: str
@@ -57,6 +61,7 @@ class Context:
     batch_size: int = 4
     keep_work: bool = False
     embeddings_dir: str | os.PathLike | None = None
+    slice_workers: int = 1
 
     def signature(self) -> dict:
         """What must match for a rerun to skip an output: command, model and parameters."""

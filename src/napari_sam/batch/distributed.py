@@ -145,7 +145,7 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
     from distributed import as_completed
     from tqdm.auto import tqdm
 
-    wctx = replace(ctx, quiet=True)
+    wctx = replace(ctx, quiet=True, slice_workers=1)  # a worker process: one task, one thread
     client, cluster = _client_for(scheduler, workers)
     results: dict[int, JobResult] = {}
     bar = tqdm(total=len(jobs), desc="files", unit="file", disable=ctx.quiet, position=0,

@@ -240,12 +240,17 @@ def cmd_batch(args) -> int:
             segment_method(args, args.model)
     model = resolve_model(args.model, quiet=args.quiet)
     ctx = replace(ctx, model=model)
-    from napari_sam.device import PRECISION_ENV, describe  # --precision reaches every worker
-    if args.precision != "auto":
+    from napari_sam.device import PRECISION_ENV, configure_threads, describe, slice_workers
+    if args.precision != "auto":  # --precision reaches every worker
         os.environ[PRECISION_ENV] = args.precision
+    if getattr(args, "threads", None) is not None:
+        configure_threads(threads=args.threads)
+    local = args.scheduler is None and args.workers is None
+    ctx = replace(ctx, slice_workers=slice_workers() if local and args.command == "auto" else 1)
     if not args.quiet:
-        print_note(f"device {describe(args.device)}")
-    if args.scheduler is None and args.workers is None:
+        workers = f", {ctx.slice_workers} slices at once" if ctx.slice_workers > 1 else ""
+        print_note(f"device {describe(args.device)}{workers}")
+    if local:
         check_model_loads(model, args.device)
     if args.command == "segment":  # a session replays with SAM 1
         method = "sam1" if replaying else segment_method(args, model)

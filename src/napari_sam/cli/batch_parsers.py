@@ -64,6 +64,10 @@ def add_batch_arguments(p: argparse.ArgumentParser, command: str) -> None:
                         "<output>/.napari-sam-work after an output is complete")
     g.add_argument("--batch-size", type=positive_int, default=4, metavar="N",
                    help="slices per encoder call (default: 4)")
+    g.add_argument("--threads", type=positive_int, metavar="N",
+                   help="CPU threads of this process: torch's threads, and slices `auto` "
+                        "segments at once (default: from the cores free now; also "
+                        "NAPARI_SAM_THREADS)")
     d = p.add_argument_group("scale-out (dask.distributed)")
     x = d.add_mutually_exclusive_group()
     x.add_argument("--scheduler", metavar="ADDRESS",
