@@ -1,7 +1,7 @@
 """The ``segment --method sam2`` job: prompted objects carried through each stack by SAM 2.1's
 memory (:func:`napari_sam.sam2_volume.segment_volume_sam2`), written like ``segment``'s
 SAM 1 outputs (labels and output metadata with stop reasons, through
-:func:`napari_sam.batch.label_writing.finish_labels`).
+:func:`napari_sam.batch.label_writing.finish_propagation`).
 
 SAM 2 needs no embedding store: each slice is encoded as the propagation reaches it, so a
 job holds its labels, the memory bank (bounded) and the last slice's features. An
@@ -11,10 +11,8 @@ outputs are skipped).
 
 from __future__ import annotations
 
-import numpy as np
-
 from napari_sam.batch.context import Context, Job
-from napari_sam.batch.label_writing import finish_labels
+from napari_sam.batch.label_writing import finish_propagation
 from napari_sam.batch.progress import ProgressBar
 from napari_sam.batch.reading import OpenedImage
 
@@ -47,16 +45,5 @@ def run_segment_sam2(job: Job, ctx: Context, model, opened: OpenedImage) -> dict
                                   else int(absent))
     finally:
         bar.close()
-    scores = {oid: float(np.mean(list(s.values()))) for oid, s in res.scores.items() if s}
-    extra = {"method": "sam2",
-             "stop_reasons": {str(k): v for k, v in res.stop_reasons.items()},
-             "lost": {str(k): v for k, v in res.lost.items()}}
-    from napari_sam.trace import propagation_trace  # the numbers `napari-sam report` plots
-
-    annotated = {oid: [e["slice"] for e in items if not e.get("stop")]
-                 for oid, items in job.prompts.items()}
-    extra["trace"] = propagation_trace(res.labels, opened.stack, res.scores, res.stop_reasons,
-                                       annotated)
-    info = finish_labels(job, ctx, model, opened, np.asarray(res.labels), scores, extra)
-    opened.stack.release()
-    return info
+    return finish_propagation(job, ctx, model, opened, res,
+                              {"method": "sam2", "lost": {str(k): v for k, v in res.lost.items()}})

@@ -14,11 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from napari_sam.batch.context import Context, Job
 from napari_sam.batch.embedding_stores import stack_embeddings
-from napari_sam.batch.label_writing import finish_labels
+from napari_sam.batch.label_writing import finish_labels, finish_propagation
 from napari_sam.batch.progress import ProgressBar
 from napari_sam.batch.reading import open_image
 from napari_sam.batch.sam2_runner import run_segment_sam2
@@ -131,18 +129,8 @@ def run_segment(job: Job, ctx: Context, model) -> dict:
         res = segment_volume(emb, job.prompts, progress=bar, **params)
     finally:
         bar.close()
-    scores = {oid: float(np.mean(list(s.values()))) for oid, s in res.scores.items() if s}
-    extra = {"stop_reasons": {str(k): v for k, v in res.stop_reasons.items()},
-             "decoder_calls": int(res.decoder_calls)}
-    from napari_sam.trace import propagation_trace  # the numbers `napari-sam report` plots
-
-    annotated = {oid: [e["slice"] for e in items if not e.get("stop")]
-                 for oid, items in job.prompts.items()}
-    extra["trace"] = propagation_trace(res.labels, opened.stack, res.scores, res.stop_reasons,
-                                       annotated)
-    info = finish_labels(job, ctx, model, opened, np.asarray(res.labels), scores, extra)
-    opened.stack.release()
-    return info
+    return finish_propagation(job, ctx, model, opened, res,
+                              {"decoder_calls": int(res.decoder_calls)})
 
 
 def _replay_session(job: Job, ctx: Context, model, sess) -> dict:
