@@ -219,3 +219,38 @@ def test_supports_refuses_a_decoder_it_cannot_cache(vit_b):
     assert not CachedDecoder.supports(half)
     pred = ns.Predictor(half, device="cpu", precision="fp32")
     assert pred.cached_decoder is False
+
+
+def test_a_click_runs_on_one_cpu_thread_and_leaves_the_callers_threads(vit_b, monkeypatch):
+    """A cached click decodes with one torch thread (its ~1,200 small operators would each wake
+    the sleeping other threads), in the calling thread only, and restores its count; the
+    plain decoder (a mask prompt) keeps the caller's threads."""
+    model, feats = vit_b
+    seen = []
+    real_decode = CachedDecoder.decode
+
+    def decode(self, *args, **kwargs):
+        seen.append(("cached", torch.get_num_threads()))
+        return real_decode(self, *args, **kwargs)
+
+    real_plain = type(model).decode
+
+    def plain_decode(self, *args, **kwargs):
+        seen.append(("plain", torch.get_num_threads()))
+        return real_plain(self, *args, **kwargs)
+
+    monkeypatch.setattr(CachedDecoder, "decode", decode)
+    monkeypatch.setattr(type(model), "decode", plain_decode)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pred = ns.Predictor(model, device="cpu", precision="fp32")
+        pred.set_embedding(embedding_for(model, feats, (512, 512)))
+        _, _, logits = pred.predict(points=[[200, 300]], labels=[1])  # plain: builds no cache
+        pred.predict(points=[[200, 300]], labels=[1])                   # cached
+        assert torch.get_num_threads() == 2
+        pred.predict(points=[[200, 300]], labels=[1], mask_input=logits[:1])  # plain
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [("plain", 2), ("cached", 1), ("plain", 2)]

@@ -27,6 +27,7 @@ __all__ = [
     "cpu_bf16_feature",
     "describe",
     "measure_busy_cores",
+    "one_cpu_thread",
     "precision_name",
     "resolve_device",
     "resolve_precision",
@@ -255,6 +256,30 @@ def autocast(device, dtype):
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def one_cpu_thread(device):
+    """Run the block with one torch CPU thread in the calling thread (a no-op off the CPU).
+
+    For work made of many small operators, such as one click's decoder: each operator would
+    wake the other (sleeping, ``OMP_WAIT_POLICY=PASSIVE``) threads, which cost more than they
+    save (one click of ViT-B at 512 px on 2 cores: 31 ms median with one thread, 52 ms with
+    two; docs/benchmarks.md, "Click to mask"). The thread count of torch's OpenMP pool is the
+    calling thread's own setting, so other threads (an embedding job) keep theirs; it is
+    restored on exit.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if getattr(device, "type", str(device)) != "cpu" or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------- CPU threads

@@ -13,7 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_sam.device import autocast, precision_name, resolve_device, resolve_precision
+from napari_sam.device import (
+    autocast,
+    one_cpu_thread,
+    precision_name,
+    resolve_device,
+    resolve_precision,
+)
 from napari_sam.models.cached_decoder import CachedDecoder, upsample_click_logits
 from napari_sam.models.registry import as_model
 from napari_sam.models.sam2.image_predictor import Sam2ImagePredictor
@@ -381,15 +387,19 @@ class Predictor:
         if n is None:
             raise ValueError("give at least one prompt: points, boxes or mask_inputs")
         cache = self._click_cache(emb) if n == 1 and mk is None else None
-        if cache is not None:
-            sparse, _ = self.model.prompt_encoder(points=pt, boxes=bx, masks=None)
-            logits, scores = self._click_decoder.decode(cache, sparse, multimask)
-        else:
-            feats = emb.features.to(dev)[None]
-            with autocast(dev, self.dtype):
-                logits, scores = self.model.decode(
-                    feats, points=pt, boxes=bx, masks=mk, multimask=multimask
-                )
+        if cache is not None:  # one click: many small operators, one CPU thread is faster
+            with one_cpu_thread(dev):
+                sparse, _ = self.model.prompt_encoder(points=pt, boxes=bx, masks=None)
+                logits, scores = self._click_decoder.decode(cache, sparse, multimask)
+                self.decoder_calls += 1
+                logits, scores = logits.float(), scores.float()
+                masks = self.upsample(logits, emb) if upsample else None
+            return BatchPrediction(masks=masks, scores=scores, logits=logits)
+        feats = emb.features.to(dev)[None]
+        with autocast(dev, self.dtype):
+            logits, scores = self.model.decode(
+                feats, points=pt, boxes=bx, masks=mk, multimask=multimask
+            )
         self.decoder_calls += 1
         logits, scores = logits.float(), scores.float()
         masks = self.upsample(logits, emb) if upsample else None
