@@ -9,13 +9,13 @@ finds the same objects (F1@0.5 against the ground truth no lower than with float
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from napari_sam.automatic import GridDecoder, grid_precision
 from napari_sam.automatic.crops import cached_geometry
 from napari_sam.automatic.params import build_point_grid
+from test_automatic import _f1  # the suite's one instance-matching F1
 
 
 @pytest.fixture(scope="module")
@@ -80,23 +80,6 @@ def test_segment_everything_in_bf16_finds_the_float32_objects(demo):
     f32 = _f1(scene.labels, res["fp32"].labels)
     f16 = _f1(scene.labels, res["bf16"].labels)
     assert f16 >= f32 - 0.02, (f16, f32)
-
-
-def _f1(gt: np.ndarray, pred: np.ndarray, thresh: float = 0.5) -> float:
-    """F1 of one-to-one instance matching (Hungarian on IoU) at IoU >= ``thresh``."""
-    from scipy.optimize import linear_sum_assignment
-
-    ng, npred = int(gt.max()), int(pred.max())
-    if ng == 0 or npred == 0:
-        return float(ng == npred)
-    both = (gt > 0) & (pred > 0)
-    inter = np.zeros((ng + 1, npred + 1))
-    np.add.at(inter, (gt[both], pred[both]), 1)
-    ag = np.bincount(gt.ravel(), minlength=ng + 1)
-    ap = np.bincount(pred.ravel(), minlength=npred + 1)
-    iou = (inter / np.maximum(ag[:, None] + ap[None] - inter, 1))[1:, 1:]
-    ri, ci = linear_sum_assignment(-iou)
-    return 2 * int((iou[ri, ci] >= thresh).sum()) / (ng + npred)
 
 
 def test_grid_precision_is_bf16_only_on_a_bf16_cpu_predictor():
