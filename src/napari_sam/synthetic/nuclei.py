@@ -4,6 +4,7 @@ brightness and texture on an uneven background, PSF blur (longer along z) and ca
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,13 +17,16 @@ from .sample import SyntheticSample, make_sample
 __all__ = ["nuclei_2d", "nuclei_3d"]
 
 
-def _nuclei(shape, rng, *, spacing, n_objects, dtype, min_size, min_slices):
+def _nuclei(shape, rng, *, spacing, n_objects, dtype, min_size, min_slices, radius=None):
     ndim = len(shape)
     sp = np.ones(ndim) if spacing is None else np.asarray(spacing, float)
     extent = np.asarray(shape) * sp
     rmean = loguniform(rng, 7.0, min(22.0, max(8.0, float(extent.min()) / 5)))
     rlo = max(6.0, rmean / rng.uniform(1.1, 1.6), 1.6 * sp[0] if ndim == 3 else 0.0)
     rhi = max(rlo * 1.05, min(30.0, rmean * rng.uniform(1.1, 1.6)))
+    if radius is not None:  # the caller's size range (the draws above keep the stream)
+        rlo, rhi = (float(v) for v in radius)
+        rmean = math.sqrt(rlo * rhi)
     amax = rng.uniform(1.05, 1.8)
     lump = rng.uniform(0.0, 0.12)
     coverage = rng.uniform(0.15, 0.5)
@@ -101,6 +105,7 @@ def nuclei_2d(
     n_objects: int | None = None,
     dtype: str = "uint16",
     min_size: int = 30,
+    radius: tuple[float, float] | None = None,
 ) -> SyntheticSample:
     """Fluorescent nuclei in 2D: touching, lumpy ellipses of varied size and brightness.
 
@@ -121,6 +126,9 @@ def nuclei_2d(
         Image dtype.
     min_size : int
         Smallest instance kept, in pixels (smaller fragments become background).
+    radius : (float, float), optional
+        Range of the nuclei's radii in pixels (e.g. ``(4, 10)`` for nuclei 8-20 px across in
+        a large image); default: drawn per image as above.
 
     Returns
     -------
@@ -128,7 +136,8 @@ def nuclei_2d(
         ``image`` ``(Y, X)`` of ``dtype``, ``labels`` ``(Y, X)`` int32.
     """
     return make_sample(_nuclei, "nuclei", shape, 2, seed=seed, dtype=dtype,
-                       default_dtype="uint16", min_size=min_size, n_objects=n_objects)
+                       default_dtype="uint16", min_size=min_size, n_objects=n_objects,
+                       radius=radius)
 
 
 def nuclei_3d(
