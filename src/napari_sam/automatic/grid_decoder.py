@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from napari_sam.models.decoder_terms import image_terms, positional_parts
+
 #: GridDecoder arithmetic that ``precision="auto"`` (or "bf16" / "fp16") selects on a CUDA
 #: device; "fp32" there keeps exact float32. See docs/benchmarks.md, "On a GPU".
 GRID_PRECISION_CUDA = "tf32"
@@ -142,6 +144,9 @@ class GridDecoder:
         self.dec = model.mask_decoder
         self.tf = self.dec.transformer
         self.num_mask_tokens = int(self.dec.num_mask_tokens)
+        # the positional parts of the decoder's terms, the same for every image: made on the
+        # first prepare (a decoder serves one segment_everything call; new weights, new one)
+        self._positional = None
         # prompts per token-path step (CPU default: 16384 image tokens per step in float32,
         # i.e. 4 prompts for a 64 x 64 embedding, 32768 in bfloat16; GPU: 2**20, 256 prompts)
         self.chunk = None if chunk is None else int(chunk)
@@ -153,95 +158,22 @@ class GridDecoder:
         return _tf32_matmuls()
 
     # ------------------------------------------------------------------ shared per image
-    @torch.inference_mode()
     def prepare(self, features: torch.Tensor) -> dict:
-        """Prompt-independent tensors for one image embedding (D, E, E)."""
-        dev = self.dec.iou_token.weight.device
-        feats = features.to(dev).float()
-        dm = feats.shape[0]
-        pe = self.pe.get_dense_pe()[0].float()
-        dense = self.pe.no_mask_embed.weight[0].float()
-        sh = (feats + dense[:, None, None]).flatten(1).T.contiguous()  # (HW, D)
-        pos = pe.flatten(1).T.contiguous()
-        hw = sh.shape[0]
-        c = torch.zeros(dm, device=dev)
-
-        def heads_t(x, h):  # (HW, Di) -> (h, d, HW) contiguous
-            return x.T.reshape(h, -1, hw).contiguous()
-
-        layers = []
-        # Every row of R is (token value of one head) @ (that head's out-projection rows), then
-        # centred and scaled by later layer norms: a shared (d, D) matrix per head. ``blocks``
-        # holds these matrices, ``consts`` the constant rows added by each layer norm.
-        blocks: list[torch.Tensor] = []
-        consts: list[torch.Tensor] = []
-        for layer in self.tf.layers:
-            st = {"t2i": self._kv(layer.cross_attn_token_to_image, sh, pos, c)}
-            i2t = layer.cross_attn_image_to_token
-            h = i2t.num_heads
-            wq, bq = i2t.q_proj.weight, i2t.q_proj.bias
-            st["q1"] = heads_t(sh @ wq.T, h)
-            st["q2"] = heads_t(pos @ wq.T + (c @ wq.T + bq), h)
-            # layer norm (norm4) of keys + attention output: the prompt-independent parts
-            c_res = c + i2t.out_proj.bias
-            shc = sh - sh.mean(1, keepdim=True)
-            cc = c_res - c_res.mean()
-            wo = i2t.out_proj.weight  # (D, Di)
-            blocks.append(wo.T.reshape(h, -1, dm))  # (h, d, D)
-            st["sx"] = [torch.matmul(b, shc.T) for b in blocks]  # (h, d, HW) each
-            st["sxc"] = [shc @ v for v in consts]  # (HW,) each
-            st["shc_n2"] = (shc * shc).sum(1)
-            st["shc_cc"] = shc @ cc
-            st["cc"] = cc
-            st["cc_n2"] = cc @ cc
-            st["norm"] = layer.norm4
-            layers.append(st)
-            g = layer.norm4.weight
-            blocks = [(b - b.mean(-1, keepdim=True)) * g for b in blocks]
-            consts = [(v - v.mean()) * g for v in consts] + [cc * g]
-            sh = shc * g
-            c = layer.norm4.bias.float().clone()
-        final = self._kv(self.tf.final_attn_token_to_image, sh, pos, c)
-        up = self.dec.output_upscaling
-        w1 = up[0].weight  # (D, D4, 2, 2)
-        d4 = w1.shape[1]
-        wf = w1.permute(0, 2, 3, 1).reshape(dm, 4 * d4)  # columns (a, b, o)
-        b1 = up[0].bias.repeat(4)
-        w2 = up[3].weight  # (D4, D8, 2, 2)
-        d8 = w2.shape[1]
-        rank = sum(ly.cross_attn_image_to_token.num_heads for ly in self.tf.layers)
-        # the first layer's image tokens are the same for every prompt (no per-pixel scale):
-        # its keys and queries in one tensor, one product instead of two
-        layers[0]["t2i"]["k12"] = layers[0]["t2i"]["k1"] + layers[0]["t2i"]["k2"]
-        layers[0]["q12"] = layers[0]["q1"] + layers[0]["q2"]
+        """Prompt-independent tensors for one image embedding (D, E, E)
+        (:func:`napari_sam.models.decoder_terms.image_terms`, the click decoder's too), with
+        the token path's per-pixel tensors in its compute dtype."""
+        if self._positional is None:
+            self._positional = positional_parts(self.dec, self.pe)
+        t = image_terms(self.dec, self.pe, features, self._positional)
         cd = self._compute_dtype()
-        _cast_per_pixel(layers, final, cd)
+        _cast_per_pixel(t.layers, t.final, cd)
         return {
-            "layers": layers,
-            "final": final,
-            "wf": wf,
-            "shw": sh @ wf,  # (HW, 4*D4)
-            "cw": c @ wf + b1,
-            "w2f": w2.permute(0, 2, 3, 1).reshape(d4, 4 * d8),  # columns (a2, b2, o2)
-            "b2": up[3].bias.repeat(4),
-            "side": int(features.shape[-1]),
-            "hw": hw,
-            "heads_total": rank,
+            "layers": t.layers,
+            "final": t.final,
+            **t.head,
+            "side": t.side,
+            "hw": t.hw,
             "dtype": cd,
-        }
-
-    @staticmethod
-    def _kv(attn, sh, pos, c) -> dict:
-        h = attn.num_heads
-        hw = sh.shape[0]
-        wk, bk = attn.k_proj.weight, attn.k_proj.bias
-        wv, bv = attn.v_proj.weight, attn.v_proj.bias
-        return {
-            "attn": attn,
-            "k1": (sh @ wk.T).T.reshape(h, -1, hw).contiguous(),  # (h, d, HW)
-            "k2": (pos @ wk.T + (c @ wk.T + bk)).T.reshape(h, -1, hw).contiguous(),
-            "v1": (sh @ wv.T).reshape(hw, h, -1).permute(1, 0, 2).contiguous(),  # (h, HW, d)
-            "v2": c @ wv.T + bv,
         }
 
     # ------------------------------------------------------------------ token path

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from napari_sam.models.decoder_terms import image_terms, positional_parts
+
 __all__ = ["CachedDecoder", "ClickCache", "upsample_click_logits"]
 
 
@@ -40,26 +42,6 @@ class ClickCache:
     head: dict
     side: int
     hw: int
-
-
-def _heads_t(x: Tensor, h: int) -> Tensor:
-    """(HW, Di) -> (h, Di / h, HW) contiguous."""
-    return x.T.reshape(h, -1, x.shape[0]).contiguous()
-
-
-def _kv(attn, sh: Tensor, k2: Tensor, c: Tensor) -> dict:
-    """Keys (h, d, HW) and values (h, HW, d) of ``sh`` (HW, D), per head; ``k2``: the keys'
-    positional and constant part (h, d, HW)."""
-    h = attn.num_heads
-    hw = sh.shape[0]
-    wv, bv = attn.v_proj.weight, attn.v_proj.bias
-    return {
-        "attn": attn,
-        "k1": _heads_t(sh @ attn.k_proj.weight.T, h),
-        "k2": k2,
-        "v1": (sh @ wv.T).reshape(hw, h, -1).permute(1, 0, 2).contiguous(),
-        "v2": c @ wv.T + bv,
-    }
 
 
 class CachedDecoder:
@@ -129,88 +111,20 @@ class CachedDecoder:
         self._positional = None  # the model's positional parts, made once (positional_parts)
 
     def positional_parts(self) -> list[Tensor]:
-        """The projections of the positional encoding plus each layer's constant input
-        (``norm4.bias`` of the layer before): the same for every image, made once.
-
-        Returns per layer the token->image keys' part and the image->token queries' part,
-        then the final attention's keys' part, each (h, d, HW).
-        """
+        """:func:`napari_sam.models.decoder_terms.positional_parts` of the model, made once."""
         if self._positional is None:
-            pos = self.pe.get_dense_pe()[0].float().flatten(1).T.contiguous()  # (HW, D)
-            c = torch.zeros(pos.shape[1], device=pos.device)
-            parts = []
-            for layer in self.tf.layers:
-                for attn, proj in ((layer.cross_attn_token_to_image, "k_proj"),
-                                   (layer.cross_attn_image_to_token, "q_proj")):
-                    lin = getattr(attn, proj)
-                    parts.append(_heads_t(pos @ lin.weight.T + (c @ lin.weight.T + lin.bias),
-                                          attn.num_heads))  # fmt: skip
-                c = layer.norm4.bias.float()
-            fa = self.tf.final_attn_token_to_image
-            k = pos @ fa.k_proj.weight.T + (c @ fa.k_proj.weight.T + fa.k_proj.bias)
-            self._positional = [*parts, _heads_t(k, fa.num_heads)]
+            self._positional = positional_parts(self.dec, self.pe)
         return self._positional
 
     # ------------------------------------------------------------------ per image
-    @torch.inference_mode()
     def prepare(self, features: Tensor) -> ClickCache:
-        """Prompt-independent tensors of one image embedding (D, E, E) float, float32 math.
+        """Prompt-independent tensors of one image embedding (D, E, E) float, float32 math
+        (:func:`napari_sam.models.decoder_terms.image_terms`).
 
         About 2 G multiply-adds for ViT-B (a little more than one plain decoder call).
         """
-        dev = self.dec.iou_token.weight.device
-        feats = features.to(dev).float()
-        dm = feats.shape[0]
-        dense = self.pe.no_mask_embed.weight[0].float()
-        sh = (feats + dense[:, None, None]).flatten(1).T.contiguous()  # (HW, D)
-        positional = self.positional_parts()
-        hw = sh.shape[0]
-        c = torch.zeros(dm, device=dev)
-        layers = []
-        # R's rows are (token value of one head) @ (that head's out-projection rows), centred
-        # and scaled by later layer norms: a shared (d, D) matrix per head (``blocks``); the
-        # constant rows added by each layer norm are ``consts``.
-        blocks: list[Tensor] = []
-        consts: list[Tensor] = []
-        for i, layer in enumerate(self.tf.layers):
-            st = {"t2i": _kv(layer.cross_attn_token_to_image, sh, positional[2 * i], c)}
-            i2t = layer.cross_attn_image_to_token
-            h = i2t.num_heads
-            st["q1"] = _heads_t(sh @ i2t.q_proj.weight.T, h)
-            st["q2"] = positional[2 * i + 1]
-            if i == 0:  # the first layer's image tokens are the same for every prompt
-                st["t2i"]["k"] = st["t2i"]["k1"] + st["t2i"]["k2"]
-                st["q"] = st["q1"] + st["q2"]
-            c_res = c + i2t.out_proj.bias
-            shc = sh - sh.mean(1, keepdim=True)
-            cc = c_res - c_res.mean()
-            blocks.append(i2t.out_proj.weight.T.reshape(h, -1, dm))  # (h, d, D)
-            st["sx"] = [torch.matmul(b, shc.T) for b in blocks]  # (h, d, HW) each
-            st["sxc"] = [shc @ v for v in consts]  # (HW,) each
-            st["shc_n2"] = (shc * shc).sum(1)
-            st["shc_cc"] = shc @ cc
-            st["cc"] = cc
-            st["cc_n2"] = cc @ cc
-            st["norm"] = layer.norm4
-            layers.append(st)
-            g = layer.norm4.weight
-            blocks = [(b - b.mean(-1, keepdim=True)) * g for b in blocks]
-            consts = [(v - v.mean()) * g for v in consts] + [cc * g]
-            sh = shc * g
-            c = layer.norm4.bias.float().clone()
-        final = _kv(self.tf.final_attn_token_to_image, sh, positional[-1], c)
-        up = self.dec.output_upscaling
-        w1 = up[0].weight  # (D, D4, 2, 2)
-        wf = w1.permute(0, 2, 3, 1).reshape(dm, -1)  # columns (a, b, o)
-        w2 = up[3].weight  # (D4, D8, 2, 2)
-        head = {
-            "wf": wf,
-            "shw": sh @ wf,  # (HW, 4 * D4)
-            "cw": c @ wf + up[0].bias.repeat(4),
-            "w2f": w2.permute(0, 2, 3, 1).reshape(w2.shape[0], -1),  # columns (a2, b2, o2)
-            "b2": up[3].bias.repeat(4),
-        }
-        return ClickCache(features, layers, final, head, int(feats.shape[-1]), hw)
+        t = image_terms(self.dec, self.pe, features, self.positional_parts())
+        return ClickCache(features, t.layers, t.final, t.head, t.side, t.hw)
 
     # ------------------------------------------------------------------ per click
     @torch.inference_mode()
@@ -277,7 +191,7 @@ class CachedDecoder:
         alpha, r = state["alpha"], state["r"]
         lt, rm = state["lt"][:r], state["rm"][:r]
         if alpha is None:  # the image tokens of the first layer: one product
-            s = torch.bmm(qs, st["k"])  # (h, T, HW)
+            s = torch.bmm(qs, st["k12"])  # (h, T, HW)
         else:
             s = torch.bmm(qs, st["k1"])
             if r:
@@ -309,7 +223,7 @@ class CachedDecoder:
         kk = (kt * (1.0 / math.sqrt(d))).view(t, h, d).transpose(0, 1)  # (h, T, d)
         alpha, r, lt, rm = state["alpha"], state["r"], state["lt"], state["rm"]
         if alpha is None:
-            s = torch.bmm(kk, st["q"])  # (h, T, HW)
+            s = torch.bmm(kk, st["q12"])  # (h, T, HW)
         else:
             s = torch.bmm(kk, st["q1"])
             if r:
