@@ -315,3 +315,12 @@ def test_cut_when_the_mask_reaches_an_inner_edge_of_the_decoded_windows():
     assert np.array_equal(inner.masks[0], covered)  # exactly the decoded windows
     single = decode_tiled(_Everything(), _whole_windows((200, 240)), points=[[100, 100]])
     assert not single.cut and single.masks.all()  # one window: only image borders
+
+
+def test_negative_points_only_and_a_mask_with_a_negative_point(tiled):
+    """As untiled: negative points alone decode (in the windows that hold them)."""
+    res = decode_tiled(tiled, tiled.tiled, points=[[500, 500]], labels=[0])
+    assert res.window == tiled.tiled.tiling.owner(500, 500).index
+    lg = res.logits[0]
+    res2 = decode_tiled(tiled, tiled.tiled, points=[[500, 500]], labels=[0], mask_input=lg)
+    assert res2.window == res.window and res2.masks.shape == (3, SIZE, SIZE)

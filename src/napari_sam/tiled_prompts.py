@@ -77,11 +77,14 @@ def _low_res_per_pixel(predictor, win: Window) -> float:
 
 def _anchor(tiling: Tiling, pts, lab, box, mask, mask_window, predictor) -> tuple[float, float]:
     """The position that picks the primary window: the first positive point, else the box
-    centre, else the centre of mass of the mask prompt's positive logits."""
+    centre, else the centre of mass of the mask prompt's positive logits (in the frame of
+    ``mask_window``), else the first (negative) point."""
     if pts is not None and (lab == 1).any():
         return tuple(pts[int(np.argmax(lab == 1))])
     if box is not None:
         return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    if mask is None or mask_window is None:
+        return tuple(pts[0])
     win = tiling.windows[mask_window]
     s = _low_res_per_pixel(predictor, win)
     pos = mask > 0
@@ -130,7 +133,8 @@ def decode_tiled(
     """Masks for one object from points, a box and/or a mask prompt on a tiled image.
 
     The **primary window** is ``tiled.tiling.owner(anchor)``, the anchor being the first
-    positive point, else the box centre, else the centre of mass of the mask prompt. The
+    positive point, else the box centre, else the centre of mass of the mask prompt (with
+    ``mask_window``), else the first (negative) point. The
     prompt is decoded in every window whose (outer) box holds all the points and the whole
     box, with coordinates shifted into the window; each pixel of the image takes the mask of
     the decoded window it lies deepest in (:meth:`Tiling.depth`), pixels outside all decoded
