@@ -138,3 +138,23 @@ def test_the_option_reaches_the_context_and_its_signature():
         ctx = batch_context(args, "demo")
         assert ctx.tiling == want
         assert ("tiling" in ctx.signature()) == (want != "auto")
+
+
+def test_auto_tiles_only_when_the_engine_segments_tiled_embeddings(monkeypatch):
+    """``auto`` passes ``--tiling`` to segment_everything's ``tiling`` argument; an engine
+    without it gets untiled embeddings (the per-slice step needs an ImageEmbedding)."""
+    import inspect
+
+    from napari_sam import automatic
+    from napari_sam.batch.auto_runner import engine_tiling
+
+    ctx = batch.Context(command="auto", tiling=(256, 32))
+    has = "tiling" in inspect.signature(automatic.segment_everything).parameters
+    assert engine_tiling(ctx) == ((256, 32) if has else None)
+
+    def tiled_engine(image_or_embeddings, model=None, *, tiling="auto", **kw):
+        return None
+
+    monkeypatch.setattr(automatic, "segment_everything", tiled_engine)
+    assert engine_tiling(ctx) == (256, 32)
+    assert engine_tiling(batch.Context(command="auto")) == "auto"
