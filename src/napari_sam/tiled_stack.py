@@ -47,7 +47,7 @@ from napari_sam.embeddings import (
 from napari_sam.models.registry import require_family
 from napari_sam.predictor import Predictor
 from napari_sam.preprocess import DEFAULT_PERCENTILES, check_contrast_limits
-from napari_sam.tiling import TiledEmbedding, Tiling, Window, choose_tiling
+from napari_sam.tiling import TiledEmbedding, Window, choose_tiling
 
 __all__ = ["DEFAULT_CACHE_BYTES", "TiledStackEmbeddings", "WindowView", "embed"]
 
