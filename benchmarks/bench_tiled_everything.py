@@ -49,7 +49,6 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("NAPARI_SAM_PRECISION", "fp32")
 
-    from test_automatic import _f1  # the suite's one instance-matching F1
     from test_tiled_everything import (
         PARAMS,
         border_report,
@@ -62,6 +61,7 @@ def main() -> None:
     from napari_sam import load_model, segment_everything
     from napari_sam.synthetic import nuclei_2d
     from napari_sam.tiling import choose_tiling
+    from test_automatic import _f1  # the suite's one instance-matching F1
 
     n = args.size
     print(f"machine: {cpu_name()}, {os.cpu_count()} cpus, load {os.getloadavg()}")
