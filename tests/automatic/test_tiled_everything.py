@@ -321,3 +321,32 @@ def test_bad_tiling_options(demo, tiling, match):
     img = np.random.default_rng(0).integers(0, 255, (300, 300)).astype(np.uint8)
     with pytest.raises(ValueError, match=match):
         segment_everything(img, demo, tiling=tiling)
+
+
+def test_duplicates_across_windows():
+    """The de-duplication rules on hand-made masks (no model): one nucleus seen whole by two
+    windows -> one kept (the window whose core holds it); a piece cut by a window's edge
+    inside a whole mask -> the whole one kept; a whole nucleus inside a whole larger mask of
+    the neighbour (containment, not the same object) -> both kept."""
+    from napari_sam.automatic.results import MaskRecord
+    from napari_sam.automatic.tiled import KeptMask, duplicates
+    from napari_sam.tiling import Tiling
+
+    tiling = Tiling((200, 200), 128, 16)  # windows 0 (cols 0-128) and 1 (cols 72-200) on top
+
+    def kept(bbox, seg, window, cut, own, iou=0.9):
+        rec = MaskRecord(0, bbox, int(seg.sum()), iou, 0.95, (0.0, 0.0), (0, 0, 1, 1), seg)
+        return KeptMask(rec, window, cut, own)
+
+    disk = np.hypot(*np.mgrid[-8:9, -8:9]) <= 8  # 17 x 17
+    a = kept((50, 92, 67, 109), disk, 0, False, True, 0.8)  # IoU with b: 0.88
+    b = kept((50, 93, 67, 110), disk, 1, False, False, 0.95)  # 1 px off, higher IoU
+    assert duplicates([a, b], tiling) == {1}  # the core's own window wins over predicted IoU
+    whole = kept((20, 120, 37, 137), disk, 1, False, True)
+    piece = kept((20, 120, 37, 128), disk[:, :8].copy(), 0, True, True, 0.99)
+    assert duplicates([piece, whole], tiling) == {0}  # a cut piece inside a whole mask goes
+    pair = np.zeros((17, 34), bool)
+    pair[:, :17], pair[:, 17:] = disk, disk
+    big = kept((120, 80, 137, 114), pair, 1, False, True)
+    small = kept((120, 80, 137, 97), disk, 0, False, False)
+    assert duplicates([small, big], tiling) == set()  # IoU 0.5, both whole: painting's

@@ -42,8 +42,10 @@ from napari_sam.automatic.results import AutomaticResult, MaskRecord, new_stats
 
 #: a window keeps masks whose centre lies in its core grown by this fraction of the halo
 CORE_MARGIN = 0.25
-#: masks of different windows with at least this IoU are one object
-DUPLICATE_IOU = 0.5
+#: masks of different windows with at least this IoU are one object (one object seen whole by
+#: two windows gives nearly the same mask; a nucleus and a mask over it and a neighbour have
+#: an IoU near 0.5 and are left to the painting, as inside one window)
+DUPLICATE_IOU = 0.7
 #: a mask cut by its window's edge with at least this fraction inside another is a duplicate
 DUPLICATE_COVER = 0.8
 
@@ -105,8 +107,20 @@ class WindowSource:
 
 
 @dataclass
-class _Kept:
-    """A mask kept by a window, in the image frame."""
+class KeptMask:
+    """A mask kept by a window, in the image frame (``record.segmentation`` is needed).
+
+    Attributes
+    ----------
+    record : MaskRecord
+        Image-frame bbox and its mask.
+    window : int
+        Index of the window it came from.
+    cut : bool
+        It touches an edge of its window that is not an image border.
+    own_core : bool
+        Its centre lies in its window's core.
+    """
 
     record: MaskRecord
     window: int
@@ -160,7 +174,7 @@ def segment_tiled_2d(engine: CropEngine, source: WindowSource, foreground, stats
     id 0), in the image frame; ``stats`` is updated in place."""
     tiling = source.tiling
     wins = tiling.windows
-    kept: list[_Kept] = []
+    kept: list[KeptMask] = []
     stats.setdefault("windows", 0)
     stats.setdefault("outside_core", 0)
     stats.setdefault("border_duplicates", 0)
@@ -176,7 +190,7 @@ def segment_tiled_2d(engine: CropEngine, source: WindowSource, foreground, stats
                   engine.p.min_visible_fraction)
 
 
-def _window_masks(engine, source: WindowSource, win, foreground, stats) -> list[_Kept]:
+def _window_masks(engine, source: WindowSource, win, foreground, stats) -> list[KeptMask]:
     """Segment one window as its own image and keep the masks whose centre lies in its
     (grown) core, moved to the image frame."""
     crop = source.crop(win)
@@ -205,7 +219,7 @@ def _window_masks(engine, source: WindowSource, win, foreground, stats) -> list[
             stats["outside_core"] += 1
             continue
         rec = _moved(rec, dr, dc)
-        out.append(_Kept(rec, win.index, _cut(rec.bbox, win.outer, (h, w)),
+        out.append(KeptMask(rec, win.index, _cut(rec.bbox, win.outer, (h, w)),
                          bool(win.contains(cr, cc, core=True))))
     return out
 
@@ -241,7 +255,7 @@ def _cut(bbox, outer, image_shape) -> bool:
             or (r1 >= wr1 and wr1 < h) or (c1 >= wc1 and wc1 < w))
 
 
-def duplicates(kept: list[_Kept], tiling) -> set[int]:
+def duplicates(kept: list[KeptMask], tiling) -> set[int]:
     """Indices into ``kept`` of the masks that duplicate a mask of a neighbouring window
     (rules in the module docstring): masks are taken best first (:func:`_rank`) and one is
     dropped when a mask already taken is the same object."""
@@ -276,7 +290,7 @@ def _overlapping(kept, ia: list[int], ib: list[int]):
     return [(ia[x], ib[y]) for x, y in zip(*np.nonzero(hit))]
 
 
-def _same_object(p: _Kept, q: _Kept) -> bool:
+def _same_object(p: KeptMask, q: KeptMask) -> bool:
     """Whether two masks of different windows are one object (module docstring, step 2)."""
     a, b = p.record, q.record
     r0, c0 = max(a.bbox[0], b.bbox[0]), max(a.bbox[1], b.bbox[1])
@@ -294,7 +308,7 @@ def _same_object(p: _Kept, q: _Kept) -> bool:
     return small.cut and inter >= DUPLICATE_COVER * small.record.area
 
 
-def _rank(k: _Kept) -> tuple:
+def _rank(k: KeptMask) -> tuple:
     """Preference of a mask among duplicates: whole, centre in its own core, predicted IoU,
     lower window index (larger is better)."""
     return (not k.cut, k.own_core, k.record.predicted_iou, -k.window)
