@@ -3,7 +3,9 @@
 * Decoding: :func:`decode_slice` turns the objects prompted on one slice into candidate masks
   in as few batched decoder calls as their kinds of prompt allow (objects with a box, with
   points only, with a mask prompt, single clicks that ask for three candidates): never one
-  call per object. The same function decodes in the GUI and in :mod:`napari_sam.session`'s
+  call per object (on a tiled embedding, :class:`napari_sam.tiling.TiledEmbedding`, one
+  :func:`napari_sam.tiled_prompts.decode_tiled` call per object, masks in the whole image's
+  frame). The same function decodes in the GUI and in :mod:`napari_sam.session`'s
   replay, which is what makes a replay pixel-identical.
 * Commits: :func:`apply_objects` writes object masks into a (Z, Y, X) label array in place
   and records, for every pixel it changed, the value before and after, so
@@ -243,6 +245,7 @@ class ObjectPreview:
     index: int = 0
     prompt: object = None  # the DrawnPrompts decoded (a session records them)
     mask_prompt: bool = False  # decoded with a mask prompt (the refined label's mask)
+    cut: bool = False  # tiled: the mask reaches beyond the windows decoded (may be cut)
 
     @property
     def mask(self) -> np.ndarray:
@@ -274,8 +277,10 @@ def decode_slice(
     Parameters
     ----------
     predictor : napari_sam.Predictor
-    embedding : napari_sam.predictor.ImageEmbedding
-        The slice's embedding.
+    embedding : napari_sam.predictor.ImageEmbedding or napari_sam.tiling.TiledEmbedding
+        The slice's embedding; a tiled one is decoded object by object
+        (:func:`napari_sam.tiled_prompts.decode_tiled`), with (C, Y, X) masks over the whole
+        slice and the logits of the window holding the prompts.
     z : int
     prompts : list of (key, SlicePrompts)
         Objects in order; the result keeps it (objects without a usable prompt are left out).
@@ -288,9 +293,12 @@ def decode_slice(
         for key, sp in prompts
         if sp.usable
     )
+    from napari_sam.tiling import TiledEmbedding
+
+    decode = _decode_tiled if isinstance(embedding, TiledEmbedding) else _decode_group
     out: dict[object, ObjectPreview] = {}
     for kind, items in groups.items():
-        out.update(_decode_group(predictor, embedding, z, kind, items, mask_inputs))
+        out.update(decode(predictor, embedding, z, kind, items, mask_inputs))
     return [out[k] for k, _ in prompts if k in out]
 
 
@@ -316,3 +324,29 @@ def _decode_group(predictor, embedding, z, kind, items, mask_inputs) -> dict:
         )
         for i, (key, sp) in enumerate(items)
     }
+
+
+def _decode_tiled(predictor, tiled, z, kind, items, mask_inputs) -> dict:
+    """The objects ``items`` [(key, SlicePrompts)] of one kind on a tiled embedding: one
+    :func:`~napari_sam.tiled_prompts.decode_tiled` call each (each object's prompts pick
+    the windows decoded)."""
+    from napari_sam.tiled_prompts import decode_tiled
+
+    out = {}
+    for key, sp in items:
+        has_points = len(sp.points) > 0
+        res = decode_tiled(
+            predictor, tiled,
+            points=np.asarray(sp.points, np.float32) if has_points else None,
+            labels=np.asarray(sp.labels) if has_points else None,
+            box=None if sp.box is None else np.asarray(sp.box, np.float32),
+            mask_input=mask_inputs.get(key) if kind.mask else None,
+            multimask=kind.multimask,
+        )
+        scores = np.asarray(res.scores)
+        out[key] = ObjectPreview(
+            key, z, np.asarray(res.masks, bool), scores, np.asarray(res.logits),
+            index=int(scores.argmax()), prompt=sp, mask_prompt=kind.mask,
+            cut=bool(getattr(res, "cut", False)),
+        )
+    return out
