@@ -31,6 +31,8 @@ from napari_sam.prompts import (
     prompt_tensors,
     upsample_logits,
 )
+from napari_sam.tiled_prompts import TiledPrediction, decode_tiled
+from napari_sam.tiling import TiledEmbedding, choose_tiling, encode_tiled
 
 _BACKENDS = ("torch", "onnx")
 
@@ -158,6 +160,9 @@ class Predictor:
         self.precision = precision_name(self.dtype)
         self.model = as_model(model, self.device, family=None).to(self.device).eval()
         self._embedding: ImageEmbedding | None = None
+        self._tiled: TiledEmbedding | None = None
+        #: the last :meth:`predict` on a tiled image (its ``cut`` flag, windows), else None
+        self.last_tiled: TiledPrediction | None = None
         self.decoder_calls = 0
         self.encoder_calls = 0
         #: "torch" or "onnx": the decoder :meth:`predict` runs
@@ -199,9 +204,21 @@ class Predictor:
 
     @property
     def embedding(self) -> ImageEmbedding:
+        """The embedding of the image set last (untiled images only)."""
         if self._embedding is None:
+            if self._tiled is not None:
+                raise RuntimeError(
+                    f"the image is tiled ({len(self._tiled.tiling)} windows): use predict(), "
+                    "pass embedding=predictor.tiled.embeddings[i] to predict_batch, or set the "
+                    "image with tiling=None"
+                )
             raise RuntimeError("no image is set: call set_image(image) or set_embedding(emb) first")
         return self._embedding
+
+    @property
+    def tiled(self) -> TiledEmbedding | None:
+        """The window embeddings when the image set last is tiled, else None."""
+        return self._tiled
 
     @torch.inference_mode()
     def encode_rgb(self, rgbs: list[np.ndarray]) -> list[ImageEmbedding]:
@@ -227,26 +244,66 @@ class Predictor:
         image,
         contrast_limits: tuple[float, float] | None = None,
         percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
-    ) -> ImageEmbedding:
-        """Compute and keep the embedding of a 2D image.
+        tiling="auto",
+    ) -> ImageEmbedding | TiledEmbedding:
+        """Compute and keep the embedding of a 2D image, tiled when it is large.
 
         Parameters
         ----------
         image : array-like, (Y, X) or (Y, X, 3|4)
             uint8, uint16, any int or float dtype (NaN/inf allowed).
         contrast_limits : (float, float), optional
-            Intensities mapped to black and white; default: the ``percentiles`` of the image.
+            Intensities mapped to black and white; default: the ``percentiles`` of the image
+            (of the whole image when tiled, so every window has the same contrast).
         percentiles : (float, float)
             See :func:`napari_sam.preprocess.to_uint8_rgb`.
-        """
-        rgb = to_uint8_rgb(image, contrast_limits, percentiles)
-        self._embedding = self.encode_rgb([rgb])[0]
-        return self._embedding
+        tiling : "auto", None, False, True, int, (int, int) or Tiling
+            See :func:`napari_sam.tiling.choose_tiling`: ``"auto"`` embeds images whose
+            longer side exceeds 1.5 model inputs in overlapping windows of the model input's
+            size at full resolution (docs/tiling.md); None never tiles (the image is resized
+            to the model input). SAM 2.1 models are never tiled: ``"auto"`` does not tile
+            them, asking for tiling explicitly raises ValueError.
 
-    def set_embedding(self, embedding: ImageEmbedding) -> None:
-        """Use a precomputed embedding (from :meth:`set_image`, a store or a file)."""
+        Returns
+        -------
+        ImageEmbedding, or TiledEmbedding when tiled (also in :attr:`tiled`)
+        """
+        chosen = None
+        shape = _shape_or_none(image)  # bad images: to_uint8_rgb says what is wrong
+        if shape is not None and len(shape) in (2, 3) and min(shape[:2]) > 0:
+            if self.sam2 is not None:
+                if not (tiling is None or tiling is False or
+                        (isinstance(tiling, str) and tiling == "auto")):
+                    raise ValueError("tiling is not supported with SAM 2.1 models; pass "
+                                     "tiling=None (the image is resized to the model input)")
+            else:
+                chosen = choose_tiling(shape, self.img_size, tiling)
+        if chosen is None:
+            rgb = to_uint8_rgb(image, contrast_limits, percentiles)
+            self._embedding = self.encode_rgb([rgb])[0]
+            self._tiled = None
+            return self._embedding
+        tiled = encode_tiled(self, image, chosen, contrast_limits=contrast_limits,
+                             percentiles=percentiles)
+        self._embedding, self._tiled, self.last_tiled = None, tiled, None
+        return tiled
+
+    def set_embedding(self, embedding: ImageEmbedding | TiledEmbedding) -> None:
+        """Use a precomputed embedding (from :meth:`set_image`, a store or a file), or the
+        window embeddings of a tiled image."""
+        if isinstance(embedding, TiledEmbedding):
+            if self.sam2 is not None:
+                raise ValueError("tiled embeddings are not supported with SAM 2.1 models; "
+                                 "embed the image with tiling=None")
+            if len(embedding.embeddings) != len(embedding.tiling):
+                raise ValueError(f"the tiled embedding has {len(embedding.embeddings)} window "
+                                 f"embeddings for {len(embedding.tiling)} windows")
+            for e in embedding.embeddings:
+                self.check_embedding(e)
+            self._embedding, self._tiled, self.last_tiled = None, embedding, None
+            return
         self.check_embedding(embedding)
-        self._embedding = embedding
+        self._embedding, self._tiled = embedding, None
 
     def _nonfinite_message(self, what: str, output: str) -> str:
         bad = nonfinite_parameters(self.model)
@@ -304,7 +361,17 @@ class Predictor:
         scores : numpy.ndarray (C,) float32, predicted IoU
         logits : numpy.ndarray (C, 4E, 4E) float32
             C is 3 when ``multimask`` else 1.
+
+        Notes
+        -----
+        On a tiled image (:attr:`tiled`) the prompt goes through
+        :func:`napari_sam.tiled_prompts.decode_tiled`: masks cover the whole image, scores
+        and logits are the primary window's (a ``mask_input`` is taken to be logits of the
+        previous predict, in its window's frame); :attr:`last_tiled` holds the whole result
+        (windows, ``cut``).
         """
+        if self._tiled is not None and self._embedding is None:
+            return self._predict_tiled(points, labels, box, mask_input, multimask)
         emb = self.embedding
         if points is None and labels is not None:
             raise ValueError("labels were given without points")
@@ -341,6 +408,17 @@ class Predictor:
             out.scores[0].float().cpu().numpy(),
             out.logits[0].float().cpu().numpy(),
         )
+
+    def _predict_tiled(self, points, labels, box, mask_input, multimask):
+        """:meth:`predict` on a tiled image."""
+        last = self.last_tiled
+        res = decode_tiled(
+            self, self._tiled, points=points, labels=labels, box=box, mask_input=mask_input,
+            multimask=multimask,
+            mask_window=None if mask_input is None or last is None else last.window,
+        )
+        self.last_tiled = res
+        return res.masks, res.scores, res.logits
 
     @torch.inference_mode()
     def predict_batch(
@@ -445,6 +523,14 @@ class Predictor:
         self.decoder_calls += 1
         masks = self.sam2.upsample(logits, emb) if upsample else None
         return BatchPrediction(masks=masks, scores=scores, logits=self.sam2.clamp(logits))
+
+
+def _shape_or_none(image) -> tuple[int, ...] | None:
+    """The shape of an array-like, or None when it has none (e.g. a ragged list)."""
+    try:
+        return tuple(int(v) for v in np.shape(image))
+    except (TypeError, ValueError):
+        return None
 
 
 def nonfinite_parameters(model) -> list[str]:

@@ -27,14 +27,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from napari_sam.preprocess import DEFAULT_PERCENTILES, intensity_limits, to_uint8_rgb
-
-if TYPE_CHECKING:  # the predictor imports this module
-    from napari_sam.predictor import ImageEmbedding
 
 __all__ = [
     "AUTO_FACTOR",
@@ -278,7 +274,7 @@ class TiledEmbedding:
     """
 
     tiling: Tiling
-    embeddings: list[ImageEmbedding]
+    embeddings: list  # of ImageEmbedding (not imported: the predictor imports this module)
     model_id: str
 
     @property
@@ -337,7 +333,7 @@ def encode_tiled(
     if contrast_limits is None:
         contrast_limits = intensity_limits(image, percentiles)
     wins = tiling.windows
-    embs: list[ImageEmbedding | None] = [None] * len(wins)
+    embs: list = [None] * len(wins)
     groups: dict[tuple[int, int], list[Window]] = {}
     for win in wins:
         groups.setdefault(win.shape, []).append(win)

@@ -1,0 +1,296 @@
+"""Point, box and mask prompts on a tiled image: route the prompt to the windows that hold it,
+decode it there, and stitch the windows' masks into the whole image's frame.
+
+A tiled image (:mod:`napari_sam.tiling`) is embedded in overlapping windows at native scale.
+:func:`decode_tiled` decodes one object's prompt in every window that holds all of it and
+stitches the masks by depth: each pixel comes from the decoded window it lies deepest in
+(:meth:`napari_sam.tiling.Tiling.depth`), so a small object lying across a core border is whole.
+
+Coordinates are napari order, in pixels of the whole image: points (row, col), boxes
+(row0, col0, row1, col1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from napari_sam.prompts import check_box, check_mask_input, check_points
+from napari_sam.tiling import TiledEmbedding, Tiling, Window
+
+__all__ = ["TiledPrediction", "decode_tiled", "shift_logits"]
+
+
+@dataclass
+class TiledPrediction:
+    """The masks of one object's prompt on a tiled image.
+
+    Attributes
+    ----------
+    masks : numpy.ndarray (C, H, W) bool
+        Candidate masks over the whole image (C = 3 with ``multimask``, else 1); candidate
+        ``c`` is stitched from candidate ``c`` of every decoded window.
+    scores : numpy.ndarray (C,) float32
+        Predicted IoU of the primary window's candidates.
+    logits : numpy.ndarray (C, 4E, 4E) float32
+        Low-resolution logits of the primary window, in that window's frame: pass
+        ``logits[i]`` back as ``mask_input`` together with ``mask_window=window``.
+    window : int
+        Index of the primary window (``tiling.windows[window]``).
+    windows : list of int
+        The windows decoded (the primary one among them).
+    cut : bool
+        The highest-scoring candidate reaches the outer edge of the decoded windows (an
+        edge that is not the image border): the object may go on beyond them.
+    cuts : numpy.ndarray (C,) bool
+        The same for every candidate.
+    """
+
+    masks: np.ndarray
+    scores: np.ndarray
+    logits: np.ndarray
+    window: int
+    windows: list[int]
+    cut: bool = False
+    cuts: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+
+def shift_logits(logits: np.ndarray, rows: float, cols: float) -> np.ndarray:
+    """Low-resolution logits (..., n, n) moved by (``rows``, ``cols``) low-resolution pixels
+    (bilinear; what enters from outside is the lowest logit of the input)."""
+    logits = np.asarray(logits, np.float32)
+    if rows == 0 and cols == 0:
+        return logits.copy()
+    fill = float(min(logits.min(), 0.0))
+    shift = (0,) * (logits.ndim - 2) + (float(rows), float(cols))
+    return ndimage.shift(logits, shift, order=1, mode="constant", cval=fill).astype(np.float32)
+
+
+def _low_res_per_pixel(predictor, win: Window) -> float:
+    """Low-resolution pixels per image pixel in ``win`` (windows are resized like any image
+    to the model input: by 1 when the window has the model input's size)."""
+    return predictor.img_size / max(win.shape) * predictor.low_res_size / predictor.img_size
+
+
+def _anchor(tiling: Tiling, pts, lab, box, mask, mask_window, predictor) -> tuple[float, float]:
+    """The position that picks the primary window: the first positive point, else the box
+    centre, else the centre of mass of the mask prompt's positive logits."""
+    if pts is not None and (lab == 1).any():
+        return tuple(pts[int(np.argmax(lab == 1))])
+    if box is not None:
+        return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    win = tiling.windows[mask_window]
+    s = _low_res_per_pixel(predictor, win)
+    pos = mask > 0
+    if not pos.any():
+        r0, c0, r1, c1 = win.core
+        return (r0 + r1 - 1) / 2, (c0 + c1 - 1) / 2
+    rr, cc = np.nonzero(pos)
+    return win.offset[0] + (rr.mean() + 0.5) / s - 0.5, win.offset[1] + (cc.mean() + 0.5) / s - 0.5
+
+
+def _route(tiling: Tiling, pts, box, anchor) -> tuple[list[Window], bool]:
+    """The windows to decode: every window holding all points and the whole box (a box larger
+    than a window: its centre); if none holds all points, the windows holding the anchor.
+    Returns them and whether the box is clipped per window."""
+    wins = tiling.windows
+    rows, cols = [], []
+    if pts is not None:
+        rows += list(pts[:, 0])
+        cols += list(pts[:, 1])
+    clip = box is not None and (box[2] - box[0] >= tiling.window
+                                or box[3] - box[1] >= tiling.window)
+    if clip:  # no window holds the box: its centre
+        rows.append((box[0] + box[2]) / 2)
+        cols.append((box[1] + box[3]) / 2)
+    elif box is not None:
+        rows += [box[0], box[2]]
+        cols += [box[1], box[3]]
+    chosen = [w for w in wins if w.contains(rows, cols).all()]
+    if not chosen:
+        chosen = [w for w in wins if bool(w.contains(*anchor))]
+        clip = box is not None
+    return chosen, clip
+
+
+def decode_tiled(
+    predictor,
+    tiled: TiledEmbedding,
+    points=None,
+    labels=None,
+    box=None,
+    mask_input=None,
+    multimask: bool = True,
+    *,
+    mask_window: int | None = None,
+) -> TiledPrediction:
+    """Masks for one object from points, a box and/or a mask prompt on a tiled image.
+
+    The **primary window** is ``tiled.tiling.owner(anchor)``, the anchor being the first
+    positive point, else the box centre, else the centre of mass of the mask prompt. The
+    prompt is decoded in every window whose (outer) box holds all the points and the whole
+    box, with coordinates shifted into the window; each pixel of the image takes the mask of
+    the decoded window it lies deepest in (:meth:`Tiling.depth`), pixels outside all decoded
+    windows are background. Candidate choice and scores come from the primary window (if the
+    owner of the anchor does not hold all the prompts, the decoded window the anchor lies
+    deepest in). A box larger than a window goes to the windows that hold its centre and the
+    points, clipped to each. Points spread wider than a window: the windows holding the
+    anchor are decoded, each with the points that lie inside it.
+
+    Parameters
+    ----------
+    predictor : Predictor
+        Decodes each window (``predictor.predict_batch``; the torch decoder, also when the
+        predictor's backend is ONNX).
+    tiled : TiledEmbedding
+        The image's window embeddings (from :func:`napari_sam.tiling.encode_tiled` or
+        ``Predictor.set_image``).
+    points : array-like (P, 2), optional
+        (row, col) in pixels of the whole image; every point must lie in the image.
+    labels : array-like (P,), optional
+        1 positive, 0 negative; default all positive.
+    box : array-like (4,), optional
+        (row0, col0, row1, col1) in pixels of the whole image.
+    mask_input : array-like (4E, 4E) or (1, 4E, 4E), optional
+        Low-resolution logits in the frame of window ``mask_window`` (default: the primary
+        window), e.g. ``logits[i]`` of a previous :class:`TiledPrediction` with
+        ``mask_window=prediction.window``; moved into each decoded window's frame.
+    multimask : bool
+        3 candidates instead of 1.
+    mask_window : int, optional
+        The window whose low-resolution frame ``mask_input`` is in.
+
+    Returns
+    -------
+    TiledPrediction
+    """
+    tiling = tiled.tiling
+    size = tiling.image_shape
+    if points is None and labels is not None:
+        raise ValueError("labels were given without points")
+    if points is None and box is None and mask_input is None:
+        raise ValueError("give at least one prompt: points, a box or a mask_input")
+    if getattr(predictor, "sam2", None) is not None:
+        raise ValueError("tiled images are not supported with SAM 2.1 models; set the image "
+                         "with tiling=None (or use a SAM 1 model)")
+    if len(tiled.embeddings) != len(tiling):
+        raise ValueError(f"the tiled embedding has {len(tiled.embeddings)} window embeddings "
+                         f"for {len(tiling)} windows; recompute it with encode_tiled")
+    pts = lab = bx = mask = None
+    if points is not None:
+        pts, lab = check_points(points, labels, size)
+    if box is not None:
+        bx = check_box(box, size)
+    if mask_input is not None:
+        mask = check_mask_input(mask_input, predictor.low_res_size)
+        if mask_window is None and pts is None and bx is None:
+            raise ValueError("a mask_input alone does not say where it lies in a tiled image: "
+                             "pass mask_window= (the window of the prediction its logits came "
+                             "from) or a point")
+    if mask_window is not None and not 0 <= int(mask_window) < len(tiling):
+        raise ValueError(f"mask_window {mask_window} is not a window of this tiling "
+                         f"(0..{len(tiling) - 1})")
+    anchor = _anchor(tiling, pts, lab, bx, mask, mask_window, predictor)
+    chosen, clip = _route(tiling, pts, bx, anchor)
+    primary = tiling.owner(*anchor)
+    if primary.index not in [w.index for w in chosen]:
+        primary = max(chosen, key=lambda w: _depth_at(tiling, w, anchor))
+    frame = tiling.windows[primary.index if mask_window is None else int(mask_window)]
+    results = {}
+    for win in chosen:
+        results[win.index] = _decode_window(predictor, tiled, win, pts, lab, bx, clip, mask,
+                                            frame, multimask)
+    logits, scores, _ = results[primary.index]
+    if not (np.isfinite(scores).all() and np.isfinite(logits).all()):
+        raise FloatingPointError("the mask decoder returned NaN or inf scores: check the model "
+                                 "and use precision='fp32'")
+    masks = _stitch(tiling, chosen, [results[w.index][2] for w in chosen])
+    cuts = _cuts(tiling, chosen, masks)
+    best = int(np.argmax(scores))
+    return TiledPrediction(masks=masks, scores=scores, logits=logits, window=primary.index,
+                           windows=[w.index for w in chosen], cut=bool(cuts[best]), cuts=cuts)
+
+
+def _depth_at(tiling: Tiling, win: Window, pos) -> float:
+    r = int(np.clip(round(pos[0]) - win.outer[0], 0, win.shape[0] - 1))
+    c = int(np.clip(round(pos[1]) - win.outer[1], 0, win.shape[1] - 1))
+    return float(tiling.depth(win)[r, c])
+
+
+def _decode_window(predictor, tiled, win, pts, lab, bx, clip, mask, frame, multimask):
+    """Decode the prompt in one window. Returns (logits (C, 4E, 4E) float32, scores (C,)
+    float32, masks (C, h, w) bool) in the window's frame."""
+    r0, c0 = win.offset
+    h, w = win.shape
+    p = lb = b = m = None
+    if pts is not None:
+        inside = win.contains(pts[:, 0], pts[:, 1])
+        if inside.any():
+            p = (pts[inside] - [r0, c0])[None].astype(np.float32)
+            lb = lab[inside][None]
+    if bx is not None:
+        b = bx - [r0, c0, r0, c0]
+        if clip:
+            b = np.clip(b, 0, [h - 1, w - 1, h - 1, w - 1])
+        b = b[None].astype(np.float32)
+    if mask is not None:
+        s = _low_res_per_pixel(predictor, win)
+        m = shift_logits(mask, (frame.offset[0] - r0) * s, (frame.offset[1] - c0) * s)[None]
+    if p is None and b is None and m is None:  # nothing of the prompt lies here
+        n = 3 if multimask else 1
+        lr = predictor.low_res_size
+        return (np.full((n, lr, lr), -20.0, np.float32), np.zeros(n, np.float32),
+                np.zeros((n, h, w), bool))
+    out = predictor.predict_batch(embedding=tiled.embeddings[win.index], points=p, labels=lb,
+                                  boxes=b, mask_inputs=m, multimask=multimask)
+    return (out.logits[0].float().cpu().numpy(), out.scores[0].float().cpu().numpy(),
+            _to_numpy(out.masks[0]))
+
+
+def _to_numpy(t) -> np.ndarray:
+    return t.cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+
+
+def _stitch(tiling: Tiling, wins: list[Window], masks: list[np.ndarray]) -> np.ndarray:
+    """(C, H, W) bool: each pixel from the window (of ``wins``) it lies deepest in."""
+    h, w = tiling.image_shape
+    out = np.zeros((masks[0].shape[0], h, w), bool)
+    best = np.full((h, w), -1.0, np.float32)
+    for win, m in zip(wins, masks):
+        sl = win.slices
+        d = tiling.depth(win)
+        take = d > best[sl]
+        best[sl][take] = d[take]
+        out[(slice(None),) + sl][:, take] = m[:, take]
+    return out
+
+
+def _cuts(tiling: Tiling, wins: list[Window], masks: np.ndarray) -> np.ndarray:
+    """(C,) bool: whether each mask touches the outer edge of the union of ``wins`` where that
+    edge is not the image border."""
+    h, w = tiling.image_shape
+    r0 = min(x.outer[0] for x in wins)
+    c0 = min(x.outer[1] for x in wins)
+    r1 = max(x.outer[2] for x in wins)
+    c1 = max(x.outer[3] for x in wins)
+    # the union on its bounding box padded by one pixel; outside the image counts as inside
+    union = np.zeros((r1 - r0 + 2, c1 - c0 + 2), bool)
+    for x in wins:
+        union[x.outer[0] - r0 + 1:x.outer[2] - r0 + 1, x.outer[1] - c0 + 1:x.outer[3] - c0 + 1] = True
+    if r0 == 0:
+        union[0] = True
+    if c0 == 0:
+        union[:, 0] = True
+    if r1 == h:
+        union[-1] = True
+    if c1 == w:
+        union[:, -1] = True
+    inner = union.copy()
+    inner[1:-1, 1:-1] &= (union[:-2, 1:-1] & union[2:, 1:-1] & union[1:-1, :-2]
+                          & union[1:-1, 2:])
+    edge = (union & ~inner)[1:-1, 1:-1]
+    region = masks[:, r0:r1, c0:c1]
+    return (region & edge[None]).reshape(len(masks), -1).any(1)
