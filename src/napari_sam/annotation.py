@@ -245,7 +245,7 @@ class ObjectPreview:
     index: int = 0
     prompt: object = None  # the DrawnPrompts decoded (a session records them)
     mask_prompt: bool = False  # decoded with a mask prompt (the refined label's mask)
-    cut: bool = False  # tiled: the mask reaches beyond the windows decoded (may be cut)
+    cuts: np.ndarray | None = None  # tiled: (C,) bool, candidate reaches the decoded windows' edge
 
     @property
     def mask(self) -> np.ndarray:
@@ -254,6 +254,12 @@ class ObjectPreview:
     @property
     def score(self) -> float:
         return float(self.scores[self.index])
+
+    @property
+    def cut(self) -> bool:
+        """Tiled images: the shown mask reaches the outer edge of the windows decoded (not
+        the image border), so the object may go on beyond them."""
+        return bool(self.cuts is not None and self.cuts[self.index])
 
     @property
     def n_candidates(self) -> int:
@@ -285,7 +291,8 @@ def decode_slice(
     prompts : list of (key, SlicePrompts)
         Objects in order; the result keeps it (objects without a usable prompt are left out).
     mask_inputs : dict key -> (4E, 4E) logits, optional
-        Mask prompts (e.g. an existing label being refined).
+        Mask prompts (e.g. an existing label being refined); on a tiled embedding
+        ``(logits, window index)``: logits in that window's frame.
     """
     mask_inputs = mask_inputs or {}
     groups = group_by_kind(
@@ -335,18 +342,18 @@ def _decode_tiled(predictor, tiled, z, kind, items, mask_inputs) -> dict:
     out = {}
     for key, sp in items:
         has_points = len(sp.points) > 0
+        mask_input, mask_window = mask_inputs[key] if kind.mask else (None, None)
         res = decode_tiled(
             predictor, tiled,
             points=np.asarray(sp.points, np.float32) if has_points else None,
             labels=np.asarray(sp.labels) if has_points else None,
             box=None if sp.box is None else np.asarray(sp.box, np.float32),
-            mask_input=mask_inputs.get(key) if kind.mask else None,
-            multimask=kind.multimask,
+            mask_input=mask_input, multimask=kind.multimask, mask_window=mask_window,
         )
         scores = np.asarray(res.scores)
         out[key] = ObjectPreview(
             key, z, np.asarray(res.masks, bool), scores, np.asarray(res.logits),
             index=int(scores.argmax()), prompt=sp, mask_prompt=kind.mask,
-            cut=bool(getattr(res, "cut", False)),
+            cuts=np.asarray(res.cuts, bool),
         )
     return out

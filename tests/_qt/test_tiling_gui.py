@@ -18,6 +18,8 @@ pytestmark = pytest.mark.slow
 
 SHAPE = (4096, 4096)
 N_TILES = 441  # the demo model's 256 px windows with a 32 px halo: 21 x 21
+N_CLICKED = 5  # nuclei clicked: the demo model's masks vary by a few hundredths with where
+# an object lies in its input (tiled: in a window, off its centre), so the means are compared
 
 
 def _iou(a, b) -> float:
@@ -39,9 +41,9 @@ def _crop_mask(predictor, image, limits, r, c):
 
 @pytest.fixture(scope="module")
 def scene():
-    """The 4096 x 4096 nuclei image, and a small nucleus across a core border of the demo
-    model's tiling with its click (its innermost pixel) and the IoU that click gives in a
-    crop centred on it (the reference for the tiled click)."""
+    """The 4096 x 4096 nuclei image, and :data:`N_CLICKED` small nuclei across a core border of
+    the demo model's tiling, each with its click (its innermost pixel) and the IoU that click
+    gives in a crop centred on it (the reference for the tiled click)."""
     from napari_sam import load_model, synthetic
     from napari_sam.embeddings import stack_intensity_limits
     from napari_sam.models.registry import weights_dir
@@ -57,6 +59,7 @@ def scene():
     predictor = Predictor(load_model("demo"), device="cpu")
     limits = stack_intensity_limits(sample.image[None])
     lab = sample.labels
+    nuclei = []
     for i, box in enumerate(ndi.find_objects(lab), start=1):
         gt = lab[box] == i
         if box is None or not 60 <= gt.sum() <= 300:
@@ -70,10 +73,12 @@ def scene():
             continue
         mask, (r0, c0) = _crop_mask(predictor, sample.image, limits, r, c)
         crop_iou = _iou(mask, lab[r0:r0 + 256, c0:c0 + 256] == i)
-        if crop_iou >= 0.75:  # a nucleus the demo model segments when it sees it whole
-            return {"sample": sample, "id": i, "click": (r, c), "crop_iou": crop_iou,
-                    "tiling": tiling, "limits": limits, "predictor": predictor}
-    raise AssertionError("no small nucleus across a core border in the scene")
+        if crop_iou >= 0.6:  # a nucleus the demo model segments when it sees it whole
+            nuclei.append({"id": i, "click": (r, c), "crop_iou": crop_iou})
+        if len(nuclei) == N_CLICKED:
+            return {"sample": sample, "nuclei": nuclei, "tiling": tiling, "limits": limits,
+                    "predictor": predictor}
+    raise AssertionError("too few small nuclei across a core border in the scene")
 
 
 def _button(widget, text: str):
@@ -113,32 +118,37 @@ def _embed(qtbot, widget, timeout=300_000):
 
 def _click_and_commit(qtbot, viewer, widget, r, c):
     """A real click on (r, c) with the view zoomed in on it, then the Commit button;
-    returns the committed labels (Y, X)."""
+    returns the labels layer's data (Y, X)."""
     ctl = widget.controller
     camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
     camera.center = (r, c)
     camera.zoom = 4.0
     viewer.layers.selection.active = ctl.points_layer
     canvas_click(viewer, r, c)
-    assert np.allclose(ctl.points_layer.data, [[r, c]], atol=0.5)
+    assert np.allclose(ctl.points_layer.data, [[r, c]], atol=0.5)  # cleared by each commit
     assert ctl.previews, ctl.status
     _press(qtbot, _button(widget, "Commit"))
     return np.asarray(ctl.target_layer.data)
 
 
-def _assert_one_whole_mask(labels, scene):
-    """Exactly one label value, as good as the click in a crop centred on it (- 0.05), and
-    reaching into two window cores (the nucleus crosses a core border)."""
-    values = np.unique(labels[labels > 0])
-    assert values.tolist() == [1]
-    mask = labels == 1
-    gt = scene["sample"].labels == scene["id"]
-    iou = _iou(mask, gt)
-    print(f"tiled click IoU {iou:.3f}, in a centred crop {scene['crop_iou']:.3f}")
-    assert iou >= scene["crop_iou"] - 0.05
-    rows, cols = np.nonzero(mask)
-    owners = {scene["tiling"].owner(r, c).index for r, c in zip(rows[::3], cols[::3])}
-    assert len(owners) >= 2
+def _click_each_nucleus(qtbot, viewer, widget, scene):
+    """Click and commit every nucleus of the scene; each click gives exactly one new label,
+    a whole mask reaching into two window cores (the nucleus crosses a core border), as good
+    as the same click in a crop centred on it: the mean IoU within 0.05 of the crops', each
+    within 0.12 (a nucleus cut at the border would lose about half of it)."""
+    ious, crops = [], []
+    for k, nucleus in enumerate(scene["nuclei"], start=1):
+        labels = _click_and_commit(qtbot, viewer, widget, *nucleus["click"])
+        assert np.unique(labels[labels > 0]).tolist() == list(range(1, k + 1))
+        mask = labels == k
+        ious.append(_iou(mask, scene["sample"].labels == nucleus["id"]))
+        crops.append(nucleus["crop_iou"])
+        rows, cols = np.nonzero(mask)
+        owners = {scene["tiling"].owner(r, c).index for r, c in zip(rows, cols)}
+        assert len(owners) >= 2, nucleus
+    print("tiled click IoUs", np.round(ious, 3), "in centred crops", np.round(crops, 3))
+    assert np.mean(ious) >= np.mean(crops) - 0.05
+    assert all(i >= c - 0.12 for i, c in zip(ious, crops))
 
 
 def test_tiled_embedding_with_progress_and_a_click_across_a_core_border(
@@ -155,16 +165,15 @@ def test_tiled_embedding_with_progress_and_a_click_across_a_core_border(
     assert f"tiled: 4096 x 4096 in {N_TILES} tiles of 256 px" in c.status
     assert widget._emb_state.text() == f"embedded in {N_TILES} tiles"
     assert widget._progress.value() == widget._progress.maximum()
-    labels = _click_and_commit(qtbot, viewer, widget, *scene["click"])
-    _assert_one_whole_mask(labels, scene)
-    assert "Committed label 1" in c.status
+    _click_each_nucleus(qtbot, viewer, widget, scene)
+    assert f"Committed label {N_CLICKED}" in c.status
 
 
 def test_cancel_during_tiled_embedding_leaves_the_widget_usable(scene, make_widget, qtbot):
     viewer, widget, progress, status = _open(make_widget, scene)
     c = widget.controller
     _press(qtbot, _button(widget, "Compute embeddings"))
-    qtbot.waitUntil(lambda: progress and progress[-1][0] >= 8, timeout=300_000)
+    qtbot.waitUntil(lambda: bool(progress) and progress[-1][0] >= 8, timeout=300_000)
     _press(qtbot, widget._cancel)
     qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
     assert progress[-1][0] < N_TILES  # stopped mid-way
@@ -174,8 +183,7 @@ def test_cancel_during_tiled_embedding_leaves_the_widget_usable(scene, make_widg
     progress.clear()
     _embed(qtbot, widget)
     assert progress[-1] == (N_TILES, N_TILES)
-    labels = _click_and_commit(qtbot, viewer, widget, *scene["click"])
-    _assert_one_whole_mask(labels, scene)
+    _click_each_nucleus(qtbot, viewer, widget, scene)
 
 
 def test_tiling_off_embeds_the_image_whole(scene, make_widget, qtbot):
@@ -190,10 +198,10 @@ def test_tiling_off_embeds_the_image_whole(scene, make_widget, qtbot):
     assert getattr(c.emb, "tiling", None) is None  # one embedding of the shrunk image
     assert progress[-1] == (1, 1)
     assert "tile" not in c.status and widget._emb_state.text() == "embedded"
-    r, col = scene["click"]
+    r, col = scene["nuclei"][0]["click"]
     labels = _click_and_commit(qtbot, viewer, widget, r, col)
     # the untiled behaviour: what the predictor gives on the whole image
     predictor = scene["predictor"]
-    predictor.set_image(scene["sample"].image, contrast_limits=scene["limits"])
+    predictor.set_image(scene["sample"].image, contrast_limits=scene["limits"], tiling=None)
     masks, scores, _ = predictor.predict(np.array([[r, col]], float), np.array([1]))
     assert _iou(labels > 0, masks[int(scores.argmax())]) >= 0.99

@@ -485,17 +485,21 @@ class AnnotationSession(StackActions, SessionLog):
         if not label:
             return {}
         self.require_sam1("Refining a selected label on a slice (its mask as the prompt)")
-        if getattr(emb, "tiling", None) is not None:
-            self.refuse("Refining a selected label is not available on a tiled image yet: "
-                        "click the object again (with negative points where it overflows) "
-                        "and commit with 'Overwrite other labels', or untick 'Tile large "
-                        "images' to refine on the whole-image embedding.")
         from napari_sam.volume import mask_to_logits
 
         mask = self.target_labels()[z] == label
         p = self.predictor
-        logits = mask_to_logits(mask, emb.original_size, emb.input_size, p.img_size, p.low_res_size)
-        return {POINT_OBJECT: logits.numpy()}
+        tiling = getattr(emb, "tiling", None)
+        if tiling is None:
+            logits = mask_to_logits(mask, emb.original_size, emb.input_size, p.img_size,
+                                    p.low_res_size)
+            return {POINT_OBJECT: logits.numpy()}
+        # tiled: the mask in the frame of the window whose core holds its centre
+        win = tiling.owner(*np.argwhere(mask).mean(axis=0))
+        e = emb.embeddings[win.index]
+        logits = mask_to_logits(mask[win.slices], e.original_size, e.input_size, p.img_size,
+                                p.low_res_size)
+        return {POINT_OBJECT: (logits.numpy(), win.index)}
 
     def update_preview(self) -> list[ObjectPreview]:
         """Decode the prompts on the current slice into the preview (live preview)."""
