@@ -1,0 +1,141 @@
+"""The annotation session on images larger than the model input (no napari, no Qt): tiled
+embeddings, clicks decoded through napari_sam.tiled_prompts.decode_tiled, refining a label
+on a tiled image, the status line, the tiling switch and what a session file records.
+
+The demo model's input is 256 px, so a 600 x 600 image is tiled (3 x 3 windows of 256 px).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_sam.annotate import AnnotationSession
+
+pytestmark = pytest.mark.slow
+
+
+def _iou(a, b) -> float:
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 1.0
+
+
+@pytest.fixture(scope="module")
+def demo_choice():
+    from napari_sam.annotate.model_choice import model_choices
+    from napari_sam.models.registry import weights_dir
+
+    if not (weights_dir() / "demo.pt").is_file():
+        pytest.skip("the bundled demo model is not installed yet")
+    return next(c for c in model_choices() if c.is_demo)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    from napari_sam import synthetic
+
+    return synthetic.nuclei_2d((600, 600), seed=10_027, radius=(6, 12), n_objects=120,
+                               min_size=40)
+
+
+def _session(sample, choice) -> AnnotationSession:
+    s = AnnotationSession()
+    s.set_image(sample.image, name="nuclei")
+    s.set_model(choice)
+    return s
+
+
+def _nucleus_across_a_core_border(sample, tiling):
+    """(id, (row, col)) of a nucleus whose innermost pixel lies within 3 px of a core border
+    it reaches across."""
+    cuts = [sorted({w.core[a] for w in tiling.windows if w.core[a] > 0}) for a in (0, 1)]
+    for i, box in enumerate(ndi.find_objects(sample.labels), start=1):
+        gt = sample.labels[box] == i
+        dist = ndi.distance_transform_edt(np.pad(gt, 1))[1:-1, 1:-1]
+        rc = [int(v) + s.start for v, s in zip(np.unravel_index(dist.argmax(), gt.shape), box)]
+        if any(abs(rc[a] - k) <= 3 and box[a].start < k < box[a].stop
+               for a in (0, 1) for k in cuts[a]):
+            return i, tuple(rc)
+    raise AssertionError("no nucleus across a core border")
+
+
+def test_a_large_image_is_embedded_in_tiles_and_clicks_decode_in_them(sample, demo_choice):
+    from napari_sam.tiled_prompts import decode_tiled
+
+    s = _session(sample, demo_choice)
+    said = []
+    s.notify_status = said.append
+    s.compute_embeddings()
+    tiled = s.emb[0]
+    assert len(tiled.tiling) == 9 and tiled.tiling.window == 256
+    assert "Embedding 600 x 600 in 9 tiles of 256 px" in said[1]
+    assert s.status.startswith("Embeddings ready (1 slice, tiled: 600 x 600 in 9 tiles of "
+                               "256 px (overlapping by 64 px or more); untick 'Tile large "
+                               "images'")
+    assert s.embedding_summary() == "embedded in 9 tiles"
+
+    i, (r, c) = _nucleus_across_a_core_border(sample, tiled.tiling)
+    s.add_point(0, r, c)
+    (p,) = s.update_preview()
+    direct = decode_tiled(s.predictor, tiled, np.array([[r, c]], np.float32), np.array([1]))
+    assert p.masks.shape == (3, 600, 600) and np.array_equal(p.masks, direct.masks)
+    assert p.index == int(direct.scores.argmax()) and not p.cut
+    assert "may be cut" not in s.status
+    commit = s.commit()
+    assert commit.ids == [1] and np.unique(s.labels).tolist() == [0, 1]
+    assert _iou(s.labels[0] == 1, sample.labels == i) >= 0.6
+    assert s.session_state().settings["tiling"] == tiled.tiling.key()
+
+    # refining label 1 on the tiled image: its mask is the prompt, the commit replaces it
+    s.refine, s.refine_label = True, 1
+    s.add_point(0, r, c)
+    (p,) = s.update_preview()
+    assert p.mask_prompt and _iou(p.mask, s.labels[0] == 1) >= 0.5
+    assert s.commit().ids == [1]
+
+
+def test_tiling_off_embeds_the_image_whole(sample, demo_choice):
+    s = _session(sample, demo_choice)
+    s.compute_embeddings()
+    tiled = s.emb
+    s.set_tiling(False)
+    assert s.emb is None  # embeddings are kept per choice: nothing for "off" yet
+    s.compute_embeddings()
+    assert getattr(s.emb, "tiling", None) is None and s.embedding_summary() == "embedded"
+    assert s.status == "Embeddings ready (1 slice). [demo model]"
+    s.add_point(0, 300, 300)
+    (p,) = s.update_preview()
+    whole = s.predictor.predict_batch(embedding=s.emb[0], points=np.array([[[300.0, 300.0]]]),
+                                      labels=np.array([[1]]))
+    assert np.array_equal(p.masks, whole.masks[0].cpu().numpy())
+    s.set_tiling(True)
+    assert s.emb is tiled  # the tiled embeddings were kept
+
+
+def test_preview_says_when_the_mask_may_be_cut_at_the_tiles_edge(sample, demo_choice,
+                                                                monkeypatch):
+    """decode_tiled flags candidates that reach the decoded windows' outer edge (the demo
+    model does not segment objects that large, so its flags are set here): the preview of
+    such a candidate says the object may be cut and what to do; another one does not."""
+    import napari_sam.tiled_prompts as tp
+
+    real = tp.decode_tiled
+
+    def flagged(*args, **kwargs):
+        res = real(*args, **kwargs)
+        res.cuts = np.arange(len(res.scores)) == int(res.scores.argmax())
+        res.cut = True
+        return res
+
+    monkeypatch.setattr(tp, "decode_tiled", flagged)
+    s = _session(sample, demo_choice)
+    s.add_point(0, 300, 300)
+    (p,) = s.update_preview()
+    assert p.cut
+    assert "reaches beyond the tiles around its prompts" in s.status
+    assert "click its missing part too" in s.status
+    assert "untick 'Tile large images'" in s.status
+    s.next_candidate()
+    assert not p.cut and "tiles" not in s.status
