@@ -21,8 +21,9 @@ _EXPORTS = {
     "list_models": "napari_sam.models.registry",
     "Predictor": "napari_sam.predictor",
     "ImageEmbedding": "napari_sam.predictor",
-    "embed": "napari_sam.embeddings",
+    "embed": "napari_sam.tiled_stack",
     "StackEmbeddings": "napari_sam.embeddings",
+    "TiledStackEmbeddings": "napari_sam.tiled_stack",
     "segment_volume": "napari_sam.volume",
     "segment_everything": "napari_sam.automatic",
     "train": "napari_sam.training",
@@ -37,6 +38,7 @@ __all__ = [  # the same names as _EXPORTS, spelled out for linters and IDEs
     "ImageEmbedding",
     "embed",
     "StackEmbeddings",
+    "TiledStackEmbeddings",
     "segment_volume",
     "segment_everything",
     "train",
@@ -45,10 +47,11 @@ __all__ = [  # the same names as _EXPORTS, spelled out for linters and IDEs
 
 if TYPE_CHECKING:  # pragma: no cover
     from napari_sam.automatic import segment_everything
-    from napari_sam.embeddings import StackEmbeddings, embed
+    from napari_sam.embeddings import StackEmbeddings
     from napari_sam.export import export_onnx
     from napari_sam.models.registry import list_models, load_model
     from napari_sam.predictor import ImageEmbedding, Predictor
+    from napari_sam.tiled_stack import TiledStackEmbeddings, embed
     from napari_sam.training import train
     from napari_sam.volume import segment_volume
 

@@ -40,16 +40,27 @@ from napari_sam.preprocess import (
     to_uint8_rgb,
 )
 
-__all__ = ["StackEmbeddings", "embed", "stack_intensity_limits"]
+__all__ = [
+    "OWNER_ATTR",
+    "StackEmbeddings",
+    "check_stack",
+    "clear_store",
+    "embed",
+    "open_store",
+    "slice_hash",
+    "stack_intensity_limits",
+]
 
 _STORE_FORMAT = 1
 
 
 #: attribute that marks a zarr group as an embedding store written by this module
-_OWNER_ATTR = "napari_sam_embeddings"
+OWNER_ATTR = "napari_sam_embeddings"
 #: the arrays a store holds; nothing else in a group is ever deleted
 _OWN_ARRAYS = ("features", "slice_hash")
-_OWN_ATTRS = ("key", "input_size", _OWNER_ATTR, "napari_sam")
+_OWN_ATTRS = ("key", "input_size", OWNER_ATTR, "napari_sam")
+#: what a store's owner may delete: the arrays and a tiled store's window groups
+_OWN_MEMBERS = (*_OWN_ARRAYS, "tiles")
 
 
 def _check_owned(group, path) -> None:
@@ -58,7 +69,7 @@ def _check_owned(group, path) -> None:
     Stores written before the owner mark (attributes ``key`` and ``input_size``, arrays
     ``features`` and ``slice_hash`` only) count as ours.
     """
-    if _OWNER_ATTR in group.attrs:
+    if OWNER_ATTR in group.attrs:
         return
     members = sorted(k for k, _ in group.members())
     attrs = sorted(group.attrs.keys())
@@ -78,6 +89,48 @@ def _check_owned(group, path) -> None:
         "never writes into or deletes from other data. Give a new path for the embeddings, "
         f"e.g. {Path(path).with_name(Path(path).stem + '.embeddings.zarr')}"
     )
+
+
+def open_store(path):
+    """Open (or create) the zarr group of an embedding store at ``path``.
+
+    Raises ValueError, changing nothing, when ``path`` is a file, a folder of other files, a
+    zarr array, or a zarr group napari-sam did not create (see :func:`_check_owned`).
+    """
+    import zarr
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(
+            f"the embedding store {path} is a file, not a zarr folder; give a new path such "
+            "as 'embeddings.zarr' (it is created)"
+        )
+    zarr_files = (".zgroup", ".zarray", "zarr.json")
+    if path.is_dir() and any(path.iterdir()) and not any(
+        (path / f).exists() for f in zarr_files
+    ):
+        raise ValueError(
+            f"the embedding store {path} is a folder with other files in it, not a zarr "
+            "group; give a new path such as 'embeddings.zarr' (nothing was changed)"
+        )
+    try:
+        group = zarr.open_group(str(path), mode="a")
+    except Exception as err:  # noqa: BLE001  (a zarr array there, a broken group, ...)
+        raise ValueError(
+            f"cannot use {path} as an embedding store ({type(err).__name__}: {err}); it "
+            "holds something else (a zarr array?). Give a new path such as "
+            "'embeddings.zarr'; nothing was changed"
+        ) from None
+    _check_owned(group, path)
+    return group
+
+
+def clear_store(group) -> None:
+    """Delete what this module wrote into the store ``group`` (its arrays and the window
+    groups of a tiled store), nothing else."""
+    for name in _OWN_MEMBERS:
+        if name in group:
+            del group[name]
 
 
 def _as_stack(stack):
@@ -104,6 +157,46 @@ def _as_stack(stack):
             "(Z, Y, X) or (Z, Y, X, 3|4)"
         )
     return arr
+
+
+def check_stack(stack):
+    """The stack as an array (lists stacked), or ValueError/TypeError naming what is wrong.
+
+    Parameters
+    ----------
+    stack : array-like
+        (Z, Y, X) or (Z, Y, X, 1|3|4), any real or bool dtype; lazy arrays (memmap, zarr,
+        dask) are returned as they are.
+    """
+    stack = _as_stack(stack)
+    ndim = len(stack.shape)
+    shape = tuple(stack.shape)
+    if ndim == 4 and shape[1] in (1, 3, 4) and shape[-1] not in (1, 3, 4):
+        raise ValueError(
+            f"the stack of shape {shape} looks channels-first (Z, C, Y, X); stacks are "
+            "(Z, Y, X) or (Z, Y, X, 3|4) with channels last: pass np.moveaxis(stack, 1, -1)"
+        )
+    if ndim not in (3, 4) or (ndim == 4 and stack.shape[-1] not in (1, 3, 4)):
+        hint = (
+            "for a single 2D image use Predictor.set_image"
+            if ndim < 3
+            else "pick the axis to embed along and index the others (e.g. stack[t] of a "
+            "(T, Z, Y, X) series)"
+        )
+        raise ValueError(
+            f"expected a stack of shape (Z, Y, X) or (Z, Y, X, 3|4), got {shape}; {hint}"
+        )
+    if 0 in stack.shape:
+        raise ValueError(
+            f"the stack is empty (shape {shape}); give at least one slice with pixels"
+        )
+    kind = np.dtype(stack.dtype).kind
+    if kind not in "biuf":
+        raise ValueError(
+            f"stack dtype {np.dtype(stack.dtype)} is not numeric; give an integer, float or "
+            "bool stack"
+        )
+    return stack
 
 
 def slice_hash(arr: np.ndarray) -> int:
@@ -155,34 +248,7 @@ class StackEmbeddings:
         cache_size: int = 64,
         predictor: Predictor | None = None,
     ):
-        stack = _as_stack(stack)
-        ndim = len(stack.shape)
-        shape = tuple(stack.shape)
-        if ndim == 4 and shape[1] in (1, 3, 4) and shape[-1] not in (1, 3, 4):
-            raise ValueError(
-                f"the stack of shape {shape} looks channels-first (Z, C, Y, X); stacks are "
-                "(Z, Y, X) or (Z, Y, X, 3|4) with channels last: pass np.moveaxis(stack, 1, -1)"
-            )
-        if ndim not in (3, 4) or (ndim == 4 and stack.shape[-1] not in (1, 3, 4)):
-            hint = (
-                "for a single 2D image use Predictor.set_image"
-                if ndim < 3
-                else "pick the axis to embed along and index the others (e.g. stack[t] of a "
-                "(T, Z, Y, X) series)"
-            )
-            raise ValueError(
-                f"expected a stack of shape (Z, Y, X) or (Z, Y, X, 3|4), got {shape}; {hint}"
-            )
-        if 0 in stack.shape:
-            raise ValueError(
-                f"the stack is empty (shape {shape}); give at least one slice with pixels"
-            )
-        kind = np.dtype(stack.dtype).kind
-        if kind not in "biuf":
-            raise ValueError(
-                f"stack dtype {np.dtype(stack.dtype)} is not numeric; give an integer, float or "
-                "bool stack"
-            )
+        stack = check_stack(stack)
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
             batch_size < 1
         ):
@@ -217,37 +283,11 @@ class StackEmbeddings:
 
     # ------------------------------------------------------------------ store
     def _open_store(self, path):
-        import zarr
-
         e = int(self.model.embedding_size)
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise ValueError(
-                f"the embedding store {path} is a file, not a zarr folder; give a new path such "
-                "as 'embeddings.zarr' (it is created)"
-            )
-        zarr_files = (".zgroup", ".zarray", "zarr.json")
-        if path.is_dir() and any(path.iterdir()) and not any(
-            (path / f).exists() for f in zarr_files
-        ):
-            raise ValueError(
-                f"the embedding store {path} is a folder with other files in it, not a zarr "
-                "group; give a new path such as 'embeddings.zarr' (nothing was changed)"
-            )
-        try:
-            group = zarr.open_group(str(path), mode="a")
-        except Exception as err:  # noqa: BLE001  (a zarr array there, a broken group, ...)
-            raise ValueError(
-                f"cannot use {path} as an embedding store ({type(err).__name__}: {err}); it "
-                "holds something else (a zarr array?). Give a new path such as "
-                "'embeddings.zarr'; nothing was changed"
-            ) from None
-        _check_owned(group, path)
+        group = open_store(path)
         if group.attrs.get("key") != self.key or "features" not in group:
-            for name in _OWN_ARRAYS:  # only what this module wrote
-                if name in group:
-                    del group[name]
-            group.attrs[_OWNER_ATTR] = {"format": _STORE_FORMAT}
+            clear_store(group)  # only what this module wrote
+            group.attrs[OWNER_ATTR] = {"format": _STORE_FORMAT}
             group.create_array(
                 "features",
                 shape=(self.shape[0], 256, e, e),
@@ -319,7 +359,9 @@ class StackEmbeddings:
         if z in self._memory:
             self._memory.move_to_end(z)
             return self._memory[z]
-        ahead = [i for i in range(z, min(z + self.batch_size, self.shape[0])) if i not in self._memory]
+        # never look further ahead than the cache holds, or z itself would be evicted
+        n = min(self.batch_size, self.cache_size)
+        ahead = [i for i in range(z, min(z + n, self.shape[0])) if i not in self._memory]
         self.compute(ahead)
         return self._memory[z]
 
@@ -388,7 +430,10 @@ def embed(
     compute: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> StackEmbeddings:
-    """Per-slice embeddings of a stack along its first axis.
+    """Per-slice embeddings of a stack along its first axis, never tiled.
+
+    :func:`napari_sam.embed` (:func:`napari_sam.tiled_stack.embed`) takes the same arguments
+    and ``tiling=`` (slices much larger than the model input are embedded in windows).
 
     Parameters
     ----------

@@ -1,0 +1,352 @@
+"""Tiled per-slice embeddings of stacks whose slices are larger than the model input.
+
+``embed(stack, model, tiling="auto")`` embeds a stack whose slices are much larger than the
+model input (more than 1.5 inputs on the longer side, :func:`napari_sam.tiling.choose_tiling`)
+in overlapping windows of the input's size at native scale, and returns a
+:class:`TiledStackEmbeddings`; smaller stacks get the ordinary
+:class:`napari_sam.embeddings.StackEmbeddings`.
+
+A :class:`TiledStackEmbeddings` is one ordinary :class:`StackEmbeddings` per window of the
+:class:`napari_sam.tiling.Tiling` (:meth:`TiledStackEmbeddings.window_stack`), each embedding
+a lazy view of its window of every slice (``stack[z, r0:r1, c0:c1]``, read per slice), all
+with the contrast limits of the *whole* stack and one shared predictor. ``tiled[z]`` is the
+:class:`napari_sam.tiling.TiledEmbedding` of slice z (every window of it).
+
+Memory. Each window keeps its most recent slices in its own LRU; the number per window is
+chosen so that all windows together hold at most ``cache_bytes`` (default 1 GiB) of
+embeddings, with at least 2 slices per window (a propagation step reads two neighbouring
+slices). For a 4096 x 4096 x 32 stack and the demo model (441 windows of 1 MiB) that is 2
+slices per window, 882 MiB, instead of the 14 GiB of every slice; for SAM ViT-B (25 windows
+of 4 MiB) it is 10 slices per window, 1000 MiB.
+
+Store. With ``store=``, the zarr group holds each window's arrays in its own subgroup
+``tiles/r{row}_c{col}`` (an ordinary store of :mod:`napari_sam.embeddings`), and the group's
+key includes the tiling (:meth:`Tiling.key`): a store written untiled is recomputed when
+opened tiled and vice versa; a rerun with the same tiling reuses every window. The ownership
+rules of :mod:`napari_sam.embeddings` hold: a zarr group napari-sam did not write is refused
+and never changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from napari_sam.embeddings import (
+    OWNER_ATTR,
+    StackEmbeddings,
+    check_stack,
+    clear_store,
+    open_store,
+    stack_intensity_limits,
+)
+from napari_sam.models.registry import require_family
+from napari_sam.predictor import Predictor
+from napari_sam.preprocess import DEFAULT_PERCENTILES, check_contrast_limits
+from napari_sam.tiling import TiledEmbedding, Tiling, Window, choose_tiling
+
+__all__ = ["DEFAULT_CACHE_BYTES", "TiledStackEmbeddings", "WindowView", "embed"]
+
+#: the embeddings all windows of a tiled stack keep in memory together (at least 2 slices each)
+DEFAULT_CACHE_BYTES = 1 << 30
+_TILED_FORMAT = 1
+
+
+class WindowView:
+    """A lazy (Z, h, w[, C]) view of one window of every slice of a stack.
+
+    ``view[z]`` reads ``stack[z, r0:r1, c0:c1]`` only (numpy, memmap, zarr and dask alike).
+
+    Parameters
+    ----------
+    stack : array-like, (Z, Y, X) or (Z, Y, X, C)
+    window : napari_sam.tiling.Window
+    """
+
+    def __init__(self, stack, window: Window):
+        self.base = stack
+        self.window = window
+        h, w = window.shape
+        self.shape = (int(stack.shape[0]), h, w, *(int(s) for s in stack.shape[3:]))
+        self.dtype = np.dtype(stack.dtype)
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, z) -> np.ndarray:
+        if not isinstance(z, (int, np.integer)):
+            raise TypeError(f"a window view is read one slice at a time, got {z!r}")
+        rows, cols = self.window.slices
+        return np.asarray(self.base[int(z), rows, cols])
+
+
+class TiledStackEmbeddings:
+    """Lazy per-slice embeddings of a stack, each slice in the windows of a tiling.
+
+    Use :func:`embed` (``tiling="auto"``) to make one. ``tiled[z]`` returns the
+    :class:`~napari_sam.tiling.TiledEmbedding` of slice z, computing the windows missing.
+
+    Parameters
+    ----------
+    stack : array-like, (Z, Y, X) or (Z, Y, X, 3|4)
+        Any real or bool dtype; lazy arrays are read one window of one slice at a time.
+    model : Sam, str or PathLike
+        As for :func:`napari_sam.embed` (SAM 1 models only).
+    tiling : Tiling or a choice for :func:`napari_sam.tiling.choose_tiling`
+        Default True: tiled with the default halo. A choice that does not tile is an error.
+    store : path, optional
+        Zarr group to cache the embeddings in (see the module docstring).
+    batch_size : int
+        Slices per encoder call within one window.
+    contrast_limits : (float, float), optional
+        Default: the whole stack's ``percentiles`` (up to 16 evenly spaced slices), the
+        same for every window.
+    cache_bytes : int
+        Bytes of embeddings all windows keep in memory together (at least 2 slices each).
+    predictor : Predictor, optional
+        Shared by every window; default: one made for ``model``, ``device``, ``precision``.
+
+    Attributes
+    ----------
+    tiling : Tiling
+    shape : (int, int, int)
+        (Z, Y, X) of the stack.
+    window_cache : int
+        Slices each window keeps in memory.
+    """
+
+    def __init__(
+        self,
+        stack,
+        model,
+        tiling=True,
+        *,
+        store: str | os.PathLike | None = None,
+        batch_size: int = 4,
+        contrast_limits: tuple[float, float] | None = None,
+        percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+        device="auto",
+        precision: str = "auto",
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        predictor: Predictor | None = None,
+    ):
+        stack = check_stack(stack)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
+            batch_size < 1
+        ):
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self.stack = stack
+        self.shape = tuple(int(s) for s in stack.shape[:3])
+        self.predictor = predictor or Predictor(model, device=device, precision=precision)
+        self.model = require_family(self.predictor.model, "sam1", "embed (per-slice SAM 1 "
+                                    "embeddings for segment_volume)")
+        chosen = choose_tiling(self.shape[1:], self.predictor.img_size, tiling)
+        if chosen is None:
+            raise ValueError(f"tiling={tiling!r} does not tile slices of {self.shape[1:]}; use "
+                             "napari_sam.embed(stack, model, tiling=...) to choose either way")
+        self.tiling = chosen
+        self.batch_size = int(batch_size)
+        if contrast_limits is None:
+            contrast_limits = stack_intensity_limits(stack, percentiles)
+        self.contrast_limits = tuple(float(v) for v in check_contrast_limits(contrast_limits))
+        e = int(self.model.embedding_size)
+        per_slice = len(self.tiling) * 256 * e * e * 4  # float32 features of every window
+        self.window_cache = max(2, int(cache_bytes) // max(1, per_slice))
+        self.key = json.dumps(
+            {
+                "format": _TILED_FORMAT,
+                "model_id": self.model.model_id,
+                "contrast_limits": self.contrast_limits,
+                "shape": list(stack.shape),
+                "dtype": str(np.dtype(stack.dtype)),
+                "img_size": self.predictor.img_size,
+                "tiling": self.tiling.key(),
+            },
+            sort_keys=True,
+        )
+        self.store = None if store is None else Path(store)
+        self._tiles = self._open_store(self.store) if store is not None else None
+        self._windows: dict[int, StackEmbeddings] = {}
+
+    def _open_store(self, path: Path):
+        """The store's ``tiles`` group, cleared when the store's key differs."""
+        group = open_store(path)
+        if group.attrs.get("key") != self.key or "tiles" not in group:
+            clear_store(group)  # only what napari-sam wrote
+            group.attrs[OWNER_ATTR] = {"format": _TILED_FORMAT}
+            group.create_group("tiles")
+            group.attrs.update({"key": self.key, "tiling": self.tiling.key()})
+        return group["tiles"]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def encoder_calls(self) -> int:
+        """Encoder calls made by every window together (they share one predictor)."""
+        return self.predictor.encoder_calls
+
+    @property
+    def windows(self) -> list[Window]:
+        return self.tiling.windows
+
+    def window_stack(self, i: int) -> StackEmbeddings:
+        """The embeddings of window ``i`` (index in ``tiling.windows``) of every slice: an
+        ordinary :class:`StackEmbeddings` of shape (Z, h, w), made on first use."""
+        i = int(i)
+        if i in self._windows:
+            return self._windows[i]
+        if not 0 <= i < len(self.tiling):
+            raise IndexError(f"window {i} is out of range for a tiling of {len(self.tiling)}")
+        win = self.tiling.windows[i]
+        sub = None
+        if self._tiles is not None:
+            name = f"r{win.grid[0]}_c{win.grid[1]}"
+            self._tiles.require_group(name)
+            sub = self.store / "tiles" / name
+        emb = StackEmbeddings(
+            WindowView(self.stack, win), self.model, store=sub, batch_size=self.batch_size,
+            contrast_limits=self.contrast_limits, cache_size=self.window_cache,
+            predictor=self.predictor,
+        )
+        self._windows[i] = emb
+        return emb
+
+    def _check_index(self, z) -> int:
+        if not isinstance(z, (int, np.integer)):
+            raise TypeError(f"slice index must be an integer, got {type(z).__name__}")
+        z = int(z)
+        if z < 0:
+            z += self.shape[0]
+        if not 0 <= z < self.shape[0]:
+            raise IndexError(f"slice {z} is out of range for a stack of {self.shape[0]} slices")
+        return z
+
+    def __getitem__(self, z) -> TiledEmbedding:
+        z = self._check_index(z)
+        embs = []
+        for i in range(len(self.tiling)):
+            ws = self.window_stack(i)
+            ws.compute([z])
+            embs.append(ws[z])
+        return TiledEmbedding(self.tiling, embs, self.model.model_id)
+
+    def compute(
+        self,
+        indices: Iterable[int] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> TiledStackEmbeddings:
+        """Make sure the embeddings of ``indices`` (default: all slices) exist, in the store
+        when there is one (in memory only the most recent ``window_cache`` slices per window
+        stay).
+
+        Slices go in chunks of ``batch_size``, each chunk through every window.
+        ``progress(done, total)`` counts (slice, window) pairs (total = slices x windows) and
+        is called after each window of each chunk; ``should_stop()`` is checked before each,
+        and when it returns True the computation stops there (what is done stays stored).
+        """
+        todo = list(range(self.shape[0])) if indices is None else [
+            self._check_index(i) for i in indices]
+        n = len(self.tiling)
+        total, done = len(todo) * n, 0
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start:start + self.batch_size]
+            for i in range(n):
+                if should_stop is not None and should_stop():
+                    return self
+                self.window_stack(i).compute(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+        if not todo and progress is not None:
+            progress(0, 0)
+        return self
+
+
+def embed(
+    stack,
+    model,
+    *,
+    store: str | os.PathLike | None = None,
+    batch_size: int = 4,
+    contrast_limits: tuple[float, float] | None = None,
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+    device="auto",
+    precision: str = "auto",
+    cache_size: int = 64,
+    compute: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    tiling="auto",
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
+) -> StackEmbeddings | TiledStackEmbeddings:
+    """Per-slice embeddings of a stack along its first axis, tiled when its slices are large.
+
+    Parameters
+    ----------
+    stack : array-like, (Z, Y, X) or (Z, Y, X, 3|4)
+        Any real or bool dtype; may be lazy (memmap, zarr, dask): only the slices (and, when
+        tiled, the windows) needed are read. A list of equal-sized 2D slices is stacked.
+    model : Sam, str or PathLike
+        From :func:`napari_sam.load_model`, or a model name or checkpoint path for it.
+    store : path, optional
+        Zarr group to cache embeddings in (float16); reused when the data, model,
+        preprocessing and tiling match, resumed when incomplete. It must be a new path or a
+        store written by this function: any other zarr group (for example the one the stack
+        was read from) is refused with ValueError and left as it is.
+    batch_size : int
+        Slices per encoder call.
+    contrast_limits : (float, float), optional
+        Intensities mapped to black and white for every slice (and every window); default:
+        volume-wide ``percentiles`` from up to 16 evenly spaced slices.
+    device, precision
+        See :class:`napari_sam.Predictor`.
+    cache_size : int
+        Embeddings kept in memory (LRU) when not tiled.
+    compute : bool
+        Compute all slices now instead of on demand.
+    progress : callable(done, total), optional
+        Called after each batch when ``compute`` is True (tiled: counts slices x windows).
+    tiling : "auto", None, False, True, int, (int, int) or Tiling
+        ``"auto"`` embeds slices whose longer side exceeds 1.5 model inputs in overlapping
+        windows of the model input at native scale (halo: an eighth of the input); None or
+        False never tiles; True always; an int is the halo; ``(window, halo)`` sets both
+        (see :func:`napari_sam.tiling.choose_tiling`).
+    cache_bytes : int
+        When tiled: bytes of embeddings kept in memory by all windows together (at least 2
+        slices per window).
+
+    Returns
+    -------
+    StackEmbeddings or TiledStackEmbeddings
+        ``emb[z]`` is an :class:`~napari_sam.ImageEmbedding` (untiled) or a
+        :class:`~napari_sam.tiling.TiledEmbedding` (tiled, ``emb.tiling`` says how).
+    """
+    stack = check_stack(stack)
+    predictor = None
+    chosen = None
+    if tiling is not None and tiling is not False:
+        predictor = Predictor(model, device=device, precision=precision)
+        require_family(predictor.model, "sam1", "embed (per-slice SAM 1 embeddings for "
+                       "segment_volume)")
+        chosen = choose_tiling(tuple(stack.shape[1:3]), predictor.img_size, tiling)
+    if chosen is None:
+        emb = StackEmbeddings(
+            stack, model, store=store, batch_size=batch_size, contrast_limits=contrast_limits,
+            percentiles=percentiles, device=device, precision=precision,
+            cache_size=cache_size, predictor=predictor,
+        )
+    else:
+        emb = TiledStackEmbeddings(
+            stack, model, chosen, store=store, batch_size=batch_size,
+            contrast_limits=contrast_limits, percentiles=percentiles, cache_bytes=cache_bytes,
+            predictor=predictor,
+        )
+    if compute:
+        emb.compute(progress=progress)
+    return emb
