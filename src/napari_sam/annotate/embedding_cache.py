@@ -13,16 +13,20 @@ from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["EmbeddingCache", "Sam2SliceEmbeddings", "TiledSlices", "describe_tiling",
-           "missing_slices", "new_embeddings"]
+__all__ = ["EmbeddingCache", "Sam2SliceEmbeddings", "describe_tiling", "missing_slices",
+           "new_embeddings"]
 
 
 def missing_slices(emb, indices: Iterable[int]) -> list[int]:
     """Slices of ``indices`` whose embedding is not in memory (computing them would encode).
 
-    Uses the memory LRU of :class:`napari_sam.embeddings.StackEmbeddings`; slices only in the
-    zarr store count as missing (reading them is cheap but still done in a worker).
+    Uses the memory LRU of :class:`napari_sam.embeddings.StackEmbeddings` (of every window's
+    for :class:`napari_sam.tiled_stack.TiledStackEmbeddings`); slices only in the zarr store
+    count as missing (reading them is cheap but still done in a worker).
     """
+    if hasattr(emb, "window_stack"):
+        memories = [getattr(emb.window_stack(i), "_memory", {}) for i in range(len(emb.tiling))]
+        return [int(i) for i in indices if not all(int(i) in m for m in memories)]
     memory = getattr(emb, "_memory", {})
     return [int(i) for i in indices if int(i) not in memory]
 
@@ -30,10 +34,11 @@ def missing_slices(emb, indices: Iterable[int]) -> list[int]:
 def new_embeddings(source, predictor, store=None, tiling="auto", max_memory_slices=256):
     """Empty embeddings of an image source's slices for ``predictor`` (computed on demand).
 
-    SAM 2 models: :class:`Sam2SliceEmbeddings` (never tiled). SAM 1 models: tiled embeddings
-    (:class:`TiledSlices`) when :func:`napari_sam.tiling.choose_tiling` tiles the slices'
-    (Y, X) for the model input under the session's ``tiling`` ("auto" or None); else
-    :class:`napari_sam.embeddings.StackEmbeddings` (kept in ``store`` if given).
+    SAM 2 models: :class:`Sam2SliceEmbeddings` (never tiled). SAM 1 models:
+    :class:`napari_sam.tiled_stack.TiledStackEmbeddings` when
+    :func:`napari_sam.tiling.choose_tiling` tiles the slices' (Y, X) for the model input
+    under the session's ``tiling`` ("auto" or None), else
+    :class:`napari_sam.embeddings.StackEmbeddings`; both kept in ``store`` if given.
     """
     from napari_sam.tiling import choose_tiling
 
@@ -41,7 +46,10 @@ def new_embeddings(source, predictor, store=None, tiling="auto", max_memory_slic
         return Sam2SliceEmbeddings(source.stack, predictor)
     tiles = choose_tiling(source.shape[1:3], predictor.img_size, tiling)
     if tiles is not None:
-        return TiledSlices(source.stack, predictor, tiles)
+        from napari_sam.tiled_stack import TiledStackEmbeddings
+
+        return TiledStackEmbeddings(source.stack, predictor.model, tiles, store=store,
+                                    predictor=predictor)
     from napari_sam.embeddings import StackEmbeddings
 
     return StackEmbeddings(source.stack, predictor.model, store=store, predictor=predictor,
@@ -158,77 +166,3 @@ class Sam2SliceEmbeddings:
         self._memory.move_to_end(z)
         return self._memory[z]
 
-
-class TiledSlices:
-    """Tiled embeddings (:class:`napari_sam.tiling.TiledEmbedding`) of a stack's slices,
-    kept in memory (``cache_size`` slices), for an annotation session on images larger than
-    the model input; what the session uses of the tiled stack embeddings: ``len()``,
-    :meth:`compute` (with progress over windows and a stop), ``[z]``, ``tiling``,
-    ``contrast_limits`` and the in-memory slices.
-
-    Parameters
-    ----------
-    stack : array-like (Z, Y, X) or (Z, Y, X, 3)
-        Read one slice at a time.
-    predictor : napari_sam.predictor.Predictor
-        Encodes the windows (:func:`napari_sam.tiling.encode_tiled`).
-    tiling : napari_sam.tiling.Tiling
-        For the slices' (Y, X).
-    cache_size : int
-    """
-
-    batch_size = 1
-
-    def __init__(self, stack, predictor, tiling, cache_size: int = 8):
-        from napari_sam.embeddings import stack_intensity_limits
-
-        self.stack = stack
-        self.shape = tuple(int(s) for s in stack.shape[:3])
-        self.predictor = predictor
-        self.model = predictor.model
-        self.tiling = tiling
-        self.cache_size = max(1, int(cache_size))
-        self.contrast_limits = tuple(float(v) for v in stack_intensity_limits(stack))
-        self._memory: OrderedDict[int, object] = OrderedDict()
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    @property
-    def encoder_calls(self) -> int:
-        return self.predictor.encoder_calls
-
-    def compute(self, indices: Iterable[int] | None = None, progress=None,
-                should_stop=None) -> TiledSlices | None:
-        """Embed the windows of the slices ``indices`` (default all) not in memory.
-
-        ``progress(done, total)`` counts windows over all those slices; when
-        ``should_stop()`` returns True the slice being embedded is dropped and None is
-        returned (finished slices stay)."""
-        from napari_sam.tiling import encode_tiled
-
-        todo = range(len(self)) if indices is None else [int(i) for i in indices]
-        todo = [z for z in todo if z not in self._memory]
-        n_win = len(self.tiling)
-        for k, z in enumerate(todo):
-            def step(done, _total, k=k):
-                if progress is not None:
-                    progress(k * n_win + done, len(todo) * n_win)
-
-            tiled = encode_tiled(self.predictor, np.asarray(self.stack[z]), self.tiling,
-                                 contrast_limits=self.contrast_limits, progress=step,
-                                 should_stop=should_stop)
-            if tiled is None:
-                return None
-            self._memory[z] = tiled
-            while len(self._memory) > self.cache_size:
-                self._memory.popitem(last=False)
-        return self
-
-    def __getitem__(self, z: int):
-        """Slice ``z``'s :class:`~napari_sam.tiling.TiledEmbedding`, embedded if needed."""
-        z = int(z)
-        if z not in self._memory:
-            self.compute([z])
-        self._memory.move_to_end(z)
-        return self._memory[z]
