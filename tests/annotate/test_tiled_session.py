@@ -139,3 +139,34 @@ def test_preview_says_when_the_mask_may_be_cut_at_the_tiles_edge(sample, demo_ch
     assert "untick 'Tile large images'" in s.status
     s.next_candidate()
     assert not p.cut and "tiles" not in s.status
+
+
+def test_a_stack_of_large_slices_is_embedded_slice_by_tile_with_progress(demo_choice):
+    """The embedding job of a (3, 600, 600) stack: a status line naming the tiling, then
+    progress over slices x tiles up to 27; closing the job (Cancel) mid-way stops it."""
+    from napari_sam import synthetic
+
+    stack = synthetic.nuclei_3d((4, 600, 600), seed=10_013).image[:3]
+    s = AnnotationSession()
+    s.set_image(stack, name="stack")
+    s.set_model(demo_choice)
+    job = s._prepare_gen(None)
+    said = [v for v in job if isinstance(v, str)]
+    # the job ran to its end above; its progress is checked on a fresh one
+    assert said == ["Embedding 600 x 600 in 9 tiles of 256 px (overlapping by 64 px or more) "
+                    "on each of 3 slices ..."]
+    job = s._prepare_gen(None)
+    reports = [v for v in job if not isinstance(v, str)]
+    assert reports[-1] == (27, 27) and [d for d, _ in reports] == sorted(d for d, _ in reports)
+    job = s._prepare_gen(None)
+    for value in job:
+        if not isinstance(value, str) and value[0] >= 3:
+            break
+    job.close()  # what Cancel does: the embedding stops, nothing is adopted
+    assert s.emb is None
+    s.compute_embeddings()
+    assert s.embedding_summary() == "3 of 3 slices embedded in 9 tiles"
+    s.go_to_slice(1)
+    s.add_point(1, 300, 300)
+    (p,) = s.update_preview()
+    assert p.z == 1 and p.masks.shape == (3, 600, 600)
