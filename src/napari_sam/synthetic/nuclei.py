@@ -149,6 +149,7 @@ def nuclei_3d(
     dtype: str = "uint16",
     min_size: int = 100,
     min_slices: int = 3,
+    radius: tuple[float, float] | None = None,
 ) -> SyntheticSample:
     """Fluorescent nuclei in 3D: lumpy ellipsoids, PSF elongated along z.
 
@@ -169,6 +170,9 @@ def nuclei_3d(
         Smallest instance kept, in voxels.
     min_slices : int
         Every kept instance spans at least this many z slices.
+    radius : (float, float), optional
+        Range of the nuclei's radii in pixels (e.g. ``(4, 10)`` for small nuclei in large
+        slices); default: drawn per volume as for :func:`nuclei_2d`.
 
     Returns
     -------
@@ -179,4 +183,5 @@ def nuclei_3d(
         raise ValueError("anisotropy must be > 0")
     return make_sample(_nuclei, "nuclei", shape, 3, seed=seed, dtype=dtype,
                        default_dtype="uint16", min_size=min_size, min_slices=min_slices,
-                       anisotropy=anisotropy, anisotropy_range=(1.0, 4.0), n_objects=n_objects)
+                       anisotropy=anisotropy, anisotropy_range=(1.0, 4.0), n_objects=n_objects,
+                       radius=radius)

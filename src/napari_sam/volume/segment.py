@@ -15,6 +15,7 @@ from napari_sam.volume.chains import Chain
 from napari_sam.volume.propagator import Propagator
 from napari_sam.volume.result import VolumeResult, build_result
 from napari_sam.volume.stop_rules import AUTO_FADE, AUTO_REBOUND, REBOUND_NOISE
+from napari_sam.volume.tiled import is_tiled, segment_tiled
 
 __all__ = ["AXIS_KINDS", "MODES", "segment_volume"]
 
@@ -57,9 +58,12 @@ def segment_volume(
 
     Parameters
     ----------
-    emb : StackEmbeddings
+    emb : StackEmbeddings or TiledStackEmbeddings
         Embeddings of a (Z, Y, X) stack along the propagation axis (:func:`napari_sam.embed`);
         anything with ``.shape`` (Z, Y, X), ``[z] -> ImageEmbedding`` and ``.predictor``.
+        Tiled embeddings propagate each object in the window whose core holds its first
+        prompt and paste the results back (:mod:`napari_sam.volume.tiled`); the result is in
+        the whole stack's frame either way.
     prompts : mapping
         ``{object_id: [SlicePrompt | dict, ...]}`` (one prompt or a list); ids are positive
         integers and become the label values. See :class:`SlicePrompt` and
@@ -122,7 +126,7 @@ def segment_volume(
     predictor : Predictor, optional
         Decoder to use; default ``emb.predictor``.
     progress : callable(done, total), optional
-        Called after each slice of the two sweeps (total = 2 Z).
+        Called after each slice of the two sweeps (total = 2 Z; tiled: 2 Z per window used).
 
     Returns
     -------
@@ -153,13 +157,19 @@ def segment_volume(
                  max_slices)
     objects = normalize_prompts(prompts, shape)
     pred = _predictor_of(emb, predictor)
-    prop = Propagator(emb, objects, predictor=pred, mode=mode, motion=bool(motion),
-                      min_area=min_area, iou_threshold=iou_threshold, area_factor=area_factor,
-                      min_score=min_score, max_slices=max_slices, exclusive=exclusive,
-                      progress=progress, fade_fraction=fade_fraction,
-                      claimed_fraction=claimed_fraction, rebound_fraction=rebound_fraction,
-                      rebound_noise=rebound_noise)
-    up, down = _propagate(prop)
+
+    def run(stack_emb, objs, report):
+        prop = Propagator(stack_emb, objs, predictor=pred, mode=mode, motion=bool(motion),
+                          min_area=min_area, iou_threshold=iou_threshold,
+                          area_factor=area_factor, min_score=min_score, max_slices=max_slices,
+                          exclusive=exclusive, progress=report, fade_fraction=fade_fraction,
+                          claimed_fraction=claimed_fraction, rebound_fraction=rebound_fraction,
+                          rebound_noise=rebound_noise)
+        return (prop, *_propagate(prop))
+
+    if is_tiled(emb):  # each object in the window that holds it, pasted back
+        return segment_tiled(emb, objects, run, progress)
+    prop, up, down = run(emb, objects, progress)
     return build_result(prop.compose(), prop.records, objects, up, down, prop.decoder_calls,
                         prop.calls_per_slice)
 
