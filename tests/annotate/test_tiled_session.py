@@ -170,3 +170,31 @@ def test_a_stack_of_large_slices_is_embedded_slice_by_tile_with_progress(demo_ch
     s.add_point(1, 300, 300)
     (p,) = s.update_preview()
     assert p.z == 1 and p.masks.shape == (3, 600, 600)
+
+
+def test_propagation_through_a_tiled_stack_gives_the_object_in_the_stack_frame(demo_choice):
+    """Propagate a click through a (6, 600, 600) stack embedded in tiles: the preview is
+    what napari_sam.segment_volume gives on the same tiled embeddings, one object over the
+    whole stack's frame, close to the ground truth; commit writes it as label 1."""
+    from napari_sam import segment_volume, synthetic
+    from napari_sam.volume import SlicePrompt
+
+    sample = synthetic.nuclei_3d((6, 600, 600), seed=10_011)
+    s = AnnotationSession()
+    s.set_image(sample.image, name="stack")
+    s.set_model(demo_choice)
+    s.go_to_slice(3)
+    lab = sample.labels[3]
+    ids, counts = np.unique(lab[lab > 0], return_counts=True)
+    i = int(ids[counts.argmax()])
+    r, c = (int(v) for v in ndi.center_of_mass(lab == i))
+    s.add_point(3, r, c)
+    s.propagate()
+    assert len(s.emb.tiling) == 9
+    preview = np.asarray(s.volume.labels)
+    direct = segment_volume(s.emb, {1: [SlicePrompt(slice=3, points=np.array([[r, c]], float),
+                                                    labels=np.array([1]))]})
+    assert preview.shape == (6, 600, 600) and np.array_equal(preview, np.asarray(direct.labels))
+    assert np.unique(preview).tolist() == [0, 1]
+    assert _iou(preview == 1, sample.labels == i) >= 0.5
+    assert s.commit().ids == [1]

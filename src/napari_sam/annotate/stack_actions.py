@@ -265,11 +265,17 @@ class StackActions:
         z = self.current_z()
         indices = None if whole_stack else [z]
         prep = self._prepare_gen(indices)
-        accepts_progress = "progress" in inspect.signature(segment_everything).parameters
+        accepts = inspect.signature(segment_everything).parameters
+        accepts_progress = "progress" in accepts
 
         def gen():
             prepared = yield from prep
             predictor, emb = prepared[3], prepared[4]
+            if getattr(emb, "tiling", None) is not None and "tiling" not in accepts:
+                raise UserError(
+                    "Segment everything on a tiled image is not available in this installation "
+                    "(napari_sam.segment_everything takes no tiling); untick 'Tile large "
+                    "images' to segment the image shrunk to the model input.")
             kwargs = dict(params)
             if whole_stack and src.is_3d:
                 target = emb  # StackEmbeddings: slices reused, objects linked and propagated
