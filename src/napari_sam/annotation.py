@@ -36,6 +36,7 @@ __all__ = [
     "apply_objects",
     "decode_slice",
     "fresh_id",
+    "mask_prompt",
 ]
 
 @dataclass
@@ -271,6 +272,31 @@ class ObjectPreview:
         return self.index
 
 
+def mask_prompt(predictor, embedding, mask: np.ndarray):
+    """A (Y, X) bool mask of a slice as the mask prompt :func:`decode_slice` takes for it
+    (e.g. the label being refined).
+
+    Returns
+    -------
+    numpy.ndarray (4E, 4E) float32, or ((4E, 4E), int) on a tiled embedding
+        The low-resolution logits; on a :class:`napari_sam.tiling.TiledEmbedding` in the
+        frame of the window whose core holds the mask's centre, with that window's index.
+    """
+    from napari_sam.volume import mask_to_logits
+
+    mask = np.asarray(mask, bool)
+    p = predictor
+    tiling = getattr(embedding, "tiling", None)
+    if tiling is None:
+        return mask_to_logits(mask, embedding.original_size, embedding.input_size, p.img_size,
+                              p.low_res_size).numpy()
+    win = tiling.owner(*np.argwhere(mask).mean(axis=0)) if mask.any() else tiling.windows[0]
+    e = embedding.embeddings[win.index]
+    logits = mask_to_logits(mask[win.slices], e.original_size, e.input_size, p.img_size,
+                            p.low_res_size)
+    return logits.numpy(), win.index
+
+
 def decode_slice(
     predictor,
     embedding,
@@ -291,8 +317,8 @@ def decode_slice(
     prompts : list of (key, SlicePrompts)
         Objects in order; the result keeps it (objects without a usable prompt are left out).
     mask_inputs : dict key -> (4E, 4E) logits, optional
-        Mask prompts (e.g. an existing label being refined); on a tiled embedding
-        ``(logits, window index)``: logits in that window's frame.
+        Mask prompts (e.g. an existing label being refined, :func:`mask_prompt`); on a tiled
+        embedding ``(logits, window index)``: logits in that window's frame.
     """
     mask_inputs = mask_inputs or {}
     groups = group_by_kind(

@@ -585,7 +585,6 @@ class SamWidget(QWidget):
     @guarded
     def _on_tile_changed(self, on: bool):
         self.controller.set_tiling(on)
-        self._on_status(self.controller.next_step())
         self._schedule_preload()
 
     @guarded

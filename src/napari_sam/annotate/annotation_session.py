@@ -24,6 +24,7 @@ from napari_sam.annotation import (
     ObjectPreview,
     apply_objects,
     decode_slice,
+    mask_prompt,
 )
 
 from .embedding_cache import EmbeddingCache, describe_tiling, missing_slices, new_embeddings
@@ -297,6 +298,9 @@ class AnnotationSession(StackActions, SessionLog):
         each slice whole, shrunk to the model input. Embeddings are kept per choice."""
         self.tiling = "auto" if on else None
         self._lookup()
+        how = ("embedded in tiles of the model input's size" if on else
+               "shrunk to the model input")
+        self._say(f"Large images are {how}. {self.next_step()}")
 
     def set_store(self, path: str | None) -> None:
         self.store = path or None
@@ -485,21 +489,8 @@ class AnnotationSession(StackActions, SessionLog):
         if not label:
             return {}
         self.require_sam1("Refining a selected label on a slice (its mask as the prompt)")
-        from napari_sam.volume import mask_to_logits
-
         mask = self.target_labels()[z] == label
-        p = self.predictor
-        tiling = getattr(emb, "tiling", None)
-        if tiling is None:
-            logits = mask_to_logits(mask, emb.original_size, emb.input_size, p.img_size,
-                                    p.low_res_size)
-            return {POINT_OBJECT: logits.numpy()}
-        # tiled: the mask in the frame of the window whose core holds its centre
-        win = tiling.owner(*np.argwhere(mask).mean(axis=0))
-        e = emb.embeddings[win.index]
-        logits = mask_to_logits(mask[win.slices], e.original_size, e.input_size, p.img_size,
-                                p.low_res_size)
-        return {POINT_OBJECT: (logits.numpy(), win.index)}
+        return {POINT_OBJECT: mask_prompt(self.predictor, emb, mask)}
 
     def update_preview(self) -> list[ObjectPreview]:
         """Decode the prompts on the current slice into the preview (live preview)."""
