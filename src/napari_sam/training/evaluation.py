@@ -56,7 +56,7 @@ def evaluate(
                 budget -= len(ids)
             if len(ids) == 0:
                 continue
-            emb = pred.set_image(item.image, contrast_limits=item.contrast_limits)
+            emb = pred.set_image(item.image, contrast_limits=item.contrast_limits, tiling=None)
             gt = torch.from_numpy(item.labels[None] == ids[:, None, None])  # (K, H, W)
             pts = np.array([central_point(g) for g in gt.numpy()], np.float32)[:, None]  # (K,1,2)
             lab = np.ones((len(ids), 1), np.int64)
