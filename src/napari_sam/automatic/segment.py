@@ -46,16 +46,20 @@ def segment_everything(
     fast_decoder: bool = True,
     keep_masks: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    tiling="auto",
 ) -> AutomaticResult:
     """Automatic instance segmentation of a 2D image or a stack ("segment everything").
 
     Parameters
     ----------
-    image_or_embeddings : array-like, ImageEmbedding or StackEmbeddings
+    image_or_embeddings : array-like, ImageEmbedding, TiledEmbedding or StackEmbeddings
         A 2D image (Y, X) or (Y, X, 3|4) of any dtype (its embedding is computed); an
-        :class:`~napari_sam.ImageEmbedding` of a 2D image; a stack (Z, Y, X) or
-        (Z, Y, X, 3|4); or :class:`~napari_sam.StackEmbeddings` (reused, nothing recomputed).
-        A 3-dimensional array whose last axis has 3 or 4 entries is an RGB(A) image.
+        :class:`~napari_sam.ImageEmbedding` of a 2D image; a
+        :class:`~napari_sam.tiling.TiledEmbedding` of a 2D image (segmented window by window;
+        pass ``image=`` for ``foreground="auto"``, crop layers and the gap pass's blobs); a
+        stack (Z, Y, X) or (Z, Y, X, 3|4); or :class:`~napari_sam.StackEmbeddings` (reused,
+        nothing recomputed). A 3-dimensional array whose last axis has 3 or 4 entries is an
+        RGB(A) image.
     model : Sam or str, optional
         The model (or a name for :func:`napari_sam.load_model`); optional for
         StackEmbeddings, which carry theirs.
@@ -140,8 +144,20 @@ def segment_everything(
     keep_masks : bool
         Store each mask (cropped to its bbox) in its record.
     progress : callable(done, total), optional
-        Stacks only: called after each slice, then during propagation (``total`` is twice the
-        number of slices when ``propagate``).
+        Stacks: called after each slice (each window of each slice when tiled), then during
+        propagation (which counts as much as the slices). Tiled 2D images: called after each
+        window. Raising from it stops the run (how the GUI cancels).
+    tiling : "auto", None, False, True, int, (int, int) or Tiling
+        Segment a 2D image (or each slice of a stack) larger than the model input at full
+        resolution in overlapping windows of the model input's size (see
+        :func:`napari_sam.tiling.choose_tiling`): ``"auto"`` tiles when the longer side
+        exceeds 1.5 model inputs (384 px for the demo model, 1536 px for SAM); None or False
+        never (the image is shrunk to the model input). Each window is segmented as its own
+        image (``points_per_side`` and ``foreground="auto"`` apply per window), each mask is
+        kept by the window whose core holds its centre, duplicates across window borders are
+        removed, and one label image is painted (:mod:`napari_sam.automatic.tiled`).
+        Ignored for an ImageEmbedding or StackEmbeddings (already embedded untiled). A tiled
+        stack with ``propagate=True`` needs tiled stack embeddings (``napari_sam.tiled_stack``).
 
     Returns
     -------
@@ -157,12 +173,14 @@ def segment_everything(
     """
     from napari_sam.embeddings import StackEmbeddings
     from napari_sam.predictor import ImageEmbedding
+    from napari_sam.tiling import TiledEmbedding
 
     if isinstance(model, str):
         from napari_sam.models.registry import load_model
 
         model = load_model(model)
-    owner = image_or_embeddings.model if isinstance(image_or_embeddings, StackEmbeddings) else model
+    x = image_or_embeddings
+    owner = x.model if isinstance(x, StackEmbeddings) or _is_tiled_stack(x) else model
     rec = recommended_thresholds(owner)
     params = make_params(
         points_per_side, points_per_batch,
@@ -178,20 +196,25 @@ def segment_everything(
                              axis_kind)
     if isinstance(foreground, str) and foreground != "auto":
         raise ValueError(f"foreground must be None, 'auto' or a boolean array, got {foreground!r}")
+    if isinstance(tiling, str) and tiling != "auto":
+        raise ValueError(f"tiling must be 'auto', None, True, a halo or (window, halo); got "
+                         f"{tiling!r}")
 
-    x = image_or_embeddings
-    if isinstance(x, StackEmbeddings):
+    if isinstance(x, StackEmbeddings) or _is_tiled_stack(x):
         if model is not None and model is not x.model \
                 and getattr(model, "model_id", None) != x.model.model_id:
             raise ValueError("the stack embeddings were made with another model")
-        return segment_stack(x, params, foreground, *stack_args)
+        return segment_stack(x, params, foreground, *stack_args, images=image)
     if model is None:
         raise ValueError("a model is needed: segment_everything(image, model)")
     if isinstance(x, ImageEmbedding):
         return _segment_embedding(x, model, params, foreground, image, contrast_limits, device,
                                   precision, keep_masks)
+    if isinstance(x, TiledEmbedding):
+        return _segment_tiled_embedding(x, model, params, foreground, image, contrast_limits,
+                                        device, precision, keep_masks, progress)
     return _segment_array(x, model, params, foreground, contrast_limits, device, precision,
-                          keep_masks, stack_args)
+                          keep_masks, stack_args, tiling)
 
 
 def _stack_args(link_iou, max_gap, min_z_extent, keep_masks, progress, propagate,
@@ -206,21 +229,33 @@ def _stack_args(link_iou, max_gap, min_z_extent, keep_masks, progress, propagate
     return link_iou, max_gap, min_z_extent, keep_masks, progress, bool(propagate), axis_kind
 
 
+def _is_tiled_stack(x) -> bool:
+    """Whether ``x`` is tiled stack embeddings (``napari_sam.tiled_stack``): a tiling and
+    per-window sub-stacks."""
+    return hasattr(x, "tiling") and hasattr(x, "window_stack")
+
+
 def _segment_array(x, model, params, foreground, contrast_limits, device, precision,
-                   keep_masks, stack_args) -> AutomaticResult:
+                   keep_masks, stack_args, tiling) -> AutomaticResult:
     """Segment everything on an array: a 2D image (Y, X) or (Y, X, 1|3|4), or a stack
-    (Z, Y, X) or (Z, Y, X, 3|4), embedded here."""
+    (Z, Y, X) or (Z, Y, X, 3|4), embedded here (window by window when tiled)."""
+    from napari_sam.tiling import choose_tiling
+
     arr = x if hasattr(x, "shape") and hasattr(x, "dtype") else np.asarray(x)
     shape = tuple(arr.shape)
     is_rgb = len(shape) == 3 and shape[-1] in (3, 4)
     if len(shape) == 2 or is_rgb or (len(shape) == 3 and shape[-1] == 1):
         return _segment_image_array(arr, model, params, foreground, contrast_limits, device,
-                                    precision, keep_masks)
+                                    precision, keep_masks, tiling, stack_args[4])
     if len(shape) in (3, 4):
-        from napari_sam.embeddings import embed
-
         if 0 in shape:
             raise ValueError(f"the stack is empty (shape {shape})")
+        chosen = choose_tiling(shape[1:3], int(model.img_size), tiling)
+        if chosen is not None:
+            return _segment_tiled_stack(arr, model, params, foreground, contrast_limits,
+                                        device, precision, stack_args, chosen)
+        from napari_sam.embeddings import embed
+
         emb = embed(arr, model, contrast_limits=contrast_limits, device=device,
                     precision=precision)
         return segment_stack(emb, params, foreground, *stack_args)
@@ -228,6 +263,34 @@ def _segment_array(x, model, params, foreground, contrast_limits, device, precis
         f"expected an image (Y, X) or (Y, X, 3|4), a stack (Z, Y, X) or (Z, Y, X, 3|4), an "
         f"ImageEmbedding or StackEmbeddings; got shape {shape}"
     )
+
+
+def _segment_tiled_stack(arr, model, params, foreground, contrast_limits, device, precision,
+                         stack_args, tiling) -> AutomaticResult:
+    """A stack whose slices are tiled: with ``propagate``, its tiled stack embeddings
+    (``napari_sam.embed(..., tiling=)``); without, each slice's windows encoded as the slice
+    is segmented."""
+    from napari_sam.automatic.tiled import TiledSlices
+    from napari_sam.predictor import Predictor
+
+    if stack_args[5]:  # propagate
+        try:
+            import napari_sam.tiled_stack  # noqa: F401
+        except ImportError:
+            raise ValueError(
+                f"slices of {arr.shape[1]} x {arr.shape[2]} px are tiled (windows of "
+                f"{tiling.window} px), and propagating objects through a tiled stack needs "
+                "napari_sam.tiled_stack, which this installation lacks; pass propagate=False "
+                "(linked 2D masks) or tiling=None (slices shrunk to the model input)"
+            ) from None
+        from napari_sam.embeddings import embed
+
+        emb = embed(arr, model, contrast_limits=contrast_limits, device=device,
+                    precision=precision, tiling=tiling)
+        return segment_stack(emb, params, foreground, *stack_args, images=arr)
+    pred = Predictor(model, device=device, precision=precision)
+    src = TiledSlices(arr, pred, tiling, contrast_limits)
+    return segment_stack(src, params, foreground, *stack_args)
 
 
 def _segment_embedding(emb, model, params, foreground, image, contrast_limits, device,
@@ -256,21 +319,53 @@ def _segment_embedding(emb, model, params, foreground, image, contrast_limits, d
 
 
 def _segment_image_array(arr, model, params, foreground, contrast_limits, device, precision,
-                         keep_masks) -> AutomaticResult:
-    """Segment everything on a 2D image (Y, X) or (Y, X, 1|3|4): embed it, then the 2D
-    pipeline (no object on a constant image)."""
+                         keep_masks, tiling="auto", progress=None) -> AutomaticResult:
+    """Segment everything on a 2D image (Y, X) or (Y, X, 1|3|4): embed it (window by window
+    when tiled), then the 2D pipeline (no object on a constant image)."""
+    from napari_sam.automatic.tiled import WindowSource, segment_tiled
     from napari_sam.predictor import Predictor
     from napari_sam.preprocess import to_uint8_rgb, validate_image
+    from napari_sam.tiling import choose_tiling
 
     img = validate_image(np.asarray(arr))
     size = tuple(img.shape[:2])
-    fg = _check_fg(foreground, size, img)
+    chosen = choose_tiling(size, int(model.img_size), tiling)
+    auto_per_window = chosen is not None and isinstance(foreground, str)
+    fg = foreground if auto_per_window else _check_fg(foreground, size, img)
     pred = Predictor(model, device=device, precision=precision)
     if is_constant(img):
         return empty_result(size, params)
+    if chosen is not None:
+        src = WindowSource(chosen, pred, image=img, contrast_limits=contrast_limits)
+        return segment_tiled(pred, src, params, fg, keep_masks, progress)
     rgb = to_uint8_rgb(img, contrast_limits)
     emb = pred.encode_rgb([rgb])[0]
     return segment_image(pred, emb, lambda: rgb, size, params, fg, keep_masks)
+
+
+def _segment_tiled_embedding(tiled, model, params, foreground, image, contrast_limits,
+                             device, precision, keep_masks, progress) -> AutomaticResult:
+    """Segment everything on the TiledEmbedding of a 2D image (``image``, optional, is the
+    image it was made from)."""
+    from napari_sam.automatic.tiled import WindowSource, segment_tiled
+    from napari_sam.predictor import Predictor
+    from napari_sam.preprocess import validate_image
+
+    if image is None and (params.crop_n_layers > 0 or isinstance(foreground, str)):
+        raise ValueError("crop_n_layers > 0 and foreground='auto' need the image: pass image=")
+    pred = Predictor(model, device=device, precision=precision)
+    for emb in tiled.embeddings:
+        pred.check_embedding(emb)
+    size = tuple(tiled.original_size)
+    img = None
+    if image is not None:
+        img = validate_image(np.asarray(image))
+        if tuple(img.shape[:2]) != size:
+            raise ValueError(f"image of shape {img.shape[:2]} is not the one embedded ({size})")
+    fg = foreground if isinstance(foreground, str) else _check_fg(foreground, size)
+    src = WindowSource(tiled.tiling, pred, image=img, contrast_limits=contrast_limits,
+                       tiled=tiled)
+    return segment_tiled(pred, src, params, fg, keep_masks, progress)
 
 
 def _check_fg(foreground, size, image=None):

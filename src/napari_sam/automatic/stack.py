@@ -38,46 +38,37 @@ def _stack_foreground(foreground, shape) -> np.ndarray | None:
 
 
 def segment_stack(emb, params: AutomaticParams, foreground, link_iou, max_gap, min_z_extent,
-                  keep_masks, progress, propagate=True, axis_kind="z") -> AutomaticResult:
+                  keep_masks, progress, propagate=True, axis_kind="z",
+                  images=None) -> AutomaticResult:
     """Segment everything on the stack embeddings ``emb`` (see
-    :func:`~napari_sam.automatic.segment_everything` for the arguments)."""
-    from napari_sam.preprocess import to_uint8_rgb
+    :func:`~napari_sam.automatic.segment_everything` for the arguments).
 
+    ``emb`` is :class:`~napari_sam.StackEmbeddings`, or anything with a ``tiling`` (tiled
+    stack embeddings whose ``emb[z]`` is a :class:`~napari_sam.tiling.TiledEmbedding`, or
+    :class:`~napari_sam.automatic.tiled.TiledSlices`): then every slice is segmented window
+    by window (:func:`~napari_sam.automatic.tiled.segment_tiled_2d`). ``images``, the
+    (Z, Y, X[, C]) stack, is read for the slices' pixels when ``emb`` has no ``slice_image``.
+    """
     zdim, h, w = emb.shape
     fg_all = _stack_foreground(foreground, (zdim, h, w))
     engine = CropEngine(emb.predictor, params)
     stats = new_stats()
     stats["fast_decoder"] = engine.fast
-    per_slice = np.zeros((zdim, h, w), np.int32)
-    slice_records: dict[tuple[int, int], MaskRecord] = {}
-    total = 2 * zdim if propagate else zdim  # propagation counts as much as the slices
-    with torch.inference_mode():
-        for z in range(zdim):
-            img = emb.slice_image(z)
-            if is_constant(img):
-                if progress is not None:
-                    progress(z + 1, total)
-                continue
-            fg = (
-                fg_all[z]
-                if fg_all is not None
-                else (auto_foreground(img) if isinstance(foreground, str) else None)
-            )
-            rgb_fn = lambda img=img: to_uint8_rgb(img, emb.contrast_limits)  # noqa: E731
-            lab, recs = segment_2d(engine, emb[z], rgb_fn, (h, w), fg, stats, keep_masks)
-            per_slice[z] = lab
-            for r in (r for r in recs if r.id > 0):
-                r.z = z
-                slice_records[(z, r.id)] = r
-            if progress is not None:
-                progress(z + 1, total)
+    tiling = getattr(emb, "tiling", None)
+    unit = 1 if tiling is None else len(tiling)  # progress steps per slice
+    total = unit * zdim * (2 if propagate else 1)  # propagation counts as much as the slices
+    per_slice, slice_records = _segment_slices(
+        emb, engine, fg_all, foreground, stats, keep_masks, images,
+        None if progress is None else (lambda done: progress(done, total)), unit,
+    )
     labels, mapping = link_slices(
         per_slice, iou_threshold=link_iou, max_gap=max_gap,
         min_z_extent=1 if propagate else min_z_extent,
     )
     scores = None
     if propagate and labels.max() > 0:
-        part = None if progress is None else (lambda d, t: progress(zdim + d * zdim // t, total))
+        part = None if progress is None else (
+            lambda d, t: progress(unit * (zdim + d * zdim // t), total))
         det = {(z, mapping[(z, i)]): r.predicted_iou for (z, i), r in slice_records.items()
                if mapping.get((z, i))}
         labels, lut, scores, stats["propagation"] = propagate_objects(
@@ -90,6 +81,57 @@ def segment_stack(emb, params: AutomaticParams, foreground, link_iou, max_gap, m
     records = _object_records(labels, mapping, slice_records, scores)
     stats["objects"] = len(records)
     return AutomaticResult(labels, records, stats)
+
+
+def _segment_slices(emb, engine, fg_all, foreground, stats, keep_masks, images, progress,
+                    unit):
+    """Every slice with the 2D step (tiled when ``emb`` has a tiling): the (Z, Y, X) int32
+    per-slice labels and the visible records by (z, id); ``progress(done)`` counts ``unit``
+    steps per slice."""
+    from napari_sam.automatic.tiled import WindowSource, segment_tiled_2d
+    from napari_sam.preprocess import to_uint8_rgb
+
+    zdim, h, w = emb.shape
+    tiling = getattr(emb, "tiling", None)
+    per_slice = np.zeros((zdim, h, w), np.int32)
+    slice_records: dict[tuple[int, int], MaskRecord] = {}
+    with torch.inference_mode():
+        for z in range(zdim):
+            img = emb.slice_image(z) if hasattr(emb, "slice_image") else _slice(images, z)
+            if is_constant(img):
+                if progress is not None:
+                    progress(unit * (z + 1))
+                continue
+            if tiling is not None:
+                src = WindowSource(tiling, emb.predictor, image=img,
+                                   contrast_limits=emb.contrast_limits, tiled=emb[z])
+                fg = fg_all[z] if fg_all is not None else foreground  # "auto": per window
+                step = None if progress is None else (
+                    lambda d, t, z=z: progress(unit * z + d))
+                lab, recs = segment_tiled_2d(engine, src, fg, stats, keep_masks, step)
+            else:
+                fg = (
+                    fg_all[z]
+                    if fg_all is not None
+                    else (auto_foreground(img) if isinstance(foreground, str) else None)
+                )
+                rgb_fn = lambda img=img: to_uint8_rgb(img, emb.contrast_limits)  # noqa: E731
+                lab, recs = segment_2d(engine, emb[z], rgb_fn, (h, w), fg, stats, keep_masks)
+            per_slice[z] = lab
+            for r in (r for r in recs if r.id > 0):
+                r.z = z
+                slice_records[(z, r.id)] = r
+            if progress is not None:
+                progress(unit * (z + 1))
+    return per_slice, slice_records
+
+
+def _slice(images, z: int) -> np.ndarray:
+    """Slice ``z`` of the (Z, Y, X[, C]) ``images`` ((Y, X, 1) as (Y, X))."""
+    if images is None:
+        raise ValueError("tiled stack embeddings without slice_image need the stack's images")
+    arr = np.asarray(images[z])
+    return arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr
 
 
 def propagate_objects(emb, linked, min_z_extent, axis_kind, progress, seed_score):
