@@ -198,3 +198,24 @@ def test_propagation_through_a_tiled_stack_gives_the_object_in_the_stack_frame(d
     assert np.unique(preview).tolist() == [0, 1]
     assert _iou(preview == 1, sample.labels == i) >= 0.5
     assert s.commit().ids == [1]
+
+
+def test_segment_everything_on_a_tiled_image(sample, demo_choice):
+    """Segment everything on the 600 x 600 image runs window by window on its tiled
+    embedding (what napari_sam.segment_everything gives on it) and finds most nuclei; the
+    image shrunk to the demo model's 256 px input gives far fewer."""
+    from napari_sam import segment_everything
+
+    s = _session(sample, demo_choice)
+    s.segment_everything()
+    (labels,) = s.results.values()
+    direct = segment_everything(s.emb[0], s.predictor.model, device=s.predictor.device)
+    assert np.array_equal(labels[0], np.asarray(direct.labels))
+    n_tiled = len(np.unique(labels)) - 1
+    assert n_tiled >= 0.6 * sample.labels.max()
+    assert s.status.startswith(f"Segment everything: {n_tiled} objects (in 9 tiles of 256 px)")
+    s.results.clear()
+    s.set_tiling(False)
+    s.segment_everything()
+    (labels,) = s.results.values()
+    assert len(np.unique(labels)) - 1 < n_tiled / 2

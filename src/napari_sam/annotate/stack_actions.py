@@ -304,7 +304,9 @@ class StackActions:
             name = "automatic segmentation" + ("" if whole_stack or not src.is_3d else f" z={z}")
             self.add_result(full, name)
             n = len(np.unique(full)) - 1
-            self._say(f"Segment everything: {n} objects in a new layer '{name}'.")
+            tiles = getattr(prepared[4], "tiling", None)
+            how = "" if tiles is None else f" (in {len(tiles)} tiles of {tiles.window} px)"
+            self._say(f"Segment everything: {n} objects{how} in a new layer '{name}'.")
 
         what = "the stack" if whole_stack else "this slice"
         return self.start_job(gen(), f"Segmenting everything in {what}", done)
