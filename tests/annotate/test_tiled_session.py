@@ -219,3 +219,34 @@ def test_segment_everything_on_a_tiled_image(sample, demo_choice):
     s.segment_everything()
     (labels,) = s.results.values()
     assert len(np.unique(labels)) - 1 < n_tiled / 2
+
+
+def test_segment_everything_in_a_tiled_stack(demo_choice):
+    """Whole stack: the slices' objects are segmented on the tiled stack embeddings (slices
+    read from the image), linked and propagated; the result covers the stack's frame."""
+    from napari_sam import synthetic
+
+    sample = synthetic.nuclei_3d((4, 400, 400), seed=10_013)
+    s = AnnotationSession()
+    s.set_image(sample.image, name="stack")
+    s.set_model(demo_choice)
+    s.segment_everything(whole_stack=True)
+    assert len(s.emb.tiling) == 4
+    (labels,) = s.results.values()
+    n = len(np.unique(labels)) - 1
+    print("tiled stack:", n, "objects of", sample.labels.max())
+    assert labels.shape == (4, 400, 400) and n >= 0.4 * sample.labels.max()
+    assert s.status.startswith(f"Segment everything: {n} objects (in 4 tiles of 256 px)")
+
+
+def test_the_first_embedding_of_an_image_says_it_is_tiled(sample, demo_choice):
+    """Choosing an image and a model embeds the visible slice (preload); the status line
+    then says what to do and that the image is tiled (a small image: nothing about tiles)."""
+    s = _session(sample, demo_choice)
+    s.preload()
+    assert s.status.startswith("Click on an object in 'nuclei'")
+    assert ("Embedded in tiles: 600 x 600 in 9 tiles of 256 px (overlapping by 64 px or "
+            "more); untick 'Tile large images' to embed it whole.") in s.status
+    s.set_image(sample.image[:300, :300], name="small")
+    s.preload()
+    assert s.ready([0]) and "tile" not in s.status.lower()

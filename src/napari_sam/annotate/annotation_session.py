@@ -367,6 +367,13 @@ class AnnotationSession(StackActions, SessionLog):
             return f"embedded{tiled}" if done else "not embedded yet"
         return f"{done} of {n} slices embedded{tiled}"
 
+    def _say_ready(self) -> None:
+        """After the preload: what to do next, and how the image is tiled (if it is)."""
+        tiles = getattr(self.emb, "tiling", None)
+        note = "" if tiles is None else (f" Embedded in tiles: {describe_tiling(tiles)}; "
+                                         "untick 'Tile large images' to embed it whole.")
+        self._say(self.next_step() + note)
+
     def tiling_note(self, emb=None) -> str:
         """", tiled: ..." saying how the embeddings ``emb`` (default the current ones) tile
         the image and how to turn it off ("" when they do not tile)."""
@@ -461,7 +468,7 @@ class AnnotationSession(StackActions, SessionLog):
         z = self.current_z()
         if self.ready([z]):
             return None
-        return self.compute_embeddings([z], then=lambda: self._say(self.next_step()))
+        return self.compute_embeddings([z], then=self._say_ready)
 
     # ------------------------------------------------------------------ prompts
     def objects(self):

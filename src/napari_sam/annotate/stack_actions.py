@@ -280,6 +280,8 @@ class StackActions:
             if whole_stack and src.is_3d:
                 target = emb  # StackEmbeddings: slices reused, objects linked and propagated
                 kwargs.setdefault("axis_kind", self.axis_kind)
+                if getattr(emb, "tiling", None) is not None:
+                    kwargs.setdefault("image", src.stack)  # tiled: slices read from here
             else:
                 target = emb[z]  # one ImageEmbedding; decode on the session's device
                 kwargs["device"] = predictor.device
