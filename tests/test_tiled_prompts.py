@@ -96,12 +96,13 @@ def test_a_click_on_a_nucleus_across_a_core_border_gives_the_whole_nucleus(tiled
     ids = ids[:16]
     gts = [labels == i for i in ids]
     pts = [central_point(g) for g in gts]
-    t_ious, c_ious, far_t, far_c = [], [], [], []
+    t_ious, c_ious, far_t, far_c, cuts = [], [], [], [], 0
     for g, pt, crop in zip(gts, pts, _crop_masks(demo, image, limits, pts)):
         masks, scores, _ = tiled.predict(points=[pt], labels=[1])
         res = tiled.last_tiled
         assert len(res.windows) >= 2 and res.window == tiling.owner(*pt).index
         m = _best(masks, scores)
+        cuts += res.cut  # a small nucleus is well inside the decoded windows
         t_ious.append(_iou(m, g))
         c_ious.append(_iou(crop, g))
         # the part of the nucleus in other cores than the click's: found as in the crop
@@ -113,7 +114,7 @@ def test_a_click_on_a_nucleus_across_a_core_border_gives_the_whole_nucleus(tiled
         far_c.append((crop & far).sum() / far.sum())
     assert np.mean(t_ious) >= np.mean(c_ious) - 0.05, (t_ious, c_ious)
     assert np.mean(far_t) >= np.mean(far_c) - 0.05, (far_t, far_c)
-    assert np.mean(t_ious) > 0.5
+    assert np.mean(t_ious) > 0.5 and cuts <= 1
 
 
 def test_one_click_per_nucleus_tiled_matches_crops_and_beats_untiled(tiled, demo, scene):
@@ -281,3 +282,36 @@ def test_sam2_is_not_tiled(scene):
     torch.manual_seed(0)
     emb = p.set_image(image)  # "auto" never tiles SAM 2.1
     assert p.tiled is None and emb.original_size == (300, 300)
+
+
+class _Everything:
+    """A stand-in predictor whose every candidate is the whole window (masks all True)."""
+
+    img_size, low_res_size, sam2 = 256, 128, None
+
+    def predict_batch(self, embedding=None, points=None, labels=None, boxes=None,
+                      mask_inputs=None, multimask=True, upsample=True):
+        from napari_sam.predictor import BatchPrediction
+
+        n = 3 if multimask else 1
+        h, w = embedding
+        return BatchPrediction(masks=torch.ones((1, n, h, w), dtype=torch.bool),
+                               scores=torch.full((1, n), 0.5),
+                               logits=torch.full((1, n, 128, 128), 5.0))
+
+
+def _whole_windows(shape):
+    tiling = Tiling(shape, 256, 32)
+    return TiledEmbedding(tiling, [w.shape for w in tiling.windows], "stand-in")
+
+
+def test_cut_when_the_mask_reaches_an_inner_edge_of_the_decoded_windows():
+    emb = _whole_windows((1024, 1024))
+    inner = decode_tiled(_Everything(), emb, points=[[500, 500]])  # in one core, inside
+    assert inner.cut and inner.cuts.all()
+    covered = np.zeros((1024, 1024), bool)
+    for i in inner.windows:
+        covered[emb.tiling.windows[i].slices] = True
+    assert np.array_equal(inner.masks[0], covered)  # exactly the decoded windows
+    single = decode_tiled(_Everything(), _whole_windows((200, 240)), points=[[100, 100]])
+    assert not single.cut and single.masks.all()  # one window: only image borders

@@ -281,7 +281,7 @@ class Predictor:
         if chosen is None:
             rgb = to_uint8_rgb(image, contrast_limits, percentiles)
             self._embedding = self.encode_rgb([rgb])[0]
-            self._tiled = None
+            self._tiled = self.last_tiled = None
             return self._embedding
         tiled = encode_tiled(self, image, chosen, contrast_limits=contrast_limits,
                              percentiles=percentiles)
@@ -303,7 +303,7 @@ class Predictor:
             self._embedding, self._tiled, self.last_tiled = None, embedding, None
             return
         self.check_embedding(embedding)
-        self._embedding, self._tiled = embedding, None
+        self._embedding, self._tiled, self.last_tiled = embedding, None, None
 
     def _nonfinite_message(self, what: str, output: str) -> str:
         bad = nonfinite_parameters(self.model)

@@ -258,13 +258,18 @@ def _stitch(tiling: Tiling, wins: list[Window], masks: list[np.ndarray]) -> np.n
     """(C, H, W) bool: each pixel from the window (of ``wins``) it lies deepest in."""
     h, w = tiling.image_shape
     out = np.zeros((masks[0].shape[0], h, w), bool)
-    best = np.full((h, w), -1.0, np.float32)
+    r0 = min(x.outer[0] for x in wins)
+    c0 = min(x.outer[1] for x in wins)
+    r1 = max(x.outer[2] for x in wins)
+    c1 = max(x.outer[3] for x in wins)
+    best = np.full((r1 - r0, c1 - c0), -1.0, np.float32)  # on the windows' bounding box
     for win, m in zip(wins, masks):
-        sl = win.slices
+        sl = (slice(win.outer[0] - r0, win.outer[2] - r0),
+              slice(win.outer[1] - c0, win.outer[3] - c0))
         d = tiling.depth(win)
         take = d > best[sl]
         best[sl][take] = d[take]
-        out[(slice(None),) + sl][:, take] = m[:, take]
+        out[(slice(None),) + win.slices][:, take] = m[:, take]
     return out
 
 
