@@ -93,6 +93,11 @@ def test_rgb_and_lazy_stacks_give_the_same_windows(tiny_sam):
     lazy = ns.embed(z, tiny_sam, device="cpu", contrast_limits=(0, 1200))[1]
     for a, b in zip(eager.embeddings, lazy.embeddings):
         torch.testing.assert_close(a.features, b.features, atol=1e-5, rtol=0)
+    da = pytest.importorskip("dask.array")
+    dask = ns.embed(da.from_array(rgb, chunks=(1, 100, 100, 3)), tiny_sam, device="cpu",
+                    contrast_limits=(0, 1200))[1]
+    for a, b in zip(eager.embeddings, dask.embeddings):
+        torch.testing.assert_close(a.features, b.features, atol=1e-5, rtol=0)
 
 
 def test_store_reuses_every_window_and_keys_on_the_tiling(tiny_sam, tmp_path):
@@ -142,7 +147,8 @@ def test_compute_reports_slices_times_windows_and_stops_when_asked(tiny_sam, tmp
     again = ns.embed(stack, tiny_sam, device="cpu", batch_size=2, store=tmp_path / "f.zarr")
     calls = []
     again.compute(should_stop=lambda: len(calls) >= 3, progress=lambda d, t: calls.append(d))
-    assert calls == [2, 4, 6] and again.encoder_calls == 3
+    assert calls == [2, 4, 6] and again.encoder_calls == 3 and again.stopped
+    assert not emb.stopped
 
 
 def test_memory_stays_bounded_and_the_bound_follows_the_model():

@@ -47,7 +47,7 @@ from napari_sam.embeddings import (
 from napari_sam.models.registry import require_family
 from napari_sam.predictor import Predictor
 from napari_sam.preprocess import DEFAULT_PERCENTILES, check_contrast_limits
-from napari_sam.tiling import TiledEmbedding, Tiling, Window, choose_tiling
+from napari_sam.tiling import TiledEmbedding, Window, choose_tiling
 
 __all__ = ["DEFAULT_CACHE_BYTES", "TiledStackEmbeddings", "WindowView", "embed"]
 
@@ -118,6 +118,8 @@ class TiledStackEmbeddings:
         (Z, Y, X) of the stack.
     window_cache : int
         Slices each window keeps in memory.
+    stopped : bool
+        Whether the last :meth:`compute` was stopped by its ``should_stop``.
     """
 
     def __init__(
@@ -172,6 +174,7 @@ class TiledStackEmbeddings:
         self.store = None if store is None else Path(store)
         self._tiles = self._open_store(self.store) if store is not None else None
         self._windows: dict[int, StackEmbeddings] = {}
+        self.stopped = False
 
     def _open_store(self, path: Path):
         """The store's ``tiles`` group, cleared when the store's key differs."""
@@ -249,16 +252,19 @@ class TiledStackEmbeddings:
         Slices go in chunks of ``batch_size``, each chunk through every window.
         ``progress(done, total)`` counts (slice, window) pairs (total = slices x windows) and
         is called after each window of each chunk; ``should_stop()`` is checked before each,
-        and when it returns True the computation stops there (what is done stays stored).
+        and when it returns True the computation stops there (what is done stays stored) and
+        :attr:`stopped` is set.
         """
         todo = list(range(self.shape[0])) if indices is None else [
             self._check_index(i) for i in indices]
         n = len(self.tiling)
         total, done = len(todo) * n, 0
+        self.stopped = False
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start:start + self.batch_size]
             for i in range(n):
                 if should_stop is not None and should_stop():
+                    self.stopped = True
                     return self
                 self.window_stack(i).compute(chunk)
                 done += len(chunk)

@@ -43,6 +43,10 @@ class Context:
         Slices ``auto`` segments at once in this process, each in a thread with one torch
         thread (the CLI sets it from :func:`napari_sam.device.slice_workers`); the results do
         not depend on it.
+    tiling : "auto", None, int or (int, int)
+        How stacks with large slices are embedded (:func:`napari_sam.embed`'s ``tiling``):
+        "auto" tiles slices longer than 1.5 model inputs, None never, an int is the halo,
+        (window, halo) both (``--tiling``). Recorded in the signature unless "auto".
     """
 
     command: str
@@ -62,11 +66,14 @@ class Context:
     keep_work: bool = False
     embeddings_dir: str | os.PathLike | None = None
     slice_workers: int = 1
+    tiling: str | int | tuple[int, int] | None = "auto"
 
     def signature(self) -> dict:
         """What must match for a rerun to skip an output: command, model and parameters."""
         sig = {"command": self.command, "model": model_key(self.model), "channel": self.channel,
                "axes": self.axes, **self.params}
+        if self.tiling != "auto":  # the default keeps the signatures of earlier outputs
+            sig["tiling"] = self.tiling
         return json.loads(json.dumps(sig, default=nio.json_default, sort_keys=True))
 
 

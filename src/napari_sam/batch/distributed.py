@@ -145,6 +145,8 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
     from distributed import as_completed
     from tqdm.auto import tqdm
 
+    if block_slices and ctx.command in ("auto", "embed"):
+        ctx = replace(ctx, tiling=None)  # blocks fill an untiled store's per-slice chunks
     wctx = replace(ctx, quiet=True, slice_workers=1)  # a worker process: one task, one thread
     client, cluster = _client_for(scheduler, workers)
     results: dict[int, JobResult] = {}

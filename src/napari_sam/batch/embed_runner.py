@@ -6,20 +6,24 @@ import os
 
 from napari_sam import io as nio
 from napari_sam.batch.context import Context, Job
+from napari_sam.batch.embedding_stores import announce_tiling, stack_tiling
 from napari_sam.batch.label_writing import model_record
 from napari_sam.batch.progress import ProgressBar
 from napari_sam.batch.reading import open_image
 
 
 def run_embed(job: Job, ctx: Context, model) -> dict:
-    """Run an ``embed`` job: encode every slice into ``.<output>.partial``, rename it to the
-    output, then write its output metadata. Returns ``{"objects": n_slices}``."""
-    from napari_sam.embeddings import StackEmbeddings
+    """Run an ``embed`` job: encode every slice (tiled per ``ctx.tiling``) into
+    ``.<output>.partial``, rename it to the output, then write its output metadata. Returns
+    ``{"objects": n_slices}``."""
+    from napari_sam.tiled_stack import embed
 
     opened = open_image(job.input, ctx)
     partial = job.output.with_name(f".{job.output.name}.partial")
-    emb = StackEmbeddings(opened.stack, model, store=partial, batch_size=ctx.batch_size,
-                          device=ctx.device, cache_size=2)
+    tiling = stack_tiling(ctx, model, opened.stack.shape)
+    emb = embed(opened.stack, model, store=partial, batch_size=ctx.batch_size,
+                device=ctx.device, cache_size=2, cache_bytes=1, tiling=tiling)
+    announce_tiling(job, ctx, emb)
     bar = ProgressBar(ctx, f"{job.name}: embed", len(emb))
     try:
         emb.compute(progress=bar)
@@ -42,6 +46,7 @@ def run_embed(job: Job, ctx: Context, model) -> dict:
         parameters=ctx.signature(), objects=[], input_path=job.input,
         extra={"slices": n, "embedding_size": int(model.embedding_size),
                "contrast_limits": list(emb.contrast_limits), "image_shape": list(opened.stack.shape),
-               "encoder_calls": emb.encoder_calls},
+               "encoder_calls": emb.encoder_calls,
+               "tiling": None if tiling is None else tiling.key()},
     )
     return {"objects": n}

@@ -1,9 +1,11 @@
 """Where a labels job's embeddings live: a reusable ``--embeddings`` store, else the job's work
-folder; and computing a stack's embeddings there with a progress bar."""
+folder; computing a stack's embeddings there with a progress bar; and the tiling of stacks with
+large slices (``--tiling``, :func:`napari_sam.embed`), said in one line per tiled file."""
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from napari_sam import io as nio
@@ -16,6 +18,10 @@ from napari_sam.batch.reading import OpenedImage
 logger = logging.getLogger("napari_sam.batch")
 
 
+#: bytes of embeddings a job keeps in memory (tiled: all windows together, >= 2 slices each)
+CACHE_BYTES = 256 << 20
+
+
 def cache_size(model) -> int:
     """Embeddings kept in memory: at most ~256 MB of them, at least 4."""
     e = int(model.embedding_size)
@@ -23,21 +29,54 @@ def cache_size(model) -> int:
     return int(max(4, min(64, (256 << 20) // per)))
 
 
+def stack_tiling(ctx: Context, model, shape, tiling="ctx"):
+    """The :class:`napari_sam.tiling.Tiling` a stack of ``shape`` (Z, Y, X[, C]) is embedded
+    with (``tiling``, default ``ctx.tiling``), or None (untiled)."""
+    from napari_sam.tiling import choose_tiling
+
+    spec = ctx.tiling if isinstance(tiling, str) and tiling == "ctx" else tiling
+    return choose_tiling(tuple(shape)[1:3], int(model.img_size), spec)
+
+
+def tiling_note(tiling) -> str:
+    """One line saying how slices are tiled, e.g. "tiling 4096 x 4096 slices in 441 windows
+    of 256 px (halo 32)"."""
+    h, w = tiling.image_shape
+    return (f"tiling {h} x {w} slices in {len(tiling)} windows of {tiling.window} px "
+            f"(halo {tiling.halo})")
+
+
+def announce_tiling(job: Job, ctx: Context, emb) -> None:
+    """The one-line note on stderr when ``emb`` is tiled (nothing when quiet)."""
+    tiling = getattr(emb, "tiling", None)
+    if tiling is None or ctx.quiet:
+        return
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"napari-sam: {job.name}: {tiling_note(tiling)}", file=sys.stderr)
+
+
 def user_embeddings(job: Job, ctx: Context, model) -> Path | None:
     """The ``--embeddings DIR`` store of this input, when it can be reused as is.
 
     Only a complete store (per its sidecar) made from this very input file with this very model
-    is used; anything else would be rewritten by the embedding cache, so it is left alone.
+    and the tiling this job uses is used; anything else would be rewritten by the embedding
+    cache, so it is left alone.
     """
     if ctx.embeddings_dir is None:
         return None
     store = Path(ctx.embeddings_dir) / f"{stem_of(job.input)}.zarr"
     meta = nio.read_output_metadata(store) or {}
     same_model = (meta.get("model") or {}).get("id") == getattr(model, "model_id", None)
+    extra = meta.get("extra") or {}
+    shape = extra.get("image_shape")
+    if same_model and shape is not None:
+        tiling = stack_tiling(ctx, model, shape)
+        same_model = extra.get("tiling") == (None if tiling is None else tiling.key())
     if same_model and nio.is_complete(store, job.input):
         return store
-    logger.warning("not reusing %s (missing, incomplete, or made from another input or model)",
-                   store)
+    logger.warning("not reusing %s (missing, incomplete, or made from another input, model "
+                   "or tiling)", store)
     return None
 
 
@@ -51,14 +90,19 @@ def embed_store(job: Job, ctx: Context, model) -> Path:
     return store
 
 
-def stack_embeddings(job: Job, ctx: Context, model, opened: OpenedImage):
+def stack_embeddings(job: Job, ctx: Context, model, opened: OpenedImage, tiling="ctx",
+                     note: bool = True):
     """The stack's embeddings in the job's store (:func:`embed_store`), every slice computed
-    (with a progress bar) or read back from the store."""
-    from napari_sam.embeddings import embed
+    (with a progress bar) or read back from the store; tiled per ``tiling`` (default
+    ``ctx.tiling``; see :func:`napari_sam.embed`), said on stderr when ``note``."""
+    from napari_sam.tiled_stack import embed
 
     store = embed_store(job, ctx, model)
     emb = embed(opened.stack, model, store=store, batch_size=ctx.batch_size, device=ctx.device,
-                cache_size=cache_size(model))
+                cache_size=cache_size(model), cache_bytes=CACHE_BYTES,
+                tiling=stack_tiling(ctx, model, opened.stack.shape, tiling))
+    if note:
+        announce_tiling(job, ctx, emb)
     bar = ProgressBar(ctx, f"{job.name}: embed", len(emb))
     try:
         emb.compute(progress=bar)

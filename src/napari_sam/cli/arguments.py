@@ -62,6 +62,32 @@ def fraction_or_off(text: str):
     return "off" if text.strip().lower() == "off" else fraction(text)
 
 
+def tiling_arg(text: str):
+    """``--tiling``: "auto", "off" (None), a halo (int) or "WINDOW,HALO" (two ints)."""
+    t = text.strip().lower()
+    if t in ("auto", "off"):
+        return None if t == "off" else "auto"
+    try:
+        parts = [int(v) for v in t.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) < 0:
+        raise argparse.ArgumentTypeError(
+            f"invalid tiling {text!r}: give auto, off, a halo in pixels (e.g. 32) or "
+            "WINDOW,HALO (e.g. 256,32)"
+        )
+    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
+
+
+def tiling_text(tiling) -> str:
+    """How ``--tiling`` is written for a value of :func:`tiling_arg`."""
+    if tiling is None:
+        return "off"
+    if isinstance(tiling, (tuple, list)):
+        return ",".join(str(v) for v in tiling)
+    return str(tiling)
+
+
 def shape_arg(text: str) -> tuple[int, ...]:
     """2 or 3 positive sizes, e.g. ``32,128,128`` or ``32x128x128``."""
     try:

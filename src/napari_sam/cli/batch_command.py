@@ -31,6 +31,7 @@ def batch_context(args, model: str):
         suffix=getattr(args, "suffix", "_labels"), fmt=getattr(args, "fmt", "tif"),
         batch_size=args.batch_size, keep_work=args.keep_work,
         embeddings_dir=getattr(args, "embeddings", None),
+        tiling=getattr(args, "tiling", "auto"),
     )
 
 
@@ -134,6 +135,44 @@ def check_batch_args(args) -> None:
     if out.exists() and not out.is_dir():
         raise CLIError(f"-o {args.output}: this is an existing file, not a folder; give a "
                        "folder for the outputs (created if needed), e.g. -o out/", 2)
+
+
+def model_input_size(model: str, device: str) -> int | None:
+    """The input side of a SAM 1 model (registry name or checkpoint file); None for SAM 2.1."""
+    from napari_sam import batch
+    from napari_sam.models.config import CONFIGS
+    from napari_sam.models.registry import REGISTRY
+
+    if model in REGISTRY:
+        config = CONFIGS.get(REGISTRY[model].architecture)
+        return None if config is None else int(config.img_size)
+    loaded, _ = batch.get_model(model, device)
+    return int(loaded.img_size) if getattr(loaded, "family", "sam1") == "sam1" else None
+
+
+def check_tiling(args, model: str) -> None:
+    """``--tiling`` against the model's input size, before any file (CLIError, exit code 2);
+    a note when ``--block-slices`` makes the stacks untiled."""
+    from napari_sam.cli.arguments import tiling_text
+    from napari_sam.tiling import choose_tiling
+
+    tiling = getattr(args, "tiling", "auto")
+    if tiling is None:
+        return
+    blocks = args.block_slices is not None and args.command in ("auto", "embed")
+    if blocks and not args.quiet:
+        print_note("--block-slices: stacks are embedded untiled (blocks split an untiled "
+                   "store); leave --block-slices out to tile stacks with large slices")
+    if tiling == "auto" or blocks:
+        return
+    size = model_input_size(model, args.device)
+    if size is None:
+        return
+    try:
+        choose_tiling((1 << 20, 1 << 20), size, tiling)
+    except ValueError as exc:
+        raise CLIError(f"--tiling {tiling_text(tiling)}: {exc} (the model's input is {size} "
+                       "px)", 2) from None
 
 
 def check_model_loads(model: str, device: str) -> None:
@@ -252,6 +291,7 @@ def cmd_batch(args) -> int:
         print_note(f"device {describe(args.device)}{workers}")
     if local:
         check_model_loads(model, args.device)
+    check_tiling(args, model)
     if args.command == "segment":  # a session replays with SAM 1
         method = "sam1" if replaying else segment_method(args, model)
         ctx = replace(ctx, params=segment_params(ctx.params, method, args))

@@ -17,6 +17,7 @@ from napari_sam.cli.arguments import (
     points_per_side,
     positive_float,
     positive_int,
+    tiling_arg,
 )
 
 #: How the command line parses each ``SegmentOption.kind``.
@@ -62,6 +63,12 @@ def add_batch_arguments(p: argparse.ArgumentParser, command: str) -> None:
     g.add_argument("--keep-work", action="store_true",
                    help="keep per-slice work (embeddings, slice results) in "
                         "<output>/.napari-sam-work after an output is complete")
+    g.add_argument("--tiling", type=tiling_arg, default="auto", metavar="auto|off|HALO|W,HALO",
+                   help="embed slices much larger than the model input (over 1.5 inputs: 1536 "
+                        "px for SAM, 384 px for the demo model) in overlapping windows of the "
+                        "input's size at full resolution, so small objects are not shrunk away "
+                        "(default: auto; off: shrink every slice to the input; HALO: always, "
+                        "windows overlapping by 2 x HALO px; W,HALO: windows of W px)")
     g.add_argument("--batch-size", type=positive_int, default=4, metavar="N",
                    help="slices per encoder call (default: 4)")
     g.add_argument("--threads", type=positive_int, metavar="N",

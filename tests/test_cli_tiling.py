@@ -1,0 +1,160 @@
+"""``--tiling`` of ``napari-sam embed|auto|segment``: the note, the stores, reuse, bad values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_sam import batch
+from napari_sam import io as nio
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A random tiny CNN checkpoint: model input 128 px, so "auto" tiles slices over 192 px."""
+    import torch
+
+    from napari_sam.models.build import SamConfig, build_sam
+    from tiny_configs import TINY_CNN
+
+    cfg = SamConfig(**TINY_CNN)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    torch.save(build_sam(cfg).state_dict(), path)
+    path.with_name("tiny.pt.json").write_text(json.dumps({"config": cfg.to_dict()}))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _no_downloaded_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "model-cache"))
+
+
+def _stack(path: Path, shape=(3, 300, 260), seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    data = (rng.random(shape) * 1000).astype(np.uint16)
+    data[:, 40:70, 50:80] += 3000
+    tifffile.imwrite(path, data, photometric="minisblack")
+    return path
+
+
+def test_embed_tiles_large_slices_says_so_and_segment_reuses_the_store(tmp_path, tiny_model,
+                                                                       capsys):
+    import zarr
+
+    from napari_sam.cli import main
+
+    inp = _stack(tmp_path / "big.tif")
+    assert main(["embed", str(inp), "-o", str(tmp_path / "emb"), "--model", str(tiny_model),
+                 "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "big.tif: tiling 300 x 260 slices in 9 windows of 128 px (halo 16)" in err
+    store = tmp_path / "emb" / "big.zarr"
+    group = zarr.open_group(str(store), mode="r")
+    assert len(list(group["tiles"].members())) == 9 and "features" not in group
+    extra = nio.read_sidecar(store)["extra"]
+    assert extra["tiling"] == {"image_shape": [300, 260], "window": 128, "halo": 16}
+    prompts = tmp_path / "p.csv"
+    prompts.write_text("id,slice,row,col\n1,1,55,65\n")
+    stamps = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
+    assert main(["segment", str(inp), "-o", str(tmp_path / "seg"), "-p", str(prompts),
+                 "--model", str(tiny_model), "--device", "cpu", "--embeddings",
+                 str(tmp_path / "emb"), "-q"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()} == stamps
+    labels = nio.read_image(tmp_path / "seg" / "big_labels.tif").data
+    assert labels.shape == (3, 300, 260) and set(np.unique(labels)) <= {0, 1}
+    assert labels[1, 55, 65] == 1
+    # the same store is not reused untiled: segment --tiling off embeds in its work folder
+    assert main(["segment", str(inp), "-o", str(tmp_path / "seg-off"), "-p", str(prompts),
+                 "--model", str(tiny_model), "--device", "cpu", "--embeddings",
+                 str(tmp_path / "emb"), "--tiling", "off", "--keep-work", "-q"]) == 0
+    work = tmp_path / "seg-off" / batch.WORK_DIR / "big_labels.tif" / "embeddings.zarr"
+    assert "features" in zarr.open_group(str(work), mode="r")
+    assert {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()} == stamps
+
+
+def test_tiling_off_and_explicit_halo(tmp_path, tiny_model, capsys):
+    import zarr
+
+    from napari_sam.cli import main
+
+    inp = _stack(tmp_path / "big.tif")
+    assert main(["embed", str(inp), "-o", str(tmp_path / "off"), "--model", str(tiny_model),
+                 "--device", "cpu", "--tiling", "off"]) == 0
+    assert ": tiling " not in capsys.readouterr().err
+    group = zarr.open_group(str(tmp_path / "off" / "big.zarr"), mode="r")
+    assert group["features"].shape[0] == 3 and "tiles" not in group
+    small = _stack(tmp_path / "small.tif", shape=(2, 64, 64))
+    assert main(["embed", str(small), "-o", str(tmp_path / "halo"), "--model", str(tiny_model),
+                 "--device", "cpu", "--tiling", "8"]) == 0  # a halo: tiles even small slices
+    assert "small.tif: tiling 64 x 64 slices in 1 windows of 128 px (halo 8)" in \
+        capsys.readouterr().err
+    sc = nio.read_sidecar(tmp_path / "halo" / "small.zarr")
+    assert sc["parameters"]["tiling"] == 8
+    assert sc["extra"]["tiling"] == {"image_shape": [64, 64], "window": 128, "halo": 8}
+
+
+@pytest.mark.parametrize("value, message", [
+    ("300", "the halo (300) must be >= 0 and less than half the window (256)"),
+    ("512,32", "a window of 512 px is larger than the model input (256 px)"),
+])
+def test_a_tiling_that_does_not_fit_the_model_is_one_line_exit_2(tmp_path, value, message,
+                                                                   capsys):
+    from napari_sam.cli import main
+
+    inp = _stack(tmp_path / "big.tif", shape=(2, 64, 64))
+    assert main(["embed", str(inp), "-o", str(tmp_path / "o"), "--model", "demo",
+                 "--tiling", value]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and lines[0].startswith(f"napari-sam: error: --tiling {value}: ")
+    assert message in lines[0]
+    assert not (tmp_path / "o" / "big.zarr").exists()
+
+
+@pytest.mark.parametrize("value", ["abc", "-3", "1,2,3", "256,"])
+def test_a_malformed_tiling_is_a_usage_error(value, capsys):
+    from napari_sam.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["segment", "x.tif", "-o", "o", "-p", "p.csv", "--tiling", value])
+    assert exc.value.code == 2
+    assert "invalid tiling" in capsys.readouterr().err
+
+
+def test_the_option_reaches_the_context_and_its_signature():
+    from napari_sam.cli.app import build_parser
+    from napari_sam.cli.batch_command import batch_context
+
+    for argv, want in ((["auto", "a.tif", "-o", "o"], "auto"),
+                       (["embed", "a.tif", "-o", "o", "--tiling", "off"], None),
+                       (["segment", "a.tif", "-o", "o", "-p", "p.csv", "--tiling", "256,32"],
+                        (256, 32))):
+        args = build_parser().parse_args(argv)
+        ctx = batch_context(args, "demo")
+        assert ctx.tiling == want
+        assert ("tiling" in ctx.signature()) == (want != "auto")
+
+
+def test_auto_tiles_only_when_the_engine_segments_tiled_embeddings(monkeypatch):
+    """``auto`` passes ``--tiling`` to segment_everything's ``tiling`` argument; an engine
+    without it gets untiled embeddings (the per-slice step needs an ImageEmbedding)."""
+    import inspect
+
+    from napari_sam import automatic
+    from napari_sam.batch.auto_runner import engine_tiling
+
+    ctx = batch.Context(command="auto", tiling=(256, 32))
+    has = "tiling" in inspect.signature(automatic.segment_everything).parameters
+    assert engine_tiling(ctx) == ((256, 32) if has else None)
+
+    def tiled_engine(image_or_embeddings, model=None, *, tiling="auto", **kw):
+        return None
+
+    monkeypatch.setattr(automatic, "segment_everything", tiled_engine)
+    assert engine_tiling(ctx) == (256, 32)
+    assert engine_tiling(batch.Context(command="auto")) == "auto"
