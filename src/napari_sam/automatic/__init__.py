@@ -49,7 +49,8 @@ Modules: :mod:`.params` (arguments, grids, crop boxes, thresholds), :mod:`.grid_
 :mod:`.crops` (per-crop decoding and filtering), :mod:`.gaps` (the ``fill_gaps`` pass),
 :mod:`.regions` (``min_mask_region_area``), :mod:`.painting` (the label image),
 :mod:`.foreground`, :mod:`.image2d` (the 2D pipeline), :mod:`.linking` (3D linking),
-:mod:`.stack` (stacks and propagation), :mod:`.results`, :mod:`.segment` (the entry point).
+:mod:`.stack` (stacks and propagation), :mod:`.tiled` (images larger than the model input, window
+by window), :mod:`.results`, :mod:`.segment` (the entry point).
 """
 
 from napari_sam.automatic.boxes import batched_nms, box_iou, masks_to_boxes
