@@ -3,7 +3,9 @@
 * Decoding: :func:`decode_slice` turns the objects prompted on one slice into candidate masks
   in as few batched decoder calls as their kinds of prompt allow (objects with a box, with
   points only, with a mask prompt, single clicks that ask for three candidates): never one
-  call per object. The same function decodes in the GUI and in :mod:`napari_sam.session`'s
+  call per object (on a tiled embedding, :class:`napari_sam.tiling.TiledEmbedding`, one
+  :func:`napari_sam.tiled_prompts.decode_tiled` call per object, masks in the whole image's
+  frame). The same function decodes in the GUI and in :mod:`napari_sam.session`'s
   replay, which is what makes a replay pixel-identical.
 * Commits: :func:`apply_objects` writes object masks into a (Z, Y, X) label array in place
   and records, for every pixel it changed, the value before and after, so
@@ -34,6 +36,7 @@ __all__ = [
     "apply_objects",
     "decode_slice",
     "fresh_id",
+    "mask_prompt",
 ]
 
 @dataclass
@@ -243,6 +246,7 @@ class ObjectPreview:
     index: int = 0
     prompt: object = None  # the DrawnPrompts decoded (a session records them)
     mask_prompt: bool = False  # decoded with a mask prompt (the refined label's mask)
+    cuts: np.ndarray | None = None  # tiled: (C,) bool, candidate reaches the decoded windows' edge
 
     @property
     def mask(self) -> np.ndarray:
@@ -253,6 +257,12 @@ class ObjectPreview:
         return float(self.scores[self.index])
 
     @property
+    def cut(self) -> bool:
+        """Tiled images: the shown mask reaches the outer edge of the windows decoded (not
+        the image border), so the object may go on beyond them."""
+        return bool(self.cuts is not None and self.cuts[self.index])
+
+    @property
     def n_candidates(self) -> int:
         return len(self.masks)
 
@@ -260,6 +270,31 @@ class ObjectPreview:
         """Show the next candidate; returns its index."""
         self.index = (self.index + 1) % len(self.masks)
         return self.index
+
+
+def mask_prompt(predictor, embedding, mask: np.ndarray):
+    """A (Y, X) bool mask of a slice as the mask prompt :func:`decode_slice` takes for it
+    (e.g. the label being refined).
+
+    Returns
+    -------
+    numpy.ndarray (4E, 4E) float32, or ((4E, 4E), int) on a tiled embedding
+        The low-resolution logits; on a :class:`napari_sam.tiling.TiledEmbedding` in the
+        frame of the window whose core holds the mask's centre, with that window's index.
+    """
+    from napari_sam.volume import mask_to_logits
+
+    mask = np.asarray(mask, bool)
+    p = predictor
+    tiling = getattr(embedding, "tiling", None)
+    if tiling is None:
+        return mask_to_logits(mask, embedding.original_size, embedding.input_size, p.img_size,
+                              p.low_res_size).numpy()
+    win = tiling.owner(*np.argwhere(mask).mean(axis=0)) if mask.any() else tiling.windows[0]
+    e = embedding.embeddings[win.index]
+    logits = mask_to_logits(mask[win.slices], e.original_size, e.input_size, p.img_size,
+                            p.low_res_size)
+    return logits.numpy(), win.index
 
 
 def decode_slice(
@@ -274,13 +309,16 @@ def decode_slice(
     Parameters
     ----------
     predictor : napari_sam.Predictor
-    embedding : napari_sam.predictor.ImageEmbedding
-        The slice's embedding.
+    embedding : napari_sam.predictor.ImageEmbedding or napari_sam.tiling.TiledEmbedding
+        The slice's embedding; a tiled one is decoded object by object
+        (:func:`napari_sam.tiled_prompts.decode_tiled`), with (C, Y, X) masks over the whole
+        slice and the logits of the window holding the prompts.
     z : int
     prompts : list of (key, SlicePrompts)
         Objects in order; the result keeps it (objects without a usable prompt are left out).
     mask_inputs : dict key -> (4E, 4E) logits, optional
-        Mask prompts (e.g. an existing label being refined).
+        Mask prompts (e.g. an existing label being refined, :func:`mask_prompt`); on a tiled
+        embedding ``(logits, window index)``: logits in that window's frame.
     """
     mask_inputs = mask_inputs or {}
     groups = group_by_kind(
@@ -288,9 +326,12 @@ def decode_slice(
         for key, sp in prompts
         if sp.usable
     )
+    from napari_sam.tiling import TiledEmbedding
+
+    decode = _decode_tiled if isinstance(embedding, TiledEmbedding) else _decode_group
     out: dict[object, ObjectPreview] = {}
     for kind, items in groups.items():
-        out.update(_decode_group(predictor, embedding, z, kind, items, mask_inputs))
+        out.update(decode(predictor, embedding, z, kind, items, mask_inputs))
     return [out[k] for k, _ in prompts if k in out]
 
 
@@ -316,3 +357,29 @@ def _decode_group(predictor, embedding, z, kind, items, mask_inputs) -> dict:
         )
         for i, (key, sp) in enumerate(items)
     }
+
+
+def _decode_tiled(predictor, tiled, z, kind, items, mask_inputs) -> dict:
+    """The objects ``items`` [(key, SlicePrompts)] of one kind on a tiled embedding: one
+    :func:`~napari_sam.tiled_prompts.decode_tiled` call each (each object's prompts pick
+    the windows decoded)."""
+    from napari_sam.tiled_prompts import decode_tiled
+
+    out = {}
+    for key, sp in items:
+        has_points = len(sp.points) > 0
+        mask_input, mask_window = mask_inputs[key] if kind.mask else (None, None)
+        res = decode_tiled(
+            predictor, tiled,
+            points=np.asarray(sp.points, np.float32) if has_points else None,
+            labels=np.asarray(sp.labels) if has_points else None,
+            box=None if sp.box is None else np.asarray(sp.box, np.float32),
+            mask_input=mask_input, multimask=kind.multimask, mask_window=mask_window,
+        )
+        scores = np.asarray(res.scores)
+        out[key] = ObjectPreview(
+            key, z, np.asarray(res.masks, bool), scores, np.asarray(res.logits),
+            index=int(scores.argmax()), prompt=sp, mask_prompt=kind.mask,
+            cuts=np.asarray(res.cuts, bool),
+        )
+    return out

@@ -348,6 +348,7 @@ class AnnotationController(AnnotationSession):
             on_returned=on_returned,
             on_error=errored,
             on_finished=finished,
+            on_message=self._say,
             sync=self.sync,
             job=job,
         )

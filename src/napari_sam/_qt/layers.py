@@ -74,7 +74,10 @@ def add_points_layer(viewer, source: ImageSource, image_layer):
         face_color_cycle={"positive": POSITIVE_COLOR, "negative": NEGATIVE_COLOR},
         border_color="black",
         border_width=0.1,
-        size=max(3.0, min(source.shape[1:]) / 40),
+        size=max(3.0, min(source.shape[1:3]) / 40),
+        # on screen at most 24 px: zoomed in on a small object of a large image, a point
+        # sized for the whole image would hide the object
+        canvas_size_limits=(4, 24),
         out_of_slice_display=False,
         **_geometry(source, image_layer),
     )
@@ -89,7 +92,7 @@ def add_boxes_layer(viewer, source: ImageSource, image_layer):
         name=BOXES_NAME,
         face_color="transparent",
         edge_color="#ffd700",
-        edge_width=max(1.0, min(source.shape[1:]) / 200),
+        edge_width=min(max(1.0, min(source.shape[1:3]) / 200), 4.0),
         **_geometry(source, image_layer),
     )
     layer = unwrap(layer)

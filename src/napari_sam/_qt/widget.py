@@ -204,6 +204,12 @@ class SamWidget(QWidget):
             changed=self._on_precision_changed,
         )
         form.addRow("Precision", self._precision)
+        self._tile = _check(
+            "Tile large images", True, toggled=lambda on: self._on_tile_changed(on),
+            tip="Embed images over 1.5 model inputs wide (SAM: 1536 px, the demo: 384 px) at "
+                "full resolution in overlapping tiles of the model input's size, so small "
+                "objects keep their detail; off: shrink each slice to the model input.")
+        form.addRow(self._tile)
         store_row = QHBoxLayout()
         self._store = QLineEdit()
         self._store.setPlaceholderText("optional: folder.zarr to keep embeddings")
@@ -575,6 +581,11 @@ class SamWidget(QWidget):
         self._device_info.setText(
             device_line(self._device.currentText(), self._precision.currentText())
         )
+
+    @guarded
+    def _on_tile_changed(self, on: bool):
+        self.controller.set_tiling(on)
+        self._schedule_preload()
 
     @guarded
     def _on_store_changed(self):

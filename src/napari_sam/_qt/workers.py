@@ -1,6 +1,7 @@
 """Long jobs as generators that yield progress, and how they run (thread or synchronously).
 
-A *job* is a generator function that yields ``(done, total)`` and returns its result. Jobs
+A *job* is a generator function that yields ``(done, total)`` (or a status line, a ``str``)
+and returns its result. Jobs
 never touch napari layers; the ``on_returned`` callback (run on the main thread) does. Jobs
 run in a :func:`napari.qt.threading.create_worker` thread with a napari progress bar and can be
 cancelled between two yields; with ``sync=True`` (what most tests use) the same generator
@@ -73,13 +74,15 @@ def run_job(
     on_returned: Callable[[object], None] | None = None,
     on_error: Callable[[BaseException], None] | None = None,
     on_finished: Callable[[Job], None] | None = None,
+    on_message: Callable[[str], None] | None = None,
     sync: bool = False,
     progress_bar: bool = True,
     job: Job | None = None,
 ) -> Job:
     """Run a started generator ``gen`` as a job (see the module docstring).
 
-    Callbacks run on the calling (main) thread. ``on_finished`` runs last, always: after the
+    Callbacks run on the calling (main) thread; ``on_message(text)`` gets the strings the job
+    yields (status lines). ``on_finished`` runs last, always: after the
     result, an error or a cancellation. Pass ``job`` to get a handle before a synchronous
     run starts (so that a callback can cancel it).
     """
@@ -88,6 +91,10 @@ def run_job(
 
     def progressed(value):
         if not job.running:  # queued behind the end of the job: the bar is already final
+            return
+        if isinstance(value, str):  # a new status line
+            if on_message is not None:
+                on_message(value)
             return
         done, total = value
         if pbar is not None:

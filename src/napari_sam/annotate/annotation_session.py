@@ -24,12 +24,13 @@ from napari_sam.annotation import (
     ObjectPreview,
     apply_objects,
     decode_slice,
+    mask_prompt,
 )
 
-from .embedding_cache import EmbeddingCache, Sam2SliceEmbeddings, missing_slices
+from .embedding_cache import EmbeddingCache, describe_tiling, missing_slices, new_embeddings
 from .errors import UserError
 from .image_source import ImageSource, make_source
-from .jobs import embed_job, run_to_end
+from .jobs import embed_job, run_to_end, tiled_embed_job
 from .model_choice import DEMO_NOTICE, ModelCache, ModelChoice, precision_key
 from .prompt_groups import POINT_OBJECT, group_prompts
 from .session_log import SessionLog
@@ -75,6 +76,7 @@ class AnnotationSession(StackActions, SessionLog):
         self.device = "auto"
         self.precision = "auto"  # "auto", "fp32" or "bf16" (the Precision box)
         self.store: str | None = None
+        self.tiling = "auto"  # "auto": tile images larger than the model input; None: never
         self.channel_axis: int | None = None
         self.source: ImageSource | None = None
         self.overwrite = False
@@ -214,7 +216,7 @@ class AnnotationSession(StackActions, SessionLog):
             gen.close()
             raise UserError(f"'{self.job.description}' is running: wait for it or press Cancel.")
         self._say(description + " ...")
-        on_returned(run_to_end(gen))
+        on_returned(run_to_end(gen, self._say))
         if then is not None:
             then()
         return None
@@ -291,6 +293,15 @@ class AnnotationSession(StackActions, SessionLog):
         except ValueError as err:
             raise UserError(f"{err}. Pick 'auto' in 'Precision'.") from None
 
+    def set_tiling(self, on: bool) -> None:
+        """Tile images larger than the model input (``on``, the default) or never: embed
+        each slice whole, shrunk to the model input. Embeddings are kept per choice."""
+        self.tiling = "auto" if on else None
+        self._lookup()
+        how = ("embedded in tiles of the model input's size" if on else
+               "shrunk to the model input")
+        self._say(f"Large images are {how}. {self.next_step()}")
+
     def set_store(self, path: str | None) -> None:
         self.store = path or None
         self._lookup()
@@ -330,7 +341,7 @@ class AnnotationSession(StackActions, SessionLog):
         image_id, data = self.image_identity()
         return self.embeddings.key(
             image_id, data, self.channel_axis, self.model_choice.key, self.device, self.store,
-            precision_key(self.device, self.precision),
+            precision_key(self.device, self.precision), self.tiling,
         )
 
     def _lookup(self) -> None:
@@ -350,18 +361,39 @@ class AnnotationSession(StackActions, SessionLog):
             return "no image"
         n = self.source.n_slices
         done = 0 if self.emb is None else n - len(missing_slices(self.emb, range(n)))
+        tiles = getattr(self.emb, "tiling", None)
+        tiled = f" in {len(tiles)} tiles" if tiles is not None else ""
         if n == 1:
-            return "embedded" if done else "not embedded yet"
-        return f"{done} of {n} slices embedded"
+            return f"embedded{tiled}" if done else "not embedded yet"
+        return f"{done} of {n} slices embedded{tiled}"
+
+    def _say_ready(self) -> None:
+        """After the preload: what to do next, and how the image is tiled (if it is)."""
+        tiles = getattr(self.emb, "tiling", None)
+        note = "" if tiles is None else (f" Embedded in tiles: {describe_tiling(tiles)}; "
+                                         "untick 'Tile large images' to embed it whole.")
+        self._say(self.next_step() + note)
+
+    def tiling_note(self, emb=None) -> str:
+        """", tiled: ..." saying how the embeddings ``emb`` (default the current ones) tile
+        the image and how to turn it off ("" when they do not tile)."""
+        tiles = getattr(self.emb if emb is None else emb, "tiling", None)
+        if tiles is None:
+            return ""
+        return (f", tiled: {describe_tiling(tiles)}; untick 'Tile large images' to embed "
+                "it whole")
 
     def ready(self, indices) -> bool:
         return self.emb is not None and not missing_slices(self.emb, indices)
 
     def _prepare_gen(self, indices, embed: bool = True):
         """Generator job: load the model if needed, compute the embeddings of ``indices``
-        (SAM 1's :class:`~napari_sam.embeddings.StackEmbeddings`, or a SAM 2 model's
-        :class:`~.embedding_cache.Sam2SliceEmbeddings`); with ``embed`` False only load the
-        model (``emb`` is then what the cache had, maybe None).
+        (:func:`~.embedding_cache.new_embeddings`: SAM 1's
+        :class:`~napari_sam.embeddings.StackEmbeddings`, tiled ones for large images, or a
+        SAM 2 model's :class:`~.embedding_cache.Sam2SliceEmbeddings`; tiled embeddings yield
+        a status line saying how the image is tiled, and progress over slices x windows);
+        with ``embed`` False only load the model (``emb`` is then what the cache had, maybe
+        None).
 
         Returns (key, choice, device, predictor, emb, precision); nothing shared is modified.
         """
@@ -369,7 +401,7 @@ class AnnotationSession(StackActions, SessionLog):
             raise UserError("No model: pick one in 'Model'.")
         src = self._require_image()
         choice, device, store, key = self.model_choice, self.device, self.store, self._cache_key()
-        precision = self.precision
+        precision, tiling = self.precision, self.tiling
         predictor = self.models.get(choice, device, precision)
         emb = self.embeddings.get(key)
         models = self.models
@@ -381,20 +413,14 @@ class AnnotationSession(StackActions, SessionLog):
                 predictor = models.load(choice, device, precision)
             if not embed:
                 return key, choice, device, predictor, emb, precision
-            if emb is None and getattr(predictor.model, "family", "sam1") == "sam2":
-                emb = Sam2SliceEmbeddings(src.stack, predictor)
-            elif emb is None:
-                from napari_sam.embeddings import StackEmbeddings
-
-                emb = StackEmbeddings(
-                    src.stack,
-                    predictor.model,
-                    store=store,
-                    predictor=predictor,
-                    cache_size=min(max(64, src.n_slices), MAX_MEMORY_SLICES),
-                )
+            if emb is None:
+                emb = new_embeddings(src, predictor, store, tiling, MAX_MEMORY_SLICES)
             todo = missing_slices(emb, range(len(emb)) if indices is None else indices)
-            yield from embed_job(emb, todo)
+            if getattr(emb, "tiling", None) is None:
+                yield from embed_job(emb, todo)
+            elif todo:
+                yield f"Embedding {describe_tiling(emb.tiling, len(todo))} ..."
+                yield from tiled_embed_job(emb, todo)
             return key, choice, device, predictor, emb, precision
 
         return gen()
@@ -418,7 +444,8 @@ class AnnotationSession(StackActions, SessionLog):
         def done(result):
             self._adopt(*result)
             n = len(result[4]) if indices is None else len(list(indices))
-            self._say(f"Embeddings ready ({n} slice{'s' if n != 1 else ''}).")
+            self._say(f"Embeddings ready ({n} slice{'s' if n != 1 else ''}"
+                      f"{self.tiling_note(result[4])}).")
 
         return self.start_job(gen, "Computing SAM embeddings", done, then=then)
 
@@ -441,7 +468,7 @@ class AnnotationSession(StackActions, SessionLog):
         z = self.current_z()
         if self.ready([z]):
             return None
-        return self.compute_embeddings([z], then=lambda: self._say(self.next_step()))
+        return self.compute_embeddings([z], then=self._say_ready)
 
     # ------------------------------------------------------------------ prompts
     def objects(self):
@@ -469,12 +496,8 @@ class AnnotationSession(StackActions, SessionLog):
         if not label:
             return {}
         self.require_sam1("Refining a selected label on a slice (its mask as the prompt)")
-        from napari_sam.volume import mask_to_logits
-
         mask = self.target_labels()[z] == label
-        p = self.predictor
-        logits = mask_to_logits(mask, emb.original_size, emb.input_size, p.img_size, p.low_res_size)
-        return {POINT_OBJECT: logits.numpy()}
+        return {POINT_OBJECT: mask_prompt(self.predictor, emb, mask)}
 
     def update_preview(self) -> list[ObjectPreview]:
         """Decode the prompts on the current slice into the preview (live preview)."""
@@ -510,7 +533,12 @@ class AnnotationSession(StackActions, SessionLog):
             name = "point object" if p.key == POINT_OBJECT else f"box {p.key[1] + 1}"
             cand = f", candidate {p.index + 1}/{p.n_candidates}" if p.n_candidates > 1 else ""
             parts.append(f"{name}: score {p.score:.2f}{cand}")
-        return "; ".join(parts) + ". Shift+C commits."
+        text = "; ".join(parts) + ". Shift+C commits."
+        if any(p.cut for p in self.previews):
+            text += (" The object reaches beyond the tiles around its prompts, so its mask "
+                     "may be cut there: click its missing part too (or draw a box over all of "
+                     "it), or untick 'Tile large images' for objects this large.")
+        return text
 
     def next_candidate(self) -> int | None:
         multi = [p for p in self.previews if p.n_candidates > 1]

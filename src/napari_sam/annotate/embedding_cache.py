@@ -13,17 +13,56 @@ from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["EmbeddingCache", "Sam2SliceEmbeddings", "missing_slices"]
+__all__ = ["EmbeddingCache", "Sam2SliceEmbeddings", "describe_tiling", "missing_slices",
+           "new_embeddings"]
 
 
 def missing_slices(emb, indices: Iterable[int]) -> list[int]:
     """Slices of ``indices`` whose embedding is not in memory (computing them would encode).
 
-    Uses the memory LRU of :class:`napari_sam.embeddings.StackEmbeddings`; slices only in the
-    zarr store count as missing (reading them is cheap but still done in a worker).
+    Uses the memory LRU of :class:`napari_sam.embeddings.StackEmbeddings` (of every window's
+    for :class:`napari_sam.tiled_stack.TiledStackEmbeddings`); slices only in the zarr store
+    count as missing (reading them is cheap but still done in a worker).
     """
+    if hasattr(emb, "window_stack"):
+        memories = [getattr(emb.window_stack(i), "_memory", {}) for i in range(len(emb.tiling))]
+        return [int(i) for i in indices if not all(int(i) in m for m in memories)]
     memory = getattr(emb, "_memory", {})
     return [int(i) for i in indices if int(i) not in memory]
+
+
+def new_embeddings(source, predictor, store=None, tiling="auto", max_memory_slices=256):
+    """Empty embeddings of an image source's slices for ``predictor`` (computed on demand).
+
+    SAM 2 models: :class:`Sam2SliceEmbeddings` (never tiled). SAM 1 models:
+    :class:`napari_sam.tiled_stack.TiledStackEmbeddings` when
+    :func:`napari_sam.tiling.choose_tiling` tiles the slices' (Y, X) for the model input
+    under the session's ``tiling`` ("auto" or None), else
+    :class:`napari_sam.embeddings.StackEmbeddings`; both kept in ``store`` if given.
+    """
+    from napari_sam.tiling import choose_tiling
+
+    if getattr(predictor.model, "family", "sam1") == "sam2":
+        return Sam2SliceEmbeddings(source.stack, predictor)
+    tiles = choose_tiling(source.shape[1:3], predictor.img_size, tiling)
+    if tiles is not None:
+        from napari_sam.tiled_stack import TiledStackEmbeddings
+
+        return TiledStackEmbeddings(source.stack, predictor.model, tiles, store=store,
+                                    predictor=predictor)
+    from napari_sam.embeddings import StackEmbeddings
+
+    return StackEmbeddings(source.stack, predictor.model, store=store, predictor=predictor,
+                           cache_size=min(max(64, source.n_slices), max_memory_slices))
+
+
+def describe_tiling(tiling, n_slices: int = 1) -> str:
+    """The tiling in words for the status line, e.g. "4096 x 4096 in 441 tiles of 256 px
+    (overlapping by 64 px or more)"; ``n_slices`` > 1 adds "on each of N slices"."""
+    h, w = tiling.image_shape
+    each = f" on each of {n_slices} slices" if n_slices > 1 else ""
+    return (f"{h} x {w} in {len(tiling)} tiles of {tiling.window} px (overlapping by "
+            f"{2 * tiling.halo} px or more){each}")
 
 
 class EmbeddingCache:
@@ -35,8 +74,9 @@ class EmbeddingCache:
 
     @staticmethod
     def key(image_id, data, channel_axis, model_key: str, device: str, store,
-            precision: str = "auto") -> tuple:
-        """The key of an image (``image_id``, its ``data`` object) under these choices."""
+            precision: str = "auto", tiling="auto") -> tuple:
+        """The key of an image (``image_id``, its ``data`` object) under these choices
+        (``tiling``: the session's tiling choice, "auto" or None)."""
         return (
             image_id,
             id(data),
@@ -45,6 +85,7 @@ class EmbeddingCache:
             str(device),
             None if store is None else str(store),
             str(precision),
+            str(tiling),
         )
 
     def get(self, key):
@@ -124,3 +165,4 @@ class Sam2SliceEmbeddings:
             self.compute([z])
         self._memory.move_to_end(z)
         return self._memory[z]
+

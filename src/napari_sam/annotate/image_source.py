@@ -29,7 +29,9 @@ class SliceView:
     """Read-only view ``[z] -> (Y, X)`` or ``(Y, X, 3)`` of a layer's data (lazy per slice).
 
     Has what :class:`napari_sam.embeddings.StackEmbeddings` needs: ``shape``, ``dtype``,
-    ``len()`` and integer indexing.
+    ``len()`` and integer indexing; ``view[z, rows, cols]`` (what the windows of
+    :class:`napari_sam.tiled_stack.TiledStackEmbeddings` read) crops slice ``z``, and the
+    last slice read is kept, so the windows of one slice read it once.
     """
 
     def __init__(self, data, *, rgb: bool, channel_axis: int | None, two_d: bool):
@@ -52,13 +54,19 @@ class SliceView:
             self.shape = shape
         self.n_channels = n_channels
         self.dtype = np.dtype(data.dtype)
+        self._last: tuple[int, np.ndarray] | None = None  # (z, slice) read last, for crops
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __getitem__(self, z) -> np.ndarray:
+        if isinstance(z, tuple) and z and isinstance(z[0], (int, np.integer)):
+            last = self._last
+            if last is None or last[0] != int(z[0]):
+                last = self._last = (int(z[0]), self[int(z[0])])
+            return last[1][z[1:]]
         if not isinstance(z, (int, np.integer)):
-            raise TypeError("SliceView supports integer indexing only")
+            raise TypeError("SliceView supports integer indexing (and [z, rows, cols]) only")
         z = int(z)
         if not 0 <= z < self.shape[0]:
             raise IndexError(f"slice {z} out of range for {self.shape[0]} slices")

@@ -1,4 +1,5 @@
 """Long work of an annotation session as generators that yield progress ``(done, total)``
+(or a ``str``: a new status line, e.g. what the job found out once the model is loaded)
 and return their result; how they run (a worker thread in the GUI, or to the end on the
 calling thread: :func:`run_to_end`) is up to the caller.
 
@@ -12,7 +13,8 @@ import queue
 import threading
 from collections.abc import Callable, Generator, Iterable
 
-__all__ = ["Cancelled", "Progress", "embed_job", "run_to_end", "with_progress"]
+__all__ = ["Cancelled", "Progress", "embed_job", "run_to_end", "tiled_embed_job",
+           "with_progress"]
 
 Progress = tuple[int, int]
 
@@ -29,6 +31,19 @@ def embed_job(emb, indices: Iterable[int] | None = None) -> Generator[Progress, 
     for start in range(0, len(todo), step):
         emb.compute(todo[start : start + step])
         yield min(start + step, len(todo)), len(todo)
+    return emb
+
+
+def tiled_embed_job(emb, indices: Iterable[int] | None = None
+                    ) -> Generator[Progress, None, object]:
+    """Embed the slices ``indices`` (default all) of tiled stack embeddings window by
+    window: progress counts windows over all slices; closing the generator (Cancel) stops
+    the embedding after the encoder call under way."""
+    todo = list(range(len(emb))) if indices is None else [int(i) for i in indices]
+    total = len(todo) * len(emb.tiling)
+    yield 0, total
+    if todo:
+        yield from with_progress(emb.compute, todo)
     return emb
 
 
@@ -69,10 +84,14 @@ def with_progress(fn: Callable, *args, **kwargs) -> Generator[Progress, None, ob
         thread.join()
 
 
-def run_to_end(gen: Generator[Progress, None, object]) -> object:
-    """Run a job generator on the calling thread; returns what it returns."""
+def run_to_end(gen: Generator[Progress, None, object],
+               on_message: Callable[[str], None] | None = None) -> object:
+    """Run a job generator on the calling thread; returns what it returns.
+    ``on_message(text)`` receives the status lines it yields."""
     while True:
         try:
-            next(gen)
+            value = next(gen)
         except StopIteration as stop:
             return stop.value
+        if isinstance(value, str) and on_message is not None:
+            on_message(value)

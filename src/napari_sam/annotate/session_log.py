@@ -116,8 +116,9 @@ class SessionLog:
                  "id": None if pred is None else getattr(pred.model, "model_id", None),
                  "device": str(pred.device) if pred is not None else self.device,
                  "precision": None if pred is None else pred.precision}
+        tiling = getattr(self.emb, "tiling", None)  # the windows clicks were decoded in
         settings = {"axis_kind": self.axis_kind, "overwrite": bool(self.overwrite),
-                    "store": self.store}
+                    "store": self.store, "tiling": None if tiling is None else tiling.key()}
         target = self._log_target
         labels = None
         if target is not None and self.target_alive(target):

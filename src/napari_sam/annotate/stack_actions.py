@@ -265,15 +265,23 @@ class StackActions:
         z = self.current_z()
         indices = None if whole_stack else [z]
         prep = self._prepare_gen(indices)
-        accepts_progress = "progress" in inspect.signature(segment_everything).parameters
+        accepts = inspect.signature(segment_everything).parameters
+        accepts_progress = "progress" in accepts
 
         def gen():
             prepared = yield from prep
             predictor, emb = prepared[3], prepared[4]
+            if getattr(emb, "tiling", None) is not None and "tiling" not in accepts:
+                raise UserError(
+                    "Segment everything on a tiled image is not available in this installation "
+                    "(napari_sam.segment_everything takes no tiling); untick 'Tile large "
+                    "images' to segment the image shrunk to the model input.")
             kwargs = dict(params)
             if whole_stack and src.is_3d:
                 target = emb  # StackEmbeddings: slices reused, objects linked and propagated
                 kwargs.setdefault("axis_kind", self.axis_kind)
+                if getattr(emb, "tiling", None) is not None:
+                    kwargs.setdefault("image", src.stack)  # tiled: slices read from here
             else:
                 target = emb[z]  # one ImageEmbedding; decode on the session's device
                 kwargs["device"] = predictor.device
@@ -298,7 +306,9 @@ class StackActions:
             name = "automatic segmentation" + ("" if whole_stack or not src.is_3d else f" z={z}")
             self.add_result(full, name)
             n = len(np.unique(full)) - 1
-            self._say(f"Segment everything: {n} objects in a new layer '{name}'.")
+            tiles = getattr(prepared[4], "tiling", None)
+            how = "" if tiles is None else f" (in {len(tiles)} tiles of {tiles.window} px)"
+            self._say(f"Segment everything: {n} objects{how} in a new layer '{name}'.")
 
         what = "the stack" if whole_stack else "this slice"
         return self.start_job(gen(), f"Segmenting everything in {what}", done)
