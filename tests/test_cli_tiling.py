@@ -140,21 +140,22 @@ def test_the_option_reaches_the_context_and_its_signature():
         assert ("tiling" in ctx.signature()) == (want != "auto")
 
 
-def test_auto_tiles_only_when_the_engine_segments_tiled_embeddings(monkeypatch):
-    """``auto`` passes ``--tiling`` to segment_everything's ``tiling`` argument; an engine
-    without it gets untiled embeddings (the per-slice step needs an ImageEmbedding)."""
-    import inspect
-
+def test_auto_passes_its_tiling_to_segment_everything(monkeypatch):
+    """``auto`` hands ``--tiling`` to segment_everything's ``tiling`` argument for each slice
+    (the engine's own default when it is "auto")."""
     from napari_sam import automatic
-    from napari_sam.batch.auto_runner import engine_tiling
+    from napari_sam.batch.auto_runner import _segment_slice
 
-    ctx = batch.Context(command="auto", tiling=(256, 32))
-    has = "tiling" in inspect.signature(automatic.segment_everything).parameters
-    assert engine_tiling(ctx) == ((256, 32) if has else None)
+    seen = []
 
-    def tiled_engine(image_or_embeddings, model=None, *, tiling="auto", **kw):
-        return None
+    def engine(image_or_embeddings, model=None, **kw):
+        seen.append(kw.get("tiling", "engine default"))
+        raise StopIteration
 
-    monkeypatch.setattr(automatic, "segment_everything", tiled_engine)
-    assert engine_tiling(ctx) == (256, 32)
-    assert engine_tiling(batch.Context(command="auto")) == "auto"
+    monkeypatch.setattr(automatic, "segment_everything", engine)
+    image = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
+    for tiling in ((256, 32), None, "auto"):
+        with pytest.raises(StopIteration):
+            _segment_slice(object(), (0.0, 4095.0), image, None,
+                           batch.Context(command="auto", tiling=tiling))
+    assert seen == [(256, 32), None, "engine default"]

@@ -341,6 +341,11 @@ class StackEmbeddings:
     def encoder_calls(self) -> int:
         return self.predictor.encoder_calls
 
+    def missing(self, indices: Iterable[int]) -> list[int]:
+        """The slices of ``indices`` whose embedding is not in memory (using them would
+        encode them, or read them back from the store)."""
+        return [int(i) for i in indices if int(i) not in self._memory]
+
     def __len__(self) -> int:
         return self.shape[0]
 

@@ -45,6 +45,7 @@ __all__ = [
     "SessionError",
     "check_image",
     "check_model",
+    "recorded_tiling",
     "check_replayable",
     "compare",
     "image_hash",
@@ -562,18 +563,15 @@ class ReplayResult:
 
 
 def _slice_objects(op: Mapping, labels: np.ndarray, emb, predictor) -> list:
-    from napari_sam.annotation import ObjectMask, decode_slice
-    from napari_sam.volume import mask_to_logits
+    from napari_sam.annotation import ObjectMask, decode_slice, mask_prompt
 
     z = int(op["slice"])
     e = emb[z]
     on_slice, mask_inputs = [], {}
     for j, rec in enumerate(op["objects"]):
         on_slice.append((j, _prompt_of(rec)))
-        if rec.get("mask_prompt"):
-            mask = labels[z] == int(op["mask_label"])
-            mask_inputs[j] = mask_to_logits(mask, e.original_size, e.input_size,
-                                            predictor.img_size, predictor.low_res_size).numpy()
+        if rec.get("mask_prompt"):  # the label refined, as the dock made its prompt
+            mask_inputs[j] = mask_prompt(predictor, e, labels[z] == int(op["mask_label"]))
     previews = {p.key: p for p in decode_slice(predictor, e, z, on_slice, mask_inputs)}
     objects = []
     for j, replaces in op["written"]:
@@ -625,6 +623,23 @@ def check_replayable(session: Session) -> None:
                 "'napari-sam segment STACK --prompts PROMPTS.csv --method sam2 --model MODEL'")
 
 
+def recorded_tiling(session: Session):
+    """The :class:`napari_sam.tiling.Tiling` the session's clicks were decoded in (its
+    ``settings["tiling"]``), or None: untiled, or a session written before tiling existed.
+    Replay embeds the stack with it, so that every click is decoded as the dock did."""
+    from napari_sam.tiling import Tiling
+
+    key = session.settings.get("tiling")
+    if not key:
+        return None
+    try:
+        return Tiling(tuple(int(v) for v in key["image_shape"]), int(key["window"]),
+                      int(key["halo"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise SessionError(f"the session's tiling {key!r} is not readable ({err}); the file "
+                           "was changed by hand or is damaged") from None
+
+
 def replay(session: Session, emb, *, progress: Callable[[int, int], None] | None = None
            ) -> ReplayResult:
     """Rerun a session's operations on a stack's embeddings.
@@ -632,8 +647,10 @@ def replay(session: Session, emb, *, progress: Callable[[int, int], None] | None
     Parameters
     ----------
     session : Session
-    emb : napari_sam.embeddings.StackEmbeddings
-        Embeddings of the (Z, Y, X) stack (:func:`napari_sam.embed`), with its predictor.
+    emb : napari_sam.embeddings.StackEmbeddings or napari_sam.tiled_stack.TiledStackEmbeddings
+        Embeddings of the (Z, Y, X) stack (:func:`napari_sam.embed`), with its predictor;
+        tiled as the session was (:func:`recorded_tiling`) to decode every click as the dock
+        did.
     progress : callable(done, total), optional
         Called after each operation.
 

@@ -198,6 +198,15 @@ class TiledStackEmbeddings:
     def windows(self) -> list[Window]:
         return self.tiling.windows
 
+    def missing(self, indices: Iterable[int]) -> list[int]:
+        """The slices of ``indices`` some window of which is not in memory (using them would
+        encode those windows, or read them back from the store)."""
+        indices = [int(i) for i in indices]
+        absent = set()
+        for i in range(len(self.tiling)):
+            absent.update(self.window_stack(i).missing(indices))
+        return [z for z in indices if z in absent]
+
     def window_stack(self, i: int) -> StackEmbeddings:
         """The embeddings of window ``i`` (index in ``tiling.windows``) of every slice: an
         ordinary :class:`StackEmbeddings` of shape (Z, h, w), made on first use."""

@@ -250,3 +250,35 @@ def test_the_first_embedding_of_an_image_says_it_is_tiled(sample, demo_choice):
     s.set_image(sample.image[:300, :300], name="small")
     s.preload()
     assert s.ready([0]) and "tile" not in s.status.lower()
+
+
+def test_a_tiled_session_replays_to_the_same_labels_with_its_recorded_tiling(sample,
+                                                                         demo_choice,
+                                                                         tmp_path):
+    """A session clicked on a tiled image (a click and a refined label) replays to the same
+    labels from a fresh embedding made with the tiling the file records; replayed untiled
+    (as before the tiling was recorded) the masks differ, so the recorded tiling matters."""
+    import napari_sam as ns
+    from napari_sam.session import read_session, recorded_tiling, replay
+
+    s = _session(sample, demo_choice)
+    s.compute_embeddings()
+    tiling = s.emb[0].tiling
+    i, (r, c) = _nucleus_across_a_core_border(sample, tiling)
+    s.add_point(0, r, c)
+    s.update_preview()
+    assert s.commit().ids == [1]
+    s.refine, s.refine_label = True, 1
+    s.add_point(0, r + 1, c)
+    s.update_preview()
+    assert s.commit().ids == [1]
+    sess = read_session(s.save_session(tmp_path / "tiled"))
+    assert recorded_tiling(sess) == tiling
+    emb = ns.embed(sample.image[None], s.predictor.model, tiling=recorded_tiling(sess),
+                   device="cpu")
+    again = replay(sess, emb)
+    assert again.notes == [] and np.array_equal(again.labels, s.labels)
+    assert _iou(again.labels[0] == 1, sample.labels == i) >= 0.6
+    untiled = replay(sess, ns.embed(sample.image[None], s.predictor.model, tiling=None,
+                                    device="cpu"))
+    assert not np.array_equal(untiled.labels, s.labels)

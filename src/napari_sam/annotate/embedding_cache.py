@@ -20,15 +20,12 @@ __all__ = ["EmbeddingCache", "Sam2SliceEmbeddings", "describe_tiling", "missing_
 def missing_slices(emb, indices: Iterable[int]) -> list[int]:
     """Slices of ``indices`` whose embedding is not in memory (computing them would encode).
 
-    Uses the memory LRU of :class:`napari_sam.embeddings.StackEmbeddings` (of every window's
-    for :class:`napari_sam.tiled_stack.TiledStackEmbeddings`); slices only in the zarr store
-    count as missing (reading them is cheap but still done in a worker).
+    ``emb.missing`` of :class:`napari_sam.embeddings.StackEmbeddings`,
+    :class:`napari_sam.tiled_stack.TiledStackEmbeddings` (a slice some window of which is
+    missing) and :class:`Sam2SliceEmbeddings`; slices only in the zarr store count as missing
+    (reading them is cheap but still done in a worker).
     """
-    if hasattr(emb, "window_stack"):
-        memories = [getattr(emb.window_stack(i), "_memory", {}) for i in range(len(emb.tiling))]
-        return [int(i) for i in indices if not all(int(i) in m for m in memories)]
-    memory = getattr(emb, "_memory", {})
-    return [int(i) for i in indices if int(i) not in memory]
+    return emb.missing(indices)
 
 
 def new_embeddings(source, predictor, store=None, tiling="auto", max_memory_slices=256):
@@ -157,6 +154,10 @@ class Sam2SliceEmbeddings:
             while len(self._memory) > self.cache_size:
                 self._memory.popitem(last=False)
         return self
+
+    def missing(self, indices: Iterable[int]) -> list[int]:
+        """The slices of ``indices`` whose features are not in memory."""
+        return [int(i) for i in indices if int(i) not in self._memory]
 
     def __getitem__(self, z: int):
         """Slice ``z``'s embedding (a SAM 2 image embedding), encoded if needed."""

@@ -273,17 +273,8 @@ def _segment_tiled_stack(arr, model, params, foreground, contrast_limits, device
     from napari_sam.automatic.tiled import TiledSlices
     from napari_sam.predictor import Predictor
 
-    if stack_args[5]:  # propagate
-        try:
-            import napari_sam.tiled_stack  # noqa: F401
-        except ImportError:
-            raise ValueError(
-                f"slices of {arr.shape[1]} x {arr.shape[2]} px are tiled (windows of "
-                f"{tiling.window} px), and propagating objects through a tiled stack needs "
-                "napari_sam.tiled_stack, which this installation lacks; pass propagate=False "
-                "(linked 2D masks) or tiling=None (slices shrunk to the model input)"
-            ) from None
-        from napari_sam.embeddings import embed
+    if stack_args[5]:  # propagate: through the tiled stack embeddings
+        from napari_sam.tiled_stack import embed
 
         emb = embed(arr, model, contrast_limits=contrast_limits, device=device,
                     precision=precision, tiling=tiling)

@@ -111,26 +111,13 @@ def _auto_result(res) -> tuple[np.ndarray, np.ndarray]:
     return labels.astype(dtype, copy=False), scores
 
 
-def engine_tiling(ctx: Context):
-    """The tiling ``auto`` embeds stacks with: ``ctx.tiling`` when
-    :func:`napari_sam.segment_everything` segments tiled embeddings (it has a ``tiling``
-    argument), else None (untiled)."""
-    import inspect
-
-    from napari_sam import automatic
-
-    if "tiling" in inspect.signature(automatic.segment_everything).parameters:
-        return ctx.tiling
-    return None
-
-
 def _segment_slice(slice_emb, limits, image: np.ndarray, model, ctx: Context):
     """segment_everything on one slice exactly as its stack path does (the slice's embedding
     ``slice_emb``, the volume-wide contrast ``limits``, constant slices empty)."""
     from napari_sam import automatic
 
     params = {k: ctx.params[k] for k in AUTO_KEYS if ctx.params.get(k) is not None}
-    if ctx.tiling != "auto" and engine_tiling(ctx) is not None:  # else the engine's default
+    if ctx.tiling != "auto":  # else the engine's default
         params["tiling"] = ctx.tiling
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
@@ -223,8 +210,7 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
         store = embed_store(job, ctx, model)
     else:
         store = user_embeddings(job, ctx, model)  # otherwise embeddings live in memory only
-    tiling = None if block_store is not None else stack_tiling(ctx, model, opened.stack.shape,
-                                                                engine_tiling(ctx))
+    tiling = None if block_store is not None else stack_tiling(ctx, model, opened.stack.shape)
     e = int(model.embedding_size)  # a batch of slices stays in memory, every window of it
     held = max(2, ctx.batch_size) * (1 if tiling is None else len(tiling)) * 256 * e * e * 4
     emb = embed(opened.stack, model, store=store, batch_size=ctx.batch_size, device=ctx.device,
@@ -379,8 +365,7 @@ def _auto_propagate(job: Job, ctx: Context, model, work: Path, opened: OpenedIma
         info = finish_labels(job, ctx, model, opened, linked, {}, extra)
         opened.stack.release()
         return info
-    emb = stack_embeddings(job, ctx, model, opened,  # stored by stage 1 (or its blocks)
-                           tiling=engine_tiling(ctx), note=False)
+    emb = stack_embeddings(job, ctx, model, opened, note=False)  # stored by stage 1 (or blocks)
     axis_kind = "t" if opened.label_axes.startswith("T") else "z"
     bar = ProgressBar(ctx, f"{job.name}: propagate", 2 * n)
 

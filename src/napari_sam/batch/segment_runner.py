@@ -141,7 +141,8 @@ def _replay_session(job: Job, ctx: Context, model, sess) -> dict:
 
     S.check_replayable(sess)  # before any embedding is computed
     opened = open_image(job.input, ctx)
-    emb = stack_embeddings(job, ctx, model, opened, tiling=None)  # the dock's slices, untiled
+    # tiled as the dock was when the clicks were made (untiled for older sessions)
+    emb = stack_embeddings(job, ctx, model, opened, tiling=S.recorded_tiling(sess))
     bar = ProgressBar(ctx, f"{job.name}: replay", len(sess.operations), unit="commit")
     try:
         res = S.replay(sess, emb, progress=bar)
