@@ -254,3 +254,27 @@ def test_a_click_runs_on_one_cpu_thread_and_leaves_the_callers_threads(vit_b, mo
     finally:
         torch.set_num_threads(before)
     assert seen == [("plain", 2), ("cached", 1), ("plain", 2)]
+
+
+def test_clicks_on_a_tiled_image_keep_a_cache_per_window(demo, monkeypatch):
+    """A click on a tiled image decodes in every window that holds it (here four); the
+    predictor keeps a click cache for each, so from the second click on every window decodes
+    with the cached decoder, and the masks equal the plain decoder's."""
+    from napari_sam import synthetic
+
+    model, _ = demo
+    image = synthetic.nuclei_2d((448, 448), seed=10_031, radius=(6, 10), n_objects=60).image
+    calls = counting(monkeypatch)
+    fast = ns.Predictor(model, device="cpu", precision="fp32")
+    plain = ns.Predictor(model, device="cpu", precision="fp32", cached_decoder=False)
+    fast.set_image(image, tiling=True)
+    plain.set_embedding(fast.tiled)
+    kw = dict(points=[[224, 224]], labels=[1])  # inside all four windows
+    want = plain.predict(**kw)
+    assert len(plain.last_tiled.windows) == 4
+    for _ in range(3):
+        got = fast.predict(**kw)
+        assert float((got[0] == want[0]).mean()) >= MASK_AGREEMENT
+        assert float(np.abs(got[1] - want[1]).max()) <= IOU_TOL
+    # click 1: four plain decodes; click 2: four caches made and used; click 3: used
+    assert calls == {"prepare": 4, "decode": 8}

@@ -35,6 +35,9 @@ from napari_sam.tiled_prompts import TiledPrediction, decode_tiled
 from napari_sam.tiling import TiledEmbedding, choose_tiling, encode_tiled
 
 _BACKENDS = ("torch", "onnx")
+#: embeddings whose click-decoder cache a predictor keeps (a click on a tiled image decodes in
+#: up to four windows; about 26 MB each for SAM's 64 x 64 embeddings, 6 MB for the demo's)
+CLICK_CACHES = 4
 
 __all__ = ["BatchPrediction", "ImageEmbedding", "Predictor", "as_model", "nonfinite_parameters"]
 
@@ -179,7 +182,9 @@ class Predictor:
         self.cached_decoder = (bool(cached_decoder) and self.sam2 is None
                                and CachedDecoder.supports(self.model))
         self._click_decoder = CachedDecoder(self.model) if self.cached_decoder else None
-        self._click = None  # (features last decoded, their ClickCache or None)
+        #: [features, their ClickCache or None] of the embeddings decoded last, newest last
+        #: (a few: a click on a tiled image decodes in up to four windows)
+        self._clicks: list[list] = []
         if backend == "onnx":
             try:
                 import onnxruntime  # noqa: F401
@@ -499,22 +504,23 @@ class Predictor:
         return up > self.model.mask_threshold
 
     def _click_cache(self, emb: ImageEmbedding):
-        """The cached decoder's per-image tensors for ``emb``, made on its second decode in
-        a row (a one-off decode, e.g. one slice of a propagation, does not pay for them);
-        None where the plain decoder runs."""
+        """The cached decoder's per-image tensors for ``emb``, made on its second decode
+        among the last :data:`CLICK_CACHES` embeddings decoded (a one-off decode, e.g. one
+        slice of a propagation, does not pay for them; the windows of a tiled image that a
+        click decodes in each keep theirs); None where the plain decoder runs."""
         if not self.cached_decoder or self._click_decoder is None:
             return None
         feats = emb.features
-        last = self._click
-        same = last is not None and (
-            last[0] is feats or (last[0].shape == feats.shape and torch.equal(last[0], feats))
-        )
-        if not same:
-            self._click = (feats, None)
-            return None
-        if last[1] is None:
-            self._click = (feats, self._click_decoder.prepare(feats))
-        return self._click[1]
+        for i, entry in enumerate(self._clicks):
+            last = entry[0]
+            if last is feats or (last.shape == feats.shape and torch.equal(last, feats)):
+                if entry[1] is None:
+                    entry[1] = self._click_decoder.prepare(feats)
+                self._clicks.append(self._clicks.pop(i))
+                return entry[1]
+        self._clicks.append([feats, None])
+        del self._clicks[:-CLICK_CACHES]
+        return None
 
     def _predict_batch_sam2(self, emb, points, labels, boxes, mask_inputs, multimask, upsample):
         """:meth:`predict_batch` with a SAM 2.1 model: masks from the unclamped logits,
