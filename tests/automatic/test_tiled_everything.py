@@ -295,18 +295,28 @@ def test_tiled_embedding_and_stack_routes(demo):
             assert sub.any() and (sub <= m.segmentation).all()
 
 
-def test_tiled_stack_propagation_needs_tiled_stack_embeddings(demo):
-    pytest.importorskip("napari_sam.tiling")
-    try:
-        import napari_sam.tiled_stack  # noqa: F401
-        pytest.skip("napari_sam.tiled_stack exists: the propagation path is tested there")
-    except ImportError:
-        pass
+def test_a_tiled_stack_is_segmented_and_propagated_in_the_whole_stack_frame(demo):
+    """segment_everything on a stack with large slices: each slice tiled, the linked objects
+    propagated through the tiled stack embeddings (napari_sam.segment_volume on
+    TiledStackEmbeddings); labels in the whole stack's frame, ids 1..N, and the nuclei found
+    far better than with the slices shrunk to the model input. The same result from the
+    stack's TiledStackEmbeddings without passing the images again."""
+    import napari_sam as ns
     from napari_sam import segment_everything
+    from napari_sam.synthetic import nuclei_3d
 
-    stack = np.random.default_rng(0).integers(0, 255, (2, 200, 200)).astype(np.uint8)
-    with pytest.raises(ValueError, match="propagate=False"):
-        segment_everything(stack, demo, tiling=(128, 16))
+    s = nuclei_3d((4, 448, 448), seed=10_033, radius=(7, 11), anisotropy=2.0, n_objects=40)
+    res = segment_everything(s.image, demo, tiling=True, **PARAMS)
+    assert res.labels.shape == s.labels.shape
+    ids = np.unique(res.labels[res.labels > 0])
+    assert ids.tolist() == list(range(1, len(ids) + 1)) and len(ids) == len(res.records)
+    untiled = segment_everything(s.image, demo, tiling=None, **PARAMS)
+    f1_tiled, f1_untiled = _f1(s.labels, res.labels), _f1(s.labels, untiled.labels)
+    print(f"3D F1@0.5 tiled {f1_tiled:.3f}, untiled {f1_untiled:.3f}")
+    assert f1_tiled >= f1_untiled + 0.2
+    emb = ns.embed(s.image, demo, tiling=True)
+    again = segment_everything(emb, demo, **PARAMS)  # the images come from emb.stack
+    assert np.array_equal(again.labels, res.labels)
 
 
 @pytest.mark.parametrize("tiling, match", [

@@ -47,8 +47,11 @@ def segment_stack(emb, params: AutomaticParams, foreground, link_iou, max_gap, m
     stack embeddings whose ``emb[z]`` is a :class:`~napari_sam.tiling.TiledEmbedding`, or
     :class:`~napari_sam.automatic.tiled.TiledSlices`): then every slice is segmented window
     by window (:func:`~napari_sam.automatic.tiled.segment_tiled_2d`). ``images``, the
-    (Z, Y, X[, C]) stack, is read for the slices' pixels when ``emb`` has no ``slice_image``.
+    (Z, Y, X[, C]) stack, is read for the slices' pixels when ``emb`` has no ``slice_image``
+    (default: the stack tiled stack embeddings keep, ``emb.stack``).
     """
+    if images is None:
+        images = getattr(emb, "stack", None)
     zdim, h, w = emb.shape
     fg_all = _stack_foreground(foreground, (zdim, h, w))
     engine = CropEngine(emb.predictor, params)
