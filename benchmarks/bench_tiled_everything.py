@@ -82,6 +82,7 @@ def main() -> None:
         crop_boxes,
         crop_matched,
         crops_reference,
+        matches,
         same_nuclei,
     )
 
@@ -137,6 +138,14 @@ def main() -> None:
     counts = border_report(scene.labels, tiled.labels,
                            crop_matched(scene.labels, gt_sel, crop_pred), tiling)
     print(f"nuclei on window borders: {counts} (target: lost 0, split_or_duplicated 0)")
+    if counts["lost_ids"]:  # what the lost ones are: the crops' and the tiled best IoU
+        _, _, crop_best = matches(scene.labels, crop_pred)
+        _, _, tiled_best = matches(scene.labels, tiled.labels)
+        for i in counts["lost_ids"]:
+            rr, cc = np.nonzero(scene.labels == i)
+            owners = sorted({tiling.owner(r, c).index for r, c in zip(rr, cc)})
+            print(f"  lost nucleus {i}: {rr.size} px, crops' best IoU {crop_best[i]:.2f}, "
+                  f"tiled best IoU {tiled_best[i]:.2f}, window cores {owners}")
     print(f"load at the end {os.getloadavg()}")
 
 
