@@ -765,6 +765,19 @@ def test_stack_propagation_gives_objects_their_full_extent():
     assert segment_everything(emb, model, min_z_extent=z1 - z0 + 1, **kw).labels.max() == 0
 
 
+def overlap_table(gt: np.ndarray, pred: np.ndarray):
+    """Pixel counts of two label images: ``inter`` (G + 1, P + 1) of every (gt id, pred id)
+    pair, the areas ``ag`` (G + 1,) and ``ap`` (P + 1,), and ``iou`` (G + 1, P + 1); index 0
+    is the background."""
+    ng, npred = int(gt.max()), int(pred.max())
+    both = (gt > 0) & (pred > 0)
+    inter = np.zeros((ng + 1, npred + 1))
+    np.add.at(inter, (gt[both], pred[both]), 1)
+    ag = np.bincount(gt.ravel(), minlength=ng + 1)
+    ap = np.bincount(pred.ravel(), minlength=npred + 1)
+    return inter, ag, ap, inter / np.maximum(ag[:, None] + ap[None] - inter, 1)
+
+
 def _f1(gt: np.ndarray, pred: np.ndarray, thresh: float = 0.5) -> float:
     """F1 of instance matching at IoU >= thresh (one-to-one, by IoU)."""
     from scipy.optimize import linear_sum_assignment
@@ -774,13 +787,7 @@ def _f1(gt: np.ndarray, pred: np.ndarray, thresh: float = 0.5) -> float:
         return 1.0
     if ng == 0 or npred == 0:
         return 0.0
-    both = (gt > 0) & (pred > 0)
-    inter = np.zeros((ng + 1, npred + 1))
-    np.add.at(inter, (gt[both], pred[both]), 1)
-    ag = np.bincount(gt.ravel(), minlength=ng + 1)
-    ap = np.bincount(pred.ravel(), minlength=npred + 1)
-    iou = inter / np.maximum(ag[:, None] + ap[None] - inter, 1)
-    iou = iou[1:, 1:]
+    iou = overlap_table(gt, pred)[3][1:, 1:]
     ri, ci = linear_sum_assignment(-iou)
     tp = int((iou[ri, ci] >= thresh).sum())
     return 2 * tp / (ng + npred)

@@ -29,18 +29,9 @@ from stacks import drifting_blob_slices
 @pytest.fixture(scope="module")
 def tiny_model_path(tmp_path_factory) -> Path:
     """A tiny random CNN-encoder SAM checkpoint (config in a sidecar), fast on 2 CPU cores."""
-    import torch
+    from tiny_configs import save_tiny_cnn
 
-    from napari_sam.models.build import SamConfig, build_sam
-    from tiny_configs import TINY_CNN
-
-    cfg = SamConfig(**TINY_CNN)
-    torch.manual_seed(0)
-    model = build_sam(cfg)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    torch.save(model.state_dict(), path)
-    path.with_name("tiny.pt.json").write_text(json.dumps({"config": cfg.to_dict()}))
-    return path
+    return save_tiny_cnn(tmp_path_factory.mktemp("model"))
 
 
 def _stack(path: Path, shape=(6, 48, 48), seed=0, **kw) -> Path:

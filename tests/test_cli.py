@@ -77,17 +77,9 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_model(work) -> Path:
-    import torch
+    from tiny_configs import save_tiny_cnn
 
-    from napari_sam.models.build import SamConfig, build_sam
-    from tiny_configs import TINY_CNN
-
-    cfg = SamConfig(**TINY_CNN)
-    torch.manual_seed(0)
-    path = work / "tiny.pt"
-    torch.save(build_sam(cfg).state_dict(), path)
-    path.with_name("tiny.pt.json").write_text(json.dumps({"config": cfg.to_dict()}))
-    return path
+    return save_tiny_cnn(work)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ model is a tiny random checkpoint: none of these cases depends on segmentation q
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -32,17 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    import torch
+    from tiny_configs import save_tiny_cnn
 
-    from napari_sam.models.build import SamConfig, build_sam
-    from tiny_configs import TINY_CNN
-
-    cfg = SamConfig(**TINY_CNN)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    torch.save(build_sam(cfg).state_dict(), path)
-    path.with_name("tiny.pt.json").write_text(json.dumps({"config": cfg.to_dict()}))
-    return path
+    return save_tiny_cnn(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +15,9 @@ from napari_sam import io as nio
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     """A random tiny CNN checkpoint: model input 128 px, so "auto" tiles slices over 192 px."""
-    import torch
+    from tiny_configs import save_tiny_cnn
 
-    from napari_sam.models.build import SamConfig, build_sam
-    from tiny_configs import TINY_CNN
-
-    cfg = SamConfig(**TINY_CNN)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    torch.save(build_sam(cfg).state_dict(), path)
-    path.with_name("tiny.pt.json").write_text(json.dumps({"config": cfg.to_dict()}))
-    return path
+    return save_tiny_cnn(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(autouse=True)

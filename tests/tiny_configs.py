@@ -75,3 +75,21 @@ TRAIN_CNN = dict(
     decoder_num_heads=4,
     iou_head_hidden_dim=32,
 )
+
+
+def save_tiny_cnn(folder):
+    """Write a random :data:`TINY_CNN` checkpoint (seed 0) as ``folder/tiny.pt`` with its
+    config in ``tiny.pt.json``, as the command-line and batch tests load it; returns the path."""
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from napari_sam.models.build import SamConfig, build_sam
+
+    cfg = SamConfig(**TINY_CNN)
+    torch.manual_seed(0)
+    path = Path(folder) / "tiny.pt"
+    torch.save(build_sam(cfg).state_dict(), path)
+    path.with_name("tiny.pt.json").write_text(json.dumps({"config": cfg.to_dict()}))
+    return path

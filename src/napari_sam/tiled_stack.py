@@ -302,31 +302,22 @@ def embed(
 ) -> StackEmbeddings | TiledStackEmbeddings:
     """Per-slice embeddings of a stack along its first axis, tiled when its slices are large.
 
+    What ``napari_sam.embed`` is. The arguments are those of
+    :func:`napari_sam.embeddings.embed` (the untiled function: ``stack``, ``model``,
+    ``store``, ``batch_size``, ``contrast_limits``, ``percentiles``, ``device``,
+    ``precision``, ``cache_size``, ``compute``, ``progress``), with these differences:
+
     Parameters
     ----------
-    stack : array-like, (Z, Y, X) or (Z, Y, X, 3|4)
-        Any real or bool dtype; may be lazy (memmap, zarr, dask): only the slices (and, when
-        tiled, the windows) needed are read. A list of equal-sized 2D slices is stacked.
-    model : Sam, str or PathLike
-        From :func:`napari_sam.load_model`, or a model name or checkpoint path for it.
     store : path, optional
-        Zarr group to cache embeddings in (float16); reused when the data, model,
-        preprocessing and tiling match, resumed when incomplete. It must be a new path or a
-        store written by this function: any other zarr group (for example the one the stack
-        was read from) is refused with ValueError and left as it is.
-    batch_size : int
-        Slices per encoder call.
+        Also reused only when the tiling matches (a tiled store keeps each window in its own
+        subgroup ``tiles/r{i}_c{j}``).
     contrast_limits : (float, float), optional
-        Intensities mapped to black and white for every slice (and every window); default:
-        volume-wide ``percentiles`` from up to 16 evenly spaced slices.
-    device, precision
-        See :class:`napari_sam.Predictor`.
+        The same for every slice and every window (default: the whole stack's percentiles).
     cache_size : int
         Embeddings kept in memory (LRU) when not tiled.
-    compute : bool
-        Compute all slices now instead of on demand.
     progress : callable(done, total), optional
-        Called after each batch when ``compute`` is True (tiled: counts slices x windows).
+        Tiled: counts (slice, window) pairs.
     tiling : "auto", None, False, True, int, (int, int) or Tiling
         ``"auto"`` embeds slices whose longer side exceeds 1.5 model inputs in overlapping
         windows of the model input at native scale (halo: an eighth of the input); None or

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_automatic import _f1  # the suite's one instance-matching F1
+from test_automatic import _f1, overlap_table  # the suite's one instance matching
 
 #: the demo model's nuclei parameters (test_automatic.DEMO_NUCLEI) with the grid "auto":
 #: one point every 16 px of each 256 px window
@@ -114,12 +114,7 @@ def matches(gt: np.ndarray, pred: np.ndarray, thresh: float = 0.5):
     ``thresh`` with it, how many overlap it by more than half of their own area, and the
     best IoU of a predicted object with it."""
     ng, npred = int(gt.max()), int(pred.max())
-    both = (gt > 0) & (pred > 0)
-    inter = np.zeros((ng + 1, npred + 1))
-    np.add.at(inter, (gt[both], pred[both]), 1)
-    ag = np.bincount(gt.ravel(), minlength=ng + 1)
-    ap = np.bincount(pred.ravel(), minlength=npred + 1)
-    iou = inter / np.maximum(ag[:, None] + ap[None] - inter, 1)
+    inter, _, ap, iou = overlap_table(gt, pred)
     matched = (iou[:, 1:] >= thresh).sum(1)
     mostly_in = (inter[:, 1:] > 0.5 * ap[None, 1:]).sum(1)
     best = iou[:, 1:].max(1) if npred else np.zeros(ng + 1)
