@@ -24,6 +24,7 @@ for windows and cores.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -155,9 +156,9 @@ class Tiling:
         return (len(_starts(h, self.window, self.halo)),
                 len(_starts(w, self.window, self.halo)))
 
-    @property
+    @functools.cached_property
     def windows(self) -> list[Window]:
-        """Every window, row-major over the grid."""
+        """Every window, row-major over the grid (made once per tiling)."""
         h, w = self.image_shape
         rs, cs = _starts(h, self.window, self.halo), _starts(w, self.window, self.halo)
         rcore, ccore = _core_bounds(rs, h, self.window), _core_bounds(cs, w, self.window)
