@@ -115,3 +115,14 @@ def test_choose_tiling_passes_a_tiling_through():
 def test_choose_tiling_bad_inputs(shape, img_size, tiling, match):
     with pytest.raises(ValueError, match=match):
         choose_tiling(shape, img_size, tiling)
+
+
+def test_window_batch_is_one_on_a_cpu_for_large_windows_only():
+    import torch
+
+    from napari_sam.tiling import window_batch
+
+    assert window_batch(1024, torch.device("cpu")) == 1
+    assert window_batch(1024, "cpu") == 1
+    assert window_batch(256, torch.device("cpu")) == 4
+    assert window_batch(1024, torch.device("cuda")) == 4
