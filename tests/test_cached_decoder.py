@@ -14,7 +14,11 @@ import torch
 
 import napari_sam as ns
 from napari_sam.models import SamConfig, build_sam
-from napari_sam.models.cached_decoder import CachedDecoder, upsample_click_logits
+from napari_sam.models.cached_decoder import (
+    CachedDecoder,
+    click_precision,
+    upsample_click_logits,
+)
 from napari_sam.predictor import ImageEmbedding
 from napari_sam.preprocess import ResizeSpec
 from napari_sam.prompts import upsample_logits
@@ -180,12 +184,51 @@ def test_escape_hatch_and_batches_use_the_plain_decoder(vit_b, monkeypatch):
     assert calls == {"prepare": 0, "decode": 0}
 
 
-def test_default_precision_clicks_equal_fp32(demo, monkeypatch):
-    """The cached decoder computes in float32 at any precision (here bf16 on the CPU)."""
+def mask_ious(a, b, min_pixels: int = 200) -> np.ndarray:
+    """IoU per mask of the boolean masks ``a > 0`` and ``b > 0`` (..., C, H, W); 1 where
+    both masks together cover fewer than ``min_pixels`` (a flipped pixel of a tiny mask says
+    nothing; :func:`agreement` covers them)."""
+    a, b = np.asarray(a) > 0, np.asarray(b) > 0
+    inter = (a & b).reshape(*a.shape[:-2], -1).sum(-1)
+    union = (a | b).reshape(*a.shape[:-2], -1).sum(-1)
+    return np.where(union < min_pixels, 1.0, inter / np.maximum(union, 1))
+
+
+@pytest.mark.parametrize("which", ["vit_b", "demo"])
+@pytest.mark.parametrize("multimask", [True, False])
+def test_bf16_cached_decoder_agrees_with_float32(request, which, multimask):
+    """``precision="bf16"`` (what ``precision="auto"`` gives on CPUs with native bfloat16:
+    the upscaling head's products in bfloat16) changes rounding, not masks: each mask at
+    IoU >= 0.97 with the float32 one (measured: ViT-B >= 0.995, the demo model on these
+    random features >= 0.976), >= 99.5 % of pixels equal, predicted IoUs equal (the head
+    does not feed them)."""
+    model, feats = request.getfixturevalue(which)
+    fp32, bf16 = CachedDecoder(model), CachedDecoder(model, precision="bf16")
+    c32, c16 = fp32.prepare(feats), bf16.prepare(feats)
+    assert c16.head["shw"][0].dtype == c16.head["w2"][1].dtype == torch.bfloat16
+    assert c32.head["shw"][0].dtype == torch.float32
+    assert c16.layers[-1]["t2i"]["k1"].dtype == torch.float32  # the transformer stays fp32
+    for name, kw in model_frame_prompts(model.img_size):
+        with torch.inference_mode():
+            sparse, _ = model.prompt_encoder(kw.get("points"), kw.get("boxes"), None)
+            want, want_iou = fp32.decode(c32, sparse, multimask=multimask)
+            got, got_iou = bf16.decode(c16, sparse, multimask=multimask)
+        assert got.dtype == torch.float32 and got.shape == want.shape, name
+        assert not torch.equal(got, want), name  # bfloat16 arithmetic did run
+        assert mask_ious(got, want).min() >= 0.97, name
+        assert agreement(got, want) >= 0.995, name
+        assert torch.equal(got_iou, want_iou), name
+
+
+def test_bf16_precision_clicks_use_the_bf16_cached_decoder(demo, monkeypatch):
+    """``precision="bf16"`` on the CPU: clicks go through the bfloat16 cached decoder (from
+    the second decode of an embedding) and agree with exact float32 clicks."""
     model, feats = demo
     calls = counting(monkeypatch)
     fast = ns.Predictor(model, device="cpu", precision="bf16")
     plain = ns.Predictor(model, device="cpu", precision="fp32", cached_decoder=False)
+    assert fast._click_decoder.precision == "bf16"
+    assert ns.Predictor(model, device="cpu", precision="fp32")._click_decoder.precision == "fp32"
     emb = embedding_for(model, feats, (200, 240))
     fast.set_embedding(emb)
     plain.set_embedding(emb)
@@ -193,8 +236,19 @@ def test_default_precision_clicks_equal_fp32(demo, monkeypatch):
         fast.predict(**kw)
         m, s, _ = fast.predict(**kw)
         m0, s0, _ = plain.predict(**kw)
-        assert float((m == m0).mean()) >= MASK_AGREEMENT and float(np.abs(s - s0).max()) <= IOU_TOL
+        assert mask_ious(m, m0).min() >= 0.97, kw
+        assert float((m == m0).mean()) >= 0.995 and float(np.abs(s - s0).max()) <= IOU_TOL, kw
     assert calls == {"prepare": 1, "decode": 7}  # all but the very first decode
+
+
+def test_click_precision_follows_the_predictors_device_and_dtype():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert click_precision(cpu, torch.bfloat16) == "bf16"
+    assert click_precision(cpu, torch.float32) == "fp32"
+    assert click_precision(cpu, torch.float16) == "fp32"
+    assert click_precision(cuda, torch.bfloat16) == "fp32"  # a GPU click is not CPU-bound
+    with pytest.raises(ValueError, match="precision must be one of"):
+        CachedDecoder(ns.load_model("demo"), precision="fp16")
 
 
 def test_one_pass_upsampling_equals_the_two_passes_where_it_is_used():
@@ -278,3 +332,37 @@ def test_clicks_on_a_tiled_image_keep_a_cache_per_window(demo, monkeypatch):
         assert float(np.abs(got[1] - want[1]).max()) <= IOU_TOL
     # click 1: four plain decodes; click 2: four caches made and used; click 3: used
     assert calls == {"prepare": 4, "decode": 8}
+
+
+def test_bf16_clicks_on_nuclei_keep_their_masks(demo):
+    """On a real embedding (synthetic nuclei, the demo model) a click at each nucleus's centre
+    gives the same masks in bf16 as in float32: every candidate at IoU >= 0.97 (measured
+    over seeds 10000-10001: min 0.977, 1.3 % of nuclei below 0.98; bfloat16 autocast of the
+    plain decoder: min 0.954, 4 %)."""
+    from scipy import ndimage as ndi
+
+    from napari_sam import synthetic as syn
+    from napari_sam.prompts import prompt_tensors
+
+    model, _ = demo
+    scene = syn.nuclei_2d((256, 256), seed=10000)
+    pred = ns.Predictor(model, device="cpu", precision="fp32")
+    pred.set_image(scene.image)
+    emb = pred.embedding
+    fp32, bf16 = CachedDecoder(model), CachedDecoder(model, precision="bf16")
+    c32, c16 = fp32.prepare(emb.features), bf16.prepare(emb.features)
+    ious = []
+    for lab in range(1, int(scene.labels.max()) + 1):
+        inside = scene.labels == lab
+        if inside.sum() < 20:
+            continue
+        centre = np.array(ndi.center_of_mass(inside))[None, None]
+        pt, _, _, _ = prompt_tensors(centre, [[1]], None, None, emb.spec(model.img_size),
+                                     torch.device("cpu"))  # fmt: skip
+        with torch.inference_mode():
+            sparse, _ = model.prompt_encoder(points=pt, boxes=None, masks=None)
+            want, _ = fp32.decode(c32, sparse, True)
+            got, _ = bf16.decode(c16, sparse, True)
+        ious.append(mask_ious(got, want, min_pixels=0).min())
+    assert len(ious) >= 25
+    assert min(ious) >= 0.97 and float(np.median(ious)) >= 0.99

@@ -20,7 +20,11 @@ from napari_sam.device import (
     resolve_device,
     resolve_precision,
 )
-from napari_sam.models.cached_decoder import CachedDecoder, upsample_click_logits
+from napari_sam.models.cached_decoder import (
+    CachedDecoder,
+    click_precision,
+    upsample_click_logits,
+)
 from napari_sam.models.registry import as_model
 from napari_sam.models.sam2.image_predictor import Sam2ImagePredictor
 from napari_sam.preprocess import DEFAULT_PERCENTILES, ResizeSpec, images_to_tensor, to_uint8_rgb
@@ -137,9 +141,11 @@ class Predictor:
         and :meth:`predict_batch` (volumes, segment everything) stay on PyTorch.
     cached_decoder : bool
         Decode one prompt without a mask input (a click) with
-        :class:`napari_sam.models.cached_decoder.CachedDecoder` in float32: the image-side
-        work is cached on the second decode of an embedding, later clicks on it cost about a
-        third of the plain decoder (docs/benchmarks.md, "Click to mask"). The cache follows
+        :class:`napari_sam.models.cached_decoder.CachedDecoder`: the image-side work is cached
+        on the second decode of an embedding, later clicks on it cost about a sixth of the
+        plain decoder (docs/benchmarks.md, "Click to mask"). It runs in bfloat16 on a CPU
+        where ``precision`` resolves to bf16, else in float32
+        (:func:`~napari_sam.models.cached_decoder.click_precision`). The cache follows
         the embedding's features (a new or different embedding gets a new one); it assumes
         the model's weights are not changed in place meanwhile (new weights need new
         embeddings anyway). False: always the plain decoder at ``precision``.
@@ -181,7 +187,10 @@ class Predictor:
         #: whether single prompts without a mask input use the per-image cached decoder
         self.cached_decoder = (bool(cached_decoder) and self.sam2 is None
                                and CachedDecoder.supports(self.model))
-        self._click_decoder = CachedDecoder(self.model) if self.cached_decoder else None
+        self._click_decoder = (
+            CachedDecoder(self.model, precision=click_precision(self.device, self.dtype))
+            if self.cached_decoder else None
+        )
         #: [features, their ClickCache or None] of the embeddings decoded last, newest last
         #: (a few: a click on a tiled image decodes in up to four windows)
         self._clicks: list[list] = []
