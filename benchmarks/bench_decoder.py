@@ -11,8 +11,9 @@ Variants:
 
 * ``ours default``: ``Predictor(model).predict(points, labels)`` at the Predictor's
   defaults: precision "auto" and the cached click decoder
-  (:class:`napari_sam.models.cached_decoder.CachedDecoder`, float32; its per-image cache is
-  made during the warm-up and timed separately as ``cache per image``);
+  (:class:`napari_sam.models.cached_decoder.CachedDecoder`; its upscaling head in bfloat16
+  where "auto" means bf16 on this CPU, float32 elsewhere; its per-image cache is made during
+  the warm-up and timed separately as ``cache per image``);
 * ``ours fp32``: the same with ``precision="fp32"``;
 * ``ours plain auto`` / ``ours plain fp32``: ``cached_decoder=False``, the decoder of
   ``models/mask_decoder.py`` at that precision (what every click ran before #27);
@@ -195,10 +196,10 @@ def _profile(model, pred, emb, point_rc, repeats: int) -> None:
     """Where a default click's time goes: CPU ms per stage and torch.profiler's top ops."""
     from torch.profiler import ProfilerActivity, profile
 
-    from napari_sam.models.cached_decoder import CachedDecoder
+    from napari_sam.models.cached_decoder import CachedDecoder, click_precision
     from napari_sam.prompts import prompt_tensors
 
-    dec = CachedDecoder(model)
+    dec = CachedDecoder(model, precision=click_precision(pred.device, pred.dtype))
     cache = dec.prepare(emb.features)
     pt, bx, _, _ = prompt_tensors(point_rc[None], [[1]], None, None, emb.spec(model.img_size),
                                   torch.device("cpu"))  # fmt: skip
@@ -242,7 +243,7 @@ def main(argv=None) -> int:
     import onnxruntime as ort
 
     import napari_sam as ns
-    from napari_sam.models.cached_decoder import CachedDecoder
+    from napari_sam.models.cached_decoder import CachedDecoder, click_precision
     from napari_sam.predictor import ImageEmbedding
     from napari_sam.preprocess import ResizeSpec
 
@@ -284,7 +285,8 @@ def main(argv=None) -> int:
     print(f"ViT-B decoder (random weights), {size[0]}x{size[1]} image, one point, "
           f"3 masks; ONNX export {export_s:.1f} s")  # fmt: skip
     load0 = os.getloadavg()
-    dec = CachedDecoder(model)
+    default = preds["ours default"]
+    dec = CachedDecoder(model, precision=click_precision(default.device, default.dtype))
     dec.prepare(features)
     c0, t0 = time.process_time(), time.perf_counter()
     for _ in range(3):

@@ -366,3 +366,25 @@ def test_bf16_clicks_on_nuclei_keep_their_masks(demo):
         ious.append(mask_ious(got, want, min_pixels=0).min())
     assert len(ious) >= 25
     assert min(ious) >= 0.97 and float(np.median(ious)) >= 0.99
+
+
+def test_a_click_on_a_cached_embedding_compares_no_tensor_contents(vit_b, monkeypatch):
+    """With several embeddings cached, a click on one of them finds its cache by identity:
+    no element-wise comparison of 4 MB feature tensors per click."""
+    model, feats = vit_b
+    pred = ns.Predictor(model, device="cpu", precision="fp32")
+    embs = [embedding_for(model, feats + i, (256, 256)) for i in range(3)]
+    for emb in embs:  # each decoded twice: three caches
+        for _ in range(2):
+            pred.predict_batch(emb, points=[[[50, 60]]], labels=[[1]])
+    compared = []
+    real_equal = torch.equal
+    monkeypatch.setattr(torch, "equal", lambda a, b: compared.append(1) or real_equal(a, b))
+    for emb in (embs[0], embs[2], embs[1]):
+        pred.predict_batch(emb, points=[[[50, 60]]], labels=[[1]])
+    assert compared == []
+    # contents still count: a copy of the features finds the same cache
+    calls = counting(monkeypatch)
+    pred.predict_batch(embedding_for(model, embs[0].features.clone(), (256, 256)),
+                       points=[[[50, 60]]], labels=[[1]])  # fmt: skip
+    assert compared and calls == {"prepare": 0, "decode": 1}

@@ -520,13 +520,17 @@ class Predictor:
         if not self.cached_decoder or self._click_decoder is None:
             return None
         feats = emb.features
-        for i, entry in enumerate(self._clicks):
-            last = entry[0]
-            if last is feats or (last.shape == feats.shape and torch.equal(last, feats)):
-                if entry[1] is None:
-                    entry[1] = self._click_decoder.prepare(feats)
-                self._clicks.append(self._clicks.pop(i))
-                return entry[1]
+        # the same tensor first (free), then equal contents (an embedding read again)
+        found = next((i for i, entry in enumerate(self._clicks) if entry[0] is feats), None)
+        if found is None:
+            found = next((i for i, (last, _) in enumerate(self._clicks)
+                          if last.shape == feats.shape and torch.equal(last, feats)), None)  # fmt: skip
+        if found is not None:
+            entry = self._clicks.pop(found)
+            self._clicks.append(entry)
+            if entry[1] is None:
+                entry[1] = self._click_decoder.prepare(feats)
+            return entry[1]
         self._clicks.append([feats, None])
         del self._clicks[:-CLICK_CACHES]
         return None
