@@ -1,5 +1,13 @@
 """Fluorescent nuclei in 2D and 3D: touching lumpy ellipses (ellipsoids) of varied size,
 brightness and texture on an uneven background, PSF blur (longer along z) and camera noise.
+
+:func:`nuclei_real_2d` and :func:`nuclei_real_3d` (training only, not in ``DOMAINS``) draw
+what real widefield / confocal stacks have and the default scenes lack: small crowded
+nuclei in small images (so they are upscaled to the model's input, noise and all), a
+bright centre that fades towards the outline the labels follow, strong out-of-focus haze
+and background gradients, few photons (40-800 at the brightest nucleus, Poisson + read
+noise), coarse chromatin texture, dim small nuclei next to bright ones and intensity that
+wobbles from slice to slice.
 """
 
 from __future__ import annotations
@@ -14,22 +22,33 @@ from .fields import blur, loguniform, lowfreq, ramp, smooth_noise, sparse_spots
 from .placement import ObjectShape, clustered_centres, place_objects
 from .sample import SyntheticSample, make_sample
 
-__all__ = ["nuclei_2d", "nuclei_3d"]
+__all__ = ["nuclei_2d", "nuclei_3d", "nuclei_real_2d", "nuclei_real_3d"]
 
 
-def _nuclei(shape, rng, *, spacing, n_objects, dtype, min_size, min_slices, radius=None):
+def _nuclei(shape, rng, *, spacing, n_objects, dtype, min_size, min_slices, radius=None,
+            real=False):
+    # ``real``: the realism of nuclei_real_*; every draw it adds comes after the default
+    # scene's draws it replaces, or in branches the default scene never takes, so the
+    # default scenes of every seed are unchanged
     ndim = len(shape)
     sp = np.ones(ndim) if spacing is None else np.asarray(spacing, float)
     extent = np.asarray(shape) * sp
     rmean = loguniform(rng, 7.0, min(22.0, max(8.0, float(extent.min()) / 5)))
     rlo = max(6.0, rmean / rng.uniform(1.1, 1.6), 1.6 * sp[0] if ndim == 3 else 0.0)
     rhi = max(rlo * 1.05, min(30.0, rmean * rng.uniform(1.1, 1.6)))
+    if real and radius is None:  # small nuclei: 9-22 px across before the model's resize
+        rmean = loguniform(rng, 4.5, 11.0)
+        rlo = max(3.5, rmean / rng.uniform(1.15, 1.5), 1.3 * sp[0] if ndim == 3 else 0.0)
+        rhi = max(rlo * 1.1, rmean * rng.uniform(1.15, 1.5))
     if radius is not None:  # the caller's size range (the draws above keep the stream)
         rlo, rhi = (float(v) for v in radius)
         rmean = math.sqrt(rlo * rhi)
     amax = rng.uniform(1.05, 1.8)
     lump = rng.uniform(0.0, 0.12)
     coverage = rng.uniform(0.15, 0.5)
+    if real:  # crowded: most nuclei touch a neighbour
+        amax = rng.uniform(1.05, 1.5)
+        coverage = rng.uniform(0.45, 0.8)
     if n_objects is None:
         vol = float(np.prod(extent))
         obj = (4 / 3 * np.pi * rmean**3) if ndim == 3 else np.pi * rmean**2
@@ -50,7 +69,7 @@ def _nuclei(shape, rng, *, spacing, n_objects, dtype, min_size, min_slices, radi
         propose=propose,
         centres=clustered_centres(rng, extent, rmean),
         spacing=sp,
-        max_overlap=rng.uniform(0.02, 0.15),
+        max_overlap=rng.uniform(0.02, 0.15) if not real else rng.uniform(0.1, 0.3),
         min_size=min_size,
         min_slices=min_slices,
     )
@@ -67,8 +86,13 @@ def _nuclei(shape, rng, *, spacing, n_objects, dtype, min_size, min_slices, radi
     tex_amp = (rng.uniform(0.0, 0.45) * rng.uniform(0.3, 1.0, n + 1)).astype(np.float32)
     tex = smooth_noise(rng, shape, rng.uniform(0.7, 2.5) / sp)
     d2 = np.minimum(obj.dist, 1.0) ** 2
+    if real:
+        bright, rim, tex_amp, tex = _real_photometry(rng, obj, bright, shape, sp)
     sig = bright[lab] * (1 + rim[lab] * (d2 - 0.4)) * (1 + tex_amp[lab] * tex)
-    if rng.random() < 0.5:  # nucleoli / chromocentres: dark or bright spots
+    if real:  # a bright centre fading towards the outline (dome), not a flat disc
+        dome = rng.uniform(0.1, 0.5)
+        sig *= 1 - dome * np.minimum(obj.dist, 1.0) ** rng.uniform(1.5, 3.0)
+    if rng.random() < (0.5 if not real else 0.75):  # nucleoli / chromocentres
         spots = np.clip(smooth_noise(rng, shape, rng.uniform(1.0, 2.2) / sp) - 1.8, 0, None)
         sig *= 1 + rng.choice([-0.6, 0.6]) * np.minimum(spots, 1.0)
     sig = np.where(inside, np.clip(sig, 0, None), 0).astype(np.float32)
@@ -80,22 +104,116 @@ def _nuclei(shape, rng, *, spacing, n_objects, dtype, min_size, min_slices, radi
         bg = bg + rng.uniform(0.05, 0.2) * blur(sig, rng.uniform(4, 8) / sp)
     if rng.random() < 0.3:
         bg = bg + rng.uniform(0.2, 0.8) * sparse_spots(rng, shape, 2e-4, 1.0)
+    if real:
+        bg = bg + _real_background(rng, sig, shape, sp)
     signal = np.clip(bg, 0, None) + sig
     if rng.random() < 0.6:  # vignetting / illumination falloff
         signal *= 1 - rng.uniform(0, 0.4) * np.clip(lowfreq(rng, shape, 1.5), 0, None) / 3
 
     # anisotropic PSF: axial extent 2.5-4x lateral, in physical units
     sxy = rng.uniform(0.5, 2.5) if rng.random() < 0.85 else rng.uniform(2.5, 4.0)
+    if real:  # small nuclei: a PSF of about a pixel laterally, 2-5 times that along z
+        sxy = rng.uniform(0.5, 1.6)
     if ndim == 3:
-        sz = sxy * rng.uniform(2.5, 4.0) / sp[0]
+        sz = sxy * (rng.uniform(2.5, 4.0) if not real else rng.uniform(2.0, 5.0)) / sp[0]
         signal = blur(signal, (max(sz, 0.5), sxy, sxy))
         atten = rng.uniform(0, 0.5)  # deeper slices are dimmer
         signal *= np.exp(-atten * np.linspace(0, 1, shape[0], dtype=np.float32))[:, None, None]
+        if real:  # intensity wobbles from slice to slice (lamp, scanning, refocusing)
+            signal *= _z_wobble(rng, shape[0])[:, None, None]
     else:
         sz = 0.0
         signal = blur(signal, sxy)
+    if real:  # few photons: Poisson-Gaussian noise dominates
+        img, cam = camera(signal, rng, dtype, photons=(40, 800))
+        return img, obj.labels, {"psf_sigma": (sz, sxy) if ndim == 3 else sxy, "real": True,
+                                 **cam}
     img, cam = camera(signal, rng, dtype)
     return img, obj.labels, {"psf_sigma": (sz, sxy) if ndim == 3 else sxy, **cam}
+
+
+def _real_photometry(rng, obj, bright, shape, sp):
+    """Per-nucleus brightness, rim, texture of the realistic scenes: smaller nuclei dimmer
+    (dim small nuclei beside bright large ones), flat or dimmer rims, coarse strong chromatin
+    texture. Returns (bright, rim, tex_amp, tex) as the default scene uses them."""
+    n = len(bright) - 1
+    radius = np.asarray(obj.radius, np.float32)  # (n + 1,), index 0 unused
+    bright = np.array([loguniform(rng, 0.5, 1.0) for _ in range(n + 1)], np.float32)
+    if len(radius) == n + 1 and n > 0:
+        rel = radius[1:] / max(float(radius[1:].max()), 1e-6)
+        bright[1:] *= np.clip(rel, 0.05, 1.0) ** rng.uniform(0.0, 1.0)
+    if rng.random() < 0.5:
+        dim = rng.random(n + 1) < rng.uniform(0.05, 0.3)
+        bright[dim] *= rng.uniform(0.25, 0.6, int(dim.sum())).astype(np.float32)
+    bright[0] = 0
+    rim = rng.uniform(-0.5, 0.15, n + 1).astype(np.float32)
+    tex_amp = (rng.uniform(0.15, 0.55) * rng.uniform(0.5, 1.0, n + 1)).astype(np.float32)
+    tex = smooth_noise(rng, shape, rng.uniform(0.6, 1.6) / sp)
+    return bright, rim, tex_amp, tex
+
+
+def _real_background(rng, sig, shape, sp):
+    """Extra background of the realistic scenes: out-of-focus haze from the nuclei (up to
+    about half the brightest nucleus, wider along z), a raised floor, a gradient."""
+    ndim = len(shape)
+    wide = rng.uniform(3.0, 8.0)
+    sigma = (wide * rng.uniform(1.5, 3.0) / sp[0], wide, wide) if ndim == 3 else wide
+    haze = blur(sig, np.asarray(sigma, float))
+    haze = haze / max(float(haze.max()), 1e-6)
+    extra = rng.uniform(0.05, 0.45) * haze
+    extra = extra + rng.uniform(0.03, 0.3) * (1 + 0.5 * lowfreq(rng, shape, 2))
+    extra = extra + rng.uniform(0.0, 0.3) * (ramp(rng, shape) + 0.5)
+    return np.clip(extra, 0, None).astype(np.float32)
+
+
+def _z_wobble(rng, nz):
+    """Per-slice gain: a slow drift plus slice-to-slice flicker, about 1."""
+    slow = np.cumsum(rng.standard_normal(nz)).astype(np.float32)
+    slow = (slow - slow.mean()) / max(float(slow.std()), 1e-6)
+    gain = 1 + rng.uniform(0.0, 0.2) * slow + rng.uniform(0.0, 0.08) * rng.standard_normal(nz)
+    return np.clip(gain, 0.5, 1.6).astype(np.float32)
+
+
+def nuclei_real_2d(
+    shape: Sequence[int] = (96, 96),
+    *,
+    seed: int = 0,
+    dtype: str = "uint16",
+    min_size: int = 15,
+    n_objects: int | None = None,
+) -> SyntheticSample:
+    """Realistic fluorescent nuclei in 2D for training (see the module docstring): small
+    crowded nuclei (radius 3.5-16 px), dome-shaped intensity, strong haze, few photons.
+
+    Same arguments and return value as :func:`nuclei_2d`; ``meta["real"]`` is True.
+    """
+    return make_sample(_nuclei, "nuclei_real", shape, 2, seed=seed, dtype=dtype,
+                       default_dtype="uint16", min_size=min_size, n_objects=n_objects,
+                       real=True)
+
+
+def nuclei_real_3d(
+    shape: Sequence[int] = (32, 64, 64),
+    *,
+    seed: int = 0,
+    anisotropy: float | None = None,
+    dtype: str = "uint16",
+    min_size: int = 40,
+    min_slices: int = 3,
+    n_objects: int | None = None,
+) -> SyntheticSample:
+    """Realistic fluorescent nuclei in 3D for training (see the module docstring): small
+    crowded nuclei, a PSF 2-5 times longer along z, haze, slice-to-slice intensity wobble.
+
+    Same arguments and return value as :func:`nuclei_3d` (anisotropy drawn in [1.2, 3]);
+    ``meta["real"]`` is True.
+    """
+    if anisotropy is not None and float(anisotropy) <= 0:
+        raise ValueError("anisotropy must be > 0")
+    return make_sample(_nuclei, "nuclei_real", shape, 3, seed=seed, dtype=dtype,
+                       default_dtype="uint16", min_size=min_size, min_slices=min_slices,
+                       anisotropy=anisotropy, anisotropy_range=(1.2, 3.0),
+                       n_objects=n_objects, real=True)
 
 
 def nuclei_2d(

@@ -33,11 +33,20 @@ DOMAIN_WEIGHTS: dict[tuple[str, int], float] = {
     ("cells_membrane", 3): 0.05,
     ("em_organelles", 3): 0.04,
     ("xray", 3): 0.03,
+    # training-only realistic nuclei (napari_sam.synthetic.nuclei.nuclei_real_*): small
+    # crowded nuclei upscaled to the input, haze, few photons, z wobble; off by default,
+    # e.g. ``--weights nuclei_real_3d=0.2,nuclei_real_2d=0.1``
+    ("nuclei_real", 2): 0.0,
+    ("nuclei_real", 3): 0.0,
 }
 
 _SHAPES_2D = [(256, 256)] * 6 + [(192, 256), (256, 192), (320, 320), (384, 384), (512, 512),
                                  (224, 320), (160, 160)]
 _SHAPES_3D = [(24, 128, 128), (32, 128, 128), (16, 192, 192), (32, 160, 160)]
+# realistic nuclei come in small images too (upscaled to the input, as real crops are)
+_SHAPES_REAL_2D = [(64, 64), (96, 96), (128, 128), (80, 112), (160, 160), (256, 256)]
+_SHAPES_REAL_3D = [(24, 48, 48), (32, 64, 64), (40, 64, 64), (24, 80, 80), (32, 96, 96),
+                   (32, 128, 128)]
 TRAIN_SEED_END = 9000
 VAL_SEEDS = (9000, 10_000)
 
@@ -51,12 +60,18 @@ def make_scene_items(spec: tuple[str, int, int, str, tuple[int, ...], int], img_
 
     domain, ndim, seed, dtype, shape, pair_seed = spec
     key = f"{domain}_{ndim}d"
+    if domain == "nuclei_real":
+        from napari_sam.synthetic.nuclei import nuclei_real_2d, nuclei_real_3d
+
+        gen = nuclei_real_2d if ndim == 2 else nuclei_real_3d
+    else:
+        gen = (syn.DOMAINS if ndim == 2 else syn.DOMAINS_3D)[domain]
     if ndim == 2:
         kw = {} if domain == "underwater" else {"dtype": dtype}
-        s = syn.DOMAINS[domain](shape, seed=seed, **kw)
+        s = gen(shape, seed=seed, **kw)
         item = prepare_item(s.image, s.labels, img_size, name=f"{key}:{seed}")
         return [item] if len(item.ids) else []
-    s = syn.DOMAINS_3D[domain](shape, seed=seed, dtype=dtype)
+    s = gen(shape, seed=seed, dtype=dtype)
     limits = intensity_limits(s.image)
     zs = [z for z in range(s.labels.shape[0]) if s.labels[z].any()]
     rng = np.random.default_rng(pair_seed)
@@ -154,7 +169,10 @@ class SyntheticStream:
         domain, ndim = self.keys[self.rng.choice(len(self.keys), p=self.p)]
         seed = self._seed()
         dtype = "uint8" if self.rng.random() < 0.35 else "uint16"
-        shapes = _SHAPES_2D if ndim == 2 else _SHAPES_3D
+        if domain == "nuclei_real":
+            shapes = _SHAPES_REAL_2D if ndim == 2 else _SHAPES_REAL_3D
+        else:
+            shapes = _SHAPES_2D if ndim == 2 else _SHAPES_3D
         shape = shapes[self.rng.integers(len(shapes))]
         key = f"{domain}_{ndim}d"
         self.counts[key] = self.counts.get(key, 0) + 1
