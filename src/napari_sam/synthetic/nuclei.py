@@ -73,6 +73,13 @@ def _nuclei(shape, rng, *, spacing, n_objects, dtype, min_size, min_slices, radi
         min_size=min_size,
         min_slices=min_slices,
     )
+    return _nuclei_image(rng, obj, shape, sp, dtype, real)
+
+
+def _nuclei_image(rng, obj, shape, sp, dtype, real):
+    """The image of placed nuclei ``obj``: photometry, background, PSF and camera (the
+    second half of :func:`_nuclei`, same random stream). Returns (image, labels, meta)."""
+    ndim = len(shape)
     lab, n = obj.labels, obj.n
     inside = lab > 0
 
