@@ -203,7 +203,7 @@ class CachedDecoder:
         t, dm = tokens.shape[1], tokens.shape[2]
         r_max = sum(ly.cross_attn_image_to_token.num_heads * t + 1 for ly in self.tf.layers)
         state = {
-            "alpha": None, "r": 0, "vt": [],
+            "alpha": None, "r": 0, "vt": [], "hw": cache.hw,
             "lt": tokens.new_empty(r_max, cache.hw), "rm": tokens.new_empty(r_max, dm),
         }  # fmt: skip
         queries = tokens
@@ -230,7 +230,7 @@ class CachedDecoder:
         attn = st["attn"]
         t = q_in.shape[1]
         h = attn.num_heads
-        hw = st["v1"].shape[1]
+        hw = state["hw"]
         q = F.linear(q_in[0], attn.q_proj.weight, attn.q_proj.bias)  # (T, Di)
         di = q.shape[-1]
         d = di // h
@@ -263,7 +263,7 @@ class CachedDecoder:
         """Image->token attention, residual and ``norm4``: updates the low-rank state."""
         t, dm = queries.shape[1], queries.shape[2]
         h = attn.num_heads
-        hw = st["q12" if "q12" in st else "q1"].shape[-1]
+        hw = state["hw"]
         kt = F.linear((queries + qpe)[0], attn.k_proj.weight, attn.k_proj.bias)  # (T, Di)
         vt = F.linear(queries[0], attn.v_proj.weight, attn.v_proj.bias)
         d = kt.shape[-1] // h

@@ -27,9 +27,8 @@ __all__ = ["nuclei_2d", "nuclei_3d", "nuclei_real_2d", "nuclei_real_3d"]
 
 def _nuclei(shape, rng, *, spacing, n_objects, dtype, min_size, min_slices, radius=None,
             real=False):
-    # ``real``: the realism of nuclei_real_*; every draw it adds comes after the default
-    # scene's draws it replaces, or in branches the default scene never takes, so the
-    # default scenes of every seed are unchanged
+    # ``real``: the realism of nuclei_real_*, only in branches the default scene never
+    # takes, so the default scenes of every seed draw exactly what they drew before
     ndim = len(shape)
     sp = np.ones(ndim) if spacing is None else np.asarray(spacing, float)
     extent = np.asarray(shape) * sp
@@ -84,17 +83,18 @@ def _nuclei_image(rng, obj, shape, sp, dtype, real):
     inside = lab > 0
 
     # per-object photometry
-    bright = np.array([loguniform(rng, 0.3, 1.0) for _ in range(n + 1)], np.float32)
-    if rng.random() < 0.5:  # some dim nuclei among bright ones
-        dim = rng.random(n + 1) < rng.uniform(0.1, 0.5)
-        bright[dim] *= rng.uniform(0.15, 0.4, int(dim.sum())).astype(np.float32)
-    bright[0] = 0
-    rim = rng.uniform(-0.35, 0.5, n + 1).astype(np.float32)
-    tex_amp = (rng.uniform(0.0, 0.45) * rng.uniform(0.3, 1.0, n + 1)).astype(np.float32)
-    tex = smooth_noise(rng, shape, rng.uniform(0.7, 2.5) / sp)
-    d2 = np.minimum(obj.dist, 1.0) ** 2
     if real:
-        bright, rim, tex_amp, tex = _real_photometry(rng, obj, bright, shape, sp)
+        bright, rim, tex_amp, tex = _real_photometry(rng, obj, n, shape, sp)
+    else:
+        bright = np.array([loguniform(rng, 0.3, 1.0) for _ in range(n + 1)], np.float32)
+        if rng.random() < 0.5:  # some dim nuclei among bright ones
+            dim = rng.random(n + 1) < rng.uniform(0.1, 0.5)
+            bright[dim] *= rng.uniform(0.15, 0.4, int(dim.sum())).astype(np.float32)
+        bright[0] = 0
+        rim = rng.uniform(-0.35, 0.5, n + 1).astype(np.float32)
+        tex_amp = (rng.uniform(0.0, 0.45) * rng.uniform(0.3, 1.0, n + 1)).astype(np.float32)
+        tex = smooth_noise(rng, shape, rng.uniform(0.7, 2.5) / sp)
+    d2 = np.minimum(obj.dist, 1.0) ** 2
     sig = bright[lab] * (1 + rim[lab] * (d2 - 0.4)) * (1 + tex_amp[lab] * tex)
     if real:  # a bright centre fading towards the outline (dome), not a flat disc
         dome = rng.uniform(0.1, 0.5)
@@ -131,19 +131,17 @@ def _nuclei_image(rng, obj, shape, sp, dtype, real):
     else:
         sz = 0.0
         signal = blur(signal, sxy)
-    if real:  # few photons: Poisson-Gaussian noise dominates
-        img, cam = camera(signal, rng, dtype, photons=(40, 800))
-        return img, obj.labels, {"psf_sigma": (sz, sxy) if ndim == 3 else sxy, "real": True,
-                                 **cam}
-    img, cam = camera(signal, rng, dtype)
-    return img, obj.labels, {"psf_sigma": (sz, sxy) if ndim == 3 else sxy, **cam}
+    # realistic scenes: few photons, Poisson-Gaussian noise dominates
+    img, cam = camera(signal, rng, dtype, **({"photons": (40, 800)} if real else {}))
+    real_meta = {"real": True} if real else {}
+    return img, obj.labels, {"psf_sigma": (sz, sxy) if ndim == 3 else sxy, **real_meta, **cam}
 
 
-def _real_photometry(rng, obj, bright, shape, sp):
-    """Per-nucleus brightness, rim, texture of the realistic scenes: smaller nuclei dimmer
-    (dim small nuclei beside bright large ones), flat or dimmer rims, coarse strong chromatin
-    texture. Returns (bright, rim, tex_amp, tex) as the default scene uses them."""
-    n = len(bright) - 1
+def _real_photometry(rng, obj, n, shape, sp):
+    """Per-nucleus brightness, rim, texture of the realistic scenes (``n`` nuclei): smaller
+    nuclei dimmer (dim small nuclei beside bright large ones), flat or dimmer rims, coarse
+    strong chromatin texture. Returns (bright, rim, tex_amp, tex) as the default scene uses
+    them."""
     radius = np.asarray(obj.radius, np.float32)  # (n + 1,), index 0 unused
     bright = np.array([loguniform(rng, 0.5, 1.0) for _ in range(n + 1)], np.float32)
     if len(radius) == n + 1 and n > 0:

@@ -47,6 +47,9 @@ _SHAPES_3D = [(24, 128, 128), (32, 128, 128), (16, 192, 192), (32, 160, 160)]
 _SHAPES_REAL_2D = [(64, 64), (96, 96), (128, 128), (80, 112), (160, 160), (256, 256)]
 _SHAPES_REAL_3D = [(24, 48, 48), (32, 64, 64), (40, 64, 64), (24, 80, 80), (32, 96, 96),
                    (32, 128, 128)]
+#: (domain, ndim) -> scene shapes to draw from
+_SHAPES = {key: (_SHAPES_2D if key[1] == 2 else _SHAPES_3D) for key in DOMAIN_WEIGHTS}
+_SHAPES.update({("nuclei_real", 2): _SHAPES_REAL_2D, ("nuclei_real", 3): _SHAPES_REAL_3D})
 TRAIN_SEED_END = 9000
 VAL_SEEDS = (9000, 10_000)
 
@@ -57,15 +60,14 @@ def make_scene_items(spec: tuple[str, int, int, str, tuple[int, ...], int], img_
     volume. ``spec`` is (domain, ndim, seed, dtype, shape, pair_seed); a pure function of it,
     so worker processes make the same items as the main process."""
     from napari_sam import synthetic as syn
+    from napari_sam.synthetic.nuclei import nuclei_real_2d, nuclei_real_3d
 
     domain, ndim, seed, dtype, shape, pair_seed = spec
     key = f"{domain}_{ndim}d"
-    if domain == "nuclei_real":
-        from napari_sam.synthetic.nuclei import nuclei_real_2d, nuclei_real_3d
-
-        gen = nuclei_real_2d if ndim == 2 else nuclei_real_3d
-    else:
-        gen = (syn.DOMAINS if ndim == 2 else syn.DOMAINS_3D)[domain]
+    # the training-only realistic nuclei are not among the synthetic domains
+    gens = {**(syn.DOMAINS if ndim == 2 else syn.DOMAINS_3D),
+            "nuclei_real": nuclei_real_2d if ndim == 2 else nuclei_real_3d}  # fmt: skip
+    gen = gens[domain]
     if ndim == 2:
         kw = {} if domain == "underwater" else {"dtype": dtype}
         s = gen(shape, seed=seed, **kw)
@@ -169,10 +171,7 @@ class SyntheticStream:
         domain, ndim = self.keys[self.rng.choice(len(self.keys), p=self.p)]
         seed = self._seed()
         dtype = "uint8" if self.rng.random() < 0.35 else "uint16"
-        if domain == "nuclei_real":
-            shapes = _SHAPES_REAL_2D if ndim == 2 else _SHAPES_REAL_3D
-        else:
-            shapes = _SHAPES_2D if ndim == 2 else _SHAPES_3D
+        shapes = _SHAPES[domain, ndim]
         shape = shapes[self.rng.integers(len(shapes))]
         key = f"{domain}_{ndim}d"
         self.counts[key] = self.counts.get(key, 0) + 1
