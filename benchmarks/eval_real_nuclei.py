@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-nuclei-3d"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from diagnose_main_job import REAL, match  # noqa: E402  (the dev stack, one-to-one F1@0.5)
 
 
 def evaluate(model_path: str, real: Path = REAL) -> dict:
@@ -65,15 +66,7 @@ def evaluate(model_path: str, real: Path = REAL) -> dict:
     for i in ids:
         g, p = gt == i, lab == i
         iou3.append(float((g & p).sum() / max(1, (g | p).sum())))
-    from scipy.optimize import linear_sum_assignment
-    from skimage.metrics import contingency_table
-
-    ct = contingency_table(gt.ravel(), lab.ravel()).toarray().astype(np.float64)
-    na, nb = ct.sum(1), ct.sum(0)
-    iou = (ct / (na[:, None] + nb[None, :] - ct + 1e-9))[1:, 1:]
-    r, c = linear_sum_assignment(-iou)
-    tp = int((iou[r, c] >= 0.5).sum())
-    f1 = 2 * tp / max(1, int((na[1:] > 0).sum()) + int((nb[1:] > 0).sum()))
+    f1, _ = match(gt, lab)
 
     def mean(key, sel=None):
         vals = [row[key] for row in rows if sel is None or sel(row)]
