@@ -447,8 +447,9 @@ class ThreadPlan(NamedTuple):
         Torch (OpenMP) threads for work that runs one step after the other (propagation,
         linking, one image's embedding).
     workers : int
-        Slices segmented at once by per-slice work (``napari-sam auto``): each worker thread
-        segments its own slices with one torch thread.
+        Slices segmented at once by per-slice work (``napari-sam auto``), and chunks of a
+        batched CPU decode at once (propagation: :mod:`napari_sam.decode_pool`): each worker
+        thread runs with one torch thread.
     env : dict
         Variables to set before torch is imported (``OMP_WAIT_POLICY=PASSIVE``).
     reason : str
@@ -547,6 +548,13 @@ _PLAN: ThreadPlan | None = None
 def slice_workers() -> int:
     """Slice workers chosen by the last :func:`configure_threads` (1 if it was not called)."""
     return 1 if _PLAN is None else _PLAN.workers
+
+
+def planned_workers() -> int | None:
+    """Worker threads chosen by the last :func:`configure_threads` (None if it was not
+    called): slices segmented at once, and chunks of a batched CPU decode at once
+    (:mod:`napari_sam.decode_pool`)."""
+    return None if _PLAN is None else _PLAN.workers
 
 
 def configure_threads(*, environ=None, cores: int | None = None, busy: float | None = None,

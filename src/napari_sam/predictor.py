@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_sam.decode_pool import chunk_slices, run_chunks
 from napari_sam.device import (
     autocast,
     one_cpu_thread,
@@ -445,10 +446,13 @@ class Predictor:
         multimask: bool = True,
         upsample: bool = True,
     ) -> BatchPrediction:
-        """Decode N prompts on one image in a single decoder call.
+        """Decode N prompts on one image together.
 
         Inputs are not range-checked (the hot path for volumes and automatic segmentation);
-        use :meth:`predict` for validated single prompts.
+        use :meth:`predict` for validated single prompts. On a GPU one decoder call; on a
+        CPU chunks of prompts that keep the decoder's tensors in the cache, decoded at once
+        by worker threads (:mod:`napari_sam.decode_pool`; the chunks depend only on N and the
+        embedding size, so results do not depend on the threads).
 
         Parameters
         ----------
@@ -488,13 +492,24 @@ class Predictor:
                 masks = self.upsample(logits, emb) if upsample else None
             return BatchPrediction(masks=masks, scores=scores, logits=logits)
         feats = emb.features.to(dev)[None]
-        with autocast(dev, self.dtype):
-            logits, scores = self.model.decode(
-                feats, points=pt, boxes=bx, masks=mk, multimask=multimask
-            )
+
+        def decode(s: slice):
+            with autocast(dev, self.dtype):
+                lg, sc = self.model.decode(
+                    feats, points=None if pt is None else (pt[0][s], pt[1][s]),
+                    boxes=None if bx is None else bx[s], masks=None if mk is None else mk[s],
+                    multimask=multimask,
+                )
+            lg, sc = lg.float(), sc.float()
+            return lg, sc, (self.upsample(lg, emb) if upsample else None)
+
+        # on a CPU in chunks that stay in the cache, on worker threads (decode_pool)
+        chunks = ([slice(0, n)] if dev.type != "cpu"
+                  else chunk_slices(n, int(feats.shape[-2] * feats.shape[-1])))
+        parts = run_chunks(decode, chunks)
         self.decoder_calls += 1
-        logits, scores = logits.float(), scores.float()
-        masks = self.upsample(logits, emb) if upsample else None
+        logits, scores, masks = (None if part[0] is None else torch.cat(part)
+                                 for part in zip(*parts))
         return BatchPrediction(masks=masks, scores=scores, logits=logits)
 
     @torch.inference_mode()

@@ -146,6 +146,8 @@ def run_slices(todo: list[int], batch_size: int, embedded, segment, workers: int
     """
     import torch
 
+    from napari_sam.decode_pool import serial_decoding
+
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     if workers <= 1:
         with torch.inference_mode():
@@ -156,7 +158,7 @@ def run_slices(todo: list[int], batch_size: int, embedded, segment, workers: int
 
     def task(args) -> None:
         torch.set_num_threads(1)  # this thread's OpenMP setting only
-        with torch.inference_mode():
+        with torch.inference_mode(), serial_decoding():  # the workers share the cores already
             segment(*args)
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="napari-sam-slice")
