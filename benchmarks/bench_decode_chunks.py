@@ -102,15 +102,15 @@ def _rows(cases, threads: int, workers: int, repeats: int) -> list[tuple[str, st
     for name, fn, n, tokens in cases:
         chunks = chunk_slices(n, tokens)
         torch.set_num_threads(1)
-        ref = _median(lambda: fn(slice(0, n)), repeats)
+        ref = _median(lambda fn=fn, n=n: fn(slice(0, n)), repeats)
         out.append((name, "one call, 1 thread", ref))
         torch.set_num_threads(threads)
-        out.append((name, f"one call, {threads} threads", _median(lambda: fn(slice(0, n)), repeats)))
+        out.append((name, f"one call, {threads} threads", _median(lambda fn=fn, n=n: fn(slice(0, n)), repeats)))
         torch.set_num_threads(1)
         out.append((name, f"{len(chunks)} chunks, 1 thread",
-                    _median(lambda: [fn(c) for c in chunks], repeats)))
+                    _median(lambda fn=fn, chunks=chunks: [fn(c) for c in chunks], repeats)))
         out.append((name, f"{len(chunks)} chunks on {workers} workers",
-                    _median(lambda: run_chunks(fn, chunks, workers), repeats)))
+                    _median(lambda fn=fn, chunks=chunks: run_chunks(fn, chunks, workers), repeats)))
     return out
 
 
