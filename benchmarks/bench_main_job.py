@@ -21,7 +21,10 @@ process, the policy patched into :mod:`napari_sam.device` before the command sta
   slice at a time);
 - ``free``: threads = the cores free over a 0.2 s window of ``/proc/stat`` (every busy core
   counted as taken), one slice at a time;
-- ``workers=N``: ``default`` with N slice workers.
+- ``workers=N``: ``default`` with N slice workers;
+- ``src=DIR``: ``default`` with the package from another checkout's ``src`` folder DIR (put
+  first on ``PYTHONPATH``), e.g. a worktree of an earlier commit: before and after a change
+  measured in the same run, under the same load.
 
 ``--rounds R`` alternates idle and busy runs R times (idle, busy, idle, busy, ...), which
 spreads the noise of a shared machine over both conditions; every run prints its load.
@@ -31,6 +34,8 @@ Usage::
     python benchmarks/bench_main_job.py              # idle run only
     python benchmarks/bench_main_job.py --busy 2     # idle, then with 2 busy processes
     python benchmarks/bench_main_job.py --busy 2 --rounds 2 --policies default,load,free
+    git worktree add /tmp/before HEAD~1
+    python benchmarks/bench_main_job.py --busy 2 --rounds 2 --policies default,src=/tmp/before/src
 
 Record the output, with the machine and its load (printed), in docs/benchmarks.md.
 """
@@ -57,7 +62,7 @@ def _spin() -> None:  # a process that keeps one core busy
 
 
 def _cli(policy: str = "default") -> list[str]:
-    if policy != "default":  # the policy patched in before the CLI's entry point
+    if policy != "default" and not policy.startswith("src="):  # the policy patched in before the CLI's entry point
         return [sys.executable, "-c", _PATCH.format(policy=policy)]
     exe = shutil.which("napari-sam", path=str(Path(sys.executable).parent))
     return [exe] if exe else [sys.executable, "-m", "napari_sam.cli"]
@@ -90,6 +95,11 @@ sys.exit(entry_point())
 def run_main_job(folder: Path, policy: str = "default") -> dict:
     """Run the README's two commands in ``folder``; return wall times and the 3D F1."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    if policy.startswith("src="):  # another checkout's package, first on the path
+        src = str(Path(policy[4:]).resolve())
+        if not (Path(src) / "napari_sam" / "__init__.py").is_file():
+            raise SystemExit(f"{policy}: no napari_sam package in {src}")
+        env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
     t0 = time.perf_counter()
     subprocess.run([*_cli(), "sample", "nuclei-3d", "-o", "data/"], cwd=folder, env=env,
                    check=True, capture_output=True)
