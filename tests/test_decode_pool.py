@@ -81,6 +81,14 @@ def test_decode_workers_follow_the_thread_plan_and_serial_decoding(monkeypatch):
     assert decode_workers() == 4
     monkeypatch.setattr("napari_sam.device.planned_workers", lambda: None)
     assert decode_workers() == max(1, torch.get_num_threads())
+    # never fewer workers than the caller's torch threads (chunks always at one thread)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        monkeypatch.setattr("napari_sam.device.planned_workers", lambda: 1)
+        assert decode_workers() == 3
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_slice_workers_decode_serially():
@@ -163,3 +171,49 @@ def test_segment_volume_labels_do_not_depend_on_the_decode_workers(demo_stack, m
         labels.append(np.asarray(segment_volume(emb, prompts).labels))
     assert labels[0].max() >= 5
     np.testing.assert_array_equal(labels[0], labels[1])
+
+
+def test_run_chunks_leaves_the_torch_threads_of_later_threads_alone():
+    """Setting a pool thread's torch threads also sets what threads started later begin
+    with; run_chunks sets the caller's count again (a GUI job thread started after a
+    propagation embeds with the threads it had before)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run_chunks(lambda c: torch.get_num_threads(), [slice(i, i + 1) for i in range(4)],
+                   workers=2)
+        seen = []
+        t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        t.start()
+        t.join()
+        assert seen == [2]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_predict_batch_edge_batches(demo_stack, monkeypatch):
+    """No prompt gives empty results (as one call does); prompts of different batch sizes
+    fail as one call does (never cut to the first chunk); the caller's torch threads do not
+    change the results."""
+    emb = ns.embed(demo_stack.image, ns.load_model("demo"), compute=True)
+    pred, z = emb.predictor, 3
+    boxes, _ = _prompts(demo_stack.labels[z])
+    empty = pred.predict_batch(embedding=emb[z], boxes=np.zeros((0, 4)), multimask=False)
+    assert empty.logits.shape[0] == empty.scores.shape[0] == empty.masks.shape[0] == 0
+    low = pred.predict_batch(embedding=emb[z], boxes=boxes[:1], multimask=False).logits[:, 0]
+    monkeypatch.setattr("napari_sam.device.planned_workers", lambda: 3)
+    with pytest.raises(RuntimeError):  # batch sizes that differ fail as one call does
+        pred.predict_batch(embedding=emb[z], boxes=boxes, mask_inputs=low, multimask=False)
+    # one worker at the caller's 2 torch threads == workers of one thread each
+    low13 = pred.predict_batch(embedding=emb[z], boxes=boxes, multimask=False).logits[:, 0]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setattr("napari_sam.device.planned_workers", lambda: 1)
+        a = pred.predict_batch(embedding=emb[z], boxes=boxes, mask_inputs=low13, multimask=False)
+        monkeypatch.setattr("napari_sam.device.planned_workers", lambda: 2)
+        b = pred.predict_batch(embedding=emb[z], boxes=boxes, mask_inputs=low13, multimask=False)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(a.logits, b.logits) and torch.equal(a.masks, b.masks)

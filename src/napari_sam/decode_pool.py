@@ -10,8 +10,10 @@ OpenMP threads of one operation, a worker whose core another process holds does 
 the others up, and on a busy machine more runnable threads get a larger share of it.
 
 The chunks are a pure function of the number of prompts and the embedding size
-(:func:`chunk_slices`), never of the number of workers: results are the same whatever the
-machine's load and thread policy (tested).
+(:func:`chunk_slices`), never of the number of workers, and several chunks are always
+decoded with one torch thread each: results are the same whatever the machine's load and
+thread policy (tested). A batch of one chunk (one ViT prompt) runs at the calling thread's
+torch threads, as before.
 
 Which code decodes with how many workers:
 
@@ -24,6 +26,7 @@ Which code decodes with how many workers:
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -80,14 +83,16 @@ def serial_decoding() -> Iterator[None]:
 def decode_workers() -> int:
     """Worker threads a batched CPU decode of the calling thread may use: 1 inside
     :func:`serial_decoding`; else the thread plan's workers
-    (:func:`napari_sam.device.slice_workers`) where ``configure_threads`` chose them, else
-    the calling thread's torch thread count."""
+    (:func:`napari_sam.device.planned_workers`, where ``configure_threads`` chose them) or
+    the calling thread's torch threads, whichever is more. So several chunks are always
+    decoded with one torch thread each (never one worker at several threads, whose float
+    rounding may differ): their results depend neither on the workers nor on the threads.
+    A batch of one chunk runs in the calling thread, at its threads."""
     if getattr(_local, "serial", False):
         return 1
     from napari_sam.device import planned_workers
 
-    planned = planned_workers()
-    return max(1, planned if planned is not None else torch.get_num_threads())
+    return max(1, planned_workers() or 1, torch.get_num_threads())
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
@@ -105,22 +110,46 @@ def run_chunks(fn: Callable[[slice], T], chunks: Sequence[slice], workers: int |
     chunks and workers (default :func:`decode_workers`).
 
     Each worker runs ``fn`` with one torch thread, in inference mode, inside
-    :func:`serial_decoding`; the calling thread waits. The first exception of a chunk is
-    raised here (after every chunk has finished, so none is still writing).
+    :func:`serial_decoding`; the calling thread waits. Setting a thread's torch threads also
+    sets the count that threads started later begin with, so the calling thread's count is
+    set again afterwards (a GUI job started later embeds with the threads it had before).
+    The first exception of a chunk is raised here, after every chunk has finished (none is
+    still writing); an interrupt of the wait cancels the chunks not started yet.
     """
     workers = decode_workers() if workers is None else max(1, int(workers))
     if workers == 1 or len(chunks) < 2:
         return [fn(c) for c in chunks]
 
     def task(chunk: slice) -> T:
-        torch.set_num_threads(1)  # this thread's OpenMP setting only
+        if torch.get_num_threads() != 1:
+            torch.set_num_threads(1)  # once per pool thread
         with torch.inference_mode(), serial_decoding():
             return fn(chunk)
 
-    pool = _pool(workers)
-    futures = [pool.submit(task, c) for c in chunks]
-    errors = [f.exception() for f in futures]
+    before = torch.get_num_threads()
+    try:
+        pool = _pool(workers)
+        futures = [pool.submit(task, c) for c in chunks]
+    except RuntimeError:  # no new threads at interpreter shutdown: decode here
+        return [fn(c) for c in chunks]
+    try:
+        errors = [f.exception() for f in futures]
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        raise
+    finally:
+        torch.set_num_threads(before)  # also the count of threads started later
     for err in errors:
         if err is not None:
             raise err
     return [f.result() for f in futures]
+
+
+def _forget_pools() -> None:
+    """In a forked child the parent's pool threads do not exist: start afresh."""
+    _pools.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools)

@@ -452,7 +452,7 @@ class Predictor:
         use :meth:`predict` for validated single prompts. On a GPU one decoder call; on a
         CPU chunks of prompts that keep the decoder's tensors in the cache, decoded at once
         by worker threads (:mod:`napari_sam.decode_pool`; the chunks depend only on N and the
-        embedding size, so results do not depend on the threads).
+        embedding size, so results do not depend on the threads). SAM 2.1 models: one call.
 
         Parameters
         ----------
@@ -503,9 +503,11 @@ class Predictor:
             lg, sc = lg.float(), sc.float()
             return lg, sc, (self.upsample(lg, emb) if upsample else None)
 
-        # on a CPU in chunks that stay in the cache, on worker threads (decode_pool)
-        chunks = ([slice(0, n)] if dev.type != "cpu"
-                  else chunk_slices(n, int(feats.shape[-2] * feats.shape[-1])))
+        # on a CPU in chunks that stay in the cache, on worker threads (decode_pool); one
+        # call on a GPU, for no prompt, and where a prompt of batch 1 is broadcast
+        sizes = {len(x) for x in (None if pt is None else pt[0], bx, mk) if x is not None}
+        chunks = (chunk_slices(n, int(feats.shape[-2] * feats.shape[-1]))
+                  if dev.type == "cpu" and n > 0 and len(sizes) == 1 else [slice(None)])
         parts = run_chunks(decode, chunks)
         self.decoder_calls += 1
         logits, scores, masks = (None if part[0] is None else torch.cat(part)

@@ -157,10 +157,11 @@ def run_slices(todo: list[int], batch_size: int, embedded, segment, workers: int
         return
 
     def task(args) -> None:
-        torch.set_num_threads(1)  # this thread's OpenMP setting only
+        torch.set_num_threads(1)  # also what threads started later begin with: reset below
         with torch.inference_mode(), serial_decoding():  # the workers share the cores already
             segment(*args)
 
+    threads = torch.get_num_threads()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="napari-sam-slice")
     pending: set = set()
     try:
@@ -177,6 +178,7 @@ def run_slices(todo: list[int], batch_size: int, embedded, segment, workers: int
             f.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)  # this thread's count, and new threads' again
 
 
 def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = None,
