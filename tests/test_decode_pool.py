@@ -3,7 +3,10 @@ the threads, and results that do not depend on the number of workers."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -217,3 +220,32 @@ def test_predict_batch_edge_batches(demo_stack, monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert torch.equal(a.logits, b.logits) and torch.equal(a.masks, b.masks)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_run_chunks_works_in_a_forked_child():
+    """A forked child has none of the parent's pool threads: it must start its own pool,
+    not wait forever on threads that do not exist there."""
+    chunks = [slice(i, i + 1) for i in range(4)]
+    assert run_chunks(lambda c: c.start, chunks, workers=2) == [0, 1, 2, 3]  # parent's pool
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: answer through the pipe, never return into pytest
+        try:
+            out = run_chunks(lambda c: c.start * 10, chunks, workers=2)
+            os.write(w, repr(out).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("run_chunks hung in a forked child")
+    assert os.read(r, 1000).decode() == "[0, 10, 20, 30]"
+    os.close(r)
