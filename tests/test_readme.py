@@ -79,13 +79,24 @@ def test_ci_runs_the_readmes_test_command_verbatim():
     assert _setup_commands()[1] in ci.splitlines()
 
 
+def _tracked(path: Path) -> bool:
+    """Whether git tracks ``path`` or anything under it (True outside a git checkout):
+    local untracked folders such as training runs are not part of the layout."""
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "ls-files", "--", path.name],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return True
+    return out.returncode != 0 or bool(out.stdout.strip())
+
+
 def test_readme_layout_names_every_top_level_entry_and_subpackage():
     """The layout section matches the tree: every tracked top-level entry and every
     subpackage and top-level module of src/napari_sam is named (private ones apart)."""
     layout = _readme().split("## Layout", 1)[1].split("\n## ", 1)[0]
     words = set(re.findall(r"[\w.]+/?", layout))
     top = {p.name + ("/" if p.is_dir() else "") for p in ROOT.iterdir()
-           if not p.name.startswith(".") or p.name == ".ci"}
+           if (not p.name.startswith(".") or p.name == ".ci") and _tracked(p)}
     top -= {".venv/", "out/", "data/", "build/", "dist/"}
     top = {t for t in top if not t.endswith(".egg-info/") and t != "__pycache__/"}
     package = ROOT / "src" / "napari_sam"
