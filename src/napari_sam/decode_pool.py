@@ -3,8 +3,8 @@
 SAM's mask decoder runs its two-way transformer over every prompt's own copy of the image
 tokens (a mask prompt makes them differ per prompt), so one call for N prompts streams
 N x E x E tokens through memory several times. On a CPU, chunks of about
-:data:`CHUNK_TOKENS` tokens stay in the cache and run about twice as fast per prompt as one
-large call (measured: docs/benchmarks.md, "Propagation decoding in chunks"). The chunks are
+:data:`CHUNK_TOKENS` tokens stay in the cache and run 1.6-2.4 times as fast per prompt as
+one large call (docs/benchmarks.md, "Propagation decoding in chunks"). The chunks are
 independent, so worker threads decode them at once, each with one torch thread: unlike the
 OpenMP threads of one operation, a worker whose core another process holds does not hold
 the others up, and on a busy machine more runnable threads get a larger share of it.
