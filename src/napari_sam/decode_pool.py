@@ -17,9 +17,10 @@ torch threads, as before.
 
 Which code decodes with how many workers:
 
-- :func:`decode_workers`: the workers of the thread plan (``device.configure_threads``;
-  else torch's thread count), unless the calling thread runs inside :func:`serial_decoding`
-  (slice workers that already share the cores among themselves, and the pool's own threads).
+- :func:`decode_workers`: the workers of the thread plan (``device.configure_threads``) or
+  the calling thread's torch threads, whichever is more; 1 where the calling thread runs
+  inside :func:`serial_decoding` (slice workers that already share the cores among
+  themselves, and the pool's own threads).
 - :func:`run_chunks`: runs a function over the chunks, on the pool or in the calling thread.
 """
 
