@@ -460,15 +460,15 @@ def test_matches_meta_generator(reference_pair, params, monkeypatch):
     params = {"points_per_side": 12, **params}
     with torch.no_grad():
         ref = sa.SamAutomaticMaskGenerator(meta, **params).generate(img)
-    params["fill_gaps"] = False  # Meta's generator has no second pass
-    res = segment_everything(img, ours, contrast_limits=(0, 255), device="cpu", **params)
-    params.pop("fill_gaps")
+    meta_like = dict(fill_gaps=False, rescue_margin=0.0)  # Meta has no second pass, no rescue
+    res = segment_everything(img, ours, contrast_limits=(0, 255), device="cpu", **params,
+                             **meta_like)
     _assert_same_masks(ref, res, img.shape[:2])
     # the model's own decoder gives the same result as the grid decoder
     if params.get("crop_n_layers", 0) == 0 and not params.get("min_mask_region_area"):
         slow = segment_everything(
             img, ours, contrast_limits=(0, 255), device="cpu", fast_decoder=False,
-            fill_gaps=False, **params,
+            **meta_like, **params,
         )
         assert slow.stats["fast_decoder"] is False and res.stats["fast_decoder"] is True
         assert len(slow.records) == len(res.records)
@@ -942,8 +942,9 @@ def test_fill_gaps_finds_objects_a_coarse_grid_missed():
     gains, found = [], []
     for seed in (10000, 7):
         s = nuclei_2d((128, 128), seed=seed)
-        one = segment_everything(s.image, model, device="cpu", points_per_side=6, fill_gaps=False)
-        two = segment_everything(s.image, model, device="cpu", points_per_side=6)
+        kw = dict(device="cpu", points_per_side=6, rescue_margin=0.0)  # the gap pass alone
+        one = segment_everything(s.image, model, fill_gaps=False, **kw)
+        two = segment_everything(s.image, model, **kw)
         assert one.stats["gap_points"] == 0 and two.stats["gap_points"] > 0
         gains.append(_f1(s.labels, two.labels) - _f1(s.labels, one.labels))
         found.append(two.labels.max() - one.labels.max())

@@ -40,7 +40,12 @@ def cached_geometry(n_low: int, img_size: int, input_size, out_size, device) -> 
 
 @dataclass
 class Candidates:
-    """Masks that passed the filters in one crop (tensors on the device)."""
+    """Masks that passed the filters in one crop (tensors on the device).
+
+    Two sets share the rows: ``strict`` marks the masks of the user's thresholds (after NMS
+    among themselves), ``lenient`` those within ``rescue_margin`` of them (after NMS among
+    themselves), from which masks on pixels nothing else covers are rescued (see
+    :func:`~napari_sam.automatic.image2d.segment_2d`)."""
 
     logits: torch.Tensor  # (K, L, L) low-res logits
     iou: torch.Tensor  # (K,)
@@ -48,6 +53,8 @@ class Candidates:
     boxes: torch.Tensor  # (K, 4) inclusive, image frame
     area: torch.Tensor  # (K,)
     points: torch.Tensor  # (K, 2) (row, col) image frame
+    strict: torch.Tensor  # (K,) bool
+    lenient: torch.Tensor  # (K,) bool
 
     @classmethod
     def cat(cls, parts: list[Candidates]) -> Candidates:
@@ -65,10 +72,28 @@ class Candidates:
             torch.zeros(0, 4, dtype=torch.int64, device=dev),
             torch.zeros(0, dtype=torch.int64, device=dev),
             torch.zeros(0, 2, dtype=torch.float32, device=dev),
+            torch.zeros(0, dtype=torch.bool, device=dev),
+            torch.zeros(0, dtype=torch.bool, device=dev),
         )
 
     def astuple(self):
-        return (self.logits, self.iou, self.stability, self.boxes, self.area, self.points)
+        return (self.logits, self.iou, self.stability, self.boxes, self.area, self.points,
+                self.strict, self.lenient)
+
+    def nms(self, thresh: float) -> Candidates:
+        """Box NMS within the strict and within the lenient masks (each a greedy NMS by
+        predicted IoU, as SAM's); the rows kept by either, by decreasing predicted IoU."""
+        idx = torch.arange(len(self), device=self.iou.device)
+        keep_s = idx[self.strict][batched_nms(self.boxes[self.strict], self.iou[self.strict],
+                                              thresh)]
+        keep_l = idx[self.lenient][batched_nms(self.boxes[self.lenient],
+                                               self.iou[self.lenient], thresh)]
+        rows = torch.unique(torch.cat([keep_s, keep_l]))
+        rows = rows[torch.argsort(self.iou[rows], descending=True, stable=True)]
+        out = self.take(rows)
+        out.strict = torch.isin(rows, keep_s)
+        out.lenient = torch.isin(rows, keep_l)
+        return out
 
     def take(self, idx: torch.Tensor) -> Candidates:
         """The candidates at ``idx`` (indices or a boolean mask), in that order."""
@@ -167,13 +192,12 @@ class CropEngine:
                                       crop_box, image_size, stats))
         if not parts:
             return Candidates.empty(self.n_low, dev)
-        cand = Candidates.cat(parts)
-        keep = batched_nms(cand.boxes, cand.iou, p.box_nms_thresh)
-        return cand.take(keep)
+        return Candidates.cat(parts).nms(p.box_nms_thresh)
 
-    def _passes_iou(self, iou: torch.Tensor) -> torch.Tensor:
-        """(n, C) bool: predicted IoU above ``pred_iou_thresh`` (all True when it is 0)."""
-        t = self.p.pred_iou_thresh
+    def _passes_iou(self, iou: torch.Tensor, strict: bool = False) -> torch.Tensor:
+        """(n, C) bool: predicted IoU above ``pred_iou_thresh`` (less ``rescue_margin``
+        unless ``strict``; all True when that is <= 0)."""
+        t = self.p.pred_iou_thresh - (0.0 if strict else self.p.rescue_margin)
         return iou > t if t > 0 else torch.ones_like(iou, dtype=torch.bool)
 
     def _decode(self, emb, shared, pts: np.ndarray, stats) -> _Decoded:
@@ -211,8 +235,10 @@ class CropEngine:
         counts, boxes = mask_statistics(logits, geom, thresholds)
         stab = counts[:, 2].float() / counts[:, 0].float()
         ok = counts[:, 1] > 0
+        strict = self._passes_iou(scores, strict=True)
         if p.stability_score_thresh > 0:
-            ok &= stab >= p.stability_score_thresh
+            strict = strict & (stab >= p.stability_score_thresh)
+            ok &= stab >= p.stability_score_thresh - p.rescue_margin
         off = torch.as_tensor([crop_box[0], crop_box[1]] * 2, device=self.pred.device)
         boxes = boxes + off
         orig_box = (0, 0, *image_size)
@@ -227,4 +253,6 @@ class CropEngine:
             boxes[idx],
             counts[idx, 1],
             points[idx] + off[:2].to(points.dtype),
+            strict[idx],
+            torch.ones(idx.numel(), dtype=torch.bool, device=idx.device),
         )

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import torch
 
-from napari_sam.automatic.boxes import batched_nms
 from napari_sam.automatic.crops import Candidates, CropEngine
 
 
@@ -55,8 +54,9 @@ def gap_pass(engine: CropEngine, emb, cand: Candidates, image_size, fg, n_points
     passes. Touching objects that one grid point missed come out as their own masks."""
     geom = engine.geometry(emb)
     covered = torch.zeros(image_size, dtype=torch.bool, device=engine.pred.device)
-    for j in range(0, len(cand), 32):
-        covered |= (geom.upsample(cand.logits[j : j + 32]) > engine.threshold).any(0)
+    strict = cand.take(cand.strict)  # what the user's thresholds cover
+    for j in range(0, len(strict), 32):
+        covered |= (geom.upsample(strict.logits[j : j + 32]) > engine.threshold).any(0)
     spacing = min(image_size) / max(1.0, math.sqrt(n_points))
     free = ~covered.cpu().numpy()
     if fg is not None:
@@ -71,8 +71,6 @@ def gap_pass(engine: CropEngine, emb, cand: Candidates, image_size, fg, n_points
     more = engine.process_crop(emb, (0, 0, *image_size), image_size, pts, stats)
     if len(more) == 0:
         return cand
-    both = Candidates.cat([cand, more])
-    keep = batched_nms(both.boxes, both.iou, engine.p.box_nms_thresh)
-    return both.take(keep)
+    return Candidates.cat([cand, more]).nms(engine.p.box_nms_thresh)
 
 

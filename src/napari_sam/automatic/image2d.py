@@ -1,7 +1,7 @@
 """The 2D pipeline of segment everything: crops of the image, their candidates (grid and gap
 pass), NMS between crops, full-resolution masks of the survivors, the small-region clean-up,
-and the label image (:func:`segment_image` for one image, :func:`segment_2d` for a slice of a
-stack with an engine shared by the slices)."""
+the label image and the rescued masks (:func:`add_rescued`) (:func:`segment_image` for one
+image, :func:`segment_2d` for a slice of a stack with an engine shared by the slices)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ from napari_sam.automatic.painting import paint_labels
 from napari_sam.automatic.params import AutomaticParams, generate_crop_boxes
 from napari_sam.automatic.regions import postprocess_small_regions
 from napari_sam.automatic.results import AutomaticResult, new_stats
+
+#: A rescued mask may lie with at most this share of its pixels on other objects (chosen
+#: with ``rescue_margin`` on validation nuclei: docs/benchmarks.md, "Rescued masks").
+RESCUE_MAX_OVERLAP = 0.2
 
 
 def segment_image(pred, emb, rgb_fn, size, params: AutomaticParams, fg,
@@ -39,8 +43,11 @@ def segment_image(pred, emb, rgb_fn, size, params: AutomaticParams, fg,
 def segment_2d(engine: CropEngine, emb, rgb_fn, image_size, fg, stats, keep_masks=True):
     """One 2D image: crops -> candidates -> crop NMS -> full-res masks -> labels + records.
 
-    Returns the (Y, X) int32 labels and the :class:`~napari_sam.automatic.MaskRecord` list
-    of :func:`~napari_sam.automatic.painting.paint_labels` (visible masks first, then hidden
+    The masks of the user's thresholds make the labels; then masks within ``rescue_margin``
+    of those thresholds are painted, with new ids, where they lie on pixels no mask covers
+    (:func:`add_rescued`). Returns the (Y, X) int32 labels and the
+    :class:`~napari_sam.automatic.MaskRecord` list of
+    :func:`~napari_sam.automatic.painting.paint_labels` (visible masks first, then hidden
     ones with id 0); ``stats`` is updated in place.
     """
     p = engine.p
@@ -50,13 +57,57 @@ def segment_2d(engine: CropEngine, emb, rgb_fn, image_size, fg, stats, keep_mask
     if found is None:
         return np.zeros(image_size, np.int32), []
     cand, crop_idx = found
+    labels, records = _paint(engine, embs, crop_boxes, cand.take(cand.strict),
+                             crop_idx[cand.strict], image_size, keep_masks, stats)
+    rescue = cand.lenient & ~cand.strict
+    if p.rescue_margin > 0 and bool(rescue.any()):
+        more = _paint(engine, embs, crop_boxes, cand.take(cand.lenient), crop_idx[cand.lenient],
+                      image_size, keep_masks, None)
+        labels, records, n = add_rescued(labels, records, *more)
+        stats["rescued"] = stats.get("rescued", 0) + n
+    return labels, records
+
+
+def add_rescued(labels: np.ndarray, records: list, more_labels: np.ndarray, more: list,
+                max_overlap: float = RESCUE_MAX_OVERLAP):
+    """Add the objects of ``more_labels`` (the lenient masks' own label image) that lie at
+    most ``max_overlap`` of their pixels on objects of ``labels``, on the pixels no object
+    covers, with new ids after the others.
+
+    Returns the new labels (a copy), records (visible ones first: the old, then the rescued,
+    then the hidden) and the number of rescued objects."""
+    labels = labels.copy()
+    visible = [r for r in records if r.id > 0]
+    hidden = [r for r in records if r.id == 0]
+    next_id = int(labels.max()) + 1
+    added = []
+    for r in (r for r in more if r.id > 0):
+        r0, c0, r1, c1 = r.bbox
+        mine = more_labels[r0:r1, c0:c1] == r.id
+        under = labels[r0:r1, c0:c1]
+        if not mine.any() or (under[mine] > 0).mean() > max_overlap:
+            continue
+        free = mine & (under == 0)
+        under[free] = next_id
+        r.id, r.visible_area = next_id, int(free.sum())
+        added.append(r)
+        next_id += 1
+    return labels, visible + added + hidden, len(added)
+
+
+def _paint(engine: CropEngine, embs, crop_boxes, cand: Candidates, crop_idx, image_size,
+           keep_masks, stats):
+    """Crop NMS, full-resolution masks, small-region clean-up and the label image of one set
+    of candidates (``stats`` updated unless None)."""
+    p = engine.p
     if len(crop_boxes) > 1:
         areas = torch.as_tensor(
             [(b[2] - b[0]) * (b[3] - b[1]) for b in crop_boxes], device=engine.pred.device
         )
         keep = batched_nms(cand.boxes, 1.0 / areas[crop_idx], p.crop_nms_thresh)
         cand, crop_idx = cand.take(keep), crop_idx[keep]
-    stats["after_crop_nms"] += len(cand)
+    if stats is not None:
+        stats["after_crop_nms"] += len(cand)
 
     boxes = cand.boxes.cpu().numpy()
     owners = crop_idx.cpu().numpy()

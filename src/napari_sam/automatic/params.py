@@ -31,6 +31,7 @@ class AutomaticParams:
     fast_decoder: bool
     min_visible_fraction: float
     fill_gaps: bool = True
+    rescue_margin: float = 0.1
 
     def grids(self, image_size=None) -> list[np.ndarray]:
         """One (n, 2) grid of (row, col) in [0, 1] per crop layer; ``points_per_side="auto"``
@@ -102,6 +103,7 @@ def make_params(
     fast_decoder,
     min_visible_fraction,
     fill_gaps=True,
+    rescue_margin=0.1,
 ) -> AutomaticParams:
     """Validate the arguments of ``segment_everything`` into :class:`AutomaticParams`
     (ValueError naming the first bad one)."""
@@ -155,6 +157,7 @@ def make_params(
         fast_decoder=bool(fast_decoder),
         min_visible_fraction=check_unit("min_visible_fraction", min_visible_fraction),
         fill_gaps=bool(fill_gaps),
+        rescue_margin=check_unit("rescue_margin", rescue_margin),
     )
 
 

@@ -130,6 +130,7 @@ STAT_KEYS = (
     "after_nms",
     "after_crop_nms",
     "gap_points",
+    "rescued",
 )
 
 

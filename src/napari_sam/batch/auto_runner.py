@@ -35,7 +35,7 @@ AUTO_KEYS = (
     "points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
     "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh",
     "crop_overlap_ratio", "crop_n_points_downscale_factor", "min_mask_region_area",
-    "min_visible_fraction", "fill_gaps",
+    "min_visible_fraction", "fill_gaps", "rescue_margin",
 )
 
 
@@ -111,12 +111,16 @@ def _auto_result(res) -> tuple[np.ndarray, np.ndarray]:
     return labels.astype(dtype, copy=False), scores
 
 
-def _segment_slice(slice_emb, limits, image: np.ndarray, model, ctx: Context):
+def _segment_slice(slice_emb, limits, image: np.ndarray, model, ctx: Context,
+                   in_stack: bool = True):
     """segment_everything on one slice exactly as its stack path does (the slice's embedding
-    ``slice_emb``, the volume-wide contrast ``limits``, constant slices empty)."""
+    ``slice_emb``, the volume-wide contrast ``limits``, constant slices empty; a slice of a
+    stack of several slices without rescued masks, as ``segment_stack``)."""
     from napari_sam import automatic
 
     params = {k: ctx.params[k] for k in AUTO_KEYS if ctx.params.get(k) is not None}
+    if in_stack:
+        params["rescue_margin"] = 0.0
     if ctx.tiling != "auto":  # else the engine's default
         params["tiling"] = ctx.tiling
     if image.ndim == 3 and image.shape[-1] == 1:
@@ -238,7 +242,8 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
                 progress(len(done_now), total)
 
     def segment(z: int, slice_emb, image: np.ndarray) -> None:
-        res = _segment_slice(slice_emb, emb.contrast_limits, image, model, ctx)
+        res = _segment_slice(slice_emb, emb.contrast_limits, image, model, ctx,
+                             in_stack=emb.shape[0] > 1)
         finish(z, *_auto_result(res))
 
     def embedded(batch: list[int]):  # in this thread only: the embeddings and the reader

@@ -194,6 +194,10 @@ def _add_segment_everything_options(pa: argparse.ArgumentParser) -> None:
     g.add_argument("--min-visible-fraction", type=fraction, default=0.5, metavar="F",
                    help="drop a mask when smaller masks on top leave less than F of it visible "
                         "(default: 0.5; 0 keeps the remains, as Meta's generator does)")
+    g.add_argument("--rescue-margin", type=fraction, default=0.1, metavar="F",
+                   help="2D images: also keep masks that miss the IoU or stability threshold "
+                        "by at most F where no other mask covers them (default: 0.1; 0: off; "
+                        "stacks: off)")
     g.add_argument("--foreground", choices=("auto",), default=None,
                    help="auto: prompt only bright regions (Otsu of the log intensity; faster on sparse fluorescence)")
 
