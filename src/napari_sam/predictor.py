@@ -7,6 +7,7 @@ of the original image. Conversion to SAM's (x, y) happens in :mod:`napari_sam.pr
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,6 +176,8 @@ class Predictor:
         self.last_tiled: TiledPrediction | None = None
         self.decoder_calls = 0
         self.encoder_calls = 0
+        # the click caches and the call counts: a propagation's two sweeps decode at once
+        self._lock = threading.Lock()
         #: "torch" or "onnx": the decoder :meth:`predict` runs
         self.backend = backend
         self._onnx = None
@@ -409,7 +412,7 @@ class Predictor:
                 None if masks is None else masks[0],
                 multimask=multimask,
             )
-            self.decoder_calls += 1
+            self._count_decode()
             if not (np.isfinite(sc).all() and np.isfinite(lg).all()):
                 raise FloatingPointError(self._nonfinite_message("mask decoder returned", "scores"))
             return np.asarray(m, bool), np.asarray(sc, np.float32), np.asarray(lg, np.float32)
@@ -487,7 +490,7 @@ class Predictor:
             with one_cpu_thread(dev):
                 sparse, _ = self.model.prompt_encoder(points=pt, boxes=bx, masks=None)
                 logits, scores = self._click_decoder.decode(cache, sparse, multimask)
-                self.decoder_calls += 1
+                self._count_decode()
                 logits, scores = logits.float(), scores.float()
                 masks = self.upsample(logits, emb) if upsample else None
             return BatchPrediction(masks=masks, scores=scores, logits=logits)
@@ -509,7 +512,7 @@ class Predictor:
         chunks = (chunk_slices(n, int(feats.shape[-2] * feats.shape[-1]))
                   if dev.type == "cpu" and n > 0 and len(sizes) == 1 else [slice(None)])
         parts = run_chunks(decode, chunks)
-        self.decoder_calls += 1
+        self._count_decode()
         logits, scores, masks = (None if part[0] is None else torch.cat(part)
                                  for part in zip(*parts))
         return BatchPrediction(masks=masks, scores=scores, logits=logits)
@@ -536,27 +539,32 @@ class Predictor:
         click decodes in each keep theirs); None where the plain decoder runs."""
         if not self.cached_decoder or self._click_decoder is None:
             return None
-        feats = emb.features
-        # the same tensor first (free), then equal contents (an embedding read again)
-        found = next((i for i, entry in enumerate(self._clicks) if entry[0] is feats), None)
-        if found is None:
-            found = next((i for i, (last, _) in enumerate(self._clicks)
-                          if last.shape == feats.shape and torch.equal(last, feats)), None)  # fmt: skip
-        if found is not None:
-            entry = self._clicks.pop(found)
-            self._clicks.append(entry)
-            if entry[1] is None:
-                entry[1] = self._click_decoder.prepare(feats)
-            return entry[1]
-        self._clicks.append([feats, None])
-        del self._clicks[:-CLICK_CACHES]
-        return None
+        with self._lock:
+            feats = emb.features
+            # the same tensor first (free), then equal contents (an embedding read again)
+            found = next((i for i, entry in enumerate(self._clicks) if entry[0] is feats), None)
+            if found is None:
+                found = next((i for i, (last, _) in enumerate(self._clicks)
+                              if last.shape == feats.shape and torch.equal(last, feats)), None)  # fmt: skip
+            if found is not None:
+                entry = self._clicks.pop(found)
+                self._clicks.append(entry)
+                if entry[1] is None:
+                    entry[1] = self._click_decoder.prepare(feats)
+                return entry[1]
+            self._clicks.append([feats, None])
+            del self._clicks[:-CLICK_CACHES]
+            return None
+
+    def _count_decode(self) -> None:
+        with self._lock:
+            self.decoder_calls += 1
 
     def _predict_batch_sam2(self, emb, points, labels, boxes, mask_inputs, multimask, upsample):
         """:meth:`predict_batch` with a SAM 2.1 model: masks from the unclamped logits,
         logits returned clamped to +-32 (as Meta's ``SAM2ImagePredictor``)."""
         logits, scores, _ = self.sam2.decode(emb, points, labels, boxes, mask_inputs, multimask)
-        self.decoder_calls += 1
+        self._count_decode()
         masks = self.sam2.upsample(logits, emb) if upsample else None
         return BatchPrediction(masks=masks, scores=scores, logits=self.sam2.clamp(logits))
 

@@ -26,8 +26,9 @@ back::
 The package, one concept per module: :mod:`~napari_sam.volume.annotations` (prompts per
 object and slice, validation, :func:`prompts_from_labels`), :mod:`~napari_sam.volume.mask_prompts`
 (prompts derived from a mask), :mod:`~napari_sam.volume.stop_rules` (why a chain ends; the
-contrast measure), :mod:`~napari_sam.volume.chains`, :mod:`~napari_sam.volume.propagator` (the
-sweeps and the per-slice step), :mod:`~napari_sam.volume.claims` (the claimed rule),
+contrast measure), :mod:`~napari_sam.volume.chains`, :mod:`~napari_sam.volume.propagator` (a
+sweep and the per-slice step), :mod:`~napari_sam.volume.sweeps` (the up and down sweeps at
+once), :mod:`~napari_sam.volume.claims` (the claimed rule),
 :mod:`~napari_sam.volume.records` (composing the labels), :mod:`~napari_sam.volume.result` and
 :mod:`~napari_sam.volume.segment` (:func:`segment_volume`). Prompt primitives shared with the
 predictor (:func:`mask_to_logits`, upsampling, batching by kind) are in :mod:`napari_sam.prompts`.

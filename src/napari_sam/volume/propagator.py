@@ -11,7 +11,8 @@ are in :mod:`napari_sam.volume.stop_rules` and :mod:`napari_sam.volume.claims`; 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -54,8 +55,8 @@ class Propagator:
     rules; keeps the accepted masks (:attr:`records`) for the labels.
 
     Used by :func:`napari_sam.segment_volume` in this order: :meth:`annotate`,
-    :meth:`make_chains`, :meth:`sweep` up then down, :meth:`resolve_claims`,
-    :meth:`compose`. The keyword arguments are segment_volume's (resolved: no "auto").
+    :meth:`make_chains`, :meth:`sweep` up and down (at once where they are independent:
+    :func:`napari_sam.volume.sweeps.run_sweeps`), :meth:`resolve_claims`, :meth:`compose`. The keyword arguments are segment_volume's (resolved: no "auto").
     """
 
     def __init__(self, emb, objects, *, predictor, mode, motion, min_area, iou_threshold,
@@ -77,7 +78,8 @@ class Propagator:
         self.rebound_noise = rebound_noise
         limits = getattr(emb, "contrast_limits", None)
         self.intensity_span = None if limits is None else float(limits[1]) - float(limits[0])
-        self._plane_cache: tuple[int, np.ndarray] | None = None
+        # each thread's last slice read (:meth:`_plane`): the sweeps may run in two threads
+        self._planes = threading.local()
         self.max_slices = max_slices
         self.exclusive = exclusive
         self.progress = progress
@@ -98,13 +100,15 @@ class Propagator:
         self._reference_masks: dict[tuple[int, int], np.ndarray] = {}
         self.calls_per_slice = np.zeros(self.n_slices, np.int64)
         self.decoder_calls = 0
+        self._count_lock = threading.Lock()
 
     # ----------------------------------------------------------------- decoding
     def _decode(self, z: int, **prompts) -> tuple[torch.Tensor, torch.Tensor]:
         """One batched decoder call on slice z -> (logits (N, C, 4E, 4E), scores (N, C))."""
         out = self.pred.predict_batch(embedding=self.emb[z], upsample=False, **prompts)
-        self.calls_per_slice[z] += 1
-        self.decoder_calls += 1
+        with self._count_lock:
+            self.calls_per_slice[z] += 1
+            self.decoder_calls += 1
         return out.logits.float(), out.scores.float()
 
     def _masks(self, full: np.ndarray, distance: np.ndarray | None = None) -> np.ndarray:
@@ -126,11 +130,13 @@ class Propagator:
         return upsample_logits(logits, emb, self.img_size).cpu().numpy()
 
     def _plane(self, z: int) -> np.ndarray:
-        """Slice z of the stack as float32 (Y, X), channels averaged; the last one is kept."""
-        if self._plane_cache is None or self._plane_cache[0] != z:
+        """Slice z of the stack as float32 (Y, X), channels averaged; each thread keeps its
+        last one."""
+        last = getattr(self._planes, "last", None)
+        if last is None or last[0] != z:
             img = np.asarray(self.stack[z], np.float32)
-            self._plane_cache = (z, img.mean(-1) if img.ndim == 3 else img)
-        return self._plane_cache[1]
+            last = self._planes.last = (z, img.mean(-1) if img.ndim == 3 else img)
+        return last[1]
 
     def _reference_contrast(self, z: int, mask: np.ndarray) -> tuple[float, float]:
         """Contrast of a chain's starting mask and its standard error; NaN where it is too
@@ -261,8 +267,12 @@ class Propagator:
         """The up and down chains of every object (:func:`make_chains`)."""
         return make_chains(self.objects, self.n_slices)
 
-    def sweep(self, chains: list[Chain], direction: int, step0: int) -> None:
+    def start_sweep(self, chains: list[Chain]) -> None:
+        """Put each chain on its seed and measure what the contrast rules judge it by (or
+        give it its stop reason where it cannot run). A down chain with a partner reads
+        where its partner ended: start it after the up sweep."""
         for c in chains:
+            direction = c.direction
             c.state = self.seeds[(c.k, c.start)]
             c.last = c.start
             if c.partner is not None:  # meet the up chain where it ended
@@ -277,6 +287,17 @@ class Propagator:
                 c.peak_contrast = c.low_contrast = abs(start)
                 c.peak_error = c.low_error = err
                 c.low_slice = c.start
+
+    def sweep(self, chains: list[Chain], direction: int, step0: int,
+              report: Callable[[int], None] | None = None, started: bool = False) -> None:
+        """Carry ``chains`` (all of one ``direction``, +1 up, -1 down) slice by slice
+        through the stack. After each slice ``report(slices done)`` is called (default:
+        ``progress(step0 + done, 2 Z)``); ``started``: :meth:`start_sweep` ran already."""
+        if not started:
+            self.start_sweep(chains)
+        if report is None and self.progress is not None:
+            def report(done, _progress=self.progress, _total=2 * self.n_slices):
+                _progress(step0 + done, _total)
         zs = range(self.n_slices) if direction > 0 else range(self.n_slices - 1, -1, -1)
         for i, z in enumerate(zs):
             live = []
@@ -291,8 +312,8 @@ class Propagator:
                     live.append(c)
             if live:
                 self._step(z, live, direction)
-            if self.progress is not None:
-                self.progress(step0 + i + 1, 2 * self.n_slices)
+            if report is not None:
+                report(i + 1)
         for c in chains:
             if c.alive:
                 c.reason = c.bound_reason

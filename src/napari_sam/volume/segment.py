@@ -15,6 +15,7 @@ from napari_sam.volume.chains import Chain
 from napari_sam.volume.propagator import Propagator
 from napari_sam.volume.result import VolumeResult, build_result
 from napari_sam.volume.stop_rules import AUTO_FADE, AUTO_REBOUND, REBOUND_NOISE
+from napari_sam.volume.sweeps import run_sweeps
 from napari_sam.volume.tiled import is_tiled, segment_tiled
 
 __all__ = ["AXIS_KINDS", "MODES", "segment_volume"]
@@ -51,7 +52,9 @@ def segment_volume(
     masks and keeps the best scoring), then propagated up and down: the next slice is
     prompted from the previous slice's mask. Between two annotated slices of the same object
     the gap is filled from both ends, meeting in the middle. On each slice, all live objects
-    are decoded in one batched decoder call. Where masks overlap in the labels, a drawn mask
+    are decoded in one batched decoder call. On a CPU with two or more cores the up and the
+    down sweep run at once, in two threads, where no chains meet between annotated slices
+    (:mod:`napari_sam.volume.sweeps`; the results are the same). Where masks overlap in the labels, a drawn mask
     wins, then a mask decoded from the user's prompts on that slice, then propagated masks,
     the one propagated over fewer slices first; among masks of one rank the highest logit
     wins.
@@ -236,12 +239,11 @@ def _predictor_of(emb, predictor):
 
 
 def _propagate(prop: Propagator) -> tuple[list[Chain], list[Chain]]:
-    """Annotated slices, the up sweep, the down sweep, then the claimed rule; returns the
-    (up, down) chains."""
+    """Annotated slices, the up and down sweeps (at once where they are independent:
+    :func:`run_sweeps`), then the claimed rule; returns the (up, down) chains."""
     prop.annotate()
     up, down = prop.make_chains()
-    prop.sweep(up, +1, 0)
-    prop.sweep(down, -1, prop.n_slices)
+    run_sweeps(prop, up, down)
     prop.resolve_claims()
     return up, down
 

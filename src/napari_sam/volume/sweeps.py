@@ -1,0 +1,141 @@
+"""The up and down sweeps of a propagation, run at once where they are independent.
+
+Owns :func:`run_sweeps`. During the sweeps an object's up chain and down chain never read
+each other's results, nor those of other objects' chains of the other direction: each starts
+from its own seed, and the claimed rule, which compares objects, runs after both sweeps. The
+one exception is a down chain that meets an up chain of its object between two annotated
+slices (it starts where its partner ended). So where no chain has a partner and the CPU has
+at least two workers to decode on (:func:`napari_sam.decode_pool.decode_workers`), the down
+sweep runs in a second thread while the up sweep runs in the calling thread, each at half
+the calling thread's torch threads (at least one): one sweep's Python steps (stop rules,
+upsampling, mask statistics) overlap with the other's decodes, and on a busy machine two
+runnable threads get a larger share of it (docs/benchmarks.md, "Up and down sweeps at
+once").
+
+The chains, their decoder calls and the batches are those of running the sweeps one after
+the other, so the labels, scores and stop reasons are the same (tested); only the order in
+which the accepted masks arrive differs, and nothing reads it. Progress is reported from the
+calling thread only (the sum of both sweeps' slices), so a callback that cancels by raising
+(the GUI's) still cancels both. GPUs and SAM 2.1 keep one sweep after the other.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from napari_sam.decode_pool import decode_workers
+from napari_sam.volume.chains import Chain
+
+__all__ = ["run_sweeps", "sweeps_at_once"]
+
+#: Seconds between two looks at the other sweep while the calling thread waits for it.
+_POLL_S = 0.05
+
+
+class _Stopped(Exception):
+    """Ends a sweep early: the other sweep failed or was cancelled."""
+
+
+class _OneAtATime:
+    """``source[z]`` read by one thread at a time, other attributes passed through: the
+    embeddings (lazy, with a cache of recent slices) and the images the sweeps read."""
+
+    def __init__(self, source, lock: threading.Lock):
+        self._source = source
+        self._lock = lock
+
+    def __getitem__(self, z):
+        with self._lock:
+            return self._source[z]
+
+    def __getattr__(self, name: str):
+        return getattr(self._source, name)
+
+
+def sweeps_at_once(prop, down: list[Chain]) -> bool:
+    """Whether :func:`run_sweeps` runs the two sweeps of ``prop`` (a
+    :class:`~napari_sam.volume.propagator.Propagator`) at once: on a CPU, with at least two
+    decode workers, and no down chain that starts where an up chain ends."""
+    return (prop.device.type == "cpu" and decode_workers() >= 2
+            and all(c.partner is None for c in down))
+
+
+def run_sweeps(prop, up: list[Chain], down: list[Chain]) -> None:
+    """Run ``prop``'s up sweep and down sweep, at once where :func:`sweeps_at_once` says so,
+    else one after the other; an error or a cancel in either stops both and is raised here
+    after both threads have stopped."""
+    if not sweeps_at_once(prop, down):
+        prop.sweep(up, +1, 0)
+        prop.sweep(down, -1, prop.n_slices)
+        return
+    prop.start_sweep(up)
+    prop.start_sweep(down)
+    if not any(c.alive for c in up) or not any(c.alive for c in down):
+        prop.sweep(up, +1, 0, started=True)
+        prop.sweep(down, -1, prop.n_slices, started=True)
+        return
+    _both(prop, up, down)
+
+
+def _both(prop, up: list[Chain], down: list[Chain]) -> None:
+    """The down sweep in a helper thread, the up sweep here (both started)."""
+    n = prop.n_slices
+    done = [0, 0]  # slices swept up, down
+    reported = [0]
+    stop = threading.Event()
+    failure: list[BaseException] = []
+    threads = torch.get_num_threads()
+    per_sweep = max(1, threads // 2)
+
+    def down_report(k: int) -> None:
+        done[1] = k
+        if stop.is_set():
+            raise _Stopped
+
+    def down_sweep() -> None:
+        torch.set_num_threads(per_sweep)
+        try:
+            prop.sweep(down, -1, n, report=down_report, started=True)
+        except _Stopped:
+            pass
+        except BaseException as err:  # noqa: BLE001 - raised in the calling thread
+            failure.append(err)
+
+    def report() -> None:  # once per slice swept, as one sweep after the other reports
+        while prop.progress is not None and reported[0] < done[0] + done[1]:
+            reported[0] += 1
+            prop.progress(reported[0], 2 * n)  # a cancel raises here
+
+    def up_report(k: int) -> None:
+        done[0] = k
+        if failure:
+            raise _Stopped
+        report()
+
+    helper = threading.Thread(target=down_sweep, name="napari-sam down sweep", daemon=True)
+    emb, stack = prop.emb, prop.stack
+    lock = threading.Lock()
+    prop.emb = _OneAtATime(emb, lock)
+    if stack is not None:
+        prop.stack = _OneAtATime(stack, lock)
+    torch.set_num_threads(per_sweep)
+    try:
+        helper.start()
+        try:
+            prop.sweep(up, +1, 0, report=up_report, started=True)
+        except _Stopped:
+            pass
+        while helper.is_alive():
+            helper.join(_POLL_S)
+            report()
+    except BaseException:
+        stop.set()
+        helper.join()
+        raise
+    finally:
+        torch.set_num_threads(threads)  # also what threads started later begin with
+        prop.emb, prop.stack = emb, stack
+    if failure:
+        raise failure[0]

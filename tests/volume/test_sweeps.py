@@ -1,0 +1,193 @@
+"""The up and down sweeps of segment_volume at once (napari_sam.volume.sweeps): the same
+results as one after the other, progress and cancel from the calling thread, errors of
+either sweep, and the torch threads left as they were."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import napari_sam as ns
+from napari_sam.volume import SlicePrompt, prompts_from_labels, segment_volume
+
+HELPER = "napari-sam down sweep"
+
+
+@pytest.fixture(scope="module")
+def stack_emb():
+    from napari_sam.synthetic import nuclei_3d
+
+    sample = nuclei_3d(shape=(12, 128, 128), seed=5)
+    return sample, ns.embed(sample.image, ns.load_model("demo"), compute=True)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The tests run at one torch thread, so that the thread plan alone says how many
+    workers decode (and the threads of a plain decode are the same in every run)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _workers(monkeypatch, n: int) -> None:
+    """Decode workers as a thread plan of ``n`` would give (1: the sweeps run in turn)."""
+    monkeypatch.setattr("napari_sam.device.planned_workers", lambda: n)
+
+
+def _threads_seen(pred):
+    """Wrap ``pred.predict_batch`` to record the name of each thread that decodes."""
+    seen, original = [], pred.predict_batch
+
+    def predict_batch(*args, **kwargs):
+        seen.append(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    pred.predict_batch = predict_batch
+    return seen, original
+
+
+def _run(emb, prompts, monkeypatch, workers, **kw):
+    """segment_volume with a fresh predictor (a used one may hold click caches, whose
+    decoder rounds differently from the plain one); returns (result, decoding threads)."""
+    _workers(monkeypatch, workers)
+    pred = ns.Predictor(emb.predictor.model, precision=emb.predictor.precision)
+    seen, _ = _threads_seen(pred)
+    try:
+        return segment_volume(emb, prompts, predictor=pred, **kw), seen
+    finally:
+        monkeypatch.undo()
+
+
+def _prompts(sample, clicks: bool):
+    """Each nucleus seeded on its widest slice: by its mask, or by a click at its centre
+    (single clicks take the cached click decoder, whose caches the two sweeps share)."""
+    prompts = prompts_from_labels(sample.labels)
+    if not clicks:
+        return prompts
+    from napari_sam.volume.mask_prompts import center_from_mask
+
+    out = {}
+    for i, p in prompts.items():
+        z = p.slice if isinstance(p, SlicePrompt) else p[0].slice
+        out[i] = SlicePrompt(z, points=[center_from_mask(sample.labels[z] == i)])
+    return out
+
+
+@pytest.mark.parametrize("clicks, mode", [(False, "auto"), (True, "auto"), (True, "box")])
+def test_sweeps_at_once_give_the_results_of_one_after_the_other(stack_emb, monkeypatch,
+                                                                clicks, mode):
+    sample, emb = stack_emb
+    prompts = _prompts(sample, clicks)
+    assert len(prompts) >= 5
+    one, seen_one = _run(emb, prompts, monkeypatch, 1, mode=mode)
+    both, seen_both = _run(emb, prompts, monkeypatch, 2, mode=mode)
+    assert HELPER not in seen_one
+    assert HELPER in seen_both and threading.current_thread().name in seen_both
+    np.testing.assert_array_equal(one.labels, both.labels)
+    assert one.labels.max() >= 5
+    assert one.scores == both.scores
+    assert one.stop_reasons == both.stop_reasons
+    assert one.slice_range == both.slice_range
+    assert one.decoder_calls == both.decoder_calls
+    np.testing.assert_array_equal(one.calls_per_slice, both.calls_per_slice)
+    assert not any(t.name == HELPER for t in threading.enumerate())
+
+
+def test_progress_comes_from_the_calling_thread_once_per_slice(stack_emb, monkeypatch):
+    sample, emb = stack_emb
+    calls = []
+    res, seen = _run(emb, prompts_from_labels(sample.labels), monkeypatch, 2,
+                     progress=lambda d, t: calls.append((d, t, threading.current_thread().name)))
+    assert HELPER in seen
+    n = 2 * sample.labels.shape[0]
+    assert [(d, t) for d, t, _ in calls] == [(i, n) for i in range(1, n + 1)]
+    assert {name for *_, name in calls} == {threading.current_thread().name}
+
+
+class Cancelled(Exception):
+    pass
+
+
+def test_a_cancel_stops_both_sweeps_and_restores_the_torch_threads(stack_emb, monkeypatch):
+    sample, emb = stack_emb
+    torch.set_num_threads(2)  # each sweep runs at one; the caller's two come back
+    before = torch.get_num_threads()
+
+    def progress(done, total):
+        if done == 3:
+            raise Cancelled
+
+    _workers(monkeypatch, 2)
+    seen, original = _threads_seen(emb.predictor)
+    try:
+        with pytest.raises(Cancelled):
+            segment_volume(emb, prompts_from_labels(sample.labels), progress=progress)
+    finally:
+        emb.predictor.predict_batch = original
+        monkeypatch.undo()
+    assert HELPER in seen
+    assert not any(t.name == HELPER for t in threading.enumerate())  # joined, not left running
+    assert torch.get_num_threads() == before
+    later = []
+    t = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert later == [before]  # what threads started later begin with
+
+
+def test_an_error_in_the_down_sweep_is_raised_after_both_stop(stack_emb, monkeypatch):
+    sample, emb = stack_emb
+    pred = emb.predictor
+    original = pred.predict_batch
+
+    def predict_batch(*args, **kwargs):
+        if threading.current_thread().name == HELPER:
+            raise RuntimeError("out of memory in the down sweep")
+        return original(*args, **kwargs)
+
+    _workers(monkeypatch, 2)
+    pred.predict_batch = predict_batch
+    try:
+        with pytest.raises(RuntimeError, match="down sweep"):
+            segment_volume(emb, prompts_from_labels(sample.labels))
+    finally:
+        pred.predict_batch = original
+        monkeypatch.undo()
+    assert not any(t.name == HELPER for t in threading.enumerate())
+
+
+def test_chains_that_meet_between_annotated_slices_sweep_one_after_the_other(stack_emb,
+                                                                             monkeypatch):
+    """A down chain that starts where its up partner ended cannot run beside it."""
+    sample, emb = stack_emb
+    prompts = prompts_from_labels(sample.labels)
+    k, first = next(iter(prompts.items()))
+    z0 = first.slice if isinstance(first, SlicePrompt) else first[0].slice
+    lab = sample.labels
+    zs = [z for z in range(lab.shape[0]) if (lab[z] == k).any()]
+    far = max(zs, key=lambda z: abs(z - z0))
+    assert abs(far - z0) >= 2  # a gap for the pair of chains to fill
+    prompts[k] = [SlicePrompt(z0, mask=lab[z0] == k), SlicePrompt(far, mask=lab[far] == k)]
+    one, _ = _run(emb, prompts, monkeypatch, 1)
+    both, seen = _run(emb, prompts, monkeypatch, 2)
+    assert HELPER not in seen
+    np.testing.assert_array_equal(one.labels, both.labels)
+
+
+def test_no_sweeps_at_once_on_a_gpu_or_with_one_worker(monkeypatch):
+    from types import SimpleNamespace
+
+    from napari_sam.volume.sweeps import sweeps_at_once
+
+    cpu, gpu = SimpleNamespace(device=torch.device("cpu")), SimpleNamespace(
+        device=torch.device("cuda"))
+    _workers(monkeypatch, 2)
+    assert sweeps_at_once(cpu, [])
+    assert not sweeps_at_once(gpu, [])
+    _workers(monkeypatch, 1)
+    assert not sweeps_at_once(cpu, [])
