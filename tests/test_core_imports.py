@@ -45,3 +45,26 @@ def test_public_names_are_exported_and_resolve():
     for name in napari_sam._EXPORTS:
         obj = getattr(napari_sam, name)
         assert getattr(obj, "__name__", name) == name, (name, obj)
+
+
+def test_the_command_line_starts_without_torch(tmp_path):
+    """``napari-sam --help``, ``--version``, a command's help and ``sample`` never load torch
+    (1 s of a new user's first command; the batch package imports its modules on first use);
+    the batch commands do."""
+    code = (
+        "import sys, contextlib, io\n"
+        "from napari_sam.cli import main\n"
+        "argv = sys.argv[1:]\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "    main(argv)\n"
+        "print('torch' in sys.modules, file=sys.stderr)\n"
+    )
+    cases = {("--help",): "False", ("--version",): "False", ("auto", "--help"): "False",
+             ("segment", "--help"): "False",
+             ("sample", "nuclei-3d", "-o", str(tmp_path / "s"), "--shape", "4,32,32"): "False",
+             ("auto", str(tmp_path / "none.tif"), "-o", str(tmp_path / "o")): "True"}
+    for argv, loaded in cases.items():
+        out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True,
+                             text=True, timeout=300)
+        assert out.stderr.strip().splitlines()[-1] == loaded, (argv, out.stderr[-2000:])
+    assert any((tmp_path / "s").glob("*.tif"))  # the sample was written

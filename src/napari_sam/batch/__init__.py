@@ -47,41 +47,59 @@ Modules
 (``Context``, ``Job``, ``JobResult``), ``jobs`` (jobs, resume states, locks, work folders),
 ``models`` (the per-process model cache), ``reading`` (``open_image``, over
 :class:`napari_sam.io.SliceSource`), ``embedding_stores``, ``label_writing``, ``preview``,
-``progress``, the runners ``embed_runner``, ``segment_runner`` (and ``SEGMENT_OPTIONS``),
+``progress``, the runners ``embed_runner``, ``segment_runner`` (its options in
+``segment_options``),
 ``auto_runner`` with ``linking``, ``runners`` (``run_job``), ``run`` (``run_jobs``) and
-``distributed``.
+``distributed``. The package imports them on first use of a name (``batch.run_jobs``), so
+that the command line's option tables load without torch.
 """
 
 from __future__ import annotations
 
-from napari_sam.batch.auto_runner import (
-    AUTO_KEYS,
-    LINK_DEFAULTS,
-    PROPAGATE_DEFAULT,
-    PROPAGATION_BYTES_PER_VOXEL,
-    auto_slices,
-    prepare_auto_work,
-)
-from napari_sam.batch.context import Context, Job, JobResult
-from napari_sam.batch.inputs import (
-    COMMANDS,
-    IMAGE_SUFFIXES,
-    WORK_DIR,
-    BatchError,
-    collect_inputs,
-    output_path,
-    stem_of,
-)
-from napari_sam.batch.jobs import OutputLock, make_jobs, output_state
-from napari_sam.batch.linking import LinkPlan, link_slices
-from napari_sam.batch.models import get_model, model_cache_info
-from napari_sam.batch.preview import preview_path, write_preview
-from napari_sam.batch.prompts import Prompts, check_prompts, load_prompts, prompts_for
-from napari_sam.batch.reading import OpenedImage, open_image
-from napari_sam.batch.run import run_jobs
-from napari_sam.batch.runners import run_job
-from napari_sam.batch.segment_runner import SEGMENT_KEYS, SEGMENT_OPTIONS, SegmentOption
-from napari_sam.io import SliceSource, write_labels_stream
+import importlib
+
+#: Where each public name lives: imported on first use (PEP 562), so that importing one
+#: module of the package (the command line's option tables) does not load torch.
+_HOMES = {
+    "AUTO_KEYS": "napari_sam.batch.auto_runner",
+    "LINK_DEFAULTS": "napari_sam.batch.auto_runner",
+    "PROPAGATE_DEFAULT": "napari_sam.batch.auto_runner",
+    "PROPAGATION_BYTES_PER_VOXEL": "napari_sam.batch.auto_runner",
+    "auto_slices": "napari_sam.batch.auto_runner",
+    "prepare_auto_work": "napari_sam.batch.auto_runner",
+    "Context": "napari_sam.batch.context",
+    "Job": "napari_sam.batch.context",
+    "JobResult": "napari_sam.batch.context",
+    "COMMANDS": "napari_sam.batch.inputs",
+    "IMAGE_SUFFIXES": "napari_sam.batch.inputs",
+    "WORK_DIR": "napari_sam.batch.inputs",
+    "BatchError": "napari_sam.batch.inputs",
+    "collect_inputs": "napari_sam.batch.inputs",
+    "output_path": "napari_sam.batch.inputs",
+    "stem_of": "napari_sam.batch.inputs",
+    "OutputLock": "napari_sam.batch.jobs",
+    "make_jobs": "napari_sam.batch.jobs",
+    "output_state": "napari_sam.batch.jobs",
+    "LinkPlan": "napari_sam.batch.linking",
+    "link_slices": "napari_sam.batch.linking",
+    "get_model": "napari_sam.batch.models",
+    "model_cache_info": "napari_sam.batch.models",
+    "preview_path": "napari_sam.batch.preview",
+    "write_preview": "napari_sam.batch.preview",
+    "Prompts": "napari_sam.batch.prompts",
+    "check_prompts": "napari_sam.batch.prompts",
+    "load_prompts": "napari_sam.batch.prompts",
+    "prompts_for": "napari_sam.batch.prompts",
+    "OpenedImage": "napari_sam.batch.reading",
+    "open_image": "napari_sam.batch.reading",
+    "run_jobs": "napari_sam.batch.run",
+    "run_job": "napari_sam.batch.runners",
+    "SEGMENT_KEYS": "napari_sam.batch.segment_options",
+    "SEGMENT_OPTIONS": "napari_sam.batch.segment_options",
+    "SegmentOption": "napari_sam.batch.segment_options",
+    "SliceSource": "napari_sam.io",
+    "write_labels_stream": "napari_sam.io",
+}
 
 __all__ = [
     "BatchError",
@@ -124,3 +142,21 @@ __all__ = [
     "prompts_for",
     "stem_of",
 ]
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:  # a submodule not imported yet (``batch.jobs``)
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))

@@ -16,9 +16,6 @@ from napari_sam.batch.label_writing import finish_propagation
 from napari_sam.batch.progress import ProgressBar
 from napari_sam.batch.reading import OpenedImage
 
-#: ``segment`` parameters only SAM 2 propagation reads (not passed to segment_volume)
-SAM2_KEYS = ("stop_after_absent",)
-
 
 def check_sam2_input(job: Job, opened: OpenedImage) -> None:
     """ValueError for an input SAM 2 propagation cannot take: one with channels."""

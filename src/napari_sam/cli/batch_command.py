@@ -8,8 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from napari_sam.batch.sam2_runner import SAM2_KEYS
-from napari_sam.batch.segment_runner import SEGMENT_OPTIONS
+from napari_sam.batch.segment_options import SAM2_KEYS, SEGMENT_OPTIONS
 from napari_sam.cli.errors import CLIError, print_note
 from napari_sam.cli.models_command import resolve_model
 

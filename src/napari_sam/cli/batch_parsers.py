@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from napari_sam.batch.segment_runner import SAM2_OPTIONS, SEGMENT_OPTIONS
+from napari_sam.batch.segment_options import SAM2_OPTIONS, SEGMENT_OPTIONS
 from napari_sam.cli.arguments import (
     Formatter,
     add_common,
@@ -237,7 +237,7 @@ def add_segment_parser(sub) -> None:
 
 
 def _add_options(group, options) -> None:
-    """One argparse option per flagged :class:`napari_sam.batch.segment_runner.SegmentOption`."""
+    """One argparse option per flagged :class:`napari_sam.batch.segment_options.SegmentOption`."""
     for option in options:
         if option.flag is None:
             continue
