@@ -191,3 +191,23 @@ def test_no_sweeps_at_once_on_a_gpu_or_with_one_worker(monkeypatch):
     assert not sweeps_at_once(gpu, [])
     _workers(monkeypatch, 1)
     assert not sweeps_at_once(cpu, [])
+
+
+def test_the_down_sweep_runs_in_the_callers_inference_mode(stack_emb, monkeypatch):
+    """Autograd and inference modes are per thread: the helper takes the caller's (an
+    in-place step on an inference tensor fails outside inference mode)."""
+    import napari_sam.volume.propagator as propagator
+
+    sample, emb = stack_emb
+    seen, upsample = [], propagator.upsample_logits
+
+    def recording(*args, **kwargs):
+        seen.append((threading.current_thread().name, torch.is_inference_mode_enabled()))
+        return upsample(*args, **kwargs)
+
+    _workers(monkeypatch, 2)
+    monkeypatch.setattr(propagator, "upsample_logits", recording)
+    with torch.inference_mode():
+        segment_volume(emb, prompts_from_labels(sample.labels))
+    assert {name for name, _ in seen} >= {HELPER, threading.current_thread().name}
+    assert all(mode for _, mode in seen)

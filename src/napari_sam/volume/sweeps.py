@@ -94,10 +94,13 @@ def _both(prop, up: list[Chain], down: list[Chain]) -> None:
         if stop.is_set():
             raise _Stopped
 
-    def down_sweep() -> None:
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+    def down_sweep() -> None:  # in the caller's autograd and inference modes (thread-local)
         torch.set_num_threads(per_sweep)
         try:
-            prop.sweep(down, -1, n, report=down_report, started=True)
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+                prop.sweep(down, -1, n, report=down_report, started=True)
         except _Stopped:
             pass
         except BaseException as err:  # noqa: BLE001 - raised in the calling thread
