@@ -62,6 +62,40 @@ def test_candidate_nms_keeps_the_strict_set_as_it_was():
     assert torch.all(out.iou[:-1] >= out.iou[1:])  # by decreasing predicted IoU
 
 
+def test_candidate_nms_of_equal_sets_runs_once(monkeypatch):
+    """Without a rescue margin (stacks) the two sets are one: one NMS, the same rows."""
+    import napari_sam.automatic.crops as crops
+    from napari_sam.automatic.boxes import batched_nms
+
+    g = torch.Generator().manual_seed(1)
+    n = 30
+    xy = torch.randint(0, 80, (n, 2), generator=g)
+    boxes = torch.cat([xy, xy + torch.randint(5, 30, (n, 2), generator=g)], 1)
+    iou = torch.rand(n, generator=g)
+    both = torch.rand(n, generator=g) > 0.3
+    calls = []
+    monkeypatch.setattr(crops, "batched_nms", lambda *a: calls.append(1) or batched_nms(*a))
+    cand = Candidates(torch.zeros(n, 4, 4), iou, iou, boxes, torch.ones(n), torch.zeros(n, 2),
+                      both, both.clone())
+    out = cand.nms(0.3)
+    assert len(calls) == 1
+    idx = torch.arange(n)[both][batched_nms(boxes[both], iou[both], 0.3)]
+    assert sorted(out.iou.tolist()) == sorted(iou[idx].tolist())
+    assert torch.equal(out.strict, out.lenient) and bool(out.strict.all())
+
+
+def test_the_rescue_rule_for_stacks_has_one_home():
+    from napari_sam.automatic import rescue_margin_for
+    from napari_sam.automatic.params import make_params
+
+    assert rescue_margin_for(0.1, 1) == 0.1 and rescue_margin_for(0.1, 2) == 0.0
+    p = make_params("auto", None, 0.6, 0.7, 1.0, 0.7, 0, 0.7, 512 / 1500, 1, 0, None, True,
+                    0.5)
+    assert p.rescue_margin == 0.1
+    assert p.for_slices(1).rescue_margin == 0.1 and p.for_slices(32).rescue_margin == 0.0
+    assert p.for_slices(32).pred_iou_thresh == p.pred_iou_thresh  # nothing else changes
+
+
 @pytest.fixture(scope="module")
 def demo():
     from napari_sam.models.registry import load_model

@@ -77,6 +77,7 @@ from napari_sam.automatic.params import (
     build_point_grid,
     generate_crop_boxes,
     recommended_thresholds,
+    rescue_margin_for,
 )
 from napari_sam.automatic.regions import remove_small_regions
 from napari_sam.automatic.results import (
@@ -121,6 +122,7 @@ __all__ = [
     "propagate_objects",
     "recommended_thresholds",
     "remove_small_regions",
+    "rescue_margin_for",
     "segment_everything",
     "stability_score",
 ]

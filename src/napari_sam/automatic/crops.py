@@ -86,8 +86,11 @@ class Candidates:
         idx = torch.arange(len(self), device=self.iou.device)
         keep_s = idx[self.strict][batched_nms(self.boxes[self.strict], self.iou[self.strict],
                                               thresh)]
-        keep_l = idx[self.lenient][batched_nms(self.boxes[self.lenient],
-                                               self.iou[self.lenient], thresh)]
+        if torch.equal(self.strict, self.lenient):  # no rescue margin (stacks): one NMS
+            keep_l = keep_s
+        else:
+            keep_l = idx[self.lenient][batched_nms(self.boxes[self.lenient],
+                                                   self.iou[self.lenient], thresh)]
         rows = torch.unique(torch.cat([keep_s, keep_l]))
         rows = rows[torch.argsort(self.iou[rows], descending=True, stable=True)]
         out = self.take(rows)

@@ -4,8 +4,6 @@ from its largest mask, and one :class:`~napari_sam.automatic.ObjectRecord` per 3
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import torch
 
@@ -55,11 +53,7 @@ def segment_stack(emb, params: AutomaticParams, foreground, link_iou, max_gap, m
     if images is None:
         images = getattr(emb, "stack", None)
     zdim, h, w = emb.shape
-    if zdim > 1:
-        # rescued masks help single images, not stacks: linking and propagation fill in what
-        # a slice misses, and the rescued fragments became false objects (validation 3D F1
-        # 0.761 -> 0.712, the real stack 0.636 -> 0.483; docs/benchmarks.md, "Rescued masks")
-        params = replace(params, rescue_margin=0.0)
+    params = params.for_slices(zdim)  # stacks of several slices never rescue masks
     fg_all = _stack_foreground(foreground, (zdim, h, w))
     engine = CropEngine(emb.predictor, params)
     stats = new_stats()

@@ -120,7 +120,7 @@ def _segment_slice(slice_emb, limits, image: np.ndarray, model, ctx: Context,
 
     params = {k: ctx.params[k] for k in AUTO_KEYS if ctx.params.get(k) is not None}
     if in_stack:
-        params["rescue_margin"] = 0.0
+        params["rescue_margin"] = automatic.rescue_margin_for(params.get("rescue_margin", 0.0), 2)
     if ctx.tiling != "auto":  # else the engine's default
         params["tiling"] = ctx.tiling
     if image.ndim == 3 and image.shape[-1] == 1:
