@@ -6,8 +6,10 @@ of the original image. Conversion to SAM's (x, y) happens in :mod:`napari_sam.pr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +47,28 @@ _BACKENDS = ("torch", "onnx")
 #: up to four windows; about 26 MB each for SAM's 64 x 64 embeddings, 6 MB for the demo's)
 CLICK_CACHES = 4
 
-__all__ = ["BatchPrediction", "ImageEmbedding", "Predictor", "as_model", "nonfinite_parameters"]
+__all__ = ["BatchPrediction", "ImageEmbedding", "Predictor", "as_model", "no_click_cache",
+           "nonfinite_parameters"]
+
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def no_click_cache() -> Iterator[None]:
+    """Within this context the calling thread's decodes never use, nor start, the per-image
+    click caches of :class:`Predictor` (single prompts run the plain decoder).
+
+    Whether a click finds a cache depends on which embeddings were decoded just before; the
+    cached decoder rounds differently from the plain one. Propagation's sweeps decode in
+    this context, so their masks do not depend on what was decoded before them, nor on how
+    two sweeps running at once interleave (:mod:`napari_sam.volume.sweeps`).
+    """
+    before = getattr(_local, "off", False)
+    _local.off = True
+    try:
+        yield
+    finally:
+        _local.off = before
 
 
 @dataclass
@@ -536,8 +559,9 @@ class Predictor:
         """The cached decoder's per-image tensors for ``emb``, made on its second decode
         among the last :data:`CLICK_CACHES` embeddings decoded (a one-off decode, e.g. one
         slice of a propagation, does not pay for them; the windows of a tiled image that a
-        click decodes in each keep theirs); None where the plain decoder runs."""
-        if not self.cached_decoder or self._click_decoder is None:
+        click decodes in each keep theirs); None where the plain decoder runs (also inside
+        :func:`no_click_cache`)."""
+        if not self.cached_decoder or self._click_decoder is None or getattr(_local, "off", False):
             return None
         with self._lock:
             feats = emb.features

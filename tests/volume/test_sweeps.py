@@ -4,7 +4,9 @@ either sweep, and the torch threads left as they were."""
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -64,8 +66,7 @@ def _run(emb, prompts, monkeypatch, workers, **kw):
 
 
 def _prompts(sample, clicks: bool):
-    """Each nucleus seeded on its widest slice: by its mask, or by a click at its centre
-    (single clicks take the cached click decoder, whose caches the two sweeps share)."""
+    """Each nucleus seeded on its widest slice: by its mask, or by a click at its centre."""
     prompts = prompts_from_labels(sample.labels)
     if not clicks:
         return prompts
@@ -211,3 +212,114 @@ def test_the_down_sweep_runs_in_the_callers_inference_mode(stack_emb, monkeypatc
         segment_volume(emb, prompts_from_labels(sample.labels))
     assert {name for name, _ in seen} >= {HELPER, threading.current_thread().name}
     assert all(mode for _, mode in seen)
+
+
+def _two_overlapping(sample):
+    """Two nuclei whose z-ranges overlap, one clicked on its lowest slice (only an up chain
+    runs) and one on its highest (only a down chain): each slice of the overlap is decoded
+    for one object by each sweep, one prompt per call."""
+    from napari_sam.volume.mask_prompts import center_from_mask
+
+    lab = sample.labels
+    ext = {int(i): (min(zs), max(zs)) for i in np.unique(lab)[1:]
+           for zs in [[z for z in range(lab.shape[0]) if (lab[z] == i).any()]]}
+    _, a, b = max((min(a1, b1) - max(a0, b0), a, b) for a, (a0, a1) in ext.items()
+                  for b, (b0, b1) in ext.items() if a != b)
+    assert min(ext[a][1], ext[b][1]) - max(ext[a][0], ext[b][0]) >= 3
+    za, zb = ext[a][0], ext[b][1]
+    return {a: SlicePrompt(za, points=[center_from_mask(lab[za] == a)]),
+            b: SlicePrompt(zb, points=[center_from_mask(lab[zb] == b)])}
+
+
+def test_single_prompt_sweeps_never_use_click_caches_so_timing_cannot_matter(stack_emb,
+                                                                           monkeypatch):
+    """A slice decoded by both sweeps would find a click cache or not depending on how they
+    interleave, and the cached decoder rounds differently: sweeps decode without them. Runs
+    with random delays in the decodes give the results of one sweep after the other."""
+    from napari_sam.models.cached_decoder import CachedDecoder
+
+    sample, emb = stack_emb
+    prompts = _two_overlapping(sample)
+    cached = []
+    decode = CachedDecoder.decode
+
+    def counting(self, *args, **kwargs):
+        cached.append(threading.current_thread().name)
+        return decode(self, *args, **kwargs)
+
+    for mode in ("box", "center"):
+        ref, _ = _run(emb, prompts, monkeypatch, 1, mode=mode)
+        for seed in range(3):
+            rng = random.Random(seed)
+            _workers(monkeypatch, 2)
+            monkeypatch.setattr(CachedDecoder, "decode", counting)
+            pred = ns.Predictor(emb.predictor.model, precision=emb.predictor.precision)
+            original = pred.predict_batch
+
+            def jittered(*args, _original=original, _rng=rng, **kwargs):
+                time.sleep(_rng.random() * 0.05)
+                return _original(*args, **kwargs)
+
+            pred.predict_batch = jittered
+            try:
+                res = segment_volume(emb, prompts, predictor=pred, mode=mode)
+            finally:
+                monkeypatch.undo()
+            assert res.scores == ref.scores, (mode, seed)
+            np.testing.assert_array_equal(res.labels, ref.labels)
+            assert res.stop_reasons == ref.stop_reasons
+            assert not cached, f"the sweeps used the click cache ({mode}, seed {seed})"
+
+
+def test_slices_encoded_during_the_sweeps_use_the_callers_threads(monkeypatch):
+    """Lazy embeddings encode missing slices inside ``emb[z]``; the encoder rounds by its
+    thread count, so the sweeps (at half the threads each) encode at the caller's: the
+    embeddings are bit for bit those of one sweep after the other."""
+    from napari_sam.synthetic import nuclei_3d
+
+    sample = nuclei_3d(shape=(12, 96, 96), seed=5)
+    z = 5  # every nucleus on one slice is seeded there: the sweeps encode the other slices
+    prompts = {int(i): SlicePrompt(z, mask=sample.labels[z] == i)
+               for i in np.unique(sample.labels[z]) if i}
+    assert len(prompts) >= 3
+    model = ns.load_model("demo")
+    torch.set_num_threads(2)
+    out = []
+    for at_once in (False, True):
+        emb = ns.embed(sample.image, model)  # lazy: slices are encoded as propagation reads them
+        if not at_once:  # the reference: one sweep after the other, all else the same
+            monkeypatch.setattr("napari_sam.volume.sweeps.sweeps_at_once", lambda *a: False)
+        res, seen = _run(emb, prompts, monkeypatch, 2)
+        assert (HELPER in seen) == at_once
+        out.append((res, torch.stack([emb[z].features for z in range(12)])))
+    assert torch.equal(out[0][1], out[1][1])  # every slice encoded as one after the other
+    # the decodes themselves ran at the sweeps' one thread against the reference's two, which
+    # rounds differently (as any change of torch threads does): the same masks up to that
+    assert float((out[0][0].labels == out[1][0].labels).mean()) >= 0.999
+
+
+def test_progress_counts_the_slices_the_helper_finished_last(stack_emb, monkeypatch):
+    """The down sweep may finish between the calling thread's last look and its end: its
+    last slices are still reported (the GUI bar reaches the end)."""
+    from napari_sam.volume.propagator import Propagator
+
+    sample, emb = stack_emb
+    sweep = Propagator.sweep
+
+    def slow_up(self, chains, direction, *args, **kwargs):
+        if direction < 0:
+            time.sleep(0.5)  # the down sweep ends after the up sweep's last report
+        sweep(self, chains, direction, *args, **kwargs)
+        if direction > 0:  # ... while the caller is away
+            deadline = time.monotonic() + 60
+            while (any(t.name == HELPER for t in threading.enumerate())
+                   and time.monotonic() < deadline):
+                time.sleep(0.05)
+
+    calls = []
+    monkeypatch.setattr(Propagator, "sweep", slow_up)
+    res, seen = _run(emb, prompts_from_labels(sample.labels), monkeypatch, 2,
+                     progress=lambda d, t: calls.append((d, t)))
+    assert HELPER in seen
+    n = 2 * sample.labels.shape[0]
+    assert calls[-1] == (n, n) and len(calls) == n

@@ -15,6 +15,7 @@ from napari_sam.batch.context import Context, Job
 from napari_sam.batch.label_writing import finish_propagation
 from napari_sam.batch.progress import ProgressBar
 from napari_sam.batch.reading import OpenedImage
+from napari_sam.batch.segment_options import SAM2_KEYS  # noqa: F401 - its old home
 
 
 def check_sam2_input(job: Job, opened: OpenedImage) -> None:

@@ -20,7 +20,12 @@ from napari_sam.batch.label_writing import finish_labels, finish_propagation
 from napari_sam.batch.progress import ProgressBar
 from napari_sam.batch.reading import open_image
 from napari_sam.batch.sam2_runner import run_segment_sam2
-from napari_sam.batch.segment_options import SEGMENT_KEYS
+from napari_sam.batch.segment_options import (  # noqa: F401 - the names' old home
+    SAM2_OPTIONS,
+    SEGMENT_KEYS,
+    SEGMENT_OPTIONS,
+    SegmentOption,
+)
 
 
 def run_segment(job: Job, ctx: Context, model) -> dict:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from napari_sam.predictor import no_click_cache
 from napari_sam.prompts import (
     MASK_PROMPT_LOGIT,
     PromptKind,
@@ -299,6 +300,15 @@ class Propagator:
             def report(done, _progress=self.progress, _total=2 * self.n_slices):
                 _progress(step0 + done, _total)
         zs = range(self.n_slices) if direction > 0 else range(self.n_slices - 1, -1, -1)
+        with no_click_cache():  # the same masks whatever was decoded before (and alongside)
+            self._sweep_slices(chains, direction, zs, report)
+        for c in chains:
+            if c.alive:
+                c.reason = c.bound_reason
+
+    def _sweep_slices(self, chains: list[Chain], direction: int, zs: range,
+                      report: Callable[[int], None] | None) -> None:
+        """The slices ``zs`` of a sweep, each with the chains live there."""
         for i, z in enumerate(zs):
             live = []
             for c in chains:
@@ -314,9 +324,6 @@ class Propagator:
                 self._step(z, live, direction)
             if report is not None:
                 report(i + 1)
-        for c in chains:
-            if c.alive:
-                c.reason = c.bound_reason
 
     def _prompts(self, live: list[Chain], shifts: np.ndarray, emb) -> dict:
         """Decoder prompts for the next slice from each chain's last mask."""

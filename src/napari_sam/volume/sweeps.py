@@ -13,10 +13,16 @@ runnable threads get a larger share of it (docs/benchmarks.md, "Up and down swee
 once").
 
 The chains, their decoder calls and the batches are those of running the sweeps one after
-the other, so the labels, scores and stop reasons are the same (tested); only the order in
-which the accepted masks arrive differs, and nothing reads it. Progress is reported from the
+the other, so at the same torch threads per decode the labels, scores and stop reasons are
+the same (tested bit for bit at one thread); only the order in which the accepted masks
+arrive differs, and nothing reads it. A caller with more threads gives each sweep half of
+them, and a decode at fewer threads may round differently, as any change of thread count
+does (slices encoded on the way use the caller's threads, so the embeddings never differ). Progress is reported from the
 calling thread only (the sum of both sweeps' slices), so a callback that cancels by raising
-(the GUI's) still cancels both. GPUs and SAM 2.1 keep one sweep after the other.
+(the GUI's) still cancels both. GPUs keep one sweep after the other (SAM 2.1 propagates in
+:mod:`napari_sam.sam2_volume`). Sweeps decode without the predictor's click caches
+(:func:`napari_sam.predictor.no_click_cache`), whose use would depend on how the two sweeps
+interleave.
 """
 
 from __future__ import annotations
@@ -39,16 +45,26 @@ class _Stopped(Exception):
 
 
 class _OneAtATime:
-    """``source[z]`` read by one thread at a time, other attributes passed through: the
-    embeddings (lazy, with a cache of recent slices) and the images the sweeps read."""
+    """``source[z]`` read by one thread at a time, at ``threads`` torch threads, other
+    attributes passed through: the embeddings (lazy, with a cache of recent slices) and the
+    images the sweeps read. A slice the embeddings encode on the way is encoded at the
+    caller's threads, not a sweep's half (the encoder's float rounding depends on them)."""
 
-    def __init__(self, source, lock: threading.Lock):
+    def __init__(self, source, lock: threading.Lock, threads: int):
         self._source = source
         self._lock = lock
+        self._threads = threads
 
     def __getitem__(self, z):
         with self._lock:
-            return self._source[z]
+            mine = torch.get_num_threads()
+            if mine == self._threads:
+                return self._source[z]
+            torch.set_num_threads(self._threads)
+            try:
+                return self._source[z]
+            finally:
+                torch.set_num_threads(mine)
 
     def __getattr__(self, name: str):
         return getattr(self._source, name)
@@ -120,9 +136,9 @@ def _both(prop, up: list[Chain], down: list[Chain]) -> None:
     helper = threading.Thread(target=down_sweep, name="napari-sam down sweep", daemon=True)
     emb, stack = prop.emb, prop.stack
     lock = threading.Lock()
-    prop.emb = _OneAtATime(emb, lock)
+    prop.emb = _OneAtATime(emb, lock, threads)
     if stack is not None:
-        prop.stack = _OneAtATime(stack, lock)
+        prop.stack = _OneAtATime(stack, lock, threads)
     torch.set_num_threads(per_sweep)
     try:
         helper.start()
@@ -133,6 +149,7 @@ def _both(prop, up: list[Chain], down: list[Chain]) -> None:
         while helper.is_alive():
             helper.join(_POLL_S)
             report()
+        report()  # the slices the helper finished after the last look
     except BaseException:
         stop.set()
         helper.join()
