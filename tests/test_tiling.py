@@ -75,6 +75,19 @@ def test_depth_is_infinite_at_the_image_border_only():
     assert d[100, 255] == pytest.approx(0.5) and d[255, 100] == pytest.approx(0.5)
 
 
+def test_depth_is_made_once_per_window_read_only_and_depth_at_reads_it():
+    t = Tiling((700, 1000), 256, 32)
+    rng = np.random.default_rng(1)
+    for win in t.windows:
+        d = t.depth(win)
+        assert d.shape == win.shape and d.dtype == np.float32
+        assert t.depth(win) is d  # made once
+        with pytest.raises(ValueError):
+            d[0, 0] = 7  # shared: nobody may change it
+        for r, c in zip(rng.integers(0, win.shape[0], 20), rng.integers(0, win.shape[1], 20)):
+            assert t.depth_at(win, r, c) == float(d[r, c])
+
+
 @pytest.mark.parametrize("shape, img_size, tiling, expect", [
     ((384, 384), 256, "auto", None),          # exactly 1.5 model inputs: not tiled
     ((385, 100), 256, "auto", (256, 32)),     # just above

@@ -221,7 +221,7 @@ def decode_tiled(
 def _depth_at(tiling: Tiling, win: Window, pos) -> float:
     r = int(np.clip(round(pos[0]) - win.outer[0], 0, win.shape[0] - 1))
     c = int(np.clip(round(pos[1]) - win.outer[1], 0, win.shape[1] - 1))
-    return float(tiling.depth(win)[r, c])
+    return tiling.depth_at(win, r, c)
 
 
 def _decode_window(predictor, tiled, win, pts, lab, bx, clip, mask, frame, multimask):

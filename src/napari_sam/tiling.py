@@ -196,7 +196,29 @@ class Tiling:
         """(rows, cols) float32 of ``win``'s shape: how far each pixel of the window lies from
         the window's edges that are not image borders (an image border does not cut objects,
         so it counts as infinitely far). Stitching takes each pixel from the window where
-        this is largest."""
+        this is largest. Made once per window of this tiling (read-only; a tiled click reads
+        it in every window it decodes)."""
+        cached = self._depths.get(win.index)
+        if cached is None or cached.shape != win.shape:
+            rows, cols = self._edge_distances(win)
+            cached = np.minimum(rows[:, None], cols[None, :])
+            cached.flags.writeable = False
+            self._depths[win.index] = cached
+        return cached
+
+    def depth_at(self, win: Window, row: int, col: int) -> float:
+        """``depth(win)[row, col]`` (``row``, ``col`` in the window's frame), without the
+        map."""
+        rows, cols = self._edge_distances(win)
+        return float(min(rows[int(row)], cols[int(col)]))
+
+    @functools.cached_property
+    def _depths(self) -> dict[int, np.ndarray]:
+        return {}
+
+    def _edge_distances(self, win: Window) -> tuple[np.ndarray, np.ndarray]:
+        """(rows,) and (cols,) float32: each row's and column's distance from the window's
+        edges that are not image borders (1e9 for an image border)."""
         h, w = self.image_shape
         r0, c0, r1, c1 = win.outer
         big = np.float32(1e9)
@@ -206,7 +228,7 @@ class Tiling:
         bottom = r1 - rr - 0.5 if r1 < h else np.full_like(rr, big)
         left = cc - c0 + 0.5 if c0 > 0 else np.full_like(cc, big)
         right = c1 - cc - 0.5 if c1 < w else np.full_like(cc, big)
-        return np.minimum(np.minimum(top, bottom)[:, None], np.minimum(left, right)[None, :])
+        return np.minimum(top, bottom), np.minimum(left, right)
 
 
 def choose_tiling(
