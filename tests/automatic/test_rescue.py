@@ -41,17 +41,23 @@ def test_add_rescued_paints_free_objects_only_on_free_pixels():
     assert not (out == 4).any() and (labels[10:, :] == 0).all()  # the input is untouched
 
 
+def _random_candidates(seed: int, n: int, drop: float):
+    """(n, 4) random boxes (row0, col0, row1, col1), (n,) predicted IoUs and a random set
+    keeping about 1 - ``drop`` of them."""
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.randint(0, 80, (n, 2), generator=g)
+    boxes = torch.cat([xy, xy + torch.randint(5, 30, (n, 2), generator=g)], 1)
+    iou = torch.rand(n, generator=g)
+    return boxes, iou, torch.rand(n, generator=g) > drop
+
+
 def test_candidate_nms_keeps_the_strict_set_as_it_was():
     """NMS runs within each set: the strict rows are what plain NMS of the strict masks
     keeps, whatever lenient masks lie beside them."""
     from napari_sam.automatic.boxes import batched_nms
 
-    g = torch.Generator().manual_seed(0)
     n = 40
-    xy = torch.randint(0, 80, (n, 2), generator=g)
-    boxes = torch.cat([xy, xy + torch.randint(5, 30, (n, 2), generator=g)], 1)
-    iou = torch.rand(n, generator=g)
-    strict = torch.rand(n, generator=g) > 0.4
+    boxes, iou, strict = _random_candidates(0, n, 0.4)
     cand = Candidates(torch.zeros(n, 4, 4), iou, iou, boxes, torch.ones(n), torch.zeros(n, 2),
                       strict, torch.ones(n, dtype=torch.bool))
     out = cand.nms(0.3)
@@ -67,12 +73,8 @@ def test_candidate_nms_of_equal_sets_runs_once(monkeypatch):
     import napari_sam.automatic.crops as crops
     from napari_sam.automatic.boxes import batched_nms
 
-    g = torch.Generator().manual_seed(1)
     n = 30
-    xy = torch.randint(0, 80, (n, 2), generator=g)
-    boxes = torch.cat([xy, xy + torch.randint(5, 30, (n, 2), generator=g)], 1)
-    iou = torch.rand(n, generator=g)
-    both = torch.rand(n, generator=g) > 0.3
+    boxes, iou, both = _random_candidates(1, n, 0.3)
     calls = []
     monkeypatch.setattr(crops, "batched_nms", lambda *a: calls.append(1) or batched_nms(*a))
     cand = Candidates(torch.zeros(n, 4, 4), iou, iou, boxes, torch.ones(n), torch.zeros(n, 2),
