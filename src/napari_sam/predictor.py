@@ -569,7 +569,8 @@ class Predictor:
             found = next((i for i, entry in enumerate(self._clicks) if entry[0] is feats), None)
             if found is None:
                 found = next((i for i, (last, _) in enumerate(self._clicks)
-                              if last.shape == feats.shape and torch.equal(last, feats)), None)  # fmt: skip
+                              if last.shape == feats.shape and torch.equal(last, feats)),
+                             None)
             if found is not None:
                 entry = self._clicks.pop(found)
                 self._clicks.append(entry)

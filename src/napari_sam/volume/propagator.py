@@ -57,7 +57,8 @@ class Propagator:
 
     Used by :func:`napari_sam.segment_volume` in this order: :meth:`annotate`,
     :meth:`make_chains`, :meth:`sweep` up and down (at once where they are independent:
-    :func:`napari_sam.volume.sweeps.run_sweeps`), :meth:`resolve_claims`, :meth:`compose`. The keyword arguments are segment_volume's (resolved: no "auto").
+    :func:`napari_sam.volume.sweeps.run_sweeps`), :meth:`resolve_claims`, :meth:`compose`.
+    The keyword arguments are segment_volume's (resolved: no "auto").
     """
 
     def __init__(self, emb, objects, *, predictor, mode, motion, min_area, iou_threshold,

@@ -54,8 +54,9 @@ def segment_volume(
     the gap is filled from both ends, meeting in the middle. On each slice, all live objects
     are decoded in one batched decoder call. On a CPU with two or more cores the up and the
     down sweep run at once, in two threads, where no chains meet between annotated slices
-    (:mod:`napari_sam.volume.sweeps`; the results are the same). Where masks overlap in the labels, a drawn mask
-    wins, then a mask decoded from the user's prompts on that slice, then propagated masks,
+    (:mod:`napari_sam.volume.sweeps`; the results are the same). Where masks overlap in the
+    labels, a drawn mask wins, then a mask decoded from the user's prompts on that slice, then
+    propagated masks,
     the one propagated over fewer slices first; among masks of one rank the highest logit
     wins.
 

@@ -17,9 +17,9 @@ the other, so at the same torch threads per decode the labels, scores and stop r
 the same (tested bit for bit at one thread); only the order in which the accepted masks
 arrive differs, and nothing reads it. A caller with more threads gives each sweep half of
 them, and a decode at fewer threads may round differently, as any change of thread count
-does (slices encoded on the way use the caller's threads, so the embeddings never differ). Progress is reported from the
-calling thread only (the sum of both sweeps' slices), so a callback that cancels by raising
-(the GUI's) still cancels both. GPUs keep one sweep after the other (SAM 2.1 propagates in
+does (slices encoded on the way use the caller's threads, so the embeddings never differ).
+Progress is reported from the calling thread only (the sum of both sweeps' slices), so a
+callback that cancels by raising (the GUI's) still cancels both. GPUs keep one sweep after the other (SAM 2.1 propagates in
 :mod:`napari_sam.sam2_volume`). Sweeps decode without the predictor's click caches
 (:func:`napari_sam.predictor.no_click_cache`), whose use would depend on how the two sweeps
 interleave.
