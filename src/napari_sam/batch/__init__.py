@@ -101,47 +101,8 @@ _HOMES = {
     "write_labels_stream": "napari_sam.io",
 }
 
-__all__ = [
-    "BatchError",
-    "COMMANDS",
-    "Prompts",
-    "check_prompts",
-    "Context",
-    "Job",
-    "JobResult",
-    "SliceSource",
-    "collect_inputs",
-    "get_model",
-    "load_prompts",
-    "make_jobs",
-    "model_cache_info",
-    "output_path",
-    "output_state",
-    "run_job",
-    "run_jobs",
-    "write_labels_stream",
-    "write_preview",
-    # also public (used by the CLI, the tests and scripts)
-    "AUTO_KEYS",
-    "IMAGE_SUFFIXES",
-    "LINK_DEFAULTS",
-    "LinkPlan",
-    "OpenedImage",
-    "OutputLock",
-    "PROPAGATE_DEFAULT",
-    "PROPAGATION_BYTES_PER_VOXEL",
-    "SEGMENT_KEYS",
-    "SEGMENT_OPTIONS",
-    "SegmentOption",
-    "WORK_DIR",
-    "auto_slices",
-    "link_slices",
-    "open_image",
-    "prepare_auto_work",
-    "preview_path",
-    "prompts_for",
-    "stem_of",
-]
+#: The public names: exactly those the table above places.
+__all__ = sorted(_HOMES)
 
 
 def __getattr__(name: str):

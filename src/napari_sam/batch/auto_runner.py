@@ -112,15 +112,16 @@ def _auto_result(res) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _segment_slice(slice_emb, limits, image: np.ndarray, model, ctx: Context,
-                   in_stack: bool = True):
+                   n_slices: int):
     """segment_everything on one slice exactly as its stack path does (the slice's embedding
     ``slice_emb``, the volume-wide contrast ``limits``, constant slices empty; a slice of a
-    stack of several slices without rescued masks, as ``segment_stack``)."""
+    stack of ``n_slices`` slices rescues masks as ``segment_stack`` does)."""
     from napari_sam import automatic
+    from napari_sam.automatic.params import AutomaticParams
 
     params = {k: ctx.params[k] for k in AUTO_KEYS if ctx.params.get(k) is not None}
-    if in_stack:
-        params["rescue_margin"] = automatic.rescue_margin_for(params.get("rescue_margin", 0.0), 2)
+    params["rescue_margin"] = automatic.rescue_margin_for(
+        params.get("rescue_margin", AutomaticParams.rescue_margin), n_slices)
     if ctx.tiling != "auto":  # else the engine's default
         params["tiling"] = ctx.tiling
     if image.ndim == 3 and image.shape[-1] == 1:
@@ -243,7 +244,7 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
 
     def segment(z: int, slice_emb, image: np.ndarray) -> None:
         res = _segment_slice(slice_emb, emb.contrast_limits, image, model, ctx,
-                             in_stack=emb.shape[0] > 1)
+                             n_slices=emb.shape[0])
         finish(z, *_auto_result(res))
 
     def embedded(batch: list[int]):  # in this thread only: the embeddings and the reader

@@ -90,5 +90,6 @@ SAM2_OPTIONS = (
                   help="sam2: end an object's run after N slices in a row on which SAM 2 "
                        "finds it absent (0: track it to the ends of the stack)"),
 )
-#: ``segment`` parameters only SAM 2 propagation reads (not passed to segment_volume).
-SAM2_KEYS = ("stop_after_absent",)
+#: ``segment`` parameters only SAM 2 propagation reads (not passed to segment_volume): its
+#: options other than the choice of method.
+SAM2_KEYS = tuple(o.name for o in SAM2_OPTIONS if o.name != "method")
