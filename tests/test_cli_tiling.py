@@ -148,5 +148,5 @@ def test_auto_passes_its_tiling_to_segment_everything(monkeypatch):
     for tiling in ((256, 32), None, "auto"):
         with pytest.raises(StopIteration):
             _segment_slice(object(), (0.0, 4095.0), image, None,
-                           batch.Context(command="auto", tiling=tiling))
+                           batch.Context(command="auto", tiling=tiling), n_slices=1)
     assert seen == [(256, 32), None, "engine default"]
