@@ -35,4 +35,5 @@ def test_demo_weights_are_stored_in_float16_and_the_sidecar_names_the_file():
 def test_demo_model_loads_in_float32_with_the_files_checksum_as_its_id():
     model = load_model("demo")
     assert {p.dtype for p in model.parameters()} == {torch.float32}
-    assert model.model_id == f"demo:{file_digest(DEMO)[:12]}"
+    # + the input smoothing its sidecar asks for (what the model sees depends on it)
+    assert model.model_id == f"demo:{file_digest(DEMO)[:12]}+smooth0.7"

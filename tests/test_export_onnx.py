@@ -252,6 +252,7 @@ def test_export_writes_checked_decoder_with_metas_interface(vit):
     assert meta["pixel_mean"] == pytest.approx([123.675, 116.28, 103.53])
     assert meta["pixel_std"] == pytest.approx([58.395, 57.12, 57.375])
     assert meta["preprocessing"]["contrast"]["percentiles"] == [0.5, 99.5]
+    assert meta["preprocessing"]["smoothing"] == {"sigma": 0.0, "description": "none"}
     assert meta["files"] == {"decoder": DECODER_FILE}
 
 
@@ -368,6 +369,10 @@ def test_demo_decoder_with_metas_options_equals_meta(demo, demo_plain, tmp_path)
         assert _agreement(got[0], want[0]) >= MASK_AGREEMENT
         np.testing.assert_allclose(got[2], want[2], atol=2e-3)
         assert abs(int(got[3][0, 0]) - int(want[3][0, 0])) <= 0.001 * 200 * 300
+    # the demo model's input smoothing is in the preprocessing users must reproduce
+    smooth = json.loads(demo_plain.metadata.read_text())["preprocessing"]["smoothing"]
+    assert smooth["sigma"] == pytest.approx(0.7) and "smooth_before_enlarging" in smooth[
+        "description"]
     # the demo decoder in plain mode equals its PyTorch decoder
     plain = _session(demo_plain.decoder)
     coords, labels, kwargs = _prompt_cases(demo)[1][1:]
@@ -439,7 +444,12 @@ def test_cli_export_demo_writes_all_three_files(cli_demo_export):
     assert str(out) in printed_out and "demo" in printed_err.lower()
     # the exported encoder + decoder segment the demo image like the PyTorch predictor
     import napari_sam as ns
-    from napari_sam.preprocess import ResizeSpec, images_to_tensor, to_uint8_rgb
+    from napari_sam.preprocess import (
+        ResizeSpec,
+        images_to_tensor,
+        smooth_before_enlarging,
+        to_uint8_rgb,
+    )
     from napari_sam.synthetic import nuclei_2d
 
     sample = nuclei_2d((200, 240), seed=0)
@@ -450,7 +460,8 @@ def test_cli_export_demo_writes_all_three_files(cli_demo_export):
     point = np.array([np.median(rows), np.median(cols)])
     want, want_iou, _ = pred.predict(points=[point], labels=[1])
     spec = ResizeSpec.for_image(image.shape[:2], meta["input_size"])
-    x = images_to_tensor([to_uint8_rgb(image)], spec, "cpu")
+    sigma = meta["preprocessing"]["smoothing"]["sigma"]  # as export.json says
+    x = images_to_tensor(smooth_before_enlarging([to_uint8_rgb(image)], spec, sigma), spec, "cpu")
     mean = np.array(meta["pixel_mean"], np.float32).reshape(1, 3, 1, 1)
     std = np.array(meta["pixel_std"], np.float32).reshape(1, 3, 1, 1)
     x = (x.numpy() - mean) / std

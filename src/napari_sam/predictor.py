@@ -31,7 +31,13 @@ from napari_sam.models.cached_decoder import (
 )
 from napari_sam.models.registry import as_model
 from napari_sam.models.sam2.image_predictor import Sam2ImagePredictor
-from napari_sam.preprocess import DEFAULT_PERCENTILES, ResizeSpec, images_to_tensor, to_uint8_rgb
+from napari_sam.preprocess import (
+    DEFAULT_PERCENTILES,
+    ResizeSpec,
+    images_to_tensor,
+    smooth_before_enlarging,
+    to_uint8_rgb,
+)
 from napari_sam.prompts import (
     check_box,
     check_mask_input,
@@ -263,11 +269,14 @@ class Predictor:
 
     @torch.inference_mode()
     def encode_rgb(self, rgbs: list[np.ndarray]) -> list[ImageEmbedding]:
-        """Encode same-sized (Y, X, 3) uint8 images in one batch."""
+        """Encode same-sized (Y, X, 3) uint8 images in one batch (smoothed first where the
+        model asks for it and the input enlarges them:
+        :func:`napari_sam.preprocess.smooth_before_enlarging`)."""
         if self.sam2 is not None:
             self.encoder_calls += 1
             return self.sam2.encode(rgbs)
         spec = ResizeSpec.for_image(rgbs[0].shape[:2], self.img_size)
+        rgbs = smooth_before_enlarging(rgbs, spec, getattr(self.model, "input_smoothing", 0.0))
         x = images_to_tensor(rgbs, spec, self.device)
         with autocast(self.device, self.dtype):
             feats = self.model.encode(self.model.normalize_and_pad(x))

@@ -10,9 +10,12 @@ model's input size and padded (bottom and right) to a square. Our pipeline is:
    +inf 255, -inf 0. A constant image becomes all zeros; a bool image is False black, True
    white. Arithmetic is float64 for dtypes float32 cannot hold exactly (float64, 32/64-bit
    integers), so 1e300 or 1e8 + [0, 0.00255] are mapped like any other range.
-2. ``resize_longest_side``: bilinear resize (PIL, exactly what Meta's ``ResizeLongestSide`` does
+2. ``smooth_before_enlarging``: only for a model whose metadata asks for it (the bundled demo
+   model) and an image the model input enlarges, a Gaussian of a fraction of a pixel, so that
+   the image's pixel noise is not magnified into blobs the model reads as structure.
+3. ``resize_longest_side``: bilinear resize (PIL, exactly what Meta's ``ResizeLongestSide`` does
    for ``uint8`` images) so that the longest side equals the model's input size.
-3. The model normalises with its pixel mean and std and pads (``Sam.normalize_and_pad``).
+4. The model normalises with its pixel mean and std and pads (``Sam.normalize_and_pad``).
 
 Coordinates in our API are napari order, (row, col); boxes are (row0, col0, row1, col1).
 ``points_to_model`` and ``boxes_to_model`` convert them to SAM's (x, y) in resized-input pixels.
@@ -34,6 +37,7 @@ __all__ = [
     "intensity_limits",
     "points_to_model",
     "resize_longest_side",
+    "smooth_before_enlarging",
     "to_uint8_rgb",
     "validate_image",
 ]
@@ -253,6 +257,48 @@ def resize_longest_side(rgb: np.ndarray, spec: ResizeSpec) -> np.ndarray:
         return rgb
     h, w = spec.input_size
     return np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
+
+
+def smooth_before_enlarging(rgbs: list[np.ndarray], spec: ResizeSpec,
+                            sigma: float) -> list[np.ndarray]:
+    """Smooth (Y, X, 3) uint8 images that the model input enlarges, before the resize.
+
+    Resizing a small image up to the model's input (a 61 x 57 px slice to 256 px is 4.2x)
+    turns its pixel noise into blobs several input pixels wide, which a model trained on
+    images at their own scale reads as structure. A model's metadata may therefore ask for a
+    Gaussian of ``sigma`` image pixels on images it enlarges (``model.input_smoothing``; the
+    bundled demo model: see docs/models.md, "Input smoothing"). Images at or above the input
+    size are left as they are: the resize's own filter averages their noise when it shrinks
+    them.
+
+    Parameters
+    ----------
+    rgbs : list of numpy.ndarray, (Y, X, 3) uint8
+        Same-sized images.
+    spec : ResizeSpec
+        Their resize to the model input.
+    sigma : float
+        Standard deviation in image pixels, along rows and columns; 0 leaves them as they are.
+
+    Returns
+    -------
+    list of numpy.ndarray, (Y, X, 3) uint8
+        The images, smoothed (rounded to the nearest integer) when ``sigma > 0`` and the resize
+        enlarges them; otherwise the very arrays given.
+    """
+    if sigma <= 0 or max(spec.scale_rc) <= 1.0:
+        return rgbs
+    from scipy import ndimage
+
+    out = []
+    for rgb in rgbs:
+        grey = rgb.shape[-1] == 3 and bool((rgb[..., 0] == rgb[..., 1]).all()
+                                            and (rgb[..., 0] == rgb[..., 2]).all())
+        chans = rgb[..., :1] if grey else rgb
+        sm = ndimage.gaussian_filter(chans.astype(np.float32), (sigma, sigma, 0), mode="reflect")
+        sm = np.clip(np.rint(sm), 0, 255).astype(np.uint8)
+        out.append(np.repeat(sm, 3, axis=-1) if grey else sm)
+    return out
 
 
 def images_to_tensor(rgbs: list[np.ndarray], spec: ResizeSpec, device) -> torch.Tensor:

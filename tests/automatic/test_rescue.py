@@ -125,7 +125,9 @@ def test_margin_zero_rescues_nothing_and_a_margin_finds_more(demo):
 @pytest.mark.slow
 def test_rescued_masks_find_real_nuclei(demo):
     """On the real development stack's slices the demo model's thresholds (chosen on
-    synthetic scenes) lost most nuclei: F1@0.5 0.41 without rescue, 0.61 with it."""
+    synthetic scenes) lost most nuclei: F1@0.5 0.41 without rescue, 0.61 with it. Since the
+    demo model's input smoothing (docs/models.md, "Input smoothing") its masks of these
+    enlarged slices score higher: 0.694 without rescue, 0.724 with it."""
     if not REAL.is_dir():
         pytest.skip(f"the real development stack is not here ({REAL})")
     import tifffile
@@ -144,8 +146,8 @@ def test_rescued_masks_find_real_nuclei(demo):
             res = segment_everything(img[z], demo, foreground="auto", rescue_margin=m)
             scores[m].append(_f1(g, np.asarray(res.labels)))
     print({m: round(float(np.mean(v)), 3) for m, v in scores.items()})
-    assert np.mean(scores[0.1]) >= 0.55
-    assert np.mean(scores[0.1]) >= np.mean(scores[0.0]) + 0.1
+    assert np.mean(scores[0.1]) >= 0.68
+    assert np.mean(scores[0.1]) >= np.mean(scores[0.0]) + 0.02
 
 
 def test_stacks_never_rescue(demo):

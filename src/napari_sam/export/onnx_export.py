@@ -277,6 +277,19 @@ def _verify_decoder(path: Path, wrapper: SamOnnxDecoder, inputs: dict[str, Tenso
         )
 
 
+def _smoothing_entry(model) -> dict[str, Any]:
+    """The preprocessing JSON's account of the model's input smoothing (none for SAM's)."""
+    sigma = float(getattr(model, "input_smoothing", 0.0))
+    return {
+        "sigma": sigma,
+        "description": "none" if sigma <= 0 else (
+            f"images smaller than the input (resize factor > 1) get a Gaussian of {sigma:g} "
+            "pixels (scipy.ndimage.gaussian_filter, mode 'reflect', per RGB channel, rounded "
+            "to uint8) before the resize (napari_sam.preprocess.smooth_before_enlarging)"
+        ),
+    }
+
+
 def _metadata(model, *, opset, decoder_opts, files) -> dict[str, Any]:
     import onnx
 
@@ -309,6 +322,7 @@ def _metadata(model, *, opset, decoder_opts, files) -> dict[str, Any]:
                 "layer's contrast limits) to 0..255 and clipped; grey repeated to RGB, alpha "
                 "dropped (napari_sam.preprocess.to_uint8_rgb)",
             },
+            "smoothing": _smoothing_entry(model),
             "resize": f"bilinear (PIL) so that the longest side is {s}; (h, w) = "
             f"floor((H, W) * {s} / max(H, W) + 0.5)",
             "normalize": "(rgb - pixel_mean) / pixel_std on the 0..255 scale",

@@ -66,6 +66,7 @@ __all__ = [
     "cache_dir",
     "fetch",
     "file_digest",
+    "input_smoothing",
     "get_spec",
     "is_cached",
     "list_models",
@@ -290,6 +291,7 @@ def _build(path: Path) -> Sam | Sam2Model:
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
     model.automatic_defaults = automatic_defaults(metadata, path)
+    model.input_smoothing = input_smoothing(metadata, path)
     return model
 
 
@@ -328,6 +330,42 @@ def automatic_defaults(metadata: dict, path: str | os.PathLike = "") -> dict[str
             raise ValueError(f"{path}: 'automatic' {key} must be a number in [0, 1], got {value!r}")
         out[key] = float(value)
     return out
+
+
+#: Largest input smoothing (image pixels) a checkpoint's metadata may ask for.
+MAX_INPUT_SMOOTHING = 4.0
+
+
+def input_smoothing(metadata: dict, path: str | os.PathLike = "") -> float:
+    """The Gaussian sigma (image pixels) a checkpoint's metadata asks for on images the model
+    input enlarges (:func:`napari_sam.preprocess.smooth_before_enlarging`).
+
+    Given as ``{"input_smoothing": {"sigma": 0.7}}``; a model trained on images at their own
+    scale (the demo model) can ask that the pixel noise of small images is not magnified.
+
+    Returns
+    -------
+    float
+        Sigma in [0, :data:`MAX_INPUT_SMOOTHING`]; 0 when the metadata says nothing.
+
+    Raises
+    ------
+    ValueError
+        An entry that is not ``{"sigma": number}`` or a sigma outside that range, naming the
+        file.
+    """
+    rec = metadata.get("input_smoothing")
+    if rec is None:
+        return 0.0
+    if not isinstance(rec, dict) or set(rec) != {"sigma"}:
+        raise ValueError(f"{path}: the sidecar's 'input_smoothing' entry must be "
+                         f"{{\"sigma\": <pixels>}}, got {rec!r}")
+    sigma = rec["sigma"]
+    if (isinstance(sigma, bool) or not isinstance(sigma, (int, float))
+            or not 0 <= float(sigma) <= MAX_INPUT_SMOOTHING):
+        raise ValueError(f"{path}: 'input_smoothing' sigma must be a number of pixels in "
+                         f"[0, {MAX_INPUT_SMOOTHING:g}], got {sigma!r}")
+    return float(sigma)
 
 
 def load_model(
@@ -416,7 +454,9 @@ def load_model(
             )
         model_id = f"file:{file_digest(path)[:12]}"
     model = _build(path)
-    model.model_id = model_id
+    smoothing = float(getattr(model, "input_smoothing", 0.0))
+    # what the model sees depends on it: embeddings, stores and sessions must tell them apart
+    model.model_id = f"{model_id}+smooth{smoothing:g}" if smoothing > 0 else model_id
     if name == DEMO_NAME or path.resolve() == where(DEMO_NAME).resolve():
         logger.warning(
             "Using the bundled demo model (small, trained on synthetic scenes; fine for "

@@ -65,6 +65,10 @@ class Sam(nn.Module):
         #: (keys ``pred_iou_thresh``, ``stability_score_thresh``), set by the loader from the
         #: checkpoint's metadata file (key ``"automatic"``); empty means SAM's defaults (0.88, 0.95)
         self.automatic_defaults: dict[str, float] = {}
+        #: Gaussian sigma (image pixels) applied to images the model input enlarges, before
+        #: the resize (:func:`napari_sam.preprocess.smooth_before_enlarging`); set by the loader
+        #: from the checkpoint's metadata file (key ``"input_smoothing"``); 0 means none (SAM's)
+        self.input_smoothing: float = 0.0
 
     # ------------------------------------------------------------------ properties
     @property
