@@ -239,7 +239,7 @@ def test_stack_with_two_channels_needs_channel(tmp_path, tiny_model, capsys):
     assert rc == 0 and "done     zcyx.tif" in err and "(2 slices" in err
     rc, _, err = cli(["embed", inp, "-o", tmp_path / "out2", "--model", tiny_model,
                       "--channel", "5"], capsys)
-    assert rc == 1 and "channel=5 is out of range: the data has 2 channels" in err
+    assert rc == 1 and "channel=5 is out of range: 2 channels, give 0..1" in err
     assert _state(inp) == before
 
 

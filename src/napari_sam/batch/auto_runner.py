@@ -24,7 +24,12 @@ from napari_sam.batch.embedding_stores import (
     user_embeddings,
 )
 from napari_sam.batch.jobs import work_dir
-from napari_sam.batch.label_writing import finish_labels, label_metadata, model_record
+from napari_sam.batch.label_writing import (
+    finish_labels,
+    label_metadata,
+    model_record,
+    parameters_in_effect,
+)
 from napari_sam.batch.linking import LinkPlan, final_slices, link_slices
 from napari_sam.batch.preview import preview_from_arrays
 from napari_sam.batch.progress import ProgressBar
@@ -352,7 +357,8 @@ def run_auto(job: Job, ctx: Context, model) -> dict:
     ]
     nio.write_output_metadata(job.output, model=model_record(ctx, model), version=__version__,
                       parameters=ctx.signature(), objects=records, input_path=job.input,
-                      extra={"slices": n, "resumed_slices": resumed, "link": link})
+                      extra={"slices": n, "resumed_slices": resumed, "link": link},
+                      parameters_in_effect=parameters_in_effect(ctx, model, opened))
     if ctx.preview:
         preview_from_arrays(job, opened, lambda z: _preview_slice(plan, work, z), len(records))
     opened.stack.release()

@@ -18,12 +18,23 @@ from napari_sam.batch.models import get_model
 from napari_sam.batch.reading import open_image
 from napari_sam.batch.runners import one_line, record_result, run_job
 
+#: How long to try to reach a ``--scheduler`` before giving up (a dask time string).
+SCHEDULER_TIMEOUT = "30s"
+
 
 def _client_for(scheduler: str | None, workers: int | None, threads_per_worker: int = 1):
     from distributed import Client, LocalCluster
 
     if scheduler:
-        return Client(scheduler, timeout="30s"), None
+        try:
+            return Client(scheduler, timeout=SCHEDULER_TIMEOUT), None
+        except OSError:  # refused or timed out: nothing listens there
+            raise RuntimeError(
+                f"cannot reach a dask scheduler at {scheduler} (no answer within "
+                f"{SCHEDULER_TIMEOUT}); start one there (e.g. `dask "
+                "scheduler --port PORT` and `dask worker ADDRESS` on the workers), check the "
+                "address, or leave out --scheduler to run here (--workers N for a local "
+                "cluster)") from None
     cluster = LocalCluster(n_workers=int(workers), threads_per_worker=threads_per_worker,
                            processes=True, dashboard_address=None)
     return Client(cluster), cluster

@@ -33,6 +33,37 @@ def model_record(ctx: Context, model) -> dict:
     return {"name": ctx.model, "id": model_id or None, "is_demo": model_id.startswith("demo:")}
 
 
+def parameters_in_effect(ctx: Context, model, opened: OpenedImage) -> dict:
+    """The ``auto`` values a run used where its parameters record a default: the filtering
+    thresholds the model recommends (None given), the grid ``"auto"`` resolved for the slice
+    size (the window size where slices are tiled) and the rescue margin (off for stacks of several slices). Empty for other commands.
+
+    Stored under ``parameters_in_effect`` in the output metadata, beside ``parameters`` (the
+    resume signature, which stays as given)."""
+    from napari_sam.automatic import auto_points_per_side, recommended_thresholds, rescue_margin_for
+    from napari_sam.automatic.params import AutomaticParams
+
+    if ctx.command != "auto":
+        return {}
+    params = ctx.params
+    shape = tuple(opened.label_shape)
+    n_slices = 1 if opened.is2d else int(shape[0])
+    out = {k: (v if params.get(k) is None else params[k])
+           for k, v in recommended_thresholds(model).items()}
+    side = params.get("points_per_side", "auto")
+    if side == "auto":  # per window where slices are tiled
+        from napari_sam.batch.embedding_stores import stack_tiling
+
+        tiling = stack_tiling(ctx, model, (n_slices, *shape[-2:]))
+        size = shape[-2:] if tiling is None else (tiling.window, tiling.window)
+        side = auto_points_per_side(size)
+    out["points_per_side"] = side
+    margin = params.get("rescue_margin")
+    out["rescue_margin"] = rescue_margin_for(
+        AutomaticParams.rescue_margin if margin is None else margin, n_slices)
+    return out
+
+
 def finish_labels(job: Job, ctx: Context, model, opened: OpenedImage, labels: np.ndarray,
                    scores: Mapping[int, float] | None, extra: Mapping | None = None) -> dict:
     """Write a labels output held in memory, its sidecar and preview."""
@@ -45,7 +76,8 @@ def finish_labels(job: Job, ctx: Context, model, opened: OpenedImage, labels: np
     objects = nio.label_objects_summary(labels, scores)
     nio.write_output_metadata(job.output, model=model_record(ctx, model), version=__version__,
                       parameters=ctx.signature(), objects=objects, input_path=job.input,
-                      extra=dict(extra or {}))
+                      extra=dict(extra or {}),
+                      parameters_in_effect=parameters_in_effect(ctx, model, opened))
     if ctx.preview:
         if opened.is2d:
             preview_from_arrays(job, opened, lambda z: labels, len(objects))

@@ -290,12 +290,25 @@ def load_prompts(path: os.PathLike | str) -> Prompts:
     if not p.is_file():
         raise BatchError(f"prompts file {str(p)!r} does not exist")
     if p.suffix.lower() == ".csv":
-        return _prompts_from_csv(p)
+        return _require_prompts(_prompts_from_csv(p), p)
     if p.suffix.lower() == ".json":
         from napari_sam.session import is_session_file
 
-        return _prompts_from_session(p) if is_session_file(p) else _prompts_from_json(p)
+        if is_session_file(p):
+            return _prompts_from_session(p)
+        return _require_prompts(_prompts_from_json(p), p)
     raise BatchError(f"prompts file {str(p)!r}: use a .csv or .json file")
+
+
+def _require_prompts(per_file: Prompts, path: Path) -> Prompts:
+    """``per_file`` itself; a :class:`BatchError` naming ``path`` when it holds no prompt."""
+    if not any(items for objects in per_file.values() for items in objects.values()):
+        kind = "rows" if path.suffix.lower() == ".csv" else "objects"
+        raise BatchError(
+            f"prompts file {str(path)!r} has no prompt {kind}: add at least one prompt (CSV: a "
+            "line such as 1,0,12,34 under the header id,slice,row,col; JSON: "
+            '{"objects": {"1": [{"slice": 0, "points": [[12, 34]]}]}}) and rerun')
+    return per_file
 
 
 class _SessionPrompts(dict):

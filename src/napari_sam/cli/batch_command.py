@@ -252,6 +252,21 @@ def session_model(prompts, args) -> str | None:
     return spec
 
 
+def session_precision(prompts, args) -> str:
+    """``--precision``, or for a session file replayed with ``--precision auto`` (the default)
+    the precision the session recorded (fp32, bf16 or fp16), said in a note: with the
+    session's model, device and precision the replay writes the dock's labels exactly."""
+    session = getattr(prompts, "session", None)
+    if session is None or args.precision != "auto":
+        return args.precision
+    recorded = str((session.model or {}).get("precision") or "").lower()
+    if recorded not in ("fp32", "bf16", "fp16"):
+        return args.precision
+    if not args.quiet:
+        print_note(f"precision {recorded}: the session's (--precision replays it with another)")
+    return recorded
+
+
 def cmd_batch(args) -> int:
     """Run ``embed``, ``auto`` or ``segment``; returns the exit code."""
     from dataclasses import replace
@@ -264,6 +279,7 @@ def cmd_batch(args) -> int:
     if args.command == "segment":
         prompts = batch.load_prompts(args.prompts)
         args.model = session_model(prompts, args)
+        args.precision = session_precision(prompts, args)
     ctx = batch_context(args, args.model or "demo")
     jobs = batch.make_jobs(inputs, ctx, prompts)
     if prompts is not None:  # every prompt against its stack's shape, before any embedding

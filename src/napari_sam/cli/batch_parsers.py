@@ -20,6 +20,27 @@ from napari_sam.cli.arguments import (
     tiling_arg,
 )
 
+
+def overlap_ratio(text: str) -> float:
+    """``--crop-overlap-ratio``: a number from 0 up to (not including) 1, written as a
+    decimal (``0.34``) or as a ratio ``A/B`` (``512/1500``, as Meta's default is quoted)."""
+    top, slash, bottom = text.partition("/")
+    try:
+        value = float(top) / float(bottom) if slash else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number or a ratio A/B (e.g. 0.34 or 512/1500), got {text!r}") from None
+    except ZeroDivisionError:
+        raise argparse.ArgumentTypeError(
+            f"the ratio {text!r} divides by zero; give a nonzero denominator (e.g. 512/1500)"
+        ) from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(
+            f"expected a number from 0 up to (not including) 1, got {text!r}"
+            + (f" = {value:g}" if slash else ""))
+    return value
+
+
 #: How the command line parses each ``SegmentOption.kind``.
 SEGMENT_ARGUMENT_TYPES = {
     "fraction": fraction,
@@ -187,7 +208,10 @@ def _add_segment_everything_options(pa: argparse.ArgumentParser) -> None:
     g.add_argument("--crop-n-layers", type=nonneg_int, default=0, metavar="N",
                    help="also segment zoomed crops (slower; helps small objects)")
     g.add_argument("--crop-nms-thresh", type=fraction, default=0.7, metavar="F")
-    g.add_argument("--crop-overlap-ratio", type=fraction, default=512 / 1500, metavar="F")
+    g.add_argument("--crop-overlap-ratio", type=overlap_ratio, default=512 / 1500,
+                   metavar="F",
+                   help="overlap of neighbouring crops, a fraction of the crop size: a number "
+                        "or a ratio A/B (default: 512/1500)")
     g.add_argument("--crop-n-points-downscale-factor", type=positive_int, default=1, metavar="N")
     g.add_argument("--min-mask-region-area", type=nonneg_int, default=0, metavar="PX",
                    help="remove islands and fill holes smaller than PX pixels")

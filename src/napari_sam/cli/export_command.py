@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from napari_sam.cli.arguments import Formatter, positive_int
 from napari_sam.cli.errors import PROG, CLIError
@@ -73,17 +74,32 @@ def cmd_export(args) -> int:
     if model.is_demo and not args.quiet:
         print(f"{PROG}: note: exporting the bundled demo model (trained on synthetic scenes, "
               "not for real data)", file=sys.stderr)
-    result = export_onnx(
-        model, args.output,
-        decoder=not args.encoder_only, encoder=not args.decoder_only, opset=args.opset,
-        return_single_mask=args.return_single_mask,
-        use_stability_score=args.use_stability_score,
-        return_extra_metrics=args.return_extra_metrics,
-        gelu_approximate=args.gelu_approximate, overwrite=args.overwrite,
-    )  # fmt: skip
+    try:
+        result = export_onnx(
+            model, args.output,
+            decoder=not args.encoder_only, encoder=not args.decoder_only, opset=args.opset,
+            return_single_mask=args.return_single_mask,
+            use_stability_score=args.use_stability_score,
+            return_extra_metrics=args.return_extra_metrics,
+            gelu_approximate=args.gelu_approximate, overwrite=args.overwrite,
+        )  # fmt: skip
+    except FileExistsError as exc:  # an earlier export there, or -o is a file: bad argument
+        raise CLIError(_output_clash_message(Path(args.output), exc), 2) from None
+    except PermissionError as exc:  # a folder the user cannot write to: bad argument
+        raise CLIError(str(exc), 2) from None
     if not args.quiet:
         for path in (result.decoder, result.encoder, result.metadata):
             if path is not None:
                 print(f"wrote {path} ({human_size(path.stat().st_size)})")
         print(f"model {model.model_id} exported to {result.folder}")
     return 0
+
+
+def _output_clash_message(out: Path, exc: FileExistsError) -> str:
+    """The one-line message for an ``-o`` folder that cannot take the export: the folder named
+    and the command-line way out (``--overwrite`` or another folder)."""
+    if out.is_dir():
+        return (f"output folder {out} already holds an earlier export; pass --overwrite to "
+                "replace those files (other files there are kept), or choose another folder "
+                "with -o")
+    return str(exc)

@@ -32,8 +32,14 @@ def add_report_parser(sub) -> None:
 
 def cmd_report(args) -> int:
     """Write the trace plots; returns the exit code."""
+    from pathlib import Path
+
     from napari_sam.trace import report
 
+    missing = [p for p in args.outputs if not Path(p).exists()]
+    if missing:
+        raise CLIError("no such file or folder: " + ", ".join(missing) + "; give the output "
+                       "folder (or label files) of `napari-sam segment ... -o DIR`", 2)
     written = report(args.outputs, out=sys.stdout, quiet=args.quiet)
     if not written:
         raise CLIError("no propagation traces found in " + ", ".join(args.outputs) + "; run "

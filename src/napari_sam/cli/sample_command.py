@@ -63,14 +63,9 @@ def cmd_sample(args) -> int:
 
     out = Path(args.output)
     written = kept = 0
-    for name in dict.fromkeys(args.names):
-        func_name, default_shape = SAMPLES[name]
-        func = getattr(synthetic, func_name)
-        shape = args.shape or default_shape
-        want = len(default_shape)
-        if len(shape) != want:
-            raise CLIError(f"--shape for {name} needs {want} sizes "
-                           f"({'Z,Y,X' if want == 3 else 'Y,X'}), got {len(shape)}", 2)
+    shapes = {name: sample_shape(name, args.shape) for name in dict.fromkeys(args.names)}
+    for name, shape in shapes.items():
+        func = getattr(synthetic, SAMPLES[name][0])
         for i in range(args.count):
             seed = args.seed + i
             fname = f"{name}_seed{seed}.tif"
@@ -102,6 +97,32 @@ def cmd_sample(args) -> int:
                 print(f"wrote    {img_path} {tuple(s.image.shape)} {s.image.dtype}, "
                       f"{s.n_objects} objects" + ("" if args.no_ground_truth else f" (+ {gt_path})"))
     return 0
+
+
+def sample_shape(name: str, shape) -> tuple[int, ...]:
+    """The shape to generate sample ``name`` with: ``shape`` (from ``--shape``) or the
+    sample's default.
+
+    Raises
+    ------
+    CLIError
+        Exit code 2, when ``shape`` has the wrong number of sizes or is too small.
+    """
+    from napari_sam.synthetic.sample import check_shape
+
+    default_shape = SAMPLES[name][1]
+    shape = tuple(shape or default_shape)
+    want = len(default_shape)
+    dims = "Z,Y,X" if want == 3 else "Y,X"
+    if len(shape) != want:
+        raise CLIError(f"--shape for {name} needs {want} sizes ({dims}), got {len(shape)}", 2)
+    try:
+        check_shape(shape, want)
+    except ValueError:
+        need = "Y and X of at least 32" + (" and Z of at least 4" if want == 3 else "")
+        raise CLIError(f"--shape {','.join(map(str, shape))} is too small for {name}: give "
+                       f"{need} ({dims}, e.g. {','.join(map(str, default_shape))})", 2) from None
+    return shape
 
 
 def write_image(path: Path, image, axes: str, spacing, info: dict, *, overwrite: bool) -> None:

@@ -234,7 +234,7 @@ def to_standard(
             )
         n = size["C"]
         if not -n <= int(channel) < n:
-            raise ValueError(f"channel={channel} is out of range: the data has {n} channels")
+            raise ValueError(f"channel={channel} is out of range: {n} channels, give 0..{n - 1}")
         fixed["C"] = int(channel) % n
     # squeeze size-1 axes
     for letter in "TC":

@@ -115,13 +115,16 @@ def write_output_metadata(
     input_path: os.PathLike | str | None,
     status: str = "complete",
     extra: Mapping | None = None,
+    parameters_in_effect: Mapping | None = None,
 ) -> Path:
     """Write the output metadata of ``output_path`` (which must already be written) atomically.
 
     Contents: ``format``, ``format_version``, ``status`` (``"complete"`` or e.g.
     ``"partial"``), ``created`` (UTC ISO time), ``model`` (name or dict), ``version``,
     ``parameters``, ``input`` ({path, size, mtime_ns, sample_hash} or null), ``output`` ({name, size}),
-    ``objects`` as ``[{id, slice_range, area, score}]`` and optional ``extra``.
+    ``objects`` as ``[{id, slice_range, area, score}]``, optional ``parameters_in_effect``
+    (the values the run used where ``parameters``, the resume signature, records a default
+    such as None or "auto") and optional ``extra``.
     Returns the output metadata path.
     """
     out = Path(output_path)
@@ -141,6 +144,8 @@ def write_output_metadata(
         "output": {"name": out.name, "size": _path_size(out)},
         "objects": [_object_record(o) for o in objects],
     }
+    if parameters_in_effect:
+        record["parameters_in_effect"] = dict(parameters_in_effect)
     if extra:
         record["extra"] = dict(extra)
     return write_json_atomic(output_metadata_path(out), record)

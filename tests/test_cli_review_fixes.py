@@ -1,0 +1,292 @@
+"""What a user meets on the command line after a review of its messages: missing report paths,
+empty prompts files, an ONNX export into a used folder, ratios for --crop-overlap-ratio, too
+small sample shapes, an unreachable scheduler and session replays that keep their precision.
+
+Every case runs ``napari_sam.cli.main`` in-process and asserts the exit code and the one-line
+error (or note) the user reads; none prints a traceback or a Python class name.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_sam import session as S
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from tiny_configs import save_tiny_cnn
+
+    return save_tiny_cnn(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(autouse=True)
+def _offline_and_restored(tmp_path, monkeypatch):
+    from napari_sam.device import PRECISION_ENV
+
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "model-cache"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv(PRECISION_ENV, "auto")  # --precision sets it; restored after each test
+
+
+def _stack(path: Path, shape=(3, 64, 64)) -> Path:
+    rng = np.random.default_rng(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, (rng.random(shape) * 1000).astype(np.uint16),
+                     photometric="minisblack")
+    return path
+
+
+def cli(argv, capsys) -> tuple[int, str, str]:
+    """Run ``napari-sam ARGV`` in-process: (exit code, stdout, stderr)."""
+    from napari_sam.cli import main
+
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse errors
+        rc = exc.code
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and "Traceback" not in out, err
+    return rc, out, err
+
+
+def error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("napari-sam: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def no_class_names(line: str) -> None:
+    for word in ("Error:", "Exception", "overwrite=True", "OSError", "ValueError"):
+        assert word not in line, line
+
+
+# ----------------------------------------------------------------------------- report
+def test_report_of_a_missing_path_says_it_does_not_exist(tmp_path, capsys):
+    missing = tmp_path / "nope"
+    rc, _, err = cli(["report", missing], capsys)
+    line = error_line(err)
+    assert rc == 2
+    assert "no such file or folder" in line and str(missing) in line
+    assert "no propagation traces" not in line
+    # an existing folder without traces still says so, with exit code 1
+    rc, _, err = cli(["report", tmp_path], capsys)
+    assert rc == 1 and "no propagation traces found" in error_line(err)
+
+
+# ----------------------------------------------------------------------------- prompts
+@pytest.mark.parametrize("name,text,kind", [
+    ("clicks.csv", "id,slice,row,col\n", "rows"),
+    ("clicks.csv", "id,slice,row,col\n,,,\n\n", "rows"),
+    ("clicks.json", '{"objects": {}}', "objects"),
+])
+def test_prompts_file_without_prompts_is_named(tmp_path, tiny_model, capsys, name, text, kind):
+    inp = _stack(tmp_path / "stack.tif")
+    p = tmp_path / name
+    p.write_text(text)
+    rc, _, err = cli(["segment", inp, "-o", tmp_path / "x", "-p", p, "--model", tiny_model],
+                     capsys)
+    line = error_line(err)
+    assert rc == 2
+    assert f"prompts file {str(p)!r} has no prompt {kind}" in line
+    assert "match none" not in line
+    assert not (tmp_path / "x").exists()
+
+
+# ----------------------------------------------------------------------------- export
+def test_export_into_a_folder_with_an_earlier_export_says_pass_overwrite(tmp_path, tiny_model,
+                                                                         capsys):
+    pytest.importorskip("onnx")
+    out = tmp_path / "onnx"
+    out.mkdir()
+    (out / "export.json").write_text("{}")  # what an earlier export left
+    rc, _, err = cli(["export", "onnx", tiny_model, "-o", out, "--decoder-only"], capsys)
+    line = error_line(err)
+    assert rc == 2
+    assert str(out) in line and "pass --overwrite" in line
+    no_class_names(line)
+    assert (out / "export.json").read_text() == "{}"
+    # -o naming a file: exit code 2, no class name
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    rc, _, err = cli(["export", "onnx", tiny_model, "-o", a_file, "--decoder-only"], capsys)
+    line = error_line(err)
+    assert rc == 2 and "is a file, not a folder" in line
+    no_class_names(line)
+
+
+# ----------------------------------------------------------------------------- crop overlap
+def test_crop_overlap_ratio_accepts_the_documented_fraction():
+    from napari_sam.cli import build_parser
+
+    parser = build_parser()
+    base = ["auto", "x.tif", "-o", "o"]
+    assert parser.parse_args(base + ["--crop-overlap-ratio", "512/1500"]).crop_overlap_ratio \
+        == pytest.approx(512 / 1500)
+    assert parser.parse_args(base + ["--crop-overlap-ratio", "0.25"]).crop_overlap_ratio == 0.25
+    assert parser.parse_args(base).crop_overlap_ratio == pytest.approx(512 / 1500)
+    assert "`--crop-overlap-ratio 512/1500`" in (
+        Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+
+
+@pytest.mark.parametrize("value,message", [
+    ("512/0", "divides by zero; give a nonzero denominator"),
+    ("a/b", "expected a number or a ratio A/B"),
+    ("3/2", "from 0 up to (not including) 1, got '3/2' = 1.5"),
+    ("1", "from 0 up to (not including) 1, got '1'"),
+])
+def test_crop_overlap_ratio_errors_are_one_line(tmp_path, capsys, value, message):
+    rc, _, err = cli(["auto", tmp_path / "x.tif", "-o", tmp_path / "o",
+                      "--crop-overlap-ratio", value], capsys)
+    assert rc == 2 and message in err
+    assert "ZeroDivisionError" not in err
+
+
+# ----------------------------------------------------------------------------- sample
+@pytest.mark.parametrize("name,shape,need", [
+    ("nuclei-3d", "2,8,8", "Y and X of at least 32 and Z of at least 4"),
+    ("nuclei-3d", "3,64,64", "Z of at least 4"),
+    ("nuclei-2d", "16,64", "Y and X of at least 32"),
+])
+def test_sample_shape_too_small_is_a_bad_argument(tmp_path, capsys, name, shape, need):
+    rc, out, err = cli(["sample", name, "-o", tmp_path / "s", "--shape", shape], capsys)
+    line = error_line(err)
+    assert rc == 2
+    assert f"--shape {shape} is too small for {name}" in line and need in line
+    assert not (tmp_path / "s").exists()
+
+
+def test_sample_smallest_allowed_shape_is_written(tmp_path, capsys):
+    rc, out, _ = cli(["sample", "nuclei-3d", "-o", tmp_path / "s", "--shape", "4,32,32",
+                      "--no-ground-truth"], capsys)
+    assert rc == 0
+    assert tifffile.imread(tmp_path / "s" / "nuclei-3d_seed10000.tif").shape == (4, 32, 32)
+
+
+# ----------------------------------------------------------------------------- scheduler
+def _unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_scheduler_names_the_address_and_how_to_start_one(tmp_path, tiny_model,
+                                                                      capsys, monkeypatch):
+    pytest.importorskip("distributed")
+    from napari_sam.batch import distributed as D
+
+    monkeypatch.setattr(D, "SCHEDULER_TIMEOUT", "1s")
+    address = f"tcp://127.0.0.1:{_unused_port()}"
+    inp = _stack(tmp_path / "x.tif")
+    rc, _, err = cli(["auto", inp, "-o", tmp_path / "o", "--model", tiny_model,
+                      "--scheduler", address], capsys)
+    line = error_line(err)
+    assert rc == 1
+    assert f"cannot reach a dask scheduler at {address}" in line
+    assert "dask scheduler" in line and "leave out --scheduler" in line
+    no_class_names(line)
+    assert "Timed out" not in line
+
+
+# ----------------------------------------------------------------------------- session replay
+def _session(tmp_path: Path, stack: Path, model: Path, precision: str) -> Path:
+    sess = S.Session(
+        image={"path": str(stack), "name": "stack", "shape": [3, 64, 64]},
+        model={"name": str(model), "is_file": True, "precision": precision},
+        operations=[{"op": "commit", "kind": "slice", "slice": 1, "overwrite": False,
+                     "mask_label": 0,
+                     "objects": [{"slice": 1, "points": [[30.0, 30.0]], "labels": [1],
+                                  "key": "points", "candidate": 0, "n_candidates": 3,
+                                  "mask_prompt": False}],
+                     "written": [[0, 0]], "ids": [1]}])
+    return S.write_session(sess, tmp_path / "s.sam-session.json")
+
+
+def test_session_replay_follows_the_recorded_precision(tmp_path, tiny_model, capsys):
+    import os
+
+    from napari_sam.device import PRECISION_ENV
+
+    inp = _stack(tmp_path / "stack.tif")
+    sess = _session(tmp_path, inp, tiny_model, "fp32")
+    rc, _, err = cli(["segment", inp, "-o", tmp_path / "s", "-p", sess, "--device", "cpu"],
+                     capsys)
+    assert rc == 0, err
+    assert "napari-sam: precision fp32: the session's (--precision replays it with another)" \
+        in err
+    assert os.environ[PRECISION_ENV] == "fp32"  # what every predictor of the run resolves
+    # --precision wins over the session's, and no note claims otherwise
+    rc, _, err = cli(["segment", inp, "-o", tmp_path / "t", "-p", sess, "--device", "cpu",
+                      "--precision", "bf16"], capsys)
+    assert rc == 0, err
+    assert "precision fp32" not in err and os.environ[PRECISION_ENV] == "bf16"
+
+
+def test_session_without_a_recorded_precision_keeps_auto(tmp_path, tiny_model, capsys):
+    import os
+
+    from napari_sam.device import PRECISION_ENV
+
+    inp = _stack(tmp_path / "stack.tif")
+    sess = _session(tmp_path, inp, tiny_model, None)
+    rc, _, err = cli(["segment", inp, "-o", tmp_path / "s", "-p", sess, "--device", "cpu"],
+                     capsys)
+    assert rc == 0, err
+    assert "the session's (--precision" not in err
+    assert os.environ[PRECISION_ENV] == "auto"
+
+
+# ----------------------------------------------------------------------------- sidecar
+def test_auto_sidecar_records_the_parameters_in_effect(tmp_path, capsys):
+    import json
+
+    from napari_sam.automatic import auto_points_per_side
+    from tiny_configs import save_tiny_cnn
+
+    (tmp_path / "m").mkdir()
+    model = save_tiny_cnn(tmp_path / "m")  # a checkpoint that recommends its own thresholds
+    side = model.with_name("tiny.pt.json")
+    meta = json.loads(side.read_text())
+    meta["automatic"] = {"pred_iou_thresh": 0.6, "stability_score_thresh": 0.7,
+                         "box_nms_thresh": 0.3}
+    side.write_text(json.dumps(meta))
+    inp = _stack(tmp_path / "stack.tif", shape=(3, 64, 80))
+    rc, _, err = cli(["auto", inp, "-o", tmp_path / "o", "--model", model, "--device", "cpu",
+                      "--stability-score-thresh", "0.5", "-q"], capsys)
+    assert rc == 0, err
+    record = json.loads((tmp_path / "o" / "stack_labels.tif.json").read_text())
+    assert record["parameters_in_effect"] == {
+        "pred_iou_thresh": 0.6, "stability_score_thresh": 0.5, "box_nms_thresh": 0.3,
+        "points_per_side": auto_points_per_side((64, 80)), "rescue_margin": 0.0}
+    # the resume signature stays as given: a rerun skips the output
+    params = record["parameters"]
+    assert params["pred_iou_thresh"] is None and params["points_per_side"] == "auto"
+    rc, out, err = cli(["auto", inp, "-o", tmp_path / "o", "--model", model, "--device", "cpu",
+                        "--stability-score-thresh", "0.5"], capsys)
+    assert rc == 0 and "1 skipped" in out, out
+
+
+@pytest.mark.parametrize("case", ["2D image", "stack, --no-propagate"])
+def test_auto_sidecar_records_the_parameters_in_effect_without_propagation(tmp_path, capsys,
+                                                                            case):
+    """2D images and ``--no-propagate`` stacks write their sidecar on another path than
+    propagated stacks; it records the values in effect too (a 2D image rescues masks)."""
+    import json
+
+    from napari_sam.automatic import auto_points_per_side
+
+    shape, extra, margin = ((64, 80), [], 0.1) if case == "2D image" else (
+        (3, 64, 80), ["--no-propagate"], 0.0)
+    inp = _stack(tmp_path / "img.tif", shape=shape)
+    rc, _, err = cli(["auto", inp, "-o", tmp_path / "o", "--device", "cpu", "-q", *extra],
+                     capsys)
+    assert rc == 0, err
+    record = json.loads((tmp_path / "o" / "img_labels.tif.json").read_text())
+    assert record["parameters_in_effect"] == {
+        "pred_iou_thresh": 0.6, "stability_score_thresh": 0.7, "box_nms_thresh": 0.3,
+        "points_per_side": auto_points_per_side((64, 80)), "rescue_margin": margin}
