@@ -290,3 +290,74 @@ def test_auto_sidecar_records_the_parameters_in_effect_without_propagation(tmp_p
     assert record["parameters_in_effect"] == {
         "pred_iou_thresh": 0.6, "stability_score_thresh": 0.7, "box_nms_thresh": 0.3,
         "points_per_side": auto_points_per_side((64, 80)), "rescue_margin": margin}
+
+
+def _positions(root: Path) -> list[Path]:
+    """Two per-position folders holding images of the same name (as microscopes write)."""
+    paths = []
+    for pos, seed in (("pos1", 1), ("pos2", 2)):
+        p = root / pos / "img.tif"
+        p.parent.mkdir(parents=True)
+        rng = np.random.default_rng(seed)
+        img = np.zeros((64, 64), np.uint16)
+        img[16:40, 20:44] = 800
+        tifffile.imwrite(p, (img + rng.random((64, 64)) * 50).astype(np.uint16))
+        paths.append(p)
+    return paths
+
+
+def test_collect_inputs_with_folders_names_each_inputs_subfolder(tmp_path):
+    from napari_sam.batch import collect_inputs_with_folders
+
+    a, b = _positions(tmp_path / "col")
+    top = tmp_path / "col" / "top.tif"
+    top.write_bytes(b"x")
+    want = {a: Path("pos1"), b: Path("pos2"), top: Path(".")}
+    assert dict(collect_inputs_with_folders([tmp_path / "col"], recursive=True)) == want
+    assert dict(collect_inputs_with_folders([str(tmp_path / "col" / "**" / "*.tif")])) == want
+    assert dict(collect_inputs_with_folders([a, b])) == {a: Path("."), b: Path(".")}
+
+
+@pytest.mark.parametrize("how", ["--recursive", "glob"])
+def test_same_names_in_subfolders_get_their_own_output_subfolders(tmp_path, capsys, how):
+    """``pos1/img.tif`` and ``pos2/img.tif`` found below one folder: the outputs mirror the
+    subfolders instead of refusing the run; a rerun skips both."""
+    _positions(tmp_path / "col")
+    spec = ([tmp_path / "col", "-r"] if how == "--recursive"
+            else [str(tmp_path / "col" / "**" / "*.tif")])
+    argv = ["auto", *spec, "-o", tmp_path / "out", "--device", "cpu", "-q"]
+    rc, _, err = cli(argv, capsys)
+    assert rc == 0, err
+    outs = sorted(p.relative_to(tmp_path / "out").as_posix()
+                  for p in (tmp_path / "out").rglob("*_labels.tif"))
+    assert outs == ["pos1/img_labels.tif", "pos2/img_labels.tif"]
+    a, b = (tifffile.imread(tmp_path / "out" / o) for o in outs)
+    assert a.shape == b.shape == (64, 64) and a.max() >= 1 and b.max() >= 1
+    rc, out, _ = cli(argv[:-1], capsys)
+    assert rc == 0 and "2 skipped" in out, out
+
+
+def test_same_names_given_by_name_are_still_refused(tmp_path, capsys):
+    a, b = _positions(tmp_path / "col")
+    rc, _, err = cli(["auto", a, b, "-o", tmp_path / "out", "--device", "cpu"], capsys)
+    assert rc == 2 and "several inputs would write the same output" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_embeddings_of_mirrored_subfolders_are_reused(tmp_path, capsys, caplog):
+    """``embed col/ -r`` mirrors the subfolders; ``auto col/ -r --embeddings`` finds each
+    input's store in its subfolder."""
+    import logging
+
+    _positions(tmp_path / "col")
+    rc, _, err = cli(["embed", tmp_path / "col", "-r", "-o", tmp_path / "emb", "--device",
+                      "cpu", "-q"], capsys)
+    assert rc == 0, err
+    assert sorted(p.relative_to(tmp_path / "emb").as_posix()
+                  for p in (tmp_path / "emb").rglob("*.zarr")) == ["pos1/img.zarr",
+                                                                  "pos2/img.zarr"]
+    with caplog.at_level(logging.WARNING):
+        rc, _, err = cli(["auto", tmp_path / "col", "-r", "-o", tmp_path / "out",
+                          "--embeddings", tmp_path / "emb", "--device", "cpu", "-q"], capsys)
+    assert rc == 0, err
+    assert "not reusing" not in caplog.text + err

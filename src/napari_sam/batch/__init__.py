@@ -75,6 +75,7 @@ _HOMES = {
     "WORK_DIR": "napari_sam.batch.inputs",
     "BatchError": "napari_sam.batch.inputs",
     "collect_inputs": "napari_sam.batch.inputs",
+    "collect_inputs_with_folders": "napari_sam.batch.inputs",
     "output_path": "napari_sam.batch.inputs",
     "stem_of": "napari_sam.batch.inputs",
     "OutputLock": "napari_sam.batch.jobs",

@@ -43,7 +43,35 @@ def _is_our_output(path: Path) -> bool:
 def collect_inputs(
     specs: Iterable[str | os.PathLike], *, recursive: bool = False
 ) -> list[Path]:
-    """Expand files, directories and glob patterns into a sorted, de-duplicated list of images.
+    """Expand files, directories and glob patterns into a sorted, de-duplicated list of images
+    (:func:`collect_inputs_with_folders` without the folders)."""
+    return [path for path, _ in collect_inputs_with_folders(specs, recursive=recursive)]
+
+
+def _fixed_part(pattern: str) -> Path:
+    """The leading folders of a glob pattern that hold no wildcard (``a/b/**/*.tif`` -> ``a/b``)."""
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts[:-1]:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _subfolder(match: Path, base: Path) -> Path:
+    """The folder of ``match`` relative to ``base`` (``Path(".")`` when directly in it)."""
+    try:
+        return match.parent.relative_to(base)
+    except ValueError:
+        return Path(".")
+
+
+def collect_inputs_with_folders(
+    specs: Iterable[str | os.PathLike], *, recursive: bool = False
+) -> list[tuple[Path, Path]]:
+    """Expand files, directories and glob patterns into a sorted, de-duplicated list of images,
+    each with the subfolder it was found in.
 
     A directory contributes its ``.tif``/``.tiff``/``.btf``/``.npy`` files and ``.zarr``
     stores (with ``recursive=True`` those of its subfolders too); a glob (``"data/*.tif"``,
@@ -51,13 +79,21 @@ def collect_inputs(
     napari-sam (they have a napari-sam sidecar) are left out, so writing the outputs next to
     the inputs does not feed them back in.
 
+    Returns
+    -------
+    list of (Path, Path)
+        Each image and its folder relative to the directory given (``--recursive``) or to the
+        fixed part of the glob (``"runs/**/*.tif"``: below ``runs``); ``Path(".")`` for files
+        given by name and files directly in the folder. Outputs mirror these subfolders, so
+        ``pos1/img.tif`` and ``pos2/img.tif`` do not write the same output.
+
     Raises
     ------
     BatchError
         Naming every path that does not exist, pattern that matches nothing and directory
         without images.
     """
-    found: list[Path] = []
+    found: list[tuple[Path, Path]] = []
     problems = []
     for spec in specs:
         text = os.path.expanduser(os.fspath(spec))
@@ -65,31 +101,33 @@ def collect_inputs(
         if glob.has_magic(text) and not p.exists():
             matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
             matches = [m for m in matches if m.is_file() or _is_image(m)]
+            base = _fixed_part(text)
             if not matches:
                 problems.append(f"{text!r} matches no files")
         elif p.is_dir() and not nio.is_zarr_path(p):
             pattern = "**/*" if recursive else "*"
             matches = sorted(m for m in p.glob(pattern) if _is_image(m) and WORK_DIR not in m.parts)
+            base = p
             if not matches:
                 problems.append(
                     f"directory {text!r} holds no images ({', '.join(IMAGE_SUFFIXES)})"
                     + ("" if recursive else "; use --recursive to search subfolders")
                 )
         elif p.exists():
-            matches = [p]
+            matches, base = [p], p.parent
         else:
             problems.append(f"{text!r}: no such file or directory")
-            matches = []
-        found.extend(matches)
+            matches, base = [], p
+        found.extend((m, _subfolder(m, base)) for m in matches)
     if problems:
         raise BatchError("; ".join(problems))
     out, seen = [], set()
-    for m in found:
+    for m, sub in found:
         key = m.resolve()
         if key in seen or _is_our_output(m):
             continue
         seen.add(key)
-        out.append(m)
+        out.append((m, sub))
     if not out:
         raise BatchError("no input images left (every match is an output of napari-sam)")
     return out

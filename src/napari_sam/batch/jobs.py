@@ -16,13 +16,20 @@ from napari_sam.batch.prompts import prompts_for
 
 
 def make_jobs(inputs: Sequence[Path], ctx: Context,
-              prompts: Mapping[str, Mapping] | None = None) -> list[Job]:
-    """One :class:`Job` per input; refuses inputs that would share an output name."""
+              prompts: Mapping[str, Mapping] | None = None,
+              subfolders: Mapping[Path, Path] | None = None) -> list[Job]:
+    """One :class:`Job` per input; refuses inputs that would share an output name.
+
+    ``subfolders``: an input's folder below where it was found
+    (:func:`~napari_sam.batch.inputs.collect_inputs_with_folders`); its output goes into the
+    same subfolder of the output folder (default: all outputs directly in it)."""
     jobs = []
     by_output: dict[Path, Path] = {}
     clashes = []
     for inp in inputs:
-        out = output_path(inp, ctx.out_dir, ctx.command, suffix=ctx.suffix, fmt=ctx.fmt)
+        sub = (subfolders or {}).get(inp, Path("."))
+        out = output_path(inp, Path(ctx.out_dir) / sub, ctx.command, suffix=ctx.suffix,
+                          fmt=ctx.fmt)
         key = out.resolve()
         if key in by_output:
             clashes.append(f"{by_output[key]} and {inp} -> {out}")

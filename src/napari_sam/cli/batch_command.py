@@ -274,14 +274,15 @@ def cmd_batch(args) -> int:
     from napari_sam import batch
 
     check_batch_args(args)
-    inputs = batch.collect_inputs(args.inputs, recursive=args.recursive)
+    found = batch.collect_inputs_with_folders(args.inputs, recursive=args.recursive)
+    inputs, subfolders = [p for p, _ in found], dict(found)
     prompts = None
     if args.command == "segment":
         prompts = batch.load_prompts(args.prompts)
         args.model = session_model(prompts, args)
         args.precision = session_precision(prompts, args)
     ctx = batch_context(args, args.model or "demo")
-    jobs = batch.make_jobs(inputs, ctx, prompts)
+    jobs = batch.make_jobs(inputs, ctx, prompts, subfolders)
     if prompts is not None:  # every prompt against its stack's shape, before any embedding
         for note in batch.check_prompts(prompts, jobs, ctx):
             print_note(note)
