@@ -361,3 +361,29 @@ def test_embeddings_of_mirrored_subfolders_are_reused(tmp_path, capsys, caplog):
                           "--embeddings", tmp_path / "emb", "--device", "cpu", "-q"], capsys)
     assert rc == 0, err
     assert "not reusing" not in caplog.text + err
+
+
+def test_sam2_option_given_to_a_sam1_run_is_said_to_be_ignored(tmp_path, capsys):
+    """``--stop-after-absent`` is read by SAM 2.1 propagation only: a SAM 1 run says it
+    ignores it instead of accepting it silently; at its default nothing is said."""
+    inp = _stack(tmp_path / "stack.tif", shape=(4, 64, 64))
+    csv = tmp_path / "p.csv"
+    csv.write_text("id,slice,row,col\n1,1,30,30\n")
+    base = ["segment", inp, "-p", csv, "--device", "cpu"]
+    rc, _, err = cli([*base, "-o", tmp_path / "a", "--stop-after-absent", "3"], capsys)
+    assert rc == 0, err
+    assert "--stop-after-absent applies to SAM 2.1 propagation (--method sam2) only" in err
+    rc, _, err = cli([*base, "-o", tmp_path / "b"], capsys)
+    assert rc == 0 and "--stop-after-absent" not in err, err
+
+
+def test_wrong_axes_on_4d_data_suggest_axes_the_tool_accepts(tmp_path, capsys):
+    """A 4D stack given three axis letters: the suggestion is one that runs (a channel axis
+    with --channel), not TZYX, which has two stack axes and is refused."""
+    inp = _stack(tmp_path / "t4.tif", shape=(2, 3, 64, 64))
+    rc, out, err = cli(["auto", inp, "-o", tmp_path / "o", "--axes", "ZYX", "--device", "cpu"],
+                       capsys)
+    assert rc == 1 and "e.g. 'CZYX' (then choose a channel with --channel N)" in out + err
+    rc, _, err = cli(["auto", inp, "-o", tmp_path / "o", "--axes", "CZYX", "--channel", "1",
+                      "--device", "cpu", "-q"], capsys)
+    assert rc == 0, err

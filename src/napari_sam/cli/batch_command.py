@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from napari_sam.batch.segment_options import SAM2_KEYS, SEGMENT_OPTIONS
+from napari_sam.batch.segment_options import SAM2_KEYS, SAM2_OPTIONS, SEGMENT_OPTIONS
 from napari_sam.cli.errors import CLIError, print_note
 from napari_sam.cli.models_command import resolve_model
 
@@ -234,6 +234,15 @@ def segment_params(params: dict, method: str, args) -> dict:
     return {"method": "sam2", **{k: getattr(args, k) for k in SAM2_KEYS}}
 
 
+def unused_sam2_options(args, method: str) -> list[str]:
+    """The SAM 2 options (``--stop-after-absent``) given with a value other than their default
+    to a run that propagates with SAM 1, which does not read them."""
+    if method == "sam2":
+        return []
+    return [o.flag for o in SAM2_OPTIONS if o.name != "method"
+            and getattr(args, o.name, o.default) != o.default]
+
+
 def session_model(prompts, args) -> str | None:
     """``--model``, or for a session file without it the session's own model (so a replay
     reproduces the dock's labels without repeating which model made them)."""
@@ -311,6 +320,8 @@ def cmd_batch(args) -> int:
     if args.command == "segment":  # a session replays with SAM 1
         method = "sam1" if replaying else segment_method(args, model)
         ctx = replace(ctx, params=segment_params(ctx.params, method, args))
+        for flag in [] if args.quiet else unused_sam2_options(args, method):
+            print_note(f"{flag} applies to SAM 2.1 propagation (--method sam2) only; ignored")
     elif args.scheduler is None and args.workers is None:
         segment_method(args, model)  # embed and auto: SAM 1 only (the model is loaded above)
     results = []

@@ -34,10 +34,13 @@ def validate_axes(axes: str, shape: Sequence[int]) -> str:
     elif "Y" not in ax or "X" not in ax:
         problem = "both Y and X are required"
     if problem:
+        eg = guess_axes(shape) if 2 <= len(shape) <= 5 else "ZYX"
+        if "T" in eg and "Z" in eg and "C" not in eg:  # one stack axis only: suggest a channel
+            eg = eg.replace("T", "C", 1)
+        pick = " (then choose a channel with --channel N)" if "C" in eg else ""
         raise ValueError(
             f"Invalid axes {axes!r} for data of shape {shape}: {problem}. "
-            f"Give one letter from {AXES_LETTERS} per dimension, e.g. "
-            f"{guess_axes(shape) if 2 <= len(shape) <= 5 else 'ZYX'!r}."
+            f"Give one letter from {AXES_LETTERS} per dimension, e.g. {eg!r}{pick}."
         )
     return ax
 

@@ -461,7 +461,7 @@ def load_model(
         logger.warning(
             "Using the bundled demo model (small, trained on synthetic scenes; fine for "
             "trying the tools, not for real data). For real data download SAM weights: "
-            "napari-sam models download vit_b"
+            "napari-sam models download vit_b_lm (light microscopy) or vit_b"
         )
     return model.to(dev).eval()
 
