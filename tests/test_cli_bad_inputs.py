@@ -19,12 +19,13 @@ import numpy as np
 import pytest
 import tifffile
 
+from cli_runner import cli
+from cli_runner import error_line as _error_line
 from napari_sam import batch
 from napari_sam import io as nio
 from napari_sam.batch.prompts import CSV_ALIASES
 
 REPO = Path(__file__).resolve().parents[1]
-
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -59,25 +60,6 @@ def _state(*paths: Path) -> dict:
         for f in files:
             out[str(f)] = (hashlib.sha256(f.read_bytes()).hexdigest(), f.stat().st_mtime_ns)
     return out
-
-
-def cli(argv, capsys) -> tuple[int, str, str]:
-    """Run ``napari-sam ARGV`` in-process: (exit code, stdout, stderr); never a traceback."""
-    from napari_sam.cli import main
-
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse errors
-        rc = exc.code
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err and "Traceback" not in out, err
-    return rc, out, err
-
-
-def _error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.startswith("napari-sam: error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def _run(*args, cwd: Path, **kw) -> subprocess.CompletedProcess:

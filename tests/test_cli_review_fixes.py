@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from cli_runner import cli, error_line
 from napari_sam import session as S
 
 
@@ -40,25 +41,6 @@ def _stack(path: Path, shape=(3, 64, 64)) -> Path:
     tifffile.imwrite(path, (rng.random(shape) * 1000).astype(np.uint16),
                      photometric="minisblack")
     return path
-
-
-def cli(argv, capsys) -> tuple[int, str, str]:
-    """Run ``napari-sam ARGV`` in-process: (exit code, stdout, stderr)."""
-    from napari_sam.cli import main
-
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse errors
-        rc = exc.code
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err and "Traceback" not in out, err
-    return rc, out, err
-
-
-def error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.startswith("napari-sam: error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def no_class_names(line: str) -> None:
