@@ -226,3 +226,55 @@ def test_applying_a_result_fails_then_works(threaded, notifications, qtbot, monk
     widget._on_compute()
     _wait(qtbot, c)
     assert c.ready(range(6))
+
+
+def _held(monkeypatch, target, name):
+    """Make ``target.name`` wait (in its worker thread) until the returned event is set."""
+    import threading
+
+    release = threading.Event()
+    real = getattr(target, name)
+
+    def held(*args, **kwargs):
+        assert release.wait(JOB_TIMEOUT_MS / 1000)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, held)
+    return release
+
+
+def _switch_image(widget, name: str) -> None:
+    widget._image.setCurrentIndex(widget._image.findText(name))
+    widget._on_image_changed()
+
+
+@pytest.mark.parametrize("job", ["propagate", "segment everything"])
+def test_a_result_is_not_applied_to_an_image_picked_while_it_ran(threaded, qtbot, monkeypatch,
+                                                                 job):
+    """Picking another image (same shape) while a job runs: the job's result belongs to the
+    first image, so it is neither previewed nor committed nor added as a layer on the second;
+    the status says so and what to do."""
+    import napari_sam.automatic as automatic
+    import napari_sam.volume as volume
+
+    viewer, widget = threaded
+    c = widget.controller
+    c.live = False
+    c.points_layer.add([3, 20, 20])
+    viewer.add_image(blob_stack(z=6) * 0.5, name="other")
+    _switch_image(widget, "blobs")
+    layers_before = sorted(ly.name for ly in viewer.layers)
+    if job == "propagate":
+        release = _held(monkeypatch, volume, "segment_volume")
+        widget._on_propagate()
+    else:
+        release = _held(monkeypatch, automatic, "segment_everything")
+        widget._on_automatic()
+    qtbot.waitUntil(lambda: c.job is not None and c.job.running, timeout=JOB_TIMEOUT_MS)
+    _switch_image(widget, "other")
+    release.set()
+    _wait(qtbot, c)
+    assert c.volume is None
+    assert "its result was not applied" in c.status and "Pick that image" in c.status, c.status
+    assert not c.preview_layer.data.any()
+    assert sorted(ly.name for ly in viewer.layers) == layers_before  # no result layer

@@ -229,3 +229,40 @@ def test_no_preload_of_a_model_that_would_be_downloaded(make_widget, tiny_predic
     assert job is not None and job.description == "Computing SAM embeddings"
     qtbot.waitUntil(lambda: c.job is None, timeout=30_000)
     assert c.ready([c.current_z()]) and c.preload() is None  # already embedded: nothing to do
+
+
+def test_deleted_sam_layers_come_back_and_clicks_prompt_again(stack_widget, qtbot):
+    """Deleting 'SAM points' (or the preview layer) left clicks doing nothing and a status
+    asking for a click: the layer is put back, empty, the status says so, and the next click
+    prompts and previews again."""
+    viewer, widget = stack_widget
+    c = widget.controller
+    canvas_click(viewer, 20, 20)
+    assert c.previews
+    for name in ("SAM points", "SAM current object"):
+        viewer.layers.remove(name)
+        qtbot.waitUntil(lambda name=name: name in [ly.name for ly in viewer.layers],
+                        timeout=5000)
+        assert f"The '{name}' layer was deleted" in c.status, c.status
+        assert not c.previews and len(c.points_layer.data) == 0
+        assert viewer.layers.selection.active.name == "SAM points"
+        canvas_click(viewer, 22, 22)
+        assert np.allclose(c.points_layer.data, [[3, 22, 22]], atol=0.5)
+        assert c.previews and c.preview_layer.data.any()  # drawn in the new preview layer
+        c.points_layer.data = np.zeros((0, 3))  # for the next round
+
+
+def test_status_follows_a_new_model_and_a_removed_image(make_widget):
+    """The status line said "Embeddings ready ... [demo model]" after another model was
+    chosen, and "Cleared." after the image was removed: it now says what is true and what
+    to do."""
+    from napari_sam.annotate.model_choice import ModelChoice
+
+    viewer, widget = make_widget(blob_stack(z=2), name="blobs")
+    c = widget.controller
+    c.set_model(ModelChoice("vit_b", "vit_b (download, 375 MB)", cached=False))
+    text = widget._status.text()
+    assert text.startswith("Model vit_b. It is downloaded at the first click"), text
+    assert "demo" not in text and "Click on an object in 'blobs'" in text
+    viewer.layers.remove("blobs")
+    assert widget._status.text().startswith("Open an image"), widget._status.text()

@@ -303,11 +303,38 @@ class AnnotationController(AnnotationSession):
             self.image_layer = self.source = self.emb = None
             self.previews, self.volume = [], None
             self.drop_sam2_features()
+            self._say(self.next_step())  # "Open an image ...", not a stale line about it
+        ours = [attr for attr in ("points_layer", "boxes_layer", "preview_layer")
+                if L.same(getattr(self, attr), layer)]
         for attr in ("points_layer", "boxes_layer", "preview_layer", "target_layer"):
             if L.same(getattr(self, attr), layer):
                 setattr(self, attr, None)
         self.history.forget(layer)
         self.embeddings.drop_image(getattr(layer, "unique_id", id(layer)))
+        if ours and self.image_layer is not None:
+            from qtpy.QtCore import QTimer
+
+            # after napari has finished removing it (not inside its removal event)
+            QTimer.singleShot(0, lambda name=layer.name: self._restore_layers(name))
+
+    @guarded
+    def _restore_layers(self, name: str) -> None:
+        """Main thread: put back the SAM layers a user deleted while the image is open, so
+        that clicks prompt again; its prompts (or preview) went with it, and the status says
+        so."""
+        if self.image_layer is None or self.image_layer not in self.viewer.layers:
+            return
+        if None not in (self.points_layer, self.boxes_layer, self.preview_layer):
+            return
+        self._muted = True
+        try:
+            self._ensure_layers(recreate=False)
+        finally:
+            self._muted = False
+        self.previews, self.volume = [], None
+        self.render()
+        self._say(f"The '{name}' layer was deleted: a new, empty one is in its place, so "
+                  "clicks prompt again (what it held is gone).")
 
     # ------------------------------------------------------------------ jobs
     def start_job(self, gen, description: str, on_returned, then=None) -> Job:

@@ -264,9 +264,14 @@ class AnnotationSession(StackActions, SessionLog):
     # ------------------------------------------------------------------ setup
     def set_model(self, choice: ModelChoice) -> None:
         """Use ``choice`` from now on; propagation goes back to the model's own method."""
+        before = self.model_choice
         self.model_choice = choice
         self.propagation_method = None
         self._lookup()
+        if choice is None or before is None or before.key == choice.key:
+            return  # the first choice (the widget opening) keeps the first status
+        fetch = "" if choice.cached else " It is downloaded at the first click (once)."
+        self._say(f"Model {choice.key}.{fetch} {self.next_step()}")  # not the old model's line
 
     def set_device(self, device: str) -> None:
         from napari_sam.device import resolve_device
@@ -436,6 +441,19 @@ class AnnotationSession(StackActions, SessionLog):
             self.notify_model(predictor)
             if first_load and self.using_demo:
                 self.notify_info(DEMO_NOTICE)
+
+    def result_is_current(self, prepared, what: str) -> bool:
+        """Main thread: whether a finished job's image, model and settings (the cache key of
+        its preparation, ``prepared[0]``) are still the ones chosen. When they are not (the
+        user picked another image or model while it ran) the status says that its result is
+        not applied, and the caller drops it: it belongs to an image no longer shown."""
+        if self.model_choice is not None and self.source is not None and (
+                self._cache_key() == prepared[0]):
+            return True
+        self._say(f"{what} finished after the image or model was changed: its result was not "
+                  "applied. Pick that image and model again and rerun it (its embeddings are "
+                  "kept, so it is quicker).")
+        return False
 
     def compute_embeddings(self, indices=None, then=None):
         """Start computing embeddings (default: every slice); ``then()`` runs afterwards."""

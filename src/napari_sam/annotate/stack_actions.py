@@ -235,6 +235,8 @@ class StackActions:
         and why each object stopped."""
         prepared, result, trace = value
         self._adopt(*prepared)
+        if not self.result_is_current(prepared, "Propagating" + how):
+            return
         self.previews, self.volume, self._volume_replaces = [], result, replaces
         self._volume_request = request
         self.trace = trace
@@ -297,6 +299,8 @@ class StackActions:
         def done(value):
             prepared, result = value
             self._adopt(*prepared)
+            if not self.result_is_current(prepared, "Segment everything"):
+                return
             labels = np.asarray(getattr(result, "labels", result))
             full = np.zeros(src.shape, dtype=np.uint32)
             if labels.ndim == 3:
