@@ -369,3 +369,64 @@ def test_wrong_axes_on_4d_data_suggest_axes_the_tool_accepts(tmp_path, capsys):
     rc, _, err = cli(["auto", inp, "-o", tmp_path / "o", "--axes", "CZYX", "--channel", "1",
                       "--device", "cpu", "-q"], capsys)
     assert rc == 0, err
+
+
+def test_prompts_for_same_named_inputs_in_subfolders(tmp_path, capsys):
+    """A 'file' entry 'img.tif' would give one position's prompts to both pos1/img.tif and
+    pos2/img.tif: refused, naming the path to write; 'pos1/img.tif' (the path below the input
+    folder, as the outputs are laid out) picks one."""
+    _positions(tmp_path / "col")
+    csv = tmp_path / "p.csv"
+    csv.write_text("file,id,slice,row,col\nimg.tif,1,0,28,32\n")
+    base = ["segment", tmp_path / "col", "-r", "-p", csv, "--device", "cpu", "-q"]
+    rc, _, err = cli([*base, "-o", tmp_path / "a"], capsys)
+    assert rc == 2 and "'file' entry 'img.tif' names 2 inputs" in err, err
+    assert "'pos1/img.tif'" in err and not (tmp_path / "a").exists()
+    csv.write_text("file,id,slice,row,col\npos1/img.tif,1,0,28,32\npos2/img.tif,2,0,28,32\n")
+    rc, _, err = cli([*base, "-o", tmp_path / "b"], capsys)
+    assert rc == 0, err
+    one = tifffile.imread(tmp_path / "b" / "pos1" / "img_labels.tif")
+    two = tifffile.imread(tmp_path / "b" / "pos2" / "img_labels.tif")
+    assert set(np.unique(one)) <= {0, 1} and one.max() == 1
+    assert set(np.unique(two)) <= {0, 2} and two.max() == 2
+
+
+def test_outputs_made_before_the_demo_smoothed_its_inputs_are_made_again(tmp_path, capsys):
+    """The resume signature carries the model's input smoothing (absent for models without
+    it, so their earlier outputs still skip): an output whose recorded parameters lack it (as
+    before the smoothing) is recomputed, not skipped."""
+    import json
+
+    from napari_sam.batch.context import Context
+
+    assert Context(command="auto", model="demo", out_dir="o").signature()[
+        "input_smoothing"] == pytest.approx(0.7)
+    assert "input_smoothing" not in Context(command="auto", model="vit_b",
+                                            out_dir="o").signature()
+    inp = _stack(tmp_path / "img.tif", shape=(64, 64))
+    argv = ["auto", inp, "-o", tmp_path / "o", "--device", "cpu"]
+    rc, out, err = cli(argv, capsys)
+    assert rc == 0 and "1 done" in out, err
+    rc, out, _ = cli(argv, capsys)
+    assert "1 skipped" in out
+    side = tmp_path / "o" / "img_labels.tif.json"
+    record = json.loads(side.read_text())
+    del record["parameters"]["input_smoothing"]  # as written before the smoothing
+    side.write_text(json.dumps(record))
+    rc, out, err = cli(argv, capsys)
+    assert rc == 0 and "1 done" in out, out + err
+
+
+def test_parameters_in_effect_give_the_grid_of_thin_tiled_windows(tmp_path, capsys):
+    """A 100 x 400 image is tiled in 100 x 256 windows: the grid in effect is the one of a
+    100 px short side, as the engine resolves it per window."""
+    import json
+
+    from napari_sam.automatic import auto_points_per_side
+
+    inp = tmp_path / "thin.npy"
+    np.save(inp, (np.random.default_rng(0).random((100, 400)) * 1000).astype(np.uint16))
+    rc, _, err = cli(["auto", inp, "-o", tmp_path / "o", "--device", "cpu", "-q"], capsys)
+    assert rc == 0, err
+    record = json.loads((tmp_path / "o" / "thin_labels.tif.json").read_text())
+    assert record["parameters_in_effect"]["points_per_side"] == auto_points_per_side((100, 256))

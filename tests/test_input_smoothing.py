@@ -148,3 +148,31 @@ def test_smoothing_lifts_the_demo_model_on_real_nuclei(demo_pair):
     print({k: round(v, 3) for k, v in scores.items()})
     assert scores["smoothed"] >= 0.65
     assert scores["smoothed"] >= scores["plain"] + 0.04
+
+
+def test_a_model_fine_tuned_from_the_demo_keeps_its_smoothing(demo_pair, tmp_path):
+    """A checkpoint saved by the trainer records the input smoothing of the model it holds
+    (the demo's, when fine-tuned from it), so it encodes as it was validated; the training
+    items of small images are smoothed like inference smooths them."""
+    from napari_sam.training.checkpoint import save_checkpoint
+    from napari_sam.training.data import prepare_item
+
+    demo, plain = demo_pair
+    path = save_checkpoint(demo, tmp_path / "tuned.pt", {})
+    tuned = load_model(path)
+    assert tuned.input_smoothing == pytest.approx(0.7) and tuned.model_id.endswith("+smooth0.7")
+    path = save_checkpoint(plain, tmp_path / "plain.pt", {})
+    assert load_model(path).input_smoothing == 0.0
+    small, labels = _noisy((64, 64), seed=3), np.zeros((64, 64), np.int32)
+    labels[16:32, 16:32] = 1
+    raw = prepare_item(small, labels, 256)
+    smoothed = prepare_item(small, labels, 256, smoothing=0.7)
+    spec = ResizeSpec.for_image((64, 64), 256)
+    from napari_sam.preprocess import resize_longest_side
+
+    want = resize_longest_side(smooth_before_enlarging([to_uint8_rgb(small)], spec, 0.7)[0], spec)
+    assert np.array_equal(smoothed.rgb, want) and not np.array_equal(raw.rgb, want)
+    big = _noisy((256, 256), seed=4)
+    assert np.array_equal(prepare_item(big, np.zeros((256, 256), np.int32), 256).rgb,
+                          prepare_item(big, np.zeros((256, 256), np.int32), 256,
+                                       smoothing=0.7).rgb)

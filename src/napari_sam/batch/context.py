@@ -74,16 +74,24 @@ class Context:
                "axes": self.axes, **self.params}
         if self.tiling != "auto":  # the default keeps the signatures of earlier outputs
             sig["tiling"] = self.tiling
+        from napari_sam.models.registry import declared_input_smoothing
+
+        smoothing = declared_input_smoothing(self.model) if self.model else 0.0
+        if smoothing > 0:  # what the model sees; absent (as before) for models without it
+            sig["input_smoothing"] = smoothing
         return json.loads(json.dumps(sig, default=nio.json_default, sort_keys=True))
 
 
 @dataclass
 class Job:
-    """One input file and its output. ``prompts`` is used by ``segment``."""
+    """One input file and its output. ``prompts`` is used by ``segment``; ``subfolder`` is
+    the input's folder below the folder it was found in, which its output (and ``embed``
+    store) mirrors."""
 
     input: Path
     output: Path
     prompts: dict | None = None
+    subfolder: Path = Path(".")
 
     @property
     def name(self) -> str:

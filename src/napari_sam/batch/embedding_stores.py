@@ -65,11 +65,8 @@ def user_embeddings(job: Job, ctx: Context, model) -> Path | None:
     """
     if ctx.embeddings_dir is None:
         return None
-    try:  # the subfolder ``embed`` mirrored this input into, as its labels are here
-        sub = job.output.parent.relative_to(ctx.out_dir)
-    except ValueError:
-        sub = Path(".")
-    store = Path(ctx.embeddings_dir) / sub / f"{stem_of(job.input)}.zarr"
+    # in the subfolder ``embed`` mirrored this input into, as its labels are here
+    store = Path(ctx.embeddings_dir) / job.subfolder / f"{stem_of(job.input)}.zarr"
     meta = nio.read_output_metadata(store) or {}
     same_model = (meta.get("model") or {}).get("id") == getattr(model, "model_id", None)
     extra = meta.get("extra") or {}

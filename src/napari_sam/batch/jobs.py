@@ -12,7 +12,7 @@ from pathlib import Path
 from napari_sam import io as nio
 from napari_sam.batch.context import Context, Job
 from napari_sam.batch.inputs import WORK_DIR, BatchError, output_path
-from napari_sam.batch.prompts import prompts_for
+from napari_sam.batch.prompts import check_unambiguous, prompts_for
 
 
 def make_jobs(inputs: Sequence[Path], ctx: Context,
@@ -23,6 +23,8 @@ def make_jobs(inputs: Sequence[Path], ctx: Context,
     ``subfolders``: an input's folder below where it was found
     (:func:`~napari_sam.batch.inputs.collect_inputs_with_folders`); its output goes into the
     same subfolder of the output folder (default: all outputs directly in it)."""
+    if prompts is not None:
+        check_unambiguous(prompts, inputs, subfolders)
     jobs = []
     by_output: dict[Path, Path] = {}
     clashes = []
@@ -38,8 +40,8 @@ def make_jobs(inputs: Sequence[Path], ctx: Context,
             raise BatchError(f"the output {out} would replace its own input; choose another -o")
         job_prompts = None
         if prompts is not None:
-            job_prompts = prompts_for(prompts, Path(inp))
-        jobs.append(Job(Path(inp), out, job_prompts))
+            job_prompts = prompts_for(prompts, Path(inp), sub)
+        jobs.append(Job(Path(inp), out, job_prompts, Path(sub)))
     if clashes:
         raise BatchError(
             "several inputs would write the same output (" + "; ".join(clashes)

@@ -55,7 +55,8 @@ def parameters_in_effect(ctx: Context, model, opened: OpenedImage) -> dict:
         from napari_sam.batch.embedding_stores import stack_tiling
 
         tiling = stack_tiling(ctx, model, (n_slices, *shape[-2:]))
-        size = shape[-2:] if tiling is None else (tiling.window, tiling.window)
+        h, w = shape[-2:]  # windows are the window's size, or the image's where it is smaller
+        size = (h, w) if tiling is None else (min(h, tiling.window), min(w, tiling.window))
         side = auto_points_per_side(size)
     out["points_per_side"] = side
     margin = params.get("rescue_margin")

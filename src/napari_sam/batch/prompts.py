@@ -338,11 +338,29 @@ def _prompts_from_session(path: Path) -> Prompts:
     return per_file
 
 
-def _file_keys(input_path: Path) -> set[str]:
+def _file_keys(input_path: Path, subfolder: Path | None = None) -> set[str]:
     keys = {input_path.name, stem_of(input_path), str(input_path), input_path.as_posix()}
     with contextlib.suppress(OSError):
         keys.add(str(input_path.resolve()))
+    if subfolder is not None and subfolder != Path("."):  # below the folder it was found in
+        keys |= {(subfolder / input_path.name).as_posix(),
+                 (subfolder / stem_of(input_path)).as_posix()}
     return keys
+
+
+def check_unambiguous(per_file: Mapping[str, Mapping], inputs: Sequence[Path],
+                      subfolders: Mapping[Path, Path] | None = None) -> None:
+    """Refuse a prompts file whose ``file`` entry (a name or stem) names several inputs, e.g.
+    ``img.tif`` for ``pos1/img.tif`` and ``pos2/img.tif``: the prompts of one would be given to
+    all. Raises :class:`BatchError` naming the entry and the path to write instead."""
+    for key in (k for k in per_file if k):
+        hits = [p for p in inputs if key in _file_keys(p, (subfolders or {}).get(p))]
+        if len(hits) > 1:
+            subs = [((subfolders or {}).get(p, Path(".")) / p.name).as_posix() for p in hits]
+            raise BatchError(
+                f"the prompts file's 'file' entry {key!r} names {len(hits)} inputs ("
+                + ", ".join(str(p) for p in hits[:4]) + "); write the path below the input "
+                f"folder instead (e.g. {subs[0]!r}) so that each input gets its own prompts")
 
 
 def check_prompts(per_file: Mapping[str, Mapping], jobs: Sequence[Job], ctx: Context,
@@ -369,7 +387,7 @@ def check_prompts(per_file: Mapping[str, Mapping], jobs: Sequence[Job], ctx: Con
     used: set[str] = set()
     any_prompts = False
     for job in jobs:
-        keys = _file_keys(job.input)
+        keys = _file_keys(job.input, job.subfolder)
         mine = [k for k in per_file if k == "" or k in keys]
         used.update(mine)
         if not any(per_file[k] for k in mine):
@@ -450,9 +468,11 @@ def _coordinate_problem(entry: Mapping, n: int, h: int, w: int, is2d: bool) -> s
     return None
 
 
-def prompts_for(per_file: Mapping[str, Mapping], input_path: Path) -> dict[int, list[dict]]:
-    """The prompts of one input: the ones for every file plus those keyed by its name/stem/path."""
-    keys = _file_keys(input_path)
+def prompts_for(per_file: Mapping[str, Mapping], input_path: Path,
+                subfolder: Path | None = None) -> dict[int, list[dict]]:
+    """The prompts of one input: the ones for every file plus those keyed by its name/stem/path
+    (or, for an input found in ``subfolder`` below a folder, ``subfolder/name``)."""
+    keys = _file_keys(input_path, subfolder)
     merged: dict[int, list[dict]] = {}
     for key, objs in per_file.items():
         if key == "" or key in keys:

@@ -64,6 +64,7 @@ __all__ = [
     "as_model",
     "automatic_defaults",
     "cache_dir",
+    "declared_input_smoothing",
     "fetch",
     "file_digest",
     "input_smoothing",
@@ -366,6 +367,20 @@ def input_smoothing(metadata: dict, path: str | os.PathLike = "") -> float:
         raise ValueError(f"{path}: 'input_smoothing' sigma must be a number of pixels in "
                          f"[0, {MAX_INPUT_SMOOTHING:g}], got {sigma!r}")
     return float(sigma)
+
+
+def declared_input_smoothing(name_or_path: str | os.PathLike) -> float:
+    """The input smoothing a model's metadata file asks for (:func:`input_smoothing`), read
+    without loading the model or torch: 0 when its file is not here or says nothing.
+
+    The batch jobs put it in their resume signature, so that outputs made before a model
+    smoothed its inputs are made again rather than skipped."""
+    text = os.fspath(name_or_path)
+    path = where(text) if text in REGISTRY else Path(text).expanduser()
+    try:
+        return input_smoothing(_read_metadata_file(path), _metadata_path(path))
+    except (OSError, ValueError):  # unreadable or invalid: loading the model says so
+        return 0.0
 
 
 def load_model(

@@ -94,6 +94,9 @@ def save_checkpoint(model, path: str | os.PathLike, metadata: dict[str, Any]) ->
         "architecture": architecture_name(model.config),
         "config": model.config.to_dict(),
         "input_size": int(model.img_size),
+        # the preprocessing it was validated with (a model fine-tuned from the demo model)
+        **({"input_smoothing": {"sigma": float(model.input_smoothing)}}
+           if float(getattr(model, "input_smoothing", 0.0)) > 0 else {}),
         **metadata,
         "sha256": _sha256(path),
         "size": path.stat().st_size,

@@ -22,6 +22,7 @@ from napari_sam.preprocess import (
     ResizeSpec,
     intensity_limits,
     resize_longest_side,
+    smooth_before_enlarging,
     to_uint8_rgb,
 )
 
@@ -216,14 +217,17 @@ def prepare_item(
     name: str = "",
     source: int = 0,
     meta: dict | None = None,
+    smoothing: float = 0.0,
 ) -> TrainItem:
     """Preprocess one 2D image and its labels like inference does.
 
     ``contrast_limits`` None means the image's own default percentiles (what
-    ``Predictor.set_image`` does).
+    ``Predictor.set_image`` does); ``smoothing``: the model's input smoothing
+    (:func:`napari_sam.preprocess.smooth_before_enlarging`, what ``Predictor`` applies).
     """
     rgb = to_uint8_rgb(image, contrast_limits, DEFAULT_PERCENTILES)
     spec = ResizeSpec.for_image(rgb.shape[:2], img_size)
+    (rgb,) = smooth_before_enlarging([rgb], spec, smoothing)
     rgb = resize_longest_side(rgb, spec)
     lab = _resize_labels(np.asarray(labels), spec.input_size)
     ids, counts = np.unique(lab[lab > 0], return_counts=True)
@@ -241,7 +245,8 @@ def prepare_item(
     )
 
 
-def make_items(pairs: Sequence[ImagePair], img_size: int, *, min_pixels: int = 6) -> list[TrainItem]:
+def make_items(pairs: Sequence[ImagePair], img_size: int, *, min_pixels: int = 6,
+               smoothing: float = 0.0) -> list[TrainItem]:
     """Turn pairs into 2D items; stacks give one item per slice with objects (contrast limits
     computed volume-wide, as ``embed`` does). Raises ValueError when no object is large
     enough to train on."""
@@ -249,7 +254,7 @@ def make_items(pairs: Sequence[ImagePair], img_size: int, *, min_pixels: int = 6
     for src, pair in enumerate(pairs):
         if pair.labels.ndim == 2:
             item = prepare_item(pair.image, pair.labels, img_size, min_pixels=min_pixels,
-                                name=pair.name, source=src)
+                                name=pair.name, source=src, smoothing=smoothing)
             if len(item.ids):
                 items.append(item)
             continue
@@ -258,7 +263,8 @@ def make_items(pairs: Sequence[ImagePair], img_size: int, *, min_pixels: int = 6
             if not pair.labels[z].any():
                 continue
             item = prepare_item(pair.image[z], pair.labels[z], img_size, contrast_limits=limits,
-                                min_pixels=min_pixels, name=f"{pair.name}[z={z}]", source=src)
+                                min_pixels=min_pixels, name=f"{pair.name}[z={z}]", source=src,
+                                smoothing=smoothing)
             if len(item.ids):
                 items.append(item)
     if not items:

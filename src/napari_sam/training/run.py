@@ -185,7 +185,7 @@ def train(
     pairs = load_pairs(images, labels)  # all input checks first
     dev = resolve_device(device)
     sam, base = _resolve_model(model, dev)
-    items = make_items(pairs, sam.img_size)
+    items = make_items(pairs, sam.img_size, smoothing=float(getattr(sam, "input_smoothing", 0)))
     train_items, val_items = split_items(items, val_fraction, seed)
     cfg = copy.deepcopy(config) if config is not None else TrainConfig()
     cfg.lr, cfg.batch_size, cfg.objects_per_image = lr, batch_size, objects_per_image
