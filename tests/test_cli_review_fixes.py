@@ -430,3 +430,23 @@ def test_parameters_in_effect_give_the_grid_of_thin_tiled_windows(tmp_path, caps
     assert rc == 0, err
     record = json.loads((tmp_path / "o" / "thin_labels.tif.json").read_text())
     assert record["parameters_in_effect"]["points_per_side"] == auto_points_per_side((100, 256))
+
+
+def test_a_three_slice_stack_read_as_colour_says_so(tmp_path, capsys):
+    """tifffile stores a (3, Y, X) uint16 array as 3 colour planes by default: the job reads
+    it as one colour image, as the file says, and notes how to read it as 3 slices."""
+    inp = tmp_path / "three.tif"
+    tifffile.imwrite(inp, (np.random.default_rng(0).random((3, 64, 64)) * 1000)
+                     .astype(np.uint16), photometric="rgb", planarconfig="separate")
+    rc, _, err = cli(["auto", inp, "-o", tmp_path / "a", "--device", "cpu"], capsys)
+    assert rc == 0, err
+    assert "read as one 2D colour image" in err and "--axes ZYX" in err, err
+    assert tifffile.imread(tmp_path / "a" / "three_labels.tif").shape == (64, 64)
+    rc, _, err = cli(["auto", inp, "-o", tmp_path / "b", "--device", "cpu", "--axes", "ZYX"],
+                     capsys)
+    assert rc == 0 and "colour image" not in err, err
+    assert tifffile.imread(tmp_path / "b" / "three_labels.tif").shape == (3, 64, 64)
+    rgb = tmp_path / "rgb.tif"  # an 8-bit colour image: nothing to say
+    tifffile.imwrite(rgb, np.zeros((64, 64, 3), np.uint8))
+    rc, _, err = cli(["auto", rgb, "-o", tmp_path / "c", "--device", "cpu"], capsys)
+    assert rc == 0 and "colour image" not in err, err

@@ -33,7 +33,7 @@ from napari_sam.batch.label_writing import (
 from napari_sam.batch.linking import LinkPlan, final_slices, link_slices
 from napari_sam.batch.preview import preview_from_arrays
 from napari_sam.batch.progress import ProgressBar
-from napari_sam.batch.reading import OpenedImage, open_image
+from napari_sam.batch.reading import OpenedImage, announce_colour_planes, open_image
 
 #: Parameters of :func:`napari_sam.segment_everything` the CLI passes through per slice.
 AUTO_KEYS = (
@@ -319,6 +319,7 @@ def run_auto(job: Job, ctx: Context, model) -> dict:
     finally:
         bar.close()
     opened = open_image(job.input, ctx)
+    announce_colour_planes(job, ctx, opened)
     n = len(opened.stack)
     link = {k: ctx.params.get(k, v) for k, v in LINK_DEFAULTS.items()}
     if opened.is2d:

@@ -9,7 +9,7 @@ from napari_sam.batch.context import Context, Job
 from napari_sam.batch.embedding_stores import announce_tiling, stack_tiling
 from napari_sam.batch.label_writing import model_record
 from napari_sam.batch.progress import ProgressBar
-from napari_sam.batch.reading import open_image
+from napari_sam.batch.reading import announce_colour_planes, open_image
 
 
 def run_embed(job: Job, ctx: Context, model) -> dict:
@@ -19,6 +19,7 @@ def run_embed(job: Job, ctx: Context, model) -> dict:
     from napari_sam.tiled_stack import embed
 
     opened = open_image(job.input, ctx)
+    announce_colour_planes(job, ctx, opened)
     partial = job.output.with_name(f".{job.output.name}.partial")
     tiling = stack_tiling(ctx, model, opened.stack.shape)
     emb = embed(opened.stack, model, store=partial, batch_size=ctx.batch_size,

@@ -3,8 +3,11 @@ layout and handed out one slice at a time through :class:`napari_sam.io.SliceSou
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from napari_sam import io as nio
 from napari_sam.batch.context import Context
@@ -38,3 +41,27 @@ def open_image(path: Path, ctx: Context) -> OpenedImage:
     stack = SliceSource(std.data, expand=is2d, path=path)
     label_axes = axes.replace("C", "")
     return OpenedImage(stack, is2d, label_axes, std.pixel_size, std.unit or "um", img.axes)
+
+
+def colour_planes_note(job, ctx: Context, opened: OpenedImage) -> str | None:
+    """A note when a file's 3 or 4 planes were read as the colour channels of one 2D image,
+    although they are not 8-bit colour (tifffile writes a 3- or 4-slice uint16 stack so by
+    default): the user may have meant a stack. None otherwise, or with ``--axes`` given."""
+    axes = str(opened.source_axes or "")
+    shape = opened.stack.shape
+    if (ctx.axes is not None or not opened.is2d or len(axes) != 3 or axes[0] not in "CS"
+            or shape[-1] not in (3, 4) or np.dtype(opened.stack.dtype) == np.uint8):
+        return None
+    n = int(shape[-1])
+    return (f"{job.name}: read as one 2D colour image (the file stores its {n} planes as "
+            f"colour samples, axes {axes}); if they are {n} slices of a stack, rerun with "
+            "--axes ZYX (and --overwrite)")
+
+
+def announce_colour_planes(job, ctx: Context, opened: OpenedImage) -> None:
+    """Print :func:`colour_planes_note` on stderr (nothing when quiet or no note)."""
+    note = None if ctx.quiet else colour_planes_note(job, ctx, opened)
+    if note:
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"napari-sam: note: {note}", file=sys.stderr)
