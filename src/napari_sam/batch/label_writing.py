@@ -36,7 +36,8 @@ def model_record(ctx: Context, model) -> dict:
 def parameters_in_effect(ctx: Context, model, opened: OpenedImage) -> dict:
     """The ``auto`` values a run used where its parameters record a default: the filtering
     thresholds the model recommends (None given), the grid ``"auto"`` resolved for the slice
-    size (the window size where slices are tiled) and the rescue margin (off for stacks of several slices). Empty for other commands.
+    size (the window's size where slices are tiled) and the rescue margin (off for stacks of
+    several slices). Empty for other commands.
 
     Stored under ``parameters_in_effect`` in the output metadata, beside ``parameters`` (the
     resume signature, which stays as given)."""

@@ -55,7 +55,7 @@ def colour_planes_note(job, ctx: Context, opened: OpenedImage) -> str | None:
     n = int(shape[-1])
     return (f"{job.name}: read as one 2D colour image (the file stores its {n} planes as "
             f"colour samples, axes {axes}); if they are {n} slices of a stack, rerun with "
-            "--axes ZYX (and --overwrite)")
+            "--axes ZYX")
 
 
 def announce_colour_planes(job, ctx: Context, opened: OpenedImage) -> None:
