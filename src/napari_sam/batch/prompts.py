@@ -353,8 +353,12 @@ def check_unambiguous(per_file: Mapping[str, Mapping], inputs: Sequence[Path],
     """Refuse a prompts file whose ``file`` entry (a name or stem) names several inputs, e.g.
     ``img.tif`` for ``pos1/img.tif`` and ``pos2/img.tif``: the prompts of one would be given to
     all. Raises :class:`BatchError` naming the entry and the path to write instead."""
+    owners: dict[str, list[Path]] = {}  # each input's keys once (they resolve paths)
+    for p in inputs:
+        for k in _file_keys(p, (subfolders or {}).get(p)):
+            owners.setdefault(k, []).append(p)
     for key in (k for k in per_file if k):
-        hits = [p for p in inputs if key in _file_keys(p, (subfolders or {}).get(p))]
+        hits = owners.get(key, [])
         if len(hits) > 1:
             subs = [((subfolders or {}).get(p, Path(".")) / p.name).as_posix() for p in hits]
             raise BatchError(
