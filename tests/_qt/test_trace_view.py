@@ -27,3 +27,24 @@ def test_trace_panel_has_a_legend_naming_each_line(qtbot):
 class _Pos:
     def x(self):
         return 3.0
+
+
+def test_trace_titles_say_why_in_the_status_lines_words(qtbot):
+    """Each object's title names why it stopped as the status line does ("shape changed",
+    not the code "iou", which reads like the predicted-IoU curve beside it)."""
+    from qtpy.QtWidgets import QLabel
+
+    from napari_sam._qt.trace_view import TraceView
+    from napari_sam.annotate.stack_actions import describe_stops
+
+    view = TraceView(lambda z: None, lambda flag: None)
+    qtbot.addWidget(view)
+    stops = {"up": {"slice": 25, "reason": "rebounded"}, "down": {"slice": 20, "reason": "iou"}}
+    view.set_trace({"n_slices": 30, "objects": [{
+        "id": 7, "slices": [20, 25], "iou": [0.8, 0.8], "area": [10, 10],
+        "contrast": [5.0, 5.0], "annotated": [22], "stops": stops, "flags": []}]})
+    titles = [w.text() for w in view.findChildren(QLabel) if w.text().startswith("Object 7")]
+    assert titles == ["Object 7: slices 20-25 (stopped down at 20: shape changed, up at 25: "
+                      "ran into the next object)"]
+    status = describe_stops({7: {d: s["reason"] for d, s in stops.items()}})
+    assert "shape changed" in status and "ran into the next object" in status

@@ -16,6 +16,8 @@ from qtpy.QtCore import QPointF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
+from napari_sam.annotate.stack_actions import STOP_WORDS
+
 __all__ = ["TracePlot", "TraceView"]
 
 COLOURS = {"iou": "#4aa0ff", "area": "#5ac85a", "contrast": "#f0aa28"}
@@ -25,6 +27,8 @@ KIND_WORDS = {"stopped_early": "stopped early?", "area_jump": "area jump",
 
 
 LEGEND_WORDS = {"iou": "predicted IoU", "area": "area", "contrast": "contrast"}
+#: why an object stopped, in the words of the status line
+STOP_TITLE_WORDS = {**STOP_WORDS, "absent": "found absent"}
 
 
 def legend_html() -> str:
@@ -116,7 +120,9 @@ class TraceView(QWidget):
         self.legend.setWordWrap(True)
         self._layout.addWidget(self.legend)
         for obj in objects:
-            stops = ", ".join(f"{d} at {s['slice']}: {s['reason']}"
+            # the status line's words for each reason (e.g. "shape changed", not "iou")
+            words = STOP_TITLE_WORDS
+            stops = ", ".join(f"{d} at {s['slice']}: {words.get(s['reason'], s['reason'])}"
                               for d, s in sorted(obj.get("stops", {}).items()))
             title = QLabel(f"Object {obj['id']}: slices {obj['slices'][0]}-{obj['slices'][-1]}"
                            f" (stopped {stops or 'nowhere'})")
