@@ -607,3 +607,18 @@ def test_device_line_and_precision_box(make_widget, tiny_sam, tmp_path, monkeypa
     # "auto" resolves to fp32 here (NAPARI_SAM_PRECISION): the fp32 model is reused
     widget._precision.setCurrentIndex(widget._precision.findText("auto"))
     assert c.predictor is fp32
+
+
+def test_status_progress_and_cancel_stay_in_view(stack_widget, qtbot):
+    """The status line, the progress bar and Cancel sit below the scrolled panels: in a
+    window of 1400 x 1000 the panels scroll, and those three are still seen (they used to be
+    at the end of the scrolled panels, below the fold, so a running job showed nothing)."""
+    viewer, widget = stack_widget
+    viewer.window._qt_window.resize(1400, 1000)
+    viewer.window._qt_window.show()
+    qtbot.waitUntil(widget._status.isVisible, timeout=5000)
+    inner = widget._scroll.widget()
+    assert inner.height() > widget._scroll.viewport().height()  # the panels do scroll
+    for w in (widget._status, widget._progress, widget._cancel):
+        assert not inner.isAncestorOf(w)
+        assert not w.visibleRegion().isEmpty(), w

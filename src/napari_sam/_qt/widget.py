@@ -11,6 +11,8 @@ the menu; every layer read through it is a new proxy object. So the combo boxes 
 
 from __future__ import annotations
 
+import functools
+
 from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -144,25 +146,33 @@ class SamWidget(QWidget):
         layout.addWidget(self._build_trace())
         layout.addWidget(self._build_automatic())
         layout.addWidget(self._build_session())
-        layout.addLayout(self._build_job_row())
-        self._status = _label()
-        layout.addWidget(self._status)
         layout.addStretch(1)
+        # the job row (progress, Cancel) and the status stay below the scrolled panels, so
+        # they are seen whatever the dock's height
+        outer.addLayout(self._build_job_row())
+        self._status = _label()
+        outer.addWidget(self._status)
 
-        c.status_changed.connect(lambda text: self._on_status(text))
-        c.job_changed.connect(self._on_job_changed)
-        c.job_progress.connect(self._on_job_progress)
-        c.model_changed.connect(lambda *_: self._on_model_loaded())
-        c.target_changed.connect(lambda *_: self._refresh_targets())
-        c.trace_changed.connect(self._on_trace_changed)
-        c.resume_available.connect(self._on_resume_available)
-        c.session_loaded.connect(self._on_session_loaded)
         ev = napari_viewer.layers.events
-        for e in (ev.inserted, ev.removed, ev.moved):
-            e.connect(self._on_layers_changed)
+        # every connection from the controller and the viewer to this widget's slots, undone
+        # on teardown (also when napari deletes the widget with its window: see _release)
+        self._links = [
+            (c.status_changed, lambda text: self._on_status(text)),
+            (c.job_changed, self._on_job_changed),
+            (c.job_progress, self._on_job_progress),
+            (c.model_changed, lambda *_: self._on_model_loaded()),
+            (c.target_changed, lambda *_: self._refresh_targets()),
+            (c.trace_changed, self._on_trace_changed),
+            (c.resume_available, self._on_resume_available),
+            (c.session_loaded, self._on_session_loaded),
+            *((e, self._on_layers_changed) for e in (ev.inserted, ev.removed, ev.moved)),
+        ]
+        for signal, slot in self._links:
+            signal.connect(slot)
         self._keys = keys.KeyBindings(
             napari_viewer, {k.action: getattr(self, f"_on_{k.action}") for k in keys.KEYS}
         )
+        self.destroyed.connect(functools.partial(_release, c, self._links, self._keys))
         self._refresh_models()
         self._update_device_info()
         self._on_layers_changed()
@@ -746,7 +756,7 @@ class SamWidget(QWidget):
     def _on_job_progress(self, done: int, total: int):
         # a report queued by the job's thread may arrive after the job has ended (a busy
         # machine): the ended job's bar stays as _on_job_changed left it
-        if self._job is None or not self._job.running:
+        if self._closed or self._job is None or not self._job.running:
             return
         if total > 0:
             self._progress.setRange(0, total)
@@ -757,11 +767,7 @@ class SamWidget(QWidget):
         if self._closed:
             return
         self._closed = True
-        self.controller.close()
-        self._keys.unbind()
-        ev = self.viewer.layers.events
-        for e in (ev.inserted, ev.removed, ev.moved):
-            e.disconnect(self._on_layers_changed)
+        _release(self.controller, self._links, self._keys)
 
     def closeEvent(self, event):
         self._teardown()
@@ -777,6 +783,20 @@ class SamWidget(QWidget):
 
     _seen = False
     _job = None
+    _links: list = []
     #: Embed the visible slice as soon as an image and a model are chosen (#29).
     preload = True
 
+
+def _release(controller, links, key_bindings, *_destroyed) -> None:
+    """Undo a dock widget's connections and cancel its job: on closing the dock, and when
+    napari deletes the widget with its window while a job runs (Qt then calls no
+    ``closeEvent``; a late progress report would reach deleted Qt objects and abort the
+    process). Runs once: the links are emptied."""
+    if not links:
+        return
+    controller.close()
+    key_bindings.unbind()
+    for signal, slot in links:
+        signal.disconnect(slot)
+    links.clear()
