@@ -278,3 +278,50 @@ def test_a_result_is_not_applied_to_an_image_picked_while_it_ran(threaded, qtbot
     assert "its result was not applied" in c.status and "Pick that image" in c.status, c.status
     assert not c.preview_layer.data.any()
     assert sorted(ly.name for ly in viewer.layers) == layers_before  # no result layer
+
+
+def test_removing_the_image_while_a_job_runs(threaded, qtbot, monkeypatch, notifications):
+    """The image layer removed while a propagation runs: the finished job applies nothing,
+    keeps nothing of that image, and says so (it used to fail with an "unexpected
+    AttributeError" from the removed layer)."""
+    import napari_sam.volume as volume
+
+    viewer, widget = threaded
+    c = widget.controller
+    c.live = False
+    c.points_layer.add([3, 20, 20])
+    release = _held(monkeypatch, volume, "segment_volume")
+    widget._on_propagate()
+    qtbot.waitUntil(lambda: c.job is not None and c.job.running, timeout=JOB_TIMEOUT_MS)
+    before = len(notifications)
+    viewer.layers.remove("blobs")
+    release.set()
+    _wait(qtbot, c)
+    assert "after its image layer was removed" in c.status, c.status
+    assert "unexpected" not in c.status.lower()
+    assert not any("error" in s.lower() for s, _ in notifications[before:]), notifications
+    assert c.volume is None and c.emb is None
+    assert len(c.embeddings) == 0  # nothing of the removed image is kept
+    assert not [ly for ly in viewer.layers if ly.name.startswith("automatic")]
+
+
+def test_closing_the_viewer_while_a_job_runs(make_widget, tiny_predictor, qtbot, monkeypatch):
+    """napari's window closed while segment everything runs (Qt deletes the dock without a
+    closeEvent): the job is cancelled and its late progress reports reach no deleted Qt
+    object (they used to abort the process)."""
+    import napari_sam.automatic as automatic
+
+    viewer, widget = make_widget(blob_stack(z=6), sync=False, preload=False, name="blobs")
+    use_predictor(widget, tiny_predictor)
+    c = widget.controller
+    release = _held(monkeypatch, automatic, "segment_everything")
+    widget._auto_scope.setCurrentIndex(1)
+    widget._on_automatic()
+    qtbot.waitUntil(lambda: c.job is not None and c.job.running, timeout=JOB_TIMEOUT_MS)
+    job = c.job
+    viewer.close()  # File > Close Window: Qt deletes the dock without a closeEvent
+    qtbot.waitUntil(lambda: not widget._links, timeout=JOB_TIMEOUT_MS)
+    release.set()
+    qtbot.waitUntil(lambda: not job.running, timeout=JOB_TIMEOUT_MS)
+    assert job.cancelled
+    c.job_progress.emit(1, 2)  # a late report: no slot of the deleted widget runs

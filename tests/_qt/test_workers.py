@@ -71,3 +71,47 @@ def test_errors_reach_on_error():
 def test_cancelled_is_an_exception():
     with pytest.raises(Cancelled):
         raise Cancelled
+
+
+def test_exit_stops_a_helper_thread_left_running():
+    """A helper thread whose generator was abandoned mid-job (napari's window closed while
+    the job ran) is stopped at its next progress call and joined by the exit handler, so
+    the interpreter never shuts down with it inside a computation."""
+    from napari_sam.annotate import jobs
+
+    log = []
+    gen = with_progress(_slow, 10_000, log=log)
+    assert next(gen) == (1, 10_000)  # running; nobody closes the generator
+    assert [t for t in threading.enumerate() if t.name == "napari-sam _slow"]
+    assert jobs.stop_helper_threads(timeout=10) == []
+    assert not [t for t in threading.enumerate() if t.name == "napari-sam _slow"]
+    assert len(log) < 10_000  # stopped, not run to its end
+    gen.close()
+    assert jobs.stop_helper_threads(timeout=1) == []
+
+
+def test_interpreter_exit_during_a_job_is_clean(tmp_path):
+    """The process that exits while a job's helper thread runs torch code exits 0 (it used
+    to abort with "terminate called without an active exception")."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import torch
+        from napari_sam.annotate.jobs import with_progress
+
+        def work(progress=None):
+            x = torch.randn(400, 400)
+            for i in range(100_000):
+                x = torch.tanh(x @ x.T / 400)
+                progress(i, 100_000)
+
+        gen = with_progress(work)
+        next(gen); next(gen)
+        print("exiting", flush=True)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "exiting" in out.stdout and "terminate called" not in out.stderr

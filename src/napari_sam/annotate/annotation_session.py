@@ -431,9 +431,13 @@ class AnnotationSession(StackActions, SessionLog):
         return gen()
 
     def _adopt(self, key, choice, device, predictor, emb, precision="auto") -> None:
-        """Main thread: keep a finished preparation's model and embeddings."""
+        """Main thread: keep a finished preparation's model and embeddings (the embeddings
+        only while an image is open: a job that ends after its image layer was removed keeps
+        nothing of that image)."""
         first_load = self.models.get(choice, device, precision) is None
         self.models.put(choice, device, predictor, precision)
+        if self.source is None:
+            return
         if emb is not None:
             self.embeddings.put(key, emb)
         if self.model_choice is not None and self._cache_key() == key:
@@ -450,6 +454,10 @@ class AnnotationSession(StackActions, SessionLog):
         if self.model_choice is not None and self.source is not None and (
                 self._cache_key() == prepared[0]):
             return True
+        if self.source is None:
+            self._say(f"{what} finished after its image layer was removed: its result was not "
+                      "applied. Open the image again to rerun it.")
+            return False
         self._say(f"{what} finished after the image or model was changed: its result was not "
                   "applied. Pick that image and model again and rerun it (its embeddings are "
                   "kept, so it is quicker).")
@@ -461,6 +469,9 @@ class AnnotationSession(StackActions, SessionLog):
 
         def done(result):
             self._adopt(*result)
+            if self.source is None:
+                self.result_is_current(result, "Computing SAM embeddings")
+                return
             n = len(result[4]) if indices is None else len(list(indices))
             self._say(f"Embeddings ready ({n} slice{'s' if n != 1 else ''}"
                       f"{self.tiling_note(result[4])}).")

@@ -9,14 +9,21 @@ yielding (``segment_volume``, ``segment_everything``) are bridged by :func:`with
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterable
 
-__all__ = ["Cancelled", "Progress", "embed_job", "run_to_end", "tiled_embed_job",
-           "with_progress"]
+__all__ = ["Cancelled", "Progress", "embed_job", "run_to_end", "stop_helper_threads",
+           "tiled_embed_job", "with_progress"]
 
 Progress = tuple[int, int]
+
+#: Helper threads of :func:`with_progress` still running, with their stop events.
+_HELPERS: dict[threading.Thread, threading.Event] = {}
+#: How long the interpreter's exit waits for a cancelled helper to reach its next progress
+#: call (seconds).
+EXIT_WAIT_S = 60.0
 
 
 class Cancelled(Exception):
@@ -69,6 +76,7 @@ def with_progress(fn: Callable, *args, **kwargs) -> Generator[Progress, None, ob
             events.put(("error", err))
 
     thread = threading.Thread(target=target, name=f"napari-sam {fn.__name__}", daemon=True)
+    _HELPERS[thread] = stop
     thread.start()
     try:
         while True:
@@ -82,6 +90,25 @@ def with_progress(fn: Callable, *args, **kwargs) -> Generator[Progress, None, ob
     finally:
         stop.set()
         thread.join()
+        _HELPERS.pop(thread, None)
+
+
+@atexit.register
+def stop_helper_threads(timeout: float = EXIT_WAIT_S) -> list[threading.Thread]:
+    """Stop the helper threads of :func:`with_progress` and wait for them (at most
+    ``timeout`` seconds in all); returns those still running.
+
+    Registered to run when the interpreter exits: a cancelled job's helper thread (a daemon)
+    runs on to its next progress call, and a daemon thread stopped inside torch while the
+    interpreter shuts down aborts the process ("terminate called without an active
+    exception"), e.g. when napari's window is closed while segment everything runs."""
+    import time
+
+    end = time.monotonic() + timeout
+    for thread, stop in list(_HELPERS.items()):
+        stop.set()
+        thread.join(max(0.0, end - time.monotonic()))
+    return [t for t in _HELPERS if t.is_alive()]
 
 
 def run_to_end(gen: Generator[Progress, None, object],
