@@ -622,3 +622,51 @@ def test_status_progress_and_cancel_stay_in_view(stack_widget, qtbot):
     for w in (widget._status, widget._progress, widget._cancel):
         assert not inner.isAncestorOf(w)
         assert not w.visibleRegion().isEmpty(), w
+
+
+def test_switching_back_and_reopening_the_dock_commit_into_the_same_layer(make_napari_viewer,
+                                                                          tiny_predictor):
+    """Picking another image and then this one again, or closing the dock and opening it
+    again, keeps committing into this image's 'segmentation' layer with new label ids (it
+    used to start 'segmentation [1]' at label 1 again), and a reopened dock leaves no
+    orphaned working layers behind."""
+    from sam_qt_helpers import open_from_menu
+
+    viewer = make_napari_viewer()
+    viewer.add_image(blob_stack(), name="blobs")
+    viewer.add_image(np.zeros((40, 50), np.float32), name="flat")
+    dock, widget = open_from_menu(viewer)
+    widget.controller.sync = True
+    _pick(widget, "blobs", tiny_predictor)
+    c = widget.controller
+    c.points_layer.add([3, 20, 20])
+    widget._on_commit()
+    seg = viewer.layers["segmentation"]
+    assert set(np.unique(seg.data)) == {0, 1}
+    widget._image.setCurrentIndex(widget._image.findText("flat"))
+    widget._on_image_changed()
+    assert c.target_layer is None
+    widget._image.setCurrentIndex(widget._image.findText("blobs"))
+    widget._on_image_changed()
+    assert c.target_layer is seg and widget._target.currentText() == "segmentation"
+    viewer.window.remove_dock_widget(dock)
+    assert sorted(ly.name for ly in viewer.layers) == ["blobs", "flat", "segmentation"]
+    dock, widget = open_from_menu(viewer)
+    widget.controller.sync = True
+    _pick(widget, "blobs", tiny_predictor)
+    c = widget.controller
+    assert c.target_layer is seg
+    c.points_layer.add([3, 40, 44])
+    widget._on_commit()
+    assert [ly.name for ly in viewer.layers if ly.name.startswith("segmentation")] == [
+        "segmentation"]
+    assert set(np.unique(seg.data)) == {0, 1, 2}
+    assert sorted(ly.name for ly in viewer.layers if ly.name.startswith("SAM")) == [
+        "SAM boxes", "SAM current object", "SAM points"]
+
+
+def _pick(widget, name, predictor):
+    widget._image.setCurrentIndex(widget._image.findText(name))
+    widget._on_image_changed()
+    use_predictor(widget, predictor)
+    widget.viewer.dims.set_point(0, 3)

@@ -193,10 +193,22 @@ class AnnotationController(AnnotationSession):
         return layer
 
     def forget_mismatched_target(self) -> None:
+        """After an image change: keep the target labels layer if it has the image's shape;
+        else commit into the labels layer named 'segmentation' of that shape (made for this
+        image before another was picked, or by a dock closed and opened again), else into a
+        new one made at the first commit."""
+        from napari.layers import Labels
+
         target = self.target_layer
-        if target is not None and tuple(target.data.shape) != self.source.layer_shape:
-            self.target_layer = None  # made for another image: commit into a new layer
-            self.target_changed.emit(None)
+        shape = self.source.layer_shape
+        if target is not None and tuple(target.data.shape) == shape:
+            return
+        found = next((ly for ly in self.viewer.layers
+                      if ly.name == L.TARGET_NAME and isinstance(L.unwrap(ly), Labels)
+                      and tuple(ly.data.shape) == shape), None)
+        if found is not None or target is not None:
+            self.target_layer = found
+            self.target_changed.emit(found)
 
     def target_alive(self, target) -> bool:
         return target in self.viewer.layers
@@ -389,6 +401,16 @@ class AnnotationController(AnnotationSession):
         """Stop listening to the viewer and cancel a running job (the layers stay)."""
         self.cancel()
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
+
+    def remove_working_layers(self) -> None:
+        """Remove the prompt and preview layers (after :meth:`close`: the dock was closed).
+        Labels layers stay; a dock opened again makes its own working layers and commits
+        into the 'segmentation' layer of the image's shape."""
+        for attr in ("points_layer", "boxes_layer", "preview_layer"):
+            layer = getattr(self, attr)
+            setattr(self, attr, None)
+            if layer is not None and layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
 
     # ------------------------------------------------------------------ prompts
     def _on_points_press(self, layer, event):

@@ -768,6 +768,7 @@ class SamWidget(QWidget):
             return
         self._closed = True
         _release(self.controller, self._links, self._keys)
+        self.controller.remove_working_layers()
 
     def closeEvent(self, event):
         self._teardown()
