@@ -670,3 +670,20 @@ def _pick(widget, name, predictor):
     widget._on_image_changed()
     use_predictor(widget, predictor)
     widget.viewer.dims.set_point(0, 3)
+
+
+def test_a_plain_click_on_the_boxes_layer_is_no_object(stack_widget):
+    """A click (not a drag) on 'SAM boxes' makes a rectangle of about 1.5 px: it is not an
+    object to preview or commit (it used to give 'box 1: score 0.19. Shift+C commits.')."""
+    from napari_sam._qt.layers import MIN_BOX_SIDE
+
+    viewer, widget = stack_widget
+    c = widget.controller
+    c.boxes_layer.add_rectangles(np.array([[3, 20, 20], [3, 20, 21.5], [3, 21.5, 21.5],
+                                           [3, 21.5, 20]]))
+    assert c.previews == []
+    assert widget._on_commit() is None and not viewer.layers.__contains__("segmentation")
+    side = MIN_BOX_SIDE
+    c.boxes_layer.add_rectangles(np.array([[3, 10, 10], [3, 10, 10 + side],
+                                           [3, 10 + side, 10 + side], [3, 10 + side, 10]]))
+    assert [p.key for p in c.previews] == [("box", 0)]

@@ -14,6 +14,7 @@ from napari_sam.annotate.prompt_groups import boxes_from_shapes
 
 __all__ = [
     "BOXES_NAME",
+    "MIN_BOX_SIDE",
     "NEGATIVE_COLOR",
     "POINTS_NAME",
     "POSITIVE_COLOR",
@@ -114,15 +115,24 @@ def read_points(layer, source: ImageSource) -> tuple[np.ndarray, np.ndarray]:
     return zyx, (kinds != "negative").astype(int)
 
 
+#: Rectangles with a side shorter than this (image pixels) are not prompts: a plain click
+#: on the boxes layer makes one of about 1.5 px, which would segment junk.
+MIN_BOX_SIDE = 3.0
+
+
 def read_boxes(layer, source: ImageSource) -> list[np.ndarray]:
-    """Rectangles of the boxes layer as (4, 3) vertex arrays in (z, row, col)."""
+    """Rectangles of the boxes layer as (4, 3) vertex arrays in (z, row, col); rectangles
+    with a side under :data:`MIN_BOX_SIDE` pixels are left out."""
     if layer is None:
         return []
     out = []
     for verts, kind in zip(layer.data, layer.shape_type):
         if kind != "rectangle":
             continue
-        out.append(source.to_zyx(verts))
+        zyx = source.to_zyx(verts)
+        if np.ptp(zyx[:, 1:], axis=0).min() < MIN_BOX_SIDE:
+            continue
+        out.append(zyx)
     return out
 
 
