@@ -223,6 +223,23 @@ def test_session_without_a_recorded_precision_keeps_auto(tmp_path, tiny_model, c
     assert os.environ[PRECISION_ENV] == "auto"
 
 
+def test_device_note_credits_the_flag_or_the_session_not_the_variable(tmp_path, tiny_model,
+                                                                       capsys):
+    """The device note says where a precision came from: ``--precision`` or the replayed
+    session (it said "set by NAPARI_SAM_PRECISION", a variable the user never set)."""
+    inp = _stack(tmp_path / "stack.tif")
+    sess = _session(tmp_path, inp, tiny_model, "fp32")
+    rc, _, err = cli(["segment", inp, "-o", tmp_path / "s", "-p", sess, "--device", "cpu"],
+                     capsys)
+    assert rc == 0, err
+    assert "napari-sam: device cpu, fp32 (set by the session;" in err, err
+    rc, _, err = cli(["auto", inp, "-o", tmp_path / "a", "--device", "cpu", "--model",
+                      tiny_model, "--precision", "fp32"], capsys)
+    assert rc == 0, err
+    assert "napari-sam: device cpu, fp32 (set by --precision;" in err, err
+    assert "NAPARI_SAM_PRECISION" not in err
+
+
 # ----------------------------------------------------------------------------- sidecar
 def test_auto_sidecar_records_the_parameters_in_effect(tmp_path, capsys):
     import json

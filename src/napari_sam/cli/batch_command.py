@@ -289,7 +289,10 @@ def cmd_batch(args) -> int:
     if args.command == "segment":
         prompts = batch.load_prompts(args.prompts)
         args.model = session_model(prompts, args)
+        given = args.precision
         args.precision = session_precision(prompts, args)
+        if given == "auto" and args.precision != "auto":
+            args.precision_source = "the session"
     ctx = batch_context(args, args.model or "demo")
     jobs = batch.make_jobs(inputs, ctx, prompts, subfolders)
     if prompts is not None:  # every prompt against its stack's shape, before any embedding
@@ -313,7 +316,11 @@ def cmd_batch(args) -> int:
     ctx = replace(ctx, slice_workers=slice_workers() if local and args.command == "auto" else 1)
     if not args.quiet:
         workers = f", {ctx.slice_workers} slices at once" if ctx.slice_workers > 1 else ""
-        print_note(f"device {describe(args.device)}{workers}")
+        text = describe(args.device)
+        if args.precision != "auto":  # set through the variable above, but not by the user
+            source = getattr(args, "precision_source", "--precision")
+            text = text.replace(f"set by {PRECISION_ENV}", f"set by {source}")
+        print_note(f"device {text}{workers}")
     if local:
         check_model_loads(model, args.device)
     check_tiling(args, model)
