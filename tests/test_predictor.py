@@ -290,3 +290,31 @@ def test_onnx_backend_without_onnxruntime_says_how_to_install(tiny_sam, monkeypa
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails
     with pytest.raises(ImportError, match=r'pip install "napari-sam-stacks\[onnx\]"'):
         Predictor(tiny_sam, device="cpu", backend="onnx")
+
+
+def test_onnx_backend_on_a_tiled_image_says_it_decodes_with_torch(onnx_pair, monkeypatch):
+    """A tiled image goes through the windows' PyTorch decoder also with backend='onnx'; a
+    warning says so once (it was silent while ``backend`` still said 'onnx')."""
+    import warnings
+
+    ref, onx = onnx_pair
+    size = onx.img_size
+    big = np.zeros((2 * size, 2 * size), np.float32)
+    big[size - 20 : size + 20, size - 20 : size + 20] = 1.0
+
+    def not_onnx(*args, **kwargs):
+        raise AssertionError("a tiled image reached onnxruntime")
+
+    try:
+        onx.set_image(big)
+        assert onx.tiled is not None
+        monkeypatch.setattr(onx._onnx, "predict", not_onnx)
+        with pytest.warns(UserWarning, match="decodes untiled images only"):
+            masks, _, _ = onx.predict(points=np.array([[size, size]]), labels=np.ones(1))
+        assert masks.shape[1:] == big.shape
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # said once
+            onx.predict(points=np.array([[size + 5, size + 5]]), labels=np.ones(1))
+    finally:
+        monkeypatch.undo()
+        onx.set_embedding(ref.embedding)

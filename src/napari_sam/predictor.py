@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,7 +170,8 @@ class Predictor:
         :func:`napari_sam.export.onnx_runtime.onnx_cache_folder`) and runs them in
         onnxruntime in float32 on the CPU: 1.4-2.7x less CPU time per click than the plain
         PyTorch decoder, about 2x more than the default cached decoder (docs/onnx.md). It needs ``pip install "napari-sam-stacks[onnx]"``. The image encoder
-        and :meth:`predict_batch` (volumes, segment everything) stay on PyTorch.
+        and :meth:`predict_batch` (volumes, segment everything) stay on PyTorch, and so do
+        tiled images (each window is decoded with :meth:`predict_batch`; a warning says so).
     cached_decoder : bool
         Decode one prompt without a mask input (a click) with
         :class:`napari_sam.models.cached_decoder.CachedDecoder`: the image-side work is cached
@@ -209,6 +211,7 @@ class Predictor:
         self._lock = threading.Lock()
         #: "torch" or "onnx": the decoder :meth:`predict` runs
         self.backend = backend
+        self._said_tiled_torch = False
         self._onnx = None
         #: the SAM 2.1 steps, when the model is a SAM 2.1 one (else None)
         self.sam2 = None
@@ -460,7 +463,15 @@ class Predictor:
         )
 
     def _predict_tiled(self, points, labels, box, mask_input, multimask):
-        """:meth:`predict` on a tiled image."""
+        """:meth:`predict` on a tiled image (each window through :meth:`predict_batch`, so
+        on PyTorch also where ``backend="onnx"``: said once per predictor)."""
+        if self._onnx is not None and not self._said_tiled_torch:
+            self._said_tiled_torch = True
+            warnings.warn(
+                "backend='onnx' decodes untiled images only: this tiled image is decoded "
+                "window by window with the PyTorch decoder (same masks). Pass tiling=None to "
+                "set_image to decode it in onnxruntime, shrunk to the model input.",
+                UserWarning, stacklevel=3)
         last = self.last_tiled
         res = decode_tiled(
             self, self._tiled, points=points, labels=labels, box=box, mask_input=mask_input,
