@@ -687,3 +687,22 @@ def test_a_plain_click_on_the_boxes_layer_is_no_object(stack_widget):
     c.boxes_layer.add_rectangles(np.array([[3, 10, 10], [3, 10, 10 + side],
                                            [3, 10 + side, 10 + side], [3, 10 + side, 10]]))
     assert [p.key for p in c.previews] == [("box", 0)]
+
+
+def test_undo_names_the_layer_and_says_when_it_is_not_the_current_one(stack_widget):
+    """Undo works across layers, so the status names the layer it changed and says when it is
+    not the current Labels layer (after picking another image the same words described an
+    undo in a layer out of sight)."""
+    viewer, widget = stack_widget
+    c = widget.controller
+    c.points_layer.add([3, 20, 20])
+    widget._on_commit()
+    widget._on_undo()
+    assert c.status == "Undid commit of label 1 in 'segmentation'."
+    widget._on_redo()
+    viewer.add_image(np.zeros((40, 50), np.float32), name="flat")
+    widget._image.setCurrentIndex(widget._image.findText("flat"))
+    widget._on_image_changed()
+    widget._on_undo()
+    assert c.status == ("Undid commit of label 1 in 'segmentation' (not the current Labels "
+                        "layer).")

@@ -210,6 +210,12 @@ class AnnotationController(AnnotationSession):
             self.target_layer = found
             self.target_changed.emit(found)
 
+    def labels_name(self, target) -> str:
+        return target.name
+
+    def is_current_target(self, target) -> bool:
+        return L.same(target, self.target_layer)
+
     def target_alive(self, target) -> bool:
         return target in self.viewer.layers
 

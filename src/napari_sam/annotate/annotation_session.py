@@ -711,8 +711,20 @@ class AnnotationSession(StackActions, SessionLog):
         self.labels_changed(target)
         self._log_step(commit, redo)
         ids = ", ".join(str(i) for i in commit.ids)
-        self._say(f"{'Redid' if redo else 'Undid'} commit of label {ids}.")
+        where = self.labels_name(target)
+        other = "" if self.is_current_target(target) else " (not the current Labels layer)"
+        self._say(f"{'Redid' if redo else 'Undid'} commit of label {ids} in '{where}'{other}.")
         return commit
+
+    def labels_name(self, target) -> str:
+        """The name of the labels ``target`` (a commit's target) to show: "labels" here, the
+        layer's name in the GUI."""
+        return "labels"
+
+    def is_current_target(self, target) -> bool:
+        """Whether ``target`` (a commit's target) is where the next commit goes (always, here:
+        one labels array)."""
+        return True
 
     def undo(self):
         """Restore the labels as they were before the last commit; returns that commit."""
