@@ -408,6 +408,20 @@ class AnnotationController(AnnotationSession):
         self.cancel()
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
 
+    def detach(self, links: list, unbind_keys, *_destroyed) -> None:
+        """Undo a dock's connections ``links`` ((signal, slot) pairs), stop listening and
+        cancel the job (:meth:`close`), and ``unbind_keys()``. On closing the dock, and when
+        napari deletes the dock with its window while a job runs (Qt then calls no
+        ``closeEvent``; a late progress report would reach deleted Qt objects and abort the
+        process). Runs once: the links are emptied."""
+        if not links:
+            return
+        self.close()
+        unbind_keys()
+        for signal, slot in links:
+            signal.disconnect(slot)
+        links.clear()
+
     def remove_working_layers(self) -> None:
         """Remove the prompt and preview layers (after :meth:`close`: the dock was closed).
         Labels layers stay; a dock opened again makes its own working layers and commits

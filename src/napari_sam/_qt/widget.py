@@ -155,7 +155,7 @@ class SamWidget(QWidget):
 
         ev = napari_viewer.layers.events
         # every connection from the controller and the viewer to this widget's slots, undone
-        # on teardown (also when napari deletes the widget with its window: see _release)
+        # on teardown (also when napari deletes the widget with its window: controller.detach)
         self._links = [
             (c.status_changed, lambda text: self._on_status(text)),
             (c.job_changed, self._on_job_changed),
@@ -172,7 +172,7 @@ class SamWidget(QWidget):
         self._keys = keys.KeyBindings(
             napari_viewer, {k.action: getattr(self, f"_on_{k.action}") for k in keys.KEYS}
         )
-        self.destroyed.connect(functools.partial(_release, c, self._links, self._keys))
+        self.destroyed.connect(functools.partial(c.detach, self._links, self._keys.unbind))
         self._refresh_models()
         self._update_device_info()
         self._on_layers_changed()
@@ -767,7 +767,7 @@ class SamWidget(QWidget):
         if self._closed:
             return
         self._closed = True
-        _release(self.controller, self._links, self._keys)
+        self.controller.detach(self._links, self._keys.unbind)
         self.controller.remove_working_layers()
 
     def closeEvent(self, event):
@@ -787,17 +787,3 @@ class SamWidget(QWidget):
     _links: list = []
     #: Embed the visible slice as soon as an image and a model are chosen (#29).
     preload = True
-
-
-def _release(controller, links, key_bindings, *_destroyed) -> None:
-    """Undo a dock widget's connections and cancel its job: on closing the dock, and when
-    napari deletes the widget with its window while a job runs (Qt then calls no
-    ``closeEvent``; a late progress report would reach deleted Qt objects and abort the
-    process). Runs once: the links are emptied."""
-    if not links:
-        return
-    controller.close()
-    key_bindings.unbind()
-    for signal, slot in links:
-        signal.disconnect(slot)
-    links.clear()
