@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
-from napari_sam.cli.arguments import Formatter, positive_int
+from napari_sam.cli.arguments import Formatter
 from napari_sam.cli.errors import PROG, CLIError
 from napari_sam.cli.models_command import human_size
 
@@ -33,8 +34,9 @@ def add_export_parser(sub) -> None:
                     help="registry name (see `napari-sam models`) or checkpoint file")
     po.add_argument("-o", "--output", required=True, metavar="DIR",
                     help="folder for decoder.onnx, encoder.onnx and export.json (created)")
-    po.add_argument("--opset", type=positive_int, default=17, metavar="N",
-                    help="ONNX opset, 17 or newer (default: 17)")
+    po.add_argument("--opset", type=opset_arg, default=17, metavar="N",
+                    help="ONNX opset, from 17 to the newest the installed torch exports "
+                         "(default: 17)")
     po.add_argument("--decoder-only", action="store_true", help="skip the image encoder")
     po.add_argument("--encoder-only", action="store_true", help="skip the decoder")
     po.add_argument("--return-single-mask", action="store_true",
@@ -50,6 +52,39 @@ def add_export_parser(sub) -> None:
     po.add_argument("--quiet", "-q", action="store_true", help="print nothing on success")
     po.add_argument("--verbose", "-v", action="store_true",
                     help="print tracebacks of failures (for bug reports)")
+
+
+# The newest opset assumed when torch does not say (torch.onnx._constants.ONNX_MAX_OPSET,
+# 23 in torch 2.13, whose TorchScript exporter lists 20 as its own newest).
+FALLBACK_MAX_OPSET = 20
+
+
+def opset_range() -> tuple[int, int]:
+    """The ONNX opsets ``export onnx`` can write: (the oldest the export supports, the newest
+    the installed torch exports)."""
+    from napari_sam.export.onnx_graphs import MIN_OPSET
+
+    try:
+        from torch.onnx import _constants
+
+        newest = int(_constants.ONNX_MAX_OPSET)
+    except (ImportError, AttributeError, TypeError, ValueError):  # a torch without it
+        newest = FALLBACK_MAX_OPSET
+    return MIN_OPSET, max(MIN_OPSET, newest)
+
+
+def opset_arg(text: str) -> int:
+    """``--opset``: a whole number in :func:`opset_range` (checked before any model loads)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    low, high = opset_range()
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(
+            f"opset {value} cannot be exported: choose one from {low} to {high} (the oldest "
+            f"this export supports to the newest the installed torch exports)")
+    return value
 
 
 def cmd_export(args) -> int:

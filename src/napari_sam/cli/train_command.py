@@ -79,6 +79,9 @@ def cmd_train(args) -> int:
     out = Path(args.output)
     if (args.max_steps or args.minutes) and not args.resume:
         raise CLIError("--max-steps and --minutes stop a piece of a resumable run; add --resume", 2)
+    if out.is_dir():
+        raise CLIError(f"-o {out} is a folder; give the checkpoint file to write, e.g. "
+                       f"-o {out / 'my_model.pt'}", 2)
     if out.exists() and not (args.overwrite or args.resume):
         raise CLIError(f"{out} already exists; pass --overwrite to replace it or choose another "
                        "-o", 2)
@@ -101,18 +104,25 @@ def cmd_train(args) -> int:
     except ValueError as exc:
         raise CLIError(f"--device: {exc}", 2) from None
     from napari_sam.training import train
+    from napari_sam.training.run import ScheduleMismatchError
 
     if not args.quiet:
         print_note(f"training on {len(images)} image file(s) from {model!r} -> {out}")
     t0 = time.perf_counter()
-    result = train(
-        [str(p) for p in images], [str(p) for p in labels], model=model, out=out,
-        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-        objects_per_image=args.objects_per_image, freeze_encoder=args.freeze_encoder,
-        val_fraction=args.val_fraction, seed=args.seed, device=args.device,
-        steps_per_epoch=args.steps_per_epoch, progress=not args.quiet, resume=args.resume,
-        max_steps=args.max_steps, time_limit=None if args.minutes is None else 60 * args.minutes,
-    )
+    try:
+        result = train(
+            [str(p) for p in images], [str(p) for p in labels], model=model, out=out,
+            epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+            objects_per_image=args.objects_per_image, freeze_encoder=args.freeze_encoder,
+            val_fraction=args.val_fraction, seed=args.seed, device=args.device,
+            steps_per_epoch=args.steps_per_epoch, progress=not args.quiet, resume=args.resume,
+            max_steps=args.max_steps,
+            time_limit=None if args.minutes is None else 60 * args.minutes,
+        )
+    except ScheduleMismatchError as exc:  # another command than the one that wrote the state
+        raise CLIError(str(exc), 2) from None
+    if result.already_complete:
+        return _already_complete(out, len(result.history))
     last = result.history[-1] if result.history else {}
     metric = last.get("val_iou", last.get("train_iou"))
     msg = (f"wrote {result.path} after {len(result.history)} epoch(s) in "
@@ -129,3 +139,13 @@ def cmd_train(args) -> int:
         print("Interrupted: the checkpoint on disk is the last good one.")
         return 130
     return 0 if result.path else 1
+
+
+def _already_complete(out: Path, epochs: int) -> int:
+    """Say that a resumed schedule had nothing left to do (exit code 0)."""
+    from napari_sam.training.checkpoint import training_state_path
+
+    state = training_state_path(out)
+    print(f"the schedule in {state} is already complete ({epochs} epoch(s)); nothing was "
+          f"trained or written (delete {state} to train again)")
+    return 0

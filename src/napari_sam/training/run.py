@@ -11,6 +11,7 @@ uninterrupted run ends (same data order, same steps, same random draws).
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import math
 import os
@@ -36,7 +37,7 @@ from .data import TrainItem, load_pairs, make_items, split_items
 from .evaluation import evaluate
 from .trainer import Trainer, position_aware_init
 
-__all__ = ["TrainResult", "run_training", "train"]
+__all__ = ["ScheduleMismatchError", "TrainResult", "run_training", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ class TrainResult:
     complete : bool
         False when a resumable run stopped before the end of its schedule (``max_steps``,
         ``time_limit`` or SIGTERM); ``resume=True`` continues it.
+    already_complete : bool
+        True when a resumed run found its schedule already complete: this call trained
+        nothing and wrote nothing (``path`` is the checkpoint an earlier call wrote).
     """
 
     model: Any
@@ -66,6 +70,12 @@ class TrainResult:
     history: list[dict[str, Any]]
     interrupted: bool = False
     complete: bool = True
+    already_complete: bool = False
+
+
+class ScheduleMismatchError(ValueError):
+    """A resume whose schedule (options, data) is not the one its training state was
+    written with; the message names each difference."""
 
 
 def _resolve_model(model, device):
@@ -158,7 +168,8 @@ def train(
         beside ``out`` after every epoch and when the run stops early, and continue from
         that file when it exists (a run whose schedule is complete returns at once). The
         schedule (epochs, steps per epoch, batch size, seed, data, :class:`TrainConfig`)
-        must be the one the state was written with. Needs ``out``.
+        must be the one the state was written with (else :class:`ScheduleMismatchError`, a
+        ValueError naming the differences). Needs ``out``.
     max_steps : int, optional
         Stop this call after this many training steps (the state is saved; ``resume=True``
         continues). Needs ``resume``.
@@ -180,6 +191,9 @@ def train(
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if resume and out is None:
         raise ValueError("resume needs out: the training state is written beside it")
+    if out is not None and Path(out).is_dir():
+        raise ValueError(f"out {out} is a folder; give the checkpoint file to write, e.g. "
+                         f"{Path(out) / 'my_model.pt'}")
     if (max_steps is not None or time_limit is not None) and not resume:
         raise ValueError("max_steps and time_limit stop a resumable run: pass resume=True")
     pairs = load_pairs(images, labels)  # all input checks first
@@ -264,11 +278,31 @@ def _epoch_order(rng: np.random.Generator, n_items: int, n_needed: int) -> list[
 
 def _schedule(trainer: Trainer, train_items, val_items, epochs: int, steps_per_epoch: int
               ) -> dict[str, Any]:
-    """What must not change between the pieces of a resumed run."""
+    """What must not change between the pieces of a resumed run, the data included (a
+    fingerprint of every training and validation item, see :func:`_items_fingerprint`)."""
     return {"epochs": int(epochs), "steps_per_epoch": int(steps_per_epoch),
             "train_config": trainer.cfg.to_dict(), "total_steps": int(trainer.total_steps),
             "n_train_items": None if callable(train_items) else len(train_items),
-            "n_val_items": len(val_items)}
+            "n_val_items": len(val_items),
+            "data": {"training": _items_fingerprint(train_items),
+                     "validation": _items_fingerprint(val_items)}}
+
+
+def _items_fingerprint(items) -> list[list[str]] | None:
+    """``[name, digest]`` per item, in order: the digest hashes the item's original image and
+    labels (dtype, shape and pixels), so renamed or moved files with the same pixels match and
+    edited ones do not. None for streamed items (a function), which have nothing to compare."""
+    if callable(items):
+        return None
+    out = []
+    for it in items:
+        h = hashlib.blake2b(digest_size=16)
+        for a in (it.image, it.labels):
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(a.data)
+        out.append([str(it.name), h.hexdigest()])
+    return out
 
 
 def _resumed_loop(trainer: Trainer, resume_state, schedule: dict[str, Any], state_path
@@ -282,12 +316,44 @@ def _resumed_loop(trainer: Trainer, resume_state, schedule: dict[str, Any], stat
 
 
 def _check_schedule(saved: dict[str, Any], now: dict[str, Any], path) -> None:
-    differ = sorted(k for k in now if saved.get(k) != now[k])
-    if differ:
-        raise ValueError(
-            f"cannot resume from {path}: the run differs in {', '.join(differ)} (saved "
-            + ", ".join(f"{k}={saved.get(k)!r}" for k in differ if k != "train_config")
-            + "); resume with the same schedule, or delete the training state to start over")
+    """ScheduleMismatchError naming every difference (option, saved and given values; the
+    data that changed) between a saved schedule and this run's."""
+    differ = [k for k in sorted(now) if k not in ("data", "train_config")
+              and saved.get(k) != now[k]]
+    if "epochs" in differ or "steps_per_epoch" in differ:
+        differ = [k for k in differ if k != "total_steps"]  # follows from those two
+    s_data = saved.get("data") or {}  # older training states have no data fingerprint
+    if s_data:  # the data differences below say more than the item counts
+        differ = [k for k in differ if k not in ("n_train_items", "n_val_items")]
+    parts = [f"{k} (saved {saved.get(k)!r}, given {now[k]!r})" for k in differ]
+    s_cfg, n_cfg = saved.get("train_config") or {}, now["train_config"]
+    parts += [f"{k} (saved {s_cfg.get(k)!r}, given {n_cfg.get(k)!r})"
+              for k in sorted(set(s_cfg) | set(n_cfg)) if s_cfg.get(k) != n_cfg.get(k)]
+    for split in ("training", "validation"):
+        change = _data_change(s_data.get(split), now["data"][split])
+        if change:
+            parts.append(f"the {split} images ({change})")
+    if parts:
+        raise ScheduleMismatchError(
+            f"cannot resume from {path}: the run differs in {'; '.join(parts)}; resume with "
+            "the same schedule and data, or delete the training state to start over")
+
+
+def _data_change(saved: list | None, now: list | None) -> str | None:
+    """How the items of one split differ from the saved fingerprint, in words (None when
+    they do not, or when either side has no fingerprint)."""
+    if saved is None or now is None or [d for _, d in saved] == [d for _, d in now]:
+        return None
+    saved_digests, now_digests = {d for _, d in saved}, {d for _, d in now}
+    gone = [n for n, d in saved if d not in now_digests]
+    new = [n for n, d in now if d not in saved_digests]
+    if not gone and not new:
+        return "the same images in another order"
+    if len(saved) == len(now) and len(gone) == len(new):
+        detail = f"{len(new)} of {len(now)} changed"
+    else:
+        detail = f"saved {len(saved)}, given {len(now)}: {len(gone)} gone, {len(new)} new"
+    return f"{detail}, e.g. {(new or gone)[0]}"
 
 
 def _step_limit_reached(loop: _Loop, trainer: Trainer, first_step: int, max_steps, time_limit,
@@ -415,13 +481,16 @@ def run_training(
     every epoch and when the run stops early; ``time_limit`` and ``max_steps`` (steps of
     this call) then stop after the step in progress without finishing the epoch, and so
     does SIGTERM. ``resume_state`` (from
-    :func:`~napari_sam.training.checkpoint.load_training_state`) continues such a run.
+    :func:`~napari_sam.training.checkpoint.load_training_state`) continues such a run; one
+    written for another schedule or other data raises :class:`ScheduleMismatchError`.
     """
     from tqdm.auto import tqdm
 
     resumable = state_path is not None
-    schedule = _schedule(trainer, train_items, val_items, epochs, steps_per_epoch)
+    schedule = (_schedule(trainer, train_items, val_items, epochs, steps_per_epoch)
+                if resumable or resume_state is not None else None)
     loop = _resumed_loop(trainer, resume_state, schedule, state_path)
+    already_complete = resume_state is not None and loop.epoch > epochs
     out = Path(out) if out is not None else None
     interrupted = False
     t_start = time.perf_counter()
@@ -476,4 +545,4 @@ def run_training(
     trainer.model.eval()
     return TrainResult(model=trainer.model, path=Path(loop.saved) if loop.saved else None,
                        history=loop.history, interrupted=interrupted,
-                       complete=loop.epoch > epochs)
+                       complete=loop.epoch > epochs, already_complete=already_complete)
