@@ -467,3 +467,21 @@ def test_a_three_slice_stack_read_as_colour_says_so(tmp_path, capsys):
     tifffile.imwrite(rgb, np.zeros((64, 64, 3), np.uint8))
     rc, _, err = cli(["auto", rgb, "-o", tmp_path / "c", "--device", "cpu"], capsys)
     assert rc == 0 and "colour image" not in err, err
+
+
+def test_quiet_prints_no_demo_model_line(tmp_path, capsys, caplog):
+    """``-q`` prints nothing on success, also not the library's demo-model log line (the
+    commands print their own note without ``-q``; the line came on top, twice in ``train``)."""
+    import logging
+
+    pytest.importorskip("onnx", reason="pip install 'napari-sam-stacks[onnx]'")
+    caplog.set_level(logging.WARNING)
+    rc, out, err = cli(["export", "onnx", "demo", "-o", tmp_path / "x", "--decoder-only",
+                        "-q"], capsys)
+    assert rc == 0, err
+    assert "bundled demo model" not in err + out + caplog.text
+    # outside the command line the library still says it
+    from napari_sam.models.registry import load_model
+
+    load_model("demo")
+    assert "Using the bundled demo model" in caplog.text

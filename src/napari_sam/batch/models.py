@@ -50,7 +50,10 @@ def _registry():
     return REGISTRY
 
 
-class _DropDemoWarning(logging.Filter):
+class DropDemoWarning(logging.Filter):
+    """Drops :func:`~napari_sam.models.registry.load_model`'s demo-model log line, where the
+    command line prints its own note (once, and not with ``--quiet``)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         return "bundled demo model" not in record.getMessage()
 
@@ -58,7 +61,7 @@ class _DropDemoWarning(logging.Filter):
 def _load_quietly(load_model, spec, device):
     """load_model without its demo-model log line (the CLI prints its own note once)."""
     reg_logger = logging.getLogger("napari_sam.models.registry")
-    filt = _DropDemoWarning()
+    filt = DropDemoWarning()
     reg_logger.addFilter(filt)
     try:
         return load_model(spec if spec in _registry() else Path(spec), device=device,

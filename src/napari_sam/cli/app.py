@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import signal
 import sys
 
@@ -65,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     old = None
     with contextlib.suppress(ValueError):  # not in the main thread
         old = signal.signal(signal.SIGTERM, _sigterm)
+    from napari_sam.batch.models import DropDemoWarning
+
+    # every command prints its own demo-model note (not with --quiet): not the library's too
+    demo_line = DropDemoWarning()
+    logging.getLogger("napari_sam.models.registry").addFilter(demo_line)
     try:
         if args.command == "models":
             return cmd_models(args)
@@ -103,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         print_error(text)
         return 1
     finally:
+        logging.getLogger("napari_sam.models.registry").removeFilter(demo_line)
         if old is not None:
             with contextlib.suppress(ValueError):
                 signal.signal(signal.SIGTERM, old)
