@@ -240,6 +240,21 @@ def test_device_note_credits_the_flag_or_the_session_not_the_variable(tmp_path, 
     assert "NAPARI_SAM_PRECISION" not in err
 
 
+def test_session_replay_says_which_options_it_ignores(tmp_path, tiny_model, capsys):
+    """A replay follows the session (SAM 1, its recorded tiling): --method sam2 and --tiling
+    are said to be ignored instead of silently (a CSV run refuses --method sam2 with a SAM 1
+    model)."""
+    inp = _stack(tmp_path / "stack.tif")
+    sess = _session(tmp_path, inp, tiny_model, "fp32")
+    rc, _, err = cli(["segment", inp, "-o", tmp_path / "s", "-p", sess, "--device", "cpu",
+                      "--method", "sam2", "--tiling", "off"], capsys)
+    assert rc == 0, err
+    assert ("napari-sam: --method sam2 is ignored: a session replays with SAM 1, as the dock "
+            "recorded it") in err
+    assert "napari-sam: --tiling is ignored: a session replays with the tiling it recorded" \
+        in err
+
+
 # ----------------------------------------------------------------------------- sidecar
 def test_auto_sidecar_records_the_parameters_in_effect(tmp_path, capsys):
     import json

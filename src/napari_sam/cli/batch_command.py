@@ -193,6 +193,18 @@ def check_model_loads(model: str, device: str) -> None:
                        "`napari-sam models`", 2) from None
 
 
+def replay_ignored(args) -> list[str]:
+    """Notes for the options a session replay does not follow: it replays with SAM 1 and
+    embeds with the tiling the session recorded."""
+    notes = []
+    if getattr(args, "method", None) not in (None, "sam1"):
+        notes.append(f"--method {args.method} is ignored: a session replays with SAM 1, as "
+                     "the dock recorded it")
+    if getattr(args, "tiling", "auto") != "auto":
+        notes.append("--tiling is ignored: a session replays with the tiling it recorded")
+    return notes
+
+
 def segment_method(args, model: str) -> str:
     """``segment``'s propagation method: ``--method``, or the model's family when it is not
     given; CLIError (exit code 2) when the two do not fit, before any file is read. For
@@ -326,6 +338,8 @@ def cmd_batch(args) -> int:
     check_tiling(args, model)
     if args.command == "segment":  # a session replays with SAM 1
         method = "sam1" if replaying else segment_method(args, model)
+        for note in [] if args.quiet or not replaying else replay_ignored(args):
+            print_note(note)
         ctx = replace(ctx, params=segment_params(ctx.params, method, args))
         for flag in [] if args.quiet else unused_sam2_options(args, method):
             print_note(f"{flag} applies to SAM 2.1 propagation (--method sam2) only; ignored")
