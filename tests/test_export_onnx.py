@@ -684,3 +684,23 @@ def test_docs_ten_line_example_runs_and_matches_predictor(cli_demo_export):
     masks, scores, _ = pred.predict(points=[click], labels=[1])
     assert scope["mask"].shape == sample.image.shape
     assert _agreement(scope["mask"], masks[scores.argmax()]) >= MASK_AGREEMENT
+
+
+def test_overwrite_with_one_part_never_pairs_two_models(tmp_path):
+    """``--overwrite --decoder-only`` into an earlier export: the encoder of the same model
+    stays and export.json names it; another model's encoder is removed (it would pair with
+    the new decoder in the ten-line example); files no export wrote stay."""
+    from tiny_configs import save_tiny_cnn
+
+    model = save_tiny_cnn(tmp_path)
+    out = tmp_path / "out"
+    export_onnx(model, out)
+    (out / "notes.txt").write_text("mine")
+    export_onnx(model, out, encoder=False, overwrite=True)  # the same model
+    meta = json.loads((out / METADATA_FILE).read_text())
+    assert sorted(meta["files"]) == ["decoder", "encoder"]
+    assert (out / ENCODER_FILE).is_file()
+    export_onnx("demo", out, encoder=False, overwrite=True)  # another model
+    meta = json.loads((out / METADATA_FILE).read_text())
+    assert sorted(meta["files"]) == ["decoder"]
+    assert _entries(out) == [DECODER_FILE, METADATA_FILE, "notes.txt"]

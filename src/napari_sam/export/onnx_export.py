@@ -219,6 +219,22 @@ def _export_encoder(onnx, sam: nn.Module, folder: Path, opset: int) -> str:
     return ENCODER_FILE
 
 
+def _earlier_parts(out: Path, model_id: str, files: dict[str, str]
+                   ) -> tuple[dict[str, str], list[str]]:
+    """The parts of an earlier export in ``out`` that this one does not write: (those of the
+    same model, kept and named in the new export.json; file names of another model's, to
+    remove). Files an export did not write are never touched."""
+    try:
+        old = json.loads((out / METADATA_FILE).read_text(encoding="utf-8"))
+        old_files = {str(k): str(v) for k, v in old["files"].items()}
+        same = old["model_id"] == model_id
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}, []
+    parts = {k: v for k, v in old_files.items()
+             if k not in files and v in (DECODER_FILE, ENCODER_FILE) and (out / v).is_file()}
+    return (parts, []) if same else ({}, sorted(parts.values()))
+
+
 def _move_into_place(tmp: Path, out: Path) -> None:
     """Move the files of ``tmp`` into the folder ``out`` (replacing files of the same names,
     keeping others), or rename ``tmp`` to ``out`` when that does not exist yet."""
@@ -419,9 +435,12 @@ def export_onnx(
                 files["decoder"] = _export_decoder(onnx, sam, tmp, int(opset), decoder_opts)
             if encoder:
                 files["encoder"] = _export_encoder(onnx, sam, tmp, int(opset))
-        meta = _metadata(sam, opset=opset, decoder_opts=decoder_opts, files=files)
+        kept, stale = _earlier_parts(out, sam.model_id, files)
+        meta = _metadata(sam, opset=opset, decoder_opts=decoder_opts, files={**kept, **files})
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         _move_into_place(tmp, out)
+        for name in stale:  # another model's part: it would pair with this one's
+            (out / name).unlink(missing_ok=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
