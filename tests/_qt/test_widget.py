@@ -706,3 +706,19 @@ def test_undo_names_the_layer_and_says_when_it_is_not_the_current_one(stack_widg
     widget._on_undo()
     assert c.status == ("Undid commit of label 1 in 'segmentation' (not the current Labels "
                         "layer).")
+
+
+def test_an_image_it_cannot_use_is_said_once_in_the_status(make_widget, notifications):
+    """A 4D image: the status says why it cannot be used (it said "Open an image" while the
+    image was open), and the error comes once, not again on every later layer change."""
+    viewer, widget = make_widget()
+    viewer.add_image(np.zeros((2, 3, 16, 16), np.float32), name="tzyx")
+    c = widget.controller
+    assert c.status.startswith("Cannot use 'tzyx': the image has 4 spatial dimensions"), c.status
+    assert widget._status.text() == c.status
+    seen = [m for _, m in notifications if "spatial dimensions" in m]
+    assert len(seen) == 1
+    viewer.add_points(np.zeros((1, 4)), name="other")  # a later layer change
+    assert len([m for _, m in notifications if "spatial dimensions" in m]) == 1
+    widget._on_image_changed()  # picked again on purpose: said again
+    assert len([m for _, m in notifications if "spatial dimensions" in m]) == 2

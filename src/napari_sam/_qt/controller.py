@@ -275,12 +275,16 @@ class AnnotationController(AnnotationSession):
                 "Segment Anything Stacks) and pick it in 'Image'."
             )
         layer = L.unwrap(layer)
-        source = make_source(
-            layer.data,
-            rgb=bool(getattr(layer, "rgb", False)),
-            channel_axis=channel_axis,
-            multiscale=bool(getattr(layer, "multiscale", False)),
-        )
+        try:
+            source = make_source(
+                layer.data,
+                rgb=bool(getattr(layer, "rgb", False)),
+                channel_axis=channel_axis,
+                multiscale=bool(getattr(layer, "multiscale", False)),
+            )
+        except (UserError, ValueError) as err:  # the status says why, not "open an image"
+            self._say(f"Cannot use '{layer.name}': {err}")
+            raise
         changed = not L.same(layer, self.image_layer) or channel_axis != self.channel_axis
         self.image_layer, self.channel_axis, self.source = layer, channel_axis, source
         self._ensure_layers(recreate=changed)

@@ -435,7 +435,9 @@ class SamWidget(QWidget):
         self._image.blockSignals(False)
         self._refresh_channels()
         self._refresh_targets()
-        if keep is not None and (not L.same(self._layer(keep), c.image_layer) or c.source is None):
+        layer = self._layer(keep)
+        if keep is not None and (not L.same(layer, c.image_layer) or c.source is None) and (
+                not L.same(layer, self._refused_image)):  # said once, not on every change
             self._on_image_changed()
 
     def _refresh_channels(self):
@@ -522,7 +524,9 @@ class SamWidget(QWidget):
         layer = self._layer(self._image.currentData())
         if layer is None:
             return
+        self._refused_image = layer  # until it is taken
         self.controller.set_image(layer, self._channel.currentData())
+        self._refused_image = None
         # napari makes a newly added layer the active one after telling us about it: select
         # the points layer once that is done, or the first clicks would go to the image
         QTimer.singleShot(0, self._select_points)
@@ -784,6 +788,7 @@ class SamWidget(QWidget):
 
     _seen = False
     _job = None
+    _refused_image = None
     _links: list = []
     #: Embed the visible slice as soon as an image and a model are chosen (#29).
     preload = True
