@@ -722,3 +722,19 @@ def test_an_image_it_cannot_use_is_said_once_in_the_status(make_widget, notifica
     assert len([m for _, m in notifications if "spatial dimensions" in m]) == 1
     widget._on_image_changed()  # picked again on purpose: said again
     assert len([m for _, m in notifications if "spatial dimensions" in m]) == 2
+
+
+def test_a_refused_action_becomes_the_status(stack_widget, notifications):
+    """A refused action (Shift+U with nothing to undo after the labels layer was deleted)
+    is said in the status line too, not only in a notification beside a stale status that
+    still offered 'Shift+U undoes it'."""
+    viewer, widget = stack_widget
+    c = widget.controller
+    c.points_layer.add([3, 20, 20])
+    widget._on_commit()
+    assert "Shift+U undoes it" in c.status
+    viewer.layers.remove("segmentation")
+    widget._on_undo()
+    assert c.status == "Nothing to undo.", c.status
+    assert widget._status.text() == c.status
+    assert ("warning", "Nothing to undo.") in [(s.lower(), m) for s, m in notifications]

@@ -95,14 +95,23 @@ def report(err: BaseException) -> str:
 
 
 def guarded(fn):
-    """Decorator: run a handler, report exceptions as notifications, return None on error."""
+    """Decorator: run a handler, report exceptions as notifications, return None on error.
+
+    A :class:`UserError` (an action refused, e.g. "Nothing to undo.") also becomes the status
+    line of the handler's annotation session (the handler's ``controller``, or the handler's
+    object itself where it has ``refused``), so the status never keeps a line the refusal
+    made stale."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - every error becomes a notification
-            report(err)
+            message = report(err)
+            owner = args[0] if args else None
+            refused = getattr(getattr(owner, "controller", owner), "refused", None)
+            if isinstance(err, UserError) and callable(refused):
+                refused(message)
             return None
 
     return wrapper

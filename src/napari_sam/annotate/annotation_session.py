@@ -249,6 +249,12 @@ class AnnotationSession(StackActions, SessionLog):
         return (f"Click on an object in '{self.image_name()}' to segment it (Shift-click: "
                 "negative point; draw a box in 'SAM boxes' for one object per box).")
 
+    def refused(self, text: str) -> None:
+        """Show why an action was refused as the status line (the GUI's handlers call it for
+        every :class:`UserError`)."""
+        if text != self.status:
+            self._say(text)
+
     def _say(self, text: str) -> None:
         if self.using_demo and "demo" not in text:
             text += " [demo model]"
