@@ -7,7 +7,7 @@ in napari order ((z, row, col) stack coordinates; boxes (row0, col0, row1, col1)
 * ``image``: path, name, content hash (sampled), shape (Z, Y, X), layer shape, channel axis,
   RGB, dtype, contrast limits (the layer's and the embedding's);
 * ``model``: name or checkpoint path, model id, device and precision;
-* ``settings``: propagation axis, overwrite, segment-everything parameters;
+* ``settings``: propagation axis, overwrite, embedding store, tiling;
 * ``operations``: every commit still in effect, in order (undone ones are gone): the prompts
   of each object, the candidate shown, the label it refined, the propagation prompts and
   options, and the label ids written;
@@ -29,9 +29,11 @@ the prompts and :func:`compare` says per object what changed.
 from __future__ import annotations
 
 import datetime as _dt
+import inspect
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,22 +41,9 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "FORMAT",
-    "VERSION",
-    "Session",
-    "SessionError",
-    "check_image",
-    "check_model",
-    "recorded_tiling",
-    "check_replayable",
-    "compare",
-    "image_hash",
-    "read_session",
-    "replay",
-    "session_file_for",
-    "slice_operation",
-    "volume_operation",
-    "write_session",
+    "FORMAT", "VERSION", "Session", "SessionError", "check_image", "check_model",
+    "recorded_tiling", "check_replayable", "compare", "image_hash", "read_session", "replay",
+    "session_file_for", "slice_operation", "volume_operation", "write_session",
 ]
 
 FORMAT = "napari-sam-session"
@@ -102,8 +91,7 @@ class Session:
 
     def summary(self) -> str:
         """E.g. "3 commits, labels 1-3, saved 2025-01-01T10:00:00+00:00"."""
-        ids = sorted(self.objects())
-        n = len(self.operations)
+        ids, n = sorted(self.objects()), len(self.operations)
         text = f"{n} commit{'s' if n != 1 else ''}"
         if ids:
             text += f", label{'s' if len(ids) > 1 else ''} {ids[0]}" + (
@@ -142,7 +130,8 @@ def slice_operation(z: int, previews, written: Sequence[tuple[int, int]], *, ove
     for p in previews:
         sp = p.prompt
         rec = _prompt_record(z, sp.points, sp.labels, sp.box)
-        rec.update(key=_key_text(p.key), candidate=int(p.index),
+        key = p.key if isinstance(p.key, str) else ":".join(str(k) for k in p.key)
+        rec.update(key=key, candidate=int(p.index),
                    n_candidates=int(p.n_candidates), mask_prompt=bool(p.mask_prompt))
         objects.append(rec)
     return {"op": "commit", "kind": "slice", "slice": int(z), "overwrite": bool(overwrite),
@@ -161,10 +150,6 @@ def volume_operation(prompts: Mapping[int, Sequence], options: Mapping,
     return {"op": "commit", "kind": "volume", "overwrite": bool(overwrite),
             "prompts": recs, "options": dict(options),
             "written": [[int(i), int(r)] for i, r in written], "ids": [int(i) for i in ids]}
-
-
-def _key_text(key) -> str:
-    return key if isinstance(key, str) else ":".join(str(k) for k in key)
 
 
 def operation_prompts(op: Mapping) -> dict[int, list[dict]]:
@@ -223,12 +208,18 @@ def _write_labels_file(json_path: Path, what: str, labels: np.ndarray) -> dict:
             "shape": list(labels.shape)}
 
 
-def _remove_stale(json_path: Path, keep: set[str]) -> None:
+def _own_tiffs(json_path: Path) -> set[str]:
+    """The label TIFFs the session file at ``json_path`` names, named as :func:`write_session`
+    names them (none if it is missing or unreadable): the only files a save may remove."""
     stem = json_path.name[: -len(".json")] if json_path.name.endswith(".json") else json_path.name
-    for what in ("labels", "base"):
-        for old in json_path.parent.glob(f"{stem}.{what}-*.tif"):
-            if old.name not in keep:
-                old.unlink(missing_ok=True)
+    own = re.compile(re.escape(stem) + r"\.(labels|base)-[0-9a-f]{12}\.tif")
+    try:
+        data = json.loads(json_path.read_text(encoding="utf-8-sig"))
+        refs = [data.get(what) for what in ("labels", "base")]
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {r["path"] for r in refs if isinstance(r, Mapping)
+            and isinstance(r.get("path"), str) and own.fullmatch(r["path"])}
 
 
 def to_dict(session: Session) -> dict:
@@ -245,8 +236,10 @@ def write_session(session: Session, path: os.PathLike | str) -> Path:
     """Write ``session`` to ``path`` (JSON) and its labels beside it, atomically.
 
     The label TIFFs are written first (temporary name, then rename; named by their content),
-    then the JSON (temporary name, then rename), then TIFFs no longer referenced are removed:
-    a crash at any point leaves the previous or the new session complete.
+    then the JSON (temporary name, then rename), then the TIFFs that the previous session
+    file at ``path`` named and the new one does not are removed (no other file: a user's
+    ``<name>.labels-manual.tif`` stays): a crash at any point leaves the previous or the new
+    session complete.
     """
     from napari_sam import __version__
     from napari_sam import io as nio
@@ -261,8 +254,10 @@ def write_session(session: Session, path: os.PathLike | str) -> Path:
         if arr is not None:
             record[what] = _write_labels_file(path, what, np.asarray(arr))
             keep.add(record[what]["path"])
+    stale = _own_tiffs(path) - keep
     nio.write_json_atomic(path, record)
-    _remove_stale(path, keep)
+    for name in stale:
+        path.with_name(name).unlink(missing_ok=True)
     session.path = path
     return path
 
@@ -306,40 +301,117 @@ def _check_prompt(rec, where: str) -> None:
         raise _fail(where, "a prompt without points or a box")
 
 
+def _whole(value, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
 def _check_operation(op, i: int, name: str) -> None:
     where = f"{name}, operation {i + 1}"
     if not isinstance(op, Mapping) or op.get("kind") not in ("slice", "volume"):
         raise _fail(where, "each operation needs \"kind\": \"slice\" or \"volume\"")
+    if not isinstance(op.get("overwrite"), bool):
+        got = f"got {op['overwrite']!r}" if "overwrite" in op else "it is missing"
+        raise _fail(where, f"'overwrite' must be true or false, {got}")
     written, ids = op.get("written"), op.get("ids")
     if not isinstance(written, list) or not isinstance(ids, list) or len(written) != len(ids) \
-            or any(not isinstance(w, list) or len(w) != 2 for w in written) \
-            or any(not isinstance(v, int) or v < 1 for v in ids):
+            or any(not isinstance(w, list) or len(w) != 2 or not all(map(_whole, w))
+                   for w in written) or not all(_whole(v, 1) for v in ids):
         raise _fail(where, "'written' must list [object, refined id] pairs and 'ids' the "
                            "label ids (>= 1) they wrote, one per object")
-    if op["kind"] == "slice":
-        objs = op.get("objects")
-        if not isinstance(objs, list) or not objs:
-            raise _fail(where, "a slice commit needs its 'objects'")
-        for j, rec in enumerate(objs):
-            _check_prompt({k: v for k, v in rec.items() if k in _PROMPT_KEYS}, f"{where}, "
-                          f"object {j + 1}")
-            if not isinstance(rec.get("candidate", 0), int):
-                raise _fail(where, f"object {j + 1}: 'candidate' must be a whole number")
-        if any(not 0 <= w[0] < len(objs) for w in written):
-            raise _fail(where, "'written' names an object the operation does not have")
-    else:
-        prompts = op.get("prompts")
-        if not isinstance(prompts, Mapping) or not prompts:
-            raise _fail(where, "a volume commit needs its 'prompts'")
-        for k, items in prompts.items():
-            if not isinstance(items, list) or not items:
-                raise _fail(where, f"object {k}: expected a list of prompts")
-            for rec in items:
-                _check_prompt(rec, f"{where}, object {k}")
-        if any(str(w[0]) not in prompts for w in written):
-            raise _fail(where, "'written' names an object the operation has no prompts for")
-        if not isinstance(op.get("options", {}), Mapping):
-            raise _fail(where, "'options' must be an object")
+    (_check_slice_op if op["kind"] == "slice" else _check_volume_op)(op, where)
+
+
+def _check_slice_op(op: Mapping, where: str) -> None:
+    objs, z = op.get("objects"), op.get("slice")
+    if not _whole(z) or not _whole(op.get("mask_label", 0)):
+        raise _fail(where, "a slice commit needs its 'slice' and 'mask_label' (0: none) as "
+                           f"whole numbers >= 0, got {z!r} and {op.get('mask_label')!r}")
+    if not isinstance(objs, list) or not objs:
+        raise _fail(where, "a slice commit needs its 'objects'")
+    for j, rec in enumerate(objs):
+        at = f"{where}, object {j + 1}"
+        if not isinstance(rec, Mapping):
+            raise _fail(at, f"must be an object (its prompt, 'candidate', ...), got {rec!r}")
+        _check_prompt({k: v for k, v in rec.items() if k in _PROMPT_KEYS}, at)
+        if rec["slice"] != z:
+            raise _fail(at, f"its prompt is on slice {rec['slice']}, the operation on slice "
+                            f"{z}; a slice commit's prompts are all on its 'slice'")
+        cand, n = rec.get("candidate", 0), rec.get("n_candidates")
+        if not _whole(cand) or (n is not None and (not _whole(n, 1) or cand >= n)):
+            raise _fail(at, "'candidate' must be a whole number >= 0 (the mask shown, below "
+                            f"'n_candidates' {n!r}), got {cand!r}")
+    if any(not w[0] < len(objs) for w in op["written"]):
+        raise _fail(where, "'written' names an object the operation does not have")
+
+
+def _check_volume_op(op: Mapping, where: str) -> None:
+    from napari_sam.sam2_volume import segment_volume_sam2
+    from napari_sam.volume import segment_volume
+
+    prompts, options = op.get("prompts"), op.get("options", {})
+    if not isinstance(prompts, Mapping) or not prompts:
+        raise _fail(where, "a volume commit needs its 'prompts'")
+    for k, items in prompts.items():
+        if not re.fullmatch(r"[1-9][0-9]*", k):
+            raise _fail(where, f"object {k!r}: the keys of 'prompts' must be object ids, "
+                               "whole numbers >= 1 (\"1\", \"2\", ...)")
+        if not isinstance(items, list) or not items:
+            raise _fail(where, f"object {k}: expected a list of prompts")
+        for rec in items:
+            _check_prompt(rec, f"{where}, object {k}")
+    if any(str(w[0]) not in prompts for w in op["written"]):
+        raise _fail(where, "'written' names an object the operation has no prompts for")
+    if not isinstance(options, Mapping):
+        raise _fail(where, "'options' must be an object")
+    sam2 = options.get("method") == "sam2"  # keywords of the function the GUI propagated with
+    func = segment_volume_sam2 if sam2 else segment_volume
+    known = {k for k, p in inspect.signature(func).parameters.items() if p.kind == p.KEYWORD_ONLY
+             and k not in ("progress", "predictor", "features")} | ({"method"} if sam2 else set())
+    if set(options) - known or options.get("axis_kind", "z") not in ("z", "t"):
+        raise _fail(where, f"'options' {dict(options)!r} are not options of {func.__name__}: "
+                           f"it takes {', '.join(sorted(known))} (axis_kind 'z' or 't')")
+
+
+def _check_settings(data: Mapping, name: str) -> None:
+    """``settings`` (an object; its ``tiling``) and ``model.precision`` (or null)."""
+    precision = data["model"].get("precision")
+    if precision not in (None, "fp32", "bf16", "fp16"):
+        raise _fail(name, f"'model.precision' must be 'fp32', 'bf16' or 'fp16' (or null), got "
+                          f"{precision!r}")
+    settings = data.get("settings") or {}
+    if not isinstance(settings, Mapping):
+        raise _fail(name, f"'settings' must be an object, got {settings!r}")
+    if settings.get("tiling") is not None:
+        _tiling_of(settings["tiling"], name, data["image"]["shape"])
+
+
+def _tiling_of(key, name: str, shape: Sequence[int]):
+    """The :class:`napari_sam.tiling.Tiling` of a ``settings["tiling"]`` for (Z, Y, X) shape."""
+    from napari_sam.tiling import Tiling
+
+    try:
+        tiling = Tiling(tuple(int(v) for v in key["image_shape"]), int(key["window"]),
+                        int(key["halo"]))
+        if list(tiling.image_shape) != list(shape[1:]):
+            raise ValueError(f"the image's slices are {list(shape[1:])}")
+    except (KeyError, TypeError, ValueError) as err:
+        raise _fail(name, f"'settings.tiling' {key!r} is not the tiling of the image's slices "
+                          f"({err}); it must be {{\"image_shape\": [Y, X], \"window\", "
+                          "\"halo\"}: the file was changed by hand or is damaged") from None
+    return tiling
+
+
+def _check_pending(pending, name: str) -> None:
+    if not isinstance(pending, Mapping):
+        raise _fail(name, f"'pending' must be an object (points, labels, boxes), got {pending!r}")
+    pts, lab, boxes = (pending.get(k, []) for k in ("points", "labels", "boxes"))
+    if not isinstance(pts, list) or any(not isinstance(p, list) or len(p) != 3 for p in pts) \
+            or not isinstance(lab, list) or len(lab) != len(pts):
+        raise _fail(name, "'pending.points' must be [z, row, col] triples with one label each")
+    if not isinstance(boxes, list) or any(not isinstance(b, list) or len(b) != 5 for b in boxes):
+        raise _fail(name, "'pending.boxes' must be [z, row0, col0, row1, col1] lists")
+    for v in (v for p in pts + boxes for v in p):
+        _number(v, "a pending prompt coordinate", name)
 
 
 def _check_record(data, name: str) -> None:
@@ -359,22 +431,13 @@ def _check_record(data, name: str) -> None:
         raise _fail(name, "'image.shape' must be [Z, Y, X] (positive whole numbers)")
     if not isinstance(data.get("model"), Mapping) or not data["model"].get("name"):
         raise _fail(name, "'model.name' is missing (a registry name or a checkpoint path)")
+    _check_settings(data, name)
     ops = data.get("operations")
     if not isinstance(ops, list):
         raise _fail(name, "'operations' must be a list")
     for i, op in enumerate(ops):
         _check_operation(op, i, name)
-    pending = data.get("pending") or {}
-    pts, lab = pending.get("points", []), pending.get("labels", [])
-    if not isinstance(pts, list) or any(not isinstance(p, list) or len(p) != 3 for p in pts) \
-            or not isinstance(lab, list) or len(lab) != len(pts):
-        raise _fail(name, "'pending.points' must be [z, row, col] triples with one label each")
-    boxes = pending.get("boxes", [])
-    if not isinstance(boxes, list) or any(not isinstance(b, list) or len(b) != 5 for b in boxes):
-        raise _fail(name, "'pending.boxes' must be [z, row0, col0, row1, col1] lists")
-    for p in pts + boxes:
-        for v in p:
-            _number(v, "a pending prompt coordinate", name)
+    _check_pending({} if data.get("pending") is None else data["pending"], name)
 
 
 def _read_labels_file(json_path: Path, ref, shape, what: str) -> np.ndarray | None:
@@ -518,25 +581,15 @@ def check_model(session: Session) -> str:
 
 
 # ------------------------------------------------------------------------------ replay
-@dataclass
-class _Prompt:
-    """One object's prompts on one slice, as :func:`~napari_sam.annotation.decode_slice`
-    takes them."""
+def _prompt_of(rec: Mapping):
+    """The :class:`napari_sam.annotate.prompt_groups.DrawnPrompts` of a prompt record (what
+    :func:`~napari_sam.annotation.decode_slice` takes)."""
+    from napari_sam.annotate.prompt_groups import DrawnPrompts
 
-    points: np.ndarray  # (P, 2) float64 (row, col)
-    labels: np.ndarray  # (P,) int64
-    box: np.ndarray | None  # (4,) float64 or None
-
-    @property
-    def usable(self) -> bool:
-        return self.box is not None or bool((self.labels == 1).any())
-
-
-def _prompt_of(rec: Mapping) -> _Prompt:
     pts = np.asarray(rec.get("points", []), dtype=np.float64).reshape(-1, 2)
     lab = np.asarray(rec.get("labels", []), dtype=np.int64).reshape(-1)
     box = None if rec.get("box") is None else np.asarray(rec["box"], dtype=np.float64)
-    return _Prompt(pts, lab, box)
+    return DrawnPrompts(pts, lab, box)
 
 
 @dataclass
@@ -585,17 +638,10 @@ def _slice_objects(op: Mapping, labels: np.ndarray, emb, predictor) -> list:
 
 def _volume_objects(op: Mapping, emb, progress) -> tuple[list, object]:
     from napari_sam.annotation import ObjectMask
-    from napari_sam.volume import SlicePrompt, segment_volume
+    from napari_sam.volume import segment_volume
 
-    prompts = {}
-    for k, items in op["prompts"].items():
-        sps = []
-        for rec in items:
-            p = _prompt_of(rec)
-            has = len(p.points) > 0
-            sps.append(SlicePrompt(slice=int(rec["slice"]), points=p.points if has else None,
-                                   labels=p.labels if has else None, box=p.box))
-        prompts[int(k)] = sps
+    prompts = {int(k): [_prompt_of(rec).to_slice_prompt(int(rec["slice"])) for rec in items]
+               for k, items in op["prompts"].items()}
     res = segment_volume(emb, prompts, progress=progress, **dict(op.get("options") or {}))
     labels = np.asarray(res.labels)
     objects = [ObjectMask(labels == int(i), None, int(r)) for i, r in op["written"]]
@@ -627,17 +673,9 @@ def recorded_tiling(session: Session):
     """The :class:`napari_sam.tiling.Tiling` the session's clicks were decoded in (its
     ``settings["tiling"]``), or None: untiled, or a session written before tiling existed.
     Replay embeds the stack with it, so that every click is decoded as the dock did."""
-    from napari_sam.tiling import Tiling
-
     key = session.settings.get("tiling")
-    if not key:
-        return None
-    try:
-        return Tiling(tuple(int(v) for v in key["image_shape"]), int(key["window"]),
-                      int(key["halo"]))
-    except (KeyError, TypeError, ValueError) as err:
-        raise SessionError(f"the session's tiling {key!r} is not readable ({err}); the file "
-                           "was changed by hand or is damaged") from None
+    name = session.path.name if session.path else "session"
+    return _tiling_of(key, name, session.shape) if key else None
 
 
 def replay(session: Session, emb, *, progress: Callable[[int, int], None] | None = None
@@ -708,8 +746,9 @@ def _slices_of(labels: np.ndarray, ids: Sequence[int]) -> dict[int, list[int]]:
     return out
 
 
-def compare(before: np.ndarray, after: np.ndarray) -> list[dict]:
-    """Per object, what changed from ``before`` to ``after`` (both (Z, Y, X) labels).
+def compare(before: np.ndarray | None, after: np.ndarray | None) -> list[dict]:
+    """Per object, what changed from ``before`` to ``after`` (both (Z, Y, X) labels; None,
+    e.g. the labels of a session saved without any, is all zero: every object is new).
 
     Returns
     -------
@@ -717,6 +756,10 @@ def compare(before: np.ndarray, after: np.ndarray) -> list[dict]:
         ``{"id", "status": "same" | "changed" | "new" | "gone", "iou", "area_before",
         "area_after", "slices_before": [first, last] or None, "slices_after"}`` by id.
     """
+    if before is None and after is None:
+        raise ValueError("compare: both labels are None; give at least one (Z, Y, X) array")
+    before = np.zeros_like(after) if before is None else np.asarray(before)
+    after = np.zeros_like(before) if after is None else np.asarray(after)
     a = np.asarray(before).astype(np.int64, copy=False).ravel()
     b = np.asarray(after).astype(np.int64, copy=False).ravel()
     n = int(max(a.max(initial=0), b.max(initial=0))) + 1
@@ -741,9 +784,7 @@ def compare(before: np.ndarray, after: np.ndarray) -> list[dict]:
 def describe_changes(changes: Sequence[Mapping]) -> list[str]:
     """One line per object that is not the same (for the CLI)."""
     lines = []
-    for c in changes:
-        if c["status"] == "same":
-            continue
+    for c in (c for c in changes if c["status"] != "same"):
         if c["status"] == "changed":
             lines.append(f"object {c['id']}: changed (IoU {c['iou']:.2f}, area "
                          f"{c['area_before']} -> {c['area_after']}, slices "
