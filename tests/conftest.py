@@ -29,3 +29,18 @@ def tiny_sam(tiny_config):
 
     torch.manual_seed(0)
     return build_sam(tiny_config)
+
+
+@pytest.fixture
+def files(tmp_path, tiny_sam, tiny_config):
+    """``{"stack": a (6, 64, 64) blob stack TIFF, "model": the tiny model's checkpoint file}``
+    (the session and replay tests' inputs)."""
+    import tifffile
+
+    from stacks import blob_stack
+    from tiny_configs import save_tiny
+
+    stack = tmp_path / "data" / "blobs.tif"
+    stack.parent.mkdir()
+    tifffile.imwrite(stack, blob_stack())
+    return {"stack": stack, "model": save_tiny(tmp_path / "m" / "tiny.pt", tiny_sam, tiny_config)}

@@ -14,25 +14,6 @@ from napari_sam import session as S
 from stacks import blob_stack
 
 
-def save_tiny(path: Path, model, config) -> Path:
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
-    path.with_name(path.name + ".json").write_text(json.dumps({"config": config.to_dict()}))
-    return path
-
-
-@pytest.fixture
-def files(tmp_path, tiny_sam, tiny_config):
-    import tifffile
-
-    stack = tmp_path / "data" / "blobs.tif"
-    stack.parent.mkdir()
-    tifffile.imwrite(stack, blob_stack())
-    return {"stack": stack, "model": save_tiny(tmp_path / "m" / "tiny.pt", tiny_sam, tiny_config)}
-
-
 def operations() -> list[dict]:
     """A click with the second candidate on slice 1, a box with a negative point on slice 2,
     a propagation from slice 4 (what the dock records for such commits)."""

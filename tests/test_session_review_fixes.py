@@ -14,19 +14,9 @@ import pytest
 
 from napari_sam import session as S
 from stacks import blob_stack
-from test_session import make_session, operations, save_tiny
+from test_session import make_session, operations
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "sessions.md"
-
-
-@pytest.fixture
-def files(tmp_path, tiny_sam, tiny_config):
-    import tifffile
-
-    stack = tmp_path / "data" / "blobs.tif"
-    stack.parent.mkdir()
-    tifffile.imwrite(stack, blob_stack())
-    return {"stack": stack, "model": save_tiny(tmp_path / "m" / "tiny.pt", tiny_sam, tiny_config)}
 
 
 def small_session(labels: np.ndarray | None = None) -> S.Session:

@@ -93,3 +93,18 @@ def save_tiny_cnn(folder):
     torch.save(build_sam(cfg).state_dict(), path)
     path.with_name("tiny.pt.json").write_text(json.dumps({"config": cfg.to_dict()}))
     return path
+
+
+def save_tiny(path, model, config):
+    """Save ``model`` (built from ``config``) as the checkpoint ``path`` with its config in
+    ``path.json``, as a user's checkpoint file; returns the path."""
+    import json
+    from pathlib import Path
+
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    path.with_name(path.name + ".json").write_text(json.dumps({"config": config.to_dict()}))
+    return path
