@@ -224,13 +224,16 @@ def resolve_precision(precision: str, device):
     return _dtypes()[precision]
 
 
-def describe(device="auto", precision: str = "auto") -> str:
+def describe(device="auto", precision: str = "auto", chosen_by: str | None = None) -> str:
     """One line for the CLI banner and the GUI: the device, the precision and why.
 
     Parameters
     ----------
     device : str or torch.device
     precision : {"auto", "fp32", "bf16", "fp16"}
+    chosen_by : str, optional
+        Who chose an explicit ``precision`` (e.g. ``"--precision"``, ``"the session"``):
+        the reason reads "set by ..." instead of "chosen".
 
     Returns
     -------
@@ -240,7 +243,8 @@ def describe(device="auto", precision: str = "auto") -> str:
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
     name = precision_name(dtype)
-    why = _auto(dev)[1] if precision in (None, "auto") else "chosen"
+    why = (_auto(dev)[1] if precision in (None, "auto")
+           else f"set by {chosen_by}" if chosen_by else "chosen")
     extra = ""
     if dev.type == "cpu":
         import torch

@@ -328,10 +328,8 @@ def cmd_batch(args) -> int:
     ctx = replace(ctx, slice_workers=slice_workers() if local and args.command == "auto" else 1)
     if not args.quiet:
         workers = f", {ctx.slice_workers} slices at once" if ctx.slice_workers > 1 else ""
-        text = describe(args.device)
-        if args.precision != "auto":  # set through the variable above, but not by the user
-            source = getattr(args, "precision_source", "--precision")
-            text = text.replace(f"set by {PRECISION_ENV}", f"set by {source}")
+        text = describe(args.device, args.precision,
+                        chosen_by=getattr(args, "precision_source", "--precision"))
         print_note(f"device {text}{workers}")
     if local:
         check_model_loads(model, args.device)
