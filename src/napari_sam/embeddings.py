@@ -15,7 +15,10 @@ OME-Zarr group the stack came from) is refused with an error and never written t
 store never deletes what it did not write. Each stored slice also records a hash of that slice's pixels, checked
 before reuse, so a slice whose data changed is recomputed: nothing stale is reused.
 Embeddings are stored as float16 (half the space; masks agree with float32 to within
-rounding at the boundary).
+rounding at the boundary), and the embeddings this module returns are float16-rounded with
+or without a store, so a slice decodes the same whether it was just computed or read back.
+The key also holds the predictor's precision and the model's input smoothing, which change
+the features.
 """
 
 from __future__ import annotations
@@ -274,6 +277,9 @@ class StackEmbeddings:
                 "shape": list(stack.shape),
                 "dtype": str(np.dtype(stack.dtype)),
                 "img_size": self.predictor.img_size,
+                # the encoder's arithmetic and input smoothing change the features too
+                "precision": self.predictor.precision,
+                "input_smoothing": float(getattr(self.model, "input_smoothing", 0.0)),
             },
             sort_keys=True,
         )
@@ -317,7 +323,7 @@ class StackEmbeddings:
     def _write_store(self, z: int, emb: ImageEmbedding, data_hash: int) -> None:
         if self._group is None:
             return
-        self._group["features"][z] = emb.features.detach().cpu().numpy().astype(np.float16)
+        self._group["features"][z] = emb.features.detach().cpu().to(torch.float16).numpy()
         # the hash is written after the features: an interrupted write is recomputed
         self._group["slice_hash"][z] = data_hash
 
@@ -391,7 +397,10 @@ class StackEmbeddings:
         def flush():
             nonlocal done
             rgbs = [to_uint8_rgb(a, self.contrast_limits) for _, a, _ in pending]
-            embs = self.predictor.encode_rgb(rgbs)
+            # float16-rounded like the store's copies, so that an embedding decodes the same
+            # whether it was just computed or read back (a rerun, a replayed session)
+            embs = [self._make(e.features.to(torch.float16).float())
+                    for e in self.predictor.encode_rgb(rgbs)]
             for (z, _, hsh), emb in zip(pending, embs):
                 self._write_store(z, emb, hsh)
                 self._remember(z, emb)

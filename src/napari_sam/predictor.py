@@ -175,8 +175,9 @@ class Predictor:
     cached_decoder : bool
         Decode one prompt without a mask input (a click) with
         :class:`napari_sam.models.cached_decoder.CachedDecoder`: the image-side work is cached
-        on the second decode of an embedding, later clicks on it cost about a sixth of the
-        plain decoder (docs/benchmarks.md, "Click to mask"). It runs in bfloat16 on a CPU
+        on the first click on an embedding (about one plain decoder call), every click on it
+        costs about a sixth of the plain decoder (docs/benchmarks.md, "Click to mask"), and
+        a click decodes the same way whatever was decoded before it. It runs in bfloat16 on a CPU
         where ``precision`` resolves to bf16, else in float32
         (:func:`~napari_sam.models.cached_decoder.click_precision`). The cache follows
         the embedding's features (a new or different embedding gets a new one); it assumes
@@ -576,11 +577,12 @@ class Predictor:
         return up > self.model.mask_threshold
 
     def _click_cache(self, emb: ImageEmbedding):
-        """The cached decoder's per-image tensors for ``emb``, made on its second decode
-        among the last :data:`CLICK_CACHES` embeddings decoded (a one-off decode, e.g. one
-        slice of a propagation, does not pay for them; the windows of a tiled image that a
-        click decodes in each keep theirs); None where the plain decoder runs (also inside
-        :func:`no_click_cache`)."""
+        """The cached decoder's per-image tensors for ``emb``, made on its first click and
+        kept for the last :data:`CLICK_CACHES` embeddings clicked (the windows of a tiled
+        image that a click decodes in each keep theirs); None where the plain decoder runs
+        (also inside :func:`no_click_cache`, where propagation's sweeps and segment
+        everything decode). A click therefore decodes the same way whatever was decoded
+        before it: a session replayed in a new process gives the masks the dock showed."""
         if not self.cached_decoder or self._click_decoder is None or getattr(_local, "off", False):
             return None
         with self._lock:
@@ -594,12 +596,10 @@ class Predictor:
             if found is not None:
                 entry = self._clicks.pop(found)
                 self._clicks.append(entry)
-                if entry[1] is None:
-                    entry[1] = self._click_decoder.prepare(feats)
                 return entry[1]
-            self._clicks.append([feats, None])
+            self._clicks.append([feats, self._click_decoder.prepare(feats)])
             del self._clicks[:-CLICK_CACHES]
-            return None
+            return self._clicks[-1][1]
 
     def _count_decode(self) -> None:
         with self._lock:

@@ -15,6 +15,7 @@ from napari_sam.automatic.boxes import batched_nms
 from napari_sam.automatic.grid_decoder import GridDecoder, grid_precision
 from napari_sam.automatic.params import AutomaticParams
 from napari_sam.automatic.statistics import UpsamplingGeometry, mask_statistics
+from napari_sam.predictor import no_click_cache
 
 #: Upsampling geometries built in this process, by sizes and device (see
 #: :func:`cached_geometry`); building one took 0.02-0.07 s, as long as decoding a 128 px
@@ -218,13 +219,14 @@ class CropEngine:
             stats["decoded_masks"] += int(rows.numel())
             logits = self.decoder.masks(shared, state, rows)  # (nr, C, L, L)
             return _Decoded(logits, state.iou, keep[rows], rows)
-        out = self.pred.predict_batch(
-            emb,
-            points=pts[:, None, :],
-            labels=np.ones((n, 1), np.int64),
-            multimask=True,
-            upsample=False,
-        )
+        with no_click_cache():  # a last batch of one point: no per-image click cache
+            out = self.pred.predict_batch(
+                emb,
+                points=pts[:, None, :],
+                labels=np.ones((n, 1), np.int64),
+                multimask=True,
+                upsample=False,
+            )
         stats["decoded_masks"] += n
         return _Decoded(out.logits, out.scores, self._passes_iou(out.scores),
                         torch.arange(n, device=dev))
