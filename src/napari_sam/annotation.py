@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from napari_sam.prompts import PromptKind, group_by_kind, stack_prompts
+from napari_sam.prompts import PromptKind, clip_box, group_by_kind, stack_prompts
 
 __all__ = [
     "Change",
@@ -336,12 +336,16 @@ def decode_slice(
 
 
 def _decode_group(predictor, embedding, z, kind, items, mask_inputs) -> dict:
-    """One batched decoder call for the objects ``items`` [(key, SlicePrompts)] of one kind."""
+    """One batched decoder call for the objects ``items`` [(key, SlicePrompts)] of one kind;
+    boxes partly outside the slice are clipped to it, as propagation and
+    :meth:`napari_sam.Predictor.predict` clip them."""
+    size = tuple(int(v) for v in embedding.original_size)
     kw = stack_prompts(
         kind,
         [sp.points for _, sp in items],
         [sp.labels for _, sp in items],
-        [sp.box for _, sp in items],
+        [None if sp.box is None else clip_box(np.asarray(sp.box, np.float64), size)
+         for _, sp in items],
         dtype=np.float32,
     )
     if kind.mask:
