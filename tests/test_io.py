@@ -210,6 +210,17 @@ def test_imagej_tzyx_axes_and_pixel_size(tmp_path):
     assert one_t.pixel_size == pytest.approx((1.5, 0.3, 0.2))
 
 
+def test_imagej_2d_rows_taller_than_columns_keep_their_scale(tmp_path):
+    """A 2D ImageJ TIFF in pixel units whose rows are twice as tall as its columns are wide
+    (what the napari writer saves for a layer of scale (2, 1)): the Y size is read back even
+    though the X size is 1."""
+    p = tmp_path / "tall.tif"
+    tifffile.imwrite(p, np.zeros((6, 7), np.uint16), imagej=True, resolution=(1.0, 0.5),
+                     metadata={"unit": "pixel"})
+    im = io.read_image(p)
+    assert im.pixel_size == pytest.approx((2.0, 1.0))  # y, x
+
+
 def test_ome_zyxc_axes(tmp_path):
     data = np.random.default_rng(0).integers(0, 255, (5, 8, 9, 3), dtype=np.uint8)
     p = tmp_path / "rgb_stack.ome.tif"

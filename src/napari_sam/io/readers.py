@@ -244,7 +244,8 @@ def _imagej_calibration(ij: Mapping, page, md: dict) -> tuple[dict, str | None, 
     user = _parse_user_json(ij.get("Info"))
     xs = _resolution_size(page, "XResolution")
     ys = _resolution_size(page, "YResolution")
-    calibrated = unit is not None or "spacing" in ij or (xs not in (None, 1.0))
+    calibrated = (unit is not None or "spacing" in ij or xs not in (None, 1.0)
+                  or ys not in (None, 1.0))  # a Y size alone (rows twice as tall) counts
     if calibrated:
         if xs is not None:
             sizes["X"] = xs
