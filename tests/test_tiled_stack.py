@@ -61,7 +61,8 @@ def test_each_window_is_the_crop_embedded_with_the_whole_stacks_contrast(tiny_sa
                        contrast_limits=whole)
     for win, a, b in zip(emb.tiling.windows, got.embeddings, ref.embeddings):
         assert tuple(a.original_size) == win.shape
-        torch.testing.assert_close(a.features, b.features, atol=1e-4, rtol=0)
+        # stack embeddings are float16-rounded (as their store keeps them)
+        torch.testing.assert_close(a.features, b.features.half().float(), atol=1e-4, rtol=1e-3)
     # per-window limits would differ: the dark right windows are not stretched on their own
     right = emb.tiling.windows[1]
     assert stack_intensity_limits(stack[:, right.slices[0], right.slices[1]]) != \
