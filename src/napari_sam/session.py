@@ -24,14 +24,16 @@ Replay (:func:`replay`) reruns the operations in order from ``base`` with the GU
 :func:`napari_sam.annotation.apply_objects`), so with the same model, device and precision
 it writes the GUI's committed labels pixel for pixel; with another model or image it reruns
 the prompts and :func:`compare` says per object what changed.
+
+Reading checks a file's form with :func:`napari_sam.session_checks.check_record` (its
+:class:`SessionError`, :data:`FORMAT` and :data:`VERSION` are re-exported here);
+:func:`check_image` checks it against an image.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import inspect
 import json
-import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -40,21 +42,24 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_sam.session_checks import (
+    FORMAT,
+    PROMPT_KEYS,
+    VERSION,
+    SessionError,
+    check_record,
+    session_error,
+    tiling_of,
+)
+
 __all__ = [
     "FORMAT", "VERSION", "Session", "SessionError", "check_image", "check_model",
     "recorded_tiling", "check_replayable", "compare", "image_hash", "read_session", "replay",
     "session_file_for", "slice_operation", "volume_operation", "write_session",
 ]
 
-FORMAT = "napari-sam-session"
-VERSION = 1
 #: Autosaved sessions live next to their image: ``stack.tif`` -> ``stack.tif.sam-session.json``.
 SESSION_FILE_SUFFIX = ".sam-session.json"
-_PROMPT_KEYS = ("slice", "points", "labels", "box", "stop")
-
-
-class SessionError(ValueError):
-    """A session file that cannot be used; the message names the problem and the fix."""
 
 
 @dataclass
@@ -263,204 +268,29 @@ def write_session(session: Session, path: os.PathLike | str) -> Path:
 
 
 # ------------------------------------------------------------------------------ reading
-def _fail(where: str, text: str) -> SessionError:
-    return SessionError(f"session file {where}: {text}")
-
-
-def _number(value, what: str, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _fail(where, f"{what} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _check_prompt(rec, where: str) -> None:
-    """The form of one slice prompt record (coordinates are checked by :func:`check_image`)."""
-    if not isinstance(rec, Mapping):
-        raise _fail(where, f"a prompt must be an object, got {rec!r}")
-    if not isinstance(rec.get("slice"), int) or rec["slice"] < 0:
-        raise _fail(where, f"'slice' must be a whole number >= 0, got {rec.get('slice')!r}")
-    pts = rec.get("points", [])
-    if not isinstance(pts, list) or any(not isinstance(p, list) or len(p) != 2 for p in pts):
-        raise _fail(where, f"'points' must be a list of [row, col] pairs, got {pts!r}")
-    for p in pts:
-        for v, what in zip(p, ("row", "col")):
-            _number(v, what, where)
-    labels = rec.get("labels", [])
-    if not isinstance(labels, list) or len(labels) != len(pts) or any(
-            v not in (0, 1) or isinstance(v, bool) for v in labels):
-        raise _fail(where, f"'labels' must hold one 1 (object) or 0 (background) per point, "
-                           f"got {labels!r}")
-    box = rec.get("box")
-    if box is not None:
-        if not isinstance(box, list) or len(box) != 4:
-            raise _fail(where, f"'box' must be [row0, col0, row1, col1], got {box!r}")
-        b = [_number(v, "a box corner", where) for v in box]
-        if b[2] < b[0] or b[3] < b[1]:
-            raise _fail(where, f"box {b} is inverted (row0 <= row1 and col0 <= col1)")
-    if not pts and box is None and not rec.get("stop"):
-        raise _fail(where, "a prompt without points or a box")
-
-
-def _whole(value, low: int = 0) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
-def _check_operation(op, i: int, name: str) -> None:
-    where = f"{name}, operation {i + 1}"
-    if not isinstance(op, Mapping) or op.get("kind") not in ("slice", "volume"):
-        raise _fail(where, "each operation needs \"kind\": \"slice\" or \"volume\"")
-    if not isinstance(op.get("overwrite"), bool):
-        got = f"got {op['overwrite']!r}" if "overwrite" in op else "it is missing"
-        raise _fail(where, f"'overwrite' must be true or false, {got}")
-    written, ids = op.get("written"), op.get("ids")
-    if not isinstance(written, list) or not isinstance(ids, list) or len(written) != len(ids) \
-            or any(not isinstance(w, list) or len(w) != 2 or not all(map(_whole, w))
-                   for w in written) or not all(_whole(v, 1) for v in ids):
-        raise _fail(where, "'written' must list [object, refined id] pairs and 'ids' the "
-                           "label ids (>= 1) they wrote, one per object")
-    (_check_slice_op if op["kind"] == "slice" else _check_volume_op)(op, where)
-
-
-def _check_slice_op(op: Mapping, where: str) -> None:
-    objs, z = op.get("objects"), op.get("slice")
-    if not _whole(z) or not _whole(op.get("mask_label", 0)):
-        raise _fail(where, "a slice commit needs its 'slice' and 'mask_label' (0: none) as "
-                           f"whole numbers >= 0, got {z!r} and {op.get('mask_label')!r}")
-    if not isinstance(objs, list) or not objs:
-        raise _fail(where, "a slice commit needs its 'objects'")
-    for j, rec in enumerate(objs):
-        at = f"{where}, object {j + 1}"
-        if not isinstance(rec, Mapping):
-            raise _fail(at, f"must be an object (its prompt, 'candidate', ...), got {rec!r}")
-        _check_prompt({k: v for k, v in rec.items() if k in _PROMPT_KEYS}, at)
-        if rec["slice"] != z:
-            raise _fail(at, f"its prompt is on slice {rec['slice']}, the operation on slice "
-                            f"{z}; a slice commit's prompts are all on its 'slice'")
-        cand, n = rec.get("candidate", 0), rec.get("n_candidates")
-        if not _whole(cand) or (n is not None and (not _whole(n, 1) or cand >= n)):
-            raise _fail(at, "'candidate' must be a whole number >= 0 (the mask shown, below "
-                            f"'n_candidates' {n!r}), got {cand!r}")
-    if any(not w[0] < len(objs) for w in op["written"]):
-        raise _fail(where, "'written' names an object the operation does not have")
-
-
-def _check_volume_op(op: Mapping, where: str) -> None:
-    from napari_sam.sam2_volume import segment_volume_sam2
-    from napari_sam.volume import segment_volume
-
-    prompts, options = op.get("prompts"), op.get("options", {})
-    if not isinstance(prompts, Mapping) or not prompts:
-        raise _fail(where, "a volume commit needs its 'prompts'")
-    for k, items in prompts.items():
-        if not re.fullmatch(r"[1-9][0-9]*", k):
-            raise _fail(where, f"object {k!r}: the keys of 'prompts' must be object ids, "
-                               "whole numbers >= 1 (\"1\", \"2\", ...)")
-        if not isinstance(items, list) or not items:
-            raise _fail(where, f"object {k}: expected a list of prompts")
-        for rec in items:
-            _check_prompt(rec, f"{where}, object {k}")
-    if any(str(w[0]) not in prompts for w in op["written"]):
-        raise _fail(where, "'written' names an object the operation has no prompts for")
-    if not isinstance(options, Mapping):
-        raise _fail(where, "'options' must be an object")
-    sam2 = options.get("method") == "sam2"  # keywords of the function the GUI propagated with
-    func = segment_volume_sam2 if sam2 else segment_volume
-    known = {k for k, p in inspect.signature(func).parameters.items() if p.kind == p.KEYWORD_ONLY
-             and k not in ("progress", "predictor", "features")} | ({"method"} if sam2 else set())
-    if set(options) - known or options.get("axis_kind", "z") not in ("z", "t"):
-        raise _fail(where, f"'options' {dict(options)!r} are not options of {func.__name__}: "
-                           f"it takes {', '.join(sorted(known))} (axis_kind 'z' or 't')")
-
-
-def _check_settings(data: Mapping, name: str) -> None:
-    """``settings`` (an object; its ``tiling``) and ``model.precision`` (or null)."""
-    precision = data["model"].get("precision")
-    if precision not in (None, "fp32", "bf16", "fp16"):
-        raise _fail(name, f"'model.precision' must be 'fp32', 'bf16' or 'fp16' (or null), got "
-                          f"{precision!r}")
-    settings = data.get("settings") or {}
-    if not isinstance(settings, Mapping):
-        raise _fail(name, f"'settings' must be an object, got {settings!r}")
-    if settings.get("tiling") is not None:
-        _tiling_of(settings["tiling"], name, data["image"]["shape"])
-
-
-def _tiling_of(key, name: str, shape: Sequence[int]):
-    """The :class:`napari_sam.tiling.Tiling` of a ``settings["tiling"]`` for (Z, Y, X) shape."""
-    from napari_sam.tiling import Tiling
-
-    try:
-        tiling = Tiling(tuple(int(v) for v in key["image_shape"]), int(key["window"]),
-                        int(key["halo"]))
-        if list(tiling.image_shape) != list(shape[1:]):
-            raise ValueError(f"the image's slices are {list(shape[1:])}")
-    except (KeyError, TypeError, ValueError) as err:
-        raise _fail(name, f"'settings.tiling' {key!r} is not the tiling of the image's slices "
-                          f"({err}); it must be {{\"image_shape\": [Y, X], \"window\", "
-                          "\"halo\"}: the file was changed by hand or is damaged") from None
-    return tiling
-
-
-def _check_pending(pending, name: str) -> None:
-    if not isinstance(pending, Mapping):
-        raise _fail(name, f"'pending' must be an object (points, labels, boxes), got {pending!r}")
-    pts, lab, boxes = (pending.get(k, []) for k in ("points", "labels", "boxes"))
-    if not isinstance(pts, list) or any(not isinstance(p, list) or len(p) != 3 for p in pts) \
-            or not isinstance(lab, list) or len(lab) != len(pts):
-        raise _fail(name, "'pending.points' must be [z, row, col] triples with one label each")
-    if not isinstance(boxes, list) or any(not isinstance(b, list) or len(b) != 5 for b in boxes):
-        raise _fail(name, "'pending.boxes' must be [z, row0, col0, row1, col1] lists")
-    for v in (v for p in pts + boxes for v in p):
-        _number(v, "a pending prompt coordinate", name)
-
-
-def _check_record(data, name: str) -> None:
-    if not isinstance(data, Mapping) or data.get("format") != FORMAT:
-        raise _fail(name, f"not a napari-sam session (no \"format\": \"{FORMAT}\"); save one "
-                          "from the Segment Anything dock ('Save session')")
-    version = data.get("version")
-    if version != VERSION:
-        newer = isinstance(version, int) and version > VERSION
-        raise _fail(name, f"format version {version!r}, but this napari-sam reads version "
-                          f"{VERSION}" + ("; update napari-sam-stacks" if newer else
-                                          "; save the session again from the dock"))
-    image = data.get("image")
-    shape = image.get("shape") if isinstance(image, Mapping) else None
-    if not isinstance(shape, list) or len(shape) != 3 or any(
-            not isinstance(s, int) or s < 1 for s in shape):
-        raise _fail(name, "'image.shape' must be [Z, Y, X] (positive whole numbers)")
-    if not isinstance(data.get("model"), Mapping) or not data["model"].get("name"):
-        raise _fail(name, "'model.name' is missing (a registry name or a checkpoint path)")
-    _check_settings(data, name)
-    ops = data.get("operations")
-    if not isinstance(ops, list):
-        raise _fail(name, "'operations' must be a list")
-    for i, op in enumerate(ops):
-        _check_operation(op, i, name)
-    _check_pending({} if data.get("pending") is None else data["pending"], name)
-
-
 def _read_labels_file(json_path: Path, ref, shape, what: str) -> np.ndarray | None:
     if ref is None:
         return None
     name = json_path.name
     if not isinstance(ref, Mapping) or not isinstance(ref.get("path"), str):
-        raise _fail(name, f"'{what}' must name its TIFF ('path')")
+        raise session_error(name, f"'{what}' must name its TIFF ('path')")
     path = json_path.parent / ref["path"]
     if not path.is_file():
-        raise _fail(name, f"its {what} TIFF {path} is missing; keep it beside the session file")
+        raise session_error(name, f"its {what} TIFF {path} is missing; keep it beside the "
+                                  "session file")
     import tifffile
 
     try:
         arr = np.asarray(tifffile.imread(path))
     except Exception as exc:  # noqa: BLE001 - any unreadable TIFF gets the same message
-        raise _fail(name, f"its {what} TIFF {path} cannot be read ({exc})") from None
+        raise session_error(name, f"its {what} TIFF {path} cannot be read ({exc})") from None
     if arr.size != int(np.prod(shape)):
-        raise _fail(name, f"its {what} TIFF {path} has shape {arr.shape}, the image {shape}")
+        raise session_error(name, f"its {what} TIFF {path} has shape {arr.shape}, the image "
+                                  f"{shape}")
     arr = arr.reshape(shape).astype(np.dtype(ref.get("dtype", "uint32")))
     if ref.get("hash") and labels_hash(arr) != ref["hash"]:
-        raise _fail(name, f"its {what} TIFF {path} was changed since the session was saved "
-                          "(content hash differs)")
+        raise session_error(name, f"its {what} TIFF {path} was changed since the session was saved "
+                                  "(content hash differs)")
     return arr
 
 
@@ -480,11 +310,11 @@ def read_session(path: os.PathLike | str, *, load_labels: bool = True) -> Sessio
     try:
         data = json.loads(p.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError:
-        raise _fail(p.name, "is not UTF-8 text; is it a session file?") from None
+        raise session_error(p.name, "is not UTF-8 text; is it a session file?") from None
     except ValueError as exc:
-        raise _fail(p.name, f"is not valid JSON ({exc}); it may be truncated: use the "
-                            "autosaved copy or save the session again") from None
-    _check_record(data, p.name)
+        raise session_error(p.name, f"is not valid JSON ({exc}); it may be truncated: use the "
+                                    "autosaved copy or save the session again") from None
+    check_record(data, p.name)
     shape = tuple(data["image"]["shape"])
     session = Session(image=dict(data["image"]), model=dict(data["model"]),
                       settings=dict(data.get("settings") or {}),
@@ -527,6 +357,26 @@ def _all_prompts(session: Session):
         yield "pending boxes", {"slice": int(round(z)), "box": box}
 
 
+def _outside_problem(rec: Mapping, n: int, h: int, w: int, what: str) -> str | None:
+    """What of a prompt record lies outside a stack of n slices of h x w pixels, or None.
+
+    A box is outside only when it misses the image (:func:`napari_sam.prompts.box_is_outside`);
+    a box partly outside is kept, as the dock keeps it: a volume commit's is clipped to the
+    image by :func:`napari_sam.segment_volume`, a slice commit's is decoded as drawn."""
+    z = rec["slice"]
+    if not 0 <= z < n:
+        return f"slice {z} is outside {what} (slices 0-{n - 1})"
+    for r, c in rec.get("points", []):
+        if not (-0.5 <= r <= h - 0.5 and -0.5 <= c <= w - 0.5):
+            return (f"point (row {r:g}, col {c:g}) on slice {z} lies outside {what} ({h} x {w} "
+                    "pixels)")
+    b = rec.get("box")
+    if b is not None and (b[2] < 0 or b[3] < 0 or b[0] > h - 1 or b[1] > w - 1):
+        return (f"box {b} on slice {z} lies outside {what} ({h} x {w} pixels; boxes are "
+                "[row0, col0, row1, col1] in pixels and must overlap the image)")
+    return None
+
+
 def check_image(session: Session, shape: Sequence[int], *, what: str = "this image") -> list[str]:
     """Check a session against an image's (Z, Y, X) stack shape.
 
@@ -538,26 +388,27 @@ def check_image(session: Session, shape: Sequence[int], *, what: str = "this ima
     Raises
     ------
     SessionError
-        The shape differs, or a prompt lies outside the image or on a slice it does not have.
+        The shape differs, or a prompt lies outside the image or on a slice it does not have
+        (naming the operation and object, or the pending prompt, and the fix: correct or
+        remove it in the session file). A box partly outside the image is accepted, as the
+        dock accepts it: replay clips a volume commit's box to the image (in
+        :func:`napari_sam.segment_volume`) and decodes a slice commit's as drawn.
     """
     shape = tuple(int(s) for s in shape)
     name = session.path.name if session.path else "session"
     if shape != session.shape:
         src = session.image.get("path") or session.image.get("name") or "another image"
-        raise _fail(name, f"made for an image of (Z, Y, X) {session.shape} ({src}), but "
-                          f"{what} is {shape}; open the image it was made for")
-    n, h, w = shape
+        raise session_error(name, f"made for an image of (Z, Y, X) {session.shape} ({src}), but "
+                                  f"{what} is {shape}; open the image it was made for")
     for where, rec in _all_prompts(session):
-        z = rec["slice"]
-        if not 0 <= z < n:
-            raise _fail(name, f"{where}: slice {z} is outside {what} (slices 0-{n - 1})")
-        for r, c in rec.get("points", []):
-            if not (-0.5 <= r <= h - 0.5 and -0.5 <= c <= w - 0.5):
-                raise _fail(name, f"{where}: point (row {r:g}, col {c:g}) on slice {z} lies "
-                                  f"outside {what} ({h} x {w} pixels)")
-        b = rec.get("box")
-        if b is not None and (b[2] < 0 or b[3] < 0 or b[0] > h - 1 or b[1] > w - 1):
-            raise _fail(name, f"{where}: box {b} lies outside {what} ({h} x {w} pixels)")
+        problem = _outside_problem(rec, *shape, what)
+        if problem is None:
+            continue
+        fix = ("remove it from 'pending' in the session file (it was never committed)"
+               if where.startswith("pending") else
+               "correct this prompt in the session file (pixels of the image, napari order), "
+               "then replay or load the session again")
+        raise session_error(name, f"{where}: {problem}; {fix}")
     return []
 
 
@@ -575,9 +426,10 @@ def check_model(session: Session) -> str:
     if spec in REGISTRY or Path(spec).is_file():
         return spec
     name = session.path.name if session.path else "session"
-    raise _fail(name, f"unknown model {spec!r}: no registry name ({', '.join(sorted(REGISTRY))})"
-                      " and no such checkpoint file; put the checkpoint at that path, or "
-                      "pick a model and load the session again (the CLI: --model)")
+    raise session_error(name, f"unknown model {spec!r}: no registry name "
+                              f"({', '.join(sorted(REGISTRY))})"
+                              " and no such checkpoint file; put the checkpoint at that path, or "
+                              "pick a model and load the session again (the CLI: --model)")
 
 
 # ------------------------------------------------------------------------------ replay
@@ -675,7 +527,7 @@ def recorded_tiling(session: Session):
     Replay embeds the stack with it, so that every click is decoded as the dock did."""
     key = session.settings.get("tiling")
     name = session.path.name if session.path else "session"
-    return _tiling_of(key, name, session.shape) if key else None
+    return tiling_of(key, name, session.shape) if key else None
 
 
 def replay(session: Session, emb, *, progress: Callable[[int, int], None] | None = None
@@ -796,5 +648,5 @@ def describe_changes(changes: Sequence[Mapping]) -> list[str]:
 
 def legacy_prompts(session: Session) -> dict[int, list[dict]]:
     """``{label id: [slice prompts]}`` in the CLI's prompts form (what made each label)."""
-    return {oid: [{k: v for k, v in p.items() if k in _PROMPT_KEYS} for p in rec["prompts"]]
+    return {oid: [{k: v for k, v in p.items() if k in PROMPT_KEYS} for p in rec["prompts"]]
             for oid, rec in session.objects().items()}
