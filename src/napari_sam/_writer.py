@@ -1,59 +1,121 @@
-"""napari writer: a labels layer -> compressed TIFF keeping the layer's scale as pixel size.
+"""napari writer: a labels layer -> compressed TIFF keeping the layer's scale and units.
 
 File > Save Selected Layers... with a ``.tif`` name. The file is written to a temporary name
 and renamed (never a half-written file under the final name) by
 :func:`napari_sam.io.write_labels`: zlib-compressed ImageJ TIFF (OME-TIFF when ids need
 32 bits), the scale of the spatial axes stored as resolution / spacing, and the layer's name
 and translate in the metadata.
+
+The unit written is the layer's (napari's ``layer.units``): a layer in lengths (µm, nm, mm,
+...) gets its scale in one length unit (the X axis's; a Z axis in another length unit is
+converted), e.g. ImageJ ``unit=nm`` or OME ``PhysicalSizeXUnit="nm"``. A layer in pixels (napari's
+default), or whose spatial axes are not all lengths, claims no physical unit: an identity scale
+is not written at all, another scale is written with the unit ``pixel``. Reading the file back
+with :func:`napari_sam.io.read_image` gives the same scale, and the unit when it is a length.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["write_labels_tiff"]
+__all__ = ["physical_scale", "write_labels_tiff"]
 
 _AXES = {2: "YX", 3: "ZYX", 4: "TZYX"}
 
 
-def _unit(meta: dict) -> str:
-    units = meta.get("units")
-    if not units:
-        return "pixel"
-    names = {str(u) for u in units[-2:]}
-    return names.pop() if len(names) == 1 else "pixel"
+@functools.lru_cache(maxsize=1)
+def _registry():
+    import pint
+
+    return pint.UnitRegistry()
+
+
+def _length_unit(unit):
+    """The pint length unit of a layer's axis unit (a pint unit or its name), else None
+    (pixels, time, an unknown name, or no unit)."""
+    if unit is None:
+        return None
+    reg = _registry()
+    try:
+        parsed = reg.Unit(str(unit))
+    except Exception:  # noqa: BLE001 - any name pint does not know is no length
+        return None
+    return parsed if parsed.dimensionality == reg.Unit("meter").dimensionality else None
+
+
+def physical_scale(sizes: Sequence[float], units: Sequence | None) -> tuple[list[float], str]:
+    """The spatial ``sizes`` of a layer (Z, Y, X order) in one unit, and that unit.
+
+    Parameters
+    ----------
+    sizes : sequence of float
+        The layer's scale along its spatial axes.
+    units : sequence or None
+        The layer's units along the same axes (napari's pint units or their names).
+
+    Returns
+    -------
+    sizes : list of float
+        In the X axis's length unit (the other axes converted to it); unchanged when the
+        unit is ``"pixel"``.
+    unit : str
+        ``"um"``, or the length's symbol (``"nm"``, ``"mm"``, ...; its name where the symbol
+        is not ASCII: ``"angstrom"``); ``"pixel"`` when the units are missing or not all
+        lengths (napari's default ``pixel``): no physical claim.
+    """
+    sizes = [float(s) for s in sizes]
+    lengths = [_length_unit(u) for u in units] if units is not None else []
+    if len(lengths) != len(sizes) or not lengths or any(u is None for u in lengths):
+        return sizes, "pixel"
+    target = lengths[-1]
+    reg = _registry()
+    out = [float(reg.Quantity(s, u).to(target).magnitude) for s, u in zip(sizes, lengths)]
+    if target == reg.Unit("micrometer"):
+        return out, "um"
+    symbol = f"{target:~}"  # "nm", "mm"; ImageJ metadata is ASCII: "angstrom", not "Å"
+    return out, symbol if symbol.isascii() else str(target)
 
 
 def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
-    """Write one labels layer; returns ``[path]`` (napari's single-layer writer protocol)."""
+    """Write one labels layer; returns ``[path]`` (napari's single-layer writer protocol).
+
+    ``meta`` is the layer's metadata (``scale``, ``units``, ``translate``, ``name``); the
+    scale and units of its spatial axes are written as :func:`physical_scale` says.
+    """
     from napari_sam.io import write_labels
 
     arr = np.asarray(data)
     scale = list(meta.get("scale") or [1.0] * arr.ndim)
     translate = list(meta.get("translate") or [0.0] * arr.ndim)
+    units = meta.get("units")
+    units = list(units) if units is not None and len(units) == arr.ndim else None
     # drop size-1 axes in front of the image plane (e.g. the channel axis of our layers)
     keep = [i for i in range(arr.ndim) if arr.shape[i] != 1 or i >= arr.ndim - 2]
     if arr.ndim > 2 and len(keep) < arr.ndim:
         arr = arr.reshape([arr.shape[i] for i in keep])
         scale = [scale[i] for i in keep]
         translate = [translate[i] for i in keep]
+        units = [units[i] for i in keep] if units is not None else None
     if arr.ndim not in _AXES:
         raise ValueError(
             f"cannot write labels of shape {arr.shape} to TIFF: only 2D, 3D (ZYX) and 4D (TZYX) "
             "labels are supported; save a 3D sub-volume instead"
         )
     axes = _AXES[arr.ndim]
-    spatial = [float(s) for a, s in zip(axes, scale) if a in "ZYX"]
-    unit = _unit(meta)
-    pixel_size = None if all(s == 1.0 for s in spatial) and unit == "pixel" else spatial
+    spatial = [i for i, a in enumerate(axes) if a in "ZYX"]
+    sizes, unit = physical_scale([scale[i] for i in spatial],
+                                 [units[i] for i in spatial] if units is not None else None)
+    pixel_size = None if unit == "pixel" and all(s == 1.0 for s in sizes) else sizes
     write_labels(
         path,
         arr,
         axes=axes,
         pixel_size=pixel_size,
-        unit="um" if unit in ("pixel", "micrometer") else unit,
+        unit=unit,
         metadata={"name": meta.get("name"), "translate": [float(t) for t in translate]},
         overwrite=True,
     )

@@ -52,3 +52,24 @@ def test_save_labels_layer_through_napari(make_napari_viewer, tmp_path):
         assert np.array_equal(tif.asarray(), layer.data)
         xres = tif.pages[0].tags["XResolution"].value
         assert xres[0] / xres[1] == pytest.approx(4.0)
+
+
+def test_save_through_napari_keeps_the_layers_units(make_napari_viewer, tmp_path):
+    """A layer in nm is saved in nm; one in napari's default pixels claims no micron; both
+    read back (napari_sam.io.read_image) with the layer's scale."""
+    tifffile = pytest.importorskip("tifffile")
+    from napari_sam.io import read_image
+
+    viewer = make_napari_viewer()
+    scale = (3.0, 0.25, 0.25)
+    for name, units, written, read in (("nm", ("nm",) * 3, "nm", "nm"),
+                                       ("px", None, "pixel", None)):
+        kwargs = {"units": units} if units else {}
+        layer = viewer.add_labels(_labels(), scale=scale, name=name, **kwargs)
+        out = tmp_path / f"{name}.tif"
+        assert layer.save(str(out), plugin="napari-sam-stacks") == [str(out)]
+        with tifffile.TiffFile(out) as tif:
+            assert tif.imagej_metadata["unit"] == written
+        back = read_image(out)
+        assert np.array_equal(np.asarray(back.data), layer.data)
+        assert back.pixel_size == pytest.approx(scale) and back.unit == read
