@@ -73,6 +73,7 @@ def test_a_z_axis_in_another_length_unit_is_converted(tmp_path):
 @pytest.mark.parametrize(("units", "unit_attr", "read"), [
     (None, 'PhysicalSizeXUnit="pixel"', None),
     (("nm",) * 3, 'PhysicalSizeXUnit="nm"', "nm"),
+    (("angstrom",) * 3, 'PhysicalSizeXUnit="Å"', "Å"),  # OME's symbol, not ImageJ's name
 ])
 def test_ome_tiff_labels_write_the_layers_unit(tmp_path, units, unit_attr, read):
     kwargs = {"scale": (2.0, 0.5, 0.5)} | ({"units": units} if units else {})

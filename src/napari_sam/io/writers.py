@@ -226,6 +226,17 @@ def _write_tiff(tmp, out, ax, sizes, unit, user, compression, *, ome: bool) -> N
     tifffile.imwrite(tmp, out, photometric="minisblack", **kwargs)
 
 
+def _ome_unit(unit: str) -> str:
+    """The OME ``UnitsLength`` symbol of a length unit name or symbol ("um" -> "µm",
+    "angstrom" -> "Å"); other names as given ("nm", "mm", "pixel")."""
+    u = str(unit)
+    if u.lower() in ("um", "µm", "μm", "micron", "micrometer", "micrometre"):
+        return "µm"
+    if u.lower() in ("angstrom", "å"):
+        return "Å"
+    return u
+
+
 def _tiff_options(ax: str, sizes: Mapping[str, float], unit: str, user: Mapping | None,
                   compression: str | None, *, nbytes: int, ome: bool) -> dict[str, Any]:
     """``tifffile.imwrite`` keywords for a label TIFF: OME-TIFF (``PhysicalSize*``, user JSON
@@ -236,7 +247,7 @@ def _tiff_options(ax: str, sizes: Mapping[str, float], unit: str, user: Mapping 
     if ome:
         for letter, v in sizes.items():
             md[f"PhysicalSize{letter}"] = v
-            md[f"PhysicalSize{letter}Unit"] = "µm" if unit in ("um", "µm", "micron") else unit
+            md[f"PhysicalSize{letter}Unit"] = _ome_unit(unit)
         if user is not None:
             md["Description"] = json.dumps({"napari_sam": user}, default=json_default)
         kwargs.update(ome=True, metadata=md)
