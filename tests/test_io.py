@@ -221,6 +221,32 @@ def test_imagej_2d_rows_taller_than_columns_keep_their_scale(tmp_path):
     assert im.pixel_size == pytest.approx((2.0, 1.0))  # y, x
 
 
+@pytest.mark.parametrize("shape", [(1, 5, 32, 32), (5, 1, 32, 32)])
+def test_a_plain_4d_tiff_with_a_singleton_axis_is_a_stack_not_a_time_series(tmp_path, shape):
+    """tifffile's unknown axes (QQYX) of a (1, Z, Y, X) or (Z, 1, Y, X) array: the singleton
+    is the time axis, so the file is read as a 5-slice Z stack either way (a (1, Z, Y, X) file
+    was read as ZTYX, a time series, and propagated without the fade rule)."""
+    p = tmp_path / "stack.tif"
+    tifffile.imwrite(p, np.arange(np.prod(shape), dtype=np.uint16).reshape(shape))
+    std = io.read_image(p).to_standard()
+    assert std.axes == "ZYX" and std.data.shape == (5, 32, 32)
+
+
+def test_slices_too_narrow_to_segment_are_refused_with_the_channel_hint(tmp_path):
+    """A 2-channel (Y, X, 2) TIFF without axes metadata is 64 pages of 64 x 2 pixels to
+    tifffile; segmenting that gave a meaningless label stack with exit 0."""
+    p = tmp_path / "two_channel.tif"
+    tifffile.imwrite(p, np.zeros((64, 64, 2), np.uint16))
+    with pytest.raises(ImageReadError, match=r"64 x 2 pixels.*too small.*--axes YXC --channel N"):
+        io.read_image(p)
+    std = io.read_image(p, axes="YXC").to_standard(channel=1)
+    assert std.axes == "YX" and std.data.shape == (64, 64)
+    npy = tmp_path / "tiny.npy"
+    np.save(npy, np.zeros((4, 4)))  # guessed YX: 4 x 4 pixels
+    with pytest.raises(ImageReadError, match="4 x 4 pixels"):
+        io.read_image(npy)
+
+
 def test_ome_zyxc_axes(tmp_path):
     data = np.random.default_rng(0).integers(0, 255, (5, 8, 9, 3), dtype=np.uint8)
     p = tmp_path / "rgb_stack.ome.tif"

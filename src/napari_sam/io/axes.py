@@ -77,19 +77,27 @@ def guess_axes(shape: Sequence[int], *, channel_axis: int | None = None) -> str:
 
 
 def map_tifffile_axes(src: str, shape: Sequence[int]) -> str | None:
-    """Map tifffile's axes letters to ``TZCYX``; None when impossible."""
+    """Map tifffile's axes letters to ``TZCYX``; None when impossible.
+
+    Unknown letters (tifffile's ``Q`` of a plain shaped TIFF) become ``Z``, then ``T``; of
+    two unknown axes the one of size 1 is ``T`` (a ``(1, Z, Y, X)`` array is a stack, not a
+    time series of one slice), else the outer one is ``T`` (as :func:`guess_axes`).
+    """
     out = list(src.upper())
     for i, a in enumerate(out):
         if a == "S":
             out[i] = "C" if "C" not in src.upper() else "?"
-    for i, a in enumerate(out):
-        if a not in AXES_LETTERS:
-            for cand in ("Z", "T"):
-                if cand not in out:
-                    out[i] = cand
-                    break
-            else:
-                return None
+    unknown = [i for i, a in enumerate(out) if a not in AXES_LETTERS]
+    free = [c for c in ("Z", "T") if c not in out]
+    if len(unknown) > len(free):
+        return None
+    if len(unknown) == 2 == len(free):
+        sizes = [int(shape[i]) if i < len(shape) else 0 for i in unknown]
+        order = unknown[::-1] if sizes[0] != 1 and sizes[1] == 1 else unknown
+        out[order[0]], out[order[1]] = "T", "Z"
+    else:
+        for i, c in zip(unknown, free):
+            out[i] = c
     ax = "".join(out)
     if len(set(ax)) != len(ax) or "Y" not in ax or "X" not in ax or len(ax) != len(shape):
         return None

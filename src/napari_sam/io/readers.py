@@ -519,7 +519,36 @@ def read_image(
     except PermissionError as exc:
         raise ImageReadError(p, "permission denied", _PERMISSION_HINT) from exc
     check_image_data(p, img.shape, img.dtype)
+    _check_inferred_plane(p, img)
     return img
+
+
+#: Slices narrower than this (pixels along Y or X) are refused when the axes were inferred
+#: (guessed from the shape, or tifffile's unknown ``Q`` axes): such a shape means a channel
+#: axis read as X (a (Y, X, 2) TIFF without axes metadata), and nothing in it can be
+#: segmented. Axes given by the user or named by the file's metadata are kept.
+MIN_INFERRED_SIDE = 8
+
+
+def _check_inferred_plane(path: Path, img: ImageData) -> None:
+    """Refuse an image whose inferred axes make its slices narrower than
+    :data:`MIN_INFERRED_SIDE` pixels, naming the shape and how to give the axes."""
+    md = img.metadata
+    inferred = md.get("axes_from") == "guess" or (
+        md.get("axes_from") == "metadata" and "Q" in str(md.get("source_axes") or ""))
+    if not inferred:
+        return
+    size = dict(zip(img.axes, img.shape))
+    if min(size["Y"], size["X"]) >= MIN_INFERRED_SIDE:
+        return
+    raise ImageReadError(
+        path,
+        f"its shape {tuple(img.shape)} read as axes {img.axes} (the file does not name its "
+        f"axes) gives slices of {size['Y']} x {size['X']} pixels, too small to segment",
+        "If the last axis holds channels, give the axes: --axes YXC --channel N on the "
+        "command line (axes='YXC' and channel=N in Python); otherwise pass the right axes "
+        "with --axes.",
+    )
 
 
 _PERMISSION_HINT = (
