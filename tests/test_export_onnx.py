@@ -704,3 +704,24 @@ def test_overwrite_with_one_part_never_pairs_two_models(tmp_path):
     meta = json.loads((out / METADATA_FILE).read_text())
     assert sorted(meta["files"]) == ["decoder"]
     assert _entries(out) == [DECODER_FILE, METADATA_FILE, "notes.txt"]
+
+
+def test_a_kept_decoder_keeps_its_options_and_opset_in_export_json(tmp_path):
+    """``--decoder-only --return-single-mask`` then ``--encoder-only --overwrite`` (the
+    reviewer's case): export.json still describes the decoder that stays (single mask, its
+    opset), not the options of the encoder-only command."""
+    import onnx
+
+    from tiny_configs import save_tiny_cnn
+
+    model = save_tiny_cnn(tmp_path)
+    out = tmp_path / "out"
+    export_onnx(model, out, encoder=False, return_single_mask=True)
+    export_onnx(model, out, decoder=False, overwrite=True, opset=18)
+    meta = json.loads((out / METADATA_FILE).read_text())
+    assert sorted(meta["files"]) == ["decoder", "encoder"]
+    assert meta["decoder_options"]["return_single_mask"] is True
+    assert meta["opsets"] == {"decoder": 17, "encoder": 18}
+    graph = onnx.load(str(out / DECODER_FILE)).graph
+    iou = next(o for o in graph.output if o.name == "iou_predictions")
+    assert iou.type.tensor_type.shape.dim[-1].dim_value == 1  # what export.json says

@@ -220,19 +220,27 @@ def _export_encoder(onnx, sam: nn.Module, folder: Path, opset: int) -> str:
 
 
 def _earlier_parts(out: Path, model_id: str, files: dict[str, str]
-                   ) -> tuple[dict[str, str], list[str]]:
+                   ) -> tuple[dict[str, str], list[str], dict]:
     """The parts of an earlier export in ``out`` that this one does not write: (those of the
     same model, kept and named in the new export.json; file names of another model's, to
-    remove). Files an export did not write are never touched."""
+    remove; the earlier export.json when a part is kept, else {}). Files an export did not
+    write are never touched."""
     try:
         old = json.loads((out / METADATA_FILE).read_text(encoding="utf-8"))
         old_files = {str(k): str(v) for k, v in old["files"].items()}
         same = old["model_id"] == model_id
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}, []
+        return {}, [], {}
     parts = {k: v for k, v in old_files.items()
              if k not in files and v in (DECODER_FILE, ENCODER_FILE) and (out / v).is_file()}
-    return (parts, []) if same else ({}, sorted(parts.values()))
+    return (parts, [], old if parts else {}) if same else ({}, sorted(parts.values()), {})
+
+
+def _part_opsets(files: dict[str, str], opset: int, kept: dict[str, str], old: dict
+                 ) -> dict[str, int]:
+    """The opset of each part in the new export.json: the earlier export's for a kept part."""
+    before = old.get("opsets") or {k: old.get("opset") for k in kept}
+    return {k: int(before.get(k) or opset) if k in kept else int(opset) for k in files}
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
@@ -435,8 +443,12 @@ def export_onnx(
                 files["decoder"] = _export_decoder(onnx, sam, tmp, int(opset), decoder_opts)
             if encoder:
                 files["encoder"] = _export_encoder(onnx, sam, tmp, int(opset))
-        kept, stale = _earlier_parts(out, sam.model_id, files)
-        meta = _metadata(sam, opset=opset, decoder_opts=decoder_opts, files={**kept, **files})
+        kept, stale, old = _earlier_parts(out, sam.model_id, files)
+        if "decoder" in kept and isinstance(old.get("decoder_options"), dict):
+            decoder_opts = old["decoder_options"]  # describe the decoder that stays
+        every = {**kept, **files}
+        meta = _metadata(sam, opset=opset, decoder_opts=decoder_opts, files=every)
+        meta["opsets"] = _part_opsets(every, int(opset), kept, old)
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         _move_into_place(tmp, out)
         for name in stale:  # another model's part: it would pair with this one's
