@@ -36,9 +36,13 @@ class ThreadLog:
         self.main = threading.get_ident()
         self.calls: list[tuple[str, int, bool]] = []
         self._c = controller
+        from napari_sam.models.cached_decoder import CachedDecoder
+
         for name, module in (("encoder", predictor.model.image_encoder),
                              ("decoder", predictor.model.mask_decoder)):
             monkeypatch.setattr(module, "forward", self._wrap(name, module.forward))
+        # a single click decodes through the click decoder (image-side work cached)
+        monkeypatch.setattr(CachedDecoder, "decode", self._wrap("decoder", CachedDecoder.decode))
         monkeypatch.setattr(SliceView, "__getitem__", self._wrap("slice read",
                                                                  SliceView.__getitem__))
 

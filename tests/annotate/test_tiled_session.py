@@ -12,6 +12,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from napari_sam.annotate import AnnotationSession
+from napari_sam.annotate.jobs import Phase
 
 pytestmark = pytest.mark.slow
 
@@ -156,11 +157,16 @@ def test_a_stack_of_large_slices_is_embedded_slice_by_tile_with_progress(demo_ch
     assert said == ["Embedding 600 x 600 in 9 tiles of 256 px (overlapping by 64 px or more) "
                     "on each of 3 slices ..."]
     job = s._prepare_gen(None)
-    reports = [v for v in job if not isinstance(v, str)]
+    values = list(job)
+    reports = [v for v in values if isinstance(v, tuple)]
     assert reports[-1] == (27, 27) and [d for d, _ in reports] == sorted(d for d, _ in reports)
+    # one named phase, announced before its first count
+    phases = [(i, v.name) for i, v in enumerate(values) if isinstance(v, Phase)]
+    assert [name for _, name in phases] == ["embedding tiles"]
+    assert values[phases[0][0] + 1] == (0, 27)
     job = s._prepare_gen(None)
     for value in job:
-        if not isinstance(value, str) and value[0] >= 3:
+        if isinstance(value, tuple) and value[0] >= 3:
             break
     job.close()  # what Cancel does: the embedding stops, nothing is adopted
     assert s.emb is None

@@ -40,7 +40,8 @@ class AnnotationController(AnnotationSession):
 
     status_changed = Signal(str)
     job_changed = Signal(object)  # the Job, or None when it finished
-    job_progress = Signal(int, int)
+    job_progress = Signal(int, int)  # done, total of the phase under way (never backwards)
+    job_phase = Signal(str)  # the running job's next phase started (its name)
     model_changed = Signal(object)  # the Predictor in use
     target_changed = Signal(object)  # the target labels layer (created on first commit)
     session_loaded = Signal(object)  # the Session
@@ -286,9 +287,10 @@ class AnnotationController(AnnotationSession):
             self._say(f"Cannot use '{layer.name}': {err}")
             raise
         changed = not L.same(layer, self.image_layer) or channel_axis != self.channel_axis
+        aside = self.set_aside_prompts() if changed else ""  # read from the old layers
         self.image_layer, self.channel_axis, self.source = layer, channel_axis, source
         self._ensure_layers(recreate=changed)
-        self.use_source(changed)
+        self.use_source(changed, aside)
 
     def _ensure_layers(self, recreate: bool) -> None:
         src, img = self.source, self.image_layer
@@ -333,6 +335,7 @@ class AnnotationController(AnnotationSession):
                 setattr(self, attr, None)
         self.history.forget(layer)
         self.embeddings.drop_image(getattr(layer, "unique_id", id(layer)))
+        self.drop_shelved(getattr(layer, "unique_id", id(layer)))
         if ours and self.image_layer is not None:
             from qtpy.QtCore import QTimer
 
@@ -398,6 +401,7 @@ class AnnotationController(AnnotationSession):
             on_error=errored,
             on_finished=finished,
             on_message=self._say,
+            on_phase=self.job_phase.emit,
             sync=self.sync,
             job=job,
         )

@@ -24,7 +24,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QScrollArea,
     QSpinBox,
@@ -49,6 +48,7 @@ from napari_sam.annotate.stack_actions import PROPAGATION_METHODS
 from . import keys
 from . import layers as L
 from .controller import AnnotationController
+from .job_bar import JobBar
 from .notify import guarded
 from .trace_view import TraceView
 
@@ -149,7 +149,9 @@ class SamWidget(QWidget):
         layout.addStretch(1)
         # the job row (progress, Cancel) and the status stay below the scrolled panels, so
         # they are seen whatever the dock's height
-        outer.addLayout(self._build_job_row())
+        self._job_bar = JobBar(self._on_cancel)
+        self._progress, self._cancel = self._job_bar.progress, self._job_bar.cancel
+        outer.addWidget(self._job_bar)
         self._status = _label()
         outer.addWidget(self._status)
 
@@ -158,8 +160,9 @@ class SamWidget(QWidget):
         # on teardown (also when napari deletes the widget with its window: controller.detach)
         self._links = [
             (c.status_changed, lambda text: self._on_status(text)),
-            (c.job_changed, self._on_job_changed),
-            (c.job_progress, self._on_job_progress),
+            (c.job_changed, self._job_bar.on_job_changed),
+            (c.job_phase, self._job_bar.on_phase),
+            (c.job_progress, self._job_bar.on_progress),
             (c.model_changed, lambda *_: self._on_model_loaded()),
             (c.target_changed, lambda *_: self._refresh_targets()),
             (c.trace_changed, self._on_trace_changed),
@@ -332,7 +335,8 @@ class SamWidget(QWidget):
         self._autosave = self._option(
             "Autosave next to the image after each commit", "autosave", True,
             tip="Writes <image>.sam-session.json (and its labels TIFF) beside an image opened "
-                "from a file; a crash loses nothing committed.",
+                "from a file (under the cache folder when the image's folder is not writable: "
+                "the status line says where); a crash loses nothing committed.",
         )
         v.addWidget(self._autosave)
         return box
@@ -384,18 +388,6 @@ class SamWidget(QWidget):
         form.addRow(self._auto_propagate)
         form.addRow(_button("Segment everything", None, self._on_automatic))
         return box
-
-    def _build_job_row(self) -> QHBoxLayout:
-        row = QHBoxLayout()
-        self._progress = QProgressBar()
-        self._progress.setRange(0, 1)
-        self._progress.setValue(0)
-        self._cancel = QPushButton("Cancel")
-        self._cancel.setEnabled(False)
-        self._cancel.clicked.connect(lambda *_: self._on_cancel())
-        row.addWidget(self._progress)
-        row.addWidget(self._cancel)
-        return row
 
     def minimumSizeHint(self):
         """As wide as the panels need (napari's dock takes it, so nothing is clipped at the
@@ -744,33 +736,11 @@ class SamWidget(QWidget):
     def _on_trace_fix(self, flag: dict):
         self.controller.apply_fix(flag)
 
-    def _on_job_changed(self, job):
-        """A job started (busy until its first progress report) or ended: full when it
-        succeeded (work such as propagation may end before its last planned slice), empty
-        when it failed or was cancelled."""
-        ended, self._job = self._job, job
-        running = job is not None and job.running
-        self._cancel.setEnabled(running)
-        if running:
-            self._progress.setRange(0, 0)
-        else:
-            self._progress.setRange(0, 1)
-            self._progress.setValue(int(ended is not None and ended.succeeded))
-
-    def _on_job_progress(self, done: int, total: int):
-        # a report queued by the job's thread may arrive after the job has ended (a busy
-        # machine): the ended job's bar stays as _on_job_changed left it
-        if self._closed or self._job is None or not self._job.running:
-            return
-        if total > 0:
-            self._progress.setRange(0, total)
-            self._progress.setValue(done)
-
     # ------------------------------------------------------------------ closing
     def _teardown(self):
         if self._closed:
             return
-        self._closed = True
+        self._closed = self._job_bar.closed = True
         self.controller.detach(self._links, self._keys.unbind)
         self.controller.remove_working_layers()
 
@@ -787,7 +757,6 @@ class SamWidget(QWidget):
         return super().event(event)
 
     _seen = False
-    _job = None
     _refused_image = None
     _links: list = []
     #: Embed the visible slice as soon as an image and a model are chosen (#29).

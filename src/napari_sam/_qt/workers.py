@@ -1,7 +1,11 @@
 """Long jobs as generators that yield progress, and how they run (thread or synchronously).
 
-A *job* is a generator function that yields ``(done, total)`` (or a status line, a ``str``)
-and returns its result. Jobs
+A *job* is a generator function that yields ``(done, total)`` (or a status line, a ``str``,
+or a :class:`~napari_sam.annotate.jobs.Phase` when its next phase starts) and returns its
+result. Progress reaches the bar through a
+:class:`~napari_sam.annotate.jobs.ProgressTracker`: within a phase it never goes backwards,
+and a new phase is named (``on_phase``, the napari bar's description) when it starts from 0.
+Jobs
 never touch napari layers; the ``on_returned`` callback (run on the main thread) does. Jobs
 run in a :func:`napari.qt.threading.create_worker` thread with a napari progress bar and can be
 cancelled between two yields; with ``sync=True`` (what most tests use) the same generator
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 
-from napari_sam.annotate.jobs import Cancelled
+from napari_sam.annotate.jobs import Cancelled, Phase, ProgressTracker
 
 __all__ = ["Job", "JobFailed", "run_job"]
 
@@ -50,6 +54,7 @@ class Job:
         self.cancelled = False
         self.succeeded = False
         self.error: BaseException | None = None
+        self.phase = ""  # the phase under way (a Phase's name), "" before the first
         self._pbar = None
 
     def cancel(self) -> None:
@@ -75,6 +80,7 @@ def run_job(
     on_error: Callable[[BaseException], None] | None = None,
     on_finished: Callable[[Job], None] | None = None,
     on_message: Callable[[str], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
     sync: bool = False,
     progress_bar: bool = True,
     job: Job | None = None,
@@ -82,27 +88,15 @@ def run_job(
     """Run a started generator ``gen`` as a job (see the module docstring).
 
     Callbacks run on the calling (main) thread; ``on_message(text)`` gets the strings the job
-    yields (status lines). ``on_finished`` runs last, always: after the
+    yields (status lines), ``on_phase(name)`` the name of each phase as it starts, and
+    ``on_progress(done, total)`` the progress to show (never backwards within a phase).
+    ``on_finished`` runs last, always: after the
     result, an error or a cancellation. Pass ``job`` to get a handle before a synchronous
     run starts (so that a callback can cancel it).
     """
     job = Job(description) if job is None else job
     pbar = _progress_bar(description) if progress_bar else None
-
-    def progressed(value):
-        if not job.running:  # queued behind the end of the job: the bar is already final
-            return
-        if isinstance(value, str):  # a new status line
-            if on_message is not None:
-                on_message(value)
-            return
-        done, total = value
-        if pbar is not None:
-            if pbar.total != total:
-                pbar.total = total
-            pbar.update(done - pbar.n)
-        if on_progress is not None:
-            on_progress(done, total)
+    progressed = _reporter(job, description, pbar, on_message, on_phase, on_progress)
 
     def finished():
         job.running = False
@@ -142,6 +136,62 @@ def run_job(
     else:
         _run_in_thread(guarded, job, progressed, returned, errored, finished)
     return job
+
+
+def _reporter(job: Job, description: str, pbar, on_message, on_phase, on_progress):
+    """The main thread's handler of what a job yields: status lines, phases and progress
+    (through a :class:`~napari_sam.annotate.jobs.ProgressTracker`), in the order yielded.
+
+    Updating napari's progress bar can process pending Qt events, among them the job's
+    next reports: a report that arrives while one is handled waits for it (handled one
+    after the other, never nested), so the bar and the callbacks see them in order.
+    """
+    tracker = ProgressTracker()
+    pending: list = []
+
+    def show(value):
+        if not job.running:  # queued behind the end of the job: the bar is already final
+            return
+        if isinstance(value, str):  # a new status line
+            if on_message is not None:
+                on_message(value)
+        elif isinstance(value, Phase):  # counting starts again, under the phase's name
+            job.phase = tracker.start(value)
+            if on_phase is not None:
+                on_phase(job.phase)
+            _restart_bar(pbar, f"{description}: {job.phase}")
+        else:
+            done, total = tracker.update(*value)
+            if on_progress is not None:
+                on_progress(done, total)
+            if pbar is not None:
+                if pbar.total != total:
+                    pbar.total = total
+                pbar.update(done - pbar.n)
+
+    def progressed(value):
+        pending.append(value)
+        if len(pending) > 1:  # arrived while another is handled (below): handled next
+            return
+        try:
+            while pending:
+                show(pending[0])
+                pending.pop(0)
+        except BaseException:
+            pending.clear()
+            raise
+
+    return progressed
+
+
+def _restart_bar(pbar, description: str) -> None:
+    """napari's bar of a job from 0 (busy) again, under ``description``: a new phase."""
+    if pbar is None:
+        return
+    pbar.set_description(description)
+    pbar.total = 0
+    pbar.n = 0
+    pbar.update(0)  # tells napari's activity dock the value
 
 
 def _run_here(gen: Generator, progressed, returned, errored, finished) -> None:

@@ -32,11 +32,19 @@ from .errors import UserError
 from .image_source import ImageSource, make_source
 from .jobs import embed_job, run_to_end, tiled_embed_job
 from .model_choice import DEMO_NOTICE, ModelCache, ModelChoice, precision_key
-from .prompt_groups import POINT_OBJECT, group_prompts
+from .prompt_groups import (
+    POINT_OBJECT,
+    all_labelled,
+    group_prompts,
+    nothing_to_segment,
+    positives,
+    refined_slices,
+)
+from .prompt_shelf import PromptShelf
 from .session_log import SessionLog
 from .stack_actions import StackActions
 
-__all__ = ["ALREADY_LABELLED", "MAX_MEMORY_SLICES", "AnnotationSession"]
+__all__ = ["ALREADY_LABELLED", "MAX_MEMORY_SLICES", "AnnotationSession", "describe_commit"]
 
 #: Embeddings kept in memory per stack (the rest is recomputed or read from the store).
 MAX_MEMORY_SLICES = 256
@@ -47,12 +55,14 @@ MAX_MEMORY_SLICES = 256
 ALREADY_LABELLED = 0.8
 
 
-class AnnotationSession(StackActions, SessionLog):
+class AnnotationSession(StackActions, SessionLog, PromptShelf):
     """State and actions of one annotation session (docs/gui.md has the user's view).
 
     Propagation and segment-everything come from
     :class:`~napari_sam.annotate.stack_actions.StackActions`; the commit log, session files,
-    autosave and the trace's fixes from :class:`~napari_sam.annotate.session_log.SessionLog`.
+    autosave and the trace's fixes from :class:`~napari_sam.annotate.session_log.SessionLog`;
+    the uncommitted prompts of other images from
+    :class:`~napari_sam.annotate.prompt_shelf.PromptShelf`.
 
     Attributes
     ----------
@@ -103,6 +113,7 @@ class AnnotationSession(StackActions, SessionLog):
         self.labels: np.ndarray | None = None
         self.refine_label = 0
         self.results: dict[str, np.ndarray] = {}
+        self.shelved: dict = {}  # uncommitted prompts of other images (PromptShelf)
         self._init_session()
 
     # ------------------------------------------------------------------ hooks
@@ -247,7 +258,8 @@ class AnnotationSession(StackActions, SessionLog):
         if self.model_choice is None:
             return "Pick a model in 'Model'."
         return (f"Click on an object in '{self.image_name()}' to segment it (Shift-click: "
-                "negative point; draw a box in 'SAM boxes' for one object per box).")
+                "negative point; draw a box in 'SAM boxes' for one object per box)."
+                + self.shelf_note())
 
     def refused(self, text: str) -> None:
         """Show why an action was refused as the status line (the GUI's handlers call it for
@@ -324,19 +336,27 @@ class AnnotationSession(StackActions, SessionLog):
         ``path`` is the file it came from (autosave writes beside it)."""
         source = make_source(data, rgb=rgb, channel_axis=channel_axis)
         changed = data is not self.image_data or channel_axis != self.channel_axis
+        aside = self.set_aside_prompts() if changed else ""
         self.image_data, self.name, self.path = data, name, path
         self.channel_axis, self.source = channel_axis, source
-        self.use_source(changed)
+        if changed:
+            self.clear_prompts()
+        self.use_source(changed, aside)
 
-    def use_source(self, changed: bool) -> None:
+    def use_source(self, changed: bool, aside: str = "") -> None:
         """After a new image (``changed``) or channel axis: forget the preview, point at the
-        cached model and embeddings, offer an autosaved session."""
+        cached model and embeddings, bring back the image's prompts set aside before
+        (``aside``: what setting the last image's aside said), offer an autosaved session."""
         self.forget_mismatched_target()
         self.previews, self.volume = [], None
         self.render()
         self._lookup()
         if changed:
             self.drop_sam2_features()
+            restored = self.restore_prompts()
+            note = " ".join(t for t in (aside, restored) if t)
+            if note:  # with the restored preview's line, if it was decoded at once
+                self._say(f"{note} {self.status}" if self.previews else note)
             self.offer_resume()
 
     def _require_image(self) -> ImageSource:
@@ -509,7 +529,10 @@ class AnnotationSession(StackActions, SessionLog):
     def objects(self):
         """The prompted objects (:func:`~napari_sam.annotate.prompt_groups.group_prompts`)."""
         self._require_image()
-        return group_prompts(*self.prompt_arrays())
+        points, labels, boxes = self.prompt_arrays()
+        label = self.selected_label() if self.refine else 0
+        refine = refined_slices(points, self.target_labels(), label or 0)
+        return group_prompts(points, labels, boxes, refine_slices=refine)
 
     # ------------------------------------------------------------------ preview
     def _refine_id(self, z: int | None) -> int:
@@ -544,7 +567,8 @@ class AnnotationSession(StackActions, SessionLog):
         if not on_slice:
             self.previews = []
             self.render()
-            self._say("Add a point (click) or a box (boxes layer) to segment an object.")
+            self._say(nothing_to_segment(self.prompt_arrays()[0], z, self.refine,
+                                         self.selected_label()))
             return self.previews
         if not self.ready([z]):
             if self.job is None or not self.job.running:
@@ -662,10 +686,10 @@ class AnnotationSession(StackActions, SessionLog):
         self.history.push(commit)
         self.labels_changed(target)
         self._log_commit(self.previews, written, commit)
-        ids = ", ".join(str(i) for i in commit.ids)
+        what = describe_commit(commit, objects, data)
         self.clear()
-        note = f" {skipped}" if skipped else ""
-        self._say(f"Committed label {ids} ({commit.n_pixels} pixels). Shift+U undoes it.{note}")
+        note = (f" {skipped}" if skipped else "") + self.take_autosave_note()
+        self._say(f"{what} Shift+U undoes it.{note}")
         return commit
 
     def _skip_labelled(self, objects: list[ObjectMask], clicks) -> tuple[list[ObjectMask], str]:
@@ -719,7 +743,8 @@ class AnnotationSession(StackActions, SessionLog):
         ids = ", ".join(str(i) for i in commit.ids)
         where = self.labels_name(target)
         other = "" if self.is_current_target(target) else " (not the current Labels layer)"
-        self._say(f"{'Redid' if redo else 'Undid'} commit of label {ids} in '{where}'{other}.")
+        self._say(f"{'Redid' if redo else 'Undid'} commit of label {ids} in '{where}'{other}."
+                  + self.take_autosave_note())
         return commit
 
     def labels_name(self, target) -> str:
@@ -748,16 +773,21 @@ class AnnotationSession(StackActions, SessionLog):
         self._say("Cleared.")
 
 
-def positives(obj, z: int) -> np.ndarray | None:
-    """Positive clicks (P, 2) (row, col) of prompts ``obj`` on slice ``z`` (None: unknown)."""
-    sp = None if obj is None else obj.slices.get(z)
-    if sp is None:
-        return None
-    return sp.points[sp.labels == 1]
-
-
-def all_labelled(labels_2d: np.ndarray, points_rc: np.ndarray) -> bool:
-    """Whether every point lies on a labelled pixel (no points: True)."""
-    rc = np.round(np.asarray(points_rc, dtype=float)).astype(int).reshape(-1, 2)
-    rc = np.clip(rc, 0, np.array(labels_2d.shape) - 1)
-    return bool((labels_2d[rc[:, 0], rc[:, 1]] != 0).all())
+def describe_commit(commit, objects: list[ObjectMask], data: np.ndarray) -> str:
+    """What ``commit`` (of ``objects`` into (Z, Y, X) ``data``, after it) wrote, in true
+    pixel counts: new labels with their size, "Committed label 6, 7 (812 pixels)."; a
+    refined label with its size where it was refined and the pixels it gained and lost,
+    "Refined label 5: 1325 pixels on slice 3 now (1231 added, 162 removed)."."""
+    new, parts = [], []
+    for obj, change, i in zip(objects, commit.changes, commit.ids):
+        if not obj.replaces:
+            new.append((i, len(change.index)))
+            continue
+        added, removed = int((change.after == i).sum()), int((change.before == i).sum())
+        region, where = (data, "") if obj.z is None else (data[obj.z], f" on slice {obj.z}")
+        parts.append(f"Refined label {i}: {int((region == i).sum())} pixels{where} now "
+                     f"({added} added, {removed} removed).")
+    if new:
+        ids = ", ".join(str(i) for i, _ in new)
+        parts.insert(0, f"Committed label {ids} ({sum(n for _, n in new)} pixels).")
+    return " ".join(parts)

@@ -1,7 +1,11 @@
 """Long work of an annotation session as generators that yield progress ``(done, total)``
-(or a ``str``: a new status line, e.g. what the job found out once the model is loaded)
+(or a ``str``: a new status line, e.g. what the job found out once the model is loaded;
+or a :class:`Phase`: the job's next phase starts, e.g. "embedding" then "propagating")
 and return their result; how they run (a worker thread in the GUI, or to the end on the
 calling thread: :func:`run_to_end`) is up to the caller.
+
+Progress counts from 0 again in each phase; :class:`ProgressTracker` makes what a bar shows
+of one job never go backwards within a phase (a new phase is named when it starts).
 
 Core functions that report progress through a ``progress(done, total)`` callback instead of
 yielding (``segment_volume``, ``segment_everything``) are bridged by :func:`with_progress`.
@@ -10,12 +14,13 @@ yielding (``segment_volume``, ``segment_everything``) are bridged by :func:`with
 from __future__ import annotations
 
 import atexit
+import math
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterable
 
-__all__ = ["Cancelled", "Progress", "embed_job", "run_to_end", "stop_helper_threads",
-           "tiled_embed_job", "with_progress"]
+__all__ = ["Cancelled", "Phase", "Progress", "ProgressTracker", "embed_job", "run_to_end",
+           "stop_helper_threads", "tiled_embed_job", "with_progress"]
 
 Progress = tuple[int, int]
 
@@ -30,10 +35,53 @@ class Cancelled(Exception):
     """Raised inside a job's progress callback to stop a core function on Cancel."""
 
 
+class Phase:
+    """What a job yields when its next phase starts (its progress then counts from 0).
+
+    Parameters
+    ----------
+    name : str
+        A few words for the progress bar, e.g. ``"embedding"``, ``"propagating"``.
+    """
+
+    def __init__(self, name: str):
+        self.name = str(name)
+
+    def __repr__(self) -> str:
+        return f"Phase({self.name!r})"
+
+
+class ProgressTracker:
+    """One job's progress as a bar shows it: the phase under way and ``(done, total)``
+    that never goes backwards within a phase (a report below what was shown is held at
+    the fraction shown; a new :class:`Phase` starts again from 0, under its own name)."""
+
+    def __init__(self):
+        self.phase = ""  # the name of the phase under way ("" before the first)
+        self._fraction = 0.0
+
+    def start(self, phase: Phase) -> str:
+        """A new phase starts; returns its name."""
+        self.phase, self._fraction = phase.name, 0.0
+        return self.phase
+
+    def update(self, done: int, total: int) -> Progress:
+        """``(done, total)`` to show for a report (``total`` 0: busy, nothing counted)."""
+        done, total = int(done), int(total)
+        if total <= 0:
+            return done, total
+        done = min(max(done, math.ceil(self._fraction * total - 1e-9)), total)
+        self._fraction = max(self._fraction, done / total)
+        return done, total
+
+
 def embed_job(emb, indices: Iterable[int] | None = None) -> Generator[Progress, None, object]:
-    """Compute the embeddings of ``indices`` (default all slices) batch by batch."""
+    """Compute the embeddings of ``indices`` (default all slices) batch by batch (a phase
+    "embedding" when there is any to compute)."""
     todo = list(range(len(emb))) if indices is None else list(indices)
     step = max(1, int(getattr(emb, "batch_size", 1)))
+    if todo:
+        yield Phase("embedding")
     yield 0, len(todo)
     for start in range(0, len(todo), step):
         emb.compute(todo[start : start + step])
@@ -48,6 +96,8 @@ def tiled_embed_job(emb, indices: Iterable[int] | None = None
     the embedding after the encoder call under way."""
     todo = list(range(len(emb))) if indices is None else [int(i) for i in indices]
     total = len(todo) * len(emb.tiling)
+    if todo:
+        yield Phase("embedding tiles")
     yield 0, total
     if todo:
         yield from with_progress(emb.compute, todo)

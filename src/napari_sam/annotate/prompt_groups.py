@@ -7,7 +7,9 @@ Rules (documented in docs/gui.md):
   helps propagation fill the gap between them);
 - on a slice where the point object has only negative points, they go to the box they are
   closest to (a negative click just outside a box is a common correction); with no box on
-  that slice they are ignored, since negatives alone do not define an object.
+  that slice they are ignored, since negatives alone do not define an object;
+- except on a slice where a selected label is refined (``refine_slices``): the label's mask
+  is the object there, so negative points alone carve it (they stay the point object's).
 
 Coordinates are (z, row, col) in the image stack; boxes (z, row0, col0, row1, col1).
 """
@@ -22,9 +24,13 @@ __all__ = [
     "POINT_OBJECT",
     "DrawnPrompts",
     "ObjectPrompts",
-        "boxes_from_shapes",
+    "all_labelled",
+    "boxes_from_shapes",
     "group_prompts",
     "ignored_negative_slices",
+    "nothing_to_segment",
+    "positives",
+    "refined_slices",
 ]
 
 #: Key of the object made of the points outside every box.
@@ -49,8 +55,16 @@ class DrawnPrompts:
         return int((self.labels == 1).sum())
 
     @property
-    def usable(self) -> bool:
+    def defines_object(self) -> bool:
+        """A box or a positive point: the prompts say which object they are about."""
         return self.box is not None or self.n_positive > 0
+
+    @property
+    def usable(self) -> bool:
+        """Something to decode: a box or points. Negative points alone are decoded only
+        with a mask prompt (a refined label's mask), which says which object they carve;
+        :func:`group_prompts` keeps them only where a label is refined."""
+        return self.box is not None or len(self.points) > 0
 
     def to_slice_prompt(self, z: int):
         """The :class:`napari_sam.volume.SlicePrompt` of slice ``z`` (no points: None)."""
@@ -95,11 +109,15 @@ def _box_distance(points_rc: np.ndarray, box: np.ndarray) -> np.ndarray:
     return np.hypot(dr, dc)
 
 
-def group_prompts(points_zyx, point_labels, boxes_zrcrc) -> list[ObjectPrompts]:
+def group_prompts(points_zyx, point_labels, boxes_zrcrc,
+                  refine_slices=()) -> list[ObjectPrompts]:
     """Objects from points (P, 3) with labels (P,) and boxes (N, 5); see the module rules.
 
+    ``refine_slices``: slices where the point object refines a selected label (its mask is
+    the decoder's mask prompt there), so negative points alone are the point object's.
     Returns the point object first (when it has a usable slice), then one object per box.
     """
+    refine_slices = {int(z) for z in refine_slices}
     pts = np.asarray(points_zyx, dtype=float).reshape(-1, 3)
     lab = np.asarray(point_labels, dtype=int).reshape(-1)
     boxes = np.asarray(boxes_zrcrc, dtype=float).reshape(-1, 5)
@@ -111,7 +129,7 @@ def group_prompts(points_zyx, point_labels, boxes_zrcrc) -> list[ObjectPrompts]:
     # negatives of slices where the point object has no positive point go to the nearest box
     for z in np.unique(z_of_point[owner == -1]):
         free = (owner == -1) & (z_of_point == z)
-        if (lab[free] == 1).any():
+        if (lab[free] == 1).any() or int(z) in refine_slices:
             continue
         on_z = np.flatnonzero(boxes[:, 0] == z)
         if len(on_z) == 0:
@@ -125,7 +143,7 @@ def group_prompts(points_zyx, point_labels, boxes_zrcrc) -> list[ObjectPrompts]:
     for z in np.unique(z_of_point[owner == -1]):
         sel = (owner == -1) & (z_of_point == z)
         sp = DrawnPrompts(pts[sel, 1:], lab[sel])
-        if sp.usable:
+        if sp.defines_object or int(z) in refine_slices:
             point_obj.slices[int(z)] = sp
     if point_obj.slices:
         objects.append(point_obj)
@@ -148,3 +166,42 @@ def ignored_negative_slices(points_zyx, point_labels, objects: list[ObjectPrompt
     negative_z = {int(z) for z in np.round(pts[lab == 0, 0])}
     used = {z for obj in objects for z in obj.slices}
     return sorted(negative_z - used)
+
+
+def refined_slices(points_zyx, labels_zyx, label: int) -> list[int]:
+    """The slices of points (P, 3) on which ``label`` is present in (Z, Y, X) ``labels_zyx``
+    (where refining it gives negative points alone an object: :func:`group_prompts`)."""
+    pts = np.asarray(points_zyx, dtype=float).reshape(-1, 3)
+    if not label or labels_zyx is None or not len(pts):
+        return []
+    zs = np.unique(np.round(pts[:, 0]).astype(int))
+    return [int(z) for z in zs if 0 <= z < len(labels_zyx) and (labels_zyx[z] == label).any()]
+
+
+def positives(obj: ObjectPrompts | None, z: int) -> np.ndarray | None:
+    """Positive clicks (P, 2) (row, col) of prompts ``obj`` on slice ``z`` (None: unknown)."""
+    sp = None if obj is None else obj.slices.get(z)
+    if sp is None:
+        return None
+    return sp.points[sp.labels == 1]
+
+
+def all_labelled(labels_2d: np.ndarray, points_rc: np.ndarray) -> bool:
+    """Whether every point lies on a labelled pixel (no points: True)."""
+    rc = np.round(np.asarray(points_rc, dtype=float)).astype(int).reshape(-1, 2)
+    rc = np.clip(rc, 0, np.array(labels_2d.shape) - 1)
+    return bool((labels_2d[rc[:, 0], rc[:, 1]] != 0).all())
+
+
+def nothing_to_segment(points_zyx, z: int, refine: bool, label: int | None) -> str:
+    """The status line for slice ``z`` when no object is prompted there: what to add, and
+    why negative points (P, 3) alone on it segment nothing (``refine``: 'Refine selected
+    label' is on, ``label`` the selected label, None: no labels yet)."""
+    pts = np.asarray(points_zyx, dtype=float).reshape(-1, 3)
+    if not (np.round(pts[:, 0]) == z).any():
+        return "Add a point (click) or a box (boxes layer) to segment an object."
+    why = ("'Refine selected label' is off" if not refine else
+           f"label {label} is not on slice {z}" if label else "no label is selected to refine")
+    return ("Nothing to segment on this slice: negative points alone do not say which object "
+            f"to cut from ({why}). Add a positive point or a box for a new object, or select "
+            "the label to cut in the labels layer and tick 'Refine selected label'.")

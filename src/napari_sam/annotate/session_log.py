@@ -9,11 +9,15 @@ The log holds the commits in effect into one labels target, in order: a commit a
 moves the last one to a redo list, redo moves it back. When commits go into another labels
 target, the log starts again there (with its content as the session's ``base``).
 After every commit, undo and redo the session is autosaved next to the image file
-(:func:`napari_sam.session.session_file_for`) when the image came from a file.
+(:func:`napari_sam.session.session_file_for`) when the image came from a file; when the
+image's folder is not writable, under the cache folder instead (:func:`fallback_session_file`),
+and the status line says where, once.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +27,24 @@ from napari_sam import session as S
 from .errors import UserError
 from .prompt_groups import POINT_OBJECT
 
-__all__ = ["SessionLog"]
+__all__ = ["SessionLog", "fallback_session_file", "folder_writable"]
+
+
+def folder_writable(folder: Path) -> bool:
+    """Whether files can be made in ``folder`` (it exists and may be written to)."""
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def fallback_session_file(image_path) -> Path:
+    """Where the session of the image file ``image_path`` is autosaved when its folder is
+    not writable: ``<cache>/sessions/<digest of the image's absolute path>/<name>.sam-session
+    .json``, under the folder models are cached in (``NAPARI_SAM_CACHE_DIR`` or the
+    platform cache, :func:`napari_sam.models.download.cache_dir`)."""
+    from napari_sam.models.download import cache_dir
+
+    image = Path(image_path).absolute()
+    digest = hashlib.sha1(str(image).encode()).hexdigest()[:16]
+    return cache_dir() / "sessions" / digest / S.session_file_for(image).name
 
 
 class SessionLog:
@@ -50,6 +71,8 @@ class SessionLog:
         self._declined: set[str] = set()
         self._volume_request = None  # (prompts, options, {i: object key}) of the preview
         self._image_hash: tuple[int, str] | None = None
+        self._autosave_said: set[str] = set()  # fallback places the status has named
+        self._autosave_note = ""
 
     # ------------------------------------------------------------------ the log
     def _log_before_commit(self, target, data: np.ndarray) -> None:
@@ -143,19 +166,57 @@ class SessionLog:
         return path
 
     def autosave_path(self) -> Path | None:
+        """Where the session is autosaved: next to the image file, or under the cache
+        folder when the image's folder is not writable (None: the image is not a file)."""
         path = self.image_path()
-        return None if path is None else S.session_file_for(path)
+        if path is None:
+            return None
+        beside = S.session_file_for(path)
+        return beside if folder_writable(beside.parent) else fallback_session_file(path)
+
+    def saved_session_path(self) -> Path | None:
+        """The autosaved session of this image, next to it or under the cache folder (the
+        newer of the two when both exist); None when there is none."""
+        path = self.image_path()
+        if path is None:
+            return None
+        found = [p for p in (S.session_file_for(path), fallback_session_file(path))
+                 if p.is_file()]
+        return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
     def _autosave(self) -> None:
         target = self.autosave_path()
         if not self.autosave or target is None:
             return
+        fallback = fallback_session_file(self.image_path())
         try:
-            S.write_session(self.session_state(), target)
+            try:
+                self._write_autosave(target)
+            except OSError:  # the folder looked writable, but is not (or the disk is full)
+                if target == fallback:
+                    raise
+                target = fallback
+                self._write_autosave(target)
         except OSError as err:
             self.autosave = False
-            self.notify_warning(f"Autosave to {target} failed ({err.strerror or err}); autosave is off. Use "
-                 "'Save session' to save elsewhere.")
+            self.notify_warning(f"Autosave to {target} failed ({err.strerror or err}); "
+                                "autosave is off. Use 'Save session' to save elsewhere.")
+            return
+        if target == fallback and str(target) not in self._autosave_said:
+            self._autosave_said.add(str(target))
+            self._autosave_note = (
+                f" The folder of '{self.image_name()}' ({self.image_path().parent}) is not "
+                f"writable: the session is autosaved in {target}.")
+
+    def _write_autosave(self, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        S.write_session(self.session_state(), target)
+
+    def take_autosave_note(self) -> str:
+        """" The folder of ... is not writable: the session is autosaved in ...", once
+        after autosave first wrote under the cache folder for an image ("" otherwise)."""
+        note, self._autosave_note = self._autosave_note, ""
+        return note
 
     def load_session(self, path) -> S.Session:
         """Restore a session file onto the current image: its labels into new target labels
@@ -199,8 +260,8 @@ class SessionLog:
     def offer_resume(self) -> S.Session | None:
         """When the image has an autosaved session next to it (not declined, not loaded),
         call :meth:`notify_resume`; returns that session (read without its labels)."""
-        target = self.autosave_path()
-        if target is None or not target.is_file() or str(target) in self._declined:
+        target = self.saved_session_path()
+        if target is None or str(target) in self._declined:
             return None
         if self.session_path is not None and self.session_path == target:
             return None
@@ -212,13 +273,14 @@ class SessionLog:
         return sess
 
     def resume(self) -> S.Session:
-        target = self.autosave_path()
-        if target is None or not target.is_file():
-            raise UserError("No autosaved session next to this image.")
+        target = self.saved_session_path()
+        if target is None:
+            raise UserError("No autosaved session of this image (next to it or in the cache "
+                            "folder).")
         return self.load_session(target)
 
     def decline_resume(self) -> None:
-        target = self.autosave_path()
+        target = self.saved_session_path()
         if target is not None:
             self._declined.add(str(target))
 

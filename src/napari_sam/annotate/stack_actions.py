@@ -15,8 +15,8 @@ import inspect
 import numpy as np
 
 from .errors import UserError
-from .jobs import with_progress
-from .prompt_groups import POINT_OBJECT, ignored_negative_slices
+from .jobs import Phase, with_progress
+from .prompt_groups import POINT_OBJECT, group_prompts, ignored_negative_slices
 
 __all__ = ["PROPAGATION_METHODS", "SAM2_ABSENT_SLICES", "StackActions", "describe_ignored",
            "describe_stops"]
@@ -152,8 +152,11 @@ class StackActions:
         src = self._require_image()
         if not src.is_3d:
             raise UserError("Propagation needs a 3D stack; this image is 2D. Use Shift+C to commit.")
-        objects = self.objects()
-        points, point_labels, _ = self.prompt_arrays()
+        self._require_image()
+        points, point_labels, boxes = self.prompt_arrays()
+        # negatives alone carve a refined label on its slice, not through the stack: they
+        # are left out here (and named) as without 'Refine selected label'
+        objects = group_prompts(points, point_labels, boxes)
         ignored = ignored_negative_slices(points, point_labels, objects)
         if not all_objects:
             z = self.current_z()
@@ -193,6 +196,7 @@ class StackActions:
 
         def gen():
             prepared = yield from prep
+            yield Phase("propagating")
             result = yield from with_progress(segment_volume, prepared[4], prompts, **options)
             return prepared, result, _trace(result, src.stack, prompts)
 
@@ -217,6 +221,7 @@ class StackActions:
 
         def gen():
             prepared = yield from prep
+            yield Phase("propagating")
             limits = stack_intensity_limits(src.stack)
             result = yield from with_progress(
                 segment_volume_sam2, GreyStack(src.stack), prompts, prepared[3].model,
@@ -279,6 +284,7 @@ class StackActions:
                     "(napari_sam.segment_everything takes no tiling); untick 'Tile large "
                     "images' to segment the image shrunk to the model input.")
             kwargs = dict(params)
+            yield Phase("segmenting")
             if whole_stack and src.is_3d:
                 target = emb  # StackEmbeddings: slices reused, objects linked and propagated
                 kwargs.setdefault("axis_kind", self.axis_kind)

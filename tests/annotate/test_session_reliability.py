@@ -1,0 +1,159 @@
+"""The annotation session without napari: prompts belong to their image, negative points
+alone refine a selected label (and replay), a refine's status counts true pixels, a job's
+progress never runs backwards within a phase, autosave falls back to the cache folder."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from napari_sam.annotate import AnnotationSession, ModelChoice, UserError
+from napari_sam.annotate.jobs import Phase, ProgressTracker
+from stacks import blob_stack
+
+
+@pytest.fixture
+def session(tiny_sam):
+    """A session on the blob stack with the tiny random model, slice 3 shown."""
+    from napari_sam.predictor import Predictor
+
+    s = AnnotationSession()
+    s.set_image(blob_stack(), name="blobs")
+    choice = ModelChoice("tiny", "tiny")
+    s.models.put(choice, "auto", Predictor(tiny_sam, device="cpu"))
+    s.set_model(choice)
+    s.go_to_slice(3)
+    return s
+
+
+def _with_label(s, label: int = 5) -> np.ndarray:
+    s.labels = np.zeros((6, 64, 64), np.uint32)
+    s.labels[2:4, 12:28, 12:28] = label
+    s.refine, s.refine_label = True, label
+    return s.labels.copy()
+
+
+def test_prompts_stay_with_their_image(session):
+    s = session
+    blobs = s.image_data
+    s.add_point(3, 20, 20)
+    s.add_point(3, 30, 30, positive=False)
+    other = np.zeros((4, 32, 32), np.float32)
+    s.set_image(other, name="other")
+    assert len(s.prompt_arrays()[0]) == 0  # blobs' prompts are not other's
+    assert s.status.startswith("Set aside 2 uncommitted prompts of 'blobs' (2 points)")
+    s.add_point(0, 5, 5)
+    s.set_image(blobs, name="blobs")
+    points, labels, _ = s.prompt_arrays()
+    assert points.tolist() == [[3, 20, 20], [3, 30, 30]] and labels.tolist() == [1, 0]
+    assert "Set aside 1 uncommitted prompt of 'other' (1 point)" in s.status
+    assert "Restored 2 uncommitted prompts of 'blobs' (2 points) on slice 3" in s.status
+    assert [p.key for p in s.previews] == ["points"]  # previewed again
+    assert "Set aside: 1 uncommitted prompt of 'other'" in s.next_step()
+
+
+def test_negative_points_alone_refine_a_label_and_replay(session, tmp_path):
+    from napari_sam.session import read_session, replay
+
+    s = session
+    before = _with_label(s)
+    s.add_point(3, 20, 20, positive=False)
+    (preview,) = s.update_preview()
+    assert preview.mask_prompt and preview.key == "points"
+    s.commit()
+    after = s.labels[3]
+    added = int(((after == 5) & (before[3] != 5)).sum())
+    removed = int(((after != 5) & (before[3] == 5)).sum())
+    assert s.status.startswith(f"Refined label 5: {int((after == 5).sum())} pixels on slice 3 "
+                               f"now ({added} added, {removed} removed).")
+    sess = read_session(s.save_session(tmp_path / "refined"))
+    assert sess.operations[-1]["objects"][0]["labels"] == [0]
+    assert np.array_equal(replay(sess, s.emb).labels, s.labels)
+
+
+def test_negative_points_alone_refine_on_their_slice_only(session):
+    """Propagation has no mask prompt of the refined label: negatives alone are not an
+    object to carry through the stack (as without refining)."""
+    s = session
+    _with_label(s)
+    s.add_point(3, 20, 20, positive=False)
+    with pytest.raises(UserError, match="No prompts to propagate"):
+        s.propagate()
+
+
+def test_progress_tracker_never_goes_backwards_within_a_phase():
+    t = ProgressTracker()
+    shown = [t.update(*r) for r in [(0, 0), (0, 6), (4, 6), (2, 6)]]
+    assert shown == [(0, 0), (0, 6), (4, 6), (4, 6)]
+    assert t.update(3, 12) == (8, 12)  # a new total without a new phase: held at 2/3
+    assert t.update(12, 12) == (12, 12)
+    assert t.start(Phase("propagating")) == "propagating" == t.phase
+    assert t.update(0, 12) == (0, 12)  # a named phase starts from 0
+
+
+def test_embedding_is_a_named_phase():
+    from napari_sam.annotate.jobs import embed_job
+
+    class Stack:  # four slices embedded two at a time
+        batch_size = 2
+        done: list = []
+
+        def __len__(self):
+            return 4
+
+        def compute(self, indices):
+            self.done.extend(indices)
+
+    seen = [v.name if isinstance(v, Phase) else v for v in embed_job(Stack())]
+    assert seen == ["embedding", (0, 4), (2, 4), (4, 4)]
+    assert list(embed_job(Stack(), [])) == [(0, 0)]  # nothing to embed: no phase
+
+
+def test_autosave_falls_back_to_the_cache_folder(session, tmp_path, monkeypatch):
+    from napari_sam.annotate import session_log
+
+    s = session
+    image = tmp_path / "ro" / "blobs.tif"
+    image.parent.mkdir()
+    s.path = str(image)
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(session_log, "folder_writable", lambda folder: False)
+    s.add_point(3, 20, 20)
+    s.update_preview()
+    s.commit()
+    fallback = session_log.fallback_session_file(image)
+    assert fallback.is_file() and not list(image.parent.iterdir())
+    assert s.status.endswith(f"is not writable: the session is autosaved in {fallback}.")
+    assert s.saved_session_path() == fallback
+
+
+def test_autosave_falls_back_when_writing_beside_the_image_fails(session, tmp_path,
+                                                                 monkeypatch):
+    """The folder looks writable but the write fails (a read-only mount, a full disk):
+    the session goes to the cache folder all the same, and autosave stays on."""
+    from napari_sam import session as S
+    from napari_sam.annotate import session_log
+
+    s = session
+    image = tmp_path / "share" / "blobs.tif"
+    image.parent.mkdir()
+    s.path = str(image)
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "cache"))
+    write = S.write_session
+
+    def refuse_beside(sess, path):
+        if path.parent == image.parent:
+            raise PermissionError(13, "Permission denied")
+        return write(sess, path)
+
+    monkeypatch.setattr(S, "write_session", refuse_beside)
+    s.add_point(3, 20, 20)
+    s.update_preview()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "autosave failed" warning
+        s.commit()
+    fallback = session_log.fallback_session_file(image)
+    assert fallback.is_file() and s.autosave
+    assert f"the session is autosaved in {fallback}." in s.status
