@@ -157,3 +157,24 @@ def test_autosave_falls_back_when_writing_beside_the_image_fails(session, tmp_pa
     fallback = session_log.fallback_session_file(image)
     assert fallback.is_file() and s.autosave
     assert f"the session is autosaved in {fallback}." in s.status
+
+
+def test_prompts_beside_the_image_are_ignored_said_and_never_saved(session, tmp_path):
+    """napari's points layer takes a click beside the image, and a box can be drawn off it:
+    they segment nothing, the status says so, and the saved session (pending prompts) leaves
+    them out, so it loads again (a prompt outside the image makes a session file refused)."""
+    from napari_sam.session import read_session
+
+    s = session
+    s.add_point(3, 50, 50)
+    s.add_point(3, 50, 80)  # beside the 64 x 64 image
+    s.add_box(3, 70, 70, 90, 90)  # all of it beside the image
+    s.add_box(3, -8, -8, 30, 30)  # partly on it: a prompt (clipped when decoded)
+    previews = s.update_preview()
+    assert len(previews) == 2  # the point object and the box on the image
+    assert np.asarray(previews[0].prompt.points).tolist() == [[50.0, 50.0]]
+    assert "2 prompts lie beside the image and are ignored" in s.status
+    path = s.save_session(tmp_path / "blobs")
+    back = read_session(path)
+    assert back.pending["points"] == [[3.0, 50.0, 50.0]]
+    assert back.pending["boxes"] == [[3.0, -8.0, -8.0, 30.0, 30.0]]

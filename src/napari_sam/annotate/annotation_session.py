@@ -36,7 +36,9 @@ from .prompt_groups import (
     POINT_OBJECT,
     all_labelled,
     group_prompts,
+    inside_image,
     nothing_to_segment,
+    outside_note,
     positives,
     refined_slices,
 )
@@ -529,7 +531,7 @@ class AnnotationSession(StackActions, SessionLog, PromptShelf):
     def objects(self):
         """The prompted objects (:func:`~napari_sam.annotate.prompt_groups.group_prompts`)."""
         self._require_image()
-        points, labels, boxes = self.prompt_arrays()
+        points, labels, boxes, _ = inside_image(*self.prompt_arrays(), self.source.shape)
         label = self.selected_label() if self.refine else 0
         refine = refined_slices(points, self.target_labels(), label or 0)
         return group_prompts(points, labels, boxes, refine_slices=refine)
@@ -592,7 +594,8 @@ class AnnotationSession(StackActions, SessionLog, PromptShelf):
             name = "point object" if p.key == POINT_OBJECT else f"box {p.key[1] + 1}"
             cand = f", candidate {p.index + 1}/{p.n_candidates}" if p.n_candidates > 1 else ""
             parts.append(f"{name}: score {p.score:.2f}{cand}")
-        text = "; ".join(parts) + ". Shift+C commits."
+        text = "; ".join(parts) + ". Shift+C commits." + outside_note(*self.prompt_arrays(),
+                                                                       self.source.shape)
         if any(p.cut for p in self.previews):
             text += (" The object reaches beyond the tiles around its prompts, so its mask "
                      "may be cut there: click its missing part too (or draw a box over all of "

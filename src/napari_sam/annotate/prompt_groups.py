@@ -28,7 +28,9 @@ __all__ = [
     "boxes_from_shapes",
     "group_prompts",
     "ignored_negative_slices",
+    "inside_image",
     "nothing_to_segment",
+    "outside_note",
     "positives",
     "refined_slices",
 ]
@@ -205,3 +207,32 @@ def nothing_to_segment(points_zyx, z: int, refine: bool, label: int | None) -> s
     return ("Nothing to segment on this slice: negative points alone do not say which object "
             f"to cut from ({why}). Add a positive point or a box for a new object, or select "
             "the label to cut in the labels layer and tick 'Refine selected label'.")
+
+
+def inside_image(points_zyx, point_labels, boxes_zrcrc, shape):
+    """The prompts that lie on a (Z, Y, X) image of ``shape``: points (P, 3) inside its
+    pixels (napari's extent: -0.5 to size - 0.5 along each axis), their labels, and boxes
+    (N, 5) on one of its slices that overlap it; and how many were left out. A click beside
+    the image (napari's points layer takes it) segments nothing and would make a saved
+    session unloadable."""
+    pts = np.asarray(points_zyx, dtype=float).reshape(-1, 3)
+    lab = np.asarray(point_labels, dtype=int).reshape(-1)
+    boxes = np.asarray(boxes_zrcrc, dtype=float).reshape(-1, 5)
+    hi = np.asarray(shape, dtype=float)[:3] - 0.5
+    keep_p = ((pts >= -0.5) & (pts < hi)).all(1) if len(pts) else np.zeros(0, bool)
+    z_ok = (boxes[:, 0] >= -0.5) & (boxes[:, 0] < hi[0])
+    overlap = ((boxes[:, 1] < hi[1]) & (boxes[:, 3] >= -0.5)
+               & (boxes[:, 2] < hi[2]) & (boxes[:, 4] >= -0.5))
+    keep_b = z_ok & overlap
+    dropped = int((~keep_p).sum() + (~keep_b).sum())
+    return pts[keep_p], lab[keep_p], boxes[keep_b], dropped
+
+
+def outside_note(points_zyx, point_labels, boxes_zrcrc, shape) -> str:
+    """" N prompts beside the image are ignored: ..." for the status line, or ""."""
+    n = inside_image(points_zyx, point_labels, boxes_zrcrc, shape)[3]
+    if not n:
+        return ""
+    what = "prompt lies" if n == 1 else "prompts lie"
+    return (f" {n} {what} beside the image and {'is' if n == 1 else 'are'} ignored: delete "
+            f"{'it' if n == 1 else 'them'} (select in 'SAM points' / 'SAM boxes', Delete).")

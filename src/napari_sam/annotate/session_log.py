@@ -25,7 +25,7 @@ import numpy as np
 from napari_sam import session as S
 
 from .errors import UserError
-from .prompt_groups import POINT_OBJECT
+from .prompt_groups import POINT_OBJECT, inside_image
 
 __all__ = ["SessionLog", "fallback_session_file", "folder_writable"]
 
@@ -116,7 +116,9 @@ class SessionLog:
         return self._image_hash[1]
 
     def _pending_prompts(self) -> dict:
-        pts, lab, boxes = self.prompt_arrays()
+        """The uncommitted prompts on the image (one beside it would make the file refused
+        when loaded: it says a prompt lies outside the image)."""
+        pts, lab, boxes, _ = inside_image(*self.prompt_arrays(), self.source.shape)
         return {"points": pts.tolist(), "labels": [int(v) for v in lab],
                 "boxes": boxes.tolist()}
 
