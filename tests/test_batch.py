@@ -371,7 +371,9 @@ def test_run_job_failure_is_a_result_not_an_exception(tmp_path, tiny_model_path)
     res = batch.run_job(job, ctx)
     assert res.status == "failed" and "bad.tif" in res.reason and "\n" not in res.reason
     assert not job.output.exists()
-    assert batch.output_state(job.output, bad, ctx.signature()) == "partial"
+    # a failed job leaves no "partial" sidecar for an output that does not exist
+    assert not nio.output_metadata_path(job.output).exists()
+    assert batch.output_state(job.output, bad, ctx.signature()) == "missing"
 
 
 def test_embed_job_writes_a_reusable_store(tmp_path, tiny_model_path):

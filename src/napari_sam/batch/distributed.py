@@ -3,7 +3,10 @@ stack (``embed`` and ``auto``) followed by the file's final task."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import signal
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -35,9 +38,53 @@ def _client_for(scheduler: str | None, workers: int | None, threads_per_worker: 
                 "scheduler --port PORT` and `dask worker ADDRESS` on the workers), check the "
                 "address, or leave out --scheduler to run here (--workers N for a local "
                 "cluster)") from None
-    cluster = LocalCluster(n_workers=int(workers), threads_per_worker=threads_per_worker,
-                           processes=True, dashboard_address=None)
+    with sigint_ignored():  # the worker processes inherit it: Ctrl-C is the client's
+        cluster = LocalCluster(n_workers=int(workers), threads_per_worker=threads_per_worker,
+                               processes=True, dashboard_address=None)
     return Client(cluster), cluster
+
+
+@contextlib.contextmanager
+def sigint_ignored():
+    """Ignore SIGINT in this process meanwhile (nothing outside the main thread).
+
+    Worker processes started meanwhile inherit it (an ignored signal stays ignored in a
+    process that a spawned worker executes, and Python then installs no KeyboardInterrupt
+    handler), so a Ctrl-C in the terminal, which reaches the whole process group, interrupts
+    only this process: the client stops the batch and closes the cluster, and the workers
+    do not print tracebacks of their own.
+    """
+    try:
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def close_quietly(client, cluster, verbose: bool = False) -> None:
+    """Close the client and the local cluster (if any) without dask's shutdown chatter.
+
+    Unless ``verbose``, the ``distributed`` loggers are silenced first: after Ctrl-C dask
+    warns about cancelled tasks and workers still busy in a slice ("still alive after 4.0
+    seconds, killing"), which says nothing a user needs after the summary; their levels are
+    restored afterwards. Errors while closing are swallowed (the results are known)."""
+    loggers = [] if verbose else [logging.getLogger(n) for n in ("distributed", "tornado")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        with contextlib.suppress(Exception):
+            client.close(timeout=5)
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.close(timeout=15)
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def embed_prepare_task(job: Job, ctx: Context) -> list[float]:
@@ -199,7 +246,5 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
             record_result(results, i, res, bar, on_result)
     finally:
         bar.close()
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        close_quietly(client, cluster, ctx.verbose)
     return [results[i] for i in range(len(jobs))]

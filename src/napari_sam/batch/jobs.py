@@ -28,6 +28,7 @@ def make_jobs(inputs: Sequence[Path], ctx: Context,
     jobs = []
     by_output: dict[Path, Path] = {}
     clashes = []
+    given = {Path(p).resolve(): Path(p) for p in inputs}
     for inp in inputs:
         sub = (subfolders or {}).get(inp, Path("."))
         out = output_path(inp, Path(ctx.out_dir) / sub, ctx.command, suffix=ctx.suffix,
@@ -38,6 +39,11 @@ def make_jobs(inputs: Sequence[Path], ctx: Context,
         by_output[key] = inp
         if key == Path(inp).resolve():
             raise BatchError(f"the output {out} would replace its own input; choose another -o")
+        if key in given:
+            raise BatchError(
+                f"the output of {inp} would be {out}, which is also an input of this batch "
+                f"({given[key]}); write the outputs into another folder (-o) or name them with "
+                "another --suffix")
         job_prompts = None
         if prompts is not None:
             job_prompts = prompts_for(prompts, Path(inp), sub)
@@ -170,6 +176,38 @@ def mark_partial(job: Job, ctx: Context) -> None:
             "pid": os.getpid(),
         },
     )
+
+
+def read_sidecar(output: Path) -> bytes | None:
+    """The bytes of ``output``'s sidecar as they are now (None when there is none), to put
+    back with :func:`restore_sidecar` when its job fails."""
+    try:
+        return nio.output_metadata_path(output).read_bytes()
+    except OSError:
+        return None
+
+
+def restore_sidecar(job: Job, previous: bytes | None) -> None:
+    """After a failed job: put back the sidecar :func:`mark_partial` replaced.
+
+    A failed job leaves its output as it was: no sidecar when there was none (a file that
+    produced nothing leaves no ``"partial"`` sidecar behind), the previous one otherwise. Its
+    resumable work stays in the work folder, which a rerun finds by itself (the work folder
+    records what it was made for; the sidecar is not needed for that). A sidecar that is no
+    longer the partial one of this process (the job wrote its output) is left alone."""
+    meta = nio.read_output_metadata(job.output) or {}
+    if meta.get("status") != "partial" or meta.get("pid") != os.getpid():
+        return
+    path = nio.output_metadata_path(job.output)
+    if previous is None:
+        nio.remove_path(path)
+        return
+    tmp = nio.tmp_name(path)
+    try:
+        tmp.write_bytes(previous)
+        os.replace(tmp, path)
+    finally:
+        nio.remove_path(tmp)
 
 
 def cleanup_tmp(output: Path) -> None:

@@ -62,12 +62,31 @@ class Prompts(dict):
         self.where: dict[tuple[str, int, int], str] = {}
 
     def add(self, file_key: str, oid: int, entry: dict, where: str) -> None:
+        file_key = normalise_file_key(file_key)
         items = self.setdefault(file_key, {}).setdefault(oid, [])
         self.where[(file_key, oid, len(items))] = where
         items.append(entry)
 
 
 _PROMPT_KEYS = ("slice", "points", "labels", "box", "stop")
+
+
+def normalise_file_key(file_key: str) -> str:
+    """A prompts file's ``file`` entry as the inputs' keys are written (``./my data/x.tif``
+    and ``my data//x.tif`` -> ``my data/x.tif``); ``""`` (every input) stays ``""``.
+
+    Parameters
+    ----------
+    file_key : str
+
+    Returns
+    -------
+    str
+    """
+    text = str(file_key).strip()
+    if not text:
+        return ""
+    return Path(os.path.normpath(os.path.expanduser(text))).as_posix()
 
 
 def _object_id(value, where: str) -> int:
@@ -397,6 +416,7 @@ def check_prompts(per_file: Mapping[str, Mapping], jobs: Sequence[Job], ctx: Con
         if not any(per_file[k] for k in mine):
             continue
         any_prompts = True
+        problems.extend(_start_problems(per_file, mine, job))
         try:
             opened = open_image(job.input, ctx)
         except Exception:  # the job reports it
@@ -431,6 +451,29 @@ def check_prompts(per_file: Mapping[str, Mapping], jobs: Sequence[Job], ctx: Con
         notes.append(f"prompts for {unused[:5]} ({', '.join(x for x in lines[:3] if x)}) match "
                      "no input and are ignored; check the 'file' column against the inputs")
     return notes
+
+
+def _start_problems(per_file: Mapping[str, Mapping], keys: Sequence[str], job: Job) -> list[str]:
+    """Objects of ``job`` whose prompts start nothing: only negative points, or only stop
+    markers (what :func:`napari_sam.volume.segment_volume` would refuse after embedding)."""
+    if getattr(per_file, "session", None) is not None:
+        return []
+    where_of = getattr(per_file, "where", {})
+    found: dict[int, list[tuple[str, int, Mapping]]] = {}
+    for k in keys:
+        for oid, items in per_file[k].items():
+            found.setdefault(int(oid), []).extend((k, i, e) for i, e in enumerate(items))
+    problems = []
+    for oid, items in sorted(found.items()):
+        if any(e.get("box") is not None or any(e.get("labels") or ()) for _, _, e in items):
+            continue
+        k, i, _ = items[0]
+        at = where_of.get((k, oid, i), f"object {oid}")
+        negative = any(e.get("points") for _, _, e in items)
+        what = "only negative points (label 0)" if negative else "only stop markers"
+        problems.append(f"{at}: object {oid} of {job.input.name} has {what}, which start "
+                        "nothing; add a positive point (label 1) or a box on one slice")
+    return problems
 
 
 def _check_session(per_file, jobs: Sequence[Job], ctx: Context) -> None:

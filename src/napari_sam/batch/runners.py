@@ -14,7 +14,15 @@ from napari_sam import io as nio
 from napari_sam.batch.auto_runner import run_auto
 from napari_sam.batch.context import Context, Job, JobResult
 from napari_sam.batch.embed_runner import run_embed
-from napari_sam.batch.jobs import OutputLock, cleanup_tmp, mark_partial, output_state, work_dir
+from napari_sam.batch.jobs import (
+    OutputLock,
+    cleanup_tmp,
+    mark_partial,
+    output_state,
+    read_sidecar,
+    restore_sidecar,
+    work_dir,
+)
 from napari_sam.batch.models import get_model
 from napari_sam.batch.preview import preview_path, write_preview_for
 from napari_sam.batch.segment_runner import run_segment
@@ -24,6 +32,11 @@ RUNNERS: dict[str, Callable[[Job, Context, Any], dict]] = {
     "segment": run_segment,
     "auto": run_auto,
 }
+
+
+#: Why a ``segment`` input without prompts is skipped (nothing written for it).
+NO_PROMPTS = ("no prompts for it in the prompts file; nothing written (add rows with its "
+              "name in the 'file' column to segment it)")
 
 
 def one_line(exc: BaseException) -> str:
@@ -38,7 +51,10 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
     """Run one job in this process (the model comes from :func:`get_model`'s cache).
 
     Never raises for problems with the file or the computation: they become a ``"failed"``
-    result. ``KeyboardInterrupt`` propagates (the output stays resumable).
+    result (which leaves the output's sidecar as it was before, :func:`restore_sidecar`). A
+    ``segment`` input that the prompts file gives no prompt is ``"skipped"`` (reason
+    :data:`NO_PROMPTS`) and nothing is written for it. ``KeyboardInterrupt`` propagates (the
+    output stays resumable).
 
     When another process holds the output's lock the result is ``"busy"`` (nothing done), or
     with ``wait=True`` the job waits for that process and then runs (usually finding the
@@ -46,6 +62,9 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
     """
     t0 = time.perf_counter()
     res = JobResult(str(job.input), str(job.output), "failed", pid=os.getpid())
+    if ctx.command == "segment" and job.prompts is not None and not job.prompts:
+        res.status, res.reason = "skipped", NO_PROMPTS
+        return res
     try:
         job.output.parent.mkdir(parents=True, exist_ok=True)
         lock = OutputLock(job.output, wait=wait)
@@ -77,10 +96,15 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
                 return res
             res.details["previous_state"] = state
             cleanup_tmp(job.output)
+            previous = read_sidecar(job.output)
             mark_partial(job, ctx)
-            model, loaded = get_model(ctx.model, ctx.device)
-            res.model_loaded = loaded
-            info = RUNNERS[ctx.command](job, ctx, model)
+            try:
+                model, loaded = get_model(ctx.model, ctx.device)
+                res.model_loaded = loaded
+                info = RUNNERS[ctx.command](job, ctx, model)
+            except Exception:
+                restore_sidecar(job, previous)
+                raise
             res.objects = info.get("objects")
             res.details.update({k: v for k, v in info.items() if k != "objects"})
             res.status = "done"

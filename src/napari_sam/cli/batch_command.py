@@ -65,7 +65,11 @@ def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False) 
     failed = [r for r in results if r.status == "failed"]
     busy = [r for r in results if r.status == "busy"]
     not_run = n_jobs - len(results)
-    head = (f"{n_jobs} file(s): {done} done, {skipped} skipped, {len(failed)} failed"
+    unprompted = sum(r.status == "skipped" and r.reason not in ("", "complete")
+                     for r in results)
+    head = (f"{n_jobs} file(s): {done} done, {skipped} skipped"
+            + (f" ({unprompted} without prompts)" if unprompted else "")
+            + f", {len(failed)} failed"
             + (f", {len(busy)} busy in another process" if busy else "")
             + (f", {not_run} not run" if not_run else "") + f" ({seconds:.1f} s)")
     print("\nSummary: " + head)
@@ -73,7 +77,8 @@ def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False) 
     if rows:
         table = [("status", "input", "output / reason")]
         for r in rows:
-            detail = r.reason if r.status in ("failed", "busy") else (
+            skipped_why = r.status == "skipped" and r.reason not in ("", "complete")
+            detail = r.reason if r.status in ("failed", "busy") or skipped_why else (
                 r.output + ("" if r.reason in ("", "complete") else f" ({r.reason})"))
             table.append((r.status, Path(r.input).name, detail))
         w0 = max(len(t[0]) for t in table)

@@ -83,7 +83,9 @@ def add_batch_arguments(p: argparse.ArgumentParser, command: str) -> None:
                             "(<DIR>/<stem>.zarr)")
     g.add_argument("--keep-work", action="store_true",
                    help="keep per-slice work (embeddings, slice results) in "
-                        "<output>/.napari-sam-work after an output is complete")
+                        "<output>/.napari-sam-work after an output is complete (default: "
+                        "deleted then); auto: a rerun with other linking or propagation "
+                        "options then reuses the segmented slices")
     g.add_argument("--tiling", type=tiling_arg, default="auto", metavar="auto|off|HALO|W,HALO",
                    help="embed slices much larger than the model input (over 1.5 inputs: 1536 "
                         "px for SAM, 384 px for the demo model) in overlapping windows of the "

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -104,13 +108,44 @@ def cmd_train(args) -> int:
     except ValueError as exc:
         raise CLIError(f"--device: {exc}", 2) from None
     from napari_sam.training import train
-    from napari_sam.training.run import ScheduleMismatchError
 
     if not args.quiet:
         print_note(f"training on {len(images)} image file(s) from {model!r} -> {out}")
     t0 = time.perf_counter()
+    with signals_received() as signals:
+        result = _train(train, args, images, labels, model, out)
+    if result.already_complete:
+        return _already_complete(out, len(result.history))
+    print(written_message(result, args.epochs, time.perf_counter() - t0))
+    if result.path:
+        print(f"use it: napari-sam auto \"data/*.tif\" -o out/ --model {result.path}")
+    stopped = not result.complete and (
+        result.interrupted or {signal.SIGTERM, signal.SIGINT} & signals)
+    if args.resume and not result.complete:
+        if stopped:  # a signal, not --max-steps/--minutes: interrupted, as Ctrl-C always is
+            from napari_sam.training.checkpoint import training_state_path
+
+            state = training_state_path(out)
+            print("Interrupted (SIGTERM or Ctrl-C): " + (
+                f"the training state is in {state}; run the same command again to continue"
+                if state.exists() else "no training state was saved yet; run the same command "
+                "again to start the schedule over"))
+            return 130
+        print("stopped before the end of the schedule; run the same command again to continue")
+        return 0
+    if result.interrupted:
+        print("Interrupted: the checkpoint on disk is the last good one.")
+        return 130
+    return 0 if result.path else 1
+
+
+def _train(train, args, images, labels, model: str, out: Path):
+    """Call :func:`napari_sam.train` with the command's options (CLIError for a resume of
+    another schedule)."""
+    from napari_sam.training.run import ScheduleMismatchError
+
     try:
-        result = train(
+        return train(
             [str(p) for p in images], [str(p) for p in labels], model=model, out=out,
             epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
             objects_per_image=args.objects_per_image, freeze_encoder=args.freeze_encoder,
@@ -121,24 +156,80 @@ def cmd_train(args) -> int:
         )
     except ScheduleMismatchError as exc:  # another command than the one that wrote the state
         raise CLIError(str(exc), 2) from None
-    if result.already_complete:
-        return _already_complete(out, len(result.history))
-    last = result.history[-1] if result.history else {}
-    metric = last.get("val_iou", last.get("train_iou"))
-    msg = (f"wrote {result.path} after {len(result.history)} epoch(s) in "
-           f"{time.perf_counter() - t0:.1f} s") if result.path else "no checkpoint was written"
-    if metric is not None:
-        msg += f"; last epoch IoU {metric:.3f}"
-    print(msg)
-    if result.path:
-        print(f"use it: napari-sam auto \"data/*.tif\" -o out/ --model {result.path}")
-    if args.resume and not result.complete:
-        print("stopped before the end of the schedule; run the same command again to continue")
-        return 0
-    if result.interrupted:
-        print("Interrupted: the checkpoint on disk is the last good one.")
-        return 130
-    return 0 if result.path else 1
+
+
+def _score(rec: dict) -> tuple[str, float | None]:
+    """The IoU an epoch was judged by: validation IoU, or training IoU without a split."""
+    if rec.get("val_iou") is not None:
+        return "validation IoU", rec["val_iou"]
+    return "training IoU", rec.get("train_iou")
+
+
+def written_message(result, epochs: int, seconds: float) -> str:
+    """What the run wrote: which epoch's weights the checkpoint holds (the best one, from its
+    metadata's ``best_epoch``) and their IoU, and the last epoch when it is another one.
+
+    Parameters
+    ----------
+    result : napari_sam.training.run.TrainResult
+    epochs : int
+        The schedule's epochs (``--epochs``).
+    seconds : float
+        How long this run took.
+
+    Returns
+    -------
+    str
+    """
+    history = result.history
+    done = (f"{len(history)} of {epochs} epoch(s) done" if len(history) < epochs
+            else f"{len(history)} epoch(s)")
+    if not result.path:
+        return f"no checkpoint was written ({done}, {seconds:.1f} s)"
+    best = None
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        from napari_sam.training.checkpoint import checkpoint_metadata_path
+
+        best = int(json.loads(checkpoint_metadata_path(result.path).read_text())["best_epoch"])
+    by_epoch = {int(r.get("epoch", i + 1)): r for i, r in enumerate(history)}
+    if best not in by_epoch:
+        return f"wrote {result.path} ({done}, {seconds:.1f} s)"
+    what, value = _score(by_epoch[best])
+    msg = f"wrote {result.path}: the weights of epoch {best}"
+    if value is not None:
+        msg += f", {what} {value:.3f}"
+    last = max(by_epoch)
+    _, last_value = _score(by_epoch[last])
+    if last != best and last_value is not None:
+        msg += f" (the best epoch; the last, epoch {last}, had {last_value:.3f})"
+    return msg + f"; {done}, {seconds:.1f} s"
+
+
+@contextlib.contextmanager
+def signals_received():
+    """Collect the numbers of the signals that reach this process's Python handlers meanwhile
+    (a set, filled when the block ends), whichever handler a callee installs: ``train``
+    handles SIGTERM itself, so this is how the command learns that a piece was stopped by one.
+    Collects nothing outside the main thread."""
+    got: set[int] = set()
+    r, w = os.pipe()
+    try:
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        try:
+            old = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        except ValueError:  # not the main thread
+            yield got
+            return
+        try:
+            yield got
+        finally:
+            signal.set_wakeup_fd(old)
+            with contextlib.suppress(BlockingIOError):
+                got.update(os.read(r, 4096))
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def _already_complete(out: Path, epochs: int) -> int:

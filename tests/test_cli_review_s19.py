@@ -1,0 +1,312 @@
+"""What a user meets on the command line after the s19 review: an output that is another
+input of the batch, sidecars left by failed files, inputs without prompts, what ``train``
+says it wrote and how a stopped piece exits, a quiet Ctrl-C on a local cluster, and prompts
+files with ``./`` paths or objects with only negative points.
+
+Every case asserts the exit code, the line the user reads and that the user's files are
+unchanged; none prints a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from cli_runner import cli, error_line
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from tiny_configs import save_tiny_cnn
+
+    return save_tiny_cnn(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(autouse=True)
+def _offline_one_thread(tmp_path, monkeypatch):
+    from napari_sam.device import PRECISION_ENV
+
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "model-cache"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv(PRECISION_ENV, "fp32")  # --precision sets it; restored after each test
+
+
+def _image(path: Path, shape=(64, 64), seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, (rng.random(shape) * 1000).astype(np.uint16),
+                     photometric="minisblack")
+    return path
+
+
+def _md5(*paths: Path) -> dict:
+    return {str(p): hashlib.md5(p.read_bytes()).hexdigest() for p in paths}
+
+
+AUTO_FAST = ("--points-per-side", "4", "--device", "cpu", "-q")
+
+
+# ----------------------------------------------------------------------------- 1: outputs
+
+
+@pytest.mark.parametrize("overwrite", [True, False])
+@pytest.mark.parametrize("command", ["auto", "segment"])
+def test_output_that_is_another_input_is_refused_before_any_work(
+        tmp_path, tiny_model, capsys, command, overwrite):
+    """``-o`` = the input folder, inputs img.tif and img_labels.tif: img's output would be the
+    user's img_labels.tif. Refused with exit 2 naming both files and the fix, nothing
+    written, both inputs byte for byte as they were (with and without --overwrite)."""
+    f = tmp_path / "f"
+    img, other = _image(f / "img.tif", seed=1), _image(f / "img_labels.tif", seed=2)
+    before = _md5(img, other)
+    argv = [command, f, "-o", f, "--model", tiny_model, "-q"]
+    if command == "segment":
+        p = tmp_path / "p.csv"
+        p.write_text("id,slice,row,col\n1,0,30,30\n")
+        argv += ["-p", p]
+    rc, _, err = cli(argv + (["--overwrite"] if overwrite else []), capsys)
+    line = error_line(err)
+    assert rc == 2
+    assert "also an input of this batch" in line and str(other) in line and str(img) in line
+    assert "-o" in line and "--suffix" in line
+    assert _md5(img, other) == before
+    assert sorted(p.name for p in f.iterdir()) == ["img.tif", "img_labels.tif"]
+
+
+# ----------------------------------------------------------------------------- 2: sidecars
+
+
+def test_a_failed_file_leaves_no_partial_sidecar(tmp_path, tiny_model, capsys):
+    """An unreadable input fails (exit 1) and leaves nothing in the output folder: no
+    ``<stem>_labels.tif.json`` saying "partial" for an output that does not exist."""
+    inp = tmp_path / "cplx.npy"
+    np.save(inp, np.zeros((64, 64), complex))
+    before = _md5(inp)
+    out = tmp_path / "out"
+    rc, _, err = cli(["auto", inp, "-o", out, "--model", tiny_model, *AUTO_FAST], capsys)
+    assert rc == 1 and "FAILED   cplx.npy" in err
+    assert not (out / "cplx_labels.tif.json").exists()
+    assert [p.name for p in out.iterdir()] == []  # no work folder, no lock folder either
+    assert _md5(inp) == before
+
+
+def test_a_failed_rerun_keeps_the_previous_output_and_its_sidecar(tmp_path, tiny_model, capsys):
+    """A finished output whose input then turns unreadable: the rerun fails (exit 1) and
+    leaves the previous output and its sidecar byte for byte (no "partial" written over)."""
+    inp = tmp_path / "a.npy"
+    np.save(inp, (np.random.default_rng(0).random((64, 64)) * 1000).astype(np.uint16))
+    out = tmp_path / "out"
+    rc, _, _ = cli(["auto", inp, "-o", out, "--model", tiny_model, *AUTO_FAST], capsys)
+    assert rc == 0
+    labels, sidecar = out / "a_labels.tif", out / "a_labels.tif.json"
+    before = _md5(labels, sidecar)
+    np.save(inp, np.zeros((64, 64), complex))  # the input changed: the output is recomputed
+    rc, _, err = cli(["auto", inp, "-o", out, "--model", tiny_model, *AUTO_FAST], capsys)
+    assert rc == 1 and "FAILED   a.npy" in err
+    assert _md5(labels, sidecar) == before
+    assert json.loads(sidecar.read_text())["status"] == "complete"
+
+
+def test_segment_skips_an_input_without_prompts(tmp_path, tiny_model, capsys):
+    """A folder where only some images have prompts: those are segmented, the others are
+    skipped with the reason in their line and in the summary (exit 0); nothing is written
+    for them, not even a sidecar."""
+    src = tmp_path / "in"
+    _image(src / "a.tif", seed=1)
+    _image(src / "b.tif", seed=2)
+    p = tmp_path / "p.csv"
+    p.write_text("file,id,slice,row,col\nb.tif,1,0,30,30\n")
+    out = tmp_path / "out"
+    rc, stdout, err = cli(["segment", src, "-o", out, "-p", p, "--model", tiny_model,
+                           "--device", "cpu"], capsys)
+    assert rc == 0
+    assert "skipped  a.tif: no prompts for it in the prompts file; nothing written" in err
+    assert "2 file(s): 1 done, 1 skipped (1 without prompts), 0 failed" in stdout
+    assert "a.tif  no prompts for it" in stdout  # the summary row gives the reason, no path
+    assert (out / "b_labels.tif").exists()
+    assert not (out / "a_labels.tif").exists() and not (out / "a_labels.tif.json").exists()
+
+
+# ----------------------------------------------------------------------------- 3: train
+
+
+def _fake_result(tmp_path: Path, best_epoch: int, history: list[dict]):
+    from napari_sam.training.run import TrainResult
+
+    path = tmp_path / "m2.pt"
+    path.write_bytes(b"weights")
+    (tmp_path / "m2.json").write_text(json.dumps({"best_epoch": best_epoch,
+                                                  "metrics": history}))
+    return TrainResult(model=None, path=path, history=history)
+
+
+def test_train_message_names_the_epoch_whose_weights_were_written(tmp_path):
+    from napari_sam.cli.train_command import written_message
+
+    hist = [{"epoch": 1, "val_iou": 0.90}, {"epoch": 2, "val_iou": 0.941},
+            {"epoch": 3, "val_iou": 0.938}]
+    msg = written_message(_fake_result(tmp_path, 2, hist), 3, 12.0)
+    assert "the weights of epoch 2, validation IoU 0.941" in msg
+    assert "the last, epoch 3, had 0.938" in msg
+    assert "last epoch IoU" not in msg and "3 epoch(s)" in msg
+    # a piece of a resumed schedule counts the schedule's epochs
+    msg = written_message(_fake_result(tmp_path, 2, hist[:2]), 5, 3.0)
+    assert "the weights of epoch 2, validation IoU 0.941; 2 of 5 epoch(s) done" in msg
+
+
+def _train_argv(data: Path, out: Path, tiny_model, *extra) -> list:
+    return ["train", data, data / "ground_truth", "-o", out, "--model", tiny_model,
+            "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "1",
+            "--objects-per-image", "2", "--val-fraction", "0.34", "--device", "cpu", "-q",
+            *extra]
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory) -> Path:
+    from napari_sam.cli import main
+
+    d = tmp_path_factory.mktemp("train")
+    assert main(["sample", "nuclei-2d", "-o", str(d), "-n", "3", "--shape", "64,64", "-q"]) == 0
+    return d
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_train_resume_piece_stopped_by_a_signal_exits_130(tmp_path, samples, tiny_model,
+                                                         capsys, monkeypatch, sig):
+    """``train --resume`` stopped by SIGTERM (what ``timeout`` sends) or Ctrl-C is an
+    interrupted run: exit 130 as the exit-code table says, the state saved, and the same
+    command continues it to the end (exit 0); the message names the epoch written."""
+    from napari_sam.training.trainer import Trainer
+
+    real = Trainer.train_step
+    calls = []
+
+    def step_then_signal(self, items):
+        info = real(self, items)
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), sig)
+        return info
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_signal)
+    out = tmp_path / "m.pt"
+    rc, stdout, _ = cli(_train_argv(samples, out, tiny_model, "--resume"), capsys)
+    assert rc == 130, stdout
+    assert "Interrupted (SIGTERM or Ctrl-C)" in stdout and "run the same command again" in stdout
+    if sig == signal.SIGTERM:  # stops after the step: the state is saved (Ctrl-C mid-step not)
+        assert "the training state is in" in stdout
+        assert (tmp_path / "m.train-state.pt").exists()
+    rc, stdout, _ = cli(_train_argv(samples, out, tiny_model, "--resume"), capsys)
+    assert rc == 0, stdout
+    best = json.loads((tmp_path / "m.json").read_text())["best_epoch"]
+    assert f"the weights of epoch {best}, validation IoU" in stdout
+
+
+def test_train_resume_piece_ended_by_max_steps_exits_0(tmp_path, samples, tiny_model, capsys):
+    """A piece the user ended with --max-steps is no interruption: exit 0."""
+    out = tmp_path / "m.pt"
+    rc, stdout, _ = cli(_train_argv(samples, out, tiny_model, "--resume", "--max-steps", "1"),
+                        capsys)
+    assert rc == 0
+    assert "stopped before the end of the schedule" in stdout and "Interrupted" not in stdout
+
+
+# ----------------------------------------------------------------------------- 5: docs
+
+
+def test_docs_say_cpu_precision_and_keep_work_as_the_code_does():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    flat = " ".join(doc.split())
+    assert "the CPU computes in float32" not in flat
+    assert "bf16 where the CPU has native bf16" in flat
+    assert "with `--keep-work`" in flat and "Once an output is complete its work folder" in flat
+
+
+# ----------------------------------------------------------------------------- 6: prompts
+
+
+def test_prompts_file_column_with_dot_slash_matches(tmp_path, tiny_model, capsys, monkeypatch):
+    """``./my data/x.tif`` in the 'file' column names the input ``my data/x.tif``."""
+    monkeypatch.chdir(tmp_path)
+    _image(tmp_path / "my data" / "x.tif")
+    p = tmp_path / "p.csv"
+    p.write_text("file,id,slice,row,col\n./my data/x.tif,1,0,30,30\n")
+    rc, stdout, err = cli(["segment", "my data", "-o", "out", "-p", p, "--model", tiny_model,
+                           "--device", "cpu", "-q"], capsys)
+    assert rc == 0, err
+    assert "1 done" in stdout and (tmp_path / "out" / "x_labels.tif").exists()
+
+
+def test_normalise_file_key():
+    from napari_sam.batch.prompts import normalise_file_key
+
+    assert normalise_file_key("./my data/x.tif") == "my data/x.tif"
+    assert normalise_file_key("my data//./x.tif") == "my data/x.tif"
+    assert normalise_file_key("") == "" and normalise_file_key("  ") == ""
+
+
+def test_object_with_only_negative_points_is_refused_before_any_work(tmp_path, tiny_model,
+                                                                    capsys):
+    """An object with only negative points starts nothing: exit 2 naming the file, line and
+    object, before any embedding (the output folder is not even created)."""
+    inp = _image(tmp_path / "a.tif")
+    p = tmp_path / "p.csv"
+    p.write_text("id,slice,row,col,label\n1,0,30,30,1\n2,0,10,10,0\n2,0,12,12,0\n")
+    out = tmp_path / "out"
+    rc, _, err = cli(["segment", inp, "-o", out, "-p", p, "--model", tiny_model], capsys)
+    line = error_line(err)
+    assert rc == 2
+    assert "p.csv, line 3: object 2 of a.tif has only negative points" in line
+    assert "add a positive point (label 1) or a box" in line
+    assert "FAILED" not in err and not out.exists()
+
+
+# ----------------------------------------------------------------------------- 4: Ctrl-C
+
+
+def test_ctrl_c_on_a_local_cluster_is_quiet(tmp_path, tiny_model):
+    """Ctrl-C during ``auto --workers 2``: the summary and exit 130, and no worker traceback
+    or dask warning after it (they are for --verbose)."""
+    data = tmp_path / "data"
+    for i in range(4):
+        _image(data / f"s{i}.tif", shape=(12, 64, 64), seed=i)
+    env = dict(os.environ, NAPARI_SAM_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1",
+               PYTHONWARNINGS="ignore")
+    cmd = [sys.executable, "-m", "napari_sam.cli", "auto", str(data), "-o", str(tmp_path / "out"),
+           "--model", str(tiny_model), "--workers", "2", "--points-per-side", "8",
+           "--device", "cpu"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    work = tmp_path / "out" / ".napari-sam-work"
+    deadline = time.monotonic() + 120
+    while not any(work.glob("*/auto/z*.npz")):  # the workers are segmenting
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the run ended (or never started segmenting) before Ctrl-C:\n"
+                        + proc.communicate()[0][-3000:])
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole group
+    try:
+        log, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        log = proc.communicate()[0]
+        pytest.fail("still running 60 s after Ctrl-C:\n" + log[-3000:])
+    log = log.replace("\r", "\n")
+    assert proc.returncode == 130, log[-3000:]
+    assert "Summary:" in log and "Interrupted:" in log
+    after = log[log.index("Summary:"):]
+    for word in ("Traceback", "KeyboardInterrupt", "CancelledError", "distributed.",
+                 "WARNING"):
+        assert word not in after, after[-3000:]
+    assert "Traceback" not in log, log[-3000:]
