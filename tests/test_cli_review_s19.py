@@ -310,3 +310,21 @@ def test_ctrl_c_on_a_local_cluster_is_quiet(tmp_path, tiny_model):
                  "WARNING"):
         assert word not in after, after[-3000:]
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_a_recursive_folder_leaves_out_the_samples_ground_truth(tmp_path, capsys):
+    """``napari-sam sample`` writes ``data/ground_truth/``; ``auto data/ -r`` and a ``**``
+    glob segment the sample, not its ground-truth label images."""
+    from napari_sam.batch.inputs import collect_inputs
+
+    data = tmp_path / "data"
+    rc, _, _ = cli(["sample", "nuclei-2d", "-o", data, "--quiet"], capsys)
+    assert rc == 0 and len(list((data / "ground_truth").glob("*.tif"))) == 1
+    images = sorted(data.glob("*.tif"))
+    assert collect_inputs([data], recursive=True) == images
+    assert collect_inputs([str(data / "**" / "*.tif")]) == images
+    # named on its own, a ground-truth file is still an input (the user asked for it)
+    (gt,) = (data / "ground_truth").glob("*.tif")
+    assert collect_inputs([gt]) == [gt]
+    # and train's labels folder keeps them
+    assert collect_inputs([data / "ground_truth"], keep_ground_truth=True) == [gt]

@@ -35,17 +35,37 @@ def _is_image(path: Path) -> bool:
     return name.endswith(IMAGE_SUFFIXES)
 
 
+def _is_sample_ground_truth(path: Path) -> bool:
+    """Whether ``path`` is a ground-truth label image written by ``napari-sam sample`` (its
+    ImageJ metadata says ``"ground_truth": true``): not an image to segment."""
+    if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
+        return False
+    import json
+
+    import tifffile
+
+    try:
+        with nio.quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            info = (tif.imagej_metadata or {}).get("Info")
+        user = json.loads(info).get("napari_sam") if info else None
+    except Exception:  # noqa: BLE001 - unreadable here: the reader says why later
+        return False
+    return isinstance(user, dict) and user.get("ground_truth") is True
+
+
 def _is_our_output(path: Path) -> bool:
     meta = nio.read_output_metadata(path)
     return meta is not None and meta.get("format") == nio.OUTPUT_METADATA_FORMAT
 
 
 def collect_inputs(
-    specs: Iterable[str | os.PathLike], *, recursive: bool = False
+    specs: Iterable[str | os.PathLike], *, recursive: bool = False,
+    keep_ground_truth: bool = False,
 ) -> list[Path]:
     """Expand files, directories and glob patterns into a sorted, de-duplicated list of images
     (:func:`collect_inputs_with_folders` without the folders)."""
-    return [path for path, _ in collect_inputs_with_folders(specs, recursive=recursive)]
+    return [path for path, _ in collect_inputs_with_folders(
+        specs, recursive=recursive, keep_ground_truth=keep_ground_truth)]
 
 
 def _fixed_part(pattern: str) -> Path:
@@ -68,7 +88,8 @@ def _subfolder(match: Path, base: Path) -> Path:
 
 
 def collect_inputs_with_folders(
-    specs: Iterable[str | os.PathLike], *, recursive: bool = False
+    specs: Iterable[str | os.PathLike], *, recursive: bool = False,
+    keep_ground_truth: bool = False,
 ) -> list[tuple[Path, Path]]:
     """Expand files, directories and glob patterns into a sorted, de-duplicated list of images,
     each with the subfolder it was found in.
@@ -77,7 +98,9 @@ def collect_inputs_with_folders(
     stores (with ``recursive=True`` those of its subfolders too); a glob (``"data/*.tif"``,
     ``"data/**/*.tif"``) its matches; a zarr directory is one input. Files that are outputs of
     napari-sam (they have a napari-sam sidecar) are left out, so writing the outputs next to
-    the inputs does not feed them back in.
+    the inputs does not feed them back in; so are, in folders and globs, the ground-truth
+    label images of ``napari-sam sample`` (``data/ground_truth/``: ``auto data/ -r``), unless
+    ``keep_ground_truth`` (the labels of ``napari-sam train``).
 
     Returns
     -------
@@ -100,13 +123,15 @@ def collect_inputs_with_folders(
         p = Path(text)
         if glob.has_magic(text) and not p.exists():
             matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
-            matches = [m for m in matches if m.is_file() or _is_image(m)]
+            matches = [m for m in matches if (m.is_file() or _is_image(m))
+                       and (keep_ground_truth or not _is_sample_ground_truth(m))]
             base = _fixed_part(text)
             if not matches:
                 problems.append(f"{text!r} matches no files")
         elif p.is_dir() and not nio.is_zarr_path(p):
             pattern = "**/*" if recursive else "*"
-            matches = sorted(m for m in p.glob(pattern) if _is_image(m) and WORK_DIR not in m.parts)
+            matches = sorted(m for m in p.glob(pattern) if _is_image(m) and WORK_DIR not in m.parts
+                             and (keep_ground_truth or not _is_sample_ground_truth(m)))
             base = p
             if not matches:
                 problems.append(

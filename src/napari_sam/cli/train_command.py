@@ -92,7 +92,7 @@ def cmd_train(args) -> int:
     if out.suffix.lower() not in (".pt", ".pth"):
         raise CLIError(f"-o {out}: the checkpoint name must end in .pt or .pth", 2)
     images = batch.collect_inputs([args.images])
-    labels = batch.collect_inputs([labels_spec])
+    labels = batch.collect_inputs([labels_spec], keep_ground_truth=True)
     if len(images) != len(labels):
         raise CLIError(f"{len(images)} image file(s) but {len(labels)} label file(s); IMAGES "
                        "and LABELS are paired in sorted order and must match one to one", 2)
