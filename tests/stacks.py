@@ -37,3 +37,18 @@ def drifting_blob_slices(seed: int, shape=(9, 40, 40), missed: float = 0.3) -> n
                 nid += 1
                 out[k][disc] = nid
     return out
+
+
+def blob_session(model):
+    """An :class:`~napari_sam.annotate.AnnotationSession` on :func:`blob_stack` (named
+    "blobs") with ``model`` on the CPU at the default precision, slice 3 shown."""
+    from napari_sam.annotate import AnnotationSession, ModelChoice
+    from napari_sam.predictor import Predictor
+
+    s = AnnotationSession()
+    s.set_image(blob_stack(), name="blobs")
+    choice = ModelChoice("tiny", "tiny")
+    s.models.put(choice, "auto", Predictor(model, device="cpu"))
+    s.set_model(choice)
+    s.go_to_slice(3)
+    return s

@@ -12,7 +12,7 @@ import pytest
 
 from napari_sam import session as S
 from napari_sam import session_checks as C
-from stacks import blob_stack
+from stacks import blob_session, blob_stack
 from test_session import operations
 
 
@@ -52,15 +52,7 @@ def test_a_volume_box_partly_outside_replays_as_the_dock_committed_it(tiny_sam, 
     """The dock records the box as drawn ([-5, -5, 30, 30] on a 64 x 64 stack) and
     propagation clips it to the image: replay gives the dock's labels, which are those of
     the clipped box [0, 0, 30, 30]."""
-    from napari_sam.annotate import AnnotationSession, ModelChoice
-    from napari_sam.predictor import Predictor
-
-    dock = AnnotationSession()
-    dock.set_image(blob_stack(), name="blobs")
-    choice = ModelChoice("tiny", "tiny")
-    dock.models.put(choice, "auto", Predictor(tiny_sam, device="cpu"))
-    dock.set_model(choice)
-    dock.go_to_slice(3)
+    dock = blob_session(tiny_sam)
     dock.add_box(3, -5, -5, 30, 30)
     dock.propagate()
     assert dock.commit().ids == [1]

@@ -6,22 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sam.annotate import POINT_OBJECT, AnnotationSession, ModelChoice, UserError
+from napari_sam.annotate import POINT_OBJECT, AnnotationSession, UserError
 from stacks import blob_stack
-
-
-@pytest.fixture
-def session(tiny_sam):
-    """A session on the blob stack with the tiny random model, slice 3 shown."""
-    from napari_sam.predictor import Predictor
-
-    s = AnnotationSession()
-    s.set_image(blob_stack(), name="blobs")
-    choice = ModelChoice("tiny", "tiny")
-    s.models.put(choice, "auto", Predictor(tiny_sam, device="cpu"))
-    s.set_model(choice)
-    s.go_to_slice(3)
-    return s
 
 
 def test_point_preview_commit_undo_redo(session):

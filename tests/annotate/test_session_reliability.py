@@ -9,23 +9,8 @@ import warnings
 import numpy as np
 import pytest
 
-from napari_sam.annotate import AnnotationSession, ModelChoice, UserError
+from napari_sam.annotate import UserError
 from napari_sam.annotate.jobs import Phase, ProgressTracker
-from stacks import blob_stack
-
-
-@pytest.fixture
-def session(tiny_sam):
-    """A session on the blob stack with the tiny random model, slice 3 shown."""
-    from napari_sam.predictor import Predictor
-
-    s = AnnotationSession()
-    s.set_image(blob_stack(), name="blobs")
-    choice = ModelChoice("tiny", "tiny")
-    s.models.put(choice, "auto", Predictor(tiny_sam, device="cpu"))
-    s.set_model(choice)
-    s.go_to_slice(3)
-    return s
 
 
 def _with_label(s, label: int = 5) -> np.ndarray:
