@@ -150,8 +150,9 @@ def _reporter(job: Job, description: str, pbar, on_message, on_phase, on_progres
     pending: list = []
 
     def show(value):
-        if not job.running:  # queued behind the end of the job: the bar is already final
-            return
+        # napari's bar is closed once the job ended (a report that arrived before the end
+        # but waited behind a nested one still reaches the callbacks, in order)
+        bar = pbar if job.running else None
         if isinstance(value, str):  # a new status line
             if on_message is not None:
                 on_message(value)
@@ -159,17 +160,19 @@ def _reporter(job: Job, description: str, pbar, on_message, on_phase, on_progres
             job.phase = tracker.start(value)
             if on_phase is not None:
                 on_phase(job.phase)
-            _restart_bar(pbar, f"{description}: {job.phase}")
+            _restart_bar(bar, f"{description}: {job.phase}")
         else:
             done, total = tracker.update(*value)
             if on_progress is not None:
                 on_progress(done, total)
-            if pbar is not None:
-                if pbar.total != total:
-                    pbar.total = total
-                pbar.update(done - pbar.n)
+            if bar is not None:
+                if bar.total != total:
+                    bar.total = total
+                bar.update(done - bar.n)
 
     def progressed(value):
+        if not job.running:  # arrived after the end of the job: the bar is already final
+            return
         pending.append(value)
         if len(pending) > 1:  # arrived while another is handled (below): handled next
             return
