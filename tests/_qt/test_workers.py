@@ -1,4 +1,5 @@
-"""Jobs: progress, results, errors and cancellation (synchronous path, no Qt)."""
+"""Jobs: progress, results, errors and cancellation (the synchronous path; one test forces a
+race of the threaded path with a Qt event loop)."""
 
 import threading
 import time
@@ -117,3 +118,68 @@ def test_interpreter_exit_during_a_job_is_clean(tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "exiting" in out.stdout and "terminate called" not in out.stderr
+
+
+def test_reports_waiting_behind_a_nested_one_reach_the_callbacks_when_the_job_ends(
+        qapp, monkeypatch):
+    """Forces the race that dropped the final 6/6 of a SAM 2 propagation once in CI.
+
+    napari's bar processes pending Qt events while it updates. Here the bar's first update
+    lets the worker thread yield its last two reports and return, and processes events until
+    the job has ended: both reports arrive nested (they wait behind the first) and the job's
+    end is handled nested too. Both must still reach ``on_progress``, in order, after the
+    first; the ended job's bar is not touched again.
+    """
+    import napari.utils
+    from qtpy.QtWidgets import QApplication
+
+    from napari_sam._qt.workers import Job
+
+    job = Job("race")
+    go = threading.Event()
+    updates = []
+
+    class NestingBar:
+        """napari's progress bar as far as jobs use it; the first update nests the end."""
+
+        def __init__(self, total=0, desc=""):
+            self.total, self.n, self.closed = total, 0, False
+
+        def set_description(self, desc):
+            pass
+
+        def close(self):
+            self.closed = True
+
+        def update(self, k):
+            assert not self.closed, "a closed bar was updated"
+            self.n += k
+            updates.append(self.n)
+            if len(updates) == 1:
+                go.set()
+                deadline = time.monotonic() + 30
+                while job.running and time.monotonic() < deadline:
+                    QApplication.processEvents()
+                    time.sleep(0.001)
+                assert not job.running, "the job's end was not handled within 30 s"
+
+    monkeypatch.setattr(napari.utils, "progress", NestingBar)
+
+    def gen():
+        yield (1, 3)
+        assert go.wait(30)
+        yield (2, 3)
+        yield (3, 3)
+        return "done"
+
+    seen, result, finished = [], [], []
+    run_job(gen(), description="race", on_progress=lambda d, t: seen.append((d, t)),
+            on_returned=result.append, on_finished=finished.append, job=job)
+    deadline = time.monotonic() + 30
+    while not finished and time.monotonic() < deadline:
+        QApplication.processEvents()
+        time.sleep(0.001)
+    assert finished == [job] and result == ["done"] and not job.running
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    # the result filled the bar (3) before it closed; the later reports left it alone
+    assert updates == [1, 3]
