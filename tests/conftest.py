@@ -44,3 +44,29 @@ def files(tmp_path, tiny_sam, tiny_config):
     stack.parent.mkdir()
     tifffile.imwrite(stack, blob_stack())
     return {"stack": stack, "model": save_tiny(tmp_path / "m" / "tiny.pt", tiny_sam, tiny_config)}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A tiny random CNN-encoder SAM checkpoint (model input 128 px, config in a sidecar),
+    saved once per test module: fast on 2 CPU cores, no quality. What the CLI tests run."""
+    from tiny_configs import save_tiny_cnn
+
+    return save_tiny_cnn(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture
+def offline_cli(tmp_path, monkeypatch):
+    """The CLI tests' surroundings: an empty model cache in ``tmp_path`` (no downloaded
+    weights are found, nothing is written to the user's cache), one OpenMP and torch thread,
+    and float32; the environment and torch's thread count are restored after the test (the
+    CLI's ``--precision`` and thread policy set them in-process)."""
+    from napari_sam.device import PRECISION_ENV
+
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "model-cache"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv(PRECISION_ENV, "fp32")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

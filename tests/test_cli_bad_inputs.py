@@ -30,17 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 # ----------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    from tiny_configs import save_tiny_cnn
-
-    return save_tiny_cnn(tmp_path_factory.mktemp("model"))
-
-
 @pytest.fixture(autouse=True)
-def _no_downloaded_weights(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "model-cache"))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+def _offline(offline_cli):
+    """Every test here runs in :func:`offline_cli`'s surroundings (tests/conftest.py)."""
 
 
 def _stack(path: Path, shape=(3, 64, 64), seed=0, compression=None, **kw) -> Path:

@@ -19,19 +19,11 @@ from cli_runner import cli, error_line
 from napari_sam import session as S
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    from tiny_configs import save_tiny_cnn
-
-    return save_tiny_cnn(tmp_path_factory.mktemp("model"))
-
-
 @pytest.fixture(autouse=True)
-def _offline_and_restored(tmp_path, monkeypatch):
+def _offline_and_restored(offline_cli, monkeypatch):
+    """:func:`offline_cli`'s surroundings (tests/conftest.py), at the default precision."""
     from napari_sam.device import PRECISION_ENV
 
-    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "model-cache"))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv(PRECISION_ENV, "auto")  # --precision sets it; restored after each test
 
 

@@ -25,20 +25,9 @@ import tifffile
 from cli_runner import cli, error_line
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    from tiny_configs import save_tiny_cnn
-
-    return save_tiny_cnn(tmp_path_factory.mktemp("model"))
-
-
 @pytest.fixture(autouse=True)
-def _offline_one_thread(tmp_path, monkeypatch):
-    from napari_sam.device import PRECISION_ENV
-
-    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "model-cache"))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setenv(PRECISION_ENV, "fp32")  # --precision sets it; restored after each test
+def _offline(offline_cli):
+    """Every test here runs in :func:`offline_cli`'s surroundings (tests/conftest.py)."""
 
 
 def _image(path: Path, shape=(64, 64), seed=0) -> Path:

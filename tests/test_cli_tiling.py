@@ -12,17 +12,10 @@ from napari_sam import batch
 from napari_sam import io as nio
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    """A random tiny CNN checkpoint: model input 128 px, so "auto" tiles slices over 192 px."""
-    from tiny_configs import save_tiny_cnn
-
-    return save_tiny_cnn(tmp_path_factory.mktemp("model"))
-
-
 @pytest.fixture(autouse=True)
-def _no_downloaded_weights(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "model-cache"))
+def _offline(offline_cli):
+    """:func:`offline_cli`'s surroundings (tests/conftest.py). The tiny model's input is 128
+    px, so "auto" tiles slices over 192 px."""
 
 
 def _stack(path: Path, shape=(3, 300, 260), seed=0) -> Path:

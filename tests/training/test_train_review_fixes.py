@@ -18,13 +18,6 @@ from cli_runner import cli, error_line
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    from tiny_configs import save_tiny_cnn
-
-    return save_tiny_cnn(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture(scope="module")
 def samples(tmp_path_factory) -> Path:
     """Two sets of 3 sample images with ground truth: ``a/`` and ``b/`` (other seeds)."""
     import napari_sam.cli as C
@@ -37,18 +30,8 @@ def samples(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _offline_one_thread(tmp_path, monkeypatch):
-    import torch
-
-    from napari_sam.device import PRECISION_ENV
-
-    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "model-cache"))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setenv(PRECISION_ENV, "fp32")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _offline(offline_cli):
+    """Every test here runs in :func:`offline_cli`'s surroundings (tests/conftest.py)."""
 
 
 def _train(data: Path, out: Path, tiny_model, *extra) -> list:
