@@ -339,8 +339,12 @@ def test_same_names_in_subfolders_get_their_own_output_subfolders(tmp_path, caps
     assert outs == ["pos1/img_labels.tif", "pos2/img_labels.tif"]
     a, b = (tifffile.imread(tmp_path / "out" / o) for o in outs)
     assert a.shape == b.shape == (64, 64) and a.max() >= 1 and b.max() >= 1
-    rc, out, _ = cli(argv[:-1], capsys)
+    rc, out, err = cli(argv[:-1], capsys)
     assert rc == 0 and "2 skipped" in out, out
+    # each input is named with its subfolder: in its line and in the summary's table
+    for name in ("pos1/img.tif", "pos2/img.tif"):
+        assert f"skipped  {name}: " in err, err
+        assert f"  skipped  {name}  " in out, out
 
 
 def test_same_names_given_by_name_are_still_refused(tmp_path, capsys):

@@ -34,13 +34,20 @@ def batch_context(args, model: str):
     )
 
 
-def print_result(res, quiet: bool, what: str = "objects") -> None:
-    """One line for a finished file (only failures when quiet)."""
+def shown_name(job) -> str:
+    """How the lines and the summary name a job's input: its file name, below the subfolder
+    it was found in (``-r``: ``pos1/img.tif`` and ``pos2/img.tif``, not ``img.tif`` twice)."""
+    return (job.subfolder / job.input.name).as_posix()
+
+
+def print_result(res, quiet: bool, what: str = "objects", name: str | None = None) -> None:
+    """One line for a finished file (only failures when quiet); ``name``: the input as shown
+    (default: its file name)."""
     if quiet and res.status != "failed":
         return
     from tqdm.auto import tqdm
 
-    name = Path(res.input).name
+    name = Path(res.input).name if name is None else name
     if res.status == "done":
         line = f"done     {name} -> {res.output} ({res.objects} {what}, {res.seconds:.1f} s)"
     elif res.status == "skipped":
@@ -58,8 +65,11 @@ def print_result(res, quiet: bool, what: str = "objects") -> None:
         tqdm.write(tb, file=sys.stderr)
 
 
-def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False) -> None:
-    """The batch's summary: counts, a table of the files and what to do next."""
+def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False,
+            names: dict | None = None) -> None:
+    """The batch's summary: counts, a table of the files and what to do next. ``names``:
+    the inputs as shown, by ``JobResult.input`` (default: their file names)."""
+    names = names or {}
     done = sum(r.status == "done" for r in results)
     skipped = sum(r.status == "skipped" for r in results)
     failed = [r for r in results if r.status == "failed"]
@@ -80,7 +90,7 @@ def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False) 
             skipped_why = r.status == "skipped" and r.reason not in ("", "complete")
             detail = r.reason if r.status in ("failed", "busy") or skipped_why else (
                 r.output + ("" if r.reason in ("", "complete") else f" ({r.reason})"))
-            table.append((r.status, Path(r.input).name, detail))
+            table.append((r.status, names.get(r.input, Path(r.input).name), detail))
         w0 = max(len(t[0]) for t in table)
         w1 = max(len(t[1]) for t in table)
         for t in table:
@@ -350,15 +360,17 @@ def cmd_batch(args) -> int:
         segment_method(args, model)  # embed and auto: SAM 1 only (the model is loaded above)
     results = []
     t0 = time.perf_counter()
+    names = {str(job.input): shown_name(job) for job in jobs}
 
     def on_result(res):
         results.append(res)
-        print_result(res, args.quiet, "slices" if args.command == "embed" else "objects")
+        print_result(res, args.quiet, "slices" if args.command == "embed" else "objects",
+                     names.get(res.input))
 
     def on_wait(job, pid):
         from tqdm.auto import tqdm
 
-        tqdm.write(f"waiting  {job.input.name}: another napari-sam process"
+        tqdm.write(f"waiting  {shown_name(job)}: another napari-sam process"
                    + (f" (pid {pid})" if pid else "") + f" is writing {job.output}; this run "
                    "continues when it finishes (Ctrl-C to stop; the rest resumes on a rerun)",
                    file=sys.stderr)
@@ -367,7 +379,7 @@ def cmd_batch(args) -> int:
         batch.run_jobs(jobs, ctx, scheduler=args.scheduler, workers=args.workers,
                        block_slices=args.block_slices, on_result=on_result, on_wait=on_wait)
     except KeyboardInterrupt:
-        summary(results, len(jobs), time.perf_counter() - t0, interrupted=True)
+        summary(results, len(jobs), time.perf_counter() - t0, interrupted=True, names=names)
         return 130
-    summary(results, len(jobs), time.perf_counter() - t0)
+    summary(results, len(jobs), time.perf_counter() - t0, names=names)
     return 0 if all(r.ok for r in results) and len(results) == len(jobs) else 1
