@@ -301,6 +301,88 @@ def test_ctrl_c_on_a_local_cluster_is_quiet(tmp_path, tiny_model):
     assert "Traceback" not in log, log[-3000:]
 
 
+def test_a_local_cluster_gives_the_serial_labels(tmp_path, tiny_model, capsys):
+    """``auto --workers 2`` (worker processes forked from a server, see
+    ``batch.distributed.worker_start_method``) writes the labels a serial run writes."""
+    data = tmp_path / "data"
+    for i in range(2):
+        _image(data / f"s{i}.tif", shape=(2, 64, 64), seed=i)
+    base = ["auto", data, "--model", tiny_model, "--points-per-side", "8", "--device", "cpu",
+            "--pred-iou-thresh", "0", "--stability-score-thresh", "0", "-q"]  # random model
+    rc, _, err = cli([*base, "-o", tmp_path / "serial"], capsys)
+    assert rc == 0, err
+    rc, _, err = cli([*base, "-o", tmp_path / "cluster", "--workers", "2"], capsys)
+    assert rc == 0, err
+    for i in range(2):
+        a = tifffile.imread(tmp_path / "serial" / f"s{i}_labels.tif")
+        b = tifffile.imread(tmp_path / "cluster" / f"s{i}_labels.tif")
+        assert a.max() >= 1
+        np.testing.assert_array_equal(a, b)
+
+
+CTRL_C_WHILE_THE_CLUSTER_STARTS = """
+import os, signal, sys
+import distributed
+from napari_sam.batch.distributed import worker_start_method
+
+class CtrlCAtStart(distributed.LocalCluster):
+    def __init__(self, *args, **kwargs):
+        os.killpg(os.getpgrp(), signal.SIGINT)  # Ctrl-C in a terminal: the whole group
+        super().__init__(*args, **kwargs)
+
+distributed.LocalCluster = CtrlCAtStart
+if __name__ == "__main__":
+    from napari_sam.cli import main
+    print("method", worker_start_method(), flush=True)
+    sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_while_the_local_cluster_starts_stops_the_run(tmp_path, tiny_model):
+    """A Ctrl-C that comes while ``--workers`` starts its cluster (the cluster's start sends
+    it to the process group here) stops the run: exit 130 with the summary, no file done,
+    no traceback, and no process of the run left behind. It used to be ignored for the
+    whole start (the run then went on to the end)."""
+    data = tmp_path / "data"
+    for i in range(3):
+        _image(data / f"s{i}.tif", shape=(64, 64), seed=i)
+    script = tmp_path / "ctrl_c_at_start.py"
+    script.write_text(CTRL_C_WHILE_THE_CLUSTER_STARTS)
+    env = dict(os.environ, NAPARI_SAM_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1",
+               PYTHONWARNINGS="ignore")
+    cmd = [sys.executable, str(script), "auto", str(data), "-o", str(tmp_path / "out"),
+           "--model", str(tiny_model), "--workers", "2", "--points-per-side", "8",
+           "--device", "cpu"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("still running after 180 s:\n" + proc.communicate()[0][-3000:])
+    log = log.replace("\r", "\n")
+    if "method forkserver" not in log:
+        reason = "no forkserver start method here: SIGINT is ignored while a cluster starts"
+        print(f"SKIP: {reason}")
+        pytest.skip(reason)
+    assert proc.returncode == 130, log[-3000:]
+    assert "Summary: 3 file(s): 0 done" in log and "Interrupted:" in log, log[-3000:]
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-3000:]
+    assert not list((tmp_path / "out").glob("*_labels.tif"))
+    deadline = time.monotonic() + 30  # the cluster's processes end with it
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _group_alive(proc.pid), "processes of the run are still running"
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def test_a_recursive_folder_leaves_out_the_samples_ground_truth(tmp_path, capsys):
     """``napari-sam sample`` writes ``data/ground_truth/``; ``auto data/ -r`` and a ``**``
     glob segment the sample, not its ground-truth label images."""

@@ -26,7 +26,7 @@ SCHEDULER_TIMEOUT = "30s"
 
 
 def _client_for(scheduler: str | None, workers: int | None, threads_per_worker: int = 1):
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if scheduler:
         try:
@@ -38,21 +38,85 @@ def _client_for(scheduler: str | None, workers: int | None, threads_per_worker: 
                 "scheduler --port PORT` and `dask worker ADDRESS` on the workers), check the "
                 "address, or leave out --scheduler to run here (--workers N for a local "
                 "cluster)") from None
-    with sigint_ignored():  # the worker processes inherit it: Ctrl-C is the client's
-        cluster = LocalCluster(n_workers=int(workers), threads_per_worker=threads_per_worker,
-                               processes=True, dashboard_address=None)
-    return Client(cluster), cluster
+    cluster = start_local_cluster(int(workers), threads_per_worker)
+    try:
+        return Client(cluster), cluster
+    except BaseException:
+        close_quietly(None, cluster)
+        raise
+
+
+def worker_start_method() -> str:
+    """How a local cluster starts its worker processes: ``"forkserver"`` where the platform
+    has it (they are forked from one server process started with SIGINT ignored, so they
+    ignore it too, and the client stays interruptible while they start), else ``"spawn"``
+    (dask's default; SIGINT is then ignored while the cluster starts)."""
+    import multiprocessing
+
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def start_local_cluster(workers: int, threads_per_worker: int = 1):
+    """A ``LocalCluster`` of ``workers`` processes whose workers leave Ctrl-C to this one.
+
+    A Ctrl-C in a terminal reaches the whole process group. The workers ignore it (see
+    :func:`worker_start_method`), so they print no tracebacks of their own and the client
+    stops the batch and closes the cluster. With ``"forkserver"`` a Ctrl-C while the cluster
+    starts is not lost: the start runs in a helper thread, the ``KeyboardInterrupt`` waits
+    for it to end, closes the cluster and is raised again.
+    """
+    import threading
+
+    import dask
+    from distributed import LocalCluster
+
+    def start():
+        return LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
+                            processes=True, dashboard_address=None)
+
+    method = worker_start_method()
+    # the method is read whenever a worker process starts (a restarted one too): set for
+    # the rest of this process
+    dask.config.set({"distributed.worker.multiprocessing-method": method})
+    if method != "forkserver":
+        with sigint_ignored():  # the worker processes inherit it: Ctrl-C is the client's
+            return start()
+    from multiprocessing import forkserver
+
+    from distributed.utils import get_mp_context
+
+    get_mp_context()  # dask's modules to preload in the server, set before it starts
+    with sigint_ignored():  # the server inherits it and its children keep it
+        forkserver.ensure_running()
+    box: dict = {}
+
+    def run():
+        try:
+            box["cluster"] = start()
+        except BaseException as exc:  # noqa: BLE001 - raised again on the main thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="napari-sam cluster start", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.1)
+    except KeyboardInterrupt:
+        thread.join()  # the workers are starting: let them, then close them
+        if "cluster" in box:
+            close_quietly(None, box["cluster"])
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box["cluster"]
 
 
 @contextlib.contextmanager
 def sigint_ignored():
     """Ignore SIGINT in this process meanwhile (nothing outside the main thread).
 
-    Worker processes started meanwhile inherit it (an ignored signal stays ignored in a
-    process that a spawned worker executes, and Python then installs no KeyboardInterrupt
-    handler), so a Ctrl-C in the terminal, which reaches the whole process group, interrupts
-    only this process: the client stops the batch and closes the cluster, and the workers
-    do not print tracebacks of their own.
+    Processes started meanwhile inherit it (an ignored signal stays ignored in a process
+    that a spawned worker executes, and Python then installs no KeyboardInterrupt handler).
     """
     try:
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -77,8 +141,9 @@ def close_quietly(client, cluster, verbose: bool = False) -> None:
     for lg in loggers:
         lg.setLevel(logging.CRITICAL)
     try:
-        with contextlib.suppress(Exception):
-            client.close(timeout=5)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close(timeout=5)
         if cluster is not None:
             with contextlib.suppress(Exception):
                 cluster.close(timeout=15)
