@@ -29,7 +29,10 @@ def run_jobs(
         Address of a running dask scheduler (``tcp://host:8786``); the workers need
         napari-sam-stacks installed and the input and output folders at the same paths.
     workers : int, optional
-        Start a ``LocalCluster`` with this many worker processes (one thread each).
+        Start a ``LocalCluster`` with this many worker processes (one thread each), forked
+        from a multiprocessing forkserver where the platform has one (this sets dask's
+        ``distributed.worker.multiprocessing-method`` for the rest of the process; see
+        :func:`napari_sam.batch.distributed.start_local_cluster`).
     block_slices : int, optional
         On a cluster, split stacks with more slices than this into blocks of this many slices
         that run as separate tasks (``embed`` and ``auto``); default: whole files.
