@@ -399,3 +399,26 @@ def test_a_recursive_folder_leaves_out_the_samples_ground_truth(tmp_path, capsys
     assert collect_inputs([gt]) == [gt]
     # and train's labels folder keeps them
     assert collect_inputs([data / "ground_truth"], keep_ground_truth=True) == [gt]
+
+
+def test_finding_inputs_reads_no_header_outside_ground_truth_folders(tmp_path, monkeypatch):
+    """Only files in a ``ground_truth`` folder are opened to look for the sample's marker: a
+    large folder (e.g. on a cluster's network file system) is not read file by file first."""
+    import tifffile as tf
+
+    from napari_sam.batch.inputs import collect_inputs
+
+    for i in range(5):
+        _image(tmp_path / "data" / f"img{i}.tif")
+    _image(tmp_path / "data" / "ground_truth" / "img0.tif")  # a user's own: no marker
+    opened = []
+    real = tf.TiffFile
+
+    def counting(path, *args, **kwargs):
+        opened.append(Path(path).relative_to(tmp_path).as_posix())
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(tf, "TiffFile", counting)
+    found = collect_inputs([tmp_path / "data"], recursive=True)
+    assert len(found) == 6  # the unmarked ground_truth/img0.tif is an input too
+    assert opened == ["data/ground_truth/img0.tif"]

@@ -36,9 +36,12 @@ def _is_image(path: Path) -> bool:
 
 
 def _is_sample_ground_truth(path: Path) -> bool:
-    """Whether ``path`` is a ground-truth label image written by ``napari-sam sample`` (its
-    ImageJ metadata says ``"ground_truth": true``): not an image to segment."""
-    if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
+    """Whether ``path`` is a ground-truth label image written by ``napari-sam sample`` (in a
+    folder named ``ground_truth``, and its ImageJ metadata says ``"ground_truth": true``):
+    not an image to segment. Only files in such folders are opened (a folder of thousands of
+    images on a network file system is not read header by header before any work)."""
+    if path.parent.name != "ground_truth" or path.suffix.lower() not in (".tif", ".tiff") \
+            or not path.is_file():
         return False
     import json
 
