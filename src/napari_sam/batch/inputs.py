@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -56,19 +57,59 @@ def _is_sample_ground_truth(path: Path) -> bool:
     return isinstance(user, dict) and user.get("ground_truth") is True
 
 
-def _is_our_output(path: Path) -> bool:
+def _is_our_output(path: Path, *, labels: bool = False) -> bool:
+    """Whether ``path`` is an output of napari-sam (it has a napari-sam sidecar); with
+    ``labels``, only one that is not a label image (an embedding store): the label images
+    of ``auto`` and ``segment`` are labels to train on."""
     meta = nio.read_output_metadata(path)
-    return meta is not None and meta.get("format") == nio.OUTPUT_METADATA_FORMAT
+    if meta is None or meta.get("format") != nio.OUTPUT_METADATA_FORMAT:
+        return False
+    return not labels or path.suffix.lower() not in (".tif", ".tiff", ".btf")
+
+
+#: ``<session>.labels-<hash>.tif`` / ``<session>.base-<hash>.tif``: a session's label TIFFs.
+_SESSION_TIFF = re.compile(r"(?P<stem>.+)\.(?P<what>labels|base)-[0-9a-f]{12}\.tif")
+
+
+def is_session_labels(path: Path) -> bool:
+    """Whether ``path`` is a label TIFF of an annotation session (the GUI's autosave
+    ``<image>.sam-session.labels-<hash>.tif`` or a saved session's
+    ``<name>.labels-<hash>.tif``): named so, beside a session file ``<name>.json``
+    (:func:`napari_sam.session.is_session_file`) whose ``labels`` or ``base`` entry names
+    it. Only names of that form are looked at further."""
+    m = _SESSION_TIFF.fullmatch(path.name)
+    if m is None:
+        return False
+    from napari_sam.session import is_session_file
+
+    json_path = path.with_name(m["stem"] + ".json")
+    if not is_session_file(json_path):
+        return False
+    import json
+
+    try:
+        ref = json.loads(json_path.read_text(encoding="utf-8-sig")).get(m["what"])
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(ref, dict) and ref.get("path") == path.name
+
+
+def _skipped(path: Path, *, labels: bool, keep_ground_truth: bool) -> bool:
+    """Whether a file found in a folder or by a glob is left out: a session's label TIFF
+    when collecting images, a ``napari-sam sample`` ground truth unless kept."""
+    if not (labels or keep_ground_truth) and _is_sample_ground_truth(path):
+        return True
+    return not labels and is_session_labels(path)
 
 
 def collect_inputs(
     specs: Iterable[str | os.PathLike], *, recursive: bool = False,
-    keep_ground_truth: bool = False,
+    keep_ground_truth: bool = False, labels: bool = False,
 ) -> list[Path]:
     """Expand files, directories and glob patterns into a sorted, de-duplicated list of images
     (:func:`collect_inputs_with_folders` without the folders)."""
     return [path for path, _ in collect_inputs_with_folders(
-        specs, recursive=recursive, keep_ground_truth=keep_ground_truth)]
+        specs, recursive=recursive, keep_ground_truth=keep_ground_truth, labels=labels)]
 
 
 def _fixed_part(pattern: str) -> Path:
@@ -92,7 +133,7 @@ def _subfolder(match: Path, base: Path) -> Path:
 
 def collect_inputs_with_folders(
     specs: Iterable[str | os.PathLike], *, recursive: bool = False,
-    keep_ground_truth: bool = False,
+    keep_ground_truth: bool = False, labels: bool = False,
 ) -> list[tuple[Path, Path]]:
     """Expand files, directories and glob patterns into a sorted, de-duplicated list of images,
     each with the subfolder it was found in.
@@ -103,7 +144,13 @@ def collect_inputs_with_folders(
     napari-sam (they have a napari-sam sidecar) are left out, so writing the outputs next to
     the inputs does not feed them back in; so are, in folders and globs, the ground-truth
     label images of ``napari-sam sample`` (``data/ground_truth/``: ``auto data/ -r``), unless
-    ``keep_ground_truth`` (the labels of ``napari-sam train``).
+    ``keep_ground_truth``, and the label TIFFs of annotation sessions
+    (:func:`is_session_labels`: the GUI autosaves them next to the image). A file named
+    explicitly is never left out for being a session's labels or a ground truth.
+
+    ``labels=True`` collects label images (the LABELS of ``napari-sam train``): the ground
+    truth, the session label TIFFs and the label images ``auto``/``segment`` wrote are
+    kept; only embedding stores written by napari-sam are left out.
 
     Returns
     -------
@@ -126,15 +173,16 @@ def collect_inputs_with_folders(
         p = Path(text)
         if glob.has_magic(text) and not p.exists():
             matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
-            matches = [m for m in matches if (m.is_file() or _is_image(m))
-                       and (keep_ground_truth or not _is_sample_ground_truth(m))]
+            matches = [m for m in matches if (m.is_file() or _is_image(m)) and not _skipped(
+                m, labels=labels, keep_ground_truth=keep_ground_truth)]
             base = _fixed_part(text)
             if not matches:
                 problems.append(f"{text!r} matches no files")
         elif p.is_dir() and not nio.is_zarr_path(p):
             pattern = "**/*" if recursive else "*"
             matches = sorted(m for m in p.glob(pattern) if _is_image(m) and WORK_DIR not in m.parts
-                             and (keep_ground_truth or not _is_sample_ground_truth(m)))
+                             and not _skipped(m, labels=labels,
+                                              keep_ground_truth=keep_ground_truth))
             base = p
             if not matches:
                 problems.append(
@@ -152,11 +200,14 @@ def collect_inputs_with_folders(
     out, seen = [], set()
     for m, sub in found:
         key = m.resolve()
-        if key in seen or _is_our_output(m):
+        if key in seen or _is_our_output(m, labels=labels):
             continue
         seen.add(key)
         out.append((m, sub))
     if not out:
+        if labels:
+            raise BatchError("no label images left (every match is an embedding written by "
+                             "napari-sam embed); point LABELS at label images")
         raise BatchError("no input images left (every match is an output of napari-sam)")
     return out
 

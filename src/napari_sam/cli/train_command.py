@@ -91,8 +91,9 @@ def cmd_train(args) -> int:
                        "-o", 2)
     if out.suffix.lower() not in (".pt", ".pth"):
         raise CLIError(f"-o {out}: the checkpoint name must end in .pt or .pth", 2)
+    check_output(out, overwrite=args.overwrite, resume=args.resume)
     images = batch.collect_inputs([args.images])
-    labels = batch.collect_inputs([labels_spec], keep_ground_truth=True)
+    labels = batch.collect_inputs([labels_spec], labels=True)
     if len(images) != len(labels):
         raise CLIError(f"{len(images)} image file(s) but {len(labels)} label file(s); IMAGES "
                        "and LABELS are paired in sorted order and must match one to one", 2)
@@ -116,7 +117,10 @@ def cmd_train(args) -> int:
         result = _train(train, args, images, labels, model, out)
     if result.already_complete:
         return _already_complete(out, len(result.history))
-    print(written_message(result, args.epochs, time.perf_counter() - t0))
+    if args.resume and not result.complete and not result.epochs_done_now:
+        print(_piece_message(result, out, args.epochs, time.perf_counter() - t0))
+    else:
+        print(written_message(result, args.epochs, time.perf_counter() - t0))
     if result.path:
         print(f"use it: napari-sam auto \"data/*.tif\" -o out/ --model {result.path}")
     stopped = not result.complete and (
@@ -139,10 +143,59 @@ def cmd_train(args) -> int:
     return 0 if result.path else 1
 
 
+def _is_our_metadata(path: Path) -> bool:
+    """Whether ``path`` is checkpoint metadata written by ``napari-sam train`` (a JSON object
+    with the architecture, the checkpoint's sha256 and ``trained_by``)."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(meta, dict) and str(meta.get("trained_by", "")).startswith("napari_sam")
+            and "sha256" in meta and "architecture" in meta)
+
+
+def check_output(out: Path, *, overwrite: bool, resume: bool) -> None:
+    """Refuse (CLIError, exit 2) before any work an ``-o`` that cannot be written or whose
+    checkpoint metadata ``FILE.json`` would replace a file not written by a training run.
+
+    ``FILE.json`` may be replaced with ``--overwrite``, and with ``--resume`` when it is the
+    metadata of an earlier training run (a resumed run rewrites its own). The folder of
+    ``-o`` (or its nearest existing parent, when it is created) must be a writable folder.
+    """
+    from napari_sam.training.checkpoint import checkpoint_metadata_path
+
+    meta = checkpoint_metadata_path(out)
+    if meta.exists() and not overwrite and not (resume and _is_our_metadata(meta)):
+        raise CLIError(
+            f"{meta} already exists and the checkpoint metadata of -o {out} is written there"
+            + ("" if not resume else " (it is not the metadata of an earlier training run)")
+            + "; pass --overwrite to replace it or choose another -o", 2)
+    parent = out.parent if str(out.parent) else Path(".")
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CLIError(f"-o {out}: {existing} is a file, not a folder; choose another -o", 2)
+    if existing != parent:  # the folders are created when the checkpoint is written
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise CLIError(f"-o {out}: cannot create the folder {parent} ({existing} is not "
+                           "writable); choose another -o", 2)
+        return
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=parent, prefix=".napari-sam-write-test-"):
+            pass
+    except OSError as exc:
+        raise CLIError(f"-o {out}: cannot write in {parent} ({exc.strerror or exc}); choose "
+                       "another -o", 2) from None
+
+
 def _train(train, args, images, labels, model: str, out: Path):
-    """Call :func:`napari_sam.train` with the command's options (CLIError for a resume of
-    another schedule)."""
-    from napari_sam.training.run import ScheduleMismatchError
+    """Call :func:`napari_sam.train` with the command's options (CLIError, exit code 2, for a
+    resume of another schedule, training data or a model that cannot be used)."""
+    from napari_sam.training.data import TrainingDataError
+    from napari_sam.training.run import ModelLoadError, ScheduleMismatchError
 
     try:
         return train(
@@ -150,17 +203,26 @@ def _train(train, args, images, labels, model: str, out: Path):
             epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
             objects_per_image=args.objects_per_image, freeze_encoder=args.freeze_encoder,
             val_fraction=args.val_fraction, seed=args.seed, device=args.device,
-            steps_per_epoch=args.steps_per_epoch, progress=not args.quiet, resume=args.resume,
-            max_steps=args.max_steps,
+            precision=args.precision, steps_per_epoch=args.steps_per_epoch,
+            progress=not args.quiet, resume=args.resume, max_steps=args.max_steps,
             time_limit=None if args.minutes is None else 60 * args.minutes,
+            on_note=lambda note: print_note(f"note: {note}"),
         )
-    except ScheduleMismatchError as exc:  # another command than the one that wrote the state
+    except (ScheduleMismatchError, TrainingDataError) as exc:
+        # another command than the one that wrote the state; images or labels that cannot
+        # be trained on: both found before any training
         raise CLIError(str(exc), 2) from None
+    except ModelLoadError as exc:
+        raise CLIError(f"--model {args.model}: cannot load it as a model to train from: "
+                       f"{str(exc).rstrip('.')}; give a SAM 1 checkpoint (.pt/.pth, e.g. from "
+                       "`napari-sam train`) or a name from `napari-sam models`", 2) from None
 
 
 def _score(rec: dict) -> tuple[str, float | None]:
     """The IoU an epoch was judged by: validation IoU, or training IoU without a split."""
     if rec.get("val_iou") is not None:
+        if rec.get("val_on_training_data"):
+            return "validation IoU on the training data", rec["val_iou"]
         return "validation IoU", rec["val_iou"]
     return "training IoU", rec.get("train_iou")
 
@@ -230,6 +292,19 @@ def signals_received():
     finally:
         os.close(r)
         os.close(w)
+
+
+def _piece_message(result, out: Path, epochs: int, seconds: float) -> str:
+    """What a piece of a resumable run that finished no epoch wrote: the training state."""
+    from napari_sam.training.checkpoint import training_state_path
+
+    state = training_state_path(out)
+    msg = (f"this piece finished no epoch ({len(result.history)} of {epochs} done, "
+           f"{seconds:.1f} s): " + (f"wrote the training state {state} to resume from"
+                                    if state.exists() else "nothing was written"))
+    if result.path:
+        msg += f"; {result.path} holds the weights written by an earlier piece"
+    return msg
 
 
 def _already_complete(out: Path, epochs: int) -> int:

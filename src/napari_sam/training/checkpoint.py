@@ -97,6 +97,7 @@ def save_checkpoint(model, path: str | os.PathLike, metadata: dict[str, Any]) ->
         # the preprocessing it was validated with (a model fine-tuned from the demo model)
         **({"input_smoothing": {"sigma": float(model.input_smoothing)}}
            if float(getattr(model, "input_smoothing", 0.0)) > 0 else {}),
+        **automatic_entry(model),
         **metadata,
         "sha256": _sha256(path),
         "size": path.stat().st_size,
@@ -104,6 +105,20 @@ def save_checkpoint(model, path: str | os.PathLike, metadata: dict[str, Any]) ->
     text = json.dumps(meta, indent=1, default=json_default)
     atomic_write_bytes(checkpoint_metadata_path(path), lambda fh: fh.write(text.encode()))
     return path
+
+
+def automatic_entry(model) -> dict[str, Any]:
+    """The segment-everything thresholds the model's base recommended (its
+    ``automatic_defaults``, read by :func:`napari_sam.load_model` from the base checkpoint's
+    metadata), as the checkpoint metadata's ``"automatic"`` entry with a note; empty for a
+    model without a recommendation (SAM's thresholds then apply, as for its base)."""
+    rec = getattr(model, "automatic_defaults", None) or {}
+    if not rec:
+        return {}
+    return {"automatic": {k: float(v) for k, v in rec.items()},
+            "automatic_note": "the segment-everything thresholds recommended for the base "
+                              "model, carried over by training (not tuned again for these "
+                              "weights)"}
 
 
 def json_default(o):

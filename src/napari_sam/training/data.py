@@ -1,10 +1,16 @@
 """Training data: (image, instance labels) pairs -> validated, preprocessed training items.
 
-Images go through exactly the preprocessing of inference (:class:`~napari_sam.predictor.
+Images go through the preprocessing of untiled inference (:class:`~napari_sam.predictor.
 Predictor` and :func:`~napari_sam.embeddings.embed`): ``to_uint8_rgb`` with the default
 percentiles (volume-wide for stacks), then a bilinear resize of the longest side to the
 model's input size. Labels are resized with nearest-neighbour sampling to the same frame.
 Every check happens here, before any training starts.
+
+Unlike inference this resize also shrinks images larger than the model input: inference
+tiles an image larger than about 1.5 model inputs at full resolution
+(:mod:`napari_sam.tiling`), so a model trained on such images whole sees its objects smaller
+than it will at inference. Crop large images into tiles of about the model input's size to
+train at the scale of inference.
 """
 
 from __future__ import annotations
@@ -26,9 +32,16 @@ from napari_sam.preprocess import (
     to_uint8_rgb,
 )
 
-__all__ = ["TrainItem", "ImagePair", "load_pairs", "make_items", "prepare_item", "split_items"]
+__all__ = ["TrainItem", "ImagePair", "TrainingDataError", "load_pairs", "make_items",
+           "prepare_item", "split_items"]
 
 _ARRAY_SUFFIXES = (".npy",)
+
+
+class TrainingDataError(ValueError):
+    """Training images or labels that cannot be trained on (unreadable, mismatched shapes,
+    not instance labels, no object large enough); the message names the file or array and
+    what to do. Raised before any training starts."""
 
 
 @dataclass
@@ -84,7 +97,7 @@ def _read_array(path: Path) -> np.ndarray:
 
         return tifffile.imread(path)
     except Exception as err:  # noqa: BLE001 (any reader error becomes one clear message)
-        raise ValueError(
+        raise TrainingDataError(
             f"cannot read {path}: {type(err).__name__}: {err} "
             "(give TIFF files, .npy files or numpy arrays)"
         ) from err
@@ -99,7 +112,7 @@ def _expand(spec, what: str) -> list[tuple[np.ndarray | Path, str]]:
     elif isinstance(spec, Sequence):
         specs = spec
     else:
-        raise ValueError(
+        raise TrainingDataError(
             f"{what} must be a path, a glob pattern, a numpy array or a list of them, "
             f"got {type(spec).__name__}"
         )
@@ -112,54 +125,81 @@ def _expand(spec, what: str) -> list[tuple[np.ndarray | Path, str]]:
             if glob.has_magic(text):
                 matches = sorted(glob.glob(os.path.expanduser(text)))
                 if not matches:
-                    raise ValueError(f"{what}: the pattern {text!r} matches no file")
+                    raise TrainingDataError(f"{what}: the pattern {text!r} matches no file")
                 out.extend((Path(m), m) for m in matches)
             else:
                 p = Path(text).expanduser()
                 if not p.is_file():
-                    raise ValueError(f"{what}: file not found: {p}")
+                    raise TrainingDataError(f"{what}: file not found: {p}")
                 out.append((p, str(p)))
         else:
             try:
                 out.append((np.asarray(s), f"{what}[{i}]"))
             except Exception as err:  # noqa: BLE001
-                raise ValueError(f"{what}[{i}] is neither a path nor an array") from err
+                raise TrainingDataError(f"{what}[{i}] is neither a path nor an array") from err
     if not out:
-        raise ValueError(f"no {what} given")
+        raise TrainingDataError(f"no {what} given")
     return out
 
 
 def _check_pair(image: np.ndarray, labels: np.ndarray, name: str) -> None:
     if labels.dtype.kind not in "iub":
-        raise ValueError(
+        raise TrainingDataError(
             f"{name}: labels must be an integer array of instance ids (0 = background), "
             f"got dtype {labels.dtype}; convert with labels.astype(np.int32) if the values "
             "are whole numbers"
         )
     if image.dtype.kind not in "biuf":
-        raise ValueError(f"{name}: image dtype {image.dtype} is not numeric")
+        raise TrainingDataError(f"{name}: image dtype {image.dtype} is not numeric")
     if labels.ndim not in (2, 3):
-        raise ValueError(
+        raise TrainingDataError(
             f"{name}: labels must be 2D (Y, X) or a 3D stack (Z, Y, X), got shape {labels.shape}"
         )
     ok = image.shape == labels.shape or (
         image.ndim == labels.ndim + 1 and image.shape[:-1] == labels.shape and image.shape[-1] in (1, 3, 4)
     )
     if not ok:
-        raise ValueError(
+        raise TrainingDataError(
             f"{name}: labels shape {labels.shape} does not match image shape {image.shape} "
             "(expected the same (Y, X) / (Z, Y, X), with an optional trailing channel axis "
             "of 1, 3 or 4 on the image)"
         )
     if labels.size == 0:
-        raise ValueError(f"{name}: the label image is empty (shape {labels.shape})")
+        raise TrainingDataError(f"{name}: the label image is empty (shape {labels.shape})")
     if labels.dtype.kind == "i" and labels.min() < 0:
-        raise ValueError(f"{name}: labels contain negative values; ids must be >= 0")
+        raise TrainingDataError(f"{name}: labels contain negative values; ids must be >= 0")
     if not labels.any():
-        raise ValueError(
+        raise TrainingDataError(
             f"{name}: the label image has no objects (all zeros); give instance labels with "
             "ids > 0 for the objects to learn"
         )
+    _check_not_binary(labels, name)
+
+
+_BINARY_FIX = ("give instance labels (one id per object); a binary mask whose objects do not "
+               "touch converts with skimage.measure.label(mask)")
+
+
+def _check_not_binary(labels: np.ndarray, name: str) -> None:
+    """Refuse a binary mask given as instance labels: a bool array, or labels holding a
+    single id > 0 that is made of several separate parts (8-connected in 2D, 26-connected
+    in a stack; a 0/1 or 0/255 mask of several objects). Real instance labels give each
+    object its own id, so one id in several parts is only refused when it is the only id.
+    """
+    if labels.dtype == bool:
+        raise TrainingDataError(f"{name}: the labels are a bool mask, not instance labels; "
+                         + _BINARY_FIX)
+    first = labels.max()  # an id: labels are >= 0 and not all zeros here
+    if np.any((labels != 0) & (labels != first)):
+        return
+    from scipy import ndimage
+
+    _, n_parts = ndimage.label(labels != 0, structure=np.ones((3,) * labels.ndim, bool))
+    if n_parts > 1:
+        raise TrainingDataError(
+            f"{name}: the labels hold one id ({first}) made of {n_parts} separate parts: a "
+            f"binary mask, not instance labels (every object would be learnt as one); "
+            + _BINARY_FIX)
 
 
 def load_pairs(images, labels) -> list[ImagePair]:
@@ -173,15 +213,15 @@ def load_pairs(images, labels) -> list[ImagePair]:
 
     Raises
     ------
-    ValueError
-        Different numbers of images and labels, unreadable files, labels whose shape
+    TrainingDataError
+        (a ValueError) Different numbers of images and labels, unreadable files, labels whose shape
         differs from the image's, non-integer or negative labels, label images without
         objects. The message names the file or array.
     """
     imgs = _expand(images, "images")
     labs = _expand(labels, "labels")
     if len(imgs) != len(labs):
-        raise ValueError(
+        raise TrainingDataError(
             f"got {len(imgs)} images but {len(labs)} label images; they are paired in order"
         )
     pairs = []
@@ -268,7 +308,7 @@ def make_items(pairs: Sequence[ImagePair], img_size: int, *, min_pixels: int = 6
             if len(item.ids):
                 items.append(item)
     if not items:
-        raise ValueError(
+        raise TrainingDataError(
             f"no object has at least {min_pixels} pixels after resizing to the model input "
             f"({img_size} px); the objects are too small for this model"
         )

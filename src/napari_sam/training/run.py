@@ -37,7 +37,7 @@ from .data import TrainItem, load_pairs, make_items, split_items
 from .evaluation import evaluate
 from .trainer import Trainer, position_aware_init
 
-__all__ = ["ScheduleMismatchError", "TrainResult", "run_training", "train"]
+__all__ = ["ModelLoadError", "ScheduleMismatchError", "TrainResult", "run_training", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,9 @@ class TrainResult:
     already_complete : bool
         True when a resumed run found its schedule already complete: this call trained
         nothing and wrote nothing (``path`` is the checkpoint an earlier call wrote).
+    epochs_done_now : int
+        Epochs this call finished (0 for a piece of a resumable run that stopped inside an
+        epoch: it wrote only the training state; ``path`` is then an earlier call's).
     """
 
     model: Any
@@ -71,11 +74,17 @@ class TrainResult:
     interrupted: bool = False
     complete: bool = True
     already_complete: bool = False
+    epochs_done_now: int = 0
 
 
 class ScheduleMismatchError(ValueError):
     """A resume whose schedule (options, data) is not the one its training state was
     written with; the message names each difference."""
+
+
+class ModelLoadError(ValueError):
+    """The model to train from cannot be loaded (not a checkpoint, another family, ...);
+    raised before any training."""
 
 
 def _resolve_model(model, device):
@@ -125,6 +134,7 @@ def train(
     resume: bool = False,
     max_steps: int | None = None,
     time_limit: float | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train or finetune a SAM-family model on images with instance labels.
 
@@ -176,6 +186,10 @@ def train(
     time_limit : float, optional
         Stop this call after the step during which this many seconds have passed (the state
         is saved). Needs ``resume``.
+    on_note : callable(str), optional
+        Receives what the user should know about the data before training starts (an image
+        left out because none of its objects is large enough at the model input; validation
+        on the training data when only one item is usable). Default: a logging warning.
 
     Returns
     -------
@@ -198,9 +212,14 @@ def train(
         raise ValueError("max_steps and time_limit stop a resumable run: pass resume=True")
     pairs = load_pairs(images, labels)  # all input checks first
     dev = resolve_device(device)
-    sam, base = _resolve_model(model, dev)
+    try:
+        sam, base = _resolve_model(model, dev)
+    except (ValueError, OSError) as exc:
+        raise ModelLoadError(str(exc)) from exc
     items = make_items(pairs, sam.img_size, smoothing=float(getattr(sam, "input_smoothing", 0)))
     train_items, val_items = split_items(items, val_fraction, seed)
+    for note in data_notes(pairs, items, val_items, sam.img_size):
+        (on_note or logger.warning)(note)
     cfg = copy.deepcopy(config) if config is not None else TrainConfig()
     cfg.lr, cfg.batch_size, cfg.objects_per_image = lr, batch_size, objects_per_image
     cfg.n_corrections, cfg.freeze_encoder, cfg.precision = n_corrections, freeze_encoder, precision
@@ -210,12 +229,29 @@ def train(
                               data_description)
     state_path = training_state_path(out) if resume else None
     state = load_training_state(state_path) if state_path and state_path.is_file() else None
+    model_key = str(Path(base).resolve()) if os.path.isfile(base) else base
     return run_training(
         trainer, train_items, val_items, epochs=epochs, steps_per_epoch=spe, out=out,
         meta=meta_base, max_val_objects=max_val_objects, progress=progress, save=save,
         callback=callback, time_limit=time_limit, state_path=state_path, resume_state=state,
-        max_steps=max_steps,
+        max_steps=max_steps, schedule_extra={"model": model_key, "seed": int(seed)},
     )
+
+
+def data_notes(pairs, items, val_items, img_size: int) -> list[str]:
+    """What the user should know about the training data before training starts: the
+    images :func:`make_items` left out (no object large enough at the model input) and a
+    validation on the training item itself (only one item usable)."""
+    used = {it.source for it in items}
+    notes = [f"{pair.name}: left out of training: no object has at least 6 pixels at the "
+             f"model input ({img_size} px)" for i, pair in enumerate(pairs) if i not in used]
+    if val_items and val_items[0].meta.get("shared"):
+        notes.append(f"only one image{' slice' if pairs[items[0].source].labels.ndim == 3 else ''}"
+                     f" has objects to train on ({items[0].name}): validation runs on it too, "
+                     "so the validation IoU measures the fit to the training data, not how the "
+                     "model does on new images; give more labelled images for a held-out "
+                     "validation")
+    return notes
 
 
 def _run_metadata(pairs, items, train_items, val_items, base, seed, cfg, data_description
@@ -276,11 +312,16 @@ def _epoch_order(rng: np.random.Generator, n_items: int, n_needed: int) -> list[
     return order
 
 
-def _schedule(trainer: Trainer, train_items, val_items, epochs: int, steps_per_epoch: int
-              ) -> dict[str, Any]:
+#: Schedule entries older training states lack: not compared when the saved state has none.
+_LATER_KEYS = ("model", "seed")
+
+
+def _schedule(trainer: Trainer, train_items, val_items, epochs: int, steps_per_epoch: int,
+              extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """What must not change between the pieces of a resumed run, the data included (a
-    fingerprint of every training and validation item, see :func:`_items_fingerprint`)."""
-    return {"epochs": int(epochs), "steps_per_epoch": int(steps_per_epoch),
+    fingerprint of every training and validation item, see :func:`_items_fingerprint`),
+    plus ``extra`` (:func:`train`: the model started from and the seed)."""
+    return {**(extra or {}), "epochs": int(epochs), "steps_per_epoch": int(steps_per_epoch),
             "train_config": trainer.cfg.to_dict(), "total_steps": int(trainer.total_steps),
             "n_train_items": None if callable(train_items) else len(train_items),
             "n_val_items": len(val_items),
@@ -319,7 +360,7 @@ def _check_schedule(saved: dict[str, Any], now: dict[str, Any], path) -> None:
     """ScheduleMismatchError naming every difference (option, saved and given values; the
     data that changed) between a saved schedule and this run's."""
     differ = [k for k in sorted(now) if k not in ("data", "train_config")
-              and saved.get(k) != now[k]]
+              and (k in saved or k not in _LATER_KEYS) and saved.get(k) != now[k]]
     if "epochs" in differ or "steps_per_epoch" in differ:
         differ = [k for k in differ if k != "total_steps"]  # follows from those two
     s_data = saved.get("data") or {}  # older training states have no data fingerprint
@@ -329,6 +370,8 @@ def _check_schedule(saved: dict[str, Any], now: dict[str, Any], path) -> None:
     s_cfg, n_cfg = saved.get("train_config") or {}, now["train_config"]
     parts += [f"{k} (saved {s_cfg.get(k)!r}, given {n_cfg.get(k)!r})"
               for k in sorted(set(s_cfg) | set(n_cfg)) if s_cfg.get(k) != n_cfg.get(k)]
+    if "seed" in differ and _same_items(s_data, now["data"]):
+        s_data = {}  # the seed draws the split: the same images, split otherwise
     for split in ("training", "validation"):
         change = _data_change(s_data.get(split), now["data"][split])
         if change:
@@ -337,6 +380,18 @@ def _check_schedule(saved: dict[str, Any], now: dict[str, Any], path) -> None:
         raise ScheduleMismatchError(
             f"cannot resume from {path}: the run differs in {'; '.join(parts)}; resume with "
             "the same schedule and data, or delete the training state to start over")
+
+
+def _same_items(saved: dict, now: dict) -> bool:
+    """Whether two data fingerprints hold the same items, however they are split."""
+    def digests(data):
+        out = []
+        for split in ("training", "validation"):
+            if data.get(split) is None:
+                return None
+            out += [d for _, d in data[split]]
+        return sorted(out)
+    return digests(saved) is not None and digests(saved) == digests(now)
 
 
 def _data_change(saved: list | None, now: list | None) -> str | None:
@@ -407,17 +462,21 @@ def _finish_epoch(trainer, loop: _Loop, epoch: int, epochs: int, val_items, *, t
         "train_iou": loop.sums.get("iou_last", float("nan")) / max(count, 1),
     }
     score = rec["train_iou"]
+    shared = bool(val_items) and bool(val_items[0].meta.get("shared"))
     if val_items:
         ev = evaluate(trainer.model, val_items, device=trainer.device,
                       max_objects=max_val_objects)
         rec.update(val_point_iou=ev["point_iou"], val_box_iou=ev["box_iou"],
                    val_iou=ev["val_iou"], val_objects=ev["n_objects"])
+        if shared:
+            rec["val_on_training_data"] = True
         score = ev["val_iou"]
     rec["seconds"] = time.perf_counter() - t0
     loop.history.append(rec)
     msg = f"epoch {epoch}/{epochs}: loss {rec['loss']:.4f}, train IoU {rec['train_iou']:.3f}"
     if val_items:
-        msg += (f", val IoU {rec['val_iou']:.3f} (point {rec['val_point_iou']:.3f}, "
+        msg += (f", val IoU{' (on the training data)' if shared else ''} "
+                f"{rec['val_iou']:.3f} (point {rec['val_point_iou']:.3f}, "
                 f"box {rec['val_box_iou']:.3f})")
     logger.info(msg)
     if progress:
@@ -453,6 +512,15 @@ def _on_sigterm(loop: _Loop, resumable: bool):
     return handler
 
 
+def _install_sigterm(loop: _Loop, resumable: bool):
+    """Install :func:`_on_sigterm`'s handler; the previous handler (None outside the main
+    thread, where nothing is installed)."""
+    try:
+        return signal.signal(signal.SIGTERM, _on_sigterm(loop, resumable))
+    except ValueError:  # not the main thread
+        return None
+
+
 def run_training(
     trainer: Trainer,
     train_items: Sequence[TrainItem] | Callable[[np.random.Generator, int], list[TrainItem]],
@@ -470,6 +538,7 @@ def run_training(
     state_path: str | os.PathLike | None = None,
     resume_state: dict[str, Any] | None = None,
     max_steps: int | None = None,
+    schedule_extra: dict[str, Any] | None = None,
 ) -> TrainResult:
     """The epoch loop shared by :func:`train` and scripts.
 
@@ -482,24 +551,22 @@ def run_training(
     this call) then stop after the step in progress without finishing the epoch, and so
     does SIGTERM. ``resume_state`` (from
     :func:`~napari_sam.training.checkpoint.load_training_state`) continues such a run; one
-    written for another schedule or other data raises :class:`ScheduleMismatchError`.
+    written for another schedule or other data raises :class:`ScheduleMismatchError`;
+    ``schedule_extra`` (JSON-ready) is compared with the rest of the schedule.
     """
     from tqdm.auto import tqdm
 
     resumable = state_path is not None
-    schedule = (_schedule(trainer, train_items, val_items, epochs, steps_per_epoch)
-                if resumable or resume_state is not None else None)
+    schedule = (_schedule(trainer, train_items, val_items, epochs, steps_per_epoch,
+                          schedule_extra) if resumable or resume_state is not None else None)
     loop = _resumed_loop(trainer, resume_state, schedule, state_path)
+    epochs_before = len(loop.history)
     already_complete = resume_state is not None and loop.epoch > epochs
     out = Path(out) if out is not None else None
     interrupted = False
     t_start = time.perf_counter()
     first_step = trainer.step_count
-    old_term = None
-    try:
-        old_term = signal.signal(signal.SIGTERM, _on_sigterm(loop, resumable))
-    except ValueError:  # not the main thread
-        pass
+    old_term = _install_sigterm(loop, resumable)
 
     def stop_check():
         return _step_limit_reached(loop, trainer, first_step, max_steps, time_limit, t_start,
@@ -545,4 +612,5 @@ def run_training(
     trainer.model.eval()
     return TrainResult(model=trainer.model, path=Path(loop.saved) if loop.saved else None,
                        history=loop.history, interrupted=interrupted,
-                       complete=loop.epoch > epochs, already_complete=already_complete)
+                       complete=loop.epoch > epochs, already_complete=already_complete,
+                       epochs_done_now=len(loop.history) - epochs_before)
