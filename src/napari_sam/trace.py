@@ -60,11 +60,26 @@ def _contrast(image: np.ndarray, mask: np.ndarray) -> float:
     return float(mask_contrast(image, mask)[0])
 
 
-def _flags_along(oid: int, zs: list[int], area, score, labels: np.ndarray) -> list[dict]:
-    flags = []
+def _steps(zs: list[int], first_prompt: int | None) -> list[tuple[int, int]]:
+    """Pairs (k, kp) of positions in ``zs``: slice ``zs[k]`` was propagated from
+    ``zs[kp]``. Below the first prompted slice propagation runs down (each slice from the
+    one above it), elsewhere up (from the one below), so a flag sits on the slice reached
+    and names the one it came from."""
+    steps = []
     for k in range(1, len(zs)):
-        z, zp = zs[k], zs[k - 1]
-        a, ap = area[k], area[k - 1]
+        if first_prompt is not None and zs[k] <= first_prompt:
+            steps.append((k - 1, k))  # zs[k - 1] reached from zs[k], going down
+        else:
+            steps.append((k, k - 1))
+    return steps
+
+
+def _flags_along(oid: int, zs: list[int], area, score, labels: np.ndarray,
+                 first_prompt: int | None = None) -> list[dict]:
+    flags = []
+    for k, kp in _steps(zs, first_prompt):
+        z, zp = zs[k], zs[kp]
+        a, ap = area[k], area[kp]
         if a and ap and max(a / ap, ap / a) > AREA_JUMP:
             flags.append({"slice": z, "kind": "area_jump",
                           "text": f"area {ap} -> {a} pixels from slice {zp}"})
@@ -76,7 +91,7 @@ def _flags_along(oid: int, zs: list[int], area, score, labels: np.ndarray) -> li
             flags.append({"slice": z, "kind": "overlap",
                           "text": f"object {other} holds {others.size / prev.sum():.0%} of "
                                   f"its place on slice {zp}"})
-        s, sp = score[k], score[k - 1]
+        s, sp = score[k], score[kp]
         if s is not None and sp is not None and sp - s > SCORE_DROP:
             flags.append({"slice": z, "kind": "score_drop",
                           "text": f"predicted IoU {sp:.2f} -> {s:.2f}"})
@@ -121,7 +136,8 @@ def _one_object(oid, labels, stack, scores, reasons, annotated) -> dict:
         sign = np.sign(np.median(finite)) or 1.0
         reference = float(sign * np.max(sign * finite))
     stops = {}
-    flags = _flags_along(oid, zs, area, score, labels)
+    prompted = [int(z) for z in annotated]
+    flags = _flags_along(oid, zs, area, score, labels, min(prompted) if prompted else None)
     for direction, reason in reasons.items():
         last = zs[-1] if direction == "up" else zs[0]
         stops[direction] = {"slice": last, "reason": reason}
@@ -249,7 +265,7 @@ def _sidecars(paths) -> list[Path]:
     found = []
     for spec in paths:
         p = Path(spec)
-        if p.is_dir():
+        if p.is_dir() and not nio.output_metadata_path(p).is_file():  # a folder of outputs
             found.extend(sorted(q for q in p.glob("*.json") if not q.name.startswith(".")))
         elif p.suffix.lower() == ".json":
             found.append(p)

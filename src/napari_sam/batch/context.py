@@ -3,9 +3,10 @@ output (:class:`Job`) and what happened to it (:class:`JobResult`)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from napari_sam import io as nio
@@ -47,6 +48,10 @@ class Context:
         How stacks with large slices are embedded (:func:`napari_sam.embed`'s ``tiling``):
         "auto" tiles slices longer than 1.5 model inputs, None never, an int is the halo,
         (window, halo) both (``--tiling``). Recorded in the signature unless "auto".
+    prompts_key : str, optional
+        The digest of one job's prompts (:func:`prompts_digest`), set by :meth:`for_job`:
+        the signature of a ``segment`` output records its own input's prompts, so editing
+        them (or one file's rows of a prompts file) makes a rerun recompute that output.
     """
 
     command: str
@@ -67,11 +72,24 @@ class Context:
     embeddings_dir: str | os.PathLike | None = None
     slice_workers: int = 1
     tiling: str | int | tuple[int, int] | None = "auto"
+    prompts_key: str | None = None
+
+    def for_job(self, job: Job) -> Context:
+        """This context for one job: for ``segment``, with the digest of the job's own
+        prompts (recorded in its signature); the context itself for other commands."""
+        if self.command != "segment" or job.prompts is None:
+            return self
+        return replace(self, prompts_key=prompts_digest(job.prompts))
 
     def signature(self) -> dict:
-        """What must match for a rerun to skip an output: command, model and parameters."""
+        """What must match for a rerun to skip an output: command, model, parameters and, for
+        a ``segment`` job's context (:meth:`for_job`), the digest of its prompts. (The model
+        file's content is checked against the model id of the output metadata, by
+        :func:`napari_sam.batch.jobs.output_state`.)"""
         sig = {"command": self.command, "model": model_key(self.model), "channel": self.channel,
                "axes": self.axes, **self.params}
+        if self.prompts_key is not None:
+            sig["prompts"] = self.prompts_key
         if self.tiling != "auto":  # the default keeps the signatures of earlier outputs
             sig["tiling"] = self.tiling
         from napari_sam.models.registry import declared_input_smoothing
@@ -80,6 +98,23 @@ class Context:
         if smoothing > 0:  # what the model sees; absent (as before) for models without it
             sig["input_smoothing"] = smoothing
         return json.loads(json.dumps(sig, default=nio.json_default, sort_keys=True))
+
+
+def prompts_digest(prompts) -> str:
+    """A digest of one input's prompts ``{object id: [slice prompt dict, ...]}`` (ids, slices,
+    points, labels, boxes and stop markers, in the order given); for a session file's prompts
+    also the bytes of the session file, whose operations a replay follows."""
+    h = hashlib.sha256()
+    canon = {str(k): v for k, v in prompts.items()}
+    h.update(json.dumps(canon, default=nio.json_default, sort_keys=True).encode())
+    session = getattr(prompts, "session", None)
+    path = getattr(session, "path", None)
+    if path is not None:
+        try:
+            h.update(Path(path).read_bytes())
+        except OSError:
+            h.update(str(path).encode())
+    return h.hexdigest()[:16]
 
 
 @dataclass

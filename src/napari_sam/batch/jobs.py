@@ -12,6 +12,7 @@ from pathlib import Path
 from napari_sam import io as nio
 from napari_sam.batch.context import Context, Job
 from napari_sam.batch.inputs import WORK_DIR, BatchError, output_path
+from napari_sam.batch.models import model_file_id
 from napari_sam.batch.prompts import check_unambiguous, prompts_for
 
 
@@ -136,9 +137,11 @@ def output_state(output: Path, input_path: Path | None, signature: Mapping) -> s
     ``"missing"``
         Nothing there.
     ``"complete"``
-        Complete and up to date (input unchanged, same command, model and parameters): skip.
+        Complete and up to date (input unchanged, same command, model and parameters, and
+        for ``segment`` the same prompts of this input): skip.
     ``"changed"``
-        Written by napari-sam but the input or the parameters changed since: recompute.
+        Written by napari-sam but the input, the parameters, the prompts or the content of
+        the model's checkpoint file (its model id) changed since: recompute.
     ``"partial"``
         Its job never finished (killed, crashed, interrupted): recompute, reusing saved work.
     ``"foreign"``
@@ -159,12 +162,27 @@ def output_state(output: Path, input_path: Path | None, signature: Mapping) -> s
         return "changed"
     if params != dict(signature):
         return "changed"
+    if not same_model_file(meta, signature):
+        return "changed"
     return "complete"
+
+
+def same_model_file(meta: Mapping, signature: Mapping) -> bool:
+    """Whether the checkpoint file the signature's model names still holds the weights that
+    made the output: its id (``file:<sha256[:12]>``) against the one the output metadata
+    records. True for registry models and for a file that is not there (nothing to compare:
+    loading it fails)."""
+    current = model_file_id(str(signature.get("model")))
+    if current is None:
+        return True
+    recorded = str((meta.get("model") or {}).get("id") or "").split("+")[0]
+    return recorded == current
 
 
 def mark_partial(job: Job, ctx: Context) -> None:
     """Write the job's output metadata as ``"status": "partial"`` before any work, so a
     job killed at any point is never taken as complete."""
+    ctx = ctx.for_job(job)
     nio.write_json_atomic(
         nio.output_metadata_path(job.output),
         {

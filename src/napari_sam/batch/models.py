@@ -11,6 +11,11 @@ from typing import Any
 _MODELS: dict[tuple[str, str], Any] = {}
 
 
+#: (size, mtime_ns) of each cached model's checkpoint file when it was loaded: a file
+#: replaced since (other weights at the same path) is loaded again.
+_STAMPS: dict[tuple[str, str], tuple[int, int] | None] = {}
+
+
 _MODEL_LOADS: list[tuple[str, str]] = []
 
 
@@ -23,25 +28,58 @@ def model_key(spec: str) -> str:
     return str(Path(spec).expanduser().resolve())
 
 
+def model_file_id(key: str) -> str | None:
+    """The model id :func:`~napari_sam.models.registry.load_model` gives the checkpoint file
+    ``key`` (a :func:`model_key` path): ``"file:<sha256[:12]>"``; None for registry names and
+    files that are not there.
+
+    The digest is remembered per process with the file's size and modification time
+    (:func:`~napari_sam.models.download.file_digest`), and loading the model computes it
+    anyway: asking again costs a ``stat``."""
+    from napari_sam.models.download import file_digest
+
+    if key in _registry():
+        return None
+    try:
+        return f"file:{file_digest(key)[:12]}"
+    except OSError:
+        return None
+
+
 def get_model(spec: str, device: str = "auto"):
     """The model ``spec`` on ``device``, loaded once per process and then reused.
 
     The cache is a module-level dict keyed by (model, device): every task a dask worker
-    process runs shares it. Returns ``(model, loaded_now)``.
+    process runs shares it; a checkpoint file whose size or modification time changed since
+    it was loaded is loaded again. Returns ``(model, loaded_now)``.
     """
     from napari_sam.device import resolve_device
 
     dev = str(resolve_device(device))
     key = (model_key(spec), dev)
     model = _MODELS.get(key)
-    if model is not None:
+    stamp = _file_stamp(key[0])
+    if model is not None and _STAMPS.get(key) == stamp:
         return model, False
     from napari_sam.models.registry import load_model
 
     model = _load_quietly(load_model, key[0] if spec not in _registry() else spec, dev)
     _MODELS[key] = model
+    _STAMPS[key] = stamp
     _MODEL_LOADS.append(key)
     return model, True
+
+
+def _file_stamp(key: str) -> tuple[int, int] | None:
+    """(size, mtime_ns) of the checkpoint file ``key``; None for registry names (and files
+    that are not there)."""
+    if key in _registry():
+        return None
+    try:
+        st = os.stat(key)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def _registry():

@@ -61,6 +61,7 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
     output complete and skipping it).
     """
     t0 = time.perf_counter()
+    ctx = ctx.for_job(job)  # segment: the job's own prompts are part of its signature
     res = JobResult(str(job.input), str(job.output), "failed", pid=os.getpid())
     if ctx.command == "segment" and job.prompts is not None and not job.prompts:
         res.status, res.reason = "skipped", NO_PROMPTS

@@ -201,6 +201,7 @@ def check_model_loads(model: str, device: str) -> None:
         batch.get_model(model, device)
     except Exception as exc:
         first = " ".join((str(exc) or type(exc).__name__).strip().splitlines()[0].split())
+        first = first.rstrip(".")
         if len(first) > 240:
             first = first[:240] + "..."
         raise CLIError(f"--model {model}: cannot load it as a model: {first}; give a SAM "
@@ -270,6 +271,104 @@ def unused_sam2_options(args, method: str) -> list[str]:
             and getattr(args, o.name, o.default) != o.default]
 
 
+#: Why an option of SAM 1 propagation does nothing for a run that propagates with SAM 2.1.
+SAM1_ONLY_WHY = {
+    "--embeddings": "SAM 2.1 propagation encodes each slice itself and reads no embedding "
+                    "stores (`napari-sam embed` writes them with SAM 1 models)",
+    "--tiling": "SAM 2.1 propagation resizes each slice to the model's input, untiled",
+    "--batch-size": "SAM 2.1 propagation encodes one slice at a time",
+}
+
+
+def unused_sam1_options(args, method: str) -> list[str]:
+    """Notes for the SAM 1 options given (with a value other than their default) to a run
+    that propagates with SAM 2.1, which does not read them: the prompting mode and stop rules
+    of :data:`SEGMENT_OPTIONS`, ``--embeddings``, ``--tiling`` and ``--batch-size``.
+
+    Raises CLIError (exit code 2) for ``--max-slices``: ignoring a limit would propagate
+    further than asked."""
+    if method != "sam2":
+        return []
+    if getattr(args, "max_slices", None) is not None:
+        raise CLIError(f"--max-slices {args.max_slices} limits SAM 1 propagation (--method "
+                       "sam1) only; SAM 2.1 propagation has no slice limit: leave it out and "
+                       "end objects with --stop-after-absent N or stop markers in the prompts "
+                       "file (a 'stop' column), or propagate with a SAM 1 model", 2)
+    notes = [f"{o.flag} applies to SAM 1 propagation (--method sam1) only; ignored: SAM 2.1 "
+             "propagation does not read it" for o in SEGMENT_OPTIONS
+             if o.flag is not None and getattr(args, o.name, o.default) != o.default]
+    given = {"--embeddings": getattr(args, "embeddings", None) is not None,
+             "--tiling": getattr(args, "tiling", "auto") != "auto",
+             "--batch-size": getattr(args, "batch_size", 4) != 4}
+    notes += [f"{flag} is ignored: {SAM1_ONLY_WHY[flag]}" for flag, on in given.items() if on]
+    return notes
+
+
+def check_session(prompts) -> None:
+    """A session file that cannot be replayed (one with SAM 2 operations): CLIError (exit
+    code 2) before any work, naming what to do instead."""
+    session = getattr(prompts, "session", None)
+    if session is None:
+        return
+    from napari_sam.session import SessionError, check_replayable
+
+    try:
+        check_replayable(session)
+    except SessionError as exc:
+        name = session.path.name if session.path else "the session"
+        raise CLIError(f"--prompts {name}: {exc}", 2) from None
+
+
+def check_method_has_model(args, prompts) -> None:
+    """``--method sam2`` without ``--model``: CLIError (exit code 2) before any work (the
+    default model is a SAM 1 model), naming the SAM 2.1 models to give instead."""
+    if (getattr(args, "method", None) != "sam2" or args.model is not None
+            or getattr(prompts, "session", None) is not None):
+        return
+    from napari_sam.models.registry import REGISTRY
+
+    names = [n for n, s in REGISTRY.items() if s.family == "sam2"]
+    raise CLIError("--method sam2 needs a SAM 2.1 model, and without --model the default is a "
+                   "SAM 1 model (a downloaded one or the bundled demo model); give --model "
+                   f"{names[0] if names else 'sam2.1_hiera_tiny'} (downloaded on first use; "
+                   f"others: {', '.join(names[1:]) or 'none'}) or a SAM 2.1 checkpoint file", 2)
+
+
+def device_line(args, method: str | None, slice_workers: int) -> str:
+    """The device note: where the model runs and in which precision. SAM 2.1 propagation
+    runs in float32 whatever ``--precision`` says (the line says so)."""
+    from napari_sam.device import describe, resolve_device
+
+    workers = f", {slice_workers} slices at once" if slice_workers > 1 else ""
+    if method == "sam2":
+        given = "; --precision is not used" if args.precision != "auto" else ""
+        return (f"device {resolve_device(args.device)}, float32 (SAM 2.1 propagation runs in "
+                f"float32{given}){workers}")
+    text = describe(args.device, args.precision,
+                    chosen_by=getattr(args, "precision_source", "--precision"))
+    return f"device {text}{workers}"
+
+
+def missing_folders(path) -> list[Path]:
+    """The folders of ``path`` (itself and its parents) that do not exist yet, deepest
+    first: what creating it makes, and what :func:`remove_empty` takes away again."""
+    out, made = Path(path).expanduser().absolute(), []
+    while not out.exists() and out != out.parent:
+        made.append(out)
+        out = out.parent
+    return made
+
+
+def remove_empty(folders) -> None:
+    """Remove the folders a run created (deepest first) where they are still empty: a run
+    stopped by an error before any work leaves no empty ``-o`` behind."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (outputs, another run's files) or gone: kept
+            return
+
+
 def session_model(prompts, args) -> str | None:
     """``--model``, or for a session file without it the session's own model (so a replay
     reproduces the dock's labels without repeating which model made them)."""
@@ -304,9 +403,8 @@ def session_precision(prompts, args) -> str:
 
 
 def cmd_batch(args) -> int:
-    """Run ``embed``, ``auto`` or ``segment``; returns the exit code."""
-    from dataclasses import replace
-
+    """Run ``embed``, ``auto`` or ``segment``; returns the exit code. An ``-o`` folder this
+    run created is removed again when an error stops the run before anything was written."""
     from napari_sam import batch
 
     check_batch_args(args)
@@ -315,6 +413,8 @@ def cmd_batch(args) -> int:
     prompts = None
     if args.command == "segment":
         prompts = batch.load_prompts(args.prompts)
+        check_session(prompts)
+        check_method_has_model(args, prompts)
         args.model = session_model(prompts, args)
         given = args.precision
         args.precision = session_precision(prompts, args)
@@ -325,7 +425,24 @@ def cmd_batch(args) -> int:
     if prompts is not None:  # every prompt against its stack's shape, before any embedding
         for note in batch.check_prompts(prompts, jobs, ctx):
             print_note(note)
+    made = missing_folders(args.output)
     check_output_dir(args.output)  # created here, once the inputs and prompts are good
+    try:
+        return run_batch(args, ctx, jobs, prompts)
+    except BaseException:  # an error before any work (a CLIError, no model): no empty -o
+        remove_empty(made)
+        raise
+
+
+def prepare_run(args, ctx, prompts):
+    """The checks and notes between the output folder and the first job: the model (resolved,
+    loaded once here for local runs), its family against the command and ``--method``, the
+    device line, ``--tiling``, and the options the chosen propagation does not read. Returns
+    the batch's :class:`~napari_sam.batch.Context`."""
+    from dataclasses import replace
+
+    from napari_sam.device import PRECISION_ENV, configure_threads, slice_workers
+
     replaying = getattr(prompts, "session", None) is not None
     if not replaying and args.model is not None:
         from napari_sam.models.registry import REGISTRY
@@ -334,30 +451,38 @@ def cmd_batch(args) -> int:
             segment_method(args, args.model)
     model = resolve_model(args.model, quiet=args.quiet)
     ctx = replace(ctx, model=model)
-    from napari_sam.device import PRECISION_ENV, configure_threads, describe, slice_workers
     if args.precision != "auto":  # --precision reaches every worker
         os.environ[PRECISION_ENV] = args.precision
     if getattr(args, "threads", None) is not None:
         configure_threads(threads=args.threads)
     local = args.scheduler is None and args.workers is None
     ctx = replace(ctx, slice_workers=slice_workers() if local and args.command == "auto" else 1)
-    if not args.quiet:
-        workers = f", {ctx.slice_workers} slices at once" if ctx.slice_workers > 1 else ""
-        text = describe(args.device, args.precision,
-                        chosen_by=getattr(args, "precision_source", "--precision"))
-        print_note(f"device {text}{workers}")
     if local:
         check_model_loads(model, args.device)
-    check_tiling(args, model)
+    method = None
     if args.command == "segment":  # a session replays with SAM 1
         method = "sam1" if replaying else segment_method(args, model)
-        for note in [] if args.quiet or not replaying else replay_ignored(args):
+    elif local:
+        segment_method(args, model)  # embed and auto: SAM 1 only (the model is loaded above)
+    if not args.quiet:
+        print_note(device_line(args, method, ctx.slice_workers))
+    check_tiling(args, model)
+    if args.command == "segment":
+        notes = replay_ignored(args) if replaying else unused_sam1_options(args, method)
+        notes += [f"{flag} applies to SAM 2.1 propagation (--method sam2) only; ignored"
+                  for flag in unused_sam2_options(args, method)]
+        for note in [] if args.quiet else notes:
             print_note(note)
         ctx = replace(ctx, params=segment_params(ctx.params, method, args))
-        for flag in [] if args.quiet else unused_sam2_options(args, method):
-            print_note(f"{flag} applies to SAM 2.1 propagation (--method sam2) only; ignored")
-    elif args.scheduler is None and args.workers is None:
-        segment_method(args, model)  # embed and auto: SAM 1 only (the model is loaded above)
+    return ctx
+
+
+def run_batch(args, ctx, jobs, prompts) -> int:
+    """Run the jobs (after :func:`prepare_run`): a line per file, the summary; the exit
+    code (130 when interrupted)."""
+    from napari_sam import batch
+
+    ctx = prepare_run(args, ctx, prompts)
     results = []
     t0 = time.perf_counter()
     names = {str(job.input): shown_name(job) for job in jobs}
