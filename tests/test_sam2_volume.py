@@ -61,8 +61,8 @@ def test_a_second_run_with_a_correction_reuses_every_slices_features(stack):
     fresh = segment_volume_sam2(stack, corrected, model, stop_after_absent=None)
     assert np.array_equal(second.labels, fresh.labels)
     assert first.labels.shape == second.labels.shape == stack.shape
-    with pytest.raises(ValueError, match="holds the features of another stack, model or "
-                       "contrast mapping .* make a new Sam2FeatureCache"):
+    with pytest.raises(ValueError, match="holds the features of another model or stack shape "
+                       ".* make a new Sam2FeatureCache"):
         segment_volume_sam2(stack[:5], {1: [{"slice": 2, "points": [[20, 30]]}]}, model,
                             features=cache)
 

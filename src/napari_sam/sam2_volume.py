@@ -20,13 +20,14 @@ highest logit, and a slice's own prompts win over propagation.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .embeddings import stack_intensity_limits
+from .embeddings import slice_hash, stack_intensity_limits
 from .models.registry import load_model, require_family
 from .models.sam2.feature_cache import Sam2FeatureCache
 from .models.sam2.model import Sam2Model
@@ -43,13 +44,47 @@ _MEAN = torch.tensor([0.485, 0.456, 0.406]).reshape(3, 1, 1)
 _STD = torch.tensor([0.229, 0.224, 0.225]).reshape(3, 1, 1)
 
 
-def _slice_reader(stack, size: int, limits: tuple[float, float]) -> Callable[[int], torch.Tensor]:
+class _Planes:
+    """Slice z of a stack as a numpy array, the last one read kept (a cache check and the
+    encoding of the same slice read it once)."""
+
+    def __init__(self, stack):
+        self.stack = stack
+        self.last: tuple[int, np.ndarray] | None = None
+
+    def __call__(self, z: int) -> np.ndarray:
+        if self.last is None or self.last[0] != z:
+            self.last = (z, np.asarray(self.stack[z]))
+        return self.last[1]
+
+
+class _CheckedFeatures:
+    """A :class:`Sam2FeatureCache` seen through the pixels of the slices and the contrast
+    limits: a slice whose pixels or mapping changed since its features were kept (an edited
+    slice, another stack of the same shape, a contrast changed by an edit) counts as a miss
+    and is encoded again, so a run with a cache gives what a run without one gives."""
+
+    def __init__(self, cache: Sam2FeatureCache, planes: _Planes, limits: tuple):
+        self.cache, self.planes, self.limits = cache, planes, limits
+
+    def _made_from(self, z: int) -> tuple:
+        return slice_hash(self.planes(z)), self.limits
+
+    def get(self, z: int):
+        return self.cache.get(z, self._made_from(z))
+
+    def put(self, z: int, features) -> None:
+        self.cache.put(z, features, self._made_from(z))
+
+
+def _slice_reader(planes: _Planes, size: int,
+                  limits: tuple[float, float]) -> Callable[[int], torch.Tensor]:
     """z -> (3, size, size) normalised float32 model input of slice z."""
     lo, hi = limits
     scale = 1.0 / (hi - lo) if hi > lo else 0.0
 
     def read(z: int) -> torch.Tensor:
-        plane = np.asarray(stack[z], dtype=np.float64)
+        plane = np.asarray(planes(z), dtype=np.float64)
         plane = np.clip(np.nan_to_num((plane - lo) * scale, nan=0.0), 0.0, 1.0)
         t = torch.from_numpy(plane.astype(np.float32))[None, None]
         t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
@@ -57,6 +92,16 @@ def _slice_reader(stack, size: int, limits: tuple[float, float]) -> Callable[[in
         return (t.expand(3, -1, -1) - _MEAN) / _STD
 
     return read
+
+
+def _check_absent(stop_after_absent) -> None:
+    """ValueError unless ``stop_after_absent`` is None or a whole number >= 0."""
+    if stop_after_absent is None:
+        return
+    if isinstance(stop_after_absent, bool) or not isinstance(stop_after_absent, (int, np.integer)) \
+            or stop_after_absent < 0:
+        raise ValueError(f"stop_after_absent must be a whole number of slices >= 1, or None or 0 "
+                         f"to track to the ends of the stack; got {stop_after_absent!r}")
 
 
 def _check_slices(prompts: Mapping, z_len: int) -> None:
@@ -99,10 +144,25 @@ def _object_prompts(obj: ObjectPrompts, shape: tuple[int, int, int], size: int) 
     return out
 
 
-def _features_key(model, stack, limits) -> tuple:
-    """What a feature cache must have been made for."""
+def _warn_unused_negatives(objects: list[ObjectPrompts]) -> None:
+    """A UserWarning naming the slices whose negative points SAM 2 does not use (slices with
+    no positive point, box or mask of the object)."""
+    for obj in objects:
+        if obj.negatives:
+            zs = sorted(obj.negatives)
+            warnings.warn(
+                f"object {obj.id}: the negative points on slice{'s' if len(zs) > 1 else ''} "
+                f"{', '.join(map(str, zs))} are not used: SAM 2 uses negative points only on a "
+                "slice that also has a positive point, a box or a mask of the object; add one "
+                "there, or propagate with SAM 1 re-prompting (segment_volume; CLI: --method "
+                "sam1), which uses them", UserWarning, stacklevel=3)
+
+
+def _features_key(model, stack) -> tuple:
+    """What a feature cache must have been made for (the pixels and contrast limits are
+    checked per slice, :class:`_CheckedFeatures`)."""
     return (str(model.model_id), int(model.config.image_size), tuple(int(s) for s in stack.shape),
-            str(np.dtype(stack.dtype)), tuple(float(v) for v in limits))
+            str(np.dtype(stack.dtype)))
 
 
 def segment_volume_sam2(
@@ -125,8 +185,9 @@ def segment_volume_sam2(
         ``{object_id: [SlicePrompt | dict, ...]}`` as for :func:`napari_sam.segment_volume`
         (points (row, col), labels, box (row0, col0, row1, col1), a mask, or a stop
         marker), checked by :func:`napari_sam.volume.annotations.normalize_prompts`. A stop
-        marker ends the object's run before its slice; slices with only negative points
-        are not used (SAM 2 decodes a prompted slice from its own prompts).
+        marker ends the object's run before its slice; negative points on a slice without a
+        positive point, box or mask of the object are not used (SAM 2 decodes a prompted
+        slice from its own prompts): a UserWarning names those slices.
     model : Sam2Model, str or PathLike
         E.g. ``napari_sam.load_model("sam2.1_hiera_tiny")``, or the name or path to load.
     contrast_limits : (float, float), optional
@@ -141,8 +202,11 @@ def segment_volume_sam2(
     features : Sam2FeatureCache, optional
         Slices' image features kept between runs: pass the same cache to a second run on
         the same stack (say, with a correction prompt added) and no slice it holds is
-        encoded again. Refused (ValueError) when it was made for another stack, model or
-        contrast mapping.
+        encoded again. Each slice's pixels (a hash) and the contrast limits are checked
+        against those its features were made from: a slice edited since, a stack of the same
+        shape with other pixels, or other contrast limits, and the slice is encoded again, so
+        the result is always that of a run without the cache. Refused (ValueError) when it
+        was made for another model or stack shape or dtype.
 
     Returns
     -------
@@ -162,15 +226,19 @@ def segment_volume_sam2(
         raise TypeError(f"segment_volume_sam2 needs a SAM 2 model (load_model of a SAM 2.1 "
                         f"checkpoint), got {type(model).__name__}; for SAM 1 models use "
                         "segment_volume")
+    _check_absent(stop_after_absent)
     shape = tuple(int(s) for s in stack.shape)
     _check_slices(prompts, shape[0])
-    objects = normalize_prompts(prompts, shape)
+    objects = normalize_prompts(prompts, shape, method="sam2")
+    _warn_unused_negatives(objects)
     size = model.config.image_size
     limits = check_contrast_limits(contrast_limits) if contrast_limits is not None \
         else stack_intensity_limits(stack)
+    planes = _Planes(stack)
     if features is not None:
-        features.bind(_features_key(model, stack, limits))
-    tracker = Sam2Tracker(model, _slice_reader(stack, size, limits), shape[0],
+        features.bind(_features_key(model, stack))
+        features = _CheckedFeatures(features, planes, tuple(float(v) for v in limits))
+    tracker = Sam2Tracker(model, _slice_reader(planes, size, limits), shape[0],
                           feature_cache=features)
     wanted = {o.id: _object_prompts(o, shape, size) for o in objects}
     stops = {o.id: o.stops for o in objects if o.stops}

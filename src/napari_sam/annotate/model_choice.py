@@ -85,31 +85,63 @@ def registry_family(record: dict) -> str:
     return "sam2" if ("sam2" in words or "hiera" in words) else "sam1"
 
 
-def checkpoint_family(path: str | os.PathLike) -> str:
-    """``"sam2"`` when the checkpoint file at ``path`` holds a SAM 2 state dict (Meta's
-    ``{"model": ...}`` layout or a bare one), else ``"sam1"``; a file that cannot be read
-    counts as ``"sam1"`` (loading it then says what is wrong). Tensors are memory-mapped,
-    not read, where the file format allows it."""
+def _read_tensors(path: Path):
+    """What ``torch.load(path, weights_only=True)`` gives, tensors memory-mapped where the
+    file format allows it (not read); raises what torch raises for a file it cannot load."""
     import torch
 
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # an old (non-zip) file: no memory map
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _family_of(obj) -> str:
     from napari_sam.models.sam2.checkpoint import is_sam2_state_dict
 
-    try:
-        try:
-            obj = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # an old (non-zip) file: no memory map
-            obj = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - loading the file reports the problem
-        return "sam1"
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     return "sam2" if isinstance(obj, dict) and is_sam2_state_dict(obj) else "sam1"
 
 
+def checkpoint_family(path: str | os.PathLike) -> str:
+    """``"sam2"`` when the checkpoint file at ``path`` holds a SAM 2 state dict (Meta's
+    ``{"model": ...}`` layout or a bare one), else ``"sam1"``; a file that cannot be read
+    counts as ``"sam1"`` (loading it then says what is wrong). Tensors are memory-mapped,
+    not read, where the file format allows it."""
+    try:
+        obj = _read_tensors(Path(path))
+    except Exception:  # noqa: BLE001 - loading the file reports the problem
+        return "sam1"
+    return _family_of(obj)
+
+
 def file_choice(path: str | os.PathLike) -> ModelChoice:
-    """The choice of a checkpoint file, its family read from the file."""
+    """The choice of a checkpoint file, its family read from the file.
+
+    Raises
+    ------
+    UserError
+        The file is missing or cannot be read as a PyTorch checkpoint (a truncated download,
+        another format): said when the file is picked, not at the first click. Its tensors
+        are memory-mapped, not read, so a large checkpoint is checked in a moment.
+    """
+    from .errors import UserError
+
     p = Path(path)
-    return ModelChoice(str(p), f"file: {p.name}", is_file=True, family=checkpoint_family(p))
+    if not p.is_file():
+        raise UserError(f"Checkpoint file not found: {p}. Pick an existing .pt/.pth file.",
+                        "error")
+    try:
+        obj = _read_tensors(p)
+    except Exception as err:  # noqa: BLE001 - named in the message, with what to do
+        if "weights only" in str(err).lower():  # objects besides tensors: loading says so
+            return ModelChoice(str(p), f"file: {p.name}", is_file=True)
+        raise UserError(
+            f"{p.name} cannot be read as a PyTorch checkpoint ({type(err).__name__}): a "
+            "truncated download or another file format? Download it again (Meta's "
+            "sam2.1_hiera_*.pt, SAM's sam_vit_*.pth) or pick another file.", "error") from None
+    return ModelChoice(str(p), f"file: {p.name}", is_file=True, family=_family_of(obj))
 
 
 def recommended_thresholds(choice: ModelChoice) -> dict[str, float]:

@@ -190,6 +190,7 @@ def segment_everything(
         from napari_sam.models.registry import load_model
 
         model = load_model(model)
+    _refuse_sam2(model)
     x = image_or_embeddings
     owner = x.model if isinstance(x, StackEmbeddings) or _is_tiled_stack(x) else model
     rec = recommended_thresholds(owner)
@@ -227,6 +228,18 @@ def segment_everything(
                                         device, precision, keep_masks, progress)
     return _segment_array(x, model, params, foreground, contrast_limits, device, precision,
                           keep_masks, stack_args, tiling)
+
+
+def _refuse_sam2(model) -> None:
+    """ValueError for a SAM 2 model: segment everything decodes a grid of points with a SAM 1
+    decoder, and SAM 2.1 propagates prompts instead."""
+    if getattr(model, "family", None) == "sam2":
+        from napari_sam.models.registry import describe_family
+
+        raise ValueError(
+            f"segment_everything needs a SAM 1 model (e.g. 'demo', 'vit_b_lm', 'vit_b'), but "
+            f"this is {describe_family(model)}; SAM 2.1 models propagate prompts through a "
+            "stack: napari_sam.sam2_volume.segment_volume_sam2(stack, prompts, model)")
 
 
 def _stack_args(link_iou, max_gap, min_z_extent, keep_masks, progress, propagate,

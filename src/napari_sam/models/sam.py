@@ -15,6 +15,21 @@ from .prompt_encoder import PromptEncoder
 __all__ = ["Sam"]
 
 
+def _bundled_demo_id() -> str | None:
+    """The model id a path load of the bundled demo weights gets (``"file:<sha256[:12]>"``),
+    or None where the demo is not installed (file digests are remembered, so this is cheap)."""
+    from pathlib import Path
+
+    from .catalog import DEMO_NAME, MODEL_SPECS
+    from .download import file_digest
+
+    name = next(spec.filename for spec in MODEL_SPECS if spec.name == DEMO_NAME)
+    try:  # the registry's where("demo"): the package's weights/ folder
+        return f"file:{file_digest(Path(__file__).resolve().parent.parent / 'weights' / name)[:12]}"
+    except OSError:
+        return None
+
+
 class Sam(nn.Module):
     """Image encoder + prompt encoder + mask decoder.
 
@@ -88,8 +103,17 @@ class Sam(nn.Module):
 
     @property
     def is_demo(self) -> bool:
-        """True for the small CNN demo architecture."""
-        return self._config.encoder == "cnn"
+        """True for the bundled demo model: loaded as ``"demo"`` (model id ``"demo:..."``) or
+        from the bundled weights file by its path. A checkpoint of the same CNN architecture
+        (e.g. one trained from the demo) is not the demo; a CNN model built in memory, which
+        no loader named, counts as the demo architecture."""
+        if self._config.encoder != "cnn":
+            return False
+        if self._model_id is None:
+            return True
+        own = self._model_id.split("+", 1)[0]  # without the "+smooth..." part
+        return own.startswith("demo:") or (own.startswith("file:")
+                                           and own == _bundled_demo_id())
 
     @property
     def model_id(self) -> str:

@@ -234,7 +234,12 @@ def _merge(a: Annotation, b: Annotation, where: str) -> Annotation:
     return Annotation(pts, lab, a.box if a.box is not None else b.box, mask)
 
 
-def normalize_prompts(prompts, shape: tuple[int, int, int]) -> list[ObjectPrompts]:
+def normalize_prompts(prompts, shape: tuple[int, int, int],
+                      method: str = "sam1") -> list[ObjectPrompts]:
+    """Check ``{object_id: [SlicePrompt or dict, ...]}`` against a (Z, Y, X) ``shape`` and
+    return the objects sorted by id; ValueError naming the object and slice of a bad prompt.
+    ``method`` ("sam1" or "sam2") is the propagation the prompts are for: it words what
+    negative points do in the message for an object with only negative points."""
     if not isinstance(prompts, Mapping):
         raise TypeError(
             "prompts must be a mapping {object_id: [SlicePrompt or dict, ...]}, got "
@@ -275,8 +280,7 @@ def normalize_prompts(prompts, shape: tuple[int, int, int]) -> list[ObjectPrompt
                 raise ValueError(
                     f"object {obj_id} has only negative points (slices {sorted(negatives)}); "
                     "negative points alone start nothing: add a positive point, a box or a mask "
-                    "on at least one slice (negative points on other slices then constrain the "
-                    "propagated masks there)"
+                    f"on at least one slice {_NEGATIVES_USE.get(method, _NEGATIVES_USE['sam1'])}"
                 )
             raise ValueError(
                 f"object {obj_id} has no prompts (only stop markers or nothing); add points, a "
@@ -291,6 +295,14 @@ def normalize_prompts(prompts, shape: tuple[int, int, int]) -> list[ObjectPrompt
         objects.append(ObjectPrompts(obj_id, annotations, sorted(stops), negatives))
     _same_prompts(objects)
     return objects
+
+
+#: what negative points on slices without a positive point, box or mask do, per method
+_NEGATIVES_USE = {
+    "sam1": "(negative points on other slices then constrain the propagated masks there)",
+    "sam2": "(SAM 2 uses negative points only on a slice that also has a positive point, a "
+            "box or a mask of the object)",
+}
 
 
 def _same_prompts(objects: list[ObjectPrompts]) -> None:

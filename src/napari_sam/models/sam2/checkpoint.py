@@ -18,8 +18,8 @@ from .decoder import decoder_keys_from_meta
 from .hiera import HieraConfig
 from .model import Sam2Config, Sam2Model
 
-__all__ = ["SAM2_CONFIGS", "infer_sam2_config", "is_sam2_state_dict", "load_sam2",
-           "sam2_state_dict"]
+__all__ = ["SAM21_ONLY", "SAM2_CONFIGS", "infer_sam2_config", "is_sam2_state_dict",
+           "load_sam2", "mismatch_message", "sam2_state_dict"]
 
 SAM2_CONFIGS: dict[str, Sam2Config] = {
     "sam2.1_hiera_tiny": Sam2Config(HieraConfig(96, 1, (1, 2, 7, 2), (5, 7, 9))),
@@ -98,6 +98,23 @@ def load_sam2(source, device: str | torch.device = "cpu",
     model.variant = name
     result = model.load_state_dict(decoder_keys_from_meta(state), strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise ValueError(f"the SAM 2 checkpoint does not match {config.hiera}: missing "
-                         f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")
+        raise ValueError(mismatch_message(name, result.missing_keys, result.unexpected_keys))
     return model.to(device).eval()
+
+
+#: tensors SAM 2.1 added to SAM 2.0 (Meta's ``sam2_hiera_*.pt`` files lack them)
+SAM21_ONLY = ("no_obj_embed_spatial", "obj_ptr_tpos_proj.")
+
+
+def mismatch_message(name: str, missing: list[str], unexpected: list[str]) -> str:
+    """What to tell a user whose checkpoint's tensors are not those of SAM 2.1 ``name``
+    (e.g. "sam2.1_hiera_tiny"): a SAM 2.0 file (only the 2.1 tensors missing) is named as
+    such with the download to use; other mismatches are counted, with a few names."""
+    if missing and not unexpected and all(k.startswith(SAM21_ONLY) for k in missing):
+        return (f"this is a SAM 2.0 checkpoint (like Meta's {name.replace('sam2.1_', 'sam2_')}"
+                f".pt, without SAM 2.1's tensors); napari-sam runs SAM 2.1: `napari-sam models "
+                f"download {name}` (the same size), then use that model")
+    parts = [f"{len(keys)} {what} tensors (e.g. {', '.join(keys[:3])})"
+             for keys, what in ((missing, "missing"), (unexpected, "unexpected")) if keys]
+    return (f"the checkpoint's tensors do not match SAM 2.1 {name}: {'; '.join(parts)}; "
+            f"use Meta's sam2.1_hiera_*.pt files (napari-sam models download {name})")
