@@ -294,11 +294,11 @@ def test_ctrl_c_on_a_local_cluster_is_quiet(tmp_path, tiny_model):
     log = log.replace("\r", "\n")
     assert proc.returncode == 130, log[-3000:]
     assert "Summary:" in log and "Interrupted:" in log
-    after = log[log.index("Summary:"):]
+    # nothing from dask anywhere (the workers' "CancelledError" warnings came before the
+    # summary): its logs are for --verbose
     for word in ("Traceback", "KeyboardInterrupt", "CancelledError", "distributed.",
                  "WARNING"):
-        assert word not in after, after[-3000:]
-    assert "Traceback" not in log, log[-3000:]
+        assert word not in log, log[-3000:]
 
 
 def test_a_local_cluster_gives_the_serial_labels(tmp_path, tiny_model, capsys):

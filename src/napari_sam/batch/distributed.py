@@ -25,7 +25,8 @@ from napari_sam.batch.runners import one_line, record_result, run_job
 SCHEDULER_TIMEOUT = "30s"
 
 
-def _client_for(scheduler: str | None, workers: int | None, threads_per_worker: int = 1):
+def _client_for(scheduler: str | None, workers: int | None, threads_per_worker: int = 1,
+                verbose: bool = False):
     from distributed import Client
 
     if scheduler:
@@ -38,7 +39,7 @@ def _client_for(scheduler: str | None, workers: int | None, threads_per_worker: 
                 "scheduler --port PORT` and `dask worker ADDRESS` on the workers), check the "
                 "address, or leave out --scheduler to run here (--workers N for a local "
                 "cluster)") from None
-    cluster = start_local_cluster(int(workers), threads_per_worker)
+    cluster = start_local_cluster(int(workers), threads_per_worker, verbose)
     try:
         return Client(cluster), cluster
     except BaseException:
@@ -56,14 +57,16 @@ def worker_start_method() -> str:
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
-def start_local_cluster(workers: int, threads_per_worker: int = 1):
+def start_local_cluster(workers: int, threads_per_worker: int = 1, verbose: bool = False):
     """A ``LocalCluster`` of ``workers`` processes whose workers leave Ctrl-C to this one.
 
     A Ctrl-C in a terminal reaches the whole process group. The workers ignore it (see
     :func:`worker_start_method`), so they print no tracebacks of their own and the client
     stops the batch and closes the cluster. With ``"forkserver"`` a Ctrl-C while the cluster
     starts is not lost: the start runs in a helper thread, the ``KeyboardInterrupt`` waits
-    for it to end, closes the cluster and is raised again.
+    for it to end, closes the cluster and is raised again. Unless ``verbose``, the worker
+    processes log errors only (after a Ctrl-C their tasks end with "CancelledError" warnings
+    that say nothing a user needs).
     """
     import threading
 
@@ -72,7 +75,8 @@ def start_local_cluster(workers: int, threads_per_worker: int = 1):
 
     def start():
         return LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
-                            processes=True, dashboard_address=None)
+                            processes=True, dashboard_address=None,
+                            silence_logs=logging.WARNING if verbose else logging.ERROR)
 
     method = worker_start_method()
     # the method is read whenever a worker process starts (a restarted one too): set for
@@ -271,7 +275,7 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
     if block_slices and ctx.command in ("auto", "embed"):
         ctx = replace(ctx, tiling=None)  # blocks fill an untiled store's per-slice chunks
     wctx = replace(ctx, quiet=True, slice_workers=1)  # a worker process: one task, one thread
-    client, cluster = _client_for(scheduler, workers)
+    client, cluster = _client_for(scheduler, workers, verbose=ctx.verbose)
     results: dict[int, JobResult] = {}
     bar = tqdm(total=len(jobs), desc="files", unit="file", disable=ctx.quiet, position=0,
                dynamic_ncols=True)

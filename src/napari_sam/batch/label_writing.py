@@ -28,9 +28,11 @@ def label_metadata(job: Job, ctx: Context, model) -> dict:
 
 
 def model_record(ctx: Context, model) -> dict:
-    """The model entry of the output metadata: name, id and whether it is the demo model."""
+    """The model entry of the output metadata: name, id and whether it is the bundled demo
+    model (also when loaded from its file by path; a checkpoint trained from it is not)."""
     model_id = str(getattr(model, "model_id", ""))
-    return {"name": ctx.model, "id": model_id or None, "is_demo": model_id.startswith("demo:")}
+    return {"name": ctx.model, "id": model_id or None,
+            "is_demo": bool(getattr(model, "is_demo", False))}
 
 
 def parameters_in_effect(ctx: Context, model, opened: OpenedImage) -> dict:

@@ -11,6 +11,9 @@ outputs are skipped).
 
 from __future__ import annotations
 
+import sys
+import warnings
+
 from napari_sam.batch.context import Context, Job
 from napari_sam.batch.label_writing import finish_propagation
 from napari_sam.batch.progress import ProgressBar
@@ -38,10 +41,19 @@ def run_segment_sam2(job: Job, ctx: Context, model, opened: OpenedImage) -> dict
     absent = ctx.params.get("stop_after_absent")
     bar = ProgressBar(ctx, f"{job.name}: propagate (SAM 2)")
     try:
-        res = segment_volume_sam2(opened.stack, job.prompts, model, progress=bar,
-                                  stop_after_absent=None if absent in (None, 0, "off")
-                                  else int(absent))
+        with warnings.catch_warnings(record=True) as said:  # e.g. unused negative points
+            warnings.simplefilter("always", UserWarning)
+            res = segment_volume_sam2(opened.stack, job.prompts, model, progress=bar,
+                                      stop_after_absent=None if absent in (None, 0, "off")
+                                      else int(absent))
     finally:
         bar.close()
+    notes = [str(w.message) for w in said if issubclass(w.category, UserWarning)]
+    if notes and not ctx.quiet:
+        from tqdm.auto import tqdm
+
+        for note in notes:
+            tqdm.write(f"napari-sam: note: {job.name}: {note}", file=sys.stderr)
     return finish_propagation(job, ctx, model, opened, res,
-                              {"method": "sam2", "lost": {str(k): v for k, v in res.lost.items()}})
+                              {"method": "sam2", "lost": {str(k): v for k, v in res.lost.items()},
+                               "notes": notes})

@@ -1,0 +1,70 @@
+"""Mends of session 20's reviews outside the fixers' files: SAM 2's unused negative points
+said by the CLI, and the output metadata's ``is_demo`` for the bundled demo loaded by path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from cli_runner import cli
+from sam2_checkpoint import save_sam2_checkpoint
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture
+def stack_file(tmp_path) -> Path:
+    rng = np.random.default_rng(0)
+    stack = rng.integers(0, 3000, (5, 40, 48)).astype(np.uint16)
+    stack[:, 8:30, 10:34] += 4000
+    path = tmp_path / "data" / "stack.tif"
+    path.parent.mkdir()
+    tifffile.imwrite(path, stack, imagej=True, metadata={"axes": "ZYX"})
+    return path
+
+
+def test_sam2_unused_negative_points_are_a_note_and_in_the_metadata(tmp_path, stack_file,
+                                                                    offline_cli, capsys):
+    """Negative points on a slice without a positive point of the object: SAM 2 does not use
+    them. ``segment --method sam2`` says so as a note naming the file, the object and the
+    slice (not a raw Python warning line), and the output metadata keeps the note."""
+    model = save_sam2_checkpoint(tmp_path / "sam2.pt")
+    csv = tmp_path / "p.csv"
+    csv.write_text("file,id,slice,row,col,label\n,1,2,20,24,1\n,1,4,20,24,0\n")
+    rc, _, err = cli(["segment", stack_file.parent, "-o", tmp_path / "out", "-p", csv,
+                      "--model", model, "--method", "sam2", "--device", "cpu"], capsys)
+    assert rc == 0, err
+    tag = "napari-sam: note: stack.tif: "  # after the progress bar's cursor codes
+    notes = [ln[ln.index(tag):] for ln in err.splitlines() if tag in ln]
+    assert len(notes) == 1, err
+    assert "object 1" in notes[0] and "slice 4" in notes[0] and "not used" in notes[0]
+    assert "UserWarning" not in err
+    meta = json.loads((tmp_path / "out" / "stack_labels.tif.json").read_text())
+    assert meta["extra"]["notes"] == [notes[0].split("stack.tif: ", 1)[1]]
+
+
+def test_the_bundled_demo_loaded_by_its_path_is_the_demo_in_the_metadata(
+        tmp_path, stack_file, tiny_model, offline_cli, capsys):
+    """``--model .../weights/demo.pt`` is the demo model (``is_demo`` true in the output
+    metadata, as with ``--model demo``); another CNN checkpoint is not."""
+    from napari_sam.models.registry import where
+
+    demo = where("demo")
+    if not demo.is_file():
+        reason = f"the bundled demo model is not installed ({demo} is missing)"
+        print(f"SKIP: {reason}")
+        pytest.skip(reason)
+    image = tmp_path / "data" / "one.tif"
+    tifffile.imwrite(image, tifffile.imread(stack_file)[2])
+    stack_file.unlink()
+    for model, want in ((demo, True), ("demo", True), (tiny_model, False)):
+        out = tmp_path / f"out-{want}-{Path(str(model)).name}"
+        rc, _, err = cli(["auto", image, "-o", out, "--model", model, "--device", "cpu",
+                          "-q"], capsys)
+        assert rc == 0, err
+        meta = json.loads((out / "one_labels.tif.json").read_text())
+        assert meta["model"]["is_demo"] is want, (model, meta["model"])
