@@ -66,6 +66,7 @@ def test_a_truncated_sam2_checkpoint_is_reported_when_picked(make_widget, tmp_pa
     assert c.status.startswith(message)
     assert c.model_choice == before  # the model in use stays
     assert widget._model.findText("file: sam2_cut.pt") == -1  # not offered as a model
+    assert widget._model.currentData() == before  # and 'Model' shows it again
 
 
 def test_a_checkpoint_trained_from_the_demo_is_not_shown_as_the_demo(make_widget, tmp_path,
@@ -90,3 +91,19 @@ def test_a_checkpoint_trained_from_the_demo_is_not_shown_as_the_demo(make_widget
     widget._on_compute()
     assert c.using_demo and not widget._demo.isHidden()
     assert c.status.endswith("[demo model]")
+
+
+def test_a_cancelled_file_dialog_leaves_the_model_in_use_shown(make_widget, monkeypatch):
+    """'Checkpoint file...' then Cancel in the file dialog: 'Model' shows the model in use
+    again (it stayed on 'Checkpoint file...', a model that is not in use)."""
+    from qtpy.QtWidgets import QFileDialog
+
+    viewer, widget = make_widget(blob_stack(z=2), preload=False, name="img")
+    before = widget.controller.model_choice
+    assert before is not None
+    monkeypatch.setattr(QFileDialog, "getOpenFileName",
+                        staticmethod(lambda *args, **kwargs: ("", "")))
+    widget._model.setCurrentIndex(widget._model.findText("Checkpoint file..."))
+    widget._on_model_changed()
+    assert widget.controller.model_choice == before
+    assert widget._model.currentData() == before

@@ -550,9 +550,14 @@ class SamWidget(QWidget):
                 path, _ = QFileDialog.getOpenFileName(
                     self, "SAM checkpoint", "", "Checkpoints (*.pt *.pth *.ckpt);;All files (*)"
                 )
-            if not path:
+            if not path:  # the dialog was cancelled
+                self._show_model_in_use()
                 return
-            choice = file_choice(path)
+            try:
+                choice = file_choice(path)
+            except Exception:  # a file that cannot be a model: said, the model in use stays
+                self._show_model_in_use()
+                raise
             self._model.insertItem(self._model.count() - 1, choice.label, choice)
             self._model.setCurrentIndex(self._model.count() - 2)
         self.controller.set_model(choice)
@@ -560,6 +565,14 @@ class SamWidget(QWidget):
         self._update_demo_notice()
         self._sync_methods()
         self._schedule_preload()
+
+    def _show_model_in_use(self):
+        """Select the model in use in 'Model' (not 'Checkpoint file...', after a cancelled or
+        refused pick of a file)."""
+        for i in range(self._model.count()):
+            if self._model.itemData(i) == self.controller.model_choice:
+                self._model.setCurrentIndex(i)
+                return
 
     def _set_thresholds(self, choice):
         """Segment-everything thresholds follow the model (the demo model's scores are
