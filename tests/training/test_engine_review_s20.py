@@ -344,3 +344,28 @@ def test_a_model_file_that_is_no_checkpoint_is_refused_with_exit_code_2(tmp_path
     assert line.startswith(f"napari-sam: error: --model {bad}: cannot load it as a model to "
                            f"train from: {bad} is not a readable PyTorch checkpoint")
     assert ".;" not in line and line.endswith("or a name from `napari-sam models`")
+
+
+def test_the_python_api_never_replaces_a_json_it_did_not_write(tmp_path, tiny_model,
+                                                               offline_cli):
+    """``ns.train(..., out="notes.pt")`` beside a user's ``notes.json``: FileExistsError before
+    any work, the file unchanged; ``overwrite=True`` replaces it; the metadata of an earlier
+    training run is replaced without asking (a second run to the same ``out``)."""
+    import napari_sam as ns
+
+    rng = np.random.default_rng(0)
+    image = (rng.random((64, 64)) * 100).astype(np.uint8)
+    labels = np.zeros((64, 64), np.int32)
+    labels[10:30, 10:30], labels[40:60, 35:55] = 1, 2
+    image[labels > 0] += 120
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"my": "notes"}')
+    kw = dict(model=str(tiny_model), epochs=1, batch_size=1, objects_per_image=2,
+              val_fraction=0.0, progress=False, device="cpu")
+    with pytest.raises(FileExistsError, match="notes.json exists and was not written by a "
+                       "training run"):
+        ns.train([image], [labels], out=tmp_path / "notes.pt", **kw)
+    assert notes.read_text() == '{"my": "notes"}' and not (tmp_path / "notes.pt").exists()
+    ns.train([image], [labels], out=tmp_path / "notes.pt", overwrite=True, **kw)
+    assert json.loads(notes.read_text())["trained_by"].startswith("napari_sam")
+    ns.train([image], [labels], out=tmp_path / "notes.pt", **kw)  # its own: replaced

@@ -143,17 +143,6 @@ def cmd_train(args) -> int:
     return 0 if result.path else 1
 
 
-def _is_our_metadata(path: Path) -> bool:
-    """Whether ``path`` is checkpoint metadata written by ``napari-sam train`` (a JSON object
-    with the architecture, the checkpoint's sha256 and ``trained_by``)."""
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return (isinstance(meta, dict) and str(meta.get("trained_by", "")).startswith("napari_sam")
-            and "sha256" in meta and "architecture" in meta)
-
-
 def check_output(out: Path, *, overwrite: bool, resume: bool) -> None:
     """Refuse (CLIError, exit 2) before any work an ``-o`` that cannot be written or whose
     checkpoint metadata ``FILE.json`` would replace a file not written by a training run.
@@ -162,10 +151,10 @@ def check_output(out: Path, *, overwrite: bool, resume: bool) -> None:
     metadata of an earlier training run (a resumed run rewrites its own). The folder of
     ``-o`` (or its nearest existing parent, when it is created) must be a writable folder.
     """
-    from napari_sam.training.checkpoint import checkpoint_metadata_path
+    from napari_sam.training.checkpoint import checkpoint_metadata_path, is_training_metadata
 
     meta = checkpoint_metadata_path(out)
-    if meta.exists() and not overwrite and not (resume and _is_our_metadata(meta)):
+    if meta.exists() and not overwrite and not (resume and is_training_metadata(meta)):
         raise CLIError(
             f"{meta} already exists and the checkpoint metadata of -o {out} is written there"
             + ("" if not resume else " (it is not the metadata of an earlier training run)")
@@ -206,7 +195,7 @@ def _train(train, args, images, labels, model: str, out: Path):
             precision=args.precision, steps_per_epoch=args.steps_per_epoch,
             progress=not args.quiet, resume=args.resume, max_steps=args.max_steps,
             time_limit=None if args.minutes is None else 60 * args.minutes,
-            on_note=lambda note: print_note(f"note: {note}"),
+            on_note=lambda note: print_note(f"note: {note}"), overwrite=args.overwrite,
         )
     except (ScheduleMismatchError, TrainingDataError) as exc:
         # another command than the one that wrote the state; images or labels that cannot

@@ -56,6 +56,17 @@ def checkpoint_metadata_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".json")
 
 
+def is_training_metadata(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is checkpoint metadata written by a training run of ours (a JSON
+    object with the architecture, the checkpoint's sha256 and ``trained_by``)."""
+    try:
+        meta = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(meta, dict) and str(meta.get("trained_by", "")).startswith("napari_sam")
+            and "sha256" in meta and "architecture" in meta)
+
+
 def training_state_path(path: str | os.PathLike) -> Path:
     """``model.pt`` -> ``model.train-state.pt`` (what a resumed run reads)."""
     path = Path(path)

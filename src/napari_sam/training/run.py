@@ -82,6 +82,19 @@ class ScheduleMismatchError(ValueError):
     written with; the message names each difference."""
 
 
+def _check_metadata_file(out) -> None:
+    """FileExistsError when the checkpoint metadata ``out``'s training would write
+    (``model.json`` beside ``model.pt``) is a file that no training run wrote."""
+    from .checkpoint import checkpoint_metadata_path, is_training_metadata
+
+    meta = None if out is None else checkpoint_metadata_path(out)
+    if meta is not None and meta.exists() and not is_training_metadata(meta):
+        raise FileExistsError(
+            f"{meta} exists and was not written by a training run; training {out} would "
+            "replace it with the checkpoint's metadata: move it, give another out, or pass "
+            "overwrite=True")
+
+
 class ModelLoadError(ValueError):
     """The model to train from cannot be loaded (not a checkpoint, another family, ...);
     raised before any training."""
@@ -135,6 +148,7 @@ def train(
     max_steps: int | None = None,
     time_limit: float | None = None,
     on_note: Callable[[str], None] | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train or finetune a SAM-family model on images with instance labels.
 
@@ -190,6 +204,9 @@ def train(
         Receives what the user should know about the data before training starts (an image
         left out because none of its objects is large enough at the model input; validation
         on the training data when only one item is usable). Default: a logging warning.
+    overwrite : bool
+        Replace a ``<out stem>.json`` beside ``out`` that no training run wrote (default: a
+        FileExistsError before any work; the metadata of an earlier run is replaced).
 
     Returns
     -------
@@ -210,6 +227,8 @@ def train(
                          f"{Path(out) / 'my_model.pt'}")
     if (max_steps is not None or time_limit is not None) and not resume:
         raise ValueError("max_steps and time_limit stop a resumable run: pass resume=True")
+    if not overwrite:
+        _check_metadata_file(out)
     pairs = load_pairs(images, labels)  # all input checks first
     dev = resolve_device(device)
     try:
