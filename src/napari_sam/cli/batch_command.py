@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from napari_sam.batch.segment_options import SAM2_KEYS, SAM2_OPTIONS, SEGMENT_OPTIONS
+from napari_sam.cli.batch_parsers import BATCH_SIZE_DEFAULT
 from napari_sam.cli.errors import CLIError, print_note
 from napari_sam.cli.models_command import resolve_model
 
@@ -299,7 +300,7 @@ def unused_sam1_options(args, method: str) -> list[str]:
              if o.flag is not None and getattr(args, o.name, o.default) != o.default]
     given = {"--embeddings": getattr(args, "embeddings", None) is not None,
              "--tiling": getattr(args, "tiling", "auto") != "auto",
-             "--batch-size": getattr(args, "batch_size", 4) != 4}
+             "--batch-size": getattr(args, "batch_size", BATCH_SIZE_DEFAULT) != BATCH_SIZE_DEFAULT}
     notes += [f"{flag} is ignored: {SAM1_ONLY_WHY[flag]}" for flag, on in given.items() if on]
     return notes
 

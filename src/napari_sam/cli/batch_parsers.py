@@ -42,6 +42,9 @@ def overlap_ratio(text: str) -> float:
 
 
 #: How the command line parses each ``SegmentOption.kind``.
+#: slices per encoder call when --batch-size is not given
+BATCH_SIZE_DEFAULT = 4
+
 SEGMENT_ARGUMENT_TYPES = {
     "fraction": fraction,
     "fraction_or_off": fraction_or_off,
@@ -92,8 +95,8 @@ def add_batch_arguments(p: argparse.ArgumentParser, command: str) -> None:
                         "input's size at full resolution, so small objects are not shrunk away "
                         "(default: auto; off: shrink every slice to the input; HALO: always, "
                         "windows overlapping by 2 x HALO px; W,HALO: windows of W px)")
-    g.add_argument("--batch-size", type=positive_int, default=4, metavar="N",
-                   help="slices per encoder call (default: 4)")
+    g.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE_DEFAULT, metavar="N",
+                   help=f"slices per encoder call (default: {BATCH_SIZE_DEFAULT})")
     g.add_argument("--threads", type=positive_int, metavar="N",
                    help="CPU threads of this process: torch's threads, and slices `auto` "
                         "segments at once (default: from the cores free now; also "
