@@ -92,7 +92,19 @@ def test_content_sample_hash_sees_a_change_in_a_large_file(tmp_path):
     data[-10] ^= 0xFF  # the last block is always sampled
     p.write_bytes(bytes(data))
     assert nio.content_sample_hash(p) != h0
-    assert nio.content_sample_hash(tmp_path) is None  # directories (zarr stores): no hash
+
+
+def test_content_sample_hash_of_a_folder_sees_a_rewritten_file(tmp_path):
+    """A zarr store's own mtime does not change when a chunk file is rewritten: a folder's
+    hash is over its files' names, sizes and mtimes."""
+    store = tmp_path / "raw.zarr"
+    (store / "0").mkdir(parents=True)
+    chunk = store / "0" / "0.0"
+    chunk.write_bytes(b"a" * 100)
+    h0 = nio.content_sample_hash(store)
+    assert h0 is not None and nio.content_sample_hash(store) == h0
+    os.utime(chunk, ns=(1, 1))  # rewritten: same size, another time stamp
+    assert nio.content_sample_hash(store) != h0
 
 
 def test_finished_run_leaves_no_lock_files(tmp_path, tiny_model, capsys):

@@ -68,3 +68,25 @@ def test_the_bundled_demo_loaded_by_its_path_is_the_demo_in_the_metadata(
         assert rc == 0, err
         meta = json.loads((out / "one_labels.tif.json").read_text())
         assert meta["model"]["is_demo"] is want, (model, meta["model"])
+
+
+def test_a_rerun_over_a_zarr_input_rewritten_in_place_recomputes(tmp_path, tiny_model,
+                                                                 offline_cli, capsys):
+    """Another acquisition of the same shape written into a zarr input (its folder's size
+    and mtime unchanged): the rerun recomputes the labels instead of skipping the old ones."""
+    import zarr
+
+    rng = np.random.default_rng(0)
+    a = (rng.random((2, 64, 64)) * 1000).astype(np.uint16)
+    store = tmp_path / "data" / "raw.zarr"
+    z = zarr.create_array(str(store), shape=a.shape, chunks=(1, 64, 64), dtype=a.dtype,
+                          compressors=None)
+    z[:] = a
+    argv = ["auto", store, "-o", tmp_path / "out", "--model", tiny_model, "--device", "cpu",
+            "--points-per-side", "4", "-q"]
+    rc, _, err = cli(argv, capsys)
+    assert rc == 0, err
+    zarr.open_array(str(store), mode="r+")[:] = a[::-1].copy()  # other pixels, same size
+    rc, out, err = cli(argv[:-1], capsys)
+    assert rc == 0, err
+    assert "1 done, 0 skipped" in out, out

@@ -56,15 +56,21 @@ def content_sample_hash(path: os.PathLike | str) -> str | None:
     Reads the first and last 64 KiB and 32 evenly spaced 4 KiB blocks (at most about 256 KiB),
     so it costs the same for a 1 MB and a 100 GB file. It tells apart two files of the same
     size and mtime with other data (a stack replaced by another acquisition) unless they
-    differ only between the sampled blocks. Returns None for directories (zarr stores) and
-    unreadable files.
+    differ only between the sampled blocks. For a directory (a zarr store, whose own mtime
+    does not change when its chunk files are rewritten) it is the hash of every file's
+    relative path, size and mtime (a listing, no chunk read). None for unreadable paths.
     """
     import hashlib
 
     p = Path(path)
     try:
         if p.is_dir():
-            return None
+            h = hashlib.blake2b(digest_size=16)
+            for f in sorted(q for q in p.rglob("*") if q.is_file()):
+                st = f.stat()
+                h.update(f"{f.relative_to(p).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n"
+                         .encode())
+            return "listing:" + h.hexdigest()
         size = p.stat().st_size
         h = hashlib.blake2b(digest_size=16)
         h.update(str(size).encode())
