@@ -90,3 +90,37 @@ def test_a_rerun_over_a_zarr_input_rewritten_in_place_recomputes(tmp_path, tiny_
     rc, out, err = cli(argv[:-1], capsys)
     assert rc == 0, err
     assert "1 done, 0 skipped" in out, out
+
+
+def _ome_zarr(path: Path, data: np.ndarray) -> Path:
+    """An OME-Zarr 0.4 group with two resolution levels ("0", "1")."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w")
+    for level, arr in enumerate([data, data[:, ::2, ::2]]):
+        group.create_array(str(level), shape=arr.shape, dtype=arr.dtype,
+                           chunks=(1, *arr.shape[1:]))[...] = arr
+    axes = [{"name": n, "type": "space"} for n in "zyx"]
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": [
+        {"path": str(level), "coordinateTransformations": [
+            {"type": "scale", "scale": [1.0, 2.0 ** level, 2.0 ** level]}]}
+        for level in (0, 1)]}]
+    return path
+
+
+def test_a_zarr_store_in_a_folder_is_one_input_and_never_searched_inside(tmp_path):
+    """``auto folder/ -r`` and a ``folder/**/*`` glob over a folder holding an OME-Zarr: the
+    store is one input; its resolution levels and chunk files are not inputs (they were
+    segmented as images of their own, and outputs were written inside the user's store)."""
+    from napari_sam.batch.inputs import collect_inputs
+
+    data = (np.random.default_rng(0).random((2, 32, 32)) * 1000).astype(np.uint16)
+    store = _ome_zarr(tmp_path / "rec" / "pos1" / "nuc.ome.zarr", data)
+    tif = tmp_path / "rec" / "pos2" / "img.tif"
+    tif.parent.mkdir()
+    tifffile.imwrite(tif, data)
+    want = [store, tif]
+    assert collect_inputs([tmp_path / "rec"], recursive=True) == want
+    assert collect_inputs([str(tmp_path / "rec" / "**" / "*")]) == want
+    # the arrays of a store named by a glob that does not match the store itself stay inputs
+    assert collect_inputs([str(store / "[0-9]")]) == [store / "0", store / "1"]

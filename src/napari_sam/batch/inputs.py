@@ -36,6 +36,34 @@ def _is_image(path: Path) -> bool:
     return name.endswith(IMAGE_SUFFIXES)
 
 
+def _folder_images(folder: Path, recursive: bool) -> list[Path]:
+    """The images directly in ``folder`` (``recursive``: in its subfolders too): files with an
+    image suffix and zarr stores. A zarr store is one image and is never searched inside (its
+    arrays, e.g. an OME-Zarr's resolution levels, and chunk files are not inputs), nor is
+    napari-sam's work folder."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        below = []
+        for name in sorted(dirs):
+            if _is_image(here / name):
+                found.append(here / name)
+            elif recursive and name != WORK_DIR:
+                below.append(name)
+        dirs[:] = below
+        found.extend(here / f for f in files if _is_image(here / f))
+    return sorted(found)
+
+
+def _outside_matched_stores(matches: list[Path]) -> list[Path]:
+    """Glob matches without those inside a zarr store that the glob also matched (``**/*``
+    over a folder of OME-Zarr stores matches each store and every array and chunk file in
+    it); arrays inside a store the glob does not match themselves are kept
+    (``plate.zarr/*/0``)."""
+    stores = {m for m in matches if m.is_dir() and _is_image(m)}
+    return [m for m in matches if not any(parent in stores for parent in m.parents)]
+
+
 def _is_sample_ground_truth(path: Path) -> bool:
     """Whether ``path`` is a ground-truth label image written by ``napari-sam sample`` (in a
     folder named ``ground_truth``, and its ImageJ metadata says ``"ground_truth": true``):
@@ -172,17 +200,16 @@ def collect_inputs_with_folders(
         text = os.path.expanduser(os.fspath(spec))
         p = Path(text)
         if glob.has_magic(text) and not p.exists():
-            matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
+            matches = _outside_matched_stores(
+                [Path(m) for m in sorted(glob.glob(text, recursive=True))])
             matches = [m for m in matches if (m.is_file() or _is_image(m)) and not _skipped(
                 m, labels=labels, keep_ground_truth=keep_ground_truth)]
             base = _fixed_part(text)
             if not matches:
                 problems.append(f"{text!r} matches no files")
         elif p.is_dir() and not nio.is_zarr_path(p):
-            pattern = "**/*" if recursive else "*"
-            matches = sorted(m for m in p.glob(pattern) if _is_image(m) and WORK_DIR not in m.parts
-                             and not _skipped(m, labels=labels,
-                                              keep_ground_truth=keep_ground_truth))
+            matches = [m for m in _folder_images(p, recursive)
+                       if not _skipped(m, labels=labels, keep_ground_truth=keep_ground_truth)]
             base = p
             if not matches:
                 problems.append(
