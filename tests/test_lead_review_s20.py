@@ -124,3 +124,21 @@ def test_a_zarr_store_in_a_folder_is_one_input_and_never_searched_inside(tmp_pat
     assert collect_inputs([str(tmp_path / "rec" / "**" / "*")]) == want
     # the arrays of a store named by a glob that does not match the store itself stay inputs
     assert collect_inputs([str(store / "[0-9]")]) == [store / "0", store / "1"]
+
+
+def test_an_ome_zarr_scale_for_every_level_multiplies_the_levels_scale(tmp_path):
+    """OME-NGFF: a ``coordinateTransformations`` scale on the multiscale applies after each
+    dataset's own, so the voxel size is their product (it was read as the dataset's only)."""
+    import zarr
+
+    from napari_sam import io as nio
+
+    data = np.zeros((2, 16, 16), np.uint16)
+    store = _ome_zarr(tmp_path / "x.ome.zarr", data)
+    group = zarr.open_group(str(store), mode="r+")
+    ms = group.attrs["multiscales"]
+    ms[0]["coordinateTransformations"] = [{"type": "scale", "scale": [2.0, 0.5, 0.5]}]
+    group.attrs["multiscales"] = ms
+    image = nio.read_image(store)
+    assert image.axes == "ZYX"
+    assert image.pixel_size == pytest.approx((2.0, 0.5, 0.5))

@@ -367,6 +367,10 @@ def _open_zarr_array(path: Path):
             for tr in ds0.get("coordinateTransformations", []):
                 if tr.get("type") == "scale":
                     scale = tr.get("scale")
+            for tr in ms0.get("coordinateTransformations") or []:  # for every level, after
+                if tr.get("type") == "scale" and scale is not None \
+                        and len(tr.get("scale") or []) == len(scale):
+                    scale = [float(a) * float(b) for a, b in zip(scale, tr["scale"])]
             if scale is not None and axes is not None and len(scale) == len(axes):
                 sizes = {a: float(s) for a, s in zip(axes, scale) if a in SPATIAL}
         else:
