@@ -142,3 +142,26 @@ def test_an_ome_zarr_scale_for_every_level_multiplies_the_levels_scale(tmp_path)
     image = nio.read_image(store)
     assert image.axes == "ZYX"
     assert image.pixel_size == pytest.approx((2.0, 0.5, 0.5))
+
+
+def test_a_npy_stack_read_with_guessed_axes_into_elongated_slices_gets_a_note(
+        tmp_path, tiny_model, offline_cli, capsys):
+    """A (Y, X, Z) ``.npy`` (no axes metadata) is read as (Z, Y, X): 64 slices of 64 x 8 px.
+    The run says so and names ``--axes YXZ``; a (Z, Y, X) one and ``--axes`` get no note."""
+    rng = np.random.default_rng(0)
+    yxz = tmp_path / "d1" / "yxz.npy"
+    yxz.parent.mkdir()
+    np.save(yxz, (rng.random((64, 64, 8)) * 1000).astype(np.uint16))
+    zyx = tmp_path / "d2" / "zyx.npy"
+    zyx.parent.mkdir()
+    np.save(zyx, (rng.random((4, 64, 64)) * 1000).astype(np.uint16))
+    base = ["embed", "--model", tiny_model, "--device", "cpu"]
+    rc, _, err = cli([*base, yxz, "-o", tmp_path / "e1"], capsys)
+    assert rc == 0, err
+    assert ("napari-sam: note: yxz.npy: no metadata names its axes; read as ZYX (64, 64, 8), "
+            "i.e. 64 slices of 64 x 8 px") in err and "--axes YXZ" in err, err
+    for argv in ([*base, zyx, "-o", tmp_path / "e2"],
+                 [*base, yxz, "-o", tmp_path / "e3", "--axes", "YXZ"]):
+        rc, _, err = cli(argv, capsys)
+        assert rc == 0, err
+        assert "no metadata names its axes" not in err, err

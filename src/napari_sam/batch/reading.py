@@ -25,6 +25,7 @@ class OpenedImage:
     pixel_size: tuple | None
     unit: str | None
     source_axes: str
+    axes_guessed: bool = False  # no metadata named the axes: guessed from the shape
 
     @property
     def label_shape(self) -> tuple[int, ...]:
@@ -40,7 +41,8 @@ def open_image(path: Path, ctx: Context) -> OpenedImage:
     is2d = axes in ("YX", "YXC")
     stack = SliceSource(std.data, expand=is2d, path=path)
     label_axes = axes.replace("C", "")
-    return OpenedImage(stack, is2d, label_axes, std.pixel_size, std.unit or "um", img.axes)
+    return OpenedImage(stack, is2d, label_axes, std.pixel_size, std.unit or "um", img.axes,
+                       img.metadata.get("axes_from") == "guess")
 
 
 def colour_planes_note(job, ctx: Context, opened: OpenedImage) -> str | None:
@@ -58,10 +60,32 @@ def colour_planes_note(job, ctx: Context, opened: OpenedImage) -> str | None:
             "--axes ZYX")
 
 
+#: Slices this elongated (long side / short side), read with guessed axes, get a note: a
+#: (Y, X, Z) array (MATLAB's or scipy's layout) guessed as (Z, Y, X) gives such slices.
+ELONGATED_SLICE = 4
+
+
+def guessed_axes_note(job, ctx: Context, opened: OpenedImage) -> str | None:
+    """A note when no metadata named a stack's axes and the guess gives elongated slices
+    (:data:`ELONGATED_SLICE`): the last axis may be the stack's (``--axes YXZ``). None
+    otherwise, or with ``--axes`` given."""
+    if ctx.axes is not None or opened.is2d or not opened.axes_guessed:
+        return None
+    h, w = (int(s) for s in opened.stack.shape[1:3])
+    if max(h, w) < ELONGATED_SLICE * max(1, min(h, w)):
+        return None
+    shape = tuple(int(s) for s in opened.stack.shape[:3])
+    return (f"{job.name}: no metadata names its axes; read as {opened.label_axes} {shape}, "
+            f"i.e. {shape[0]} slices of {h} x {w} px; if the last axis is the stack's (e.g. "
+            "a (Y, X, Z) array), rerun with --axes YXZ")
+
+
 def announce_colour_planes(job, ctx: Context, opened: OpenedImage) -> None:
-    """Print :func:`colour_planes_note` on stderr (nothing when quiet or no note)."""
-    note = None if ctx.quiet else colour_planes_note(job, ctx, opened)
-    if note:
+    """Print :func:`colour_planes_note` and :func:`guessed_axes_note` on stderr (nothing when
+    quiet or no note)."""
+    notes = [] if ctx.quiet else [colour_planes_note(job, ctx, opened),
+                                  guessed_axes_note(job, ctx, opened)]
+    for note in filter(None, notes):
         from tqdm.auto import tqdm
 
         tqdm.write(f"napari-sam: note: {note}", file=sys.stderr)
