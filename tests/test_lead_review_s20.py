@@ -165,3 +165,16 @@ def test_a_npy_stack_read_with_guessed_axes_into_elongated_slices_gets_a_note(
         rc, _, err = cli(argv, capsys)
         assert rc == 0, err
         assert "no metadata names its axes" not in err, err
+
+
+def test_embedding_a_zarr_group_says_to_pass_one_of_its_arrays(tmp_path, tiny_sam):
+    """``ns.embed(zarr.open_group("x.ome.zarr"), model)``: a TypeError that names the group
+    and what to pass (it said "got (2,)")."""
+    import zarr
+
+    import napari_sam as ns
+
+    store = _ome_zarr(tmp_path / "x.ome.zarr", np.zeros((2, 16, 16), np.uint16))
+    with pytest.raises(TypeError, match=r"got a zarr group \(arrays \['0', '1'\]\); pass one of "
+                       r"its arrays \(an OME-Zarr's full resolution is group\['0'\]\)"):
+        ns.embed(zarr.open_group(str(store), mode="r"), tiny_sam)

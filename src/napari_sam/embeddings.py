@@ -145,6 +145,12 @@ def _as_stack(stack):
         )
     if stack is None:
         raise TypeError("expected a stack array of shape (Z, Y, X) or (Z, Y, X, 3|4), got None")
+    if hasattr(stack, "array_keys") and not hasattr(stack, "shape"):  # a zarr group
+        keys = sorted(stack.array_keys())
+        raise TypeError(
+            f"expected a stack array, got a zarr group (arrays {keys[:4]}); pass one of its "
+            "arrays (an OME-Zarr's full resolution is group['0']), or read the store with "
+            "napari_sam.io.read_image(path) and pass its data")
     if hasattr(stack, "shape") and hasattr(stack, "dtype") and hasattr(stack, "__getitem__"):
         return stack
     try:
