@@ -41,10 +41,10 @@ def overlap_ratio(text: str) -> float:
     return value
 
 
-#: How the command line parses each ``SegmentOption.kind``.
 #: slices per encoder call when --batch-size is not given
 BATCH_SIZE_DEFAULT = 4
 
+#: How the command line parses each ``SegmentOption.kind``.
 SEGMENT_ARGUMENT_TYPES = {
     "fraction": fraction,
     "fraction_or_off": fraction_or_off,
