@@ -36,12 +36,12 @@ def model_file_id(key: str) -> str | None:
     The digest is remembered per process with the file's size and modification time
     (:func:`~napari_sam.models.download.file_digest`), and loading the model computes it
     anyway: asking again costs a ``stat``."""
-    from napari_sam.models.download import file_digest
+    from napari_sam.models.download import file_model_id
 
     if key in _registry():
         return None
     try:
-        return f"file:{file_digest(key)[:12]}"
+        return file_model_id(key)
     except OSError:
         return None
 

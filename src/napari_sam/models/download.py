@@ -30,6 +30,7 @@ __all__ = [
     "check_cache_dir",
     "download",
     "file_digest",
+    "file_model_id",
     "file_problem",
 ]
 
@@ -120,6 +121,12 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     with _digest_lock:
         _digest_cache[key] = (stat.st_size, stat.st_mtime_ns, digest)
     return digest
+
+
+def file_model_id(path: str | os.PathLike) -> str:
+    """The model id of a checkpoint loaded from the file ``path``: ``"file:<sha256[:12]>"``
+    (:func:`file_digest`, remembered per size and mtime). OSError for a missing file."""
+    return f"file:{file_digest(path)[:12]}"
 
 
 def file_problem(path: Path, spec: ModelSpec) -> str | None:

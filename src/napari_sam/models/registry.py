@@ -45,6 +45,7 @@ from .download import (
     check_cache_dir,
     download,
     file_digest,
+    file_model_id,
     file_problem,
 )
 
@@ -467,7 +468,7 @@ def load_model(
                 f"{text!r} is neither a known model{_suggest(text)} nor an existing checkpoint "
                 f"file; known models: {', '.join(REGISTRY)}"
             )
-        model_id = f"file:{file_digest(path)[:12]}"
+        model_id = file_model_id(path)
     model = _build(path)
     smoothing = float(getattr(model, "input_smoothing", 0.0))
     # what the model sees depends on it: embeddings, stores and sessions must tell them apart

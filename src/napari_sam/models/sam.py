@@ -21,11 +21,11 @@ def _bundled_demo_id() -> str | None:
     from pathlib import Path
 
     from .catalog import DEMO_NAME, MODEL_SPECS
-    from .download import file_digest
+    from .download import file_model_id
 
     name = next(spec.filename for spec in MODEL_SPECS if spec.name == DEMO_NAME)
     try:  # the registry's where("demo"): the package's weights/ folder
-        return f"file:{file_digest(Path(__file__).resolve().parent.parent / 'weights' / name)[:12]}"
+        return file_model_id(Path(__file__).resolve().parent.parent / "weights" / name)
     except OSError:
         return None
 
