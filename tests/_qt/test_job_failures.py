@@ -100,6 +100,9 @@ def test_loading_fails_download_runtime_value_then_loads(make_widget, notificati
     assert shown and "could not be downloaded" in shown[-1]
     assert url in shown[-1] and str(tmp_path / "cache") in shown[-1]  # the URL; where to put it
     assert c.status.startswith("Failed: ") and url in c.status
+    # the status names what failed: loading the model, not computing embeddings
+    assert c.status.startswith("Failed: Computing SAM embeddings (loading the model "
+                               "'offline_test'). "), c.status
     # a click now is not refused as "a job is running": it starts loading again (and fails)
     before = len(notifications)
     c.points_layer.add([c.current_z(), 20, 20])
@@ -154,7 +157,7 @@ def test_preview_job_fails_then_previews(threaded, notifications, qtbot, monkeyp
 def test_segment_on_the_main_thread_fails_then_segments(threaded, notifications, qtbot,
                                                         monkeypatch):
     """Decoding a preview (main thread, embeddings ready) fails: a notification, no job."""
-    from napari_sam.annotate import annotation_session as controller_module
+    from napari_sam.annotate import slice_preview as controller_module
 
     viewer, widget = threaded
     c = widget.controller

@@ -160,10 +160,11 @@ def test_a_stack_of_large_slices_is_embedded_slice_by_tile_with_progress(demo_ch
     values = list(job)
     reports = [v for v in values if isinstance(v, tuple)]
     assert reports[-1] == (27, 27) and [d for d, _ in reports] == sorted(d for d, _ in reports)
-    # one named phase, announced before its first count
+    # named phases (the model is loaded first: nothing was adopted from the job above),
+    # each announced before its first count
     phases = [(i, v.name) for i, v in enumerate(values) if isinstance(v, Phase)]
-    assert [name for _, name in phases] == ["embedding tiles"]
-    assert values[phases[0][0] + 1] == (0, 27)
+    assert [name for _, name in phases] == ["loading the model 'demo'", "embedding tiles"]
+    assert values[phases[-1][0] + 1] == (0, 27)
     job = s._prepare_gen(None)
     for value in job:
         if isinstance(value, tuple) and value[0] >= 3:

@@ -388,7 +388,8 @@ class AnnotationController(AnnotationSession):
         def errored(err):
             self._pending = False  # a click during a failed job must not start it again
             message = report(err)
-            self._say(f"Failed: {description}. {message}")
+            during = f" ({job.phase})" if job.phase else ""  # e.g. "(loading the model 'vit_b')"
+            self._say(f"Failed: {description}{during}. {message}")
 
         job = self.job = Job(description)
         self.job_changed.emit(job)

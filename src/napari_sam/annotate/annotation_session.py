@@ -23,27 +23,17 @@ from napari_sam.annotation import (
     ObjectMask,
     ObjectPreview,
     apply_objects,
-    decode_slice,
-    mask_prompt,
 )
 
 from .embedding_cache import EmbeddingCache, describe_tiling, missing_slices, new_embeddings
 from .errors import UserError
 from .image_source import ImageSource, make_source
-from .jobs import embed_job, run_to_end, tiled_embed_job
+from .jobs import Phase, embed_job, run_to_end, tiled_embed_job
 from .model_choice import DEMO_NOTICE, ModelCache, ModelChoice, precision_key
-from .prompt_groups import (
-    POINT_OBJECT,
-    all_labelled,
-    group_prompts,
-    inside_image,
-    nothing_to_segment,
-    outside_note,
-    positives,
-    refined_slices,
-)
+from .prompt_groups import POINT_OBJECT, all_labelled, positives
 from .prompt_shelf import PromptShelf
 from .session_log import SessionLog
+from .slice_preview import SlicePreview
 from .stack_actions import StackActions
 
 __all__ = ["ALREADY_LABELLED", "MAX_MEMORY_SLICES", "AnnotationSession", "describe_commit"]
@@ -57,14 +47,16 @@ MAX_MEMORY_SLICES = 256
 ALREADY_LABELLED = 0.8
 
 
-class AnnotationSession(StackActions, SessionLog, PromptShelf):
+class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
     """State and actions of one annotation session (docs/gui.md has the user's view).
 
     Propagation and segment-everything come from
     :class:`~napari_sam.annotate.stack_actions.StackActions`; the commit log, session files,
     autosave and the trace's fixes from :class:`~napari_sam.annotate.session_log.SessionLog`;
     the uncommitted prompts of other images from
-    :class:`~napari_sam.annotate.prompt_shelf.PromptShelf`.
+    :class:`~napari_sam.annotate.prompt_shelf.PromptShelf`; the prompted objects and the
+    preview of the visible slice from
+    :class:`~napari_sam.annotate.slice_preview.SlicePreview`.
 
     Attributes
     ----------
@@ -442,7 +434,9 @@ class AnnotationSession(StackActions, SessionLog, PromptShelf):
         def gen():
             nonlocal predictor, emb
             yield 0, 0
-            if predictor is None:
+            if predictor is None:  # a failure then names this phase, not the job's work
+                name = Path(choice.key).name if choice.is_file else choice.key
+                yield Phase(f"loading the model '{name}'")
                 predictor = models.load(choice, device, precision)
             if not embed:
                 return key, choice, device, predictor, emb, precision
@@ -526,119 +520,6 @@ class AnnotationSession(StackActions, SessionLog, PromptShelf):
         if self.ready([z]):
             return None
         return self.compute_embeddings([z], then=self._say_ready)
-
-    # ------------------------------------------------------------------ prompts
-    def objects(self):
-        """The prompted objects (:func:`~napari_sam.annotate.prompt_groups.group_prompts`)."""
-        self._require_image()
-        points, labels, boxes, _ = inside_image(*self.prompt_arrays(), self.source.shape)
-        label = self.selected_label() if self.refine else 0
-        refine = refined_slices(points, self.target_labels(), label or 0)
-        return group_prompts(points, labels, boxes, refine_slices=refine)
-
-    # ------------------------------------------------------------------ preview
-    def _refine_id(self, z: int | None) -> int:
-        """The target label being refined (0: none)."""
-        label = self.selected_label() if self.refine else None
-        if not label or label <= 0:
-            return 0
-        if z is not None:
-            present = (self.target_labels()[z] == label).any()
-            if not present:
-                raise UserError(
-                    f"Label {label} is not on slice {z}: select a label that is there (picker "
-                    "tool of the labels layer) or untick 'Refine selected label'."
-                )
-        return label
-
-    def _mask_inputs(self, z: int, emb) -> dict:
-        label = self._refine_id(z)
-        if not label:
-            return {}
-        self.require_sam1("Refining a selected label on a slice (its mask as the prompt)")
-        mask = self.target_labels()[z] == label
-        return {POINT_OBJECT: mask_prompt(self.predictor, emb, mask)}
-
-    def update_preview(self) -> list[ObjectPreview]:
-        """Decode the prompts on the current slice into the preview (live preview)."""
-        src = self._require_image()
-        z = self.current_z()
-        on_slice = [(o.key, o.slices[z]) for o in self.objects() if z in o.slices]
-        if self.volume is not None:
-            self.volume = None
-        if not on_slice:
-            self.previews = []
-            self.render()
-            self._say(nothing_to_segment(self.prompt_arrays()[0], z, self.refine,
-                                         self.selected_label()))
-            return self.previews
-        if not self.ready([z]):
-            if self.job is None or not self.job.running:
-                batch = list(range(z, min(z + 4, src.n_slices)))
-                self.compute_embeddings(batch, then=self.update_preview)
-            else:
-                self._pending = True
-                self._say("Waiting for the running job; the preview follows.")
-            return self.previews
-        emb = self.emb[z]
-        self.previews = decode_slice(self.predictor, emb, z, on_slice, self._mask_inputs(z, emb))
-        self.render()
-        self._say(self._preview_text())
-        return self.previews
-
-    def _preview_text(self) -> str:
-        if not self.previews:
-            return "No object on this slice."
-        parts = []
-        for p in self.previews:
-            name = "point object" if p.key == POINT_OBJECT else f"box {p.key[1] + 1}"
-            cand = f", candidate {p.index + 1}/{p.n_candidates}" if p.n_candidates > 1 else ""
-            parts.append(f"{name}: score {p.score:.2f}{cand}")
-        text = "; ".join(parts) + ". Shift+C commits." + outside_note(*self.prompt_arrays(),
-                                                                       self.source.shape)
-        if any(p.cut for p in self.previews):
-            text += (" The object reaches beyond the tiles around its prompts, so its mask "
-                     "may be cut there: click its missing part too (or draw a box over all of "
-                     "it), or untick 'Tile large images' for objects this large.")
-        return text
-
-    def next_candidate(self) -> int | None:
-        multi = [p for p in self.previews if p.n_candidates > 1]
-        if not multi:
-            self._say("Only one candidate: a single click without a box has three.")
-            return None
-        target = next((p for p in multi if p.key == POINT_OBJECT), multi[0])
-        index = target.cycle()
-        self.render()
-        self._say(self._preview_text())
-        return index
-
-    def draw_preview(self, view: np.ndarray) -> None:
-        """Draw the preview into ``view`` (Z, Y, X): the propagated labels, or object ``i``
-        of :attr:`previews` as value ``i + 1`` on its slice; what the last call drew (and
-        nothing else) is cleared first."""
-        if self._rendered is None:
-            view[...] = 0
-        else:
-            for z in self._rendered:
-                view[z] = 0
-        self._rendered = set()
-        if self.volume is not None:
-            labels = np.asarray(self.volume.labels)
-            np.copyto(view, labels.astype(view.dtype, copy=False))
-            self._rendered = None
-        else:
-            for i, p in enumerate(self.previews, start=1):
-                view[p.z][p.mask] = i
-                self._rendered.add(p.z)
-
-    def preview_labels(self) -> np.ndarray:
-        """The preview as a new (Z, Y, X) uint16 array (0: background)."""
-        view = np.zeros(self._require_image().shape, np.uint16)
-        rendered, self._rendered = self._rendered, set()
-        self.draw_preview(view)
-        self._rendered = rendered
-        return view
 
     # ------------------------------------------------------------------ commit, undo
     def _preview_objects(self) -> tuple[list[ObjectMask], list, list]:
