@@ -32,8 +32,8 @@ from napari_sam.preprocess import (
     to_uint8_rgb,
 )
 
-__all__ = ["TrainItem", "ImagePair", "TrainingDataError", "load_pairs", "make_items",
-           "prepare_item", "split_items"]
+__all__ = ["MIN_OBJECT_PIXELS", "TrainItem", "ImagePair", "TrainingDataError", "load_pairs",
+           "make_items", "prepare_item", "split_items"]
 
 _ARRAY_SUFFIXES = (".npy",)
 
@@ -247,13 +247,17 @@ def _resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return labels[rows[:, None], cols[None, :]].astype(np.int32)
 
 
+#: Objects smaller than this many pixels at the model input are not trained on.
+MIN_OBJECT_PIXELS = 6
+
+
 def prepare_item(
     image: np.ndarray,
     labels: np.ndarray,
     img_size: int,
     *,
     contrast_limits: tuple[float, float] | None = None,
-    min_pixels: int = 6,
+    min_pixels: int = MIN_OBJECT_PIXELS,
     name: str = "",
     source: int = 0,
     meta: dict | None = None,
@@ -285,7 +289,7 @@ def prepare_item(
     )
 
 
-def make_items(pairs: Sequence[ImagePair], img_size: int, *, min_pixels: int = 6,
+def make_items(pairs: Sequence[ImagePair], img_size: int, *, min_pixels: int = MIN_OBJECT_PIXELS,
                smoothing: float = 0.0) -> list[TrainItem]:
     """Turn pairs into 2D items; stacks give one item per slice with objects (contrast limits
     computed volume-wide, as ``embed`` does). Raises ValueError when no object is large

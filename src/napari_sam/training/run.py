@@ -33,7 +33,7 @@ from .checkpoint import (
     training_state_path,
 )
 from .config import TrainConfig
-from .data import TrainItem, load_pairs, make_items, split_items
+from .data import MIN_OBJECT_PIXELS, TrainItem, load_pairs, make_items, split_items
 from .evaluation import evaluate
 from .trainer import Trainer, position_aware_init
 
@@ -262,8 +262,9 @@ def data_notes(pairs, items, val_items, img_size: int) -> list[str]:
     images :func:`make_items` left out (no object large enough at the model input) and a
     validation on the training item itself (only one item usable)."""
     used = {it.source for it in items}
-    notes = [f"{pair.name}: left out of training: no object has at least 6 pixels at the "
-             f"model input ({img_size} px)" for i, pair in enumerate(pairs) if i not in used]
+    notes = [f"{pair.name}: left out of training: no object has at least {MIN_OBJECT_PIXELS} "
+             f"pixels at the model input ({img_size} px)"
+             for i, pair in enumerate(pairs) if i not in used]
     if val_items and val_items[0].meta.get("shared"):
         notes.append(f"only one image{' slice' if pairs[items[0].source].labels.ndim == 3 else ''}"
                      f" has objects to train on ({items[0].name}): validation runs on it too, "
