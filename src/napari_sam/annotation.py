@@ -11,7 +11,10 @@
   and records, for every pixel it changed, the value before and after, so
   :meth:`CommitHistory.undo` restores the array exactly and :meth:`CommitHistory.redo`
   re-applies it ("labels are sacred"). Pixels of other objects are never written unless
-  ``overwrite`` is set.
+  ``overwrite`` is set. Undo and redo write only pixels that still hold what the commit (or
+  the undo) left there: a pixel edited since (painted or erased by hand, written by a later
+  commit of another kind) is left as it is and counted (:attr:`Commit.left`), and a redo that
+  would give a label id to a second object is refused (:class:`LabelIdTaken`).
 
 Slice prompts are duck-typed: anything with ``points`` (P, 2) (row, col), ``labels`` (P,),
 ``box`` (4,) or None and ``usable`` (e.g.
@@ -31,11 +34,13 @@ __all__ = [
     "Change",
     "Commit",
     "CommitHistory",
+    "LabelIdTaken",
     "ObjectMask",
     "ObjectPreview",
     "apply_objects",
     "decode_slice",
     "fresh_id",
+    "not_writable",
     "mask_prompt",
 ]
 
@@ -60,6 +65,11 @@ class ObjectMask:
     replaces: int = 0
 
 
+class LabelIdTaken(ValueError):
+    """A redo would write a new object's label id while another object holds that id (it
+    was painted or committed since the undo); nothing was written."""
+
+
 @dataclass
 class Change:
     """Pixels changed by one write: flat indices, values before and after."""
@@ -68,14 +78,40 @@ class Change:
     before: np.ndarray
     after: np.ndarray
 
+    def only(self, keep: np.ndarray) -> Change:
+        """The change restricted to the pixels where ``keep`` (bool, one per pixel) holds."""
+        return Change(self.index[keep], self.before[keep], self.after[keep])
+
 
 @dataclass
 class Commit:
-    """One user commit: changes applied in order, and the ids it wrote."""
+    """One user commit: changes applied in order, and the ids it wrote.
+
+    Attributes
+    ----------
+    changes : list of Change
+        In the order written. An undo keeps only the pixels it restored (a redo re-applies
+        just those), a redo only the pixels it wrote.
+    ids : list of int
+        The label id of each object written.
+    new_ids : list of int
+        The ids of new objects (not refinements of an existing label).
+    target : object
+        What the array belongs to (the controller stores the labels layer).
+    left : int
+        Pixels the last undo or redo left as they were because they had been edited since
+        (they no longer held what the commit, or the undo, wrote).
+    id_pixels : dict of int to int
+        After an undo: how many pixels of each new id the labels still held (pixels edited
+        since the commit); a redo finding more refuses (:class:`LabelIdTaken`).
+    """
 
     changes: list[Change] = field(default_factory=list)
     ids: list[int] = field(default_factory=list)
     target: object = None  # what the array belongs to (the controller stores the layer)
+    new_ids: list[int] = field(default_factory=list)
+    left: int = 0
+    id_pixels: dict = field(default_factory=dict)
 
     @property
     def n_pixels(self) -> int:
@@ -146,15 +182,9 @@ def apply_objects(
     same commit unless ``overwrite`` is set. Pixels of other objects are kept unless
     ``overwrite`` is set. Refined objects (``replaces``) keep their id.
     """
-    if (
-        not isinstance(labels, np.ndarray)
-        or not labels.flags.writeable
-        or not labels.flags.c_contiguous
-    ):
-        raise TypeError(
-            "the labels layer's data is not an in-memory writable numpy array; commit into a "
-            "new labels layer, or convert this one (layer.data = np.asarray(layer.data))"
-        )
+    problem = not_writable(labels)
+    if problem:
+        raise TypeError(problem)
     commit = Commit()
     for obj in objects:
         value = obj.replaces or fresh_id(labels, [*taken, *commit.ids])
@@ -162,7 +192,24 @@ def apply_objects(
         change = _write(labels, obj, value, overwrite)
         commit.changes.append(change)
         commit.ids.append(value)
+        if not obj.replaces:
+            commit.new_ids.append(value)
     return commit
+
+
+def not_writable(labels) -> str:
+    """Why commits cannot write into ``labels`` in place ("" when they can): it must be an
+    in-memory, writable, C-contiguous numpy array (not dask, zarr or a read-only view)."""
+    if (
+        isinstance(labels, np.ndarray)
+        and labels.flags.writeable
+        and labels.flags.c_contiguous
+    ):
+        return ""
+    return (
+        "the labels layer's data is not an in-memory writable numpy array; commit into a "
+        "new labels layer, or convert this one (layer.data = np.asarray(layer.data))"
+    )
 
 
 def _flat(labels: np.ndarray) -> np.ndarray:
@@ -170,6 +217,28 @@ def _flat(labels: np.ndarray) -> np.ndarray:
     if not np.shares_memory(flat, labels):
         raise TypeError("labels must be contiguous to undo/redo in place")
     return flat
+
+
+def _count_unique(indices: list[np.ndarray]) -> int:
+    """How many distinct flat indices the arrays hold together."""
+    return int(np.unique(np.concatenate(indices)).size) if indices else 0
+
+
+def _id_counts(flat: np.ndarray, ids: Sequence[int], step: int = 1 << 24) -> dict[int, int]:
+    """Pixels of each id of ``ids`` in ``flat`` (ids absent: left out), read in chunks of
+    ``step`` pixels (bounded memory on large volumes; two comparisons a pixel, as a commit's
+    new ids lie in one narrow range)."""
+    if not len(ids):
+        return {}
+    lo, hi, wanted = min(ids), max(ids), {int(i) for i in ids}
+    counts: dict[int, int] = {}
+    for start in range(0, flat.size, step):
+        part = flat[start:start + step]
+        hit = part[(part >= lo) & (part <= hi)]
+        for value, n in zip(*(a.tolist() for a in np.unique(hit, return_counts=True))):
+            if value in wanted:
+                counts[value] = counts.get(value, 0) + n
+    return counts
 
 
 class CommitHistory:
@@ -204,24 +273,59 @@ class CommitHistory:
         del self._undo[: max(0, len(self._undo) - self.max_steps)]
 
     def undo(self, labels: np.ndarray) -> Commit | None:
-        """Restore ``labels`` as it was before the last commit; returns that commit."""
+        """Restore ``labels`` as it was before the last commit; returns that commit.
+
+        Only pixels that still hold what the commit wrote are restored; pixels edited since
+        (by hand, or by a commit not undone first) are left as they are and counted in the
+        commit's ``left``. The commit keeps only the pixels restored, so a redo re-applies
+        exactly what this undo took back.
+        """
         if not self._undo:
             return None
         commit = self._undo.pop()
         flat = _flat(labels)
+        kept, left = [], []
         for change in reversed(commit.changes):
-            flat[change.index] = change.before
+            current = flat[change.index]
+            ours = current == change.after
+            flat[change.index[ours]] = change.before[ours]
+            kept.append(change.only(ours))
+            left.append(change.index[~ours & (current != change.before)])
+        commit.changes = kept[::-1]
+        commit.left = _count_unique(left)
+        commit.id_pixels = _id_counts(flat, commit.new_ids)
         self._redo.append(commit)
         return commit
 
     def redo(self, labels: np.ndarray) -> Commit | None:
-        """Re-apply the last undone commit; returns it."""
+        """Re-apply the last undone commit; returns it.
+
+        Only pixels that still hold what the undo restored are written (the others were
+        edited since: counted in the commit's ``left``). Raises :class:`LabelIdTaken`, and
+        writes nothing, when one of the commit's new ids was given to other pixels since the
+        undo (the redo would make two objects of one id).
+        """
         if not self._redo:
             return None
-        commit = self._redo.pop()
+        commit = self._redo[-1]
         flat = _flat(labels)
+        now = _id_counts(flat, commit.new_ids)
+        taken = [i for i in commit.new_ids if now.get(i, 0) > commit.id_pixels.get(i, 0)]
+        if taken:
+            raise LabelIdTaken(
+                f"label {', '.join(map(str, taken))} was given to other pixels since the undo "
+                "(painted or committed); redoing would make two objects of one id"
+            )
+        self._redo.pop()
+        kept, left = [], []
         for change in commit.changes:
-            flat[change.index] = change.after
+            current = flat[change.index]
+            ok = current == change.before
+            flat[change.index[ok]] = change.after[ok]
+            kept.append(change.only(ok))
+            left.append(change.index[~ok & (current != change.after)])
+        commit.changes = kept
+        commit.left = _count_unique(left)
         self._undo.append(commit)
         return commit
 

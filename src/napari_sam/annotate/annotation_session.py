@@ -20,9 +20,11 @@ import numpy as np
 
 from napari_sam.annotation import (
     CommitHistory,
+    LabelIdTaken,
     ObjectMask,
     ObjectPreview,
     apply_objects,
+    not_writable,
 )
 
 from .embedding_cache import EmbeddingCache, describe_tiling, missing_slices, new_embeddings
@@ -36,7 +38,8 @@ from .session_log import SessionLog
 from .slice_preview import SlicePreview
 from .stack_actions import StackActions
 
-__all__ = ["ALREADY_LABELLED", "MAX_MEMORY_SLICES", "AnnotationSession", "describe_commit"]
+__all__ = ["ALREADY_LABELLED", "MAX_MEMORY_SLICES", "AnnotationSession", "describe_commit",
+           "edited_note"]
 
 #: Embeddings kept in memory per stack (the rest is recomputed or read from the store).
 MAX_MEMORY_SLICES = 256
@@ -555,10 +558,12 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
         keys = [keys[i] for i in kept]
         if not objects:
             raise UserError("The preview is empty: add prompts until the object shows, then commit.")
+        self._require_writable(self.target_labels())
         before = objects
         objects, skipped = self._skip_labelled(objects, clicks)
         written = [(k, o.replaces) for k, o in zip(keys, before) if any(o is w for w in objects)]
         target, data = self.commit_target()
+        self._require_writable(data)
         self._log_before_commit(target, data)
         commit = apply_objects(data, objects, overwrite=self.overwrite)
         if commit.n_pixels == 0:
@@ -575,6 +580,21 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
         note = (f" {skipped}" if skipped else "") + self.take_autosave_note()
         self._say(f"{what} Shift+U undoes it.{note}")
         return commit
+
+    def _require_writable(self, data) -> None:
+        """Refuse to commit into ``data`` (the target's (Z, Y, X) labels, None: made at the
+        commit) unless it is an in-memory writable numpy array (a dask or zarr layer is
+        not), before anything reads or writes it."""
+        if data is None or not not_writable(data):
+            return
+        kind = (f"{type(data).__module__.split('.')[0]}.{type(data).__name__}"
+                if not isinstance(data, np.ndarray) else
+                "read-only" if not data.flags.writeable else "not contiguous")
+        raise UserError(
+            f"Not committed: the data of '{self.target_name()}' ({kind}) is not an in-memory "
+            "writable numpy array. Pick a new layer in 'Labels layer', or convert this one "
+            "(layer.data = np.asarray(layer.data)) and commit again."
+        )
 
     def _skip_labelled(self, objects: list[ObjectMask], clicks) -> tuple[list[ObjectMask], str]:
         """Leave out new objects that were committed before; say why.
@@ -621,14 +641,20 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
         if not self.target_alive(target):
             self.history.forget(target)
             raise UserError("The labels layer of that commit was removed; nothing to restore.")
-        (self.history.redo if redo else self.history.undo)(self.target_data(target))
-        self.labels_changed(target)
-        self._log_step(commit, redo)
         ids = ", ".join(str(i) for i in commit.ids)
         where = self.labels_name(target)
+        try:
+            (self.history.redo if redo else self.history.undo)(self.target_data(target))
+        except LabelIdTaken as err:
+            raise UserError(
+                f"Not redone: {err} in '{where}'. Give that object another id (or erase it), "
+                "then press Shift+R again; or leave it and commit the object anew."
+            ) from None
+        self.labels_changed(target)
+        self._log_step(commit, redo)
         other = "" if self.is_current_target(target) else " (not the current Labels layer)"
         self._say(f"{'Redid' if redo else 'Undid'} commit of label {ids} in '{where}'{other}."
-                  + self.take_autosave_note())
+                  + edited_note(commit, redo) + self.take_autosave_note())
         return commit
 
     def labels_name(self, target) -> str:
@@ -655,6 +681,22 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
         self.previews, self.volume = [], None
         self.render()
         self._say("Cleared.")
+
+
+def edited_note(commit, redo: bool) -> str:
+    """The status note after an undo (``redo``: a redo) of ``commit`` that left pixels alone
+    because they were edited since the commit (the undo), e.g. " 97 pixels changed since the
+    commit (painted, erased or committed over) were left as they are."; "" when it left none.
+    """
+    n = commit.left
+    if not n:
+        return ""
+    what = f"{n} pixel changed" if n == 1 else f"{n} pixels changed"
+    verb = "was left as it is" if n == 1 else "were left as they are"
+    since = "the undo" if redo else "the commit"
+    rest = ("; nothing else was left to " + ("redo" if redo else "undo")
+            if commit.n_pixels == 0 else "")
+    return f" {what} since {since} (painted, erased or committed over) {verb}{rest}."
 
 
 def describe_commit(commit, objects: list[ObjectMask], data: np.ndarray) -> str:

@@ -71,8 +71,7 @@ class SlicePreview:
         if not on_slice:
             self.previews = []
             self.render()
-            self._say(nothing_to_segment(self.prompt_arrays()[0], z, self.refine,
-                                         self.selected_label()))
+            self._say(self._nothing_text(z))
             return self.previews
         if not self.ready([z]):
             if self.job is None or not self.job.running:
@@ -87,6 +86,16 @@ class SlicePreview:
         self.render()
         self._say(self._preview_text())
         return self.previews
+
+    def _nothing_text(self, z: int) -> str:
+        """The status line when no object is prompted on slice ``z``: what to add, why the
+        negative points on the image there segment nothing, and the prompts beside the image
+        (napari's points layer takes clicks there; they are ignored: delete them)."""
+        arrays = self.prompt_arrays()
+        points = inside_image(*arrays, self.source.shape)[0]
+        beside = outside_note(*arrays, self.source.shape).strip()
+        what = nothing_to_segment(points, z, self.refine, self.selected_label())
+        return f"{beside} {what}" if beside else what
 
     def _preview_text(self) -> str:
         if not self.previews:
