@@ -61,7 +61,14 @@ class AnnotationController(AnnotationSession):
         self._muted = False
         self._negative_click = False
         self._negative_mode = False  # new points are negative (N, the checkbox)
+        self._watched = None  # the image layer whose transform events we listen to
+        self._made: set = set()  # unique ids of the labels layers this session made
+        self._click_problem: str | None = None  # why the click under way cannot prompt
+        self._press_boxes: list | None = None  # boxes drawn by a drag that cannot prompt
+        self._view_said = False  # the status says the view cannot prompt
         viewer.layers.events.removed.connect(self._on_layer_removed)
+        viewer.dims.events.ndisplay.connect(self._on_view_changed)
+        viewer.dims.events.order.connect(self._on_view_changed)
 
     @property
     def target_layer(self):
@@ -92,22 +99,93 @@ class AnnotationController(AnnotationSession):
         return list(self.image_layer.contrast_limits)
 
     def current_z(self) -> int:
+        """The slice of the stack at the viewer's position, through the image layer's whole
+        transform (scale, translate, rotate, shear, affine)."""
         src = self._require_image()
-        layer = self.image_layer
-        world = np.asarray(self.viewer.dims.point, dtype=float)[-src.ndim :]
-        data = (world - np.asarray(layer.translate)[-src.ndim :]) / np.asarray(layer.scale)[
-            -src.ndim :
-        ]
-        return src.slice_of(data)
+        world = np.asarray(self.viewer.dims.point, dtype=float)
+        return src.slice_of(self.image_layer.world_to_data(world))
 
     def go_to_slice(self, z: int) -> None:
         """Show slice ``z`` of the image's stack."""
         src, layer = self._require_image(), self.image_layer
         if not src.is_3d:
             return
+        data = np.asarray(layer.world_to_data(np.asarray(self.viewer.dims.point, float)))
+        data[src.z_axis] = z
         axis = self.viewer.dims.ndim - layer.ndim + src.z_axis
-        world = float(layer.translate[src.z_axis] + z * layer.scale[src.z_axis])
-        self.viewer.dims.set_point(axis, world)
+        self.viewer.dims.set_point(axis, float(layer.data_to_world(data)[src.z_axis]))
+
+    # ------------------------------------------------------------------ the view
+    def view_problem(self) -> str | None:
+        """Why a click in the view cannot prompt the image (None: it can): a 3D view, a view
+        whose plane is not the image's (Y, X) plane, or an image transform that tilts its
+        slices. Prompts placed before stay; what they need is said."""
+        layer, src = self.image_layer, self.source
+        if layer is None or src is None or layer not in self.viewer.layers:
+            return None
+        tilted = L.transform_problem(src, layer)
+        if tilted:
+            return tilted
+        dims = self.viewer.dims
+        if dims.ndisplay == 3:
+            return ("The view is 3D: clicks and boxes do not prompt there (the slice they "
+                    "would fall on is hidden). Switch to the 2D view (the 2D/3D button at the "
+                    "bottom left of the layer list) to prompt; Propagate with 'all objects "
+                    "with prompts' and Segment everything on the whole stack work in 3D.")
+        offset = dims.ndim - layer.ndim
+        yx = [offset + a for a in src.spatial_axes[-2:]]
+        if set(dims.displayed) != set(yx):
+            order = tuple(a for a in dims.order if a not in yx) + tuple(yx)
+            return (f"The view shows axes {tuple(dims.displayed)} of the viewer, not the "
+                    f"rows and columns (Y, X) of '{layer.name}': prompts work in the (Y, X) "
+                    "plane only. Press napari's 'Roll dimensions' button until the plane "
+                    f"shows Y and X, or set viewer.dims.order = {order}.")
+        return None
+
+    def next_step(self) -> str:
+        """What to do next; where the view cannot prompt, what to change in it first."""
+        return self.view_problem() or super().next_step()
+
+    def _require_view(self, extra: str = "") -> None:
+        problem = self.view_problem()
+        if problem:
+            self._view_said = True
+            self._say(problem + extra)  # the status says it (a live preview is not a handler)
+            raise UserError(problem + extra)
+
+    def _on_view_changed(self, event=None) -> None:
+        """The view changed (2D/3D, axis order): say at once whether clicks prompt."""
+        problem = self.view_problem()
+        if problem:
+            self._view_said = True
+            self._say(problem)
+        elif self._view_said:
+            self._view_said = False
+            points, _, boxes = self.prompt_arrays() if self.source is not None else ((), (), ())
+            if self.live and len(points) + len(boxes):
+                self.refresh_preview()
+            else:
+                self._say(self.next_step())
+
+    def update_preview(self):
+        """Decode the prompts on the visible slice (refused where the view cannot show
+        one: :meth:`view_problem`)."""
+        self._require_view(" The prompts are kept.")
+        return super().update_preview()
+
+    def propagate(self, all_objects: bool = False, method: str | None = None, **options):
+        """Propagate (the objects on the visible slice: refused where the view shows no
+        slice, :meth:`view_problem`; all objects with prompts: in any view)."""
+        if not all_objects:
+            self._require_view(" Or pick 'all objects with prompts' in 'Propagate'.")
+        return super().propagate(all_objects=all_objects, method=method, **options)
+
+    def segment_everything(self, whole_stack: bool = False, **params):
+        """Segment everything (on the visible slice: refused where the view shows no slice,
+        :meth:`view_problem`; on the whole stack: in any view)."""
+        if not whole_stack:
+            self._require_view(" Or pick 'whole stack' in 'Where' (Segment everything).")
+        return super().segment_everything(whole_stack=whole_stack, **params)
 
     # ------------------------------------------------------------------ hooks: prompts
     def prompt_arrays(self):
@@ -159,18 +237,50 @@ class AnnotationController(AnnotationSession):
         return None if target is None else int(target.selected_label)
 
     def target_labels(self):
+        """The target's (Z, Y, X) labels; None where there is no target, or it does not fit
+        the image (previews never depend on it; a commit says why: :meth:`commit_target`)."""
         target = self.target_layer
         if target is None or target not in self.viewer.layers:
             return None
+        problem = self.target_problem(target)
+        if problem:
+            if self.refine:
+                raise UserError(f"Cannot refine: {problem}")
+            return None
         return self.source.zyx_view(target.data)
+
+    def target_problem(self, layer) -> str | None:
+        """Why labels ``layer`` cannot take this image's commits (None: it can): its shape or
+        its transform differ from the image's (:func:`.layers.alignment_problem`)."""
+        if layer is None or self.source is None or self.image_layer is None:
+            return None
+        return L.alignment_problem(layer, self.source, self.image_layer)
+
+    def pick_target(self, layer) -> None:
+        """Commit into labels ``layer`` (None: a new layer at the next commit). A layer
+        whose shape or transform does not fit the image is refused, with the reason; the
+        previous choice stays."""
+        layer = L.unwrap(layer)
+        problem = self.target_problem(layer)
+        if problem:
+            keep = self.target_layer
+            where = f"'{keep.name}'" if keep is not None else "a new 'segmentation' layer"
+            raise UserError(f"Not picked: {problem} Commits still go into {where}.")
+        self.target_layer = layer
+        if layer is not None:
+            self._say(f"Commits go into '{layer.name}'.")
 
     def target_name(self) -> str:
         return self.target_layer.name
 
     def commit_target(self):
         src = self._require_image()
+        problem = self.target_problem(self.target_layer)
+        if problem and self.target_layer in self.viewer.layers:
+            raise UserError(f"Not committed: {problem}")
         if self.target_layer is None or self.target_layer not in self.viewer.layers:
             self.target_layer = L.add_labels_layer(self.viewer, src, self.image_layer, L.TARGET_NAME)
+            self._made.add(self.target_layer.unique_id)
             # keep the prompt layers on top and active
             layers = self.viewer.layers
             layers.move(layers.index(self.target_layer), layers.index(self.preview_layer))
@@ -180,11 +290,10 @@ class AnnotationController(AnnotationSession):
 
     def new_target(self, labels_zyx):
         """A new labels layer holding ``labels_zyx`` that commits go into (never an old one)."""
-        scale, translate = self.source.derived_geometry(self.image_layer.scale,
-                                                        self.image_layer.translate)
         data = np.array(self.source.to_layer(labels_zyx), copy=True)
-        layer = L.unwrap(self.viewer.add_labels(data, name=L.TARGET_NAME, scale=scale,
-                                                translate=translate))
+        layer = L.unwrap(self.viewer.add_labels(
+            data, name=L.TARGET_NAME, **L.geometry(self.source, self.image_layer)))
+        self._made.add(layer.unique_id)
         layers = self.viewer.layers
         if self.preview_layer in layers:
             layers.move(layers.index(layer), layers.index(self.preview_layer))
@@ -194,19 +303,25 @@ class AnnotationController(AnnotationSession):
         return layer
 
     def forget_mismatched_target(self) -> None:
-        """After an image change: keep the target labels layer if it has the image's shape;
-        else commit into the labels layer named 'segmentation' of that shape (made for this
-        image before another was picked, or by a dock closed and opened again), else into a
-        new one made at the first commit."""
+        """After an image change: keep the target labels layer if it fits the image (shape
+        and transform: :meth:`target_problem`); else commit into the labels layer named
+        layer that holds exactly this image's autosaved labels (a dock closed and opened again,
+        the layer perhaps renamed), else the one named 'segmentation' that fits (made for this
+        image before another was picked), else into a new one made at the first commit."""
         from napari.layers import Labels
 
         target = self.target_layer
-        shape = self.source.layer_shape
-        if target is not None and tuple(target.data.shape) == shape:
+        if target is not None and self.target_problem(target) is None:
             return
-        found = next((ly for ly in self.viewer.layers
-                      if ly.name == L.TARGET_NAME and isinstance(L.unwrap(ly), Labels)
-                      and tuple(ly.data.shape) == shape), None)
+        layers = [L.unwrap(ly) for ly in self.viewer.layers
+                  if isinstance(L.unwrap(ly), Labels) and self.target_problem(ly) is None]
+        # the layer the autosaved log went into (renamed or not), else the 'segmentation' one
+        # (only in-memory arrays are compared: a dask or zarr layer is never read whole)
+        found = next((ly for ly in layers if isinstance(ly.data, np.ndarray)
+                      and self.autosave_holding(self.source.zyx_view(ly.data)) is not None),
+                     None)
+        if found is None:
+            found = next((ly for ly in layers if ly.name == L.TARGET_NAME), None)
         if found is not None or target is not None:
             self.target_layer = found
             self.target_changed.emit(found)
@@ -238,8 +353,8 @@ class AnnotationController(AnnotationSession):
 
     def add_result(self, labels, name: str) -> None:
         src = self.source
-        scale, translate = src.derived_geometry(self.image_layer.scale, self.image_layer.translate)
-        self.viewer.add_labels(src.to_layer(labels), name=name, scale=scale, translate=translate)
+        self.viewer.add_labels(src.to_layer(labels), name=name,
+                               **L.geometry(src, self.image_layer))
         self.viewer.layers.selection.active = self.points_layer
 
     # ------------------------------------------------------------------ hooks: news
@@ -286,11 +401,61 @@ class AnnotationController(AnnotationSession):
         except (UserError, ValueError) as err:  # the status says why, not "open an image"
             self._say(f"Cannot use '{layer.name}': {err}")
             raise
+        tilted = L.transform_problem(source, layer)
+        if tilted:
+            self._say(f"Cannot use '{layer.name}': {tilted}")
+            raise UserError(f"Cannot use '{layer.name}': {tilted}")
         changed = not L.same(layer, self.image_layer) or channel_axis != self.channel_axis
         aside = self.set_aside_prompts() if changed else ""  # read from the old layers
         self.image_layer, self.channel_axis, self.source = layer, channel_axis, source
+        self._watch(layer)
         self._ensure_layers(recreate=changed)
         self.use_source(changed, aside)
+
+    _TRANSFORMS = ("scale", "translate", "rotate", "shear", "affine")
+
+    def _watch(self, layer) -> None:
+        """Listen to the transform events of image ``layer`` (None: of no layer)."""
+        if L.same(layer, self._watched):
+            return
+        if self._watched is not None:
+            for name in self._TRANSFORMS:
+                getattr(self._watched.events, name).disconnect(self._on_image_transform)
+        self._watched = layer
+        if layer is not None:
+            for name in self._TRANSFORMS:
+                getattr(layer.events, name).connect(self._on_image_transform)
+
+    @guarded
+    def _on_image_transform(self, event=None) -> None:
+        """The image layer's scale, translate, rotate, shear or affine changed: our layers
+        (and the labels layers this session made) follow it, so clicks keep landing on the
+        pixels under them; a target of the user's that no longer lines up is let go."""
+        src, img = self.source, self.image_layer
+        if src is None or img is None:
+            return
+        geom = L.geometry(src, img)
+        for layer in (self.points_layer, self.boxes_layer, self.preview_layer):
+            if layer is not None:
+                L.set_geometry(layer, geom)
+        target = self.target_layer
+        note = ""
+        if target is not None and target.unique_id in self._made:
+            L.set_geometry(target, geom)
+        elif target is not None and self.target_problem(target):
+            self.target_layer = None
+            self.target_changed.emit(None)
+            note = (f" '{target.name}' no longer lines up with '{img.name}': commits go into "
+                    "a new 'segmentation' layer (pick it again in 'Labels layer' once it has "
+                    "the image's transform).")
+        problem = self.view_problem()
+        if problem:
+            self._view_said = True
+            self._say(problem + note)
+        elif note or self._view_said:
+            self._view_said = False
+            self._say(f"The SAM layers follow the new transform of '{img.name}'.{note} "
+                      + self.next_step())
 
     def _ensure_layers(self, recreate: bool) -> None:
         src, img = self.source, self.image_layer
@@ -312,6 +477,7 @@ class AnnotationController(AnnotationSession):
         if self.boxes_layer is None:
             self.boxes_layer = L.add_boxes_layer(self.viewer, src, img)
             self.boxes_layer.events.data.connect(self._on_prompts_changed)
+            self.boxes_layer.mouse_drag_callbacks.append(self._on_boxes_press)
         if self.points_layer is None:
             self.points_layer = L.add_points_layer(self.viewer, src, img)
             self.points_layer.events.data.connect(self._on_prompts_changed)
@@ -324,6 +490,7 @@ class AnnotationController(AnnotationSession):
         if self._muted:
             return
         if L.same(layer, self.image_layer):
+            self._watch(None)
             self.image_layer = self.source = self.emb = None
             self.previews, self.volume = [], None
             self.drop_sam2_features()
@@ -416,6 +583,9 @@ class AnnotationController(AnnotationSession):
         """Stop listening to the viewer and cancel a running job (the layers stay)."""
         self.cancel()
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
+        self.viewer.dims.events.ndisplay.disconnect(self._on_view_changed)
+        self.viewer.dims.events.order.disconnect(self._on_view_changed)
+        self._watch(None)
 
     def detach(self, links: list, unbind_keys, *_destroyed) -> None:
         """Undo a dock's connections ``links`` ((signal, slot) pairs), stop listening and
@@ -444,17 +614,103 @@ class AnnotationController(AnnotationSession):
     # ------------------------------------------------------------------ prompts
     def _on_points_press(self, layer, event):
         self._negative_click = "Shift" in event.modifiers
+        self._click_problem = self.view_problem()  # the point this click adds is refused
         # napari makes a selected point's features the defaults for new points (a negative
         # Shift-click would make every later click negative): the mode decides, not history
         self._restore_default_kind()
         yield
         while event.type == "mouse_move":
             yield
+        from qtpy.QtCore import QTimer
+
+        # after napari's own release callbacks (the point is added on release)
+        QTimer.singleShot(0, self._end_click)
+
+    def _end_click(self) -> None:
+        self._click_problem = None
+
+    def _on_boxes_press(self, layer, event):
+        """A drag on the boxes layer: where the view cannot prompt, the rectangles it draws
+        are removed once napari has finished drawing them, and the status says why."""
+        problem = self.view_problem()
+        self._press_boxes = [] if problem else None  # napari adds the box on press
+        yield
+        while event.type == "mouse_move":
+            yield
+        if problem:
+            from qtpy.QtCore import QTimer
+
+            QTimer.singleShot(0, lambda: self._drop_boxes(problem))
+
+    @guarded
+    def _drop_boxes(self, problem: str) -> None:
+        drawn, self._press_boxes = self._press_boxes, None
+        layer = self.boxes_layer
+        drawn = [i for i in drawn or () if layer is not None and 0 <= i < len(layer.data)]
+        if not drawn:
+            return
+        self._drop_prompts(layer, drawn)
+        self._view_said = True
+        self._say(f"{problem} The box was not kept.")
+
+    def _drop_prompts(self, layer, indices) -> None:
+        """Remove the points (or shapes) ``indices`` of ``layer`` without previewing."""
+        self._muted = True
+        try:
+            layer.selected_data = set(int(i) for i in indices)
+            layer.remove_selected()
+        finally:
+            self._muted = False
+
+    def _refuse_added(self, event) -> bool:
+        """A click added a point (or a drag a box) where the view cannot prompt: the point is
+        removed at once (a box when its drawing ends), and the status says why."""
+        source = getattr(event, "source", None)
+        if L.same(source, self.points_layer) and self._click_problem:
+            problem, self._click_problem = self._click_problem, None
+            n = len(self.points_layer.data)
+            idx = list(getattr(event, "data_indices", ())) or [n - 1]
+            self._drop_prompts(self.points_layer, [i if i >= 0 else n + i for i in idx])
+            self._negative_click = False
+            self._view_said = True
+            self._say(f"{problem} The point was not kept.")
+            return True
+        if L.same(source, self.boxes_layer) and self._press_boxes is not None:
+            n = len(self.boxes_layer.data)
+            idx = list(getattr(event, "data_indices", ())) or [n - 1]
+            self._press_boxes.extend(i if i >= 0 else n + i for i in idx)
+            self._view_said = True
+            self._say(self.view_problem() or "")
+            return True
+        if L.same(source, self.boxes_layer):
+            return self._refuse_slanted_boxes(event)
+        return False
+
+    def _refuse_slanted_boxes(self, event) -> bool:
+        """Rectangles added (by code) across slices, e.g. in a (Z, X) view, are no prompt:
+        removed, and the status says so (else they would be left out without a word)."""
+        layer, src = self.boxes_layer, self.source
+        n = len(layer.data)
+        idx = [i if i >= 0 else n + i for i in getattr(event, "data_indices", ())] or [n - 1]
+        slanted = [i for i in idx if 0 <= i < n and src is not None
+                   and np.ptp(src.to_zyx(layer.data[i])[:, 0]) > 0.5]
+        if not slanted:
+            return False
+        self._drop_prompts(layer, slanted)
+        self._say("A box must lie in one (Y, X) slice of the image; this one spans several "
+                  "slices (drawn in a view of another plane?), so it was not kept. Draw boxes "
+                  "in the (Y, X) view.")
+        return True
 
     def _on_prompts_changed(self, event=None) -> None:
         action = str(getattr(event, "action", "")) if event is not None else ""
         if action and not action.endswith(("added", "removed", "changed")):
             return
+        if action.endswith("added") and not self._muted and self._refuse_added(event):
+            return
+        if (action.endswith("changed") and self._press_boxes is not None
+                and L.same(getattr(event, "source", None), self.boxes_layer)):
+            return  # a box drawn where the view cannot prompt (removed when drawn)
         source = getattr(event, "source", None)
         if action.endswith("added") and L.same(source, self.points_layer):
             if self._negative_click:

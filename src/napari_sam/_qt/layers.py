@@ -23,11 +23,16 @@ __all__ = [
     "add_boxes_layer",
     "add_labels_layer",
     "add_points_layer",
+    "alignment_problem",
     "boxes_from_layer",
+    "data_to_world_matrix",
+    "geometry",
     "layer_coords",
     "read_boxes",
     "read_points",
     "same",
+    "set_geometry",
+    "transform_problem",
     "unwrap",
 ]
 
@@ -57,9 +62,113 @@ def same(a, b) -> bool:
     return a is not None and b is not None and unwrap(a) is unwrap(b)
 
 
-def _geometry(source: ImageSource, image_layer) -> dict:
-    scale, translate = source.derived_geometry(image_layer.scale, image_layer.translate)
-    return {"scale": scale, "translate": translate}
+def data_to_world_matrix(layer) -> np.ndarray:
+    """The layer's whole data -> world transform as an (ndim + 1) homogeneous matrix
+    (``affine * (rotate * shear * scale + translate)``), read through the public
+    ``layer.data_to_world``."""
+    n = layer.ndim
+    origin = np.asarray(layer.data_to_world(np.zeros(n)), dtype=float)
+    out = np.eye(n + 1)
+    for axis in range(n):
+        out[:n, axis] = np.asarray(layer.data_to_world(np.eye(n)[axis]), float) - origin
+    out[:n, n] = origin
+    return out
+
+
+def _stretch(source: ImageSource) -> tuple[np.ndarray, np.ndarray]:
+    """Our layers' data -> the image's data, per axis ``x * factor + offset``: the channel
+    axis (size 1 in our layers) stretched over the image's channels."""
+    factor, offset = np.ones(source.ndim), np.zeros(source.ndim)
+    if source.channel_axis is not None:
+        c = source.stack.n_channels
+        factor[source.channel_axis] = c
+        offset[source.channel_axis] = (c - 1) / 2
+    return factor, offset
+
+
+def geometry(source: ImageSource, image_layer) -> dict:
+    """The transform of our layers: the image layer's whole transform (scale, translate,
+    rotate, shear and affine) and units, so that our layers' data coordinates are the image's data
+    coordinates (the channel axis stretched over the channels)."""
+    from napari.utils.transforms import Affine
+
+    factor, offset = _stretch(source)
+    scale = np.asarray(image_layer.scale, dtype=float)
+    linear = Affine(scale=scale, rotate=np.asarray(image_layer.rotate, float),
+                    shear=np.asarray(image_layer.shear, float)).linear_matrix
+    return {
+        "scale": scale * factor,
+        "translate": np.asarray(image_layer.translate, dtype=float) + linear @ offset,
+        "rotate": np.array(image_layer.rotate, dtype=float),
+        "shear": np.array(image_layer.shear, dtype=float),
+        "affine": np.array(image_layer.affine.affine_matrix, dtype=float),
+        # the physical units too (um, nm): saved labels keep them, napari warns of none
+        "units": tuple(getattr(image_layer, "units", ()) or ()) or None,
+    }
+
+
+def set_geometry(layer, geom: dict) -> None:
+    """Give ``layer`` the transform ``geom`` (:func:`geometry`)."""
+    layer.affine = geom["affine"]
+    layer.rotate = geom["rotate"]
+    layer.shear = geom["shear"]
+    layer.scale = geom["scale"]
+    layer.translate = geom["translate"]
+    if geom.get("units") is not None:
+        layer.units = geom["units"]
+
+
+def transform_problem(source: ImageSource, image_layer) -> str | None:
+    """Why the image layer's transform cannot be prompted (None: it can).
+
+    Scale, translate and rotate or shear within the (Y, X) plane are fine: our layers copy
+    them. A transform that mixes the stack (or channel) axis with rows and columns tilts
+    the slices out of the view's plane: a click there does not fall on one slice.
+    """
+    matrix = data_to_world_matrix(image_layer)[:-1, :-1]
+    yx = list(source.spatial_axes[-2:])
+    rest = [a for a in range(source.ndim) if a not in yx]
+    tol = 1e-6 * max(np.abs(matrix).max(), 1e-12)
+    coupled = (np.abs(matrix[np.ix_(yx, rest)]).max(initial=0) > tol
+               or np.abs(matrix[np.ix_(rest, yx)]).max(initial=0) > tol)
+    block = matrix[np.ix_(rest, rest)]
+    mixed = np.abs(block - np.diag(np.diag(block))).max(initial=0) > tol
+    if not (coupled or mixed):
+        return None
+    return (f"'{image_layer.name}' has a rotate, shear or affine transform that tilts its "
+            "(Y, X) slices out of the view's plane (it mixes the stack or channel axis with "
+            "rows and columns), so a click does not fall on one slice: this is not "
+            "supported. Rotate or shear it only within its (Y, X) plane, or reset its "
+            "transform (layer.rotate, layer.shear, layer.affine) and pick it again.")
+
+
+def alignment_problem(layer, source: ImageSource, image_layer) -> str | None:
+    """Why labels ``layer`` cannot take commits for this image (None: it can): its shape is
+    not :attr:`ImageSource.layer_shape`, or its transform puts its pixels elsewhere than the
+    image's (another scale, translate, rotate, shear or affine)."""
+    shape = tuple(int(s) for s in layer.data.shape)
+    if shape != tuple(source.layer_shape):
+        return (f"'{layer.name}' has shape {shape} but the image '{image_layer.name}' needs "
+                f"{tuple(source.layer_shape)}: pick a labels layer made for this image, or "
+                "\"new 'segmentation' layer\" in 'Labels layer'.")
+    factor, offset = _stretch(source)
+    to_image = np.diag(np.append(factor, 1.0))
+    to_image[:-1, -1] = offset
+    mine = data_to_world_matrix(layer)
+    theirs = data_to_world_matrix(image_layer) @ to_image
+    tol = 1e-3 * float(np.abs(np.asarray(image_layer.scale, float)).min())
+    if np.allclose(mine, theirs, rtol=1e-6, atol=tol):
+        return None
+    geom = geometry(source, image_layer)
+    what = [name for name in ("scale", "translate", "rotate", "shear")
+            if not np.allclose(np.asarray(getattr(layer, name), float), geom[name], atol=1e-9)]
+    if not np.allclose(layer.affine.affine_matrix, image_layer.affine.affine_matrix):
+        what.append("affine")
+    return (f"'{layer.name}' does not line up with the image '{image_layer.name}' (its "
+            f"{', '.join(what) or 'transform'} differs), so labels would land on other pixels "
+            f"than the prompts: give it the image's transform (e.g. layer.scale = "
+            f"{geom['scale'].tolist()}, layer.translate = {geom['translate'].tolist()}) or pick "
+            "\"new 'segmentation' layer\" in 'Labels layer'.")
 
 
 def add_points_layer(viewer, source: ImageSource, image_layer):
@@ -80,7 +189,7 @@ def add_points_layer(viewer, source: ImageSource, image_layer):
         # sized for the whole image would hide the object
         canvas_size_limits=(4, 24),
         out_of_slice_display=False,
-        **_geometry(source, image_layer),
+        **geometry(source, image_layer),
     )
     layer = unwrap(layer)
     layer.mode = "add"
@@ -94,7 +203,7 @@ def add_boxes_layer(viewer, source: ImageSource, image_layer):
         face_color="transparent",
         edge_color="#ffd700",
         edge_width=min(max(1.0, min(source.shape[1:3]) / 200), 4.0),
-        **_geometry(source, image_layer),
+        **geometry(source, image_layer),
     )
     layer = unwrap(layer)
     layer.mode = "add_rectangle"
@@ -103,7 +212,7 @@ def add_boxes_layer(viewer, source: ImageSource, image_layer):
 
 def add_labels_layer(viewer, source: ImageSource, image_layer, name: str, dtype=np.uint32):
     data = np.zeros(source.layer_shape, dtype=dtype)
-    return unwrap(viewer.add_labels(data, name=name, **_geometry(source, image_layer)))
+    return unwrap(viewer.add_labels(data, name=name, **geometry(source, image_layer)))
 
 
 def read_points(layer, source: ImageSource) -> tuple[np.ndarray, np.ndarray]:

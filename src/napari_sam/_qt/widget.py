@@ -638,7 +638,11 @@ class SamWidget(QWidget):
 
     @guarded
     def _on_target_changed(self):
-        self.controller.target_layer = self._layer(self._target.currentData())
+        """A labels layer picked: refused (the previous one shown) if it does not fit."""
+        try:
+            self.controller.pick_target(self._layer(self._target.currentData()))
+        finally:
+            self._refresh_targets()
 
     @guarded
     def _on_commit(self):

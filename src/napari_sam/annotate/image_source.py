@@ -239,13 +239,7 @@ def make_source(data, *, rgb: bool = False, channel_axis: int | None = None, mul
             )
     spatial = ndim - (1 if channel_axis is not None else 0)
     if spatial not in (2, 3):
-        names = "(Y, X) or (Z, Y, X)"
-        raise UnsupportedImage(
-            f"the image has {spatial} spatial dimensions (shape {shape}); SAM needs {names}"
-            + (" plus an optional channel axis" if channel_axis is None else "")
-            + ". Next step: pick the channel axis in 'Channel axis', or reduce the data to "
-            "one 3D stack (e.g. viewer.add_image(layer.data[t]) for one time point)"
-        )
+        raise UnsupportedImage(_too_many_axes(shape, ndim, channel_axis))
     view = SliceView(data, rgb=rgb, channel_axis=channel_axis, two_d=spatial == 2)
     axes = [a for a in range(ndim) if a != channel_axis]
     return ImageSource(
@@ -255,3 +249,32 @@ def make_source(data, *, rgb: bool = False, channel_axis: int | None = None, mul
         z_axis=axes[0] if spatial == 3 else None,
         rgb=rgb,
     )
+
+
+#: An axis this short may hold channels (more is more likely time or depth).
+MAX_CHANNELS = 4
+
+
+def _too_many_axes(shape: tuple[int, ...], ndim: int, channel_axis: int | None) -> str:
+    """Why an image with too many (or too few) axes cannot be segmented, and the next step:
+    a channel axis only where an axis is channels; otherwise one time point (one volume)."""
+    spatial = ndim - (1 if channel_axis is not None else 0)
+    head = (f"the image has {spatial} spatial dimensions (shape {shape}); SAM segments a 2D "
+            "image (Y, X) or one stack (Z, Y, X)")
+    if spatial < 2:
+        return head + ": pick another layer, or 'none' in 'Channel axis'"
+    extra = [a for a in range(ndim - 2) if a != channel_axis]
+    short = [a for a in extra if shape[a] <= MAX_CHANNELS]
+    if channel_axis is not None:
+        channels = (f" after taking axis {channel_axis} (size {shape[channel_axis]}) as "
+                    "channels")
+    else:
+        looks = (f"; axis {short[0]} (size {shape[short[0]]}) is short enough to be "
+                 "channels" if short else "")
+        channels = (f". If one axis holds channels (colours or stains), make it the channel "
+                    f"axis in 'Channel axis'{looks}. If it is time (or any axis that is not channels), do not "
+                    "pick it as channels: that would mix its frames as colours")
+    instead = "" if channel_axis is not None else " instead"
+    return (f"{head}{channels}. Take one time point (one volume) as its own layer{instead}, "
+            "e.g. viewer.add_image(layer.data[t]) in napari's console for time point t, and "
+            "pick that layer in 'Image'")
