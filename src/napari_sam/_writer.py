@@ -85,7 +85,37 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
 
     ``meta`` is the layer's metadata (``scale``, ``units``, ``translate``, ``name``); the
     scale and units of its spatial axes are written as :func:`physical_scale` says.
+
+    A failure is shown as a napari error notification (why, and what to do) before it is
+    raised: napari drops a writer's ``ValueError`` and says only "Given plugin ... is not a
+    valid writer" (napari 0.5-0.6's ``plugins._npe2.write_layers``), so the reason would
+    otherwise never reach the user.
+
+    Raises
+    ------
+    ValueError
+        Labels that cannot be written (negative ids, more than 4 dimensions, ...).
+    OSError
+        The file cannot be written.
     """
+    try:
+        return _write(path, data, meta)
+    except (ValueError, TypeError, OSError) as err:
+        _notify_failure(path, meta, err)
+        raise
+
+
+def _notify_failure(path: str, meta: dict, err: Exception) -> None:
+    """An error notification saying why ``path`` was not written and what to do next."""
+    from napari.utils.notifications import show_error
+
+    name = meta.get("name") or "the labels layer"
+    why = err.strerror or str(err) if isinstance(err, OSError) else str(err)
+    show_error(f"napari-sam-stacks did not save '{name}' to {path}: {why}. Nothing was written; "
+               "correct the layer (or pick a folder you can write to) and save again.")
+
+
+def _write(path: str, data: Any, meta: dict) -> list[str]:
     from napari_sam.io import write_labels
 
     arr = np.asarray(data)

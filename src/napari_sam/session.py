@@ -54,6 +54,7 @@ from napari_sam.session_checks import (
 
 __all__ = [
     "FORMAT", "VERSION", "Session", "SessionError", "check_image", "check_model",
+    "check_session_path", "image_differences", "keep_aside", "recorded_axes",
     "recorded_tiling", "check_replayable", "compare", "image_hash", "read_session", "replay",
     "session_file_for", "slice_operation", "volume_operation", "write_session",
 ]
@@ -250,6 +251,7 @@ def write_session(session: Session, path: os.PathLike | str) -> Path:
     from napari_sam import io as nio
 
     path = Path(path)
+    check_session_path(session, path)
     session.saved = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     record = to_dict(session)
     record["napari_sam_version"] = __version__
@@ -265,6 +267,115 @@ def write_session(session: Session, path: os.PathLike | str) -> Path:
         path.with_name(name).unlink(missing_ok=True)
     session.path = path
     return path
+
+
+def check_session_path(session: Session, path: os.PathLike | str) -> None:
+    """Refuse a path :func:`write_session` must not write: a name not ending ``.json``, the
+    session's own image, or an existing file that is not a session (it would be replaced).
+
+    Raises
+    ------
+    SessionError
+        Naming the path and what to give instead.
+    """
+    path = Path(path)
+    image = session.image.get("path") if isinstance(session.image, Mapping) else None
+    if image and path.absolute() == Path(image).absolute():
+        raise SessionError(f"not saving the session to {path}: that is the session's image "
+                           "(it would be replaced); give a .json name, e.g. "
+                           f"{session_file_for(path).name}")
+    if path.suffix.lower() != ".json":
+        raise SessionError(f"not saving the session to {path}: a session file's name ends in "
+                           f".json; give e.g. {path.name}.json (or "
+                           f"{session_file_for(path).name} beside an image)")
+    if path.exists() and not _looks_like_session(path):
+        raise SessionError(f"not saving the session to {path}: that file exists and is not a "
+                           "napari-sam session (it would be replaced); pick another name or "
+                           "move that file away first")
+
+
+def _looks_like_session(path: Path) -> bool:
+    """A session file, or one that was meant to be (a broken or truncated one names the
+    format near its start): a save may replace it."""
+    if is_session_file(path):
+        return True
+    try:
+        with open(path, "rb") as f:
+            return FORMAT.encode() in f.read(4096)
+    except OSError:
+        return False
+
+
+def _kept_name(path: Path, stamp: str) -> Path:
+    stem = path.name[: -len(".json")]
+    for n in range(100):
+        kept = path.with_name(f"{stem}.kept-{stamp}{'' if not n else f'-{n}'}.json")
+        if not kept.exists():
+            return kept
+    raise FileExistsError(f"too many kept copies of {path}")
+
+
+def keep_aside(path: os.PathLike | str) -> Path:
+    """Keep the session file at ``path`` (and its label TIFFs) under a new dated name beside
+    it, ``<name>.kept-<YYYYmmdd-HHMMSS>.json`` with its own copies of the TIFFs, so that a
+    save to ``path`` replaces nothing; returns the new path.
+
+    The TIFF copies are written first, then the JSON (temporary name, then rename), so a
+    crash leaves ``path`` as it was. The file is copied as it is (not checked; a file that
+    is not JSON is copied byte for byte).
+    """
+    import shutil
+
+    from napari_sam import io as nio
+
+    path = Path(path)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    kept = _kept_name(path, stamp)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8-sig"))
+    except ValueError:  # broken: kept byte for byte
+        shutil.copy2(path, kept)
+        return kept
+    if not isinstance(record, dict):
+        shutil.copy2(path, kept)
+        return kept
+    for what in ("labels", "base"):
+        ref = record.get(what)
+        if not isinstance(ref, Mapping) or not isinstance(ref.get("path"), str):
+            continue
+        old = path.with_name(ref["path"])
+        new = kept.with_name(f"{kept.name[: -len('.json')]}.{what}-"
+                             f"{str(ref.get('hash', 'x' * 12))[:12]}.tif")
+        if old.is_file():
+            shutil.copy2(old, new.with_name(new.name + ".part"))
+            os.replace(new.with_name(new.name + ".part"), new)
+            record[what] = dict(ref, path=new.name)
+    nio.write_json_atomic(kept, record)
+    return kept
+
+
+def image_differences(session: Session, *, content_hash: str | None, name: str | None,
+                      what: str = "this image") -> list[str]:
+    """How the image a session is used with differs from the one it recorded: its content
+    hash (other pixels: another image, or the file changed) and its name. Empty when both
+    match, or when the session or the image does not know them.
+
+    Returns
+    -------
+    list of str
+        One sentence per difference, e.g. "the session was made on 'a.tif' (content hash
+        6cdb...), but this image has other pixels (hash 73a0...)".
+    """
+    rec, out = session.image, []
+    made_on = rec.get("path") or rec.get("name") or "another image"
+    if content_hash and rec.get("hash") and content_hash != rec["hash"]:
+        out.append(f"the session was made on '{made_on}' (content hash {rec['hash'][:8]}...), "
+                   f"but {what} has other pixels (hash {content_hash[:8]}...): another image, "
+                   "or the file changed since")
+    if name and rec.get("name") and name != rec["name"]:
+        out.append(f"the session was made on an image named '{rec['name']}', {what} is named "
+                   f"'{name}'")
+    return out
 
 
 # ------------------------------------------------------------------------------ reading
@@ -290,7 +401,12 @@ def _read_labels_file(json_path: Path, ref, shape, what: str) -> np.ndarray | No
     arr = arr.reshape(shape).astype(np.dtype(ref.get("dtype", "uint32")))
     if ref.get("hash") and labels_hash(arr) != ref["hash"]:
         raise session_error(name, f"its {what} TIFF {path} was changed since the session was saved "
-                                  "(content hash differs)")
+                                  "(content hash differs), so the session's commits no longer "
+                                  "describe it. To use the edited labels, open the TIFF as a "
+                                  "labels layer in napari and go on annotating into it (a new "
+                                  "session starts); to use the session, put back the TIFF it "
+                                  f"saved (\"hash\": \"{ref['hash']}\" under '{what}'), e.g. "
+                                  "from a backup")
     return arr
 
 
@@ -398,8 +514,14 @@ def check_image(session: Session, shape: Sequence[int], *, what: str = "this ima
     name = session.path.name if session.path else "session"
     if shape != session.shape:
         src = session.image.get("path") or session.image.get("name") or "another image"
+        axes = recorded_axes(session)
+        hint = "" if axes is None or shape[1:] != session.shape[1:] else (
+            f" (if it is the same file read with other axes, e.g. {session.shape[0]} slices "
+            f"read as colour channels because the file does not name its axes, give the axes "
+            f"the session's layer had: --axes {axes} on the command line, axes='{axes}' to "
+            "napari_sam.io.read_image)")
         raise session_error(name, f"made for an image of (Z, Y, X) {session.shape} ({src}), but "
-                                  f"{what} is {shape}; open the image it was made for")
+                                  f"{what} is {shape}{hint}; open the image it was made for")
     for where, rec in _all_prompts(session):
         problem = _outside_problem(rec, *shape, what)
         if problem is None:
@@ -410,6 +532,21 @@ def check_image(session: Session, shape: Sequence[int], *, what: str = "this ima
                "then replay or load the session again")
         raise session_error(name, f"{where}: {problem}; {fix}")
     return []
+
+
+def recorded_axes(session: Session) -> str | None:
+    """The axes of the image layer the session was made on, when they follow from the
+    record: ``"ZYX"`` (``"YX"``) for a layer of (Z, Y, X) (or (Y, X)) without a channel axis
+    and not RGB; None otherwise (a channel axis or RGB: the file's own axes are needed)."""
+    rec = session.image
+    layer = rec.get("layer_shape")
+    if rec.get("rgb") or rec.get("channel_axis") is not None or not isinstance(layer, list):
+        return None
+    if len(layer) == 3 and tuple(layer) == session.shape:
+        return "ZYX"
+    if len(layer) == 2 and (1, *layer) == session.shape:
+        return "YX"
+    return None
 
 
 def check_model(session: Session) -> str:

@@ -7,11 +7,15 @@ state into a :class:`~napari_sam.session.Session` and back.
 
 The log holds the commits in effect into one labels target, in order: a commit appends, undo
 moves the last one to a redo list, redo moves it back. When commits go into another labels
-target, the log starts again there (with its content as the session's ``base``).
+target, the log starts again there (with its content as the session's ``base``), unless
+that target holds exactly the autosaved session's labels (the dock closed and opened again):
+then that session's log goes on.
 After every commit, undo and redo the session is autosaved next to the image file
 (:func:`napari_sam.session.session_file_for`) when the image came from a file; when the
 image's folder is not writable, under the cache folder instead (:func:`fallback_session_file`),
-and the status line says where, once.
+and the status line says where, once. Autosave never replaces a session file it did not
+write or load for this log: it keeps it first under a dated name
+(:func:`napari_sam.session.keep_aside`) and the status line says so.
 """
 
 from __future__ import annotations
@@ -73,16 +77,61 @@ class SessionLog:
         self._image_hash: tuple[int, str] | None = None
         self._autosave_said: set[str] = set()  # fallback places the status has named
         self._autosave_note = ""
+        self._log_generation = 0  # +1 whenever the log starts again (another target, a load)
+        self._autosave_owned: tuple | None = None  # (path, generation, stat) written or loaded
+        self._kept_aside: Path | None = None  # where an earlier autosave was kept
 
     # ------------------------------------------------------------------ the log
     def _log_before_commit(self, target, data: np.ndarray) -> None:
         """Before committing into ``target`` ((Z, Y, X) ``data``): a new target starts a
-        new log, with its content as the base."""
+        new log, with its content as the base, unless the autosaved session holds exactly
+        that content (the dock was closed and opened again): its log goes on."""
         if target is self._log_target:
             return
         self._log_target = target
+        self._log_generation += 1
         self.log, self._redo_log = [], []
         self._log_base = np.array(data, copy=True) if data.any() else None
+        self._continue_autosave(data)
+
+    def autosave_holding(self, data: np.ndarray) -> S.Session | None:
+        """The autosaved session of this image when its labels are exactly ``data`` ((Z, Y, X)
+        labels) and it was made on this image's pixels, else None. The dock uses it to find,
+        after it was closed and opened again, the labels layer its log went into (even
+        renamed)."""
+        path = self.autosave_path()
+        if path is None or not path.is_file():
+            return None
+        try:
+            sess = S.read_session(path)
+        except (S.SessionError, OSError):
+            return None
+        data = np.asarray(data)
+        if sess.labels is None or sess.labels.shape != data.shape or sess.image.get(
+                "hash") != self._hash() or not np.array_equal(sess.labels, data):
+            return None
+        return sess
+
+    def _continue_autosave(self, data: np.ndarray) -> None:
+        """Take the log and base of the autosaved session of this image when it holds
+        ``data`` (:meth:`autosave_holding`): the file goes on, it is not replaced."""
+        sess = self.autosave_holding(data)
+        if sess is None:
+            return
+        self.log, self._log_base = list(sess.operations), sess.base
+        self._own_autosave(self.autosave_path())
+
+    def _own_autosave(self, path: Path) -> None:
+        """The file at ``path`` holds this log (written or loaded): autosave may replace it."""
+        st = path.stat()
+        self._autosave_owned = (str(path), self._log_generation, (st.st_mtime_ns, st.st_size))
+
+    def _owns_autosave(self, path: Path) -> bool:
+        own = self._autosave_owned
+        if own is None or own[0] != str(path) or own[1] != self._log_generation:
+            return False
+        st = path.stat()
+        return own[2] == (st.st_mtime_ns, st.st_size)
 
     def _log_commit(self, objects_all, written, commit) -> None:
         """Record a commit: ``objects_all`` the previews (or volume object ids) decoded,
@@ -128,7 +177,7 @@ class SessionLog:
         src = self._require_image()
         choice, pred = self.model_choice, self.predictor
         path = self.image_path()
-        image = {"path": str(path) if path else None, "name": self.image_name(),
+        image = {"path": str(Path(path).absolute()) if path else None, "name": self.image_name(),
                  "hash": self._hash(),
                  "shape": list(src.shape), "layer_shape": list(src.layer_shape),
                  "channel_axis": src.channel_axis, "rgb": bool(src.rgb),
@@ -163,6 +212,11 @@ class SessionLog:
         except OSError as err:
             raise UserError(f"Could not save the session to {path}: {err.strerror or err}. "
                             "Pick a folder you can write to.") from None
+        except S.SessionError as err:  # the image itself, or a file that is no session
+            raise UserError(f"{err}.") from None
+        auto = self.autosave_path()
+        if auto is not None and path.absolute() == auto.absolute():  # autosave goes on there
+            self._own_autosave(auto)
         self.session_path = path
         self._say(f"Saved the session ({len(self.log)} commits) to {path}.")
         return path
@@ -199,20 +253,41 @@ class SessionLog:
                     raise
                 target = fallback
                 self._write_autosave(target)
-        except OSError as err:
+        except (OSError, S.SessionError) as err:
             self.autosave = False
-            self.notify_warning(f"Autosave to {target} failed ({err.strerror or err}); "
+            why = err.strerror or err if isinstance(err, OSError) else err
+            self.notify_warning(f"Autosave to {target} failed ({why}); "
                                 "autosave is off. Use 'Save session' to save elsewhere.")
             return
         if target == fallback and str(target) not in self._autosave_said:
             self._autosave_said.add(str(target))
-            self._autosave_note = (
+            self._autosave_note += (
                 f" The folder of '{self.image_name()}' ({self.image_path().parent}) is not "
                 f"writable: the session is autosaved in {target}.")
 
     def _write_autosave(self, target: Path) -> None:
+        """Write the session to ``target``; a session there that this log did not write or
+        load (not resumed, another dock's, another process's) is first kept under a dated
+        name (:func:`napari_sam.session.keep_aside`), and the status says so."""
         target.parent.mkdir(parents=True, exist_ok=True)
-        S.write_session(self.session_state(), target)
+        kept, state = None, self.session_state()
+        if target.is_file() and not self._owns_autosave(target):
+            S.check_session_path(state, target)  # a file there that is no session: refused
+            try:
+                earlier = S.read_session(target, load_labels=False).summary()
+            except S.SessionError:
+                earlier = "unreadable"
+            kept = S.keep_aside(target)
+        S.write_session(state, target)
+        self._own_autosave(target)
+        if kept is not None:
+            self._kept_aside = kept
+            text = (f" An earlier session of '{self.image_name()}' ({earlier}) was autosaved "
+                    f"in {target.name} and not resumed: it is kept as {kept.name} beside it "
+                    "(File > Load SAM session... opens it); this session is autosaved in "
+                    f"{target.name}.")
+            self._autosave_note += text
+            self.notify_info(text.strip())
 
     def take_autosave_note(self) -> str:
         """" The folder of ... is not writable: the session is autosaved in ...", once
@@ -231,13 +306,29 @@ class SessionLog:
             S.check_model(sess)
         except S.SessionError as err:
             raise UserError(f"{err}.") from None
+        differs = S.image_differences(sess, content_hash=self._hash(), name=self.image_name(),
+                                      what=f"'{self.image_name()}'")
         self._restore(sess)
+        self._log_generation += 1
         self.session_path = Path(path)
+        if self.autosave_path() is not None and self.session_path.absolute() == \
+                self.autosave_path().absolute():  # resumed: its log goes on in that file
+            self._own_autosave(self.autosave_path())
         pending = sess.pending or {}
         first = (pending.get("points") or pending.get("boxes") or [None])[0]
         if first is not None and self.live:  # show where the work stopped, with its preview
             self.go_to_slice(int(round(first[0])))
             self.refresh_preview()
+        if differs:
+            text = (f"Loaded the session {Path(path).name} ({sess.summary()}). Note: "
+                    + "; ".join(differs) + ". Its labels are placed as they were saved: check "
+                    "them against this image; if it is the wrong one, delete the new labels "
+                    "layer and load the session onto the image it was made for (to rerun its "
+                    "prompts on this image instead: napari-sam segment IMAGE --prompts "
+                    "SESSION).")
+            self.notify_warning(text)
+            self._say(text)
+            return sess
         self._say(f"Loaded the session {Path(path).name} ({sess.summary()}); continue where it "
                   "stopped.")
         return sess
@@ -275,7 +366,13 @@ class SessionLog:
         return sess
 
     def resume(self) -> S.Session:
+        """Load the autosaved session of this image (:meth:`load_session`); once this
+        session's autosave has kept it aside (it was not resumed before a commit), the kept
+        copy."""
         target = self.saved_session_path()
+        if self._kept_aside is not None and self._kept_aside.is_file() and (
+                target is None or self._owns_autosave(target)):
+            target = self._kept_aside
         if target is None:
             raise UserError("No autosaved session of this image (next to it or in the cache "
                             "folder).")

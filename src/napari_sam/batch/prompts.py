@@ -14,7 +14,7 @@ from typing import Any
 
 from napari_sam.batch.context import Context, Job
 from napari_sam.batch.inputs import BatchError, stem_of
-from napari_sam.batch.reading import open_image
+from napari_sam.batch.reading import open_image, open_session_image
 
 
 def _num(value, what: str, where: str) -> float:
@@ -418,7 +418,11 @@ def check_prompts(per_file: Mapping[str, Mapping], jobs: Sequence[Job], ctx: Con
         any_prompts = True
         problems.extend(_start_problems(per_file, mine, job))
         try:
-            opened = open_image(job.input, ctx)
+            sess = getattr(per_file, "session", None)
+            if sess is None:
+                opened = open_image(job.input, ctx)
+            else:
+                opened = open_session_image(job, ctx, sess, say=False)
         except Exception:  # the job reports it
             continue
         shape = opened.label_shape
@@ -485,7 +489,7 @@ def _check_session(per_file, jobs: Sequence[Job], ctx: Context) -> None:
         return
     for job in jobs:
         try:
-            opened = open_image(job.input, ctx)
+            opened = open_session_image(job, ctx, sess, say=False)
         except Exception:  # the job reports it  # noqa: BLE001
             continue
         shape = opened.label_shape

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_sam import io as nio
-from napari_sam.batch.context import Context
+from napari_sam.batch.context import Context, Job
 from napari_sam.io import SliceSource
 
 
@@ -89,3 +89,37 @@ def announce_colour_planes(job, ctx: Context, opened: OpenedImage) -> None:
         from tqdm.auto import tqdm
 
         tqdm.write(f"napari-sam: note: {note}", file=sys.stderr)
+
+
+def open_session_image(job: Job, ctx: Context, sess, *, say: bool = True):
+    """Open ``job.input`` for replaying ``sess``: with ``--axes`` as given; without, as its
+    metadata says, and when that does not give the session's (Z, Y, X) shape, with the axes
+    of the layer the session was made on (:func:`napari_sam.session.recorded_axes`; e.g. a
+    3- or 4-slice stack whose TIFF stores the slices as colour samples). Says so unless
+    quiet or ``say`` is False (a check before the jobs). Returns
+    :class:`~napari_sam.batch.reading.OpenedImage`."""
+    import dataclasses
+
+    from napari_sam import session as S
+
+    opened = open_image(job.input, ctx)
+    shape = (1, *opened.label_shape) if opened.is2d else tuple(opened.label_shape)
+    axes = S.recorded_axes(sess)
+    if ctx.axes is not None or tuple(shape) == sess.shape or axes is None:
+        return opened
+    try:
+        again = open_image(job.input, dataclasses.replace(ctx, axes=axes))
+    except Exception:  # noqa: BLE001 - the first reading stands; check_image says why
+        return opened
+    shape2 = (1, *again.label_shape) if again.is2d else tuple(again.label_shape)
+    if tuple(shape2) != sess.shape:
+        return opened
+    if say and not ctx.quiet:
+        import sys
+
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"  {job.name}: read with axes {axes} (its file says "
+                   f"{opened.source_axes}, {shape}), as the session's layer "
+                   f"{tuple(sess.shape)}; give --axes to read it otherwise", file=sys.stderr)
+    return again

@@ -18,7 +18,7 @@ from napari_sam.batch.context import Context, Job
 from napari_sam.batch.embedding_stores import stack_embeddings
 from napari_sam.batch.label_writing import finish_labels, finish_propagation
 from napari_sam.batch.progress import ProgressBar
-from napari_sam.batch.reading import announce_colour_planes, open_image
+from napari_sam.batch.reading import announce_colour_planes, open_image, open_session_image
 from napari_sam.batch.sam2_runner import run_segment_sam2
 from napari_sam.batch.segment_options import (  # noqa: F401 - the names' old home
     SAM2_OPTIONS,
@@ -70,7 +70,7 @@ def _replay_session(job: Job, ctx: Context, model, sess) -> dict:
     from napari_sam import session as S
 
     S.check_replayable(sess)  # before any embedding is computed
-    opened = open_image(job.input, ctx)
+    opened = open_session_image(job, ctx, sess)
     # tiled as the dock was when the clicks were made (untiled for older sessions)
     emb = stack_embeddings(job, ctx, model, opened, tiling=S.recorded_tiling(sess))
     bar = ProgressBar(ctx, f"{job.name}: replay", len(sess.operations), unit="commit")
@@ -98,3 +98,5 @@ def _replay_session(job: Job, ctx: Context, model, sess) -> dict:
     info = finish_labels(job, ctx, model, opened, res.labels, None, extra)
     opened.stack.release()
     return info
+
+

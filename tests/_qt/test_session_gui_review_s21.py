@@ -1,0 +1,200 @@
+"""Session review 21 in the dock (opened from the menu): autosave never replaces a session it
+did not load or resume (kept under a dated name, the status says so, Resume opens it); a dock
+closed and opened again goes on with the autosaved log; a session loaded onto another image
+warns; the labels writer's errors reach the user through napari's File > Save."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sam_qt_helpers import blob_stack, canvas_click, open_from_menu
+
+from napari_sam import session as S
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path, tiny_sam, tiny_config):
+    """The tiny random model as a checkpoint file (what the dock picks and records)."""
+    import torch
+
+    path = tmp_path / "model" / "tiny.pt"
+    path.parent.mkdir()
+    torch.save(tiny_sam.state_dict(), path)
+    path.with_name("tiny.pt.json").write_text(json.dumps({"config": tiny_config.to_dict()}))
+    return path
+
+
+@pytest.fixture
+def stack_file(tmp_path):
+    import tifffile
+
+    path = tmp_path / "data" / "blobs.tif"
+    path.parent.mkdir()
+    tifffile.imwrite(path, blob_stack())
+    return path
+
+
+def pick_checkpoint(widget, ckpt):
+    widget._model.setCurrentIndex(widget._model.count() - 1)
+    widget._on_model_changed(str(ckpt))
+    assert widget.controller.model_choice.key == str(ckpt)
+
+
+def commit_on(viewer, widget, z: int, row: float = 20, col: float = 20):
+    """A click on slice ``z`` and Commit; returns the ids written."""
+    c = widget.controller
+    viewer.dims.set_point(0, z)
+    viewer.layers.selection.active = c.points_layer
+    canvas_click(viewer, row, col)
+    res = widget._on_commit()
+    assert res is not None, c.status
+    return res.ids
+
+
+def autosave_of(stack_file):
+    return stack_file.with_name(stack_file.name + S.SESSION_FILE_SUFFIX)
+
+
+def kept_files(stack_file):
+    return sorted(stack_file.parent.glob(stack_file.name + ".sam-session.kept-*.json"))
+
+
+def open_image_dock(make_widget, stack_file, tiny_ckpt):
+    viewer, widget = make_widget()
+    pick_checkpoint(widget, tiny_ckpt)
+    viewer.open(str(stack_file), plugin="napari")
+    return viewer, widget
+
+
+def test_autosave_keeps_a_session_it_did_not_resume(make_widget, stack_file, tiny_ckpt,
+                                                    notifications):
+    """Defect 1: a second viewer on the same image commits without answering the resume
+    offer: the first session (2 commits) is kept under a dated name with its labels, the
+    status and a notification say where, and Resume then opens the kept session."""
+    v1, w1 = open_image_dock(make_widget, stack_file, tiny_ckpt)
+    commit_on(v1, w1, 1)
+    commit_on(v1, w1, 3)
+    first = np.asarray(w1.controller.target_layer.data).copy()
+    assert len(S.read_session(autosave_of(stack_file)).operations) == 2
+
+    v2, w2 = open_image_dock(make_widget, stack_file, tiny_ckpt)
+    assert w2._resume_row.isVisibleTo(w2) and "2 commits" in w2._resume_label.text()
+    assert commit_on(v2, w2, 2) == [1]  # neither Resume nor Ignore
+    (kept,) = kept_files(stack_file)
+    old = S.read_session(kept)  # complete: its labels TIFF checked by its hash
+    assert [op["ids"] for op in old.operations] == [[1], [2]]
+    assert np.array_equal(old.labels, first)
+    now = S.read_session(autosave_of(stack_file))
+    assert [op["ids"] for op in now.operations] == [[1]]
+    status = w2.controller.status
+    assert f"kept as {kept.name}" in status and "not resumed" in status, status
+    assert any(kept.name in m for _, m in notifications), notifications
+    # a second commit goes on in the autosave: nothing else is kept
+    commit_on(v2, w2, 4)
+    assert len(kept_files(stack_file)) == 1
+    assert len(S.read_session(autosave_of(stack_file)).operations) == 2
+    # Resume now opens the kept session (the autosave holds this viewer's own work)
+    sess = w2._on_resume()
+    assert len(sess.operations) == 2
+    assert np.array_equal(np.asarray(w2.controller.target_layer.data), first)
+
+
+def test_reopened_dock_goes_on_with_the_autosaved_log(make_widget, stack_file, tiny_ckpt):
+    """Defect 2: close and reopen the dock: the next commit continues the autosaved log
+    (every commit still in effect stays in 'operations'), nothing is kept aside."""
+    viewer, widget = open_image_dock(make_widget, stack_file, tiny_ckpt)
+    commit_on(viewer, widget, 1)
+    commit_on(viewer, widget, 3)
+    viewer.window.remove_dock_widget(widget)  # close the dock (its inner widget's dock)
+    _dock, widget = open_from_menu(viewer)
+    widget.controller.sync = True
+    pick_checkpoint(widget, tiny_ckpt)
+    assert commit_on(viewer, widget, 5) == [3]
+    sess = S.read_session(autosave_of(stack_file))
+    assert [op["ids"] for op in sess.operations] == [[1], [2], [3]]
+    assert sess.base is None
+    assert np.array_equal(sess.labels, np.asarray(widget.controller.target_layer.data))
+    assert kept_files(stack_file) == []
+
+
+def test_renamed_labels_layer_stays_in_a_session_file(make_widget, stack_file, tiny_ckpt):
+    """Defect 2: rename the labels layer, close and reopen the dock, commit: whichever layer
+    the commit goes into, the renamed layer's labels stay in a session file beside the
+    image (the autosave or a kept copy)."""
+    viewer, widget = open_image_dock(make_widget, stack_file, tiny_ckpt)
+    commit_on(viewer, widget, 1)
+    widget.controller.target_layer.name = "nuclei"
+    commit_on(viewer, widget, 3)
+    nuclei = np.asarray(viewer.layers["nuclei"].data).copy()
+    viewer.window.remove_dock_widget(widget)  # close the dock (its inner widget's dock)
+    _dock, widget = open_from_menu(viewer)
+    widget.controller.sync = True
+    pick_checkpoint(widget, tiny_ckpt)
+    assert commit_on(viewer, widget, 5) == [3]
+    # the commit went on into the renamed layer, not into a new 'segmentation' from id 1
+    assert widget.controller.target_layer.name == "nuclei"
+    assert "segmentation" not in [ly.name for ly in viewer.layers]
+    sess = S.read_session(autosave_of(stack_file))
+    assert [op["ids"] for op in sess.operations] == [[1], [2], [3]]
+    assert np.array_equal(sess.labels, np.asarray(viewer.layers["nuclei"].data))
+    files = [autosave_of(stack_file), *kept_files(stack_file)]
+    held = [S.read_session(p).labels for p in files]
+    assert any(h is not None and np.array_equal(h[nuclei > 0], nuclei[nuclei > 0])
+               for h in held)
+
+
+def test_loading_a_session_onto_another_image_warns(make_widget, tiny_ckpt, tmp_path,
+                                                     notifications):
+    """Defect 4: a session loaded onto an image of the same shape with other pixels and
+    another name is loaded, and the status and a warning say so and what to do."""
+    viewer, widget = make_widget(blob_stack(), name="blobs")
+    pick_checkpoint(widget, tiny_ckpt)
+    commit_on(viewer, widget, 1)
+    path = widget.save_session(str(tmp_path / "work.json"))
+    other = blob_stack()[::-1].copy()  # same shape, other pixels
+    v2, w2 = make_widget(other, name="other")
+    pick_checkpoint(w2, tiny_ckpt)
+    sess = w2.load_session(str(path))
+    assert sess is not None and len(sess.operations) == 1
+    status = w2.controller.status
+    assert "other pixels" in status and "named 'blobs'" in status, status
+    assert "load the session onto the image it was made for" in status
+    assert any("WARNING" in sev.upper() and "other pixels" in m for sev, m in notifications)
+    # the same image: no warning
+    notifications.clear()
+    v3, w3 = make_widget(blob_stack(), name="blobs")
+    pick_checkpoint(w3, tiny_ckpt)
+    w3.load_session(str(path))
+    assert "continue where it stopped" in w3.controller.status
+    assert not any("other pixels" in m for _, m in notifications)
+
+
+def test_writer_error_reaches_the_user(make_napari_viewer, tmp_path, notifications):
+    """Defect 8: File > Save Selected Layers with our writer on labels with a negative id:
+    napari drops the writer's ValueError; the user gets an error notification saying why."""
+    viewer = make_napari_viewer()
+    viewer.add_labels(np.array([[0, -1], [2, 3]], np.int32), name="neg")
+    out = tmp_path / "neg.tif"
+    with pytest.warns(UserWarning):
+        written = viewer.layers.save(str(out), selected=True, plugin="napari-sam-stacks")
+    assert written == [] and not out.exists()
+    msgs = [m for sev, m in notifications if "ERROR" in sev.upper()]
+    assert any("did not save 'neg'" in m and "negative id -1" in m and "save again" in m
+               for m in msgs), notifications
+
+
+def test_session_records_the_image_path_absolute(make_widget, stack_file, tiny_ckpt,
+                                                 monkeypatch, tmp_path):
+    """Defect 11: an image opened by a relative path is recorded by its absolute path (the
+    session is read from other folders: the CLI, a script)."""
+    monkeypatch.chdir(stack_file.parent)
+    viewer, widget = make_widget()
+    pick_checkpoint(widget, tiny_ckpt)
+    viewer.open("blobs.tif", plugin="napari")
+    commit_on(viewer, widget, 1)
+    path = widget.save_session(str(tmp_path / "work.json"))
+    monkeypatch.chdir(tmp_path)
+    rec = json.loads(path.read_text())
+    assert rec["image"]["path"] == str(stack_file.absolute())
