@@ -47,6 +47,12 @@ class TiledPrediction:
         edge that is not the image border): the object may go on beyond them.
     cuts : numpy.ndarray (C,) bool
         The same for every candidate.
+    spread : bool
+        Positive prompts lie farther apart than a window: a positive point (or the box
+        centre) lies outside every window holding the anchor. The windows holding each are
+        decoded too, each with the prompts inside it, so the mask between them may be
+        missing; ``cut`` and ``cuts`` are then True (add a click in the missing part, which
+        decodes the windows there too, or turn tiling off for objects this large).
     """
 
     masks: np.ndarray
@@ -56,6 +62,7 @@ class TiledPrediction:
     windows: list[int]
     cut: bool = False
     cuts: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    spread: bool = False
 
 
 def shift_logits(logits: np.ndarray, rows: float, cols: float) -> np.ndarray:
@@ -95,10 +102,13 @@ def _anchor(tiling: Tiling, pts, lab, box, mask, mask_window, predictor) -> tupl
     return win.offset[0] + (rr.mean() + 0.5) / s - 0.5, win.offset[1] + (cc.mean() + 0.5) / s - 0.5
 
 
-def _route(tiling: Tiling, pts, box, anchor) -> tuple[list[Window], bool]:
+def _route(tiling: Tiling, pts, lab, box, anchor) -> tuple[list[Window], bool, bool]:
     """The windows to decode: every window holding all points and the whole box (a box larger
-    than a window: its centre); if none holds all points, the windows holding the anchor.
-    Returns them and whether the box is clipped per window."""
+    than a window: its centre). If none holds them all (the prompts are spread wider than a
+    window): the windows holding the anchor, and those holding a positive point or the box
+    centre where no window of the anchor does, so no positive prompt is left out. Returns
+    the windows, whether the box is clipped per window and whether positive prompts were
+    spread beyond the anchor's windows."""
     wins = tiling.windows
     rows, cols = [], []
     if pts is not None:
@@ -113,10 +123,20 @@ def _route(tiling: Tiling, pts, box, anchor) -> tuple[list[Window], bool]:
         rows += [box[0], box[2]]
         cols += [box[1], box[3]]
     chosen = [w for w in wins if w.contains(rows, cols).all()]
-    if not chosen:
-        chosen = [w for w in wins if bool(w.contains(*anchor))]
-        clip = box is not None
-    return chosen, clip
+    if chosen:
+        return chosen, clip, False
+    places = []
+    if pts is not None:
+        places += [tuple(p) for p in pts[lab == 1]]
+    if box is not None:
+        places.append(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2))
+    home = [w for w in wins if bool(w.contains(*anchor))]
+    far = [p for p in places if not any(bool(w.contains(*p)) for w in home)]
+    if not far:  # only negative points lie elsewhere: outside the windows is background
+        return home, box is not None, False
+    prr, pcc = np.array(far, float).T
+    chosen = [w for w in wins if w in home or w.contains(prr, pcc).any()]
+    return chosen, box is not None, True
 
 
 def decode_tiled(
@@ -141,8 +161,10 @@ def decode_tiled(
     windows are background. Candidate choice and scores come from the primary window (if the
     owner of the anchor does not hold all the prompts, the decoded window the anchor lies
     deepest in). A box larger than a window goes to the windows that hold its centre and the
-    points, clipped to each. Points spread wider than a window: the windows holding the
-    anchor are decoded, each with the points that lie inside it.
+    points, clipped to each. Prompts spread wider than a window: the windows holding the
+    anchor are decoded, and those holding any positive point or the box centre that lies
+    outside them (``spread`` and ``cut`` are then True), each with the points inside it
+    and the box where it overlaps: every positive prompt is decoded where it lies.
 
     Parameters
     ----------
@@ -198,7 +220,7 @@ def decode_tiled(
         raise ValueError(f"mask_window {mask_window} is not a window of this tiling "
                          f"(0..{len(tiling) - 1})")
     anchor = _anchor(tiling, pts, lab, bx, mask, mask_window, predictor)
-    chosen, clip = _route(tiling, pts, bx, anchor)
+    chosen, clip, spread = _route(tiling, pts, lab, bx, anchor)
     primary = tiling.owner(*anchor)
     if primary.index not in [w.index for w in chosen]:
         primary = max(chosen, key=lambda w: _depth_at(tiling, w, anchor))
@@ -213,9 +235,11 @@ def decode_tiled(
                                  "and use precision='fp32'")
     masks = _stitch(tiling, chosen, [results[w.index][2] for w in chosen])
     cuts = _cuts(tiling, chosen, masks)
+    cuts = cuts | spread  # parts decoded apart: the mask between them may be missing
     best = int(np.argmax(scores))
     return TiledPrediction(masks=masks, scores=scores, logits=logits, window=primary.index,
-                           windows=[w.index for w in chosen], cut=bool(cuts[best]), cuts=cuts)
+                           windows=[w.index for w in chosen], cut=bool(cuts[best]), cuts=cuts,
+                           spread=spread)
 
 
 def _depth_at(tiling: Tiling, win: Window, pos) -> float:
@@ -237,9 +261,12 @@ def _decode_window(predictor, tiled, win, pts, lab, bx, clip, mask, frame, multi
             lb = lab[inside][None]
     if bx is not None:
         b = bx - [r0, c0, r0, c0]
-        if clip:
+        if clip and (b[2] < 0 or b[3] < 0 or b[0] > h - 1 or b[1] > w - 1):
+            b = None  # the box does not reach this window (prompts spread wider than it)
+        elif clip:
             b = np.clip(b, 0, [h - 1, w - 1, h - 1, w - 1])
-        b = b[None].astype(np.float32)
+        if b is not None:
+            b = b[None].astype(np.float32)
     if mask is not None:
         s = _low_res_per_pixel(predictor, win)
         m = shift_logits(mask, (frame.offset[0] - r0) * s, (frame.offset[1] - c0) * s)[None]

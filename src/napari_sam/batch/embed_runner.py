@@ -12,6 +12,14 @@ from napari_sam.batch.progress import ProgressBar
 from napari_sam.batch.reading import announce_colour_planes, open_image
 
 
+def embed_progress_bar(ctx: Context, job: Job, slices: int, tiling) -> ProgressBar:
+    """The bar of an ``embed`` job: it counts slices, or tiles (slices x windows, what
+    ``TiledStackEmbeddings.compute`` reports) when the stack is tiled."""
+    if tiling is None:
+        return ProgressBar(ctx, f"{job.name}: embed", slices, unit="slice")
+    return ProgressBar(ctx, f"{job.name}: embed", slices * len(tiling), unit="tile")
+
+
 def run_embed(job: Job, ctx: Context, model) -> dict:
     """Run an ``embed`` job: encode every slice (tiled per ``ctx.tiling``) into
     ``.<output>.partial``, rename it to the output, then write its output metadata. Returns
@@ -25,7 +33,7 @@ def run_embed(job: Job, ctx: Context, model) -> dict:
     emb = embed(opened.stack, model, store=partial, batch_size=ctx.batch_size,
                 device=ctx.device, cache_size=2, cache_bytes=1, tiling=tiling)
     announce_tiling(job, ctx, emb)
-    bar = ProgressBar(ctx, f"{job.name}: embed", len(emb))
+    bar = embed_progress_bar(ctx, job, len(emb), tiling)
     try:
         emb.compute(progress=bar)
     finally:

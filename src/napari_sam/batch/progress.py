@@ -1,4 +1,4 @@
-"""Per-slice progress bars of batch jobs (tqdm on stderr; nothing when quiet)."""
+"""Progress bars of batch jobs, per slice or per tile (tqdm on stderr; nothing when quiet)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from napari_sam.batch.context import Context
 
 
 class ProgressBar:
-    """Per-slice progress bar with ETA (tqdm, stderr), started now; nothing when quiet.
+    """Progress bar with ETA (tqdm, stderr), started now; nothing when quiet.
 
     Called as ``bar(done, total)`` by the embedding / propagation / segmentation loops.
+    ``unit`` names what they count: "slice", or "tile" for the (slice, window) pairs of a
+    tiled embedding; ``total`` must count the same things.
     """
 
     def __init__(self, ctx: Context, desc: str, total: int | None = None, unit: str = "slice"):

@@ -50,7 +50,8 @@ def print_result(res, quiet: bool, what: str = "objects", name: str | None = Non
 
     name = Path(res.input).name if name is None else name
     if res.status == "done":
-        line = f"done     {name} -> {res.output} ({res.objects} {what}, {res.seconds:.1f} s)"
+        noun = what[:-1] if res.objects == 1 and what.endswith("s") else what  # 1 slice
+        line = f"done     {name} -> {res.output} ({res.objects} {noun}, {res.seconds:.1f} s)"
     elif res.status == "skipped":
         line = f"skipped  {name}: {res.output} is {res.reason}" if res.reason == "complete" \
             else f"skipped  {name}: {res.reason}"

@@ -32,7 +32,7 @@ def add_export_parser(sub) -> None:
                          formatter_class=Formatter, epilog=EPILOG_EXPORT)
     po.add_argument("model", metavar="MODEL",
                     help="registry name (see `napari-sam models`) or checkpoint file")
-    po.add_argument("-o", "--output", required=True, metavar="DIR",
+    po.add_argument("-o", "--output", required=True, metavar="DIR", type=output_arg,
                     help="folder for decoder.onnx, encoder.onnx and export.json (created)")
     po.add_argument("--opset", type=opset_arg, default=17, metavar="N",
                     help="ONNX opset, from 17 to the newest the installed torch exports "
@@ -87,6 +87,16 @@ def opset_arg(text: str) -> int:
     return value
 
 
+def output_arg(text: str) -> str:
+    """``-o``: a folder name, not empty (an unset shell variable would export into the
+    current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "-o is empty; give a folder for the ONNX files (it is created if missing), "
+            "e.g. -o onnx/vit_b")
+    return text
+
+
 def cmd_export(args) -> int:
     """Export; returns the exit code."""
     if args.decoder_only and args.encoder_only:
@@ -100,10 +110,13 @@ def cmd_export(args) -> int:
     except ImportError:
         raise CLIError('exporting to ONNX needs the onnx package; install the ONNX extra: '
                        'pip install "napari-sam-stacks[onnx]"') from None
+    from napari_sam.export import UnlistedPartError, check_exportable
     from napari_sam.predictor import as_model
 
     try:
-        model = as_model(args.model, device="cpu", what="export")
+        check_exportable(args.model)  # a SAM 2.1 registry name: before any download
+        model = as_model(args.model, device="cpu", family=None, what="export")
+        check_exportable(model)  # a SAM 2.1 checkpoint file
     except ValueError as exc:  # unknown name, missing or unreadable checkpoint: bad argument
         raise CLIError(str(exc), 2) from None
     if model.is_demo and not args.quiet:
@@ -118,6 +131,8 @@ def cmd_export(args) -> int:
             return_extra_metrics=args.return_extra_metrics,
             gelu_approximate=args.gelu_approximate, overwrite=args.overwrite,
         )  # fmt: skip
+    except UnlistedPartError as exc:  # the other part, not listed: kept, export refused
+        raise CLIError(str(exc), 2) from None
     except FileExistsError as exc:  # an earlier export there, or -o is a file: bad argument
         raise CLIError(_output_clash_message(Path(args.output), exc), 2) from None
     except PermissionError as exc:  # a folder the user cannot write to: bad argument

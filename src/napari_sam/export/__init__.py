@@ -11,7 +11,7 @@
 Both need ``pip install "napari-sam-stacks[onnx]"`` (onnx, onnxruntime); docs/onnx.md.
 """
 
-from .onnx_export import OnnxExport, export_onnx
+from .onnx_export import OnnxExport, UnlistedPartError, check_exportable, export_onnx
 from .onnx_graphs import (
     DECODER_FILE,
     DECODER_INPUTS,
@@ -35,6 +35,8 @@ __all__ = [
     "OnnxExport",
     "SamOnnxDecoder",
     "SamOnnxEncoder",
+    "UnlistedPartError",
+    "check_exportable",
     "decoder_digest",
     "export_onnx",
     "onnx_cache_folder",

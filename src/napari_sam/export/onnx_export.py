@@ -42,6 +42,9 @@ from .onnx_graphs import (
 __all__ = [
     "export_onnx",
     "OnnxExport",
+    "UnlistedPartError",
+    "check_exportable",
+    "listed_files",
     "SamOnnxDecoder",
     "SamOnnxEncoder",
     "DECODER_INPUTS",
@@ -74,6 +77,30 @@ class OnnxExport:
     metadata: Path
 
 
+class UnlistedPartError(FileExistsError):
+    """The output folder holds the part an ``encoder``-only or ``decoder``-only export does
+    not write, and no ``export.json`` there lists it: kept, it would pair with the new part as
+    if both were one export, so the export is refused (the file is never removed)."""
+
+
+def check_exportable(model) -> None:
+    """ValueError when ``model`` (a model, or a registry name before any download) is a SAM
+    2.1 model: ONNX export writes SAM 1 graphs (Meta's decoder interface) only."""
+    from napari_sam.models.registry import REGISTRY, require_family
+
+    export_only = ("ONNX export writes SAM 1 models only (Meta's SAM ONNX decoder "
+                   "interface): SAM 2.1 models cannot be exported; export a SAM 1 model such "
+                   "as vit_b_lm, vit_t_lm or a checkpoint of one")
+    spec = REGISTRY.get(model) if isinstance(model, str) else None
+    if spec is not None and spec.family == "sam2":
+        raise ValueError(f"{model} is a SAM 2.1 model. {export_only}")
+    if getattr(model, "family", None) == "sam2":
+        try:
+            require_family(model, "sam1", "ONNX export")
+        except ValueError as e:
+            raise ValueError(f"{e}. {export_only}") from None
+
+
 def _require_onnx():
     try:
         import onnx
@@ -97,6 +124,7 @@ def _check_out_dir(out: Path, names: list[str], overwrite: bool) -> Path:
                 f"{out} already holds {', '.join(clash)}; choose another folder, or pass "
                 "overwrite=True (--overwrite) to replace them"
             )
+        _check_unlisted_parts(out, names)
         home = out
     else:
         home = out.parent
@@ -110,6 +138,33 @@ def _check_out_dir(out: Path, names: list[str], overwrite: bool) -> Path:
             "with -o, e.g. one under your home folder"
         )
     return home
+
+
+def listed_files(folder: Path) -> dict[str, str]:
+    """``export.json``'s ``files`` in ``folder`` ({"decoder": "decoder.onnx", ...}); {} when
+    it is missing, unreadable or not an export's."""
+    try:
+        meta = json.loads((Path(folder) / METADATA_FILE).read_text(encoding="utf-8"))
+        return {str(k): str(v) for k, v in meta["files"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _check_unlisted_parts(out: Path, names: list[str]) -> None:
+    """UnlistedPartError when ``out`` holds the part this export does not write and no
+    export.json there lists it (it would pair with the new part as one export)."""
+    listed = set(listed_files(out).values())
+    parts = ((DECODER_FILE, ENCODER_FILE, "decoder"), (ENCODER_FILE, DECODER_FILE, "encoder"))
+    for part, new, flag in parts:
+        if part in names or not (out / part).exists() or part in listed:
+            continue
+        raise UnlistedPartError(
+            f"{out / part} is not listed in {out / METADATA_FILE} (another tool's file, or "
+            f"an export whose {METADATA_FILE} is gone): it would pair with the new {new} as "
+            "if both were one export. Move or delete it, choose another folder, or export "
+            f"the {flag} too (drop --encoder-only / --decoder-only) with --overwrite "
+            "(overwrite=True) to replace it"
+        )
 
 
 def _dummy_decoder_inputs(model: nn.Module) -> dict[str, Tensor]:
@@ -331,7 +386,7 @@ def _metadata(model, *, opset, decoder_opts, files) -> dict[str, Any]:
         "is_demo": bool(model.is_demo),
         "files": files,
         "opset": int(opset),
-        "decoder_options": decoder_opts,
+        "decoder_options": decoder_opts if "decoder" in files else None,
         "input_size": s,
         "embedding_size": e,
         "low_res_size": 4 * e,
@@ -356,7 +411,7 @@ def _metadata(model, *, opset, decoder_opts, files) -> dict[str, Any]:
         "coordinates": "point_coords are (x, y) = (col, row) * input_size / max(H, W); "
         "napari (row, col) points must be swapped",
         "decoder_inputs": list(DECODER_INPUTS),
-        "decoder_outputs": list(
+        "decoder_outputs": None if "decoder" not in files else list(
             EXTRA_OUTPUTS if decoder_opts["return_extra_metrics"] else DECODER_OUTPUTS
         ),
         "encoder_input": "image",
@@ -414,15 +469,23 @@ def export_onnx(
     Raises
     ------
     ValueError
-        An unknown model name, a checkpoint that fails to load, an opset below 17, or
+        An unknown model name, a checkpoint that fails to load, a SAM 2.1 model (a registry
+        name is refused before any download), an empty ``out_dir``, an opset below 17, or
         nothing to export.
     FileExistsError, PermissionError
         ``out_dir`` is a file, already holds the files (without ``overwrite``), or its
         folder is not writable.
+    UnlistedPartError
+        A ``FileExistsError``: with only one part exported, ``out_dir`` holds the other part
+        but no ``export.json`` there lists it (it is kept; the export is refused).
     ImportError
         The ``onnx`` package is missing (``pip install "napari-sam-stacks[onnx]"``).
     """
     _check_request(decoder=decoder, encoder=encoder, opset=opset)
+    check_exportable(model)  # a SAM 2.1 registry name: refused before any download
+    if not str(out_dir).strip():
+        raise ValueError("out_dir is empty; give a folder for the ONNX files (it is created "
+                         "if missing), e.g. 'onnx/vit_b'")
     onnx = _require_onnx()
     out = Path(out_dir).expanduser().absolute()
     names = ([DECODER_FILE] if decoder else []) + ([ENCODER_FILE] if encoder else [])
@@ -430,7 +493,9 @@ def export_onnx(
     tmp = _make_temp_folder(_check_out_dir(out, names, overwrite))
     try:
         # a model that fails: nothing left
-        sam = _cpu_float32(as_model(model, device="cpu", what="ONNX export"))
+        loaded = as_model(model, device="cpu", family=None, what="ONNX export")
+        check_exportable(loaded)  # a SAM 2.1 checkpoint: the export's own message
+        sam = _cpu_float32(as_model(loaded, device="cpu", what="ONNX export"))
         decoder_opts = {
             "return_single_mask": bool(return_single_mask),
             "use_stability_score": bool(use_stability_score),
@@ -447,8 +512,10 @@ def export_onnx(
         if "decoder" in kept and isinstance(old.get("decoder_options"), dict):
             decoder_opts = old["decoder_options"]  # describe the decoder that stays
         every = {**kept, **files}
-        meta = _metadata(sam, opset=opset, decoder_opts=decoder_opts, files=every)
-        meta["opsets"] = _part_opsets(every, int(opset), kept, old)
+        opsets = _part_opsets(every, int(opset), kept, old)
+        main = opsets.get("decoder", opsets.get("encoder", int(opset)))  # the decoder's
+        meta = _metadata(sam, opset=main, decoder_opts=decoder_opts, files=every)
+        meta["opsets"] = opsets
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         _move_into_place(tmp, out)
         for name in stale:  # another model's part: it would pair with this one's

@@ -50,6 +50,39 @@ def onnx_cache_folder(model) -> Path:
     return cache_dir() / "onnx" / f"{name}-{decoder_digest(model)}"
 
 
+def _read_metadata(meta_file: Path, onnx_file: Path) -> dict:
+    """``export.json`` of an export, checked to list ``onnx_file`` as its decoder: a decoder
+    it does not list (another model's, another tool's) is refused, so a folder never pairs
+    one model's metadata with another's decoder."""
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        files = meta.get("files") or {}
+        listed = str(files.get("decoder", "")) if isinstance(files, dict) else ""
+        missing = [k for k in ("model_id", "input_size", "low_res_size") if k not in meta]
+        if missing:
+            raise KeyError(", ".join(missing))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(
+            f"{meta_file} is not the export.json of an ONNX export ({type(e).__name__}: {e}); "
+            "export the model again with napari_sam.export_onnx or `napari-sam export onnx "
+            "MODEL -o FOLDER --overwrite`"
+        ) from None
+    part = [str(k) for k, v in files.items() if str(v) == onnx_file.name]
+    if listed != onnx_file.name and part:
+        raise ValueError(
+            f"{onnx_file} is this export's {part[0]}, not its decoder; pass the folder "
+            f"{onnx_file.parent} or its {listed or 'decoder.onnx'}"
+        )
+    if listed != onnx_file.name:
+        raise ValueError(
+            f"{onnx_file} is not listed as the decoder in {meta_file} (files: "
+            f"{json.dumps(files)}): it may be another model's or another tool's decoder. "
+            "Export the decoder again into this folder (`napari-sam export onnx MODEL -o "
+            f"{onnx_file.parent} --overwrite`, without --encoder-only)"
+        )
+    return meta
+
+
 class OnnxDecoder:
     """An exported decoder (Meta's interface) run in onnxruntime.
 
@@ -68,6 +101,16 @@ class OnnxDecoder:
         The model the decoder was exported from; embeddings of other models are refused.
     img_size, low_res_size : int
         Model input side S and low-resolution mask side 4E.
+
+    Raises
+    ------
+    FileNotFoundError
+        No ``decoder.onnx`` or ``export.json`` there.
+    ValueError
+        ``export.json`` is not an export's or does not list the file as its decoder (another
+        model's or another tool's file is never paired with it), the file is not a readable
+        ONNX model, it was exported with non-default outputs, or it lacks the SAM decoder
+        interface.
     """
 
     def __init__(self, path: str | os.PathLike, *, threads: int | None = None) -> None:
@@ -85,8 +128,8 @@ class OnnxDecoder:
                 "export one with napari_sam.export_onnx(model, folder) or "
                 "`napari-sam export onnx MODEL -o FOLDER`"
             )
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        opts = meta.get("decoder_options", {})
+        meta = _read_metadata(meta_file, onnx_file)
+        opts = meta.get("decoder_options") or {}
         if any(opts.get(k) for k in ("return_single_mask", "use_stability_score",
                                      "return_extra_metrics")):  # fmt: skip
             raise ValueError(
@@ -100,7 +143,16 @@ class OnnxDecoder:
         so = ort.SessionOptions()
         if threads:
             so.intra_op_num_threads = int(threads)
-        self.session = ort.InferenceSession(str(onnx_file), so, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(onnx_file), so,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime's InvalidProtobuf, Fail, ...: not a usable model
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(
+                f"{onnx_file} is not a readable ONNX model ({first[:200]}); export it again "
+                "with napari_sam.export_onnx or `napari-sam export onnx MODEL -o FOLDER "
+                "--overwrite`"
+            ) from None
         names = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
         if names != list(DECODER_INPUTS) or outputs != list(DECODER_OUTPUTS):
