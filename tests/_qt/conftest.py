@@ -96,3 +96,28 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path, tiny_sam, tiny_config):
+    """The tiny random model as a checkpoint file (what the GUI picks and the CLI loads)."""
+    import json
+
+    import torch
+
+    path = tmp_path / "model" / "tiny.pt"
+    path.parent.mkdir()
+    torch.save(tiny_sam.state_dict(), path)
+    path.with_name("tiny.pt.json").write_text(json.dumps({"config": tiny_config.to_dict()}))
+    return path
+
+
+@pytest.fixture
+def stack_file(tmp_path):
+    """The blob stack saved as ``data/blobs.tif`` (an image opened from a file)."""
+    import tifffile
+
+    path = tmp_path / "data" / "blobs.tif"
+    path.parent.mkdir()
+    tifffile.imwrite(path, blob_stack())
+    return path

@@ -63,3 +63,8 @@ def use_predictor(widget, predictor, name: str = "tiny", is_demo: bool = False):
     return choice
 
 
+def pick_checkpoint(widget, ckpt):
+    """The user's way: "Checkpoint file..." in 'Model', then the file."""
+    widget._model.setCurrentIndex(widget._model.count() - 1)
+    widget._on_model_changed(str(ckpt))
+    assert widget.controller.model_choice.key == str(ckpt)

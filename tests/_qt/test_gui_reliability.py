@@ -10,23 +10,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 from sam_qt_helpers import blob_stack, canvas_click, use_predictor
-
-
-@pytest.fixture
-def tiny_ckpt(tmp_path, tiny_sam, tiny_config):
-    """The tiny random model as a checkpoint file (a session file names it, so that
-    resuming can load it)."""
-    import json
-
-    import torch
-
-    path = tmp_path / "model" / "tiny.pt"
-    path.parent.mkdir()
-    torch.save(tiny_sam.state_dict(), path)
-    path.with_name("tiny.pt.json").write_text(json.dumps({"config": tiny_config.to_dict()}))
-    return path
 
 
 def _pick_image(widget, name: str) -> None:

@@ -14,38 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sam_qt_helpers import blob_stack, canvas_click
+from sam_qt_helpers import blob_stack, canvas_click, pick_checkpoint
 
 HERE = Path(__file__).resolve().parent
 
 
-@pytest.fixture
-def tiny_ckpt(tmp_path, tiny_sam, tiny_config):
-    """The tiny random model as a checkpoint file (what the GUI picks and the CLI loads)."""
-    import torch
-
-    path = tmp_path / "model" / "tiny.pt"
-    path.parent.mkdir()
-    torch.save(tiny_sam.state_dict(), path)
-    path.with_name("tiny.pt.json").write_text(json.dumps({"config": tiny_config.to_dict()}))
-    return path
 
 
-@pytest.fixture
-def stack_file(tmp_path):
-    import tifffile
-
-    path = tmp_path / "data" / "blobs.tif"
-    path.parent.mkdir()
-    tifffile.imwrite(path, blob_stack())
-    return path
 
 
-def pick_checkpoint(widget, ckpt):
-    """The user's way: "Checkpoint file..." in 'Model', then the file."""
-    widget._model.setCurrentIndex(widget._model.count() - 1)
-    widget._on_model_changed(str(ckpt))
-    assert widget.controller.model_choice.key == str(ckpt)
 
 
 def layer_state(viewer) -> dict:
@@ -150,7 +127,7 @@ import sys, json, time
 import numpy as np
 sys.path[:0] = [{helpers!r}, {tests!r}]  # sam_qt_helpers, and tests/stacks.py it imports
 import napari
-from sam_qt_helpers import open_from_menu
+from sam_qt_helpers import open_from_menu, pick_checkpoint
 viewer = napari.Viewer(show=False)
 viewer.open({stack!r}, plugin="napari")
 dock, widget = open_from_menu(viewer)

@@ -9,37 +9,9 @@ import json
 
 import numpy as np
 import pytest
-from sam_qt_helpers import blob_stack, canvas_click, open_from_menu
+from sam_qt_helpers import blob_stack, canvas_click, open_from_menu, pick_checkpoint
 
 from napari_sam import session as S
-
-
-@pytest.fixture
-def tiny_ckpt(tmp_path, tiny_sam, tiny_config):
-    """The tiny random model as a checkpoint file (what the dock picks and records)."""
-    import torch
-
-    path = tmp_path / "model" / "tiny.pt"
-    path.parent.mkdir()
-    torch.save(tiny_sam.state_dict(), path)
-    path.with_name("tiny.pt.json").write_text(json.dumps({"config": tiny_config.to_dict()}))
-    return path
-
-
-@pytest.fixture
-def stack_file(tmp_path):
-    import tifffile
-
-    path = tmp_path / "data" / "blobs.tif"
-    path.parent.mkdir()
-    tifffile.imwrite(path, blob_stack())
-    return path
-
-
-def pick_checkpoint(widget, ckpt):
-    widget._model.setCurrentIndex(widget._model.count() - 1)
-    widget._on_model_changed(str(ckpt))
-    assert widget.controller.model_choice.key == str(ckpt)
 
 
 def commit_on(viewer, widget, z: int, row: float = 20, col: float = 20):
