@@ -109,6 +109,21 @@ def test_onnx_decoder_refuses_a_decoder_export_json_does_not_list(tmp_path, tiny
         OnnxDecoder(out / ENCODER_FILE)
 
 
+@pytest.mark.parametrize("files", [["decoder.onnx"], "decoder.onnx", 3])
+def test_onnx_decoder_names_an_export_json_whose_files_are_not_a_mapping(tmp_path, tiny_model,
+                                                                         files):
+    """A hand-edited export.json ('files' a list or a string) is named with what to do, not
+    an AttributeError from inside the reader."""
+    out = tmp_path / "F"
+    export_onnx(tiny_model, out, encoder=False)
+    meta = _meta(out)
+    meta["files"] = files
+    (out / "export.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="is not the export.json of an ONNX export.*'files' is "
+                                         "a .*export the model again"):
+        OnnxDecoder(out)
+
+
 def test_onnx_decoder_names_an_unreadable_decoder(tmp_path, tiny_model):
     out = tmp_path / "D"
     export_onnx(tiny_model, out, encoder=False)

@@ -117,6 +117,27 @@ def test_renamed_labels_layer_stays_in_a_session_file(make_widget, stack_file, t
                for h in held)
 
 
+def test_reopened_dock_reads_the_autosave_once_among_several_labels_layers(
+        make_widget, stack_file, tiny_ckpt, monkeypatch):
+    """Reopening the dock over several labels layers that fit the image reads the autosave
+    (its labels TIFF) once, not once per layer, and still finds the layer it went into."""
+    viewer, widget = open_image_dock(make_widget, stack_file, tiny_ckpt)
+    commit_on(viewer, widget, 1)
+    widget.controller.target_layer.name = "nuclei"
+    shape = np.asarray(viewer.layers["nuclei"].data).shape
+    for name in ("mine", "other"):
+        viewer.add_labels(np.zeros(shape, np.uint32), name=name)
+    viewer.layers.move(viewer.layers.index("nuclei"), len(viewer.layers))  # compared last
+    viewer.window.remove_dock_widget(widget)
+    reads = []
+    real = S.read_session
+    monkeypatch.setattr(S, "read_session", lambda *a, **k: reads.append(a) or real(*a, **k))
+    _dock, widget = open_from_menu(viewer)
+    # once to find the layer, once when the log goes on from it (was once per layer + 1)
+    assert len(reads) == 2, reads
+    assert widget.controller.target_layer.name == "nuclei"
+
+
 def test_loading_a_session_onto_another_image_warns(make_widget, tiny_ckpt, tmp_path,
                                                      notifications):
     """Defect 4: a session loaded onto an image of the same shape with other pixels and

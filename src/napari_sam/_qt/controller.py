@@ -317,9 +317,10 @@ class AnnotationController(AnnotationSession):
                   if isinstance(L.unwrap(ly), Labels) and self.target_problem(ly) is None]
         # the layer the autosaved log went into (renamed or not), else the 'segmentation' one
         # (only in-memory arrays are compared: a dask or zarr layer is never read whole)
-        found = next((ly for ly in layers if isinstance(ly.data, np.ndarray)
-                      and self.autosave_holding(self.source.zyx_view(ly.data)) is not None),
-                     None)
+        arrays = [ly for ly in layers if isinstance(ly.data, np.ndarray)]
+        held = (self.autosave_holder([self.source.zyx_view(ly.data) for ly in arrays])
+                if arrays else None)
+        found = None if held is None else arrays[held[0]]
         if found is None:
             found = next((ly for ly in layers if ly.name == L.TARGET_NAME), None)
         if found is not None or target is not None:

@@ -99,6 +99,13 @@ class SessionLog:
         labels) and it was made on this image's pixels, else None. The dock uses it to find,
         after it was closed and opened again, the labels layer its log went into (even
         renamed)."""
+        found = self.autosave_holder([data])
+        return None if found is None else found[1]
+
+    def autosave_holder(self, candidates) -> tuple[int, S.Session] | None:
+        """Which of ``candidates`` ((Z, Y, X) labels arrays) holds exactly the labels of this
+        image's autosaved session (made on this image's pixels): ``(index, session)`` of the
+        first one, else None. The autosave file is read once, however many candidates."""
         path = self.autosave_path()
         if path is None or not path.is_file():
             return None
@@ -106,11 +113,13 @@ class SessionLog:
             sess = S.read_session(path)
         except (S.SessionError, OSError):
             return None
-        data = np.asarray(data)
-        if sess.labels is None or sess.labels.shape != data.shape or sess.image.get(
-                "hash") != self._hash() or not np.array_equal(sess.labels, data):
+        if sess.labels is None or sess.image.get("hash") != self._hash():
             return None
-        return sess
+        for i, data in enumerate(candidates):
+            data = np.asarray(data)
+            if sess.labels.shape == data.shape and np.array_equal(sess.labels, data):
+                return i, sess
+        return None
 
     def _continue_autosave(self, data: np.ndarray) -> None:
         """Take the log and base of the autosaved session of this image when it holds

@@ -57,7 +57,9 @@ def _read_metadata(meta_file: Path, onnx_file: Path) -> dict:
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
         files = meta.get("files") or {}
-        listed = str(files.get("decoder", "")) if isinstance(files, dict) else ""
+        if not isinstance(files, dict):
+            raise TypeError(f"'files' is a {type(files).__name__}, not a mapping of parts")
+        listed = str(files.get("decoder", ""))
         missing = [k for k in ("model_id", "input_size", "low_res_size") if k not in meta]
         if missing:
             raise KeyError(", ".join(missing))
