@@ -58,6 +58,15 @@ def test_replay_in_a_new_process_equals_what_the_dock_committed(which, precision
     assert live[3].any()
     path = s.save_session(tmp_path / "nuclei")
     fresh = ns.embed(scene.image, model, device="cpu", precision=precision)  # a new process
-    again = replay(read_session(path), fresh).labels
+    sess = read_session(path)
+    # the demo model's masks are cut on the image's edges (its metadata's mask_boundary),
+    # and the session says so: replay cuts them the same way
+    assert [op.get("boundary") for op in sess.operations] == (
+        [None] * len(sess.operations) if which == "tiny" else ["edge"] * len(sess.operations))
+    again = replay(sess, fresh).labels
     assert np.array_equal(again, live)
+    if which == "demo":  # cut at the threshold instead, the labels differ: the record matters
+        for op in sess.operations:
+            del op["boundary"]
+        assert not np.array_equal(replay(sess, fresh).labels, live)
 

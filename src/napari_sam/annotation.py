@@ -39,6 +39,7 @@ __all__ = [
     "ObjectPreview",
     "apply_objects",
     "decode_slice",
+    "slice_edges",
     "fresh_id",
     "not_writable",
     "mask_prompt",
@@ -351,6 +352,7 @@ class ObjectPreview:
     prompt: object = None  # the DrawnPrompts decoded (a session records them)
     mask_prompt: bool = False  # decoded with a mask prompt (the refined label's mask)
     cuts: np.ndarray | None = None  # tiled: (C,) bool, candidate reaches the decoded windows' edge
+    edges: bool = False  # masks cut on the strongest image edges (boundary "edge"), not at 0
 
     @property
     def mask(self) -> np.ndarray:
@@ -407,6 +409,7 @@ def decode_slice(
     z: int,
     prompts: list[tuple[object, object]],
     mask_inputs: dict | None = None,
+    edges: np.ndarray | None = None,
 ) -> list[ObjectPreview]:
     """Candidate masks for every ``(key, SlicePrompts)`` on slice ``z``.
 
@@ -423,6 +426,11 @@ def decode_slice(
     mask_inputs : dict key -> (4E, 4E) logits, optional
         Mask prompts (e.g. an existing label being refined, :func:`mask_prompt`); on a tiled
         embedding ``(logits, window index)``: logits in that window's frame.
+    edges : numpy.ndarray (Y, X) float, optional
+        :func:`napari_sam.edge_threshold.edge_map` of the slice: each candidate mask is cut
+        where its boundary lies on the strongest edges (boundary ``"edge"``, see
+        :func:`slice_edges`) instead of at the model's threshold. Not used on a tiled
+        embedding.
     """
     mask_inputs = mask_inputs or {}
     groups = group_by_kind(
@@ -432,14 +440,38 @@ def decode_slice(
     )
     from napari_sam.tiling import TiledEmbedding
 
-    decode = _decode_tiled if isinstance(embedding, TiledEmbedding) else _decode_group
+    tiled = isinstance(embedding, TiledEmbedding)
     out: dict[object, ObjectPreview] = {}
     for kind, items in groups.items():
-        out.update(decode(predictor, embedding, z, kind, items, mask_inputs))
+        out.update(_decode_tiled(predictor, embedding, z, kind, items, mask_inputs) if tiled
+                   else _decode_group(predictor, embedding, z, kind, items, mask_inputs, edges))
     return [out[k] for k, _ in prompts if k in out]
 
 
-def _decode_group(predictor, embedding, z, kind, items, mask_inputs) -> dict:
+def slice_edges(predictor, stack, z: int, boundary: str = "auto") -> np.ndarray | None:
+    """The edge map :func:`decode_slice` cuts slice ``z``'s masks with, or None (cut at the
+    model's threshold).
+
+    Parameters
+    ----------
+    predictor : napari_sam.Predictor
+    stack : array-like (Z, Y, X) or (Z, Y, X, C)
+        The pixels embedded.
+    z : int
+    boundary : {"auto", "threshold", "edge"}
+        ``"auto"``: the model's ``mask_boundary`` (``"edge"`` for the bundled demo model);
+        SAM 2.1 models are always cut at the threshold.
+    """
+    from napari_sam.edge_threshold import edge_map
+
+    if boundary == "auto":
+        boundary = getattr(predictor.model, "mask_boundary", "threshold")
+    if boundary != "edge" or predictor.sam2 is not None:
+        return None
+    return edge_map(np.asarray(stack[z]))
+
+
+def _decode_group(predictor, embedding, z, kind, items, mask_inputs, edges=None) -> dict:
     """One batched decoder call for the objects ``items`` [(key, SlicePrompts)] of one kind;
     boxes partly outside the slice are clipped to it, as propagation and
     :meth:`napari_sam.Predictor.predict` clip them."""
@@ -454,14 +486,21 @@ def _decode_group(predictor, embedding, z, kind, items, mask_inputs) -> dict:
     )
     if kind.mask:
         kw["mask_inputs"] = np.stack([np.asarray(mask_inputs[k], np.float32) for k, _ in items])
-    res = predictor.predict_batch(embedding=embedding, multimask=kind.multimask, **kw)
-    all_masks = res.masks.cpu().numpy()
+    res = predictor.predict_batch(embedding=embedding, multimask=kind.multimask,
+                                  upsample=edges is None, **kw)
+    if edges is None:
+        all_masks = res.masks.cpu().numpy()
+    else:
+        from napari_sam.edge_threshold import edge_aligned_masks
+
+        up = predictor.upsample_logits(res.logits.float(), embedding)
+        all_masks = np.stack([edge_aligned_masks(one, edges)[0] for one in up])
     scores = res.scores.cpu().numpy()
     logits = res.logits.cpu().numpy()
     return {
         key: ObjectPreview(
             key, z, all_masks[i], scores[i], logits[i], index=int(scores[i].argmax()),
-            prompt=sp, mask_prompt=kind.mask,
+            prompt=sp, mask_prompt=kind.mask, edges=edges is not None,
         )
         for i, (key, sp) in enumerate(items)
     }

@@ -25,6 +25,7 @@ from napari_sam.device import (
     resolve_device,
     resolve_precision,
 )
+from napari_sam.edge_threshold import BOUNDARIES, edge_aligned_masks, edge_map
 from napari_sam.models.cached_decoder import (
     CachedDecoder,
     click_precision,
@@ -231,6 +232,9 @@ class Predictor:
         #: [features, their ClickCache or None] of the embeddings decoded last, newest last
         #: (a few: a click on a tiled image decodes in up to four windows)
         self._clicks: list[list] = []
+        #: (embedding, image) of the last untiled set_image, and the image's edge map once made
+        self._pixels: tuple | None = None
+        self._edges: tuple | None = None
         if backend == "onnx":
             try:
                 import onnxruntime  # noqa: F401
@@ -332,10 +336,12 @@ class Predictor:
                                      "tiling=None (the image is resized to the model input)")
             else:
                 chosen = choose_tiling(shape, self.img_size, tiling)
+        self._pixels = None
         if chosen is None:
             rgb = to_uint8_rgb(image, contrast_limits, percentiles)
             self._embedding = self.encode_rgb([rgb])[0]
             self._tiled = self.last_tiled = None
+            self._pixels = (self._embedding, image)  # for edge-aligned masks (predict)
             return self._embedding
         tiled = encode_tiled(self, image, chosen, contrast_limits=contrast_limits,
                              percentiles=percentiles)
@@ -344,7 +350,10 @@ class Predictor:
 
     def set_embedding(self, embedding: ImageEmbedding | TiledEmbedding) -> None:
         """Use a precomputed embedding (from :meth:`set_image`, a store or a file), or the
-        window embeddings of a tiled image."""
+        window embeddings of a tiled image. The image's pixels are not known then, so
+        :meth:`predict` cuts masks at the model's threshold unless ``boundary="edge"`` is
+        given with the image."""
+        self._pixels = None
         if isinstance(embedding, TiledEmbedding):
             if self.sam2 is not None:
                 raise ValueError("tiled embeddings are not supported with SAM 2.1 models; "
@@ -393,6 +402,8 @@ class Predictor:
         box=None,
         mask_input=None,
         multimask: bool = True,
+        boundary: str = "auto",
+        image=None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Masks for one object from points, a box and/or a low-resolution mask prompt.
 
@@ -408,6 +419,17 @@ class Predictor:
             Low-resolution logits, e.g. ``logits[i]`` of a previous call.
         multimask : bool
             Return 3 candidate masks (for ambiguous prompts) instead of 1.
+        boundary : {"auto", "threshold", "edge"}
+            Where each mask is cut from its logits: ``"threshold"`` at the model's mask
+            threshold (SAM's rule); ``"edge"`` at the logit threshold among -1 ... 1 whose
+            boundary lies on the strongest image edges
+            (:func:`napari_sam.edge_threshold.edge_aligned_masks`; needs the image's pixels:
+            from :meth:`set_image`, or ``image``); ``"auto"``: the model's recommendation
+            (``model.mask_boundary``: ``"edge"`` for the bundled demo model, ``"threshold"``
+            for SAM's weights) where the pixels are known, else ``"threshold"``. Tiled
+            images and SAM 2.1 models are cut at the threshold.
+        image : array-like (Y, X) or (Y, X, C), optional
+            The embedded image's pixels, for ``boundary`` after :meth:`set_embedding`.
 
         Returns
         -------
@@ -424,9 +446,17 @@ class Predictor:
         previous predict, in its window's frame); :attr:`last_tiled` holds the whole result
         (windows, ``cut``).
         """
+        if boundary not in ("auto", *BOUNDARIES):
+            raise ValueError(f"boundary={boundary!r} is not one of 'auto', "
+                             f"{', '.join(map(repr, BOUNDARIES))}")
         if self._tiled is not None and self._embedding is None:
+            if boundary == "edge":
+                raise ValueError("boundary='edge' cuts masks of untiled images only: embed "
+                                 "the image with set_image(image, tiling=None), or use "
+                                 "boundary='threshold'")
             return self._predict_tiled(points, labels, box, mask_input, multimask)
         emb = self.embedding
+        edges = self._edge_map(boundary, image, emb)
         if points is None and labels is not None:
             raise ValueError("labels were given without points")
         if points is None and box is None and mask_input is None:
@@ -451,17 +481,46 @@ class Predictor:
             self._count_decode()
             if not (np.isfinite(sc).all() and np.isfinite(lg).all()):
                 raise FloatingPointError(self._nonfinite_message("mask decoder returned", "scores"))
-            return np.asarray(m, bool), np.asarray(sc, np.float32), np.asarray(lg, np.float32)
+            lg = np.asarray(lg, np.float32)
+            if edges is not None:
+                m = edge_aligned_masks(self.upsample_logits(torch.as_tensor(lg), emb), edges)[0]
+            return np.asarray(m, bool), np.asarray(sc, np.float32), lg
         out = self.predict_batch(
-            points=pts, labels=lab, boxes=boxes, mask_inputs=masks, multimask=multimask
+            points=pts, labels=lab, boxes=boxes, mask_inputs=masks, multimask=multimask,
+            upsample=edges is None,
         )
         if not bool(torch.isfinite(out.scores).all() and torch.isfinite(out.logits).all()):
             raise FloatingPointError(self._nonfinite_message("mask decoder returned", "scores"))
+        lg = out.logits[0].float()
         return (
-            out.masks[0].cpu().numpy(),
+            out.masks[0].cpu().numpy() if edges is None else
+            edge_aligned_masks(self.upsample_logits(lg, emb), edges)[0],
             out.scores[0].float().cpu().numpy(),
-            out.logits[0].float().cpu().numpy(),
+            lg.cpu().numpy(),
         )
+
+    def _edge_map(self, boundary: str, image, emb) -> np.ndarray | None:
+        """The (Y, X) edge map :meth:`predict` cuts masks with, or None (cut at the model's
+        threshold), for ``boundary`` and the image's pixels."""
+        wanted = boundary
+        if boundary == "auto":
+            wanted = getattr(self.model, "mask_boundary", "threshold")
+        if wanted != "edge" or self.sam2 is not None:
+            return None
+        if image is None and self._pixels is not None and self._pixels[0] is emb:
+            image = self._pixels[1]
+        if image is None:
+            if boundary == "edge":
+                raise ValueError("boundary='edge' needs the image's pixels: call "
+                                 "set_image(image), or pass image= with the embedding")
+            return None
+        if self._edges is None or self._edges[0] is not image:
+            edges = edge_map(np.asarray(image))
+            if edges.shape != tuple(emb.original_size):
+                raise ValueError(f"image {edges.shape} is not the embedded image "
+                                 f"{tuple(emb.original_size)}")
+            self._edges = (image, edges)
+        return self._edges[1]
 
     def _predict_tiled(self, points, labels, box, mask_input, multimask):
         """:meth:`predict` on a tiled image (each window through :meth:`predict_batch`, so
@@ -571,10 +630,13 @@ class Predictor:
         emb = self.embedding if embedding is None else embedding
         if self.sam2 is not None:
             return self.sam2.upsample(logits, emb)
-        up = upsample_click_logits(logits, emb, self.img_size)  # one pass where exact
-        if up is None:
-            up = upsample_logits(logits, emb, self.img_size)
-        return up > self.model.mask_threshold
+        return self.upsample_logits(logits, emb) > self.model.mask_threshold
+
+    def upsample_logits(self, logits: torch.Tensor, embedding: ImageEmbedding) -> torch.Tensor:
+        """Low-resolution logits (..., 4E, 4E) -> float32 logits (..., H, W) at image size,
+        as :meth:`upsample` makes them before its threshold (SAM 1 models)."""
+        up = upsample_click_logits(logits, embedding, self.img_size)  # one pass where exact
+        return upsample_logits(logits, embedding, self.img_size) if up is None else up
 
     def _click_cache(self, emb: ImageEmbedding):
         """The cached decoder's per-image tensors for ``emb``, made on its first click and

@@ -140,8 +140,9 @@ def slice_operation(z: int, previews, written: Sequence[tuple[int, int]], *, ove
         rec.update(key=key, candidate=int(p.index),
                    n_candidates=int(p.n_candidates), mask_prompt=bool(p.mask_prompt))
         objects.append(rec)
+    edges = {"boundary": "edge"} if any(getattr(p, "edges", False) for p in previews) else {}
     return {"op": "commit", "kind": "slice", "slice": int(z), "overwrite": bool(overwrite),
-            "mask_label": int(mask_label), "objects": objects,
+            "mask_label": int(mask_label), "objects": objects, **edges,
             "written": [[int(i), int(r)] for i, r in written], "ids": [int(i) for i in ids]}
 
 
@@ -604,8 +605,8 @@ class ReplayResult:
     trace: dict
 
 
-def _slice_objects(op: Mapping, labels: np.ndarray, emb, predictor) -> list:
-    from napari_sam.annotation import ObjectMask, decode_slice, mask_prompt
+def _slice_objects(op: Mapping, labels: np.ndarray, emb, predictor, stack) -> list:
+    from napari_sam.annotation import ObjectMask, decode_slice, mask_prompt, slice_edges
 
     z = int(op["slice"])
     e = emb[z]
@@ -614,7 +615,9 @@ def _slice_objects(op: Mapping, labels: np.ndarray, emb, predictor) -> list:
         on_slice.append((j, _prompt_of(rec)))
         if rec.get("mask_prompt"):  # the label refined, as the dock made its prompt
             mask_inputs[j] = mask_prompt(predictor, e, labels[z] == int(op["mask_label"]))
-    previews = {p.key: p for p in decode_slice(predictor, e, z, on_slice, mask_inputs)}
+    edge = op.get("boundary") == "edge" and stack is not None  # as the dock cut the masks
+    edges = slice_edges(predictor, stack, z, "edge") if edge else None
+    previews = {p.key: p for p in decode_slice(predictor, e, z, on_slice, mask_inputs, edges)}
     objects = []
     for j, replaces in op["written"]:
         p = previews.get(int(j))
@@ -706,7 +709,7 @@ def replay(session: Session, emb, *, progress: Callable[[int, int], None] | None
     ids, notes, traced = [], [], []
     for i, op in enumerate(session.operations):
         if op["kind"] == "slice":
-            objects = _slice_objects(op, labels, emb, predictor)
+            objects = _slice_objects(op, labels, emb, predictor, getattr(emb, "stack", None))
         else:
             objects, res = _volume_objects(op, emb, None)
             names = {int(k): int(v) for (k, _), v in zip(op["written"], op["ids"])}

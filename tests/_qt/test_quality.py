@@ -62,6 +62,15 @@ def test_click_preview_matches_a_nucleus_2d(demo_available, make_widget):
         ious.append(_iou(shown, gt))
     print("2D click IoUs", np.round(ious, 3))
     assert np.mean(ious) >= 0.8
+    # the demo model's masks are cut on the image's edges (its mask_boundary), not at 0
+    import torch
+
+    from napari_sam.edge_threshold import edge_aligned_masks, edge_map
+
+    shown, p = c.source.zyx_view(c.preview_layer.data)[0] == 1, c.previews[0]
+    up = c.predictor.upsample_logits(torch.as_tensor(p.logits[p.index:p.index + 1]), c.emb[0])
+    assert p.edges and np.array_equal(shown, edge_aligned_masks(up, edge_map(sample.image))[0][0])
+    assert not np.array_equal(shown, up[0].numpy() > 0)
     assert "demo" in c.status  # the status says the demo model is in use
     assert not widget._demo.isHidden()
 

@@ -35,7 +35,9 @@ def _crop_mask(predictor, image, limits, r, c):
     r0 = min(max(r - side // 2, 0), image.shape[0] - side)
     c0 = min(max(c - side // 2, 0), image.shape[1] - side)
     predictor.set_image(image[r0:r0 + side, c0:c0 + side], contrast_limits=limits)
-    masks, scores, _ = predictor.predict(np.array([[r - r0, c - c0]], float), np.array([1]))
+    # tiled clicks are cut at the threshold (docs/models.md): compare like with like
+    masks, scores, _ = predictor.predict(np.array([[r - r0, c - c0]], float), np.array([1]),
+                                         boundary="threshold")
     return masks[int(scores.argmax())], (r0, c0)
 
 

@@ -88,6 +88,9 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
         self.source: ImageSource | None = None
         self.overwrite = False
         self.refine = False
+        #: where click and box masks are cut: "auto" (the model's recommendation, "edge" for
+        #: the demo model), "threshold" or "edge" (:mod:`napari_sam.edge_threshold`)
+        self.mask_boundary = "auto"
         self.live = True
         self.axis_kind = "z"
         self.predictor = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_sam.annotation import ObjectPreview, decode_slice, mask_prompt
+from napari_sam.annotation import ObjectPreview, decode_slice, mask_prompt, slice_edges
 
 from .errors import UserError
 from .prompt_groups import (
@@ -82,10 +82,21 @@ class SlicePreview:
                 self._say("Waiting for the running job; the preview follows.")
             return self.previews
         emb = self.emb[z]
-        self.previews = decode_slice(self.predictor, emb, z, on_slice, self._mask_inputs(z, emb))
+        self.previews = decode_slice(self.predictor, emb, z, on_slice, self._mask_inputs(z, emb),
+                                     edges=self._slice_edges(z))
         self.render()
         self._say(self._preview_text())
         return self.previews
+
+    def _slice_edges(self, z: int):
+        """The edge map slice ``z``'s masks are cut with (None: at the model's threshold),
+        kept for the last slice of this image, model and ``mask_boundary``."""
+        key = (id(self.source.stack), z, id(self.predictor), self.mask_boundary)
+        held = getattr(self, "_edges_held", None)
+        if held is None or held[0] != key:
+            held = self._edges_held = (
+                key, slice_edges(self.predictor, self.source.stack, z, self.mask_boundary))
+        return held[1]
 
     def _nothing_text(self, z: int) -> str:
         """The status line when no object is prompted on slice ``z``: what to add, why the

@@ -31,6 +31,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from napari_sam.edge_threshold import BOUNDARIES
 from napari_sam.io import remove_path
 
 from .build import sam_from_state_dict
@@ -73,6 +74,7 @@ __all__ = [
     "is_cached",
     "list_models",
     "load_model",
+    "mask_boundary",
     "register",
     "require_family",
     "verify",
@@ -294,7 +296,19 @@ def _build(path: Path) -> Sam | Sam2Model:
         raise ValueError(f"{path}: {err}") from None
     model.automatic_defaults = automatic_defaults(metadata, path)
     model.input_smoothing = input_smoothing(metadata, path)
+    model.mask_boundary = mask_boundary(metadata, path)
     return model
+
+
+def mask_boundary(metadata: dict, path: str | os.PathLike = "") -> str:
+    """Where a checkpoint's metadata asks masks to be cut (key ``"mask_boundary"``:
+    ``"threshold"``, SAM's rule and the default, or ``"edge"``, see
+    :mod:`napari_sam.edge_threshold`); a ValueError naming the file for anything else."""
+    value = metadata.get("mask_boundary", "threshold")
+    if value not in BOUNDARIES:
+        raise ValueError(f"{path}: the sidecar's 'mask_boundary' must be one of "
+                         f"{', '.join(map(repr, BOUNDARIES))}, got {value!r}")
+    return str(value)
 
 
 #: segment_everything thresholds a checkpoint's metadata may recommend (``"automatic"`` key)

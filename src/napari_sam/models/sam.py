@@ -84,6 +84,11 @@ class Sam(nn.Module):
         #: the resize (:func:`napari_sam.preprocess.smooth_before_enlarging`); set by the loader
         #: from the checkpoint's metadata file (key ``"input_smoothing"``); 0 means none (SAM's)
         self.input_smoothing: float = 0.0
+        #: where :meth:`napari_sam.Predictor.predict` cuts masks by default (``"threshold"``:
+        #: at ``mask_threshold``, SAM's rule; ``"edge"``: on the strongest image edges,
+        #: :mod:`napari_sam.edge_threshold`), set by the loader from the checkpoint's metadata
+        #: file (key ``"mask_boundary"``)
+        self.mask_boundary: str = "threshold"
 
     # ------------------------------------------------------------------ properties
     @property

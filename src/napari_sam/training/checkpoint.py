@@ -109,6 +109,8 @@ def save_checkpoint(model, path: str | os.PathLike, metadata: dict[str, Any]) ->
         **({"input_smoothing": {"sigma": float(model.input_smoothing)}}
            if float(getattr(model, "input_smoothing", 0.0)) > 0 else {}),
         **automatic_entry(model),
+        **({"mask_boundary": model.mask_boundary}  # a model trained from the demo keeps it
+           if getattr(model, "mask_boundary", "threshold") != "threshold" else {}),
         **metadata,
         "sha256": _sha256(path),
         "size": path.stat().st_size,
