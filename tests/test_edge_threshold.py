@@ -84,6 +84,8 @@ def test_edge_map_ignores_the_dtype_range_and_nan_and_averages_colour():
     with_nan[0, 0] = np.nan
     assert np.isfinite(edge_map(with_nan)).all()
     np.testing.assert_allclose(edge_map(np.stack([image] * 3, -1)), base, atol=1e-5)
+    alpha = np.where(image > 100, 0.0, 255.0)  # an alpha channel with edges of its own
+    np.testing.assert_allclose(edge_map(np.stack([image] * 3 + [alpha], -1)), base, atol=1e-5)
     with pytest.raises(ValueError, match=r"\(Y, X\) or \(Y, X, C\) image"):
         edge_map(np.zeros((2, 3, 4, 5)))
     with pytest.raises(ValueError, match="do not match the edge map"):
@@ -141,6 +143,33 @@ def test_predictor_cuts_on_edges_where_the_model_asks_and_the_pixels_are_known(t
     assert np.array_equal(sam.predict(**click)[0], sam.predict(**click, boundary="threshold")[0])
 
 
+def test_an_image_refilled_in_place_is_cut_on_its_own_edges():
+    """A video loop writes each frame into one buffer and calls set_image(buffer): every
+    frame's masks are cut on that frame's edges, as a fresh predictor cuts them."""
+    from napari_sam.synthetic import nuclei_2d
+
+    frames = [nuclei_2d((128, 128), seed=s).image.astype(np.float32) for s in (3, 4)]
+    buf = frames[0].copy()
+    pred = ns.Predictor("demo", precision="fp32")
+    pred.set_image(buf)
+    pred.predict(points=[[64, 64]])
+    buf[:] = frames[1]
+    pred.set_image(buf)
+    fresh = ns.Predictor("demo", precision="fp32")
+    fresh.set_image(frames[1].copy())
+    assert np.array_equal(pred.predict(points=[[64, 64]])[0],
+                          fresh.predict(points=[[64, 64]])[0])
+
+
+def test_slice_edges_names_an_unknown_boundary():
+    from napari_sam.annotation import slice_edges
+
+    pred = ns.Predictor("demo", precision="fp32")
+    with pytest.raises(ValueError, match="mask boundary 'edges' is not one of 'auto'"):
+        slice_edges(pred, np.zeros((1, 8, 8)), 0, "edges")
+    assert slice_edges(pred, np.zeros((1, 8, 8)), 0, "threshold") is None
+
+
 def test_a_tiled_image_refuses_edge_and_keeps_the_threshold(tiny_sam):
     pred = ns.Predictor(tiny_sam, precision="fp32")
     pred.set_image(np.random.default_rng(0).random((600, 300)), tiling=True)
@@ -196,3 +225,75 @@ def test_edges_lift_the_demo_model_on_real_and_synthetic_nuclei_and_keep_cells()
     assert got["cells"][1] >= got["cells"][0] - 0.02
     if "real" in got:
         assert got["real"][1] >= got["real"][0] + 0.02
+
+
+@pytest.fixture(scope="module")
+def demo_volume():
+    """A small synthetic nuclei volume, its demo-model embeddings and a click on the widest
+    slice of one nucleus: ``(sample, emb, object id, slice, (row, col))``."""
+    from scipy import ndimage as ndi
+
+    from napari_sam import synthetic as syn
+
+    sample = syn.nuclei_3d((12, 128, 128), seed=10_001)
+    emb = ns.embed(sample.image, load_model("demo"), precision="fp32")
+    areas = {int(i): (sample.labels == i).sum((1, 2)) for i in np.unique(sample.labels)[1:]}
+    i = max(areas, key=lambda k: areas[k].max())
+    z = int(areas[i].argmax())
+    dist = ndi.distance_transform_edt(sample.labels[z] == i)
+    return sample, emb, i, z, np.unravel_index(int(dist.argmax()), dist.shape)
+
+
+def test_propagation_cuts_the_annotated_slice_as_the_preview_does(demo_volume):
+    """segment_volume's annotated slice is cut on edges for the demo model (as predict and
+    the dock's preview cut it), at the threshold with boundary="threshold"."""
+    from napari_sam.volume import SlicePrompt
+
+    sample, emb, i, z, rc = demo_volume
+    prompt = {1: [SlicePrompt(slice=z, points=np.array([rc], float), labels=np.ones(1))]}
+    pred = emb.predictor
+    pred.set_embedding(emb[z])
+    click = dict(points=np.array([rc], float), labels=np.ones(1))
+    m, sc, _ = pred.predict(**click, image=sample.image[z])
+    want_edge = m[int(np.argmax(sc))]
+    m, sc, _ = pred.predict(**click, boundary="threshold")
+    want_zero = m[int(np.argmax(sc))]
+    assert not np.array_equal(want_edge, want_zero)
+    auto = ns.segment_volume(emb, prompt)
+    assert np.array_equal(np.asarray(auto.labels)[z] == 1, want_edge)
+    zero = ns.segment_volume(emb, prompt, boundary="threshold")
+    assert np.array_equal(np.asarray(zero.labels)[z] == 1, want_zero)
+    with pytest.raises(ValueError, match="boundary='edges' is not one of 'auto'"):
+        ns.segment_volume(emb, prompt, boundary="edges")
+
+
+def test_the_dock_propagates_from_the_mask_it_previewed_and_replay_follows(demo_volume,
+                                                                         tmp_path):
+    """In the annotation session (the dock's logic): a click's preview on the demo model,
+    then Propagate: the annotated slice of the propagation is the mask the preview showed;
+    the session records the boundary and replays to the same labels, and a volume
+    operation recorded before boundaries existed replays cut at the threshold."""
+    from napari_sam.annotate import AnnotationSession, ModelChoice
+    from napari_sam.session import read_session, replay
+
+    sample, emb, i, z, rc = demo_volume
+    s = AnnotationSession()
+    s.set_image(sample.image, name="nuclei")
+    choice = ModelChoice("demo", "demo")
+    s.precision = "fp32"
+    s.models.put(choice, "auto", emb.predictor, "fp32")
+    s.set_model(choice)
+    s.go_to_slice(z)
+    s.add_point(z, *rc)
+    shown = s.update_preview()[0].mask.copy()
+    s.propagate()
+    assert np.array_equal(s.volume.labels[z] > 0, shown)
+    s.commit()
+    path = s.save_session(tmp_path / "vol")
+    sess = read_session(path)
+    assert sess.operations[-1]["options"]["boundary"] == "auto"
+    again = replay(sess, ns.embed(sample.image, load_model("demo"), precision="fp32"))
+    assert np.array_equal(again.labels, s.labels)
+    del sess.operations[-1]["options"]["boundary"]  # as written before this change
+    older = replay(sess, ns.embed(sample.image, load_model("demo"), precision="fp32"))
+    assert not np.array_equal(older.labels[z], s.labels[z])

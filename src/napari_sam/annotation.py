@@ -462,8 +462,11 @@ def slice_edges(predictor, stack, z: int, boundary: str = "auto") -> np.ndarray 
         ``"auto"``: the model's ``mask_boundary`` (``"edge"`` for the bundled demo model);
         SAM 2.1 models are always cut at the threshold.
     """
-    from napari_sam.edge_threshold import edge_map
+    from napari_sam.edge_threshold import BOUNDARIES, edge_map
 
+    if boundary not in ("auto", *BOUNDARIES):
+        raise ValueError(f"mask boundary {boundary!r} is not one of 'auto', "
+                         f"{', '.join(map(repr, BOUNDARIES))}")
     if boundary == "auto":
         boundary = getattr(predictor.model, "mask_boundary", "threshold")
     if boundary != "edge" or predictor.sam2 is not None:

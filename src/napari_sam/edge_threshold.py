@@ -9,7 +9,7 @@ A mask can only move between the model's own contours at logits -1 and 1, and a 
 to the model's own threshold.
 
 Measured in docs/benchmarks.md ("An edge-aligned mask threshold"). The demo model's
-checkpoint recommends it (``Sam.recommended_boundary``); SAM's own weights are not changed.
+checkpoint recommends it (``Sam.mask_boundary``); SAM's own weights are not changed.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def edge_map(image: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     image : numpy.ndarray (Y, X) or (Y, X, C), any real dtype
-        Channels (RGB) are averaged.
+        Channels (RGB) are averaged; a fourth (alpha) is left out.
 
     Returns
     -------
@@ -46,8 +46,8 @@ def edge_map(image: np.ndarray) -> np.ndarray:
     from scipy import ndimage as ndi
 
     x = np.asarray(image)
-    if x.ndim == 3:
-        x = x.mean(-1, dtype=np.float64)
+    if x.ndim == 3:  # colour: RGB(A) without its alpha, as the model sees it
+        x = x[..., :3].mean(-1, dtype=np.float64)
     if x.ndim != 2:
         raise ValueError(f"edge_map takes a (Y, X) or (Y, X, C) image, not shape {x.shape}")
     x = x.astype(np.float64, copy=False)

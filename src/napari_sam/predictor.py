@@ -232,7 +232,7 @@ class Predictor:
         #: [features, their ClickCache or None] of the embeddings decoded last, newest last
         #: (a few: a click on a tiled image decodes in up to four windows)
         self._clicks: list[list] = []
-        #: (embedding, image) of the last untiled set_image, and the image's edge map once made
+        #: (embedding, image) of the last untiled set_image; (embedding, image, edge map)
         self._pixels: tuple | None = None
         self._edges: tuple | None = None
         if backend == "onnx":
@@ -336,7 +336,7 @@ class Predictor:
                                      "tiling=None (the image is resized to the model input)")
             else:
                 chosen = choose_tiling(shape, self.img_size, tiling)
-        self._pixels = None
+        self._pixels = self._edges = None
         if chosen is None:
             rgb = to_uint8_rgb(image, contrast_limits, percentiles)
             self._embedding = self.encode_rgb([rgb])[0]
@@ -353,7 +353,7 @@ class Predictor:
         window embeddings of a tiled image. The image's pixels are not known then, so
         :meth:`predict` cuts masks at the model's threshold unless ``boundary="edge"`` is
         given with the image."""
-        self._pixels = None
+        self._pixels = self._edges = None
         if isinstance(embedding, TiledEmbedding):
             if self.sam2 is not None:
                 raise ValueError("tiled embeddings are not supported with SAM 2.1 models; "
@@ -514,13 +514,15 @@ class Predictor:
                 raise ValueError("boundary='edge' needs the image's pixels: call "
                                  "set_image(image), or pass image= with the embedding")
             return None
-        if self._edges is None or self._edges[0] is not image:
+        # kept for this embedding and image (an array refilled in place for the next image
+        # comes with a new embedding from set_image, which drops this)
+        if self._edges is None or self._edges[0] is not emb or self._edges[1] is not image:
             edges = edge_map(np.asarray(image))
             if edges.shape != tuple(emb.original_size):
                 raise ValueError(f"image {edges.shape} is not the embedded image "
                                  f"{tuple(emb.original_size)}")
-            self._edges = (image, edges)
-        return self._edges[1]
+            self._edges = (emb, image, edges)
+        return self._edges[2]
 
     def _predict_tiled(self, points, labels, box, mask_input, multimask):
         """:meth:`predict` on a tiled image (each window through :meth:`predict_batch`, so

@@ -62,9 +62,14 @@ def _nucleus_across_a_core_border(sample, tiling):
     raise AssertionError("no nucleus across a core border")
 
 
-def test_a_large_image_is_embedded_in_tiles_and_clicks_decode_in_them(sample, demo_choice):
+def test_a_large_image_is_embedded_in_tiles_and_clicks_decode_in_them(sample, demo_choice,
+                                                                      monkeypatch):
+    import napari_sam.edge_threshold as et
     from napari_sam.tiled_prompts import decode_tiled
 
+    made = []  # tiled masks are cut at the threshold: no edge map is made for them
+    monkeypatch.setattr(et, "edge_map", lambda *a: made.append(a) or (_ for _ in ()).throw(
+        AssertionError("an edge map was made for a tiled slice")))
     s = _session(sample, demo_choice)
     said = []
     s.notify_status = said.append
@@ -82,7 +87,7 @@ def test_a_large_image_is_embedded_in_tiles_and_clicks_decode_in_them(sample, de
     (p,) = s.update_preview()
     direct = decode_tiled(s.predictor, tiled, np.array([[r, c]], np.float32), np.array([1]))
     assert p.masks.shape == (3, 600, 600) and np.array_equal(p.masks, direct.masks)
-    assert p.index == int(direct.scores.argmax()) and not p.cut
+    assert p.index == int(direct.scores.argmax()) and not p.cut and not p.edges and not made
     assert "may be cut" not in s.status
     commit = s.commit()
     assert commit.ids == [1] and np.unique(s.labels).tolist() == [0, 1]
@@ -110,7 +115,12 @@ def test_tiling_off_embeds_the_image_whole(sample, demo_choice):
     (p,) = s.update_preview()
     whole = s.predictor.predict_batch(embedding=s.emb[0], points=np.array([[[300.0, 300.0]]]),
                                       labels=np.array([[1]]))
-    assert np.array_equal(p.masks, whole.masks[0].cpu().numpy())
+    # untiled, the demo model's masks are cut on the slice's edges (docs/models.md)
+    from napari_sam.edge_threshold import edge_aligned_masks, edge_map
+
+    up = s.predictor.upsample_logits(whole.logits[0].float(), s.emb[0])
+    edges = edge_map(np.asarray(s.source.stack[0]))
+    assert p.edges and np.array_equal(p.masks, edge_aligned_masks(up, edges)[0])
     s.set_tiling(True)
     assert s.emb is tiled  # the tiled embeddings were kept
 
@@ -196,12 +206,20 @@ def test_propagation_through_a_tiled_stack_gives_the_object_in_the_stack_frame(d
     i = int(ids[counts.argmax()])
     r, c = (int(v) for v in ndi.center_of_mass(lab == i))
     s.add_point(3, r, c)
+    (shown,) = s.update_preview()
     s.propagate()
     assert len(s.emb.tiling) == 9
     preview = np.asarray(s.volume.labels)
-    direct = segment_volume(s.emb, {1: [SlicePrompt(slice=3, points=np.array([[r, c]], float),
-                                                    labels=np.array([1]))]})
+    prompt = {1: [SlicePrompt(slice=3, points=np.array([[r, c]], float), labels=np.array([1]))]}
+    direct = segment_volume(s.emb, prompt)
     assert preview.shape == (6, 600, 600) and np.array_equal(preview, np.asarray(direct.labels))
+    # a tiled stack is cut at the threshold, as the tiled preview: Propagate starts from
+    # the mask the user saw (the demo model cuts untiled slices on edges)
+    assert not shown.edges and np.array_equal(preview[3] == 1, shown.mask)
+    at_zero = segment_volume(s.emb, prompt, boundary="threshold")
+    assert np.array_equal(preview, np.asarray(at_zero.labels))
+    with pytest.raises(ValueError, match="boundary='edge' cuts masks of untiled stacks only"):
+        segment_volume(s.emb, prompt, boundary="edge")
     assert np.unique(preview).tolist() == [0, 1]
     assert _iou(preview == 1, sample.labels == i) >= 0.5
     assert s.commit().ids == [1]

@@ -89,11 +89,14 @@ class SlicePreview:
         return self.previews
 
     def _slice_edges(self, z: int):
-        """The edge map slice ``z``'s masks are cut with (None: at the model's threshold),
+        """The edge map slice ``z``'s masks are cut with (None: at the model's threshold; on
+        tiled embeddings always, as :func:`~napari_sam.annotation.decode_slice` cuts them),
         kept for the last slice of this image, model and ``mask_boundary``."""
-        key = (id(self.source.stack), z, id(self.predictor), self.mask_boundary)
+        if getattr(self.emb, "tiling", None) is not None:
+            return None
+        key = (self.source.stack, z, self.predictor, self.mask_boundary)
         held = getattr(self, "_edges_held", None)
-        if held is None or held[0] != key:
+        if held is None or any(a is not b for a, b in zip(held[0], key)):
             held = self._edges_held = (
                 key, slice_edges(self.predictor, self.source.stack, z, self.mask_boundary))
         return held[1]

@@ -192,7 +192,7 @@ class StackActions:
 
         prep = self._prepare_gen(None)
         axis_kind = self.axis_kind
-        options = {"axis_kind": axis_kind, **options}
+        options = {"axis_kind": axis_kind, "boundary": self.mask_boundary, **options}
 
         def gen():
             prepared = yield from prep

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from napari_sam.edge_threshold import edge_aligned_masks, edge_map
 from napari_sam.predictor import no_click_cache
 from napari_sam.prompts import (
     MASK_PROMPT_LOGIT,
@@ -64,7 +65,7 @@ class Propagator:
     def __init__(self, emb, objects, *, predictor, mode, motion, min_area, iou_threshold,
                  area_factor, min_score, max_slices, exclusive, progress,
                  fade_fraction=None, claimed_fraction=None, rebound_fraction=None,
-                 rebound_noise=None):
+                 rebound_noise=None, seed_edges=False):
         self.emb = emb
         self.objects = objects
         self.pred = predictor
@@ -78,6 +79,8 @@ class Propagator:
         self.fade_fraction = fade_fraction if self.stack is not None else None
         self.rebound_fraction = rebound_fraction if self.stack is not None else None
         self.rebound_noise = rebound_noise
+        #: cut the annotated slices' masks on the image's edges (segment_volume's boundary)
+        self.seed_edges = bool(seed_edges) and self.stack is not None
         limits = getattr(emb, "contrast_limits", None)
         self.intensity_span = None if limits is None else float(limits[1]) - float(limits[0])
         # each thread's last slice read (:meth:`_plane`): the sweeps may run in two threads
@@ -113,12 +116,15 @@ class Propagator:
             self.decoder_calls += 1
         return out.logits.float(), out.scores.float()
 
-    def _masks(self, full: np.ndarray, distance: np.ndarray | None = None) -> np.ndarray:
-        """(N, H, W) logits of objects decoded together -> masks; with ``exclusive``, a pixel
-        claimed by several of them stays only with the one nearest its annotated slice
-        (``distance`` (N,), in slices; default all equal), then with the highest logit
-        there (ties: all)."""
-        masks = full > self.thr
+    def _masks(self, full: np.ndarray, distance: np.ndarray | None = None,
+               edges: np.ndarray | None = None) -> np.ndarray:
+        """(N, H, W) logits of objects decoded together -> masks (cut at the model's
+        threshold, or on ``edges``, an :func:`~napari_sam.edge_threshold.edge_map`); with
+        ``exclusive``, a pixel claimed by several of them stays only with the one nearest
+        its annotated slice (``distance`` (N,), in slices; default all equal), then with the
+        highest logit there (ties: all)."""
+        masks = (full > self.thr if edges is None else
+                 np.stack([edge_aligned_masks(f[None], edges)[0][0] for f in full]))
         if self.exclusive and len(full) > 1:
             if distance is not None and np.ptp(distance) > 0:
                 d = np.where(masks, np.asarray(distance, np.float32)[:, None, None], np.inf)
@@ -238,7 +244,9 @@ class Propagator:
                 emb.input_size, self.img_size, self.low_res)
         logits, scores = best_candidates(*self._decode(z, multimask=kind.multimask, **kw))
         full = self._full(logits, emb)
-        self._seed(z, ks, self._masks(full), logits, scores.cpu().numpy(), full)
+        # the slice as the dock's preview cuts it (annotation.slice_edges)
+        edges = edge_map(np.asarray(self.stack[z])) if self.seed_edges else None
+        self._seed(z, ks, self._masks(full, edges=edges), logits, scores.cpu().numpy(), full)
 
     def _drawn_references(self, z: int, emb, drawn: list) -> None:
         """The contrast references of drawn masks are measured on the mask the model decodes

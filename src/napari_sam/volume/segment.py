@@ -43,6 +43,7 @@ def segment_volume(
     max_slices: int | None = None,
     exclusive: bool = True,
     motion: bool | None = None,
+    boundary: str = "auto",
     predictor=None,
     progress: Callable[[int, int], None] | None = None,
 ) -> VolumeResult:
@@ -127,6 +128,13 @@ def segment_volume(
     motion : bool, optional
         Shift the prompts (and the previous mask used for the IoU rule) by the object's
         centroid motion between the last two slices; default True for "t", False for "z".
+    boundary : {"auto", "threshold", "edge"}
+        Where the masks decoded from the user's prompts on the annotated slices are cut:
+        ``"threshold"`` at the model's threshold; ``"edge"`` where their boundary lies on the
+        strongest image edges (:mod:`napari_sam.edge_threshold`, as the dock's preview and
+        ``Predictor.predict`` cut them); ``"auto"``: the model's ``mask_boundary`` (``"edge"``
+        for the bundled demo model). Needs the images (``emb.stack``); the propagated slices,
+        and every slice of a tiled stack, are cut at the threshold (docs/models.md).
     predictor : Predictor, optional
         Decoder to use; default ``emb.predictor``.
     progress : callable(done, total), optional
@@ -161,6 +169,7 @@ def segment_volume(
                  max_slices)
     objects = normalize_prompts(prompts, shape)
     pred = _predictor_of(emb, predictor)
+    seed_edges = _seed_edges(boundary, pred, is_tiled(emb))
 
     def run(stack_emb, objs, report):
         prop = Propagator(stack_emb, objs, predictor=pred, mode=mode, motion=bool(motion),
@@ -168,7 +177,7 @@ def segment_volume(
                           area_factor=area_factor, min_score=min_score, max_slices=max_slices,
                           exclusive=exclusive, progress=report, fade_fraction=fade_fraction,
                           claimed_fraction=claimed_fraction, rebound_fraction=rebound_fraction,
-                          rebound_noise=rebound_noise)
+                          rebound_noise=rebound_noise, seed_edges=seed_edges)
         return (prop, *_propagate(prop))
 
     if is_tiled(emb):  # each object in the window that holds it, pasted back
@@ -269,3 +278,19 @@ def _check_embeddings(emb, predictor) -> None:
             f"segment_volume needs the stack's embeddings, got {what}; embed the stack first: "
             "emb = napari_sam.embed(stack, model), then segment_volume(emb, prompts)"
         )
+
+
+def _seed_edges(boundary: str, predictor, tiled: bool) -> bool:
+    """Whether the annotated slices' masks are cut on the image's edges (``boundary``); on
+    tiled embeddings never (as tiled clicks: the dock's preview cuts them at the threshold)."""
+    from napari_sam.edge_threshold import BOUNDARIES
+
+    if boundary not in ("auto", *BOUNDARIES):
+        raise ValueError(f"boundary={boundary!r} is not one of 'auto', "
+                         f"{', '.join(map(repr, BOUNDARIES))}")
+    if tiled and boundary == "edge":
+        raise ValueError("boundary='edge' cuts masks of untiled stacks only: embed the stack "
+                         "with tiling=None, or use boundary='threshold'")
+    if boundary == "auto":
+        boundary = getattr(getattr(predictor, "model", None), "mask_boundary", "threshold")
+    return boundary == "edge" and not tiled
