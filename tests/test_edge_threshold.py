@@ -76,6 +76,22 @@ def test_the_boxed_computation_equals_the_whole_image_one():
         assert chosen[c] == want and np.array_equal(masks[c], one > want)
 
 
+def test_a_mask_empty_or_without_boundary_at_zero_stays_as_the_model_cut_it():
+    """Where every logit is below 0 (the model finds nothing) the mask stays empty, although
+    lower thresholds would draw one on an edge; a mask covering the whole image at 0 (no
+    boundary inside it) stays whole."""
+    image, logits, _ = _disc_scene()
+    edges = edge_map(image)
+    nothing = logits - logits.max() - 0.1  # below 0 everywhere, above -1 near the centre
+    assert (nothing > -1).any()
+    masks, chosen = edge_aligned_masks(nothing, edges)
+    assert not masks.any() and chosen.tolist() == [0.0]
+    everything = np.full_like(logits, 0.5)
+    everything[0, 40:56, 40:56] = 2.0  # a contour at 1 lies on no edge, but exists
+    masks, chosen = edge_aligned_masks(everything, edges)
+    assert masks.all() and chosen.tolist() == [0.0]
+
+
 def test_edge_map_ignores_the_dtype_range_and_nan_and_averages_colour():
     image, _, _ = _disc_scene()
     base = edge_map(image.astype(np.uint8))
@@ -83,6 +99,9 @@ def test_edge_map_ignores_the_dtype_range_and_nan_and_averages_colour():
     with_nan = image.copy()
     with_nan[0, 0] = np.nan
     assert np.isfinite(edge_map(with_nan)).all()
+    with_inf = image.copy()  # +inf is white (as the model sees it), -inf black
+    with_inf[40:56, 40:56], with_inf[:4, :4] = np.inf, -np.inf  # inside / outside the disc
+    np.testing.assert_allclose(edge_map(with_inf), base, atol=1e-5)
     np.testing.assert_allclose(edge_map(np.stack([image] * 3, -1)), base, atol=1e-5)
     alpha = np.where(image > 100, 0.0, 255.0)  # an alpha channel with edges of its own
     np.testing.assert_allclose(edge_map(np.stack([image] * 3 + [alpha], -1)), base, atol=1e-5)
@@ -168,6 +187,15 @@ def test_slice_edges_names_an_unknown_boundary():
     with pytest.raises(ValueError, match="mask boundary 'edges' is not one of 'auto'"):
         slice_edges(pred, np.zeros((1, 8, 8)), 0, "edges")
     assert slice_edges(pred, np.zeros((1, 8, 8)), 0, "threshold") is None
+
+
+def test_a_sam2_predictor_refuses_edge():
+    from napari_sam.models.sam2.checkpoint import SAM2_CONFIGS
+    from napari_sam.models.sam2.model import Sam2Model
+
+    pred = ns.Predictor(Sam2Model(SAM2_CONFIGS["sam2.1_hiera_tiny"]), precision="fp32")
+    with pytest.raises(ValueError, match="boundary='edge' cuts SAM 1 masks only"):
+        pred.predict(points=[[10, 10]], boundary="edge")
 
 
 def test_a_tiled_image_refuses_edge_and_keeps_the_threshold(tiny_sam):
@@ -297,3 +325,39 @@ def test_the_dock_propagates_from_the_mask_it_previewed_and_replay_follows(demo_
     del sess.operations[-1]["options"]["boundary"]  # as written before this change
     older = replay(sess, ns.embed(sample.image, load_model("demo"), precision="fp32"))
     assert not np.array_equal(older.labels[z], s.labels[z])
+
+
+def test_each_click_s_preview_is_the_annotated_slice_propagation_starts_from(monkeypatch):
+    """One click at each nucleus's centroid (fractional pixels) on one slice, decoded
+    together at the default precision (bfloat16 on CPUs that have it): the dock's previews
+    (decode_slice) are the masks segment_volume seeds its objects with, on every pixel one
+    object claims. Both decode the points as float32 (propagation used float64: in a
+    reviewer's one-thread run the logits differed by bfloat16 rounding and a pixel near a
+    candidate threshold flipped; this run does not show that flip without the change)."""
+    from napari_sam import synthetic as syn
+    from napari_sam.annotate.prompt_groups import DrawnPrompts
+    from napari_sam.annotation import decode_slice, slice_edges
+    from napari_sam.volume.propagator import Propagator
+
+    sample, z = syn.nuclei_3d((6, 96, 96), seed=10_001), 2
+    emb = ns.embed(sample.image, load_model("demo"))
+    pred = emb.predictor
+    drawn = []
+    for i in [int(v) for v in np.unique(sample.labels[z])[1:]]:
+        rows, cols = np.nonzero(sample.labels[z] == i)
+        drawn.append(DrawnPrompts(np.array([[rows.mean(), cols.mean()]]), np.array([1])))
+    shown = decode_slice(pred, emb[z], z, list(enumerate(drawn)), None,
+                         slice_edges(pred, emb.stack, z))
+    seeds, real = [], Propagator._seed  # the annotated slice's masks, before the labels
+
+    def seed(self, z, ks, masks, *rest):
+        seeds.append(masks.copy())
+        return real(self, z, ks, masks, *rest)
+
+    monkeypatch.setattr(Propagator, "_seed", seed)
+    ns.segment_volume(emb, {k + 1: [d.to_slice_prompt(z)] for k, d in enumerate(drawn)},
+                      max_slices=0)
+    (masks,) = seeds  # exclusive: a pixel two masks claim goes to one of them
+    claims = np.sum([p.mask for p in shown], 0)
+    differ = [int(((p.mask != m) & (claims <= 1)).sum()) for p, m in zip(shown, masks)]
+    assert len(differ) >= 5 and not any(differ), differ

@@ -41,7 +41,8 @@ def edge_map(image: np.ndarray) -> np.ndarray:
     -------
     numpy.ndarray (Y, X) float32
         Gaussian gradient magnitude (sigma :data:`EDGE_SIGMA`) of the image scaled to its
-        0.5-99.5 percentiles and clipped to [0, 1] (non-finite pixels count as its minimum).
+        0.5-99.5 percentiles and clipped to [0, 1] (+inf pixels count as its maximum, -inf
+        and NaN as its minimum).
     """
     from scipy import ndimage as ndi
 
@@ -52,8 +53,9 @@ def edge_map(image: np.ndarray) -> np.ndarray:
         raise ValueError(f"edge_map takes a (Y, X) or (Y, X, C) image, not shape {x.shape}")
     x = x.astype(np.float64, copy=False)
     finite = np.isfinite(x)
-    if not finite.all():
-        x = np.where(finite, x, np.min(x[finite]) if finite.any() else 0.0)
+    if not finite.all():  # as the model sees them: +inf white, -inf and NaN black
+        lo, hi = (np.min(x[finite]), np.max(x[finite])) if finite.any() else (0.0, 0.0)
+        x = np.where(finite, x, np.where(np.isposinf(x), hi, lo))
     step = max(1, int(np.ceil(np.sqrt(x.size / PERCENTILE_SAMPLE))))  # a regular subsample
     lo, hi = np.percentile(x[::step, ::step], (0.5, 99.5))
     x = np.clip((x - lo) / max(hi - lo, 1e-12), 0.0, 1.0).astype(np.float32)
@@ -90,7 +92,8 @@ def edge_aligned_masks(
     edges : numpy.ndarray (Y, X) float
         :func:`edge_map` of the image.
     thresholds : sequence of float
-        Candidate thresholds; on a tie the one nearest 0 wins.
+        Candidate thresholds; on a tie the one nearest 0 wins. A mask that is empty at 0 (the
+        model finds nothing) or has no boundary inside the image there stays as it is at 0.
 
     Returns
     -------
@@ -111,12 +114,13 @@ def edge_aligned_masks(
         widest = one > min(order)
         rows, cols = np.nonzero(widest.any(1))[0], np.nonzero(widest.any(0))[0]
         if not len(rows):
-            chosen[c] = order[0]
-            continue
+            continue  # empty at every threshold: chosen 0
         box = (slice(max(rows[0] - 1, 0), rows[-1] + 2), slice(max(cols[0] - 1, 0), cols[-1] + 2))
         part, part_edges = one[box], edges[box]
         best = None
-        for t in order:
+        # nothing, or no boundary inside the image, at 0: the model's answer stands
+        tries = [0.0] if boundary_strength(part > 0.0, part_edges) < 0 else order
+        for t in tries:
             s = boundary_strength(part > t, part_edges)
             if best is None or s > best[0]:
                 best = (s, t)

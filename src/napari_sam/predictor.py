@@ -427,7 +427,8 @@ class Predictor:
             from :meth:`set_image`, or ``image``); ``"auto"``: the model's recommendation
             (``model.mask_boundary``: ``"edge"`` for the bundled demo model, ``"threshold"``
             for SAM's weights) where the pixels are known, else ``"threshold"``. Tiled
-            images and SAM 2.1 models are cut at the threshold.
+            images and SAM 2.1 models: ``"auto"`` cuts at the threshold, ``"edge"`` raises
+            ValueError.
         image : array-like (Y, X) or (Y, X, C), optional
             The embedded image's pixels, for ``boundary`` after :meth:`set_embedding`.
 
@@ -449,6 +450,9 @@ class Predictor:
         if boundary not in ("auto", *BOUNDARIES):
             raise ValueError(f"boundary={boundary!r} is not one of 'auto', "
                              f"{', '.join(map(repr, BOUNDARIES))}")
+        if boundary == "edge" and self.sam2 is not None:
+            raise ValueError("boundary='edge' cuts SAM 1 masks only: SAM 2.1 masks are cut at "
+                             "the threshold (use boundary='threshold')")
         if self._tiled is not None and self._embedding is None:
             if boundary == "edge":
                 raise ValueError("boundary='edge' cuts masks of untiled images only: embed "
@@ -505,7 +509,9 @@ class Predictor:
         wanted = boundary
         if boundary == "auto":
             wanted = getattr(self.model, "mask_boundary", "threshold")
-        if wanted != "edge" or self.sam2 is not None:
+        if wanted != "edge":
+            return None
+        if self.sam2 is not None:
             return None
         if image is None and self._pixels is not None and self._pixels[0] is emb:
             image = self._pixels[1]

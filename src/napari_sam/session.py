@@ -615,7 +615,8 @@ def _slice_objects(op: Mapping, labels: np.ndarray, emb, predictor, stack) -> li
         on_slice.append((j, _prompt_of(rec)))
         if rec.get("mask_prompt"):  # the label refined, as the dock made its prompt
             mask_inputs[j] = mask_prompt(predictor, e, labels[z] == int(op["mask_label"]))
-    edge = op.get("boundary") == "edge" and stack is not None  # as the dock cut the masks
+    edge = (op.get("boundary") == "edge" and stack is not None  # as the dock cut the masks
+            and getattr(e, "tiling", None) is None)
     edges = slice_edges(predictor, stack, z, "edge") if edge else None
     previews = {p.key: p for p in decode_slice(predictor, e, z, on_slice, mask_inputs, edges)}
     objects = []

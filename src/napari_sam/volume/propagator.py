@@ -236,8 +236,10 @@ class Propagator:
         (the best scoring candidate of each)."""
         ks = [k for k, _ in items]
         anns = [a for _, a in items]
+        # float32 as the dock's preview decodes them (annotation.decode_slice): the same
+        # prompt gives the same logits, so Propagate starts from the mask the preview showed
         kw = stack_prompts(kind, [a.points for a in anns], [a.labels for a in anns],
-                           [a.box for a in anns])
+                           [a.box for a in anns], dtype=np.float32)
         if kind.mask:
             kw["mask_inputs"] = mask_to_logits(
                 np.stack([a.mask for a in anns]), emb.original_size,

@@ -133,8 +133,9 @@ def segment_volume(
         ``"threshold"`` at the model's threshold; ``"edge"`` where their boundary lies on the
         strongest image edges (:mod:`napari_sam.edge_threshold`, as the dock's preview and
         ``Predictor.predict`` cut them); ``"auto"``: the model's ``mask_boundary`` (``"edge"``
-        for the bundled demo model). Needs the images (``emb.stack``); the propagated slices,
-        and every slice of a tiled stack, are cut at the threshold (docs/models.md).
+        for the bundled demo model). Needs the images (``emb.stack``); the propagated slices
+        are cut at the threshold (docs/models.md), and so is a tiled stack with ``"auto"``
+        (``"edge"`` raises ValueError there).
     predictor : Predictor, optional
         Decoder to use; default ``emb.predictor``.
     progress : callable(done, total), optional
@@ -150,7 +151,8 @@ def segment_volume(
     ------
     ValueError
         Prompts outside the slices, slice indices out of range, an object without prompts,
-        masks whose shape differs from the embedded stack, unknown modes.
+        masks whose shape differs from the embedded stack, unknown modes, an unknown
+        ``boundary``, ``boundary="edge"`` on a tiled stack.
 
     Examples
     --------
