@@ -184,7 +184,7 @@ def test_slice_edges_names_an_unknown_boundary():
     from napari_sam.annotation import slice_edges
 
     pred = ns.Predictor("demo", precision="fp32")
-    with pytest.raises(ValueError, match="mask boundary 'edges' is not one of 'auto'"):
+    with pytest.raises(ValueError, match="boundary='edges' is not one of 'auto'"):
         slice_edges(pred, np.zeros((1, 8, 8)), 0, "edges")
     assert slice_edges(pred, np.zeros((1, 8, 8)), 0, "threshold") is None
 

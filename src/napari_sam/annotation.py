@@ -462,14 +462,9 @@ def slice_edges(predictor, stack, z: int, boundary: str = "auto") -> np.ndarray 
         ``"auto"``: the model's ``mask_boundary`` (``"edge"`` for the bundled demo model);
         SAM 2.1 models are always cut at the threshold.
     """
-    from napari_sam.edge_threshold import BOUNDARIES, edge_map
+    from napari_sam.edge_threshold import edge_map, resolve_boundary
 
-    if boundary not in ("auto", *BOUNDARIES):
-        raise ValueError(f"mask boundary {boundary!r} is not one of 'auto', "
-                         f"{', '.join(map(repr, BOUNDARIES))}")
-    if boundary == "auto":
-        boundary = getattr(predictor.model, "mask_boundary", "threshold")
-    if boundary != "edge" or predictor.sam2 is not None:
+    if resolve_boundary(boundary, predictor.model) != "edge" or predictor.sam2 is not None:
         return None
     return edge_map(np.asarray(stack[z]))
 

@@ -29,6 +29,16 @@ PERCENTILE_SAMPLE = 1 << 16
 BOUNDARIES = ("threshold", "edge")
 
 
+def resolve_boundary(boundary: str, model) -> str:
+    """The rule ``boundary`` means for ``model``: ``"auto"`` is the model's ``mask_boundary``
+    (``"threshold"`` for a model without one, e.g. SAM 2.1); ``"threshold"`` and ``"edge"``
+    are themselves. A ValueError naming the choices for anything else."""
+    if boundary not in ("auto", *BOUNDARIES):
+        raise ValueError(f"boundary={boundary!r} is not one of 'auto', "
+                         f"{', '.join(map(repr, BOUNDARIES))}")
+    return getattr(model, "mask_boundary", "threshold") if boundary == "auto" else boundary
+
+
 def edge_map(image: np.ndarray) -> np.ndarray:
     """Edge strength of one 2D image, the same whatever its dtype and range.
 

@@ -25,7 +25,7 @@ from napari_sam.device import (
     resolve_device,
     resolve_precision,
 )
-from napari_sam.edge_threshold import BOUNDARIES, edge_aligned_masks, edge_map
+from napari_sam.edge_threshold import edge_aligned_masks, edge_map, resolve_boundary
 from napari_sam.models.cached_decoder import (
     CachedDecoder,
     click_precision,
@@ -447,9 +447,7 @@ class Predictor:
         previous predict, in its window's frame); :attr:`last_tiled` holds the whole result
         (windows, ``cut``).
         """
-        if boundary not in ("auto", *BOUNDARIES):
-            raise ValueError(f"boundary={boundary!r} is not one of 'auto', "
-                             f"{', '.join(map(repr, BOUNDARIES))}")
+        wanted = resolve_boundary(boundary, self.model)
         if boundary == "edge" and self.sam2 is not None:
             raise ValueError("boundary='edge' cuts SAM 1 masks only: SAM 2.1 masks are cut at "
                              "the threshold (use boundary='threshold')")
@@ -460,7 +458,7 @@ class Predictor:
                                  "boundary='threshold'")
             return self._predict_tiled(points, labels, box, mask_input, multimask)
         emb = self.embedding
-        edges = self._edge_map(boundary, image, emb)
+        edges = self._edge_map(wanted, boundary == "edge", image, emb)
         if points is None and labels is not None:
             raise ValueError("labels were given without points")
         if points is None and box is None and mask_input is None:
@@ -503,20 +501,16 @@ class Predictor:
             lg.cpu().numpy(),
         )
 
-    def _edge_map(self, boundary: str, image, emb) -> np.ndarray | None:
+    def _edge_map(self, wanted: str, asked: bool, image, emb) -> np.ndarray | None:
         """The (Y, X) edge map :meth:`predict` cuts masks with, or None (cut at the model's
-        threshold), for ``boundary`` and the image's pixels."""
-        wanted = boundary
-        if boundary == "auto":
-            wanted = getattr(self.model, "mask_boundary", "threshold")
-        if wanted != "edge":
-            return None
-        if self.sam2 is not None:
+        threshold), for the resolved rule ``wanted`` (``asked``: the caller named "edge")
+        and the image's pixels."""
+        if wanted != "edge" or self.sam2 is not None:
             return None
         if image is None and self._pixels is not None and self._pixels[0] is emb:
             image = self._pixels[1]
         if image is None:
-            if boundary == "edge":
+            if asked:
                 raise ValueError("boundary='edge' needs the image's pixels: call "
                                  "set_image(image), or pass image= with the embedding")
             return None

@@ -285,14 +285,10 @@ def _check_embeddings(emb, predictor) -> None:
 def _seed_edges(boundary: str, predictor, tiled: bool) -> bool:
     """Whether the annotated slices' masks are cut on the image's edges (``boundary``); on
     tiled embeddings never (as tiled clicks: the dock's preview cuts them at the threshold)."""
-    from napari_sam.edge_threshold import BOUNDARIES
+    from napari_sam.edge_threshold import resolve_boundary
 
-    if boundary not in ("auto", *BOUNDARIES):
-        raise ValueError(f"boundary={boundary!r} is not one of 'auto', "
-                         f"{', '.join(map(repr, BOUNDARIES))}")
+    wanted = resolve_boundary(boundary, getattr(predictor, "model", None))
     if tiled and boundary == "edge":
         raise ValueError("boundary='edge' cuts masks of untiled stacks only: embed the stack "
                          "with tiling=None, or use boundary='threshold'")
-    if boundary == "auto":
-        boundary = getattr(getattr(predictor, "model", None), "mask_boundary", "threshold")
-    return boundary == "edge" and not tiled
+    return wanted == "edge" and not tiled
