@@ -272,9 +272,9 @@ def demo_volume():
     return sample, emb, i, z, np.unravel_index(int(dist.argmax()), dist.shape)
 
 
-def test_propagation_cuts_the_annotated_slice_as_the_preview_does(demo_volume):
-    """segment_volume's annotated slice is cut on edges for the demo model (as predict and
-    the dock's preview cut it), at the threshold with boundary="threshold"."""
+def test_propagation_cuts_the_annotated_slice_on_edges_when_asked(demo_volume):
+    """segment_volume cuts its annotated slice at the threshold by default, on edges with
+    boundary="auto" (the demo model's rule) or "edge", as predict cuts it."""
     from napari_sam.volume import SlicePrompt
 
     sample, emb, i, z, rc = demo_volume
@@ -287,20 +287,22 @@ def test_propagation_cuts_the_annotated_slice_as_the_preview_does(demo_volume):
     m, sc, _ = pred.predict(**click, boundary="threshold")
     want_zero = m[int(np.argmax(sc))]
     assert not np.array_equal(want_edge, want_zero)
-    auto = ns.segment_volume(emb, prompt)
-    assert np.array_equal(np.asarray(auto.labels)[z] == 1, want_edge)
-    zero = ns.segment_volume(emb, prompt, boundary="threshold")
+    for boundary in ("auto", "edge"):
+        edge = ns.segment_volume(emb, prompt, boundary=boundary)
+        assert np.array_equal(np.asarray(edge.labels)[z] == 1, want_edge)
+    zero = ns.segment_volume(emb, prompt)
     assert np.array_equal(np.asarray(zero.labels)[z] == 1, want_zero)
     with pytest.raises(ValueError, match="boundary='edges' is not one of 'auto'"):
         ns.segment_volume(emb, prompt, boundary="edges")
 
 
-def test_the_dock_propagates_from_the_mask_it_previewed_and_replay_follows(demo_volume,
+def test_the_dock_propagates_with_the_rule_the_user_set_and_replay_follows(demo_volume,
                                                                          tmp_path):
-    """In the annotation session (the dock's logic): a click's preview on the demo model,
-    then Propagate: the annotated slice of the propagation is the mask the preview showed;
-    the session records the boundary and replays to the same labels, and a volume
-    operation recorded before boundaries existed replays cut at the threshold."""
+    """In the annotation session (the dock's logic), the demo model: Propagate cuts its
+    annotated slice at the threshold by default (not the edge-cut preview: seeds cut on
+    edges leak more, docs/models.md) and records nothing; with mask_boundary="edge" set by
+    the user it starts from the mask the preview showed and records the rule. A session
+    replays both to the labels committed."""
     from napari_sam.annotate import AnnotationSession, ModelChoice
     from napari_sam.session import read_session, replay
 
@@ -312,19 +314,22 @@ def test_the_dock_propagates_from_the_mask_it_previewed_and_replay_follows(demo_
     s.models.put(choice, "auto", emb.predictor, "fp32")
     s.set_model(choice)
     s.go_to_slice(z)
-    s.add_point(z, *rc)
-    shown = s.update_preview()[0].mask.copy()
-    s.propagate()
-    assert np.array_equal(s.volume.labels[z] > 0, shown)
-    s.commit()
+    s.overwrite = True
+    seeds = []
+    for rule in ("auto", "edge"):
+        s.mask_boundary = rule
+        s.add_point(z, *rc)
+        shown = s.update_preview()[0].mask.copy()
+        s.propagate()
+        seeds.append(s.volume.labels[z] > 0)
+        assert np.array_equal(seeds[-1], shown) == (rule == "edge")
+        s.commit()
+    assert not np.array_equal(*seeds)
     path = s.save_session(tmp_path / "vol")
     sess = read_session(path)
-    assert sess.operations[-1]["options"]["boundary"] == "auto"
+    assert [op["options"].get("boundary") for op in sess.operations] == [None, "edge"]
     again = replay(sess, ns.embed(sample.image, load_model("demo"), precision="fp32"))
     assert np.array_equal(again.labels, s.labels)
-    del sess.operations[-1]["options"]["boundary"]  # as written before this change
-    older = replay(sess, ns.embed(sample.image, load_model("demo"), precision="fp32"))
-    assert not np.array_equal(older.labels[z], s.labels[z])
 
 
 def test_each_click_s_preview_is_the_annotated_slice_propagation_starts_from(monkeypatch):
@@ -356,7 +361,7 @@ def test_each_click_s_preview_is_the_annotated_slice_propagation_starts_from(mon
 
     monkeypatch.setattr(Propagator, "_seed", seed)
     ns.segment_volume(emb, {k + 1: [d.to_slice_prompt(z)] for k, d in enumerate(drawn)},
-                      max_slices=0)
+                      max_slices=0, boundary="auto")
     (masks,) = seeds  # exclusive: a pixel two masks claim goes to one of them
     claims = np.sum([p.mask for p in shown], 0)
     differ = [int(((p.mask != m) & (claims <= 1)).sum()) for p, m in zip(shown, masks)]

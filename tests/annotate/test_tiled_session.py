@@ -216,8 +216,8 @@ def test_propagation_through_a_tiled_stack_gives_the_object_in_the_stack_frame(d
     # a tiled stack is cut at the threshold, as the tiled preview: Propagate starts from
     # the mask the user saw (the demo model cuts untiled slices on edges)
     assert not shown.edges and np.array_equal(preview[3] == 1, shown.mask)
-    at_zero = segment_volume(s.emb, prompt, boundary="threshold")
-    assert np.array_equal(preview, np.asarray(at_zero.labels))
+    auto = segment_volume(s.emb, prompt, boundary="auto")  # the demo model's rule: untiled only
+    assert np.array_equal(preview, np.asarray(auto.labels))
     with pytest.raises(ValueError, match="boundary='edge' cuts masks of untiled stacks only"):
         segment_volume(s.emb, prompt, boundary="edge")
     assert np.unique(preview).tolist() == [0, 1]

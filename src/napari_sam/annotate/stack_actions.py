@@ -192,7 +192,9 @@ class StackActions:
 
         prep = self._prepare_gen(None)
         axis_kind = self.axis_kind
-        options = {"axis_kind": axis_kind, "boundary": self.mask_boundary, **options}
+        options = {"axis_kind": axis_kind, **options}
+        if self.mask_boundary != "auto":  # set by the user: Propagate's annotated slices too
+            options["boundary"] = self.mask_boundary
 
         def gen():
             prepared = yield from prep

@@ -43,7 +43,7 @@ def segment_volume(
     max_slices: int | None = None,
     exclusive: bool = True,
     motion: bool | None = None,
-    boundary: str = "auto",
+    boundary: str = "threshold",
     predictor=None,
     progress: Callable[[int, int], None] | None = None,
 ) -> VolumeResult:
@@ -128,14 +128,15 @@ def segment_volume(
     motion : bool, optional
         Shift the prompts (and the previous mask used for the IoU rule) by the object's
         centroid motion between the last two slices; default True for "t", False for "z".
-    boundary : {"auto", "threshold", "edge"}
+    boundary : {"threshold", "auto", "edge"}
         Where the masks decoded from the user's prompts on the annotated slices are cut:
-        ``"threshold"`` at the model's threshold; ``"edge"`` where their boundary lies on the
-        strongest image edges (:mod:`napari_sam.edge_threshold`, as the dock's preview and
-        ``Predictor.predict`` cut them); ``"auto"``: the model's ``mask_boundary`` (``"edge"``
-        for the bundled demo model). Needs the images (``emb.stack``); the propagated slices
-        are cut at the threshold (docs/models.md), and so is a tiled stack with ``"auto"``
-        (``"edge"`` raises ValueError there).
+        ``"threshold"`` (the default) at the model's threshold; ``"edge"`` where their
+        boundary lies on the strongest image edges (:mod:`napari_sam.edge_threshold`, as the
+        dock's preview and ``Predictor.predict`` cut the demo model's masks); ``"auto"``: the
+        model's ``mask_boundary``. Not the default: with the demo model, seeds cut on edges
+        raised the worst leak of #3's synthetic volumes from 0.098 to 0.129
+        (docs/models.md). Needs the images (``emb.stack``); the propagated slices are cut at
+        the threshold, and so is a tiled stack with ``"auto"`` (``"edge"`` raises there).
     predictor : Predictor, optional
         Decoder to use; default ``emb.predictor``.
     progress : callable(done, total), optional
