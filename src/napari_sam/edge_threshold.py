@@ -127,12 +127,11 @@ def edge_aligned_masks(
             continue  # empty at every threshold: chosen 0
         box = (slice(max(rows[0] - 1, 0), rows[-1] + 2), slice(max(cols[0] - 1, 0), cols[-1] + 2))
         part, part_edges = one[box], edges[box]
-        best = None
+        best = (boundary_strength(part > 0.0, part_edges), 0.0)
         # nothing, or no boundary inside the image, at 0: the model's answer stands
-        tries = [0.0] if boundary_strength(part > 0.0, part_edges) < 0 else order
-        for t in tries:
+        for t in (order if best[0] >= 0 else ()):  # 0 first: measured above, ties keep it
             s = boundary_strength(part > t, part_edges)
-            if best is None or s > best[0]:
+            if s > best[0]:
                 best = (s, t)
         masks[c][box], chosen[c] = part > best[1], best[1]
     return masks, chosen

@@ -635,8 +635,7 @@ def _volume_objects(op: Mapping, emb, progress) -> tuple[list, object]:
 
     prompts = {int(k): [_prompt_of(rec).to_slice_prompt(int(rec["slice"])) for rec in items]
                for k, items in op["prompts"].items()}
-    options = {"boundary": "threshold", **dict(op.get("options") or {})}  # older: threshold
-    res = segment_volume(emb, prompts, progress=progress, **options)
+    res = segment_volume(emb, prompts, progress=progress, **dict(op.get("options") or {}))
     labels = np.asarray(res.labels)
     objects = [ObjectMask(labels == int(i), None, int(r)) for i, r in op["written"]]
     return objects, res
