@@ -118,7 +118,8 @@ def test_predictor_encodes_small_images_smoothed_and_large_ones_as_they_are(demo
 @pytest.mark.slow
 def test_smoothing_lifts_the_demo_model_on_real_nuclei(demo_pair):
     """Real development stack (61 x 57 px slices, enlarged 4.2x): one click per nucleus on
-    every other slice, 0.609 -> 0.672 mean IoU (fp32) with the smoothing."""
+    every other slice, mean IoU (fp32) without -> with the smoothing: run 36 0.609 -> 0.672,
+    run 37 (trained on realistic enlarged nuclei too, so it gains less) 0.701 -> 0.711."""
     if not REAL.is_dir():
         pytest.skip(f"the real development stack is not here ({REAL})")
     import tifffile
@@ -146,8 +147,8 @@ def test_smoothing_lifts_the_demo_model_on_real_nuclei(demo_pair):
                 ious.append((m & g).sum() / (m | g).sum())
         scores[name] = float(np.mean(ious))
     print({k: round(v, 3) for k, v in scores.items()})
-    assert scores["smoothed"] >= 0.65
-    assert scores["smoothed"] >= scores["plain"] + 0.04
+    assert scores["smoothed"] >= 0.69
+    assert scores["smoothed"] >= scores["plain"] + 0.005
 
 
 def test_a_model_fine_tuned_from_the_demo_keeps_its_smoothing(demo_pair, tmp_path):
