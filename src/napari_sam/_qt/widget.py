@@ -168,7 +168,8 @@ class SamWidget(QWidget):
             (c.trace_changed, self._on_trace_changed),
             (c.resume_available, self._on_resume_available),
             (c.session_loaded, self._on_session_loaded),
-            *((e, self._on_layers_changed) for e in (ev.inserted, ev.removed, ev.moved)),
+            *((e, self._on_layers_changed) for e in (ev.inserted, ev.removed, ev.moved,
+                                                      getattr(ev, "renamed", None)) if e),
         ]
         for signal, slot in self._links:
             signal.connect(slot)
@@ -417,6 +418,8 @@ class SamWidget(QWidget):
         c = self.controller
         images = [ly.name for ly in self.viewer.layers if isinstance(ly, Image)]
         current = self._image.currentData()
+        if current not in images and any(L.same(ly, c.image_layer) for ly in self.viewer.layers):
+            current = c.image_layer.name  # the picked image was renamed: keep it
         self._image.blockSignals(True)
         self._image.clear()
         for name in images:
