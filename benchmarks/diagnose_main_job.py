@@ -2,9 +2,9 @@
 
 The main job (``napari-sam sample nuclei-3d`` then ``napari-sam auto``) finds nuclei in a
 32 x 128 x 128 synthetic stack (seed 10000: 98 nuclei, strongly blurred along z) with the
-bundled demo model. Its 3D F1@0.5 (0.46 with run 36, 0.48 with run 37; README) is short of issue #22's 0.70. This script separates
-what detection, propagation and the model each cost, on the same sample, with prompts taken
-from the ground truth (an oracle no real run has):
+bundled demo model. Its 3D F1@0.5 (0.46 with run 36, 0.48 with run 37; README) is short of
+issue #22's 0.70. This script separates what detection, propagation and the model each cost,
+on the same sample, with prompts taken from the ground truth (an oracle no real run has):
 
 - ``oracle click, propagated``: one positive click per nucleus at its deepest pixel on its
   widest slice, all nuclei propagated at once by :func:`napari_sam.segment_volume` at its
