@@ -61,7 +61,10 @@ def test_bf16_decoder_matches_float32_on_the_demo_model(demo, nuclei_embedding):
     print("bf16 vs fp32 mask IoU: n", len(agree), "min", float(agree.min()),
           "5th percentile", float(agree.quantile(0.05)), "median", float(agree.median()))
     assert len(agree) > 50
-    assert float(agree.min()) >= 0.97 and float(agree.median()) >= 0.99  # measured 0.983, 0.997
+    # min / 5th percentile / median: run 36 0.983 / - / 0.997; run 37 (the demo model since
+    # 2026-12-04) 0.962 / 0.989 / 0.997: one mask of 130 flips a few edge pixels
+    assert float(agree.min()) >= 0.95 and float(agree.quantile(0.05)) >= 0.98
+    assert float(agree.median()) >= 0.99
     # the bf16 path stores the per-pixel factors in bfloat16, float32 keeps float32
     assert GridDecoder(demo, precision="bf16").prepare(emb.features)["dtype"] == torch.bfloat16
     assert GridDecoder(demo).prepare(emb.features)["dtype"] == torch.float32
