@@ -133,9 +133,9 @@ def segment_volume(
         ``"threshold"`` (the default) at the model's threshold; ``"edge"`` where their
         boundary lies on the strongest image edges (:mod:`napari_sam.edge_threshold`, as the
         dock's preview and ``Predictor.predict`` cut the demo model's masks); ``"auto"``: the
-        model's ``mask_boundary``. Not the default: with the demo model, seeds cut on edges
-        raised the worst leak of #3's synthetic volumes from 0.098 to 0.129
-        (docs/models.md). Needs the images (``emb.stack``); the propagated slices are cut at
+        model's ``mask_boundary``. Not the default: seeds cut on edges raised the worst leak
+        of #3's synthetic volumes (demo run 36: one click 0.098 -> 0.129; run 37: two
+        annotated slices 0.104 -> 0.137; docs/models.md). Needs the images (``emb.stack``); the propagated slices are cut at
         the threshold, and so is a tiled stack with ``"auto"`` (``"edge"`` raises there).
     predictor : Predictor, optional
         Decoder to use; default ``emb.predictor``.
