@@ -211,6 +211,35 @@ def test_grid_decoder_equals_model_decoder(changes):
             )
 
 
+def test_grid_decoder_workspace_reuses_its_buffers_and_changes_no_number():
+    """With a workspace the token path writes its low-rank factors into buffers kept between
+    calls (no fresh pages per batch): the same IoUs and logits, bit for bit, as without one,
+    in chunks and in one step, float32 and bfloat16; a larger batch grows the buffer."""
+    from napari_sam.models import build_sam
+
+    torch.manual_seed(0)
+    sam = build_sam(_tiny_config())
+    feats = torch.randn(256, sam.embedding_size, sam.embedding_size)
+    pts = torch.rand(7, 2) * sam.img_size
+    for prec, chunk in (("fp32", 3), ("bf16", 3), ("bf16", None)):
+        dec = GridDecoder(sam, chunk=chunk, precision=prec)
+        shared = dec.prepare(feats)
+        ref = dec.tokens(shared, pts)
+        ref_logits = dec.masks(shared, ref, torch.arange(7))
+        ws: dict = {}
+        small = dec.tokens(shared, pts[:4], ws)
+        ptr = ws["lt"].data_ptr()
+        assert small.lt.data_ptr() == ptr
+        got = dec.tokens(shared, pts, ws)  # larger: the buffer grows once
+        assert ws["lt"].numel() == got.lt.numel()
+        again = dec.tokens(shared, pts[:5], ws)  # smaller: the same buffer
+        assert again.lt.data_ptr() == ws["lt"].data_ptr() != ptr
+        got = dec.tokens(shared, pts, ws)
+        for a, b in zip(got.astuple(), ref.astuple()):
+            assert torch.equal(a, b)
+        assert torch.equal(dec.masks(shared, got, torch.arange(7)), ref_logits)
+
+
 def test_grid_decoder_precision_is_checked_and_tf32_is_float32_on_the_cpu():
     """TF32 applies to CUDA matrix products only: on the CPU "tf32" gives the float32 logits."""
     from napari_sam.models import build_sam

@@ -149,6 +149,9 @@ class CropEngine:
         self.n_low = 4 * int(self.model.embedding_size)
         self.threshold = float(self.model.mask_threshold)
         self._shared: tuple[torch.Tensor | None, dict | None] = (None, None)
+        # the grid decoder's low-rank factors, reused batch after batch (each batch's state
+        # is used up in ``_decode`` before the next one is made)
+        self._workspace: dict = {}
 
     def geometry(self, emb) -> UpsamplingGeometry:
         """The upsampling geometry of embedding ``emb`` (built once per size and device in
@@ -213,7 +216,7 @@ class CropEngine:
             from napari_sam.preprocess import points_to_model
 
             xy = torch.as_tensor(points_to_model(pts, emb.spec(self.pred.img_size)), device=dev)
-            state = self.decoder.tokens(shared, xy)
+            state = self.decoder.tokens(shared, xy, self._workspace)
             keep = self._passes_iou(state.iou)
             rows = keep.any(1).nonzero()[:, 0]
             stats["decoded_masks"] += int(rows.numel())

@@ -178,30 +178,50 @@ class GridDecoder:
 
     # ------------------------------------------------------------------ token path
     @torch.inference_mode()
-    def tokens(self, shared: dict, points_xy: torch.Tensor) -> DecoderState:
+    def tokens(self, shared: dict, points_xy: torch.Tensor,
+               workspace: dict | None = None) -> DecoderState:
         """Two-way transformer and IoU head for N single-point prompts.
 
         points_xy : (N, 2) float, (x, y) in the model input frame.
+        workspace : a dict the caller keeps between calls, or None. Given, the state's
+            low-rank factors ``lt`` (N, r, HW) and ``rm`` (N, r, D) are views into buffers
+            kept in it and reused by the next call with it (no fresh pages per call: on a
+            CPU, new large tensors cost page faults); the state is then valid until that
+            next call.
         """
         dev = self.dec.iou_token.weight.device
         pts = torch.as_tensor(points_xy, device=dev).float()
+        n = len(pts)
         # CPU: 16384 image tokens per step in float32, 32768 in bfloat16 (the same bytes)
         per_step = 2**20 if dev.type != "cpu" else 16384 * (4 // shared["dtype"].itemsize)
         step = self.chunk or max(1, per_step // shared["hw"])
+        r_max = self._rank(self._token_count(pts))
+        dm = int(self.dec.iou_token.weight.shape[1])
+        # the low-rank factors of every chunk go straight into one tensor
+        lt = _buffer(workspace, "lt", (n, r_max, shared["hw"]), shared["dtype"], dev)
+        rm = _buffer(workspace, "rm", (n, r_max, dm), torch.float32, dev)
         with self._math(dev):
-            first = self._tokens(shared, pts[:step])
-            if len(pts) <= step:
-                return first
-            # the large low-rank factors of every chunk go straight into one tensor
-            lt = first.lt.new_empty(len(pts), *first.lt.shape[1:])
-            rm = first.rm.new_empty(len(pts), *first.rm.shape[1:])
-            lt[:step], rm[:step] = first.lt, first.rm
-            parts = [first] + [
+            parts = [
                 self._tokens(shared, pts[i : i + step], lt[i : i + step], rm[i : i + step])
-                for i in range(step, len(pts), step)
+                for i in range(0, n, step)
             ]
+        if len(parts) == 1:
+            return parts[0]
+        r = parts[0].lt.shape[1]
         return DecoderState(*(torch.cat(x, 0) for x in zip(*((p.iou, p.hyper, p.alpha)
-                                                              for p in parts))), lt, rm)
+                                                              for p in parts))),
+                            lt[:, :r], rm[:, :r])
+
+    def _token_count(self, pts: torch.Tensor) -> int:
+        """Tokens T of the two-way transformer for a single-point prompt: the output tokens
+        and the prompt encoder's sparse tokens (the point and its padding)."""
+        one = torch.ones(1, 1, dtype=torch.int64, device=pts.device)
+        sparse, _ = self.pe(points=(pts[:1, None, :], one), boxes=None, masks=None)
+        return 1 + self.num_mask_tokens + int(sparse.shape[1])
+
+    def _rank(self, t: int) -> int:
+        """Rows r of the low-rank factors after the last layer, for T = ``t`` tokens."""
+        return sum(ly.cross_attn_image_to_token.num_heads * t + 1 for ly in self.tf.layers)
 
     def _tokens(self, shared: dict, pts: torch.Tensor, lt_out=None, rm_out=None) -> DecoderState:
         """:meth:`tokens` of one chunk; ``lt_out``, ``rm_out``: (n, r, HW), (n, r, D) tensors
@@ -215,7 +235,7 @@ class GridDecoder:
         t = tokens.shape[1]
         dm = tokens.shape[2]
         hw = shared["hw"]
-        r_max = sum(ly.cross_attn_image_to_token.num_heads * t + 1 for ly in self.tf.layers)
+        r_max = self._rank(t)
         # scaled low-rank factors, (n, r, HW) and (n, r, D)
         cd = shared["dtype"]
         lt = torch.empty(n, r_max, hw, device=dev, dtype=cd) if lt_out is None else lt_out
@@ -459,6 +479,20 @@ def _lt_rows(state: dict, r: int) -> torch.Tensor:
     if rows is None or rows.shape[1] != r:
         rows = state["rows"] = lt[:, :r].contiguous()
     return rows
+
+
+def _buffer(workspace: dict | None, key: str, shape: tuple, dtype: torch.dtype,
+            device: torch.device) -> torch.Tensor:
+    """An uninitialised tensor of ``shape``: a view into ``workspace[key]`` when that buffer
+    is large enough and of the same dtype and device (grown, and kept there, otherwise), or a
+    new tensor without a workspace."""
+    need = math.prod(shape)
+    if workspace is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    buf = workspace.get(key)
+    if buf is None or buf.numel() < need or buf.dtype != dtype or buf.device != device:
+        buf = workspace[key] = torch.empty(need, dtype=dtype, device=device)
+    return buf[:need].view(shape)
 
 
 def _cast_per_pixel(layers: list[dict], final: dict, dtype: torch.dtype) -> None:
