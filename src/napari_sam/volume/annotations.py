@@ -57,6 +57,10 @@ class SlicePrompt:
     stop : bool
         A stop marker: the object is absent from this slice and propagation ends before it.
         A stop marker carries no other prompt.
+    candidate : int, optional
+        Which of the three candidate masks of a single click (one positive point, no box or
+        mask) seeds the object on this slice: 0, 1 or 2, in the decoder's order (what the
+        dock shows after Shift+M). None: the best scoring, as everywhere else.
     """
 
     slice: int
@@ -65,8 +69,9 @@ class SlicePrompt:
     box: np.ndarray | None = None
     mask: np.ndarray | None = None
     stop: bool = False
+    candidate: int | None = None
 
-    _KEYS = ("slice", "points", "labels", "box", "mask", "stop")
+    _KEYS = ("slice", "points", "labels", "box", "mask", "stop", "candidate")
 
     @classmethod
     def coerce(cls, value) -> SlicePrompt:
@@ -98,6 +103,7 @@ class Annotation:
     labels: np.ndarray | None  # (P,) int64
     box: np.ndarray | None  # (4,) float64
     mask: np.ndarray | None  # (Y, X) bool
+    candidate: int | None = None  # the single click's candidate kept (None: best scoring)
 
     @property
     def mask_only(self) -> bool:
@@ -153,7 +159,39 @@ def _validate_annotation(sp: SlicePrompt, obj_id: int, size: tuple[int, int]) ->
         raise ValueError(
             f"{where}: the prompt has no points, box or mask and is not a stop marker"
         )
-    return Annotation(pts, lab, box, mask)
+    return Annotation(pts, lab, box, mask, _validate_candidate(sp.candidate, where))
+
+
+#: candidate masks of a single click (SAM's multimask output)
+_N_CANDIDATES = 3
+
+
+def _validate_candidate(value, where: str) -> int | None:
+    """The candidate index of a slice prompt (None: the best scoring)."""
+    if value is None:
+        return None
+    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))
+            or not 0 <= int(value) < _N_CANDIDATES):
+        raise ValueError(
+            f"{where}: 'candidate' must be 0, 1 or 2 (which of a single click's three masks "
+            f"to keep) or None (the best scoring), got {value!r}"
+        )
+    return int(value)
+
+
+def _check_candidate(ann: Annotation, where: str) -> None:
+    """A candidate is chosen among the three masks of a single click only."""
+    single_click = ann.kind.multimask and ann.labels is not None and bool(ann.labels.any())
+    if ann.candidate is not None and not single_click:
+        n = 0 if ann.points is None else len(ann.points)
+        pos = 0 if ann.labels is None else int(ann.labels.sum())
+        has = ", a box" * (ann.box is not None) + ", a mask" * (ann.mask is not None)
+        raise ValueError(
+            f"{where}: 'candidate' picks one of the three masks of a single click (one "
+            f"positive point, no box or mask), but this prompt has {n} point(s) ({pos} "
+            f"positive){has}; "
+            "remove 'candidate' (such prompts give one mask)"
+        )
 
 
 def _validate_points(sp: SlicePrompt, where: str, size: tuple[int, int]):
@@ -231,7 +269,11 @@ def _merge(a: Annotation, b: Annotation, where: str) -> Annotation:
         mask = a.mask | b.mask
     else:
         mask = a.mask if a.mask is not None else b.mask
-    return Annotation(pts, lab, a.box if a.box is not None else b.box, mask)
+    if a.candidate is not None and b.candidate is not None and a.candidate != b.candidate:
+        raise ValueError(f"{where}: two different candidates ({a.candidate}, {b.candidate}) "
+                         "on the same slice; give one")
+    cand = a.candidate if a.candidate is not None else b.candidate
+    return Annotation(pts, lab, a.box if a.box is not None else b.box, mask, cand)
 
 
 def normalize_prompts(prompts, shape: tuple[int, int, int],
@@ -258,12 +300,15 @@ def normalize_prompts(prompts, shape: tuple[int, int, int],
         for item in items:
             sp = SlicePrompt.coerce(item)
             z = _validate_slice(sp.slice, obj_id, n_slices)
-            sp = SlicePrompt(z, sp.points, sp.labels, sp.box, sp.mask, bool(sp.stop))
+            sp = SlicePrompt(z, sp.points, sp.labels, sp.box, sp.mask, bool(sp.stop),
+                             sp.candidate)
             if sp.stop:
-                if sp.points is not None or sp.box is not None or sp.mask is not None:
+                if (sp.points is not None or sp.box is not None or sp.mask is not None
+                        or sp.candidate is not None):
                     raise ValueError(
-                        f"object {obj_id}, slice {z}: a stop marker carries no points, box or "
-                        "mask; give the stop marker and the prompts on different slices"
+                        f"object {obj_id}, slice {z}: a stop marker carries no points, box, "
+                        "mask or candidate; give the stop marker and the prompts on different "
+                        "slices"
                     )
                 stops.add(z)
                 continue
@@ -271,6 +316,8 @@ def normalize_prompts(prompts, shape: tuple[int, int, int],
             if z in annotations:
                 ann = _merge(annotations[z], ann, f"object {obj_id}, slice {z}")
             annotations[z] = ann
+        for z, a in annotations.items():
+            _check_candidate(a, f"object {obj_id}, slice {z}")
         negatives = {z: a.points for z, a in annotations.items()
                      if a.box is None and a.mask is None and not a.labels.any()}
         for z in negatives:
@@ -306,15 +353,15 @@ _NEGATIVES_USE = {
 
 
 def _same_prompts(objects: list[ObjectPrompts]) -> None:
-    """ValueError when two objects have identical prompts on one slice: they segment the same
-    thing, and only one of them could end up in the labels."""
+    """ValueError when two objects have identical prompts on one slice (and candidate): they
+    segment the same thing, and only one of them could end up in the labels."""
     seen: dict[tuple, int] = {}
     for obj in objects:
         for z, a in obj.annotations.items():
             key = (z,) + tuple(
                 None if v is None else (v.shape, np.ascontiguousarray(v).tobytes())
                 for v in (a.points, a.labels, a.box, a.mask)
-            )
+            ) + (a.candidate,)
             other = seen.setdefault(key, obj.id)
             if other != obj.id:
                 raise ValueError(

@@ -233,7 +233,7 @@ class Propagator:
     def _decode_annotations(self, z: int, emb, kind: PromptKind,
                             items: list[tuple[int, Annotation]]) -> None:
         """Seed the objects ``items`` of one kind of prompt on slice z in one decoder call
-        (the best scoring candidate of each)."""
+        (the best scoring candidate of each, or the one its annotation chose)."""
         ks = [k for k, _ in items]
         anns = [a for _, a in items]
         # float32 as the dock's preview decodes them (annotation.decode_slice): the same
@@ -244,7 +244,8 @@ class Propagator:
             kw["mask_inputs"] = mask_to_logits(
                 np.stack([a.mask for a in anns]), emb.original_size,
                 emb.input_size, self.img_size, self.low_res)
-        logits, scores = best_candidates(*self._decode(z, multimask=kind.multimask, **kw))
+        logits, scores = best_candidates(*self._decode(z, multimask=kind.multimask, **kw),
+                                         chosen=[a.candidate for a in anns])
         full = self._full(logits, emb)
         # the slice as the dock's preview cuts it (annotation.slice_edges)
         edges = edge_map(np.asarray(self.stack[z])) if self.seed_edges else None
@@ -513,9 +514,15 @@ class Propagator:
                               (self.n_slices, self.h, self.w))
 
 
-def best_candidates(logits: torch.Tensor, scores: torch.Tensor):
-    """The best scoring candidate of each object: (N, C, 4E, 4E) logits and (N, C) scores
-    -> (N, 4E, 4E) and (N,)."""
+def best_candidates(logits: torch.Tensor, scores: torch.Tensor, chosen=None):
+    """The best scoring candidate of each object, or the one ``chosen``: (N, C, 4E, 4E)
+    logits and (N, C) scores -> (N, 4E, 4E) and (N,). ``chosen``: None, or N candidate
+    indices, None where the best scoring is kept (a single click's Shift+M choice)."""
     best = scores.argmax(1)
+    if chosen is not None and any(c is not None for c in chosen):
+        best = best.clone()
+        for i, c in enumerate(chosen):
+            if c is not None:
+                best[i] = min(int(c), scores.shape[1] - 1)
     idx = torch.arange(len(best), device=best.device)
     return logits[idx, best], scores[idx, best]

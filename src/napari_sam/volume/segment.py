@@ -135,8 +135,9 @@ def segment_volume(
         dock's preview and ``Predictor.predict`` cut the demo model's masks); ``"auto"``: the
         model's ``mask_boundary``. Not the default: seeds cut on edges raised the worst leak
         of #3's synthetic volumes (demo run 36: one click 0.098 -> 0.129; run 37: two
-        annotated slices 0.104 -> 0.137; docs/models.md). Needs the images (``emb.stack``); the propagated slices are cut at
-        the threshold, and so is a tiled stack with ``"auto"`` (``"edge"`` raises there).
+        annotated slices 0.104 -> 0.137; docs/models.md). Needs the images
+        (``emb.stack``); the propagated slices are cut at the threshold, and so is a tiled
+        stack with ``"auto"`` (``"edge"`` raises there).
     predictor : Predictor, optional
         Decoder to use; default ``emb.predictor``.
     progress : callable(done, total), optional

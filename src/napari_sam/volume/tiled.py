@@ -80,7 +80,7 @@ def _shift_annotation(a: Annotation, win: Window) -> Annotation | None:
         mask = m if m.any() else None
     if box is None and mask is None and (lab is None or not lab.any()):
         return None  # nothing positive left in the window
-    return Annotation(pts, lab, box, mask)
+    return Annotation(pts, lab, box, mask, a.candidate)
 
 
 def window_prompts(obj: ObjectPrompts, win: Window) -> ObjectPrompts:
