@@ -124,3 +124,36 @@ def test_a_long_stack_keeps_a_bounded_memory_bank(model, monkeypatch):
     assert held <= 3 * reach + 3 and masks <= 3 * reach + 3
     assert len(bank.tracked) == n - 1  # a pointer for every tracked slice
     assert tracker.encoder_calls <= 1 + n + 101  # prompt, forwards, backwards
+
+
+def test_a_chosen_candidate_starts_the_object_on_its_slice(model, stack, monkeypatch):
+    """A single click's ``candidate`` (the dock's Shift+M) picks which of SAM 2's three masks
+    starts the object on its slice; None keeps the best scoring one."""
+    frame = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        encoded = model.encode_image(frame)
+    monkeypatch.setattr(model, "encode_image", lambda image: encoded)
+    tracker = Sam2Tracker(model, lambda z: torch.zeros(1), 6)
+    click = (torch.tensor([[60.0, 40.0]]), torch.tensor([1]))
+    low = {}
+    with torch.inference_mode():
+        for c in (None, 0, 1, 2):
+            out = tracker.prompt(2, Sam2Prompts(points={2: click},
+                                                candidates={} if c is None else {2: c}))
+            low[c] = out.low_res_masks[0, 0].clone()
+    best = int(out.iou[0].argmax())
+    assert torch.equal(low[None], low[best])
+    assert all(not torch.equal(low[a], low[b]) for a, b in ((0, 1), (0, 2), (1, 2)))
+    monkeypatch.undo()
+    # segment_volume_sam2 hands each prompted slice's candidate to the decoder
+    seen = []
+    heads = model.heads
+    monkeypatch.setattr(model, "heads", lambda *a, **k: seen.append(k.get("candidate"))
+                        or heads(*a, **k))
+    segment_volume_sam2(stack, {1: [{"slice": 2, "points": [[20, 30]], "candidate": 1}],
+                                2: [{"slice": 3, "points": [[10, 10]]}]}, model,
+                        stop_after_absent=1)
+    assert seen[:2] == [1, None] and set(seen[2:]) == {None}
+    with pytest.raises(ValueError, match="'candidate' picks one of the three masks"):
+        segment_volume_sam2(stack, {1: [{"slice": 2, "box": [5, 5, 30, 40], "candidate": 1}]},
+                            model)

@@ -136,6 +136,8 @@ def _object_prompts(obj: ObjectPrompts, shape: tuple[int, int, int], size: int) 
         if coords:
             xy = torch.tensor(np.asarray(coords) * scale, dtype=torch.float32)
             out.points[z] = (xy, torch.tensor(labels, dtype=torch.int32))
+            if ann.candidate is not None:
+                out.candidates[z] = ann.candidate
         else:
             m = torch.as_tensor(ann.mask.astype(np.float32))[None, None]
             m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False,

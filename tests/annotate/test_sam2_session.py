@@ -138,3 +138,24 @@ def test_sam2_stop_reasons_in_the_status_words():
         "up: the model found the object absent on 3 slices, down: stack edge")
     both = {1: {"up": "absent", "down": "edge"}, 2: {"up": "absent", "down": "absent"}}
     assert describe_stops(both) == "found absent 3, stack edge 1"
+
+
+def test_sam2_memory_starts_from_the_candidate_shift_m_showed(sam2_session, monkeypatch):
+    import napari_sam.sam2_volume as sv
+
+    s = sam2_session("present")
+    s.add_point(2, 14, 14)
+    (p,) = s.update_preview()
+    best = p.index
+    chosen = s.next_candidate()
+    assert chosen != best and f"candidate {chosen + 1}/3" in s.status
+    given = []
+    run = sv.segment_volume_sam2
+    monkeypatch.setattr(sv, "segment_volume_sam2",
+                        lambda stack, prompts, *a, **k: given.append(prompts) or run(
+                            stack, prompts, *a, **k))
+    s.propagate()
+    assert [sp.candidate for sp in given[0][1]] == [chosen]
+    assert s.volume is not None and "Shift+M" not in s.status
+    s.commit()
+    assert s.log[-1]["prompts"]["1"][0]["candidate"] == chosen

@@ -180,8 +180,9 @@ class Sam2Model(nn.Module):
 
     def heads(self, embedding: Tensor, high_res: list[Tensor], points: Tensor | None,
               labels: Tensor | None, mask_input: Tensor | None,
-              multimask: bool) -> FrameOutput:
-        """Decode prompts and keep the candidate with the highest predicted IoU."""
+              multimask: bool, candidate: int | None = None) -> FrameOutput:
+        """Decode prompts and keep the candidate with the highest predicted IoU (of a
+        multimask output: ``candidate``, 0-2, where given)."""
         masks, iou, tokens, object_logits = self.decode(embedding, high_res, points, labels,
                                                        mask_input, multimask)
         s = self.config.image_size
@@ -189,6 +190,8 @@ class Sam2Model(nn.Module):
         token = tokens[:, 0]
         if multimask:
             best = torch.argmax(iou, dim=-1)
+            if candidate is not None:
+                best = torch.full_like(best, min(int(candidate), iou.shape[-1] - 1))
             rows = torch.arange(masks.shape[0], device=masks.device)
             masks, high = masks[rows, best].unsqueeze(1), high[rows, best].unsqueeze(1)
             if tokens.shape[1] > 1:
@@ -230,7 +233,7 @@ class Sam2Model(nn.Module):
                    mask: Tensor | None = None, *, starts: bool = False,
                    num_frames: int | None = None, reverse: bool = False,
                    previous_logits: Tensor | None = None,
-                   encode_memory: bool = True) -> FrameOutput:
+                   encode_memory: bool = True, candidate: int | None = None) -> FrameOutput:
         """Segment B objects on slice ``frame``.
 
         Parameters
@@ -247,6 +250,8 @@ class Sam2Model(nn.Module):
             The slice starts the objects (no memory is used).
         previous_logits : Tensor or None
             (B, 1, 4E, 4E): this slice's earlier output, refined by new clicks.
+        candidate : int or None
+            Which of a single click's three masks to keep (None: the best scoring).
         """
         if mask is not None:
             out = self.mask_as_output(image.features, image.high_res, mask)
@@ -255,7 +260,7 @@ class Sam2Model(nn.Module):
                                             num_frames=num_frames, reverse=reverse)
             n_points = 0 if points is None else labels.shape[1]
             out = self.heads(embedding, image.high_res, points, labels, previous_logits,
-                             multimask=n_points <= 1)
+                             multimask=n_points <= 1, candidate=candidate)
         if encode_memory:
             out.memory, out.memory_position = self.encode_memory(
                 image.features, out.high_res_masks, out.object_logits, points is not None)

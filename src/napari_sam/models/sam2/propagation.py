@@ -50,10 +50,14 @@ class Sam2Prompts:
         box corners, which come first).
     masks : dict of int to Tensor
         slice -> (S, S) bool/float mask prompt.
+    candidates : dict of int to int
+        slice -> which of a single click's three masks starts the object there (0, 1 or 2,
+        in the decoder's order); slices without one keep the best scoring.
     """
 
     points: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
     masks: dict[int, Tensor] = field(default_factory=dict)
+    candidates: dict[int, int] = field(default_factory=dict)
 
     @property
     def slices(self) -> list[int]:
@@ -143,7 +147,8 @@ class Sam2Tracker:
             points, labels = prompts.points[z]
             out = model.track_step(z, image, MemoryBank(), points[None].float(),
                                    labels[None].to(torch.int32), starts=True,
-                                   num_frames=self.num_slices, encode_memory=False)
+                                   num_frames=self.num_slices, encode_memory=False,
+                                   candidate=prompts.candidates.get(z))
         out = self._store(out)
         s = model.config.image_size
         high = torch.nn.functional.interpolate(out.low_res_masks, size=(s, s),
