@@ -37,7 +37,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -152,7 +152,8 @@ def volume_operation(prompts: Mapping[int, Sequence], options: Mapping,
     """The record of a commit of a propagation: ``prompts`` ``{i: [SlicePrompt]}`` and the
     ``options`` given to :func:`napari_sam.segment_volume` (``axis_kind`` included);
     ``written``: (object i, id refined or 0) in order."""
-    recs = {str(i): [_prompt_record(sp.slice, sp.points, sp.labels, sp.box) for sp in items]
+    recs = {str(i): [{**_prompt_record(sp.slice, sp.points, sp.labels, sp.box), **(
+        {} if sp.candidate is None else {"candidate": int(sp.candidate)})} for sp in items]
             for i, items in prompts.items()}
     return {"op": "commit", "kind": "volume", "overwrite": bool(overwrite),
             "prompts": recs, "options": dict(options),
@@ -633,7 +634,8 @@ def _volume_objects(op: Mapping, emb, progress) -> tuple[list, object]:
     from napari_sam.annotation import ObjectMask
     from napari_sam.volume import segment_volume
 
-    prompts = {int(k): [_prompt_of(rec).to_slice_prompt(int(rec["slice"])) for rec in items]
+    prompts = {int(k): [replace(_prompt_of(rec).to_slice_prompt(int(rec["slice"])),
+                                candidate=rec.get("candidate")) for rec in items]
                for k, items in op["prompts"].items()}
     res = segment_volume(emb, prompts, progress=progress, **dict(op.get("options") or {}))
     labels = np.asarray(res.labels)

@@ -118,6 +118,24 @@ def _check_slice_op(op: Mapping, where: str) -> None:
         raise session_error(where, "'written' names an object the operation does not have")
 
 
+def _check_candidate(rec: Mapping, items: list, where: str) -> None:
+    """A volume commit's prompt ``rec`` (of the object's ``items``) with a ``candidate``: 0,
+    1 or 2, on a single click (one point labelled 1, no box) alone on its slice."""
+    cand = rec.get("candidate")
+    if cand is None:
+        return
+    if not (_whole(cand) and cand < 3):
+        raise session_error(where, "'candidate' must be 0, 1 or 2 (the single click's mask "
+                                   f"kept), got {cand!r}")
+    single = (len(rec.get("points", [])) == 1 and rec.get("labels", [1]) == [1]
+              and rec.get("box") is None)
+    alone = sum(r.get("slice") == rec["slice"] for r in items if isinstance(r, Mapping)) == 1
+    if not (single and alone):
+        raise session_error(where, f"slice {rec['slice']}: 'candidate' belongs to a single "
+                                   "click (one point labelled 1, no box, no other prompt of the "
+                                   "object on that slice); remove it")
+
+
 def _check_volume_op(op: Mapping, where: str) -> None:
     from napari_sam.sam2_volume import segment_volume_sam2
     from napari_sam.volume import segment_volume
@@ -133,6 +151,7 @@ def _check_volume_op(op: Mapping, where: str) -> None:
             raise session_error(where, f"object {k}: expected a list of prompts")
         for rec in items:
             _check_prompt(rec, f"{where}, object {k}")
+            _check_candidate(rec, items, f"{where}, object {k}")
     if any(str(w[0]) not in prompts for w in op["written"]):
         raise session_error(where, "'written' names an object the operation has no prompts for")
     if not isinstance(options, Mapping):

@@ -96,6 +96,9 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
         self.predictor = None
         self.emb = None
         self.previews: list[ObjectPreview] = []
+        #: Shift+M choices: (object, slice, prompt, model, image) -> candidate index shown
+        #: (:meth:`choice_key`); the preview and Propagate start from it
+        self.chosen_candidates: dict[tuple, int] = {}
         self.volume = None  # VolumeResult under preview
         self._volume_replaces: dict[int, int] = {}
         self.job = None  # a running job of the GUI (never set without one)
@@ -682,6 +685,7 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
         """Remove all prompts and the preview (the labels stay)."""
         self.clear_prompts()
         self.previews, self.volume = [], None
+        self.forget_choices()
         self.render()
         self._say("Cleared.")
 

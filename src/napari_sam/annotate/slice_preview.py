@@ -84,6 +84,11 @@ class SlicePreview:
         emb = self.emb[z]
         self.previews = decode_slice(self.predictor, emb, z, on_slice, self._mask_inputs(z, emb),
                                      edges=self._slice_edges(z))
+        for p in self.previews:  # the candidate Shift+M chose for this very prompt
+            chosen = self.chosen_candidates.get(self.choice_key(p.key, z, p.prompt,
+                                                                p.mask_prompt))
+            if chosen is not None and chosen < p.n_candidates:
+                p.index = chosen
         self.render()
         self._say(self._preview_text())
         return self.previews
@@ -134,9 +139,40 @@ class SlicePreview:
             return None
         target = next((p for p in multi if p.key == POINT_OBJECT), multi[0])
         index = target.cycle()
+        key = self.choice_key(target.key, target.z, target.prompt, target.mask_prompt)
+        if index == int(np.argmax(target.scores)):
+            self.chosen_candidates.pop(key, None)  # the default again
+        else:
+            self.chosen_candidates[key] = index
         self.render()
         self._say(self._preview_text())
         return index
+
+    def choice_key(self, key, z: int, prompt, mask_prompt: bool) -> tuple:
+        """What a Shift+M choice is kept under: the object ``key`` on slice ``z``, its
+        :class:`~napari_sam.annotate.prompt_groups.DrawnPrompts` there, whether the refined
+        label's mask was its prompt, the model and the image. Any change gives another key,
+        so the best scoring candidate is shown (and propagated) again."""
+        model = None if self.model_choice is None else self.model_choice.key
+        arrays = (np.asarray(prompt.points, np.float64), np.asarray(prompt.labels, np.int64),
+                  None if prompt.box is None else np.asarray(prompt.box, np.float64))
+        return (key, int(z), bool(mask_prompt), model, self._choice_image(),
+                *(None if a is None else (a.shape, a.tobytes()) for a in arrays))
+
+    def _choice_image(self):
+        """The image part of :meth:`choice_key`: the image's identity and channel axis (None
+        without an image)."""
+        try:
+            return self.image_identity()[0], self.channel_axis
+        except AttributeError:  # the dock without an image layer
+            return None
+
+    def forget_choices(self) -> None:
+        """Forget the Shift+M choices made on the current image (*Clear*, a commit); those of
+        other images, whose prompts wait on the shelf, stay."""
+        image = self._choice_image()
+        self.chosen_candidates = {k: v for k, v in self.chosen_candidates.items()
+                                  if k[4] != image}
 
     def draw_preview(self, view: np.ndarray) -> None:
         """Draw the preview into ``view`` (Z, Y, X): the propagated labels, or object ``i``

@@ -11,6 +11,7 @@ thread) change the session.
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 
 import numpy as np
 
@@ -168,11 +169,21 @@ class StackActions:
         refine = self._refine_id(None)
         prompts, replaces, keys = {}, {}, {}
         for i, obj in enumerate(objects, start=1):
-            prompts[i] = [sp.to_slice_prompt(z) for z, sp in sorted(obj.slices.items())]
+            refined = obj.key == POINT_OBJECT and bool(refine)  # previewed with a mask prompt
+            prompts[i] = [self._slice_prompt(obj.key, z, sp, refined)
+                          for z, sp in sorted(obj.slices.items())]
             keys[i] = obj.key
             if obj.key == POINT_OBJECT and refine:
                 replaces[i] = refine
         return src, prompts, replaces, keys, ignored
+
+    def _slice_prompt(self, key, z: int, drawn, refined: bool):
+        """The :class:`~napari_sam.volume.SlicePrompt` of object ``key``'s prompts ``drawn``
+        on slice ``z``, with the candidate Shift+M chose for them (if any; none where the
+        object refines a label: its preview had the label's mask as a prompt)."""
+        sp = drawn.to_slice_prompt(z)
+        chosen = self.chosen_candidates.get(self.choice_key(key, z, drawn, refined))
+        return sp if chosen is None else replace(sp, candidate=chosen)
 
     def propagate(self, all_objects: bool = False, method: str | None = None, **options):
         """Propagate the objects prompted on the current slice (or all) through the stack
