@@ -124,7 +124,9 @@ def _check_candidate(rec: Mapping, items: list, where: str) -> None:
     cand = rec.get("candidate")
     if cand is None:
         return
-    if not (_whole(cand) and cand < 3):
+    from napari_sam.volume.annotations import N_CANDIDATES
+
+    if not (_whole(cand) and cand < N_CANDIDATES):
         raise session_error(where, "'candidate' must be 0, 1 or 2 (the single click's mask "
                                    f"kept), got {cand!r}")
     single = (len(rec.get("points", [])) == 1 and rec.get("labels", [1]) == [1]

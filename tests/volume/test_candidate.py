@@ -111,3 +111,89 @@ def test_a_session_candidate_on_anything_but_a_single_click_is_refused_before_wo
                       pending={"points": [], "labels": [], "boxes": []})
     with pytest.raises(SessionError, match=message):
         check_record(to_dict(session), "s.json")
+
+
+# ----------------------------------------------------------------------------- prompts files
+
+
+def test_prompts_files_take_a_candidate(tmp_path):
+    """CSV column and JSON key ``candidate``: read as a whole number 0-2 on a single click."""
+    from napari_sam import batch
+
+    csv = tmp_path / "p.csv"
+    csv.write_text("id,z,y,x,candidate\n1,3,20,20,2\n2,3,40,40,\n")
+    got = batch.prompts_for(batch.load_prompts(csv), tmp_path / "a.tif")
+    assert got == {1: [{"slice": 3, "points": [[20.0, 20.0]], "labels": [1], "candidate": 2}],
+                   2: [{"slice": 3, "points": [[40.0, 40.0]], "labels": [1]}]}
+    js = tmp_path / "p.json"
+    js.write_text('{"1": [{"slice": 3, "points": [[20, 20]], "candidate": 0}]}')
+    assert batch.prompts_for(batch.load_prompts(js), tmp_path / "a.tif")[1][0]["candidate"] == 0
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("id,slice,row,col,candidate\n1,3,20,20,3\n", r"line 2: candidate must be 0, 1 or 2"),
+    ("id,slice,row,col,candidate\n1,3,20,20,-1\n", r"line 2: candidate must be 0, 1 or 2"),
+    ("id,slice,row,col,candidate\n1,3,20,20,1.5\n", r"line 2: candidate must be 0, 1 or 2"),
+    ("id,slice,row,col,candidate\n1,3,20,20,best\n", r"line 2: candidate must be 0, 1 or 2"),
+    ("id,slice,row,col,label,candidate\n1,3,20,20,0,1\n",
+     r"line 2: a candidate belongs to a single click"),
+    ("id,slice,row0,col0,row1,col1,candidate\n1,3,1,1,9,9,1\n",
+     r"line 2: a candidate belongs to a single click"),
+    ('{"1": [{"slice": 3, "points": [[20, 20], [30, 30]], "candidate": 1}]}',
+     r"object 1, prompt 1: a candidate belongs to a single click"),
+    ('{"1": [{"slice": 3, "points": [[20, 20]], "candidate": true}]}',
+     r"candidate must be 0, 1 or 2"),
+])
+def test_a_prompts_file_candidate_that_picks_nothing_names_its_line(tmp_path, text, message):
+    from napari_sam import batch
+
+    p = tmp_path / ("p.json" if text.startswith("{") else "p.csv")
+    p.write_text(text)
+    with pytest.raises(batch.BatchError, match=message):
+        batch.load_prompts(p)
+
+
+def test_segment_keeps_the_candidate_of_a_prompts_file(tmp_path, files, offline_cli, monkeypatch,
+                                                       capsys):
+    """``napari-sam segment`` seeds the object with the prompts file's candidate mask (the
+    predictor's own candidate on the CLI's embedding), and refuses, before any embedding, a
+    candidate that shares its slice with another prompt of its object (CSV line named)."""
+    import tifffile
+
+    from cli_runner import cli, error_line
+    from napari_sam import volume
+
+    calls = []
+    real = volume.segment_volume
+
+    def spy(emb, prompts, **kw):
+        calls.append(emb)
+        return real(emb, prompts, **kw)
+
+    monkeypatch.setattr(volume, "segment_volume", spy)  # batch imports it when it runs
+    got = {}
+    for c in ("", "0", "2"):
+        p = tmp_path / f"c{c or 'best'}.csv"
+        p.write_text(f"id,slice,row,col,candidate\n1,3,20,20,{c}\n")
+        out = tmp_path / f"out-{c or 'best'}"
+        rc, _, err = cli(["segment", files["stack"], "-o", out, "-p", p, "--model",
+                          files["model"], "--iou-threshold", "0", "--min-area", "0", "-q"],
+                         capsys)
+        assert rc == 0, err
+        got[c] = tifffile.imread(out / "blobs_labels.tif")[3] == 1
+    emb = calls[0]
+    pred = emb.predictor.predict_batch(embedding=emb[3],
+                                       points=np.array([[[20.0, 20.0]]], np.float32),
+                                       labels=np.ones((1, 1), np.int64), multimask=True)
+    masks, scores = pred.masks[0].cpu().numpy(), pred.scores[0].cpu().numpy()
+    assert len({masks[0].tobytes(), masks[2].tobytes()}) == 2  # the choice changes the mask
+    for c, want in (("", masks[int(np.argmax(scores))]), ("0", masks[0]), ("2", masks[2])):
+        inter, union = (got[c] & want).sum(), (got[c] | want).sum()
+        assert union and inter / union >= 0.99, (c, inter / union)
+    n_calls = len(calls)
+    p = tmp_path / "two.csv"
+    p.write_text("id,slice,row,col,candidate\n1,3,20,20,1\n1,3,30,30,\n")
+    rc, _, err = cli(["segment", files["stack"], "-o", tmp_path / "two", "-p", p, "--model",
+                      files["model"], "-q"], capsys)
+    assert rc == 2 and len(calls) == n_calls, err
+    assert "two.csv, line 2: object 1 of blobs.tif has 2 prompts on slice 3" in error_line(err)

@@ -45,7 +45,8 @@ CSV_ALIASES = {
 }
 
 
-_CSV_KNOWN = {"file", "id", "slice", "row", "col", "label", "row0", "col0", "row1", "col1", "stop"}
+_CSV_KNOWN = {"file", "id", "slice", "row", "col", "label", "row0", "col0", "row1", "col1", "stop",
+              "candidate"}
 
 
 class Prompts(dict):
@@ -68,7 +69,7 @@ class Prompts(dict):
         items.append(entry)
 
 
-_PROMPT_KEYS = ("slice", "points", "labels", "box", "stop")
+_PROMPT_KEYS = ("slice", "points", "labels", "box", "stop", "candidate")
 
 
 def normalise_file_key(file_key: str) -> str:
@@ -147,7 +148,33 @@ def _check_entry(entry: Mapping, where: str) -> dict:
     if len(out) == 1:
         raise BatchError(f"{where}: the prompt has no point (row, col), box (row0, col0, "
                          "row1, col1) or stop marker")
+    if entry.get("candidate") is not None and str(entry["candidate"]).strip() != "":
+        out["candidate"] = _candidate(entry["candidate"], out, where)
     return out
+
+
+def _candidate(value, entry: Mapping, where: str) -> int:
+    """A prompt's ``candidate``: which of a single click's three masks seeds the object on
+    its slice (0, 1 or 2, the decoder's order; what the dock shows after Shift+M)."""
+    from napari_sam.volume.annotations import N_CANDIDATES
+
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    try:
+        c = _int(value, "candidate", where)
+    except BatchError:
+        c = None
+    if c is None or not 0 <= c < N_CANDIDATES:
+        raise BatchError(f"{where}: candidate must be 0, 1 or 2 (which of a single click's "
+                         f"three masks to keep), got {value!r}; leave it empty for the best "
+                         "scoring")
+    single = (len(entry.get("points") or ()) == 1 and entry.get("labels") == [1]
+              and "box" not in entry and not entry.get("stop"))
+    if not single:
+        raise BatchError(f"{where}: a candidate belongs to a single click (one point with label "
+                         "1, no box, not a stop marker): such prompts give three masks to "
+                         "choose from, others give one; remove the candidate")
+    return c
 
 
 def _read_text(path: Path) -> str:
@@ -179,7 +206,8 @@ def _prompts_from_csv(path: Path) -> Prompts:
     if unknown:
         raise BatchError(
             f"prompts file {str(path)!r}: unknown column(s) {unknown}; known columns: "
-            "file, id, slice, row, col, label, row0, col0, row1, col1, stop (aliases: "
+            "file, id, slice, row, col, label, row0, col0, row1, col1, stop, candidate "
+            "(aliases: "
             + ", ".join(f"{a}={k}" for a, k in CSV_ALIASES.items()) + ")"
         )
     if "id" not in cols.values():
@@ -206,6 +234,8 @@ def _prompts_from_csv(path: Path) -> Prompts:
                 entry["box"] = box
             if _truthy(row.get("stop", "")):
                 entry["stop"] = True
+            if row.get("candidate"):
+                entry["candidate"] = row["candidate"]
             per_file.add(row.get("file", ""), oid, _check_entry(entry, where), where)
     except csv.Error as exc:
         raise BatchError(f"{path.name}, line {reader.line_num}: not valid CSV ({exc})") from None
@@ -417,6 +447,7 @@ def check_prompts(per_file: Mapping[str, Mapping], jobs: Sequence[Job], ctx: Con
             continue
         any_prompts = True
         problems.extend(_start_problems(per_file, mine, job))
+        problems.extend(_candidate_problems(per_file, mine, job))
         try:
             sess = getattr(per_file, "session", None)
             if sess is None:
@@ -477,6 +508,31 @@ def _start_problems(per_file: Mapping[str, Mapping], keys: Sequence[str], job: J
         what = "only negative points (label 0)" if negative else "only stop markers"
         problems.append(f"{at}: object {oid} of {job.input.name} has {what}, which start "
                         "nothing; add a positive point (label 1) or a box on one slice")
+    return problems
+
+
+def _candidate_problems(per_file: Mapping[str, Mapping], keys: Sequence[str],
+                        job: Job) -> list[str]:
+    """Prompts of ``job`` with a ``candidate`` that are not alone on their object's slice:
+    with the other rows there (another point, a box) the slice is no single click, and
+    its prompts give one mask (what :func:`napari_sam.segment_volume` would refuse after
+    embedding)."""
+    where_of = getattr(per_file, "where", {})
+    on_slice: dict[tuple[int, int], list[tuple[str, int, Mapping]]] = {}
+    for k in keys:
+        for oid, items in per_file[k].items():
+            for i, e in enumerate(items):
+                if not e.get("stop"):
+                    on_slice.setdefault((int(oid), int(e.get("slice", 0))), []).append((k, i, e))
+    problems = []
+    for (oid, z), items in sorted(on_slice.items()):
+        chosen = [(k, i) for k, i, e in items if e.get("candidate") is not None]
+        if chosen and len(items) > 1:
+            at = where_of.get((chosen[0][0], oid, chosen[0][1]), f"object {oid}")
+            problems.append(f"{at}: object {oid} of {job.input.name} has {len(items)} prompts "
+                            f"on slice {z}, so no single click there: a candidate picks one of "
+                            "a single click's three masks; remove the candidate or the other "
+                            "prompts on that slice")
     return problems
 
 

@@ -31,7 +31,8 @@ _BOX_MESSAGES = {
     "outside": "{where}: box {box} lies outside the slices of shape {size}",
 }
 
-__all__ = ["Annotation", "ObjectPrompts", "SlicePrompt", "normalize_prompts", "prompts_from_labels"]
+__all__ = ["N_CANDIDATES", "Annotation", "ObjectPrompts", "SlicePrompt", "normalize_prompts",
+           "prompts_from_labels"]
 
 
 @dataclass
@@ -162,8 +163,8 @@ def _validate_annotation(sp: SlicePrompt, obj_id: int, size: tuple[int, int]) ->
     return Annotation(pts, lab, box, mask, _validate_candidate(sp.candidate, where))
 
 
-#: candidate masks of a single click (SAM's multimask output)
-_N_CANDIDATES = 3
+#: candidate masks of a single click (SAM's multimask output): a ``candidate`` is 0, 1 or 2
+N_CANDIDATES = 3
 
 
 def _validate_candidate(value, where: str) -> int | None:
@@ -171,7 +172,7 @@ def _validate_candidate(value, where: str) -> int | None:
     if value is None:
         return None
     if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))
-            or not 0 <= int(value) < _N_CANDIDATES):
+            or not 0 <= int(value) < N_CANDIDATES):
         raise ValueError(
             f"{where}: 'candidate' must be 0, 1 or 2 (which of a single click's three masks "
             f"to keep) or None (the best scoring), got {value!r}"

@@ -523,6 +523,9 @@ def best_candidates(logits: torch.Tensor, scores: torch.Tensor, chosen=None):
         best = best.clone()
         for i, c in enumerate(chosen):
             if c is not None:
-                best[i] = min(int(c), scores.shape[1] - 1)
+                if not 0 <= int(c) < scores.shape[1]:
+                    raise ValueError(f"candidate {c} of object {i}: the decoder gave "
+                                     f"{scores.shape[1]} candidate(s) for its prompt")
+                best[i] = int(c)
     idx = torch.arange(len(best), device=best.device)
     return logits[idx, best], scores[idx, best]

@@ -191,7 +191,10 @@ class Sam2Model(nn.Module):
         if multimask:
             best = torch.argmax(iou, dim=-1)
             if candidate is not None:
-                best = torch.full_like(best, min(int(candidate), iou.shape[-1] - 1))
+                if not 0 <= int(candidate) < iou.shape[-1]:
+                    raise ValueError(f"candidate {candidate}: the decoder gave "
+                                     f"{iou.shape[-1]} candidate masks")
+                best = torch.full_like(best, int(candidate))
             rows = torch.arange(masks.shape[0], device=masks.device)
             masks, high = masks[rows, best].unsqueeze(1), high[rows, best].unsqueeze(1)
             if tokens.shape[1] > 1:
