@@ -200,6 +200,8 @@ def _prompts_from_csv(path: Path) -> Prompts:
     if reader.fieldnames is None:
         raise BatchError(f"prompts file {str(path)!r} is empty; the first line names the "
                          "columns: file,id,slice,row,col,label,row0,col0,row1,col1")
+    if _is_points_layer_csv(reader.fieldnames):
+        return _prompts_from_points_layer(path, reader)
     cols = {c: CSV_ALIASES.get(c.strip().lower(), c.strip().lower())
             for c in reader.fieldnames if c is not None}
     unknown = sorted(c for c, k in cols.items() if k not in _CSV_KNOWN)
@@ -237,6 +239,84 @@ def _prompts_from_csv(path: Path) -> Prompts:
             if row.get("candidate"):
                 entry["candidate"] = row["candidate"]
             per_file.add(row.get("file", ""), oid, _check_entry(entry, where), where)
+    except csv.Error as exc:
+        raise BatchError(f"{path.name}, line {reader.line_num}: not valid CSV ({exc})") from None
+    return per_file
+
+
+def _axis_columns(fieldnames) -> list[str]:
+    """napari's coordinate columns ``axis-0``, ``axis-1``, ... of a CSV header, in order."""
+    names = [c.strip().lower() for c in fieldnames if c is not None]
+    return [f"axis-{i}" for i in range(len(names)) if f"axis-{i}" in names]
+
+
+def _is_points_layer_csv(fieldnames) -> bool:
+    """Whether a CSV header is that of a napari points layer saved as CSV (File > Save
+    Selected Layers): ``index, axis-0, axis-1[, axis-2], [feature columns]``."""
+    return bool(_axis_columns(fieldnames))
+
+
+#: a points layer's feature columns read as the point's label (1 on the object, 0 background):
+#: the dock's ``prompt`` (positive/negative), or ``label`` / ``positive`` as numbers
+_POINT_KIND_COLUMNS = ("prompt", "label", "point_label", "positive")
+
+
+def _point_kind(value: str, where: str) -> int:
+    text = value.strip().lower()
+    if text in ("positive", "1", "1.0", "true", "yes"):
+        return 1
+    if text in ("negative", "0", "0.0", "false", "no"):
+        return 0
+    raise BatchError(f"{where}: point kind {value!r} is not 'positive' / 1 or 'negative' / 0")
+
+
+def _prompts_from_points_layer(path: Path, reader) -> Prompts:
+    """A napari points layer saved as CSV: ``axis-0, axis-1`` (a 2D layer: row, col) or
+    ``axis-0, axis-1, axis-2`` (slice, row, col) in the layer's data coordinates. Each point
+    is its own object (ids 1, 2, ... in file order), unless an ``id`` column (or an alias)
+    says which object each point belongs to; a ``prompt`` column (the dock's points layer:
+    positive / negative) or ``label`` gives the point's label."""
+    import csv
+
+    axes = _axis_columns(reader.fieldnames)
+    lower = {c.strip().lower(): c for c in reader.fieldnames if c is not None}
+    if len(axes) not in (2, 3) or any(
+            k.startswith("axis-") and k not in axes for k in lower):
+        raise BatchError(
+            f"prompts file {str(path)!r} is a napari points layer with {len(axes)} "
+            "coordinate columns (axis-0, axis-1, ...); prompts need a 2D layer (row, col) or a "
+            "3D one (slice, row, col): save the points of a layer over one 2D image or 3D "
+            "stack, or write the columns id,slice,row,col")
+    id_col = next((lower[c] for c in lower if CSV_ALIASES.get(c, c) == "id"), None)
+    kind_col = next((lower[c] for c in _POINT_KIND_COLUMNS if c in lower), None)
+    per_file = Prompts()
+    n_objects = 0
+    try:
+        for raw in reader:
+            where = f"{path.name}, line {reader.line_num}"
+            if None in raw:
+                raise BatchError(f"{where}: more values than columns; check the commas")
+            if not any((v or "").strip() for v in raw.values()):
+                continue
+            coords = [_num((raw[lower[a]] or "").strip(), a, where) for a in axes]
+            label = 1 if kind_col is None else _point_kind(raw[kind_col] or "", where)
+            if id_col is not None:
+                oid = _object_id((raw[id_col] or "").strip(), where)
+            elif label == 0:
+                raise BatchError(
+                    f"{where}: a negative point, but the file has no 'id' column to say which "
+                    "object it belongs to (each point of a points layer is its own object); add "
+                    "an 'id' feature to the layer (the object of each point) or remove the "
+                    "negative points")
+            else:
+                n_objects += 1
+                oid = n_objects
+            z = 0.0 if len(axes) == 2 else coords[0]
+            if abs(z - round(z)) > 1e-3:
+                raise BatchError(f"{where}: axis-0 (the slice) is {z:g}, between two slices; "
+                                 "place the point on a slice of the stack")
+            entry = {"slice": int(round(z)), "points": [coords[-2:]], "labels": [label]}
+            per_file.add("", oid, _check_entry(entry, where), where)
     except csv.Error as exc:
         raise BatchError(f"{path.name}, line {reader.line_num}: not valid CSV ({exc})") from None
     return per_file
@@ -315,7 +395,9 @@ def load_prompts(path: os.PathLike | str) -> Prompts:
 
     CSV: one row per point, box or stop marker, columns ``id, slice, row, col, label`` and/or
     ``row0, col0, row1, col1`` and ``stop``; optional ``file``; the aliases of
-    ``CSV_ALIASES`` (``z``, ``y``, ``x``, ``object``, ...) are accepted. JSON:
+    ``CSV_ALIASES`` (``z``, ``y``, ``x``, ``object``, ...) are accepted; a napari points layer
+    saved as CSV (``index, axis-0, axis-1[, axis-2]`` and its features) gives one object per
+    point, or per value of an ``id`` feature. JSON:
     ``{"objects": {id: [prompts]}, "files": {name: {id: [prompts]}}}``, a bare
     ``{id: [prompts]}`` or a list of records ``[{"file"?, "id", "slice", "points"?, ...}]``.
     See docs/cli.md.

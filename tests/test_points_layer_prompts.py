@@ -1,0 +1,96 @@
+"""``napari-sam segment -p points.csv`` with a napari points layer saved as CSV (File > Save
+Selected Layers): each point its own object, or grouped by an ``id`` feature; the dock's
+``prompt`` feature gives the point's label."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_sam import batch
+
+
+def _saved(path, data, **kw):
+    """A napari Points layer written by napari's own points writer (what File > Save Selected
+    Layers runs for a .csv); returns the path."""
+    from napari.layers import Points
+    from napari_builtins.io import napari_write_points
+
+    layer_data, meta, _ = Points(np.asarray(data, float), **kw).as_layer_data_tuple()
+    assert napari_write_points(str(path), layer_data, meta) == str(path)
+    return path
+
+
+def test_each_point_of_a_points_layer_is_its_own_object(tmp_path):
+    p = _saved(tmp_path / "clicks.csv", [[3, 20, 21.5], [3, 40, 40], [5, 30, 12]])
+    assert p.read_text().splitlines()[0].startswith("index,axis-0,axis-1,axis-2")
+    got = batch.prompts_for(batch.load_prompts(p), tmp_path / "a.tif")
+    assert got == {1: [{"slice": 3, "points": [[20.0, 21.5]], "labels": [1]}],
+                   2: [{"slice": 3, "points": [[40.0, 40.0]], "labels": [1]}],
+                   3: [{"slice": 5, "points": [[30.0, 12.0]], "labels": [1]}]}
+    # a 2D layer: (row, col) on slice 0
+    p2 = _saved(tmp_path / "clicks2d.csv", [[20, 21], [40, 40]])
+    got = batch.prompts_for(batch.load_prompts(p2), tmp_path / "a.tif")
+    assert got == {1: [{"slice": 0, "points": [[20.0, 21.0]], "labels": [1]}],
+                   2: [{"slice": 0, "points": [[40.0, 40.0]], "labels": [1]}]}
+
+
+def test_the_docks_points_layer_with_an_id_feature_groups_points_per_object(tmp_path):
+    features = pd.DataFrame({"prompt": pd.Categorical(["positive", "negative", "positive"],
+                                                      categories=["positive", "negative"]),
+                             "id": [2, 2, 7]})
+    p = _saved(tmp_path / "sam.csv", [[3, 20, 20], [3, 26, 26], [1, 40, 40]], features=features)
+    got = batch.prompts_for(batch.load_prompts(p), tmp_path / "a.tif")
+    assert got == {2: [{"slice": 3, "points": [[20.0, 20.0]], "labels": [1]},
+                       {"slice": 3, "points": [[26.0, 26.0]], "labels": [0]}],
+                   7: [{"slice": 1, "points": [[40.0, 40.0]], "labels": [1]}]}
+
+
+@pytest.mark.parametrize(("data", "features", "message"), [
+    ([[3, 20, 20], [3, 26, 26]], {"prompt": ["positive", "negative"]},
+     r"line 3: a negative point, but the file has no 'id' column"),
+    ([[0, 3, 20, 20]], None, r"napari points layer with 4 coordinate columns"),
+    ([[3.5, 20, 20]], None, r"line 2: axis-0 \(the slice\) is 3.5, between two slices"),
+    ([[3, 20, 20]], {"prompt": ["maybe"]}, r"line 2: point kind 'maybe'"),
+    ([[3, 20, 20]], {"id": [0]}, r"line 2: object id 0 is not allowed"),
+])
+def test_a_points_layer_that_cannot_be_read_as_prompts_names_the_line(tmp_path, data, features,
+                                                                        message):
+    p = _saved(tmp_path / "bad.csv", data,
+               features=None if features is None else pd.DataFrame(features))
+    with pytest.raises(batch.BatchError, match=message):
+        batch.load_prompts(p)
+
+
+def test_segment_runs_a_saved_points_layer(tmp_path, files, offline_cli, monkeypatch, capsys):
+    """The CLI takes the layer's file as it is: its points reach segment_volume as one object
+    each, the labels hold those ids, and a point outside the stack is refused before any
+    embedding with its line."""
+    import tifffile
+
+    from cli_runner import cli, error_line
+    from napari_sam import volume
+
+    seen = []
+    real = volume.segment_volume
+
+    def spy(emb, prompts, **kw):
+        seen.append(prompts)
+        return real(emb, prompts, **kw)
+
+    monkeypatch.setattr(volume, "segment_volume", spy)
+    p = _saved(tmp_path / "clicks.csv", [[3, 20, 20], [2, 44, 44]])
+    rc, _, err = cli(["segment", files["stack"], "-o", tmp_path / "out", "-p", p, "--model",
+                      files["model"], "--iou-threshold", "0", "--min-area", "0", "-q"], capsys)
+    assert rc == 0, err
+    assert seen == [{1: [{"slice": 3, "points": [[20.0, 20.0]], "labels": [1]}],
+                     2: [{"slice": 2, "points": [[44.0, 44.0]], "labels": [1]}]}]
+    labels = tifffile.imread(tmp_path / "out" / "blobs_labels.tif")
+    # (a tiny random model: its masks need not cover the clicks, but each seeds its slice)
+    assert 1 in labels[3] and 2 in labels[2] and set(np.unique(labels)) <= {0, 1, 2}
+    far = _saved(tmp_path / "far.csv", [[3, 20, 20], [9, 20, 20]])
+    rc, _, err = cli(["segment", files["stack"], "-o", tmp_path / "far", "-p", far, "--model",
+                      files["model"], "-q"], capsys)
+    assert rc == 2 and len(seen) == 1
+    assert "far.csv, line 3: slice 9 is out of range" in error_line(err)
