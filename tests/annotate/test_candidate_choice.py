@@ -59,10 +59,10 @@ def test_a_changed_prompt_or_clear_forgets_the_choice(session):
     s.add_point(3, 20, 20)  # the same click after Clear: the best scoring again
     (p,) = s.update_preview()
     assert p.index == best
-    # cycling back round to the best scoring forgets the choice too
+    # cycling back round to the best scoring keeps that index as the choice: the mask shown
     for _ in range(3):
         s.next_candidate()
-    assert p.index == best and not s.chosen_candidates
+    assert p.index == best and list(s.chosen_candidates.values()) == [best]
     s.propagate()
     assert s.volume.labels[3].any()
 
@@ -111,3 +111,27 @@ def test_refining_a_label_propagates_without_the_clicks_old_choice(session):
     s.propagate()
     s.commit()
     assert all("candidate" not in rec for rec in s.log[-1]["prompts"]["1"])
+
+
+def test_refine_keeps_the_choice_of_a_slice_without_the_label(session):
+    """'Refine selected label' previews a click with the label's mask only where the label
+    is; on a slice without it the click's Shift+M choice still seeds Propagate (found by a
+    review: the choice was looked up as a refined one on every slice and dropped)."""
+    s = session
+    s.mask_boundary = "threshold"
+    s.add_box(3, 10, 10, 30, 30)
+    s.update_preview()
+    s.commit()  # label 1, on slice 3 only
+    assert not (s.target_labels()[5] == 1).any()
+    s.go_to_slice(5)
+    s.add_point(5, 44, 44)
+    p, chosen, best = _choose_other(s)
+    shown = p.masks[chosen].copy()
+    s.go_to_slice(3)
+    s.add_point(3, 20, 20)
+    s.refine, s.refine_label = True, 1
+    (p3,) = s.update_preview()
+    assert p3.mask_prompt
+    s.propagate(all_objects=True)
+    got = s.volume.labels[5] > 0
+    assert (got & shown).sum() / (got | shown).sum() >= 0.99

@@ -68,6 +68,14 @@ def test_candidate_conflicts_and_stops_are_refused():
     objs = normalize_prompts({1: SlicePrompt(2, points=[[3, 3]], candidate=0),
                               2: SlicePrompt(2, points=[[3, 3]], candidate=2)}, shape)
     assert [o.annotations[2].candidate for o in objs] == [0, 2]
+    # ... but the best scoring (None) may be either of them: refused, as identical clicks are
+    for other in (0, None):
+        with pytest.raises(ValueError, match="objects 1 and 2 have the same prompts on slice 2"):
+            normalize_prompts({1: SlicePrompt(2, points=[[3, 3]]),
+                               2: SlicePrompt(2, points=[[3, 3]], candidate=other)}, shape)
+    with pytest.raises(ValueError, match="objects 1 and 2 have the same prompts"):
+        normalize_prompts({1: SlicePrompt(2, points=[[3, 3]], candidate=1),
+                           2: SlicePrompt(2, points=[[3, 3]], candidate=1)}, shape)
 
 
 def test_the_session_record_keeps_the_candidate_and_checks_it():

@@ -139,11 +139,10 @@ class SlicePreview:
             return None
         target = next((p for p in multi if p.key == POINT_OBJECT), multi[0])
         index = target.cycle()
+        # kept even where it is the best scoring again: Propagate starts from the mask shown,
+        # whichever candidate another decoder (SAM 2's tracker) would score best
         key = self.choice_key(target.key, target.z, target.prompt, target.mask_prompt)
-        if index == int(np.argmax(target.scores)):
-            self.chosen_candidates.pop(key, None)  # the default again
-        else:
-            self.chosen_candidates[key] = index
+        self.chosen_candidates[key] = index
         self.render()
         self._say(self._preview_text())
         return index

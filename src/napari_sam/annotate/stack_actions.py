@@ -168,9 +168,12 @@ class StackActions:
             )
         refine = self._refine_id(None)
         prompts, replaces, keys = {}, {}, {}
+        labels = self.target_labels() if refine else None
         for i, obj in enumerate(objects, start=1):
-            refined = obj.key == POINT_OBJECT and bool(refine)  # previewed with a mask prompt
-            prompts[i] = [self._slice_prompt(obj.key, z, sp, refined)
+            # previewed with the label's mask as a prompt: where the label is on the slice
+            prompts[i] = [self._slice_prompt(obj.key, z, sp, obj.key == POINT_OBJECT
+                                             and labels is not None
+                                             and bool((labels[z] == refine).any()))
                           for z, sp in sorted(obj.slices.items())]
             keys[i] = obj.key
             if obj.key == POINT_OBJECT and refine:

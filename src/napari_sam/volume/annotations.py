@@ -354,22 +354,28 @@ _NEGATIVES_USE = {
 
 
 def _same_prompts(objects: list[ObjectPrompts]) -> None:
-    """ValueError when two objects have identical prompts on one slice (and candidate): they
-    segment the same thing, and only one of them could end up in the labels."""
-    seen: dict[tuple, int] = {}
+    """ValueError when two objects have identical prompts on one slice: they segment the same
+    thing, and only one of them could end up in the labels. Two explicit, different
+    candidates of one click are two masks (a part and the whole); a candidate left to the
+    best scoring (None) may be the other's, so it does not tell them apart."""
+    seen: dict[tuple, list[tuple[int, int | None]]] = {}
     for obj in objects:
         for z, a in obj.annotations.items():
             key = (z,) + tuple(
                 None if v is None else (v.shape, np.ascontiguousarray(v).tobytes())
                 for v in (a.points, a.labels, a.box, a.mask)
-            ) + (a.candidate,)
-            other = seen.setdefault(key, obj.id)
-            if other != obj.id:
-                raise ValueError(
-                    f"objects {other} and {obj.id} have the same prompts on slice {z}: they "
-                    "would segment the same thing and one of them would be lost; give each "
-                    "object its own prompts, or merge them into one object"
-                )
+            )
+            earlier = seen.setdefault(key, [])
+            for other, cand in earlier:
+                if other != obj.id and (cand is None or a.candidate is None
+                                        or cand == a.candidate):
+                    raise ValueError(
+                        f"objects {other} and {obj.id} have the same prompts on slice {z}: "
+                        "they would segment the same thing and one of them would be lost; "
+                        "give each object its own prompts, merge them into one object, or "
+                        "give each click its own candidate (0, 1 or 2)"
+                    )
+            earlier.append((obj.id, a.candidate))
 
 
 
