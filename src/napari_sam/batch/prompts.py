@@ -1,12 +1,12 @@
-"""Prompts files of ``segment``: CSV, JSON and session files read into per-input object
-prompts (:func:`load_prompts`), checked against each input's shape (:func:`check_prompts`)
-and picked per input (:func:`prompts_for`)."""
+"""Prompts files of ``segment``: CSV, JSON and session files (and napari layers saved as
+CSV, :mod:`napari_sam.batch.layer_csv`) read into per-input object prompts
+(:func:`load_prompts`), checked against each input's shape (:func:`check_prompts`) and picked
+per input (:func:`prompts_for`)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,167 +14,23 @@ from typing import Any
 
 from napari_sam.batch.context import Context, Job
 from napari_sam.batch.inputs import BatchError, stem_of
+from napari_sam.batch.layer_csv import is_layer_csv, prompts_from_layer_csv
+from napari_sam.batch.prompt_entries import (
+    CSV_ALIASES,
+    Prompts,
+    check_entry,
+    normalise_file_key,
+    object_id,
+    truthy,
+)
 from napari_sam.batch.reading import open_image, open_session_image
 
-
-def _num(value, what: str, where: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise BatchError(f"{where}: {what} must be a number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise BatchError(f"{where}: {what} must be finite, got {value!r}")
-    return v
-
-
-def _int(value, what: str, where: str) -> int:
-    v = _num(value, what, where)
-    if v != int(v):
-        raise BatchError(f"{where}: {what} must be a whole number, got {value!r}")
-    return int(v)
-
-
-def _truthy(value) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "y", "t", "stop")
-
-
-CSV_ALIASES = {
-    "object_id": "id", "object": "id", "label_id": "id", "z": "slice", "t": "slice",
-    "y": "row", "x": "col", "column": "col", "point_label": "label", "positive": "label",
-    "y0": "row0", "x0": "col0", "y1": "row1", "x1": "col1", "filename": "file", "image": "file",
-}
+__all__ = ["CSV_ALIASES", "Prompts", "check_prompts", "check_unambiguous", "load_prompts",
+           "normalise_file_key", "prompts_for"]
 
 
 _CSV_KNOWN = {"file", "id", "slice", "row", "col", "label", "row0", "col0", "row1", "col1", "stop",
               "candidate"}
-
-
-class Prompts(dict):
-    """``{file_key: {object_id: [slice prompt, ...]}}`` as read by :func:`load_prompts`.
-
-    A plain dict with one more attribute: ``where`` maps ``(file_key, object_id, index)``
-    (the prompt's position in its object's list) to where it was written, e.g.
-    ``"clicks.csv, line 7"``, so a prompt found wrong later (outside the image) names its
-    line.
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.where: dict[tuple[str, int, int], str] = {}
-
-    def add(self, file_key: str, oid: int, entry: dict, where: str) -> None:
-        file_key = normalise_file_key(file_key)
-        items = self.setdefault(file_key, {}).setdefault(oid, [])
-        self.where[(file_key, oid, len(items))] = where
-        items.append(entry)
-
-
-_PROMPT_KEYS = ("slice", "points", "labels", "box", "stop", "candidate")
-
-
-def normalise_file_key(file_key: str) -> str:
-    """A prompts file's ``file`` entry as the inputs' keys are written (``./my data/x.tif``
-    and ``my data//x.tif`` -> ``my data/x.tif``); ``""`` (every input) stays ``""``.
-
-    Parameters
-    ----------
-    file_key : str
-
-    Returns
-    -------
-    str
-    """
-    text = str(file_key).strip()
-    if not text:
-        return ""
-    return Path(os.path.normpath(os.path.expanduser(text))).as_posix()
-
-
-def _object_id(value, where: str) -> int:
-    oid = _int(value, "the object id", where)
-    if oid < 1:
-        raise BatchError(f"{where}: object id {oid} is not allowed: ids are 1, 2, 3, ... "
-                         "(0 is the background); renumber the object")
-    return oid
-
-
-def _check_entry(entry: Mapping, where: str) -> dict:
-    """Validate one slice prompt's form (not yet its coordinates: they need the image shape)."""
-    unknown = sorted(set(entry) - set(_PROMPT_KEYS))
-    if unknown:
-        raise BatchError(f"{where}: unknown key(s) {unknown}; a prompt has "
-                         f"{', '.join(_PROMPT_KEYS)}")
-    out: dict[str, Any] = {"slice": _int(entry.get("slice", 0), "slice", where)}
-    if out["slice"] < 0:
-        raise BatchError(f"{where}: slice {out['slice']} is negative; slices count from 0")
-    if entry.get("points") is not None:
-        pts = entry["points"]
-        if isinstance(pts, Sequence) and len(pts) == 2 and not isinstance(pts[0], Sequence):
-            pts = [pts]
-        if not isinstance(pts, Sequence) or not pts or any(
-                not isinstance(p, Sequence) or len(p) != 2 for p in pts):
-            raise BatchError(f"{where}: points must be a list of [row, col] pairs, got "
-                             f"{entry['points']!r}")
-        out["points"] = [[_num(r, "row", where), _num(c, "col", where)] for r, c in pts]
-        labels = entry.get("labels")
-        labels = [1] * len(pts) if labels is None else (
-            list(labels) if isinstance(labels, Sequence) and not isinstance(labels, str)
-            else [labels])
-        if len(labels) != len(pts):
-            raise BatchError(f"{where}: {len(pts)} point(s) but {len(labels)} label(s); give "
-                             "one label per point (1 object, 0 background)")
-        out["labels"] = [_int(v, "label", where) for v in labels]
-        bad = [v for v in out["labels"] if v not in (0, 1)]
-        if bad:
-            raise BatchError(f"{where}: label {bad[0]} is not allowed: a point's label is 1 "
-                             "(on the object) or 0 (background); the object's id goes in 'id'")
-    elif entry.get("labels") is not None:
-        raise BatchError(f"{where}: labels without points; add the points (row, col)")
-    if entry.get("box") is not None:
-        box = entry["box"]
-        if not isinstance(box, Sequence) or isinstance(box, str) or len(box) != 4:
-            raise BatchError(f"{where}: box must be 4 numbers [row0, col0, row1, col1], got "
-                             f"{box!r}")
-        out["box"] = [_num(v, k, where) for v, k in zip(box, ("row0", "col0", "row1", "col1"))]
-        b = out["box"]
-        if b[2] < b[0] or b[3] < b[1]:
-            raise BatchError(f"{where}: box {b} is inverted; give row0 <= row1 and col0 <= col1 "
-                             "(top-left corner first)")
-    if entry.get("stop") is not None and _truthy(entry["stop"]):
-        if "points" in out or "box" in out:
-            raise BatchError(f"{where}: a stop marker carries no point or box; put them on "
-                             "separate rows")
-        out["stop"] = True
-    if len(out) == 1:
-        raise BatchError(f"{where}: the prompt has no point (row, col), box (row0, col0, "
-                         "row1, col1) or stop marker")
-    if entry.get("candidate") is not None and str(entry["candidate"]).strip() != "":
-        out["candidate"] = _candidate(entry["candidate"], out, where)
-    return out
-
-
-def _candidate(value, entry: Mapping, where: str) -> int:
-    """A prompt's ``candidate``: which of a single click's three masks seeds the object on
-    its slice (0, 1 or 2, the decoder's order; what the dock shows after Shift+M)."""
-    from napari_sam.volume.annotations import N_CANDIDATES
-
-    if isinstance(value, bool):
-        value = "true" if value else "false"
-    try:
-        c = _int(value, "candidate", where)
-    except BatchError:
-        c = None
-    if c is None or not 0 <= c < N_CANDIDATES:
-        raise BatchError(f"{where}: candidate must be 0, 1 or 2 (which of a single click's "
-                         f"three masks to keep), got {value!r}; leave it empty for the best "
-                         "scoring")
-    single = (len(entry.get("points") or ()) == 1 and entry.get("labels") == [1]
-              and "box" not in entry and not entry.get("stop"))
-    if not single:
-        raise BatchError(f"{where}: a candidate belongs to a single click (one point with label "
-                         "1, no box, not a stop marker): such prompts give three masks to "
-                         "choose from, others give one; remove the candidate")
-    return c
 
 
 def _read_text(path: Path) -> str:
@@ -200,8 +56,8 @@ def _prompts_from_csv(path: Path) -> Prompts:
     if reader.fieldnames is None:
         raise BatchError(f"prompts file {str(path)!r} is empty; the first line names the "
                          "columns: file,id,slice,row,col,label,row0,col0,row1,col1")
-    if _is_points_layer_csv(reader.fieldnames):
-        return _prompts_from_points_layer(path, reader)
+    if is_layer_csv(reader.fieldnames):
+        return prompts_from_layer_csv(path, reader)
     cols = {c: CSV_ALIASES.get(c.strip().lower(), c.strip().lower())
             for c in reader.fieldnames if c is not None}
     unknown = sorted(c for c, k in cols.items() if k not in _CSV_KNOWN)
@@ -224,7 +80,7 @@ def _prompts_from_csv(path: Path) -> Prompts:
             row = {cols[k]: (v or "").strip() for k, v in raw.items() if k is not None}
             if not any(row.values()):
                 continue
-            oid = _object_id(row.get("id"), where)
+            oid = object_id(row.get("id"), where)
             entry: dict[str, Any] = {"slice": row.get("slice") or 0}
             if row.get("row") or row.get("col"):
                 entry["points"] = [[row.get("row"), row.get("col")]]
@@ -234,89 +90,11 @@ def _prompts_from_csv(path: Path) -> Prompts:
             box = [row.get(k) for k in ("row0", "col0", "row1", "col1")]
             if any(box):
                 entry["box"] = box
-            if _truthy(row.get("stop", "")):
+            if truthy(row.get("stop", "")):
                 entry["stop"] = True
             if row.get("candidate"):
                 entry["candidate"] = row["candidate"]
-            per_file.add(row.get("file", ""), oid, _check_entry(entry, where), where)
-    except csv.Error as exc:
-        raise BatchError(f"{path.name}, line {reader.line_num}: not valid CSV ({exc})") from None
-    return per_file
-
-
-def _axis_columns(fieldnames) -> list[str]:
-    """napari's coordinate columns ``axis-0``, ``axis-1``, ... of a CSV header, in order."""
-    names = [c.strip().lower() for c in fieldnames if c is not None]
-    return [f"axis-{i}" for i in range(len(names)) if f"axis-{i}" in names]
-
-
-def _is_points_layer_csv(fieldnames) -> bool:
-    """Whether a CSV header is that of a napari points layer saved as CSV (File > Save
-    Selected Layers): ``index, axis-0, axis-1[, axis-2], [feature columns]``."""
-    return bool(_axis_columns(fieldnames))
-
-
-#: a points layer's feature columns read as the point's label (1 on the object, 0 background):
-#: the dock's ``prompt`` (positive/negative), or ``label`` / ``positive`` as numbers
-_POINT_KIND_COLUMNS = ("prompt", "label", "point_label", "positive")
-
-
-def _point_kind(value: str, where: str) -> int:
-    text = value.strip().lower()
-    if text in ("positive", "1", "1.0", "true", "yes"):
-        return 1
-    if text in ("negative", "0", "0.0", "false", "no"):
-        return 0
-    raise BatchError(f"{where}: point kind {value!r} is not 'positive' / 1 or 'negative' / 0")
-
-
-def _prompts_from_points_layer(path: Path, reader) -> Prompts:
-    """A napari points layer saved as CSV: ``axis-0, axis-1`` (a 2D layer: row, col) or
-    ``axis-0, axis-1, axis-2`` (slice, row, col) in the layer's data coordinates. Each point
-    is its own object (ids 1, 2, ... in file order), unless an ``id`` column (or an alias)
-    says which object each point belongs to; a ``prompt`` column (the dock's points layer:
-    positive / negative) or ``label`` gives the point's label."""
-    import csv
-
-    axes = _axis_columns(reader.fieldnames)
-    lower = {c.strip().lower(): c for c in reader.fieldnames if c is not None}
-    if len(axes) not in (2, 3) or any(
-            k.startswith("axis-") and k not in axes for k in lower):
-        raise BatchError(
-            f"prompts file {str(path)!r} is a napari points layer with {len(axes)} "
-            "coordinate columns (axis-0, axis-1, ...); prompts need a 2D layer (row, col) or a "
-            "3D one (slice, row, col): save the points of a layer over one 2D image or 3D "
-            "stack, or write the columns id,slice,row,col")
-    id_col = next((lower[c] for c in lower if CSV_ALIASES.get(c, c) == "id"), None)
-    kind_col = next((lower[c] for c in _POINT_KIND_COLUMNS if c in lower), None)
-    per_file = Prompts()
-    n_objects = 0
-    try:
-        for raw in reader:
-            where = f"{path.name}, line {reader.line_num}"
-            if None in raw:
-                raise BatchError(f"{where}: more values than columns; check the commas")
-            if not any((v or "").strip() for v in raw.values()):
-                continue
-            coords = [_num((raw[lower[a]] or "").strip(), a, where) for a in axes]
-            label = 1 if kind_col is None else _point_kind(raw[kind_col] or "", where)
-            if id_col is not None:
-                oid = _object_id((raw[id_col] or "").strip(), where)
-            elif label == 0:
-                raise BatchError(
-                    f"{where}: a negative point, but the file has no 'id' column to say which "
-                    "object it belongs to (each point of a points layer is its own object); add "
-                    "an 'id' feature to the layer (the object of each point) or remove the "
-                    "negative points")
-            else:
-                n_objects += 1
-                oid = n_objects
-            z = 0.0 if len(axes) == 2 else coords[0]
-            if abs(z - round(z)) > 1e-3:
-                raise BatchError(f"{where}: axis-0 (the slice) is {z:g}, between two slices; "
-                                 "place the point on a slice of the stack")
-            entry = {"slice": int(round(z)), "points": [coords[-2:]], "labels": [label]}
-            per_file.add("", oid, _check_entry(entry, where), where)
+            per_file.add(row.get("file", ""), oid, check_entry(entry, where), where)
     except csv.Error as exc:
         raise BatchError(f"{path.name}, line {reader.line_num}: not valid CSV ({exc})") from None
     return per_file
@@ -331,14 +109,14 @@ def _normalise_objects(obj, where: str) -> list[tuple[int, dict, str]]:
             if not isinstance(rec, Mapping) or "id" not in rec:
                 raise BatchError(f"{at} must be an object with an 'id'")
             rec = dict(rec)
-            oid = _object_id(rec.pop("id"), at)
+            oid = object_id(rec.pop("id"), at)
             rec.pop("file", None)
-            out.append((oid, _check_entry(rec, at), at))
+            out.append((oid, check_entry(rec, at), at))
         return out
     if not isinstance(obj, Mapping):
         raise BatchError(f"{where}: expected {{object_id: [prompts, ...]}}, got {type(obj).__name__}")
     for key, value in obj.items():
-        oid = _object_id(key, f"{where}, object {key!r}")
+        oid = object_id(key, f"{where}, object {key!r}")
         items = [value] if isinstance(value, Mapping) else value
         if not isinstance(items, list):
             raise BatchError(f"{where}, object {oid}: expected a list of prompts, got {items!r}")
@@ -346,7 +124,7 @@ def _normalise_objects(obj, where: str) -> list[tuple[int, dict, str]]:
             at = f"{where}, object {oid}, prompt {i + 1}"
             if not isinstance(item, Mapping):
                 raise BatchError(f"{at}: each prompt must be an object, got {item!r}")
-            out.append((oid, _check_entry(item, at), at))
+            out.append((oid, check_entry(item, at), at))
     return out
 
 
@@ -464,7 +242,7 @@ def _prompts_from_session(path: Path) -> Prompts:
     for oid, items in legacy_prompts(sess).items():
         for item in items:
             where = f"{path.name}, label {oid}"
-            per_file.add("", oid, _check_entry(item, where), where)
+            per_file.add("", oid, check_entry(item, where), where)
     per_file.session = sess
     return per_file
 

@@ -1,6 +1,7 @@
-"""``napari-sam segment -p points.csv`` with a napari points layer saved as CSV (File > Save
-Selected Layers): each point its own object, or grouped by an ``id`` feature; the dock's
-``prompt`` feature gives the point's label."""
+"""``napari-sam segment -p layer.csv`` with a napari layer saved as CSV (File > Save Selected
+Layers): a points layer (each point its own object, or grouped by an ``id`` feature; the
+dock's ``prompt`` feature gives the point's label) or a shapes layer (each closed shape a box
+prompt of its own object)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,47 @@ def _saved(path, data, **kw):
     layer_data, meta, _ = Points(np.asarray(data, float), **kw).as_layer_data_tuple()
     assert napari_write_points(str(path), layer_data, meta) == str(path)
     return path
+
+
+def _saved_shapes(path, shapes, shape_type):
+    """A napari Shapes layer written by napari's own shapes writer; returns the path."""
+    from napari.layers import Shapes
+    from napari_builtins.io import napari_write_shapes
+
+    layer = Shapes([np.asarray(v, float) for v in shapes], shape_type=shape_type)
+    layer_data, meta, _ = layer.as_layer_data_tuple()
+    assert napari_write_shapes(str(path), layer_data, meta) == str(path)
+    return path
+
+
+def test_each_closed_shape_of_a_shapes_layer_is_a_box(tmp_path):
+    rect = [[3, 10, 12], [3, 10, 30], [3, 28, 30], [3, 28, 12]]
+    ellipse = [[5, 40, 40], [5, 40, 50], [5, 52, 50], [5, 52, 40]]
+    poly = [[1, 5, 5], [1, 9, 20], [1, 15, 8]]
+    p = _saved_shapes(tmp_path / "boxes.csv", [rect, ellipse, poly],
+                      ["rectangle", "ellipse", "polygon"])
+    assert p.read_text().splitlines()[0].startswith("index,shape-type,vertex-index,axis-0")
+    got = batch.prompts_for(batch.load_prompts(p), tmp_path / "a.tif")
+    assert got[1] == [{"slice": 3, "box": [10.0, 12.0, 28.0, 30.0]}]
+    assert got[2][0]["slice"] == 5 and got[2][0]["box"] == pytest.approx([40, 40, 52, 50])
+    assert got[3] == [{"slice": 1, "box": [5.0, 5.0, 15.0, 20.0]}]
+    p2 = _saved_shapes(tmp_path / "boxes2d.csv", [[[10, 12], [10, 30], [28, 30], [28, 12]]],
+                       ["rectangle"])
+    assert batch.prompts_for(batch.load_prompts(p2), tmp_path / "a.tif") == {
+        1: [{"slice": 0, "box": [10.0, 12.0, 28.0, 30.0]}]}
+
+
+@pytest.mark.parametrize(("shapes", "kinds", "message"), [
+    ([[[3, 10, 12], [3, 28, 30]]], ["line"], r"line 2: a line is not a box; draw rectangles"),
+    ([[[3, 10, 12], [3, 20, 30], [3, 28, 12]]], ["path"], r"a path is not a box"),
+    ([[[3, 10, 12], [3, 10, 30], [4, 28, 30], [4, 28, 12]]], ["rectangle"],
+     r"line 2: the rectangle spans slices \[3, 4\]; draw each box on one slice"),
+])
+def test_a_shapes_layer_that_cannot_be_read_as_boxes_names_the_line(tmp_path, shapes, kinds,
+                                                                    message):
+    p = _saved_shapes(tmp_path / "bad.csv", shapes, kinds)
+    with pytest.raises(batch.BatchError, match=message):
+        batch.load_prompts(p)
 
 
 def test_each_point_of_a_points_layer_is_its_own_object(tmp_path):
