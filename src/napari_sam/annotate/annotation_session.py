@@ -27,6 +27,7 @@ from napari_sam.annotation import (
     not_writable,
 )
 
+from .commit_checks import preview_out_of_date, refine_problem
 from .embedding_cache import EmbeddingCache, describe_tiling, missing_slices, new_embeddings
 from .errors import UserError
 from .image_source import ImageSource, make_source
@@ -565,6 +566,11 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
         if not objects:
             raise UserError("The preview is empty: add prompts until the object shows, then commit.")
         self._require_writable(self.target_labels())
+        problem = ((preview_out_of_date(self.previews, self.objects()) if self.volume is None
+                    else "") or refine_problem(objects, self.target_labels()))
+        if problem:
+            self._say(f"Not committed: {problem}.")
+            raise UserError(f"Not committed: {problem}.")
         before = objects
         objects, skipped = self._skip_labelled(objects, clicks)
         written = [(k, o.replaces) for k, o in zip(keys, before) if any(o is w for w in objects)]
@@ -583,6 +589,7 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
         self._log_commit(self.previews, written, commit)
         what = describe_commit(commit, objects, data)
         self.clear()
+        self.autosave_now()  # after the clear: the committed prompts are not pending
         note = (f" {skipped}" if skipped else "") + self.take_autosave_note()
         self._say(f"{what} Shift+U undoes it.{note}")
         return commit

@@ -144,7 +144,9 @@ class SessionLog:
 
     def _log_commit(self, objects_all, written, commit) -> None:
         """Record a commit: ``objects_all`` the previews (or volume object ids) decoded,
-        ``written`` the (index, id refined) pairs the commit wrote, in order."""
+        ``written`` the (index, id refined) pairs the commit wrote, in order. The caller
+        autosaves (:meth:`autosave_now`) once the committed prompts are cleared, so that
+        they are not saved as pending prompts."""
         if self.volume is not None:
             prompts, options, _ = self._volume_request
             op = S.volume_operation(prompts, options, written, overwrite=self.overwrite,
@@ -156,6 +158,9 @@ class SessionLog:
                                    ids=commit.ids)
         self.log.append(op)
         self._redo_log.clear()
+
+    def autosave_now(self) -> None:
+        """Write the autosave (if on) as the session stands."""
         self._autosave()
 
     def _log_step(self, commit, redo: bool) -> None:
@@ -293,8 +298,8 @@ class SessionLog:
             self._kept_aside = kept
             text = (f" An earlier session of '{self.image_name()}' ({earlier}) was autosaved "
                     f"in {target.name} and not resumed: it is kept as {kept.name} beside it "
-                    "(File > Load SAM session... opens it); this session is autosaved in "
-                    f"{target.name}.")
+                    "(File > IO Utilities > Load SAM session... opens it); this session is "
+                    f"autosaved in {target.name}.")
             self._autosave_note += text
             self.notify_info(text.strip())
 

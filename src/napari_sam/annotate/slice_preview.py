@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_sam.annotation import ObjectPreview, decode_slice, mask_prompt, slice_edges
+from napari_sam.annotation import (
+    ObjectMask,
+    ObjectPreview,
+    decode_slice,
+    mask_prompt,
+    slice_edges,
+)
 
+from .commit_checks import refine_problem
 from .errors import UserError
 from .prompt_groups import (
     POINT_OBJECT,
@@ -124,8 +131,14 @@ class SlicePreview:
             name = "point object" if p.key == POINT_OBJECT else f"box {p.key[1] + 1}"
             cand = f", candidate {p.index + 1}/{p.n_candidates}" if p.n_candidates > 1 else ""
             parts.append(f"{name}: score {p.score:.2f}{cand}")
-        text = "; ".join(parts) + ". Shift+C commits." + outside_note(*self.prompt_arrays(),
-                                                                       self.source.shape)
+        refine = self._refine_id(None)
+        labels = self.target_labels() if refine else None
+        problem = "" if labels is None else refine_problem(
+            [ObjectMask(p.mask, p.z, refine if p.key == POINT_OBJECT else 0)
+             for p in self.previews], labels)
+        commits = f"Shift+C will not commit: {problem}." if problem else "Shift+C commits."
+        text = "; ".join(parts) + ". " + commits + outside_note(*self.prompt_arrays(),
+                                                               self.source.shape)
         if any(p.cut for p in self.previews):
             text += (" The object reaches beyond the tiles around its prompts, so its mask "
                      "may be cut there: click its missing part too (or draw a box over all of "
