@@ -114,3 +114,19 @@ def test_wheel_contains_a_valid_manifest(tmp_path):
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "wheel manifest ok napari-sam-stacks" in out.stdout
+
+
+def test_the_docs_name_the_file_menu_entries_where_napari_puts_them():
+    """napari puts the manifest's ``napari/file/io_utilities`` entries under File > IO
+    Utilities: the docs (and the status line's advice) say so (they said File > Save SAM
+    session..., which a user could not find)."""
+    import yaml
+
+    manifest = yaml.safe_load((ROOT / "napari.yaml").read_text())
+    titles = {c["id"]: c["title"] for c in manifest["contributions"]["commands"]}
+    entries = manifest["contributions"]["menus"]["napari/file/io_utilities"]
+    docs = " ".join((ROOT / "docs" / name).read_text() for name in ("gui.md", "sessions.md"))
+    docs = " ".join(docs.replace("*", "").split())
+    for entry in entries:
+        assert f"File > IO Utilities > {titles[entry['command']]}" in docs, entry
+    assert "File > Save SAM" not in docs and "File > Load SAM" not in docs

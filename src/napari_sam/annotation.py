@@ -330,10 +330,13 @@ class CommitHistory:
         self._undo.append(commit)
         return commit
 
-    def forget(self, target) -> None:
-        """Drop every commit made into ``target`` (e.g. its layer was removed)."""
+    def forget(self, target) -> int:
+        """Drop every commit made into ``target`` (e.g. its layer was removed); returns how
+        many undo and redo steps went with it."""
+        before = len(self._undo) + len(self._redo)
         self._undo = [c for c in self._undo if c.target is not target]
         self._redo = [c for c in self._redo if c.target is not target]
+        return before - len(self._undo) - len(self._redo)
 
 
 # ---------------------------------------------------------------------- decoding

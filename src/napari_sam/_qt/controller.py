@@ -470,10 +470,7 @@ class AnnotationController(AnnotationSession):
             if recreate or layer not in layers:
                 setattr(self, attr, None)
         if self.preview_layer is None:
-            self.preview_layer = L.add_labels_layer(
-                self.viewer, src, img, L.PREVIEW_NAME, dtype=np.uint16
-            )
-            self.preview_layer.opacity = 0.6
+            self.preview_layer = L.add_preview_layer(self.viewer, src, img)
             self._rendered = set()
         if self.boxes_layer is None:
             self.boxes_layer = L.add_boxes_layer(self.viewer, src, img)
@@ -498,10 +495,13 @@ class AnnotationController(AnnotationSession):
             self._say(self.next_step())  # "Open an image ...", not a stale line about it
         ours = [attr for attr in ("points_layer", "boxes_layer", "preview_layer")
                 if L.same(getattr(self, attr), layer)]
+        target = L.same(self.target_layer, layer)
         for attr in ("points_layer", "boxes_layer", "preview_layer", "target_layer"):
             if L.same(getattr(self, attr), layer):
                 setattr(self, attr, None)
-        self.history.forget(layer)
+        steps = self.history.forget(layer)
+        if (target or steps) and self.image_layer is not None:
+            self._say(deleted_labels_text(layer.name, steps, target))
         self.embeddings.drop_image(getattr(layer, "unique_id", id(layer)))
         self.drop_shelved(getattr(layer, "unique_id", id(layer)))
         if ours and self.image_layer is not None:
@@ -740,3 +740,14 @@ class AnnotationController(AnnotationSession):
     def negative(self) -> bool:
         """Whether new points are negative (Shift-click makes one negative point anyway)."""
         return self._negative_mode
+
+
+def deleted_labels_text(name: str, steps: int, target: bool) -> str:
+    """The status line after the labels layer ``name`` was deleted: the undo and redo steps
+    (``steps``) that went with it, and where commits go now (``target``: it was the layer
+    commits went into)."""
+    gone = (f" Its {steps} undo/redo step{'s' if steps != 1 else ''} went with it."
+            if steps else "")
+    where = (" The next commit goes into a new 'segmentation' layer (or pick one in "
+             "'Labels layer')." if target else "")
+    return f"The labels layer '{name}' was deleted.{gone}{where}"

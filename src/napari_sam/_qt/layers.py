@@ -23,6 +23,7 @@ __all__ = [
     "add_boxes_layer",
     "add_labels_layer",
     "add_points_layer",
+    "add_preview_layer",
     "alignment_problem",
     "boxes_from_layer",
     "data_to_world_matrix",
@@ -43,6 +44,10 @@ TARGET_NAME = "segmentation"
 POSITIVE_COLOR = "#39ff14"
 NEGATIVE_COLOR = "#ff00ff"
 PROMPT_KINDS = ("positive", "negative")
+#: the preview's colours, object 1, 2, ... (cycled): bright colours far (RGB distance >= 0.4)
+#: from the first 20 colours of napari's labels colormap and from the prompt points', so a
+#: preview never looks like a committed label (it had label 1's colour)
+PREVIEW_COLORS = ("#00ff99", "#0066ff", "#ff99cc", "#ff0099", "#ffffff", "#0000ff")
 
 
 def unwrap(obj):
@@ -207,6 +212,19 @@ def add_boxes_layer(viewer, source: ImageSource, image_layer):
     )
     layer = unwrap(layer)
     layer.mode = "add_rectangle"
+    return layer
+
+
+def add_preview_layer(viewer, source: ImageSource, image_layer):
+    """The preview layer: labels 1, 2, ... of the objects previewed, in
+    :data:`PREVIEW_COLORS`, at 0.6 opacity."""
+    from napari.utils.colormaps import CyclicLabelColormap
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    layer = add_labels_layer(viewer, source, image_layer, PREVIEW_NAME, dtype=np.uint16)
+    colors = np.concatenate([[[0.0, 0.0, 0.0, 0.0]], transform_color(list(PREVIEW_COLORS))])
+    layer.colormap = CyclicLabelColormap(colors=colors)
+    layer.opacity = 0.6
     return layer
 
 

@@ -20,10 +20,12 @@ def _dock_widget(viewer):
 
 
 def save_session(viewer: Viewer, path: str | None = None):
-    """File > Save SAM session...: the dock's "Save session..." (a dialog unless ``path``)."""
+    """File > IO Utilities > Save SAM session...: the dock's "Save session..." (a dialog
+    unless ``path``)."""
     return _dock_widget(viewer).save_session(path)
 
 
 def load_session(viewer: Viewer, path: str | None = None):
-    """File > Load SAM session...: the dock's "Load session..." (a dialog unless ``path``)."""
+    """File > IO Utilities > Load SAM session...: the dock's "Load session..." (a dialog
+    unless ``path``)."""
     return _dock_widget(viewer).load_session(path)

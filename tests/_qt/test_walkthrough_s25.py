@@ -1,0 +1,74 @@
+"""Found by a new user's walk through the dock (session 25), as users meet it: the dock from
+the Plugins menu, clicks on the canvas, key presses. A preview never looks like a committed
+label; deleting the labels layer says what went with it; with live preview off, Shift+C never
+commits a preview older than the prompts."""
+
+from __future__ import annotations
+
+import numpy as np
+from sam_qt_helpers import canvas_click
+
+
+def _press(viewer, key):
+    viewer.window._qt_viewer._key_map_handler.press_key(key)
+
+
+def _click(viewer, widget, row, col, modifiers=()):
+    c = widget.controller
+    viewer.layers.selection.active = c.points_layer
+    canvas_click(viewer, row, col, modifiers)
+
+
+def test_the_preview_is_not_drawn_in_a_committed_labels_colours(stack_widget):
+    viewer, widget = stack_widget
+    c = widget.controller
+    _click(viewer, widget, 20, 20)
+    _press(viewer, "Shift-C")
+    assert widget._status.text().startswith("Committed label 1"), widget._status.text()
+    _click(viewer, widget, 44, 44)
+    assert c.previews
+    values = np.arange(1, 21)
+    committed = np.asarray(c.target_layer.colormap.map(values))[:, :3]
+    preview = np.asarray(c.preview_layer.colormap.map(values[:6]))[:, :3]
+    distance = np.linalg.norm(preview[:, None] - committed[None], axis=2)
+    assert distance.min() >= 0.35, distance.min()  # it was 0: label 1's own colour
+
+
+def test_deleting_the_labels_layer_says_what_went_with_it(stack_widget):
+    viewer, widget = stack_widget
+    c = widget.controller
+    _click(viewer, widget, 20, 20)
+    _press(viewer, "Shift-C")
+    target = c.target_layer
+    name = target.name
+    viewer.layers.remove(target)
+    assert widget._status.text() == (
+        f"The labels layer '{name}' was deleted. Its 1 undo/redo step went with it. The next "
+        "commit goes into a new 'segmentation' layer (or pick one in 'Labels layer').")
+    _press(viewer, "Shift-U")
+    assert "Nothing to undo" in widget._status.text()
+    _click(viewer, widget, 44, 44)
+    _press(viewer, "Shift-C")
+    assert widget._status.text().startswith("Committed label 1"), widget._status.text()
+    assert c.target_layer is not None and c.target_layer in viewer.layers
+
+
+def test_with_live_preview_off_shift_c_refuses_a_preview_older_than_the_clicks(stack_widget):
+    viewer, widget = stack_widget
+    c = widget.controller
+    widget._live.setChecked(False)
+    _click(viewer, widget, 20, 20)
+    _press(viewer, "Shift-S")
+    assert c.previews and c.previews[0].prompt.points.shape == (1, 2)
+    _click(viewer, widget, 24, 24, ("Shift",))  # a negative click, not previewed
+    _click(viewer, widget, 44, 44)  # and a far positive one
+    _press(viewer, "Shift-C")
+    text = widget._status.text()
+    assert text.startswith("Not committed: the prompts changed since the preview"), text
+    assert "press Shift+S" in text
+    assert c.target_layer is None or not np.asarray(c.target_layer.data).any()
+    _press(viewer, "Shift-S")
+    _press(viewer, "Shift-C")
+    assert widget._status.text().startswith("Committed label 1"), widget._status.text()
+    np.testing.assert_allclose(c.log[-1]["objects"][0]["points"],
+                               [[20, 20], [24, 24], [44, 44]], atol=1e-6)
