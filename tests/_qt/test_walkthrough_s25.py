@@ -72,3 +72,20 @@ def test_with_live_preview_off_shift_c_refuses_a_preview_older_than_the_clicks(s
     assert widget._status.text().startswith("Committed label 1"), widget._status.text()
     np.testing.assert_allclose(c.log[-1]["objects"][0]["points"],
                                [[20, 20], [24, 24], [44, 44]], atol=1e-6)
+
+
+def test_the_dock_leaves_the_canvas_room(make_widget):
+    """The dock's minimum width comes from its narrowest sensible layout, not from the
+    longest model description or one-line button rows (it was 551 px: a 1024 px window kept
+    a 127 px canvas)."""
+    from qtpy.QtWidgets import QComboBox, QPushButton
+
+    _viewer, widget = make_widget()
+    assert widget.minimumSizeHint().width() <= 420, widget.minimumSizeHint().width()
+    model = widget._model
+    longest = max(len(model.itemText(i)) for i in range(model.count()))
+    assert longest > 40 and model.minimumSizeHint().width() < 250  # elided, not widened
+    for button in widget.findChildren(QPushButton):
+        assert button.sizeHint().width() <= 160, button.text()
+    assert all(box.sizeAdjustPolicy() != QComboBox.SizeAdjustPolicy.AdjustToContents
+               for box in widget.findChildren(QComboBox))

@@ -73,7 +73,9 @@ _NEW_TARGET = "new 'segmentation' layer"
 
 
 def _button(text: str, key: str | None, slot) -> QPushButton:
-    btn = QPushButton(text + (f"  ({key.replace('-', '+')})" if key else ""))
+    """A push button; its key (if any) on a second line, so that a row of three fits a
+    narrow dock (one line, "Next mask  (Shift+M)", made the dock 460-550 px wide)."""
+    btn = QPushButton(text + (f"\n{key.replace('-', '+')}" if key else ""))
     btn.clicked.connect(lambda *_: slot())
     return btn
 
@@ -95,6 +97,10 @@ def _combo(items=(), tip: str | None = None, changed=None) -> QComboBox:
     """A combo box of ``items``; ``changed()`` runs when the user or code picks another."""
     box = QComboBox()
     box.addItems(list(items))
+    # as wide as the dock allows, not as the longest item (a model's description, a layer's
+    # name): the closed box elides, the open list shows the whole text
+    box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    box.setMinimumContentsLength(12)
     if tip:
         box.setToolTip(tip)
     if changed is not None:
@@ -334,8 +340,9 @@ class SamWidget(QWidget):
         row.addWidget(_button("Load session...", None, self.load_session))
         v.addLayout(row)
         self._autosave = self._option(
-            "Autosave next to the image after each commit", "autosave", True,
-            tip="Writes <image>.sam-session.json (and its labels TIFF) beside an image opened "
+            "Autosave next to the image", "autosave", True,
+            tip="After each commit, writes <image>.sam-session.json (and its labels TIFF) "
+                "beside an image opened "
                 "from a file (under the cache folder when the image's folder is not writable: "
                 "the status line says where); a crash loses nothing committed.",
         )
