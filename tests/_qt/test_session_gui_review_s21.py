@@ -53,6 +53,8 @@ def test_autosave_keeps_a_session_it_did_not_resume(make_widget, stack_file, tin
 
     v2, w2 = open_image_dock(make_widget, stack_file, tiny_ckpt)
     assert w2._resume_row.isVisibleTo(w2) and "2 commits" in w2._resume_label.text()
+    # said where the user looks too (the panel is at the bottom of the dock; session 25)
+    assert any("Resume or Ignore it in the dock's Session panel" in m for _, m in notifications)
     assert commit_on(v2, w2, 2) == [1]  # neither Resume nor Ignore
     (kept,) = kept_files(stack_file)
     old = S.read_session(kept)  # complete: its labels TIFF checked by its hash
@@ -83,6 +85,9 @@ def test_reopened_dock_goes_on_with_the_autosaved_log(make_widget, stack_file, t
     _dock, widget = open_from_menu(viewer)
     widget.controller.sync = True
     pick_checkpoint(widget, tiny_ckpt)
+    # no resume offer: the labels layer holds the autosave, and the dock goes on with it
+    # (Resume made a second labels layer and brought back the last committed click)
+    assert not widget._resume_row.isVisibleTo(widget)
     assert commit_on(viewer, widget, 5) == [3]
     sess = S.read_session(autosave_of(stack_file))
     assert [op["ids"] for op in sess.operations] == [[1], [2], [3]]
@@ -104,6 +109,9 @@ def test_renamed_labels_layer_stays_in_a_session_file(make_widget, stack_file, t
     _dock, widget = open_from_menu(viewer)
     widget.controller.sync = True
     pick_checkpoint(widget, tiny_ckpt)
+    # no resume offer: the labels layer holds the autosave, and the dock goes on with it
+    # (Resume made a second labels layer and brought back the last committed click)
+    assert not widget._resume_row.isVisibleTo(widget)
     assert commit_on(viewer, widget, 5) == [3]
     # the commit went on into the renamed layer, not into a new 'segmentation' from id 1
     assert widget.controller.target_layer.name == "nuclei"

@@ -723,6 +723,7 @@ class SamWidget(QWidget):
                                    "resume it?")
         self._resume_label.setVisible(True)
         self._resume_row.setVisible(True)
+        self._scroll.ensureWidgetVisible(self._resume_label)  # at the bottom of the panels
 
     def _hide_resume(self):
         self._resume_label.setVisible(False)

@@ -365,18 +365,25 @@ class SessionLog:
 
     # ------------------------------------------------------------------ resume
     def offer_resume(self) -> S.Session | None:
-        """When the image has an autosaved session next to it (not declined, not loaded),
-        call :meth:`notify_resume`; returns that session (read without its labels)."""
+        """When the image has an autosaved session next to it (not declined, not loaded, and
+        not the one whose labels the target labels already hold: the dock closed and opened
+        again goes on with it), call :meth:`notify_resume` and say so in a notification;
+        returns that session (read without its labels)."""
         target = self.saved_session_path()
         if target is None or str(target) in self._declined:
             return None
         if self.session_path is not None and self.session_path == target:
             return None
+        labels = self.target_labels()
+        if labels is not None and self.autosave_holding(np.asarray(labels)) is not None:
+            return None  # its log goes on at the next commit (_continue_autosave)
         try:
             sess = S.read_session(target, load_labels=False)
         except S.SessionError:
             return None
         self.notify_resume(str(target), sess.summary())
+        self.notify_info(f"A saved session of '{self.image_name()}' exists ({sess.summary()}): "
+                         "Resume or Ignore it in the dock's Session panel.")
         return sess
 
     def resume(self) -> S.Session:
