@@ -89,3 +89,15 @@ def test_the_dock_leaves_the_canvas_room(make_widget):
         assert button.sizeHint().width() <= 160, button.text()
     assert all(box.sizeAdjustPolicy() != QComboBox.SizeAdjustPolicy.AdjustToContents
                for box in widget.findChildren(QComboBox))
+
+
+def test_an_image_added_on_top_says_how_to_go_on(stack_widget):
+    """napari puts a new image over the SAM layers and selects it: the status says to pick it
+    (it kept offering Shift+C for the hidden preview of the other image)."""
+    viewer, widget = stack_widget
+    _click(viewer, widget, 20, 20)
+    viewer.add_image(np.zeros((64, 64), np.float32), name="flat")
+    text = widget._status.text()
+    assert text.startswith("Image 'flat' was added on top of the SAM layers: pick it in "
+                           "'Image' to segment it. The dock still works on 'blobs'"), text
+    assert widget.controller.image_layer.name == "blobs"

@@ -16,7 +16,6 @@ import functools
 from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
@@ -24,7 +23,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPushButton,
     QScrollArea,
     QSpinBox,
     QToolButton,
@@ -48,6 +46,7 @@ from napari_sam.annotate.stack_actions import PROPAGATION_METHODS
 from . import keys
 from . import layers as L
 from .controller import AnnotationController
+from .controls import button, check, combo, key_of, label
 from .job_bar import JobBar
 from .notify import guarded
 from .trace_view import TraceView
@@ -70,53 +69,6 @@ def _configure_threads_once() -> None:
 
 _FILE_ITEM = "Checkpoint file..."
 _NEW_TARGET = "new 'segmentation' layer"
-
-
-def _button(text: str, key: str | None, slot) -> QPushButton:
-    """A push button; its key (if any) on a second line, so that a row of three fits a
-    narrow dock (one line, "Next mask  (Shift+M)", made the dock 460-550 px wide)."""
-    btn = QPushButton(text + (f"\n{key.replace('-', '+')}" if key else ""))
-    btn.clicked.connect(lambda *_: slot())
-    return btn
-
-
-def _key_of(action: str) -> str | None:
-    return next((k.key for k in keys.KEYS if k.action == action), None)
-
-
-def _label(text: str = "", tip: str | None = None) -> QLabel:
-    """A word-wrapped label (with a tooltip)."""
-    label = QLabel(text)
-    label.setWordWrap(True)
-    if tip:
-        label.setToolTip(tip)
-    return label
-
-
-def _combo(items=(), tip: str | None = None, changed=None) -> QComboBox:
-    """A combo box of ``items``; ``changed()`` runs when the user or code picks another."""
-    box = QComboBox()
-    box.addItems(list(items))
-    # as wide as the dock allows, not as the longest item (a model's description, a layer's
-    # name): the closed box elides, the open list shows the whole text
-    box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-    box.setMinimumContentsLength(12)
-    if tip:
-        box.setToolTip(tip)
-    if changed is not None:
-        box.currentIndexChanged.connect(lambda *_: changed())
-    return box
-
-
-def _check(text: str, checked: bool = False, tip: str | None = None, toggled=None) -> QCheckBox:
-    """A check box; ``toggled(on)`` runs when it changes."""
-    box = QCheckBox(text)
-    box.setChecked(checked)
-    if tip:
-        box.setToolTip(tip)
-    if toggled is not None:
-        box.toggled.connect(toggled)
-    return box
 
 
 class SamWidget(QWidget):
@@ -158,7 +110,7 @@ class SamWidget(QWidget):
         self._job_bar = JobBar(self._on_cancel)
         self._progress, self._cancel = self._job_bar.progress, self._job_bar.cancel
         outer.addWidget(self._job_bar)
-        self._status = _label()
+        self._status = label()
         outer.addWidget(self._status)
 
         ev = napari_viewer.layers.events
@@ -176,6 +128,7 @@ class SamWidget(QWidget):
             (c.session_loaded, self._on_session_loaded),
             *((e, self._on_layers_changed) for e in (ev.inserted, ev.removed, ev.moved,
                                                       getattr(ev, "renamed", None)) if e),
+            (ev.inserted, self._on_layer_inserted),
         ]
         for signal, slot in self._links:
             signal.connect(slot)
@@ -192,31 +145,31 @@ class SamWidget(QWidget):
     def _option(self, text: str, attr: str, checked: bool = False,
                 tip: str | None = None) -> QCheckBox:
         """A check box that sets the controller's boolean ``attr``."""
-        return _check(text, checked, tip, toggled=lambda on: setattr(self.controller, attr, on))
+        return check(text, checked, tip, toggled=lambda on: setattr(self.controller, attr, on))
 
     def _build_setup(self) -> QGroupBox:
         box = QGroupBox("Setup")
         form = QFormLayout(box)
-        self._image = _combo(changed=self._on_image_changed)
+        self._image = combo(changed=self._on_image_changed)
         form.addRow("Image", self._image)
-        self._channel = _combo(
+        self._channel = combo(
             tip="Axis holding channels (channels 1-3 are used as red, green, blue); 'none' for "
                 "grey or RGB images.",
             changed=self._on_image_changed,
         )
         form.addRow("Channel axis", self._channel)
-        self._model = _combo()
+        self._model = combo()
         self._model.activated.connect(lambda *_: self._on_model_changed())
         form.addRow("Model", self._model)
-        self._device = _combo(device_choices(), changed=self._on_device_changed)
+        self._device = combo(device_choices(), changed=self._on_device_changed)
         form.addRow("Device", self._device)
-        self._device_info = _label(tip=(
+        self._device_info = label(tip=(
             "Where the model runs and in which precision, and why ('auto' picks bf16 on GPUs "
             "that support it and on CPUs with native bf16, fp32 elsewhere; the environment "
             "variable NAPARI_SAM_PRECISION changes what 'auto' means)."
         ))
         form.addRow(self._device_info)
-        self._precision = _combo(
+        self._precision = combo(
             PRECISION_CHOICES,
             tip="Compute precision of the model: 'auto' (shown above), 'fp32' (exact float32, "
                 "slower on CPUs with native bf16), 'bf16' (faster where the hardware has it; "
@@ -224,7 +177,7 @@ class SamWidget(QWidget):
             changed=self._on_precision_changed,
         )
         form.addRow("Precision", self._precision)
-        self._tile = _check(
+        self._tile = check(
             "Tile large images", True, toggled=lambda on: self._on_tile_changed(on),
             tip="Embed images over 1.5 model inputs wide (SAM: 1536 px, the demo: 384 px) at "
                 "full resolution in overlapping tiles of the model input's size, so small "
@@ -241,8 +194,8 @@ class SamWidget(QWidget):
         store_row.addWidget(browse)
         form.addRow("Embedding store", store_row)
         self._emb_state = QLabel("")
-        form.addRow(_button("Compute embeddings", None, self._on_compute), self._emb_state)
-        self._demo = _label(DEMO_LABEL, tip=DEMO_NOTICE)
+        form.addRow(button("Compute embeddings", None, self._on_compute), self._emb_state)
+        self._demo = label(DEMO_LABEL, tip=DEMO_NOTICE)
         self._demo.setStyleSheet("color: #f0c000;")
         form.addRow(self._demo)
         return box
@@ -251,7 +204,7 @@ class SamWidget(QWidget):
         box = QGroupBox("Prompts")
         v = QVBoxLayout(box)
         top = QHBoxLayout()
-        self._negative = _check("Negative points  (N)",
+        self._negative = check("Negative points  (N)",
                                 toggled=lambda on: self._on_negative_changed(on))
         self._live = self._option("Live preview", "live", True)
         help_btn = QToolButton()
@@ -264,9 +217,9 @@ class SamWidget(QWidget):
         top.addWidget(help_btn)
         v.addLayout(top)
         row = QHBoxLayout()
-        row.addWidget(_button("Segment", _key_of("segment"), self._on_segment))
-        row.addWidget(_button("Next mask", _key_of("next_candidate"), self._on_next_candidate))
-        row.addWidget(_button("Clear", _key_of("clear"), self._on_clear))
+        row.addWidget(button("Segment", key_of("segment"), self._on_segment))
+        row.addWidget(button("Next mask", key_of("next_candidate"), self._on_next_candidate))
+        row.addWidget(button("Clear", key_of("clear"), self._on_clear))
         v.addLayout(row)
         self._refine = self._option(
             "Refine selected label of the target layer", "refine",
@@ -280,7 +233,7 @@ class SamWidget(QWidget):
         box = QGroupBox("Commit")
         v = QVBoxLayout(box)
         form = QFormLayout()
-        self._target = _combo()
+        self._target = combo()
         self._target.activated.connect(lambda *_: self._on_target_changed())
         form.addRow("Labels layer", self._target)
         v.addLayout(form)
@@ -290,18 +243,18 @@ class SamWidget(QWidget):
         )
         v.addWidget(self._overwrite)
         row = QHBoxLayout()
-        row.addWidget(_button("Commit", _key_of("commit"), self._on_commit))
-        row.addWidget(_button("Undo", _key_of("undo"), self._on_undo))
-        row.addWidget(_button("Redo", _key_of("redo"), self._on_redo))
+        row.addWidget(button("Commit", key_of("commit"), self._on_commit))
+        row.addWidget(button("Undo", key_of("undo"), self._on_undo))
+        row.addWidget(button("Redo", key_of("redo"), self._on_redo))
         v.addLayout(row)
         return box
 
     def _build_volume(self) -> QGroupBox:
         box = QGroupBox("3D")
         form = QFormLayout(box)
-        self._scope = _combo(["objects on this slice", "all objects with prompts"])
+        self._scope = combo(["objects on this slice", "all objects with prompts"])
         form.addRow("Propagate", self._scope)
-        self._method = _combo(
+        self._method = combo(
             tip="SAM 2 memory (SAM 2 models): the model carries the object from slice to "
                 "slice with the masks and features of earlier slices, and stops where it "
                 "finds the object absent. SAM 1 re-prompting (SAM 1 models): each slice is "
@@ -310,9 +263,9 @@ class SamWidget(QWidget):
         for method, text in PROPAGATION_METHODS.items():
             self._method.addItem(text, method)
         form.addRow("Propagate with", self._method)
-        self._axis_kind = _combo(["z (volume)", "t (time series)"])
+        self._axis_kind = combo(["z (volume)", "t (time series)"])
         form.addRow("Stack axis is", self._axis_kind)
-        form.addRow(_button("Propagate", _key_of("propagate"), self._on_propagate))
+        form.addRow(button("Propagate", key_of("propagate"), self._on_propagate))
         return box
 
     def _build_trace(self) -> QGroupBox:
@@ -325,19 +278,19 @@ class SamWidget(QWidget):
     def _build_session(self) -> QGroupBox:
         box = QGroupBox("Session")
         v = QVBoxLayout(box)
-        self._resume_label = _label()
+        self._resume_label = label()
         self._resume_row = QWidget()
         rr = QHBoxLayout(self._resume_row)
         rr.setContentsMargins(0, 0, 0, 0)
-        rr.addWidget(_button("Resume", None, self._on_resume))
-        rr.addWidget(_button("Ignore", None, self._on_ignore_resume))
+        rr.addWidget(button("Resume", None, self._on_resume))
+        rr.addWidget(button("Ignore", None, self._on_ignore_resume))
         v.addWidget(self._resume_label)
         v.addWidget(self._resume_row)
         self._resume_label.setVisible(False)
         self._resume_row.setVisible(False)
         row = QHBoxLayout()
-        row.addWidget(_button("Save session...", None, self.save_session))
-        row.addWidget(_button("Load session...", None, self.load_session))
+        row.addWidget(button("Save session...", None, self.save_session))
+        row.addWidget(button("Load session...", None, self.load_session))
         v.addLayout(row)
         self._autosave = self._option(
             "Autosave next to the image", "autosave", True,
@@ -361,7 +314,7 @@ class SamWidget(QWidget):
             "(8 to 32 per side); a number sets the points per side (at least 4)."
         )
         form.addRow("Points per side", self._pps)
-        self._fill_gaps = _check(
+        self._fill_gaps = check(
             "Fill gaps", True,
             tip="Prompt again in large unlabelled regions after the grid pass, so objects "
                 "between grid points are not missed.",
@@ -381,9 +334,9 @@ class SamWidget(QWidget):
         self._min_size.setRange(0, 1_000_000)
         self._min_size.setValue(0)
         form.addRow("Minimum size (pixels)", self._min_size)
-        self._auto_scope = _combo(["current slice", "whole stack"])
+        self._auto_scope = combo(["current slice", "whole stack"])
         form.addRow("Where", self._auto_scope)
-        self._auto_propagate = _check(
+        self._auto_propagate = check(
             "Propagate objects through the stack", True,
             tip="Whole stack: after linking the slices' objects, propagate each one from the "
                 "slice where it is largest, so objects missed on some slices get their full "
@@ -394,7 +347,7 @@ class SamWidget(QWidget):
             lambda i: self._auto_propagate.setEnabled(i == 1)
         )
         form.addRow(self._auto_propagate)
-        form.addRow(_button("Segment everything", None, self._on_automatic))
+        form.addRow(button("Segment everything", None, self._on_automatic))
         return box
 
     def minimumSizeHint(self):
@@ -441,6 +394,18 @@ class SamWidget(QWidget):
         if keep is not None and (not L.same(layer, c.image_layer) or c.source is None) and (
                 not L.same(layer, self._refused_image)):  # said once, not on every change
             self._on_image_changed()
+
+    def _on_layer_inserted(self, event) -> None:
+        """Another image added while the dock works on one: napari puts it on top (over the
+        SAM layers) and selects it, so clicks prompt nothing; the status says what to do."""
+        from napari.layers import Image
+
+        layer, c = L.unwrap(event.value), self.controller
+        if (isinstance(layer, Image) and c.image_layer is not None
+                and not L.same(layer, c.image_layer)):
+            c.say(f"Image '{layer.name}' was added on top of the SAM layers: pick it in 'Image' "
+                  f"to segment it. The dock still works on '{c.image_layer.name}': select that "
+                  "image's 'SAM points' layer (or pick it again) to go on clicking there.")
 
     def _refresh_channels(self):
         layer = self._layer(self._image.currentData())

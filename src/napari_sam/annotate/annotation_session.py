@@ -271,6 +271,10 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
         if text != self.status:
             self._say(text)
 
+    def say(self, text: str) -> None:
+        """Show ``text`` as the status line (news the GUI has about the viewer)."""
+        self._say(text)
+
     def _say(self, text: str) -> None:
         if self.using_demo and "demo" not in text:
             text += " [demo model]"
