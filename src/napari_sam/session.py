@@ -495,8 +495,13 @@ def _outside_problem(rec: Mapping, n: int, h: int, w: int, what: str) -> str | N
     return None
 
 
-def check_image(session: Session, shape: Sequence[int], *, what: str = "this image") -> list[str]:
+def check_image(session: Session, shape: Sequence[int], *, what: str = "this image",
+                axes_hint: bool = True) -> list[str]:
     """Check a session against an image's (Z, Y, X) stack shape.
+
+    ``axes_hint``: where only the number of slices differs, say how to read the file with
+    the session's axes (``--axes`` of the command line, ``read_image``); the dock, whose
+    user opened the image in napari, passes False.
 
     Returns
     -------
@@ -517,7 +522,7 @@ def check_image(session: Session, shape: Sequence[int], *, what: str = "this ima
     if shape != session.shape:
         src = session.image.get("path") or session.image.get("name") or "another image"
         axes = recorded_axes(session)
-        hint = "" if axes is None or shape[1:] != session.shape[1:] else (
+        hint = "" if axes is None or shape[1:] != session.shape[1:] or not axes_hint else (
             f" (if it is the same file read with other axes, e.g. {session.shape[0]} slices "
             f"read as colour channels because the file does not name its axes, give the axes "
             f"the session's layer had: --axes {axes} on the command line, axes='{axes}' to "

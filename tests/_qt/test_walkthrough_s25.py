@@ -101,3 +101,19 @@ def test_an_image_added_on_top_says_how_to_go_on(stack_widget):
     assert text.startswith("Image 'flat' was added on top of the SAM layers: pick it in "
                            "'Image' to segment it. The dock still works on 'blobs'"), text
     assert widget.controller.image_layer.name == "blobs"
+
+
+def test_a_refusal_while_previewing_becomes_the_status_line(stack_widget):
+    """A click refining a label that is not on the shown slice: the status line says why (it
+    kept the last line, 'Committed label 1 ...', while only a notification said it)."""
+    viewer, widget = stack_widget
+    c = widget.controller
+    _click(viewer, widget, 20, 20)
+    _press(viewer, "Shift-C")
+    assert widget._status.text().startswith("Committed label 1")
+    c.target_layer.selected_label = 1
+    widget._refine.setChecked(True)
+    viewer.dims.set_point(0, 4)
+    assert not (np.asarray(c.target_layer.data)[4] == 1).any()  # a commit writes slice 3
+    _click(viewer, widget, 44, 44)
+    assert widget._status.text().startswith("Label 1 is not on slice 4"), widget._status.text()

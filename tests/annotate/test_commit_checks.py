@@ -95,3 +95,25 @@ def test_the_autosave_after_a_commit_holds_no_committed_click(session, tmp_path)
     saved = read_session(s.saved_session_path())
     assert len(saved.operations) == 1
     assert saved.pending == {"points": [], "labels": [], "boxes": []}
+
+
+def test_small_status_lines_say_what_is_true(session, tmp_path):
+    """Shift+M with nothing prompted says so; a 3D session loaded onto a 2D image in the dock
+    names the shapes without command-line advice (--axes, read_image)."""
+    from napari_sam.annotate import AnnotationSession
+    from stacks import blob_stack
+
+    s = session
+    assert s.next_candidate() is None
+    assert s.status.startswith("Nothing to choose from: click an object first")
+    s.path = str(tmp_path / "blobs.tif")
+    s.add_point(3, 20, 20)
+    s.update_preview()
+    s.commit()
+    flat = AnnotationSession()
+    flat.set_image(blob_stack()[3:4], name="flat")
+    with pytest.raises(UserError) as err:
+        flat.load_session(s.saved_session_path())
+    text = str(err.value)
+    assert "made for an image of (Z, Y, X) (6, 64, 64)" in text and "(1, 64, 64)" in text
+    assert "--axes" not in text and "read_image" not in text

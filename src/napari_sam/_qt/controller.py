@@ -381,7 +381,9 @@ class AnnotationController(AnnotationSession):
         self.trace_changed.emit(trace)
 
     def refresh_preview(self) -> None:
-        guarded(self.update_preview)()
+        # self as the handler's first argument: a refusal (e.g. "Label 5 is not on slice 4")
+        # also becomes the status line, not only a notification
+        guarded(lambda controller: controller.update_preview())(self)
 
     # ------------------------------------------------------------------ setup
     def set_image(self, layer, channel_axis: int | None = None) -> None:
@@ -550,8 +552,8 @@ class AnnotationController(AnnotationSession):
             if self._pending:  # prompts arrived while the job ran
                 self._pending = False
                 after = self.update_preview
-            if after is not None:
-                guarded(after)()
+            if after is not None:  # with self as the owner: a refusal is the status line too
+                guarded(lambda controller: after())(self)
 
         def errored(err):
             self._pending = False  # a click during a failed job must not start it again

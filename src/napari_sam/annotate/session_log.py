@@ -316,7 +316,7 @@ class SessionLog:
         try:
             sess = S.read_session(path)
             src = self._require_image()
-            S.check_image(sess, src.shape, what=f"'{self.image_name()}'")
+            S.check_image(sess, src.shape, what=f"'{self.image_name()}'", axes_hint=False)
             S.check_model(sess)
         except S.SessionError as err:
             raise UserError(f"{err}.") from None

@@ -147,6 +147,10 @@ class SlicePreview:
 
     def next_candidate(self) -> int | None:
         multi = [p for p in self.previews if p.n_candidates > 1]
+        if not self.previews:
+            self._say("Nothing to choose from: click an object first (a single click gives "
+                      "three candidate masks, and Shift+M shows the next).")
+            return None
         if not multi:
             self._say("Only one candidate: a single click without a box has three.")
             return None
