@@ -205,11 +205,22 @@ def test_autosave_falls_back_to_the_cache_folder_when_the_image_folder_is_read_o
         from napari_sam.session import read_session
 
         assert len(read_session(fallback, load_labels=False).operations) == 2
-        # opened again, the image offers its session from the cache folder
+        # opened again beside the labels that hold its session: the dock goes on with the
+        # session in the cache folder (no resume offer, which would copy the labels again)
         viewer.layers.remove("blobs")
         viewer.open(str(image), plugin="napari")
-        assert widget._resume_row.isVisibleTo(widget)
-        assert "2 commits" in widget._resume_label.text()
-        assert len(widget._on_resume().operations) == 2
+        assert not widget._resume_row.isVisibleTo(widget)
+        viewer.dims.set_point(0, 5)
+        canvas_click(viewer, 20, 20)
+        assert widget._on_commit().ids == [3]
+        assert len(read_session(fallback, load_labels=False).operations) == 3
+        # without those labels (another viewer), the image offers its session from there
+        other, w2 = make_widget()
+        w2._model.setCurrentIndex(w2._model.count() - 1)
+        w2._on_model_changed(str(tiny_ckpt))
+        other.open(str(image), plugin="napari")
+        assert w2._resume_row.isVisibleTo(w2)
+        assert "3 commits" in w2._resume_label.text()
+        assert len(w2._on_resume().operations) == 3
     finally:
         folder.chmod(0o755)

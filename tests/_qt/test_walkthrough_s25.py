@@ -117,3 +117,14 @@ def test_a_refusal_while_previewing_becomes_the_status_line(stack_widget):
     assert not (np.asarray(c.target_layer.data)[4] == 1).any()  # a commit writes slice 3
     _click(viewer, widget, 44, 44)
     assert widget._status.text().startswith("Label 1 is not on slice 4"), widget._status.text()
+
+
+def test_a_plain_click_on_the_boxes_layer_says_how_to_draw_a_box(stack_widget, qtbot):
+    viewer, widget = stack_widget
+    c = widget.controller
+    viewer.layers.selection.active = c.boxes_layer
+    canvas_click(viewer, 20, 20)
+    qtbot.waitUntil(lambda: len(c.boxes_layer.data) == 0, timeout=5_000)  # not left invisible
+    assert widget._status.text().startswith(
+        "A click on 'SAM boxes' draws no box: drag to draw one, or select 'SAM points'"), (
+        widget._status.text())

@@ -640,10 +640,27 @@ class AnnotationController(AnnotationSession):
         yield
         while event.type == "mouse_move":
             yield
-        if problem:
-            from qtpy.QtCore import QTimer
+        from qtpy.QtCore import QTimer
 
+        if problem:
             QTimer.singleShot(0, lambda: self._drop_boxes(problem))
+        else:  # a plain click draws a rectangle of about 1.5 px, never a prompt
+            QTimer.singleShot(0, self._drop_tiny_boxes)
+
+    @guarded
+    def _drop_tiny_boxes(self) -> None:
+        """Remove the rectangles a plain click on the boxes layer made (a side under
+        ``MIN_BOX_SIDE`` pixels: not prompts) and say how to draw a box or click points."""
+        layer, src = self.boxes_layer, self.source
+        if layer is None or src is None:
+            return
+        tiny = [i for i, (verts, kind) in enumerate(zip(layer.data, layer.shape_type))
+                if kind == "rectangle"
+                and np.ptp(src.to_zyx(verts)[:, 1:], axis=0).min() < L.MIN_BOX_SIDE]
+        if tiny:
+            self._drop_prompts(layer, tiny)
+            self._say(f"A click on '{L.BOXES_NAME}' draws no box: drag to draw one, or select "
+                      f"'{L.POINTS_NAME}' in the layer list to click points.")
 
     @guarded
     def _drop_boxes(self, problem: str) -> None:
