@@ -90,7 +90,9 @@ def test_negative_clicks_alone_refine_a_selected_label(stack_widget):
     widget._refine.setChecked(True)
     widget._on_segment()  # Shift+S: the same negative click, now refining label 5
     (preview,) = c.previews
-    assert preview.mask_prompt and preview.prompt.labels.tolist() == [0]
+    # the negative click, and a positive point placed on the part of the label it leaves
+    assert preview.mask_prompt and preview.prompt.labels.tolist() == [0, 1]
+    assert "a positive point was placed at" in widget._status.text()
     mask = preview.mask.copy()
     commit = widget._on_commit()
     assert commit.ids == [5]

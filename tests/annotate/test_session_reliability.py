@@ -54,7 +54,10 @@ def test_negative_points_alone_refine_a_label_and_replay(session, tmp_path):
     assert s.status.startswith(f"Refined label 5: {int((after == 5).sum())} pixels on slice 3 "
                                f"now ({added} added, {removed} removed).")
     sess = read_session(s.save_session(tmp_path / "refined"))
-    assert sess.operations[-1]["objects"][0]["labels"] == [0]
+    # the negative point and the positive point placed on the part kept (the anchor)
+    recorded = sess.operations[-1]["objects"][0]
+    assert recorded["labels"] == [0, 1]
+    assert recorded["points"][-1] == list(preview.prompt.anchor)
     assert np.array_equal(replay(sess, s.emb).labels, s.labels)
 
 

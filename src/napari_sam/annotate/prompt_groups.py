@@ -22,6 +22,7 @@ import numpy as np
 
 __all__ = [
     "POINT_OBJECT",
+    "anchor_refinements",
     "DrawnPrompts",
     "ObjectPrompts",
     "all_labelled",
@@ -51,6 +52,9 @@ class DrawnPrompts:
     points: np.ndarray  # (P, 2) float (row, col)
     labels: np.ndarray  # (P,) int 1 positive / 0 negative
     box: np.ndarray | None = None  # (4,) row0, col0, row1, col1
+    #: (row, col) of a positive point placed by :func:`anchor_refinements` (the last of
+    #: ``points``), or None: every point was drawn
+    anchor: tuple[float, float] | None = None
 
     @property
     def n_positive(self) -> int:
@@ -236,3 +240,35 @@ def outside_note(points_zyx, point_labels, boxes_zrcrc, shape) -> str:
     what = "prompt lies" if n == 1 else "prompts lie"
     return (f" {n} {what} beside the image and {'is' if n == 1 else 'are'} ignored: delete "
             f"{'it' if n == 1 else 'them'} (select in 'SAM points' / 'SAM boxes', Delete).")
+
+
+def anchor_refinements(objects: list[ObjectPrompts], labels, label: int) -> None:
+    """Give the point object a positive point where it refines ``label`` with negative points
+    alone: the label's pixel farthest from those negatives and from the label's edge
+    (``min(distance to the nearest negative, 3 x distance to the edge)``), in place.
+
+    A mask prompt with negative points alone left nothing with the demo model (the whole
+    label on the slice erased: 40 of 40 merged nucleus pairs, real and synthetic; with the
+    anchor, IoU 0.74 / 0.71 with the nucleus kept, docs/benchmarks.md): the anchor says which
+    part the negatives leave. ``labels``: (Z, Y, X) target labels.
+    """
+    from scipy import ndimage as ndi
+
+    for obj in objects:
+        if obj.key != POINT_OBJECT:
+            continue
+        for z, sp in obj.slices.items():
+            if sp.box is not None or sp.n_positive or not len(sp.points):
+                continue
+            region = np.asarray(labels[z]) == label
+            if not region.any():
+                continue
+            negatives = np.ones(region.shape, bool)
+            rows = np.clip(np.round(sp.points[:, 0]).astype(int), 0, region.shape[0] - 1)
+            cols = np.clip(np.round(sp.points[:, 1]).astype(int), 0, region.shape[1] - 1)
+            negatives[rows, cols] = False
+            score = np.minimum(ndi.distance_transform_edt(negatives),
+                               3 * ndi.distance_transform_edt(region)) * region
+            r, c = (float(v) for v in np.unravel_index(int(np.argmax(score)), score.shape))
+            obj.slices[z] = DrawnPrompts(np.vstack([sp.points, [[r, c]]]),
+                                         np.append(sp.labels, 1), None, (r, c))

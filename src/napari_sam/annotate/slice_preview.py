@@ -22,6 +22,7 @@ from .commit_checks import refine_problem
 from .errors import UserError
 from .prompt_groups import (
     POINT_OBJECT,
+    anchor_refinements,
     group_prompts,
     inside_image,
     nothing_to_segment,
@@ -43,7 +44,10 @@ class SlicePreview:
         points, labels, boxes, _ = inside_image(*self.prompt_arrays(), self.source.shape)
         label = self.selected_label() if self.refine else 0
         refine = refined_slices(points, self.target_labels(), label or 0)
-        return group_prompts(points, labels, boxes, refine_slices=refine)
+        objects = group_prompts(points, labels, boxes, refine_slices=refine)
+        if refine:  # negatives alone get a positive point on the part of the label they keep
+            anchor_refinements(objects, self.target_labels(), label)
+        return objects
 
     # ------------------------------------------------------------------ preview
     def _refine_id(self, z: int | None) -> int:
@@ -131,6 +135,12 @@ class SlicePreview:
             name = "point object" if p.key == POINT_OBJECT else f"box {p.key[1] + 1}"
             cand = f", candidate {p.index + 1}/{p.n_candidates}" if p.n_candidates > 1 else ""
             parts.append(f"{name}: score {p.score:.2f}{cand}")
+        anchored = [p for p in self.previews if getattr(p.prompt, "anchor", None) is not None]
+        if anchored:
+            r, c = anchored[0].prompt.anchor
+            parts.append(f"negative points alone: a positive point was placed at (row {r:.0f}, "
+                         f"col {c:.0f}), the part of the label farthest from them (click a "
+                         "positive point yourself to choose the part kept)")
         refine = self._refine_id(None)
         labels = self.target_labels() if refine else None
         problem = "" if labels is None else refine_problem(
