@@ -128,3 +128,21 @@ def test_a_plain_click_on_the_boxes_layer_says_how_to_draw_a_box(stack_widget, q
     assert widget._status.text().startswith(
         "A click on 'SAM boxes' draws no box: drag to draw one, or select 'SAM points'"), (
         widget._status.text())
+
+
+def test_loading_a_session_is_said_in_a_notification_too(make_widget, stack_file, tiny_ckpt,
+                                                         tmp_path, notifications):
+    """The status line's 'Loaded the session ...' is soon replaced by the preview's line:
+    a notification keeps it in view."""
+    from sam_qt_helpers import pick_checkpoint
+
+    viewer, widget = make_widget()
+    pick_checkpoint(widget, tiny_ckpt)
+    viewer.open(str(stack_file), plugin="napari")
+    viewer.dims.set_point(0, 3)
+    _click(viewer, widget, 20, 20)
+    _press(viewer, "Shift-C")
+    path = widget.save_session(str(tmp_path / "blobs.json"))
+    widget.load_session(str(path))
+    assert any(m.startswith("Loaded the session blobs.json (1 commit") for _, m in notifications), (
+        notifications, widget._status.text())

@@ -343,8 +343,10 @@ class SessionLog:
             self.notify_warning(text)
             self._say(text)
             return sess
-        self._say(f"Loaded the session {Path(path).name} ({sess.summary()}); continue where it "
-                  "stopped.")
+        text = (f"Loaded the session {Path(path).name} ({sess.summary()}); continue where it "
+                "stopped.")
+        self.notify_info(text)  # stays in view when the preview's line replaces the status
+        self._say(text)
         return sess
 
     def _restore(self, sess: S.Session) -> None:
