@@ -113,15 +113,9 @@ def test_segment_runs_a_saved_points_layer(tmp_path, files, offline_cli, monkeyp
 
     from cli_runner import cli, error_line
     from napari_sam import volume
+    from spy import spy
 
-    seen = []
-    real = volume.segment_volume
-
-    def spy(emb, prompts, **kw):
-        seen.append(prompts)
-        return real(emb, prompts, **kw)
-
-    monkeypatch.setattr(volume, "segment_volume", spy)
+    seen = spy(monkeypatch, volume, "segment_volume", lambda emb, prompts, **kw: prompts)
     p = _saved(tmp_path / "clicks.csv", [[3, 20, 20], [2, 44, 44]])
     rc, _, err = cli(["segment", files["stack"], "-o", tmp_path / "out", "-p", p, "--model",
                       files["model"], "--iou-threshold", "0", "--min-area", "0", "-q"], capsys)

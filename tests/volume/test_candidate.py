@@ -170,15 +170,10 @@ def test_segment_keeps_the_candidate_of_a_prompts_file(tmp_path, files, offline_
 
     from cli_runner import cli, error_line
     from napari_sam import volume
+    from spy import spy
 
-    calls = []
-    real = volume.segment_volume
-
-    def spy(emb, prompts, **kw):
-        calls.append(emb)
-        return real(emb, prompts, **kw)
-
-    monkeypatch.setattr(volume, "segment_volume", spy)  # batch imports it when it runs
+    # batch imports segment_volume when it runs
+    calls = spy(monkeypatch, volume, "segment_volume", lambda emb, prompts, **kw: emb)
     got = {}
     for c in ("", "0", "2"):
         p = tmp_path / f"c{c or 'best'}.csv"
