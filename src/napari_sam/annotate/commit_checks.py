@@ -39,9 +39,8 @@ def preview_out_of_date(previews: Sequence[ObjectPreview], objects) -> str:
     slices = {p.z for p in previews}
     drawn = {(o.key, z): sp for o in objects for z, sp in o.slices.items() if z in slices}
     if set(drawn) != set(shown) or any(not _same_prompt(drawn[k], shown[k]) for k in drawn):
-        return ("the prompts changed since the preview was computed (live preview is off), so "
-                "the preview is not what they segment: press Shift+S to compute it, then "
-                "Shift+C")
+        return ("the prompts changed since the preview was computed, so the preview is not "
+                "what they segment: press Shift+S to compute it, then Shift+C")
     return ""
 
 

@@ -260,15 +260,22 @@ def anchor_refinements(objects: list[ObjectPrompts], labels, label: int) -> None
         for z, sp in obj.slices.items():
             if sp.box is not None or sp.n_positive or not len(sp.points):
                 continue
-            region = np.asarray(labels[z]) == label
-            if not region.any():
+            found = ndi.find_objects((np.asarray(labels[z]) == label).astype(np.uint8))
+            if not found or found[0] is None:
                 continue
+            # the label's bounding box and a pixel of margin (a large image's slice is never
+            # transformed whole), with the negatives moved onto its border where outside
+            rs, cs = (slice(max(0, s.start - 1), s.stop + 1) for s in found[0])
+            region = np.asarray(labels[z])[rs, cs] == label
             negatives = np.ones(region.shape, bool)
-            rows = np.clip(np.round(sp.points[:, 0]).astype(int), 0, region.shape[0] - 1)
-            cols = np.clip(np.round(sp.points[:, 1]).astype(int), 0, region.shape[1] - 1)
+            rows = np.clip(np.round(sp.points[:, 0]).astype(int) - rs.start, 0,
+                           region.shape[0] - 1)
+            cols = np.clip(np.round(sp.points[:, 1]).astype(int) - cs.start, 0,
+                           region.shape[1] - 1)
             negatives[rows, cols] = False
             score = np.minimum(ndi.distance_transform_edt(negatives),
                                3 * ndi.distance_transform_edt(region)) * region
-            r, c = (float(v) for v in np.unravel_index(int(np.argmax(score)), score.shape))
+            r, c = np.unravel_index(int(np.argmax(score)), score.shape)
+            r, c = float(r + rs.start), float(c + cs.start)
             obj.slices[z] = DrawnPrompts(np.vstack([sp.points, [[r, c]]]),
                                          np.append(sp.labels, 1), None, (r, c))
