@@ -205,7 +205,7 @@ class SamWidget(QWidget):
         v = QVBoxLayout(box)
         top = QHBoxLayout()
         self._negative = check("Negative points  (N)",
-                                toggled=lambda on: self._on_negative_changed(on))
+                               toggled=lambda on: self._on_negative_changed(on))
         self._live = self._option("Live preview", "live", True)
         help_btn = QToolButton()
         help_btn.setText("?")
