@@ -130,3 +130,22 @@ def test_segment_runs_a_saved_points_layer(tmp_path, files, offline_cli, monkeyp
                       files["model"], "-q"], capsys)
     assert rc == 2 and len(seen) == 1
     assert "far.csv, line 3: slice 9 is out of range" in error_line(err)
+
+
+def test_layer_files_that_are_not_prompts_name_the_problem(tmp_path):
+    """Found by a review: a header with a gap in its axes, a box a plain click drew, an empty
+    layer."""
+    gap = tmp_path / "gap.csv"
+    gap.write_text("index,axis-0,axis-2\n0,3,4\n")
+    with pytest.raises(batch.BatchError, match="napari points layer with 2 coordinate columns"):
+        batch.load_prompts(gap)
+    tiny = _saved_shapes(tmp_path / "tiny.csv",
+                         [[[3, 10, 12], [3, 10, 30], [3, 28, 30], [3, 28, 12]],
+                          [[3, 40, 40], [3, 40, 41.5], [3, 41.5, 41.5], [3, 41.5, 40]]],
+                         ["rectangle", "rectangle"])
+    with pytest.raises(batch.BatchError, match=r"line 6: the rectangle is 1.5 px across, not a box"):
+        batch.load_prompts(tiny)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("index,axis-0,axis-1,axis-2\n")
+    with pytest.raises(batch.BatchError, match="is a napari points layer without points"):
+        batch.load_prompts(empty)

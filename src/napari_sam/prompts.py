@@ -32,6 +32,7 @@ from napari_sam.preprocess import ResizeSpec, boxes_to_model, points_to_model
 
 __all__ = [
     "MASK_PROMPT_LOGIT",
+    "MIN_BOX_SIDE",
     "PromptKind",
     "box_is_inverted",
     "box_is_outside",
@@ -54,6 +55,11 @@ __all__ = [
     "stack_prompts",
     "upsample_logits",
 ]
+
+#: Boxes with a side shorter than this (image pixels) are not prompts: a plain click on
+#: napari's shapes layer makes a rectangle of about 1.5 px, which would segment junk (the
+#: dock drops them; a prompts file with one is refused).
+MIN_BOX_SIDE = 3.0
 
 #: magnitude of the low-resolution logits made from a binary mask (:func:`mask_to_logits`)
 MASK_PROMPT_LOGIT = 10.0

@@ -117,3 +117,60 @@ def test_small_status_lines_say_what_is_true(session, tmp_path):
     text = str(err.value)
     assert "made for an image of (Z, Y, X) (6, 64, 64)" in text and "(1, 64, 64)" in text
     assert "--axes" not in text and "read_image" not in text
+
+
+def test_a_preview_made_with_another_refine_setting_is_not_committed(session):
+    """Ticking or unticking 'Refine selected label', or picking another label, after the
+    preview: the commit would replace the wrong label (found by a review)."""
+    s = session
+    _commit_label_1(s)
+    s.add_point(3, 20, 20)
+    s.update_preview()  # a plain click's preview
+    s.refine, s.refine_label = True, 1
+    with pytest.raises(UserError, match=r"the label refined changed since the preview .*"
+                                        r"no label then, label 1 now"):
+        s.commit()
+    s.update_preview()  # Shift+S: now refining label 1
+    s.refine = False
+    with pytest.raises(UserError, match="label 1 then, no label now"):
+        s.commit()
+    assert (s.labels == 1).sum() and s.labels.max() == 1  # nothing written
+
+
+def test_a_propagation_older_than_the_prompts_is_not_committed(session):
+    s = session
+    s.live = False
+    s.add_point(3, 20, 20)
+    s.propagate()
+    assert s.volume is not None
+    s.add_point(3, 44, 44)
+    with pytest.raises(UserError, match="the prompts changed since the propagation"):
+        s.commit()
+    assert s.labels is None or not s.labels.any()
+    s.propagate()  # Shift+D
+    assert s.commit().n_pixels > 0
+
+
+def test_a_reopened_session_takes_over_the_autosaved_log_at_once(session, tmp_path):
+    """Beside the labels that hold the autosave, no resume offer and the log goes on at once:
+    a session saved before the next commit keeps the earlier commits (it kept none)."""
+    from napari_sam.annotate import AnnotationSession, ModelChoice
+    from napari_sam.session import read_session
+    from stacks import blob_stack
+
+    s = session
+    s.path = str(tmp_path / "blobs.tif")
+    for r in (20, 44):
+        s.add_point(3, r, r)
+        s.update_preview()
+        s.commit()
+    again = AnnotationSession()
+    again.set_image(blob_stack(), name="blobs")
+    again.path = s.path
+    again.labels = s.labels.copy()  # the labels layer still in the viewer
+    choice = ModelChoice("tiny", "tiny")
+    again.models.put(choice, "auto", s.predictor)
+    again.set_model(choice)
+    assert again.offer_resume() is None
+    saved = read_session(again.save_session(tmp_path / "again"))
+    assert [op["ids"] for op in saved.operations] == [[1], [2]]

@@ -94,3 +94,22 @@ def test_negative_clicks_alone_cut_a_merged_nucleus_off_with_the_demo_model():
     for name, v in ious.items():
         assert (v > 0).all(), (name, v)
         assert v.mean() >= 0.62, (name, v.mean())
+
+
+def test_far_negatives_and_a_label_under_its_negative():
+    """Found by a review: a negative far outside the label's box counts at its true distance
+    (it was clipped onto the box and pulled the anchor aside), and a label every pixel of which
+    lies under a negative point gets no anchor (it landed beside the label)."""
+    yy, xx = np.mgrid[:200, :300]
+    labels = np.zeros((1, 200, 300), np.uint32)
+    labels[0][((yy - 100) / 30) ** 2 + ((xx - 100) / 60) ** 2 < 1] = 1
+    objects = group_prompts(np.array([[0.0, 100, 290]]), [0], np.zeros((0, 5)),
+                            refine_slices={0})
+    anchor_refinements(objects, labels, 1)
+    r, c = objects[0].slices[0].anchor
+    assert abs(r - 100) <= 2 and abs(c - 100) <= 10  # the middle (it was col 70)
+    one = np.zeros((1, 64, 64), np.uint32)
+    one[0, 20, 30] = 1
+    objects = group_prompts(np.array([[0.0, 20, 30]]), [0], np.zeros((0, 5)), refine_slices={0})
+    anchor_refinements(objects, one, 1)
+    assert objects[0].slices[0].anchor is None and objects[0].slices[0].labels.tolist() == [0]

@@ -11,6 +11,7 @@ import pandas as pd
 
 from napari_sam.annotate.image_source import ImageSource
 from napari_sam.annotate.prompt_groups import boxes_from_shapes
+from napari_sam.prompts import MIN_BOX_SIDE
 
 __all__ = [
     "BOXES_NAME",
@@ -242,9 +243,6 @@ def read_points(layer, source: ImageSource) -> tuple[np.ndarray, np.ndarray]:
     return zyx, (kinds != "negative").astype(int)
 
 
-#: Rectangles with a side shorter than this (image pixels) are not prompts: a plain click
-#: on the boxes layer makes one of about 1.5 px, which would segment junk.
-MIN_BOX_SIDE = 3.0
 
 
 def read_boxes(layer, source: ImageSource) -> list[np.ndarray]:

@@ -27,7 +27,12 @@ from napari_sam.annotation import (
     not_writable,
 )
 
-from .commit_checks import preview_out_of_date, refine_problem
+from .commit_checks import (
+    preview_out_of_date,
+    refine_changed,
+    refine_problem,
+    volume_out_of_date,
+)
 from .embedding_cache import EmbeddingCache, describe_tiling, missing_slices, new_embeddings
 from .errors import UserError
 from .image_source import ImageSource, make_source
@@ -97,6 +102,8 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
         self.predictor = None
         self.emb = None
         self.previews: list[ObjectPreview] = []
+        self._preview_refine = 0  # the label the slice preview refined (0: none)
+        self._volume_drawn = None  # the prompt arrays the propagated preview was made from
         #: Shift+M choices: (object, slice, prompt, model, image) -> candidate index shown
         #: (:meth:`choice_key`); the preview and Propagate start from it
         self.chosen_candidates: dict[tuple, int] = {}
@@ -570,8 +577,12 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
         if not objects:
             raise UserError("The preview is empty: add prompts until the object shows, then commit.")
         self._require_writable(self.target_labels())
-        problem = ((preview_out_of_date(self.previews, self.objects()) if self.volume is None
-                    else "") or refine_problem(objects, self.target_labels()))
+        if self.volume is None:
+            problem = (preview_out_of_date(self.previews, self.objects())
+                       or refine_changed(self._preview_refine, self._refine_id(None)))
+        else:
+            problem = volume_out_of_date(self._volume_drawn, self.prompt_arrays())
+        problem = problem or refine_problem(objects, self.target_labels())
         if problem:
             self._say(f"Not committed: {problem}.")
             raise UserError(f"Not committed: {problem}.")

@@ -15,7 +15,7 @@ import numpy as np
 
 from napari_sam.annotation import ObjectMask, ObjectPreview
 
-__all__ = ["preview_out_of_date", "refine_problem"]
+__all__ = ["preview_out_of_date", "refine_changed", "refine_problem", "volume_out_of_date"]
 
 
 def _same_prompt(a, b) -> bool:
@@ -42,6 +42,28 @@ def preview_out_of_date(previews: Sequence[ObjectPreview], objects) -> str:
         return ("the prompts changed since the preview was computed, so the preview is not "
                 "what they segment: press Shift+S to compute it, then Shift+C")
     return ""
+
+
+def refine_changed(previewed: int, now: int) -> str:
+    """Why a slice preview made while refining label ``previewed`` (0: none) is not what a
+    commit refining ``now`` would write, "" when they are the same label."""
+    if int(previewed) == int(now):
+        return ""
+    what = (f"label {previewed}" if previewed else "no label") + " then, " + (
+        f"label {now}" if now else "no label") + " now"
+    return ("the label refined changed since the preview was computed ('Refine selected "
+            f"label' or the label picked: {what}), so it would replace the wrong label: press "
+            "Shift+S to compute the preview again, then Shift+C")
+
+
+def volume_out_of_date(drawn_then, drawn_now) -> str:
+    """Why a propagated preview made from the prompt arrays ``drawn_then`` (points, labels,
+    boxes) is not what the prompts ``drawn_now`` propagate, "" when they are the same."""
+    if drawn_then is None or all(np.array_equal(np.asarray(a), np.asarray(b))
+                                 for a, b in zip(drawn_then, drawn_now)):
+        return ""
+    return ("the prompts changed since the propagation, so the preview is not what they "
+            "propagate: press Shift+D to propagate again, then Shift+C")
 
 
 def refine_problem(objects: Sequence[ObjectMask], labels: np.ndarray) -> str:

@@ -263,19 +263,18 @@ def anchor_refinements(objects: list[ObjectPrompts], labels, label: int) -> None
             found = ndi.find_objects((np.asarray(labels[z]) == label).astype(np.uint8))
             if not found or found[0] is None:
                 continue
-            # the label's bounding box and a pixel of margin (a large image's slice is never
-            # transformed whole), with the negatives moved onto its border where outside
+            # within the label's bounding box and a pixel of margin (a large image's slice is
+            # never transformed whole); distances to the negatives exact, wherever they lie
             rs, cs = (slice(max(0, s.start - 1), s.stop + 1) for s in found[0])
             region = np.asarray(labels[z])[rs, cs] == label
-            negatives = np.ones(region.shape, bool)
-            rows = np.clip(np.round(sp.points[:, 0]).astype(int) - rs.start, 0,
-                           region.shape[0] - 1)
-            cols = np.clip(np.round(sp.points[:, 1]).astype(int) - cs.start, 0,
-                           region.shape[1] - 1)
-            negatives[rows, cols] = False
-            score = np.minimum(ndi.distance_transform_edt(negatives),
-                               3 * ndi.distance_transform_edt(region)) * region
-            r, c = np.unravel_index(int(np.argmax(score)), score.shape)
-            r, c = float(r + rs.start), float(c + cs.start)
+            rr, cc = np.mgrid[rs.start:rs.start + region.shape[0],
+                              cs.start:cs.start + region.shape[1]]
+            near = np.min(np.hypot(rr[None] - sp.points[:, :1, None],
+                                   cc[None] - sp.points[:, 1:, None]), axis=0)
+            score = np.minimum(near, 3 * ndi.distance_transform_edt(region)) * region
+            if not score.max() > 0:  # every pixel of the label under a negative point
+                continue
+            best = np.unravel_index(int(np.argmax(score)), score.shape)
+            r, c = float(rr[best]), float(cc[best])
             obj.slices[z] = DrawnPrompts(np.vstack([sp.points, [[r, c]]]),
                                          np.append(sp.labels, 1), None, (r, c))

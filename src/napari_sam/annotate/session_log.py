@@ -82,17 +82,18 @@ class SessionLog:
         self._kept_aside: Path | None = None  # where an earlier autosave was kept
 
     # ------------------------------------------------------------------ the log
-    def _log_before_commit(self, target, data: np.ndarray) -> None:
+    def _log_before_commit(self, target, data: np.ndarray, held: S.Session | None = None) -> None:
         """Before committing into ``target`` ((Z, Y, X) ``data``): a new target starts a
         new log, with its content as the base, unless the autosaved session holds exactly
-        that content (the dock was closed and opened again): its log goes on."""
+        that content (the dock was closed and opened again; ``held``: that session, already
+        read): its log goes on."""
         if target is self._log_target:
             return
         self._log_target = target
         self._log_generation += 1
         self.log, self._redo_log = [], []
         self._log_base = np.array(data, copy=True) if data.any() else None
-        self._continue_autosave(data)
+        self._continue_autosave(data, held)
 
     def autosave_holding(self, data: np.ndarray) -> S.Session | None:
         """The autosaved session of this image when its labels are exactly ``data`` ((Z, Y, X)
@@ -121,10 +122,11 @@ class SessionLog:
                 return i, sess
         return None
 
-    def _continue_autosave(self, data: np.ndarray) -> None:
+    def _continue_autosave(self, data: np.ndarray, held: S.Session | None = None) -> None:
         """Take the log and base of the autosaved session of this image when it holds
-        ``data`` (:meth:`autosave_holding`): the file goes on, it is not replaced."""
-        sess = self.autosave_holding(data)
+        ``data`` (:meth:`autosave_holding`, or ``held`` when the caller read it): the file
+        goes on, it is not replaced."""
+        sess = self.autosave_holding(data) if held is None else held
         if sess is None:
             return
         self.log, self._log_base = list(sess.operations), sess.base
@@ -377,8 +379,13 @@ class SessionLog:
         if self.session_path is not None and self.session_path == target:
             return None
         labels = self.target_labels()
-        if labels is not None and self.autosave_holding(np.asarray(labels)) is not None:
-            return None  # its log goes on at the next commit (_continue_autosave)
+        held = None if labels is None else self.autosave_holding(np.asarray(labels))
+        if held is not None:
+            try:  # its log goes on from now (a saved session keeps its commits)
+                self._log_before_commit(*self.commit_target(), held=held)
+            except UserError:  # a target that cannot take commits: nothing to go on with
+                pass
+            return None
         try:
             sess = S.read_session(target, load_labels=False)
         except S.SessionError:

@@ -95,6 +95,7 @@ class SlicePreview:
         emb = self.emb[z]
         self.previews = decode_slice(self.predictor, emb, z, on_slice, self._mask_inputs(z, emb),
                                      edges=self._slice_edges(z))
+        self._preview_refine = self._refine_id(None)
         for p in self.previews:  # the candidate Shift+M chose for this very prompt
             chosen = self.chosen_candidates.get(self.choice_key(p.key, z, p.prompt,
                                                                 p.mask_prompt))

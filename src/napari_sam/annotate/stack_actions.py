@@ -200,8 +200,9 @@ class StackActions:
         if problem:
             self.refuse(problem)
         src, prompts, replaces, keys, ignored = self._volume_prompts(all_objects)
+        drawn = [np.array(a, copy=True) for a in self.prompt_arrays()]  # what it propagates
         if method == "sam2":
-            return self._propagate_sam2(src, prompts, replaces, keys, ignored, **options)
+            return self._propagate_sam2(src, prompts, replaces, keys, ignored, drawn, **options)
         from napari_sam.volume import segment_volume
 
         prep = self._prepare_gen(None)
@@ -217,11 +218,11 @@ class StackActions:
             return prepared, result, _trace(result, src.stack, prompts)
 
         def done(value):
-            self._show_volume(value, (prompts, options, keys), replaces, ignored, "")
+            self._show_volume(value, (prompts, options, keys), replaces, ignored, "", drawn)
 
         return self.start_job(gen(), "Propagating through the stack", done)
 
-    def _propagate_sam2(self, src, prompts, replaces, keys, ignored,
+    def _propagate_sam2(self, src, prompts, replaces, keys, ignored, drawn,
                         stop_after_absent: int = SAM2_ABSENT_SLICES):
         """SAM 2 memory propagation of ``prompts`` (see :meth:`propagate`)."""
         from napari_sam.embeddings import stack_intensity_limits
@@ -246,20 +247,20 @@ class StackActions:
 
         def done(value):
             self._show_volume(value, (prompts, options, keys), replaces, ignored,
-                              " with SAM 2 memory", stop_after_absent)
+                              " with SAM 2 memory", drawn, stop_after_absent)
 
         return self.start_job(gen(), "Propagating through the stack with SAM 2 memory", done)
 
-    def _show_volume(self, value, request, replaces, ignored, how: str,
+    def _show_volume(self, value, request, replaces, ignored, how: str, drawn,
                      absent_slices: int = SAM2_ABSENT_SLICES) -> None:
-        """Main thread: a finished propagation becomes the preview; the status says where
-        and why each object stopped."""
+        """Main thread: a finished propagation becomes the preview (``drawn``: the prompt
+        arrays it was made from); the status says where and why each object stopped."""
         prepared, result, trace = value
         self._adopt(*prepared)
         if not self.result_is_current(prepared, "Propagating" + how):
             return
         self.previews, self.volume, self._volume_replaces = [], result, replaces
-        self._volume_request = request
+        self._volume_request, self._volume_drawn = request, drawn
         self.trace = trace
         self.notify_trace(trace)
         self.render()

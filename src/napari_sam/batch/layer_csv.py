@@ -47,7 +47,8 @@ def prompts_from_layer_csv(path: Path, reader: csv.DictReader) -> Prompts:
     lower = {c.strip().lower(): c for c in reader.fieldnames if c is not None}
     shapes = "shape-type" in lower and "vertex-index" in lower
     kind = "shapes" if shapes else "points"
-    if len(axes) not in (2, 3) or any(k.startswith("axis-") and k not in axes for k in lower):
+    if (len(axes) not in (2, 3) or axes != [f"axis-{i}" for i in range(len(axes))]
+            or any(k.startswith("axis-") and k not in axes for k in lower)):
         raise BatchError(
             f"prompts file {str(path)!r} is a napari {kind} layer with {len(axes)} coordinate "
             "columns (axis-0, axis-1, ...); prompts need a 2D layer (row, col) or a 3D one "
@@ -55,10 +56,15 @@ def prompts_from_layer_csv(path: Path, reader: csv.DictReader) -> Prompts:
             "write the columns id,slice,row,col")
     try:
         if shapes:
-            return _prompts_from_shapes_layer(path, reader, axes, lower)
-        return _prompts_from_points_layer(path, reader, axes, lower)
+            per_file = _prompts_from_shapes_layer(path, reader, axes, lower)
+        else:
+            per_file = _prompts_from_points_layer(path, reader, axes, lower)
     except csv.Error as exc:
         raise BatchError(f"{path.name}, line {reader.line_num}: not valid CSV ({exc})") from None
+    if not per_file:
+        raise BatchError(f"prompts file {str(path)!r} is a napari {kind} layer without "
+                         f"{kind}: add them in napari and save the layer again")
+    return per_file
 
 
 def _slice_of(coords: list[float], n_axes: int, where: str, what: str) -> int:
@@ -66,7 +72,9 @@ def _slice_of(coords: list[float], n_axes: int, where: str, what: str) -> int:
     z = 0.0 if n_axes == 2 else coords[0]
     if abs(z - round(z)) > 1e-3:
         raise BatchError(f"{where}: axis-0 (the slice) is {z:g}, between two slices; place "
-                         f"the {what} on a slice of the stack")
+                         f"the {what} on a slice of the stack (a layer over an image with a "
+                         "channel axis has the channel as axis-0: draw over one channel's "
+                         "layer, or write the columns id,slice,row,col)")
     return int(round(z))
 
 
@@ -90,6 +98,8 @@ def _prompts_from_shapes_layer(path: Path, reader: csv.DictReader, axes: list[st
     """A napari shapes layer saved as CSV: one row per vertex, shapes by ``index``. Each
     closed shape (rectangle, ellipse, polygon) on one slice is an object whose box prompt is
     its bounding box (ids 1, 2, ... in the file's order of shapes)."""
+    from napari_sam.prompts import MIN_BOX_SIDE  # the dock's rule
+
     shapes: dict[str, dict] = {}
     for where, raw, coords in _rows(path, reader, lower, axes):
         key = (raw[lower["index"]] or "").strip() if "index" in lower else where
@@ -111,6 +121,11 @@ def _prompts_from_shapes_layer(path: Path, reader: csv.DictReader, axes: list[st
                              f"{sorted(shape['slices'])}; draw each box on one slice")
         rows = [v[0] for v in shape["vertices"]]
         cols = [v[1] for v in shape["vertices"]]
+        side = min(max(rows) - min(rows), max(cols) - min(cols))
+        if side < MIN_BOX_SIDE:
+            raise BatchError(f"{where}: the {shape['kind']} is {side:g} px across, not a box "
+                             f"(a plain click draws one; boxes need {MIN_BOX_SIDE:g} px or "
+                             "more): drag a rectangle around the object, or remove it")
         entry = {"slice": shape["slices"].pop(),
                  "box": [min(rows), min(cols), max(rows), max(cols)]}
         per_file.add("", oid, check_entry(entry, where), where)
