@@ -584,8 +584,7 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
             problem = volume_out_of_date(self._volume_drawn, self.prompt_arrays())
         problem = problem or refine_problem(objects, self.target_labels())
         if problem:
-            self._say(f"Not committed: {problem}.")
-            raise UserError(f"Not committed: {problem}.")
+            self.refuse(f"Not committed: {problem}.")
         before = objects
         objects, skipped = self._skip_labelled(objects, clicks)
         written = [(k, o.replaces) for k, o in zip(keys, before) if any(o is w for w in objects)]
