@@ -77,7 +77,27 @@ class AnnotationController(AnnotationSession):
 
     @target_layer.setter
     def target_layer(self, layer) -> None:
-        self._target_layer = L.unwrap(layer)
+        old, self._target_layer = self._target_layer, L.unwrap(layer)
+        if old is not None and not L.same(old, self._target_layer):
+            old.events.selected_label.disconnect(self._on_refine_input)
+        if self._target_layer is not None and not L.same(old, self._target_layer):
+            self._target_layer.events.selected_label.connect(self._on_refine_input)
+
+    def set_refine(self, on: bool) -> None:
+        """Tick or untick 'Refine selected label' (the live preview decodes again)."""
+        self.refine = bool(on)
+        self._on_refine_input()
+
+    def _on_refine_input(self, event=None) -> None:
+        """'Refine selected label' or the target's selected label changed: a live slice
+        preview decodes again, so that it shows what Shift+C commits."""
+        if event is not None and not self.refine:
+            return
+        if self._muted or not self.live or self.volume is not None or self.source is None:
+            return
+        points, _, boxes = self.prompt_arrays()
+        if len(points) + len(boxes):
+            self.refresh_preview()
 
     # ------------------------------------------------------------------ hooks: the image
     def image_identity(self) -> tuple:

@@ -221,10 +221,11 @@ class SamWidget(QWidget):
         row.addWidget(button("Next mask", key_of("next_candidate"), self._on_next_candidate))
         row.addWidget(button("Clear", key_of("clear"), self._on_clear))
         v.addLayout(row)
-        self._refine = self._option(
-            "Refine selected label of the target layer", "refine",
-            tip="Select a label in the target labels layer (picker tool), then click: its mask "
-                "is the starting point and the commit replaces it.",
+        self._refine = check(
+            "Refine selected label of the target layer", False,
+            "Select a label in the target labels layer (picker tool), then click: its mask "
+            "is the starting point and the commit replaces it.",
+            toggled=lambda on: self.controller.set_refine(on),
         )
         v.addWidget(self._refine)
         return box
