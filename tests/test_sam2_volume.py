@@ -154,6 +154,6 @@ def test_a_chosen_candidate_starts_the_object_on_its_slice(model, stack, monkeyp
                                 2: [{"slice": 3, "points": [[10, 10]]}]}, model,
                         stop_after_absent=1)
     assert seen[:2] == [1, None] and set(seen[2:]) == {None}
-    with pytest.raises(ValueError, match="'candidate' picks one of the three masks"):
+    with pytest.raises(ValueError, match="'candidate' belongs to a single click"):
         segment_volume_sam2(stack, {1: [{"slice": 2, "box": [5, 5, 30, 40], "candidate": 1}]},
                             model)

@@ -119,23 +119,20 @@ def _check_slice_op(op: Mapping, where: str) -> None:
 
 
 def _check_candidate(rec: Mapping, items: list, where: str) -> None:
-    """A volume commit's prompt ``rec`` (of the object's ``items``) with a ``candidate``: 0,
-    1 or 2, on a single click (one point labelled 1, no box) alone on its slice."""
+    """A volume commit's prompt ``rec`` (of the object's ``items``) with a ``candidate``
+    (:func:`napari_sam.volume.annotations.candidate_problem`)."""
     cand = rec.get("candidate")
     if cand is None:
         return
-    from napari_sam.volume.annotations import N_CANDIDATES
+    from napari_sam.volume.annotations import candidate_problem
 
-    if not (_whole(cand) and cand < N_CANDIDATES):
-        raise session_error(where, "'candidate' must be 0, 1 or 2 (the single click's mask "
-                                   f"kept), got {cand!r}")
-    single = (len(rec.get("points", [])) == 1 and rec.get("labels", [1]) == [1]
-              and rec.get("box") is None)
-    alone = sum(r.get("slice") == rec["slice"] for r in items if isinstance(r, Mapping)) == 1
-    if not (single and alone):
-        raise session_error(where, f"slice {rec['slice']}: 'candidate' belongs to a single "
-                                   "click (one point labelled 1, no box, no other prompt of the "
-                                   "object on that slice); remove it")
+    labels = rec.get("labels", [])
+    others = sum(r.get("slice") == rec["slice"] for r in items if isinstance(r, Mapping)) - 1
+    problem = candidate_problem(
+        cand, points=len(rec.get("points", [])),
+        positive=sum(v == 1 for v in labels), box=rec.get("box") is not None, others=others)
+    if problem:
+        raise session_error(f"{where}, slice {rec['slice']}", problem)
 
 
 def _check_volume_op(op: Mapping, where: str) -> None:

@@ -94,7 +94,7 @@ def test_the_session_record_keeps_the_candidate_and_checks_it():
     record = to_dict(session)
     check_record(record, "s.json")
     record["operations"][0]["prompts"]["1"][0]["candidate"] = 5
-    with pytest.raises(SessionError, match="object 1: 'candidate' must be 0, 1 or 2"):
+    with pytest.raises(SessionError, match="object 1, slice 3: 'candidate' must be 0, 1 or 2"):
         check_record(record, "s.json")
 
 
@@ -139,18 +139,18 @@ def test_prompts_files_take_a_candidate(tmp_path):
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("id,slice,row,col,candidate\n1,3,20,20,3\n", r"line 2: candidate must be 0, 1 or 2"),
-    ("id,slice,row,col,candidate\n1,3,20,20,-1\n", r"line 2: candidate must be 0, 1 or 2"),
-    ("id,slice,row,col,candidate\n1,3,20,20,1.5\n", r"line 2: candidate must be 0, 1 or 2"),
-    ("id,slice,row,col,candidate\n1,3,20,20,best\n", r"line 2: candidate must be 0, 1 or 2"),
+    ("id,slice,row,col,candidate\n1,3,20,20,3\n", r"line 2: 'candidate' must be 0, 1 or 2"),
+    ("id,slice,row,col,candidate\n1,3,20,20,-1\n", r"line 2: 'candidate' must be 0, 1 or 2"),
+    ("id,slice,row,col,candidate\n1,3,20,20,1.5\n", r"line 2: 'candidate' must be 0, 1 or 2"),
+    ("id,slice,row,col,candidate\n1,3,20,20,best\n", r"line 2: 'candidate' must be 0, 1 or 2"),
     ("id,slice,row,col,label,candidate\n1,3,20,20,0,1\n",
-     r"line 2: a candidate belongs to a single click"),
+     r"line 2: 'candidate' belongs to a single click"),
     ("id,slice,row0,col0,row1,col1,candidate\n1,3,1,1,9,9,1\n",
-     r"line 2: a candidate belongs to a single click"),
+     r"line 2: 'candidate' belongs to a single click"),
     ('{"1": [{"slice": 3, "points": [[20, 20], [30, 30]], "candidate": 1}]}',
-     r"object 1, prompt 1: a candidate belongs to a single click"),
+     r"object 1, prompt 1: 'candidate' belongs to a single click"),
     ('{"1": [{"slice": 3, "points": [[20, 20]], "candidate": true}]}',
-     r"candidate must be 0, 1 or 2"),
+     r"'candidate' must be 0, 1 or 2"),
 ])
 def test_a_prompts_file_candidate_that_picks_nothing_names_its_line(tmp_path, text, message):
     from napari_sam import batch
@@ -199,4 +199,6 @@ def test_segment_keeps_the_candidate_of_a_prompts_file(tmp_path, files, offline_
     rc, _, err = cli(["segment", files["stack"], "-o", tmp_path / "two", "-p", p, "--model",
                       files["model"], "-q"], capsys)
     assert rc == 2 and len(calls) == n_calls, err
-    assert "two.csv, line 2: object 1 of blobs.tif has 2 prompts on slice 3" in error_line(err)
+    line = error_line(err)
+    assert "two.csv, line 2: object 1 of blobs.tif, slice 3: 'candidate' belongs" in line
+    assert "1 other prompt(s) of the object on its slice" in line

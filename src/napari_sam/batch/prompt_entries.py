@@ -155,8 +155,8 @@ def check_entry(entry: Mapping, where: str) -> dict:
 
 def _candidate(value, entry: Mapping, where: str) -> int:
     """A prompt's ``candidate``: which of a single click's three masks seeds the object on
-    its slice (0, 1 or 2, the decoder's order; what the dock shows after Shift+M)."""
-    from napari_sam.volume.annotations import N_CANDIDATES
+    its slice (:func:`napari_sam.volume.annotations.candidate_problem`)."""
+    from napari_sam.volume.annotations import candidate_problem
 
     if isinstance(value, bool):
         value = "true" if value else "false"
@@ -164,14 +164,10 @@ def _candidate(value, entry: Mapping, where: str) -> int:
         c = whole_number(value, "candidate", where)
     except BatchError:
         c = None
-    if c is None or not 0 <= c < N_CANDIDATES:
-        raise BatchError(f"{where}: candidate must be 0, 1 or 2 (which of a single click's "
-                         f"three masks to keep), got {value!r}; leave it empty for the best "
-                         "scoring")
-    single = (len(entry.get("points") or ()) == 1 and entry.get("labels") == [1]
-              and "box" not in entry and not entry.get("stop"))
-    if not single:
-        raise BatchError(f"{where}: a candidate belongs to a single click (one point with label "
-                         "1, no box, not a stop marker): such prompts give three masks to "
-                         "choose from, others give one; remove the candidate")
+    labels = entry.get("labels") or []
+    problem = candidate_problem(
+        value if c is None else c, points=len(entry.get("points") or ()),
+        positive=sum(v == 1 for v in labels), box="box" in entry, stop=bool(entry.get("stop")))
+    if problem:
+        raise BatchError(f"{where}: {problem}")
     return c

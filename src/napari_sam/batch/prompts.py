@@ -377,6 +377,8 @@ def _candidate_problems(per_file: Mapping[str, Mapping], keys: Sequence[str],
     with the other rows there (another point, a box) the slice is no single click, and
     its prompts give one mask (what :func:`napari_sam.segment_volume` would refuse after
     embedding)."""
+    from napari_sam.volume.annotations import candidate_problem
+
     where_of = getattr(per_file, "where", {})
     on_slice: dict[tuple[int, int], list[tuple[str, int, Mapping]]] = {}
     for k in keys:
@@ -386,13 +388,16 @@ def _candidate_problems(per_file: Mapping[str, Mapping], keys: Sequence[str],
                     on_slice.setdefault((int(oid), int(e.get("slice", 0))), []).append((k, i, e))
     problems = []
     for (oid, z), items in sorted(on_slice.items()):
-        chosen = [(k, i) for k, i, e in items if e.get("candidate") is not None]
-        if chosen and len(items) > 1:
-            at = where_of.get((chosen[0][0], oid, chosen[0][1]), f"object {oid}")
-            problems.append(f"{at}: object {oid} of {job.input.name} has {len(items)} prompts "
-                            f"on slice {z}, so no single click there: a candidate picks one of "
-                            "a single click's three masks; remove the candidate or the other "
-                            "prompts on that slice")
+        chosen = [(k, i, e) for k, i, e in items if e.get("candidate") is not None]
+        if not chosen or len(items) == 1:
+            continue
+        k, i, e = chosen[0]
+        labels = e.get("labels") or []
+        problem = candidate_problem(
+            e["candidate"], points=len(e.get("points") or ()),
+            positive=sum(v == 1 for v in labels), box="box" in e, others=len(items) - 1)
+        at = where_of.get((k, oid, i), f"object {oid}")
+        problems.append(f"{at}: object {oid} of {job.input.name}, slice {z}: {problem}")
     return problems
 
 

@@ -31,8 +31,8 @@ _BOX_MESSAGES = {
     "outside": "{where}: box {box} lies outside the slices of shape {size}",
 }
 
-__all__ = ["N_CANDIDATES", "Annotation", "ObjectPrompts", "SlicePrompt", "normalize_prompts",
-           "prompts_from_labels"]
+__all__ = ["N_CANDIDATES", "Annotation", "ObjectPrompts", "SlicePrompt", "candidate_problem",
+           "normalize_prompts", "prompts_from_labels"]
 
 
 @dataclass
@@ -167,32 +167,61 @@ def _validate_annotation(sp: SlicePrompt, obj_id: int, size: tuple[int, int]) ->
 N_CANDIDATES = 3
 
 
+def candidate_problem(candidate, *, points: int = 0, positive: int = 0, box: bool = False,
+                      mask: bool = False, stop: bool = False, others: int = 0) -> str | None:
+    """Why a prompt cannot carry ``candidate``, in words (None: it can); the one rule that
+    the API, sessions, batch prompts files and the dock share.
+
+    A candidate (0, 1 or 2, the decoder's order; None: the best scoring) picks one of the
+    three masks of a single click: one point labelled 1, with no box, mask or stop marker,
+    and no other prompt of the same object on that slice (``others``). Other prompts give
+    one mask.
+
+    Parameters
+    ----------
+    candidate : int or None
+        The value given (already read as a number by the caller; anything else is refused).
+    points, positive : int
+        The prompt's points, and how many of them are labelled 1.
+    box, mask, stop : bool
+        Whether it has a box, a mask, or is a stop marker.
+    others : int
+        Other prompts of the same object on the same slice.
+    """
+    if candidate is None:
+        return None
+    if (isinstance(candidate, (bool, np.bool_)) or not isinstance(candidate, (int, np.integer))
+            or not 0 <= int(candidate) < N_CANDIDATES):
+        return ("'candidate' must be 0, 1 or 2 (which of a single click's three masks to "
+                f"keep; none: the best scoring), got {candidate!r}")
+    if points == 1 and positive == 1 and not (box or mask or stop or others):
+        return None
+    has = ", ".join([f"{points} point(s) ({positive} positive)"] * bool(points)
+                    + ["a box"] * bool(box) + ["a mask"] * bool(mask)
+                    + ["is a stop marker"] * bool(stop)
+                    + [f"{others} other prompt(s) of the object on its slice"] * bool(others))
+    return ("'candidate' belongs to a single click (one point labelled 1, no box, mask or "
+            "stop marker, no other prompt of the object on its slice): only such a prompt "
+            f"gives three masks to choose from, and this one has {has}; remove 'candidate'"
+            + " or the other prompts on that slice" * bool(others))
+
+
 def _validate_candidate(value, where: str) -> int | None:
     """The candidate index of a slice prompt (None: the best scoring)."""
-    if value is None:
-        return None
-    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))
-            or not 0 <= int(value) < N_CANDIDATES):
-        raise ValueError(
-            f"{where}: 'candidate' must be 0, 1 or 2 (which of a single click's three masks "
-            f"to keep) or None (the best scoring), got {value!r}"
-        )
-    return int(value)
+    problem = candidate_problem(value, points=1, positive=1)
+    if problem:
+        raise ValueError(f"{where}: {problem}")
+    return None if value is None else int(value)
 
 
 def _check_candidate(ann: Annotation, where: str) -> None:
     """A candidate is chosen among the three masks of a single click only."""
-    single_click = ann.kind.multimask and ann.labels is not None and bool(ann.labels.any())
-    if ann.candidate is not None and not single_click:
-        n = 0 if ann.points is None else len(ann.points)
-        pos = 0 if ann.labels is None else int(ann.labels.sum())
-        has = ", a box" * (ann.box is not None) + ", a mask" * (ann.mask is not None)
-        raise ValueError(
-            f"{where}: 'candidate' picks one of the three masks of a single click (one "
-            f"positive point, no box or mask), but this prompt has {n} point(s) ({pos} "
-            f"positive){has}; "
-            "remove 'candidate' (such prompts give one mask)"
-        )
+    labels = np.zeros(0) if ann.labels is None else ann.labels
+    problem = candidate_problem(
+        ann.candidate, points=len(labels), positive=int(labels.sum()),
+        box=ann.box is not None, mask=ann.mask is not None)
+    if problem:
+        raise ValueError(f"{where}: {problem}")
 
 
 def _validate_points(sp: SlicePrompt, where: str, size: tuple[int, int]):
