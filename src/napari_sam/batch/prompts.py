@@ -48,6 +48,23 @@ def _read_text(path: Path) -> str:
                          "check its permissions") from None
 
 
+def _refuse_other_separator(path: Path, fieldnames: Sequence[str]) -> None:
+    """BatchError when the header is one field holding ';' or a tab: a semicolon- or
+    tab-separated file (Excel's CSV export where the decimal mark is a comma), which would
+    otherwise be read as one unknown column."""
+    if len(fieldnames) != 1 or fieldnames[0] is None:
+        return
+    header = fieldnames[0]
+    for sep, name, shown in ((";", "semicolons (';')", "';'"), ("\t", "tabs", "tab")):
+        if sep in header:
+            raise BatchError(
+                f"prompts file {str(path)!r} is separated by {name}, but prompts files "
+                "must be comma-separated (file,id,slice,row,col); save it as \"CSV (comma "
+                f"delimited)\" or replace every {shown} by ',' (and any decimal commas in "
+                "numbers by '.')"
+            )
+
+
 def _prompts_from_csv(path: Path) -> Prompts:
     import csv
     import io
@@ -56,6 +73,7 @@ def _prompts_from_csv(path: Path) -> Prompts:
     if reader.fieldnames is None:
         raise BatchError(f"prompts file {str(path)!r} is empty; the first line names the "
                          "columns: file,id,slice,row,col,label,row0,col0,row1,col1")
+    _refuse_other_separator(path, reader.fieldnames)
     if is_layer_csv(reader.fieldnames):
         return prompts_from_layer_csv(path, reader)
     cols = {c: CSV_ALIASES.get(c.strip().lower(), c.strip().lower())

@@ -39,6 +39,23 @@ NO_PROMPTS = ("no prompts for it in the prompts file; nothing written (add rows 
               "name in the 'file' column to segment it)")
 
 
+def no_prompts_reason(output) -> str:
+    """:data:`NO_PROMPTS`, saying also when an earlier output of this input is there: it was
+    made from prompts that are no longer in the file, and this run leaves it as it was (the
+    user's file: never deleted; ``--overwrite`` does not replace it, as nothing is written)."""
+    sidecar = nio.output_metadata_path(output)
+    if not (output.exists() or sidecar.exists()):
+        return NO_PROMPTS
+    meta = nio.read_output_metadata(output) or {}
+    command = (meta.get("parameters") or {}).get("command")
+    made = ("made by an earlier run from prompts no longer in the file" if command == "segment"
+            else f"written by `napari-sam {command}`" if command else "not written by napari-sam")
+    return (f"{NO_PROMPTS}; an earlier output {output} ({made}) is still there and was left as "
+            "it was (--overwrite does not replace it: there is nothing to write): delete it"
+            + (f" and {sidecar.name}" if sidecar.exists() else "")
+            + " if it no longer applies, or add prompts for this input again")
+
+
 def one_line(exc: BaseException) -> str:
     """An exception as a one-line reason (the type named unless the message says it all)."""
     text = " ".join(str(exc).split())
@@ -53,7 +70,8 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
     Never raises for problems with the file or the computation: they become a ``"failed"``
     result (which leaves the output's sidecar as it was before, :func:`restore_sidecar`). A
     ``segment`` input that the prompts file gives no prompt is ``"skipped"`` (reason
-    :data:`NO_PROMPTS`) and nothing is written for it. ``KeyboardInterrupt`` propagates (the
+    :data:`NO_PROMPTS`, naming an earlier output of it that is left as it was,
+    :func:`no_prompts_reason`) and nothing is written for it. ``KeyboardInterrupt`` propagates (the
     output stays resumable).
 
     When another process holds the output's lock the result is ``"busy"`` (nothing done), or
@@ -64,7 +82,7 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
     ctx = ctx.for_job(job)  # segment: the job's own prompts are part of its signature
     res = JobResult(str(job.input), str(job.output), "failed", pid=os.getpid())
     if ctx.command == "segment" and job.prompts is not None and not job.prompts:
-        res.status, res.reason = "skipped", NO_PROMPTS
+        res.status, res.reason = "skipped", no_prompts_reason(job.output)
         return res
     try:
         job.output.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,24 @@ from collections.abc import Sequence
 AXES_LETTERS = "TZCYX"
 #: Spatial letters, in the order pixel sizes are reported.
 SPATIAL = "ZYX"
+#: Slices narrower than this (pixels along Y or X) are refused when the axes were inferred
+#: (guessed from the shape, or tifffile's unknown ``Q`` axes): such a shape means a channel
+#: axis read as X (a (Y, X, 2) TIFF without axes metadata), and nothing in it can be
+#: segmented. Axes given by the user or named by the file's metadata are kept.
+MIN_INFERRED_SIDE = 8
+
+
+def channel_last_axes(shape: Sequence[int]) -> str | None:
+    """The axes that read the last dimension of ``shape`` as channels (``YXC``, ``ZYXC``,
+    ``TZYXC``), or None when that does not fit: fewer than 3 or more than 5 dimensions, a
+    last dimension too large for channels, or slices that would still be narrower than
+    :data:`MIN_INFERRED_SIDE` pixels."""
+    shape = tuple(int(s) for s in shape)
+    if not 3 <= len(shape) <= 5 or shape[-1] >= MIN_INFERRED_SIDE:
+        return None
+    if min(shape[-3], shape[-2]) < MIN_INFERRED_SIDE:
+        return None
+    return guess_axes(shape, channel_axis=-1)
 
 
 def validate_axes(axes: str, shape: Sequence[int]) -> str:
@@ -34,7 +52,10 @@ def validate_axes(axes: str, shape: Sequence[int]) -> str:
     elif "Y" not in ax or "X" not in ax:
         problem = "both Y and X are required"
     if problem:
-        eg = guess_axes(shape) if 2 <= len(shape) <= 5 else "ZYX"
+        # a last dimension too small to be X is most likely channels (a (Z, Y, X, 2) stack)
+        eg = channel_last_axes(shape)
+        if eg is None:
+            eg = guess_axes(shape) if 2 <= len(shape) <= 5 else "ZYX"
         if "T" in eg and "Z" in eg and "C" not in eg:  # one stack axis only: suggest a channel
             eg = eg.replace("T", "C", 1)
         pick = " (then choose a channel with --channel N)" if "C" in eg else ""

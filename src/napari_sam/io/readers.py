@@ -20,7 +20,9 @@ import numpy as np
 
 from napari_sam.io.axes import (
     AXES_LETTERS,
+    MIN_INFERRED_SIDE,
     SPATIAL,
+    channel_last_axes,
     guess_axes,
     map_tifffile_axes,
     validate_axes,
@@ -527,16 +529,11 @@ def read_image(
     return img
 
 
-#: Slices narrower than this (pixels along Y or X) are refused when the axes were inferred
-#: (guessed from the shape, or tifffile's unknown ``Q`` axes): such a shape means a channel
-#: axis read as X (a (Y, X, 2) TIFF without axes metadata), and nothing in it can be
-#: segmented. Axes given by the user or named by the file's metadata are kept.
-MIN_INFERRED_SIDE = 8
-
-
 def _check_inferred_plane(path: Path, img: ImageData) -> None:
     """Refuse an image whose inferred axes make its slices narrower than
-    :data:`MIN_INFERRED_SIDE` pixels, naming the shape and how to give the axes."""
+    :data:`~napari_sam.io.axes.MIN_INFERRED_SIDE` pixels, naming the shape and how to give
+    the axes (channels last, with as many letters as the data has dimensions, when that
+    reading gives slices large enough)."""
     md = img.metadata
     inferred = md.get("axes_from") == "guess" or (
         md.get("axes_from") == "metadata" and "Q" in str(md.get("source_axes") or ""))
@@ -545,13 +542,22 @@ def _check_inferred_plane(path: Path, img: ImageData) -> None:
     size = dict(zip(img.axes, img.shape))
     if min(size["Y"], size["X"]) >= MIN_INFERRED_SIDE:
         return
+    shape = tuple(int(s) for s in img.shape)
+    axes = channel_last_axes(shape)
+    if axes is not None:
+        last = shape[-1] - 1
+        hint = (f"If the last axis holds channels, give the axes: --axes {axes} --channel N "
+                f"(N from 0 to {last}) on the command line (axes={axes!r} and channel=N in "
+                "Python); otherwise pass the right axes with --axes.")
+    else:
+        hint = (f"Each slice needs at least {MIN_INFERRED_SIDE} x {MIN_INFERRED_SIDE} pixels; "
+                f"if the file's axes are not {img.axes}, pass the right ones with --axes "
+                f"({len(shape)} letters from {AXES_LETTERS}).")
     raise ImageReadError(
         path,
-        f"its shape {tuple(img.shape)} read as axes {img.axes} (the file does not name its "
+        f"its shape {shape} read as axes {img.axes} (the file does not name its "
         f"axes) gives slices of {size['Y']} x {size['X']} pixels, too small to segment",
-        "If the last axis holds channels, give the axes: --axes YXC --channel N on the "
-        "command line (axes='YXC' and channel=N in Python); otherwise pass the right axes "
-        "with --axes.",
+        hint,
     )
 
 

@@ -42,7 +42,9 @@ class SlicePrompt:
     Attributes
     ----------
     slice : int
-        Index along the propagation axis (0 <= slice < Z).
+        Index along the propagation axis (0 <= slice < Z). A whole-number float (``3.0``,
+        e.g. the first coordinate of a napari Points layer's ``data``) is taken as that
+        integer; ``3.5``, NaN, infinities and booleans are refused.
     points : array-like (P, 2), optional
         (row, col) pixel coordinates.
     labels : array-like (P,), optional
@@ -141,6 +143,15 @@ def _as_id(key) -> int:
 
 
 def _validate_slice(z, obj_id: int, n_slices: int) -> int:
+    """``z`` as an int in ``0..n_slices - 1``: an integer, or a whole-number float such as a
+    napari Points layer's ``3.0``; ValueError naming the object for anything else."""
+    if isinstance(z, (float, np.floating)) and not isinstance(z, (bool, np.bool_)):
+        if not np.isfinite(z) or z != np.floor(z):
+            raise ValueError(
+                f"object {obj_id}: slice index must be a whole number, got {float(z)!r} "
+                "(round the coordinate, e.g. int(round(z)), if it comes from a Points layer)"
+            )
+        z = int(z)
     if isinstance(z, (bool, np.bool_)) or not isinstance(z, (int, np.integer)):
         raise ValueError(f"object {obj_id}: slice index must be an integer, got {z!r}")
     if not 0 <= int(z) < n_slices:
