@@ -267,4 +267,5 @@ def test_file_menu_saves_and_loads_sessions(make_widget, tiny_ckpt, tmp_path):
     assert path.is_file()
     sess = load_session(viewer, str(path))
     assert len(sess.operations) == 1
-    assert sum(ly.name.startswith("segmentation") for ly in viewer.layers) == 2  # a new layer
+    # the labels layer holds exactly the session's labels already: commits go on there, no copy
+    assert sum(ly.name.startswith("segmentation") for ly in viewer.layers) == 1

@@ -88,3 +88,175 @@ def test_ticking_refine_with_negative_clicks_alone_previews_at_once(stack_widget
     widget._refine.setChecked(True)  # no Shift+S needed
     (preview,) = c.previews
     assert preview.mask_prompt and preview.prompt.labels.tolist() == [0, 1]
+
+
+def _pick_image(widget, name: str) -> None:
+    box = widget._image
+    index = box.findData(name)
+    assert index >= 0, [box.itemData(i) for i in range(box.count())]
+    box.setCurrentIndex(index)
+
+
+def _commit_click(viewer, widget, row, col):
+    viewer.layers.selection.active = widget.controller.points_layer
+    viewer.dims.set_point(0, 3)
+    canvas_click(viewer, row, col)
+    _press(viewer, "Shift-C")
+    assert widget._status.text().startswith("Committed label"), widget._status.text()
+
+
+def test_two_images_of_one_shape_commit_into_their_own_labels_layers(make_widget,
+                                                                     tiny_predictor):
+    """A review found one 'segmentation' layer taking both images' commits (each image's
+    autosave then held the other's labels) and Shift+U on one image undoing the other's."""
+    from sam_qt_helpers import blob_stack, use_predictor
+
+    viewer, widget = make_widget(blob_stack(), name="blobs")
+    use_predictor(widget, tiny_predictor)
+    viewer.add_image(blob_stack()[:, ::-1].copy(), name="flipped")
+    c = widget.controller
+    _pick_image(widget, "blobs")
+    _commit_click(viewer, widget, 20, 20)
+    blobs_layer = c.target_layer
+    _pick_image(widget, "flipped")
+    assert c.image_name() == "flipped"
+    assert c.target_layer is None  # not blobs' layer, although it fits
+    _commit_click(viewer, widget, 20, 20)
+    flipped_layer = c.target_layer
+    assert flipped_layer is not blobs_layer
+    assert np.unique(flipped_layer.data).tolist() == [0, 1]  # its own ids, from 1
+    # Shift+U here undoes nothing of blobs; back on blobs, commits go on into its layer
+    _pick_image(widget, "blobs")
+    assert c.target_layer is blobs_layer
+    assert widget._target.currentText() == blobs_layer.name
+    _commit_click(viewer, widget, 44, 44)
+    assert np.unique(blobs_layer.data).tolist() == [0, 1, 2]
+    assert np.unique(flipped_layer.data).tolist() == [0, 1]
+    _pick_image(widget, "flipped")
+    assert c.target_layer is flipped_layer
+    before = blobs_layer.data.copy()
+    _press(viewer, "Shift-U")  # the last commit was blobs': refused, nothing changes
+    text = widget._status.text()
+    assert text.startswith(f"Not undone: the last commit went into '{blobs_layer.name}', the "
+                           "labels of another image; pick that image"), text
+    assert np.array_equal(blobs_layer.data, before)
+    _pick_image(widget, "blobs")
+    _press(viewer, "Shift-U")
+    assert widget._status.text().startswith("Undid commit of label 2"), widget._status.text()
+    assert np.unique(blobs_layer.data).tolist() == [0, 1]
+
+
+def test_coming_back_to_an_image_commits_into_its_layer_not_a_third(make_widget,
+                                                                    tiny_predictor):
+    """In-memory images of two shapes: the second visit of the second image made a third
+    layer ('segmentation [2]'), its objects split over two layers (a review)."""
+    from sam_qt_helpers import blob_stack, use_predictor
+
+    viewer, widget = make_widget(blob_stack(), name="blobs")
+    use_predictor(widget, tiny_predictor)
+    viewer.add_image(blob_stack()[:, :48, :56].copy(), name="small")
+    c = widget.controller
+    seen = []
+    for name, (row, col) in (("blobs", (20, 20)), ("small", (20, 20)), ("blobs", (44, 44))):
+        _pick_image(widget, name)
+        _commit_click(viewer, widget, row, col)
+        seen.append(c.target_layer)
+    _pick_image(widget, "small")
+    seen.append(c.target_layer)
+    assert widget._target.currentText() == seen[1].name
+    assert seen[0] is seen[2] and seen[1] is seen[3] and seen[0] is not seen[1]
+    labels_layers = [ly for ly in viewer.layers if ly.name.startswith("segmentation")]
+    assert len(labels_layers) == 2
+
+
+def _saved_session(make_widget, tiny_ckpt, tmp_path, **settings):
+    """A session of 'blobs' saved with one commit; ``settings`` ticked in the dock first."""
+    from sam_qt_helpers import blob_stack, pick_checkpoint
+
+    viewer, widget = make_widget(blob_stack(), name="blobs")
+    pick_checkpoint(widget, tiny_ckpt)
+    if settings.get("overwrite"):
+        widget._overwrite.setChecked(True)
+    if settings.get("axis_kind") == "t":
+        widget._axis_kind.setCurrentIndex(1)
+    _commit_click(viewer, widget, 20, 20)
+    return widget.save_session(str(tmp_path / "work.json"))
+
+
+def test_a_loaded_session_brings_back_its_settings(make_widget, tiny_ckpt, tmp_path):
+    """The dock recorded the stack axis only once Propagate ran, and loading restored neither
+    it nor 'Overwrite other labels' (a review)."""
+    import json
+
+    from sam_qt_helpers import blob_stack, pick_checkpoint
+
+    path = _saved_session(make_widget, tiny_ckpt, tmp_path, overwrite=True, axis_kind="t")
+    saved = json.loads(path.read_text())["settings"]
+    assert saved["axis_kind"] == "t" and saved["overwrite"] is True
+    viewer, widget = make_widget(blob_stack(), name="blobs")
+    pick_checkpoint(widget, tiny_ckpt)
+    assert not widget._overwrite.isChecked() and widget._axis_kind.currentIndex() == 0
+    widget.load_session(str(path))
+    c = widget.controller
+    assert widget._overwrite.isChecked() and c.overwrite
+    assert widget._axis_kind.currentIndex() == 1 and c.axis_kind == "t"
+
+
+def test_loading_keeps_the_prompts_drawn_or_refuses(make_widget, tiny_ckpt, tmp_path):
+    """Loading replaced the user's uncommitted prompts without a word (a review)."""
+    from sam_qt_helpers import blob_stack, pick_checkpoint
+
+    path = _saved_session(make_widget, tiny_ckpt, tmp_path)  # no pending prompts
+    viewer, widget = make_widget(blob_stack(), name="blobs")
+    pick_checkpoint(widget, tiny_ckpt)
+    c = widget.controller
+    viewer.dims.set_point(0, 2)
+    viewer.layers.selection.active = c.points_layer
+    canvas_click(viewer, 44, 44)
+    drawn = c.prompt_arrays()[0].copy()
+    widget.load_session(str(path))
+    assert np.array_equal(c.prompt_arrays()[0], drawn)  # kept
+    assert c.target_layer is not None and c.target_layer.data.max() == 1
+    # a session with prompts of its own is refused while prompts are drawn
+    pending = tmp_path / "pending.json"
+    widget.save_session(str(pending))  # holds the drawn point
+    widget._on_clear()
+    canvas_click(viewer, 20, 44)
+    layers = len(viewer.layers)
+    assert widget.load_session(str(pending)) is None
+    text = widget._status.text()
+    assert text.startswith("Not loaded: pending.json has uncommitted prompts of its own, and "
+                           "those on the image now would be lost: commit them (Shift+C) or "
+                           "clear them (Shift+X)"), text
+    assert np.allclose(c.prompt_arrays()[0], [[2, 20, 44]])  # the prompt drawn now stays
+    assert len(viewer.layers) == layers
+
+
+def test_loading_a_session_twice_makes_no_second_labels_layer(make_widget, tiny_ckpt,
+                                                              tmp_path):
+    from sam_qt_helpers import blob_stack, pick_checkpoint
+
+    path = _saved_session(make_widget, tiny_ckpt, tmp_path)
+    viewer, widget = make_widget(blob_stack(), name="blobs")
+    pick_checkpoint(widget, tiny_ckpt)
+    widget.load_session(str(path))
+    first = widget.controller.target_layer
+    widget.load_session(str(path))
+    labels = [ly for ly in viewer.layers if ly.name.startswith("segmentation")]
+    assert [ly.name for ly in labels] == [first.name]
+    assert widget.controller.target_layer is first
+
+
+def test_picking_another_image_says_what_to_do_there(make_widget, tiny_predictor):
+    """The last image's 'Committed label 1 ... Shift+U undoes it' stayed (a review)."""
+    from sam_qt_helpers import blob_stack, use_predictor
+
+    viewer, widget = make_widget(blob_stack(), name="blobs")
+    use_predictor(widget, tiny_predictor)
+    viewer.add_image(blob_stack()[:, :48].copy(), name="other")
+    _pick_image(widget, "blobs")
+    _commit_click(viewer, widget, 20, 20)
+    _pick_image(widget, "other")
+    text = widget._status.text()
+    assert "Committed label" not in text and "Shift+U undoes" not in text, text
+    assert text == widget.controller.next_step()

@@ -420,6 +420,10 @@ def test_segment_everything_writes_a_new_labels_layer(stack_widget, scope):
     for ly in viewer.layers:  # nothing else changed
         if ly.name in before:
             assert np.array_equal(np.asarray(ly.data), before[ly.name])
+    # under the prompts and the preview, which stay visible on top (a review: it covered them)
+    names = [ly.name for ly in viewer.layers]
+    assert names.index(new[0].name) < min(names.index(ly.name) for ly in
+                                          (c.preview_layer, c.points_layer, c.boxes_layer))
 
 
 @pytest.mark.parametrize("propagate,axis", [(True, 1), (False, 0)])
@@ -700,12 +704,21 @@ def test_undo_names_the_layer_and_says_when_it_is_not_the_current_one(stack_widg
     widget._on_undo()
     assert c.status == "Undid commit of label 1 in 'segmentation'."
     widget._on_redo()
+    # the same image, commits now going into a new layer: the undo says where it was
+    widget._target.setCurrentIndex(0)
+    widget._on_target_changed()
+    assert c.target_layer is None
+    widget._on_undo()
+    assert c.status == ("Undid commit of label 1 in 'segmentation' (not the current Labels "
+                        "layer).")
+    widget._on_redo()
+    # another image: the commit is that image's, so it is not undone from here
     viewer.add_image(np.zeros((40, 50), np.float32), name="flat")
     widget._image.setCurrentIndex(widget._image.findText("flat"))
     widget._on_image_changed()
     widget._on_undo()
-    assert c.status == ("Undid commit of label 1 in 'segmentation' (not the current Labels "
-                        "layer).")
+    assert c.status.startswith("Not undone: the last commit went into 'segmentation', the "
+                               "labels of another image"), c.status
 
 
 def test_an_image_it_cannot_use_is_said_once_in_the_status(make_widget, notifications):

@@ -22,6 +22,7 @@ from napari_sam.annotate.errors import UserError
 from napari_sam.annotate.image_source import make_source
 
 from . import layers as L
+from . import targets as T
 from .notify import guarded, info, report, warn
 from .workers import Job, run_job
 
@@ -306,6 +307,7 @@ class AnnotationController(AnnotationSession):
             layers.move(layers.index(self.target_layer), layers.index(self.preview_layer))
             layers.selection.active = self.points_layer
             self.target_changed.emit(self.target_layer)
+        T.remember_image(self.target_layer, self.image_layer)
         return self.target_layer, src.zyx_view(self.target_layer.data)
 
     def new_target(self, labels_zyx):
@@ -314,6 +316,7 @@ class AnnotationController(AnnotationSession):
         layer = L.unwrap(self.viewer.add_labels(
             data, name=L.TARGET_NAME, **L.geometry(self.source, self.image_layer)))
         self._made.add(layer.unique_id)
+        T.remember_image(layer, self.image_layer)
         layers = self.viewer.layers
         if self.preview_layer in layers:
             layers.move(layers.index(layer), layers.index(self.preview_layer))
@@ -323,29 +326,40 @@ class AnnotationController(AnnotationSession):
         return layer
 
     def forget_mismatched_target(self) -> None:
-        """After an image change: keep the target labels layer if it fits the image (shape
-        and transform: :meth:`target_problem`); else commit into the labels layer named
-        layer that holds exactly this image's autosaved labels (a dock closed and opened again,
-        the layer perhaps renamed), else the one named 'segmentation' that fits (made for this
-        image before another was picked), else into a new one made at the first commit."""
+        """After an image change: commit into this image's labels layer
+        (:func:`.targets.target_for_image`: never another image's, even of the same shape),
+        else into a new one made at the first commit."""
         from napari.layers import Labels
 
         target = self.target_layer
-        if target is not None and self.target_problem(target) is None:
-            return
-        layers = [L.unwrap(ly) for ly in self.viewer.layers
-                  if isinstance(L.unwrap(ly), Labels) and self.target_problem(ly) is None]
-        # the layer the autosaved log went into (renamed or not), else the 'segmentation' one
-        # (only in-memory arrays are compared: a dask or zarr layer is never read whole)
-        arrays = [ly for ly in layers if isinstance(ly.data, np.ndarray)]
-        held = (self.autosave_holder([self.source.zyx_view(ly.data) for ly in arrays])
-                if arrays else None)
-        found = None if held is None else arrays[held[0]]
-        if found is None:
-            found = next((ly for ly in layers if ly.name == L.TARGET_NAME), None)
-        if found is not None or target is not None:
+        fitting = [L.unwrap(ly) for ly in self.viewer.layers
+                   if isinstance(L.unwrap(ly), Labels) and self.target_problem(ly) is None]
+
+        def holder(layers):  # only in-memory arrays are compared (dask/zarr: never read whole)
+            arrays = [ly for ly in layers if isinstance(ly.data, np.ndarray)]
+            held = (self.autosave_holder([self.source.zyx_view(ly.data) for ly in arrays])
+                    if arrays else None)
+            return None if held is None else layers.index(arrays[held[0]])
+
+        found = T.target_for_image(target, fitting, self.image_layer, holder, self._images())
+        if not L.same(found, target):
             self.target_layer = found
             self.target_changed.emit(found)
+
+    def _images(self) -> set:
+        """The ``unique_id`` of every image layer open."""
+        from napari.layers import Image
+
+        return {ly.unique_id for ly in map(L.unwrap, self.viewer.layers) if isinstance(ly, Image)}
+
+    def history_problem(self, target) -> str | None:
+        """Why an undo or redo of a commit into ``target`` is refused here: the commit was
+        another image's (its layer holds another image's labels)."""
+        if T.made_for(target, self.image_layer, self._images()) is not False:
+            return None
+        return (f"the last commit went into '{target.name}', the labels of another image; "
+                "pick that image in 'Image' to undo or redo it (one history holds the commits "
+                "of every image)")
 
     def labels_name(self, target) -> str:
         return target.name
@@ -374,9 +388,12 @@ class AnnotationController(AnnotationSession):
 
     def add_result(self, labels, name: str) -> None:
         src = self.source
-        self.viewer.add_labels(src.to_layer(labels), name=name,
-                               **L.geometry(src, self.image_layer))
-        self.viewer.layers.selection.active = self.points_layer
+        layer = self.viewer.add_labels(src.to_layer(labels), name=name,
+                                       **L.geometry(src, self.image_layer))
+        layers = self.viewer.layers
+        if self.preview_layer in layers:  # below the prompts and the preview, not over them
+            layers.move(layers.index(layer), layers.index(self.preview_layer))
+        layers.selection.active = self.points_layer
 
     # ------------------------------------------------------------------ hooks: news
     def notify_status(self, text: str) -> None:
@@ -523,7 +540,7 @@ class AnnotationController(AnnotationSession):
                 setattr(self, attr, None)
         steps = self.history.forget(layer)
         if (target or steps) and self.image_layer is not None:
-            self._say(deleted_labels_text(layer.name, steps, target))
+            self._say(T.deleted_labels_text(layer.name, steps, target))
         self.embeddings.drop_image(getattr(layer, "unique_id", id(layer)))
         self.drop_shelved(getattr(layer, "unique_id", id(layer)))
         if ours and self.image_layer is not None:
@@ -780,13 +797,3 @@ class AnnotationController(AnnotationSession):
         """Whether new points are negative (Shift-click makes one negative point anyway)."""
         return self._negative_mode
 
-
-def deleted_labels_text(name: str, steps: int, target: bool) -> str:
-    """The status line after the labels layer ``name`` was deleted: the undo and redo steps
-    (``steps``) that went with it, and where commits go now (``target``: it was the layer
-    commits went into)."""
-    gone = (f" Its {steps} undo/redo step{'s' if steps != 1 else ''} went with it."
-            if steps else "")
-    where = (" The next commit goes into a new 'segmentation' layer (or pick one in "
-             "'Labels layer')." if target else "")
-    return f"The labels layer '{name}' was deleted.{gone}{where}"

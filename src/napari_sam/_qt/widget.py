@@ -264,7 +264,8 @@ class SamWidget(QWidget):
         for method, text in PROPAGATION_METHODS.items():
             self._method.addItem(text, method)
         form.addRow("Propagate with", self._method)
-        self._axis_kind = combo(["z (volume)", "t (time series)"])
+        self._axis_kind = combo(["z (volume)", "t (time series)"], changed=lambda: setattr(
+            self.controller, "axis_kind", "t" if self._axis_kind.currentIndex() == 1 else "z"))
         form.addRow("Stack axis is", self._axis_kind)
         form.addRow(button("Propagate", key_of("propagate"), self._on_propagate))
         return box
@@ -639,7 +640,6 @@ class SamWidget(QWidget):
     @guarded
     def _on_propagate(self):
         c = self.controller
-        c.axis_kind = "t" if self._axis_kind.currentIndex() == 1 else "z"
         return c.propagate(all_objects=self._scope.currentIndex() == 1,
                            method=self._method.currentData())
 
@@ -658,7 +658,6 @@ class SamWidget(QWidget):
             min_mask_region_area=self._min_size.value(),
         )
         c = self.controller
-        c.axis_kind = "t" if self._axis_kind.currentIndex() == 1 else "z"  # for propagation
         whole = self._auto_scope.currentIndex() == 1
         if whole:
             params["propagate"] = self._auto_propagate.isChecked()
@@ -705,7 +704,14 @@ class SamWidget(QWidget):
         self.controller.decline_resume()
 
     def _on_session_loaded(self, sess):
-        """Pick the session's model (a registry name or a checkpoint file)."""
+        """Show the session's settings (the stack axis, *Overwrite other labels*) and pick
+        its model (a registry name or a checkpoint file)."""
+        self._hide_resume()  # a session loaded (or resumed) answers the offer
+        settings = sess.settings or {}
+        if settings.get("axis_kind") in ("z", "t"):
+            self._axis_kind.setCurrentIndex(int(settings["axis_kind"] == "t"))
+        if isinstance(settings.get("overwrite"), bool):
+            self._overwrite.setChecked(settings["overwrite"])
         key = str(sess.model.get("name"))
         for i in range(self._model.count()):
             ch = self._model.itemData(i)

@@ -372,6 +372,8 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
             note = " ".join(t for t in (aside, restored) if t)
             if note:  # with the restored preview's line, if it was decoded at once
                 self._say(f"{note} {self.status}" if self.previews else note)
+            else:  # not the last image's news ("Committed label 1 ... Shift+U undoes it")
+                self._say(self.next_step())
             self.offer_resume()
 
     def _require_image(self) -> ImageSource:
@@ -668,6 +670,9 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
         if not self.target_alive(target):
             self.history.forget(target)
             raise UserError("The labels layer of that commit was removed; nothing to restore.")
+        problem = self.history_problem(target)
+        if problem:
+            self.refuse(f"Not {'redone' if redo else 'undone'}: {problem}.")
         ids = ", ".join(str(i) for i in commit.ids)
         where = self.labels_name(target)
         try:
@@ -683,6 +688,11 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
         self._say(f"{'Redid' if redo else 'Undid'} commit of label {ids} in '{where}'{other}."
                   + edited_note(commit, redo) + self.take_autosave_note())
         return commit
+
+    def history_problem(self, target) -> str | None:
+        """Why an undo or redo of a commit into ``target`` is refused (None: it is not;
+        the GUI refuses another image's commits)."""
+        return None
 
     def labels_name(self, target) -> str:
         """The name of the labels ``target`` (a commit's target) to show: "labels" here, the

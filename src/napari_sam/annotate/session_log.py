@@ -322,6 +322,13 @@ class SessionLog:
             S.check_model(sess)
         except S.SessionError as err:
             raise UserError(f"{err}.") from None
+        pending = sess.pending or {}
+        mine = self.prompt_arrays()
+        if (pending.get("points") or pending.get("boxes")) and len(mine[0]) + len(mine[2]):
+            raise UserError(
+                f"Not loaded: {Path(path).name} has uncommitted prompts of its own, and those "
+                "on the image now would be lost: commit them (Shift+C) or clear them "
+                "(Shift+X), then load the session.")
         differs = S.image_differences(sess, content_hash=self._hash(), name=self.image_name(),
                                       what=f"'{self.image_name()}'")
         self._restore(sess)
@@ -330,10 +337,11 @@ class SessionLog:
         if self.autosave_path() is not None and self.session_path.absolute() == \
                 self.autosave_path().absolute():  # resumed: its log goes on in that file
             self._own_autosave(self.autosave_path())
-        pending = sess.pending or {}
         first = (pending.get("points") or pending.get("boxes") or [None])[0]
         if first is not None and self.live:  # show where the work stopped, with its preview
             self.go_to_slice(int(round(first[0])))
+            self.refresh_preview()
+        elif self.live and len(mine[0]) + len(mine[2]):  # the prompts kept, previewed again
             self.refresh_preview()
         if differs:
             text = (f"Loaded the session {Path(path).name} ({sess.summary()}). Note: "
@@ -353,15 +361,24 @@ class SessionLog:
 
     def _restore(self, sess: S.Session) -> None:
         self.notify_session_loaded(sess)  # the dock picks the session's model
-        target = None
-        if sess.labels is not None:
+        target, now = None, self.target_labels()
+        if sess.labels is not None and now is not None and now.shape == sess.labels.shape \
+                and np.array_equal(now, sess.labels):
+            target = self.commit_target()[0]  # loaded twice, or resumed after loading: no copy
+        elif sess.labels is not None:
             target = self.new_target(np.ascontiguousarray(sess.labels))
         self.log, self._redo_log = list(sess.operations), []
         self._log_target, self._log_base = target, sess.base
+        settings = sess.settings or {}
+        if isinstance(settings.get("overwrite"), bool):
+            self.overwrite = settings["overwrite"]
+        if settings.get("axis_kind") in ("z", "t"):
+            self.axis_kind = settings["axis_kind"]
         pending = sess.pending or {}
-        self.set_prompts(np.asarray(pending.get("points", []), float).reshape(-1, 3),
-                         [1 if v else 0 for v in pending.get("labels", [])],
-                         np.asarray(pending.get("boxes", []), float).reshape(-1, 5))
+        if pending.get("points") or pending.get("boxes"):  # else the prompts drawn now stay
+            self.set_prompts(np.asarray(pending.get("points", []), float).reshape(-1, 3),
+                             [1 if v else 0 for v in pending.get("labels", [])],
+                             np.asarray(pending.get("boxes", []), float).reshape(-1, 5))
         self.previews, self.volume = [], None
         self.render()
         self.trace = sess.trace
