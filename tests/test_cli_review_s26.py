@@ -198,3 +198,16 @@ def test_an_input_without_prompts_and_no_earlier_output_keeps_the_short_reason(
     assert rc == 0
     line = next(s for s in err.splitlines() if s.startswith("skipped  a.tif"))
     assert line.endswith("to segment it)") and "earlier output" not in line
+
+
+def test_auto_that_finds_nothing_says_what_to_try(tmp_path, capsys):
+    """A file `auto` finds no object in (a review: an RGB stack the demo model left empty)
+    was reported as done with 0 objects and nothing else."""
+    blank = tmp_path / "in" / "blank.tif"
+    blank.parent.mkdir()
+    tifffile.imwrite(blank, np.full((64, 64), 7, np.uint16))
+    rc, out, err = cli(["auto", blank, "-o", tmp_path / "out", "--model", "demo"], capsys)
+    assert rc == 0, err
+    line = next(ln for ln in err.splitlines() if "done     blank.tif" in ln)
+    assert "(0 objects" in line and "nothing stood out: check the channel (--channel N)" in line
+    assert tifffile.imread(tmp_path / "out" / "blank_labels.tif").max() == 0

@@ -41,9 +41,18 @@ def shown_name(job) -> str:
     return (job.subfolder / job.input.name).as_posix()
 
 
-def print_result(res, quiet: bool, what: str = "objects", name: str | None = None) -> None:
+#: what a file line adds when a command found no object in it
+NOTHING_FOUND = {
+    "auto": ("; nothing stood out: check the channel (--channel N) and that the objects "
+             "differ from the background, or try a real SAM model (--model vit_b_lm) or a "
+             "lower --pred-iou-thresh"),
+}
+
+
+def print_result(res, quiet: bool, what: str = "objects", name: str | None = None,
+                 nothing: str = "") -> None:
     """One line for a finished file (only failures when quiet); ``name``: the input as shown
-    (default: its file name)."""
+    (default: its file name); ``nothing``: added when it is done with 0 objects."""
     if quiet and res.status != "failed":
         return
     from tqdm.auto import tqdm
@@ -52,6 +61,8 @@ def print_result(res, quiet: bool, what: str = "objects", name: str | None = Non
     if res.status == "done":
         noun = what[:-1] if res.objects == 1 and what.endswith("s") else what  # 1 slice
         line = f"done     {name} -> {res.output} ({res.objects} {noun}, {res.seconds:.1f} s)"
+        if res.objects == 0 and nothing:
+            line = line[:-1] + nothing + ")"
     elif res.status == "skipped":
         line = f"skipped  {name}: {res.output} is {res.reason}" if res.reason == "complete" \
             else f"skipped  {name}: {res.reason}"
@@ -492,7 +503,7 @@ def run_batch(args, ctx, jobs, prompts) -> int:
     def on_result(res):
         results.append(res)
         print_result(res, args.quiet, "slices" if args.command == "embed" else "objects",
-                     names.get(res.input))
+                     names.get(res.input), nothing=NOTHING_FOUND.get(args.command, ""))
 
     def on_wait(job, pid):
         from tqdm.auto import tqdm
