@@ -260,3 +260,24 @@ def test_picking_another_image_says_what_to_do_there(make_widget, tiny_predictor
     text = widget._status.text()
     assert "Committed label" not in text and "Shift+U undoes" not in text, text
     assert text == widget.controller.next_step()
+
+
+def test_loading_goes_to_the_pending_prompts_slice_with_live_preview_off(make_widget,
+                                                                        tiny_ckpt, tmp_path):
+    """docs/gui.md says loading goes to the slice where the prompts are; it did so only with
+    *Live preview* on (a review)."""
+    from sam_qt_helpers import blob_stack, pick_checkpoint
+
+    viewer, widget = make_widget(blob_stack(), name="blobs")
+    pick_checkpoint(widget, tiny_ckpt)
+    viewer.dims.set_point(0, 4)
+    viewer.layers.selection.active = widget.controller.points_layer
+    canvas_click(viewer, 20, 20)
+    path = widget.save_session(str(tmp_path / "pending.json"))
+    v2, w2 = make_widget(blob_stack(), name="blobs")
+    pick_checkpoint(w2, tiny_ckpt)
+    w2._live.setChecked(False)
+    v2.dims.set_point(0, 1)
+    w2.load_session(str(path))
+    assert w2.controller.current_z() == 4
+    assert np.allclose(w2.controller.prompt_arrays()[0], [[4, 20, 20]])

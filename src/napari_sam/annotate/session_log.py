@@ -338,9 +338,10 @@ class SessionLog:
                 self.autosave_path().absolute():  # resumed: its log goes on in that file
             self._own_autosave(self.autosave_path())
         first = (pending.get("points") or pending.get("boxes") or [None])[0]
-        if first is not None and self.live:  # show where the work stopped, with its preview
+        if first is not None:  # show where the work stopped (with its preview when live)
             self.go_to_slice(int(round(first[0])))
-            self.refresh_preview()
+            if self.live:
+                self.refresh_preview()
         elif self.live and len(mine[0]) + len(mine[2]):  # the prompts kept, previewed again
             self.refresh_preview()
         if differs:
