@@ -215,7 +215,9 @@ def test_loading_keeps_the_prompts_drawn_or_refuses(make_widget, tiny_ckpt, tmp_
     canvas_click(viewer, 44, 44)
     drawn = c.prompt_arrays()[0].copy()
     widget.load_session(str(path))
-    assert np.array_equal(c.prompt_arrays()[0], drawn)  # kept
+    assert np.array_equal(c.prompt_arrays()[0], drawn)  # kept, and previewed again
+    text = widget._status.text()  # the load's line stays, the preview's follows it
+    assert text.startswith("Loaded the session work.json (") and "point object: score" in text
     assert c.target_layer is not None and c.target_layer.data.max() == 1
     # a session with prompts of its own is refused while prompts are drawn
     pending = tmp_path / "pending.json"

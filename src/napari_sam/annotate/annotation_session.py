@@ -112,6 +112,7 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
         self.job = None  # a running job of the GUI (never set without one)
         self.status = ""
         self._rendered: set[int] | None = set()  # slices drawn in the preview (None: all)
+        self.preview_lead = ""  # news the next preview's status line starts with (a load)
         self._pending = False
         # without a viewer: the image, the visible slice, the prompts and the labels
         self.image_data = None

@@ -337,13 +337,6 @@ class SessionLog:
         if self.autosave_path() is not None and self.session_path.absolute() == \
                 self.autosave_path().absolute():  # resumed: its log goes on in that file
             self._own_autosave(self.autosave_path())
-        first = (pending.get("points") or pending.get("boxes") or [None])[0]
-        if first is not None:  # show where the work stopped (with its preview when live)
-            self.go_to_slice(int(round(first[0])))
-            if self.live:
-                self.refresh_preview()
-        elif self.live and len(mine[0]) + len(mine[2]):  # the prompts kept, previewed again
-            self.refresh_preview()
         if differs:
             text = (f"Loaded the session {Path(path).name} ({sess.summary()}). Note: "
                     + "; ".join(differs) + ". Its labels are placed as they were saved: check "
@@ -352,12 +345,19 @@ class SessionLog:
                     "prompts on this image instead: napari-sam segment IMAGE --prompts "
                     "SESSION).")
             self.notify_warning(text)
-            self._say(text)
-            return sess
-        text = (f"Loaded the session {Path(path).name} ({sess.summary()}); continue where it "
-                "stopped.")
-        self.notify_info(text)  # stays in view when the preview's line replaces the status
+        else:
+            text = (f"Loaded the session {Path(path).name} ({sess.summary()}); continue where "
+                    "it stopped.")
+            self.notify_info(text)
         self._say(text)
+        self.preview_lead = text  # the preview's line, also one computed later, follows it
+        first = (pending.get("points") or pending.get("boxes") or [None])[0]
+        if first is not None:  # show where the work stopped (with its preview when live)
+            self.go_to_slice(int(round(first[0])))
+            if self.live:
+                self.refresh_preview()
+        elif self.live and len(mine[0]) + len(mine[2]):  # the prompts kept, previewed again
+            self.refresh_preview()
         return sess
 
     def _restore(self, sess: S.Session) -> None:

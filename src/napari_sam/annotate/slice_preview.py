@@ -102,7 +102,8 @@ class SlicePreview:
             if chosen is not None and chosen < p.n_candidates:
                 p.index = chosen
         self.render()
-        self._say(self._preview_text())
+        lead, self.preview_lead = self.preview_lead, ""
+        self._say(f"{lead} {self._preview_text()}" if lead else self._preview_text())
         return self.previews
 
     def _slice_edges(self, z: int):
