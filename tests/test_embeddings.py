@@ -26,10 +26,7 @@ def test_slices_match_predictor_with_volume_limits(tiny_sam):
         assert torch.equal(emb[z].features, emb[z].features.half().float())
 
 
-def test_batches_and_lookahead(tiny_sam, monkeypatch):
-    # one thread: with more, a batch that does not split into whole slices per thread is
-    # encoded in two calls (tests/test_resume_determinism.py)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+def test_batches_and_lookahead(tiny_sam):
     emb = embed(make_stack(z=7), tiny_sam, device="cpu", batch_size=3)
     emb[0]  # computes 0, 1, 2 in one call
     assert emb.encoder_calls == 1

@@ -39,7 +39,7 @@ def test_a_slice_embeds_the_same_in_any_batch_order_and_thread_count(demo, two_t
     from napari_sam.embeddings import embed
 
     stack = syn.nuclei_3d((8, 96, 96), seed=3).image
-    whole = embed(stack, demo, precision="bf16", device="cpu", compute=True)
+    whole = embed(stack, demo, precision="bf16", device="cpu", compute=True)  # batches of 4
     ref = _features(whole, 8)
     # the pieces a resumed run asks for: a batch of three, then a lone slice, then the rest
     store = tmp_path / "emb.zarr"
@@ -50,14 +50,21 @@ def test_a_slice_embeds_the_same_in_any_batch_order_and_thread_count(demo, two_t
     resumed.compute()
     for z, (a, b) in enumerate(zip(ref, _features(resumed, 8))):
         assert torch.equal(a, b), (z, float((a - b).abs().max()))
+    calls = []
+    real = torch.set_num_threads
     for threads in (1, 3):
-        torch.set_num_threads(threads)
-        other = embed(stack, demo, precision="bf16", device="cpu")
-        other.compute([4, 5, 6])
-        other.compute([7])
+        real(threads)
+        other = embed(stack, demo, precision="bf16", device="cpu",
+                      store=tmp_path / f"other{threads}.zarr")
+        torch.set_num_threads = lambda n: calls.append(n) or real(n)  # noqa: B023
+        try:
+            other.compute([4, 5, 6])
+            other.compute([7])  # padded to one slice per thread
+        finally:
+            torch.set_num_threads = real
         for z in (4, 5, 6, 7):
             assert torch.equal(other[z].features, ref[z]), (threads, z)
-    assert torch.get_num_threads() == 3  # the thread count set is left as it was
+    assert calls == [] and torch.get_num_threads() == 3  # torch's threads never changed
 
 
 def test_auto_interrupted_and_resumed_writes_the_same_labels(demo, two_threads, tmp_path,
@@ -95,3 +102,32 @@ def test_auto_interrupted_and_resumed_writes_the_same_labels(demo, two_threads, 
     capsys.readouterr()
     assert np.array_equal(once, twice), int((once != twice).sum())
     assert once.max() > 0
+
+
+def test_whole_slices_pad_the_rest_or_give_it_one_thread_per_slice(two_threads):
+    """The rest of a batch: padded with copies up to the thread count while that stays within
+    ``max_batch`` (torch's thread count untouched), else encoded with one thread per slice
+    and the thread count put back, also after an error."""
+    from types import SimpleNamespace
+
+    from napari_sam.embeddings import encode_whole_slices
+
+    seen = []
+
+    def encode_rgb(rgbs):
+        seen.append(([int(r[0, 0, 0]) for r in rgbs], torch.get_num_threads()))
+        if any(int(r[0, 0, 0]) == 99 for r in rgbs):
+            raise RuntimeError("out of memory")
+        return [int(r[0, 0, 0]) for r in rgbs]
+
+    pred = SimpleNamespace(device=torch.device("cpu"), encode_rgb=encode_rgb)
+    rgbs = [np.full((4, 4, 3), v, np.uint8) for v in (1, 2, 3, 4)]
+    torch.set_num_threads(3)
+    assert encode_whole_slices(pred, rgbs, max_batch=4) == [1, 2, 3, 4]
+    assert seen == [([1, 2, 3], 3), ([4, 4, 4], 3)]
+    seen.clear()
+    assert encode_whole_slices(pred, rgbs, max_batch=2) == [1, 2, 3, 4]
+    assert seen == [([1, 2, 3], 3), ([4], 1)] and torch.get_num_threads() == 3
+    with pytest.raises(RuntimeError):
+        encode_whole_slices(pred, [*rgbs[:3], np.full((4, 4, 3), 99, np.uint8)], max_batch=2)
+    assert torch.get_num_threads() == 3

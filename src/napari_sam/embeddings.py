@@ -209,16 +209,20 @@ def check_stack(stack):
     return stack
 
 
-def encode_whole_slices(predictor: Predictor, rgbs: list[np.ndarray]) -> list[ImageEmbedding]:
+def encode_whole_slices(predictor: Predictor, rgbs: list[np.ndarray],
+                        max_batch: int = 4) -> list[ImageEmbedding]:
     """Encode same-sized (Y, X, 3) uint8 slices so that each CPU thread encodes whole slices.
 
-    On the CPU the encoder's float rounding depends on how its threads split the batch: with
-    2 threads, a slice encoded alone or in the middle of a batch of 3 differs (bfloat16 on
-    the demo model: up to 0.07 in a feature) from the same slice in a batch of 2 or 4, and an
-    interrupted run resumed with other batches gave other labels. So the batch is encoded in
-    parts whose size is a multiple of the thread count, the rest with one thread per slice:
-    a slice's embedding then equals the one-thread result whatever batch, order or thread
-    count computed it. Elsewhere (CUDA, MPS) one batch as given.
+    On the CPU the encoder's float rounding can depend on how its threads split the batch:
+    measured with the demo model in bfloat16 at 2 threads, a slice encoded alone or in the
+    middle of a batch of three differed (up to 0.07 in a feature) from the same slice in a
+    batch of 2 or 4, which matched one thread; an interrupted run resumed with other batches
+    gave other labels. So a multiple of the thread count is encoded at once, and the rest
+    padded with copies of its last slice up to the thread count (one slice per thread, the
+    copies' results dropped; while that stays within ``max_batch`` slices, else the rest is
+    encoded with one thread per slice). A slice's embedding then does not depend on which
+    slices shared its batch. The cost: a lone slice takes as long as with one thread. On
+    CUDA and MPS one batch as given.
 
     Returns
     -------
@@ -229,9 +233,12 @@ def encode_whole_slices(predictor: Predictor, rgbs: list[np.ndarray]) -> list[Im
         return predictor.encode_rgb(rgbs)
     head = len(rgbs) - len(rgbs) % threads
     out = predictor.encode_rgb(rgbs[:head]) if head else []
-    torch.set_num_threads(len(rgbs) - head)
+    tail = rgbs[head:]
+    if threads <= max_batch:  # padded: no change of torch's (process-wide) thread count
+        return out + predictor.encode_rgb(tail + [tail[-1]] * (threads - len(tail)))[:len(tail)]
+    torch.set_num_threads(len(tail))
     try:
-        return out + predictor.encode_rgb(rgbs[head:])
+        return out + predictor.encode_rgb(tail)
     finally:
         torch.set_num_threads(threads)
 
@@ -433,8 +440,11 @@ class StackEmbeddings:
             rgbs = [to_uint8_rgb(a, self.contrast_limits) for _, a, _ in pending]
             # float16-rounded like the store's copies, so that an embedding decodes the same
             # whether it was just computed or read back (a rerun, a replayed session)
-            embs = [self._make(e.features.to(torch.float16).float())
-                    for e in encode_whole_slices(self.predictor, rgbs)]
+            # a store's slices may be computed over several runs: each in whole slices per
+            # thread, so that a resumed run gives the embeddings of an uninterrupted one
+            encoded = (self.predictor.encode_rgb(rgbs) if self._group is None
+                       else encode_whole_slices(self.predictor, rgbs, self.batch_size))
+            embs = [self._make(e.features.to(torch.float16).float()) for e in encoded]
             for (z, _, hsh), emb in zip(pending, embs):
                 self._write_store(z, emb, hsh)
                 self._remember(z, emb)
