@@ -290,6 +290,8 @@ class AnnotationController(AnnotationSession):
         self.target_layer = layer
         if layer is not None:
             self._say(f"Commits go into '{layer.name}'.")
+        if self.refine:  # the label refined is now this layer's: preview it again
+            self._on_refine_input()
 
     def target_name(self) -> str:
         return self.target_layer.name
@@ -341,25 +343,18 @@ class AnnotationController(AnnotationSession):
                     if arrays else None)
             return None if held is None else layers.index(arrays[held[0]])
 
-        found = T.target_for_image(target, fitting, self.image_layer, holder, self._images())
+        found = T.target_for_image(target, fitting, self.image_layer, holder,
+                                   T.open_images(self.viewer))
+        if found is not None:  # (a file opened again: its layer goes on with the new one)
+            T.remember_image(found, self.image_layer)
         if not L.same(found, target):
             self.target_layer = found
             self.target_changed.emit(found)
 
-    def _images(self) -> set:
-        """The ``unique_id`` of every image layer open."""
-        from napari.layers import Image
-
-        return {ly.unique_id for ly in map(L.unwrap, self.viewer.layers) if isinstance(ly, Image)}
-
     def history_problem(self, target) -> str | None:
-        """Why an undo or redo of a commit into ``target`` is refused here: the commit was
-        another image's (its layer holds another image's labels)."""
-        if T.made_for(target, self.image_layer, self._images()) is not False:
-            return None
-        return (f"the last commit went into '{target.name}', the labels of another image; "
-                "pick that image in 'Image' to undo or redo it (one history holds the commits "
-                "of every image)")
+        """Why an undo or redo of a commit into ``target`` is refused: it was another
+        image's (:func:`.targets.other_image_problem`)."""
+        return T.other_image_problem(target, self.image_layer)
 
     def labels_name(self, target) -> str:
         return target.name
@@ -625,6 +620,8 @@ class AnnotationController(AnnotationSession):
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         self.viewer.dims.events.ndisplay.disconnect(self._on_view_changed)
         self.viewer.dims.events.order.disconnect(self._on_view_changed)
+        if self._target_layer is not None:
+            self._target_layer.events.selected_label.disconnect(self._on_refine_input)
         self._watch(None)
 
     def detach(self, links: list, unbind_keys, *_destroyed) -> None:

@@ -10,60 +10,88 @@ from collections.abc import Callable, Sequence
 
 from napari_sam._qt.layers import TARGET_NAME, same, unwrap
 
-__all__ = ["IMAGES_KEY", "deleted_labels_text", "made_for", "remember_image", "target_for_image"]
+__all__ = ["IMAGES_KEY", "deleted_labels_text", "made_for", "open_images", "other_image_problem",
+           "remember_image", "target_for_image"]
 
-#: key of a labels layer's ``metadata``: the ``unique_id`` of each image committed into it
+#: key of a labels layer's ``metadata``: ``{"layer": its own unique_id, "images": [the
+#: unique_id of each image committed into it]}`` (strings; a copy napari's *Duplicate Layer*
+#: makes has another id, so it claims no image)
 IMAGES_KEY = "napari_sam_images"
 
 
-def _images(layer) -> list:
-    meta = getattr(unwrap(layer), "metadata", None)
-    return list(meta.get(IMAGES_KEY, ())) if isinstance(meta, dict) else []
+def _images(layer) -> list[str]:
+    layer = unwrap(layer)
+    meta = getattr(layer, "metadata", None)
+    rec = meta.get(IMAGES_KEY) if isinstance(meta, dict) else None
+    if not isinstance(rec, dict) or rec.get("layer") != str(getattr(layer, "unique_id", "")):
+        return []
+    return [str(i) for i in rec.get("images") or ()]
 
 
 def remember_image(labels_layer, image_layer) -> None:
     """Record that ``image_layer``'s commits go into ``labels_layer``."""
     layer, image = unwrap(labels_layer), unwrap(image_layer)
     uid = getattr(image, "unique_id", None)
-    if layer is None or uid is None or uid in _images(layer):
+    if layer is None or uid is None or str(uid) in _images(layer):
         return
-    layer.metadata = {**layer.metadata, IMAGES_KEY: [*_images(layer), uid]}
+    rec = {"layer": str(layer.unique_id), "images": [*_images(layer), str(uid)]}
+    layer.metadata = {**layer.metadata, IMAGES_KEY: rec}
 
 
-def made_for(labels_layer, image_layer, alive=None) -> bool | None:
+def made_for(labels_layer, image_layer) -> bool | None:
     """True: ``image_layer`` was committed into ``labels_layer``; False: only other images
-    were; None: no image was (a layer the user made or picked), or only images no longer
-    open (``alive``: the ``unique_id`` of every image open; a file opened again is a new
-    layer and may go on in the labels of the old one)."""
-    images = [i for i in _images(labels_layer) if alive is None or i in alive]
+    were (open or not); None: no image was (a layer the user made or picked)."""
+    images = _images(labels_layer)
     if not images:
         return None
-    return getattr(unwrap(image_layer), "unique_id", None) in images
+    return str(getattr(unwrap(image_layer), "unique_id", None)) in images
+
+
+def open_images(viewer) -> set[str]:
+    """The ``unique_id`` (as strings) of every image layer open in ``viewer``."""
+    from napari.layers import Image
+
+    return {str(ly.unique_id) for ly in map(unwrap, viewer.layers) if isinstance(ly, Image)}
+
+
+def other_image_problem(target, image_layer) -> str | None:
+    """Why an undo or redo of a commit into labels layer ``target`` is refused while
+    ``image_layer`` is shown: only other images were committed into it (None: it is not)."""
+    if made_for(target, image_layer) is not False:
+        return None
+    return (f"the last commit went into '{target.name}', the labels of another image; pick "
+            "that image in 'Image' to undo or redo it (one history holds the commits of every "
+            "image)")
 
 
 def target_for_image(current, fitting: Sequence, image_layer,
-                     autosave_holder: Callable[[Sequence], int | None], alive=None):
+                     autosave_holder: Callable[[Sequence], int | None], alive=()):
     """The labels layer commits of ``image_layer`` go into after it was picked (None: a new
     one at the first commit).
 
-    In order: the ``current`` target if it fits and is not another image's; the last of the
-    ``fitting`` layers (labels layers of the image's shape and transform) committed from this
-    image; the one ``autosave_holder(layers)`` names (it holds this image's autosaved labels:
-    a dock opened again) among those no other image committed into; the one named
-    'segmentation' that no image committed into; else None. Images not in ``alive`` (the
-    ``unique_id`` of the images open; None: all) count as never committed.
+    In order: the ``current`` target if it fits and no other image was committed into it;
+    the last of the ``fitting`` layers (labels layers of the image's shape and transform)
+    committed from this image; the one ``autosave_holder(layers)`` names (it holds exactly
+    this image's autosaved labels: a dock opened again, the file opened again) among those
+    no open image committed into (``alive``: the ``unique_id`` of the images open); the one
+    named 'segmentation' no image committed into; else None. A layer of an image that was
+    closed goes to no other image but through its autosave.
     """
+    def orphan(ly) -> bool:
+        return made_for(ly, image_layer) is False and not set(_images(ly)) & set(map(str, alive))
+
     if current is not None and any(same(current, ly) for ly in fitting) \
-            and made_for(current, image_layer, alive) is not False:
+            and made_for(current, image_layer) is not False:
         return current
-    mine = [ly for ly in fitting if made_for(ly, image_layer, alive)]
+    mine = [ly for ly in fitting if made_for(ly, image_layer)]
     if mine:
         return mine[-1]
-    free = [ly for ly in fitting if made_for(ly, image_layer, alive) is None]
+    free = [ly for ly in fitting if made_for(ly, image_layer) is None or orphan(ly)]
     held = autosave_holder(free) if free else None
     if held is not None:
         return free[held]
-    return next((ly for ly in free if ly.name == TARGET_NAME), None)
+    return next((ly for ly in free if ly.name == TARGET_NAME and made_for(ly, image_layer)
+                 is None), None)
 
 
 def deleted_labels_text(name: str, steps: int, target: bool) -> str:
