@@ -46,10 +46,15 @@ def no_prompts_reason(output) -> str:
     sidecar = nio.output_metadata_path(output)
     if not (output.exists() or sidecar.exists()):
         return NO_PROMPTS
-    meta = nio.read_output_metadata(output) or {}
-    command = (meta.get("parameters") or {}).get("command")
+    try:
+        meta = nio.read_output_metadata(output) or {}
+    except Exception:  # an unreadable sidecar: the output is still named  # noqa: BLE001
+        meta = {}
+    params = meta.get("parameters") if isinstance(meta, dict) else None
+    command = params.get("command") if isinstance(params, dict) else None
     made = ("made by an earlier run from prompts no longer in the file" if command == "segment"
-            else f"written by `napari-sam {command}`" if command else "not written by napari-sam")
+            else f"written by `napari-sam {command}`" if command
+            else "its sidecar does not say by what")
     return (f"{NO_PROMPTS}; an earlier output {output} ({made}) is still there and was left as "
             "it was (--overwrite does not replace it: there is nothing to write): delete it"
             + (f" and {sidecar.name}" if sidecar.exists() else "")

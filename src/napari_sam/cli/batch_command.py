@@ -41,12 +41,10 @@ def shown_name(job) -> str:
     return (job.subfolder / job.input.name).as_posix()
 
 
-#: what a file line adds when a command found no object in it
-NOTHING_FOUND = {
-    "auto": ("; nothing stood out: check the channel (--channel N) and that the objects "
-             "differ from the background, or try a real SAM model (--model vit_b_lm) or a "
-             "lower --pred-iou-thresh"),
-}
+#: what the line of a file ``auto`` found no object in adds
+NOTHING_FOUND = ("nothing stood out: check the channel (--channel N) and that the objects "
+                 "differ from the background, or try a real SAM model (--model vit_b_lm) or a "
+                 "lower --pred-iou-thresh")
 
 
 def print_result(res, quiet: bool, what: str = "objects", name: str | None = None,
@@ -60,9 +58,9 @@ def print_result(res, quiet: bool, what: str = "objects", name: str | None = Non
     name = Path(res.input).name if name is None else name
     if res.status == "done":
         noun = what[:-1] if res.objects == 1 and what.endswith("s") else what  # 1 slice
-        line = f"done     {name} -> {res.output} ({res.objects} {noun}, {res.seconds:.1f} s)"
-        if res.objects == 0 and nothing:
-            line = line[:-1] + nothing + ")"
+        why = f"; {nothing}" if res.objects == 0 and nothing else ""
+        line = (f"done     {name} -> {res.output} ({res.objects} {noun}, "
+                f"{res.seconds:.1f} s{why})")
     elif res.status == "skipped":
         line = f"skipped  {name}: {res.output} is {res.reason}" if res.reason == "complete" \
             else f"skipped  {name}: {res.reason}"
@@ -503,7 +501,7 @@ def run_batch(args, ctx, jobs, prompts) -> int:
     def on_result(res):
         results.append(res)
         print_result(res, args.quiet, "slices" if args.command == "embed" else "objects",
-                     names.get(res.input), nothing=NOTHING_FOUND.get(args.command, ""))
+                     names.get(res.input), nothing=NOTHING_FOUND if args.command == "auto" else "")
 
     def on_wait(job, pid):
         from tqdm.auto import tqdm

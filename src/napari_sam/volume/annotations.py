@@ -32,7 +32,7 @@ _BOX_MESSAGES = {
 }
 
 __all__ = ["N_CANDIDATES", "Annotation", "ObjectPrompts", "SlicePrompt", "candidate_problem",
-           "normalize_prompts", "prompts_from_labels"]
+           "candidate_value_problem", "normalize_prompts", "prompts_from_labels"]
 
 
 @dataclass
@@ -201,10 +201,9 @@ def candidate_problem(candidate, *, points: int = 0, positive: int = 0, box: boo
     """
     if candidate is None:
         return None
-    if (isinstance(candidate, (bool, np.bool_)) or not isinstance(candidate, (int, np.integer))
-            or not 0 <= int(candidate) < N_CANDIDATES):
-        return ("'candidate' must be 0, 1 or 2 (which of a single click's three masks to "
-                f"keep; none: the best scoring), got {candidate!r}")
+    problem = candidate_value_problem(candidate)
+    if problem:
+        return problem
     if points == 1 and positive == 1 and not (box or mask or stop or others):
         return None
     has = ", ".join([f"{points} point(s) ({positive} positive)"] * bool(points)
@@ -217,9 +216,20 @@ def candidate_problem(candidate, *, points: int = 0, positive: int = 0, box: boo
             + " or the other prompts on that slice" * bool(others))
 
 
+def candidate_value_problem(candidate) -> str | None:
+    """Why ``candidate`` is no candidate index (0, 1 or 2; None: the best scoring), in
+    words; None when it is one."""
+    if candidate is None or (not isinstance(candidate, (bool, np.bool_))
+                             and isinstance(candidate, (int, np.integer))
+                             and 0 <= int(candidate) < N_CANDIDATES):
+        return None
+    return ("'candidate' must be 0, 1 or 2 (which of a single click's three masks to keep; "
+            f"none: the best scoring), got {candidate!r}")
+
+
 def _validate_candidate(value, where: str) -> int | None:
     """The candidate index of a slice prompt (None: the best scoring)."""
-    problem = candidate_problem(value, points=1, positive=1)
+    problem = candidate_value_problem(value)
     if problem:
         raise ValueError(f"{where}: {problem}")
     return None if value is None else int(value)
