@@ -283,3 +283,77 @@ def test_loading_goes_to_the_pending_prompts_slice_with_live_preview_off(make_wi
     w2.load_session(str(path))
     assert w2.controller.current_z() == 4
     assert np.allclose(w2.controller.prompt_arrays()[0], [[4, 20, 20]])
+
+
+def test_a_closed_images_labels_go_to_no_other_image(make_widget, tiny_predictor):
+    """A review: after deleting one image, the other image of its shape took over its labels
+    layer (commits mixed into it, its autosave written with them)."""
+    import json
+
+    from sam_qt_helpers import blob_stack, use_predictor
+
+    viewer, widget = make_widget(blob_stack(), name="blobs")
+    use_predictor(widget, tiny_predictor)
+    viewer.add_image(blob_stack()[:, ::-1].copy(), name="flipped")
+    c = widget.controller
+    _pick_image(widget, "blobs")
+    _commit_click(viewer, widget, 20, 20)
+    blobs_layer = c.target_layer
+    json.dumps(blobs_layer.metadata)  # plain strings: any writer can save it
+    # napari's Duplicate Layer copies the metadata: the copy claims no image
+    copy = viewer.add_labels(blobs_layer.data.copy(), name="segmentation copy",
+                             metadata=dict(blobs_layer.metadata))
+    _pick_image(widget, "flipped")
+    _pick_image(widget, "blobs")
+    assert c.target_layer is blobs_layer and c.target_layer is not copy
+    kept = blobs_layer.data.copy()
+    viewer.layers.remove("blobs")
+    assert c.image_name() == "flipped"
+    assert c.target_layer is None or c.target_layer not in (blobs_layer, copy)
+    _commit_click(viewer, widget, 20, 20)
+    assert c.target_layer not in (blobs_layer, copy)
+    assert np.array_equal(blobs_layer.data, kept)
+    # its commits are not undone from here either (the image they belong to is closed)
+    widget._on_undo()
+    assert np.array_equal(blobs_layer.data, kept)
+    widget._on_undo()
+    assert widget._status.text().startswith("Not undone: the last commit went into"), \
+        widget._status.text()
+    assert np.array_equal(blobs_layer.data, kept)
+
+
+def test_picking_another_labels_layer_while_refining_previews_again(stack_widget):
+    """A review: with 'Refine selected label' ticked, picking another labels layer kept the
+    preview seeded from the first layer's label."""
+    viewer, widget = stack_widget
+    c = widget.controller
+    first, existing = _manual(viewer, widget)
+    other_data = np.zeros_like(existing)
+    other_data[3, 30:50, 30:50] = 5
+    other = viewer.add_labels(other_data, name="other")
+    other.selected_label = 5
+    widget._refresh_targets()
+    viewer.layers.selection.active = c.points_layer
+    widget._refine.setChecked(True)
+    canvas_click(viewer, 20, 20)
+    before = c.previews[0].mask.copy()
+    widget._target.setCurrentIndex(widget._target.findText("other"))
+    widget._on_target_changed()
+    assert c.target_layer is other
+    assert not np.array_equal(c.previews[0].mask, before)  # decoded from 'other''s label 5
+
+
+def test_choosing_the_same_model_again_keeps_the_propagation(stack_widget):
+    """A review: picking the model shown again in 'Model' (or Return in the empty store
+    field) dropped a finished propagation while the status still said Shift+C commits."""
+    viewer, widget = stack_widget
+    c = widget.controller
+    viewer.layers.selection.active = c.points_layer
+    canvas_click(viewer, 20, 20)
+    _press(viewer, "Shift-D")
+    assert c.volume is not None, widget._status.text()
+    widget._model.activated.emit(widget._model.currentIndex())
+    widget._store.editingFinished.emit()
+    assert c.volume is not None and c.preview_layer.data.any()
+    _press(viewer, "Shift-C")
+    assert widget._status.text().startswith("Committed label 1"), widget._status.text()

@@ -301,11 +301,11 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
         before = self.model_choice
         self.model_choice = choice
         self.propagation_method = None
-        self._lookup()
+        dropped = self._lookup()
         if choice is None or before is None or before.key == choice.key:
             return  # the first choice (the widget opening) keeps the first status
         fetch = "" if choice.cached else " It is downloaded at the first click (once)."
-        self._say(f"Model {choice.key}.{fetch} {self.next_step()}")  # not the old model's line
+        self.after_setting(dropped, f"Model {choice.key}.{fetch}")  # not the old model's line
 
     def set_device(self, device: str) -> None:
         from napari_sam.device import resolve_device
@@ -316,14 +316,14 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
             raise UserError(f"{err}. Pick 'auto' or 'cpu' in 'Device'.") from None
         self._check_precision(device, self.precision)
         self.device = device
-        self._lookup()
+        self.after_setting(self._lookup(), f"Device {device}.", quiet=True)
 
     def set_precision(self, precision: str) -> None:
         """Compute precision of the models loaded from now on ("auto", "fp32" or "bf16");
         models and embeddings are kept per precision."""
         self._check_precision(self.device, precision)
         self.precision = precision
-        self._lookup()
+        self.after_setting(self._lookup(), f"Precision {precision}.", quiet=True)
 
     @staticmethod
     def _check_precision(device, precision) -> None:
@@ -336,14 +336,14 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
         """Tile images larger than the model input (``on``, the default) or never: embed
         each slice whole, shrunk to the model input. Embeddings are kept per choice."""
         self.tiling = "auto" if on else None
-        self._lookup()
+        dropped = self._lookup()
         how = ("embedded in tiles of the model input's size" if on else
                "shrunk to the model input")
-        self._say(f"Large images are {how}. {self.next_step()}")
+        self.after_setting(dropped, f"Large images are {how}.")
 
     def set_store(self, path: str | None) -> None:
         self.store = path or None
-        self._lookup()
+        self.after_setting(self._lookup(), "Embedding store changed.", quiet=True)
 
     def set_image(self, data, *, rgb: bool = False, channel_axis: int | None = None,
                   name: str = "image", path=None) -> None:
@@ -393,16 +393,23 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
             precision_key(self.device, self.precision), self.tiling,
         )
 
-    def _lookup(self) -> None:
-        """Point at cached predictor and embeddings for the current choices (no compute)."""
-        self.previews, self.volume = [], None
-        self.render()
+    def _lookup(self) -> str | None:
+        """Point at cached predictor and embeddings for the current choices (no compute).
+        Where they changed, the preview goes; returns what went ("volume", "slice" or None)."""
+        old = (self.predictor, self.emb)
         if self.model_choice is None:
             self.predictor = self.emb = None
-            return
-        self.predictor = self.models.get(self.model_choice, self.device, self.precision)
-        self.emb = self.embeddings.get(self._cache_key()) if self.source is not None else None
-        self.notify_model(self.predictor)
+        else:
+            self.predictor = self.models.get(self.model_choice, self.device, self.precision)
+            self.emb = (self.embeddings.get(self._cache_key()) if self.source is not None
+                        else None)
+            self.notify_model(self.predictor)
+        if self.predictor is not None and old[0] is self.predictor and old[1] is self.emb:
+            return None  # the same model and embeddings: the preview stays
+        dropped = "volume" if self.volume is not None else "slice" if self.previews else None
+        self.previews, self.volume = [], None
+        self.render()
+        return dropped
 
     def embedding_summary(self) -> str:
         """E.g. "12 of 32 slices embedded" for the current image and model."""

@@ -106,6 +106,22 @@ class SlicePreview:
         self._say(f"{lead} {self._preview_text()}" if lead else self._preview_text())
         return self.previews
 
+    def after_setting(self, dropped: str | None, lead: str, quiet: bool = False) -> None:
+        """After a Setup change (``lead`` says which) that dropped the preview (``dropped``,
+        from ``_lookup``): preview the kept prompts again with the new setting (live), or
+        say what went and how to get it back; else say ``lead`` (nothing when ``quiet``)."""
+        if dropped == "volume":
+            self._say(f"{lead} The propagated preview was made before this change and was "
+                      "dropped; the prompts are kept: press Shift+D to propagate again.")
+        elif dropped == "slice" and self.live:
+            self.preview_lead = lead
+            self.refresh_preview()
+        elif dropped == "slice":
+            self._say(f"{lead} The preview was made before this change and was dropped; the "
+                      "prompts are kept: press Shift+S to preview them again.")
+        elif not quiet:
+            self._say(f"{lead} {self.next_step()}")
+
     def _slice_edges(self, z: int):
         """The edge map slice ``z``'s masks are cut with (None: at the model's threshold; on
         tiled embeddings always, as :func:`~napari_sam.annotation.decode_slice` cuts them),
