@@ -40,8 +40,10 @@ __all__ = [
     "OVERLAP",
     "SCORE_DROP",
     "STILL_THERE",
+    "describe_slices",
     "propagation_trace",
     "render_png",
+    "slice_runs",
 ]
 
 AREA_JUMP = 1.8
@@ -205,15 +207,18 @@ _FLAG = (235, 60, 60)
 def _plot(draw, box, xs, ys, lo, hi, colour, n_slices) -> None:
     x0, y0, x1, y1 = box
     draw.rectangle(box, outline=(90, 90, 90))
-    pts = []
+    pts, zs = [], []
     for z, v in zip(xs, ys):
         if v is None:
             continue
         x = x0 + 4 + (x1 - x0 - 8) * (z / max(1, n_slices - 1))
         t = 0.5 if hi == lo else (v - lo) / (hi - lo)
         pts.append((x, y1 - 4 - (y1 - y0 - 8) * t))
-    if len(pts) > 1:
-        draw.line(pts, fill=colour, width=2)
+        zs.append(z)
+    for a, b in slice_runs(zs):  # no line across slices without a mask
+        run = [p for p, z in zip(pts, zs) if a <= z <= b]
+        if len(run) > 1:
+            draw.line(run, fill=colour, width=2)
     for p in pts:
         draw.ellipse((p[0] - 2, p[1] - 2, p[0] + 2, p[1] + 2), fill=colour)
 
@@ -306,3 +311,21 @@ def report(paths, *, out=None, quiet: bool = False) -> list[Path]:
                 for f in obj.get("flags", []):
                     print(f"  object {obj['id']}, slice {f['slice']}: {f['text']}", file=out)
     return written
+
+
+def slice_runs(slices) -> list[tuple[int, int]]:
+    """Runs of consecutive slices, ``[(first, last), ...]``, of the sorted ``slices``."""
+    runs: list[tuple[int, int]] = []
+    for z in sorted(int(v) for v in slices):
+        if runs and z == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], z)
+        else:
+            runs.append((z, z))
+    return runs
+
+
+def describe_slices(slices) -> str:
+    """``slices`` in words: "3-9", or "0-6 and 10-15" where the object has no mask between."""
+    runs = [f"{a}-{b}" if a != b else f"{a}" for a, b in slice_runs(slices)]
+    return " and ".join(runs) if len(runs) < 3 else ", ".join(runs[:-1]) + " and " + runs[-1]
+

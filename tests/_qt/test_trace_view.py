@@ -41,10 +41,29 @@ def test_trace_titles_say_why_in_the_status_lines_words(qtbot):
     qtbot.addWidget(view)
     stops = {"up": {"slice": 25, "reason": "rebounded"}, "down": {"slice": 20, "reason": "iou"}}
     view.set_trace({"n_slices": 30, "objects": [{
-        "id": 7, "slices": [20, 25], "iou": [0.8, 0.8], "area": [10, 10],
-        "contrast": [5.0, 5.0], "annotated": [22], "stops": stops, "flags": []}]})
+        "id": 7, "slices": list(range(20, 26)), "iou": [0.8] * 6, "area": [10] * 6,
+        "contrast": [5.0] * 6, "annotated": [22], "stops": stops, "flags": []}]})
     titles = [w.text() for w in view.findChildren(QLabel) if w.text().startswith("Object 7")]
     assert titles == ["Object 7: slices 20-25 (stopped down at 20: shape changed, up at 25: "
                       "ran into the next object)"]
     status = describe_stops({7: {d: s["reason"] for d, s in stops.items()}})
     assert "shape changed" in status and "ran into the next object" in status
+
+
+def test_a_trace_with_slices_without_a_mask_names_them(qtbot):
+    """Slices without a mask between an object's prompts: the title names both runs (it said
+    one range over the hole, session 26)."""
+    from qtpy.QtWidgets import QLabel
+
+    from napari_sam._qt.trace_view import TraceView
+
+    view = TraceView(lambda z: None, lambda flag: None)
+    qtbot.addWidget(view)
+    zs = [*range(0, 7), *range(10, 16)]
+    view.set_trace({"n_slices": 16, "objects": [{
+        "id": 1, "slices": zs, "iou": [0.8] * len(zs), "area": [10] * len(zs),
+        "contrast": [5.0] * len(zs), "annotated": [3, 10], "stops": {}, "flags": []}]})
+    titles = [w.text() for w in view.findChildren(QLabel) if w.text().startswith("Object 1")]
+    assert titles == ["Object 1: slices 0-6 and 10-15 (stopped nowhere)"]
+    view.plots[0].grab()  # paints the two runs
+

@@ -17,6 +17,7 @@ from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
 from napari_sam.annotate.stack_actions import STOP_WORDS
+from napari_sam.trace import describe_slices, slice_runs
 
 __all__ = ["TracePlot", "TraceView"]
 
@@ -76,10 +77,10 @@ class TracePlot(QWidget):
                 continue
             vals = [v for _, v in pts]
             lo, hi = (0.0, 1.0) if key == "iou" else (min(vals), max(vals))
-            poly = QPolygonF([QPointF(self.x_of(z), h - 14 - (h - 20) * (
-                0.5 if hi == lo else (v - lo) / (hi - lo))) for z, v in pts])
             p.setPen(QPen(QColor(colour), 2))
-            p.drawPolyline(poly)
+            for a, b in slice_runs(z for z, _ in pts):  # no line across slices without a mask
+                p.drawPolyline(QPolygonF([QPointF(self.x_of(z), h - 14 - (h - 20) * (
+                    0.5 if hi == lo else (v - lo) / (hi - lo))) for z, v in pts if a <= z <= b]))
         p.end()
 
     def mousePressEvent(self, event):  # noqa: N802 - Qt's name
@@ -124,7 +125,7 @@ class TraceView(QWidget):
             words = STOP_TITLE_WORDS
             stops = ", ".join(f"{d} at {s['slice']}: {words.get(s['reason'], s['reason'])}"
                               for d, s in sorted(obj.get("stops", {}).items()))
-            title = QLabel(f"Object {obj['id']}: slices {obj['slices'][0]}-{obj['slices'][-1]}"
+            title = QLabel(f"Object {obj['id']}: slices {describe_slices(obj['slices'])}"
                            f" (stopped {stops or 'nowhere'})")
             title.setWordWrap(True)
             self._layout.addWidget(title)

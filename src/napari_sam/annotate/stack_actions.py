@@ -264,12 +264,21 @@ class StackActions:
         self.trace = trace
         self.notify_trace(trace)
         self.render()
-        lo_hi = [f"{a}-{b}" for a, b in (result.slice_range[i] for i in result.object_ids)]
+        from napari_sam.trace import describe_slices, slice_runs
+
+        spans = {o["id"]: o["slices"] for o in trace.get("objects", [])}
+        lo_hi = [describe_slices(spans[i]) if spans.get(i) else "-".join(
+            map(str, result.slice_range[i])) for i in result.object_ids]
+        holes = [f"object {i} has no mask on slice{'s' * (b[0] - a[1] > 2)} "
+                 f"{describe_slices(range(a[1] + 1, b[0]))}"
+                 for i, zs in spans.items() for a, b in zip(slice_runs(zs), slice_runs(zs)[1:])]
+        hole = (f" Between its prompts {'; '.join(holes)}: click the object there and "
+                "Propagate again." if holes else "")
         self._say(
             f"Propagated {len(result.object_ids)} object(s){how} over slices "
             f"{', '.join(lo_hi)} (stopped: {describe_stops(result.stop_reasons, absent_slices)})"
             ". Check the preview, then Shift+C commits; a prompt on a slice further out "
-            f"carries an object on.{describe_ignored(ignored)}"
+            f"carries an object on.{hole}{describe_ignored(ignored)}"
         )
 
     # ------------------------------------------------------------------ automatic
