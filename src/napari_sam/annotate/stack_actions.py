@@ -339,12 +339,15 @@ class StackActions:
                 full[...] = labels
             else:
                 full[z] = labels
-            name = "automatic segmentation" + ("" if whole_stack or not src.is_3d else f" z={z}")
+            axis = "t" if self.axis_kind == "t" else "z"
+            name = "automatic segmentation" + ("" if whole_stack or not src.is_3d
+                                               else f" {axis}={z}")
             self.add_result(full, name)
             n = len(np.unique(full)) - 1
             tiles = getattr(prepared[4], "tiling", None)
             how = "" if tiles is None else f" (in {len(tiles)} tiles of {tiles.window} px)"
-            self._say(f"Segment everything: {n} objects{how} in a new layer '{name}'.")
+            self._say(f"Segment everything: {n} object{'s' * (n != 1)}{how} in a new layer "
+                      f"'{name}'.")
 
         what = "the stack" if whole_stack else "this slice"
         return self.start_job(gen(), f"Segmenting everything in {what}", done)
