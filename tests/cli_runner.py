@@ -21,3 +21,23 @@ def error_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.startswith("napari-sam: error:")]
     assert len(lines) == 1, err
     return lines[0]
+
+
+def noise_image(path, shape=(64, 64), seed=0):
+    """Write a uint16 noise TIFF of ``shape`` at ``path`` (folders made); returns the path."""
+    import numpy as np
+    import tifffile
+
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, (rng.random(shape) * 1000).astype(np.uint16),
+                     photometric="minisblack")
+    return path
+
+
+def md5s(*paths) -> dict:
+    """``{str(path): md5 hex digest of its bytes}``: to check files were left as they were."""
+    import hashlib
+
+    return {str(p): hashlib.md5(p.read_bytes()).hexdigest() for p in paths}
+

@@ -9,7 +9,6 @@ unchanged; none prints a traceback.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -22,24 +21,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from cli_runner import cli, error_line
+from cli_runner import cli, error_line, md5s, noise_image
 
 
 @pytest.fixture(autouse=True)
 def _offline(offline_cli):
     """Every test here runs in :func:`offline_cli`'s surroundings (tests/conftest.py)."""
-
-
-def _image(path: Path, shape=(64, 64), seed=0) -> Path:
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(path, (rng.random(shape) * 1000).astype(np.uint16),
-                     photometric="minisblack")
-    return path
-
-
-def _md5(*paths: Path) -> dict:
-    return {str(p): hashlib.md5(p.read_bytes()).hexdigest() for p in paths}
 
 
 AUTO_FAST = ("--points-per-side", "4", "--device", "cpu", "-q")
@@ -56,8 +43,8 @@ def test_output_that_is_another_input_is_refused_before_any_work(
     user's img_labels.tif. Refused with exit 2 naming both files and the fix, nothing
     written, both inputs byte for byte as they were (with and without --overwrite)."""
     f = tmp_path / "f"
-    img, other = _image(f / "img.tif", seed=1), _image(f / "img_labels.tif", seed=2)
-    before = _md5(img, other)
+    img, other = noise_image(f / "img.tif", seed=1), noise_image(f / "img_labels.tif", seed=2)
+    before = md5s(img, other)
     argv = [command, f, "-o", f, "--model", tiny_model, "-q"]
     if command == "segment":
         p = tmp_path / "p.csv"
@@ -68,7 +55,7 @@ def test_output_that_is_another_input_is_refused_before_any_work(
     assert rc == 2
     assert "also an input of this batch" in line and str(other) in line and str(img) in line
     assert "-o" in line and "--suffix" in line
-    assert _md5(img, other) == before
+    assert md5s(img, other) == before
     assert sorted(p.name for p in f.iterdir()) == ["img.tif", "img_labels.tif"]
 
 
@@ -80,13 +67,13 @@ def test_a_failed_file_leaves_no_partial_sidecar(tmp_path, tiny_model, capsys):
     ``<stem>_labels.tif.json`` saying "partial" for an output that does not exist."""
     inp = tmp_path / "cplx.npy"
     np.save(inp, np.zeros((64, 64), complex))
-    before = _md5(inp)
+    before = md5s(inp)
     out = tmp_path / "out"
     rc, _, err = cli(["auto", inp, "-o", out, "--model", tiny_model, *AUTO_FAST], capsys)
     assert rc == 1 and "FAILED   cplx.npy" in err
     assert not (out / "cplx_labels.tif.json").exists()
     assert [p.name for p in out.iterdir()] == []  # no work folder, no lock folder either
-    assert _md5(inp) == before
+    assert md5s(inp) == before
 
 
 def test_a_failed_rerun_keeps_the_previous_output_and_its_sidecar(tmp_path, tiny_model, capsys):
@@ -98,11 +85,11 @@ def test_a_failed_rerun_keeps_the_previous_output_and_its_sidecar(tmp_path, tiny
     rc, _, _ = cli(["auto", inp, "-o", out, "--model", tiny_model, *AUTO_FAST], capsys)
     assert rc == 0
     labels, sidecar = out / "a_labels.tif", out / "a_labels.tif.json"
-    before = _md5(labels, sidecar)
+    before = md5s(labels, sidecar)
     np.save(inp, np.zeros((64, 64), complex))  # the input changed: the output is recomputed
     rc, _, err = cli(["auto", inp, "-o", out, "--model", tiny_model, *AUTO_FAST], capsys)
     assert rc == 1 and "FAILED   a.npy" in err
-    assert _md5(labels, sidecar) == before
+    assert md5s(labels, sidecar) == before
     assert json.loads(sidecar.read_text())["status"] == "complete"
 
 
@@ -111,8 +98,8 @@ def test_segment_skips_an_input_without_prompts(tmp_path, tiny_model, capsys):
     skipped with the reason in their line and in the summary (exit 0); nothing is written
     for them, not even a sidecar."""
     src = tmp_path / "in"
-    _image(src / "a.tif", seed=1)
-    _image(src / "b.tif", seed=2)
+    noise_image(src / "a.tif", seed=1)
+    noise_image(src / "b.tif", seed=2)
     p = tmp_path / "p.csv"
     p.write_text("file,id,slice,row,col\nb.tif,1,0,30,30\n")
     out = tmp_path / "out"
@@ -227,7 +214,7 @@ def test_docs_say_cpu_precision_and_keep_work_as_the_code_does():
 def test_prompts_file_column_with_dot_slash_matches(tmp_path, tiny_model, capsys, monkeypatch):
     """``./my data/x.tif`` in the 'file' column names the input ``my data/x.tif``."""
     monkeypatch.chdir(tmp_path)
-    _image(tmp_path / "my data" / "x.tif")
+    noise_image(tmp_path / "my data" / "x.tif")
     p = tmp_path / "p.csv"
     p.write_text("file,id,slice,row,col\n./my data/x.tif,1,0,30,30\n")
     rc, stdout, err = cli(["segment", "my data", "-o", "out", "-p", p, "--model", tiny_model,
@@ -248,7 +235,7 @@ def test_object_with_only_negative_points_is_refused_before_any_work(tmp_path, t
                                                                     capsys):
     """An object with only negative points starts nothing: exit 2 naming the file, line and
     object, before any embedding (the output folder is not even created)."""
-    inp = _image(tmp_path / "a.tif")
+    inp = noise_image(tmp_path / "a.tif")
     p = tmp_path / "p.csv"
     p.write_text("id,slice,row,col,label\n1,0,30,30,1\n2,0,10,10,0\n2,0,12,12,0\n")
     out = tmp_path / "out"
@@ -268,7 +255,7 @@ def test_ctrl_c_on_a_local_cluster_is_quiet(tmp_path, tiny_model):
     or dask warning after it (they are for --verbose)."""
     data = tmp_path / "data"
     for i in range(4):
-        _image(data / f"s{i}.tif", shape=(12, 64, 64), seed=i)
+        noise_image(data / f"s{i}.tif", shape=(12, 64, 64), seed=i)
     env = dict(os.environ, NAPARI_SAM_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1",
                PYTHONWARNINGS="ignore")
     cmd = [sys.executable, "-m", "napari_sam.cli", "auto", str(data), "-o", str(tmp_path / "out"),
@@ -306,7 +293,7 @@ def test_a_local_cluster_gives_the_serial_labels(tmp_path, tiny_model, capsys):
     ``batch.distributed.worker_start_method``) writes the labels a serial run writes."""
     data = tmp_path / "data"
     for i in range(2):
-        _image(data / f"s{i}.tif", shape=(2, 64, 64), seed=i)
+        noise_image(data / f"s{i}.tif", shape=(2, 64, 64), seed=i)
     base = ["auto", data, "--model", tiny_model, "--points-per-side", "8", "--device", "cpu",
             "--pred-iou-thresh", "0", "--stability-score-thresh", "0", "-q"]  # random model
     rc, _, err = cli([*base, "-o", tmp_path / "serial"], capsys)
@@ -345,7 +332,7 @@ def test_ctrl_c_while_the_local_cluster_starts_stops_the_run(tmp_path, tiny_mode
     whole start (the run then went on to the end)."""
     data = tmp_path / "data"
     for i in range(3):
-        _image(data / f"s{i}.tif", shape=(64, 64), seed=i)
+        noise_image(data / f"s{i}.tif", shape=(64, 64), seed=i)
     script = tmp_path / "ctrl_c_at_start.py"
     script.write_text(CTRL_C_WHILE_THE_CLUSTER_STARTS)
     env = dict(os.environ, NAPARI_SAM_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1",
@@ -409,8 +396,8 @@ def test_finding_inputs_reads_no_header_outside_ground_truth_folders(tmp_path, m
     from napari_sam.batch.inputs import collect_inputs
 
     for i in range(5):
-        _image(tmp_path / "data" / f"img{i}.tif")
-    _image(tmp_path / "data" / "ground_truth" / "img0.tif")  # a user's own: no marker
+        noise_image(tmp_path / "data" / f"img{i}.tif")
+    noise_image(tmp_path / "data" / "ground_truth" / "img0.tif")  # a user's own: no marker
     opened = []
     real = tf.TiffFile
 

@@ -9,34 +9,20 @@ none prints a traceback.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 
-from cli_runner import cli, error_line
+from cli_runner import cli, error_line, md5s, noise_image
 from stacks import blob_stack
 
 
 @pytest.fixture(autouse=True)
 def _offline(offline_cli):
     """Every test here runs in :func:`offline_cli`'s surroundings (tests/conftest.py)."""
-
-
-def _image(path: Path, shape=(64, 64), seed=0) -> Path:
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(path, (rng.random(shape) * 1000).astype(np.uint16),
-                     photometric="minisblack")
-    return path
-
-
-def _md5(*paths: Path) -> dict:
-    return {str(p): hashlib.md5(p.read_bytes()).hexdigest() for p in paths}
 
 
 AUTO_FAST = ("--points-per-side", "4", "--device", "cpu", "-q")
@@ -134,7 +120,7 @@ def test_semicolon_or_tab_separated_prompts_file_is_named(tmp_path, tiny_model, 
     """Excel's CSV export where the decimal mark is a comma: the whole header was read as one
     unknown column ('file;id;slice;row;col'). Now exit 2 saying what separates the file and
     how to fix it, before any work; the comma-separated file then runs."""
-    inp = _image(tmp_path / "a.tif", shape=(3, 64, 64))
+    inp = noise_image(tmp_path / "a.tif", shape=(3, 64, 64))
     rows = [["file", "id", "slice", "row", "col"], ["a.tif", "1", "1", "30", "30"]]
     p = tmp_path / "prompts.csv"
     p.write_text("".join(sep.join(r) + "\n" for r in rows))
@@ -162,8 +148,8 @@ def test_deleted_prompt_rows_say_the_earlier_output_is_left(tmp_path, tiny_model
     now names that output and says it was left as it was (and --overwrite does not replace
     it); the file and its sidecar are byte for byte as they were."""
     src = tmp_path / "in"
-    _image(src / "a.tif", shape=(3, 64, 64), seed=1)
-    _image(src / "b.tif", shape=(3, 64, 64), seed=2)
+    noise_image(src / "a.tif", shape=(3, 64, 64), seed=1)
+    noise_image(src / "b.tif", shape=(3, 64, 64), seed=2)
     p = tmp_path / "p.csv"
     p.write_text("file,id,slice,row,col\na.tif,1,1,30,30\nb.tif,1,1,30,30\n")
     out = tmp_path / "out"
@@ -171,7 +157,7 @@ def test_deleted_prompt_rows_say_the_earlier_output_is_left(tmp_path, tiny_model
     rc, _, err = cli(base, capsys)
     assert rc == 0, err
     labels, sidecar = out / "a_labels.tif", out / "a_labels.tif.json"
-    before = _md5(labels, sidecar)
+    before = md5s(labels, sidecar)
     p.write_text("file,id,slice,row,col\nb.tif,1,1,30,30\n")
     rc, stdout, err = cli([*base, *(["--overwrite"] if overwrite else [])], capsys)
     assert rc == 0, err
@@ -182,15 +168,15 @@ def test_deleted_prompt_rows_say_the_earlier_output_is_left(tmp_path, tiny_model
     assert "--overwrite does not replace it" in line
     assert "delete it and a_labels.tif.json if it no longer applies" in line
     assert f"{1 if overwrite else 0} done, {1 if overwrite else 2} skipped (1 without prompts)" in stdout
-    assert _md5(labels, sidecar) == before
+    assert md5s(labels, sidecar) == before
     assert json.loads(sidecar.read_text())["status"] == "complete"
 
 
 def test_an_input_without_prompts_and_no_earlier_output_keeps_the_short_reason(
         tmp_path, tiny_model, capsys):
     src = tmp_path / "in"
-    _image(src / "a.tif", seed=1)
-    _image(src / "b.tif", seed=2)
+    noise_image(src / "a.tif", seed=1)
+    noise_image(src / "b.tif", seed=2)
     p = tmp_path / "p.csv"
     p.write_text("file,id,slice,row,col\nb.tif,1,0,30,30\n")
     rc, _, err = cli(["segment", src, "-o", tmp_path / "out", "-p", p, "--model", tiny_model,

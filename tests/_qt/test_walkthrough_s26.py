@@ -105,19 +105,25 @@ def _commit_click(viewer, widget, row, col):
     assert widget._status.text().startswith("Committed label"), widget._status.text()
 
 
-def test_two_images_of_one_shape_commit_into_their_own_labels_layers(make_widget,
-                                                                     tiny_predictor):
-    """A review found one 'segmentation' layer taking both images' commits (each image's
-    autosave then held the other's labels) and Shift+U on one image undoing the other's."""
+def _blobs_and_flipped(make_widget, tiny_predictor):
+    """``(viewer, widget, labels layer)``: images 'blobs' and 'flipped' (one shape), a click
+    committed on 'blobs' into that labels layer, 'blobs' shown."""
     from sam_qt_helpers import blob_stack, use_predictor
 
     viewer, widget = make_widget(blob_stack(), name="blobs")
     use_predictor(widget, tiny_predictor)
     viewer.add_image(blob_stack()[:, ::-1].copy(), name="flipped")
-    c = widget.controller
     _pick_image(widget, "blobs")
     _commit_click(viewer, widget, 20, 20)
-    blobs_layer = c.target_layer
+    return viewer, widget, widget.controller.target_layer
+
+
+def test_two_images_of_one_shape_commit_into_their_own_labels_layers(make_widget,
+                                                                     tiny_predictor):
+    """A review found one 'segmentation' layer taking both images' commits (each image's
+    autosave then held the other's labels) and Shift+U on one image undoing the other's."""
+    viewer, widget, blobs_layer = _blobs_and_flipped(make_widget, tiny_predictor)
+    c = widget.controller
     _pick_image(widget, "flipped")
     assert c.image_name() == "flipped"
     assert c.target_layer is None  # not blobs' layer, although it fits
@@ -290,15 +296,8 @@ def test_a_closed_images_labels_go_to_no_other_image(make_widget, tiny_predictor
     layer (commits mixed into it, its autosave written with them)."""
     import json
 
-    from sam_qt_helpers import blob_stack, use_predictor
-
-    viewer, widget = make_widget(blob_stack(), name="blobs")
-    use_predictor(widget, tiny_predictor)
-    viewer.add_image(blob_stack()[:, ::-1].copy(), name="flipped")
+    viewer, widget, blobs_layer = _blobs_and_flipped(make_widget, tiny_predictor)
     c = widget.controller
-    _pick_image(widget, "blobs")
-    _commit_click(viewer, widget, 20, 20)
-    blobs_layer = c.target_layer
     json.dumps(blobs_layer.metadata)  # plain strings: any writer can save it
     # napari's Duplicate Layer copies the metadata: the copy claims no image
     copy = viewer.add_labels(blobs_layer.data.copy(), name="segmentation copy",

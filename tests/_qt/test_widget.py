@@ -259,7 +259,8 @@ def test_propagation_previews_then_commits_3d(stack_widget):
 
     lo, hi = c.volume.slice_range[1]
     reasons = c.volume.stop_reasons[1]
-    assert f"over slices {lo}-{hi} (stopped: up: {STOP_WORDS[reasons['up']]}, down: " \
+    where = f"slices {lo}-{hi}" if lo < hi else f"slice {lo}"
+    assert f"over {where} (stopped: up: {STOP_WORDS[reasons['up']]}, down: " \
            f"{STOP_WORDS[reasons['down']]})" in c.status
     widget._on_commit()
     target = c.target_layer

@@ -274,8 +274,9 @@ class StackActions:
                  for i, zs in spans.items() for a, b in zip(slice_runs(zs), slice_runs(zs)[1:])]
         hole = (f" Between its prompts {'; '.join(holes)}: click the object there and "
                 "Propagate again." if holes else "")
+        word = "slice" if len(lo_hi) == 1 and lo_hi[0].isdigit() else "slices"
         self._say(
-            f"Propagated {len(result.object_ids)} object(s){how} over slices "
+            f"Propagated {len(result.object_ids)} object(s){how} over {word} "
             f"{', '.join(lo_hi)} (stopped: {describe_stops(result.stop_reasons, absent_slices)})"
             ". Check the preview, then Shift+C commits; a prompt on a slice further out "
             f"carries an object on.{hole}{describe_ignored(ignored)}"
