@@ -407,7 +407,9 @@ def test_own_store_with_another_key_replaces_only_its_arrays(model, stack, tmp_p
     g = zarr.open_group(str(path), mode="a")
     g.create_array("notes", shape=(2,), dtype="uint8")[:] = 5  # something the user added
     again = ns.embed(stack, model, store=path, device="cpu", compute=True, contrast_limits=(0, 5))
-    assert again.encoder_calls == 1  # new key: recomputed
+    # new key: recomputed (a store's batch of 3 at 2 threads: 2 slices, then the third
+    # padded to one per thread, embeddings.encode_whole_slices)
+    assert again.encoder_calls >= 1 and again.stored().all()
     g = zarr.open_group(str(path), mode="r")
     np.testing.assert_array_equal(g["notes"][:], [5, 5])
     assert g.attrs["napari_sam_embeddings"] == {"format": 1}
