@@ -124,13 +124,10 @@ def _check_candidate(rec: Mapping, items: list, where: str) -> None:
     cand = rec.get("candidate")
     if cand is None:
         return
-    from napari_sam.volume.annotations import candidate_problem
+    from napari_sam.volume.annotations import prompt_candidate_problem
 
-    labels = rec.get("labels", [])
     others = sum(r.get("slice") == rec["slice"] for r in items if isinstance(r, Mapping)) - 1
-    problem = candidate_problem(
-        cand, points=len(rec.get("points", [])),
-        positive=sum(v == 1 for v in labels), box=rec.get("box") is not None, others=others)
+    problem = prompt_candidate_problem(cand, rec, others)
     if problem:
         raise session_error(f"{where}, slice {rec['slice']}", problem)
 

@@ -324,8 +324,10 @@ def slice_runs(slices) -> list[tuple[int, int]]:
     return runs
 
 
-def describe_slices(slices) -> str:
-    """``slices`` in words: "3-9", or "0-6 and 10-15" where the object has no mask between."""
+def describe_slices(slices, noun: bool = False) -> str:
+    """``slices`` in words: "3-9", or "0-6 and 10-15" where the object has no mask between;
+    with ``noun``: "slice 3", "slices 3-9"."""
     runs = [f"{a}-{b}" if a != b else f"{a}" for a, b in slice_runs(slices)]
-    return " and ".join(runs) if len(runs) < 3 else ", ".join(runs[:-1]) + " and " + runs[-1]
+    text = " and ".join(runs) if len(runs) < 3 else ", ".join(runs[:-1]) + " and " + runs[-1]
+    return f"slice {text}" if noun and text.isdigit() else f"slices {text}" if noun else text
 

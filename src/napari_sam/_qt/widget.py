@@ -707,11 +707,8 @@ class SamWidget(QWidget):
         """Show the session's settings (the stack axis, *Overwrite other labels*) and pick
         its model (a registry name or a checkpoint file)."""
         self._hide_resume()  # a session loaded (or resumed) answers the offer
-        settings = sess.settings or {}
-        if settings.get("axis_kind") in ("z", "t"):
-            self._axis_kind.setCurrentIndex(int(settings["axis_kind"] == "t"))
-        if isinstance(settings.get("overwrite"), bool):
-            self._overwrite.setChecked(settings["overwrite"])
+        self._axis_kind.setCurrentIndex(int(self.controller.axis_kind == "t"))
+        self._overwrite.setChecked(self.controller.overwrite)
         key = str(sess.model.get("name"))
         for i in range(self._model.count()):
             ch = self._model.itemData(i)

@@ -361,20 +361,19 @@ class SessionLog:
         return sess
 
     def _restore(self, sess: S.Session) -> None:
-        self.notify_session_loaded(sess)  # the dock picks the session's model
-        target, now = None, self.target_labels()
-        if sess.labels is not None and now is not None and now.shape == sess.labels.shape \
-                and np.array_equal(now, sess.labels):
-            target = self.commit_target()[0]  # loaded twice, or resumed after loading: no copy
-        elif sess.labels is not None:
-            target = self.new_target(np.ascontiguousarray(sess.labels))
-        self.log, self._redo_log = list(sess.operations), []
-        self._log_target, self._log_base = target, sess.base
         settings = sess.settings or {}
         if isinstance(settings.get("overwrite"), bool):
             self.overwrite = settings["overwrite"]
         if settings.get("axis_kind") in ("z", "t"):
             self.axis_kind = settings["axis_kind"]
+        self.notify_session_loaded(sess)  # the dock shows them and picks the session's model
+        target, now = None, self.target_labels()
+        if sess.labels is not None and now is not None and np.array_equal(now, sess.labels):
+            target = self.commit_target()[0]  # loaded twice, or resumed after loading: no copy
+        elif sess.labels is not None:
+            target = self.new_target(np.ascontiguousarray(sess.labels))
+        self.log, self._redo_log = list(sess.operations), []
+        self._log_target, self._log_base = target, sess.base
         pending = sess.pending or {}
         if pending.get("points") or pending.get("boxes"):  # else the prompts drawn now stay
             self.set_prompts(np.asarray(pending.get("points", []), float).reshape(-1, 3),

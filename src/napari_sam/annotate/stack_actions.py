@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import replace
+from itertools import pairwise
 
 import numpy as np
 
@@ -267,17 +268,17 @@ class StackActions:
         from napari_sam.trace import describe_slices, slice_runs
 
         spans = {o["id"]: o["slices"] for o in trace.get("objects", [])}
-        lo_hi = [describe_slices(spans[i]) if spans.get(i) else "-".join(
-            map(str, result.slice_range[i])) for i in result.object_ids]
-        holes = [f"object {i} has no mask on slice{'s' * (b[0] - a[1] > 2)} "
-                 f"{describe_slices(range(a[1] + 1, b[0]))}"
-                 for i, zs in spans.items() for a, b in zip(slice_runs(zs), slice_runs(zs)[1:])]
+        where = [spans.get(i) or range(result.slice_range[i][0], result.slice_range[i][1] + 1)
+                 for i in result.object_ids]
+        holes = [f"object {i} has no mask on {describe_slices(range(a[1] + 1, b[0]), True)}"
+                 for i, zs in spans.items() for a, b in pairwise(slice_runs(zs))]
         hole = (f" Between its prompts {'; '.join(holes)}: click the object there and "
                 "Propagate again." if holes else "")
-        word = "slice" if len(lo_hi) == 1 and lo_hi[0].isdigit() else "slices"
+        over = (describe_slices(where[0], True) if len(where) == 1
+                else "slices " + ", ".join(describe_slices(zs) for zs in where))
         self._say(
-            f"Propagated {len(result.object_ids)} object(s){how} over {word} "
-            f"{', '.join(lo_hi)} (stopped: {describe_stops(result.stop_reasons, absent_slices)})"
+            f"Propagated {len(result.object_ids)} object(s){how} over {over} "
+            f"(stopped: {describe_stops(result.stop_reasons, absent_slices)})"
             ". Check the preview, then Shift+C commits; a prompt on a slice further out "
             f"carries an object on.{hole}{describe_ignored(ignored)}"
         )

@@ -156,7 +156,7 @@ def check_entry(entry: Mapping, where: str) -> dict:
 def _candidate(value, entry: Mapping, where: str) -> int:
     """A prompt's ``candidate``: which of a single click's three masks seeds the object on
     its slice (:func:`napari_sam.volume.annotations.candidate_problem`)."""
-    from napari_sam.volume.annotations import candidate_problem
+    from napari_sam.volume.annotations import prompt_candidate_problem
 
     if isinstance(value, bool):
         value = "true" if value else "false"
@@ -164,10 +164,7 @@ def _candidate(value, entry: Mapping, where: str) -> int:
         c = whole_number(value, "candidate", where)
     except BatchError:
         c = None
-    labels = entry.get("labels") or []
-    problem = candidate_problem(
-        value if c is None else c, points=len(entry.get("points") or ()),
-        positive=sum(v == 1 for v in labels), box="box" in entry, stop=bool(entry.get("stop")))
+    problem = prompt_candidate_problem(value if c is None else c, entry)
     if problem:
         raise BatchError(f"{where}: {problem}")
     return c

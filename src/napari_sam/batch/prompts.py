@@ -395,7 +395,7 @@ def _candidate_problems(per_file: Mapping[str, Mapping], keys: Sequence[str],
     with the other rows there (another point, a box) the slice is no single click, and
     its prompts give one mask (what :func:`napari_sam.segment_volume` would refuse after
     embedding)."""
-    from napari_sam.volume.annotations import candidate_problem
+    from napari_sam.volume.annotations import prompt_candidate_problem
 
     where_of = getattr(per_file, "where", {})
     on_slice: dict[tuple[int, int], list[tuple[str, int, Mapping]]] = {}
@@ -410,10 +410,7 @@ def _candidate_problems(per_file: Mapping[str, Mapping], keys: Sequence[str],
         if not chosen or len(items) == 1:
             continue
         k, i, e = chosen[0]
-        labels = e.get("labels") or []
-        problem = candidate_problem(
-            e["candidate"], points=len(e.get("points") or ()),
-            positive=sum(v == 1 for v in labels), box="box" in e, others=len(items) - 1)
+        problem = prompt_candidate_problem(e["candidate"], e, others=len(items) - 1)
         at = where_of.get((k, oid, i), f"object {oid}")
         problems.append(f"{at}: object {oid} of {job.input.name}, slice {z}: {problem}")
     return problems

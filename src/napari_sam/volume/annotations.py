@@ -32,7 +32,8 @@ _BOX_MESSAGES = {
 }
 
 __all__ = ["N_CANDIDATES", "Annotation", "ObjectPrompts", "SlicePrompt", "candidate_problem",
-           "candidate_value_problem", "normalize_prompts", "prompts_from_labels"]
+           "candidate_value_problem", "normalize_prompts", "prompt_candidate_problem",
+           "prompts_from_labels"]
 
 
 @dataclass
@@ -214,6 +215,15 @@ def candidate_problem(candidate, *, points: int = 0, positive: int = 0, box: boo
             "stop marker, no other prompt of the object on its slice): only such a prompt "
             f"gives three masks to choose from, and this one has {has}; remove 'candidate'"
             + " or the other prompts on that slice" * bool(others))
+
+
+def prompt_candidate_problem(candidate, prompt, others: int = 0) -> str | None:
+    """:func:`candidate_problem` of a prompt written as a mapping (a session file's record,
+    a prompts file's entry): ``points`` [[row, col], ...], ``labels``, ``box``, ``stop``."""
+    labels = prompt.get("labels") or []
+    return candidate_problem(
+        candidate, points=len(prompt.get("points") or ()), positive=sum(v == 1 for v in labels),
+        box=prompt.get("box") is not None, stop=bool(prompt.get("stop")), others=others)
 
 
 def candidate_value_problem(candidate) -> str | None:
