@@ -16,7 +16,7 @@ from napari_sam.predictor import Predictor
 from napari_sam.preprocess import DEFAULT_PERCENTILES, intensity_limits, to_uint8_rgb
 from napari_sam.synthetic import nuclei_2d
 from napari_sam.tiled_prompts import TiledPrediction, decode_tiled, shift_logits
-from napari_sam.tiling import TiledEmbedding, Tiling
+from napari_sam.tiling import TiledEmbedding, Tiling, Window
 from napari_sam.training.prompts import central_point
 
 pytestmark = pytest.mark.timeout(900)
@@ -213,12 +213,25 @@ def test_shift_logits_moves_by_whole_pixels_and_fills_with_the_lowest():
     assert (b > 0).sum() == 9
 
 
-def test_a_large_box_is_clipped_per_window(tiled):
+def test_a_large_box_is_clipped_per_window_without_the_images_pixels(tiled):
+    """Without the pixels no zoomed-out view can be encoded (tests/test_tiled_zoom.py: with
+    them, the box is decoded in a view): clipped to the windows holding its centre."""
+    import dataclasses
+
     box = [100, 100, 700, 800]  # larger than a 256 px window
-    res = decode_tiled(tiled, tiled.tiled, box=box, multimask=False)
+    blind = dataclasses.replace(tiled.tiled, image=None)
+    res = decode_tiled(tiled, blind, box=box, multimask=False)
     centre = (400, 450)
-    assert res.window == tiled.tiled.tiling.owner(*centre).index
+    assert res.window == tiled.tiled.tiling.owner(*centre).index and res.view is None
+    assert res.windows
     assert all(tiled.tiled.tiling.windows[i].contains(*centre) for i in res.windows)
+    # with them, the box is also decoded in a view that shows all of it, and the result
+    # the model scores higher is kept
+    zoomed = decode_tiled(tiled, tiled.tiled, box=box, multimask=False)
+    view = next(reversed(tiled.tiled.views))
+    assert Window(-1, (-1, -1), view, view).contains([100, 700], [100, 800]).all()
+    assert zoomed.scores.max() >= res.scores.max()
+    assert (zoomed.view is None) == (zoomed.windows == res.windows)
 
 
 def test_predict_before_and_after_tiling_and_embedding_access(demo, scene):

@@ -356,6 +356,8 @@ class ObjectPreview:
     mask_prompt: bool = False  # decoded with a mask prompt (the refined label's mask)
     cuts: np.ndarray | None = None  # tiled: (C,) bool, candidate reaches the decoded windows' edge
     edges: bool = False  # masks cut on the strongest image edges (boundary "edge"), not at 0
+    #: tiled: the zoomed-out view (napari_sam.tiling.Window) decoded instead of windows
+    view: object = None
 
     @property
     def mask(self) -> np.ndarray:
@@ -387,9 +389,11 @@ def mask_prompt(predictor, embedding, mask: np.ndarray):
 
     Returns
     -------
-    numpy.ndarray (4E, 4E) float32, or ((4E, 4E), int) on a tiled embedding
+    numpy.ndarray (4E, 4E) float32, or ((4E, 4E), int or Window) on a tiled embedding
         The low-resolution logits; on a :class:`napari_sam.tiling.TiledEmbedding` in the
-        frame of the window whose core holds the mask's centre, with that window's index.
+        frame of the window whose core holds the mask's centre, with that window's index; a
+        mask that reaches beyond that window, on an embedding that can zoom out: in the frame
+        of a :func:`napari_sam.tiling.zoom_view` that shows all of it, with that view.
     """
     from napari_sam.volume import mask_to_logits
 
@@ -400,6 +404,17 @@ def mask_prompt(predictor, embedding, mask: np.ndarray):
         return mask_to_logits(mask, embedding.original_size, embedding.input_size, p.img_size,
                               p.low_res_size).numpy()
     win = tiling.owner(*np.argwhere(mask).mean(axis=0)) if mask.any() else tiling.windows[0]
+    if mask[win.slices].sum() < mask.sum() and embedding.can_zoom_out:
+        # the label reaches beyond the window around its centre: a view that shows all of it
+        from napari_sam.preprocess import ResizeSpec
+        from napari_sam.tiling import zoom_view
+
+        rr, cc = np.nonzero(mask)
+        view = zoom_view(tiling, [rr.min(), rr.max()], [cc.min(), cc.max()])
+        spec = ResizeSpec.for_image(view.shape, p.img_size)
+        logits = mask_to_logits(mask[view.slices], spec.original_size, spec.input_size,
+                                p.img_size, p.low_res_size)
+        return logits.numpy(), view
     e = embedding.embeddings[win.index]
     logits = mask_to_logits(mask[win.slices], e.original_size, e.input_size, p.img_size,
                             p.low_res_size)
@@ -528,6 +543,6 @@ def _decode_tiled(predictor, tiled, z, kind, items, mask_inputs) -> dict:
         out[key] = ObjectPreview(
             key, z, np.asarray(res.masks, bool), scores, np.asarray(res.logits),
             index=int(scores.argmax()), prompt=sp, mask_prompt=kind.mask,
-            cuts=np.asarray(res.cuts, bool),
+            cuts=np.asarray(res.cuts, bool), view=res.view,
         )
     return out

@@ -538,7 +538,7 @@ class Predictor:
         res = decode_tiled(
             self, self._tiled, points=points, labels=labels, box=box, mask_input=mask_input,
             multimask=multimask,
-            mask_window=None if mask_input is None or last is None else last.window,
+            mask_window=None if mask_input is None or last is None else last.frame,
         )
         self.last_tiled = res
         return res.masks, res.scores, res.logits

@@ -5,6 +5,10 @@ A tiled image (:mod:`napari_sam.tiling`) is embedded in overlapping windows at n
 :func:`decode_tiled` decodes one object's prompt in every window that holds all of it and
 stitches the masks by depth: each pixel comes from the decoded window it lies deepest in
 (:meth:`napari_sam.tiling.Tiling.depth`), so a small object lying across a core border is whole.
+A prompt larger than a window (a box over a large object, positive points farther apart than a
+window) and a mask that reaches the outer edge of the windows around its prompt are decoded in
+a zoomed-out **view** instead (:func:`napari_sam.tiling.zoom_view`), twice as large each time
+the mask still reaches its edge, up to the whole image.
 
 Coordinates are napari order, in pixels of the whole image: points (row, col), boxes
 (row0, col0, row1, col1).
@@ -18,8 +22,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from napari_sam.prompts import check_box, check_mask_input, check_points
-from napari_sam.tiling import TiledEmbedding, Tiling, Window
+from napari_sam.preprocess import ResizeSpec
+from napari_sam.prompts import check_box, check_mask_input, check_points, mask_to_logits
+from napari_sam.tiling import TiledEmbedding, Tiling, Window, zoom_view
 
 __all__ = ["TiledPrediction", "decode_tiled", "shift_logits"]
 
@@ -41,10 +46,12 @@ class TiledPrediction:
     window : int
         Index of the primary window (``tiling.windows[window]``).
     windows : list of int
-        The windows decoded (the primary one among them).
+        The windows decoded (the primary one among them); empty when decoded in a ``view``.
     cut : bool
         The highest-scoring candidate reaches the outer edge of the decoded windows (an
-        edge that is not the image border): the object may go on beyond them.
+        edge that is not the image border): the object may go on beyond them. With
+        :attr:`~napari_sam.tiling.TiledEmbedding.can_zoom_out` such a mask is decoded again
+        in a view, so ``cut`` stays True only where the view could not be made.
     cuts : numpy.ndarray (C,) bool
         The same for every candidate.
     spread : bool
@@ -52,7 +59,12 @@ class TiledPrediction:
         centre) lies outside every window holding the anchor. The windows holding each are
         decoded too, each with the prompts inside it, so the mask between them may be
         missing; ``cut`` and ``cuts`` are then True (add a click in the missing part, which
-        decodes the windows there too, or turn tiling off for objects this large).
+        decodes the windows there too, or turn tiling off for objects this large). Only
+        where the tiled embedding cannot zoom out (a view is decoded instead).
+    view : Window, optional
+        The zoomed-out view (:func:`napari_sam.tiling.zoom_view`) the prompt was decoded in
+        instead of windows: masks, scores and logits come from it (logits in its frame: pass
+        ``mask_window=view`` with them). None when decoded in windows.
     """
 
     masks: np.ndarray
@@ -63,6 +75,13 @@ class TiledPrediction:
     cut: bool = False
     cuts: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     spread: bool = False
+    view: Window | None = None
+
+    @property
+    def frame(self) -> Window | int:
+        """What ``logits`` are in: the view, else the primary window's index (pass it back as
+        ``mask_window``)."""
+        return self.view if self.view is not None else self.window
 
 
 def shift_logits(logits: np.ndarray, rows: float, cols: float) -> np.ndarray:
@@ -92,7 +111,7 @@ def _anchor(tiling: Tiling, pts, lab, box, mask, mask_window, predictor) -> tupl
         return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     if mask is None or mask_window is None:
         return tuple(pts[0])
-    win = tiling.windows[mask_window]
+    win = mask_window if isinstance(mask_window, Window) else tiling.windows[mask_window]
     s = _low_res_per_pixel(predictor, win)
     pos = mask > 0
     if not pos.any():
@@ -148,7 +167,7 @@ def decode_tiled(
     mask_input=None,
     multimask: bool = True,
     *,
-    mask_window: int | None = None,
+    mask_window: int | Window | None = None,
 ) -> TiledPrediction:
     """Masks for one object from points, a box and/or a mask prompt on a tiled image.
 
@@ -165,6 +184,17 @@ def decode_tiled(
     anchor are decoded, and those holding any positive point or the box centre that lies
     outside them (``spread`` and ``cut`` are then True), each with the points inside it
     and the box where it overlaps: every positive prompt is decoded where it lies.
+
+    **Zooming out** (when ``tiled.can_zoom_out``: it holds the image's pixels, as from
+    :func:`~napari_sam.tiling.encode_tiled`): for a box larger than a window, and when the
+    windows' result is ``cut`` (positive prompts spread wider than a window, or a best mask
+    that reaches the outer edge of the windows decoded), the prompt is also decoded in a view that
+    shows all the prompts and that mask (:func:`~napari_sam.tiling.zoom_view`: at least two
+    windows wide, 2.5 times their extent, shrunk to the model input), doubled while the best
+    mask reaches the view's edge inside the image, up to the whole image. The result with the
+    highest predicted IoU is returned (a thin object can vanish when shrunk; a large one cut
+    to windows is a sliver); the result's ``view`` says when it is a view's (its masks are
+    coarser than a window's, but whole).
 
     Parameters
     ----------
@@ -183,16 +213,52 @@ def decode_tiled(
     mask_input : array-like (4E, 4E) or (1, 4E, 4E), optional
         Low-resolution logits in the frame of window ``mask_window`` (default: the primary
         window), e.g. ``logits[i]`` of a previous :class:`TiledPrediction` with
-        ``mask_window=prediction.window``; moved into each decoded window's frame.
+        ``mask_window=prediction.frame``; moved into each decoded window's frame (in a view's
+        frame: decoded in that view).
     multimask : bool
         3 candidates instead of 1.
-    mask_window : int, optional
-        The window whose low-resolution frame ``mask_input`` is in.
+    mask_window : int or Window, optional
+        The window (index) or zoomed-out view (:attr:`TiledPrediction.view`) whose
+        low-resolution frame ``mask_input`` is in.
 
     Returns
     -------
     TiledPrediction
     """
+    tiling = tiled.tiling
+    if isinstance(mask_window, Window) and mask_window.index >= 0:
+        mask_window = mask_window.index  # a window of the tiling, not a view
+    if isinstance(mask_window, Window) and mask_input is None:
+        mask_window = None  # a view without a mask prompt: nothing lies in its frame
+    pts, lab, bx, mask, view = _checked_prompt(predictor, tiled, points, labels, box,
+                                               mask_input, mask_window)
+    anchor = _anchor(tiling, pts, lab, bx, mask, mask_window, predictor)
+    zoom = tiled.can_zoom_out
+    frame = view if view is not None else tiling.windows[
+        tiling.owner(*anchor).index if mask_window is None else int(mask_window)]
+    if view is not None:  # the mask prompt is in a view's frame: decode in that view
+        return _decode_zoomed(predictor, tiled, view, anchor, pts, lab, bx, mask, frame,
+                              multimask)
+    chosen, clip, spread = _route(tiling, pts, lab, bx, anchor)
+    res = _decode_in_windows(predictor, tiled, chosen, clip, spread, anchor, pts, lab, bx, mask,
+                             mask_window, multimask)
+    if not (zoom and (res.cut or clip)):
+        return res
+    # the prompt or its mask reaches beyond the windows: see all of it, zoomed out; the
+    # model's own predicted IoU says which it segments better (a thin object shrunk in a
+    # view can vanish, a large one cut to windows is a sliver)
+    rows, cols = _prompt_positions(pts, bx)
+    if not (clip or spread):  # what the mask covers so far, too
+        rr, cc = np.nonzero(res.masks[int(np.argmax(res.scores))])
+        rows, cols = rows + [rr.min(), rr.max()], cols + [cc.min(), cc.max()]
+    zoomed = _decode_zoomed(predictor, tiled, zoom_view(tiling, rows, cols), anchor, pts, lab,
+                            bx, mask, frame, multimask)
+    return zoomed if zoomed.scores.max() > res.scores.max() else res
+
+
+def _checked_prompt(predictor, tiled, points, labels, box, mask_input, mask_window):
+    """The prompt checked against the tiled image: (points (P, 2) or None, labels (P,) or
+    None, box (4,) or None, mask (4E, 4E) or None, the view ``mask_window`` names or None)."""
     tiling = tiled.tiling
     size = tiling.image_shape
     if points is None and labels is not None:
@@ -205,7 +271,7 @@ def decode_tiled(
     if len(tiled.embeddings) != len(tiling):
         raise ValueError(f"the tiled embedding has {len(tiled.embeddings)} window embeddings "
                          f"for {len(tiling)} windows; recompute it with encode_tiled")
-    pts = lab = bx = mask = None
+    pts = lab = bx = mask = view = None
     if points is not None:
         pts, lab = check_points(points, labels, size)
     if box is not None:
@@ -216,11 +282,37 @@ def decode_tiled(
             raise ValueError("a mask_input alone does not say where it lies in a tiled image: "
                              "pass mask_window= (the window of the prediction its logits came "
                              "from) or a point")
-    if mask_window is not None and not 0 <= int(mask_window) < len(tiling):
+    if isinstance(mask_window, Window):
+        r0, c0, r1, c1 = mask_window.outer
+        if not (0 <= r0 < r1 <= size[0] and 0 <= c0 < c1 <= size[1]):
+            raise ValueError(f"mask_window {mask_window.outer} does not lie in the image of "
+                             f"shape {size}")
+        if not tiled.can_zoom_out:
+            raise ValueError("the mask_input is in a zoomed-out view's frame, but this tiled "
+                             "embedding has no pixels to encode views from")
+        view = mask_window
+    if mask_window is not None and view is None and not 0 <= int(mask_window) < len(tiling):
         raise ValueError(f"mask_window {mask_window} is not a window of this tiling "
                          f"(0..{len(tiling) - 1})")
-    anchor = _anchor(tiling, pts, lab, bx, mask, mask_window, predictor)
-    chosen, clip, spread = _route(tiling, pts, lab, bx, anchor)
+    return pts, lab, bx, mask, view
+
+
+def _prompt_positions(pts, bx) -> tuple[list[float], list[float]]:
+    """Rows and columns of every point and of the box's corners (what a view must show)."""
+    rows, cols = [], []
+    if pts is not None:
+        rows += [float(v) for v in pts[:, 0]]
+        cols += [float(v) for v in pts[:, 1]]
+    if bx is not None:
+        rows += [float(bx[0]), float(bx[2])]
+        cols += [float(bx[1]), float(bx[3])]
+    return rows, cols
+
+
+def _decode_in_windows(predictor, tiled, chosen, clip, spread, anchor, pts, lab, bx, mask,
+                       mask_window, multimask) -> TiledPrediction:
+    """Decode the prompt in the windows ``chosen`` and stitch their masks by depth."""
+    tiling = tiled.tiling
     primary = tiling.owner(*anchor)
     if primary.index not in [w.index for w in chosen]:
         primary = max(chosen, key=lambda w: _depth_at(tiling, w, anchor))
@@ -230,9 +322,7 @@ def decode_tiled(
         results[win.index] = _decode_window(predictor, tiled, win, pts, lab, bx, clip, mask,
                                             frame, multimask)
     logits, scores, _ = results[primary.index]
-    if not (np.isfinite(scores).all() and np.isfinite(logits).all()):
-        raise FloatingPointError("the mask decoder returned NaN or inf scores: check the model "
-                                 "and use precision='fp32'")
+    _check_finite(scores, logits)
     masks = _stitch(tiling, chosen, [results[w.index][2] for w in chosen])
     cuts = _cuts(tiling, chosen, masks)
     cuts = cuts | spread  # parts decoded apart: the mask between them may be missing
@@ -240,6 +330,88 @@ def decode_tiled(
     return TiledPrediction(masks=masks, scores=scores, logits=logits, window=primary.index,
                            windows=[w.index for w in chosen], cut=bool(cuts[best]), cuts=cuts,
                            spread=spread)
+
+
+def _check_finite(scores, logits) -> None:
+    if not (np.isfinite(scores).all() and np.isfinite(logits).all()):
+        raise FloatingPointError("the mask decoder returned NaN or inf scores: check the model "
+                                 "and use precision='fp32'")
+
+
+def _decode_zoomed(predictor, tiled, view, anchor, pts, lab, bx, mask, frame, multimask
+                   ) -> TiledPrediction:
+    """Decode the prompt in ``view`` (shrunk to the model input), and while the best mask
+    reaches the view's edge inside the image, in a view twice as large (up to the whole
+    image); the result with the highest predicted IoU (the finer view on ties). A mask
+    prompt (logits in ``frame``, a window or a view) is moved into each view's frame."""
+    tiling = tiled.tiling
+    h, w = tiling.image_shape
+    best = None
+    while True:
+        m = None if mask is None else _mask_in_view(predictor, mask, frame, view)
+        res = _decode_view(predictor, tiled, view, anchor, pts, lab, bx, m, multimask)
+        if best is None or res.scores.max() > best.scores.max():
+            best = res
+        r0, c0, r1, c1 = view.outer
+        if not res.cut or (r0, c0, r1, c1) == (0, 0, h, w):
+            return best
+        side = 2 * max(r1 - r0, c1 - c0)
+        view = zoom_view(tiling, [r0, r1 - 1], [c0, c1 - 1], side=side)
+
+
+def _mask_in_view(predictor, mask, frame: Window, view: Window) -> np.ndarray:
+    """(4E, 4E) logits in ``frame``'s low-resolution frame moved into ``view``'s (through
+    the mask at image pixels: frames of different scales)."""
+    if frame.outer == view.outer:
+        return np.asarray(mask, np.float32)
+    s = _low_res_per_pixel(predictor, frame)
+    fh, fw = frame.shape
+    up = ndimage.zoom((np.asarray(mask) > 0).astype(np.float32), 1.0 / s, order=1)
+    pix = np.zeros((fh, fw), bool)
+    pix[:min(fh, up.shape[0]), :min(fw, up.shape[1])] = up[:fh, :fw] > 0.5
+    canvas = np.zeros(view.shape, bool)
+    r0, c0 = max(frame.outer[0], view.outer[0]), max(frame.outer[1], view.outer[1])
+    r1, c1 = min(frame.outer[2], view.outer[2]), min(frame.outer[3], view.outer[3])
+    if r1 > r0 and c1 > c0:
+        canvas[r0 - view.outer[0]:r1 - view.outer[0], c0 - view.outer[1]:c1 - view.outer[1]] = \
+            pix[r0 - frame.outer[0]:r1 - frame.outer[0], c0 - frame.outer[1]:c1 - frame.outer[1]]
+    spec = ResizeSpec.for_image(view.shape, predictor.img_size)
+    return mask_to_logits(canvas, spec.original_size, spec.input_size, predictor.img_size,
+                          predictor.low_res_size).numpy()
+
+
+def _decode_view(predictor, tiled, view, anchor, pts, lab, bx, mask, multimask
+                 ) -> TiledPrediction:
+    """The prompt decoded in one view (``mask``: logits in its frame); masks over the whole
+    image."""
+    tiling = tiled.tiling
+    emb = tiled.view_embedding(predictor, view)
+    r0, c0 = view.offset
+    h, w = view.shape
+    p = lb = b = m = None
+    if pts is not None:
+        inside = view.contains(pts[:, 0], pts[:, 1])
+        if inside.any():
+            p = (pts[inside] - [r0, c0])[None].astype(np.float32)
+            lb = lab[inside][None]
+    if bx is not None:
+        b = np.clip(bx - [r0, c0, r0, c0], 0, [h - 1, w - 1, h - 1, w - 1])[None]
+        b = b.astype(np.float32)
+    if mask is not None:
+        m = np.asarray(mask, np.float32)[None]
+    out = predictor.predict_batch(embedding=emb, points=p, labels=lb, boxes=b, mask_inputs=m,
+                                  multimask=multimask)
+    logits = out.logits[0].float().cpu().numpy()
+    scores = out.scores[0].float().cpu().numpy()
+    _check_finite(scores, logits)
+    small = _to_numpy(out.masks[0])
+    masks = np.zeros((len(small), *tiling.image_shape), bool)
+    masks[(slice(None),) + view.slices] = small
+    cuts = _cuts(tiling, [view], masks)
+    best = int(np.argmax(scores))
+    return TiledPrediction(masks=masks, scores=scores, logits=logits,
+                           window=tiling.owner(*anchor).index, windows=[],
+                           cut=bool(cuts[best]), cuts=cuts, view=view)
 
 
 def _depth_at(tiling: Tiling, win: Window, pos) -> float:

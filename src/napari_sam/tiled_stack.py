@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -49,7 +50,10 @@ from napari_sam.predictor import Predictor
 from napari_sam.preprocess import DEFAULT_PERCENTILES, check_contrast_limits
 from napari_sam.tiling import TiledEmbedding, Window, choose_tiling
 
-__all__ = ["DEFAULT_CACHE_BYTES", "TiledStackEmbeddings", "WindowView", "embed"]
+__all__ = ["DEFAULT_CACHE_BYTES", "SliceView", "TiledStackEmbeddings", "WindowView", "embed"]
+
+#: slices whose zoomed-out view embeddings are kept (see TiledEmbedding.view_embedding)
+VIEW_SLICES = 2
 
 #: the embeddings all windows of a tiled stack keep in memory together (at least 2 slices each)
 DEFAULT_CACHE_BYTES = 1 << 30
@@ -83,6 +87,28 @@ class WindowView:
             raise TypeError(f"a window view is read one slice at a time, got {z!r}")
         rows, cols = self.window.slices
         return np.asarray(self.base[int(z), rows, cols])
+
+
+class SliceView:
+    """A lazy (Y, X[, C]) view of slice ``z`` of a stack: ``view[rows, cols]`` reads
+    ``stack[z, rows, cols]`` only (what a zoomed-out view of a tiled slice reads).
+
+    Parameters
+    ----------
+    stack : array-like, (Z, Y, X) or (Z, Y, X, C)
+    z : int
+    """
+
+    def __init__(self, stack, z: int):
+        self.base = stack
+        self.z = int(z)
+        self.shape = tuple(int(s) for s in stack.shape[1:])
+        self.dtype = np.dtype(stack.dtype)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        return np.asarray(self.base[(self.z, *key)])
 
 
 class TiledStackEmbeddings:
@@ -174,6 +200,7 @@ class TiledStackEmbeddings:
         self.store = None if store is None else Path(store)
         self._tiles = self._open_store(self.store) if store is not None else None
         self._windows: dict[int, StackEmbeddings] = {}
+        self._views: OrderedDict[int, OrderedDict] = OrderedDict()
         self.stopped = False
 
     def _open_store(self, path: Path):
@@ -246,7 +273,15 @@ class TiledStackEmbeddings:
             ws = self.window_stack(i)
             ws.compute([z])
             embs.append(ws[z])
-        return TiledEmbedding(self.tiling, embs, self.model.model_id)
+        views = self._views.pop(z, None)
+        if views is None:
+            views = OrderedDict()
+        self._views[z] = views  # zoomed-out views of the last slices asked for
+        while len(self._views) > VIEW_SLICES:
+            self._views.popitem(last=False)
+        return TiledEmbedding(self.tiling, embs, self.model.model_id,
+                              image=SliceView(self.stack, z),
+                              contrast_limits=self.contrast_limits, views=views)
 
     def compute(
         self,

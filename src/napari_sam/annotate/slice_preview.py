@@ -167,6 +167,12 @@ class SlicePreview:
         commits = f"Shift+C will not commit: {problem}." if problem else "Shift+C commits."
         text = "; ".join(parts) + ". " + commits + outside_note(*self.prompt_arrays(),
                                                                self.source.shape)
+        zoomed = [p.view for p in self.previews if p.view is not None]
+        if zoomed:
+            h, w = zoomed[0].shape
+            text += (f" The object is larger than a tile, so it was decoded in a zoomed-out "
+                     f"view ({h} x {w} px shrunk to the model input): its outline is coarser "
+                     "than a small object's.")
         if any(p.cut for p in self.previews):
             text += (" The object reaches beyond the tiles around its prompts, so its mask "
                      "may be cut there: click its missing part too (or draw a box over all of "
