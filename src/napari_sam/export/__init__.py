@@ -6,7 +6,8 @@
 * :mod:`~napari_sam.export.onnx_export`: :func:`export_onnx` writes ``decoder.onnx``,
   ``encoder.onnx`` and ``export.json``.
 * :mod:`~napari_sam.export.onnx_runtime`: :class:`OnnxDecoder` decodes prompts with an
-  exported decoder in onnxruntime, taking and returning what ``Predictor.predict`` does.
+  exported decoder in onnxruntime, taking what ``Predictor.predict`` takes (the same prompt
+  checks) and returning what ``Predictor.predict(..., boundary="threshold")`` returns.
 
 Both need ``pip install "napari-sam-stacks[onnx]"`` (onnx, onnxruntime); docs/onnx.md.
 """

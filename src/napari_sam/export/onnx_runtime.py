@@ -2,10 +2,15 @@
 
 :class:`OnnxDecoder` takes what :meth:`napari_sam.Predictor.predict` takes (an
 :class:`~napari_sam.predictor.ImageEmbedding` and napari (row, col) points, a box, a
-low-resolution mask) and returns the same ``(masks, scores, logits)``, computed by the
-decoder that :func:`~napari_sam.export.export_onnx` wrote. On a 2-core CPU one click costs
-1.4x (one thread) to 2.7x (two threads, busy machine) less CPU time than our PyTorch decoder
-in bf16 (docs/onnx.md, "Speed"), so it is the decoder for ``Predictor(backend="onnx")``.
+low-resolution mask), checks them with the same :mod:`napari_sam.prompts` checks (the same
+errors; a box partly outside the image clipped), and returns the ``(masks, scores, logits)``
+of ``Predictor.predict(..., boundary="threshold")``, computed by the decoder that
+:func:`~napari_sam.export.export_onnx` wrote (masks cut at the model's threshold, as Meta's
+interface does; ``Predictor`` cuts the bundled demo model's masks on image edges by
+default, and does so after this decoder for ``backend="onnx"``). On a 2-core CPU one click
+costs 1.4x (one thread) to 2.7x (two threads, busy machine) less CPU time than our PyTorch
+decoder in bf16 (docs/onnx.md, "Speed"), so it is the decoder for
+``Predictor(backend="onnx")``.
 Needs ``pip install "napari-sam-stacks[onnx]"``.
 """
 
@@ -19,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from napari_sam.models.registry import cache_dir
+from napari_sam.preprocess import boxes_to_model, points_to_model
+from napari_sam.prompts import check_box, check_mask_input, check_points
 
 from .onnx_export import export_onnx
 from .onnx_graphs import DECODER_FILE, DECODER_INPUTS, DECODER_OUTPUTS, METADATA_FILE
@@ -176,7 +183,16 @@ class OnnxDecoder:
     def predict(
         self, embedding, points=None, labels=None, box=None, mask_input=None, multimask=True
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Masks for one object: :meth:`napari_sam.Predictor.predict` with this decoder.
+        """Masks for one object: :meth:`napari_sam.Predictor.predict` with this decoder and
+        ``boundary="threshold"``.
+
+        The prompts are checked, and a box partly outside the image clipped to it, by the
+        checks :meth:`napari_sam.Predictor.predict` uses (:func:`napari_sam.prompts.check_points`,
+        :func:`~napari_sam.prompts.check_box`, :func:`~napari_sam.prompts.check_mask_input`),
+        so a bad prompt raises the same error. Masks are cut at the model's mask threshold
+        (Meta's interface): the masks of ``Predictor.predict(..., boundary="threshold")``,
+        not of its default ``boundary="auto"``, which for the bundled demo model cuts them on
+        the image's edges.
 
         Parameters
         ----------
@@ -185,7 +201,8 @@ class OnnxDecoder:
         points, labels, box, mask_input, multimask
             As for :meth:`napari_sam.Predictor.predict`: (P, 2) napari (row, col) points,
             (P,) labels (1 positive, 0 negative; default all positive), a (row0, col0, row1,
-            col1) box, (4E, 4E) low-resolution logits, three candidate masks or one.
+            col1) box, (4E, 4E) or (1, 4E, 4E) low-resolution logits, three candidate masks
+            or one.
 
         Returns
         -------
@@ -195,28 +212,60 @@ class OnnxDecoder:
 
         Raises
         ------
-        ValueError
-            No prompt, an embedding of another model, or a mask_input of the wrong shape.
-            Prompts are not range-checked here; :meth:`napari_sam.Predictor.predict` does that.
+        ValueError, TypeError
+            An embedding of another model, labels without points, no prompt, or a prompt
+            :meth:`napari_sam.Predictor.predict` refuses (a point outside the image or not
+            finite, a label other than 0 or 1, as many labels as points not given, an
+            inverted box or one outside the image, a mask_input of the wrong shape or not
+            finite), with the same message.
         """
-        from napari_sam.preprocess import boxes_to_model, points_to_model
-
         if embedding.model_id != self.model_id:
             raise ValueError(
                 f"the embedding was made by model {embedding.model_id!r} but this decoder was "
                 f"exported from {self.model_id!r}; embed the image with the same model"
             )
+        if points is None and labels is not None:
+            raise ValueError("labels were given without points")
         if points is None and box is None and mask_input is None:
             raise ValueError("give at least one prompt: points, a box or a mask_input")
+        size = tuple(int(n) for n in embedding.original_size)
+        if points is not None:
+            points, labels = check_points(points, labels, size)
+        if box is not None:
+            box = check_box(box, size)  # partly outside: clipped, as Predictor.predict does
+        if mask_input is not None:
+            mask_input = check_mask_input(mask_input, self.low_res_size)
+        feed = self._feed(embedding, points, labels, box, mask_input)
+        masks, scores, logits = self.session.run(None, feed)
+        sl = slice(1, None) if multimask else slice(0, 1)
+        return masks[0, sl] > self.mask_threshold, scores[0, sl], logits[0, sl]
+
+    def _feed(self, embedding, points, labels, box, mask_input) -> dict[str, np.ndarray]:
+        """The decoder's inputs (Meta's interface) for checked prompts of one object.
+
+        Parameters
+        ----------
+        embedding : ImageEmbedding
+        points, labels : numpy.ndarray (P, 2) and (P,), or None
+            (row, col) pixels and 1 / 0, as :func:`napari_sam.prompts.check_points` returns.
+        box : numpy.ndarray (4,) or None
+            (row0, col0, row1, col1) inside the image (:func:`napari_sam.prompts.check_box`).
+        mask_input : numpy.ndarray (4E, 4E) float32 or None
+            From :func:`napari_sam.prompts.check_mask_input`.
+
+        Returns
+        -------
+        dict
+            ``DECODER_INPUTS`` name -> float32 array: points and box corners in SAM's
+            (x, y) model-input frame, Meta's padding point when there is no box.
+        """
         spec = embedding.spec(self.img_size)
         coords, labs = [], []
         if points is not None:
-            pts = np.asarray(points, np.float64).reshape(-1, 2)
-            lab = np.ones(len(pts)) if labels is None else np.asarray(labels).reshape(-1)
-            coords.append(points_to_model(pts, spec))
-            labs.append(lab.astype(np.float32))
+            coords.append(points_to_model(points, spec))
+            labs.append(np.asarray(labels, np.float32))
         if box is not None:  # two corners labelled 2 and 3, no padding point
-            coords.append(boxes_to_model(np.asarray(box).reshape(1, 4), spec).reshape(2, 2))
+            coords.append(boxes_to_model(box.reshape(1, 4), spec).reshape(2, 2))
             labs.append(np.array([2, 3], np.float32))
         else:  # Meta's padding point
             coords.append(np.zeros((1, 2), np.float32))
@@ -225,25 +274,14 @@ class OnnxDecoder:
             mask, has_mask = self._no_mask, np.zeros(1, np.float32)
         else:
             n = self.low_res_size
-            mask = np.asarray(mask_input, np.float32)
-            if mask.size != n * n:
-                raise ValueError(
-                    f"mask_input must have shape ({n}, {n}) (low-resolution logits, such as "
-                    f"logits[i] of a previous predict), got {mask.shape}"
-                )
-            mask, has_mask = mask.reshape(1, 1, n, n), np.ones(1, np.float32)
+            mask, has_mask = mask_input.reshape(1, 1, n, n), np.ones(1, np.float32)
         feats = embedding.features
         feats = feats.detach().cpu().float().numpy() if hasattr(feats, "detach") else feats
-        masks, scores, logits = self.session.run(
-            None,
-            {
-                "image_embeddings": np.asarray(feats, np.float32)[None],
-                "point_coords": np.concatenate(coords)[None].astype(np.float32),
-                "point_labels": np.concatenate(labs)[None],
-                "mask_input": mask,
-                "has_mask_input": has_mask,
-                "orig_im_size": np.asarray(embedding.original_size, np.float32),
-            },
-        )
-        sl = slice(1, None) if multimask else slice(0, 1)
-        return masks[0, sl] > self.mask_threshold, scores[0, sl], logits[0, sl]
+        return {
+            "image_embeddings": np.asarray(feats, np.float32)[None],
+            "point_coords": np.concatenate(coords)[None].astype(np.float32),
+            "point_labels": np.concatenate(labs)[None],
+            "mask_input": mask,
+            "has_mask_input": has_mask,
+            "orig_im_size": np.asarray(embedding.original_size, np.float32),
+        }
