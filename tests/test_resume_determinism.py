@@ -131,3 +131,61 @@ def test_whole_slices_pad_the_rest_or_give_it_one_thread_per_slice(two_threads):
     with pytest.raises(RuntimeError):
         encode_whole_slices(pred, [*rgbs[:3], np.full((4, 4, 3), 99, np.uint8)], max_batch=2)
     assert torch.get_num_threads() == 3
+
+
+def test_cluster_blocks_interrupted_and_resumed_give_an_uninterrupted_runs_labels(
+        demo, two_threads, tmp_path, monkeypatch):
+    """The blocks of a cluster run (``--workers N --block-slices K``; helper sweep, session
+    27: Ctrl-C and a rerun changed 2-3 voxels of a file). A resumed block encoded the slices
+    left in other batches (a lone slice), in memory, without whole slices per thread, and the
+    store it fills is what the final task propagates from; and the slices the interrupted
+    block had finished were encoded again by the final task (their hashes were lost with the
+    block's result), which changed 13 voxels of this stack."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    import tifffile
+
+    from napari_sam import batch
+    from napari_sam.batch import auto_runner, distributed
+    from napari_sam.device import PRECISION_ENV
+    from napari_sam.embeddings import StackEmbeddings
+
+    monkeypatch.setenv(PRECISION_ENV, "bf16")
+    inp = tmp_path / "nuclei.tif"
+    tifffile.imwrite(inp, syn.nuclei_3d((8, 96, 96), seed=4).image)
+
+    def run(name, stop_after=None):
+        ctx = batch.Context(command="auto", model="demo", out_dir=tmp_path / name,
+                            device="cpu", quiet=True, batch_size=4)
+        (job,) = batch.make_jobs([inp], ctx)
+        batch.prepare_auto_work(job, ctx)
+        store = distributed.auto_prepare_task(job, ctx)
+        if stop_after is not None:  # slices 0..stop_after-1 saved, then Ctrl-C
+            real = auto_runner._save_slice
+            saved = []
+
+            def save_then_stop(work, z, labels, scores):
+                if len(saved) == stop_after:
+                    raise KeyboardInterrupt
+                saved.append(z)
+                real(work, z, labels, scores)
+
+            monkeypatch.setattr(auto_runner, "_save_slice", save_then_stop)
+            with pytest.raises(KeyboardInterrupt):
+                distributed.auto_block_task(job, ctx, store, 0, 8)
+            monkeypatch.setattr(auto_runner, "_save_slice", real)
+            batch.prepare_auto_work(job, ctx)  # the rerun: same command, same store
+            store = distributed.auto_prepare_task(job, ctx)
+        block = distributed.auto_block_task(job, ctx, store, 0, 8)
+        assert distributed.final_task(job, ctx, None, [block]).status == "done"
+        emb = StackEmbeddings(batch.open_image(inp, replace(ctx)).stack, demo, store=Path(store),
+                              device="cpu", precision="bf16")
+        return tifffile.imread(job.output), [emb[z].features.clone() for z in range(8)]
+
+    once, feats_once = run("once")
+    twice, feats_twice = run("twice", stop_after=7)  # slice 7 left: a lone slice on the rerun
+    for z, (a, b) in enumerate(zip(feats_once, feats_twice)):
+        assert torch.equal(a, b), (z, float((a - b).abs().max()))
+    assert np.array_equal(once, twice), int((once != twice).sum())
+    assert once.max() > 0

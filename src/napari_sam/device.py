@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -28,6 +29,7 @@ __all__ = [
     "describe",
     "measure_busy_cores",
     "one_cpu_thread",
+    "precision_in_this_thread",
     "precision_name",
     "resolve_device",
     "resolve_precision",
@@ -45,6 +47,31 @@ THREADS_ENV = "NAPARI_SAM_THREADS"
 
 _NAMES = ("fp32", "bf16", "fp16")
 _logged: set[tuple[str, str]] = set()
+#: what ``"auto"`` means in one thread (:func:`precision_in_this_thread`), before the environment
+_THIS_THREAD = threading.local()
+
+
+@contextlib.contextmanager
+def precision_in_this_thread(precision: str | None):
+    """Within the block, ``precision="auto"`` means ``precision`` in this thread (before
+    :data:`PRECISION_ENV`). A batch task on a cluster worker runs in it with the client's
+    ``--precision``: the worker's environment is not the client's. ``"auto"`` or None
+    changes nothing.
+
+    Parameters
+    ----------
+    precision : {"auto", "fp32", "bf16", "fp16"} or None
+    """
+    if precision in (None, "auto"):
+        yield
+        return
+    _check_name(precision)
+    before = getattr(_THIS_THREAD, "precision", None)
+    _THIS_THREAD.precision = precision
+    try:
+        yield
+    finally:
+        _THIS_THREAD.precision = before
 
 
 def _dtypes() -> dict:
@@ -176,12 +203,14 @@ def _auto(device) -> tuple[str, str]:
     """(precision name, reason) that ``"auto"`` picks on ``device``."""
     import torch
 
-    env = os.environ.get(PRECISION_ENV, "").strip().lower()
+    given = getattr(_THIS_THREAD, "precision", None)
+    source = "the batch's --precision" if given else PRECISION_ENV
+    env = given or os.environ.get(PRECISION_ENV, "").strip().lower()
     if env and env != "auto":
         _check_name(env, f"{PRECISION_ENV} value")
         if device.type == "mps" and env == "bf16":
-            return "fp16", f"{PRECISION_ENV}=bf16 is not supported on MPS"
-        return env, f"set by {PRECISION_ENV}"
+            return "fp16", f"{source}=bf16 is not supported on MPS"
+        return env, f"set by {source}"
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported():
             return "bf16", "the GPU supports bf16"

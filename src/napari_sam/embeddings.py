@@ -276,6 +276,12 @@ class StackEmbeddings:
         Decodes prompts with the same model and device.
     encoder_calls : int
         Number of batched encoder calls made (tests assert caching with it).
+    whole_slices : bool
+        Encode in whole slices per CPU thread (:func:`encode_whole_slices`), so that a
+        slice's features do not depend on which slices shared its batch: True with a store
+        (runs resume from it), and where slices are computed over several runs into another
+        store (the blocks of a cluster run set it); False otherwise (a lone slice is then
+        faster on several threads).
     """
 
     def __init__(
@@ -327,6 +333,7 @@ class StackEmbeddings:
         self._memory: OrderedDict[int, ImageEmbedding] = OrderedDict()
         self._group = self._open_store(store) if store is not None else None
         self.store = None if store is None else Path(store)
+        self.whole_slices = store is not None
 
     # ------------------------------------------------------------------ store
     def _open_store(self, path):
@@ -442,8 +449,8 @@ class StackEmbeddings:
             # whether it was just computed or read back (a rerun, a replayed session)
             # a store's slices may be computed over several runs: each in whole slices per
             # thread, so that a resumed run gives the embeddings of an uninterrupted one
-            encoded = (self.predictor.encode_rgb(rgbs) if self._group is None
-                       else encode_whole_slices(self.predictor, rgbs, self.batch_size))
+            encoded = (encode_whole_slices(self.predictor, rgbs, self.batch_size)
+                       if self.whole_slices else self.predictor.encode_rgb(rgbs))
             embs = [self._make(e.features.to(torch.float16).float()) for e in encoded]
             for (z, _, hsh), emb in zip(pending, embs):
                 self._write_store(z, emb, hsh)

@@ -209,7 +209,7 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
     features go to that store's feature chunk and its pixel hash to ``hashes``, for the
     final task, the only writer of the store's hash array.
     """
-    from napari_sam.embeddings import slice_hash
+    from napari_sam.embeddings import StackEmbeddings, slice_hash
     from napari_sam.tiled_stack import embed
 
     work = auto_work_dir(job)
@@ -218,7 +218,7 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
     wanted = range(n) if indices is None else [int(i) for i in indices]
     todo = [z for z in wanted if not _slice_file(work, z).exists()]
     done_now: dict[int, int] = {}
-    if not todo:
+    if not todo and block_store is None:
         return done_now
     if keep_embeddings and not opened.is2d:
         store = embed_store(job, ctx, model)
@@ -230,11 +230,19 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
     emb = embed(opened.stack, model, store=store, batch_size=ctx.batch_size, device=ctx.device,
                 cache_size=max(2, ctx.batch_size), cache_bytes=held, tiling=tiling)
     announce_tiling(job, ctx, emb)
+    if isinstance(emb, StackEmbeddings):
+        # slices are computed by several tasks, maybe over several runs (resumed), also in
+        # memory: each batch in whole slices per thread, as an uninterrupted run computes it
+        emb.whole_slices = True
     group = None
     if block_store is not None:
         import zarr
 
         group = zarr.open_group(str(block_store), mode="r+")
+        if hashes is not None:  # slices an interrupted run of this block finished
+            _claim_stored(group, emb, sorted(set(wanted) - set(todo)), hashes)
+    if not todo:
+        return done_now
     total = len(todo)
     if progress is not None:
         progress(0, total)
@@ -266,6 +274,18 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
     finally:
         opened.stack.release()
     return done_now
+
+
+def _claim_stored(group, emb, done: list[int], hashes: dict[int, int]) -> None:
+    """Put into ``hashes`` the pixel hashes of the ``done`` slices whose features are in the
+    block store ``group`` (written before a slice counts as done, so an interrupted run's
+    finished slices have them): the final task records them instead of encoding those slices
+    again (in other batches than the blocks did)."""
+    from napari_sam.embeddings import slice_hash
+
+    for z in done:
+        if np.any(np.asarray(group["features"][z])):
+            hashes[z] = slice_hash(emb.slice_image(z))
 
 
 #: Peak memory of propagation in ``auto`` per voxel of the stack (linked and propagated label

@@ -48,6 +48,10 @@ class Context:
         How stacks with large slices are embedded (:func:`napari_sam.embed`'s ``tiling``):
         "auto" tiles slices longer than 1.5 model inputs, None never, an int is the halo,
         (window, halo) both (``--tiling``). Recorded in the signature unless "auto".
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        ``--precision``: the tasks of a cluster run use it on the workers
+        (:func:`napari_sam.device.precision_in_this_thread`), whose environment is not the
+        client's; "auto" leaves it to each machine.
     prompts_key : str, optional
         The digest of one job's prompts (:func:`prompts_digest`), set by :meth:`for_job`:
         the signature of a ``segment`` output records its own input's prompts, so editing
@@ -72,6 +76,7 @@ class Context:
     embeddings_dir: str | os.PathLike | None = None
     slice_workers: int = 1
     tiling: str | int | tuple[int, int] | None = "auto"
+    precision: str = "auto"
     prompts_key: str | None = None
 
     def for_job(self, job: Job) -> Context:

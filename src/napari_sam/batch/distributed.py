@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -31,7 +32,7 @@ def _client_for(scheduler: str | None, workers: int | None, threads_per_worker: 
 
     if scheduler:
         try:
-            return Client(scheduler, timeout=SCHEDULER_TIMEOUT), None
+            client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
         except OSError:  # refused or timed out: nothing listens there
             raise RuntimeError(
                 f"cannot reach a dask scheduler at {scheduler} (no answer within "
@@ -39,12 +40,28 @@ def _client_for(scheduler: str | None, workers: int | None, threads_per_worker: 
                 "scheduler --port PORT` and `dask worker ADDRESS` on the workers), check the "
                 "address, or leave out --scheduler to run here (--workers N for a local "
                 "cluster)") from None
+        say_if_no_workers(client, scheduler)
+        return client, None
     cluster = start_local_cluster(int(workers), threads_per_worker, verbose)
     try:
         return Client(cluster), cluster
     except BaseException:
         close_quietly(None, cluster)
         raise
+
+
+def say_if_no_workers(client, scheduler: str) -> None:
+    """A line on stderr when the scheduler has no workers yet (dask worker jobs still queued):
+    the files wait for them, which would otherwise look like a hang."""
+    try:
+        n = len(client.scheduler_info().get("workers", {}))
+    except Exception:  # noqa: BLE001  (an old scheduler: nothing to say)
+        return
+    if n == 0:
+        print(f"napari-sam: the dask scheduler at {scheduler} has no workers yet; the files "
+              f"wait until workers connect (start them with `dask worker {scheduler}`, or "
+              "check that their jobs are running); Ctrl-C stops, and a rerun resumes",
+              file=sys.stderr, flush=True)
 
 
 def worker_start_method() -> str:
@@ -156,6 +173,16 @@ def close_quietly(client, cluster, verbose: bool = False) -> None:
             lg.setLevel(level)
 
 
+def run_task(task, job: Job, ctx: Context, *args):
+    """``task(job, ctx, *args)`` on a worker, with the batch's ``--precision`` for what
+    ``"auto"`` means in the worker's thread (the worker's environment is not the client's,
+    whose ``NAPARI_SAM_PRECISION`` the CLI sets)."""
+    from napari_sam.device import precision_in_this_thread
+
+    with precision_in_this_thread(ctx.precision):
+        return task(job, ctx, *args)
+
+
 def embed_prepare_task(job: Job, ctx: Context) -> list[float]:
     """Create the partial embedding store of a blocked ``embed`` job; returns contrast limits."""
     from napari_sam.embeddings import StackEmbeddings
@@ -186,6 +213,7 @@ def embed_block_task(job: Job, ctx: Context, limits: Sequence[float], start: int
     stored = np.asarray(group["slice_hash"][start:stop])
     emb = StackEmbeddings(opened.stack, model, batch_size=ctx.batch_size, device=ctx.device,
                           contrast_limits=tuple(limits), cache_size=max(2, ctx.batch_size))
+    emb.whole_slices = True  # a resumed run's blocks give an uninterrupted run's features
     hashes = {}
     for z in range(start, stop):
         h = slice_hash(emb.slice_image(z))
@@ -292,17 +320,19 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
                 spans = [(s, min(s + block_slices, n)) for s in range(0, n, block_slices)]
                 if ctx.command == "auto":
                     prepare_auto_work(job, ctx)
-                    store = client.submit(auto_prepare_task, job, wctx, pure=False)
-                    blocks = [client.submit(auto_block_task, job, wctx, store, s, e, pure=False)
-                              for s, e in spans]
-                    fut = client.submit(final_task, job, wctx, None, blocks, pure=False)
+                    store = client.submit(run_task, auto_prepare_task, job, wctx, pure=False)
+                    blocks = [client.submit(run_task, auto_block_task, job, wctx, store, s, e,
+                                            pure=False) for s, e in spans]
+                    fut = client.submit(run_task, final_task, job, wctx, None, blocks,
+                                        pure=False)
                 else:
-                    limits = client.submit(embed_prepare_task, job, wctx, pure=False)
-                    blocks = [client.submit(embed_block_task, job, wctx, limits, s, e, pure=False)
-                              for s, e in spans]
-                    fut = client.submit(final_task, job, wctx, blocks, None, pure=False)
+                    limits = client.submit(run_task, embed_prepare_task, job, wctx, pure=False)
+                    blocks = [client.submit(run_task, embed_block_task, job, wctx, limits, s, e,
+                                            pure=False) for s, e in spans]
+                    fut = client.submit(run_task, final_task, job, wctx, blocks, None,
+                                        pure=False)
             else:
-                fut = client.submit(final_task, job, wctx, None, None, pure=False)
+                fut = client.submit(run_task, final_task, job, wctx, None, None, pure=False)
             futures[fut] = i
         for fut in as_completed(list(futures)):
             i = futures[fut]

@@ -28,11 +28,21 @@ def label_metadata(job: Job, ctx: Context, model) -> dict:
 
 
 def model_record(ctx: Context, model) -> dict:
-    """The model entry of the output metadata: name, id and whether it is the bundled demo
-    model (also when loaded from its file by path; a checkpoint trained from it is not)."""
+    """The model entry of the output metadata: name, id, whether it is the bundled demo
+    model (also when loaded from its file by path; a checkpoint trained from it is not), and
+    the precision the encoder and decoder ran in here (``--precision``, or what ``"auto"``
+    chose on this machine and device)."""
+    from napari_sam.device import precision_name, resolve_device, resolve_precision
+
     model_id = str(getattr(model, "model_id", ""))
+    try:
+        precision = precision_name(resolve_precision(ctx.precision, resolve_device(ctx.device)))
+    except ValueError:  # not this machine's device (the run itself said so)
+        precision = None
+    if getattr(model, "family", "sam1") == "sam2":
+        precision = "fp32"  # SAM 2.1 propagation runs in float32 whatever --precision says
     return {"name": ctx.model, "id": model_id or None,
-            "is_demo": bool(getattr(model, "is_demo", False))}
+            "is_demo": bool(getattr(model, "is_demo", False)), "precision": precision}
 
 
 def parameters_in_effect(ctx: Context, model, opened: OpenedImage) -> dict:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -141,10 +142,18 @@ def check_batch_args(args) -> None:
     """Problems with the arguments that argparse cannot see, reported before any work."""
     from napari_sam.device import resolve_device
 
-    try:
-        resolve_device(args.device)
-    except ValueError as exc:
-        raise CLIError(f"--device: {exc}", 2) from None
+    if args.scheduler is not None and not args.scheduler.strip():
+        raise CLIError("--scheduler is empty: give the scheduler's address, e.g. "
+                       "tcp://host:8786 (a scheduler file's address: check that the scheduler "
+                       "has written it), or leave --scheduler out", 2)
+    if args.scheduler is not None:  # the workers' devices, not this machine's
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(args.device)):
+            raise CLIError(f"--device {args.device!r}: use auto, cpu, cuda, cuda:N or mps", 2)
+    else:
+        try:
+            resolve_device(args.device)
+        except ValueError as exc:
+            raise CLIError(f"--device: {exc}", 2) from None
     if args.block_slices is not None and args.workers is None and args.scheduler is None:
         raise CLIError("--block-slices splits stacks between the workers of a cluster; add "
                        "--workers N or --scheduler ADDRESS, or leave it out", 2)
@@ -351,6 +360,12 @@ def device_line(args, method: str | None, slice_workers: int) -> str:
     from napari_sam.device import describe, resolve_device
 
     workers = f", {slice_workers} slices at once" if slice_workers > 1 else ""
+    if args.scheduler is not None:  # not this machine's: the workers' devices
+        precision = ("float32 (SAM 2.1 propagation)" if method == "sam2" else
+                     f"precision {args.precision}" + (" (each worker's choice)"
+                                                      if args.precision == "auto" else ""))
+        return (f"device {args.device} on the cluster's workers, {precision}; the output "
+                "metadata records the precision each file used")
     if method == "sam2":
         given = "; --precision is not used" if args.precision != "auto" else ""
         return (f"device {resolve_device(args.device)}, float32 (SAM 2.1 propagation runs in "
@@ -462,8 +477,9 @@ def prepare_run(args, ctx, prompts):
             segment_method(args, args.model)
     model = resolve_model(args.model, quiet=args.quiet)
     ctx = replace(ctx, model=model)
-    if args.precision != "auto":  # --precision reaches every worker
+    if args.precision != "auto":  # --precision: here and in local worker processes
         os.environ[PRECISION_ENV] = args.precision
+    ctx = replace(ctx, precision=args.precision)  # and in the tasks on a cluster's workers
     if getattr(args, "threads", None) is not None:
         configure_threads(threads=args.threads)
     local = args.scheduler is None and args.workers is None

@@ -1,0 +1,130 @@
+"""``--precision`` on a cluster (helper sweep, session 27): the CLI passed it to the workers
+only through its own environment (``NAPARI_SAM_PRECISION``), which the workers of a
+``--scheduler`` cluster never see, so a ``--precision fp32`` run computed in bf16 on them,
+and nothing said so. Now every task runs with the batch's precision in its thread
+(``napari_sam.device.precision_in_this_thread``), and the output metadata records the
+precision used."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sam import batch
+from napari_sam import io as nio
+from napari_sam.device import PRECISION_ENV, precision_in_this_thread, resolve_precision
+
+CPU = torch.device("cpu")
+
+
+def test_precision_in_this_thread_comes_before_the_environment(monkeypatch):
+    monkeypatch.setenv(PRECISION_ENV, "bf16")
+    assert resolve_precision("auto", CPU) == torch.bfloat16
+    seen = []
+    with precision_in_this_thread("fp32"):
+        assert resolve_precision("auto", CPU) == torch.float32
+        assert resolve_precision("fp16", CPU) == torch.float16  # an explicit one stays
+        other = threading.Thread(target=lambda: seen.append(resolve_precision("auto", CPU)))
+        other.start()
+        other.join()
+        with precision_in_this_thread("auto"):  # changes nothing
+            assert resolve_precision("auto", CPU) == torch.float32
+    assert seen == [torch.bfloat16]  # another thread: the environment's
+    assert resolve_precision("auto", CPU) == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        with precision_in_this_thread("fp8"):
+            pass
+
+
+@pytest.mark.slow
+def test_a_cluster_run_uses_the_batchs_precision_not_the_workers_environment(
+        tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    from distributed import LocalCluster
+
+    from tiny_configs import save_tiny_cnn
+
+    (tmp_path / "model").mkdir()
+    model = save_tiny_cnn(tmp_path / "model")
+    rng = np.random.default_rng(0)
+    img = (rng.random((4, 48, 48)) * 1000).astype(np.uint16)
+    img[:, 10:30, 12:34] += 3000
+    inp = tmp_path / "s.tif"
+    import tifffile
+
+    tifffile.imwrite(inp, img, photometric="minisblack")
+    params = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    kw = dict(command="auto", model=str(model), device="cpu", quiet=True, params=params)
+    monkeypatch.setenv(PRECISION_ENV, "bf16")  # what the workers' own environment says
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        monkeypatch.delenv(PRECISION_ENV)  # the client's: a machine of its own
+        ctx = batch.Context(out_dir=tmp_path / "cluster", precision="fp32", **kw)
+        (res,) = batch.run_jobs(batch.make_jobs([inp], ctx), ctx,
+                                scheduler=cluster.scheduler_address)
+    assert res.status == "done", res.reason
+    assert nio.read_sidecar(res.output)["model"]["precision"] == "fp32"
+    monkeypatch.setenv(PRECISION_ENV, "fp32")
+    serial = batch.Context(out_dir=tmp_path / "serial", precision="fp32", **kw)
+    (ser,) = batch.run_jobs(batch.make_jobs([inp], serial), serial)
+    np.testing.assert_array_equal(nio.read_image(res.output).data,
+                                  nio.read_image(ser.output).data)
+    assert nio.read_sidecar(ser.output)["model"]["precision"] == "fp32"
+
+
+def test_an_empty_scheduler_address_is_refused_before_any_work(tmp_path, capsys, offline_cli):
+    """The cluster recipe's ``--scheduler $(python -c ...)`` expands to '' when the scheduler
+    has not written its file yet: it was an internal TypeError."""
+    from cli_runner import cli, error_line
+
+    inp = tmp_path / "a.tif"
+    import tifffile
+
+    tifffile.imwrite(inp, np.zeros((2, 32, 32), np.uint16))
+    rc, _, err = cli(["auto", inp, "-o", tmp_path / "out", "--scheduler", ""], capsys)
+    assert rc == 2 and "--scheduler is empty: give the scheduler's address" in error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_device_cuda_with_a_scheduler_is_the_workers_not_the_clients(tmp_path, capsys,
+                                                                      offline_cli):
+    """The docs' SLURM recipes run the client on a machine without a GPU: ``--device cuda
+    --scheduler ADDRESS`` was refused there ("CUDA is not available here"). Now it reaches
+    the scheduler (here: none listens, which is what the run says), and a device name that
+    is not one is still refused at once."""
+    import napari_sam.batch.distributed as D
+    from cli_runner import cli, error_line
+
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(D, "SCHEDULER_TIMEOUT", "1s")
+    inp = tmp_path / "a.tif"
+    import tifffile
+
+    tifffile.imwrite(inp, np.zeros((2, 32, 32), np.uint16))
+    try:
+        rc, _, err = cli(["auto", inp, "-o", tmp_path / "out", "--device", "cuda",
+                          "--scheduler", "tcp://127.0.0.1:9"], capsys)
+        assert "cannot reach a dask scheduler at tcp://127.0.0.1:9" in err, err
+        assert "CUDA is not available" not in err
+        rc, _, err = cli(["auto", inp, "-o", tmp_path / "out2", "--device", "gpu",
+                          "--scheduler", "tcp://127.0.0.1:9"], capsys)
+        assert rc == 2 and "--device 'gpu': use auto, cpu, cuda, cuda:N or mps" in error_line(err)
+    finally:
+        monkeypatch.undo()
+
+
+def test_a_scheduler_without_workers_is_said_not_a_silent_hang(capsys):
+    pytest.importorskip("distributed")
+    from distributed import Client, LocalCluster
+
+    from napari_sam.batch.distributed import say_if_no_workers
+
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            say_if_no_workers(client, cluster.scheduler_address)
+    err = capsys.readouterr().err
+    assert f"the dask scheduler at {cluster.scheduler_address} has no workers yet" in err
+    assert "dask worker" in err
