@@ -37,7 +37,7 @@ from .embedding_cache import EmbeddingCache, describe_tiling, missing_slices, ne
 from .errors import UserError
 from .image_source import ImageSource, make_source
 from .jobs import Phase, embed_job, run_to_end, tiled_embed_job
-from .model_choice import DEMO_NOTICE, ModelCache, ModelChoice, precision_key
+from .model_choice import DEMO_NOTICE, ModelCache, ModelChoice, choice_identity, precision_key
 from .prompt_groups import POINT_OBJECT, all_labelled, positives
 from .prompt_shelf import PromptShelf
 from .session_log import SessionLog
@@ -298,10 +298,16 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
     # ------------------------------------------------------------------ setup
     def set_model(self, choice: ModelChoice) -> None:
         """Use ``choice`` from now on; propagation goes back to the model's own method."""
-        before = self.model_choice
+        before, loaded = self.model_choice, self.predictor
         self.model_choice = choice
         self.propagation_method = None
         dropped = self._lookup()
+        if (choice is not None and before is not None and before.key == choice.key
+                and choice.is_file and loaded is not None and self.predictor is None):
+            self.after_setting(dropped, f"The checkpoint {choice.key} changed on disk since it "
+                               "was loaded (written again?): it is loaded again, and the "
+                               "image embedded again, at the next click.")
+            return
         if choice is None or before is None or before.key == choice.key:
             return  # the first choice (the widget opening) keeps the first status
         fetch = "" if choice.cached else " It is downloaded at the first click (once)."
@@ -389,7 +395,8 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
     def _cache_key(self):
         image_id, data = self.image_identity()
         return self.embeddings.key(
-            image_id, data, self.channel_axis, self.model_choice.key, self.device, self.store,
+            image_id, data, self.channel_axis, choice_identity(self.model_choice), self.device,
+            self.store,
             precision_key(self.device, self.precision), self.tiling,
         )
 

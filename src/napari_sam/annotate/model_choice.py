@@ -17,6 +17,7 @@ __all__ = [
     "ModelCache",
     "ModelChoice",
     "checkpoint_family",
+    "choice_identity",
     "default_choice",
     "file_choice",
     "PRECISION_CHOICES",
@@ -216,18 +217,34 @@ def device_line(device, precision: str = "auto") -> str:
         return f"not usable: {err}"
 
 
+def choice_identity(choice: ModelChoice):
+    """What tells a model choice's weights apart: the registry name, or a checkpoint file's
+    path with its size and modification time, so that a file written again (a model retrained
+    into the same path) is loaded again and its embeddings computed again, not served from
+    memory."""
+    if not choice.is_file:
+        return choice.key
+    try:
+        st = Path(choice.key).stat()
+    except OSError:  # gone: loading it says so
+        return (choice.key, None)
+    return (choice.key, st.st_size, st.st_mtime_ns)
+
+
 class ModelCache:
     """Loaded models and their predictors, keyed by (model key, device, precision)."""
 
     def __init__(self):
-        self._models: dict[tuple[str, str, str], object] = {}
-        self._predictors: dict[tuple[str, str, str], object] = {}
+        self._models: dict[tuple, object] = {}
+        self._predictors: dict[tuple, object] = {}
 
     @staticmethod
-    def _key(choice: ModelChoice, device, precision: str = "auto") -> tuple[str, str, str]:
+    def _key(choice: ModelChoice, device, precision: str = "auto") -> tuple:
+        """(:func:`choice_identity`, device, precision)."""
         from napari_sam.device import resolve_device
 
-        return (choice.key, str(resolve_device(device)), precision_key(device, precision))
+        return (choice_identity(choice), str(resolve_device(device)),
+                precision_key(device, precision))
 
     def get(self, choice: ModelChoice, device, precision: str = "auto"):
         """The predictor for a model already loaded, else None (raises for a bad device or

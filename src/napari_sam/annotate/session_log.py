@@ -319,7 +319,7 @@ class SessionLog:
             sess = S.read_session(path)
             src = self._require_image()
             S.check_image(sess, src.shape, what=f"'{self.image_name()}'", axes_hint=False)
-            S.check_model(sess)
+            model_note = self._model_for(sess)
         except S.SessionError as err:
             raise UserError(f"{err}.") from None
         pending = sess.pending or {}
@@ -349,6 +349,9 @@ class SessionLog:
             text = (f"Loaded the session {Path(path).name} ({sess.summary()}); continue where "
                     "it stopped.")
             self.notify_info(text)
+        if model_note:
+            text += model_note
+            self.notify_warning(model_note.strip())
         self._say(text)
         self.preview_lead = text  # the preview's line, also one computed later, follows it
         first = (pending.get("points") or pending.get("boxes") or [None])[0]
@@ -359,6 +362,25 @@ class SessionLog:
         elif self.live and len(mine[0]) + len(mine[2]):  # the prompts kept, previewed again
             self.refresh_preview()
         return sess
+
+    def _model_for(self, sess: S.Session) -> str:
+        """Check the session's model; a checkpoint that is not at its recorded path any more
+        (moved, renamed, deleted) is replaced by the model picked now, which ``sess`` then
+        names (so the dock keeps it), and the note returned says so ("" when the session's
+        own model is used). Raises ``SessionError`` when no model is picked."""
+        try:
+            S.check_model(sess)
+            return ""
+        except S.SessionError:
+            if self.model_choice is None:
+                raise
+        gone = str(sess.model.get("name"))
+        now = self.model_choice
+        sess.model = {**sess.model, "name": now.key, "is_file": now.is_file,
+                      "replaced": gone}
+        return (f" Its model {gone} is not there any more (moved, renamed or deleted): its "
+                f"labels and prompts are loaded, and what you click now is decoded with the "
+                f"model picked, {now.key} (put the checkpoint back at that path to use it).")
 
     def _restore(self, sess: S.Session) -> None:
         settings = sess.settings or {}

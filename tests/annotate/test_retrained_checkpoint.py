@@ -1,0 +1,89 @@
+"""A checkpoint retrained into the same path while the dock is open (the data engine's loop:
+annotate, `napari-sam train ... -o my_model.pt --overwrite`, pick my_model.pt again): the
+session kept the weights (and embeddings) it had loaded from the old file, keyed by the path
+(helper walk-through, session 27: the same preview, and the saved session recorded the old
+model's id). Now a file written again is loaded again and the user is told."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sam.annotate import AnnotationSession
+from napari_sam.annotate.model_choice import file_choice
+from napari_sam.models.registry import DEMO_NAME, where
+
+pytestmark = pytest.mark.slow
+
+
+def _write(path, scale: float, stamp: int) -> None:
+    sd = torch.load(where(DEMO_NAME), map_location="cpu", weights_only=True)
+    sd = {k: v * scale if k.startswith("mask_decoder.output_hypernetworks") else v
+          for k, v in sd.items()}
+    torch.save(sd, path)
+    shutil.copyfile(where(DEMO_NAME).with_suffix(".json"), path.with_suffix(".json"))
+    os.utime(path, ns=(stamp, stamp))  # a later write, as training writes it
+
+
+def test_picking_a_checkpoint_written_again_loads_the_new_weights(tmp_path):
+    from napari_sam import synthetic
+
+    ckpt = tmp_path / "my_model.pt"
+    _write(ckpt, 1.0, 1_000_000_000_000_000_000)
+    image = synthetic.nuclei_2d((128, 128), seed=5, radius=(6, 10), n_objects=12).image
+    s = AnnotationSession()
+    s.set_image(image, name="nuclei")
+    s.set_model(file_choice(ckpt))
+    s.compute_embeddings()
+    s.add_point(0, 64, 64)
+    (first,) = s.update_preview()
+    first_id = s.predictor.model.model_id
+    # retrained into the same path
+    _write(ckpt, -1.0, 2_000_000_000_000_000_000)
+    s.set_model(file_choice(ckpt))
+    assert "changed on disk since it was loaded" in s.status
+    s.compute_embeddings()
+    (second,) = s.update_preview()
+    assert s.predictor.model.model_id != first_id
+    assert not np.array_equal(first.masks, second.masks)  # the negated mask head
+    assert s.session_state().model["id"] == s.predictor.model.model_id
+
+
+def test_a_session_whose_checkpoint_moved_loads_with_the_model_picked_now(tmp_path):
+    """It was refused ("unknown model ... pick a model and load the session again"), also
+    after picking a model, so the advice did not work (helper walk-through, session 27)."""
+    from napari_sam import synthetic
+    from napari_sam.annotate.errors import UserError
+
+    ckpt = tmp_path / "m1.pt"
+    _write(ckpt, 1.0, 1_000_000_000_000_000_000)
+    image = synthetic.nuclei_2d((128, 128), seed=5, radius=(6, 10), n_objects=12).image
+    s = AnnotationSession()
+    s.set_image(image, name="nuclei")
+    s.set_model(file_choice(ckpt))
+    s.compute_embeddings()
+    s.add_point(0, 64, 64)
+    s.update_preview()
+    assert s.commit().ids == [1]
+    saved = s.save_session(tmp_path / "work")
+    labels = s.labels.copy()
+    moved = tmp_path / "m1_moved.pt"
+    ckpt.rename(moved)
+    ckpt.with_suffix(".json").rename(moved.with_suffix(".json"))
+
+    again = AnnotationSession()
+    again.set_image(image, name="nuclei")
+    with pytest.raises(UserError, match="unknown model"):  # no model picked: nothing to use
+        again.load_session(saved)
+    again.set_model(file_choice(moved))
+    again.load_session(saved)
+    assert f"Its model {ckpt} is not there any more" in again.status
+    assert "decoded with the model picked" in again.status
+    assert again.model_choice.key == str(moved)
+    assert np.array_equal(again.labels, labels)
+    again.add_point(0, 30, 30)
+    assert again.update_preview()  # the picked model decodes
