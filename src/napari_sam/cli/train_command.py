@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -14,8 +15,8 @@ from napari_sam.cli.arguments import (
     Formatter,
     add_common,
     axes_arg,
-    fraction,
     nonneg_int,
+    number_type,
     positive_float,
     positive_int,
 )
@@ -29,10 +30,19 @@ examples:
   napari-sam train "train/*.tif" --labels "train/ground_truth/*.tif" -o my_model.pt
   napari-sam auto "data/*.tif" -o out/ --model my_model.pt
 
-IMAGES and LABELS are paired in sorted order: the same number of files, same shapes.
+IMAGES and LABELS are paired in sorted order: the same number of files, same shapes. A
+folder or glob given as both (train d/ d/) pairs the images with the label files beside
+them: session label TIFFs, the *_labels.tif written by auto.
 The checkpoint (and FILE.json: architecture, data, metrics) is written atomically after
 each improving epoch; Ctrl-C keeps the last good one.
 """
+
+
+#: ``--val-fraction``: a share in [0, 1) (1 would hold every image out of training).
+val_fraction_arg = number_type(
+    float, lambda v: 0.0 <= v < 1.0,
+    "a number from 0 to below 1 (the share of the images held out for validation; 0 holds "
+    "none out, 1 would leave none to train on)")
 
 
 def add_train_parser(sub) -> None:
@@ -57,7 +67,8 @@ def add_train_parser(sub) -> None:
     g.add_argument("--objects-per-image", type=positive_int, default=8, metavar="N")
     g.add_argument("--freeze-encoder", action="store_true",
                    help="train the prompt encoder and mask decoder only")
-    g.add_argument("--val-fraction", type=fraction, default=0.2, metavar="F")
+    g.add_argument("--val-fraction", type=val_fraction_arg, default=0.2, metavar="F",
+                   help="share of the images held out to validate on, 0 to < 1 (default: 0.2)")
     g.add_argument("--seed", type=nonneg_int, default=0)
     g.add_argument("--axes", type=axes_arg, metavar="AXES", help=argparse.SUPPRESS)
     g.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
@@ -74,33 +85,18 @@ def add_train_parser(sub) -> None:
 
 def cmd_train(args) -> int:
     """Train; returns the exit code (130 when interrupted)."""
-    from napari_sam import batch
-
     if (args.labels is None) == (args.labels_opt is None):
         raise CLIError("give the label files once: `napari-sam train IMAGES LABELS -o FILE.pt` "
                        "(or --labels LABELS)", 2)
     labels_spec = args.labels if args.labels is not None else args.labels_opt
-    out = Path(args.output)
     if (args.max_steps or args.minutes) and not args.resume:
         raise CLIError("--max-steps and --minutes stop a piece of a resumable run; add --resume", 2)
-    if out.is_dir():
-        raise CLIError(f"-o {out} is a folder; give the checkpoint file to write, e.g. "
-                       f"-o {out / 'my_model.pt'}", 2)
+    out = checkpoint_path(args.output)
     if out.exists() and not (args.overwrite or args.resume):
         raise CLIError(f"{out} already exists; pass --overwrite to replace it or choose another "
                        "-o", 2)
-    if out.suffix.lower() not in (".pt", ".pth"):
-        raise CLIError(f"-o {out}: the checkpoint name must end in .pt or .pth", 2)
     check_output(out, overwrite=args.overwrite, resume=args.resume)
-    images = batch.collect_inputs([args.images])
-    labels = batch.collect_inputs([labels_spec], labels=True)
-    if len(images) != len(labels):
-        raise CLIError(f"{len(images)} image file(s) but {len(labels)} label file(s); IMAGES "
-                       "and LABELS are paired in sorted order and must match one to one", 2)
-    same = {p.resolve() for p in images} & {p.resolve() for p in labels}
-    if same:
-        raise CLIError(f"IMAGES and LABELS select the same file(s), e.g. {sorted(same)[0]}; "
-                       "point LABELS at the label files", 2)
+    images, labels = collect_pairs(args.images, labels_spec, quiet=args.quiet)
     model = resolve_model(args.model, quiet=args.quiet)
     from napari_sam.device import resolve_device
 
@@ -141,6 +137,81 @@ def cmd_train(args) -> int:
         print("Interrupted: the checkpoint on disk is the last good one.")
         return 130
     return 0 if result.path else 1
+
+
+def checkpoint_path(text: str) -> Path:
+    """The checkpoint ``-o`` names, or CLIError (exit code 2) for an empty ``-o``, a folder
+    (an existing one, or a name ending in ``/``) or a name not ending in ``.pt``/``.pth``."""
+    if not text.strip():
+        raise CLIError("-o is empty; give the checkpoint file to write, e.g. -o my_model.pt", 2)
+    out = Path(text)
+    if out.is_dir():
+        raise CLIError(f"-o {out} is a folder; give the checkpoint file to write, e.g. "
+                       f"-o {out / 'my_model.pt'}", 2)
+    if text.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
+        raise CLIError(f"-o {text} is a folder (the name ends in {text[-1]}); give the "
+                       f"checkpoint file to write, e.g. -o {out / 'my_model.pt'} (the folder "
+                       "is created)", 2)
+    if out.suffix.lower() not in (".pt", ".pth"):
+        raise CLIError(f"-o {out}: the checkpoint name must end in .pt or .pth, e.g. "
+                       f"-o {out.with_name(out.name + '.pt')}", 2)
+    return out
+
+
+#: ``<session>.base-<hash>.tif``: what a session's labels layer held before its first commit.
+_SESSION_BASE = re.compile(r"(?P<session>.+)\.base-[0-9a-f]{12}\.tif")
+
+
+def _replaced_bases(labels: list[Path]) -> set[Path]:
+    """The session base TIFFs among ``labels`` whose session's labels TIFF is there too (the
+    labels after the session's commits: the ones to train on)."""
+    from napari_sam.batch.inputs import is_session_labels
+
+    have = {(p.parent, p.name.split(".labels-")[0]) for p in labels if ".labels-" in p.name}
+    return {p for p in labels if (m := _SESSION_BASE.fullmatch(p.name))
+            and (p.parent, m["session"]) in have and is_session_labels(p)}
+
+
+def collect_pairs(images_spec: str, labels_spec: str, *, quiet: bool = False
+                  ) -> tuple[list[Path], list[Path]]:
+    """The image files and label files of ``train IMAGES LABELS``, paired in sorted order.
+
+    IMAGES leave out session label TIFFs and napari-sam outputs
+    (:func:`napari_sam.batch.collect_inputs`); LABELS leave out the files IMAGES selected and
+    the base TIFF of a session whose labels TIFF is there too, so that a folder or glob given
+    as both (``train d/ d/``) pairs each image with the label files beside it.
+
+    Raises
+    ------
+    CLIError
+        Exit code 2: nothing but the images in LABELS, or not one label file per image (the
+        files without a partner named).
+    """
+    from napari_sam import batch
+    from napari_sam.training.data import unpaired_files
+
+    images = batch.collect_inputs([images_spec])
+    found = batch.collect_inputs([labels_spec], labels=True)
+    taken = {p.resolve() for p in images}
+    same = [p for p in found if p.resolve() in taken]
+    labels = [p for p in found if p.resolve() not in taken]
+    if not labels:
+        raise CLIError(f"IMAGES and LABELS select the same file(s), e.g. {same[0]}, and LABELS "
+                       "holds nothing else; point LABELS at the label files (e.g. "
+                       "ground_truth/, the session label TIFFs or the output folder of auto)",
+                       2)
+    replaced = _replaced_bases(labels)
+    labels = [p for p in labels if p not in replaced]
+    if same and not quiet:
+        print_note(f"note: LABELS: left out {len(same)} file(s) IMAGES selected (e.g. "
+                   f"{same[0]}); {len(labels)} label file(s) remain")
+    if len(images) != len(labels):
+        raise CLIError(
+            f"{len(images)} image file(s) but {len(labels)} label file(s): "
+            f"{unpaired_files([str(p) for p in images], [str(p) for p in labels])}; IMAGES and "
+            "LABELS are paired in sorted order and must match one to one: give a label file "
+            "for every image, or leave the images without labels out of IMAGES", 2)
+    return images, labels
 
 
 def check_output(out: Path, *, overwrite: bool, resume: bool) -> None:

@@ -32,8 +32,9 @@ from napari_sam.preprocess import (
     to_uint8_rgb,
 )
 
-__all__ = ["MIN_OBJECT_PIXELS", "TrainItem", "ImagePair", "TrainingDataError", "load_pairs",
-           "make_items", "prepare_item", "split_items"]
+__all__ = ["GRAIN_PIXELS", "MIN_OBJECT_PIXELS", "SPECKLE_PIXELS", "SPLIT_PIECES_PER_ID",
+           "TrainItem", "ImagePair", "TrainingDataError", "label_pieces", "load_pairs",
+           "make_items", "prepare_item", "split_items", "unpaired_files"]
 
 _ARRAY_SUFFIXES = (".npy",)
 
@@ -142,7 +143,11 @@ def _expand(spec, what: str) -> list[tuple[np.ndarray | Path, str]]:
     return out
 
 
-def _check_pair(image: np.ndarray, labels: np.ndarray, name: str) -> None:
+def _check_pair(image: np.ndarray, labels: np.ndarray, name: str, labels_name: str) -> None:
+    if labels.dtype.kind == "f" and not _whole_numbers(labels):
+        raise TrainingDataError(
+            f"{name}: the label image {labels_name} holds values that are not whole numbers "
+            f"(dtype {labels.dtype}): an intensity image, not instance labels; " + _INTENSITY_FIX)
     if labels.dtype.kind not in "iub":
         raise TrainingDataError(
             f"{name}: labels must be an integer array of instance ids (0 = background), "
@@ -174,6 +179,7 @@ def _check_pair(image: np.ndarray, labels: np.ndarray, name: str) -> None:
             "ids > 0 for the objects to learn"
         )
     _check_not_binary(labels, name)
+    _check_not_intensity(labels, name, labels_name)
 
 
 _BINARY_FIX = ("give instance labels (one id per object); a binary mask whose objects do not "
@@ -202,6 +208,160 @@ def _check_not_binary(labels: np.ndarray, name: str) -> None:
             + _BINARY_FIX)
 
 
+_INTENSITY_FIX = ("pass the label image as LABELS (an integer image with one id per object, "
+                  "0 = background: e.g. the ground truth, the *_labels.tif `auto` wrote, or a "
+                  "session's *.labels-<hash>.tif), and check that IMAGES and LABELS are not "
+                  "swapped")
+
+#: Labels whose ids come, on average, in at least this many separate pieces per slice are not
+#: instance labels (an intensity image; a class map of many objects per id).
+SPLIT_PIECES_PER_ID = 4.0
+#: ... nor are labels whose ids come in at least 2 pieces per slice that average fewer than
+#: this many pixels (the speckle of a noisy intensity image: 1-3 pixels per piece) ...
+SPECKLE_PIXELS = 8.0
+#: ... nor labels whose pieces average fewer pixels than this (an image of many grey values,
+#: most pixels a value of their own: 1-2 pixels per piece; 2 x 2 pixel objects are 4).
+GRAIN_PIXELS = 3.0
+_MIN_PIECES = 32  # fewer pieces in the slices looked at: too little to judge
+_MAX_PLANES = 8  # slices of a stack looked at
+_MAX_SIDE = 1024  # window of a slice looked at
+
+
+def _whole_numbers(values: np.ndarray) -> bool:
+    return bool(np.all(np.isfinite(values)) and np.all(values == np.round(values)))
+
+
+def _window(plane: np.ndarray) -> np.ndarray:
+    """At most ``_MAX_SIDE`` x ``_MAX_SIDE`` of ``plane``, centred on its objects."""
+    if max(plane.shape) <= _MAX_SIDE:
+        return plane
+    rows, cols = np.nonzero(plane)
+    r0, c0 = (max(0, min(int(np.median(v)) - _MAX_SIDE // 2, n - _MAX_SIDE))
+              for v, n in ((rows, plane.shape[0]), (cols, plane.shape[1])))
+    return plane[r0:r0 + _MAX_SIDE, c0:c0 + _MAX_SIDE]
+
+
+def label_pieces(labels: np.ndarray) -> tuple[int, int, int, int]:
+    """How the ids of a label image are split into pieces, on up to 8 slices.
+
+    Parameters
+    ----------
+    labels : (Y, X) or (Z, Y, X) int array
+        A stack is judged slice by slice (training uses its slices one by one, so an id
+        may be reused on other slices), on up to 8 evenly spaced slices with objects and a
+        window of at most 1024 x 1024 pixels of each.
+
+    Returns
+    -------
+    ids : int
+        The ids found, summed over the slices looked at.
+    pieces : int
+        Their 8-connected pieces of one id each, summed over the same slices.
+    pixels : int
+        The pixels with ids > 0 in the windows looked at.
+    planes : int
+        How many slices were looked at.
+    """
+    from skimage.measure import label as connected
+
+    stack = labels if labels.ndim == 3 else labels[None]
+    with_objects = np.flatnonzero(stack.reshape(len(stack), -1).any(axis=1))
+    picked = with_objects[np.unique(np.linspace(0, len(with_objects) - 1, _MAX_PLANES)
+                                    .round().astype(int))] if len(with_objects) else []
+    ids = pieces = pixels = 0
+    for z in picked:
+        plane = _window(np.asarray(stack[z]))
+        fg = plane[plane != 0]
+        ids += len(np.unique(fg))
+        pieces += int(connected(plane, background=0, connectivity=2, return_num=True)[1])
+        pixels += fg.size
+    return ids, pieces, pixels, len(picked)
+
+
+def _check_not_intensity(labels: np.ndarray, name: str, labels_name: str) -> None:
+    """Refuse an intensity image given as labels (a raw image, or IMAGES and LABELS swapped).
+
+    In instance labels every object has its own id, mostly in one piece per slice; in an
+    intensity image every grey value is scattered over the image in many small pieces (a
+    noisy image: 1-3 pixels each). Labels are refused when their ids come in at least
+    :data:`SPLIT_PIECES_PER_ID` pieces per id and slice on average, or in at least 2 that
+    average fewer than :data:`SPECKLE_PIXELS` pixels, or in pieces of fewer than
+    :data:`GRAIN_PIXELS` pixels on average (:func:`label_pieces`; judged on at least 32
+    pieces).
+    """
+    ids, pieces, pixels, planes = label_pieces(labels)
+    if pieces < _MIN_PIECES or not ids:
+        return
+    per_id, size = pieces / ids, pixels / pieces
+    if per_id < SPLIT_PIECES_PER_ID and size >= GRAIN_PIXELS and (
+            per_id < 2 or size >= SPECKLE_PIXELS):
+        return
+    where = ("" if labels.ndim == 2 else
+             f" (counted slice by slice on {planes} of its {labels.shape[0]} slices)")
+    class_map = ("" if size < SPECKLE_PIXELS else "; a class map (one id for many objects) "
+                 "whose objects do not touch converts with skimage.measure.label(labels)")
+    raise TrainingDataError(
+        f"{name}: the label image {labels_name} looks like an intensity image, not instance "
+        f"labels: {ids} distinct values{where} come in {pieces} separate pieces ({per_id:.1f} "
+        f"per value, {size:.1f} pixels each on average), while instance labels give each "
+        f"object its own id, mostly in one piece; " + _INTENSITY_FIX + class_map)
+
+
+_IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf", ".npy", ".zarr")
+
+
+def _stem(path: str) -> str:
+    base = os.path.basename(os.fspath(path).rstrip("/\\"))
+    for suffix in _IMAGE_SUFFIXES:
+        if base.lower().endswith(suffix) and len(base) > len(suffix):
+            return base[: -len(suffix)]
+    return base
+
+
+def _some(names: Sequence[str], most: int = 4) -> str:
+    shown = ", ".join(str(n) for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def unpaired_files(images: Sequence[str], labels: Sequence[str]) -> str:
+    """Which files of unequal lists of images and labels have no partner, in words.
+
+    A label file is taken to be an image's when its name without the image suffix is the
+    image's (``ground_truth/img.tif``), or begins with it and then ``.``, ``_``, ``-`` or a
+    space (``img_labels.tif`` written by ``auto``, the session label TIFF
+    ``img.tif.sam-session.labels-<hash>.tif``); the longest such image name is its image.
+
+    Parameters
+    ----------
+    images, labels : sequence of str
+        The image and label file names, as given.
+
+    Returns
+    -------
+    str
+        E.g. "no label file is named after engine/c.tif", "the label file x.tif is named
+        after no image", both joined by "; ", or, when no label file is named after any
+        image (the names tell nothing), both lists: "IMAGES: a.tif, b.tif; LABELS: x.tif".
+    """
+    stems = {_stem(im) for im in images}
+    owners = []
+    for lab in labels:
+        own = _stem(lab)
+        owners.append(max((st for st in stems if own == st or (
+            own.startswith(st) and own[len(st)] in "._- ")), key=len, default=None))
+    if all(o is None for o in owners):
+        return f"IMAGES: {_some(images)}; LABELS: {_some(labels)}"
+    lonely = [im for im in images if _stem(im) not in owners]
+    stray = [lab for lab, o in zip(labels, owners) if o is None]
+    parts = []
+    if lonely:
+        parts.append(f"no label file is named after {_some(lonely)}")
+    if stray:
+        parts.append(f"the label file(s) {_some(stray)} {'is' if len(stray) == 1 else 'are'} "
+                     "named after no image")
+    return "; ".join(parts) or f"IMAGES: {_some(images)}; LABELS: {_some(labels)}"
+
+
 def load_pairs(images, labels) -> list[ImagePair]:
     """Read and validate (image, labels) pairs.
 
@@ -214,22 +374,27 @@ def load_pairs(images, labels) -> list[ImagePair]:
     Raises
     ------
     TrainingDataError
-        (a ValueError) Different numbers of images and labels, unreadable files, labels whose shape
-        differs from the image's, non-integer or negative labels, label images without
-        objects. The message names the file or array.
+        (a ValueError) Different numbers of images and labels (files without a partner
+        named, :func:`unpaired_files`), unreadable files, labels whose shape differs from the
+        image's, non-integer or negative labels, label images without objects, a binary mask,
+        an intensity image given as labels (fractional values, or ids in many pieces:
+        :func:`label_pieces`). The message names the file or array.
     """
     imgs = _expand(images, "images")
     labs = _expand(labels, "labels")
     if len(imgs) != len(labs):
+        files = all(isinstance(x, Path) for x, _ in imgs + labs)
         raise TrainingDataError(
-            f"got {len(imgs)} images but {len(labs)} label images; they are paired in order"
+            f"got {len(imgs)} images but {len(labs)} label images"
+            + (f" ({unpaired_files([n for _, n in imgs], [n for _, n in labs])})" if files
+               else "") + "; they are paired in order, one label image per image"
         )
     pairs = []
     for (im, im_name), (lb, lb_name) in zip(imgs, labs):
         image = _read_array(im) if isinstance(im, Path) else np.asarray(im)
         lab = _read_array(lb) if isinstance(lb, Path) else np.asarray(lb)
         name = im_name if im_name == lb_name else f"{im_name} / {lb_name}"
-        _check_pair(image, lab, name)
+        _check_pair(image, lab, name, lb_name)
         pairs.append(ImagePair(image, lab, name))
     return pairs
 
