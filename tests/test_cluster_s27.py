@@ -128,3 +128,22 @@ def test_a_scheduler_without_workers_is_said_not_a_silent_hang(capsys):
     err = capsys.readouterr().err
     assert f"the dask scheduler at {cluster.scheduler_address} has no workers yet" in err
     assert "dask worker" in err
+
+
+def test_a_bad_checkpoint_is_refused_before_a_cluster_starts(tmp_path, capsys, offline_cli):
+    """Cluster runs skipped the client's model check: every file failed with the same
+    message, exit 1, and an empty output folder was left (helper sweep, session 27)."""
+    import tifffile
+
+    from cli_runner import cli, error_line
+
+    inp = tmp_path / "a.tif"
+    tifffile.imwrite(inp, np.zeros((2, 32, 32), np.uint16))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(np.random.default_rng(0).bytes(4096))
+    rc, _, err = cli(["auto", inp, "-o", tmp_path / "out", "--model", bad, "--workers", "2"],
+                     capsys)
+    line = error_line(err)
+    assert rc == 2 and f"--model {bad}: cannot load it as a model" in line
+    assert "not a readable PyTorch checkpoint" in line and "Download it again" in line
+    assert not (tmp_path / "out").exists()

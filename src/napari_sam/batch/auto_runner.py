@@ -230,7 +230,7 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
     emb = embed(opened.stack, model, store=store, batch_size=ctx.batch_size, device=ctx.device,
                 cache_size=max(2, ctx.batch_size), cache_bytes=held, tiling=tiling)
     announce_tiling(job, ctx, emb)
-    if isinstance(emb, StackEmbeddings):
+    if isinstance(emb, StackEmbeddings) and n > 1:
         # slices are computed by several tasks, maybe over several runs (resumed), also in
         # memory: each batch in whole slices per thread, as an uninterrupted run computes it
         emb.whole_slices = True

@@ -222,8 +222,8 @@ def check_model_loads(model: str, device: str) -> None:
     except Exception as exc:
         first = " ".join((str(exc) or type(exc).__name__).strip().splitlines()[0].split())
         first = first.rstrip(".")
-        if len(first) > 240:
-            first = first[:240] + "..."
+        if len(first) > 800:  # the advice ends the message: cut only what is unreadable
+            first = first[:800] + "..."
         raise CLIError(f"--model {model}: cannot load it as a model: {first}; give a SAM "
                        "checkpoint (.pt/.pth, e.g. from `napari-sam train`) or a name from "
                        "`napari-sam models`", 2) from None
@@ -241,17 +241,18 @@ def replay_ignored(args) -> list[str]:
     return notes
 
 
-def segment_method(args, model: str) -> str:
+def segment_method(args, model: str, device: str | None = None) -> str:
     """``segment``'s propagation method: ``--method``, or the model's family when it is not
     given; CLIError (exit code 2) when the two do not fit, before any file is read. For
-    ``embed`` and ``auto`` (SAM 1 only): "sam1", or CLIError for a SAM 2.1 model."""
+    ``embed`` and ``auto`` (SAM 1 only): "sam1", or CLIError for a SAM 2.1 model. A checkpoint
+    file is loaded on ``device`` (default ``--device``; "cpu" for a cluster's client)."""
     from napari_sam import batch
     from napari_sam.models.registry import REGISTRY, describe_family
 
     if model in REGISTRY:
         family, what = REGISTRY[model].family, None
     else:  # a checkpoint file: loaded once here (the serial run reuses it)
-        loaded, _ = batch.get_model(model, args.device)
+        loaded, _ = batch.get_model(model, device or args.device)
         family, what = getattr(loaded, "family", "sam1"), describe_family(loaded)
     if what is None:
         what = (f"a SAM 2.1 checkpoint ({REGISTRY[model].architecture})" if family == "sam2"
@@ -484,13 +485,15 @@ def prepare_run(args, ctx, prompts):
         configure_threads(threads=args.threads)
     local = args.scheduler is None and args.workers is None
     ctx = replace(ctx, slice_workers=slice_workers() if local and args.command == "auto" else 1)
-    if local:
-        check_model_loads(model, args.device)
+    # a checkpoint file is loaded once here before any work, also for a cluster (on the CPU:
+    # the client may have no GPU), so that a file that is no model is one error, exit code 2
+    here = args.device if local else "cpu"
+    check_model_loads(model, here)
     method = None
     if args.command == "segment":  # a session replays with SAM 1
-        method = "sam1" if replaying else segment_method(args, model)
-    elif local:
-        segment_method(args, model)  # embed and auto: SAM 1 only (the model is loaded above)
+        method = "sam1" if replaying else segment_method(args, model, here)
+    else:
+        segment_method(args, model, here)  # embed and auto: SAM 1 only (loaded above)
     if not args.quiet:
         print_note(device_line(args, method, ctx.slice_workers))
     check_tiling(args, model)
