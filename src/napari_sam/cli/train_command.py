@@ -324,7 +324,16 @@ def written_message(result, epochs: int, seconds: float) -> str:
     _, last_value = _score(by_epoch[last])
     if last != best and last_value is not None:
         msg += f" (the best epoch; the last, epoch {last}, had {last_value:.3f})"
-    return msg + f"; {done}, {seconds:.1f} s"
+    msg += f"; {done}, {seconds:.1f} s"
+    base = getattr(result, "base", None) or {}
+    if value is not None and what.startswith("val") and base.get("val_iou") is not None:
+        before = float(base["val_iou"])
+        msg += f"\nthe base model had val IoU {before:.3f} on the same validation images"
+        if value <= before:
+            msg += (f": no epoch beat it ({value:.3f}), so the base model may be the better "
+                    "one for these images; give more or other labelled images, fewer epochs "
+                    "or a lower --lr, or keep using the base model")
+    return msg
 
 
 @contextlib.contextmanager

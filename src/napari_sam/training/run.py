@@ -66,6 +66,9 @@ class TrainResult:
     epochs_done_now : int
         Epochs this call finished (0 for a piece of a resumable run that stopped inside an
         epoch: it wrote only the training state; ``path`` is then an earlier call's).
+    base : dict or None
+        The base model's validation before training ("val_iou", "val_point_iou",
+        "val_box_iou", "val_objects"); None without validation items.
     """
 
     model: Any
@@ -75,6 +78,7 @@ class TrainResult:
     complete: bool = True
     already_complete: bool = False
     epochs_done_now: int = 0
+    base: dict[str, Any] | None = None
 
 
 class ScheduleMismatchError(ValueError):
@@ -311,17 +315,20 @@ class _Loop:
     saved: str | None = None
     stop: str | None = None  # why this call stops early ("max_steps", "time_limit", "SIGTERM")
     in_step: bool = False
+    #: the base model's validation before the first step ("val_iou", "val_point_iou", ...)
+    base: dict[str, Any] | None = None
 
     def to_state(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "order": self.order,
                 "sums": dict(self.sums), "count": self.count, "history": self.history,
-                "best": self.best, "best_state": self.best_state, "saved": self.saved}
+                "best": self.best, "best_state": self.best_state, "saved": self.saved,
+                "base": self.base}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> _Loop:
         keys = ("epoch", "step_in_epoch", "order", "sums", "count", "history", "best",
                 "best_state", "saved")
-        return cls(**{k: state[k] for k in keys})
+        return cls(**{k: state[k] for k in keys}, base=state.get("base"))
 
 
 def _epoch_order(rng: np.random.Generator, n_items: int, n_needed: int) -> list[int]:
@@ -511,8 +518,27 @@ def _finish_epoch(trainer, loop: _Loop, epoch: int, epochs: int, val_items, *, t
         loop.saved = str(save_checkpoint(
             trainer.model, out,
             {**meta, "epochs_done": epoch, "steps": trainer.step_count,
-             "metrics": loop.history, "best_epoch": epoch, "interrupted": False},
+             "metrics": loop.history, "best_epoch": epoch, "interrupted": False,
+             **({"base_validation": loop.base} if loop.base is not None else {})},
         ))
+
+
+def _validate_base(trainer, loop: _Loop, val_items, max_val_objects, progress) -> None:
+    """Before the first step: the base model's IoU on the validation items (what each epoch
+    is compared with: a finetune can make a model worse on the user's own images), logged
+    and kept in ``loop.base`` (and the checkpoint metadata's ``base_validation``)."""
+    from tqdm.auto import tqdm
+
+    if loop.base is not None or loop.history or loop.step_in_epoch or not val_items:
+        return
+    ev = evaluate(trainer.model, val_items, device=trainer.device, max_objects=max_val_objects)
+    loop.base = {"val_iou": ev["val_iou"], "val_point_iou": ev["point_iou"],
+                 "val_box_iou": ev["box_iou"], "val_objects": ev["n_objects"]}
+    msg = (f"before training, the base model: val IoU {ev['val_iou']:.3f} (point "
+           f"{ev['point_iou']:.3f}, box {ev['box_iou']:.3f})")
+    logger.info(msg)
+    if progress:
+        tqdm.write(msg)
 
 
 def _save_state(path, trainer: Trainer, loop: _Loop, schedule: dict[str, Any]) -> None:
@@ -593,6 +619,7 @@ def run_training(
                                    resumable)
 
     try:
+        _validate_base(trainer, loop, val_items, max_val_objects, progress)
         while loop.epoch <= epochs and loop.stop is None:
             epoch, t0 = loop.epoch, time.perf_counter()
             if loop.step_in_epoch == 0:
@@ -631,6 +658,6 @@ def run_training(
         trainer.model.load_state_dict(loop.best_state)
     trainer.model.eval()
     return TrainResult(model=trainer.model, path=Path(loop.saved) if loop.saved else None,
-                       history=loop.history, interrupted=interrupted,
+                       history=loop.history, interrupted=interrupted, base=loop.base,
                        complete=loop.epoch > epochs, already_complete=already_complete,
                        epochs_done_now=len(loop.history) - epochs_before)
