@@ -355,6 +355,18 @@ def check_method_has_model(args, prompts) -> None:
                    f"others: {', '.join(names[1:]) or 'none'}) or a SAM 2.1 checkpoint file", 2)
 
 
+def model_line(model: str, device: str) -> str:
+    """The model note: which weights run, a checkpoint file with its model id (what the
+    output metadata records), so that a run with another file's weights is seen at once."""
+    from napari_sam import batch
+    from napari_sam.models.registry import REGISTRY
+
+    if model in REGISTRY:
+        return f"model {model}"
+    loaded, _ = batch.get_model(model, device)  # loaded once above: cached
+    return f"model {model} (id {getattr(loaded, 'model_id', '?')})"
+
+
 def device_line(args, method: str | None, slice_workers: int) -> str:
     """The device note: where the model runs and in which precision. SAM 2.1 propagation
     runs in float32 whatever ``--precision`` says (the line says so)."""
@@ -495,6 +507,7 @@ def prepare_run(args, ctx, prompts):
     else:
         segment_method(args, model, here)  # embed and auto: SAM 1 only (loaded above)
     if not args.quiet:
+        print_note(model_line(model, here))
         print_note(device_line(args, method, ctx.slice_workers))
     check_tiling(args, model)
     if args.command == "segment":
