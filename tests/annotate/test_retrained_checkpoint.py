@@ -87,3 +87,16 @@ def test_a_session_whose_checkpoint_moved_loads_with_the_model_picked_now(tmp_pa
     assert np.array_equal(again.labels, labels)
     again.add_point(0, 30, 30)
     assert again.update_preview()  # the picked model decodes
+
+
+def test_a_tiff_picked_as_a_checkpoint_is_refused_when_picked(tmp_path):
+    """It was taken for a checkpoint with Python objects ("weights only" is in torch's
+    message for any file of another format) and failed only at the first click."""
+    import tifffile
+
+    from napari_sam.annotate.errors import UserError
+
+    tif = tmp_path / "slice20.tif"
+    tifffile.imwrite(tif, np.zeros((20, 20), np.uint8))
+    with pytest.raises(UserError, match="slice20.tif cannot be read as a PyTorch checkpoint"):
+        file_choice(tif)

@@ -136,7 +136,10 @@ def file_choice(path: str | os.PathLike) -> ModelChoice:
     try:
         obj = _read_tensors(p)
     except Exception as err:  # noqa: BLE001 - named in the message, with what to do
-        if "weights only" in str(err).lower():  # objects besides tensors: loading says so
+        text = str(err)
+        if "Unsupported global" in text or "Unsupported class" in text:
+            # a checkpoint with Python objects besides tensors: loading says so (not a file of
+            # another format, which fails with "Unsupported operand" and the like)
             return ModelChoice(str(p), f"file: {p.name}", is_file=True)
         raise UserError(
             f"{p.name} cannot be read as a PyTorch checkpoint ({type(err).__name__}): a "
