@@ -187,7 +187,9 @@ def _state(viewer) -> list:
              np.asarray(ly.data).sum()) for ly in viewer.layers]
 
 
-@pytest.mark.parametrize("case", ["version", "json", "shape", "model", "outside"])
+# a session whose checkpoint is gone is no longer refused: it loads with the model picked
+# (tests/annotate/test_retrained_checkpoint.py)
+@pytest.mark.parametrize("case", ["version", "json", "shape", "outside"])
 def test_bad_session_files_change_nothing_in_the_dock(make_widget, tiny_ckpt, tmp_path, case,
                                                       notifications):
     viewer, widget = make_widget(blob_stack(), name="blobs")
@@ -203,8 +205,6 @@ def test_bad_session_files_change_nothing_in_the_dock(make_widget, tiny_ckpt, tm
     elif case == "shape":
         record["image"]["shape"] = [6, 64, 80]
         record["labels"] = None
-    elif case == "model":
-        record["model"]["name"] = str(tmp_path / "gone.pt")
     elif case == "outside":
         record["pending"]["points"] = [[1.0, 30.0, 70.0]]
     bad = tmp_path / "bad.json"
@@ -214,8 +214,7 @@ def test_bad_session_files_change_nothing_in_the_dock(make_widget, tiny_ckpt, tm
     assert widget.load_session(str(bad)) is None
     assert _state(viewer) == before and widget.controller.log == log
     words = {"version": "format version 2", "json": "not valid JSON",
-             "shape": "open the image it was made for", "model": "unknown model",
-             "outside": "lies outside"}[case]
+             "shape": "open the image it was made for", "outside": "lies outside"}[case]
     assert notifications and words in notifications[-1][1], notifications[-1]
 
 

@@ -202,3 +202,22 @@ def test_session_records_the_image_path_absolute(make_widget, stack_file, tiny_c
     monkeypatch.chdir(tmp_path)
     rec = json.loads(path.read_text())
     assert rec["image"]["path"] == str(stack_file.absolute())
+
+
+def test_painted_corrections_reach_the_autosave(make_widget, stack_file, tiny_ckpt, qtbot):
+    """Helper walk-through, session 27: pixels painted after the last commit were not in the
+    autosaved labels TIFF (the training labels docs/cli.md names) until the next commit."""
+    from napari_sam._qt.paint_autosave import PAINT_AUTOSAVE_MS
+
+    viewer, widget = open_image_dock(make_widget, stack_file, tiny_ckpt)
+    assert commit_on(viewer, widget, 1) == [1]
+    layer = widget.controller.target_layer
+    viewer.layers.selection.active = layer
+    layer.selected_label = 9
+    layer.brush_size = 3
+    layer.paint((1, 40, 40), 9)  # what the paint brush calls for a stroke
+    assert 9 not in S.read_session(autosave_of(stack_file)).labels  # not at once
+    qtbot.wait(PAINT_AUTOSAVE_MS + 500)
+    saved = S.read_session(autosave_of(stack_file)).labels
+    assert 9 in saved and saved[1, 40, 40] == 9
+    assert np.array_equal(saved, np.asarray(layer.data))

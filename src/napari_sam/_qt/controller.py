@@ -24,6 +24,7 @@ from napari_sam.annotate.image_source import make_source
 from . import layers as L
 from . import targets as T
 from .notify import guarded, info, report, warn
+from .paint_autosave import PaintAutosave
 from .workers import Job, run_job
 
 __all__ = ["AnnotationController"]
@@ -58,6 +59,7 @@ class AnnotationController(AnnotationSession):
         self.boxes_layer = None
         self.preview_layer = None
         self._target_layer = None
+        self._paint_autosave = PaintAutosave(self.autosave_now)
         self.job: Job | None = None
         self._muted = False
         self._negative_click = False
@@ -79,6 +81,7 @@ class AnnotationController(AnnotationSession):
     @target_layer.setter
     def target_layer(self, layer) -> None:
         old, self._target_layer = self._target_layer, L.unwrap(layer)
+        self._paint_autosave.follow(self._target_layer)  # hand edits are autosaved too
         if old is not None and not L.same(old, self._target_layer):
             old.events.selected_label.disconnect(self._on_refine_input)
         if self._target_layer is not None and not L.same(old, self._target_layer):

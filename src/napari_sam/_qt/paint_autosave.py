@@ -1,0 +1,64 @@
+"""Hand edits in the labels layer commits go into are autosaved: a moment after the user
+paints, fills or erases there (napari's ``events.paint``), the session is autosaved as after a
+commit. Before, the autosaved labels TIFF (the one docs/cli.md names as training labels) held
+them only after the next commit, so corrections made last were lost to a retrain or a crash."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from napari_sam._qt.layers import same, unwrap
+
+__all__ = ["PAINT_AUTOSAVE_MS", "PaintAutosave"]
+
+#: the autosave follows the last brush stroke by this long (a stroke is many paint events)
+PAINT_AUTOSAVE_MS = 1500
+
+
+class PaintAutosave:
+    """Calls ``save`` :data:`PAINT_AUTOSAVE_MS` after the last paint event of the labels layer
+    it follows (:meth:`follow`); :meth:`flush` saves at once when a save is pending.
+
+    Parameters
+    ----------
+    save : callable()
+        Writes the autosave (``AnnotationSession.autosave_now``); an error it raises is
+        left to it (the session says autosave problems in its status line).
+    """
+
+    def __init__(self, save: Callable[[], None]):
+        from qtpy.QtCore import QTimer
+
+        self._save = save
+        self._layer = None
+        self._timer = QTimer()
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(PAINT_AUTOSAVE_MS)
+        self._timer.timeout.connect(save)
+
+    @property
+    def pending(self) -> bool:
+        """A paint event is waiting for its autosave."""
+        return self._timer.isActive()
+
+    def follow(self, layer) -> None:
+        """Follow ``layer`` (None: none); a save pending for the layer followed before is
+        written first."""
+        layer = unwrap(layer)
+        if same(layer, self._layer):
+            return
+        self.flush()
+        if self._layer is not None:
+            self._layer.events.paint.disconnect(self._painted)
+        self._layer = layer
+        if layer is not None:
+            layer.events.paint.connect(self._painted)
+
+    def flush(self) -> None:
+        """Write a pending autosave now."""
+        if self._timer.isActive():
+            self._timer.stop()
+            self._save()
+
+    def _painted(self, event=None) -> None:
+        self._timer.start()  # restarted by every event of a stroke
