@@ -200,6 +200,7 @@ class TiledStackEmbeddings:
         self.store = None if store is None else Path(store)
         self._tiles = self._open_store(self.store) if store is not None else None
         self._windows: dict[int, StackEmbeddings] = {}
+        self._view_stack: tuple | None = None  # (view.outer, StackEmbeddings) made last
         self._views: OrderedDict[int, OrderedDict] = OrderedDict()
         self.stopped = False
 
@@ -254,6 +255,21 @@ class TiledStackEmbeddings:
             predictor=self.predictor,
         )
         self._windows[i] = emb
+        return emb
+
+    def view_stack(self, view: Window) -> StackEmbeddings:
+        """The embeddings of a zoomed-out ``view`` (:func:`napari_sam.tiling.zoom_view`) of
+        every slice: an ordinary in-memory :class:`StackEmbeddings` of shape (Z, h, w) whose
+        slices are shrunk to the model input when encoded (what an object larger than a
+        window is propagated in); the last one made is kept."""
+        key = tuple(int(v) for v in view.outer)
+        if self._view_stack is not None and self._view_stack[0] == key:
+            return self._view_stack[1]
+        emb = StackEmbeddings(
+            WindowView(self.stack, view), self.model, batch_size=self.batch_size,
+            contrast_limits=self.contrast_limits, cache_size=2, predictor=self.predictor,
+        )
+        self._view_stack = (key, emb)
         return emb
 
     def _check_index(self, z) -> int:

@@ -24,12 +24,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from napari_sam.tiling import Window
+from napari_sam.tiling import Window, zoom_view
 from napari_sam.volume.annotations import Annotation, ObjectPrompts
 from napari_sam.volume.records import Record, compose_labels
 from napari_sam.volume.result import VolumeResult, build_result
 
-__all__ = ["anchor", "is_tiled", "segment_tiled", "window_prompts"]
+__all__ = ["anchor", "frame_of", "is_tiled", "segment_tiled", "window_prompts"]
 
 
 def is_tiled(emb) -> bool:
@@ -51,6 +51,32 @@ def anchor(obj: ObjectPrompts) -> tuple[float, float]:
     else:  # only negative points with nothing else is no annotation (normalize_prompts)
         r, c = a.points.mean(0)
     return float(r), float(c)
+
+
+def frame_of(tiling, obj: ObjectPrompts) -> Window:
+    """The window an object is propagated in: the window whose core holds its anchor, or,
+    when its first prompts are larger than a window holds whole (positive points, box or
+    mask spanning more than the window less its two halos), a zoomed-out view that shows
+    them (:func:`napari_sam.tiling.zoom_view`, 2.5 times their extent, shrunk to the model
+    input): an object larger than a window was cut to one window's sliver."""
+    a = obj.annotations[min(obj.annotations)]
+    rows: list[float] = []
+    cols: list[float] = []
+    if a.points is not None and a.labels.any():
+        pos = a.points[a.labels > 0]
+        rows += [float(pos[:, 0].min()), float(pos[:, 0].max())]
+        cols += [float(pos[:, 1].min()), float(pos[:, 1].max())]
+    if a.box is not None:
+        rows += [float(a.box[0]), float(a.box[2])]
+        cols += [float(a.box[1]), float(a.box[3])]
+    if a.mask is not None and a.mask.any():
+        rr, cc = np.nonzero(a.mask)
+        rows += [float(rr.min()), float(rr.max())]
+        cols += [float(cc.min()), float(cc.max())]
+    extent = max(np.ptp(rows), np.ptp(cols)) + 1 if rows else 0.0
+    if extent > tiling.window - 2 * tiling.halo:
+        return zoom_view(tiling, rows, cols)
+    return tiling.owner(*anchor(obj))
 
 
 def _points_in(points: np.ndarray, win: Window) -> tuple[np.ndarray, np.ndarray]:
@@ -128,9 +154,13 @@ def segment_tiled(emb, objects: list[ObjectPrompts], run: Callable, progress=Non
         reasons, chains; decoder calls summed over the windows.
     """
     tiling = emb.tiling
-    groups: dict[int, list[int]] = {}
+    groups: dict[tuple, list[int]] = {}
+    frames: dict[tuple, Window] = {}
     for k, obj in enumerate(objects):
-        groups.setdefault(tiling.owner(*anchor(obj)).index, []).append(k)
+        frame = frame_of(tiling, obj)
+        key = (frame.index, frame.outer)  # windows by index, views by their place
+        frames[key] = frame
+        groups.setdefault(key, []).append(k)
     n_slices = int(emb.shape[0])
     total = 2 * n_slices * len(groups)
     records: dict[tuple[int, int], Record] = {}
@@ -138,11 +168,11 @@ def segment_tiled(emb, objects: list[ObjectPrompts], run: Callable, progress=Non
     up_all, down_all, kept = [], [], list(objects)
     calls = np.zeros(n_slices, np.int64)
     decoder_calls = 0
-    for n, (i, ks) in enumerate(sorted(groups.items())):
-        win = tiling.windows[i]
+    for n, (key, ks) in enumerate(sorted(groups.items())):
+        win = frames[key]
         sub = [window_prompts(objects[k], win) for k in ks]
-        prop, up, down = run(emb.window_stack(i), sub,
-                             _window_progress(progress, 2 * n_slices * n, total))
+        stack = emb.window_stack(win.index) if win.index >= 0 else emb.view_stack(win)
+        prop, up, down = run(stack, sub, _window_progress(progress, 2 * n_slices * n, total))
         r0, c0 = win.offset
         for (j, z), rec in prop.records.items():
             records[(ks[j], z)] = Record(rec.r0 + r0, rec.c0 + c0, rec.logits, rec.score)
