@@ -180,3 +180,24 @@ def test_a_mask_prompt_moves_from_a_windows_frame_into_the_views():
         rr, cc = np.nonzero(m[0] > 0)
         assert len(rr) and abs(r0 + (rr.mean() + 0.5) * per - 932) <= per
         assert abs(c0 + (cc.mean() + 0.5) * per - 1432) <= per
+
+
+def test_a_views_mask_keeps_the_pieces_the_prompt_is_about():
+    """A view's coarse mask took blobs on other objects with it (helper walk-through,
+    session 27: nuclei committed into a large neighbour's label)."""
+    from napari_sam.tiled_prompts import prompted_pieces
+
+    mask = np.zeros((100, 100), bool)
+    mask[10:50, 10:50] = True  # the object
+    mask[70:75, 70:75] = True  # a blob on a neighbour
+    mask[5:8, 90:93] = True  # another one
+    point, label = np.array([[[30.0, 30.0]]]), np.array([[1]])
+    kept = prompted_pieces(mask, point, label, None)
+    assert kept.sum() == 40 * 40 and kept[30, 30] and not kept[72, 72]
+    box = np.array([[5.0, 5.0, 60.0, 60.0]])
+    assert np.array_equal(prompted_pieces(mask, None, None, box), kept)
+    two = np.array([[[30.0, 30.0], [72.0, 72.0]]])
+    assert prompted_pieces(mask, two, np.array([[1, 1]]), None).sum() == 40 * 40 + 25
+    negative = prompted_pieces(mask, np.array([[[72.0, 72.0]]]), np.array([[0]]), None)
+    assert np.array_equal(negative, mask)  # no positive prompt on any piece: as it was
+    assert np.array_equal(prompted_pieces(mask, np.array([[[95.0, 5.0]]]), label, None), mask)

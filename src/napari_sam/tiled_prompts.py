@@ -26,7 +26,7 @@ from napari_sam.preprocess import ResizeSpec
 from napari_sam.prompts import check_box, check_mask_input, check_points, mask_to_logits
 from napari_sam.tiling import TiledEmbedding, Tiling, Window, zoom_view
 
-__all__ = ["TiledPrediction", "decode_tiled", "shift_logits"]
+__all__ = ["TiledPrediction", "decode_tiled", "prompted_pieces", "shift_logits"]
 
 
 @dataclass
@@ -248,8 +248,8 @@ def decode_tiled(
     # model's own predicted IoU says which it segments better (a thin object shrunk in a
     # view can vanish, a large one cut to windows is a sliver)
     rows, cols = _prompt_positions(pts, bx)
-    if not (clip or spread):  # what the mask covers so far, too
-        rr, cc = np.nonzero(res.masks[int(np.argmax(res.scores))])
+    rr, cc = np.nonzero(res.masks[int(np.argmax(res.scores))])
+    if not (clip or spread) and len(rr):  # what the mask covers so far, too
         rows, cols = rows + [rr.min(), rr.max()], cols + [cc.min(), cc.max()]
     zoomed = _decode_zoomed(predictor, tiled, zoom_view(tiling, rows, cols), anchor, pts, lab,
                             bx, mask, frame, multimask)
@@ -388,12 +388,8 @@ def _decode_view(predictor, tiled, view, anchor, pts, lab, bx, mask, multimask
     emb = tiled.view_embedding(predictor, view)
     r0, c0 = view.offset
     h, w = view.shape
-    p = lb = b = m = None
-    if pts is not None:
-        inside = view.contains(pts[:, 0], pts[:, 1])
-        if inside.any():
-            p = (pts[inside] - [r0, c0])[None].astype(np.float32)
-            lb = lab[inside][None]
+    b = m = None
+    p, lb = _points_in(view, pts, lab)
     if bx is not None:
         b = np.clip(bx - [r0, c0, r0, c0], 0, [h - 1, w - 1, h - 1, w - 1])[None]
         b = b.astype(np.float32)
@@ -404,7 +400,7 @@ def _decode_view(predictor, tiled, view, anchor, pts, lab, bx, mask, multimask
     logits = out.logits[0].float().cpu().numpy()
     scores = out.scores[0].float().cpu().numpy()
     _check_finite(scores, logits)
-    small = _to_numpy(out.masks[0])
+    small = np.stack([prompted_pieces(m, p, lb, b) for m in _to_numpy(out.masks[0])])
     masks = np.zeros((len(small), *tiling.image_shape), bool)
     masks[(slice(None),) + view.slices] = small
     cuts = _cuts(tiling, [view], masks)
@@ -414,10 +410,58 @@ def _decode_view(predictor, tiled, view, anchor, pts, lab, bx, mask, multimask
                            cut=bool(cuts[best]), cuts=cuts, view=view)
 
 
+def prompted_pieces(mask: np.ndarray, points, labels, box) -> np.ndarray:
+    """The pieces (8-connected) of a view's mask that the prompt is about: those holding a
+    positive point, else (a box alone) those lying mostly inside the box. A view shrinks the
+    image, and its masks often take small separate blobs on other objects with them (a
+    helper's walk-through: nuclei committed into a large neighbour's label). A mask with no
+    such piece is kept as it is.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray (h, w) bool
+        In the view's frame.
+    points, labels : numpy.ndarray (1, P, 2) and (1, P), or None
+        The prompt in the view's frame, as decoded.
+    box : numpy.ndarray (1, 4) or None
+        (row0, col0, row1, col1) in the view's frame.
+    """
+    pieces, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if n <= 1:
+        return mask
+    keep = set()
+    if points is not None:
+        h, w = mask.shape
+        for (r, c), lab in zip(points[0], labels[0]):
+            if lab == 1:
+                keep.add(int(pieces[min(max(int(round(r)), 0), h - 1),
+                                    min(max(int(round(c)), 0), w - 1)]))
+        keep.discard(0)
+    if not keep and box is not None:
+        r0, c0, r1, c1 = (int(round(v)) for v in box[0])
+        sizes = np.bincount(pieces.ravel(), minlength=n + 1)
+        inside = np.bincount(pieces[r0:r1 + 1, c0:c1 + 1].ravel(), minlength=n + 1)
+        keep = {i for i in range(1, n + 1) if inside[i] > sizes[i] / 2}
+    if not keep:
+        return mask
+    return np.isin(pieces, sorted(keep))
+
+
 def _depth_at(tiling: Tiling, win: Window, pos) -> float:
     r = int(np.clip(round(pos[0]) - win.outer[0], 0, win.shape[0] - 1))
     c = int(np.clip(round(pos[1]) - win.outer[1], 0, win.shape[1] - 1))
     return tiling.depth_at(win, r, c)
+
+
+def _points_in(win: Window, pts, lab):
+    """The points lying in ``win`` (a window or a view), in its frame, batched as the decoder
+    takes them: ((1, P, 2) float32, (1, P)), or (None, None) when none does."""
+    if pts is None:
+        return None, None
+    inside = win.contains(pts[:, 0], pts[:, 1])
+    if not inside.any():
+        return None, None
+    return (pts[inside] - list(win.offset))[None].astype(np.float32), lab[inside][None]
 
 
 def _decode_window(predictor, tiled, win, pts, lab, bx, clip, mask, frame, multimask):
@@ -425,12 +469,8 @@ def _decode_window(predictor, tiled, win, pts, lab, bx, clip, mask, frame, multi
     float32, masks (C, h, w) bool) in the window's frame."""
     r0, c0 = win.offset
     h, w = win.shape
-    p = lb = b = m = None
-    if pts is not None:
-        inside = win.contains(pts[:, 0], pts[:, 1])
-        if inside.any():
-            p = (pts[inside] - [r0, c0])[None].astype(np.float32)
-            lb = lab[inside][None]
+    b = m = None
+    p, lb = _points_in(win, pts, lab)
     if bx is not None:
         b = bx - [r0, c0, r0, c0]
         if clip and (b[2] < 0 or b[3] < 0 or b[0] > h - 1 or b[1] > w - 1):

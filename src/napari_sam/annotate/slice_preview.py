@@ -30,7 +30,12 @@ from .prompt_groups import (
     refined_slices,
 )
 
-__all__ = ["SlicePreview"]
+__all__ = ["LOW_SCORE", "SlicePreview"]
+
+#: on a tiled image, a click's mask scored below this predicted IoU gets a hint to draw a box
+#: (the tiles around a click deep inside an object larger than a tile see no edge: the demo
+#: model scored such slivers 0.3-0.5; a box larger than a tile is decoded zoomed out)
+LOW_SCORE = 0.5
 
 
 class SlicePreview:
@@ -167,12 +172,19 @@ class SlicePreview:
         commits = f"Shift+C will not commit: {problem}." if problem else "Shift+C commits."
         text = "; ".join(parts) + ". " + commits + outside_note(*self.prompt_arrays(),
                                                                self.source.shape)
+        low = [p for p in self.previews if p.view is None and p.prompt is not None
+               and p.prompt.box is None and p.score < LOW_SCORE]
+        if low and getattr(self.emb, "tiling", None) is not None:
+            text += (f" The mask scores low ({low[0].score:.2f}): if the object is larger than "
+                     "a tile, draw a box over all of it (a box larger than a tile is decoded "
+                     "zoomed out).")
         zoomed = [p.view for p in self.previews if p.view is not None]
         if zoomed:
             h, w = zoomed[0].shape
-            text += (f" The object is larger than a tile, so it was decoded in a zoomed-out "
-                     f"view ({h} x {w} px shrunk to the model input): its outline is coarser "
-                     "than a small object's.")
+            text += (f" Decoded in a zoomed-out view ({h} x {w} px shrunk to the model "
+                     "input), which the model scored higher than the tiles around the prompt "
+                     "(an object larger than a tile, or one the tiles cut): its outline is "
+                     "coarser than in a tile.")
         if any(p.cut for p in self.previews):
             text += (" The object reaches beyond the tiles around its prompts, so its mask "
                      "may be cut there: click its missing part too (or draw a box over all of "
