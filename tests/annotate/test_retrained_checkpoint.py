@@ -29,18 +29,25 @@ def _write(path, scale: float, stamp: int) -> None:
     os.utime(path, ns=(stamp, stamp))  # a later write, as training writes it
 
 
-def test_picking_a_checkpoint_written_again_loads_the_new_weights(tmp_path):
+def _clicked(ckpt):
+    """A session on a small nuclei image with the checkpoint ``ckpt``, one click previewed:
+    (session, image, the preview)."""
     from napari_sam import synthetic
 
-    ckpt = tmp_path / "my_model.pt"
-    _write(ckpt, 1.0, 1_000_000_000_000_000_000)
     image = synthetic.nuclei_2d((128, 128), seed=5, radius=(6, 10), n_objects=12).image
     s = AnnotationSession()
     s.set_image(image, name="nuclei")
     s.set_model(file_choice(ckpt))
     s.compute_embeddings()
     s.add_point(0, 64, 64)
-    (first,) = s.update_preview()
+    (shown,) = s.update_preview()
+    return s, image, shown
+
+
+def test_picking_a_checkpoint_written_again_loads_the_new_weights(tmp_path):
+    ckpt = tmp_path / "my_model.pt"
+    _write(ckpt, 1.0, 1_000_000_000_000_000_000)
+    s, _, first = _clicked(ckpt)
     first_id = s.predictor.model.model_id
     # retrained into the same path
     _write(ckpt, -1.0, 2_000_000_000_000_000_000)
@@ -56,18 +63,11 @@ def test_picking_a_checkpoint_written_again_loads_the_new_weights(tmp_path):
 def test_a_session_whose_checkpoint_moved_loads_with_the_model_picked_now(tmp_path):
     """It was refused ("unknown model ... pick a model and load the session again"), also
     after picking a model, so the advice did not work (helper walk-through, session 27)."""
-    from napari_sam import synthetic
     from napari_sam.annotate.errors import UserError
 
     ckpt = tmp_path / "m1.pt"
     _write(ckpt, 1.0, 1_000_000_000_000_000_000)
-    image = synthetic.nuclei_2d((128, 128), seed=5, radius=(6, 10), n_objects=12).image
-    s = AnnotationSession()
-    s.set_image(image, name="nuclei")
-    s.set_model(file_choice(ckpt))
-    s.compute_embeddings()
-    s.add_point(0, 64, 64)
-    s.update_preview()
+    s, image, _ = _clicked(ckpt)
     assert s.commit().ids == [1]
     saved = s.save_session(tmp_path / "work")
     labels = s.labels.copy()

@@ -30,17 +30,6 @@ import tifffile
 from cli_runner import cli, error_line
 
 
-@pytest.fixture(scope="module")
-def samples(tmp_path_factory) -> Path:
-    """3 sample images with ground truth in ``a/`` (``a/ground_truth/``)."""
-    import napari_sam.cli as C
-
-    root = tmp_path_factory.mktemp("samples")
-    assert C.main(["sample", "nuclei-2d", "-o", str(root / "a"), "-n", "3", "--shape",
-                   "64,64", "--seed", "10000", "-q"]) == 0
-    return root / "a"
-
-
 @pytest.fixture(autouse=True)
 def _offline(offline_cli):
     """Every test here runs in :func:`offline_cli`'s surroundings (tests/conftest.py)."""

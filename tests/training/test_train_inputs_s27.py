@@ -32,17 +32,6 @@ SAMPLES = ("nuclei-2d", "cells-2d", "em-2d", "xray-2d", "underwater", "nuclei-3d
 
 
 @pytest.fixture(scope="module")
-def samples(tmp_path_factory) -> Path:
-    """3 nuclei-2d sample images (64x64) with ground truth in ``a/`` (``a/ground_truth/``)."""
-    import napari_sam.cli as C
-
-    root = tmp_path_factory.mktemp("samples")
-    assert C.main(["sample", "nuclei-2d", "-o", str(root / "a"), "-n", "3", "--shape",
-                   "64,64", "--seed", "10000", "-q"]) == 0
-    return root / "a"
-
-
-@pytest.fixture(scope="module")
 def every_sample(tmp_path_factory) -> Path:
     """One image of every synthetic sample kind, small, with its ground truth."""
     import napari_sam.cli as C
