@@ -358,6 +358,8 @@ class ObjectPreview:
     edges: bool = False  # masks cut on the strongest image edges (boundary "edge"), not at 0
     #: tiled: the zoomed-out view (napari_sam.tiling.Window) decoded instead of windows
     view: object = None
+    #: tiled, decoded with ``zoom=False``: a zoomed-out view is to be decoded too
+    zoom_pending: bool = False
 
     @property
     def mask(self) -> np.ndarray:
@@ -428,6 +430,7 @@ def decode_slice(
     prompts: list[tuple[object, object]],
     mask_inputs: dict | None = None,
     edges: np.ndarray | None = None,
+    zoom: bool = True,
 ) -> list[ObjectPreview]:
     """Candidate masks for every ``(key, SlicePrompts)`` on slice ``z``.
 
@@ -449,6 +452,9 @@ def decode_slice(
         where its boundary lies on the strongest edges (boundary ``"edge"``, see
         :func:`slice_edges`) instead of at the model's threshold. Not used on a tiled
         embedding.
+    zoom : bool
+        Tiled: False decodes in the windows only, never encoding a zoomed-out view; the
+        previews that would use one say ``zoom_pending`` (decode again with True).
     """
     mask_inputs = mask_inputs or {}
     groups = group_by_kind(
@@ -461,8 +467,9 @@ def decode_slice(
     tiled = isinstance(embedding, TiledEmbedding)
     out: dict[object, ObjectPreview] = {}
     for kind, items in groups.items():
-        out.update(_decode_tiled(predictor, embedding, z, kind, items, mask_inputs) if tiled
-                   else _decode_group(predictor, embedding, z, kind, items, mask_inputs, edges))
+        out.update(_decode_tiled(predictor, embedding, z, kind, items, mask_inputs, zoom)
+                   if tiled else
+                   _decode_group(predictor, embedding, z, kind, items, mask_inputs, edges))
     return [out[k] for k, _ in prompts if k in out]
 
 
@@ -522,7 +529,7 @@ def _decode_group(predictor, embedding, z, kind, items, mask_inputs, edges=None)
     }
 
 
-def _decode_tiled(predictor, tiled, z, kind, items, mask_inputs) -> dict:
+def _decode_tiled(predictor, tiled, z, kind, items, mask_inputs, zoom: bool = True) -> dict:
     """The objects ``items`` [(key, SlicePrompts)] of one kind on a tiled embedding: one
     :func:`~napari_sam.tiled_prompts.decode_tiled` call each (each object's prompts pick
     the windows decoded)."""
@@ -538,11 +545,12 @@ def _decode_tiled(predictor, tiled, z, kind, items, mask_inputs) -> dict:
             labels=np.asarray(sp.labels) if has_points else None,
             box=None if sp.box is None else np.asarray(sp.box, np.float32),
             mask_input=mask_input, multimask=kind.multimask, mask_window=mask_window,
+            zoom=zoom,
         )
         scores = np.asarray(res.scores)
         out[key] = ObjectPreview(
             key, z, np.asarray(res.masks, bool), scores, np.asarray(res.logits),
             index=int(scores.argmax()), prompt=sp, mask_prompt=kind.mask,
-            cuts=np.asarray(res.cuts, bool), view=res.view,
+            cuts=np.asarray(res.cuts, bool), view=res.view, zoom_pending=res.zoom_pending,
         )
     return out

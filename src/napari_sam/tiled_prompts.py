@@ -65,6 +65,9 @@ class TiledPrediction:
         The zoomed-out view (:func:`napari_sam.tiling.zoom_view`) the prompt was decoded in
         instead of windows: masks, scores and logits come from it (logits in its frame: pass
         ``mask_window=view`` with them). None when decoded in windows.
+    zoom_pending : bool
+        Decoded with ``zoom=False`` where a zoomed-out view would also be decoded: call
+        again with ``zoom=True`` (encodes the view: long with a large model on a CPU).
     """
 
     masks: np.ndarray
@@ -76,6 +79,7 @@ class TiledPrediction:
     cuts: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     spread: bool = False
     view: Window | None = None
+    zoom_pending: bool = False
 
     @property
     def frame(self) -> Window | int:
@@ -168,6 +172,7 @@ def decode_tiled(
     multimask: bool = True,
     *,
     mask_window: int | Window | None = None,
+    zoom: bool = True,
 ) -> TiledPrediction:
     """Masks for one object from points, a box and/or a mask prompt on a tiled image.
 
@@ -220,6 +225,9 @@ def decode_tiled(
     mask_window : int or Window, optional
         The window (index) or zoomed-out view (:attr:`TiledPrediction.view`) whose
         low-resolution frame ``mask_input`` is in.
+    zoom : bool
+        False: decode in the windows only and set ``zoom_pending`` where a view would be
+        decoded too (nothing is encoded: a GUI shows this at once and zooms out in a job).
 
     Returns
     -------
@@ -233,16 +241,23 @@ def decode_tiled(
     pts, lab, bx, mask, view = _checked_prompt(predictor, tiled, points, labels, box,
                                                mask_input, mask_window)
     anchor = _anchor(tiling, pts, lab, bx, mask, mask_window, predictor)
-    zoom = tiled.can_zoom_out
     frame = view if view is not None else tiling.windows[
         tiling.owner(*anchor).index if mask_window is None else int(mask_window)]
+    if view is not None and not zoom:  # a view's frame: nothing to show before it is encoded
+        res = _decode_in_windows(predictor, tiled, [tiling.owner(*anchor)], False, False,
+                                 anchor, pts, lab, bx, None, None, multimask)
+        res.zoom_pending = True
+        return res
     if view is not None:  # the mask prompt is in a view's frame: decode in that view
         return _decode_zoomed(predictor, tiled, view, anchor, pts, lab, bx, mask, frame,
                               multimask)
     chosen, clip, spread = _route(tiling, pts, lab, bx, anchor)
     res = _decode_in_windows(predictor, tiled, chosen, clip, spread, anchor, pts, lab, bx, mask,
                              mask_window, multimask)
-    if not (zoom and (res.cut or clip)):
+    if not (tiled.can_zoom_out and (res.cut or clip)):
+        return res
+    if not zoom:
+        res.zoom_pending = True
         return res
     # the prompt or its mask reaches beyond the windows: see all of it, zoomed out; the
     # model's own predicted IoU says which it segments better (a thin object shrunk in a

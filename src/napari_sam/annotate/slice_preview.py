@@ -20,6 +20,7 @@ from napari_sam.annotation import (
 
 from .commit_checks import refine_problem
 from .errors import UserError
+from .jobs import Phase
 from .prompt_groups import (
     POINT_OBJECT,
     anchor_refinements,
@@ -98,8 +99,35 @@ class SlicePreview:
                 self._say("Waiting for the running job; the preview follows.")
             return self.previews
         emb = self.emb[z]
-        self.previews = decode_slice(self.predictor, emb, z, on_slice, self._mask_inputs(z, emb),
-                                     edges=self._slice_edges(z))
+        masks, edges = self._mask_inputs(z, emb), self._slice_edges(z)
+        self._preview_token = token = object()
+        # the windows of a tiled slice here; zoomed-out views (encoded: long) in a job
+        previews = decode_slice(self.predictor, emb, z, on_slice, masks, edges=edges,
+                                zoom=False)
+        lead = self.preview_lead
+        self._show_previews(z, previews)
+        if any(p.zoom_pending for p in previews):
+            if self.job is not None and self.job.running:
+                self._pending = True  # previewed again, zoomed out, when the job ends
+                return self.previews
+
+            def gen():
+                yield Phase("encoding a zoomed-out view")
+                return decode_slice(self.predictor, emb, z, on_slice, masks, edges=edges)
+
+            def done(zoomed):
+                if token is self._preview_token:  # no newer prompt since
+                    self.preview_lead = lead
+                    self._show_previews(z, zoomed)
+
+            self.start_job(gen(), "Decoding in a zoomed-out view (the object reaches beyond "
+                           "the tiles around its prompt)", done)
+        return self.previews
+
+    def _show_previews(self, z: int, previews: list[ObjectPreview]) -> None:
+        """Make ``previews`` (of slice ``z``) the preview: the candidates Shift+M chose, the
+        layers and the status line."""
+        self.previews = previews
         self._preview_refine = self._refine_id(None)
         for p in self.previews:  # the candidate Shift+M chose for this very prompt
             chosen = self.chosen_candidates.get(self.choice_key(p.key, z, p.prompt,
@@ -109,7 +137,6 @@ class SlicePreview:
         self.render()
         lead, self.preview_lead = self.preview_lead, ""
         self._say(f"{lead} {self._preview_text()}" if lead else self._preview_text())
-        return self.previews
 
     def after_setting(self, dropped: str | None, lead: str, quiet: bool = False) -> None:
         """After a Setup change (``lead`` says which) that dropped the preview (``dropped``,
