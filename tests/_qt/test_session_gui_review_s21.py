@@ -221,3 +221,13 @@ def test_painted_corrections_reach_the_autosave(make_widget, stack_file, tiny_ck
     saved = S.read_session(autosave_of(stack_file)).labels
     assert 9 in saved and saved[1, 40, 40] == 9
     assert np.array_equal(saved, np.asarray(layer.data))
+    # a stroke just before the dock closes is autosaved; after that the layer (which stays)
+    # no longer autosaves the closed dock's session
+    layer.paint((1, 10, 10), 7)
+    viewer.window.remove_dock_widget(widget)
+    saved = S.read_session(autosave_of(stack_file)).labels
+    assert saved[1, 10, 10] == 7
+    before = autosave_of(stack_file).stat().st_mtime_ns
+    layer.paint((1, 50, 50), 5)
+    qtbot.wait(PAINT_AUTOSAVE_MS + 500)
+    assert autosave_of(stack_file).stat().st_mtime_ns == before

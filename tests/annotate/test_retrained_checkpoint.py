@@ -100,3 +100,22 @@ def test_a_tiff_picked_as_a_checkpoint_is_refused_when_picked(tmp_path):
     tifffile.imwrite(tif, np.zeros((20, 20), np.uint8))
     with pytest.raises(UserError, match="slice20.tif cannot be read as a PyTorch checkpoint"):
         file_choice(tif)
+
+
+def test_a_file_rewritten_while_it_loads_is_not_served_as_the_new_one(tmp_path):
+    """The model cache keyed a loaded predictor by the file as it was when the load ended:
+    a training epoch written meanwhile got the old weights filed under its own identity; and
+    every version of a file retrained in place stayed in memory (a reviewer, session 27)."""
+    from napari_sam.annotate.model_choice import ModelCache
+
+    ckpt = tmp_path / "m.pt"
+    _write(ckpt, 1.0, 1_000_000_000_000_000_000)
+    cache, choice = ModelCache(), file_choice(ckpt)
+    first = cache.load(choice, "cpu")
+    _write(ckpt, -1.0, 2_000_000_000_000_000_000)  # the next epoch, written during the load
+    cache.put(choice, "cpu", first)
+    assert cache.get(choice, "cpu") is None  # the file now on disk is not what was loaded
+    second = cache.load(choice, "cpu")
+    cache.put(choice, "cpu", second)
+    assert cache.get(choice, "cpu") is second
+    assert len(cache._predictors) == len(cache._models) == 1  # the old version dropped

@@ -619,6 +619,7 @@ class AnnotationController(AnnotationSession):
 
     def close(self) -> None:
         """Stop listening to the viewer and cancel a running job (the layers stay)."""
+        self._paint_autosave.follow(None)  # a stroke just made is autosaved, then no more
         self.cancel()
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         self.viewer.dims.events.ndisplay.disconnect(self._on_view_changed)

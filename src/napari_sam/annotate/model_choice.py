@@ -260,12 +260,23 @@ class ModelCache:
         from napari_sam.models.registry import load_model
         from napari_sam.predictor import Predictor
 
-        dev = self._key(choice, device, precision)[1]
+        key = self._key(choice, device, precision)  # the file as it is before reading it
         target = Path(choice.key) if choice.is_file else choice.key
-        model = load_model(target, device=dev)
-        return Predictor(model, device=dev, precision=precision)
+        model = load_model(target, device=key[1])
+        predictor = Predictor(model, device=key[1], precision=precision)
+        predictor.cache_key = key  # put() files it here, also if the file changes meanwhile
+        return predictor
 
     def put(self, choice: ModelChoice, device, predictor, precision: str = "auto") -> None:
-        key = self._key(choice, device, precision)
+        """Keep ``predictor`` (from :meth:`load`) for ``choice``; models loaded from an
+        earlier version of the same checkpoint file are dropped (a file retrained in place
+        would otherwise keep every version in memory)."""
+        key = getattr(predictor, "cache_key", None) or self._key(choice, device, precision)
+        ident = key[0]
+        if isinstance(ident, tuple):
+            for old in [k for k in self._predictors
+                        if isinstance(k[0], tuple) and k[0][0] == ident[0] and k[0] != ident]:
+                self._predictors.pop(old, None)
+                self._models.pop(old, None)
         self._predictors[key] = predictor
         self._models[key] = predictor.model
