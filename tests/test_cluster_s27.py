@@ -147,3 +147,37 @@ def test_a_bad_checkpoint_is_refused_before_a_cluster_starts(tmp_path, capsys, o
     assert rc == 2 and f"--model {bad}: cannot load it as a model" in line
     assert "not a readable PyTorch checkpoint" in line and "Download it again" in line
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("address", ["garbage", "tcp://localhost:99999", "tcp://host:0"])
+def test_a_scheduler_address_that_is_none_is_refused_at_once(tmp_path, capsys, offline_cli,
+                                                             address):
+    """'missing port number in address' without the form to give, or 30 s of waiting for a
+    port that cannot exist (helper sweep, session 27)."""
+    import tifffile
+
+    from cli_runner import cli, error_line
+
+    inp = tmp_path / "a.tif"
+    tifffile.imwrite(inp, np.zeros((2, 32, 32), np.uint16))
+    rc, _, err = cli(["auto", inp, "-o", tmp_path / "out", "--scheduler", address], capsys)
+    assert rc == 2
+    assert f"--scheduler {address}: not a scheduler address; give it as tcp://HOST:PORT" \
+        in error_line(err)
+
+
+def test_block_slices_with_segment_is_said_to_be_ignored(tmp_path, capsys, offline_cli,
+                                                         monkeypatch):
+    import tifffile
+
+    import napari_sam.batch.distributed as D
+    from cli_runner import cli
+
+    monkeypatch.setattr(D, "SCHEDULER_TIMEOUT", "1s")
+    inp = tmp_path / "a.tif"
+    tifffile.imwrite(inp, np.zeros((5, 32, 32), np.uint16), photometric="minisblack")
+    prompts = tmp_path / "p.csv"
+    prompts.write_text("file,id,slice,row,col\na.tif,1,1,16,16\n")
+    _, _, err = cli(["segment", inp, "-o", tmp_path / "out", "-p", prompts, "--block-slices",
+                     "2", "--scheduler", "tcp://127.0.0.1:9"], capsys)
+    assert "--block-slices is ignored: segment propagates slice after slice" in err, err

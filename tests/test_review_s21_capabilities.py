@@ -240,3 +240,18 @@ def test_a_finished_line_says_1_slice_and_2_objects(capsys):
                               seconds=1.0, details={}, reason="")
         print_result(res, False, what)
         assert words in capsys.readouterr().err
+
+
+def test_a_sam2_checkpoint_file_is_refused_with_the_exports_own_advice(tmp_path):
+    """By path the message began with the propagation advice of other calls ("use
+    method='sam2' ... to propagate with it, or a SAM 1 model such as vit_b or vit_b_lm";
+    helper sweep, session 27)."""
+    from sam2_checkpoint import save_sam2_checkpoint
+
+    path = save_sam2_checkpoint(tmp_path / "s2.pt")
+    with pytest.raises(ValueError) as err:
+        export_onnx(str(path), tmp_path / "out")
+    text = str(err.value)
+    assert text.startswith("This is a SAM 2.1 checkpoint (") and "propagate" not in text
+    assert "SAM 2.1 models cannot be exported; export a SAM 1 model such as vit_b_lm" in text
+    assert not (tmp_path / "out").exists()

@@ -147,6 +147,7 @@ def check_batch_args(args) -> None:
                        "tcp://host:8786 (a scheduler file's address: check that the scheduler "
                        "has written it), or leave --scheduler out", 2)
     if args.scheduler is not None:  # the workers' devices, not this machine's
+        check_scheduler_address(args.scheduler)
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(args.device)):
             raise CLIError(f"--device {args.device!r}: use auto, cpu, cuda, cuda:N or mps", 2)
     else:
@@ -207,6 +208,19 @@ def check_tiling(args, model: str) -> None:
     except ValueError as exc:
         raise CLIError(f"--tiling {tiling_text(tiling)}: {exc} (the model's input is {size} "
                        "px)", 2) from None
+
+
+def check_scheduler_address(address: str) -> None:
+    """CLIError (exit code 2) for a ``--scheduler`` that is no dask address: SCHEME://HOST:PORT
+    (or HOST:PORT) with a port from 1 to 65535; ``inproc://`` addresses pass."""
+    text = address.strip()
+    if text.startswith("inproc://"):
+        return
+    m = re.fullmatch(r"(?:[a-z]+://)?(\[[^\]]+\]|[^:/\s\[\]]+):(\d+)/?", text)
+    if m is None or not 1 <= int(m.group(2)) <= 65535:
+        raise CLIError(f"--scheduler {address}: not a scheduler address; give it as "
+                       "tcp://HOST:PORT (e.g. tcp://gpu-head:8786: `dask scheduler` prints it "
+                       "and writes it to its --scheduler-file)", 2)
 
 
 def check_model_loads(model: str, device: str) -> None:
@@ -512,6 +526,9 @@ def prepare_run(args, ctx, prompts):
     check_tiling(args, model)
     if args.command == "segment":
         notes = replay_ignored(args) if replaying else unused_sam1_options(args, method)
+        if args.block_slices is not None:
+            notes.append("--block-slices is ignored: segment propagates slice after slice, "
+                         "one task per file (blocks split embed and auto)")
         notes += [f"{flag} applies to SAM 2.1 propagation (--method sam2) only; ignored"
                   for flag in unused_sam2_options(args, method)]
         for note in [] if args.quiet else notes:

@@ -86,7 +86,7 @@ class UnlistedPartError(FileExistsError):
 def check_exportable(model) -> None:
     """ValueError when ``model`` (a model, or a registry name before any download) is a SAM
     2.1 model: ONNX export writes SAM 1 graphs (Meta's decoder interface) only."""
-    from napari_sam.models.registry import REGISTRY, require_family
+    from napari_sam.models.registry import REGISTRY, describe_family
 
     export_only = ("ONNX export writes SAM 1 models only (Meta's SAM ONNX decoder "
                    "interface): SAM 2.1 models cannot be exported; export a SAM 1 model such "
@@ -94,11 +94,8 @@ def check_exportable(model) -> None:
     spec = REGISTRY.get(model) if isinstance(model, str) else None
     if spec is not None and spec.family == "sam2":
         raise ValueError(f"{model} is a SAM 2.1 model. {export_only}")
-    if getattr(model, "family", None) == "sam2":
-        try:
-            require_family(model, "sam1", "ONNX export")
-        except ValueError as e:
-            raise ValueError(f"{e}. {export_only}") from None
+    if getattr(model, "family", None) == "sam2":  # not the propagation advice of other calls
+        raise ValueError(f"This is {describe_family(model)}. {export_only}")
 
 
 def _require_onnx():
