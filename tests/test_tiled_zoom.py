@@ -201,3 +201,36 @@ def test_a_views_mask_keeps_the_pieces_the_prompt_is_about():
     negative = prompted_pieces(mask, np.array([[[72.0, 72.0]]]), np.array([[0]]), None)
     assert np.array_equal(negative, mask)  # no positive prompt on any piece: as it was
     assert np.array_equal(prompted_pieces(mask, np.array([[[95.0, 5.0]]]), label, None), mask)
+
+
+def test_a_label_another_window_holds_whole_is_refined_in_that_window(pred):
+    """mask_prompt zoomed out whenever the label left the window owning its centre, although
+    an overlapping window held all of it (coarser than needed; a reviewer, session 27)."""
+    tiling = pred.tiled.tiling
+    label = np.zeros((SIZE, SIZE), bool)
+    label[192:221, 600:650] = True  # most of it by the 224 row core border
+    label[221:300, 620:624] = True  # a thin tail beyond the owner window's end (256)
+    owner = tiling.owner(*np.argwhere(label).mean(axis=0))
+    assert label[owner.slices].sum() < label.sum()  # the owner does not hold it
+    logits, frame = mask_prompt(pred, pred.tiled, label)
+    assert isinstance(frame, int) and frame != owner.index
+    assert label[tiling.windows[frame].slices].sum() == label.sum()
+
+
+def test_a_click_beyond_the_view_of_a_mask_prompt_widens_the_view():
+    """A positive click outside the view a mask prompt's logits are in was dropped."""
+    tiling = Tiling((2000, 3000), 256, 32)
+    emb = TiledEmbedding(tiling, [w.shape for w in tiling.windows], "stand-in",
+                         image=np.zeros((2000, 3000), np.uint8), contrast_limits=(0.0, 255.0))
+    view = zoom_view(tiling, [900, 1000], [900, 1000])  # 512 px around the label
+    far = [1000.0, 2500.0]
+    assert not view.contains(*far)
+    class Nothing(_Everything):  # empty masks: never cut, so no view is doubled
+        def predict_batch(self, embedding=None, **kw):
+            out = super().predict_batch(embedding=embedding, **kw)
+            return BatchPrediction(masks=torch.zeros_like(out.masks), scores=out.scores,
+                                   logits=out.logits)
+
+    res = decode_tiled(Nothing(), emb, points=[[950, 950], far], labels=[1, 1],
+                       mask_input=np.full((64, 64), 5.0, np.float32), mask_window=view)
+    assert res.view is not None and res.view.contains([950, far[0]], [950, far[1]]).all()

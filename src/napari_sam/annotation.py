@@ -406,6 +406,15 @@ def mask_prompt(predictor, embedding, mask: np.ndarray):
         return mask_to_logits(mask, embedding.original_size, embedding.input_size, p.img_size,
                               p.low_res_size).numpy()
     win = tiling.owner(*np.argwhere(mask).mean(axis=0)) if mask.any() else tiling.windows[0]
+    if mask[win.slices].sum() < mask.sum():  # another window may hold all of it
+        rr, cc = np.nonzero(mask)
+        centre = (int(rr.mean()), int(cc.mean()))
+        holding = [w for w in tiling.windows if w.outer[0] <= rr.min() and rr.max() < w.outer[2]
+                   and w.outer[1] <= cc.min() and cc.max() < w.outer[3]]
+        if holding:  # the one the label's centre lies deepest in
+            win = max(holding, key=lambda w: tiling.depth_at(
+                w, min(max(centre[0] - w.outer[0], 0), w.shape[0] - 1),
+                min(max(centre[1] - w.outer[1], 0), w.shape[1] - 1)))
     if mask[win.slices].sum() < mask.sum() and embedding.can_zoom_out:
         # the label reaches beyond the window around its centre: a view that shows all of it
         from napari_sam.preprocess import ResizeSpec

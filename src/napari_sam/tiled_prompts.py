@@ -248,7 +248,14 @@ def decode_tiled(
                                  anchor, pts, lab, bx, None, None, multimask)
         res.zoom_pending = True
         return res
-    if view is not None:  # the mask prompt is in a view's frame: decode in that view
+    if view is not None:  # the mask prompt is in a view's frame: decode in that view,
+        pos = pts[lab == 1] if pts is not None else np.zeros((0, 2))
+        if bx is not None:
+            pos = np.concatenate([pos, bx.reshape(2, 2)])
+        if len(pos) and not view.contains(pos[:, 0], pos[:, 1]).all():
+            # or in one that also shows the prompts beyond it (the mask moved into it)
+            r0, c0, r1, c1 = view.outer
+            view = zoom_view(tiling, [r0, r1 - 1, *pos[:, 0]], [c0, c1 - 1, *pos[:, 1]])
         return _decode_zoomed(predictor, tiled, view, anchor, pts, lab, bx, mask, frame,
                               multimask)
     chosen, clip, spread = _route(tiling, pts, lab, bx, anchor)

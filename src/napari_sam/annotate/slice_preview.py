@@ -205,13 +205,14 @@ class SlicePreview:
             text += (f" The mask scores low ({low[0].score:.2f}): if the object is larger than "
                      "a tile, draw a box over all of it (a box larger than a tile is decoded "
                      "zoomed out).")
-        zoomed = [p.view for p in self.previews if p.view is not None]
+        zoomed = [p for p in self.previews if p.view is not None]
         if zoomed:
-            h, w = zoomed[0].shape
+            h, w = zoomed[0].view.shape
+            why = ("the refined label is larger than a tile" if zoomed[0].mask_prompt else
+                   "the model scored it higher than the tiles around the prompt: an object "
+                   "larger than a tile, or one the tiles cut")
             text += (f" Decoded in a zoomed-out view ({h} x {w} px shrunk to the model "
-                     "input), which the model scored higher than the tiles around the prompt "
-                     "(an object larger than a tile, or one the tiles cut): its outline is "
-                     "coarser than in a tile.")
+                     f"input; {why}): its outline is coarser than in a tile.")
         if any(p.cut for p in self.previews):
             text += (" The object reaches beyond the tiles around its prompts, so its mask "
                      "may be cut there: click its missing part too (or draw a box over all of "
