@@ -41,3 +41,11 @@ def md5s(*paths) -> dict:
 
     return {str(p): hashlib.md5(p.read_bytes()).hexdigest() for p in paths}
 
+
+
+def tiny_train_argv(images, labels, out, model, *extra) -> list:
+    """``napari-sam train`` arguments for one step of one epoch on one object pair at a time
+    (the training CLI tests' smallest schedule), on the CPU, quiet."""
+    return ["train", images, labels, "-o", out, "--model", model, "--epochs", "1",
+            "--steps-per-epoch", "1", "--batch-size", "1", "--objects-per-image", "2",
+            "--device", "cpu", "-q", *extra]

@@ -28,6 +28,7 @@ import pytest
 import tifffile
 
 from cli_runner import cli, error_line
+from cli_runner import tiny_train_argv as _train
 
 
 @pytest.fixture(autouse=True)
@@ -35,10 +36,6 @@ def _offline(offline_cli):
     """Every test here runs in :func:`offline_cli`'s surroundings (tests/conftest.py)."""
 
 
-def _train(images, labels, out, model, *extra) -> list:
-    return ["train", images, labels, "-o", out, "--model", model, "--epochs", "1",
-            "--steps-per-epoch", "1", "--batch-size", "1", "--objects-per-image", "2",
-            "--device", "cpu", "-q", *extra]
 
 
 # ----------------------------------------------------------------------------- outputs

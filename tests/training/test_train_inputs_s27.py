@@ -25,6 +25,7 @@ import pytest
 import tifffile
 
 from cli_runner import cli, error_line, md5s
+from cli_runner import tiny_train_argv as _train
 
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real-nuclei-3d"
 SAMPLES = ("nuclei-2d", "cells-2d", "em-2d", "xray-2d", "underwater", "nuclei-3d", "cells-3d",
@@ -48,10 +49,6 @@ def _offline(offline_cli):
     """Every test here runs in :func:`offline_cli`'s surroundings (tests/conftest.py)."""
 
 
-def _train(images, labels, out, model, *extra) -> list:
-    return ["train", images, labels, "-o", out, "--model", model, "--epochs", "1",
-            "--steps-per-epoch", "1", "--batch-size", "1", "--objects-per-image", "2",
-            "--device", "cpu", "-q", *extra]
 
 
 def _tree_md5(folder: Path) -> dict:
