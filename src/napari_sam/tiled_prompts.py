@@ -50,8 +50,9 @@ class TiledPrediction:
     cut : bool
         The highest-scoring candidate reaches the outer edge of the decoded windows (an
         edge that is not the image border): the object may go on beyond them. With
-        :attr:`~napari_sam.tiling.TiledEmbedding.can_zoom_out` such a mask is decoded again
-        in a view, so ``cut`` stays True only where the view could not be made.
+        :attr:`~napari_sam.tiling.TiledEmbedding.can_zoom_out` such a prompt is decoded in a
+        view too, and ``cut`` stays True where the windows' masks scored higher (or where the
+        view's mask still reaches the edge of a view that is not the whole image).
     cuts : numpy.ndarray (C,) bool
         The same for every candidate.
     spread : bool
@@ -59,8 +60,9 @@ class TiledPrediction:
         centre) lies outside every window holding the anchor. The windows holding each are
         decoded too, each with the prompts inside it, so the mask between them may be
         missing; ``cut`` and ``cuts`` are then True (add a click in the missing part, which
-        decodes the windows there too, or turn tiling off for objects this large). Only
-        where the tiled embedding cannot zoom out (a view is decoded instead).
+        decodes the windows there too, or turn tiling off for objects this large). A view
+        is decoded too where the tiled embedding can zoom out; this is the windows' result,
+        kept because it scored higher.
     view : Window, optional
         The zoomed-out view (:func:`napari_sam.tiling.zoom_view`) the prompt was decoded in
         instead of windows: masks, scores and logits come from it (logits in its frame: pass
@@ -422,7 +424,7 @@ def _decode_view(predictor, tiled, view, anchor, pts, lab, bx, mask, multimask
     logits = out.logits[0].float().cpu().numpy()
     scores = out.scores[0].float().cpu().numpy()
     _check_finite(scores, logits)
-    small = np.stack([prompted_pieces(m, p, lb, b) for m in _to_numpy(out.masks[0])])
+    small = np.stack([prompted_pieces(cand, p, lb, b) for cand in _to_numpy(out.masks[0])])
     masks = np.zeros((len(small), *tiling.image_shape), bool)
     masks[(slice(None),) + view.slices] = small
     cuts = _cuts(tiling, [view], masks)
