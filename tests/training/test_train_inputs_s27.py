@@ -231,7 +231,8 @@ def test_a_folder_with_an_image_without_labels_names_it(tmp_path, samples, tiny_
         assert rc == 2
         assert error_line(err) == (
             f"napari-sam: error: 3 image file(s) but 2 label file(s): no label file is named "
-            f"after {engine / images[1].name}; IMAGES and LABELS are paired in sorted order and "
+            f"after {engine / images[1].name}; IMAGES and LABELS are paired by name (or in sorted "
+            "order where the names tell nothing) and "
             "must match one to one: give a label file for every image, or leave the images "
             "without labels out of IMAGES")
     assert not out.exists() and _tree_md5(engine) == before

@@ -30,7 +30,9 @@ examples:
   napari-sam train "train/*.tif" --labels "train/ground_truth/*.tif" -o my_model.pt
   napari-sam auto "data/*.tif" -o out/ --model my_model.pt
 
-IMAGES and LABELS are paired in sorted order: the same number of files, same shapes. A
+IMAGES and LABELS are paired by name (img.tif with img_labels.tif or ground_truth/img.tif;
+in sorted order where no label file is named after an image): the same number of files,
+same shapes. A
 folder or glob given as both (train d/ d/) pairs the images with the label files beside
 them: session label TIFFs, the *_labels.tif written by auto.
 The checkpoint (and FILE.json: architecture, data, metrics) is written atomically after
@@ -174,7 +176,9 @@ def _replaced_bases(labels: list[Path]) -> set[Path]:
 
 def collect_pairs(images_spec: str, labels_spec: str, *, quiet: bool = False
                   ) -> tuple[list[Path], list[Path]]:
-    """The image files and label files of ``train IMAGES LABELS``, paired in sorted order.
+    """The image files and label files of ``train IMAGES LABELS``, paired by name
+    (:func:`napari_sam.training.data.label_order`: ``img.tif`` with ``img_labels.tif`` or
+    ``ground_truth/img.tif``), in sorted order where the names tell nothing.
 
     IMAGES leave out session label TIFFs and napari-sam outputs
     (:func:`napari_sam.batch.collect_inputs`); LABELS leave out the files IMAGES selected and
@@ -185,10 +189,10 @@ def collect_pairs(images_spec: str, labels_spec: str, *, quiet: bool = False
     ------
     CLIError
         Exit code 2: nothing but the images in LABELS, or not one label file per image (the
-        files without a partner named).
+        files without a partner named), or label files named after the images only in part.
     """
     from napari_sam import batch
-    from napari_sam.training.data import unpaired_files
+    from napari_sam.training.data import TrainingDataError, label_order, unpaired_files
 
     images = batch.collect_inputs([images_spec])
     found = batch.collect_inputs([labels_spec], labels=True)
@@ -209,9 +213,14 @@ def collect_pairs(images_spec: str, labels_spec: str, *, quiet: bool = False
         raise CLIError(
             f"{len(images)} image file(s) but {len(labels)} label file(s): "
             f"{unpaired_files([str(p) for p in images], [str(p) for p in labels])}; IMAGES and "
-            "LABELS are paired in sorted order and must match one to one: give a label file "
-            "for every image, or leave the images without labels out of IMAGES", 2)
-    return images, labels
+            "LABELS are paired by name (or in sorted order where the names tell nothing) and "
+            "must match one to one: give a label file for every image, or leave the images "
+            "without labels out of IMAGES", 2)
+    try:
+        order = label_order([str(p) for p in images], [str(p) for p in labels])
+    except TrainingDataError as exc:
+        raise CLIError(str(exc), 2) from None
+    return images, labels if order is None else [labels[i] for i in order]
 
 
 def check_output(out: Path, *, overwrite: bool, resume: bool) -> None:

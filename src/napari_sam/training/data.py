@@ -33,8 +33,8 @@ from napari_sam.preprocess import (
 )
 
 __all__ = ["GRAIN_PIXELS", "MIN_OBJECT_PIXELS", "SPECKLE_PIXELS", "SPLIT_PIECES_PER_ID",
-           "TrainItem", "ImagePair", "TrainingDataError", "label_pieces", "load_pairs",
-           "make_items", "prepare_item", "split_items", "unpaired_files"]
+           "TrainItem", "ImagePair", "TrainingDataError", "label_order", "label_pieces",
+           "load_pairs", "make_items", "prepare_item", "split_items", "unpaired_files"]
 
 _ARRAY_SUFFIXES = (".npy",)
 
@@ -323,6 +323,57 @@ def _some(names: Sequence[str], most: int = 4) -> str:
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
+def _owner(label: str, stems: set[str]) -> str | None:
+    """The longest image stem that the label file ``label`` is named after, or None."""
+    own = _stem(label)
+    return max((st for st in stems if own == st or (
+        own.startswith(st) and own[len(st)] in "._- ")), key=len, default=None)
+
+
+def label_order(images: Sequence[str], labels: Sequence[str]) -> list[int] | None:
+    """For each image, the index of the label file named after it (as :func:`unpaired_files`).
+
+    Sorted order alone mispairs names such as ``a.tif``, ``a_1.tif`` with ``a_labels.tif``,
+    ``a_1_labels.tif`` (``a_1_labels`` sorts first), so files are paired by name wherever
+    the names tell.
+
+    Parameters
+    ----------
+    images, labels : sequence of str
+        File names, as many labels as images.
+
+    Returns
+    -------
+    list of int or None
+        ``order[i]`` is the index in ``labels`` of image ``i``'s label file; None when the
+        names tell nothing (no label file is named after any image, or two images share a
+        name in different folders): then they are paired in the given (sorted) order.
+
+    Raises
+    ------
+    TrainingDataError
+        Some label files are named after images and others are not, or two are named
+        after one image: the files concerned are named.
+    """
+    stems = [_stem(im) for im in images]
+    if len(set(stems)) != len(stems):
+        return None
+    owners = [_owner(lab, set(stems)) for lab in labels]
+    if all(o is None for o in owners):
+        return None
+    if sorted(o for o in owners if o is not None) == sorted(stems):
+        return [owners.index(st) for st in stems]
+    twice = [st for st in stems if owners.count(st) > 1]
+    extra = ("; " + "; ".join(
+        f"{_some([lab for lab, o in zip(labels, owners) if o == st])} are all named after "
+        f"{images[stems.index(st)]}" for st in twice)) if twice else ""
+    raise TrainingDataError(
+        f"the label files are named after the images only in part ({unpaired_files(images, labels)}"
+        f"{extra}); image and label files are paired by name (img.tif with img_labels.tif or "
+        "ground_truth/img.tif): name each label file after its image, or give them so that "
+        "no label file is named after any image to pair them in sorted order")
+
+
 def unpaired_files(images: Sequence[str], labels: Sequence[str]) -> str:
     """Which files of unequal lists of images and labels have no partner, in words.
 
@@ -344,11 +395,7 @@ def unpaired_files(images: Sequence[str], labels: Sequence[str]) -> str:
         image (the names tell nothing), both lists: "IMAGES: a.tif, b.tif; LABELS: x.tif".
     """
     stems = {_stem(im) for im in images}
-    owners = []
-    for lab in labels:
-        own = _stem(lab)
-        owners.append(max((st for st in stems if own == st or (
-            own.startswith(st) and own[len(st)] in "._- ")), key=len, default=None))
+    owners = [_owner(lab, stems) for lab in labels]
     if all(o is None for o in owners):
         return f"IMAGES: {_some(images)}; LABELS: {_some(labels)}"
     lonely = [im for im in images if _stem(im) not in owners]
@@ -368,7 +415,9 @@ def load_pairs(images, labels) -> list[ImagePair]:
     Parameters
     ----------
     images, labels : path, glob pattern, numpy array, or a list of them
-        Matched in order (globs are sorted). Images are (Y, X), (Y, X, 3|4), (Z, Y, X) or
+        Files are paired by name where the names tell (:func:`label_order`: ``img.tif``
+        with ``img_labels.tif`` or ``ground_truth/img.tif``), otherwise in order (globs are
+        sorted); arrays in order. Images are (Y, X), (Y, X, 3|4), (Z, Y, X) or
         (Z, Y, X, 3|4); labels (Y, X) or (Z, Y, X) integer instance ids, 0 background.
 
     Raises
@@ -389,6 +438,9 @@ def load_pairs(images, labels) -> list[ImagePair]:
             + (f" ({unpaired_files([n for _, n in imgs], [n for _, n in labs])})" if files
                else "") + "; they are paired in order, one label image per image"
         )
+    if all(isinstance(x, Path) for x, _ in imgs + labs):
+        order = label_order([n for _, n in imgs], [n for _, n in labs])
+        labs = labs if order is None else [labs[i] for i in order]
     pairs = []
     for (im, im_name), (lb, lb_name) in zip(imgs, labs):
         image = _read_array(im) if isinstance(im, Path) else np.asarray(im)
