@@ -500,6 +500,9 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
             return
         if emb is not None:
             self.embeddings.put(key, emb)
+        if first_load:  # e.g. a checkpoint without its metadata file
+            for note in getattr(predictor.model, "load_notes", ()):
+                self.notify_warning(note)
         if self.model_choice is not None and self._cache_key() == key:
             self.predictor, self.emb = predictor, emb
             self.notify_model(predictor)

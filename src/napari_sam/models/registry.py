@@ -75,6 +75,7 @@ __all__ = [
     "list_models",
     "load_model",
     "mask_boundary",
+    "missing_metadata_note",
     "register",
     "require_family",
     "verify",
@@ -294,8 +295,10 @@ def _build(path: Path) -> Sam | Sam2Model:
         model = sam_from_state_dict(state_dict, config=metadata.get("config"))
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
+    model.load_notes = ()  # what loading it did that its user should know (the dock shows it)
     if "sidecar" not in metadata and getattr(model.config, "encoder", "") == "cnn":
         metadata = {**inherited_settings(path), **metadata}
+        model.load_notes = (missing_metadata_note(path),)
     model.automatic_defaults = automatic_defaults(metadata, path)
     model.input_smoothing = input_smoothing(metadata, path)
     model.mask_boundary = mask_boundary(metadata, path)
@@ -315,12 +318,16 @@ def inherited_settings(path: str | os.PathLike) -> dict[str, Any]:
     so in a warning."""
     demo = _read_metadata_file(where(DEMO_NAME))
     kept = {k: demo[k] for k in INHERITED_KEYS if k in demo}
-    logger.warning(
-        "%s has no metadata file beside it (%s): its settings (segment everything thresholds, "
-        "input smoothing, mask boundary) are taken from the bundled demo model, whose "
-        "architecture it has. Keep the .json that training wrote with the .pt (same name).",
-        path, Path(path).with_suffix(".json").name)
+    logger.warning("%s", missing_metadata_note(path))
     return kept
+
+
+def missing_metadata_note(path: str | os.PathLike) -> str:
+    """What :func:`inherited_settings` tells the user of the checkpoint ``path``."""
+    return (f"{path} has no metadata file beside it ({Path(path).with_suffix('.json').name}): "
+            "its settings (segment everything thresholds, input smoothing, mask boundary) are "
+            "taken from the bundled demo model, whose architecture it has. Keep the .json that "
+            "training wrote with the .pt (same name).")
 
 
 def mask_boundary(metadata: dict, path: str | os.PathLike = "") -> str:
