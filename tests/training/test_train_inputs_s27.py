@@ -332,3 +332,23 @@ def test_output_ending_in_a_slash_is_said_to_be_a_folder(tmp_path, samples, tiny
         assert rc == 2
         assert error_line(err) == f"napari-sam: error: {said}"
     assert not (tmp_path / "newdir").exists() and not list(tmp_path.glob("*.pt"))
+
+
+@pytest.mark.parametrize("value", [1, 1.5, -0.1, float("nan"), True])
+def test_the_python_api_refuses_val_fraction_before_reading_the_data(
+        tmp_path, samples, tiny_model, monkeypatch, value):
+    """``ns.train(val_fraction=1)`` read the data and loaded the model first (a late
+    failure, minutes into a large run)."""
+    import napari_sam.training.run as R
+    from napari_sam.training import train
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the data was read before val_fraction was checked")
+
+    monkeypatch.setattr(R, "load_pairs", fail)
+    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\) \(the share of the "
+                       r"images held out for validation; 0 holds none out, 1 would leave none "
+                       r"to train on\), got "):
+        train(str(samples / "*.tif"), str(samples / "ground_truth" / "*.tif"),
+              model=tiny_model, out=tmp_path / "m.pt", val_fraction=value, epochs=1)
+    assert not (tmp_path / "m.pt").exists()

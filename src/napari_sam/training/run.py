@@ -224,6 +224,10 @@ def train(
         raise ValueError(f"save must be 'best' or 'last', got {save!r}")
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if isinstance(val_fraction, bool) or not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1) (the share of the images held out "
+                         f"for validation; 0 holds none out, 1 would leave none to train on), "
+                         f"got {val_fraction!r}")
     if resume and out is None:
         raise ValueError("resume needs out: the training state is written beside it")
     if out is not None and Path(out).is_dir():
