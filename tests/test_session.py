@@ -94,6 +94,8 @@ def _write_bad(tmp_path: Path, good: Path, case: str) -> Path:
         record["version"] = 7
     elif case == "model":
         record["model"]["name"] = "vit_q"
+    elif case == "newer model":  # a registry name this version does not have
+        record["model"].update(name="vit_q", is_file=False)
     elif case == "outside":
         record["operations"][1]["objects"][0]["points"] = [[52.0, 90.0]]
     if case == "json":
@@ -107,7 +109,10 @@ BAD = {
     "version": ["format version 7", "reads version 1", "update napari-sam-stacks"],
     "json": ["not valid JSON", "truncated"],
     "shape": ["(6, 64, 80)", "(6, 64, 64)", "open the image it was made for"],
-    "model": ["unknown model 'vit_q'", "vit_b", "--model"],
+    "model": ["unknown model 'vit_q'", "vit_b", "--model", "no such checkpoint file"],
+    "newer model": ["unknown model 'vit_q'", "no model name this version of napari-sam-stacks "
+                    "knows (demo, ", "made with a newer version? update napari-sam-stacks",
+                    "--model"],
     "outside": ["operation 2, object 1", "col 90", "outside"],
 }
 

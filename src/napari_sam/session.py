@@ -570,6 +570,12 @@ def check_model(session: Session) -> str:
     if spec in REGISTRY or Path(spec).is_file():
         return spec
     name = session.path.name if session.path else "session"
+    if session.model.get("is_file") is False:  # a registry name, maybe of a newer version
+        raise session_error(name, f"unknown model {spec!r}: no model name this version of "
+                                  f"napari-sam-stacks knows ({', '.join(sorted(REGISTRY))}; was "
+                                  "the session made with a newer version? update "
+                                  "napari-sam-stacks), or pick a model and load the session "
+                                  "again (the CLI: --model)")
     raise session_error(name, f"unknown model {spec!r}: no registry name "
                               f"({', '.join(sorted(REGISTRY))})"
                               " and no such checkpoint file; put the checkpoint at that path, or "

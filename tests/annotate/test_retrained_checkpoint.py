@@ -119,3 +119,42 @@ def test_a_file_rewritten_while_it_loads_is_not_served_as_the_new_one(tmp_path):
     cache.put(choice, "cpu", second)
     assert cache.get(choice, "cpu") is second
     assert len(cache._predictors) == len(cache._models) == 1  # the old version dropped
+
+
+def test_a_session_of_a_model_name_this_version_does_not_know_says_so(tmp_path):
+    """A registry name from a newer version was said to be a checkpoint "moved, renamed or
+    deleted", with the advice to put it back at its path (there is no path)."""
+    import json
+
+    s, image, demo = _clicked_demo()
+    assert s.commit().ids == [1]
+    saved = s.save_session(tmp_path / "work")
+    data = json.loads(saved.read_text())
+    data["model"]["name"] = "vit_b_future"
+    saved.write_text(json.dumps(data))
+
+    again = AnnotationSession()
+    again.set_image(image, name="nuclei")
+    again.set_model(demo)
+    again.load_session(saved)
+    assert ("Its model 'vit_b_future' is no model name this version of napari-sam-stacks "
+            "knows (it knows ") in again.status
+    assert "was the session made with a newer version?" in again.status
+    assert "moved" not in again.status and "put the checkpoint back" not in again.status
+    assert np.array_equal(again.labels, s.labels)
+
+
+def _clicked_demo():
+    """(session with one click previewed on a nuclei image, the image, the demo's choice)."""
+    from napari_sam import synthetic
+    from napari_sam.annotate.model_choice import model_choices
+
+    image = synthetic.nuclei_2d((128, 128), seed=5, radius=(6, 10), n_objects=12).image
+    (demo,) = [c for c in model_choices() if c.is_demo]
+    s = AnnotationSession()
+    s.set_image(image, name="nuclei")
+    s.set_model(demo)
+    s.compute_embeddings()
+    s.add_point(0, 64, 64)
+    s.update_preview()
+    return s, image, demo

@@ -375,12 +375,20 @@ class SessionLog:
             if self.model_choice is None:
                 raise
         gone = str(sess.model.get("name"))
+        was_file = sess.model.get("is_file", True) is not False
         now = self.model_choice
         sess.model = {**sess.model, "name": now.key, "is_file": now.is_file,
                       "replaced": gone}
-        return (f" Its model {gone} is not there any more (moved, renamed or deleted): its "
-                f"labels and prompts are loaded, and what you click now is decoded with the "
-                f"model picked, {now.key} (put the checkpoint back at that path to use it).")
+        loaded = (": its labels and prompts are loaded, and what you click now is decoded with "
+                  f"the model picked, {now.key}")
+        if not was_file:  # a registry name this version does not have (a newer version's?)
+            from napari_sam.models.registry import REGISTRY
+
+            return (f" Its model {gone!r} is no model name this version of napari-sam-stacks "
+                    f"knows (it knows {', '.join(sorted(REGISTRY))}; was the session made with "
+                    f"a newer version?){loaded} (update napari-sam-stacks to use it).")
+        return (f" Its model {gone} is not there any more (moved, renamed or deleted){loaded} "
+                "(put the checkpoint back at that path to use it).")
 
     def _restore(self, sess: S.Session) -> None:
         settings = sess.settings or {}
