@@ -594,3 +594,31 @@ def test_segment_options_are_keywords_of_segment_volume():
     flagged = [o for o in batch.SEGMENT_OPTIONS if o.flag is not None]
     assert [o.flag for o in flagged] == ["--" + o.name.replace("_", "-") for o in flagged]
     assert all(o.kind in ("choice", "fraction", "fraction_or_off", "nonneg_int") for o in flagged)
+
+
+def test_a_blocked_files_time_counts_its_blocks(tmp_path, tiny_model_path):
+    """``embed --block-slices`` reported "32 slices, 0.0 s": only the final task's time (the
+    blocks had done the encoding). A file's seconds now include its blocks'."""
+    inp = _stack(tmp_path / "a.tif", shape=(5, 48, 48))
+    for command in ("embed", "auto"):
+        params = ({"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+                  if command == "auto" else {})
+        ctx = batch.Context(command=command, model=str(tiny_model_path), device="cpu",
+                            out_dir=tmp_path / command, quiet=True, params=params)
+        (job,) = batch.make_jobs([inp], ctx)
+        if command == "embed":
+            limits = distributed.embed_prepare_task(job, ctx)
+            blocks = [distributed.embed_block_task(job, ctx, limits, s, e)
+                      for s, e in ((0, 3), (3, 5))]
+            res = distributed.final_task(job, ctx, blocks, None)
+        else:
+            batch.prepare_auto_work(job, ctx)
+            store = distributed.auto_prepare_task(job, ctx)
+            blocks = [distributed.auto_block_task(job, ctx, store, s, e)
+                      for s, e in ((0, 3), (3, 5))]
+            res = distributed.final_task(job, ctx, None, blocks)
+        assert res.status == "done", res.reason
+        assert sorted(z for b in blocks for z in b["hashes"]) == [0, 1, 2, 3, 4]
+        worked = sum(b["seconds"] for b in blocks)
+        assert all(b["seconds"] > 0 for b in blocks)
+        assert res.seconds > worked  # the blocks' and the final task's own

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -198,14 +199,15 @@ def embed_prepare_task(job: Job, ctx: Context) -> list[float]:
 
 
 def embed_block_task(job: Job, ctx: Context, limits: Sequence[float], start: int,
-                      stop: int) -> dict[int, int]:
+                      stop: int) -> dict:
     """Encode slices [start, stop) into the shared store's feature chunks (one chunk per
-    slice, so blocks never write the same chunk); returns ``{slice: pixel hash}`` for the
-    final task, the only writer of the store's hash array."""
+    slice, so blocks never write the same chunk); returns ``{"hashes": {slice: pixel hash},
+    "seconds": its time}`` for the final task, the only writer of the store's hash array."""
     import zarr
 
     from napari_sam.embeddings import StackEmbeddings, slice_hash
 
+    t0 = time.perf_counter()
     model, _ = get_model(ctx.model, ctx.device)
     opened = open_image(job.input, ctx)
     partial = job.output.with_name(f".{job.output.name}.partial")
@@ -223,7 +225,7 @@ def embed_block_task(job: Job, ctx: Context, limits: Sequence[float], start: int
         group["features"][z] = feats.detach().cpu().numpy().astype(np.float16)
         hashes[z] = h
     opened.stack.release()
-    return hashes
+    return {"hashes": hashes, "seconds": time.perf_counter() - t0}
 
 
 def auto_prepare_task(job: Job, ctx: Context) -> str | None:
@@ -251,12 +253,14 @@ def auto_block_task(job: Job, ctx: Context, store: str | None, start: int,
                      stop: int) -> dict:
     """Segment slices [start, stop) of an ``auto`` job into its work folder, and write their
     embeddings into ``store`` (from :func:`auto_prepare_task`) when there is one. Returns
-    ``{"store": store, "hashes": {slice: pixel hash}}`` for the final task."""
+    ``{"store": store, "hashes": {slice: pixel hash}, "seconds": its time}`` for the final
+    task."""
+    t0 = time.perf_counter()
     model, _ = get_model(ctx.model, ctx.device)
     hashes: dict[int, int] = {}
     auto_slices(job, ctx, model, range(start, stop),
                 block_store=None if store is None else Path(store), hashes=hashes)
-    return {"store": store, "hashes": hashes}
+    return {"store": store, "hashes": hashes, "seconds": time.perf_counter() - t0}
 
 
 def record_hashes(store: os.PathLike | str, blocks: Iterable[Mapping[int, int]]) -> None:
@@ -278,13 +282,18 @@ def final_task(job: Job, ctx: Context, blocks: list | None = None,
 
     ``blocks``: results of ``embed_block_task`` (slice hashes to record); ``after``: results
     of ``auto_block_task`` (their slices are on disk; the hashes of the embeddings they
-    stored are recorded here)."""
+    stored are recorded here). The result's seconds include the blocks' (the work done for
+    the file, as a run without blocks reports it)."""
     if ctx.command == "embed" and blocks:
-        record_hashes(job.output.with_name(f".{job.output.name}.partial"), blocks)
+        record_hashes(job.output.with_name(f".{job.output.name}.partial"),
+                      [b["hashes"] for b in blocks])
     stored = [b for b in after or () if isinstance(b, dict) and b.get("store")]
     if ctx.command == "auto" and stored:
         record_hashes(stored[0]["store"], [b["hashes"] for b in stored])
-    return run_job(job, ctx)
+    res = run_job(job, ctx)
+    res.seconds += sum(float(b.get("seconds", 0.0)) for b in [*(blocks or ()), *(after or ())]
+                       if isinstance(b, dict))
+    return res
 
 
 def _n_slices(job: Job, ctx: Context) -> int:
