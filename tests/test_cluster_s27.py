@@ -181,3 +181,34 @@ def test_block_slices_with_segment_is_said_to_be_ignored(tmp_path, capsys, offli
     _, _, err = cli(["segment", inp, "-o", tmp_path / "out", "-p", prompts, "--block-slices",
                      "2", "--scheduler", "tcp://127.0.0.1:9"], capsys)
     assert "--block-slices is ignored: segment propagates slice after slice" in err, err
+
+
+def test_a_local_cluster_says_nothing_of_a_busy_port_8787(tmp_path, tiny_model):
+    """With port 8787 taken (another dask dashboard, a notebook server), `--workers N` printed
+    distributed's "UserWarning: Port 8787 is already in use. Perhaps you already have a
+    cluster running? Hosting the HTTP server on port ... instead" and its source line."""
+    import socket
+    import subprocess
+    import sys
+
+    import tifffile
+
+    inp = tmp_path / "s.tif"
+    tifffile.imwrite(inp, np.random.default_rng(0).integers(0, 255, (3, 48, 48), np.uint8),
+                     photometric="minisblack")
+    holder = socket.socket()
+    try:
+        holder.bind(("", 8787))
+        holder.listen()
+    except OSError:  # taken already by something else: the case itself
+        pass
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "napari_sam.cli", "embed", str(inp), "-o",
+             str(tmp_path / "out"), "--model", str(tiny_model), "--workers", "1", "--device",
+             "cpu"], capture_output=True, text=True, timeout=300)
+    finally:
+        holder.close()
+    assert run.returncode == 0, run.stderr
+    assert "1 done" in run.stdout
+    assert "8787" not in run.stderr and "Warning" not in run.stderr, run.stderr

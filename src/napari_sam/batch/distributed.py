@@ -93,7 +93,7 @@ def start_local_cluster(workers: int, threads_per_worker: int = 1, verbose: bool
 
     def start():
         return LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
-                            processes=True, dashboard_address=None,
+                            processes=True, dashboard_address=":0",  # no port 8787 warning
                             silence_logs=logging.WARNING if verbose else logging.ERROR)
 
     method = worker_start_method()
