@@ -12,6 +12,8 @@ the menu; every layer read through it is a new proxy object. So the combo boxes 
 from __future__ import annotations
 
 import functools
+import os
+from pathlib import Path
 
 from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
@@ -535,13 +537,30 @@ class SamWidget(QWidget):
             except Exception:  # a file that cannot be a model: said, the model in use stays
                 self._show_model_in_use()
                 raise
-            self._model.insertItem(self._model.count() - 1, choice.label, choice)
-            self._model.setCurrentIndex(self._model.count() - 2)
+            self._model.setCurrentIndex(self._file_item(choice))
         self.controller.set_model(choice)
         self._set_thresholds(choice)
         self._update_demo_notice()
         self._sync_methods()
         self._schedule_preload()
+
+    def _file_item(self, choice) -> int:
+        """The index in 'Model' of the checkpoint file ``choice``: the item of that file when
+        it was picked before (a retrained file picked again adds no second item), else a
+        new one, named with its folder when another file of that name is listed."""
+        real = os.path.realpath(choice.key)
+        files = [(i, self._model.itemData(i)) for i in range(self._model.count())]
+        files = [(i, ch) for i, ch in files if ch is not None and ch.is_file]
+        for i, ch in files:
+            if os.path.realpath(ch.key) == real:
+                self._model.setItemData(i, choice, Qt.ItemDataRole.UserRole)
+                return i
+        name = Path(choice.key).name
+        label = choice.label
+        if any(Path(ch.key).name == name for _, ch in files):
+            label = f"file: {Path(real).parent.name}/{name}"
+        self._model.insertItem(self._model.count() - 1, label, choice)
+        return self._model.count() - 2
 
     def _show_model_in_use(self):
         """Select the model in use in 'Model' (not 'Checkpoint file...', after a cancelled or
