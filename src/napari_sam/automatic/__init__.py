@@ -36,9 +36,12 @@ Ids are ``1..N`` in painting order.
 Stacks. A (Z, Y, X) stack (or :class:`~napari_sam.embeddings.StackEmbeddings`) is segmented
 slice by slice, reusing the stack embeddings, then 2D objects are linked across slices by
 overlap into 3D objects (:func:`link_slices`): ``link_iou`` and gap closing over up to
-``max_gap`` missing slices. With ``propagate`` (the default) every linked object is then
-segmented again by :func:`napari_sam.segment_volume` from its 2D mask on the slice where it is
-largest, so objects that the grid found on only some of their slices get their full extent.
+``max_gap`` missing slices. With ``propagate`` (the default) a linked object whose area along
+z narrows to a neck (at most half the largest area on each side, at least a fifth: two nuclei
+stacked along z, chained by the linking) is split there (:func:`split_at_necks`), and every
+object is then segmented again by :func:`napari_sam.segment_volume` from its 2D mask on the
+slice where it is largest, so objects that the grid found on only some of their slices get
+their full extent.
 Objects spanning fewer than ``min_z_extent`` slices are dropped last.
 
 Coordinates are napari order: points (row, col), boxes (row0, col0, row1, col1) with the end
@@ -68,6 +71,7 @@ from napari_sam.automatic.linking import (
     link_slices,
     link_streamed,
     match_by_iou,
+    split_at_necks,
 )
 from napari_sam.automatic.params import (
     AUTO_GRID_SIDE,
@@ -115,6 +119,7 @@ __all__ = [
     "grid_precision",
     "is_constant",
     "link_slices",
+    "split_at_necks",
     "link_streamed",
     "mask_statistics",
     "masks_to_boxes",

@@ -2,7 +2,8 @@
 (:func:`match_by_iou`), the streaming linker fed one slice at a time (:class:`SliceLinker`,
 whose :class:`LinkPlan` says how to relabel every slice) and the in-memory wrapper over it
 (:func:`link_slices`); :func:`link_streamed` runs the linker over slices loaded one at a
-time.
+time; :func:`split_at_necks` cuts linked objects where their area along z narrows to a neck
+(objects stacked along z, chained by the linking; done before propagation).
 
 The rule. Objects on consecutive slices are matched one-to-one, greedily by decreasing IoU,
 when their IoU is at least ``iou_threshold``. Gap closing: an object whose track ends on slice
@@ -285,3 +286,77 @@ def link_slices(
         out[z] = plan.slice_labels(z, lambda k: lab[k])
         mapping.update(((z, i), int(lut[i])) for i in range(1, len(lut)))
     return out, mapping
+
+
+#: A linked object is split at a slice whose area is at most this share of the largest area
+#: on each side of it (:func:`split_at_necks`).
+NECK_RATIO = 0.5
+#: ... and at least this share: a smaller one is a slice where the 2D step missed the object
+#: (a gap the linking closed), not the narrowing between two objects.
+NECK_FLOOR = 0.2
+
+
+def _neck_cuts(area: np.ndarray, offset: int, ratio: float, floor: float) -> list[int]:
+    """Slices (``offset`` + index) after which ``area`` (an object's area per slice, its
+    z-range) is cut: the deepest neck, then the necks of each side, recursively."""
+    best, cut = None, None
+    for k in range(1, len(area) - 1):
+        low = min(area[:k].max(), area[k + 1:].max())
+        if (floor * low <= area[k] <= ratio * low and area[k] <= area[k - 1]
+                and area[k] <= area[k + 1]) and (best is None or area[k] / low < best):
+            best, cut = area[k] / low, k
+    if cut is None:
+        return []
+    return (_neck_cuts(area[:cut + 1], offset, ratio, floor) + [offset + cut]
+            + _neck_cuts(area[cut + 1:], offset + cut + 1, ratio, floor))
+
+
+def split_at_necks(labels: np.ndarray, *, ratio: float = NECK_RATIO,
+                   floor: float = NECK_FLOOR) -> tuple[np.ndarray, dict[tuple[int, int], int]]:
+    """Split linked 3D objects where their area along z narrows to a neck: two objects
+    stacked along z (nuclei above one another in an anisotropic stack) that the linking
+    chained into one.
+
+    A neck is a slice whose area is a local minimum, at most ``ratio`` and at least
+    ``floor`` times the largest area on each side of it; the object is cut after the
+    deepest neck, and each side again. Convex objects (nuclei, cells) grow and shrink once
+    along z, so their chains are cut only where another object begins; a slice the 2D step
+    missed (area below ``floor`` of the sides) is no neck.
+
+    Parameters
+    ----------
+    labels : (Z, Y, X) int array
+        Linked objects ``1..N`` (0 background).
+    ratio, floor : float
+        See above.
+
+    Returns
+    -------
+    labels : (Z, Y, X) array, int32 (or the dtype of ``labels`` when it is wider)
+        The objects, with the slices after each neck under new ids ``N+1, N+2, ...``.
+    moved : dict
+        (z, old id) -> new id, for every slice of an object that moved to a new id.
+    """
+    labels = np.asarray(labels)
+    n = int(labels.max()) if labels.size else 0
+    out = labels.astype(np.int32) if labels.dtype.itemsize < 4 else labels.copy()
+    if n == 0 or labels.ndim != 3 or labels.shape[0] < 3:
+        return out, {}
+    area = np.stack([np.bincount(s.ravel(), minlength=n + 1) for s in labels]).astype(float)
+    moved: dict[tuple[int, int], int] = {}
+    new = n
+    for oid in range(1, n + 1):
+        zs = np.flatnonzero(area[:, oid])
+        if len(zs) < 3:
+            continue
+        cuts = _neck_cuts(area[zs[0]:zs[-1] + 1, oid], int(zs[0]), ratio, floor)
+        for lo, hi in zip(cuts, [*cuts[1:], int(zs[-1])]):
+            new += 1
+            moved.update(((z, oid), new) for z in range(lo + 1, hi + 1) if area[z, oid])
+    for z in sorted({z for z, _ in moved}):
+        lut = np.arange(new + 1, dtype=out.dtype)
+        for (zz, oid), nid in moved.items():
+            if zz == z:
+                lut[oid] = nid
+        out[z] = lut[labels[z]]
+    return out, moved

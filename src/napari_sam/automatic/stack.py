@@ -10,7 +10,7 @@ import torch
 from napari_sam.automatic.crops import CropEngine
 from napari_sam.automatic.foreground import auto_foreground, is_constant
 from napari_sam.automatic.image2d import segment_2d
-from napari_sam.automatic.linking import link_slices
+from napari_sam.automatic.linking import link_slices, split_at_necks
 from napari_sam.automatic.params import AutomaticParams
 from napari_sam.automatic.results import (
     AutomaticResult,
@@ -75,11 +75,11 @@ def segment_stack(emb, params: AutomaticParams, foreground, link_iou, max_gap, m
             lambda d, t: progress(unit * (zdim + d * zdim // t), total))
         det = {(z, mapping[(z, i)]): r.predicted_iou for (z, i), r in slice_records.items()
                if mapping.get((z, i))}
-        labels, lut, scores, stats["propagation"] = propagate_objects(
+        labels, final_id, scores, stats["propagation"] = propagate_objects(
             emb, labels, min_z_extent, axis_kind, part,
             lambda z, oid: det.get((z, oid), float("nan")),
         )
-        mapping = {key: int(lut[oid]) for key, oid in mapping.items()}
+        mapping = {(z, i): final_id(z, oid) for (z, i), oid in mapping.items()}
     elif propagate and progress is not None:
         progress(total, total)  # nothing to propagate
     records = _object_records(labels, mapping, slice_records, scores)
@@ -141,14 +141,20 @@ def _slice(images, z: int) -> np.ndarray:
 def propagate_objects(emb, linked, min_z_extent, axis_kind, progress, seed_score):
     """Re-segment every linked object by propagating its largest 2D mask through the stack.
 
-    ``seed_score(z, id)``: the predicted IoU of the 2D detection object ``id`` of ``linked``
-    has on slice ``z`` (nan where the linking filled the slice in). Returns the new labels
-    (ids ``1..N`` by first slice, objects spanning fewer than ``min_z_extent`` slices
-    dropped), the map from ``linked`` ids to new ids (0: dropped), each object's per-slice
-    predicted IoU ``{new id: {z: iou}}`` and a stats dict.
+    Linked objects are first split where their area along z narrows to a neck
+    (:func:`~napari_sam.automatic.linking.split_at_necks`: nuclei stacked along z that the
+    linking chained; each part is propagated on its own). ``seed_score(z, id)``: the
+    predicted IoU of the 2D detection object ``id`` of ``linked`` has on slice ``z`` (nan
+    where the linking filled the slice in). Returns the new labels (ids ``1..N`` by first
+    slice, objects spanning fewer than ``min_z_extent`` slices dropped), ``final_id(z, id)``:
+    the new id of linked object ``id``'s mask on slice ``z`` (0: dropped), each object's
+    per-slice predicted IoU ``{new id: {z: iou}}`` and a stats dict (``split_at_necks``:
+    the parts split off).
     """
     from napari_sam.volume import prompts_from_labels, segment_volume
 
+    linked, moved = split_at_necks(linked)  # objects stacked along z, chained by the linking
+    origin = {new: old for (_, old), new in moved.items()}
     prompts = prompts_from_labels(linked)  # each object on the slice where it is largest
     res = segment_volume(emb, prompts, axis_kind=axis_kind, progress=progress)
     vol = np.asarray(res.labels)
@@ -160,15 +166,19 @@ def propagate_objects(emb, linked, min_z_extent, axis_kind, progress, seed_score
     for oid in order:
         per = dict(res.scores.get(oid, {}))
         z = prompts[oid][0].slice  # its mask was taken as is (score 1.0): the detection's own
-        per[z] = float(seed_score(z, oid))
+        per[z] = float(seed_score(z, origin.get(oid, oid)))
         scores[int(lut[oid])] = per
     reasons: dict[str, int] = {}
     for both in res.stop_reasons.values():
         for r in both.values():
             reasons[r] = reasons.get(r, 0) + 1
     stats = {"seeds": len(prompts), "kept": len(order), "decoder_calls": int(res.decoder_calls),
-             "stop_reasons": reasons}
-    return lut[vol], lut, scores, stats
+             "stop_reasons": reasons, "split_at_necks": len(origin)}
+
+    def final_id(z: int, oid: int) -> int:  # of the linked object ``oid``'s mask on slice z
+        return int(lut[moved.get((z, oid), oid)])
+
+    return lut[vol], final_id, scores, stats
 
 
 def _object_records(labels, mapping, slice_records, scores=None) -> list[ObjectRecord]:
