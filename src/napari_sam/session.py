@@ -557,29 +557,20 @@ def recorded_axes(session: Session) -> str | None:
 
 
 def check_model(session: Session) -> str:
-    """The model spec to load for a session (a registry name or an existing checkpoint).
-
-    Raises
-    ------
-    SessionError
-        An unknown name and no such file, with the names that exist.
-    """
+    """The model spec to load for a session (a registry name or an existing checkpoint);
+    a ``SessionError`` for an unknown name and no such file, with the names that exist."""
     from napari_sam.models.registry import REGISTRY
 
-    spec = str(session.model.get("name"))
-    if spec in REGISTRY or Path(spec).is_file():
+    if (spec := str(session.model.get("name"))) in REGISTRY or Path(spec).is_file():
         return spec
-    name = session.path.name if session.path else "session"
-    if session.model.get("is_file") is False:  # a registry name, maybe of a newer version
-        raise session_error(name, f"unknown model {spec!r}: no model name this version of "
-                                  f"napari-sam-stacks knows ({', '.join(sorted(REGISTRY))}; was "
-                                  "the session made with a newer version? update "
-                                  "napari-sam-stacks), or pick a model and load the session "
-                                  "again (the CLI: --model)")
-    raise session_error(name, f"unknown model {spec!r}: no registry name "
-                              f"({', '.join(sorted(REGISTRY))})"
-                              " and no such checkpoint file; put the checkpoint at that path, or "
-                              "pick a model and load the session again (the CLI: --model)")
+    known = ", ".join(sorted(REGISTRY))
+    what = (f"no model name this version of napari-sam-stacks knows ({known}; was the session "
+            "made with a newer version? update napari-sam-stacks)"  # a registry name
+            if session.model.get("is_file") is False else f"no registry name ({known}) and no "
+            "such checkpoint file; put the checkpoint at that path")
+    raise session_error(session.path.name if session.path else "session", f"unknown model "
+                        f"{spec!r}: {what}, or pick a model and load the session again (the "
+                        "CLI: --model)")
 
 
 # ------------------------------------------------------------------------------ replay
