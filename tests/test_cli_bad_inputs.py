@@ -141,7 +141,9 @@ def test_tiff_with_a_corrupted_zlib_strip(tmp_path, tiny_model, capsys):
     before = _state(inp)
     rc, _, err = cli(["embed", inp, "-o", tmp_path / "out", "--model", tiny_model], capsys)
     assert rc == 1
-    assert "slice 1 could not be decoded (zlib.error" in err
+    # zlib's error, or libdeflate's where imagecodecs decodes (a dependency now)
+    assert ("slice 1 could not be decoded (zlib.error" in err
+            or "slice 1 could not be decoded (DeflateError" in err), err
     assert "copy or export it again" in err
     assert _state(inp) == before
     assert not (tmp_path / "out" / "z.zarr").exists()
@@ -563,3 +565,46 @@ def test_sample_data_folder_is_git_ignored():
         pytest.skip("not a git checkout")
     r = subprocess.run(["git", "check-ignore", "-q", "data/nuclei-3d_seed10000.tif"], cwd=REPO)
     assert r.returncode == 0, "data/ (written by `napari-sam sample ... -o data/`) is not ignored"
+
+
+@pytest.mark.parametrize("compression", ["lzw", "jpeg"])
+def test_lzw_and_jpeg_compressed_tiffs_are_read(tmp_path, tiny_model, capsys, compression):
+    """LZW (Photoshop, Pillow, many microscope exports) and JPEG in TIFF were refused as
+    "damaged": their codecs come with imagecodecs, which was not installed with us. An LZW
+    stack (lossless) gives the labels of its uncompressed copy."""
+    rng = np.random.default_rng(0)
+    data = (rng.random((3, 64, 64)) * 255).astype(np.uint8)
+    plain, packed = tmp_path / "plain.tif", tmp_path / f"{compression}.tif"
+    tifffile.imwrite(plain, data, photometric="minisblack")
+    tifffile.imwrite(packed, data, photometric="minisblack", compression=compression)
+    before = _state(packed)
+    outs = {}
+    for inp in (plain, packed):
+        rc, text, err = cli(["auto", inp, "-o", tmp_path / "out", "--model", tiny_model,
+                             "--points-per-side", "4", "-q"], capsys)
+        assert rc == 0 and "could not be decoded" not in err, err
+        outs[inp] = tifffile.imread(tmp_path / "out" / f"{inp.stem}_labels.tif")
+    assert outs[packed].shape == data.shape
+    if compression == "lzw":
+        assert np.array_equal(outs[packed], outs[plain])
+    assert _state(packed) == before
+
+
+def test_a_codec_package_that_is_missing_is_named(tmp_path, tiny_model, capsys, monkeypatch):
+    """Without imagecodecs (a partial install) an LZW TIFF was called damaged, with the
+    advice to copy or export it again; the message now names the package to install."""
+    import types
+
+    import tifffile.tifffile as tt
+
+    inp = tmp_path / "lzw.tif"
+    tifffile.imwrite(inp, np.zeros((3, 32, 32), np.uint8), photometric="minisblack",
+                     compression="lzw")
+    monkeypatch.setattr(tt, "imagecodecs", types.SimpleNamespace())  # no codec in it
+    monkeypatch.setattr(tt.TIFF.DECOMPRESSORS, "_codecs", {})
+    rc, _, err = cli(["embed", inp, "-o", tmp_path / "out", "--model", tiny_model], capsys)
+    assert rc == 1
+    assert "requires the 'imagecodecs' package" in err
+    assert ("compressed with a codec that needs the Python package imagecodecs, which is not "
+            "installed: `pip install imagecodecs`") in err
+    assert "damaged" not in err

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -69,10 +70,15 @@ class SliceSource:
             if self.path is None:
                 raise
             where = f"slice {key}" if isinstance(key, (int, np.integer)) else f"region {key!r}"
+            text = " ".join(str(exc).split())
+            package = re.search(r"requires the '([\w.-]+)' package", text)
             raise ImageReadError(
                 self.path,
-                f"{where} could not be decoded ({_exc_name(exc)}: "
-                f"{' '.join(str(exc).split())})",
+                f"{where} could not be decoded ({_exc_name(exc)}: {text})",
+                f"The file is compressed with a codec that needs the Python package "
+                f"{package[1]}, which is not installed: `pip install {package[1]}` (it comes "
+                "with napari-sam-stacks; a partial install left it out), or save the file "
+                "uncompressed (Fiji: File > Save As > Tiff)." if package else
                 "The file is damaged (a corrupted compressed strip or chunk); copy or export "
                 "it again, or open it in Fiji to see which slices are lost.",
             ) from exc
