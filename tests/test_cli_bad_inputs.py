@@ -608,3 +608,46 @@ def test_a_codec_package_that_is_missing_is_named(tmp_path, tiny_model, capsys, 
     assert ("compressed with a codec that needs the Python package imagecodecs, which is not "
             "installed: `pip install imagecodecs`") in err
     assert "damaged" not in err
+
+
+def _hyperstack(path: Path, n_channels: int) -> Path:
+    """An ImageJ hyperstack (Z, C, Y, X) of ``n_channels`` fluorescence channels: bright
+    discs in the last channel only, the others empty."""
+    yy, xx = np.mgrid[:64, :64]
+    disc = ((yy - 32) ** 2 + (xx - 30) ** 2 < 100).astype(np.uint8) * 200
+    data = np.zeros((3, n_channels, 64, 64), np.uint8)
+    data[:, -1] = disc
+    tifffile.imwrite(path, data, imagej=True, metadata={"axes": "ZCYX"})
+    return path
+
+
+def test_four_declared_channels_are_not_read_as_rgba(tmp_path, tiny_model, capsys):
+    """An ImageJ hyperstack of 4 fluorescence channels was read as RGBA: the 4th channel
+    (here the nuclei) was dropped as alpha, and auto said "0 objects" with exit code 0."""
+    inp = _hyperstack(tmp_path / "four.tif", 4)
+    before = _state(inp)
+    rc, text, err = cli(["auto", inp, "-o", tmp_path / "out", "--model", tiny_model,
+                         "--points-per-side", "4"], capsys)
+    assert rc == 1
+    assert ("four.tif: The file has 4 channels (axes ZCYX, shape (3, 4, 64, 64)), named as "
+            "channels by its metadata, not as the colour samples of an RGBA image; pick one "
+            "channel with --channel N (0 to 3)") in text + err
+    rc, _, err = cli(["auto", inp, "-o", tmp_path / "out", "--model", tiny_model,
+                      "--points-per-side", "4", "--channel", "3", "-q"], capsys)
+    assert rc == 0, err
+    assert tifffile.imread(tmp_path / "out" / "four_labels.tif").shape == (3, 64, 64)
+    assert _state(inp) == before
+
+
+def test_three_declared_channels_read_as_colour_say_so(tmp_path, tiny_model, capsys):
+    three = _hyperstack(tmp_path / "three.tif", 3)
+    rgb = tmp_path / "rgb.tif"  # colour samples (axes ZYXS): no note
+    tifffile.imwrite(rgb, np.moveaxis(tifffile.imread(three), 1, -1), photometric="rgb")
+    rc, _, err = cli(["embed", three, rgb, "-o", tmp_path / "out", "--model", tiny_model],
+                     capsys)
+    assert rc == 0, err
+    notes = [line for line in err.splitlines() if "note:" in line]
+    assert notes == [
+        "napari-sam: note: three.tif: its 3 channels (axes ZCYX) are read as the red, green and "
+        "blue of a colour image; to segment one channel (e.g. the nuclei's), rerun with "
+        "--channel N (0 to 2)"], err

@@ -26,6 +26,7 @@ class OpenedImage:
     unit: str | None
     source_axes: str
     axes_guessed: bool = False  # no metadata named the axes: guessed from the shape
+    channels_as_colour: int = 0  # 3: the file's 3 channels (not colour samples) read as RGB
 
     @property
     def label_shape(self) -> tuple[int, ...]:
@@ -36,13 +37,20 @@ class OpenedImage:
 def open_image(path: Path, ctx: Context) -> OpenedImage:
     """Read ``path`` lazily and put it in the standard layout (see :func:`napari_sam.io.to_standard`)."""
     img = nio.read_image(path, axes=ctx.axes, lazy=True)
+    declared = int(img.metadata.get("channels_declared", 0)) if ctx.channel is None else 0
+    if declared == 4:  # would be read as RGBA, its 4th channel dropped as alpha
+        raise ValueError(
+            f"The file has 4 channels (axes {img.axes}, shape {tuple(img.data.shape)}), named "
+            "as channels by its metadata, not as the colour samples of an RGBA image; pick one "
+            "channel with --channel N (0 to 3)")
     std = img.to_standard(channel=ctx.channel)
     axes = std.axes
     is2d = axes in ("YX", "YXC")
     stack = SliceSource(std.data, expand=is2d, path=path)
     label_axes = axes.replace("C", "")
     return OpenedImage(stack, is2d, label_axes, std.pixel_size, std.unit or "um", img.axes,
-                       img.metadata.get("axes_from") == "guess")
+                       img.metadata.get("axes_from") == "guess",
+                       3 if declared == 3 and axes.endswith("C") else 0)
 
 
 def colour_planes_note(job, ctx: Context, opened: OpenedImage) -> str | None:
@@ -80,10 +88,22 @@ def guessed_axes_note(job, ctx: Context, opened: OpenedImage) -> str | None:
             "a (Y, X, Z) array), rerun with --axes YXZ")
 
 
+def channels_as_colour_note(job, opened: OpenedImage) -> str | None:
+    """A note when a file's 3 channels (named as channels by its metadata, e.g. an ImageJ
+    hyperstack's, not as colour samples) were read as the red, green and blue of a colour
+    image; None otherwise."""
+    if not opened.channels_as_colour:
+        return None
+    return (f"{job.name}: its 3 channels (axes {opened.source_axes}) are read as the red, green "
+            "and blue of a colour image; to segment one channel (e.g. the nuclei's), rerun "
+            "with --channel N (0 to 2)")
+
+
 def announce_colour_planes(job, ctx: Context, opened: OpenedImage) -> None:
-    """Print :func:`colour_planes_note` and :func:`guessed_axes_note` on stderr (nothing when
-    quiet or no note)."""
+    """Print :func:`colour_planes_note`, :func:`channels_as_colour_note` and
+    :func:`guessed_axes_note` on stderr (nothing when quiet or no note)."""
     notes = [] if ctx.quiet else [colour_planes_note(job, ctx, opened),
+                                  channels_as_colour_note(job, opened),
                                   guessed_axes_note(job, ctx, opened)]
     for note in filter(None, notes):
         from tqdm.auto import tqdm

@@ -311,12 +311,16 @@ def _tiff_data(path: Path, series, lazy: bool, md: dict):
 def _tiff_axes(path: Path, axes: str | None, src_axes: str, shape: tuple[int, ...],
                md: dict) -> str:
     """The user's axes, else tifffile's mapped to ``TZCYX``, else a guess from the shape;
-    records which in ``md["axes_from"]``."""
+    records which in ``md["axes_from"]``, and in ``md["channels_declared"]`` the number of
+    channels of a channel axis the file names (tifffile's ``C``: ImageJ or OME channels, not
+    the colour samples ``S`` of an RGB image)."""
     if axes is not None:
         md["axes_from"] = "user"
         return validate_axes(axes, shape)
     ax = map_tifffile_axes(src_axes, shape)
     md["axes_from"] = "metadata"
+    if ax is not None and "C" in src_axes.upper():  # channels (ImageJ, OME), not colour samples
+        md["channels_declared"] = int(shape[src_axes.upper().index("C")])
     if ax is None:
         try:
             ax = guess_axes(shape)
