@@ -651,3 +651,24 @@ def test_three_declared_channels_read_as_colour_say_so(tmp_path, tiny_model, cap
         "napari-sam: note: three.tif: its 3 channels (axes ZCYX) are read as the red, green and "
         "blue of a colour image; to segment one channel (e.g. the nuclei's), rerun with "
         "--channel N (0 to 2)"], err
+
+
+def test_a_multi_series_tiff_says_only_its_first_series_is_segmented(tmp_path, tiny_model,
+                                                                     capsys):
+    """A multi-position OME-TIFF (one series per stage position): only series 0 was
+    segmented, with exit code 0 and not a word about the others."""
+    inp = tmp_path / "positions.ome.tif"
+    rng = np.random.default_rng(0)
+    with tifffile.TiffWriter(inp, ome=True) as tw:
+        for shape in ((4, 48, 48), (4, 48, 48), (2, 32, 40)):
+            tw.write(rng.integers(0, 255, shape, np.uint8), metadata={"axes": "ZYX"})
+    rc, _, err = cli(["embed", inp, "-o", tmp_path / "out", "--model", tiny_model], capsys)
+    assert rc == 0, err
+    assert ("napari-sam: note: positions.ome.tif: the file holds 3 image series; only the "
+            "first (ZYX (4, 48, 48)) is segmented, not the others (ZYX (4, 48, 48), ZYX (2, 32, "
+            "40)); to segment them, save each series as a file of its own") in err
+    single = tmp_path / "one.tif"
+    tifffile.imwrite(single, rng.integers(0, 255, (3, 48, 48), np.uint8),
+                     photometric="minisblack")
+    rc, _, err = cli(["embed", single, "-o", tmp_path / "out2", "--model", tiny_model], capsys)
+    assert rc == 0 and "image series" not in err

@@ -27,6 +27,7 @@ class OpenedImage:
     source_axes: str
     axes_guessed: bool = False  # no metadata named the axes: guessed from the shape
     channels_as_colour: int = 0  # 3: the file's 3 channels (not colour samples) read as RGB
+    series: tuple = ()  # (count, [(axes, shape) of up to 3 others]) of a multi-series TIFF
 
     @property
     def label_shape(self) -> tuple[int, ...]:
@@ -50,7 +51,9 @@ def open_image(path: Path, ctx: Context) -> OpenedImage:
     label_axes = axes.replace("C", "")
     return OpenedImage(stack, is2d, label_axes, std.pixel_size, std.unit or "um", img.axes,
                        img.metadata.get("axes_from") == "guess",
-                       3 if declared == 3 and axes.endswith("C") else 0)
+                       3 if declared == 3 and axes.endswith("C") else 0,
+                       (int(img.metadata.get("series_count", 1)),
+                        list(img.metadata.get("other_series", ()))))
 
 
 def colour_planes_note(job, ctx: Context, opened: OpenedImage) -> str | None:
@@ -99,11 +102,28 @@ def channels_as_colour_note(job, opened: OpenedImage) -> str | None:
             "with --channel N (0 to 2)")
 
 
+def other_series_note(job, opened: OpenedImage) -> str | None:
+    """A note when the TIFF holds more than one image series (the positions of a
+    multi-position OME-TIFF, several images saved into one file): only the first is read."""
+    count, others = opened.series or (1, [])
+    if count < 2:
+        return None
+    shown = ", ".join(f"{axes} {shape}" for axes, shape in others)
+    more = f" and {count - 1 - len(others)} more" if count - 1 > len(others) else ""
+    return (f"{job.name}: the file holds {count} image series; only the first "
+            f"({opened.label_axes} {tuple(int(n) for n in opened.label_shape)}) is "
+            f"segmented, not the {'others' if count > 2 else 'other'} ({shown}{more}); to "
+            "segment them, save each series as a file of its own (Fiji: Bio-Formats "
+            "Importer, then File > Save As > Tiff)")
+
+
 def announce_colour_planes(job, ctx: Context, opened: OpenedImage) -> None:
-    """Print :func:`colour_planes_note`, :func:`channels_as_colour_note` and
-    :func:`guessed_axes_note` on stderr (nothing when quiet or no note)."""
+    """Print :func:`colour_planes_note`, :func:`channels_as_colour_note`,
+    :func:`other_series_note` and :func:`guessed_axes_note` on stderr (nothing when quiet or
+    no note)."""
     notes = [] if ctx.quiet else [colour_planes_note(job, ctx, opened),
                                   channels_as_colour_note(job, opened),
+                                  other_series_note(job, opened),
                                   guessed_axes_note(job, ctx, opened)]
     for note in filter(None, notes):
         from tqdm.auto import tqdm

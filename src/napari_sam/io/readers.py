@@ -172,6 +172,8 @@ def _read_tiff_logged(path: Path, axes: str | None, lazy: bool, log: list[str]) 
         md["compression"] = str(getattr(page.compression, "name", page.compression))
         md["bigtiff"] = bool(tif.is_bigtiff)
         md["series_count"] = len(tif.series)
+        md["other_series"] = [(str(x.axes), tuple(int(n) for n in x.shape))
+                              for x in tif.series[1:4]]  # not read: said by the CLI
         _check_not_truncated(path, series)
         data = _tiff_data(path, series, lazy, md)
     except ImageReadError:
