@@ -707,7 +707,14 @@ class SamWidget(QWidget):
                                    "resume it?")
         self._resume_label.setVisible(True)
         self._resume_row.setVisible(True)
-        self._scroll.ensureWidgetVisible(self._resume_label)  # at the bottom of the panels
+        # at the bottom of the panels: scrolled to once the layout has placed it (at once its
+        # geometry is not set yet; and a dock opened with the image is laid out later)
+        for delay in (0, 200):
+            QTimer.singleShot(delay, self._show_resume_row)
+
+    def _show_resume_row(self):
+        if self._resume_row.isVisibleTo(self):
+            self._scroll.ensureWidgetVisible(self._resume_row)
 
     def _hide_resume(self):
         self._resume_label.setVisible(False)
