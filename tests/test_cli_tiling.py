@@ -143,3 +143,33 @@ def test_auto_passes_its_tiling_to_segment_everything(monkeypatch):
             _segment_slice(object(), (0.0, 4095.0), image, None,
                            batch.Context(command="auto", tiling=tiling), n_slices=1)
     assert seen == [(256, 32), None, "engine default"]
+
+
+def test_auto_on_a_large_2d_image_counts_its_windows(tmp_path, tiny_model, capsys,
+                                                     monkeypatch):
+    """`auto` on a 2048 px image sat at "0 slice" for minutes and then jumped to 1/1 (a
+    helper sweep): its one slice is 121 windows. The bar now counts the windows, encoded
+    and then segmented."""
+    import napari_sam.batch.auto_runner as A
+    from napari_sam.cli import main
+
+    inp = tmp_path / "big2d.tif"
+    tifffile.imwrite(inp, tifffile.imread(_stack(tmp_path / "s.tif"))[0],
+                     photometric="minisblack")
+    seen = []
+    real = A.ProgressBar
+
+    class Recording(real):
+        def __call__(self, done, total):
+            seen.append((self.bar.unit if self.bar is not None else None, done, total))
+            super().__call__(done, total)
+
+    monkeypatch.setattr(A, "ProgressBar", Recording)
+    assert main(["auto", str(inp), "-o", str(tmp_path / "out"), "--model", str(tiny_model),
+                 "--device", "cpu", "--points-per-side", "4"]) == 0
+    assert "big2d.tif: tiling 300 x 260 slices in 9 windows" in capsys.readouterr().err
+    counted = [(done, total) for unit, done, total in seen if total == 18]
+    assert {unit for unit, _, total in seen if total == 18} == {"window"}
+    assert [d for d, _ in counted] == sorted(d for d, _ in counted)  # never backwards
+    assert set(range(1, 19)) <= {d for d, _ in counted}  # every window, twice
+    assert seen[-1][1:] == (18, 18)

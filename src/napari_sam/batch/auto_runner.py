@@ -116,11 +116,31 @@ def _auto_result(res) -> tuple[np.ndarray, np.ndarray]:
     return labels.astype(dtype, copy=False), scores
 
 
+class _TileProgress:
+    """The progress of a tiled 2D image, counted in windows (its one slice takes minutes when
+    large: 121 windows of a 2048 px image): ``windows`` encoded, then ``windows`` segmented.
+    Without windows (0: a stack, or an untiled image) every callback is None."""
+
+    def __init__(self, progress, windows: int):
+        self.progress, self.windows = progress, windows if progress is not None else 0
+        if self.windows and hasattr(progress, "bar") and progress.bar is not None:
+            progress.bar.unit = "window"
+        self.encoding = self._from(0) if self.windows else None
+        self.segmenting = self._from(self.windows) if self.windows else None
+
+    def _from(self, offset: int):
+        return lambda done, total: self.progress(offset + done, 2 * self.windows)
+
+    def done(self) -> None:
+        self.progress(2 * self.windows, 2 * self.windows)
+
+
 def _segment_slice(slice_emb, limits, image: np.ndarray, model, ctx: Context,
-                   n_slices: int):
+                   n_slices: int, progress=None):
     """segment_everything on one slice exactly as its stack path does (the slice's embedding
     ``slice_emb``, the volume-wide contrast ``limits``, constant slices empty; a slice of a
-    stack of ``n_slices`` slices rescues masks as ``segment_stack`` does)."""
+    stack of ``n_slices`` slices rescues masks as ``segment_stack`` does); ``progress(done,
+    total)`` counts the windows of a tiled slice."""
     from napari_sam import automatic
     from napari_sam.automatic.params import AutomaticParams
 
@@ -138,10 +158,10 @@ def _segment_slice(slice_emb, limits, image: np.ndarray, model, ctx: Context,
     if params.get("crop_n_layers", 0) > 0:  # crops are re-embedded from the image
         return automatic.segment_everything(image, model, contrast_limits=limits,
                                             foreground=fg, device=ctx.device, keep_masks=False,
-                                            **params)
+                                            progress=progress, **params)
     return automatic.segment_everything(slice_emb, model, foreground=fg, device=ctx.device,
                                         image=image, contrast_limits=limits,
-                                        keep_masks=False, **params)
+                                        keep_masks=False, progress=progress, **params)
 
 
 def run_slices(todo: list[int], batch_size: int, embedded, segment, workers: int = 1) -> None:
@@ -244,6 +264,7 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
     if not todo:
         return done_now
     total = len(todo)
+    tiles = _TileProgress(progress, len(tiling) if tiling is not None and n == 1 else 0)
     if progress is not None:
         progress(0, total)
     lock = threading.Lock()
@@ -253,15 +274,15 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
         with lock:
             done_now[z] = int(labels.max()) if labels.size else 0
             if progress is not None:
-                progress(len(done_now), total)
+                tiles.done() if tiles.windows else progress(len(done_now), total)
 
     def segment(z: int, slice_emb, image: np.ndarray) -> None:
         res = _segment_slice(slice_emb, emb.contrast_limits, image, model, ctx,
-                             n_slices=emb.shape[0])
+                             n_slices=emb.shape[0], progress=tiles.segmenting)
         finish(z, *_auto_result(res))
 
     def embedded(batch: list[int]):  # in this thread only: the embeddings and the reader
-        emb.compute(batch)
+        emb.compute(batch, **({"progress": tiles.encoding} if tiles.windows else {}))
         out = [(z, emb[z], np.asarray(opened.stack[z])) for z in batch]
         if group is not None:  # before the slice counts as done
             for z, e, _ in out:
