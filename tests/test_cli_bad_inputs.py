@@ -672,3 +672,23 @@ def test_a_multi_series_tiff_says_only_its_first_series_is_segmented(tmp_path, t
                      photometric="minisblack")
     rc, _, err = cli(["embed", single, "-o", tmp_path / "out2", "--model", tiny_model], capsys)
     assert rc == 0 and "image series" not in err
+
+
+@pytest.mark.parametrize("shape, hint", [((2, 6, 48, 48), "--axes CZYX --channel N"),
+                                         ((6, 2, 48, 48), "--axes ZCYX --channel N")])
+def test_a_plain_4d_tiff_says_its_axes_were_guessed_and_how_to_name_channels(
+        tmp_path, tiny_model, capsys, shape, hint):
+    """A 4D TIFF without axes metadata (2 channels) was refused as having "both a time axis
+    and a Z axis", which the file never said, without naming --axes CZYX --channel N."""
+    inp = tmp_path / "plain4d.tif"
+    tifffile.imwrite(inp, np.random.default_rng(0).integers(0, 4095, shape, np.uint16))
+    rc, text, err = cli(["embed", inp, "-o", tmp_path / "out", "--model", tiny_model], capsys)
+    assert rc == 1
+    said = text + err
+    assert (f"no metadata names the axes of its shape {shape}; read as TZYX (a guess from the "
+            "shape): The data has both a time axis") in said, said
+    assert f"If an axis holds channels, say so: {hint}" in said
+    axes = hint.split()[1]
+    rc, _, err = cli(["embed", inp, "-o", tmp_path / "out", "--model", tiny_model, "--axes",
+                      axes, "--channel", "1", "-q"], capsys)
+    assert rc == 0, err

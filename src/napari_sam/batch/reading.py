@@ -44,7 +44,20 @@ def open_image(path: Path, ctx: Context) -> OpenedImage:
             f"The file has 4 channels (axes {img.axes}, shape {tuple(img.data.shape)}), named "
             "as channels by its metadata, not as the colour samples of an RGBA image; pick one "
             "channel with --channel N (0 to 3)")
-    std = img.to_standard(channel=ctx.channel)
+    try:
+        std = img.to_standard(channel=ctx.channel)
+    except ValueError as exc:
+        md = img.metadata  # guessed, or tifffile's unknown Q axes of a plain shaped TIFF
+        if not (md.get("axes_from") == "guess" or (
+                md.get("axes_from") == "metadata" and "Q" in str(md.get("source_axes") or ""))):
+            raise
+        shape = tuple(int(n) for n in img.data.shape)
+        hint = "--axes CZYX (or ZCYX) --channel N"
+        if len(shape) == 4:  # the shorter of the two stack axes as channels
+            hint = f"--axes {'CZYX' if shape[0] <= shape[1] else 'ZCYX'} --channel N"
+        raise ValueError(
+            f"no metadata names the axes of its shape {shape}; read as {img.axes} (a guess "
+            f"from the shape): {exc} If an axis holds channels, say so: {hint}") from None
     axes = std.axes
     is2d = axes in ("YX", "YXC")
     stack = SliceSource(std.data, expand=is2d, path=path)
