@@ -119,7 +119,6 @@ __all__ = [
     "grid_precision",
     "is_constant",
     "link_slices",
-    "split_at_necks",
     "link_streamed",
     "mask_statistics",
     "masks_to_boxes",
@@ -129,5 +128,6 @@ __all__ = [
     "remove_small_regions",
     "rescue_margin_for",
     "segment_everything",
+    "split_at_necks",
     "stability_score",
 ]
