@@ -93,7 +93,10 @@ def start_local_cluster(workers: int, threads_per_worker: int = 1, verbose: bool
 
     def start():
         return LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
-                            processes=True, dashboard_address=":0",  # no port 8787 warning
+                            # no dashboard, and its HTTP server on a free port (a taken
+                            # 8787 printed distributed's "Port 8787 is already in use")
+                            processes=True, dashboard_address=":0",
+                            scheduler_kwargs={"dashboard": False},
                             silence_logs=logging.WARNING if verbose else logging.ERROR)
 
     method = worker_start_method()
@@ -202,12 +205,13 @@ def embed_block_task(job: Job, ctx: Context, limits: Sequence[float], start: int
                       stop: int) -> dict:
     """Encode slices [start, stop) into the shared store's feature chunks (one chunk per
     slice, so blocks never write the same chunk); returns ``{"hashes": {slice: pixel hash},
-    "seconds": its time}`` for the final task, the only writer of the store's hash array."""
+    "started": its start (time.time())}`` for the final task, the only writer of the store's
+    hash array."""
     import zarr
 
     from napari_sam.embeddings import StackEmbeddings, slice_hash
 
-    t0 = time.perf_counter()
+    started = time.time()
     model, _ = get_model(ctx.model, ctx.device)
     opened = open_image(job.input, ctx)
     partial = job.output.with_name(f".{job.output.name}.partial")
@@ -225,7 +229,7 @@ def embed_block_task(job: Job, ctx: Context, limits: Sequence[float], start: int
         group["features"][z] = feats.detach().cpu().numpy().astype(np.float16)
         hashes[z] = h
     opened.stack.release()
-    return {"hashes": hashes, "seconds": time.perf_counter() - t0}
+    return {"hashes": hashes, "started": started}
 
 
 def auto_prepare_task(job: Job, ctx: Context) -> str | None:
@@ -253,14 +257,14 @@ def auto_block_task(job: Job, ctx: Context, store: str | None, start: int,
                      stop: int) -> dict:
     """Segment slices [start, stop) of an ``auto`` job into its work folder, and write their
     embeddings into ``store`` (from :func:`auto_prepare_task`) when there is one. Returns
-    ``{"store": store, "hashes": {slice: pixel hash}, "seconds": its time}`` for the final
-    task."""
-    t0 = time.perf_counter()
+    ``{"store": store, "hashes": {slice: pixel hash}, "started": its start (time.time())}``
+    for the final task."""
+    started = time.time()
     model, _ = get_model(ctx.model, ctx.device)
     hashes: dict[int, int] = {}
     auto_slices(job, ctx, model, range(start, stop),
                 block_store=None if store is None else Path(store), hashes=hashes)
-    return {"store": store, "hashes": hashes, "seconds": time.perf_counter() - t0}
+    return {"store": store, "hashes": hashes, "started": started}
 
 
 def record_hashes(store: os.PathLike | str, blocks: Iterable[Mapping[int, int]]) -> None:
@@ -282,17 +286,19 @@ def final_task(job: Job, ctx: Context, blocks: list | None = None,
 
     ``blocks``: results of ``embed_block_task`` (slice hashes to record); ``after``: results
     of ``auto_block_task`` (their slices are on disk; the hashes of the embeddings they
-    stored are recorded here). The result's seconds include the blocks' (the work done for
-    the file, as a run without blocks reports it)."""
+    stored are recorded here). The result's seconds run from the first block's start (the
+    blocks run side by side on the workers), as a run without blocks reports its wall time."""
     if ctx.command == "embed" and blocks:
         record_hashes(job.output.with_name(f".{job.output.name}.partial"),
                       [b["hashes"] for b in blocks])
     stored = [b for b in after or () if isinstance(b, dict) and b.get("store")]
     if ctx.command == "auto" and stored:
         record_hashes(stored[0]["store"], [b["hashes"] for b in stored])
+    starts = [float(b["started"]) for b in [*(blocks or ()), *(after or ())]
+              if isinstance(b, dict) and "started" in b]
     res = run_job(job, ctx)
-    res.seconds += sum(float(b.get("seconds", 0.0)) for b in [*(blocks or ()), *(after or ())]
-                       if isinstance(b, dict))
+    if starts:  # from the first block's start: the blocks ran side by side, then this task
+        res.seconds = max(res.seconds, time.time() - min(starts))
     return res
 
 
