@@ -28,9 +28,14 @@ def test_label_order_pairs_the_longest_image_name():
     # session label TIFFs and the names auto writes
     assert label_order(["x/img2.tif", "x/img10.tif"], [
         "x/img10.tif.sam-session.labels-0123456789ab.tif", "o/img2_labels.tif"]) == [1, 0]
-    # names that tell nothing, or two images of one name: the given (sorted) order
+    # names that tell nothing: the given (sorted) order
     assert label_order(["a.tif", "b.tif"], ["mask_0.tif", "mask_1.tif"]) is None
-    assert label_order(["p/a.tif", "q/a.tif"], ["p_gt/a.tif", "q_gt/a.tif"]) is None
+    # one name in several folders: its label files in sorted order, the other names by name
+    # (sorted order alone paired p/a.tif with g/a_1_labels.tif)
+    assert label_order(["p/a.tif", "q/a.tif"], ["p_gt/a.tif", "q_gt/a.tif"]) == [0, 1]
+    assert label_order(["p/a.tif", "q/a.tif", "p/a_1.tif", "q/a_1.tif"], [
+        "g/a_1_labels.tif", "g/a_labels.tif", "h/a_1_labels.tif", "h/a_labels.tif"]) == [
+        1, 3, 0, 2]
 
 
 def test_label_order_refuses_names_that_match_only_in_part():
@@ -42,6 +47,10 @@ def test_label_order_refuses_names_that_match_only_in_part():
     with pytest.raises(TrainingDataError, match=r"a_labels\.tif, a_old\.tif are all named after "
                        r"a\.tif"):
         label_order(["a.tif", "b.tif"], ["a_labels.tif", "a_old.tif"])
+    # more label files of a name than images of it, the other name without any
+    with pytest.raises(TrainingDataError, match=r"cells_seg_1\.tif, y/cells_seg_2\.tif are all "
+                       r"named after x/cells\.tif"):
+        label_order(["x/cells.tif", "x/cells_2.tif"], ["y/cells_seg_1.tif", "y/cells_seg_2.tif"])
 
 
 @pytest.fixture()
@@ -75,6 +84,17 @@ def test_the_python_api_pairs_globs_by_name(crossed):
         assert pair.name.endswith(f"{stem}.tif / {crossed / 'gt' / stem}_labels.tif")
         assert np.array_equal(pair.labels, tifffile.imread(crossed / "gt" / f"{stem}_labels.tif"))
         assert np.array_equal(pair.image, tifffile.imread(crossed / "img" / f"{stem}.tif"))
+
+
+def test_python_lists_keep_the_order_they_are_given_in(crossed):
+    """A list is an order the user chose (e.g. sorted by acquisition): kept as given, also
+    where the names would pair otherwise; two glob patterns are paired by name."""
+    from napari_sam.training.data import load_pairs
+
+    images = [str(crossed / "img" / "a.tif"), str(crossed / "img" / "a_1.tif")]
+    labels = [str(crossed / "gt" / "a_labels.tif"), str(crossed / "gt" / "a_1_labels.tif")]
+    listed = load_pairs(images, labels[::-1])
+    assert [p.name.split(" / ")[1] for p in listed] == labels[::-1]
 
 
 def test_label_names_that_match_only_in_part_stop_the_command(crossed, tiny_model, capsys):

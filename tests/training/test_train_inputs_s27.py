@@ -285,7 +285,7 @@ def test_the_python_api_names_unpaired_files(tmp_path, samples):
     labels = sorted(str(p) for p in (samples / "ground_truth").glob("*.tif"))
     with pytest.raises(TrainingDataError, match=r"^got 3 images but 2 label images \(no label "
                        r"file is named after .*" + Path(images[2]).name + r"\); they are "
-                       r"paired in order"):
+                       r"paired one to one \(glob patterns by name, lists in their order\)"):
         load_pairs(images, labels[:2])
     assert unpaired_files(["a.tif"], ["a_labels.tif", "b_labels.tif"]) == \
         "the label file(s) b_labels.tif is named after no image"

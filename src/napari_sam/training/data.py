@@ -104,6 +104,11 @@ def _read_array(path: Path) -> np.ndarray:
         ) from err
 
 
+def _is_glob(spec) -> bool:
+    """Whether ``spec`` is one glob pattern (files we sort, not an order the user gave)."""
+    return isinstance(spec, (str, os.PathLike)) and glob.has_magic(os.fspath(spec))
+
+
 def _expand(spec, what: str) -> list[tuple[np.ndarray | Path, str]]:
     """Paths, globs, arrays or sequences of them -> [(array or path, name)]."""
     if isinstance(spec, np.ndarray):
@@ -335,7 +340,8 @@ def label_order(images: Sequence[str], labels: Sequence[str]) -> list[int] | Non
 
     Sorted order alone mispairs names such as ``a.tif``, ``a_1.tif`` with ``a_labels.tif``,
     ``a_1_labels.tif`` (``a_1_labels`` sorts first), so files are paired by name wherever
-    the names tell.
+    the names tell. Images of one name in several folders (``p/a.tif``, ``q/a.tif``) take the
+    label files named after that name in sorted order.
 
     Parameters
     ----------
@@ -345,28 +351,34 @@ def label_order(images: Sequence[str], labels: Sequence[str]) -> list[int] | Non
     Returns
     -------
     list of int or None
-        ``order[i]`` is the index in ``labels`` of image ``i``'s label file; None when the
-        names tell nothing (no label file is named after any image, or two images share a
-        name in different folders): then they are paired in the given (sorted) order.
+        ``order[i]`` is the index in ``labels`` of image ``i``'s label file; None when no
+        label file is named after any image (the names tell nothing): then they are paired
+        in the given (sorted) order.
 
     Raises
     ------
     TrainingDataError
-        Some label files are named after images and others are not, or two are named
-        after one image: the files concerned are named.
+        Some label files are named after images and others are not, or a name has more
+        label files than images: the files concerned are named.
     """
     stems = [_stem(im) for im in images]
-    if len(set(stems)) != len(stems):
-        return None
     owners = [_owner(lab, set(stems)) for lab in labels]
     if all(o is None for o in owners):
         return None
-    if sorted(o for o in owners if o is not None) == sorted(stems):
-        return [owners.index(st) for st in stems]
-    twice = [st for st in stems if owners.count(st) > 1]
-    extra = ("; " + "; ".join(
-        f"{_some([lab for lab, o in zip(labels, owners) if o == st])} are all named after "
-        f"{images[stems.index(st)]}" for st in twice)) if twice else ""
+    mine = {st: sorted((j for j, o in enumerate(owners) if o == st), key=lambda j: labels[j])
+            for st in set(stems)}
+    named = {st: sorted((i for i, s in enumerate(stems) if s == st), key=lambda i: images[i])
+             for st in set(stems)}
+    if None not in owners and all(len(mine[st]) == len(named[st]) for st in named):
+        order = [0] * len(images)
+        for st in named:
+            for i, j in zip(named[st], mine[st]):
+                order[i] = j
+        return order
+    extra = "".join(
+        f"; {_some([labels[j] for j in mine[st]])} are all named after "
+        f"{_some([images[i] for i in named[st]])}" for st in named
+        if len(mine[st]) > len(named[st]))
     raise TrainingDataError(
         f"the label files are named after the images only in part ({unpaired_files(images, labels)}"
         f"{extra}); image and label files are paired by name (img.tif with img_labels.tif or "
@@ -415,9 +427,9 @@ def load_pairs(images, labels) -> list[ImagePair]:
     Parameters
     ----------
     images, labels : path, glob pattern, numpy array, or a list of them
-        Files are paired by name where the names tell (:func:`label_order`: ``img.tif``
-        with ``img_labels.tif`` or ``ground_truth/img.tif``), otherwise in order (globs are
-        sorted); arrays in order. Images are (Y, X), (Y, X, 3|4), (Z, Y, X) or
+        Two glob patterns are paired by name where the names tell (:func:`label_order`:
+        ``img.tif`` with ``img_labels.tif`` or ``ground_truth/img.tif``), otherwise in
+        sorted order; lists (of paths or arrays) in their order. Images are (Y, X), (Y, X, 3|4), (Z, Y, X) or
         (Z, Y, X, 3|4); labels (Y, X) or (Z, Y, X) integer instance ids, 0 background.
 
     Raises
@@ -436,9 +448,10 @@ def load_pairs(images, labels) -> list[ImagePair]:
         raise TrainingDataError(
             f"got {len(imgs)} images but {len(labs)} label images"
             + (f" ({unpaired_files([n for _, n in imgs], [n for _, n in labs])})" if files
-               else "") + "; they are paired in order, one label image per image"
+               else "") + "; they are paired one to one (glob patterns by name, lists in "
+            "their order)"
         )
-    if all(isinstance(x, Path) for x, _ in imgs + labs):
+    if _is_glob(images) and _is_glob(labels):  # sorted by us: paired by name
         order = label_order([n for _, n in imgs], [n for _, n in labs])
         labs = labs if order is None else [labs[i] for i in order]
     pairs = []

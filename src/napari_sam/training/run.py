@@ -159,7 +159,9 @@ def train(
     Parameters
     ----------
     images, labels : path, glob, numpy array, or a list of them
-        Paired in order (globs sorted). 2D images (Y, X) / (Y, X, 3|4) with (Y, X) labels, or
+        Two glob patterns are paired by name (``img.tif`` with ``img_labels.tif`` or
+        ``ground_truth/img.tif``; :func:`napari_sam.training.data.label_order`), else in
+        sorted order; lists in their order. 2D images (Y, X) / (Y, X, 3|4) with (Y, X) labels, or
         stacks (Z, Y, X[, C]) with (Z, Y, X) labels, used slice by slice. Labels are integer
         instance ids, 0 = background. Every check (shapes, dtypes, empty labels, unreadable
         files) runs before training starts and raises ``ValueError``.
