@@ -95,3 +95,14 @@ def test_segment_everything_finds_both_nuclei_of_a_stacked_pair():
         found.append(int(best))
     assert found[0] != found[1]
     assert res.stats["propagation"]["split_at_necks"] >= 1
+
+
+def test_sparse_ids_gaps_and_nothing_split():
+    lab = _squares([6, 10, 5, 10, 0, 10, 6]) * (2 ** 26)  # a closed gap after the neck
+    out, moved = split_at_necks(lab)
+    assert moved == {(3, 2 ** 26): 2 ** 26 + 1, (5, 2 ** 26): 2 ** 26 + 1,
+                     (6, 2 ** 26): 2 ** 26 + 1}
+    assert _ids_per_slice(out)[4] == [] and out.dtype == np.int32
+    one = _squares([4, 8, 10, 8, 4])
+    same, moved = split_at_necks(one)
+    assert moved == {} and same is one  # nothing split: no copy (propagation's peak memory)

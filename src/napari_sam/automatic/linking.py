@@ -326,37 +326,41 @@ def split_at_necks(labels: np.ndarray, *, ratio: float = NECK_RATIO,
     Parameters
     ----------
     labels : (Z, Y, X) int array
-        Linked objects ``1..N`` (0 background).
+        Linked objects (0 background; ids need not be contiguous).
     ratio, floor : float
         See above.
 
     Returns
     -------
-    labels : (Z, Y, X) array, int32 (or the dtype of ``labels`` when it is wider)
-        The objects, with the slices after each neck under new ids ``N+1, N+2, ...``.
+    labels : (Z, Y, X) array
+        ``labels`` itself when nothing is split; else an int32 copy (int64 for ids beyond
+        int32) with the slices after each neck under new ids ``max + 1, max + 2, ...``.
     moved : dict
         (z, old id) -> new id, for every slice of an object that moved to a new id.
     """
     labels = np.asarray(labels)
-    n = int(labels.max()) if labels.size else 0
-    out = labels.astype(np.int32) if labels.dtype.itemsize < 4 else labels.copy()
-    if n == 0 or labels.ndim != 3 or labels.shape[0] < 3:
-        return out, {}
-    area = np.stack([np.bincount(s.ravel(), minlength=n + 1) for s in labels]).astype(float)
+    if labels.ndim != 3 or labels.shape[0] < 3 or not labels.any():
+        return labels, {}
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    area = np.zeros((labels.shape[0], len(ids)))
+    for z, plane in enumerate(labels):
+        present, counts = np.unique(plane, return_counts=True)
+        keep = present > 0
+        area[z, np.searchsorted(ids, present[keep])] = counts[keep]
     moved: dict[tuple[int, int], int] = {}
-    new = n
-    for oid in range(1, n + 1):
-        zs = np.flatnonzero(area[:, oid])
+    new = int(ids[-1])
+    for k, oid in enumerate(ids.tolist()):
+        zs = np.flatnonzero(area[:, k])
         if len(zs) < 3:
             continue
-        cuts = _neck_cuts(area[zs[0]:zs[-1] + 1, oid], int(zs[0]), ratio, floor)
+        cuts = _neck_cuts(area[zs[0]:zs[-1] + 1, k], int(zs[0]), ratio, floor)
         for lo, hi in zip(cuts, [*cuts[1:], int(zs[-1])]):
             new += 1
-            moved.update(((z, oid), new) for z in range(lo + 1, hi + 1) if area[z, oid])
-    for z in sorted({z for z, _ in moved}):
-        lut = np.arange(new + 1, dtype=out.dtype)
-        for (zz, oid), nid in moved.items():
-            if zz == z:
-                lut[oid] = nid
-        out[z] = lut[labels[z]]
+            moved.update(((z, oid), new) for z in range(lo + 1, hi + 1) if area[z, k])
+    if not moved:
+        return labels, {}
+    out = labels.astype(np.int32 if new <= np.iinfo(np.int32).max else np.int64)
+    for (z, oid), nid in moved.items():
+        out[z][labels[z] == oid] = nid
     return out, moved

@@ -310,8 +310,9 @@ def _claim_stored(group, emb, done: list[int], hashes: dict[int, int]) -> None:
 
 
 #: Peak memory of propagation in ``auto`` per voxel of the stack (linked and propagated label
-#: volumes and their relabelling): 17 bytes measured on a (48, 384, 384) stack, rounded up.
-PROPAGATION_BYTES_PER_VOXEL = 20
+#: volumes and their relabelling): 17 bytes measured on a (48, 384, 384) stack, plus the int32
+#: copy of the linked labels that a split at necks makes (4), rounded up.
+PROPAGATION_BYTES_PER_VOXEL = 24
 
 
 def _available_memory() -> int | None:
