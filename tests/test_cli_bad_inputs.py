@@ -608,6 +608,10 @@ def test_a_codec_package_that_is_missing_is_named(tmp_path, tiny_model, capsys, 
     assert ("compressed with a codec that needs the Python package imagecodecs, which is not "
             "installed: `pip install imagecodecs`") in err
     assert "damaged" not in err
+    with pytest.raises(nio.ImageReadError, match=r"requires the 'imagecodecs' package.*"
+                       r"needs the Python package imagecodecs, which is not installed: `pip "
+                       r"install imagecodecs`"):  # read at once (training, lazy=False)
+        nio.read_image(inp, lazy=False)
 
 
 def _hyperstack(path: Path, n_channels: int) -> Path:

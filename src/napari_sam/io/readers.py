@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -46,6 +47,18 @@ class ImageReadError(ValueError):
             "(open it in Fiji or tifffile), or convert it to TIFF."
         )
         super().__init__(f"Cannot read image {str(self.path)!r}: {reason}. {hint}")
+
+
+def missing_codec_hint(error_text: str) -> str | None:
+    """What to do when tifffile could not decode a file for want of a codec package (its
+    message "... requires the 'imagecodecs' package"); None for any other error."""
+    package = re.search(r"requires the '([\w.-]+)' package", error_text)
+    if package is None:
+        return None
+    return (f"The file is compressed with a codec that needs the Python package {package[1]}, "
+            f"which is not installed: `pip install {package[1]}` (it comes with "
+            "napari-sam-stacks; a partial install left it out), or save the file "
+            "uncompressed (Fiji: File > Save As > Tiff).")
 
 
 def _normalise_unit(unit) -> str | None:
@@ -180,8 +193,8 @@ def _read_tiff_logged(path: Path, axes: str | None, lazy: bool, log: list[str]) 
         raise
     except Exception as exc:
         raise ImageReadError(
-            path, f"the TIFF data could not be decoded ({type(exc).__name__}: {exc})"
-        ) from exc
+            path, f"the TIFF data could not be decoded ({type(exc).__name__}: {exc})",
+            missing_codec_hint(str(exc))) from exc
     finally:
         tif.close()
     shape = tuple(int(s) for s in data.shape)

@@ -8,12 +8,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 
-from napari_sam.io.readers import ImageReadError, quiet_tifffile
+from napari_sam.io.readers import ImageReadError, missing_codec_hint, quiet_tifffile
 
 _MADVISE_EVERY = 64 << 20  # release memory-mapped input pages after this many bytes read
 
@@ -71,16 +70,12 @@ class SliceSource:
                 raise
             where = f"slice {key}" if isinstance(key, (int, np.integer)) else f"region {key!r}"
             text = " ".join(str(exc).split())
-            package = re.search(r"requires the '([\w.-]+)' package", text)
             raise ImageReadError(
                 self.path,
                 f"{where} could not be decoded ({_exc_name(exc)}: {text})",
-                f"The file is compressed with a codec that needs the Python package "
-                f"{package[1]}, which is not installed: `pip install {package[1]}` (it comes "
-                "with napari-sam-stacks; a partial install left it out), or save the file "
-                "uncompressed (Fiji: File > Save As > Tiff)." if package else
-                "The file is damaged (a corrupted compressed strip or chunk); copy or export "
-                "it again, or open it in Fiji to see which slices are lost.",
+                missing_codec_hint(text) or "The file is damaged (a corrupted compressed strip "
+                "or chunk); copy or export it again, or open it in Fiji to see which slices are "
+                "lost.",
             ) from exc
         self._release(arr.nbytes)
         return arr
