@@ -636,6 +636,11 @@ def test_four_declared_channels_are_not_read_as_rgba(tmp_path, tiny_model, capsy
     assert ("four.tif: The file has 4 channels (axes ZCYX, shape (3, 4, 64, 64)), named as "
             "channels by its metadata, not as the colour samples of an RGBA image; pick one "
             "channel with --channel N (0 to 3)") in text + err
+    rc, _, err = cli(["embed", inp, "-o", tmp_path / "emb", "--model", tiny_model,
+                      "--axes", "ZCYX"], capsys)  # the user names the axis: RGBA, said
+    assert rc == 0 and ("four.tif: its 4 channels (axes ZCYX) are read as the red, green, blue "
+                        "and alpha of a colour image: the 4th is not used; to segment one "
+                        "channel, rerun with --channel N (0 to 3)") in err, err
     rc, _, err = cli(["auto", inp, "-o", tmp_path / "out", "--model", tiny_model,
                       "--points-per-side", "4", "--channel", "3", "-q"], capsys)
     assert rc == 0, err

@@ -26,7 +26,7 @@ class OpenedImage:
     unit: str | None
     source_axes: str
     axes_guessed: bool = False  # no metadata named the axes: guessed from the shape
-    channels_as_colour: int = 0  # 3: the file's 3 channels (not colour samples) read as RGB
+    channels_as_colour: int = 0  # 3 or 4: channels read as RGB(A) (see _channels_as_colour)
     series: tuple = ()  # (count, [(axes, shape) of up to 3 others]) of a multi-series TIFF
 
     @property
@@ -64,9 +64,19 @@ def open_image(path: Path, ctx: Context) -> OpenedImage:
     label_axes = axes.replace("C", "")
     return OpenedImage(stack, is2d, label_axes, std.pixel_size, std.unit or "um", img.axes,
                        img.metadata.get("axes_from") == "guess",
-                       3 if declared == 3 and axes.endswith("C") else 0,
+                       _channels_as_colour(declared, ctx, std),
                        (int(img.metadata.get("series_count", 1)),
                         list(img.metadata.get("other_series", ()))))
+
+
+def _channels_as_colour(declared: int, ctx: Context, std) -> int:
+    """3: the file's 3 channels (named as channels by its metadata) are read as RGB; 4: a
+    channel axis of 4 named by ``--axes`` is read as RGBA (the 4th dropped as alpha); else 0."""
+    if not std.axes.endswith("C") or ctx.channel is not None:
+        return 0
+    if declared == 3:
+        return 3
+    return 4 if ctx.axes is not None and int(std.data.shape[-1]) == 4 else 0
 
 
 def colour_planes_note(job, ctx: Context, opened: OpenedImage) -> str | None:
@@ -107,7 +117,11 @@ def guessed_axes_note(job, ctx: Context, opened: OpenedImage) -> str | None:
 def channels_as_colour_note(job, opened: OpenedImage) -> str | None:
     """A note when a file's 3 channels (named as channels by its metadata, e.g. an ImageJ
     hyperstack's, not as colour samples) were read as the red, green and blue of a colour
-    image; None otherwise."""
+    image, or 4 channels named by ``--axes`` as RGBA; None otherwise."""
+    if opened.channels_as_colour == 4:
+        return (f"{job.name}: its 4 channels (axes {opened.source_axes}) are read as the red, "
+                "green, blue and alpha of a colour image: the 4th is not used; to segment one "
+                "channel, rerun with --channel N (0 to 3)")
     if not opened.channels_as_colour:
         return None
     return (f"{job.name}: its 3 channels (axes {opened.source_axes}) are read as the red, green "
