@@ -47,6 +47,7 @@ from napari_sam.session_checks import (
     PROMPT_KEYS,
     VERSION,
     SessionError,
+    check_model,
     check_record,
     session_error,
     tiling_of,
@@ -554,23 +555,6 @@ def recorded_axes(session: Session) -> str | None:
     if len(layer) == 2 and (1, *layer) == session.shape:
         return "YX"
     return None
-
-
-def check_model(session: Session) -> str:
-    """The model spec to load for a session (a registry name or an existing checkpoint);
-    a ``SessionError`` for an unknown name and no such file, with the names that exist."""
-    from napari_sam.models.registry import REGISTRY
-
-    if (spec := str(session.model.get("name"))) in REGISTRY or Path(spec).is_file():
-        return spec
-    known = ", ".join(sorted(REGISTRY))
-    what = (f"no model name this version of napari-sam-stacks knows ({known}; was the session "
-            "made with a newer version? update napari-sam-stacks)"  # a registry name
-            if session.model.get("is_file") is False else f"no registry name ({known}) and no "
-            "such checkpoint file; put the checkpoint at that path")
-    raise session_error(session.path.name if session.path else "session", f"unknown model "
-                        f"{spec!r}: {what}, or pick a model and load the session again (the "
-                        "CLI: --model)")
 
 
 # ------------------------------------------------------------------------------ replay

@@ -7,7 +7,8 @@ operation (slice and volume commits, their prompts, candidates, written ids and 
 the pending prompts. Coordinates are checked against an image later
 (:func:`napari_sam.session.check_image`).
 
-The format's constants (:data:`FORMAT`, :data:`VERSION`) and :class:`SessionError` live here
+:func:`check_model` says whether a session's model can be loaded here. The format's constants
+(:data:`FORMAT`, :data:`VERSION`), :class:`SessionError` and :func:`check_model` live here
 and are re-exported by :mod:`napari_sam.session`, which imports this module (never the
 other way round).
 """
@@ -239,3 +240,41 @@ def check_record(data, name: str) -> None:
     for i, op in enumerate(ops):
         _check_operation(op, i, name)
     _check_pending({} if data.get("pending") is None else data["pending"], name)
+
+
+def check_model(session) -> str:
+    """The model to load for a session: its registry name or an existing checkpoint file.
+
+    Parameters
+    ----------
+    session : napari_sam.session.Session
+        A session read from its file (``model["name"]``, ``model["is_file"]``).
+
+    Returns
+    -------
+    str
+        The registry name or the checkpoint's path.
+
+    Raises
+    ------
+    SessionError
+        An unknown registry name (one of a newer version?) or a checkpoint file that is not
+        there any more, with the names that exist and what to do.
+    """
+    from pathlib import Path
+
+    from napari_sam.models.registry import REGISTRY
+
+    spec = str(session.model.get("name"))
+    if spec in REGISTRY or Path(spec).is_file():
+        return spec
+    known = ", ".join(sorted(REGISTRY))
+    if session.model.get("is_file") is False:  # a registry name
+        what = (f"no model name this version of napari-sam-stacks knows ({known}; was the "
+                "session made with a newer version? update napari-sam-stacks)")
+    else:
+        what = (f"no registry name ({known}) and no such checkpoint file; put the checkpoint "
+                "at that path")
+    raise session_error(session.path.name if session.path else "session",
+                        f"unknown model {spec!r}: {what}, or pick a model and load the session "
+                        "again (the CLI: --model)")
