@@ -75,3 +75,35 @@ def test_a_file_picked_again_keeps_one_item_and_same_names_show_their_folder(mak
                                                   ("file: round2/my_model.pt", str(second))]
     assert widget.controller.model_choice.key == str(second)
     assert widget._model.currentData().key == str(second)
+    third = tmp_path / "other" / "round2" / "my_model.pt"  # a folder of the same name too
+    third.parent.mkdir(parents=True)
+    shutil.copyfile(where(DEMO_NAME), third)
+    pick_checkpoint(widget, third)
+    assert _items(widget)[-2] == ("file: other/round2/my_model.pt", str(third))
+
+
+def test_the_note_is_shown_when_the_image_left_while_the_model_loaded(
+        make_widget, notifications, qtbot, tmp_path, monkeypatch):
+    """The load finished after its image layer was removed: the note was never shown, and the
+    model stayed cached, so no later load showed it either (the reviewer)."""
+    import time
+
+    from napari_sam.annotate.model_choice import ModelCache
+
+    alone = tmp_path / "round2.pt"
+    shutil.copyfile(where(DEMO_NAME), alone)
+    real = ModelCache.load
+
+    def slow(self, *args, **kwargs):
+        time.sleep(1.0)  # the user removes the image meanwhile
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ModelCache, "load", slow)
+    viewer, widget = make_widget(_disc_image(), sync=False, preload=False, name="disc")
+    pick_checkpoint(widget, alone)
+    viewer.layers.selection.active = widget.controller.points_layer
+    canvas_click(viewer, 48, 48)
+    viewer.layers.remove("disc")
+    qtbot.waitUntil(lambda: widget.controller.job is None, timeout=60_000)
+    said = [m for _, m in notifications if "no metadata file" in m]
+    assert len(said) == 1 and str(alone) in said[0], notifications

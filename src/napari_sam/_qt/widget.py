@@ -555,10 +555,13 @@ class SamWidget(QWidget):
             if os.path.realpath(ch.key) == real:
                 self._model.setItemData(i, choice, Qt.ItemDataRole.UserRole)
                 return i
-        name = Path(choice.key).name
-        label = choice.label
-        if any(Path(ch.key).name == name for _, ch in files):
-            label = f"file: {Path(real).parent.name}/{name}"
+        parts = Path(real).parts
+        same = [Path(os.path.realpath(ch.key)).parts for _, ch in files
+                if Path(ch.key).name == parts[-1]]
+        depth = 1  # the folders that tell it from the files of its name listed already
+        while any(p[-depth:] == parts[-depth:] for p in same) and depth < len(parts):
+            depth += 1
+        label = choice.label if depth == 1 else "file: " + "/".join(parts[-depth:])
         self._model.insertItem(self._model.count() - 1, label, choice)
         return self._model.count() - 2
 

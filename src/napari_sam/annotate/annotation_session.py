@@ -496,13 +496,13 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
         nothing of that image)."""
         first_load = self.models.get(choice, device, precision) is None
         self.models.put(choice, device, predictor, precision)
+        if first_load:  # e.g. a checkpoint without its metadata file (also if the image left)
+            for note in getattr(predictor.model, "load_notes", ()):
+                self.notify_warning(note)
         if self.source is None:
             return
         if emb is not None:
             self.embeddings.put(key, emb)
-        if first_load:  # e.g. a checkpoint without its metadata file
-            for note in getattr(predictor.model, "load_notes", ()):
-                self.notify_warning(note)
         if self.model_choice is not None and self._cache_key() == key:
             self.predictor, self.emb = predictor, emb
             self.notify_model(predictor)
