@@ -341,11 +341,11 @@ def split_at_necks(labels: np.ndarray, *, ratio: float = NECK_RATIO,
     labels = np.asarray(labels)
     if labels.ndim != 3 or labels.shape[0] < 3 or not labels.any():
         return labels, {}
-    ids = np.unique(labels)
+    planes = [np.unique(plane, return_counts=True) for plane in labels]  # one pass
+    ids = np.unique(np.concatenate([present for present, _ in planes]))
     ids = ids[ids > 0]
     area = np.zeros((labels.shape[0], len(ids)))
-    for z, plane in enumerate(labels):
-        present, counts = np.unique(plane, return_counts=True)
+    for z, (present, counts) in enumerate(planes):
         keep = present > 0
         area[z, np.searchsorted(ids, present[keep])] = counts[keep]
     moved: dict[tuple[int, int], int] = {}

@@ -273,8 +273,10 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
         _save_slice(work, z, labels, scores)
         with lock:
             done_now[z] = int(labels.max()) if labels.size else 0
-            if progress is not None:
-                tiles.done() if tiles.windows else progress(len(done_now), total)
+            if tiles.windows:
+                tiles.done()
+            elif progress is not None:
+                progress(len(done_now), total)
 
     def segment(z: int, slice_emb, image: np.ndarray) -> None:
         res = _segment_slice(slice_emb, emb.contrast_limits, image, model, ctx,
