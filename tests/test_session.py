@@ -111,7 +111,7 @@ BAD = {
     "shape": ["(6, 64, 80)", "(6, 64, 64)", "open the image it was made for"],
     "model": ["unknown model 'vit_q'", "vit_b", "--model", "no such checkpoint file"],
     "newer model": ["unknown model 'vit_q'", "no model name this version of napari-sam-stacks "
-                    "knows (demo, ", "made with a newer version? update napari-sam-stacks",
+                    "knows (it knows demo, ", "made with a newer version? update napari-sam-stacks",
                     "--model"],
     "outside": ["operation 2, object 1", "col 90", "outside"],
 }

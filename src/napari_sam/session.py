@@ -49,13 +49,14 @@ from napari_sam.session_checks import (
     SessionError,
     check_model,
     check_record,
+    model_unavailable,
     session_error,
     tiling_of,
 )
 
 __all__ = [
     "FORMAT", "VERSION", "Session", "SessionError", "check_image", "check_model",
-    "check_session_path", "image_differences", "keep_aside", "recorded_axes",
+    "check_session_path", "image_differences", "keep_aside", "model_unavailable", "recorded_axes",
     "recorded_tiling", "check_replayable", "compare", "image_hash", "read_session", "replay",
     "session_file_for", "slice_operation", "volume_operation", "write_session",
 ]

@@ -20,8 +20,8 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 
-__all__ = ["FORMAT", "PROMPT_KEYS", "VERSION", "SessionError", "check_record", "session_error",
-           "tiling_of"]
+__all__ = ["FORMAT", "PROMPT_KEYS", "VERSION", "SessionError", "check_model", "check_record",
+           "model_unavailable", "session_error", "tiling_of"]
 
 FORMAT = "napari-sam-session"
 VERSION = 1
@@ -242,6 +242,37 @@ def check_record(data, name: str) -> None:
     _check_pending({} if data.get("pending") is None else data["pending"], name)
 
 
+def model_unavailable(session) -> str:
+    """Why a session's model cannot be loaded here, or "" when it can.
+
+    Parameters
+    ----------
+    session : napari_sam.session.Session
+        A session read from its file (``model["name"]``, ``model["is_file"]``).
+
+    Returns
+    -------
+    str
+        "" for a registry name this version knows or an existing checkpoint file; else the
+        reason, to follow "its model ... is": a registry name this version does not know (one
+        of a newer version?) or a checkpoint file that is not there any more, with the names
+        this version knows and what to do.
+    """
+    from pathlib import Path
+
+    from napari_sam.models.registry import REGISTRY
+
+    spec = str(session.model.get("name"))
+    if spec in REGISTRY or Path(spec).is_file():
+        return ""
+    known = ", ".join(sorted(REGISTRY))
+    if session.model.get("is_file") is False:  # a registry name
+        return (f"no model name this version of napari-sam-stacks knows (it knows {known}; was "
+                "the session made with a newer version? update napari-sam-stacks to use it)")
+    return ("not there any more: no such checkpoint file (moved, renamed or deleted? put it "
+            f"back at that path to use it) and no model name this version knows ({known})")
+
+
 def check_model(session) -> str:
     """The model to load for a session: its registry name or an existing checkpoint file.
 
@@ -258,23 +289,12 @@ def check_model(session) -> str:
     Raises
     ------
     SessionError
-        An unknown registry name (one of a newer version?) or a checkpoint file that is not
-        there any more, with the names that exist and what to do.
+        The model cannot be loaded here (:func:`model_unavailable` says why), with what to do.
     """
-    from pathlib import Path
-
-    from napari_sam.models.registry import REGISTRY
-
     spec = str(session.model.get("name"))
-    if spec in REGISTRY or Path(spec).is_file():
+    reason = model_unavailable(session)
+    if not reason:
         return spec
-    known = ", ".join(sorted(REGISTRY))
-    if session.model.get("is_file") is False:  # a registry name
-        what = (f"no model name this version of napari-sam-stacks knows ({known}; was the "
-                "session made with a newer version? update napari-sam-stacks)")
-    else:
-        what = (f"no registry name ({known}) and no such checkpoint file; put the checkpoint "
-                "at that path")
     raise session_error(session.path.name if session.path else "session",
-                        f"unknown model {spec!r}: {what}, or pick a model and load the session "
-                        "again (the CLI: --model)")
+                        f"unknown model {spec!r}: {reason}; or pick a model and load the "
+                        "session again (the CLI: --model)")

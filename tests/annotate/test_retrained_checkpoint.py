@@ -81,7 +81,8 @@ def test_a_session_whose_checkpoint_moved_loads_with_the_model_picked_now(tmp_pa
         again.load_session(saved)
     again.set_model(file_choice(moved))
     again.load_session(saved)
-    assert f"Its model {ckpt} is not there any more" in again.status
+    assert f"Its model {str(ckpt)!r} is not there any more" in again.status
+    assert "put it back at that path to use it" in again.status
     assert "decoded with the model picked" in again.status
     assert again.model_choice.key == str(moved)
     assert np.array_equal(again.labels, labels)

@@ -368,27 +368,17 @@ class SessionLog:
         (moved, renamed, deleted) is replaced by the model picked now, which ``sess`` then
         names (so the dock keeps it), and the note returned says so ("" when the session's
         own model is used). Raises ``SessionError`` when no model is picked."""
-        try:
-            S.check_model(sess)
+        reason = S.model_unavailable(sess)
+        if not reason:
             return ""
-        except S.SessionError:
-            if self.model_choice is None:
-                raise
+        if self.model_choice is None:
+            S.check_model(sess)  # raises, with what to do
         gone = str(sess.model.get("name"))
-        was_file = sess.model.get("is_file", True) is not False
         now = self.model_choice
         sess.model = {**sess.model, "name": now.key, "is_file": now.is_file,
                       "replaced": gone}
-        loaded = (": its labels and prompts are loaded, and what you click now is decoded with "
-                  f"the model picked, {now.key}")
-        if not was_file:  # a registry name this version does not have (a newer version's?)
-            from napari_sam.models.registry import REGISTRY
-
-            return (f" Its model {gone!r} is no model name this version of napari-sam-stacks "
-                    f"knows (it knows {', '.join(sorted(REGISTRY))}; was the session made with "
-                    f"a newer version?){loaded} (update napari-sam-stacks to use it).")
-        return (f" Its model {gone} is not there any more (moved, renamed or deleted){loaded} "
-                "(put the checkpoint back at that path to use it).")
+        return (f" Its model {gone!r} is {reason}. Its labels and prompts are loaded, and what "
+                f"you click now is decoded with the model picked, {now.key}.")
 
     def _restore(self, sess: S.Session) -> None:
         settings = sess.settings or {}
