@@ -979,3 +979,22 @@ def test_fill_gaps_finds_objects_a_coarse_grid_missed():
         found.append(two.labels.max() - one.labels.max())
     assert min(gains) >= 0.0 and np.mean(gains) >= 0.08, gains
     assert sum(found) >= 3, found
+
+
+def test_constant_value_per_channel_and_segment_everything_on_a_plain_colour(tiny_sam):
+    """A plain red RGB image was not constant (its channels differ), so segment everything
+    found objects on an image without structure."""
+    from napari_sam.automatic import constant_value, is_constant
+
+    red = np.zeros((64, 64, 3), np.uint8)
+    red[..., 0] = 200
+    assert constant_value(red) == (200.0, 0.0, 0.0) and is_constant(red)
+    assert constant_value(np.full((5, 5), 3.5)) == (3.5,)
+    nan = constant_value(np.full((5, 5), np.nan))
+    assert len(nan) == 1 and np.isnan(nan[0])
+    varied = red.copy()
+    varied[3, 3, 2] = 1
+    assert constant_value(varied) is None and not is_constant(varied)
+    res = segment_everything(red, tiny_sam, points_per_side=4, pred_iou_thresh=0.0,
+                             stability_score_thresh=0.0)
+    assert res.n_objects == 0 and not res.labels.any()

@@ -9,6 +9,7 @@ model is a tiny random checkpoint: none of these cases depends on segmentation q
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -701,3 +702,35 @@ def test_a_plain_4d_tiff_says_its_axes_were_guessed_and_how_to_name_channels(
     rc, _, err = cli(["embed", inp, "-o", tmp_path / "out", "--model", tiny_model, "--axes",
                       axes, "--channel", "1", "-q"], capsys)
     assert rc == 0, err
+
+
+def test_a_prompt_on_a_constant_slice_is_noted_in_the_run_and_the_metadata(tmp_path, tiny_model,
+                                                                         capsys):
+    """A blank frame (or the wrong channel) gave masks that follow the clicks alone, without a
+    word (helper walk-through, session 28): the run and the output metadata name the slices."""
+    data = (np.random.default_rng(0).random((3, 64, 64)) * 1000).astype(np.uint16)
+    data[1] = 0
+    inp = tmp_path / "a.tif"
+    tifffile.imwrite(inp, data, photometric="minisblack")
+    p = tmp_path / "p.csv"
+    p.write_text("id,slice,row,col\n1,0,30,30\n2,1,20,20\n")
+    rc, _, err = cli(["segment", inp, "-o", tmp_path / "out", "-p", p, "--model", tiny_model],
+                     capsys)
+    assert rc == 0, err
+    assert ("a.tif: prompted slice 1 is constant (every pixel 0): the masks there follow the "
+            "prompts alone, not the image") in " ".join(err.split())
+    meta = json.loads((tmp_path / "out" / "a_labels.tif.json").read_text())
+    assert meta["extra"]["constant_prompt_slices"] == {"1": [0.0]}
+
+    flat = tmp_path / "flat.tif"  # a 2D image, and one with structure: nothing said
+    tifffile.imwrite(flat, np.full((64, 64), 7, np.uint16))
+    p.write_text("id,slice,row,col\n1,0,30,30\n")
+    for name, says in (("flat", "flat.tif: the image is constant (every pixel 7)"),
+                       ("a", None)):
+        src = flat if name == "flat" else _stack(tmp_path / "b" / "a.tif")
+        rc, _, err = cli(["segment", src, "-o", tmp_path / f"out_{name}", "-p", p, "--model",
+                          tiny_model], capsys)
+        assert rc == 0, err
+        assert (says in " ".join(err.split())) if says else "(every pixel" not in err
+        meta = json.loads((tmp_path / f"out_{name}" / f"{name}_labels.tif.json").read_text())
+        assert ("constant_prompt_slices" in meta["extra"]) == bool(says)

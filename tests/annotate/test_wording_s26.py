@@ -10,3 +10,26 @@ def test_segment_everything_on_a_frame_names_the_frame(session):
     s.segment_everything(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
     assert list(s.results) == ["automatic segmentation t=3"]
     assert s.status.startswith("Segment everything: ") and " 1 objects" not in s.status
+
+
+def test_a_preview_on_a_constant_slice_says_the_mask_follows_the_prompts_alone(tiny_sam):
+    """A blank frame (or the wrong channel) previewed a blob around the click, scored like any
+    other mask, without a word (helper walk-through, session 28)."""
+    import numpy as np
+
+    from stacks import blob_session, blob_stack
+
+    s = blob_session(tiny_sam)
+    stack = blob_stack()
+    stack[3] = 12
+    s.set_image(stack, name="blank slice 3")
+    s.go_to_slice(3)
+    s.add_point(3, 20, 20)
+    s.update_preview()
+    assert s.previews and "This slice is constant (every pixel 12): the mask follows your " \
+        "prompts alone, not the image." in s.status
+    s.go_to_slice(2)
+    s.add_point(2, 20, 20)
+    s.update_preview()
+    assert s.previews and "constant" not in s.status
+    assert np.ptp(stack[2]) > 0

@@ -213,11 +213,28 @@ class SlicePreview:
                    "larger than a tile, or one the tiles cut")
             text += (f" Decoded in a zoomed-out view ({h} x {w} px shrunk to the model "
                      f"input; {why}): its outline is coarser than in a tile.")
+        text += self._constant_note(self.previews[0].z)
         if any(p.cut for p in self.previews):
             text += (" The object reaches beyond the tiles around its prompts, so its mask "
                      "may be cut there: click its missing part too (or draw a box over all of "
                      "it), or untick 'Tile large images' for objects this large.")
         return text
+
+    def _constant_note(self, z: int) -> str:
+        """" This slice is constant ..." when every pixel of slice ``z`` holds one value (a
+        blank frame, the wrong channel): the masks follow the prompts alone. Kept per slice."""
+        from napari_sam.automatic import constant_value
+
+        key = (self.source.stack, z)
+        held = getattr(self, "_constant_held", None)
+        if held is None or held[0][0] is not key[0] or held[0][1] != z:
+            held = self._constant_held = (key, constant_value(self.source.stack[z]))
+        value = held[1]
+        if value is None:
+            return ""
+        shown = f"{value[0]:g}" if len(value) == 1 else str(tuple(float(f"{v:g}") for v in value))
+        return (f" This slice is constant (every pixel {shown}): the mask follows your prompts "
+                "alone, not the image.")
 
     def next_candidate(self) -> int | None:
         multi = [p for p in self.previews if p.n_candidates > 1]

@@ -26,14 +26,42 @@ def auto_foreground(image: np.ndarray) -> np.ndarray:
     return ndimage.binary_dilation(fg, iterations=grow)
 
 
-def is_constant(image: np.ndarray) -> bool:
-    """Whether every finite value of ``image`` is the same (no finite value counts too)."""
+def constant_value(image: np.ndarray) -> tuple[float, ...] | None:
+    """The value every pixel of ``image`` holds, when one does: an image without structure,
+    on which SAM's masks follow the prompts alone.
+
+    Parameters
+    ----------
+    image : numpy.ndarray, (Y, X) or (Y, X, C) with C <= 4, any real or bool dtype
+        Non-finite values are ignored (an image with no finite value is constant).
+
+    Returns
+    -------
+    tuple of float or None
+        One value per channel (one for a grey image; NaN where no value is finite), or None
+        when the image varies.
+    """
     arr = np.asarray(image)
-    if arr.dtype.kind == "f":
-        arr = arr[np.isfinite(arr)]
-        if arr.size == 0:
-            return True
-    return bool(arr.max() == arr.min())
+    planes = [arr[..., c] for c in range(arr.shape[-1])] if (
+        arr.ndim == 3 and arr.shape[-1] <= 4) else [arr]
+    values = []
+    for plane in planes:
+        if plane.dtype.kind == "f":
+            plane = plane[np.isfinite(plane)]
+        if plane.size == 0:
+            values.append(float("nan"))
+            continue
+        low, high = plane.min(), plane.max()
+        if low != high:
+            return None
+        values.append(float(low))
+    return tuple(values)
+
+
+def is_constant(image: np.ndarray) -> bool:
+    """Whether every pixel of ``image`` holds the same value (per channel for a colour image;
+    non-finite values ignored, and no finite value counts too): :func:`constant_value`."""
+    return constant_value(image) is not None
 
 
 def select_points(points_rc: np.ndarray, crop_box, fg: np.ndarray | None) -> np.ndarray:

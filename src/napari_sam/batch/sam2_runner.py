@@ -17,7 +17,7 @@ import warnings
 from napari_sam.batch.context import Context, Job
 from napari_sam.batch.label_writing import finish_propagation
 from napari_sam.batch.progress import ProgressBar
-from napari_sam.batch.reading import OpenedImage
+from napari_sam.batch.reading import OpenedImage, announce_constant_prompt_slices
 from napari_sam.batch.segment_options import SAM2_KEYS  # noqa: F401 - its old home
 
 
@@ -38,6 +38,7 @@ def run_segment_sam2(job: Job, ctx: Context, model, opened: OpenedImage) -> dict
 
     require_family(model, "sam2", "segment --method sam2")
     check_sam2_input(job, opened)
+    constant = announce_constant_prompt_slices(job, ctx, opened)
     absent = ctx.params.get("stop_after_absent")
     bar = ProgressBar(ctx, f"{job.name}: propagate (SAM 2)")
     try:
@@ -56,4 +57,5 @@ def run_segment_sam2(job: Job, ctx: Context, model, opened: OpenedImage) -> dict
             tqdm.write(f"napari-sam: note: {job.name}: {note}", file=sys.stderr)
     return finish_propagation(job, ctx, model, opened, res,
                               {"method": "sam2", "lost": {str(k): v for k, v in res.lost.items()},
-                               "notes": notes})
+                               "notes": notes, **({"constant_prompt_slices": constant}
+                                                  if constant else {})})

@@ -18,7 +18,12 @@ from napari_sam.batch.context import Context, Job
 from napari_sam.batch.embedding_stores import stack_embeddings
 from napari_sam.batch.label_writing import finish_labels, finish_propagation
 from napari_sam.batch.progress import ProgressBar
-from napari_sam.batch.reading import announce_colour_planes, open_image, open_session_image
+from napari_sam.batch.reading import (
+    announce_colour_planes,
+    announce_constant_prompt_slices,
+    open_image,
+    open_session_image,
+)
 from napari_sam.batch.sam2_runner import run_segment_sam2
 from napari_sam.batch.segment_options import (  # noqa: F401 - the names' old home
     SAM2_OPTIONS,
@@ -49,6 +54,7 @@ def run_segment(job: Job, ctx: Context, model) -> dict:
     require_family(model, "sam1", "segment --method sam1")
     opened = open_image(job.input, ctx)
     announce_colour_planes(job, ctx, opened)
+    constant = announce_constant_prompt_slices(job, ctx, opened)
     params = {k: v for k, v in ctx.params.items() if k in SEGMENT_KEYS and v is not None}
     params.update({k: None for k, v in params.items() if v == "off"})  # a rule disabled
     if "axis_kind" not in params:  # a time series propagates along t
@@ -59,8 +65,10 @@ def run_segment(job: Job, ctx: Context, model) -> dict:
         res = segment_volume(emb, job.prompts, progress=bar, **params)
     finally:
         bar.close()
-    return finish_propagation(job, ctx, model, opened, res,
-                              {"decoder_calls": int(res.decoder_calls)})
+    extra = {"decoder_calls": int(res.decoder_calls)}
+    if constant:
+        extra["constant_prompt_slices"] = constant
+    return finish_propagation(job, ctx, model, opened, res, extra)
 
 
 def _replay_session(job: Job, ctx: Context, model, sess) -> dict:
@@ -98,5 +106,3 @@ def _replay_session(job: Job, ctx: Context, model, sess) -> dict:
     info = finish_labels(job, ctx, model, opened, res.labels, None, extra)
     opened.stack.release()
     return info
-
-
