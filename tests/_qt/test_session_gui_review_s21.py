@@ -231,3 +231,22 @@ def test_painted_corrections_reach_the_autosave(make_widget, stack_file, tiny_ck
     layer.paint((1, 50, 50), 5)
     qtbot.wait(PAINT_AUTOSAVE_MS + 500)
     assert autosave_of(stack_file).stat().st_mtime_ns == before
+
+
+def test_a_dock_detached_after_qt_deleted_its_timer_still_autosaves_and_raises_nothing(
+        make_widget, stack_file, tiny_ckpt):
+    """A script or notebook ending without closing the viewer: Qt deleted the paint autosave's
+    QTimer before the dock was detached, ``isActive()`` raised "wrapped C/C++ object of type
+    QTimer has been deleted" and the process aborted (rc 134; helper walk-through, session 29)."""
+    from qtpy import QtCore
+
+    sip = pytest.importorskip(f"{QtCore.__name__.split('.')[0]}.sip",
+                              reason="deleting a Qt object by hand needs the binding's sip")
+    viewer, widget = open_image_dock(make_widget, stack_file, tiny_ckpt)
+    assert commit_on(viewer, widget, 1) == [1]
+    layer = widget.controller.target_layer
+    layer.paint((1, 10, 10), 7)  # a save pending
+    sip.delete(widget.controller._paint_autosave._timer)
+    widget.controller.close()  # raised, and left the rest of close() undone
+    assert S.read_session(autosave_of(stack_file)).labels[1, 10, 10] == 7
+    assert widget.controller.job is None or not widget.controller.job.running

@@ -5,6 +5,7 @@ them only after the next commit, so corrections made last were lost to a retrain
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 from napari_sam._qt.layers import same, unwrap
@@ -31,15 +32,16 @@ class PaintAutosave:
 
         self._save = save
         self._layer = None
+        self._pending = False  # kept here: at interpreter exit Qt may delete the timer first
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(PAINT_AUTOSAVE_MS)
-        self._timer.timeout.connect(save)
+        self._timer.timeout.connect(self._due)
 
     @property
     def pending(self) -> bool:
         """A paint event is waiting for its autosave."""
-        return self._timer.isActive()
+        return self._pending
 
     def follow(self, layer) -> None:
         """Follow ``layer`` (None: none); a save pending for the layer followed before is
@@ -55,10 +57,17 @@ class PaintAutosave:
             layer.events.paint.connect(self._painted)
 
     def flush(self) -> None:
-        """Write a pending autosave now."""
-        if self._timer.isActive():
-            self._timer.stop()
-            self._save()
+        """Write a pending autosave now (also when Qt has deleted the timer: a script or
+        notebook ending without closing the viewer; its error aborted the process)."""
+        if self._pending:
+            with contextlib.suppress(RuntimeError):  # "wrapped C/C++ object ... deleted"
+                self._timer.stop()
+            self._due()
+
+    def _due(self) -> None:
+        self._pending = False
+        self._save()
 
     def _painted(self, event=None) -> None:
+        self._pending = True
         self._timer.start()  # restarted by every event of a stroke
