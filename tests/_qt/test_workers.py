@@ -183,3 +183,58 @@ def test_reports_waiting_behind_a_nested_one_reach_the_callbacks_when_the_job_en
     assert seen == [(1, 3), (2, 3), (3, 3)]
     # the result filled the bar (3) before it closed; the later reports left it alone
     assert updates == [1, 3]
+
+
+def test_a_job_failing_while_its_phase_waits_behind_a_nested_report_names_the_phase(
+        qapp, monkeypatch):
+    """The race behind "Failed: Computing SAM embeddings." without "(loading the model ...)"
+    (test_job_failures failed so, now and then): the bar's first update processed the
+    queued reports, the phase waited behind that update, and the error, handled nested,
+    read the phase before it was set."""
+    import napari.utils
+    from qtpy.QtWidgets import QApplication
+
+    from napari_sam._qt.workers import Job
+    from napari_sam.annotate.jobs import Phase
+
+    job = Job("race")
+    go = threading.Event()
+    updates = []
+
+    class NestingBar:
+        def __init__(self, total=0, desc=""):
+            self.total, self.n = total, 0
+
+        def set_description(self, desc):
+            pass
+
+        def close(self):
+            pass
+
+        def update(self, k):
+            self.n += k
+            updates.append(self.n)
+            if len(updates) == 1:  # the phase and the error arrive while this one is shown
+                go.set()
+                deadline = time.monotonic() + 30
+                while job.running and time.monotonic() < deadline:
+                    QApplication.processEvents()
+                    time.sleep(0.001)
+
+    monkeypatch.setattr(napari.utils, "progress", NestingBar)
+
+    def gen():
+        yield (0, 2)
+        assert go.wait(30)
+        yield Phase("loading the model 'x'")
+        raise RuntimeError("offline")
+
+    phases_at_error, finished = [], []
+    run_job(gen(), description="race", on_error=lambda err: phases_at_error.append(job.phase),
+            on_finished=finished.append, job=job)
+    deadline = time.monotonic() + 30
+    while not finished and time.monotonic() < deadline:
+        QApplication.processEvents()
+        time.sleep(0.001)
+    assert finished == [job]
+    assert phases_at_error == ["loading the model 'x'"]

@@ -45,10 +45,13 @@ class JobFailed:
 # ------------------------------------------------------------------------------ running
 class Job:
     """A started job: ``cancel()``, ``running``, ``cancelled``, ``succeeded`` (its result was
-    applied), ``error`` (what it failed with, or None); ``worker`` when threaded."""
+    applied), ``error`` (what it failed with, or None); ``worker`` when threaded; ``key``
+    what it was started for and ``stale`` (see ``AnnotationSession.cancel_stale_job``)."""
 
-    def __init__(self, description: str):
+    def __init__(self, description: str, key=None):
         self.description = description
+        self.key = key  # the image, model and settings it was started for (job_key)
+        self.stale = False  # cancelled because they changed (cancel_stale_job)
         self.worker = None
         self.running = True
         self.cancelled = False
@@ -173,6 +176,8 @@ def _reporter(job: Job, description: str, pbar, on_message, on_phase, on_progres
     def progressed(value):
         if not job.running:  # arrived after the end of the job: the bar is already final
             return
+        if isinstance(value, Phase):  # known at once: the job's end, handled nested while
+            job.phase = value.name   # an earlier report waits, names the phase it failed in
         pending.append(value)
         if len(pending) > 1:  # arrived while another is handled (below): handled next
             return

@@ -43,6 +43,7 @@ from .prompt_shelf import PromptShelf
 from .session_log import SessionLog
 from .slice_preview import SlicePreview
 from .stack_actions import StackActions
+from .stale_jobs import StaleJobs
 
 __all__ = ["ALREADY_LABELLED", "MAX_MEMORY_SLICES", "AnnotationSession", "describe_commit",
            "edited_note"]
@@ -56,7 +57,7 @@ MAX_MEMORY_SLICES = 256
 ALREADY_LABELLED = 0.8
 
 
-class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
+class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, StaleJobs):
     """State and actions of one annotation session (docs/gui.md has the user's view).
 
     Propagation and segment-everything come from
@@ -411,6 +412,7 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf):
             self.emb = (self.embeddings.get(self._cache_key()) if self.source is not None
                         else None)
             self.notify_model(self.predictor)
+        self.cancel_stale_job()  # a job for other choices could not apply its result
         if self.predictor is not None and old[0] is self.predictor and old[1] is self.emb:
             return None  # the same model and embeddings: the preview stays
         dropped = "volume" if self.volume is not None else "slice" if self.previews else None

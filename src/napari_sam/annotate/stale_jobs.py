@@ -1,0 +1,56 @@
+"""Jobs whose result can no longer be applied: the image, the model or a setting the
+embeddings depend on changed while the job ran (or the image layer was removed). They are
+cancelled then, instead of running on for minutes while clicks on the new image wait, and the
+status line says why they stopped (a mixin of
+:class:`~napari_sam.annotate.annotation_session.AnnotationSession`)."""
+
+from __future__ import annotations
+
+__all__ = ["StaleJobs"]
+
+
+class StaleJobs:
+    """Job keys, the cancelling of stale jobs and what a cancelled job says."""
+
+    def job_key(self):
+        """What a job started now is for: ``(cache key, (model choice, device, precision))``
+        of the image, model and settings chosen now (None without both); it applies its
+        result only while they stay chosen."""
+        if self.source is None or self.model_choice is None:
+            return None
+        return self._cache_key(), (self.model_choice, self.device, self.precision)
+
+    def cancel_stale_job(self) -> None:
+        """Cancel the running job when its result can no longer be applied: the image (or
+        its removal), the model or a setting its embeddings depend on changed since it
+        started (its ``key``, :meth:`job_key` then). It ran on for minutes before, and clicks
+        on the new image waited for it. A job whose model is not loaded yet is let finish
+        (the model is kept for the next one)."""
+        job = self.job
+        key = getattr(job, "key", None)
+        if job is None or not job.running or job.cancelled or key is None:
+            return
+        now = self.job_key()
+        if now is not None and now[0] == key[0]:
+            return
+        if self.models.get(*key[1]) is not None:  # else it is loading the model
+            job.stale = True
+            job.cancel()
+
+    def job_cancelled(self, job):
+        """Main thread, ``job`` ended cancelled: say so; returns what to run next (None, or
+        for a job stopped by :meth:`cancel_stale_job`, the preview of prompts given
+        meanwhile, which follows this line)."""
+        pending, self._pending = self._pending, False
+        if not getattr(job, "stale", False):
+            self._say(f"Cancelled: {job.description}. Nothing was changed.")
+            return None
+        why = ("its image layer was removed" if self.source is None else
+               "the image, the model or a setting changed")
+        text = (f"Stopped: {job.description}, because {why} while it ran (its result could "
+                "not have been applied); nothing was changed.")
+        if pending:
+            self.preview_lead = text
+            return self.update_preview
+        self._say(f"{text} {self.next_step()}")
+        return None
