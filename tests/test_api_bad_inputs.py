@@ -168,7 +168,7 @@ def test_bad_contrast_limits(pred, image):
         (dict(box=[1, 2, 3]), ValueError, ["4 finite numbers"]),
         (dict(box="1,2,3,4"), TypeError, ["box must be", "string"]),
         (dict(points=[[5, 5]], mask_input=np.zeros((40, 48))), ValueError,
-         [r"shape \(64, 64\)", r"logits\[i\]", "mask_to_logits"]),
+         [r"shape \(64, 64\)", r"logits\[i\]", r"predictor\.mask_prompt\(mask\)"]),
         (dict(points=[[5, 5]], mask_input=np.full((64, 64), np.nan)), ValueError,
          ["4096 NaN or inf", "finite logits"]),
     ],
@@ -557,3 +557,75 @@ def test_volume_prompt_messages_show_plain_numbers(emb):
         with pytest.raises(ValueError) as err:
             segment_volume(emb, {1: prompt})
         assert shown in str(err.value) and "np.float64" not in str(err.value)
+
+
+# ------------------------------------------------ a scripter's mistakes (helper, session 29)
+def test_one_rgb_image_given_to_embed_is_refused_not_read_as_a_stack(model):
+    """``embed(rgb)`` of one (Y, X, 3) image made 128 "slices" of 128 x 3 px, silently; a
+    segment everything on them ran for 7 minutes."""
+    rgb = np.zeros((64, 48, 3), np.uint8)
+    with pytest.raises(ValueError) as err:
+        ns.embed(rgb, model, device="cpu")
+    _says(err, r"\(64, 48, 3\) looks like one RGB image", r"image\[None\]", "Predictor.set_image")
+    with pytest.warns(UserWarning, match=r"read as 48 slices of 40 x 6 px.*"
+                                         r"np\.moveaxis\(stack, -1, 0\)"):
+        ns.embed(np.zeros((48, 40, 6), np.uint16), model, device="cpu")
+
+
+def test_a_napari_layer_given_for_an_array_says_to_pass_its_data(model, pred, emb):
+    """A napari layer was refused as "slices of different shapes" or "dtype object"."""
+    napari_layers = pytest.importorskip("napari.layers", reason="napari is not installed")
+    layer = napari_layers.Image(np.zeros((3, 40, 48), np.uint16), name="nuclei")
+    for call in (lambda: ns.embed(layer, model, device="cpu"),
+                 lambda: pred.set_image(layer),
+                 lambda: ns.segment_everything(layer, model, device="cpu")):
+        with pytest.raises(TypeError) as err:
+            call()
+        _says(err, "got the napari Image layer 'nuclei'", r"layer\.data",
+              r"contrast_limits=layer\.contrast_limits")
+
+
+def test_a_binary_mask_given_as_mask_input_is_refused_at_any_size(model, pred):
+    """On an image whose low-resolution side equals its own (128 px with the demo model) a
+    bool mask was read as logits and gave empty masks; ``mask_prompt`` converts it."""
+    n = pred.low_res_size
+    for mask in (np.zeros((n, n), bool), np.zeros((n, n), np.uint8)):
+        with pytest.raises(ValueError) as err:
+            pred.predict(points=[[15, 20]], mask_input=mask)
+        _says(err, f"mask_input is a {mask.dtype} mask", "low-resolution logits",
+              r"predictor\.mask_prompt\(mask\)")
+    full = np.zeros((40, 48), bool)
+    full[10:25, 12:30] = True
+    logits = pred.mask_prompt(full)
+    assert logits.shape == (n, n) and logits.dtype == np.float32
+    assert logits.max() > 5 and logits.min() < -5
+    masks, scores, _ = pred.predict(points=[[15, 20]], mask_input=logits, multimask=False)
+    assert masks.shape == (1, 40, 48) and np.isfinite(scores).all()
+    with pytest.raises(ValueError, match=r"\(40, 48\)"):
+        pred.mask_prompt(np.zeros((20, 20), bool))
+
+
+def test_a_label_image_given_as_one_objects_mask_is_refused(emb):
+    """``{"mask": labels[z]}`` with many ids took every labelled pixel as one object."""
+    labels = np.zeros((40, 48), np.uint16)
+    labels[5:10, 5:10], labels[20:30, 20:30], labels[30:35, 5:10] = 3, 7, 9
+    with pytest.raises(ValueError) as err:
+        ns.segment_volume(emb, {1: [{"slice": 1, "mask": labels}]})
+    _says(err, "slice 1", r"holds 3 label ids \(3, 7, 9\)", r"labels == 3",
+          r"napari_sam\.volume\.prompts_from_labels\(labels, slice=1\)")
+    res = ns.segment_volume(emb, {1: [{"slice": 1, "mask": labels == 7}]})
+    assert res.labels[1][25, 25] == 1
+    one = (labels == 7).astype(np.uint8) * 255  # one value: a mask, as before
+    assert ns.segment_volume(emb, {1: [{"slice": 1, "mask": one}]}).labels[1][25, 25] == 1
+
+
+def test_an_object_whose_prompts_give_no_pixel_is_not_said_lost_to_other_objects():
+    """A box without area gave "their masks lost every pixel to other objects" where there
+    was no other object (helper walk-through, session 29)."""
+    gt = cylinders(n_slices=8, objects=((1, (20, 20), 6, 0, 7),))
+    with pytest.warns(UserWarning, match=r"objects \[2\] are not in the labels: the model gave "
+                                         "no pixel for their prompts"):
+        res = ns.segment_volume(OracleStack(gt), {1: SlicePrompt(3, points=[[20, 20]]),
+                                                  2: SlicePrompt(3, points=[[2, 38]])})
+    assert "empty mask for its prompts" in res.lost[2] and "other objects" not in res.lost[2]
+    assert set(np.unique(res.labels)) == {0, 1}

@@ -40,6 +40,7 @@ from napari_sam.preprocess import (
     ResizeSpec,
     check_contrast_limits,
     intensity_limits,
+    reject_napari_layer,
     to_uint8_rgb,
 )
 
@@ -146,6 +147,7 @@ def _as_stack(stack):
         )
     if stack is None:
         raise TypeError("expected a stack array of shape (Z, Y, X) or (Z, Y, X, 3|4), got None")
+    reject_napari_layer(stack)
     if hasattr(stack, "array_keys") and not hasattr(stack, "shape"):  # a zarr group
         keys = sorted(stack.array_keys())
         raise TypeError(
@@ -200,6 +202,19 @@ def check_stack(stack):
         raise ValueError(
             f"the stack is empty (shape {shape}); give at least one slice with pixels"
         )
+    if ndim == 3 and shape[-1] in (3, 4) and min(shape[:2]) > shape[-1]:
+        raise ValueError(
+            f"the stack of shape {shape} looks like one RGB{'A' if shape[-1] == 4 else ''} "
+            f"image (Y, X, {shape[-1]}), not {shape[0]} slices of {shape[1]} x {shape[2]} px: "
+            "for one image pass image[None] (a stack of one slice) or use "
+            "Predictor.set_image(image)")
+    if ndim == 3 and shape[2] < 32 and min(shape[:2]) >= 4 * shape[2]:
+        import warnings
+
+        warnings.warn(
+            f"the stack of shape {shape} is read as {shape[0]} slices of {shape[1]} x "
+            f"{shape[2]} px (stacks are (Z, Y, X)); if it is (Y, X, Z), pass "
+            "np.moveaxis(stack, -1, 0)", UserWarning, stacklevel=3)
     kind = np.dtype(stack.dtype).kind
     if kind not in "biuf":
         raise ValueError(

@@ -44,6 +44,7 @@ from napari_sam.prompts import (
     check_box,
     check_mask_input,
     check_points,
+    mask_to_logits,
     prompt_tensors,
     upsample_logits,
 )
@@ -269,6 +270,28 @@ class Predictor:
                 )
             raise RuntimeError("no image is set: call set_image(image) or set_embedding(emb) first")
         return self._embedding
+
+    def mask_prompt(self, mask) -> np.ndarray:
+        """A mask of the image set, as the ``mask_input`` of :meth:`predict`.
+
+        Parameters
+        ----------
+        mask : array-like (Y, X) bool (or integers: nonzero is inside)
+            A mask over the pixels of the image set last (untiled).
+
+        Returns
+        -------
+        numpy.ndarray (4E, 4E) float32
+            Low-resolution logits, about +10 inside and -10 outside
+            (:func:`napari_sam.prompts.mask_to_logits`).
+        """
+        emb = self.embedding  # says what to do when no image is set, or it is tiled
+        m = np.asarray(mask)
+        if m.shape != tuple(emb.original_size):
+            raise ValueError(f"the mask has shape {m.shape}, but the image set is "
+                             f"{tuple(emb.original_size)}; give a (Y, X) mask of that image")
+        return mask_to_logits(m != 0, emb.original_size, emb.input_size, self.img_size,
+                              self.low_res_size).numpy()
 
     @property
     def tiled(self) -> TiledEmbedding | None:

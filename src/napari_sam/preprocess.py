@@ -36,6 +36,7 @@ __all__ = [
     "check_contrast_limits",
     "intensity_limits",
     "points_to_model",
+    "reject_napari_layer",
     "resize_longest_side",
     "smooth_before_enlarging",
     "to_uint8_rgb",
@@ -43,6 +44,17 @@ __all__ = [
 ]
 
 DEFAULT_PERCENTILES = (0.5, 99.5)
+
+
+def reject_napari_layer(value) -> None:
+    """Raise TypeError, saying to pass ``layer.data``, when ``value`` is a napari layer given
+    where an array is expected (napari is never imported: the type's module says it)."""
+    inner = getattr(value, "__wrapped__", value)  # a plugin's proxy of a layer
+    if type(inner).__module__.startswith("napari.layers") and hasattr(inner, "data"):
+        raise TypeError(
+            f"got the napari {type(inner).__name__} layer {getattr(inner, 'name', '')!r}, not "
+            "an array; pass its data: layer.data (with contrast_limits=layer.contrast_limits "
+            "to use the contrast napari shows)")
 
 
 def validate_image(image) -> np.ndarray:
@@ -59,6 +71,7 @@ def validate_image(image) -> np.ndarray:
             f"expected an image array, got the {type(image).__name__} {image!r:.60}; read the "
             "file first (e.g. napari_sam.io.read_image(path) or tifffile.imread(path))"
         )
+    reject_napari_layer(image)
     try:
         arr = np.asarray(image)
     except ValueError:  # ragged nested lists

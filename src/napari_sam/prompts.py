@@ -268,16 +268,23 @@ def check_mask_input(mask_input, low_res_size: int) -> np.ndarray:
     numpy.ndarray (4E, 4E) float32
     """
     n = low_res_size
-    masks = numeric(mask_input, "mask_input", f"({n}, {n}) low-resolution logits").astype(
-        np.float32
-    )
+    kind = (mask_input.dtype if isinstance(mask_input, (np.ndarray, torch.Tensor))
+            else np.asarray(mask_input).dtype)
+    masks = numeric(mask_input, "mask_input", f"({n}, {n}) low-resolution logits")
+    if str(kind).replace("torch.", "") in ("bool", "uint8", "int8", "int16", "int32", "int64",
+                                           "uint16", "uint32", "uint64"):  # never logits
+        raise ValueError(
+            f"mask_input is a {str(kind).replace('torch.', '')} mask, but it takes ({n}, {n}) low-resolution "
+            "logits (such as logits[i] of a previous predict); to prompt with a (Y, X) mask "
+            "of the image pass predictor.mask_prompt(mask)")
+    masks = masks.astype(np.float32)
     if masks.ndim == 3 and masks.shape[0] == 1:
         masks = masks[0]
     if masks.shape != (n, n):
         raise ValueError(
             f"mask_input must have shape ({n}, {n}) (low-resolution logits, such as "
             f"logits[i] of a previous predict), got {masks.shape}; to prompt with a "
-            "full-size binary mask convert it with napari_sam.volume.mask_to_logits"
+            "(Y, X) mask of the image pass predictor.mask_prompt(mask)"
         )
     if not np.isfinite(masks).all():
         raise ValueError(

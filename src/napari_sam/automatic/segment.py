@@ -13,6 +13,7 @@ from napari_sam.automatic.image2d import segment_image
 from napari_sam.automatic.params import check_int, make_params, recommended_thresholds
 from napari_sam.automatic.results import AutomaticResult, empty_result
 from napari_sam.automatic.stack import segment_stack
+from napari_sam.preprocess import reject_napari_layer
 
 
 def segment_everything(
@@ -266,6 +267,7 @@ def _segment_array(x, model, params, foreground, contrast_limits, device, precis
     (Z, Y, X) or (Z, Y, X, 3|4), embedded here (window by window when tiled)."""
     from napari_sam.tiling import choose_tiling
 
+    reject_napari_layer(x)  # a layer has .data, not the array's shape
     arr = x if hasattr(x, "shape") and hasattr(x, "dtype") else np.asarray(x)
     shape = tuple(arr.shape)
     is_rgb = len(shape) == 3 and shape[-1] in (3, 4)

@@ -311,6 +311,14 @@ def _validate_mask(sp: SlicePrompt, where: str, size: tuple[int, int]) -> np.nda
             f"{where}: mask has shape {mask.shape} but the embedded stack's slices are "
             f"{size}; masks must come from the same stack (and axis order) as the embedding"
         )
+    if mask.dtype.kind in "iu":
+        ids = np.unique(mask[mask != 0])
+        if len(ids) > 1:
+            shown = ", ".join(str(int(i)) for i in ids[:5]) + (", ..." if len(ids) > 5 else "")
+            raise ValueError(
+                f"{where}: the mask holds {len(ids)} label ids ({shown}), not one object: "
+                f"give one object's mask (e.g. labels == {int(ids[0])}), or prompts for every "
+                f"labelled object with napari_sam.volume.prompts_from_labels(labels, slice={sp.slice})")
     mask = mask.astype(bool)
     if not mask.any():
         raise ValueError(f"{where}: the mask is empty; give a non-empty mask or remove it")

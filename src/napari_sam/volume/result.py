@@ -96,11 +96,19 @@ def build_result(labels: np.ndarray, records: dict[tuple[int, int], Record],
         if z in present[ids[k]]:
             scores[ids[k]][z] = rec.score
     slice_range = {i: (min(z), max(z)) for i, z in present.items() if z}
-    reasons, lost = _stop_reasons(objects, present, up, down)
-    if lost:
+    decoded = {ids[k] for k, _ in records}  # objects the model gave a mask with pixels
+    reasons, lost = _stop_reasons(objects, present, up, down, decoded)
+    taken = sorted(i for i in lost if i in decoded)
+    empty = sorted(i for i in lost if i not in decoded)
+    if taken:
         warnings.warn(
-            f"objects {sorted(lost)} are not in the labels: their masks lost every pixel to "
+            f"objects {taken} are not in the labels: their masks lost every pixel to "
             "other objects (see VolumeResult.lost)", stacklevel=3,
+        )
+    if empty:
+        warnings.warn(
+            f"objects {empty} are not in the labels: the model gave no pixel for their "
+            "prompts (see VolumeResult.lost)", stacklevel=3,
         )
     chains = [
         {"id": ids[c.k], "direction": "up" if c.direction > 0 else "down", "start": c.start,
@@ -124,12 +132,19 @@ def _slices_present(labels: np.ndarray, records: dict[tuple[int, int], Record],
 
 
 def _stop_reasons(objects: list[ObjectPrompts], present: dict[int, set[int]],
-                  up: list[Chain], down: list[Chain]):
+                  up: list[Chain], down: list[Chain], decoded: set[int]):
     """{id: {"up": reason, "down": reason}} of the objects in the labels, and {id: why} of
-    those lost."""
+    those lost (``decoded``: the ids the model gave a mask with pixels, on some slice)."""
     reasons: dict[int, dict[str, str]] = {}
     lost: dict[int, str] = {}
     for k, obj in enumerate(objects):
+        if not present[obj.id] and obj.id not in decoded:
+            lost[obj.id] = (
+                "the model gave an empty mask for its prompts (a box without area, or a "
+                "click it reads as background); give it a positive point inside the object "
+                "or a box around it"
+            )
+            continue
         if not present[obj.id]:
             lost[obj.id] = (
                 "its masks lost every pixel to other objects (their prompts segment the same "
