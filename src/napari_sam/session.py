@@ -529,8 +529,10 @@ def check_image(session: Session, shape: Sequence[int], *, what: str = "this ima
             f"read as colour channels because the file does not name its axes, give the axes "
             f"the session's layer had: --axes {axes} on the command line, axes='{axes}' to "
             "napari_sam.io.read_image)")
-        raise session_error(name, f"made for an image of (Z, Y, X) {session.shape} ({src}), but "
-                                  f"{what} is {shape}{hint}; open the image it was made for")
+        def said(zyx):  # a 2D image as (Y, X)
+            return f"(Y, X) {zyx[1:]}" if zyx[0] == 1 else f"(Z, Y, X) {zyx}"
+        raise session_error(name, f"made for an image of {said(session.shape)} ({src}), but "
+                                  f"{what} is {said(shape)}{hint}; open the image it was made for")
     for where, rec in _all_prompts(session):
         problem = _outside_problem(rec, *shape, what)
         if problem is None:

@@ -720,6 +720,12 @@ def test_undo_names_the_layer_and_says_when_it_is_not_the_current_one(stack_widg
     widget._on_undo()
     assert c.status.startswith("Not undone: the last commit went into 'segmentation', the "
                                "labels of another image"), c.status
+    # that image closed: not "pick that image" (helper walk-through, session 29)
+    viewer.layers.remove(_first_image_other_than(viewer, "flat"))
+    widget._on_undo()
+    assert c.status.startswith("Not undone: the last commit went into 'segmentation', the "
+                               "labels of an image that is no longer open, so the dock cannot "
+                               "undo or redo it"), c.status
 
 
 def test_an_image_it_cannot_use_is_said_once_in_the_status(make_widget, notifications):
@@ -752,3 +758,20 @@ def test_a_refused_action_becomes_the_status(stack_widget, notifications):
     assert c.status == "Nothing to undo.", c.status
     assert widget._status.text() == c.status
     assert ("warning", "Nothing to undo.") in [(s.lower(), m) for s, m in notifications]
+
+
+def test_a_point_added_from_a_script_on_an_image_it_cannot_use_says_why(make_widget):
+    """``controller.add_point`` raised AttributeError ('NoneType' object has no attribute
+    'add') on a 4D image it cannot use (helper walk-through, session 29)."""
+    from napari_sam.annotate.errors import UserError
+
+    viewer, widget = make_widget()
+    viewer.add_image(np.zeros((2, 3, 16, 16), np.float32), name="tzyx")
+    with pytest.raises(UserError, match="Cannot use 'tzyx': the image has 4 spatial"):
+        widget.controller.add_point(0, 5, 5)
+
+
+def _first_image_other_than(viewer, name):
+    from napari.layers import Image
+
+    return next(ly for ly in viewer.layers if isinstance(ly, Image) and ly.name != name)

@@ -115,7 +115,7 @@ def test_small_status_lines_say_what_is_true(session, tmp_path):
     with pytest.raises(UserError) as err:
         flat.load_session(s.saved_session_path())
     text = str(err.value)
-    assert "made for an image of (Z, Y, X) (6, 64, 64)" in text and "(1, 64, 64)" in text
+    assert "made for an image of (Z, Y, X) (6, 64, 64)" in text and "is (Y, X) (64, 64)" in text
     assert "--axes" not in text and "read_image" not in text
 
 

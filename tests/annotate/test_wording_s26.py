@@ -33,3 +33,16 @@ def test_a_preview_on_a_constant_slice_says_the_mask_follows_the_prompts_alone(t
     s.update_preview()
     assert s.previews and "constant" not in s.status
     assert np.ptp(stack[2]) > 0
+
+
+def test_a_tiff_loaded_as_a_session_is_refused_without_double_punctuation(session, tmp_path):
+    """"... is not UTF-8 text; is it a session file?." (helper walk-through, session 29)."""
+    import pytest
+
+    from napari_sam.annotate.errors import UserError
+
+    tif = tmp_path / "labels.tif"
+    tif.write_bytes(b"II*\x00\x08\x00\x00\x00\xff\xfe")
+    with pytest.raises(UserError) as err:
+        session.load_session(tif)
+    assert str(err.value).endswith("is it a session file?"), str(err.value)

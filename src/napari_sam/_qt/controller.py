@@ -242,6 +242,8 @@ class AnnotationController(AnnotationSession):
 
     def add_point(self, z: int, row: float, col: float, positive: bool = True) -> None:
         """Add a point to the points layer (its events preview it when live)."""
+        if self.points_layer is None:  # no image it can use: the status line says why
+            raise UserError(self.status if "Cannot use" in self.status else self.next_step())
         self.set_negative(not positive)
         self.points_layer.add(L.layer_coords(self.source, [[z, row, col]]))
 
@@ -357,7 +359,7 @@ class AnnotationController(AnnotationSession):
     def history_problem(self, target) -> str | None:
         """Why an undo or redo of a commit into ``target`` is refused: it was another
         image's (:func:`.targets.other_image_problem`)."""
-        return T.other_image_problem(target, self.image_layer)
+        return T.other_image_problem(target, self.image_layer, self.viewer)
 
     def labels_name(self, target) -> str:
         return target.name
@@ -530,6 +532,7 @@ class AnnotationController(AnnotationSession):
             self.previews, self.volume = [], None
             self.drop_sam2_features()
             self._say(self.next_step())  # "Open an image ...", not a stale line about it
+            self.cancel_stale_job()
         ours = [attr for attr in ("points_layer", "boxes_layer", "preview_layer")
                 if L.same(getattr(self, attr), layer)]
         target = L.same(self.target_layer, layer)
@@ -579,11 +582,8 @@ class AnnotationController(AnnotationSession):
             if self.job is job:
                 self.job = None
                 self.job_changed.emit(None)
-            if job.cancelled:
-                self._pending = False
-                self._say(f"Cancelled: {job.description}. Nothing was changed.")
-                return
-            after = then if job.succeeded else None
+            after = (self.job_cancelled(job) if job.cancelled
+                     else then if job.succeeded else None)
             if self._pending:  # prompts arrived while the job ran
                 self._pending = False
                 after = self.update_preview
@@ -596,7 +596,7 @@ class AnnotationController(AnnotationSession):
             during = f" ({job.phase})" if job.phase else ""  # e.g. "(loading the model 'vit_b')"
             self._say(f"Failed: {description}{during}. {message}")
 
-        job = self.job = Job(description)
+        job = self.job = Job(description, key=self.job_key())
         self.job_changed.emit(job)
         self._say(description + " ...")
         run_job(

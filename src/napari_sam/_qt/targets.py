@@ -54,11 +54,16 @@ def open_images(viewer) -> set[str]:
     return {str(ly.unique_id) for ly in map(unwrap, viewer.layers) if isinstance(ly, Image)}
 
 
-def other_image_problem(target, image_layer) -> str | None:
+def other_image_problem(target, image_layer, viewer=None) -> str | None:
     """Why an undo or redo of a commit into labels layer ``target`` is refused while
-    ``image_layer`` is shown: only other images were committed into it (None: it is not)."""
+    ``image_layer`` is shown: only other images were committed into it (None: it is not);
+    with ``viewer``, whether any of them is still open there."""
     if made_for(target, image_layer) is not False:
         return None
+    if viewer is not None and not set(_images(target)) & open_images(viewer):
+        return (f"the last commit went into '{target.name}', the labels of an image that is "
+                "no longer open, so the dock cannot undo or redo it; its labels stay in that "
+                "layer (erase one with napari's labels tools if it must go)")
     return (f"the last commit went into '{target.name}', the labels of another image; pick "
             "that image in 'Image' to undo or redo it (one history holds the commits of every "
             "image)")

@@ -3,7 +3,7 @@ how); the GUI shows it as a notification, a script sees the exception."""
 
 from __future__ import annotations
 
-__all__ = ["UserError"]
+__all__ = ["UserError", "sentence"]
 
 
 class UserError(Exception):
@@ -12,3 +12,10 @@ class UserError(Exception):
     def __init__(self, message: str, level: str = "warning"):
         super().__init__(message)
         self.level = level
+
+
+def sentence(text) -> str:
+    """``text`` (an error or a string) ending with one full stop, or a question or exclamation
+    mark it already has ("... is it a session file?", not "...?.")."""
+    text = str(text).rstrip()
+    return text if text.endswith((".", "?", "!")) else text + "."

@@ -28,7 +28,7 @@ import numpy as np
 
 from napari_sam import session as S
 
-from .errors import UserError
+from .errors import UserError, sentence
 from .prompt_groups import POINT_OBJECT, inside_image
 
 __all__ = ["SessionLog", "fallback_session_file", "folder_writable"]
@@ -229,7 +229,7 @@ class SessionLog:
             raise UserError(f"Could not save the session to {path}: {err.strerror or err}. "
                             "Pick a folder you can write to.") from None
         except S.SessionError as err:  # the image itself, or a file that is no session
-            raise UserError(f"{err}.") from None
+            raise UserError(sentence(err)) from None
         auto = self.autosave_path()
         if auto is not None and path.absolute() == auto.absolute():  # autosave goes on there
             self._own_autosave(auto)
@@ -321,7 +321,7 @@ class SessionLog:
             S.check_image(sess, src.shape, what=f"'{self.image_name()}'", axes_hint=False)
             model_note = self._model_for(sess)
         except S.SessionError as err:
-            raise UserError(f"{err}.") from None
+            raise UserError(sentence(err)) from None
         pending = sess.pending or {}
         mine = self.prompt_arrays()
         if (pending.get("points") or pending.get("boxes")) and len(mine[0]) + len(mine[2]):
