@@ -250,3 +250,42 @@ def test_a_dock_detached_after_qt_deleted_its_timer_still_autosaves_and_raises_n
     widget.controller.close()  # raised, and left the rest of close() undone
     assert S.read_session(autosave_of(stack_file)).labels[1, 10, 10] == 7
     assert widget.controller.job is None or not widget.controller.job.running
+
+
+def test_commits_into_other_labels_keep_the_earlier_session_and_say_whose_it_is(
+        make_widget, stack_file, tiny_ckpt):
+    """Picking another labels layer kept the autosave of the first one aside saying "An
+    earlier session ... was autosaved ... and not resumed", of the dock's own work
+    (helper walk-through, session 29)."""
+    viewer, widget = open_image_dock(make_widget, stack_file, tiny_ckpt)
+    c = widget.controller
+    assert commit_on(viewer, widget, 1) == [1]
+    first = c.target_layer.name
+    shape = np.asarray(c.target_layer.data).shape
+    viewer.add_labels(np.zeros(shape, np.uint32), name="mine")
+    widget._target.setCurrentIndex(widget._target.findText("mine"))
+    widget._on_target_changed()
+    commit_on(viewer, widget, 2)
+    (kept,) = kept_files(stack_file)
+    assert "not resumed" not in c.status, c.status
+    assert (f"The session of the commits into '{first}' (1 commit" in c.status
+            and f"is kept as {kept.name}" in c.status
+            and "the commits now go into 'mine', whose session is autosaved in "
+            f"{autosave_of(stack_file).name}" in c.status), c.status
+    assert [op["ids"] for op in S.read_session(kept).operations] == [[1]]
+
+
+def test_loading_a_copy_of_the_autosave_goes_on_in_the_autosave(make_widget, stack_file,
+                                                                  tiny_ckpt, tmp_path):
+    """*Load session...* of work.json just saved from the same session: the next commit kept
+    the (identical) autosave aside as a session "not resumed" (helper walk-through,
+    session 29)."""
+    viewer, widget = open_image_dock(make_widget, stack_file, tiny_ckpt)
+    assert commit_on(viewer, widget, 1) == [1]
+    work = widget.save_session(str(tmp_path / "work.json"))
+    viewer2, widget2 = open_image_dock(make_widget, stack_file, tiny_ckpt)
+    widget2.controller.load_session(work)
+    commit_on(viewer2, widget2, 3)
+    assert kept_files(stack_file) == [], widget2.controller.status
+    assert "not resumed" not in widget2.controller.status
+    assert len(S.read_session(autosave_of(stack_file)).operations) == 2

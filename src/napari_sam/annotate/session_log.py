@@ -21,6 +21,7 @@ write or load for this log: it keeps it first under a dated name
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -133,9 +134,13 @@ class SessionLog:
         self._own_autosave(self.autosave_path())
 
     def _own_autosave(self, path: Path) -> None:
-        """The file at ``path`` holds this log (written or loaded): autosave may replace it."""
+        """The file at ``path`` holds this log (written or loaded): autosave may replace it.
+        The name of the labels its commits went into is kept for :meth:`_written_for`."""
         st = path.stat()
-        self._autosave_owned = (str(path), self._log_generation, (st.st_mtime_ns, st.st_size))
+        target = self._log_target
+        name = self.labels_name(target) if target is not None else None
+        self._autosave_owned = (str(path), self._log_generation, (st.st_mtime_ns, st.st_size),
+                                name)
 
     def _owns_autosave(self, path: Path) -> bool:
         own = self._autosave_owned
@@ -143,6 +148,16 @@ class SessionLog:
             return False
         st = path.stat()
         return own[2] == (st.st_mtime_ns, st.st_size)
+
+    def _written_for(self, path: Path) -> str | None:
+        """The labels whose commits this dock's earlier log wrote to ``path``, while the file
+        is as it wrote it (None: another dock's or process's file, or one it did not write;
+        "": labels without a name)."""
+        own = self._autosave_owned
+        if own is None or own[0] != str(path):
+            return None
+        st = path.stat()
+        return (own[3] or "") if own[2] == (st.st_mtime_ns, st.st_size) else None
 
     def _log_commit(self, objects_all, written, commit) -> None:
         """Record a commit: ``objects_all`` the previews (or volume object ids) decoded,
@@ -286,22 +301,27 @@ class SessionLog:
         load (not resumed, another dock's, another process's) is first kept under a dated
         name (:func:`napari_sam.session.keep_aside`), and the status says so."""
         target.parent.mkdir(parents=True, exist_ok=True)
-        kept, state = None, self.session_state()
+        kept, state, mine = None, self.session_state(), None
         if target.is_file() and not self._owns_autosave(target):
             S.check_session_path(state, target)  # a file there that is no session: refused
             try:
                 earlier = S.read_session(target, load_labels=False).summary()
             except S.SessionError:
                 earlier = "unreadable"
+            mine = self._written_for(target)  # this dock's, for other labels
             kept = S.keep_aside(target)
         S.write_session(state, target)
         self._own_autosave(target)
         if kept is not None:
             self._kept_aside = kept
+            opens = "(File > IO Utilities > Load SAM session... opens it)"
             text = (f" An earlier session of '{self.image_name()}' ({earlier}) was autosaved "
                     f"in {target.name} and not resumed: it is kept as {kept.name} beside it "
-                    "(File > IO Utilities > Load SAM session... opens it); this session is "
-                    f"autosaved in {target.name}.")
+                    f"{opens}; this session is autosaved in {target.name}.") if mine is None \
+                else (f" The session of the commits into '{mine}' ({earlier}) is kept as "
+                      f"{kept.name} {opens}: the commits now go into "
+                      f"'{self.labels_name(self._log_target)}', whose session is autosaved "
+                      f"in {target.name}.")
             self._autosave_note += text
             self.notify_info(text.strip())
 
@@ -334,9 +354,10 @@ class SessionLog:
         self._restore(sess)
         self._log_generation += 1
         self.session_path = Path(path)
-        if self.autosave_path() is not None and self.session_path.absolute() == \
-                self.autosave_path().absolute():  # resumed: its log goes on in that file
-            self._own_autosave(self.autosave_path())
+        auto = self.autosave_path()
+        if auto is not None and (self.session_path.absolute() == auto.absolute()  # resumed
+                                 or _holds_the_same_work(auto, sess)):  # or a copy of it
+            self._own_autosave(auto)  # its log goes on in that file
         if differs:
             text = (f"Loaded the session {Path(path).name} ({sess.summary()}). Note: "
                     + "; ".join(differs) + ". Its labels are placed as they were saved: check "
@@ -469,3 +490,25 @@ class SessionLog:
         self.add_point(z, r, c, positive=True)
         self._say(f"Added a point on slice {z} at (row {r:g}, col {c:g}); press Propagate to "
                   "carry the object on from there.")
+
+
+def _holds_the_same_work(path: Path, sess: S.Session) -> bool:
+    """Whether the session file at ``path`` holds exactly ``sess``'s work: its commits,
+    pending prompts, labels and base labels (a copy saved with *Save session...*), so that
+    autosave may go on there without keeping it aside."""
+    if not path.is_file():
+        return False
+    try:
+        other = S.read_session(path)
+    except S.SessionError:
+        return False
+
+    def same(a, b) -> bool:
+        return (a is None) == (b is None) and (a is None or np.array_equal(a, b))
+
+    def text(value) -> str:
+        return json.dumps(value, sort_keys=True, default=str)
+
+    return (text(other.operations) == text(sess.operations)
+            and text(other.pending) == text(sess.pending)
+            and same(other.labels, sess.labels) and same(other.base, sess.base))
