@@ -629,3 +629,17 @@ def test_an_object_whose_prompts_give_no_pixel_is_not_said_lost_to_other_objects
                                                   2: SlicePrompt(3, points=[[2, 38]])})
     assert "empty mask for its prompts" in res.lost[2] and "other objects" not in res.lost[2]
     assert set(np.unique(res.labels)) == {0, 1}
+
+
+def test_negative_points_alone_warn_and_two_boxes_point_to_predict_batch(pred):
+    """Negative points alone gave empty masks without a word; two boxes were "8 numbers"."""
+    with pytest.warns(UserWarning, match="only negative points .* add a positive point or a box"):
+        pred.predict(points=[[15, 20]], labels=[0])
+    with pytest.raises(ValueError) as err:
+        pred.predict(box=[[5, 5, 20, 20], [22, 22, 35, 40]])
+    _says(err, "got 2 boxes", r"Predictor\.predict_batch\(boxes=\.\.\.\)")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pred.predict(points=[[15, 20], [30, 40]], labels=[1, 0])  # a positive one: no word

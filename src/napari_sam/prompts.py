@@ -246,6 +246,10 @@ def check_box(box, size: tuple[int, int]) -> np.ndarray:
         Partly outside boxes are clipped to the image's pixels.
     """
     b = numeric(box, "box", "4 numbers (row0, col0, row1, col1)").reshape(-1)
+    if b.size > 4 and b.size % 4 == 0:
+        raise ValueError(f"box must be one box, 4 numbers (row0, col0, row1, col1), got "
+                         f"{b.size // 4} boxes; for several objects at once use "
+                         "Predictor.predict_batch(boxes=...), one mask per box")
     problem = box_problem(b, size)
     if problem is not None:
         fix = plain(ordered_box(b)) if problem == "inverted" else None
