@@ -643,3 +643,13 @@ def test_negative_points_alone_warn_and_two_boxes_point_to_predict_batch(pred):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pred.predict(points=[[15, 20], [30, 40]], labels=[1, 0])  # a positive one: no word
+
+
+def test_mask_prompt_on_a_tiled_image_says_what_to_do(model):
+    """The advice for a bool mask_input led to mask_prompt, which said only "the image is
+    tiled ... use predict()" (the reviewer, session 29)."""
+    p = ns.Predictor(model, device="cpu")
+    p.set_image(np.random.default_rng(0).random((4 * model.img_size, 4 * model.img_size)))
+    assert p.tiled is not None
+    with pytest.raises(RuntimeError, match="set the image with tiling=None to prompt with a mask"):
+        p.mask_prompt(np.zeros((4 * model.img_size,) * 2, bool))

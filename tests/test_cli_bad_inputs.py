@@ -704,26 +704,34 @@ def test_a_plain_4d_tiff_says_its_axes_were_guessed_and_how_to_name_channels(
     assert rc == 0, err
 
 
-def test_a_prompt_on_a_constant_slice_is_noted_in_the_run_and_the_metadata(tmp_path, tiny_model,
-                                                                         capsys):
-    """A blank frame (or the wrong channel) gave masks that follow the clicks alone, without a
-    word (helper walk-through, session 28): the run and the output metadata name the slices."""
-    data = (np.random.default_rng(0).random((3, 64, 64)) * 1000).astype(np.uint16)
-    data[1] = 0
-    inp = tmp_path / "a.tif"
+def _segment_with_slice_1(tmp_path, tiny_model, capsys, name, dtype, fill):
+    """``segment`` of a 3-slice ``name``.tif whose slice 1 is all ``fill``, prompted on slices
+    0 and 1: (rc, stderr in one line, the output metadata)."""
+    data = (np.random.default_rng(0).random((3, 64, 64)) * 1000).astype(dtype)
+    data[1] = fill
+    inp = tmp_path / f"{name}.tif"
     tifffile.imwrite(inp, data, photometric="minisblack")
     p = tmp_path / "p.csv"
     p.write_text("id,slice,row,col\n1,0,30,30\n2,1,20,20\n")
     rc, _, err = cli(["segment", inp, "-o", tmp_path / "out", "-p", p, "--model", tiny_model],
                      capsys)
+    meta = tmp_path / "out" / f"{name}_labels.tif.json"
+    return rc, " ".join(err.split()), json.loads(meta.read_text()) if meta.is_file() else None
+
+
+def test_a_prompt_on_a_constant_slice_is_noted_in_the_run_and_the_metadata(tmp_path, tiny_model,
+                                                                         capsys):
+    """A blank frame (or the wrong channel) gave masks that follow the clicks alone, without a
+    word (helper walk-through, session 28): the run and the output metadata name the slices."""
+    rc, err, meta = _segment_with_slice_1(tmp_path, tiny_model, capsys, "a", np.uint16, 0)
     assert rc == 0, err
     assert ("a.tif: prompted slice 1 is constant (every pixel 0): the masks there follow the "
-            "prompts alone, not the image") in " ".join(err.split())
-    meta = json.loads((tmp_path / "out" / "a_labels.tif.json").read_text())
+            "prompts alone, not the image") in err
     assert meta["extra"]["constant_prompt_slices"] == {"1": [0.0]}
 
     flat = tmp_path / "flat.tif"  # a 2D image, and one with structure: nothing said
     tifffile.imwrite(flat, np.full((64, 64), 7, np.uint16))
+    p = tmp_path / "p.csv"
     p.write_text("id,slice,row,col\n1,0,30,30\n")
     for name, says in (("flat", "flat.tif: the image is constant (every pixel 7)"),
                        ("a", None)):
@@ -734,3 +742,15 @@ def test_a_prompt_on_a_constant_slice_is_noted_in_the_run_and_the_metadata(tmp_p
         assert (says in " ".join(err.split())) if says else "(every pixel" not in err
         meta = json.loads((tmp_path / f"out_{name}" / f"{name}_labels.tif.json").read_text())
         assert ("constant_prompt_slices" in meta["extra"]) == bool(says)
+
+
+def test_a_prompt_on_an_all_nan_slice_is_noted_and_the_metadata_written(tmp_path, tiny_model,
+                                                                          capsys):
+    """NaN went into the output metadata, which JSON cannot hold: the file failed with "Out
+    of range float values are not JSON compliant" and its labels had no metadata (the
+    reviewer, session 29)."""
+    rc, err, meta = _segment_with_slice_1(tmp_path, tiny_model, capsys, "nan", np.float32,
+                                          np.nan)
+    assert rc == 0, err
+    assert "nan.tif: prompted slice 1 is constant (no pixel holds a finite value)" in err
+    assert meta["extra"]["constant_prompt_slices"] == {"1": [None]}

@@ -171,7 +171,7 @@ def _as_stack(stack):
     return arr
 
 
-def check_stack(stack):
+def check_stack(stack, layout: bool = True):
     """The stack as an array (lists stacked), or ValueError/TypeError naming what is wrong.
 
     Parameters
@@ -179,6 +179,10 @@ def check_stack(stack):
     stack : array-like
         (Z, Y, X) or (Z, Y, X, 1|3|4), any real or bool dtype; lazy arrays (memmap, zarr,
         dask) are returned as they are.
+    layout : bool
+        Also check how an in-memory numpy array (a scripter's) is laid out: one (Y, X, 3|4)
+        RGB image is refused, a (Y, X, Z) stack of few slices warned about. Files (the CLI
+        names their axes) and the dock's layers are not numpy arrays here.
     """
     stack = _as_stack(stack)
     ndim = len(stack.shape)
@@ -202,6 +206,14 @@ def check_stack(stack):
         raise ValueError(
             f"the stack is empty (shape {shape}); give at least one slice with pixels"
         )
+    kind = np.dtype(stack.dtype).kind
+    if kind not in "biuf":
+        raise ValueError(
+            f"stack dtype {np.dtype(stack.dtype)} is not numeric; give an integer, float or "
+            "bool stack"
+        )
+    if not (layout and isinstance(stack, np.ndarray)):
+        return stack
     if ndim == 3 and shape[-1] in (3, 4) and min(shape[:2]) > shape[-1]:
         raise ValueError(
             f"the stack of shape {shape} looks like one RGB{'A' if shape[-1] == 4 else ''} "
@@ -215,12 +227,6 @@ def check_stack(stack):
             f"the stack of shape {shape} is read as {shape[0]} slices of {shape[1]} x "
             f"{shape[2]} px (stacks are (Z, Y, X)); if it is (Y, X, Z), pass "
             "np.moveaxis(stack, -1, 0)", UserWarning, stacklevel=3)
-    kind = np.dtype(stack.dtype).kind
-    if kind not in "biuf":
-        raise ValueError(
-            f"stack dtype {np.dtype(stack.dtype)} is not numeric; give an integer, float or "
-            "bool stack"
-        )
     return stack
 
 
@@ -313,7 +319,7 @@ class StackEmbeddings:
         cache_size: int = 64,
         predictor: Predictor | None = None,
     ):
-        stack = check_stack(stack)
+        stack = check_stack(stack, layout=False)  # embed() checked how it is laid out
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
             batch_size < 1
         ):

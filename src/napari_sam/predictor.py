@@ -285,7 +285,12 @@ class Predictor:
             Low-resolution logits, about +10 inside and -10 outside
             (:func:`napari_sam.prompts.mask_to_logits`).
         """
-        emb = self.embedding  # says what to do when no image is set, or it is tiled
+        if self._embedding is None and self._tiled is not None:
+            raise RuntimeError(
+                f"the image is tiled ({len(self._tiled.tiling)} windows), and a mask prompt "
+                "lies in one window's frame: set the image with tiling=None to prompt with a "
+                "mask of all of it (or pass logits[i] of a previous predict as mask_input)")
+        emb = self.embedding  # says what to do when no image is set
         m = np.asarray(mask)
         if m.shape != tuple(emb.original_size):
             raise ValueError(f"the mask has shape {m.shape}, but the image set is "

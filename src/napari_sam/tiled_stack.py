@@ -163,7 +163,7 @@ class TiledStackEmbeddings:
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         predictor: Predictor | None = None,
     ):
-        stack = check_stack(stack)
+        stack = check_stack(stack, layout=False)  # embed() checked how it is laid out
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
             batch_size < 1
         ):

@@ -274,17 +274,19 @@ def test_a_result_is_not_applied_to_an_image_picked_while_it_ran(threaded, qtbot
         release = _held(monkeypatch, automatic, "segment_everything")
         widget._on_automatic()
     qtbot.waitUntil(lambda: c.job is not None and c.job.running, timeout=JOB_TIMEOUT_MS)
-    job = c.job
+    running = c.job
     _switch_image(widget, "other")
-    assert job.cancelled and job.stale  # at once: it ran on for minutes before (session 29)
+    assert running.cancelled and running.stale  # at once: it ran on for minutes (session 29)
     release.set()
     _wait(qtbot, c)
     assert c.volume is None
-    assert (f"Stopped: {job.description}, because the image, the model or a setting changed "
-            "while it ran (its result could not have been applied); nothing was changed. "
-            "Click on an object in 'other'") in c.status, c.status
+    assert (f"Stopped: {running.description}, because the image, the model or a setting "
+            "changed while it ran (its result could not have been applied; the slices it had "
+            "embedded are kept). Click on an object in 'other'") in c.status, c.status
     assert not c.preview_layer.data.any()
     assert sorted(ly.name for ly in viewer.layers) == layers_before  # no result layer
+    _switch_image(widget, "blobs")  # the slices it had embedded (new embeddings) are kept
+    assert c.ready(range(6) if job == "propagate" else [3])
 
 
 def test_a_click_on_the_image_picked_while_a_job_ran_is_previewed_when_it_stops(

@@ -33,6 +33,11 @@ def test_a_preview_on_a_constant_slice_says_the_mask_follows_the_prompts_alone(t
     s.update_preview()
     assert s.previews and "constant" not in s.status
     assert np.ptp(stack[2]) > 0
+    s.set_image(np.full((64, 64), np.nan, np.float32), name="no finite pixel")  # 2D
+    assert s.current_z() == 0  # it stayed 2, a slice the 2D image has not: no preview
+    s.add_point(0, 20, 20)
+    s.update_preview()
+    assert "This image is constant (no pixel holds a finite value)" in s.status, s.status
 
 
 def test_a_tiff_loaded_as_a_session_is_refused_without_double_punctuation(session, tmp_path):

@@ -111,6 +111,7 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
         self.volume = None  # VolumeResult under preview
         self._volume_replaces: dict[int, int] = {}
         self.job = None  # a running job of the GUI (never set without one)
+        self.made_embeddings: list = []  # (key, embeddings) the running job made
         self.status = ""
         self._rendered: set[int] | None = set()  # slices drawn in the preview (None: all)
         self.preview_lead = ""  # news the next preview's status line starts with (a load)
@@ -362,6 +363,7 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
         aside = self.set_aside_prompts() if changed else ""
         self.image_data, self.name, self.path = data, name, path
         self.channel_axis, self.source = channel_axis, source
+        self.z = min(int(self.z), source.n_slices - 1)  # a slice of this image (0 for 2D)
         if changed:
             self.clear_prompts()
         self.use_source(changed, aside)
@@ -470,6 +472,9 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
         predictor = self.models.get(choice, device, precision)
         emb = self.embeddings.get(key)
         models = self.models
+        if self.job is None or not self.job.running:  # what the job makes, for job_cancelled
+            self.made_embeddings = []
+        made = self.made_embeddings
 
         def gen():
             nonlocal predictor, emb
@@ -482,6 +487,7 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
                 return key, choice, device, predictor, emb, precision
             if emb is None:
                 emb = new_embeddings(src, predictor, store, tiling, MAX_MEMORY_SLICES)
+                made.append((key, emb))
             todo = missing_slices(emb, range(len(emb)) if indices is None else indices)
             if getattr(emb, "tiling", None) is None:
                 yield from embed_job(emb, todo)
@@ -498,6 +504,7 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
         nothing of that image)."""
         first_load = self.models.get(choice, device, precision) is None
         self.models.put(choice, device, predictor, precision)
+        self.made_embeddings = []  # adopted below (or of an image gone)
         if first_load:  # e.g. a checkpoint without its metadata file (also if the image left)
             for note in getattr(predictor.model, "load_notes", ()):
                 self.notify_warning(note)

@@ -222,19 +222,21 @@ class SlicePreview:
 
     def _constant_note(self, z: int) -> str:
         """" This slice is constant ..." when every pixel of slice ``z`` holds one value (a
-        blank frame, the wrong channel): the masks follow the prompts alone. Kept per slice."""
-        from napari_sam.automatic import constant_value
+        blank frame, the wrong channel): the masks follow the prompts alone. Kept per slice;
+        not for tiled (large) images, whose slice is not read whole for a preview."""
+        from napari_sam.automatic import constant_value, constant_words
 
-        key = (self.source.stack, z)
-        held = getattr(self, "_constant_held", None)
-        if held is None or held[0][0] is not key[0] or held[0][1] != z:
-            held = self._constant_held = (key, constant_value(self.source.stack[z]))
-        value = held[1]
-        if value is None:
+        if getattr(self.emb, "tiling", None) is not None:
             return ""
-        shown = f"{value[0]:g}" if len(value) == 1 else str(tuple(float(f"{v:g}") for v in value))
-        return (f" This slice is constant (every pixel {shown}): the mask follows your prompts "
-                "alone, not the image.")
+        key = (id(self.source.stack), z)  # not the data: a removed image is not kept alive
+        held = getattr(self, "_constant_held", None)
+        if held is None or held[0] != key:
+            held = self._constant_held = (key, constant_value(self.source.stack[z]))
+        if held[1] is None:
+            return ""
+        what = "This image" if self.source.n_slices == 1 else "This slice"
+        return (f" {what} is constant ({constant_words(held[1])}): the mask follows your "
+                "prompts alone, not the image.")
 
     def next_candidate(self) -> int | None:
         multi = [p for p in self.previews if p.n_candidates > 1]

@@ -33,7 +33,11 @@ class StaleJobs:
         now = self.job_key()
         if now is not None and now[0] == key[0]:
             return
-        if self.models.get(*key[1]) is not None:  # else it is loading the model
+        # its model loads first when not cached (the cache gets it when the job ends); the
+        # phase comes from the worker, so "" may be a load whose phase is on its way
+        loading = self.models.get(*key[1]) is None and (
+            job.phase == "" or job.phase.startswith("loading the model"))
+        if not loading:
             job.stale = True
             job.cancel()
 
@@ -42,13 +46,19 @@ class StaleJobs:
         for a job stopped by :meth:`cancel_stale_job`, the preview of prompts given
         meanwhile, which follows this line)."""
         pending, self._pending = self._pending, False
+        made, self.made_embeddings = getattr(self, "made_embeddings", []), []
         if not getattr(job, "stale", False):
             self._say(f"Cancelled: {job.description}. Nothing was changed.")
             return None
-        why = ("its image layer was removed" if self.source is None else
-               "the image, the model or a setting changed")
+        if self.source is None:
+            why, kept = "its image layer was removed", "nothing of that image is kept"
+        else:  # the embeddings it made are kept for that image, as a finished job's were
+            for key, emb in made:
+                self.embeddings.put(key, emb)
+            why, kept = ("the image, the model or a setting changed",
+                         "the slices it had embedded are kept")
         text = (f"Stopped: {job.description}, because {why} while it ran (its result could "
-                "not have been applied); nothing was changed.")
+                f"not have been applied; {kept}).")
         if pending:
             self.preview_lead = text
             return self.update_preview

@@ -57,7 +57,12 @@ by window), :mod:`.results`, :mod:`.segment` (the entry point).
 """
 
 from napari_sam.automatic.boxes import batched_nms, box_iou, masks_to_boxes
-from napari_sam.automatic.foreground import auto_foreground, constant_value, is_constant
+from napari_sam.automatic.foreground import (
+    auto_foreground,
+    constant_value,
+    constant_words,
+    is_constant,
+)
 from napari_sam.automatic.grid_decoder import (
     GRID_FUSED_HEAD_CUDA,
     GRID_PRECISION_CUDA,
@@ -114,6 +119,7 @@ __all__ = [
     "box_iou",
     "build_point_grid",
     "constant_value",
+    "constant_words",
     "empty_result",
     "finite_mean",
     "generate_crop_boxes",

@@ -163,26 +163,25 @@ def announce_constant_prompt_slices(job: Job, ctx: Context, opened) -> dict[str,
     pixel: SAM's masks there follow the prompts alone, not the image (a blank frame, the wrong
     file or the wrong channel). Returns ``{str(slice): [value per channel]}`` for the output
     metadata ({} when every prompted slice varies)."""
-    from napari_sam.automatic import constant_value
+    from napari_sam.automatic import constant_value, constant_words
 
     slices = sorted({int(e["slice"]) for items in job.prompts.values() for e in items
                      if not e.get("stop") and 0 <= int(e["slice"]) < len(opened.stack)})
     constant = {}
     for z in slices:
         value = constant_value(opened.stack[z])
-        if value is not None:
-            constant[str(z)] = [float(v) for v in value]
+        if value is not None:  # NaN (no finite pixel) as null: JSON has no NaN
+            constant[str(z)] = [None if v != v else float(v) for v in value]
     if constant and not ctx.quiet:
         import sys
 
         from tqdm.auto import tqdm
 
-        first = constant[next(iter(constant))]
-        shown = f"{first[0]:g}" if len(first) == 1 else str(tuple(float(f"{v:g}") for v in first))
         where = ("the image is" if opened.is2d else
                  f"prompted slice{'s' if len(constant) > 1 else ''} {', '.join(constant)} "
                  f"{'are' if len(constant) > 1 else 'is'}")
-        tqdm.write(f"napari-sam: note: {job.name}: {where} constant (every pixel {shown}): "
+        tqdm.write(f"napari-sam: note: {job.name}: {where} constant "
+                   f"({constant_words(constant[next(iter(constant))])}): "
                    "the masks there follow the prompts alone, not the image; check that this "
                    "is the right file, slice and channel (--channel)", file=sys.stderr)
     return constant
