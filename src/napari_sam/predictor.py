@@ -500,8 +500,6 @@ class Predictor:
         if mask_input is not None:
             masks = check_mask_input(mask_input, self.low_res_size)[None]
         if lab is not None and not lab.any() and boxes is None and masks is None:
-            import warnings
-
             warnings.warn("only negative points (labels 0): they say where the object is not, "
                           "and nothing says where it is, so the masks are likely empty or "
                           "arbitrary; add a positive point or a box", UserWarning, stacklevel=2)

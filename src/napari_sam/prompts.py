@@ -272,16 +272,15 @@ def check_mask_input(mask_input, low_res_size: int) -> np.ndarray:
     numpy.ndarray (4E, 4E) float32
     """
     n = low_res_size
-    kind = (mask_input.dtype if isinstance(mask_input, (np.ndarray, torch.Tensor))
-            else np.asarray(mask_input).dtype)
-    masks = numeric(mask_input, "mask_input", f"({n}, {n}) low-resolution logits")
-    if str(kind).replace("torch.", "") in ("bool", "uint8", "int8", "int16", "int32", "int64",
-                                           "uint16", "uint32", "uint64"):  # never logits
+    if isinstance(mask_input, torch.Tensor):
+        mask_input = mask_input.detach().cpu().numpy()
+    if isinstance(mask_input, np.ndarray) and mask_input.dtype.kind in "biu":  # never logits
         raise ValueError(
-            f"mask_input is a {str(kind).replace('torch.', '')} mask, but it takes ({n}, {n}) low-resolution "
+            f"mask_input is a {mask_input.dtype} mask, but it takes ({n}, {n}) low-resolution "
             "logits (such as logits[i] of a previous predict); to prompt with a (Y, X) mask "
             "of the image pass predictor.mask_prompt(mask)")
-    masks = masks.astype(np.float32)
+    masks = numeric(mask_input, "mask_input", f"({n}, {n}) low-resolution logits").astype(
+        np.float32)
     if masks.ndim == 3 and masks.shape[0] == 1:
         masks = masks[0]
     if masks.shape != (n, n):

@@ -7,9 +7,9 @@ operation (slice and volume commits, their prompts, candidates, written ids and 
 the pending prompts. Coordinates are checked against an image later
 (:func:`napari_sam.session.check_image`).
 
-:func:`check_model` says whether a session's model can be loaded here. The format's constants
-(:data:`FORMAT`, :data:`VERSION`), :class:`SessionError` and :func:`check_model` live here
-and are re-exported by :mod:`napari_sam.session`, which imports this module (never the
+:func:`model_unavailable` says why a session's model cannot be loaded here ("" when it can),
+and :func:`check_model` refuses it with what to do. These, the format's constants
+(:data:`FORMAT`, :data:`VERSION`) and :class:`SessionError` live here and are re-exported by :mod:`napari_sam.session`, which imports this module (never the
 other way round).
 """
 
@@ -274,17 +274,8 @@ def model_unavailable(session) -> str:
 
 
 def check_model(session) -> str:
-    """The model to load for a session: its registry name or an existing checkpoint file.
-
-    Parameters
-    ----------
-    session : napari_sam.session.Session
-        A session read from its file (``model["name"]``, ``model["is_file"]``).
-
-    Returns
-    -------
-    str
-        The registry name or the checkpoint's path.
+    """The model to load for ``session`` (as for :func:`model_unavailable`): its registry
+    name or the path of an existing checkpoint file.
 
     Raises
     ------

@@ -27,9 +27,9 @@ class StaleJobs:
         on the new image waited for it. A job whose model is not loaded yet is let finish
         (the model is kept for the next one)."""
         job = self.job
-        key = getattr(job, "key", None)
-        if job is None or not job.running or job.cancelled or key is None:
+        if job is None or not job.running or job.cancelled or job.key is None:
             return
+        key = job.key
         now = self.job_key()
         if now is not None and now[0] == key[0]:
             return
@@ -46,8 +46,8 @@ class StaleJobs:
         for a job stopped by :meth:`cancel_stale_job`, the preview of prompts given
         meanwhile, which follows this line)."""
         pending, self._pending = self._pending, False
-        made, self.made_embeddings = getattr(self, "made_embeddings", []), []
-        if not getattr(job, "stale", False):
+        made, self.made_embeddings = self.made_embeddings, []
+        if not job.stale:
             self._say(f"Cancelled: {job.description}. Nothing was changed.")
             return None
         if self.source is None:
