@@ -316,6 +316,32 @@ def test_a_click_on_the_image_picked_while_a_job_ran_is_previewed_when_it_stops(
     assert not [ly for ly in viewer.layers if ly.name.startswith("automatic")]
 
 
+def test_the_image_picked_while_a_stale_job_ran_is_preloaded_after_it_stops(
+        threaded, qtbot, monkeypatch):
+    """The preload of the newly picked image waits for the running job; when that job
+    stopped because it went stale nothing embedded the new image, so the first click there
+    waited for the whole embedding (session 29's note). Now the preload follows the stop,
+    and the line saying why the job stopped is kept."""
+    import napari_sam.automatic as automatic
+
+    viewer, widget = threaded
+    c = widget.controller
+    viewer.add_image(blob_stack(z=6) * 0.5, name="other")
+    _switch_image(widget, "blobs")
+    widget.preload = True
+    release = _held(monkeypatch, automatic, "segment_everything")
+    widget._on_automatic()
+    qtbot.waitUntil(lambda: c.job is not None and c.job.running, timeout=JOB_TIMEOUT_MS)
+    job = c.job
+    _switch_image(widget, "other")
+    assert not c.ready([c.current_z()])
+    release.set()
+    qtbot.waitUntil(lambda: c.ready([c.current_z()]) and c.job is None, timeout=JOB_TIMEOUT_MS)
+    assert c.image_layer.name == "other"
+    assert c.status.startswith(f"Stopped: {job.description}, because the image"), c.status
+    assert "Click on an object in 'other'" in c.status, c.status
+
+
 def test_removing_the_image_while_a_job_runs(threaded, qtbot, monkeypatch, notifications):
     """The image layer removed while a propagation runs: the finished job applies nothing,
     keeps nothing of that image, and says so (it used to fail with an "unexpected

@@ -307,3 +307,26 @@ def test_a_tiled_session_replays_to_the_same_labels_with_its_recorded_tiling(sam
     untiled = replay(sess, ns.embed(sample.image[None], s.predictor.model, tiling=None,
                                     device="cpu"))
     assert not np.array_equal(untiled.labels, s.labels)
+
+
+def test_a_click_on_a_tiled_stack_embeds_its_slice_only(demo_choice):
+    """A click on a slice not embedded yet embeds the next three slices too (scrolling
+    on), but on a tiled stack each slice costs all its windows: the first preview of a
+    large stack waited for four slices' windows (36 model inputs here, 4 x 16 for ViT-B on
+    a 3000 px stack). Now only the clicked slice of a tiled stack is embedded."""
+    from napari_sam import synthetic
+
+    sample = synthetic.nuclei_3d((6, 600, 600), seed=10_011)
+    s = AnnotationSession()
+    s.set_image(sample.image, name="stack")
+    s.set_model(demo_choice)
+    s.go_to_slice(2)
+    s.add_point(2, 300, 300)
+    (p,) = s.update_preview()
+    assert p.z == 2 and len(s.emb.tiling) == 9
+    assert s.emb.missing(range(6)) == [0, 1, 3, 4, 5]
+    assert s.embedding_summary() == "1 of 6 slices embedded in 9 tiles"
+    s.set_tiling(False)  # the same stack whole: the click reads three slices ahead
+    s.add_point(2, 310, 310)
+    s.update_preview()
+    assert getattr(s.emb, "tiling", None) is None and s.emb.missing(range(6)) == [0, 1]

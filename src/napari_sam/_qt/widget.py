@@ -115,12 +115,13 @@ class SamWidget(QWidget):
         self._status = label()
         outer.addWidget(self._status)
 
+        self._job = None  # the job under way, as job_changed said
         ev = napari_viewer.layers.events
         # every connection from the controller and the viewer to this widget's slots, undone
         # on teardown (also when napari deletes the widget with its window: controller.detach)
         self._links = [
             (c.status_changed, lambda text: self._on_status(text)),
-            (c.job_changed, self._job_bar.on_job_changed),
+            (c.job_changed, self._on_job_changed),
             (c.job_phase, self._job_bar.on_phase),
             (c.job_progress, self._job_bar.on_progress),
             (c.model_changed, lambda *_: self._on_model_loaded()),
@@ -503,18 +504,27 @@ class SamWidget(QWidget):
         QTimer.singleShot(0, self._select_points)
         self._schedule_preload()
 
-    def _schedule_preload(self):
-        """Embed the visible slice soon (see :meth:`_on_preload`)."""
+    def _schedule_preload(self, after=None):
+        """Embed the visible slice soon (see :meth:`_on_preload`); ``after``: the job that
+        stopped because it went stale (its line is said again when the preload is done)."""
         if self.preload:
-            QTimer.singleShot(0, self._on_preload)
+            QTimer.singleShot(0, lambda: self._on_preload("" if after is None else after.note))
+
+    def _on_job_changed(self, job):
+        """A job started (or ended: None); the image picked while a stale job ran is
+        preloaded once that job has stopped (a preload waits for a running job)."""
+        self._job_bar.on_job_changed(job)
+        ended, self._job = self._job, job
+        if job is None and ended is not None and ended.stale:
+            self._schedule_preload(after=ended)
 
     @guarded
-    def _on_preload(self):
+    def _on_preload(self, lead: str = ""):
         """An image and a model are chosen: load the model and embed the visible slice now,
         in a job, so that the first click only decodes (controller.preload). Run from the
         event loop once the current change is done (the widget is shown first)."""
         if self.preload and not self._closed:
-            return self.controller.preload()
+            return self.controller.preload(lead)
 
     def _select_points(self):
         points = self.controller.points_layer

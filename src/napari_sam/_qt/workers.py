@@ -46,12 +46,14 @@ class JobFailed:
 class Job:
     """A started job: ``cancel()``, ``running``, ``cancelled``, ``succeeded`` (its result was
     applied), ``error`` (what it failed with, or None); ``worker`` when threaded; ``key``
-    what it was started for and ``stale`` (see ``AnnotationSession.cancel_stale_job``)."""
+    what it was started for, ``stale`` (see ``AnnotationSession.cancel_stale_job``) and
+    ``note``, the line a stale job's stop said (a preload that follows it says it again)."""
 
     def __init__(self, description: str, key=None):
         self.description = description
         self.key = key  # the image, model and settings it was started for (job_key)
         self.stale = False  # cancelled because they changed (cancel_stale_job)
+        self.note = ""  # what its stop said, when stale (job_cancelled)
         self.worker = None
         self.running = True
         self.cancelled = False

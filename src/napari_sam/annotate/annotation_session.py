@@ -434,12 +434,13 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
             return f"embedded{tiled}" if done else "not embedded yet"
         return f"{done} of {n} slices embedded{tiled}"
 
-    def _say_ready(self) -> None:
-        """After the preload: what to do next, and how the image is tiled (if it is)."""
+    def _say_ready(self, lead: str = "") -> None:
+        """After the preload: ``lead``, what to do next, and how the image is tiled (if it
+        is)."""
         tiles = getattr(self.emb, "tiling", None)
         note = "" if tiles is None else (f" Embedded in tiles: {describe_tiling(tiles)}; "
                                          "untick 'Tile large images' to embed it whole.")
-        self._say(self.next_step() + note)
+        self._say(f"{lead} {self.next_step()}{note}".lstrip())
 
     def tiling_note(self, emb=None) -> str:
         """", tiled: ..." saying how the embeddings ``emb`` (default the current ones) tile
@@ -453,9 +454,10 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
     def ready(self, indices) -> bool:
         return self.emb is not None and not missing_slices(self.emb, indices)
 
-    def _prepare_gen(self, indices, embed: bool = True):
+    def _prepare_gen(self, indices, embed: bool = True, read_ahead=()):
         """Generator job: load the model if needed, compute the embeddings of ``indices``
-        (:func:`~.embedding_cache.new_embeddings`: SAM 1's
+        and, unless the image is tiled (every window of a slice costs a model input), those
+        of ``read_ahead`` (:func:`~.embedding_cache.new_embeddings`: SAM 1's
         :class:`~napari_sam.embeddings.StackEmbeddings`, tiled ones for large images, or a
         SAM 2 model's :class:`~.embedding_cache.Sam2SliceEmbeddings`; tiled embeddings yield
         a status line saying how the image is tiled, and progress over slices x windows);
@@ -488,8 +490,10 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
             if emb is None:
                 emb = new_embeddings(src, predictor, store, tiling, MAX_MEMORY_SLICES)
                 made.append((key, emb))
-            todo = missing_slices(emb, range(len(emb)) if indices is None else indices)
-            if getattr(emb, "tiling", None) is None:
+            wanted = list(range(len(emb)) if indices is None else indices)
+            tiled = getattr(emb, "tiling", None) is not None
+            todo = missing_slices(emb, wanted if tiled else [*wanted, *read_ahead])
+            if not tiled:
                 yield from embed_job(emb, todo)
             elif todo:
                 yield f"Embedding {describe_tiling(emb.tiling, len(todo))} ..."
@@ -535,9 +539,10 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
                   "kept, so it is quicker).")
         return False
 
-    def compute_embeddings(self, indices=None, then=None):
-        """Start computing embeddings (default: every slice); ``then()`` runs afterwards."""
-        gen = self._prepare_gen(indices)
+    def compute_embeddings(self, indices=None, then=None, read_ahead=()):
+        """Start computing embeddings (default: every slice) and, unless the image is
+        tiled, those of ``read_ahead``; ``then()`` runs afterwards."""
+        gen = self._prepare_gen(indices, read_ahead=read_ahead)
 
         def done(result):
             self._adopt(*result)
@@ -550,11 +555,12 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
 
         return self.start_job(gen, "Computing SAM embeddings", done, then=then)
 
-    def preload(self):
+    def preload(self, lead: str = ""):
         """Start loading the model and embedding the visible slice, if an image and a model
         are chosen and that slice is not embedded yet (#29: the first click then only
         decodes). Nothing starts while a job runs, and a model that would be downloaded is
-        not fetched before a click. Clicks during the job are previewed when it ends.
+        not fetched before a click. Clicks during the job are previewed when it ends; the
+        status line then starts with ``lead`` (e.g. why the job before it stopped).
 
         Returns
         -------
@@ -569,7 +575,7 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
         z = self.current_z()
         if self.ready([z]):
             return None
-        return self.compute_embeddings([z], then=self._say_ready)
+        return self.compute_embeddings([z], then=lambda: self._say_ready(lead))
 
     # ------------------------------------------------------------------ commit, undo
     def _preview_objects(self) -> tuple[list[ObjectMask], list, list]:

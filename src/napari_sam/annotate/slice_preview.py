@@ -92,8 +92,9 @@ class SlicePreview:
             return self.previews
         if not self.ready([z]):
             if self.job is None or not self.job.running:
-                batch = list(range(z, min(z + 4, src.n_slices)))
-                self.compute_embeddings(batch, then=self.update_preview)
+                # the next slices too (scrolling on), but only this one of a tiled image
+                self.compute_embeddings([z], then=self.update_preview,
+                                        read_ahead=range(z + 1, min(z + 4, src.n_slices)))
             else:
                 self._pending = True
                 self._say("Waiting for the running job; the preview follows.")

@@ -57,8 +57,8 @@ class StaleJobs:
                 self.embeddings.put(key, emb)
             why, kept = ("the image, the model or a setting changed",
                          "the slices it had embedded are kept")
-        text = (f"Stopped: {job.description}, because {why} while it ran (its result could "
-                f"not have been applied; {kept}).")
+        text = job.note = (f"Stopped: {job.description}, because {why} while it ran (its "
+                           f"result could not have been applied; {kept}).")
         if pending:
             self.preview_lead = text
             return self.update_preview
