@@ -226,3 +226,51 @@ def test_autosave_falls_back_to_the_cache_folder_when_the_image_folder_is_read_o
         assert len(w2._on_resume().operations) == 3
     finally:
         folder.chmod(0o755)
+
+
+def test_a_long_phase_says_about_how_long_it_has_left(make_widget, tiny_predictor, qtbot,
+                                                      monkeypatch):
+    """Segment everything on a 3000 px image ran 382 s with a bar that said only how many
+    tiles were done (helper walk-through, session 29). A phase that has run for a few
+    seconds now says about how long it has left, from its pace; not before (no pace yet),
+    not when done, and again from 0 in the next phase."""
+    from napari_sam._qt import job_bar
+    from napari_sam._qt.job_bar import time_left_text
+
+    assert [time_left_text(s) for s in (3, 41, 250, 4000)] == [
+        "about 5 s", "about 40 s", "about 4 min", "about 1 h 7 min"]
+    clock = [100.0]
+    monkeypatch.setattr(job_bar.time, "monotonic", lambda: clock[0])
+    bar = job_bar.JobBar(lambda: None)
+
+    class Running:
+        running = True
+
+    bar.on_job_changed(Running())
+    bar.on_phase("embedding tiles")
+    clock[0] += 2.0
+    bar.on_progress(10, 441)
+    assert bar.progress.format() == "embedding tiles %v/%m"  # no pace yet
+    clock[0] += 18.0  # 20 s for the first 40 tiles: 401 more take about 200 s
+    bar.on_progress(40, 441)
+    assert bar.progress.format() == "embedding tiles %v/%m, about 3 min left"
+    assert bar.progress.text() == "embedding tiles 40/441, about 3 min left"
+    bar.on_phase("segmenting")  # a new phase: its own pace
+    clock[0] += 1.0
+    bar.on_progress(1, 10)
+    assert bar.progress.format() == "segmenting %v/%m"
+    clock[0] += 9.0
+    bar.on_progress(10, 10)
+    assert bar.progress.format() == "segmenting %v/%m"  # done: nothing left to say
+
+    # a real threaded job in the dock (no wait: every report after the first says it)
+    monkeypatch.undo()
+    monkeypatch.setattr(job_bar, "ESTIMATE_AFTER_S", 0.0)
+    viewer, widget = make_widget(blob_stack(), sync=False, preload=False, name="blobs")
+    use_predictor(widget, tiny_predictor)
+    c = widget.controller
+    shown = []
+    c.job_progress.connect(lambda *_: shown.append(widget._progress.text()))
+    c.compute_embeddings()
+    qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
+    assert any(t.startswith("embedding ") and t.endswith(" left") for t in shown), shown

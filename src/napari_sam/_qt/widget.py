@@ -115,7 +115,6 @@ class SamWidget(QWidget):
         self._status = label()
         outer.addWidget(self._status)
 
-        self._job = None  # the job under way, as job_changed said
         ev = napari_viewer.layers.events
         # every connection from the controller and the viewer to this widget's slots, undone
         # on teardown (also when napari deletes the widget with its window: controller.detach)
@@ -513,8 +512,8 @@ class SamWidget(QWidget):
     def _on_job_changed(self, job):
         """A job started (or ended: None); the image picked while a stale job ran is
         preloaded once that job has stopped (a preload waits for a running job)."""
+        ended = self._job_bar.job
         self._job_bar.on_job_changed(job)
-        ended, self._job = self._job, job
         if job is None and ended is not None and ended.stale:
             self._schedule_preload(after=ended)
 
