@@ -166,3 +166,33 @@ def test_prompts_beside_the_image_are_ignored_said_and_never_saved(session, tmp_
     back = read_session(path)
     assert back.pending["points"] == [[3.0, 50.0, 50.0]]
     assert back.pending["boxes"] == [[3.0, -8.0, -8.0, 30.0, 30.0]]
+
+
+def test_a_session_of_an_array_replays_as_docs_sessions_md_says(session, tmp_path):
+    """A script's image has no file: its session records ``path`` null, and
+    docs/sessions.md's replay (``tifffile.imread(s.image["path"])``) failed on it. The docs
+    now say to pass the same array, and how to check that it is the one; this does that."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from napari_sam import session as S
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "sessions.md").read_text("utf-8")
+    assert "`s.image[\"path\"]` is `null`" in text
+    assert "session.image_differences(s, content_hash=session.image_hash(stack), name=None)" \
+        in text
+    session.add_point(3, 20, 20)
+    session.update_preview()
+    session.commit()
+    s = S.read_session(session.save_session(tmp_path / "work"))
+    assert s.image["path"] is None
+    stack = session.source.stack  # the same array
+    S.check_image(s, stack.shape)
+    assert S.image_differences(s, content_hash=S.image_hash(stack), name=None) == []
+    other = np.asarray(stack) + 1
+    assert S.image_differences(s, content_hash=S.image_hash(other), name=None)
+    emb = session.emb
+    emb.compute()
+    result = S.replay(s, emb)
+    assert np.array_equal(result.labels, session.target_labels())
