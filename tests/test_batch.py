@@ -302,9 +302,9 @@ def test_output_state_transitions(tmp_path):
     assert batch.output_state(out, inp, sig) == "complete"
     assert batch.output_state(out, inp, {**sig, "p": 2}) == "changed"
     assert batch.output_state(out, inp, {"command": "segment"}) == "other-command"
-    with open(out, "ab") as f:  # a truncated or altered output is not complete
-        f.write(b"\0")
-    assert batch.output_state(out, inp, sig) == "changed"
+    with open(out, "ab") as f:  # an altered output: edited (by hand?), kept unless
+        f.write(b"\0")        # --overwrite (it was recomputed, losing a user's corrections)
+    assert batch.output_state(out, inp, sig) == "edited"
     nio.write_sidecar(out, model="m", version="0", parameters=sig, objects=[], input_path=inp)
     os.utime(inp, ns=(0, 0))  # the input changed
     assert batch.output_state(out, inp, sig) == "changed"

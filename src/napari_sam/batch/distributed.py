@@ -329,7 +329,8 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
             n = 0
             if block_slices and ctx.command in ("auto", "embed"):
                 state = output_state(job.output, job.input, ctx.signature())
-                if ctx.overwrite or state not in ("complete", "foreign", "other-command"):
+                if ctx.overwrite or state not in ("complete", "edited", "foreign",
+                                                             "other-command"):
                     n = _n_slices(job, ctx)
             if block_slices and n > block_slices:
                 spans = [(s, min(s + block_slices, n)) for s in range(0, n, block_slices)]

@@ -129,6 +129,11 @@ class OutputLock:
                     d.rmdir()  # only when empty
 
 
+#: Why a complete output changed since it was written is kept (``output_state`` "edited").
+EDITED_REASON = ("changed since napari-sam wrote it (labels corrected by hand?): kept as it "
+                 "is; pass --overwrite to replace it, or use another output folder")
+
+
 def output_state(output: Path, input_path: Path | None, signature: Mapping) -> str:
     """Classify an existing output before a job runs.
 
@@ -144,6 +149,10 @@ def output_state(output: Path, input_path: Path | None, signature: Mapping) -> s
         the model's checkpoint file (its model id) changed since: recompute.
     ``"partial"``
         Its job never finished (killed, crashed, interrupted): recompute, reusing saved work.
+    ``"edited"``
+        Complete, but the output was changed since it was written (labels corrected by hand
+        and saved over it, :func:`napari_sam.io.output_edited`): kept, replaced only with
+        ``--overwrite``, whatever else changed.
     ``"foreign"``
         A file without a napari-sam sidecar: not ours, replaced only with ``--overwrite``.
     ``"other-command"``
@@ -158,6 +167,8 @@ def output_state(output: Path, input_path: Path | None, signature: Mapping) -> s
         return "other-command" if exists else "missing"
     if meta.get("status") != "complete" or not exists:
         return "partial"
+    if nio.output_edited(output):
+        return "edited"
     if not nio.is_complete(output, input_path):
         return "changed"
     if params != dict(signature):

@@ -15,6 +15,7 @@ from napari_sam.batch.auto_runner import run_auto
 from napari_sam.batch.context import Context, Job, JobResult
 from napari_sam.batch.embed_runner import run_embed
 from napari_sam.batch.jobs import (
+    EDITED_REASON,
     OutputLock,
     cleanup_tmp,
     mark_partial,
@@ -107,6 +108,9 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
                     (meta.get("extra") or {}).get("slices"))
                 if ctx.preview and ctx.command != "embed" and not preview_path(job.output).exists():
                     write_preview_for(job, ctx)
+                return res
+            if state == "edited" and not ctx.overwrite:
+                res.status, res.reason = "skipped", EDITED_REASON
                 return res
             if state == "foreign" and not ctx.overwrite:
                 res.reason = (f"{job.output} exists and was not written by napari-sam; pass "

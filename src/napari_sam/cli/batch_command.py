@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from napari_sam.batch.jobs import EDITED_REASON
 from napari_sam.batch.segment_options import SAM2_KEYS, SAM2_OPTIONS, SEGMENT_OPTIONS
 from napari_sam.cli.batch_parsers import BATCH_SIZE_DEFAULT
 from napari_sam.cli.errors import CLIError, print_note
@@ -87,10 +88,14 @@ def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False,
     failed = [r for r in results if r.status == "failed"]
     busy = [r for r in results if r.status == "busy"]
     not_run = n_jobs - len(results)
-    unprompted = sum(r.status == "skipped" and r.reason not in ("", "complete")
+    edited = sum(r.status == "skipped" and r.reason == EDITED_REASON for r in results)
+    unprompted = sum(r.status == "skipped" and r.reason not in ("", "complete", EDITED_REASON)
                      for r in results)
+    why = [f"{unprompted} without prompts" if unprompted else "",
+           f"{edited} changed since written: kept" if edited else ""]
+    why = ", ".join(w for w in why if w)
     head = (f"{n_jobs} file(s): {done} done, {skipped} skipped"
-            + (f" ({unprompted} without prompts)" if unprompted else "")
+            + (f" ({why})" if why else "")
             + f", {len(failed)} failed"
             + (f", {len(busy)} busy in another process" if busy else "")
             + (f", {not_run} not run" if not_run else "") + f" ({seconds:.1f} s)")

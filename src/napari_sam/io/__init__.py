@@ -51,7 +51,8 @@ Each output ``out.tif`` gets a JSON output metadata file ``out.tif.json`` (the o
 name plus ``.json``, so ``out.tif`` and ``out.npy`` never share one) recording the model,
 version, parameters, objects, the output's size and the input's size, mtime and a hash of
 sampled bytes (``content_sample_hash``).
-``is_complete`` uses it to decide whether a batch rerun can skip an output.
+``is_complete`` uses it to decide whether a batch rerun can skip an output, and
+``output_edited`` whether an output was changed since (a rerun keeps it).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from napari_sam.io.output_metadata import (
     content_sample_hash,
     is_complete,
     label_objects_summary,
+    output_edited,
     output_metadata_path,
     read_output_metadata,
     write_output_metadata,
@@ -109,6 +111,7 @@ __all__ = [
     "is_complete",
     "quiet_tifffile",
     "label_objects_summary",
+    "output_edited",
     "read_image",
     "read_sidecar",
     "sidecar_path",

@@ -100,6 +100,46 @@ def _fingerprint(path: Path) -> dict:
     }
 
 
+def _output_record(out: Path) -> dict:
+    """What the output metadata records of the output ``out``: its name and size, and for a
+    file its mtime and SHA-256 (what :func:`output_edited` compares)."""
+    import hashlib
+
+    record = {"name": out.name, "size": _path_size(out)}
+    if out.is_file():
+        digest = hashlib.sha256()
+        with open(out, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        record.update(mtime_ns=out.stat().st_mtime_ns, sha256=digest.hexdigest())
+    return record
+
+
+def output_edited(output_path: os.PathLike | str) -> bool:
+    """Whether a complete output was changed since its output metadata was written: edited
+    by hand (labels corrected and saved over it) or by another program.
+
+    True when the output file's size differs from the recorded one, or its mtime differs and
+    its content (SHA-256, recorded since 2026-12) too; a copy that kept the content is not
+    edited. False for a missing output, output metadata that is missing or not
+    ``"complete"``, and folder outputs (zarr stores). A batch rerun keeps an edited output
+    (``napari-sam auto`` and ``segment`` replace it only with ``--overwrite``).
+    """
+    out = Path(output_path)
+    meta = read_output_metadata(out)
+    if not out.is_file() or meta is None or meta.get("status") != "complete":
+        return False
+    rec = meta.get("output")
+    if not isinstance(rec, dict):
+        return False
+    st = out.stat()
+    if rec.get("size") != st.st_size:
+        return True
+    if rec.get("mtime_ns") in (None, st.st_mtime_ns) or rec.get("sha256") is None:
+        return False
+    return _output_record(out)["sha256"] != rec["sha256"]
+
+
 def _object_record(o: Mapping) -> dict:
     sr = o.get("slice_range")
     score = o.get("score")
@@ -127,7 +167,8 @@ def write_output_metadata(
 
     Contents: ``format``, ``format_version``, ``status`` (``"complete"`` or e.g.
     ``"partial"``), ``created`` (UTC ISO time), ``model`` (name or dict), ``version``,
-    ``parameters``, ``input`` ({path, size, mtime_ns, sample_hash} or null), ``output`` ({name, size}),
+    ``parameters``, ``input`` ({path, size, mtime_ns, sample_hash} or null), ``output`` ({name,
+    size}, and for a file mtime_ns and sha256: :func:`output_edited`),
     ``objects`` as ``[{id, slice_range, area, score}]``, optional ``parameters_in_effect``
     (the values the run used where ``parameters``, the resume signature, records a default
     such as None or "auto") and optional ``extra``.
@@ -147,7 +188,7 @@ def write_output_metadata(
         "version": str(version),
         "parameters": dict(parameters or {}),
         "input": None if input_path is None else _fingerprint(Path(input_path)),
-        "output": {"name": out.name, "size": _path_size(out)},
+        "output": _output_record(out),
         "objects": [_object_record(o) for o in objects],
     }
     if parameters_in_effect:
