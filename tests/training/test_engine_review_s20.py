@@ -335,8 +335,9 @@ def test_a_model_file_that_is_no_checkpoint_is_refused_with_exit_code_2(tmp_path
 def test_the_python_api_never_replaces_a_json_it_did_not_write(tmp_path, tiny_model,
                                                                offline_cli):
     """``ns.train(..., out="notes.pt")`` beside a user's ``notes.json``: FileExistsError before
-    any work, the file unchanged; ``overwrite=True`` replaces it; the metadata of an earlier
-    training run is replaced without asking (a second run to the same ``out``)."""
+    any work, the file unchanged; ``overwrite=True`` replaces it. A second run to the same
+    ``out`` replaced the first model without asking (helper walk-through, session 30: the
+    command refuses it); now FileExistsError too, and ``overwrite=True`` replaces both."""
     import napari_sam as ns
 
     rng = np.random.default_rng(0)
@@ -354,4 +355,10 @@ def test_the_python_api_never_replaces_a_json_it_did_not_write(tmp_path, tiny_mo
     assert notes.read_text() == '{"my": "notes"}' and not (tmp_path / "notes.pt").exists()
     ns.train([image], [labels], out=tmp_path / "notes.pt", overwrite=True, **kw)
     assert json.loads(notes.read_text())["trained_by"].startswith("napari_sam")
-    ns.train([image], [labels], out=tmp_path / "notes.pt", **kw)  # its own: replaced
+    before = (tmp_path / "notes.pt").read_bytes()
+    with pytest.raises(FileExistsError, match=r"notes\.pt already exists \(an earlier model\?\); "
+                       "pass overwrite=True to replace it"):
+        ns.train([image], [labels], out=tmp_path / "notes.pt", **kw)
+    assert (tmp_path / "notes.pt").read_bytes() == before
+    ns.train([image], [labels], out=tmp_path / "notes.pt", overwrite=True, seed=1, **kw)
+    assert (tmp_path / "notes.pt").read_bytes() != before

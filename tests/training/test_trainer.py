@@ -390,6 +390,49 @@ def test_a_run_split_in_two_equals_one_run(tmp_path, data):
     assert third.complete and steps_c == [] and len(third.history) == 2
 
 
+def test_ctrl_c_during_a_step_saves_the_state_after_that_step(tmp_path, data, monkeypatch):
+    """Ctrl-C in a resumable run came, on a CPU, nearly always during a step (seconds
+    each): the run stopped at once without saving its state, so the steps of the piece were
+    lost, and the CLI said it had written the state (helper walk-through, session 30). Now
+    it stops after that step and saves the state; the resume takes the uninterrupted run's
+    steps. A second Ctrl-C stops at once."""
+    import os
+    import signal
+
+    real = Trainer.train_step
+    calls = []
+
+    def step(self, batch):
+        calls.append(1)
+        if len(calls) in (2, 4):
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during steps 2 and 4
+        return real(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+    first, steps_a = _resume_run(data, tmp_path / "split.pt")
+    assert first.interrupted and first.state_saved and not first.complete
+    assert [s for s, *_ in steps_a] == [1, 2]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    second, steps_b = _resume_run(data, tmp_path / "split.pt")
+    assert second.interrupted and [s for s, *_ in steps_b] == [3, 4]
+    monkeypatch.setattr(Trainer, "train_step", real)
+    third, steps_c = _resume_run(data, tmp_path / "split.pt")
+    one, steps_one = _resume_run(data, tmp_path / "one.pt")
+    assert third.complete and not third.interrupted
+    assert [s[:2] for s in steps_a + steps_b + steps_c] == [s[:2] for s in steps_one]
+
+    def twice(self, batch):  # Ctrl-C twice during one step: at once, nothing saved
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", twice)
+    state = tmp_path / "again.train-state.pt"
+    fourth, steps_d = _resume_run(data, tmp_path / "again.pt")
+    assert fourth.interrupted and not fourth.state_saved and steps_d == []
+    assert not state.exists()
+
+
 def test_resume_refuses_another_schedule(tmp_path, data):
     _resume_run(data, tmp_path / "m.pt", max_steps=2)
     images, labels = data

@@ -130,6 +130,8 @@ def cmd_train(args) -> int:
             state = training_state_path(out)
             print("Interrupted (SIGTERM or Ctrl-C): " + (
                 f"the training state is in {state}; run the same command again to continue"
+                + ("" if result.state_saved else " (from where it was last saved: this "
+                   "piece stopped during a step)")
                 if state.exists() else "no training state was saved yet; run the same command "
                 "again to start the schedule over"))
             return 130
@@ -377,9 +379,11 @@ def _piece_message(result, out: Path, epochs: int, seconds: float) -> str:
     from napari_sam.training.checkpoint import training_state_path
 
     state = training_state_path(out)
+    written = (f"wrote the training state {state} to resume from" if result.state_saved
+               else f"wrote nothing (stopped during a step); {state} is an earlier piece's, "
+               "which a rerun resumes from" if state.exists() else "nothing was written")
     msg = (f"this piece finished no epoch ({len(result.history)} of {epochs} done, "
-           f"{seconds:.1f} s): " + (f"wrote the training state {state} to resume from"
-                                    if state.exists() else "nothing was written"))
+           f"{seconds:.1f} s): " + written)
     if result.path:
         msg += f"; {result.path} holds the weights written by an earlier piece"
     return msg

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -56,7 +57,9 @@ class TrainResult:
         Per epoch: "epoch", "loss", "train_iou", "val_point_iou", "val_box_iou",
         "val_iou", "seconds".
     interrupted : bool
-        True when training stopped on Ctrl-C (the checkpoint is the last good one).
+        True when training stopped on Ctrl-C (the checkpoint is the last good one; a
+        resumable run stops after the step in progress and saves its state, a second
+        Ctrl-C stops at once).
     complete : bool
         False when a resumable run stopped before the end of its schedule (``max_steps``,
         ``time_limit`` or SIGTERM); ``resume=True`` continues it.
@@ -69,6 +72,9 @@ class TrainResult:
     base : dict or None
         The base model's validation before training ("val_iou", "val_point_iou",
         "val_box_iou", "val_objects"); None without validation items.
+    state_saved : bool
+        Whether this call wrote the training state of a resumable run when it stopped
+        (False: a state on disk is an earlier call's, or the run stopped during a step).
     """
 
     model: Any
@@ -79,6 +85,7 @@ class TrainResult:
     already_complete: bool = False
     epochs_done_now: int = 0
     base: dict[str, Any] | None = None
+    state_saved: bool = False
 
 
 class ScheduleMismatchError(ValueError):
@@ -171,7 +178,9 @@ def train(
     out : path or None
         Checkpoint to write (SAM state_dict layout) plus its checkpoint metadata (``.json``).
         Written atomically after each epoch whose validation IoU is the best so far
-        (``save="best"``) or after every epoch (``save="last"``). None saves nothing.
+        (``save="best"``) or after every epoch (``save="last"``). None saves nothing. An
+        existing file is replaced only with ``overwrite=True`` (or continued with
+        ``resume=True``), as ``napari-sam train`` does.
     epochs, lr, batch_size, objects_per_image, n_corrections, freeze_encoder
         See :class:`TrainConfig`; ``batch_size`` is images per step.
     val_fraction : float
@@ -211,8 +220,8 @@ def train(
         left out because none of its objects is large enough at the model input; validation
         on the training data when only one item is usable). Default: a logging warning.
     overwrite : bool
-        Replace a ``<out stem>.json`` beside ``out`` that no training run wrote (default: a
-        FileExistsError before any work; the metadata of an earlier run is replaced).
+        Replace an existing ``out`` and a ``<out stem>.json`` beside it that no training run
+        wrote (default: a FileExistsError before any work).
 
     Returns
     -------
@@ -238,6 +247,10 @@ def train(
     if (max_steps is not None or time_limit is not None) and not resume:
         raise ValueError("max_steps and time_limit stop a resumable run: pass resume=True")
     if not overwrite:
+        if out is not None and Path(out).exists() and not resume:
+            raise FileExistsError(
+                f"{out} already exists (an earlier model?); pass overwrite=True to replace "
+                "it, give another out, or resume=True to continue its resumable run")
         _check_metadata_file(out)
     pairs = load_pairs(images, labels)  # all input checks first
     dev = resolve_device(device)
@@ -319,7 +332,8 @@ class _Loop:
     best: float = -math.inf
     best_state: dict | None = None
     saved: str | None = None
-    stop: str | None = None  # why this call stops early ("max_steps", "time_limit", "SIGTERM")
+    stop: str | None = None  # why this call stops early ("max_steps", "time_limit", "SIGTERM",
+    # "SIGINT": Ctrl-C in a resumable run)
     in_step: bool = False
     #: the base model's validation before the first step ("val_iou", "val_point_iou", ...)
     base: dict[str, Any] | None = None
@@ -477,7 +491,7 @@ def _run_epoch_steps(trainer, train_items, loop: _Loop, bar, callback, stop_chec
                 callback(trainer.step_count, info)
             if stop_check():
                 return
-        if loop.stop == "SIGTERM":
+        if loop.stop in ("SIGTERM", "SIGINT"):
             return
 
 
@@ -547,6 +561,19 @@ def _validate_base(trainer, loop: _Loop, val_items, max_val_objects, progress) -
         tqdm.write(msg)
 
 
+def _say_interrupted(saved: str | None, progress: bool) -> None:
+    """Say once (above the progress bar, else as a logged warning) that training stopped
+    on Ctrl-C, and which checkpoint is the last good one."""
+    from tqdm.auto import tqdm
+
+    msg = "training interrupted"
+    msg += f"; the last good checkpoint is {saved}" if saved else "; no checkpoint was written"
+    if progress:
+        tqdm.write(msg)
+    else:
+        logger.warning(msg)
+
+
 def _save_state(path, trainer: Trainer, loop: _Loop, schedule: dict[str, Any]) -> None:
     save_training_state(path, {"schedule": schedule, "trainer": trainer.training_state(),
                                "loop": loop.to_state(),
@@ -564,11 +591,27 @@ def _on_sigterm(loop: _Loop, resumable: bool):
     return handler
 
 
-def _install_sigterm(loop: _Loop, resumable: bool):
-    """Install :func:`_on_sigterm`'s handler; the previous handler (None outside the main
-    thread, where nothing is installed)."""
+def _on_sigint(loop: _Loop):
+    """Ctrl-C in a resumable run: stop after the step in progress (its state is then saved:
+    a step takes seconds on a CPU, and Ctrl-C nearly always came during one, so the steps
+    since the last save were lost); a second Ctrl-C stops at once."""
+    def handler(signum, frame):  # pragma: no cover - signal handler
+        if loop.stop == "SIGINT":
+            raise KeyboardInterrupt
+        loop.stop = "SIGINT"
+        print("\nCtrl-C: stopping after the step in progress, then saving the training state "
+              "(Ctrl-C again stops at once, losing that step)", file=sys.stderr, flush=True)
+    return handler
+
+
+def _install_signals(loop: _Loop, resumable: bool):
+    """Install :func:`_on_sigterm`'s handler, and in a resumable run :func:`_on_sigint`'s;
+    the previous handlers (None outside the main thread, where nothing is installed)."""
     try:
-        return signal.signal(signal.SIGTERM, _on_sigterm(loop, resumable))
+        old = [(signal.SIGTERM, signal.signal(signal.SIGTERM, _on_sigterm(loop, resumable)))]
+        if resumable:
+            old.append((signal.SIGINT, signal.signal(signal.SIGINT, _on_sigint(loop))))
+        return old
     except ValueError:  # not the main thread
         return None
 
@@ -618,7 +661,7 @@ def run_training(
     interrupted = False
     t_start = time.perf_counter()
     first_step = trainer.step_count
-    old_term = _install_sigterm(loop, resumable)
+    old_handlers = _install_signals(loop, resumable)
 
     def stop_check():
         return _step_limit_reached(loop, trainer, first_step, max_steps, time_limit, t_start,
@@ -646,17 +689,15 @@ def run_training(
                 _save_state(state_path, trainer, loop, schedule)
     except KeyboardInterrupt:
         interrupted = True
-        saved = loop.saved
-        msg = "training interrupted"
-        msg += f"; the last good checkpoint is {saved}" if saved else "; no checkpoint was written"
-        logger.warning(msg)
-        if progress:
-            tqdm.write(msg)
+        _say_interrupted(loop.saved, progress)
     finally:
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
-    if resumable and (loop.stop is not None or (interrupted and not loop.in_step)):
+        for signum, handler in old_handlers or ():
+            signal.signal(signum, handler)
+    interrupted = interrupted or loop.stop == "SIGINT"
+    state_saved = False
+    if resumable and not loop.in_step and (loop.stop is not None or interrupted):
         _save_state(state_path, trainer, loop, schedule)
+        state_saved = True
         if loop.stop is not None:
             logger.info("stopped (%s) after step %d; resume continues from %s", loop.stop,
                         trainer.step_count, state_path)
@@ -666,4 +707,5 @@ def run_training(
     return TrainResult(model=trainer.model, path=Path(loop.saved) if loop.saved else None,
                        history=loop.history, interrupted=interrupted, base=loop.base,
                        complete=loop.epoch > epochs, already_complete=already_complete,
-                       epochs_done_now=len(loop.history) - epochs_before)
+                       epochs_done_now=len(loop.history) - epochs_before,
+                       state_saved=state_saved)
