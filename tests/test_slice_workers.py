@@ -78,6 +78,81 @@ def test_run_slices_raises_the_first_worker_error_and_stops_embedding():
     assert len(batches) < 20  # at most 2 * workers slices wait: it stopped early
 
 
+def test_ctrl_c_stops_the_workers_at_their_next_progress_report():
+    """Ctrl-C while a worker segments a tiled image's one slice (minutes): the main thread
+    waited for it, the command ran on for minutes after printing its summary, and a second
+    Ctrl-C aborted the process (helper walk-through, session 30). The stop event is set
+    before the workers are waited for; a worker that checks it stops at once."""
+    import signal
+    import time
+
+    stop = threading.Event()
+    seen = []
+
+    def segment(z, emb, image):
+        t = time.monotonic()
+        while time.monotonic() - t < 60:  # a long slice, reporting progress
+            if stop.is_set():
+                seen.append(z)
+                raise KeyboardInterrupt
+            time.sleep(0.01)
+
+    main = threading.main_thread().ident  # Ctrl-C reaches the main thread, waiting on them
+    threading.Timer(0.5, lambda: signal.pthread_kill(main, signal.SIGINT)).start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_slices([0], 1, lambda b: [(z, None, None) for z in b], segment, 2, stop)
+    assert time.monotonic() - t0 < 10 and seen == [0]
+
+
+@needs_demo
+def test_a_tiled_image_is_encoded_the_same_with_one_and_two_threads(tmp_path, monkeypatch):
+    """The CLI picks its threads from the machine's load; a tiled image's windows were
+    encoded with that many threads (features up to 0.08 apart), and a 1100 px image gave 131
+    objects other ids (100,513 pixels) with 2 threads than with 1 (helper walk-through,
+    session 30). ``auto`` now encodes its windows in whole slices per thread, as a stack's
+    slices: the same features whatever the thread count (in bfloat16, what ``auto`` runs on
+    such a CPU; float32 kernels differ by a few 1e-3 with the thread count, whole slices or
+    not)."""
+    import napari_sam as ns
+    import napari_sam.tiled_stack as tiled_stack
+    from napari_sam.device import PRECISION_ENV, cpu_bf16_feature
+    from napari_sam.synthetic import nuclei_2d
+
+    if cpu_bf16_feature() is None:
+        pytest.skip("this CPU has no native bfloat16: float32 encodings differ with the "
+                    "thread count anyway")
+    monkeypatch.setenv(PRECISION_ENV, "bf16")
+    img = nuclei_2d((600, 600), seed=7).image
+    model = ns.load_model("demo")
+    threads = torch.get_num_threads()
+    feats = {}
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            emb = tiled_stack.TiledStackEmbeddings(img[None], model, device="cpu",
+                                                   precision="bf16")
+            emb.whole_slices = True
+            emb.compute([0])
+            feats[n] = torch.stack([emb.window_stack(i)[0].features.float()
+                                    for i in range(len(emb.tiling))])
+    finally:
+        torch.set_num_threads(threads)
+    assert len(emb.tiling) == 9 and torch.equal(feats[1], feats[2])
+
+    made = []  # what ``auto`` makes of a tiled image
+    real = tiled_stack.embed
+    monkeypatch.setattr(tiled_stack, "embed",
+                        lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    tifffile.imwrite(tmp_path / "big.tif", img)
+    ctx = batch.Context(command="auto", out_dir=tmp_path / "out", quiet=True,
+                        params={"points_per_side": 4})
+    (res,) = batch.run_jobs(batch.make_jobs([tmp_path / "big.tif"], ctx), ctx)
+    assert res.status == "done", res.reason
+    assert len(made) == 1 and made[0].tiling is not None and made[0].whole_slices
+    assert all(made[0].window_stack(i).whole_slices for i in range(len(made[0].tiling)))
+
+
 @needs_demo
 def test_auto_labels_are_identical_for_one_and_several_workers(tmp_path):
     from napari_sam.synthetic import nuclei_3d

@@ -146,6 +146,11 @@ class TiledStackEmbeddings:
         Slices each window keeps in memory.
     stopped : bool
         Whether the last :meth:`compute` was stopped by its ``should_stop``.
+    whole_slices : bool
+        Every window encodes in whole slices per CPU thread
+        (:func:`napari_sam.embeddings.encode_whole_slices`): a window's features, and so the
+        labels, do not depend on the thread count (set by ``napari-sam auto``, whose thread
+        count follows the machine's load). Windows with a store always do.
     """
 
     def __init__(
@@ -203,6 +208,7 @@ class TiledStackEmbeddings:
         self._view_stack: tuple | None = None  # (view.outer, StackEmbeddings) made last
         self._views: OrderedDict[int, OrderedDict] = OrderedDict()
         self.stopped = False
+        self.whole_slices = False
 
     def _open_store(self, path: Path):
         """The store's ``tiles`` group, cleared when the store's key differs."""
@@ -254,6 +260,7 @@ class TiledStackEmbeddings:
             contrast_limits=self.contrast_limits, cache_size=self.window_cache,
             predictor=self.predictor,
         )
+        emb.whole_slices = emb.whole_slices or self.whole_slices
         self._windows[i] = emb
         return emb
 

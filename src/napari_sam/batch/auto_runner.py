@@ -118,21 +118,35 @@ def _auto_result(res) -> tuple[np.ndarray, np.ndarray]:
 
 class _TileProgress:
     """The progress of a tiled 2D image, counted in windows (its one slice takes minutes when
-    large: 121 windows of a 2048 px image): ``windows`` encoded, then ``windows`` segmented.
-    Without windows (0: a stack, or an untiled image) every callback is None."""
+    large: 121 windows of a 2048 px image): ``windows`` encoded, then ``windows`` segmented,
+    each a phase of its own on a :class:`~napari_sam.batch.progress.ProgressBar` (their
+    paces differ some 30-fold), else one count of ``2 * windows``. Without windows (0: a
+    stack, or an untiled image) every callback is None."""
 
     def __init__(self, progress, windows: int):
         self.progress, self.windows = progress, windows if progress is not None else 0
+        self.phases = self.windows and hasattr(progress, "phase")
         if self.windows and hasattr(progress, "bar") and progress.bar is not None:
             progress.bar.unit = "window"
-        self.encoding = self._from(0) if self.windows else None
-        self.segmenting = self._from(self.windows) if self.windows else None
+        self.encoding = self._phase("encoding", 0) if self.windows else None
+        self.segmenting = self._phase("segmenting", self.windows) if self.windows else None
+        self._started = ""
 
-    def _from(self, offset: int):
-        return lambda done, total: self.progress(offset + done, 2 * self.windows)
+    def _phase(self, name: str, offset: int):
+        def report(done: int, total: int) -> None:
+            if not self.phases:
+                return self.progress(offset + done, 2 * self.windows)
+            if self._started != name:
+                self._started = name
+                self.progress.phase(name, self.windows)
+            return self.progress(done, self.windows)
+        return report
 
     def done(self) -> None:
-        self.progress(2 * self.windows, 2 * self.windows)
+        if self.phases:
+            self.progress(self.windows, self.windows)
+        else:
+            self.progress(2 * self.windows, 2 * self.windows)
 
 
 def _segment_slice(slice_emb, limits, image: np.ndarray, model, ctx: Context,
@@ -164,7 +178,8 @@ def _segment_slice(slice_emb, limits, image: np.ndarray, model, ctx: Context,
                                         keep_masks=False, progress=progress, **params)
 
 
-def run_slices(todo: list[int], batch_size: int, embedded, segment, workers: int = 1) -> None:
+def run_slices(todo: list[int], batch_size: int, embedded, segment, workers: int = 1,
+               stop: threading.Event | None = None) -> None:
     """Embed the slices ``todo`` in batches in this thread and segment each in ``workers``.
 
     ``embedded(batch)`` returns ``[(z, embedding, image), ...]`` (called in this thread, one
@@ -172,7 +187,10 @@ def run_slices(todo: list[int], batch_size: int, embedded, segment, workers: int
     results); ``segment(z, embedding, image)`` runs in a pool of ``workers`` threads, each with one torch
     thread (a descheduled worker does not hold the others up, unlike OpenMP threads of one
     operation), at most ``2 * workers`` slices waiting (bounded memory). With one worker
-    everything runs in this thread. The first error of a worker is raised here.
+    everything runs in this thread. The first error of a worker is raised here. When this
+    thread stops (Ctrl-C, an error), ``stop`` is set before the workers are waited for:
+    ``segment`` checks it (a tiled image's one slice takes minutes; Ctrl-C waited for it, and
+    a second Ctrl-C aborted the process).
     """
     import torch
 
@@ -206,6 +224,10 @@ def run_slices(todo: list[int], batch_size: int, embedded, segment, workers: int
                     f.result()
         for f in as_completed(pending):
             f.result()
+    except BaseException:
+        if stop is not None:
+            stop.set()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(threads)  # this thread's count, and new threads' again
@@ -250,9 +272,10 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
     emb = embed(opened.stack, model, store=store, batch_size=ctx.batch_size, device=ctx.device,
                 cache_size=max(2, ctx.batch_size), cache_bytes=held, tiling=tiling)
     announce_tiling(job, ctx, emb)
-    if isinstance(emb, StackEmbeddings) and n > 1:
+    if (isinstance(emb, StackEmbeddings) and n > 1) or tiling is not None:
         # slices are computed by several tasks, maybe over several runs (resumed), also in
-        # memory: each batch in whole slices per thread, as an uninterrupted run computes it
+        # memory: each batch in whole slices per thread, as an uninterrupted run computes it;
+        # a tiled image's windows too (its labels changed with the thread count)
         emb.whole_slices = True
     group = None
     if block_store is not None:
@@ -268,6 +291,13 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
     if progress is not None:
         progress(0, total)
     lock = threading.Lock()
+    stop = threading.Event()  # set when this thread stops: the workers' slices stop too
+
+    def segmenting(done: int, total: int) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt  # this thread's Ctrl-C (or error): not a result
+        if tiles.segmenting is not None:
+            tiles.segmenting(done, total)
 
     def finish(z: int, labels: np.ndarray, scores: np.ndarray) -> None:
         _save_slice(work, z, labels, scores)
@@ -280,7 +310,7 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
 
     def segment(z: int, slice_emb, image: np.ndarray) -> None:
         res = _segment_slice(slice_emb, emb.contrast_limits, image, model, ctx,
-                             n_slices=emb.shape[0], progress=tiles.segmenting)
+                             n_slices=emb.shape[0], progress=segmenting)
         finish(z, *_auto_result(res))
 
     def embedded(batch: list[int]):  # in this thread only: the embeddings and the reader
@@ -293,7 +323,7 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
         return out
 
     try:
-        run_slices(todo, emb.batch_size, embedded, segment, ctx.slice_workers)
+        run_slices(todo, emb.batch_size, embedded, segment, ctx.slice_workers, stop)
     finally:
         opened.stack.release()
     return done_now

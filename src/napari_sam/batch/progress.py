@@ -15,6 +15,7 @@ class ProgressBar:
 
     def __init__(self, ctx: Context, desc: str, total: int | None = None, unit: str = "slice"):
         self.bar = None
+        self.desc = desc
         if not ctx.quiet:
             from tqdm.auto import tqdm
 
@@ -27,6 +28,14 @@ class ProgressBar:
         if self.bar.total != total:
             self.bar.total = total
         self.bar.update(done - self.bar.n)
+
+    def phase(self, name: str, total: int) -> None:
+        """Start counting phase ``name`` from 0 of ``total`` under the bar's description: its
+        rate and time left are its own (encoding windows runs about 30 times faster than
+        segmenting them: one bar over both said 12 s left where 3.5 min were)."""
+        if self.bar is not None:
+            self.bar.set_description(f"{self.desc}, {name}", refresh=False)
+            self.bar.reset(total=total)
 
     def close(self) -> None:
         if self.bar is not None:
