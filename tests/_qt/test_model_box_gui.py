@@ -107,3 +107,78 @@ def test_the_note_is_shown_when_the_image_left_while_the_model_loaded(
     qtbot.waitUntil(lambda: widget.controller.job is None, timeout=60_000)
     said = [m for _, m in notifications if "no metadata file" in m]
     assert len(said) == 1 and str(alone) in said[0], notifications
+
+
+def test_thresholds_follow_a_checkpoint_without_its_json_once_it_has_loaded(
+        make_widget, qtbot, tmp_path):
+    """A demo-architecture checkpoint copied without its .json inherits the demo model's
+    segment-everything thresholds when loaded (its note says so, and the CLI uses them),
+    but the dock's boxes kept SAM's 0.88 / 0.95, which found 15 nuclei of 20 instead of 20
+    (helper walk-through, session 30). Now the boxes follow the loaded model, unless the
+    user has changed them."""
+    from napari_sam.automatic import recommended_thresholds
+    from napari_sam.models.registry import automatic_defaults, inherited_settings
+
+    demo = recommended_thresholds(automatic_defaults(inherited_settings(where(DEMO_NAME))))
+    alone = tmp_path / "round1.pt"
+    shutil.copyfile(where(DEMO_NAME), alone)
+    viewer, widget = make_widget(_disc_image(), sync=False, preload=False, name="disc")
+    pick_checkpoint(widget, alone)
+    assert widget._iou.value() == 0.88  # nothing known before it loads
+    viewer.layers.selection.active = widget.controller.points_layer
+    canvas_click(viewer, 48, 48)
+    qtbot.waitUntil(lambda: widget.controller.job is None and widget.controller.predictor
+                    is not None, timeout=120_000)
+    assert (widget._iou.value(), widget._stability.value()) == (
+        demo["pred_iou_thresh"], demo["stability_score_thresh"]) != (0.88, 0.95)
+
+    other = tmp_path / "round2.pt"  # the user's own values are kept
+    shutil.copyfile(where(DEMO_NAME), other)
+    pick_checkpoint(widget, other)
+    widget._iou.setValue(0.8)
+    canvas_click(viewer, 40, 50)
+    qtbot.waitUntil(lambda: widget.controller.job is None and widget.controller.predictor
+                    is not None, timeout=120_000)
+    assert widget._iou.value() == 0.8
+
+
+def test_a_checkpoint_that_fails_to_load_gives_back_the_model_before_it(make_widget, qtbot,
+                                                                        tmp_path, notifications):
+    """A file that reads as tensors but is no model we can build: every click failed the
+    same way and the dock stayed on it (helper walk-through, session 30). Now the first
+    failure says so and goes back to the model chosen before, which the next click uses;
+    a training state or a metadata JSON is refused when picked, saying which file to pick."""
+    import pytest
+    import torch
+
+    from napari_sam.annotate.errors import UserError
+    from napari_sam.annotate.model_choice import file_choice
+
+    bad = tmp_path / "weights.pt"
+    torch.save({"encoder.weight": torch.zeros(3, 3)}, bad)
+    viewer, widget = make_widget(_disc_image(), sync=False, preload=False, name="disc")
+    c = widget.controller
+    before = c.model_choice
+    pick_checkpoint(widget, bad)
+    assert widget._model.currentData().key == str(bad)
+    viewer.layers.selection.active = c.points_layer
+    canvas_click(viewer, 48, 48)
+    qtbot.waitUntil(lambda: c.job is None and c.status.startswith("Failed"), timeout=120_000)
+    assert "(loading the model 'weights.pt')" in c.status, c.status
+    assert c.status.endswith(f"The model in use is '{before.key}' again: pick another "
+                             "checkpoint file ('Checkpoint file...' in 'Model')."), c.status
+    qtbot.waitUntil(lambda: widget._model.currentData() == before, timeout=10_000)
+    assert c.model_choice == before
+    canvas_click(viewer, 48, 48)  # the click now previews with the model before
+    qtbot.waitUntil(lambda: c.job is None and bool(c.previews), timeout=120_000)
+    assert not c.status.startswith("Failed"), c.status
+
+    state = tmp_path / "m.train-state.pt"
+    torch.save({"format": "x", "schedule": {}, "trainer": {}, "loop": {}}, state)
+    with pytest.raises(UserError, match=r"training state of a resumable run .* pick m\.pt"):
+        file_choice(state)
+    meta = tmp_path / "m.json"
+    meta.write_text("{}")
+    with pytest.raises(UserError, match=r"metadata file of a checkpoint, not a model: pick the "
+                                        r"checkpoint beside it \(m\.pt\)"):
+        file_choice(meta)

@@ -594,7 +594,7 @@ class AnnotationController(AnnotationSession):
             self._pending = False  # a click during a failed job must not start it again
             message = report(err)
             during = f" ({job.phase})" if job.phase else ""  # e.g. "(loading the model 'vit_b')"
-            self._say(f"Failed: {description}{during}. {message}")
+            self._say(f"Failed: {description}{during}. {message}{self.failed_load_note(job)}")
 
         job = self.job = Job(description, key=self.job_key())
         self.job_changed.emit(job)

@@ -12,8 +12,6 @@ the menu; every layer read through it is a new proxy object. So the combo boxes 
 from __future__ import annotations
 
 import functools
-import os
-from pathlib import Path
 
 from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
@@ -36,12 +34,8 @@ from napari_sam.annotate.model_choice import (
     DEMO_LABEL,
     DEMO_NOTICE,
     PRECISION_CHOICES,
-    default_choice,
     device_choices,
     device_line,
-    file_choice,
-    model_choices,
-    recommended_thresholds,
 )
 from napari_sam.annotate.stack_actions import PROPAGATION_METHODS
 
@@ -50,6 +44,7 @@ from . import layers as L
 from .controller import AnnotationController
 from .controls import button, check, combo, key_of, label
 from .job_bar import JobBar
+from .model_box import ModelBox
 from .notify import guarded
 from .trace_view import TraceView
 
@@ -69,11 +64,10 @@ def _configure_threads_once() -> None:
         _THREADS_CONFIGURED = True
 
 
-_FILE_ITEM = "Checkpoint file..."
 _NEW_TARGET = "new 'segmentation' layer"
 
 
-class SamWidget(QWidget):
+class SamWidget(ModelBox, QWidget):
     """Interactive Segment Anything for 2D images and 3D stacks.
 
     Parameters
@@ -442,53 +436,6 @@ class SamWidget(QWidget):
         self._target.setCurrentIndex(max(self._target.findData(current), 0) if current else 0)
         self._target.blockSignals(False)
 
-    def _refresh_models(self):
-        try:
-            choices = model_choices()
-        except Exception:  # noqa: BLE001 - the registry is optional at import time
-            choices = []
-        self._model.clear()
-        for ch in choices:
-            self._model.addItem(ch.label, ch)
-        self._model.addItem(_FILE_ITEM, None)
-        default = default_choice(choices)
-        if default is not None:
-            self._model.setCurrentIndex(choices.index(default))
-            self.controller.set_model(default)
-            self._set_thresholds(default)
-        self._update_demo_notice()
-        self._sync_methods()
-
-    def _sync_methods(self):
-        """"Propagate with" offers what the chosen model can do (the others greyed out) and
-        picks the model's default: SAM 2 memory for SAM 2 models."""
-        c = self.controller
-        box = self._method
-        box.blockSignals(True)
-        for i in range(box.count()):
-            item = box.model().item(i)
-            item.setEnabled(c.propagation_problem(box.itemData(i)) is None)
-        box.setCurrentIndex(max(box.findData(c.default_propagation()), 0))
-        box.blockSignals(False)
-        c.propagation_method = box.currentData()
-
-    def _on_model_loaded(self):
-        """A model was loaded (maybe downloaded): refresh the cached state in the list and
-        what 'Propagate with' offers (the loaded model knows its family for sure)."""
-        self._update_demo_notice()
-        self._sync_methods()
-        try:
-            fresh = {ch.key: ch for ch in model_choices()}
-        except Exception:  # noqa: BLE001 - the list is cosmetic
-            return
-        for i in range(self._model.count()):
-            ch = self._model.itemData(i)
-            if ch is not None and not ch.is_file and ch.key in fresh:
-                self._model.setItemText(i, fresh[ch.key].label)
-
-    def _update_demo_notice(self):
-        self._demo.setVisible(self.controller.using_demo)
-
     # ------------------------------------------------------------------ handlers
     @guarded
     def _on_image_changed(self):
@@ -516,6 +463,8 @@ class SamWidget(QWidget):
         self._job_bar.on_job_changed(job)
         if job is None and ended is not None and ended.stale:
             self._schedule_preload(after=ended)
+        elif job is None and ended is not None and ended.error is not None:
+            self._show_model_in_use()  # a checkpoint that failed to load: the one before
 
     @guarded
     def _on_preload(self, lead: str = ""):
@@ -529,65 +478,6 @@ class SamWidget(QWidget):
         points = self.controller.points_layer
         if not self._closed and points is not None and points in self.viewer.layers:
             self.viewer.layers.selection.active = points
-
-    @guarded
-    def _on_model_changed(self, path: str | None = None):
-        choice = self._model.currentData()
-        if choice is None:  # "Checkpoint file..."
-            if path is None:
-                path, _ = QFileDialog.getOpenFileName(
-                    self, "SAM checkpoint", "", "Checkpoints (*.pt *.pth *.ckpt);;All files (*)"
-                )
-            if not path:  # the dialog was cancelled
-                self._show_model_in_use()
-                return
-            try:
-                choice = file_choice(path)
-            except Exception:  # a file that cannot be a model: said, the model in use stays
-                self._show_model_in_use()
-                raise
-            self._model.setCurrentIndex(self._file_item(choice))
-        self.controller.set_model(choice)
-        self._set_thresholds(choice)
-        self._update_demo_notice()
-        self._sync_methods()
-        self._schedule_preload()
-
-    def _file_item(self, choice) -> int:
-        """The index in 'Model' of the checkpoint file ``choice``: the item of that file when
-        it was picked before (a retrained file picked again adds no second item), else a
-        new one, named with its folder when another file of that name is listed."""
-        real = os.path.realpath(choice.key)
-        files = [(i, self._model.itemData(i)) for i in range(self._model.count())]
-        files = [(i, ch) for i, ch in files if ch is not None and ch.is_file]
-        for i, ch in files:
-            if os.path.realpath(ch.key) == real:
-                self._model.setItemData(i, choice, Qt.ItemDataRole.UserRole)
-                return i
-        parts = Path(real).parts
-        same = [Path(os.path.realpath(ch.key)).parts for _, ch in files
-                if Path(ch.key).name == parts[-1]]
-        depth = 1  # the folders that tell it from the files of its name listed already
-        while any(p[-depth:] == parts[-depth:] for p in same) and depth < len(parts):
-            depth += 1
-        label = choice.label if depth == 1 else "file: " + "/".join(parts[-depth:])
-        self._model.insertItem(self._model.count() - 1, label, choice)
-        return self._model.count() - 2
-
-    def _show_model_in_use(self):
-        """Select the model in use in 'Model' (not 'Checkpoint file...', after a cancelled or
-        refused pick of a file)."""
-        for i in range(self._model.count()):
-            if self._model.itemData(i) == self.controller.model_choice:
-                self._model.setCurrentIndex(i)
-                return
-
-    def _set_thresholds(self, choice):
-        """Segment-everything thresholds follow the model (the demo model's scores are
-        calibrated lower than SAM's; its checkpoint metadata says which thresholds to use)."""
-        thresholds = recommended_thresholds(choice)
-        self._iou.setValue(thresholds["pred_iou_thresh"])
-        self._stability.setValue(thresholds["stability_score_thresh"])
 
     @guarded
     def _on_device_changed(self):

@@ -35,6 +35,7 @@ from .commit_checks import (
 )
 from .embedding_cache import EmbeddingCache, describe_tiling, missing_slices, new_embeddings
 from .errors import UserError
+from .failed_loads import FailedLoads
 from .image_source import ImageSource, make_source
 from .jobs import Phase, embed_job, run_to_end, tiled_embed_job
 from .model_choice import DEMO_NOTICE, ModelCache, ModelChoice, choice_identity, precision_key
@@ -57,7 +58,8 @@ MAX_MEMORY_SLICES = 256
 ALREADY_LABELLED = 0.8
 
 
-class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, StaleJobs):
+class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, StaleJobs,
+                        FailedLoads):
     """State and actions of one annotation session (docs/gui.md has the user's view).
 
     Propagation and segment-everything come from
@@ -301,6 +303,8 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
     def set_model(self, choice: ModelChoice) -> None:
         """Use ``choice`` from now on; propagation goes back to the model's own method."""
         before, loaded = self.model_choice, self.predictor
+        if before is not None and (choice is None or before.key != choice.key):
+            self.previous_model_choice = before  # what a failed load goes back to
         self.model_choice = choice
         self.propagation_method = None
         dropped = self._lookup()

@@ -133,6 +133,9 @@ def file_choice(path: str | os.PathLike) -> ModelChoice:
     if not p.is_file():
         raise UserError(f"Checkpoint file not found: {p}. Pick an existing .pt/.pth file.",
                         "error")
+    if p.suffix.lower() == ".json":
+        raise UserError(f"{p.name} is the metadata file of a checkpoint, not a model: pick "
+                        f"the checkpoint beside it ({p.with_suffix('.pt').name}).", "error")
     try:
         obj = _read_tensors(p)
     except Exception as err:  # noqa: BLE001 - named in the message, with what to do
@@ -145,6 +148,12 @@ def file_choice(path: str | os.PathLike) -> ModelChoice:
             f"{p.name} cannot be read as a PyTorch checkpoint ({type(err).__name__}): a "
             "truncated download or another file format? Download it again (Meta's "
             "sam2.1_hiera_*.pt, SAM's sam_vit_*.pth) or pick another file.", "error") from None
+    if isinstance(obj, dict) and {"schedule", "trainer", "loop"} <= set(obj):
+        model = p.name[: -len(".train-state.pt")] + ".pt" if p.name.endswith(
+            ".train-state.pt") else "the .pt the same training wrote"
+        raise UserError(f"{p.name} is the training state of a resumable run (what `napari-sam "
+                        f"train --resume` continues from), not a model: pick {model}.",
+                        "error")
     return ModelChoice(str(p), f"file: {p.name}", is_file=True, family=_family_of(obj))
 
 

@@ -44,6 +44,11 @@ def _unwrap(obj: Any, path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
         if inner is None:
             # a state_dict with some non-tensor entries (e.g. our own "config" next to weights)
             tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+            if not tensors and {"schedule", "trainer", "loop"} <= set(obj):
+                raise ValueError(
+                    f"{path} is the training state of a resumable run (what `napari-sam "
+                    "train --resume` continues from), not a model: use the .pt the same "
+                    "training wrote")
             if not tensors:
                 raise ValueError(
                     f"{path} does not contain a model state_dict (keys: {list(obj)[:8]})"

@@ -1,0 +1,156 @@
+"""The dock's *Model* box: the models listed (registry, bundled demo, checkpoint files
+picked), what follows a choice (segment-everything thresholds, 'Propagate with', the demo
+notice), and the model in use shown again after a cancelled, refused or failed pick (a
+mixin of :class:`~napari_sam._qt.widget.SamWidget`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QFileDialog
+
+from napari_sam.annotate.model_choice import (
+    default_choice,
+    file_choice,
+    model_choices,
+    recommended_thresholds,
+)
+
+from .notify import guarded
+
+__all__ = ["FILE_ITEM", "ModelBox"]
+
+#: The last item of 'Model': pick a checkpoint file
+FILE_ITEM = "Checkpoint file..."
+
+
+class ModelBox:
+    """The *Model* box's handlers (``self._model``, the threshold boxes ``self._iou`` and
+    ``self._stability``, ``self._demo`` and ``self._method`` are the widget's)."""
+
+    _thresholds_set: tuple | None = None  # the threshold boxes as the model last set them
+
+    def _refresh_models(self):
+        try:
+            choices = model_choices()
+        except Exception:  # noqa: BLE001 - the registry is optional at import time
+            choices = []
+        self._model.clear()
+        for ch in choices:
+            self._model.addItem(ch.label, ch)
+        self._model.addItem(FILE_ITEM, None)
+        default = default_choice(choices)
+        if default is not None:
+            self._model.setCurrentIndex(choices.index(default))
+            self.controller.set_model(default)
+            self._set_thresholds(default)
+        self._update_demo_notice()
+        self._sync_methods()
+
+    def _sync_methods(self):
+        """"Propagate with" offers what the chosen model can do (the others greyed out) and
+        picks the model's default: SAM 2 memory for SAM 2 models."""
+        c = self.controller
+        box = self._method
+        box.blockSignals(True)
+        for i in range(box.count()):
+            item = box.model().item(i)
+            item.setEnabled(c.propagation_problem(box.itemData(i)) is None)
+        box.setCurrentIndex(max(box.findData(c.default_propagation()), 0))
+        box.blockSignals(False)
+        c.propagation_method = box.currentData()
+
+    def _on_model_loaded(self):
+        """A model was loaded (maybe downloaded): refresh the cached state in the list and
+        what 'Propagate with' offers (the loaded model knows its family for sure) and the
+        thresholds (:meth:`_follow_loaded_thresholds`)."""
+        self._update_demo_notice()
+        self._sync_methods()
+        self._follow_loaded_thresholds()
+        try:
+            fresh = {ch.key: ch for ch in model_choices()}
+        except Exception:  # noqa: BLE001 - the list is cosmetic
+            return
+        for i in range(self._model.count()):
+            ch = self._model.itemData(i)
+            if ch is not None and not ch.is_file and ch.key in fresh:
+                self._model.setItemText(i, fresh[ch.key].label)
+
+    def _update_demo_notice(self):
+        self._demo.setVisible(self.controller.using_demo)
+
+    @guarded
+    def _on_model_changed(self, path: str | None = None):
+        choice = self._model.currentData()
+        if choice is None:  # "Checkpoint file..."
+            if path is None:
+                path, _ = QFileDialog.getOpenFileName(
+                    self, "SAM checkpoint", "", "Checkpoints (*.pt *.pth *.ckpt);;All files (*)"
+                )
+            if not path:  # the dialog was cancelled
+                self._show_model_in_use()
+                return
+            try:
+                choice = file_choice(path)
+            except Exception:  # a file that cannot be a model: said, the model in use stays
+                self._show_model_in_use()
+                raise
+            self._model.setCurrentIndex(self._file_item(choice))
+        self.controller.set_model(choice)
+        self._set_thresholds(choice)
+        self._update_demo_notice()
+        self._sync_methods()
+        self._schedule_preload()
+
+    def _file_item(self, choice) -> int:
+        """The index in 'Model' of the checkpoint file ``choice``: the item of that file when
+        it was picked before (a retrained file picked again adds no second item), else a
+        new one, named with its folder when another file of that name is listed."""
+        real = os.path.realpath(choice.key)
+        files = [(i, self._model.itemData(i)) for i in range(self._model.count())]
+        files = [(i, ch) for i, ch in files if ch is not None and ch.is_file]
+        for i, ch in files:
+            if os.path.realpath(ch.key) == real:
+                self._model.setItemData(i, choice, Qt.ItemDataRole.UserRole)
+                return i
+        parts = Path(real).parts
+        same = [Path(os.path.realpath(ch.key)).parts for _, ch in files
+                if Path(ch.key).name == parts[-1]]
+        depth = 1  # the folders that tell it from the files of its name listed already
+        while any(p[-depth:] == parts[-depth:] for p in same) and depth < len(parts):
+            depth += 1
+        label = choice.label if depth == 1 else "file: " + "/".join(parts[-depth:])
+        self._model.insertItem(self._model.count() - 1, label, choice)
+        return self._model.count() - 2
+
+    def _show_model_in_use(self):
+        """Select the model in use in 'Model' (not 'Checkpoint file...', after a cancelled or
+        refused pick of a file)."""
+        for i in range(self._model.count()):
+            if self._model.itemData(i) == self.controller.model_choice:
+                self._model.setCurrentIndex(i)
+                return
+
+    def _set_thresholds(self, choice, thresholds: dict | None = None):
+        """Segment-everything thresholds follow the model (the demo model's scores are
+        calibrated lower than SAM's; its checkpoint metadata says which thresholds to use):
+        ``thresholds``, or what ``choice``'s metadata recommends without loading it."""
+        thresholds = thresholds or recommended_thresholds(choice)
+        self._iou.setValue(thresholds["pred_iou_thresh"])
+        self._stability.setValue(thresholds["stability_score_thresh"])
+        self._thresholds_set = (self._iou.value(), self._stability.value())
+
+    def _follow_loaded_thresholds(self):
+        """The loaded model's own thresholds, where they differ from what was set before it
+        loaded and the user has not changed the boxes since: a checkpoint copied without its
+        metadata file inherits the demo model's settings when loaded (its note says so),
+        but before loading the boxes showed SAM's (and found 15 objects of 20, not 20)."""
+        from napari_sam.automatic import recommended_thresholds as for_model
+
+        model = getattr(self.controller.predictor, "model", None)
+        own = getattr(model, "automatic_defaults", None)
+        if own is None or self._thresholds_set != (self._iou.value(), self._stability.value()):
+            return
+        self._set_thresholds(None, for_model(own))
