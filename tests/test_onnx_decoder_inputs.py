@@ -132,3 +132,17 @@ def test_onnx_backend_still_clips_and_refuses_as_the_torch_backend(setup, tmp_pa
                  pred.predict(box=box, boundary="threshold"))  # fmt: skip
     with pytest.raises(ValueError, match=r"\(500\.0, 60\.0\) is outside the image"):
         onnx_pred.predict(points=[[500, 60]])
+
+
+def test_a_tiled_embedding_is_refused_saying_how_to_embed_it_whole(setup):
+    """docs/onnx.md's OnnxDecoder on an image larger than 1.5 model inputs failed with
+    "'TiledEmbedding' object has no attribute 'spec'" (helper walk-through, session 30)."""
+    pred, _, dec = setup
+    image = nuclei_2d((500, 700), seed=1).image
+    tiled = pred.set_image(image)
+    assert tiled.tiling is not None
+    with pytest.raises(ValueError, match=r"embedded in tiles .* set_image\(image, tiling=None\)"):
+        dec.predict(tiled, points=[[250, 350]], labels=[1])
+    whole = pred.set_image(image, tiling=None)
+    masks, scores, _ = dec.predict(whole, points=[[250, 350]], labels=[1])
+    assert masks.shape == (3, 500, 700) and np.isfinite(scores).all()

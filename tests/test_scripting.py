@@ -95,6 +95,22 @@ def test_notebook_session(tmp_path, monkeypatch, docs_model):
     assert again["emb"].encoder_calls == 0
 
 
+def test_train_on_your_annotations(tmp_path, monkeypatch):
+    """The training section runs as written: a checkpoint with its metadata, loadable, and a
+    second run to the same ``out`` refused (``overwrite=True`` replaces)."""
+    if not _demo_installed():
+        reason = "the bundled demo model is not installed: the section trains from it"
+        print(f"SKIP: {reason}")
+        pytest.skip(reason)
+    monkeypatch.chdir(tmp_path)
+    ns = _run(code_blocks("Train on your annotations"), {"__name__": "__docs__"})
+    assert ns["result"].path == Path("my_model.pt")
+    assert (tmp_path / "my_model.pt").is_file() and (tmp_path / "my_model.json").is_file()
+    assert ns["emb"].model_id == ns["mine"].model_id
+    with pytest.raises(FileExistsError, match="pass overwrite=True"):
+        _run(code_blocks("Train on your annotations"), {"__name__": "__docs__"})
+
+
 def _has_display() -> bool:
     if sys.platform.startswith("linux"):
         return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))

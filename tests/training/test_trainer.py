@@ -446,3 +446,44 @@ def test_max_steps_needs_resume(data):
     images, labels = data
     with pytest.raises(ValueError, match="resume=True"):
         train(images[:2], labels[:2], model=TINY, out=None, max_steps=2)
+
+
+def test_resume_without_a_state_never_trains_over_a_finished_model(tmp_path, data):
+    """``resume=True`` onto a model an ordinary run wrote (no training state beside it)
+    trained from scratch over it (a reviewer, session 30); a Ctrl-C during the last step
+    finished the run but called it interrupted; an ignored SIGINT (``cmd &``) stopped it."""
+    import os
+    import signal
+
+    images, labels = data
+    kw = dict(model=TINY, epochs=1, steps_per_epoch=2, batch_size=2, val_fraction=0.25,
+              seed=0, device="cpu", progress=False)
+    torch.manual_seed(0)
+    train(images[:8], labels[:8], out=tmp_path / "m.pt", **kw)
+    before = (tmp_path / "m.pt").read_bytes()
+    with pytest.raises(FileExistsError, match=r"no training state beside it "
+                                              r"\(m\.train-state\.pt\) to continue"):
+        train(images[:8], labels[:8], out=tmp_path / "m.pt", resume=True, **kw)
+    assert (tmp_path / "m.pt").read_bytes() == before
+
+    calls = []
+    real = Trainer.train_step
+
+    def last_step_interrupted(self, batch):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, batch)
+
+    Trainer.train_step = last_step_interrupted
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `cmd &` starts: ignored
+    try:
+        ignored = train(images[:8], labels[:8], out=tmp_path / "n.pt", resume=True, **kw)
+        assert ignored.complete and not ignored.interrupted and len(calls) == 2
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        calls.clear()
+        done = train(images[:8], labels[:8], out=tmp_path / "o.pt", resume=True, **kw)
+        assert done.complete and not done.interrupted  # stopped after the last step: done
+    finally:
+        Trainer.train_step = real
+        signal.signal(signal.SIGINT, old)

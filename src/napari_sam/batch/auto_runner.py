@@ -272,10 +272,9 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
     emb = embed(opened.stack, model, store=store, batch_size=ctx.batch_size, device=ctx.device,
                 cache_size=max(2, ctx.batch_size), cache_bytes=held, tiling=tiling)
     announce_tiling(job, ctx, emb)
-    if (isinstance(emb, StackEmbeddings) and n > 1) or tiling is not None:
-        # slices are computed by several tasks, maybe over several runs (resumed), also in
-        # memory: each batch in whole slices per thread, as an uninterrupted run computes it;
-        # a tiled image's windows too (its labels changed with the thread count)
+    if isinstance(emb, StackEmbeddings) and n > 1:
+        # computed by several tasks, maybe over several runs (resumed): in whole slices per
+        # thread (not a tiled image's windows: up to 5x slower, docs/cli.md "CPU threads")
         emb.whole_slices = True
     group = None
     if block_store is not None:

@@ -103,17 +103,19 @@ def finish_labels(job: Job, ctx: Context, model, opened: OpenedImage, labels: np
 def finish_propagation(job: Job, ctx: Context, model, opened: OpenedImage, res,
                        extra: dict) -> dict:
     """Write the labels of a propagation ``res`` (a :class:`napari_sam.volume.VolumeResult`
-    of SAM 1 or SAM 2) with ``extra`` in their output metadata, plus each object's stop
-    reasons and its propagation trace (what ``napari-sam report`` plots); release the stack.
+    of SAM 1 or SAM 2) with ``extra`` in their output metadata, plus (for a stack) each
+    object's stop reasons and its propagation trace (what ``napari-sam report`` plots);
+    release the stack.
     Returns :func:`finish_labels`' info."""
     from napari_sam.trace import propagation_trace
 
     scores = {oid: float(np.mean(list(s.values()))) for oid, s in res.scores.items() if s}
-    extra = {**extra, "stop_reasons": {str(k): v for k, v in res.stop_reasons.items()}}
-    annotated = {oid: [e["slice"] for e in items if not e.get("stop")]
-                 for oid, items in job.prompts.items()}
-    extra["trace"] = propagation_trace(res.labels, opened.stack, res.scores, res.stop_reasons,
-                                       annotated)
+    if not opened.is2d:  # a 2D image has no propagation to report ("edge" both ways)
+        extra = {**extra, "stop_reasons": {str(k): v for k, v in res.stop_reasons.items()}}
+        annotated = {oid: [e["slice"] for e in items if not e.get("stop")]
+                     for oid, items in job.prompts.items()}
+        extra["trace"] = propagation_trace(res.labels, opened.stack, res.scores,
+                                           res.stop_reasons, annotated)
     info = finish_labels(job, ctx, model, opened, np.asarray(res.labels), scores, extra)
     opened.stack.release()
     return info

@@ -55,12 +55,15 @@ class Prompts(dict):
     A plain dict with one more attribute: ``where`` maps ``(file_key, object_id, index)``
     (the prompt's position in its object's list) to where it was written, e.g.
     ``"clicks.csv, line 7"``, so a prompt found wrong later (outside the image) names its
-    line.
+    line. ``problems``: what was wrong with rows left out (read with ``defer_problems``:
+    :func:`~napari_sam.batch.prompts.check_prompts` reports them with the problems found
+    against the inputs' shapes, all in one run).
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.where: dict[tuple[str, int, int], str] = {}
+        self.problems: list[str] = []
 
     def add(self, file_key: str, oid: int, entry: dict, where: str) -> None:
         file_key = normalise_file_key(file_key)

@@ -91,31 +91,38 @@ def _prompts_from_csv(path: Path) -> Prompts:
     per_file = Prompts()
     try:
         for raw in reader:
-            n = reader.line_num
-            where = f"{path.name}, line {n}"
-            if None in raw:
-                raise BatchError(f"{where}: more values than columns; check the commas")
-            row = {cols[k]: (v or "").strip() for k, v in raw.items() if k is not None}
-            if not any(row.values()):
-                continue
-            oid = object_id(row.get("id"), where)
-            entry: dict[str, Any] = {"slice": row.get("slice") or 0}
-            if row.get("row") or row.get("col"):
-                entry["points"] = [[row.get("row"), row.get("col")]]
-                entry["labels"] = [row.get("label") or 1]
-            elif row.get("label"):
-                raise BatchError(f"{where}: a label without a point; fill in row and col")
-            box = [row.get(k) for k in ("row0", "col0", "row1", "col1")]
-            if any(box):
-                entry["box"] = box
-            if truthy(row.get("stop", "")):
-                entry["stop"] = True
-            if row.get("candidate"):
-                entry["candidate"] = row["candidate"]
-            per_file.add(row.get("file", ""), oid, check_entry(entry, where), where)
+            try:
+                _add_csv_row(per_file, raw, cols, f"{path.name}, line {reader.line_num}")
+            except BatchError as exc:  # every row's problem, not only the first
+                per_file.problems.append(str(exc))
     except csv.Error as exc:
         raise BatchError(f"{path.name}, line {reader.line_num}: not valid CSV ({exc})") from None
     return per_file
+
+
+def _add_csv_row(per_file: Prompts, raw: dict, cols: dict, where: str) -> None:
+    """Add one row of a prompts CSV (``raw``: csv.DictReader's, ``cols``: its columns by their
+    canonical names) to ``per_file``; BatchError naming ``where`` for a bad row."""
+    if None in raw:
+        raise BatchError(f"{where}: more values than columns; check the commas")
+    row = {cols[k]: (v or "").strip() for k, v in raw.items() if k is not None}
+    if not any(row.values()):
+        return
+    oid = object_id(row.get("id"), where)
+    entry: dict[str, Any] = {"slice": row.get("slice") or 0}
+    if row.get("row") or row.get("col"):
+        entry["points"] = [[row.get("row"), row.get("col")]]
+        entry["labels"] = [row.get("label") or 1]
+    elif row.get("label"):
+        raise BatchError(f"{where}: a label without a point; fill in row and col")
+    box = [row.get(k) for k in ("row0", "col0", "row1", "col1")]
+    if any(box):
+        entry["box"] = box
+    if truthy(row.get("stop", "")):
+        entry["stop"] = True
+    if row.get("candidate"):
+        entry["candidate"] = row["candidate"]
+    per_file.add(row.get("file", ""), oid, check_entry(entry, where), where)
 
 
 def _normalise_objects(obj, where: str) -> list[tuple[int, dict, str]]:
@@ -181,7 +188,7 @@ def _prompts_from_json(path: Path) -> Prompts:
     return per_file
 
 
-def load_prompts(path: os.PathLike | str) -> Prompts:
+def load_prompts(path: os.PathLike | str, *, defer_problems: bool = False) -> Prompts:
     """Read a prompts file (CSV or JSON) into ``{file_key: {object_id: [slice prompt, ...]}}``.
 
     ``file_key`` ``""`` holds prompts that apply to every input; other keys are matched
@@ -199,7 +206,10 @@ def load_prompts(path: os.PathLike | str) -> Prompts:
     See docs/cli.md.
 
     Every prompt's form is checked here (ids >= 1, labels 0 or 1, slices >= 0, 4-number
-    boxes); :func:`check_prompts` checks the coordinates against each input's shape.
+    boxes); :func:`check_prompts` checks the coordinates against each input's shape. Every
+    bad CSV row is named in one error; with ``defer_problems`` (the CLI) the bad rows are
+    left out and kept in the result's ``problems`` instead, for :func:`check_prompts` to
+    report with the rest (one run names every problem of the file).
 
     Returns
     -------
@@ -217,7 +227,10 @@ def load_prompts(path: os.PathLike | str) -> Prompts:
     if not p.is_file():
         raise BatchError(f"prompts file {str(p)!r} does not exist")
     if p.suffix.lower() == ".csv":
-        return _require_prompts(_prompts_from_csv(p), p)
+        per_file = _prompts_from_csv(p)
+        if per_file.problems and not defer_problems:
+            raise BatchError(_problems_text(per_file.problems))
+        return per_file if per_file.problems else _require_prompts(per_file, p)
     if p.suffix.lower() == ".json":
         from napari_sam.session import is_session_file
 
@@ -225,6 +238,15 @@ def load_prompts(path: os.PathLike | str) -> Prompts:
             return _prompts_from_session(p)
         return _require_prompts(_prompts_from_json(p), p)
     raise BatchError(f"prompts file {str(p)!r}: use a .csv or .json file")
+
+
+def _problems_text(problems: list[str], max_problems: int = 8) -> str:
+    """One error naming up to ``max_problems`` problems of a prompts file, and the fix."""
+    more = len(problems) - max_problems
+    return ("; ".join(p.rstrip(".") for p in problems[:max_problems])
+            + (f"; and {more} more" if more > 0 else "")
+            + ". Prompts use napari order (slice, row, col) in pixels, from 0; fix the prompts "
+              "file (or the 'file' column) and rerun")
 
 
 def _require_prompts(per_file: Prompts, path: Path) -> Prompts:
@@ -314,7 +336,7 @@ def check_prompts(per_file: Mapping[str, Mapping], jobs: Sequence[Job], ctx: Con
     """
     where_of = getattr(per_file, "where", {})
     _check_session(per_file, jobs, ctx)
-    problems: list[str] = []
+    problems: list[str] = list(getattr(per_file, "problems", ()))  # rows left out
     used: set[str] = set()
     any_prompts = False
     for job in jobs:
@@ -346,11 +368,7 @@ def check_prompts(per_file: Mapping[str, Mapping], jobs: Sequence[Job], ctx: Con
                         problems.append(f"{at}: {msg} of {job.input.name} "
                                         f"({_shape_words(n, h, w, opened.is2d)})")
     if problems:
-        more = len(problems) - max_problems
-        raise BatchError("; ".join(problems[:max_problems])
-                         + (f"; and {more} more" if more > 0 else "")
-                         + ". Prompts use napari order (slice, row, col) in pixels, from 0; "
-                           "fix the prompts file (or the 'file' column) and rerun")
+        raise BatchError(_problems_text(problems, max_problems))
     if jobs and not any_prompts:
         names = sorted(k for k in per_file if k)
         raise BatchError(
@@ -360,9 +378,15 @@ def check_prompts(per_file: Mapping[str, Mapping], jobs: Sequence[Job], ctx: Con
     notes = []
     unused = sorted(k for k in per_file if k and k not in used)
     if unused:
+        import difflib
+
         lines = sorted({where_of.get((k, oid, 0), "") for k in unused for oid in per_file[k]})
+        names = sorted({job.input.name for job in jobs})
+        near = [f"{k!r} -> {close[0]!r}" for k in unused[:5]
+                if (close := difflib.get_close_matches(k, names, n=1, cutoff=0.8))]
         notes.append(f"prompts for {unused[:5]} ({', '.join(x for x in lines[:3] if x)}) match "
-                     "no input and are ignored; check the 'file' column against the inputs")
+                     "no input and are ignored; check the 'file' column against the inputs"
+                     + (f" (a misspelling? {', '.join(near)})" if near else ""))
     return notes
 
 

@@ -57,7 +57,8 @@ def open_image(path: Path, ctx: Context) -> OpenedImage:
             hint = f"--axes {'CZYX' if shape[0] <= shape[1] else 'ZCYX'} --channel N"
         raise ValueError(
             f"no metadata names the axes of its shape {shape}; read as {img.axes} (a guess "
-            f"from the shape): {exc} If an axis holds channels, say so: {hint}") from None
+            f"from the shape): {str(exc).rstrip('.')}. If an axis holds channels, say so: "
+            f"{hint}") from None
     axes = std.axes
     is2d = axes in ("YX", "YXC")
     stack = SliceSource(std.data, expand=is2d, path=path)
@@ -99,16 +100,27 @@ def colour_planes_note(job, ctx: Context, opened: OpenedImage) -> str | None:
 ELONGATED_SLICE = 4
 
 
+#: A stack this short (slices), read with guessed axes, gets a note: its first axis may hold
+#: channels (a (C, Y, X) array saved without metadata), not slices.
+FEW_SLICES = 3
+
+
 def guessed_axes_note(job, ctx: Context, opened: OpenedImage) -> str | None:
-    """A note when no metadata named a stack's axes and the guess gives elongated slices
-    (:data:`ELONGATED_SLICE`): the last axis may be the stack's (``--axes YXZ``). None
+    """A note when no metadata named a stack's axes and the guess gives few slices
+    (:data:`FEW_SLICES`: the first axis may hold channels) or elongated slices
+    (:data:`ELONGATED_SLICE`: the last axis may be the stack's, ``--axes YXZ``). None
     otherwise, or with ``--axes`` given."""
     if ctx.axes is not None or opened.is2d or not opened.axes_guessed:
         return None
     h, w = (int(s) for s in opened.stack.shape[1:3])
+    shape = tuple(int(s) for s in opened.stack.shape[:3])
+    if shape[0] <= FEW_SLICES and ctx.channel is None:
+        return (f"{job.name}: no metadata names its axes; read as {opened.label_axes} {shape}, "
+                f"a stack of {shape[0]} slices linked along z; if its first axis holds "
+                "channels, rerun with --axes CYX --channel N (one channel) or move the file "
+                "to a run of its own")
     if max(h, w) < ELONGATED_SLICE * max(1, min(h, w)):
         return None
-    shape = tuple(int(s) for s in opened.stack.shape[:3])
     return (f"{job.name}: no metadata names its axes; read as {opened.label_axes} {shape}, "
             f"i.e. {shape[0]} slices of {h} x {w} px; if the last axis is the stack's (e.g. "
             "a (Y, X, Z) array), rerun with --axes YXZ")

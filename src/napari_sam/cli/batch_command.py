@@ -101,13 +101,17 @@ def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False,
             + (f", {not_run} not run" if not_run else "") + f" ({seconds:.1f} s)")
     print("\nSummary: " + head)
     rows = [r for r in results if r.status != "done"] if len(results) > 40 else list(results)
-    if rows:
+    ran = {r.input for r in results}
+    left = [inp for inp in names if inp not in ran][:40]  # the inputs a Ctrl-C left
+    if rows or left:
         table = [("status", "input", "output / reason")]
         for r in rows:
             skipped_why = r.status == "skipped" and r.reason not in ("", "complete")
             detail = r.reason if r.status in ("failed", "busy") or skipped_why else (
                 r.output + ("" if r.reason in ("", "complete") else f" ({r.reason})"))
             table.append((r.status, names.get(r.input, Path(r.input).name), detail))
+        table += [("not run", names[inp], "interrupted before it finished: a rerun does it")
+                  for inp in left]
         w0 = max(len(t[0]) for t in table)
         w1 = max(len(t[1]) for t in table)
         for t in table:
@@ -386,6 +390,19 @@ def model_line(model: str, device: str) -> str:
     return f"model {model} (id {getattr(loaded, 'model_id', '?')})"
 
 
+def model_load_notes(model: str, device: str) -> tuple[str, ...]:
+    """What loading the model ``model`` did that its user should know (``load_notes``: a
+    checkpoint without its metadata file took the demo model's settings), said even with
+    ``-q``: it changes the results."""
+    from napari_sam import batch
+    from napari_sam.models.registry import REGISTRY
+
+    if model in REGISTRY:
+        return ()
+    loaded, _ = batch.get_model(model, device)  # loaded once above: cached
+    return tuple(getattr(loaded, "load_notes", ()))
+
+
 def device_line(args, method: str | None, slice_workers: int) -> str:
     """The device note: where the model runs and in which precision. SAM 2.1 propagation
     runs in float32 whatever ``--precision`` says (the line says so)."""
@@ -440,7 +457,15 @@ def session_model(prompts, args) -> str | None:
         spec = check_model(session)
     except SessionError as exc:
         raise BatchError(str(exc)) from None
-    if not args.quiet:
+    from napari_sam.batch.models import model_file_id
+
+    now = model_file_id(spec)  # a checkpoint written again at that path (retrained)?
+    recorded = str((session.model or {}).get("id") or "").split("+")[0]
+    if now is not None and recorded.startswith("file:") and now != recorded:
+        print_note(f"model {spec}: the session's path, but the file holds other weights now "
+                   f"(id {now}; the session was made with {recorded}): the prompts are rerun "
+                   "with them, and what changed is listed per object")
+    elif not args.quiet:
         print_note(f"model {spec}: the session's (--model replays it with another)")
     return spec
 
@@ -470,7 +495,7 @@ def cmd_batch(args) -> int:
     inputs, subfolders = [p for p, _ in found], dict(found)
     prompts = None
     if args.command == "segment":
-        prompts = batch.load_prompts(args.prompts)
+        prompts = batch.load_prompts(args.prompts, defer_problems=True)
         check_session(prompts)
         check_method_has_model(args, prompts)
         args.model = session_model(prompts, args)
@@ -528,6 +553,8 @@ def prepare_run(args, ctx, prompts):
     if not args.quiet:
         print_note(model_line(model, here))
         print_note(device_line(args, method, ctx.slice_workers))
+    for note in model_load_notes(model, here):  # e.g. a checkpoint without its .json
+        print_note(note)
     check_tiling(args, model)
     if args.command == "segment":
         notes = replay_ignored(args) if replaying else unused_sam1_options(args, method)

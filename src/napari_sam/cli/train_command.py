@@ -61,17 +61,22 @@ def add_train_parser(sub) -> None:
     pt.add_argument("-o", "--output", required=True, metavar="FILE.pt",
                     help="checkpoint to write (plus its checkpoint metadata FILE.json)")
     g = pt.add_argument_group("training")
-    g.add_argument("--epochs", type=positive_int, default=10, metavar="N")
-    g.add_argument("--lr", type=positive_float, default=1e-4, metavar="F")
+    g.add_argument("--epochs", type=positive_int, default=10, metavar="N",
+                   help="passes over the training images (default: 10)")
+    g.add_argument("--lr", type=positive_float, default=1e-4, metavar="F",
+                   help="learning rate (default: 1e-4)")
     g.add_argument("--batch-size", type=positive_int, default=2, metavar="N",
                    help="images per step (default: 2)")
-    g.add_argument("--steps-per-epoch", type=positive_int, default=None, metavar="N")
-    g.add_argument("--objects-per-image", type=positive_int, default=8, metavar="N")
+    g.add_argument("--steps-per-epoch", type=positive_int, default=None, metavar="N",
+                   help="steps per epoch (default: every training image once)")
+    g.add_argument("--objects-per-image", type=positive_int, default=8, metavar="N",
+                   help="objects prompted per image and step (default: 8)")
     g.add_argument("--freeze-encoder", action="store_true",
                    help="train the prompt encoder and mask decoder only")
     g.add_argument("--val-fraction", type=val_fraction_arg, default=0.2, metavar="F",
                    help="share of the images held out to validate on, 0 to < 1 (default: 0.2)")
-    g.add_argument("--seed", type=nonneg_int, default=0)
+    g.add_argument("--seed", type=nonneg_int, default=0,
+                   help="data order, prompts and validation split (default: 0)")
     g.add_argument("--axes", type=axes_arg, metavar="AXES", help=argparse.SUPPRESS)
     g.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
     g.add_argument("--resume", action="store_true",
@@ -97,6 +102,14 @@ def cmd_train(args) -> int:
     if out.exists() and not (args.overwrite or args.resume):
         raise CLIError(f"{out} already exists; pass --overwrite to replace it or choose another "
                        "-o", 2)
+    from napari_sam.training.checkpoint import training_state_path
+
+    if out.exists() and args.resume and not args.overwrite and not (
+            training_state_path(out).exists()):
+        raise CLIError(f"{out} already exists and there is no training state beside it "
+                       f"({training_state_path(out).name}) to continue: --resume would train "
+                       "it again from the start over it; pass --overwrite for that, or choose "
+                       "another -o", 2)
     check_output(out, overwrite=args.overwrite, resume=args.resume)
     images, labels = collect_pairs(args.images, labels_spec, quiet=args.quiet)
     model = resolve_model(args.model, quiet=args.quiet)
@@ -110,17 +123,25 @@ def cmd_train(args) -> int:
 
     if not args.quiet:
         print_note(f"training on {len(images)} image file(s) from {model!r} -> {out}")
+        if args.resume and training_state_path(out).exists():
+            print_note(f"continuing the run saved in {training_state_path(out)} (its progress "
+                       "bar starts where it stopped)")
     t0 = time.perf_counter()
     with signals_received() as signals:
         result = _train(train, args, images, labels, model, out)
     if result.already_complete:
         return _already_complete(out, len(result.history))
     if args.resume and not result.complete and not result.epochs_done_now:
-        print(_piece_message(result, out, args.epochs, time.perf_counter() - t0))
+        message = _piece_message(result, out, args.epochs, time.perf_counter() - t0)
     else:
-        print(written_message(result, args.epochs, time.perf_counter() - t0))
+        message = written_message(result, args.epochs, time.perf_counter() - t0)
+    print(message)
     if result.path:
-        print(f"use it: napari-sam auto \"data/*.tif\" -o out/ --model {result.path}")
+        import shlex
+
+        shown = shlex.quote(str(args.images or "data/*.tif"))  # what it was trained on
+        lead = ("or try it" if "no epoch beat it" in message else "use it")
+        print(f"{lead}: napari-sam auto {shown} -o out/ --model {result.path}")
     stopped = not result.complete and (
         result.interrupted or {signal.SIGTERM, signal.SIGINT} & signals)
     if args.resume and not result.complete:
@@ -197,6 +218,14 @@ def collect_pairs(images_spec: str, labels_spec: str, *, quiet: bool = False
     from napari_sam.training.data import TrainingDataError, label_order, unpaired_files
 
     images = batch.collect_inputs([images_spec])
+    stems = {p.name.split(".")[0] for p in images}
+    named = [p for p in images if p.name.split(".")[0].endswith("_labels")
+             and p.name.split(".")[0][: -len("_labels")] in stems]
+    if named:  # img_labels.tif beside img.tif: labels saved by hand (napari's writer, no
+        images = [p for p in images if p not in named]  # sidecar), not an image
+        if not quiet:
+            print_note(f"note: IMAGES: left out {len(named)} file(s) named after an image with "
+                       f"_labels (label images, e.g. {named[0].name})")
     found = batch.collect_inputs([labels_spec], labels=True)
     taken = {p.resolve() for p in images}
     same = [p for p in found if p.resolve() in taken]
@@ -222,6 +251,12 @@ def collect_pairs(images_spec: str, labels_spec: str, *, quiet: bool = False
         order = label_order([str(p) for p in images], [str(p) for p in labels])
     except TrainingDataError as exc:
         raise CLIError(str(exc), 2) from None
+    if order is None and len(images) > 1:  # said even with -q: a wrong pairing trains wrong
+        shown = ", ".join(f"{i.name} + {lab.name}" for i, lab in zip(images[:4], labels[:4]))
+        more = f" and {len(images) - 4} more" if len(images) > 4 else ""
+        print_note(f"note: no label file is named after an image, so they are paired in sorted "
+                   f"order: {shown}{more}; name each label file after its image (img.tif + "
+                   "img_labels.tif, or ground_truth/img.tif) if that is not right")
     return images, labels if order is None else [labels[i] for i in order]
 
 

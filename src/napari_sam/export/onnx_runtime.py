@@ -213,12 +213,20 @@ class OnnxDecoder:
         Raises
         ------
         ValueError, TypeError
-            An embedding of another model, labels without points, no prompt, or a prompt
+            A tiled embedding (an image larger than 1.5 model inputs: embed it with
+            ``tiling=None``), an embedding of another model, labels without points, no
+            prompt, or a prompt
             :meth:`napari_sam.Predictor.predict` refuses (a point outside the image or not
             finite, a label other than 0 or 1, as many labels as points not given, an
             inverted box or one outside the image, a mask_input of the wrong shape or not
             finite), with the same message.
         """
+        if getattr(embedding, "tiling", None) is not None:
+            raise ValueError(
+                "OnnxDecoder decodes an untiled image embedding, and this image is embedded in "
+                "tiles (it is larger than 1.5 model inputs, docs/tiling.md): embed it whole "
+                "with set_image(image, tiling=None) (shrunk to the model input), or use "
+                "Predictor.predict, which decodes the tiles")
         if embedding.model_id != self.model_id:
             raise ValueError(
                 f"the embedding was made by model {embedding.model_id!r} but this decoder was "

@@ -106,6 +106,22 @@ def _check_metadata_file(out) -> None:
             "overwrite=True")
 
 
+def _check_existing_out(out, resume: bool) -> None:
+    """FileExistsError before any work when training into ``out`` would replace a model (an
+    existing checkpoint, unless ``resume`` continues the run whose training state is beside
+    it) or a metadata file no training run wrote (:func:`_check_metadata_file`)."""
+    if out is not None and Path(out).exists() and not resume:
+        raise FileExistsError(
+            f"{out} already exists (an earlier model?); pass overwrite=True to replace it, "
+            "give another out, or resume=True to continue its resumable run")
+    if out is not None and Path(out).exists() and not training_state_path(out).exists():
+        raise FileExistsError(
+            f"{out} already exists and there is no training state beside it "
+            f"({training_state_path(out).name}) to continue: resume=True would train it "
+            "again from the start over it; pass overwrite=True for that, or give another out")
+    _check_metadata_file(out)
+
+
 class ModelLoadError(ValueError):
     """The model to train from cannot be loaded (not a checkpoint, another family, ...);
     raised before any training."""
@@ -247,11 +263,7 @@ def train(
     if (max_steps is not None or time_limit is not None) and not resume:
         raise ValueError("max_steps and time_limit stop a resumable run: pass resume=True")
     if not overwrite:
-        if out is not None and Path(out).exists() and not resume:
-            raise FileExistsError(
-                f"{out} already exists (an earlier model?); pass overwrite=True to replace "
-                "it, give another out, or resume=True to continue its resumable run")
-        _check_metadata_file(out)
+        _check_existing_out(out, resume)
     pairs = load_pairs(images, labels)  # all input checks first
     dev = resolve_device(device)
     try:
@@ -282,8 +294,9 @@ def train(
 
 def data_notes(pairs, items, val_items, img_size: int) -> list[str]:
     """What the user should know about the training data before training starts: the
-    images :func:`make_items` left out (no object large enough at the model input) and a
-    validation on the training item itself (only one item usable)."""
+    images :func:`make_items` left out (no object large enough at the model input), a
+    validation on the training item itself (only one item usable) or on slices of the one
+    stack trained on."""
     used = {it.source for it in items}
     notes = [f"{pair.name}: left out of training: no object has at least {MIN_OBJECT_PIXELS} "
              f"pixels at the model input ({img_size} px)"
@@ -294,6 +307,11 @@ def data_notes(pairs, items, val_items, img_size: int) -> list[str]:
                      "so the validation IoU measures the fit to the training data, not how the "
                      "model does on new images; give more labelled images for a held-out "
                      "validation")
+    elif val_items and len(pairs) == 1 and pairs[0].labels.ndim == 3:
+        notes.append(f"validation holds out {len(val_items)} slice(s) of the one stack "
+                     f"({pairs[0].name}) trained on: neighbouring slices show the same "
+                     "objects, so the validation IoU is close to the fit to the training "
+                     "data; give another labelled stack for a held-out validation")
     return notes
 
 
@@ -609,7 +627,7 @@ def _install_signals(loop: _Loop, resumable: bool):
     the previous handlers (None outside the main thread, where nothing is installed)."""
     try:
         old = [(signal.SIGTERM, signal.signal(signal.SIGTERM, _on_sigterm(loop, resumable)))]
-        if resumable:
+        if resumable and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # `cmd &`
             old.append((signal.SIGINT, signal.signal(signal.SIGINT, _on_sigint(loop))))
         return old
     except ValueError:  # not the main thread
@@ -692,8 +710,9 @@ def run_training(
         _say_interrupted(loop.saved, progress)
     finally:
         for signum, handler in old_handlers or ():
-            signal.signal(signum, handler)
-    interrupted = interrupted or loop.stop == "SIGINT"
+            if handler is not None:  # None: a handler not set from Python, left as it is
+                signal.signal(signum, handler)
+    interrupted = interrupted or (loop.stop == "SIGINT" and loop.epoch <= epochs)
     state_saved = False
     if resumable and not loop.in_step and (loop.stop is not None or interrupted):
         _save_state(state_path, trainer, loop, schedule)
