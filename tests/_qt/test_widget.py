@@ -425,6 +425,11 @@ def test_segment_everything_writes_a_new_labels_layer(stack_widget, scope):
     names = [ly.name for ly in viewer.layers]
     assert names.index(new[0].name) < min(names.index(ly.name) for ly in
                                           (c.preview_layer, c.points_layer, c.boxes_layer))
+    assert c.status.endswith(f"in a new layer '{new[0].name}'."), c.status
+    widget._on_automatic()  # again: napari names the second layer "... [1]", and so does the status
+    second = [ly for ly in viewer.layers if ly.name.startswith("automatic segmentation")][-1]
+    assert second.name != new[0].name and c.status.endswith(f"in a new layer '{second.name}'."), \
+        c.status
 
 
 @pytest.mark.parametrize("propagate,axis", [(True, 1), (False, 0)])

@@ -386,7 +386,7 @@ class AnnotationController(AnnotationSession):
         self.draw_preview(self.source.zyx_view(layer.data))
         layer.refresh()
 
-    def add_result(self, labels, name: str) -> None:
+    def add_result(self, labels, name: str) -> str:
         src = self.source
         layer = self.viewer.add_labels(src.to_layer(labels), name=name,
                                        **L.geometry(src, self.image_layer))
@@ -394,6 +394,7 @@ class AnnotationController(AnnotationSession):
         if self.preview_layer in layers:  # below the prompts and the preview, not over them
             layers.move(layers.index(layer), layers.index(self.preview_layer))
         layers.selection.active = self.points_layer
+        return layer.name  # napari's: "automatic segmentation [1]" for a second one
 
     # ------------------------------------------------------------------ hooks: news
     def notify_status(self, text: str) -> None:
@@ -600,8 +601,7 @@ class AnnotationController(AnnotationSession):
         self.job_changed.emit(job)
         self._say(description + " ...")
         run_job(
-            gen,
-            description=description,
+            gen, description=description,
             on_progress=self.job_progress.emit,
             on_returned=on_returned,
             on_error=errored,

@@ -463,8 +463,10 @@ class SamWidget(ModelBox, QWidget):
         self._job_bar.on_job_changed(job)
         if job is None and ended is not None and ended.stale:
             self._schedule_preload(after=ended)
-        elif job is None and ended is not None and ended.error is not None:
+        elif job is None and ended is not None and ended.error is not None and (
+                self._model.currentData() != self.controller.model_choice):
             self._show_model_in_use()  # a checkpoint that failed to load: the one before
+            self._set_thresholds(self.controller.model_choice)
 
     @guarded
     def _on_preload(self, lead: str = ""):

@@ -232,9 +232,11 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
     def render(self) -> None:
         """Show the preview (the GUI draws :meth:`draw_preview` into its preview layer)."""
 
-    def add_result(self, labels: np.ndarray, name: str) -> None:
-        """A segment-everything result (Z, Y, X) named ``name``: kept in :attr:`results`."""
+    def add_result(self, labels: np.ndarray, name: str) -> str:
+        """A segment-everything result (Z, Y, X) named ``name``: kept in :attr:`results`;
+        returns the name it is kept under (the GUI's layer may be renamed: "name [1]")."""
         self.results[name] = labels
+        return name
 
     def start_job(self, gen, description: str, on_returned, then=None):
         """Run job ``gen``; ``on_returned(result)`` applies its result, then ``then()`` runs.

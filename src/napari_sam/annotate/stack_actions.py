@@ -365,7 +365,7 @@ class StackActions:
             axis = "t" if self.axis_kind == "t" else "z"
             name = "automatic segmentation" + ("" if whole_stack or not src.is_3d
                                                else f" {axis}={z}")
-            self.add_result(full, name)
+            name = self.add_result(full, name)
             n = len(np.unique(full)) - 1
             tiles = getattr(prepared[4], "tiling", None)
             how = "" if tiles is None else f" (in {len(tiles)} tiles of {tiles.window} px)"
