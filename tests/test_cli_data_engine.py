@@ -212,7 +212,6 @@ def test_a_replay_with_a_checkpoint_retrained_at_the_sessions_path_says_so(files
 
 def test_a_resumed_piece_says_it_continues_the_saved_run(tmp_path, tiny_model, capsys):
     from cli_runner import tiny_train_argv
-
     from napari_sam.cli import main
 
     data = tmp_path / "d"

@@ -149,8 +149,9 @@ class TiledStackEmbeddings:
     whole_slices : bool
         Every window encodes in whole slices per CPU thread
         (:func:`napari_sam.embeddings.encode_whole_slices`): a window's features, and so the
-        labels, do not depend on the thread count (set by ``napari-sam auto``, whose thread
-        count follows the machine's load). Windows with a store always do.
+        labels, do not depend on the thread count. Off by default: each window is its own
+        encoder call, padded to the thread count, up to 5 times slower (``napari-sam auto``
+        leaves it off; docs/cli.md, "CPU threads"). Windows with a store always do.
     """
 
     def __init__(
