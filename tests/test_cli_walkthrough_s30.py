@@ -135,3 +135,26 @@ def test_the_summary_after_ctrl_c_lists_the_files_not_run(capsys):
     rows = [ln.split() for ln in out.splitlines() if ln.startswith("  ")]
     assert [r[:3] for r in rows[1:]] == [["done", "a.tif", "/o/a_labels.tif"],
                                          ["not", "run", "b.tif"], ["not", "run", "c.tif"]], out
+
+
+def test_a_scheduler_address_that_refuses_is_said_at_once(tmp_path, tiny_model, capsys):
+    """`--scheduler` to an address where nothing listens waited dask's whole 30 s timeout
+    although the connection was refused at once."""
+    import socket
+    import time
+
+    import tifffile
+
+    from cli_runner import error_line
+
+    pytest.importorskip("distributed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((2, 32, 32), np.uint16))
+    t = time.monotonic()
+    rc, _, err = cli(["auto", tmp_path / "a.tif", "-o", tmp_path / "out", "--model", tiny_model,
+                      "--scheduler", f"tcp://127.0.0.1:{port}"], capsys)
+    assert rc == 1 and time.monotonic() - t < 15
+    assert (f"cannot reach a dask scheduler at tcp://127.0.0.1:{port} (the connection was "
+            "refused: nothing listens there); start one there") in error_line(err), err

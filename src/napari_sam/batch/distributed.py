@@ -32,15 +32,17 @@ def _client_for(scheduler: str | None, workers: int | None, threads_per_worker: 
     from distributed import Client
 
     if scheduler:
+        how = ("start one there (e.g. `dask scheduler --port PORT` and `dask worker ADDRESS` "
+               "on the workers), check the address, or leave out --scheduler to run here "
+               "(--workers N for a local cluster)")
+        if connection_refused(scheduler):  # at once, not after the timeout
+            raise RuntimeError(f"cannot reach a dask scheduler at {scheduler} (the connection "
+                               f"was refused: nothing listens there); {how}")
         try:
             client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
         except OSError:  # refused or timed out: nothing listens there
-            raise RuntimeError(
-                f"cannot reach a dask scheduler at {scheduler} (no answer within "
-                f"{SCHEDULER_TIMEOUT}); start one there (e.g. `dask "
-                "scheduler --port PORT` and `dask worker ADDRESS` on the workers), check the "
-                "address, or leave out --scheduler to run here (--workers N for a local "
-                "cluster)") from None
+            raise RuntimeError(f"cannot reach a dask scheduler at {scheduler} (no answer "
+                               f"within {SCHEDULER_TIMEOUT}); {how}") from None
         say_if_no_workers(client, scheduler)
         return client, None
     cluster = start_local_cluster(int(workers), threads_per_worker, verbose)
@@ -49,6 +51,29 @@ def _client_for(scheduler: str | None, workers: int | None, threads_per_worker: 
     except BaseException:
         close_quietly(None, cluster)
         raise
+
+
+def connection_refused(address: str, timeout: float = 2.0) -> bool:
+    """Whether a ``tcp://HOST:PORT`` scheduler address refuses a connection at once (nothing
+    listens there; dask's client would wait its whole timeout, 30 s, to say so). False for
+    other schemes, an answer, or no answer within ``timeout`` seconds (the client decides)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return False
+    if parts.scheme != "tcp" or not host or not port:
+        return False
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
 
 
 def say_if_no_workers(client, scheduler: str) -> None:
