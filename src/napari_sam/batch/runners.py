@@ -111,6 +111,7 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
                 return res
             if state == "edited" and not ctx.overwrite:
                 res.status, res.reason = "skipped", EDITED_REASON
+                res.details["previous_state"] = state  # "edited": kept as it is
                 return res
             if state == "foreign" and not ctx.overwrite:
                 res.reason = (f"{job.output} exists and was not written by napari-sam; pass "

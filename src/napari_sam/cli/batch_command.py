@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-from napari_sam.batch.jobs import EDITED_REASON
 from napari_sam.batch.segment_options import SAM2_KEYS, SAM2_OPTIONS, SEGMENT_OPTIONS
 from napari_sam.cli.batch_parsers import BATCH_SIZE_DEFAULT
 from napari_sam.cli.errors import CLIError, print_note
@@ -88,9 +87,11 @@ def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False,
     failed = [r for r in results if r.status == "failed"]
     busy = [r for r in results if r.status == "busy"]
     not_run = n_jobs - len(results)
-    edited = sum(r.status == "skipped" and r.reason == EDITED_REASON for r in results)
-    unprompted = sum(r.status == "skipped" and r.reason not in ("", "complete", EDITED_REASON)
-                     for r in results)
+    kept = [r.status == "skipped" and r.details.get("previous_state") == "edited"
+            for r in results]
+    edited = sum(kept)
+    unprompted = sum(r.status == "skipped" and r.reason not in ("", "complete") and not k
+                     for r, k in zip(results, kept))
     why = [f"{unprompted} without prompts" if unprompted else "",
            f"{edited} changed since written: kept" if edited else ""]
     why = ", ".join(w for w in why if w)

@@ -218,9 +218,9 @@ def collect_pairs(images_spec: str, labels_spec: str, *, quiet: bool = False
     from napari_sam.training.data import TrainingDataError, label_order, unpaired_files
 
     images = batch.collect_inputs([images_spec])
-    stems = {p.name.split(".")[0] for p in images}
-    named = [p for p in images if p.name.split(".")[0].endswith("_labels")
-             and p.name.split(".")[0][: -len("_labels")] in stems]
+    stems = {p: p.name.split(".")[0] for p in images}
+    named = [p for p, st in stems.items()
+             if st.endswith("_labels") and st[: -len("_labels")] in stems.values()]
     if named:  # img_labels.tif beside img.tif: labels saved by hand (napari's writer, no
         images = [p for p in images if p not in named]  # sidecar), not an image
         if not quiet:
