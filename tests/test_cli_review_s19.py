@@ -409,3 +409,35 @@ def test_finding_inputs_reads_no_header_outside_ground_truth_folders(tmp_path, m
     found = collect_inputs([tmp_path / "data"], recursive=True)
     assert len(found) == 6  # the unmarked ground_truth/img0.tif is an input too
     assert opened == ["data/ground_truth/img0.tif"]
+
+
+@pytest.mark.parametrize("earlier_output", [True, False])
+def test_a_file_that_fails_after_its_labels_are_written_is_computed_again(
+        tmp_path, tiny_model, capsys, monkeypatch, earlier_output):
+    """The labels are written, then writing their sidecar fails (a full disk): the file fails
+    (exit 1) and its sidecar stays "partial", so the rerun computes it again. Putting the
+    earlier sidecar back made the new labels look edited by hand (kept for good), and with no
+    earlier output the new one looked foreign (refused without --overwrite)."""
+    import napari_sam.io as nio
+
+    inp = tmp_path / "a.npy"
+    np.save(inp, (np.random.default_rng(0).random((64, 64)) * 1000).astype(np.uint16))
+    out = tmp_path / "out"
+    argv = ["auto", inp, "-o", out, "--model", tiny_model, "--device", "cpu", "-q"]
+    if earlier_output:
+        assert cli([*argv, "--points-per-side", "4"], capsys)[0] == 0
+    real_write = nio.write_output_metadata
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(nio, "write_output_metadata", full_disk)
+    rc, _, err = cli([*argv, "--points-per-side", "5"], capsys)
+    assert rc == 1 and "No space left on device" in err
+    assert (out / "a_labels.tif").exists()
+    assert json.loads((out / "a_labels.tif.json").read_text())["status"] == "partial"
+    monkeypatch.setattr(nio, "write_output_metadata", real_write)
+    rc, stdout, err = cli([*argv, "--points-per-side", "5"], capsys)
+    assert rc == 0, err
+    assert "1 done" in stdout and "changed since" not in err and "not written by" not in err
+    assert json.loads((out / "a_labels.tif.json").read_text())["status"] == "complete"

@@ -216,16 +216,34 @@ def read_sidecar(output: Path) -> bytes | None:
         return None
 
 
-def restore_sidecar(job: Job, previous: bytes | None) -> None:
+def output_stamp(output: Path) -> tuple[int, int] | None:
+    """(size, mtime_ns) of an output file or folder entry as it is now, None when missing:
+    taken before a job so :func:`restore_sidecar` can tell whether the job replaced it."""
+    try:
+        st = output.stat()
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
+def restore_sidecar(job: Job, previous: bytes | None,
+                    stamp: tuple[int, int] | None | bool = False) -> None:
     """After a failed job: put back the sidecar :func:`mark_partial` replaced.
 
     A failed job leaves its output as it was: no sidecar when there was none (a file that
     produced nothing leaves no ``"partial"`` sidecar behind), the previous one otherwise. Its
     resumable work stays in the work folder, which a rerun finds by itself (the work folder
     records what it was made for; the sidecar is not needed for that). A sidecar that is no
-    longer the partial one of this process (the job wrote its output) is left alone."""
+    longer the partial one of this process (the job wrote its output) is left alone, and so
+    is the partial one when the output is no longer the one of ``stamp`` (its
+    :func:`output_stamp` before the job; False: not checked): the job failed after writing its
+    output, before its sidecar, so the previous sidecar would describe another file (a rerun
+    then took the new output for one edited by hand, or without a sidecar for a foreign
+    file) and the "partial" one makes a rerun compute it again."""
     meta = nio.read_output_metadata(job.output) or {}
     if meta.get("status") != "partial" or meta.get("pid") != os.getpid():
+        return
+    if stamp is not False and output_stamp(job.output) != stamp:
         return
     path = nio.output_metadata_path(job.output)
     if previous is None:

@@ -19,6 +19,7 @@ from napari_sam.batch.jobs import (
     OutputLock,
     cleanup_tmp,
     mark_partial,
+    output_stamp,
     output_state,
     read_sidecar,
     restore_sidecar,
@@ -125,14 +126,14 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
                 return res
             res.details["previous_state"] = state
             cleanup_tmp(job.output)
-            previous = read_sidecar(job.output)
+            previous, stamp = read_sidecar(job.output), output_stamp(job.output)
             mark_partial(job, ctx)
             try:
                 model, loaded = get_model(ctx.model, ctx.device)
                 res.model_loaded = loaded
                 info = RUNNERS[ctx.command](job, ctx, model)
             except Exception:
-                restore_sidecar(job, previous)
+                restore_sidecar(job, previous, stamp)
                 raise
             res.objects = info.get("objects")
             res.details.update({k: v for k, v in info.items() if k != "objects"})
