@@ -43,8 +43,32 @@ def test_nan_inf_and_negative_values():
     img = np.array([[-5.0, np.nan, np.inf, -np.inf], [0.0, 5.0, 10.0, 2.5]])
     out = to_uint8_rgb(img, percentiles=(0, 100))[..., 0]
     assert out[0, 0] == 0 and out[1, 2] == 255  # finite min and max
-    assert out[0, 1] == 0 and out[0, 2] == 255 and out[0, 3] == 0
+    assert out[0, 2] == 255 and out[0, 3] == 0
     assert 0 < out[1, 0] < out[1, 3] < out[1, 1] < 255
+    # NaN: the Gaussian-weighted mean of its finite neighbours as they are displayed
+    assert 0 < out[0, 1] < 255
+
+
+def test_scattered_nan_pixels_take_their_surroundings_and_nan_areas_stay_black():
+    """1 % NaN pixels inside a bright square look like the square (they were black spots the
+    model read as holes); the inside of a 20 px wide NaN band stays 0, its rim takes the
+    values beside it; without NaN nothing changes."""
+    rng = np.random.default_rng(0)
+    img = np.full((80, 80), 1000.0)
+    img[20:50, 20:50] = 5000.0
+    clean = to_uint8_rgb(img)[..., 0]
+    holes = img.copy()
+    holes[rng.random(img.shape) < 0.01] = np.nan
+    holes[:, 60:] = np.nan
+    out = to_uint8_rgb(holes)[..., 0]
+    nan = np.isnan(holes)
+    assert nan[22:48, 22:48].sum() >= 3
+    assert out[22:48, 22:48].min() >= 240  # the speckles inside the square (were 0)
+    np.testing.assert_array_equal(out[~nan], clean[~nan])  # finite pixels unchanged
+    assert (out[:, 66:74] == 0).all()  # the band's inside
+    holes[:, 60:] = 5000.0  # a bright band: its NaN rim is bright, its inside black
+    out = to_uint8_rgb(holes, contrast_limits=(1000, 5000))[..., 0]
+    assert (out[5:75, 61] == 255).all() and (out[5:75, 75] == 255).all()
 
 
 def test_constant_and_all_nan_images_are_black():

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_sam.preprocess import fill_nan_pixels
+
 #: Logit thresholds a mask may be cut at (the model's own, 0, among them).
 EDGE_THRESHOLDS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 
@@ -52,7 +54,7 @@ def edge_map(image: np.ndarray) -> np.ndarray:
     numpy.ndarray (Y, X) float32
         Gaussian gradient magnitude (sigma :data:`EDGE_SIGMA`) of the image scaled to its
         0.5-99.5 percentiles and clipped to [0, 1] (+inf pixels count as its maximum, -inf
-        and NaN as its minimum).
+        as its minimum, NaN as the mean around them: :func:`~napari_sam.preprocess.fill_nan_pixels`).
     """
     from scipy import ndimage as ndi
 
@@ -63,9 +65,9 @@ def edge_map(image: np.ndarray) -> np.ndarray:
         raise ValueError(f"edge_map takes a (Y, X) or (Y, X, C) image, not shape {x.shape}")
     x = x.astype(np.float64, copy=False)
     finite = np.isfinite(x)
-    if not finite.all():  # as the model sees them: +inf white, -inf and NaN black
+    if not finite.all():  # as the model sees them: +inf white, -inf black, NaN filled
         lo, hi = (np.min(x[finite]), np.max(x[finite])) if finite.any() else (0.0, 0.0)
-        x = np.where(finite, x, np.where(np.isposinf(x), hi, lo))
+        x = fill_nan_pixels(np.where(np.isinf(x), np.where(x > 0, hi, lo), x), lo)
     step = max(1, int(np.ceil(np.sqrt(x.size / PERCENTILE_SAMPLE))))  # a regular subsample
     lo, hi = np.percentile(x[::step, ::step], (0.5, 99.5))
     x = np.clip((x - lo) / max(hi - lo, 1e-12), 0.0, 1.0).astype(np.float32)

@@ -6,8 +6,10 @@ model's input size and padded (bottom and right) to a square. Our pipeline is:
 1. ``to_uint8_rgb``: any real dtype, (Y, X) or (Y, X, 3|4) -> (Y, X, 3) ``uint8``. Intensities
    are mapped linearly from ``contrast_limits`` (or, by default, the 0.5 and 99.5 percentiles of
    the finite values, computed jointly over channels; the finite minimum and maximum when those
-   percentiles coincide, as in a sparse image) to 0..255 and clipped; NaN becomes 0,
-   +inf 255, -inf 0. A constant image becomes all zeros; a bool image is False black, True
+   percentiles coincide, as in a sparse image) to 0..255 and clipped; +inf becomes 255,
+   -inf 0, and a NaN pixel the mean of the finite pixels around it (``fill_nan_pixels``:
+   scattered missing values look like their surroundings; the inside of NaN areas wider
+   than about 10 px stays 0). A constant image becomes all zeros; a bool image is False black, True
    white. Arithmetic is float64 for dtypes float32 cannot hold exactly (float64, 32/64-bit
    integers), so 1e300 or 1e8 + [0, 0.00255] are mapped like any other range.
 2. ``smooth_before_enlarging``: only for a model whose metadata asks for it (the bundled demo
@@ -34,6 +36,7 @@ __all__ = [
     "ResizeSpec",
     "boxes_to_model",
     "check_contrast_limits",
+    "fill_nan_pixels",
     "intensity_limits",
     "points_to_model",
     "reject_napari_layer",
@@ -44,6 +47,11 @@ __all__ = [
 ]
 
 DEFAULT_PERCENTILES = (0.5, 99.5)
+#: Gaussian sigma (pixels) of the neighbourhood a NaN pixel's value is taken from.
+NAN_FILL_SIGMA = 2.0
+#: Least Gaussian weight of finite pixels around a NaN pixel for it to take their mean (else
+#: the fallback value): about one finite pixel within 3 px.
+NAN_FILL_MIN_WEIGHT = 0.02
 
 
 def reject_napari_layer(value) -> None:
@@ -165,6 +173,31 @@ def check_contrast_limits(contrast_limits) -> tuple[float, float]:
     return lo, hi
 
 
+def fill_nan_pixels(x: np.ndarray, fallback: float) -> np.ndarray:
+    """Give each NaN pixel of a (Y, X) or (Y, X, C) float image the mean of the finite
+    pixels around it (Gaussian weights, sigma :data:`NAN_FILL_SIGMA` px, each channel on
+    its own); NaN pixels with almost no finite pixel near them (the inside of NaN areas wider
+    than about 10 px) get ``fallback``.
+
+    Scattered NaN pixels (missing measurements, a masked detector pixel) made black spots
+    inside bright objects, and a click's object then ran through the whole stack. Returns
+    ``x`` itself when it has no NaN, else a new array of its dtype without NaN.
+    """
+    nan = np.isnan(x)
+    if not nan.any():
+        return x
+    from scipy import ndimage as ndi
+
+    sigma = (NAN_FILL_SIGMA, NAN_FILL_SIGMA) + (0.0,) * (x.ndim - 2)
+    weight = ndi.gaussian_filter((~nan).astype(np.float32), sigma)
+    total = ndi.gaussian_filter(np.where(nan, 0, x).astype(np.float32), sigma)
+    reached = nan & (weight >= NAN_FILL_MIN_WEIGHT)
+    out = x.copy()
+    out[nan] = fallback
+    out[reached] = total[reached] / weight[reached]
+    return out
+
+
 def _work_dtype(dtype: np.dtype) -> type:
     """float64 for float64 and 32/64-bit integers (float32 would lose their range or their
     precision: 1e300, 1e8 + 0.001), else float32."""
@@ -222,7 +255,8 @@ def to_uint8_rgb(
                 scaled = x - k * lo
                 scaled /= k * hi - k * lo
                 scaled *= 255.0
-        scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
+        scaled = np.clip(scaled, 0.0, 255.0)  # +inf 255, -inf 0, NaN stays NaN
+        scaled = fill_nan_pixels(scaled, 0.0)
         # round half up, like a viewer's display mapping
         out = np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
     if out.ndim == 2:

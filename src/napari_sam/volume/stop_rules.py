@@ -82,7 +82,9 @@ def mask_contrast(image, masks, ring: int = 3) -> np.ndarray:
 
 def contrast_and_error(image, masks, ring: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """:func:`mask_contrast` (N,) and its standard error (N,) from the pixels' own spread:
-    sqrt(var_inside / n_inside + var_ring / n_ring); NaN where the contrast is."""
+    sqrt(var_inside / n_inside + var_ring / n_ring); NaN where the contrast is. NaN and
+    infinite pixels are left out (a few missing values made every contrast NaN, and a
+    chain then never faded)."""
     from scipy import ndimage as ndi
 
     img = np.asarray(image, np.float32)
@@ -107,6 +109,9 @@ def contrast_and_error(image, masks, ring: int = 3) -> tuple[np.ndarray, np.ndar
         if around.any():
             sub = img[r0:r1, c0:c1]
             a, b = sub[crop].astype(np.float64), sub[around].astype(np.float64)
+            a, b = a[np.isfinite(a)], b[np.isfinite(b)]  # NaN / inf pixels: not measured
+            if not (a.size and b.size):
+                continue
             out[i] = float(a.mean()) - float(b.mean())
             err[i] = float(np.sqrt(a.var() / a.size + b.var() / b.size))
     return out, err
