@@ -111,6 +111,24 @@ class SliceView:
         return np.asarray(self.base[(self.z, *key)])
 
 
+class _WindowsOfSlice:
+    """The window embeddings of one slice as a sequence, each encoded when read."""
+
+    def __init__(self, stack_embeddings: TiledStackEmbeddings, z: int):
+        self.stack_embeddings, self.z = stack_embeddings, z
+
+    def __len__(self) -> int:
+        return len(self.stack_embeddings.tiling)
+
+    def __getitem__(self, i: int):
+        ws = self.stack_embeddings.window_stack(i)
+        ws.compute([self.z])
+        return ws[self.z]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
 class TiledStackEmbeddings:
     """Lazy per-slice embeddings of a stack, each slice in the windows of a tiling.
 
@@ -306,6 +324,16 @@ class TiledStackEmbeddings:
         return TiledEmbedding(self.tiling, embs, self.model.model_id,
                               image=SliceView(self.stack, z),
                               contrast_limits=self.contrast_limits, views=views)
+
+    def slice_on_demand(self, z: int) -> TiledEmbedding:
+        """Slice ``z``'s :class:`~napari_sam.tiling.TiledEmbedding` whose windows are encoded
+        when a decoder reads them (``emb[z]`` encodes every window of the slice first): what
+        decoding a prompt on one slice of a large stack needs (the windows that hold the
+        prompt, a zoomed-out view), as a propagation does to choose where an object goes."""
+        z = self._check_index(z)
+        return TiledEmbedding(self.tiling, _WindowsOfSlice(self, z), self.model.model_id,
+                              image=SliceView(self.stack, z),
+                              contrast_limits=self.contrast_limits)
 
     def compute(
         self,

@@ -58,3 +58,31 @@ def _annotation(box):
     from napari_sam.volume.annotations import Annotation
 
     return Annotation(None, None, np.asarray(box, np.float64), None, None)
+
+
+def test_a_box_previewed_zoomed_out_propagates_zoomed_out():
+    """A box over a 150 px disk, smaller than a window holds whole (192 px), lying across
+    windows: its preview is decoded in a zoomed-out view (the windows' mask is cut and
+    scores lower), and propagation now runs in that view too (helper walk-through, session
+    31: a 151 px nucleus previewed at IoU 0.70 propagated over one slice, 3D IoU 0.14).
+    Measured: 0.97-0.98 on each slice; in the window before: 0.96, 0.00, 0.00."""
+    from napari_sam.volume.tiled import decoded_frame
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    centre, radius = (700, 650), 75
+    slices, truth = [], []
+    for dz, r in ((0, radius), (3, radius - 5), (6, radius - 12)):
+        gt = (yy - centre[0] - dz) ** 2 + (xx - centre[1] - dz) ** 2 < r ** 2
+        slices.append((gt * 120 + 30 + rng.normal(0, 10, gt.shape)).clip(0, 255))
+        truth.append(gt)
+    emb = ns.embed(np.stack(slices).astype(np.uint8), ns.load_model("demo"), device="cpu")
+    box = [centre[0] - radius - 3, centre[1] - radius - 3,
+           centre[0] + radius + 3, centre[1] + radius + 3]
+    (obj,) = normalize_prompts({1: [{"slice": 0, "box": box}]}, emb.shape)
+    assert frame_of(emb.tiling, obj).index >= 0  # by size alone: a window
+    view = decoded_frame(emb, obj)
+    assert view is not None and view.index == -1
+    res = ns.segment_volume(emb, {1: [{"slice": 0, "box": box}]})
+    ious = [_iou(res.labels[z] == 1, truth[z]) for z in range(3)]
+    assert min(ious) >= 0.9, ious

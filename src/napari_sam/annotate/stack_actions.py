@@ -218,31 +218,10 @@ class StackActions:
             result = yield from with_progress(segment_volume, prepared[4], prompts, **options)
             return prepared, result, _trace(result, src.stack, prompts)
 
-        note = self._zoomed_click_note()
-
         def done(value):
             self._show_volume(value, (prompts, options, keys), replaces, ignored, "", drawn)
-            if note and self.volume is value[1]:
-                self._say(self.status.removesuffix(" [demo model]") + note)
 
         return self.start_job(gen(), "Propagating through the stack", done)
-
-    def _zoomed_click_note(self) -> str:
-        """What to say when an object previewed in a zoomed-out view (larger than a tile) is
-        propagated from clicks that a tile holds: propagation runs in that tile
-        (:func:`napari_sam.volume.tiled.frame_of`) and can cut the object there."""
-        tiling = getattr(self.emb, "tiling", None)
-        for p in self.previews:
-            if getattr(p, "view", None) is None or tiling is None or p.prompt is None:
-                continue
-            pos = np.asarray(p.prompt.points, float)[np.asarray(p.prompt.labels) == 1]
-            wide = len(pos) and np.ptp(pos, axis=0).max() + 1 > tiling.window - 2 * tiling.halo
-            if p.prompt.box is None and not wide:
-                return (" The clicked object's preview was decoded zoomed out (it is larger "
-                        "than a tile), but clicks that one tile holds propagate in that tile "
-                        "and its masks may be cut there: draw a box over the object (a box "
-                        "larger than a tile propagates zoomed out) and propagate again.")
-        return ""
 
     def _propagate_sam2(self, src, prompts, replaces, keys, ignored, drawn,
                         stop_after_absent: int = SAM2_ABSENT_SLICES):

@@ -2,7 +2,10 @@
 
 Each object is propagated in one window: the window whose core holds the anchor of the
 object's first prompt (its lowest annotated slice: the mean of its positive points, else the
-centre of its box, else the centroid of its mask; :meth:`napari_sam.tiling.Tiling.owner`).
+centre of its box, else the centroid of its mask; :meth:`napari_sam.tiling.Tiling.owner`),
+or in a zoomed-out view of its slices when its first prompts are larger than a window holds
+whole (:func:`frame_of`) or its first points or box are decoded zoomed out on their slice, as
+their preview is (:func:`decoded_frame`).
 The objects of a window are propagated together by the ordinary propagation, on the
 window's sub-stack (:meth:`~napari_sam.tiled_stack.TiledStackEmbeddings.window_stack`) with
 their prompts shifted into the window's frame; an object smaller than the halo whose anchor
@@ -29,7 +32,7 @@ from napari_sam.volume.annotations import Annotation, ObjectPrompts
 from napari_sam.volume.records import Record, compose_labels
 from napari_sam.volume.result import VolumeResult, build_result
 
-__all__ = ["anchor", "frame_of", "is_tiled", "segment_tiled", "window_prompts"]
+__all__ = ["anchor", "decoded_frame", "frame_of", "is_tiled", "segment_tiled", "window_prompts"]
 
 
 def is_tiled(emb) -> bool:
@@ -77,6 +80,25 @@ def frame_of(tiling, obj: ObjectPrompts) -> Window:
     if extent > tiling.window - 2 * tiling.halo:
         return zoom_view(tiling, rows, cols)
     return tiling.owner(*anchor(obj))
+
+
+def decoded_frame(emb, obj: ObjectPrompts) -> Window | None:
+    """The zoomed-out view an object's first points or box are decoded in on their slice, as
+    a click's or a box's preview decodes them (:func:`napari_sam.tiled_prompts.decode_tiled`:
+    when the windows' mask is cut, a view, if the model scores it higher), else None (the
+    object goes to its window; a mask prompt keeps :func:`frame_of`'s choice).
+
+    An object previewed whole in a view was propagated in the window of its prompt, where
+    the model sees it cut (a 150 px nucleus in 256 px windows: 3D IoU 0.14 against 0.67).
+    Reads only the windows that hold the prompt and the view, of that slice."""
+    from napari_sam.tiled_prompts import decode_tiled
+
+    z = min(obj.annotations)
+    a = obj.annotations[z]
+    if a.mask is not None or not getattr(emb, "can_zoom_out", True):
+        return None
+    res = decode_tiled(emb.predictor, emb.slice_on_demand(z), a.points, a.labels, a.box)
+    return res.view
 
 
 def _points_in(points: np.ndarray, win: Window) -> tuple[np.ndarray, np.ndarray]:
@@ -158,6 +180,8 @@ def segment_tiled(emb, objects: list[ObjectPrompts], run: Callable, progress=Non
     frames: dict[tuple, Window] = {}
     for k, obj in enumerate(objects):
         frame = frame_of(tiling, obj)
+        if frame.index >= 0:
+            frame = decoded_frame(emb, obj) or frame
         key = (frame.index, frame.outer)  # windows by index, views by their place
         frames[key] = frame
         groups.setdefault(key, []).append(k)
