@@ -125,6 +125,7 @@ def test_inf_values_are_white_or_black_nan_as_around_it():
     "bad, exc, phrases",
     [
         (np.zeros((3, 40, 50)), ValueError, ["channels-first", r"np\.moveaxis\(image, 0, -1\)"]),
+        (np.zeros((1, 40, 50)), ValueError, ["one slice of a stack", r"image\[0\]"]),
         (np.zeros((40, 50, 2)), ValueError, ["2 channels", r"image\[\.\.\., 0\]"]),
         (np.zeros(40), ValueError, [r"\(Y, X\)", "2D array"]),
         (np.zeros((2, 2, 40, 40)), ValueError, [r"\(Y, X\)", r"napari_sam\.embed"]),
@@ -133,7 +134,8 @@ def test_inf_values_are_white_or_black_nan_as_around_it():
         ("cells.tif", TypeError, ["read the file first", "imread"]),
         ([[1, 2], [3]], ValueError, ["not a numeric array", r"\(Y, X\)"]),
     ],
-    ids=["channels_first", "two_channels", "1d", "4d", "empty", "complex", "path", "ragged"],
+    ids=["channels_first", "one_slice", "two_channels", "1d", "4d", "empty", "complex", "path",
+         "ragged"],
 )
 def test_bad_images_name_the_problem_and_fix(pred, bad, exc, phrases):
     with pytest.raises(exc) as err:

@@ -99,7 +99,13 @@ def validate_image(image) -> np.ndarray:
         return arr
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):
         return arr
-    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] > 4:
+    if arr.ndim == 3 and arr.shape[0] == 1 and arr.shape[-1] > 4:
+        raise ValueError(
+            f"the image of shape {arr.shape} is one slice of a stack (or one channel, first); "
+            "images are (Y, X) or (Y, X, 3|4): pass image[0] (or embed the stack with "
+            "napari_sam.embed)"
+        )
+    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] > 4:
         raise ValueError(
             f"the image of shape {arr.shape} looks channels-first (C, Y, X); images are "
             "(Y, X) or (Y, X, 3|4) with channels last: pass np.moveaxis(image, 0, -1)"
