@@ -184,3 +184,34 @@ def test_auto_on_a_large_2d_image_counts_its_windows(tmp_path, tiny_model, capsy
         assert [d for d, _ in counted] == sorted(d for d, _ in counted)  # never backwards
         assert set(range(1, 10)) <= {d for d, _ in counted}  # every window
     assert seen[-1][1:3] == (9, 9)
+
+
+def test_segment_on_a_tiled_stack_counts_its_embedding_in_tiles(tmp_path, tiny_model,
+                                                                  monkeypatch):
+    """`segment` (and `auto`'s propagation) embed a tiled stack window by window: the bar
+    said "28/512 slice" for an 8-slice stack (a helper walk-through, session 31); it counts
+    tiles, slices x windows, from the start."""
+    import napari_sam.batch.embedding_stores as E
+    from napari_sam.cli import main
+
+    bars = []
+
+    class Recording(E.ProgressBar):
+        def __init__(self, ctx, desc, total=None, unit="slice"):
+            super().__init__(ctx, desc, total, unit)
+            self.unit, self.total, self.calls = unit, total, []
+            bars.append(self)
+
+        def __call__(self, done, total):
+            self.calls.append((done, total))
+            super().__call__(done, total)
+
+    monkeypatch.setattr(E, "ProgressBar", Recording)
+    inp = _stack(tmp_path / "s.tif")
+    prompts = tmp_path / "p.csv"
+    prompts.write_text("id,slice,row,col\n1,1,55,65\n")
+    assert main(["segment", str(inp), "-o", str(tmp_path / "out"), "-p", str(prompts),
+                 "--model", str(tiny_model), "--device", "cpu", "-q"]) == 0
+    (bar,) = bars
+    assert (bar.unit, bar.total) == ("tile", 3 * 9)
+    assert bar.calls and {t for _, t in bar.calls} == {27} and bar.calls[-1] == (27, 27)

@@ -104,7 +104,9 @@ def stack_embeddings(job: Job, ctx: Context, model, opened: OpenedImage, tiling=
                 tiling=stack_tiling(ctx, model, opened.stack.shape, tiling))
     if note:
         announce_tiling(job, ctx, emb)
-    bar = ProgressBar(ctx, f"{job.name}: embed", len(emb))
+    tiling = getattr(emb, "tiling", None)  # tiled: compute counts (slice, window) pairs
+    bar = ProgressBar(ctx, f"{job.name}: embed", len(emb) * (len(tiling) if tiling else 1),
+                      unit="tile" if tiling else "slice")
     try:
         emb.compute(progress=bar)
     finally:
