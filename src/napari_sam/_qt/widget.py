@@ -104,6 +104,7 @@ class SamWidget(ModelBox, QWidget):
         # the job row (progress, Cancel) and the status stay below the scrolled panels, so
         # they are seen whatever the dock's height
         self._job_bar = JobBar(self._on_cancel)
+        self._jobs_since_wait: list = []  # what wait() reports on
         self._progress, self._cancel = self._job_bar.progress, self._job_bar.cancel
         outer.addWidget(self._job_bar)
         self._status = label()
@@ -459,6 +460,8 @@ class SamWidget(ModelBox, QWidget):
     def _on_job_changed(self, job):
         """A job started (or ended: None); the image picked while a stale job ran is
         preloaded once that job has stopped (a preload waits for a running job)."""
+        if job is not None:
+            self._jobs_since_wait.append(job)
         ended = self._job_bar.job
         self._job_bar.on_job_changed(job)
         if job is None and ended is not None and ended.stale:
@@ -588,6 +591,56 @@ class SamWidget(ModelBox, QWidget):
 
     def _on_cancel(self):
         self.controller.cancel()
+
+    # ------------------------------------------------------------------ scripts
+    def wait(self, timeout: float | None = 600.0) -> None:
+        """Return once the dock runs no job: for scripts that drive it (napari's event loop
+        is not running while a script's line runs, so jobs, and the preload an image or a
+        model starts, would not finish; Qt events are processed meanwhile).
+
+        Each action may start a job (showing a slice or adding a point embeds the slices it
+        needs), and the next action is refused while one runs: wait after each.
+
+        >>> dock, w = viewer.window.add_plugin_dock_widget("napari-sam-stacks",
+        ...                                                "Segment Anything")
+        >>> w.wait()                          # the model and the shown slice's embeddings
+        >>> c = w.controller                  # the dock's AnnotationSession on the viewer
+        >>> c.go_to_slice(12); w.wait()
+        >>> c.add_point(12, 36, 30); w.wait()
+        >>> c.propagate(); w.wait()
+        >>> c.commit(); w.wait()
+
+        Raises
+        ------
+        RuntimeError
+            A job started since the last ``wait`` failed: its description and the status
+            line (which says what to do). The dock stays usable.
+        TimeoutError
+            A job still runs after ``timeout`` seconds (None: no limit); it keeps running
+            (``w.controller.cancel()`` stops it).
+        """
+        import time
+
+        from qtpy.QtWidgets import QApplication
+
+        app = QApplication.instance()
+        deadline = None if timeout is None else time.monotonic() + float(timeout)
+        quiet = 0
+        while quiet < 3:  # no job over three rounds of events: a timer that starts one ran
+            app.processEvents()
+            job = self.controller.job
+            if job is None or not job.running:
+                quiet += 1
+                continue
+            quiet = 0
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"'{job.description}' still runs after {timeout} s; "
+                                   "call wait() again, or widget.controller.cancel() to stop it")
+            time.sleep(0.02)
+        jobs, self._jobs_since_wait = self._jobs_since_wait, []
+        failed = [j for j in jobs if j.error is not None]
+        if failed:
+            raise RuntimeError(f"'{failed[-1].description}' failed: {self._status.text()}")
 
     # ------------------------------------------------------------------ session, trace
     @guarded

@@ -1,0 +1,96 @@
+"""A script drives the dock the way docs/scripting.md shows: open it from the menu, wait for
+its jobs with ``widget.wait()`` (real worker threads), click, propagate, commit (a helper
+walk-through, session 31: nothing documented how a script waits; a propagate called while the
+preload ran was refused, and the helper polled private state)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from sam_qt_helpers import blob_stack
+
+
+@pytest.fixture
+def scripted(make_widget, demo_available):
+    viewer, widget = make_widget(blob_stack(z=6), sync=False, name="blobs")  # preload on
+    return viewer, widget
+
+
+def _disc(z: int = 6) -> np.ndarray:
+    yy, xx = np.mgrid[:64, :64]
+    return np.broadcast_to((yy - 20) ** 2 + (xx - 20) ** 2 < 64, (z, 64, 64))
+
+
+def test_a_script_waits_for_the_preload_then_propagates_and_commits(scripted):
+    viewer, widget = scripted
+    c = widget.controller
+    widget.wait()  # the model's loading and the shown slice's embeddings, in their threads
+    assert c.job is None and c.emb is not None
+    c.go_to_slice(3)
+    widget.wait()  # showing a slice embeds it (and the next ones)
+    c.add_point(3, 20, 20)
+    widget.wait()  # a new point is previewed (the slice's neighbours embedded)
+    c.propagate()
+    assert c.job is not None and c.job.running  # a real worker thread
+    widget.wait()
+    assert c.volume is not None and c.volume.slice_range[1] == (0, 5)
+    c.commit()
+    widget.wait()
+    labels = np.asarray(viewer.layers["segmentation"].data)
+    got = labels == 1
+    assert (got & _disc()).sum() / (got | _disc()).sum() >= 0.8
+
+
+def test_wait_raises_when_a_job_failed_and_the_dock_stays_usable(scripted, monkeypatch):
+    import napari_sam.volume as volume
+
+    viewer, widget = scripted
+    c = widget.controller
+    widget.wait()
+    real = volume.segment_volume
+
+    def broken(*args, **kwargs):
+        raise ValueError("boom: the propagation broke")
+
+    monkeypatch.setattr(volume, "segment_volume", broken)
+    c.go_to_slice(3)
+    widget.wait()  # showing a slice embeds it (and the next ones)
+    c.add_point(3, 20, 20)
+    widget.wait()  # a new point is previewed (the slice's neighbours embedded)
+    c.propagate()
+    with pytest.raises(RuntimeError, match="Propagating through the stack' failed: .*boom"):
+        widget.wait()
+    widget.wait()  # reported once
+    monkeypatch.setattr(volume, "segment_volume", real)
+    c.propagate()
+    widget.wait()
+    assert c.volume is not None and c.volume.slice_range[1] == (0, 5)
+
+
+def test_wait_times_out_while_a_job_runs_and_waits_again(scripted, monkeypatch):
+    import napari_sam.volume as volume
+
+    viewer, widget = scripted
+    c = widget.controller
+    widget.wait()
+    release = threading.Event()
+    real = volume.segment_volume
+
+    def held(*args, **kwargs):
+        assert release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(volume, "segment_volume", held)
+    c.go_to_slice(3)
+    widget.wait()  # showing a slice embeds it (and the next ones)
+    c.add_point(3, 20, 20)
+    widget.wait()  # a new point is previewed (the slice's neighbours embedded)
+    c.propagate()
+    with pytest.raises(TimeoutError, match="still runs after 0.3 s"):
+        widget.wait(timeout=0.3)
+    assert c.job is not None and c.job.running
+    release.set()
+    widget.wait()
+    assert c.volume is not None
