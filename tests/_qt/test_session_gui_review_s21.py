@@ -275,17 +275,40 @@ def test_commits_into_other_labels_keep_the_earlier_session_and_say_whose_it_is(
     assert [op["ids"] for op in S.read_session(kept).operations] == [[1]]
 
 
+@pytest.mark.parametrize("pending_click", [False, True])
 def test_loading_a_copy_of_the_autosave_goes_on_in_the_autosave(make_widget, stack_file,
-                                                                  tiny_ckpt, tmp_path):
+                                                                  tiny_ckpt, tmp_path,
+                                                                  pending_click):
     """*Load session...* of work.json just saved from the same session: the next commit kept
     the (identical) autosave aside as a session "not resumed" (helper walk-through,
-    session 29)."""
+    session 29); with a click left uncommitted when it was saved, too (session 31: the
+    autosave, written at commits, never holds it, so a kept-*.json piled up each time)."""
     viewer, widget = open_image_dock(make_widget, stack_file, tiny_ckpt)
     assert commit_on(viewer, widget, 1) == [1]
+    if pending_click:
+        widget.controller.add_point(4, 40, 40)
     work = widget.save_session(str(tmp_path / "work.json"))
+    assert bool(S.read_session(work).pending["points"]) == pending_click
     viewer2, widget2 = open_image_dock(make_widget, stack_file, tiny_ckpt)
     widget2.controller.load_session(work)
     commit_on(viewer2, widget2, 3)
     assert kept_files(stack_file) == [], widget2.controller.status
     assert "not resumed" not in widget2.controller.status
     assert len(S.read_session(autosave_of(stack_file)).operations) == 2
+
+
+def test_loading_a_session_says_when_it_picks_its_own_model(make_widget, stack_file, tiny_ckpt,
+                                                            tmp_path, tiny_predictor):
+    """Another model picked, then *Load session...*: the dock picks the session's model, and
+    the status line now says so (helper walk-through, session 31: it switched without a
+    word)."""
+    from sam_qt_helpers import use_predictor
+
+    viewer, widget = open_image_dock(make_widget, stack_file, tiny_ckpt)
+    assert commit_on(viewer, widget, 1) == [1]
+    work = widget.save_session(str(tmp_path / "work.json"))
+    use_predictor(widget, tiny_predictor, name="other")
+    widget.controller.load_session(work)
+    assert widget.controller.model_choice.key == str(tiny_ckpt)
+    status = widget.controller.status
+    assert f"It was made with {tiny_ckpt}, which is now picked in 'Model' (was other)" in status

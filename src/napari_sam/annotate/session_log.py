@@ -241,6 +241,10 @@ class SessionLog:
         try:
             S.write_session(self.session_state(), path)
         except OSError as err:
+            blocker = next((p for p in path.parents if p.exists()), None)
+            if blocker is not None and not blocker.is_dir():  # (the OS says "File exists")
+                raise UserError(f"Could not save the session to {path}: {blocker} is a file, "
+                                "not a folder. Pick a folder.") from None
             raise UserError(f"Could not save the session to {path}: {err.strerror or err}. "
                             "Pick a folder you can write to.") from None
         except S.SessionError as err:  # the image itself, or a file that is no session
@@ -344,14 +348,22 @@ class SessionLog:
             raise UserError(sentence(err)) from None
         pending = sess.pending or {}
         mine = self.prompt_arrays()
-        if (pending.get("points") or pending.get("boxes")) and len(mine[0]) + len(mine[2]):
+        own = json.dumps(self._pending_prompts(), sort_keys=True) == json.dumps(
+            pending, sort_keys=True)  # the session's own prompts (loaded twice): nothing lost
+        if (pending.get("points") or pending.get("boxes")) and len(mine[0]) + len(mine[2]) and (
+                not own):
             raise UserError(
                 f"Not loaded: {Path(path).name} has uncommitted prompts of its own, and those "
                 "on the image now would be lost: commit them (Shift+C) or clear them "
                 "(Shift+X), then load the session.")
         differs = S.image_differences(sess, content_hash=self._hash(), name=self.image_name(),
                                       what=f"'{self.image_name()}'")
+        before = self.model_choice
         self._restore(sess)
+        if not model_note and before is not None and self.model_choice is not None and (
+                self.model_choice.key != before.key):  # the dock picks the session's model
+            model_note = (f" It was made with {self.model_choice.key}, which is now picked "
+                          f"in 'Model' (was {before.key}).")
         self._log_generation += 1
         self.session_path = Path(path)
         auto = self.autosave_path()
@@ -493,9 +505,10 @@ class SessionLog:
 
 
 def _holds_the_same_work(path: Path, sess: S.Session) -> bool:
-    """Whether the session file at ``path`` holds exactly ``sess``'s work: its commits,
-    pending prompts, labels and base labels (a copy saved with *Save session...*), so that
-    autosave may go on there without keeping it aside."""
+    """Whether the session file at ``path`` holds ``sess``'s work: its commits, labels and
+    base labels (a copy saved with *Save session...*), so that autosave may go on there
+    without keeping it aside. Pending prompts are not compared: autosave writes at commits,
+    so it never holds the clicks a saved copy kept uncommitted."""
     if not path.is_file():
         return False
     try:
@@ -510,5 +523,4 @@ def _holds_the_same_work(path: Path, sess: S.Session) -> bool:
         return json.dumps(value, sort_keys=True, default=str)
 
     return (text(other.operations) == text(sess.operations)
-            and text(other.pending) == text(sess.pending)
             and same(other.labels, sess.labels) and same(other.base, sess.base))
