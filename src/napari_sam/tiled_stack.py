@@ -315,25 +315,31 @@ class TiledStackEmbeddings:
             ws = self.window_stack(i)
             ws.compute([z])
             embs.append(ws[z])
+        return TiledEmbedding(self.tiling, embs, self.model.model_id,
+                              image=SliceView(self.stack, z),
+                              contrast_limits=self.contrast_limits, views=self._views_of(z))
+
+    def _views_of(self, z: int) -> OrderedDict:
+        """The zoomed-out views encoded for slice ``z`` (those of the last
+        :data:`VIEW_SLICES` slices asked for are kept)."""
         views = self._views.pop(z, None)
         if views is None:
             views = OrderedDict()
-        self._views[z] = views  # zoomed-out views of the last slices asked for
+        self._views[z] = views
         while len(self._views) > VIEW_SLICES:
             self._views.popitem(last=False)
-        return TiledEmbedding(self.tiling, embs, self.model.model_id,
-                              image=SliceView(self.stack, z),
-                              contrast_limits=self.contrast_limits, views=views)
+        return views
 
     def slice_on_demand(self, z: int) -> TiledEmbedding:
         """Slice ``z``'s :class:`~napari_sam.tiling.TiledEmbedding` whose windows are encoded
         when a decoder reads them (``emb[z]`` encodes every window of the slice first): what
         decoding a prompt on one slice of a large stack needs (the windows that hold the
-        prompt, a zoomed-out view), as a propagation does to choose where an object goes."""
+        prompt, a zoomed-out view), as a propagation does to choose where an object goes. It
+        shares ``emb[z]``'s views: a view a preview encoded is not encoded again."""
         z = self._check_index(z)
         return TiledEmbedding(self.tiling, _WindowsOfSlice(self, z), self.model.model_id,
                               image=SliceView(self.stack, z),
-                              contrast_limits=self.contrast_limits)
+                              contrast_limits=self.contrast_limits, views=self._views_of(z))
 
     def compute(
         self,

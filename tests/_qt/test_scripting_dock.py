@@ -94,3 +94,32 @@ def test_wait_times_out_while_a_job_runs_and_waits_again(scripted, monkeypatch):
     release.set()
     widget.wait()
     assert c.volume is not None
+
+
+def test_wait_names_the_failure_even_after_a_later_job_succeeded(scripted, monkeypatch, qtbot):
+    """A failed job, then one that succeeded, then ``wait()``: it raises with the failed
+    job's status line, not the later one (the reviewer's catch: "'Propagating ...' failed:
+    Propagated 1 object(s) ...")."""
+    import napari_sam.volume as volume
+
+    viewer, widget = scripted
+    c = widget.controller
+    widget.wait()
+    c.go_to_slice(3)
+    widget.wait()
+    c.add_point(3, 20, 20)
+    widget.wait()
+    real = volume.segment_volume
+
+    def broken(*args, **kwargs):
+        raise ValueError("boom: the propagation broke")
+
+    monkeypatch.setattr(volume, "segment_volume", broken)
+    c.propagate()
+    qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
+    monkeypatch.setattr(volume, "segment_volume", real)
+    c.propagate()
+    with pytest.raises(RuntimeError) as err:
+        widget.wait()
+    assert "boom" in str(err.value) and "Propagated" not in str(err.value)
+    assert c.volume is not None and c.status.startswith("Propagated 1 object")

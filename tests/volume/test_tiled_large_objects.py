@@ -60,14 +60,9 @@ def _annotation(box):
     return Annotation(None, None, np.asarray(box, np.float64), None, None)
 
 
-def test_a_box_previewed_zoomed_out_propagates_zoomed_out():
-    """A box over a 150 px disk, smaller than a window holds whole (192 px), lying across
-    windows: its preview is decoded in a zoomed-out view (the windows' mask is cut and
-    scores lower), and propagation now runs in that view too (helper walk-through, session
-    31: a 151 px nucleus previewed at IoU 0.70 propagated over one slice, 3D IoU 0.14).
-    Measured: 0.97-0.98 on each slice; in the window before: 0.96, 0.00, 0.00."""
-    from napari_sam.volume.tiled import decoded_frame
-
+@pytest.fixture(scope="module")
+def disk150():
+    """A 150 px disk (smaller than a window holds whole, 192 px) across windows, 3 slices."""
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:SIZE, :SIZE]
     centre, radius = (700, 650), 75
@@ -76,9 +71,21 @@ def test_a_box_previewed_zoomed_out_propagates_zoomed_out():
         gt = (yy - centre[0] - dz) ** 2 + (xx - centre[1] - dz) ** 2 < r ** 2
         slices.append((gt * 120 + 30 + rng.normal(0, 10, gt.shape)).clip(0, 255))
         truth.append(gt)
-    emb = ns.embed(np.stack(slices).astype(np.uint8), ns.load_model("demo"), device="cpu")
     box = [centre[0] - radius - 3, centre[1] - radius - 3,
            centre[0] + radius + 3, centre[1] + radius + 3]
+    return np.stack(slices).astype(np.uint8), np.stack(truth), box
+
+
+def test_a_box_previewed_zoomed_out_propagates_zoomed_out(disk150):
+    """A box over the 150 px disk: its preview is decoded in a zoomed-out view (the windows'
+    mask is cut and scores lower), and propagation now runs in that view too (helper
+    walk-through, session 31: a 151 px nucleus previewed at IoU 0.70 propagated over one
+    slice, 3D IoU 0.14). Measured: 0.97-0.98 on each slice; in the window before: 0.96,
+    0.00, 0.00."""
+    from napari_sam.volume.tiled import decoded_frame
+
+    image, truth, box = disk150
+    emb = ns.embed(image, ns.load_model("demo"), device="cpu")
     (obj,) = normalize_prompts({1: [{"slice": 0, "box": box}]}, emb.shape)
     assert frame_of(emb.tiling, obj).index >= 0  # by size alone: a window
     view = decoded_frame(emb, obj)
@@ -86,3 +93,41 @@ def test_a_box_previewed_zoomed_out_propagates_zoomed_out():
     res = ns.segment_volume(emb, {1: [{"slice": 0, "box": box}]})
     ious = [_iou(res.labels[z] == 1, truth[z]) for z in range(3)]
     assert min(ious) >= 0.9, ious
+
+
+def test_choosing_frames_encodes_no_view_twice(disk150):
+    """A view the preview encoded (``emb[z]``'s) is not encoded again to choose the frame,
+    nor one another object of the same propagation made (the reviewer's catch: each object
+    encoded its views afresh, 19 model inputs for 10 clicks where 1-2 do)."""
+    from napari_sam.tiled_prompts import decode_tiled
+    from napari_sam.volume.tiled import decoded_frame
+
+    image, _, box = disk150
+    emb = ns.embed(image, ns.load_model("demo"), device="cpu")
+    preview = decode_tiled(emb.predictor, emb[0], box=box)  # what the dock's preview does
+    assert preview.view is not None
+    calls = emb.encoder_calls
+    (obj,) = normalize_prompts({1: [{"slice": 0, "box": box}]}, emb.shape)
+    assert decoded_frame(emb, obj).outer == preview.view.outer
+    assert emb.encoder_calls == calls
+    fresh = ns.embed(image, ns.load_model("demo"), device="cpu")
+    shared: dict = {}
+    decoded_frame(fresh, obj, slices=shared)
+    calls = fresh.encoder_calls
+    (other,) = normalize_prompts({2: [{"slice": 0, "box": box}]}, emb.shape)  # same view
+    decoded_frame(fresh, other, slices=shared)
+    assert fresh.encoder_calls == calls
+
+
+def test_a_click_on_the_images_outer_half_pixel_propagates(disk150):
+    """(-0.4, 10) is a valid click (napari gives it for the upper half of pixel row 0);
+    no window held it, and a tiled propagation (and preview) raised "max() arg is an empty
+    sequence" (the reviewer's catch)."""
+    from napari_sam.tiled_prompts import decode_tiled
+
+    image, _, _ = disk150
+    emb = ns.embed(image, ns.load_model("demo"), device="cpu")
+    res = ns.segment_volume(emb, {1: [{"slice": 1, "points": [[-0.4, 10.0]]}]})
+    assert res.labels.shape == image.shape
+    pred = decode_tiled(emb.predictor, emb.slice_on_demand(1), points=[[-0.4, 10.0]])
+    assert pred.masks.shape[1:] == image.shape[1:]

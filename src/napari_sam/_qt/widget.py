@@ -104,7 +104,7 @@ class SamWidget(ModelBox, QWidget):
         # the job row (progress, Cancel) and the status stay below the scrolled panels, so
         # they are seen whatever the dock's height
         self._job_bar = JobBar(self._on_cancel)
-        self._jobs_since_wait: list = []  # what wait() reports on
+        self._failed_since_wait: list[str] = []  # what wait() raises (the last 10)
         self._progress, self._cancel = self._job_bar.progress, self._job_bar.cancel
         outer.addWidget(self._job_bar)
         self._status = label()
@@ -460,9 +460,12 @@ class SamWidget(ModelBox, QWidget):
     def _on_job_changed(self, job):
         """A job started (or ended: None); the image picked while a stale job ran is
         preloaded once that job has stopped (a preload waits for a running job)."""
-        if job is not None:
-            self._jobs_since_wait.append(job)
         ended = self._job_bar.job
+        if job is None and ended is not None and ended.error is not None:
+            # what wait() raises: the status line now says why it failed (no Job is kept:
+            # its error's traceback holds the job's frames and arrays)
+            self._failed_since_wait = [*self._failed_since_wait[-9:],
+                                       f"'{ended.description}' failed: {self._status.text()}"]
         self._job_bar.on_job_changed(job)
         if job is None and ended is not None and ended.stale:
             self._schedule_preload(after=ended)
@@ -637,10 +640,9 @@ class SamWidget(ModelBox, QWidget):
                 raise TimeoutError(f"'{job.description}' still runs after {timeout} s; "
                                    "call wait() again, or widget.controller.cancel() to stop it")
             time.sleep(0.02)
-        jobs, self._jobs_since_wait = self._jobs_since_wait, []
-        failed = [j for j in jobs if j.error is not None]
+        failed, self._failed_since_wait = self._failed_since_wait, []
         if failed:
-            raise RuntimeError(f"'{failed[-1].description}' failed: {self._status.text()}")
+            raise RuntimeError(failed[-1])
 
     # ------------------------------------------------------------------ session, trace
     @guarded

@@ -6,18 +6,9 @@ import os
 
 from napari_sam import io as nio
 from napari_sam.batch.context import Context, Job
-from napari_sam.batch.embedding_stores import announce_tiling, stack_tiling
+from napari_sam.batch.embedding_stores import announce_tiling, embed_progress_bar, stack_tiling
 from napari_sam.batch.label_writing import model_record
-from napari_sam.batch.progress import ProgressBar
 from napari_sam.batch.reading import announce_colour_planes, open_image
-
-
-def embed_progress_bar(ctx: Context, job: Job, slices: int, tiling) -> ProgressBar:
-    """The bar of an ``embed`` job: it counts slices, or tiles (slices x windows, what
-    ``TiledStackEmbeddings.compute`` reports) when the stack is tiled."""
-    if tiling is None:
-        return ProgressBar(ctx, f"{job.name}: embed", slices, unit="slice")
-    return ProgressBar(ctx, f"{job.name}: embed", slices * len(tiling), unit="tile")
 
 
 def run_embed(job: Job, ctx: Context, model) -> dict:

@@ -91,6 +91,14 @@ def embed_store(job: Job, ctx: Context, model) -> Path:
     return store
 
 
+def embed_progress_bar(ctx: Context, job: Job, slices: int, tiling) -> ProgressBar:
+    """The bar of an ``embed`` job: it counts slices, or tiles (slices x windows, what
+    ``TiledStackEmbeddings.compute`` reports) when the stack is tiled."""
+    if tiling is None:
+        return ProgressBar(ctx, f"{job.name}: embed", slices, unit="slice")
+    return ProgressBar(ctx, f"{job.name}: embed", slices * len(tiling), unit="tile")
+
+
 def stack_embeddings(job: Job, ctx: Context, model, opened: OpenedImage, tiling="ctx",
                      note: bool = True):
     """The stack's embeddings in the job's store (:func:`embed_store`), every slice computed
@@ -104,9 +112,7 @@ def stack_embeddings(job: Job, ctx: Context, model, opened: OpenedImage, tiling=
                 tiling=stack_tiling(ctx, model, opened.stack.shape, tiling))
     if note:
         announce_tiling(job, ctx, emb)
-    tiling = getattr(emb, "tiling", None)  # tiled: compute counts (slice, window) pairs
-    bar = ProgressBar(ctx, f"{job.name}: embed", len(emb) * (len(tiling) if tiling else 1),
-                      unit="tile" if tiling else "slice")
+    bar = embed_progress_bar(ctx, job, len(emb), getattr(emb, "tiling", None))
     try:
         emb.compute(progress=bar)
     finally:

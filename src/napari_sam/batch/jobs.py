@@ -216,18 +216,20 @@ def read_sidecar(output: Path) -> bytes | None:
         return None
 
 
-def output_stamp(output: Path) -> tuple[int, int] | None:
-    """(size, mtime_ns) of an output file or folder entry as it is now, None when missing:
-    taken before a job so :func:`restore_sidecar` can tell whether the job replaced it."""
+def output_stamp(output: Path) -> tuple[int, ...] | None:
+    """(inode, size, mtime_ns, ctime_ns) of an output file or folder as it is now, None when
+    missing: taken before a job so :func:`restore_sidecar` can tell whether the job replaced
+    it (outputs are renamed into place, so a new one is a new inode, even where times are
+    coarse and sizes equal)."""
     try:
         st = output.stat()
     except OSError:
         return None
-    return (st.st_size, st.st_mtime_ns)
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def restore_sidecar(job: Job, previous: bytes | None,
-                    stamp: tuple[int, int] | None | bool = False) -> None:
+                    stamp: tuple[int, ...] | None | bool = False) -> None:
     """After a failed job: put back the sidecar :func:`mark_partial` replaced.
 
     A failed job leaves its output as it was: no sidecar when there was none (a file that

@@ -153,7 +153,8 @@ class Propagator:
         span = self.intensity_span
         if span is None or not span > 0:
             img = self._plane(z)
-            span = float(img.max() - img.min())
+            finite = img[np.isfinite(img)]  # NaN pixels made the span, so every reference, NaN
+            span = float(finite.max() - finite.min()) if finite.size else 0.0
         return (c, e) if np.isfinite(c) and abs(c) >= 0.02 * span else (float("nan"), 0.0)
 
     def _seed_contrast(self, k: int, z: int, error: bool = False):

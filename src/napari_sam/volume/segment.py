@@ -185,7 +185,7 @@ def segment_volume(
         return (prop, *_propagate(prop))
 
     if is_tiled(emb):  # each object in the window that holds it, pasted back
-        return segment_tiled(emb, objects, run, progress)
+        return segment_tiled(emb, objects, run, progress, pred)
     prop, up, down = run(emb, objects, progress)
     return build_result(prop.compose(), prop.records, objects, up, down, prop.decoder_calls,
                         prop.calls_per_slice)

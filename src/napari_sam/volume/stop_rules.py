@@ -62,7 +62,7 @@ def mask_contrast(image, masks, ring: int = 3) -> np.ndarray:
 
     Mean intensity inside the mask minus the mean of a ring of ``ring`` pixels around it
     (the mask dilated ``ring`` times, less the mask). Positive for bright objects on a darker
-    surround, negative for dark ones.
+    surround, negative for dark ones. NaN and infinite pixels are left out of both means.
 
     Parameters
     ----------

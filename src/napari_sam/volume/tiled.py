@@ -82,7 +82,8 @@ def frame_of(tiling, obj: ObjectPrompts) -> Window:
     return tiling.owner(*anchor(obj))
 
 
-def decoded_frame(emb, obj: ObjectPrompts) -> Window | None:
+def decoded_frame(emb, obj: ObjectPrompts, predictor=None, slices: dict | None = None
+                  ) -> Window | None:
     """The zoomed-out view an object's first points or box are decoded in on their slice, as
     a click's or a box's preview decodes them (:func:`napari_sam.tiled_prompts.decode_tiled`:
     when the windows' mask is cut, a view, if the model scores it higher), else None (the
@@ -90,14 +91,29 @@ def decoded_frame(emb, obj: ObjectPrompts) -> Window | None:
 
     An object previewed whole in a view was propagated in the window of its prompt, where
     the model sees it cut (a 150 px nucleus in 256 px windows: 3D IoU 0.14 against 0.67).
-    Reads only the windows that hold the prompt and the view, of that slice."""
+    Reads only the windows that hold the prompt and the view, of that slice (a view
+    already encoded, by the preview or another object, is not encoded again).
+
+    Parameters
+    ----------
+    emb : TiledStackEmbeddings
+    obj : ObjectPrompts
+        In the whole stack's frame.
+    predictor : Predictor, optional
+        What decodes (default: the embeddings' own).
+    slices : dict, optional
+        {z: ``emb.slice_on_demand(z)``} kept between the objects of one propagation.
+    """
     from napari_sam.tiled_prompts import decode_tiled
 
     z = min(obj.annotations)
     a = obj.annotations[z]
-    if a.mask is not None or not getattr(emb, "can_zoom_out", True):
+    if a.mask is not None:
         return None
-    res = decode_tiled(emb.predictor, emb.slice_on_demand(z), a.points, a.labels, a.box)
+    slices = {} if slices is None else slices
+    if z not in slices:
+        slices[z] = emb.slice_on_demand(z)
+    res = decode_tiled(predictor or emb.predictor, slices[z], a.points, a.labels, a.box)
     return res.view
 
 
@@ -155,7 +171,8 @@ def _window_progress(progress, done: int, total: int):
     return lambda d, _t: progress(done + d, total)
 
 
-def segment_tiled(emb, objects: list[ObjectPrompts], run: Callable, progress=None) -> VolumeResult:
+def segment_tiled(emb, objects: list[ObjectPrompts], run: Callable, progress=None,
+                  predictor=None) -> VolumeResult:
     """Propagate ``objects`` (whole-stack frame) through the tiled embeddings ``emb``.
 
     Parameters
@@ -167,7 +184,11 @@ def segment_tiled(emb, objects: list[ObjectPrompts], run: Callable, progress=Non
         The ordinary propagation of objects through one window's sub-stack (provided by
         :func:`napari_sam.segment_volume` with its settings).
     progress : callable(done, total), optional
-        Called after each slice of each window's two sweeps (total = 2 Z x windows used).
+        Called after each slice of each window's two sweeps (total = 2 Z x windows used),
+        and with (0, 2 Z) after each object's frame is chosen (:func:`decoded_frame` may
+        encode a view: a GUI can cancel between them).
+    predictor : Predictor, optional
+        What decodes the first prompts that choose the frames (default: ``emb``'s own).
 
     Returns
     -------
@@ -178,10 +199,13 @@ def segment_tiled(emb, objects: list[ObjectPrompts], run: Callable, progress=Non
     tiling = emb.tiling
     groups: dict[tuple, list[int]] = {}
     frames: dict[tuple, Window] = {}
+    slices: dict = {}  # {z: the slice's windows and views, encoded as decoding reads them}
     for k, obj in enumerate(objects):
         frame = frame_of(tiling, obj)
         if frame.index >= 0:
-            frame = decoded_frame(emb, obj) or frame
+            frame = decoded_frame(emb, obj, predictor, slices) or frame
+            if progress is not None:
+                progress(0, 2 * int(emb.shape[0]))
         key = (frame.index, frame.outer)  # windows by index, views by their place
         frames[key] = frame
         groups.setdefault(key, []).append(k)
