@@ -263,3 +263,32 @@ def test_sessions_with_sam2_propagation_are_refused_clearly_before_any_work(file
     assert code != 0 and "propagated with SAM 2 memory" in text and "Traceback" not in text
     assert not (out / "blobs_labels.tif").exists()
     assert path.read_bytes() == before
+
+
+def test_cli_replay_says_a_changed_object_was_likely_painted_by_hand(files, tiny_sam, tmp_path,
+                                                                      capsys):
+    """A session whose labels were corrected with the brush (painting is not replayed): the
+    replay said "object 1: changed (IoU 0.98 ...)" as if the model had changed (helper
+    walk-through, session 31); with the same image and model it now says why."""
+    import napari_sam as ns
+    from napari_sam.cli import main
+
+    sess = make_session(files, tiny_sam)
+    # made with the checkpoint the command loads (tiny_sam is its in-memory twin)
+    sess.model = {**sess.model, "id": ns.load_model(files["model"]).model_id}
+    painted = np.array(sess.labels, copy=True)
+    ids = [i for i in np.unique(painted) if i]
+    z, r, c = np.argwhere(painted == ids[0])[0]
+    painted[z, r:r + 2, c:c + 2] = 0  # erased by hand
+    sess.labels = painted
+    path = S.write_session(sess, tmp_path / "s.json")
+    assert main(["segment", str(files["stack"]), "--prompts", str(path), "-o",
+                 str(tmp_path / "out"), "--model", str(files["model"]), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert f"object {ids[0]}: changed" in err
+    assert "the same image and model: a changed object is most likely one corrected by hand" in err
+    sess.model = {**sess.model, "id": "file:000000000000"}  # another model: said so
+    S.write_session(sess, path)
+    assert main(["segment", str(files["stack"]), "--prompts", str(path), "-o",
+                 str(tmp_path / "out2"), "--model", str(files["model"]), "--device", "cpu"]) == 0
+    assert "replayed on another model than the session's" in capsys.readouterr().err

@@ -101,8 +101,20 @@ def _replay_session(job: Job, ctx: Context, model, sess) -> dict:
 
             from tqdm.auto import tqdm
 
+            if lines:
+                lines.append(_why_changed(same_image, same_model))
             for line in lines or ["every object as in the session"]:
                 tqdm.write(f"  {job.name}: {line}", file=sys.stderr)
     info = finish_labels(job, ctx, model, opened, res.labels, None, extra)
     opened.stack.release()
     return info
+
+
+def _why_changed(same_image: bool, same_model: bool) -> str:
+    """What a replay's changed objects most likely come from."""
+    if same_image and same_model:
+        return ("(the same image and model: a changed object is most likely one corrected "
+                "by hand in napari, with the brush or eraser; painting is not replayed)")
+    return ("(replayed on " + " and ".join(
+        w for w, differs in (("another image", not same_image), ("another model", not same_model))
+        if differs) + " than the session's: the model decodes its prompts anew)")
