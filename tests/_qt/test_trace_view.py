@@ -67,3 +67,25 @@ def test_a_trace_with_slices_without_a_mask_names_them(qtbot):
     assert titles == ["Object 1: slices 0-6 and 10-15 (stopped nowhere)"]
     view.plots[0].grab()  # paints the two runs
 
+
+
+def test_an_object_on_one_slice_is_drawn_as_dots(qtbot):
+    """A propagation that kept the object on its prompted slice only (SAM 2 found it absent
+    around it): the plot was an empty box with one dashed line (helper walk-through, session
+    31); each value is now a dot of its colour."""
+    from qtpy.QtGui import QColor
+
+    from napari_sam._qt.trace_view import COLOURS, TraceView
+
+    view = TraceView(lambda z: None, lambda flag: None)
+    qtbot.addWidget(view)
+    view.set_trace({"n_slices": 9, "objects": [{
+        "id": 1, "slices": [4], "iou": [0.9], "area": [10], "contrast": [5.0],
+        "annotated": [4], "stops": {}, "flags": []}]})
+    plot = view.plots[0]
+    plot.resize(300, 70)
+    image = plot.grab().toImage()
+    colours = {image.pixelColor(x, y).name() for x in range(image.width())
+               for y in range(image.height())}
+    wanted = {QColor(c).name() for c in COLOURS.values()}
+    assert wanted & colours, colours

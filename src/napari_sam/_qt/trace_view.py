@@ -79,8 +79,14 @@ class TracePlot(QWidget):
             lo, hi = (0.0, 1.0) if key == "iou" else (min(vals), max(vals))
             p.setPen(QPen(QColor(colour), 2))
             for a, b in slice_runs(z for z, _ in pts):  # no line across slices without a mask
-                p.drawPolyline(QPolygonF([QPointF(self.x_of(z), h - 14 - (h - 20) * (
-                    0.5 if hi == lo else (v - lo) / (hi - lo))) for z, v in pts if a <= z <= b]))
+                line = [QPointF(self.x_of(z), h - 14 - (h - 20) * (
+                    0.5 if hi == lo else (v - lo) / (hi - lo))) for z, v in pts if a <= z <= b]
+                if len(line) == 1:  # one slice (an object kept on its prompted slice): a dot
+                    p.setBrush(QColor(colour))
+                    p.drawEllipse(line[0], 3.0, 3.0)
+                    p.setBrush(Qt.BrushStyle.NoBrush)
+                else:
+                    p.drawPolyline(QPolygonF(line))
         p.end()
 
     def mousePressEvent(self, event):  # noqa: N802 - Qt's name
