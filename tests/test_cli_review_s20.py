@@ -269,6 +269,7 @@ def test_a_sam2_session_is_refused_before_any_work(tmp_path, capsys,
     with pytest.raises(batch_command.CLIError) as exc:
         batch_command.check_session(FakePrompts())
     assert exc.value.args[0].startswith("--prompts s.json: operation 1 of this session")
+    assert exc.value.code == 2  # what docs/gui.md says
     assert batch_command.check_session({}) is None
 
 

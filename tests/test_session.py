@@ -286,9 +286,20 @@ def test_cli_replay_says_a_changed_object_was_likely_painted_by_hand(files, tiny
                  str(tmp_path / "out"), "--model", str(files["model"]), "--device", "cpu"]) == 0
     err = capsys.readouterr().err
     assert f"object {ids[0]}: changed" in err
-    assert "the same image and model: a changed object is most likely one corrected by hand" in err
+    assert ("the same image, model, device and precision: a changed object is most likely "
+            "one corrected by hand") in err
     sess.model = {**sess.model, "id": "file:000000000000"}  # another model: said so
     S.write_session(sess, path)
     assert main(["segment", str(files["stack"]), "--prompts", str(path), "-o",
                  str(tmp_path / "out2"), "--model", str(files["model"]), "--device", "cpu"]) == 0
-    assert "replayed on another model than the session's" in capsys.readouterr().err
+    assert "(replayed with another model: the model decodes" in capsys.readouterr().err
+    # the reviewer's catch: another device or precision was blamed on painting
+    sess.model = {**sess.model, "id": ns.load_model(files["model"]).model_id,
+                  "device": "cuda", "precision": "fp16"}
+    S.write_session(sess, path)
+    assert main(["segment", str(files["stack"]), "--prompts", str(path), "-o",
+                 str(tmp_path / "out3"), "--model", str(files["model"]), "--device", "cpu",
+                 "--precision", "fp32"]) == 0
+    err = capsys.readouterr().err
+    assert "precision fp32 (the session's: fp16); device cpu (the session's: cuda)" in err
+    assert "most likely one corrected by hand" not in err

@@ -298,9 +298,9 @@ def _checked_prompt(predictor, tiled, points, labels, box, mask_input, mask_wind
     pts = lab = bx = mask = view = None
     if points is not None:
         pts, lab = check_points(points, labels, size)
-        # a click on the image's outer half pixel (-0.5 < row < 0) is valid; the windows
-        # hold pixel centres only, so it goes to the border pixel's windows
-        pts = np.clip(pts, 0.0, [size[0] - 1.0, size[1] - 1.0])
+        # a click on the image's outer half pixel (-0.5 < row < 0) is valid; no window holds
+        # negative positions, so it goes to the border pixel's windows
+        pts = np.maximum(pts, 0.0)
     if box is not None:
         bx = check_box(box, size)
     if mask_input is not None:

@@ -312,3 +312,24 @@ def test_loading_a_session_says_when_it_picks_its_own_model(make_widget, stack_f
     assert widget.controller.model_choice.key == str(tiny_ckpt)
     status = widget.controller.status
     assert f"It was made with {tiny_ckpt}, which is now picked in 'Model' (was other)" in status
+
+
+def test_loading_a_session_of_a_model_not_downloaded_says_so(make_widget, stack_file, tiny_ckpt,
+                                                             tmp_path, monkeypatch):
+    """A session made with vit_b, loaded where vit_b is not downloaded (offline): the dock
+    picks it, and the note says the first click downloads it or to pick another model (the
+    reviewer's catch: the click then failed with the working model dropped, unsaid)."""
+    from napari_sam.models import registry
+
+    monkeypatch.setattr(registry, "is_cached", lambda name: False)
+    viewer, widget = open_image_dock(make_widget, stack_file, tiny_ckpt)
+    assert commit_on(viewer, widget, 1) == [1]
+    work = tmp_path / "work.json"
+    widget.save_session(str(work))
+    data = json.loads(work.read_text())
+    data["model"] = {**data["model"], "name": "vit_b", "is_file": False}
+    work.write_text(json.dumps(data))
+    widget.controller.load_session(work)
+    status = widget.controller.status
+    assert "It was made with vit_b, which is now picked in 'Model'" in status, status
+    assert "not downloaded yet: the first click downloads them" in status

@@ -104,7 +104,7 @@ class SamWidget(ModelBox, QWidget):
         # the job row (progress, Cancel) and the status stay below the scrolled panels, so
         # they are seen whatever the dock's height
         self._job_bar = JobBar(self._on_cancel)
-        self._failed_since_wait: list[str] = []  # what wait() raises (the last 10)
+        self._failed_since_wait: str | None = None  # what wait() raises: the last failure
         self._progress, self._cancel = self._job_bar.progress, self._job_bar.cancel
         outer.addWidget(self._job_bar)
         self._status = label()
@@ -464,8 +464,7 @@ class SamWidget(ModelBox, QWidget):
         if job is None and ended is not None and ended.error is not None:
             # what wait() raises: the status line now says why it failed (no Job is kept:
             # its error's traceback holds the job's frames and arrays)
-            self._failed_since_wait = [*self._failed_since_wait[-9:],
-                                       f"'{ended.description}' failed: {self._status.text()}"]
+            self._failed_since_wait = f"'{ended.description}' failed: {self._status.text()}"
         self._job_bar.on_job_changed(job)
         if job is None and ended is not None and ended.stale:
             self._schedule_preload(after=ended)
@@ -616,8 +615,8 @@ class SamWidget(ModelBox, QWidget):
         Raises
         ------
         RuntimeError
-            A job started since the last ``wait`` failed: its description and the status
-            line (which says what to do). The dock stays usable.
+            A job that ended since the last ``wait`` failed (the last such): its description
+            and the status line then (which says what to do). The dock stays usable.
         TimeoutError
             A job still runs after ``timeout`` seconds (None: no limit); it keeps running
             (``w.controller.cancel()`` stops it).
@@ -640,9 +639,9 @@ class SamWidget(ModelBox, QWidget):
                 raise TimeoutError(f"'{job.description}' still runs after {timeout} s; "
                                    "call wait() again, or widget.controller.cancel() to stop it")
             time.sleep(0.02)
-        failed, self._failed_since_wait = self._failed_since_wait, []
+        failed, self._failed_since_wait = self._failed_since_wait, None
         if failed:
-            raise RuntimeError(failed[-1])
+            raise RuntimeError(failed)
 
     # ------------------------------------------------------------------ session, trace
     @guarded

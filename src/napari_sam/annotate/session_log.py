@@ -20,6 +20,7 @@ write or load for this log: it keeps it first under a dated name
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -241,8 +242,9 @@ class SessionLog:
         try:
             S.write_session(self.session_state(), path)
         except OSError as err:
-            blocker = next((p for p in path.parents if p.exists()), None)
-            if blocker is not None and not blocker.is_dir():  # (the OS says "File exists")
+            blocker = _file_in_the_way(path) if err.errno in (errno.EEXIST, errno.ENOTDIR) \
+                else None  # (the OS says "File exists" for a file named as a folder)
+            if blocker is not None:
                 raise UserError(f"Could not save the session to {path}: {blocker} is a file, "
                                 "not a folder. Pick a folder.") from None
             raise UserError(f"Could not save the session to {path}: {err.strerror or err}. "
@@ -348,8 +350,7 @@ class SessionLog:
             raise UserError(sentence(err)) from None
         pending = sess.pending or {}
         mine = self.prompt_arrays()
-        own = json.dumps(self._pending_prompts(), sort_keys=True) == json.dumps(
-            pending, sort_keys=True)  # the session's own prompts (loaded twice): nothing lost
+        own = _same_prompts(self._pending_prompts(), pending)  # loaded twice: nothing lost
         if (pending.get("points") or pending.get("boxes")) and len(mine[0]) + len(mine[2]) and (
                 not own):
             raise UserError(
@@ -360,10 +361,11 @@ class SessionLog:
                                       what=f"'{self.image_name()}'")
         before = self.model_choice
         self._restore(sess)
-        if not model_note and before is not None and self.model_choice is not None and (
-                self.model_choice.key != before.key):  # the dock picks the session's model
-            model_note = (f" It was made with {self.model_choice.key}, which is now picked "
-                          f"in 'Model' (was {before.key}).")
+        now = self.model_choice
+        if not model_note and before is not None and now is not None and (
+                _model_key(now) != _model_key(before)):  # the dock picks the session's model
+            model_note = (f" It was made with {now.key}, which is now picked in 'Model' (was "
+                          f"{before.key}){_not_downloaded(now)}.")
         self._log_generation += 1
         self.session_path = Path(path)
         auto = self.autosave_path()
@@ -504,11 +506,57 @@ class SessionLog:
                   "carry the object on from there.")
 
 
+def _model_key(choice) -> str:
+    """A model choice's key, a checkpoint's as its absolute path."""
+    return str(Path(choice.key).absolute()) if choice.is_file else str(choice.key)
+
+
+def _not_downloaded(choice) -> str:
+    """What to know when a registry model's weights are not on this machine yet."""
+    from napari_sam.models import registry
+
+    if choice.is_file or choice.is_demo:
+        return ""
+    try:
+        if registry.is_cached(choice.key):
+            return ""
+    except (KeyError, ValueError):
+        return ""
+    return (f"; its weights are not downloaded yet: the first click downloads them "
+            f"(napari-sam models download {choice.key}), or pick another model")
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The nearest existing parent of ``path`` when it is a file (None otherwise, also when
+    a parent cannot be looked at)."""
+    for parent in path.parents:
+        try:
+            if parent.exists():
+                return None if parent.is_dir() else parent
+        except OSError:
+            return None
+    return None
+
+
+def _same_prompts(a: dict, b: dict) -> bool:
+    """Whether two pending-prompt records ({"points", "labels", "boxes"}) hold the same
+    prompts: labels exactly, coordinates to 1e-3 px (napari's layers hold float32)."""
+    def arr(d, key):
+        return np.asarray(d.get(key) or [], np.float64)
+
+    for key in ("points", "boxes"):
+        x, y = arr(a, key), arr(b, key)
+        if x.shape != y.shape or not np.allclose(x, y, atol=1e-3, rtol=0):
+            return False
+    return np.array_equal(arr(a, "labels"), arr(b, "labels"))
+
+
 def _holds_the_same_work(path: Path, sess: S.Session) -> bool:
     """Whether the session file at ``path`` holds ``sess``'s work: its commits, labels and
     base labels (a copy saved with *Save session...*), so that autosave may go on there
-    without keeping it aside. Pending prompts are not compared: autosave writes at commits,
-    so it never holds the clicks a saved copy kept uncommitted."""
+    without keeping it aside. Pending prompts are not compared: the autosave is written at
+    commits, undo, redo and painting, so it need not hold the clicks a saved copy kept
+    uncommitted (lost work is committed work, which is compared)."""
     if not path.is_file():
         return False
     try:

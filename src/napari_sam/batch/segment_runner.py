@@ -102,7 +102,8 @@ def _replay_session(job: Job, ctx: Context, model, sess) -> dict:
             from tqdm.auto import tqdm
 
             if lines:
-                lines.append(_why_changed(same_image, same_model))
+                lines.append(_why_changed(same_image, same_model, _run_differences(
+                    sess, emb.predictor)))
             for line in lines or ["every object as in the session"]:
                 tqdm.write(f"  {job.name}: {line}", file=sys.stderr)
     info = finish_labels(job, ctx, model, opened, res.labels, None, extra)
@@ -110,11 +111,29 @@ def _replay_session(job: Job, ctx: Context, model, sess) -> dict:
     return info
 
 
-def _why_changed(same_image: bool, same_model: bool) -> str:
-    """What a replay's changed objects most likely come from."""
-    if same_image and same_model:
-        return ("(the same image and model: a changed object is most likely one corrected "
-                "by hand in napari, with the brush or eraser; painting is not replayed)")
-    return ("(replayed on " + " and ".join(
-        w for w, differs in (("another image", not same_image), ("another model", not same_model))
-        if differs) + " than the session's: the model decodes its prompts anew)")
+def _run_differences(sess, predictor) -> list[str]:
+    """How the replay's device and precision differ from those the session recorded (float
+    rounding moves a few pixels: docs/sessions.md)."""
+    out = []
+    recorded = sess.model.get("precision")
+    used = getattr(predictor, "precision", None)
+    if recorded and used and str(recorded) != str(used):
+        out.append(f"precision {used} (the session's: {recorded})")
+    recorded = str(sess.model.get("device") or "").split(":")[0]
+    used = str(getattr(predictor, "device", "") or "").split(":")[0]
+    if recorded and used and recorded != used:
+        out.append(f"device {used} (the session's: {recorded})")
+    return out
+
+
+def _why_changed(same_image: bool, same_model: bool, run: list[str]) -> str:
+    """What a replay's changed objects most likely come from: another image or model, the
+    device or precision (``run``, :func:`_run_differences`), else hand painting."""
+    if same_image and same_model and not run:
+        return ("(the same image, model, device and precision: a changed object is most "
+                "likely one corrected by hand in napari, with the brush or eraser; painting "
+                "is not replayed)")
+    other = [w for w, differs in (("another image", not same_image),
+                                  ("another model", not same_model)) if differs]
+    return ("(replayed with " + "; ".join(other + run) + ": the model decodes its prompts "
+            "anew; corrections painted by hand are not replayed either)")

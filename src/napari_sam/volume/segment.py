@@ -141,7 +141,8 @@ def segment_volume(
     predictor : Predictor, optional
         Decoder to use; default ``emb.predictor``.
     progress : callable(done, total), optional
-        Called after each slice of the two sweeps (total = 2 Z; tiled: 2 Z per window used).
+        Called after each slice of the two sweeps (total = 2 Z; tiled: 2 Z per window or view
+        used, after a (0, 2 Z) per object while the objects' frames are chosen).
 
     Returns
     -------
