@@ -444,18 +444,42 @@ class SamWidget(ModelBox, QWidget):
         if layer is None:
             return
         self._refused_image = layer  # until it is taken
+        before = self.controller.image_layer
         self.controller.set_image(layer, self._channel.currentData())
         self._refused_image = None
+        note = self._follow_file_axes() if not L.same(layer, before) else ""
         # napari makes a newly added layer the active one after telling us about it: select
         # the points layer once that is done, or the first clicks would go to the image
         QTimer.singleShot(0, self._select_points)
-        self._schedule_preload()
+        self._schedule_preload(lead=note)
 
-    def _schedule_preload(self, after=None):
+    def _follow_file_axes(self) -> str:
+        """Pick *Stack axis is* from the image's file, as the command line does (napari's
+        reader drops a TIFF's axes, so a (T, Y, X) movie was propagated as a volume: the
+        fade rules cut cells that bleach over time). Returns the line saying so ("" when
+        nothing changed), also shown now."""
+        from napari_sam.io import file_stack_axis
+
+        c = self.controller
+        found = file_stack_axis(c.image_path())
+        if found is None or found[0] == c.axis_kind:
+            return ""
+        kind, axes = found
+        self._axis_kind.setCurrentIndex(int(kind == "t"))  # sets controller.axis_kind
+        what = ("a time series: objects are followed through its frames" if kind == "t"
+                else "a volume: objects are followed through its slices")
+        note = (f"Stack axis is {kind}: the file of '{c.image_name()}' names its axes {axes}, "
+                f"{what} (change it in 'Stack axis is').")
+        c.say(f"{note} {c.status}")
+        return note
+
+    def _schedule_preload(self, after=None, lead: str = ""):
         """Embed the visible slice soon (see :meth:`_on_preload`); ``after``: the job that
-        stopped because it went stale (its line is said again when the preload is done)."""
+        stopped because it went stale (its line is said again when the preload is done);
+        ``lead``: a line to keep in front of the preload's."""
         if self.preload:
-            QTimer.singleShot(0, lambda: self._on_preload("" if after is None else after.note))
+            QTimer.singleShot(0, lambda: self._on_preload(
+                " ".join(t for t in (lead, "" if after is None else after.note) if t)))
 
     def _on_job_changed(self, job):
         """A job started (or ended: None); the image picked while a stale job ran is

@@ -651,3 +651,27 @@ def quiet_tifffile():
 #: returns a shorter series (fewer slices, or a single page) without raising.
 _DAMAGE_SIGNS = ("invalid page offset", "invalid value offset", "failed to reshape",
                  "metadata invalid or corrupted")
+
+
+def file_stack_axis(path: os.PathLike | str | None) -> tuple[str, str] | None:
+    """The stack axis a file's metadata names, as ``("t", axes)`` for a time series (its
+    standard axes begin with T, e.g. ``"TYX"``) or ``("z", axes)`` for a volume; None for a
+    2D image, a file whose axes are only guessed from its shape, or one that cannot be read.
+
+    napari's own reader drops a TIFF's axes (a (T, Y, X) movie opens as any 3D layer); the
+    dock reads them here to pick its stack axis as the command line does.
+    """
+    if path is None:
+        return None
+    try:
+        img = read_image(path, lazy=True)
+        if img.metadata.get("axes_from") != "metadata":
+            return None
+        axes = img.to_standard().axes
+    except (OSError, ValueError, ImageReadError):
+        return None
+    if axes[:1] == "T":
+        return "t", img.axes
+    if axes[:1] == "Z":
+        return "z", img.axes
+    return None

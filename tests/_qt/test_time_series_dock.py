@@ -1,0 +1,57 @@
+"""A (T, Y, X) movie opened with napari's own reader (which drops the file's axes): the dock
+picks *Stack axis is* t from the file, as the command line does (helper walk-through, session
+31: it stayed z, and a bleaching cell was cut after 4 frames by the fade rule for volumes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def _bleaching_movie() -> np.ndarray:
+    """(12, 64, 64) float32: a disc at (32, 32) whose brightness halves every 3 frames."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:64, :64]
+    disc = (yy - 32) ** 2 + (xx - 32) ** 2 < 100
+    return np.stack([100 + disc * 900 * 0.8 ** t + rng.normal(0, 10, disc.shape)
+                     for t in range(12)]).astype(np.float32)
+
+
+@pytest.mark.parametrize("axes", ["TYX", "ZYX"])
+def test_the_files_stack_axis_is_picked_and_a_bleaching_cell_is_followed(
+        make_widget, demo_available, tmp_path, axes):
+    import tifffile
+
+    path = tmp_path / f"movie_{axes}.tif"
+    tifffile.imwrite(path, _bleaching_movie(), imagej=True, metadata={"axes": axes})
+    viewer, widget = make_widget(sync=False)
+    viewer.open(str(path), plugin="napari")
+    widget.wait()
+    c = widget.controller
+    kind = axes[0].lower()
+    assert c.axis_kind == kind and widget._axis_kind.currentIndex() == int(kind == "t")
+    if kind == "t":
+        assert "Stack axis is t: the file of 'movie_TYX' names its axes TYX" in c.status
+    c.go_to_slice(0)
+    widget.wait()
+    c.add_point(0, 32, 32)
+    widget.wait()
+    c.propagate()
+    widget.wait()
+    # t: every frame (the API's axis_kind="t"); z: the fade rule stops it (measured 0-3)
+    expected = (0, 11) if kind == "t" else (0, 3)
+    assert c.volume.slice_range[1] == expected, c.status
+
+
+def test_a_stack_axis_the_user_chose_stays_when_the_image_is_picked_again(
+        make_widget, demo_available, tmp_path):
+    import tifffile
+
+    path = tmp_path / "movie.tif"
+    tifffile.imwrite(path, _bleaching_movie(), imagej=True, metadata={"axes": "TYX"})
+    viewer, widget = make_widget(sync=False, preload=False)
+    viewer.open(str(path), plugin="napari")
+    assert widget.controller.axis_kind == "t"
+    widget._axis_kind.setCurrentIndex(0)  # the user says z
+    widget._on_image_changed()  # the same image again (e.g. the box re-emitted)
+    assert widget.controller.axis_kind == "z"
