@@ -84,7 +84,9 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
     """Write one labels layer; returns ``[path]`` (napari's single-layer writer protocol).
 
     ``meta`` is the layer's metadata (``scale``, ``units``, ``translate``, ``name``); the
-    scale and units of its spatial axes are written as :func:`physical_scale` says.
+    scale and units of its spatial axes are written as :func:`physical_scale` says. 3D
+    labels are ZYX, or TYX when the layer's ``metadata["stack_axis"]`` is ``"t"`` (the dock
+    marks the labels layers of an image it works on with its *Stack axis is*).
 
     A failure is shown as a napari error notification (why, and what to do) before it is
     raised: napari drops a writer's ``ValueError`` and says only "Given plugin ... is not a
@@ -136,6 +138,8 @@ def _write(path: str, data: Any, meta: dict) -> list[str]:
             "labels are supported; save a 3D sub-volume instead"
         )
     axes = _AXES[arr.ndim]
+    if axes == "ZYX" and (meta.get("metadata") or {}).get("stack_axis") == "t":
+        axes = "TYX"  # a time series (the dock marks its labels layers: "Stack axis is")
     spatial = [i for i, a in enumerate(axes) if a in "ZYX"]
     sizes, unit = physical_scale([scale[i] for i in spatial],
                                  [units[i] for i in spatial] if units is not None else None)

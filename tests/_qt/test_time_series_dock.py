@@ -41,6 +41,13 @@ def test_the_files_stack_axis_is_picked_and_a_bleaching_cell_is_followed(
     # t: every frame (the API's axis_kind="t"); z: the fade rule stops it (measured 0-3)
     expected = (0, 11) if kind == "t" else (0, 3)
     assert c.volume.slice_range[1] == expected, c.status
+    # saved from napari, the labels keep the movie's axes (a movie's were written ZYX)
+    c.commit()
+    widget.wait()
+    out = tmp_path / "labels.tif"
+    viewer.layers["segmentation"].save(str(out), plugin="napari-sam-stacks")
+    with tifffile.TiffFile(out) as tif:
+        assert tif.series[0].axes == axes and tif.series[0].shape == (12, 64, 64)
 
 
 def test_a_stack_axis_the_user_chose_stays_when_the_image_is_picked_again(

@@ -119,7 +119,7 @@ class SamWidget(ModelBox, QWidget):
             (c.job_phase, self._job_bar.on_phase),
             (c.job_progress, self._job_bar.on_progress),
             (c.model_changed, lambda *_: self._on_model_loaded()),
-            (c.target_changed, lambda *_: self._refresh_targets()),
+            (c.target_changed, lambda *_: (self._refresh_targets(), self._mark_stack_axis())),
             (c.trace_changed, self._on_trace_changed),
             (c.resume_available, self._on_resume_available),
             (c.session_loaded, self._on_session_loaded),
@@ -261,8 +261,8 @@ class SamWidget(ModelBox, QWidget):
         for method, text in PROPAGATION_METHODS.items():
             self._method.addItem(text, method)
         form.addRow("Propagate with", self._method)
-        self._axis_kind = combo(["z (volume)", "t (time series)"], changed=lambda: setattr(
-            self.controller, "axis_kind", "t" if self._axis_kind.currentIndex() == 1 else "z"))
+        self._axis_kind = combo(["z (volume)", "t (time series)"],
+                                changed=lambda: self._on_axis_kind_changed())
         form.addRow("Stack axis is", self._axis_kind)
         form.addRow(button("Propagate", key_of("propagate"), self._on_propagate))
         return box
@@ -400,6 +400,7 @@ class SamWidget(ModelBox, QWidget):
         from napari.layers import Image
 
         layer, c = L.unwrap(event.value), self.controller
+        self._mark_stack_axis()  # e.g. a segment everything result
         if (isinstance(layer, Image) and c.image_layer is not None
                 and not L.same(layer, c.image_layer)):
             c.say(f"Image '{layer.name}' was added on top of the SAM layers: pick it in 'Image' "
@@ -452,6 +453,26 @@ class SamWidget(ModelBox, QWidget):
         # the points layer once that is done, or the first clicks would go to the image
         QTimer.singleShot(0, self._select_points)
         self._schedule_preload(lead=note)
+
+    def _on_axis_kind_changed(self) -> None:
+        self.controller.axis_kind = "t" if self._axis_kind.currentIndex() == 1 else "z"
+        self._mark_stack_axis()
+
+    def _mark_stack_axis(self) -> None:
+        """Tell the labels layers of this image's shape what their stack axis is
+        (``metadata["stack_axis"]``: "z" or "t"), so that saving one as a TIFF writes a time
+        series as TYX, as the command line does (it was written ZYX: Fiji read frames as
+        slices)."""
+        from napari.layers import Labels
+
+        c = self.controller
+        if c.image_layer is None:
+            return
+        shape = tuple(c.source.layer_shape)
+        for layer in self.viewer.layers:
+            layer = L.unwrap(layer)
+            if isinstance(layer, Labels) and tuple(layer.data.shape) == shape:
+                layer.metadata["stack_axis"] = c.axis_kind
 
     def _follow_file_axes(self) -> str:
         """Pick *Stack axis is* from the image's file, as the command line does (napari's
