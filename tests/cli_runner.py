@@ -49,3 +49,25 @@ def tiny_train_argv(images, labels, out, model, *extra) -> list:
     return ["train", images, labels, "-o", out, "--model", model, "--epochs", "1",
             "--steps-per-epoch", "1", "--batch-size", "1", "--objects-per-image", "2",
             "--device", "cpu", "-q", *extra]
+
+
+def record_embedding_bars(monkeypatch) -> list:
+    """Record the embedding progress bars the commands make (``batch.embedding_stores``):
+    returns the list they are appended to, each with ``unit``, ``total`` and ``calls``
+    ([(done, total), ...])."""
+    from napari_sam.batch import embedding_stores
+
+    bars = []
+
+    class Recording(embedding_stores.ProgressBar):
+        def __init__(self, ctx, desc, total=None, unit="slice"):
+            super().__init__(ctx, desc, total, unit)
+            self.unit, self.total, self.calls = unit, total, []
+            bars.append(self)
+
+        def __call__(self, done, total):
+            self.calls.append((done, total))
+            super().__call__(done, total)
+
+    monkeypatch.setattr(embedding_stores, "ProgressBar", Recording)
+    return bars

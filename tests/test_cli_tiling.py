@@ -193,22 +193,10 @@ def test_segment_on_a_tiled_stack_counts_its_embedding_in_tiles(tmp_path, tiny_m
     """`segment` (and `auto`'s propagation) embed a tiled stack window by window: the bar
     said "28/512 slice" for an 8-slice stack (a helper walk-through, session 31); it counts
     tiles, slices x windows, from the start."""
-    import napari_sam.batch.embedding_stores as E
+    from cli_runner import record_embedding_bars
     from napari_sam.cli import main
 
-    bars = []
-
-    class Recording(E.ProgressBar):
-        def __init__(self, ctx, desc, total=None, unit="slice"):
-            super().__init__(ctx, desc, total, unit)
-            self.unit, self.total, self.calls = unit, total, []
-            bars.append(self)
-
-        def __call__(self, done, total):
-            self.calls.append((done, total))
-            super().__call__(done, total)
-
-    monkeypatch.setattr(E, "ProgressBar", Recording)
+    bars = record_embedding_bars(monkeypatch)
     inp = _stack(tmp_path / "s.tif")
     prompts = tmp_path / "p.csv"
     prompts.write_text("id,slice,row,col\n1,1,55,65\n")

@@ -179,22 +179,10 @@ def test_export_json_after_partial_exports_names_each_parts_opset(tmp_path, tiny
 def test_embed_of_a_tiled_image_counts_tiles(tmp_path, tiny_model, monkeypatch):
     import tifffile
 
-    from napari_sam.batch import embedding_stores
+    from cli_runner import record_embedding_bars
     from napari_sam.cli import main
 
-    bars = []
-
-    class Recording(embedding_stores.ProgressBar):
-        def __init__(self, ctx, desc, total=None, unit="slice"):
-            super().__init__(ctx, desc, total, unit)
-            self.unit, self.total, self.calls = unit, total, []
-            bars.append(self)
-
-        def __call__(self, done, total):
-            self.calls.append((done, total))
-            super().__call__(done, total)
-
-    monkeypatch.setattr(embedding_stores, "ProgressBar", Recording)
+    bars = record_embedding_bars(monkeypatch)
     rng = np.random.default_rng(0)
     tifffile.imwrite(tmp_path / "big2d.tif", (rng.random((300, 260)) * 1000).astype(np.uint16))
     assert main(["embed", str(tmp_path / "big2d.tif"), "-o", str(tmp_path / "emb"),

@@ -18,6 +18,17 @@ def scripted(make_widget, demo_available):
     return viewer, widget
 
 
+def _click_the_disc(widget) -> None:
+    """After the preload: show slice 3 and click the disc at (20, 20), waiting after each
+    action as docs/scripting.md says (showing a slice or adding a point embeds slices)."""
+    c = widget.controller
+    widget.wait()
+    c.go_to_slice(3)
+    widget.wait()
+    c.add_point(3, 20, 20)
+    widget.wait()
+
+
 def _disc(z: int = 6) -> np.ndarray:
     yy, xx = np.mgrid[:64, :64]
     return np.broadcast_to((yy - 20) ** 2 + (xx - 20) ** 2 < 64, (z, 64, 64))
@@ -28,10 +39,7 @@ def test_a_script_waits_for_the_preload_then_propagates_and_commits(scripted):
     c = widget.controller
     widget.wait()  # the model's loading and the shown slice's embeddings, in their threads
     assert c.job is None and c.emb is not None
-    c.go_to_slice(3)
-    widget.wait()  # showing a slice embeds it (and the next ones)
-    c.add_point(3, 20, 20)
-    widget.wait()  # a new point is previewed (the slice's neighbours embedded)
+    _click_the_disc(widget)
     c.propagate()
     assert c.job is not None and c.job.running  # a real worker thread
     widget.wait()
@@ -55,10 +63,7 @@ def test_wait_raises_when_a_job_failed_and_the_dock_stays_usable(scripted, monke
         raise ValueError("boom: the propagation broke")
 
     monkeypatch.setattr(volume, "segment_volume", broken)
-    c.go_to_slice(3)
-    widget.wait()  # showing a slice embeds it (and the next ones)
-    c.add_point(3, 20, 20)
-    widget.wait()  # a new point is previewed (the slice's neighbours embedded)
+    _click_the_disc(widget)
     c.propagate()
     with pytest.raises(RuntimeError, match="Propagating through the stack' failed: .*boom"):
         widget.wait()
@@ -83,10 +88,7 @@ def test_wait_times_out_while_a_job_runs_and_waits_again(scripted, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(volume, "segment_volume", held)
-    c.go_to_slice(3)
-    widget.wait()  # showing a slice embeds it (and the next ones)
-    c.add_point(3, 20, 20)
-    widget.wait()  # a new point is previewed (the slice's neighbours embedded)
+    _click_the_disc(widget)
     c.propagate()
     with pytest.raises(TimeoutError, match="still runs after 0.3 s"):
         widget.wait(timeout=0.3)
@@ -105,10 +107,7 @@ def test_wait_names_the_failure_even_after_a_later_job_succeeded(scripted, monke
     viewer, widget = scripted
     c = widget.controller
     widget.wait()
-    c.go_to_slice(3)
-    widget.wait()
-    c.add_point(3, 20, 20)
-    widget.wait()
+    _click_the_disc(widget)
     real = volume.segment_volume
 
     def broken(*args, **kwargs):
