@@ -54,7 +54,8 @@ def edge_map(image: np.ndarray) -> np.ndarray:
     numpy.ndarray (Y, X) float32
         Gaussian gradient magnitude (sigma :data:`EDGE_SIGMA`) of the image scaled to its
         0.5-99.5 percentiles and clipped to [0, 1] (+inf pixels count as its maximum, -inf
-        as its minimum, NaN as the mean around them: :func:`~napari_sam.preprocess.fill_nan_pixels`).
+        as its minimum, NaN as the mean around them:
+        :func:`~napari_sam.preprocess.fill_nan_pixels`).
     """
     from scipy import ndimage as ndi
 

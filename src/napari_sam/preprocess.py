@@ -9,8 +9,8 @@ model's input size and padded (bottom and right) to a square. Our pipeline is:
    percentiles coincide, as in a sparse image) to 0..255 and clipped; +inf becomes 255,
    -inf 0, and a NaN pixel the mean of the finite pixels around it (``fill_nan_pixels``:
    scattered missing values look like their surroundings; the inside of NaN areas wider
-   than about 10 px stays 0). A constant image becomes all zeros; a bool image is False black, True
-   white. Arithmetic is float64 for dtypes float32 cannot hold exactly (float64, 32/64-bit
+   than about 10 px stays 0). A constant image becomes all zeros; a bool image is False
+   black, True white. Arithmetic is float64 for dtypes float32 cannot hold exactly (float64, 32/64-bit
    integers), so 1e300 or 1e8 + [0, 0.00255] are mapped like any other range.
 2. ``smooth_before_enlarging``: only for a model whose metadata asks for it (the bundled demo
    model) and an image the model input enlarges, a Gaussian of a fraction of a pixel, so that

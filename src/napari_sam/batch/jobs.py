@@ -228,8 +228,7 @@ def output_stamp(output: Path) -> tuple[int, ...] | None:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def restore_sidecar(job: Job, previous: bytes | None,
-                    stamp: tuple[int, ...] | None | bool = False) -> None:
+def restore_sidecar(job: Job, previous: bytes | None, stamp: tuple[int, ...] | None) -> None:
     """After a failed job: put back the sidecar :func:`mark_partial` replaced.
 
     A failed job leaves its output as it was: no sidecar when there was none (a file that
@@ -238,14 +237,14 @@ def restore_sidecar(job: Job, previous: bytes | None,
     records what it was made for; the sidecar is not needed for that). A sidecar that is no
     longer the partial one of this process (the job wrote its output) is left alone, and so
     is the partial one when the output is no longer the one of ``stamp`` (its
-    :func:`output_stamp` before the job; False: not checked): the job failed after writing its
+    :func:`output_stamp` before the job): the job failed after writing its
     output, before its sidecar, so the previous sidecar would describe another file (a rerun
     then took the new output for one edited by hand, or without a sidecar for a foreign
     file) and the "partial" one makes a rerun compute it again."""
     meta = nio.read_output_metadata(job.output) or {}
     if meta.get("status") != "partial" or meta.get("pid") != os.getpid():
         return
-    if stamp is not False and output_stamp(job.output) != stamp:
+    if output_stamp(job.output) != stamp:
         return
     path = nio.output_metadata_path(job.output)
     if previous is None:
