@@ -41,6 +41,11 @@ def test_the_files_stack_axis_is_picked_and_a_bleaching_cell_is_followed(
     # t: every frame (the API's axis_kind="t"); z: the fade rule stops it (measured 0-3)
     expected = (0, 11) if kind == "t" else (0, 3)
     assert c.volume.slice_range[1] == expected, c.status
+    # a time series is told in frames, later and earlier (it said slices, up and down)
+    said = ("over frames 0-11 (stopped: later: end of the series, earlier: end of the "
+            "series). Check the preview, then Shift+C commits; a prompt on a frame further"
+            if kind == "t" else "over slices 0-3 (stopped: up: faded out, down: stack edge)")
+    assert said in c.status, c.status
     # saved from napari, the labels keep the movie's axes (a movie's were written ZYX)
     c.commit()
     widget.wait()

@@ -159,3 +159,13 @@ def test_sam2_memory_starts_from_the_candidate_shift_m_showed(sam2_session, monk
     assert s.volume is not None and "Shift+M" not in s.status
     s.commit()
     assert s.log[-1]["prompts"]["1"][0]["candidate"] == chosen
+
+
+def test_stops_of_a_time_series_are_told_in_frames():
+    """*Stack axis is: t*: "later" and "earlier" frames, not "up", "down" and slices."""
+    from napari_sam.annotate.stack_actions import describe_stops
+
+    assert describe_stops({1: {"up": "absent", "down": "edge"}}, absent_slices=3, time=True) == (
+        "later: the model found the object absent on 3 frames, earlier: end of the series")
+    assert describe_stops({1: {"up": "edge"}, 2: {"up": "edge"}}, time=True) == (
+        "end of the series 2")

@@ -48,21 +48,28 @@ STOP_WORDS = {
 
 
 def describe_stops(stop_reasons: dict[int, dict[str, str]],
-                   absent_slices: int = SAM2_ABSENT_SLICES) -> str:
+                   absent_slices: int = SAM2_ABSENT_SLICES, time: bool = False) -> str:
     """Why propagation ended, for the status line.
 
     One object: ``"up: faded out, down: ran into the next object"`` ("up" is towards higher
     slice indices; SAM 2's ``"absent"`` reads "the model found the object absent on N
     slices", N = ``absent_slices``); several: each reason with how many object ends it
-    stopped, most frequent first, e.g. ``"faded out 5, stack edge 3"``.
+    stopped, most frequent first, e.g. ``"faded out 5, stack edge 3"``. ``time``: the
+    stack is a time series: "later" and "earlier" frames instead of "up", "down" and slices.
     """
     if len(stop_reasons) == 1:
         (reasons,) = stop_reasons.values()
+        unit = "frames" if time else "slices"
         words = {**STOP_WORDS,
-                 "absent": f"the model found the object absent on {absent_slices} slices"}
-        return ", ".join(f"{d}: {words.get(reasons[d], reasons[d])}"
+                 "absent": f"the model found the object absent on {absent_slices} {unit}"}
+        if time:
+            words.update(edge="end of the series", max_slices="frame limit")
+        names = {"up": "later", "down": "earlier"} if time else {"up": "up", "down": "down"}
+        return ", ".join(f"{names[d]}: {words.get(reasons[d], reasons[d])}"
                          for d in ("up", "down") if d in reasons)
     words = {**STOP_WORDS, "absent": "found absent"}
+    if time:
+        words.update(edge="end of the series", max_slices="frame limit")
     counts: dict[str, int] = {}
     for reasons in stop_reasons.values():
         for r in reasons.values():
@@ -276,11 +283,15 @@ class StackActions:
                 "Propagate again." if holes else "")
         over = (describe_slices(where[0], True) if len(where) == 1
                 else "slices " + ", ".join(describe_slices(zs) for zs in where))
+        time = self.axis_kind == "t"
+        if time:  # a time series: frames (the trace panel keeps the stack's indices)
+            over, hole = (t.replace("slice", "frame") for t in (over, hole))
         self._say(
             f"Propagated {len(result.object_ids)} object(s){how} over {over} "
-            f"(stopped: {describe_stops(result.stop_reasons, absent_slices)})"
-            ". Check the preview, then Shift+C commits; a prompt on a slice further out "
-            f"carries an object on.{hole}{describe_ignored(ignored)}"
+            f"(stopped: {describe_stops(result.stop_reasons, absent_slices, time)})"
+            f". Check the preview, then Shift+C commits; a prompt on a "
+            f"{'frame' if time else 'slice'} further out carries an object on."
+            f"{hole}{describe_ignored(ignored)}"
         )
 
     # ------------------------------------------------------------------ automatic
