@@ -45,6 +45,8 @@ STOP_WORDS = {
     "rebounded": "ran into the next object",
     "claimed": "another object's place",
 }
+#: The words of :data:`STOP_WORDS` that differ for a time series (*Stack axis is: t*).
+TIME_STOP_WORDS = {"edge": "end of the series", "max_slices": "frame limit"}
 
 
 def describe_stops(stop_reasons: dict[int, dict[str, str]],
@@ -57,19 +59,16 @@ def describe_stops(stop_reasons: dict[int, dict[str, str]],
     stopped, most frequent first, e.g. ``"faded out 5, stack edge 3"``. ``time``: the
     stack is a time series: "later" and "earlier" frames instead of "up", "down" and slices.
     """
+    base = {**STOP_WORDS, **(TIME_STOP_WORDS if time else {})}
     if len(stop_reasons) == 1:
         (reasons,) = stop_reasons.values()
         unit = "frames" if time else "slices"
-        words = {**STOP_WORDS,
+        words = {**base,
                  "absent": f"the model found the object absent on {absent_slices} {unit}"}
-        if time:
-            words.update(edge="end of the series", max_slices="frame limit")
         names = {"up": "later", "down": "earlier"} if time else {"up": "up", "down": "down"}
         return ", ".join(f"{names[d]}: {words.get(reasons[d], reasons[d])}"
                          for d in ("up", "down") if d in reasons)
-    words = {**STOP_WORDS, "absent": "found absent"}
-    if time:
-        words.update(edge="end of the series", max_slices="frame limit")
+    words = {**base, "absent": "found absent"}
     counts: dict[str, int] = {}
     for reasons in stop_reasons.values():
         for r in reasons.values():
