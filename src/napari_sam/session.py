@@ -4,7 +4,7 @@ A session file records an annotation session so that it can be saved, resumed an
 (docs/sessions.md has the format with an example). It is JSON, versioned (:data:`VERSION`),
 in napari order ((z, row, col) stack coordinates; boxes (row0, col0, row1, col1)):
 
-* ``image``: path, name, content hash (sampled), shape (Z, Y, X), layer shape, channel axis,
+* ``image``: path, name, content hash (sampled), shape (Z, Y, X), layer shape, channel axis and channel,
   RGB, dtype, contrast limits (the layer's and the embedding's);
 * ``model``: name or checkpoint path, model id, device and precision;
 * ``settings``: propagation axis, overwrite, embedding store, tiling;

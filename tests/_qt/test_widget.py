@@ -303,8 +303,10 @@ def test_channel_axis(make_widget, tiny_predictor):
     data = np.stack([blob_stack(z=4), blob_stack(z=4, seed=1)], axis=1)  # (Z, C, Y, X)
     viewer, widget = make_widget(data, name="two channels")
     use_predictor(widget, tiny_predictor)
-    widget._channel.setCurrentIndex(widget._channel.findData(1))
-    c = widget.controller
+    boxes, c = widget._channels, widget.controller
+    boxes.axis.setCurrentIndex(boxes.axis.findData(1))
+    assert (c.channel_axis, c.channel) == (1, 0) and c.source.stack.shape == (4, 64, 64)
+    boxes.channel.setCurrentIndex(boxes.channel.count() - 1)  # all: channels as colours
     assert c.channel_axis == 1 and c.source.stack.shape == (4, 64, 64, 3)
     assert c.preview_layer.data.shape == (4, 1, 64, 64)
     viewer.dims.set_point(0, 2)

@@ -64,7 +64,7 @@ class AnnotationController(AnnotationSession):
         self._muted = False
         self._negative_click = False
         self._negative_mode = False  # new points are negative (N, the checkbox)
-        self._watched = None  # the image layer whose transform events we listen to
+        self._transforms = L.TransformWatch(self._on_image_transform)  # of the image layer
         self._made: set = set()  # unique ids of the labels layers this session made
         self._click_problem: str | None = None  # why the click under way cannot prompt
         self._press_boxes: list | None = None  # boxes drawn by a drag that cannot prompt
@@ -424,8 +424,10 @@ class AnnotationController(AnnotationSession):
         guarded(lambda controller: controller.update_preview())(self)
 
     # ------------------------------------------------------------------ setup
-    def set_image(self, layer, channel_axis: int | None = None) -> None:
-        """Use an image layer (and a channel axis); makes or adapts the prompt layers."""
+    def set_image(self, layer, channel_axis: int | None = None,
+                  channel: int | None = None) -> None:
+        """Use an image layer (and a channel axis, and the ``channel`` of it segmented alone:
+        None mixes channels 1-3 as R, G, B); makes or adapts the prompt layers."""
         if layer is None:
             raise UserError(
                 "No image layer: open an image (File > Open, or File > Open Sample > "
@@ -437,6 +439,7 @@ class AnnotationController(AnnotationSession):
                 layer.data,
                 rgb=bool(getattr(layer, "rgb", False)),
                 channel_axis=channel_axis,
+                channel=channel,
                 multiscale=bool(getattr(layer, "multiscale", False)),
             )
         except (UserError, ValueError) as err:  # the status says why, not "open an image"
@@ -448,24 +451,13 @@ class AnnotationController(AnnotationSession):
             raise UserError(f"Cannot use '{layer.name}': {tilted}")
         changed = not L.same(layer, self.image_layer) or channel_axis != self.channel_axis
         aside = self.set_aside_prompts() if changed else ""  # read from the old layers
+        switched = not changed and channel != self.channel  # the prompts stay: decoded anew
         self.image_layer, self.channel_axis, self.source = layer, channel_axis, source
-        self._watch(layer)
+        self.channel = channel
+        self._transforms.follow(layer)
         self._ensure_layers(recreate=changed)
-        self.use_source(changed, aside)
-
-    _TRANSFORMS = ("scale", "translate", "rotate", "shear", "affine")
-
-    def _watch(self, layer) -> None:
-        """Listen to the transform events of image ``layer`` (None: of no layer)."""
-        if L.same(layer, self._watched):
-            return
-        if self._watched is not None:
-            for name in self._TRANSFORMS:
-                getattr(self._watched.events, name).disconnect(self._on_image_transform)
-        self._watched = layer
-        if layer is not None:
-            for name in self._TRANSFORMS:
-                getattr(layer.events, name).connect(self._on_image_transform)
+        self.use_source(changed, aside, f"SAM now segments {source.segmented}." if switched
+                        else "")
 
     @guarded
     def _on_image_transform(self, event=None) -> None:
@@ -528,7 +520,7 @@ class AnnotationController(AnnotationSession):
         if self._muted:
             return
         if L.same(layer, self.image_layer):
-            self._watch(None)
+            self._transforms.follow(None)
             self.image_layer = self.source = self.emb = None
             self.previews, self.volume = [], None
             self.drop_sam2_features()
@@ -626,7 +618,7 @@ class AnnotationController(AnnotationSession):
         self.viewer.dims.events.order.disconnect(self._on_view_changed)
         if self._target_layer is not None:
             self._target_layer.events.selected_label.disconnect(self._on_refine_input)
-        self._watch(None)
+        self._transforms.follow(None)
 
     def detach(self, links: list, unbind_keys, *_destroyed) -> None:
         """Undo a dock's connections ``links`` ((signal, slot) pairs), stop listening and

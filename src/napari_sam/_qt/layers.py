@@ -21,6 +21,7 @@ __all__ = [
     "POSITIVE_COLOR",
     "PREVIEW_NAME",
     "TARGET_NAME",
+    "TransformWatch",
     "add_boxes_layer",
     "add_labels_layer",
     "add_points_layer",
@@ -272,3 +273,26 @@ def layer_coords(source: ImageSource, zyx) -> np.ndarray:
     out = np.zeros((len(zyx), source.ndim))
     out[:, list(source.spatial_axes)] = zyx if source.is_3d else zyx[:, 1:]
     return out
+
+
+class TransformWatch:
+    """Calls ``callback(event)`` whenever the transform (scale, translate, rotate, shear,
+    affine) of the layer it follows changes."""
+
+    NAMES = ("scale", "translate", "rotate", "shear", "affine")
+
+    def __init__(self, callback):
+        self._callback = callback
+        self.layer = None
+
+    def follow(self, layer) -> None:
+        """Listen to ``layer``'s transform events (None: to no layer's)."""
+        if same(layer, self.layer):
+            return
+        if self.layer is not None:
+            for name in self.NAMES:
+                getattr(self.layer.events, name).disconnect(self._callback)
+        self.layer = layer
+        if layer is not None:
+            for name in self.NAMES:
+                getattr(layer.events, name).connect(self._callback)

@@ -41,6 +41,7 @@ from napari_sam.annotate.stack_actions import PROPAGATION_METHODS
 
 from . import keys
 from . import layers as L
+from .channel_boxes import ChannelBoxes, file_channel_axis
 from .controller import AnnotationController
 from .controls import button, check, combo, key_of, label
 from .job_bar import JobBar
@@ -149,12 +150,8 @@ class SamWidget(ModelBox, QWidget):
         form = QFormLayout(box)
         self._image = combo(changed=self._on_image_changed)
         form.addRow("Image", self._image)
-        self._channel = combo(
-            tip="Axis holding channels (channels 1-3 are used as red, green, blue); 'none' for "
-                "grey or RGB images.",
-            changed=self._on_image_changed,
-        )
-        form.addRow("Channel axis", self._channel)
+        self._channels = ChannelBoxes(self.viewer, self._on_image_changed)
+        self._channels.add_rows(form)
         self._model = combo()
         self._model.activated.connect(lambda *_: self._on_model_changed())
         form.addRow("Model", self._model)
@@ -387,7 +384,7 @@ class SamWidget(ModelBox, QWidget):
         if keep is not None:
             self._image.setCurrentIndex(images.index(keep))
         self._image.blockSignals(False)
-        self._refresh_channels()
+        self._channels.refresh(self._layer(self._image.currentData()))
         self._refresh_targets()
         layer = self._layer(keep)
         if keep is not None and (not L.same(layer, c.image_layer) or c.source is None) and (
@@ -406,19 +403,6 @@ class SamWidget(ModelBox, QWidget):
             c.say(f"Image '{layer.name}' was added on top of the SAM layers: pick it in 'Image' "
                   f"to segment it. The dock still works on '{c.image_layer.name}': select that "
                   "image's 'SAM points' layer (or pick it again) to go on clicking there.")
-
-    def _refresh_channels(self):
-        layer = self._layer(self._image.currentData())
-        current = self._channel.currentData()
-        self._channel.blockSignals(True)
-        self._channel.clear()
-        self._channel.addItem("none", None)
-        if layer is not None and not getattr(layer, "rgb", False):
-            for axis in range(max(0, layer.ndim - 2)):
-                self._channel.addItem(f"axis {axis} (size {layer.data.shape[axis]})", axis)
-        idx = self._channel.findData(current)
-        self._channel.setCurrentIndex(max(idx, 0))
-        self._channel.blockSignals(False)
 
     def _refresh_targets(self):
         """The "Labels layer" box: a new layer, or any labels layer but the preview; the
@@ -445,10 +429,15 @@ class SamWidget(ModelBox, QWidget):
         if layer is None:
             return
         self._refused_image = layer  # until it is taken
-        before = self.controller.image_layer
-        self.controller.set_image(layer, self._channel.currentData())
+        before, c = self.controller.image_layer, self.controller
+        self._channels.refresh(layer)  # its axes (the choice stays where it still fits)
+        lead = self._channels_from_file(layer) if not L.same(layer, before) else ""
+        c.set_image(layer, *self._channels.choice())
         self._refused_image = None
+        if lead:
+            c.say(f"{lead} {c.status}")
         note = self._follow_file_axes() if not L.same(layer, before) else ""
+        note = " ".join(t for t in (lead, note) if t)
         # napari makes a newly added layer the active one after telling us about it: select
         # the points layer once that is done, or the first clicks would go to the image
         QTimer.singleShot(0, self._select_points)
@@ -473,6 +462,20 @@ class SamWidget(ModelBox, QWidget):
             layer = L.unwrap(layer)
             if isinstance(layer, Labels) and tuple(layer.data.shape) == shape:
                 layer.metadata["stack_axis"] = c.axis_kind
+
+    def _channels_from_file(self, layer) -> str:
+        """Pick the channel axis its file names for a newly picked image layer without one
+        (napari opens a (Z, C, Y, X) hyperstack as a 4D layer: refused, or its channels
+        mixed): the channel shown is segmented alone. Returns the line saying so, or ""."""
+        found = file_channel_axis(layer) if self._channels.choice()[0] is None else None
+        if found is None:
+            return ""
+        axis, axes = found
+        self._channels.set_choice(axis, None)
+        self._channels.set_choice(axis, self._channels.shown_channel())
+        return (f"Channel axis {axis}: the file of '{layer.name}' names its axes {axes}; SAM "
+                f"segments channel {self._channels.choice()[1]} alone (pick another, or "
+                f"'all', in 'Channel').")
 
     def _follow_file_axes(self) -> str:
         """Pick *Stack axis is* from the image's file, as the command line does (napari's

@@ -33,6 +33,7 @@ from .commit_checks import (
     refine_problem,
     volume_out_of_date,
 )
+from .commit_words import describe_commit, edited_note
 from .embedding_cache import EmbeddingCache, describe_tiling, missing_slices, new_embeddings
 from .errors import UserError
 from .failed_loads import FailedLoads
@@ -46,8 +47,7 @@ from .slice_preview import SlicePreview
 from .stack_actions import StackActions
 from .stale_jobs import StaleJobs
 
-__all__ = ["ALREADY_LABELLED", "MAX_MEMORY_SLICES", "AnnotationSession", "describe_commit",
-           "edited_note"]
+__all__ = ["ALREADY_LABELLED", "MAX_MEMORY_SLICES", "AnnotationSession"]
 
 #: Embeddings kept in memory per stack (the rest is recomputed or read from the store).
 MAX_MEMORY_SLICES = 256
@@ -94,6 +94,7 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
         self.store: str | None = None
         self.tiling = "auto"  # "auto": tile images larger than the model input; None: never
         self.channel_axis: int | None = None
+        self.channel: int | None = None  # of channel_axis, segmented alone (None: as RGB)
         self.source: ImageSource | None = None
         self.overwrite = False
         self.refine = False
@@ -360,24 +361,30 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
         self.after_setting(self._lookup(), "Embedding store changed.", quiet=True)
 
     def set_image(self, data, *, rgb: bool = False, channel_axis: int | None = None,
-                  name: str = "image", path=None) -> None:
+                  channel: int | None = None, name: str = "image", path=None) -> None:
         """Annotate ``data``: (Y, X), (Z, Y, X), RGB (..., 3|4) with ``rgb``, or any of these
-        with a ``channel_axis`` (see :func:`~napari_sam.annotate.image_source.make_source`);
+        with a ``channel_axis`` and the ``channel`` of it segmented alone (None: channels
+        1-3 as R, G, B; see :func:`~napari_sam.annotate.image_source.make_source`);
         ``path`` is the file it came from (autosave writes beside it)."""
-        source = make_source(data, rgb=rgb, channel_axis=channel_axis)
+        source = make_source(data, rgb=rgb, channel_axis=channel_axis, channel=channel)
         changed = data is not self.image_data or channel_axis != self.channel_axis
         aside = self.set_aside_prompts() if changed else ""
+        switched = not changed and channel != self.channel  # the prompts stay: decoded anew
         self.image_data, self.name, self.path = data, name, path
-        self.channel_axis, self.source = channel_axis, source
+        self.channel_axis, self.channel, self.source = channel_axis, channel, source
         self.z = min(int(self.z), source.n_slices - 1)  # a slice of this image (0 for 2D)
         if changed:
             self.clear_prompts()
-        self.use_source(changed, aside)
+        self.use_source(changed, aside, f"SAM now segments {source.segmented}." if switched
+                        else "")
 
-    def use_source(self, changed: bool, aside: str = "") -> None:
+    def use_source(self, changed: bool, aside: str = "", switched: str = "") -> None:
         """After a new image (``changed``) or channel axis: forget the preview, point at the
         cached model and embeddings, bring back the image's prompts set aside before
-        (``aside``: what setting the last image's aside said), offer an autosaved session."""
+        (``aside``: what setting the last image's aside said), offer an autosaved session.
+        After another channel of the image (``switched`` says which), the prompts stay and
+        the preview is decoded again (live) or said to be dropped."""
+        dropped = ("volume" if self.volume is not None else "slice" if self.previews else None)
         self.forget_mismatched_target()
         self.previews, self.volume = [], None
         self.render()
@@ -391,6 +398,8 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
             else:  # not the last image's news ("Committed label 1 ... Shift+U undoes it")
                 self._say(self.next_step())
             self.offer_resume()
+        elif switched:
+            self.after_setting(dropped, switched)
 
     def _require_image(self) -> ImageSource:
         if self.source is None or not self.image_shown():
@@ -404,7 +413,7 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
     def _cache_key(self):
         image_id, data = self.image_identity()
         return self.embeddings.key(
-            image_id, data, self.channel_axis, choice_identity(self.model_choice), self.device,
+            image_id, data, (self.channel_axis, self.channel), choice_identity(self.model_choice), self.device,
             self.store,
             precision_key(self.device, self.precision), self.tiling,
         )
@@ -758,39 +767,3 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
         self.forget_choices()
         self.render()
         self._say("Cleared.")
-
-
-def edited_note(commit, redo: bool) -> str:
-    """The status note after an undo (``redo``: a redo) of ``commit`` that left pixels alone
-    because they were edited since the commit (the undo), e.g. " 97 pixels changed since the
-    commit (painted, erased or committed over) were left as they are."; "" when it left none.
-    """
-    n = commit.left
-    if not n:
-        return ""
-    what = f"{n} pixel changed" if n == 1 else f"{n} pixels changed"
-    verb = "was left as it is" if n == 1 else "were left as they are"
-    since = "the undo" if redo else "the commit"
-    rest = ("; nothing else was left to " + ("redo" if redo else "undo")
-            if commit.n_pixels == 0 else "")
-    return f" {what} since {since} (painted, erased or committed over) {verb}{rest}."
-
-
-def describe_commit(commit, objects: list[ObjectMask], data: np.ndarray) -> str:
-    """What ``commit`` (of ``objects`` into (Z, Y, X) ``data``, after it) wrote, in true
-    pixel counts: new labels with their size, "Committed label 6, 7 (812 pixels)."; a
-    refined label with its size where it was refined and the pixels it gained and lost,
-    "Refined label 5: 1325 pixels on slice 3 now (1231 added, 162 removed)."."""
-    new, parts = [], []
-    for obj, change, i in zip(objects, commit.changes, commit.ids):
-        if not obj.replaces:
-            new.append((i, len(change.index)))
-            continue
-        added, removed = int((change.after == i).sum()), int((change.before == i).sum())
-        region, where = (data, "") if obj.z is None else (data[obj.z], f" on slice {obj.z}")
-        parts.append(f"Refined label {i}: {int((region == i).sum())} pixels{where} now "
-                     f"({added} added, {removed} removed).")
-    if new:
-        ids = ", ".join(str(i) for i, _ in new)
-        parts.insert(0, f"Committed label {ids} ({sum(n for _, n in new)} pixels).")
-    return " ".join(parts)

@@ -1,6 +1,6 @@
 """Stack embeddings kept per image and model, so that switching back is instant.
 
-An entry is keyed by the image's identity (a napari layer's ``unique_id``) and data object, the channel axis, the model,
+An entry is keyed by the image's identity (a napari layer's ``unique_id``) and data object, the channel axis and channel, the model,
 device and precision, and the embedding store; replacing a layer's data makes a new key.
 The 2D embeddings of a SAM 2 model's slices (for previewing clicks) are kept in memory by
 :class:`Sam2SliceEmbeddings`.
@@ -70,14 +70,15 @@ class EmbeddingCache:
         self._entries: OrderedDict[tuple, object] = OrderedDict()
 
     @staticmethod
-    def key(image_id, data, channel_axis, model_key: str, device: str, store,
+    def key(image_id, data, channels, model_key: str, device: str, store,
             precision: str = "auto", tiling="auto") -> tuple:
         """The key of an image (``image_id``, its ``data`` object) under these choices
-        (``tiling``: the session's tiling choice, "auto" or None)."""
+        (``channels``: the channel axis and the channel segmented, e.g. ``(None, None)``;
+        ``tiling``: the session's tiling choice, "auto" or None)."""
         return (
             image_id,
             id(data),
-            channel_axis,
+            channels,
             model_key,
             str(device),
             None if store is None else str(store),

@@ -5,7 +5,8 @@ The plugin segments 2D slices. An image (a napari image layer's data, or any arr
 - 2D grey ``(Y, X)`` or RGB(A) ``(Y, X, 3|4)`` -> a stack of one slice;
 - 3D grey ``(Z, Y, X)`` (or ``(T, Y, X)``) or RGB ``(Z, Y, X, 3|4)`` -> Z slices;
 - either of these with one extra *channel axis* chosen by the user (any axis but the last
-  two spatial ones), e.g. ``(Z, C, Y, X)`` or ``(C, Y, X)``: channels 1-3 become R, G, B.
+  two spatial ones), e.g. ``(Z, C, Y, X)`` or ``(C, Y, X)``: one *channel* of it is
+  segmented as a grey image, or (no channel chosen) channels 1-3 become R, G, B.
 
 The prompt, preview and result layers the GUI creates have the image layer's dimensions, with the
 channel axis (if any) kept at size 1 and stretched over all channels (scale C times the
@@ -26,7 +27,8 @@ class UnsupportedImage(ValueError):
 
 
 class SliceView:
-    """Read-only view ``[z] -> (Y, X)`` or ``(Y, X, 3)`` of a layer's data (lazy per slice).
+    """Read-only view ``[z] -> (Y, X)`` or ``(Y, X, 3)`` of a layer's data (lazy per slice):
+    with a ``channel`` of the ``channel_axis``, ``(Y, X)`` slices of that channel alone.
 
     Has what :class:`napari_sam.embeddings.StackEmbeddings` needs: ``shape``, ``dtype``,
     ``len()`` and integer indexing; ``view[z, rows, cols]`` (what the windows of
@@ -34,10 +36,12 @@ class SliceView:
     last slice read is kept, so the windows of one slice read it once.
     """
 
-    def __init__(self, data, *, rgb: bool, channel_axis: int | None, two_d: bool):
+    def __init__(self, data, *, rgb: bool, channel_axis: int | None, two_d: bool,
+                 channel: int | None = None):
         self._data = data
         self._rgb = rgb
         self._channel_axis = channel_axis
+        self._channel = channel
         self._two_d = two_d
         shape = tuple(int(s) for s in data.shape)
         n_channels = 1
@@ -48,7 +52,7 @@ class SliceView:
             shape = (1, *shape)
         if rgb:
             self.shape = shape[:3] + (3,)
-        elif n_channels > 1:
+        elif n_channels > 1 and channel is None:
             self.shape = (*shape, 3)
         else:
             self.shape = shape
@@ -71,6 +75,12 @@ class SliceView:
         if not 0 <= z < self.shape[0]:
             raise IndexError(f"slice {z} out of range for {self.shape[0]} slices")
         data = self._data
+        if self._channel is not None:  # that channel's slice alone (lazy data stays lazy)
+            key = [slice(None)] * len(data.shape)
+            key[self._channel_axis] = self._channel
+            if not self._two_d:
+                key[int(self._channel_axis == 0)] = z  # the stack axis: the first other one
+            return np.asarray(data[tuple(key)])
         if self._channel_axis is not None:
             data = np.moveaxis(data, self._channel_axis, -1) if isinstance(data, np.ndarray) else (
                 _moveaxis_lazy(data, self._channel_axis)
@@ -113,6 +123,9 @@ class ImageSource:
     z_axis : int or None
         Layer axis of the stack (None for 2D images).
     rgb : bool
+    channel : int or None
+        The channel of ``channel_axis`` segmented as a grey image (None: channels 1-3 as
+        R, G, B).
     """
 
     stack: SliceView
@@ -120,11 +133,20 @@ class ImageSource:
     channel_axis: int | None
     z_axis: int | None
     rgb: bool
+    channel: int | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """(Z, Y, X) of the stack."""
         return tuple(self.stack.shape[:3])
+
+    @property
+    def segmented(self) -> str:
+        """What SAM is given, in the status line's words: "channel 1 alone", "channels 1-3
+        as red, green, blue" (a channel axis without a channel), or "the image"."""
+        if self.channel is not None:
+            return f"channel {self.channel} alone"
+        return "channels 1-3 as red, green, blue" if self.channel_axis is not None else "the image"
 
     @property
     def is_3d(self) -> bool:
@@ -195,7 +217,8 @@ class ImageSource:
         return scale, translate
 
 
-def make_source(data, *, rgb: bool = False, channel_axis: int | None = None, multiscale=False):
+def make_source(data, *, rgb: bool = False, channel_axis: int | None = None,
+                channel: int | None = None, multiscale=False):
     """Describe an image layer's data as a stack of 2D slices.
 
     Parameters
@@ -206,6 +229,9 @@ def make_source(data, *, rgb: bool = False, channel_axis: int | None = None, mul
         The layer is RGB(A): the last axis holds 3 or 4 colour channels.
     channel_axis : int, optional
         Axis holding channels (not for RGB layers; not one of the last two axes).
+    channel : int, optional
+        Segment this channel of ``channel_axis`` alone, as a grey image (0-based; None:
+        channels 1-3 as red, green, blue).
     multiscale : bool
         Multiscale layers are refused (the message says what to do).
 
@@ -237,10 +263,16 @@ def make_source(data, *, rgb: bool = False, channel_axis: int | None = None, mul
                 "must be one of the axes before the last two (rows, columns); pick another "
                 "axis or 'none'"
             )
+    if channel is not None and (channel_axis is None or not 0 <= channel < shape[channel_axis]):
+        raise UnsupportedImage(
+            f"channel {channel} is not in the image: " + (
+                "pick a channel axis first" if channel_axis is None else
+                f"axis {channel_axis} holds channels 0-{shape[channel_axis] - 1}"))
     spatial = ndim - (1 if channel_axis is not None else 0)
     if spatial not in (2, 3):
         raise UnsupportedImage(_too_many_axes(shape, ndim, channel_axis))
-    view = SliceView(data, rgb=rgb, channel_axis=channel_axis, two_d=spatial == 2)
+    view = SliceView(data, rgb=rgb, channel_axis=channel_axis, two_d=spatial == 2,
+                     channel=channel)
     axes = [a for a in range(ndim) if a != channel_axis]
     return ImageSource(
         stack=view,
@@ -248,6 +280,7 @@ def make_source(data, *, rgb: bool = False, channel_axis: int | None = None, mul
         channel_axis=channel_axis,
         z_axis=axes[0] if spatial == 3 else None,
         rgb=rgb,
+        channel=channel,
     )
 
 

@@ -212,7 +212,7 @@ class SessionLog:
         image = {"path": str(Path(path).absolute()) if path else None, "name": self.image_name(),
                  "hash": self._hash(),
                  "shape": list(src.shape), "layer_shape": list(src.layer_shape),
-                 "channel_axis": src.channel_axis, "rgb": bool(src.rgb),
+                 "channel_axis": src.channel_axis, "channel": src.channel, "rgb": bool(src.rgb),
                  "dtype": str(src.stack.dtype),
                  "contrast_limits": [float(v) for v in self.contrast_limits()],
                  "embedding_contrast_limits": None if self.emb is None else

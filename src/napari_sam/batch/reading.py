@@ -204,12 +204,16 @@ def open_session_image(job: Job, ctx: Context, sess, *, say: bool = True):
     metadata says, and when that does not give the session's (Z, Y, X) shape, with the axes
     of the layer the session was made on (:func:`napari_sam.session.recorded_axes`; e.g. a
     3- or 4-slice stack whose TIFF stores the slices as colour samples). Says so unless
-    quiet or ``say`` is False (a check before the jobs). Returns
+    quiet or ``say`` is False (a check before the jobs). Without ``--channel``, the channel
+    the session's dock segmented alone (its ``image.channel``) is read. Returns
     :class:`~napari_sam.batch.reading.OpenedImage`."""
     import dataclasses
 
     from napari_sam import session as S
 
+    channel = sess.image.get("channel")  # the channel the dock segmented alone
+    if ctx.channel is None and isinstance(channel, int) and not isinstance(channel, bool):
+        ctx = dataclasses.replace(ctx, channel=channel)
     opened = open_image(job.input, ctx)
     shape = (1, *opened.label_shape) if opened.is2d else tuple(opened.label_shape)
     axes = S.recorded_axes(sess)

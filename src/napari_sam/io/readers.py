@@ -653,25 +653,33 @@ _DAMAGE_SIGNS = ("invalid page offset", "invalid value offset", "failed to resha
                  "metadata invalid or corrupted")
 
 
-def file_stack_axis(path: os.PathLike | str | None) -> tuple[str, str] | None:
-    """The stack axis a file's metadata names, as ``("t", axes)`` for a time series (its
-    standard axes begin with T, e.g. ``"TYX"``) or ``("z", axes)`` for a volume; None for a
-    2D image, a file whose axes are only guessed from its shape, or one that cannot be read.
+def file_axes(path: os.PathLike | str | None) -> str | None:
+    """The axes a file's metadata names, as stored (e.g. ``"ZCYX"``); None for a file whose
+    axes are only guessed from its shape, or one that cannot be read (or no path).
 
-    napari's own reader drops a TIFF's axes (a (T, Y, X) movie opens as any 3D layer); the
-    dock reads them here to pick its stack axis as the command line does.
+    napari's own reader drops a TIFF's axes (a (T, Y, X) movie opens as any 3D layer, a
+    (Z, C, Y, X) hyperstack as a 4D layer); the dock reads them here, as the command line
+    does.
     """
     if path is None:
         return None
     try:
         img = read_image(path, lazy=True)
-        if img.metadata.get("axes_from") != "metadata":
-            return None
-        axes = img.to_standard().axes
     except (OSError, ValueError, ImageReadError):
         return None
-    if axes[:1] == "T":
-        return "t", img.axes
-    if axes[:1] == "Z":
-        return "z", img.axes
-    return None
+    return img.axes if img.metadata.get("axes_from") == "metadata" else None
+
+
+def file_stack_axis(path: os.PathLike | str | None) -> tuple[str, str] | None:
+    """The stack axis a file's metadata names, as ``("t", axes)`` for a time series (its
+    standard axes begin with T, e.g. ``"TYX"``) or ``("z", axes)`` for a volume; None for a
+    2D image, a file whose axes are only guessed from its shape, or one that cannot be read
+    (:func:`file_axes`).
+    """
+    axes = file_axes(path)
+    if axes is None:
+        return None
+    stack = "".join(a for a in axes if a not in "CS")  # channels aside: (T|Z, Y, X) or not
+    if len(stack) != 3 or stack[0] not in "TZ":
+        return None
+    return ("t" if stack[0] == "T" else "z"), axes
