@@ -727,3 +727,86 @@ def test_a_kept_decoder_keeps_its_options_and_opset_in_export_json(tmp_path):
     graph = onnx.load(str(out / DECODER_FILE)).graph
     iou = next(o for o in graph.output if o.name == "iou_predictions")
     assert iou.type.tensor_type.shape.dim[-1].dim_value == 1  # what export.json says
+
+
+def test_a_changed_export_json_is_refused_when_the_decoder_opens(demo_plain, tmp_path):
+    """An export.json edited by hand (or paired by hand with another export's decoder) is
+    refused when the decoder is opened, naming the file and saying to export again; it
+    failed in onnxruntime at the first click, or with a bare int() error (session 32)."""
+    import shutil
+
+    from napari_sam.export import OnnxDecoder
+
+    folder = tmp_path / "edited"
+    shutil.copytree(demo_plain.folder, folder)
+    meta = json.loads((folder / "export.json").read_text())
+    for key, value, said in [
+        ("low_res_size", 64, "gives low_res_size 64, but .*decoder.onnx takes masks of "
+                             r"\(128, 128\): the two files are not one export"),
+        ("input_size", "abc", "not the export.json of an ONNX export .*'input_size' is 'abc', "
+                              "not a positive whole number"),
+    ]:
+        (folder / "export.json").write_text(json.dumps({**meta, key: value}))
+        with pytest.raises(ValueError, match=said) as err:
+            OnnxDecoder(folder)
+        assert "export" in str(err.value).split(";")[-1]  # what to do
+
+
+def test_only_negative_points_are_warned_of_by_the_onnx_decoder_too(demo, demo_plain):
+    from napari_sam.export import OnnxDecoder
+    from napari_sam.predictor import ImageEmbedding
+
+    e = demo.embedding_size
+    emb = ImageEmbedding(torch.zeros(256, e, e), (100, 100), (256, 256), demo.model_id)
+    dec = OnnxDecoder(demo_plain.folder)
+    with pytest.warns(UserWarning, match="only negative points"):
+        dec.predict(emb, points=[[30, 30]], labels=[0])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dec.predict(emb, points=[[30, 30]], labels=[1])
+
+
+def test_the_coordinates_export_json_gives_are_the_librarys(cli_demo_export):
+    """export.json's formula for point_coords, applied as written, gives the coordinates the
+    library feeds (per axis, Meta's apply_coords); one factor S / max(H, W) for both axes, as
+    it said, is off by 5 % on the short side of a 200 x 500 image."""
+    from napari_sam.preprocess import ResizeSpec, points_to_model
+
+    meta = json.loads((cli_demo_export[0] / "export.json").read_text())
+    assert "(x, y) = (col * w / W, row * h / H)" in meta["coordinates"]
+    assert "floor((H, W) * 256 / max(H, W) + 0.5)" in meta["preprocessing"]["resize"]
+    s = meta["input_size"]
+    for H, W in [(200, 500), (37, 1000), (500, 200)]:
+        h, w = (int(np.floor(n * s / max(H, W) + 0.5)) for n in (H, W))
+        rc = np.array([[150.0, 420.0], [3.0, 7.0]]) * [H / 200, W / 500]
+        written = np.stack([rc[:, 1] * w / W, rc[:, 0] * h / H], axis=-1)
+        spec = ResizeSpec(original_size=(H, W), input_size=(h, w), img_size=s)
+        np.testing.assert_allclose(points_to_model(rc, spec), written, rtol=1e-6)
+
+
+def test_an_export_without_onnxruntime_says_the_check_was_skipped(demo, tmp_path, monkeypatch):
+    """docs/onnx.md says the decoder is run in onnxruntime and compared with PyTorch before
+    the export is accepted; without onnxruntime that was skipped without a word."""
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails
+    with pytest.warns(UserWarning, match="onnxruntime is not installed: the exported decoder "
+                                         "passed onnx.checker but was not run and compared"):
+        result = export_onnx(demo, tmp_path / "noort", encoder=False)
+    assert result.decoder.is_file()
+
+
+def test_the_onnx_backend_with_a_cache_it_cannot_write_names_the_cache(demo, tmp_path,
+                                                                       monkeypatch):
+    """Predictor(backend="onnx") exports the decoder into the model cache: a cache under a
+    file says so and names NAPARI_SAM_CACHE_DIR (it advised -o, which Python has not)."""
+    import napari_sam as ns
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(blocker / "cache"))
+    with pytest.raises(PermissionError, match=r"cannot write the ONNX decoder into the model "
+                       r"cache \(.*a-file.*\): .*a-file is a file, not a folder; set "
+                       "NAPARI_SAM_CACHE_DIR to a folder you can write to") as err:
+        ns.Predictor(demo, device="cpu", backend="onnx")
+    assert " -o" not in str(err.value)

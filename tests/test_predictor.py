@@ -229,6 +229,7 @@ ONNX_CASES = {
     "box": dict(box=[40, 20, 85, 62]),
     "points+box": dict(points=[[60, 40]], labels=[1], box=[40, 20, 85, 62]),
     "mask": "mask",
+    "mask alone": "mask alone",  # no padding point: PyTorch has no sparse token then
 }
 
 
@@ -257,9 +258,10 @@ def onnx_pair(tmp_path_factory):
 def test_onnx_backend_equals_torch(onnx_pair, case, multimask):
     ref, onx = onnx_pair
     kwargs = ONNX_CASES[case]
-    if kwargs == "mask":
+    if kwargs in ("mask", "mask alone"):
         _, _, logits = ref.predict(points=[[60, 40]], multimask=False)
-        kwargs = dict(points=[[62, 42]], mask_input=logits[0])
+        kwargs = dict(points=[[62, 42]], mask_input=logits[0]) if kwargs == "mask" else dict(
+            mask_input=logits[0])
     calls = onx.decoder_calls
     m0, s0, l0 = ref.predict(multimask=multimask, **kwargs)
     m1, s1, l1 = onx.predict(multimask=multimask, **kwargs)

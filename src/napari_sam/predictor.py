@@ -47,6 +47,7 @@ from napari_sam.prompts import (
     mask_to_logits,
     prompt_tensors,
     upsample_logits,
+    warn_only_negative,
 )
 from napari_sam.tiled_prompts import TiledPrediction, decode_tiled
 from napari_sam.tiling import TiledEmbedding, choose_tiling, encode_tiled
@@ -499,11 +500,9 @@ class Predictor:
             boxes = check_box(box, emb.original_size)[None]
         if mask_input is not None:
             masks = check_mask_input(mask_input, self.low_res_size)[None]
-        if lab is not None and not lab.any() and boxes is None and masks is None:
-            warnings.warn("only negative points (labels 0): they say where the object is not, "
-                          "and nothing says where it is, so the masks are likely empty or "
-                          "arbitrary; add a positive point or a box", UserWarning, stacklevel=2)
-        if self._onnx is not None:
+        if self._onnx is None:  # (the ONNX decoder warns itself)
+            warn_only_negative(lab, boxes, masks)
+        else:
             m, sc, lg = self._onnx.predict(
                 emb,
                 None if pts is None else pts[0],

@@ -21,6 +21,7 @@ the image (a slice of a stack).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple, TypeVar
 
@@ -54,6 +55,7 @@ __all__ = [
     "prompt_tensors",
     "stack_prompts",
     "upsample_logits",
+    "warn_only_negative",
 ]
 
 #: Boxes with a side shorter than this (image pixels) are not prompts: a plain click on
@@ -162,6 +164,18 @@ _BOX_MESSAGES = {
     "outside": "box {box} lies outside the image of shape {size}; boxes are "
                "(row0, col0, row1, col1) in pixels (napari order)",
 }
+
+
+def warn_only_negative(labels, box, mask_input, stacklevel: int = 3) -> None:
+    """Warn (``UserWarning``) when checked ``labels`` ((P,) 0 / 1, or None) are all negative
+    and no box or mask says where the object is: the masks are then likely empty or
+    arbitrary."""
+    if labels is not None and not np.asarray(labels).any() and box is None and (
+            mask_input is None):
+        warnings.warn("only negative points (labels 0): they say where the object is not, "
+                      "and nothing says where it is, so the masks are likely empty or "
+                      "arbitrary; add a positive point or a box", UserWarning,
+                      stacklevel=stacklevel)
 
 
 def check_points(points, labels, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -132,7 +132,7 @@ def _check_out_dir(out: Path, names: list[str], overwrite: bool) -> Path:
     if not os.access(home, os.W_OK | os.X_OK):
         raise PermissionError(
             f"cannot write to {home} (permission denied); choose a folder you can write to "
-            "with -o, e.g. one under your home folder"
+            "(the output folder; -o on the command line), e.g. one under your home folder"
         )
     return home
 
@@ -217,7 +217,7 @@ def _make_temp_folder(home: Path) -> Path:
     except OSError as e:
         raise PermissionError(
             f"cannot write to {home} ({e.strerror or e}); choose a folder you can write to "
-            "with -o, e.g. one under your home folder"
+            "(the output folder; -o on the command line), e.g. one under your home folder"
         ) from None
     try:
         umask = os.umask(0)
@@ -335,11 +335,18 @@ def _torch_export(
 
 
 def _verify_decoder(path: Path, wrapper: SamOnnxDecoder, inputs: dict[str, Tensor]) -> None:
-    """Run the exported decoder in onnxruntime on the dummy inputs (when it is installed)
-    and compare with PyTorch; RuntimeError if they disagree."""
+    """Run the exported decoder in onnxruntime on the dummy inputs (when it is installed,
+    else a UserWarning says it was not) and compare with PyTorch; RuntimeError if they
+    disagree."""
     try:
         import onnxruntime as ort
-    except ImportError:  # verification is optional
+    except ImportError:  # verification is optional, and said to be skipped
+        import warnings
+
+        warnings.warn("onnxruntime is not installed: the exported decoder passed "
+                      "onnx.checker but was not run and compared with PyTorch; install the "
+                      'ONNX extra to have it checked: pip install "napari-sam-stacks[onnx]"',
+                      UserWarning, stacklevel=2)
         return
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = sess.run(None, {k: v.numpy() for k, v in inputs.items()})
@@ -405,8 +412,9 @@ def _metadata(model, *, opset, decoder_opts, files) -> dict[str, Any]:
             "pad": f"zeros at the bottom and right to {s} x {s}, after normalising",
             "layout": "(1, 3, S, S) float32, channels RGB",
         },
-        "coordinates": "point_coords are (x, y) = (col, row) * input_size / max(H, W); "
-        "napari (row, col) points must be swapped",
+        "coordinates": "point_coords are (x, y) = (col * w / W, row * h / H), (h, w) the "
+        "resized size above (per axis, as Meta's ResizeLongestSide.apply_coords); napari "
+        "(row, col) points must be swapped",
         "decoder_inputs": list(DECODER_INPUTS),
         "decoder_outputs": None if "decoder" not in files else list(
             EXTRA_OUTPUTS if decoder_opts["return_extra_metrics"] else DECODER_OUTPUTS

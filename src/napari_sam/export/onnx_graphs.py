@@ -11,7 +11,8 @@ input              shape, dtype            meaning
 =================  ======================  ==================================================
 image_embeddings   (1, 256, E, E) float32  output of the image encoder
 point_coords       (1, N, 2) float32       (x, y) in the model-input frame (S x S pixels):
-                                           ``(col, row) * S / max(H, W)``
+                                           ``(col * w / W, row * h / H)``, (h, w)
+                                           ``= floor((H, W) * S / max(H, W) + 0.5)``
 point_labels       (1, N) float32          1 positive, 0 negative, 2 / 3 box top-left /
                                            bottom-right corner, -1 padding point
 mask_input         (1, 1, 4E, 4E) float32  low-resolution logits of a previous prediction

@@ -7,10 +7,9 @@ errors; a box partly outside the image clipped), and returns the ``(masks, score
 of ``Predictor.predict(..., boundary="threshold")``, computed by the decoder that
 :func:`~napari_sam.export.export_onnx` wrote (masks cut at the model's threshold, as Meta's
 interface does; ``Predictor`` cuts the bundled demo model's masks on image edges by
-default, and does so after this decoder for ``backend="onnx"``). On a 2-core CPU one click
-costs 1.4x (one thread) to 2.7x (two threads, busy machine) less CPU time than our PyTorch
-decoder in bf16 (docs/onnx.md, "Speed"), so it is the decoder for
-``Predictor(backend="onnx")``.
+default, and does so after this decoder for ``backend="onnx"``). It is the decoder of
+``Predictor(backend="onnx")``, which is not the default: on this project's 2-core CPU the
+PyTorch decoder answers a click sooner (docs/onnx.md, "Speed").
 Needs ``pip install "napari-sam-stacks[onnx]"``.
 """
 
@@ -25,7 +24,7 @@ import numpy as np
 
 from napari_sam.models.registry import cache_dir
 from napari_sam.preprocess import boxes_to_model, points_to_model
-from napari_sam.prompts import check_box, check_mask_input, check_points
+from napari_sam.prompts import check_box, check_mask_input, check_points, warn_only_negative
 
 from .onnx_export import export_onnx
 from .onnx_graphs import DECODER_FILE, DECODER_INPUTS, DECODER_OUTPUTS, METADATA_FILE
@@ -70,6 +69,9 @@ def _read_metadata(meta_file: Path, onnx_file: Path) -> dict:
         missing = [k for k in ("model_id", "input_size", "low_res_size") if k not in meta]
         if missing:
             raise KeyError(", ".join(missing))
+        for key in ("input_size", "low_res_size"):
+            if isinstance(meta[key], bool) or not isinstance(meta[key], int) or meta[key] < 1:
+                raise ValueError(f"'{key}' is {meta[key]!r}, not a positive whole number")
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(
             f"{meta_file} is not the export.json of an ONNX export ({type(e).__name__}: {e}); "
@@ -169,6 +171,13 @@ class OnnxDecoder:
                 f"{onnx_file} does not have the SAM decoder interface (inputs {names}, "
                 f"outputs {outputs}); export it with napari_sam.export_onnx"
             )
+        sides = self.session.get_inputs()[3].shape[2:]  # mask_input (1, 1, 4E, 4E)
+        if any(isinstance(n, int) and n != self.low_res_size for n in sides):
+            raise ValueError(
+                f"{meta_file} gives low_res_size {self.low_res_size}, but {onnx_file} takes "
+                f"masks of {tuple(sides)}: the two files are not one export; export the model "
+                "again with napari_sam.export_onnx or `napari-sam export onnx MODEL -o FOLDER "
+                "--overwrite`")
         self._no_mask = np.zeros((1, 1, self.low_res_size, self.low_res_size), np.float32)
 
     @classmethod
@@ -177,7 +186,13 @@ class OnnxDecoder:
         (a few seconds) and reused by later calls for the same weights."""
         folder = onnx_cache_folder(model)
         if not (folder / DECODER_FILE).is_file():
-            export_onnx(model, folder, encoder=False, overwrite=True)
+            try:
+                export_onnx(model, folder, encoder=False, overwrite=True)
+            except (PermissionError, FileExistsError) as e:  # the cache, not an -o folder
+                raise PermissionError(
+                    f"cannot write the ONNX decoder into the model cache ({folder}): "
+                    f"{str(e).split(';')[0]}; set NAPARI_SAM_CACHE_DIR to a folder you can "
+                    "write to") from None
         return cls(folder, threads=threads)
 
     def predict(
@@ -243,6 +258,7 @@ class OnnxDecoder:
             box = check_box(box, size)  # partly outside: clipped, as Predictor.predict does
         if mask_input is not None:
             mask_input = check_mask_input(mask_input, self.low_res_size)
+        warn_only_negative(labels, box, mask_input)
         feed = self._feed(embedding, points, labels, box, mask_input)
         masks, scores, logits = self.session.run(None, feed)
         sl = slice(1, None) if multimask else slice(0, 1)
@@ -265,7 +281,8 @@ class OnnxDecoder:
         -------
         dict
             ``DECODER_INPUTS`` name -> float32 array: points and box corners in SAM's
-            (x, y) model-input frame, Meta's padding point when there is no box.
+            (x, y) model-input frame, Meta's padding point after points without a box (a
+            mask prompt alone: no point at all, as the PyTorch decoder has no sparse token).
         """
         spec = embedding.spec(self.img_size)
         coords, labs = [], []
@@ -275,9 +292,12 @@ class OnnxDecoder:
         if box is not None:  # two corners labelled 2 and 3, no padding point
             coords.append(boxes_to_model(box.reshape(1, 4), spec).reshape(2, 2))
             labs.append(np.array([2, 3], np.float32))
-        else:  # Meta's padding point
-            coords.append(np.zeros((1, 2), np.float32))
+        elif points is not None:  # Meta's padding point (a mask alone has no sparse token,
+            coords.append(np.zeros((1, 2), np.float32))  # as in PyTorch: N = 0 then)
             labs.append(np.array([-1], np.float32))
+        else:
+            coords.append(np.zeros((0, 2), np.float32))
+            labs.append(np.zeros(0, np.float32))
         if mask_input is None:
             mask, has_mask = self._no_mask, np.zeros(1, np.float32)
         else:
