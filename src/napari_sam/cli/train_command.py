@@ -87,6 +87,9 @@ def add_train_parser(sub) -> None:
                    help="with --resume: stop this piece after N training steps")
     g.add_argument("--minutes", type=positive_float, default=None, metavar="M",
                    help="with --resume: stop this piece after M minutes")
+    g.add_argument("--threads", type=positive_int, metavar="N",
+                   help="CPU threads of this process (default: from the cores free now; also "
+                        "NAPARI_SAM_THREADS)")
     add_common(pt)
 
 
@@ -99,6 +102,11 @@ def cmd_train(args) -> int:
     if (args.max_steps or args.minutes) and not args.resume:
         raise CLIError("--max-steps and --minutes stop a piece of a resumable run; add --resume", 2)
     out = checkpoint_path(args.output)
+    start = Path(args.model) if args.model else None
+    if start is not None and start.is_file() and out.exists() and start.samefile(out):
+        raise CLIError(f"-o {out} is the checkpoint training starts from (--model): writing "
+                       "over it would lose the weights it starts from; write the finetuned "
+                       f"model to another file (e.g. -o {out.with_stem(out.stem + '_ft')})", 2)
     if out.exists() and not (args.overwrite or args.resume):
         raise CLIError(f"{out} already exists; pass --overwrite to replace it or choose another "
                        "-o", 2)
@@ -111,6 +119,10 @@ def cmd_train(args) -> int:
                        "it again from the start over it; pass --overwrite for that, or choose "
                        "another -o", 2)
     check_output(out, overwrite=args.overwrite, resume=args.resume)
+    if args.threads is not None:
+        from napari_sam.device import configure_threads
+
+        configure_threads(threads=args.threads)
     images, labels = collect_pairs(args.images, labels_spec, quiet=args.quiet)
     model = resolve_model(args.model, quiet=args.quiet)
     from napari_sam.device import resolve_device

@@ -120,6 +120,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
 def _unreadable_message(path: Path, err: Exception) -> str:
     """Why ``torch.load(path, weights_only=True)`` failed, without PyTorch's advice to load
     with ``weights_only=False`` (that would execute whatever the file contains)."""
+    if path.suffix.lower() == ".json":  # the metadata beside a checkpoint, picked instead
+        return (f"{path} is the metadata file of a checkpoint, not a model: give the "
+                f"checkpoint beside it ({path.with_suffix('.pt').name}).")
     text = str(err)
     found = re.search(r"GLOBAL\s+([\w.]+)", text)
     if found or "Unsupported class" in text:
