@@ -54,3 +54,34 @@ def test_a_finetune_that_beats_the_base_model_says_both(samples, tmp_path, capsy
     base = meta["base_validation"]["val_iou"]
     assert f"the base model had val IoU {base:.3f}" in said
     assert ("no epoch beat it" in said) == (meta["metrics"][0]["val_iou"] <= base)
+
+
+def test_a_gain_within_noise_is_said_to_be_no_shown_gain(samples, tmp_path, capsys):
+    """Session 32's walk-through: a finetune on 4 validation slices (50 objects) ended with
+    "val IoU 0.826 ... the base model had val IoU 0.819", read as a gain; on held-out slices
+    the two models were equal (0.739 and 0.738). The final line now weighs the gain against
+    its paired standard error over the validation objects."""
+    from types import SimpleNamespace
+
+    from napari_sam.cli.train_command import written_message
+
+    rc, out, err = _train(samples, tmp_path / "tuned.pt", capsys)
+    assert rc == 0, out + err
+    meta = json.loads((tmp_path / "tuned.json").read_text())
+    n = meta["base_validation"]["val_objects"]
+    assert len(meta["base_validation"]["val_object_ious"]) == n > 1
+    se = meta["metrics"][0]["val_gain_se"]
+    assert 0 <= se < 1
+    gain = meta["metrics"][0]["val_iou"] - meta["base_validation"]["val_iou"]
+    said = out + err
+    assert ("within noise" in said) == (0 < gain < 2 * se)
+
+    path = tmp_path / "made.pt"
+    for se, noise in ((0.010, True), (0.001, False)):
+        (tmp_path / "made.json").write_text(json.dumps({"best_epoch": 1}))
+        result = SimpleNamespace(path=str(path), base={"val_iou": 0.819}, history=[
+            {"epoch": 1, "val_iou": 0.826, "val_objects": 50, "val_gain_se": se}])
+        line = written_message(result, 1, 10.0)
+        assert ("+0.007 on 50 objects is within noise (the difference's standard error is "
+                f"{se:.3f}), so the finetuned model is not shown to be better" in line) == noise
+        assert "the base model had val IoU 0.819" in line

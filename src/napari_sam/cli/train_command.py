@@ -387,10 +387,17 @@ def written_message(result, epochs: int, seconds: float) -> str:
     if value is not None and what.startswith("val") and base.get("val_iou") is not None:
         before = float(base["val_iou"])
         msg += f"\nthe base model had val IoU {before:.3f} on the same validation images"
+        se = by_epoch[best].get("val_gain_se")
         if value <= before:
             msg += (f": no epoch beat it ({value:.3f}), so the base model may be the better "
                     "one for these images; give more or other labelled images, fewer epochs "
                     "or a lower --lr, or keep using the base model")
+        elif se is not None and value - before < 2 * se:
+            msg += (f": +{value - before:.3f} on {by_epoch[best].get('val_objects', '?')} "
+                    f"objects is within noise (the difference's standard error is {se:.3f}), "
+                    "so the finetuned model is not shown to be better; validate on more "
+                    "labelled images (more images, or a larger --val-fraction) before relying "
+                    "on it")
     return msg
 
 

@@ -533,6 +533,10 @@ def _finish_epoch(trainer, loop: _Loop, epoch: int, epochs: int, val_items, *, t
                       max_objects=max_val_objects)
         rec.update(val_point_iou=ev["point_iou"], val_box_iou=ev["box_iou"],
                    val_iou=ev["val_iou"], val_objects=ev["n_objects"])
+        base = np.asarray((loop.base or {}).get("val_object_ious", []), float)
+        mine = (ev["point_ious"] + ev["box_ious"]) / 2
+        if len(base) == len(mine) > 1:  # the same objects: the gain's paired standard error
+            rec["val_gain_se"] = float(np.std(mine - base, ddof=1) / np.sqrt(len(mine)))
         if shared:
             rec["val_on_training_data"] = True
         score = ev["val_iou"]
@@ -571,7 +575,9 @@ def _validate_base(trainer, loop: _Loop, val_items, max_val_objects, progress) -
         return
     ev = evaluate(trainer.model, val_items, device=trainer.device, max_objects=max_val_objects)
     loop.base = {"val_iou": ev["val_iou"], "val_point_iou": ev["point_iou"],
-                 "val_box_iou": ev["box_iou"], "val_objects": ev["n_objects"]}
+                 "val_box_iou": ev["box_iou"], "val_objects": ev["n_objects"],
+                 "val_object_ious": [round(float(v), 5) for v in
+                                     (ev["point_ious"] + ev["box_ious"]) / 2]}
     msg = (f"before training, the base model: val IoU {ev['val_iou']:.3f} (point "
            f"{ev['point_iou']:.3f}, box {ev['box_iou']:.3f})")
     logger.info(msg)
