@@ -23,7 +23,7 @@ from napari_sam.batch.embedding_stores import (
     stack_tiling,
     user_embeddings,
 )
-from napari_sam.batch.jobs import work_dir
+from napari_sam.batch.jobs import check_input_unchanged, work_dir
 from napari_sam.batch.label_writing import (
     finish_labels,
     label_metadata,
@@ -414,6 +414,7 @@ def run_auto(job: Job, ctx: Context, model) -> dict:
             zmax[present] = np.maximum(zmax[present], z)
             yield out
 
+    check_input_unchanged(job)  # (labels of data the input no longer holds: none written)
     meta = label_metadata(job, ctx, model)
     if nio.write_kind(job.output) in ("tiff", "ome-tiff"):
         nio.write_labels_stream(job.output, slices(), shape=opened.label_shape, max_id=max_id,

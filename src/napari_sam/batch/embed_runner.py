@@ -7,6 +7,7 @@ import os
 from napari_sam import io as nio
 from napari_sam.batch.context import Context, Job
 from napari_sam.batch.embedding_stores import announce_tiling, embed_progress_bar, stack_tiling
+from napari_sam.batch.jobs import check_input_unchanged
 from napari_sam.batch.label_writing import model_record
 from napari_sam.batch.reading import announce_colour_planes, open_image
 
@@ -36,6 +37,7 @@ def run_embed(job: Job, ctx: Context, model) -> dict:
     import zarr
 
     zarr.open_group(str(partial), mode="a").attrs.update({"napari_sam": group_attrs})
+    check_input_unchanged(job)  # (embeddings of data the input no longer holds: not kept)
     if job.output.exists():
         nio.remove_path(job.output)
     os.replace(partial, job.output)

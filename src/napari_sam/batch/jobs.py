@@ -192,8 +192,13 @@ def same_model_file(meta: Mapping, signature: Mapping) -> bool:
 
 def mark_partial(job: Job, ctx: Context) -> None:
     """Write the job's output metadata as ``"status": "partial"`` before any work, so a
-    job killed at any point is never taken as complete."""
+    job killed at any point is never taken as complete; it holds the input's fingerprint
+    before it is read (``input_read``, see :func:`check_input_unchanged`)."""
     ctx = ctx.for_job(job)
+    try:
+        read = nio.input_fingerprint(job.input)
+    except OSError:  # reading it fails next, and says why
+        read = None
     nio.write_json_atomic(
         nio.output_metadata_path(job.output),
         {
@@ -202,9 +207,35 @@ def mark_partial(job: Job, ctx: Context) -> None:
             "status": "partial",
             "parameters": ctx.signature(),
             "input": str(job.input),
+            "input_read": read,
             "pid": os.getpid(),
         },
     )
+
+
+class InputChanged(RuntimeError):
+    """The input file changed while the job read it."""
+
+
+def check_input_unchanged(job: Job) -> None:
+    """Before the job writes its output: raise :class:`InputChanged` when its input is not
+    the file it was when the job started (size, time stamp or sampled content differ from
+    :func:`mark_partial`'s ``input_read``): a file still being written when the run started,
+    or replaced meanwhile (acquisition software writes, then renames). Its labels would
+    come from the old data while the output metadata recorded the new file, so a rerun
+    skipped it for good."""
+    before = (nio.read_output_metadata(job.output) or {}).get("input_read")
+    if not isinstance(before, dict):
+        return
+    try:
+        now = nio.input_fingerprint(job.input)
+    except OSError:
+        now = {}
+    if any(now.get(k) != before.get(k) for k in ("size", "mtime_ns", "sample_hash")):
+        raise InputChanged(
+            f"{job.input.name} changed while it was being read (a file still being written "
+            "or replaced during the run): nothing was written for it; rerun when the file is "
+            "complete")
 
 
 def read_sidecar(output: Path) -> bytes | None:

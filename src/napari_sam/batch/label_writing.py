@@ -9,6 +9,7 @@ import numpy as np
 
 from napari_sam import io as nio
 from napari_sam.batch.context import Context, Job
+from napari_sam.batch.jobs import check_input_unchanged
 from napari_sam.batch.preview import preview_from_arrays
 from napari_sam.batch.reading import OpenedImage
 
@@ -80,8 +81,11 @@ def parameters_in_effect(ctx: Context, model, opened: OpenedImage) -> dict:
 
 def finish_labels(job: Job, ctx: Context, model, opened: OpenedImage, labels: np.ndarray,
                    scores: Mapping[int, float] | None, extra: Mapping | None = None) -> dict:
-    """Write a labels output held in memory, its sidecar and preview."""
+    """Write a labels output held in memory, its sidecar and preview (nothing when the input
+    changed while it was read: :func:`~napari_sam.batch.jobs.check_input_unchanged`)."""
     from napari_sam import __version__
+
+    check_input_unchanged(job)
 
     labels = labels[0] if opened.is2d and labels.ndim == 3 else labels
     nio.write_labels(job.output, labels, axes=opened.label_axes, pixel_size=opened.pixel_size,

@@ -81,18 +81,27 @@ def _channels_as_colour(declared: int, ctx: Context, std) -> int:
 
 
 def colour_planes_note(job, ctx: Context, opened: OpenedImage) -> str | None:
-    """A note when a file's 3 or 4 planes were read as the colour channels of one 2D image,
-    although they are not 8-bit colour (tifffile writes a 3- or 4-slice uint16 stack so by
-    default): the user may have meant a stack. None otherwise, or with ``--axes`` given."""
+    """A note when a file's 3 or 4 planes were read as the colour channels of one 2D image
+    (or of each page of a stack), although they are not 8-bit colour (tifffile writes a 3- or
+    4-slice uint16 stack, or a (Z, 4, Y, X) one, so by default): the user may have meant a
+    stack (or channels). None otherwise, or with ``--axes`` given."""
     axes = str(opened.source_axes or "")
     shape = opened.stack.shape
-    if (ctx.axes is not None or not opened.is2d or len(axes) != 3 or axes[0] not in "CS"
-            or shape[-1] not in (3, 4) or np.dtype(opened.stack.dtype) == np.uint8):
+    if (ctx.axes is not None or shape[-1] not in (3, 4)
+            or np.dtype(opened.stack.dtype) == np.uint8):
         return None
     n = int(shape[-1])
-    return (f"{job.name}: read as one 2D colour image (the file stores its {n} planes as "
-            f"colour samples, axes {axes}); if they are {n} slices of a stack, rerun with "
-            "--axes ZYX")
+    if opened.is2d and len(axes) == 3 and axes[0] in "CS":
+        return (f"{job.name}: read as one 2D colour image (the file stores its {n} planes as "
+                f"colour samples, axes {axes}); if they are {n} slices of a stack, rerun with "
+                "--axes ZYX")
+    if not opened.is2d and len(axes) == 4 and axes[1] in "CS" and axes[2:] == "YX":
+        alpha = ", the 4th dropped as alpha" if n == 4 else ""
+        return (f"{job.name}: read as {shape[0]} slices of colour images (each of the file's "
+                f"{shape[0]} pages stores {n} planes as colour samples, read as red, green, "
+                f"blue{alpha}); if the planes are channels (stains), rerun with --axes ZCYX "
+                f"--channel N (0 to {n - 1})")
+    return None
 
 
 #: Slices this elongated (long side / short side), read with guessed axes, get a note: a

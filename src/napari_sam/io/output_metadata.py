@@ -90,7 +90,10 @@ def content_sample_hash(path: os.PathLike | str) -> str | None:
     return h.hexdigest()
 
 
-def _fingerprint(path: Path) -> dict:
+def input_fingerprint(path: os.PathLike | str) -> dict:
+    """What the output metadata records of an input file or zarr folder: ``{path, size,
+    mtime_ns, sample_hash}`` (:func:`content_sample_hash`); OSError when it cannot be read."""
+    path = Path(path)
     st = path.stat()
     return {
         "path": str(path.resolve()),
@@ -187,7 +190,7 @@ def write_output_metadata(
         "model": model,
         "version": str(version),
         "parameters": dict(parameters or {}),
-        "input": None if input_path is None else _fingerprint(Path(input_path)),
+        "input": None if input_path is None else input_fingerprint(input_path),
         "output": _output_record(out),
         "objects": [_object_record(o) for o in objects],
     }
@@ -238,7 +241,7 @@ def is_complete(
         if not isinstance(rec, dict) or not inp.exists():
             return False
         try:
-            now = _fingerprint(inp)
+            now = input_fingerprint(inp)
         except OSError:
             return False
         if rec.get("size") != now["size"] or rec.get("mtime_ns") != now["mtime_ns"]:
