@@ -188,6 +188,34 @@ def test_auto_on_a_large_2d_image_counts_its_windows(tmp_path, tiny_model, capsy
     assert seen[-1][1:3] == (9, 9)
 
 
+def test_auto_on_a_tiled_stack_counts_its_windows(tmp_path, tiny_model, monkeypatch):
+    """`auto` on a stack of 2048 px slices sat at "0/20 slice" for 2.5 minutes, then moved one
+    slice (121 windows) at a time (session 32's walk-through). It counts the windows
+    segmented, slices x windows, never backwards, with the threads of --threads."""
+    import napari_sam.batch.auto_runner as A
+    from napari_sam.cli import main
+
+    inp = _stack(tmp_path / "s.tif")
+    n = tifffile.imread(inp).shape[0]
+    seen = []
+    real = A.ProgressBar
+
+    class Recording(real):
+        def __call__(self, done, total):
+            seen.append((self.bar.unit if self.bar is not None else None, done, total))
+            super().__call__(done, total)
+
+    monkeypatch.setattr(A, "ProgressBar", Recording)
+    assert main(["auto", str(inp), "-o", str(tmp_path / "out"), "--model", str(tiny_model),
+                 "--device", "cpu", "--points-per-side", "4", "--threads", "2",
+                 "--no-propagate"]) == 0
+    assert {unit for unit, _, _ in seen} == {"window"}
+    assert {total for _, _, total in seen} == {9 * n}
+    done = [d for _, d, _ in seen]
+    assert done == sorted(done) and done[-1] == 9 * n
+    assert len(set(done)) > n + 1  # between slices too, not only at their ends
+
+
 def test_segment_on_a_tiled_stack_counts_its_embedding_in_tiles(tmp_path, tiny_model,
                                                                   monkeypatch):
     """`segment` (and `auto`'s propagation) embed a tiled stack window by window: the bar

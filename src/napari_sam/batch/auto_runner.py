@@ -287,29 +287,42 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
         return done_now
     total = len(todo)
     tiles = _TileProgress(progress, len(tiling) if tiling is not None and n == 1 else 0)
+    # a tiled stack counts its slices' windows (a 2048 px slice: 121 windows, minutes)
+    per_slice = len(tiling) if tiling is not None and n > 1 and progress is not None else 0
+    if per_slice and getattr(progress, "bar", None) is not None:
+        progress.bar.unit = "window"
+    windows: dict[int, int] = {}  # slice -> its windows segmented (a tiled stack)
     if progress is not None:
-        progress(0, total)
+        progress(0, total * (per_slice or 1))
     lock = threading.Lock()
     stop = threading.Event()  # set when this thread stops: the workers' slices stop too
 
-    def segmenting(done: int, total: int) -> None:
+    def segmenting(done: int, of: int, z: int) -> None:
         if stop.is_set():
             raise KeyboardInterrupt  # this thread's Ctrl-C (or error): not a result
         if tiles.segmenting is not None:
-            tiles.segmenting(done, total)
+            tiles.segmenting(done, of)
+        elif per_slice:
+            with lock:
+                windows[z] = min(done, per_slice)
+                progress(sum(windows.values()), total * per_slice)
 
     def finish(z: int, labels: np.ndarray, scores: np.ndarray) -> None:
         _save_slice(work, z, labels, scores)
         with lock:
             done_now[z] = int(labels.max()) if labels.size else 0
+            windows[z] = per_slice
             if tiles.windows:
                 tiles.done()
+            elif per_slice:
+                progress(sum(windows.values()), total * per_slice)
             elif progress is not None:
                 progress(len(done_now), total)
 
     def segment(z: int, slice_emb, image: np.ndarray) -> None:
         res = _segment_slice(slice_emb, emb.contrast_limits, image, model, ctx,
-                             n_slices=emb.shape[0], progress=segmenting)
+                             n_slices=emb.shape[0],
+                             progress=lambda done, of: segmenting(done, of, z))
         finish(z, *_auto_result(res))
 
     def embedded(batch: list[int]):  # in this thread only: the embeddings and the reader
@@ -391,6 +404,7 @@ def run_auto(job: Job, ctx: Context, model) -> dict:
         auto_slices(job, ctx, model, progress=bar, keep_embeddings=propagate)
     finally:
         bar.close()
+    check_input_unchanged(job)  # (a file still growing: slices read that it no longer has)
     opened = open_image(job.input, ctx)
     announce_colour_planes(job, ctx, opened)
     n = len(opened.stack)
