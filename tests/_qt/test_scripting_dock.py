@@ -51,6 +51,26 @@ def test_a_script_waits_for_the_preload_then_propagates_and_commits(scripted):
     assert (got & _disc()).sum() / (got | _disc()).sum() >= 0.8
 
 
+def test_a_script_adds_a_box_and_commits_it(scripted):
+    """docs/scripting.md lists ``add_box`` among the actions: in the dock it went into an
+    array nothing read (no box in 'SAM boxes', no preview; session 32's walk-through)."""
+    viewer, widget = scripted
+    c = widget.controller
+    widget.wait()
+    c.go_to_slice(3)
+    widget.wait()
+    c.add_box(3, 30, 30, 10, 10)  # corners in either order
+    widget.wait()
+    assert len(viewer.layers["SAM boxes"].data) == 1
+    assert np.allclose(c.prompt_arrays()[2], [[3, 10, 10, 30, 30]])
+    assert c.previews, c.status
+    c.commit()
+    widget.wait()
+    got = np.asarray(viewer.layers["segmentation"].data)[3] == 1
+    disc = _disc()[3]
+    assert (got & disc).sum() / (got | disc).sum() >= 0.8
+
+
 def test_wait_raises_when_a_job_failed_and_the_dock_stays_usable(scripted, monkeypatch):
     import napari_sam.volume as volume
 

@@ -232,8 +232,7 @@ class AnnotationController(AnnotationSession):
             layer.refresh_colors()
             if len(self.boxes_layer.data):
                 self.boxes_layer.data = []
-            rects = [L.layer_coords(src, [[z, r0, c0], [z, r0, c1], [z, r1, c1], [z, r1, c0]])
-                     for z, r0, c0, r1, c1 in np.asarray(boxes, float).reshape(-1, 5)]
+            rects = L.box_rectangles(src, boxes)
             if rects:
                 self.boxes_layer.add(rects, shape_type="rectangle")
         finally:
@@ -246,6 +245,13 @@ class AnnotationController(AnnotationSession):
             raise UserError(self.status if "Cannot use" in self.status else self.next_step())
         self.set_negative(not positive)
         self.points_layer.add(L.layer_coords(self.source, [[z, row, col]]))
+
+    def add_box(self, z: int, row0: float, col0: float, row1: float, col1: float) -> None:
+        """Add a box to the boxes layer (its events preview it when live)."""
+        if self.boxes_layer is None:  # no image it can use: the status line says why
+            raise UserError(self.status if "Cannot use" in self.status else self.next_step())
+        box = [z, min(row0, row1), min(col0, col1), max(row0, row1), max(col0, col1)]
+        self.boxes_layer.add(L.box_rectangles(self.source, [box]), shape_type="rectangle")
 
     def clear_prompts(self) -> None:
         self._muted = True

@@ -27,6 +27,7 @@ __all__ = [
     "add_points_layer",
     "add_preview_layer",
     "alignment_problem",
+    "box_rectangles",
     "boxes_from_layer",
     "data_to_world_matrix",
     "geometry",
@@ -296,3 +297,10 @@ class TransformWatch:
         if layer is not None:
             for name in self.NAMES:
                 getattr(layer.events, name).connect(self._callback)
+
+
+def box_rectangles(source: ImageSource, boxes) -> list[np.ndarray]:
+    """(N, 5) boxes ``(z, row0, col0, row1, col1)`` -> the N rectangles (4 corners in layer
+    data coordinates each) of a napari shapes layer."""
+    return [layer_coords(source, [[z, r0, c0], [z, r0, c1], [z, r1, c1], [z, r1, c0]])
+            for z, r0, c0, r1, c1 in np.asarray(boxes, float).reshape(-1, 5)]
