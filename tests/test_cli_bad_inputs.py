@@ -178,14 +178,14 @@ def test_one_dimensional_npy_asks_for_axes(tmp_path, tiny_model, capsys):
 
 
 def test_file_that_is_not_an_image(tmp_path, tiny_model, capsys):
-    png = tmp_path / "photo.png"
-    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    png = tmp_path / "photo.czi"  # (PNG and JPEG pictures are read since session 32)
+    png.write_bytes(b"ZISRAWFILE" + b"\0" * 64)
     txt = tmp_path / "notes.tif"
     txt.write_text("not an image\n")
     before = _state(png, txt)
     rc, _, err = cli(["embed", png, txt, "-o", tmp_path / "out", "--model", tiny_model], capsys)
     assert rc == 1
-    assert ".png is not a supported image type" in err and "Save As > Tiff" in err
+    assert ".czi is not a supported image type" in err and "Save As > Tiff" in err
     assert "notes.tif" in err and "not a readable TIFF file" in err
     assert _state(png, txt) == before
 

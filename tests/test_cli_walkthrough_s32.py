@@ -103,3 +103,81 @@ def test_a_stack_of_colour_pages_is_said_to_be_read_so(tmp_path, tiny_model, cap
     rc, so, err = cli([*argv, "--axes", "ZCYX", "--channel", "1", "--overwrite"], capsys)
     assert rc == 0 and "colour images" not in err, err
     assert tifffile.imread(tmp_path / "out" / "planes_labels.tif").shape == (2, 48, 40)
+
+
+def _photo(seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(150, 200, 3) uint8 "underwater" photo: three orange discs (fish) on a blue-green
+    gradient, with noise; and the discs' (150, 200) masks."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:150, :200]
+    img = np.stack([20 + 0 * yy, 60 + yy // 3, 120 + xx // 3], -1).astype(float)
+    discs = [(yy - cy) ** 2 + (xx - cx) ** 2 < 18 ** 2 for cy, cx in ((40, 50), (100, 150),
+                                                                      (75, 100))]
+    for m in discs:
+        img[m] = (230, 140, 40)
+    return np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8), discs
+
+
+def test_a_folder_of_photos_is_segmented_and_rerun_skips_it(tmp_path, capsys):
+    """Underwater users' PNG and JPEG photos: the command line refused them ("holds no images
+    (.tif, ...)"; by name: "not a supported image type") while the dock took them (session
+    32's walk-through). They are read as stored (RGB, RGBA, palette, grey, 16-bit grey); the
+    --preview PNGs written beside them are never taken as inputs on a rerun."""
+    from PIL import Image
+
+    img, discs = _photo()
+    folder = tmp_path / "dive"
+    folder.mkdir()
+    Image.fromarray(img).save(folder / "fish.jpg", quality=92)
+    Image.fromarray(img).save(folder / "fish_png.png")
+    Image.fromarray(np.dstack([img, np.full(img.shape[:2], 255, np.uint8)])).save(
+        folder / "fish_rgba.png")
+    Image.fromarray(img).convert("P").save(folder / "fish_palette.png")
+    Image.fromarray(img[..., 0].astype(np.uint16) * 200).save(folder / "fish16.png")
+    before = md5s(*sorted(folder.iterdir()))
+    argv = ["auto", str(folder), "-o", str(folder), "--model", "demo", "--device", "cpu",
+            "--preview"]
+    rc, so, err = cli(argv, capsys)
+    assert rc == 0, so + err
+    names = ("fish", "fish_png", "fish_rgba", "fish_palette", "fish16")
+    for name in names:
+        labels = tifffile.imread(folder / f"{name}_labels.tif")
+        assert labels.shape == (150, 200)
+        for disc in discs:  # each fish found as one object
+            ids, counts = np.unique(labels[disc], return_counts=True)
+            best = ids[counts.argmax()]
+            assert best > 0 and ((labels == best) & disc).sum() / ((labels == best) | disc
+                                                                   ).sum() >= 0.8, name
+        assert (folder / f"{name}_labels.png").is_file()
+    assert md5s(*(folder / n for n in before)) == before
+    rc, so, err = cli(argv, capsys)
+    assert rc == 0 and so.count("skipped") >= len(names), so + err
+    assert "_labels.png" not in so.replace(".tif", "")  # previews are no inputs
+
+
+def test_a_damaged_picture_fails_with_its_reason(tmp_path, tiny_model, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really")
+    rc, so, err = cli(["auto", str(bad), "-o", str(tmp_path / "out"), "--model",
+                       str(tiny_model), "--device", "cpu", "-q"], capsys)
+    assert rc == 1
+    assert "broken.png': not a readable PNG picture (" in so + err
+    assert "Check that it opens in an image viewer and save it again" in so + err
+
+
+def test_previews_and_report_plots_beside_outputs_are_no_inputs(tmp_path):
+    """A folder holding photos and napari-sam's own PNGs (the --preview of an output, a
+    `napari-sam report` plot): only the photos are inputs; a PNG named like a preview without
+    the output beside it is a photo."""
+    from PIL import Image
+
+    from napari_sam import io as nio
+    from napari_sam.batch.inputs import collect_inputs
+
+    img, _ = _photo()
+    for name in ("a.png", "a_labels.png", "a_labels.tif.trace.png", "b_labels.png"):
+        Image.fromarray(img).save(tmp_path / name)
+    tifffile.imwrite(tmp_path / "a_labels.tif", np.zeros((150, 200), np.uint16))
+    nio.write_json_atomic(nio.output_metadata_path(tmp_path / "a_labels.tif"),
+                          {"format": nio.OUTPUT_METADATA_FORMAT, "status": "complete"})
+    assert [p.name for p in collect_inputs([tmp_path])] == ["a.png", "b_labels.png"]

@@ -18,7 +18,7 @@ from napari_sam import io as nio
 #: Commands that produce one output per input file.
 COMMANDS = ("auto", "segment", "embed")
 #: File suffixes picked up when a directory is given as input.
-IMAGE_SUFFIXES = (".tif", ".tiff", ".btf", ".npy", ".zarr")
+IMAGE_SUFFIXES = (".tif", ".tiff", ".btf", ".npy", ".zarr", ".png", ".jpg", ".jpeg")
 #: Hidden folder inside the output folder for resumable per-slice work and locks.
 WORK_DIR = ".napari-sam-work"
 
@@ -89,10 +89,26 @@ def _is_our_output(path: Path, *, labels: bool = False) -> bool:
     """Whether ``path`` is an output of napari-sam (it has a napari-sam sidecar); with
     ``labels``, only one that is not a label image (an embedding store): the label images
     of ``auto`` and ``segment`` are labels to train on."""
+    if path.suffix.lower() == ".png" and _is_preview(path):
+        return True
     meta = nio.read_output_metadata(path)
     if meta is None or meta.get("format") != nio.OUTPUT_METADATA_FORMAT:
         return False
     return not labels or path.suffix.lower() not in (".tif", ".tiff", ".btf")
+
+
+def _is_preview(path: Path) -> bool:
+    """Whether the PNG ``path`` is the ``--preview`` of an output beside it
+    (``<stem>_labels.png`` of ``<stem>_labels.tif``, which has a napari-sam sidecar) or its
+    ``napari-sam report`` plot (``<stem>_labels.tif.trace.png``)."""
+    if path.name.endswith(".trace.png"):
+        meta = nio.read_output_metadata(path.with_name(path.name[: -len(".trace.png")]))
+        return meta is not None and meta.get("format") == nio.OUTPUT_METADATA_FORMAT
+    for ext in (".tif", ".ome.tif", ".zarr", ".npy"):
+        meta = nio.read_output_metadata(path.with_name(path.stem + ext))
+        if meta is not None and meta.get("format") == nio.OUTPUT_METADATA_FORMAT:
+            return True
+    return False
 
 
 #: ``<session>.labels-<hash>.tif`` / ``<session>.base-<hash>.tif``: a session's label TIFFs.
@@ -166,8 +182,8 @@ def collect_inputs_with_folders(
     """Expand files, directories and glob patterns into a sorted, de-duplicated list of images,
     each with the subfolder it was found in.
 
-    A directory contributes its ``.tif``/``.tiff``/``.btf``/``.npy`` files and ``.zarr``
-    stores (with ``recursive=True`` those of its subfolders too); a glob (``"data/*.tif"``,
+    A directory contributes its ``.tif``/``.tiff``/``.btf``/``.npy``/``.png``/``.jpg``/
+    ``.jpeg`` files and ``.zarr`` stores (with ``recursive=True`` those of its subfolders too); a glob (``"data/*.tif"``,
     ``"data/**/*.tif"``) its matches; a zarr directory is one input. Files that are outputs of
     napari-sam (they have a napari-sam sidecar) are left out, so writing the outputs next to
     the inputs does not feed them back in; so are, in folders and globs, the ground-truth
@@ -242,7 +258,8 @@ def collect_inputs_with_folders(
 def stem_of(path: os.PathLike | str) -> str:
     """File name without its image suffix (``a.ome.tif`` -> ``a``, ``b.zarr`` -> ``b``)."""
     name = Path(path).name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf", ".npy", ".zarr"):
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf", ".npy", ".zarr", ".png",
+                   ".jpg", ".jpeg"):
         if name.lower().endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
     return Path(name).stem or name

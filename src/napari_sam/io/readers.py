@@ -1,5 +1,6 @@
 """Reading images: TIFF (OME, ImageJ, BigTIFF, multi-page), zarr (arrays, single-array groups,
-OME-Zarr level 0) and ``.npy``, with axes, pixel size and unit from the file's metadata.
+OME-Zarr level 0), ``.npy`` and PNG / JPEG pictures, with axes, pixel size and unit from the
+file's metadata.
 
 :func:`read_image` is the entry point; :class:`ImageReadError` names the file, the reason and a
 next step; :func:`check_image_data` refuses data no model can use; :func:`quiet_tifffile` keeps
@@ -31,6 +32,10 @@ from napari_sam.io.axes import (
 from napari_sam.io.layout import ImageData
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
+
+#: Photos (underwater, lab cameras): read whole with Pillow, as stored (EXIF orientation is
+#: not applied, as napari's reader does not: the dock and the command line see one image).
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 class ImageReadError(ValueError):
@@ -215,8 +220,8 @@ def _open_tiff(path: Path):
         if path.suffix.lower() not in TIFF_SUFFIXES:
             raise ImageReadError(
                 path, f"{path.suffix or 'a file without suffix'} is not a supported image type",
-                "napari-sam reads TIFF (.tif, .tiff, .btf, OME-TIFF), .npy and .zarr; convert "
-                "the file, e.g. in Fiji: File > Save As > Tiff.",
+                "napari-sam reads TIFF (.tif, .tiff, .btf, OME-TIFF), PNG, JPEG, .npy and "
+                ".zarr; convert the file, e.g. in Fiji: File > Save As > Tiff.",
             ) from exc
         raise ImageReadError(
             path, f"not a readable TIFF file ({type(exc).__name__}: {exc})"
@@ -457,6 +462,39 @@ def _read_npy(path: Path, axes: str | None, lazy: bool) -> ImageData:
     return _finish(path, data, data.shape, axes, None, {}, None, md)
 
 
+def _read_photo(path: Path, axes: str | None) -> ImageData:
+    """A PNG or JPEG: grey ``(Y, X)`` (8 or 16 bit) or colour ``(Y, X, 3|4)`` samples (RGB,
+    RGBA; palette and other modes converted to RGB(A), grey with alpha to grey)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            frames = int(getattr(im, "n_frames", 1))
+            mode = im.mode
+            if mode == "LA":
+                im = im.convert("L")
+            elif mode in ("P", "PA"):
+                im = im.convert("RGBA" if "transparency" in im.info or mode == "PA" else "RGB")
+            elif mode not in ("L", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "F"):
+                im = im.convert("RGB")  # CMYK, YCbCr, 1-bit, ...
+            data = np.asarray(im)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageReadError(
+            path, f"not a readable {path.suffix.lstrip('.').upper()} picture "
+            f"({type(exc).__name__}: {exc})", "Check that it opens in an image viewer and "
+            "save it again (a truncated copy or another format?), or convert it to TIFF."
+        ) from exc
+    if data.dtype.byteorder == ">":
+        data = data.astype(data.dtype.newbyteorder("="))
+    md = {"format": path.suffix.lstrip(".").lower(), "lazy": False, "frames": frames,
+          "mode": mode}
+    meta_axes = "YXC" if data.ndim == 3 else "YX"
+    img = _finish(path, data, data.shape, axes, meta_axes, {}, None, md)
+    if data.ndim == 3:
+        md["source_axes"] = "YXS"  # colour samples, as an RGB TIFF's (not named channels)
+    return img
+
+
 def _finish(path, data, shape, axes, meta_axes, sizes, unit, md) -> ImageData:
     shape = tuple(int(s) for s in shape)
     md["source_axes"] = meta_axes
@@ -503,7 +541,8 @@ def read_image(
     ----------
     path : path-like
         ``.tif``/``.tiff``/``.ome.tif``/``.btf`` (any TIFF flavour), ``.zarr`` or a zarr
-        directory, or ``.npy``. Other suffixes are tried as TIFF.
+        directory, ``.npy``, or a ``.png``/``.jpg``/``.jpeg`` picture (read whole, as
+        stored). Other suffixes are tried as TIFF.
     axes : str, optional
         Override the axes from the file: one letter from ``TZCYX`` per dimension of the data
         as read (``ImageData.shape``). Invalid strings raise ``ValueError`` showing the shape.
@@ -534,6 +573,8 @@ def read_image(
                 img = _read_zarr(p, axes, lazy)
             elif p.suffix.lower() == ".npy":
                 img = _read_npy(p, axes, lazy)
+            elif p.suffix.lower() in PHOTO_SUFFIXES and p.is_file():
+                img = _read_photo(p, axes)
             elif p.is_dir():
                 raise ImageReadError(
                     p, "it is a directory but not a zarr store",
