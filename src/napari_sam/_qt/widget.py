@@ -44,6 +44,7 @@ from . import layers as L
 from .channel_boxes import ChannelBoxes, file_channel_axis
 from .controller import AnnotationController
 from .controls import button, check, combo, key_of, label
+from .file_scale import apply_file_scale
 from .job_bar import JobBar
 from .model_box import ModelBox
 from .notify import guarded
@@ -431,7 +432,10 @@ class SamWidget(ModelBox, QWidget):
         self._refused_image = layer  # until it is taken
         before, c = self.controller.image_layer, self.controller
         self._channels.refresh(layer)  # its axes (the choice stays where it still fits)
-        lead = self._channels_from_file(layer) if not L.same(layer, before) else ""
+        lead = ""
+        if not L.same(layer, before):  # what napari's reader dropped from the image's file
+            lead = " ".join(t for t in (apply_file_scale(L.unwrap(layer)),
+                                        self._channels_from_file(layer)) if t)
         c.set_image(layer, *self._channels.choice())
         self._refused_image = None
         if lead:

@@ -1,0 +1,57 @@
+"""The voxel size of an image layer's file, which napari's reader drops: the dock sets it on
+the layer, so that the labels made and saved from the dock keep it as the command line's do.
+
+napari opens an ImageJ TIFF of a CT volume with 12.5 µm voxels (or a confocal stack with
+2 µm z steps and 0.3 µm pixels) at scale 1 in pixels; the labels layers the dock made copied
+that, and labels saved from napari lost the voxel size the command line's outputs keep
+(porosity or volume measurements need it). A layer the user scaled is left as it is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["apply_file_scale"]
+
+
+def apply_file_scale(layer) -> str:
+    """Set image ``layer``'s scale (and units) from the voxel size its file's metadata names,
+    when the layer has napari's default scale (all 1) and units (pixels).
+
+    Only the spatial axes get a size (Z, Y, X); a time or channel axis keeps 1. Nothing
+    happens for a layer not read from a file, a file without a voxel size (or one of 1 in
+    every axis), or a layer whose dimensions are not the file's.
+
+    Returns
+    -------
+    str
+        The status line saying what was set, or "".
+    """
+    from napari_sam.io import ImageReadError, read_image
+
+    path = getattr(getattr(layer, "source", None), "path", None)
+    if not path or not np.allclose(np.asarray(layer.scale, float), 1.0):
+        return ""
+    if any(str(u) not in ("pixel", "pixels", "None") for u in getattr(layer, "units", ())):
+        return ""
+    try:
+        img = read_image(path, lazy=True)
+    except (OSError, ValueError, ImageReadError):
+        return ""
+    sizes = img.pixel_size
+    if img.metadata.get("axes_from") != "metadata" or sizes is None or np.allclose(sizes, 1.0):
+        return ""
+    axes = img.axes[:-1] if getattr(layer, "rgb", False) and img.axes.endswith("C") else img.axes
+    if len(axes) != layer.ndim:
+        return ""
+    size_of = dict(zip([a for a in "ZYX" if a in axes], (float(s) for s in sizes)))
+    unit = img.unit or "pixel"
+    layer.scale = [size_of.get(a, 1.0) for a in axes]
+    try:
+        layer.units = [unit if a in size_of else "pixel" for a in axes]
+    except (ValueError, TypeError, AttributeError):  # a unit napari does not know
+        unit = "pixel"
+    said = " x ".join(f"{size_of[a]:g}" for a in "ZYX" if a in size_of)
+    return (f"Voxel size {said} {unit} ({''.join(a for a in 'ZYX' if a in size_of)}) from the "
+            f"file of '{layer.name}' (napari's reader dropped it): the layer's scale is set, "
+            "and labels made here keep it.")

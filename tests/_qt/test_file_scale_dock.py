@@ -1,0 +1,70 @@
+"""The voxel size of an image's file, dropped by napari's reader, is set on the layer by the
+dock, so labels committed and saved from napari keep it as the command line's outputs do
+(session 32's walk-through: a CT volume of 12.5 µm voxels gave labels without a voxel size
+from the dock, with it from `napari-sam segment`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from sam_qt_helpers import blob_stack
+
+from napari_sam.io import read_image
+
+
+def _imagej(path, data, axes, spacing, pixel):
+    tifffile.imwrite(path, data, imagej=True, resolution=(1 / pixel, 1 / pixel),
+                     metadata={"axes": axes, "spacing": spacing, "unit": "um"})
+
+
+def test_a_ct_volumes_voxel_size_reaches_the_saved_labels(make_widget, demo_available,
+                                                          tmp_path):
+    path = tmp_path / "ct.tif"
+    _imagej(path, blob_stack(z=6), "ZYX", 12.5, 12.5)
+    viewer, widget = make_widget(sync=False)
+    viewer.open(str(path), plugin="napari")
+    widget.wait()
+    layer, c = viewer.layers["ct"], widget.controller
+    assert tuple(layer.scale) == pytest.approx((12.5, 12.5, 12.5))
+    assert [str(u) for u in layer.units] == ["micrometer"] * 3
+    assert ("Voxel size 12.5 x 12.5 x 12.5 um (ZYX) from the file of 'ct' (napari's reader "
+            "dropped it): the layer's scale is set, and labels made here keep it.") in c.status
+    assert tuple(c.points_layer.scale) == pytest.approx((12.5, 12.5, 12.5))
+    c.go_to_slice(3)
+    widget.wait()
+    c.add_point(3, 20, 20)
+    widget.wait()
+    assert c.previews and c.previews[0].z == 3
+    c.commit()
+    widget.wait()
+    labels = viewer.layers["segmentation"]
+    assert tuple(labels.scale) == pytest.approx((12.5, 12.5, 12.5))
+    assert labels.data[3, 20, 20] == 1
+    out = tmp_path / "ct_labels.tif"
+    labels.save(str(out), plugin="napari-sam-stacks")
+    back = read_image(out)
+    assert back.pixel_size == pytest.approx((12.5, 12.5, 12.5)) and back.unit == "um"
+
+
+def test_a_hyperstack_scales_its_spatial_axes_only_and_a_scaled_layer_is_kept(
+        make_widget, tiny_predictor, tmp_path):
+    path = tmp_path / "cells.tif"
+    _imagej(path, np.stack([blob_stack(z=4), blob_stack(z=4, seed=1)], axis=1), "ZCYX",
+            2.0, 0.5)
+    viewer, widget = make_widget(sync=True, preload=False)
+    viewer.open(str(path), plugin="napari")
+    layer = viewer.layers["cells"]
+    assert tuple(layer.scale) == pytest.approx((2.0, 1.0, 0.5, 0.5))
+    assert (widget.controller.channel_axis, widget.controller.channel) == (1, 0)
+
+    scaled = tmp_path / "scaled.tif"
+    _imagej(scaled, blob_stack(z=4), "ZYX", 3.0, 0.25)
+    viewer.open(str(scaled), plugin="napari")
+    assert tuple(viewer.layers["scaled"].scale) == (1, 1, 1)  # until the dock uses it
+    widget._image.setCurrentIndex(widget._image.findData("scaled"))
+    assert tuple(viewer.layers["scaled"].scale) == pytest.approx((3.0, 0.25, 0.25))
+    viewer.layers["scaled"].scale = (1, 2, 2)  # the user's own scale
+    widget._image.setCurrentIndex(widget._image.findData("cells"))
+    widget._image.setCurrentIndex(widget._image.findData("scaled"))
+    assert tuple(viewer.layers["scaled"].scale) == pytest.approx((1, 2, 2))
