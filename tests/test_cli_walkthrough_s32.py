@@ -181,3 +181,28 @@ def test_previews_and_report_plots_beside_outputs_are_no_inputs(tmp_path):
     nio.write_json_atomic(nio.output_metadata_path(tmp_path / "a_labels.tif"),
                           {"format": nio.OUTPUT_METADATA_FORMAT, "status": "complete"})
     assert [p.name for p in collect_inputs([tmp_path])] == ["a.png", "b_labels.png"]
+
+
+def test_a_low_scoring_click_on_a_tiled_image_gets_the_docks_hint(tmp_path, capsys):
+    """A click deep inside an object larger than a tile gives a sliver (the tiles around it
+    see no edge): the dock says so and suggests a box; `segment` said nothing (session 32's
+    walk-through: a fish of 22,700 px came back as 1,314 px, score 0.35)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:700, :700]
+    img = 200 + rng.normal(0, 20, (700, 700))
+    img[(yy - 350) ** 2 + (xx - 350) ** 2 < 230 ** 2] += 1500  # larger than a 256 px window
+    img[(yy - 80) ** 2 + (xx - 80) ** 2 < 30 ** 2] += 1500
+    path = tmp_path / "big.tif"
+    tifffile.imwrite(path, img.astype(np.uint16))
+    csv = tmp_path / "clicks.csv"
+    csv.write_text("slice,row,col,label,id\n0,350,350,1,1\n0,80,80,1,2\n")
+    rc, so, err = cli(["segment", str(path), "-p", str(csv), "-o", str(tmp_path / "out"),
+                       "--model", "demo", "--device", "cpu"], capsys)
+    assert rc == 0, so + err
+    meta = json.loads((tmp_path / "out" / "big_labels.tif.json").read_text())
+    score = {o["id"]: o["score"] for o in meta["objects"]}
+    assert score[1] < 0.5 <= score[2]  # measured 0.25 and 0.96
+    assert (f"napari-sam: note: big.tif: the mask of object 1 ({score[1]:.2f}) scores low on "
+            "the clicked slice in a tiled image (windows of 256 px): an object larger than a "
+            "tile gives a sliver there; give a box over all of it instead") in err, err
+    assert "object 2" not in err

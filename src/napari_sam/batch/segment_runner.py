@@ -12,6 +12,7 @@ writers, through :func:`napari_sam.batch.label_writing.finish_labels`).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from napari_sam.batch.context import Context, Job
@@ -68,7 +69,35 @@ def run_segment(job: Job, ctx: Context, model) -> dict:
     extra = {"decoder_calls": int(res.decoder_calls)}
     if constant:
         extra["constant_prompt_slices"] = constant
+    if getattr(emb, "tiling", None) is not None:
+        _say_low_scores(job, ctx, res, emb.tiling.window)
     return finish_propagation(job, ctx, model, opened, res, extra)
+
+
+def _say_low_scores(job: Job, ctx: Context, res, window: int) -> None:
+    """On a tiled image, say (unless quiet) which clicked objects' masks score low on their
+    prompted slice: a click deep inside an object larger than a tile gives a sliver (the
+    tiles around it see no edge), as the dock says after such a click."""
+    from napari_sam.annotate.slice_preview import LOW_SCORE
+
+    low = []
+    for oid, items in sorted(job.prompts.items()):
+        clicked = {int(e["slice"]) for e in items if e.get("points") and e.get("box") is None}
+        if any(e.get("box") is not None for e in items):
+            continue
+        scores = [res.scores.get(oid, {}).get(z) for z in sorted(clicked)]
+        worst = min((s for s in scores if s is not None), default=None)
+        if worst is not None and worst < LOW_SCORE:
+            low.append(f"{oid} ({worst:.2f})")
+    if low and not ctx.quiet:
+        from tqdm.auto import tqdm
+
+        what = (f"the mask of object {low[0]} scores" if len(low) == 1 else
+                f"the masks of objects {', '.join(low)} score")
+        tqdm.write(f"napari-sam: note: {job.name}: {what} low on the clicked slice in a tiled "
+                   f"image (windows of {window} px): an object larger than a tile gives a "
+                   "sliver there; give a box over all of it instead (a box larger than a tile "
+                   "is decoded zoomed out)", file=sys.stderr)
 
 
 def _replay_session(job: Job, ctx: Context, model, sess) -> dict:
