@@ -1,0 +1,36 @@
+"""The headless annotation session on a multichannel stack: one channel segmented alone, or
+channels 1-3 as RGB; switching channel keeps the prompts and decodes them on the new one."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stacks import blob_stack
+
+
+def test_switching_channel_keeps_the_prompts_and_decodes_the_new_channel(tiny_sam):
+    from napari_sam.annotate import AnnotationSession, ModelChoice
+    from napari_sam.predictor import Predictor
+
+    bright = blob_stack()
+    data = np.stack([bright, bright.max() - bright], axis=1)  # (Z, 2, Y, X): inverted twin
+    s = AnnotationSession()
+    s.set_image(data, channel_axis=1, channel=0, name="two stains")
+    choice = ModelChoice("tiny", "tiny")
+    s.models.put(choice, "auto", Predictor(tiny_sam, device="cpu"))
+    s.set_model(choice)
+    s.go_to_slice(3)
+    assert s.source.stack.shape == (6, 64, 64) and np.array_equal(s.source.stack[3], bright[3])
+    s.add_point(3, 20, 20)
+    s.update_preview()
+    first = s.previews[0].mask.copy()
+
+    s.set_image(data, channel_axis=1, channel=1, name="two stains")
+    assert np.array_equal(s.source.stack[3], data[3, 1])
+    assert len(s.prompt_arrays()[0]) == 1  # the click stays
+    assert "SAM now segments channel 1 alone." in s.status
+    assert s.previews and not np.array_equal(s.previews[0].mask, first), s.status
+
+    s.set_image(data, channel_axis=1, channel=None, name="two stains")
+    assert s.source.stack.shape == (6, 64, 64, 3) and s.previews
+    assert "SAM now segments channels 1-3 as red, green, blue." in s.status
