@@ -206,3 +206,83 @@ def test_a_low_scoring_click_on_a_tiled_image_gets_the_docks_hint(tmp_path, caps
             "the clicked slice in a tiled image (windows of 256 px): an object larger than a "
             "tile gives a sliver there; give a box over all of it instead") in err, err
     assert "object 2" not in err
+
+
+@pytest.mark.parametrize("command", ["auto", "segment"])
+def test_an_input_replaced_while_its_output_is_written_is_computed_again(
+        tmp_path, tiny_model, capsys, monkeypatch, command):
+    """The output metadata records the input as it was when the job started reading it, so
+    an input replaced while the labels are written (after the check) is recomputed by the
+    next run (the reviewer's race: it was recorded as the new file and skipped for good)."""
+    import napari_sam.io as nio
+    from stacks import blob_stack
+
+    path = tmp_path / "x.tif"
+    tifffile.imwrite(path, blob_stack(z=6))
+    new = blob_stack(z=5, seed=5)
+    reals = {name: getattr(nio, name) for name in ("write_labels", "write_labels_stream")}
+
+    def replacing(name):
+        def writing(*args, **kwargs):
+            tmp = tmp_path / ".incoming.tif"
+            tifffile.imwrite(tmp, new)
+            tmp.replace(path)
+            for n, f in reals.items():  # once
+                monkeypatch.setattr(nio, n, f)
+            return reals[name](*args, **kwargs)
+        return writing
+
+    for name in reals:  # (auto writes a stack's propagated labels whole, else streamed)
+        monkeypatch.setattr(nio, name, replacing(name))
+    argv = [command, str(path), "-o", str(tmp_path / "out"), "--model", str(tiny_model),
+            "--device", "cpu"]
+    if command == "segment":
+        csv = tmp_path / "clicks.csv"
+        csv.write_text("slice,row,col,label,id\n1,20,20,1,1\n")
+        argv += ["--prompts", str(csv)]
+    rc, so, err = cli(argv, capsys)
+    assert rc == 0, so + err
+    assert tifffile.imread(tmp_path / "out" / "x_labels.tif").shape[0] == 6  # the old data
+    rc, so, err = cli(argv, capsys)
+    assert rc == 0 and "1 done, 0 skipped" in so, so + err
+    assert tifffile.imread(tmp_path / "out" / "x_labels.tif").shape == new.shape
+
+
+def test_a_preview_never_replaces_an_input_photo(tmp_path, tiny_model, capsys):
+    """`auto ph -o ph --suffix "" --preview` on ph/a.png: its labels a.tif and its preview
+    a.png, the input itself (the reviewer's catch: the photo was replaced). Refused before
+    any work; without --preview the photo stays an input on a rerun."""
+    from PIL import Image
+
+    img, _ = _photo()
+    folder = tmp_path / "ph"
+    folder.mkdir()
+    Image.fromarray(img).save(folder / "a.png")
+    before = md5s(folder / "a.png")
+    base = ["auto", str(folder), "-o", str(folder), "--suffix", "", "--model",
+            str(tiny_model), "--device", "cpu"]
+    rc, so, err = cli([*base, "--preview"], capsys)
+    assert rc == 2, so + err
+    assert (f"the --preview of {folder / 'a.png'} would be {folder / 'a.png'}, which is an "
+            "input of this batch") in err, err
+    assert md5s(folder / "a.png") == before and not (folder / "a.tif").exists()
+    rc, so, err = cli(base, capsys)
+    assert rc == 0 and (folder / "a.tif").is_file(), so + err
+    rc, so, err = cli(base, capsys)
+    assert rc == 0 and "skipped" in so, so + err  # a.png is still an input (not a preview)
+    assert md5s(folder / "a.png") == before
+
+
+def test_a_hyperstack_whose_metadata_names_its_channels_gets_only_the_channels_note(
+        tmp_path, tiny_model, capsys):
+    """An ImageJ ZCYX file with 3 channels is no stack of colour pages: only its own note
+    (the channels read as RGB, --channel N) is said (the reviewer's catch: both were)."""
+    path = tmp_path / "hyper.tif"
+    rng = np.random.default_rng(1)
+    tifffile.imwrite(path, rng.integers(0, 999, (4, 3, 40, 40)).astype(np.uint16),
+                     imagej=True, metadata={"axes": "ZCYX"})
+    rc, so, err = cli(["auto", str(path), "-o", str(tmp_path / "out"), "--model",
+                       str(tiny_model), "--device", "cpu"], capsys)
+    assert rc == 0, so + err
+    assert "its 3 channels (axes ZCYX) are read as the red, green and blue" in err
+    assert "slices of colour images" not in err

@@ -428,7 +428,7 @@ def run_auto(job: Job, ctx: Context, model) -> dict:
             zmax[present] = np.maximum(zmax[present], z)
             yield out
 
-    check_input_unchanged(job)  # (labels of data the input no longer holds: none written)
+    read = check_input_unchanged(job)  # (labels of data the input no longer holds: none)
     meta = label_metadata(job, ctx, model)
     if nio.write_kind(job.output) in ("tiff", "ome-tiff"):
         nio.write_labels_stream(job.output, slices(), shape=opened.label_shape, max_id=max_id,
@@ -446,6 +446,7 @@ def run_auto(job: Job, ctx: Context, model) -> dict:
     ]
     nio.write_output_metadata(job.output, model=model_record(ctx, model), version=__version__,
                       parameters=ctx.signature(), objects=records, input_path=job.input,
+                      input_record=read,
                       extra={"slices": n, "resumed_slices": resumed, "link": link},
                       parameters_in_effect=parameters_in_effect(ctx, model, opened))
     if ctx.preview:

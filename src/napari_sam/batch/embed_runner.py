@@ -37,7 +37,7 @@ def run_embed(job: Job, ctx: Context, model) -> dict:
     import zarr
 
     zarr.open_group(str(partial), mode="a").attrs.update({"napari_sam": group_attrs})
-    check_input_unchanged(job)  # (embeddings of data the input no longer holds: not kept)
+    read = check_input_unchanged(job)  # (embeddings of data the input no longer holds: none)
     if job.output.exists():
         nio.remove_path(job.output)
     os.replace(partial, job.output)
@@ -45,7 +45,7 @@ def run_embed(job: Job, ctx: Context, model) -> dict:
 
     nio.write_output_metadata(
         job.output, model=model_record(ctx, model), version=__version__,
-        parameters=ctx.signature(), objects=[], input_path=job.input,
+        parameters=ctx.signature(), objects=[], input_path=job.input, input_record=read,
         extra={"slices": n, "embedding_size": int(model.embedding_size),
                "contrast_limits": list(emb.contrast_limits), "image_shape": list(opened.stack.shape),
                "encoder_calls": emb.encoder_calls,

@@ -107,7 +107,9 @@ def _is_preview(path: Path) -> bool:
     for ext in (".tif", ".ome.tif", ".zarr", ".npy"):
         meta = nio.read_output_metadata(path.with_name(path.stem + ext))
         if meta is not None and meta.get("format") == nio.OUTPUT_METADATA_FORMAT:
-            return True
+            made_from = (meta.get("input") or {}).get("path") if isinstance(
+                meta.get("input"), dict) else None
+            return not (made_from and Path(made_from) == path.resolve())  # its input: a photo
     return False
 
 

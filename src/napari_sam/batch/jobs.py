@@ -13,6 +13,7 @@ from napari_sam import io as nio
 from napari_sam.batch.context import Context, Job
 from napari_sam.batch.inputs import WORK_DIR, BatchError, output_path
 from napari_sam.batch.models import model_file_id
+from napari_sam.batch.preview import preview_path
 from napari_sam.batch.prompts import check_unambiguous, prompts_for
 
 
@@ -45,6 +46,12 @@ def make_jobs(inputs: Sequence[Path], ctx: Context,
                 f"the output of {inp} would be {out}, which is also an input of this batch "
                 f"({given[key]}); write the outputs into another folder (-o) or name them with "
                 "another --suffix")
+        preview = preview_path(out).resolve() if ctx.preview else None
+        if preview in given:  # a photo (PNG) beside its output: --preview would replace it
+            raise BatchError(
+                f"the --preview of {inp} would be {preview_path(out)}, which is an input of "
+                f"this batch ({given[preview]}) and would be replaced; write the outputs into "
+                "another folder (-o) or name them with another --suffix")
         job_prompts = None
         if prompts is not None:
             job_prompts = prompts_for(prompts, Path(inp), sub)
@@ -213,20 +220,25 @@ def mark_partial(job: Job, ctx: Context) -> None:
     )
 
 
-class InputChanged(RuntimeError):
+class InputChanged(ValueError):
     """The input file changed while the job read it."""
 
 
-def check_input_unchanged(job: Job) -> None:
+def check_input_unchanged(job: Job) -> dict | None:
     """Before the job writes its output: raise :class:`InputChanged` when its input is not
     the file it was when the job started (size, time stamp or sampled content differ from
     :func:`mark_partial`'s ``input_read``): a file still being written when the run started,
     or replaced meanwhile (acquisition software writes, then renames). Its labels would
     come from the old data while the output metadata recorded the new file, so a rerun
-    skipped it for good."""
+    skipped it for good.
+
+    Returns the fingerprint taken when the job started (None: none was taken): what the
+    output metadata records as the input (``input_record`` of
+    :func:`napari_sam.io.write_output_metadata`), so that a change while the output is
+    being written is seen by the next run."""
     before = (nio.read_output_metadata(job.output) or {}).get("input_read")
     if not isinstance(before, dict):
-        return
+        return None
     try:
         now = nio.input_fingerprint(job.input)
     except OSError:
@@ -236,6 +248,7 @@ def check_input_unchanged(job: Job) -> None:
             f"{job.input.name} changed while it was being read (a file still being written "
             "or replaced during the run): nothing was written for it; rerun when the file is "
             "complete")
+    return before
 
 
 def read_sidecar(output: Path) -> bytes | None:

@@ -85,7 +85,7 @@ def finish_labels(job: Job, ctx: Context, model, opened: OpenedImage, labels: np
     changed while it was read: :func:`~napari_sam.batch.jobs.check_input_unchanged`)."""
     from napari_sam import __version__
 
-    check_input_unchanged(job)
+    read = check_input_unchanged(job)
 
     labels = labels[0] if opened.is2d and labels.ndim == 3 else labels
     nio.write_labels(job.output, labels, axes=opened.label_axes, pixel_size=opened.pixel_size,
@@ -94,7 +94,7 @@ def finish_labels(job: Job, ctx: Context, model, opened: OpenedImage, labels: np
     objects = nio.label_objects_summary(labels, scores)
     nio.write_output_metadata(job.output, model=model_record(ctx, model), version=__version__,
                       parameters=ctx.signature(), objects=objects, input_path=job.input,
-                      extra=dict(extra or {}),
+                      input_record=read, extra=dict(extra or {}),
                       parameters_in_effect=parameters_in_effect(ctx, model, opened))
     if ctx.preview:
         if opened.is2d:

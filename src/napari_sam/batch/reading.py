@@ -95,7 +95,8 @@ def colour_planes_note(job, ctx: Context, opened: OpenedImage) -> str | None:
         return (f"{job.name}: read as one 2D colour image (the file stores its {n} planes as "
                 f"colour samples, axes {axes}); if they are {n} slices of a stack, rerun with "
                 "--axes ZYX")
-    if not opened.is2d and len(axes) == 4 and axes[1] in "CS" and axes[2:] == "YX":
+    if (not opened.is2d and len(axes) == 4 and axes[1] in "CS" and axes[2:] == "YX"
+            and not opened.channels_as_colour):  # (channels its metadata names: their note)
         alpha = ", the 4th dropped as alpha" if n == 4 else ""
         return (f"{job.name}: read as {shape[0]} slices of colour images (each of the file's "
                 f"{shape[0]} pages stores {n} planes as colour samples, read as red, green, "

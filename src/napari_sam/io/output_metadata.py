@@ -165,6 +165,7 @@ def write_output_metadata(
     status: str = "complete",
     extra: Mapping | None = None,
     parameters_in_effect: Mapping | None = None,
+    input_record: Mapping | None = None,
 ) -> Path:
     """Write the output metadata of ``output_path`` (which must already be written) atomically.
 
@@ -174,7 +175,8 @@ def write_output_metadata(
     size}, and for a file mtime_ns and sha256: :func:`output_edited`),
     ``objects`` as ``[{id, slice_range, area, score}]``, optional ``parameters_in_effect``
     (the values the run used where ``parameters``, the resume signature, records a default
-    such as None or "auto") and optional ``extra``.
+    such as None or "auto") and optional ``extra``. ``input_record``: the input's
+    :func:`input_fingerprint` taken before it was read (default: taken now).
     Returns the output metadata path.
     """
     out = Path(output_path)
@@ -190,7 +192,8 @@ def write_output_metadata(
         "model": model,
         "version": str(version),
         "parameters": dict(parameters or {}),
-        "input": None if input_path is None else input_fingerprint(input_path),
+        "input": dict(input_record) if input_record is not None else (
+            None if input_path is None else input_fingerprint(input_path)),
         "output": _output_record(out),
         "objects": [_object_record(o) for o in objects],
     }
