@@ -359,10 +359,13 @@ def keep_aside(path: os.PathLike | str) -> Path:
 
 
 def image_differences(session: Session, *, content_hash: str | None, name: str | None,
-                      what: str = "this image") -> list[str]:
-    """How the image a session is used with differs from the one it recorded: its content
-    hash (other pixels: another image, or the file changed) and its name. Empty when both
-    match, or when the session or the image does not know them.
+                      what: str = "this image",
+                      channels: tuple[int | None, int | None] | None = None) -> list[str]:
+    """How the image a session is used with differs from the one it recorded: the channel
+    segmented of its channel axis (``channels``: the (channel axis, channel) used now; then
+    its pixels differ, and are not compared), its content hash (other pixels: another image,
+    or the file changed) and its name. Empty when they match, or when the session or the
+    image does not know them.
 
     Returns
     -------
@@ -372,7 +375,16 @@ def image_differences(session: Session, *, content_hash: str | None, name: str |
     """
     rec, out = session.image, []
     made_on = rec.get("path") or rec.get("name") or "another image"
-    if content_hash and rec.get("hash") and content_hash != rec["hash"]:
+    was = (rec.get("channel_axis"), rec.get("channel"))
+    if channels is not None and was[0] is not None and was[0] == channels[0] and (
+            was[1] != channels[1]):
+        def words(channel):
+            return "channels 1-3 as RGB" if channel is None else f"channel {channel} alone"
+
+        out.append(f"the session was made segmenting {words(was[1])} (channel axis {was[0]}), "
+                   f"{what} is segmented as {words(channels[1])}: pick {words(was[1])} in the "
+                   "dock's 'Channel' to go on as it was made")
+    elif content_hash and rec.get("hash") and content_hash != rec["hash"]:
         out.append(f"the session was made on '{made_on}' (content hash {rec['hash'][:8]}...), "
                    f"but {what} has other pixels (hash {content_hash[:8]}...): another image, "
                    "or the file changed since")

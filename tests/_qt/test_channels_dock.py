@@ -128,3 +128,55 @@ def test_a_channel_is_read_alone_and_lazily():
     assert flat.stack.shape == (1, 96, 96) and np.array_equal(flat.stack[0], data[0, 0])
     with pytest.raises(UnsupportedImage, match="axis 1 holds channels 0-1"):
         make_source(data, channel_axis=1, channel=2)
+
+
+def test_a_session_saved_on_another_channel_says_which_to_pick(make_widget, demo_available,
+                                                              tmp_path):
+    """The reviewer's catches: the image hash was cached per layer data, so a session saved
+    after switching channel recorded the first channel's hash; and loading a session made on
+    another channel said nothing (or that the pixels differ)."""
+    from napari_sam import session as S
+
+    viewer, widget, _ = _open_hyperstack(make_widget, tmp_path)
+    c, boxes = widget.controller, widget._channels
+    boxes.channel.setCurrentIndex(boxes.channel.findData(1))
+    widget.wait()
+    c.go_to_slice(2)
+    widget.wait()
+    c.add_point(2, 48, 48)
+    widget.wait()
+    saved = c.save_session(tmp_path / "on_channel_1.json")
+    assert S.read_session(saved).image["hash"] == S.image_hash(c.source.stack)
+    assert S.read_session(saved).image["channel"] == 1
+    c.clear_prompts()
+    boxes.channel.setCurrentIndex(boxes.channel.findData(0))
+    widget.wait()
+    c.load_session(saved)
+    widget.wait()
+    assert ("the session was made segmenting channel 1 alone (channel axis 1), 'cells' is "
+            "segmented as channel 0 alone: pick channel 1 alone in the dock's 'Channel'"
+            ) in c.status, c.status
+    assert "other pixels" not in c.status
+
+
+def test_the_channel_axis_of_one_image_is_not_taken_to_the_next(make_widget, tiny_predictor,
+                                                                 tmp_path):
+    """A (C, Y, X) file's channel axis (read from the file) stayed picked for a volume picked
+    next: its slices were taken as channels (the reviewer's catch). Each image keeps its own
+    choice."""
+    from sam_qt_helpers import use_predictor
+
+    data, _ = _nuclei_and_membranes(z=6)
+    tifffile.imwrite(tmp_path / "plane.tif", data[0], imagej=True, metadata={"axes": "CYX"})
+    tifffile.imwrite(tmp_path / "vol.tif", data[:, 0], imagej=True, metadata={"axes": "ZYX"})
+    viewer, widget = make_widget(sync=True, preload=False)
+    use_predictor(widget, tiny_predictor)
+    viewer.open(str(tmp_path / "plane.tif"), plugin="napari")
+    c = widget.controller
+    assert (c.channel_axis, c.channel) == (0, 0) and c.source.stack.shape == (1, 96, 96)
+    viewer.open(str(tmp_path / "vol.tif"), plugin="napari")
+    widget._image.setCurrentIndex(widget._image.findData("vol"))
+    assert c.image_layer.name == "vol"
+    assert (c.channel_axis, c.channel) == (None, None) and c.source.stack.shape == (6, 96, 96)
+    widget._image.setCurrentIndex(widget._image.findData("plane"))
+    assert (c.channel_axis, c.channel) == (0, 0)

@@ -5,8 +5,9 @@ napari's reader opens a multichannel TIFF (e.g. ``(Z, C, Y, X)`` nuclei and memb
 one layer with a channel slider, shown one channel at a time in grey. SAM segments either one
 channel as a grey image (what the user sees: the default is the channel shown when the axis
 is picked) or channels 1-3 as red, green, blue ("all"). Mixing a membrane stain into the
-nuclei's colours halves the masks' quality (on the development stack with a membrane-like
-second channel, one click per nucleus: 0.75 alone, 0.39 mixed), so one channel is the
+nuclei's colours halves the masks' quality with the demo model (one click per nucleus: 0.75
+alone and 0.39 mixed on the development stack with a membrane-like second channel, session
+31; 0.996 and 0.44 on the scene of tests/_qt/test_channels_dock.py), so one channel is the
 default.
 """
 
@@ -38,6 +39,7 @@ class ChannelBoxes:
         self._viewer = viewer
         self._changed = changed
         self._layer = None
+        self._chosen: dict = {}  # layer id -> (axis, channel) last picked for that layer
         self.axis = combo(
             tip="Axis holding channels (stains, colours) of a multichannel image; 'none' for "
                 "grey or RGB images.",
@@ -61,10 +63,16 @@ class ChannelBoxes:
         return axis, (None if axis is None else self.channel.currentData())
 
     def refresh(self, layer) -> None:
-        """List the axes of image ``layer`` (napari layer or None), keeping the choice when
-        the layer still has it."""
+        """List the axes of image ``layer`` (napari layer or None): the choice stays for the
+        same layer (where it still fits); another layer gets the choice last made for it,
+        else none (a volume picked after a (C, Y, X) image kept its axis 0 as channels)."""
+        if self._layer is not None:
+            self._chosen[_layer_key(self._layer)] = self.choice()
+        same = layer is not None and self._layer is not None and (
+            _layer_key(layer) == _layer_key(self._layer))
         self._layer = layer
-        current = self.choice()
+        current = self.choice() if same else self._chosen.get(
+            None if layer is None else _layer_key(layer), (None, None))
         box = self.axis
         box.blockSignals(True)
         box.clear()
@@ -112,6 +120,14 @@ class ChannelBoxes:
         except (IndexError, TypeError, ValueError):
             shown = 0
         return int(np.clip(shown, 0, layer.data.shape[axis] - 1))
+
+
+def _layer_key(layer):
+    """A napari layer's identity (the same for napari's proxies of it)."""
+    from .layers import unwrap
+
+    layer = unwrap(layer)
+    return getattr(layer, "unique_id", id(layer))
 
 
 def file_channel_axis(layer) -> tuple[int, str] | None:

@@ -76,7 +76,7 @@ class SessionLog:
         self.session_path: Path | None = None
         self._declined: set[str] = set()
         self._volume_request = None  # (prompts, options, {i: object key}) of the preview
-        self._image_hash: tuple[int, str] | None = None
+        self._image_hash: tuple[tuple, str] | None = None
         self._autosave_said: set[str] = set()  # fallback places the status has named
         self._autosave_note = ""
         self._log_generation = 0  # +1 whenever the log starts again (another target, a load)
@@ -191,7 +191,8 @@ class SessionLog:
 
     # ------------------------------------------------------------------ state
     def _hash(self) -> str:
-        key = id(self.image_identity()[1])
+        # the stack SAM sees: another channel of the same layer data is another image
+        key = (id(self.image_identity()[1]), self.channel_axis, self.channel)
         if self._image_hash is None or self._image_hash[0] != key:
             self._image_hash = (key, S.image_hash(self.source.stack))
         return self._image_hash[1]
@@ -358,7 +359,8 @@ class SessionLog:
                 "on the image now would be lost: commit them (Shift+C) or clear them "
                 "(Shift+X), then load the session.")
         differs = S.image_differences(sess, content_hash=self._hash(), name=self.image_name(),
-                                      what=f"'{self.image_name()}'")
+                                      what=f"'{self.image_name()}'",
+                                      channels=(src.channel_axis, src.channel))
         before = self.model_choice
         self._restore(sess)
         now = self.model_choice

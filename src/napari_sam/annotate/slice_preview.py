@@ -270,10 +270,10 @@ class SlicePreview:
                 *(None if a is None else (a.shape, a.tobytes()) for a in arrays))
 
     def _choice_image(self):
-        """The image part of :meth:`choice_key`: the image's identity and channel axis (None
-        without an image)."""
+        """The image part of :meth:`choice_key`: the image's identity, channel axis and the
+        channel segmented (None without an image)."""
         try:
-            return self.image_identity()[0], self.channel_axis
+            return self.image_identity()[0], self.channel_axis, self.channel
         except AttributeError:  # the dock without an image layer
             return None
 
