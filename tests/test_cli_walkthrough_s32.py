@@ -286,3 +286,25 @@ def test_a_hyperstack_whose_metadata_names_its_channels_gets_only_the_channels_n
     assert rc == 0, so + err
     assert "its 3 channels (axes ZCYX) are read as the red, green and blue" in err
     assert "slices of colour images" not in err
+
+
+def test_large_and_one_bit_pictures_are_read(tmp_path):
+    """A picture over Pillow's "decompression bomb" limit (2 x 89 Mpx) failed with
+    DecompressionBombError and no next step, though large images are what tiling is for;
+    a 1-bit PNG became 3-channel RGB where napari shows it grey (the reviewer's catches)."""
+    import warnings
+
+    from PIL import Image
+
+    from napari_sam.io import read_image
+
+    big = tmp_path / "mosaic.png"
+    Image.fromarray(np.zeros((13500, 13500), np.uint8)).save(big)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(big).data.shape == (13500, 13500)
+    bits = tmp_path / "mask.png"
+    Image.fromarray(np.eye(40, 50, dtype=bool)).save(bits)
+    img = read_image(bits)
+    assert img.data.shape == (40, 50) and img.data.dtype == np.uint8 and img.axes == "YX"
+    assert np.array_equal(img.data > 0, np.eye(40, 50, dtype=bool))

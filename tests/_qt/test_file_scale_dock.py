@@ -68,3 +68,25 @@ def test_a_hyperstack_scales_its_spatial_axes_only_and_a_scaled_layer_is_kept(
     widget._image.setCurrentIndex(widget._image.findData("cells"))
     widget._image.setCurrentIndex(widget._image.findData("scaled"))
     assert tuple(viewer.layers["scaled"].scale) == pytest.approx((1, 2, 2))
+
+
+def test_labels_opened_beside_the_image_keep_it_unscaled(make_widget, tiny_predictor,
+                                                         tmp_path):
+    """Labels opened beside a CT volume (napari's reader: scale 1) for proofreading: scaling
+    the image alone would no longer line them up (the reviewer's catch); the dock says so and
+    leaves both."""
+    from sam_qt_helpers import use_predictor
+
+    path = tmp_path / "ct.tif"
+    _imagej(path, blob_stack(z=6), "ZYX", 12.5, 12.5)
+    tifffile.imwrite(tmp_path / "ct_labels.tif", (blob_stack(z=6) > 100).astype(np.uint16))
+    viewer, widget = make_widget(sync=True, preload=False)
+    use_predictor(widget, tiny_predictor)
+    viewer.open(str(tmp_path / "ct_labels.tif"), plugin="napari", layer_type="labels")
+    viewer.open(str(path), plugin="napari")
+    widget._image.setCurrentIndex(widget._image.findData("ct"))
+    assert widget.controller.image_layer.name == "ct"
+    assert tuple(viewer.layers["ct"].scale) == (1, 1, 1)
+    assert ("Voxel size 12.5 x 12.5 x 12.5 um (ZYX) from the file of 'ct' (napari's reader "
+            "dropped it): not set on the layer, as 'ct_labels' of the same size is at scale 1"
+            ) in widget.controller.status, widget.controller.status

@@ -24,7 +24,7 @@ def _offline(offline_cli):
 
 
 def test_the_output_cannot_be_the_model_training_starts_from(tmp_path, samples, tiny_model,
-                                                               capsys):
+                                                               capsys, monkeypatch):
     start = tmp_path / "c.pt"
     shutil.copy(tiny_model, start)
     sidecar = tmp_path / "c.pt.json"
@@ -37,6 +37,13 @@ def test_the_output_cannot_be_the_model_training_starts_from(tmp_path, samples, 
             f"napari-sam: error: -o {start} is the checkpoint training starts from (--model): "
             "writing over it would lose the weights it starts from; write the finetuned model "
             f"to another file (e.g. -o {tmp_path / 'c_ft.pt'})")
+    assert md5s(start, sidecar) == before
+    # --model=~/c.pt (no shell expands "~" after "="): the same file (the reviewer's catch)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    argv = _train(samples, samples / "ground_truth", start, "MODEL", "--overwrite")
+    i = argv.index("--model")
+    rc, _, err = cli([*argv[:i], "--model=~/c.pt", *argv[i + 2:]], capsys)
+    assert rc == 2 and "is the checkpoint training starts from (--model)" in err, err
     assert md5s(start, sidecar) == before
 
 

@@ -14,23 +14,30 @@ import numpy as np
 __all__ = ["apply_file_scale"]
 
 
-def apply_file_scale(layer) -> str:
+def apply_file_scale(layer, layers=()) -> str:
     """Set image ``layer``'s scale (and units) from the voxel size its file's metadata names,
-    when the layer has napari's default scale (all 1) and units (pixels).
+    when the layer has napari's default scale (all 1), translate (0) and units (pixels).
 
     Only the spatial axes get a size (Z, Y, X); a time or channel axis keeps 1. Nothing
-    happens for a layer not read from a file, a file without a voxel size (or one of 1 in
-    every axis), or a layer whose dimensions are not the file's.
+    happens for a layer not read from a file (or read from a PNG or JPEG picture), a file
+    without a voxel size (or one of 1 in every axis), or a layer whose dimensions are not the
+    file's. When another of ``layers`` (the viewer's) with the same rows and columns is at
+    the default scale (labels opened beside the image), nothing is set either, as it would no
+    longer line up with the image: the line says so.
 
     Returns
     -------
     str
-        The status line saying what was set, or "".
+        The status line saying what was set (or why not), or "".
     """
     from napari_sam.io import ImageReadError, read_image
+    from napari_sam.io.readers import PHOTO_SUFFIXES
+
+    from .layers import PREVIEW_NAME, unwrap
 
     path = getattr(getattr(layer, "source", None), "path", None)
-    if not path or not np.allclose(np.asarray(layer.scale, float), 1.0):
+    if not path or str(path).lower().endswith(PHOTO_SUFFIXES) or not np.allclose(
+            np.asarray(layer.scale, float), 1.0) or np.any(np.asarray(layer.translate)):
         return ""
     if any(str(u) not in ("pixel", "pixels", "None") for u in getattr(layer, "units", ())):
         return ""
@@ -46,12 +53,22 @@ def apply_file_scale(layer) -> str:
         return ""
     size_of = dict(zip([a for a in "ZYX" if a in axes], (float(s) for s in sizes)))
     unit = img.unit or "pixel"
+    said = (f"Voxel size {' x '.join(f'{size_of[a]:g}' for a in 'ZYX' if a in size_of)} "
+            f"{unit} ({''.join(a for a in 'ZYX' if a in size_of)}) from the file of "
+            f"'{layer.name}' (napari's reader dropped it)")
+    beside = [other.name for other in map(unwrap, layers) if other is not layer
+              and type(other).__name__ in ("Image", "Labels") and other.name != PREVIEW_NAME
+              and np.allclose(np.asarray(other.scale, float), 1.0)
+              and tuple(getattr(other.data, "shape", ())[-2:]) == tuple(layer.data.shape[-2:])]
+    if beside:
+        return (f"{said}: not set on the layer, as '{beside[0]}' of the same size is at scale "
+                "1 and would no longer line up with it (set both layers' scale in napari to "
+                "use it).")
     layer.scale = [size_of.get(a, 1.0) for a in axes]
     try:
         layer.units = [unit if a in size_of else "pixel" for a in axes]
     except (ValueError, TypeError, AttributeError):  # a unit napari does not know
-        unit = "pixel"
-    said = " x ".join(f"{size_of[a]:g}" for a in "ZYX" if a in size_of)
-    return (f"Voxel size {said} {unit} ({''.join(a for a in 'ZYX' if a in size_of)}) from the "
-            f"file of '{layer.name}' (napari's reader dropped it): the layer's scale is set, "
-            "and labels made here keep it.")
+        return (f"{said}: the layer's scale is set; its unit '{unit}' is unknown to napari, "
+                "so the axes stay in pixels and labels saved from here claim no unit.")
+    return f"{said}: the layer's scale is set, and labels made here keep it."
+

@@ -434,7 +434,7 @@ class SamWidget(ModelBox, QWidget):
         self._channels.refresh(layer)  # its axes (the choice stays where it still fits)
         lead = ""
         if not L.same(layer, before):  # what napari's reader dropped from the image's file
-            lead = " ".join(t for t in (apply_file_scale(L.unwrap(layer)),
+            lead = " ".join(t for t in (apply_file_scale(L.unwrap(layer), self.viewer.layers),
                                         self._channels_from_file(layer)) if t)
         c.set_image(layer, *self._channels.choice())
         self._refused_image = None

@@ -102,7 +102,7 @@ def cmd_train(args) -> int:
     if (args.max_steps or args.minutes) and not args.resume:
         raise CLIError("--max-steps and --minutes stop a piece of a resumable run; add --resume", 2)
     out = checkpoint_path(args.output)
-    start = Path(args.model) if args.model else None
+    start = Path(args.model).expanduser() if args.model else None
     if start is not None and start.is_file() and out.exists() and start.samefile(out):
         raise CLIError(f"-o {out} is the checkpoint training starts from (--model): writing "
                        "over it would lose the weights it starts from; write the finetuned "

@@ -465,25 +465,35 @@ def _read_npy(path: Path, axes: str | None, lazy: bool) -> ImageData:
 def _read_photo(path: Path, axes: str | None) -> ImageData:
     """A PNG or JPEG: grey ``(Y, X)`` (8 or 16 bit) or colour ``(Y, X, 3|4)`` samples (RGB,
     RGBA; palette and other modes converted to RGB(A), grey with alpha to grey)."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    limit = Image.MAX_IMAGE_PIXELS  # large pictures (mosaics) are what tiling is for
+    Image.MAX_IMAGE_PIXELS = None
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings(), Image.open(path) as im:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             frames = int(getattr(im, "n_frames", 1))
             mode = im.mode
-            if mode == "LA":
+            if mode in ("LA", "1"):  # (1-bit: 0 / 255 grey, as napari shows it)
                 im = im.convert("L")
             elif mode in ("P", "PA"):
                 im = im.convert("RGBA" if "transparency" in im.info or mode == "PA" else "RGB")
             elif mode not in ("L", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "F"):
                 im = im.convert("RGB")  # CMYK, YCbCr, 1-bit, ...
             data = np.asarray(im)
+    except MemoryError:
+        raise ImageReadError(path, "too large to read into memory",
+                             "Convert it to a tiled TIFF (read lazily), or crop it.") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageReadError(
             path, f"not a readable {path.suffix.lstrip('.').upper()} picture "
             f"({type(exc).__name__}: {exc})", "Check that it opens in an image viewer and "
             "save it again (a truncated copy or another format?), or convert it to TIFF."
         ) from exc
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
     if data.dtype.byteorder == ">":
         data = data.astype(data.dtype.newbyteorder("="))
     md = {"format": path.suffix.lstrip(".").lower(), "lazy": False, "frames": frames,
@@ -702,7 +712,7 @@ def file_axes(path: os.PathLike | str | None) -> str | None:
     (Z, C, Y, X) hyperstack as a 4D layer); the dock reads them here, as the command line
     does.
     """
-    if path is None:
+    if path is None or str(path).lower().endswith(PHOTO_SUFFIXES):  # (no axes to name)
         return None
     try:
         img = read_image(path, lazy=True)
