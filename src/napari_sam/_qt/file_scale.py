@@ -71,4 +71,3 @@ def apply_file_scale(layer, layers=()) -> str:
         return (f"{said}: the layer's scale is set; its unit '{unit}' is unknown to napari, "
                 "so the axes stay in pixels and labels saved from here claim no unit.")
     return f"{said}: the layer's scale is set, and labels made here keep it."
-

@@ -413,9 +413,8 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
     def _cache_key(self):
         image_id, data = self.image_identity()
         return self.embeddings.key(
-            image_id, data, (self.channel_axis, self.channel), choice_identity(self.model_choice), self.device,
-            self.store,
-            precision_key(self.device, self.precision), self.tiling,
+            image_id, data, (self.channel_axis, self.channel), choice_identity(self.model_choice),
+            self.device, self.store, precision_key(self.device, self.precision), self.tiling,
         )
 
     def _lookup(self) -> str | None:
