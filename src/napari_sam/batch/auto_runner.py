@@ -149,6 +149,36 @@ class _TileProgress:
             self.progress(2 * self.windows, 2 * self.windows)
 
 
+class _SliceProgress:
+    """The progress of a stack's slices segmented, reported from the worker threads; on a
+    tiled stack, counted in their windows (slices x windows: a 2048 px slice is 121 windows
+    and takes minutes; the bar sat at "0/20 slice" that long)."""
+
+    def __init__(self, progress, slices: int, windows: int):
+        self.progress, self.windows = progress, windows if progress is not None else 0
+        self.total = slices * (self.windows or 1)
+        self._done: dict[int, int] = {}  # slice -> its windows (or 1) done
+        self._lock = threading.Lock()
+        if self.windows and getattr(progress, "bar", None) is not None:
+            progress.bar.unit = "window"
+        if progress is not None:
+            progress(0, self.total)
+
+    def windows_done(self, z: int, done: int) -> None:
+        """``done`` windows of slice ``z`` are segmented (a tiled stack; else nothing)."""
+        if self.windows:
+            self._count(z, min(done, self.windows))
+
+    def slice_done(self, z: int) -> None:
+        if self.progress is not None:
+            self._count(z, self.windows or 1)
+
+    def _count(self, z: int, done: int) -> None:
+        with self._lock:
+            self._done[z] = done
+            self.progress(sum(self._done.values()), self.total)
+
+
 def _segment_slice(slice_emb, limits, image: np.ndarray, model, ctx: Context,
                    n_slices: int, progress=None):
     """segment_everything on one slice exactly as its stack path does (the slice's embedding
@@ -285,15 +315,8 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
             _claim_stored(group, emb, sorted(set(wanted) - set(todo)), hashes)
     if not todo:
         return done_now
-    total = len(todo)
     tiles = _TileProgress(progress, len(tiling) if tiling is not None and n == 1 else 0)
-    # a tiled stack counts its slices' windows (a 2048 px slice: 121 windows, minutes)
-    per_slice = len(tiling) if tiling is not None and n > 1 and progress is not None else 0
-    if per_slice and getattr(progress, "bar", None) is not None:
-        progress.bar.unit = "window"
-    windows: dict[int, int] = {}  # slice -> its windows segmented (a tiled stack)
-    if progress is not None:
-        progress(0, total * (per_slice or 1))
+    counted = _SliceProgress(progress, len(todo), len(tiling) if tiling and n > 1 else 0)
     lock = threading.Lock()
     stop = threading.Event()  # set when this thread stops: the workers' slices stop too
 
@@ -302,22 +325,17 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
             raise KeyboardInterrupt  # this thread's Ctrl-C (or error): not a result
         if tiles.segmenting is not None:
             tiles.segmenting(done, of)
-        elif per_slice:
-            with lock:
-                windows[z] = min(done, per_slice)
-                progress(sum(windows.values()), total * per_slice)
+        else:
+            counted.windows_done(z, done)
 
     def finish(z: int, labels: np.ndarray, scores: np.ndarray) -> None:
         _save_slice(work, z, labels, scores)
         with lock:
             done_now[z] = int(labels.max()) if labels.size else 0
-            windows[z] = per_slice
             if tiles.windows:
                 tiles.done()
-            elif per_slice:
-                progress(sum(windows.values()), total * per_slice)
-            elif progress is not None:
-                progress(len(done_now), total)
+            else:
+                counted.slice_done(z)
 
     def segment(z: int, slice_emb, image: np.ndarray) -> None:
         res = _segment_slice(slice_emb, emb.contrast_limits, image, model, ctx,
