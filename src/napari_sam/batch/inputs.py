@@ -185,10 +185,11 @@ def collect_inputs_with_folders(
     each with the subfolder it was found in.
 
     A directory contributes its ``.tif``/``.tiff``/``.btf``/``.npy``/``.png``/``.jpg``/
-    ``.jpeg`` files and ``.zarr`` stores (with ``recursive=True`` those of its subfolders too); a glob (``"data/*.tif"``,
-    ``"data/**/*.tif"``) its matches; a zarr directory is one input. Files that are outputs of
-    napari-sam (they have a napari-sam sidecar) are left out, so writing the outputs next to
-    the inputs does not feed them back in; so are, in folders and globs, the ground-truth
+    ``.jpeg`` files and ``.zarr`` stores (with ``recursive=True`` those of its subfolders
+    too); a glob (``"data/*.tif"``, ``"data/**/*.tif"``) its matches; a zarr directory is one
+    input. Files that are outputs of napari-sam (they have a napari-sam sidecar; a PNG beside
+    an output, its ``--preview`` or ``report`` plot) are left out, so writing the outputs
+    next to the inputs does not feed them back in; so are, in folders and globs, the ground-truth
     label images of ``napari-sam sample`` (``data/ground_truth/``: ``auto data/ -r``), unless
     ``keep_ground_truth``, and the label TIFFs of annotation sessions
     (:func:`is_session_labels`: the GUI autosaves them next to the image). A file named

@@ -481,7 +481,7 @@ def _read_photo(path: Path, axes: str | None) -> ImageData:
             elif mode in ("P", "PA"):
                 im = im.convert("RGBA" if "transparency" in im.info or mode == "PA" else "RGB")
             elif mode not in ("L", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "F"):
-                im = im.convert("RGB")  # CMYK, YCbCr, 1-bit, ...
+                im = im.convert("RGB")  # CMYK, YCbCr, ...
             data = np.asarray(im)
     except MemoryError:
         raise ImageReadError(path, "too large to read into memory",
