@@ -90,3 +90,27 @@ def test_labels_opened_beside_the_image_keep_it_unscaled(make_widget, tiny_predi
     assert ("Voxel size 12.5 x 12.5 x 12.5 um (ZYX) from the file of 'ct' (napari's reader "
             "dropped it): not set on the layer, as 'ct_labels' of the same size is at scale 1"
             ) in widget.controller.status, widget.controller.status
+
+
+def test_picking_an_image_reads_its_files_metadata_once(make_widget, tiny_predictor, tmp_path,
+                                                        monkeypatch):
+    """The dock asks a picked image's file for its stack axis, channel axis and voxel size:
+    three reads of a large TIFF's metadata (session 32's reread); one now, and a file
+    written anew is read anew."""
+    from napari_sam.io import readers
+
+    path = tmp_path / "cells.tif"
+    _imagej(path, np.stack([blob_stack(z=4), blob_stack(z=4, seed=1)], axis=1), "ZCYX",
+            2.0, 0.5)
+    reads = []
+    real = readers.read_image
+    monkeypatch.setattr(readers, "read_image",
+                        lambda p, *a, **k: reads.append(str(p)) or real(p, *a, **k))
+    viewer, widget = make_widget(sync=True, preload=False)
+    viewer.open(str(path), plugin="napari")
+    assert tuple(viewer.layers["cells"].scale) == pytest.approx((2.0, 1.0, 0.5, 0.5))
+    assert (widget.controller.channel_axis, widget.controller.axis_kind) == (1, "z")
+    assert reads == [str(path)]
+    _imagej(path, np.stack([blob_stack(z=5), blob_stack(z=5, seed=1)], axis=1), "TCYX",
+            1.0, 0.25)
+    assert readers.file_header(path).axes == "TCYX" and len(reads) == 2

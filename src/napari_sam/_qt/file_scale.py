@@ -30,7 +30,7 @@ def apply_file_scale(layer, layers=()) -> str:
     str
         The status line saying what was set (or why not), or "".
     """
-    from napari_sam.io import ImageReadError, read_image
+    from napari_sam.io import file_header
     from napari_sam.io.readers import PHOTO_SUFFIXES
 
     from .layers import PREVIEW_NAME, unwrap
@@ -41,18 +41,16 @@ def apply_file_scale(layer, layers=()) -> str:
         return ""
     if any(str(u) not in ("pixel", "pixels", "None") for u in getattr(layer, "units", ())):
         return ""
-    try:
-        img = read_image(path, lazy=True)
-    except (OSError, ValueError, ImageReadError):
+    header = file_header(path)
+    if header is None or header.pixel_size is None or np.allclose(header.pixel_size, 1.0):
         return ""
-    sizes = img.pixel_size
-    if img.metadata.get("axes_from") != "metadata" or sizes is None or np.allclose(sizes, 1.0):
-        return ""
-    axes = img.axes[:-1] if getattr(layer, "rgb", False) and img.axes.endswith("C") else img.axes
+    sizes = header.pixel_size
+    axes = header.axes
+    axes = axes[:-1] if getattr(layer, "rgb", False) and axes.endswith("C") else axes
     if len(axes) != layer.ndim:
         return ""
     size_of = dict(zip([a for a in "ZYX" if a in axes], (float(s) for s in sizes)))
-    unit = img.unit or "pixel"
+    unit = header.unit or "pixel"
     said = (f"Voxel size {' x '.join(f'{size_of[a]:g}' for a in 'ZYX' if a in size_of)} "
             f"{unit} ({''.join(a for a in 'ZYX' if a in size_of)}) from the file of "
             f"'{layer.name}' (napari's reader dropped it)")

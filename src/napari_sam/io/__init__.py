@@ -73,9 +73,11 @@ from napari_sam.io.output_metadata import (
 )
 from napari_sam.io.readers import (
     TIFF_SUFFIXES,
+    FileHeader,
     ImageReadError,
     check_image_data,
     file_axes,
+    file_header,
     file_stack_axis,
     is_zarr_path,
     quiet_tifffile,
@@ -111,6 +113,8 @@ __all__ = [
     "ImageReadError",
     "check_image_data",
     "file_axes",
+    "file_header",
+    "FileHeader",
     "file_stack_axis",
     "guess_axes",
     "input_fingerprint",

@@ -10,6 +10,7 @@ tifffile's log lines off stderr (the problems they describe become errors instea
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -704,6 +705,49 @@ _DAMAGE_SIGNS = ("invalid page offset", "invalid value offset", "failed to resha
                  "metadata invalid or corrupted")
 
 
+@dataclasses.dataclass(frozen=True)
+class FileHeader:
+    """What a file's metadata names about its image (napari's reader drops it; the dock reads
+    it back): ``axes`` as stored (e.g. ``"ZCYX"``), ``pixel_size`` per spatial axis in
+    ``axes`` order (Z, Y, X; None when the file names none) and its ``unit``."""
+
+    axes: str
+    pixel_size: tuple[float, ...] | None
+    unit: str | None
+
+
+_HEADERS: dict[tuple, FileHeader | None] = {}  # (path, mtime_ns, size) -> header, a few kept
+
+
+def file_header(path: os.PathLike | str | None) -> FileHeader | None:
+    """The axes, voxel size and unit a file's metadata names (:class:`FileHeader`); None for a
+    file whose axes are only guessed from its shape, a PNG or JPEG picture, one that cannot
+    be read, or no path.
+
+    Read once per file version: picking an image in the dock asks for its stack axis, channel
+    axis and voxel size, and a large TIFF's metadata is slow to parse.
+    """
+    if path is None or str(path).lower().endswith(PHOTO_SUFFIXES):  # (no axes to name)
+        return None
+    try:
+        stat = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    key = (os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _HEADERS:
+        try:
+            img = read_image(path, lazy=True)
+        except (OSError, ValueError, ImageReadError):
+            header = None
+        else:
+            header = (FileHeader(img.axes, img.pixel_size, img.unit)
+                      if img.metadata.get("axes_from") == "metadata" else None)
+        if len(_HEADERS) >= 8:
+            _HEADERS.pop(next(iter(_HEADERS)))
+        _HEADERS[key] = header
+    return _HEADERS[key]
+
+
 def file_axes(path: os.PathLike | str | None) -> str | None:
     """The axes a file's metadata names, as stored (e.g. ``"ZCYX"``); None for a file whose
     axes are only guessed from its shape, or one that cannot be read (or no path).
@@ -712,13 +756,8 @@ def file_axes(path: os.PathLike | str | None) -> str | None:
     (Z, C, Y, X) hyperstack as a 4D layer); the dock reads them here, as the command line
     does.
     """
-    if path is None or str(path).lower().endswith(PHOTO_SUFFIXES):  # (no axes to name)
-        return None
-    try:
-        img = read_image(path, lazy=True)
-    except (OSError, ValueError, ImageReadError):
-        return None
-    return img.axes if img.metadata.get("axes_from") == "metadata" else None
+    header = file_header(path)
+    return None if header is None else header.axes
 
 
 def file_stack_axis(path: os.PathLike | str | None) -> tuple[str, str] | None:
