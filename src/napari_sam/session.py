@@ -378,8 +378,10 @@ def image_differences(session: Session, *, content_hash: str | None, name: str |
     was = (rec.get("channel_axis"), rec.get("channel"))
     if channels is not None and was[0] is not None and was[0] == channels[0] and (
             was[1] != channels[1]):
+        from napari_sam.annotate.image_source import segmented_words
+
         def words(channel):
-            return "channels 1-3 as RGB" if channel is None else f"channel {channel} alone"
+            return segmented_words(was[0], channel)
 
         out.append(f"the session was made segmenting {words(was[1])} (channel axis {was[0]}), "
                    f"{what} is segmented as {words(channels[1])}: pick {words(was[1])} in the "

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ImageSource", "SliceView", "UnsupportedImage", "make_source"]
+__all__ = ["ImageSource", "SliceView", "UnsupportedImage", "make_source", "segmented_words"]
 
 
 class UnsupportedImage(ValueError):
@@ -108,6 +108,15 @@ def _moveaxis_lazy(data, axis: int):
         return np.moveaxis(np.asarray(data), axis, -1)
 
 
+def segmented_words(channel_axis: int | None, channel: int | None) -> str:
+    """What SAM is given of an image with ``channel_axis`` (None: none) when ``channel`` of it
+    is segmented (None: channels 1-3 as RGB), in the status line's words: "channel 1 alone",
+    "channels 1-3 as red, green, blue", or "the image"."""
+    if channel is not None:
+        return f"channel {channel} alone"
+    return "channels 1-3 as red, green, blue" if channel_axis is not None else "the image"
+
+
 @dataclass
 class ImageSource:
     """How one image layer maps to SAM's stack of 2D slices.
@@ -144,9 +153,7 @@ class ImageSource:
     def segmented(self) -> str:
         """What SAM is given, in the status line's words: "channel 1 alone", "channels 1-3
         as red, green, blue" (a channel axis without a channel), or "the image"."""
-        if self.channel is not None:
-            return f"channel {self.channel} alone"
-        return "channels 1-3 as red, green, blue" if self.channel_axis is not None else "the image"
+        return segmented_words(self.channel_axis, self.channel)
 
     @property
     def is_3d(self) -> bool:

@@ -35,8 +35,9 @@ def evaluate(
     Returns
     -------
     dict with "point_iou", "box_iou", "val_iou" (their mean) and, with ``n_clicks``,
-    "click_iou" (list after each click) and arrays "point_ious", "box_ious",
-    "click_ious" (objects x clicks) for detailed analysis.
+    "click_iou" (list after each click) and arrays "point_ious", "box_ious", "object_ious"
+    (per object, the mean of its point and box IoU: what "val_iou" averages), "click_ious"
+    (objects x clicks) for detailed analysis.
     """
     from napari_sam.predictor import Predictor
 
@@ -92,6 +93,7 @@ def evaluate(
         "box_iou": float(b.mean()) if len(b) else float("nan"),
         "point_ious": p,
         "box_ious": b,
+        "object_ious": (p + b) / 2,
     }
     res["val_iou"] = (res["point_iou"] + res["box_iou"]) / 2
     if n_clicks:

@@ -534,7 +534,7 @@ def _finish_epoch(trainer, loop: _Loop, epoch: int, epochs: int, val_items, *, t
         rec.update(val_point_iou=ev["point_iou"], val_box_iou=ev["box_iou"],
                    val_iou=ev["val_iou"], val_objects=ev["n_objects"])
         base = np.asarray((loop.base or {}).get("val_object_ious", []), float)
-        mine = (ev["point_ious"] + ev["box_ious"]) / 2
+        mine = ev["object_ious"]
         if len(base) == len(mine) > 1:  # the same objects: the gain's paired standard error
             rec["val_gain_se"] = float(np.std(mine - base, ddof=1) / np.sqrt(len(mine)))
         if shared:
@@ -576,8 +576,7 @@ def _validate_base(trainer, loop: _Loop, val_items, max_val_objects, progress) -
     ev = evaluate(trainer.model, val_items, device=trainer.device, max_objects=max_val_objects)
     loop.base = {"val_iou": ev["val_iou"], "val_point_iou": ev["point_iou"],
                  "val_box_iou": ev["box_iou"], "val_objects": ev["n_objects"],
-                 "val_object_ious": [round(float(v), 5) for v in
-                                     (ev["point_ious"] + ev["box_ious"]) / 2]}
+                 "val_object_ious": [round(float(v), 5) for v in ev["object_ious"]]}
     msg = (f"before training, the base model: val IoU {ev['val_iou']:.3f} (point "
            f"{ev['point_iou']:.3f}, box {ev['box_iou']:.3f})")
     logger.info(msg)
