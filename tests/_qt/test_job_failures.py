@@ -99,16 +99,23 @@ def test_loading_fails_download_runtime_value_then_loads(make_widget, notificati
     shown = [m for s, m in notifications[before:] if "error" in s.lower()]
     assert shown and "could not be downloaded" in shown[-1]
     assert url in shown[-1] and str(tmp_path / "cache") in shown[-1]  # the URL; where to put it
-    assert c.status.startswith("Failed: ") and url in c.status
-    # the status names what failed: loading the model, not computing embeddings
+    # the status names what failed (loading the model, not computing embeddings) in a short
+    # line, the details in the notification; the model before it is in use again (every
+    # click tried the download again, the dock stuck on it: session 33's walk-through)
     assert c.status.startswith("Failed: Computing SAM embeddings (loading the model "
-                               "'offline_test'). "), c.status
-    # a click now is not refused as "a job is running": it starts loading again (and fails)
+                               "'offline_test'). The model could not be downloaded ("), c.status
+    assert url not in c.status and len(c.status) < 400, c.status
+    assert c.status.endswith("the notification says how to install its file by hand. The "
+                             "model in use is 'demo' again: pick 'offline_test' in 'Model' "
+                             "once its file is in place."), c.status
+    assert c.model_choice.key == "demo" and widget._model.currentData().key == "demo"
+    # a click now is not refused as "a job is running": it decodes with the model in use
     before = len(notifications)
     c.points_layer.add([c.current_z(), 20, 20])
     _wait(qtbot, c)
     assert "is running" not in " ".join(m for _, m in notifications[before:])
-    assert "could not be downloaded" in c.status
+    assert c.previews and c.status.startswith("point object"), c.status
+    c.set_model(ModelChoice("offline_test", "offline_test", cached=False))
 
     _fail_each(qtbot, widget, notifications, monkeypatch, ModelCache, "load", widget._on_compute)
 
@@ -390,3 +397,13 @@ def test_closing_the_viewer_while_a_job_runs(make_widget, tiny_predictor, qtbot,
     qtbot.waitUntil(lambda: not job.running, timeout=JOB_TIMEOUT_MS)
     assert job.cancelled
     c.job_progress.emit(1, 2)  # a late report: no slot of the deleted widget runs
+
+
+def test_a_long_url_in_the_status_does_not_widen_the_dock(make_widget, qtbot):
+    """A download failure's URL in the status line (no place to break it) widened the dock
+    for good, the canvas narrower after the status was short again (session 33)."""
+    viewer, widget = make_widget(blob_stack(z=2), sync=True, preload=False, name="img")
+    narrow = widget.minimumSizeHint().width()
+    widget.controller.say("Failed: https://dl.fbaipublicfiles.com/" + "x" * 300 + ".pth")
+    assert widget.minimumSizeHint().width() <= narrow
+    assert widget._status.text().startswith("Failed: https://")

@@ -23,7 +23,7 @@ from napari_sam.annotate.image_source import make_source
 
 from . import layers as L
 from . import targets as T
-from .notify import guarded, info, report, warn
+from .notify import guarded, info, report, status_text, warn
 from .paint_autosave import PaintAutosave
 from .workers import Job, run_job
 
@@ -591,9 +591,10 @@ class AnnotationController(AnnotationSession):
 
         def errored(err):
             self._pending = False  # a click during a failed job must not start it again
-            message = report(err)
+            message = status_text(err, report(err))
             during = f" ({job.phase})" if job.phase else ""  # e.g. "(loading the model 'vit_b')"
-            self._say(f"Failed: {description}{during}. {message}{self.failed_load_note(job)}")
+            self._say(f"Failed: {description}{during}. {message}"
+                      f"{self.failed_load_note(job, err)}")
 
         job = self.job = Job(description, key=self.job_key())
         self.job_changed.emit(job)

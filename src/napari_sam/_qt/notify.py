@@ -13,7 +13,7 @@ import logging
 
 from napari_sam.annotate.errors import UserError
 
-__all__ = ["UserError", "describe", "guarded", "report", "warn", "info"]
+__all__ = ["UserError", "describe", "guarded", "report", "status_text", "warn", "info"]
 
 logger = logging.getLogger("napari_sam")
 
@@ -91,6 +91,19 @@ def report(err: BaseException) -> str:
 
     level, message = describe(err)
     (show_error if level == "error" else show_warning)(message)
+    return message
+
+
+def status_text(err: BaseException, message: str) -> str:
+    """What the dock's status line says of ``err``, whose notification says ``message``: the
+    same, but for a failed download a short line (its message, with the URL, the path to
+    put the file at by hand and its checksums, filled half the dock, and its unbreakable URL
+    widened it for good)."""
+    from napari_sam.models.download import ModelDownloadError
+
+    if isinstance(err, ModelDownloadError):
+        return (f"The model could not be downloaded ({err.summary}); the notification says "
+                "how to install its file by hand.")
     return message
 
 

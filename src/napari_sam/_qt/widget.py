@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QScrollArea,
+    QSizePolicy,
     QSpinBox,
     QToolButton,
     QVBoxLayout,
@@ -109,7 +110,8 @@ class SamWidget(ModelBox, QWidget):
         self._failed_since_wait: str | None = None  # what wait() raises: the last failure
         self._progress, self._cancel = self._job_bar.progress, self._job_bar.cancel
         outer.addWidget(self._job_bar)
-        self._status = label()
+        self._status = label()  # a long path or URL in it must not widen the dock for good
+        self._status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         outer.addWidget(self._status)
 
         ev = napari_viewer.layers.events

@@ -1,6 +1,7 @@
 """A checkpoint file picked in *Model* that fails to load (a training state, a file of
-another format, weights of an unknown architecture): the session goes back to the model
-chosen before it, since every click would fail the same way (a mixin of
+another format, weights of an unknown architecture), or a registry model that cannot be
+downloaded (offline): the session goes back to the model chosen before it, since every click
+would fail the same way (a mixin of
 :class:`~napari_sam.annotate.annotation_session.AnnotationSession`)."""
 
 from __future__ import annotations
@@ -14,16 +15,29 @@ class FailedLoads:
     #: the model chosen before the current one (None: none, or the same)
     previous_model_choice = None
 
-    def failed_load_note(self, job) -> str:
-        """Main thread, ``job`` failed: when it failed loading the checkpoint file chosen
-        now, choose the model chosen before it again and return what to say after the
-        failure (" The model in use is 'demo' again: ..."); "" otherwise (a download that
-        failed keeps its choice: the file put in place by hand is found at the next click)."""
+    def failed_load_note(self, job, err: BaseException | None = None) -> str:
+        """Main thread, ``job`` failed (with ``err``): when it failed loading the checkpoint
+        file chosen now, or downloading the registry model chosen now (offline: every click
+        would try again and fail the same way, the dock stuck on it), choose the model chosen
+        before it again and return what to say after the failure (" The model in use is
+        'demo' again: ..."); "" otherwise."""
+        from napari_sam.models.download import ModelDownloadError
+
         choice, before = self.model_choice, self.previous_model_choice
-        if (choice is None or not choice.is_file or before is None
+        download = isinstance(err, ModelDownloadError) and choice is not None and (
+            not choice.is_file)
+        if (choice is None or not (choice.is_file or download) or before is None
                 or not job.phase.startswith("loading the model")
                 or job.key is None or job.key[1][0] != choice):
             return ""
         self.set_model(before)
-        return (f" The model in use is '{before.key}' again: pick another checkpoint file "
-                "('Checkpoint file...' in 'Model').")
+        if download:
+            note = (f" The model in use is '{before.key}' again: pick '{choice.key}' in "
+                    "'Model' once its file is in place.")
+        else:
+            note = (f" The model in use is '{before.key}' again: pick another checkpoint file "
+                    "('Checkpoint file...' in 'Model').")
+        if self.source is not None and self.image_shown() and any(
+                self.current_z() in o.slices for o in self.objects()):
+            note += " Press Shift+S to preview the prompts with it."
+        return note

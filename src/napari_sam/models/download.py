@@ -47,8 +47,13 @@ class ModelDownloadError(RuntimeError):
     """A model file could not be downloaded or did not match its published checksum.
 
     The message names the URL that failed, the exact path where the file can be placed
-    by hand, and the checksum it must have.
+    by hand, and the checksum it must have; ``summary`` says in a few words why it failed
+    (e.g. "offline, or the server did not answer"), for a status line.
     """
+
+    def __init__(self, message: str, summary: str | None = None):
+        super().__init__(message)
+        self.summary = summary or message
 
 
 def cache_dir() -> Path:
@@ -75,7 +80,8 @@ def check_cache_dir(folder: Path) -> None:
                 raise ModelDownloadError(
                     f"cannot store models in {folder}: {p} is a file, not a folder "
                     f"({source}). Set {CACHE_ENV} to a folder (it is created if missing), or "
-                    "unset it to use the platform cache folder."
+                    "unset it to use the platform cache folder.",
+                    summary=f"its cache folder {folder} cannot be made: {p} is a file",
                 )
             return
 
@@ -190,7 +196,8 @@ def download(spec: ModelSpec, url: str, target: Path, progress: bool) -> None:
     else:
         raise ModelDownloadError(
             f"cannot download model {spec.name!r} from {url}: unsupported URL scheme "
-            f"{scheme!r} (use http, https or file). " + by_hand_message(spec, target, url)
+            f"{scheme!r} (use http, https or file). " + by_hand_message(spec, target, url),
+            summary=f"unsupported URL scheme {scheme!r}",
         )
     try:
         pooch.retrieve(
@@ -204,12 +211,16 @@ def download(spec: ModelSpec, url: str, target: Path, progress: bool) -> None:
         raise ModelDownloadError(
             f"the file downloaded for model {spec.name!r} from {url} does not match its "
             f"published checksum ({err}); it was discarded and nothing was saved. "
-            + by_hand_message(spec, target, url)
+            + by_hand_message(spec, target, url),
+            summary="the file downloaded does not match its published checksum",
         ) from err
     except (requests.RequestException, OSError) as err:
+        offline = isinstance(err, (requests.ConnectionError, requests.Timeout))
         raise ModelDownloadError(
             f"could not download model {spec.name!r} from {url}: "
-            f"{type(err).__name__}: {err}. " + by_hand_message(spec, target, url)
+            f"{type(err).__name__}: {err}. " + by_hand_message(spec, target, url),
+            summary=("offline, or the server did not answer" if offline
+                     else f"{type(err).__name__}: {err}"),
         ) from err
     # pooch has just checked the hash of these exact bytes: remember it instead of
     # reading a multi-GB file again, and keep the (cheap) size check.
@@ -225,5 +236,6 @@ def download(spec: ModelSpec, url: str, target: Path, progress: bool) -> None:
         remove_path(target)
         raise ModelDownloadError(
             f"the file downloaded for model {spec.name!r} from {url} is wrong: {problem}; "
-            "it was deleted. " + by_hand_message(spec, target, url)
+            "it was deleted. " + by_hand_message(spec, target, url),
+            summary=f"the file downloaded is wrong ({problem})",
         )
