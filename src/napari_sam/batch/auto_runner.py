@@ -422,7 +422,9 @@ def run_auto(job: Job, ctx: Context, model) -> dict:
         auto_slices(job, ctx, model, progress=bar, keep_embeddings=propagate)
     finally:
         bar.close()
-    check_input_unchanged(job)  # (a file still growing: slices read that it no longer has)
+    # a file still growing or replaced: its slices read are not the data it holds now (a
+    # change from here on is seen by the next run: the output metadata records ``read``)
+    read = check_input_unchanged(job)
     opened = open_image(job.input, ctx)
     announce_colour_planes(job, ctx, opened)
     n = len(opened.stack)
@@ -446,7 +448,6 @@ def run_auto(job: Job, ctx: Context, model) -> dict:
             zmax[present] = np.maximum(zmax[present], z)
             yield out
 
-    read = check_input_unchanged(job)  # (labels of data the input no longer holds: none)
     meta = label_metadata(job, ctx, model)
     if nio.write_kind(job.output) in ("tiff", "ome-tiff"):
         nio.write_labels_stream(job.output, slices(), shape=opened.label_shape, max_id=max_id,

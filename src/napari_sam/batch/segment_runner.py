@@ -82,9 +82,9 @@ def _say_low_scores(job: Job, ctx: Context, res, window: int) -> None:
 
     low = []
     for oid, items in sorted(job.prompts.items()):
-        clicked = {int(e["slice"]) for e in items if e.get("points") and e.get("box") is None}
         if any(e.get("box") is not None for e in items):
             continue
+        clicked = {int(e["slice"]) for e in items if e.get("points")}
         scores = [res.scores.get(oid, {}).get(z) for z in sorted(clicked)]
         worst = min((s for s in scores if s is not None), default=None)
         if worst is not None and worst < LOW_SCORE:
