@@ -142,3 +142,23 @@ def test_wait_names_the_failure_even_after_a_later_job_succeeded(scripted, monke
         widget.wait()
     assert "boom" in str(err.value) and "Propagated" not in str(err.value)
     assert c.volume is not None and c.status.startswith("Propagated 1 object")
+
+
+def test_a_point_on_another_slice_shows_it_and_a_missing_slice_is_refused(scripted):
+    """A script's point on a slice not shown was kept unpreviewed ("Add a point ..."), and
+    ``go_to_slice(12)`` on a 6-slice stack showed slice 5 quietly (session 33)."""
+    from napari_sam.annotate import UserError
+
+    viewer, widget = scripted
+    c = widget.controller
+    widget.wait()
+    assert c.current_z() != 4
+    c.add_point(4, 20, 20)
+    widget.wait()
+    assert c.current_z() == 4 and [p.z for p in c.previews] == [4], c.status
+    with pytest.raises(UserError, match=r"Slice 12 is not a slice of 'blobs': it has slices "
+                                        r"0-5\."):
+        c.go_to_slice(12)
+    with pytest.raises(UserError, match="Slice 5.5 is not a slice"):
+        c.add_point(5.5, 20, 20)
+    assert c.current_z() == 4 and len(viewer.layers["SAM points"].data) == 1

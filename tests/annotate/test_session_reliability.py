@@ -29,7 +29,7 @@ def test_prompts_stay_with_their_image(session):
     s.set_image(other, name="other")
     assert len(s.prompt_arrays()[0]) == 0  # blobs' prompts are not other's
     assert s.status.startswith("Set aside 2 uncommitted prompts of 'blobs' (2 points)")
-    s.add_point(0, 5, 5)
+    s.add_point(3, 5, 5)  # (slice 3 stays shown: the restored prompts are previewed)
     s.set_image(blobs, name="blobs")
     points, labels, _ = s.prompt_arrays()
     assert points.tolist() == [[3, 20, 20], [3, 30, 30]] and labels.tolist() == [1, 0]

@@ -130,8 +130,8 @@ class AnnotationController(AnnotationSession):
         return src.slice_of(self.image_layer.world_to_data(world))
 
     def go_to_slice(self, z: int) -> None:
-        """Show slice ``z`` of the image's stack."""
-        src, layer = self._require_image(), self.image_layer
+        """Show slice ``z`` of the image's stack (UserError for a slice it does not have)."""
+        src, layer, z = self._require_image(), self.image_layer, self.checked_slice(z)
         if not src.is_3d:
             return
         data = np.asarray(layer.world_to_data(np.asarray(self.viewer.dims.point, float)))
@@ -243,6 +243,7 @@ class AnnotationController(AnnotationSession):
         """Add a point to the points layer (its events preview it when live)."""
         if self.points_layer is None:  # no image it can use: the status line says why
             raise UserError(self.status if "Cannot use" in self.status else self.next_step())
+        z = self.prompt_slice(z)  # (shown: the preview is of the slice shown)
         self.set_negative(not positive)
         self.points_layer.add(L.layer_coords(self.source, [[z, row, col]]))
 
@@ -250,7 +251,7 @@ class AnnotationController(AnnotationSession):
         """Add a box to the boxes layer (its events preview it when live)."""
         if self.boxes_layer is None:  # no image it can use: the status line says why
             raise UserError(self.status if "Cannot use" in self.status else self.next_step())
-        box = [z, min(row0, row1), min(col0, col1), max(row0, row1), max(col0, col1)]
+        box = [self.prompt_slice(z), min(row0, row1), min(col0, col1), max(row0, row1), max(col0, col1)]
         self.boxes_layer.add(L.box_rectangles(self.source, [box]), shape_type="rectangle")
 
     def clear_prompts(self) -> None:

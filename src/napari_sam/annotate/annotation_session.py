@@ -13,6 +13,7 @@ Coordinates are napari order: points (z, row, col), boxes (z, row0, col0, row1, 
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from pathlib import Path
 
@@ -161,9 +162,34 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
         return int(self.z)
 
     def go_to_slice(self, z: int) -> None:
-        """Show slice ``z`` of the image's stack."""
+        """Show slice ``z`` of the image's stack (UserError for a slice it does not have)."""
+        z = self.checked_slice(z)
         if self._require_image().is_3d:
-            self.z = int(z)
+            self.z = z
+
+    def checked_slice(self, z) -> int:
+        """Slice number ``z`` given by a script, as an int; UserError when it is not a whole
+        number, or not a slice of the image's stack (0 for a 2D image)."""
+        n = self._require_image().n_slices
+        try:
+            whole = isinstance(z, numbers.Real) and not isinstance(z, bool) and (
+                float(z) == int(z))
+        except (ValueError, OverflowError):  # nan, inf
+            whole = False
+        if not whole or not 0 <= int(z) < n:
+            have = "slice 0 (a 2D image)" if n == 1 else f"slices 0-{n - 1}"
+            raise UserError(f"Slice {z!r} is not a slice of '{self.image_name()}': it has "
+                            f"{have}.")
+        return int(z)
+
+    def prompt_slice(self, z) -> int:
+        """Slice ``z`` of a prompt a script adds, checked (:meth:`checked_slice`) and shown:
+        previews are of the slice shown (a point added on another slice was kept, but the
+        status line asked for a point and a commit found nothing)."""
+        z = self.checked_slice(z)
+        if self._require_image().is_3d and z != self.current_z():
+            self.go_to_slice(z)
+        return z
 
     def prompt_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Prompts as points (P, 3) (z, row, col), their labels (P,) 1/0 and boxes (N, 5)
@@ -177,12 +203,15 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
         self.boxes = np.asarray(boxes, float).reshape(-1, 5)
 
     def add_point(self, z: int, row: float, col: float, positive: bool = True) -> None:
-        """Add a prompt point on slice ``z`` (``positive=False``: a negative point)."""
+        """Add a prompt point on slice ``z`` (``positive=False``: a negative point), which is
+        shown (:meth:`prompt_slice`)."""
+        z = self.prompt_slice(z)
         self.points = np.concatenate([self.points, [[z, row, col]]])
         self.point_labels = np.append(self.point_labels, int(bool(positive)))
 
     def add_box(self, z: int, row0: float, col0: float, row1: float, col1: float) -> None:
-        """Add a box prompt on slice ``z`` (one object per box)."""
+        """Add a box prompt on slice ``z`` (one object per box), which is shown."""
+        z = self.prompt_slice(z)
         box = [z, min(row0, row1), min(col0, col1), max(row0, row1), max(col0, col1)]
         self.boxes = np.concatenate([self.boxes, [box]])
 
