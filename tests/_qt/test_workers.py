@@ -238,3 +238,31 @@ def test_a_job_failing_while_its_phase_waits_behind_a_nested_report_names_the_ph
         time.sleep(0.001)
     assert finished == [job]
     assert phases_at_error == ["loading the model 'x'"]
+
+
+def test_napari_quitting_a_worker_stops_the_core_function_in_its_helper_thread(qapp):
+    """napari quits every worker when its window closes (superqt's ``worker.quit()``): the
+    worker stopped iterating without closing the job's generator, and segment everything ran
+    on in its helper thread for a minute after the viewer was closed (session 33). The
+    generator is closed on the worker's thread now: the helper stops at its next progress
+    call, no result is applied, and the job counts as cancelled."""
+    from qtpy.QtWidgets import QApplication
+
+    log, result, finished = [], [], []
+    job = run_job(with_progress(_slow, 100_000, log=log), description="t",
+                  on_returned=result.append, on_finished=finished.append, progress_bar=False)
+    deadline = time.monotonic() + 30
+    while len(log) < 5 and time.monotonic() < deadline:
+        QApplication.processEvents()
+        time.sleep(0.01)
+    assert job.worker is not None and len(log) >= 5
+    job.worker.quit()  # what napari's window does on closing
+    while not finished and time.monotonic() < deadline:
+        QApplication.processEvents()
+        time.sleep(0.01)
+    assert finished == [job] and job.cancelled and result == []
+    helpers = [t for t in threading.enumerate() if t.name == "napari-sam _slow"]
+    assert not helpers, "the core function runs on after its worker was quit"
+    n = len(log)
+    time.sleep(0.2)
+    assert len(log) == n

@@ -223,9 +223,20 @@ def _run_here(gen: Generator, progressed, returned, errored, finished) -> None:
 def _run_in_thread(gen: Generator, job: Job, progressed, returned, errored, finished) -> None:
     """Start a napari worker thread (``job.worker``) running the job's generator."""
     from napari.qt.threading import create_worker
+    from qtpy.QtCore import Qt
 
     worker = create_worker(lambda: (yield from gen), _start_thread=False)
     job.worker = worker
+
+    def aborted():
+        """napari quits every worker when its window closes (superqt's ``quit``): the
+        worker then stops iterating without closing the generator, and a core function
+        bridged by ``with_progress`` ran on in its helper thread (a minute of segment
+        everything after the viewer was closed). Runs on the worker's thread."""
+        job.cancelled = True
+        _close(gen)
+
+    worker.aborted.connect(aborted, Qt.ConnectionType.DirectConnection)
     worker.yielded.connect(progressed)
     worker.returned.connect(returned)
     worker.errored.connect(errored)
