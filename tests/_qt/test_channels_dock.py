@@ -1,6 +1,6 @@
 """A multichannel hyperstack (Z, C, Y, X) in the dock: the channel axis is read from the
 file (napari's reader drops it), one channel is segmented alone by default (the one shown),
-'all' mixes channels 1-3 as red, green, blue, and switching channel keeps the prompts.
+'all' mixes channels 0-2 as red, green, blue, and switching channel keeps the prompts.
 
 Session 31's walk-through: nuclei with a membrane stain beside them, opened in napari as one
 4D layer, were refused until 'Channel axis' was set, and then the two stains were mixed as
@@ -115,7 +115,7 @@ def test_picking_the_axis_by_hand_takes_the_channel_shown(make_widget, tiny_pred
     assert (c.channel_axis, c.channel) == (1, 1) and boxes.channel.isEnabled()
     assert np.array_equal(c.source.stack[2], data[2, 1])
     assert [boxes.channel.itemText(i) for i in range(boxes.channel.count())] == [
-        "channel 0", "channel 1", "all: channels 1-3 as red, green, blue"]
+        "channel 0", "channel 1", "all: channels 0-1 as red, green (blue empty)"]
 
 
 def test_a_channel_is_read_alone_and_lazily():

@@ -1,5 +1,5 @@
 """The headless annotation session on a multichannel stack: one channel segmented alone, or
-channels 1-3 as RGB; switching channel keeps the prompts and decodes them on the new one."""
+channels 0-2 as RGB; switching channel keeps the prompts and decodes them on the new one."""
 
 from __future__ import annotations
 
@@ -33,4 +33,19 @@ def test_switching_channel_keeps_the_prompts_and_decodes_the_new_channel(tiny_sa
 
     s.set_image(data, channel_axis=1, channel=None, name="two stains")
     assert s.source.stack.shape == (6, 64, 64, 3) and s.previews
-    assert "SAM now segments channels 1-3 as red, green, blue." in s.status
+    assert "SAM now segments channels 0-1 as red, green (blue empty)." in s.status
+
+
+def test_the_words_for_all_channels_count_them_from_0_as_the_entries_do():
+    """'all: channels 1-3 as red, green, blue' beside 'channel 0' and 'channel 1' of a
+    2-channel image (session 33's dock walk-through): there is no channel 3, and the blue is
+    empty."""
+    from napari_sam.annotate.image_source import segmented_words
+
+    assert segmented_words(1, None, 2) == "channels 0-1 as red, green (blue empty)"
+    assert segmented_words(1, None, 3) == "channels 0-2 as red, green, blue"
+    assert segmented_words(0, None, 4) == "channels 0-2 as red, green, blue (channel 3 left out)"
+    assert segmented_words(0, None, 6) == ("channels 0-2 as red, green, blue (channels 3-5 "
+                                           "left out)")
+    assert segmented_words(0, 4, 6) == "channel 4 alone"
+    assert segmented_words(None, None) == "the image"

@@ -4,7 +4,7 @@ holds channels, and what SAM segments of it.
 napari's reader opens a multichannel TIFF (e.g. ``(Z, C, Y, X)`` nuclei and membranes) as
 one layer with a channel slider, shown one channel at a time in grey. SAM segments either one
 channel as a grey image (what the user sees: the default is the channel shown when the axis
-is picked) or channels 1-3 as red, green, blue ("all"). Mixing a membrane stain into the
+is picked) or channels 0-2 as red, green, blue ("all"). Mixing a membrane stain into the
 nuclei's colours halves the masks' quality with the demo model (one click per nucleus: 0.75
 alone and 0.39 mixed on the development stack with a membrane-like second channel, session
 31; 0.996 and 0.44 on the scene of tests/_qt/test_channels_dock.py), so one channel is the
@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_sam.annotate.image_source import segmented_words
+
 from .controls import combo
 
 __all__ = ["ALL_CHANNELS", "ChannelBoxes", "file_channel_axis"]
 
-#: The 'Channel' entry that mixes channels 1-3 as red, green, blue.
-ALL_CHANNELS = "all: channels 1-3 as red, green, blue"
+#: The start of the 'Channel' entry that mixes the first three channels as red, green, blue.
+ALL_CHANNELS = "all: "
 
 
 class ChannelBoxes:
@@ -47,7 +49,7 @@ class ChannelBoxes:
         )
         self.channel = combo(
             tip="What SAM segments: one channel as a grey image (the stain of the objects you "
-                "want), or channels 1-3 as red, green, blue.",
+                "want), or channels 0-2 as red, green, blue.",
             changed=changed,
         )
         self.channel.setEnabled(False)
@@ -103,7 +105,8 @@ class ChannelBoxes:
         if axis is not None and layer is not None and axis < layer.ndim:
             for c in range(int(layer.data.shape[axis])):
                 box.addItem(f"channel {c}", c)
-            box.addItem(ALL_CHANNELS, None)
+            box.addItem(ALL_CHANNELS + segmented_words(axis, None, int(layer.data.shape[axis])),
+                        None)
             index = box.findData(channel) if channel is not None else box.count() - 1
             box.setCurrentIndex(max(index, 0))
         box.setEnabled(axis is not None)

@@ -434,7 +434,7 @@ class AnnotationController(AnnotationSession):
     def set_image(self, layer, channel_axis: int | None = None,
                   channel: int | None = None) -> None:
         """Use an image layer (and a channel axis, and the ``channel`` of it segmented alone:
-        None mixes channels 1-3 as R, G, B); makes or adapts the prompt layers."""
+        None mixes channels 0-2 as R, G, B); makes or adapts the prompt layers."""
         if layer is None:
             raise UserError(
                 "No image layer: open an image (File > Open, or File > Open Sample > "

@@ -6,7 +6,7 @@ The plugin segments 2D slices. An image (a napari image layer's data, or any arr
 - 3D grey ``(Z, Y, X)`` (or ``(T, Y, X)``) or RGB ``(Z, Y, X, 3|4)`` -> Z slices;
 - either of these with one extra *channel axis* chosen by the user (any axis but the last
   two spatial ones), e.g. ``(Z, C, Y, X)`` or ``(C, Y, X)``: one *channel* of it is
-  segmented as a grey image, or (no channel chosen) channels 1-3 become R, G, B.
+  segmented as a grey image, or (no channel chosen) channels 0-2 become R, G, B.
 
 The prompt, preview and result layers the GUI creates have the image layer's dimensions, with the
 channel axis (if any) kept at size 1 and stretched over all channels (scale C times the
@@ -108,13 +108,22 @@ def _moveaxis_lazy(data, axis: int):
         return np.moveaxis(np.asarray(data), axis, -1)
 
 
-def segmented_words(channel_axis: int | None, channel: int | None) -> str:
-    """What SAM is given of an image with ``channel_axis`` (None: none) when ``channel`` of it
-    is segmented (None: channels 1-3 as RGB), in the status line's words: "channel 1 alone",
-    "channels 1-3 as red, green, blue", or "the image"."""
+def segmented_words(channel_axis: int | None, channel: int | None,
+                    n_channels: int = 3) -> str:
+    """What SAM is given of an image with ``channel_axis`` (None: none) of ``n_channels``
+    channels when ``channel`` of it is segmented (None: the first three as RGB), in the
+    status line's words, numbered from 0 as the 'Channel' entries are: "channel 1 alone",
+    "channels 0-1 as red, green (blue empty)", "channels 0-2 as red, green, blue", or "the
+    image"."""
     if channel is not None:
         return f"channel {channel} alone"
-    return "channels 1-3 as red, green, blue" if channel_axis is not None else "the image"
+    if channel_axis is None:
+        return "the image"
+    if n_channels == 2:
+        return "channels 0-1 as red, green (blue empty)"
+    rest = f" (channels 3-{n_channels - 1} left out)" if n_channels > 4 else (
+        " (channel 3 left out)" if n_channels == 4 else "")
+    return f"channels 0-2 as red, green, blue{rest}"
 
 
 @dataclass
@@ -133,7 +142,7 @@ class ImageSource:
         Layer axis of the stack (None for 2D images).
     rgb : bool
     channel : int or None
-        The channel of ``channel_axis`` segmented as a grey image (None: channels 1-3 as
+        The channel of ``channel_axis`` segmented as a grey image (None: channels 0-2 as
         R, G, B).
     """
 
@@ -151,9 +160,10 @@ class ImageSource:
 
     @property
     def segmented(self) -> str:
-        """What SAM is given, in the status line's words: "channel 1 alone", "channels 1-3
-        as red, green, blue" (a channel axis without a channel), or "the image"."""
-        return segmented_words(self.channel_axis, self.channel)
+        """What SAM is given, in the status line's words: "channel 1 alone", "channels 0-2
+        as red, green, blue" (a channel axis without a channel), or "the image"
+        (:func:`segmented_words`)."""
+        return segmented_words(self.channel_axis, self.channel, self.stack.n_channels)
 
     @property
     def is_3d(self) -> bool:
@@ -238,7 +248,7 @@ def make_source(data, *, rgb: bool = False, channel_axis: int | None = None,
         Axis holding channels (not for RGB layers; not one of the last two axes).
     channel : int, optional
         Segment this channel of ``channel_axis`` alone, as a grey image (0-based; None:
-        channels 1-3 as red, green, blue).
+        channels 0-2 as red, green, blue).
     multiscale : bool
         Multiscale layers are refused (the message says what to do).
 
