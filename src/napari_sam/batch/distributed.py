@@ -18,6 +18,7 @@ import numpy as np
 from napari_sam.batch.auto_runner import PROPAGATE_DEFAULT, auto_slices, prepare_auto_work
 from napari_sam.batch.context import Context, Job, JobResult
 from napari_sam.batch.embedding_stores import embed_store, user_embeddings
+from napari_sam.batch.job_checks import output_name_problem
 from napari_sam.batch.jobs import output_state
 from napari_sam.batch.models import get_model
 from napari_sam.batch.reading import open_image
@@ -352,7 +353,8 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
         for i, job in enumerate(jobs):
             blocks = []
             n = 0
-            if block_slices and ctx.command in ("auto", "embed"):
+            if (block_slices and ctx.command in ("auto", "embed")
+                    and output_name_problem(job, ctx) is None):  # else its final task says why
                 state = output_state(job.output, job.input, ctx.signature())
                 if ctx.overwrite or state not in ("complete", "edited", "foreign",
                                                              "other-command"):

@@ -14,6 +14,7 @@ from napari_sam import io as nio
 from napari_sam.batch.auto_runner import run_auto
 from napari_sam.batch.context import Context, Job, JobResult
 from napari_sam.batch.embed_runner import run_embed
+from napari_sam.batch.job_checks import output_name_problem
 from napari_sam.batch.jobs import (
     EDITED_REASON,
     OutputLock,
@@ -46,7 +47,11 @@ def no_prompts_reason(output) -> str:
     made from prompts that are no longer in the file, and this run leaves it as it was (the
     user's file: never deleted; ``--overwrite`` does not replace it, as nothing is written)."""
     sidecar = nio.output_metadata_path(output)
-    if not (output.exists() or sidecar.exists()):
+    try:
+        earlier = output.exists() or sidecar.exists()
+    except OSError:  # e.g. a name longer than the file system allows: none can be there
+        earlier = False
+    if not earlier:
         return NO_PROMPTS
     try:
         meta = nio.read_output_metadata(output) or {}
@@ -92,6 +97,9 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
         res.status, res.reason = "skipped", no_prompts_reason(job.output)
         return res
     try:
+        res.reason = output_name_problem(job, ctx) or ""
+        if res.reason:  # its lock, sidecar or output could not be created
+            return res
         job.output.parent.mkdir(parents=True, exist_ok=True)
         lock = OutputLock(job.output, wait=wait)
         with lock as locked:

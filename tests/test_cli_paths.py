@@ -1,0 +1,80 @@
+"""What a user meets with unusual paths and files in a batch: each case asserts the exit
+code, the line the user reads and what was written (or not); one bad file never stops the
+batch, and none prints a traceback.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cli_runner import cli, noise_image
+
+
+@pytest.fixture(autouse=True)
+def _offline(offline_cli):
+    """Every test here runs in :func:`offline_cli`'s surroundings (tests/conftest.py)."""
+
+
+FAST = ("--device", "cpu", "-q")
+AUTO_FAST = ("--points-per-side", "4", *FAST)
+
+
+def _failed_line(err: str, name: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith(f"FAILED   {name}")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def _stack(path):
+    return noise_image(path, (4, 64, 64))
+
+
+# ------------------------------------------------------------------ 1: a name too long
+def test_a_too_long_output_name_fails_that_file_and_the_batch_goes_on(tmp_path, tiny_model,
+                                                                       capsys):
+    """An input of 245 characters: ``<stem>_labels.tif`` is longer than the 255 bytes a file
+    name may have. ``segment`` stopped the whole batch (``napari-sam: error: OSError: [Errno
+    36]``) over such an input without prompts, and failed one with prompts with a bare
+    OSError of its lock file; now the one with prompts fails, saying why and what to do, the
+    other is skipped, and the rest is done."""
+    data = tmp_path / "in"
+    long_l, long_m = "L" * 245, "M" * 245
+    for name in ("a", long_l, long_m):
+        _stack(data / f"{name}.tif")
+    prompts = tmp_path / "p.csv"
+    prompts.write_text(f"file,id,slice,row,col\na.tif,1,1,30,30\n{long_l}.tif,1,1,30,30\n")
+    out = tmp_path / "out"
+    rc, stdout, err = cli(["segment", data, "-p", prompts, "-o", out, "--model", tiny_model,
+                           *FAST], capsys)
+    assert rc == 1, err
+    line = _failed_line(err, long_l)
+    assert "the output name would be longer than the file system allows (255 bytes)" in line
+    assert "has 256 bytes" in line and "nothing was written for it" in line
+    assert "rename the input to a shorter name (at most 221 bytes before its suffix) or give " \
+           "a shorter --suffix" in line
+    assert "OSError" not in err + stdout
+    assert "Summary: 3 file(s): 1 done, 1 skipped (1 without prompts), 1 failed" in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["a_labels.tif", "a_labels.tif.json"]
+
+
+@pytest.mark.parametrize("command", ["auto", "embed"])
+def test_a_too_long_output_name_in_auto_and_embed(tmp_path, tiny_model, capsys, command):
+    """``auto`` and ``embed`` failed that file with a bare ``OSError: [Errno 36] File name
+    too long: '.../.napari-sam-work/locks/..._labels.tif.lock'``. ``embed`` writes
+    ``<stem>.zarr``, which takes no ``--suffix``: the hint does not offer one."""
+    data = tmp_path / "in"
+    long_name = "L" * 240
+    for name in ("a", long_name):
+        _stack(data / f"{name}.tif")
+    out = tmp_path / "out"
+    extra = AUTO_FAST if command == "auto" else FAST
+    rc, stdout, err = cli([command, data, "-o", out, "--model", tiny_model, *extra], capsys)
+    assert rc == 1, err
+    line = _failed_line(err, long_name)
+    assert "longer than the file system allows (255 bytes)" in line
+    assert "rename the input to a shorter name" in line
+    assert ("--suffix" in line) == (command == "auto")
+    assert "Errno" not in err + stdout
+    assert "1 done, 0 skipped, 1 failed" in stdout
+    done = "a_labels.tif" if command == "auto" else "a.zarr"
+    assert sorted(p.name for p in out.iterdir()) == [done, f"{done}.json"]  # no work folder
