@@ -5,6 +5,8 @@ batch, and none prints a traceback.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from cli_runner import cli, noise_image
@@ -78,3 +80,66 @@ def test_a_too_long_output_name_in_auto_and_embed(tmp_path, tiny_model, capsys, 
     assert "1 done, 0 skipped, 1 failed" in stdout
     done = "a_labels.tif" if command == "auto" else "a.zarr"
     assert sorted(p.name for p in out.iterdir()) == [done, f"{done}.json"]  # no work folder
+
+
+# ------------------------------------------------------- 2, 5, 9: inputs no reader can open
+@pytest.mark.timeout(120)  # it hung for ever
+@pytest.mark.parametrize("command", ["auto", "segment"])
+def test_a_fifo_among_the_inputs_fails_and_does_not_hang(tmp_path, tiny_model, capsys,
+                                                          command):
+    """``mkfifo in/pipe.tif``: reading it waited for a writer forever (the batch hung, for
+    ``segment`` already while checking the prompts). Now that input fails as not a regular
+    file and the batch goes on."""
+    data = tmp_path / "in"
+    _stack(data / "a.tif")
+    os.mkfifo(data / "pipe.tif")
+    out = tmp_path / "out"
+    args = AUTO_FAST
+    if command == "segment":
+        prompts = tmp_path / "p.csv"
+        prompts.write_text("file,id,slice,row,col\na.tif,1,1,30,30\npipe.tif,1,1,30,30\n")
+        args = ("-p", prompts, *FAST)
+    rc, stdout, err = cli([command, data, "-o", out, "--model", tiny_model, *args], capsys)
+    assert rc == 1, err
+    line = _failed_line(err, "pipe.tif")
+    assert "not a regular file (a FIFO (named pipe): reading it would wait for a writer)" in line
+    assert "save the data as an image file" in line
+    assert "1 done, 0 skipped, 1 failed" in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["a_labels.tif", "a_labels.tif.json"]
+
+
+def test_a_dangling_symlink_input_names_its_missing_target(tmp_path, tiny_model, capsys):
+    """``in/broken.tif -> nonexistent.tif`` said "Image file not found ... Check the path and
+    the working directory", although the file is there: it is a link whose target is
+    missing. Now the line says so and names the target."""
+    data = tmp_path / "in"
+    _stack(data / "a.tif")
+    (data / "broken.tif").symlink_to("nonexistent.tif")
+    out = tmp_path / "out"
+    rc, stdout, err = cli(["auto", data, "-o", out, "--model", tiny_model, *AUTO_FAST], capsys)
+    assert rc == 1, err
+    line = _failed_line(err, "broken.tif")
+    assert ("it is a symbolic link whose target 'nonexistent.tif' "
+            f"({data / 'nonexistent.tif'}) is missing") in line
+    assert "Restore the target" in line and "not found" not in line
+    assert "1 done, 0 skipped, 1 failed" in stdout
+    assert not (out / "broken_labels.tif.json").exists()
+
+
+def test_empty_inputs_say_they_are_empty(tmp_path, tiny_model, capsys):
+    """0-byte ``.tif``, ``.npy`` and ``.png`` files failed with the readers' own words
+    (``header=b''``, ``EOFError``, ``cannot identify image file``)."""
+    data = tmp_path / "in"
+    _stack(data / "a.tif")
+    for name in ("e1.tif", "e2.npy", "e3.png"):
+        (data / name).write_bytes(b"")
+    out = tmp_path / "out"
+    rc, stdout, err = cli(["auto", data, "-o", out, "--model", tiny_model, *AUTO_FAST], capsys)
+    assert rc == 1, err
+    for name in ("e1.tif", "e2.npy", "e3.png"):
+        line = _failed_line(err, name)
+        assert ("the file is empty (0 bytes). It was not written completely; copy it again"
+                in line), line
+    assert "EOFError" not in err and "header=" not in err and "cannot identify" not in err
+    assert "1 done, 0 skipped, 3 failed" in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["a_labels.tif", "a_labels.tif.json"]

@@ -1,11 +1,15 @@
 """Checks of one job that fail only that job, said with the file and what to do: an output
-name longer than the file system allows (:func:`output_name_problem`)."""
+name longer than the file system allows (:func:`output_name_problem`), and an input that no
+reader can open (:func:`check_input_file`: a FIFO, whose reading would wait forever, a
+symbolic link whose target is missing, an empty file)."""
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
+from napari_sam import io as nio
 from napari_sam.batch.context import Context, Job
 from napari_sam.batch.inputs import stem_of
 
@@ -48,3 +52,45 @@ def output_name_problem(job: Job, ctx: Context) -> str | None:
             f"{name[:24]}...{name[-16:]} has {size} bytes, and the files written beside it "
             f"(its sidecar's temporary) {size + NAME_EXTRA}; nothing was written for it: "
             f"{fix}")
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe): reading it would wait for a writer"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a file or folder"
+
+
+def check_input_file(path: os.PathLike | str) -> None:
+    """Raise :class:`napari_sam.io.ImageReadError` for an input no reader can open, before
+    anything reads it: a symbolic link whose target is missing (the target named), a FIFO,
+    socket or device (reading a FIFO would wait for a writer forever), an empty file (0 bytes:
+    an interrupted copy). Zarr folders, readable files and paths that do not exist (the
+    reader says so) pass."""
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        if not os.path.islink(p):
+            return
+        target = os.readlink(p)
+        where = "" if os.path.isabs(target) else f" ({os.path.normpath(p.parent / target)})"
+        raise nio.ImageReadError(
+            p, f"it is a symbolic link whose target {target!r}{where} is missing",
+            "Restore the target, or point the link at the image again (ln -sfn TARGET "
+            "LINK).") from None
+    except OSError:  # the reader says why
+        return
+    if stat.S_ISDIR(st.st_mode):
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise nio.ImageReadError(
+            p, f"not a regular file ({_kind(st.st_mode)})",
+            "napari-sam reads image files and .zarr folders; save the data as an image file, "
+            "or move this one out of the input folder.")
+    if st.st_size == 0:
+        raise nio.ImageReadError(p, "the file is empty (0 bytes)",
+                                 "It was not written completely; copy it again.")

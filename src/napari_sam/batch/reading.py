@@ -36,7 +36,12 @@ class OpenedImage:
 
 
 def open_image(path: Path, ctx: Context) -> OpenedImage:
-    """Read ``path`` lazily and put it in the standard layout (see :func:`napari_sam.io.to_standard`)."""
+    """Read ``path`` lazily and put it in the standard layout (see :func:`napari_sam.io.to_standard`).
+    An input no reader can open (a FIFO: reading it would wait forever) fails first
+    (:func:`~napari_sam.batch.job_checks.check_input_file`)."""
+    from napari_sam.batch.job_checks import check_input_file
+
+    check_input_file(path)
     img = nio.read_image(path, axes=ctx.axes, lazy=True)
     declared = int(img.metadata.get("channels_declared", 0)) if ctx.channel is None else 0
     if declared == 4:  # would be read as RGBA, its 4th channel dropped as alpha

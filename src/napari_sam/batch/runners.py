@@ -14,7 +14,7 @@ from napari_sam import io as nio
 from napari_sam.batch.auto_runner import run_auto
 from napari_sam.batch.context import Context, Job, JobResult
 from napari_sam.batch.embed_runner import run_embed
-from napari_sam.batch.job_checks import output_name_problem
+from napari_sam.batch.job_checks import check_input_file, output_name_problem
 from napari_sam.batch.jobs import (
     EDITED_REASON,
     OutputLock,
@@ -100,6 +100,7 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
         res.reason = output_name_problem(job, ctx) or ""
         if res.reason:  # its lock, sidecar or output could not be created
             return res
+        check_input_file(job.input)  # a FIFO would hang the batch; an empty file, a dangling link
         job.output.parent.mkdir(parents=True, exist_ok=True)
         lock = OutputLock(job.output, wait=wait)
         with lock as locked:
