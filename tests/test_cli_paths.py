@@ -143,3 +143,57 @@ def test_empty_inputs_say_they_are_empty(tmp_path, tiny_model, capsys):
     assert "EOFError" not in err and "header=" not in err and "cannot identify" not in err
     assert "1 done, 0 skipped, 3 failed" in stdout
     assert sorted(p.name for p in out.iterdir()) == ["a_labels.tif", "a_labels.tif.json"]
+
+
+# --------------------------------------------------------- 3, 4: -r, links and hidden folders
+def _tree(tmp_path):
+    """``col/`` with a real subfolder, a link to a folder outside it, a link back to itself,
+    a second link to its own subfolder, and hidden folders, each with one image."""
+    col, other = tmp_path / "col", tmp_path / "elsewhere"
+    for path in (col / "top.tif", col / "real" / "a.tif", other / "b.tif",
+                 other / "inner" / "c.tif", col / ".snapshot" / "s.tif", col / ".git" / "g.tif",
+                 col / ".Trashes" / "t.tif", col / "real" / ".napari-sam-work" / "w.tif"):
+        noise_image(path, (32, 32))
+    (col / "linked").symlink_to(other, target_is_directory=True)
+    (col / "real" / "loop").symlink_to(col, target_is_directory=True)
+    (col / "alias").symlink_to("real", target_is_directory=True)
+    (other / "back").symlink_to(col, target_is_directory=True)
+    return col
+
+
+def test_recursive_follows_linked_folders_once_and_skips_hidden_folders(tmp_path):
+    """``-r`` skipped symbolic links to folders (os.walk does not follow them) and searched
+    hidden folders (``.snapshot``, ``.git``, ``.Trashes``) although hidden files are left out.
+    Now links are followed, each folder once (a link back up is no loop; a second link to a
+    folder searched already adds nothing), and hidden folders are left out."""
+    from napari_sam.batch import collect_inputs_with_folders
+
+    col = _tree(tmp_path)
+    found = collect_inputs_with_folders([col], recursive=True)
+    assert [(p.relative_to(col).as_posix(), s.as_posix()) for p, s in found] == [
+        ("linked/b.tif", "linked"), ("linked/inner/c.tif", "linked/inner"),
+        ("real/a.tif", "real"), ("top.tif", ".")]
+    # without -r: the folder's own files only
+    assert [p.name for p, _ in collect_inputs_with_folders([col])] == ["top.tif"]
+
+
+def test_recursive_run_writes_the_linked_folders_outputs(tmp_path, tiny_model, capsys):
+    """The command line over that tree: every image found is done once, its output in the
+    subfolder it was found in (the link's name); nothing from the hidden folders."""
+    col = _tree(tmp_path)
+    out = tmp_path / "out"
+    rc, stdout, err = cli(["auto", col, "-r", "-o", out, "--model", tiny_model, *AUTO_FAST],
+                          capsys)
+    assert rc == 0, err
+    assert "4 file(s): 4 done" in stdout
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*_labels.tif"))
+    assert written == ["linked/b_labels.tif", "linked/inner/c_labels.tif", "real/a_labels.tif",
+                       "top_labels.tif"]
+
+
+def test_docs_say_what_recursive_searches():
+    from pathlib import Path
+
+    text = " ".join((Path(__file__).parents[1] / "docs" / "cli.md").read_text().split())
+    assert "Hidden files and folders (names that start with `.`" in text
+    assert "`--recursive` follows symbolic links to folders, searching each folder once" in text

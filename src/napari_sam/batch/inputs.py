@@ -39,19 +39,32 @@ def _is_image(path: Path) -> bool:
 def _folder_images(folder: Path, recursive: bool) -> list[Path]:
     """The images directly in ``folder`` (``recursive``: in its subfolders too): files with an
     image suffix and zarr stores. A zarr store is one image and is never searched inside (its
-    arrays, e.g. an OME-Zarr's resolution levels, and chunk files are not inputs), nor is
-    napari-sam's work folder."""
-    found = []
-    for root, dirs, files in os.walk(folder):
-        here = Path(root)
-        below = []
-        for name in sorted(dirs):
-            if _is_image(here / name):
-                found.append(here / name)
-            elif recursive and name != WORK_DIR:
-                below.append(name)
-        dirs[:] = below
-        found.extend(here / f for f in files if _is_image(here / f))
+    arrays, e.g. an OME-Zarr's resolution levels, and chunk files are not inputs), nor are
+    hidden folders (``.snapshot``, ``.Trashes``, ``.git``: hidden files are no inputs either)
+    and napari-sam's work folder. Symbolic links to folders are followed after the folders
+    themselves, and each folder is searched once, by its real path (a link to a folder
+    already searched, or back to one above it, adds nothing)."""
+    found: list[Path] = []
+    searched: set[str] = set()
+    tops = [Path(folder)]  # the folder, then the linked folders found in it
+    while tops:
+        top = tops.pop(0)
+        if os.path.realpath(top) in searched:
+            continue
+        for root, dirs, files in os.walk(top):
+            here = Path(root)
+            searched.add(os.path.realpath(here))
+            below = []
+            for name in sorted(dirs):
+                if _is_image(here / name):
+                    found.append(here / name)
+                elif recursive and not name.startswith(".") and name != WORK_DIR:
+                    if os.path.islink(here / name):
+                        tops.append(here / name)
+                    else:
+                        below.append(name)
+            dirs[:] = below
+            found.extend(here / f for f in files if _is_image(here / f))
     return sorted(found)
 
 
