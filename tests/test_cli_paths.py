@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from cli_runner import cli, noise_image
+from cli_runner import cli, error_line, noise_image
 
 
 @pytest.fixture(autouse=True)
@@ -197,3 +197,22 @@ def test_docs_say_what_recursive_searches():
     text = " ".join((Path(__file__).parents[1] / "docs" / "cli.md").read_text().split())
     assert "Hidden files and folders (names that start with `.`" in text
     assert "`--recursive` follows symbolic links to folders, searching each folder once" in text
+
+
+# ------------------------------------------------------------------ 5: a dangling -o
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_a_dangling_output_link_names_its_missing_target(tmp_path, tiny_model, capsys, below):
+    """``-o link`` (or ``-o link/sub``) where ``link`` points at a folder that does not exist
+    said "a part of this path is an existing file, not a folder"."""
+    img = noise_image(tmp_path / "a.tif", (32, 32))
+    link = tmp_path / "outlink"
+    link.symlink_to(tmp_path / "gone")
+    out = link / below if below else link
+    rc, _, err = cli(["auto", img, "-o", out, "--model", tiny_model, *AUTO_FAST], capsys)
+    assert rc == 2
+    line = error_line(err)
+    assert (f"{link} is a symbolic link whose target {tmp_path / 'gone'} is missing; create "
+            "that folder (or point the link at an existing one), or give another output "
+            "folder") in line
+    assert "existing file" not in line
+    assert not (tmp_path / "gone").exists() and link.is_symlink()

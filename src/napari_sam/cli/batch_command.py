@@ -127,11 +127,26 @@ def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False,
         print("Interrupted: finished outputs are complete; rerun the same command to resume.")
 
 
+def dangling_link(path) -> Path | None:
+    """The first of ``path`` and its parents that is a symbolic link whose target is missing
+    (creating the folder fails there), or None."""
+    p = Path(path).expanduser()
+    for part in (p, *p.parents):
+        if part.is_symlink() and not part.exists():
+            return part
+    return None
+
+
 def check_output_dir(path: str) -> None:
     """``-o`` must be a folder we can write to: create it if needed and try a file in it."""
     import uuid
 
     out = Path(path).expanduser()
+    link = dangling_link(out)
+    if link is not None:
+        raise CLIError(f"-o {path}: {link} is a symbolic link whose target {os.readlink(link)} "
+                       "is missing; create that folder (or point the link at an existing "
+                       "one), or give another output folder", 2)
     if out.exists() and not out.is_dir():
         raise CLIError(f"-o {path}: this is an existing file, not a folder; give a folder for "
                        "the outputs (created if needed), e.g. -o out/", 2)
