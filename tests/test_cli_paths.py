@@ -5,6 +5,7 @@ batch, and none prints a traceback.
 
 from __future__ import annotations
 
+import errno
 import os
 
 import pytest
@@ -216,3 +217,39 @@ def test_a_dangling_output_link_names_its_missing_target(tmp_path, tiny_model, c
             "folder") in line
     assert "existing file" not in line
     assert not (tmp_path / "gone").exists() and link.is_symlink()
+
+
+# ------------------------------------------------------------------- 6: a full disk, ...
+@pytest.mark.parametrize(("code", "filename", "expected"), [
+    (errno.ENOSPC, None, "no space left on the device of {out} (writing {out}/a_labels.tif): "
+     "nothing was written for it; free space there or write the outputs to another folder "
+     "(-o), then rerun"),
+    (errno.EROFS, None, "{out} is on a read-only file system (writing {out}/a_labels.tif): "
+     "write the outputs to another folder (-o)"),
+    (errno.EACCES, "{out}/a_labels.tif.json", "permission denied (writing "
+     "{out}/a_labels.tif.json): make {out} writable for you"),
+])
+def test_os_errors_while_writing_name_the_folder_and_what_to_do(tmp_path, tiny_model, capsys,
+                                                                monkeypatch, code, filename,
+                                                                expected):
+    """A full disk gave ``failed x.tif  OSError: [Errno 28] No space left on device``, with
+    no path and no next step (a read-only file system and a refused permission alike)."""
+    from napari_sam import io as nio
+
+    def full(*args, **kwargs):
+        raise OSError(code, os.strerror(code), *(
+            [] if filename is None else [filename.format(out=out)]))
+
+    data = tmp_path / "in"
+    _stack(data / "a.tif")
+    out = tmp_path / "out"
+    monkeypatch.setattr(nio, "write_output_metadata", full)
+    rc, stdout, err = cli(["auto", data, "-o", out, "--model", tiny_model, *AUTO_FAST], capsys)
+    assert rc == 1, err
+    line = _failed_line(err, "a.tif")
+    assert expected.format(out=out) in line, line
+    assert "Errno" not in line
+    assert "0 done, 0 skipped, 1 failed" in stdout
+    # its labels were written before the sidecar failed: marked partial, so a rerun makes it
+    meta = nio.read_output_metadata(out / "a_labels.tif")
+    assert meta is not None and meta["status"] == "partial"

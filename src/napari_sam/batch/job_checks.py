@@ -1,10 +1,12 @@
 """Checks of one job that fail only that job, said with the file and what to do: an output
-name longer than the file system allows (:func:`output_name_problem`), and an input that no
+name longer than the file system allows (:func:`output_name_problem`), an input that no
 reader can open (:func:`check_input_file`: a FIFO, whose reading would wait forever, a
-symbolic link whose target is missing, an empty file)."""
+symbolic link whose target is missing, an empty file), and the operating system's errors
+while writing (:func:`os_error_reason`: a full disk, a read-only file system)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -94,3 +96,29 @@ def check_input_file(path: os.PathLike | str) -> None:
     if st.st_size == 0:
         raise nio.ImageReadError(p, "the file is empty (0 bytes)",
                                  "It was not written completely; copy it again.")
+
+
+def os_error_reason(exc: OSError, job: Job) -> str | None:
+    """A one-line reason for an error of the operating system while ``job`` wrote its output,
+    naming the output folder and what to do; None for other errors (the caller's
+    one-line text). ``ENOSPC``/``EDQUOT`` (a full disk or quota), ``EROFS`` (a read-only
+    file system), ``EACCES``/``EPERM`` on a path in the output folder, ``ENAMETOOLONG``."""
+    code = getattr(exc, "errno", None)
+    folder = job.output.parent
+    path = os.fsdecode(exc.filename) if exc.filename is not None else job.output
+    writing = f"(writing {path})"
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        what = "no space left" if code == errno.ENOSPC else "disk quota exceeded"
+        return (f"{what} on the device of {folder} {writing}: nothing was written for it; "
+                "free space there or write the outputs to another folder (-o), then rerun")
+    if code == errno.EROFS:
+        return (f"{folder} is on a read-only file system {writing}: write the outputs to "
+                "another folder (-o)")
+    in_output = Path(os.path.abspath(path)).is_relative_to(os.path.abspath(folder))
+    if code in (errno.EACCES, errno.EPERM) and in_output:
+        return (f"permission denied {writing}: make {folder} writable for you (or remove the "
+                "file in the way), or write the outputs to another folder (-o)")
+    if code == errno.ENAMETOOLONG:
+        return (f"a name is longer than the file system allows {writing}: rename the input to "
+                "a shorter name, or use a shorter --suffix or -o path")
+    return None

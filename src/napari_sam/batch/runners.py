@@ -14,7 +14,7 @@ from napari_sam import io as nio
 from napari_sam.batch.auto_runner import run_auto
 from napari_sam.batch.context import Context, Job, JobResult
 from napari_sam.batch.embed_runner import run_embed
-from napari_sam.batch.job_checks import check_input_file, output_name_problem
+from napari_sam.batch.job_checks import check_input_file, os_error_reason, output_name_problem
 from napari_sam.batch.jobs import (
     EDITED_REASON,
     OutputLock,
@@ -74,6 +74,17 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, (ValueError, FileNotFoundError, FileExistsError, nio.ImageReadError)) and text:
         return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def failure_reason(exc: BaseException, job: Job) -> str:
+    """Why ``job`` failed, in one line: an error of the operating system while writing (a
+    full disk, ...) with the output folder and what to do
+    (:func:`~napari_sam.batch.job_checks.os_error_reason`), else :func:`one_line`."""
+    if isinstance(exc, OSError):
+        reason = os_error_reason(exc, job)
+        if reason is not None:
+            return reason
+    return one_line(exc)
 
 
 def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
@@ -153,7 +164,7 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
         raise
     except Exception as exc:  # one bad file never stops the batch
         res.status = "failed"
-        res.reason = one_line(exc)
+        res.reason = failure_reason(exc, job)
         if ctx.verbose:
             res.details["traceback"] = traceback.format_exc()
     finally:
