@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import unicodedata
 
 import pytest
 
@@ -253,3 +254,23 @@ def test_os_errors_while_writing_name_the_folder_and_what_to_do(tmp_path, tiny_m
     # its labels were written before the sidecar failed: marked partial, so a rerun makes it
     meta = nio.read_output_metadata(out / "a_labels.tif")
     assert meta is not None and meta["status"] == "partial"
+
+
+# ------------------------------------------------------------------ 7: Unicode normal forms
+def test_prompts_file_names_match_in_any_unicode_normal_form(tmp_path, tiny_model, capsys):
+    """``café.tif`` typed in the prompts file (NFC, one character for é) and the file on disk
+    as macOS writes it (NFD: e and a combining accent): the prompts were ignored with the
+    hint "a misspelling? 'café.tif' -> 'café.tif'"."""
+    nfd = unicodedata.normalize("NFD", "café")
+    data = tmp_path / "in"
+    _stack(data / f"{nfd}.tif")
+    prompts = tmp_path / "p.csv"
+    prompts.write_text(f"file,id,slice,row,col\n{unicodedata.normalize('NFC', 'café')}.tif,"
+                       "1,1,30,30\n", encoding="utf-8")
+    out = tmp_path / "out"
+    rc, stdout, err = cli(["segment", data, "-p", prompts, "-o", out, "--model", tiny_model,
+                           *FAST], capsys)
+    assert rc == 0, err
+    assert "misspelling" not in err and "match no input" not in err
+    assert "1 file(s): 1 done" in stdout
+    assert (out / f"{nfd}_labels.tif").is_file()

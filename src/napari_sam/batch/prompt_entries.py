@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,9 @@ PROMPT_KEYS = ("slice", "points", "labels", "box", "stop", "candidate")
 
 def normalise_file_key(file_key: str) -> str:
     """A prompts file's ``file`` entry as the inputs' keys are written (``./my data/x.tif``
-    and ``my data//x.tif`` -> ``my data/x.tif``); ``""`` (every input) stays ``""``.
+    and ``my data//x.tif`` -> ``my data/x.tif``), in Unicode normal form NFC (``café`` typed
+    as one character or as ``e`` and a combining accent, as macOS writes file names, is one
+    name); ``""`` (every input) stays ``""``.
 
     Parameters
     ----------
@@ -90,7 +93,7 @@ def normalise_file_key(file_key: str) -> str:
     text = str(file_key).strip()
     if not text:
         return ""
-    return Path(os.path.normpath(os.path.expanduser(text))).as_posix()
+    return unicodedata.normalize("NFC", Path(os.path.normpath(os.path.expanduser(text))).as_posix())
 
 
 def object_id(value, where: str) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -288,13 +289,15 @@ def _prompts_from_session(path: Path) -> Prompts:
 
 
 def _file_keys(input_path: Path, subfolder: Path | None = None) -> set[str]:
+    """The ``file`` entries that name ``input_path``: its name, stem and paths, in Unicode
+    normal form NFC as :func:`normalise_file_key` writes the entries."""
     keys = {input_path.name, stem_of(input_path), str(input_path), input_path.as_posix()}
     with contextlib.suppress(OSError):
         keys.add(str(input_path.resolve()))
     if subfolder is not None and subfolder != Path("."):  # below the folder it was found in
         keys |= {(subfolder / input_path.name).as_posix(),
                  (subfolder / stem_of(input_path)).as_posix()}
-    return keys
+    return {unicodedata.normalize("NFC", k) for k in keys}
 
 
 def check_unambiguous(per_file: Mapping[str, Mapping], inputs: Sequence[Path],
