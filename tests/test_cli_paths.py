@@ -274,3 +274,23 @@ def test_prompts_file_names_match_in_any_unicode_normal_form(tmp_path, tiny_mode
     assert "misspelling" not in err and "match no input" not in err
     assert "1 file(s): 1 done" in stdout
     assert (out / f"{nfd}_labels.tif").is_file()
+
+
+# ------------------------------------------------------------------ 8: -q and the demo model
+@pytest.mark.parametrize("command", ["auto", "segment", "embed"])
+def test_quiet_with_the_demo_model_prints_nothing_on_success(tmp_path, capsys, command):
+    """docs/reliability.md: with ``-q`` nothing is printed on success; the demo model's
+    note still came (tested for ``export onnx`` only)."""
+    from napari_sam.models import registry
+
+    if not registry.where(registry.DEMO_NAME).is_file():
+        pytest.skip("the bundled demo model is not installed")
+    img = noise_image(tmp_path / "a.tif", (64, 64))
+    args = {"auto": ["--points-per-side", "4"], "embed": [],
+            "segment": ["-p", tmp_path / "p.csv"]}[command]
+    (tmp_path / "p.csv").write_text("id,slice,row,col\n1,0,30,30\n")
+    rc, stdout, err = cli([command, img, "-o", tmp_path / "out", *args, *FAST], capsys)
+    assert rc == 0, err
+    assert err == ""
+    assert "bundled demo model" not in stdout
+    assert (tmp_path / "out" / ("a.zarr" if command == "embed" else "a_labels.tif")).exists()

@@ -131,7 +131,8 @@ def check_model_name(name: str) -> None:
 
 def resolve_model(arg: str | None, *, quiet: bool = False) -> str:
     """The model a command uses: ``--model`` if given, else the first downloaded registry model,
-    else the bundled demo model. Prints a note whenever the demo model is used."""
+    else the bundled demo model. Prints a note whenever the demo model is used (not with
+    ``quiet``: ``-q`` prints nothing on success)."""
     from napari_sam.models import registry
 
     if arg:
@@ -155,8 +156,9 @@ def resolve_model(arg: str | None, *, quiet: bool = False) -> str:
                 f"no model available: the bundled demo model is not installed ({demo_path} is "
                 "missing) and no SAM weights are downloaded; run `napari-sam models download "
                 "vit_b` (or vit_b_lm for light microscopy) or pass --model PATH", 1)
-        print_note("using the bundled demo model (small, trained on synthetic data: for trying the "
-              "tools, not for real data); " + REAL_WEIGHTS_HINT)
+        if not quiet:  # -q prints nothing on success; the output metadata says "is_demo"
+            print_note("using the bundled demo model (small, trained on synthetic data: for "
+                       "trying the tools, not for real data); " + REAL_WEIGHTS_HINT)
     elif spec in registry.REGISTRY and not registry.is_cached(spec):
         # download once here, not in every worker
         registry.fetch(spec, progress=not quiet)
