@@ -81,8 +81,15 @@ class Propagator:
         self.rebound_noise = rebound_noise
         #: cut the annotated slices' masks on the image's edges (segment_volume's boundary)
         self.seed_edges = bool(seed_edges) and self.stack is not None
+        # the planes the rules measure, scaled to the contrast limits (0-1): a float64 stack
+        # of values beyond float32's range (1e40) became inf, and every object ran through
+        # the whole stack; contrasts are compared as ratios, so the scale changes no rule
         limits = getattr(emb, "contrast_limits", None)
-        self.intensity_span = None if limits is None else float(limits[1]) - float(limits[0])
+        lo, hi = (None, None) if limits is None else (float(limits[0]), float(limits[1]))
+        self._scaling = (lo, 1.0 / (hi - lo)) if limits is not None and np.isfinite(
+            hi - lo) and hi > lo else None
+        self.intensity_span = (None if limits is None
+                               else 1.0 if self._scaling is not None else hi - lo)
         # each thread's last slice read (:meth:`_plane`): the sweeps may run in two threads
         self._planes = threading.local()
         self.max_slices = max_slices
@@ -138,12 +145,21 @@ class Propagator:
         return upsample_logits(logits, emb, self.img_size).cpu().numpy()
 
     def _plane(self, z: int) -> np.ndarray:
-        """Slice z of the stack as float32 (Y, X), channels averaged; each thread keeps its
-        last one."""
+        """Slice z of the stack as float32 (Y, X), channels averaged, scaled to the contrast
+        limits (0-1) where known; each thread keeps its last one."""
         last = getattr(self._planes, "last", None)
         if last is None or last[0] != z:
-            img = np.asarray(self.stack[z], np.float32)
-            last = self._planes.last = (z, img.mean(-1) if img.ndim == 3 else img)
+            if self._scaling is None:
+                img = np.asarray(self.stack[z], np.float32)
+                img = img.mean(-1) if img.ndim == 3 else img
+            else:  # one float64 plane, scaled in place (an 8192² RGB slice: no 2 GB spikes)
+                lo, scale = self._scaling
+                img = np.array(self.stack[z], np.float64)
+                img = img.mean(-1) if img.ndim == 3 else img
+                img -= lo
+                img *= scale
+                img = img.astype(np.float32)
+            last = self._planes.last = (z, img)
         return last[1]
 
     def _reference_contrast(self, z: int, mask: np.ndarray) -> tuple[float, float]:
