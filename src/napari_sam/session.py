@@ -380,8 +380,11 @@ def image_differences(session: Session, *, content_hash: str | None, name: str |
             was[1] != channels[1]):
         from napari_sam.annotate.image_source import segmented_words
 
+        shape = rec.get("layer_shape") or ()
+        count = int(shape[was[0]]) if was[0] < len(shape) else 3
+
         def words(channel):
-            return segmented_words(was[0], channel)
+            return segmented_words(was[0], channel, count)
 
         out.append(f"the session was made segmenting {words(was[1])} (channel axis {was[0]}), "
                    f"{what} is segmented as {words(channels[1])}: pick {words(was[1])} in the "

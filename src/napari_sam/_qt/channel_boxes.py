@@ -21,7 +21,8 @@ from .controls import combo
 
 __all__ = ["ALL_CHANNELS", "ChannelBoxes", "file_channel_axis"]
 
-#: The start of the 'Channel' entry that mixes the first three channels as red, green, blue.
+#: The start of the 'Channel' entry that mixes the first three channels as red, green, blue
+#: (the rest says which: :func:`~napari_sam.annotate.image_source.segmented_words`).
 ALL_CHANNELS = "all: "
 
 

@@ -119,6 +119,8 @@ def segmented_words(channel_axis: int | None, channel: int | None,
         return f"channel {channel} alone"
     if channel_axis is None:
         return "the image"
+    if n_channels == 1:  # read as grey
+        return "channel 0 alone"
     if n_channels == 2:
         return "channels 0-1 as red, green (blue empty)"
     rest = f" (channels 3-{n_channels - 1} left out)" if n_channels > 4 else (
