@@ -166,7 +166,8 @@ def test_a_checkpoint_that_fails_to_load_gives_back_the_model_before_it(make_wid
     qtbot.waitUntil(lambda: c.job is None and c.status.startswith("Failed"), timeout=120_000)
     assert "(loading the model 'weights.pt')" in c.status, c.status
     assert c.status.endswith(f"The model in use is '{before.key}' again: pick another "
-                             "checkpoint file ('Checkpoint file...' in 'Model')."), c.status
+                             "checkpoint file ('Checkpoint file...' in 'Model'). Press "
+                             "Shift+S to preview the prompts with it."), c.status
     qtbot.waitUntil(lambda: widget._model.currentData() == before, timeout=10_000)
     assert c.model_choice == before
     canvas_click(viewer, 48, 48)  # the click now previews with the model before

@@ -47,3 +47,23 @@ def test_whole_numbers_of_any_type_are_slices_and_a_2d_image_has_slice_0(session
     with pytest.raises(UserError, match=r"Slice 1 is not a slice of 'flat': it has slice 0 "
                                         r"\(a 2D image\)\."):
         s.add_point(1, 5, 5)
+
+
+def test_a_failed_load_goes_back_to_a_model_that_works_not_to_another_that_may_fail(session):
+    """Two models that cannot be downloaded, picked one after the other, took turns: each
+    failure went back to the other (the reviewer's catch). The fallback is the model that
+    loaded last, else the one before if it is the demo model or a cached registry model."""
+    from napari_sam.annotate import ModelChoice
+
+    s = session
+    a = ModelChoice("vit_b", "vit_b (download)", cached=False)
+    b = ModelChoice("vit_h", "vit_h (download)", cached=False)
+    s.set_model(a)
+    s.set_model(b)
+    assert s.previous_model_choice == a and s.fallback_choice(b) is None
+    demo = ModelChoice("demo", "demo", is_demo=True)
+    s.set_model(demo)
+    s.set_model(b)
+    assert s.fallback_choice(b) == demo
+    s.working_model_choice = a  # it loaded once (downloaded meanwhile)
+    assert s.fallback_choice(b) == a and s.fallback_choice(a) == demo

@@ -435,3 +435,23 @@ def test_checkpoint_metadata_recommends_segment_everything_thresholds(tmp_path):
     (tmp_path / "mine.json").write_text(json.dumps({"automatic": {"stability_score_thresh": 1.5}}))
     with pytest.raises(ValueError, match=r"stability_score_thresh must be a number in \[0, 1\]"):
         reg.load_model(ckpt)
+
+
+def test_a_failed_downloads_summary_names_the_reason_without_the_url():
+    """The dock's status line shows ``ModelDownloadError.summary``: an HTTP 404 put the whole
+    URL back in it, and a certificate or proxy failure read "offline" (the reviewer)."""
+    import requests
+
+    from napari_sam.models.download import _failure_summary
+
+    response = requests.Response()
+    response.status_code, response.reason = 404, "Not Found"
+    err = requests.HTTPError("404 Client Error: Not Found for url: https://x/y.pth",
+                             response=response)
+    assert _failure_summary(err) == "the server answered HTTP 404 Not Found"
+    assert "SSLError" in _failure_summary(requests.exceptions.SSLError("bad cert"))
+    assert "proxy" in _failure_summary(requests.exceptions.ProxyError("no"))
+    assert _failure_summary(requests.ConnectionError("x")) == (
+        "offline, or the server did not answer")
+    assert _failure_summary(PermissionError(13, "Permission denied", "/c/x.pth")) == (
+        "PermissionError: Permission denied")

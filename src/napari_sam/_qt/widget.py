@@ -661,8 +661,8 @@ class SamWidget(ModelBox, QWidget):
         ...                                                "Segment Anything")
         >>> w.wait()                          # the model and the shown slice's embeddings
         >>> c = w.controller                  # the dock's AnnotationSession on the viewer
-        >>> c.go_to_slice(12); w.wait()
-        >>> c.add_point(12, 36, 30); w.wait()
+        >>> c.go_to_slice(6); w.wait()
+        >>> c.add_point(6, 36, 30); w.wait()   # (z, row, col) inside an object
         >>> c.propagate(); w.wait()
         >>> c.commit(); w.wait()
 

@@ -178,7 +178,8 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
             whole = False
         if not whole or not 0 <= int(z) < n:
             have = "slice 0 (a 2D image)" if n == 1 else f"slices 0-{n - 1}"
-            raise UserError(f"Slice {z!r} is not a slice of '{self.image_name()}': it has "
+            shown = z if isinstance(z, numbers.Number) else repr(z)  # 12, not np.int64(12)
+            raise UserError(f"Slice {shown} is not a slice of '{self.image_name()}': it has "
                             f"{have}.")
         return int(z)
 
@@ -336,7 +337,7 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
         """Use ``choice`` from now on; propagation goes back to the model's own method."""
         before, loaded = self.model_choice, self.predictor
         if before is not None and (choice is None or before.key != choice.key):
-            self.previous_model_choice = before  # what a failed load goes back to
+            self.previous_model_choice = before  # (a failed load goes back to it if it works)
         self.model_choice = choice
         self.propagation_method = None
         dropped = self._lookup()
@@ -393,7 +394,7 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
                   channel: int | None = None, name: str = "image", path=None) -> None:
         """Annotate ``data``: (Y, X), (Z, Y, X), RGB (..., 3|4) with ``rgb``, or any of these
         with a ``channel_axis`` and the ``channel`` of it segmented alone (None: channels
-        1-3 as R, G, B; see :func:`~napari_sam.annotate.image_source.make_source`);
+        0-2 as R, G, B; see :func:`~napari_sam.annotate.image_source.make_source`);
         ``path`` is the file it came from (autosave writes beside it)."""
         source = make_source(data, rgb=rgb, channel_axis=channel_axis, channel=channel)
         changed = data is not self.image_data or channel_axis != self.channel_axis
@@ -551,6 +552,7 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
         nothing of that image)."""
         first_load = self.models.get(choice, device, precision) is None
         self.models.put(choice, device, predictor, precision)
+        self.working_model_choice = choice  # what a failed load goes back to
         self.made_embeddings = []  # adopted below (or of an image gone)
         if first_load:  # e.g. a checkpoint without its metadata file (also if the image left)
             for note in getattr(predictor.model, "load_notes", ()):

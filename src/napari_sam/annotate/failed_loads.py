@@ -14,16 +14,32 @@ class FailedLoads:
 
     #: the model chosen before the current one (None: none, or the same)
     previous_model_choice = None
+    #: the model that loaded last (None: none yet)
+    working_model_choice = None
+
+    def fallback_choice(self, failed):
+        """The model to go back to after ``failed`` failed to load: the one that loaded last,
+        else the one chosen before if it is the demo model or a cached registry model (not
+        another that may fail too: two models that cannot be downloaded took turns); None
+        when there is none."""
+        for choice in (self.working_model_choice, self.previous_model_choice):
+            if choice is None or choice == failed:
+                continue
+            if choice is self.working_model_choice or choice.is_demo or (
+                    choice.cached and not choice.is_file):
+                return choice
+        return None
 
     def failed_load_note(self, job, err: BaseException | None = None) -> str:
         """Main thread, ``job`` failed (with ``err``): when it failed loading the checkpoint
         file chosen now, or downloading the registry model chosen now (offline: every click
-        would try again and fail the same way, the dock stuck on it), choose the model chosen
-        before it again and return what to say after the failure (" The model in use is
-        'demo' again: ..."); "" otherwise."""
+        would try again and fail the same way, the dock stuck on it), go back to the model of
+        :meth:`fallback_choice` and return what to say after the failure (" The model in use
+        is 'demo' again: ..."); "" otherwise."""
         from napari_sam.models.download import ModelDownloadError
 
-        choice, before = self.model_choice, self.previous_model_choice
+        choice = self.model_choice
+        before = self.fallback_choice(choice)
         download = isinstance(err, ModelDownloadError) and choice is not None and (
             not choice.is_file)
         if (choice is None or not (choice.is_file or download) or before is None

@@ -150,6 +150,24 @@ def file_problem(path: Path, spec: ModelSpec) -> str | None:
     return None
 
 
+def _failure_summary(err: BaseException) -> str:
+    """A few words on why a download failed, without its URL (a status line's)."""
+    import requests
+
+    response = getattr(err, "response", None)
+    if isinstance(err, requests.HTTPError) and response is not None:
+        return f"the server answered HTTP {response.status_code} {response.reason or ''}".strip()
+    if isinstance(err, requests.exceptions.SSLError):
+        return "the secure connection failed (SSLError: a proxy's certificate?)"
+    if isinstance(err, requests.exceptions.ProxyError):
+        return "the proxy refused the connection (ProxyError)"
+    if isinstance(err, (requests.ConnectionError, requests.Timeout)):
+        return "offline, or the server did not answer"
+    if isinstance(err, OSError) and err.strerror:
+        return f"{type(err).__name__}: {err.strerror}"
+    return type(err).__name__
+
+
 def by_hand_message(spec: ModelSpec, target: Path, url: str) -> str:
     """How to install ``spec``'s file by hand: the URL, where to put it, its checksums."""
     checks = []
@@ -215,12 +233,10 @@ def download(spec: ModelSpec, url: str, target: Path, progress: bool) -> None:
             summary="the file downloaded does not match its published checksum",
         ) from err
     except (requests.RequestException, OSError) as err:
-        offline = isinstance(err, (requests.ConnectionError, requests.Timeout))
         raise ModelDownloadError(
             f"could not download model {spec.name!r} from {url}: "
             f"{type(err).__name__}: {err}. " + by_hand_message(spec, target, url),
-            summary=("offline, or the server did not answer" if offline
-                     else f"{type(err).__name__}: {err}"),
+            summary=_failure_summary(err),
         ) from err
     # pooch has just checked the hash of these exact bytes: remember it instead of
     # reading a multi-GB file again, and keep the (cheap) size check.
