@@ -114,3 +114,21 @@ def test_picking_an_image_reads_its_files_metadata_once(make_widget, tiny_predic
     _imagej(path, np.stack([blob_stack(z=5), blob_stack(z=5, seed=1)], axis=1), "TCYX",
             1.0, 0.25)
     assert readers.file_header(path).axes == "TCYX" and len(reads) == 2
+
+
+def test_a_file_rewritten_with_its_time_stamp_kept_is_read_again(tmp_path):
+    """cp -p, rsync -t and tar keep a file's size and modification time: the header of the
+    file before was kept (the reviewer's catch); its change time tells them apart."""
+    import os
+
+    from napari_sam.io import file_header
+
+    path = tmp_path / "cells.tif"
+    data = np.stack([blob_stack(z=4), blob_stack(z=4, seed=1)], axis=1)
+    _imagej(path, data, "ZCYX", 2.0, 0.5)
+    assert file_header(path).pixel_size == pytest.approx((2.0, 0.5, 0.5))
+    stat = os.stat(path)
+    _imagej(path, data, "ZCYX", 3.0, 0.5)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.stat(path).st_size == stat.st_size
+    assert file_header(path).pixel_size == pytest.approx((3.0, 0.5, 0.5))

@@ -716,7 +716,7 @@ class FileHeader:
     unit: str | None
 
 
-_HEADERS: dict[tuple, FileHeader | None] = {}  # (path, mtime_ns, size) -> header, a few kept
+_HEADERS: dict[tuple, FileHeader | None] = {}  # (path, times, inode, size) -> header, 8 kept
 
 
 def file_header(path: os.PathLike | str | None) -> FileHeader | None:
@@ -724,8 +724,9 @@ def file_header(path: os.PathLike | str | None) -> FileHeader | None:
     file whose axes are only guessed from its shape, a PNG or JPEG picture, one that cannot
     be read, or no path.
 
-    Read once per file version: picking an image in the dock asks for its stack axis, channel
-    axis and voxel size, and a large TIFF's metadata is slow to parse.
+    Read once per file version (path, modification and change times, inode, size; a zarr
+    folder each time): picking an image in the dock asks for its stack axis, channel axis and
+    voxel size, and a large TIFF's metadata is slow to parse.
     """
     if path is None or str(path).lower().endswith(PHOTO_SUFFIXES):  # (no axes to name)
         return None
@@ -733,8 +734,11 @@ def file_header(path: os.PathLike | str | None) -> FileHeader | None:
         stat = os.stat(path)
     except (OSError, ValueError):
         return None
-    key = (os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
-    if key not in _HEADERS:
+    # a file rewritten with its size and time stamp kept (cp -p, rsync -t) has another
+    # change time; a zarr folder's metadata changes inside it: read each time
+    key = (os.path.abspath(path), stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino,
+           stat.st_size)
+    if os.path.isdir(path) or key not in _HEADERS:
         try:
             img = read_image(path, lazy=True)
         except (OSError, ValueError, ImageReadError):
