@@ -422,10 +422,14 @@ def run_auto(job: Job, ctx: Context, model) -> dict:
         auto_slices(job, ctx, model, progress=bar, keep_embeddings=propagate)
     finally:
         bar.close()
-    # a file still growing or replaced: its slices read are not the data it holds now (a
-    # change from here on is seen by the next run: the output metadata records ``read``)
+    try:
+        opened = open_image(job.input, ctx)  # (its header: the labels' shape and voxel size)
+    except Exception:
+        check_input_unchanged(job)  # a file changed meanwhile: that, not how it reads now
+        raise
+    # a file still growing or replaced: its slices read and its header are not the data it
+    # holds now (a change from here on is seen by the next run: the output records ``read``)
     read = check_input_unchanged(job)
-    opened = open_image(job.input, ctx)
     announce_colour_planes(job, ctx, opened)
     n = len(opened.stack)
     link = {k: ctx.params.get(k, v) for k, v in LINK_DEFAULTS.items()}
