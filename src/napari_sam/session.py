@@ -33,6 +33,7 @@ Reading checks a file's form with :func:`napari_sam.session_checks.check_record`
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import os
 import re
@@ -382,9 +383,7 @@ def image_differences(session: Session, *, content_hash: str | None, name: str |
 
         shape = rec.get("layer_shape") or ()
         count = int(shape[was[0]]) if was[0] < len(shape) else 3
-
-        def words(channel):
-            return segmented_words(was[0], channel, count)
+        words = functools.partial(segmented_words, was[0], n_channels=count)
 
         out.append(f"the session was made segmenting {words(was[1])} (channel axis {was[0]}), "
                    f"{what} is segmented as {words(channels[1])}: pick {words(was[1])} in the "

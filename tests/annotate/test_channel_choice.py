@@ -49,3 +49,20 @@ def test_the_words_for_all_channels_count_them_from_0_as_the_entries_do():
                                            "left out)")
     assert segmented_words(0, 4, 6) == "channel 4 alone"
     assert segmented_words(None, None) == "the image"
+
+
+def test_a_session_made_on_all_channels_names_the_entry_the_dock_shows():
+    """A 2-channel image: "pick channels 0-2 as red, green, blue" named no entry of the
+    dock's 'Channel' (the reviewer's catch)."""
+    from types import SimpleNamespace
+
+    from napari_sam.session import image_differences
+
+    sess = SimpleNamespace(image={"channel_axis": 1, "channel": None, "name": "cells",
+                                  "layer_shape": [6, 2, 64, 64]})
+    (said,) = image_differences(sess, content_hash=None, name="cells", what="'cells'",
+                                channels=(1, 0))
+    assert said == ("the session was made segmenting channels 0-1 as red, green (blue empty) "
+                    "(channel axis 1), 'cells' is segmented as channel 0 alone: pick channels "
+                    "0-1 as red, green (blue empty) in the dock's 'Channel' to go on as it was "
+                    "made")
