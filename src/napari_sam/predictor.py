@@ -47,6 +47,7 @@ from napari_sam.prompts import (
     mask_to_logits,
     prompt_tensors,
     upsample_logits,
+    warn_mask_alone_empty,
     warn_only_negative,
 )
 from napari_sam.tiled_prompts import TiledPrediction, decode_tiled
@@ -445,9 +446,12 @@ class Predictor:
         box : array-like (4,), optional
             (row0, col0, row1, col1).
         mask_input : array-like (4E, 4E) or (1, 4E, 4E), optional
-            Low-resolution logits, e.g. ``logits[i]`` of a previous call.
+            Low-resolution logits, e.g. ``logits[i]`` of a previous call. It refines what
+            points or a box select; alone it often selects nothing, and a ``UserWarning``
+            says so when every mask comes back empty.
         multimask : bool
-            Return 3 candidate masks (for ambiguous prompts) instead of 1.
+            Return 3 candidate masks (for ambiguous prompts) instead of 1 (TypeError for
+            anything but True or False: ``"no"`` was taken as true).
         boundary : {"auto", "threshold", "edge"}
             Where each mask is cut from its logits: ``"threshold"`` at the model's mask
             threshold (SAM's rule); ``"edge"`` at the logit threshold among -1 ... 1 whose
@@ -476,6 +480,8 @@ class Predictor:
         previous predict, in its window's frame); :attr:`last_tiled` holds the whole result
         (windows, ``cut``).
         """
+        if not isinstance(multimask, (bool, np.bool_)):
+            raise TypeError(f"multimask must be True or False, not {multimask!r}")
         wanted = resolve_boundary(boundary, self.model)
         if boundary == "edge" and self.sam2 is not None:
             raise ValueError("boundary='edge' cuts SAM 1 masks only: SAM 2.1 masks are cut at "
@@ -517,6 +523,7 @@ class Predictor:
             lg = np.asarray(lg, np.float32)
             if edges is not None:
                 m = edge_aligned_masks(self.upsample_logits(torch.as_tensor(lg), emb), edges)[0]
+            warn_mask_alone_empty(m, pts, boxes)
             return np.asarray(m, bool), np.asarray(sc, np.float32), lg
         out = self.predict_batch(
             points=pts, labels=lab, boxes=boxes, mask_inputs=masks, multimask=multimask,
@@ -525,12 +532,10 @@ class Predictor:
         if not bool(torch.isfinite(out.scores).all() and torch.isfinite(out.logits).all()):
             raise FloatingPointError(self._nonfinite_message("mask decoder returned", "scores"))
         lg = out.logits[0].float()
-        return (
-            out.masks[0].cpu().numpy() if edges is None else
-            edge_aligned_masks(self.upsample_logits(lg, emb), edges)[0],
-            out.scores[0].float().cpu().numpy(),
-            lg.cpu().numpy(),
-        )
+        masks = (out.masks[0].cpu().numpy() if edges is None else
+                 edge_aligned_masks(self.upsample_logits(lg, emb), edges)[0])
+        warn_mask_alone_empty(masks, pts, boxes)
+        return masks, out.scores[0].float().cpu().numpy(), lg.cpu().numpy()
 
     def _edge_map(self, wanted: str, asked: bool, image, emb) -> np.ndarray | None:
         """The (Y, X) edge map :meth:`predict` cuts masks with, or None (cut at the model's

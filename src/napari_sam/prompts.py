@@ -55,6 +55,7 @@ __all__ = [
     "prompt_tensors",
     "stack_prompts",
     "upsample_logits",
+    "warn_mask_alone_empty",
     "warn_only_negative",
 ]
 
@@ -176,6 +177,16 @@ def warn_only_negative(labels, box, mask_input, stacklevel: int = 3) -> None:
                       "and nothing says where it is, so the masks are likely empty or "
                       "arbitrary; add a positive point or a box", UserWarning,
                       stacklevel=stacklevel)
+
+
+def warn_mask_alone_empty(masks, points, boxes, stacklevel: int = 3) -> None:
+    """Warn (``UserWarning``) when a mask prompt alone (no ``points``, no ``boxes``: None)
+    gave only empty ``masks``: SAM's decoder takes a mask prompt as a hint to refine what
+    points or a box select, and alone it often selects nothing (the demo model: always)."""
+    if points is None and boxes is None and not np.asarray(masks).any():
+        warnings.warn("a mask prompt alone gave only empty masks: give a point inside the "
+                      "object (or a box) with it; mask_input refines what points and boxes "
+                      "select", UserWarning, stacklevel=stacklevel)
 
 
 def check_points(points, labels, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
