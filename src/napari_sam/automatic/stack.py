@@ -159,13 +159,18 @@ def propagate_objects(emb, linked, min_z_extent, axis_kind, progress, seed_score
     origin = {new: old for (_, old), new in moved.items()}
     prompts = prompts_from_labels(linked)  # each object on the slice where it is largest
     res = segment_volume(emb, prompts, axis_kind=axis_kind, progress=progress)
-    vol = np.array(res.labels)
+    vol = np.asarray(res.labels)
     ranges = dict(res.slice_range)
     # a time series only: through a volume, the detections past a propagated nucleus's end
     # are mostly its blur or a neighbour's (F1@0.5 on the README's sample 0.49 -> 0.45, on
     # the real development stack 0.72 -> 0.57 when kept); a cell persists from frame to frame
-    kept = (keep_uncovered_detections(linked, vol, ranges, min_z_extent)
-            if axis_kind == "t" else {})
+    kept: dict[tuple[int, int], int] = {}
+    if axis_kind == "t":  # (labelled in place: a copy of the volume for a time series only)
+        vol = np.array(vol)
+        kept = keep_uncovered_detections(linked, vol, ranges, min_z_extent)
+    kept_into: dict[int, list[tuple[int, int]]] = {}  # id -> (slice, linked id) put back
+    for (z, linked_id), into in kept.items():
+        kept_into.setdefault(into, []).append((z, linked_id))
     first = {oid: z0 for oid, (z0, z1) in ranges.items() if z1 - z0 + 1 >= min_z_extent}
     order = sorted(first, key=lambda oid: (first[oid], oid))
     lut = np.zeros(max(int(linked.max()), int(vol.max())) + 1, np.int32)
@@ -176,9 +181,8 @@ def propagate_objects(emb, linked, min_z_extent, axis_kind, progress, seed_score
         if oid in prompts:  # its mask was taken as is (score 1.0): the detection's own
             z = prompts[oid][0].slice
             per[z] = float(seed_score(z, origin.get(oid, oid)))
-        for (z, linked_id), into in kept.items():  # detections kept as they were found
-            if into == oid:
-                per[z] = float(seed_score(z, origin.get(linked_id, linked_id)))
+        for z, linked_id in kept_into.get(oid, ()):  # detections kept as they were found
+            per[z] = float(seed_score(z, origin.get(linked_id, linked_id)))
         scores[int(lut[oid])] = per
     reasons: dict[str, int] = {}
     for both in res.stop_reasons.values():
