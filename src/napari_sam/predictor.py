@@ -367,6 +367,8 @@ class Predictor:
             else:
                 chosen = choose_tiling(shape, self.img_size, tiling)
         self._pixels = self._edges = None
+        if isinstance(image, np.ndarray):
+            warn_constant_image(image)
         if chosen is None:
             rgb = to_uint8_rgb(image, contrast_limits, percentiles)
             self._embedding = self.encode_rgb([rgb])[0]
@@ -712,6 +714,21 @@ class Predictor:
         self._count_decode()
         masks = self.sam2.upsample(logits, emb) if upsample else None
         return BatchPrediction(masks=masks, scores=scores, logits=self.sam2.clamp(logits))
+
+
+def warn_constant_image(image: np.ndarray, stacklevel: int = 3) -> None:
+    """Warn (``UserWarning``) when every pixel of ``image`` (Y, X) or (Y, X, C) holds one
+    value (non-finite values ignored; all-NaN counts): SAM then sees a blank image and its
+    masks follow the prompts alone, not objects (a wrong channel, slice or file)."""
+    from napari_sam.automatic.foreground import constant_value, constant_words
+
+    if image.ndim not in (2, 3) or image.size == 0 or image.dtype.kind not in "biuf":
+        return
+    value = constant_value(image)
+    if value is not None:
+        warnings.warn(f"the image is constant ({constant_words(value)}): SAM sees a blank "
+                      "image, so masks follow the prompts alone, not objects; check the "
+                      "channel, slice or file", UserWarning, stacklevel=stacklevel)
 
 
 def _shape_or_none(image) -> tuple[int, ...] | None:

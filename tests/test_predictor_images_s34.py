@@ -1,0 +1,39 @@
+"""Images a script gives that SAM cannot see (session 34): a constant or all-NaN image gave
+three masks with scores near 0.3 and no word, masks that follow the prompts alone."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import napari_sam as ns
+from napari_sam import synthetic
+
+
+@pytest.fixture(scope="module")
+def pred():
+    return ns.Predictor(ns.load_model("demo"), device="cpu", precision="fp32")
+
+
+@pytest.mark.parametrize(("image", "words"), [
+    (np.full((64, 64), 7, np.uint16), "every pixel 7"),
+    (np.full((64, 64), np.nan, np.float32), "no pixel holds a finite value"),
+    (np.where(np.eye(64, dtype=bool), np.nan, 0.5).astype(np.float32), "every pixel 0.5"),
+    (np.full((64, 64, 3), (200, 0, 0), np.uint8), r"every pixel \(200, 0, 0\)"),
+])
+def test_a_constant_image_warns_where_the_script_set_it(pred, image, words):
+    with pytest.warns(UserWarning, match=f"the image is constant \\({words}\\): SAM sees a "
+                                         "blank image") as record:
+        pred.set_image(image)
+    assert record[0].filename == __file__  # points at the caller's line, not ours
+
+
+def test_an_image_with_structure_does_not_warn(pred):
+    image = synthetic.nuclei_2d((64, 64), seed=3).image
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pred.set_image(image)
+        pred.set_image(np.pad(np.zeros((63, 64), np.uint8), ((0, 1), (0, 0)),
+                              constant_values=1))  # one bright row is structure
