@@ -25,6 +25,7 @@ from napari_sam.batch.embedding_stores import (
 )
 from napari_sam.batch.jobs import check_input_unchanged, work_dir
 from napari_sam.batch.label_writing import (
+    axes_record,
     finish_labels,
     label_metadata,
     model_record,
@@ -470,7 +471,8 @@ def run_auto(job: Job, ctx: Context, model) -> dict:
     nio.write_output_metadata(job.output, model=model_record(ctx, model), version=__version__,
                       parameters=ctx.signature(), objects=records, input_path=job.input,
                       input_record=read,
-                      extra={"slices": n, "resumed_slices": resumed, "link": link},
+                      extra={**axes_record(ctx, opened), "slices": n,
+                             "resumed_slices": resumed, "link": link},
                       parameters_in_effect=parameters_in_effect(ctx, model, opened))
     if ctx.preview:
         preview_from_arrays(job, opened, lambda z: _preview_slice(plan, work, z), len(records))

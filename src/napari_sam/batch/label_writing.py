@@ -79,6 +79,15 @@ def parameters_in_effect(ctx: Context, model, opened: OpenedImage) -> dict:
     return out
 
 
+def axes_record(ctx: Context, opened: OpenedImage) -> dict:
+    """How the input was read, for the output metadata: ``{"axes": "TYX", "axes_from":
+    "metadata"}`` (the labels' axes; "metadata", "guessed" from the shape, or "--axes"):
+    a stack read as ``ZYX`` was propagated along z, a ``TYX`` one along t."""
+    source = ("--axes" if ctx.axes is not None else
+              "guessed" if opened.axes_guessed else "metadata")
+    return {"axes": opened.label_axes, "axes_from": source}
+
+
 def finish_labels(job: Job, ctx: Context, model, opened: OpenedImage, labels: np.ndarray,
                    scores: Mapping[int, float] | None, extra: Mapping | None = None) -> dict:
     """Write a labels output held in memory, its sidecar and preview (nothing when the input
@@ -94,7 +103,7 @@ def finish_labels(job: Job, ctx: Context, model, opened: OpenedImage, labels: np
     objects = nio.label_objects_summary(labels, scores)
     nio.write_output_metadata(job.output, model=model_record(ctx, model), version=__version__,
                       parameters=ctx.signature(), objects=objects, input_path=job.input,
-                      input_record=read, extra=dict(extra or {}),
+                      input_record=read, extra={**axes_record(ctx, opened), **(extra or {})},
                       parameters_in_effect=parameters_in_effect(ctx, model, opened))
     if ctx.preview:
         if opened.is2d:

@@ -69,10 +69,17 @@ def open_image(path: Path, ctx: Context) -> OpenedImage:
     stack = SliceSource(std.data, expand=is2d, path=path)
     label_axes = axes.replace("C", "")
     return OpenedImage(stack, is2d, label_axes, std.pixel_size, std.unit or "um", img.axes,
-                       img.metadata.get("axes_from") == "guess",
+                       axes_were_guessed(img.metadata),
                        _channels_as_colour(declared, ctx, std),
                        (int(img.metadata.get("series_count", 1)),
                         list(img.metadata.get("other_series", ()))))
+
+
+def axes_were_guessed(metadata: dict) -> bool:
+    """Whether no metadata named the axes: guessed from the shape (a ``.npy``), or a TIFF
+    whose description gives only its shape (tifffile's default, axes "Q": unknown)."""
+    return metadata.get("axes_from") == "guess" or (
+        metadata.get("axes_from") == "metadata" and "Q" in str(metadata.get("source_axes") or ""))
 
 
 def _channels_as_colour(declared: int, ctx: Context, std) -> int:
@@ -121,24 +128,31 @@ FEW_SLICES = 3
 
 
 def guessed_axes_note(job, ctx: Context, opened: OpenedImage) -> str | None:
-    """A note when no metadata named a stack's axes and the guess gives few slices
-    (:data:`FEW_SLICES`: the first axis may hold channels) or elongated slices
-    (:data:`ELONGATED_SLICE`: the last axis may be the stack's, ``--axes YXZ``). None
-    otherwise, or with ``--axes`` given."""
+    """A note when no metadata named a stack's axes (:func:`axes_were_guessed`): the guess
+    gives few slices (:data:`FEW_SLICES`: the first axis may hold channels), elongated slices
+    (:data:`ELONGATED_SLICE`: the last axis may be the stack's, ``--axes YXZ``), or a z stack
+    that ``auto`` or ``segment`` propagates along z (a movie is propagated along t: ``--axes
+    TYX``). None for 2D images, with ``--axes`` given, or for ``embed`` and ``auto
+    --no-propagate`` stacks."""
     if ctx.axes is not None or opened.is2d or not opened.axes_guessed:
         return None
     h, w = (int(s) for s in opened.stack.shape[1:3])
     shape = tuple(int(s) for s in opened.stack.shape[:3])
-    if shape[0] <= FEW_SLICES and ctx.channel is None:
+    colour = len(opened.stack.shape) == 4  # (S, Y, X, C): its channels are known
+    if shape[0] <= FEW_SLICES and ctx.channel is None and not colour:
         return (f"{job.name}: no metadata names its axes; read as {opened.label_axes} {shape}, "
                 f"a stack of {shape[0]} slices linked along z; if its first axis holds "
                 "channels, rerun with --axes CYX --channel N (one channel) or move the file "
                 "to a run of its own")
-    if max(h, w) < ELONGATED_SLICE * max(1, min(h, w)):
-        return None
+    if max(h, w) >= ELONGATED_SLICE * max(1, min(h, w)):
+        return (f"{job.name}: no metadata names its axes; read as {opened.label_axes} {shape}, "
+                f"i.e. {shape[0]} slices of {h} x {w} px; if the last axis is the stack's (e.g. "
+                "a (Y, X, Z) array), rerun with --axes YXZ")
+    if ctx.command == "embed" or not ctx.params.get("propagate", True):
+        return None  # (linking alone does not depend on what the first axis is)
     return (f"{job.name}: no metadata names its axes; read as {opened.label_axes} {shape}, "
-            f"i.e. {shape[0]} slices of {h} x {w} px; if the last axis is the stack's (e.g. "
-            "a (Y, X, Z) array), rerun with --axes YXZ")
+            f"a z stack: objects are propagated along z and stop where they fade; if its first "
+            "axis is time (a movie), rerun with --axes TYX (with --axes ZYX, no note)")
 
 
 def channels_as_colour_note(job, opened: OpenedImage) -> str | None:
