@@ -58,11 +58,17 @@ def test_every_problem_of_a_prompts_file_is_named_in_one_run(tmp_path, tiny_mode
         batch.load_prompts(p)  # from Python: every bad row at once, as before for one
 
 
-def test_a_tiled_images_bar_counts_encoding_and_segmenting_as_phases(tmp_path, capsys):
+def test_a_tiled_images_bar_counts_encoding_and_segmenting_as_phases(tmp_path, capsys,
+                                                                       monkeypatch):
     """One bar counted the windows encoded (some 35 a second) and then segmented (1-2 s
     each) as one count, so its time left said 12 s where 3.5 min were left. Each is now a
-    phase of its own, from 0, with its own pace."""
+    phase of its own, from 0, with its own pace (here in the lines written for a log, one per
+    count)."""
     import tifffile
+
+    import napari_sam.batch.progress as P
+
+    monkeypatch.setattr(P, "LOG_INTERVAL", 0.0)
 
     from napari_sam.models.registry import where
     from napari_sam.synthetic import nuclei_2d
@@ -73,8 +79,8 @@ def test_a_tiled_images_bar_counts_encoding_and_segmenting_as_phases(tmp_path, c
     rc, _, err = cli(["auto", tmp_path / "big.tif", "-o", tmp_path / "out", "--threads", "1",
                       "--points-per-side", "4"], capsys)
     assert rc == 0, err
-    shown = err.replace("\r", "\n")
-    lines = shown.splitlines()  # (tqdm redraws at most every 0.1 s: not every count shows)
+    shown = err
+    lines = shown.splitlines()
     encoding = [ln for ln in lines if "big.tif: segment everything, encoding:" in ln]
     segmenting = [ln for ln in lines if "big.tif: segment everything, segmenting:" in ln]
     assert encoding and segmenting and all("/9 " in ln for ln in encoding + segmenting), shown

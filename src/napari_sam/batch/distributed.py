@@ -21,6 +21,7 @@ from napari_sam.batch.embedding_stores import embed_store, user_embeddings
 from napari_sam.batch.job_checks import output_name_problem
 from napari_sam.batch.jobs import output_state
 from napari_sam.batch.models import get_model
+from napari_sam.batch.progress import stderr_is_terminal
 from napari_sam.batch.reading import open_image
 from napari_sam.batch.runners import one_line, record_result, run_job
 
@@ -346,7 +347,7 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
     wctx = replace(ctx, quiet=True, slice_workers=1)  # a worker process: one task, one thread
     client, cluster = _client_for(scheduler, workers, verbose=ctx.verbose)
     results: dict[int, JobResult] = {}
-    bar = tqdm(total=len(jobs), desc="files", unit="file", disable=ctx.quiet, position=0,
+    bar = tqdm(total=len(jobs), desc="files", unit="file", disable=ctx.quiet or not stderr_is_terminal(), position=0,
                dynamic_ncols=True)
     try:
         futures = {}

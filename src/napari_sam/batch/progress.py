@@ -1,12 +1,77 @@
-"""Progress bars of batch jobs, per slice or per tile (tqdm on stderr; nothing when quiet)."""
+"""Progress bars of batch jobs, per slice or per tile: tqdm on a terminal's stderr, plain
+lines now and then when stderr is a log (a file, a pipe, a cluster job's output); nothing when
+quiet."""
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
+
 from napari_sam.batch.context import Context
+
+#: On a stderr that is not a terminal, a phase that runs this long (seconds) gets a progress
+#: line, then one this often, and one when it ends.
+LOG_INTERVAL = 30.0
+
+
+def stderr_is_terminal() -> bool:
+    """Whether stderr is a terminal (where tqdm's bars redraw in place); False for a file,
+    a pipe or a closed stream."""
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+class LogLines:
+    """What :class:`ProgressBar` asks of a tqdm bar, written for a log: no carriage returns
+    or cursor moves (tqdm's redraws fill a log with ``\r`` and ``ESC[A``), a line such as
+    ``a.tif: propagate: 12/64 slices, 0:31 elapsed, about 2:15 left`` once a phase has run
+    :data:`LOG_INTERVAL` seconds, then every :data:`LOG_INTERVAL` seconds, and when a phase
+    that had lines ends. Fast phases write nothing (the file's ``done`` line follows)."""
+
+    def __init__(self, total: int | None, desc: str, unit: str):
+        self.total, self.desc, self.unit, self.n = total, desc, unit, 0
+        self._lock = threading.Lock()
+        self._start = self._last = time.monotonic()
+        self._said = False
+
+    def update(self, k: int) -> None:
+        with self._lock:
+            self.n += k
+            now = time.monotonic()
+            ended = self.total is not None and self.n >= self.total
+            if now - self._last >= LOG_INTERVAL or (ended and self._said):
+                self._write(now)
+
+    def _write(self, now: float) -> None:
+        from tqdm import tqdm
+
+        elapsed = now - self._start
+        of = f"/{self.total}" if self.total else ""
+        text = f"{self.desc}: {self.n}{of} {self.unit}s, {tqdm.format_interval(elapsed)} elapsed"
+        if self.total and 0 < self.n < self.total:
+            left = elapsed * (self.total - self.n) / self.n
+            text += f", about {tqdm.format_interval(left)} left"
+        print(text, file=sys.stderr, flush=True)
+        self._last, self._said = now, True
+
+    def set_description(self, desc: str, refresh: bool = False) -> None:
+        self.desc = desc
+
+    def reset(self, total: int | None = None) -> None:
+        with self._lock:
+            self.total, self.n, self._said = total, 0, False
+            self._start = self._last = time.monotonic()
+
+    def close(self) -> None:
+        pass
 
 
 class ProgressBar:
-    """Progress bar with ETA (tqdm, stderr), started now; nothing when quiet.
+    """Progress bar with ETA (tqdm on a terminal's stderr, else :class:`LogLines`), started
+    now; nothing when quiet.
 
     Called as ``bar(done, total)`` by the embedding / propagation / segmentation loops.
     ``unit`` names what they count: "slice", or "tile" for the (slice, window) pairs of a
@@ -16,11 +81,15 @@ class ProgressBar:
     def __init__(self, ctx: Context, desc: str, total: int | None = None, unit: str = "slice"):
         self.bar = None
         self.desc = desc
-        if not ctx.quiet:
-            from tqdm.auto import tqdm
+        if ctx.quiet:
+            return
+        if not stderr_is_terminal():
+            self.bar = LogLines(total, desc, unit)
+            return
+        from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False, position=1,
-                            dynamic_ncols=True)
+        self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False, position=1,
+                        dynamic_ncols=True)
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from napari_sam.batch.context import Context, Job, JobResult
 from napari_sam.batch.distributed import run_distributed
 from napari_sam.batch.jobs import OutputLock
+from napari_sam.batch.progress import stderr_is_terminal
 from napari_sam.batch.runners import record_result, run_job
 
 
@@ -56,7 +57,8 @@ def _run_serial(jobs, ctx, on_result, on_wait=None) -> list[JobResult]:
     from tqdm.auto import tqdm
 
     results: list[JobResult | None] = [None] * len(jobs)
-    bar = tqdm(total=len(jobs), desc="files", unit="file", disable=ctx.quiet or len(jobs) < 2,
+    bar = tqdm(total=len(jobs), desc="files", unit="file", disable=ctx.quiet or len(jobs) < 2
+               or not stderr_is_terminal(),
                position=0, dynamic_ncols=True)
     deferred = []
     try:
