@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 import tifffile
+
 from cli_runner import cli
 from stacks import blob_stack
 

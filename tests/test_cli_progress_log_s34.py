@@ -11,11 +11,11 @@ import sys
 import numpy as np
 import pytest
 import tifffile
-from cli_runner import cli
-from stacks import blob_stack
 
 import napari_sam.batch.progress as P
+from cli_runner import cli
 from napari_sam.batch.context import Context
+from stacks import blob_stack
 
 
 @pytest.fixture

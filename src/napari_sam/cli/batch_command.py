@@ -187,6 +187,15 @@ def check_batch_args(args) -> None:
     if any(sep in suffix for sep in ("/", "\\")) or suffix in (".", ".."):
         raise CLIError(f"--suffix {suffix!r}: no folders in the suffix; use -o to choose the "
                        "output folder", 2)
+    if args.workers is not None or args.scheduler is not None:
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            option = "--workers" if args.workers is not None else "--scheduler"
+            raise CLIError(f"{option} runs the files on dask.distributed, which is not "
+                           "installed: pip install \"napari-sam-stacks[distributed]\" (or "
+                           f"leave {option} out to run them here, one after the other)",
+                           2) from None
     emb = getattr(args, "embeddings", None)
     if emb is not None and not Path(emb).expanduser().is_dir():
         raise CLIError(f"--embeddings {emb}: no such folder; write the stores first with "
