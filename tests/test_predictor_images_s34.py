@@ -37,3 +37,15 @@ def test_an_image_with_structure_does_not_warn(pred):
         pred.set_image(image)
         pred.set_image(np.pad(np.zeros((63, 64), np.uint8), ((0, 1), (0, 0)),
                               constant_values=1))  # one bright row is structure
+
+
+def test_embeddings_print_as_one_line_not_their_tensors(pred):
+    """``pred.tiled`` (docs/tiling.md) printed every window's tensor in a notebook: 115,000
+    characters for a 1200 px image."""
+    emb = pred.set_image(synthetic.nuclei_2d((100, 100), seed=3).image)
+    assert repr(emb) == (f"ImageEmbedding(features (256, 32, 32) float32 on cpu, original_size="
+                         f"(100, 100), input_size=(256, 256), model_id={emb.model_id!r})")
+    tiled = pred.set_image(synthetic.nuclei_2d((600, 600), seed=3).image)
+    assert pred.tiled is tiled and "\n" not in repr(tiled) and len(repr(tiled)) < 300
+    assert repr(tiled).startswith(f"TiledEmbedding({tiled.tiling!r}: {len(tiled.embeddings)} "
+                                  "window embeddings, model_id=")

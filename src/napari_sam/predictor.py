@@ -103,6 +103,12 @@ class ImageEmbedding:
     input_size: tuple[int, int]
     model_id: str
 
+    def __repr__(self) -> str:  # one line, not the tensor (a notebook cell's last line)
+        f = self.features
+        return (f"ImageEmbedding(features {tuple(f.shape)} {str(f.dtype).replace('torch.', '')}"
+                f" on {f.device}, original_size={tuple(self.original_size)}, input_size="
+                f"{tuple(self.input_size)}, model_id={self.model_id!r})")
+
     def spec(self, img_size: int) -> ResizeSpec:
         return ResizeSpec(tuple(self.original_size), tuple(self.input_size), int(img_size))
 

@@ -325,6 +325,10 @@ class TiledEmbedding:
     contrast_limits: tuple[float, float] | None = None
     views: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)
 
+    def __repr__(self) -> str:  # one line, not every window's tensor
+        return (f"TiledEmbedding({self.tiling!r}: {len(self.embeddings)} window embeddings, "
+                f"model_id={self.model_id!r}, contrast_limits={self.contrast_limits})")
+
     @property
     def original_size(self) -> tuple[int, int]:
         """(rows, cols) of the whole image."""
