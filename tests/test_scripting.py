@@ -69,9 +69,26 @@ def _run(blocks: list[str], namespace: dict) -> dict:
     return namespace
 
 
-def test_notebook_session(tmp_path, monkeypatch, docs_model):
+@pytest.fixture
+def thread_settings():
+    """Put back torch's threads and the OpenMP environment a docs example's
+    ``ns.configure_threads()`` set, for the tests that run after it in this process."""
+    import torch
+
+    threads, env = torch.get_num_threads(), dict(os.environ)
+    yield
+    torch.set_num_threads(threads)
+    os.environ.clear()
+    os.environ.update(env)
+
+
+def test_notebook_session(tmp_path, monkeypatch, docs_model, thread_settings):
+    import napari_sam.device as device
+
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(device, "_PLAN", None)
     ns = _run(code_blocks("A notebook session"), {"__name__": "__docs__"})
+    assert device.planned_workers() is not None  # the docs call the thread policy first
     shape = ns["sample"].image.shape
     assert ns["stack"].shape == shape
     assert ns["img"].axes == "ZYX" and ns["img"].pixel_size == (2.0, 1.0, 1.0)

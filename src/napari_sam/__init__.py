@@ -28,6 +28,7 @@ _EXPORTS = {
     "segment_everything": "napari_sam.automatic",
     "train": "napari_sam.training",
     "export_onnx": "napari_sam.export",
+    "configure_threads": "napari_sam.device",
 }
 
 __all__ = [  # the same names as _EXPORTS, spelled out for linters and IDEs
@@ -43,10 +44,12 @@ __all__ = [  # the same names as _EXPORTS, spelled out for linters and IDEs
     "segment_everything",
     "train",
     "export_onnx",
+    "configure_threads",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from napari_sam.automatic import segment_everything
+    from napari_sam.device import configure_threads
     from napari_sam.embeddings import StackEmbeddings
     from napari_sam.export import export_onnx
     from napari_sam.models.registry import list_models, load_model
