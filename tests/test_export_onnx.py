@@ -662,9 +662,13 @@ def test_onnx_decoder_class_refuses_what_it_cannot_decode(tmp_path, demo, demo_p
     assert ns.export_onnx is export_onnx
 
 
-def test_docs_ten_line_example_runs_and_matches_predictor(cli_demo_export):
-    """The onnxruntime example in docs/onnx.md, run as written on an export of the demo."""
+def test_docs_ten_line_example_runs_and_matches_predictor(cli_demo_export, tmp_path,
+                                                          monkeypatch):
+    """The onnxruntime example in docs/onnx.md, run as written on an export of the demo
+    (it reads its image from ``image.tif``: without that line it stopped at a NameError)."""
     import re
+
+    import tifffile
 
     import napari_sam as ns
     from napari_sam.synthetic import nuclei_2d
@@ -673,13 +677,15 @@ def test_docs_ten_line_example_runs_and_matches_predictor(cli_demo_export):
     section = text[text.index("## Run it in ten lines") :]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     statements = [ln for ln in code.splitlines() if ln.strip() and not ln.startswith(" ")]
-    assert len(statements) <= 12
+    assert len(statements) <= 13
     code = code.replace('"onnx/vit_b_lm"', repr(str(cli_demo_export[0])))
     sample = nuclei_2d((150, 200), seed=3)
     rows, cols = np.nonzero(sample.labels == 1)
     click = [int(np.median(rows)), int(np.median(cols))]
     code = code.replace("[[120, 80]]", repr([click]))
-    scope = {"image": sample.image}
+    monkeypatch.chdir(tmp_path)
+    tifffile.imwrite("image.tif", sample.image)
+    scope = {}
     exec(compile(code, "docs/onnx.md", "exec"), scope)
     pred = ns.Predictor("demo", device="cpu", precision="fp32")
     pred.set_image(sample.image)
