@@ -49,3 +49,14 @@ def test_embeddings_print_as_one_line_not_their_tensors(pred):
     assert pred.tiled is tiled and "\n" not in repr(tiled) and len(repr(tiled)) < 300
     assert repr(tiled).startswith(f"TiledEmbedding({tiled.tiling!r}: {len(tiled.embeddings)} "
                                   "window embeddings, model_id=")
+
+
+def test_stack_embeddings_say_what_they_hold(tmp_path):
+    stack = np.stack([synthetic.nuclei_2d((64, 64), seed=s).image for s in (1, 2, 3)])
+    emb = ns.embed(stack, "demo", device="cpu")
+    assert repr(emb) == ("StackEmbeddings(3 slices of 64 x 64 px, 0 in memory, model_id="
+                         f"{emb.model.model_id!r})")
+    tiled = ns.embed(np.pad(stack[:1], ((0, 0), (0, 536), (0, 536))), "demo", device="cpu",
+                     store=tmp_path / "e.zarr")
+    assert repr(tiled) == (f"TiledStackEmbeddings(1 slice of 600 x 600 px in {tiled.tiling!r}"
+                           f", store={str(tmp_path / 'e.zarr')!r})")

@@ -424,6 +424,13 @@ class StackEmbeddings:
     def __len__(self) -> int:
         return self.shape[0]
 
+    def __repr__(self) -> str:
+        z, h, w = self.shape
+        store = "" if self.store is None else f", store={str(self.store)!r}"
+        return (f"StackEmbeddings({z} slice{'s' * (z != 1)} of {h} x {w} px, "
+                f"{len(self._memory)} in memory, "
+                f"model_id={getattr(self.model, 'model_id', None)!r}{store})")
+
     def _check_index(self, z) -> int:
         if not isinstance(z, (int, np.integer)):
             raise TypeError(f"slice index must be an integer, got {type(z).__name__}")

@@ -242,6 +242,12 @@ class TiledStackEmbeddings:
     def __len__(self) -> int:
         return self.shape[0]
 
+    def __repr__(self) -> str:
+        z, h, w = self.shape
+        store = "" if self.store is None else f", store={str(self.store)!r}"
+        return (f"TiledStackEmbeddings({z} slice{'s' * (z != 1)} of {h} x {w} px in "
+                f"{self.tiling!r}{store})")
+
     @property
     def encoder_calls(self) -> int:
         """Encoder calls made by every window together (they share one predictor)."""
