@@ -23,6 +23,7 @@ from napari_sam.annotate.image_source import make_source
 
 from . import layers as L
 from . import targets as T
+from .layer_history import record_step
 from .notify import guarded, info, report, status_text, warn
 from .paint_autosave import PaintAutosave
 from .workers import Job, run_job
@@ -186,14 +187,15 @@ class AnnotationController(AnnotationSession):
         elif self._view_said:
             self._view_said = False
             points, _, boxes = self.prompt_arrays() if self.source is not None else ((), (), ())
-            if self.live and len(points) + len(boxes):
+            if self.volume is not None and self.volume_status:  # the propagation stays
+                self._say(self.volume_status)
+            elif self.live and len(points) + len(boxes):
                 self.refresh_preview()
             else:
                 self._say(self.next_step())
 
     def update_preview(self):
-        """Decode the prompts on the visible slice (refused where the view cannot show
-        one: :meth:`view_problem`)."""
+        """Decode the prompts on the visible slice (refused where the view cannot show one)."""
         self._require_view(" The prompts are kept.")
         return super().update_preview()
 
@@ -308,6 +310,12 @@ class AnnotationController(AnnotationSession):
     def target_name(self) -> str:
         return self.target_layer.name
 
+    def commit(self):
+        commit = super().commit()
+        if not commit.target.visible:  # (what was written cannot be seen)
+            self._say(f"{self.status} '{commit.target.name}' is hidden: tick its eye to see it.")
+        return commit
+
     def commit_target(self):
         src = self._require_image()
         problem = self.target_problem(self.target_layer)
@@ -383,7 +391,8 @@ class AnnotationController(AnnotationSession):
     def target_data(self, target):
         return target.data
 
-    def labels_changed(self, target) -> None:
+    def labels_changed(self, target, changes=(), undoing: bool = False) -> None:
+        record_step(target, changes, undoing)  # napari's Ctrl+Z undoes it, in order
         target.refresh()
 
     def render(self) -> None:
@@ -553,8 +562,7 @@ class AnnotationController(AnnotationSession):
     @guarded
     def _restore_layers(self, name: str) -> None:
         """Main thread: put back the SAM layers a user deleted while the image is open, so
-        that clicks prompt again; its prompts (or preview) went with it, and the status says
-        so."""
+        that clicks prompt again; its prompts (or preview) went with it (the status says)."""
         if self.image_layer is None or self.image_layer not in self.viewer.layers:
             return
         if None not in (self.points_layer, self.boxes_layer, self.preview_layer):
@@ -600,17 +608,9 @@ class AnnotationController(AnnotationSession):
         job = self.job = Job(description, key=self.job_key())
         self.job_changed.emit(job)
         self._say(description + " ...")
-        run_job(
-            gen, description=description,
-            on_progress=self.job_progress.emit,
-            on_returned=on_returned,
-            on_error=errored,
-            on_finished=finished,
-            on_message=self._say,
-            on_phase=self.job_phase.emit,
-            sync=self.sync,
-            job=job,
-        )
+        run_job(gen, description=description, on_progress=self.job_progress.emit,
+                on_returned=on_returned, on_error=errored, on_finished=finished,
+                on_message=self._say, on_phase=self.job_phase.emit, sync=self.sync, job=job)
         return job
 
     def cancel(self) -> None:

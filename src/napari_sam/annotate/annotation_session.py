@@ -257,8 +257,8 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
         in place, also after the image changed)."""
         return target
 
-    def labels_changed(self, target) -> None:
-        """A commit, undo or redo wrote into ``target``."""
+    def labels_changed(self, target, changes=(), undoing: bool = False) -> None:
+        """A commit, undo (``undoing``) or redo wrote ``changes`` into ``target``."""
 
     def render(self) -> None:
         """Show the preview (the GUI draws :meth:`draw_preview` into its preview layer)."""
@@ -679,7 +679,7 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
             )
         commit.target = target
         self.history.push(commit)
-        self.labels_changed(target)
+        self.labels_changed(target, commit.changes)
         self._log_commit(self.previews, written, commit)
         what = describe_commit(commit, objects, data)
         self.clear()
@@ -760,7 +760,7 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
                 f"Not redone: {err} in '{where}'. Give that object another id (or erase it), "
                 "then press Shift+R again; or leave it and commit the object anew."
             ) from None
-        self.labels_changed(target)
+        self.labels_changed(target, commit.changes, undoing=not redo)
         self._log_step(commit, redo)
         other = "" if self.is_current_target(target) else " (not the current Labels layer)"
         self._say(f"{'Redid' if redo else 'Undid'} commit of label {ids} in '{where}'{other}."

@@ -214,12 +214,28 @@ class SlicePreview:
                    "larger than a tile, or one the tiles cut")
             text += (f" Decoded in a zoomed-out view ({h} x {w} px shrunk to the model "
                      f"input; {why}): its outline is coarser than in a tile.")
-        text += self._constant_note(self.previews[0].z)
+        text += self._constant_note(self.previews[0].z) + self._other_slices_note()
         if any(p.cut for p in self.previews):
             text += (" The object reaches beyond the tiles around its prompts, so its mask "
                      "may be cut there: click its missing part too (or draw a box over all of "
                      "it), or untick 'Tile large images' for objects this large.")
         return text
+
+    def _other_slices_note(self) -> str:
+        """" Its points on slices 4 and 10 make one object ..." when the point object shown
+        has positive points on other slices too: a user who clicked the next nucleus on
+        another slice without committing got one label over both (session 34)."""
+        z = self.current_z()
+        point = next((o for o in self.objects() if o.key == POINT_OBJECT), None)
+        if point is None or z not in point.slices:
+            return ""
+        others = [k for k, d in sorted(point.slices.items()) if k != z and (d.labels == 1).any()]
+        if not others:
+            return ""
+        where = ", ".join(str(k) for k in sorted([*others, z]))
+        what = "frames" if self.axis_kind == "t" else "slices"
+        return (f" Its points on {what} {where} make one object (Propagate carries it through "
+                "them); to segment another object, commit this one first.")
 
     def _constant_note(self, z: int) -> str:
         """" This slice is constant ..." when every pixel of slice ``z`` holds one value (a

@@ -16,6 +16,7 @@ from itertools import pairwise
 
 import numpy as np
 
+from .commit_checks import volume_out_of_date
 from .errors import UserError
 from .jobs import Phase, with_progress
 from .prompt_groups import POINT_OBJECT, group_prompts, ignored_negative_slices
@@ -94,6 +95,9 @@ class StackActions:
     propagation_method: str | None = None
     #: (cache key, Sam2FeatureCache) of the image and model SAM 2 propagated last
     _sam2_features: tuple | None = None
+    #: What the status said of the propagated preview shown (said again when a view that
+    #: could not show slices, napari's 3D view, goes back to 2D: the preview is kept)
+    volume_status: str = ""
 
     # ------------------------------------------------------------------ model family
     @property
@@ -266,6 +270,13 @@ class StackActions:
         self._adopt(*prepared)
         if not self.result_is_current(prepared, "Propagating" + how):
             return
+        if volume_out_of_date(drawn, self.prompt_arrays()):  # prompts added while it ran
+            self.preview_lead = ("The propagation ended, but the prompts changed while it ran, "
+                                 "so its preview was dropped; the prompts are kept: press "
+                                 "Shift+D to propagate them.")
+            self._say(self.preview_lead)
+            self._pending = self._pending or self.live  # the slice's preview follows
+            return
         self.previews, self.volume, self._volume_replaces = [], result, replaces
         self._volume_request, self._volume_drawn = request, drawn
         self.trace = trace
@@ -285,13 +296,14 @@ class StackActions:
         time = self.axis_kind == "t"
         if time:  # a time series: frames (the trace panel keeps the stack's indices)
             over, hole = (t.replace("slice", "frame") for t in (over, hole))
-        self._say(
+        self.volume_status = (
             f"Propagated {len(result.object_ids)} object(s){how} over {over} "
             f"(stopped: {describe_stops(result.stop_reasons, absent_slices, time)})"
             f". Check the preview, then Shift+C commits; a prompt on a "
             f"{'frame' if time else 'slice'} further out carries an object on."
             f"{hole}{describe_ignored(ignored)}"
         )
+        self._say(self.volume_status)
 
     # ------------------------------------------------------------------ automatic
     def segment_everything(self, whole_stack: bool = False, **params):

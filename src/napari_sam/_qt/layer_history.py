@@ -1,0 +1,53 @@
+"""Commits, undos and redos of the dock as steps of napari's own undo history of the labels
+layer, so that napari's Ctrl+Z (and Ctrl+Shift+Z) undo the latest change whichever tool made
+it. Before, the dock wrote into ``layer.data`` behind napari's back: a Ctrl+Z after a commit
+undid the brush stroke made before it and wrote that stroke's old pixels over the commit
+(session 34's walk-through: a committed label gone, the status still naming it)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["record_step"]
+
+
+def record_step(layer, changes: Sequence, undoing: bool = False) -> None:
+    """Record one step the dock has just written into ``layer.data`` as one item of the
+    layer's napari undo history.
+
+    Parameters
+    ----------
+    layer : napari.layers.Labels
+        Its ``data`` a writable numpy array (the dock commits into no other).
+    changes : sequence of napari_sam.annotation.Change
+        What the step wrote, in the order written (a commit's or a redo's ``changes``; an
+        undo's, which it applied in reverse): flat indices into ``layer.data``, values
+        before and after.
+    undoing : bool
+        The step was an undo (it wrote each change's ``before``).
+
+    Notes
+    -----
+    The values the step wrote are put back as they were and written again through
+    ``Labels.data_setitem`` inside ``Labels.block_history`` (napari's public way to write with
+    history), so the layer ends as the step left it and napari's history holds the step.
+    """
+    changes = [c for c in changes if len(c.index)]
+    data = getattr(layer, "data", None)
+    if not changes or not isinstance(data, np.ndarray):
+        return
+    flat = data.reshape(-1)
+    if not np.shares_memory(flat, data):
+        return
+    index = np.unique(np.concatenate([c.index for c in changes]))
+    now = flat[index].copy()
+    prior = now.copy()
+    # before the step: a commit's (or redo's) first write of a pixel; an undo's last one
+    order = changes if undoing else changes[::-1]
+    for c in order:
+        prior[np.searchsorted(index, c.index)] = c.after if undoing else c.before
+    flat[index] = prior
+    with layer.block_history():
+        layer.data_setitem(np.unravel_index(index, data.shape), now, refresh=False)

@@ -1,0 +1,73 @@
+"""Session 34's dock walk-through: the dock's commits, undos and redos wrote into the labels
+layer behind napari's back, so napari's own Ctrl+Z (the labels layer's undo) undid the brush
+stroke made before them and wrote that stroke's old pixels over a commit (a committed label
+gone, the status still naming it), or brought back pixels of a label the dock had undone.
+They are now steps of the layer's napari history: Ctrl+Z undoes the latest change, whichever
+tool made it."""
+
+from __future__ import annotations
+
+import numpy as np
+from sam_qt_helpers import canvas_click
+
+
+def _press(viewer, key):
+    viewer.window._qt_viewer._key_map_handler.press_key(key)
+
+
+def _click_commit(viewer, widget, row, col):
+    c = widget.controller
+    viewer.layers.selection.active = c.points_layer
+    canvas_click(viewer, row, col)
+    assert c.previews, widget._status.text()
+    _press(viewer, "Shift-C")
+    assert widget._status.text().startswith("Committed label"), widget._status.text()
+
+
+def _napari_undo(viewer, labels, redo=False):
+    viewer.layers.selection.active = labels  # napari's Ctrl+Z acts on the selected layer
+    _press(viewer, "Control-Shift-Z" if redo else "Control-Z")
+
+
+def test_napari_ctrl_z_undoes_a_commit_made_after_an_eraser_stroke(stack_widget):
+    viewer, widget = stack_widget
+    _click_commit(viewer, widget, 20, 20)
+    labels = widget.controller.target_layer
+    after_commit1 = np.array(labels.data)
+    labels.brush_size = 5
+    labels.paint((3, 20, 18), 0, refresh=True)  # napari's eraser over part of label 1
+    after_erase = np.array(labels.data)
+    assert (after_erase != after_commit1).any()
+    _click_commit(viewer, widget, 20, 18)  # the erased part committed again: label 2
+    after_commit2 = np.array(labels.data)
+    assert (after_commit2 == 2).any()
+
+    _napari_undo(viewer, labels)  # undoes the commit (was: the eraser stroke, over label 2)
+    np.testing.assert_array_equal(np.asarray(labels.data), after_erase)
+    _napari_undo(viewer, labels)
+    np.testing.assert_array_equal(np.asarray(labels.data), after_commit1)
+    _napari_undo(viewer, labels, redo=True)
+    _napari_undo(viewer, labels, redo=True)
+    np.testing.assert_array_equal(np.asarray(labels.data), after_commit2)
+
+
+def test_napari_ctrl_z_after_the_dock_s_undo_brings_the_commit_back(stack_widget):
+    viewer, widget = stack_widget
+    _click_commit(viewer, widget, 20, 20)
+    labels = widget.controller.target_layer
+    after_commit = np.array(labels.data)
+    labels.brush_size = 3
+    labels.paint((3, 50, 6), 9, refresh=True)  # a hand-painted label on the background
+    after_paint = np.array(labels.data)
+    _press(viewer, "Shift-U")  # the dock's undo of the commit
+    assert widget._status.text().startswith("Undid commit of label 1"), widget._status.text()
+    after_undo = np.array(labels.data)
+    assert not (after_undo == 1).any() and (after_undo == 9).sum() == (after_paint == 9).sum()
+
+    _napari_undo(viewer, labels)  # undoes the dock's undo (was: the paint stroke; no label 1)
+    np.testing.assert_array_equal(np.asarray(labels.data), after_paint)
+    _napari_undo(viewer, labels)
+    np.testing.assert_array_equal(np.asarray(labels.data), after_commit)
+    _napari_undo(viewer, labels, redo=True)
+    _napari_undo(viewer, labels, redo=True)
+    np.testing.assert_array_equal(np.asarray(labels.data), after_undo)
