@@ -1,0 +1,45 @@
+"""The command-line docs and help, read as a new user runs them: command sequences that run
+as written, help texts that say what each option does for its command, and messages that
+give command-line advice."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+from cli_runner import cli, error_line
+
+ROOT = Path(__file__).resolve().parents[1]
+SEQUENCE_DOCS = ("README.md", "docs/cli.md", "docs/sam2.md")
+
+
+def _commands(doc: str) -> list[list[str]]:
+    """The ``napari-sam`` commands of ``doc``'s code blocks, in order, as argument lists
+    (comments dropped, continuation lines joined)."""
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    commands = []
+    for block in re.findall(r"```[a-z]*\n(.*?)\n```", text, re.S):
+        block = block.replace("\\\n", " ")
+        for line in block.splitlines():
+            if line.startswith("napari-sam "):
+                commands.append(shlex.split(line, comments=True)[1:])
+    return commands
+
+
+def _output(words: list[str]) -> str | None:
+    for flag in ("-o", "--output"):
+        if flag in words:
+            return words[words.index(flag) + 1].rstrip("/")
+    return None
+
+
+def test_documented_segment_runs_do_not_write_into_the_auto_output_folder():
+    """``auto -o out/`` then ``segment -o out/`` stops with "... was written by napari-sam
+    auto; pass --overwrite, --suffix or another output folder": the docs (which a user follows
+    one after the other) use another folder."""
+    commands = [c for doc in SEQUENCE_DOCS for c in _commands(doc)]
+    auto = {_output(c) for c in commands if c[0] == "auto"}
+    segment = {_output(c) for c in commands if c[0] == "segment"}
+    assert "out" in auto and len(segment) >= 2
+    assert not auto & segment, auto & segment
