@@ -8,7 +8,7 @@ import re
 import shlex
 from pathlib import Path
 
-from cli_runner import cli, error_line
+from cli_runner import cli, tiny_train_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 SEQUENCE_DOCS = ("README.md", "docs/cli.md", "docs/sam2.md")
@@ -43,3 +43,23 @@ def test_documented_segment_runs_do_not_write_into_the_auto_output_folder():
     segment = {_output(c) for c in commands if c[0] == "segment"}
     assert "out" in auto and len(segment) >= 2
     assert not auto & segment, auto & segment
+
+
+def test_documented_training_example_has_its_data_and_runs(tiny_model, offline_cli, tmp_path,
+                                                           monkeypatch, capsys):
+    """The README's and cli.md's ``train`` example is preceded by the ``sample`` command that
+    makes its images and labels, and the pair runs as written (here on 4 samples, one step of
+    one epoch of the tiny model)."""
+    for n, doc in enumerate(("README.md", "docs/cli.md")):
+        commands = _commands(doc)
+        train = next(c for c in commands if c[0] == "train")
+        sample = commands[commands.index(train) - 1]
+        assert sample[0] == "sample", (doc, sample)
+        (tmp_path / f"run{n}").mkdir()
+        monkeypatch.chdir(tmp_path / f"run{n}")
+        rc, _, err = cli([*sample, "-n", "4", "-q"], capsys)
+        assert rc == 0, err
+        rc, out, err = cli(tiny_train_argv(*train[1:3], train[train.index("-o") + 1],
+                                           tiny_model), capsys)
+        assert rc == 0, err
+        assert Path("my_model.pt").is_file() and Path("my_model.json").is_file()
