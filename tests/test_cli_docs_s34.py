@@ -8,7 +8,7 @@ import re
 import shlex
 from pathlib import Path
 
-from cli_runner import cli, tiny_train_argv
+from cli_runner import cli, error_line, tiny_train_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 SEQUENCE_DOCS = ("README.md", "docs/cli.md", "docs/sam2.md")
@@ -63,3 +63,26 @@ def test_documented_training_example_has_its_data_and_runs(tiny_model, offline_c
                                            tiny_model), capsys)
         assert rc == 0, err
         assert Path("my_model.pt").is_file() and Path("my_model.json").is_file()
+
+
+def test_a_failed_mirror_download_names_the_official_url_to_get_by_hand(offline_cli, tmp_path,
+                                                                         capsys):
+    """``models download NAME --url MIRROR`` that fails: the by-hand advice names the model's
+    official URL (was: the user's own mirror again) and says the URL given failed."""
+    from napari_sam.models.registry import get_spec
+
+    mirror = (tmp_path / "missing.pt").as_uri()
+    rc, _, err = cli(["models", "download", "vit_t_lm", "--url", mirror], capsys)
+    assert rc == 1
+    line = error_line(err)
+    official = get_spec("vit_t_lm").url
+    assert official.startswith("https://") and official != mirror
+    assert (f"To install it by hand, download the model's official file {official} (the URL "
+            f"given, {mirror}, failed) on a machine with internet access") in line
+
+
+def test_models_download_url_is_documented():
+    """docs/cli.md and docs/models.md describe ``models download NAME --url URL``."""
+    for doc in ("docs/cli.md", "docs/models.md"):
+        text = " ".join((ROOT / doc).read_text(encoding="utf-8").split())
+        assert "download vit_b_lm --url URL" in text or "download NAME --url URL" in text, doc

@@ -168,8 +168,28 @@ def _failure_summary(err: BaseException) -> str:
     return type(err).__name__
 
 
-def by_hand_message(spec: ModelSpec, target: Path, url: str) -> str:
-    """How to install ``spec``'s file by hand: the URL, where to put it, its checksums."""
+def by_hand_message(spec: ModelSpec, target: Path, url: str | None = None) -> str:
+    """How to install ``spec``'s file by hand: the model's official URL, where to put the
+    file, its checksums.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        The model.
+    target : Path
+        Where the file belongs in the cache.
+    url : str, optional
+        The URL a download was tried from. When it is not the official one (a mirror given
+        with ``--url`` or ``url=``), the message says it failed and names the official URL.
+
+    Returns
+    -------
+    str
+        One or two sentences to append to an error message.
+    """
+    source = spec.url
+    if url and url != spec.url:
+        source = f"the model's official file {spec.url} (the URL given, {url}, failed)"
     checks = []
     if spec.sha256:
         checks.append(f"sha256 {spec.sha256}")
@@ -178,7 +198,7 @@ def by_hand_message(spec: ModelSpec, target: Path, url: str) -> str:
     if spec.size is not None:
         checks.append(f"{spec.size} bytes")
     return (
-        f"To install it by hand, download {url} on a machine with internet access and "
+        f"To install it by hand, download {source} on a machine with internet access and "
         f"place the file at {target} (expected: {', '.join(checks)}). "
         f"Set {CACHE_ENV} to use another cache folder."
     )
