@@ -8,7 +8,7 @@ import re
 import shlex
 from pathlib import Path
 
-from cli_runner import cli, error_line, tiny_train_argv
+from cli_runner import cli, error_line, noise_image, tiny_train_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 SEQUENCE_DOCS = ("README.md", "docs/cli.md", "docs/sam2.md")
@@ -86,3 +86,35 @@ def test_models_download_url_is_documented():
     for doc in ("docs/cli.md", "docs/models.md"):
         text = " ".join((ROOT / doc).read_text(encoding="utf-8").split())
         assert "download vit_b_lm --url URL" in text or "download NAME --url URL" in text, doc
+
+
+def test_an_unavailable_device_gets_command_line_advice(tiny_model, offline_cli, tmp_path,
+                                                        capsys):
+    """``--device cuda`` (``mps``) on a machine without it: the hint is ``--device auto`` (was:
+    Python's ``device='auto'``; for mps no hint); the API keeps ``device='auto'``."""
+    import pytest
+    import torch
+
+    from napari_sam.device import resolve_device
+
+    if torch.cuda.is_available() or torch.backends.mps.is_available():
+        pytest.skip("needs a machine without CUDA and MPS")
+    import numpy as np
+    import tifffile
+
+    image = noise_image(tmp_path / "data" / "a.tif")
+    labels = np.zeros((64, 64), np.uint16)
+    labels[10:30, 10:30], labels[40:60, 35:55] = 1, 2
+    (tmp_path / "gt").mkdir()
+    tifffile.imwrite(tmp_path / "gt" / "a.tif", labels)
+    for dev, what in (("cuda", "CUDA"), ("mps", "Apple MPS")):
+        for argv in (["embed", image, "-o", tmp_path / "e"],
+                     tiny_train_argv(image, tmp_path / "gt", tmp_path / "m.pt", tiny_model)):
+            rc, _, err = cli([*argv, "--device", dev], capsys)
+            assert rc == 2
+            assert error_line(err) == (
+                f"napari-sam: error: --device: device '{dev}' was asked for but {what} is not "
+                "available here; available devices: cpu (use --device auto)")
+        with pytest.raises(ValueError, match=r"available devices: cpu \(use device='auto'\)$"):
+            resolve_device(dev)
+    assert not (tmp_path / "e").exists() and not (tmp_path / "m.pt").exists()

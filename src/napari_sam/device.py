@@ -100,7 +100,7 @@ def _available_devices() -> list[str]:
     return names
 
 
-def resolve_device(device="auto"):
+def resolve_device(device="auto", *, auto_hint: str = "device='auto'"):
     """Return the torch device to run on.
 
     Parameters
@@ -108,6 +108,9 @@ def resolve_device(device="auto"):
     device : str, torch.device or None
         ``"auto"`` (or None) picks CUDA, then Apple MPS, then the CPU. An explicit
         device that is not available raises ``ValueError`` naming the available ones.
+    auto_hint : str, optional
+        How that message says to choose automatically: the Python argument by default, the
+        command line passes ``"--device auto"``.
 
     Returns
     -------
@@ -128,7 +131,7 @@ def resolve_device(device="auto"):
         if not torch.cuda.is_available():
             raise ValueError(
                 f"device {device!r} was asked for but CUDA is not available here; "
-                f"available devices: {', '.join(available)} (use device='auto')"
+                f"available devices: {', '.join(available)} (use {auto_hint})"
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(
@@ -137,7 +140,7 @@ def resolve_device(device="auto"):
     elif dev.type == "mps" and "mps" not in available:
         raise ValueError(
             f"device 'mps' was asked for but Apple MPS is not available here; "
-            f"available devices: {', '.join(available)}"
+            f"available devices: {', '.join(available)} (use {auto_hint})"
         )
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"unsupported device {device!r}; available: {', '.join(available)}")

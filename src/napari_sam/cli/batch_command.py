@@ -177,7 +177,7 @@ def check_batch_args(args) -> None:
             raise CLIError(f"--device {args.device!r}: use auto, cpu, cuda, cuda:N or mps", 2)
     else:
         try:
-            resolve_device(args.device)
+            resolve_device(args.device, auto_hint="--device auto")
         except ValueError as exc:
             raise CLIError(f"--device: {exc}", 2) from None
     if args.block_slices is not None and args.workers is None and args.scheduler is None:

@@ -128,7 +128,7 @@ def cmd_train(args) -> int:
     from napari_sam.device import resolve_device
 
     try:
-        resolve_device(args.device)
+        resolve_device(args.device, auto_hint="--device auto")
     except ValueError as exc:
         raise CLIError(f"--device: {exc}", 2) from None
     from napari_sam.training import train
