@@ -118,3 +118,37 @@ def test_an_unavailable_device_gets_command_line_advice(tiny_model, offline_cli,
         with pytest.raises(ValueError, match=r"available devices: cpu \(use device='auto'\)$"):
             resolve_device(dev)
     assert not (tmp_path / "e").exists() and not (tmp_path / "m.pt").exists()
+
+
+def _subparsers(parser=None) -> dict:
+    """``{name: parser}`` of every ``napari-sam`` subcommand (``models list`` as
+    ``"models list"``)."""
+    import argparse
+
+    from napari_sam.cli import build_parser
+
+    parser = parser or build_parser()
+    found = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[name] = sub
+                found.update({f"{name} {k}": v for k, v in _subparsers(sub).items()})
+    return found
+
+
+def _option(parser, dest: str):
+    return next(a for a in parser._actions if a.dest == dest)
+
+
+def test_input_help_names_every_readable_format():
+    """The INPUT help of embed, auto and segment names PNG and JPEG, which are read (was:
+    TIFF, OME-TIFF, .npy, .zarr only)."""
+    from napari_sam.batch.inputs import IMAGE_SUFFIXES
+
+    assert {".png", ".jpg", ".jpeg"} <= set(IMAGE_SUFFIXES)
+    subs = _subparsers()
+    for command in ("embed", "auto", "segment"):
+        assert _option(subs[command], "inputs").help == (
+            "image files (TIFF, OME-TIFF, .npy, .zarr, PNG, JPEG), directories or quoted glob "
+            "patterns such as \"data/*.tif\""), command

@@ -55,8 +55,8 @@ SEGMENT_ARGUMENT_TYPES = {
 def add_batch_arguments(p: argparse.ArgumentParser, command: str) -> None:
     """Inputs, ``-o``, "input and output" and "scale-out" options of a file command."""
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="image files (TIFF, OME-TIFF, .npy, .zarr), directories or quoted "
-                        "glob patterns such as \"data/*.tif\"")
+                   help="image files (TIFF, OME-TIFF, .npy, .zarr, PNG, JPEG), directories or "
+                        "quoted glob patterns such as \"data/*.tif\"")
     p.add_argument("-o", "--output", required=True, metavar="DIR",
                    help="output folder (created if needed)")
     g = p.add_argument_group("input and output")
