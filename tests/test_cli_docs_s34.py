@@ -152,3 +152,21 @@ def test_input_help_names_every_readable_format():
         assert _option(subs[command], "inputs").help == (
             "image files (TIFF, OME-TIFF, .npy, .zarr, PNG, JPEG), directories or quoted glob "
             "patterns such as \"data/*.tif\""), command
+
+
+def test_threads_and_block_slices_help_say_what_they_do_for_each_command():
+    """``--threads`` said "slices `auto` segments at once" in embed and segment too, and
+    segment offered ``--block-slices`` as if it split its stacks (it ignores it, with a note)."""
+    subs = _subparsers()
+    threads = {c: _option(subs[c], "threads").help for c in ("embed", "auto", "segment")}
+    assert threads["auto"].startswith("CPU threads of this process: torch's threads, and "
+                                      "slices segmented at once (default: from the cores")
+    for command in ("embed", "segment"):
+        assert "at once" not in threads[command] and "auto" not in threads[command], command
+    assert "image encoder" in threads["embed"]
+    assert "propagate the objects" in threads["segment"]
+    blocks = {c: _option(subs[c], "block_slices").help for c in ("embed", "auto", "segment")}
+    assert blocks["embed"] == blocks["auto"] == (
+        "on a cluster, split stacks with more than N slices into blocks of N slices processed "
+        "in parallel")
+    assert blocks["segment"].startswith("ignored by segment (it propagates slice after slice")

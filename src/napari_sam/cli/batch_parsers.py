@@ -52,6 +52,30 @@ SEGMENT_ARGUMENT_TYPES = {
 }
 
 
+_THREADS_DEFAULT = " (default: from the cores free now; also NAPARI_SAM_THREADS)"
+
+#: What ``--threads`` does for each file command.
+THREADS_HELP = {
+    "embed": "CPU threads of this process: torch's threads, which run the image encoder"
+             + _THREADS_DEFAULT,
+    "auto": "CPU threads of this process: torch's threads, and slices segmented at once"
+            + _THREADS_DEFAULT,
+    "segment": "CPU threads of this process: torch's threads, which embed the slices and "
+               "propagate the objects (the up and down sweeps share them)" + _THREADS_DEFAULT,
+}
+
+_BLOCKS = ("on a cluster, split stacks with more than N slices into blocks of N slices "
+           "processed in parallel")
+
+#: What ``--block-slices`` does for each file command (segment accepts it and ignores it).
+BLOCK_SLICES_HELP = {
+    "embed": _BLOCKS,
+    "auto": _BLOCKS,
+    "segment": "ignored by segment (it propagates slice after slice, one task per file; a "
+               "note says so): blocks split stacks for embed and auto only",
+}
+
+
 def add_batch_arguments(p: argparse.ArgumentParser, command: str) -> None:
     """Inputs, ``-o``, "input and output" and "scale-out" options of a file command."""
     p.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -97,10 +121,7 @@ def add_batch_arguments(p: argparse.ArgumentParser, command: str) -> None:
                         "windows overlapping by 2 x HALO px; W,HALO: windows of W px)")
     g.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE_DEFAULT, metavar="N",
                    help=f"slices per encoder call (default: {BATCH_SIZE_DEFAULT})")
-    g.add_argument("--threads", type=positive_int, metavar="N",
-                   help="CPU threads of this process: torch's threads, and slices `auto` "
-                        "segments at once (default: from the cores free now; also "
-                        "NAPARI_SAM_THREADS)")
+    g.add_argument("--threads", type=positive_int, metavar="N", help=THREADS_HELP[command])
     d = p.add_argument_group("scale-out (dask.distributed)")
     x = d.add_mutually_exclusive_group()
     x.add_argument("--scheduler", metavar="ADDRESS",
@@ -109,8 +130,7 @@ def add_batch_arguments(p: argparse.ArgumentParser, command: str) -> None:
     x.add_argument("--workers", type=positive_int, metavar="N",
                    help="start a local dask cluster of N worker processes")
     d.add_argument("--block-slices", type=positive_int, metavar="N",
-                   help="on a cluster, split stacks with more than N slices into blocks of N "
-                        "slices processed in parallel (embed and auto)")
+                   help=BLOCK_SLICES_HELP[command])
     add_common(p)
 
 
