@@ -170,3 +170,47 @@ def test_threads_and_block_slices_help_say_what_they_do_for_each_command():
         "on a cluster, split stacks with more than N slices into blocks of N slices processed "
         "in parallel")
     assert blocks["segment"].startswith("ignored by segment (it propagates slice after slice")
+
+
+def test_every_option_of_every_subcommand_has_help():
+    """No option of any ``napari-sam`` subcommand is listed without a help text (auto's
+    --stability-score-offset, --crop-nms-thresh and --crop-n-points-downscale-factor were)."""
+    import argparse
+
+    missing = []
+    for name, parser in _subparsers().items():
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction) or action.help == argparse.SUPPRESS:
+                continue
+            if not (action.help or "").strip():
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    assert not missing, missing
+
+
+def test_segment_and_auto_help_give_choices_and_defaults():
+    """``segment --help`` explains --mode's choices and gives the defaults of --mode,
+    --iou-threshold, --min-area, --claimed-fraction and --max-slices, as argparse applies
+    them; auto's crop and mask-region options give theirs; docs/cli.md gives them too."""
+    subs = _subparsers()
+    segment = subs["segment"]
+    expected = {"mode": "(default: auto)", "iou_threshold": "(default: 0.5)",
+                "min_area": "(default: 5)", "claimed_fraction": "(default: 0.5)",
+                "max_slices": "(default: no limit)"}
+    for dest, text in expected.items():
+        action = _option(segment, dest)
+        assert action.help.endswith(text), dest
+        shown = "no limit" if action.default is None else str(action.default)
+        assert text == f"(default: {shown})", dest
+    mode = _option(segment, "mode").help
+    assert all(f"{m} (" in mode for m in ("box", "box+mask", "points", "center")), mode
+    auto = subs["auto"]
+    for dest in ("crop_n_layers", "min_mask_region_area", "stability_score_offset",
+                 "crop_nms_thresh", "crop_n_points_downscale_factor"):
+        action = _option(auto, dest)
+        assert f"(default: {action.default}" in action.help or \
+            f"; default: {action.default}" in action.help, dest
+    text = " ".join((ROOT / "docs/cli.md").read_text(encoding="utf-8").split())
+    for phrase in ("`--iou-threshold` (default 0.5)", "`--min-area` (pixels, default 5)",
+                   "`--max-slices` (default: no limit)", "(`--claimed-fraction`, default 0.5)",
+                   "`auto` (the default: `box+mask`)"):
+        assert phrase in text, phrase

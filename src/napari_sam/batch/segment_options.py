@@ -50,13 +50,17 @@ class SegmentOption:
 SEGMENT_OPTIONS = (
     SegmentOption("mode", "--mode", "choice", "auto",
                   choices=("auto", "box", "box+mask", "points", "center"),
-                  help="how each slice is prompted from the previous mask"),
+                  help="how each slice is prompted from the previous mask: box (its box), "
+                       "box+mask (its box and its low-resolution mask), points (points inside "
+                       "and just outside it), center (one centre point); auto: box+mask "
+                       "(default: auto)"),
     SegmentOption("axis_kind", "--axis-kind", "choice", None, choices=("z", "t"),
                   help="what the stack axis is (default: t for TYX inputs, else z)"),
     SegmentOption("iou_threshold", "--iou-threshold", "fraction", 0.5, metavar="F",
-                  help="stop when the IoU with the previous slice's mask drops below F"),
+                  help="stop when the IoU with the previous slice's mask drops below F "
+                       "(default: 0.5)"),
     SegmentOption("min_area", "--min-area", "nonneg_int", 5, metavar="PX",
-                  help="stop when the mask gets smaller than PX pixels"),
+                  help="stop when the mask gets smaller than PX pixels (default: 5)"),
     SegmentOption("fade_fraction", "--fade-fraction", "fraction_or_off", None, metavar="F|off",
                   help="stop where the object's contrast with its surroundings falls below F "
                        "times its strongest contrast on its prompted slices (default: 0.5 "
@@ -69,9 +73,10 @@ SEGMENT_OPTIONS = (
     SegmentOption("claimed_fraction", "--claimed-fraction", "fraction_or_off", 0.5,
                   metavar="F|off",
                   help="stop where more than F of the mask lies on another object that is "
-                       "fewer slices from its own prompt"),
+                       "fewer slices from its own prompt (default: 0.5)"),
     SegmentOption("max_slices", "--max-slices", "nonneg_int", None, metavar="N",
-                  help="propagate at most N slices from each prompted slice"),
+                  help="propagate at most N slices from each prompted slice (default: no "
+                       "limit)"),
     SegmentOption("area_factor"),
     SegmentOption("min_score"),
     SegmentOption("motion"),
@@ -85,10 +90,10 @@ SAM2_OPTIONS = (
     SegmentOption("method", "--method", "choice", None, choices=("sam1", "sam2"),
                   help="sam1: re-prompt each slice from the last mask, with the stop rules "
                        "above (SAM 1 models); sam2: carry objects through the stack with SAM "
-                       "2.1's memory (SAM 2.1 models); default: the model's own"),
+                       "2.1's memory (SAM 2.1 models) (default: the model's own)"),
     SegmentOption("stop_after_absent", "--stop-after-absent", "nonneg_int", 2, metavar="N",
                   help="sam2: end an object's run after N slices in a row on which SAM 2 "
-                       "finds it absent (0: track it to the ends of the stack)"),
+                       "finds it absent (0: track it to the ends of the stack; default: 2)"),
 )
 #: ``segment`` parameters only SAM 2 propagation reads (not passed to segment_volume): its
 #: options other than the choice of method.

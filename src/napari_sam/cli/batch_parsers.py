@@ -226,20 +226,28 @@ def _add_segment_everything_options(pa: argparse.ArgumentParser) -> None:
     g.add_argument("--stability-score-thresh", type=fraction, default=None, metavar="F",
                    help="keep masks with a stability score of at least F (default: the "
                         "model's recommendation; 0.95 for SAM weights)")
-    g.add_argument("--stability-score-offset", type=positive_float, default=1.0, metavar="F")
+    g.add_argument("--stability-score-offset", type=positive_float, default=1.0, metavar="F",
+                   help="how far the mask logits threshold is moved up and down to compute the "
+                        "stability score (default: 1.0)")
     g.add_argument("--box-nms-thresh", type=fraction, default=None, metavar="F",
                    help="box IoU above which NMS drops the lower-scored mask (default: the "
                         "model's recommendation; 0.7 for SAM weights)")
     g.add_argument("--crop-n-layers", type=nonneg_int, default=0, metavar="N",
-                   help="also segment zoomed crops (slower; helps small objects)")
-    g.add_argument("--crop-nms-thresh", type=fraction, default=0.7, metavar="F")
+                   help="also segment zoomed crops (slower; helps small objects; default: 0, "
+                        "no crops)")
+    g.add_argument("--crop-nms-thresh", type=fraction, default=0.7, metavar="F",
+                   help="box IoU above which NMS drops a duplicate mask found in another crop "
+                        "(default: 0.7)")
     g.add_argument("--crop-overlap-ratio", type=overlap_ratio, default=512 / 1500,
                    metavar="F",
                    help="overlap of neighbouring crops, a fraction of the crop size: a number "
                         "or a ratio A/B (default: 512/1500)")
-    g.add_argument("--crop-n-points-downscale-factor", type=positive_int, default=1, metavar="N")
+    g.add_argument("--crop-n-points-downscale-factor", type=positive_int, default=1, metavar="N",
+                   help="crop layer k is prompted with the grid's points per side divided by "
+                        "N**k (default: 1, the same grid)")
     g.add_argument("--min-mask-region-area", type=nonneg_int, default=0, metavar="PX",
-                   help="remove islands and fill holes smaller than PX pixels")
+                   help="remove islands and fill holes smaller than PX pixels (default: 0, "
+                        "off)")
     g.add_argument("--min-visible-fraction", type=fraction, default=0.5, metavar="F",
                    help="drop a mask when smaller masks on top leave less than F of it visible "
                         "(default: 0.5; 0 keeps the remains, as Meta's generator does)")
@@ -248,7 +256,8 @@ def _add_segment_everything_options(pa: argparse.ArgumentParser) -> None:
                         "by at most F where no other mask covers them (default: 0.1; 0: off; "
                         "stacks: off)")
     g.add_argument("--foreground", choices=("auto",), default=None,
-                   help="auto: prompt only bright regions (Otsu of the log intensity; faster on sparse fluorescence)")
+                   help="auto: prompt only bright regions (Otsu of the log intensity; faster "
+                        "on sparse fluorescence; default: the whole slice)")
 
 
 def _add_linking_options(pa: argparse.ArgumentParser) -> None:

@@ -43,7 +43,7 @@ def add_models_parser(sub) -> None:
     pv.add_argument("name", nargs="?", metavar="NAME", help="one model (default: every cached one)")
     pw = msub.add_parser("where", help="print the path where a model's file is (or goes)",
                          formatter_class=Formatter)
-    pw.add_argument("name", metavar="NAME")
+    pw.add_argument("name", metavar="NAME", help="model name (see `napari-sam models`)")
 
 
 def human_size(n: int | None) -> str:
