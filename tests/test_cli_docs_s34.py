@@ -214,3 +214,41 @@ def test_segment_and_auto_help_give_choices_and_defaults():
                    "`--max-slices` (default: no limit)", "(`--claimed-fraction`, default 0.5)",
                    "`auto` (the default: `box+mask`)"):
         assert phrase in text, phrase
+
+
+def test_cpu_threads_docs_quote_the_device_line_that_prints(tiny_model, offline_cli, tmp_path,
+                                                            monkeypatch, capsys):
+    """docs/cli.md ("CPU threads") quoted `device cpu, ... (N threads), M slices at once`;
+    it quotes what ``auto --threads 2`` and ``embed --threads 1`` print on a CPU without
+    native bf16."""
+    import pytest
+
+    from napari_sam.device import PRECISION_ENV, cpu_bf16_feature
+
+    if cpu_bf16_feature() is not None:
+        pytest.skip("the quoted lines are a CPU's without native bf16")
+    monkeypatch.delenv(PRECISION_ENV)
+    text = " ".join((ROOT / "docs/cli.md").read_text(encoding="utf-8").split())
+    section = text.split("## CPU threads", 1)[1].split("## ", 1)[0]
+    image = noise_image(tmp_path / "a.tif")
+    for argv, threads in ((["auto", image, "-o", tmp_path / "o"], "2"),
+                          (["embed", image, "-o", tmp_path / "e"], "1")):
+        rc, _, err = cli([*argv, "--model", tiny_model, "--threads", threads], capsys)
+        assert rc == 0, err
+        line = next(x for x in err.splitlines() if x.startswith("napari-sam: device "))
+        assert f"`{line}`" in section, line
+
+
+def test_sam2_docs_quote_the_device_line_that_prints():
+    """docs/sam2.md quotes SAM 2.1's device line as it prints, and says when the --precision
+    clause is added."""
+    from argparse import Namespace
+
+    from napari_sam.cli.batch_command import device_line
+
+    text = " ".join((ROOT / "docs/sam2.md").read_text(encoding="utf-8").split())
+    plain = device_line(Namespace(scheduler=None, device="cpu", precision="auto"), "sam2", 1)
+    given = device_line(Namespace(scheduler=None, device="cpu", precision="fp32"), "sam2", 1)
+    assert given == plain[:-1] + "; --precision is not used)"
+    assert f"`napari-sam: {plain}`, with `; --precision is not used` before the closing " \
+           "bracket when `--precision` other than `auto` is given" in text
