@@ -199,8 +199,8 @@ def test_models_list_where_verify(work, monkeypatch, capsys):
     assert rows["vit_h"][2:4] == ["2.6", "GB"]
     # MobileSAM and micro-sam's TinyViT models, with their published checksums
     assert rows["vit_t"][1:5] == ["vit_t", "40.7", "MB", "sha256:6dbb90523a35"]
-    assert rows["vit_t_lm"][1:4] == ["vit_t", "?", "xxh128:72ec50747747"]
-    assert rows["vit_t_em_organelles"][1:4] == ["vit_t", "?", "xxh128:253474720c49"]
+    assert rows["vit_t_lm"][1:5] == ["vit_t", "~40", "MB", "xxh128:72ec50747747"]
+    assert rows["vit_t_em_organelles"][1:5] == ["vit_t", "~40", "MB", "xxh128:253474720c49"]
     assert rows["demo"][4] == "packaged"
     assert f"cache folder: {work / 'model-cache'}" in proc.stdout
     monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(work / "model-cache"))

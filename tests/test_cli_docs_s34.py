@@ -252,3 +252,21 @@ def test_sam2_docs_quote_the_device_line_that_prints():
     assert given == plain[:-1] + "; --precision is not used)"
     assert f"`napari-sam: {plain}`, with `; --precision is not used` before the closing " \
            "bracket when `--precision` other than `auto` is given" in text
+
+
+def test_models_list_shows_the_approximate_size_of_micro_sam_models(offline_cli, capsys):
+    """``models list`` showed size ``?`` for micro-sam's models (no published size); it shows
+    the approximate size docs/models.md gives, marked ``~``; exact sizes stay as they were."""
+    rc, out, _ = cli(["models", "list"], capsys)
+    assert rc == 0
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:] if line.strip()}
+    expected = {"vit_b_lm": "~375", "vit_t_lm": "~40", "vit_l_lm": "~1.2",
+                "vit_b_em_organelles": "~375", "vit_t_em_organelles": "~40"}
+    docs = (ROOT / "docs/models.md").read_text(encoding="utf-8")
+    for name, size in expected.items():
+        unit = "GB" if name == "vit_l_lm" else "MB"
+        assert rows[name][2:4] == [size, unit], rows[name]
+        row = next(line for line in docs.splitlines() if line.startswith(f"| `{name}` |"))
+        assert f"not published ({size} {unit})" in row, row
+    assert rows["vit_b"][2:4] == ["375.0", "MB"] and rows["vit_h"][2:4] == ["2.6", "GB"]
+    assert "?" not in {r[2] for r in rows.values() if len(r) > 2}

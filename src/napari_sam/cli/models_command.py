@@ -46,15 +46,18 @@ def add_models_parser(sub) -> None:
     pw.add_argument("name", metavar="NAME", help="model name (see `napari-sam models`)")
 
 
-def human_size(n: int | None) -> str:
-    """A byte count for people: ``"12.3 MB"``."""
+def human_size(n: int | None, *, approx: bool = False) -> str:
+    """A byte count for people: ``"12.3 MB"``; with ``approx``, ``"~375 MB"`` (three
+    significant digits at most, trailing zeros dropped)."""
     if n is None:
         return "?"
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+            break
         n /= 1000
-    return f"{n:.1f} GB"
+    if approx:
+        return f"~{n:.3g} {unit}"
+    return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
 
 
 def cmd_models(args) -> int:
@@ -65,15 +68,17 @@ def cmd_models(args) -> int:
     if action == "list":
         rows = []
         for rec in registry.list_models():
-            size = rec["size"]
-            path = Path(rec["path"])
+            size, path = rec["size"], Path(rec["path"])
             if size is None and path.is_file():
                 size = path.stat().st_size
+            shown = human_size(size)
+            if size is None and rec["approx_size"] is not None:  # not published
+                shown = human_size(rec["approx_size"], approx=True)
             checksum = rec["checksum"] or "packaged"
             if ":" in checksum:  # algorithm and the first 12 hex digits
                 algorithm, digest = checksum.split(":", 1)
                 checksum = f"{algorithm}:{digest[:12]}"
-            rows.append((rec["name"], rec["architecture"], human_size(size), checksum,
+            rows.append((rec["name"], rec["architecture"], shown, checksum,
                          "yes" if rec["cached"] else "no", rec["source"]))
         header = ("name", "arch", "size", "checksum", "cached", "source")
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]

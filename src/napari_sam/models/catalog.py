@@ -49,6 +49,9 @@ class ModelSpec:
     xxh128 : str or None
         Published xxHash-128 of the file (hex). micro-sam publishes only this one, so it
         verifies their models; it needs the ``xxhash`` package.
+    approx_size : int or None
+        About how many bytes the file has, where ``size`` is not published (micro-sam's
+        models): shown as ``~375 MB``, never used to check a file.
     """
 
     name: str
@@ -60,6 +63,7 @@ class ModelSpec:
     description: str
     source: str
     xxh128: str | None = None
+    approx_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -213,6 +217,7 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
         ),
         source="micro-sam (BioImage.IO 'diplomatic-bug' 1.2)",
         xxh128="fe9252a29f3f4ea53c15a06de471e186",
+        approx_size=375_000_000,
     ),
     ModelSpec(
         name="vit_t_lm",
@@ -226,6 +231,7 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
             "nuclei): vit_b_lm's task at a fraction of its cost; LM on a laptop.",
         source="micro-sam (BioImage.IO 'faithful-chicken' 1.1)",
         xxh128="72ec5074774761a6e5c05a08942f981e",
+        approx_size=40_000_000,
     ),
     ModelSpec(
         name="vit_l_lm",
@@ -243,6 +249,7 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
         ),
         source="micro-sam (BioImage.IO 'idealistic-rat' 1.2)",
         xxh128="017f20677997d628426dec80a8018f9d",
+        approx_size=1_200_000_000,
     ),
     ModelSpec(
         name="vit_b_em_organelles",
@@ -260,6 +267,7 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
         ),
         source="micro-sam (BioImage.IO 'noisy-ox' 1.2)",
         xxh128="f3bf2ed83d691456bae2c3f9a05fb438",
+        approx_size=375_000_000,
     ),
     ModelSpec(
         name="vit_t_em_organelles",
@@ -273,6 +281,7 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
             "organelles (mitochondria, nuclei): vit_b_em_organelles' task on a laptop.",
         source="micro-sam (BioImage.IO 'greedy-whale' 1)",
         xxh128="253474720c497cce605e57c9b1d18fd9",
+        approx_size=40_000_000,
     ),
     ModelSpec(
         name="sam2.1_hiera_tiny",

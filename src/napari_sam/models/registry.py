@@ -237,7 +237,8 @@ def is_cached(name: str) -> bool:
 def list_models() -> list[dict[str, Any]]:
     """One record per registered model.
 
-    Keys: ``name``, ``architecture``, ``source``, ``size`` (bytes or None), ``checksum``
+    Keys: ``name``, ``architecture``, ``source``, ``size`` (bytes or None),
+    ``approx_size`` (about how many bytes, where ``size`` is not published), ``checksum``
     (``"sha256:<hex>"`` or ``"xxh128:<hex>"``, the published one downloads are checked
     against; None for the bundled model, checked against its metadata file), ``cached``
     (see :func:`is_cached`), ``path`` (str, see :func:`where`), ``url`` (None for the
@@ -249,6 +250,7 @@ def list_models() -> list[dict[str, Any]]:
             "architecture": spec.architecture,
             "source": spec.source,
             "size": spec.size,
+            "approx_size": spec.approx_size,
             "checksum": spec.known_hash,
             "cached": is_cached(spec.name),
             "path": str(where(spec.name)),
