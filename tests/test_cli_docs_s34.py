@@ -270,3 +270,27 @@ def test_models_list_shows_the_approximate_size_of_micro_sam_models(offline_cli,
         assert f"not published ({size} {unit})" in row, row
     assert rows["vit_b"][2:4] == ["375.0", "MB"] and rows["vit_h"][2:4] == ["2.6", "GB"]
     assert "?" not in {r[2] for r in rows.values() if len(r) > 2}
+
+
+def test_a_model_name_given_as_a_missing_file_gets_a_suggestion(tiny_model, offline_cli,
+                                                                 tmp_path, monkeypatch, capsys):
+    """``--model sam2.1_hiera_tiny.pt`` (no such file) suggests the registry name, as the
+    Python API suggests close names; so do close misspellings and ``models download``."""
+    from napari_sam.models.registry import REGISTRY
+
+    known = ", ".join(REGISTRY)
+    monkeypatch.chdir(tmp_path)
+    image = noise_image(tmp_path / "a.tif")
+    cases = {"sam2.1_hiera_tiny.pt": "'sam2.1_hiera_tiny'", "vit_b_lm.pth": "'vit_b_lm'",
+             "vitb_lm": "'vit_b_lm' or 'vit_l'"}
+    for given, meant in cases.items():
+        rc, _, err = cli(["auto", image, "-o", tmp_path / "o", "--model", given], capsys)
+        assert rc == 2
+        assert error_line(err) == (
+            f"napari-sam: error: --model {given!r} is neither a known model (did you mean "
+            f"{meant}?) nor an existing checkpoint file; known models: {known}")
+    rc, _, err = cli(["models", "download", "sam2.1_hiera_tiny.pt"], capsys)
+    assert rc == 2
+    assert error_line(err) == ("napari-sam: error: unknown model 'sam2.1_hiera_tiny.pt' (did "
+                               f"you mean 'sam2.1_hiera_tiny'?); known models: {known}")
+    assert not (tmp_path / "o").exists()

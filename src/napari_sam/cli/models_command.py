@@ -128,10 +128,11 @@ def cmd_models(args) -> int:
 
 def check_model_name(name: str) -> None:
     """Refuse a name that is not in the registry (exit code 2, listing the known ones)."""
-    from napari_sam.models.registry import REGISTRY
+    from napari_sam.models.registry import REGISTRY, suggest_name
 
     if name not in REGISTRY:
-        raise CLIError(f"unknown model {name!r}; known models: {', '.join(REGISTRY)}", 2)
+        raise CLIError(f"unknown model {name!r}{suggest_name(name)}; known models: "
+                       f"{', '.join(REGISTRY)}", 2)
 
 
 def resolve_model(arg: str | None, *, quiet: bool = False) -> str:
@@ -143,8 +144,8 @@ def resolve_model(arg: str | None, *, quiet: bool = False) -> str:
     if arg:
         if arg not in registry.REGISTRY and not Path(arg).expanduser().is_file():
             raise CLIError(
-                f"--model {arg!r} is neither a known model nor an existing checkpoint file; "
-                f"known models: {', '.join(registry.REGISTRY)}", 2)
+                f"--model {arg!r} is neither a known model{registry.suggest_name(arg)} nor an "
+                f"existing checkpoint file; known models: {', '.join(registry.REGISTRY)}", 2)
         spec = arg
     else:
         spec = next((n for n, s in registry.REGISTRY.items()  # SAM 2.1 only when asked for

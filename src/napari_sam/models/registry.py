@@ -78,6 +78,7 @@ __all__ = [
     "missing_metadata_note",
     "register",
     "require_family",
+    "suggest_name",
     "verify",
     "weights_dir",
     "where",
@@ -101,13 +102,30 @@ def register(spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
     return spec
 
 
-def _suggest(name: str) -> str:
-    """' (did you mean 'vit_b'?)' for a close registry name, else ''."""
+def suggest_name(name: str) -> str:
+    """A hint for a name that is not in the registry.
+
+    Parameters
+    ----------
+    name : str
+        What the user gave.
+
+    Returns
+    -------
+    str
+        ``" (did you mean 'vit_b'?)"`` for the closest registry names (at most two), or the
+        one name that ``name`` is with a checkpoint suffix (``sam2.1_hiera_tiny.pt``:
+        ``'sam2.1_hiera_tiny'``); ``""`` when no name is close.
+    """
     import difflib
 
-    close = difflib.get_close_matches(str(name).lower(), [n.lower() for n in REGISTRY], n=2,
-                                      cutoff=0.6)
     names = {n.lower(): n for n in REGISTRY}
+    text = str(name).lower()
+    stem, dot, suffix = text.rpartition(".")
+    if dot and suffix in ("pt", "pth") and stem in names:
+        close = [stem]
+    else:
+        close = difflib.get_close_matches(text, list(names), n=2, cutoff=0.6)
     return f" (did you mean {' or '.join(repr(names[c]) for c in close)}?)" if close else ""
 
 
@@ -118,7 +136,7 @@ def get_spec(name: str) -> ModelSpec:
         return REGISTRY[name]
     except (KeyError, TypeError):
         raise ValueError(
-            f"unknown model {name!r}{_suggest(name)}; known models: {', '.join(REGISTRY)}"
+            f"unknown model {name!r}{suggest_name(name)}; known models: {', '.join(REGISTRY)}"
         ) from None
 
 
@@ -512,7 +530,7 @@ def load_model(
                     f"the name of one of the known models: {', '.join(REGISTRY)}"
                 )
             raise ValueError(
-                f"{text!r} is neither a known model{_suggest(text)} nor an existing checkpoint "
+                f"{text!r} is neither a known model{suggest_name(text)} nor an existing checkpoint "
                 f"file; known models: {', '.join(REGISTRY)}"
             )
         model_id = file_model_id(path)
