@@ -294,3 +294,16 @@ def test_a_model_name_given_as_a_missing_file_gets_a_suggestion(tiny_model, offl
     assert error_line(err) == ("napari-sam: error: unknown model 'sam2.1_hiera_tiny.pt' (did "
                                f"you mean 'sam2.1_hiera_tiny'?); known models: {known}")
     assert not (tmp_path / "o").exists()
+
+
+def test_tiling_is_spelled_the_same_in_help_and_docs():
+    """``--tiling``'s help wrote ``W,HALO`` where docs/tiling.md, docs/tiling_stacks.md and
+    the option's own error write ``WINDOW,HALO``."""
+    subs = _subparsers()
+    for command in ("embed", "auto", "segment"):
+        action = _option(subs[command], "tiling")
+        assert action.metavar == "auto|off|HALO|WINDOW,HALO", command
+        assert "WINDOW,HALO: windows of WINDOW px" in action.help
+        assert not re.search(r"\bW,", action.help), action.help
+    for doc in ("docs/tiling.md", "docs/tiling_stacks.md"):
+        assert "--tiling auto|off|HALO|WINDOW,HALO" in (ROOT / doc).read_text(encoding="utf-8")

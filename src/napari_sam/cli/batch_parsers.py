@@ -113,12 +113,13 @@ def add_batch_arguments(p: argparse.ArgumentParser, command: str) -> None:
                         "<output>/.napari-sam-work after an output is complete (default: "
                         "deleted then); auto: a rerun with other linking or propagation "
                         "options then reuses the segmented slices")
-    g.add_argument("--tiling", type=tiling_arg, default="auto", metavar="auto|off|HALO|W,HALO",
+    g.add_argument("--tiling", type=tiling_arg, default="auto",
+                   metavar="auto|off|HALO|WINDOW,HALO",
                    help="embed slices much larger than the model input (over 1.5 inputs: 1536 "
                         "px for SAM, 384 px for the demo model) in overlapping windows of the "
                         "input's size at full resolution, so small objects are not shrunk away "
                         "(default: auto; off: shrink every slice to the input; HALO: always, "
-                        "windows overlapping by 2 x HALO px; W,HALO: windows of W px)")
+                        "windows overlapping by 2 x HALO px; WINDOW,HALO: windows of WINDOW px)")
     g.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE_DEFAULT, metavar="N",
                    help=f"slices per encoder call (default: {BATCH_SIZE_DEFAULT})")
     g.add_argument("--threads", type=positive_int, metavar="N", help=THREADS_HELP[command])
