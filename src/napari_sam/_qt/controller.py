@@ -143,8 +143,7 @@ class AnnotationController(AnnotationSession):
     # ------------------------------------------------------------------ the view
     def view_problem(self) -> str | None:
         """Why a click in the view cannot prompt the image (None: it can): a 3D view, a view
-        whose plane is not the image's (Y, X) plane, or an image transform that tilts its
-        slices. Prompts placed before stay; what they need is said."""
+        whose plane is not the image's (Y, X) plane, or an image transform tilting slices."""
         layer, src = self.image_layer, self.source
         if layer is None or src is None or layer not in self.viewer.layers:
             return None
@@ -392,7 +391,8 @@ class AnnotationController(AnnotationSession):
         return target.data
 
     def labels_changed(self, target, changes=(), undoing: bool = False) -> None:
-        record_step(target, changes, undoing)  # napari's Ctrl+Z undoes it, in order
+        with self._paint_autosave.paused():  # (our writes autosave themselves)
+            record_step(target, changes, undoing)  # napari's Ctrl+Z undoes it, in order
         target.refresh()
 
     def render(self) -> None:
