@@ -72,3 +72,11 @@ def test_segment_notes_it_too_and_embed_does_not(tmp_path, inputs, tiny_model, o
     rc, _, err = cli(["embed", inputs / "plain.tif", "-o", tmp_path / "e", "--model", tiny_model,
                       "--device", "cpu"], capsys)
     assert rc == 0 and "no metadata names its axes" not in err, err
+
+
+def test_segment_along_t_gets_no_z_note(tmp_path, inputs, tiny_model, offline_cli, capsys):
+    prompts = tmp_path / "p.csv"
+    prompts.write_text("object_id,slice,row,col,label\n1,3,32,32,1\n")
+    rc, _, err = cli(["segment", inputs / "plain.tif", "-o", tmp_path / "o", "-p", prompts,
+                      "--model", tiny_model, "--device", "cpu", "--axis-kind", "t"], capsys)
+    assert rc == 0 and "no metadata names its axes" not in err, err

@@ -76,3 +76,12 @@ def test_a_fast_phase_writes_no_line_and_a_terminal_gets_a_bar(monkeypatch, caps
         bar.close()
     assert P.ProgressBar(Context(command="auto", quiet=True), "x", 10).bar is None
     np.testing.assert_equal(P.LOG_INTERVAL, 30.0)
+
+
+def test_a_jupyter_kernel_keeps_its_bars(monkeypatch):
+    """A kernel's stderr is no terminal, but tqdm.auto draws notebook bars there
+    (``napari_sam.batch.run_jobs`` from a notebook)."""
+    monkeypatch.setitem(sys.modules, "ipykernel", sys.modules.get("ipykernel") or object())
+    assert P.stderr_is_terminal()
+    monkeypatch.delitem(sys.modules, "ipykernel")
+    assert not P.stderr_is_terminal()  # (pytest's stderr)

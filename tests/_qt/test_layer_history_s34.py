@@ -8,6 +8,7 @@ tool made it."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from sam_qt_helpers import canvas_click
 
 
@@ -87,3 +88,56 @@ def test_the_dock_s_own_writes_schedule_no_second_autosave(stack_widget):
     assert not autosave.pending
     c.target_layer.paint((3, 50, 6), 9, refresh=True)  # napari's brush
     assert autosave.pending
+
+
+def test_the_dock_s_undo_after_napari_s_ctrl_z_says_nothing_changed(stack_widget):
+    """It said "Undid commit of label 1" although napari's Ctrl+Z had undone it already."""
+    viewer, widget = stack_widget
+    _click_commit(viewer, widget, 20, 20)
+    labels = widget.controller.target_layer
+    _napari_undo(viewer, labels)
+    before = np.array(labels.data)
+    assert not (before == 1).any()
+    _press(viewer, "Shift-U")
+    assert widget._status.text().startswith(
+        "Undid commit of label 1 in 'segmentation'. Nothing changed: its pixels were already "
+        "as before the commit (napari's Ctrl+Z on the labels layer?)."), widget._status.text()
+    _press(viewer, "Shift-R")
+    assert "Nothing changed: its undo had restored no pixel." in widget._status.text()
+    np.testing.assert_array_equal(np.asarray(labels.data), before)
+
+
+@pytest.mark.parametrize("undoing", [False, True])
+def test_a_step_of_overlapping_writes_is_one_napari_undo(undoing):
+    """Two objects of one commit writing the same pixels (overwrite on): napari's undo puts
+    back what was there before the step, its redo what the step left."""
+    from napari.layers import Labels
+
+    from napari_sam._qt.layer_history import record_step
+    from napari_sam.annotation import Change
+
+    data = np.zeros((2, 6, 6), np.uint16)
+    data[0, 0, :3] = 7
+    layer = Labels(data)
+    start = data.copy()
+    first = np.array([0, 1, 2, 3]), 5  # flat indices, value
+    second = np.array([2, 3, 40]), 6
+    changes = []
+    flat = layer.data.reshape(-1)
+    for idx, value in (first, second):  # what a commit writes, in order
+        changes.append(Change(idx, flat[idx].copy(), np.full(len(idx), value, np.uint16)))
+        flat[idx] = value
+    if undoing:  # the dock's undo of that commit: each change's before, in reverse
+        committed = layer.data.copy()
+        for c in reversed(changes):
+            flat[c.index] = c.before
+        np.testing.assert_array_equal(layer.data, start)
+        start, end = committed, start
+    else:
+        end = layer.data.copy()
+    record_step(layer, changes, undoing)
+    np.testing.assert_array_equal(layer.data, end)
+    layer.undo()
+    np.testing.assert_array_equal(layer.data, start)
+    layer.redo()
+    np.testing.assert_array_equal(layer.data, end)

@@ -78,7 +78,8 @@ def test_a_click_on_another_slice_says_it_adds_to_the_same_object(stack_widget):
     viewer.layers.selection.active = c.points_layer
     canvas_click(viewer, 44, 44)
     assert (" Its points on slices 1, 3 make one object (Propagate carries it through them); "
-            "to segment another object, commit this one first.") in widget._status.text()
+            "for two objects, remove this point, commit the first object, then click the "
+            "next.") in widget._status.text()
 
 
 def test_a_commit_into_a_hidden_labels_layer_says_it_is_hidden(stack_widget):

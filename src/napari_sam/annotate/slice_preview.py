@@ -235,7 +235,8 @@ class SlicePreview:
         where = ", ".join(str(k) for k in sorted([*others, z]))
         what = "frames" if self.axis_kind == "t" else "slices"
         return (f" Its points on {what} {where} make one object (Propagate carries it through "
-                "them); to segment another object, commit this one first.")
+                "them); for two objects, remove this point, commit the first object, then "
+                "click the next.")
 
     def _constant_note(self, z: int) -> str:
         """" This slice is constant ..." when every pixel of slice ``z`` holds one value (a

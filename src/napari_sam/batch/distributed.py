@@ -347,8 +347,8 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
     wctx = replace(ctx, quiet=True, slice_workers=1)  # a worker process: one task, one thread
     client, cluster = _client_for(scheduler, workers, verbose=ctx.verbose)
     results: dict[int, JobResult] = {}
-    bar = tqdm(total=len(jobs), desc="files", unit="file", disable=ctx.quiet or not stderr_is_terminal(), position=0,
-               dynamic_ncols=True)
+    bar = tqdm(total=len(jobs), desc="files", unit="file", position=0, dynamic_ncols=True,
+               disable=ctx.quiet or not stderr_is_terminal())
     try:
         futures = {}
         for i, job in enumerate(jobs):

@@ -16,8 +16,10 @@ LOG_INTERVAL = 30.0
 
 
 def stderr_is_terminal() -> bool:
-    """Whether stderr is a terminal (where tqdm's bars redraw in place); False for a file,
-    a pipe or a closed stream."""
+    """Whether stderr is a terminal (where tqdm's bars redraw in place) or a Jupyter kernel's
+    (tqdm.auto draws notebook bars there); False for a file, a pipe or a closed stream."""
+    if "ipykernel" in sys.modules:
+        return True
     try:
         return bool(sys.stderr.isatty())
     except (AttributeError, ValueError):
@@ -27,7 +29,7 @@ def stderr_is_terminal() -> bool:
 class LogLines:
     """What :class:`ProgressBar` asks of a tqdm bar, written for a log: no carriage returns
     or cursor moves (tqdm's redraws fill a log with ``\r`` and ``ESC[A``), a line such as
-    ``a.tif: propagate: 12/64 slices, 0:31 elapsed, about 2:15 left`` once a phase has run
+    ``a.tif: propagate: 12/64 slices, 00:31 elapsed, about 02:15 left`` once a phase has run
     :data:`LOG_INTERVAL` seconds, then every :data:`LOG_INTERVAL` seconds, and when a phase
     that had lines ends. Fast phases write nothing (the file's ``done`` line follows)."""
 

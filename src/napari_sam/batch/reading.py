@@ -148,7 +148,8 @@ def guessed_axes_note(job, ctx: Context, opened: OpenedImage) -> str | None:
         return (f"{job.name}: no metadata names its axes; read as {opened.label_axes} {shape}, "
                 f"i.e. {shape[0]} slices of {h} x {w} px; if the last axis is the stack's (e.g. "
                 "a (Y, X, Z) array), rerun with --axes YXZ")
-    if ctx.command == "embed" or not ctx.params.get("propagate", True):
+    if (ctx.command == "embed" or not ctx.params.get("propagate", True)
+            or ctx.params.get("axis_kind") == "t"):  # (--axis-kind t: propagated along t)
         return None  # (linking alone does not depend on what the first axis is)
     return (f"{job.name}: no metadata names its axes; read as {opened.label_axes} {shape}, "
             f"a z stack: objects are propagated along z and stop where they fade; if its first "

@@ -220,7 +220,7 @@ def fetch(name: str, *, progress: bool = True, url: str | None = None) -> Path:
                 f"the cached file {target} for model {name!r} is incomplete or corrupt "
                 f"({problem}) and cannot be deleted ({type(err).__name__}: {err}); the cache "
                 f"folder is probably read-only. Delete the file by hand, or set {CACHE_ENV} to "
-                "a folder you can write to. " + by_hand_message(spec, target, url or spec.url),
+                "a folder you can write to. " + by_hand_message(spec, target),  # (none tried)
                 summary=f"its cached file is corrupt and cannot be deleted ({err})",
             ) from None
     download(spec, url or spec.url, target, progress)
