@@ -57,6 +57,8 @@ def test_a_click_while_a_propagation_runs_drops_its_result_and_says_so(
     viewer.dims.set_point(0, 5)
     viewer.layers.selection.active = c.points_layer
     canvas_click(viewer, 44, 44)  # the next nucleus, on another slice, while it runs
+    assert ("The running propagation was started without these prompts, so its result will "
+            "be dropped when it ends: Cancel it to propagate them now.") in widget._status.text()
     go.set()
     qtbot.waitUntil(lambda: c.job is None and bool(c.previews), timeout=60_000)
     status = widget._status.text()

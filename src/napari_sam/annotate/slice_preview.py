@@ -97,7 +97,8 @@ class SlicePreview:
                                         read_ahead=range(z + 1, min(z + 4, src.n_slices)))
             else:
                 self._pending = True
-                self._say("Waiting for the running job; the preview follows.")
+                self._say("Waiting for the running job; the preview follows."
+                          + self._running_propagation_note())
             return self.previews
         emb = self.emb[z]
         masks, edges = self._mask_inputs(z, emb), self._slice_edges(z)
@@ -214,12 +215,22 @@ class SlicePreview:
                    "larger than a tile, or one the tiles cut")
             text += (f" Decoded in a zoomed-out view ({h} x {w} px shrunk to the model "
                      f"input; {why}): its outline is coarser than in a tile.")
-        text += self._constant_note(self.previews[0].z) + self._other_slices_note()
+        text += (self._constant_note(self.previews[0].z) + self._other_slices_note()
+                 + self._running_propagation_note())
         if any(p.cut for p in self.previews):
             text += (" The object reaches beyond the tiles around its prompts, so its mask "
                      "may be cut there: click its missing part too (or draw a box over all of "
                      "it), or untick 'Tile large images' for objects this large.")
         return text
+
+    def _running_propagation_note(self) -> str:
+        """" The running propagation was started without these prompts ..." while one runs:
+        its result will be out of date (a user learnt it minutes later, on a large stack)."""
+        job = self.job
+        if job is None or not job.running or not job.description.startswith("Propagating"):
+            return ""
+        return (" The running propagation was started without these prompts, so its result "
+                "will be dropped when it ends: Cancel it to propagate them now.")
 
     def _other_slices_note(self) -> str:
         """" Its points on slices 4 and 10 make one object ..." when the point object shown
