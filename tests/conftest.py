@@ -8,6 +8,10 @@ import os
 # native bf16 (#29), so the suite pins fp32; tests of the default path clear this themselves.
 os.environ.setdefault("NAPARI_SAM_PRECISION", "fp32")
 
+# pooch now: its logger's handler keeps the stderr of the moment pooch is first imported;
+# imported inside a test using capsys, it wrote to that closed stream later (a "--- Logging
+# error ---" traceback in the stderr of the next download, in another test).
+import pooch  # noqa: E402,F401
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
