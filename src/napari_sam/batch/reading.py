@@ -52,9 +52,7 @@ def open_image(path: Path, ctx: Context) -> OpenedImage:
     try:
         std = img.to_standard(channel=ctx.channel)
     except ValueError as exc:
-        md = img.metadata  # guessed, or tifffile's unknown Q axes of a plain shaped TIFF
-        if not (md.get("axes_from") == "guess" or (
-                md.get("axes_from") == "metadata" and "Q" in str(md.get("source_axes") or ""))):
+        if not nio.axes_inferred(img.metadata):
             raise
         shape = tuple(int(n) for n in img.data.shape)
         hint = "--axes CZYX (or ZCYX) --channel N"
@@ -69,17 +67,10 @@ def open_image(path: Path, ctx: Context) -> OpenedImage:
     stack = SliceSource(std.data, expand=is2d, path=path)
     label_axes = axes.replace("C", "")
     return OpenedImage(stack, is2d, label_axes, std.pixel_size, std.unit or "um", img.axes,
-                       axes_were_guessed(img.metadata),
+                       nio.axes_inferred(img.metadata),
                        _channels_as_colour(declared, ctx, std),
                        (int(img.metadata.get("series_count", 1)),
                         list(img.metadata.get("other_series", ()))))
-
-
-def axes_were_guessed(metadata: dict) -> bool:
-    """Whether no metadata named the axes: guessed from the shape (a ``.npy``), or a TIFF
-    whose description gives only its shape (tifffile's default, axes "Q": unknown)."""
-    return metadata.get("axes_from") == "guess" or (
-        metadata.get("axes_from") == "metadata" and "Q" in str(metadata.get("source_axes") or ""))
 
 
 def _channels_as_colour(declared: int, ctx: Context, std) -> int:
@@ -128,7 +119,7 @@ FEW_SLICES = 3
 
 
 def guessed_axes_note(job, ctx: Context, opened: OpenedImage) -> str | None:
-    """A note when no metadata named a stack's axes (:func:`axes_were_guessed`): the guess
+    """A note when no metadata named a stack's axes (:func:`napari_sam.io.axes_inferred`): the guess
     gives few slices (:data:`FEW_SLICES`: the first axis may hold channels), elongated slices
     (:data:`ELONGATED_SLICE`: the last axis may be the stack's, ``--axes YXZ``), or a z stack
     that ``auto`` or ``segment`` propagates along z (a movie is propagated along t: ``--axes

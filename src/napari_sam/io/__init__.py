@@ -75,6 +75,7 @@ from napari_sam.io.readers import (
     TIFF_SUFFIXES,
     FileHeader,
     ImageReadError,
+    axes_inferred,
     check_image_data,
     file_axes,
     file_header,
@@ -107,6 +108,7 @@ write_sidecar = write_output_metadata
 
 __all__ = [
     "AXES_LETTERS",
+    "axes_inferred",
     "save_picture",
     "ImageData",
     "content_sample_hash",

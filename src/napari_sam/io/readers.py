@@ -600,15 +600,20 @@ def read_image(
     return img
 
 
+def axes_inferred(metadata: Mapping) -> bool:
+    """Whether no metadata named an image's axes (its ``metadata`` as :func:`read_image`
+    records it): guessed from the shape (a ``.npy``, a zarr array without axes), or a TIFF
+    whose description gives only its shape (tifffile's default: axes "Q", unknown)."""
+    return metadata.get("axes_from") == "guess" or (
+        metadata.get("axes_from") == "metadata" and "Q" in str(metadata.get("source_axes") or ""))
+
+
 def _check_inferred_plane(path: Path, img: ImageData) -> None:
     """Refuse an image whose inferred axes make its slices narrower than
     :data:`~napari_sam.io.axes.MIN_INFERRED_SIDE` pixels, naming the shape and how to give
     the axes (channels last, with as many letters as the data has dimensions, when that
     reading gives slices large enough)."""
-    md = img.metadata
-    inferred = md.get("axes_from") == "guess" or (
-        md.get("axes_from") == "metadata" and "Q" in str(md.get("source_axes") or ""))
-    if not inferred:
+    if not axes_inferred(img.metadata):
         return
     size = dict(zip(img.axes, img.shape))
     if min(size["Y"], size["X"]) >= MIN_INFERRED_SIDE:
