@@ -130,18 +130,8 @@ def test_a_refine_commit_reports_the_labels_true_size(stack_widget):
                            f"{removed} removed). Shift+U undoes it."), text
 
 
-def test_one_jobs_progress_never_runs_backwards_without_naming_a_new_phase(make_widget,
-                                                                          tiny_predictor,
-                                                                          qtbot):
-    """A propagation on a stack not embedded yet: embedding, then propagating, in one job
-    in a worker thread; every report the bar shows is recorded."""
-    viewer, widget = make_widget(blob_stack(), sync=False, preload=False, name="blobs")
-    use_predictor(widget, tiny_predictor)
-    c = widget.controller
-    c.live = False
-    viewer.dims.set_point(0, 3)
-    canvas_click(viewer, 20, 20)
-    bar = widget._progress
+def _record_bar(c, bar) -> list:
+    """What the progress bar shows after each report of a job: (format, value, maximum)."""
     shown = []
 
     def record(*_):
@@ -149,18 +139,48 @@ def test_one_jobs_progress_never_runs_backwards_without_naming_a_new_phase(make_
 
     c.job_progress.connect(record)  # after the widget's own slot: what the bar shows now
     c.job_phase.connect(record)
+    return shown
+
+
+def _never_backwards_within_a_phase(shown) -> None:
+    for (f0, v0, m0), (f1, v1, m1) in zip(shown, shown[1:]):
+        if f0 == f1 and m0 > 0 and m1 > 0:
+            assert v1 / m1 >= v0 / m0, shown
+
+
+def test_one_jobs_progress_never_runs_backwards_without_naming_a_new_phase(make_widget,
+                                                                          tiny_predictor,
+                                                                          qtbot):
+    """Segment everything on a stack not embedded yet: embedding, then segmenting, in one
+    job in a worker thread; a propagation: propagating only (its slices are embedded as the
+    object reaches them); every report the bar shows is recorded."""
+    viewer, widget = make_widget(blob_stack(), sync=False, preload=False, name="blobs")
+    use_predictor(widget, tiny_predictor)
+    c = widget.controller
+    c.live = False
+    viewer.dims.set_point(0, 3)
+    bar = widget._progress
+    shown = _record_bar(c, bar)
+    widget._auto_scope.setCurrentIndex(1)  # the whole stack
+    widget._pps.setValue(4)
+    widget._on_automatic()
+    qtbot.waitUntil(lambda: c.job is None, timeout=120_000)
+    formats = [f for f, _, _ in shown]
+    assert "embedding %v/%m" in formats and "segmenting %v/%m" in formats, shown
+    assert formats.index("embedding %v/%m") < formats.index("segmenting %v/%m")
+    _never_backwards_within_a_phase(shown)
+    embedded = [(v, m) for f, v, m in shown if f == "embedding %v/%m" and m > 0]
+    assert embedded[-1] == (6, 6), shown  # the phase ran to its end before the next began
+    assert bar.value() == bar.maximum() > 0 and bar.text() == "100%"  # done: full
+    shown.clear()
+    canvas_click(viewer, 20, 20)
     widget._on_propagate()
     qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
     assert c.volume is not None
     formats = [f for f, _, _ in shown]
-    assert "embedding %v/%m" in formats and "propagating %v/%m" in formats, shown
-    assert formats.index("embedding %v/%m") < formats.index("propagating %v/%m")
-    for (f0, v0, m0), (f1, v1, m1) in zip(shown, shown[1:]):
-        if f0 == f1 and m0 > 0 and m1 > 0:
-            assert v1 / m1 >= v0 / m0, shown  # within a phase: never backwards
-    embedded = [(v, m) for f, v, m in shown if f == "embedding %v/%m" and m > 0]
-    assert embedded[-1] == (6, 6), shown  # the phase ran to its end before the next began
-    assert bar.value() == bar.maximum() > 0 and bar.text() == "100%"  # done: full
+    assert "propagating %v/%m" in formats and "embedding %v/%m" not in formats, shown
+    _never_backwards_within_a_phase(shown)
+    assert bar.value() == bar.maximum() > 0 and bar.text() == "100%"
 
 
 def test_autosave_falls_back_to_the_cache_folder_when_the_image_folder_is_read_only(
