@@ -726,8 +726,9 @@ _HEADERS: dict[tuple, FileHeader | None] = {}  # (path, times, inode, size) -> h
 
 def file_header(path: os.PathLike | str | None) -> FileHeader | None:
     """The axes, voxel size and unit a file's metadata names (:class:`FileHeader`); None for a
-    file whose axes are only guessed from its shape, a PNG or JPEG picture, one that cannot
-    be read, or no path.
+    file whose axes are only guessed (:func:`axes_inferred`: from its shape, or a TIFF whose
+    axes tifffile calls unknown, "Q"), a PNG or JPEG picture, one that cannot be read, or no
+    path.
 
     Read once per file version (path, modification and change times, inode, size; a zarr
     folder each time): picking an image in the dock asks for its stack axis, channel axis and
@@ -749,8 +750,8 @@ def file_header(path: os.PathLike | str | None) -> FileHeader | None:
         except (OSError, ValueError, ImageReadError):
             header = None
         else:
-            header = (FileHeader(img.axes, img.pixel_size, img.unit)
-                      if img.metadata.get("axes_from") == "metadata" else None)
+            header = (None if axes_inferred(img.metadata)
+                      else FileHeader(img.axes, img.pixel_size, img.unit))
         if len(_HEADERS) >= 8:
             _HEADERS.pop(next(iter(_HEADERS)))
         _HEADERS[key] = header
