@@ -464,8 +464,8 @@ def _read_npy(path: Path, axes: str | None, lazy: bool) -> ImageData:
 
 
 def _read_photo(path: Path, axes: str | None) -> ImageData:
-    """A PNG or JPEG: grey ``(Y, X)`` (8 or 16 bit) or colour ``(Y, X, 3|4)`` samples (RGB,
-    RGBA; palette and other modes converted to RGB(A), grey with alpha to grey)."""
+    """A PNG or JPEG: grey ``(Y, X)`` or colour ``(Y, X, 3|4)`` samples (RGB, RGBA; palette
+    and other modes converted to RGB(A), grey with alpha to grey); 16-bit PNGs at 16 bits."""
     import warnings
 
     from PIL import Image, UnidentifiedImageError
@@ -477,17 +477,20 @@ def _read_photo(path: Path, axes: str | None) -> ImageData:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             frames = int(getattr(im, "n_frames", 1))
             mode = im.mode
-            if mode in ("LA", "1"):  # (1-bit: 0 / 255 grey, as napari shows it)
+            data = _png16_samples(path)  # (Pillow reads these at 8 bits, or not at all)
+            if data is not None:
+                mode = ("LA" if data.ndim == 2 else "RGB" if data.shape[2] == 3 else "RGBA") + ";16"
+            elif mode in ("LA", "1"):  # (1-bit: 0 / 255 grey, as napari shows it)
                 im = im.convert("L")
             elif mode in ("P", "PA"):
                 im = im.convert("RGBA" if "transparency" in im.info or mode == "PA" else "RGB")
             elif mode not in ("L", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "F"):
                 im = im.convert("RGB")  # CMYK, YCbCr, ...
-            data = np.asarray(im)
+            data = np.asarray(im) if data is None else data
     except MemoryError:
         raise ImageReadError(path, "too large to read into memory",
                              "Convert it to a tiled TIFF (read lazily), or crop it.") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, RuntimeError) as exc:
         raise ImageReadError(
             path, f"not a readable {path.suffix.lstrip('.').upper()} picture "
             f"({type(exc).__name__}: {exc})", "Check that it opens in an image viewer and "
@@ -504,6 +507,18 @@ def _read_photo(path: Path, axes: str | None) -> ImageData:
     if data.ndim == 3:
         md["source_axes"] = "YXS"  # colour samples, as an RGB TIFF's (not named channels)
     return img
+
+
+def _png16_samples(path: Path) -> np.ndarray | None:
+    """A 16-bit PNG with colour or alpha decoded by imagecodecs: RGB(A) ``(Y, X, 3|4)``, or
+    grey ``(Y, X)`` with its alpha dropped; None for any other file."""
+    with open(path, "rb") as f:
+        head = f.read(26)  # the signature, then IHDR: bit depth at 24, colour type at 25
+    if head[:4] != b"\x89PNG" or head[24:26] not in (b"\x10\x02", b"\x10\x04", b"\x10\x06"):
+        return None
+    import imagecodecs  # (a dependency: tifffile's codecs)
+    data = imagecodecs.png_decode(path.read_bytes())  # (its PngError is a RuntimeError)
+    return np.ascontiguousarray(data[..., 0]) if head[25] == 4 else data
 
 
 def _finish(path, data, shape, axes, meta_axes, sizes, unit, md) -> ImageData:
