@@ -3,16 +3,14 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import signal
-import sys
 
-from napari_sam.cli.arguments import Formatter
+from napari_sam.cli.arguments import Formatter, Parser
 from napari_sam.cli.batch_command import cmd_batch
 from napari_sam.cli.batch_parsers import add_auto_parser, add_embed_parser, add_segment_parser
-from napari_sam.cli.errors import PROG, CLIError, print_error
+from napari_sam.cli.errors import PROG, CLIError, print_error, print_usage_error
 from napari_sam.cli.export_command import add_export_parser, cmd_export
 from napari_sam.cli.models_command import add_models_parser, cmd_models
 from napari_sam.cli.report_command import add_report_parser, cmd_report
@@ -32,12 +30,13 @@ succeeded; a summary lists failures with their reasons. Docs: docs/cli.md, docs/
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     """The ``napari-sam`` argument parser (subcommands models, sample, embed, auto, segment, train,
-    export)."""
+    export, report); its errors, and its subcommands', are usage errors as
+    :func:`~napari_sam.cli.errors.print_usage_error` prints them."""
     from napari_sam import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=PROG, formatter_class=Formatter, epilog=EPILOG_MAIN,
         description="Segment Anything for microscopy, X-ray and underwater images and stacks: "
                     "batch segmentation from the shell.",
@@ -59,7 +58,11 @@ def _sigterm(signum, frame):  # pragma: no cover - signal handler
 def main(argv: list[str] | None = None) -> int:
     """Run ``napari-sam`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)  # exits with 2 and a usage line on bad arguments
+    # exits with 2 and a usage error on bad arguments; the subcommand's own name when it has
+    # arguments it does not know (argparse's parse_args would name only the command)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.fail(f"unrecognized arguments: {' '.join(unknown)}", args.command)
     verbose = getattr(args, "verbose", False)
     from napari_sam.batch import BatchError
 
@@ -88,13 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except CLIError as exc:
         if exc.code == 2:
-            sub = getattr(args, "command", None)
-            print(f"usage: {PROG} {sub} --help", file=sys.stderr)
-        print_error(str(exc))
+            print_usage_error(args.command, str(exc))
+        else:
+            print_error(str(exc))
         return exc.code
     except BatchError as exc:
-        print(f"usage: {PROG} {args.command} --help", file=sys.stderr)
-        print_error(str(exc))
+        print_usage_error(args.command, str(exc))
         return 2
     except Exception as exc:  # our errors carry their own next step
         if verbose:

@@ -1,12 +1,14 @@
-"""Argument types (one-line errors naming what was expected), the help formatter and the
-options every command shares (``--model``, ``--device``, ``--precision``, ``--quiet``,
-``--verbose``)."""
+"""Argument types (one-line errors naming what was expected), the parser class (its errors read
+as our own usage errors), the help formatter and the options every command shares
+(``--model``, ``--device``, ``--precision``, ``--quiet``, ``--verbose``)."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
 from typing import Any
+
+from napari_sam.cli.errors import PROG, print_usage_error
 
 
 def axes_arg(text: str) -> str:
@@ -99,6 +101,24 @@ def shape_arg(text: str) -> tuple[int, ...]:
     if len(shape) not in (2, 3) or min(shape) < 1:
         raise argparse.ArgumentTypeError(f"invalid shape {text!r}: give 2 or 3 positive sizes")
     return shape
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` (and, through ``add_subparsers``, every subcommand's) whose errors
+    read as the command's own usage errors (:func:`~napari_sam.cli.errors.print_usage_error`),
+    with where to look for the arguments, exit code 2."""
+
+    def error(self, message: str):
+        """Print ``message`` as a usage error of this parser's command and exit with 2."""
+        self.fail(message, self.prog.removeprefix(PROG).strip())
+
+    def fail(self, message: str, command: str | None):
+        """Print ``message`` as a usage error of ``command`` (e.g. ``"auto"``, ``"models
+        download"``; None for the command itself), with ``see `napari-sam COMMAND --help```,
+        and exit with 2."""
+        prog = f"{PROG} {command}" if command else PROG
+        print_usage_error(command, f"{message}; see `{prog} --help`")
+        self.exit(2)
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):
