@@ -99,9 +99,8 @@ def cmd_train(args) -> int:
         raise CLIError("give the label files once: `napari-sam train IMAGES LABELS -o FILE.pt` "
                        "(or --labels LABELS)", 2)
     labels_spec = args.labels if args.labels is not None else args.labels_opt
-    if (args.max_steps or args.minutes) and not args.resume:
-        raise CLIError("--max-steps and --minutes stop a piece of a resumable run; add --resume", 2)
     out = checkpoint_path(args.output)
+    check_pieces(args, out)
     start = Path(args.model).expanduser() if args.model else None
     if start is not None and start.is_file() and out.exists() and start.samefile(out):
         raise CLIError(f"-o {out} is the checkpoint training starts from (--model): writing "
@@ -174,6 +173,28 @@ def cmd_train(args) -> int:
         print("Interrupted: the checkpoint on disk is the last good one.")
         return 130
     return 0 if result.path else 1
+
+
+def check_pieces(args, out: Path) -> None:
+    """Refuse (CLIError, exit 2) a run without ``--resume`` that would not do what its user
+    means: one beside the training state of a resumable run of ``out`` (without
+    ``--overwrite``: a rerun that left out ``--resume``, with ``--minutes`` or not, would
+    train from the start beside it, or be told to overwrite it), or one with ``--max-steps``
+    or ``--minutes``, which stop a piece of a resumable run. The message names the fix."""
+    from napari_sam.training.checkpoint import training_state_path
+
+    if args.resume:
+        return
+    state = training_state_path(out)
+    if state.exists() and not args.overwrite:
+        raise CLIError(f"{state} is the training state of a resumable run of -o {out}: add "
+                       "--resume to continue that run (with its options), or delete "
+                       f"{state.name} and pass --overwrite to train from the start", 2)
+    given = [o for o, v in (("--max-steps", args.max_steps), ("--minutes", args.minutes)) if v]
+    if given:
+        raise CLIError(f"{' and '.join(given)} {'stops' if len(given) == 1 else 'stop'} a "
+                       f"piece of a resumable run: add --resume (each piece saves {state.name} "
+                       "beside -o, and the same command with --resume continues from it)", 2)
 
 
 def checkpoint_path(text: str) -> Path:
