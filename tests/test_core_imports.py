@@ -68,3 +68,27 @@ def test_the_command_line_starts_without_torch(tmp_path):
                              text=True, timeout=300)
         assert out.stderr.strip().splitlines()[-1] == loaded, (argv, out.stderr[-2000:])
     assert any((tmp_path / "s").glob("*.tif"))  # the sample was written
+
+
+def test_listing_models_and_choosing_one_does_not_import_torch():
+    """What the dock does while it opens (list the models, read the chosen one's thresholds,
+    pick an image and the model) needs no torch: it is imported off the main thread (2-5 s
+    of a frozen napari before); loading the model imports it."""
+    code = (
+        "import sys, numpy as np\n"
+        "from napari_sam.annotate import AnnotationSession\n"
+        "from napari_sam.annotate.model_choice import default_choice, device_choices, "
+        "model_choices, recommended_thresholds\n"
+        "choice = default_choice(model_choices())\n"
+        "recommended_thresholds(choice)\n"
+        "assert device_choices(import_torch=False) == ['auto', 'cpu']\n"
+        "s = AnnotationSession()\n"
+        "s.set_image(np.zeros((3, 32, 32), np.float32), name='z')\n"
+        "s.set_model(choice)\n"
+        "print('torch' in sys.modules)\n"
+        "s.compute_embeddings([0])\n"
+        "print('torch' in sys.modules, s.ready([0]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "True", "True"], out.stdout

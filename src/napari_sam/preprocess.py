@@ -26,10 +26,13 @@ Coordinates in our API are napari order, (row, col); boxes are (row0, col0, row1
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:  # imported where tensors are made: the dock opens without torch
+    import torch
 
 __all__ = [
     "DEFAULT_PERCENTILES",
@@ -357,6 +360,8 @@ def smooth_before_enlarging(rgbs: list[np.ndarray], spec: ResizeSpec,
 
 def images_to_tensor(rgbs: list[np.ndarray], spec: ResizeSpec, device) -> torch.Tensor:
     """Resize (Y, X, 3) uint8 images and stack them as a (B, 3, h, w) float32 tensor."""
+    import torch
+
     resized = np.stack([resize_longest_side(rgb, spec) for rgb in rgbs])
     return torch.from_numpy(resized).to(device).permute(0, 3, 1, 2).float()
 

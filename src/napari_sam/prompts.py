@@ -21,15 +21,17 @@ the image (a slice of a stack).
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from napari_sam.preprocess import ResizeSpec, boxes_to_model, points_to_model
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the dock opens without it
+    import torch
 
 __all__ = [
     "MASK_PROMPT_LOGIT",
@@ -71,6 +73,12 @@ T = TypeVar("T")
 
 
 # ------------------------------------------------------------------------------ messages
+def _is_tensor(value) -> bool:
+    """Whether ``value`` is a torch tensor (never, while torch is not imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
 def plain(values) -> tuple:
     """Numbers as a plain tuple for messages: (20.0, 5.0), not (np.float64(20.0), ...)."""
     return tuple(v.item() if hasattr(v, "item") else v for v in np.asarray(values).reshape(-1))
@@ -89,7 +97,7 @@ def numeric(value, name: str, expected: str) -> np.ndarray:
     """
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{name} must be a {expected}, got the string {value!r:.60}")
-    if isinstance(value, torch.Tensor):
+    if _is_tensor(value):
         value = value.detach().cpu().numpy()
     try:
         arr = np.asarray(value, dtype=np.float64)
@@ -297,7 +305,7 @@ def check_mask_input(mask_input, low_res_size: int) -> np.ndarray:
     numpy.ndarray (4E, 4E) float32
     """
     n = low_res_size
-    if isinstance(mask_input, torch.Tensor):
+    if _is_tensor(mask_input):
         mask_input = mask_input.detach().cpu().numpy()
     if isinstance(mask_input, np.ndarray) and mask_input.dtype.kind in "biu":  # never logits
         raise ValueError(
@@ -324,7 +332,7 @@ def check_mask_input(mask_input, low_res_size: int) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ frames
 def _as_numpy(value) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
+    if _is_tensor(value):
         return value.detach().cpu().numpy()
     return np.asarray(value)
 
@@ -354,6 +362,8 @@ def prompt_tensors(points, labels, boxes, mask_inputs, spec: ResizeSpec, device)
     n : int or None
         N; None when no prompt was given.
     """
+    import torch
+
     pt = bx = mk = None
     n = None
     if points is not None:
@@ -401,6 +411,8 @@ def upsample_logits(logits: torch.Tensor, embedding, img_size: int) -> torch.Ten
     img_size : int
         The model's square input side S.
     """
+    import torch.nn.functional as F
+
     lead = logits.shape[:-2]
     x = logits.reshape(-1, 1, *logits.shape[-2:]).float()
     if tuple(x.shape[-2:]) != (img_size, img_size):
@@ -430,7 +442,10 @@ def mask_to_logits(mask, original_size, input_size, img_size: int, low_res_size:
     -------
     torch.Tensor (..., 4E, 4E) float32
     """
-    m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
+    import torch
+    import torch.nn.functional as F
+
+    m = torch.as_tensor(np.asarray(mask) if not _is_tensor(mask) else mask)
     lead = m.shape[:-2]
     x = m.reshape(-1, 1, *m.shape[-2:]).float()
     h, w = input_size

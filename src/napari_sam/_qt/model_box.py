@@ -147,10 +147,10 @@ class ModelBox:
         loaded and the user has not changed the boxes since: a checkpoint copied without its
         metadata file inherits the demo model's settings when loaded (its note says so),
         but before loading the boxes showed SAM's (and found 15 objects of 20, not 20)."""
-        from napari_sam.automatic import recommended_thresholds as for_model
-
         model = getattr(self.controller.predictor, "model", None)
         own = getattr(model, "automatic_defaults", None)
         if own is None or self._thresholds_set != (self._iou.value(), self._stability.value()):
             return
+        from napari_sam.automatic import recommended_thresholds as for_model
+
         self._set_thresholds(None, for_model(own))

@@ -36,7 +36,6 @@ from napari_sam.annotate.model_choice import (
     DEMO_NOTICE,
     PRECISION_CHOICES,
     device_choices,
-    device_line,
 )
 from napari_sam.annotate.stack_actions import PROPAGATION_METHODS
 
@@ -45,6 +44,7 @@ from . import layers as L
 from .channel_boxes import ChannelBoxes, file_channel_axis
 from .controller import AnnotationController
 from .controls import button, check, combo, key_of, label
+from .device_box import DeviceBox
 from .file_scale import apply_file_scale
 from .job_bar import JobBar
 from .model_box import ModelBox
@@ -70,7 +70,7 @@ def _configure_threads_once() -> None:
 _NEW_TARGET = "new 'segmentation' layer"
 
 
-class SamWidget(ModelBox, QWidget):
+class SamWidget(ModelBox, DeviceBox, QWidget):
     """Interactive Segment Anything for 2D images and 3D stacks.
 
     Parameters
@@ -137,6 +137,7 @@ class SamWidget(ModelBox, QWidget):
             napari_viewer, {k.action: getattr(self, f"_on_{k.action}") for k in keys.KEYS}
         )
         self.destroyed.connect(functools.partial(c.detach, self._links, self._keys.unbind))
+        self._start_torch_import()  # before the models: their keys wait for torch
         self._refresh_models()
         self._update_device_info()
         self._on_layers_changed()
@@ -158,7 +159,7 @@ class SamWidget(ModelBox, QWidget):
         self._model = combo()
         self._model.activated.connect(lambda *_: self._on_model_changed())
         form.addRow("Model", self._model)
-        self._device = combo(device_choices(), changed=self._on_device_changed)
+        self._device = combo(device_choices(import_torch=False), changed=self._on_device_changed)
         form.addRow("Device", self._device)
         self._device_info = label(tip=(
             "Where the model runs and in which precision, and why ('auto' picks bf16 on GPUs "
@@ -532,33 +533,15 @@ class SamWidget(ModelBox, QWidget):
         """An image and a model are chosen: load the model and embed the visible slice now,
         in a job, so that the first click only decodes (controller.preload). Run from the
         event loop once the current change is done (the widget is shown first)."""
-        if self.preload and not self._closed:
+        if self.preload and not self._closed and not self._torch.done:
+            self._torch.then(lambda: self._on_preload(lead))  # keys resolve the device
+        elif self.preload and not self._closed:
             return self.controller.preload(lead)
 
     def _select_points(self):
         points = self.controller.points_layer
         if not self._closed and points is not None and points in self.viewer.layers:
             self.viewer.layers.selection.active = points
-
-    @guarded
-    def _on_device_changed(self):
-        try:
-            self.controller.set_device(self._device.currentText())
-        finally:
-            self._update_device_info()
-
-    @guarded
-    def _on_precision_changed(self):
-        try:
-            self.controller.set_precision(self._precision.currentText())
-        finally:
-            self._update_device_info()
-
-    def _update_device_info(self):
-        """The line under Device: the device, the precision and why (device.describe)."""
-        self._device_info.setText(
-            device_line(self._device.currentText(), self._precision.currentText())
-        )
 
     @guarded
     def _on_tile_changed(self, on: bool):

@@ -455,8 +455,8 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
             self.predictor = self.emb = None
         else:
             self.predictor = self.models.get(self.model_choice, self.device, self.precision)
-            self.emb = (self.embeddings.get(self._cache_key()) if self.source is not None
-                        else None)
+            self.emb = (self.embeddings.get(self._cache_key())  # none yet: no torch needed
+                        if self.source is not None and len(self.embeddings) else None)
             self.notify_model(self.predictor)
         self.cancel_stale_job()  # a job for other choices could not apply its result
         if self.predictor is not None and old[0] is self.predictor and old[1] is self.emb:

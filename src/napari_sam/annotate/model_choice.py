@@ -8,6 +8,7 @@ per loaded model so that the encoder-call counters (and the GPU memory) are shar
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,8 +193,13 @@ def default_choice(choices: list[ModelChoice]) -> ModelChoice | None:
     return demo[0] if demo else (choices[0] if choices else None)
 
 
-def device_choices() -> list[str]:
-    """"auto" and the devices available here."""
+def device_choices(import_torch: bool = True) -> list[str]:
+    """"auto" and the devices available here. Without ``import_torch``, while torch is not
+    imported yet: "auto" and "cpu" (importing torch took 2-5 s of the dock's opening, on the
+    main thread; the dock asks again once a model is loaded)."""
+    torch = sys.modules.get("torch")
+    if torch is None and not import_torch:
+        return ["auto", "cpu"]
     import torch
 
     names = ["auto", "cpu"]
@@ -260,7 +266,10 @@ class ModelCache:
 
     def get(self, choice: ModelChoice, device, precision: str = "auto"):
         """The predictor for a model already loaded, else None (raises for a bad device or
-        precision)."""
+        precision once a model is loaded: before, nothing is resolved, so that the dock
+        opens without importing torch)."""
+        if not self._predictors:
+            return None
         return self._predictors.get(self._key(choice, device, precision))
 
     def load(self, choice: ModelChoice, device, precision: str = "auto"):

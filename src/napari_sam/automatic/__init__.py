@@ -56,49 +56,44 @@ Modules: :mod:`.params` (arguments, grids, crop boxes, thresholds), :mod:`.grid_
 by window), :mod:`.results`, :mod:`.segment` (the entry point).
 """
 
-from napari_sam.automatic.boxes import batched_nms, box_iou, masks_to_boxes
-from napari_sam.automatic.foreground import (
-    auto_foreground,
-    constant_value,
-    constant_words,
-    is_constant,
-)
-from napari_sam.automatic.grid_decoder import (
-    GRID_FUSED_HEAD_CUDA,
-    GRID_PRECISION_CUDA,
-    DecoderState,
-    GridDecoder,
-    grid_precision,
-)
-from napari_sam.automatic.linking import (
-    LinkPlan,
-    SliceLinker,
-    link_slices,
-    link_streamed,
-    match_by_iou,
-    split_at_necks,
-)
-from napari_sam.automatic.params import (
-    AUTO_GRID_SIDE,
-    AUTO_GRID_SPACING,
-    SAM_THRESHOLDS,
-    auto_points_per_side,
-    build_point_grid,
-    generate_crop_boxes,
-    recommended_thresholds,
-    rescue_margin_for,
-)
-from napari_sam.automatic.regions import remove_small_regions
-from napari_sam.automatic.results import (
-    AutomaticResult,
-    MaskRecord,
-    ObjectRecord,
-    empty_result,
-    finite_mean,
-)
-from napari_sam.automatic.segment import segment_everything
-from napari_sam.automatic.stack import propagate_objects
-from napari_sam.automatic.statistics import mask_statistics, stability_score
+import importlib
+
+#: the submodule of each public name: imported on first use (PEP 562), so that reading the
+#: thresholds of a model (the dock's Model box) does not import torch
+_HOMES = {
+    "batched_nms": "boxes", "box_iou": "boxes", "masks_to_boxes": "boxes",
+    "auto_foreground": "foreground", "constant_value": "foreground",
+    "constant_words": "foreground", "is_constant": "foreground",
+    "GRID_FUSED_HEAD_CUDA": "grid_decoder", "GRID_PRECISION_CUDA": "grid_decoder",
+    "DecoderState": "grid_decoder", "GridDecoder": "grid_decoder",
+    "grid_precision": "grid_decoder",
+    "LinkPlan": "linking", "SliceLinker": "linking", "link_slices": "linking",
+    "link_streamed": "linking", "match_by_iou": "linking", "split_at_necks": "linking",
+    "AUTO_GRID_SIDE": "params", "AUTO_GRID_SPACING": "params", "SAM_THRESHOLDS": "params",
+    "auto_points_per_side": "params", "build_point_grid": "params",
+    "generate_crop_boxes": "params", "recommended_thresholds": "params",
+    "rescue_margin_for": "params",
+    "remove_small_regions": "regions",
+    "AutomaticResult": "results", "MaskRecord": "results", "ObjectRecord": "results",
+    "empty_result": "results", "finite_mean": "results",
+    "segment_everything": "segment",
+    "propagate_objects": "stack",
+    "mask_statistics": "statistics", "stability_score": "statistics",
+}
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
+
 
 __all__ = [
     "AUTO_GRID_SIDE",

@@ -11,14 +11,35 @@ over ``catalog`` (the table of known checkpoints) and ``download`` (cache, downl
 >>> logits, iou = sam.decode(emb[:1], boxes=boxes_xyxy)       # (N, 3, 256, 256), (N, 3)
 """
 
-from .build import build_sam, load_checkpoint, sam_from_state_dict
-from .checkpoint import read_checkpoint
-from .common import LayerNorm2d
-from .config import CONFIGS, SamConfig, architecture_name, config_from_state_dict
-from .image_encoder import ImageEncoderCNN, ImageEncoderViT
-from .mask_decoder import MLP, MaskDecoder, TwoWayTransformer
-from .prompt_encoder import PositionEmbeddingRandom, PromptEncoder
-from .sam import Sam
+import importlib
+
+#: where each public name lives: imported on first use (PEP 562), so that listing the
+#: models (the dock's Model box, ``napari-sam models list``) does not import torch
+_HOMES = {
+    "build_sam": ".build", "load_checkpoint": ".build", "sam_from_state_dict": ".build",
+    "read_checkpoint": ".checkpoint", "LayerNorm2d": ".common",
+    "CONFIGS": ".config", "SamConfig": ".config", "architecture_name": ".config",
+    "config_from_state_dict": ".config",
+    "ImageEncoderCNN": ".image_encoder", "ImageEncoderViT": ".image_encoder",
+    "MLP": ".mask_decoder", "MaskDecoder": ".mask_decoder",
+    "TwoWayTransformer": ".mask_decoder",
+    "PositionEmbeddingRandom": ".prompt_encoder", "PromptEncoder": ".prompt_encoder",
+    "Sam": ".sam",
+}
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
+
 
 __all__ = [
     "CONFIGS",

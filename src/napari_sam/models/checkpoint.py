@@ -13,12 +13,10 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
-
-from .config import SamConfig
+if TYPE_CHECKING:  # torch is imported to read a checkpoint: listing models needs none
+    from torch import Tensor
 
 __all__ = ["find_checkpoint_metadata", "read_checkpoint"]
 
@@ -28,12 +26,16 @@ _PREFIXES = ("module.", "sam.", "model.", "_orig_mod.")
 
 
 def _is_state_dict(obj: Any) -> bool:
+    from torch import Tensor
+
     return (
         isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
     )
 
 
 def _unwrap(obj: Any, path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    from torch import Tensor
+
     metadata: dict[str, Any] = {}
     for _ in range(4):
         if _is_state_dict(obj):
@@ -93,6 +95,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
     ValueError
         The file is not a PyTorch checkpoint, is truncated, or holds no state_dict.
     """
+    import torch
+
+    from .config import SamConfig
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")

@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 from napari_sam.edge_threshold import BOUNDARIES
 from napari_sam.io import remove_path
 
-from .build import sam_from_state_dict
 from .catalog import DEMO_NAME, MODEL_SPECS, ModelSpec
 from .checkpoint import find_checkpoint_metadata, read_checkpoint
 from .download import (
@@ -304,8 +303,10 @@ def _read_metadata_file(path: Path) -> dict[str, Any]:
 
 
 def _build(path: Path) -> Sam | Sam2Model:
-    state_dict, metadata = read_checkpoint(path)  # unwraps; config from the metadata
+    from .build import sam_from_state_dict
     from .sam2.checkpoint import is_sam2_state_dict, load_sam2
+
+    state_dict, metadata = read_checkpoint(path)  # unwraps; config from the metadata
 
     if is_sam2_state_dict(state_dict):
         try:
