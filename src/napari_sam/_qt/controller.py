@@ -18,6 +18,7 @@ import numpy as np
 from psygnal import Signal
 
 from napari_sam.annotate.annotation_session import AnnotationSession
+from napari_sam.annotate.commit_words import LIVE_OFF
 from napari_sam.annotate.errors import UserError
 from napari_sam.annotate.image_source import make_source
 
@@ -445,10 +446,8 @@ class AnnotationController(AnnotationSession):
         """Use an image layer (and a channel axis, and the ``channel`` of it segmented alone:
         None mixes channels 0-2 as R, G, B); makes or adapts the prompt layers."""
         if layer is None:
-            raise UserError(
-                "No image layer: open an image (File > Open, or File > Open Sample > "
-                "Segment Anything Stacks) and pick it in 'Image'."
-            )
+            raise UserError("No image layer: open an image (File > Open, or File > Open Sample "
+                            "> Segment Anything Stacks) and pick it in 'Image'.")
         layer = L.unwrap(layer)
         try:
             source = make_source(
@@ -779,9 +778,10 @@ class AnnotationController(AnnotationSession):
                 self.points_layer.refresh_colors()
                 self._negative_click = False
                 self._restore_default_kind()
-        if self._muted or not self.live:
-            return
-        self.refresh_preview()
+        if not (self._muted or self.live):
+            self._say(LIVE_OFF)  # the prompt is kept; nothing else would answer the click
+        elif not self._muted:
+            self.refresh_preview()
 
     def set_negative(self, negative: bool) -> None:
         self._negative_mode = bool(negative)

@@ -34,7 +34,7 @@ from .commit_checks import (
     refine_problem,
     volume_out_of_date,
 )
-from .commit_words import describe_commit, edited_note
+from .commit_words import describe_commit, edited_note, nothing_to_commit
 from .embedding_cache import EmbeddingCache, describe_tiling, missing_slices, new_embeddings
 from .errors import UserError
 from .failed_loads import FailedLoads
@@ -631,7 +631,7 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
             objects = [ObjectMask(labels == i, None, self._volume_replaces.get(i, 0)) for i in keys]
             return objects, [None] * len(objects), keys
         if not self.previews:
-            raise UserError("Nothing to commit: click a point or draw a box on the object first.")
+            raise UserError(nothing_to_commit(self.prompt_arrays(), self.live))
         refine = self._refine_id(None)
         objects = [ObjectMask(p.mask, p.z, refine if p.key == POINT_OBJECT else 0)
                    for p in self.previews]

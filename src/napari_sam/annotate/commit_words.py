@@ -5,7 +5,24 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["describe_commit", "edited_note"]
+__all__ = ["LIVE_OFF", "describe_commit", "edited_note", "nothing_to_commit"]
+
+#: What answers a prompt added while 'Live preview' is off (nothing is decoded until Shift+S)
+LIVE_OFF = ("Prompt kept; 'Live preview' is off, so nothing is decoded yet: press Shift+S to "
+            "preview the object, then Shift+C to commit it.")
+
+
+def nothing_to_commit(prompt_arrays, live: bool) -> str:
+    """Why a commit found no preview: no prompts, or prompts not previewed yet
+    (``prompt_arrays``: the session's (points, point labels, boxes); ``live``: whether
+    'Live preview' is on). A user who clicked with the live preview off was told to click."""
+    points, _, boxes = prompt_arrays
+    if not len(points) + len(boxes):
+        return "Nothing to commit: click a point or draw a box on the object first."
+    why = ("'Live preview' is off" if not live else
+           "its preview is not ready, or the prompts are on another slice")
+    return (f"Not committed: the prompts have no preview yet ({why}). Press Shift+S to "
+            "preview them on this slice, check the mask, then Shift+C.")
 
 
 def edited_note(commit, redo: bool) -> str:

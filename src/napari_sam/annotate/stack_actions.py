@@ -170,9 +170,18 @@ class StackActions:
         # are left out here (and named) as without 'Refine selected label'
         objects = group_prompts(points, point_labels, boxes)
         ignored = ignored_negative_slices(points, point_labels, objects)
+        elsewhere = sorted({k for o in objects for k in o.slices})
         if not all_objects:
             z = self.current_z()
             objects = [o for o in objects if z in o.slices]
+        if not objects and elsewhere:  # a user scrolled away from the prompt and pressed it
+            from napari_sam.trace import describe_slices
+
+            where = describe_slices(elsewhere, True)
+            text = (f"No prompts on this slice ({z}) to propagate; there are prompts on "
+                    f"{where}: go there and propagate, or pick 'all objects with prompts' in "
+                    "'Propagate' to propagate every prompted object.")
+            raise UserError(text.replace("slice", "frame") if self.axis_kind == "t" else text)
         if not objects:
             raise UserError(
                 "No prompts to propagate: click the object (or draw a box) on this slice first."
