@@ -46,6 +46,7 @@ from .controller import AnnotationController
 from .controls import button, check, combo, key_of, label
 from .device_box import DeviceBox
 from .file_scale import apply_file_scale
+from .input_guard import guard_inputs
 from .job_bar import JobBar
 from .model_box import ModelBox
 from .notify import guarded
@@ -142,6 +143,7 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
         self._update_device_info()
         self._on_layers_changed()
         self._on_status(c.status or c.next_step())
+        guard_inputs(self)  # the wheel scrolls the panels; the dock's keys pass the boxes
 
     # ------------------------------------------------------------------ panels
     def _option(self, text: str, attr: str, checked: bool = False,
