@@ -1,8 +1,10 @@
 """The dock for keyboard and small-screen users (session 35's user test): the mouse wheel
-scrolls the panels instead of changing the box under it."""
+scrolls the panels instead of changing the box under it, and the dock's keys work with focus
+in a combo or spin box."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from qtpy.QtCore import QPoint, QPointF, Qt
 from qtpy.QtGui import QWheelEvent
@@ -84,3 +86,65 @@ def test_the_wheel_changes_a_box_once_it_has_focus(stack_widget, qtbot):
     _focus(widget._iou, qtbot)
     _wheel(widget._iou, -1, inner=False)
     assert widget._iou.value() == pytest.approx(0.86)
+
+
+def _key(widget, char: str):
+    """Press and release the key of ``char`` ("S": Shift+S, "n": N) in ``widget``."""
+    from qtpy.QtTest import QTest
+
+    mods = (Qt.KeyboardModifier.ShiftModifier if char.isupper()
+            else Qt.KeyboardModifier.NoModifier)
+    QTest.keyClick(widget, char, mods)
+
+
+def test_dock_keys_pressed_in_a_combo_box_do_their_action(stack_widget, qtbot, dialogs):
+    viewer, widget = stack_widget
+    _show(viewer, widget, qtbot)
+    c = widget.controller
+    c.points_layer.add([3, 20, 20])
+    widget._on_commit()  # label 1 in a new 'segmentation' layer, now the target
+    seg = viewer.layers["segmentation"]
+    assert widget._target.currentText() == "segmentation"
+    c.points_layer.add([3, 44, 44])
+    assert c.previews
+    _focus(widget._target, qtbot)
+    _key(widget._target, "C")  # Shift+C: commit
+    assert set(np.unique(seg.data)) == {0, 1, 2} and not c.previews
+    assert widget._target.currentText() == "segmentation"
+    assert not widget._negative.isChecked()
+    _key(widget._target, "n")  # N: negative points, not "new 'segmentation' layer"
+    assert widget._negative.isChecked() and c.negative
+    assert widget._target.currentText() == "segmentation"
+    _key(widget._target, "n")
+    assert not widget._negative.isChecked()
+    # Shift+S in 'Model' previews; it does not pick the first model starting with "s"
+    model = widget._model.currentText()
+    widget._live.setChecked(False)
+    c.points_layer.add([3, 6, 58])
+    assert not c.previews
+    _focus(widget._model, qtbot)
+    _key(widget._model, "S")
+    assert c.previews and widget._model.currentText() == model
+    widget._overwrite.setChecked(True)  # (the tiny random model's mask covers label 1)
+    _key(widget._model, "C")  # commits; no 'Checkpoint file...' dialog
+    assert 3 in np.unique(seg.data) and not dialogs, c.status
+    assert widget._model.currentText() == model
+
+
+def test_dock_keys_pressed_in_a_spin_box_do_their_action(stack_widget, qtbot):
+    viewer, widget = stack_widget
+    _show(viewer, widget, qtbot)
+    widget._scroll.ensureWidgetVisible(widget._pps)
+    _focus(widget._pps, qtbot)
+    _key(QApplication.focusWidget(), "n")
+    assert widget._negative.isChecked() and widget._pps.value() == 0
+
+
+def test_text_fields_keep_the_keys_typed(stack_widget, qtbot):
+    """A path typed in 'Embedding store' may hold the dock's keys: they are text there."""
+    viewer, widget = stack_widget
+    _show(viewer, widget, qtbot)
+    _focus(widget._store, qtbot)
+    _key(widget._store, "S")
+    _key(widget._store, "n")
+    assert widget._store.text() == "Sn" and not widget._negative.isChecked()
