@@ -10,6 +10,8 @@ from qtpy.QtCore import QPoint, QPointF, Qt
 from qtpy.QtGui import QWheelEvent
 from qtpy.QtWidgets import QApplication
 
+from napari_sam._qt import keys
+
 
 @pytest.fixture(autouse=True)
 def dialogs(monkeypatch):
@@ -148,3 +150,27 @@ def test_text_fields_keep_the_keys_typed(stack_widget, qtbot):
     _key(widget._store, "S")
     _key(widget._store, "n")
     assert widget._store.text() == "Sn" and not widget._negative.isChecked()
+
+
+@pytest.mark.parametrize("how", ["click", "Space"])
+def test_the_help_button_shows_the_keys(stack_widget, qtbot, how):
+    """'?' shows the keys on a click, or on Space once Tab brought the focus there: a
+    keyboard user cannot hover it for its tooltip."""
+    from qtpy.QtTest import QTest
+    from qtpy.QtWidgets import QToolTip
+
+    viewer, widget = stack_widget
+    _show(viewer, widget, qtbot)
+    QToolTip.hideText()
+    help_btn = widget._help
+    widget._scroll.ensureWidgetVisible(help_btn)
+    if how == "click":
+        QTest.mouseClick(help_btn, Qt.MouseButton.LeftButton)
+    else:
+        _focus(help_btn, qtbot)
+        QTest.keyClick(help_btn, Qt.Key.Key_Space)
+    qtbot.waitUntil(QToolTip.isVisible, timeout=3000)
+    for key in keys.KEYS:
+        assert key.key.replace("-", "+") in QToolTip.text()
+    assert "Segment: preview the object" in QToolTip.text()
+    QToolTip.hideText()

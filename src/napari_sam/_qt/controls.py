@@ -1,13 +1,14 @@
 """The dock's small controls, made one way: push buttons with their key, word-wrapped labels,
-combo boxes that elide long items, check boxes."""
+combo boxes that elide long items, check boxes, the '?' button of the keys."""
 
 from __future__ import annotations
 
-from qtpy.QtWidgets import QCheckBox, QComboBox, QLabel, QPushButton
+from qtpy.QtCore import QPoint
+from qtpy.QtWidgets import QCheckBox, QComboBox, QLabel, QPushButton, QToolButton, QToolTip
 
 from . import keys
 
-__all__ = ["button", "check", "combo", "key_of", "label"]
+__all__ = ["button", "check", "combo", "help_button", "key_of", "label"]
 
 
 def button(text: str, key: str | None, slot) -> QPushButton:
@@ -56,3 +57,14 @@ def check(text: str, checked: bool = False, tip: str | None = None, toggled=None
     if toggled is not None:
         box.toggled.connect(toggled)
     return box
+
+
+def help_button() -> QToolButton:
+    """The '?' button: the keys and mouse gestures (:func:`keys.help_html`) as its tooltip,
+    and shown on a click (or Space, for keyboard users, who have no hover)."""
+    btn = QToolButton()
+    btn.setText("?")
+    btn.setToolTip(keys.help_html())
+    btn.clicked.connect(lambda *_: QToolTip.showText(
+        btn.mapToGlobal(QPoint(0, btn.height())), btn.toolTip(), btn))
+    return btn

@@ -43,7 +43,7 @@ from . import keys
 from . import layers as L
 from .channel_boxes import ChannelBoxes, file_channel_axis
 from .controller import AnnotationController
-from .controls import button, check, combo, key_of, label
+from .controls import button, check, combo, help_button, key_of, label
 from .device_box import DeviceBox
 from .file_scale import apply_file_scale
 from .input_guard import guard_inputs
@@ -207,10 +207,7 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
         self._negative = check("Negative points  (N)",
                                toggled=lambda on: self._on_negative_changed(on))
         self._live = self._option("Live preview", "live", True)
-        help_btn = QToolButton()
-        help_btn.setText("?")
-        help_btn.setToolTip(keys.help_html())
-        self._help = help_btn
+        self._help = help_btn = help_button()
         top.addWidget(self._negative)
         top.addWidget(self._live)
         top.addStretch(1)
