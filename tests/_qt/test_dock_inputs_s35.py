@@ -174,3 +174,59 @@ def test_the_help_button_shows_the_keys(stack_widget, qtbot, how):
         assert key.key.replace("-", "+") in QToolTip.text()
     assert "Segment: preview the object" in QToolTip.text()
     QToolTip.hideText()
+
+
+def test_every_control_has_a_tooltip(stack_widget, qtbot):
+    from qtpy.QtWidgets import (
+        QAbstractButton,
+        QAbstractSpinBox,
+        QComboBox,
+        QLineEdit,
+    )
+
+    viewer, widget = stack_widget
+    _show(viewer, widget, qtbot)
+    widget._on_resume_available("x.sam-session.json", "3 commits")  # Resume, Ignore shown
+    kinds = (QAbstractButton, QComboBox, QAbstractSpinBox, QLineEdit)
+    controls = [w for kind in kinds for w in widget.findChildren(kind)
+                if w.isVisibleTo(widget) and not isinstance(w.parent(), QAbstractSpinBox)]
+    assert len(controls) > 35
+    bare = [(type(w).__name__, getattr(w, "text", lambda: "")()) for w in controls
+            if not w.toolTip().strip()]
+    assert not bare
+    assert "Shift+C" in _button(widget, "Commit").toolTip()  # its key
+    assert "N" in widget._negative.toolTip().split("Key:")[-1]
+
+
+def _button(widget, first_line):
+    from qtpy.QtWidgets import QPushButton
+
+    (btn,) = [b for b in widget.findChildren(QPushButton)
+              if b.text().split("\n")[0] == first_line]
+    return btn
+
+
+def test_a_combo_box_tooltip_shows_its_whole_entry(make_widget, qtbot):
+    """The dock's narrow column elides the entries ("demo (bundled, synth"): the tooltip
+    leads with the whole entry, and keeps saying what the box is."""
+    from qtpy.QtCore import QEvent
+    from qtpy.QtGui import QHelpEvent
+    from sam_qt_helpers import blob_stack
+
+    viewer, widget = make_widget(blob_stack(), preload=False, name="blobs")
+    _show(viewer, widget, qtbot, width=1024, height=768)
+    box = widget._model
+    long = max(range(box.count()), key=lambda i: len(box.itemText(i)))
+    box.setCurrentIndex(long)
+    text = box.itemText(long)
+    assert box.fontMetrics().horizontalAdvance(text) > box.width()  # elided when closed
+    assert box.toolTip().startswith(text) and "The SAM model" in box.toolTip()
+    box.setItemText(long, "vit_x (cached)")  # as a model's state changes once loaded
+    assert box.toolTip().startswith("vit_x (cached) — The SAM model")
+    # 'Image' is refilled with its signals blocked: a renamed layer is named when asked
+    viewer.layers["blobs"].name = "nuclei stack of 12 March, second session, left"
+    event = QHelpEvent(QEvent.Type.ToolTip, box.rect().center(),
+                       box.mapToGlobal(box.rect().center()))
+    QApplication.sendEvent(widget._image, event)
+    assert widget._image.toolTip().startswith("nuclei stack of 12 March, second session, left")
+    assert "The image layer to segment" in widget._image.toolTip()

@@ -50,6 +50,7 @@ from .input_guard import guard_inputs
 from .job_bar import JobBar
 from .model_box import ModelBox
 from .notify import guarded
+from .tips import add_tips
 from .trace_view import TraceView
 
 __all__ = ["SamWidget"]
@@ -144,6 +145,7 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
         self._on_layers_changed()
         self._on_status(c.status or c.next_step())
         guard_inputs(self)  # the wheel scrolls the panels; the dock's keys pass the boxes
+        add_tips(self)
 
     # ------------------------------------------------------------------ panels
     def _option(self, text: str, attr: str, checked: bool = False,
