@@ -658,6 +658,9 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
         TimeoutError
             A job still runs after ``timeout`` seconds (None: no limit); it keeps running
             (``w.controller.cancel()`` stops it).
+        KeyboardInterrupt
+            Interrupted (Ctrl+C, a notebook's Interrupt): the running job is cancelled first
+            (it ran on to its end, and its result was applied, after the user stopped it).
         """
         import time
 
@@ -666,17 +669,28 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
         app = QApplication.instance()
         deadline = None if timeout is None else time.monotonic() + float(timeout)
         quiet = 0
-        while quiet < 3:  # no job over three rounds of events: a timer that starts one ran
-            app.processEvents()
+        try:
+            while quiet < 3:  # no job over three rounds of events: a timer that starts one
+                app.processEvents()
+                job = self.controller.job
+                if job is None or not job.running:
+                    quiet += 1
+                    continue
+                quiet = 0
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"'{job.description}' still runs after {timeout} s; call "
+                                       "wait() again, or widget.controller.cancel() to stop it")
+                time.sleep(0.02)
+        except KeyboardInterrupt:
             job = self.controller.job
             if job is None or not job.running:
-                quiet += 1
-                continue
-            quiet = 0
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"'{job.description}' still runs after {timeout} s; "
-                                   "call wait() again, or widget.controller.cancel() to stop it")
-            time.sleep(0.02)
+                raise
+            self.controller.cancel()
+            while job.running:  # it stops at its next step; its end is on this thread
+                app.processEvents()
+                time.sleep(0.02)
+            raise KeyboardInterrupt(f"'{job.description}' was cancelled; the dock is ready "
+                                    "for the next action") from None
         failed, self._failed_since_wait = self._failed_since_wait, None
         if failed:
             raise RuntimeError(failed)

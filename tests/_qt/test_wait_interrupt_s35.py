@@ -1,0 +1,48 @@
+"""A notebook's Interrupt (or Ctrl+C) during ``widget.wait()`` cancels the dock's job: it ran
+on to its end and its result was applied after the user had stopped it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+from sam_qt_helpers import canvas_click, use_predictor
+
+from stacks import blob_stack
+
+
+def test_interrupting_wait_cancels_the_running_job(make_widget, tiny_predictor, monkeypatch):
+    import napari_sam.volume as volume
+
+    viewer, widget = make_widget(blob_stack(z=6), sync=False, preload=False, name="blobs")
+    use_predictor(widget, tiny_predictor)
+    viewer.dims.set_point(0, 3)
+    c = widget.controller
+    c.live = False
+    steps = []
+
+    def slow(emb, prompts, progress=None, **kwargs):  # a long propagation, step by step
+        for i in range(3000):
+            steps.append(i)
+            progress(i, 3000)
+            time.sleep(0.01)
+        raise AssertionError("ran to its end")
+
+    monkeypatch.setattr(volume, "segment_volume", slow)
+    canvas_click(viewer, 20, 20)
+    c.propagate()
+    interrupt = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    interrupt.start()
+    with pytest.raises(KeyboardInterrupt, match="'Propagating through the stack' was "
+                                                "cancelled; the dock is ready"):
+        widget.wait()
+    assert c.job is None and c.volume is None
+    assert len(steps) < 1000  # stopped, not run to its end
+    n = len(steps)
+    time.sleep(0.3)
+    assert len(steps) == n  # nothing runs on
+    c.add_point(3, 44, 44)  # the dock takes the next action
+    widget.wait()
