@@ -378,7 +378,7 @@ class StackActions:
             name = "automatic segmentation" + ("" if whole_stack or not src.is_3d
                                                else f" {axis}={z}")
             name = self.add_result(full, name)
-            n = len(np.unique(full)) - 1
+            n = int(np.count_nonzero(np.unique(labels)))  # of one slice: not the whole stack
             tiles = getattr(prepared[4], "tiling", None)
             how = "" if tiles is None else f" (in {len(tiles)} tiles of {tiles.window} px)"
             self._say(f"Segment everything: {n} object{'s' * (n != 1)}{how} in a new layer "
