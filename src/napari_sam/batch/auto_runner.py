@@ -267,7 +267,8 @@ def run_slices(todo: list[int], batch_size: int, embedded, segment, workers: int
 def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = None,
                 progress: Callable[[int, int], None] | None = None,
                 keep_embeddings: bool = False, block_store: Path | None = None,
-                hashes: dict[int, int] | None = None) -> dict[int, int]:
+                hashes: dict[int, int] | None = None,
+                opened: OpenedImage | None = None) -> dict[int, int]:
     """Stage 1 of ``auto``: segment every slice in ``indices`` whose result is not saved yet.
 
     Each slice's labels (ids 1..n) and predicted IoUs go to ``<work>/z000123.npz`` (written
@@ -280,23 +281,24 @@ def auto_slices(job: Job, ctx: Context, model, indices: Iterable[int] | None = N
     live in memory only (unless an ``--embeddings`` store can be reused). ``block_store``
     (the blocks of a cluster run, see :func:`auto_prepare_task`): each computed slice's
     features go to that store's feature chunk and its pixel hash to ``hashes``, for the
-    final task, the only writer of the store's hash array.
+    final task, the only writer of the store's hash array. ``opened``: the input as the caller
+    opened it (:func:`run_auto` opens it once per job); without it, it is checked and opened
+    here (the blocks of a cluster run).
     """
     from napari_sam.embeddings import StackEmbeddings, slice_hash
     from napari_sam.tiled_stack import embed
 
     work = auto_work_dir(job)
-    opened = open_image(job.input, ctx)
+    if opened is None:
+        opened = open_image(job.input, ctx)
     n = len(opened.stack)
     wanted = range(n) if indices is None else [int(i) for i in indices]
     todo = [z for z in wanted if not _slice_file(work, z).exists()]
     done_now: dict[int, int] = {}
     if not todo and block_store is None:
         return done_now
-    if keep_embeddings and not opened.is2d:
-        store = embed_store(job, ctx, model)
-    else:
-        store = user_embeddings(job, ctx, model)  # otherwise embeddings live in memory only
+    store = (embed_store(job, ctx, model) if keep_embeddings and not opened.is2d
+             else user_embeddings(job, ctx, model))  # (None: the embeddings live in memory)
     tiling = None if block_store is not None else stack_tiling(ctx, model, opened.stack.shape)
     e = int(model.embedding_size)  # a batch of slices stays in memory, every window of it
     held = max(2, ctx.batch_size) * (1 if tiling is None else len(tiling)) * 256 * e * e * 4
@@ -407,27 +409,28 @@ def _check_propagation_memory(opened: OpenedImage) -> None:
 def run_auto(job: Job, ctx: Context, model) -> dict:
     """Run an ``auto`` job: segment the slices not saved yet, link them across slices, then
     write the labels page by page (or propagate, :func:`_auto_propagate`), their output
-    metadata and preview. Returns ``{"objects": n}``."""
+    metadata and preview. Returns ``{"objects": n}``.
+
+    The input is opened once, for its slices and for its header (the labels' shape and voxel
+    size); :func:`napari_sam.batch.runners.run_job` checked it before reading the output's
+    state."""
     from napari_sam import __version__
 
     propagate = bool(ctx.params.get("propagate", PROPAGATE_DEFAULT))
-    if propagate:
-        opened = open_image(job.input, ctx)
-        if not opened.is2d:
-            _check_propagation_memory(opened)
-        opened.stack.release()
+    try:
+        opened = open_image(job.input, ctx, check=False)
+    except Exception:
+        check_input_unchanged(job)  # a file changed meanwhile: that, not how it reads now
+        raise
+    if propagate and not opened.is2d:
+        _check_propagation_memory(opened)
     work = prepare_auto_work(job, ctx)
     resumed = len(list(work.glob("z*.npz")))
     bar = ProgressBar(ctx, f"{job.name}: segment everything")
     try:
-        auto_slices(job, ctx, model, progress=bar, keep_embeddings=propagate)
+        auto_slices(job, ctx, model, progress=bar, keep_embeddings=propagate, opened=opened)
     finally:
         bar.close()
-    try:
-        opened = open_image(job.input, ctx)  # (its header: the labels' shape and voxel size)
-    except Exception:
-        check_input_unchanged(job)  # a file changed meanwhile: that, not how it reads now
-        raise
     # a file still growing or replaced: its slices read and its header are not the data it
     # holds now (a change from here on is seen by the next run: the output records ``read``)
     read = check_input_unchanged(job)

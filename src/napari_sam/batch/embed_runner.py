@@ -18,7 +18,7 @@ def run_embed(job: Job, ctx: Context, model) -> dict:
     ``{"objects": n_slices}``."""
     from napari_sam.tiled_stack import embed
 
-    opened = open_image(job.input, ctx)
+    opened = open_image(job.input, ctx, check=False)  # (run_job checked it)
     announce_colour_planes(job, ctx, opened)
     partial = job.output.with_name(f".{job.output.name}.partial")
     tiling = stack_tiling(ctx, model, opened.stack.shape)

@@ -35,13 +35,16 @@ class OpenedImage:
         return s[1:] if self.is2d else s
 
 
-def open_image(path: Path, ctx: Context) -> OpenedImage:
+def open_image(path: Path, ctx: Context, *, check: bool = True) -> OpenedImage:
     """Read ``path`` lazily and put it in the standard layout (see :func:`napari_sam.io.to_standard`).
     An input no reader can open (a FIFO: reading it would wait forever) fails first
-    (:func:`~napari_sam.batch.job_checks.check_input_file`)."""
+    (:func:`~napari_sam.batch.job_checks.check_input_file`), unless ``check`` is False: the
+    caller checked it already (the runners of :func:`napari_sam.batch.runners.run_job`, which
+    checks each job's input once, before anything reads it)."""
     from napari_sam.batch.job_checks import check_input_file
 
-    check_input_file(path)
+    if check:
+        check_input_file(path)
     img = nio.read_image(path, axes=ctx.axes, lazy=True)
     declared = int(img.metadata.get("channels_declared", 0)) if ctx.channel is None else 0
     if declared == 4:  # would be read as RGBA, its 4th channel dropped as alpha

@@ -111,7 +111,9 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
         res.reason = output_name_problem(job, ctx) or ""
         if res.reason:  # its lock, sidecar or output could not be created
             return res
-        check_input_file(job.input)  # a FIFO would hang the batch; an empty file, a dangling link
+        # once per job, before output_state reads the input (a FIFO would hang the batch; an
+        # empty file, a dangling link); the runners open it without checking again
+        check_input_file(job.input)
         job.output.parent.mkdir(parents=True, exist_ok=True)
         lock = OutputLock(job.output, wait=wait)
         with lock as locked:

@@ -49,11 +49,11 @@ def run_segment(job: Job, ctx: Context, model) -> dict:
         return _replay_session(job, ctx, model, job.prompts.session)
     method = ctx.params.get("method") or getattr(model, "family", "sam1")
     if method == "sam2":
-        return run_segment_sam2(job, ctx, model, open_image(job.input, ctx))
+        return run_segment_sam2(job, ctx, model, open_image(job.input, ctx, check=False))
     from napari_sam.models.registry import require_family
 
     require_family(model, "sam1", "segment --method sam1")
-    opened = open_image(job.input, ctx)
+    opened = open_image(job.input, ctx, check=False)  # (run_job checked it)
     announce_colour_planes(job, ctx, opened)
     constant = announce_constant_prompt_slices(job, ctx, opened)
     params = {k: v for k, v in ctx.params.items() if k in SEGMENT_KEYS and v is not None}
