@@ -55,3 +55,24 @@ def test_the_limit_without_resume_and_no_run_to_continue_names_the_option_given(
         "piece saves new.train-state.pt beside -o, and the same command with --resume "
         "continues from it)")
     assert not out.exists()
+
+
+def test_overwrite_without_resume_starts_a_new_run_that_resume_cannot_mistake(first_piece,
+                                                                               capsys):
+    """``--overwrite`` without ``--resume`` beside a resumable run's state trains from the
+    start; the old state went with it, so a later ``--resume`` does not continue the old run
+    over the new model (it continued from the old run's step 1 and replaced the new model)."""
+    argv, out = first_piece
+    state = out.with_name("m.train-state.pt")
+    rc, stdout, err = cli([*argv, "--overwrite"], capsys)
+    assert rc == 0, err
+    assert f"wrote {out}" in stdout and "2 epoch(s)" in stdout
+    assert not state.exists()
+    new = md5s(out)
+    rc, _, err = cli([*argv, "--resume"], capsys)
+    assert rc == 2
+    assert error_line(err) == (
+        f"napari-sam: error: {out} already exists and there is no training state beside it "
+        "(m.train-state.pt) to continue: --resume would train it again from the start over "
+        "it; pass --overwrite for that, or choose another -o")
+    assert md5s(out) == new and not state.exists()

@@ -237,7 +237,9 @@ def train(
         on the training data when only one item is usable). Default: a logging warning.
     overwrite : bool
         Replace an existing ``out`` and a ``<out stem>.json`` beside it that no training run
-        wrote (default: a FileExistsError before any work).
+        wrote (default: a FileExistsError before any work). Without ``resume`` this starts a
+        new run: the training state of an earlier resumable run of ``out`` is removed once
+        the data and model have loaded, so a later ``resume=True`` cannot continue that run.
 
     Returns
     -------
@@ -281,6 +283,8 @@ def train(
     trainer = Trainer(sam, cfg, device=dev, seed=seed, total_steps=spe * epochs)
     meta_base = _run_metadata(pairs, items, train_items, val_items, base, seed, cfg,
                               data_description)
+    if overwrite and not resume and out is not None:  # a new run: not the old one's to resume
+        training_state_path(out).unlink(missing_ok=True)
     state_path = training_state_path(out) if resume else None
     state = load_training_state(state_path) if state_path and state_path.is_file() else None
     model_key = str(Path(base).resolve()) if os.path.isfile(base) else base
