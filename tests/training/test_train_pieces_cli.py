@@ -36,8 +36,8 @@ def test_a_rerun_without_resume_names_the_run_to_continue(first_piece, capsys, l
     assert rc == 2
     assert error_line(err) == (
         f"napari-sam: error: {state} is the training state of a resumable run of -o {out}: "
-        "add --resume to continue that run (with its options), or delete m.train-state.pt "
-        "and pass --overwrite to train from the start")
+        "add --resume to continue that run (with its options), or pass --overwrite to train "
+        "from the start (it removes the state)")
     assert md5s(state, out) == before
     rc, stdout, err = cli([*argv, "--resume", *limit], capsys)  # the fix the line names
     assert rc == 0, err

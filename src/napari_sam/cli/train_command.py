@@ -188,8 +188,8 @@ def check_pieces(args, out: Path) -> None:
     state = training_state_path(out)
     if state.exists() and not args.overwrite:
         raise CLIError(f"{state} is the training state of a resumable run of -o {out}: add "
-                       "--resume to continue that run (with its options), or delete "
-                       f"{state.name} and pass --overwrite to train from the start", 2)
+                       "--resume to continue that run (with its options), or pass "
+                       "--overwrite to train from the start (it removes the state)", 2)
     given = [o for o, v in (("--max-steps", args.max_steps), ("--minutes", args.minutes)) if v]
     if given:
         raise CLIError(f"{' and '.join(given)} {'stops' if len(given) == 1 else 'stop'} a "
