@@ -75,8 +75,8 @@ T = TypeVar("T")
 # ------------------------------------------------------------------------------ messages
 def _is_tensor(value) -> bool:
     """Whether ``value`` is a torch tensor (never, while torch is not imported)."""
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(value, torch.Tensor)
+    tensor = getattr(sys.modules.get("torch"), "Tensor", None)  # (None: half-imported)
+    return tensor is not None and isinstance(value, tensor)
 
 
 def plain(values) -> tuple:

@@ -10,6 +10,7 @@ as a user meets it: the test process has torch imported already.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -56,6 +57,103 @@ print(json.dumps({**opened, "importer": importer.get("thread"), "ready": c.ready
                   "longest_stall_s": round(gap, 2)}))
 viewer.close()
 '''
+
+#: the dock opened, then at once: napari closed (the torch import still running), or wait()
+SHORT = r'''
+import json, sys, threading, time
+importer = {}
+
+
+class Spy:
+    def find_spec(self, name, path, target=None):
+        if name == "torch" and not importer:
+            importer["thread"] = threading.current_thread().name
+        return None
+
+
+sys.meta_path.insert(0, Spy())
+import numpy as np
+import napari
+from qtpy.QtWidgets import QApplication
+
+viewer = napari.Viewer(show=False)
+viewer.add_image(np.random.default_rng(0).normal(20, 3, (4, 64, 64)).astype("float32"),
+                 name="stack")
+_, widget = viewer.window.add_plugin_dock_widget("napari-sam-stacks", "Segment Anything")
+c = widget.controller
+if sys.argv[1] == "close":
+    viewer.close()
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 10 and ("torch" not in sys.modules
+                                              or time.perf_counter() - t0 < 1):
+        QApplication.processEvents()
+        time.sleep(0.01)
+    time.sleep(0.5)
+    print(json.dumps({"closed": True}))
+else:
+    started = "torch" in sys.modules
+    if sys.argv[1] == "click":  # at once, as a user clicking a nucleus the moment it shows
+        c.points_layer.add([c.current_z(), 20, 20])
+        widget._device.setCurrentText("cpu")
+    widget.wait()
+    print(json.dumps({"torch_before": started, "ready": c.ready([c.current_z()]),
+                      "status": c.status, "info": widget._device_info.text(),
+                      "importer": importer.get("thread"), "previews": len(c.previews),
+                      "device": c.device}))
+    viewer.close()
+'''
+
+
+def _run(script, *args, env=None, cwd=None) -> tuple[dict, str]:
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
+                         text=True, timeout=300, env=env, cwd=cwd)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        pytest.fail(f"the script printed no result: {out.stderr[-3000:]}")
+    return json.loads(lines[-1]), out.stderr
+
+
+def test_closing_napari_while_torch_imports_raises_nothing(tmp_path):
+    got, stderr = _run(SHORT, "close", cwd=tmp_path)
+    assert got == {"closed": True}
+    assert "RuntimeError" not in stderr and "Traceback" not in stderr, stderr[-3000:]
+
+
+def test_wait_waits_for_the_first_preload_behind_the_torch_import(tmp_path):
+    """``w.wait()`` right after opening returns with the shown slice embedded, as
+    docs/scripting.md promises (it returned at once: no job ran yet, torch was importing)."""
+    got, _ = _run(SHORT, "wait", cwd=tmp_path)
+    assert got["torch_before"] is False and got["ready"], got
+    assert got["info"].startswith("cpu, "), got
+
+
+def test_a_click_and_a_device_change_before_torch_is_imported_wait_for_it(tmp_path):
+    """A click (and a Device change) in the seconds torch imports: the preview and the device
+    follow once it is imported, off the main thread (the click imported it there: 1.6-3.1 s of
+    frozen napari)."""
+    got, _ = _run(SHORT, "click", cwd=tmp_path)
+    assert got["torch_before"] is False, got
+    assert got["importer"] == "napari-sam import torch", got
+    assert got["previews"] == 1 and got["device"] == "cpu", got
+    assert got["info"].startswith("cpu, "), got
+
+
+def test_a_torch_that_cannot_be_imported_is_said_in_the_dock(tmp_path):
+    """A broken torch install: the Device line and the status line say so and what to do;
+    no job is started (it failed with "unexpected ImportError ... report it")."""
+    fake = tmp_path / "fake" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('libtorch_cpu.so: cannot open "
+                                      "shared object file')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(fake.parent), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    got, stderr = _run(SHORT, "wait", env=env, cwd=tmp_path)
+    assert got["info"] == ("not usable: PyTorch cannot be imported (libtorch_cpu.so: cannot "
+                           "open shared object file); reinstall torch"), got
+    assert got["status"] == ("PyTorch cannot be imported (libtorch_cpu.so: cannot open shared "
+                             "object file), so no model can run: reinstall torch in this "
+                             "environment, then restart napari."), got
+    assert not got["ready"] and "report it" not in stderr
 
 
 def test_the_dock_opens_without_importing_torch_on_the_main_thread(tmp_path):

@@ -26,3 +26,21 @@ def test_a_click_with_live_preview_off_names_shift_s(stack_widget):
     assert c.previews
     press("Shift-C")
     assert (c.target_labels()[3] == 1).any()
+
+
+def test_removing_a_prompt_with_live_preview_off_previews_nothing(stack_widget):
+    """A removal is no click to answer: the status is not "Prompt kept", and nothing is
+    decoded (the removal decoded the prompts left although the live preview was off)."""
+    viewer, widget = stack_widget
+    c = widget.controller
+    widget._live.click()
+    canvas_click(viewer, 20, 20)
+    canvas_click(viewer, 44, 44)
+    c.points_layer.selected_data = {1}
+    c.points_layer.remove_selected()
+    assert len(c.points_layer.data) == 1
+    assert not c.previews and c.status == LIVE_OFF  # what the last click said, no more
+    c._say("checked")
+    c.points_layer.selected_data = {0}
+    c.points_layer.remove_selected()
+    assert c.status == "checked" and not c.previews

@@ -131,7 +131,8 @@ def test_cancelling_sam2_propagation_leaves_the_labels_unchanged(sam2_widget, qt
     qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
     assert jobs[0].cancelled and jobs[0].worker is not None
     assert widget._status.text().startswith(
-        "Cancelled: Propagating through the stack with SAM 2 memory. Nothing was changed.")
+        "Cancelled: Propagating through the stack with SAM 2 memory. The labels and prompts "
+        "are as they were")
     assert c.volume is None and not np.asarray(c.preview_layer.data).any()
     assert np.array_equal(np.asarray(labels.data), before)
     # the widget stays usable: propagating again runs to the end (present on every slice)

@@ -43,3 +43,15 @@ def test_propagate_from_another_slice_names_the_prompted_slices(session):
     s.axis_kind = "z"
     s.propagate(all_objects=True)  # what the message offers works from here
     assert s.volume is not None and np.asarray(s.volume.labels)[3].any()
+
+
+def test_commit_with_prompts_on_another_slice_names_them(session):
+    s = session
+    s.live = False
+    s.add_point(3, 20, 20)
+    s.go_to_slice(1)
+    with pytest.raises(UserError) as err:
+        s.commit()
+    assert str(err.value) == (
+        "Not committed: nothing is previewed on this slice (1); the prompts are on slice 3: "
+        "go there to preview and commit them (Shift+D propagates them).")

@@ -27,6 +27,7 @@ from . import targets as T
 from .layer_history import record_step
 from .notify import guarded, info, report, status_text, warn
 from .paint_autosave import PaintAutosave
+from .torch_import import torch_import
 from .workers import Job, run_job
 
 __all__ = ["AnnotationController"]
@@ -436,9 +437,8 @@ class AnnotationController(AnnotationSession):
         self.trace_changed.emit(trace)
 
     def refresh_preview(self) -> None:
-        # self as the handler's first argument: a refusal (e.g. "Label 5 is not on slice 4")
-        # also becomes the status line, not only a notification
-        guarded(lambda controller: controller.update_preview())(self)
+        # self as the handler's argument: a refusal is the status line too; after torch
+        torch_import().then(lambda: guarded(lambda c: c.update_preview())(self))
 
     # ------------------------------------------------------------------ setup
     def set_image(self, layer, channel_axis: int | None = None,
@@ -778,10 +778,10 @@ class AnnotationController(AnnotationSession):
                 self.points_layer.refresh_colors()
                 self._negative_click = False
                 self._restore_default_kind()
-        if not (self._muted or self.live):
-            self._say(LIVE_OFF)  # the prompt is kept; nothing else would answer the click
-        elif not self._muted:
+        if not self._muted and self.live:
             self.refresh_preview()
+        elif not self._muted and action.endswith("added"):  # kept, not decoded: say so
+            self._say(LIVE_OFF)
 
     def set_negative(self, negative: bool) -> None:
         self._negative_mode = bool(negative)

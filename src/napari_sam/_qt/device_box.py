@@ -1,89 +1,41 @@
-"""The dock's *Device* and *Precision* boxes, and PyTorch imported off the main thread.
-
-Importing torch takes 2-5 s on a busy 2-core machine. The dock opened in that time with napari
-frozen (the devices were listed, and the model cache keys resolved, on the main thread), so
-the dock starts :class:`TorchImport` instead: the boxes offer "auto" and "cpu" and say that
-PyTorch is loading, the first preload waits for it, and once torch is imported the devices
-found here (CUDA, MPS) are listed (a mixin of :class:`~napari_sam._qt.widget.SamWidget`).
+"""The dock's *Device* and *Precision* boxes (a mixin of
+:class:`~napari_sam._qt.widget.SamWidget`): while PyTorch is imported in the background
+(:mod:`napari_sam._qt.torch_import`) they offer "auto" and "cpu", say that PyTorch is loading
+and apply a change once it is imported; then the devices found here (CUDA, MPS) are listed.
 """
 
 from __future__ import annotations
 
-import sys
-import threading
-
-from qtpy.QtCore import QObject, QTimer, Signal, Slot
-
 from napari_sam.annotate.model_choice import device_choices, device_line
 
 from .notify import guarded
+from .torch_import import torch_import
 
-__all__ = ["LOADING_TORCH", "DeviceBox", "TorchImport"]
+__all__ = ["LOADING_TORCH", "DeviceBox"]
 
 #: The line under 'Device' while torch is being imported
 LOADING_TORCH = "loading PyTorch ..."
 
 
-class TorchImport(QObject):
-    """Import torch in a background thread; :meth:`then` runs a callable on the main thread
-    once it is imported (at once when it was already). A failed import is kept in
-    :attr:`error` (the first job then says why torch cannot be used)."""
-
-    _finished = Signal()
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.error: BaseException | None = None
-        self.done = "torch" in sys.modules
-        self._waiting: list = []
-        if not self.done:
-            self._finished.connect(self._on_finished)  # queued: this object's thread
-            # started once the dock is shown: importing beside the dock's construction made
-            # both wait for the GIL (the dock took as long to open as with torch imported)
-            QTimer.singleShot(0, self._start)
-
-    def _start(self) -> None:
-        if "torch" in sys.modules:
-            self._on_finished()
-        else:
-            threading.Thread(target=self._run, name="napari-sam import torch",
-                             daemon=True).start()
-
-    def _run(self) -> None:
-        try:
-            import torch  # noqa: F401
-        except BaseException as err:  # noqa: BLE001 - said by the first job that needs it
-            self.error = err
-        self._finished.emit()
-
-    @Slot()
-    def _on_finished(self) -> None:
-        self.done = True
-        waiting, self._waiting = self._waiting, []
-        for fn in waiting:
-            fn()
-
-    def then(self, fn) -> None:
-        """Run ``fn()`` on the main thread once torch is imported (now, if it is)."""
-        if self.done:
-            fn()
-        else:
-            self._waiting.append(fn)
-
-
 class DeviceBox:
     """The *Device* and *Precision* handlers (``self._device``, ``self._precision`` and
-    ``self._device_info`` are the widget's; ``self._torch`` is its :class:`TorchImport`)."""
+    ``self._device_info`` are the widget's; ``self._torch`` is the process's
+    :class:`~napari_sam._qt.torch_import.TorchImport`)."""
 
     def _start_torch_import(self) -> None:
         """Import torch in the background; the device list and line follow it."""
-        self._torch = TorchImport(self)
+        self._torch = torch_import()
         self._torch.then(self._on_torch_imported)
 
     def _on_torch_imported(self) -> None:
         if self._closed:
             return
-        if self._torch.error is None:
+        if self._torch.error is not None:  # nothing can run: say it where the user looks
+            c = self.controller
+            c.status = (f"PyTorch cannot be imported ({self._torch.error}), so no model can "
+                        "run: reinstall torch in this environment, then restart napari.")
+            c.notify_status(c.status)
+        else:
             names = device_choices()
             box, current = self._device, self._device.currentText()
             box.blockSignals(True)
@@ -95,6 +47,9 @@ class DeviceBox:
 
     @guarded
     def _on_device_changed(self):
+        if not self._torch.done:  # applied once torch is imported (a device needs it)
+            self._torch.then(self._on_device_changed)
+            return
         try:
             self.controller.set_device(self._device.currentText())
         finally:
@@ -102,6 +57,9 @@ class DeviceBox:
 
     @guarded
     def _on_precision_changed(self):
+        if not self._torch.done:
+            self._torch.then(self._on_precision_changed)
+            return
         try:
             self.controller.set_precision(self._precision.currentText())
         finally:

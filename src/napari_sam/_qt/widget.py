@@ -536,7 +536,7 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
         event loop once the current change is done (the widget is shown first)."""
         if self.preload and not self._closed and not self._torch.done:
             self._torch.then(lambda: self._on_preload(lead))  # keys resolve the device
-        elif self.preload and not self._closed:
+        elif self.preload and not self._closed and self._torch.error is None:
             return self.controller.preload(lead)
 
     def _select_points(self):
@@ -673,8 +673,8 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
             while quiet < 3:  # no job over three rounds of events: a timer that starts one
                 app.processEvents()
                 job = self.controller.job
-                if job is None or not job.running:
-                    quiet += 1
+                if (job is None or not job.running) and self._torch.done:  # (the preload
+                    quiet += 1  # waits for torch, imported in the background)
                     continue
                 quiet = 0
                 if deadline is not None and time.monotonic() > deadline:

@@ -12,15 +12,22 @@ LIVE_OFF = ("Prompt kept; 'Live preview' is off, so nothing is decoded yet: pres
             "preview the object, then Shift+C to commit it.")
 
 
-def nothing_to_commit(prompt_arrays, live: bool) -> str:
-    """Why a commit found no preview: no prompts, or prompts not previewed yet
-    (``prompt_arrays``: the session's (points, point labels, boxes); ``live``: whether
-    'Live preview' is on). A user who clicked with the live preview off was told to click."""
+def nothing_to_commit(prompt_arrays, live: bool, current_z) -> str:
+    """Why a commit found no preview: no prompts, prompts on other slices only, or prompts not
+    previewed yet (``prompt_arrays``: the session's (points (P, 3), point labels, boxes
+    (N, 5)), z first; ``live``: whether 'Live preview' is on; ``current_z()``: the slice
+    shown). A user who clicked with the live preview off was told to click."""
+    from napari_sam.trace import describe_slices
+
     points, _, boxes = prompt_arrays
     if not len(points) + len(boxes):
         return "Nothing to commit: click a point or draw a box on the object first."
-    why = ("'Live preview' is off" if not live else
-           "its preview is not ready, or the prompts are on another slice")
+    slices, z = sorted({int(round(v)) for v in [*points[:, 0], *boxes[:, 0]]}), current_z()
+    if z not in slices:
+        where = describe_slices(slices, True)
+        return (f"Not committed: nothing is previewed on this slice ({z}); the prompts are on "
+                f"{where}: go there to preview and commit them (Shift+D propagates them).")
+    why = "'Live preview' is off" if not live else "its preview is not ready"
     return (f"Not committed: the prompts have no preview yet ({why}). Press Shift+S to "
             "preview them on this slice, check the mask, then Shift+C.")
 

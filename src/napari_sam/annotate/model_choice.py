@@ -196,7 +196,7 @@ def default_choice(choices: list[ModelChoice]) -> ModelChoice | None:
 def device_choices(import_torch: bool = True) -> list[str]:
     """"auto" and the devices available here. Without ``import_torch``, while torch is not
     imported yet: "auto" and "cpu" (importing torch took 2-5 s of the dock's opening, on the
-    main thread; the dock asks again once a model is loaded)."""
+    main thread; the dock asks again once torch is imported)."""
     torch = sys.modules.get("torch")
     if torch is None and not import_torch:
         return ["auto", "cpu"]

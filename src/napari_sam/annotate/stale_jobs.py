@@ -47,8 +47,11 @@ class StaleJobs:
         meanwhile, which follows this line)."""
         pending, self._pending = self._pending, False
         made, self.made_embeddings = self.made_embeddings, []
-        if not job.stale:
-            self._say(f"Cancelled: {job.description}. Nothing was changed.")
+        if not job.stale:  # it said "Nothing was changed" while the slices it embedded stayed
+            kept = ("" if made or self.emb is None else
+                    " (the slices it had embedded are kept)")  # embeddings it made are not
+            self._say(f"Cancelled: {job.description}. The labels and prompts are as they "
+                      f"were{kept}.")
             return None
         if self.source is None:
             why, kept = "its image layer was removed", "nothing of that image is kept"
