@@ -27,7 +27,7 @@ import hashlib
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ from napari_sam.preprocess import (
     reject_napari_layer,
     to_uint8_rgb,
 )
+from napari_sam.progress import ProgressArg, reports_progress
 
 __all__ = [
     "OWNER_ATTR",
@@ -452,16 +453,19 @@ class StackEmbeddings:
         self.compute(ahead)
         return self._memory[z]
 
+    @reports_progress("embed", unit="slice")
     def compute(
         self,
         indices: Iterable[int] | None = None,
-        progress: Callable[[int, int], None] | None = None,
+        progress: ProgressArg = None,
     ) -> StackEmbeddings:
         """Make sure the embeddings of ``indices`` (default: all slices) exist.
 
         Slices found in the store with a matching pixel hash are loaded, the rest are encoded
         in batches of ``batch_size`` and written to the store as they finish, so an interrupted
-        run resumes where it stopped. ``progress(done, total)`` is called after each batch.
+        run resumes where it stopped. ``progress``: None or False (silent), True (a
+        ``tqdm.auto`` bar) or a callable ``progress(done, total)``, called after each batch
+        (TypeError for anything else, before any work).
         """
         todo: Sequence[int] = (
             range(self.shape[0]) if indices is None else [self._check_index(i) for i in indices]
@@ -509,6 +513,7 @@ class StackEmbeddings:
         return self
 
 
+@reports_progress("embed", unit="slice")
 def embed(
     stack,
     model,
@@ -521,7 +526,7 @@ def embed(
     precision: str = "auto",
     cache_size: int = 64,
     compute: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressArg = None,
 ) -> StackEmbeddings:
     """Per-slice embeddings of a stack along its first axis, never tiled.
 
@@ -551,8 +556,9 @@ def embed(
         Embeddings kept in memory (LRU).
     compute : bool
         Compute all slices now instead of on demand.
-    progress : callable(done, total), optional
-        Called after each batch when ``compute`` is True.
+    progress : None, bool or callable(done, total)
+        When ``compute`` is True: None or False: silent; True: a ``tqdm.auto`` progress bar;
+        a callable: called after each batch. Anything else: TypeError before any work.
     """
     emb = StackEmbeddings(
         stack,

@@ -48,6 +48,7 @@ from napari_sam.embeddings import (
 from napari_sam.models.registry import require_family
 from napari_sam.predictor import Predictor
 from napari_sam.preprocess import DEFAULT_PERCENTILES, check_contrast_limits
+from napari_sam.progress import ProgressArg, ProgressBar, reports_progress
 from napari_sam.tiling import TiledEmbedding, Window, choose_tiling
 
 __all__ = ["DEFAULT_CACHE_BYTES", "SliceView", "TiledStackEmbeddings", "WindowView", "embed"]
@@ -347,10 +348,11 @@ class TiledStackEmbeddings:
                               image=SliceView(self.stack, z),
                               contrast_limits=self.contrast_limits, views=self._views_of(z))
 
+    @reports_progress("embed", unit="tile")
     def compute(
         self,
         indices: Iterable[int] | None = None,
-        progress: Callable[[int, int], None] | None = None,
+        progress: ProgressArg = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> TiledStackEmbeddings:
         """Make sure the embeddings of ``indices`` (default: all slices) exist, in the store
@@ -358,7 +360,8 @@ class TiledStackEmbeddings:
         stay).
 
         Slices go in chunks of ``batch_size``, each chunk through every window.
-        ``progress(done, total)`` counts (slice, window) pairs (total = slices x windows) and
+        ``progress`` (None or False: silent, True: a ``tqdm.auto`` bar, or a callable
+        ``progress(done, total)``; TypeError for anything else) counts (slice, window) pairs (total = slices x windows) and
         is called after each window of each chunk; ``should_stop()`` is checked before each,
         and when it returns True the computation stops there (what is done stays stored) and
         :attr:`stopped` is set.
@@ -383,6 +386,7 @@ class TiledStackEmbeddings:
         return self
 
 
+@reports_progress("embed", unit="slice")
 def embed(
     stack,
     model,
@@ -395,7 +399,7 @@ def embed(
     precision: str = "auto",
     cache_size: int = 64,
     compute: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressArg = None,
     tiling="auto",
     cache_bytes: int = DEFAULT_CACHE_BYTES,
 ) -> StackEmbeddings | TiledStackEmbeddings:
@@ -415,8 +419,8 @@ def embed(
         The same for every slice and every window (default: the whole stack's percentiles).
     cache_size : int
         Embeddings kept in memory (LRU) when not tiled.
-    progress : callable(done, total), optional
-        Tiled: counts (slice, window) pairs.
+    progress : None, bool or callable(done, total)
+        As there (True: a ``tqdm.auto`` bar); tiled: counts (slice, window) pairs.
     tiling : "auto", None, False, True, int, (int, int) or Tiling
         ``"auto"`` embeds slices whose longer side exceeds 1.5 model inputs in overlapping
         windows of the model input at native scale (halo: an eighth of the input); None or
@@ -452,6 +456,8 @@ def embed(
             contrast_limits=contrast_limits, percentiles=percentiles, cache_bytes=cache_bytes,
             predictor=predictor,
         )
+        if isinstance(progress, ProgressBar):
+            progress.unit = "tile"  # (slice, window) pairs
     if compute:
         emb.compute(progress=progress)
     return emb

@@ -4,8 +4,6 @@ embeddings."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from napari_sam.automatic.foreground import auto_foreground, is_constant
@@ -14,8 +12,10 @@ from napari_sam.automatic.params import check_int, make_params, recommended_thre
 from napari_sam.automatic.results import AutomaticResult, empty_result
 from napari_sam.automatic.stack import segment_stack
 from napari_sam.preprocess import reject_napari_layer
+from napari_sam.progress import ProgressArg, reports_progress
 
 
+@reports_progress("segment everything")
 def segment_everything(
     image_or_embeddings,
     model=None,
@@ -47,7 +47,7 @@ def segment_everything(
     precision: str = "auto",
     fast_decoder: bool = True,
     keep_masks: bool = True,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressArg = None,
     tiling="auto",
 ) -> AutomaticResult:
     """Automatic instance segmentation of a 2D image or a stack ("segment everything").
@@ -155,10 +155,12 @@ def segment_everything(
         own decoder.
     keep_masks : bool
         Store each mask (cropped to its bbox) in its record.
-    progress : callable(done, total), optional
-        Stacks: called after each slice (each window of each slice when tiled), then during
-        propagation (which counts as much as the slices). Tiled 2D images: called after each
-        window. Raising from it stops the run (how the GUI cancels).
+    progress : None, bool or callable(done, total)
+        None or False: silent. True: a ``tqdm.auto`` progress bar. A callable: stacks: called
+        after each slice (each window of each slice when tiled), then during propagation
+        (which counts as much as the slices). Tiled 2D images: called after each window.
+        Raising from it stops the run (how the GUI cancels). Anything else: TypeError before
+        any work.
     tiling : "auto", None, False, True, int, (int, int) or Tiling
         Segment a 2D image (or each slice of a stack) larger than the model input at full
         resolution in overlapping windows of the model input's size (see
@@ -182,6 +184,8 @@ def segment_everything(
     ValueError
         For invalid parameters (e.g. ``points_per_side=0``, thresholds outside [0, 1]) or
         inputs. An empty (all-equal) image gives zero objects, not an error.
+    TypeError
+        For a ``progress`` that is not None, a bool or a callable.
     """
     from napari_sam.embeddings import StackEmbeddings
     from napari_sam.predictor import ImageEmbedding
@@ -208,11 +212,7 @@ def segment_everything(
     )  # fmt: skip
     stack_args = _stack_args(link_iou, max_gap, min_z_extent, keep_masks, progress, propagate,
                              axis_kind)
-    if isinstance(foreground, str) and foreground != "auto":
-        raise ValueError(f"foreground must be None, 'auto' or a boolean array, got {foreground!r}")
-    if isinstance(tiling, str) and tiling != "auto":
-        raise ValueError(f"tiling must be 'auto', None, True, a halo or (window, halo); got "
-                         f"{tiling!r}")
+    _check_choices(foreground, tiling)
 
     if isinstance(x, StackEmbeddings) or _is_tiled_stack(x):
         if model is not None and model is not x.model \
@@ -229,6 +229,15 @@ def segment_everything(
                                         device, precision, keep_masks, progress)
     return _segment_array(x, model, params, foreground, contrast_limits, device, precision,
                           keep_masks, stack_args, tiling)
+
+
+def _check_choices(foreground, tiling) -> None:
+    """ValueError for a ``foreground`` or ``tiling`` string other than "auto"."""
+    if isinstance(foreground, str) and foreground != "auto":
+        raise ValueError(f"foreground must be None, 'auto' or a boolean array, got {foreground!r}")
+    if isinstance(tiling, str) and tiling != "auto":
+        raise ValueError(f"tiling must be 'auto', None, True, a halo or (window, halo); got "
+                         f"{tiling!r}")
 
 
 def _refuse_sam2(model) -> None:

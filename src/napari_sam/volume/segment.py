@@ -8,8 +8,9 @@ in order (:class:`napari_sam.volume.propagator.Propagator`) into a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
+from napari_sam.progress import ProgressArg, reports_progress
 from napari_sam.volume.annotations import normalize_prompts
 from napari_sam.volume.chains import Chain
 from napari_sam.volume.propagator import Propagator
@@ -26,6 +27,7 @@ AXIS_KINDS = ("z", "t")
 _AUTO_MODE = {"z": "box+mask", "t": "box+mask"}
 
 
+@reports_progress("segment volume")
 def segment_volume(
     emb,
     prompts: Mapping,
@@ -45,7 +47,7 @@ def segment_volume(
     motion: bool | None = None,
     boundary: str = "threshold",
     predictor=None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressArg = None,
 ) -> VolumeResult:
     """Segment objects through a stack from prompts on one or more slices.
 
@@ -140,8 +142,9 @@ def segment_volume(
         stack with ``"auto"`` (``"edge"`` raises there).
     predictor : Predictor, optional
         Decoder to use; default ``emb.predictor``.
-    progress : callable(done, total), optional
-        Called after each slice of the two sweeps (total = 2 Z; tiled: 2 Z per window or view
+    progress : None, bool or callable(done, total)
+        None or False: silent; True: a ``tqdm.auto`` progress bar; a callable: called after
+        each slice of the two sweeps (total = 2 Z; tiled: 2 Z per window or view
         used, after a (0, 2 Z) per object while the objects' frames are chosen).
 
     Returns
@@ -156,6 +159,8 @@ def segment_volume(
         Prompts outside the slices, slice indices out of range, an object without prompts,
         masks whose shape differs from the embedded stack, unknown modes, an unknown
         ``boundary``, ``boundary="edge"`` on a tiled stack.
+    TypeError
+        A ``progress`` that is not None, a bool or a callable (before any work).
 
     Examples
     --------

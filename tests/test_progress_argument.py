@@ -1,0 +1,114 @@
+"""The ``progress=`` argument of the long library calls, as a notebook user passes it: None or
+False (silent), True (a tqdm bar), a callable ``(done, total)``; anything else is refused
+before any work, naming the argument and what it accepts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stacks import blob_stack
+from tiny_configs import TINY_CNN
+
+#: segment_everything's thresholds off: the random tiny model's masks are kept, so that the
+#: stack's objects are linked and propagated
+KEEP_ALL = dict(points_per_side=4, pred_iou_thresh=0, stability_score_thresh=0)
+REFUSED = r"progress must be None or False \(silent\), True \(a tqdm progress bar\) or a " \
+          r"callable progress\(done, total\); got 'yes' \(str\)"
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A random tiny CNN-encoder model (128 px input, id "tiny_cnn"), in memory."""
+    from napari_sam.models.build import SamConfig, build_sam
+
+    torch.manual_seed(0)
+    return build_sam(SamConfig(**TINY_CNN)).eval()
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """(7, 48, 48) float32: two bright discs on noise on every slice."""
+    return blob_stack(z=7, size=48)
+
+
+def test_progress_true_draws_a_tqdm_bar_and_changes_nothing(model, stack, capsys):
+    import napari_sam as ns
+
+    emb = ns.embed(stack, model, device="cpu")
+    quiet = ns.segment_everything(emb, model, **KEEP_ALL)
+    assert capsys.readouterr().err == ""  # silent by default
+    shown = ns.segment_everything(emb, model, progress=True, **KEEP_ALL)
+    err = capsys.readouterr().err
+    assert "segment everything" in err and "14/14" in err  # 7 slices, then propagation
+    assert np.array_equal(shown.labels, quiet.labels) and quiet.labels.max() > 0
+    assert ns.segment_everything(emb, model, progress=False, **KEEP_ALL).labels.max() > 0
+    assert capsys.readouterr().err == ""
+
+    fresh = ns.embed(stack, model, device="cpu", compute=True, progress=True)
+    err = capsys.readouterr().err
+    assert "embed" in err and "7/7" in err and "slice" in err
+    assert fresh.encoder_calls > 0
+
+
+def test_progress_true_on_segment_volume_and_compute(model, stack, capsys):
+    import napari_sam as ns
+
+    emb = ns.embed(stack, model, device="cpu")
+    emb.compute(progress=True)
+    assert "7/7" in capsys.readouterr().err
+    res = ns.segment_volume(emb, {1: [{"slice": 3, "points": [[20, 20]]}]}, progress=True)
+    err = capsys.readouterr().err
+    assert "segment volume" in err and "14/14" in err
+    assert res.labels.shape == stack.shape
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, 0.5])
+def test_a_bad_progress_is_refused_before_any_work(model, stack, tmp_path, bad):
+    import napari_sam as ns
+
+    emb = ns.embed(stack, model, device="cpu")  # lazy: nothing encoded yet
+    calls = [
+        lambda: ns.segment_everything(emb, model, progress=bad, **KEEP_ALL),
+        lambda: ns.segment_everything(stack, model, progress=bad, **KEEP_ALL),
+        lambda: ns.segment_volume(emb, {1: [{"slice": 3, "points": [[20, 20]]}]},
+                                  progress=bad),
+        lambda: emb.compute(progress=bad),
+        lambda: emb.compute(None, bad),
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match=r"^progress must be None or False"):
+            call()
+    assert emb.encoder_calls == 0
+    store = tmp_path / "emb.zarr"
+    with pytest.raises(TypeError, match="progress must be"):
+        ns.embed(stack, model, store=store, compute=True, progress=bad)
+    assert not store.exists()  # refused before the store was made
+
+
+def test_the_refusal_names_the_argument_and_the_accepted_forms(model, stack):
+    import napari_sam as ns
+
+    emb = ns.embed(stack, model, device="cpu")
+    with pytest.raises(TypeError, match=REFUSED):
+        ns.segment_everything(emb, model, progress="yes")
+
+
+def test_tiled_embeddings_take_the_same_progress_forms(model, capsys):
+    import napari_sam as ns
+
+    big = blob_stack(z=2, size=200)  # over 1.5 model inputs: tiled
+    emb = ns.embed(big, model, device="cpu")
+    assert emb.tiling is not None
+    with pytest.raises(TypeError, match="progress must be"):
+        emb.compute(progress=object())
+    assert emb.encoder_calls == 0
+    emb.compute(progress=True)
+    n = 2 * len(emb.tiling)
+    err = capsys.readouterr().err
+    assert f"{n}/{n}" in err and "tile" in err
+    calls = []
+    ns.embed(big, model, device="cpu", compute=True,
+             progress=lambda d, t: calls.append((d, t)))
+    assert calls[-1] == (n, n)
