@@ -112,3 +112,35 @@ def test_tiled_embeddings_take_the_same_progress_forms(model, capsys):
     ns.embed(big, model, device="cpu", compute=True,
              progress=lambda d, t: calls.append((d, t)))
     assert calls[-1] == (n, n)
+
+
+def test_a_stacks_progress_reports_each_step_once_up_to_the_total(model, stack):
+    """Slices, then propagation (2 Z steps of segment_volume onto the Z of the second half):
+    each (done, total) once, done strictly increasing, ending at (total, total)."""
+    import napari_sam as ns
+
+    emb = ns.embed(stack, model, device="cpu")
+    calls = []
+    res = ns.segment_everything(emb, model, progress=lambda d, t: calls.append((d, t)),
+                                **KEEP_ALL)
+    assert res.stats["propagation"]["seeds"] > 0  # propagated: the second half was reported
+    assert calls == [(d, 14) for d in range(1, 15)]  # 7 slices, then propagation
+    calls.clear()
+    ns.segment_everything(emb, model, propagate=False,
+                          progress=lambda d, t: calls.append((d, t)), **KEEP_ALL)
+    assert calls == [(d, 7) for d in range(1, 8)]
+
+
+def test_a_tiled_stacks_progress_reports_each_step_once(model):
+    """Tiled slices count (slice, window) steps: the window steps and the slice's end are
+    one step, not two."""
+    import napari_sam as ns
+
+    big = blob_stack(z=2, size=200)
+    emb = ns.embed(big, model, device="cpu")
+    calls = []
+    ns.segment_everything(emb, model, progress=lambda d, t: calls.append((d, t)), **KEEP_ALL)
+    total = 2 * 2 * len(emb.tiling)  # slices x windows, twice (propagation)
+    done = [d for d, _ in calls]
+    assert {t for _, t in calls} == {total} and calls[-1] == (total, total)
+    assert done == sorted(set(done)), calls  # strictly increasing

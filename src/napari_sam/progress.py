@@ -109,3 +109,30 @@ def reports_progress(desc: str, unit: str = "step") -> Callable[[Callable], Call
         return call
 
     return decorate
+
+
+class IncreasingProgress:
+    """A long call's progress made of parts, reported to ``progress(done, total)`` only where
+    ``done`` grows: no step is reported twice, and :meth:`finish` ends at (total, total).
+
+    Called as ``counter(done)`` with ``done`` out of ``total``; :meth:`part` maps a part that
+    counts its own steps ``(d, t)`` onto ``span`` steps from ``start`` (a propagation's 2 Z
+    steps onto the Z of a stack's second half).
+    """
+
+    def __init__(self, progress: Callable[[int, int], None], total: int):
+        self.progress, self.total, self.done = progress, int(total), 0
+
+    def __call__(self, done: int) -> None:
+        done = min(int(done), self.total)
+        if done > self.done:
+            self.done = done
+            self.progress(done, self.total)
+
+    def part(self, start: int, span: int) -> Callable[[int, int], None]:
+        """The callback ``(d, t)`` of a part worth ``span`` steps from ``start``."""
+        return lambda d, t: self(start + (span if t <= 0 else min(span, d * span // t)))
+
+    def finish(self) -> None:
+        """Report (total, total) unless it was reported."""
+        self(self.total)

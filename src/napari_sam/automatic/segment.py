@@ -158,7 +158,8 @@ def segment_everything(
     progress : None, bool or callable(done, total)
         None or False: silent. True: a ``tqdm.auto`` progress bar. A callable: stacks: called
         after each slice (each window of each slice when tiled), then during propagation
-        (which counts as much as the slices). Tiled 2D images: called after each window.
+        (which counts as much as the slices), with ``done`` strictly increasing to ``total``.
+        Tiled 2D images: called after each window.
         Raising from it stops the run (how the GUI cancels). Anything else: TypeError before
         any work.
     tiling : "auto", None, False, True, int, (int, int) or Tiling

@@ -19,6 +19,7 @@ from napari_sam.automatic.results import (
     finite_mean,
     new_stats,
 )
+from napari_sam.progress import IncreasingProgress
 
 
 def _stack_foreground(foreground, shape) -> np.ndarray | None:
@@ -61,9 +62,9 @@ def segment_stack(emb, params: AutomaticParams, foreground, link_iou, max_gap, m
     tiling = getattr(emb, "tiling", None)
     unit = 1 if tiling is None else len(tiling)  # progress steps per slice
     total = unit * zdim * (2 if propagate else 1)  # propagation counts as much as the slices
+    report = None if progress is None else IncreasingProgress(progress, total)  # no repeats
     per_slice, slice_records = _segment_slices(
-        emb, engine, fg_all, foreground, stats, keep_masks, images,
-        None if progress is None else (lambda done: progress(done, total)), unit,
+        emb, engine, fg_all, foreground, stats, keep_masks, images, report, unit,
     )
     labels, mapping = link_slices(
         per_slice, iou_threshold=link_iou, max_gap=max_gap,
@@ -71,8 +72,7 @@ def segment_stack(emb, params: AutomaticParams, foreground, link_iou, max_gap, m
     )
     scores = None
     if propagate and labels.max() > 0:
-        part = None if progress is None else (
-            lambda d, t: progress(unit * (zdim + d * zdim // t), total))
+        part = None if report is None else report.part(unit * zdim, unit * zdim)
         det = {(z, mapping[(z, i)]): r.predicted_iou for (z, i), r in slice_records.items()
                if mapping.get((z, i))}
         labels, final_id, scores, stats["propagation"] = propagate_objects(
@@ -80,8 +80,8 @@ def segment_stack(emb, params: AutomaticParams, foreground, link_iou, max_gap, m
             lambda z, oid: det.get((z, oid), float("nan")),
         )
         mapping = {(z, i): final_id(z, oid) for (z, i), oid in mapping.items()}
-    elif propagate and progress is not None:
-        progress(total, total)  # nothing to propagate
+    if report is not None:
+        report.finish()  # (total, total), also when there was nothing to propagate
     records = _object_records(labels, mapping, slice_records, scores)
     stats["objects"] = len(records)
     return AutomaticResult(labels, records, stats)
