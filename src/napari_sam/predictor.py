@@ -155,6 +155,15 @@ class BatchPrediction:
     logits: torch.Tensor
 
 
+def model_mismatch(made_by: str | None, uses: str | None, *, what: str = "the embedding was",
+                   user: str = "this predictor uses",
+                   fix: str = "recompute it with this model") -> str:
+    """The message of a ValueError for embeddings made by another model than the one given:
+    both model ids and the fix, e.g. "the embedding was made by model 'demo:...' but this
+    predictor uses 'file:...'; recompute it with this model"."""
+    return f"{what} made by model {made_by!r} but {user} {uses!r}; {fix}"
+
+
 class Predictor:
     """Segment one image with point, box and mask prompts.
 
@@ -424,10 +433,7 @@ class Predictor:
 
     def check_embedding(self, emb: ImageEmbedding) -> None:
         if emb.model_id != self.model.model_id:
-            raise ValueError(
-                f"the embedding was made by model {emb.model_id!r} but this predictor uses "
-                f"{self.model.model_id!r}; recompute it with this model"
-            )
+            raise ValueError(model_mismatch(emb.model_id, self.model.model_id))
         e = int(self.model.embedding_size)
         if tuple(emb.features.shape[-2:]) != (e, e):
             raise ValueError(f"embedding shape {tuple(emb.features.shape)} does not fit this model")

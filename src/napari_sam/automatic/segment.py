@@ -216,9 +216,7 @@ def segment_everything(
     _check_choices(foreground, tiling)
 
     if isinstance(x, StackEmbeddings) or _is_tiled_stack(x):
-        if model is not None and model is not x.model \
-                and getattr(model, "model_id", None) != x.model.model_id:
-            raise ValueError("the stack embeddings were made with another model")
+        _check_same_model(x, model)
         return segment_stack(x, params, foreground, *stack_args, images=image)
     if model is None:
         raise ValueError("a model is needed: segment_everything(image, model)")
@@ -230,6 +228,21 @@ def segment_everything(
                                         device, precision, keep_masks, progress)
     return _segment_array(x, model, params, foreground, contrast_limits, device, precision,
                           keep_masks, stack_args, tiling)
+
+
+def _check_same_model(emb, model) -> None:
+    """ValueError naming both model ids when ``model`` (None: the embeddings' own) is not the
+    model the stack embeddings ``emb`` were made with."""
+    from napari_sam.predictor import model_mismatch
+
+    if model is None or model is emb.model:
+        return
+    made_by, uses = emb.model.model_id, getattr(model, "model_id", None)
+    if uses != made_by:
+        raise ValueError(model_mismatch(
+            made_by, uses, what="the stack embeddings were", user="the model given is",
+            fix="recompute them with this model (napari_sam.embed(stack, model)), or leave "
+                "the model out to use theirs"))
 
 
 def _check_choices(foreground, tiling) -> None:
