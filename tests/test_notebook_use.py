@@ -39,3 +39,63 @@ def test_segment_everything_with_another_model_names_both_and_the_fix(models):
     with pytest.raises(ValueError, match=r"^the embedding was made by model 'demo:abc123' but "
                        r"this predictor uses 'file:def456'; recompute it with this model$"):
         ns.Predictor(other, device="cpu").check_embedding(emb[0])
+
+
+def _one_line(obj, *facts) -> str:
+    text = repr(obj)
+    assert "\n" not in text and len(text) < 300, text
+    for fact in facts:
+        assert fact in text, (fact, text)
+    return text
+
+
+def test_results_show_a_one_line_summary_not_their_arrays(models, tmp_path):
+    """The last expression of a notebook cell: the results of segment_everything,
+    segment_volume and replay, a file read with napari_sam.io, a slice prompt with a mask
+    and a predictor say what they hold in a line (they printed thousands of characters of
+    arrays, or <Predictor at 0x...>)."""
+    import numpy as np
+    import tifffile
+
+    import napari_sam as ns
+    from napari_sam import io
+    from napari_sam.session import ReplayResult
+    from napari_sam.volume import SlicePrompt
+
+    model = models[0]
+    stack = blob_stack(z=7, size=48)
+    emb = ns.embed(stack, model, device="cpu")
+    everything = ns.segment_everything(emb, model, points_per_side=4, pred_iou_thresh=0,
+                                       stability_score_thresh=0)
+    n = len(everything.records)
+    assert n > 0
+    _one_line(everything, f"AutomaticResult({n} object", "labels (7, 48, 48) int32")
+    flat = ns.segment_everything(stack[3], model, points_per_side=8, pred_iou_thresh=0,
+                                 stability_score_thresh=0)
+    _one_line(flat, f"AutomaticResult({len(flat.records)} object", "labels (48, 48) int32")
+
+    mask = np.zeros((48, 48), bool)
+    mask[12:29, 12:29] = True
+    prompt = SlicePrompt(3, mask=mask)
+    _one_line(prompt, "SlicePrompt(slice=3", "mask=<(48, 48) bool array, 289 px>")
+    _one_line(SlicePrompt(2, points=[[20, 20]], labels=[1]), "points=[[20, 20]]", "labels=[1]")
+    res = ns.segment_volume(emb, {1: [prompt], 2: [{"slice": 3, "points": [[44, 44]]}]})
+    _one_line(res, f"VolumeResult({len(res.stop_reasons)} object", "labels (7, 48, 48) uint8",
+              f"{res.decoder_calls} decoder calls")
+
+    replayed = ReplayResult(res.labels, [[1, 2]], [], {"format": 1, "n_slices": 7,
+                                                       "objects": [{"id": 1}] * 50})
+    _one_line(replayed, "ReplayResult(ids=[[1, 2]], notes=[])")
+
+    tifffile.imwrite(tmp_path / "s.tif", stack, imagej=True,
+                     metadata={"axes": "ZYX", "spacing": 2.0, "unit": "um"})
+    img = io.read_image(tmp_path / "s.tif", lazy=True)
+    _one_line(img, "ImageData(ZYX (7, 48, 48) float32", "pixel_size=(2.0, 1.0, 1.0) um",
+              "s.tif", "lazy")
+
+    pred = ns.Predictor(model, device="cpu", precision="fp32")
+    _one_line(pred, "Predictor(model='demo:abc123', device=cpu, precision=fp32, no image set)")
+    pred.set_image(stack[3])
+    _one_line(pred, "precision=fp32, image 48 x 48)")
+    pred.set_image(blob_stack(z=1, size=200)[0])  # over 1.5 model inputs: tiled
+    _one_line(pred, "image 200 x 200 in ", " windows)")

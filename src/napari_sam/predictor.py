@@ -265,6 +265,19 @@ class Predictor:
 
             self._onnx = OnnxDecoder.for_model(self.model)
 
+    def __repr__(self) -> str:  # one line (a notebook cell's last line)
+        if self._tiled is not None:
+            h, w = self._tiled.original_size
+            image = f"image {h} x {w} in {len(self._tiled.tiling)} windows"
+        elif self._embedding is not None:
+            h, w = self._embedding.original_size
+            image = f"image {h} x {w}"
+        else:
+            image = "no image set"
+        backend = "" if self.backend == "torch" else f", backend={self.backend}"
+        return (f"Predictor(model={getattr(self.model, 'model_id', None)!r}, device="
+                f"{self.device}, precision={self.precision}{backend}, {image})")
+
     # ------------------------------------------------------------------ embedding
     @property
     def img_size(self) -> int:

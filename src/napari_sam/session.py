@@ -605,10 +605,10 @@ class ReplayResult:
         under their committed ids.
     """
 
-    labels: np.ndarray
+    labels: np.ndarray = field(repr=False)  # a notebook cell shows ids and notes, not these
     ids: list
     notes: list
-    trace: dict
+    trace: dict = field(repr=False)
 
 
 def _slice_objects(op: Mapping, labels: np.ndarray, emb, predictor, stack) -> list:

@@ -119,6 +119,11 @@ class AutomaticResult:
     def n_objects(self) -> int:
         return len(self.records)
 
+    def __repr__(self) -> str:  # one line, not the arrays (a notebook cell's last line)
+        n, lab = len(self.records), np.asarray(self.labels)
+        hidden = f", {len(self.hidden)} hidden" if self.hidden else ""
+        return (f"AutomaticResult({n} object{'s' * (n != 1)}{hidden}, labels "
+                f"{tuple(lab.shape)} {lab.dtype}, {self.stats.get('points', 0)} points decoded)")
 
 
 #: Counts along the pipeline in ``AutomaticResult.stats`` (zero at the start of a run).

@@ -46,6 +46,13 @@ class ImageData:
     path: Path | None = None
     unit: str | None = None
 
+    def __repr__(self) -> str:  # one line, not the (memory-mapped) array
+        size = "" if self.pixel_size is None else (
+            f", pixel_size={tuple(self.pixel_size)}{' ' + self.unit if self.unit else ''}")
+        path = "" if self.path is None else f", path={str(self.path)!r}"
+        lazy = ", lazy" if self.metadata.get("lazy") else ""
+        return f"ImageData({self.axes} {self.shape} {self.dtype}{size}{path}{lazy})"
+
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(int(s) for s in self.data.shape)

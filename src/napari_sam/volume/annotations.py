@@ -77,6 +77,23 @@ class SlicePrompt:
 
     _KEYS = ("slice", "points", "labels", "box", "mask", "stop", "candidate")
 
+    def __repr__(self) -> str:  # one line: a mask as its shape and area, not its pixels
+        parts = [f"slice={self.slice!r}"]
+        for key in ("points", "labels", "box"):
+            value = getattr(self, key)
+            if value is not None:
+                a = np.asarray(value)
+                parts.append(f"{key}={a.tolist()!r}" if a.size <= 8
+                             else f"{key}=<{a.shape} {a.dtype} array>")
+        if self.mask is not None:
+            m = np.asarray(self.mask)
+            parts.append(f"mask=<{m.shape} {m.dtype} array, {int(np.count_nonzero(m))} px>")
+        if self.stop:
+            parts.append("stop=True")
+        if self.candidate is not None:
+            parts.append(f"candidate={self.candidate!r}")
+        return f"SlicePrompt({', '.join(parts)})"
+
     @classmethod
     def coerce(cls, value) -> SlicePrompt:
         """A :class:`SlicePrompt` from itself or a plain dict with the same keys."""

@@ -65,6 +65,12 @@ class VolumeResult:
     def __array__(self, dtype=None, copy=None):
         return self.labels if dtype is None else self.labels.astype(dtype)
 
+    def __repr__(self) -> str:  # one line, not the arrays (a notebook cell's last line)
+        n, lab = len(self.stop_reasons), np.asarray(self.labels)
+        lost = f", {len(self.lost)} lost" if self.lost else ""
+        return (f"VolumeResult({n} object{'s' * (n != 1)}{lost}, labels {tuple(lab.shape)} "
+                f"{lab.dtype}, {self.decoder_calls} decoder calls)")
+
 
 def build_result(labels: np.ndarray, records: dict[tuple[int, int], Record],
                  objects: list[ObjectPrompts], up: list[Chain], down: list[Chain],
