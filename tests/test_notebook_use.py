@@ -99,3 +99,43 @@ def test_results_show_a_one_line_summary_not_their_arrays(models, tmp_path):
     _one_line(pred, "precision=fp32, image 48 x 48)")
     pred.set_image(blob_stack(z=1, size=200)[0])  # over 1.5 model inputs: tiled
     _one_line(pred, "image 200 x 200 in ", " windows)")
+
+
+def test_the_docs_dock_example_opens_the_file_so_its_session_records_the_path():
+    """docs/scripting.md's "Drive the dock" added ``tifffile.imread("nuclei.tif")`` as an
+    array: a session saved from it had no image path, and docs/sessions.md's replay that
+    follows failed inside tifffile. It opens the file now (tests/test_scripting.py runs it)."""
+    from test_scripting import code_blocks
+
+    (block,) = code_blocks("Drive the dock from a script")
+    assert 'viewer.open("nuclei.tif", plugin="napari")' in block
+    assert "add_image" not in block
+
+
+def test_the_docs_replay_recipe_takes_the_array_of_a_session_without_a_file(
+        files, tiny_sam, tmp_path, monkeypatch):
+    """docs/sessions.md's Python replay, run as written on a session whose image came from an
+    array (``image["path"]`` None): it uses the array (``my_stack``) instead of failing in
+    ``tifffile.imread(None)``."""
+    import re
+    from pathlib import Path
+
+    import numpy as np
+
+    import napari_sam as ns
+    from napari_sam import session as S
+    from test_session import make_session
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "sessions.md").read_text("utf-8")
+    snippet = re.search(r"From Python.*?```python\n(.*?)```", text, re.S).group(1)
+    sess = make_session(files, tiny_sam)
+    sess.image["path"] = None  # as the dock saves an image napari got from an array
+    S.write_session(sess, tmp_path / "work.json")
+    real_embed = ns.embed
+    monkeypatch.setattr(ns, "embed", lambda *a, **k: real_embed(*a, **{"device": "cpu", **k}))
+    monkeypatch.chdir(tmp_path)
+    scope = {"my_stack": blob_stack()}  # the array the session was made on
+    exec(snippet, scope)  # noqa: S102 - the documented code, as a user runs it
+    assert scope["stack"] is scope["my_stack"]
+    assert {c["status"] for c in scope["changes"]} == {"same"}
+    assert np.array_equal(scope["result"].labels, sess.labels)
