@@ -9,6 +9,16 @@ from sam_qt_helpers import use_predictor
 from stacks import blob_stack
 
 
+def _cancel_after(c, steps: int):
+    """Cancel ``c``'s job at its progress report of ``steps`` done; returns the slot."""
+    def cancel(done, total):
+        if done >= steps:
+            c.cancel()
+
+    c.job_progress.connect(cancel)
+    return cancel
+
+
 def test_cancelling_an_embedding_says_what_it_kept(make_widget, tiny_predictor, qtbot):
     viewer, widget = make_widget(blob_stack(z=12), sync=False, preload=False, name="blobs")
     use_predictor(widget, tiny_predictor)
@@ -17,11 +27,7 @@ def test_cancelling_an_embedding_says_what_it_kept(make_widget, tiny_predictor, 
     c.compute_embeddings([0])
     qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
     assert c.embedding_summary() == "1 of 12 slices embedded"
-    def cancel_after_two(done, total):
-        if done >= 2:
-            c.cancel()
-
-    c.job_progress.connect(cancel_after_two)
+    cancel_after_two = _cancel_after(c, 2)
     c.compute_embeddings()
     qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
     assert c.status.startswith("Cancelled: Computing SAM embeddings. The labels and prompts "
@@ -41,12 +47,7 @@ def test_cancelling_a_first_embedding_claims_nothing_kept(make_widget, tiny_pred
     viewer, widget = make_widget(blob_stack(z=12), sync=False, preload=False, name="blobs")
     use_predictor(widget, tiny_predictor)
     c = widget.controller
-
-    def cancel_after_two(done, total):
-        if done >= 2:
-            c.cancel()
-
-    c.job_progress.connect(cancel_after_two)
+    _cancel_after(c, 2)
     c.compute_embeddings()
     qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
     assert c.status.startswith("Cancelled: Computing SAM embeddings. The labels and prompts "

@@ -16,7 +16,8 @@ import sys
 
 import pytest
 
-SCRIPT = r'''
+#: records the thread that imports torch first (each script starts with it)
+SPY = r'''
 import json, sys, threading, time
 importer = {}
 
@@ -29,6 +30,9 @@ class Spy:
 
 
 sys.meta_path.insert(0, Spy())
+'''
+
+SCRIPT = SPY + r'''
 import numpy as np
 import napari
 from qtpy.QtCore import QTimer
@@ -59,19 +63,7 @@ viewer.close()
 '''
 
 #: the dock opened, then at once: napari closed (the torch import still running), or wait()
-SHORT = r'''
-import json, sys, threading, time
-importer = {}
-
-
-class Spy:
-    def find_spec(self, name, path, target=None):
-        if name == "torch" and not importer:
-            importer["thread"] = threading.current_thread().name
-        return None
-
-
-sys.meta_path.insert(0, Spy())
+SHORT = SPY + r'''
 import numpy as np
 import napari
 from qtpy.QtWidgets import QApplication
