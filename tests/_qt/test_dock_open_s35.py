@@ -82,9 +82,17 @@ if sys.argv[1] == "close":
         time.sleep(0.01)
     time.sleep(0.5)
     print(json.dumps({"closed": True}))
+elif sys.argv[1] == "script":
+    c.sync = True
+    c.points_layer.add([c.current_z(), 20, 20])
+    previews = len(c.previews)
+    print(json.dumps({"previews": previews, "committed": widget._on_commit() is not None}))
 else:
     started = "torch" in sys.modules
-    if sys.argv[1] == "click":  # at once, as a user clicking a nucleus the moment it shows
+    if sys.argv[1] == "click":  # as a user clicking a nucleus the moment it shows (a click
+        t0 = time.perf_counter()  # is an event: the event loop ran since the dock opened)
+        while time.perf_counter() - t0 < 0.05:
+            QApplication.processEvents()
         c.points_layer.add([c.current_z(), 20, 20])
         widget._device.setCurrentText("cpu")
     widget.wait()
@@ -163,3 +171,11 @@ def test_the_dock_opens_without_importing_torch_on_the_main_thread(tmp_path):
     assert got["status"].startswith("Click on an object in 'stack'"), got
     assert got["info_after"].startswith("cpu, "), got
     assert got["devices"][:2] == ["auto", "cpu"]
+
+
+def test_a_script_without_an_event_loop_previews_and_commits_at_once(tmp_path):
+    """A script driving the dock line by line (no event loop ran, no ``wait()``): a prompt is
+    previewed at once and commits (the preview waited for a torch import that needs the
+    event loop, and the commit said "Nothing to commit")."""
+    got, _ = _run(SHORT, "script", cwd=tmp_path)
+    assert got["previews"] == 1 and got["committed"], got

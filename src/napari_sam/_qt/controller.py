@@ -438,7 +438,7 @@ class AnnotationController(AnnotationSession):
 
     def refresh_preview(self) -> None:
         # self as the handler's argument: a refusal is the status line too; after torch
-        torch_import().then(lambda: guarded(lambda c: c.update_preview())(self))
+        torch_import().then(lambda: guarded(lambda c: c.update_preview())(self), eager=True)
 
     # ------------------------------------------------------------------ setup
     def set_image(self, layer, channel_axis: int | None = None,

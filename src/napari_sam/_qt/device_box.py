@@ -48,7 +48,7 @@ class DeviceBox:
     @guarded
     def _on_device_changed(self):
         if not self._torch.done:  # applied once torch is imported (a device needs it)
-            self._torch.then(self._on_device_changed)
+            self._torch.then(self._on_device_changed, eager=True)
             return
         try:
             self.controller.set_device(self._device.currentText())
@@ -58,7 +58,7 @@ class DeviceBox:
     @guarded
     def _on_precision_changed(self):
         if not self._torch.done:
-            self._torch.then(self._on_precision_changed)
+            self._torch.then(self._on_precision_changed, eager=True)
             return
         try:
             self.controller.set_precision(self._precision.currentText())

@@ -39,6 +39,7 @@ class TorchImport(QObject):
         super().__init__()
         self.error: BaseException | None = None
         self.done = "torch" in sys.modules
+        self._started = False
         self._waiting: list = []
         if not self.done:
             self._finished.connect(self._on_finished)  # queued: this object's thread
@@ -47,6 +48,7 @@ class TorchImport(QObject):
             QTimer.singleShot(0, self._start)
 
     def _start(self) -> None:
+        self._started = True
         if "torch" in sys.modules:
             self._on_finished()
         else:
@@ -70,8 +72,18 @@ class TorchImport(QObject):
         for fn in waiting:
             fn()
 
-    def then(self, fn) -> None:
-        """Run ``fn()`` on the main thread once torch is imported (now, if it is)."""
+    def then(self, fn, eager: bool = False) -> None:
+        """Run ``fn()`` on the main thread once torch is imported (now, if it is). ``eager``
+        (an action that needs torch: a preview, a device change): when no event loop has run
+        since the import was asked for (a script driving the dock line by line, without
+        ``wait()``), torch is imported here and ``fn()`` runs now; without an event loop the
+        thread would not start, nor its end be delivered."""
+        if eager and not (self.done or self._started):
+            try:
+                import torch  # noqa: F401
+            except BaseException as err:  # noqa: BLE001 - said as the thread's error is
+                self.error = err
+            self.done = True
         if self.done:
             fn()
         else:
