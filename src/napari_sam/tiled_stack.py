@@ -361,8 +361,8 @@ class TiledStackEmbeddings:
 
         Slices go in chunks of ``batch_size``, each chunk through every window.
         ``progress`` (None or False: silent, True: a ``tqdm.auto`` bar, or a callable
-        ``progress(done, total)``; TypeError for anything else) counts (slice, window) pairs (total = slices x windows) and
-        is called after each window of each chunk; ``should_stop()`` is checked before each,
+        ``progress(done, total)``; TypeError for anything else) counts (slice, window)
+        pairs (total = slices x windows) and is called after each window of each chunk; ``should_stop()`` is checked before each,
         and when it returns True the computation stops there (what is done stays stored) and
         :attr:`stopped` is set.
         """

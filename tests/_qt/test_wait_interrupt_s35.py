@@ -46,3 +46,14 @@ def test_interrupting_wait_cancels_the_running_job(make_widget, tiny_predictor, 
     assert len(steps) == n  # nothing runs on
     c.add_point(3, 44, 44)  # the dock takes the next action
     widget.wait()
+
+
+def test_wait_past_its_timeout_while_torch_imports_names_the_import(make_widget):
+    """No job runs yet while torch is imported: the timeout names the import (it failed with
+    AttributeError on the missing job)."""
+    from types import SimpleNamespace
+
+    viewer, widget = make_widget(blob_stack(z=6), preload=False, name="blobs")
+    widget._torch = SimpleNamespace(done=False, error=None)  # an import that never ends
+    with pytest.raises(TimeoutError, match="^PyTorch's import still runs after 0.1 s"):
+        widget.wait(timeout=0.1)

@@ -47,21 +47,21 @@ class DeviceBox:
 
     @guarded
     def _on_device_changed(self):
-        if not self._torch.done:  # applied once torch is imported (a device needs it)
-            self._torch.then(self._on_device_changed, eager=True)
-            return
-        try:
-            self.controller.set_device(self._device.currentText())
-        finally:
-            self._update_device_info()
+        self._apply_choice(self._on_device_changed, self.controller.set_device, self._device)
 
     @guarded
     def _on_precision_changed(self):
+        self._apply_choice(self._on_precision_changed, self.controller.set_precision,
+                           self._precision)
+
+    def _apply_choice(self, handler, setter, box) -> None:
+        """``setter(box's entry)``, then the line under Device; before torch is imported,
+        ``handler`` runs again once it is (resolving a device imports it)."""
         if not self._torch.done:
-            self._torch.then(self._on_precision_changed, eager=True)
+            self._torch.then(handler, eager=True)
             return
         try:
-            self.controller.set_precision(self._precision.currentText())
+            setter(box.currentText())
         finally:
             self._update_device_info()
 

@@ -678,8 +678,9 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
                     continue
                 quiet = 0
                 if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"'{job.description}' still runs after {timeout} s; call "
-                                       "wait() again, or widget.controller.cancel() to stop it")
+                    what = "PyTorch's import" if job is None else f"'{job.description}'"
+                    raise TimeoutError(f"{what} still runs after {timeout} s; call wait() "
+                                       "again, or widget.controller.cancel() to stop a job")
                 time.sleep(0.02)
         except KeyboardInterrupt:
             job = self.controller.job
