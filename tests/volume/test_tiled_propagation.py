@@ -77,7 +77,7 @@ def test_objects_of_different_windows_keep_the_overlap_rule(tiny_sam):
     np.testing.assert_array_equal(res.labels, ref.labels)
 
 
-def test_progress_counts_two_sweeps_per_window_used(tiny_sam):
+def test_progress_counts_the_stacks_slices_over_the_windows_used(tiny_sam):
     stack = np.random.default_rng(2).integers(0, 1000, (3, 400, 300)).astype(np.uint16)
     emb = ns.embed(stack, tiny_sam, device="cpu")
     import napari_sam.volume.tiled as T
@@ -90,8 +90,10 @@ def test_progress_counts_two_sweeps_per_window_used(tiny_sam):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(T, "decoded_frame", lambda *a, **k: None)
         ns.segment_volume(emb, prompts, progress=lambda d, t: seen.append((d, t)))
-    assert seen[:2] == [(0, 6), (0, 6)]  # each object's frame chosen: a GUI may cancel
-    assert seen[-1] == (12, 12) and {t for _, t in seen[2:]} == {12}
+    assert seen[:2] == [(0, 3), (0, 3)]  # each object's frame chosen: a GUI may cancel
+    done = [d for d, _ in seen[2:]]
+    assert seen[-1] == (3, 3) and {t for _, t in seen[2:]} == {3}
+    assert done == sorted(set(done))  # never back, never twice, over both windows
 
 
 # ----------------------------------------------------------------- quality (demo model)

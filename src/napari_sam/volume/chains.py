@@ -15,7 +15,7 @@ import torch
 
 from napari_sam.volume.annotations import ObjectPrompts
 
-__all__ = ["Chain", "ChainState", "make_chains"]
+__all__ = ["Chain", "ChainState", "make_chains", "pending_slices"]
 
 
 @dataclass
@@ -101,3 +101,19 @@ def make_chains(objects: list[ObjectPrompts], n_slices: int) -> tuple[list[Chain
                 up.append(u)
                 down.append(d)
     return up, down
+
+
+def pending_slices(c: Chain) -> int:
+    """The slices chain ``c`` may still fill: none once it stopped, else those from where
+    it is (its last accepted slice, or its start) to its bound. A down chain that meets an
+    up chain (``partner``) and has not started yet covers the gap from where its partner
+    ended (or, while the partner runs, from its partner's bound), so the pair never counts a
+    slice twice. Propagation progress is the slices no chain may still fill."""
+    if c.reason is not None:
+        return 0
+    at = c.start if c.last < 0 else c.last
+    bound = c.bound
+    p = c.partner
+    if p is not None and c.last < 0:
+        bound = max(bound, (p.bound if p.alive else p.last) + 1)
+    return max(0, (bound - at) * c.direction)

@@ -19,6 +19,7 @@ import torch
 
 from napari_sam.edge_threshold import edge_aligned_masks, edge_map
 from napari_sam.predictor import no_click_cache
+from napari_sam.progress import IncreasingProgress
 from napari_sam.prompts import (
     MASK_PROMPT_LOGIT,
     PromptKind,
@@ -31,7 +32,7 @@ from napari_sam.prompts import (
     upsample_logits,
 )
 from napari_sam.volume.annotations import Annotation
-from napari_sam.volume.chains import Chain, ChainState, make_chains
+from napari_sam.volume.chains import Chain, ChainState, make_chains, pending_slices
 from napari_sam.volume.claims import resolve_claims
 from napari_sam.volume.mask_prompts import (
     box_from_mask,
@@ -95,6 +96,9 @@ class Propagator:
         self.max_slices = max_slices
         self.exclusive = exclusive
         self.progress = progress
+        self._counter = None if progress is None else IncreasingProgress(progress,
+                                                                         int(emb.shape[0]))
+        self.chains: list[Chain] = []
         self.n_slices, self.h, self.w = (int(s) for s in emb.shape)
         self.img_size = int(predictor.img_size)
         self.low_res = int(predictor.low_res_size)
@@ -295,7 +299,23 @@ class Propagator:
     # ----------------------------------------------------------------- chains
     def make_chains(self) -> tuple[list[Chain], list[Chain]]:
         """The up and down chains of every object (:func:`make_chains`)."""
-        return make_chains(self.objects, self.n_slices)
+        up, down = make_chains(self.objects, self.n_slices)
+        self.chains = up + down
+        return up, down
+
+    def report_progress(self, finish: bool = False) -> None:
+        """``progress(done, Z)``: the slices the objects have been carried through or no
+        chain may fill any more (an annotated slice, a stopped chain's far side), averaged
+        over the objects, counted in slices of the stack; it only grows, each value once,
+        and ends at (Z, Z) (``finish``, or every chain stopped)."""
+        if self._counter is None:
+            return
+        if finish:
+            self._counter.finish()
+            return
+        per_object, n = self.n_slices, max(1, len(self.objects))
+        left = sum(pending_slices(c) for c in self.chains)
+        self._counter((per_object * n - left) // n)
 
     def start_sweep(self, chains: list[Chain]) -> None:
         """Put each chain on its seed and measure what the contrast rules judge it by (or
@@ -318,16 +338,16 @@ class Propagator:
                 c.peak_error = c.low_error = err
                 c.low_slice = c.start
 
-    def sweep(self, chains: list[Chain], direction: int, step0: int,
+    def sweep(self, chains: list[Chain], direction: int,
               report: Callable[[int], None] | None = None, started: bool = False) -> None:
         """Carry ``chains`` (all of one ``direction``, +1 up, -1 down) slice by slice
-        through the stack. After each slice ``report(slices done)`` is called (default:
-        ``progress(step0 + done, 2 Z)``); ``started``: :meth:`start_sweep` ran already."""
+        through the stack. After each slice ``report(slices swept)`` is called (default:
+        :meth:`report_progress`); ``started``: :meth:`start_sweep` ran already."""
         if not started:
             self.start_sweep(chains)
         if report is None and self.progress is not None:
-            def report(done, _progress=self.progress, _total=2 * self.n_slices):
-                _progress(step0 + done, _total)
+            def report(_swept):
+                self.report_progress()
         zs = range(self.n_slices) if direction > 0 else range(self.n_slices - 1, -1, -1)
         with no_click_cache():  # the same masks whatever was decoded before (and alongside)
             self._sweep_slices(chains, direction, zs, report)

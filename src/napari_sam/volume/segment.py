@@ -143,9 +143,12 @@ def segment_volume(
     predictor : Predictor, optional
         Decoder to use; default ``emb.predictor``.
     progress : None, bool or callable(done, total)
-        None or False: silent; True: a ``tqdm.auto`` progress bar; a callable: called after
-        each slice of the two sweeps (total = 2 Z; tiled: 2 Z per window or view
-        used, after a (0, 2 Z) per object while the objects' frames are chosen).
+        None or False: silent; True: a ``tqdm.auto`` progress bar; a callable: called as
+        ``(done, Z)`` while the objects are carried through the stack, ``done`` the slices
+        they were carried through or can no longer reach (a stopped run's far side),
+        averaged over the objects: it only grows, each value once, and ends at (Z, Z)
+        (tiled: each window or view used moves it over its share, after a (0, Z) per
+        object while the objects' frames are chosen).
 
     Returns
     -------

@@ -18,8 +18,9 @@ the same (tested bit for bit at one thread); only the order in which the accepte
 arrive differs, and nothing reads it. A caller with more threads gives each sweep half of
 them, and a decode at fewer threads may round differently, as any change of thread count
 does (slices encoded on the way use the caller's threads, so the embeddings never differ).
-Progress is reported from the calling thread only (the sum of both sweeps' slices), so a
-callback that cancels by raising (the GUI's) still cancels both. GPUs keep one sweep after the other (SAM 2.1 propagates in
+Progress is reported from the calling thread only (the slices both sweeps' chains have
+settled, :meth:`~napari_sam.volume.propagator.Propagator.report_progress`), so a callback that
+cancels by raising (the GUI's) still cancels both. GPUs keep one sweep after the other (SAM 2.1 propagates in
 :mod:`napari_sam.sam2_volume`). Sweeps decode without the predictor's click caches
 (:func:`napari_sam.predictor.no_click_cache`), whose use would depend on how the two sweeps
 interleave.
@@ -83,30 +84,27 @@ def run_sweeps(prop, up: list[Chain], down: list[Chain]) -> None:
     else one after the other; an error or a cancel in either stops both and is raised here
     after both threads have stopped."""
     if not sweeps_at_once(prop, down):
-        prop.sweep(up, +1, 0)
-        prop.sweep(down, -1, prop.n_slices)
-        return
-    prop.start_sweep(up)
-    prop.start_sweep(down)
-    if not any(c.alive for c in up) or not any(c.alive for c in down):
-        prop.sweep(up, +1, 0, started=True)
-        prop.sweep(down, -1, prop.n_slices, started=True)
-        return
-    _both(prop, up, down)
+        prop.sweep(up, +1)
+        prop.sweep(down, -1)
+    else:
+        prop.start_sweep(up)
+        prop.start_sweep(down)
+        if not any(c.alive for c in up) or not any(c.alive for c in down):
+            prop.sweep(up, +1, started=True)
+            prop.sweep(down, -1, started=True)
+        else:
+            _both(prop, up, down)
+    prop.report_progress(finish=True)
 
 
 def _both(prop, up: list[Chain], down: list[Chain]) -> None:
     """The down sweep in a helper thread, the up sweep here (both started)."""
-    n = prop.n_slices
-    done = [0, 0]  # slices swept up, down
-    reported = [0]
     stop = threading.Event()
     failure: list[BaseException] = []
     threads = torch.get_num_threads()
     per_sweep = max(1, threads // 2)
 
-    def down_report(k: int) -> None:
-        done[1] = k
+    def down_report(_swept: int) -> None:
         if stop.is_set():
             raise _Stopped
 
@@ -116,19 +114,15 @@ def _both(prop, up: list[Chain], down: list[Chain]) -> None:
         torch.set_num_threads(per_sweep)
         try:
             with torch.inference_mode(inference), torch.set_grad_enabled(grad):
-                prop.sweep(down, -1, n, report=down_report, started=True)
+                prop.sweep(down, -1, report=down_report, started=True)
         except _Stopped:
             pass
         except BaseException as err:  # noqa: BLE001 - raised in the calling thread
             failure.append(err)
 
-    def report() -> None:  # once per slice swept, as one sweep after the other reports
-        while prop.progress is not None and reported[0] < done[0] + done[1]:
-            reported[0] += 1
-            prop.progress(reported[0], 2 * n)  # a cancel raises here
+    report = prop.report_progress  # both sweeps' chains, from this thread: a cancel raises
 
-    def up_report(k: int) -> None:
-        done[0] = k
+    def up_report(_swept: int) -> None:
         if failure:
             raise _Stopped
         report()
@@ -143,7 +137,7 @@ def _both(prop, up: list[Chain], down: list[Chain]) -> None:
     try:
         helper.start()
         try:
-            prop.sweep(up, +1, 0, report=up_report, started=True)
+            prop.sweep(up, +1, report=up_report, started=True)
         except _Stopped:
             pass
         while helper.is_alive():

@@ -27,6 +27,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from napari_sam.progress import IncreasingProgress
 from napari_sam.tiling import Window, zoom_view
 from napari_sam.volume.annotations import Annotation, ObjectPrompts
 from napari_sam.volume.records import Record, compose_labels
@@ -164,11 +165,13 @@ def window_prompts(obj: ObjectPrompts, win: Window) -> ObjectPrompts:
     return ObjectPrompts(obj.id, annotations, list(obj.stops), negatives)
 
 
-def _window_progress(progress, done: int, total: int):
-    """``progress`` of one window's run, counted in the whole run's (done, total)."""
-    if progress is None:
+def _window_progress(counter: IncreasingProgress | None, n: int, windows: int):
+    """The progress of window ``n``'s run (of ``windows``), counted in the whole run's
+    (done, Z): window ``n`` moves the bar from ``n Z / windows`` to ``(n + 1) Z / windows``."""
+    if counter is None:
         return None
-    return lambda d, _t: progress(done + d, total)
+    z = counter.total
+    return counter.part(n * z // windows, (n + 1) * z // windows - n * z // windows)
 
 
 def segment_tiled(emb, objects: list[ObjectPrompts], run: Callable, progress=None,
@@ -184,9 +187,10 @@ def segment_tiled(emb, objects: list[ObjectPrompts], run: Callable, progress=Non
         The ordinary propagation of objects through one window's sub-stack (provided by
         :func:`napari_sam.segment_volume` with its settings).
     progress : callable(done, total), optional
-        Called after each slice of each window's two sweeps (total = 2 Z x windows used),
-        and with (0, 2 Z) after each object's frame is chosen (:func:`decoded_frame` may
-        encode a view: a GUI can cancel between them).
+        Called as the objects are carried through the slices (total Z: each window used
+        moves it over its share of the stack, see ``Propagator.report_progress``), and with
+        (0, Z) after each object's frame is chosen (:func:`decoded_frame` may encode a view:
+        a GUI can cancel between them).
     predictor : Predictor, optional
         What decodes the first prompts that choose the frames (default: ``emb``'s own).
 
@@ -205,12 +209,12 @@ def segment_tiled(emb, objects: list[ObjectPrompts], run: Callable, progress=Non
         if frame.index >= 0:
             frame = decoded_frame(emb, obj, predictor, slices) or frame
             if progress is not None:
-                progress(0, 2 * int(emb.shape[0]))
+                progress(0, int(emb.shape[0]))
         key = (frame.index, frame.outer)  # windows by index, views by their place
         frames[key] = frame
         groups.setdefault(key, []).append(k)
     n_slices = int(emb.shape[0])
-    total = 2 * n_slices * len(groups)
+    counter = None if progress is None else IncreasingProgress(progress, n_slices)
     records: dict[tuple[int, int], Record] = {}
     distance: dict[tuple[int, int], int] = {}
     up_all, down_all, kept = [], [], list(objects)
@@ -220,7 +224,7 @@ def segment_tiled(emb, objects: list[ObjectPrompts], run: Callable, progress=Non
         win = frames[key]
         sub = [window_prompts(objects[k], win) for k in ks]
         stack = emb.window_stack(win.index) if win.index >= 0 else emb.view_stack(win)
-        prop, up, down = run(stack, sub, _window_progress(progress, 2 * n_slices * n, total))
+        prop, up, down = run(stack, sub, _window_progress(counter, n, len(groups)))
         r0, c0 = win.offset
         for (j, z), rec in prop.records.items():
             records[(ks[j], z)] = Record(rec.r0 + r0, rec.c0 + c0, rec.logits, rec.score)
