@@ -18,7 +18,6 @@ import numpy as np
 from psygnal import Signal
 
 from napari_sam.annotate.annotation_session import AnnotationSession
-from napari_sam.annotate.commit_words import LIVE_OFF
 from napari_sam.annotate.errors import UserError
 from napari_sam.annotate.image_source import make_source
 
@@ -28,6 +27,7 @@ from .layer_history import record_step
 from .notify import guarded, info, report, status_text, warn
 from .paint_autosave import PaintAutosave
 from .torch_import import torch_import
+from .view_events import ViewEvents
 from .workers import Job, run_job
 
 __all__ = ["AnnotationController"]
@@ -73,8 +73,7 @@ class AnnotationController(AnnotationSession):
         self._press_boxes: list | None = None  # boxes drawn by a drag that cannot prompt
         self._view_said = False  # the status says the view cannot prompt
         viewer.layers.events.removed.connect(self._on_layer_removed)
-        viewer.dims.events.ndisplay.connect(self._on_view_changed)
-        viewer.dims.events.order.connect(self._on_view_changed)
+        self._view_events = ViewEvents(viewer.dims, self._on_view_changed, self.slice_shown)
 
     @property
     def target_layer(self):
@@ -621,8 +620,7 @@ class AnnotationController(AnnotationSession):
         self._paint_autosave.follow(None)  # a stroke just made is autosaved, then no more
         self.cancel()
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
-        self.viewer.dims.events.ndisplay.disconnect(self._on_view_changed)
-        self.viewer.dims.events.order.disconnect(self._on_view_changed)
+        self._view_events.close()
         if self._target_layer is not None:
             self._target_layer.events.selected_label.disconnect(self._on_refine_input)
         self._transforms.follow(None)
@@ -780,8 +778,8 @@ class AnnotationController(AnnotationSession):
                 self._restore_default_kind()
         if not self._muted and self.live:
             self.refresh_preview()
-        elif not self._muted and action.endswith("added"):  # kept, not decoded: say so
-            self._say(LIVE_OFF)
+        elif not self._muted:  # kept, not decoded (or the last removed): the status says so
+            self.prompts_changed_live_off(action)
 
     def set_negative(self, negative: bool) -> None:
         self._negative_mode = bool(negative)

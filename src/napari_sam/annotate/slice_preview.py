@@ -30,6 +30,7 @@ from .prompt_groups import (
     outside_note,
     refined_slices,
 )
+from .status_follow import StatusFollow
 
 __all__ = ["LOW_SCORE", "SlicePreview"]
 
@@ -39,7 +40,7 @@ __all__ = ["LOW_SCORE", "SlicePreview"]
 LOW_SCORE = 0.5
 
 
-class SlicePreview:
+class SlicePreview(StatusFollow):
     """The prompted objects and the preview of the visible slice (a mixin of
     :class:`~napari_sam.annotate.annotation_session.AnnotationSession`)."""
 
@@ -139,6 +140,7 @@ class SlicePreview:
         self.render()
         lead, self.preview_lead = self.preview_lead, ""
         self._say(f"{lead} {self._preview_text()}" if lead else self._preview_text())
+        self.preview_status = self.status  # (said again on its slice: StatusFollow)
 
     def after_setting(self, dropped: str | None, lead: str, quiet: bool = False) -> None:
         """After a Setup change (``lead`` says which) that dropped the preview (``dropped``,
