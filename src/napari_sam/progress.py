@@ -116,7 +116,7 @@ class IncreasingProgress:
     ``done`` grows: no step is reported twice, and :meth:`finish` ends at (total, total).
 
     Called as ``counter(done)`` with ``done`` out of ``total``; :meth:`part` maps a part that
-    counts its own steps ``(d, t)`` onto ``span`` steps from ``start`` (a propagation's 2 Z
+    counts its own steps ``(d, t)`` onto ``span`` steps from ``start`` (a propagation's Z
     steps onto the Z of a stack's second half).
     """
 

@@ -501,7 +501,7 @@ def _auto_propagate(job: Job, ctx: Context, model, work: Path, opened: OpenedIma
         return info
     emb = stack_embeddings(job, ctx, model, opened, note=False)  # stored by stage 1 (or blocks)
     axis_kind = "t" if opened.label_axes.startswith("T") else "z"
-    bar = ProgressBar(ctx, f"{job.name}: propagate", 2 * n)
+    bar = ProgressBar(ctx, f"{job.name}: propagate", n)
 
     saved_scores: dict[int, np.ndarray] = {}
 

@@ -61,7 +61,7 @@ def run_segment(job: Job, ctx: Context, model) -> dict:
     if "axis_kind" not in params:  # a time series propagates along t
         params["axis_kind"] = "t" if opened.label_axes.startswith("T") else "z"
     emb = stack_embeddings(job, ctx, model, opened)
-    bar = ProgressBar(ctx, f"{job.name}: propagate", 2 * len(emb))
+    bar = ProgressBar(ctx, f"{job.name}: propagate", len(emb))
     try:
         res = segment_volume(emb, job.prompts, progress=bar, **params)
     finally:
