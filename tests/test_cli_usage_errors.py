@@ -47,3 +47,60 @@ def test_argparse_errors_say_where_the_arguments_are_listed(argv, command, tmp_p
     rc, _, err = cli(argv, capsys)
     assert rc == 2
     assert error_line(err).endswith(f"; see `napari-sam {command} --help`")
+
+
+# every nested subcommand, with its arguments complete, and an option it does not know
+NESTED_UNKNOWN = {
+    "models list": ["models", "list", "--bogus"],
+    "models download": ["models", "download", "demo", "--bogus"],
+    "models verify": ["models", "verify", "demo", "--bogus"],
+    "models where": ["models", "where", "demo", "--bogus"],
+    "export onnx": ["export", "onnx", "demo", "-o", "m.onnx", "--bogus"],
+}
+
+
+def _nested_commands() -> set:
+    """Every ``COMMAND ACTION`` the parser has (subcommands of subcommands)."""
+    import argparse
+
+    from napari_sam.cli import build_parser
+
+    def subparsers(parser):
+        return next((a.choices for a in parser._actions
+                     if isinstance(a, argparse._SubParsersAction)), {})
+
+    return {f"{name} {action}" for name, p in subparsers(build_parser()).items()
+            for action in subparsers(p)}
+
+
+def test_every_nested_subcommand_is_checked():
+    assert set(NESTED_UNKNOWN) == _nested_commands()
+
+
+@pytest.mark.parametrize("command", sorted(NESTED_UNKNOWN))
+def test_unknown_option_of_a_nested_subcommand_names_it(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = cli(NESTED_UNKNOWN[command], capsys)
+    assert rc == 2
+    assert err.splitlines() == [
+        f"usage: napari-sam {command} --help",
+        f"napari-sam: error: unrecognized arguments: --bogus; see `napari-sam {command} --help`",
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv, command, problem",
+    [(["models", "download", "nosuch"], "models download", "unknown model 'nosuch'"),
+     (["models", "where", "nosuch"], "models where", "unknown model 'nosuch'"),
+     (["export", "onnx", "demo", "-o", "m.onnx", "--decoder-only", "--encoder-only"],
+      "export onnx", "--decoder-only and --encoder-only exclude each other; give one")],
+)
+def test_checks_after_parsing_name_the_nested_subcommand(argv, command, problem, tmp_path,
+                                                          capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = cli(argv, capsys)
+    assert rc == 2
+    assert err.splitlines()[0] == f"usage: napari-sam {command} --help"
+    assert problem in error_line(err)
+    assert list(tmp_path.iterdir()) == []

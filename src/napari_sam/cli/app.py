@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 
-from napari_sam.cli.arguments import Formatter, Parser
+from napari_sam.cli.arguments import COMMAND_PATH, Formatter, Parser
 from napari_sam.cli.batch_command import cmd_batch
 from napari_sam.cli.batch_parsers import add_auto_parser, add_embed_parser, add_segment_parser
 from napari_sam.cli.errors import PROG, CLIError, print_error, print_usage_error
@@ -58,11 +58,12 @@ def _sigterm(signum, frame):  # pragma: no cover - signal handler
 def main(argv: list[str] | None = None) -> int:
     """Run ``napari-sam`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     parser = build_parser()
-    # exits with 2 and a usage error on bad arguments; the subcommand's own name when it has
-    # arguments it does not know (argparse's parse_args would name only the command)
+    # exits with 2 and a usage error on bad arguments; the deepest subcommand's own name when it
+    # has arguments it does not know (argparse's parse_args would name only `napari-sam`)
     args, unknown = parser.parse_known_args(argv)
+    command = getattr(args, COMMAND_PATH) or args.command  # "models download", "auto"
     if unknown:
-        parser.fail(f"unrecognized arguments: {' '.join(unknown)}", args.command)
+        parser.fail(f"unrecognized arguments: {' '.join(unknown)}", command)
     verbose = getattr(args, "verbose", False)
     from napari_sam.batch import BatchError
 
@@ -91,12 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except CLIError as exc:
         if exc.code == 2:
-            print_usage_error(args.command, str(exc))
+            print_usage_error(command, str(exc))
         else:
             print_error(str(exc))
         return exc.code
     except BatchError as exc:
-        print_usage_error(args.command, str(exc))
+        print_usage_error(command, str(exc))
         return 2
     except Exception as exc:  # our errors carry their own next step
         if verbose:

@@ -103,14 +103,34 @@ def shape_arg(text: str) -> tuple[int, ...]:
     return shape
 
 
+COMMAND_PATH = "command_path"
+"""The parsed arguments' attribute naming the deepest (sub)command parsed, e.g. ``"models
+download"`` (``""`` for ``napari-sam`` itself): errors found after parsing name it."""
+
+
 class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` (and, through ``add_subparsers``, every subcommand's) whose errors
     read as the command's own usage errors (:func:`~napari_sam.cli.errors.print_usage_error`),
-    with where to look for the arguments, exit code 2."""
+    with where to look for the arguments, exit code 2. The parsed arguments'
+    :data:`COMMAND_PATH` names the deepest command parsed (``"models download"``), so errors
+    found after parsing name the same command argparse's own would."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        """As ``ArgumentParser.parse_known_args``; sets :data:`COMMAND_PATH` unless a
+        subcommand's parser (which finishes first) has set it."""
+        parsed, rest = super().parse_known_args(args, namespace)
+        if getattr(parsed, COMMAND_PATH, None) is None:
+            setattr(parsed, COMMAND_PATH, self.command())
+        return parsed, rest
+
+    def command(self) -> str:
+        """This parser's command as usage errors name it: ``"models download"``, ``""`` for
+        ``napari-sam`` itself."""
+        return self.prog.removeprefix(PROG).strip()
 
     def error(self, message: str):
         """Print ``message`` as a usage error of this parser's command and exit with 2."""
-        self.fail(message, self.prog.removeprefix(PROG).strip())
+        self.fail(message, self.command())
 
     def fail(self, message: str, command: str | None):
         """Print ``message`` as a usage error of ``command`` (e.g. ``"auto"``, ``"models
