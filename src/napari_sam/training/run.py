@@ -87,6 +87,23 @@ class TrainResult:
     base: dict[str, Any] | None = None
     state_saved: bool = False
 
+    def __repr__(self) -> str:  # one line, not the model nor the history (a notebook cell)
+        n = len(self.history)
+        parts = [f"{n} epoch{'s' * (n != 1)}"]
+        ious = [h["val_iou"] for h in self.history if h.get("val_iou") is not None]
+        if ious:
+            base = (self.base or {}).get("val_iou")
+            parts.append(f"best val_iou {max(ious):.3f}"
+                         + (f" (base {base:.3f})" if base is not None else ""))
+        parts.append("nothing saved" if self.path is None else f"checkpoint {self.path}")
+        if self.already_complete:
+            parts.append("already complete: nothing trained now")
+        elif self.interrupted:
+            parts.append("interrupted")
+        elif not self.complete:
+            parts.append("stopped before the end of the schedule (resume=True continues)")
+        return f"TrainResult({', '.join(parts)})"
+
 
 class ScheduleMismatchError(ValueError):
     """A resume whose schedule (options, data) is not the one its training state was
