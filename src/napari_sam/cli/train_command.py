@@ -78,7 +78,9 @@ def add_train_parser(sub) -> None:
     g.add_argument("--seed", type=nonneg_int, default=0,
                    help="data order, prompts and validation split (default: 0)")
     g.add_argument("--axes", type=axes_arg, metavar="AXES", help=argparse.SUPPRESS)
-    g.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an existing checkpoint; start over beside the training state "
+                        "of a resumable run (it is removed; not with --resume)")
     g.add_argument("--resume", action="store_true",
                    help="write FILE.train-state.pt beside -o after every epoch and when stopped "
                         "(SIGTERM from timeout, Ctrl-C); the same command continues from it, so "
@@ -176,16 +178,22 @@ def cmd_train(args) -> int:
 
 
 def check_pieces(args, out: Path) -> None:
-    """Refuse (CLIError, exit 2) a run without ``--resume`` that would not do what its user
-    means: one beside the training state of a resumable run of ``out`` (without
-    ``--overwrite``: a rerun that left out ``--resume``, with ``--minutes`` or not, would
-    train from the start beside it, or be told to overwrite it), or one with ``--max-steps``
-    or ``--minutes``, which stop a piece of a resumable run. The message names the fix."""
+    """Refuse (CLIError, exit 2) ``--resume --overwrite`` beside the training state of a
+    resumable run of ``out`` (continue it or start over?), and a run without ``--resume`` that
+    would not do what its user means: one beside that state (without ``--overwrite``: a rerun
+    that left out ``--resume``, with ``--minutes`` or not, would train from the start beside
+    it, or be told to overwrite it), or one with ``--max-steps`` or ``--minutes``, which stop
+    a piece of a resumable run. The message names the fix."""
     from napari_sam.training.checkpoint import training_state_path
 
+    state = training_state_path(out)
+    if args.resume and args.overwrite and state.exists():
+        raise CLIError(f"--resume and --overwrite contradict each other beside {state}: "
+                       "--resume continues that run (with its options), --overwrite trains "
+                       f"from the start (it removes the state and replaces -o {out}); give "
+                       "one", 2)
     if args.resume:
         return
-    state = training_state_path(out)
     if state.exists() and not args.overwrite:
         raise CLIError(f"{state} is the training state of a resumable run of -o {out}: add "
                        "--resume to continue that run (with its options), or pass "

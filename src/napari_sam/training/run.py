@@ -126,7 +126,15 @@ def _check_metadata_file(out) -> None:
 def _check_existing_out(out, resume: bool) -> None:
     """FileExistsError before any work when training into ``out`` would replace a model (an
     existing checkpoint, unless ``resume`` continues the run whose training state is beside
-    it) or a metadata file no training run wrote (:func:`_check_metadata_file`)."""
+    it), would start afresh beside the training state of a resumable run (as
+    ``napari-sam train`` refuses a rerun without ``--resume``) or would replace a metadata
+    file no training run wrote (:func:`_check_metadata_file`)."""
+    state = None if out is None else training_state_path(out)
+    if state is not None and state.exists() and not resume:
+        raise FileExistsError(
+            f"{state} is the training state of a resumable run of {out}: pass resume=True to "
+            "continue that run (with its options), or overwrite=True to train from the start "
+            "(it removes the state)")
     if out is not None and Path(out).exists() and not resume:
         raise FileExistsError(
             f"{out} already exists (an earlier model?); pass overwrite=True to replace it, "
@@ -257,6 +265,9 @@ def train(
         wrote (default: a FileExistsError before any work). Without ``resume`` this starts a
         new run: the training state of an earlier resumable run of ``out`` is removed once
         the data and model have loaded, so a later ``resume=True`` cannot continue that run.
+        Beside such a state one of ``resume`` and ``overwrite`` is needed (without either, a
+        FileExistsError names the state; with both, a ValueError: they contradict). With
+        ``resume`` and no state, it replaces ``out`` with a new resumable run.
 
     Returns
     -------
@@ -281,6 +292,11 @@ def train(
                          f"{Path(out) / 'my_model.pt'}")
     if (max_steps is not None or time_limit is not None) and not resume:
         raise ValueError("max_steps and time_limit stop a resumable run: pass resume=True")
+    if resume and overwrite and training_state_path(out).exists():
+        raise ValueError(
+            f"resume=True and overwrite=True contradict each other beside "
+            f"{training_state_path(out)}: resume=True continues that run (with its options), "
+            "overwrite=True trains from the start (it removes the state); pass one")
     if not overwrite:
         _check_existing_out(out, resume)
     pairs = load_pairs(images, labels)  # all input checks first
