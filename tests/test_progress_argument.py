@@ -146,3 +146,52 @@ def test_a_tiled_stacks_progress_reports_each_step_once(model):
     done = [d for d, _ in calls]
     assert {t for _, t in calls} == {total} and calls[-1] == (total, total)
     assert done == sorted(set(done)), calls  # strictly increasing
+
+
+# ---------------------------------------------- encode_tiled and segment_volume_sam2 (public)
+
+
+def test_encode_tiled_takes_the_progress_forms(model, capsys):
+    from napari_sam.predictor import Predictor
+    from napari_sam.tiling import choose_tiling, encode_tiled
+
+    pred = Predictor(model, device="cpu")
+    image = blob_stack(z=1, size=200)[0]
+    tiling = choose_tiling(image.shape, pred.img_size, True)
+    n = len(tiling)
+    calls = []
+    real = pred.encode_rgb
+    pred.encode_rgb = lambda rgbs: calls.append(len(rgbs)) or real(rgbs)
+    for bad in ("yes", 1):
+        with pytest.raises(TypeError, match=r"^progress must be None or False"):
+            encode_tiled(pred, image, tiling, progress=bad)
+    assert calls == []  # refused before any window was encoded
+    shown = encode_tiled(pred, image, tiling, progress=True)
+    err = capsys.readouterr().err
+    assert "embed" in err and f"{n}/{n}" in err and "tile" in err
+    for quiet in (False, None):
+        again = encode_tiled(pred, image, tiling, progress=quiet)
+        assert capsys.readouterr().err == ""
+        assert torch.equal(again.embeddings[0].features, shown.embeddings[0].features)
+    seen = []
+    encode_tiled(pred, image, tiling, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (n, n)
+
+
+def test_segment_volume_sam2_takes_the_progress_forms(capsys):
+    from napari_sam.sam2_volume import segment_volume_sam2
+    from test_sam2_volume import count_encoder_calls, tiny_sam2
+
+    sam2 = tiny_sam2()
+    encoded = count_encoder_calls(sam2)
+    stack = np.random.default_rng(0).integers(0, 4000, size=(1, 40, 56)).astype(np.uint16)
+    prompts = {1: [{"slice": 0, "points": [[20, 30]]}]}
+    with pytest.raises(TypeError, match=REFUSED):
+        segment_volume_sam2(stack, prompts, sam2, progress="yes")
+    assert encoded == []  # refused before any slice was encoded
+    shown = segment_volume_sam2(stack, prompts, sam2, progress=True)
+    err = capsys.readouterr().err
+    assert "segment volume" in err and "1/1" in err
+    quiet = segment_volume_sam2(stack, prompts, sam2, progress=False)
+    assert capsys.readouterr().err == ""
+    assert np.array_equal(quiet.labels, shown.labels)

@@ -75,6 +75,14 @@ def as_progress(progress: ProgressArg, *, desc: str, unit: str = "step",
                     f"({type(progress).__name__})")
 
 
+def check_progress(progress: ProgressArg, name: str = "progress") -> None:
+    """Refuse (TypeError, see :func:`as_progress`) a ``progress`` argument that is not a
+    :data:`ProgressArg`: for a call that hands it on to the call that reports (whose
+    :func:`reports_progress` names the bar and its unit) but must refuse it before its own
+    work."""
+    as_progress(progress, desc="", name=name)
+
+
 def reports_progress(desc: str, unit: str = "step") -> Callable[[Callable], Callable]:
     """Decorate a long call whose argument ``progress`` takes a :data:`ProgressArg`.
 

@@ -33,6 +33,7 @@ from .models.sam2.feature_cache import Sam2FeatureCache
 from .models.sam2.model import Sam2Model
 from .models.sam2.propagation import Sam2Prompts, Sam2Tracker
 from .preprocess import check_contrast_limits
+from .progress import ProgressArg, reports_progress
 from .volume import SlicePrompt, VolumeResult
 from .volume.annotations import ObjectPrompts, normalize_prompts
 from .volume.records import label_dtype
@@ -167,6 +168,7 @@ def _features_key(model, stack) -> tuple:
             str(np.dtype(stack.dtype)))
 
 
+@reports_progress("segment volume")
 def segment_volume_sam2(
     stack,
     prompts: Mapping,
@@ -174,7 +176,7 @@ def segment_volume_sam2(
     *,
     contrast_limits: tuple[float, float] | None = None,
     stop_after_absent: int | None = 2,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressArg = None,
     features: Sam2FeatureCache | None = None,
 ) -> VolumeResult:
     """Segment objects through ``stack`` with SAM 2.1's memory propagation.
@@ -199,8 +201,9 @@ def segment_volume_sam2(
         End an object's run in a direction after this many slices in a row on which the
         model finds it absent (None or 0: track to the ends of the stack, as Meta's video
         predictor does).
-    progress : callable, optional
-        ``progress(done, total)`` after each tracked slice and object.
+    progress : None, bool or callable(done, total)
+        None or False: silent; True: a ``tqdm.auto`` bar; a callable: called after each
+        tracked slice and object (TypeError for anything else, before any work).
     features : Sam2FeatureCache, optional
         Slices' image features kept between runs: pass the same cache to a second run on
         the same stack (say, with a correction prompt added) and no slice it holds is

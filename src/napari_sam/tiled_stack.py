@@ -48,7 +48,7 @@ from napari_sam.embeddings import (
 from napari_sam.models.registry import require_family
 from napari_sam.predictor import Predictor
 from napari_sam.preprocess import DEFAULT_PERCENTILES, check_contrast_limits
-from napari_sam.progress import ProgressArg, ProgressBar, reports_progress
+from napari_sam.progress import ProgressArg, check_progress, reports_progress
 from napari_sam.tiling import TiledEmbedding, Window, choose_tiling
 
 __all__ = ["DEFAULT_CACHE_BYTES", "SliceView", "TiledStackEmbeddings", "WindowView", "embed"]
@@ -386,7 +386,6 @@ class TiledStackEmbeddings:
         return self
 
 
-@reports_progress("embed", unit="slice")
 def embed(
     stack,
     model,
@@ -420,7 +419,8 @@ def embed(
     cache_size : int
         Embeddings kept in memory (LRU) when not tiled.
     progress : None, bool or callable(done, total)
-        As there (True: a ``tqdm.auto`` bar); tiled: counts (slice, window) pairs.
+        As there (True: a ``tqdm.auto`` bar, drawn by the ``compute`` of the embeddings made,
+        so it counts what they count: slices, or (slice, window) pairs when tiled ("tile")).
     tiling : "auto", None, False, True, int, (int, int) or Tiling
         ``"auto"`` embeds slices whose longer side exceeds 1.5 model inputs in overlapping
         windows of the model input at native scale (halo: an eighth of the input); None or
@@ -436,6 +436,7 @@ def embed(
         ``emb[z]`` is an :class:`~napari_sam.ImageEmbedding` (untiled) or a
         :class:`~napari_sam.tiling.TiledEmbedding` (tiled, ``emb.tiling`` says how).
     """
+    check_progress(progress)  # before any work (the store made, the model loaded)
     stack = check_stack(stack)
     predictor = None
     chosen = None
@@ -456,8 +457,6 @@ def embed(
             contrast_limits=contrast_limits, percentiles=percentiles, cache_bytes=cache_bytes,
             predictor=predictor,
         )
-        if isinstance(progress, ProgressBar):
-            progress.unit = "tile"  # (slice, window) pairs
     if compute:
         emb.compute(progress=progress)
     return emb

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_sam.preprocess import DEFAULT_PERCENTILES, intensity_limits, to_uint8_rgb
+from napari_sam.progress import ProgressArg, reports_progress
 
 __all__ = [
     "AUTO_FACTOR",
@@ -428,6 +429,7 @@ def window_batch(window: int, device) -> int:
     return 1 if kind == "cpu" and int(window) > 512 else 4
 
 
+@reports_progress("embed", unit="tile")
 def encode_tiled(
     predictor,
     image,
@@ -436,7 +438,7 @@ def encode_tiled(
     contrast_limits: tuple[float, float] | None = None,
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     batch_size: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressArg = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> TiledEmbedding | None:
     """Embed every window of a 2D image.
@@ -455,8 +457,9 @@ def encode_tiled(
     batch_size : int, optional
         Windows per encoder call (windows of equal shape are batched); default
         :func:`window_batch` for the predictor's device and the window side.
-    progress : callable(done, total), optional
-        Called after each encoder call.
+    progress : None, bool or callable(done, total)
+        None or False: silent; True: a ``tqdm.auto`` bar; a callable: called with the windows
+        done after each encoder call (TypeError for anything else, before any work).
     should_stop : callable() -> bool, optional
         Checked before each encoder call; when it returns True, None is returned.
 
