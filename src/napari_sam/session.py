@@ -214,7 +214,7 @@ def _write_labels_file(json_path: Path, what: str, labels: np.ndarray) -> dict:
     stem = json_path.name[: -len(".json")] if json_path.name.endswith(".json") else json_path.name
     path = json_path.with_name(f"{stem}.{what}-{digest[:12]}.tif")
     if not path.exists():
-        nio.write_labels(path, labels, axes="ZYX", overwrite=True)
+        nio.write_labels(path, labels, axes="ZYX", overwrite=True, compression=("zlib", 1))
     return {"path": path.name, "hash": digest, "dtype": str(labels.dtype),
             "shape": list(labels.shape)}
 

@@ -131,7 +131,7 @@ def write_labels(
     unit: str = "um",
     metadata: Mapping | None = None,
     overwrite: bool = False,
-    compression: str | None = "zlib",
+    compression: str | tuple[str, int] | None = "zlib",
 ) -> Path:
     """Write a label image or volume atomically and return the path written.
 
@@ -158,9 +158,11 @@ def write_labels(
         output metadata).
     overwrite : bool
         Replace an existing output; otherwise ``FileExistsError``.
-    compression : str or None
-        TIFF compression (``"zlib"`` by default; ``None`` for none). zarr outputs use zarr's
-        default compressor unless ``compression`` is None.
+    compression : str, (str, int) or None
+        TIFF compression (``"zlib"`` by default; ``None`` for none; ``("zlib", 1)``: zlib at
+        level 1, about twice as fast as the default level 6 for 7% more bytes, what session
+        autosaves use). zarr outputs use zarr's default compressor unless ``compression`` is
+        None.
 
     The data goes to a hidden temporary name next to ``path`` which is then renamed over it
     (``os.replace``, atomic on one filesystem); on any error the temporary is removed and an
@@ -238,11 +240,13 @@ def _ome_unit(unit: str) -> str:
 
 
 def _tiff_options(ax: str, sizes: Mapping[str, float], unit: str, user: Mapping | None,
-                  compression: str | None, *, nbytes: int, ome: bool) -> dict[str, Any]:
+                  compression, *, nbytes: int, ome: bool) -> dict[str, Any]:
     """``tifffile.imwrite`` keywords for a label TIFF: OME-TIFF (``PhysicalSize*``, user JSON
     in the image ``Description``) or an ImageJ hyperstack (``spacing``, X/YResolution, user
     JSON in the ``Info`` property); BigTIFF above :data:`BIGTIFF_LIMIT` bytes."""
     kwargs: dict[str, Any] = {"compression": compression, "bigtiff": nbytes > BIGTIFF_LIMIT}
+    if isinstance(compression, tuple):  # (name, level)
+        kwargs.update(compression=compression[0], compressionargs={"level": compression[1]})
     md: dict[str, Any] = {"axes": ax}
     if ome:
         for letter, v in sizes.items():
