@@ -41,6 +41,7 @@ from napari_sam.annotate.stack_actions import PROPAGATION_METHODS
 
 from . import keys
 from . import layers as L
+from .autosave_thread import write_autosaves_in_background
 from .channel_boxes import ChannelBoxes, file_channel_axis
 from .controller import AnnotationController
 from .controls import button, check, combo, help_button, key_of, label
@@ -87,6 +88,7 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
         _configure_threads_once()
         self.viewer = napari_viewer
         self.controller = c = AnnotationController(napari_viewer, sync=sync)
+        write_autosaves_in_background(c)  # large labels: the UI thread only copies them
         self._closed = False
         # the panels scroll when the dock is short, instead of being squeezed and clipped
         outer = QVBoxLayout(self)

@@ -16,20 +16,30 @@ image's folder is not writable, under the cache folder instead (:func:`fallback_
 and the status line says where, once. Autosave never replaces a session file it did not
 write or load for this log: it keeps it first under a dated name
 (:func:`napari_sam.session.keep_aside`) and the status line says so.
+
+In the GUI, the autosave of large labels is written on a worker thread
+(:mod:`napari_sam.annotate.autosave_writer`): the UI thread only copies the labels. What
+reads or replaces the autosave file (saving, loading, resuming, another labels target) waits
+for the write under way first; what the write has to say (a file kept aside, a fallback
+folder, a failure that turns autosave off) reaches the UI thread through the writer's
+``post``.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from napari_sam import session as S
 
+from .autosave_writer import AutosaveWriter
 from .errors import UserError, sentence
 from .prompt_groups import POINT_OBJECT, inside_image
 
@@ -51,6 +61,21 @@ def fallback_session_file(image_path) -> Path:
     image = Path(image_path).absolute()
     digest = hashlib.sha1(str(image).encode()).hexdigest()[:16]
     return cache_dir() / "sessions" / digest / S.session_file_for(image).name
+
+
+@dataclass
+class _AutosaveJob:
+    """One autosave: where, what (the session's state, labels copied), and the names and log
+    generation it was made for, read on the UI thread (the write may run on a worker)."""
+
+    target: Path
+    fallback: Path
+    state: S.Session
+    generation: int
+    labels_name: str | None
+    image_name: str
+    image_folder: Path
+    inline: bool  # written on the calling thread: its notes go into this status line
 
 
 class SessionLog:
@@ -82,6 +107,8 @@ class SessionLog:
         self._log_generation = 0  # +1 whenever the log starts again (another target, a load)
         self._autosave_owned: tuple | None = None  # (path, generation, stat) written or loaded
         self._kept_aside: Path | None = None  # where an earlier autosave was kept
+        self.autosave_writer = AutosaveWriter()  # the GUI gives it a post: large ones threaded
+        self._autosave_broken = False  # a write failed; autosave goes off (posted) meanwhile
 
     # ------------------------------------------------------------------ the log
     def _log_before_commit(self, target, data: np.ndarray, held: S.Session | None = None) -> None:
@@ -91,6 +118,7 @@ class SessionLog:
         read): its log goes on."""
         if target is self._log_target:
             return
+        self.wait_autosave()  # the file holds the earlier log's newest state first
         self._log_target = target
         self._log_generation += 1
         self.log, self._redo_log = [], []
@@ -110,6 +138,7 @@ class SessionLog:
         image's autosaved session (made on this image's pixels): ``(index, session)`` of the
         first one, else None. The autosave file is read once, however many candidates."""
         path = self.autosave_path()
+        self.wait_autosave()
         if path is None or not path.is_file():
             return None
         try:
@@ -134,18 +163,26 @@ class SessionLog:
         self.log, self._log_base = list(sess.operations), sess.base
         self._own_autosave(self.autosave_path())
 
-    def _own_autosave(self, path: Path) -> None:
-        """The file at ``path`` holds this log (written or loaded): autosave may replace it.
-        The name of the labels its commits went into is kept for :meth:`_written_for`."""
+    def _own_autosave(self, path: Path, job: _AutosaveJob | None = None) -> None:
+        """The file at ``path`` holds this log (written or loaded; ``job``: the autosave
+        that wrote it, with the generation and labels name it was made for): autosave may
+        replace it. The name of the labels its commits went into is kept for
+        :meth:`_written_for`."""
         st = path.stat()
-        target = self._log_target
-        name = self.labels_name(target) if target is not None else None
-        self._autosave_owned = (str(path), self._log_generation, (st.st_mtime_ns, st.st_size),
-                                name)
+        if job is None:
+            target = self._log_target
+            name = self.labels_name(target) if target is not None else None
+            generation = self._log_generation
+        else:
+            name, generation = job.labels_name, job.generation
+        self._autosave_owned = (str(path), generation, (st.st_mtime_ns, st.st_size), name)
 
-    def _owns_autosave(self, path: Path) -> bool:
+    def _owns_autosave(self, path: Path, generation: int | None = None) -> bool:
+        """Whether this log (``generation``: that log's, default the current one) wrote or
+        loaded the file at ``path`` as it is now."""
         own = self._autosave_owned
-        if own is None or own[0] != str(path) or own[1] != self._log_generation:
+        generation = self._log_generation if generation is None else generation
+        if own is None or own[0] != str(path) or own[1] != generation:
             return False
         st = path.stat()
         return own[2] == (st.st_mtime_ns, st.st_size)
@@ -178,8 +215,14 @@ class SessionLog:
         self._redo_log.clear()
 
     def autosave_now(self) -> None:
-        """Write the autosave (if on) as the session stands."""
+        """Write the autosave (if on) as the session stands (large labels: on the autosave
+        writer's worker thread, when it has one)."""
         self._autosave()
+
+    def wait_autosave(self, timeout: float | None = None) -> bool:
+        """Wait for the autosave under way (and the one waiting) to be written; False when
+        ``timeout`` (seconds) ran out first."""
+        return self.autosave_writer.wait(timeout)
 
     def _log_step(self, commit, redo: bool) -> None:
         if commit.target is not self._log_target:
@@ -204,9 +247,10 @@ class SessionLog:
         return {"points": pts.tolist(), "labels": [int(v) for v in lab],
                 "boxes": boxes.tolist()}
 
-    def session_state(self) -> S.Session:
+    def session_state(self, copy=None) -> S.Session:
         """The session as it stands: image, model, settings, the log, pending prompts, the
-        committed labels and the last trace."""
+        committed labels and the last trace. ``copy(labels)`` copies the labels (default
+        ``np.array(labels, copy=True)``; autosave: :meth:`AutosaveWriter.snapshot`)."""
         src = self._require_image()
         choice, pred = self.model_choice, self.predictor
         path = self.image_path()
@@ -229,7 +273,7 @@ class SessionLog:
         target = self._log_target
         labels = None
         if target is not None and self.target_alive(target):
-            labels = np.array(self.target_zyx(target), copy=True)
+            labels = (copy or functools.partial(np.array, copy=True))(self.target_zyx(target))
         return S.Session(image=image, model=model, settings=settings,
                          operations=list(self.log), pending=self._pending_prompts(), labels=labels,
                          base=self._log_base, trace=self.trace)
@@ -240,6 +284,7 @@ class SessionLog:
         path = Path(path)
         if path.suffix.lower() != ".json":
             path = path.with_name(path.name + ".json")
+        self.wait_autosave()  # (it may write to this path, or the path it keeps aside)
         try:
             S.write_session(self.session_state(), path)
         except OSError as err:
@@ -274,42 +319,95 @@ class SessionLog:
         path = self.image_path()
         if path is None:
             return None
+        self.wait_autosave()
         found = [p for p in (S.session_file_for(path), fallback_session_file(path))
                  if p.is_file()]
         return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
     def _autosave(self) -> None:
+        """Autosave the session as it stands: labels of :data:`~napari_sam.annotate.
+        autosave_writer.BACKGROUND_BYTES` or more on the writer's worker thread (when it has
+        one), after the write under way; smaller ones here, also after it."""
         target = self.autosave_path()
-        if not self.autosave or target is None:
+        if not self.autosave or target is None or self._autosave_broken:
             return
-        fallback = fallback_session_file(self.image_path())
+        writer = self.autosave_writer
+        log_target = self._log_target
+        labels = (self.target_zyx(log_target) if log_target is not None
+                  and self.target_alive(log_target) else None)
+        inline = not writer.in_background(labels)
+        if inline:
+            writer.wait()
+        state = self.session_state(copy=None if inline else writer.snapshot)
+        job = _AutosaveJob(
+            target=target, fallback=fallback_session_file(self.image_path()), state=state,
+            generation=self._log_generation,
+            labels_name=None if log_target is None else self.labels_name(log_target),
+            image_name=self.image_name(), image_folder=self.image_path().parent, inline=inline)
+        if inline:
+            self._autosave_job(job)
+        else:
+            writer.submit(functools.partial(self._autosave_job, job), state.labels)
+
+    def _autosave_job(self, job: _AutosaveJob) -> None:
+        """Write ``job`` (on the calling thread or the writer's worker): to its target, else
+        (the folder looked writable, but is not, or the disk is full) to the fallback; a
+        failure turns autosave off with a warning (through the writer's ``post``)."""
+        if self._autosave_broken:  # an earlier write failed: autosave is going off
+            return
+        target = job.target
         try:
             try:
-                self._write_autosave(target)
-            except OSError:  # the folder looked writable, but is not (or the disk is full)
-                if target == fallback:
+                self._write_autosave(target, job)
+            except OSError:
+                if target == job.fallback:
                     raise
-                target = fallback
-                self._write_autosave(target)
-        except (OSError, S.SessionError) as err:
-            self.autosave = False
+                target = job.fallback
+                self._write_autosave(target, job)
+        except Exception as err:  # noqa: BLE001 - any failure turns autosave off, said once
+            self._autosave_broken = True
             why = err.strerror or err if isinstance(err, OSError) else err
-            self.notify_warning(f"Autosave to {target} failed ({why}); "
-                                "autosave is off. Use 'Save session' to save elsewhere.")
+            self._autosave_said_later(job, functools.partial(self._autosave_failed, target, why))
             return
-        if target == fallback and str(target) not in self._autosave_said:
+        if target == job.fallback and str(target) not in self._autosave_said:
             self._autosave_said.add(str(target))
-            self._autosave_note += (
-                f" The folder of '{self.image_name()}' ({self.image_path().parent}) is not "
-                f"writable: the session is autosaved in {target}.")
+            self._autosave_news(job, f" The folder of '{job.image_name}' ({job.image_folder}) is "
+                                     f"not writable: the session is autosaved in {target}.")
 
-    def _write_autosave(self, target: Path) -> None:
-        """Write the session to ``target``; a session there that this log did not write or
-        load (not resumed, another dock's, another process's) is first kept under a dated
-        name (:func:`napari_sam.session.keep_aside`), and the status says so."""
+    def _autosave_failed(self, target: Path, why) -> None:
+        self.autosave, self._autosave_broken = False, False
+        self.notify_warning(f"Autosave to {target} failed ({why}); "
+                            "autosave is off. Use 'Save session' to save elsewhere.")
+
+    def _autosave_said_later(self, job: _AutosaveJob, fn) -> None:
+        """Run ``fn()`` now when ``job`` is written on the calling thread, else on the UI
+        thread (the writer's ``post``)."""
+        if job.inline or self.autosave_writer.post is None:
+            fn()
+        else:
+            self.autosave_writer.post(fn)
+
+    def _autosave_news(self, job: _AutosaveJob, text: str, info: bool = False) -> None:
+        """What an autosave has to say: in the status line of the commit (undo, redo) that
+        asked for it when written at once (:meth:`take_autosave_note`), else added to the
+        status line when the write ends; ``info``: also a notification."""
+        def say():
+            if job.inline:
+                self._autosave_note += text
+            else:
+                self._say(f"{self.status}{text}")
+            if info:
+                self.notify_info(text.strip())
+
+        self._autosave_said_later(job, say)
+
+    def _write_autosave(self, target: Path, job: _AutosaveJob) -> None:
+        """Write ``job``'s session to ``target``; a session there that this log did not
+        write or load (not resumed, another dock's, another process's) is first kept under a
+        dated name (:func:`napari_sam.session.keep_aside`), and the status says so."""
         target.parent.mkdir(parents=True, exist_ok=True)
-        kept, state, mine = None, self.session_state(), None
-        if target.is_file() and not self._owns_autosave(target):
+        kept, state, mine = None, job.state, None
+        if target.is_file() and not self._owns_autosave(target, job.generation):
             S.check_session_path(state, target)  # a file there that is no session: refused
             try:
                 earlier = S.read_session(target, load_labels=False).summary()
@@ -318,19 +416,17 @@ class SessionLog:
             mine = self._written_for(target)  # this dock's, for other labels
             kept = S.keep_aside(target)
         S.write_session(state, target)
-        self._own_autosave(target)
+        self._own_autosave(target, job)
         if kept is not None:
             self._kept_aside = kept
             opens = "(File > IO Utilities > Load SAM session... opens it)"
-            text = (f" An earlier session of '{self.image_name()}' ({earlier}) was autosaved "
+            text = (f" An earlier session of '{job.image_name}' ({earlier}) was autosaved "
                     f"in {target.name} and not resumed: it is kept as {kept.name} beside it "
                     f"{opens}; this session is autosaved in {target.name}.") if mine is None \
                 else (f" The session of the commits into '{mine}' ({earlier}) is kept as "
                       f"{kept.name} {opens}: the commits now go into "
-                      f"'{self.labels_name(self._log_target)}', whose session is autosaved "
-                      f"in {target.name}.")
-            self._autosave_note += text
-            self.notify_info(text.strip())
+                      f"'{job.labels_name}', whose session is autosaved in {target.name}.")
+            self._autosave_news(job, text, info=True)
 
     def take_autosave_note(self) -> str:
         """" The folder of ... is not writable: the session is autosaved in ...", once
@@ -342,6 +438,7 @@ class SessionLog:
         """Restore a session file onto the current image: its labels into new target labels
         (commits continue there; the GUI's new labels layer), its pending prompts, its model
         and trace. Everything is checked first; a bad file changes nothing."""
+        self.wait_autosave()  # (the file may be the autosave being written)
         try:
             sess = S.read_session(path)
             src = self._require_image()

@@ -1,0 +1,43 @@
+"""The dock's autosaves of large labels are written on a worker thread
+(:mod:`napari_sam.annotate.autosave_writer`); what a write has to say (a failure that turns
+autosave off, a file kept aside) comes back to the UI thread through a queued Qt signal, and
+napari quitting waits for the write under way (:func:`write_autosaves_in_background`)."""
+
+from __future__ import annotations
+
+import weakref
+
+from qtpy.QtCore import QCoreApplication, QObject, Signal, Slot
+
+__all__ = ["UiRelay", "write_autosaves_in_background"]
+
+
+class UiRelay(QObject):
+    """Runs callables on the thread it was made on (napari's UI thread): :meth:`post` from
+    any thread; a call posted after Qt deleted it (napari quit meanwhile) is dropped."""
+
+    _call = Signal(object)
+
+    def __init__(self):
+        super().__init__()
+        self._call.connect(self._run)  # queued when emitted from another thread
+
+    def post(self, fn) -> None:
+        try:
+            self._call.emit(fn)
+        except RuntimeError:  # "wrapped C/C++ object ... deleted": nobody to tell
+            pass
+
+    @Slot(object)
+    def _run(self, fn) -> None:
+        fn()
+
+
+def write_autosaves_in_background(session) -> None:
+    """Write ``session``'s (an ``AnnotationSession``) large autosaves on its writer's worker
+    thread, with news posted to this (the UI) thread; napari quitting waits for them."""
+    session.autosave_writer.post = UiRelay().post  # (the writer keeps the relay alive)
+    app = QCoreApplication.instance()
+    if app is not None:
+        wait = weakref.WeakMethod(session.wait_autosave)  # (a closed dock's is not kept)
+        app.aboutToQuit.connect(lambda: (wait() or (lambda: None))())
