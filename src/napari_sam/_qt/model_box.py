@@ -19,6 +19,7 @@ from napari_sam.annotate.model_choice import (
 )
 
 from .notify import guarded
+from .settled_pick import SettledPick
 
 __all__ = ["FILE_ITEM", "ModelBox"]
 
@@ -80,6 +81,23 @@ class ModelBox:
 
     def _update_demo_notice(self):
         self._demo.setVisible(self.controller.using_demo)
+
+    def _connect_model_box(self):
+        """Picks in 'Model' call :meth:`_on_model_picked`; keys stepping through it pick
+        the entry they rest on (``self._model_pick``)."""
+        self._model_pick = SettledPick(self._model, self._on_model_picked)
+
+    def _on_model_picked(self, how: str):
+        """The user picked an entry of 'Model' (:class:`~.settled_pick.SettledPick`: stepping
+        with the keys picks the entry they rest on). 'Checkpoint file...' reached with the
+        keys opens the file dialog on Enter only; leaving the box there shows the model in
+        use again."""
+        if self._model.currentData() is None and how in ("rest", "leave"):
+            if how == "leave":
+                self._show_model_in_use()
+            return False
+        self._on_model_changed()
+        return True
 
     @guarded
     def _on_model_changed(self, path: str | None = None):

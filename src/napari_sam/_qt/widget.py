@@ -163,7 +163,7 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
         self._channels = ChannelBoxes(self.viewer, self._on_image_changed)
         self._channels.add_rows(form)
         self._model = combo()
-        self._model.activated.connect(lambda *_: self._on_model_changed())
+        self._connect_model_box()
         form.addRow("Model", self._model)
         self._device = combo(device_choices(import_torch=False), changed=self._on_device_changed)
         form.addRow("Device", self._device)
