@@ -4,13 +4,16 @@
   makes each Up/Down a pick): from 'demo' to the 4th entry, three load and embedding jobs.
   Now the entry the keys rest on is loaded (after a moment, on Enter or on leaving the box);
   a pick from the open list still loads at once.
+* The dock was at least 397 px wide (a one-line placeholder in the trace panel, the
+  'Compute embeddings' button widening the form's label column): on a 1024 x 768 screen
+  napari's canvas kept 281 px. Now at most 330 px, with every text still whole.
 """
 
 from __future__ import annotations
 
 from qtpy.QtCore import Qt
 from qtpy.QtTest import QTest
-from qtpy.QtWidgets import QApplication
+from qtpy.QtWidgets import QApplication, QCheckBox, QDockWidget, QLabel, QPushButton
 from sam_qt_helpers import blob_stack
 
 from napari_sam._qt.settled_pick import SETTLE_MS
@@ -143,3 +146,50 @@ def test_keys_resting_on_checkpoint_file_open_no_dialog(make_widget, qtbot, monk
     widget._store.setFocus(Qt.FocusReason.TabFocusReason)
     qtbot.waitUntil(lambda: not box.hasFocus(), timeout=5000)
     assert len(opened) == 1 and box.currentData().is_demo  # left: the model in use again
+
+
+def _dock_of(widget) -> QDockWidget:
+    parent = widget.parentWidget()
+    while not isinstance(parent, QDockWidget):
+        parent = parent.parentWidget()
+    return parent
+
+
+def _clipped(root) -> list[str]:
+    """The texts under ``root`` that do not fit their widget: a button's or check box's
+    narrower than it needs, a label's line wider than the label or a wrapped label shorter
+    than its lines."""
+    out = []
+    for w in root.findChildren(QLabel) + root.findChildren(QPushButton) + \
+            root.findChildren(QCheckBox):
+        if not w.isVisibleTo(root) or not w.text() or "<" in w.text():  # (html legend)
+            continue
+        fm, room = w.fontMetrics(), w.contentsRect().width()
+        if isinstance(w, QLabel) and w.wordWrap():
+            longest = max(fm.horizontalAdvance(word) for word in w.text().split())
+            if longest > room or w.heightForWidth(w.width()) > w.height():
+                out.append(f"{w.text()} ({w.width()} x {w.height()}, needs "
+                           f"{w.heightForWidth(w.width())} high, longest word {longest})")
+        elif isinstance(w, QLabel):
+            if max(fm.horizontalAdvance(line) for line in w.text().split("\n")) > room:
+                out.append(w.text())
+        elif w.minimumSizeHint().width() > w.width():  # its text and the style's padding
+            out.append(w.text())
+    return out
+
+
+def test_the_dock_fits_a_small_screen_with_every_text_whole(make_widget, qtbot):
+    viewer, widget = make_widget(blob_stack(), preload=False, name="blobs")
+    dock = _dock_of(widget)
+    assert dock.minimumSizeHint().width() <= 330
+    window = viewer.window._qt_window
+    window.resize(1024, 768)
+    window.show()
+    window.resizeDocks([dock], [dock.minimumSizeHint().width()], Qt.Orientation.Horizontal)
+    qtbot.waitUntil(lambda: widget.isVisible() and dock.width() <= 330, timeout=5000)
+    qtbot.wait(100)
+    assert dock.width() <= 330
+    assert widget._scroll.horizontalScrollBar().maximum() == 0  # no sideways scrolling
+    assert _clipped(widget) == []
+    canvas = viewer.window._qt_viewer.canvas.native.width()
+    assert canvas >= 340  # (281 px when the dock was 397 px wide)

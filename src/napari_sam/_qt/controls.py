@@ -4,11 +4,19 @@ combo boxes that elide long items, check boxes, the '?' button of the keys."""
 from __future__ import annotations
 
 from qtpy.QtCore import QPoint
-from qtpy.QtWidgets import QCheckBox, QComboBox, QLabel, QPushButton, QToolButton, QToolTip
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QToolButton,
+    QToolTip,
+)
 
 from . import keys
 
-__all__ = ["button", "check", "combo", "help_button", "key_of", "label"]
+__all__ = ["button", "check", "combo", "help_button", "key_of", "label", "row_of"]
 
 
 def button(text: str, key: str | None, slot) -> QPushButton:
@@ -31,6 +39,15 @@ def label(text: str = "", tip: str | None = None) -> QLabel:
     if tip:
         widget.setToolTip(tip)
     return widget
+
+
+def row_of(*widgets) -> QHBoxLayout:
+    """A row of ``widgets`` (a form's row spanning both columns: a button there would widen
+    the labels' column to its text)."""
+    row = QHBoxLayout()
+    for widget in widgets:
+        row.addWidget(widget)
+    return row
 
 
 def combo(items=(), tip: str | None = None, changed=None) -> QComboBox:

@@ -120,7 +120,9 @@ class TraceView(QWidget):
         self._clear()
         objects = (trace or {}).get("objects") or []
         if not objects:
-            self._layout.addWidget(QLabel("Propagate to see each object's trace here."))
+            empty = QLabel("Propagate to see each object's trace here.")
+            empty.setWordWrap(True)  # one line made the dock 397 px wide at least
+            self._layout.addWidget(empty)
             return
         n = int(trace.get("n_slices") or 1)
         self.legend = QLabel(legend_html())

@@ -21,7 +21,6 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QScrollArea,
     QSizePolicy,
@@ -44,12 +43,13 @@ from . import layers as L
 from .autosave_thread import write_autosaves_in_background
 from .channel_boxes import ChannelBoxes, file_channel_axis
 from .controller import AnnotationController
-from .controls import button, check, combo, help_button, key_of, label
+from .controls import button, check, combo, help_button, key_of, label, row_of
 from .device_box import DeviceBox
 from .file_scale import apply_file_scale
 from .input_guard import guard_inputs
 from .job_bar import JobBar
 from .model_box import ModelBox
+from .narrow import fit_narrow
 from .notify import guarded
 from .tips import add_tips
 from .trace_view import TraceView
@@ -147,6 +147,7 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
         self._on_layers_changed()
         self._on_status(c.status or c.next_step())
         guard_inputs(self)  # the wheel scrolls the panels; the dock's keys pass the boxes
+        fit_narrow(self)  # form labels wrap: the dock fits a 1024 px screen beside the canvas
         add_tips(self)
 
     # ------------------------------------------------------------------ panels
@@ -197,8 +198,8 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
         store_row.addWidget(self._store)
         store_row.addWidget(browse)
         form.addRow("Embedding store", store_row)
-        self._emb_state = QLabel("")
-        form.addRow(button("Compute embeddings", None, self._on_compute), self._emb_state)
+        self._emb_state = label()  # beside its button, not under a label column as wide
+        form.addRow(row_of(button("Compute embeddings", None, self._on_compute), self._emb_state))
         self._demo = label(DEMO_LABEL, tip=DEMO_NOTICE)
         self._demo.setStyleSheet("color: #f0c000;")
         form.addRow(self._demo)
@@ -214,16 +215,15 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
         self._help = help_btn = help_button()
         top.addWidget(self._negative)
         top.addWidget(self._live)
-        top.addStretch(1)
-        top.addWidget(help_btn)
         v.addLayout(top)
         row = QHBoxLayout()
         row.addWidget(button("Segment", key_of("segment"), self._on_segment))
         row.addWidget(button("Next mask", key_of("next_candidate"), self._on_next_candidate))
         row.addWidget(button("Clear", key_of("clear"), self._on_clear))
+        row.addWidget(help_btn)
         v.addLayout(row)
         self._refine = check(
-            "Refine selected label of the target layer", False,
+            "Refine selected label", False,
             "Select a label in the target labels layer (picker tool), then click: its mask "
             "is the starting point and the commit replaces it.",
             toggled=lambda on: self.controller.set_refine(on),
@@ -354,12 +354,12 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
         return box
 
     def minimumSizeHint(self):
-        """As wide as the panels need (napari's dock takes it, so nothing is clipped at the
-        right), as short as a few rows (the panels scroll); computed when asked, after
+        """As wide as the panels need at the least (napari's dock takes it, so nothing is
+        clipped at the right; labels wrap, combo boxes elide), as short as a few rows (the panels scroll); computed when asked, after
         napari's style sheet has set the fonts."""
         hint = super().minimumSizeHint()
         scroll = self._scroll
-        width = (scroll.widget().sizeHint().width() + 2 * scroll.frameWidth()
+        width = (scroll.widget().minimumSizeHint().width() + 2 * scroll.frameWidth()
                  + scroll.verticalScrollBar().sizeHint().width())
         hint.setWidth(max(hint.width(), width))
         return hint
