@@ -84,6 +84,29 @@ def test_replay_is_deterministic_and_reports_what_another_model_changes(files, t
     assert S.describe_changes(diff)
 
 
+def test_replay_takes_the_progress_forms_and_shows_one_line(files, tiny_sam, capsys):
+    """``replay`` follows the library's ``progress=`` convention (True: a bar counting the
+    operations; a bad value refused before any work) and its result is one line in a
+    notebook, not the arrays."""
+    import napari_sam as ns
+    from napari_sam.session_replay import ReplayResult, replay
+
+    assert S.replay is replay and S.ReplayResult is ReplayResult  # importable from session
+    sess = make_session(files, tiny_sam)
+    emb = ns.embed(blob_stack(), tiny_sam, device="cpu")
+    calls = []
+    res = S.replay(sess, emb, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    assert repr(res) == ("ReplayResult(3 operations, 3 labels written, labels (6, 64, 64) "
+                         "uint32; every id as recorded)")
+    capsys.readouterr()
+    again = S.replay(sess, emb, progress=True)
+    assert np.array_equal(again.labels, res.labels)
+    assert "3/3" in capsys.readouterr().err
+    with pytest.raises(TypeError, match="progress must be None or False"):
+        S.replay(sess, None, progress="yes")  # refused before the embeddings are read
+
+
 def _write_bad(tmp_path: Path, good: Path, case: str) -> Path:
     record = json.loads(good.read_text())
     bad = good.with_name(f"bad_{case}.json")

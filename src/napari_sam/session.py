@@ -19,15 +19,17 @@ in napari order ((z, row, col) stack coordinates; boxes (row0, col0, row1, col1)
   commit, when it was not empty;
 * ``trace``: the last propagation trace (:mod:`napari_sam.trace`).
 
-Replay (:func:`replay`) reruns the operations in order from ``base`` with the GUI's own code
+Replay (:func:`replay`, in :mod:`napari_sam.session_replay` and re-exported here, as are
+:class:`ReplayResult`, :func:`check_replayable` and :func:`recorded_tiling`) reruns the
+operations in order from ``base`` with the GUI's own code
 (:func:`napari_sam.annotation.decode_slice`, :func:`napari_sam.segment_volume`,
 :func:`napari_sam.annotation.apply_objects`), so with the same model, device and precision
 it writes the GUI's committed labels pixel for pixel; with another model or image it reruns
 the prompts and :func:`compare` says per object what changed.
 
 Reading checks a file's form with :func:`napari_sam.session_checks.check_record` (its
-:class:`SessionError`, :data:`FORMAT` and :data:`VERSION` are re-exported here);
-:func:`check_image` checks it against an image.
+:class:`SessionError`, :data:`FORMAT`, :data:`VERSION`, :func:`check_image` (a session
+against an image) and :func:`recorded_axes` are re-exported here).
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ import functools
 import json
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,17 +50,19 @@ from napari_sam.session_checks import (
     PROMPT_KEYS,
     VERSION,
     SessionError,
+    check_image,
     check_model,
     check_record,
     model_unavailable,
+    recorded_axes,
     session_error,
-    tiling_of,
 )
+from napari_sam.session_replay import ReplayResult, check_replayable, recorded_tiling, replay
 
 __all__ = [
     "FORMAT", "VERSION", "Session", "SessionError", "check_image", "check_model",
     "check_session_path", "image_differences", "keep_aside", "model_unavailable", "recorded_axes",
-    "recorded_tiling", "check_replayable", "compare", "image_hash", "read_session", "replay",
+    "recorded_tiling", "check_replayable", "ReplayResult", "compare", "image_hash", "read_session", "replay",
     "session_file_for", "slice_operation", "volume_operation", "write_session",
 ]
 
@@ -473,268 +477,6 @@ def is_session_file(path: os.PathLike | str) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(data, Mapping) and data.get("format") == FORMAT
-
-
-# ------------------------------------------------------------------------------ checks
-def _all_prompts(session: Session):
-    """(where, prompt record) of every operation's and every pending prompt."""
-    for i, op in enumerate(session.operations):
-        if op["kind"] == "slice":
-            for j, rec in enumerate(op["objects"]):
-                yield f"operation {i + 1}, object {j + 1}", rec
-        else:
-            for k, items in op["prompts"].items():
-                for rec in items:
-                    yield f"operation {i + 1}, object {k}", rec
-    pending = session.pending or {}
-    for (z, r, c), lab in zip(pending.get("points", []), pending.get("labels", [])):
-        yield "pending points", {"slice": int(round(z)), "points": [[r, c]], "labels": [lab]}
-    for z, *box in pending.get("boxes", []):
-        yield "pending boxes", {"slice": int(round(z)), "box": box}
-
-
-def _outside_problem(rec: Mapping, n: int, h: int, w: int, what: str) -> str | None:
-    """What of a prompt record lies outside a stack of n slices of h x w pixels, or None.
-
-    A box is outside only when it misses the image (:func:`napari_sam.prompts.box_is_outside`);
-    a box partly outside is kept, as the dock keeps it: a volume commit's is clipped to the
-    image by :func:`napari_sam.segment_volume`, a slice commit's is decoded as drawn."""
-    z = rec["slice"]
-    if not 0 <= z < n:
-        return f"slice {z} is outside {what} (slices 0-{n - 1})"
-    for r, c in rec.get("points", []):
-        if not (-0.5 <= r <= h - 0.5 and -0.5 <= c <= w - 0.5):
-            return (f"point (row {r:g}, col {c:g}) on slice {z} lies outside {what} ({h} x {w} "
-                    "pixels)")
-    b = rec.get("box")
-    if b is not None and (b[2] < 0 or b[3] < 0 or b[0] > h - 1 or b[1] > w - 1):
-        return (f"box {b} on slice {z} lies outside {what} ({h} x {w} pixels; boxes are "
-                "[row0, col0, row1, col1] in pixels and must overlap the image)")
-    return None
-
-
-def check_image(session: Session, shape: Sequence[int], *, what: str = "this image",
-                axes_hint: bool = True) -> list[str]:
-    """Check a session against an image's (Z, Y, X) stack shape.
-
-    ``axes_hint``: where only the number of slices differs, say how to read the file with
-    the session's axes (``--axes`` of the command line, ``read_image``); the dock, whose
-    user opened the image in napari, passes False.
-
-    Returns
-    -------
-    list of str
-        Notes (none yet; kept for callers that print them).
-
-    Raises
-    ------
-    SessionError
-        The shape differs, or a prompt lies outside the image or on a slice it does not have
-        (naming the operation and object, or the pending prompt, and the fix: correct or
-        remove it in the session file). A box partly outside the image is accepted, as the
-        dock accepts it: replay clips a volume commit's box to the image (in
-        :func:`napari_sam.segment_volume`) and decodes a slice commit's as drawn.
-    """
-    shape = tuple(int(s) for s in shape)
-    name = session.path.name if session.path else "session"
-    if shape != session.shape:
-        src = session.image.get("path") or session.image.get("name") or "another image"
-        axes = recorded_axes(session)
-        hint = "" if axes is None or shape[1:] != session.shape[1:] or not axes_hint else (
-            f" (if it is the same file read with other axes, e.g. {session.shape[0]} slices "
-            f"read as colour channels because the file does not name its axes, give the axes "
-            f"the session's layer had: --axes {axes} on the command line, axes='{axes}' to "
-            "napari_sam.io.read_image)")
-        def said(zyx):  # a 2D image as (Y, X)
-            return f"(Y, X) {zyx[1:]}" if zyx[0] == 1 else f"(Z, Y, X) {zyx}"
-        raise session_error(name, f"made for an image of {said(session.shape)} ({src}), but "
-                                  f"{what} is {said(shape)}{hint}; open the image it was made for")
-    for where, rec in _all_prompts(session):
-        problem = _outside_problem(rec, *shape, what)
-        if problem is None:
-            continue
-        fix = ("remove it from 'pending' in the session file (it was never committed)"
-               if where.startswith("pending") else
-               "correct this prompt in the session file (pixels of the image, napari order), "
-               "then replay or load the session again")
-        raise session_error(name, f"{where}: {problem}; {fix}")
-    return []
-
-
-def recorded_axes(session: Session) -> str | None:
-    """The axes of the image layer the session was made on, when they follow from the
-    record: ``"ZYX"`` (``"YX"``) for a layer of (Z, Y, X) (or (Y, X)) without a channel axis
-    and not RGB; None otherwise (a channel axis or RGB: the file's own axes are needed)."""
-    rec = session.image
-    layer = rec.get("layer_shape")
-    if rec.get("rgb") or rec.get("channel_axis") is not None or not isinstance(layer, list):
-        return None
-    if len(layer) == 3 and tuple(layer) == session.shape:
-        return "ZYX"
-    if len(layer) == 2 and (1, *layer) == session.shape:
-        return "YX"
-    return None
-
-
-# ------------------------------------------------------------------------------ replay
-def _prompt_of(rec: Mapping):
-    """The :class:`napari_sam.annotate.prompt_groups.DrawnPrompts` of a prompt record (what
-    :func:`~napari_sam.annotation.decode_slice` takes)."""
-    from napari_sam.annotate.prompt_groups import DrawnPrompts
-
-    pts = np.asarray(rec.get("points", []), dtype=np.float64).reshape(-1, 2)
-    lab = np.asarray(rec.get("labels", []), dtype=np.int64).reshape(-1)
-    box = None if rec.get("box") is None else np.asarray(rec["box"], dtype=np.float64)
-    return DrawnPrompts(pts, lab, box)
-
-
-@dataclass
-class ReplayResult:
-    """What :func:`replay` made.
-
-    Attributes
-    ----------
-    labels : numpy.ndarray (Z, Y, X)
-        The labels after every operation.
-    ids : list of list of int
-        The ids each operation wrote.
-    notes : list of str
-        Operations whose ids differ from the recorded ones (another model or image).
-    trace : dict
-        The propagation trace of the volume operations (:mod:`napari_sam.trace`), objects
-        under their committed ids.
-    """
-
-    labels: np.ndarray = field(repr=False)  # a notebook cell shows ids and notes, not these
-    ids: list
-    notes: list
-    trace: dict = field(repr=False)
-
-
-def _slice_objects(op: Mapping, labels: np.ndarray, emb, predictor, stack) -> list:
-    from napari_sam.annotation import ObjectMask, decode_slice, mask_prompt, slice_edges
-
-    z = int(op["slice"])
-    e = emb[z]
-    on_slice, mask_inputs = [], {}
-    for j, rec in enumerate(op["objects"]):
-        on_slice.append((j, _prompt_of(rec)))
-        if rec.get("mask_prompt"):  # the label refined, as the dock made its prompt
-            mask_inputs[j] = mask_prompt(predictor, e, labels[z] == int(op["mask_label"]))
-    edge = (op.get("boundary") == "edge" and stack is not None  # as the dock cut the masks
-            and getattr(e, "tiling", None) is None)
-    edges = slice_edges(predictor, stack, z, "edge") if edge else None
-    previews = {p.key: p for p in decode_slice(predictor, e, z, on_slice, mask_inputs, edges)}
-    objects = []
-    for j, replaces in op["written"]:
-        p = previews.get(int(j))
-        if p is None:
-            continue
-        p.index = min(int(op["objects"][j].get("candidate", 0)), p.n_candidates - 1)
-        objects.append(ObjectMask(p.mask, z, int(replaces)))
-    return objects
-
-
-def _volume_objects(op: Mapping, emb, progress) -> tuple[list, object]:
-    from napari_sam.annotation import ObjectMask
-    from napari_sam.volume import segment_volume
-
-    prompts = {int(k): [replace(_prompt_of(rec).to_slice_prompt(int(rec["slice"])),
-                                candidate=rec.get("candidate")) for rec in items]
-               for k, items in op["prompts"].items()}
-    res = segment_volume(emb, prompts, progress=progress, **dict(op.get("options") or {}))
-    labels = np.asarray(res.labels)
-    objects = [ObjectMask(labels == int(i), None, int(r)) for i, r in op["written"]]
-    return objects, res
-
-
-def check_replayable(session: Session) -> None:
-    """Refuse, before any work, a session that :func:`replay` cannot rerun.
-
-    Replay reruns SAM 1 operations (clicks decoded on a slice, propagation by
-    :func:`napari_sam.segment_volume`). A propagation with SAM 2 memory (options
-    ``{"method": "sam2", ...}``, written by the GUI with a SAM 2.1 model) is not replayed.
-
-    Raises
-    ------
-    SessionError
-        Naming the first SAM 2 operation and what to do instead.
-    """
-    for i, op in enumerate(session.operations):
-        if (op.get("options") or {}).get("method") == "sam2":
-            raise SessionError(
-                f"operation {i + 1} of this session propagated with SAM 2 memory (a SAM 2.1 "
-                "model); replaying SAM 2 operations is not supported. The session's labels are "
-                "kept in its file: open it in napari to continue it, or rerun the objects with "
-                "'napari-sam segment STACK --prompts PROMPTS.csv --method sam2 --model MODEL'")
-
-
-def recorded_tiling(session: Session):
-    """The :class:`napari_sam.tiling.Tiling` the session's clicks were decoded in (its
-    ``settings["tiling"]``), or None: untiled, or a session written before tiling existed.
-    Replay embeds the stack with it, so that every click is decoded as the dock did."""
-    key = session.settings.get("tiling")
-    name = session.path.name if session.path else "session"
-    return tiling_of(key, name, session.shape) if key else None
-
-
-def replay(session: Session, emb, *, progress: Callable[[int, int], None] | None = None
-           ) -> ReplayResult:
-    """Rerun a session's operations on a stack's embeddings.
-
-    Parameters
-    ----------
-    session : Session
-    emb : napari_sam.embeddings.StackEmbeddings or napari_sam.tiled_stack.TiledStackEmbeddings
-        Embeddings of the (Z, Y, X) stack (:func:`napari_sam.embed`), with its predictor;
-        tiled as the session was (:func:`recorded_tiling`) to decode every click as the dock
-        did.
-    progress : callable(done, total), optional
-        Called after each operation.
-
-    Returns
-    -------
-    ReplayResult
-        Labels (Z, Y, X), starting from the session's ``base`` (else zeros), with the dtype
-        of the session's labels (uint32 when it has none).
-
-    Raises
-    ------
-    SessionError
-        The session does not fit the stack (:func:`check_image`) or holds SAM 2 operations
-        (:func:`check_replayable`).
-    """
-    from napari_sam.annotation import apply_objects
-    from napari_sam.trace import propagation_trace
-
-    check_replayable(session)
-    shape = tuple(int(s) for s in emb.shape[:3])
-    check_image(session, shape)
-    dtype = session.labels.dtype if session.labels is not None else np.dtype(np.uint32)
-    labels = (np.zeros(shape, dtype) if session.base is None
-              else np.array(session.base, dtype=dtype, copy=True))
-    predictor = emb.predictor
-    ids, notes, traced = [], [], []
-    for i, op in enumerate(session.operations):
-        if op["kind"] == "slice":
-            objects = _slice_objects(op, labels, emb, predictor, getattr(emb, "stack", None))
-        else:
-            objects, res = _volume_objects(op, emb, None)
-            names = {int(k): int(v) for (k, _), v in zip(op["written"], op["ids"])}
-            annotated = {int(k): [r["slice"] for r in items] for k, items in op["prompts"].items()}
-            part = propagation_trace(res.labels, getattr(emb, "stack", None), res.scores,
-                                     {k: v for k, v in res.stop_reasons.items() if k in names},
-                                     annotated, ids=names)
-            traced.extend(part["objects"])
-        commit = apply_objects(labels, objects, overwrite=bool(op["overwrite"]))
-        ids.append(list(commit.ids))
-        if list(commit.ids) != [int(v) for v in op["ids"]]:
-            notes.append(f"operation {i + 1} wrote label(s) {commit.ids}, the session "
-                         f"recorded {op['ids']}")
-        if progress is not None:
-            progress(i + 1, len(session.operations))
-    trace = {"format": 1, "n_slices": shape[0], "objects": traced}
-    return ReplayResult(labels, ids, notes, trace)
 
 
 def _slices_of(labels: np.ndarray, ids: Sequence[int]) -> dict[int, list[int]]:

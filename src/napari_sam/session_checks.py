@@ -4,13 +4,13 @@
 naming the file, the entry (operation, object) and what it must be: the format and version,
 the image shape, the model, the settings (their ``tiling``: :func:`tiling_of`), every
 operation (slice and volume commits, their prompts, candidates, written ids and options) and
-the pending prompts. Coordinates are checked against an image later
-(:func:`napari_sam.session.check_image`).
+the pending prompts. :func:`check_image` checks a session's coordinates against an image
+(:func:`recorded_axes`: the axes its layer had, for the hint when they differ).
 
 :func:`model_unavailable` says why a session's model cannot be loaded here ("" when it can),
 and :func:`check_model` refuses it with what to do. These, the format's constants
-(:data:`FORMAT`, :data:`VERSION`) and :class:`SessionError` live here and are re-exported by :mod:`napari_sam.session`, which imports this module (never the
-other way round).
+(:data:`FORMAT`, :data:`VERSION`) and :class:`SessionError` live here and are re-exported by
+:mod:`napari_sam.session`, which imports this module (never the other way round).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 
-__all__ = ["FORMAT", "PROMPT_KEYS", "VERSION", "SessionError", "check_model", "check_record",
-           "model_unavailable", "session_error", "tiling_of"]
+__all__ = ["FORMAT", "PROMPT_KEYS", "VERSION", "SessionError", "check_image", "check_model",
+           "check_record", "model_unavailable", "recorded_axes", "session_error", "tiling_of"]
 
 FORMAT = "napari-sam-session"
 VERSION = 1
@@ -289,3 +289,105 @@ def check_model(session) -> str:
     raise session_error(session.path.name if session.path else "session",
                         f"unknown model {spec!r}: {reason}; or pick a model and load the "
                         "session again (the CLI: --model)")
+
+
+# --------------------------------------------------------- checks against an image
+def _all_prompts(session):
+    """(where, prompt record) of every operation's and every pending prompt."""
+    for i, op in enumerate(session.operations):
+        if op["kind"] == "slice":
+            for j, rec in enumerate(op["objects"]):
+                yield f"operation {i + 1}, object {j + 1}", rec
+        else:
+            for k, items in op["prompts"].items():
+                for rec in items:
+                    yield f"operation {i + 1}, object {k}", rec
+    pending = session.pending or {}
+    for (z, r, c), lab in zip(pending.get("points", []), pending.get("labels", [])):
+        yield "pending points", {"slice": int(round(z)), "points": [[r, c]], "labels": [lab]}
+    for z, *box in pending.get("boxes", []):
+        yield "pending boxes", {"slice": int(round(z)), "box": box}
+
+
+def _outside_problem(rec: Mapping, n: int, h: int, w: int, what: str) -> str | None:
+    """What of a prompt record lies outside a stack of n slices of h x w pixels, or None.
+
+    A box is outside only when it misses the image (:func:`napari_sam.prompts.box_is_outside`);
+    a box partly outside is kept, as the dock keeps it: a volume commit's is clipped to the
+    image by :func:`napari_sam.segment_volume`, a slice commit's is decoded as drawn."""
+    z = rec["slice"]
+    if not 0 <= z < n:
+        return f"slice {z} is outside {what} (slices 0-{n - 1})"
+    for r, c in rec.get("points", []):
+        if not (-0.5 <= r <= h - 0.5 and -0.5 <= c <= w - 0.5):
+            return (f"point (row {r:g}, col {c:g}) on slice {z} lies outside {what} ({h} x {w} "
+                    "pixels)")
+    b = rec.get("box")
+    if b is not None and (b[2] < 0 or b[3] < 0 or b[0] > h - 1 or b[1] > w - 1):
+        return (f"box {b} on slice {z} lies outside {what} ({h} x {w} pixels; boxes are "
+                "[row0, col0, row1, col1] in pixels and must overlap the image)")
+    return None
+
+
+def check_image(session, shape: Sequence[int], *, what: str = "this image",
+                axes_hint: bool = True) -> list[str]:
+    """Check a session (:class:`napari_sam.session.Session`) against an image's (Z, Y, X)
+    stack shape.
+
+    ``axes_hint``: where only the number of slices differs, say how to read the file with
+    the session's axes (``--axes`` of the command line, ``read_image``); the dock, whose
+    user opened the image in napari, passes False.
+
+    Returns
+    -------
+    list of str
+        Notes (none yet; kept for callers that print them).
+
+    Raises
+    ------
+    SessionError
+        The shape differs, or a prompt lies outside the image or on a slice it does not have
+        (naming the operation and object, or the pending prompt, and the fix: correct or
+        remove it in the session file). A box partly outside the image is accepted, as the
+        dock accepts it: replay clips a volume commit's box to the image (in
+        :func:`napari_sam.segment_volume`) and decodes a slice commit's as drawn.
+    """
+    shape = tuple(int(s) for s in shape)
+    name = session.path.name if session.path else "session"
+    if shape != session.shape:
+        src = session.image.get("path") or session.image.get("name") or "another image"
+        axes = recorded_axes(session)
+        hint = "" if axes is None or shape[1:] != session.shape[1:] or not axes_hint else (
+            f" (if it is the same file read with other axes, e.g. {session.shape[0]} slices "
+            f"read as colour channels because the file does not name its axes, give the axes "
+            f"the session's layer had: --axes {axes} on the command line, axes='{axes}' to "
+            "napari_sam.io.read_image)")
+        def said(zyx):  # a 2D image as (Y, X)
+            return f"(Y, X) {zyx[1:]}" if zyx[0] == 1 else f"(Z, Y, X) {zyx}"
+        raise session_error(name, f"made for an image of {said(session.shape)} ({src}), but "
+                                  f"{what} is {said(shape)}{hint}; open the image it was made for")
+    for where, rec in _all_prompts(session):
+        problem = _outside_problem(rec, *shape, what)
+        if problem is None:
+            continue
+        fix = ("remove it from 'pending' in the session file (it was never committed)"
+               if where.startswith("pending") else
+               "correct this prompt in the session file (pixels of the image, napari order), "
+               "then replay or load the session again")
+        raise session_error(name, f"{where}: {problem}; {fix}")
+    return []
+
+
+def recorded_axes(session) -> str | None:
+    """The axes of the image layer the session was made on, when they follow from the
+    record: ``"ZYX"`` (``"YX"``) for a layer of (Z, Y, X) (or (Y, X)) without a channel axis
+    and not RGB; None otherwise (a channel axis or RGB: the file's own axes are needed)."""
+    rec = session.image
+    layer = rec.get("layer_shape")
+    if rec.get("rgb") or rec.get("channel_axis") is not None or not isinstance(layer, list):
+        return None
+    if len(layer) == 3 and tuple(layer) == session.shape:
+        return "ZYX"
+    if len(layer) == 2 and (1, *layer) == session.shape:
+        return "YX"
+    return None
