@@ -208,6 +208,10 @@ def collect_inputs_with_folders(
     (:func:`is_session_labels`: the GUI autosaves them next to the image). A file named
     explicitly is never left out for being a session's labels or a ground truth.
 
+    A file reached twice under one name (``data/`` and ``data/a.tif``, or a folder and a link
+    to it) is one input; a symbolic link of another name (``b_link.tif -> a.tif``), named or
+    found, is an input of its own, segmented under its own name as its prompts are picked.
+
     ``labels=True`` collects label images (the LABELS of ``napari-sam train``): the ground
     truth, the session label TIFFs and the label images ``auto``/``segment`` wrote are
     kept; only embedding stores written by napari-sam are left out.
@@ -258,7 +262,7 @@ def collect_inputs_with_folders(
         raise BatchError("; ".join(problems))
     out, seen = [], set()
     for m, sub in found:
-        key = m.resolve()
+        key = (os.path.realpath(m), m.name)  # a link of another name is an input of its own
         if key in seen or _is_our_output(m, labels=labels):
             continue
         seen.add(key)

@@ -292,8 +292,8 @@ def _file_keys(input_path: Path, subfolder: Path | None = None) -> set[str]:
     """The ``file`` entries that name ``input_path``: its name, stem and paths, in Unicode
     normal form NFC as :func:`normalise_file_key` writes the entries."""
     keys = {input_path.name, stem_of(input_path), str(input_path), input_path.as_posix()}
-    with contextlib.suppress(OSError):
-        keys.add(str(input_path.resolve()))
+    with contextlib.suppress(OSError):  # a link's own name, not its target's
+        keys.add(os.path.join(os.path.realpath(input_path.parent), input_path.name))
     if subfolder is not None and subfolder != Path("."):  # below the folder it was found in
         keys |= {(subfolder / input_path.name).as_posix(),
                  (subfolder / stem_of(input_path)).as_posix()}
