@@ -72,3 +72,76 @@ def test_prompts_naming_a_link_apply_to_the_link(tmp_path, tiny_model, capsys):
     assert "3 file(s): 1 done, 2 skipped" in stdout
     assert _outputs(out) == ["b_link_labels.tif"]
 
+
+# ------------------------------------------------------------------ 2: --channel in a mixed folder
+def _mixed_folder(tmp_path):
+    """A 2D grey TIFF, a 3D ImageJ ``ZYX`` stack and a 2-channel ImageJ ``ZCYX`` stack."""
+    import numpy as np
+    import tifffile
+
+    data = tmp_path / "mixed"
+    noise_image(data / "grey2d.tif", (48, 56))
+    rng = np.random.default_rng(1)
+    stack = (rng.random((3, 48, 48)) * 1000).astype(np.uint16)
+    tifffile.imwrite(data / "stack.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    two = np.stack([stack, stack[:, ::-1]], axis=1)
+    tifffile.imwrite(data / "twochan.tif", two, imagej=True, metadata={"axes": "ZCYX"})
+    return data
+
+
+def _summary_row(stdout, name):
+    rows = [line for line in stdout.splitlines() if line.split()[1:2] == [name]]
+    assert len(rows) == 1, stdout
+    return rows[0]
+
+
+def test_channel_applies_to_the_files_with_a_channel_axis(tmp_path, tiny_model, capsys):
+    """``--channel N`` applied to every file: a folder of grey images and one 2-channel stack
+    could never exit 0 (without it the 2-channel file failed, with it every other file failed
+    "channel=1 was given but the data has no channel axis"). Now the files whose metadata
+    names axes without channels (and 2D images) are segmented as they are, with a note in the
+    log, the summary and the sidecar; a rerun with ``--channel`` after one without redoes only
+    the 2-channel file."""
+    import json
+
+    data = _mixed_folder(tmp_path)
+    out = tmp_path / "out"
+    rc, stdout, err = cli(["auto", data, "-o", out, "--model", tiny_model, *AUTO_FAST], capsys)
+    assert rc == 1
+    assert "Pick one channel with" in _summary_row(stdout, "twochan.tif")
+    rc, stdout, err = cli(["auto", data, "-o", out, "--channel", "1", "--model", tiny_model,
+                           *AUTO_FAST], capsys)
+    assert rc == 0, err
+    assert "3 file(s): 1 done, 2 skipped, 0 failed" in stdout
+
+    fresh = tmp_path / "fresh"
+    rc, stdout, err = cli(["auto", data, "-o", fresh, "--channel", "1", "--model", tiny_model,
+                           "--device", "cpu", "--points-per-side", "4"], capsys)
+    assert rc == 0, err
+    assert "3 file(s): 3 done, 0 skipped, 0 failed" in stdout
+    note = ("--channel 1 not used: the file has no channel axis (axes 'ZYX', from its "
+            "metadata); segmented as it is")
+    assert f"napari-sam: note: stack.tif: {note}" in err
+    assert note in _summary_row(stdout, "stack.tif")
+    assert "--channel 1 not used" in _summary_row(stdout, "grey2d.tif")
+    assert "not used" not in _summary_row(stdout, "twochan.tif")
+    extra = json.loads((fresh / "stack_labels.tif.json").read_text())["extra"]
+    assert extra["channel_not_used"] == note
+    assert "channel_not_used" not in json.loads(
+        (fresh / "twochan_labels.tif.json").read_text())["extra"]
+
+
+def test_channel_on_a_stack_with_guessed_axes_still_fails(tmp_path, tiny_model, capsys):
+    """A stack whose axes are guessed from its shape (a ``.npy``) may hide a channel axis in
+    the guess: ``--channel`` there still fails, saying how to name the axes."""
+    import numpy as np
+
+    data = _mixed_folder(tmp_path)
+    np.save(data / "guess.npy", np.zeros((3, 48, 48), np.uint16) + np.arange(48, dtype=np.uint16))
+    out = tmp_path / "out"
+    rc, stdout, err = cli(["auto", data, "-o", out, "--channel", "0", "--model", tiny_model,
+                           *AUTO_FAST], capsys)
+    assert rc == 1
+    assert "4 file(s): 3 done, 0 skipped, 1 failed" in stdout
+    row = _summary_row(stdout, "guess.npy")
+    assert "no metadata names the axes" in row and "--axes CZYX (or ZCYX) --channel N" in row

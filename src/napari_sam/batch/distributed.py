@@ -19,7 +19,7 @@ from napari_sam.batch.auto_runner import PROPAGATE_DEFAULT, auto_slices, prepare
 from napari_sam.batch.context import Context, Job, JobResult
 from napari_sam.batch.embedding_stores import embed_store, user_embeddings
 from napari_sam.batch.job_checks import output_name_problem
-from napari_sam.batch.jobs import output_state
+from napari_sam.batch.jobs import job_output_state
 from napari_sam.batch.models import get_model
 from napari_sam.batch.progress import stderr_is_terminal
 from napari_sam.batch.reading import open_image
@@ -356,7 +356,7 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
             n = 0
             if (block_slices and ctx.command in ("auto", "embed")
                     and output_name_problem(job, ctx) is None):  # else its final task says why
-                state = output_state(job.output, job.input, ctx.signature())
+                state = job_output_state(job, ctx)
                 if ctx.overwrite or state not in ("complete", "edited", "foreign",
                                                              "other-command"):
                     n = _n_slices(job, ctx)

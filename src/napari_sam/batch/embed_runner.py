@@ -49,6 +49,7 @@ def run_embed(job: Job, ctx: Context, model) -> dict:
         extra={"slices": n, "embedding_size": int(model.embedding_size),
                "contrast_limits": list(emb.contrast_limits), "image_shape": list(opened.stack.shape),
                "encoder_calls": emb.encoder_calls,
-               "tiling": None if tiling is None else tiling.key()},
+               "tiling": None if tiling is None else tiling.key(),
+               **({"channel_not_used": opened.channel_note} if opened.channel_note else {})},
     )
     return {"objects": n}

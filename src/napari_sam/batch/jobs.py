@@ -185,6 +185,27 @@ def output_state(output: Path, input_path: Path | None, signature: Mapping) -> s
     return "complete"
 
 
+def job_output_state(job: Job, ctx: Context) -> str:
+    """:func:`output_state` of ``job``'s output under ``ctx`` (its own context), where an
+    output written with another ``--channel`` (or without) counts as complete when the input
+    has no channel axis (``--channel`` does not apply to it:
+    :func:`napari_sam.batch.reading.channel_applies`): a mixed folder done without
+    ``--channel`` and rerun with it redoes only the files with channels."""
+    sig = ctx.signature()
+    state = output_state(job.output, job.input, sig)
+    if state != "changed":
+        return state
+    params = (nio.read_output_metadata(job.output) or {}).get("parameters") or {}
+    recorded = params.get("channel")
+    if recorded == sig.get("channel") or not isinstance(recorded, (int, type(None))):
+        return state
+    from napari_sam.batch.reading import channel_applies
+
+    if channel_applies(job.input, ctx):
+        return state
+    return output_state(job.output, job.input, {**sig, "channel": recorded})
+
+
 def same_model_file(meta: Mapping, signature: Mapping) -> bool:
     """Whether the checkpoint file the signature's model names still holds the weights that
     made the output: its id (``file:<sha256[:12]>``) against the one the output metadata

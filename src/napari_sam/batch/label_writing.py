@@ -82,10 +82,14 @@ def parameters_in_effect(ctx: Context, model, opened: OpenedImage) -> dict:
 def axes_record(ctx: Context, opened: OpenedImage) -> dict:
     """How the input was read, for the output metadata: ``{"axes": "TYX", "axes_from":
     "metadata"}`` (the labels' axes; "metadata", "guessed" from the shape, or "--axes"):
-    a stack read as ``ZYX`` was propagated along z, a ``TYX`` one along t."""
+    a stack read as ``ZYX`` was propagated along z, a ``TYX`` one along t; with
+    ``"channel_not_used"`` (the note) where ``--channel`` was given and the file has none."""
     source = ("--axes" if ctx.axes is not None else
               "guessed" if opened.axes_guessed else "metadata")
-    return {"axes": opened.label_axes, "axes_from": source}
+    record = {"axes": opened.label_axes, "axes_from": source}
+    if opened.channel_note:  # --channel N given, the file has no channel axis
+        record["channel_not_used"] = opened.channel_note
+    return record
 
 
 def finish_labels(job: Job, ctx: Context, model, opened: OpenedImage, labels: np.ndarray,

@@ -28,6 +28,7 @@ class OpenedImage:
     axes_guessed: bool = False  # no metadata named the axes: guessed from the shape
     channels_as_colour: int = 0  # 3 or 4: channels read as RGB(A) (see _channels_as_colour)
     series: tuple = ()  # (count, [(axes, shape) of up to 3 others]) of a multi-series TIFF
+    channel_note: str = ""  # --channel N not used: the file has no channel axis (certain)
 
     @property
     def label_shape(self) -> tuple[int, ...]:
@@ -52,8 +53,9 @@ def open_image(path: Path, ctx: Context, *, check: bool = True) -> OpenedImage:
             f"The file has 4 channels (axes {img.axes}, shape {tuple(img.data.shape)}), named "
             "as channels by its metadata, not as the colour samples of an RGBA image; pick one "
             "channel with --channel N (0 to 3)")
+    channel_note = no_channel_note(path, ctx, img)
     try:
-        std = img.to_standard(channel=ctx.channel)
+        std = img.to_standard(channel=None if channel_note else ctx.channel)
     except ValueError as exc:
         if not nio.axes_inferred(img.metadata):
             raise
@@ -73,7 +75,40 @@ def open_image(path: Path, ctx: Context, *, check: bool = True) -> OpenedImage:
                        nio.axes_inferred(img.metadata),
                        _channels_as_colour(declared, ctx, std),
                        (int(img.metadata.get("series_count", 1)),
-                        list(img.metadata.get("other_series", ()))))
+                        list(img.metadata.get("other_series", ()))), channel_note)
+
+
+def no_channel_note(path: Path, ctx: Context, img) -> str:
+    """``--channel N`` applies to the files that have a channel axis: for a file without one,
+    whose axes are certain (its metadata names them, or a 2D image: nothing could hold
+    channels), the note that says it is segmented as it is; "" otherwise (no ``--channel``,
+    a channel axis, ``--axes`` given, or axes guessed from the shape: a guessed ``ZYX`` may
+    be ``CYX``, and reading it fails, saying so)."""
+    if ctx.channel is None or ctx.axes is not None or "C" in img.axes:
+        return ""
+    if nio.axes_inferred(img.metadata) and len(img.data.shape) > 2:
+        return ""
+    why = "from its metadata" if not nio.axes_inferred(img.metadata) else "a 2D image"
+    return (f"--channel {ctx.channel} not used: the file has no channel axis (axes "
+            f"{img.axes!r}, {why}); segmented as it is")
+
+
+def channel_applies(path: Path, ctx: Context) -> bool:
+    """Whether ``--channel`` selects something in ``path`` (False: it has no channel axis and
+    its axes are certain, :func:`no_channel_note`; outputs written with or without
+    ``--channel`` are then the same). Reads the header only; True when it cannot be read."""
+    try:
+        img = nio.read_image(path, axes=ctx.axes, lazy=True)
+    except Exception:  # noqa: BLE001 - its job reads it again and says why
+        return True
+    probe = ctx if ctx.channel is not None else _with_channel(ctx)
+    return not no_channel_note(path, probe, img)
+
+
+def _with_channel(ctx: Context) -> Context:
+    import dataclasses
+
+    return dataclasses.replace(ctx, channel=0)
 
 
 def _channels_as_colour(declared: int, ctx: Context, std) -> int:
@@ -184,7 +219,8 @@ def announce_colour_planes(job, ctx: Context, opened: OpenedImage) -> None:
     """Print :func:`colour_planes_note`, :func:`channels_as_colour_note`,
     :func:`other_series_note` and :func:`guessed_axes_note` on stderr (nothing when quiet or
     no note)."""
-    notes = [] if ctx.quiet else [colour_planes_note(job, ctx, opened),
+    notes = [] if ctx.quiet else [opened.channel_note and f"{job.name}: {opened.channel_note}",
+                                  colour_planes_note(job, ctx, opened),
                                   channels_as_colour_note(job, opened),
                                   other_series_note(job, opened),
                                   guessed_axes_note(job, ctx, opened)]

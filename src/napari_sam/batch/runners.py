@@ -19,9 +19,9 @@ from napari_sam.batch.jobs import (
     EDITED_REASON,
     OutputLock,
     cleanup_tmp,
+    job_output_state,
     mark_partial,
     output_stamp,
-    output_state,
     read_sidecar,
     restore_sidecar,
     work_dir,
@@ -123,7 +123,7 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
                 res.reason = ("busy: another napari-sam process"
                               + (f" (pid {pid})" if pid else "") + " is writing it")
                 return res
-            state = output_state(job.output, job.input, ctx.signature())
+            state = job_output_state(job, ctx)
             if state == "complete" and not ctx.overwrite:
                 res.status, res.reason = "skipped", "complete"
                 meta = nio.read_output_metadata(job.output) or {}
@@ -159,6 +159,10 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
                 raise
             res.objects = info.get("objects")
             res.details.update({k: v for k, v in info.items() if k != "objects"})
+            note = ((nio.read_output_metadata(job.output) or {}).get("extra") or {}).get(
+                "channel_not_used")
+            if note:  # shown in the summary
+                res.details["note"] = note
             res.status = "done"
             if not ctx.keep_work:
                 nio.remove_path(work_dir(job))

@@ -108,8 +108,9 @@ def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False,
         table = [("status", "input", "output / reason")]
         for r in rows:
             skipped_why = r.status == "skipped" and r.reason not in ("", "complete")
+            note = r.details.get("note") or ("" if r.reason in ("", "complete") else r.reason)
             detail = r.reason if r.status in ("failed", "busy") or skipped_why else (
-                r.output + ("" if r.reason in ("", "complete") else f" ({r.reason})"))
+                r.output + (f" ({note})" if note else ""))
             table.append((r.status, names.get(r.input, Path(r.input).name), detail))
         table += [("not run", names[inp], "interrupted before it finished: a rerun does it")
                   for inp in left]

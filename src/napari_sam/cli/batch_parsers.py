@@ -88,7 +88,10 @@ def add_batch_arguments(p: argparse.ArgumentParser, command: str) -> None:
                    help="axes of the inputs when their metadata is missing or wrong, one letter "
                         "per dimension from TZCYX, e.g. ZYX, TYX, ZYXC, CZYX")
     g.add_argument("--channel", type=nonneg_int, metavar="N",
-                   help="channel to use for multi-channel inputs (RGB is used as is)")
+                   help="channel to use of the inputs that have a channel axis (without it, RGB "
+                        "is used as is); a file whose metadata names axes without channels "
+                        "(or a 2D image) is segmented as it is, with a note; one whose axes "
+                        "are guessed from its shape fails (give --axes)")
     g.add_argument("--recursive", "-r", action="store_true",
                    help="search input directories recursively")
     g.add_argument("--overwrite", action="store_true",
