@@ -145,3 +145,52 @@ def test_channel_on_a_stack_with_guessed_axes_still_fails(tmp_path, tiny_model, 
     assert "4 file(s): 3 done, 0 skipped, 1 failed" in stdout
     row = _summary_row(stdout, "guess.npy")
     assert "no metadata names the axes" in row and "--axes CZYX (or ZCYX) --channel N" in row
+
+
+# ------------------------------------------------------------------ 3: the waiting line
+def test_no_waiting_line_without_a_pid_once_the_other_process_is_done(tmp_path, tiny_model,
+                                                                      capsys, monkeypatch):
+    """Two runs on one folder: the first run's waiting line read "another napari-sam process
+    is writing ..." without a pid (the other process had finished meanwhile and its lock file
+    was gone) while later ones said "(pid 3363)". Now an output whose writer has finished by
+    the time this run comes back to it is not waited for (no waiting line); a waiting line
+    always names the pid it read (tests/test_cli_bad_inputs.py: the writer still running)."""
+    import subprocess
+    import sys
+
+    from napari_sam.cli import batch_command
+
+    data = tmp_path / "in"
+    for name in ("a.tif", "b.tif"):
+        noise_image(data / name, (48, 48))
+    out = tmp_path / "out"
+    release = tmp_path / "release"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import time; from pathlib import Path; from napari_sam.batch import OutputLock\n"
+         f"lock = OutputLock(Path({str(out / 'a_labels.tif')!r}))\n"
+         "assert lock.__enter__()\nprint('locked', flush=True)\n"
+         f"while not Path({str(release)!r}).exists(): time.sleep(0.02)\n"
+         "lock.__exit__(None, None, None)\n"],
+        stdout=subprocess.PIPE, text=True)
+    shown = batch_command.print_result
+
+    def print_result(res, *args, **kwargs):  # b.tif done: the other process ends, then a.tif
+        shown(res, *args, **kwargs)
+        if res.input.endswith("b.tif"):
+            release.touch()
+            holder.wait(timeout=60)
+
+    monkeypatch.setattr(batch_command, "print_result", print_result)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        rc, stdout, err = cli(["auto", data, "-o", out, "--model", tiny_model, "--device",
+                               "cpu", "--points-per-side", "4"], capsys)
+    finally:
+        release.touch()
+        holder.wait(timeout=60)
+    assert rc == 0, err
+    assert "another napari-sam process is writing" not in err
+    assert not [line for line in err.splitlines() if line.startswith("waiting")], err
+    assert "2 file(s): 2 done" in stdout
+    assert _outputs(out) == ["a_labels.tif", "b_labels.tif"]

@@ -52,7 +52,8 @@ def run_jobs(
 
 def _run_serial(jobs, ctx, on_result, on_wait=None) -> list[JobResult]:
     """Run the jobs one after the other. An output that another process is writing is left
-    for the end; then this process waits for it (``on_wait(job, pid)`` is called first) and
+    for the end; then, if that process still holds it, this process waits for it
+    (``on_wait(job, pid)`` is called first, with the holder's pid whenever one was read) and
     runs the job, which then usually finds the output complete."""
     from tqdm.auto import tqdm
 
@@ -60,21 +61,24 @@ def _run_serial(jobs, ctx, on_result, on_wait=None) -> list[JobResult]:
     bar = tqdm(total=len(jobs), desc="files", unit="file", disable=ctx.quiet or len(jobs) < 2
                or not stderr_is_terminal(),
                position=0, dynamic_ncols=True)
-    deferred = []
+    deferred = {}  # job index -> the pid that held its output when it was found busy
     try:
         for i, job in enumerate(jobs):
             bar.set_postfix_str(job.name, refresh=True)
             res = run_job(job, ctx)
             if res.status == "busy":
-                deferred.append(i)
+                deferred[i] = res.details.get("holder_pid")
                 continue
             record_result(results, i, res, bar, on_result)
-        for i in deferred:
+        for i, pid in deferred.items():
             job = jobs[i]
-            bar.set_postfix_str(f"waiting for {job.name}", refresh=True)
-            if on_wait is not None:
-                on_wait(job, OutputLock(job.output).holder())
-            res = run_job(job, ctx, wait=True)
+            res = run_job(job, ctx)  # the other process may be done by now: nothing to wait for
+            if res.status == "busy":
+                bar.set_postfix_str(f"waiting for {job.name}", refresh=True)
+                if on_wait is not None:  # the holder now, else the one found before
+                    on_wait(job, res.details.get("holder_pid") or OutputLock(
+                        job.output).holder() or pid)
+                res = run_job(job, ctx, wait=True)
             if res.status == "skipped" and res.reason == "complete":
                 res.details["written_by_another_process"] = True
             record_result(results, i, res, bar, on_result)

@@ -120,6 +120,7 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
             if not locked:
                 pid = lock.holder()
                 res.status = "busy"
+                res.details["holder_pid"] = pid
                 res.reason = ("busy: another napari-sam process"
                               + (f" (pid {pid})" if pid else "") + " is writing it")
                 return res
