@@ -194,3 +194,21 @@ def test_no_waiting_line_without_a_pid_once_the_other_process_is_done(tmp_path, 
     assert not [line for line in err.splitlines() if line.startswith("waiting")], err
     assert "2 file(s): 2 done" in stdout
     assert _outputs(out) == ["a_labels.tif", "b_labels.tif"]
+
+
+# ------------------------------------------------------------------ 4: a bar with its total
+def test_a_terminal_bar_is_drawn_with_its_total(tmp_path, tiny_model, capsys, monkeypatch):
+    """On a terminal the bar first read ``stack.tif: segment everything: 0slice [00:00,
+    ?slice/s]`` (no total) before ``0/4``: it is drawn with its total from its first frame."""
+    from napari_sam.batch import progress as P
+
+    monkeypatch.setattr(P, "stderr_is_terminal", lambda: True)
+    inp = noise_image(tmp_path / "stack.tif", (4, 48, 48))
+    rc, stdout, err = cli(["auto", inp, "-o", tmp_path / "out", "--model", tiny_model,
+                           "--device", "cpu", "--points-per-side", "4"], capsys)
+    assert rc == 0, err
+    frames = [f for f in err.replace("\r", "\n").splitlines() if "segment everything" in f]
+    assert frames and "stack.tif: segment everything:" in frames[0], err
+    assert "0slice [" not in err, err
+    assert all("/4 [" in f for f in frames), frames
+    assert any("4/4" in f for f in frames), frames

@@ -127,8 +127,8 @@ class _TileProgress:
     def __init__(self, progress, windows: int):
         self.progress, self.windows = progress, windows if progress is not None else 0
         self.phases = self.windows and hasattr(progress, "phase")
-        if self.windows and hasattr(progress, "bar") and progress.bar is not None:
-            progress.bar.unit = "window"
+        if self.windows and hasattr(progress, "set_unit"):
+            progress.set_unit("window")
         self.encoding = self._phase("encoding", 0) if self.windows else None
         self.segmenting = self._phase("segmenting", self.windows) if self.windows else None
         self._started = ""
@@ -160,8 +160,8 @@ class _SliceProgress:
         self.total = slices * (self.windows or 1)
         self._done: dict[int, int] = {}  # slice -> its windows (or 1) done
         self._lock = threading.Lock()
-        if self.windows and getattr(progress, "bar", None) is not None:
-            progress.bar.unit = "window"
+        if self.windows and hasattr(progress, "set_unit"):
+            progress.set_unit("window")
         if progress is not None:
             progress(0, self.total)
 

@@ -77,23 +77,41 @@ class ProgressBar:
 
     Called as ``bar(done, total)`` by the embedding / propagation / segmentation loops.
     ``unit`` names what they count: "slice", or "tile" for the (slice, window) pairs of a
-    tiled embedding; ``total`` must count the same things.
+    tiled embedding; ``total`` must count the same things. Without ``total`` (known only
+    once the loop starts) a terminal's bar is drawn at the first call, with its total: tqdm
+    drew "0slice [00:00, ?slice/s]" until then.
     """
 
     def __init__(self, ctx: Context, desc: str, total: int | None = None, unit: str = "slice"):
         self.bar = None
-        self.desc = desc
+        self.desc, self.unit = desc, unit
+        self._terminal = False
         if ctx.quiet:
             return
         if not stderr_is_terminal():
             self.bar = LogLines(total, desc, unit)
             return
+        self._terminal = True
+        if total is not None:
+            self._open(total)
+
+    def _open(self, total: int, desc: str | None = None) -> None:
+        """The terminal's tqdm bar, drawn now with its total (once)."""
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False, position=1,
+        self.bar = tqdm(total=total, desc=desc or self.desc, unit=self.unit, leave=False, position=1,
                         dynamic_ncols=True)
+        self._terminal = False
+
+    def set_unit(self, unit: str) -> None:
+        """Count in ``unit`` from now on (e.g. "window": a tiled image's windows)."""
+        self.unit = unit
+        if self.bar is not None:
+            self.bar.unit = unit
 
     def __call__(self, done: int, total: int) -> None:
+        if self._terminal:
+            self._open(total)
         if self.bar is None:
             return
         if self.bar.total != total:
@@ -104,11 +122,14 @@ class ProgressBar:
         """Start counting phase ``name`` from 0 of ``total`` under the bar's description: its
         rate and time left are its own (encoding windows runs about 30 times faster than
         segmenting them: one bar over both said 12 s left where 3.5 min were)."""
-        if self.bar is not None:
+        if self._terminal:
+            self._open(total, f"{self.desc}, {name}")
+        elif self.bar is not None:
             self.bar.set_description(f"{self.desc}, {name}", refresh=False)
             self.bar.reset(total=total)
 
     def close(self) -> None:
+        self._terminal = False
         if self.bar is not None:
             self.bar.close()
             self.bar = None
