@@ -212,3 +212,93 @@ def test_a_terminal_bar_is_drawn_with_its_total(tmp_path, tiny_model, capsys, mo
     assert "0slice [" not in err, err
     assert all("/4 [" in f for f in frames), frames
     assert any("4/4" in f for f in frames), frames
+
+
+# ------------------------------------------------------------------ 5: the documented prompts
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def _commands(doc: str) -> list[list[str]]:
+    """The ``napari-sam`` commands of ``doc``'s code blocks, in order, as argument lists."""
+    import re
+    import shlex
+
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    return [shlex.split(line, comments=True)[1:]
+            for block in re.findall(r"```[a-z]*\n(.*?)\n```", text, re.S)
+            for line in block.replace("\\\n", " ").splitlines()
+            if line.startswith("napari-sam ")]
+
+
+def test_sample_writes_one_click_per_object_for_segment(tmp_path, capsys, monkeypatch):
+    """``sample nuclei-3d`` wrote no prompts, so the docs' ``segment --prompts clicks.csv``
+    could not run on the sample data. Now it writes ``data/prompts.csv``: one click per
+    ground-truth object, inside it on its largest slice; a second run keeps the first run's
+    rows; a 2D sample adds none; ``auto "data/*.tif"`` and ``segment data/`` see no CSV."""
+    import csv
+
+    import numpy as np
+    import tifffile
+
+    from napari_sam.batch import collect_inputs
+
+    monkeypatch.chdir(tmp_path)
+    rc, stdout, err = cli(["sample", "nuclei-3d", "nuclei-2d", "-o", "data/", "--shape",
+                           "8,64,64"], capsys)
+    assert rc == 2  # one --shape for a 3D and a 2D sample
+    rc, stdout, err = cli(["sample", "nuclei-3d", "-o", "data/", "--shape", "8,64,64"], capsys)
+    assert rc == 0, err
+    assert "wrote    data/prompts.csv (" in stdout
+    gt = tifffile.imread("data/ground_truth/nuclei-3d_seed10000.tif")
+    rows = list(csv.DictReader(open("data/prompts.csv", encoding="utf-8")))
+    ids = sorted(int(r["id"]) for r in rows)
+    assert ids == sorted(int(i) for i in np.unique(gt) if i)
+    for r in rows:
+        assert r["file"] == "nuclei-3d_seed10000.tif"
+        oid, z = int(r["id"]), int(r["slice"])
+        assert gt[z, int(r["row"]), int(r["col"])] == oid
+        assert (gt[z] == oid).sum() == max((gt[k] == oid).sum() for k in range(len(gt)))
+    rc, stdout, err = cli(["sample", "em-3d", "nuclei-2d", "-o", "data/", "-q"], capsys)
+    assert rc == 0, err
+    files = {r["file"] for r in csv.DictReader(open("data/prompts.csv", encoding="utf-8"))}
+    assert files == {"nuclei-3d_seed10000.tif", "em-3d_seed10000.tif"}
+    assert "prompts.csv" not in {p.name for p in collect_inputs(["data/*.tif"])}
+    assert "prompts.csv" not in {p.name for p in collect_inputs(["data/"])}
+
+
+def test_the_documented_prompted_example_runs_on_the_sample(tmp_path, tiny_model, capsys,
+                                                             monkeypatch):
+    """README and docs/cli.md: the ``segment ... --prompts data/prompts.csv`` example runs as
+    written after ``sample nuclei-3d -o data/`` (here on a smaller stack and the tiny model):
+    every object clicked is segmented; the README's main job (sample, then auto) is the same
+    as before."""
+    import re
+    import shlex
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    main_job = re.search(r"napari-sam (sample [^&\n]+?) &&", readme)  # the setup line's
+    assert main_job, "README.md: no main job"
+    for n, doc in enumerate(("README.md", "docs/cli.md")):
+        commands = _commands(doc)
+        sample = shlex.split(main_job[1]) if doc == "README.md" else next(
+            c for c in commands if c[0] == "sample")
+        assert sample == ["sample", "nuclei-3d", "-o", "data/"], (doc, sample)
+        segment = [c for c in commands if c[0] == "segment" and "data/prompts.csv" in c]
+        assert segment, doc
+        assert not [c for c in commands if "clicks.csv" in c], doc
+        (tmp_path / f"run{n}").mkdir()
+        monkeypatch.chdir(tmp_path / f"run{n}")
+        rc, _, err = cli([*sample, "--shape", "6,64,64", "-q"], capsys)
+        assert rc == 0, err
+        n_clicks = len(open("data/prompts.csv", encoding="utf-8").read().splitlines()) - 1
+        argv = [w for w in segment[0] if not w.startswith("sam2")]
+        if "--model" in argv:
+            argv.remove("--model")
+        rc, stdout, err = cli([*argv, "--model", tiny_model, "--device", "cpu", "-q"], capsys)
+        assert rc == 0, err
+        assert "1 file(s): 1 done" in stdout
+        out = argv[argv.index("-o") + 1].rstrip("/")
+        import json
+
+        meta = json.loads(open(f"{out}/nuclei-3d_seed10000_labels.tif.json").read())
+        assert len(meta["objects"]) <= n_clicks and meta["parameters"]["prompts"]

@@ -21,7 +21,7 @@ EPILOG_MAIN = """\
 commands in a typical session:
   napari-sam sample nuclei-3d -o data/                   # synthetic sample stacks (TIFF)
   napari-sam auto "data/*.tif" -o out/ --preview         # segment everything, with PNG previews
-  napari-sam segment data/ -o out/ --prompts clicks.csv  # prompted objects, propagated in z
+  napari-sam segment data/ -o seg/ --prompts data/prompts.csv  # the sample's clicks, in z
   napari-sam models download vit_b_lm                    # real weights for light microscopy
   napari-sam auto "data/*.tif" -o out/ --model vit_b_lm --workers 4
 

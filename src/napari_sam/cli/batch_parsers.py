@@ -156,15 +156,16 @@ is written page by page); propagation holds the labels in memory, as `segment` d
 
 EPILOG_SEGMENT = """\
 examples:
-  napari-sam segment "data/*.tif" -o out/ --prompts prompts.csv
+  napari-sam sample nuclei-3d -o data/    # a stack, its ground truth and data/prompts.csv
+  napari-sam segment data/ -o seg/ --prompts data/prompts.csv
   napari-sam segment stack.tif -o out/ --prompts clicks.json --mode box --preview
   napari-sam segment stack.tif -o out/ -p prompts.csv --model sam2.1_hiera_tiny  # SAM 2 memory
 
 prompts.csv (one row per point, box or stop marker; napari order, row then column):
   file,id,slice,row,col,label,row0,col0,row1,col1
-  stack.tif,1,10,64,80,1,,,,
-  stack.tif,1,10,70,90,0,,,,
-  stack.tif,2,5,,,,20,30,60,75
+  nuclei-3d_seed10000.tif,1,11,94,71,1,,,,
+  nuclei-3d_seed10000.tif,1,11,80,71,0,,,,
+  nuclei-3d_seed10000.tif,2,27,,,,47,21,67,41
 'file' is optional (rows without it apply to every input); 'label' is 1 (object) or 0
 (background); a 'stop' column with 1 marks a slice the object must not reach. JSON:
   {"objects": {"1": [{"slice": 10, "points": [[64, 80]], "labels": [1]}]},

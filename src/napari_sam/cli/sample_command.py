@@ -27,8 +27,16 @@ examples:
   napari-sam sample nuclei-3d -o data/
   napari-sam sample em-3d xray-3d -o data/ -n 3 --shape 48,160,160
 
-Writes <out>/<name>_seed<seed>.tif and the ground truth <out>/ground_truth/<same name>.
+Writes <out>/<name>_seed<seed>.tif and the ground truth <out>/ground_truth/<same name>;
+for 3D samples also <out>/prompts.csv, one click per ground-truth object, for `segment`:
+  napari-sam sample nuclei-3d -o data/
+  napari-sam segment data/ -o seg/ --prompts data/prompts.csv
 Samples: """ + ", ".join(SAMPLES) + "."
+
+#: The prompts file ``sample`` writes beside 3D samples, and its header (the CSV of
+#: ``segment --prompts``).
+PROMPTS_CSV = "prompts.csv"
+PROMPTS_HEADER = "file,id,slice,row,col"
 
 
 def add_sample_parser(sub) -> None:
@@ -63,6 +71,7 @@ def cmd_sample(args) -> int:
 
     out = Path(args.output)
     written = kept = 0
+    clicks: dict[str, list] = {}  # 3D sample file -> its objects' clicks
     shapes = {name: sample_shape(name, args.shape) for name in dict.fromkeys(args.names)}
     for name, shape in shapes.items():
         func = getattr(synthetic, SAMPLES[name][0])
@@ -76,6 +85,10 @@ def cmd_sample(args) -> int:
                 kept += 1
                 if not args.quiet:
                     print(f"kept     {img_path} (exists; --overwrite to regenerate)")
+                if len(shape) == 3 and gt_path.is_file():
+                    import tifffile
+
+                    clicks[fname] = object_clicks(tifffile.imread(gt_path))
                 continue
             kwargs = {"seed": seed}
             if args.dtype and name != "underwater":
@@ -93,10 +106,68 @@ def cmd_sample(args) -> int:
                                  metadata={"sample": name, "seed": seed, "ground_truth": True},
                                  overwrite=True)
             written += 1
+            if s.labels.ndim == 3:
+                clicks[fname] = object_clicks(s.labels)
             if not args.quiet:
                 print(f"wrote    {img_path} {tuple(s.image.shape)} {s.image.dtype}, "
                       f"{s.n_objects} objects" + ("" if args.no_ground_truth else f" (+ {gt_path})"))
+    if clicks:
+        write_prompts_csv(out, clicks, overwrite=args.overwrite, quiet=args.quiet)
     return 0
+
+
+def object_clicks(labels) -> list[tuple[int, int, int, int]]:
+    """One click per object of a ``(Z, Y, X)`` label volume, ``(id, slice, row, col)``: on the
+    slice where the object is largest, at its deepest pixel (the farthest from its edge)."""
+    import numpy as np
+    from scipy import ndimage
+
+    labels = np.asarray(labels)
+    clicks = []
+    for oid, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        sub = labels[box] == oid
+        z = int(np.argmax(sub.reshape(sub.shape[0], -1).sum(axis=1)))
+        depth = ndimage.distance_transform_edt(np.pad(sub[z], 1))  # the crop's edge is outside
+        r, c = np.unravel_index(int(np.argmax(depth)), depth.shape)
+        clicks.append((oid, box[0].start + z, box[1].start + int(r) - 1,
+                       box[2].start + int(c) - 1))
+    return clicks
+
+
+def write_prompts_csv(out: Path, clicks: dict, *, overwrite: bool, quiet: bool) -> None:
+    """Write ``<out>/prompts.csv`` (atomically): the clicks of the sample files of this run,
+    and the rows an earlier ``sample`` run wrote there for other files. A ``prompts.csv``
+    that ``sample`` did not write is kept unless ``overwrite``."""
+    import os
+
+    from napari_sam.io import tmp_name
+
+    path = out / PROMPTS_CSV
+    rows = []
+    if path.is_file():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        if lines[:1] != [PROMPTS_HEADER] and not overwrite:
+            if not quiet:
+                print(f"kept     {path} (not written by napari-sam sample; --overwrite to "
+                      "replace it)")
+            return
+        if lines[:1] == [PROMPTS_HEADER]:
+            rows = [ln for ln in lines[1:] if ln and ln.split(",", 1)[0] not in clicks]
+    rows += [f"{name},{oid},{z},{r},{c}" for name, objs in clicks.items()
+             for oid, z, r, c in objs]
+    tmp = tmp_name(path)
+    try:
+        tmp.write_text("\n".join([PROMPTS_HEADER, *rows]) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if not quiet:
+        n = sum(len(v) for v in clicks.values())
+        print(f"wrote    {path} ({n} clicks, one per ground-truth object on its largest slice: "
+              f"napari-sam segment {out}/ -o seg/ --prompts {path})")
 
 
 def sample_shape(name: str, shape) -> tuple[int, ...]:
