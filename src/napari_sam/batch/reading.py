@@ -61,7 +61,9 @@ def open_image(path: Path, ctx: Context, *, check: bool = True) -> OpenedImage:
             raise
         shape = tuple(int(n) for n in img.data.shape)
         hint = "--axes CZYX (or ZCYX) --channel N"
-        if len(shape) == 4:  # the shorter of the two stack axes as channels
+        if len(shape) == 3:  # one letter per dimension: a (C, Y, X) file
+            hint = "--axes CYX --channel N"
+        elif len(shape) == 4:  # the shorter of the two stack axes as channels
             hint = f"--axes {'CZYX' if shape[0] <= shape[1] else 'ZCYX'} --channel N"
         raise ValueError(
             f"no metadata names the axes of its shape {shape}; read as {img.axes} (a guess "
