@@ -139,6 +139,12 @@ def test_a_sam2_model_where_sam1_is_needed_names_the_problem(sam2_file):
                        r"\. ONNX export writes SAM 1 models only") as err:
         export_onnx(model, path.parent / "x.onnx")
     assert "method='sam2'" not in str(err.value)
+    from napari_sam.export import OnnxDecoder
+
+    # the decoder the ONNX backend runs: the same refusal (an AttributeError on prompt_encoder)
+    with pytest.raises(ValueError, match=r"^This is a SAM 2\.1 checkpoint .* ONNX export writes "
+                       r"SAM 1 models only"):
+        OnnxDecoder.for_model(model)
 
 
 def test_a_sam1_model_given_to_segment_volume_sam2_names_the_problem():

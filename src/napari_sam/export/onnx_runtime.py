@@ -26,7 +26,7 @@ from napari_sam.models.registry import cache_dir
 from napari_sam.preprocess import boxes_to_model, points_to_model
 from napari_sam.prompts import check_box, check_mask_input, check_points, warn_only_negative
 
-from .onnx_export import export_onnx
+from .onnx_export import check_exportable, export_onnx
 from .onnx_graphs import DECODER_FILE, DECODER_INPUTS, DECODER_OUTPUTS, METADATA_FILE
 
 __all__ = ["OnnxDecoder", "decoder_digest", "onnx_cache_folder"]
@@ -183,7 +183,10 @@ class OnnxDecoder:
     @classmethod
     def for_model(cls, model, *, threads: int | None = None) -> OnnxDecoder:
         """The decoder of ``model`` (a Sam), exported once into :func:`onnx_cache_folder`
-        (a few seconds) and reused by later calls for the same weights."""
+        (a few seconds) and reused by later calls for the same weights. ValueError for a SAM
+        2.1 model (:func:`~napari_sam.export.onnx_export.check_exportable`), as the export
+        says."""
+        check_exportable(model)  # (a SAM 2.1 model has no SAM 1 decoder to key the cache by)
         folder = onnx_cache_folder(model)
         if not (folder / DECODER_FILE).is_file():
             try:
