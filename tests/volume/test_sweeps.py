@@ -105,7 +105,8 @@ def test_progress_comes_from_the_calling_thread_once_per_slice(stack_emb, monkey
     res, seen = _run(emb, prompts_from_labels(sample.labels), monkeypatch, 2,
                      progress=lambda d, t: calls.append((d, t, threading.current_thread().name)))
     assert HELPER in seen
-    n = sample.labels.shape[0]  # slices of the stack, not 2 Z (one per direction)
+    # the stack's slices per object (not 2 Z, one per direction)
+    n = sample.labels.shape[0] * len(np.unique(sample.labels)[1:])
     done = [d for d, _, _ in calls]
     assert {t for _, t, _ in calls} == {n} and done == sorted(set(done)) and done[-1] == n
     assert len(done) > 2  # it moves as the objects are carried, not only at the end
@@ -328,5 +329,30 @@ def test_progress_counts_the_slices_the_helper_finished_last(stack_emb, monkeypa
     res, seen = _run(emb, prompts_from_labels(sample.labels), monkeypatch, 2,
                      progress=lambda d, t: calls.append((d, t)))
     assert HELPER in seen
-    n = sample.labels.shape[0]
+    n = sample.labels.shape[0] * len(np.unique(sample.labels)[1:])
     assert calls[-1] == (n, n) and len(calls) == len(set(calls))
+
+
+def test_every_slice_carried_reports_so_a_cancel_is_prompt(stack_emb):
+    """Many objects, one of them carried far: the callback runs on every slice that chain
+    reaches (the dock cancels by raising there), not once per slice of the average (with
+    progress averaged over 20 objects a cancel waited about 20 slices, reviewer of
+    session 36)."""
+    from napari_sam.volume.propagator import Propagator
+
+    sample, emb = stack_emb
+    z = sample.labels.shape[0]
+    prompts = prompts_from_labels(sample.labels)
+    steps = []
+    original = Propagator._step
+
+    def step(self, zz, live, direction):
+        steps.append(zz)
+        return original(self, zz, live, direction)
+
+    calls = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Propagator, "_step", step)
+        segment_volume(emb, prompts, progress=lambda d, t: calls.append((d, t)))
+    assert len(prompts) >= 5 and {t for _, t in calls} == {z * len(prompts)}
+    assert len(calls) >= len(steps)  # at least one report per slice decoded

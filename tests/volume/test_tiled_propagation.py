@@ -90,9 +90,9 @@ def test_progress_counts_the_stacks_slices_over_the_windows_used(tiny_sam):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(T, "decoded_frame", lambda *a, **k: None)
         ns.segment_volume(emb, prompts, progress=lambda d, t: seen.append((d, t)))
-    assert seen[:2] == [(0, 3), (0, 3)]  # each object's frame chosen: a GUI may cancel
-    done = [d for d, _ in seen[2:]]
-    assert seen[-1] == (3, 3) and {t for _, t in seen[2:]} == {3}
+    assert seen[:2] == [(0, 6), (0, 6)]  # each object's frame chosen: a GUI may cancel
+    done = [d for d, _ in seen[2:]]  # 3 slices x 2 objects
+    assert seen[-1] == (6, 6) and {t for _, t in seen[2:]} == {6}
     assert done == sorted(set(done))  # never back, never twice, over both windows
 
 

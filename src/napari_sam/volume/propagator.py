@@ -96,8 +96,10 @@ class Propagator:
         self.max_slices = max_slices
         self.exclusive = exclusive
         self.progress = progress
-        self._counter = None if progress is None else IncreasingProgress(progress,
-                                                                         int(emb.shape[0]))
+        # counted in object-slices (Z per object), so that every slice carried reports (a
+        # callback that cancels by raising, the dock's, gets its chance on every slice)
+        self._counter = None if progress is None else IncreasingProgress(
+            progress, int(emb.shape[0]) * max(1, len(objects)))
         self.chains: list[Chain] = []
         self.n_slices, self.h, self.w = (int(s) for s in emb.shape)
         self.img_size = int(predictor.img_size)
@@ -304,18 +306,18 @@ class Propagator:
         return up, down
 
     def report_progress(self, finish: bool = False) -> None:
-        """``progress(done, Z)``: the slices the objects have been carried through or no
-        chain may fill any more (an annotated slice, a stopped chain's far side), averaged
-        over the objects, counted in slices of the stack; it only grows, each value once,
-        and ends at (Z, Z) (``finish``, or every chain stopped)."""
+        """``progress(done, Z x objects)``: the slices each object has been carried through
+        or no chain of it may fill any more (an annotated slice, a stopped chain's far side),
+        summed over the objects (one object: the stack's slices); it only grows, by at least
+        one for every slice a chain is carried onto, each value once, and ends at the total
+        (``finish``, or every chain stopped)."""
         if self._counter is None:
             return
         if finish:
             self._counter.finish()
             return
-        per_object, n = self.n_slices, max(1, len(self.objects))
         left = sum(pending_slices(c) for c in self.chains)
-        self._counter((per_object * n - left) // n)
+        self._counter(self._counter.total - left)
 
     def start_sweep(self, chains: list[Chain]) -> None:
         """Put each chain on its seed and measure what the contrast rules judge it by (or

@@ -144,11 +144,13 @@ def segment_volume(
         Decoder to use; default ``emb.predictor``.
     progress : None, bool or callable(done, total)
         None or False: silent; True: a ``tqdm.auto`` progress bar; a callable: called as
-        ``(done, Z)`` while the objects are carried through the stack, ``done`` the slices
-        they were carried through or can no longer reach (a stopped run's far side),
-        averaged over the objects: it only grows, each value once, and ends at (Z, Z)
-        (tiled: each window or view used moves it over its share, after a (0, Z) per
-        object while the objects' frames are chosen).
+        ``(done, total)`` while the objects are carried through the stack: ``total`` is Z
+        per object (one object: the stack's slices), ``done`` the slices each object was
+        carried through or can no longer reach (a stopped run's far side), summed over the
+        objects. It only grows, by at least one for every slice carried (a callback that
+        cancels by raising gets its chance on every slice), each value once, and ends at
+        (total, total) (tiled: each window or view used moves it over its objects' share,
+        after a (0, total) per object while the objects' frames are chosen).
 
     Returns
     -------

@@ -165,13 +165,10 @@ def window_prompts(obj: ObjectPrompts, win: Window) -> ObjectPrompts:
     return ObjectPrompts(obj.id, annotations, list(obj.stops), negatives)
 
 
-def _window_progress(counter: IncreasingProgress | None, n: int, windows: int):
-    """The progress of window ``n``'s run (of ``windows``), counted in the whole run's
-    (done, Z): window ``n`` moves the bar from ``n Z / windows`` to ``(n + 1) Z / windows``."""
-    if counter is None:
-        return None
-    z = counter.total
-    return counter.part(n * z // windows, (n + 1) * z // windows - n * z // windows)
+def _window_progress(counter: IncreasingProgress | None, start: int, span: int):
+    """The progress of one window's run, counted in the whole run's (done, Z x objects):
+    its objects' ``span`` object-slices from ``start`` (those of the windows before it)."""
+    return None if counter is None else counter.part(start, span)
 
 
 def segment_tiled(emb, objects: list[ObjectPrompts], run: Callable, progress=None,
@@ -187,9 +184,9 @@ def segment_tiled(emb, objects: list[ObjectPrompts], run: Callable, progress=Non
         The ordinary propagation of objects through one window's sub-stack (provided by
         :func:`napari_sam.segment_volume` with its settings).
     progress : callable(done, total), optional
-        Called as the objects are carried through the slices (total Z: each window used
-        moves it over its share of the stack, see ``Propagator.report_progress``), and with
-        (0, Z) after each object's frame is chosen (:func:`decoded_frame` may encode a view:
+        Called as the objects are carried through the slices (total Z x objects: each
+        window used moves it over its objects' share, see ``Propagator.report_progress``),
+        and with (0, total) after each object's frame is chosen (:func:`decoded_frame` may encode a view:
         a GUI can cancel between them).
     predictor : Predictor, optional
         What decodes the first prompts that choose the frames (default: ``emb``'s own).
@@ -209,22 +206,25 @@ def segment_tiled(emb, objects: list[ObjectPrompts], run: Callable, progress=Non
         if frame.index >= 0:
             frame = decoded_frame(emb, obj, predictor, slices) or frame
             if progress is not None:
-                progress(0, int(emb.shape[0]))
+                progress(0, int(emb.shape[0]) * len(objects))
         key = (frame.index, frame.outer)  # windows by index, views by their place
         frames[key] = frame
         groups.setdefault(key, []).append(k)
     n_slices = int(emb.shape[0])
-    counter = None if progress is None else IncreasingProgress(progress, n_slices)
+    counter = None if progress is None else IncreasingProgress(progress,
+                                                               n_slices * len(objects))
     records: dict[tuple[int, int], Record] = {}
     distance: dict[tuple[int, int], int] = {}
     up_all, down_all, kept = [], [], list(objects)
     calls = np.zeros(n_slices, np.int64)
     decoder_calls = 0
-    for n, (key, ks) in enumerate(sorted(groups.items())):
+    counted = 0  # object-slices of the windows run before
+    for key, ks in sorted(groups.items()):
         win = frames[key]
         sub = [window_prompts(objects[k], win) for k in ks]
         stack = emb.window_stack(win.index) if win.index >= 0 else emb.view_stack(win)
-        prop, up, down = run(stack, sub, _window_progress(counter, n, len(groups)))
+        prop, up, down = run(stack, sub, _window_progress(counter, counted, n_slices * len(ks)))
+        counted += n_slices * len(ks)
         r0, c0 = win.offset
         for (j, z), rec in prop.records.items():
             records[(ks[j], z)] = Record(rec.r0 + r0, rec.c0 + c0, rec.logits, rec.score)
