@@ -344,13 +344,14 @@ def test_partial_checkpoint_in_read_only_cache(tiny_spec, tmp_path, monkeypatch)
     (cache / "tiny_dl.pth").write_bytes(b"partial")
     monkeypatch.setenv(reg.CACHE_ENV, str(cache))
 
-    def refuse(path):  # what unlink does in a read-only folder (root ignores chmod)
+    def refuse(path):  # what rename does in a read-only folder (root ignores chmod)
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(reg, "remove_path", refuse)
+    monkeypatch.setattr(reg, "set_aside", refuse)
     with pytest.raises(ModelDownloadError) as err:
         reg.fetch("tiny_dl")
-    _says(err, "incomplete or corrupt", "cannot be deleted", "read-only", reg.CACHE_ENV,
+    assert (cache / "tiny_dl.pth").read_bytes() == b"partial"
+    _says(err, "wrong size", "cannot be moved aside", "read-only", reg.CACHE_ENV,
           re.escape(tiny_spec.url), re.escape(str(cache / "tiny_dl.pth")), tiny_spec.sha256)
 
 

@@ -211,10 +211,19 @@ def test_models_list_where_verify(work, monkeypatch, capsys):
     Path(where).parent.mkdir(parents=True, exist_ok=True)
     Path(where).write_bytes(b"not a checkpoint")
     assert main(["models", "verify", "vit_b"]) == 1
-    assert "vit_b: CHECKSUM MISMATCH" in capsys.readouterr().out
+    out = capsys.readouterr().out  # the quick size check failed: no hashing, and it says so
+    assert "vit_b: SIZE MISMATCH: wrong size (expected 375042383 bytes, found 16); not hashed" in out
+    assert "CHECKSUM" not in out and "napari-sam models download vit_b" in out
     assert main(["models", "list"]) == 0
-    assert any(line.split()[:1] == ["vit_b"] and line.split()[5] == "no" for line in
-               capsys.readouterr().out.splitlines())  # wrong size: not counted as cached
+    out = capsys.readouterr().out
+    assert any(line.split()[:1] == ["vit_b"] and line.split()[5:7] == ["wrong", "size"]
+               for line in out.splitlines())  # there, but not counted as cached
+    assert (f"note: vit_b: {where} is there but is not used: wrong size (expected 375042383 "
+            "bytes, found 16)") in out
+    with open(where, "r+b") as f:  # the right size (sparse), other bytes
+        f.truncate(375042383)
+    assert main(["models", "verify", "vit_b"]) == 1
+    assert "vit_b: CHECKSUM MISMATCH: wrong checksum (its sha256 is " in capsys.readouterr().out
     Path(where).unlink()
     proc = run_cli("models", "download", "vit_b", "--url", "file:///nonexistent/sam.pth", "-q",
                    cwd=work, check_rc=1)

@@ -11,6 +11,7 @@ import http.server
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import threading
@@ -215,14 +216,17 @@ def test_truncated_cached_file_is_downloaded_again(cache, tiny, server, monkeypa
     _assert_same_weights(model, tiny.sd)
     assert (cache / "tiny_test.pth").read_bytes() == tiny.data
     assert server.hits == ["/tiny.pt"]
+    (aside,) = cache.glob("tiny_test.pth.bad-*")  # kept beside it, not deleted
+    assert aside.read_bytes() == tiny.data[: len(tiny.data) // 2]
 
 
 def test_a_folder_under_the_model_file_name_is_never_deleted(cache, tiny, server):
     (cache / "tiny_test.pth").mkdir(parents=True)
     (cache / "tiny_test.pth" / "notes.txt").write_text("mine")
-    with pytest.raises(ModelDownloadError, match="cannot be deleted"):
+    with pytest.raises(ModelDownloadError, match="cannot be moved aside"):
         reg.fetch("tiny_test", progress=False)
     assert (cache / "tiny_test.pth" / "notes.txt").read_text() == "mine"
+    assert reg.cache_state("tiny_test") == "not a file" and reg.check("tiny_test") == "not a file"
     assert server.hits == []
 
 
@@ -230,8 +234,11 @@ def test_same_size_wrong_content_is_downloaded_again(cache, tiny, server):
     cache.mkdir()
     (cache / "tiny_test.pth").write_bytes(bytes(len(tiny.data)))  # zeros, right size
     assert reg.is_cached("tiny_test") and not reg.verify("tiny_test")
+    assert reg.check("tiny_test").startswith("wrong checksum (its sha256 is ")
     assert reg.fetch("tiny_test", progress=False).read_bytes() == tiny.data
     assert server.hits == ["/tiny.pt"]
+    (aside,) = cache.glob("tiny_test.pth.bad-*")
+    assert aside.read_bytes() == bytes(len(tiny.data))
 
 
 def test_offline_error_names_url_and_where_to_put_the_file(cache, tiny, monkeypatch):
@@ -251,9 +258,38 @@ def test_corrupt_cached_file_is_not_loaded_when_offline(cache, tiny, monkeypatch
     monkeypatch.setitem(reg.REGISTRY, "tiny_test", offline)
     cache.mkdir()
     (cache / "tiny_test.pth").write_bytes(tiny.data[:-100])
-    with pytest.raises(ModelDownloadError, match="could not download"):
+    with pytest.raises(ModelDownloadError, match="could not download") as info:
         reg.load_model("tiny_test", progress=False)
     assert not (cache / "tiny_test.pth").exists()
+    (aside,) = cache.glob("tiny_test.pth.bad-*")  # not loaded, not deleted either
+    assert aside.read_bytes() == tiny.data[:-100]
+    assert f"moved to {aside}" in str(info.value) and "wrong size" in str(info.value)
+
+
+def test_a_file_placed_by_hand_is_moved_aside_never_deleted(cache, tiny, server, caplog):
+    """A user's file of the wrong size under a model's name (a SAM 2.1 file of another
+    release, say) was deleted by load_model; now it is renamed beside it and the log says
+    where it went and what to do."""
+    cache.mkdir()
+    placed = cache / "tiny_test.pth"
+    placed.write_bytes(b"my own checkpoint" * 10)
+    size = placed.stat().st_size
+    expected = f"wrong size (expected {len(tiny.data)} bytes, found {size})"
+    assert reg.cache_state("tiny_test") == expected and reg.check("tiny_test") == expected
+    record = next(m for m in reg.list_models() if m["name"] == "tiny_test")
+    assert record["cached"] is False and record["state"] == expected
+    with caplog.at_level("WARNING", logger="napari_sam.models.registry"):
+        _assert_same_weights(reg.load_model("tiny_test", progress=False), tiny.sd)
+    (aside,) = cache.glob("tiny_test.pth.bad-*")
+    assert re.fullmatch(r"tiny_test\.pth\.bad-\d{8}-\d{6}", aside.name)
+    assert aside.read_bytes() == b"my own checkpoint" * 10
+    log = caplog.text
+    assert f"moved to {aside}" in log and "not deleted" in log and expected in log
+    assert f"place the right one at {placed}" in log
+    # a second wrong file the same second gets a name of its own
+    placed.write_bytes(b"again")
+    reg.fetch("tiny_test", progress=False)
+    assert len(list(cache.glob("tiny_test.pth.bad-*"))) == 2
 
 
 def test_missing_file_on_server_is_a_download_error(cache, tiny, server):

@@ -66,27 +66,7 @@ def cmd_models(args) -> int:
 
     action = args.models_command or "list"
     if action == "list":
-        rows = []
-        for rec in registry.list_models():
-            size, path = rec["size"], Path(rec["path"])
-            if size is None and path.is_file():
-                size = path.stat().st_size
-            shown = human_size(size)
-            if size is None and rec["approx_size"] is not None:  # not published
-                shown = human_size(rec["approx_size"], approx=True)
-            checksum = rec["checksum"] or "packaged"
-            if ":" in checksum:  # algorithm and the first 12 hex digits
-                algorithm, digest = checksum.split(":", 1)
-                checksum = f"{algorithm}:{digest[:12]}"
-            rows.append((rec["name"], rec["architecture"], shown, checksum,
-                         "yes" if rec["cached"] else "no", rec["source"]))
-        header = ("name", "arch", "size", "checksum", "cached", "source")
-        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-        for r in [header, *rows]:
-            print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
-        print(f"\ncache folder: {registry.cache_dir()} (set {registry.CACHE_ENV} to change it)")
-        print("download: napari-sam models download NAME; details: docs/models.md")
-        return 0
+        return _list_models(registry)
     if action == "where":
         check_model_name(args.name)
         print(registry.where(args.name))
@@ -116,14 +96,55 @@ def cmd_models(args) -> int:
             if not path.is_file():
                 print(f"{name}: not downloaded ({path})")
                 bad += 1
-            elif registry.verify(name):
+                continue
+            problem = registry.check(name)
+            if problem is None:
                 print(f"{name}: ok ({path})")
-            else:
-                print(f"{name}: CHECKSUM MISMATCH ({path}); run `napari-sam models download "
-                      f"{name}` to replace it")
-                bad += 1
+                continue
+            what = ("SIZE MISMATCH" if problem.startswith("wrong size") else
+                    "CHECKSUM MISMATCH" if problem.startswith("wrong checksum") else "BAD FILE")
+            if what == "SIZE MISMATCH":
+                problem += "; not hashed"
+            print(f"{name}: {what}: {problem} ({path}); " + _replace_hint(name, path))
+            bad += 1
         return 1 if bad else 0
     raise CLIError(f"unknown models action {action!r}", 2)  # pragma: no cover
+
+
+def _replace_hint(name: str, path: Path) -> str:
+    return (f"run `napari-sam models download {name}` (it moves this file aside to "
+            f"{path.name}.bad-<date> and downloads the right one) or place the right file there")
+
+
+def _list_models(registry) -> int:
+    """``napari-sam models list``: one row per model, then a note on each wrong file."""
+    rows, notes = [], []
+    for rec in registry.list_models():
+        size, path = rec["size"], Path(rec["path"])
+        if size is None and path.is_file():
+            size = path.stat().st_size
+        shown = human_size(size)
+        if size is None and rec["approx_size"] is not None:  # not published
+            shown = human_size(rec["approx_size"], approx=True)
+        checksum = rec["checksum"] or "packaged"
+        if ":" in checksum:  # algorithm and the first 12 hex digits
+            algorithm, digest = checksum.split(":", 1)
+            checksum = f"{algorithm}:{digest[:12]}"
+        state = rec["state"]
+        cached = {"cached": "yes", "not downloaded": "no"}.get(state, state.split(" (")[0])
+        if cached not in ("yes", "no"):
+            notes.append(f"{rec['name']}: {path} is there but is not used: {state}; "
+                         + _replace_hint(rec["name"], path))
+        rows.append((rec["name"], rec["architecture"], shown, checksum, cached, rec["source"]))
+    header = ("name", "arch", "size", "checksum", "cached", "source")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+    for note in notes:
+        print(f"\nnote: {note}")
+    print(f"\ncache folder: {registry.cache_dir()} (set {registry.CACHE_ENV} to change it)")
+    print("download: napari-sam models download NAME; details: docs/models.md")
+    return 0
 
 
 def check_model_name(name: str) -> None:

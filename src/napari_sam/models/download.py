@@ -8,6 +8,7 @@ in the cache is always complete.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -32,6 +33,8 @@ __all__ = [
     "file_digest",
     "file_model_id",
     "file_problem",
+    "set_aside",
+    "size_problem",
 ]
 
 #: Environment variable that overrides the cache folder.
@@ -135,19 +138,43 @@ def file_model_id(path: str | os.PathLike) -> str:
     return f"file:{file_digest(path)[:12]}"
 
 
-def file_problem(path: Path, spec: ModelSpec) -> str | None:
-    """Why the file at ``path`` is not ``spec``'s checkpoint, or None when it is."""
+def size_problem(path: Path, spec: ModelSpec) -> str | None:
+    """``"wrong size (expected N bytes, found M)"`` when the file at ``path`` does not have
+    ``spec``'s published size, else None (also when no size is published). No hashing."""
     if not path.is_file():
-        return "the file does not exist"
+        return "not a file" if path.exists() else "the file does not exist"
     size = path.stat().st_size
     if spec.size is not None and size != spec.size:
-        return f"it has {size} bytes instead of {spec.size}"
-    if spec.hash_algorithm is None:
-        return None
+        return f"wrong size (expected {spec.size} bytes, found {size})"
+    return None
+
+
+def file_problem(path: Path, spec: ModelSpec) -> str | None:
+    """Why the file at ``path`` is not ``spec``'s checkpoint, or None when it is: the size
+    is checked first (:func:`size_problem`), then the checksum (``"wrong checksum (...)"``)."""
+    problem = size_problem(path, spec)
+    if problem is not None or spec.hash_algorithm is None:
+        return problem
     actual = file_digest(path, spec.hash_algorithm)
     if actual != spec.expected_hash.lower():
-        return f"its {spec.hash_algorithm} is {actual} instead of {spec.expected_hash}"
+        return (f"wrong checksum (its {spec.hash_algorithm} is {actual}, expected "
+                f"{spec.expected_hash})")
     return None
+
+
+def set_aside(path: Path) -> Path:
+    """Rename the file at ``path`` to ``<name>.bad-<YYYYmmdd-HHMMSS>`` beside it (never over
+    another file) and return the new path: a wrong file in the cache is kept, not deleted,
+    since a user may have placed it there. OSError when it cannot be renamed."""
+    import datetime
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for n in range(100):
+        aside = path.with_name(f"{path.name}.bad-{stamp}{'' if not n else f'-{n}'}")
+        if not aside.exists() and not aside.is_symlink():
+            os.rename(path, aside)
+            return aside
+    raise FileExistsError(errno.EEXIST, f"too many set-aside copies of {path}", str(path))
 
 
 def _failure_summary(err: BaseException) -> str:

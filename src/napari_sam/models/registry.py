@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari_sam.edge_threshold import BOUNDARIES
-from napari_sam.io import remove_path
 
 from .catalog import DEMO_NAME, MODEL_SPECS, ModelSpec
 from .checkpoint import find_checkpoint_metadata, read_checkpoint
@@ -47,6 +46,8 @@ from .download import (
     file_digest,
     file_model_id,
     file_problem,
+    set_aside,
+    size_problem,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,6 +66,8 @@ __all__ = [
     "as_model",
     "automatic_defaults",
     "cache_dir",
+    "cache_state",
+    "check",
     "declared_input_smoothing",
     "fetch",
     "file_digest",
@@ -199,56 +202,84 @@ def fetch(name: str, *, progress: bool = True, url: str | None = None) -> Path:
             raise FileNotFoundError(_missing_demo_message(target))
         return target
     check_cache_dir(target.parent)
-    if target.exists():
+    note = ""
+    if target.exists() or target.is_symlink():
         problem = file_problem(target, spec)
         if problem is None:
             return target
-        logger.warning(
-            "Cached model file %s is incomplete or corrupt (%s); deleting it and downloading "
-            "model %r again.",
-            target,
-            problem,
-            name,
-        )
-        try:
-            if target.is_dir():  # never delete a folder found under a model's file name
-                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
-            remove_path(target)
-        except OSError as err:
-            raise ModelDownloadError(
-                f"the cached file {target} for model {name!r} is incomplete or corrupt "
-                f"({problem}) and cannot be deleted ({type(err).__name__}: {err}); the cache "
-                f"folder is probably read-only. Delete the file by hand, or set {CACHE_ENV} to "
-                "a folder you can write to. " + by_hand_message(spec, target),  # (none tried)
-                summary=f"its cached file is corrupt and cannot be deleted ({err})",
-            ) from None
-    download(spec, url or spec.url, target, progress)
+        note = _move_aside(spec, target, problem)
+    try:
+        download(spec, url or spec.url, target, progress)
+    except ModelDownloadError as err:
+        if not note:
+            raise
+        raise ModelDownloadError(f"{err} ({note})", summary=err.summary) from err
     return target
 
 
-def verify(name: str) -> bool:
-    """True when model ``name``'s file is present and has its published size and checksum.
+def _move_aside(spec: ModelSpec, target: Path, problem: str) -> str:
+    """Rename the wrong file at ``target`` to ``<name>.bad-<stamp>`` beside it (a user may have
+    placed it there: it is never deleted) and log where it went; returns that note."""
+    try:
+        if target.is_dir():  # never move or delete a folder found under a model's file name
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
+        aside = set_aside(target)
+    except OSError as err:
+        raise ModelDownloadError(
+            f"the cached file {target} for model {spec.name!r} is not the model's checkpoint "
+            f"({problem}) and cannot be moved aside ({type(err).__name__}: {err}); the cache "
+            f"folder is probably read-only. Move the file away by hand, or set {CACHE_ENV} to "
+            "a folder you can write to. " + by_hand_message(spec, target),  # (none tried)
+            summary=f"its cached file is wrong ({problem}) and cannot be moved aside ({err})",
+        ) from None
+    note = (
+        f"the file that was at {target} is not model {spec.name!r}'s checkpoint ({problem}); "
+        f"it was moved to {aside}, not deleted. If you placed it there by hand, check that it "
+        f"is the right file and place the right one at {target}; delete {aside.name} once you "
+        "no longer need it"
+    )
+    logger.warning("%s. Downloading model %r again.", note[0].upper() + note[1:], spec.name)
+    return note
 
-    The bundled demo model is checked against the ``sha256`` in its JSON metadata file when
-    that records one.
-    """
+
+def check(name: str) -> str | None:
+    """Why model ``name``'s file is not usable, or None when it is present with its published
+    size and checksum: ``"not downloaded"``, ``"wrong size (expected N bytes, found M)"`` (no
+    hashing then) or ``"wrong checksum (...)"``. The bundled demo model is checked against
+    the ``sha256`` in its JSON metadata file when that records one."""
     spec = get_spec(name)
     path = where(name)
     if not path.is_file():
-        return False
+        return "not a file" if path.exists() else "not downloaded"
     if spec.packaged:
         expected = _read_metadata_file(path).get("sha256")
-        return expected is None or file_digest(path) == str(expected).lower()
-    return file_problem(path, spec) is None
+        actual = file_digest(path) if expected is not None else None
+        if actual is None or actual == str(expected).lower():
+            return None
+        return f"wrong checksum (its sha256 is {actual}, expected {expected})"
+    return file_problem(path, spec)
+
+
+def verify(name: str) -> bool:
+    """True when model ``name``'s file is present and has its published size and checksum
+    (:func:`check` says why not)."""
+    return check(name) is None
 
 
 def is_cached(name: str) -> bool:
     """True when model ``name``'s file is present with the right size (no hashing; see verify)."""
+    return cache_state(name) == "cached"
+
+
+def cache_state(name: str) -> str:
+    """What is at model ``name``'s path, without hashing: ``"cached"`` (a file of the right
+    size), ``"not downloaded"``, ``"not a file"`` or ``"wrong size (expected N bytes, found
+    M)"``."""
     spec = get_spec(name)
     path = where(name)
-    if not path.is_file():
-        return False
-    return spec.size is None or path.stat().st_size == spec.size
+    if not path.exists():
+        return "not downloaded"
+    return ("cached" if spec.packaged and path.is_file() else size_problem(path, spec)) or "cached"
 
 
 def list_models() -> list[dict[str, Any]]:
@@ -258,8 +289,9 @@ def list_models() -> list[dict[str, Any]]:
     ``approx_size`` (about how many bytes, where ``size`` is not published), ``checksum``
     (``"sha256:<hex>"`` or ``"xxh128:<hex>"``, the published one downloads are checked
     against; None for the bundled model, checked against its metadata file), ``cached``
-    (see :func:`is_cached`), ``path`` (str, see :func:`where`), ``url`` (None for the
-    bundled model) and ``description``.
+    (see :func:`is_cached`), ``state`` (see :func:`cache_state`: what is at ``path``, e.g.
+    ``"wrong size (expected N bytes, found M)"``), ``path`` (str, see :func:`where`), ``url``
+    (None for the bundled model) and ``description``.
     """
     return [
         {
@@ -270,6 +302,7 @@ def list_models() -> list[dict[str, Any]]:
             "approx_size": spec.approx_size,
             "checksum": spec.known_hash,
             "cached": is_cached(spec.name),
+            "state": cache_state(spec.name),
             "path": str(where(spec.name)),
             "url": spec.url,
             "description": spec.description,
