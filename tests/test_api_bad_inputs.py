@@ -485,6 +485,29 @@ def test_object_that_loses_every_pixel_is_reported_lost():
     assert res.object_ids == [1] and list(res.lost) == [2]
 
 
+def test_lost_objects_are_warned_once_and_the_dock_says_them_instead():
+    """segment_volume (SAM 1) warns a LostObjectsWarning naming the ids and why; the dock
+    runs it without the console warning and says it in its status line."""
+    import warnings
+
+    from napari_sam.annotate.stack_actions import _describe_lost, _quiet_about_lost
+    from napari_sam.volume.result import LostObjectsWarning
+
+    gt = cylinders(n_slices=8, objects=((1, (20, 20), 6, 0, 7),))
+    prompts = {1: SlicePrompt(3, points=[[20, 20]]), 2: SlicePrompt(3, points=[[21, 21]])}
+    with pytest.warns(LostObjectsWarning) as said:
+        res = ns.segment_volume(OracleStack(gt), prompts)
+    assert [str(w.message) for w in said] == [
+        f"objects [2] are not in the labels: {res.lost[2]} (see VolumeResult.lost)"]
+    assert said[0].filename == __file__
+    with warnings.catch_warnings(record=True) as quiet:
+        warnings.simplefilter("always")
+        again = _quiet_about_lost(ns.segment_volume)(OracleStack(gt), prompts)
+    assert quiet == [] and again.lost == res.lost
+    assert _describe_lost(again) == f" Not in the preview: object 2 ({res.lost[2]})."
+    assert _describe_lost(ns.segment_volume(OracleStack(gt), {1: prompts[1]})) == ""
+
+
 @pytest.mark.parametrize(
     "prompt, phrases",
     [
@@ -628,7 +651,7 @@ def test_an_object_whose_prompts_give_no_pixel_is_not_said_lost_to_other_objects
     was no other object (helper walk-through, session 29)."""
     gt = cylinders(n_slices=8, objects=((1, (20, 20), 6, 0, 7),))
     with pytest.warns(UserWarning, match=r"objects \[2\] are not in the labels: the model gave "
-                                         "no pixel for their prompts"):
+                                         "an empty mask for its prompts"):
         res = ns.segment_volume(OracleStack(gt), {1: SlicePrompt(3, points=[[20, 20]]),
                                                   2: SlicePrompt(3, points=[[2, 38]])})
     assert "empty mask for its prompts" in res.lost[2] and "other objects" not in res.lost[2]

@@ -157,3 +157,31 @@ def test_a_chosen_candidate_starts_the_object_on_its_slice(model, stack, monkeyp
     with pytest.raises(ValueError, match="'candidate' belongs to a single click"):
         segment_volume_sam2(stack, {1: [{"slice": 2, "box": [5, 5, 30, 40], "candidate": 1}]},
                             model)
+
+
+def test_an_object_that_loses_every_voxel_is_warned_about(model, stack):
+    """Object 2's masks lie inside object 1's and lose every pixel to it: it had no voxel in
+    the labels, no stop reason, and only ``result.lost`` said why (a tester's walk)."""
+    full = np.ones(stack.shape[1:], bool)
+    part = np.zeros(stack.shape[1:], bool)
+    part[10:30, 10:40] = True
+    prompts = {1: [{"slice": 2, "mask": full}],
+               2: [{"slice": 2, "mask": part}, {"slice": 1, "stop": True},
+                   {"slice": 3, "stop": True}]}
+    with pytest.warns(UserWarning, match=r"objects \[2\] are not in the labels: its masks lost "
+                                         r"every pixel to other objects .*VolumeResult\.lost"
+                      ) as said:
+        res = segment_volume_sam2(stack, prompts, model, stop_after_absent=None)
+    from napari_sam.volume.result import LostObjectsWarning
+
+    lost = [w for w in said if issubclass(w.category, LostObjectsWarning)]
+    assert len(lost) == 1 and lost[0].filename == __file__  # points at the caller's line
+    assert set(np.unique(res.labels)) == {0, 1} and list(res.lost) == [2]
+    assert set(res.stop_reasons) == set(res.slice_range) == {1}
+
+
+def test_an_object_the_model_never_finds_is_said_absent_not_taken():
+    from napari_sam.sam2_volume import LOST_EMPTY, _result
+
+    res = _result(np.zeros((2, 4, 4), np.uint8), {1: {}}, {}, {1: None}, found=set())
+    assert res.lost == {1: LOST_EMPTY} and "absent on every slice" in LOST_EMPTY

@@ -37,6 +37,7 @@ from .progress import ProgressArg, reports_progress
 from .volume import SlicePrompt, VolumeResult
 from .volume.annotations import ObjectPrompts, normalize_prompts
 from .volume.records import label_dtype
+from .volume.result import warn_lost
 
 __all__ = ["ABSENT_REASON", "Sam2FeatureCache", "segment_volume_sam2"]
 
@@ -217,7 +218,15 @@ def segment_volume_sam2(
     -------
     VolumeResult
         ``labels`` (Z, Y, X); ``scores[id][z]`` the predicted IoU; stop reasons
-        ``"edge"``, ``"absent"`` or ``"stop_marker"``; ``slice_range``.
+        ``"edge"``, ``"absent"`` or ``"stop_marker"``; ``slice_range``; ``lost``: {id: why}
+        of the objects asked for that have no voxel in ``labels`` (and no entry in the
+        other fields).
+
+    Warns
+    -----
+    LostObjectsWarning
+        (a UserWarning, :class:`napari_sam.volume.result.LostObjectsWarning`) naming the
+        objects that are not in ``labels`` and why (``result.lost``).
     """
     if getattr(stack, "ndim", None) != 3:
         raise ValueError(f"segment_volume_sam2 needs a (Z, Y, X) stack, got shape "
@@ -247,47 +256,63 @@ def segment_volume_sam2(
                           feature_cache=features)
     wanted = {o.id: _object_prompts(o, shape, size) for o in objects}
     stops = {o.id: o.stops for o in objects if o.stops}
-    labels, scores = _propagate(tracker, wanted, stops, shape, stop_after_absent or None,
-                                progress)
-    return _result(labels, scores, tracker.stopped, wanted)
+    labels, scores, found = _propagate(tracker, wanted, stops, shape,
+                                       stop_after_absent or None, progress)
+    result = _result(labels, scores, tracker.stopped, wanted, found)
+    warn_lost(result.lost, stacklevel=3)  # the caller of the reports_progress wrapper
+    return result
 
 
 def _propagate(tracker: Sam2Tracker, wanted: dict, stops: dict, shape, stop_after_absent,
-               progress) -> tuple[np.ndarray, dict]:
-    """Run the tracker and paint its masks: (labels (Z, Y, X), scores[id][z])."""
+               progress) -> tuple[np.ndarray, dict, set]:
+    """Run the tracker and paint its masks: (labels (Z, Y, X), scores[id][z], the ids the
+    model gave a mask with pixels on some slice)."""
     best = np.full(shape, -np.inf, np.float32)  # winning logit per pixel
     labels = np.zeros(shape, label_dtype(max(wanted)))
     scores: dict[int, dict[int, float]] = {oid: {} for oid in wanted}
+    found: set[int] = set()
     total, done = len(wanted) * shape[0], 0
     with torch.inference_mode():
         for z, oid, out in tracker.propagate_all(wanted, stop_after_absent, stops):
             logits = F.interpolate(out.low_res_masks.float(), size=shape[1:], mode="bilinear",
                                    align_corners=False)[0, 0].cpu().numpy()
             own = z in wanted[oid].slices
-            _paint(labels[z], best[z], logits + (1e4 if own else 0.0), oid)
+            if _paint(labels[z], best[z], logits + (1e4 if own else 0.0), oid):
+                found.add(oid)
             scores[oid][z] = float(out.iou.max())
             done += 1
             if progress is not None:
                 progress(min(done, total), total)
     if progress is not None and done < total:
         progress(total, total)  # runs that ended early: the rest is not needed
-    return labels, scores
+    return labels, scores, found
 
 
-def _paint(labels: np.ndarray, best: np.ndarray, logits: np.ndarray, oid: int) -> None:
-    """Give ``oid`` the pixels where its logit is positive and higher than any so far."""
-    win = (logits > 0) & (logits > best)
+def _paint(labels: np.ndarray, best: np.ndarray, logits: np.ndarray, oid: int) -> bool:
+    """Give ``oid`` the pixels where its logit is positive and higher than any so far; True
+    when its mask has any pixel (won or not)."""
+    positive = logits > 0
+    win = positive & (logits > best)
     labels[win] = oid
     best[win] = logits[win]
+    return bool(positive.any())
 
 
-def _result(labels, scores, stopped, wanted) -> VolumeResult:
-    """Slice ranges, scores and stop reasons of the objects present in ``labels``."""
+#: ``VolumeResult.lost`` reasons of segment_volume_sam2
+LOST_TO_OTHERS = ("its masks lost every pixel to other objects (their prompts segment the "
+                  "same thing); give it prompts on its own object")
+LOST_EMPTY = ("the model found it absent on every slice (an empty mask for its prompts); give "
+              "it a positive point inside the object or a box around it")
+
+
+def _result(labels, scores, stopped, wanted, found=()) -> VolumeResult:
+    """Slice ranges, scores and stop reasons of the objects present in ``labels``; why the
+    others are lost (``found``: the ids the model gave a mask with pixels)."""
     present = {int(v) for v in np.unique(labels) if v}
     ranges, reasons, kept, lost = {}, {}, {}, {}
     for oid in wanted:
         if oid not in present:
-            lost[oid] = "its masks went to other objects or it was found absent everywhere"
+            lost[oid] = LOST_TO_OTHERS if oid in found else LOST_EMPTY
             continue
         zs = np.flatnonzero((labels == oid).any(axis=(1, 2)))
         ranges[oid] = (int(zs[0]), int(zs[-1]))

@@ -11,6 +11,7 @@ thread) change the session.
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import replace
 from itertools import pairwise
 
@@ -236,7 +237,8 @@ class StackActions:
         def gen():
             prepared = yield from prep
             yield Phase("propagating")
-            result = yield from with_progress(segment_volume, prepared[4], prompts, **options)
+            result = yield from with_progress(_quiet_about_lost(segment_volume), prepared[4],
+                                              prompts, **options)
             return prepared, result, _trace(result, src.stack, prompts)
 
         def done(value):
@@ -263,7 +265,8 @@ class StackActions:
             yield Phase("propagating")
             limits = stack_intensity_limits(src.stack)
             result = yield from with_progress(
-                segment_volume_sam2, GreyStack(src.stack), prompts, prepared[3].model,
+                _quiet_about_lost(segment_volume_sam2), GreyStack(src.stack), prompts,
+                prepared[3].model,
                 contrast_limits=limits, stop_after_absent=stop_after_absent, features=features)
             return prepared, result, _trace(result, src.stack, prompts)
 
@@ -312,7 +315,7 @@ class StackActions:
             f"(stopped: {describe_stops(result.stop_reasons, absent_slices, time)})"
             f". Check the preview, then Shift+C commits; a prompt on a "
             f"{'frame' if time else 'slice'} further out carries an object on."
-            f"{hole}{describe_ignored(ignored)}"
+            f"{hole}{describe_ignored(ignored)}{_describe_lost(result)}"
         )
         self._say(self.volume_status)
 
@@ -405,6 +408,31 @@ class GreyStack:
 
     def __getitem__(self, z) -> np.ndarray:
         return np.asarray(self.view[int(z)])
+
+
+def _quiet_about_lost(fn):
+    """``fn`` without its LostObjectsWarning (on the console): the dock's status line says
+    which objects were lost and why (:func:`_describe_lost`)."""
+    import functools
+
+    from napari_sam.volume.result import LostObjectsWarning
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", LostObjectsWarning)
+            return fn(*args, **kwargs)
+
+    return call
+
+
+def _describe_lost(result) -> str:
+    """`` Not in the preview: object 2 (why).`` for the objects a propagation lost."""
+    lost = getattr(result, "lost", None) or {}
+    if not lost:
+        return ""
+    return " Not in the preview: " + "; ".join(
+        f"object {oid} ({why})" for oid, why in sorted(lost.items())) + "."
 
 
 def _trace(result, stack, prompts) -> dict:

@@ -13,6 +13,7 @@ writers, through :func:`napari_sam.batch.label_writing.finish_labels`).
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 from napari_sam.batch.context import Context, Job
@@ -39,6 +40,7 @@ def run_segment(job: Job, ctx: Context, model) -> dict:
     (``segment_volume``), then write the labels and their output metadata. A session file
     is replayed instead (:func:`_replay_session`). Returns ``{"objects": n}``."""
     from napari_sam.volume import segment_volume
+    from napari_sam.volume.result import LostObjectsWarning, lost_notes
 
     if not job.prompts:
         raise ValueError(
@@ -63,9 +65,14 @@ def run_segment(job: Job, ctx: Context, model) -> dict:
     emb = stack_embeddings(job, ctx, model, opened)
     bar = ProgressBar(ctx, f"{job.name}: propagate", len(emb))
     try:
-        res = segment_volume(emb, job.prompts, progress=bar, **params)
+        with warnings.catch_warnings():  # said below as a note, not as a Python warning
+            warnings.simplefilter("ignore", LostObjectsWarning)
+            res = segment_volume(emb, job.prompts, progress=bar, **params)
     finally:
         bar.close()
+    if not ctx.quiet:
+        for note in lost_notes(res.lost):
+            print(f"napari-sam: note: {job.name}: {note}", file=sys.stderr)
     extra = {"decoder_calls": int(res.decoder_calls)}
     if constant:
         extra["constant_prompt_slices"] = constant

@@ -16,7 +16,31 @@ from napari_sam.volume.annotations import ObjectPrompts
 from napari_sam.volume.chains import Chain
 from napari_sam.volume.records import Record
 
-__all__ = ["VolumeResult", "build_result"]
+__all__ = ["LostObjectsWarning", "VolumeResult", "build_result", "lost_notes", "warn_lost"]
+
+
+class LostObjectsWarning(UserWarning):
+    """Objects asked for that ended with no voxel in the labels (``VolumeResult.lost`` says
+    why). Warned by :func:`napari_sam.segment_volume` and
+    :func:`napari_sam.sam2_volume.segment_volume_sam2`; the dock and the CLI say it in their
+    own words and silence it (``warnings.simplefilter("ignore", LostObjectsWarning)``)."""
+
+
+def lost_notes(lost: dict[int, str]) -> list[str]:
+    """One sentence per reason in ``lost`` ({id: why}), naming the ids:
+    ``"objects [2] are not in the labels: <why>"``."""
+    by_reason: dict[str, list[int]] = {}
+    for oid, why in lost.items():
+        by_reason.setdefault(why, []).append(oid)
+    return [f"objects {sorted(ids)} are not in the labels: {why}"
+            for why, ids in by_reason.items()]
+
+
+def warn_lost(lost: dict[int, str], stacklevel: int = 2) -> None:
+    """One :class:`LostObjectsWarning` per sentence of :func:`lost_notes`."""
+    for note in lost_notes(lost):
+        warnings.warn(f"{note} (see VolumeResult.lost)", LostObjectsWarning,
+                      stacklevel=stacklevel + 1)
 
 
 @dataclass
@@ -92,8 +116,9 @@ def build_result(labels: np.ndarray, records: dict[tuple[int, int], Record],
 
     Warns
     -----
-    UserWarning
-        For objects that lost every pixel to other objects (``VolumeResult.lost``).
+    LostObjectsWarning
+        For objects that are not in the labels (``VolumeResult.lost`` says why): their
+        masks lost every pixel to other objects, or the model gave none.
     """
     ids = [o.id for o in objects]
     present = _slices_present(labels, records, ids)
@@ -104,18 +129,7 @@ def build_result(labels: np.ndarray, records: dict[tuple[int, int], Record],
     slice_range = {i: (min(z), max(z)) for i, z in present.items() if z}
     decoded = {ids[k] for k, _ in records}  # objects the model gave a mask with pixels
     reasons, lost = _stop_reasons(objects, present, up, down, decoded)
-    taken = sorted(i for i in lost if i in decoded)
-    empty = sorted(i for i in lost if i not in decoded)
-    if taken:
-        warnings.warn(
-            f"objects {taken} are not in the labels: their masks lost every pixel to "
-            "other objects (see VolumeResult.lost)", stacklevel=3,
-        )
-    if empty:
-        warnings.warn(
-            f"objects {empty} are not in the labels: the model gave no pixel for their "
-            "prompts (see VolumeResult.lost)", stacklevel=3,
-        )
+    warn_lost(lost, stacklevel=4)  # build_result, segment_volume, its wrapper: the caller
     chains = [
         {"id": ids[c.k], "direction": "up" if c.direction > 0 else "down", "start": c.start,
          "last": c.last, "reason": c.reason}
