@@ -268,6 +268,26 @@ def test_sample_writes_one_click_per_object_for_segment(tmp_path, capsys, monkey
     assert "prompts.csv" not in {p.name for p in collect_inputs(["data/"])}
 
 
+def test_a_rerun_of_sample_keeps_the_users_edits_of_prompts_csv(tmp_path, capsys, monkeypatch):
+    """A user who moved a click and added one in ``prompts.csv`` and ran ``sample`` again
+    (the samples kept) keeps both; rows of a regenerated sample (``--overwrite``) are new
+    (reviewer of session 36: a rerun rewrote every row of the kept samples)."""
+    monkeypatch.chdir(tmp_path)
+    args = ["sample", "nuclei-3d", "-o", "data/", "--shape", "8,64,64", "-q"]
+    assert cli(args, capsys)[0] == 0
+    path = tmp_path / "data" / "prompts.csv"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    edited = lines[1].rsplit(",", 2)[0] + ",1,1"  # the first click moved to (1, 1)
+    mine = "nuclei-3d_seed10000.tif,99,2,30,30"  # a click added by hand
+    path.write_text("\n".join([lines[0], edited, *lines[2:], mine]) + "\n", encoding="utf-8")
+    before = path.read_text(encoding="utf-8")
+    assert cli(args, capsys)[0] == 0  # the sample is kept: so are the rows
+    assert path.read_text(encoding="utf-8") == before
+    assert cli([*args, "--overwrite"], capsys)[0] == 0  # regenerated: its clicks anew
+    after = path.read_text(encoding="utf-8").splitlines()
+    assert mine not in after and edited not in after and after == lines
+
+
 def test_the_documented_prompted_example_runs_on_the_sample(tmp_path, tiny_model, capsys,
                                                              monkeypatch):
     """README and docs/cli.md: the ``segment ... --prompts data/prompts.csv`` example runs as

@@ -71,7 +71,8 @@ def cmd_sample(args) -> int:
 
     out = Path(args.output)
     written = kept = 0
-    clicks: dict[str, list] = {}  # 3D sample file -> its objects' clicks
+    clicks: dict[str, list] = {}  # 3D sample file written now -> its objects' clicks
+    kept_clicks: dict[str, list] = {}  # ... kept (its rows already there are left as they are)
     shapes = {name: sample_shape(name, args.shape) for name in dict.fromkeys(args.names)}
     for name, shape in shapes.items():
         func = getattr(synthetic, SAMPLES[name][0])
@@ -88,7 +89,7 @@ def cmd_sample(args) -> int:
                 if len(shape) == 3 and gt_path.is_file():
                     import tifffile
 
-                    clicks[fname] = object_clicks(tifffile.imread(gt_path))
+                    kept_clicks[fname] = object_clicks(tifffile.imread(gt_path))
                 continue
             kwargs = {"seed": seed}
             if args.dtype and name != "underwater":
@@ -111,8 +112,8 @@ def cmd_sample(args) -> int:
             if not args.quiet:
                 print(f"wrote    {img_path} {tuple(s.image.shape)} {s.image.dtype}, "
                       f"{s.n_objects} objects" + ("" if args.no_ground_truth else f" (+ {gt_path})"))
-    if clicks:
-        write_prompts_csv(out, clicks, overwrite=args.overwrite, quiet=args.quiet)
+    if clicks or kept_clicks:
+        write_prompts_csv(out, clicks, kept_clicks, overwrite=args.overwrite, quiet=args.quiet)
     return 0
 
 
@@ -136,10 +137,13 @@ def object_clicks(labels) -> list[tuple[int, int, int, int]]:
     return clicks
 
 
-def write_prompts_csv(out: Path, clicks: dict, *, overwrite: bool, quiet: bool) -> None:
-    """Write ``<out>/prompts.csv`` (atomically): the clicks of the sample files of this run,
-    and the rows an earlier ``sample`` run wrote there for other files. A ``prompts.csv``
-    that ``sample`` did not write is kept unless ``overwrite``."""
+def write_prompts_csv(out: Path, clicks: dict, kept_clicks: dict | None = None, *,
+                      overwrite: bool, quiet: bool) -> None:
+    """Write ``<out>/prompts.csv`` (atomically): the clicks of the sample files written by
+    this run (``clicks``, replacing their rows), the rows already there for other files
+    (a user's edits of a kept sample's clicks stay), and the clicks of kept samples that have
+    no row yet (``kept_clicks``). A ``prompts.csv`` that ``sample`` did not write is kept
+    unless ``overwrite``."""
     import os
 
     from napari_sam.io import tmp_name
@@ -155,7 +159,11 @@ def write_prompts_csv(out: Path, clicks: dict, *, overwrite: bool, quiet: bool) 
             return
         if lines[:1] == [PROMPTS_HEADER]:
             rows = [ln for ln in lines[1:] if ln and ln.split(",", 1)[0] not in clicks]
-    rows += [f"{name},{oid},{z},{r},{c}" for name, objs in clicks.items()
+    listed = {ln.split(",", 1)[0] for ln in rows}
+    fresh = {**{k: v for k, v in (kept_clicks or {}).items() if k not in listed}, **clicks}
+    if not fresh:
+        return  # nothing new: the file stays as it is (edits included)
+    rows += [f"{name},{oid},{z},{r},{c}" for name, objs in fresh.items()
              for oid, z, r, c in objs]
     tmp = tmp_name(path)
     try:
@@ -165,7 +173,7 @@ def write_prompts_csv(out: Path, clicks: dict, *, overwrite: bool, quiet: bool) 
         tmp.unlink(missing_ok=True)
         raise
     if not quiet:
-        n = sum(len(v) for v in clicks.values())
+        n = sum(len(v) for v in fresh.values())
         print(f"wrote    {path} ({n} clicks, one per ground-truth object on its largest slice: "
               f"napari-sam segment {out}/ -o seg/ --prompts {path})")
 
