@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 
 from napari_sam.annotate.autosave_writer import BACKGROUND_BYTES, AutosaveWriter
 
@@ -56,3 +57,20 @@ def test_without_post_nothing_goes_to_the_worker():
     assert AutosaveWriter(post=print).in_background(big)
     assert not AutosaveWriter(post=print).in_background(big[:-1])
     assert not AutosaveWriter(post=print).in_background(None)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_write_that_ends_its_thread_leaves_no_one_waiting_forever():
+    """A BaseException out of a write (SystemExit in it, say) ends the worker: waiting
+    returns and the next write runs on a new worker (the writer stayed 'busy' for good, so
+    save, load and quit waited forever; reviewer of session 36)."""
+    w = AutosaveWriter(post=lambda fn: fn())
+    done = []
+
+    def fatal():
+        raise SystemExit("gone")
+
+    w.submit(fatal)
+    assert w.wait(10) and w.idle
+    w.submit(lambda: done.append("next"))
+    assert w.wait(10) and done == ["next"]

@@ -106,6 +106,15 @@ class AutosaveWriter:
                                        timeout)
 
     def _run(self) -> None:
+        try:
+            self._write_all()
+        finally:  # also after a BaseException out of a write: wait() must not hang on it
+            with self._cond:
+                if self._thread is threading.current_thread():
+                    self._busy, self._thread, self._waiting = False, None, None
+                self._cond.notify_all()
+
+    def _write_all(self) -> None:
         while True:
             with self._cond:
                 if self._waiting is None:
