@@ -126,6 +126,22 @@ def test_keys_passing_a_download_entry_start_nothing_and_leaving_picks(make_widg
     assert said == ["vit_l"] and _idle(widget)
 
 
+def test_keys_resting_as_the_dock_closes_pick_nothing(make_widget, qtbot, monkeypatch):
+    """Keys step through 'Model' and the dock is closed within the half second: napari keeps
+    the closed dock's widgets, and the rest (or the focus lost) picked a model for a closed
+    dock (reviewer of session 36)."""
+    viewer, widget = make_widget(blob_stack(), sync=False, preload=False, name="blobs")
+    c, box = widget.controller, widget._model
+    said = []
+    monkeypatch.setattr(c, "set_model", lambda ch: said.append(ch.key))
+    _show_focused(viewer, widget, qtbot)
+    QTest.keyClick(box, Qt.Key.Key_Down)
+    assert widget._model_pick.waiting
+    widget._teardown()  # what closing the dock runs
+    qtbot.wait(SETTLE_MS + 200)
+    assert said == []
+
+
 def test_keys_resting_on_checkpoint_file_open_no_dialog(make_widget, qtbot, monkeypatch):
     from qtpy.QtWidgets import QFileDialog
 

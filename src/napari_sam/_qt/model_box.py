@@ -91,7 +91,10 @@ class ModelBox:
         """The user picked an entry of 'Model' (:class:`~.settled_pick.SettledPick`: stepping
         with the keys picks the entry they rest on). 'Checkpoint file...' reached with the
         keys opens the file dialog on Enter only; leaving the box there shows the model in
-        use again."""
+        use again. Nothing once the dock is closed (napari keeps the closed dock's widgets:
+        keys that rested, or a focus lost, as it closed)."""
+        if getattr(self, "_closed", False):
+            return True
         if self._model.currentData() is None and how in ("rest", "leave"):
             if how == "leave":
                 self._show_model_in_use()
