@@ -87,7 +87,9 @@ def data(work) -> Path:
     """Two small synthetic nuclei stacks written by `napari-sam sample`, plus a corrupt TIFF."""
     proc = run_cli("sample", "nuclei-3d", "-o", "data", "-n", "2", "--shape", "6,64,64",
                    cwd=work, check_rc=0)
-    assert proc.stdout.count("wrote") == 2
+    images = [ln for ln in proc.stdout.splitlines() if ln.startswith("wrote")
+              and ln.split()[1].endswith(".tif")]
+    assert len(images) == 2 and "prompts.csv" in proc.stdout  # (+ its clicks, for segment)
     d = work / "data"
     good = sorted(d.glob("*.tif"))
     assert len(good) == 2
