@@ -333,7 +333,7 @@ def test_progress_counts_the_slices_the_helper_finished_last(stack_emb, monkeypa
     assert calls[-1] == (n, n) and len(calls) == len(set(calls))
 
 
-def test_every_slice_carried_reports_so_a_cancel_is_prompt(stack_emb):
+def test_every_slice_carried_reports_so_a_cancel_is_prompt(stack_emb, monkeypatch):
     """Many objects, one of them carried far: the callback runs on every slice that chain
     reaches (the dock cancels by raising there), not once per slice of the average (with
     progress averaged over 20 objects a cancel waited about 20 slices, reviewer of
@@ -351,6 +351,7 @@ def test_every_slice_carried_reports_so_a_cancel_is_prompt(stack_emb):
         return original(self, zz, live, direction)
 
     calls = []
+    _workers(monkeypatch, 1)  # one sweep after the other: every report from here
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Propagator, "_step", step)
         segment_volume(emb, prompts, progress=lambda d, t: calls.append((d, t)))
