@@ -85,7 +85,8 @@ def test_results_show_a_one_line_summary_not_their_arrays(models, tmp_path):
 
     replayed = ReplayResult(res.labels, [[1, 2]], [], {"format": 1, "n_slices": 7,
                                                        "objects": [{"id": 1}] * 50})
-    _one_line(replayed, "ReplayResult(ids=[[1, 2]], notes=[])")
+    _one_line(replayed, "ReplayResult(1 operation, 2 labels written, labels (7, 48, 48) uint8; "
+              "every id as recorded)")
 
     tifffile.imwrite(tmp_path / "s.tif", stack, imagej=True,
                      metadata={"axes": "ZYX", "spacing": 2.0, "unit": "um"})
