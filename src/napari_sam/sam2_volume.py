@@ -159,7 +159,8 @@ def _warn_unused_negatives(objects: list[ObjectPrompts]) -> None:
                 f"{', '.join(map(str, zs))} are not used: SAM 2 uses negative points only on a "
                 "slice that also has a positive point, a box or a mask of the object; add one "
                 "there, or propagate with SAM 1 re-prompting (segment_volume; CLI: --method "
-                "sam1), which uses them", UserWarning, stacklevel=3)
+                "sam1), which uses them", UserWarning,
+                stacklevel=4)  # this, segment_volume_sam2, its reports_progress wrapper
 
 
 def _features_key(model, stack) -> tuple:
