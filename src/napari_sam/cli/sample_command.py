@@ -144,9 +144,7 @@ def write_prompts_csv(out: Path, clicks: dict, kept_clicks: dict | None = None, 
     (a user's edits of a kept sample's clicks stay), and the clicks of kept samples that have
     no row yet (``kept_clicks``). A ``prompts.csv`` that ``sample`` did not write is kept
     unless ``overwrite``."""
-    import os
-
-    from napari_sam.io import tmp_name
+    from napari_sam.io import write_text_atomic
 
     path = out / PROMPTS_CSV
     rows = []
@@ -165,13 +163,7 @@ def write_prompts_csv(out: Path, clicks: dict, kept_clicks: dict | None = None, 
         return  # nothing new: the file stays as it is (edits included)
     rows += [f"{name},{oid},{z},{r},{c}" for name, objs in fresh.items()
              for oid, z, r, c in objs]
-    tmp = tmp_name(path)
-    try:
-        tmp.write_text("\n".join([PROMPTS_HEADER, *rows]) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, "\n".join([PROMPTS_HEADER, *rows]) + "\n")
     if not quiet:
         n = sum(len(v) for v in fresh.values())
         print(f"wrote    {path} ({n} clicks, one per ground-truth object on its largest slice: "

@@ -96,6 +96,7 @@ from napari_sam.io.writers import (
     write_kind,
     write_labels,
     write_labels_stream,
+    write_text_atomic,
 )
 
 #: The names this package had before "sidecar" became "output metadata" (kept so that
@@ -137,6 +138,7 @@ __all__ = [
     "write_output_metadata",
     "write_labels_stream",
     "tmp_name",
+    "write_text_atomic",
     "SliceSource",
     "OUTPUT_METADATA_FORMAT",
     "OUTPUT_METADATA_VERSION",

@@ -394,13 +394,19 @@ def write_json_atomic(path: os.PathLike | str, obj) -> Path:
 
     numpy scalars / arrays, paths, tuples and sets are converted. Returns the path.
     """
+    return write_text_atomic(path, json.dumps(obj, indent=2, default=json_default,
+                                              allow_nan=False) + "\n")
+
+
+def write_text_atomic(path: os.PathLike | str, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` via a temporary file, fsync and ``os.replace``, so
+    that a reader never sees half of it. Returns the path."""
     path = Path(path)
-    text = json.dumps(obj, indent=2, default=json_default, allow_nan=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
