@@ -30,6 +30,7 @@ from napari_sam.batch.label_writing import (
     label_metadata,
     model_record,
     parameters_in_effect,
+    summary_info,
 )
 from napari_sam.batch.linking import LinkPlan, final_slices, link_slices
 from napari_sam.batch.preview import preview_from_arrays
@@ -480,7 +481,7 @@ def run_auto(job: Job, ctx: Context, model) -> dict:
     if ctx.preview:
         preview_from_arrays(job, opened, lambda z: _preview_slice(plan, work, z), len(records))
     opened.stack.release()
-    return {"objects": len(records)}
+    return {"objects": len(records), **summary_info(opened)}
 
 
 def _auto_propagate(job: Job, ctx: Context, model, work: Path, opened: OpenedImage,

@@ -8,7 +8,7 @@ from napari_sam import io as nio
 from napari_sam.batch.context import Context, Job
 from napari_sam.batch.embedding_stores import announce_tiling, embed_progress_bar, stack_tiling
 from napari_sam.batch.jobs import check_input_unchanged
-from napari_sam.batch.label_writing import model_record
+from napari_sam.batch.label_writing import model_record, summary_info
 from napari_sam.batch.reading import announce_colour_planes, open_image
 
 
@@ -50,6 +50,8 @@ def run_embed(job: Job, ctx: Context, model) -> dict:
                "contrast_limits": list(emb.contrast_limits), "image_shape": list(opened.stack.shape),
                "encoder_calls": emb.encoder_calls,
                "tiling": None if tiling is None else tiling.key(),
-               **({"channel_not_used": opened.channel_note} if opened.channel_note else {})},
+               **({"channel_not_used": opened.channel_note} if opened.channel_note else {}),
+               **({"file_axes": opened.file_axes, "axes_overridden": opened.axes_note}
+                  if opened.axes_note else {})},
     )
-    return {"objects": n}
+    return {"objects": n, **summary_info(opened)}

@@ -83,13 +83,25 @@ def axes_record(ctx: Context, opened: OpenedImage) -> dict:
     """How the input was read, for the output metadata: ``{"axes": "TYX", "axes_from":
     "metadata"}`` (the labels' axes; "metadata", "guessed" from the shape, or "--axes"):
     a stack read as ``ZYX`` was propagated along z, a ``TYX`` one along t; with
-    ``"channel_not_used"`` (the note) where ``--channel`` was given and the file has none."""
+    ``"channel_not_used"`` (the note) where ``--channel`` was given and the file has none,
+    and ``"file_axes"`` (the axes its metadata names) with ``"axes_overridden"`` (the note)
+    where ``--axes`` reads it otherwise."""
     source = ("--axes" if ctx.axes is not None else
               "guessed" if opened.axes_guessed else "metadata")
     record = {"axes": opened.label_axes, "axes_from": source}
     if opened.channel_note:  # --channel N given, the file has no channel axis
         record["channel_not_used"] = opened.channel_note
+    if opened.axes_note:  # --axes given, the file's metadata names other axes
+        record.update(file_axes=opened.file_axes, axes_overridden=opened.axes_note)
     return record
+
+
+def summary_info(opened: OpenedImage, *notes: str) -> dict:
+    """What a runner returns besides ``"objects"`` for the batch's summary: ``{"note": ...}``
+    (:attr:`~napari_sam.batch.reading.OpenedImage.summary_note`, then ``notes``), or {}.
+    Handed on as it is known, so that the summary needs no read of the output metadata."""
+    text = "; ".join(n for n in (opened.summary_note, *notes) if n)
+    return {"note": text} if text else {}
 
 
 def finish_labels(job: Job, ctx: Context, model, opened: OpenedImage, labels: np.ndarray,
@@ -114,18 +126,21 @@ def finish_labels(job: Job, ctx: Context, model, opened: OpenedImage, labels: np
             preview_from_arrays(job, opened, lambda z: labels, len(objects))
         else:
             preview_from_arrays(job, opened, lambda z: labels[z], len(objects))
-    return {"objects": len(objects)}
+    return {"objects": len(objects), **summary_info(opened)}
 
 
 def finish_propagation(job: Job, ctx: Context, model, opened: OpenedImage, res,
                        extra: dict) -> dict:
     """Write the labels of a propagation ``res`` (a :class:`napari_sam.volume.VolumeResult`
-    of SAM 1 or SAM 2) with ``extra`` in their output metadata, plus (for a stack) each
-    object's stop reasons and its propagation trace (what ``napari-sam report`` plots);
-    release the stack.
-    Returns :func:`finish_labels`' info."""
+    of SAM 1 or SAM 2) with ``extra`` in their output metadata, plus the objects given
+    prompts that are not in the labels (``"lost"``: {id: why}, {} when none) and, for a
+    stack, each object's stop reasons and its propagation trace (what ``napari-sam report``
+    plots); release the stack.
+    Returns :func:`finish_labels`' info, its note naming the lost objects."""
     from napari_sam.trace import propagation_trace
 
+    lost = {str(k): v for k, v in sorted(res.lost.items())}
+    extra = {**extra, "lost": lost}
     scores = {oid: float(np.mean(list(s.values()))) for oid, s in res.scores.items() if s}
     if not opened.is2d:  # a 2D image has no propagation to report ("edge" both ways)
         extra = {**extra, "stop_reasons": {str(k): v for k, v in res.stop_reasons.items()}}
@@ -135,4 +150,9 @@ def finish_propagation(job: Job, ctx: Context, model, opened: OpenedImage, res,
                                            res.stop_reasons, annotated)
     info = finish_labels(job, ctx, model, opened, np.asarray(res.labels), scores, extra)
     opened.stack.release()
+    if lost:  # said in the summary; the file's line said why (the runners' notes)
+        ids = ", ".join(lost)
+        many = len(lost) > 1
+        info.update(summary_info(opened, f"object{'s' * many} {ids} {'are' if many else 'is'} "
+                                         "not in the labels (\"lost\" in its sidecar says why)"))
     return info

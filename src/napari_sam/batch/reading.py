@@ -29,11 +29,19 @@ class OpenedImage:
     channels_as_colour: int = 0  # 3 or 4: channels read as RGB(A) (see _channels_as_colour)
     series: tuple = ()  # (count, [(axes, shape) of up to 3 others]) of a multi-series TIFF
     channel_note: str = ""  # --channel N not used: the file has no channel axis (certain)
+    axes_note: str = ""  # --axes overrides other axes that the file's metadata names
+    file_axes: str | None = None  # the axes the file's metadata names (file_named_axes)
 
     @property
     def label_shape(self) -> tuple[int, ...]:
         s = self.stack.shape[:3]
         return s[1:] if self.is2d else s
+
+    @property
+    def summary_note(self) -> str:
+        """What the batch's summary says beside this input's output: ``--channel`` not used,
+        ``--axes`` overriding the file's own axes; "" when neither."""
+        return "; ".join(n for n in (self.channel_note, self.axes_note) if n)
 
 
 def open_image(path: Path, ctx: Context, *, check: bool = True) -> OpenedImage:
@@ -46,7 +54,7 @@ def open_image(path: Path, ctx: Context, *, check: bool = True) -> OpenedImage:
 
     if check:
         check_input_file(path)
-    img = nio.read_image(path, axes=ctx.axes, lazy=True)
+    img = read_with_axes(path, ctx)
     declared = int(img.metadata.get("channels_declared", 0)) if ctx.channel is None else 0
     if declared == 4:  # would be read as RGBA, its 4th channel dropped as alpha
         raise ValueError(
@@ -77,7 +85,69 @@ def open_image(path: Path, ctx: Context, *, check: bool = True) -> OpenedImage:
                        nio.axes_inferred(img.metadata),
                        _channels_as_colour(declared, ctx, std),
                        (int(img.metadata.get("series_count", 1)),
-                        list(img.metadata.get("other_series", ()))), channel_note)
+                        list(img.metadata.get("other_series", ()))), channel_note,
+                       axes_override_note(ctx, img), file_named_axes(img))
+
+
+#: The formats whose metadata can name a file's axes (not ``.npy``, nor a PNG or JPEG).
+NAMING_FORMATS = ("tiff", "ome-tiff", "imagej-tiff", "zarr", "ome-zarr")
+
+
+def file_named_axes(img) -> str | None:
+    """The axes the metadata of ``img``'s file names (OME, ImageJ, a tifffile description,
+    OME-Zarr or zarr dimension names), as ``TZCYX`` letters; None where it names none, or
+    names colour samples (an RGB TIFF's ``S``: a layout, which the notes on colour planes
+    say how to override) or axes tifffile does not know (``Q``, ``I``, ...).
+
+    Parameters
+    ----------
+    img : napari_sam.io.ImageData
+        The file as :func:`napari_sam.io.read_image` read it, with or without ``axes``.
+
+    Returns
+    -------
+    str or None
+    """
+    src = str(img.metadata.get("source_axes") or "").upper()
+    if img.metadata.get("format") not in NAMING_FORMATS or len(src) != len(img.data.shape):
+        return None
+    return src if set(src) <= set("TZCYX") else None
+
+
+def axes_override_note(ctx: Context, img) -> str:
+    """The note for ``--axes`` that reads a file otherwise than its metadata names its axes
+    (:func:`file_named_axes`): "--axes ZYX overrides the file's axes TZYX ..."; "" without
+    ``--axes``, where they are the same, or where the metadata names none."""
+    own = file_named_axes(img) if ctx.axes is not None else None
+    if own is None or own == img.axes:
+        return ""
+    return (f"--axes {img.axes} overrides the file's axes {own} (from its metadata); if "
+            "those are right, run it without --axes")
+
+
+def read_with_axes(path: Path, ctx: Context):
+    """:func:`napari_sam.io.read_image` (lazy) with ``ctx.axes``; ``--axes`` that do not fit
+    the data (another number of letters) raise a ValueError that also names the axes the
+    file's metadata names, when it names them."""
+    try:
+        return nio.read_image(path, axes=ctx.axes, lazy=True)
+    except nio.ImageReadError:
+        raise
+    except ValueError as exc:
+        if ctx.axes is None:
+            raise
+        try:
+            img = nio.read_image(path, lazy=True)
+        except Exception:  # noqa: BLE001 - the error about --axes stands alone
+            raise exc from None
+        own = file_named_axes(img)
+        if own is None:
+            raise
+        shape = tuple(int(n) for n in img.data.shape)
+        raise ValueError(
+            f"--axes {ctx.axes} does not fit this file: its data has {len(shape)} dimensions "
+            f"(shape {shape}), axes {own} from its metadata; run it without --axes, apart "
+            "from the files --axes is meant for") from None
 
 
 def no_channel_note(path: Path, ctx: Context, img) -> str:
@@ -222,6 +292,7 @@ def announce_colour_planes(job, ctx: Context, opened: OpenedImage) -> None:
     :func:`other_series_note` and :func:`guessed_axes_note` on stderr (nothing when quiet or
     no note)."""
     notes = [] if ctx.quiet else [opened.channel_note and f"{job.name}: {opened.channel_note}",
+                                  opened.axes_note and f"{job.name}: {opened.axes_note}",
                                   colour_planes_note(job, ctx, opened),
                                   channels_as_colour_note(job, opened),
                                   other_series_note(job, opened),
@@ -288,6 +359,7 @@ def open_session_image(job: Job, ctx: Context, sess, *, say: bool = True):
     shape2 = (1, *again.label_shape) if again.is2d else tuple(again.label_shape)
     if tuple(shape2) != sess.shape:
         return opened
+    again = dataclasses.replace(again, axes_note="")  # the session's axes: said below
     if say and not ctx.quiet:
         import sys
 

@@ -159,11 +159,8 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
                 restore_sidecar(job, previous, stamp)
                 raise
             res.objects = info.get("objects")
+            # (with the "note" the summary shows, as the runner knows it: no read of the output)
             res.details.update({k: v for k, v in info.items() if k != "objects"})
-            note = ((nio.read_output_metadata(job.output) or {}).get("extra") or {}).get(
-                "channel_not_used")
-            if note:  # shown in the summary
-                res.details["note"] = note
             res.status = "done"
             if not ctx.keep_work:
                 nio.remove_path(work_dir(job))

@@ -56,6 +56,5 @@ def run_segment_sam2(job: Job, ctx: Context, model, opened: OpenedImage) -> dict
         for note in notes:
             tqdm.write(f"napari-sam: note: {job.name}: {note}", file=sys.stderr)
     return finish_propagation(job, ctx, model, opened, res,
-                              {"method": "sam2", "lost": {str(k): v for k, v in res.lost.items()},
-                               "notes": notes, **({"constant_prompt_slices": constant}
-                                                  if constant else {})})
+                              {"method": "sam2", "notes": notes,
+                               **({"constant_prompt_slices": constant} if constant else {})})
