@@ -73,6 +73,56 @@ def test_prompts_naming_a_link_apply_to_the_link(tmp_path, tiny_model, capsys):
     assert _outputs(out) == ["b_link_labels.tif"]
 
 
+def _linked_subfolders(tmp_path):
+    """``sub/a/img.tif`` and ``sub/b/img.tif -> ../a/img.tif``: one file, one name, two
+    subfolders (a curated folder of links beside the data)."""
+    sub = tmp_path / "sub"
+    noise_image(sub / "a" / "img.tif", (48, 48))
+    (sub / "b").mkdir()
+    (sub / "b" / "img.tif").symlink_to("../a/img.tif")
+    return sub
+
+
+def test_a_link_of_the_same_name_in_another_subfolder_is_an_input_of_its_own(
+        tmp_path, tiny_model, capsys):
+    """``-r`` over ``a/img.tif`` and ``b/img.tif -> ../a/img.tif`` did ``a/img.tif`` only,
+    without a word (inputs were one per real file and name), although the outputs mirror
+    the subfolders and cannot collide; the prompts of ``b/img.tif`` were lost. Now each is
+    an input of its own, with its output in its subfolder and its own prompts."""
+    sub = _linked_subfolders(tmp_path)
+    out = tmp_path / "out"
+    rc, stdout, err = cli(["auto", sub, "-r", "-o", out, "--model", tiny_model, *AUTO_FAST],
+                          capsys)
+    assert rc == 0, err
+    assert "2 file(s): 2 done" in stdout
+    assert (out / "a" / "img_labels.tif").is_file() and (out / "b" / "img_labels.tif").is_file()
+    csv = tmp_path / "p.csv"
+    csv.write_text("file,id,slice,row,col\nb/img.tif,1,0,24,24\n")
+    rc, stdout, err = cli(["segment", sub, "-r", "-p", csv, "-o", tmp_path / "seg", "--model",
+                           tiny_model, *FAST], capsys)
+    assert rc == 0, err
+    assert "2 file(s): 1 done, 1 skipped" in stdout
+    assert [p.relative_to(tmp_path / "seg").as_posix()
+            for p in (tmp_path / "seg").rglob("*_labels.tif")] == ["b/img_labels.tif"]
+
+
+def test_one_file_named_twice_for_one_output_is_done_once_and_said(tmp_path, tiny_model,
+                                                                   capsys):
+    """``auto a/img.tif b/img.tif`` (b a link to a) did one of them, without a word: both
+    would write ``out/img_labels.tif``. It is still done once (the same file, the same
+    output), and a note names the path left out and the one kept; a path given twice
+    says nothing."""
+    sub = _linked_subfolders(tmp_path)
+    a, b = sub / "a" / "img.tif", sub / "b" / "img.tif"
+    rc, stdout, err = cli(["auto", a, b, a, "-o", tmp_path / "out", "--model", tiny_model,
+                           "--device", "cpu", "--points-per-side", "4"], capsys)
+    assert rc == 0, err
+    assert (f"napari-sam: note: {b} is the same file as {a} ({a.resolve()}) and would write "
+            f"the same output: done once, as {a}") in err
+    assert err.count("is the same file as") == 1
+    assert "1 file(s): 1 done" in stdout
+
+
 # ------------------------------------------------------------------ 2: --channel in a mixed folder
 def _mixed_folder(tmp_path):
     """A 2D grey TIFF, a 3D ImageJ ``ZYX`` stack and a 2-channel ImageJ ``ZCYX`` stack."""

@@ -74,6 +74,7 @@ _HOMES = {
     "IMAGE_SUFFIXES": "napari_sam.batch.inputs",
     "WORK_DIR": "napari_sam.batch.inputs",
     "BatchError": "napari_sam.batch.inputs",
+    "InputList": "napari_sam.batch.inputs",
     "collect_inputs": "napari_sam.batch.inputs",
     "collect_inputs_with_folders": "napari_sam.batch.inputs",
     "output_path": "napari_sam.batch.inputs",

@@ -161,6 +161,16 @@ def _skipped(path: Path, *, labels: bool, keep_ground_truth: bool) -> bool:
     return not labels and is_session_labels(path)
 
 
+class InputList(list):
+    """The inputs :func:`collect_inputs_with_folders` found: a list of (image, subfolder),
+    and in ``duplicates`` the (path left out, path kept) of each file reached again under
+    another path that would write the same output (a link of the same name, both named)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.duplicates: list[tuple[Path, Path]] = []
+
+
 def collect_inputs(
     specs: Iterable[str | os.PathLike], *, recursive: bool = False,
     keep_ground_truth: bool = False, labels: bool = False,
@@ -193,7 +203,7 @@ def _subfolder(match: Path, base: Path) -> Path:
 def collect_inputs_with_folders(
     specs: Iterable[str | os.PathLike], *, recursive: bool = False,
     keep_ground_truth: bool = False, labels: bool = False,
-) -> list[tuple[Path, Path]]:
+) -> InputList:
     """Expand files, directories and glob patterns into a sorted, de-duplicated list of images,
     each with the subfolder it was found in.
 
@@ -208,9 +218,14 @@ def collect_inputs_with_folders(
     (:func:`is_session_labels`: the GUI autosaves them next to the image). A file named
     explicitly is never left out for being a session's labels or a ground truth.
 
-    A file reached twice under one name (``data/`` and ``data/a.tif``, or a folder and a link
-    to it) is one input; a symbolic link of another name (``b_link.tif -> a.tif``), named or
-    found, is an input of its own, segmented under its own name as its prompts are picked.
+    A file reached twice where its output would be the same (one name, one subfolder:
+    ``data/`` and ``data/a.tif``, a folder and a link to it, ``a/img.tif`` and a link
+    ``b/img.tif -> ../a/img.tif`` both named) is one input, the first path kept; the others
+    are listed in the result's ``duplicates``, so that the caller can say so. A symbolic link
+    of another name (``b_link.tif -> a.tif``), or found in another subfolder (``-r`` over
+    ``a/img.tif`` and ``b/img.tif -> ../a/img.tif``), named or found, is an input of its
+    own, segmented under its own name and subfolder as its prompts are picked: outputs
+    never collide, and none is left out without a word.
 
     ``labels=True`` collects label images (the LABELS of ``napari-sam train``): the ground
     truth, the session label TIFFs and the label images ``auto``/``segment`` wrote are
@@ -218,11 +233,12 @@ def collect_inputs_with_folders(
 
     Returns
     -------
-    list of (Path, Path)
+    InputList of (Path, Path)
         Each image and its folder relative to the directory given (``--recursive``) or to the
         fixed part of the glob (``"runs/**/*.tif"``: below ``runs``); ``Path(".")`` for files
         given by name and files directly in the folder. Outputs mirror these subfolders, so
-        ``pos1/img.tif`` and ``pos2/img.tif`` do not write the same output.
+        ``pos1/img.tif`` and ``pos2/img.tif`` do not write the same output. Its
+        ``duplicates`` are the (path left out, path kept) of the same file reached twice.
 
     Raises
     ------
@@ -260,12 +276,18 @@ def collect_inputs_with_folders(
         found.extend((m, _subfolder(m, base)) for m in matches)
     if problems:
         raise BatchError("; ".join(problems))
-    out, seen = [], set()
+    out, kept = InputList(), {}
     for m, sub in found:
-        key = (os.path.realpath(m), m.name)  # a link of another name is an input of its own
-        if key in seen or _is_our_output(m, labels=labels):
+        # one input per output: a link of another name, or in another subfolder, is its own
+        key = (os.path.realpath(m), m.name, sub)
+        if key in kept:
+            if (os.path.abspath(m) != os.path.abspath(kept[key])
+                    and (m, kept[key]) not in out.duplicates):
+                out.duplicates.append((m, kept[key]))
             continue
-        seen.add(key)
+        if _is_our_output(m, labels=labels):
+            continue
+        kept[key] = m
         out.append((m, sub))
     if not out:
         if labels:

@@ -519,6 +519,9 @@ def cmd_batch(args) -> int:
     check_batch_args(args)
     found = batch.collect_inputs_with_folders(args.inputs, recursive=args.recursive)
     inputs, subfolders = [p for p, _ in found], dict(found)
+    for left, kept in [] if args.quiet else found.duplicates:  # one file, one output: said
+        print_note(f"note: {left} is the same file as {kept} ({os.path.realpath(left)}) and "
+                   f"would write the same output: done once, as {kept}")
     prompts = None
     if args.command == "segment":
         prompts = batch.load_prompts(args.prompts, defer_problems=True)
