@@ -144,3 +144,43 @@ def test_the_summary_note_is_handed_on_not_read_back(tmp_path, tiny_model, capsy
     assert written and late == []
     assert "--channel 0 not used: the file has no channel axis" in _row(stdout, "a.tif")
 
+
+# ------------------------------------------------ 5: an output on the kernel's file systems
+def _on_procfs() -> bool:
+    import os
+
+    return os.path.exists("/proc/self/mounts")
+
+
+@pytest.mark.skipif(not _on_procfs(), reason="needs Linux's /proc")
+def test_export_into_proc_names_the_target_and_why(tmp_path, capsys):
+    """``export onnx demo -o /proc/x`` said "cannot write to /proc (No such file or
+    directory)": /proc exists, the folder asked for was not named, and nothing said why.
+    Now the error names the target, says that /proc holds no files and what to do; nothing
+    is written. ``-o /proc/x`` of a batch command says the same, without "fix its
+    permissions" (no permission would help)."""
+    rc, stdout, err = cli(["export", "onnx", "demo", "-o", "/proc/napari-sam-x",
+                           "--decoder-only", "-q"], capsys)
+    assert rc == 2, err
+    assert ("cannot write to /proc/napari-sam-x (/proc is on the kernel's proc file system, "
+            "which describes the running system and holds no files); choose a folder you "
+            "can write to") in err
+    assert "No such file" not in err
+    tifffile.imwrite(tmp_path / "a.tif", blob_stack(z=2), photometric="minisblack")
+    rc, stdout, err = cli(["auto", tmp_path / "a.tif", "-o", "/proc/napari-sam-x"], capsys)
+    assert rc == 2, err
+    assert ("-o /proc/napari-sam-x: cannot write there (/proc is on the kernel's proc file "
+            "system, which describes the running system and holds no files); choose a folder "
+            "you can write to") in err
+    assert "permissions" not in err and "No such file" not in err
+
+
+def test_unwritable_reason_of_an_ordinary_folder_is_the_errors(tmp_path):
+    """Elsewhere the reason is the error's own, after the folder's name."""
+    import errno
+
+    from napari_sam.io import unwritable_reason
+
+    exc = PermissionError(errno.EACCES, "Permission denied")
+    assert unwritable_reason(tmp_path, exc) == f"{tmp_path}: permission denied"
+    assert unwritable_reason(tmp_path) == f"{tmp_path}: permission denied"

@@ -160,8 +160,12 @@ def check_output_dir(path: str) -> None:
         raise CLIError(f"-o {path}: a part of this path is an existing file, not a folder; "
                        "give another output folder", 2) from None
     except OSError as exc:
-        raise CLIError(f"-o {path}: cannot write there ({exc.strerror or exc}); choose a folder "
-                       "you can write to, or fix its permissions", 2) from None
+        from napari_sam.io import KERNEL_FILE_SYSTEMS, file_system_type, unwritable_reason
+
+        home = next(p for p in (out, *out.parents) if p.exists())
+        fix = "" if file_system_type(home) in KERNEL_FILE_SYSTEMS else ", or fix its permissions"
+        raise CLIError(f"-o {path}: cannot write there ({unwritable_reason(home, exc)}); choose "
+                       f"a folder you can write to{fix}", 2) from None
 
 
 def check_batch_args(args) -> None:

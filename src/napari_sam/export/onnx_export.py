@@ -130,11 +130,19 @@ def _check_out_dir(out: Path, names: list[str], overwrite: bool) -> Path:
         if not home.is_dir():
             raise FileExistsError(f"{home} is a file, not a folder; choose another output folder")
     if not os.access(home, os.W_OK | os.X_OK):
-        raise PermissionError(
-            f"cannot write to {home} (permission denied); choose a folder you can write to "
-            "(the output folder; -o on the command line), e.g. one under your home folder"
-        )
+        raise PermissionError(unwritable_message(out, home))
     return home
+
+
+def unwritable_message(out: Path, home: Path, exc: OSError | None = None) -> str:
+    """The error for an export to ``out`` that cannot be written in ``home`` (``out`` or its
+    nearest existing parent): both folders, why (:func:`napari_sam.io.unwritable_reason`:
+    e.g. ``/proc`` holds no files) and what to do."""
+    from napari_sam.io import unwritable_reason
+
+    return (f"cannot write to {out} ({unwritable_reason(home, exc)}); choose a folder you "
+            "can write to (the output folder; -o on the command line), e.g. one under your "
+            "home folder")
 
 
 def listed_files(folder: Path) -> dict[str, str]:
@@ -210,15 +218,13 @@ def _check_request(*, decoder: bool, encoder: bool, opset: int) -> None:
         raise ValueError(f"opset {opset} is too old; use opset {MIN_OPSET} or newer")
 
 
-def _make_temp_folder(home: Path) -> Path:
-    """A new temporary folder in ``home``, with the mode a folder made there would get."""
+def _make_temp_folder(home: Path, out: Path) -> Path:
+    """A new temporary folder in ``home`` (``out`` or its nearest existing parent), with the
+    mode a folder made there would get."""
     try:
         tmp = Path(tempfile.mkdtemp(prefix=".napari-sam-export-", dir=home))
     except OSError as e:
-        raise PermissionError(
-            f"cannot write to {home} ({e.strerror or e}); choose a folder you can write to "
-            "(the output folder; -o on the command line), e.g. one under your home folder"
-        ) from None
+        raise PermissionError(unwritable_message(out, home, e)) from None
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -495,7 +501,7 @@ def export_onnx(
     out = Path(out_dir).expanduser().absolute()
     names = ([DECODER_FILE] if decoder else []) + ([ENCODER_FILE] if encoder else [])
     names.append(METADATA_FILE)
-    tmp = _make_temp_folder(_check_out_dir(out, names, overwrite))
+    tmp = _make_temp_folder(_check_out_dir(out, names, overwrite), out)
     try:
         # a model that fails: nothing left
         loaded = as_model(model, device="cpu", family=None, what="ONNX export")

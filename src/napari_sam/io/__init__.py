@@ -87,11 +87,14 @@ from napari_sam.io.readers import (
 from napari_sam.io.slice_source import SliceSource
 from napari_sam.io.writers import (
     BIGTIFF_LIMIT,
+    KERNEL_FILE_SYSTEMS,
+    file_system_type,
     fsync_path,
     json_default,
     remove_path,
     save_picture,
     tmp_name,
+    unwritable_reason,
     write_json_atomic,
     write_kind,
     write_labels,
@@ -152,4 +155,7 @@ __all__ = [
     "json_default",
     "remove_path",
     "write_kind",
+    "file_system_type",
+    "KERNEL_FILE_SYSTEMS",
+    "unwritable_reason",
 ]

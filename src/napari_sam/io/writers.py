@@ -414,3 +414,57 @@ def write_text_atomic(path: os.PathLike | str, text: str) -> Path:
         remove_path(tmp)
         raise
     return path
+
+
+#: File systems of the kernel: their files describe the running system (``/proc``, ``/sys``,
+#: ``/dev``); no file of the user's can be stored there.
+KERNEL_FILE_SYSTEMS = frozenset({
+    "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs",
+    "securityfs", "configfs", "pstore", "bpf", "mqueue", "hugetlbfs", "fusectl", "binfmt_misc",
+})
+
+
+def file_system_type(path: os.PathLike | str) -> str | None:
+    """The type of the file system that holds ``path`` (e.g. ``"proc"``, ``"ext4"``), from
+    the mount table of Linux (``/proc/self/mounts``); None where there is none to read."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
+            mounts = [line.split() for line in f]
+    except OSError:
+        return None
+    real = os.path.realpath(path)
+    best, kind = "", None
+    for fields in mounts:
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def unwritable_reason(folder: os.PathLike | str, exc: OSError | None = None) -> str:
+    """Why nothing can be written in ``folder``, in words for an error message: for a folder
+    on one of :data:`KERNEL_FILE_SYSTEMS` (``/proc``: where creating a folder fails with "No
+    such file or directory"), that it holds no files; else the error's own reason
+    (``exc.strerror``), "permission denied" without one.
+
+    Parameters
+    ----------
+    folder : path-like
+        The existing folder that refused the write.
+    exc : OSError, optional
+        The error the write raised.
+
+    Returns
+    -------
+    str
+        E.g. ``"/proc is on the kernel's proc file system, which holds no files"``.
+    """
+    kind = file_system_type(folder)
+    if kind in KERNEL_FILE_SYSTEMS:
+        return (f"{folder} is on the kernel's {kind} file system, which describes the running "
+                "system and holds no files")
+    why = (exc.strerror or str(exc)) if exc is not None else "permission denied"
+    return f"{folder}: {why[:1].lower()}{why[1:]}"
