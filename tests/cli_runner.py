@@ -59,7 +59,7 @@ def record_embedding_bars(monkeypatch) -> list:
 
     bars = []
 
-    class Recording(embedding_stores.ProgressBar):
+    class Recording(embedding_stores.JobProgressBar):
         def __init__(self, ctx, desc, total=None, unit="slice"):
             super().__init__(ctx, desc, total, unit)
             self.unit, self.total, self.calls = unit, total, []
@@ -69,5 +69,5 @@ def record_embedding_bars(monkeypatch) -> list:
             self.calls.append((done, total))
             super().__call__(done, total)
 
-    monkeypatch.setattr(embedding_stores, "ProgressBar", Recording)
+    monkeypatch.setattr(embedding_stores, "JobProgressBar", Recording)
     return bars

@@ -151,3 +151,16 @@ def test_docs_architecture_lists_every_module():
     names = {n.replace(PACKAGE + ".", "", 1) if n != PACKAGE else PACKAGE for n in MODULES}
     assert not names - listed, f"modules missing in docs/architecture.md: {sorted(names - listed)}"
     assert not listed - names, f"docs/architecture.md lists no such module: {sorted(listed - names)}"
+
+
+def test_progress_bar_classes_are_named_for_what_they_are():
+    """Two modules defined a class ``ProgressBar`` for two concepts: the bar a library call's
+    ``progress=True`` stands for (``napari_sam.progress``) and a batch job's bar on stderr,
+    quiet or as log lines (``napari_sam.batch.progress``). Each name is one concept."""
+    homes: dict[str, list[str]] = {}
+    for name, path in MODULES.items():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ClassDef) and node.name.endswith("ProgressBar"):
+                homes.setdefault(node.name, []).append(name)
+    assert homes == {"AutoProgressBar": ["napari_sam.progress"],
+                     "JobProgressBar": ["napari_sam.batch.progress"]}

@@ -60,21 +60,21 @@ def test_a_long_phase_gets_lines_with_counts_and_time_left(tmp_path, stacks, tin
 
 
 def test_a_fast_phase_writes_no_line_and_a_terminal_gets_a_bar(monkeypatch, capsys):
-    bar = P.ProgressBar(Context(command="auto"), "x.tif: propagate", 10)
+    bar = P.JobProgressBar(Context(command="auto"), "x.tif: propagate", 10)
     assert isinstance(bar.bar, P.LogLines)  # (pytest's stderr is not a terminal)
     for k in range(1, 11):
         bar(k, 10)
     bar.close()
     assert capsys.readouterr().err == ""  # under LOG_INTERVAL: nothing
     monkeypatch.setattr(P, "stderr_is_terminal", lambda: True)
-    bar = P.ProgressBar(Context(command="auto"), "x.tif: propagate", 10)
+    bar = P.JobProgressBar(Context(command="auto"), "x.tif: propagate", 10)
     try:
         from tqdm import tqdm
 
         assert isinstance(bar.bar, tqdm) and bar.bar.total == 10
     finally:
         bar.close()
-    assert P.ProgressBar(Context(command="auto", quiet=True), "x", 10).bar is None
+    assert P.JobProgressBar(Context(command="auto", quiet=True), "x", 10).bar is None
     np.testing.assert_equal(P.LOG_INTERVAL, 30.0)
 
 

@@ -160,7 +160,7 @@ def test_auto_on_a_large_2d_image_counts_its_windows(tmp_path, tiny_model, capsy
     tifffile.imwrite(inp, tifffile.imread(_stack(tmp_path / "s.tif"))[0],
                      photometric="minisblack")
     seen = []
-    real = A.ProgressBar
+    real = A.JobProgressBar
 
     class Recording(real):
         phase_name = ""
@@ -174,7 +174,7 @@ def test_auto_on_a_large_2d_image_counts_its_windows(tmp_path, tiny_model, capsy
             self.phase_name = name
             super().phase(name, total)
 
-    monkeypatch.setattr(A, "ProgressBar", Recording)
+    monkeypatch.setattr(A, "JobProgressBar", Recording)
     assert main(["auto", str(inp), "-o", str(tmp_path / "out"), "--model", str(tiny_model),
                  "--device", "cpu", "--points-per-side", "4"]) == 0
     assert "big2d.tif: tiling 300 x 260 slices in 9 windows" in capsys.readouterr().err
@@ -198,14 +198,14 @@ def test_auto_on_a_tiled_stack_counts_its_windows(tmp_path, tiny_model, monkeypa
     inp = _stack(tmp_path / "s.tif")
     n = tifffile.imread(inp).shape[0]
     seen = []
-    real = A.ProgressBar
+    real = A.JobProgressBar
 
     class Recording(real):
         def __call__(self, done, total):
             seen.append((self.bar.unit if self.bar is not None else None, done, total))
             super().__call__(done, total)
 
-    monkeypatch.setattr(A, "ProgressBar", Recording)
+    monkeypatch.setattr(A, "JobProgressBar", Recording)
     assert main(["auto", str(inp), "-o", str(tmp_path / "out"), "--model", str(tiny_model),
                  "--device", "cpu", "--points-per-side", "4", "--threads", "2",
                  "--no-propagate"]) == 0

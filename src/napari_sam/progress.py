@@ -18,10 +18,12 @@ ACCEPTED = ("None or False (silent), True (a tqdm progress bar) or a callable "
             "progress(done, total)")
 
 
-class ProgressBar:
-    """A ``tqdm.auto`` bar called as ``bar(done, total)``: made at the first call (nothing is
-    drawn for a call that reports nothing), its total follows the caller's, ``done`` may go
-    back (a phase that starts again)."""
+class AutoProgressBar:
+    """The bar a library call's ``progress=True`` stands for: a ``tqdm.auto`` bar (a widget in
+    Jupyter, text on a terminal) called as ``bar(done, total)``, made at the first call
+    (nothing is drawn for a call that reports nothing); its total follows the caller's,
+    ``done`` may go back (a phase that starts again). The batch commands' bars on stderr,
+    quiet or written as log lines, are :class:`napari_sam.batch.progress.JobProgressBar`."""
 
     def __init__(self, desc: str, unit: str):
         self.desc, self.unit, self.bar = desc, unit, None
@@ -53,7 +55,7 @@ def as_progress(progress: ProgressArg, *, desc: str, unit: str = "step",
     Parameters
     ----------
     progress : None, bool or callable
-        None or False: no callback (None is returned). True: a :class:`ProgressBar` named
+        None or False: no callback (None is returned). True: a :class:`AutoProgressBar` named
         ``desc`` counting ``unit``. A callable: itself.
     desc, unit : str
         The bar's description and what it counts.
@@ -68,7 +70,7 @@ def as_progress(progress: ProgressArg, *, desc: str, unit: str = "step",
     if progress is None or (isinstance(progress, (bool, np.bool_)) and not progress):
         return None
     if isinstance(progress, (bool, np.bool_)):
-        return ProgressBar(desc, unit)
+        return AutoProgressBar(desc, unit)
     if callable(progress):
         return progress
     raise TypeError(f"{name} must be {ACCEPTED}; got {progress!r} "
@@ -87,7 +89,7 @@ def reports_progress(desc: str, unit: str = "step") -> Callable[[Callable], Call
     """Decorate a long call whose argument ``progress`` takes a :data:`ProgressArg`.
 
     The argument is checked (TypeError, see :func:`as_progress`) before the call runs, True
-    becomes a :class:`ProgressBar` named ``desc`` counting ``unit``, and that bar is closed
+    becomes a :class:`AutoProgressBar` named ``desc`` counting ``unit``, and that bar is closed
     when the call returns or raises. The decorated function's signature is kept
     (``inspect.signature`` still lists ``progress``).
     """
@@ -111,7 +113,7 @@ def reports_progress(desc: str, unit: str = "step") -> Callable[[Callable], Call
             try:
                 return fn(*args, **kwargs)
             finally:
-                if isinstance(report, ProgressBar):
+                if isinstance(report, AutoProgressBar):
                     report.close()
 
         return call

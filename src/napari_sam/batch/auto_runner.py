@@ -34,7 +34,7 @@ from napari_sam.batch.label_writing import (
 )
 from napari_sam.batch.linking import LinkPlan, final_slices, link_slices
 from napari_sam.batch.preview import preview_from_arrays
-from napari_sam.batch.progress import ProgressBar
+from napari_sam.batch.progress import JobProgressBar
 from napari_sam.batch.reading import OpenedImage, announce_colour_planes, open_image
 
 #: Parameters of :func:`napari_sam.segment_everything` the CLI passes through per slice.
@@ -121,7 +121,7 @@ def _auto_result(res) -> tuple[np.ndarray, np.ndarray]:
 class _TileProgress:
     """The progress of a tiled 2D image, counted in windows (its one slice takes minutes when
     large: 121 windows of a 2048 px image): ``windows`` encoded, then ``windows`` segmented,
-    each a phase of its own on a :class:`~napari_sam.batch.progress.ProgressBar` (their
+    each a phase of its own on a :class:`~napari_sam.batch.progress.JobProgressBar` (their
     paces differ some 30-fold), else one count of ``2 * windows``. Without windows (0: a
     stack, or an untiled image) every callback is None."""
 
@@ -427,7 +427,7 @@ def run_auto(job: Job, ctx: Context, model) -> dict:
         _check_propagation_memory(opened)
     work = prepare_auto_work(job, ctx)
     resumed = len(list(work.glob("z*.npz")))
-    bar = ProgressBar(ctx, f"{job.name}: segment everything")
+    bar = JobProgressBar(ctx, f"{job.name}: segment everything")
     try:
         auto_slices(job, ctx, model, progress=bar, keep_embeddings=propagate, opened=opened)
     finally:
@@ -502,7 +502,7 @@ def _auto_propagate(job: Job, ctx: Context, model, work: Path, opened: OpenedIma
         return info
     emb = stack_embeddings(job, ctx, model, opened, note=False)  # stored by stage 1 (or blocks)
     axis_kind = "t" if opened.label_axes.startswith("T") else "z"
-    bar = ProgressBar(ctx, f"{job.name}: propagate", n)
+    bar = JobProgressBar(ctx, f"{job.name}: propagate", n)
 
     saved_scores: dict[int, np.ndarray] = {}
 

@@ -12,7 +12,7 @@ from napari_sam import io as nio
 from napari_sam.batch.context import Context, Job
 from napari_sam.batch.inputs import stem_of
 from napari_sam.batch.jobs import work_dir
-from napari_sam.batch.progress import ProgressBar
+from napari_sam.batch.progress import JobProgressBar
 from napari_sam.batch.reading import OpenedImage
 
 logger = logging.getLogger("napari_sam.batch")
@@ -91,12 +91,12 @@ def embed_store(job: Job, ctx: Context, model) -> Path:
     return store
 
 
-def embed_progress_bar(ctx: Context, job: Job, slices: int, tiling) -> ProgressBar:
+def embed_progress_bar(ctx: Context, job: Job, slices: int, tiling) -> JobProgressBar:
     """The bar of an ``embed`` job: it counts slices, or tiles (slices x windows, what
     ``TiledStackEmbeddings.compute`` reports) when the stack is tiled."""
     if tiling is None:
-        return ProgressBar(ctx, f"{job.name}: embed", slices, unit="slice")
-    return ProgressBar(ctx, f"{job.name}: embed", slices * len(tiling), unit="tile")
+        return JobProgressBar(ctx, f"{job.name}: embed", slices, unit="slice")
+    return JobProgressBar(ctx, f"{job.name}: embed", slices * len(tiling), unit="tile")
 
 
 def stack_embeddings(job: Job, ctx: Context, model, opened: OpenedImage, tiling="ctx",

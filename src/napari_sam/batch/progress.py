@@ -27,7 +27,7 @@ def stderr_is_terminal() -> bool:
 
 
 class LogLines:
-    """What :class:`ProgressBar` asks of a tqdm bar, written for a log: no carriage returns
+    """What :class:`JobProgressBar` asks of a tqdm bar, written for a log: no carriage returns
     or cursor moves (tqdm's redraws fill a log with ``\r`` and ``ESC[A``), a line such as
     ``a.tif: propagate: 12/64 slices, 00:31 elapsed, about 02:15 left`` once a phase has run
     :data:`LOG_INTERVAL` seconds, then every :data:`LOG_INTERVAL` seconds, and when a phase
@@ -71,9 +71,10 @@ class LogLines:
         pass
 
 
-class ProgressBar:
-    """Progress bar with ETA (tqdm on a terminal's stderr, else :class:`LogLines`), started
-    now; nothing when quiet.
+class JobProgressBar:
+    """A batch job's progress bar with ETA (tqdm on a terminal's stderr, else
+    :class:`LogLines`), started now; nothing when quiet. (A library call's ``progress=True``
+    bar is :class:`napari_sam.progress.AutoProgressBar`.)
 
     Called as ``bar(done, total)`` by the embedding / propagation / segmentation loops.
     ``unit`` names what they count: "slice", or "tile" for the (slice, window) pairs of a

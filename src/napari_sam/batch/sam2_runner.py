@@ -16,7 +16,7 @@ import warnings
 
 from napari_sam.batch.context import Context, Job
 from napari_sam.batch.label_writing import finish_propagation
-from napari_sam.batch.progress import ProgressBar
+from napari_sam.batch.progress import JobProgressBar
 from napari_sam.batch.reading import OpenedImage, announce_constant_prompt_slices
 from napari_sam.batch.segment_options import SAM2_KEYS  # noqa: F401 - its old home
 
@@ -40,7 +40,7 @@ def run_segment_sam2(job: Job, ctx: Context, model, opened: OpenedImage) -> dict
     check_sam2_input(job, opened)
     constant = announce_constant_prompt_slices(job, ctx, opened)
     absent = ctx.params.get("stop_after_absent")
-    bar = ProgressBar(ctx, f"{job.name}: propagate (SAM 2)")
+    bar = JobProgressBar(ctx, f"{job.name}: propagate (SAM 2)")
     try:
         with warnings.catch_warnings(record=True) as said:  # e.g. unused negative points
             warnings.simplefilter("always", UserWarning)

@@ -19,7 +19,7 @@ from typing import Any
 from napari_sam.batch.context import Context, Job
 from napari_sam.batch.embedding_stores import stack_embeddings
 from napari_sam.batch.label_writing import finish_labels, finish_propagation
-from napari_sam.batch.progress import ProgressBar
+from napari_sam.batch.progress import JobProgressBar
 from napari_sam.batch.reading import (
     announce_colour_planes,
     announce_constant_prompt_slices,
@@ -63,7 +63,7 @@ def run_segment(job: Job, ctx: Context, model) -> dict:
     if "axis_kind" not in params:  # a time series propagates along t
         params["axis_kind"] = "t" if opened.label_axes.startswith("T") else "z"
     emb = stack_embeddings(job, ctx, model, opened)
-    bar = ProgressBar(ctx, f"{job.name}: propagate", len(emb))
+    bar = JobProgressBar(ctx, f"{job.name}: propagate", len(emb))
     try:
         with warnings.catch_warnings():  # said below as a note, not as a Python warning
             warnings.simplefilter("ignore", LostObjectsWarning)
@@ -117,7 +117,7 @@ def _replay_session(job: Job, ctx: Context, model, sess) -> dict:
     opened = open_session_image(job, ctx, sess)
     # tiled as the dock was when the clicks were made (untiled for older sessions)
     emb = stack_embeddings(job, ctx, model, opened, tiling=S.recorded_tiling(sess))
-    bar = ProgressBar(ctx, f"{job.name}: replay", len(sess.operations), unit="commit")
+    bar = JobProgressBar(ctx, f"{job.name}: replay", len(sess.operations), unit="commit")
     try:
         res = S.replay(sess, emb, progress=bar)
     finally:
