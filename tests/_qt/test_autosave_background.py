@@ -2,7 +2,8 @@
 thread: the labels are hashed, compressed and written on the autosave worker, two quick
 commits leave the second on disk, an older state never follows a newer one, napari quitting
 during a write leaves the newest state, and a failed write still warns (on the UI thread) and
-turns autosave off."""
+turns autosave off; one that falls back to the cache folder says so in a notification; a dock
+waits for its writes on quit only while it is open."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sam_qt_helpers import blob_stack, pick_checkpoint
+from sam_qt_helpers import blob_stack, open_from_menu, pick_checkpoint
 
 HERE = Path(__file__).resolve().parent
 
@@ -189,3 +190,32 @@ def test_napari_quitting_during_a_write_leaves_the_newest_state(big_file, tiny_c
                            load_labels=True)
     assert len(saved.operations) == 2
     assert np.array_equal(saved.labels, np.load(expected))
+
+
+def quit_receivers(app) -> int:
+    return app.receivers(app.aboutToQuit)
+
+
+def test_each_dock_waits_on_quit_only_while_it_is_open(make_napari_viewer, qtbot):
+    from qtpy.QtCore import QCoreApplication
+
+    app = QCoreApplication.instance()
+    viewer = make_napari_viewer()
+    before = quit_receivers(app)
+    waited = []
+    docks = []
+    for name in ("first", "second"):
+        dock, widget = open_from_menu(viewer)
+        c = widget.controller  # (kept alive: a closed dock's controller may outlive it)
+        c.wait_autosave = lambda timeout=None, name=name: waited.append(name) or True
+        docks.append((dock, c))
+        assert quit_receivers(app) == before + 1  # one handler per open dock
+        if name == "first":
+            viewer.window.remove_dock_widget(dock)  # closed before the second opens
+            assert quit_receivers(app) == before
+    app.aboutToQuit.emit()  # napari quitting
+    assert waited == ["second"]  # the closed dock's handler is gone; the open one waits
+    viewer.window.remove_dock_widget(docks[1][0])
+    assert quit_receivers(app) == before
+    app.aboutToQuit.emit()
+    assert waited == ["second"]

@@ -33,11 +33,30 @@ class UiRelay(QObject):
         fn()
 
 
-def write_autosaves_in_background(session) -> None:
+def write_autosaves_in_background(session, links: list) -> None:
     """Write ``session``'s (an ``AnnotationSession``) large autosaves on its writer's worker
-    thread, with news posted to this (the UI) thread; napari quitting waits for them."""
+    thread, with news posted to this (the UI) thread; napari quitting waits for them.
+
+    Parameters
+    ----------
+    session : AnnotationSession
+        The dock's session (its ``autosave_writer`` gets a ``post``).
+    links : list
+        The dock's (signal, slot) pairs, disconnected when the dock closes: the handler of
+        napari's ``aboutToQuit`` is added to them, so that a dock holds one while it is open
+        (docks opened and closed again left theirs connected; a closed dock's worker is not
+        a daemon thread, so Python still finishes its write before the process exits).
+    """
     session.autosave_writer.post = UiRelay().post  # (the writer keeps the relay alive)
     app = QCoreApplication.instance()
-    if app is not None:
-        wait = weakref.WeakMethod(session.wait_autosave)  # (a closed dock's is not kept)
-        app.aboutToQuit.connect(lambda: (wait() or (lambda: None))())
+    if app is None:
+        return
+    ref = weakref.ref(session)  # (the application must not keep a dock's session alive)
+
+    def wait_on_quit() -> None:
+        alive = ref()
+        if alive is not None:
+            alive.wait_autosave()
+
+    app.aboutToQuit.connect(wait_on_quit)
+    links.append((app.aboutToQuit, wait_on_quit))

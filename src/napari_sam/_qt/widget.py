@@ -88,7 +88,6 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
         _configure_threads_once()
         self.viewer = napari_viewer
         self.controller = c = AnnotationController(napari_viewer, sync=sync)
-        write_autosaves_in_background(c)  # large labels: the UI thread only copies them
         self._closed = False
         # the panels scroll when the dock is short, instead of being squeezed and clipped
         outer = QVBoxLayout(self)
@@ -137,6 +136,7 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
         ]
         for signal, slot in self._links:
             signal.connect(slot)
+        write_autosaves_in_background(c, self._links)  # large labels: the UI thread copies
         self._keys = keys.KeyBindings(
             napari_viewer, {k.action: getattr(self, f"_on_{k.action}") for k in keys.KEYS}
         )
