@@ -219,3 +219,32 @@ def test_each_dock_waits_on_quit_only_while_it_is_open(make_napari_viewer, qtbot
     assert quit_receivers(app) == before
     app.aboutToQuit.emit()
     assert waited == ["second"]
+
+
+def test_a_background_autosave_falling_back_says_so_in_a_notification(
+        make_widget, big_file, tiny_ckpt, monkeypatch, tmp_path, notifications, qtbot):
+    """The write beside the image fails (a read-only mount): the session goes to the cache
+    folder, and a notification says where (the status line it was added to is replaced by
+    the next news, e.g. the preview's)."""
+    from napari_sam import session as S
+    from napari_sam.annotate.session_log import fallback_session_file
+
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "cache"))
+    viewer, widget = open_big(make_widget, big_file, tiny_ckpt)
+    c = widget.controller
+    write = S.write_session
+
+    def refuse_beside(sess, path, **kwargs):
+        if path.parent == big_file.parent:
+            raise PermissionError(13, "Permission denied")
+        return write(sess, path, **kwargs)
+
+    monkeypatch.setattr(S, "write_session", refuse_beside)
+    commit_on(widget, 1)
+    fallback = fallback_session_file(big_file)
+    qtbot.waitUntil(lambda: fallback.is_file() and c.autosave_writer.idle, timeout=60000)
+    said = f"the session is autosaved in {fallback}."
+    qtbot.waitUntil(lambda: any(said in m for _, m in notifications), timeout=10000)
+    assert c.autosave
+    c.say("Something else.")  # the status line moves on; the notification stays listed
+    assert [m for _, m in notifications if said in m] and said not in c.status

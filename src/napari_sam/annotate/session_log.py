@@ -390,13 +390,14 @@ class SessionLog:
     def _autosave_news(self, job: _AutosaveJob, text: str, info: bool = False) -> None:
         """What an autosave has to say: in the status line of the commit (undo, redo) that
         asked for it when written at once (:meth:`take_autosave_note`), else added to the
-        status line when the write ends; ``info``: also a notification."""
+        status line when the write ends, and a notification (the next news replaces that
+        line, maybe before it was read); ``info``: a notification in both cases."""
         def say():
             if job.inline:
                 self._autosave_note += text
             else:
                 self._say(f"{self.status}{text}")
-            if info:
+            if info or not job.inline:
                 self.notify_info(text.strip())
 
         self._autosave_said_later(job, say)
