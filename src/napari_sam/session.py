@@ -211,10 +211,11 @@ def labels_hash(labels: np.ndarray) -> str:
 
 
 # ------------------------------------------------------------------------------ writing
-def _write_labels_file(json_path: Path, what: str, labels: np.ndarray) -> dict:
+def _write_labels_file(json_path: Path, what: str, labels: np.ndarray,
+                       digest: str | None = None) -> dict:
     from napari_sam import io as nio
 
-    digest = labels_hash(labels)
+    digest = digest or labels_hash(labels)
     stem = json_path.name[: -len(".json")] if json_path.name.endswith(".json") else json_path.name
     path = json_path.with_name(f"{stem}.{what}-{digest[:12]}.tif")
     if not path.exists():
@@ -247,7 +248,8 @@ def to_dict(session: Session) -> dict:
             "trace": session.trace}
 
 
-def write_session(session: Session, path: os.PathLike | str) -> Path:
+def write_session(session: Session, path: os.PathLike | str, *,
+                  base_hash: str | None = None) -> Path:
     """Write ``session`` to ``path`` (JSON) and its labels beside it, atomically.
 
     The label TIFFs are written first (temporary name, then rename; named by their content),
@@ -255,6 +257,18 @@ def write_session(session: Session, path: os.PathLike | str) -> Path:
     file at ``path`` named and the new one does not are removed (no other file: a user's
     ``<name>.labels-manual.tif`` stays): a crash at any point leaves the previous or the new
     session complete.
+
+    Parameters
+    ----------
+    session : Session
+        What to write.
+    path : path-like
+        The JSON file (its name ends in ``.json``).
+    base_hash : str, optional
+        :func:`labels_hash` of ``session.base`` when the caller knows it (a base unchanged
+        since it was hashed: the autosave writes the same base after every commit, and
+        hashing 1 GB of it took about 2 s each time). It names the base's TIFF and is
+        recorded to check it when read, so it must be the hash of exactly ``session.base``.
     """
     from napari_sam import __version__
     from napari_sam import io as nio
@@ -268,7 +282,8 @@ def write_session(session: Session, path: os.PathLike | str) -> Path:
     for what, arr in (("labels", session.labels), ("base", session.base)):
         record[what] = None
         if arr is not None:
-            record[what] = _write_labels_file(path, what, np.asarray(arr))
+            record[what] = _write_labels_file(path, what, np.asarray(arr),
+                                              base_hash if what == "base" else None)
             keep.add(record[what]["path"])
     stale = _own_tiffs(path) - keep
     nio.write_json_atomic(path, record)

@@ -103,8 +103,8 @@ def test_two_quick_commits_leave_the_second_and_never_go_back(make_widget, big_f
     spy_threads(monkeypatch, delay=1.0)
     written, write_session = [], S.write_session
 
-    def spy(session, path):
-        out = write_session(session, path)
+    def spy(session, path, **kwargs):
+        out = write_session(session, path, **kwargs)
         written.append(len(session.operations))
         return out
 
@@ -129,7 +129,7 @@ def test_a_failed_background_write_warns_on_the_ui_thread_and_turns_autosave_off
     c = widget.controller
     tries = []
 
-    def full(session, path):
+    def full(session, path, **kwargs):
         tries.append(threading.get_ident())
         raise OSError(errno.ENOSPC, "No space left on device")
 

@@ -131,10 +131,10 @@ def test_autosave_falls_back_when_writing_beside_the_image_fails(session, tmp_pa
     monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "cache"))
     write = S.write_session
 
-    def refuse_beside(sess, path):
+    def refuse_beside(sess, path, **kwargs):
         if path.parent == image.parent:
             raise PermissionError(13, "Permission denied")
-        return write(sess, path)
+        return write(sess, path, **kwargs)
 
     monkeypatch.setattr(S, "write_session", refuse_beside)
     s.add_point(3, 20, 20)
@@ -196,3 +196,33 @@ def test_a_session_of_an_array_replays_as_docs_sessions_md_says(session, tmp_pat
     emb.compute()
     result = S.replay(s, emb)
     assert np.array_equal(result.labels, session.target_labels())
+
+
+def test_the_base_labels_are_hashed_once_for_all_autosaves(session, tmp_path, monkeypatch):
+    """Commits into labels that held labels before (the session's base): every autosave and
+    save writes the base's TIFF under the same content hash, computed once (it took about
+    2 s per GB on each autosave); the files read back with their base checked."""
+    from napari_sam import session as S
+
+    s = session
+    s.path = str(tmp_path / "blobs.tif")
+    base = _with_label(s)
+    s.refine = False
+    hashed, labels_hash = [], S.labels_hash
+
+    def spy(a):
+        hashed.append(np.array_equal(a, base))
+        return labels_hash(a)
+
+    monkeypatch.setattr(S, "labels_hash", spy)
+    for z, (row, col) in ((1, (44, 44)), (4, (46, 20))):
+        s.add_point(z, row, col)
+        s.update_preview()
+        s.commit()
+    saved = s.save_session(tmp_path / "copy.json")
+    assert hashed.count(True) == 1 and len(hashed) >= 4  # the base once; labels each time
+    for path in (S.session_file_for(s.path), saved):
+        back = S.read_session(path)  # (checks the base TIFF against its recorded hash)
+        assert len(back.operations) == 2 and np.array_equal(back.base, base)
+    with pytest.raises(ValueError):
+        s._log_base[0, 0, 0] = 9  # the base cannot change under its hash

@@ -109,6 +109,7 @@ class SessionLog:
         self._kept_aside: Path | None = None  # where an earlier autosave was kept
         self.autosave_writer = AutosaveWriter()  # the GUI gives it a post: large ones threaded
         self._autosave_broken = False  # a write failed; autosave goes off (posted) meanwhile
+        self._base_digest: tuple[np.ndarray, str] | None = None  # (log base, its labels_hash)
 
     # ------------------------------------------------------------------ the log
     def _log_before_commit(self, target, data: np.ndarray, held: S.Session | None = None) -> None:
@@ -122,7 +123,7 @@ class SessionLog:
         self._log_target = target
         self._log_generation += 1
         self.log, self._redo_log = [], []
-        self._log_base = np.array(data, copy=True) if data.any() else None
+        self._log_base = _frozen(np.array(data, copy=True)) if data.any() else None
         self._continue_autosave(data, held)
 
     def autosave_holding(self, data: np.ndarray) -> S.Session | None:
@@ -160,7 +161,7 @@ class SessionLog:
         sess = self.autosave_holding(data) if held is None else held
         if sess is None:
             return
-        self.log, self._log_base = list(sess.operations), sess.base
+        self.log, self._log_base = list(sess.operations), _frozen(sess.base)
         self._own_autosave(self.autosave_path())
 
     def _own_autosave(self, path: Path, job: _AutosaveJob | None = None) -> None:
@@ -224,6 +225,20 @@ class SessionLog:
         ``timeout`` (seconds) ran out first."""
         return self.autosave_writer.wait(timeout)
 
+    def _base_hash(self, base: np.ndarray | None) -> str | None:
+        """:func:`napari_sam.session.labels_hash` of ``base`` (None: None), hashed once per log
+        base: the base is read-only (:func:`_frozen`) and replaced, never changed, so its
+        hash stays true (it names the base's TIFF and checks it when read). Each autosave
+        hashed it again: about 2 s per GB, on the autosave worker."""
+        if base is None:
+            return None
+        known = self._base_digest
+        if known is not None and known[0] is base and not base.flags.writeable:
+            return known[1]
+        digest = S.labels_hash(base)
+        self._base_digest = (base, digest)
+        return digest
+
     def _log_step(self, commit, redo: bool) -> None:
         if commit.target is not self._log_target:
             return
@@ -286,7 +301,8 @@ class SessionLog:
             path = path.with_name(path.name + ".json")
         self.wait_autosave()  # (it may write to this path, or the path it keeps aside)
         try:
-            S.write_session(self.session_state(), path)
+            state = self.session_state()
+            S.write_session(state, path, base_hash=self._base_hash(state.base))
         except OSError as err:
             blocker = _file_in_the_way(path) if err.errno in (errno.EEXIST, errno.ENOTDIR) \
                 else None  # (the OS says "File exists" for a file named as a folder)
@@ -416,7 +432,7 @@ class SessionLog:
                 earlier = "unreadable"
             mine = self._written_for(target)  # this dock's, for other labels
             kept = S.keep_aside(target)
-        S.write_session(state, target)
+        S.write_session(state, target, base_hash=self._base_hash(state.base))
         self._own_autosave(target, job)
         if kept is not None:
             self._kept_aside = kept
@@ -528,7 +544,7 @@ class SessionLog:
         elif sess.labels is not None:
             target = self.new_target(np.ascontiguousarray(sess.labels))
         self.log, self._redo_log = list(sess.operations), []
-        self._log_target, self._log_base = target, sess.base
+        self._log_target, self._log_base = target, _frozen(sess.base)
         pending = sess.pending or {}
         if pending.get("points") or pending.get("boxes"):  # else the prompts drawn now stay
             self.set_prompts(np.asarray(pending.get("points", []), float).reshape(-1, 3),
@@ -604,6 +620,13 @@ class SessionLog:
         self.add_point(z, r, c, positive=True)
         self._say(f"Added a point on slice {z} at (row {r:g}, col {c:g}); press Propagate to "
                   "carry the object on from there.")
+
+
+def _frozen(labels: np.ndarray | None) -> np.ndarray | None:
+    """``labels`` made read-only (a log base: :meth:`SessionLog._base_hash` keeps its hash)."""
+    if labels is not None:
+        labels.flags.writeable = False
+    return labels
 
 
 def _model_key(choice) -> str:
