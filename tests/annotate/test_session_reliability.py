@@ -226,3 +226,41 @@ def test_the_base_labels_are_hashed_once_for_all_autosaves(session, tmp_path, mo
         assert len(back.operations) == 2 and np.array_equal(back.base, base)
     with pytest.raises(ValueError):
         s._log_base[0, 0, 0] = 9  # the base cannot change under its hash
+
+
+def test_an_autosave_failing_before_the_writer_has_it_leaves_the_one_waiting(
+        session, tmp_path, monkeypatch):
+    """Three commits while the first autosave is written (a slow disk): the second waits,
+    the third fails while it is prepared (a cache folder setting naming an unknown user's
+    home): the second is still written (it was dropped when the third's labels were copied
+    into its buffer)."""
+    import threading
+
+    from napari_sam import session as S
+    from napari_sam.annotate import autosave_writer
+
+    s = session
+    s.path = str(tmp_path / "blobs.tif")
+    monkeypatch.setattr(autosave_writer, "BACKGROUND_BYTES", 0)  # every autosave threaded
+    s.autosave_writer.post = lambda fn: fn()
+    gate, write = threading.Event(), S.write_session
+
+    def slow(sess, path, **kwargs):
+        gate.wait(60)
+        return write(sess, path, **kwargs)
+
+    monkeypatch.setattr(S, "write_session", slow)
+    for z, (row, col) in ((1, (44, 44)), (4, (46, 20))):
+        s.add_point(z, row, col)
+        s.update_preview()
+        s.commit()
+    assert not s.autosave_writer.idle
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", "~no-such-user-napari-sam/cache")
+    s.add_point(2, 20, 20)
+    s.update_preview()
+    with pytest.raises(RuntimeError):
+        s.commit()
+    gate.set()
+    assert s.wait_autosave(60)
+    saved = S.read_session(S.session_file_for(s.path))
+    assert len(saved.operations) == 2  # the second commit's autosave, not the first's

@@ -71,7 +71,10 @@ class AutosaveWriter:
 
     def snapshot(self, labels: np.ndarray) -> np.ndarray:
         """A copy of ``labels`` for :meth:`submit`, in the buffer of the write waiting (which
-        the next :meth:`submit` replaces) or of one written, when they fit; else new."""
+        the next :meth:`submit` replaces) or of one written, when they fit; else new.
+
+        Taking the waiting write's buffer drops that write: call :meth:`submit` right after,
+        with nothing between that may fail, or the newest state reaches no file."""
         with self._cond:
             buf = None
             if self._waiting is not None and _fits(self._waiting[1], labels):

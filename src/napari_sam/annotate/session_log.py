@@ -265,7 +265,7 @@ class SessionLog:
     def session_state(self, copy=None) -> S.Session:
         """The session as it stands: image, model, settings, the log, pending prompts, the
         committed labels and the last trace. ``copy(labels)`` copies the labels (default
-        ``np.array(labels, copy=True)``; autosave: :meth:`AutosaveWriter.snapshot`)."""
+        ``np.array(labels, copy=True)``; a background autosave copies them itself, last)."""
         src = self._require_image()
         choice, pred = self.model_choice, self.predictor
         path = self.image_path()
@@ -354,7 +354,7 @@ class SessionLog:
         inline = not writer.in_background(labels)
         if inline:
             writer.wait()
-        state = self.session_state(copy=None if inline else writer.snapshot)
+        state = self.session_state(copy=None if inline else _as_is)  # (copied below)
         job = _AutosaveJob(
             target=target, fallback=fallback_session_file(self.image_path()), state=state,
             generation=self._log_generation,
@@ -362,8 +362,9 @@ class SessionLog:
             image_name=self.image_name(), image_folder=self.image_path().parent, inline=inline)
         if inline:
             self._autosave_job(job)
-        else:
-            writer.submit(functools.partial(self._autosave_job, job), state.labels)
+        else:  # copied last: the copy takes the buffer of the write waiting, which is dropped
+            state.labels = writer.snapshot(state.labels)  # (nothing between may fail and
+            writer.submit(functools.partial(self._autosave_job, job), state.labels)  # lose it)
 
     def _autosave_job(self, job: _AutosaveJob) -> None:
         """Write ``job`` (on the calling thread or the writer's worker): to its target, else
@@ -620,6 +621,12 @@ class SessionLog:
         self.add_point(z, r, c, positive=True)
         self._say(f"Added a point on slice {z} at (row {r:g}, col {c:g}); press Propagate to "
                   "carry the object on from there.")
+
+
+def _as_is(labels: np.ndarray) -> np.ndarray:
+    """``labels`` themselves (:meth:`SessionLog.session_state`'s ``copy`` when the caller
+    copies them later)."""
+    return labels
 
 
 def _frozen(labels: np.ndarray | None) -> np.ndarray | None:
