@@ -32,6 +32,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -322,12 +323,30 @@ class SessionLog:
 
     def autosave_path(self) -> Path | None:
         """Where the session is autosaved: next to the image file, or under the cache
-        folder when the image's folder is not writable (None: the image is not a file)."""
+        folder when the image's folder is not writable (None: the image is not a file); a
+        file of its own when another image of that file has its session there
+        (:meth:`own_session_file`)."""
         path = self.image_path()
         if path is None:
             return None
         beside = S.session_file_for(path)
-        return beside if folder_writable(beside.parent) else fallback_session_file(path)
+        return self.own_session_file(
+            beside if folder_writable(beside.parent) else fallback_session_file(path))
+
+    def own_session_file(self, file: Path) -> Path:
+        """``file`` (an image file's session file), or this image's own beside it,
+        ``<image file>.<layer name>.sam-session.json``, when ``file`` holds the session of
+        another image of the same file: made on other pixels, under another name (napari
+        opens a file with a channel axis as one layer per channel, 'two' and 'two [1]').
+        The two channels' autosaves kept each other's session aside at every commit, and
+        each channel's log started again after the other's commits."""
+        image = _session_image(file)
+        if image is None or image.get("name") == self.image_name() or (
+                image.get("hash") == self._hash()):
+            return file
+        slug = re.sub(r"[^\w.-]+", "_", self.image_name()).strip("._")[:60] or "image"
+        stem = file.name[: -len(S.SESSION_FILE_SUFFIX)]
+        return file.with_name(f"{stem}.{slug}{S.SESSION_FILE_SUFFIX}")
 
     def saved_session_path(self) -> Path | None:
         """The autosaved session of this image, next to it or under the cache folder (the
@@ -336,7 +355,8 @@ class SessionLog:
         if path is None:
             return None
         self.wait_autosave()
-        found = [p for p in (S.session_file_for(path), fallback_session_file(path))
+        found = [p for p in map(self.own_session_file, (S.session_file_for(path),
+                                                         fallback_session_file(path)))
                  if p.is_file()]
         return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
@@ -356,7 +376,8 @@ class SessionLog:
             writer.wait()
         state = self.session_state(copy=None if inline else _as_is)  # (copied below)
         job = _AutosaveJob(
-            target=target, fallback=fallback_session_file(self.image_path()), state=state,
+            target=target, state=state,
+            fallback=self.own_session_file(fallback_session_file(self.image_path())),
             generation=self._log_generation,
             labels_name=None if log_target is None else self.labels_name(log_target),
             image_name=self.image_name(), image_folder=self.image_path().parent, inline=inline)
@@ -621,6 +642,16 @@ class SessionLog:
         self.add_point(z, r, c, positive=True)
         self._say(f"Added a point on slice {z} at (row {r:g}, col {c:g}); press Propagate to "
                   "carry the object on from there.")
+
+
+def _session_image(path: Path) -> dict | None:
+    """The ``image`` record of the session file at ``path`` (None: no file, or no session
+    record in it)."""
+    try:
+        image = json.loads(path.read_text(encoding="utf-8-sig")).get("image")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return image if isinstance(image, dict) else None
 
 
 def _as_is(labels: np.ndarray) -> np.ndarray:
