@@ -143,6 +143,7 @@ def test_a_failed_background_write_warns_on_the_ui_thread_and_turns_autosave_off
     assert tries and all(t != main for t in tries)  # written on the worker ...
     assert len(warned) == 1 and warned[0][1] == main  # ... said on the UI thread, once
     assert "failed (No space left on device); autosave is off" in warned[0][0]
+    assert "autosave is off" in c.status and not widget._autosave.isChecked()  # lasting
     commit_on(widget, 2)  # autosave is off: nothing more is tried
     assert c.wait_autosave(60) and len(tries) == 2  # (target, then fallback) for commit 1
 

@@ -264,3 +264,28 @@ def test_an_autosave_failing_before_the_writer_has_it_leaves_the_one_waiting(
     assert s.wait_autosave(60)
     saved = S.read_session(S.session_file_for(s.path))
     assert len(saved.operations) == 2  # the second commit's autosave, not the first's
+
+
+def test_autosave_failing_everywhere_turns_off_with_a_warning_and_the_status(
+        session, tmp_path, monkeypatch):
+    """The write fails beside the image and under the cache folder (a full disk): autosave
+    turns off; the warning and the commit's status line say so."""
+    import errno
+
+    from napari_sam import session as S
+
+    s = session
+    s.path = str(tmp_path / "blobs.tif")
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "cache"))
+
+    def full(sess, path, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(S, "write_session", full)
+    s.add_point(3, 20, 20)
+    s.update_preview()
+    with pytest.warns(UserWarning, match="autosave is off"):
+        s.commit()
+    assert not s.autosave
+    assert s.status.startswith("Committed") and (
+        "failed (No space left on device); autosave is off." in s.status)

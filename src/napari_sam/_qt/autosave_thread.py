@@ -33,7 +33,7 @@ class UiRelay(QObject):
         fn()
 
 
-def write_autosaves_in_background(session, links: list) -> None:
+def write_autosaves_in_background(session, links: list, checkbox=None) -> None:
     """Write ``session``'s (an ``AnnotationSession``) large autosaves on its writer's worker
     thread, with news posted to this (the UI) thread; napari quitting waits for them.
 
@@ -46,8 +46,17 @@ def write_autosaves_in_background(session, links: list) -> None:
         napari's ``aboutToQuit`` is added to them, so that a dock holds one while it is open
         (docks opened and closed again left theirs connected; a closed dock's worker is not
         a daemon thread, so Python still finishes its write before the process exits).
+    checkbox : QCheckBox, optional
+        The dock's Autosave box: unticked when autosave turns itself off (a write failed;
+        the status line says so), so that it does not say autosave is on.
     """
     session.autosave_writer.post = UiRelay().post  # (the writer keeps the relay alive)
+    if checkbox is not None:
+        def follow(_text) -> None:
+            checkbox.setChecked(bool(session.autosave))
+
+        session.status_changed.connect(follow)
+        links.append((session.status_changed, follow))
     app = QCoreApplication.instance()
     if app is None:
         return

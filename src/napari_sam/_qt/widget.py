@@ -136,7 +136,7 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
         ]
         for signal, slot in self._links:
             signal.connect(slot)
-        write_autosaves_in_background(c, self._links)  # large labels: the UI thread copies
+        write_autosaves_in_background(c, self._links, self._autosave)  # large ones threaded
         self._keys = keys.KeyBindings(
             napari_viewer, {k.action: getattr(self, f"_on_{k.action}") for k in keys.KEYS}
         )

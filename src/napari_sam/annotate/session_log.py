@@ -405,17 +405,25 @@ class SessionLog:
         except Exception as err:  # noqa: BLE001 - any failure turns autosave off, said once
             self._autosave_broken = True
             why = err.strerror or err if isinstance(err, OSError) else err
-            self._autosave_said_later(job, functools.partial(self._autosave_failed, target, why))
+            self._autosave_said_later(job, functools.partial(self._autosave_failed, job, target,
+                                                             why))
             return
         if target == job.fallback and str(target) not in self._autosave_said:
             self._autosave_said.add(str(target))
             self._autosave_news(job, f" The folder of '{job.image_name}' ({job.image_folder}) is "
                                      f"not writable: the session is autosaved in {target}.")
 
-    def _autosave_failed(self, target: Path, why) -> None:
+    def _autosave_failed(self, job: _AutosaveJob, target: Path, why) -> None:
+        """Autosave goes off: a warning, and the status line (the commit's when written at
+        once, else the one shown) says so too (the GUI unticks its Autosave box then)."""
         self.autosave, self._autosave_broken = False, False
-        self.notify_warning(f"Autosave to {target} failed ({why}); "
-                            "autosave is off. Use 'Save session' to save elsewhere.")
+        text = (f"Autosave to {target} failed ({why}); autosave is off. Use 'Save session' to "
+                "save elsewhere.")
+        self.notify_warning(text)
+        if job.inline:
+            self._autosave_note += f" {text}"
+        else:
+            self._say(f"{self.status} {text}")
 
     def _autosave_said_later(self, job: _AutosaveJob, fn) -> None:
         """Run ``fn()`` now when ``job`` is written on the calling thread, else on the UI
