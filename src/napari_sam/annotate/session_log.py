@@ -15,7 +15,9 @@ After every commit, undo and redo the session is autosaved next to the image fil
 image's folder is not writable, under the cache folder instead (:func:`fallback_session_file`),
 and the status line says where, once. Autosave never replaces a session file it did not
 write or load for this log: it keeps it first under a dated name
-(:func:`napari_sam.session.keep_aside`) and the status line says so.
+(:func:`napari_sam.session.keep_aside`) and the status line says so. Two images of one file
+(napari opens a file with a channel axis as one layer per channel) each have their own
+session file (:meth:`SessionLog.own_session_file`).
 
 In the GUI, the autosave of large labels is written on a worker thread
 (:mod:`napari_sam.annotate.autosave_writer`): the UI thread only copies the labels. What
@@ -383,9 +385,10 @@ class SessionLog:
             image_name=self.image_name(), image_folder=self.image_path().parent, inline=inline)
         if inline:
             self._autosave_job(job)
-        else:  # copied last: the copy takes the buffer of the write waiting, which is dropped
-            state.labels = writer.snapshot(state.labels)  # (nothing between may fail and
-            writer.submit(functools.partial(self._autosave_job, job), state.labels)  # lose it)
+        else:  # copied last: the copy drops the write waiting (it takes its buffer), so
+            # nothing that may fail comes between it and the submit that replaces that write
+            state.labels = writer.snapshot(state.labels)
+            writer.submit(functools.partial(self._autosave_job, job), state.labels)
 
     def _autosave_job(self, job: _AutosaveJob) -> None:
         """Write ``job`` (on the calling thread or the writer's worker): to its target, else
