@@ -266,3 +266,35 @@ def test_napari_quitting_a_worker_stops_the_core_function_in_its_helper_thread(q
     n = len(log)
     time.sleep(0.2)
     assert len(log) == n
+
+
+def test_cancel_while_the_worker_waits_stops_the_core_function_at_its_next_report(qapp):
+    """Cancel pressed while the job's thread waits for the core function's next report: the
+    function stops at that report. It ran one step more before (the generator is closed
+    only once it yielded again): one SAM 2 slice, 20 s on a CPU."""
+    from qtpy.QtWidgets import QApplication
+
+    started, finished, result = [], [], []
+
+    def steps(n, progress=None):
+        for i in range(n):
+            started.append(i)
+            time.sleep(0.5)  # a slow step: Cancel is pressed during step 1
+            progress(i + 1, n)
+        return "done"
+
+    job = None
+
+    def on_progress(done, total):
+        if done == 1:
+            job.cancel()
+
+    job = run_job(with_progress(steps, 20), description="t", on_progress=on_progress,
+                  on_returned=result.append, on_finished=finished.append,
+                  progress_bar=False)
+    deadline = time.monotonic() + 30
+    while not finished and time.monotonic() < deadline:
+        QApplication.processEvents()
+        time.sleep(0.01)
+    assert finished == [job] and job.cancelled and result == []
+    assert started == [0, 1]  # step 1 was under way; step 2 never started

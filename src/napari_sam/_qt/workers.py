@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 
-from napari_sam.annotate.jobs import Cancelled, Phase, ProgressTracker
+from napari_sam.annotate.jobs import Cancelled, Phase, ProgressTracker, cancel_check
 
 __all__ = ["Job", "JobFailed", "run_job"]
 
@@ -247,15 +247,18 @@ def _run_in_thread(gen: Generator, job: Job, progressed, returned, errored, fini
 def _guarded(gen: Generator, job: Job) -> Generator:
     """Yield from ``gen`` until it ends or ``job`` is cancelled; always close ``gen``.
 
-    An exception of ``gen`` (or of closing it) is returned as :class:`JobFailed`, never
-    raised. Closing happens on the thread that runs the job, so a core function bridged by
+    Each step of ``gen`` runs under :func:`~napari_sam.annotate.jobs.cancel_check`: a
+    core function bridged by ``with_progress`` stops at its next progress call once the
+    job is cancelled. An exception of ``gen`` (or of closing it) is returned as
+    :class:`JobFailed`, never raised. Closing happens on the thread that runs the job, so a core function bridged by
     :func:`with_progress` has stopped before the job reports that it finished.
     """
     result = None
     try:
         while True:
             try:
-                value = next(gen)
+                with cancel_check(lambda: job.cancelled):  # the core function stops sooner
+                    value = next(gen)
             except StopIteration as stop:
                 result = stop.value
                 break

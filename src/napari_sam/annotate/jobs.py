@@ -17,10 +17,11 @@ import atexit
 import math
 import queue
 import threading
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import contextmanager
 
-__all__ = ["Cancelled", "Phase", "Progress", "ProgressTracker", "embed_job", "run_to_end",
-           "stop_helper_threads", "tiled_embed_job", "with_progress"]
+__all__ = ["Cancelled", "Phase", "Progress", "ProgressTracker", "cancel_check", "embed_job",
+           "run_to_end", "stop_helper_threads", "tiled_embed_job", "with_progress"]
 
 Progress = tuple[int, int]
 
@@ -29,6 +30,8 @@ _HELPERS: dict[threading.Thread, threading.Event] = {}
 #: How long the interpreter's exit waits for a cancelled helper to reach its next progress
 #: call (seconds).
 EXIT_WAIT_S = 60.0
+#: The cancel check of the job advancing on this thread (:func:`cancel_check`).
+_CHECKS = threading.local()
 
 
 class Cancelled(Exception):
@@ -104,18 +107,38 @@ def tiled_embed_job(emb, indices: Iterable[int] | None = None
     return emb
 
 
+@contextmanager
+def cancel_check(check: Callable[[], bool]) -> Iterator[None]:
+    """While this block runs, a :func:`with_progress` generator started on this thread
+    stops its function at the function's next ``progress`` call once ``check()`` is true.
+
+    The runner of a job wraps each step of the job's generator in it (``check``: "was the
+    job cancelled?"): a Cancel pressed while the job's thread waits for the function's next
+    report then stops the function at that report, not at the one after it (the generator
+    is closed only once it has yielded again: a SAM 2 slice later, 20 s on a CPU).
+    """
+    before = getattr(_CHECKS, "check", None)
+    _CHECKS.check = check
+    try:
+        yield
+    finally:
+        _CHECKS.check = before
+
+
 def with_progress(fn: Callable, *args, **kwargs) -> Generator[Progress, None, object]:
     """Run ``fn(*args, progress=callback, **kwargs)`` in a helper thread and yield its progress.
 
-    Closing the generator (Cancel) makes the next ``progress`` call raise :class:`Cancelled`
-    inside ``fn``; the helper thread is joined before the generator finishes, so nothing
-    keeps running after a job reports that it ended.
+    Closing the generator (Cancel), or the check of the job's runner (:func:`cancel_check`)
+    turning true, makes the next ``progress`` call raise :class:`Cancelled` inside ``fn``;
+    the helper thread is joined before the generator finishes, so nothing keeps running
+    after a job reports that it ended.
     """
     events: queue.Queue = queue.Queue()
     stop = threading.Event()
+    cancelled = getattr(_CHECKS, "check", None) or stop.is_set
 
     def progress(done, total):
-        if stop.is_set():
+        if stop.is_set() or cancelled():
             raise Cancelled
         events.put(("progress", (int(done), int(total))))
 
