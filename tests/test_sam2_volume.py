@@ -185,3 +185,34 @@ def test_an_object_the_model_never_finds_is_said_absent_not_taken():
 
     res = _result(np.zeros((2, 4, 4), np.uint8), {1: {}}, {}, {1: None}, found=set())
     assert res.lost == {1: LOST_EMPTY} and "absent on every slice" in LOST_EMPTY
+
+
+def test_progress_is_called_inside_a_slice_so_a_raising_callback_stops_the_run_there(
+        stack, monkeypatch):
+    """A slice took 20-30 s on a CPU (Hiera-T at 1024 px) and ``progress`` was called only
+    after it: the dock's Cancel (a callback that raises) waited for the slice to end. It is
+    called again, with the count unchanged, between the model's blocks."""
+    import napari_sam.sam2_volume as sv
+
+    monkeypatch.setattr(sv, "CHECK_EVERY_S", 0.0, raising=False)  # every block: a slow CPU
+    model = tiny_sam2()
+    encoded = count_encoder_calls(model)
+    prompts = {1: [{"slice": 2, "points": [[20, 30]]}]}
+    reports = []
+    sv.segment_volume_sam2(stack, prompts, model, stop_after_absent=None,
+                           progress=lambda done, total: reports.append((done, total)))
+    assert reports[-1] == (6, 6) and len(encoded) == 6
+    assert reports == sorted(reports) and len(reports) > 6 * 10  # inside slices, never back
+    assert sorted(set(reports)) == [(i, 6) for i in range(7)]  # same counts as before
+
+    class Stop(Exception):
+        pass
+
+    def cancel(done, total):
+        raise Stop
+
+    with pytest.raises(Stop):
+        sv.segment_volume_sam2(stack, prompts, model, progress=cancel)
+    assert len(encoded) == 6  # stopped inside the first slice's image encoder
+    # nothing is left hooked on the model: a run without a callback runs to the end
+    assert sv.segment_volume_sam2(stack, prompts, model).slice_range[1][0] <= 2

@@ -15,13 +15,22 @@ Slices' image features can be kept between runs (:class:`Sam2FeatureCache`), and
 bank is bounded (:mod:`napari_sam.models.sam2.propagation`), so long stacks run in bounded
 memory. Where objects overlap, a pixel goes to the object with the
 highest logit, and a slice's own prompts win over propagation.
+
+A slice takes seconds on a CPU (the image encoder, then per object the memory attention
+over up to seven slices' memories: 20 to 30 s for Hiera-T at 1024 px on two cores), so a
+``progress`` callback is also called inside a slice, with the count unchanged, between the
+model's blocks (at most every :data:`CHECK_EVERY_S` seconds): a callback that raises (the
+dock's Cancel) stops the run within a block, not at the end of the slice.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -39,9 +48,11 @@ from .volume.annotations import ObjectPrompts, normalize_prompts
 from .volume.records import label_dtype
 from .volume.result import warn_lost
 
-__all__ = ["ABSENT_REASON", "Sam2FeatureCache", "segment_volume_sam2"]
+__all__ = ["ABSENT_REASON", "CHECK_EVERY_S", "Sam2FeatureCache", "segment_volume_sam2"]
 
 ABSENT_REASON = "absent"  # "the model found the object absent on stop_after_absent slices"
+#: Inside a slice, ``progress`` is called again (same count) at most this often (seconds)
+CHECK_EVERY_S = 0.5
 _MEAN = torch.tensor([0.485, 0.456, 0.406]).reshape(3, 1, 1)
 _STD = torch.tensor([0.229, 0.224, 0.225]).reshape(3, 1, 1)
 
@@ -205,7 +216,9 @@ def segment_volume_sam2(
         predictor does).
     progress : None, bool or callable(done, total)
         None or False: silent; True: a ``tqdm.auto`` bar; a callable: called after each
-        tracked slice and object (TypeError for anything else, before any work).
+        tracked slice and object, and again with the same count between the model's
+        blocks while a slice takes longer than :data:`CHECK_EVERY_S` (an exception it
+        raises stops the run there); TypeError for anything else, before any work.
     features : Sam2FeatureCache, optional
         Slices' image features kept between runs: pass the same cache to a second run on
         the same stack (say, with a correction prompt added) and no slice it holds is
@@ -273,7 +286,7 @@ def _propagate(tracker: Sam2Tracker, wanted: dict, stops: dict, shape, stop_afte
     scores: dict[int, dict[int, float]] = {oid: {} for oid in wanted}
     found: set[int] = set()
     total, done = len(wanted) * shape[0], 0
-    with torch.inference_mode():
+    with torch.inference_mode(), _checks_inside_slices(tracker.model, progress, total) as at:
         for z, oid, out in tracker.propagate_all(wanted, stop_after_absent, stops):
             logits = F.interpolate(out.low_res_masks.float(), size=shape[1:], mode="bilinear",
                                    align_corners=False)[0, 0].cpu().numpy()
@@ -284,9 +297,52 @@ def _propagate(tracker: Sam2Tracker, wanted: dict, stops: dict, shape, stop_afte
             done += 1
             if progress is not None:
                 progress(min(done, total), total)
+                at.reported(min(done, total))
     if progress is not None and done < total:
         progress(total, total)  # runs that ended early: the rest is not needed
     return labels, scores, found
+
+
+class _SliceChecks:
+    """A forward pre-hook that calls ``progress`` again with the last count reported when
+    :data:`CHECK_EVERY_S` seconds passed since the last call, on the propagation's own
+    thread only (another thread may use the same model meanwhile)."""
+
+    def __init__(self, progress: Callable[[int, int], None], total: int):
+        self.progress, self.total, self.done = progress, total, 0
+        self.thread = threading.get_ident()
+        self.last = time.monotonic()
+
+    def reported(self, done: int) -> None:
+        """``progress(done, total)`` was just called."""
+        self.done, self.last = done, time.monotonic()
+
+    def __call__(self, *_hook_args) -> None:
+        if threading.get_ident() == self.thread \
+                and time.monotonic() - self.last >= CHECK_EVERY_S:
+            self.progress(self.done, self.total)
+            self.last = time.monotonic()
+
+
+@contextmanager
+def _checks_inside_slices(model: Sam2Model, progress, total: int) -> Iterator[_SliceChecks]:
+    """:class:`_SliceChecks` hooked before the image encoder's blocks, the memory
+    attention's self- and cross-attention and MLP, the memory encoder and the mask decoder
+    (the longest gap between two checks: one attention call); removed on leaving."""
+    checks = _SliceChecks(progress or (lambda done, total: None), total)
+    handles = []
+    if progress is not None:
+        encoder = model.image_encoder
+        points = [*encoder.trunk.blocks, encoder.neck, model.memory_encoder,
+                  model.sam_mask_decoder]
+        for layer in model.memory_attention.layers:
+            points += [layer.self_attn, layer.cross_attn_image, layer.linear1]
+        handles = [m.register_forward_pre_hook(checks) for m in points]
+    try:
+        yield checks
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _paint(labels: np.ndarray, best: np.ndarray, logits: np.ndarray, oid: int) -> bool:
