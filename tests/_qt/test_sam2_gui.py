@@ -143,6 +143,51 @@ def test_cancelling_sam2_propagation_leaves_the_labels_unchanged(sam2_widget, qt
     assert "stopped: up: stack edge, down: stack edge" in widget._status.text()
 
 
+def test_cancel_stops_a_sam2_propagation_inside_its_first_slice(sam2_widget, qtbot,
+                                                                monkeypatch):
+    """A SAM 2 slice took 20-30 s on a CPU and Cancel waited for the end of the slice after
+    the one under way: it stops inside the slice now (checked between the model's blocks),
+    the status says "Cancelling" at once, and the labels stay as they were. Each encoder
+    block sleeps 0.1 s here, so Cancel lands in the first slice's encoder."""
+    import time
+
+    import napari_sam.sam2_volume as sv
+    from napari_sam.models.sam2.hiera import HieraBlock
+    from napari_sam.models.sam2.model import Sam2Model
+
+    monkeypatch.setattr(sv, "CHECK_EVERY_S", 0.0, raising=False)  # every block: a slow CPU
+    block, encode = HieraBlock.forward, Sam2Model.encode_image
+    monkeypatch.setattr(HieraBlock, "forward", lambda self, x: time.sleep(0.1) or block(self, x))
+    encoded = []
+    monkeypatch.setattr(Sam2Model, "encode_image",
+                        lambda self, images: encoded.append(1) or encode(self, images))
+    viewer, widget, labels = sam2_widget("present")
+    c = widget.controller
+    before = np.array(labels.data, copy=True)
+    c.live = False
+    c.points_layer.add([2, 14, 14])
+    said = []
+
+    def on_progress(done, total):
+        if c.job is not None and c.job.phase == "propagating" and not said:
+            c.cancel()  # what the Cancel button does
+            said.append((done, widget._status.text()))
+
+    c.job_progress.connect(on_progress)
+    widget._on_propagate()
+    qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
+    assert said and said[0][0] == 0  # no slice had ended when Cancel was pressed
+    assert said[0][1] == ("Cancelling: Propagating through the stack with SAM 2 memory stops "
+                          "when the step under way ends; the labels and prompts stay as they "
+                          "were.")
+    assert encoded == [1]  # slice 2's encoder was under way; it stopped there
+    assert widget._status.text().startswith(
+        "Cancelled: Propagating through the stack with SAM 2 memory. The labels and prompts "
+        "are as they were")
+    assert c.volume is None and not np.asarray(c.preview_layer.data).any()
+    assert np.array_equal(np.asarray(labels.data), before)
+
+
 def test_sam1_actions_with_a_sam2_model_say_so_without_a_traceback(sam2_widget, qtbot,
                                                                    notifications):
     viewer, widget, labels = sam2_widget("present")

@@ -612,13 +612,12 @@ class AnnotationController(AnnotationSession):
         return job
 
     def cancel(self) -> None:
-        if self.job is not None and self.job.running:
-            self.job.cancel()
+        self.cancel_job()  # "Cancelling: ..." at once
 
     def close(self) -> None:
         """Stop listening to the viewer and cancel a running job (the layers stay)."""
         self._paint_autosave.follow(None)  # a stroke just made is autosaved, then no more
-        self.cancel()
+        self.cancel_job(say=False)
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         self._view_events.close()
         if self._target_layer is not None:

@@ -10,7 +10,7 @@ __all__ = ["StaleJobs"]
 
 
 class StaleJobs:
-    """Job keys, the cancelling of stale jobs and what a cancelled job says."""
+    """Job keys, Cancel, the cancelling of stale jobs and what a cancelled job says."""
 
     def job_key(self):
         """What a job started now is for: ``(cache key, (model choice, device, precision))``
@@ -40,6 +40,19 @@ class StaleJobs:
         if not loading:
             job.stale = True
             job.cancel()
+
+    def cancel_job(self, say: bool = True) -> None:
+        """Cancel the running job (the Cancel button); the status line says so at once
+        (unless not ``say``: the dock closes), as the job stops only when the step under
+        way ends (a SAM 2 block, an embedding batch: seconds on a CPU), and its end says
+        "Cancelled: ..." (:meth:`job_cancelled`)."""
+        job = self.job
+        if job is None or not job.running:
+            return
+        if say and not job.cancelled:
+            self._say(f"Cancelling: {job.description} stops when the step under way ends; "
+                      "the labels and prompts stay as they were.")
+        job.cancel()
 
     def job_cancelled(self, job):
         """Main thread, ``job`` ended cancelled: say so; returns what to run next (None, or
