@@ -166,7 +166,7 @@ def test_validation_on_slices_of_the_one_stack_trained_on_is_said(tmp_path, tiny
     rc, _, err = cli(tiny_train_argv(stack, data / "ground_truth" / stack.name,
                                      tmp_path / "m.pt", tiny_model), capsys)
     assert rc == 0, err
-    assert "validation holds out 2 slice(s) of the one stack (" in err, err
+    assert "validation holds out 2 slices of the one stack (" in err, err
     assert ("trained on: neighbouring slices show the same objects, so the validation IoU is "
             "close to the fit to the training data") in err, err
 

@@ -189,7 +189,7 @@ def test_drive_the_dock_from_a_script(tmp_path, monkeypatch, docs_model, request
     capsys.readouterr()
     ns = _run(code_blocks("Drive the dock from a script"), ns)
     printed, labels = capsys.readouterr().out, np.asarray(ns["labels"])
-    assert "\nPropagated 1 object(s) over slices " in printed, printed
+    assert "\nPropagated 1 object over slices " in printed, printed
     truth = ns["sample"].labels == ns["first"]
     assert labels.max() == 1 and labels[6][truth[6]].mean() > 0.5
     if docs_model == "demo":

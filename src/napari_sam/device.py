@@ -135,7 +135,8 @@ def resolve_device(device="auto", *, auto_hint: str = "device='auto'"):
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(
-                f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s)"
+                f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device"
+                f"{'s' * (torch.cuda.device_count() != 1)}"
             )
     elif dev.type == "mps" and "mps" not in available:
         raise ValueError(
@@ -638,6 +639,6 @@ def configure_threads(*, environ=None, cores: int | None = None, busy: float | N
     else:
         environ["OMP_NUM_THREADS"] = str(plan.threads)
     _PLAN = plan
-    logger.info("%d CPU thread(s), %d slice worker(s): %s", plan.threads, plan.workers,
-                plan.reason)
+    logger.info("%d CPU thread%s, %d slice worker%s: %s", plan.threads,
+                "s" * (plan.threads != 1), plan.workers, "s" * (plan.workers != 1), plan.reason)
     return plan.threads

@@ -180,7 +180,8 @@ def replay(session, emb, *, progress: ProgressArg = None) -> ReplayResult:
         commit = apply_objects(labels, objects, overwrite=bool(op["overwrite"]))
         ids.append(list(commit.ids))
         if list(commit.ids) != [int(v) for v in op["ids"]]:
-            notes.append(f"operation {i + 1} wrote label(s) {commit.ids}, the session "
+            notes.append(f"operation {i + 1} wrote label{'s' * (len(commit.ids) != 1)} "
+                         f"{commit.ids}, the session "
                          f"recorded {op['ids']}")
         if progress is not None:
             progress(i + 1, len(session.operations))

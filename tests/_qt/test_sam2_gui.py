@@ -98,7 +98,7 @@ def test_sam2_checkpoint_offers_sam2_memory_and_propagates_in_a_worker(sam2_widg
     assert result.stop_reasons == {1: {"up": "absent", "down": "absent"}}
     assert result.slice_range == {1: (2, 2)}
     status = widget._status.text()
-    assert "Propagated 1 object(s) with SAM 2 memory over slice 2 (" in status
+    assert "Propagated 1 object with SAM 2 memory over slice 2 (" in status
     assert ("(stopped: up: the model found the object absent on 2 slices, down: the model "
             "found the object absent on 2 slices)") in status
     preview = np.array(c.preview_layer.data) > 0

@@ -121,7 +121,7 @@ def test_wait_times_out_while_a_job_runs_and_waits_again(scripted, monkeypatch):
 def test_wait_names_the_failure_even_after_a_later_job_succeeded(scripted, monkeypatch, qtbot):
     """A failed job, then one that succeeded, then ``wait()``: it raises with the failed
     job's status line, not the later one (the reviewer's catch: "'Propagating ...' failed:
-    Propagated 1 object(s) ...")."""
+    Propagated 1 object ...")."""
     import napari_sam.volume as volume
 
     viewer, widget = scripted

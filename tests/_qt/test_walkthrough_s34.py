@@ -22,7 +22,7 @@ def test_the_3d_view_and_back_keeps_a_finished_propagation(stack_widget):
     _press(viewer, "Shift-D")
     assert c.volume is not None, widget._status.text()
     said = widget._status.text()
-    assert said.startswith("Propagated 1 object(s)"), said
+    assert said.startswith("Propagated 1 object"), said
     propagated = np.asarray(c.volume.labels) > 0
     viewer.dims.ndisplay = 3
     assert widget._status.text().startswith("The view is 3D"), widget._status.text()

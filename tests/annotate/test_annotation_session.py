@@ -59,6 +59,16 @@ def test_point_preview_commit_undo_redo(session):
     assert [op["ids"] for op in s.log] == [[1]]  # the log follows undo and redo
 
 
+def test_the_status_counts_the_propagated_objects(session):
+    """"Propagated 1 object(s)" read as a form; two boxes propagate as "2 objects"."""
+    s = session
+    s.add_box(3, 10, 10, 30, 30)
+    s.add_box(3, 34, 34, 54, 54)
+    s.propagate(all_objects=True)
+    assert s.volume is not None and s.volume.object_ids == [1, 2]
+    assert s.status.startswith("Propagated 2 objects over slices "), s.status
+
+
 def test_boxes_are_objects(session):
     s = session
     s.add_box(3, 10, 10, 30, 30)
@@ -81,7 +91,7 @@ def test_propagate_then_commit_and_undo(session):
     assert np.array_equal(preview, s.volume.labels) and preview[3].any()
     lo, hi = s.volume.slice_range[1]
     where = f"slices {lo}-{hi}" if lo < hi else f"slice {lo}"
-    assert f"Propagated 1 object(s) over {where} (" in s.status
+    assert f"Propagated 1 object over {where} (" in s.status
     assert s.trace is not None
     commit = s.commit()
     assert commit.ids == [1]

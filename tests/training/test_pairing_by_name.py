@@ -42,7 +42,7 @@ def test_label_order_refuses_names_that_match_only_in_part():
     from napari_sam.training.data import TrainingDataError, label_order
 
     with pytest.raises(TrainingDataError, match=r"only in part \(no label file is named after "
-                       r"b\.tif; the label file\(s\) mask\.tif is named after no image\)"):
+                       r"b\.tif; the label file mask\.tif is named after no image\)"):
         label_order(["a.tif", "b.tif"], ["a_labels.tif", "mask.tif"])
     with pytest.raises(TrainingDataError, match=r"a_labels\.tif, a_old\.tif are all named after "
                        r"a\.tif"):
@@ -72,7 +72,7 @@ def test_the_cli_trains_each_image_on_its_own_labels(crossed, tiny_model, capsys
     assert rc == 0, err
     described = json.loads(out.with_suffix(".json").read_text())["data"]["description"]
     img, gt = crossed / "img", crossed / "gt"
-    assert described == (f"2 image(s): {img / 'a.tif'} / {gt / 'a_labels.tif'}, "
+    assert described == (f"2 images: {img / 'a.tif'} / {gt / 'a_labels.tif'}, "
                          f"{img / 'a_1.tif'} / {gt / 'a_1_labels.tif'}")
 
 
@@ -104,5 +104,5 @@ def test_label_names_that_match_only_in_part_stop_the_command(crossed, tiny_mode
     assert rc == 2 and not out.exists()
     assert error_line(err).startswith(
         "napari-sam: error: the label files are named after the images only in part (no label "
-        f"file is named after {crossed / 'img' / 'a_1.tif'}; the label file(s) "
+        f"file is named after {crossed / 'img' / 'a_1.tif'}; the label file "
         f"{crossed / 'gt' / 'mask.tif'} is named after no image)")

@@ -24,7 +24,7 @@ KEYS = (
     Key("Shift-S", "segment", "Segment: preview the object on the current slice"),
     Key("Shift-M", "next_candidate", "Next candidate mask of an ambiguous click"),
     Key("N", "toggle_negative", "Toggle new points between positive and negative"),
-    Key("Shift-C", "commit", "Commit the previewed object(s) as new label(s)"),
+    Key("Shift-C", "commit", "Commit the previewed objects as new labels"),
     Key("Shift-D", "propagate", "Propagate the current object through the stack (3D)"),
     Key("Shift-X", "clear", "Clear prompts and preview"),
     Key("Shift-U", "undo", "Undo the last commit"),

@@ -60,7 +60,7 @@ BUTTON_TIPS = {
                             "adding to it; Shift-click adds one negative point. Key: N.",
     "Live preview": "Preview the object at every prompt change; off: press Segment (Shift+S) "
                     "to compute the preview.",
-    "Segment": "Preview the object(s) of the prompts on this slice now (needed with Live "
+    "Segment": "Preview the objects of the prompts on this slice now (needed with Live "
                "preview off).",
     "Next mask": "Show the next of the three candidate masks of a single click (a nucleus, "
                  "its nucleolus, a clump); commit and Propagate use the one shown.",
@@ -69,7 +69,7 @@ BUTTON_TIPS = {
               "prompts.",
     "Undo": "Undo the last commit; pixels you changed since are left as they are.",
     "Redo": "Redo the last undone commit.",
-    "Propagate": "Carry the object(s) through the stack, slice by slice (or frame by frame); "
+    "Propagate": "Carry the objects through the stack, slice by slice (or frame by frame); "
                  "the result is previewed, for Commit or Clear.",
     "Segment everything": "Find every object (settings above) on the current slice or the "
                           "whole stack, into a new 'automatic segmentation' labels layer.",

@@ -734,7 +734,7 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
             message = f"Not committed: the previewed object was committed before ({text}). {how}"
             self._say(message)
             raise UserError(message)
-        return keep, f"{len(notes)} object(s) not committed, committed before ({text}). {how}"
+        return keep, f"{len(notes)} object{'s' * (len(notes) > 1)} not committed, as {text}. {how}"
 
     def target_name(self) -> str:
         """The name of the labels commits go into (the GUI's labels layer)."""

@@ -310,8 +310,9 @@ class StackActions:
         time = self.axis_kind == "t"
         if time:  # a time series: frames (the trace panel keeps the stack's indices)
             over, hole = (t.replace("slice", "frame") for t in (over, hole))
+        n = len(result.object_ids)
         self.volume_status = (
-            f"Propagated {len(result.object_ids)} object(s){how} over {over} "
+            f"Propagated {n} object{'s' * (n != 1)}{how} over {over} "
             f"(stopped: {describe_stops(result.stop_reasons, absent_slices, time)})"
             f". Check the preview, then Shift+C commits; a prompt on a "
             f"{'frame' if time else 'slice'} further out carries an object on."

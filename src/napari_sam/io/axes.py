@@ -46,9 +46,11 @@ def validate_axes(axes: str, shape: Sequence[int]) -> str:
     if len(ax) != len(shape):
         problem = f"it has {len(ax)} letters but the data has {len(shape)} dimensions"
     elif bad:
-        problem = f"letter(s) {', '.join(bad)} not allowed; use letters from {AXES_LETTERS}"
+        problem = (f"letter{'s' * (len(bad) != 1)} {', '.join(bad)} not allowed; use letters "
+                   f"from {AXES_LETTERS}")
     elif dup:
-        problem = f"letter(s) {', '.join(dup)} appear more than once"
+        problem = (f"letter {dup[0]} appears more than once" if len(dup) == 1 else
+                   f"letters {', '.join(dup)} appear more than once")
     elif "Y" not in ax or "X" not in ax:
         problem = "both Y and X are required"
     if problem:

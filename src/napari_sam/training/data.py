@@ -416,7 +416,8 @@ def unpaired_files(images: Sequence[str], labels: Sequence[str]) -> str:
     if lonely:
         parts.append(f"no label file is named after {_some(lonely)}")
     if stray:
-        parts.append(f"the label file(s) {_some(stray)} {'is' if len(stray) == 1 else 'are'} "
+        parts.append(f"the label file{'s' * (len(stray) != 1)} {_some(stray)} "
+                     f"{'is' if len(stray) == 1 else 'are'} "
                      "named after no image")
     return "; ".join(parts) or f"IMAGES: {_some(images)}; LABELS: {_some(labels)}"
 

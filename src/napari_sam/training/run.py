@@ -345,7 +345,8 @@ def data_notes(pairs, items, val_items, img_size: int) -> list[str]:
                      "model does on new images; give more labelled images for a held-out "
                      "validation")
     elif val_items and len(pairs) == 1 and pairs[0].labels.ndim == 3:
-        notes.append(f"validation holds out {len(val_items)} slice(s) of the one stack "
+        notes.append(f"validation holds out {len(val_items)} slice{'s' * (len(val_items) != 1)} "
+                     "of the one stack "
                      f"({pairs[0].name}) trained on: neighbouring slices show the same "
                      "objects, so the validation IoU is close to the fit to the training "
                      "data; give another labelled stack for a held-out validation")
@@ -356,7 +357,7 @@ def _run_metadata(pairs, items, train_items, val_items, base, seed, cfg, data_de
                   ) -> dict[str, Any]:
     """The record of a :func:`train` run written into the checkpoint metadata."""
     description = data_description or (
-        f"{len(pairs)} image(s): " + ", ".join(p.name for p in pairs[:10])
+        f"{len(pairs)} image{'s' * (len(pairs) != 1)}: " + ", ".join(p.name for p in pairs[:10])
         + (" ..." if len(pairs) > 10 else "")
     )
     return {

@@ -564,7 +564,8 @@ def best_candidates(logits: torch.Tensor, scores: torch.Tensor, chosen=None):
             if c is not None:
                 if not 0 <= int(c) < scores.shape[1]:
                     raise ValueError(f"candidate {c} of object {i}: the decoder gave "
-                                     f"{scores.shape[1]} candidate(s) for its prompt")
+                                     f"{scores.shape[1]} candidate{'s' * (scores.shape[1] != 1)} for its "
+                                     "prompt")
                 best[i] = int(c)
     idx = torch.arange(len(best), device=best.device)
     return logits[idx, best], scores[idx, best]
