@@ -101,6 +101,10 @@ def test_sam2_checkpoint_offers_sam2_memory_and_propagates_in_a_worker(sam2_widg
     assert "Propagated 1 object with SAM 2 memory over slice 2 (" in status
     assert ("(stopped: up: the model found the object absent on 2 slices, down: the model "
             "found the object absent on 2 slices)") in status
+    # beside 'Compute embeddings': what it embeds serves clicks; propagation encoded its own
+    assert widget._emb_state.text().endswith(
+        " slices embedded for clicks; 5 of 6 kept for propagating again"), \
+        widget._emb_state.text()
     preview = np.array(c.preview_layer.data) > 0
     assert np.array_equal(preview, result.labels > 0) and preview[2].any()
     assert (preview & (before == 7)).any()  # the preview covers part of label 7

@@ -51,11 +51,16 @@ def test_propagation_with_sam2_memory_commits_into_empty_voxels_and_undoes(sam2_
     (click,) = s.update_preview()  # 2D preview through the Predictor's SAM 2 steps
     assert s.predictor.sam2 is not None and s.predictor.decoder_calls == 1
     assert (click.z, click.n_candidates) == (2, 3) and click.mask.shape == (48, 48)
-    assert s.embedding_summary() == "4 of 6 slices embedded"  # slices 2-5, ahead of moves
+    # slices 2-5 for clicks, ahead of moves; SAM 2 propagation encodes slices itself
+    assert s.embedding_summary() == ("4 of 6 slices embedded for clicks; propagation encodes "
+                                     "the slices as it reaches them")
     assert s.status.startswith("point object: score ") and s.status.endswith("Shift+C commits.")
     s.propagate()
     result = s.volume
     assert result is not None and result.object_ids == [1]
+    # slices 2, 3, 4 up and 1, 0 down were encoded by the propagation and kept for the next
+    assert s.embedding_summary() == ("4 of 6 slices embedded for clicks; 5 of 6 kept for "
+                                     "propagating again")
     # the object head says "present" on the prompted slice only: both runs end after two
     # slices found absent
     assert result.stop_reasons == {1: {"up": "absent", "down": "absent"}}

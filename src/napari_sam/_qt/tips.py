@@ -55,7 +55,8 @@ BUTTON_TIPS = {
     "...": "Pick the embedding store: a .zarr folder.",
     "Compute embeddings": "Encode every slice now, in the background (Cancel stops it). "
                           "Without it the visible slice is encoded once an image and a model "
-                          "are chosen, other slices when first clicked.",
+                          "are chosen, other slices when first clicked. With a SAM 2 model "
+                          "this speeds up clicks only: Propagate encodes the slices itself.",
     "Negative points  (N)": "New points cut from the object (negative, magenta) instead of "
                             "adding to it; Shift-click adds one negative point. Key: N.",
     "Live preview": "Preview the object at every prompt change; off: press Segment (Shift+S) "

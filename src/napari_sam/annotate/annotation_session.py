@@ -467,16 +467,16 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
         return dropped
 
     def embedding_summary(self) -> str:
-        """E.g. "12 of 32 slices embedded" for the current image and model."""
+        """E.g. "12 of 32 slices embedded" for the current image and model (SAM 2: for
+        clicks, and what propagation keeps, :func:`~.embedding_cache.describe_embedded`)."""
+        from .embedding_cache import describe_embedded
+
         if self.source is None:
             return "no image"
         n = self.source.n_slices
         done = 0 if self.emb is None else n - len(missing_slices(self.emb, range(n)))
-        tiles = getattr(self.emb, "tiling", None)
-        tiled = f" in {len(tiles)} tiles" if tiles is not None else ""
-        if n == 1:
-            return f"embedded{tiled}" if done else "not embedded yet"
-        return f"{done} of {n} slices embedded{tiled}"
+        kept = self.sam2_features_kept() if self.model_family == "sam2" else None
+        return describe_embedded(done, n, getattr(self.emb, "tiling", None), kept)
 
     def _say_ready(self, lead: str = "") -> None:
         """After the preload: ``lead``, what to do next, and how the image is tiled (if it

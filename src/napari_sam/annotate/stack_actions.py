@@ -147,6 +147,12 @@ class StackActions:
             self._sam2_features = (key, Sam2FeatureCache())
         return self._sam2_features[1]
 
+    def sam2_features_kept(self) -> int:
+        """How many slices of the current image and model :meth:`sam2_features` holds (a
+        propagation encodes the others again)."""
+        held = self._sam2_features
+        return len(held[1]) if held is not None and held[0] == self._cache_key() else 0
+
     def drop_sam2_features(self) -> None:
         """Free the SAM 2 features kept between propagations (the image went away)."""
         self._sam2_features = None
