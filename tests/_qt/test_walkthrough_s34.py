@@ -57,8 +57,9 @@ def test_a_click_while_a_propagation_runs_drops_its_result_and_says_so(
     viewer.dims.set_point(0, 5)
     viewer.layers.selection.active = c.points_layer
     canvas_click(viewer, 44, 44)  # the next nucleus, on another slice, while it runs
-    assert ("The running propagation was started without these prompts, so its result will "
-            "be dropped when it ends: Cancel it to propagate them now.") in widget._status.text()
+    assert ("The prompts changed since the running propagation started, so its result will "
+            "be dropped when it ends (the prompts stay): to propagate them, press Cancel, then "
+            "Shift+D.") in widget._status.text()
     go.set()
     qtbot.waitUntil(lambda: c.job is None and bool(c.previews), timeout=60_000)
     status = widget._status.text()
@@ -66,6 +67,39 @@ def test_a_click_while_a_propagation_runs_drops_its_result_and_says_so(
         "The propagation ended, but the prompts changed while it ran, so its preview was "
         "dropped; the prompts are kept: press Shift+D to propagate them."), status
     assert "Shift+C commits" in status  # then the slice's own preview
+
+
+def test_previewing_the_prompts_a_propagation_runs_on_does_not_say_it_will_be_dropped(
+        make_widget, tiny_predictor, qtbot, monkeypatch):
+    """Shift+S on the propagated slice while the propagation ran said "started without these
+    prompts, so its result will be dropped": false (the prompts are the ones it propagates),
+    and its result was then kept."""
+    import napari_sam.volume as V
+
+    viewer, widget = make_widget(blob_stack(z=8), sync=False, name="stack")
+    use_predictor(widget, tiny_predictor)
+    c = widget.controller
+    viewer.dims.set_point(0, 2)
+    qtbot.waitUntil(lambda: c.job is None and c.ready([2]), timeout=60_000)
+    go, real = threading.Event(), V.segment_volume
+
+    def held(*args, **kwargs):  # the propagation runs until the test has previewed
+        assert go.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(V, "segment_volume", held)
+    viewer.layers.selection.active = c.points_layer
+    canvas_click(viewer, 20, 20)
+    qtbot.waitUntil(lambda: c.job is None and bool(c.previews), timeout=60_000)
+    _press(viewer, "Shift-D")
+    qtbot.waitUntil(lambda: c.job is not None and c.job.phase == "propagating", timeout=60_000)
+    _press(viewer, "Shift-S")  # the same prompts previewed again on their slice
+    status = widget._status.text()
+    assert status.startswith("point object: score ") and "dropped" not in status, status
+    go.set()
+    qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
+    assert c.volume is not None and c.volume.object_ids == [1]  # kept, as nothing changed
+    assert widget._status.text().startswith("Propagated 1 object over "), widget._status.text()
 
 
 def test_a_click_on_another_slice_says_it_adds_to_the_same_object(stack_widget):

@@ -226,13 +226,14 @@ class SlicePreview(StatusFollow):
         return text
 
     def _running_propagation_note(self) -> str:
-        """" The running propagation was started without these prompts ..." while one runs:
-        its result will be out of date (a user learnt it minutes later, on a large stack)."""
-        job = self.job
-        if job is None or not job.running or not job.description.startswith("Propagating"):
+        """" The prompts changed since the running propagation started ..." while one runs
+        and the prompts differ from those it propagates: its result will be dropped (a user
+        learnt it minutes later, on a large stack). Not said of the prompts it propagates."""
+        if not self.prompts_changed_since():
             return ""
-        return (" The running propagation was started without these prompts, so its result "
-                "will be dropped when it ends: Cancel it to propagate them now.")
+        return (" The prompts changed since the running propagation started, so its result "
+                "will be dropped when it ends (the prompts stay): to propagate them, press "
+                "Cancel, then Shift+D.")
 
     def _other_slices_note(self) -> str:
         """" Its points on slices 4 and 10 make one object ..." when the point object shown

@@ -96,6 +96,8 @@ class StackActions:
     propagation_method: str | None = None
     #: (cache key, Sam2FeatureCache) of the image and model SAM 2 propagated last
     _sam2_features: tuple | None = None
+    #: (job, prompt arrays) of the propagation started last (:meth:`prompts_changed_since`)
+    _propagation_drawn: tuple | None = None
     #: What the status said of the propagated preview shown (said again when a view that
     #: could not show slices, napari's 3D view, goes back to 2D: the preview is kept)
     volume_status: str = ""
@@ -250,7 +252,7 @@ class StackActions:
         def done(value):
             self._show_volume(value, (prompts, options, keys), replaces, ignored, "", drawn)
 
-        return self.start_job(gen(), "Propagating through the stack", done)
+        return self._started(gen(), "Propagating through the stack", done, drawn)
 
     def _propagate_sam2(self, src, prompts, replaces, keys, ignored, drawn,
                         stop_after_absent: int = SAM2_ABSENT_SLICES):
@@ -280,7 +282,23 @@ class StackActions:
             self._show_volume(value, (prompts, options, keys), replaces, ignored,
                               " with SAM 2 memory", drawn, stop_after_absent)
 
-        return self.start_job(gen(), "Propagating through the stack with SAM 2 memory", done)
+        return self._started(gen(), "Propagating through the stack with SAM 2 memory", done,
+                             drawn)
+
+    def _started(self, gen, description: str, done, drawn):
+        """Start propagation job ``gen`` made from the prompt arrays ``drawn``."""
+        job = self.start_job(gen, description, done)
+        self._propagation_drawn = (job, drawn)
+        return job
+
+    def prompts_changed_since(self) -> bool:
+        """Whether a propagation runs and the prompts changed since it started: its result
+        will be dropped when it ends (:meth:`_show_volume`)."""
+        job = self.job
+        if job is None or not job.running or self._propagation_drawn is None \
+                or self._propagation_drawn[0] is not job:
+            return False
+        return bool(volume_out_of_date(self._propagation_drawn[1], self.prompt_arrays()))
 
     def _show_volume(self, value, request, replaces, ignored, how: str, drawn,
                      absent_slices: int = SAM2_ABSENT_SLICES) -> None:
