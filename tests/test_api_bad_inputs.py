@@ -486,11 +486,10 @@ def test_object_that_loses_every_pixel_is_reported_lost():
 
 
 def test_lost_objects_are_warned_once_and_the_dock_says_them_instead():
-    """segment_volume (SAM 1) warns a LostObjectsWarning naming the ids and why; the dock
-    runs it without the console warning and says it in its status line."""
-    import warnings
-
-    from napari_sam.annotate.stack_actions import _describe_lost, _quiet_about_lost
+    """segment_volume (SAM 1) warns a LostObjectsWarning naming the ids and why; with
+    ``warn_lost=False`` (the dock, which says them in its status line) it warns nothing and
+    touches no warning filter (``catch_warnings`` around it was not thread-safe)."""
+    from napari_sam.annotate.stack_actions import _describe_lost
     from napari_sam.volume.result import LostObjectsWarning
 
     gt = cylinders(n_slices=8, objects=((1, (20, 20), 6, 0, 7),))
@@ -502,7 +501,7 @@ def test_lost_objects_are_warned_once_and_the_dock_says_them_instead():
     assert said[0].filename == __file__
     with warnings.catch_warnings(record=True) as quiet:
         warnings.simplefilter("always")
-        again = _quiet_about_lost(ns.segment_volume)(OracleStack(gt), prompts)
+        again = ns.segment_volume(OracleStack(gt), prompts, warn_lost=False)
     assert quiet == [] and again.lost == res.lost
     assert _describe_lost(again) == f" Not in the preview: object 2 ({res.lost[2]})."
     assert _describe_lost(ns.segment_volume(OracleStack(gt), {1: prompts[1]})) == ""

@@ -178,6 +178,15 @@ def test_an_object_that_loses_every_voxel_is_warned_about(model, stack):
     assert len(lost) == 1 and lost[0].filename == __file__  # points at the caller's line
     assert set(np.unique(res.labels)) == {0, 1} and list(res.lost) == [2]
     assert set(res.stop_reasons) == set(res.slice_range) == {1}
+    # warn_lost=False (the dock, which says them in its status line): result.lost only
+    import warnings
+
+    with warnings.catch_warnings(record=True) as quiet:
+        warnings.simplefilter("always")
+        again = segment_volume_sam2(stack, prompts, model, stop_after_absent=None,
+                                    warn_lost=False)
+    assert not [w for w in quiet if issubclass(w.category, LostObjectsWarning)]
+    assert again.lost == res.lost and np.array_equal(again.labels, res.labels)
 
 
 def test_an_object_the_model_never_finds_is_said_absent_not_taken():

@@ -46,7 +46,7 @@ from .progress import ProgressArg, reports_progress
 from .volume import SlicePrompt, VolumeResult
 from .volume.annotations import ObjectPrompts, normalize_prompts
 from .volume.records import label_dtype
-from .volume.result import warn_lost
+from .volume.result import warn_lost as warn_about_lost
 
 __all__ = ["ABSENT_REASON", "CHECK_EVERY_S", "Sam2FeatureCache", "segment_volume_sam2"]
 
@@ -191,6 +191,7 @@ def segment_volume_sam2(
     stop_after_absent: int | None = 2,
     progress: ProgressArg = None,
     features: Sam2FeatureCache | None = None,
+    warn_lost: bool = True,
 ) -> VolumeResult:
     """Segment objects through ``stack`` with SAM 2.1's memory propagation.
 
@@ -227,6 +228,10 @@ def segment_volume_sam2(
         shape with other pixels, or other contrast limits, and the slice is encoded again, so
         the result is always that of a run without the cache. Refused (ValueError) when it
         was made for another model or stack shape or dtype.
+    warn_lost : bool
+        Warn (LostObjectsWarning, below) about objects that are not in the labels; False:
+        only ``result.lost`` says which and why (a caller that reports them itself, as the
+        dock's status line does; no warning filter is touched, which is not thread-safe).
 
     Returns
     -------
@@ -273,7 +278,8 @@ def segment_volume_sam2(
     labels, scores, found = _propagate(tracker, wanted, stops, shape,
                                        stop_after_absent or None, progress)
     result = _result(labels, scores, tracker.stopped, wanted, found)
-    warn_lost(result.lost, stacklevel=3)  # the caller of the reports_progress wrapper
+    if warn_lost:
+        warn_about_lost(result.lost, stacklevel=3)  # the caller of the reports_progress wrapper
     return result
 
 

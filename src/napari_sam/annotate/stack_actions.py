@@ -11,7 +11,6 @@ thread) change the session.
 from __future__ import annotations
 
 import inspect
-import warnings
 from dataclasses import replace
 from itertools import pairwise
 
@@ -245,8 +244,9 @@ class StackActions:
         def gen():
             prepared = yield from prep
             yield Phase("propagating")
-            result = yield from with_progress(_quiet_about_lost(segment_volume), prepared[4],
-                                              prompts, **options)
+            # the status line says which objects were lost (_describe_lost), not the console
+            result = yield from with_progress(segment_volume, prepared[4], prompts,
+                                              warn_lost=False, **options)
             return prepared, result, _trace(result, src.stack, prompts)
 
         def done(value):
@@ -273,9 +273,9 @@ class StackActions:
             yield Phase("propagating")
             limits = stack_intensity_limits(src.stack)
             result = yield from with_progress(
-                _quiet_about_lost(segment_volume_sam2), GreyStack(src.stack), prompts,
-                prepared[3].model,
-                contrast_limits=limits, stop_after_absent=stop_after_absent, features=features)
+                segment_volume_sam2, GreyStack(src.stack), prompts, prepared[3].model,
+                contrast_limits=limits, stop_after_absent=stop_after_absent, features=features,
+                warn_lost=False)
             return prepared, result, _trace(result, src.stack, prompts)
 
         def done(value):
@@ -433,22 +433,6 @@ class GreyStack:
 
     def __getitem__(self, z) -> np.ndarray:
         return np.asarray(self.view[int(z)])
-
-
-def _quiet_about_lost(fn):
-    """``fn`` without its LostObjectsWarning (on the console): the dock's status line says
-    which objects were lost and why (:func:`_describe_lost`)."""
-    import functools
-
-    from napari_sam.volume.result import LostObjectsWarning
-
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", LostObjectsWarning)
-            return fn(*args, **kwargs)
-
-    return call
 
 
 def _describe_lost(result) -> str:

@@ -98,7 +98,8 @@ class VolumeResult:
 
 def build_result(labels: np.ndarray, records: dict[tuple[int, int], Record],
                  objects: list[ObjectPrompts], up: list[Chain], down: list[Chain],
-                 decoder_calls: int, calls_per_slice: np.ndarray) -> VolumeResult:
+                 decoder_calls: int, calls_per_slice: np.ndarray, warn: bool = True
+                 ) -> VolumeResult:
     """The :class:`VolumeResult` of a finished propagation.
 
     Parameters
@@ -113,6 +114,8 @@ def build_result(labels: np.ndarray, records: dict[tuple[int, int], Record],
         Every chain of the two sweeps.
     decoder_calls : int
     calls_per_slice : numpy.ndarray (Z,) int
+    warn : bool
+        Warn about the lost objects (False: ``VolumeResult.lost`` only).
 
     Warns
     -----
@@ -129,7 +132,8 @@ def build_result(labels: np.ndarray, records: dict[tuple[int, int], Record],
     slice_range = {i: (min(z), max(z)) for i, z in present.items() if z}
     decoded = {ids[k] for k, _ in records}  # objects the model gave a mask with pixels
     reasons, lost = _stop_reasons(objects, present, up, down, decoded)
-    warn_lost(lost, stacklevel=4)  # build_result, segment_volume, its wrapper: the caller
+    if warn:
+        warn_lost(lost, stacklevel=4)  # build_result, segment_volume, its wrapper: the caller
     chains = [
         {"id": ids[c.k], "direction": "up" if c.direction > 0 else "down", "start": c.start,
          "last": c.last, "reason": c.reason}

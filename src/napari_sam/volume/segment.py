@@ -48,6 +48,7 @@ def segment_volume(
     boundary: str = "threshold",
     predictor=None,
     progress: ProgressArg = None,
+    warn_lost: bool = True,
 ) -> VolumeResult:
     """Segment objects through a stack from prompts on one or more slices.
 
@@ -151,6 +152,11 @@ def segment_volume(
         cancels by raising gets its chance on every slice), each value once, and ends at
         (total, total) (tiled: each window or view used moves it over its objects' share,
         after a (0, total) per object while the objects' frames are chosen).
+    warn_lost : bool
+        Warn (:class:`~napari_sam.volume.result.LostObjectsWarning`) about objects that are
+        not in the labels; False: only ``result.lost`` says which and why (a caller that
+        reports them itself, as the dock's status line does; no warning filter is touched,
+        which is not thread-safe).
 
     Returns
     -------
@@ -196,10 +202,10 @@ def segment_volume(
         return (prop, *_propagate(prop))
 
     if is_tiled(emb):  # each object in the window that holds it, pasted back
-        return segment_tiled(emb, objects, run, progress, pred)
+        return segment_tiled(emb, objects, run, progress, pred, warn_lost=warn_lost)
     prop, up, down = run(emb, objects, progress)
     return build_result(prop.compose(), prop.records, objects, up, down, prop.decoder_calls,
-                        prop.calls_per_slice)
+                        prop.calls_per_slice, warn=warn_lost)
 
 
 def _resolve_auto(axis_kind: str, mode: str, motion, fade_fraction, rebound_fraction):

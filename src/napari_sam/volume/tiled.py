@@ -172,7 +172,7 @@ def _window_progress(counter: IncreasingProgress | None, start: int, span: int):
 
 
 def segment_tiled(emb, objects: list[ObjectPrompts], run: Callable, progress=None,
-                  predictor=None) -> VolumeResult:
+                  predictor=None, warn_lost: bool = True) -> VolumeResult:
     """Propagate ``objects`` (whole-stack frame) through the tiled embeddings ``emb``.
 
     Parameters
@@ -237,4 +237,5 @@ def segment_tiled(emb, objects: list[ObjectPrompts], run: Callable, progress=Non
         calls += np.asarray(prop.calls_per_slice, np.int64)
         decoder_calls += int(prop.decoder_calls)
     labels = compose_labels(records, distance, [o.id for o in objects], tuple(emb.shape))
-    return build_result(labels, records, kept, up_all, down_all, decoder_calls, calls)
+    return build_result(labels, records, kept, up_all, down_all, decoder_calls, calls,
+                        warn=warn_lost)
