@@ -298,3 +298,18 @@ def test_cancel_while_the_worker_waits_stops_the_core_function_at_its_next_repor
         time.sleep(0.01)
     assert finished == [job] and job.cancelled and result == []
     assert started == [0, 1]  # step 1 was under way; step 2 never started
+
+
+def test_a_repeated_report_is_a_check_only():
+    """segment_volume_sam2 calls progress again with the same count inside a slow slice (a
+    chance to cancel): the bar is not sent the same report again."""
+    seen = []
+
+    def checks(progress=None):
+        for done in (0, 0, 1, 1, 1, 2):
+            progress(done, 2)
+        return "done"
+
+    run_job(with_progress(checks), description="t", sync=True, progress_bar=False,
+            on_progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(0, 2), (1, 2), (2, 2)]

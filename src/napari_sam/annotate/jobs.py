@@ -131,16 +131,20 @@ def with_progress(fn: Callable, *args, **kwargs) -> Generator[Progress, None, ob
     Closing the generator (Cancel), or the check of the job's runner (:func:`cancel_check`)
     turning true, makes the next ``progress`` call raise :class:`Cancelled` inside ``fn``;
     the helper thread is joined before the generator finishes, so nothing keeps running
-    after a job reports that it ended.
+    after a job reports that it ended. A call that repeats the last ``(done, total)`` (a
+    check inside a long step, e.g. a SAM 2 slice) is not yielded again.
     """
     events: queue.Queue = queue.Queue()
     stop = threading.Event()
     cancelled = getattr(_CHECKS, "check", None) or stop.is_set
+    last = [None]
 
     def progress(done, total):
         if stop.is_set() or cancelled():
             raise Cancelled
-        events.put(("progress", (int(done), int(total))))
+        if (int(done), int(total)) != last[0]:
+            last[0] = (int(done), int(total))
+            events.put(("progress", last[0]))
 
     def target():
         try:
