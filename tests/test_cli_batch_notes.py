@@ -184,3 +184,38 @@ def test_unwritable_reason_of_an_ordinary_folder_is_the_errors(tmp_path):
     exc = PermissionError(errno.EACCES, "Permission denied")
     assert unwritable_reason(tmp_path, exc) == f"{tmp_path}: permission denied"
     assert unwritable_reason(tmp_path) == f"{tmp_path}: permission denied"
+
+
+def test_segment_says_lost_objects_without_touching_the_warning_filters(
+        tmp_path, capsys, monkeypatch):
+    """``segment`` silenced its LostObjectsWarning with ``warnings.catch_warnings``, which
+    is not thread-safe and put an "ignore" filter before every thread's while the stack
+    propagated (a distributed worker's or a script's warnings meanwhile were dropped); it
+    asks ``segment_volume`` for no warning instead and still says the lost object."""
+    import warnings
+
+    import napari_sam.volume as V
+    from napari_sam.volume.result import LostObjectsWarning
+
+    real, seen = V.segment_volume, []
+
+    def watched(*args, **options):
+        seen.append([f for f in warnings.filters if f[0] == "ignore" and f[1] is None
+                     and issubclass(LostObjectsWarning, f[2])])  # whatever the message
+        return real(*args, **options)
+
+    monkeypatch.setattr(V, "segment_volume", watched)
+    tifffile.imwrite(tmp_path / "a.tif", blob_stack(z=3), imagej=True,
+                     metadata={"axes": "ZYX"})
+    prompts = tmp_path / "p.csv"
+    prompts.write_text("file,id,slice,row,col,label,row0,col0,row1,col1\n"
+                       "a.tif,1,1,20,20,1,,,,\n"
+                       "a.tif,2,1,,,,4,58,4,58\n")  # a box without area: no mask
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        rc, _, err = cli(["segment", tmp_path / "a.tif", "--prompts", prompts, "-o",
+                          tmp_path / "out", "--model", "demo", *FAST], capsys)
+    assert rc == 0, err
+    assert seen == [[]]
+    assert "objects [2] are not in the labels" in err
+    assert not [w for w in said if issubclass(w.category, LostObjectsWarning)]

@@ -13,7 +13,6 @@ writers, through :func:`napari_sam.batch.label_writing.finish_labels`).
 from __future__ import annotations
 
 import sys
-import warnings
 from typing import Any
 
 from napari_sam.batch.context import Context, Job
@@ -40,7 +39,7 @@ def run_segment(job: Job, ctx: Context, model) -> dict:
     (``segment_volume``), then write the labels and their output metadata. A session file
     is replayed instead (:func:`_replay_session`). Returns ``{"objects": n}``."""
     from napari_sam.volume import segment_volume
-    from napari_sam.volume.result import LostObjectsWarning, lost_notes
+    from napari_sam.volume.result import lost_notes
 
     if not job.prompts:
         raise ValueError(
@@ -65,9 +64,8 @@ def run_segment(job: Job, ctx: Context, model) -> dict:
     emb = stack_embeddings(job, ctx, model, opened)
     bar = JobProgressBar(ctx, f"{job.name}: propagate", len(emb))
     try:
-        with warnings.catch_warnings():  # said below as a note, not as a Python warning
-            warnings.simplefilter("ignore", LostObjectsWarning)
-            res = segment_volume(emb, job.prompts, progress=bar, **params)
+        # lost objects are said below as notes, not as Python warnings
+        res = segment_volume(emb, job.prompts, progress=bar, warn_lost=False, **params)
     finally:
         bar.close()
     if not ctx.quiet:
