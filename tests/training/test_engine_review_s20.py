@@ -356,9 +356,11 @@ def test_the_python_api_never_replaces_a_json_it_did_not_write(tmp_path, tiny_mo
     ns.train([image], [labels], out=tmp_path / "notes.pt", overwrite=True, **kw)
     assert json.loads(notes.read_text())["trained_by"].startswith("napari_sam")
     before = (tmp_path / "notes.pt").read_bytes()
-    with pytest.raises(FileExistsError, match=r"notes\.pt already exists \(an earlier model\?\); "
-                       "pass overwrite=True to replace it"):
+    with pytest.raises(FileExistsError, match=r"notes\.pt already exists \(an earlier model\?\) "
+                       r"and there is no training state beside it \(notes\.train-state\.pt\) to "
+                       "resume; pass overwrite=True to replace it or give another out") as exc:
         ns.train([image], [labels], out=tmp_path / "notes.pt", **kw)
+    assert "resume=True" not in str(exc.value)  # it was suggested, then refused (no state)
     assert (tmp_path / "notes.pt").read_bytes() == before
     ns.train([image], [labels], out=tmp_path / "notes.pt", overwrite=True, seed=1, **kw)
     assert (tmp_path / "notes.pt").read_bytes() != before

@@ -137,8 +137,9 @@ def _check_existing_out(out, resume: bool) -> None:
             "(it removes the state)")
     if out is not None and Path(out).exists() and not resume:
         raise FileExistsError(
-            f"{out} already exists (an earlier model?); pass overwrite=True to replace it, "
-            "give another out, or resume=True to continue its resumable run")
+            f"{out} already exists (an earlier model?) and there is no training state beside "
+            f"it ({training_state_path(out).name}) to resume; pass overwrite=True to replace "
+            "it or give another out")
     if out is not None and Path(out).exists() and not training_state_path(out).exists():
         raise FileExistsError(
             f"{out} already exists and there is no training state beside it "
