@@ -97,9 +97,13 @@ def add_train_parser(sub) -> None:
 
 def cmd_train(args) -> int:
     """Train; returns the exit code (130 when interrupted)."""
-    if (args.labels is None) == (args.labels_opt is None):
-        raise CLIError("give the label files once: `napari-sam train IMAGES LABELS -o FILE.pt` "
-                       "(or --labels LABELS)", 2)
+    if args.labels is None and args.labels_opt is None:
+        raise CLIError("no LABELS given: name the label files after IMAGES: `napari-sam train "
+                       "IMAGES LABELS -o FILE.pt` (or --labels LABELS); the same folder twice "
+                       "(`train d/ d/`) pairs the images with the label files beside them", 2)
+    if args.labels is not None and args.labels_opt is not None:
+        raise CLIError(f"LABELS given twice ({args.labels} and --labels {args.labels_opt}): "
+                       "give the label files once, as the second argument or as --labels", 2)
     labels_spec = args.labels if args.labels is not None else args.labels_opt
     out = checkpoint_path(args.output)
     check_pieces(args, out)
@@ -238,6 +242,35 @@ def _replaced_bases(labels: list[Path]) -> set[Path]:
             and (p.parent, m["session"]) in have and is_session_labels(p)}
 
 
+def _collect(spec: str, what: str) -> list[Path]:
+    """The files of IMAGES or LABELS (``what``) (:func:`napari_sam.batch.collect_inputs`),
+    or CLIError (exit code 2) naming the side: ``train`` has no ``--recursive``, so a folder
+    whose files are all in subfolders is answered with the folder or glob to give instead."""
+    from napari_sam.batch import BatchError, collect_inputs
+    from napari_sam.batch.inputs import IMAGE_SUFFIXES
+
+    labels = what == "LABELS"
+    try:
+        return collect_inputs([spec], labels=labels)
+    except BatchError as exc:
+        from napari_sam import io as nio
+
+        folder = Path(os.path.expanduser(spec))
+        store = nio.is_zarr_path(folder) or folder.suffix.lower() == ".zarr"
+        if not folder.is_dir() or store or any(not f.name.startswith(".") and f.name.lower(
+                ).endswith(IMAGE_SUFFIXES) for f in folder.iterdir()):
+            raise CLIError(f"{what}: {exc}", 2) from None
+        try:
+            below = collect_inputs([folder], recursive=True, labels=labels)
+        except BatchError:
+            below = []
+        where = (f"; its subfolders hold {len(below)} (e.g. {below[0]}), which are not "
+                 f"searched: give that folder ({below[0].parent}{os.sep}) or a quoted glob "
+                 f"(\"{folder / '**' / '*.tif'}\")" if below else "")
+        raise CLIError(f"{what}: the folder {spec} holds no {'label files' if labels else 'images'}"
+                       f" ({', '.join(IMAGE_SUFFIXES)}){where}", 2) from None
+
+
 def collect_pairs(images_spec: str, labels_spec: str, *, quiet: bool = False
                   ) -> tuple[list[Path], list[Path]]:
     """The image files and label files of ``train IMAGES LABELS``, paired by name
@@ -255,10 +288,9 @@ def collect_pairs(images_spec: str, labels_spec: str, *, quiet: bool = False
         Exit code 2: nothing but the images in LABELS, or not one label file per image (the
         files without a partner named), or label files named after the images only in part.
     """
-    from napari_sam import batch
     from napari_sam.training.data import TrainingDataError, label_order, unpaired_files
 
-    images = batch.collect_inputs([images_spec])
+    images = _collect(images_spec, "IMAGES")
     stems = {p: p.name.split(".")[0] for p in images}
     named = [p for p, st in stems.items()
              if st.endswith("_labels") and st[: -len("_labels")] in stems.values()]
@@ -267,7 +299,7 @@ def collect_pairs(images_spec: str, labels_spec: str, *, quiet: bool = False
         if not quiet:
             print_note(f"note: IMAGES: left out {len(named)} file(s) named after an image with "
                        f"_labels (label images, e.g. {named[0].name})")
-    found = batch.collect_inputs([labels_spec], labels=True)
+    found = _collect(labels_spec, "LABELS")
     taken = {p.resolve() for p in images}
     same = [p for p in found if p.resolve() in taken]
     labels = [p for p in found if p.resolve() not in taken]

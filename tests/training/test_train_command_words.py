@@ -1,0 +1,59 @@
+"""What ``napari-sam train`` says when LABELS are missing, given twice, or not where it looks
+(helper walk-through of the data engine): each message names what is wrong and offers only
+what the command has."""
+
+from __future__ import annotations
+
+import pytest
+import tifffile
+
+from cli_runner import cli, error_line
+
+pytestmark = pytest.mark.usefixtures("offline_cli")
+
+
+def _stack(path):
+    from stacks import blob_stack
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, blob_stack(z=3), photometric="minisblack")
+    return path
+
+
+def test_missing_labels_say_they_are_missing_and_twice_says_twice(tmp_path, capsys):
+    """Both said "give the label files once", which fits only LABELS given twice."""
+    image = _stack(tmp_path / "d" / "top.tif")
+    rc, _, err = cli(["train", image, "-o", tmp_path / "m.pt"], capsys)
+    line = error_line(err)
+    assert rc == 2 and "no LABELS given: name the label files after IMAGES" in line, line
+    assert "once" not in line
+    rc, _, err = cli(["train", image, tmp_path / "d", "--labels", tmp_path / "d", "-o",
+                      tmp_path / "m.pt"], capsys)
+    line = error_line(err)
+    assert rc == 2 and f"LABELS given twice ({tmp_path / 'd'} and --labels" in line, line
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_labels_in_a_subfolder_name_the_folder_to_give_not_recursive(tmp_path, capsys):
+    """`train top.tif nest/` with the labels in nest/sub/ said "directory 'nest/' holds no
+    images ...; use --recursive to search subfolders": train has no --recursive, and they
+    are label files."""
+    image = _stack(tmp_path / "d" / "top.tif")
+    _stack(tmp_path / "nest" / "sub" / "top_labels.tif")
+    rc, _, err = cli(["train", image, tmp_path / "nest", "-o", tmp_path / "m.pt"], capsys)
+    line = error_line(err)
+    assert rc == 2 and "--recursive" not in line and " images" not in line, line
+    sub = tmp_path / "nest" / "sub"
+    assert (f"LABELS: the folder {tmp_path / 'nest'} holds no label files (.tif, " in line
+            and f"its subfolders hold 1 (e.g. {sub / 'top_labels.tif'}), which are not "
+            f"searched: give that folder ({sub}/) or a quoted glob" in line), line
+    # IMAGES, and a folder with nothing below it either
+    (tmp_path / "empty").mkdir()
+    rc, _, err = cli(["train", tmp_path / "nest", tmp_path / "empty", "-o",
+                      tmp_path / "m.pt"], capsys)
+    line = error_line(err)
+    assert rc == 2 and f"IMAGES: the folder {tmp_path / 'nest'} holds no images" in line, line
+    rc, _, err = cli(["train", image, tmp_path / "empty", "-o", tmp_path / "m.pt"], capsys)
+    line = error_line(err)
+    assert rc == 2 and line.endswith(f"LABELS: the folder {tmp_path / 'empty'} holds no label "
+                                     "files (.tif, .tiff, .btf, .npy, .zarr, .png, .jpg, .jpeg)")
