@@ -44,12 +44,12 @@ def test_label_order_refuses_names_that_match_only_in_part():
     with pytest.raises(TrainingDataError, match=r"only in part \(no label file is named after "
                        r"b\.tif; the label file mask\.tif is named after no image\)"):
         label_order(["a.tif", "b.tif"], ["a_labels.tif", "mask.tif"])
-    with pytest.raises(TrainingDataError, match=r"a_labels\.tif, a_old\.tif are all named after "
-                       r"a\.tif"):
+    with pytest.raises(TrainingDataError, match=r"2 label files are named after a\.tif: "
+                       r"a_labels\.tif, a_old\.tif"):
         label_order(["a.tif", "b.tif"], ["a_labels.tif", "a_old.tif"])
     # more label files of a name than images of it, the other name without any
-    with pytest.raises(TrainingDataError, match=r"cells_seg_1\.tif, y/cells_seg_2\.tif are all "
-                       r"named after x/cells\.tif"):
+    with pytest.raises(TrainingDataError, match=r"2 label files are named after x/cells\.tif: "
+                       r"y/cells_seg_1\.tif, y/cells_seg_2\.tif"):
         label_order(["x/cells.tif", "x/cells_2.tif"], ["y/cells_seg_1.tif", "y/cells_seg_2.tif"])
 
 

@@ -288,8 +288,6 @@ def collect_pairs(images_spec: str, labels_spec: str, *, quiet: bool = False
         Exit code 2: nothing but the images in LABELS, or not one label file per image (the
         files without a partner named), or label files named after the images only in part.
     """
-    from napari_sam.training.data import TrainingDataError, label_order, unpaired_files
-
     images = _collect(images_spec, "IMAGES")
     stems = {p: p.name.split(".")[0] for p in images}
     named = [p for p, st in stems.items()
@@ -313,24 +311,52 @@ def collect_pairs(images_spec: str, labels_spec: str, *, quiet: bool = False
     if same and not quiet:
         print_note(f"note: LABELS: left out {len(same)} file(s) IMAGES selected (e.g. "
                    f"{same[0]}); {len(labels)} label file(s) remain")
+    return _pair(images, labels, quiet=quiet)
+
+
+def _pair(images: list[Path], labels: list[Path], *, quiet: bool
+          ) -> tuple[list[Path], list[Path]]:
+    """``images`` and one label file each: session label TIFFs with the image their session
+    file names (:func:`napari_sam.training.label_files.choose_label_files`, which leaves out
+    those of an image with a label file named after it, and all but the newest session's),
+    the other files by name (:func:`napari_sam.training.data.label_order`) or in sorted
+    order; CLIError (exit code 2) where they do not match one to one."""
+    from napari_sam.training.data import TrainingDataError, label_order, unpaired_files
+    from napari_sam.training.label_files import choose_label_files
+
+    choice = choose_label_files(images, labels)
+    for line in choice.notes if not quiet else ():
+        print_note(f"note: {line}")
+    for line in choice.chosen:  # said even with -q: other labels than meant train wrong
+        print_note(f"note: {line}")
+    labels = choice.labels
+    fixed = {im: lab for lab, im in choice.images.items()}
+    rest_images = [p for p in images if p not in fixed]
+    rest_labels = [p for p in labels if p not in choice.images]
     if len(images) != len(labels):
+        advice = ("give a label file for every image, or leave the images without labels "
+                  "out of IMAGES" if len(images) > len(labels) else "give one label file per "
+                  "image: leave the others out of LABELS (give the label files by name or as "
+                  "a glob)")
         raise CLIError(
             f"{len(images)} image file(s) but {len(labels)} label file(s): "
-            f"{unpaired_files([str(p) for p in images], [str(p) for p in labels])}; IMAGES and "
-            "LABELS are paired by name (or in sorted order where the names tell nothing) and "
-            "must match one to one: give a label file for every image, or leave the images "
-            "without labels out of IMAGES", 2)
+            f"{unpaired_files([str(p) for p in rest_images], [str(p) for p in rest_labels])}"
+            "; IMAGES and LABELS are paired by name (or in sorted order where the names tell "
+            f"nothing) and must match one to one: {advice}", 2)
     try:
-        order = label_order([str(p) for p in images], [str(p) for p in labels])
+        order = label_order([str(p) for p in rest_images], [str(p) for p in rest_labels])
     except TrainingDataError as exc:
         raise CLIError(str(exc), 2) from None
-    if order is None and len(images) > 1:  # said even with -q: a wrong pairing trains wrong
-        shown = ", ".join(f"{i.name} + {lab.name}" for i, lab in zip(images[:4], labels[:4]))
-        more = f" and {len(images) - 4} more" if len(images) > 4 else ""
+    if order is None and len(rest_images) > 1:  # said even with -q: a wrong pairing trains wrong
+        shown = ", ".join(f"{i.name} + {lab.name}"
+                          for i, lab in zip(rest_images[:4], rest_labels[:4]))
+        more = f" and {len(rest_images) - 4} more" if len(rest_images) > 4 else ""
         print_note(f"note: no label file is named after an image, so they are paired in sorted "
                    f"order: {shown}{more}; name each label file after its image (img.tif + "
                    "img_labels.tif, or ground_truth/img.tif) if that is not right")
-    return images, labels if order is None else [labels[i] for i in order]
+    paired = dict(zip(rest_images, rest_labels if order is None
+                      else [rest_labels[i] for i in order]))
+    return images, [fixed.get(im) or paired[im] for im in images]
 
 
 def check_output(out: Path, *, overwrite: bool, resume: bool) -> None:

@@ -34,7 +34,7 @@ from napari_sam.preprocess import (
 
 __all__ = ["GRAIN_PIXELS", "MIN_OBJECT_PIXELS", "SPECKLE_PIXELS", "SPLIT_PIECES_PER_ID",
            "TrainItem", "ImagePair", "TrainingDataError", "label_order", "label_pieces",
-           "load_pairs", "make_items", "prepare_item", "split_items", "unpaired_files"]
+           "load_pairs", "named_after", "make_items", "prepare_item", "split_items", "unpaired_files"]
 
 _ARRAY_SUFFIXES = (".npy",)
 
@@ -335,6 +335,14 @@ def _owner(label: str, stems: set[str]) -> str | None:
         own.startswith(st) and own[len(st)] in "._- ")), key=len, default=None)
 
 
+def named_after(label: str, images: Sequence[str]) -> str | None:
+    """The name (without suffix) of the image that the file ``label`` is named after, as
+    :func:`unpaired_files` pairs them: the longest image name that ``label``'s name is, or
+    begins with followed by ``.``, ``_``, ``-`` or a space; None when there is none (an
+    image's own name gives that image's)."""
+    return _owner(label, {_stem(im) for im in images})
+
+
 def label_order(images: Sequence[str], labels: Sequence[str]) -> list[int] | None:
     """For each image, the index of the label file named after it (as :func:`unpaired_files`).
 
@@ -375,13 +383,9 @@ def label_order(images: Sequence[str], labels: Sequence[str]) -> list[int] | Non
             for i, j in zip(named[st], mine[st]):
                 order[i] = j
         return order
-    extra = "".join(
-        f"; {_some([labels[j] for j in mine[st]])} are all named after "
-        f"{_some([images[i] for i in named[st]])}" for st in named
-        if len(mine[st]) > len(named[st]))
     raise TrainingDataError(
         f"the label files are named after the images only in part ({unpaired_files(images, labels)}"
-        f"{extra}); image and label files are paired by name (img.tif with img_labels.tif or "
+        "); image and label files are paired by name (img.tif with img_labels.tif or "
         "ground_truth/img.tif): name each label file after its image, or give them so that "
         "no label file is named after any image to pair them in sorted order")
 
@@ -402,17 +406,21 @@ def unpaired_files(images: Sequence[str], labels: Sequence[str]) -> str:
     Returns
     -------
     str
-        E.g. "no label file is named after engine/c.tif", "the label file x.tif is named
-        after no image", both joined by "; ", or, when no label file is named after any
-        image (the names tell nothing), both lists: "IMAGES: a.tif, b.tif; LABELS: x.tif".
+        E.g. "2 label files are named after a.tif: a_labels.tif, gt/a.tif", "no label file
+        is named after engine/c.tif", "the label file x.tif is named after no image", joined
+        by "; ", or, when no label file is named after any image (the names tell nothing),
+        both lists: "IMAGES: a.tif, b.tif; LABELS: x.tif".
     """
     stems = {_stem(im) for im in images}
     owners = [_owner(lab, stems) for lab in labels]
-    if all(o is None for o in owners):
+    if labels and all(o is None for o in owners):
         return f"IMAGES: {_some(images)}; LABELS: {_some(labels)}"
     lonely = [im for im in images if _stem(im) not in owners]
     stray = [lab for lab, o in zip(labels, owners) if o is None]
-    parts = []
+    parts = [f"{len(mine)} label files are named after {_some(named)}: {_some(mine)}"
+             for st in sorted(stems)
+             if len(mine := [lab for lab, o in zip(labels, owners) if o == st])
+             > len(named := [im for im in images if _stem(im) == st])]
     if lonely:
         parts.append(f"no label file is named after {_some(lonely)}")
     if stray:

@@ -1,0 +1,169 @@
+"""Which label files of a folder to train each image on (``napari-sam train d/ d/``).
+
+Annotating ``d/img.tif`` in the GUI leaves several label files of that one image beside it:
+the autosaved session's label TIFF (``img.tif.sam-session.labels-<hash>.tif``), those of a
+session saved under another name (*Save session...*: ``my_session.labels-<hash>.tif``), of
+earlier sessions kept aside, and the labels saved by hand (``img_labels.tif``). A session's
+label TIFF belongs to the image its session file names (:func:`session_image`), whatever its
+own name; :func:`choose_label_files` keeps one label file per image: the one named after it
+(``img_labels.tif``, ``ground_truth/img.tif``) over the sessions', else the newest session's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from napari_sam.training.data import named_after
+
+__all__ = ["LabelChoice", "choose_label_files", "session_image"]
+
+#: ``<session>.labels-<hash>.tif`` / ``<session>.base-<hash>.tif``: a session's label TIFFs.
+_SESSION_TIFF = re.compile(r"(?P<session>.+)\.(?P<what>labels|base)-[0-9a-f]{12}\.tif")
+
+
+@dataclass
+class LabelChoice:
+    """The label files :func:`choose_label_files` kept.
+
+    Attributes
+    ----------
+    labels : list of Path
+        The label files to train on, in the order given, without those left out.
+    images : dict of Path to Path
+        For each kept session label TIFF, the image its session file names (pair it with
+        that image, whatever its name).
+    notes : list of str
+        What was left out and why, one line each.
+    chosen : list of str
+        Choices between session label TIFFs that differ, to say even with ``-q`` (training
+        on other labels than the user meant trains wrong).
+    """
+
+    labels: list[Path]
+    images: dict[Path, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    chosen: list[str] = field(default_factory=list)
+
+
+def _session_record(label: Path) -> tuple[dict, dict] | None:
+    """(session file contents, its ``labels`` or ``base`` entry) of the session whose label
+    TIFF ``label`` is (:func:`napari_sam.batch.inputs.is_session_labels`), or None."""
+    from napari_sam.batch.inputs import is_session_labels
+
+    m = _SESSION_TIFF.fullmatch(label.name)
+    if m is None or not is_session_labels(label):
+        return None
+    try:
+        record = json.loads(label.with_name(m["session"] + ".json").read_text("utf-8-sig"))
+    except (OSError, ValueError):
+        return None
+    return record, record.get(m["what"]) or {}
+
+
+def session_image(label: os.PathLike | str, images: Sequence[os.PathLike | str]
+                  ) -> Path | None:
+    """The image among ``images`` whose annotation session wrote the label TIFF ``label``.
+
+    Parameters
+    ----------
+    label : path
+        A session's label TIFF (``<name>.labels-<hash>.tif`` or ``<name>.base-<hash>.tif``
+        beside the session file ``<name>.json`` that names it).
+    images : sequence of paths
+        The images to look among.
+
+    Returns
+    -------
+    Path or None
+        The image the session file names (``image.path``), or, when that path is not among
+        ``images`` (the folder was moved or copied), the image of that file name beside the
+        session file; None when ``label`` is no session's label TIFF or its image is not
+        among ``images``.
+    """
+    found = _session_record(Path(label))
+    recorded = ((found[0].get("image") or {}).get("path") if found else None)
+    if not isinstance(recorded, str) or not recorded:
+        return None
+    images = [Path(p) for p in images]
+    real = {os.path.realpath(p): p for p in images}
+    if os.path.realpath(recorded) in real:
+        return real[os.path.realpath(recorded)]
+    here = os.path.realpath(Path(label).parent / Path(recorded).name)
+    return real.get(here)
+
+
+def _saved(label: Path) -> tuple[str, float]:
+    """When the session of ``label`` was saved (its ``saved`` stamp, then the file's time)."""
+    found = _session_record(label)
+    stamp = found[0].get("saved") if found else None
+    return (stamp if isinstance(stamp, str) else "", label.stat().st_mtime)
+
+
+def _content(label: Path) -> str | None:
+    """The content hash the session file records for ``label``."""
+    found = _session_record(label)
+    digest = found[1].get("hash") if found else None
+    return digest if isinstance(digest, str) else None
+
+
+def choose_label_files(images: Sequence[Path], labels: Sequence[Path]) -> LabelChoice:
+    """One label file per image where an image has several beside it.
+
+    A session's label TIFF belongs to the image its session file names
+    (:func:`session_image`). It is left out when a label file named after that image
+    (:func:`napari_sam.training.data.named_after`: ``img_labels.tif``,
+    ``ground_truth/img.tif``) is among ``labels``: labels saved by hand are the ones meant
+    for training. Of several session label TIFFs of one image (autosave, *Save session...*,
+    sessions kept aside) the newest session's is kept (all hold the same labels when their
+    recorded content hashes agree).
+
+    Parameters
+    ----------
+    images, labels : sequence of Path
+        The images and the label files found for them.
+
+    Returns
+    -------
+    LabelChoice
+    """
+    names = [str(p) for p in images]
+    own = {p: session_image(p, images) for p in labels}
+    owned = {p: im for p, im in own.items() if im is not None}
+    by_hand = [named_after(str(p), names) for p in labels if p not in owned]
+    choice = LabelChoice(labels=list(labels))
+    for image in images:
+        mine = [p for p in labels if owned.get(p) == image]
+        if not mine:
+            continue
+        stem = named_after(str(image), names)
+        same_name = sum(str(named_after(str(im), names)) == str(stem) for im in images)
+        if by_hand.count(stem) >= same_name:
+            explicit = [p for p in labels if p not in owned and named_after(str(p), names)
+                        == stem]
+            choice.notes.append(
+                f"LABELS: left out {', '.join(map(str, mine))} (the labels of an annotation "
+                f"session of {image}): {explicit[0] if explicit else 'a file'} is named after "
+                "it and is trained on; give the label files by name to train on another")
+            choice.labels = [p for p in choice.labels if p not in mine]
+            continue
+        keep = max(mine, key=_saved)
+        choice.images[keep] = image
+        if len(mine) > 1:
+            others = [p for p in mine if p != keep]
+            same = len({_content(p) for p in mine} - {None}) == 1 and None not in {
+                _content(p) for p in mine}
+            line = (f"LABELS: {image} has {len(mine)} session label files; trained on "
+                    f"{keep} (the newest session's, saved {_saved(keep)[0] or '?'}), left "
+                    f"out {', '.join(map(str, others))}")
+            if same:
+                choice.notes.append(line + " (the same labels)")
+            else:
+                choice.chosen.append(line + ", which hold other labels: give the label file "
+                                     "by name (LABELS) to train on another")
+        choice.labels = [p for p in choice.labels if p not in mine or p == keep]
+    return choice
