@@ -57,3 +57,24 @@ def test_labels_in_a_subfolder_name_the_folder_to_give_not_recursive(tmp_path, c
     line = error_line(err)
     assert rc == 2 and line.endswith(f"LABELS: the folder {tmp_path / 'empty'} holds no label "
                                      "files (.tif, .tiff, .btf, .npy, .zarr, .png, .jpg, .jpeg)")
+
+
+def test_a_resume_says_it_continues_only_when_it_does(tmp_path, samples, tiny_model, capsys):
+    """`train --resume` printed "continuing the run saved in ..." before refusing another
+    --epochs than saved, and before finding the schedule complete; the complete schedule now
+    also says how to train longer (from the finished model)."""
+    from cli_runner import tiny_train_argv
+
+    out = tmp_path / "m.pt"
+    argv = [a for a in tiny_train_argv(samples, samples / "ground_truth", out, tiny_model)
+            if a != "-q"] + ["--resume", "--val-fraction", "0.34"]
+    rc, _, err = cli(argv, capsys)
+    assert rc == 0 and out.is_file() and "continuing the run" not in err, err
+    rc, stdout, err = cli(argv, capsys)  # the schedule is complete
+    assert rc == 0 and "continuing the run" not in err, err
+    assert ("nothing was trained or written. To train longer, start from the finished model: "
+            f"napari-sam train {samples} {samples / 'ground_truth'} --model {out} -o "
+            f"{tmp_path / 'm_more.pt'} --epochs N") in stdout, stdout
+    rc, _, err = cli([*argv, "--epochs", "2"], capsys)  # another schedule: refused
+    assert rc == 2 and "epochs (saved 1, given 2)" in error_line(err)
+    assert "continuing the run" not in err, err

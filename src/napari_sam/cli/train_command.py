@@ -140,14 +140,11 @@ def cmd_train(args) -> int:
 
     if not args.quiet:
         print_note(f"training on {len(images)} image file(s) from {model!r} -> {out}")
-        if args.resume and training_state_path(out).exists():
-            print_note(f"continuing the run saved in {training_state_path(out)} (its progress "
-                       "bar starts where it stopped)")
     t0 = time.perf_counter()
     with signals_received() as signals:
         result = _train(train, args, images, labels, model, out)
     if result.already_complete:
-        return _already_complete(out, len(result.history))
+        return _already_complete(args, out, len(result.history))
     if args.resume and not result.complete and not result.epochs_done_now:
         message = _piece_message(result, out, args.epochs, time.perf_counter() - t0)
     else:
@@ -412,6 +409,9 @@ def _train(train, args, images, labels, model: str, out: Path):
             progress=not args.quiet, resume=args.resume, max_steps=args.max_steps,
             time_limit=None if args.minutes is None else 60 * args.minutes,
             on_note=lambda note: print_note(f"note: {note}"), overwrite=args.overwrite,
+            on_resume=None if args.quiet else lambda state: print_note(
+                f"continuing the run saved in {state} (its progress bar starts where it "
+                "stopped)"),
         )
     except (ScheduleMismatchError, TrainingDataError) as exc:
         # another command than the one that wrote the state; images or labels that cannot
@@ -530,11 +530,19 @@ def _piece_message(result, out: Path, epochs: int, seconds: float) -> str:
     return msg
 
 
-def _already_complete(out: Path, epochs: int) -> int:
-    """Say that a resumed schedule had nothing left to do (exit code 0)."""
+def _already_complete(args, out: Path, epochs: int) -> int:
+    """Say that a resumed schedule had nothing left to do, and how to train longer from the
+    finished model (exit code 0)."""
+    import shlex
+
     from napari_sam.training.checkpoint import training_state_path
 
     state = training_state_path(out)
+    longer = out.with_stem(out.stem + "_more")
+    labels = args.labels if args.labels is not None else args.labels_opt
+    command = shlex.join(["napari-sam", "train", str(args.images), str(labels), "--model",
+                          str(out), "-o", str(longer), "--epochs", "N"])
     print(f"the schedule in {state} is already complete ({epochs} epoch(s)); nothing was "
-          f"trained or written (delete {state} to train again)")
+          f"trained or written. To train longer, start from the finished model: {command}; "
+          f"to train it again from the start, run without --resume and with --overwrite")
     return 0

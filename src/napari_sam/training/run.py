@@ -201,6 +201,7 @@ def train(
     max_steps: int | None = None,
     time_limit: float | None = None,
     on_note: Callable[[str], None] | None = None,
+    on_resume: Callable[[Path], None] | None = None,
     overwrite: bool = False,
 ) -> TrainResult:
     """Train or finetune a SAM-family model on images with instance labels.
@@ -261,6 +262,11 @@ def train(
         Receives what the user should know about the data before training starts (an image
         left out because none of its objects is large enough at the model input; validation
         on the training data when only one item is usable). Default: a logging warning.
+    on_resume : callable(Path), optional
+        With ``resume``: called with the training state's path when this call continues the
+        run saved there (its schedule and data match and epochs are left), before the first
+        step; not when there is no state, when it is refused (:class:`ScheduleMismatchError`)
+        or when its schedule is already complete.
     overwrite : bool
         Replace an existing ``out`` and a ``<out stem>.json`` beside it that no training run
         wrote (default: a FileExistsError before any work). Without ``resume`` this starts a
@@ -321,13 +327,13 @@ def train(
         training_state_path(out).unlink(missing_ok=True)
     state_path = training_state_path(out) if resume else None
     state = load_training_state(state_path) if state_path and state_path.is_file() else None
-    model_key = str(Path(base).resolve()) if os.path.isfile(base) else base
+    extra = {"model": str(Path(base).resolve()) if os.path.isfile(base) else base,
+             "seed": int(seed)}
     return run_training(
         trainer, train_items, val_items, epochs=epochs, steps_per_epoch=spe, out=out,
         meta=meta_base, max_val_objects=max_val_objects, progress=progress, save=save,
         callback=callback, time_limit=time_limit, state_path=state_path, resume_state=state,
-        max_steps=max_steps, schedule_extra={"model": model_key, "seed": int(seed)},
-    )
+        max_steps=max_steps, schedule_extra=extra, on_resume=on_resume)
 
 
 def data_notes(pairs, items, val_items, img_size: int) -> list[str]:
@@ -696,6 +702,7 @@ def run_training(
     resume_state: dict[str, Any] | None = None,
     max_steps: int | None = None,
     schedule_extra: dict[str, Any] | None = None,
+    on_resume: Callable[[Path], None] | None = None,
 ) -> TrainResult:
     """The epoch loop shared by :func:`train` and scripts.
 
@@ -709,7 +716,8 @@ def run_training(
     does SIGTERM. ``resume_state`` (from
     :func:`~napari_sam.training.checkpoint.load_training_state`) continues such a run; one
     written for another schedule or other data raises :class:`ScheduleMismatchError`;
-    ``schedule_extra`` (JSON-ready) is compared with the rest of the schedule.
+    ``schedule_extra`` (JSON-ready) is compared with the rest of the schedule; ``on_resume``
+    is called with ``state_path`` once such a run is continued (not when it is complete).
     """
     from tqdm.auto import tqdm
 
@@ -717,12 +725,11 @@ def run_training(
     schedule = (_schedule(trainer, train_items, val_items, epochs, steps_per_epoch,
                           schedule_extra) if resumable or resume_state is not None else None)
     loop = _resumed_loop(trainer, resume_state, schedule, state_path)
-    epochs_before = len(loop.history)
+    epochs_before, out = len(loop.history), Path(out) if out is not None else None
     already_complete = resume_state is not None and loop.epoch > epochs
-    out = Path(out) if out is not None else None
-    interrupted = False
-    t_start = time.perf_counter()
-    first_step = trainer.step_count
+    if resume_state is not None and not already_complete and on_resume:  # it continues
+        on_resume(Path(state_path))
+    interrupted, t_start, first_step = False, time.perf_counter(), trainer.step_count
     old_handlers = _install_signals(loop, resumable)
 
     def stop_check():
