@@ -159,3 +159,30 @@ def _clicked_demo():
     s.add_point(0, 64, 64)
     s.update_preview()
     return s, image, demo
+
+
+def test_the_ready_line_names_the_checkpoint_and_keeps_its_changed_on_disk_notice(tmp_path):
+    """After picking a checkpoint file the preload's lines ("Computing SAM embeddings ...",
+    "Embeddings ready", "Click on an object ...") replaced "Model /path/my_model.pt" and the
+    notice that the file changed on disk (helper walk-through of the data engine): nothing
+    named the model in use, and the promised notice was gone. Now the ready line says both,
+    as the demo model's says "[demo model]"."""
+    from napari_sam import synthetic
+
+    ckpt = tmp_path / "my_model.pt"
+    _write(ckpt, 1.0, 1_000_000_000_000_000_000)
+    image = synthetic.nuclei_2d((128, 128), seed=5, radius=(6, 10), n_objects=12).image
+    s = AnnotationSession()
+    s.set_image(image, name="nuclei")
+    s.set_model(file_choice(ckpt))
+    s.preload()  # what the dock runs after a pick
+    assert s.status.startswith("Click on an object in 'nuclei'"), s.status
+    assert s.status.endswith("[model my_model.pt]"), s.status
+    assert "changed on disk" not in s.status
+    _write(ckpt, -1.0, 2_000_000_000_000_000_000)  # retrained into the same path
+    s.set_model(file_choice(ckpt))
+    s.preload()
+    assert s.status.startswith(f"The checkpoint {ckpt} changed on disk since it was loaded "
+                               "(written again?): its new weights are used, and the image is "
+                               "embedded again. Click on an object in 'nuclei'"), s.status
+    assert s.status.endswith("[model my_model.pt]"), s.status

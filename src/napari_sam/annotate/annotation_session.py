@@ -41,6 +41,7 @@ from .failed_loads import FailedLoads
 from .image_source import ImageSource, make_source
 from .jobs import Phase, embed_job, run_to_end, tiled_embed_job
 from .model_choice import DEMO_NOTICE, ModelCache, ModelChoice, choice_identity, precision_key
+from .model_notes import ModelNotes
 from .prompt_groups import POINT_OBJECT, all_labelled, positives
 from .prompt_shelf import PromptShelf
 from .session_log import SessionLog
@@ -60,7 +61,7 @@ ALREADY_LABELLED = 0.8
 
 
 class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, StaleJobs,
-                        FailedLoads):
+                        FailedLoads, ModelNotes):
     """State and actions of one annotation session (docs/gui.md has the user's view).
 
     Propagation and segment-everything come from
@@ -343,9 +344,7 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
         dropped = self._lookup()
         if (choice is not None and before is not None and before.key == choice.key
                 and choice.is_file and loaded is not None and self.predictor is None):
-            self.after_setting(dropped, f"The checkpoint {choice.key} changed on disk since it "
-                               "was loaded (written again?): it is loaded again, and the "
-                               "image embedded again, at the next click.")
+            self.after_setting(dropped, self.checkpoint_changed(choice.key))
             return
         if choice is None or before is None or before.key == choice.key:
             return  # the first choice (the widget opening) keeps the first status
@@ -484,7 +483,8 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
         tiles = getattr(self.emb, "tiling", None)
         note = "" if tiles is None else (f" Embedded in tiles: {describe_tiling(tiles)}; "
                                          "untick 'Tile large images' to embed it whole.")
-        self._say(f"{lead} {self.next_step()}{note}".lstrip())
+        lead, model = self.ready_words(lead)  # a checkpoint file named, its news kept
+        self._say(f"{lead} {self.next_step()}{note}{model}".lstrip())
 
     def tiling_note(self, emb=None) -> str:
         """", tiled: ..." saying how the embeddings ``emb`` (default the current ones) tile
