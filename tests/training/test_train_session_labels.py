@@ -66,6 +66,7 @@ def test_labels_saved_by_hand_are_preferred_over_the_session_label_tiffs(annotat
 
 
 def test_without_labels_saved_by_hand_the_newest_session_is_trained_on(annotated, capsys):
+    from napari_sam import session as S
     from napari_sam.cli.train_command import collect_pairs
 
     (annotated / "blobs_labels.tif").unlink()
@@ -73,19 +74,19 @@ def test_without_labels_saved_by_hand_the_newest_session_is_trained_on(annotated
     # the same labels in both sessions: one of them, said as a plain note
     assert _names(images) == ["blobs.tif"] and len(labels) == 1
     assert labels[0].name.endswith(".tif") and ".labels-" in labels[0].name
-    assert "has 2 session label files" in capsys.readouterr().err
+    assert "has 2 label files; trained on" in capsys.readouterr().err
     # other labels in the saved session, written later: that one, said even with -q
     json_path = annotated / "my_session.json"
     _session(annotated / "blobs.tif", json_path, _labels((7, 8)))
     now = json.loads(json_path.read_text())
-    now["saved"] = "2999-01-01T00:00:00+00:00"  # later than the autosave, whatever the clock
-    json_path.write_text(json.dumps(now))
+    later = os.stat(S.session_file_for(annotated / "blobs.tif")).st_mtime + 10
+    os.utime(json_path, (later, later))  # saved after the autosave, whatever the clock says
     images, labels = collect_pairs(str(annotated), str(annotated), quiet=True)
     assert _names(labels) == [now["labels"]["path"]]
     assert tifffile.imread(labels[0]).max() == 8
     err = capsys.readouterr().err
-    assert f"trained on {labels[0]} (the newest session's" in err and (
-        "which hold other labels") in err, err
+    assert f"trained on {labels[0]} (the newest)" in err and (
+        "which may hold other labels") in err, err
 
 
 def test_a_session_saved_under_another_name_pairs_with_the_image_it_names(annotated, tmp_path,
@@ -137,3 +138,30 @@ def test_two_label_files_named_after_one_image_are_named_with_the_fix(annotated,
                         f"{gt / 'blobs_labels.tif'}") in line, line
     assert "give one label file per image: leave the others out of LABELS" in line
     assert "give a label file for every image" not in line
+
+
+def test_an_unedited_auto_output_and_a_newer_session_train_on_the_session(annotated, capsys):
+    """`auto d/ -o d/` wrote blobs_labels.tif (with its napari-sam sidecar), then the image
+    was annotated in the GUI: the session's labels are the newer work; an output edited by
+    hand (saved over) counts as labels saved by hand and wins."""
+    from napari_sam import io as nio
+    from napari_sam import session as S
+    from napari_sam.cli.train_command import collect_pairs
+
+    out = annotated / "blobs_labels.tif"
+    (annotated / "my_session.json").unlink()
+    for tif in annotated.glob("my_session.labels-*.tif"):
+        tif.unlink()
+    nio.write_labels(out, _labels((5, 6)), axes="ZYX", overwrite=True)
+    nio.write_output_metadata(out, model="demo", version="0", parameters=None, objects=[],
+                              input_path=annotated / "blobs.tif")
+    assert not nio.output_edited(out)
+    later = out.stat().st_mtime + 10
+    os.utime(S.session_file_for(annotated / "blobs.tif"), (later, later))
+    _, labels = collect_pairs(str(annotated), str(annotated), quiet=True)
+    assert labels[0].name.startswith("blobs.tif.sam-session.labels-"), labels
+    assert f"left out {out}, which may hold other labels" in capsys.readouterr().err
+    tifffile.imwrite(out, _labels((5, 9)), photometric="minisblack")  # corrected by hand
+    assert nio.output_edited(out)
+    _, labels = collect_pairs(str(annotated), str(annotated), quiet=True)
+    assert labels == [out]

@@ -6,7 +6,8 @@ session saved under another name (*Save session...*: ``my_session.labels-<hash>.
 earlier sessions kept aside, and the labels saved by hand (``img_labels.tif``). A session's
 label TIFF belongs to the image its session file names (:func:`session_image`), whatever its
 own name; :func:`choose_label_files` keeps one label file per image: the one named after it
-(``img_labels.tif``, ``ground_truth/img.tif``) over the sessions', else the newest session's.
+(``img_labels.tif``, ``ground_truth/img.tif``) over the sessions', else the newest of the
+sessions' and of the unedited label images ``auto`` or ``segment`` wrote for it.
 """
 
 from __future__ import annotations
@@ -97,11 +98,13 @@ def session_image(label: os.PathLike | str, images: Sequence[os.PathLike | str]
     return real.get(here)
 
 
-def _saved(label: Path) -> tuple[str, float]:
-    """When the session of ``label`` was saved (its ``saved`` stamp, then the file's time)."""
-    found = _session_record(label)
-    stamp = found[0].get("saved") if found else None
-    return (stamp if isinstance(stamp, str) else "", label.stat().st_mtime)
+def _written(label: Path) -> float:
+    """When ``label`` was written: a session label TIFF's session file's time (the TIFF,
+    named by its content, is not written again when a later save holds the same labels),
+    another file's own time."""
+    m = _SESSION_TIFF.fullmatch(label.name)
+    json_path = label.with_name(m["session"] + ".json") if m else label
+    return (json_path if json_path.is_file() else label).stat().st_mtime
 
 
 def _content(label: Path) -> str | None:
@@ -111,16 +114,26 @@ def _content(label: Path) -> str | None:
     return digest if isinstance(digest, str) else None
 
 
+def _ours(label: Path) -> bool:
+    """Whether ``label`` is a label image napari-sam wrote (``auto``, ``segment``: it has a
+    napari-sam sidecar) and that was not edited since."""
+    from napari_sam import io as nio
+
+    return nio.read_output_metadata(label) is not None and not nio.output_edited(label)
+
+
 def choose_label_files(images: Sequence[Path], labels: Sequence[Path]) -> LabelChoice:
     """One label file per image where an image has several beside it.
 
     A session's label TIFF belongs to the image its session file names
-    (:func:`session_image`). It is left out when a label file named after that image
+    (:func:`session_image`). Labels saved by hand win: the session label TIFFs of an image
+    are left out when a label file named after it
     (:func:`napari_sam.training.data.named_after`: ``img_labels.tif``,
-    ``ground_truth/img.tif``) is among ``labels``: labels saved by hand are the ones meant
-    for training. Of several session label TIFFs of one image (autosave, *Save session...*,
-    sessions kept aside) the newest session's is kept (all hold the same labels when their
-    recorded content hashes agree).
+    ``ground_truth/img.tif``) is among ``labels`` and is no label image napari-sam wrote
+    (``auto``, ``segment``) unedited since. Otherwise, of an image's session label TIFFs
+    (autosave, *Save session...*, sessions kept aside) and the unedited outputs of
+    ``auto``/``segment`` named after it, the newest is kept (a session's by its session
+    file's time).
 
     Parameters
     ----------
@@ -132,38 +145,36 @@ def choose_label_files(images: Sequence[Path], labels: Sequence[Path]) -> LabelC
     LabelChoice
     """
     names = [str(p) for p in images]
-    own = {p: session_image(p, images) for p in labels}
-    owned = {p: im for p, im in own.items() if im is not None}
-    by_hand = [named_after(str(p), names) for p in labels if p not in owned]
+    owned = {p: im for p in labels if (im := session_image(p, images)) is not None}
     choice = LabelChoice(labels=list(labels))
     for image in images:
         mine = [p for p in labels if owned.get(p) == image]
         if not mine:
             continue
         stem = named_after(str(image), names)
-        same_name = sum(str(named_after(str(im), names)) == str(stem) for im in images)
-        if by_hand.count(stem) >= same_name:
-            explicit = [p for p in labels if p not in owned and named_after(str(p), names)
-                        == stem]
+        explicit = [p for p in labels if p not in owned and named_after(str(p), names) == stem]
+        ours = [p for p in explicit if _ours(p)]
+        if len(explicit) - len(ours) >= sum(named_after(str(im), names) == stem
+                                            for im in images):
             choice.notes.append(
                 f"LABELS: left out {', '.join(map(str, mine))} (the labels of an annotation "
-                f"session of {image}): {explicit[0] if explicit else 'a file'} is named after "
-                "it and is trained on; give the label files by name to train on another")
+                f"session of {image}): {explicit[0]} is named after it and is trained on; "
+                "give the label files by name to train on another")
             choice.labels = [p for p in choice.labels if p not in mine]
             continue
-        keep = max(mine, key=_saved)
-        choice.images[keep] = image
-        if len(mine) > 1:
-            others = [p for p in mine if p != keep]
-            same = len({_content(p) for p in mine} - {None}) == 1 and None not in {
+        kept = max(mine + ours, key=_written)
+        left = [p for p in mine + ours if p != kept]
+        if kept in owned:
+            choice.images[kept] = image
+        if left:
+            same = not ours and len({_content(p) for p in mine} - {None}) == 1 and None not in {
                 _content(p) for p in mine}
-            line = (f"LABELS: {image} has {len(mine)} session label files; trained on "
-                    f"{keep} (the newest session's, saved {_saved(keep)[0] or '?'}), left "
-                    f"out {', '.join(map(str, others))}")
+            line = (f"LABELS: {image} has {len(mine + ours)} label files; trained on {kept} "
+                    f"(the newest), left out {', '.join(map(str, left))}")
             if same:
                 choice.notes.append(line + " (the same labels)")
             else:
-                choice.chosen.append(line + ", which hold other labels: give the label file "
-                                     "by name (LABELS) to train on another")
-        choice.labels = [p for p in choice.labels if p not in mine or p == keep]
+                choice.chosen.append(line + ", which may hold other labels: give the label "
+                                     "file by name (LABELS) to train on another")
+        choice.labels = [p for p in choice.labels if p not in left]
     return choice
