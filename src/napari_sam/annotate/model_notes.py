@@ -19,8 +19,18 @@ class ModelNotes:
     _reloaded_note: tuple[str, str] | None = None
 
     def checkpoint_changed(self, key: str) -> str:
-        """The status line when the checkpoint ``key``, picked again, changed on disk since
-        it was loaded; the ready line after its preload says it again."""
+        """The status line when a checkpoint, picked again, changed on disk since it was
+        loaded; the ready line after its preload says it again (:meth:`ready_words`).
+
+        Parameters
+        ----------
+        key : str
+            The checkpoint's path (its model choice's key).
+
+        Returns
+        -------
+        str
+        """
         self._reloaded_note = (key, f"The checkpoint {key} changed on disk since it was "
                                "loaded (written again?): its new weights are used, and the "
                                "image is embedded again.")
@@ -28,10 +38,22 @@ class ModelNotes:
                 "it is loaded again, and the image embedded again, at the next click.")
 
     def ready_words(self, lead: str) -> tuple[str, str]:
-        """(``lead`` with the changed-on-disk notice of the model in use, if any, in front;
-        " [model NAME]" naming a checkpoint file in use, else "": a registry model, or the
-        bundled demo model's file, which the status line calls "[demo model]") for the ready
-        line."""
+        """The model's words in the ready line; the changed-on-disk notice is said once.
+
+        Parameters
+        ----------
+        lead : str
+            The line the ready line starts with (e.g. why the job before it stopped).
+
+        Returns
+        -------
+        lead : str
+            ``lead`` with the changed-on-disk notice of the checkpoint in use in front, if
+            there is one.
+        tag : str
+            " [model NAME]" naming a checkpoint file in use, else "" (a registry model, or
+            the bundled demo model's file, which the status line calls "[demo model]").
+        """
         choice = getattr(self, "model_choice", None)
         note, self._reloaded_note = self._reloaded_note, None
         if choice is None or not choice.is_file:

@@ -336,10 +336,22 @@ def _owner(label: str, stems: set[str]) -> str | None:
 
 
 def named_after(label: str, images: Sequence[str]) -> str | None:
-    """The name (without suffix) of the image that the file ``label`` is named after, as
-    :func:`unpaired_files` pairs them: the longest image name that ``label``'s name is, or
-    begins with followed by ``.``, ``_``, ``-`` or a space; None when there is none (an
-    image's own name gives that image's)."""
+    """The name of the image that the file ``label`` is named after, as
+    :func:`unpaired_files` pairs them.
+
+    Parameters
+    ----------
+    label : str
+        A file name (an image's own name gives that image's).
+    images : sequence of str
+        The image file names.
+
+    Returns
+    -------
+    str or None
+        The longest image name without its suffix that ``label``'s name (without suffix) is,
+        or begins with followed by ``.``, ``_``, ``-`` or a space; None when there is none.
+    """
     return _owner(label, {_stem(im) for im in images})
 
 
