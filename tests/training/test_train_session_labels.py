@@ -1,7 +1,7 @@
 """``napari-sam train d/ d/`` after annotating ``d/img.tif`` in the GUI (docs/gui.md, "Train
 on what you annotated"): the folder holds the image's labels several times over (the
 autosaved session's label TIFF, a session saved under another name, ``img_labels.tif`` saved
-by hand). The documented command stopped with "1 image file(s) but 2 label file(s) ... give a
+by hand). The documented command stopped with "1 image file but 2 label files ... give a
 label file for every image" (helper walk-through of the data engine); now each image is
 trained on one label file: the one named after it over the sessions', else the newest
 session's, a session's label TIFF paired with the image its session file names."""
@@ -63,6 +63,27 @@ def test_labels_saved_by_hand_are_preferred_over_the_session_label_tiffs(annotat
     err = capsys.readouterr().err
     assert "(the labels of an annotation session of " in err and (
         "blobs_labels.tif is named after it and is trained on") in err, err
+
+
+def test_a_session_newer_than_the_labels_saved_by_hand_is_said_even_quiet(annotated, capsys):
+    """Labels saved by hand win, but a session saved after them (annotated on after
+    saving: it may hold more) was left out with a note that ``-q`` hid: training on the
+    older labels without a word. Now that line is said with ``-q`` too, naming the newer
+    session and how to train on it."""
+    from napari_sam import session as S
+    from napari_sam.cli.train_command import collect_pairs
+
+    hand = annotated / "blobs_labels.tif"
+    day_ago = hand.stat().st_mtime - 86400
+    os.utime(hand, (day_ago, day_ago))
+    os.utime(annotated / "my_session.json", (day_ago, day_ago))
+    _session(annotated / "blobs.tif", S.session_file_for(annotated / "blobs.tif"),
+             _labels((1, 2, 3)))  # the autosave, after the labels were saved by hand
+    images, labels = collect_pairs(str(annotated), str(annotated), quiet=True)
+    assert _names(labels) == ["blobs_labels.tif"]
+    err = capsys.readouterr().err
+    assert f"trained on {hand} (named after" in err and "not on the newer labels" in err, err
+    assert "blobs.tif.sam-session.labels-" in err and "my_session" not in err, err
 
 
 def test_without_labels_saved_by_hand_the_newest_session_is_trained_on(annotated, capsys):
@@ -133,7 +154,7 @@ def test_two_label_files_named_after_one_image_are_named_with_the_fix(annotated,
     rc, _, err = cli(tiny_train_argv(annotated / "blobs.tif", gt, tmp_path / "m.pt",
                                      "demo"), capsys)
     line = error_line(err)
-    assert rc == 2 and (f"1 image file(s) but 2 label file(s): 2 label files are named after "
+    assert rc == 2 and (f"1 image file but 2 label files: 2 label files are named after "
                         f"{annotated / 'blobs.tif'}: {gt / 'blobs.tif'}, "
                         f"{gt / 'blobs_labels.tif'}") in line, line
     assert "give one label file per image: leave the others out of LABELS" in line

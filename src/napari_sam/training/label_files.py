@@ -156,10 +156,7 @@ def choose_label_files(images: Sequence[Path], labels: Sequence[Path]) -> LabelC
         ours = [p for p in explicit if _ours(p)]
         if len(explicit) - len(ours) >= sum(named_after(str(im), names) == stem
                                             for im in images):
-            choice.notes.append(
-                f"LABELS: left out {', '.join(map(str, mine))} (the labels of an annotation "
-                f"session of {image}): {explicit[0]} is named after it and is trained on; "
-                "give the label files by name to train on another")
+            _say_hand_saved(choice, image, mine, explicit[0])
             choice.labels = [p for p in choice.labels if p not in mine]
             continue
         kept = max(mine + ours, key=_written)
@@ -178,3 +175,26 @@ def choose_label_files(images: Sequence[Path], labels: Sequence[Path]) -> LabelC
                                      "file by name (LABELS) to train on another")
         choice.labels = [p for p in choice.labels if p not in left]
     return choice
+
+
+def _say_hand_saved(choice: LabelChoice, image: Path, sessions: list, hand: Path) -> None:
+    """Say that the session label TIFFs ``sessions`` of ``image`` are left out for the label
+    file ``hand`` saved by hand: a note, or a line said even with ``-q`` when a session was
+    saved after ``hand`` (annotated on after saving the labels: they may hold more)."""
+    import time
+
+    def when(p: Path) -> str:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(_written(p)))
+
+    newer = [p for p in sessions if _written(p) > _written(hand)]
+    if newer:
+        choice.chosen.append(
+            f"LABELS: trained on {hand} (named after {image}, saved {when(hand)}), not on "
+            f"the newer labels of its annotation session {', '.join(map(str, newer))} (saved "
+            f"{when(newer[-1])}), which may hold more: give that file by name (LABELS) to "
+            "train on it")
+        return
+    choice.notes.append(
+        f"LABELS: left out {', '.join(map(str, sessions))} (the labels of an annotation "
+        f"session of {image}): {hand} is named after it and is trained on; "
+        "give the label files by name to train on another")
