@@ -702,7 +702,7 @@ def run_training(
     resume_state: dict[str, Any] | None = None,
     max_steps: int | None = None,
     schedule_extra: dict[str, Any] | None = None,
-    on_resume: Callable[[Path], None] | None = None,
+    on_resume: Callable[[Path | None], None] | None = None,
 ) -> TrainResult:
     """The epoch loop shared by :func:`train` and scripts.
 
@@ -717,7 +717,8 @@ def run_training(
     :func:`~napari_sam.training.checkpoint.load_training_state`) continues such a run; one
     written for another schedule or other data raises :class:`ScheduleMismatchError`;
     ``schedule_extra`` (JSON-ready) is compared with the rest of the schedule; ``on_resume``
-    is called with ``state_path`` once such a run is continued (not when it is complete).
+    is called with ``state_path`` (a Path, None without one) once such a run is continued
+    (not when it is complete).
     """
     from tqdm.auto import tqdm
 
@@ -728,7 +729,7 @@ def run_training(
     epochs_before, out = len(loop.history), Path(out) if out is not None else None
     already_complete = resume_state is not None and loop.epoch > epochs
     if resume_state is not None and not already_complete and on_resume:  # it continues
-        on_resume(Path(state_path))
+        on_resume(None if state_path is None else Path(state_path))
     interrupted, t_start, first_step = False, time.perf_counter(), trainer.step_count
     old_handlers = _install_signals(loop, resumable)
 
