@@ -228,6 +228,28 @@ def test_the_base_labels_are_hashed_once_for_all_autosaves(session, tmp_path, mo
         s._log_base[0, 0, 0] = 9  # the base cannot change under its hash
 
 
+def test_a_loaded_sessions_base_stays_the_callers_to_change(session, tmp_path):
+    """The log keeps its base read-only (its hash is kept), but ``load_session`` made the
+    base of the Session it hands back read-only too: a script that changed ``sess.base``
+    got "assignment destination is read-only". The log keeps a read-only copy instead."""
+
+    s = session
+    s.path = str(tmp_path / "blobs.tif")
+    _with_label(s)
+    s.refine = False
+    s.add_point(1, 44, 44)
+    s.update_preview()
+    s.commit()
+    saved = s.save_session(tmp_path / "copy.json")
+    sess = s.load_session(saved)
+    assert sess.base is not None and sess.base.flags.writeable
+    before = s._log_base.copy()
+    sess.base[0, 0, 0] = 9  # the caller's array, not the log's base
+    assert np.array_equal(s._log_base, before)
+    with pytest.raises(ValueError):
+        s._log_base[0, 0, 1] = 9  # the log's base cannot change under its hash
+
+
 def test_an_autosave_failing_before_the_writer_has_it_leaves_the_one_waiting(
         session, tmp_path, monkeypatch):
     """Three commits while the first autosave is written (a slow disk): the second waits,
@@ -289,3 +311,36 @@ def test_autosave_failing_everywhere_turns_off_with_a_warning_and_the_status(
     assert not s.autosave
     assert s.status.startswith("Committed") and (
         "failed (No space left on device); autosave is off." in s.status)
+
+
+def test_layer_names_of_one_slug_get_session_files_of_their_own(session, tmp_path):
+    """Two channel layers of one file each autosave to ``<file>.<layer name>.sam-session
+    .json`` when the file's own session is another layer's; 'two [1]' and 'two (1)' made the
+    same file name ('two_1'), so those two kept each other's session aside at every commit.
+    A name whose file holds another layer's session adds the name's hash."""
+    import json
+
+    from napari_sam import session as S
+
+    s = session
+    image = tmp_path / "two.tif"
+    s.path = str(image)
+    beside = S.session_file_for(image)
+
+    def record(path, name):
+        path.write_text(json.dumps({"image": {"name": name, "hash": "other pixels"}}))
+
+    record(beside, "two")
+    s.name = "two [1]"
+    first = s.own_session_file(beside)
+    assert first.name == "two.tif.two_1.sam-session.json"
+    record(first, "two [1]")
+    assert s.own_session_file(beside) == first  # its own, once written
+    s.name = "two (1)"
+    second = s.own_session_file(beside)
+    assert second != first and second.name.startswith("two.tif.two_1-")
+    assert second.name.endswith(".sam-session.json")
+    record(second, "two (1)")
+    assert s.own_session_file(beside) == second
+    s.name = "two [1]"
+    assert s.own_session_file(beside) == first

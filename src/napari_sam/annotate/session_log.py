@@ -342,13 +342,24 @@ class SessionLog:
         opens a file with a channel axis as one layer per channel, 'two' and 'two [1]').
         The two channels' autosaves kept each other's session aside at every commit, and
         each channel's log started again after the other's commits."""
-        image = _session_image(file)
-        if image is None or image.get("name") == self.image_name() or (
-                image.get("hash") == self._hash()):
+        if self._holds_this_image(file):
             return file
-        slug = re.sub(r"[^\w.-]+", "_", self.image_name()).strip("._")[:60] or "image"
+        name = self.image_name()
+        slug = re.sub(r"[^\w.-]+", "_", name).strip("._")[:60] or "image"
         stem = file.name[: -len(S.SESSION_FILE_SUFFIX)]
-        return file.with_name(f"{stem}.{slug}{S.SESSION_FILE_SUFFIX}")
+        own = file.with_name(f"{stem}.{slug}{S.SESSION_FILE_SUFFIX}")
+        if self._holds_this_image(own):
+            return own
+        # another layer's name made the same slug ('two [1]', 'two (1)'): the name's hash too
+        digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
+        return file.with_name(f"{stem}.{slug}-{digest}{S.SESSION_FILE_SUFFIX}")
+
+    def _holds_this_image(self, file: Path) -> bool:
+        """Whether the session file ``file`` is free for this image's session: absent,
+        without an image record, or recording this image (its name, or its pixels)."""
+        image = _session_image(file)
+        return image is None or image.get("name") == self.image_name() or (
+            image.get("hash") == self._hash())
 
     def saved_session_path(self) -> Path | None:
         """The autosaved session of this image, next to it or under the cache folder (the
@@ -577,7 +588,9 @@ class SessionLog:
         elif sess.labels is not None:
             target = self.new_target(np.ascontiguousarray(sess.labels))
         self.log, self._redo_log = list(sess.operations), []
-        self._log_target, self._log_base = target, _frozen(sess.base)
+        # a copy: the Session is the caller's (load_session returns it) to change
+        base = None if sess.base is None else sess.base.copy()
+        self._log_target, self._log_base = target, _frozen(base)
         pending = sess.pending or {}
         if pending.get("points") or pending.get("boxes"):  # else the prompts drawn now stay
             self.set_prompts(np.asarray(pending.get("points", []), float).reshape(-1, 3),
@@ -655,14 +668,31 @@ class SessionLog:
                   "carry the object on from there.")
 
 
+#: The image records of the session files read last, by path: (file identity, record).
+_IMAGE_RECORDS: dict[str, tuple[tuple, dict | None]] = {}
+
+
 def _session_image(path: Path) -> dict | None:
     """The ``image`` record of the session file at ``path`` (None: no file, or no session
-    record in it)."""
+    record in it); read again only when the file changed (every commit's autosave asks, on
+    napari's UI thread, and a session file holds every operation)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    key = (st.st_ino, st.st_mtime_ns, st.st_size)
+    known = _IMAGE_RECORDS.get(str(path))
+    if known is not None and known[0] == key:
+        return known[1]
     try:
         image = json.loads(path.read_text(encoding="utf-8-sig")).get("image")
     except (OSError, ValueError, AttributeError):
         return None
-    return image if isinstance(image, dict) else None
+    image = image if isinstance(image, dict) else None
+    if len(_IMAGE_RECORDS) >= 64:
+        _IMAGE_RECORDS.clear()
+    _IMAGE_RECORDS[str(path)] = (key, image)
+    return image
 
 
 def _as_is(labels: np.ndarray) -> np.ndarray:
@@ -672,10 +702,13 @@ def _as_is(labels: np.ndarray) -> np.ndarray:
 
 
 def _frozen(labels: np.ndarray | None) -> np.ndarray | None:
-    """``labels`` made read-only (a log base: :meth:`SessionLog._base_hash` keeps its hash)."""
-    if labels is not None:
-        labels.flags.writeable = False
-    return labels
+    """A read-only view of ``labels`` (a log base: :meth:`SessionLog._base_hash` keeps its
+    hash); ``labels`` itself stays as it was (a script's loaded session stays writable)."""
+    if labels is None:
+        return None
+    view = labels.view()
+    view.flags.writeable = False
+    return view
 
 
 def _model_key(choice) -> str:
