@@ -262,7 +262,7 @@ def test_segment_batch_with_bad_file_then_rerun_skips(work, data, tiny_model):
     proc = run_cli("segment", "data", "-o", "seg", "-p", prompts, "--model", tiny_model,
                    "--preview", "--iou-threshold", "0", "--min-area", "0", cwd=work, check_rc=1)
     out = work / "seg"
-    assert "Summary: 3 file(s): 2 done, 0 skipped, 1 failed" in proc.stdout
+    assert "Summary: 3 files: 2 done, 0 skipped, 1 failed" in proc.stdout
     failed = [line for line in proc.stdout.splitlines() if line.strip().startswith("failed")]
     assert len(failed) == 1 and "corrupt.tif" in failed[0] and "truncated" in failed[0]
     assert "FAILED   corrupt.tif" in proc.stderr
@@ -285,7 +285,7 @@ def test_segment_batch_with_bad_file_then_rerun_skips(work, data, tiny_model):
     # rerun: complete outputs are skipped, not recomputed; the bad file still fails
     proc = run_cli("segment", "data", "-o", "seg", "-p", prompts, "--model", tiny_model,
                    "--preview", "--iou-threshold", "0", "--min-area", "0", cwd=work, check_rc=1)
-    assert "Summary: 3 file(s): 0 done, 2 skipped, 1 failed" in proc.stdout
+    assert "Summary: 3 files: 0 done, 2 skipped, 1 failed" in proc.stdout
     assert proc.stderr.count("is complete") == 2
     for o, m in mtimes.items():
         assert o.stat().st_mtime_ns == m

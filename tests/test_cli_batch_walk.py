@@ -41,19 +41,19 @@ def test_a_link_of_another_name_is_an_input_of_its_own(tmp_path, tiny_model, cap
     out = tmp_path / "out"
     rc, stdout, err = cli(["auto", lnk, "-o", out, "--model", tiny_model, *AUTO_FAST], capsys)
     assert rc == 0, err
-    assert "3 file(s): 3 done" in stdout
+    assert "3 files: 3 done" in stdout
     assert "b_link.tif" in stdout
     assert _outputs(out) == ["a_labels.tif", "b_link_labels.tif", "c_copy_labels.tif"]
     rc, stdout, err = cli(["auto", lnk, lnk / "a.tif", "-o", out, "--model", tiny_model,
                            *AUTO_FAST], capsys)
     assert rc == 0, err
-    assert "3 file(s): 0 done, 3 skipped" in stdout
+    assert "3 files: 0 done, 3 skipped" in stdout
 
     named = tmp_path / "named"
     rc, stdout, err = cli(["auto", lnk / "a.tif", lnk / "b_link.tif", "-o", named, "--model",
                            tiny_model, *AUTO_FAST], capsys)
     assert rc == 0, err
-    assert "2 file(s): 2 done" in stdout
+    assert "2 files: 2 done" in stdout
     assert _outputs(named) == ["a_labels.tif", "b_link_labels.tif"]
 
 
@@ -69,7 +69,7 @@ def test_prompts_naming_a_link_apply_to_the_link(tmp_path, tiny_model, capsys):
                           capsys)
     assert rc == 0, err
     assert "match none" not in err
-    assert "3 file(s): 1 done, 2 skipped" in stdout
+    assert "3 files: 1 done, 2 skipped" in stdout
     assert _outputs(out) == ["b_link_labels.tif"]
 
 
@@ -94,14 +94,14 @@ def test_a_link_of_the_same_name_in_another_subfolder_is_an_input_of_its_own(
     rc, stdout, err = cli(["auto", sub, "-r", "-o", out, "--model", tiny_model, *AUTO_FAST],
                           capsys)
     assert rc == 0, err
-    assert "2 file(s): 2 done" in stdout
+    assert "2 files: 2 done" in stdout
     assert (out / "a" / "img_labels.tif").is_file() and (out / "b" / "img_labels.tif").is_file()
     csv = tmp_path / "p.csv"
     csv.write_text("file,id,slice,row,col\nb/img.tif,1,0,24,24\n")
     rc, stdout, err = cli(["segment", sub, "-r", "-p", csv, "-o", tmp_path / "seg", "--model",
                            tiny_model, *FAST], capsys)
     assert rc == 0, err
-    assert "2 file(s): 1 done, 1 skipped" in stdout
+    assert "2 files: 1 done, 1 skipped" in stdout
     assert [p.relative_to(tmp_path / "seg").as_posix()
             for p in (tmp_path / "seg").rglob("*_labels.tif")] == ["b/img_labels.tif"]
 
@@ -120,7 +120,7 @@ def test_one_file_named_twice_for_one_output_is_done_once_and_said(tmp_path, tin
     assert (f"napari-sam: note: {b} is the same file as {a} ({a.resolve()}) and would write "
             f"the same output: done once, as {a}") in err
     assert err.count("is the same file as") == 1
-    assert "1 file(s): 1 done" in stdout
+    assert "1 file: 1 done" in stdout
 
 
 # ------------------------------------------------------------------ 2: --channel in a mixed folder
@@ -162,13 +162,13 @@ def test_channel_applies_to_the_files_with_a_channel_axis(tmp_path, tiny_model, 
     rc, stdout, err = cli(["auto", data, "-o", out, "--channel", "1", "--model", tiny_model,
                            *AUTO_FAST], capsys)
     assert rc == 0, err
-    assert "3 file(s): 1 done, 2 skipped, 0 failed" in stdout
+    assert "3 files: 1 done, 2 skipped, 0 failed" in stdout
 
     fresh = tmp_path / "fresh"
     rc, stdout, err = cli(["auto", data, "-o", fresh, "--channel", "1", "--model", tiny_model,
                            "--device", "cpu", "--points-per-side", "4"], capsys)
     assert rc == 0, err
-    assert "3 file(s): 3 done, 0 skipped, 0 failed" in stdout
+    assert "3 files: 3 done, 0 skipped, 0 failed" in stdout
     note = ("--channel 1 not used: the file has no channel axis (axes 'ZYX', from its "
             "metadata); segmented as it is")
     assert f"napari-sam: note: stack.tif: {note}" in err
@@ -193,7 +193,7 @@ def test_channel_on_a_stack_with_guessed_axes_still_fails(tmp_path, tiny_model, 
     rc, stdout, err = cli(["auto", data, "-o", out, "--channel", "0", "--model", tiny_model,
                            *AUTO_FAST], capsys)
     assert rc == 1
-    assert "4 file(s): 3 done, 0 skipped, 1 failed" in stdout
+    assert "4 files: 3 done, 0 skipped, 1 failed" in stdout
     row = _summary_row(stdout, "guess.npy")
     assert "no metadata names the axes" in row and "--axes CYX --channel N" in row
     assert "CZYX" not in row
@@ -244,7 +244,7 @@ def test_no_waiting_line_without_a_pid_once_the_other_process_is_done(tmp_path, 
     assert rc == 0, err
     assert "another napari-sam process is writing" not in err
     assert not [line for line in err.splitlines() if line.startswith("waiting")], err
-    assert "2 file(s): 2 done" in stdout
+    assert "2 files: 2 done" in stdout
     assert _outputs(out) == ["a_labels.tif", "b_labels.tif"]
 
 
@@ -367,7 +367,7 @@ def test_the_documented_prompted_example_runs_on_the_sample(tmp_path, tiny_model
             argv.remove("--model")
         rc, stdout, err = cli([*argv, "--model", tiny_model, "--device", "cpu", "-q"], capsys)
         assert rc == 0, err
-        assert "1 file(s): 1 done" in stdout
+        assert "1 file: 1 done" in stdout
         out = argv[argv.index("-o") + 1].rstrip("/")
         import json
 

@@ -174,8 +174,8 @@ def test_validation_on_slices_of_the_one_stack_trained_on_is_said(tmp_path, tiny
 def test_train_d_d_takes_labels_saved_by_hand_beside_their_images(tmp_path, tiny_model,
                                                                     capsys):
     """``train d/ d/`` (the docs' recipe) with img.tif and img_labels.tif saved from napari
-    (no napari-sam sidecar): the labels were counted as an image ("2 image file(s) but 1
-    label file(s)"). A file named after an image with _labels is a label image."""
+    (no napari-sam sidecar): the labels were counted as an image ("2 image files but 1
+    label files"). A file named after an image with _labels is a label image."""
     from cli_runner import tiny_train_argv
     from napari_sam.cli import main
 
@@ -187,7 +187,7 @@ def test_train_d_d_takes_labels_saved_by_hand_beside_their_images(tmp_path, tiny
     argv = [a for a in tiny_train_argv(d, d, tmp_path / "m.pt", tiny_model) if a != "-q"]
     rc, out, err = cli(argv, capsys)
     assert rc == 0, out + err
-    assert "IMAGES: left out 2 file(s) named after an image with _labels" in out + err, err
+    assert "IMAGES: left out 2 files named after an image with _labels" in out + err, err
 
 
 def test_a_replay_with_a_checkpoint_retrained_at_the_sessions_path_says_so(files, tiny_sam,

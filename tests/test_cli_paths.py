@@ -57,7 +57,7 @@ def test_a_too_long_output_name_fails_that_file_and_the_batch_goes_on(tmp_path, 
     assert "rename the input to a shorter name (at most 221 bytes before its suffix) or give " \
            "a shorter --suffix" in line
     assert "OSError" not in err + stdout
-    assert "Summary: 3 file(s): 1 done, 1 skipped (1 without prompts), 1 failed" in stdout
+    assert "Summary: 3 files: 1 done, 1 skipped (1 without prompts), 1 failed" in stdout
     assert sorted(p.name for p in out.iterdir()) == ["a_labels.tif", "a_labels.tif.json"]
 
 
@@ -187,7 +187,7 @@ def test_recursive_run_writes_the_linked_folders_outputs(tmp_path, tiny_model, c
     rc, stdout, err = cli(["auto", col, "-r", "-o", out, "--model", tiny_model, *AUTO_FAST],
                           capsys)
     assert rc == 0, err
-    assert "4 file(s): 4 done" in stdout
+    assert "4 files: 4 done" in stdout
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*_labels.tif"))
     assert written == ["linked/b_labels.tif", "linked/inner/c_labels.tif", "real/a_labels.tif",
                        "top_labels.tif"]
@@ -272,7 +272,7 @@ def test_prompts_file_names_match_in_any_unicode_normal_form(tmp_path, tiny_mode
                            *FAST], capsys)
     assert rc == 0, err
     assert "misspelling" not in err and "match no input" not in err
-    assert "1 file(s): 1 done" in stdout
+    assert "1 file: 1 done" in stdout
     assert (out / f"{nfd}_labels.tif").is_file()
 
 
@@ -294,3 +294,40 @@ def test_quiet_with_the_demo_model_prints_nothing_on_success(tmp_path, capsys, c
     assert err == ""
     assert "bundled demo model" not in stdout
     assert (tmp_path / "out" / ("a.zarr" if command == "embed" else "a_labels.tif")).exists()
+
+
+def test_an_output_folder_behind_a_locked_folder_is_a_clear_usage_error(tmp_path, monkeypatch):
+    """``-o /locked/inner/out`` with ``/locked`` not enterable (mode 700, another user):
+    Python 3.11's ``Path.exists`` and ``Path.is_symlink`` raise PermissionError there, and
+    the check of ``-o`` ended in ``error: PermissionError: [Errno 13] ...`` (exit 1) instead
+    of naming the folder and what to do. (Simulated: the tests may run as root, whom no
+    permission stops; os.stat and os.lstat refuse as the kernel would.)"""
+    import errno
+
+    from napari_sam.cli.batch_command import check_output_dir
+    from napari_sam.cli.errors import CLIError
+
+    locked = tmp_path / "locked"
+    (locked / "inner").mkdir(parents=True)
+    real_stat, real_lstat = os.stat, os.lstat
+
+    def refuse(real):
+        def stat(path, *args, **kwargs):
+            if os.fspath(path).startswith(str(locked) + os.sep):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+            return real(path, *args, **kwargs)
+        return stat
+
+    def mkdir(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+
+    monkeypatch.setattr(os, "stat", refuse(real_stat))
+    monkeypatch.setattr(os, "lstat", refuse(real_lstat))
+    monkeypatch.setattr(type(tmp_path), "mkdir", mkdir)
+    with pytest.raises(CLIError) as err:
+        check_output_dir(str(locked / "inner" / "out"))
+    assert err.value.code == 2
+    text = str(err.value)
+    assert f"-o {locked / 'inner' / 'out'}: cannot write there ({locked}: permission denied)" \
+        in text, text
+    assert "choose a folder you can write to, or fix its permissions" in text

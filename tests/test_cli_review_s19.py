@@ -107,7 +107,7 @@ def test_segment_skips_an_input_without_prompts(tmp_path, tiny_model, capsys):
                            "--device", "cpu"], capsys)
     assert rc == 0
     assert "skipped  a.tif: no prompts for it in the prompts file; nothing written" in err
-    assert "2 file(s): 1 done, 1 skipped (1 without prompts), 0 failed" in stdout
+    assert "2 files: 1 done, 1 skipped (1 without prompts), 0 failed" in stdout
     assert "a.tif  no prompts for it" in stdout  # the summary row gives the reason, no path
     assert (out / "b_labels.tif").exists()
     assert not (out / "a_labels.tif").exists() and not (out / "a_labels.tif.json").exists()
@@ -134,10 +134,10 @@ def test_train_message_names_the_epoch_whose_weights_were_written(tmp_path):
     msg = written_message(_fake_result(tmp_path, 2, hist), 3, 12.0)
     assert "the weights of epoch 2, validation IoU 0.941" in msg
     assert "the last, epoch 3, had 0.938" in msg
-    assert "last epoch IoU" not in msg and "3 epoch(s)" in msg
+    assert "last epoch IoU" not in msg and "3 epochs" in msg
     # a piece of a resumed schedule counts the schedule's epochs
     msg = written_message(_fake_result(tmp_path, 2, hist[:2]), 5, 3.0)
-    assert "the weights of epoch 2, validation IoU 0.941; 2 of 5 epoch(s) done" in msg
+    assert "the weights of epoch 2, validation IoU 0.941; 2 of 5 epochs done" in msg
 
 
 def _train_argv(data: Path, out: Path, tiny_model, *extra) -> list:
@@ -353,7 +353,7 @@ def test_ctrl_c_while_the_local_cluster_starts_stops_the_run(tmp_path, tiny_mode
         print(f"SKIP: {reason}")
         pytest.skip(reason)
     assert proc.returncode == 130, log[-3000:]
-    assert "Summary: 3 file(s): 0 done" in log and "Interrupted:" in log, log[-3000:]
+    assert "Summary: 3 files: 0 done" in log and "Interrupted:" in log, log[-3000:]
     assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-3000:]
     assert not list((tmp_path / "out").glob("*_labels.tif"))
     deadline = time.monotonic() + 30  # the cluster's processes end with it

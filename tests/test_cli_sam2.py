@@ -80,7 +80,7 @@ def test_segment_method_sam2_writes_labels_and_stop_reasons_then_skips_on_rerun(
     capsys.readouterr()
     assert segment(files, "--model", files / "sam2_tiny.pt", "--method", "sam2") == 0
     captured = capsys.readouterr()
-    assert "Summary: 1 file(s): 0 done, 1 skipped, 0 failed" in captured.out
+    assert "Summary: 1 file: 0 done, 1 skipped, 0 failed" in captured.out
     assert out.stat().st_mtime_ns == mtime
     # without --method a SAM 2.1 model propagates with its memory: the same output
     assert segment(files, "--model", files / "sam2_tiny.pt", "-q", out="inferred") == 0

@@ -137,7 +137,7 @@ def test_the_summary_after_ctrl_c_lists_the_files_not_run(capsys):
     summary([done], 3, 1.0, interrupted=True,
             names={"/d/a.tif": "a.tif", "/d/b.tif": "b.tif", "/d/c.tif": "c.tif"})
     out = capsys.readouterr().out
-    assert "3 file(s): 1 done, 0 skipped, 0 failed, 2 not run" in out, out
+    assert "3 files: 1 done, 0 skipped, 0 failed, 2 not run" in out, out
     rows = [ln.split() for ln in out.splitlines() if ln.startswith("  ")]
     assert [r[:3] for r in rows[1:]] == [["done", "a.tif", "/o/a_labels.tif"],
                                          ["not", "run", "b.tif"], ["not", "run", "c.tif"]], out

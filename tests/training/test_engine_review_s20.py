@@ -66,7 +66,7 @@ def test_a_resumable_run_rewrites_its_own_json(tmp_path, samples, tiny_model, ca
     assert cli([*args, "--max-steps", "1"], capsys)[0] == 0
     assert (tmp_path / "m.json").is_file()  # epoch 1 is done: the checkpoint and its JSON
     rc, text, _ = cli(args, capsys)
-    assert rc == 0 and f"wrote {out}" in text and "; 2 epoch(s), " in text
+    assert rc == 0 and f"wrote {out}" in text and "; 2 epochs, " in text
 
 
 def test_an_output_under_a_file_is_refused_before_any_work(tmp_path, samples, tiny_model,

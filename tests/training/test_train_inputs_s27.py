@@ -230,7 +230,7 @@ def test_a_folder_with_an_image_without_labels_names_it(tmp_path, samples, tiny_
         rc, _, err = cli(_train(engine, labels, out, tiny_model), capsys)
         assert rc == 2
         assert error_line(err) == (
-            f"napari-sam: error: 3 image file(s) but 2 label file(s): no label file is named "
+            f"napari-sam: error: 3 image files but 2 label files: no label file is named "
             f"after {engine / images[1].name}; IMAGES and LABELS are paired by name (or in sorted "
             "order where the names tell nothing) and "
             "must match one to one: give a label file for every image, or leave the images "
@@ -247,7 +247,7 @@ def test_unrelated_names_list_both_sides(tmp_path, samples, tiny_model, capsys, 
     rc, _, err = cli(_train(samples, lab, tmp_path / "m.pt", tiny_model), capsys)
     names = sorted(samples.glob("*.tif"))
     assert rc == 2
-    assert (f"3 image file(s) but 2 label file(s): IMAGES: {names[0]}, {names[1]}, {names[2]}; "
+    assert (f"3 image files but 2 label files: IMAGES: {names[0]}, {names[1]}, {names[2]}; "
             f"LABELS: {lab / 'mask_0.tif'}, {lab / 'mask_1.tif'}; IMAGES and LABELS are "
             "paired") in error_line(err)
 
@@ -262,8 +262,8 @@ def test_the_same_folder_as_images_and_labels_pairs_the_session_labels(
     out = tmp_path / "d3.pt"
     rc, text, err = cli(_train(d3, d3, out, tiny_model)[:-1], capsys)  # not quiet: the note
     assert rc == 0 and f"wrote {out}" in text
-    assert (f"note: LABELS: left out 2 file(s) IMAGES selected (e.g. {d3 / images[0].name}); "
-            "2 label file(s) remain") in err
+    assert (f"note: LABELS: left out 2 files IMAGES selected (e.g. {d3 / images[0].name}); "
+            "2 label files remain") in err
     data = json.loads(out.with_suffix(".json").read_text())
     used = json.dumps(data)
     assert ".sam-session.labels-" in used and ".sam-session.base-" not in used
@@ -273,7 +273,7 @@ def test_the_same_folder_as_images_and_labels_pairs_the_session_labels(
 def test_only_images_as_labels_is_refused(tmp_path, samples, tiny_model, capsys):
     rc, _, err = cli(_train(samples, samples, tmp_path / "m.pt", tiny_model), capsys)
     assert rc == 2
-    assert (f"IMAGES and LABELS select the same file(s), e.g. {sorted(samples.glob('*.tif'))[0]}"
+    assert (f"IMAGES and LABELS select the same files, e.g. {sorted(samples.glob('*.tif'))[0]}"
             ", and LABELS holds nothing else; point LABELS at the label files") \
         in error_line(err)
 
@@ -288,7 +288,7 @@ def test_the_python_api_names_unpaired_files(tmp_path, samples):
                        r"paired one to one \(glob patterns by name, lists in their order\)"):
         load_pairs(images, labels[:2])
     assert unpaired_files(["a.tif"], ["a_labels.tif", "b_labels.tif"]) == \
-        "the label file(s) b_labels.tif is named after no image"
+        "the label file b_labels.tif is named after no image"
     assert unpaired_files(["img1.tif", "img10.tif"], ["img10.tif.sam-session.labels-0.tif"]) \
         == "no label file is named after img1.tif"
 

@@ -41,7 +41,7 @@ def test_a_rerun_without_resume_names_the_run_to_continue(first_piece, capsys, l
     assert md5s(state, out) == before
     rc, stdout, err = cli([*argv, "--resume", *limit], capsys)  # the fix the line names
     assert rc == 0, err
-    assert f"wrote {out}" in stdout and "2 epoch(s)" in stdout
+    assert f"wrote {out}" in stdout and "2 epochs" in stdout
 
 
 def test_the_limit_without_resume_and_no_run_to_continue_names_the_option_given(
@@ -66,7 +66,7 @@ def test_overwrite_without_resume_starts_a_new_run_that_resume_cannot_mistake(fi
     state = out.with_name("m.train-state.pt")
     rc, stdout, err = cli([*argv, "--overwrite"], capsys)
     assert rc == 0, err
-    assert f"wrote {out}" in stdout and "2 epoch(s)" in stdout
+    assert f"wrote {out}" in stdout and "2 epochs" in stdout
     assert not state.exists()
     new = md5s(out)
     rc, _, err = cli([*argv, "--resume"], capsys)

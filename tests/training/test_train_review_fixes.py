@@ -104,7 +104,7 @@ def test_rerunning_a_complete_schedule_says_nothing_was_written(
     rc, out_text, _ = cli(_train(samples / "a", out, tiny_model), capsys)
     assert rc == 0
     state = tmp_path / "done.train-state.pt"
-    assert (f"the schedule in {state} is already complete (2 epoch(s)); nothing was trained "
+    assert (f"the schedule in {state} is already complete (2 epochs); nothing was trained "
             "or written") in out_text
     assert "wrote" not in out_text
     assert out.stat().st_mtime_ns == before

@@ -95,7 +95,7 @@ def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False,
     why = [f"{unprompted} without prompts" if unprompted else "",
            f"{edited} changed since written: kept" if edited else ""]
     why = ", ".join(w for w in why if w)
-    head = (f"{n_jobs} file(s): {done} done, {skipped} skipped"
+    head = (f"{n_jobs} file{'s' * (n_jobs != 1)}: {done} done, {skipped} skipped"
             + (f" ({why})" if why else "")
             + f", {len(failed)} failed"
             + (f", {len(busy)} busy in another process" if busy else "")
@@ -119,11 +119,14 @@ def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False,
         for t in table:
             print(f"  {t[0].ljust(w0)}  {t[1].ljust(w1)}  {t[2]}")
     if failed:
-        print(f"{len(failed)} file(s) failed; fix them and rerun the same command: complete "
+        print(f"{len(failed)} file{'s' * (len(failed) != 1)} failed; fix "
+              f"{'it' if len(failed) == 1 else 'them'} and rerun the same command: complete "
               "outputs are skipped.")
     if busy:
-        print(f"{len(busy)} file(s) were being written by another napari-sam process and are "
-              "not done by this run; rerun the same command when it has finished (exit code 1).")
+        one = len(busy) == 1
+        print(f"{len(busy)} file{' was' if one else 's were'} being written by another "
+              f"napari-sam process and {'is' if one else 'are'} not done by this run; rerun "
+              "the same command when it has finished (exit code 1).")
     if interrupted:
         print("Interrupted: finished outputs are complete; rerun the same command to resume.")
 
@@ -132,8 +135,8 @@ def dangling_link(path) -> Path | None:
     """The first of ``path`` and its parents that is a symbolic link whose target is missing
     (creating the folder fails there), or None."""
     p = Path(path).expanduser()
-    for part in (p, *p.parents):
-        if part.is_symlink() and not part.exists():
+    for part in (p, *p.parents):  # os.path: False, not PermissionError, behind a locked folder
+        if os.path.islink(part) and not os.path.exists(part):
             return part
     return None
 
@@ -148,7 +151,7 @@ def check_output_dir(path: str) -> None:
         raise CLIError(f"-o {path}: {link} is a symbolic link whose target {os.readlink(link)} "
                        "is missing; create that folder (or point the link at an existing "
                        "one), or give another output folder", 2)
-    if out.exists() and not out.is_dir():
+    if os.path.exists(out) and not os.path.isdir(out):
         raise CLIError(f"-o {path}: this is an existing file, not a folder; give a folder for "
                        "the outputs (created if needed), e.g. -o out/", 2)
     try:
@@ -162,7 +165,8 @@ def check_output_dir(path: str) -> None:
     except OSError as exc:
         from napari_sam.io import KERNEL_FILE_SYSTEMS, file_system_type, unwritable_reason
 
-        home = next(p for p in (out, *out.parents) if p.exists())
+        # os.path.exists: False (not PermissionError) where a folder above may not be entered
+        home = next(p for p in (out, *out.parents) if os.path.exists(p))
         fix = "" if file_system_type(home) in KERNEL_FILE_SYSTEMS else ", or fix its permissions"
         raise CLIError(f"-o {path}: cannot write there ({unwritable_reason(home, exc)}); choose "
                        f"a folder you can write to{fix}", 2) from None
@@ -206,7 +210,7 @@ def check_batch_args(args) -> None:
         raise CLIError(f"--embeddings {emb}: no such folder; write the stores first with "
                        f"`napari-sam embed INPUTS -o {emb}`, or leave --embeddings out", 2)
     out = Path(args.output).expanduser()
-    if out.exists() and not out.is_dir():
+    if os.path.exists(out) and not os.path.isdir(out):
         raise CLIError(f"-o {args.output}: this is an existing file, not a folder; give a "
                        "folder for the outputs (created if needed), e.g. -o out/", 2)
 

@@ -139,7 +139,8 @@ def cmd_train(args) -> int:
     from napari_sam.training import train
 
     if not args.quiet:
-        print_note(f"training on {len(images)} image file(s) from {model!r} -> {out}")
+        files = f"{len(images)} image file{'s' * (len(images) != 1)}"
+        print_note(f"training on {files} from {model!r} -> {out}")
     t0 = time.perf_counter()
     with signals_received() as signals:
         result = _train(train, args, images, labels, model, out)
@@ -292,22 +293,25 @@ def collect_pairs(images_spec: str, labels_spec: str, *, quiet: bool = False
     if named:  # img_labels.tif beside img.tif: labels saved by hand (napari's writer, no
         images = [p for p in images if p not in named]  # sidecar), not an image
         if not quiet:
-            print_note(f"note: IMAGES: left out {len(named)} file(s) named after an image with "
+            files = f"{len(named)} file{'s' * (len(named) != 1)}"
+            print_note(f"note: IMAGES: left out {files} named after an image with "
                        f"_labels (label images, e.g. {named[0].name})")
     found = _collect(labels_spec, "LABELS")
     taken = {p.resolve() for p in images}
     same = [p for p in found if p.resolve() in taken]
     labels = [p for p in found if p.resolve() not in taken]
     if not labels:
-        raise CLIError(f"IMAGES and LABELS select the same file(s), e.g. {same[0]}, and LABELS "
+        raise CLIError(f"IMAGES and LABELS select the same files, e.g. {same[0]}, and LABELS "
                        "holds nothing else; point LABELS at the label files (e.g. "
                        "ground_truth/, the session label TIFFs or the output folder of auto)",
                        2)
     replaced = _replaced_bases(labels)
     labels = [p for p in labels if p not in replaced]
     if same and not quiet:
-        print_note(f"note: LABELS: left out {len(same)} file(s) IMAGES selected (e.g. "
-                   f"{same[0]}); {len(labels)} label file(s) remain")
+        files = f"{len(same)} file{'s' * (len(same) != 1)}"
+        rest = f"{len(labels)} label file{'s' * (len(labels) != 1)}"
+        print_note(f"note: LABELS: left out {files} IMAGES selected (e.g. {same[0]}); {rest} "
+                   "remain")
     return _pair(images, labels, quiet=quiet)
 
 
@@ -336,7 +340,8 @@ def _pair(images: list[Path], labels: list[Path], *, quiet: bool
                   "image: leave the others out of LABELS (give the label files by name or as "
                   "a glob)")
         raise CLIError(
-            f"{len(images)} image file(s) but {len(labels)} label file(s): "
+            f"{len(images)} image file{'s' * (len(images) != 1)} but {len(labels)} label "
+            f"file{'s' * (len(labels) != 1)}: "
             f"{unpaired_files([str(p) for p in rest_images], [str(p) for p in rest_labels])}"
             "; IMAGES and LABELS are paired by name (or in sorted order where the names tell "
             f"nothing) and must match one to one: {advice}", 2)
@@ -449,8 +454,8 @@ def written_message(result, epochs: int, seconds: float) -> str:
     str
     """
     history = result.history
-    done = (f"{len(history)} of {epochs} epoch(s) done" if len(history) < epochs
-            else f"{len(history)} epoch(s)")
+    done = (f"{len(history)} of {epochs} epoch{'s' * (epochs != 1)} done" if len(history) < epochs
+            else f"{len(history)} epoch{'s' * (len(history) != 1)}")
     if not result.path:
         return f"no checkpoint was written ({done}, {seconds:.1f} s)"
     best = None
@@ -542,7 +547,8 @@ def _already_complete(args, out: Path, epochs: int) -> int:
     labels = args.labels if args.labels is not None else args.labels_opt
     command = shlex.join(["napari-sam", "train", str(args.images), str(labels), "--model",
                           str(out), "-o", str(longer), "--epochs", "N"])
-    print(f"the schedule in {state} is already complete ({epochs} epoch(s)); nothing was "
-          f"trained or written. To train longer, start from the finished model: {command}; "
+    print(f"the schedule in {state} is already complete ({epochs} "
+          f"epoch{'s' * (epochs != 1)}); nothing was trained or written. To train longer, "
+          f"start from the finished model: {command}; "
           f"to train it again from the start, run without --resume and with --overwrite")
     return 0
