@@ -511,7 +511,7 @@ class AnnotationController(AnnotationSession):
             layer = getattr(self, attr)
             if layer is not None and layer in layers and recreate:
                 self._muted = True
-                layers.remove(layer)
+                L.remove_layer(self.viewer, layer)
                 self._muted = False
             if recreate or layer not in layers:
                 setattr(self, attr, None)
@@ -646,7 +646,7 @@ class AnnotationController(AnnotationSession):
             layer = getattr(self, attr)
             setattr(self, attr, None)
             if layer is not None and layer in self.viewer.layers:
-                self.viewer.layers.remove(layer)
+                L.remove_layer(self.viewer, layer)
 
     # ------------------------------------------------------------------ prompts
     def _on_points_press(self, layer, event):

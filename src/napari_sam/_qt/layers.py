@@ -34,6 +34,7 @@ __all__ = [
     "layer_coords",
     "read_boxes",
     "read_points",
+    "remove_layer",
     "same",
     "set_geometry",
     "transform_problem",
@@ -63,6 +64,52 @@ def unwrap(obj):
     while obj is not None and hasattr(obj, "__wrapped__"):
         obj = obj.__wrapped__
     return obj
+
+
+#: the GL programs of the Shapes layers :func:`remove_layer` removed, kept (see there)
+_KEPT_PROGRAMS: list = []
+
+
+def remove_layer(viewer, layer) -> None:
+    """Remove ``layer`` (one the plugin made) from ``viewer``; a Shapes layer's OpenGL
+    programs are kept for the life of the process.
+
+    On Mesa's software OpenGL (llvmpipe: Xvfb, remote desktops, machines without a GPU
+    driver) deleting the GL programs of the viewer's last Shapes layer makes the second
+    frame drawn after it crash the process: a segmentation fault in ``glDrawArrays`` while
+    the image layer is drawn (napari 0.9, vispy 0.17, Mesa 22.3; vispy issue #1611 is the
+    same crash on a Windows driver). vispy deletes a visual's GL objects with its Python
+    objects, as soon as napari removes the layer; so closing the dock, which removes the
+    'SAM boxes' layer, crashed napari at the next redraws (a pan, the next dock's first
+    progress bar). Kept: the five small programs of that layer's visuals (and the buffers of
+    its few boxes), never the layer; nothing where the viewer has no canvas.
+    """
+    _KEPT_PROGRAMS.extend(_gl_programs(viewer, layer))
+    viewer.layers.remove(layer)
+
+
+def _gl_programs(viewer, layer) -> list:
+    """The vispy programs drawing Shapes ``layer`` in ``viewer``'s canvas ([] for another
+    kind of layer, or without a canvas)."""
+    from napari.layers import Shapes
+    from vispy.visuals import CompoundVisual
+
+    layer = unwrap(layer)
+    if not isinstance(layer, Shapes):
+        return []
+    try:
+        window = unwrap(viewer).window
+        nodes = [window._qt_viewer.canvas.layer_to_visual[layer].node]
+    except (AttributeError, KeyError, RuntimeError):  # headless, or napari changed
+        return []
+    programs = []
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, CompoundVisual):
+            nodes.extend(node._subvisuals)
+        elif getattr(node, "view_program", None) is not None:  # the program it draws with
+            programs.append(node.view_program)
+    return programs
 
 
 def same(a, b) -> bool:
