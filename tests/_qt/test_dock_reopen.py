@@ -72,3 +72,47 @@ def test_closing_and_reopening_the_dock_keeps_napari_alive(tmp_path):
     for cycle in range(3):  # each dock's threaded job ran to its end, in its own layers
         assert got[f"cycle {cycle}"] == {"succeeded": True, "threaded": True, "layers": working}
     assert got["after"] == ["blobs"]  # the closed docks left no working layer behind
+
+
+def _open_work_and_close(viewer, tiny_sam):
+    """Open the dock, preview a click (threaded jobs), start embedding the stack and close
+    the dock while that runs. Returns weak references to the controller and the predictor,
+    and the running job (in a function of its own: a frame's locals snapshot, which a test
+    frame may get, would keep them)."""
+    import weakref
+
+    from sam_qt_helpers import open_from_menu, use_predictor
+
+    from napari_sam.predictor import Predictor
+
+    predictor = Predictor(tiny_sam, device="cpu")
+    dock, widget = open_from_menu(viewer)
+    widget.preload = False
+    use_predictor(widget, predictor)
+    viewer.dims.set_point(0, 3)
+    c = widget.controller
+    c.add_point(3, 20, 20)  # threaded jobs: the slice's embedding, then the decoding
+    widget.wait()
+    assert len(c.previews) == 1 and c.job is None
+    running = c.compute_embeddings()  # still running when the dock closes: cancelled
+    assert running.running and running.worker is not None
+    viewer.window.remove_dock_widget(dock)
+    return (weakref.ref(c), weakref.ref(predictor)), running
+
+
+def test_a_closed_dock_frees_its_controller_and_predictor(make_napari_viewer, qtbot, tiny_sam):
+    """Closing the dock lets go of its session: the controller, and with it the predictor,
+    the embeddings and the prompts (hundreds of MB with a real model), are freed once its
+    jobs have ended; a finished worker's Qt connections kept them alive for good."""
+    import gc
+
+    from sam_qt_helpers import blob_stack
+
+    viewer = make_napari_viewer()
+    viewer.add_image(blob_stack(), name="blobs")
+    freed, running = _open_work_and_close(viewer, tiny_sam)
+    qtbot.waitUntil(lambda: not running.running, timeout=20_000)
+    assert running.cancelled and not running.succeeded
+    qtbot.wait(50)
+    gc.collect()
+    assert [ref() is None for ref in freed] == [True, True]

@@ -236,11 +236,24 @@ def _run_in_thread(gen: Generator, job: Job, progressed, returned, errored, fini
         job.cancelled = True
         _close(gen)
 
+    def release():
+        """The job ended: its worker lets go of the callbacks. A Qt connection holds its
+        slot from C++, where Python's garbage collector cannot see: the worker kept these
+        closures, and through them the controller of a closed dock (its predictor, its
+        embeddings), alive for good."""
+        for signal in (worker.aborted, worker.yielded, worker.returned, worker.errored,
+                       worker.finished):
+            try:
+                signal.disconnect()
+            except (TypeError, RuntimeError):  # nothing connected (or already deleted)
+                pass
+
     worker.aborted.connect(aborted, Qt.ConnectionType.DirectConnection)
     worker.yielded.connect(progressed)
     worker.returned.connect(returned)
     worker.errored.connect(errored)
     worker.finished.connect(finished)
+    worker.finished.connect(release)  # last: after ``finished``
     worker.start()
 
 
