@@ -548,13 +548,14 @@ class SessionLog:
             text += model_note
             self.notify_warning(model_note.strip())
         self._say(text)
-        self.preview_lead = text  # the preview's line, also one computed later, follows it
         first = (pending.get("points") or pending.get("boxes") or [None])[0]
         if first is not None:  # show where the work stopped (with its preview when live)
             self.go_to_slice(int(round(first[0])))
-            if self.live:
-                self.refresh_preview()
-        elif self.live and len(mine[0]) + len(mine[2]):  # the prompts kept, previewed again
+        if self.live and (first is not None or len(mine[0]) + len(mine[2])):
+            # its prompts, or the prompts kept, previewed now: the preview's line (also one
+            # computed in a job) follows this one; with no preview to follow, no later
+            # preview may bring it back
+            self.preview_lead = text
             self.refresh_preview()
         return sess
 
