@@ -392,9 +392,9 @@ class AnnotationController(AnnotationSession):
         return target.data
 
     def labels_changed(self, target, changes=(), undoing: bool = False) -> None:
-        with self._paint_autosave.paused():  # (our writes autosave themselves)
-            record_step(target, changes, undoing)  # napari's Ctrl+Z undoes it, in order
-        target.refresh()
+        with self._paint_autosave.paused():  # (our writes autosave themselves; napari's
+            if not record_step(target, changes, undoing):  # Ctrl+Z undoes it, in order;
+                target.refresh()  # shown there, else the whole layer is redrawn)
 
     def render(self) -> None:
         layer = self.preview_layer

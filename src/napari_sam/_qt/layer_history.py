@@ -13,9 +13,11 @@ import numpy as np
 __all__ = ["record_step"]
 
 
-def record_step(layer, changes: Sequence, undoing: bool = False) -> None:
+def record_step(layer, changes: Sequence, undoing: bool = False) -> bool:
     """Record one step the dock has just written into ``layer.data`` as one item of the
-    layer's napari undo history.
+    layer's napari undo history, and show it: napari redraws the box of the pixels written
+    (a whole-layer ``refresh`` re-coloured the whole slice: 0.16 s a commit on a 4000 x 4000
+    image).
 
     Parameters
     ----------
@@ -28,6 +30,12 @@ def record_step(layer, changes: Sequence, undoing: bool = False) -> None:
     undoing : bool
         The step was an undo (it wrote each change's ``before``).
 
+    Returns
+    -------
+    bool
+        Whether it was recorded and shown; False (nothing written, another kind of array,
+        over ``MAX_PIXELS`` pixels): the caller refreshes the layer.
+
     Notes
     -----
     The values the step wrote are put back as they were and written again through
@@ -37,10 +45,10 @@ def record_step(layer, changes: Sequence, undoing: bool = False) -> None:
     changes = [c for c in changes if len(c.index)]
     data = getattr(layer, "data", None)
     if not changes or not isinstance(data, np.ndarray):
-        return
+        return False
     flat = data.reshape(-1)
     if not np.shares_memory(flat, data) or sum(len(c.index) for c in changes) > MAX_PIXELS:
-        return
+        return False
     index = _sorted_unique(changes)
     now = flat[index].copy()
     prior = now.copy()
@@ -51,9 +59,11 @@ def record_step(layer, changes: Sequence, undoing: bool = False) -> None:
     flat[index] = prior
     try:
         with layer.block_history():
-            layer.data_setitem(np.unravel_index(index, data.shape), now, refresh=False)
+            # refresh: napari redraws the box of these pixels on the slice shown
+            layer.data_setitem(np.unravel_index(index, data.shape), now, refresh=True)
     finally:  # as the step left it, also if napari failed (the dock's history has the step)
         flat[index] = now
+    return True
 
 
 #: Steps writing more pixels than this are not put in napari's history (it keeps three index
