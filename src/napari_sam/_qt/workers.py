@@ -5,10 +5,11 @@ or a :class:`~napari_sam.annotate.jobs.Phase` when its next phase starts) and re
 result. Progress reaches the bar through a
 :class:`~napari_sam.annotate.jobs.ProgressTracker`: within a phase it never goes backwards,
 and a new phase is named (``on_phase``, the napari bar's description) when it starts from 0.
-Jobs
-never touch napari layers; the ``on_returned`` callback (run on the main thread) does. Jobs
-run in a :func:`napari.qt.threading.create_worker` thread with a napari progress bar and can be
-cancelled between two yields; with ``sync=True`` (what most tests use) the same generator
+Jobs never touch napari layers; the ``on_returned`` callback (run on the main thread) does.
+Jobs run in a :func:`napari.qt.threading.create_worker` thread (with a napari progress bar
+in its activity dock when ``progress_bar``: the dock does without, as it has its own bar and
+napari's made every job about 1.4x slower on software OpenGL,
+``benchmarks/bench_dock_jobs.py``) and can be cancelled between two yields; with ``sync=True`` (what most tests use) the same generator
 runs on the calling thread, with the same callbacks and the same cancellation points.
 
 Every exception a job raises ends the job through ``on_error`` and then ``on_finished``,
@@ -263,8 +264,9 @@ def _guarded(gen: Generator, job: Job) -> Generator:
     Each step of ``gen`` runs under :func:`~napari_sam.annotate.jobs.cancel_check`: a
     core function bridged by ``with_progress`` stops at its next progress call once the
     job is cancelled. An exception of ``gen`` (or of closing it) is returned as
-    :class:`JobFailed`, never raised. Closing happens on the thread that runs the job, so a core function bridged by
-    :func:`with_progress` has stopped before the job reports that it finished.
+    :class:`JobFailed`, never raised. Closing happens on the thread that runs the job, so a
+    core function bridged by :func:`with_progress` has stopped before the job reports that
+    it finished.
     """
     result = None
     try:
