@@ -84,17 +84,24 @@ def test_axes_of_another_length_name_the_files_axes(tmp_path, tiny_model, capsys
 
 
 # ---------------------------------------------------------- 3: segment's lost objects
-def test_segment_records_and_says_its_lost_objects(tmp_path, tiny_model, capsys):
-    """``segment`` (SAM 1) said a lost object on stderr only: its sidecar had no ``lost``
-    (``--method sam2``'s had one), and the summary said nothing. Now both sidecars have
-    it ({} when none is lost) and the summary row names the lost objects. (The bundled demo
-    model gives a box without area no mask; the tiny random model gives it one.)"""
+def _stack_losing_object_2(tmp_path):
+    """``tmp_path/a.tif`` (a 3-slice blob stack) and the prompts file returned: object 1 a
+    click, object 2 a box without area, which the demo model gives no mask (lost)."""
     tifffile.imwrite(tmp_path / "a.tif", blob_stack(z=3), imagej=True,
                      metadata={"axes": "ZYX"})
     prompts = tmp_path / "p.csv"
     prompts.write_text("file,id,slice,row,col,label,row0,col0,row1,col1\n"
                        "a.tif,1,1,20,20,1,,,,\n"
-                       "a.tif,2,1,,,,4,58,4,58\n")  # a box without area: no mask
+                       "a.tif,2,1,,,,4,58,4,58\n")
+    return prompts
+
+
+def test_segment_records_and_says_its_lost_objects(tmp_path, tiny_model, capsys):
+    """``segment`` (SAM 1) said a lost object on stderr only: its sidecar had no ``lost``
+    (``--method sam2``'s had one), and the summary said nothing. Now both sidecars have
+    it ({} when none is lost) and the summary row names the lost objects. (The bundled demo
+    model gives a box without area no mask; the tiny random model gives it one.)"""
+    prompts = _stack_losing_object_2(tmp_path)
     out = tmp_path / "out"
     rc, stdout, err = cli(["segment", tmp_path / "a.tif", "--prompts", prompts, "-o", out,
                            "--model", "demo", *FAST], capsys)
@@ -205,12 +212,7 @@ def test_segment_says_lost_objects_without_touching_the_warning_filters(
         return real(*args, **options)
 
     monkeypatch.setattr(V, "segment_volume", watched)
-    tifffile.imwrite(tmp_path / "a.tif", blob_stack(z=3), imagej=True,
-                     metadata={"axes": "ZYX"})
-    prompts = tmp_path / "p.csv"
-    prompts.write_text("file,id,slice,row,col,label,row0,col0,row1,col1\n"
-                       "a.tif,1,1,20,20,1,,,,\n"
-                       "a.tif,2,1,,,,4,58,4,58\n")  # a box without area: no mask
+    prompts = _stack_losing_object_2(tmp_path)
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
         rc, _, err = cli(["segment", tmp_path / "a.tif", "--prompts", prompts, "-o",
