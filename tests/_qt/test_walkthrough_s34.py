@@ -33,8 +33,10 @@ def test_the_3d_view_and_back_keeps_a_finished_propagation(stack_widget):
     np.testing.assert_array_equal(np.asarray(c.target_layer.data) == 1, propagated)
 
 
-def test_a_click_while_a_propagation_runs_drops_its_result_and_says_so(
-        make_widget, tiny_predictor, qtbot, monkeypatch):
+def _propagating_held(make_widget, tiny_predictor, qtbot, monkeypatch):
+    """A threaded dock on an 8-slice stack, a nucleus clicked on slice 2 and Shift+D
+    pressed: the propagation runs (its phase "propagating") until the test sets ``go``.
+    Returns ``(viewer, widget, go)``."""
     import napari_sam.volume as V
 
     viewer, widget = make_widget(blob_stack(z=8), sync=False, name="stack")
@@ -44,7 +46,7 @@ def test_a_click_while_a_propagation_runs_drops_its_result_and_says_so(
     qtbot.waitUntil(lambda: c.job is None and c.ready([2]), timeout=60_000)
     go, real = threading.Event(), V.segment_volume
 
-    def held(*args, **kwargs):  # the propagation runs until the test has clicked
+    def held(*args, **kwargs):  # the propagation runs until the test lets it go
         assert go.wait(60)
         return real(*args, **kwargs)
 
@@ -54,6 +56,13 @@ def test_a_click_while_a_propagation_runs_drops_its_result_and_says_so(
     qtbot.waitUntil(lambda: c.job is None and bool(c.previews), timeout=60_000)
     _press(viewer, "Shift-D")
     qtbot.waitUntil(lambda: c.job is not None and c.job.phase == "propagating", timeout=60_000)
+    return viewer, widget, go
+
+
+def test_a_click_while_a_propagation_runs_drops_its_result_and_says_so(
+        make_widget, tiny_predictor, qtbot, monkeypatch):
+    viewer, widget, go = _propagating_held(make_widget, tiny_predictor, qtbot, monkeypatch)
+    c = widget.controller
     viewer.dims.set_point(0, 5)
     viewer.layers.selection.active = c.points_layer
     canvas_click(viewer, 44, 44)  # the next nucleus, on another slice, while it runs
@@ -74,25 +83,8 @@ def test_previewing_the_prompts_a_propagation_runs_on_does_not_say_it_will_be_dr
     """Shift+S on the propagated slice while the propagation ran said "started without these
     prompts, so its result will be dropped": false (the prompts are the ones it propagates),
     and its result was then kept."""
-    import napari_sam.volume as V
-
-    viewer, widget = make_widget(blob_stack(z=8), sync=False, name="stack")
-    use_predictor(widget, tiny_predictor)
+    viewer, widget, go = _propagating_held(make_widget, tiny_predictor, qtbot, monkeypatch)
     c = widget.controller
-    viewer.dims.set_point(0, 2)
-    qtbot.waitUntil(lambda: c.job is None and c.ready([2]), timeout=60_000)
-    go, real = threading.Event(), V.segment_volume
-
-    def held(*args, **kwargs):  # the propagation runs until the test has previewed
-        assert go.wait(60)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(V, "segment_volume", held)
-    viewer.layers.selection.active = c.points_layer
-    canvas_click(viewer, 20, 20)
-    qtbot.waitUntil(lambda: c.job is None and bool(c.previews), timeout=60_000)
-    _press(viewer, "Shift-D")
-    qtbot.waitUntil(lambda: c.job is not None and c.job.phase == "propagating", timeout=60_000)
     _press(viewer, "Shift-S")  # the same prompts previewed again on their slice
     status = widget._status.text()
     assert status.startswith("point object: score ") and "dropped" not in status, status
