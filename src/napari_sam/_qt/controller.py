@@ -392,9 +392,10 @@ class AnnotationController(AnnotationSession):
         return target.data
 
     def labels_changed(self, target, changes=(), undoing: bool = False) -> None:
-        with self._paint_autosave.paused():  # (our writes autosave themselves; napari's
-            if not record_step(target, changes, undoing):  # Ctrl+Z undoes it, in order;
-                target.refresh()  # shown there, else the whole layer is redrawn)
+        with self._paint_autosave.paused():  # (our writes autosave themselves)
+            # napari's Ctrl+Z undoes the step, in order; napari redraws the box it wrote
+            if not record_step(target, changes, undoing):
+                target.refresh()  # (not recorded: the whole layer is redrawn)
 
     def render(self) -> None:
         layer = self.preview_layer
