@@ -44,7 +44,9 @@ def record_step(layer, changes: Sequence, undoing: bool = False) -> bool:
     """
     changes = [c for c in changes if len(c.index)]
     data = getattr(layer, "data", None)
-    if not changes or not isinstance(data, np.ndarray):
+    if not changes or not isinstance(data, np.ndarray) or not layer.visible:
+        # (a hidden layer shows a 1 x 1 uint8 placeholder: napari's data_setitem casts the
+        # values to it and fails on updating it, leaving its history step half made)
         return False
     flat = data.reshape(-1)
     if not np.shares_memory(flat, data) or sum(len(c.index) for c in changes) > MAX_PIXELS:
@@ -63,6 +65,9 @@ def record_step(layer, changes: Sequence, undoing: bool = False) -> bool:
             layer.data_setitem(np.unravel_index(index, data.shape), now, refresh=True)
     finally:  # as the step left it, also if napari failed (the dock's history has the step)
         flat[index] = now
+    # the layer list's thumbnail (a whole-layer refresh redrew it too); napari has no public
+    # way to redraw only the thumbnail
+    layer._update_thumbnail()
     return True
 
 
