@@ -139,8 +139,7 @@ def cmd_train(args) -> int:
     from napari_sam.training import train
 
     if not args.quiet:
-        files = f"{len(images)} image file{'s' * (len(images) != 1)}"
-        print_note(f"training on {files} from {model!r} -> {out}")
+        print_note(f"training on {_count(len(images), 'image file')} from {model!r} -> {out}")
     t0 = time.perf_counter()
     with signals_received() as signals:
         result = _train(train, args, images, labels, model, out)
@@ -552,3 +551,8 @@ def _already_complete(args, out: Path, epochs: int) -> int:
           f"start from the finished model: {command}; "
           f"to train it again from the start, run without --resume and with --overwrite")
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is 1: "1 image file", "3 image files"."""
+    return f"{n} {noun}{'s' * (n != 1)}"
