@@ -188,11 +188,11 @@ def _say_hand_saved(choice: LabelChoice, image: Path, sessions: list, hand: Path
 
     newer = [p for p in sessions if _written(p) > _written(hand)]
     if newer:
+        newest = max(newer, key=_written)
         choice.chosen.append(
             f"LABELS: trained on {hand} (named after {image}, saved {when(hand)}), not on "
-            f"the newer labels of its annotation session {', '.join(map(str, newer))} (saved "
-            f"{when(newer[-1])}), which may hold more: give that file by name (LABELS) to "
-            "train on it")
+            f"the newer labels of its annotation session {newest} (saved {when(newest)}), "
+            "which may hold more: give that file by name (LABELS) to train on it")
         return
     choice.notes.append(
         f"LABELS: left out {', '.join(map(str, sessions))} (the labels of an annotation "
