@@ -344,3 +344,21 @@ def test_layer_names_of_one_slug_get_session_files_of_their_own(session, tmp_pat
     assert s.own_session_file(beside) == second
     s.name = "two [1]"
     assert s.own_session_file(beside) == first
+
+
+def test_loading_a_session_drops_a_line_waiting_for_a_later_preview(session, tmp_path):
+    """A line kept for the next preview before a session is loaded (e.g. "The propagation
+    ended, but the prompts changed ..." with 'Live preview' off) stuck to the first preview
+    after the load, however much later (reviewer's catch)."""
+    s = session
+    s.path = str(tmp_path / "blobs.tif")
+    s.refine = False
+    s.add_point(1, 44, 44)
+    s.update_preview()
+    s.commit()
+    saved = s.save_session(tmp_path / "copy.json")
+    s.preview_lead = "An old line."
+    s.load_session(saved)
+    s.add_point(4, 20, 20)
+    s.update_preview()
+    assert "An old line." not in s.status, s.status

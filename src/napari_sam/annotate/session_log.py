@@ -557,6 +557,8 @@ class SessionLog:
             # preview may bring it back
             self.preview_lead = text
             self.refresh_preview()
+        else:  # nor a line from before the load
+            self.preview_lead = ""
         return sess
 
     def _model_for(self, sess: S.Session) -> str:
@@ -669,31 +671,14 @@ class SessionLog:
                   "carry the object on from there.")
 
 
-#: The image records of the session files read last, by path: (file identity, record).
-_IMAGE_RECORDS: dict[str, tuple[tuple, dict | None]] = {}
-
-
 def _session_image(path: Path) -> dict | None:
     """The ``image`` record of the session file at ``path`` (None: no file, or no session
-    record in it); read again only when the file changed (every commit's autosave asks, on
-    napari's UI thread, and a session file holds every operation)."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    key = (st.st_ino, st.st_mtime_ns, st.st_size)
-    known = _IMAGE_RECORDS.get(str(path))
-    if known is not None and known[0] == key:
-        return known[1]
+    record in it)."""
     try:
         image = json.loads(path.read_text(encoding="utf-8-sig")).get("image")
     except (OSError, ValueError, AttributeError):
         return None
-    image = image if isinstance(image, dict) else None
-    if len(_IMAGE_RECORDS) >= 64:
-        _IMAGE_RECORDS.clear()
-    _IMAGE_RECORDS[str(path)] = (key, image)
-    return image
+    return image if isinstance(image, dict) else None
 
 
 def _as_is(labels: np.ndarray) -> np.ndarray:
