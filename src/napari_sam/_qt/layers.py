@@ -92,7 +92,6 @@ def _gl_programs(viewer, layer) -> list:
     """The vispy programs drawing Shapes ``layer`` in ``viewer``'s canvas ([] for another
     kind of layer, or without a canvas)."""
     from napari.layers import Shapes
-    from vispy.visuals import CompoundVisual
 
     layer = unwrap(layer)
     if not isinstance(layer, Shapes):
@@ -105,7 +104,7 @@ def _gl_programs(viewer, layer) -> list:
     programs = []
     while nodes:
         node = nodes.pop()
-        if isinstance(node, CompoundVisual):
+        if hasattr(node, "_subvisuals"):  # a vispy CompoundVisual (vispy is napari's)
             nodes.extend(node._subvisuals)
         elif getattr(node, "view_program", None) is not None:  # the program it draws with
             programs.append(node.view_program)
