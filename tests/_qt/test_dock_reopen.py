@@ -44,7 +44,7 @@ for cycle in range(3):
     dock, w = open_from_menu(viewer)
     w.preload = False
     use_predictor(w, predictor)
-    job = w.controller.compute_embeddings()  # threaded, with the dock.s progress bar
+    job = w.controller.compute_embeddings()  # threaded, with the dock's progress bar
     w.wait()
     for _ in range(3):  # frames drawn with the reopened dock
         viewer.camera.zoom *= 1.05
