@@ -9,8 +9,9 @@ Jobs never touch napari layers; the ``on_returned`` callback (run on the main th
 Jobs run in a :func:`napari.qt.threading.create_worker` thread (with a napari progress bar
 in its activity dock when ``progress_bar``: the dock does without, as it has its own bar and
 napari's made every job about 1.4x slower on software OpenGL,
-``benchmarks/bench_dock_jobs.py``) and can be cancelled between two yields; with ``sync=True`` (what most tests use) the same generator
-runs on the calling thread, with the same callbacks and the same cancellation points.
+``benchmarks/bench_dock_jobs.py``) and can be cancelled between two yields; with
+``sync=True`` (what most tests use) the same generator runs on the calling thread, with the
+same callbacks and the same cancellation points.
 
 Every exception a job raises ends the job through ``on_error`` and then ``on_finished``,
 whatever its type: superqt's worker drops a ``RuntimeError`` without emitting ``errored``

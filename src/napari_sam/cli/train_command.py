@@ -292,9 +292,8 @@ def collect_pairs(images_spec: str, labels_spec: str, *, quiet: bool = False
     if named:  # img_labels.tif beside img.tif: labels saved by hand (napari's writer, no
         images = [p for p in images if p not in named]  # sidecar), not an image
         if not quiet:
-            files = f"{len(named)} file{'s' * (len(named) != 1)}"
-            print_note(f"note: IMAGES: left out {files} named after an image with "
-                       f"_labels (label images, e.g. {named[0].name})")
+            print_note(f"note: IMAGES: left out {_count(len(named), 'file')} named after an "
+                       f"image with _labels (label images, e.g. {named[0].name})")
     found = _collect(labels_spec, "LABELS")
     taken = {p.resolve() for p in images}
     same = [p for p in found if p.resolve() in taken]
@@ -307,10 +306,8 @@ def collect_pairs(images_spec: str, labels_spec: str, *, quiet: bool = False
     replaced = _replaced_bases(labels)
     labels = [p for p in labels if p not in replaced]
     if same and not quiet:
-        files = f"{len(same)} file{'s' * (len(same) != 1)}"
-        rest = f"{len(labels)} label file{'s' * (len(labels) != 1)}"
-        print_note(f"note: LABELS: left out {files} IMAGES selected (e.g. {same[0]}); {rest} "
-                   "remain")
+        print_note(f"note: LABELS: left out {_count(len(same), 'file')} IMAGES selected (e.g. "
+                   f"{same[0]}); {_count(len(labels), 'label file')} remain")
     return _pair(images, labels, quiet=quiet)
 
 
@@ -339,8 +336,7 @@ def _pair(images: list[Path], labels: list[Path], *, quiet: bool
                   "image: leave the others out of LABELS (give the label files by name or as "
                   "a glob)")
         raise CLIError(
-            f"{len(images)} image file{'s' * (len(images) != 1)} but {len(labels)} label "
-            f"file{'s' * (len(labels) != 1)}: "
+            f"{_count(len(images), 'image file')} but {_count(len(labels), 'label file')}: "
             f"{unpaired_files([str(p) for p in rest_images], [str(p) for p in rest_labels])}"
             "; IMAGES and LABELS are paired by name (or in sorted order where the names tell "
             f"nothing) and must match one to one: {advice}", 2)
@@ -453,8 +449,8 @@ def written_message(result, epochs: int, seconds: float) -> str:
     str
     """
     history = result.history
-    done = (f"{len(history)} of {epochs} epoch{'s' * (epochs != 1)} done" if len(history) < epochs
-            else f"{len(history)} epoch{'s' * (len(history) != 1)}")
+    done = (f"{len(history)} of {_count(epochs, 'epoch')} done" if len(history) < epochs
+            else _count(len(history), "epoch"))
     if not result.path:
         return f"no checkpoint was written ({done}, {seconds:.1f} s)"
     best = None
@@ -546,10 +542,9 @@ def _already_complete(args, out: Path, epochs: int) -> int:
     labels = args.labels if args.labels is not None else args.labels_opt
     command = shlex.join(["napari-sam", "train", str(args.images), str(labels), "--model",
                           str(out), "-o", str(longer), "--epochs", "N"])
-    print(f"the schedule in {state} is already complete ({epochs} "
-          f"epoch{'s' * (epochs != 1)}); nothing was trained or written. To train longer, "
-          f"start from the finished model: {command}; "
-          f"to train it again from the start, run without --resume and with --overwrite")
+    print(f"the schedule in {state} is already complete ({_count(epochs, 'epoch')}); "
+          f"nothing was trained or written. To train longer, start from the finished model: "
+          f"{command}; to train it again from the start, run without --resume and with --overwrite")
     return 0
 
 
