@@ -1,10 +1,11 @@
 """napari writer: a labels layer -> compressed TIFF keeping the layer's scale and units.
 
-File > Save Selected Layers... with a ``.tif`` name. The file is written to a temporary name
-and renamed (never a half-written file under the final name) by
-:func:`napari_sam.io.write_labels`: zlib-compressed ImageJ TIFF (OME-TIFF when ids need
-32 bits), the scale of the spatial axes stored as resolution / spacing, and the layer's name
-and translate in the metadata.
+File > Save Selected Layers... with a ``.tif`` name (``.tif`` is added to a name without
+extension; another extension is refused, with what to type: this writer writes TIFF). The
+file is written to a temporary name and renamed (never a half-written file under the final
+name) by :func:`napari_sam.io.write_labels`: zlib-compressed ImageJ TIFF (OME-TIFF when ids
+need 32 bits), the scale of the spatial axes stored as resolution / spacing, and the layer's
+name and translate in the metadata.
 
 The unit written is the layer's (napari's ``layer.units``): a layer in lengths (µm, nm, mm,
 ...) gets its scale in one length unit (the X axis's; a Z axis in another length unit is
@@ -17,12 +18,13 @@ with :func:`napari_sam.io.read_image` gives the same scale, and the unit when it
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["physical_scale", "write_labels_tiff"]
+__all__ = ["physical_scale", "tiff_name", "write_labels_tiff"]
 
 _AXES = {2: "YX", 3: "ZYX", 4: "TZYX"}
 
@@ -81,7 +83,9 @@ def physical_scale(sizes: Sequence[float], units: Sequence | None) -> tuple[list
 
 
 def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
-    """Write one labels layer; returns ``[path]`` (napari's single-layer writer protocol).
+    """Write one labels layer; returns the path written, in a list (napari's single-layer
+    writer protocol): ``path``, with ``.tif`` added when it has no extension
+    (:func:`tiff_name`).
 
     ``meta`` is the layer's metadata (``scale``, ``units``, ``translate``, ``name``); the
     scale and units of its spatial axes are written as :func:`physical_scale` says. 3D
@@ -101,20 +105,55 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
         The file cannot be written.
     """
     try:
-        return _write(path, data, meta)
+        target = tiff_name(path)
+    except ValueError as err:
+        _notify_failure(path, meta, err, advice="")
+        raise
+    try:
+        return _write(target, data, meta)
     except (ValueError, TypeError, OSError) as err:
-        _notify_failure(path, meta, err)
+        _notify_failure(target, meta, err)
         raise
 
 
-def _notify_failure(path: str, meta: dict, err: Exception) -> None:
-    """An error notification saying why ``path`` was not written and what to do next."""
+def tiff_name(path: str) -> str:
+    """The TIFF name this writer writes for the name typed in napari's Save dialog.
+
+    A name without extension gets ``.tif`` (as napari's own writers add); ``.tif`` or
+    ``.tiff`` (any case, ``.ome.tif`` too) is kept.
+
+    Raises
+    ------
+    ValueError
+        Another extension (``.npy``, ``.zarr``, ``.png``, ...): this writer writes TIFF only,
+        and the message says to name the file ``.tif`` (a ``.npy`` would lose the scale).
+    """
+    name = os.path.basename(path)
+    suffix = os.path.splitext(name.rstrip("."))[1]
+    if suffix.lower() in (".tif", ".tiff"):
+        return path
+    if not suffix:
+        return path.rstrip(".") + ".tif"
+    tif = os.path.join(os.path.dirname(path), os.path.splitext(name)[0] + ".tif")
+    raise ValueError(
+        f"the labels TIFF (napari-sam) writer writes TIFF files only, not {suffix!r}; "
+        f"save as {os.path.basename(tif)!r} (.tif or .tiff, or no extension: .tif is added), "
+        "which keeps the layer's scale and units"
+    )
+
+
+_ADVICE = "; correct the layer (or pick a folder you can write to) and save again"
+
+
+def _notify_failure(path: str, meta: dict, err: Exception, advice: str = _ADVICE) -> None:
+    """An error notification saying why ``path`` was not written and what to do next
+    (``advice``, after "Nothing was written")."""
     from napari.utils.notifications import show_error
 
     name = meta.get("name") or "the labels layer"
-    why = err.strerror or str(err) if isinstance(err, OSError) else str(err)
-    show_error(f"napari-sam-stacks did not save '{name}' to {path}: {why}. Nothing was written; "
-               "correct the layer (or pick a folder you can write to) and save again.")
+    why = (err.strerror or str(err) if isinstance(err, OSError) else str(err)).rstrip(". ")
+    show_error(f"napari-sam-stacks did not save '{name}' to {path}: {why}. Nothing was "
+               f"written{advice}.")
 
 
 def _write(path: str, data: Any, meta: dict) -> list[str]:

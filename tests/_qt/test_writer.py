@@ -73,3 +73,42 @@ def test_save_through_napari_keeps_the_layers_units(make_napari_viewer, tmp_path
         back = read_image(out)
         assert np.array_equal(np.asarray(back.data), layer.data)
         assert back.pixel_size == pytest.approx(scale) and back.unit == read
+
+
+def _save_with_our_filter(viewer, name):
+    """File > Save Selected Layers... with our writer's filter picked and ``name`` typed."""
+    from unittest import mock
+
+    from napari.plugins import _npe2
+    from qtpy.QtWidgets import QFileDialog
+
+    ext_str, _ = _npe2.file_extensions_string_for_layers(list(viewer.layers.selection))
+    ours = next(f for f in ext_str.split(";;") if "napari-sam" in f)
+    with mock.patch.object(QFileDialog, "getSaveFileName", return_value=(name, ours)):
+        viewer.window._qt_viewer._save_layers_dialog(selected=True)
+
+
+def test_save_dialog_adds_tif_to_a_name_without_extension(make_napari_viewer, tmp_path):
+    from napari_sam.io import read_image
+
+    viewer = make_napari_viewer()
+    viewer.add_labels(_labels(), scale=(3.0, 0.25, 0.25), units=("um",) * 3, name="seg")
+    _save_with_our_filter(viewer, str(tmp_path / "seg"))
+    assert [p.name for p in tmp_path.iterdir()] == ["seg.tif"]
+    back = read_image(tmp_path / "seg.tif")
+    assert np.array_equal(back.data, _labels()) and back.data.dtype == np.uint16
+    assert back.pixel_size == pytest.approx((3.0, 0.25, 0.25)) and back.unit == "um"
+
+
+def test_save_dialog_refuses_npy_under_the_tiff_filter(make_napari_viewer, tmp_path,
+                                                      notifications):
+    """Our filter says TIFF: seg.npy is not written (it would lose the scale); the error
+    names the extension and what to type, in one sentence each (no '..')."""
+    viewer = make_napari_viewer()
+    viewer.add_labels(_labels(), scale=(3.0, 0.25, 0.25), name="seg")
+    with pytest.raises(ValueError, match="TIFF files only"):  # napari passes it on
+        _save_with_our_filter(viewer, str(tmp_path / "seg.npy"))
+    assert list(tmp_path.iterdir()) == []
+    (message,) = [m for s, m in notifications if s == "error"]
+    assert "TIFF files only, not '.npy'" in message and "'seg.tif'" in message
+    assert ".." not in message and "Nothing was written." in message
