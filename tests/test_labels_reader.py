@@ -1,0 +1,57 @@
+"""The npe2 reader of label TIFFs (napari_sam._reader, no viewer): what it takes, what it
+refuses (napari then offers its own reader), and the layer data of files written by the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_sam._reader import get_reader, read_labels_tiff
+from napari_sam.io import write_labels
+
+
+def _ids() -> np.ndarray:
+    lab = np.zeros((3, 20, 30), np.uint16)
+    lab[1, 4:9, 5:12] = 5
+    return lab
+
+
+@pytest.mark.parametrize(("name", "data"), [
+    ("float_labels.tif", _ids().astype(np.float32)),  # no ids
+    ("rgb_labels.tif", np.zeros((20, 30, 3), np.uint8)),  # colour
+    ("cells.tif", _ids()),  # not one of our names (napari's reader alone gets it)
+])
+def test_refuses_what_is_no_label_tiff(tmp_path, name, data):
+    path = tmp_path / name
+    tifffile.imwrite(path, data, photometric="rgb" if data.ndim == 3 and data.shape[-1] == 3
+                     else "minisblack")
+    assert get_reader(str(path)) is None
+
+
+def test_refuses_a_stack_of_files_and_a_broken_file(tmp_path):
+    path = tmp_path / "a_labels.tif"
+    write_labels(path, _ids(), axes="ZYX")
+    assert get_reader([str(path), str(path)]) is None
+    broken = tmp_path / "b_labels.tif"
+    broken.write_bytes(b"not a tiff")
+    assert get_reader(str(broken)) is None
+
+
+def test_cli_labels_come_back_with_scale_and_units(tmp_path):
+    """What `napari-sam segment/auto` writes (write_labels, out/<stem>_labels.tif)."""
+    path = tmp_path / "stack_labels.TIF"  # napari lower-cases the extension; so do we
+    write_labels(path, _ids(), axes="ZYX", pixel_size=(2.0, 0.5, 0.5), unit="um")
+    assert get_reader(str(path)) is read_labels_tiff
+    ((data, meta, kind),) = read_labels_tiff(str(path))
+    assert kind == "labels" and data.dtype == np.uint16 and np.array_equal(data, _ids())
+    assert meta["scale"] == pytest.approx((2.0, 0.5, 0.5))
+    assert meta["units"] == ("um",) * 3 and meta["name"] == "stack_labels"
+
+
+def test_pixel_sized_labels_claim_no_unit(tmp_path):
+    path = tmp_path / "p_labels.tiff"
+    write_labels(path, _ids()[0], axes="YX", pixel_size=(3.0, 3.0), unit="pixel")
+    ((data, meta, _),) = get_reader(str(path))(str(path))
+    assert data.shape == (20, 30) and meta["scale"] == pytest.approx((3.0, 3.0))
+    assert "units" not in meta
