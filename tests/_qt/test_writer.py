@@ -112,3 +112,21 @@ def test_save_dialog_refuses_npy_under_the_tiff_filter(make_napari_viewer, tmp_p
     (message,) = [m for s, m in notifications if s == "error"]
     assert "TIFF files only, not '.npy'" in message and "'seg.tif'" in message
     assert ".." not in message and "Nothing was written." in message
+
+
+def test_docs_name_our_save_filter_as_napari_lists_it(make_napari_viewer):
+    """docs/gui.md tells which file type to pick in File > Save Selected Layers... (napari
+    preselects its own labels writer, which drops the scale): by the name napari shows."""
+    from pathlib import Path
+
+    from napari.plugins import _npe2
+
+    layer = make_napari_viewer().add_labels(_labels())
+    ext_str, _ = _npe2.file_extensions_string_for_layers([layer])
+    filters = ext_str.split(";;")
+    ours = next(f for f in filters if "napari-sam" in f)
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "gui.md").read_text()
+    docs = " ".join(docs.replace("\\*", "*").split())
+    assert f"*{ours}*" in docs
+    assert "napari builtins labels" in docs and any(f.startswith("napari builtins labels")
+                                                   for f in filters)
