@@ -109,7 +109,7 @@ def test_a_reader_preference_opens_labels_without_asking(make_napari_viewer, tmp
 
     viewer = make_napari_viewer()
     settings = get_settings()
-    monkeypatch.setattr(settings, "_save_on_change", False)  # not into the user's settings
+    monkeypatch.setattr(settings, "config_path", None)  # not saved into the user's settings
     monkeypatch.setattr(settings.plugins, "extension2reader", {"*_labels.tif": OURS})
     path = tmp_path / "cells_labels.tif"
     saved = _saved(viewer, path, _labels(), scale=(3.0, 0.25, 0.25), units=("um",) * 3)
