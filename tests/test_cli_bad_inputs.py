@@ -399,7 +399,7 @@ CSV_CASES = {
     "label 7": ("id,slice,row,col,label\n1,1,10,10,7\n",
                 "p.csv, line 2: label 7 is not allowed: a point's label is 1"),
     "no point or box": ("id,slice,row,col\n1,1,,\n", "p.csv, line 2: the prompt has no point"),
-    "unknown column": ("id,slice,row,col,colour\n1,1,10,10,red\n", "unknown column(s) ['colour']"),
+    "unknown column": ("id,slice,row,col,colour\n1,1,10,10,red\n", "unknown column ['colour']"),
     "empty file": ("", "is empty; the first line names the columns"),
 }
 
@@ -461,7 +461,7 @@ def test_prompts_json_malformed(tmp_path, tiny_model, capsys):
     cases = {
         '{"objects": {"1": [{"slice": 1, "points": [[3, 3]]}]': "is not valid JSON",
         '{"objects": {"1": [{"slice": 1, "point": [[3, 3]]}]}}':
-            "p.json, object 1, prompt 1: unknown key(s) ['point']",
+            "p.json, object 1, prompt 1: unknown key ['point']",
         '{"objects": {"0": [{"slice": 1, "points": [[3, 3]]}]}}': "object id 0 is not allowed",
         '{"objects": {"1": [{"slice": 1, "points": [[3, 3]], "labels": [2]}]}}':
             "label 2 is not allowed",

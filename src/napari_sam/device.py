@@ -18,6 +18,8 @@ import threading
 from pathlib import Path
 from typing import NamedTuple
 
+from napari_sam.words import counted
+
 __all__ = [
     "PRECISION_ENV",
     "THREADS_ENV",
@@ -135,8 +137,8 @@ def resolve_device(device="auto", *, auto_hint: str = "device='auto'"):
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(
-                f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device"
-                f"{'s' * (torch.cuda.device_count() != 1)}"
+                f"device {device!r} does not exist: "
+                f"{counted(torch.cuda.device_count(), 'CUDA device')}"
             )
     elif dev.type == "mps" and "mps" not in available:
         raise ValueError(
@@ -282,7 +284,7 @@ def describe(device="auto", precision: str = "auto", chosen_by: str | None = Non
     if dev.type == "cpu":
         import torch
 
-        extra = f"; {torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''}"
+        extra = f"; {counted(torch.get_num_threads(), 'thread')}"
     return f"{dev}, {name} ({why}{extra})"
 
 
@@ -639,6 +641,6 @@ def configure_threads(*, environ=None, cores: int | None = None, busy: float | N
     else:
         environ["OMP_NUM_THREADS"] = str(plan.threads)
     _PLAN = plan
-    logger.info("%d CPU thread%s, %d slice worker%s: %s", plan.threads,
-                "s" * (plan.threads != 1), plan.workers, "s" * (plan.workers != 1), plan.reason)
+    logger.info("%s, %s: %s", counted(plan.threads, "CPU thread"),
+                counted(plan.workers, "slice worker"), plan.reason)
     return plan.threads

@@ -44,6 +44,7 @@ from napari_sam.preprocess import (
     to_uint8_rgb,
 )
 from napari_sam.progress import ProgressArg, reports_progress
+from napari_sam.words import counted
 
 __all__ = [
     "OWNER_ATTR",
@@ -428,7 +429,7 @@ class StackEmbeddings:
     def __repr__(self) -> str:
         z, h, w = self.shape
         store = "" if self.store is None else f", store={str(self.store)!r}"
-        return (f"StackEmbeddings({z} slice{'s' * (z != 1)} of {h} x {w} px, "
+        return (f"StackEmbeddings({counted(z, 'slice')} of {h} x {w} px, "
                 f"{len(self._memory)} in memory, "
                 f"model_id={getattr(self.model, 'model_id', None)!r}{store})")
 

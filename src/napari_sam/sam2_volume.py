@@ -36,6 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_sam.words import for_count
+
 from .embeddings import slice_hash, stack_intensity_limits
 from .models.registry import load_model, require_family
 from .models.sam2.feature_cache import Sam2FeatureCache
@@ -166,7 +168,7 @@ def _warn_unused_negatives(objects: list[ObjectPrompts]) -> None:
         if obj.negatives:
             zs = sorted(obj.negatives)
             warnings.warn(
-                f"object {obj.id}: the negative points on slice{'s' if len(zs) > 1 else ''} "
+                f"object {obj.id}: the negative points on {for_count(len(zs), 'slice')} "
                 f"{', '.join(map(str, zs))} are not used: SAM 2 uses negative points only on a "
                 "slice that also has a positive point, a box or a mask of the object; add one "
                 "there, or propagate with SAM 1 re-prompting (segment_volume; CLI: --method "

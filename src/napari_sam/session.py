@@ -58,6 +58,7 @@ from napari_sam.session_checks import (
     session_error,
 )
 from napari_sam.session_replay import ReplayResult, check_replayable, recorded_tiling, replay
+from napari_sam.words import counted, for_count
 
 __all__ = [
     "FORMAT", "VERSION", "Session", "SessionError", "check_image", "check_model",
@@ -105,9 +106,9 @@ class Session:
     def summary(self) -> str:
         """E.g. "3 commits, labels 1-3, saved 2025-01-01T10:00:00+00:00"."""
         ids, n = sorted(self.objects()), len(self.operations)
-        text = f"{n} commit{'s' if n != 1 else ''}"
+        text = counted(n, "commit")
         if ids:
-            text += f", label{'s' if len(ids) > 1 else ''} {ids[0]}" + (
+            text += f", {for_count(len(ids), 'label')} {ids[0]}" + (
                 f"-{ids[-1]}" if len(ids) > 1 else "")
         return text + (f", saved {self.saved}" if self.saved else "")
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from napari_sam.progress import ProgressArg, reports_progress
 from napari_sam.session_checks import SessionError, check_image, tiling_of
+from napari_sam.words import counted, for_count
 
 __all__ = ["ReplayResult", "check_replayable", "recorded_tiling", "replay"]
 
@@ -53,11 +54,11 @@ class ReplayResult:
     def __repr__(self) -> str:  # one line, not the arrays (a notebook cell's last line)
         n, lab = len(self.ids), np.asarray(self.labels)
         written = len({int(i) for ids in self.ids for i in ids})
-        notes = (f"{len(self.notes)} note{'s' * (len(self.notes) != 1)}: {self.notes[0]}"
+        notes = (f"{counted(len(self.notes), 'note')}: {self.notes[0]}"
                  + (" ..." if len(self.notes) > 1 else "")) if self.notes \
             else "every id as recorded"
-        return (f"ReplayResult({n} operation{'s' * (n != 1)}, {written} label"
-                f"{'s' * (written != 1)} written, labels {tuple(lab.shape)} {lab.dtype}; "
+        return (f"ReplayResult({counted(n, 'operation')}, {counted(written, 'label')} "
+                f"written, labels {tuple(lab.shape)} {lab.dtype}; "
                 f"{notes})")
 
 
@@ -180,7 +181,7 @@ def replay(session, emb, *, progress: ProgressArg = None) -> ReplayResult:
         commit = apply_objects(labels, objects, overwrite=bool(op["overwrite"]))
         ids.append(list(commit.ids))
         if list(commit.ids) != [int(v) for v in op["ids"]]:
-            notes.append(f"operation {i + 1} wrote label{'s' * (len(commit.ids) != 1)} "
+            notes.append(f"operation {i + 1} wrote {for_count(len(commit.ids), 'label')} "
                          f"{commit.ids}, the session "
                          f"recorded {op['ids']}")
         if progress is not None:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from napari_sam.words import counted
+
 
 @dataclass
 class MaskRecord:
@@ -122,7 +124,7 @@ class AutomaticResult:
     def __repr__(self) -> str:  # one line, not the arrays (a notebook cell's last line)
         n, lab = len(self.records), np.asarray(self.labels)
         hidden = f", {len(self.hidden)} hidden" if self.hidden else ""
-        return (f"AutomaticResult({n} object{'s' * (n != 1)}{hidden}, labels "
+        return (f"AutomaticResult({counted(n, 'object')}{hidden}, labels "
                 f"{tuple(lab.shape)} {lab.dtype}, {self.stats.get('points', 0)} points decoded)")
 
 

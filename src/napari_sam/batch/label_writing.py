@@ -12,6 +12,7 @@ from napari_sam.batch.context import Context, Job
 from napari_sam.batch.jobs import check_input_unchanged
 from napari_sam.batch.preview import preview_from_arrays
 from napari_sam.batch.reading import OpenedImage
+from napari_sam.words import for_count
 
 
 def label_metadata(job: Job, ctx: Context, model) -> dict:
@@ -152,7 +153,7 @@ def finish_propagation(job: Job, ctx: Context, model, opened: OpenedImage, res,
     opened.stack.release()
     if lost:  # said in the summary; the file's line said why (the runners' notes)
         ids = ", ".join(lost)
-        many = len(lost) > 1
-        info.update(summary_info(opened, f"object{'s' * many} {ids} {'are' if many else 'is'} "
+        info.update(summary_info(opened, f"{for_count(len(lost), 'object')} {ids} "
+                                         f"{for_count(len(lost), 'is', 'are')} "
                                          "not in the labels (\"lost\" in its sidecar says why)"))
     return info

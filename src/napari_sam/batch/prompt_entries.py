@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_sam.batch.inputs import BatchError
+from napari_sam.words import counted, for_count
 
 __all__ = ["CSV_ALIASES", "PROMPT_KEYS", "Prompts", "check_entry", "normalise_file_key",
            "number", "object_id", "truthy", "whole_number"]
@@ -108,7 +109,8 @@ def check_entry(entry: Mapping, where: str) -> dict:
     """Validate one slice prompt's form (not yet its coordinates: they need the image shape)."""
     unknown = sorted(set(entry) - set(PROMPT_KEYS))
     if unknown:
-        raise BatchError(f"{where}: unknown key(s) {unknown}; a prompt has "
+        raise BatchError(f"{where}: unknown {for_count(len(unknown), 'key')} {unknown}; "
+                         "a prompt has "
                          f"{', '.join(PROMPT_KEYS)}")
     out: dict[str, Any] = {"slice": whole_number(entry.get("slice", 0), "slice", where)}
     if out["slice"] < 0:
@@ -127,7 +129,8 @@ def check_entry(entry: Mapping, where: str) -> dict:
             list(labels) if isinstance(labels, Sequence) and not isinstance(labels, str)
             else [labels])
         if len(labels) != len(pts):
-            raise BatchError(f"{where}: {len(pts)} point(s) but {len(labels)} label(s); give "
+            raise BatchError(f"{where}: {counted(len(pts), 'point')} but "
+                             f"{counted(len(labels), 'label')}; give "
                              "one label per point (1 object, 0 background)")
         out["labels"] = [whole_number(v, "label", where) for v in labels]
         bad = [v for v in out["labels"] if v not in (0, 1)]

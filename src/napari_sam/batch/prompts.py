@@ -25,6 +25,7 @@ from napari_sam.batch.prompt_entries import (
     truthy,
 )
 from napari_sam.batch.reading import open_image, open_session_image
+from napari_sam.words import counted, for_count
 
 __all__ = ["CSV_ALIASES", "Prompts", "check_prompts", "check_unambiguous", "load_prompts",
            "normalise_file_key", "prompts_for"]
@@ -82,7 +83,8 @@ def _prompts_from_csv(path: Path) -> Prompts:
     unknown = sorted(c for c, k in cols.items() if k not in _CSV_KNOWN)
     if unknown:
         raise BatchError(
-            f"prompts file {str(path)!r}: unknown column(s) {unknown}; known columns: "
+            f"prompts file {str(path)!r}: unknown {for_count(len(unknown), 'column')} {unknown}; "
+            "known columns: "
             "file, id, slice, row, col, label, row0, col0, row1, col1, stop, candidate "
             "(aliases: "
             + ", ".join(f"{a}={k}" for a, k in CSV_ALIASES.items()) + ")"
@@ -174,7 +176,8 @@ def _prompts_from_json(path: Path) -> Prompts:
     if "objects" in data or "files" in data:
         extra = sorted(set(data) - {"objects", "files"})
         if extra:
-            raise BatchError(f"{where}: unknown top-level key(s) {extra}; use 'objects' and 'files'")
+            raise BatchError(f"{where}: unknown top-level {for_count(len(extra), 'key')} {extra}; "
+                             "use 'objects' and 'files'")
         for oid, item, at in _normalise_objects(data.get("objects") or {}, where):
             per_file.add("", oid, item, at)
         files = data.get("files") or {}
@@ -376,7 +379,8 @@ def check_prompts(per_file: Mapping[str, Mapping], jobs: Sequence[Job], ctx: Con
         names = sorted(k for k in per_file if k)
         raise BatchError(
             "no prompts apply to any input: the prompts file's 'file' entries "
-            f"{names[:5]} match none of the {len(jobs)} input(s) (e.g. {jobs[0].input.name!r}); "
+            f"{names[:5]} match none of the {counted(len(jobs), 'input')} "
+            f"(e.g. {jobs[0].input.name!r}); "
             "use the inputs' file names (or stems), or leave 'file' empty to apply to every input")
     notes = []
     unused = sorted(k for k in per_file if k and k not in used)

@@ -12,6 +12,7 @@ import numpy as np
 from napari_sam import io as nio
 from napari_sam.batch.context import Context, Job
 from napari_sam.io import SliceSource
+from napari_sam.words import for_count
 
 
 @dataclass
@@ -323,8 +324,8 @@ def announce_constant_prompt_slices(job: Job, ctx: Context, opened) -> dict[str,
         from tqdm.auto import tqdm
 
         where = ("the image is" if opened.is2d else
-                 f"prompted slice{'s' if len(constant) > 1 else ''} {', '.join(constant)} "
-                 f"{'are' if len(constant) > 1 else 'is'}")
+                 f"prompted {for_count(len(constant), 'slice')} {', '.join(constant)} "
+                 f"{for_count(len(constant), 'is', 'are')}")
         tqdm.write(f"napari-sam: note: {job.name}: {where} constant "
                    f"({constant_words(constant[next(iter(constant))])}): "
                    "the masks there follow the prompts alone, not the image; check that this "

@@ -13,6 +13,7 @@ from napari_sam.batch.segment_options import SAM2_KEYS, SAM2_OPTIONS, SEGMENT_OP
 from napari_sam.cli.batch_parsers import BATCH_SIZE_DEFAULT
 from napari_sam.cli.errors import CLIError, print_note
 from napari_sam.cli.models_command import resolve_model
+from napari_sam.words import counted, for_count
 
 
 def batch_context(args, model: str):
@@ -95,7 +96,7 @@ def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False,
     why = [f"{unprompted} without prompts" if unprompted else "",
            f"{edited} changed since written: kept" if edited else ""]
     why = ", ".join(w for w in why if w)
-    head = (f"{n_jobs} file{'s' * (n_jobs != 1)}: {done} done, {skipped} skipped"
+    head = (f"{counted(n_jobs, 'file')}: {done} done, {skipped} skipped"
             + (f" ({why})" if why else "")
             + f", {len(failed)} failed"
             + (f", {len(busy)} busy in another process" if busy else "")
@@ -119,8 +120,8 @@ def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False,
         for t in table:
             print(f"  {t[0].ljust(w0)}  {t[1].ljust(w1)}  {t[2]}")
     if failed:
-        print(f"{len(failed)} file{'s' * (len(failed) != 1)} failed; fix "
-              f"{'it' if len(failed) == 1 else 'them'} and rerun the same command: complete "
+        print(f"{counted(len(failed), 'file')} failed; fix "
+              f"{for_count(len(failed), 'it', 'them')} and rerun the same command: complete "
               "outputs are skipped.")
     if busy:
         one = len(busy) == 1

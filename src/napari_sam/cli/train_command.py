@@ -22,6 +22,7 @@ from napari_sam.cli.arguments import (
 )
 from napari_sam.cli.errors import CLIError, print_note
 from napari_sam.cli.models_command import resolve_model
+from napari_sam.words import counted, for_count
 
 EPILOG_TRAIN = """\
 examples:
@@ -139,7 +140,7 @@ def cmd_train(args) -> int:
     from napari_sam.training import train
 
     if not args.quiet:
-        print_note(f"training on {_count(len(images), 'image file')} from {model!r} -> {out}")
+        print_note(f"training on {counted(len(images), 'image file')} from {model!r} -> {out}")
     t0 = time.perf_counter()
     with signals_received() as signals:
         result = _train(train, args, images, labels, model, out)
@@ -201,7 +202,7 @@ def check_pieces(args, out: Path) -> None:
                        "--overwrite to train from the start (it removes the state)", 2)
     given = [o for o, v in (("--max-steps", args.max_steps), ("--minutes", args.minutes)) if v]
     if given:
-        raise CLIError(f"{' and '.join(given)} {'stops' if len(given) == 1 else 'stop'} a "
+        raise CLIError(f"{' and '.join(given)} {for_count(len(given), 'stops', 'stop')} a "
                        f"piece of a resumable run: add --resume (each piece saves {state.name} "
                        "beside -o, and the same command with --resume continues from it)", 2)
 
@@ -292,7 +293,7 @@ def collect_pairs(images_spec: str, labels_spec: str, *, quiet: bool = False
     if named:  # img_labels.tif beside img.tif: labels saved by hand (napari's writer, no
         images = [p for p in images if p not in named]  # sidecar), not an image
         if not quiet:
-            print_note(f"note: IMAGES: left out {_count(len(named), 'file')} named after an "
+            print_note(f"note: IMAGES: left out {counted(len(named), 'file')} named after an "
                        f"image with _labels (label images, e.g. {named[0].name})")
     found = _collect(labels_spec, "LABELS")
     taken = {p.resolve() for p in images}
@@ -306,8 +307,8 @@ def collect_pairs(images_spec: str, labels_spec: str, *, quiet: bool = False
     replaced = _replaced_bases(labels)
     labels = [p for p in labels if p not in replaced]
     if same and not quiet:
-        print_note(f"note: LABELS: left out {_count(len(same), 'file')} IMAGES selected (e.g. "
-                   f"{same[0]}); {_count(len(labels), 'label file')} remain")
+        print_note(f"note: LABELS: left out {counted(len(same), 'file')} IMAGES selected (e.g. "
+                   f"{same[0]}); {counted(len(labels), 'label file')} remain")
     return _pair(images, labels, quiet=quiet)
 
 
@@ -336,7 +337,7 @@ def _pair(images: list[Path], labels: list[Path], *, quiet: bool
                   "image: leave the others out of LABELS (give the label files by name or as "
                   "a glob)")
         raise CLIError(
-            f"{_count(len(images), 'image file')} but {_count(len(labels), 'label file')}: "
+            f"{counted(len(images), 'image file')} but {counted(len(labels), 'label file')}: "
             f"{unpaired_files([str(p) for p in rest_images], [str(p) for p in rest_labels])}"
             "; IMAGES and LABELS are paired by name (or in sorted order where the names tell "
             f"nothing) and must match one to one: {advice}", 2)
@@ -449,8 +450,8 @@ def written_message(result, epochs: int, seconds: float) -> str:
     str
     """
     history = result.history
-    done = (f"{len(history)} of {_count(epochs, 'epoch')} done" if len(history) < epochs
-            else _count(len(history), "epoch"))
+    done = (f"{len(history)} of {counted(epochs, 'epoch')} done" if len(history) < epochs
+            else counted(len(history), "epoch"))
     if not result.path:
         return f"no checkpoint was written ({done}, {seconds:.1f} s)"
     best = None
@@ -542,12 +543,7 @@ def _already_complete(args, out: Path, epochs: int) -> int:
     labels = args.labels if args.labels is not None else args.labels_opt
     command = shlex.join(["napari-sam", "train", str(args.images), str(labels), "--model",
                           str(out), "-o", str(longer), "--epochs", "N"])
-    print(f"the schedule in {state} is already complete ({_count(epochs, 'epoch')}); "
+    print(f"the schedule in {state} is already complete ({counted(epochs, 'epoch')}); "
           f"nothing was trained or written. To train longer, start from the finished model: "
           f"{command}; to train it again from the start, run without --resume and with --overwrite")
     return 0
-
-
-def _count(n: int, noun: str) -> str:
-    """``n`` and ``noun``, plural unless ``n`` is 1: "1 image file", "3 image files"."""
-    return f"{n} {noun}{'s' * (n != 1)}"

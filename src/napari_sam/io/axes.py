@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from napari_sam.words import for_count
+
 #: Letters allowed in an axes string.
 AXES_LETTERS = "TZCYX"
 #: Spatial letters, in the order pixel sizes are reported.
@@ -46,7 +48,7 @@ def validate_axes(axes: str, shape: Sequence[int]) -> str:
     if len(ax) != len(shape):
         problem = f"it has {len(ax)} letters but the data has {len(shape)} dimensions"
     elif bad:
-        problem = (f"letter{'s' * (len(bad) != 1)} {', '.join(bad)} not allowed; use letters "
+        problem = (f"{for_count(len(bad), 'letter')} {', '.join(bad)} not allowed; use letters "
                    f"from {AXES_LETTERS}")
     elif dup:
         problem = (f"letter {dup[0]} appears more than once" if len(dup) == 1 else

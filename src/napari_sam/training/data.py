@@ -31,6 +31,7 @@ from napari_sam.preprocess import (
     smooth_before_enlarging,
     to_uint8_rgb,
 )
+from napari_sam.words import for_count
 
 __all__ = ["GRAIN_PIXELS", "MIN_OBJECT_PIXELS", "SPECKLE_PIXELS", "SPLIT_PIECES_PER_ID",
            "TrainItem", "ImagePair", "TrainingDataError", "label_order", "label_pieces",
@@ -436,8 +437,8 @@ def unpaired_files(images: Sequence[str], labels: Sequence[str]) -> str:
     if lonely:
         parts.append(f"no label file is named after {_some(lonely)}")
     if stray:
-        parts.append(f"the label file{'s' * (len(stray) != 1)} {_some(stray)} "
-                     f"{'is' if len(stray) == 1 else 'are'} "
+        parts.append(f"the {for_count(len(stray), 'label file')} {_some(stray)} "
+                     f"{for_count(len(stray), 'is', 'are')} "
                      "named after no image")
     return "; ".join(parts) or f"IMAGES: {_some(images)}; LABELS: {_some(labels)}"
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from napari_sam.device import resolve_device
+from napari_sam.words import counted
 
 from .checkpoint import (
     load_training_state,
@@ -89,7 +90,7 @@ class TrainResult:
 
     def __repr__(self) -> str:  # one line, not the model nor the history (a notebook cell)
         n = len(self.history)
-        parts = [f"{n} epoch{'s' * (n != 1)}"]
+        parts = [counted(n, "epoch")]
         ious = [h["val_iou"] for h in self.history if h.get("val_iou") is not None]
         if ious:
             base = (self.base or {}).get("val_iou")
@@ -352,7 +353,7 @@ def data_notes(pairs, items, val_items, img_size: int) -> list[str]:
                      "model does on new images; give more labelled images for a held-out "
                      "validation")
     elif val_items and len(pairs) == 1 and pairs[0].labels.ndim == 3:
-        notes.append(f"validation holds out {len(val_items)} slice{'s' * (len(val_items) != 1)} "
+        notes.append(f"validation holds out {counted(len(val_items), 'slice')} "
                      "of the one stack "
                      f"({pairs[0].name}) trained on: neighbouring slices show the same "
                      "objects, so the validation IoU is close to the fit to the training "
@@ -364,7 +365,7 @@ def _run_metadata(pairs, items, train_items, val_items, base, seed, cfg, data_de
                   ) -> dict[str, Any]:
     """The record of a :func:`train` run written into the checkpoint metadata."""
     description = data_description or (
-        f"{len(pairs)} image{'s' * (len(pairs) != 1)}: " + ", ".join(p.name for p in pairs[:10])
+        f"{counted(len(pairs), 'image')}: " + ", ".join(p.name for p in pairs[:10])
         + (" ..." if len(pairs) > 10 else "")
     )
     return {

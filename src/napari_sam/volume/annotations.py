@@ -23,6 +23,7 @@ from napari_sam.prompts import (
     point_rows,
     points_outside,
 )
+from napari_sam.words import counted
 
 # the message per napari_sam.prompts.box_problem
 _BOX_MESSAGES = {
@@ -224,10 +225,10 @@ def candidate_problem(candidate, *, points: int = 0, positive: int = 0, box: boo
         return problem
     if points == 1 and positive == 1 and not (box or mask or stop or others):
         return None
-    has = ", ".join([f"{points} point{'s' * (points != 1)} ({positive} positive)"] * bool(points)
+    has = ", ".join([f"{counted(points, 'point')} ({positive} positive)"] * bool(points)
                     + ["a box"] * bool(box) + ["a mask"] * bool(mask)
                     + ["is a stop marker"] * bool(stop)
-                    + [f"{others} other prompt{'s' * (others != 1)} of the object on its slice"]
+                    + [f"{counted(others, 'other prompt')} of the object on its slice"]
                     * bool(others))
     return ("'candidate' belongs to a single click (one point labelled 1, no box, mask or "
             "stop marker, no other prompt of the object on its slice): only such a prompt "

@@ -43,6 +43,7 @@ from napari_sam.volume.mask_prompts import (
 )
 from napari_sam.volume.records import Record, compose_labels
 from napari_sam.volume.stop_rules import REBOUND_SLICES, contrast_and_error, stop_reason
+from napari_sam.words import counted
 
 __all__ = ["Propagator", "best_candidates"]
 
@@ -564,7 +565,7 @@ def best_candidates(logits: torch.Tensor, scores: torch.Tensor, chosen=None):
             if c is not None:
                 if not 0 <= int(c) < scores.shape[1]:
                     raise ValueError(f"candidate {c} of object {i}: the decoder gave "
-                                     f"{scores.shape[1]} candidate{'s' * (scores.shape[1] != 1)} for its "
+                                     f"{counted(scores.shape[1], 'candidate')} for its "
                                      "prompt")
                 best[i] = int(c)
     idx = torch.arange(len(best), device=best.device)

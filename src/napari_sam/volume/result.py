@@ -15,6 +15,7 @@ import numpy as np
 from napari_sam.volume.annotations import ObjectPrompts
 from napari_sam.volume.chains import Chain
 from napari_sam.volume.records import Record
+from napari_sam.words import counted
 
 __all__ = ["LostObjectsWarning", "VolumeResult", "build_result", "lost_notes", "warn_lost"]
 
@@ -92,7 +93,7 @@ class VolumeResult:
     def __repr__(self) -> str:  # one line, not the arrays (a notebook cell's last line)
         n, lab = len(self.stop_reasons), np.asarray(self.labels)
         lost = f", {len(self.lost)} lost" if self.lost else ""
-        return (f"VolumeResult({n} object{'s' * (n != 1)}{lost}, labels {tuple(lab.shape)} "
+        return (f"VolumeResult({counted(n, 'object')}{lost}, labels {tuple(lab.shape)} "
                 f"{lab.dtype}, {self.decoder_calls} decoder calls)")
 
 
