@@ -113,6 +113,7 @@ def cmd_export(args) -> int:
     from napari_sam.export import UnlistedPartError, check_exportable
     from napari_sam.predictor import as_model
 
+    _check_output(args)  # before the model loads (seconds for a ViT-B, more for a ViT-H)
     try:
         check_exportable(args.model)  # a SAM 2.1 registry name: before any download
         model = as_model(args.model, device="cpu", family=None, what="export")
@@ -143,6 +144,23 @@ def cmd_export(args) -> int:
                 print(f"wrote {path} ({human_size(path.stat().st_size)})")
         print(f"model {model.model_id} exported to {result.folder}")
     return 0
+
+
+def _check_output(args) -> None:
+    """``-o`` refused with exit code 2 when the export cannot be written there: an existing
+    file, a path through a file, a folder the user cannot write to, ``/proc``; nothing is
+    left behind."""
+    from napari_sam.export import UnlistedPartError, check_output_folder
+
+    try:
+        check_output_folder(args.output, decoder=not args.encoder_only,
+                            encoder=not args.decoder_only, overwrite=args.overwrite)
+    except UnlistedPartError as exc:
+        raise CLIError(str(exc), 2) from None
+    except FileExistsError as exc:
+        raise CLIError(_output_clash_message(Path(args.output), exc), 2) from None
+    except (PermissionError, ValueError) as exc:
+        raise CLIError(str(exc), 2) from None
 
 
 def _output_clash_message(out: Path, exc: FileExistsError) -> str:

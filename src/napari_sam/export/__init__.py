@@ -12,7 +12,13 @@
 Both need ``pip install "napari-sam-stacks[onnx]"`` (onnx, onnxruntime); docs/onnx.md.
 """
 
-from .onnx_export import OnnxExport, UnlistedPartError, check_exportable, export_onnx
+from .onnx_export import (
+    OnnxExport,
+    UnlistedPartError,
+    check_exportable,
+    check_output_folder,
+    export_onnx,
+)
 from .onnx_graphs import (
     DECODER_FILE,
     DECODER_INPUTS,
@@ -38,6 +44,7 @@ __all__ = [
     "SamOnnxEncoder",
     "UnlistedPartError",
     "check_exportable",
+    "check_output_folder",
     "decoder_digest",
     "export_onnx",
     "onnx_cache_folder",

@@ -106,6 +106,46 @@ def _require_onnx():
     return onnx
 
 
+def _target(out_dir, decoder: bool, encoder: bool) -> tuple[Path, list[str]]:
+    """The absolute output folder and the names of the files the export writes there."""
+    if not str(out_dir).strip():
+        raise ValueError("out_dir is empty; give a folder for the ONNX files (it is created "
+                         "if missing), e.g. 'onnx/vit_b'")
+    names = ([DECODER_FILE] if decoder else []) + ([ENCODER_FILE] if encoder else [])
+    return Path(out_dir).expanduser().absolute(), [*names, METADATA_FILE]
+
+
+def check_output_folder(out_dir: str | os.PathLike, *, decoder: bool = True,
+                        encoder: bool = True, overwrite: bool = False) -> Path:
+    """Check that an export can be written to ``out_dir``, before a model is loaded (a ViT-H
+    takes a while): the checks of :func:`export_onnx`, and a real write, a temporary folder
+    made and removed where the export's would go (``os.access`` says yes to root, also on
+    ``/proc`` or a read-only file system). Nothing is left behind.
+
+    Parameters
+    ----------
+    out_dir : str or PathLike
+        The folder :func:`export_onnx` would write to (created if missing).
+    decoder, encoder : bool
+        Which graphs the export writes.
+    overwrite : bool
+        Whether files of these names already in ``out_dir`` may be replaced.
+
+    Returns
+    -------
+    Path
+        ``out_dir``, absolute.
+
+    Raises
+    ------
+    ValueError, FileExistsError, PermissionError, UnlistedPartError
+        As :func:`export_onnx` raises for its ``out_dir``.
+    """
+    out, names = _target(out_dir, decoder, encoder)
+    os.rmdir(_make_temp_folder(_check_out_dir(out, names, overwrite), out))
+    return out
+
+
 def _check_out_dir(out: Path, names: list[str], overwrite: bool) -> Path:
     """Refuse a target that cannot take the export; return the existing folder where the
     temporary folder goes (``out`` itself or its nearest existing parent)."""
@@ -494,13 +534,8 @@ def export_onnx(
     """
     _check_request(decoder=decoder, encoder=encoder, opset=opset)
     check_exportable(model)  # a SAM 2.1 registry name: refused before any download
-    if not str(out_dir).strip():
-        raise ValueError("out_dir is empty; give a folder for the ONNX files (it is created "
-                         "if missing), e.g. 'onnx/vit_b'")
+    out, names = _target(out_dir, decoder, encoder)
     onnx = _require_onnx()
-    out = Path(out_dir).expanduser().absolute()
-    names = ([DECODER_FILE] if decoder else []) + ([ENCODER_FILE] if encoder else [])
-    names.append(METADATA_FILE)
     tmp = _make_temp_folder(_check_out_dir(out, names, overwrite), out)
     try:
         # a model that fails: nothing left
