@@ -3,6 +3,7 @@ metadata (model, parameters, objects) and, when asked, its preview."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 
 import numpy as np
@@ -128,6 +129,20 @@ def finish_labels(job: Job, ctx: Context, model, opened: OpenedImage, labels: np
         else:
             preview_from_arrays(job, opened, lambda z: labels[z], len(objects))
     return {"objects": len(objects), **summary_info(opened)}
+
+
+def say_lost_objects(job: Job, ctx: Context, lost: dict[int, str]) -> None:
+    """Say on stderr (unless quiet) which objects given prompts are not in the labels and
+    why (:func:`napari_sam.volume.result.lost_notes`), one line per reason: what SAM 1 and
+    SAM 2 propagation both say instead of a Python warning."""
+    from napari_sam.volume.result import lost_notes
+
+    if ctx.quiet:
+        return
+    from tqdm.auto import tqdm
+
+    for note in lost_notes(lost):
+        tqdm.write(f"napari-sam: note: {job.name}: {note}", file=sys.stderr)
 
 
 def finish_propagation(job: Job, ctx: Context, model, opened: OpenedImage, res,

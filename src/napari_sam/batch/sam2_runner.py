@@ -15,9 +15,13 @@ import sys
 import warnings
 
 from napari_sam.batch.context import Context, Job
-from napari_sam.batch.label_writing import finish_propagation
+from napari_sam.batch.label_writing import finish_propagation, say_lost_objects
 from napari_sam.batch.progress import JobProgressBar
-from napari_sam.batch.reading import OpenedImage, announce_constant_prompt_slices
+from napari_sam.batch.reading import (
+    OpenedImage,
+    announce_colour_planes,
+    announce_constant_prompt_slices,
+)
 from napari_sam.batch.segment_options import SAM2_KEYS  # noqa: F401 - its old home
 
 
@@ -38,6 +42,7 @@ def run_segment_sam2(job: Job, ctx: Context, model, opened: OpenedImage) -> dict
 
     require_family(model, "sam2", "segment --method sam2")
     check_sam2_input(job, opened)
+    announce_colour_planes(job, ctx, opened)  # the file's notes, as SAM 1's segment says them
     constant = announce_constant_prompt_slices(job, ctx, opened)
     absent = ctx.params.get("stop_after_absent")
     bar = JobProgressBar(ctx, f"{job.name}: propagate (SAM 2)")
@@ -46,7 +51,7 @@ def run_segment_sam2(job: Job, ctx: Context, model, opened: OpenedImage) -> dict
             warnings.simplefilter("always", UserWarning)
             res = segment_volume_sam2(opened.stack, job.prompts, model, progress=bar,
                                       stop_after_absent=None if absent in (None, 0, "off")
-                                      else int(absent))
+                                      else int(absent), warn_lost=False)
     finally:
         bar.close()
     notes = [str(w.message) for w in said if issubclass(w.category, UserWarning)]
@@ -55,6 +60,7 @@ def run_segment_sam2(job: Job, ctx: Context, model, opened: OpenedImage) -> dict
 
         for note in notes:
             tqdm.write(f"napari-sam: note: {job.name}: {note}", file=sys.stderr)
+    say_lost_objects(job, ctx, res.lost)  # SAM 1's words (not the library's warning)
     return finish_propagation(job, ctx, model, opened, res,
                               {"method": "sam2", "notes": notes,
                                **({"constant_prompt_slices": constant} if constant else {})})

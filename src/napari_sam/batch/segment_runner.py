@@ -17,7 +17,7 @@ from typing import Any
 
 from napari_sam.batch.context import Context, Job
 from napari_sam.batch.embedding_stores import stack_embeddings
-from napari_sam.batch.label_writing import finish_labels, finish_propagation
+from napari_sam.batch.label_writing import finish_labels, finish_propagation, say_lost_objects
 from napari_sam.batch.progress import JobProgressBar
 from napari_sam.batch.reading import (
     announce_colour_planes,
@@ -39,8 +39,6 @@ def run_segment(job: Job, ctx: Context, model) -> dict:
     (``segment_volume``), then write the labels and their output metadata. A session file
     is replayed instead (:func:`_replay_session`). Returns ``{"objects": n}``."""
     from napari_sam.volume import segment_volume
-    from napari_sam.volume.result import lost_notes
-
     if not job.prompts:
         raise ValueError(
             "no prompts for this file in the prompts file (add rows with its name in the 'file' "
@@ -68,9 +66,7 @@ def run_segment(job: Job, ctx: Context, model) -> dict:
         res = segment_volume(emb, job.prompts, progress=bar, warn_lost=False, **params)
     finally:
         bar.close()
-    if not ctx.quiet:
-        for note in lost_notes(res.lost):
-            print(f"napari-sam: note: {job.name}: {note}", file=sys.stderr)
+    say_lost_objects(job, ctx, res.lost)
     extra = {"decoder_calls": int(res.decoder_calls)}
     if constant:
         extra["constant_prompt_slices"] = constant
