@@ -50,7 +50,8 @@ from .volume.annotations import ObjectPrompts, normalize_prompts
 from .volume.records import label_dtype
 from .volume.result import warn_lost as warn_about_lost
 
-__all__ = ["ABSENT_REASON", "CHECK_EVERY_S", "Sam2FeatureCache", "segment_volume_sam2"]
+__all__ = ["ABSENT_REASON", "CHECK_EVERY_S", "Sam2FeatureCache", "segment_volume_sam2",
+           "unused_negative_notes"]
 
 ABSENT_REASON = "absent"  # "the model found the object absent on stop_after_absent slices"
 #: Inside a slice, ``progress`` is called again (same count) at most this often (seconds)
@@ -161,19 +162,42 @@ def _object_prompts(obj: ObjectPrompts, shape: tuple[int, int, int], size: int) 
     return out
 
 
+def unused_negative_notes(prompts: Mapping | list[ObjectPrompts],
+                          shape: tuple[int, int, int] | None = None) -> list[str]:
+    """One sentence per object whose negative points SAM 2 does not use, naming the slices
+    (slices with no positive point, box or mask of the object): what
+    :func:`segment_volume_sam2` warns, for a caller that says it in its own way (the CLI's
+    notes) without catching warnings.
+
+    Parameters
+    ----------
+    prompts : mapping or list of ObjectPrompts
+        ``{object_id: [SlicePrompt | dict, ...]}`` as :func:`segment_volume_sam2` takes them
+        (checked against ``shape``), or objects already normalised.
+    shape : (int, int, int), optional
+        The stack's (Z, Y, X) shape; needed for a mapping.
+
+    Returns
+    -------
+    list of str
+        E.g. ``["object 1: the negative points on slice 4 are not used: ..."]``; [] when
+        every negative point is used.
+    """
+    objects = (normalize_prompts(prompts, tuple(shape), method="sam2")
+               if isinstance(prompts, Mapping) else prompts)
+    return [f"object {obj.id}: the negative points on "
+            f"{for_count(len(obj.negatives), 'slice')} "
+            f"{', '.join(map(str, sorted(obj.negatives)))} are not used: SAM 2 uses negative "
+            "points only on a slice that also has a positive point, a box or a mask of the "
+            "object; add one there, or propagate with SAM 1 re-prompting (segment_volume; "
+            "CLI: --method sam1), which uses them" for obj in objects if obj.negatives]
+
+
 def _warn_unused_negatives(objects: list[ObjectPrompts]) -> None:
-    """A UserWarning naming the slices whose negative points SAM 2 does not use (slices with
-    no positive point, box or mask of the object)."""
-    for obj in objects:
-        if obj.negatives:
-            zs = sorted(obj.negatives)
-            warnings.warn(
-                f"object {obj.id}: the negative points on {for_count(len(zs), 'slice')} "
-                f"{', '.join(map(str, zs))} are not used: SAM 2 uses negative points only on a "
-                "slice that also has a positive point, a box or a mask of the object; add one "
-                "there, or propagate with SAM 1 re-prompting (segment_volume; CLI: --method "
-                "sam1), which uses them", UserWarning,
-                stacklevel=4)  # this, segment_volume_sam2, its reports_progress wrapper
+    """A UserWarning per :func:`unused_negative_notes` sentence."""
+    for note in unused_negative_notes(objects):
+        warnings.warn(note, UserWarning,
+                      stacklevel=4)  # this, segment_volume_sam2, its reports_progress wrapper
 
 
 def _features_key(model, stack) -> tuple:
@@ -194,6 +218,7 @@ def segment_volume_sam2(
     progress: ProgressArg = None,
     features: Sam2FeatureCache | None = None,
     warn_lost: bool = True,
+    warn_unused_negatives: bool = True,
 ) -> VolumeResult:
     """Segment objects through ``stack`` with SAM 2.1's memory propagation.
 
@@ -234,6 +259,10 @@ def segment_volume_sam2(
         Warn (LostObjectsWarning, below) about objects that are not in the labels; False:
         only ``result.lost`` says which and why (a caller that reports them itself, as the
         dock's status line does; no warning filter is touched, which is not thread-safe).
+    warn_unused_negatives : bool
+        Warn (UserWarning) about negative points SAM 2 does not use; False: a caller that
+        says :func:`unused_negative_notes` itself (the CLI), again without touching the
+        warning filters.
 
     Returns
     -------
@@ -265,7 +294,8 @@ def segment_volume_sam2(
     shape = tuple(int(s) for s in stack.shape)
     _check_slices(prompts, shape[0])
     objects = normalize_prompts(prompts, shape, method="sam2")
-    _warn_unused_negatives(objects)
+    if warn_unused_negatives:
+        _warn_unused_negatives(objects)
     size = model.config.image_size
     limits = check_contrast_limits(contrast_limits) if contrast_limits is not None \
         else stack_intensity_limits(stack)

@@ -12,7 +12,6 @@ outputs are skipped).
 from __future__ import annotations
 
 import sys
-import warnings
 
 from napari_sam.batch.context import Context, Job
 from napari_sam.batch.label_writing import finish_propagation, say_lost_objects
@@ -38,7 +37,7 @@ def check_sam2_input(job: Job, opened: OpenedImage) -> None:
 def run_segment_sam2(job: Job, ctx: Context, model, opened: OpenedImage) -> dict:
     """Propagate ``job``'s prompts with SAM 2.1 and write the labels; ``{"objects": n}``."""
     from napari_sam.models.registry import require_family
-    from napari_sam.sam2_volume import segment_volume_sam2
+    from napari_sam.sam2_volume import segment_volume_sam2, unused_negative_notes
 
     require_family(model, "sam2", "segment --method sam2")
     check_sam2_input(job, opened)
@@ -47,14 +46,15 @@ def run_segment_sam2(job: Job, ctx: Context, model, opened: OpenedImage) -> dict
     absent = ctx.params.get("stop_after_absent")
     bar = JobProgressBar(ctx, f"{job.name}: propagate (SAM 2)")
     try:
-        with warnings.catch_warnings(record=True) as said:  # e.g. unused negative points
-            warnings.simplefilter("always", UserWarning)
-            res = segment_volume_sam2(opened.stack, job.prompts, model, progress=bar,
-                                      stop_after_absent=None if absent in (None, 0, "off")
-                                      else int(absent), warn_lost=False)
+        res = segment_volume_sam2(opened.stack, job.prompts, model, progress=bar,
+                                  stop_after_absent=None if absent in (None, 0, "off")
+                                  else int(absent), warn_lost=False,
+                                  warn_unused_negatives=False)
     finally:
         bar.close()
-    notes = [str(w.message) for w in said if issubclass(w.category, UserWarning)]
+    # the notes SAM 2 would warn, asked for rather than caught: catching warnings would take
+    # every warning of the process (other threads' too) while the job runs, and drop them
+    notes = unused_negative_notes(job.prompts, tuple(int(s) for s in opened.stack.shape))
     if notes and not ctx.quiet:
         from tqdm.auto import tqdm
 
