@@ -62,6 +62,9 @@ class Job:
         self.succeeded = False
         self.error: BaseException | None = None
         self.phase = ""  # the phase under way (a Phase's name), "" before the first
+        #: a threading.Event that asks the job to end early, keeping what it did (a
+        #: preload of tiles making way for a click: ``AnnotationSession.pause_for_click``)
+        self.pause = None
         self._pbar = None
 
     def cancel(self) -> None:

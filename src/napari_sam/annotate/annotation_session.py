@@ -28,6 +28,7 @@ from napari_sam.annotation import (
     not_writable,
 )
 
+from .click_first import ClickFirst
 from .commit_checks import (
     preview_out_of_date,
     refine_changed,
@@ -60,8 +61,8 @@ MAX_MEMORY_SLICES = 256
 ALREADY_LABELLED = 0.8
 
 
-class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, StaleJobs,
-                        FailedLoads, ModelNotes):
+class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, PromptShelf,
+                        StaleJobs, FailedLoads, ModelNotes):
     """State and actions of one annotation session (docs/gui.md has the user's view).
 
     Propagation and segment-everything come from
@@ -498,7 +499,7 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
     def ready(self, indices) -> bool:
         return self.emb is not None and not missing_slices(self.emb, indices)
 
-    def _prepare_gen(self, indices, embed: bool = True, read_ahead=()):
+    def _prepare_gen(self, indices, embed: bool = True, read_ahead=(), should_stop=None):
         """Generator job: load the model if needed, compute the embeddings of ``indices``
         and, unless the image is tiled (every window of a slice costs a model input), those
         of ``read_ahead`` (:func:`~.embedding_cache.new_embeddings`: SAM 1's
@@ -506,7 +507,7 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
         SAM 2 model's :class:`~.embedding_cache.Sam2SliceEmbeddings`; tiled embeddings yield
         a status line saying how the image is tiled, and progress over slices x windows);
         with ``embed`` False only load the model (``emb`` is then what the cache had, maybe
-        None).
+        None); ``should_stop()`` true ends a tiled embedding early (``tiled_embed_job``).
 
         Returns (key, choice, device, predictor, emb, precision); nothing shared is modified.
         """
@@ -541,7 +542,7 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
                 yield from embed_job(emb, todo)
             elif todo:
                 yield f"Embedding {describe_tiling(emb.tiling, len(todo))} ..."
-                yield from tiled_embed_job(emb, todo)
+                yield from tiled_embed_job(emb, todo, should_stop)
             return key, choice, device, predictor, emb, precision
 
         return gen()
@@ -584,44 +585,6 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
                   "kept, so it is quicker).")
         return False
 
-    def compute_embeddings(self, indices=None, then=None, read_ahead=()):
-        """Start computing embeddings (default: every slice) and, unless the image is
-        tiled, those of ``read_ahead``; ``then()`` runs afterwards."""
-        gen = self._prepare_gen(indices, read_ahead=read_ahead)
-
-        def done(result):
-            self._adopt(*result)
-            if self.source is None:
-                self.result_is_current(result, "Computing SAM embeddings")
-                return
-            n = len(result[4]) if indices is None else len(list(indices))
-            self._say(f"Embeddings ready ({n} slice{'s' if n != 1 else ''}"
-                      f"{self.tiling_note(result[4])}).")
-
-        return self.start_job(gen, "Computing SAM embeddings", done, then=then)
-
-    def preload(self, lead: str = ""):
-        """Start loading the model and embedding the visible slice, if an image and a model
-        are chosen and that slice is not embedded yet (#29: the first click then only
-        decodes). Nothing starts while a job runs, and a model that would be downloaded is
-        not fetched before a click. Clicks during the job are previewed when it ends; the
-        status line then starts with ``lead`` (e.g. why the job before it stopped).
-
-        Returns
-        -------
-        Job or None
-            The embedding job, or None when there was nothing to do.
-        """
-        choice = self.model_choice
-        if self.source is None or not self.image_shown() or choice is None:
-            return None
-        if not (choice.cached or choice.is_file) or (self.job is not None and self.job.running):
-            return None
-        z = self.current_z()
-        if self.ready([z]):
-            return None
-        return self.compute_embeddings([z], then=lambda: self._say_ready(lead))
-
     # ------------------------------------------------------------------ commit, undo
     def _preview_objects(self) -> tuple[list[ObjectMask], list, list]:
         """The preview as (objects to write, positive clicks of each, key of each)."""
@@ -648,7 +611,7 @@ class AnnotationSession(SlicePreview, StackActions, SessionLog, PromptShelf, Sta
             What was written (``ids``, ``n_pixels``); :meth:`undo` restores it exactly.
         """
         self._require_image()
-        if self.job is not None and self.job.running:
+        if self.job_blocks_commit():  # (not a preload: it does not touch labels or prompts)
             raise UserError(f"'{self.job.description}' is running: wait for it or press Cancel.")
         objects, clicks, keys = self._preview_objects()
         kept = [i for i, o in enumerate(objects) if o.mask.any() or o.replaces]

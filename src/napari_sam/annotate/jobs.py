@@ -92,18 +92,21 @@ def embed_job(emb, indices: Iterable[int] | None = None) -> Generator[Progress, 
     return emb
 
 
-def tiled_embed_job(emb, indices: Iterable[int] | None = None
+def tiled_embed_job(emb, indices: Iterable[int] | None = None,
+                    should_stop: Callable[[], bool] | None = None,
                     ) -> Generator[Progress, None, object]:
     """Embed the slices ``indices`` (default all) of tiled stack embeddings window by
     window: progress counts windows over all slices; closing the generator (Cancel) stops
-    the embedding after the encoder call under way."""
+    the embedding after the encoder call under way. Once ``should_stop()`` is true the job
+    ends before the next window and returns what it embedded (``emb.stopped`` is then set:
+    a preload that makes way for a click)."""
     todo = list(range(len(emb))) if indices is None else [int(i) for i in indices]
     total = len(todo) * len(emb.tiling)
     if todo:
         yield Phase("embedding tiles")
     yield 0, total
     if todo:
-        yield from with_progress(emb.compute, todo)
+        yield from with_progress(emb.compute, todo, should_stop=should_stop)
     return emb
 
 

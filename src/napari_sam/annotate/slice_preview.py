@@ -93,12 +93,16 @@ class SlicePreview(StatusFollow):
             return self.previews
         if not self.ready([z]):
             if self.job is None or not self.job.running:
-                # the next slices too (scrolling on), but only this one of a tiled image
-                self.compute_embeddings([z], then=self.update_preview,
-                                        read_ahead=range(z + 1, min(z + 4, src.n_slices)))
-            else:
+                # a tiled slice's windows as the click needs them (ClickFirst), else the
+                # slice, and the next slices too (scrolling on) unless the image is tiled
+                if not self.decode_on_demand(z, on_slice):
+                    self.compute_embeddings([z], then=self.update_preview,
+                                            read_ahead=range(z + 1, min(z + 4, src.n_slices)),
+                                            pause=self.click_pause())
+            else:  # a preload of tiles makes way for the click
                 self._pending = True
-                self._say("Waiting for the running job; the preview follows."
+                self._say((self.pause_for_click()
+                           or "Waiting for the running job; the preview follows.")
                           + self._running_propagation_note())
             return self.previews
         emb = self.emb[z]
@@ -109,23 +113,35 @@ class SlicePreview(StatusFollow):
                                 zoom=False)
         lead = self.preview_lead
         self._show_previews(z, previews)
-        if any(p.zoom_pending for p in previews):
-            if self.job is not None and self.job.running:
-                self._pending = True  # previewed again, zoomed out, when the job ends
-                return self.previews
-
-            def gen():
-                yield Phase("encoding a zoomed-out view")
-                return decode_slice(self.predictor, emb, z, on_slice, masks, edges=edges)
-
-            def done(zoomed):
-                if token is self._preview_token:  # no newer prompt since
-                    self.preview_lead = lead
-                    self._show_previews(z, zoomed)
-
-            self.start_job(gen(), "Decoding in a zoomed-out view (the object reaches beyond "
-                           "the tiles around its prompt)", done)
+        self.zoom_later(z, emb, on_slice, masks, edges, lead, token)
         return self.previews
+
+    def zoom_later(self, z: int, emb, on_slice, masks, edges, lead: str, token,
+                   then=None) -> None:
+        """The preview just shown of ``on_slice`` on slice ``z`` (decoded in the windows of
+        the tiled ``emb``) has objects that need a zoomed-out view (``zoom_pending``): decode
+        them again in a job that encodes it (long), shown if no newer prompt came
+        (``token``); ``then()`` runs afterwards (at once when there is nothing to zoom)."""
+        if not any(p.zoom_pending for p in self.previews):
+            if then is not None:
+                then()
+            return
+        if self.job is not None and self.job.running:
+            self._pending = True  # previewed again, zoomed out, when the job ends
+            return
+        predictor = self.predictor
+
+        def gen():
+            yield Phase("encoding a zoomed-out view")
+            return decode_slice(predictor, emb, z, on_slice, masks, edges=edges)
+
+        def done(zoomed):
+            if token is self._preview_token:  # no newer prompt since
+                self.preview_lead = lead
+                self._show_previews(z, zoomed)
+
+        self.start_job(gen(), "Decoding in a zoomed-out view (the object reaches beyond the "
+                       "tiles around its prompt)", done, then=then)
 
     def _show_previews(self, z: int, previews: list[ObjectPreview]) -> None:
         """Make ``previews`` (of slice ``z``) the preview: the candidates Shift+M chose, the

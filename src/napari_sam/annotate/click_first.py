@@ -1,0 +1,191 @@
+"""A click on a large (tiled) image is answered before the whole slice is embedded (a mixin
+of :class:`~napari_sam.annotate.annotation_session.AnnotationSession`).
+
+A slice larger than the model input is embedded in windows (:mod:`napari_sam.tiled_stack`):
+196 of them for a 3000 x 3000 image and the demo model, seconds on a CPU (minutes with
+SAM ViT-B). The preload (:meth:`ClickFirst.preload`) embeds the visible slice as soon as an
+image and a model are chosen; a click waited for every window before. Now:
+
+- the preload's job can make way (``job.pause``, a :class:`threading.Event`): a click during
+  it sets the event (:meth:`ClickFirst.pause_for_click`) and the embedding stops after the
+  window under way, keeping what it embedded;
+- the click is decoded in a job through
+  :meth:`~napari_sam.tiled_stack.TiledStackEmbeddings.slice_on_demand`, which encodes only
+  the windows holding the prompts (and a zoomed-out view where the object needs one)
+  (:meth:`ClickFirst.decode_on_demand`): the masks are those of the whole slice's
+  embeddings, as the windows are the same;
+- then the slice's other windows are embedded in the background
+  (:meth:`ClickFirst.resume_preload`), a job that makes way for the next click again and
+  leaves the preview's status line as it was. A commit does not wait for such a job
+  (:meth:`ClickFirst.job_blocks_commit`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Generator
+
+from napari_sam.annotation import decode_slice
+
+from .jobs import Phase
+
+__all__ = ["RESUME_DESCRIPTION", "ClickFirst"]
+
+#: what the job that embeds a slice's other windows after a click is called
+RESUME_DESCRIPTION = "Embedding the other tiles of this slice"
+
+
+class ClickFirst:
+    """The preload, and clicks decoded before it ends (see the module docstring)."""
+
+    def compute_embeddings(self, indices=None, then=None, read_ahead=(), pause=None):
+        """Start computing embeddings (default: every slice) and, unless the image is
+        tiled, those of ``read_ahead``; ``then()`` runs afterwards.
+
+        ``pause``: a :class:`threading.Event` (kept as the job's ``pause``); once it is set,
+        a tiled embedding ends before its next window, keeping the windows it embedded, and
+        the job ends without saying the embeddings are ready (set from the start: the job
+        only loads the model and makes the embeddings, for a click decoded on demand)."""
+        stop = None if pause is None else pause.is_set
+        gen = self._prepare_gen(indices, read_ahead=read_ahead, should_stop=stop)
+
+        def done(result):
+            self._adopt(*result)
+            if self.source is None:
+                self.result_is_current(result, "Computing SAM embeddings")
+                return
+            if pause is not None and pause.is_set() and getattr(result[4], "stopped", False):
+                return  # it made way for a click, whose preview follows
+            n = len(result[4]) if indices is None else len(list(indices))
+            self._say(f"Embeddings ready ({n} slice{'s' if n != 1 else ''}"
+                      f"{self.tiling_note(result[4])}).")
+
+        job = self.start_job(gen, "Computing SAM embeddings", done, then=then)
+        if job is not None and pause is not None:
+            job.pause = pause
+        return job
+
+    def preload(self, lead: str = ""):
+        """Start loading the model and embedding the visible slice, if an image and a model
+        are chosen and that slice is not embedded yet (#29: the first click then only
+        decodes). Nothing starts while a job runs, and a model that would be downloaded is
+        not fetched before a click. A click during the job is previewed when it ends; on a
+        tiled image the job makes way for it (:meth:`pause_for_click`). The status line then
+        starts with ``lead`` (e.g. why the job before it stopped).
+
+        Returns
+        -------
+        Job or None
+            The embedding job, or None when there was nothing to do.
+        """
+        choice = self.model_choice
+        if self.source is None or not self.image_shown() or choice is None:
+            return None
+        if not (choice.cached or choice.is_file) or (self.job is not None and self.job.running):
+            return None
+        z = self.current_z()
+        if self.ready([z]):
+            return None
+        return self.compute_embeddings([z], then=lambda: self._say_ready(lead),
+                                       pause=threading.Event())
+
+    def click_pause(self) -> threading.Event:
+        """The ``pause`` of the embedding a click starts (:meth:`compute_embeddings`): set
+        already, so that on a tiled image it only loads the model and makes the embeddings,
+        and the click is decoded on demand next."""
+        pause = threading.Event()
+        pause.set()
+        return pause
+
+    def pause_for_click(self) -> str:
+        """A click while a job runs: ask the job, if it can make way (a preload, ``pause``),
+        to end before its next window. Returns the status line that says so, or "" (the
+        click waits for the job: another job, or the model still loading)."""
+        job = self.job
+        pause = getattr(job, "pause", None)
+        if pause is None or not job.running or job.cancelled:
+            return ""
+        pause.set()
+        if job.phase != "embedding tiles":  # loading the model: it stops once that is done
+            return ""
+        return ("Decoding the click first: embedding this slice's other tiles stops after "
+                "the tile under way and goes on after the preview.")
+
+    def job_blocks_commit(self) -> bool:
+        """Whether the running job refuses a commit: any job but an embedding that makes way
+        for clicks (a preload), which does not touch labels or prompts."""
+        job = self.job
+        return job is not None and job.running and getattr(job, "pause", None) is None
+
+    def decode_on_demand(self, z: int, on_slice: list) -> bool:
+        """Start previewing the objects ``on_slice`` (``(key, SlicePrompts)``) of slice ``z``
+        of a tiled image in a job that encodes only the windows (and zoomed-out views) they
+        need, then the slice's other windows (:meth:`resume_preload`). Returns False, and
+        starts nothing, where the embeddings are not tiled ones, the model is not loaded or
+        a job runs."""
+        emb, predictor = self.emb, self.predictor
+        if not hasattr(emb, "slice_on_demand") or predictor is None or (
+                self.job is not None and self.job.running):
+            return False
+        tiled = emb.slice_on_demand(z)  # windows encoded when the decoder reads them
+        masks = self._mask_inputs(z, tiled)
+        self._preview_token = token = object()
+        lead = self.preview_lead
+
+        def gen():
+            yield Phase("encoding the tiles around the prompts")
+            return decode_slice(predictor, tiled, z, on_slice, masks, zoom=False)
+
+        def done(previews):
+            self.preview_lead = lead
+            self._show_previews(z, previews)
+
+        def then():
+            if token is self._preview_token:  # no newer preview since
+                self.zoom_later(z, tiled, on_slice, masks, None, lead, token,
+                                then=self.resume_preload)
+            else:
+                self.resume_preload()
+
+        self.start_job(gen(), "Decoding the click (encoding the tiles around it)", done,
+                       then=then)
+        return True
+
+    def resume_preload(self) -> None:
+        """After a click decoded on demand: embed the visible slice's other windows in a job
+        that makes way for the next click; the status line keeps the preview's words (and
+        says the embedding goes on while it does)."""
+        if self.job is not None and self.job.running:
+            return
+        if self.source is None or not self.image_shown() or self.emb is None:
+            return
+        z = self.current_z()
+        if self.ready([z]):
+            return
+        before, pause = self.status, threading.Event()
+        gen = _without_lines(self._prepare_gen([z], should_stop=pause.is_set))
+
+        def restore():  # the preview's line again, unless something else was said since
+            if before and self.status.startswith((before, RESUME_DESCRIPTION)):
+                self._say(before)
+
+        job = self.start_job(gen, RESUME_DESCRIPTION, lambda result: self._adopt(*result),
+                             then=restore)
+        if job is not None and job.running:
+            job.pause = pause
+            self._say(f"{before} Meanwhile the other tiles of this slice are embedded "
+                      "(clicks and commits do not wait for it).")
+
+
+def _without_lines(gen: Generator) -> Generator:
+    """``gen`` (a job) without the status lines it yields: the preview's line stays."""
+    try:
+        while True:
+            try:
+                value = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if not isinstance(value, str):
+                yield value
+    finally:
+        gen.close()
