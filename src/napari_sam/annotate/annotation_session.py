@@ -71,7 +71,9 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
     the uncommitted prompts of other images from
     :class:`~napari_sam.annotate.prompt_shelf.PromptShelf`; the prompted objects and the
     preview of the visible slice from
-    :class:`~napari_sam.annotate.slice_preview.SlicePreview`.
+    :class:`~napari_sam.annotate.slice_preview.SlicePreview`; the preload, and clicks on a
+    tiled image decoded before it ends, from
+    :class:`~napari_sam.annotate.click_first.ClickFirst`.
 
     Attributes
     ----------
