@@ -97,3 +97,59 @@ def test_the_embedding_a_click_starts_only_makes_the_embeddings_of_a_tiled_image
     assert "Embeddings ready" not in s.status
     s.compute_embeddings([0])  # without: every window
     assert not s.emb.missing([0]) and "Embeddings ready (1 slice, tiled" in s.status
+
+
+class HeldDecode(AnnotationSession):
+    """A session whose first on-demand decode job is held until :meth:`release` (what a
+    worker thread still decoding looks like to the Qt thread)."""
+
+    held = None
+
+    def start_job(self, gen, description, on_returned, then=None):
+        if self.held is None and description.startswith("Decoding the click"):
+            self.held = (gen, on_returned)
+
+            class Running:
+                running, cancelled, pause, phase, description = True, False, None, "", "held"
+
+            self.job = Running()
+            return None
+        return super().start_job(gen, description, on_returned, then)
+
+    def release(self):
+        from napari_sam.annotate.jobs import run_to_end
+
+        gen, on_returned = self.held
+        self.job = None
+        on_returned(run_to_end(gen, self._say))
+
+
+@pytest.mark.parametrize("meanwhile", ["click deleted", "other slice previewed"])
+def test_an_on_demand_decode_no_longer_wanted_is_not_shown(demo_choice, meanwhile):
+    """The user deletes the click, or previews an embedded slice, while slice 0's click is
+    still decoded on demand: its result must not come back as the preview (a commit would
+    then write it on the wrong slice, or a deleted point's mask)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:520, :520]
+    blob = (yy - 100) ** 2 + (xx - 400) ** 2 < 15 ** 2
+    img = np.where(blob, 150, 30)[None].repeat(2, 0) + rng.normal(0, 5, (2, 520, 520))
+    s = HeldDecode()
+    s.set_image(img.clip(0, 255).astype(np.uint8), name="big")
+    s.set_model(demo_choice)
+    s.compute_embeddings([1])  # slice 1 embedded, slice 0 not
+    s.z = 0
+    s.add_point(0, 100, 400)
+    s.update_preview()
+    assert s.held is not None and s.previews == []  # decoding on demand
+    if meanwhile == "click deleted":
+        s.clear_prompts()
+        s.update_preview()
+        wanted = []
+    else:
+        s.z = 1
+        s.add_point(1, 100, 400)
+        s.update_preview()
+        wanted = [p.z for p in s.previews]
+        assert wanted == [1]
+    s.release()
+    assert [p.z for p in s.previews] == wanted

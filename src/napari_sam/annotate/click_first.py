@@ -137,6 +137,8 @@ class ClickFirst:
             return decode_slice(predictor, tiled, z, on_slice, masks, zoom=False)
 
         def done(previews):
+            if token is not self._preview_token:  # the prompts changed or another slice was
+                return  # previewed meanwhile: this result is no longer wanted
             self.preview_lead = lead
             self._show_previews(z, previews)
 

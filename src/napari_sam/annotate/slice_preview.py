@@ -87,6 +87,7 @@ class SlicePreview(StatusFollow):
         if self.volume is not None:
             self.volume = None
         if not on_slice:
+            self._preview_token = None  # a decode still running for older prompts is dropped
             self.previews = []
             self.render()
             self._say(self._nothing_text(z))
