@@ -55,3 +55,23 @@ def test_pixel_sized_labels_claim_no_unit(tmp_path):
     ((data, meta, _),) = get_reader(str(path))(str(path))
     assert data.shape == (20, 30) and meta["scale"] == pytest.approx((3.0, 3.0))
     assert "units" not in meta
+
+
+@pytest.mark.parametrize("slices", [3, 4])
+def test_a_short_stack_without_axes_metadata_is_read_as_slices(tmp_path, slices):
+    """tifffile or scikit-image write 3 or 4 slices without axes: the shape alone guesses
+    channels, which labels never have."""
+    lab = np.zeros((slices, 20, 30), np.uint16)
+    lab[-1, 2:6, 3:9] = 7
+    path = tmp_path / "exp.v2_labels.tif"
+    tifffile.imwrite(path, lab)
+    assert get_reader(str(path)) is read_labels_tiff
+    ((data, meta, _),) = read_labels_tiff(str(path))
+    assert np.array_equal(data, lab) and len(meta["scale"]) == 3
+    assert meta["name"] == "exp.v2_labels"  # only the suffix is dropped
+
+
+def test_declared_channels_are_refused(tmp_path):
+    path = tmp_path / "c_labels.tif"
+    tifffile.imwrite(path, _ids(), imagej=True, metadata={"axes": "CYX"})
+    assert get_reader(str(path)) is None

@@ -50,9 +50,32 @@ def get_reader(path: Any) -> Callable[[Any], list[tuple]] | None:
         img = read_image(path, lazy=True)
     except (OSError, ValueError):  # ImageReadError is a ValueError
         return None
-    if "C" in img.axes or not (img.dtype.kind == "b" or np.issubdtype(img.dtype, np.integer)):
+    if _label_axes(img) is None or not (
+            img.dtype.kind == "b" or np.issubdtype(img.dtype, np.integer)):
         return None
     return read_labels_tiff
+
+
+def _label_axes(img) -> str | None:
+    """The axes to read a label TIFF with: the file's, where it names no channel axis;
+    ``ZYX`` for a first axis of 3 or 4 that only the shape or planar samples make channels
+    (tifffile and scikit-image write a 3- or 4-slice stack so; labels have no channels);
+    None for channels the file declares (ImageJ, OME) and colour."""
+    if "C" not in img.axes:
+        return img.axes
+    if img.axes == "CYX" and "channels_declared" not in img.metadata:
+        return "ZYX"
+    return None
+
+
+def _layer_name(path) -> str:
+    """The file's name without the suffix the reader matched (``a.v2_labels.tif`` ->
+    ``a.v2_labels``)."""
+    name = Path(path).name
+    for ext in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
+        if name.lower().endswith(ext):
+            return name[:-len(ext)]
+    return name
 
 
 def read_labels_tiff(path: Any) -> list[tuple]:
@@ -76,9 +99,11 @@ def read_labels_tiff(path: Any) -> list[tuple]:
     from napari_sam.io import read_image
 
     img = read_image(path)
+    if "C" in img.axes and _label_axes(img) is not None:  # 3 or 4 slices guessed as channels
+        img = read_image(path, axes=_label_axes(img))
     data = np.asarray(img.data)
     user = img.metadata.get("user") or {}
-    meta: dict[str, Any] = {"name": Path(path).name.split(".")[0], "scale": tuple(img.scale)}
+    meta: dict[str, Any] = {"name": _layer_name(path), "scale": tuple(img.scale)}
     units = _units(img.axes, img.unit)
     if units is not None:
         meta["units"] = units

@@ -119,8 +119,9 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
 def tiff_name(path: str) -> str:
     """The TIFF name this writer writes for the name typed in napari's Save dialog.
 
-    A name without extension gets ``.tif`` (as napari's own writers add); ``.tif`` or
-    ``.tiff`` (any case, ``.ome.tif`` too) is kept.
+    A name without extension gets ``.tif`` (as napari's own writers add), also one whose
+    last dot starts no letters (``cells_2024.01.05``); ``.tif`` or ``.tiff`` (any case,
+    ``.ome.tif`` too) is kept; trailing dots are dropped.
 
     Raises
     ------
@@ -128,12 +129,13 @@ def tiff_name(path: str) -> str:
         Another extension (``.npy``, ``.zarr``, ``.png``, ...): this writer writes TIFF only,
         and the message says to name the file ``.tif`` (a ``.npy`` would lose the scale).
     """
+    path = path.rstrip(".")
     name = os.path.basename(path)
-    suffix = os.path.splitext(name.rstrip("."))[1]
+    suffix = os.path.splitext(name)[1]
     if suffix.lower() in (".tif", ".tiff"):
         return path
-    if not suffix:
-        return path.rstrip(".") + ".tif"
+    if not any(ch.isalpha() for ch in suffix):  # no extension, or a dotted name (a date)
+        return path + ".tif"
     tif = os.path.join(os.path.dirname(path), os.path.splitext(name)[0] + ".tif")
     raise ValueError(
         f"the labels TIFF (napari-sam) writer writes TIFF files only, not {suffix!r}; "

@@ -130,3 +130,12 @@ def test_docs_name_our_save_filter_as_napari_lists_it(make_napari_viewer):
     assert f"*{ours}*" in docs
     assert "napari builtins labels" in docs and any(f.startswith("napari builtins labels")
                                                    for f in filters)
+
+
+@pytest.mark.parametrize(("typed", "written"), [
+    ("seg", "seg.tif"), ("seg.TIFF", "seg.TIFF"), ("seg.tif.", "seg.tif"),
+    ("cells_2024.01.05", "cells_2024.01.05.tif"), ("a.ome.tif", "a.ome.tif")])
+def test_tiff_name_of_what_was_typed(typed, written):
+    from napari_sam._writer import tiff_name
+
+    assert tiff_name(typed) == written
