@@ -43,8 +43,10 @@ def open_image_dock(make_widget, stack_file, tiny_ckpt):
 def test_autosave_keeps_a_session_it_did_not_resume(make_widget, stack_file, tiny_ckpt,
                                                     notifications):
     """Defect 1: a second viewer on the same image commits without answering the resume
-    offer: the first session (2 commits) is kept under a dated name with its labels, the
-    status and a notification say where, and Resume then opens the kept session."""
+    offer, the first viewer's dock closed: the first session (2 commits) is kept under a
+    dated name with its labels, the status and a notification say where, and Resume then
+    opens the kept session. (While the first dock is open, its file stays its own: the
+    second autosaves in another, tests/_qt/test_autosave_race_gui.py.)"""
     v1, w1 = open_image_dock(make_widget, stack_file, tiny_ckpt)
     commit_on(v1, w1, 1)
     commit_on(v1, w1, 3)
@@ -55,6 +57,7 @@ def test_autosave_keeps_a_session_it_did_not_resume(make_widget, stack_file, tin
     assert w2._resume_row.isVisibleTo(w2) and "2 commits" in w2._resume_label.text()
     # said where the user looks too (the panel is at the bottom of the dock; session 25)
     assert any("Resume or Ignore it in the dock's Session panel" in m for _, m in notifications)
+    v1.window.remove_dock_widget(w1)  # (the first session ends)
     assert commit_on(v2, w2, 2) == [1]  # neither Resume nor Ignore
     (kept,) = kept_files(stack_file)
     old = S.read_session(kept)  # complete: its labels TIFF checked by its hash
@@ -289,6 +292,9 @@ def test_loading_a_copy_of_the_autosave_goes_on_in_the_autosave(make_widget, sta
         widget.controller.add_point(4, 40, 40)
     work = widget.save_session(str(tmp_path / "work.json"))
     assert bool(S.read_session(work).pending["points"]) == pending_click
+    # (the first dock closed: while it is open, its autosave stays its own and the second
+    # dock autosaves in another file, tests/_qt/test_autosave_race_gui.py)
+    viewer.window.remove_dock_widget(widget)
     viewer2, widget2 = open_image_dock(make_widget, stack_file, tiny_ckpt)
     widget2.controller.load_session(work)
     commit_on(viewer2, widget2, 3)

@@ -9,7 +9,7 @@ import weakref
 
 from qtpy.QtCore import QCoreApplication, QObject, Signal, Slot
 
-__all__ = ["UiRelay", "write_autosaves_in_background"]
+__all__ = ["OnUndo", "UiRelay", "write_autosaves_in_background"]
 
 
 class UiRelay(QObject):
@@ -33,6 +33,20 @@ class UiRelay(QObject):
         fn()
 
 
+class OnUndo:
+    """Stands for a signal in a dock's links ((signal, slot) pairs, undone with
+    ``signal.disconnect(slot)`` when the dock closes or napari deletes it): undoing it calls
+    ``fn()``, once."""
+
+    def __init__(self, fn):
+        self._fn = fn
+
+    def disconnect(self, _slot=None) -> None:
+        fn, self._fn = self._fn, None
+        if fn is not None:
+            fn()
+
+
 def write_autosaves_in_background(session, links: list, checkbox=None) -> None:
     """Write ``session``'s (an ``AnnotationSession``) large autosaves on its writer's worker
     thread, with news posted to this (the UI) thread; napari quitting waits for them.
@@ -46,11 +60,15 @@ def write_autosaves_in_background(session, links: list, checkbox=None) -> None:
         napari's ``aboutToQuit`` is added to them, so that a dock holds one while it is open
         (docks opened and closed again left theirs connected; a closed dock's worker is not
         a daemon thread, so Python still finishes its write before the process exits).
+        The session's claims on its session files are let go when they are undone
+        (:class:`OnUndo`): a dock opened again goes on in the file the closed one wrote.
     checkbox : QCheckBox, optional
         The dock's Autosave box: unticked when autosave turns itself off (a write failed;
         the status line says so), so that it does not say autosave is on.
     """
     session.autosave_writer.post = UiRelay().post  # (the writer keeps the relay alive)
+    # the dock closing lets its session files go: another dock may autosave there now
+    links.append((OnUndo(session.release_session_file), None))
     if checkbox is not None:
         def follow(_text) -> None:
             checkbox.setChecked(bool(session.autosave))

@@ -45,6 +45,7 @@ from napari_sam import session as S
 from .autosave_writer import AutosaveWriter
 from .errors import UserError, sentence
 from .prompt_groups import POINT_OBJECT, inside_image
+from .session_claims import SessionClaims, alternate_session_files, claim_holder
 
 __all__ = ["SessionLog", "fallback_session_file", "folder_writable"]
 
@@ -113,6 +114,7 @@ class SessionLog:
         self.autosave_writer = AutosaveWriter()  # the GUI gives it a post: large ones threaded
         self._autosave_broken = False  # a write failed; autosave goes off (posted) meanwhile
         self._base_digest: tuple[np.ndarray, str] | None = None  # (log base, its labels_hash)
+        self._claims = SessionClaims()  # the session files this session autosaves into
 
     # ------------------------------------------------------------------ the log
     def _log_before_commit(self, target, data: np.ndarray, held: S.Session | None = None) -> None:
@@ -362,15 +364,16 @@ class SessionLog:
             image.get("hash") == self._hash())
 
     def saved_session_path(self) -> Path | None:
-        """The autosaved session of this image, next to it or under the cache folder (the
-        newer of the two when both exist); None when there is none."""
+        """The autosaved session of this image, next to it or under the cache folder, or in
+        an alternate of those (written while another session autosaved there): the newest
+        when several exist; None when there is none."""
         path = self.image_path()
         if path is None:
             return None
         self.wait_autosave()
-        found = [p for p in map(self.own_session_file, (S.session_file_for(path),
+        found = [q for p in map(self.own_session_file, (S.session_file_for(path),
                                                          fallback_session_file(path)))
-                 if p.is_file()]
+                 for q in (p, *alternate_session_files(p)) if q.is_file()]
         return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
     def _autosave(self) -> None:
@@ -380,6 +383,7 @@ class SessionLog:
         target = self.autosave_path()
         if not self.autosave or target is None or self._autosave_broken:
             return
+        self._claims.resume()  # (after release_session_file: claimed and kept again)
         writer = self.autosave_writer
         log_target = self._log_target
         labels = (self.target_zyx(log_target) if log_target is not None
@@ -410,18 +414,25 @@ class SessionLog:
         target = job.target
         try:
             try:
-                self._write_autosave(target, job)
+                written, holder = self._write_autosave(target, job)
             except OSError:
                 if target == job.fallback:
                     raise
                 target = job.fallback
-                self._write_autosave(target, job)
+                written, holder = self._write_autosave(target, job)
         except Exception as err:  # noqa: BLE001 - any failure turns autosave off, said once
             self._autosave_broken = True
             why = err.strerror or err if isinstance(err, OSError) else err
             self._autosave_said_later(job, functools.partial(self._autosave_failed, job, target,
                                                              why))
             return
+        finally:
+            self._claims.done()
+        if written != target and str(written) not in self._autosave_said:
+            self._autosave_said.add(str(written))
+            self._autosave_news(job, f" The session file {target} is being autosaved by "
+                                     f"{holder}: this session is autosaved in {written} "
+                                     "instead (Resume finds it there).", info=True)
         if target == job.fallback and str(target) not in self._autosave_said:
             self._autosave_said.add(str(target))
             self._autosave_news(job, f" The folder of '{job.image_name}' ({job.image_folder}) is "
@@ -462,11 +473,17 @@ class SessionLog:
 
         self._autosave_said_later(job, say)
 
-    def _write_autosave(self, target: Path, job: _AutosaveJob) -> None:
-        """Write ``job``'s session to ``target``; a session there that this log did not
-        write or load (not resumed, another dock's, another process's) is first kept under a
-        dated name (:func:`napari_sam.session.keep_aside`), and the status says so."""
+    def _write_autosave(self, target: Path, job: _AutosaveJob) -> tuple[Path, str]:
+        """Write ``job``'s session to ``target``, or to an alternate of it while another
+        live session autosaves there (:mod:`napari_sam.annotate.session_claims`); returns
+        the file written and who holds ``target`` when it is not ``target``. A session in
+        the file written that this log did not write or load (not resumed, a session ended
+        before) is first kept under a dated name (:func:`napari_sam.session.keep_aside`),
+        and the status says so."""
         target.parent.mkdir(parents=True, exist_ok=True)
+        writable = self._claims.writable(target)
+        holder = "" if writable == target else claim_holder(target)
+        target = writable
         kept, state, mine = None, job.state, None
         if target.is_file() and not self._owns_autosave(target, job.generation):
             S.check_session_path(state, target)  # a file there that is no session: refused
@@ -488,6 +505,13 @@ class SessionLog:
                       f"{kept.name} {opens}: the commits now go into "
                       f"'{job.labels_name}', whose session is autosaved in {target.name}.")
             self._autosave_news(job, text, info=True)
+        return target, holder
+
+    def release_session_file(self) -> None:
+        """Let the session files this session autosaves into go, once the write under way
+        ends (the dock closing; a script done with the session): another session may
+        autosave there now. A later autosave of this session claims its file again."""
+        self._claims.release()
 
     def take_autosave_note(self) -> str:
         """" The folder of ... is not writable: the session is autosaved in ...", once

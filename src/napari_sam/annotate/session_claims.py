@@ -1,0 +1,238 @@
+"""Which live annotation session autosaves into a session file: one at a time.
+
+Two docks on one image file (two napari windows, a dock closed and opened again while the
+first one's session lives, two viewers of one script) autosaved the same session file, each
+over the other's log: at each commit one kept the other's file aside under a dated name and
+replaced it, so each dock's commits were scattered over dated copies and resume found only
+the last writer's. An autosave now writes a session file only while it holds the file's
+claim (:func:`claim_session_file`): an exclusive ``flock`` on a hidden lock file beside it
+(``.<session file>.lock``, removed when the claim is let go), held from the first autosave
+until the session lets it go (:meth:`SessionClaim.release`; the dock does when it closes) or
+its process ends (the kernel releases it, also on a crash or ``kill -9``). Within one process
+the claims are also kept in a table, so that two sessions of one process exclude each other
+where ``flock`` does not (NFS turns it into a per-process lock; Windows has none: there the
+table alone works). A session whose file is claimed autosaves in an alternate file beside it,
+``<image>.session-2.sam-session.json`` (:func:`alternate_session_file`), and says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import threading
+import weakref
+from pathlib import Path
+
+__all__ = ["SessionClaim", "alternate_session_file", "alternate_session_files",
+           "claim_holder", "claim_session_file", "lock_file_for"]
+
+#: alternates tried when a session file is claimed: ``.session-2`` to ``.session-<N>``
+MAX_ALTERNATES = 20
+_SUFFIX = ".sam-session.json"
+_GUARD = threading.Lock()
+_HELD: dict[str, weakref.ref] = {}  # absolute session file -> its claim, in this process
+
+
+def lock_file_for(path: Path) -> Path:
+    """The lock file of the session file ``path``: ``.<name>.lock`` beside it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")
+
+
+def alternate_session_file(path: Path, n: int) -> Path:
+    """The ``n``-th (2, 3, ...) alternate of the session file ``path`` (``<image>.sam-session
+    .json`` -> ``<image>.session-<n>.sam-session.json``), where a session autosaves while
+    ``path`` is another live session's."""
+    path = Path(path)
+    stem = path.name[: -len(_SUFFIX)] if path.name.endswith(_SUFFIX) else path.stem
+    return path.with_name(f"{stem}.session-{n}{_SUFFIX}")
+
+
+def alternate_session_files(path: Path) -> list[Path]:
+    """The alternates of the session file ``path`` that exist (their order: by number)."""
+    path = Path(path)
+    stem = path.name[: -len(_SUFFIX)] if path.name.endswith(_SUFFIX) else path.stem
+    pattern = re.compile(re.escape(stem) + r"\.session-(\d+)" + re.escape(_SUFFIX))
+    try:
+        names = [(int(m.group(1)), p) for p in path.parent.iterdir()
+                 if (m := pattern.fullmatch(p.name))]
+    except OSError:
+        return []
+    return [p for _, p in sorted(names) if p.is_file()]
+
+
+class SessionClaim:
+    """A session's claim on one session file (:func:`claim_session_file`): held until
+    :meth:`release`, or until the claim is garbage-collected or its process ends.
+
+    Attributes
+    ----------
+    path : Path
+        The session file claimed.
+    """
+
+    def __init__(self, path: Path, key: str, handle):
+        self.path = path
+        self._key = key
+        self._handle = handle
+        self._finalizer = weakref.finalize(self, _let_go, handle, lock_file_for(path))
+
+    @property
+    def held(self) -> bool:
+        """Whether the claim is still held (not released)."""
+        return self._finalizer.alive
+
+    def release(self) -> None:
+        """Let the file go: another session may claim it now (twice: nothing more)."""
+        with _GUARD:
+            ref = _HELD.get(self._key)
+            if ref is not None and ref() is self:
+                del _HELD[self._key]
+            self._finalizer()
+
+
+def claim_session_file(path: Path) -> SessionClaim | None:
+    """Claim the session file ``path`` for the calling session; None when another live
+    session holds it (in this process or another). A lock file that cannot be made (a
+    read-only folder: the autosave falls back anyway) gives a claim within this process
+    only."""
+    path = Path(path)
+    key = str(path.absolute())
+    with _GUARD:
+        ref = _HELD.get(key)
+        if ref is not None and ref() is not None and ref().held:
+            return None
+        handle = _flock(lock_file_for(path))
+        if handle is False:
+            return None
+        claim = SessionClaim(path, key, handle)
+        _HELD[key] = weakref.ref(claim)
+        return claim
+
+
+def claim_holder(path: Path) -> str:
+    """Who holds the claim on the session file ``path``, in words: "another dock of this
+    napari", or "napari-sam process 1234 on host" (as its lock file says)."""
+    path = Path(path)
+    with _GUARD:
+        ref = _HELD.get(str(path.absolute()))
+        if ref is not None and ref() is not None and ref().held:
+            return "another dock (or session) of this napari"
+    try:
+        pid, _, host = lock_file_for(path).read_text(encoding="utf-8").strip().partition(" ")
+    except OSError:
+        return "another napari-sam process"
+    where = f" on {host}" if host and host != socket.gethostname() else ""
+    return f"napari-sam process {pid}{where}" if pid.isdigit() else "another napari-sam process"
+
+
+def _flock(lock: Path):
+    """An open handle of ``lock`` holding its exclusive ``flock``, with this process's id and
+    host in it; False: another process holds it; None: no lock here (no ``fcntl``, or the
+    lock file cannot be made)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: the table of this process only
+        return None
+    while True:
+        try:
+            handle = open(lock, "a+", encoding="utf-8")
+        except OSError:
+            return None
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        try:  # its holder may have removed the file just before: lock the one there now
+            same = os.path.samestat(os.fstat(handle.fileno()), os.stat(lock))
+        except OSError:
+            same = False
+        if same:
+            break
+        handle.close()
+    with contextlib.suppress(OSError):
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()} {socket.gethostname()}\n")
+        handle.flush()
+    return handle
+
+
+def _let_go(handle, lock: Path) -> None:
+    """Remove the lock file while its ``flock`` is held (one who opened it meanwhile locks
+    it, sees it is gone and opens the new one), then close it (the ``flock`` goes)."""
+    if handle is None:
+        return
+    with contextlib.suppress(OSError):
+        os.unlink(lock)
+    with contextlib.suppress(OSError):
+        handle.close()
+
+
+class SessionClaims:
+    """The claims of one session's autosaves (thread-safe: writes run on the autosave
+    worker, :meth:`release` on the UI thread).
+
+    :meth:`writable` before each write, :meth:`done` after it; :meth:`release` lets every
+    file go, at once when no write is under way, else when it ends (the dock closing does
+    not wait for a write of large labels); a write asked for later (:meth:`resume`) claims
+    and keeps its file again.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._held: dict[str, SessionClaim] = {}
+        self._busy = False
+        self._closing = False
+
+    def writable(self, path: Path) -> Path:
+        """``path`` or the alternate of it (:func:`alternate_session_file`) this session
+        holds the claim of, else the first of them whose claim it gets; claims of other
+        files are let go (the session's image changed). Raises ``FileExistsError`` when
+        every alternate is claimed too."""
+        candidates = [Path(path)] + [alternate_session_file(path, n)
+                                     for n in range(2, MAX_ALTERNATES + 1)]
+        with self._lock:
+            self._busy = True
+            held = [c for c in candidates
+                    if (h := self._held.get(str(c.absolute()))) is not None and h.held]
+            for candidate in held[:1] or candidates:  # (an alternate held stays in use)
+                key = str(candidate.absolute())
+                claim = self._held.get(key)
+                if claim is None or not claim.held:
+                    claim = claim_session_file(candidate)
+                if claim is not None:
+                    for other in [k for k in self._held if k != key]:
+                        self._held.pop(other).release()
+                    self._held[key] = claim
+                    return candidate
+        raise FileExistsError(f"{path} and its alternates up to "
+                              f"{alternate_session_file(path, MAX_ALTERNATES).name} are all "
+                              "being written by other napari-sam sessions")
+
+    def done(self) -> None:
+        """The write after :meth:`writable` ended (written or not)."""
+        with self._lock:
+            self._busy = False
+            if self._closing:
+                self._let_all_go()
+
+    def release(self) -> None:
+        """Let every file go (when the write under way ends)."""
+        with self._lock:
+            self._closing = True
+            if not self._busy:
+                self._let_all_go()
+
+    def resume(self) -> None:
+        """A write asked for after :meth:`release`: its claims are kept again."""
+        with self._lock:
+            self._closing = False
+
+    def _let_all_go(self) -> None:
+        for claim in self._held.values():
+            claim.release()
+        self._held.clear()
