@@ -46,6 +46,7 @@ from .autosave_writer import AutosaveWriter
 from .errors import UserError, sentence
 from .prompt_groups import POINT_OBJECT, inside_image
 from .session_claims import SessionClaims, alternate_session_files, claim_holder
+from .session_records import ImageRecords
 
 __all__ = ["SessionLog", "fallback_session_file", "folder_writable"]
 
@@ -115,6 +116,7 @@ class SessionLog:
         self._autosave_broken = False  # a write failed; autosave goes off (posted) meanwhile
         self._base_digest: tuple[np.ndarray, str] | None = None  # (log base, its labels_hash)
         self._claims = SessionClaims()  # the session files this session autosaves into
+        self._image_records = ImageRecords()  # session files' image records, parsed once
 
     # ------------------------------------------------------------------ the log
     def _log_before_commit(self, target, data: np.ndarray, held: S.Session | None = None) -> None:
@@ -359,7 +361,7 @@ class SessionLog:
     def _holds_this_image(self, file: Path) -> bool:
         """Whether the session file ``file`` is free for this image's session: absent,
         without an image record, or recording this image (its name, or its pixels)."""
-        image = _session_image(file)
+        image = self._image_records.read(file)
         return image is None or image.get("name") == self.image_name() or (
             image.get("hash") == self._hash())
 
@@ -495,6 +497,7 @@ class SessionLog:
             kept = S.keep_aside(target)
         S.write_session(state, target, base_hash=self._base_hash(state.base))
         self._own_autosave(target, job)
+        self._image_records.read(target)  # (here, so that the UI thread need not parse it)
         if kept is not None:
             self._kept_aside = kept
             opens = "(File > IO Utilities > Load SAM session... opens it)"
@@ -693,16 +696,6 @@ class SessionLog:
         self.add_point(z, r, c, positive=True)
         self._say(f"Added a point on slice {z} at (row {r:g}, col {c:g}); press Propagate to "
                   "carry the object on from there.")
-
-
-def _session_image(path: Path) -> dict | None:
-    """The ``image`` record of the session file at ``path`` (None: no file, or no session
-    record in it)."""
-    try:
-        image = json.loads(path.read_text(encoding="utf-8-sig")).get("image")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return image if isinstance(image, dict) else None
 
 
 def _as_is(labels: np.ndarray) -> np.ndarray:
