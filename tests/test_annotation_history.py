@@ -96,3 +96,51 @@ def test_errors():
     with pytest.raises(OverflowError):
         apply_objects(small, [ObjectMask(np.ones((4, 4), bool), z=0)])
     assert fresh_id(np.zeros((2, 2), int), taken=[3]) == 4
+
+
+def _two_commits():
+    """(labels (3, 20, 20), history, commit of label 10, commit of label 11)."""
+    lab, hist = _labels(), CommitHistory()
+    a, b = np.zeros((20, 20), bool), np.zeros((20, 20), bool)
+    a[0:5, 0:5] = True
+    b[16:20, 16:20] = True
+    c1 = apply_objects(lab, [ObjectMask(a, z=1)])
+    hist.push(c1)
+    c2 = apply_objects(lab, [ObjectMask(b, z=2)])
+    hist.push(c2)
+    return lab, hist, c1, c2
+
+
+@pytest.mark.parametrize("other", ["smaller", "larger"])
+def test_undo_and_redo_refuse_labels_of_another_shape_and_keep_the_step(other):
+    """Session 38: labels replaced by a smaller array made the undo fail with an IndexError
+    after it had popped the step (lost); a larger one had other pixels written."""
+    from napari_sam.annotation import LabelsReshaped
+
+    lab, hist, c1, c2 = _two_commits()
+    after = lab.copy()
+    swapped = (lab[:, :12, :12].copy() if other == "smaller" else
+               np.pad(lab, ((0, 0), (0, 5), (0, 5)), constant_values=3))
+    kept = swapped.copy()
+    with pytest.raises(LabelsReshaped, match=r"the labels have shape \(3, (12, 12|25, 25)\) but "
+                       r"the commit of label 11 was written into labels of shape \(3, 20, 20\)"):
+        hist.undo(swapped)
+    np.testing.assert_array_equal(swapped, kept)
+    assert hist.peek_undo() is c2 and not hist.can_redo
+    assert hist.undo(lab) is c2  # the labels put back: the undo works
+    with pytest.raises(LabelsReshaped, match="nothing was redone and the step is kept"):
+        hist.redo(swapped)
+    np.testing.assert_array_equal(swapped, kept)
+    assert hist.redo(lab) is c2
+    np.testing.assert_array_equal(lab, after)
+
+
+def test_a_view_without_the_size_1_axis_is_the_same_labels():
+    """The dock commits into a (1, Y, X) view of a 2D layer and undoes in the (Y, X) array."""
+    lab, hist = np.zeros((20, 20), np.uint16), CommitHistory()
+    mask = np.zeros((20, 20), bool)
+    mask[2:5, 2:5] = True
+    hist.push(apply_objects(lab[None], [ObjectMask(mask, z=0)]))
+    hist.undo(lab)
+    assert not lab.any()
+

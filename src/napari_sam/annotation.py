@@ -14,7 +14,9 @@
   ``overwrite`` is set. Undo and redo write only pixels that still hold what the commit (or
   the undo) left there: a pixel edited since (painted or erased by hand, written by a later
   commit of another kind) is left as it is and counted (:attr:`Commit.left`), and a redo that
-  would give a label id to a second object is refused (:class:`LabelIdTaken`).
+  would give a label id to a second object is refused (:class:`LabelIdTaken`). Undo and
+  redo refuse, and keep the step, labels whose shape is not the one the commit wrote into
+  (:class:`LabelsReshaped`).
 
 Slice prompts are duck-typed: anything with ``points`` (P, 2) (row, col), ``labels`` (P,),
 ``box`` (4,) or None and ``usable`` (e.g.
@@ -35,6 +37,7 @@ __all__ = [
     "Commit",
     "CommitHistory",
     "LabelIdTaken",
+    "LabelsReshaped",
     "ObjectMask",
     "ObjectPreview",
     "apply_objects",
@@ -71,6 +74,12 @@ class LabelIdTaken(ValueError):
     was painted or committed since the undo); nothing was written."""
 
 
+class LabelsReshaped(ValueError):
+    """An undo or redo was given labels of another shape than the commit wrote into (the
+    labels were replaced since): its flat indices would land on other pixels, or outside.
+    Nothing was written and the step stays in the history."""
+
+
 @dataclass
 class Change:
     """Pixels changed by one write: flat indices, values before and after."""
@@ -105,6 +114,9 @@ class Commit:
     id_pixels : dict of int to int
         After an undo: how many pixels of each new id the labels still held (pixels edited
         since the commit); a redo finding more refuses (:class:`LabelIdTaken`).
+    shape : tuple of int or None
+        The shape of the labels written into (axes of size 1 aside, the flat indices of
+        ``changes`` address the same pixels); None: not known (any shape is taken).
     """
 
     changes: list[Change] = field(default_factory=list)
@@ -113,6 +125,7 @@ class Commit:
     new_ids: list[int] = field(default_factory=list)
     left: int = 0
     id_pixels: dict = field(default_factory=dict)
+    shape: tuple | None = None
 
     @property
     def n_pixels(self) -> int:
@@ -186,7 +199,7 @@ def apply_objects(
     problem = not_writable(labels)
     if problem:
         raise TypeError(problem)
-    commit = Commit()
+    commit = Commit(shape=tuple(labels.shape))
     for obj in objects:
         value = obj.replaces or fresh_id(labels, [*taken, *commit.ids])
         _check_dtype(labels, value)
@@ -242,6 +255,25 @@ def _id_counts(flat: np.ndarray, ids: Sequence[int], step: int = 1 << 24) -> dic
     return counts
 
 
+def _squeezed(shape) -> tuple:
+    return tuple(int(n) for n in shape if n != 1)
+
+
+def _require_shape(commit: Commit, labels: np.ndarray, redo: bool) -> None:
+    """Raise :class:`LabelsReshaped` when ``labels`` is not of the shape ``commit`` wrote
+    into (axes of size 1 aside: a (Y, X) layer behind a (1, Y, X) view)."""
+    shape = tuple(int(n) for n in np.shape(labels))
+    if commit.shape is None or _squeezed(shape) == _squeezed(commit.shape):
+        return
+    ids = ", ".join(map(str, commit.ids))
+    raise LabelsReshaped(
+        f"the labels have shape {shape} but the commit of label {ids} was written into labels "
+        f"of shape {tuple(commit.shape)} (they were replaced since); nothing was "
+        f"{'redone' if redo else 'undone'} and the step is kept: put the labels of that shape "
+        "back, then try again"
+    )
+
+
 class CommitHistory:
     """Undo and redo stacks of commits. ``max_steps`` bounds memory (oldest dropped)."""
 
@@ -279,10 +311,12 @@ class CommitHistory:
         Only pixels that still hold what the commit wrote are restored; pixels edited since
         (by hand, or by a commit not undone first) are left as they are and counted in the
         commit's ``left``. The commit keeps only the pixels restored, so a redo re-applies
-        exactly what this undo took back.
+        exactly what this undo took back. Raises :class:`LabelsReshaped`, and keeps the step,
+        when ``labels`` has another shape than the commit wrote into.
         """
         if not self._undo:
             return None
+        _require_shape(self._undo[-1], labels, redo=False)
         commit = self._undo.pop()
         flat = _flat(labels)
         kept, left = [], []
@@ -304,11 +338,13 @@ class CommitHistory:
         Only pixels that still hold what the undo restored are written (the others were
         edited since: counted in the commit's ``left``). Raises :class:`LabelIdTaken`, and
         writes nothing, when one of the commit's new ids was given to other pixels since the
-        undo (the redo would make two objects of one id).
+        undo (the redo would make two objects of one id), and :class:`LabelsReshaped` (the step
+        kept) for labels of another shape than the commit wrote into.
         """
         if not self._redo:
             return None
         commit = self._redo[-1]
+        _require_shape(commit, labels, redo=True)
         flat = _flat(labels)
         now = _id_counts(flat, commit.new_ids)
         taken = [i for i in commit.new_ids if now.get(i, 0) > commit.id_pixels.get(i, 0)]

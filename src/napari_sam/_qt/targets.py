@@ -11,30 +11,47 @@ from collections.abc import Callable, Sequence
 from napari_sam._qt.layers import TARGET_NAME, same, unwrap
 
 __all__ = ["IMAGES_KEY", "deleted_labels_text", "made_for", "open_images", "other_image_problem",
-           "remember_image", "target_for_image"]
+           "remember_image", "reshaped_problem", "target_for_image"]
 
 #: key of a labels layer's ``metadata``: ``{"layer": its own unique_id, "images": [the
-#: unique_id of each image committed into it]}`` (strings; a copy napari's *Duplicate Layer*
-#: makes has another id, so it claims no image)
+#: unique_id of each image committed into it], "shape": the shape of its data they were
+#: written into}`` (strings; a copy napari's *Duplicate Layer* makes has another id, so it
+#: claims no image)
 IMAGES_KEY = "napari_sam_images"
 
 
-def _images(layer) -> list[str]:
+def _record(layer) -> dict:
     layer = unwrap(layer)
     meta = getattr(layer, "metadata", None)
     rec = meta.get(IMAGES_KEY) if isinstance(meta, dict) else None
     if not isinstance(rec, dict) or rec.get("layer") != str(getattr(layer, "unique_id", "")):
-        return []
-    return [str(i) for i in rec.get("images") or ()]
+        return {}
+    return rec
+
+
+def _images(layer) -> list[str]:
+    return [str(i) for i in _record(layer).get("images") or ()]
+
+
+def _written_shape(layer) -> tuple[int, ...] | None:
+    """The shape of ``layer``'s data when the dock last committed into it (None: unknown)."""
+    shape = _record(layer).get("shape")
+    return tuple(int(n) for n in shape) if isinstance(shape, (list, tuple)) else None
 
 
 def remember_image(labels_layer, image_layer) -> None:
-    """Record that ``image_layer``'s commits go into ``labels_layer``."""
+    """Record that ``image_layer``'s commits go into ``labels_layer``, and the shape of its
+    data they are written into (an undo refuses another: :func:`other_image_problem`)."""
     layer, image = unwrap(labels_layer), unwrap(image_layer)
     uid = getattr(image, "unique_id", None)
-    if layer is None or uid is None or str(uid) in _images(layer):
+    if layer is None or uid is None:
         return
-    rec = {"layer": str(layer.unique_id), "images": [*_images(layer), str(uid)]}
+    shape = [int(n) for n in layer.data.shape]
+    images = _images(layer)
+    if str(uid) in images and _written_shape(layer) == tuple(shape):
+        return
+    images = images if str(uid) in images else [*images, str(uid)]
+    rec = {"layer": str(layer.unique_id), "images": images, "shape": shape}
     layer.metadata = {**layer.metadata, IMAGES_KEY: rec}
 
 
@@ -56,10 +73,12 @@ def open_images(viewer) -> set[str]:
 
 def other_image_problem(target, image_layer, viewer=None) -> str | None:
     """Why an undo or redo of a commit into labels layer ``target`` is refused while
-    ``image_layer`` is shown: only other images were committed into it (None: it is not);
-    with ``viewer``, whether any of them is still open there."""
+    ``image_layer`` is shown (None: it is not): only other images were committed into it
+    (with ``viewer``: whether any of them is still open there), or its data was replaced by
+    an array of another shape than the commits were written into (their pixels would land
+    elsewhere, or outside it)."""
     if made_for(target, image_layer) is not False:
-        return None
+        return reshaped_problem(target)
     if viewer is not None and not set(_images(target)) & open_images(viewer):
         return (f"the last commit went into '{target.name}', the labels of an image that is "
                 "no longer open, so the dock cannot undo or redo it; its labels stay in that "
@@ -67,6 +86,18 @@ def other_image_problem(target, image_layer, viewer=None) -> str | None:
     return (f"the last commit went into '{target.name}', the labels of another image; pick "
             "that image in 'Image' to undo or redo it (one history holds the commits of every "
             "image)")
+
+
+def reshaped_problem(target) -> str | None:
+    """Why the dock cannot undo or redo its commits into labels layer ``target`` now: its data
+    has another shape than they were written into (None: it has not, or that is unknown)."""
+    written, now = _written_shape(target), tuple(int(n) for n in unwrap(target).data.shape)
+    if written is None or written == now:
+        return None
+    return (f"'{target.name}' has shape {now} but its commits were written into shape "
+            f"{written} (its data was replaced since); nothing was changed and the step is "
+            f"kept: put labels of shape {written} back into '{target.name}' (layer.data = ...), "
+            "then try again")
 
 
 def target_for_image(current, fitting: Sequence, image_layer,

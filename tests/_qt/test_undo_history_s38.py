@@ -1,0 +1,53 @@
+"""Session 38's walk-through of the dock's Undo and Redo (Shift+U, Shift+R) mixed with what
+the user does to the labels layer meanwhile: its data replaced from the console by an array of
+another shape, napari's Ctrl+Z, and napari's eraser."""
+
+from __future__ import annotations
+
+import numpy as np
+from sam_qt_helpers import canvas_click
+
+
+def _press(viewer, key):
+    viewer.window._qt_viewer._key_map_handler.press_key(key)
+
+
+def _click_commit(viewer, widget, row, col):
+    c = widget.controller
+    viewer.layers.selection.active = c.points_layer
+    canvas_click(viewer, row, col)
+    assert c.previews, widget._status.text()
+    _press(viewer, "Shift-C")
+    assert widget._status.text().startswith("Committed label"), widget._status.text()
+    return widget._status.text()
+
+
+def _erase(viewer, labels, row, col, size):
+    """napari's eraser: one dab of the labels layer's brush writing 0 on slice 3."""
+    labels.brush_size = size
+    labels.paint((3, row, col), 0, refresh=True)
+
+
+def test_undo_refuses_labels_of_another_shape_and_keeps_the_step(stack_widget):
+    """A smaller array: an unexpected IndexError and the undo step lost; a larger one: the
+    undo wrote other pixels and used up the step."""
+    viewer, widget = stack_widget
+    _click_commit(viewer, widget, 20, 20)
+    labels = widget.controller.target_layer
+    full = np.array(labels.data)
+    for other in (full[:, :30, :30].copy(), np.pad(full, ((0, 0), (0, 9), (0, 7)),
+                                                   constant_values=9)):
+        labels.data = other.copy()
+        _press(viewer, "Shift-U")
+        text = widget._status.text()
+        assert text.startswith(
+            f"Not undone: 'segmentation' has shape {other.shape} but its commits were written "
+            f"into shape {full.shape} (its data was replaced since); nothing was changed and "
+            "the step is kept"), text
+        np.testing.assert_array_equal(np.asarray(labels.data), other)  # not a pixel written
+        assert widget.controller.history.can_undo
+    labels.data = full.copy()  # the user puts the labels back: the undo works
+    _press(viewer, "Shift-U")
+    assert widget._status.text().startswith("Undid commit of label 1"), widget._status.text()
+    assert not np.asarray(labels.data).any()
+
