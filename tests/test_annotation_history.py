@@ -144,3 +144,35 @@ def test_a_view_without_the_size_1_axis_is_the_same_labels():
     hist.undo(lab)
     assert not lab.any()
 
+
+def test_a_redo_whose_pixels_are_back_counts_as_redone_in_order():
+    """Session 38: undo, then napari's Ctrl+Z put the commit's pixels back; the redo refused
+    ("label 11 was given to other pixels"), and after a new commit the undo order skipped
+    label 11."""
+    lab, hist, c1, c2 = _two_commits()
+    after = lab.copy()
+    hist.undo(lab)
+    assert not (lab == 11).any()
+    lab[...] = after  # what napari's Ctrl+Z of the dock's undo does
+    assert hist.redo(lab) is c2
+    assert c2.found_back and c2.left == 0 and c2.n_pixels == 16
+    np.testing.assert_array_equal(lab, after)
+    mask = np.zeros((20, 20), bool)
+    mask[10:12, 0:3] = True
+    c3 = apply_objects(lab, [ObjectMask(mask, z=0)])
+    hist.push(c3)
+    assert [hist.undo(lab) for _ in range(3)] == [c3, c2, c1]
+    np.testing.assert_array_equal(lab, _labels())
+    assert hist.redo(lab) is c1 and not c1.found_back  # an ordinary redo writes again
+    assert (lab == 10).sum() == c1.n_pixels == 16
+
+
+def test_a_redo_with_its_pixels_only_partly_back_is_not_counted_as_redone():
+    from napari_sam.annotation import LabelIdTaken
+
+    lab, hist, c1, c2 = _two_commits()
+    hist.undo(lab)
+    lab[2, 16, 16] = 11  # one pixel of its id painted by hand: not the commit back
+    with pytest.raises(LabelIdTaken):
+        hist.redo(lab)
+    assert hist.peek_redo() is c2 and not c2.found_back

@@ -14,9 +14,10 @@
   ``overwrite`` is set. Undo and redo write only pixels that still hold what the commit (or
   the undo) left there: a pixel edited since (painted or erased by hand, written by a later
   commit of another kind) is left as it is and counted (:attr:`Commit.left`), and a redo that
-  would give a label id to a second object is refused (:class:`LabelIdTaken`). Undo and
-  redo refuse, and keep the step, labels whose shape is not the one the commit wrote into
-  (:class:`LabelsReshaped`).
+  would give a label id to a second object is refused (:class:`LabelIdTaken`); a redo whose
+  pixels are all back already (napari's Ctrl+Z undid the dock's undo) counts as redone
+  (:attr:`Commit.found_back`). Undo and redo refuse, and keep the step, labels whose shape is
+  not the one the commit wrote into (:class:`LabelsReshaped`).
 
 Slice prompts are duck-typed: anything with ``points`` (P, 2) (row, col), ``labels`` (P,),
 ``box`` (4,) or None and ``usable`` (e.g.
@@ -117,6 +118,9 @@ class Commit:
     shape : tuple of int or None
         The shape of the labels written into (axes of size 1 aside, the flat indices of
         ``changes`` address the same pixels); None: not known (any shape is taken).
+    found_back : bool
+        The last redo found every pixel of the commit already as it wrote them (napari's
+        Ctrl+Z undid the dock's undo) and wrote nothing.
     """
 
     changes: list[Change] = field(default_factory=list)
@@ -126,6 +130,7 @@ class Commit:
     left: int = 0
     id_pixels: dict = field(default_factory=dict)
     shape: tuple | None = None
+    found_back: bool = False
 
     @property
     def n_pixels(self) -> int:
@@ -274,6 +279,15 @@ def _require_shape(commit: Commit, labels: np.ndarray, redo: bool) -> None:
     )
 
 
+def _all_back(flat: np.ndarray, changes: Sequence[Change]) -> bool:
+    """Whether every pixel of ``changes`` holds what they left there (the last write of a
+    pixel written twice)."""
+    index = np.concatenate([c.index for c in changes])[::-1]
+    after = np.concatenate([c.after for c in changes])[::-1]
+    index, last = np.unique(index, return_index=True)
+    return bool((flat[index] == after[last]).all())
+
+
 class CommitHistory:
     """Undo and redo stacks of commits. ``max_steps`` bounds memory (oldest dropped)."""
 
@@ -318,6 +332,7 @@ class CommitHistory:
             return None
         _require_shape(self._undo[-1], labels, redo=False)
         commit = self._undo.pop()
+        commit.found_back = False
         flat = _flat(labels)
         kept, left = [], []
         for change in reversed(commit.changes):
@@ -339,13 +354,20 @@ class CommitHistory:
         edited since: counted in the commit's ``left``). Raises :class:`LabelIdTaken`, and
         writes nothing, when one of the commit's new ids was given to other pixels since the
         undo (the redo would make two objects of one id), and :class:`LabelsReshaped` (the step
-        kept) for labels of another shape than the commit wrote into.
+        kept) for labels of another shape than the commit wrote into. A commit whose every
+        pixel is back already as it wrote it (napari's Ctrl+Z undid the dock's undo) counts as
+        redone: it goes back onto the undo stack, nothing written (``found_back``).
         """
         if not self._redo:
             return None
         commit = self._redo[-1]
         _require_shape(commit, labels, redo=True)
         flat = _flat(labels)
+        commit.found_back = commit.n_pixels > 0 and _all_back(flat, commit.changes)
+        if commit.found_back:
+            commit.left = 0
+            self._undo.append(self._redo.pop())
+            return commit
         now = _id_counts(flat, commit.new_ids)
         taken = [i for i in commit.new_ids if now.get(i, 0) > commit.id_pixels.get(i, 0)]
         if taken:

@@ -51,3 +51,30 @@ def test_undo_refuses_labels_of_another_shape_and_keeps_the_step(stack_widget):
     assert widget._status.text().startswith("Undid commit of label 1"), widget._status.text()
     assert not np.asarray(labels.data).any()
 
+
+def test_a_redo_after_napari_s_ctrl_z_brought_the_label_back_counts_as_redone(stack_widget):
+    """Shift+U, then napari's Ctrl+Z (the label back, pixel for pixel), then Shift+R said
+    "label 2 was given to other pixels ... erase it", and the undo order lost label 2."""
+    viewer, widget = stack_widget
+    _click_commit(viewer, widget, 20, 20)
+    _click_commit(viewer, widget, 44, 44)
+    labels = widget.controller.target_layer
+    both = np.array(labels.data)
+    _press(viewer, "Shift-U")
+    assert not (np.asarray(labels.data) == 2).any()
+    viewer.layers.selection.active = labels  # napari's Ctrl+Z acts on the selected layer
+    _press(viewer, "Control-Z")
+    np.testing.assert_array_equal(np.asarray(labels.data), both)
+
+    _press(viewer, "Shift-R")
+    text = widget._status.text()
+    assert text.startswith("Redid commit of label 2 in 'segmentation'. Label 2 is already back, "
+                           "pixel for pixel (napari's Ctrl+Z?): nothing was written."), text
+    np.testing.assert_array_equal(np.asarray(labels.data), both)
+    _press(viewer, "Shift-U")  # the newest first: 2, then 1
+    assert widget._status.text().startswith("Undid commit of label 2"), widget._status.text()
+    assert not (np.asarray(labels.data) == 2).any() and (np.asarray(labels.data) == 1).any()
+    _press(viewer, "Shift-U")
+    assert widget._status.text().startswith("Undid commit of label 1"), widget._status.text()
+    assert not np.asarray(labels.data).any()
+

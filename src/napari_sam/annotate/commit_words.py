@@ -36,8 +36,15 @@ def edited_note(commit, redo: bool) -> str:
     """The status note after an undo (``redo``: a redo) of ``commit`` that left pixels alone
     because they were edited since the commit (the undo), e.g. " 97 pixels changed since the
     commit (painted, erased or committed over) were left as they are."; "" when it left none.
+    A redo that found the commit's pixels all back (``found_back``) says so, "Label 2 is
+    already back (napari's Ctrl+Z?): nothing was written.".
     """
     n = commit.left
+    if redo and commit.found_back:
+        what = _labels_words(commit.ids)
+        verb = "is" if len(commit.ids) == 1 else "are"
+        return (f" {what} {verb} already back, pixel for pixel (napari's Ctrl+Z?): nothing was "
+                "written.")
     if not n and commit.n_pixels == 0:  # napari's Ctrl+Z on the labels did it already
         return (" Nothing changed: its undo had restored no pixel." if redo else
                 " Nothing changed: its pixels were already as before the commit (napari's "
@@ -50,6 +57,11 @@ def edited_note(commit, redo: bool) -> str:
     rest = ("; nothing else was left to " + ("redo" if redo else "undo")
             if commit.n_pixels == 0 else "")
     return f" {what} since {since} (painted, erased or committed over) {verb}{rest}."
+
+
+def _labels_words(ids) -> str:
+    """"Label 2" or "Labels 2, 3"."""
+    return ("Label " if len(ids) == 1 else "Labels ") + ", ".join(str(i) for i in ids)
 
 
 def describe_commit(commit, objects: list, data: np.ndarray) -> str:
