@@ -100,8 +100,8 @@ def test_the_dock_s_undo_after_napari_s_ctrl_z_says_nothing_changed(stack_widget
     assert not (before == 1).any()
     _press(viewer, "Shift-U")
     assert widget._status.text().startswith(
-        "Undid commit of label 1 in 'segmentation'. Nothing changed: its pixels were already "
-        "as before the commit (napari's Ctrl+Z on the labels layer?)."), widget._status.text()
+        "Undid commit of label 1 in 'segmentation'. Nothing changed: label 1 was already "
+        "removed from the layer (napari's Ctrl+Z or the eraser?)."), widget._status.text()
     _press(viewer, "Shift-R")
     assert "Nothing changed: its undo had restored no pixel." in widget._status.text()
     np.testing.assert_array_equal(np.asarray(labels.data), before)

@@ -78,3 +78,17 @@ def test_a_redo_after_napari_s_ctrl_z_brought_the_label_back_counts_as_redone(st
     assert widget._status.text().startswith("Undid commit of label 1"), widget._status.text()
     assert not np.asarray(labels.data).any()
 
+
+def test_the_undo_of_a_label_erased_by_hand_does_not_blame_ctrl_z_alone(stack_widget):
+    """The label erased with napari's eraser, the dock's Undo guessed "napari's Ctrl+Z on the
+    labels layer?" only."""
+    viewer, widget = stack_widget
+    _click_commit(viewer, widget, 20, 20)
+    labels = widget.controller.target_layer
+    _erase(viewer, labels, 32, 32, 100)  # the whole slice
+    assert not np.asarray(labels.data).any()
+    _press(viewer, "Shift-U")
+    text = widget._status.text()
+    assert text.startswith("Undid commit of label 1 in 'segmentation'. Nothing changed: label 1 "
+                           "was already removed from the layer (napari's Ctrl+Z or the "
+                           "eraser?)."), text

@@ -37,7 +37,8 @@ def edited_note(commit, redo: bool) -> str:
     because they were edited since the commit (the undo), e.g. " 97 pixels changed since the
     commit (painted, erased or committed over) were left as they are."; "" when it left none.
     A redo that found the commit's pixels all back (``found_back``) says so, "Label 2 is
-    already back (napari's Ctrl+Z?): nothing was written.".
+    already back (napari's Ctrl+Z?): nothing was written."; an undo that found none of them,
+    that the commit was already undone or erased on the layer.
     """
     n = commit.left
     if redo and commit.found_back:
@@ -45,10 +46,15 @@ def edited_note(commit, redo: bool) -> str:
         verb = "is" if len(commit.ids) == 1 else "are"
         return (f" {what} {verb} already back, pixel for pixel (napari's Ctrl+Z?): nothing was "
                 "written.")
-    if not n and commit.n_pixels == 0:  # napari's Ctrl+Z on the labels did it already
-        return (" Nothing changed: its undo had restored no pixel." if redo else
-                " Nothing changed: its pixels were already as before the commit (napari's "
-                "Ctrl+Z on the labels layer?).")
+    if not n and commit.n_pixels == 0:  # napari's Ctrl+Z, or the eraser, did it already
+        if redo:
+            return " Nothing changed: its undo had restored no pixel."
+        if commit.ids and commit.ids == commit.new_ids:
+            verb = "was" if len(commit.ids) == 1 else "were"
+            return (f" Nothing changed: {_labels_words(commit.ids).lower()} {verb} already "
+                    "removed from the layer (napari's Ctrl+Z or the eraser?).")
+        return (" Nothing changed: its pixels were already as before the commit (napari's "
+                "Ctrl+Z or the eraser?).")
     if not n:
         return ""
     what = f"{n} pixel changed" if n == 1 else f"{n} pixels changed"
