@@ -79,6 +79,25 @@ def test_a_redo_after_napari_s_ctrl_z_brought_the_label_back_counts_as_redone(st
     assert not np.asarray(labels.data).any()
 
 
+def test_a_commit_over_a_fragment_the_eraser_left_names_it(make_widget, demo_available):
+    """The nucleus clicked again got a second id beside the fragment of label 1 without a
+    word (the demo model: the tiny random one's masks cover half the slice)."""
+    from sam_qt_helpers import blob_stack
+
+    viewer, widget = make_widget(blob_stack(), name="blobs")
+    viewer.dims.set_point(0, 3)
+    _click_commit(viewer, widget, 20, 20)
+    labels = widget.controller.target_layer
+    _erase(viewer, labels, 20, 23, 15)
+    left = int((np.asarray(labels.data)[3] == 1).sum())
+    assert 0 < left < 100
+    text = _click_commit(viewer, widget, 20, 20)
+    assert (f"Label 1 ({left} pixels) remains inside label 2 on slice 3 (commits do not "
+            "overwrite other labels): to make one object, undo and refine label 1 instead "
+            "(select it, tick 'Refine selected label'), or tick 'Overwrite other labels' and "
+            "commit again.") in text, text
+
+
 def test_the_undo_of_a_label_erased_by_hand_does_not_blame_ctrl_z_alone(stack_widget):
     """The label erased with napari's eraser, the dock's Undo guessed "napari's Ctrl+Z on the
     labels layer?" only."""

@@ -74,11 +74,14 @@ def describe_commit(commit, objects: list, data: np.ndarray) -> str:
     """What ``commit`` (of ``objects`` into (Z, Y, X) ``data``, after it) wrote, in true
     pixel counts: new labels with their size, "Committed label 6, 7 (812 pixels)."; a
     refined label with its size where it was refined and the pixels it gained and lost,
-    "Refined label 5: 1325 pixels on slice 3 now (1231 added, 162 removed)."."""
-    new, parts = [], []
+    "Refined label 5: 1325 pixels on slice 3 now (1231 added, 162 removed).". A new label
+    that other labels lie inside of (a fragment the eraser left of a committed object, which
+    the commit does not overwrite) is named with them and what makes one object of them."""
+    new, parts, inside = [], [], []
     for obj, change, i in zip(objects, commit.changes, commit.ids):
         if not obj.replaces:
             new.append((i, len(change.index)))
+            inside.append(_fragments_note(obj, i, data, commit.ids))
             continue
         added, removed = int((change.after == i).sum()), int((change.before == i).sum())
         region, where = (data, "") if obj.z is None else (data[obj.z], f" on slice {obj.z}")
@@ -87,4 +90,33 @@ def describe_commit(commit, objects: list, data: np.ndarray) -> str:
     if new:
         ids = ", ".join(str(i) for i, _ in new)
         parts.insert(0, f"Committed label {ids} ({sum(n for _, n in new)} pixels).")
-    return " ".join(parts)
+    return " ".join(parts + [n for n in inside if n])
+
+
+def _fragments_note(obj, value: int, data: np.ndarray, ours=()) -> str:
+    """The sentence naming the other labels that lie, at least half of their pixels on the
+    mask's slice (or in the volume), under new label ``value``'s mask (``obj.mask``) in
+    ``data`` after the commit; "" when none does (a neighbour the mask touches is not one;
+    nor the labels ``ours`` of the same commit)."""
+    region = data if obj.z is None else data[obj.z]
+    under = region[obj.mask]
+    under = under[(under != 0) & ~np.isin(under, [value, *ours])]
+    others, counts = np.unique(under, return_counts=True)
+    if not others.size:
+        return ""
+    box = tuple(slice(int(a.min()), int(a.max()) + 1) for a in np.nonzero(obj.mask))
+    found = []
+    for other, n in zip(others.tolist(), counts.tolist()):
+        # in the mask's box first: the whole region is read only for a likely fragment
+        if 2 * n >= int((region[box] == other).sum()) and 2 * n >= int((region == other).sum()):
+            found.append((other, n))
+    if not found:
+        return ""
+    names = ", ".join(f"{other} ({n} pixel{'s' * (n != 1)})" for other, n in found)
+    one = len(found) == 1
+    where = "" if obj.z is None else f" on slice {obj.z}"
+    first = found[0][0]
+    return (f"Label{'s' * (not one)} {names} remain{'s' * one} inside label {value}{where} "
+            "(commits do not overwrite other labels): to make one object, undo and refine "
+            f"label {first} instead (select it, tick 'Refine selected label'), or tick "
+            "'Overwrite other labels' and commit again.")
