@@ -42,6 +42,7 @@ from .failed_loads import FailedLoads
 from .image_source import ImageSource, make_source
 from .jobs import Phase, embed_job, run_to_end, tiled_embed_job
 from .model_choice import DEMO_NOTICE, ModelCache, ModelChoice, choice_identity, precision_key
+from .model_contrast import ModelContrast
 from .model_notes import ModelNotes
 from .prompt_groups import POINT_OBJECT, all_labelled, positives
 from .prompt_shelf import PromptShelf
@@ -62,7 +63,7 @@ ALREADY_LABELLED = 0.8
 
 
 class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, PromptShelf,
-                        StaleJobs, FailedLoads, ModelNotes):
+                        StaleJobs, FailedLoads, ModelNotes, ModelContrast):
     """State and actions of one annotation session (docs/gui.md has the user's view).
 
     Propagation and segment-everything come from
@@ -71,8 +72,9 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
     the uncommitted prompts of other images from
     :class:`~napari_sam.annotate.prompt_shelf.PromptShelf`; the prompted objects and the
     preview of the visible slice from
-    :class:`~napari_sam.annotate.slice_preview.SlicePreview`; the preload, and clicks on a
-    tiled image decoded before it ends, from
+    :class:`~napari_sam.annotate.slice_preview.SlicePreview`; the contrast limits the model
+    sees from :class:`~napari_sam.annotate.model_contrast.ModelContrast`; the preload, and
+    clicks on a tiled image decoded before it ends, from
     :class:`~napari_sam.annotate.click_first.ClickFirst`.
 
     Attributes
@@ -447,6 +449,7 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
         return self.embeddings.key(
             image_id, data, (self.channel_axis, self.channel), choice_identity(self.model_choice),
             self.device, self.store, precision_key(self.device, self.precision), self.tiling,
+            self.model_contrast(),
         )
 
     def _lookup(self) -> str | None:
@@ -517,7 +520,7 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
             raise UserError("No model: pick one in 'Model'.")
         src = self._require_image()
         choice, device, store, key = self.model_choice, self.device, self.store, self._cache_key()
-        precision, tiling = self.precision, self.tiling
+        precision, tiling, limits = self.precision, self.tiling, self.model_contrast()
         predictor = self.models.get(choice, device, precision)
         emb = self.embeddings.get(key)
         models = self.models
@@ -535,7 +538,7 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
             if not embed:
                 return key, choice, device, predictor, emb, precision
             if emb is None:
-                emb = new_embeddings(src, predictor, store, tiling, MAX_MEMORY_SLICES)
+                emb = new_embeddings(src, predictor, store, tiling, MAX_MEMORY_SLICES, limits)
                 made.append((key, emb))
             wanted = list(range(len(emb)) if indices is None else indices)
             tiled = getattr(emb, "tiling", None) is not None

@@ -1,7 +1,8 @@
 """Stack embeddings kept per image and model, so that switching back is instant.
 
 An entry is keyed by the image's identity (a napari layer's ``unique_id``) and data object, the channel axis and channel, the model,
-device and precision, and the embedding store; replacing a layer's data makes a new key.
+device and precision, the embedding store and the contrast limits the model sees; replacing a
+layer's data makes a new key.
 The 2D embeddings of a SAM 2 model's slices (for previewing clicks) are kept in memory by
 :class:`Sam2SliceEmbeddings`.
 """
@@ -46,8 +47,11 @@ def describe_embedded(done: int, n: int, tiling=None, sam2_kept: int | None = No
     return f"{done} of {n} slices embedded for clicks{kept}"
 
 
-def new_embeddings(source, predictor, store=None, tiling="auto", max_memory_slices=256):
-    """Empty embeddings of an image source's slices for ``predictor`` (computed on demand).
+def new_embeddings(source, predictor, store=None, tiling="auto", max_memory_slices=256,
+                   contrast_limits=None):
+    """Empty embeddings of an image source's slices for ``predictor`` (computed on demand),
+    the slices mapped to 8-bit with ``contrast_limits`` (low, high; None: the stack's own
+    0.5-99.5 percentiles).
 
     SAM 2 models: :class:`Sam2SliceEmbeddings` (never tiled). SAM 1 models:
     :class:`napari_sam.tiled_stack.TiledStackEmbeddings` when
@@ -58,17 +62,18 @@ def new_embeddings(source, predictor, store=None, tiling="auto", max_memory_slic
     from napari_sam.tiling import choose_tiling
 
     if getattr(predictor.model, "family", "sam1") == "sam2":
-        return Sam2SliceEmbeddings(source.stack, predictor)
+        return Sam2SliceEmbeddings(source.stack, predictor, contrast_limits=contrast_limits)
     tiles = choose_tiling(source.shape[1:3], predictor.img_size, tiling)
     if tiles is not None:
         from napari_sam.tiled_stack import TiledStackEmbeddings
 
         return TiledStackEmbeddings(source.stack, predictor.model, tiles, store=store,
-                                    predictor=predictor)
+                                    predictor=predictor, contrast_limits=contrast_limits)
     from napari_sam.embeddings import StackEmbeddings
 
     return StackEmbeddings(source.stack, predictor.model, store=store, predictor=predictor,
-                           cache_size=min(max(64, source.n_slices), max_memory_slices))
+                           cache_size=min(max(64, source.n_slices), max_memory_slices),
+                           contrast_limits=contrast_limits)
 
 
 def describe_tiling(tiling, n_slices: int = 1) -> str:
@@ -89,10 +94,11 @@ class EmbeddingCache:
 
     @staticmethod
     def key(image_id, data, channels, model_key: str, device: str, store,
-            precision: str = "auto", tiling="auto") -> tuple:
+            precision: str = "auto", tiling="auto", contrast=None) -> tuple:
         """The key of an image (``image_id``, its ``data`` object) under these choices
         (``channels``: the channel axis and the channel segmented, e.g. ``(None, None)``;
-        ``tiling``: the session's tiling choice, "auto" or None)."""
+        ``tiling``: the session's tiling choice, "auto" or None; ``contrast``: the contrast
+        limits the model sees, None for the stack's percentiles)."""
         return (
             image_id,
             id(data),
@@ -102,6 +108,7 @@ class EmbeddingCache:
             None if store is None else str(store),
             str(precision),
             str(tiling),
+            None if contrast is None else tuple(float(v) for v in contrast),
         )
 
     def get(self, key):
@@ -121,6 +128,14 @@ class EmbeddingCache:
         for k in [k for k in self._entries if k[0] == image_id]:
             del self._entries[k]
 
+    def drop_stored(self, image_id, keep=None) -> None:
+        """Forget the entries of the image ``image_id`` kept in a zarr store, but ``keep``:
+        embeddings of other contrast limits clear the store and write theirs, which an
+        entry made before would read as its own (a store holds one contrast's)."""
+        for k in [k for k in self._entries if k[0] == image_id and k[5] is not None]:
+            if k != keep:
+                del self._entries[k]
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -131,10 +146,10 @@ class Sam2SliceEmbeddings:
     :class:`napari_sam.embeddings.StackEmbeddings` (which holds SAM 1 embeddings only):
     ``len()``, :meth:`compute`, ``[z]``, ``contrast_limits`` and the in-memory slices.
 
-    Each slice is mapped to 8-bit RGB with the stack-wide contrast limits (as SAM 1's
-    embeddings are) and encoded by ``predictor.encode_rgb``. Nothing is written to disk; at
-    most ``cache_size`` slices are kept (a 1024 px SAM 2 slice embedding holds about 16 MB:
-    32 slices, 512 MB, as much as SAM 1's 256 float16 slices).
+    Each slice is mapped to 8-bit RGB with ``contrast_limits`` (default: the stack-wide
+    percentile limits, as SAM 1's embeddings are) and encoded by ``predictor.encode_rgb``.
+    Nothing is written to disk; at most ``cache_size`` slices are kept (a 1024 px SAM 2
+    slice embedding holds about 16 MB: 32 slices, 512 MB, as much as SAM 1's 256 float16 slices).
 
     Parameters
     ----------
@@ -143,18 +158,22 @@ class Sam2SliceEmbeddings:
     predictor : napari_sam.predictor.Predictor
         Of a SAM 2 model.
     cache_size : int
+    contrast_limits : (float, float), optional
+        Intensities mapped to 0 and 255 (None: the stack's 0.5-99.5 percentiles).
     """
 
     batch_size = 1
 
-    def __init__(self, stack, predictor, cache_size: int = 32):
+    def __init__(self, stack, predictor, cache_size: int = 32, contrast_limits=None):
         from napari_sam.embeddings import stack_intensity_limits
 
         self.stack = stack
         self.shape = tuple(int(s) for s in stack.shape)
         self.predictor = predictor
         self.cache_size = max(1, int(cache_size))
-        self.contrast_limits = tuple(float(v) for v in stack_intensity_limits(stack))
+        if contrast_limits is None:
+            contrast_limits = stack_intensity_limits(stack)
+        self.contrast_limits = tuple(float(v) for v in contrast_limits)
         self._memory: OrderedDict[int, object] = OrderedDict()
 
     def __len__(self) -> int:

@@ -267,11 +267,12 @@ class StackActions:
         prep = self._prepare_gen([], embed=False)
         options = {"method": "sam2", "stop_after_absent": stop_after_absent}
         features = self.sam2_features()
+        chosen = self.model_contrast()  # (the user's contrast limits; read on this thread)
 
         def gen():
             prepared = yield from prep
             yield Phase("propagating")
-            limits = stack_intensity_limits(src.stack)
+            limits = chosen or stack_intensity_limits(src.stack)
             result = yield from with_progress(
                 segment_volume_sam2, GreyStack(src.stack), prompts, prepared[3].model,
                 contrast_limits=limits, stop_after_absent=stop_after_absent, features=features,

@@ -1,0 +1,81 @@
+"""The contrast limits the model sees: by default the stack's own 0.5 and 99.5 percentiles
+(:func:`napari_sam.embeddings.stack_intensity_limits`); where the user set the image's
+contrast (in napari: the layer's contrast limits, see :mod:`napari_sam._qt.layer_contrast`),
+those limits, so that a faint object the user made visible is visible to the model too
+(a mixin of :class:`~napari_sam.annotate.annotation_session.AnnotationSession`).
+
+The embeddings are cached per contrast limits (they are part of the cache key), so switching
+back to limits used before is instant; embeddings kept in a zarr store are made again, as a
+store holds the embeddings of one contrast only.
+"""
+
+from __future__ import annotations
+
+from .errors import UserError
+
+__all__ = ["ModelContrast", "contrast_words"]
+
+
+def contrast_words(limits) -> str:
+    """The limits the model sees in the status line's words: "the layer's limits (190-270)",
+    or (None) "the stack's own 0.5-99.5 percentile limits"."""
+    if limits is None:
+        return "the stack's own 0.5-99.5 percentile limits"
+    lo, hi = (f"{float(v):.6g}" for v in limits)
+    return f"the layer's limits ({lo}-{hi})"
+
+
+class ModelContrast:
+    """Which contrast limits the model is given, and what changing them does."""
+
+    #: ``() -> (low, high) or None``: the limits the model sees for the current image
+    #: (None: the stack's percentiles). Unset: always the percentiles. The napari dock sets
+    #: it (:class:`napari_sam._qt.layer_contrast.LayerContrast`); a script calls
+    #: :meth:`set_model_contrast`.
+    contrast_source = None
+
+    def model_contrast(self) -> tuple[float, float] | None:
+        """The contrast limits (low, high) the current image's slices are mapped to 0..255
+        with before they are embedded; None: the stack's own 0.5-99.5 percentiles."""
+        pick = self.contrast_source
+        limits = None if pick is None or self.source is None else pick()
+        return None if limits is None else tuple(float(v) for v in limits)
+
+    def set_model_contrast(self, limits) -> None:
+        """Embed with ``limits`` (low, high) from now on (None: the stack's percentiles):
+        the slices are embedded again as they are needed, a live preview is decoded again.
+
+        Raises
+        ------
+        UserError
+            ``limits`` are not two finite numbers with high > low.
+        """
+        if limits is not None:
+            from napari_sam.preprocess import check_contrast_limits
+
+            try:
+                lo, hi = check_contrast_limits(limits)
+            except ValueError as err:
+                raise UserError(str(err)) from None
+            if hi <= lo:
+                raise UserError(f"contrast limits must have high > low, got {limits!r}")
+            limits = (lo, hi)
+        self.contrast_source = lambda: limits
+        self.contrast_changed()
+
+    def contrast_changed(self) -> str:
+        """Main thread, the limits :meth:`model_contrast` returns changed: point at the
+        embeddings of the new limits (none yet: the slices are embedded again as needed),
+        forget this image's embeddings kept in a zarr store under other limits (the store
+        now holds the new ones: they would read them), and say so; a live preview is
+        decoded again with the new embeddings. Returns the status line's news."""
+        limits = self.model_contrast()
+        if self.source is not None and self.store is not None:
+            image_id = self.image_identity()[0]
+            self.embeddings.drop_stored(image_id, keep=self._cache_key())
+        dropped = self._lookup()
+        lead = (f"Contrast changed: the model sees {contrast_words(limits)} again (their "
+                "embeddings were kept)." if self.emb is not None else
+                f"Contrast changed: slices are embedded again with {contrast_words(limits)}.")
+        self.after_setting(dropped, lead)
+        return lead
