@@ -38,7 +38,7 @@ from napari_sam.annotate.model_choice import (
 )
 from napari_sam.annotate.stack_actions import PROPAGATION_METHODS
 
-from . import keys
+from . import keys, layer_contrast
 from . import layers as L
 from .autosave_thread import write_autosaves_in_background
 from .channel_boxes import ChannelBoxes, file_channel_axis
@@ -137,6 +137,7 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
         for signal, slot in self._links:
             signal.connect(slot)
         write_autosaves_in_background(c, self._links, self._autosave)  # large ones threaded
+        layer_contrast.LayerContrast(c, self._links, self._tile, self._schedule_preload)
         self._keys = keys.KeyBindings(
             napari_viewer, {k.action: getattr(self, f"_on_{k.action}") for k in keys.KEYS}
         )

@@ -1,0 +1,180 @@
+"""The model sees the image layer's contrast limits once the user has set them.
+
+A freshly added layer has the contrast limits napari chose (the data range, or for lazy
+dask/zarr data a guess from the first slice drawn); the model then sees the stack's own
+0.5-99.5 percentile limits (:mod:`napari_sam.annotate.model_contrast`), which suit it better
+than min/max. Once the user changes the layer's limits (napari's layer controls), e.g. to make
+a faint object visible, the model is given those limits: the dock says "Contrast changed:
+slices are embedded again with the layer's limits" and embeds the visible slice again. The
+events of a dragged contrast slider are debounced (:data:`DEBOUNCE_MS`), and a change made
+while a job runs is applied when it ends. The Setup box 'Model sees the layer's contrast'
+(ticked by default) goes back to the percentiles when unticked.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtCore import QTimer
+
+from . import layers as L
+from .controls import check
+from .notify import guarded
+
+__all__ = ["DEBOUNCE_MS", "LayerContrast", "napari_limits"]
+
+#: Quiet time after the last contrast event before the model's contrast follows it (ms)
+DEBOUNCE_MS = 400
+
+BOX_TEXT = "Model sees the layer's contrast"
+BOX_TIP = ("Ticked: once you change the image layer's contrast limits (napari's layer "
+           "controls), SAM is given the image with those limits, so that a faint object you "
+           "made visible is visible to the model too; slices are embedded again. A freshly "
+           "opened image (napari's own limits) uses the stack's 0.5-99.5 percentiles, which "
+           "suit the model better. Unticked: always the percentiles.")
+
+
+def napari_limits(layer) -> tuple[float, float] | None:
+    """The contrast limits napari gives an in-memory (numpy) image ``layer`` when it is
+    added without ``contrast_limits`` (its data range); None for lazy (dask, zarr) or
+    multiscale data, whose limits napari guesses from the first slice drawn."""
+    data = layer.data
+    if not isinstance(data, np.ndarray) or getattr(layer, "multiscale", False):
+        return None
+    from napari.layers.utils.layer_utils import calc_data_range
+
+    lo, hi = calc_data_range(data, rgb=bool(getattr(layer, "rgb", False)), dtype=layer.dtype)
+    return float(lo), float(hi)
+
+
+class LayerContrast:
+    """Follows the contrast limits of the session's image layer (its ``contrast_source``).
+
+    Parameters
+    ----------
+    session : napari_sam._qt.controller.AnnotationController
+    links : list
+        The dock's (signal, slot) pairs, disconnected when it closes: the connections made
+        here are kept in it.
+    beside : QCheckBox
+        A check box of the Setup form: the 'Model sees the layer's contrast' box goes under it.
+    after_change : callable, optional
+        ``after_change(lead=...)`` once the model's contrast changed (the dock embeds the visible
+        slice; ``lead`` is the status line's news).
+    """
+
+    def __init__(self, session, links: list, beside, after_change=None):
+        self.session = session
+        self.links = links
+        self.after_change = after_change
+        self.layer = None  # the image layer followed
+        self.link = None  # (its contrast event, our slot), in links
+        self.baseline: tuple[float, float] | None = None  # napari's limits of self.layer
+        self.current = None  # the limits the model sees for self.layer (None: percentiles)
+        self.box = check(BOX_TEXT, True, BOX_TIP, toggled=lambda on: self.schedule(0))
+        form = beside.parentWidget().layout()
+        row, _role = form.getWidgetPosition(beside)
+        form.insertRow(row + 1, self.box)
+        self.timer = QTimer(self.box)
+        self.timer.setSingleShot(True)
+        self.timer.timeout.connect(self.apply)
+        removed = session.viewer.layers.events.removed
+        for signal, slot in ((session.job_changed, self.on_job_changed),
+                             (removed, self.on_removed)):
+            links.append((signal, slot))
+            signal.connect(slot)
+        session.contrast_source = self.limits
+
+    # ------------------------------------------------------------------ what the model sees
+    def wanted(self, layer) -> tuple[float, float] | None:
+        """The limits the model should see for ``layer`` now: the layer's, where the box is
+        ticked and they are not napari's own; else None (the stack's percentiles)."""
+        if not self.box.isChecked() or getattr(layer, "auto_contrast", False):
+            return None
+        lo, hi = (float(v) for v in layer.contrast_limits)
+        if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+            return None
+        base = self.baseline
+        if base is not None and np.allclose((lo, hi), base, rtol=1e-6, atol=1e-9):
+            return None
+        return lo, hi
+
+    def limits(self) -> tuple[float, float] | None:
+        """The session's ``contrast_source``: the limits the model sees for the image layer
+        (main thread). A layer seen for the first time is followed from now on."""
+        layer = self.session.image_layer
+        if layer is None:
+            return None
+        if layer is not self.layer:
+            self.follow(layer)
+        return self.current
+
+    def follow(self, layer) -> None:
+        """Listen to ``layer``'s contrast events (instead of the last layer's; None: to no
+        layer's)."""
+        if self.link is not None:
+            self.link[0].disconnect(self.link[1])
+            if self.link in self.links:
+                self.links.remove(self.link)
+        self.layer, self.link, self.current = layer, None, None
+        if layer is None or not self.links:  # (no links: the dock was closed)
+            self.layer = None
+            return
+        self.baseline = napari_limits(layer)
+        if self.baseline is None or self.drawing_first(layer):
+            self.baseline = tuple(float(v) for v in layer.contrast_limits)
+        self.current = self.wanted(layer)
+        self.link = (layer.events.contrast_limits, self.on_contrast)
+        self.links.append(self.link)
+        layer.events.contrast_limits.connect(self.on_contrast)
+
+    @staticmethod
+    def drawing_first(layer) -> bool:
+        """Whether napari has yet to set a lazy layer's limits from its first slice drawn
+        (its contrast events until then are napari's, not the user's). napari has no
+        public flag for it: its ``_should_calc_clims`` (False where it has none)."""
+        return bool(getattr(layer, "_should_calc_clims", False))
+
+    # ------------------------------------------------------------------ events
+    def on_contrast(self, event=None) -> None:
+        """The layer's contrast limits changed: napari's first guess (lazy data) becomes the
+        baseline; a change of the user's is applied once the slider rests."""
+        layer = self.layer
+        if layer is None:
+            return
+        if self.drawing_first(layer):
+            self.baseline = tuple(float(v) for v in layer.contrast_limits)
+            return
+        self.schedule(DEBOUNCE_MS)
+
+    def on_removed(self, event) -> None:
+        """A layer was removed: let go of it if it is the one followed (and of its data)."""
+        if self.layer is not None and L.same(L.unwrap(event.value), self.layer):
+            self.follow(None)
+
+    def schedule(self, ms: int) -> None:
+        self.timer.start(int(ms))
+
+    def on_job_changed(self, job) -> None:
+        """A job ended: a change that waited for it is applied now (from the event loop:
+        the job's follow-up, e.g. a preview of a click made meanwhile, goes first)."""
+        if job is None and self.layer is not None and self.wanted(self.layer) != self.current:
+            self.schedule(DEBOUNCE_MS)
+
+    @guarded
+    def apply(self) -> None:
+        """Main thread, the slider rests: where the limits the model should see changed,
+        use them (the session embeds again as needed, and says so); waits for a running
+        job (:meth:`on_job_changed`)."""
+        session, layer = self.session, self.layer
+        if layer is None or layer is not session.image_layer or not self.links:
+            return
+        new = self.wanted(layer)
+        if new == self.current:
+            return
+        job = session.job
+        if job is not None and job.running:
+            return  # on_job_changed applies it
+        self.current = new
+        lead = session.contrast_changed()
+        if self.after_change is not None:
+            self.after_change(lead=lead)
