@@ -425,6 +425,7 @@ def run_auto(job: Job, ctx: Context, model) -> dict:
         raise
     if propagate and not opened.is2d:
         _check_propagation_memory(opened)
+    announce_colour_planes(job, ctx, opened)  # how the file is read: before the work on it
     work = prepare_auto_work(job, ctx)
     resumed = len(list(work.glob("z*.npz")))
     bar = JobProgressBar(ctx, f"{job.name}: segment everything")
@@ -435,7 +436,6 @@ def run_auto(job: Job, ctx: Context, model) -> dict:
     # a file still growing or replaced: its slices read and its header are not the data it
     # holds now (a change from here on is seen by the next run: the output records ``read``)
     read = check_input_unchanged(job)
-    announce_colour_planes(job, ctx, opened)
     n = len(opened.stack)
     link = {k: ctx.params.get(k, v) for k, v in LINK_DEFAULTS.items()}
     if opened.is2d:
