@@ -4,8 +4,6 @@ units, missing optional packages, prompts-file wording and ``report`` on ``auto`
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import tifffile
@@ -32,3 +30,55 @@ def test_auto_says_how_a_stack_is_read_before_segmenting_it(tmp_path, tiny_model
     assert rc == 0, err
     note = err.index("plain.tif: no metadata names its axes; read as ZYX")
     assert note < err.index("plain.tif: segment everything"), err
+
+
+def _label_folder(root):
+    """A folder as users keep it: an image, its label image and a dim 8-bit image of few grey
+    levels whose name says mask (a stain, not labels); all (4, 64, 64)."""
+    root.mkdir()
+    stack = blob_stack()[:4]
+    tifffile.imwrite(root / "image.tif", stack, photometric="minisblack")
+    labels = np.zeros((4, 64, 64), np.uint16)
+    labels[:, 10:30, 10:30], labels[:, 35:55, 30:60] = 1, 2
+    tifffile.imwrite(root / "labels.tif", labels, photometric="minisblack")
+    rng = np.random.default_rng(0)
+    dim = rng.poisson(np.where(labels > 0, 2.0, 0.3)).astype(np.uint8)  # grey levels 0..~8
+    assert len(np.unique(dim)) < 12 and np.mean(dim == 0) > 0.5
+    tifffile.imwrite(root / "gfp_mask.tif", dim, photometric="minisblack")
+    return root
+
+
+def test_a_label_image_in_an_input_folder_is_left_out_with_a_note(tmp_path, tiny_model,
+                                                                   offline_cli, capsys):
+    data = _label_folder(tmp_path / "data")
+    base = ["--model", tiny_model, *BASE, "--no-propagate"]
+    rc, out, err = cli(["auto", data, "-o", tmp_path / "o", *base], capsys)
+    assert rc == 0, err
+    assert (f"napari-sam: note: {data / 'labels.tif'} looks like a label image (named "
+            "'labels.tif', uint16, ") in err, err
+    assert "left out; to segment it anyway, pass --include-labels or name the file" in err
+    assert err.index("looks like a label image") < err.index("napari-sam: model"), err
+    assert sorted(p.name for p in (tmp_path / "o").glob("*_labels.tif")) == [
+        "gfp_mask_labels.tif", "image_labels.tif"]  # the 8-bit stain is segmented
+    assert "gfp_mask.tif looks like" not in err and "image.tif looks like" not in err
+
+    rc, _, err = cli(["auto", data, "-o", tmp_path / "o2", *base, "--include-labels"], capsys)
+    assert rc == 0 and "looks like a label image" not in err, err
+    assert (tmp_path / "o2" / "labels_labels.tif").exists()
+    rc, _, err = cli(["auto", data / "labels.tif", "-o", tmp_path / "o3", *base], capsys)
+    assert rc == 0 and "looks like a label image" not in err, err  # named: segmented
+    assert (tmp_path / "o3" / "labels_labels.tif").exists()
+
+
+def test_label_evidence_needs_flat_integer_regions_on_a_background():
+    from napari_sam.batch.label_inputs import label_evidence
+
+    labels = np.zeros((64, 64), np.uint16)
+    labels[5:20, 5:20], labels[30:60, 30:50] = 3, 7
+    assert label_evidence(labels) == "uint16, 80% background 0, 2 flat values on a sampled slice"
+    grey = (labels // 3 * 40).astype(np.uint8)  # a clean 8-bit image of few grey levels ...
+    noisy = np.random.default_rng(1).poisson(grey / 20 + 0.2).astype(np.uint8)
+    assert label_evidence(noisy) is None  # ... as a camera records it: not flat
+    assert label_evidence(labels.astype(np.float32)) is None
+    assert label_evidence(labels + 5) is None  # no background
+

@@ -520,6 +520,26 @@ def session_precision(prompts, args) -> str:
     return recorded
 
 
+def label_images_left_out(found, args):
+    """``found`` without the label images found in folders or by globs
+    (:func:`napari_sam.batch.label_inputs.leave_out_label_images`), each said in a note with
+    how to segment it anyway; all of it with ``--include-labels``. A CLIError (exit 2) when
+    nothing is left."""
+    from napari_sam.batch.label_inputs import leave_out_label_images
+
+    if getattr(args, "include_labels", False):
+        return found
+    kept, left = leave_out_label_images(found, args.inputs)
+    for path, reason in [] if args.quiet else left:
+        print_note(f"note: {path} looks like a label image ({reason}): left out; to segment "
+                   f"it anyway, pass --include-labels or name the file itself")
+    if not kept:
+        raise CLIError(f"every input found looks like a label image ({left[0][0]}: "
+                       f"{left[0][1]}); to segment them anyway, pass --include-labels or name "
+                       "the files themselves", code=2)
+    return kept
+
+
 def cmd_batch(args) -> int:
     """Run ``embed``, ``auto`` or ``segment``; returns the exit code. An ``-o`` folder this
     run created is removed again when an error stops the run before anything was written."""
@@ -527,6 +547,7 @@ def cmd_batch(args) -> int:
 
     check_batch_args(args)
     found = batch.collect_inputs_with_folders(args.inputs, recursive=args.recursive)
+    found = label_images_left_out(found, args)
     inputs, subfolders = [p for p, _ in found], dict(found)
     for left, kept in [] if args.quiet else found.duplicates:  # one file, one output: said
         print_note(f"note: {left} is the same file as {kept} ({os.path.realpath(left)}) and "

@@ -94,6 +94,11 @@ def add_batch_arguments(p: argparse.ArgumentParser, command: str) -> None:
                         "are guessed from its shape fails (give --axes)")
     g.add_argument("--recursive", "-r", action="store_true",
                    help="search input directories recursively")
+    g.add_argument("--include-labels", action="store_true",
+                   help="also segment files found in input folders (or by a glob) that look "
+                        "like label images (named *labels*, *mask*, ground_truth ..., holding "
+                        "integers, mostly 0, in flat regions); without it they are left out "
+                        "with a note (a file named explicitly is always segmented)")
     g.add_argument("--overwrite", action="store_true",
                    help="recompute outputs that are already complete and replace files that "
                         "napari-sam did not write")
