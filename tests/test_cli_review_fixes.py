@@ -268,7 +268,8 @@ def test_auto_sidecar_records_the_parameters_in_effect(tmp_path, capsys):
     record = json.loads((tmp_path / "o" / "stack_labels.tif.json").read_text())
     assert record["parameters_in_effect"] == {
         "pred_iou_thresh": 0.6, "stability_score_thresh": 0.5, "box_nms_thresh": 0.3,
-        "points_per_side": auto_points_per_side((64, 80)), "rescue_margin": 0.0}
+        "points_per_side": auto_points_per_side((64, 80)), "points_per_batch": 64,
+        "rescue_margin": 0.0}
     # the resume signature stays as given: a rerun skips the output
     params = record["parameters"]
     assert params["pred_iou_thresh"] is None and params["points_per_side"] == "auto"
@@ -295,7 +296,8 @@ def test_auto_sidecar_records_the_parameters_in_effect_without_propagation(tmp_p
     record = json.loads((tmp_path / "o" / "img_labels.tif.json").read_text())
     assert record["parameters_in_effect"] == {
         "pred_iou_thresh": 0.6, "stability_score_thresh": 0.7, "box_nms_thresh": 0.3,
-        "points_per_side": auto_points_per_side((64, 80)), "rescue_margin": margin}
+        "points_per_side": auto_points_per_side((64, 80)), "points_per_batch": 64,
+        "rescue_margin": margin}
 
 
 def _positions(root: Path) -> list[Path]:

@@ -4,6 +4,8 @@ units, missing optional packages, prompts-file wording and ``report`` on ``auto`
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import tifffile
@@ -82,3 +84,19 @@ def test_label_evidence_needs_flat_integer_regions_on_a_background():
     assert label_evidence(labels.astype(np.float32)) is None
     assert label_evidence(labels + 5) is None  # no background
 
+
+@pytest.mark.parametrize("given", [None, 16])
+def test_auto_sidecar_records_every_value_it_used(tmp_path, tiny_model, offline_cli, capsys,
+                                                  given):
+    """``parameters`` keeps what was asked (null: the default); ``parameters_in_effect`` the
+    values used, ``points_per_batch`` too (null before), so that a run can be reproduced."""
+    tifffile.imwrite(tmp_path / "img.tif", blob_stack()[0])
+    extra = [] if given is None else ["--points-per-batch", given]
+    rc, _, err = cli(["auto", tmp_path / "img.tif", "-o", tmp_path / "o", "--model", tiny_model,
+                      *BASE, "-q", *extra], capsys)
+    assert rc == 0, err
+    record = json.loads((tmp_path / "o" / "img_labels.tif.json").read_text())
+    assert record["parameters"]["points_per_batch"] == given
+    effect = record["parameters_in_effect"]
+    assert effect["points_per_batch"] == (64 if given is None else 16)  # 64 on the CPU
+    assert None not in effect.values() and effect["points_per_side"] != "auto", effect

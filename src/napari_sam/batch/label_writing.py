@@ -48,11 +48,24 @@ def model_record(ctx: Context, model) -> dict:
             "is_demo": bool(getattr(model, "is_demo", False)), "precision": precision}
 
 
+def default_points_per_batch(ctx: Context) -> int | None:
+    """The points ``auto`` decodes per batch without ``--points-per-batch``: 64 on the CPU,
+    256 on a GPU (what :mod:`napari_sam.automatic.crops` picks for its predictor's device);
+    None where ``ctx.device`` is not this machine's."""
+    from napari_sam.device import resolve_device
+
+    try:
+        return 64 if resolve_device(ctx.device).type == "cpu" else 256
+    except ValueError:
+        return None
+
+
 def parameters_in_effect(ctx: Context, model, opened: OpenedImage) -> dict:
     """The ``auto`` values a run used where its parameters record a default: the filtering
     thresholds the model recommends (None given), the grid ``"auto"`` resolved for the slice
-    size (the window's size where slices are tiled) and the rescue margin (off for stacks of
-    several slices). Empty for other commands.
+    size (the window's size where slices are tiled), the points decoded per batch (64 on
+    the CPU, 256 on a GPU) and the rescue margin (off for stacks of several slices). Empty
+    for other commands.
 
     Stored under ``parameters_in_effect`` in the output metadata, beside ``parameters`` (the
     resume signature, which stays as given)."""
@@ -75,6 +88,7 @@ def parameters_in_effect(ctx: Context, model, opened: OpenedImage) -> dict:
         size = (h, w) if tiling is None else (min(h, tiling.window), min(w, tiling.window))
         side = auto_points_per_side(size)
     out["points_per_side"] = side
+    out["points_per_batch"] = params.get("points_per_batch") or default_points_per_batch(ctx)
     margin = params.get("rescue_margin")
     out["rescue_margin"] = rescue_margin_for(
         AutomaticParams.rescue_margin if margin is None else margin, n_slices)
