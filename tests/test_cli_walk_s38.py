@@ -100,3 +100,36 @@ def test_auto_sidecar_records_every_value_it_used(tmp_path, tiny_model, offline_
     effect = record["parameters_in_effect"]
     assert effect["points_per_batch"] == (64 if given is None else 16)  # 64 on the CPU
     assert None not in effect.values() and effect["points_per_side"] != "auto", effect
+
+
+def _counts(err, prefix):
+    """The (done, total, unit) of each log line of ``err`` that starts with ``prefix``."""
+    import re
+
+    return [tuple(m.groups()) for m in re.finditer(
+        rf"^{re.escape(prefix)}(\d+)/(\d+) ([\w-]+), ", err, re.M)]
+
+
+@pytest.mark.parametrize("command", ["auto", "segment"])
+def test_propagation_progress_counts_object_slices_by_name(tmp_path, tiny_model, offline_cli,
+                                                           log_lines, capsys, command):
+    """"propagate: 1856/1856 slices" was 58 objects x 32 slices: the count is named so."""
+    stack = blob_stack()
+    tifffile.imwrite(tmp_path / "a.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    extra = ["--pred-iou-thresh", "0", "--stability-score-thresh", "0"]  # (a random model)
+    if command == "segment":
+        (tmp_path / "p.csv").write_text("object_id,slice,row,col,label\n1,3,32,32,1\n"
+                                        "2,3,10,10,1\n")
+        extra = ["-p", tmp_path / "p.csv"]
+    rc, _, err = cli([command, tmp_path / "a.tif", "-o", tmp_path / "o", "--model", tiny_model,
+                      *BASE, *extra], capsys)
+    assert rc == 0, err
+    z = len(stack)
+    named = [ln for ln in err.splitlines() if ln.startswith("a.tif: propagate ")]
+    assert named, err
+    k = int(named[-1].split("propagate ")[1].split(" object")[0])
+    counts = _counts(err, f"a.tif: propagate {k} object{'s' if k != 1 else ''} x {z} slices: ")
+    assert counts and counts[-1] == (str(k * z), str(k * z), "object-slices"), err
+    assert "a.tif: propagate: " not in err, err
+    if command == "segment":
+        assert k == 2

@@ -34,7 +34,7 @@ from napari_sam.batch.label_writing import (
 )
 from napari_sam.batch.linking import LinkPlan, final_slices, link_slices
 from napari_sam.batch.preview import preview_from_arrays
-from napari_sam.batch.progress import JobProgressBar
+from napari_sam.batch.progress import JobProgressBar, ObjectSliceBar
 from napari_sam.batch.reading import OpenedImage, announce_colour_planes, open_image
 
 #: Parameters of :func:`napari_sam.segment_everything` the CLI passes through per slice.
@@ -502,7 +502,7 @@ def _auto_propagate(job: Job, ctx: Context, model, work: Path, opened: OpenedIma
         return info
     emb = stack_embeddings(job, ctx, model, opened, note=False)  # stored by stage 1 (or blocks)
     axis_kind = "t" if opened.label_axes.startswith("T") else "z"
-    bar = JobProgressBar(ctx, f"{job.name}: propagate", n)
+    bar = ObjectSliceBar(ctx, f"{job.name}: propagate", n)
 
     saved_scores: dict[int, np.ndarray] = {}
 

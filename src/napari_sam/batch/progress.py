@@ -134,3 +134,26 @@ class JobProgressBar:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class ObjectSliceBar(JobProgressBar):
+    """A propagation's :class:`JobProgressBar`: it counts object-slices (each object carried
+    through each slice: ``Z x objects``, what :mod:`napari_sam.volume`'s propagation reports),
+    not slices, and names them once the total is known:
+    ``a.tif: propagate 58 objects x 32 slices: 1856/1856 object-slices`` (it said
+    "1856/1856 slices" of a 32-slice stack)."""
+
+    def __init__(self, ctx: Context, desc: str, n_slices: int):
+        super().__init__(ctx, desc, None, unit="object-slice")
+        self.n_slices, self._named = int(n_slices), False
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self._named and total and self.n_slices:
+            from napari_sam.words import counted
+
+            self._named = True
+            objects = counted(max(1, total // self.n_slices), "object")
+            self.desc = f"{self.desc} {objects} x {counted(self.n_slices, 'slice')}"
+            if self.bar is not None:
+                self.bar.set_description(self.desc, refresh=False)
+        super().__call__(done, total)

@@ -18,7 +18,7 @@ from typing import Any
 from napari_sam.batch.context import Context, Job
 from napari_sam.batch.embedding_stores import stack_embeddings
 from napari_sam.batch.label_writing import finish_labels, finish_propagation, say_lost_objects
-from napari_sam.batch.progress import JobProgressBar
+from napari_sam.batch.progress import JobProgressBar, ObjectSliceBar
 from napari_sam.batch.reading import (
     announce_colour_planes,
     announce_constant_prompt_slices,
@@ -60,7 +60,7 @@ def run_segment(job: Job, ctx: Context, model) -> dict:
     if "axis_kind" not in params:  # a time series propagates along t
         params["axis_kind"] = "t" if opened.label_axes.startswith("T") else "z"
     emb = stack_embeddings(job, ctx, model, opened)
-    bar = JobProgressBar(ctx, f"{job.name}: propagate", len(emb))
+    bar = ObjectSliceBar(ctx, f"{job.name}: propagate", len(emb))
     try:
         # lost objects are said below as notes, not as Python warnings
         res = segment_volume(emb, job.prompts, progress=bar, warn_lost=False, **params)
