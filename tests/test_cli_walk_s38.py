@@ -133,3 +133,27 @@ def test_propagation_progress_counts_object_slices_by_name(tmp_path, tiny_model,
     assert "a.tif: propagate: " not in err, err
     if command == "segment":
         assert k == 2
+
+
+@pytest.mark.parametrize("case", ["export onnx", "--workers", "--scheduler"])
+def test_a_missing_optional_package_is_a_usage_error_with_its_install_line(
+        tmp_path, tiny_model, offline_cli, capsys, monkeypatch, case):
+    """``export onnx`` without onnx exited 1 with no usage line, ``--workers`` without dask
+    2 with one: both are 2, the usage line, and the pip line of the extra."""
+    from cli_runner import error_line
+
+    if case == "export onnx":
+        monkeypatch.setitem(__import__("sys").modules, "onnx", None)  # import onnx fails
+        argv, usage, extra = (["export", "onnx", tiny_model, "-o", tmp_path / "x"],
+                              "usage: napari-sam export onnx --help", "onnx")
+    else:
+        monkeypatch.setitem(__import__("sys").modules, "distributed", None)
+        tifffile.imwrite(tmp_path / "a.tif", blob_stack()[0])
+        value = "2" if case == "--workers" else "tcp://127.0.0.1:8786"
+        argv, usage, extra = (["auto", tmp_path / "a.tif", "-o", tmp_path / "o", case, value],
+                              "usage: napari-sam auto --help", "distributed")
+    rc, _, err = cli(argv, capsys)
+    assert rc == 2, err
+    assert err.splitlines()[0] == usage, err
+    assert f'pip install "napari-sam-stacks[{extra}]"' in error_line(err), err
+

@@ -108,8 +108,8 @@ def cmd_export(args) -> int:
     try:
         import onnx  # noqa: F401
     except ImportError:
-        raise CLIError('exporting to ONNX needs the onnx package; install the ONNX extra: '
-                       'pip install "napari-sam-stacks[onnx]"') from None
+        raise CLIError('exporting to ONNX needs the onnx package, which is not installed: '
+                       'pip install "napari-sam-stacks[onnx]"', 2) from None  # as --workers
     from napari_sam.export import UnlistedPartError, check_exportable
     from napari_sam.predictor import as_model
 
