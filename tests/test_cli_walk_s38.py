@@ -157,3 +157,37 @@ def test_a_missing_optional_package_is_a_usage_error_with_its_install_line(
     assert err.splitlines()[0] == usage, err
     assert f'pip install "napari-sam-stacks[{extra}]"' in error_line(err), err
 
+
+@pytest.mark.parametrize("form", ["csv", "json files", "json list"])
+def test_prompts_for_no_input_are_worded_by_the_prompts_files_format(
+        tmp_path, tiny_model, offline_cli, capsys, form):
+    """A JSON prompts file has no 'file' column: the note names what it has."""
+    tifffile.imwrite(tmp_path / "stack.tif", blob_stack(), imagej=True, metadata={"axes": "ZYX"})
+    click = {"slice": 3, "points": [[32, 32]], "labels": [1]}
+    if form == "csv":
+        prompts = tmp_path / "p.csv"
+        prompts.write_text("file,object_id,slice,row,col,label\nstack.tif,1,3,32,32,1\n"
+                           "stak.tif,1,3,32,32,1\n")
+        field = "the 'file' column"
+    elif form == "json files":
+        prompts = tmp_path / "p.json"
+        prompts.write_text(json.dumps({"files": {"stack.tif": {"1": [click]},
+                                                 "stak.tif": {"1": [click]}}}))
+        field = 'the names under "files"'
+    else:
+        prompts = tmp_path / "p.json"
+        prompts.write_text(json.dumps([{"file": "stack.tif", "id": 1, **click},
+                                       {"file": "stak.tif", "id": 1, **click}]))
+        field = "the items' \"file\" keys"
+    rc, _, err = cli(["segment", tmp_path / "stack.tif", "-o", tmp_path / "o", "-p", prompts,
+                      "--model", tiny_model, *BASE], capsys)
+    assert rc == 0, err
+    assert f"match no input and are ignored; check {field} against the inputs" in err, err
+    if form != "csv":
+        assert "column" not in err, err
+
+    other = tmp_path / "other.tif"
+    tifffile.imwrite(other, blob_stack(), imagej=True, metadata={"axes": "ZYX"})
+    rc, _, err = cli(["segment", other, "-o", tmp_path / "o2", "-p", prompts,
+                      "--model", tiny_model, *BASE], capsys)
+    assert rc == 2 and f"the prompts file's names ({field})" in err, err

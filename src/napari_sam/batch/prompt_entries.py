@@ -59,13 +59,18 @@ class Prompts(dict):
     ``"clicks.csv, line 7"``, so a prompt found wrong later (outside the image) names its
     line. ``problems``: what was wrong with rows left out (read with ``defer_problems``:
     :func:`~napari_sam.batch.prompts.check_prompts` reports them with the problems found
-    against the inputs' shapes, all in one run).
+    against the inputs' shapes, all in one run). ``file_field`` and ``for_every_input``: how
+    the file's format names the file a prompt is for, and how it gives prompts for every
+    input (a CSV's 'file' column; a JSON file's "files" names or its items' "file" keys), for
+    the messages about them.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.where: dict[tuple[str, int, int], str] = {}
         self.problems: list[str] = []
+        self.file_field = "the 'file' column"
+        self.for_every_input = "leave 'file' empty to apply to every input"
 
     def add(self, file_key: str, oid: int, entry: dict, where: str) -> None:
         file_key = normalise_file_key(file_key)

@@ -164,6 +164,8 @@ def _prompts_from_json(path: Path) -> Prompts:
     where = path.name
     per_file = Prompts()
     if isinstance(data, list):
+        per_file.file_field = "the items' \"file\" keys"
+        per_file.for_every_input = "leave \"file\" out to apply to every input"
         for i, rec in enumerate(data):
             if not isinstance(rec, Mapping):
                 raise BatchError(f"{where}: item {i} must be an object")
@@ -178,6 +180,8 @@ def _prompts_from_json(path: Path) -> Prompts:
         if extra:
             raise BatchError(f"{where}: unknown top-level {for_count(len(extra), 'key')} {extra}; "
                              "use 'objects' and 'files'")
+        per_file.file_field = "the names under \"files\""
+        per_file.for_every_input = "put the objects under \"objects\" to apply to every input"
         for oid, item, at in _normalise_objects(data.get("objects") or {}, where):
             per_file.add("", oid, item, at)
         files = data.get("files") or {}
@@ -341,6 +345,8 @@ def check_prompts(per_file: Mapping[str, Mapping], jobs: Sequence[Job], ctx: Con
         image, each with its line; or when no input has any prompt.
     """
     where_of = getattr(per_file, "where", {})
+    field = getattr(per_file, "file_field", "the 'file' column")
+    every = getattr(per_file, "for_every_input", "leave 'file' empty to apply to every input")
     _check_session(per_file, jobs, ctx)
     problems: list[str] = list(getattr(per_file, "problems", ()))  # rows left out
     used: set[str] = set()
@@ -378,10 +384,10 @@ def check_prompts(per_file: Mapping[str, Mapping], jobs: Sequence[Job], ctx: Con
     if jobs and not any_prompts:
         names = sorted(k for k in per_file if k)
         raise BatchError(
-            "no prompts apply to any input: the prompts file's 'file' entries "
+            f"no prompts apply to any input: the prompts file's names ({field}) "
             f"{names[:5]} match none of the {counted(len(jobs), 'input')} "
             f"(e.g. {jobs[0].input.name!r}); "
-            "use the inputs' file names (or stems), or leave 'file' empty to apply to every input")
+            f"use the inputs' file names (or stems), or {every}")
     notes = []
     unused = sorted(k for k in per_file if k and k not in used)
     if unused:
@@ -392,7 +398,7 @@ def check_prompts(per_file: Mapping[str, Mapping], jobs: Sequence[Job], ctx: Con
         near = [f"{k!r} -> {close[0]!r}" for k in unused[:5]
                 if (close := difflib.get_close_matches(k, names, n=1, cutoff=0.8))]
         notes.append(f"prompts for {unused[:5]} ({', '.join(x for x in lines[:3] if x)}) match "
-                     "no input and are ignored; check the 'file' column against the inputs"
+                     f"no input and are ignored; check {field} against the inputs"
                      + (f" (a misspelling? {', '.join(near)})" if near else ""))
     return notes
 
