@@ -26,7 +26,8 @@ def add_report_parser(sub) -> None:
                                     "stopped and why, and the flagged slices (printed too).",
                         formatter_class=Formatter, epilog=EPILOG_REPORT)
     pr.add_argument("outputs", nargs="+", metavar="PATH",
-                    help="output folders or label files of `napari-sam segment`")
+                    help="output folders or label files of `napari-sam segment` (`auto` "
+                         "records no traces)")
     pr.add_argument("--quiet", "-q", action="store_true", help="print only the PNG paths")
 
 
@@ -42,6 +43,52 @@ def cmd_report(args) -> int:
                        "folder (or label files) of `napari-sam segment ... -o DIR`", 2)
     written = report(args.outputs, out=sys.stdout, quiet=args.quiet)
     if not written:
-        raise CLIError("no propagation traces found in " + ", ".join(args.outputs) + "; run "
-                       "`napari-sam segment ... -o DIR` first and give DIR", 1)
+        raise CLIError(no_traces_message(args.outputs), 1)
     return 0
+
+
+def output_commands(paths) -> dict[str, int]:
+    """How many napari-sam outputs each command wrote among ``paths`` (folders, label files
+    or sidecars), from their sidecars' ``parameters.command``: ``{"auto": 2}``."""
+    from pathlib import Path
+
+    from napari_sam import io as nio
+
+    sidecars = []
+    for spec in paths:
+        p = Path(spec)
+        if p.is_dir() and not nio.output_metadata_path(p).is_file():
+            sidecars.extend(q for q in p.glob("*.json") if not q.name.startswith("."))
+        else:
+            sidecars.append(p if p.suffix.lower() == ".json" else nio.output_metadata_path(p))
+    counts: dict[str, int] = {}
+    for side in sidecars:
+        meta = nio.read_output_metadata(side.with_name(side.name[: -len(".json")]))
+        if isinstance(meta, dict) and meta.get("format") == nio.OUTPUT_METADATA_FORMAT:
+            command = str((meta.get("parameters") or {}).get("command") or "?")
+            counts[command] = counts.get(command, 0) + 1
+    return counts
+
+
+def no_traces_message(paths) -> str:
+    """Why ``report`` found nothing to plot in ``paths``, and how to get traces: only
+    ``segment`` records them (``auto``'s propagation from its own detections does not)."""
+    from napari_sam.words import counted
+
+    where = ", ".join(str(p) for p in paths)
+    counts = output_commands(paths)
+    need = ("report plots the propagation traces that `napari-sam segment` records (its "
+            "prompted objects, slice by slice)")
+    if counts.get("auto") and not counts.get("segment"):
+        held = counted(counts["auto"], "output")
+        return (f"no propagation traces found in {where}: it holds {held} of `napari-sam "
+                "auto`, which records none (it propagates its own detections, without a "
+                f"trace); {need}. To trace objects that auto found, click them (one point per "
+                "object in a prompts CSV, or in the dock), run `napari-sam segment INPUT -p "
+                "PROMPTS -o DIR`, then `napari-sam report DIR`")
+    if counts.get("segment"):
+        return (f"no propagation traces found in {where}: its `napari-sam segment` outputs "
+                "are 2D images (nothing propagated) or were written before traces were recorded; "
+                "rerun segment with --overwrite for a stack's trace")
+    return (f"no propagation traces found in {where}; {need}: run "
+            "`napari-sam segment INPUT -p PROMPTS -o DIR` first and give DIR")
