@@ -58,7 +58,7 @@ def test_a_label_image_in_an_input_folder_is_left_out_with_a_note(tmp_path, tiny
     assert rc == 0, err
     assert (f"napari-sam: note: {data / 'labels.tif'} looks like a label image (named "
             "'labels.tif', uint16, ") in err, err
-    assert "left out; to segment it anyway, pass --include-labels or name the file" in err
+    assert "left out; to include it anyway, pass --include-labels or name the file" in err
     assert err.index("looks like a label image") < err.index("napari-sam: model"), err
     assert sorted(p.name for p in (tmp_path / "o").glob("*_labels.tif")) == [
         "gfp_mask_labels.tif", "image_labels.tif"]  # the 8-bit stain is segmented
@@ -70,6 +70,12 @@ def test_a_label_image_in_an_input_folder_is_left_out_with_a_note(tmp_path, tiny
     rc, _, err = cli(["auto", data / "labels.tif", "-o", tmp_path / "o3", *base], capsys)
     assert rc == 0 and "looks like a label image" not in err, err  # named: segmented
     assert (tmp_path / "o3" / "labels_labels.tif").exists()
+    only = tmp_path / "only"
+    only.mkdir()
+    (data / "labels.tif").rename(only / "labels.tif")
+    rc, _, err = cli(["embed", only, "-o", tmp_path / "e", *base[:-1]], capsys)
+    assert rc == 2 and "every input found looks like a label image" in err, err
+    assert "to include them anyway, pass --include-labels" in err and not (tmp_path / "e").exists()
 
 
 def test_label_evidence_needs_flat_integer_regions_on_a_background():

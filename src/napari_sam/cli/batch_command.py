@@ -531,11 +531,11 @@ def label_images_left_out(found, args):
         return found
     kept, left = leave_out_label_images(found, args.inputs)
     for path, reason in [] if args.quiet else left:
-        print_note(f"note: {path} looks like a label image ({reason}): left out; to segment "
+        print_note(f"note: {path} looks like a label image ({reason}): left out; to include "
                    f"it anyway, pass --include-labels or name the file itself")
     if not kept:
         raise CLIError(f"every input found looks like a label image ({left[0][0]}: "
-                       f"{left[0][1]}); to segment them anyway, pass --include-labels or name "
+                       f"{left[0][1]}); to include them anyway, pass --include-labels or name "
                        "the files themselves", code=2)
     return kept
 
