@@ -39,6 +39,7 @@ from napari_sam.preprocess import (
     images_to_tensor,
     smooth_before_enlarging,
     to_uint8_rgb,
+    warn_shrunk_strip,
 )
 from napari_sam.prompts import (
     check_box,
@@ -399,6 +400,8 @@ class Predictor:
             warn_constant_image(image)
         if chosen is None:
             rgb = to_uint8_rgb(image, contrast_limits, percentiles)
+            if self.sam2 is None:
+                warn_shrunk_strip(rgb.shape, self.img_size)
             self._embedding = self.encode_rgb([rgb])[0]
             self._tiled = self.last_tiled = None
             self._pixels = (self._embedding, image)  # for edge-aligned masks (predict)

@@ -41,12 +41,15 @@ __all__ = [
     "check_contrast_limits",
     "fill_nan_pixels",
     "intensity_limits",
+    "is_thin",
+    "pad_thin_input",
     "points_to_model",
     "reject_napari_layer",
     "resize_longest_side",
     "smooth_before_enlarging",
     "to_uint8_rgb",
     "validate_image",
+    "warn_shrunk_strip",
 ]
 
 DEFAULT_PERCENTILES = (0.5, 99.5)
@@ -358,11 +361,72 @@ def smooth_before_enlarging(rgbs: list[np.ndarray], spec: ResizeSpec,
     return out
 
 
+#: An image (or tiling window) whose resized short side fills less than this fraction of the
+#: model input is a thin strip: its padding is a mirror image of it (:func:`pad_thin_input`).
+THIN_FRACTION = 0.25
+#: ``numpy.pad`` mode of a thin strip's padding ("symmetric": mirrored, edge row repeated).
+THIN_PAD_MODE = "symmetric"
+
+
+def is_thin(spec: ResizeSpec) -> bool:
+    """Whether an image resized by ``spec`` fills less than :data:`THIN_FRACTION` of the model
+    input on its short side (a strip: 20 x 5000 px, or a 20 px high tiling window)."""
+    return min(spec.input_size) < THIN_FRACTION * spec.img_size
+
+
+def pad_thin_input(resized: np.ndarray, spec: ResizeSpec) -> np.ndarray:
+    """Pad resized thin strips to the model's square input with mirror images of themselves.
+
+    SAM pads its input bottom and right with the pixel mean. A strip that fills a small part of
+    the input then reads as one object against that flat padding: on a 20 x 5000 px image with
+    one bright 10 x 10 px square the demo model's segment everything returned 52 full-height
+    blocks of background and a click on the square gave 1741 px. Mirrored padding continues the
+    strip's own texture, so the model sees the strip's content instead of its outline (the
+    measurements: docs/benchmarks.md, "Thin strips"). Masks are cropped to the valid region
+    afterwards as always, and prompts lie on the image, so only the padding's content changes.
+
+    Parameters
+    ----------
+    resized : numpy.ndarray, (B, h, w, 3) uint8
+        Images resized to ``spec.input_size``.
+    spec : ResizeSpec
+
+    Returns
+    -------
+    numpy.ndarray
+        ``resized`` itself unless :func:`is_thin`; else (B, S, S, 3) uint8, the images at the
+        top left.
+    """
+    if not is_thin(spec):
+        return resized
+    h, w = resized.shape[1:3]
+    s = spec.img_size
+    return np.pad(resized, ((0, 0), (0, s - h), (0, s - w), (0, 0)), mode=THIN_PAD_MODE)
+
+
+def warn_shrunk_strip(shape, img_size: int, stacklevel: int = 3) -> None:
+    """Warn (UserWarning) when an image embedded whole is a strip that the resize to the model
+    input shrinks to a thin band (a 20 x 5000 px image becomes 1 x 256 px): objects across it
+    cannot be told apart, and a click selects much of the image. Tiling keeps its pixels."""
+    spec = ResizeSpec.for_image(tuple(shape)[:2], img_size)
+    if max(spec.scale_rc) < 1.0 and is_thin(spec):
+        import warnings
+
+        warnings.warn(
+            f"the image of {spec.original_size[0]} x {spec.original_size[1]} px is a thin strip: "
+            f"resized whole to the model input it is {spec.input_size[0]} x "
+            f"{spec.input_size[1]} px, too thin for the model to tell objects apart (a click "
+            "selects much of the image); embed it in windows at full resolution instead "
+            "(tiling=True, or tiling='auto' with the default)", UserWarning,
+            stacklevel=stacklevel)
+
+
 def images_to_tensor(rgbs: list[np.ndarray], spec: ResizeSpec, device) -> torch.Tensor:
-    """Resize (Y, X, 3) uint8 images and stack them as a (B, 3, h, w) float32 tensor."""
+    """Resize (Y, X, 3) uint8 images and stack them as a (B, 3, h, w) float32 tensor (a thin
+    strip's padded to (B, 3, S, S): :func:`pad_thin_input`)."""
     import torch
 
-    resized = np.stack([resize_longest_side(rgb, spec) for rgb in rgbs])
+    resized = pad_thin_input(np.stack([resize_longest_side(rgb, spec) for rgb in rgbs]), spec)
     return torch.from_numpy(resized).to(device).permute(0, 3, 1, 2).float()
 
 
