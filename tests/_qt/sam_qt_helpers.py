@@ -45,6 +45,23 @@ def canvas_click(viewer, row: float, col: float, modifiers=()):
     scene.events.mouse_release(pos=pos, modifiers=mods, button=1)
 
 
+def press_key(viewer, key: str) -> None:
+    """A key press as napari's key map receives it from Qt, e.g. "Shift-C", "Control-Z"."""
+    viewer.window._qt_viewer._key_map_handler.press_key(key)
+
+
+def click_commit(viewer, widget, row: float, col: float) -> str:
+    """Click (row, col) on the canvas with the dock's points layer selected, press Shift+C,
+    and check the commit happened; returns the dock's status line."""
+    c = widget.controller
+    viewer.layers.selection.active = c.points_layer
+    canvas_click(viewer, row, col)
+    assert c.previews, widget._status.text()
+    press_key(viewer, "Shift-C")
+    assert widget._status.text().startswith("Committed label"), widget._status.text()
+    return widget._status.text()
+
+
 def demo_model_path():
     from napari_sam.models.registry import weights_dir
 

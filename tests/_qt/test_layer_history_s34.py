@@ -9,37 +9,24 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sam_qt_helpers import canvas_click
-
-
-def _press(viewer, key):
-    viewer.window._qt_viewer._key_map_handler.press_key(key)
-
-
-def _click_commit(viewer, widget, row, col):
-    c = widget.controller
-    viewer.layers.selection.active = c.points_layer
-    canvas_click(viewer, row, col)
-    assert c.previews, widget._status.text()
-    _press(viewer, "Shift-C")
-    assert widget._status.text().startswith("Committed label"), widget._status.text()
+from sam_qt_helpers import click_commit, press_key
 
 
 def _napari_undo(viewer, labels, redo=False):
     viewer.layers.selection.active = labels  # napari's Ctrl+Z acts on the selected layer
-    _press(viewer, "Control-Shift-Z" if redo else "Control-Z")
+    press_key(viewer, "Control-Shift-Z" if redo else "Control-Z")
 
 
 def test_napari_ctrl_z_undoes_a_commit_made_after_an_eraser_stroke(stack_widget):
     viewer, widget = stack_widget
-    _click_commit(viewer, widget, 20, 20)
+    click_commit(viewer, widget, 20, 20)
     labels = widget.controller.target_layer
     after_commit1 = np.array(labels.data)
     labels.brush_size = 5
     labels.paint((3, 20, 18), 0, refresh=True)  # napari's eraser over part of label 1
     after_erase = np.array(labels.data)
     assert (after_erase != after_commit1).any()
-    _click_commit(viewer, widget, 20, 18)  # the erased part committed again: label 2
+    click_commit(viewer, widget, 20, 18)  # the erased part committed again: label 2
     after_commit2 = np.array(labels.data)
     assert (after_commit2 == 2).any()
 
@@ -54,13 +41,13 @@ def test_napari_ctrl_z_undoes_a_commit_made_after_an_eraser_stroke(stack_widget)
 
 def test_napari_ctrl_z_after_the_dock_s_undo_brings_the_commit_back(stack_widget):
     viewer, widget = stack_widget
-    _click_commit(viewer, widget, 20, 20)
+    click_commit(viewer, widget, 20, 20)
     labels = widget.controller.target_layer
     after_commit = np.array(labels.data)
     labels.brush_size = 3
     labels.paint((3, 50, 6), 9, refresh=True)  # a hand-painted label on the background
     after_paint = np.array(labels.data)
-    _press(viewer, "Shift-U")  # the dock's undo of the commit
+    press_key(viewer, "Shift-U")  # the dock's undo of the commit
     assert widget._status.text().startswith("Undid commit of label 1"), widget._status.text()
     after_undo = np.array(labels.data)
     assert not (after_undo == 1).any() and (after_undo == 9).sum() == (after_paint == 9).sum()
@@ -80,11 +67,11 @@ def test_the_dock_s_own_writes_schedule_no_second_autosave(stack_widget):
     (seconds per commit on a 60 x 2048 x 2048 stack). A brush stroke still schedules it."""
     viewer, widget = stack_widget
     c = widget.controller
-    _click_commit(viewer, widget, 20, 20)
+    click_commit(viewer, widget, 20, 20)
     autosave = c._paint_autosave
     assert not autosave.pending
-    _press(viewer, "Shift-U")
-    _press(viewer, "Shift-R")
+    press_key(viewer, "Shift-U")
+    press_key(viewer, "Shift-R")
     assert not autosave.pending
     c.target_layer.paint((3, 50, 6), 9, refresh=True)  # napari's brush
     assert autosave.pending
@@ -93,16 +80,16 @@ def test_the_dock_s_own_writes_schedule_no_second_autosave(stack_widget):
 def test_the_dock_s_undo_after_napari_s_ctrl_z_says_nothing_changed(stack_widget):
     """It said "Undid commit of label 1" although napari's Ctrl+Z had undone it already."""
     viewer, widget = stack_widget
-    _click_commit(viewer, widget, 20, 20)
+    click_commit(viewer, widget, 20, 20)
     labels = widget.controller.target_layer
     _napari_undo(viewer, labels)
     before = np.array(labels.data)
     assert not (before == 1).any()
-    _press(viewer, "Shift-U")
+    press_key(viewer, "Shift-U")
     assert widget._status.text().startswith(
         "Undid commit of label 1 in 'segmentation'. Nothing changed: label 1 was already "
         "removed from the layer (napari's Ctrl+Z or the eraser?)."), widget._status.text()
-    _press(viewer, "Shift-R")
+    press_key(viewer, "Shift-R")
     assert "Nothing changed: its undo had restored no pixel." in widget._status.text()
     np.testing.assert_array_equal(np.asarray(labels.data), before)
 
