@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_sam.annotate.id_room import NEW_LAYER_ENTRY
 from napari_sam.annotate.model_choice import (
     DEMO_LABEL,
     DEMO_NOTICE,
@@ -68,9 +69,6 @@ def _configure_threads_once() -> None:
 
         configure_threads()
         _THREADS_CONFIGURED = True
-
-
-_NEW_TARGET = "new 'segmentation' layer"
 
 
 class SamWidget(ModelBox, DeviceBox, QWidget):
@@ -422,7 +420,7 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
                  if isinstance(ly, Labels) and not L.same(ly, c.preview_layer)]
         self._target.blockSignals(True)
         self._target.clear()
-        self._target.addItem(_NEW_TARGET, None)
+        self._target.addItem(NEW_LAYER_ENTRY, None)
         for name in names:
             self._target.addItem(name, name)
         target = c.target_layer

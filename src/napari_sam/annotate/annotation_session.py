@@ -39,6 +39,7 @@ from .commit_words import describe_commit, edited_note, nothing_to_commit
 from .embedding_cache import EmbeddingCache, describe_tiling, missing_slices, new_embeddings
 from .errors import UserError
 from .failed_loads import FailedLoads
+from .id_room import id_room_problem
 from .image_source import ImageSource, make_source
 from .jobs import Phase, embed_job, run_to_end, tiled_embed_job
 from .model_choice import DEMO_NOTICE, ModelCache, ModelChoice, choice_identity, precision_key
@@ -638,6 +639,8 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
         written = [(k, o.replaces) for k, o in zip(keys, before) if any(o is w for w in objects)]
         target, data = self.commit_target()
         self._require_writable(data)
+        if problem := id_room_problem(data, objects, self.target_name()):
+            raise UserError(problem)
         self._log_before_commit(target, data)
         commit = apply_objects(data, objects, overwrite=self.overwrite)
         if commit.n_pixels == 0:

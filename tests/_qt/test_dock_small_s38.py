@@ -1,0 +1,44 @@
+"""Walk-through findings of round 38 in the menu-opened dock: a full uint8 labels layer, ..."""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtWidgets import QPushButton
+
+
+def _pick(widget, text: str) -> None:
+    """Pick ``text`` in the 'Labels layer' box as a user does (the box's ``activated``)."""
+    index = widget._target.findText(text)
+    assert index >= 0, text
+    widget._target.setCurrentIndex(index)
+    widget._target.activated.emit(index)
+
+
+def _button(widget, text: str) -> QPushButton:
+    return next(b for b in widget.findChildren(QPushButton) if b.text().startswith(text))
+
+
+def test_a_commit_that_overflows_a_uint8_layer_says_so_in_the_status(stack_widget):
+    """The 256th object in a uint8 layer: the status kept the stale "Shift+C commits." line
+    (the OverflowError was only a notification); nothing may be written either."""
+    viewer, w = stack_widget
+    c = w.controller
+    shape = viewer.layers["blobs"].data.shape
+    full = np.zeros(shape, np.uint8)
+    full[0].flat[: 255 * 2 : 2] = np.arange(1, 256)  # ids 1..255 on slice 0
+    viewer.add_labels(full, name="u8labels")
+    _pick(w, "u8labels")
+    assert c.target_layer is viewer.layers["u8labels"]
+    c.add_point(3, 20, 20)
+    assert "commits" in c.status
+    before = full.copy()
+    _button(w, "Commit").click()
+    assert np.array_equal(viewer.layers["u8labels"].data, before)  # nothing written
+    assert "Not committed: 'u8labels' is uint8 and holds ids up to 255" in c.status, c.status
+    assert "label 256" in c.status
+    entry = "new 'segmentation' layer"
+    assert f'Pick "{entry}" in \'Labels layer\'' in c.status
+    _pick(w, entry)  # the entry the status names is in the box; doing what it says commits
+    _button(w, "Commit").click()
+    assert c.target_layer.name == "segmentation" and c.target_layer.data.dtype == np.uint32
+    assert c.target_layer.data.max() == 1 and c.status.startswith("Committed label 1")
