@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from qtpy.QtWidgets import QPushButton
+from sam_qt_helpers import blob_stack, canvas_click, use_predictor
 
 
 def _pick(widget, text: str) -> None:
@@ -42,3 +44,28 @@ def test_a_commit_that_overflows_a_uint8_layer_says_so_in_the_status(stack_widge
     _button(w, "Commit").click()
     assert c.target_layer.name == "segmentation" and c.target_layer.data.dtype == np.uint32
     assert c.target_layer.data.max() == 1 and c.status.startswith("Committed label 1")
+
+
+@pytest.mark.parametrize("where", [(0,), (1,), (0, 1)], ids=["1ZYX", "Z1YX", "11ZYX"])
+def test_size_1_axes_a_reader_gives_are_left_out_of_the_stack(make_widget, tiny_predictor,
+                                                               where):
+    """(1, 6, Y, X), (6, 1, Y, X) and (1, 1, 6, Y, X) (T = 1 or C = 1 from a reader) were
+    refused as 4 or 5 spatial dimensions: they are the 6-slice stack; the labels layer made
+    has the image's shape (napari overlays it) with the click's object on its slice."""
+    stack = blob_stack()
+    image = np.expand_dims(stack, where)
+    viewer, w = make_widget(image, name="blobs")
+    use_predictor(w, tiny_predictor)
+    c = w.controller
+    assert c.source is not None and c.source.shape == stack.shape, c.status
+    z_axis = c.source.z_axis
+    assert image.shape[z_axis] == stack.shape[0]
+    viewer.dims.set_point(z_axis, 3)
+    canvas_click(viewer, 20, 20)
+    assert "commits" in c.status, c.status
+    _button(w, "Commit").click()
+    assert c.status.startswith("Committed label 1"), c.status
+    labels = c.target_layer.data
+    assert labels.shape == image.shape
+    zyx = np.squeeze(labels, axis=where)
+    assert zyx[3].any() and not np.delete(zyx, 3, axis=0).any()

@@ -7,6 +7,8 @@ The plugin segments 2D slices. An image (a napari image layer's data, or any arr
 - either of these with one extra *channel axis* chosen by the user (any axis but the last
   two spatial ones), e.g. ``(Z, C, Y, X)`` or ``(C, Y, X)``: one *channel* of it is
   segmented as a grey image, or (no channel chosen) channels 0-2 become R, G, B.
+- any of these with more axes of size 1 before (Y, X) (T = 1, C = 1 as readers give them):
+  those axes are left out, (1, 1, Z, Y, X) is the stack (Z, Y, X) (:func:`singleton_axes`).
 
 The prompt, preview and result layers the GUI creates have the image layer's dimensions, with the
 channel axis (if any) kept at size 1 and stretched over all channels (scale C times the
@@ -146,6 +148,9 @@ class ImageSource:
     channel : int or None
         The channel of ``channel_axis`` segmented as a grey image (None: channels 0-2 as
         R, G, B).
+    dropped : tuple of int
+        Layer axes of size 1 left out of the stack (a T = 1 or C = 1 axis a reader gives:
+        (1, Z, Y, X) is read as (Z, Y, X)); our layers keep them at size 1.
     """
 
     stack: SliceView
@@ -154,6 +159,7 @@ class ImageSource:
     z_axis: int | None
     rgb: bool
     channel: int | None = None
+    dropped: tuple[int, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -178,14 +184,16 @@ class ImageSource:
     @property
     def spatial_axes(self) -> tuple[int, ...]:
         """Layer axes of (Z,) Y, X in order."""
-        return tuple(a for a in range(self.ndim) if a != self.channel_axis)
+        return tuple(a for a in range(self.ndim)
+                     if a != self.channel_axis and a not in self.dropped)
 
     @property
     def layer_shape(self) -> tuple[int, ...]:
         """Shape of the labels layers we make: the image's, channel axis of size 1."""
         z, y, x = self.shape
         sizes = iter((z, y, x) if self.is_3d else (y, x))
-        return tuple(1 if a == self.channel_axis else next(sizes) for a in range(self.ndim))
+        return tuple(1 if a == self.channel_axis or a in self.dropped else next(sizes)
+                     for a in range(self.ndim))
 
     def to_zyx(self, coords) -> np.ndarray:
         """Layer data coordinates (N, ndim) -> stack coordinates (N, 3) as (z, row, col)."""
@@ -207,9 +215,8 @@ class ImageSource:
         arr = labels_zyx
         if not self.is_3d and arr.ndim == 3:
             arr = arr[0]
-        if self.channel_axis is not None:
-            arr = np.expand_dims(arr, self.channel_axis)
-        return arr
+        ones = sorted({*self.dropped, *(() if self.channel_axis is None else (self.channel_axis,))})
+        return np.expand_dims(arr, tuple(ones)) if ones else arr
 
     def zyx_view(self, layer_array: np.ndarray) -> np.ndarray:
         """A writable (Z, Y, X) view of an array of :attr:`layer_shape`."""
@@ -219,8 +226,9 @@ class ImageSource:
                 f"the labels layer has shape {tuple(arr.shape)} but the image needs "
                 f"{self.layer_shape}; pick a labels layer made for this image or a new one"
             )
-        if self.channel_axis is not None:
-            arr = arr[(slice(None),) * self.channel_axis + (0,)]
+        ones = {*self.dropped, *(() if self.channel_axis is None else (self.channel_axis,))}
+        if ones:
+            arr = arr[tuple(0 if a in ones else slice(None) for a in range(self.ndim))]
         if not self.is_3d:
             arr = arr[None]
         return arr
@@ -287,12 +295,15 @@ def make_source(data, *, rgb: bool = False, channel_axis: int | None = None,
             f"channel {channel} is not in the image: " + (
                 "pick a channel axis first" if channel_axis is None else
                 f"axis {channel_axis} holds channels 0-{shape[channel_axis] - 1}"))
-    spatial = ndim - (1 if channel_axis is not None else 0)
+    dropped = singleton_axes(shape, ndim, channel_axis)
+    spatial = ndim - (1 if channel_axis is not None else 0) - len(dropped)
     if spatial not in (2, 3):
         raise UnsupportedImage(_too_many_axes(shape, ndim, channel_axis))
-    view = SliceView(data, rgb=rgb, channel_axis=channel_axis, two_d=spatial == 2,
-                     channel=channel)
-    axes = [a for a in range(ndim) if a != channel_axis]
+    inner_axis = None if channel_axis is None else channel_axis - sum(
+        a < channel_axis for a in dropped)
+    view = SliceView(squeeze_axes(data, dropped), rgb=rgb, channel_axis=inner_axis,
+                     two_d=spatial == 2, channel=channel)
+    axes = [a for a in range(ndim) if a != channel_axis and a not in dropped]
     return ImageSource(
         stack=view,
         ndim=ndim,
@@ -300,7 +311,48 @@ def make_source(data, *, rgb: bool = False, channel_axis: int | None = None,
         z_axis=axes[0] if spatial == 3 else None,
         rgb=rgb,
         channel=channel,
+        dropped=dropped,
     )
+
+
+def singleton_axes(shape: tuple[int, ...], ndim: int, channel_axis: int | None
+                   ) -> tuple[int, ...]:
+    """Axes of size 1 before (Y, X) left out while the image has more than three spatial
+    axes, first ones first: (1, 6, Y, X) -> (0,), (6, 1, Y, X) -> (1,), (1, 1, 6, Y, X) ->
+    (0, 1) (T = 1 or C = 1 as readers give them); (1, Y, X) keeps its axis (one slice)."""
+    spatial = ndim - (1 if channel_axis is not None else 0)
+    ones = [a for a in range(ndim - 2) if a != channel_axis and shape[a] == 1]
+    return tuple(ones[: max(0, spatial - 3)])
+
+
+class _Squeezed:
+    """Lazy view of array-like ``data`` (zarr, ...) without its size-1 ``axes``: indexing
+    reads only what is asked for (``data[0]`` of a zarr array would read it all)."""
+
+    def __init__(self, data, axes: tuple[int, ...]):
+        self._data, self._axes = data, axes
+        self.shape = tuple(int(s) for a, s in enumerate(data.shape) if a not in axes)
+        self.ndim = len(self.shape)
+        self.dtype = np.dtype(data.dtype)
+
+    def __getitem__(self, key):
+        key = list(key) if isinstance(key, tuple) else [key]
+        key += [slice(None)] * (self.ndim - len(key))
+        full = iter(key)
+        return self._data[tuple(0 if a in self._axes else next(full)
+                                for a in range(len(self._data.shape)))]
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[()], dtype=dtype)
+
+
+def squeeze_axes(data, axes: tuple[int, ...]):
+    """``data`` without its size-1 ``axes`` (numpy and dask: indexed, lazy either way)."""
+    if not axes:
+        return data
+    if isinstance(data, np.ndarray) or type(data).__module__.startswith("dask"):
+        return data[tuple(0 if a in axes else slice(None) for a in range(data.ndim))]
+    return _Squeezed(data, axes)
 
 
 #: An axis this short may hold channels (more is more likely time or depth).
