@@ -69,3 +69,23 @@ def test_size_1_axes_a_reader_gives_are_left_out_of_the_stack(make_widget, tiny_
     assert labels.shape == image.shape
     zyx = np.squeeze(labels, axis=where)
     assert zyx[3].any() and not np.delete(zyx, 3, axis=0).any()
+
+
+def test_a_short_first_axis_read_as_slices_is_named_in_the_status(make_widget, tiny_predictor):
+    """A channel-first (3, Y, X) image was a 3-slice stack without a word (Shift+D then
+    propagated across its channels): the first status line says axis 0 may be channels and
+    where to pick it, until it is picked; a 6-slice stack has no such note."""
+    three = np.stack([blob_stack()[3]] * 3)
+    viewer, w = make_widget(three, name="chfirst")
+    use_predictor(w, tiny_predictor)
+    c = w.controller
+    note = ("Axis 0 of 'chfirst' (size 3) is read as 3 slices: if it holds channels (colours "
+            "or stains), pick it in 'Channel axis'.")
+    assert note in c.status and note in w._status.text(), c.status
+    w._channels.axis.setCurrentIndex(w._channels.axis.findData(0))  # axis 0 as channels
+    assert c.source.channel_axis == 0 and not c.source.is_3d
+    assert "Click on an object in 'chfirst'" in c.status and "Axis 0" not in c.status, c.status
+    viewer.add_image(blob_stack(), name="stack")
+    w._image.setCurrentIndex(w._image.findText("stack"))
+    assert c.source.n_slices == 6 and "Click on an object in 'stack'" in c.status, c.status
+    assert "is read as" not in c.status

@@ -40,7 +40,7 @@ from .embedding_cache import EmbeddingCache, describe_tiling, missing_slices, ne
 from .errors import UserError
 from .failed_loads import FailedLoads
 from .id_room import id_room_problem
-from .image_source import ImageSource, make_source
+from .image_source import ImageSource, channels_hint, make_source
 from .jobs import Phase, embed_job, run_to_end, tiled_embed_job
 from .model_choice import DEMO_NOTICE, ModelCache, ModelChoice, choice_identity, precision_key
 from .model_contrast import ModelContrast
@@ -315,7 +315,7 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
             return "Pick a model in 'Model'."
         return (f"Click on an object in '{self.image_name()}' to segment it (Shift-click: "
                 "negative point; draw a box in 'SAM boxes' for one object per box)."
-                + self.shelf_note())
+                + self.shelf_note() + channels_hint(self.source, self.image_name()))
 
     def refused(self, text: str) -> None:
         """Show why an action was refused as the status line (the GUI's handlers call it for

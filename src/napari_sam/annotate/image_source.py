@@ -382,3 +382,15 @@ def _too_many_axes(shape: tuple[int, ...], ndim: int, channel_axis: int | None) 
     return (f"{head}{channels}. Take one time point (one volume) as its own layer{instead}, "
             "e.g. viewer.add_image(layer.data[t]) in napari's console for time point t, and "
             "pick that layer in 'Image'")
+
+
+def channels_hint(source: ImageSource | None, name: str) -> str:
+    """A status note when the stack axis of image ``name`` is short enough to be channels
+    (a (3, Y, X) channel-first image read as 3 slices: propagation would run across its
+    channels) and no channel axis is picked: where to pick it; "" otherwise."""
+    if (source is None or source.rgb or source.channel_axis is not None or not source.is_3d
+            or not 1 < source.n_slices <= MAX_CHANNELS):
+        return ""
+    return (f" Axis {source.z_axis} of '{name}' (size {source.n_slices}) is read as "
+            f"{source.n_slices} slices: if it holds channels (colours or stains), pick it in "
+            "'Channel axis'.")
