@@ -89,3 +89,23 @@ def test_a_short_first_axis_read_as_slices_is_named_in_the_status(make_widget, t
     w._image.setCurrentIndex(w._image.findText("stack"))
     assert c.source.n_slices == 6 and "Click on an object in 'stack'" in c.status, c.status
     assert "is read as" not in c.status
+
+
+def test_another_layer_selected_says_which_layer_to_select(stack_widget):
+    """With the user's labels layer selected a click on the canvas went to it and the status
+    kept "Click on an object in 'blobs'": it says to select 'SAM points', and the usual line
+    comes back once it is selected."""
+    viewer, w = stack_widget
+    c = w.controller
+    hint = "to segment, select 'SAM points' in the layer list (or 'SAM boxes' to draw boxes)."
+    assert c.status.startswith("Click on an object in 'blobs'") and hint not in c.status
+    mine = viewer.add_labels(np.zeros(viewer.layers["blobs"].data.shape, np.uint8), name="mine")
+    viewer.layers.selection.active = mine
+    assert f"'mine' is the selected layer, so clicks on the canvas go to it: {hint}" in (
+        w._status.text()), w._status.text()
+    canvas_click(viewer, 20, 20)  # goes to 'mine' (paints nothing in pan/zoom mode)
+    assert not len(c.points_layer.data) and hint in c.status
+    viewer.layers.selection.active = c.points_layer
+    assert c.status.startswith("Click on an object in 'blobs'") and hint not in c.status
+    canvas_click(viewer, 20, 20)
+    assert len(c.points_layer.data) == 1 and c.status.endswith("Shift+C commits."), c.status

@@ -27,13 +27,13 @@ from .layer_history import record_step
 from .notify import guarded, info, report, status_text, warn
 from .paint_autosave import PaintAutosave
 from .torch_import import torch_import
-from .view_events import ViewEvents
+from .view_problems import ViewProblems
 from .workers import Job, run_job
 
 __all__ = ["AnnotationController"]
 
 
-class AnnotationController(AnnotationSession):
+class AnnotationController(ViewProblems, AnnotationSession):
     """The annotation session of the dock widget (docs/gui.md has the user's view).
 
     Parameters
@@ -73,7 +73,7 @@ class AnnotationController(AnnotationSession):
         self._press_boxes: list | None = None  # boxes drawn by a drag that cannot prompt
         self._view_said = False  # the status says the view cannot prompt
         viewer.layers.events.removed.connect(self._on_layer_removed)
-        self._view_events = ViewEvents(viewer.dims, self._on_view_changed, self.slice_shown)
+        self.watch_view(viewer)  # the view's axes and the layer selected
 
     @property
     def target_layer(self):
@@ -142,58 +142,6 @@ class AnnotationController(AnnotationSession):
         self.viewer.dims.set_point(axis, float(layer.data_to_world(data)[src.z_axis]))
 
     # ------------------------------------------------------------------ the view
-    def view_problem(self) -> str | None:
-        """Why a click in the view cannot prompt the image (None: it can): a 3D view, a view
-        whose plane is not the image's (Y, X) plane, or an image transform tilting slices."""
-        layer, src = self.image_layer, self.source
-        if layer is None or src is None or layer not in self.viewer.layers:
-            return None
-        tilted = L.transform_problem(src, layer)
-        if tilted:
-            return tilted
-        dims = self.viewer.dims
-        if dims.ndisplay == 3:
-            return ("The view is 3D: clicks and boxes do not prompt there (the slice they "
-                    "would fall on is hidden). Switch to the 2D view (the 2D/3D button at the "
-                    "bottom left of the layer list) to prompt; Propagate with 'all objects "
-                    "with prompts' and Segment everything on the whole stack work in 3D.")
-        offset = dims.ndim - layer.ndim
-        yx = [offset + a for a in src.spatial_axes[-2:]]
-        if set(dims.displayed) != set(yx):
-            order = tuple(a for a in dims.order if a not in yx) + tuple(yx)
-            return (f"The view shows axes {tuple(dims.displayed)} of the viewer, not the "
-                    f"rows and columns (Y, X) of '{layer.name}': prompts work in the (Y, X) "
-                    "plane only. Press napari's 'Roll dimensions' button until the plane "
-                    f"shows Y and X, or set viewer.dims.order = {order}.")
-        return None
-
-    def next_step(self) -> str:
-        """What to do next; where the view cannot prompt, what to change in it first."""
-        return self.view_problem() or super().next_step()
-
-    def _require_view(self, extra: str = "") -> None:
-        problem = self.view_problem()
-        if problem:
-            self._view_said = True
-            self._say(problem + extra)  # the status says it (a live preview is not a handler)
-            raise UserError(problem + extra)
-
-    def _on_view_changed(self, event=None) -> None:
-        """The view changed (2D/3D, axis order): say at once whether clicks prompt."""
-        problem = self.view_problem()
-        if problem:
-            self._view_said = True
-            self._say(problem)
-        elif self._view_said:
-            self._view_said = False
-            points, _, boxes = self.prompt_arrays() if self.source is not None else ((), (), ())
-            if self.volume is not None and self.volume_status:  # the propagation stays
-                self._say(self.volume_status)
-            elif self.live and len(points) + len(boxes):
-                self.refresh_preview()
-            else:
-                self._say(self.next_step())
-
     def update_preview(self):
         """Decode the prompts on the visible slice (refused where the view cannot show one)."""
         self._require_view(" The prompts are kept.")
@@ -621,7 +569,7 @@ class AnnotationController(AnnotationSession):
         self._paint_autosave.follow(None)  # a stroke just made is autosaved, then no more
         self.cancel_job(say=False)
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
-        self._view_events.close()
+        self.unwatch_view()
         if self._target_layer is not None:
             self._target_layer.events.selected_label.disconnect(self._on_refine_input)
         self._transforms.follow(None)
