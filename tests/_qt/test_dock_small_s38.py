@@ -109,3 +109,17 @@ def test_another_layer_selected_says_which_layer_to_select(stack_widget):
     assert c.status.startswith("Click on an object in 'blobs'") and hint not in c.status
     canvas_click(viewer, 20, 20)
     assert len(c.points_layer.data) == 1 and c.status.endswith("Shift+C commits."), c.status
+
+
+def test_an_empty_preview_is_called_empty(make_widget, demo_available):
+    """A click on a 5 x 5 uniform crop: the model finds nothing and the preview is empty, but
+    the status said "score 0.35 ... Shift+C commits." (the commit then refused)."""
+    rng = np.random.default_rng(0)
+    flat = np.clip(20 + rng.normal(0, 3, (5, 5)), 0, 255).astype(np.uint8)
+    viewer, w = make_widget(flat, name="tiny5")
+    c = w.controller
+    canvas_click(viewer, 2, 2)
+    w.wait()
+    assert c.previews and not any(p.mask.any() for p in c.previews)
+    assert "The preview is empty (the model found no object there)" in c.status, c.status
+    assert "Shift+C commits." not in c.status

@@ -218,6 +218,10 @@ class SlicePreview(StatusFollow):
             [ObjectMask(p.mask, p.z, refine if p.key == POINT_OBJECT else 0)
              for p in self.previews], labels)
         commits = f"Shift+C will not commit: {problem}." if problem else "Shift+C commits."
+        if not any(p.mask.any() for p in self.previews) and not refine:
+            commits = ("The preview is empty (the model found no object there): click on "
+                       "the object itself, or draw a box around it in 'SAM boxes'; Shift+C "
+                       "has nothing to commit.")
         text = "; ".join(parts) + ". " + commits + outside_note(*self.prompt_arrays(),
                                                                self.source.shape)
         low = [p for p in self.previews if p.view is None and p.prompt is not None
