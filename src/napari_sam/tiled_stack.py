@@ -50,6 +50,7 @@ from napari_sam.predictor import Predictor
 from napari_sam.preprocess import DEFAULT_PERCENTILES, check_contrast_limits
 from napari_sam.progress import ProgressArg, check_progress, reports_progress
 from napari_sam.tiling import TiledEmbedding, Window, choose_tiling
+from napari_sam.words import counted
 
 __all__ = ["DEFAULT_CACHE_BYTES", "SliceView", "TiledStackEmbeddings", "WindowView", "embed"]
 
@@ -246,7 +247,7 @@ class TiledStackEmbeddings:
     def __repr__(self) -> str:
         z, h, w = self.shape
         store = "" if self.store is None else f", store={str(self.store)!r}"
-        return (f"TiledStackEmbeddings({z} slice{'s' * (z != 1)} of {h} x {w} px in "
+        return (f"TiledStackEmbeddings({counted(z, 'slice')} of {h} x {w} px in "
                 f"{self.tiling!r}{store})")
 
     @property

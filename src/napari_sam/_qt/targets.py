@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from napari_sam._qt.layers import TARGET_NAME, same, unwrap
+from napari_sam.words import counted
 
 __all__ = ["IMAGES_KEY", "deleted_labels_text", "made_for", "open_images", "other_image_problem",
            "remember_image", "reshaped_problem", "target_for_image"]
@@ -134,8 +135,7 @@ def deleted_labels_text(name: str, steps: int, target: bool) -> str:
     """The status line after the labels layer ``name`` was deleted: the undo and redo steps
     (``steps``) that went with it, and where commits go now (``target``: it was the layer
     commits went into)."""
-    gone = (f" Its {steps} undo/redo step{'s' if steps != 1 else ''} went with it."
-            if steps else "")
+    gone = f" Its {counted(steps, 'undo/redo step')} went with it." if steps else ""
     where = (" The next commit goes into a new 'segmentation' layer (or pick one in "
              "'Labels layer')." if target else "")
     return f"The labels layer '{name}' was deleted.{gone}{where}"

@@ -27,6 +27,7 @@ from napari_sam.annotation import (
     apply_objects,
     not_writable,
 )
+from napari_sam.words import counted
 
 from .click_first import ClickFirst
 from .commit_checks import (
@@ -705,7 +706,7 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
             message = f"Not committed: the previewed object was committed before ({text}). {how}"
             self._say(message)
             raise UserError(message)
-        return keep, f"{len(notes)} object{'s' * (len(notes) > 1)} not committed, as {text}. {how}"
+        return keep, f"{counted(len(notes), 'object')} not committed, as {text}. {how}"
 
     def target_name(self) -> str:
         """The name of the labels commits go into (the GUI's labels layer)."""

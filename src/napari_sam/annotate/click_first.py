@@ -26,6 +26,7 @@ import threading
 from collections.abc import Generator
 
 from napari_sam.annotation import decode_slice
+from napari_sam.words import counted
 
 from .jobs import Phase
 
@@ -57,7 +58,7 @@ class ClickFirst:
             if pause is not None and pause.is_set() and getattr(result[4], "stopped", False):
                 return  # it made way for a click, whose preview follows
             n = len(result[4]) if indices is None else len(list(indices))
-            self._say(f"Embeddings ready ({n} slice{'s' if n != 1 else ''}"
+            self._say(f"Embeddings ready ({counted(n, 'slice')}"
                       f"{self.tiling_note(result[4])}).")
 
         job = self.start_job(gen, "Computing SAM embeddings", done, then=then)

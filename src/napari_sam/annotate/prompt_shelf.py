@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_sam.words import for_count
+
 __all__ = ["PromptShelf", "ShelvedPrompts"]
 
 
@@ -82,7 +84,7 @@ class PromptShelf:
             self.refresh_preview()
         slices = sorted({int(v) for v in np.round(kept.points[:, 0])}
                         | {int(v) for v in np.round(kept.boxes[:, 0])})
-        where = (f" on slice{'s' if len(slices) > 1 else ''} {', '.join(map(str, slices))}"
+        where = (f" on {for_count(len(slices), 'slice')} {', '.join(map(str, slices))}"
                  if self.source.is_3d else "")
         return f"Restored {kept.describe()}{where}, set aside when another image was picked."
 

@@ -16,6 +16,8 @@ from itertools import pairwise
 
 import numpy as np
 
+from napari_sam.words import counted
+
 from .commit_checks import volume_out_of_date
 from .errors import UserError
 from .jobs import Phase, with_progress
@@ -337,7 +339,7 @@ class StackActions:
             over, hole = (t.replace("slice", "frame") for t in (over, hole))
         n = len(result.object_ids)
         self.volume_status = (
-            f"Propagated {n} object{'s' * (n != 1)}{how} over {over} "
+            f"Propagated {counted(n, 'object')}{how} over {over} "
             f"(stopped: {describe_stops(result.stop_reasons, absent_slices, time)})"
             f". Check the preview, then Shift+C commits; a prompt on a "
             f"{'frame' if time else 'slice'} further out carries an object on."
@@ -410,7 +412,7 @@ class StackActions:
             n = int(np.count_nonzero(np.unique(labels)))  # of one slice: not the whole stack
             tiles = getattr(prepared[4], "tiling", None)
             how = "" if tiles is None else f" (in {len(tiles)} tiles of {tiles.window} px)"
-            self._say(f"Segment everything: {n} object{'s' * (n != 1)}{how} in a new layer "
+            self._say(f"Segment everything: {counted(n, 'object')}{how} in a new layer "
                       f"'{name}'.")
 
         what = "the stack" if whole_stack else "this slice"
