@@ -123,3 +123,17 @@ def test_an_empty_preview_is_called_empty(make_widget, demo_available):
     assert c.previews and not any(p.mask.any() for p in c.previews)
     assert "The preview is empty (the model found no object there)" in c.status, c.status
     assert "Shift+C commits." not in c.status
+
+
+def test_a_commit_of_two_boxes_says_labels(stack_widget):
+    """Two objects committed at once said "Committed label 1, 2 (...)"; the words follow the
+    count (napari_sam.words), as "1 pixel" does."""
+    viewer, w = stack_widget
+    c = w.controller
+    c.overwrite = True  # (the tiny random model's masks overlap)
+    c.add_box(3, 5, 5, 30, 30)
+    c.add_box(3, 35, 35, 60, 60)
+    assert len(c.previews) == 2, c.status
+    _button(w, "Commit").click()
+    assert c.status.startswith("Committed labels 1, 2 ("), c.status
+    assert "pixels)." in c.status

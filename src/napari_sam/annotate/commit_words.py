@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_sam.words import counted, for_count
+
 __all__ = ["LIVE_OFF", "describe_commit", "edited_note", "nothing_to_commit"]
 
 #: What answers a prompt added while 'Live preview' is off (nothing is decoded until Shift+S)
@@ -72,7 +74,7 @@ def _labels_words(ids) -> str:
 
 def describe_commit(commit, objects: list, data: np.ndarray) -> str:
     """What ``commit`` (of ``objects`` into (Z, Y, X) ``data``, after it) wrote, in true
-    pixel counts: new labels with their size, "Committed label 6, 7 (812 pixels)."; a
+    pixel counts: new labels with their size, "Committed labels 6, 7 (812 pixels)."; a
     refined label with its size where it was refined and the pixels it gained and lost,
     "Refined label 5: 1325 pixels on slice 3 now (1231 added, 162 removed).". A new label
     that other labels lie inside of (a fragment the eraser left of a committed object, which
@@ -85,11 +87,13 @@ def describe_commit(commit, objects: list, data: np.ndarray) -> str:
             continue
         added, removed = int((change.after == i).sum()), int((change.before == i).sum())
         region, where = (data, "") if obj.z is None else (data[obj.z], f" on slice {obj.z}")
-        parts.append(f"Refined label {i}: {int((region == i).sum())} pixels{where} now "
+        size = counted(int((region == i).sum()), "pixel")
+        parts.append(f"Refined label {i}: {size}{where} now "
                      f"({added} added, {removed} removed).")
     if new:
         ids = ", ".join(str(i) for i, _ in new)
-        parts.insert(0, f"Committed label {ids} ({sum(n for _, n in new)} pixels).")
+        size = counted(sum(n for _, n in new), "pixel")
+        parts.insert(0, f"Committed {for_count(len(new), 'label')} {ids} ({size}).")
     return " ".join(parts + [n for n in inside if n])
 
 
@@ -112,7 +116,7 @@ def _fragments_note(obj, value: int, data: np.ndarray, ours=()) -> str:
             found.append((other, n))
     if not found:
         return ""
-    names = ", ".join(f"{other} ({n} pixel{'s' * (n != 1)})" for other, n in found)
+    names = ", ".join(f"{other} ({counted(n, 'pixel')})" for other, n in found)
     one = len(found) == 1
     where = "" if obj.z is None else f" on slice {obj.z}"
     first = found[0][0]
