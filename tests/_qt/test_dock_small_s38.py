@@ -137,3 +137,26 @@ def test_a_commit_of_two_boxes_says_labels(stack_widget):
     _button(w, "Commit").click()
     assert c.status.startswith("Committed labels 1, 2 ("), c.status
     assert "pixels)." in c.status
+
+
+@pytest.mark.slow
+def test_segment_everything_during_the_preload_makes_it_stop(make_widget, qtbot,
+                                                               demo_available):
+    """Segment everything while the background embedding of a large (tiled) image runs was
+    refused ("... is running: wait or Cancel"); it makes the embedding stop after the tile
+    under way, as a click does, and starts then (real worker threads)."""
+    rng = np.random.default_rng(0)
+    image = (30 + rng.normal(0, 10, (1400, 1400))).clip(0, 255).astype(np.uint8)
+    viewer, w = make_widget(image, sync=False, preload=True, name="large")
+    c = w.controller
+    qtbot.waitUntil(lambda: c.job is not None and c.job.phase == "embedding tiles",
+                    timeout=60_000)
+    preload = c.job
+    _button(w, "Segment everything").click()
+    assert c.status.startswith("Segment everything starts once the embedding in the "
+                               "background stops"), c.status
+    assert preload.pause.is_set()
+    qtbot.waitUntil(lambda: c.job is not None and c.job is not preload, timeout=120_000)
+    assert not preload.running and c.job.running
+    assert c.job.description.startswith("Segmenting everything"), c.job.description
+    c.cancel()

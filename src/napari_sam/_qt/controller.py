@@ -69,6 +69,7 @@ class AnnotationController(ViewProblems, AnnotationSession):
         self._negative_mode = False  # new points are negative (N, the checkbox)
         self._transforms = L.TransformWatch(self._on_image_transform)  # of the image layer
         self._made: set = set()  # unique ids of the labels layers this session made
+        self._queued = None  # an action waiting for a preload to make way (make_way_for)
         self._click_problem: str | None = None  # why the click under way cannot prompt
         self._press_boxes: list | None = None  # boxes drawn by a drag that cannot prompt
         self._view_said = False  # the status says the view cannot prompt
@@ -152,6 +153,9 @@ class AnnotationController(ViewProblems, AnnotationSession):
         slice, :meth:`view_problem`; all objects with prompts: in any view)."""
         if not all_objects:
             self._require_view(" Or pick 'all objects with prompts' in 'Propagate'.")
+        if self.make_way_for(lambda: self.propagate(all_objects, method, **options),
+                             "Propagation"):
+            return None
         return super().propagate(all_objects=all_objects, method=method, **options)
 
     def segment_everything(self, whole_stack: bool = False, **params):
@@ -159,7 +163,29 @@ class AnnotationController(ViewProblems, AnnotationSession):
         :meth:`view_problem`; on the whole stack: in any view)."""
         if not whole_stack:
             self._require_view(" Or pick 'whole stack' in 'Where' (Segment everything).")
+        if self.make_way_for(lambda: self.segment_everything(whole_stack, **params),
+                             "Segment everything"):
+            return None
         return super().segment_everything(whole_stack=whole_stack, **params)
+
+    def make_way_for(self, action, name: str) -> bool:
+        """Propagate or Segment everything while the background embedding of the image (a
+        preload, which makes way for clicks) runs: it stops after the tile under way, as for
+        a click, and ``action()`` runs then (they were refused: "... is running: wait or
+        Cancel"). False where no such job runs (the action runs now, or is refused)."""
+        if not self.pause_for_click() and not self.preload_pausing():
+            return False
+        self._queued = action
+        self._say(f"{name} starts once the embedding in the background stops (after the "
+                  "tile under way); what it has embedded is kept.")
+        return True
+
+    def preload_pausing(self) -> bool:
+        """A running job that makes way for clicks was asked to (its ``pause`` set)."""
+        job = self.job
+        pause = getattr(job, "pause", None)
+        return bool(job is not None and job.running and pause is not None and pause.is_set()
+                    and not job.cancelled)
 
     # ------------------------------------------------------------------ hooks: prompts
     def prompt_arrays(self):
@@ -542,6 +568,9 @@ class AnnotationController(ViewProblems, AnnotationSession):
             if self._pending:  # prompts arrived while the job ran
                 self._pending = False
                 after = self.update_preview
+            queued, self._queued = self._queued, None  # an action the job made way for
+            if queued is not None and not job.cancelled:
+                after = queued
             if after is not None:  # with self as the owner: a refusal is the status line too
                 guarded(lambda controller: after())(self)
 
