@@ -147,3 +147,25 @@ def test_rgb_stack_and_bad_input(tiny_sam):
     emb = embed(rgb, tiny_sam, device="cpu")
     with pytest.raises(IndexError, match="out of range"):
         emb[5]
+
+
+def test_store_miss_on_a_thin_strip_embedded_with_the_old_padding(tiny_sam, tmp_path,
+                                                                  monkeypatch):
+    """Thin strips are padded with their mirror image (session 38): a store written with the
+    pixel-mean padding before is recomputed, not read back; an ordinary stack's key is as
+    before (its stores stay valid)."""
+    from napari_sam import preprocess
+
+    strip = make_stack(z=2, shape=(6, 60))  # resized short side far under a quarter
+    store = tmp_path / "strip.zarr"
+    with monkeypatch.context() as m:
+        m.setattr(preprocess, "THIN_FRACTION", 0.0)  # the padding before the change
+        old = embed(strip, tiny_sam, store=store, device="cpu", compute=True)
+        ordinary_before = embed(make_stack(), tiny_sam, device="cpu").key
+    assert old.encoder_calls >= 1
+    now = embed(strip, tiny_sam, store=store, device="cpu", compute=True)
+    assert now.encoder_calls >= 1  # recomputed
+    assert not torch.equal(now[0].features, old[0].features)
+    again = embed(strip, tiny_sam, store=store, device="cpu", compute=True)
+    assert again.encoder_calls == 0
+    assert embed(make_stack(), tiny_sam, device="cpu").key == ordinary_before

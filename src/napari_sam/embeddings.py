@@ -35,6 +35,7 @@ import torch
 
 from napari_sam.models.registry import require_family
 from napari_sam.predictor import ImageEmbedding, Predictor
+from napari_sam import preprocess
 from napari_sam.preprocess import (
     DEFAULT_PERCENTILES,
     ResizeSpec,
@@ -339,8 +340,13 @@ class StackEmbeddings:
             contrast_limits = stack_intensity_limits(stack, percentiles)
         self.contrast_limits = tuple(float(v) for v in contrast_limits)
         self.spec = ResizeSpec.for_image(self.shape[1:], self.predictor.img_size)
+        # a thin strip's padding (mirrored since session 38; stores of other strips' features
+        # stay valid: the entry is only in thin slices' keys)
+        thin = ({"thin_padding": preprocess.THIN_PAD_MODE} if preprocess.is_thin(self.spec)
+                else {})
         self.key = json.dumps(
             {
+                **thin,
                 "format": _STORE_FORMAT,
                 "model_id": self.model.model_id,
                 "contrast_limits": self.contrast_limits,
