@@ -160,3 +160,26 @@ def test_segment_everything_during_the_preload_makes_it_stop(make_widget, qtbot,
     assert not preload.running and c.job.running
     assert c.job.description.startswith("Segmenting everything"), c.job.description
     c.cancel()
+
+
+@pytest.mark.slow
+def test_a_refused_action_during_the_preload_lets_the_embedding_go_on(make_widget, qtbot,
+                                                                    demo_available):
+    """Propagate on a large 2D image while its background embedding runs: the embedding
+    stops to make way, Propagate is refused (a 2D image), and the embedding goes on (it was
+    left stopped, the slice half embedded), the refusal staying the status line."""
+    from napari_sam.annotate.click_first import RESUME_DESCRIPTION
+
+    rng = np.random.default_rng(0)
+    image = (30 + rng.normal(0, 10, (1400, 1400))).clip(0, 255).astype(np.uint8)
+    viewer, w = make_widget(image, sync=False, preload=True, name="large")
+    c = w.controller
+    qtbot.waitUntil(lambda: c.job is not None and c.job.phase == "embedding tiles",
+                    timeout=60_000)
+    preload = c.job
+    _button(w, "Propagate").click()
+    qtbot.waitUntil(lambda: not preload.running, timeout=120_000)
+    qtbot.waitUntil(lambda: c.job is not None and c.job.description == RESUME_DESCRIPTION,
+                    timeout=60_000)
+    assert "2D" in c.status, c.status
+    c.cancel()

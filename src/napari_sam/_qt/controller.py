@@ -180,6 +180,21 @@ class AnnotationController(ViewProblems, AnnotationSession):
                   "tile under way); what it has embedded is kept.")
         return True
 
+    def after_queued(self, queued, waiting):
+        """What runs when a job that made way for ``queued`` (:meth:`make_way_for`) ends:
+        ``queued()``; where it starts no job (refused: nothing to propagate, a 2D image)
+        the preview ``waiting`` for the job (a click's) is decoded, and the embedding the job
+        stopped goes on (:meth:`resume_preload`); a refusal stays the status line."""
+        def run():
+            try:
+                queued()
+            finally:
+                if self.job is None or not self.job.running:
+                    if waiting is self.update_preview:
+                        waiting()
+                    self.resume_preload()
+        return run
+
     def preload_pausing(self) -> bool:
         """A running job that makes way for clicks was asked to (its ``pause`` set)."""
         job = self.job
@@ -570,7 +585,7 @@ class AnnotationController(ViewProblems, AnnotationSession):
                 after = self.update_preview
             queued, self._queued = self._queued, None  # an action the job made way for
             if queued is not None and not job.cancelled:
-                after = queued
+                after = self.after_queued(queued, after)
             if after is not None:  # with self as the owner: a refusal is the status line too
                 guarded(lambda controller: after())(self)
 
