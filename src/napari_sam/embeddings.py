@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_sam import preprocess
 from napari_sam.models.registry import require_family
 from napari_sam.predictor import ImageEmbedding, Predictor
-from napari_sam import preprocess
 from napari_sam.preprocess import (
     DEFAULT_PERCENTILES,
     ResizeSpec,
