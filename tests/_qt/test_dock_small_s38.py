@@ -183,3 +183,19 @@ def test_a_refused_action_during_the_preload_lets_the_embedding_go_on(make_widge
                     timeout=60_000)
     assert "2D" in c.status, c.status
     c.cancel()
+
+
+def test_selecting_a_layer_after_a_commit_keeps_the_commits_line(stack_widget):
+    """The user selects their labels layer to paint after a commit: the commit's line (with
+    its notes, e.g. a fragment left inside the new label) stays the status line."""
+    viewer, w = stack_widget
+    c = w.controller
+    viewer.layers.selection.active = c.points_layer
+    canvas_click(viewer, 20, 20)
+    c.commit()
+    said = c.status
+    assert said.startswith("Committed label 1"), said
+    viewer.layers.selection.active = c.target_layer
+    assert c.status == said
+    viewer.layers.selection.active = c.points_layer
+    assert c.status == said

@@ -53,10 +53,13 @@ class ViewProblems(AnnotationSession):
         return not len(points) + len(boxes)
 
     def _on_active_layer(self, event=None) -> None:
-        """Another layer selected (or ours again) while the dock waits for clicks: the
-        status says where clicks go (a click on the canvas did nothing without a word)."""
+        """Another layer selected (or ours again) while the dock waits for clicks and the
+        status line is the next step: it says where clicks go (a click on the canvas did
+        nothing without a word). Other news (a commit's line, with its notes) stays: the
+        user selects the labels layer to paint after a commit."""
         try:
-            if self.waiting_for_clicks():
+            if self.waiting_for_clicks() and (not self.status
+                                              or super().next_step() in self.status):
                 self._say(self.next_step())
         except Exception:  # noqa: BLE001 - a selection change must never fail in napari
             return
