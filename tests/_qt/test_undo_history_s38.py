@@ -97,3 +97,19 @@ def test_the_undo_of_a_label_erased_by_hand_does_not_blame_ctrl_z_alone(stack_wi
     assert text.startswith("Undid commit of label 1 in 'segmentation'. Nothing changed: label 1 "
                            "was already removed from the layer (napari's Ctrl+Z or the "
                            "eraser?)."), text
+
+
+def test_the_docks_shape_check_leaves_size_1_axes_aside_as_the_history_does():
+    """The history's own check ignores axes of size 1 (the same pixels, the same flat
+    indices); the dock's refused what the history would undo."""
+    from napari.layers import Image, Labels
+
+    from napari_sam._qt.targets import remember_image, reshaped_problem
+
+    labels = Labels(np.zeros((1, 8, 9), np.uint16), name="segmentation")
+    remember_image(labels, Image(np.zeros((1, 8, 9))))
+    assert reshaped_problem(labels) is None
+    labels.data = np.zeros((8, 9), np.uint16)
+    assert reshaped_problem(labels) is None
+    labels.data = np.zeros((8, 10), np.uint16)
+    assert reshaped_problem(labels).startswith("'segmentation' has shape (8, 10)")

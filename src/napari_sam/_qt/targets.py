@@ -91,10 +91,11 @@ def other_image_problem(target, image_layer, viewer=None) -> str | None:
 
 def reshaped_problem(target) -> str | None:
     """Why the dock cannot undo or redo its commits into labels layer ``target`` now: its data
-    has another shape than they were written into (None: it has not, or that is unknown)."""
+    has another shape than they were written into, axes of size 1 aside (None: it has not, or
+    that is unknown)."""
     written, now = _written_shape(target), tuple(int(n) for n in unwrap(target).data.shape)
-    if written is None or written == now:
-        return None
+    if written is None or [n for n in written if n != 1] == [n for n in now if n != 1]:
+        return None  # (axes of size 1 aside, as the history's own check: same pixels)
     return (f"'{target.name}' has shape {now} but its commits were written into shape "
             f"{written} (its data was replaced since); nothing was changed and the step is "
             f"kept: put labels of shape {written} back into '{target.name}' (layer.data = ...), "
