@@ -54,12 +54,12 @@ class ViewProblems(AnnotationSession):
 
     def _on_active_layer(self, event=None) -> None:
         """Another layer selected (or ours again) while the dock waits for clicks and the
-        status line is the next step: it says where clicks go (a click on the canvas did
-        nothing without a word). Other news (a commit's line, with its notes) stays: the
-        user selects the labels layer to paint after a commit."""
+        status line is the next step alone: it says where clicks go (a click on the canvas
+        did nothing without a word). Other news (a commit's line with its notes, a note on the
+        file's voxel size before the step) stays: the user selects the labels layer to paint
+        after a commit."""
         try:
-            if self.waiting_for_clicks() and (not self.status
-                                              or super().next_step() in self.status):
+            if self.waiting_for_clicks() and self.status.startswith(super().next_step()):
                 self._say(self.next_step())
         except Exception:  # noqa: BLE001 - a selection change must never fail in napari
             return
