@@ -57,7 +57,14 @@ from napari_sam.session_checks import (
     recorded_axes,
     session_error,
 )
-from napari_sam.session_replay import ReplayResult, check_replayable, recorded_tiling, replay
+from napari_sam.session_replay import (
+    ReplayResult,
+    check_replayable,
+    op_contrast,
+    recorded_contrast,
+    recorded_tiling,
+    replay,
+)
 from napari_sam.words import counted, for_count
 
 __all__ = [
@@ -65,6 +72,7 @@ __all__ = [
     "check_session_path", "image_differences", "keep_aside", "model_unavailable", "recorded_axes",
     "recorded_tiling", "check_replayable", "ReplayResult", "compare", "image_hash", "read_session", "replay",
     "session_file_for", "slice_operation", "volume_operation", "write_session",
+    "op_contrast", "recorded_contrast",
 ]
 
 #: Autosaved sessions live next to their image: ``stack.tif`` -> ``stack.tif.sam-session.json``.

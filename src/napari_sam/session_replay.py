@@ -15,7 +15,8 @@ from napari_sam.progress import ProgressArg, reports_progress
 from napari_sam.session_checks import SessionError, check_image, tiling_of
 from napari_sam.words import counted, for_count
 
-__all__ = ["ReplayResult", "check_replayable", "recorded_tiling", "replay"]
+__all__ = ["ReplayResult", "check_replayable", "op_contrast", "recorded_contrast",
+           "recorded_tiling", "replay"]
 
 
 def _prompt_of(rec: Mapping):
@@ -129,8 +130,45 @@ def recorded_tiling(session):
     return tiling_of(key, name, session.shape) if key else None
 
 
+def op_contrast(op: Mapping) -> tuple[float, float] | None:
+    """The contrast limits (low, high) the model saw in the dock when operation ``op`` was
+    made: the image layer's limits the user set ('Model sees the layer's contrast'), or None:
+    the stack's own 0.5-99.5 percentiles (an operation without ``contrast_limits``)."""
+    limits = op.get("contrast_limits")
+    return None if limits is None else (float(limits[0]), float(limits[1]))
+
+
+def recorded_contrast(session) -> tuple[float, float] | None:
+    """The contrast limits the session's last operation was embedded with (:func:`op_contrast`;
+    no operation: the limits the dock had when it saved), or None: the stack's own
+    percentiles. Embed the stack with them (``napari_sam.embed(..., contrast_limits=...)``)
+    to replay the session's masks; operations made under other limits (the contrast changed
+    mid-session) are replayed with ``replay(..., embed=...)``."""
+    if session.operations:
+        return op_contrast(session.operations[-1])
+    limits = (session.image or {}).get("model_contrast_limits")
+    return None if limits is None else (float(limits[0]), float(limits[1]))
+
+
+def _same_limits(a, b) -> bool:
+    return (a is None) == (b is None) and (a is None or bool(np.allclose(a, b, rtol=1e-6)))
+
+
+def _contrast_note(i: int, want, emb) -> str | None:
+    """A note when operation ``i`` was made under the user's limits ``want`` and ``emb`` has
+    other limits (an operation made under the percentiles is not checked: ``emb`` does not
+    say whether its limits are its stack's percentiles)."""
+    have = getattr(emb, "contrast_limits", None)
+    if want is None or have is None or _same_limits(want, tuple(have)):
+        return None
+    return (f"operation {i + 1} was made with the model seeing contrast limits "
+            f"{want[0]:g}-{want[1]:g}; these embeddings have {float(have[0]):g}-"
+            f"{float(have[1]):g}, so its masks may differ (embed with contrast_limits="
+            "session.recorded_contrast(s), or pass embed=)")
+
+
 @reports_progress("replay", unit="operation")
-def replay(session, emb, *, progress: ProgressArg = None) -> ReplayResult:
+def replay(session, emb, *, progress: ProgressArg = None, embed=None) -> ReplayResult:
     """Rerun a session's operations on a stack's embeddings.
 
     Parameters
@@ -143,6 +181,12 @@ def replay(session, emb, *, progress: ProgressArg = None) -> ReplayResult:
     progress : None, bool or callable(done, total)
         None or False: silent; True: a ``tqdm.auto`` bar; a callable: called after each
         operation (TypeError for anything else, before any work).
+    embed : callable, optional
+        ``embed(limits)``: embeddings of the same stack with the contrast limits ``limits``
+        ((low, high), or None: the stack's percentiles), for the operations made under other
+        limits than :func:`recorded_contrast`'s (``emb``'s); called once per such limits.
+        Without it every operation is replayed on ``emb``, and one made under other limits
+        of the user's gets a note.
 
     Returns
     -------
@@ -165,9 +209,17 @@ def replay(session, emb, *, progress: ProgressArg = None) -> ReplayResult:
     dtype = session.labels.dtype if session.labels is not None else np.dtype(np.uint32)
     labels = (np.zeros(shape, dtype) if session.base is None
               else np.array(session.base, dtype=dtype, copy=True))
-    predictor = emb.predictor
+    main, predictor = emb, emb.predictor
     ids, notes, traced = [], [], []
+    kept = {recorded_contrast(session): main}
     for i, op in enumerate(session.operations):
+        want = op_contrast(op)
+        if embed is not None and not any(_same_limits(want, k) for k in kept):
+            kept[want] = embed(want)
+        emb = next((e for k, e in kept.items() if _same_limits(want, k)), main)
+        note = None if embed is not None else _contrast_note(i, want, emb)
+        if note:
+            notes.append(note)
         if op["kind"] == "slice":
             objects = _slice_objects(op, labels, emb, predictor, getattr(emb, "stack", None))
         else:

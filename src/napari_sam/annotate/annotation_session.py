@@ -521,7 +521,8 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
         if self.model_choice is None:
             raise UserError("No model: pick one in 'Model'.")
         src = self._require_image()
-        choice, device, store, key = self.model_choice, self.device, self.store, self._cache_key()
+        choice, device, store, key = (self.model_choice, self.device, self.contrast_store(),
+                                      self._cache_key())
         precision, tiling, limits = self.precision, self.tiling, self.model_contrast()
         predictor = self.models.get(choice, device, precision)
         emb = self.embeddings.get(key)

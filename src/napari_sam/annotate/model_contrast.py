@@ -5,11 +5,15 @@ those limits, so that a faint object the user made visible is visible to the mod
 (a mixin of :class:`~napari_sam.annotate.annotation_session.AnnotationSession`).
 
 The embeddings are cached per contrast limits (they are part of the cache key), so switching
-back to limits used before is instant; embeddings kept in a zarr store are made again, as a
-store holds the embeddings of one contrast only.
+back to limits used before is instant; with an embedding store, those of the layer's limits
+are kept in a store of their own beside it (:meth:`ModelContrast.contrast_store`): a store
+holds the embeddings of one contrast, and the user's store is never cleared for a contrast
+change.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from .errors import UserError
 
@@ -63,16 +67,33 @@ class ModelContrast:
         self.contrast_source = lambda: limits
         self.contrast_changed()
 
+    def contrast_store(self) -> str | None:
+        """The zarr store the current image's embeddings are kept in: the Embedding store
+        (``self.store``) for the stack's percentiles; for the layer's limits a store beside
+        it named after them, e.g. ``emb.zarr`` -> ``emb.contrast-190-270.zarr`` (None: no
+        store)."""
+        limits = self.model_contrast()
+        if self.store is None or limits is None:
+            return self.store
+        path = Path(self.store)
+        lo, hi = (f"{v:g}" for v in limits)
+        return str(path.with_name(f"{path.stem}.contrast-{lo}-{hi}{path.suffix}"))
+
+    def restore_contrast(self, limits) -> None:
+        """A loaded or resumed session's model saw ``limits`` (its ``model_contrast_limits``;
+        None: the stack's percentiles): the model sees them again. The dock
+        (:class:`napari_sam._qt.layer_contrast.LayerContrast`) puts them on the image layer
+        and ticks its box instead."""
+        if limits is not None or self.contrast_source is not None:
+            self.set_model_contrast(limits)
+
     def contrast_changed(self) -> str:
         """Main thread, the limits :meth:`model_contrast` returns changed: point at the
-        embeddings of the new limits (none yet: the slices are embedded again as needed),
-        forget this image's embeddings kept in a zarr store under other limits (the store
-        now holds the new ones: they would read them), and say so; a live preview is
-        decoded again with the new embeddings. Returns the status line's news."""
+        embeddings of the new limits (none yet: the slices are embedded again as needed;
+        with a store, in the store of these limits, :meth:`contrast_store`), and say so; a
+        live preview is decoded again with the new embeddings. Returns the status line's
+        news."""
         limits = self.model_contrast()
-        if self.source is not None and self.store is not None:
-            image_id = self.image_identity()[0]
-            self.embeddings.drop_stored(image_id, keep=self._cache_key())
         dropped = self._lookup()
         lead = (f"Contrast changed: the model sees {contrast_words(limits)} again (their "
                 "embeddings were kept)." if self.emb is not None else

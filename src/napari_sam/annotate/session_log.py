@@ -219,6 +219,8 @@ class SessionLog:
             op = S.slice_operation(objects_all[0].z, objects_all, written,
                                    overwrite=self.overwrite, mask_label=mask_label,
                                    ids=commit.ids)
+        if self.model_contrast() is not None:  # the layer's limits (absent: the percentiles)
+            op["contrast_limits"] = list(self.model_contrast())
         self.log.append(op)
         self._redo_log.clear()
 
@@ -283,7 +285,8 @@ class SessionLog:
                  "dtype": str(src.stack.dtype),
                  "contrast_limits": [float(v) for v in self.contrast_limits()],
                  "embedding_contrast_limits": None if self.emb is None else
-                 [float(v) for v in self.emb.contrast_limits]}
+                 [float(v) for v in self.emb.contrast_limits],
+                 "model_contrast_limits": self.model_contrast() and list(self.model_contrast())}
         model = {"name": None if choice is None else choice.key,
                  "is_file": bool(choice is not None and choice.is_file),
                  "id": None if pred is None else getattr(pred.model, "model_id", None),
@@ -612,6 +615,7 @@ class SessionLog:
         if settings.get("axis_kind") in ("z", "t"):
             self.axis_kind = settings["axis_kind"]
         self.notify_session_loaded(sess)  # the dock shows them and picks the session's model
+        self.restore_contrast(sess.image.get("model_contrast_limits"))
         target, now = None, self.target_labels()
         if sess.labels is not None and now is not None and np.array_equal(now, sess.labels):
             target = self.commit_target()[0]  # loaded twice, or resumed after loading: no copy

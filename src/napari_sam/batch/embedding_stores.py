@@ -100,16 +100,25 @@ def embed_progress_bar(ctx: Context, job: Job, slices: int, tiling) -> JobProgre
 
 
 def stack_embeddings(job: Job, ctx: Context, model, opened: OpenedImage, tiling="ctx",
-                     note: bool = True):
+                     note: bool = True, contrast_limits=None):
     """The stack's embeddings in the job's store (:func:`embed_store`), every slice computed
     (with a progress bar) or read back from the store; tiled per ``tiling`` (default
-    ``ctx.tiling``; see :func:`napari_sam.embed`), said on stderr when ``note``."""
+    ``ctx.tiling``; see :func:`napari_sam.embed`), said on stderr when ``note``. With
+    ``contrast_limits`` (low, high; a session replayed with the layer's limits the dock's model
+    saw) in a store of their own in the job's work folder: a store holds one contrast's, and
+    the ``--embeddings`` store (the percentiles') is not rewritten."""
     from napari_sam.tiled_stack import embed
 
-    store = embed_store(job, ctx, model)
+    if contrast_limits is None:
+        store = embed_store(job, ctx, model)
+    else:
+        lo, hi = (float(v) for v in contrast_limits)
+        store = work_dir(job) / f"embeddings-contrast-{lo:g}-{hi:g}.zarr"
+        store.parent.mkdir(parents=True, exist_ok=True)
     emb = embed(opened.stack, model, store=store, batch_size=ctx.batch_size, device=ctx.device,
                 cache_size=cache_size(model), cache_bytes=CACHE_BYTES,
-                tiling=stack_tiling(ctx, model, opened.stack.shape, tiling))
+                tiling=stack_tiling(ctx, model, opened.stack.shape, tiling),
+                contrast_limits=contrast_limits)
     if note:
         announce_tiling(job, ctx, emb)
     bar = embed_progress_bar(ctx, job, len(emb), getattr(emb, "tiling", None))

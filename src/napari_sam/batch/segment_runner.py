@@ -15,6 +15,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import numpy as np
+
 from napari_sam.batch.context import Context, Job
 from napari_sam.batch.embedding_stores import stack_embeddings
 from napari_sam.batch.label_writing import finish_labels, finish_propagation, say_lost_objects
@@ -109,11 +111,19 @@ def _replay_session(job: Job, ctx: Context, model, sess) -> dict:
 
     S.check_replayable(sess)  # before any embedding is computed
     opened = open_session_image(job, ctx, sess)
-    # tiled as the dock was when the clicks were made (untiled for older sessions)
-    emb = stack_embeddings(job, ctx, model, opened, tiling=S.recorded_tiling(sess))
+    # tiled as the dock was when the clicks were made (untiled for older sessions), and with
+    # the contrast limits its model saw (the layer's, once the user set them)
+    tiling = S.recorded_tiling(sess)
+    emb = stack_embeddings(job, ctx, model, opened, tiling=tiling,
+                           contrast_limits=S.recorded_contrast(sess))
+
+    def embed(limits):  # operations made under other limits (the contrast changed meanwhile)
+        return stack_embeddings(job, ctx, model, opened, tiling=tiling, note=False,
+                                contrast_limits=limits)
+
     bar = JobProgressBar(ctx, f"{job.name}: replay", len(sess.operations), unit="commit")
     try:
-        res = S.replay(sess, emb, progress=bar)
+        res = S.replay(sess, emb, progress=bar, embed=embed)
     finally:
         bar.close()
     extra: dict[str, Any] = {"session": str(sess.path), "trace": res.trace,
@@ -133,7 +143,7 @@ def _replay_session(job: Job, ctx: Context, model, sess) -> dict:
 
             if lines:
                 lines.append(_why_changed(same_image, same_model, _run_differences(
-                    sess, emb.predictor)))
+                    sess, emb.predictor, emb)))
             for line in lines or ["every object as in the session"]:
                 tqdm.write(f"  {job.name}: {line}", file=sys.stderr)
     info = finish_labels(job, ctx, model, opened, res.labels, None, extra)
@@ -141,10 +151,16 @@ def _replay_session(job: Job, ctx: Context, model, sess) -> dict:
     return info
 
 
-def _run_differences(sess, predictor) -> list[str]:
-    """How the replay's device and precision differ from those the session recorded (float
-    rounding moves a few pixels: docs/sessions.md)."""
+def _run_differences(sess, predictor, emb=None) -> list[str]:
+    """How the replay's device, precision and contrast limits (``emb``'s, the model's input)
+    differ from those the session recorded (float rounding moves a few pixels:
+    docs/sessions.md; other limits move edges)."""
     out = []
+    recorded = sess.image.get("embedding_contrast_limits")
+    used = getattr(emb, "contrast_limits", None)
+    if recorded and used is not None and not np.allclose(recorded, used, rtol=1e-6):
+        out.append(f"the model seeing contrast limits {float(used[0]):g}-{float(used[1]):g} "
+                   f"(the session's: {float(recorded[0]):g}-{float(recorded[1]):g})")
     recorded = sess.model.get("precision")
     used = getattr(predictor, "precision", None)
     if recorded and used and str(recorded) != str(used):
@@ -158,7 +174,8 @@ def _run_differences(sess, predictor) -> list[str]:
 
 def _why_changed(same_image: bool, same_model: bool, run: list[str]) -> str:
     """What a replay's changed objects most likely come from: another image or model, the
-    device or precision (``run``, :func:`_run_differences`), else hand painting."""
+    device, precision or contrast limits (``run``, :func:`_run_differences`), else hand
+    painting."""
     if same_image and same_model and not run:
         return ("(the same image, model, device and precision: a changed object is most "
                 "likely one corrected by hand in napari, with the brush or eraser; painting "
