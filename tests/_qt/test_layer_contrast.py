@@ -4,7 +4,9 @@ made visible by the user's limits scored 0.47 and segment everything missed it).
 
 A freshly added layer (napari's own limits) still embeds with the stack's percentiles, exactly
 as before; changing the limits re-embeds once the slider rests and after a running job; the
-Setup box 'Model sees the layer's contrast' and napari's reset go back."""
+Setup box 'Model sees the layer's contrast' (off by default: a contrast change only to look
+must not embed again; the first change says how to give the limits to the model) and napari's
+reset go back; a propagated preview waits; Load restores a session's limits."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import numpy as np
 from qtpy.QtWidgets import QCheckBox
 from sam_qt_helpers import canvas_click, use_predictor
 
-from napari_sam._qt.layer_contrast import BOX_TEXT, DEBOUNCE_MS
+from napari_sam._qt.layer_contrast import BOX_TEXT, DEBOUNCE_MS, HINT
 
 
 def _faint_and_bright():
@@ -43,6 +45,7 @@ def test_the_users_limits_make_the_faint_disc_seen(demo_available, make_widget, 
     _demo(widget)
     c, layer = widget.controller, viewer.layers["contrast"]
     qtbot.waitUntil(lambda: c.emb is not None, timeout=60_000)  # the preload
+    _box(widget).click()  # the user ticks 'Model sees the layer's contrast'
     layer.contrast_limits = (190, 270)  # what napari's contrast slider sets
     qtbot.waitUntil(lambda: c.emb is not None and c.emb.contrast_limits == (190.0, 270.0),
                     timeout=60_000)
@@ -80,13 +83,17 @@ def test_a_fresh_layer_embeds_as_before(make_widget, tiny_predictor):
     assert form.getWidgetPosition(_box(widget))[0] == form.getWidgetPosition(widget._tile)[0] + 1
 
 
-def test_limits_set_before_the_dock_opened_are_seen(make_widget, tiny_predictor):
+def test_limits_set_before_the_dock_opened_are_seen(make_widget, tiny_predictor, qtbot):
     from stacks import blob_stack
 
     viewer, widget = make_widget(blob_stack(), name="blobs", preload=False,
                                  contrast_limits=(10, 120))
     use_predictor(widget, tiny_predictor)
     c = widget.controller
+    c.compute_embeddings([3])
+    assert c.model_contrast() is None  # the box is off by default
+    _box(widget).click()
+    qtbot.waitUntil(lambda: c.model_contrast() == (10.0, 120.0), timeout=5_000)
     c.compute_embeddings([3])
     assert c.emb.contrast_limits == (10.0, 120.0)
 
@@ -98,6 +105,7 @@ def test_a_dragged_slider_re_embeds_once_after_the_running_job(make_widget, tiny
     viewer, widget = make_widget(blob_stack(), name="blobs", sync=False, preload=False)
     use_predictor(widget, tiny_predictor)
     c, layer = widget.controller, viewer.layers["blobs"]
+    _box(widget).click()
     calls = []
     changed = c.contrast_changed
     c.contrast_changed = lambda: calls.append(c.model_contrast()) or changed()
@@ -130,6 +138,7 @@ def test_the_box_and_napari_reset_go_back_to_the_percentiles(make_widget, tiny_p
     viewer, widget = make_widget(_faint_and_bright(), name="contrast", preload=False)
     use_predictor(widget, tiny_predictor)
     c, layer, box = widget.controller, viewer.layers["contrast"], _box(widget)
+    box.click()
     layer.contrast_limits = (190, 270)
     qtbot.waitUntil(lambda: c.model_contrast() == (190.0, 270.0), timeout=5_000)
     box.setChecked(False)
@@ -139,3 +148,72 @@ def test_the_box_and_napari_reset_go_back_to_the_percentiles(make_widget, tiny_p
     qtbot.waitUntil(lambda: c.model_contrast() == (190.0, 270.0), timeout=5_000)
     layer.reset_contrast_limits()  # napari's reset: the data range napari chose at first
     qtbot.waitUntil(lambda: c.model_contrast() is None, timeout=5_000)
+
+
+def test_a_look_at_other_limits_keeps_the_embeddings_and_says_how_once(make_widget,
+                                                                      tiny_predictor, qtbot):
+    """The box is off by default: dragging the contrast slider only to look embeds nothing
+    again; the first change says once how to give the limits to the model."""
+    viewer, widget = make_widget(_faint_and_bright(), name="contrast", preload=False)
+    use_predictor(widget, tiny_predictor)
+    c, layer = widget.controller, viewer.layers["contrast"]
+    c.compute_embeddings([0])
+    emb = c.emb
+    assert not _box(widget).isChecked()
+    layer.contrast_limits = (190, 270)
+    qtbot.waitUntil(lambda: widget._status.text().startswith(HINT), timeout=5_000)
+    qtbot.wait(2 * DEBOUNCE_MS)
+    assert c.model_contrast() is None and c.emb is emb
+    c.say("something else")
+    layer.contrast_limits = (150, 300)
+    qtbot.wait(2 * DEBOUNCE_MS)
+    assert widget._status.text().startswith("something else")  # once per dock
+
+
+def test_a_propagated_preview_is_kept_until_committed(make_widget, tiny_predictor, qtbot):
+    """With the box ticked, a contrast change while a propagated preview waits for its commit
+    keeps the preview (it was dropped) and applies the limits once it is committed."""
+    from stacks import blob_stack
+
+    viewer, widget = make_widget(blob_stack(), name="blobs", preload=False)
+    use_predictor(widget, tiny_predictor)
+    c, layer = widget.controller, viewer.layers["blobs"]
+    _box(widget).click()
+    c.go_to_slice(3)
+    c.add_point(3, 20, 20)
+    c.propagate()
+    qtbot.waitUntil(lambda: c.volume is not None, timeout=30_000)
+    volume = c.volume
+    layer.contrast_limits = (0, 40)
+    qtbot.waitUntil(lambda: "the propagated preview is kept" in widget._status.text(),
+                    timeout=5_000)
+    assert c.volume is volume and c.model_contrast() is None
+    c.commit()
+    qtbot.waitUntil(lambda: c.model_contrast() == (0.0, 40.0), timeout=10_000)
+    assert np.asarray(viewer.layers["segmentation"].data).any()
+
+
+def test_loading_a_session_restores_the_limits_its_model_saw(make_widget, tiny_predictor,
+                                                             qtbot, tmp_path):
+    from stacks import blob_stack
+
+    viewer, widget = make_widget(blob_stack(), name="blobs", preload=False)
+    use_predictor(widget, tiny_predictor)
+    c, layer, box = widget.controller, viewer.layers["blobs"], _box(widget)
+    box.click()
+    layer.contrast_limits = (0, 40)
+    qtbot.waitUntil(lambda: c.model_contrast() == (0.0, 40.0), timeout=5_000)
+    c.go_to_slice(3)
+    c.add_point(3, 20, 20)
+    c.update_preview()
+    c.commit()
+    path = c.save_session(tmp_path / "work")
+    box.click()
+    layer.reset_contrast_limits()
+    qtbot.waitUntil(lambda: c.model_contrast() is None, timeout=5_000)
+    infos = []
+    c.notify_info = infos.append
+    c.load_session(path)
+    assert box.isChecked() and tuple(layer.contrast_limits) == (0.0, 40.0)
+    assert c.model_contrast() == (0.0, 40.0)
+    assert any("The session's model saw the layer's limits (0-40)" in t for t in infos), infos

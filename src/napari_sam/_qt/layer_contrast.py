@@ -1,14 +1,19 @@
 """The model sees the image layer's contrast limits once the user has set them.
 
-A freshly added layer has the contrast limits napari chose (the data range, or for lazy
-dask/zarr data a guess from the first slice drawn); the model then sees the stack's own
-0.5-99.5 percentile limits (:mod:`napari_sam.annotate.model_contrast`), which suit it better
-than min/max. Once the user changes the layer's limits (napari's layer controls), e.g. to make
-a faint object visible, the model is given those limits: the dock says "Contrast changed:
-slices are embedded again with the layer's limits" and embeds the visible slice again. The
-events of a dragged contrast slider are debounced (:data:`DEBOUNCE_MS`), and a change made
-while a job runs is applied when it ends. The Setup box 'Model sees the layer's contrast'
-(ticked by default) goes back to the percentiles when unticked.
+The model sees the stack's own 0.5-99.5 percentile limits
+(:mod:`napari_sam.annotate.model_contrast`), which suit it better than min/max, unless the
+user ticks the Setup box 'Model sees the layer's contrast' (off by default: a contrast change
+made only to look must not embed every slice again). With the box ticked, once the user changes
+the layer's limits (napari's layer controls), e.g. to make a faint object visible, the model is
+given those limits: the dock says "Contrast changed: slices are embedded again with the
+layer's limits" and embeds the visible slice again (with an Embedding store, into a store of
+those limits beside it: the user's store is never cleared). A freshly added layer (napari's own
+limits) still uses the percentiles. The events of a dragged contrast slider are debounced
+(:data:`DEBOUNCE_MS`); a change made while a job runs is applied when it ends, and one made
+while a propagated preview waits for its commit once it is committed or cleared. With the box
+unticked, the first change of the limits says once how to give them to the model
+(:data:`HINT`). A loaded or resumed session whose model saw the layer's limits ticks the box
+and puts them back on the layer (:meth:`LayerContrast.restore`).
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtCore import QTimer
 
+from napari_sam.annotate.model_contrast import contrast_words
+
 from . import layers as L
 from .controls import check
 from .notify import guarded
 
-__all__ = ["DEBOUNCE_MS", "LayerContrast", "napari_limits"]
+__all__ = ["DEBOUNCE_MS", "HINT", "LayerContrast", "napari_limits"]
 
 #: Quiet time after the last contrast event before the model's contrast follows it (ms)
 DEBOUNCE_MS = 400
@@ -30,7 +37,11 @@ BOX_TIP = ("Ticked: once you change the image layer's contrast limits (napari's 
            "controls), SAM is given the image with those limits, so that a faint object you "
            "made visible is visible to the model too; slices are embedded again. A freshly "
            "opened image (napari's own limits) uses the stack's 0.5-99.5 percentiles, which "
-           "suit the model better. Unticked: always the percentiles.")
+           "suit the model better. Unticked (the default): always the percentiles, and a "
+           "contrast change is for your eyes only.")
+#: The status line, once per dock, when the user changes the limits with the box unticked
+HINT = ("The model sees the stack's own contrast (percentiles); tick 'Model sees the layer's "
+        "contrast' to segment with the limits you set.")
 
 
 def napari_limits(layer) -> tuple[float, float] | None:
@@ -70,7 +81,9 @@ class LayerContrast:
         self.link = None  # (its contrast event, our slot), in links
         self.baseline: tuple[float, float] | None = None  # napari's limits of self.layer
         self.current = None  # the limits the model sees for self.layer (None: percentiles)
-        self.box = check(BOX_TEXT, True, BOX_TIP, toggled=lambda on: self.schedule(0))
+        self.hinted = False  # the HINT was shown
+        self.waiting = False  # the limits waiting for a propagated preview's commit
+        self.box = check(BOX_TEXT, False, BOX_TIP, toggled=lambda on: self.schedule(0))
         form = beside.parentWidget().layout()
         row, _role = form.getWidgetPosition(beside)
         form.insertRow(row + 1, self.box)
@@ -83,12 +96,15 @@ class LayerContrast:
             links.append((signal, slot))
             signal.connect(slot)
         session.contrast_source = self.limits
+        session.restore_contrast = self.restore
 
     # ------------------------------------------------------------------ what the model sees
-    def wanted(self, layer) -> tuple[float, float] | None:
+    def wanted(self, layer, ticked=None) -> tuple[float, float] | None:
         """The limits the model should see for ``layer`` now: the layer's, where the box is
-        ticked and they are not napari's own; else None (the stack's percentiles)."""
-        if not self.box.isChecked() or getattr(layer, "auto_contrast", False):
+        ticked (``ticked``: as if it were, or not) and they are not napari's own; else None
+        (the stack's percentiles)."""
+        ticked = self.box.isChecked() if ticked is None else ticked
+        if not ticked or getattr(layer, "auto_contrast", False):
             return None
         lo, hi = (float(v) for v in layer.contrast_limits)
         if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
@@ -144,6 +160,11 @@ class LayerContrast:
         if self.drawing_first(layer):
             self.baseline = tuple(float(v) for v in layer.contrast_limits)
             return
+        if not self.box.isChecked():
+            if self.wanted(layer, ticked=True) is not None and not self.hinted and self.links:
+                self.hinted = True
+                self.session.say(HINT)
+            return
         self.schedule(DEBOUNCE_MS)
 
     def on_removed(self, event) -> None:
@@ -174,7 +195,36 @@ class LayerContrast:
         job = session.job
         if job is not None and job.running:
             return  # on_job_changed applies it
-        self.current = new
+        if session.volume is not None:  # an uncommitted propagated preview is kept
+            if self.waiting != new:
+                self.waiting = new
+                session.say("Contrast changed: the propagated preview is kept; the model sees "
+                            f"{contrast_words(new)} once you commit it (Shift+C) or clear it.")
+            self.schedule(4 * DEBOUNCE_MS)  # (checked again until then)
+            return
+        self.current, self.waiting = new, False
         lead = session.contrast_changed()
         if self.after_change is not None:
             self.after_change(lead=lead)
+
+    def restore(self, limits) -> None:
+        """A loaded or resumed session's model saw ``limits`` (None: the stack's percentiles,
+        left as they are): tick the box, put them on the image layer and give them to the
+        model now; a notification says so."""
+        session = self.session
+        layer = session.image_layer
+        if limits is None or layer is None or not self.links:
+            return
+        limits = tuple(float(v) for v in limits)
+        self.limits()  # (follow the layer)
+        self.box.blockSignals(True)
+        self.box.setChecked(True)
+        self.box.blockSignals(False)
+        layer.contrast_limits = limits
+        self.timer.stop()
+        if self.wanted(layer) != self.current:
+            self.current = self.wanted(layer)
+            session.contrast_changed()
+        session.notify_info(f"The session's model saw {contrast_words(limits)}: they are on "
+                            f"'{layer.name}' again and 'Model sees the layer's contrast' is "
+                            "ticked.")
