@@ -15,8 +15,8 @@ from napari_sam.progress import ProgressArg, reports_progress
 from napari_sam.session_checks import SessionError, check_image, tiling_of
 from napari_sam.words import counted, for_count
 
-__all__ = ["ReplayResult", "check_replayable", "op_contrast", "recorded_contrast",
-           "recorded_tiling", "replay"]
+__all__ = ["ReplayResult", "check_replayable", "checked_limits", "op_contrast",
+           "recorded_contrast", "recorded_tiling", "replay"]
 
 
 def _prompt_of(rec: Mapping):
@@ -110,9 +110,11 @@ def check_replayable(session) -> None:
     Raises
     ------
     SessionError
-        Naming the first SAM 2 operation and what to do instead.
+        Naming the first SAM 2 operation and what to do instead, or an operation whose
+        ``contrast_limits`` are not [low, high].
     """
     for i, op in enumerate(session.operations):
+        checked_limits(op.get("contrast_limits"), f"operation {i + 1}'s contrast_limits")
         if (op.get("options") or {}).get("method") == "sam2":
             raise SessionError(
                 f"operation {i + 1} of this session propagated with SAM 2 memory (a SAM 2.1 "
@@ -134,8 +136,29 @@ def op_contrast(op: Mapping) -> tuple[float, float] | None:
     """The contrast limits (low, high) the model saw in the dock when operation ``op`` was
     made: the image layer's limits the user set ('Model sees the layer's contrast'), or None:
     the stack's own 0.5-99.5 percentiles (an operation without ``contrast_limits``)."""
-    limits = op.get("contrast_limits")
-    return None if limits is None else (float(limits[0]), float(limits[1]))
+    return checked_limits(op.get("contrast_limits"), "an operation's contrast_limits")
+
+
+def checked_limits(limits, what: str) -> tuple[float, float] | None:
+    """Recorded contrast ``limits`` as (low, high) floats, or None (None: the stack's
+    percentiles).
+
+    Raises
+    ------
+    SessionError
+        Naming ``what`` when they are not two finite numbers with high > low.
+    """
+    if limits is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in limits)
+    except (TypeError, ValueError):
+        lo = hi = float("nan")
+    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+        raise SessionError(f"{what} must be [low, high], two finite numbers with high > low, "
+                           f"got {limits!r}: correct it in the session file (or remove it: "
+                           "the stack's own percentiles)")
+    return lo, hi
 
 
 def recorded_contrast(session) -> tuple[float, float] | None:
@@ -146,8 +169,8 @@ def recorded_contrast(session) -> tuple[float, float] | None:
     mid-session) are replayed with ``replay(..., embed=...)``."""
     if session.operations:
         return op_contrast(session.operations[-1])
-    limits = (session.image or {}).get("model_contrast_limits")
-    return None if limits is None else (float(limits[0]), float(limits[1]))
+    return checked_limits((session.image or {}).get("model_contrast_limits"),
+                   "image.model_contrast_limits")
 
 
 def _same_limits(a, b) -> bool:

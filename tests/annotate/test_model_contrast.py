@@ -146,3 +146,26 @@ def test_cli_replay_uses_the_recorded_contrast_and_names_a_contrast_difference(
     err = capsys.readouterr().err
     assert "the model seeing contrast limits" in err and "(the session's: 0-40)" in err, err
     assert "corrected by hand" not in err
+
+
+def test_malformed_recorded_limits_are_named(tiny_sam, tmp_path):
+    """A session file whose contrast limits were edited into nonsense: replay refuses it
+    before any work naming the operation; Load keeps the percentiles and warns."""
+    import json
+
+    from napari_sam import session as S
+    from stacks import blob_session
+
+    sess, _ = _contrast_session(tiny_sam, tmp_path, (0, 40))
+    sess.operations[0]["contrast_limits"] = [40, "x"]
+    with pytest.raises(S.SessionError, match=r"operation 1's contrast_limits must be \[low, "
+                                              r"high\].*got \[40, 'x'\]"):
+        S.check_replayable(sess)
+    record = json.loads(sess.path.read_text())
+    record["image"]["model_contrast_limits"] = [40, 0]
+    sess.path.write_text(json.dumps(record))
+    s = blob_session(tiny_sam)
+    with pytest.warns(UserWarning, match="The model sees the stack's own percentiles: the "
+                                         "session's model_contrast_limits must be"):
+        s.load_session(sess.path)
+    assert s.model_contrast() is None

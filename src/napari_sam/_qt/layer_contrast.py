@@ -213,9 +213,9 @@ class LayerContrast:
         model now; a notification says so."""
         session = self.session
         layer = session.image_layer
+        limits = session.recorded_limits(limits)
         if limits is None or layer is None or not self.links:
             return
-        limits = tuple(float(v) for v in limits)
         self.limits()  # (follow the layer)
         self.box.blockSignals(True)
         self.box.setChecked(True)

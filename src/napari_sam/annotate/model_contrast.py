@@ -84,8 +84,22 @@ class ModelContrast:
         None: the stack's percentiles): the model sees them again. The dock
         (:class:`napari_sam._qt.layer_contrast.LayerContrast`) puts them on the image layer
         and ticks its box instead."""
+        limits = self.recorded_limits(limits)
         if limits is not None or self.contrast_source is not None:
             self.set_model_contrast(limits)
+
+    def recorded_limits(self, limits) -> tuple[float, float] | None:
+        """A loaded session's ``model_contrast_limits`` as (low, high), or None: none, or
+        (with a warning saying so) not two finite numbers with high > low."""
+        if limits is None:
+            return None
+        from napari_sam.session_replay import checked_limits
+
+        try:
+            return checked_limits(limits, "the session's model_contrast_limits")
+        except ValueError as err:  # (a SessionError)
+            self.notify_warning(f"The model sees the stack's own percentiles: {err}.")
+            return None
 
     def contrast_changed(self) -> str:
         """Main thread, the limits :meth:`model_contrast` returns changed: point at the
