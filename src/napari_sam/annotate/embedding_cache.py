@@ -128,14 +128,6 @@ class EmbeddingCache:
         for k in [k for k in self._entries if k[0] == image_id]:
             del self._entries[k]
 
-    def drop_stored(self, image_id, keep=None) -> None:
-        """Forget the entries of the image ``image_id`` kept in a zarr store, but ``keep``:
-        embeddings of other contrast limits clear the store and write theirs, which an
-        entry made before would read as its own (a store holds one contrast's)."""
-        for k in [k for k in self._entries if k[0] == image_id and k[5] is not None]:
-            if k != keep:
-                del self._entries[k]
-
     def __len__(self) -> int:
         return len(self._entries)
 
