@@ -173,7 +173,11 @@ class AnnotationController(ViewProblems, AnnotationSession):
         preload, which makes way for clicks) runs: it stops after the tile under way, as for
         a click, and ``action()`` runs then (they were refused: "... is running: wait or
         Cancel"). False where no such job runs (the action runs now, or is refused)."""
-        if not self.pause_for_click() and not self.preload_pausing():
+        job = self.job
+        if job is None or not job.running or job.phase != "embedding tiles":
+            return False  # (another job, or a whole image's embedding, which cannot stop)
+        self.pause_for_click()
+        if not self.preload_pausing():
             return False
         self._queued = action
         self._say(f"{name} starts once the embedding in the background stops (after the "
