@@ -73,3 +73,22 @@ def test_two_docks_on_one_file_keep_their_own_session_files(make_widget, stack_f
     assert len(S.read_session(mine).operations) == 4
     assert S.read_session(other).operations == second.operations
     assert not list(stack_file.parent.glob("*.kept-*"))
+
+
+def test_a_second_window_is_not_offered_the_first_ones_live_session(make_widget, stack_file,
+                                                                    tiny_ckpt):
+    """Before: the second window's dock offered the first one's session file while the first
+    dock autosaved in it; resumed, the one log went on in two diverging files."""
+    v1, w1 = dock_on(make_widget, stack_file, tiny_ckpt)
+    commit_on(v1, w1, 1)
+    v2, w2 = dock_on(make_widget, stack_file, tiny_ckpt)
+    assert not w2._resume_row.isVisibleTo(w2)
+    commit_on(v2, w2, 3, row=40)
+    mine = stack_file.with_name(stack_file.name + S.SESSION_FILE_SUFFIX)
+    other = stack_file.with_name(stack_file.name + ".session-2" + S.SESSION_FILE_SUFFIX)
+    assert S.read_session(mine).operations == w1.controller.log
+    assert S.read_session(other).operations == w2.controller.log
+    assert len(w2.controller.log) == 1
+    v1.window.remove_dock_widget(w1)  # the first session ends: a third window is offered it
+    v3, w3 = dock_on(make_widget, stack_file, tiny_ckpt)
+    assert w3._resume_row.isVisibleTo(w3) and "1 commit" in w3._resume_label.text()

@@ -53,11 +53,12 @@ def test_autosave_keeps_a_session_it_did_not_resume(make_widget, stack_file, tin
     first = np.asarray(w1.controller.target_layer.data).copy()
     assert len(S.read_session(autosave_of(stack_file)).operations) == 2
 
+    v1.window.remove_dock_widget(w1)  # (the first session ends; while it lives, its file is
+    # not offered: tests/_qt/test_autosave_race_gui.py)
     v2, w2 = open_image_dock(make_widget, stack_file, tiny_ckpt)
     assert w2._resume_row.isVisibleTo(w2) and "2 commits" in w2._resume_label.text()
     # said where the user looks too (the panel is at the bottom of the dock; session 25)
     assert any("Resume or Ignore it in the dock's Session panel" in m for _, m in notifications)
-    v1.window.remove_dock_widget(w1)  # (the first session ends)
     assert commit_on(v2, w2, 2) == [1]  # neither Resume nor Ignore
     (kept,) = kept_files(stack_file)
     old = S.read_session(kept)  # complete: its labels TIFF checked by its hash

@@ -164,6 +164,7 @@ def test_a_reopened_session_takes_over_the_autosaved_log_at_once(session, tmp_pa
         s.add_point(3, r, r)
         s.update_preview()
         s.commit()
+    s.release_session_file()  # (its dock closed: a live session's log is not taken over)
     again = AnnotationSession()
     again.set_image(blob_stack(), name="blobs")
     again.path = s.path

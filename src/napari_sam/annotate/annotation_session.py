@@ -426,6 +426,7 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
         self.render()
         self._lookup()
         if changed:
+            self.release_session_file()  # (the last image's: another window may autosave it)
             self.drop_sam2_features()
             restored = self.restore_prompts()
             note = " ".join(t for t in (aside, restored) if t)

@@ -13,6 +13,9 @@ the claims are also kept in a table, so that two sessions of one process exclude
 where ``flock`` does not (NFS turns it into a per-process lock; Windows has none: there the
 table alone works). A session whose file is claimed autosaves in an alternate file beside it,
 ``<image>.session-2.sam-session.json`` (:func:`alternate_session_file`), and says so.
+Resume leaves out the files other live sessions hold (:meth:`SessionClaims.taken`, which
+tries another process's lock without waiting: :func:`claimed`); a session resumed from one
+holds it from then on (:meth:`SessionClaims.hold`), an alternate too.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import weakref
 from pathlib import Path
 
 __all__ = ["SessionClaim", "alternate_session_file", "alternate_session_files",
-           "claim_holder", "claim_session_file", "lock_file_for"]
+           "claim_holder", "claim_session_file", "claimed", "lock_file_for"]
 
 #: alternates tried when a session file is claimed: ``.session-2`` to ``.session-<N>``
 MAX_ALTERNATES = 20
@@ -110,6 +113,37 @@ def claim_session_file(path: Path) -> SessionClaim | None:
         claim = SessionClaim(path, key, handle)
         _HELD[key] = weakref.ref(claim)
         return claim
+
+
+def claimed(path: Path) -> bool:
+    """Whether a live session (of this process, or of another: the ``flock`` of its lock file,
+    tried without waiting) holds the claim on the session file ``path``. A lock file left by
+    a process that ended is not held."""
+    path = Path(path)
+    with _GUARD:  # (no claim of this process is made while the lock is tried)
+        ref = _HELD.get(str(path.absolute()))
+        if ref is not None and ref() is not None and ref().held:
+            return True
+        return _locked(lock_file_for(path))
+
+
+def _locked(lock: Path) -> bool:
+    """Whether another open handle holds the ``flock`` of the file ``lock`` (not made)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: the table of this process only
+        return False
+    try:
+        handle = open(lock, encoding="utf-8")
+    except OSError:  # none there: nobody holds it
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return False
 
 
 def claim_holder(path: Path) -> str:
@@ -212,6 +246,34 @@ class SessionClaims:
         raise FileExistsError(f"{path} and its alternates up to "
                               f"{alternate_session_file(path, MAX_ALTERNATES).name} are all "
                               "being written by other napari-sam sessions")
+
+    def holds(self, path: Path) -> bool:
+        """Whether this session holds the claim on the session file ``path``."""
+        with self._lock:
+            claim = self._held.get(str(Path(path).absolute()))
+            return claim is not None and claim.held
+
+    def taken(self, path: Path) -> bool:
+        """Whether another live session holds the claim on the session file ``path`` (its
+        log goes on there: resuming it too would fork that log into two files)."""
+        return not self.holds(path) and claimed(path)
+
+    def hold(self, path: Path) -> bool:
+        """Claim the session file ``path`` and keep it (a session resumed from it: its
+        autosaves go on there, also in an alternate), letting any other file go; False when
+        another live session holds it."""
+        key = str(Path(path).absolute())
+        with self._lock:
+            self._closing = False
+            claim = self._held.get(key)
+            if claim is None or not claim.held:
+                claim = claim_session_file(path)
+            if claim is None:
+                return False
+            for other in [k for k in self._held if k != key]:
+                self._held.pop(other).release()
+            self._held[key] = claim
+            return True
 
     def done(self) -> None:
         """The write after :meth:`writable` ended (written or not)."""

@@ -147,7 +147,7 @@ class SessionLog:
         first one, else None. The autosave file is read once, however many candidates."""
         path = self.autosave_path()
         self.wait_autosave()
-        if path is None or not path.is_file():
+        if path is None or not path.is_file() or self._claims.taken(path):  # another's log
             return None
         try:
             sess = S.read_session(path)
@@ -371,15 +371,23 @@ class SessionLog:
     def saved_session_path(self) -> Path | None:
         """The autosaved session of this image, next to it or under the cache folder, or in
         an alternate of those (written while another session autosaved there): the newest
-        when several exist; None when there is none."""
-        path = self.image_path()
-        if path is None:
-            return None
+        when several exist, leaving out those another live session autosaves in (its log goes
+        on there); None when there is none."""
         self.wait_autosave()
-        found = [q for p in map(self.own_session_file, (S.session_file_for(path),
-                                                         fallback_session_file(path)))
-                 for q in (p, *alternate_session_files(p)) if q.is_file()]
+        found = [p for p in self._session_files() if not self._claims.taken(p)]
         return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+    def _session_files(self, files=None) -> list[Path]:
+        """The session files of this image that exist: ``files`` (default: next to it and
+        under the cache folder) or its own beside those, each with its alternates that
+        record this image (not another channel layer's of the file)."""
+        path = self.image_path()
+        if files is None:
+            files = () if path is None else (S.session_file_for(path),
+                                             fallback_session_file(path))
+        return [q for p in map(self.own_session_file, files)
+                for q in (p, *filter(self._holds_this_image, alternate_session_files(p)))
+                if q.is_file()]
 
     def _autosave(self) -> None:
         """Autosave the session as it stands: labels of :data:`~napari_sam.annotate.
@@ -433,7 +441,7 @@ class SessionLog:
             return
         finally:
             self._claims.done()
-        if written != target and str(written) not in self._autosave_said:
+        if written != target and holder and str(written) not in self._autosave_said:
             self._autosave_said.add(str(written))
             self._autosave_news(job, f" The session file {target} is being autosaved by "
                                      f"{holder}: this session is autosaved in {written} "
@@ -487,7 +495,8 @@ class SessionLog:
         and the status says so."""
         target.parent.mkdir(parents=True, exist_ok=True)
         writable = self._claims.writable(target)
-        holder = "" if writable == target else claim_holder(target)
+        holder = "" if writable == target or not self._claims.taken(target) else (
+            claim_holder(target))  # ("": an alternate it resumed, with the file free)
         target = writable
         kept, state, mine = None, job.state, None
         if target.is_file() and not self._owns_autosave(target, job.generation):
@@ -559,9 +568,12 @@ class SessionLog:
         self._log_generation += 1
         self.session_path = Path(path)
         auto = self.autosave_path()
-        if auto is not None and (self.session_path.absolute() == auto.absolute()  # resumed
-                                 or _holds_the_same_work(auto, sess)):  # or a copy of it
-            self._own_autosave(auto)  # its log goes on in that file
+        resumed = next((p for p in ([] if auto is None else self._session_files([auto]))
+                        if p.absolute() == self.session_path.absolute()), None)
+        if resumed is not None and self._claims.hold(resumed):  # (an alternate too)
+            self._own_autosave(resumed)  # its log goes on in that file
+        elif auto is not None and _holds_the_same_work(auto, sess):  # a copy of it
+            self._own_autosave(auto)
         if differs:
             text = (f"Loaded the session {Path(path).name} ({sess.summary()}). Note: "
                     + "; ".join(differs) + ". Its labels are placed as they were saved: check "
@@ -671,6 +683,11 @@ class SessionLog:
         if self._kept_aside is not None and self._kept_aside.is_file() and (
                 target is None or self._owns_autosave(target)):
             target = self._kept_aside
+        live = self._session_files() if target is None else None
+        if live:
+            raise UserError(f"The autosaved session of this image, {live[0]}, is being "
+                            f"autosaved by {claim_holder(live[0])}: its commits go on there. "
+                            "Close that dock (or napari) first to resume it here.")
         if target is None:
             raise UserError("No autosaved session of this image (next to it or in the cache "
                             "folder).")
