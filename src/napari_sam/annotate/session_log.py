@@ -32,7 +32,6 @@ from __future__ import annotations
 import errno
 import functools
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from .autosave_writer import AutosaveWriter
 from .errors import UserError, sentence
 from .prompt_groups import POINT_OBJECT, inside_image
 from .session_claims import SessionClaims, alternate_session_files, claim_holder
+from .session_compare import holds_the_same_work, same_prompts
 from .session_records import ImageRecords
 
 __all__ = ["SessionLog", "fallback_session_file", "folder_writable"]
@@ -548,7 +548,7 @@ class SessionLog:
             raise UserError(sentence(err)) from None
         pending = sess.pending or {}
         mine = self.prompt_arrays()
-        own = _same_prompts(self._pending_prompts(), pending)  # loaded twice: nothing lost
+        own = same_prompts(self._pending_prompts(), pending)  # loaded twice: nothing lost
         if (pending.get("points") or pending.get("boxes")) and len(mine[0]) + len(mine[2]) and (
                 not own):
             raise UserError(
@@ -572,7 +572,7 @@ class SessionLog:
                         if p.absolute() == self.session_path.absolute()), None)
         if resumed is not None and self._claims.hold(resumed):  # (an alternate too)
             self._own_autosave(resumed)  # its log goes on in that file
-        elif auto is not None and _holds_the_same_work(auto, sess):  # a copy of it
+        elif auto is not None and holds_the_same_work(auto, sess):  # a copy of it
             self._own_autosave(auto)
         if differs:
             text = (f"Loaded the session {Path(path).name} ({sess.summary()}). Note: "
@@ -765,39 +765,3 @@ def _file_in_the_way(path: Path) -> Path | None:
         except OSError:
             return None
     return None
-
-
-def _same_prompts(a: dict, b: dict) -> bool:
-    """Whether two pending-prompt records ({"points", "labels", "boxes"}) hold the same
-    prompts: labels exactly, coordinates to 1e-3 px (napari's layers hold float32)."""
-    def arr(d, key):
-        return np.asarray(d.get(key) or [], np.float64)
-
-    for key in ("points", "boxes"):
-        x, y = arr(a, key), arr(b, key)
-        if x.shape != y.shape or not np.allclose(x, y, atol=1e-3, rtol=0):
-            return False
-    return np.array_equal(arr(a, "labels"), arr(b, "labels"))
-
-
-def _holds_the_same_work(path: Path, sess: S.Session) -> bool:
-    """Whether the session file at ``path`` holds ``sess``'s work: its commits, labels and
-    base labels (a copy saved with *Save session...*), so that autosave may go on there
-    without keeping it aside. Pending prompts are not compared: the autosave is written at
-    commits, undo, redo and painting, so it need not hold the clicks a saved copy kept
-    uncommitted (lost work is committed work, which is compared)."""
-    if not path.is_file():
-        return False
-    try:
-        other = S.read_session(path)
-    except S.SessionError:
-        return False
-
-    def same(a, b) -> bool:
-        return (a is None) == (b is None) and (a is None or np.array_equal(a, b))
-
-    def text(value) -> str:
-        return json.dumps(value, sort_keys=True, default=str)
-
-    return (text(other.operations) == text(sess.operations)
-            and same(other.labels, sess.labels) and same(other.base, sess.base))
