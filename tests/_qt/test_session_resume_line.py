@@ -26,6 +26,7 @@ def test_the_resume_line_is_not_said_again_with_a_later_preview(make_widget, sta
     v1, w1 = _open(make_widget, stack_file, tiny_ckpt)
     _click(v1, w1, 1)
     assert w1._on_commit() is not None, w1.controller.status  # autosaved next to the image
+    v1.window.remove_dock_widget(w1)  # (a live dock's file is not offered to another)
 
     v2, w2 = _open(make_widget, stack_file, tiny_ckpt)
     assert w2._resume_row.isVisibleTo(w2)

@@ -38,4 +38,4 @@ def test_a_neighbour_or_an_object_of_the_same_commit_is_not_a_fragment():
     labels[0][_disc(20, 33, 5)] = 4
     text = _describe(labels, [ObjectMask(_disc(20, 20, 9), z=0),
                               ObjectMask(_disc(20, 20, 12), z=0)])
-    assert text.startswith("Committed label 5, 6 (") and text.endswith("pixels).")
+    assert text.startswith("Committed labels 5, 6 (") and text.endswith("pixels).")
