@@ -237,6 +237,8 @@ def test_autosave_falls_back_to_the_cache_folder_when_the_image_folder_is_read_o
         assert widget._on_commit().ids == [3]
         assert len(read_session(fallback, load_labels=False).operations) == 3
         # without those labels (another viewer), the image offers its session from there
+        # once the first dock has closed (a live dock's file is offered to no other)
+        viewer.window.remove_dock_widget(widget)
         other, w2 = make_widget()
         w2._model.setCurrentIndex(w2._model.count() - 1)
         w2._on_model_changed(str(tiny_ckpt))
