@@ -16,6 +16,18 @@ def _pick(widget, text: str) -> None:
     widget._target.activated.emit(index)
 
 
+def _large_image_embedding_tiles(make_widget, qtbot):
+    """The dock on a 1400 x 1400 image (tiled), its background embedding of tiles under way
+    (real worker threads): ``(widget, controller, the preload job)``."""
+    rng = np.random.default_rng(0)
+    image = (30 + rng.normal(0, 10, (1400, 1400))).clip(0, 255).astype(np.uint8)
+    _viewer, w = make_widget(image, sync=False, preload=True, name="large")
+    c = w.controller
+    qtbot.waitUntil(lambda: c.job is not None and c.job.phase == "embedding tiles",
+                    timeout=60_000)
+    return w, c, c.job
+
+
 def _button(widget, text: str) -> QPushButton:
     return next(b for b in widget.findChildren(QPushButton) if b.text().startswith(text))
 
@@ -145,13 +157,7 @@ def test_segment_everything_during_the_preload_makes_it_stop(make_widget, qtbot,
     """Segment everything while the background embedding of a large (tiled) image runs was
     refused ("... is running: wait or Cancel"); it makes the embedding stop after the tile
     under way, as a click does, and starts then (real worker threads)."""
-    rng = np.random.default_rng(0)
-    image = (30 + rng.normal(0, 10, (1400, 1400))).clip(0, 255).astype(np.uint8)
-    viewer, w = make_widget(image, sync=False, preload=True, name="large")
-    c = w.controller
-    qtbot.waitUntil(lambda: c.job is not None and c.job.phase == "embedding tiles",
-                    timeout=60_000)
-    preload = c.job
+    w, c, preload = _large_image_embedding_tiles(make_widget, qtbot)
     _button(w, "Segment everything").click()
     assert c.status.startswith("Segment everything starts once the embedding in the "
                                "background stops"), c.status
@@ -170,13 +176,7 @@ def test_a_refused_action_during_the_preload_lets_the_embedding_go_on(make_widge
     left stopped, the slice half embedded), the refusal staying the status line."""
     from napari_sam.annotate.click_first import RESUME_DESCRIPTION
 
-    rng = np.random.default_rng(0)
-    image = (30 + rng.normal(0, 10, (1400, 1400))).clip(0, 255).astype(np.uint8)
-    viewer, w = make_widget(image, sync=False, preload=True, name="large")
-    c = w.controller
-    qtbot.waitUntil(lambda: c.job is not None and c.job.phase == "embedding tiles",
-                    timeout=60_000)
-    preload = c.job
+    w, c, preload = _large_image_embedding_tiles(make_widget, qtbot)
     _button(w, "Propagate").click()
     qtbot.waitUntil(lambda: not preload.running, timeout=120_000)
     qtbot.waitUntil(lambda: c.job is not None and c.job.description == RESUME_DESCRIPTION,
