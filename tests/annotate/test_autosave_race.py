@@ -57,21 +57,13 @@ def test_two_sessions_of_one_file_keep_each_others_commits(tiny_sam, tmp_path):
 def test_a_session_of_another_process_keeps_its_file(tiny_sam, tmp_path):
     """The claim is a lock the kernel keeps across processes (and lets go when the
     process ends, even killed)."""
-    import subprocess
-    import sys
-
     from napari_sam import session as S
+    from session_claim_helpers import another_process_claims
 
     image = tmp_path / "blobs.tif"
     mine = S.session_file_for(image)
     mine.write_text("{}")  # (stands for the other process's session)
-    code = ("import sys; from napari_sam.annotate.session_claims import claim_session_file; "
-            f"c = claim_session_file({str(mine)!r}); print(c is not None, flush=True); "
-            "sys.stdin.read()")
-    other = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-    try:
-        assert other.stdout.readline().strip() == "True"
+    with another_process_claims(mine, kill=True) as other:
         s = blob_session(tiny_sam)
         s.path = str(image)
         _commit(s, 2, 20, 20)
@@ -80,8 +72,5 @@ def test_a_session_of_another_process_keeps_its_file(tiny_sam, tmp_path):
         assert S.read_session(alternate).operations == s.log
         assert f"autosaved by napari-sam process {other.pid}: this session is autosaved " \
             f"in {alternate} instead" in s.status
-    finally:
-        other.kill()
-        other.wait()
     _commit(s, 3, 30, 30)  # still its own file: it holds that one now
     assert S.read_session(alternate).operations == s.log and mine.read_text() == "{}"

@@ -6,13 +6,11 @@ another image lets the last image's file go at once."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 from napari_sam.annotate.errors import UserError
+from session_claim_helpers import another_process_claims
 from stacks import blob_session, blob_stack
 
 
@@ -65,20 +63,12 @@ def test_a_file_another_process_autosaves_in_is_not_offered(tiny_sam, tmp_path):
     _commit(first, 1, 20, 20)
     mine = first.autosave_path()
     first.release_session_file()
-    code = ("import sys; from napari_sam.annotate.session_claims import claim_session_file; "
-            f"c = claim_session_file({str(mine)!r}); print(c is not None, flush=True); "
-            "sys.stdin.read()")
-    other = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-    try:
-        assert other.stdout.readline().strip() == "True"
+    with another_process_claims(mine) as other:
         second = _on(blob_session(tiny_sam), image)
         assert claimed(mine) and second.saved_session_path() is None
         with pytest.raises(UserError, match=r"being autosaved by napari-sam process "
                                             f"{other.pid}"):
             second.resume()
-    finally:
-        other.communicate("")
     assert not claimed(mine) and second.saved_session_path() == mine  # its process ended
 
 
