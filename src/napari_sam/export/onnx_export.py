@@ -423,7 +423,7 @@ def _metadata(model, *, opset, decoder_opts, files) -> dict[str, Any]:
     import onnx
 
     from napari_sam import __version__
-    from napari_sam.preprocess import DEFAULT_PERCENTILES
+    from napari_sam.preprocess import DEFAULT_PERCENTILES, THIN_FRACTION, THIN_PAD_MODE
 
     s, e = int(model.img_size), int(model.embedding_size)
     config = model.config
@@ -455,7 +455,16 @@ def _metadata(model, *, opset, decoder_opts, files) -> dict[str, Any]:
             "resize": f"bilinear (PIL) so that the longest side is {s}; (h, w) = "
             f"floor((H, W) * {s} / max(H, W) + 0.5)",
             "normalize": "(rgb - pixel_mean) / pixel_std on the 0..255 scale",
-            "pad": f"zeros at the bottom and right to {s} x {s}, after normalising",
+            "pad": f"zeros at the bottom and right to {s} x {s}, after normalising (thin "
+            "strips: see thin_strips)",
+            "thin_strips": {
+                "fraction": THIN_FRACTION,
+                "numpy_pad_mode": THIN_PAD_MODE,
+                "description": f"when the resized short side is under {THIN_FRACTION} x {s} "
+                f"px, the resized uint8 RGB is padded to {s} x {s} at the bottom and right "
+                f"with numpy.pad(mode='{THIN_PAD_MODE}') (its mirror image) before "
+                "normalising, so no zeros are added (napari_sam.preprocess.pad_thin_input)",
+            },
             "layout": "(1, 3, S, S) float32, channels RGB",
         },
         "coordinates": "point_coords are (x, y) = (col * w / W, row * h / H), (h, w) the "
