@@ -9,15 +9,11 @@ from __future__ import annotations
 import threading
 import warnings
 
-from sam_qt_helpers import blob_stack, canvas_click, use_predictor
+from sam_qt_helpers import blob_stack, canvas_click, press_key, use_predictor
 
 from napari_sam.volume import SlicePrompt
 from napari_sam.volume.result import LostObjectsWarning
 from test_volume import OracleStack, cylinders
-
-
-def _press(viewer, key):
-    viewer.window._qt_viewer._key_map_handler.press_key(key)
 
 
 def _ignored_lost() -> list:
@@ -50,7 +46,7 @@ def test_the_dock_says_lost_objects_and_leaves_other_threads_warnings_alone(
     canvas_click(viewer, 20, 20)
     qtbot.waitUntil(lambda: c.job is None and bool(c.previews), timeout=60_000)
     assert not _ignored_lost()
-    _press(viewer, "Shift-D")
+    press_key(viewer, "Shift-D")
     qtbot.waitUntil(inside.is_set, timeout=60_000)
     try:  # while the dock propagates: nothing drops a LostObjectsWarning of another thread
         assert not _ignored_lost()

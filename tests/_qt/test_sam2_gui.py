@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sam_qt_helpers import blob_stack, canvas_click
+from sam_qt_helpers import blob_stack, canvas_click, press_key
 
 from sam2_checkpoint import save_sam2_checkpoint
 
 SHAPE = (6, 48, 48)
-
-
-def _press(viewer, key):
-    viewer.window._qt_viewer._key_map_handler.press_key(key)
 
 
 def _choose_file(widget, path):
@@ -84,7 +80,7 @@ def test_sam2_checkpoint_offers_sam2_memory_and_propagates_in_a_worker(sam2_widg
     progress, jobs = [], []
     c.job_progress.connect(lambda done, total: progress.append((done, total)))
     c.job_changed.connect(lambda job: jobs.append(job))
-    _press(viewer, "Shift-D")
+    press_key(viewer, "Shift-D")
     assert jobs and jobs[0].description == "Propagating through the stack with SAM 2 memory"
     qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
     assert jobs[0].worker is not None and jobs[0].succeeded  # ran in a worker thread
@@ -109,16 +105,16 @@ def test_sam2_checkpoint_offers_sam2_memory_and_propagates_in_a_worker(sam2_widg
     assert np.array_equal(preview, result.labels > 0) and preview[2].any()
     assert (preview & (before == 7)).any()  # the preview covers part of label 7
 
-    _press(viewer, "Shift-C")
+    press_key(viewer, "Shift-C")
     (new,) = c.history.peek_undo().ids
     assert new not in (0, 7, 9)
     after = np.asarray(labels.data)
     assert np.array_equal(after == new, preview & (before == 0))  # only into empty voxels
     assert np.array_equal(after[before != 0], before[before != 0])  # labels 7, 9 untouched
     assert widget._status.text().startswith(f"Committed label {new} (")
-    _press(viewer, "Shift-U")
+    press_key(viewer, "Shift-U")
     assert np.array_equal(np.asarray(labels.data), before)  # undo restores exactly
-    _press(viewer, "Shift-R")
+    press_key(viewer, "Shift-R")
     assert np.array_equal(np.asarray(labels.data), after)
 
 

@@ -6,11 +6,7 @@ commits a preview older than the prompts."""
 from __future__ import annotations
 
 import numpy as np
-from sam_qt_helpers import canvas_click
-
-
-def _press(viewer, key):
-    viewer.window._qt_viewer._key_map_handler.press_key(key)
+from sam_qt_helpers import canvas_click, press_key
 
 
 def _click(viewer, widget, row, col, modifiers=()):
@@ -23,7 +19,7 @@ def test_the_preview_is_not_drawn_in_a_committed_labels_colours(stack_widget):
     viewer, widget = stack_widget
     c = widget.controller
     _click(viewer, widget, 20, 20)
-    _press(viewer, "Shift-C")
+    press_key(viewer, "Shift-C")
     assert widget._status.text().startswith("Committed label 1"), widget._status.text()
     _click(viewer, widget, 44, 44)
     assert c.previews
@@ -38,17 +34,17 @@ def test_deleting_the_labels_layer_says_what_went_with_it(stack_widget):
     viewer, widget = stack_widget
     c = widget.controller
     _click(viewer, widget, 20, 20)
-    _press(viewer, "Shift-C")
+    press_key(viewer, "Shift-C")
     target = c.target_layer
     name = target.name
     viewer.layers.remove(target)
     assert widget._status.text() == (
         f"The labels layer '{name}' was deleted. Its 1 undo/redo step went with it. The next "
         "commit goes into a new 'segmentation' layer (or pick one in 'Labels layer').")
-    _press(viewer, "Shift-U")
+    press_key(viewer, "Shift-U")
     assert "Nothing to undo" in widget._status.text()
     _click(viewer, widget, 44, 44)
-    _press(viewer, "Shift-C")
+    press_key(viewer, "Shift-C")
     assert widget._status.text().startswith("Committed label 1"), widget._status.text()
     assert c.target_layer is not None and c.target_layer in viewer.layers
 
@@ -58,17 +54,17 @@ def test_with_live_preview_off_shift_c_refuses_a_preview_older_than_the_clicks(s
     c = widget.controller
     widget._live.setChecked(False)
     _click(viewer, widget, 20, 20)
-    _press(viewer, "Shift-S")
+    press_key(viewer, "Shift-S")
     assert c.previews and c.previews[0].prompt.points.shape == (1, 2)
     _click(viewer, widget, 24, 24, ("Shift",))  # a negative click, not previewed
     _click(viewer, widget, 44, 44)  # and a far positive one
-    _press(viewer, "Shift-C")
+    press_key(viewer, "Shift-C")
     text = widget._status.text()
     assert text.startswith("Not committed: the prompts changed since the preview"), text
     assert "press Shift+S" in text
     assert c.target_layer is None or not np.asarray(c.target_layer.data).any()
-    _press(viewer, "Shift-S")
-    _press(viewer, "Shift-C")
+    press_key(viewer, "Shift-S")
+    press_key(viewer, "Shift-C")
     assert widget._status.text().startswith("Committed label 1"), widget._status.text()
     np.testing.assert_allclose(c.log[-1]["objects"][0]["points"],
                                [[20, 20], [24, 24], [44, 44]], atol=1e-6)
@@ -109,7 +105,7 @@ def test_a_refusal_while_previewing_becomes_the_status_line(stack_widget):
     viewer, widget = stack_widget
     c = widget.controller
     _click(viewer, widget, 20, 20)
-    _press(viewer, "Shift-C")
+    press_key(viewer, "Shift-C")
     assert widget._status.text().startswith("Committed label 1")
     c.target_layer.selected_label = 1
     widget._refine.setChecked(True)
@@ -141,7 +137,7 @@ def test_loading_a_session_is_said_in_a_notification_too(make_widget, stack_file
     viewer.open(str(stack_file), plugin="napari")
     viewer.dims.set_point(0, 3)
     _click(viewer, widget, 20, 20)
-    _press(viewer, "Shift-C")
+    press_key(viewer, "Shift-C")
     path = widget.save_session(str(tmp_path / "blobs.json"))
     widget.load_session(str(path))
     assert any(m.startswith("Loaded the session blobs.json (1 commit") for _, m in notifications), (

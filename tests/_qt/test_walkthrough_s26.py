@@ -6,11 +6,7 @@ canvas, and Shift+C then refused it."""
 from __future__ import annotations
 
 import numpy as np
-from sam_qt_helpers import canvas_click
-
-
-def _press(viewer, key):
-    viewer.window._qt_viewer._key_map_handler.press_key(key)
+from sam_qt_helpers import canvas_click, press_key
 
 
 def _manual(viewer, widget):
@@ -39,7 +35,7 @@ def test_ticking_refine_after_a_click_previews_the_refinement(stack_widget):
     (refined,) = c.previews
     assert refined.mask_prompt, "ticking Refine did not decode the click again"
     assert widget._status.text().endswith("Shift+C commits."), widget._status.text()
-    _press(viewer, "Shift-C")
+    press_key(viewer, "Shift-C")
     assert widget._status.text().startswith("Refined label 5"), widget._status.text()
     assert c.history.peek_undo().ids == [5]  # label 5 refined, no new label
     assert set(np.unique(layer.data)) == {0, 5, 7}
@@ -56,7 +52,7 @@ def test_picking_another_label_while_refining_previews_that_label(stack_widget):
     (now,) = c.previews
     assert now.mask_prompt
     assert not np.array_equal(now.mask, before)
-    _press(viewer, "Shift-C")
+    press_key(viewer, "Shift-C")
     assert widget._status.text().startswith("Refined label 7"), widget._status.text()
     assert c.history.peek_undo().ids == [7]
     # label 5 is untouched
@@ -73,7 +69,7 @@ def test_unticking_refine_previews_a_new_object_again(stack_widget):
     widget._refine.setChecked(False)
     (plain,) = c.previews
     assert not plain.mask_prompt and c._preview_refine == 0
-    _press(viewer, "Shift-C")
+    press_key(viewer, "Shift-C")
     assert widget._status.text().startswith("Committed"), widget._status.text()
     assert c.history.peek_undo().ids == [8]  # a new label, above the highest
     assert np.array_equal(layer.data == 5, existing == 5)
@@ -101,7 +97,7 @@ def _commit_click(viewer, widget, row, col):
     viewer.layers.selection.active = widget.controller.points_layer
     viewer.dims.set_point(0, 3)
     canvas_click(viewer, row, col)
-    _press(viewer, "Shift-C")
+    press_key(viewer, "Shift-C")
     assert widget._status.text().startswith("Committed label"), widget._status.text()
 
 
@@ -141,13 +137,13 @@ def test_two_images_of_one_shape_commit_into_their_own_labels_layers(make_widget
     _pick_image(widget, "flipped")
     assert c.target_layer is flipped_layer
     before = blobs_layer.data.copy()
-    _press(viewer, "Shift-U")  # the last commit was blobs': refused, nothing changes
+    press_key(viewer, "Shift-U")  # the last commit was blobs': refused, nothing changes
     text = widget._status.text()
     assert text.startswith(f"Not undone: the last commit went into '{blobs_layer.name}', the "
                            "labels of another image; pick that image"), text
     assert np.array_equal(blobs_layer.data, before)
     _pick_image(widget, "blobs")
-    _press(viewer, "Shift-U")
+    press_key(viewer, "Shift-U")
     assert widget._status.text().startswith("Undid commit of label 2"), widget._status.text()
     assert np.unique(blobs_layer.data).tolist() == [0, 1]
 
@@ -349,10 +345,10 @@ def test_choosing_the_same_model_again_keeps_the_propagation(stack_widget):
     c = widget.controller
     viewer.layers.selection.active = c.points_layer
     canvas_click(viewer, 20, 20)
-    _press(viewer, "Shift-D")
+    press_key(viewer, "Shift-D")
     assert c.volume is not None, widget._status.text()
     widget._model.activated.emit(widget._model.currentIndex())
     widget._store.editingFinished.emit()
     assert c.volume is not None and c.preview_layer.data.any()
-    _press(viewer, "Shift-C")
+    press_key(viewer, "Shift-C")
     assert widget._status.text().startswith("Committed label 1"), widget._status.text()

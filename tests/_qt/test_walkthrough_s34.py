@@ -7,11 +7,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from sam_qt_helpers import blob_stack, canvas_click, use_predictor
-
-
-def _press(viewer, key):
-    viewer.window._qt_viewer._key_map_handler.press_key(key)
+from sam_qt_helpers import blob_stack, canvas_click, press_key, use_predictor
 
 
 def test_the_3d_view_and_back_keeps_a_finished_propagation(stack_widget):
@@ -19,7 +15,7 @@ def test_the_3d_view_and_back_keeps_a_finished_propagation(stack_widget):
     c = widget.controller
     viewer.layers.selection.active = c.points_layer
     canvas_click(viewer, 20, 20)
-    _press(viewer, "Shift-D")
+    press_key(viewer, "Shift-D")
     assert c.volume is not None, widget._status.text()
     said = widget._status.text()
     assert said.startswith("Propagated 1 object"), said
@@ -28,7 +24,7 @@ def test_the_3d_view_and_back_keeps_a_finished_propagation(stack_widget):
     assert widget._status.text().startswith("The view is 3D"), widget._status.text()
     viewer.dims.ndisplay = 2
     assert c.volume is not None and widget._status.text() == said  # (was: one slice's preview)
-    _press(viewer, "Shift-C")
+    press_key(viewer, "Shift-C")
     assert widget._status.text().startswith("Committed label 1"), widget._status.text()
     np.testing.assert_array_equal(np.asarray(c.target_layer.data) == 1, propagated)
 
@@ -54,7 +50,7 @@ def _propagating_held(make_widget, tiny_predictor, qtbot, monkeypatch):
     viewer.layers.selection.active = c.points_layer
     canvas_click(viewer, 20, 20)
     qtbot.waitUntil(lambda: c.job is None and bool(c.previews), timeout=60_000)
-    _press(viewer, "Shift-D")
+    press_key(viewer, "Shift-D")
     qtbot.waitUntil(lambda: c.job is not None and c.job.phase == "propagating", timeout=60_000)
     return viewer, widget, go
 
@@ -85,7 +81,7 @@ def test_previewing_the_prompts_a_propagation_runs_on_does_not_say_it_will_be_dr
     and its result was then kept."""
     viewer, widget, go = _propagating_held(make_widget, tiny_predictor, qtbot, monkeypatch)
     c = widget.controller
-    _press(viewer, "Shift-S")  # the same prompts previewed again on their slice
+    press_key(viewer, "Shift-S")  # the same prompts previewed again on their slice
     status = widget._status.text()
     assert status.startswith("point object: score ") and "dropped" not in status, status
     go.set()
@@ -115,12 +111,12 @@ def test_a_commit_into_a_hidden_labels_layer_says_it_is_hidden(stack_widget):
     c = widget.controller
     viewer.layers.selection.active = c.points_layer
     canvas_click(viewer, 20, 20)
-    _press(viewer, "Shift-C")
+    press_key(viewer, "Shift-C")
     assert "hidden" not in widget._status.text()
     c.target_layer.visible = False  # the user hid the labels to look at the image
     viewer.layers.selection.active = c.points_layer
     canvas_click(viewer, 44, 44)
-    _press(viewer, "Shift-C")
+    press_key(viewer, "Shift-C")
     status = widget._status.text()
     assert status.startswith("Committed label 2") and status.endswith(
         "'segmentation' is hidden: tick its eye to see it."), status

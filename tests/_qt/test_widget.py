@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sam_qt_helpers import blob_stack, use_predictor
+from sam_qt_helpers import blob_stack, press_key, use_predictor
 
 
 def _layer(viewer, name):
@@ -25,10 +25,6 @@ def _click(layer, position, modifiers=()):
         type="mouse_release", position=position, modifiers=list(modifiers)
     )
     mouse_release_callbacks(layer, release)
-
-
-def _press(viewer, key):
-    viewer.window._qt_viewer._key_map_handler.press_key(key)
 
 
 def test_setup_makes_prompt_layers_and_binds_keys(stack_widget):
@@ -71,15 +67,15 @@ def test_point_preview_commit_undo_redo_with_keys(stack_widget):
     preview = c.source.zyx_view(c.preview_layer.data)
     assert preview[3].any() and not preview[[0, 1, 2, 4, 5]].any()
     shown = preview[3] == 1
-    _press(viewer, "Shift-C")
+    press_key(viewer, "Shift-C")
     target = _layer(viewer, "segmentation")
     assert c.target_layer is target
     assert np.array_equal(target.data[3] == 1, shown)
     assert len(c.points_layer.data) == 0 and not c.preview_layer.data.any()
     committed = target.data.copy()
-    _press(viewer, "Shift-U")
+    press_key(viewer, "Shift-U")
     assert not target.data.any()
-    _press(viewer, "Shift-R")
+    press_key(viewer, "Shift-R")
     assert np.array_equal(target.data, committed)
     # the next object gets the next id
     c.points_layer.add([3, 44, 44])
@@ -130,10 +126,10 @@ def test_negative_points_by_shift_click_and_key(stack_widget):
     c = widget.controller
     _click(c.points_layer, (3, 20, 20))
     _click(c.points_layer, (3, 30, 30), modifiers=["Shift"])
-    _press(viewer, "N")
+    press_key(viewer, "N")
     assert widget._negative.isChecked()
     c.points_layer.add([3, 5, 5])
-    _press(viewer, "N")
+    press_key(viewer, "N")
     c.points_layer.add([3, 22, 22])
     kinds = c.points_layer.features["prompt"].astype(str).tolist()
     assert kinds == ["positive", "negative", "negative", "positive"]
@@ -151,7 +147,7 @@ def test_next_candidate_cycles_masks(stack_widget):
     p = c.previews[0]
     assert p.n_candidates == 3
     first = p.index
-    _press(viewer, "Shift-M")
+    press_key(viewer, "Shift-M")
     assert p.index == (first + 1) % 3
     shown = c.source.zyx_view(c.preview_layer.data)[3] == 1
     assert np.array_equal(shown, p.masks[p.index])
