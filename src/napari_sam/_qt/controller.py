@@ -169,19 +169,14 @@ class AnnotationController(ViewProblems, AnnotationSession):
         return super().segment_everything(whole_stack=whole_stack, **params)
 
     def make_way_for(self, action, name: str) -> bool:
-        """Propagate or Segment everything while the background embedding of the image (a
-        preload, which makes way for clicks) runs: it stops after the tile under way, as for
-        a click, and ``action()`` runs then (they were refused: "... is running: wait or
-        Cancel"). False where no such job runs (the action runs now, or is refused)."""
-        job = self.job
-        if job is None or not job.running or job.phase != "embedding tiles":
-            return False  # (another job, or a whole image's embedding, which cannot stop)
-        self.pause_for_click()
-        if not self.preload_pausing():
+        """Queue ``action`` (Propagate, Segment everything) to run when the embedding job
+        under way ends (:meth:`way_made_for` says which jobs, and asks a tiled one to stop
+        after its window); True where it was queued, False where it runs now or is refused."""
+        words = self.way_made_for(name)
+        if not words:
             return False
         self._queued = action
-        self._say(f"{name} starts once the embedding in the background stops (after the "
-                  "tile under way); what it has embedded is kept.")
+        self._say(words)
         return True
 
     def after_queued(self, queued, waiting):
@@ -198,13 +193,6 @@ class AnnotationController(ViewProblems, AnnotationSession):
                         waiting()
                     self.resume_preload()
         return run
-
-    def preload_pausing(self) -> bool:
-        """A running job that makes way for clicks was asked to (its ``pause`` set)."""
-        job = self.job
-        pause = getattr(job, "pause", None)
-        return bool(job is not None and job.running and pause is not None and pause.is_set()
-                    and not job.cancelled)
 
     # ------------------------------------------------------------------ hooks: prompts
     def prompt_arrays(self):
@@ -588,7 +576,7 @@ class AnnotationController(ViewProblems, AnnotationSession):
                 self._pending = False
                 after = self.update_preview
             queued, self._queued = self._queued, None  # an action the job made way for
-            if queued is not None and not job.cancelled:
+            if queued is not None and job.succeeded:  # (a failure's message stays)
                 after = self.after_queued(queued, after)
             if after is not None:  # with self as the owner: a refusal is the status line too
                 guarded(lambda controller: after())(self)

@@ -30,10 +30,12 @@ from napari_sam.words import counted
 
 from .jobs import Phase
 
-__all__ = ["RESUME_DESCRIPTION", "ClickFirst"]
+__all__ = ["EMBEDDING_DESCRIPTION", "RESUME_DESCRIPTION", "ClickFirst"]
 
 #: what the job that embeds a slice's other windows after a click is called
 RESUME_DESCRIPTION = "Embedding the other tiles of this slice"
+#: what the job of :meth:`ClickFirst.compute_embeddings` (the preload's) is called
+EMBEDDING_DESCRIPTION = "Computing SAM embeddings"
 
 
 class ClickFirst:
@@ -53,7 +55,7 @@ class ClickFirst:
         def done(result):
             self._adopt(*result)
             if self.source is None:
-                self.result_is_current(result, "Computing SAM embeddings")
+                self.result_is_current(result, EMBEDDING_DESCRIPTION)
                 return
             if pause is not None and pause.is_set() and getattr(result[4], "stopped", False):
                 return  # it made way for a click, whose preview follows
@@ -61,7 +63,7 @@ class ClickFirst:
             self._say(f"Embeddings ready ({counted(n, 'slice')}"
                       f"{self.tiling_note(result[4])}).")
 
-        job = self.start_job(gen, "Computing SAM embeddings", done, then=then)
+        job = self.start_job(gen, EMBEDDING_DESCRIPTION, done, then=then)
         if job is not None and pause is not None:
             job.pause = pause
         return job
@@ -111,6 +113,37 @@ class ClickFirst:
             return ""
         return ("Decoding the click first: embedding this slice's other tiles stops after "
                 "the tile under way and goes on after the preview.")
+
+    def way_made_for(self, name: str) -> str:
+        """Propagate or Segment everything (``name``) while an embedding job runs (a preload:
+        the model loading, the visible slice embedded, or its windows in the background):
+        they were refused ("... is running: wait or Cancel"). A tiled embedding is asked to
+        stop after the window under way, as for a click; another one is waited for. Returns
+        the status line that says the action starts when the job ends (the caller queues
+        it), or "" where the running job is not such an embedding (the action runs now, or
+        is refused)."""
+        job = self.job
+        if job is None or not job.running or job.cancelled:
+            return ""
+        if job.phase == "embedding tiles":
+            self.pause_for_click()
+            if not self.preload_pausing():
+                return ""
+            return (f"{name} starts once the embedding in the background stops (after the "
+                    "tile under way); what it has embedded is kept.")
+        if job.description != EMBEDDING_DESCRIPTION:
+            return ""  # another job (a propagation, a click being decoded): refused
+        self.pause_for_click()  # a preload that turns out tiled then stops before its windows
+        doing = f" ({job.phase})" if job.phase else ""  # e.g. "(loading the model 'vit_b')"
+        return (f"{name} starts once the embedding under way{doing} is ready; Cancel drops "
+                "both.")
+
+    def preload_pausing(self) -> bool:
+        """A running job that makes way for clicks was asked to (its ``pause`` set)."""
+        job = self.job
+        pause = getattr(job, "pause", None)
+        return bool(job is not None and job.running and pause is not None and pause.is_set()
+                    and not job.cancelled)
 
     def job_blocks_commit(self) -> bool:
         """Whether the running job refuses a commit: any job but an embedding that makes way

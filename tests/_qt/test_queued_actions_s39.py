@@ -1,0 +1,95 @@
+"""Propagate and Segment everything pressed while the dock embeds the visible slice (the
+embedding a click started, or the preload) wait for it and start when it is ready; they were
+refused ("'Computing SAM embeddings' is running: wait for it or press Cancel."). Real worker
+threads; the encoder is held until the test has pressed the button."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from qtpy.QtWidgets import QPushButton
+from sam_qt_helpers import blob_stack, use_predictor
+
+FAIL = "out of memory (the test's)"
+
+
+def _held_encoder(monkeypatch, predictor) -> tuple[threading.Event, threading.Event, list]:
+    """``(gate, entered, fail)``: the predictor's encoder waits for ``gate`` once
+    ``entered``, then raises a RuntimeError where ``fail`` holds something."""
+    gate, entered, fail = threading.Event(), threading.Event(), []
+    real = predictor.encode_rgb
+
+    def held(rgbs):
+        entered.set()
+        assert gate.wait(60), "the test never let the encoder go on"
+        if fail:
+            raise RuntimeError(FAIL)
+        return real(rgbs)
+
+    monkeypatch.setattr(predictor, "encode_rgb", held)
+    return gate, entered, fail
+
+
+def _button(widget, text: str) -> QPushButton:
+    return next(b for b in widget.findChildren(QPushButton) if b.text().startswith(text))
+
+
+@pytest.fixture
+def clicked_while_embedding(make_widget, tiny_predictor, qtbot, monkeypatch):
+    """``(widget, controller, gate, the embedding job, fail)``: a click on slice 3 of the
+    menu-opened dock's stack is being embedded, the encoder held until ``gate`` is set (at
+    the latest when the test ends)."""
+    viewer, w = make_widget(blob_stack(), sync=False, preload=False, name="blobs")
+    use_predictor(w, tiny_predictor)
+    viewer.dims.set_point(0, 3)
+    gate, entered, fail = _held_encoder(monkeypatch, tiny_predictor)
+    c = w.controller
+    c.add_point(3, 20, 20)  # the click starts embedding slice 3
+    qtbot.waitUntil(entered.is_set, timeout=30_000)
+    embedding = c.job
+    assert embedding is not None and embedding.running
+    assert embedding.description == "Computing SAM embeddings"
+    yield w, c, gate, embedding, fail
+    gate.set()
+
+
+def test_propagate_while_the_slice_is_embedded_starts_when_it_is_ready(
+        clicked_while_embedding, qtbot):
+    w, c, gate, embedding, fail = clicked_while_embedding
+    _button(w, "Propagate").click()
+    assert c.status.startswith("Propagation starts once the embedding under way"), c.status
+    assert "Cancel drops both" in c.status
+    assert c.job is embedding  # nothing else started yet
+    gate.set()
+    qtbot.waitUntil(lambda: c.job is not None and c.job is not embedding, timeout=60_000)
+    assert c.job.description.startswith("Propagating through the stack"), c.job.description
+    qtbot.waitUntil(lambda: not c.job.running if c.job is not None else True, timeout=120_000)
+    assert c.volume is not None, c.status  # the propagated preview is there to commit
+
+
+def test_cancel_drops_the_embedding_and_the_waiting_action(
+        clicked_while_embedding, qtbot):
+    w, c, gate, embedding, fail = clicked_while_embedding
+    _button(w, "Segment everything").click()
+    assert c.status.startswith("Segment everything starts once the embedding"), c.status
+    c.cancel()
+    gate.set()
+    qtbot.waitUntil(lambda: not embedding.running, timeout=60_000)
+    qtbot.wait(200)
+    assert c.job is None or not c.job.description.startswith("Segmenting"), c.job.description
+
+
+def test_a_failed_embedding_drops_the_waiting_action(clicked_while_embedding, qtbot):
+    """The embedding fails (e.g. a download): its message stays the status line, and the
+    waiting Propagate does not start a second attempt that fails the same way."""
+    w, c, gate, embedding, fail = clicked_while_embedding
+    _button(w, "Propagate").click()
+    assert c.status.startswith("Propagation starts once"), c.status
+    fail.append(True)
+    gate.set()
+    qtbot.waitUntil(lambda: not embedding.running, timeout=60_000)
+    qtbot.wait(200)
+    assert c.job is embedding or c.job is None, c.job.description  # no second attempt
+    assert c.status.startswith("Failed: Computing SAM embeddings"), c.status
+    assert FAIL in c.status
