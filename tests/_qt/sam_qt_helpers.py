@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from stacks import blob_stack  # noqa: F401  (the GUI tests import it from here)
 
 #: The plugin and widget names of napari.yaml: what napari's Plugins menu opens.
@@ -85,3 +87,15 @@ def pick_checkpoint(widget, ckpt):
     widget._model.setCurrentIndex(widget._model.count() - 1)
     widget._on_model_changed(str(ckpt))
     assert widget.controller.model_choice.key == str(ckpt)
+
+
+def large_image_embedding_tiles(make_widget, qtbot):
+    """The dock on a 1400 x 1400 image (tiled), its background embedding of tiles under way
+    (real worker threads): ``(widget, controller, the preload job)``."""
+    rng = np.random.default_rng(0)
+    image = (30 + rng.normal(0, 10, (1400, 1400))).clip(0, 255).astype(np.uint8)
+    _viewer, w = make_widget(image, sync=False, preload=True, name="large")
+    c = w.controller
+    qtbot.waitUntil(lambda: c.job is not None and c.job.phase == "embedding tiles",
+                    timeout=60_000)
+    return w, c, c.job

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 from qtpy.QtWidgets import QPushButton
-from sam_qt_helpers import blob_stack, use_predictor
+from sam_qt_helpers import blob_stack, large_image_embedding_tiles, use_predictor
 
 FAIL = "out of memory (the test's)"
 
@@ -93,3 +93,40 @@ def test_a_failed_embedding_drops_the_waiting_action(clicked_while_embedding, qt
     assert c.job is embedding or c.job is None, c.job.description  # no second attempt
     assert c.status.startswith("Failed: Computing SAM embeddings"), c.status
     assert FAIL in c.status
+
+
+@pytest.mark.slow
+def test_cancelling_what_the_background_embedding_made_way_for_lets_it_go_on(
+        make_widget, qtbot, demo_available):
+    """Segment everything on a large 2D image stops its background embedding of tiles; Cancel
+    then left the image half embedded, silently, and said "the slices it had embedded": the
+    embedding goes on, the status line says so, and names tiles."""
+    from napari_sam.annotate.click_first import RESUME_DESCRIPTION
+
+    w, c, preload = large_image_embedding_tiles(make_widget, qtbot)
+    _button(w, "Segment everything").click()
+    qtbot.waitUntil(lambda: c.job is not None and c.job is not preload, timeout=120_000)
+    assert c.job.description.startswith("Segmenting everything"), c.job.description
+    c.cancel()
+    qtbot.waitUntil(lambda: c.job is not None and c.job.description == RESUME_DESCRIPTION,
+                    timeout=120_000)
+    assert c.status.startswith("Cancelled: Segmenting everything in this slice."), c.status
+    assert "slices it had" not in c.status, c.status
+    assert "Meanwhile the other tiles of this slice are embedded" in c.status, c.status
+    c.cancel()
+
+
+def test_the_status_line_names_segmenting_and_propagating_not_embedding(stack_widget):
+    """The status line said "Embedding ..." (the job's first line) for minutes while Segment
+    everything segmented, and while Propagate propagated: each says its own phase."""
+    viewer, w = stack_widget
+    c = w.controller
+    said = []
+    c.status_changed.connect(said.append)
+    _button(w, "Segment everything").click()
+    assert "Segmenting everything in this slice ..." in said, said
+    c.add_point(3, 20, 20)
+    said.clear()
+    _button(w, "Propagate").click()
+    assert "Propagating 1 object through the stack ..." in said, said
+    assert c.status.startswith("Propagated 1 object"), c.status

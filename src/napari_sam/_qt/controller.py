@@ -153,6 +153,8 @@ class AnnotationController(ViewProblems, AnnotationSession):
         slice, :meth:`view_problem`; all objects with prompts: in any view)."""
         if not all_objects:
             self._require_view(" Or pick 'all objects with prompts' in 'Propagate'.")
+        if self.job is not None and self.job.running:  # its own refusals before any wait
+            self.check_propagation(all_objects, method)
         if self.make_way_for(lambda: self.propagate(all_objects, method, **options),
                              "Propagation"):
             return None
@@ -163,6 +165,8 @@ class AnnotationController(ViewProblems, AnnotationSession):
         :meth:`view_problem`; on the whole stack: in any view)."""
         if not whole_stack:
             self._require_view(" Or pick 'whole stack' in 'Where' (Segment everything).")
+        if self.job is not None and self.job.running:
+            self.check_segment_everything()
         if self.make_way_for(lambda: self.segment_everything(whole_stack, **params),
                              "Segment everything"):
             return None

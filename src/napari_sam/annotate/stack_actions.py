@@ -132,6 +132,23 @@ class StackActions:
                     "SAM 2 model propagate with 'SAM 2 memory'.")
         return None
 
+    def check_propagation(self, all_objects: bool = False, method: str | None = None) -> None:
+        """Raise the :class:`UserError` :meth:`propagate` would raise before any work (an
+        unknown method, a model of the other family, a 2D image, no prompts to propagate):
+        checked before the action waits for an embedding under way, so that a refusal is not
+        said after the wait (and the embedding is not stopped for nothing)."""
+        method = method or self.propagation_method or self.default_propagation()
+        problem = self.propagation_problem(method)
+        if problem:
+            self.refuse(problem)
+        self._volume_prompts(all_objects)
+
+    def check_segment_everything(self) -> None:
+        """Raise the :class:`UserError` :meth:`segment_everything` would raise before any
+        work (a SAM 2 model, no image); see :meth:`check_propagation`."""
+        self.require_sam1("Segment everything")
+        self._require_image()
+
     def refuse(self, message: str):
         """Say ``message`` in the status line and raise it as a :class:`UserError` (the GUI
         shows it as a notification too)."""
@@ -246,6 +263,8 @@ class StackActions:
         def gen():
             prepared = yield from prep
             yield Phase("propagating")
+            # the status line said "Embedding ..." for the whole propagation before
+            yield f"Propagating {counted(len(prompts), 'object')} through the stack ..."
             # the status line says which objects were lost (_describe_lost), not the console
             result = yield from with_progress(segment_volume, prepared[4], prompts,
                                               warn_lost=False, **options)
@@ -366,6 +385,7 @@ class StackActions:
         prep = self._prepare_gen(indices)
         accepts = inspect.signature(segment_everything).parameters
         accepts_progress = "progress" in accepts
+        what = "the stack" if whole_stack else "this slice"
 
         def gen():
             prepared = yield from prep
@@ -377,6 +397,7 @@ class StackActions:
                     "images' to segment the image shrunk to the model input.")
             kwargs = dict(params)
             yield Phase("segmenting")
+            yield f"Segmenting everything in {what} ..."  # (the line said "Embedding ...")
             if whole_stack and src.is_3d:
                 target = emb  # StackEmbeddings: slices reused, objects linked and propagated
                 kwargs.setdefault("axis_kind", self.axis_kind)
@@ -415,7 +436,6 @@ class StackActions:
             self._say(f"Segment everything: {counted(n, 'object')}{how} in a new layer "
                       f"'{name}'.")
 
-        what = "the stack" if whole_stack else "this slice"
         return self.start_job(gen(), f"Segmenting everything in {what}", done)
 
 

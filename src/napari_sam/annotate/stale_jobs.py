@@ -6,6 +6,8 @@ status line says why they stopped (a mixin of
 
 from __future__ import annotations
 
+from .click_first import EMBEDDING_DESCRIPTION
+
 __all__ = ["StaleJobs"]
 
 
@@ -61,11 +63,17 @@ class StaleJobs:
         pending, self._pending = self._pending, False
         made, self.made_embeddings = self.made_embeddings, []
         if not job.stale:  # it said "Nothing was changed" while the slices it embedded stayed
+            tiled = getattr(self.emb, "tiling", None) is not None
             kept = ("" if made or self.emb is None else
-                    " (the slices it had embedded are kept)")  # embeddings it made are not
+                    f" (the {'tiles' if tiled else 'slices'} it had embedded are kept)")
             self._say(f"Cancelled: {job.description}. The labels and prompts are as they "
                       f"were{kept}.")
-            return None
+            # an action on a tiled image (Propagate, Segment everything, which the background
+            # embedding of the visible slice made way for) was cancelled: that embedding goes
+            # on, and says so; a cancelled embedding itself stays stopped
+            embedding = (getattr(job, "pause", None) is not None
+                         or job.description == EMBEDDING_DESCRIPTION)
+            return self.resume_preload if tiled and not embedding else None
         if self.source is None:
             why, kept = "its image layer was removed", "nothing of that image is kept"
         else:  # the embeddings it made are kept for that image, as a finished job's were
