@@ -298,7 +298,17 @@ def collect_inputs_with_folders(
 
 
 def stem_of(path: os.PathLike | str) -> str:
-    """File name without its image suffix (``a.ome.tif`` -> ``a``, ``b.zarr`` -> ``b``)."""
+    """File name without its image suffix (``a.ome.tif`` -> ``a``, ``b.zarr`` -> ``b``); a
+    path inside a zarr store is named after the store and the groups within, trailing ``0``
+    (first series, full resolution) left out: ``b.zarr/0`` -> ``b``, ``b.zarr/1`` -> ``b_1``,
+    ``plate.zarr/A/1/0`` -> ``plate_A_1``."""
+    parts = Path(path).parts
+    inside = [i for i, p in enumerate(parts[:-1]) if p.lower().endswith(".zarr") and len(p) > 5]
+    if inside:
+        inner = list(parts[inside[-1] + 1:])
+        while inner and inner[-1] == "0":
+            inner.pop()
+        return "_".join([parts[inside[-1]][:-5], *inner])
     name = Path(path).name
     for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf", ".npy", ".zarr", ".png",
                    ".jpg", ".jpeg"):

@@ -281,11 +281,14 @@ def other_series_note(job, opened: OpenedImage) -> str | None:
         return None
     shown = ", ".join(f"{axes} {shape}" for axes, shape in others)
     more = f" and {count - 1 - len(others)} more" if count - 1 > len(others) else ""
+    how = ("save each series as a file of its own (Fiji: Bio-Formats Importer, then File > "
+           "Save As > Tiff)")
+    if nio.is_zarr_path(Path(job.input)):  # a bioformats2raw store: name the series' group
+        how = f"pass each one's group, e.g. {str(Path(job.input) / '1')!r}"
     return (f"{job.name}: the file holds {count} image series; only the first "
             f"({opened.label_axes} {tuple(int(n) for n in opened.label_shape)}) is "
             f"segmented, not the {'others' if count > 2 else 'other'} ({shown}{more}); to "
-            "segment them, save each series as a file of its own (Fiji: Bio-Formats "
-            "Importer, then File > Save As > Tiff)")
+            f"segment them, {how}")
 
 
 def announce_colour_planes(job, ctx: Context, opened: OpenedImage) -> None:

@@ -2,6 +2,7 @@
 
 This package is part of the core: it never imports napari or Qt. Its modules: ``axes``
 (axes strings), ``layout`` (``ImageData``, the standard layout), ``readers`` (reading files),
+``ome_zarr`` (zarr groups: OME-Zarr, bioformats2raw),
 ``slice_source`` (reading a stack slice by slice with bounded memory),
 ``writers`` (atomic writers, the streaming TIFF writer) and ``output_metadata`` (the JSON
 file beside each output, resume checks, object summaries).
@@ -9,8 +10,9 @@ file beside each output, resume checks, object summaries).
 Reading
 -------
 ``read_image(path, axes=None, lazy=False) -> ImageData`` reads TIFF, OME-TIFF, ImageJ
-hyperstacks, BigTIFF, multi-page TIFF, zarr (an array, a group holding a single array, or
-OME-Zarr multiscale level 0) and ``.npy``. ``ImageData.axes`` is a string of the letters
+hyperstacks, BigTIFF, multi-page TIFF, zarr (an array, a group holding a single array,
+OME-Zarr multiscale level 0, or a bioformats2raw store's first series) and ``.npy``.
+``ImageData.axes`` is a string of the letters
 ``T Z C Y X`` in the order of the data's dimensions, e.g. ``"ZYX"``, ``"TZYX"``, ``"YXC"``.
 
 Axes come from the file's metadata (OME, ImageJ, tifffile's shaped JSON, OME-Zarr ``axes``,

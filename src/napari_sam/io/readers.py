@@ -1,6 +1,6 @@
-"""Reading images: TIFF (OME, ImageJ, BigTIFF, multi-page), zarr (arrays, single-array groups,
-OME-Zarr level 0), ``.npy`` and PNG / JPEG pictures, with axes, pixel size and unit from the
-file's metadata.
+"""Reading images: TIFF (OME, ImageJ, BigTIFF, multi-page), zarr (arrays, and groups through
+``napari_sam.io.ome_zarr``: single-array groups, OME-Zarr level 0, bioformats2raw), ``.npy``
+and PNG / JPEG pictures, with axes, pixel size and unit from the file's metadata.
 
 :func:`read_image` is the entry point; :class:`ImageReadError` names the file, the reason and a
 next step; :func:`check_image_data` refuses data no model can use; :func:`quiet_tifffile` keeps
@@ -31,6 +31,12 @@ from napari_sam.io.axes import (
     validate_axes,
 )
 from napari_sam.io.layout import ImageData
+from napari_sam.io.ome_zarr import (
+    GroupLayoutError,
+    level_in_parent,
+    open_group_image,
+    unreadable_store_hint,
+)
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
 
@@ -364,54 +370,23 @@ def _open_zarr_array(path: Path):
         node = zarr.open(str(path), mode="r")
     except Exception as exc:
         raise ImageReadError(
-            path, f"not a readable zarr store ({type(exc).__name__}: {exc})"
-        ) from exc
+            path, f"not a readable zarr store ({type(exc).__name__}: {exc})",
+            unreadable_store_hint(path)) from exc
     md: dict[str, Any] = {"format": "zarr"}
     sizes: dict[str, float] = {}
     unit = None
     axes = None
     if isinstance(node, zarr.Array):
         arr = node
-    else:
-        attrs = dict(node.attrs)
-        ms = attrs.get("multiscales") or (attrs.get("ome") or {}).get("multiscales")
-        if ms:
+        if (level := level_in_parent(path)) is not None:  # stack.zarr/0: the parent's axes
             md["format"] = "ome-zarr"
-            ms0 = ms[0]
-            ds0 = ms0["datasets"][0]
-            try:
-                arr = node[ds0["path"]]
-            except KeyError as exc:
-                raise ImageReadError(path, f"OME-Zarr level {ds0['path']!r} is missing") from exc
-            names = []
-            for a in ms0.get("axes", []):
-                names.append((a.get("name") if isinstance(a, dict) else str(a)).upper())
-                if isinstance(a, dict) and a.get("unit") and a.get("type") == "space":
-                    unit = unit or _normalise_unit(a.get("unit"))
-            if names and all(n in AXES_LETTERS for n in names):
-                axes = "".join(names)
-            scale = None
-            for tr in ds0.get("coordinateTransformations", []):
-                if tr.get("type") == "scale":
-                    scale = tr.get("scale")
-            for tr in ms0.get("coordinateTransformations") or []:  # for every level, after
-                if tr.get("type") == "scale" and scale is not None \
-                        and len(tr.get("scale") or []) == len(scale):
-                    scale = [float(a) * float(b) for a, b in zip(scale, tr["scale"])]
-            if scale is not None and axes is not None and len(scale) == len(axes):
-                sizes = {a: float(s) for a, s in zip(axes, scale) if a in SPATIAL}
-        else:
-            arrays = sorted(node.arrays(), key=lambda t: t[0])
-            if len(arrays) != 1:
-                names = [n for n, _ in arrays]
-                raise ImageReadError(
-                    path,
-                    f"the zarr group holds {len(arrays)} arrays {names} and no OME-Zarr multiscales",
-                    "Open one array directly, e.g. "
-                    + (f"{str(path / names[0])!r}." if names else "'group.zarr/array'."),
-                )
-            md["zarr_array"] = arrays[0][0]
-            arr = arrays[0][1]
+            axes, sizes, unit = level[0], level[1], _normalise_unit(level[2])
+    else:
+        try:
+            arr, axes, sizes, unit = open_group_image(node, path, md)
+        except GroupLayoutError as exc:
+            raise ImageReadError(path, exc.reason, exc.hint) from exc
+        unit = _normalise_unit(unit)
     attrs = dict(arr.attrs)
     if axes is None:
         dims = getattr(getattr(arr, "metadata", None), "dimension_names", None) or attrs.get(
