@@ -23,6 +23,7 @@ the features.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -124,6 +125,7 @@ def open_store(path):
     try:
         group = zarr.open_group(str(path), mode="a")
     except Exception as err:  # noqa: BLE001  (a zarr array there, a broken group, ...)
+        _refuse_unwritable(path, err)
         raise ValueError(
             f"cannot use {path} as an embedding store ({type(err).__name__}: {err}); it "
             "holds something else (a zarr array?). Give a new path such as "
@@ -131,6 +133,22 @@ def open_store(path):
         ) from None
     _check_owned(group, path)
     return group
+
+
+def _refuse_unwritable(path: Path, err: Exception) -> None:
+    """ValueError saying that the embedding store cannot be written where ``err`` (from
+    opening it) is the file system refusing: read-only, or no permission."""
+    code = getattr(err, "errno", None)
+    if not isinstance(err, PermissionError) and code != errno.EROFS:
+        return
+    what = ("is read-only (a read-only file system)" if code == errno.EROFS
+            else "cannot be written to (no permission)")
+    where = path if path.exists() else next((p for p in path.parents if p.exists()), path)
+    raise ValueError(
+        f"cannot write the embedding store {path}: {where} {what} ({type(err).__name__}: "
+        f"{err}). Give a store path in a folder you can write to (e.g. "
+        f"store='~/embeddings/{path.name}'), or leave store out to keep the embeddings in "
+        "memory; nothing was changed") from None
 
 
 def clear_store(group) -> None:
@@ -159,6 +177,7 @@ def _as_stack(stack):
             "napari_sam.io.read_image(path) and pass its data")
     if hasattr(stack, "shape") and hasattr(stack, "dtype") and hasattr(stack, "__getitem__"):
         return stack
+    _refuse_pyramid(stack)
     try:
         arr = np.asarray(stack)
     except ValueError as err:  # ragged
@@ -172,6 +191,29 @@ def _as_stack(stack):
             "(Z, Y, X) or (Z, Y, X, 3|4)"
         )
     return arr
+
+
+def _refuse_pyramid(stack) -> None:
+    """TypeError for a list of the levels of a multiscale pyramid (napari's multiscale data,
+    an OME-Zarr's ``[g["0"], g["1"], ...]``): stacks of one number of dimensions, each
+    level's (Y, X) smaller than the one before by the same factor (a list of 2D slices of
+    different sizes is a ragged stack, not a pyramid)."""
+    if not isinstance(stack, (list, tuple)) or len(stack) < 2 or not all(
+            hasattr(a, "shape") and len(a.shape) >= 3 for a in stack):
+        return
+    shapes = [tuple(int(n) for n in a.shape) for a in stack]
+    if len({len(s) for s in shapes}) != 1 or 0 in shapes[-1]:
+        return
+    factors = {(round(a[-2] / b[-2], 1), round(a[-1] / b[-1], 1))
+               for a, b in zip(shapes, shapes[1:])}
+    if len(factors) != 1 or min(next(iter(factors))) <= 1:
+        return
+    fy, fx = next(iter(factors))
+    raise TypeError(
+        f"expected one stack array, got the {len(shapes)} levels of a multiscale pyramid "
+        f"(shapes {', '.join(map(str, shapes[:4]))}{' ...' if len(shapes) > 4 else ''}: each "
+        f"level {fy:g} x {fx:g} smaller in (Y, X)); pass the full-resolution level, "
+        f"levels[0] (shape {shapes[0]})")
 
 
 def check_stack(stack, layout: bool = True):
