@@ -71,7 +71,7 @@ __all__ = [
     "FORMAT", "VERSION", "Session", "SessionError", "check_image", "check_model",
     "check_session_path", "image_differences", "keep_aside", "model_unavailable", "recorded_axes",
     "recorded_tiling", "check_replayable", "ReplayResult", "compare", "image_hash", "read_session", "replay",
-    "session_file_for", "slice_operation", "volume_operation", "write_session",
+    "session_file_for", "fit_file_name", "slice_operation", "volume_operation", "write_session",
     "op_contrast", "recorded_contrast",
 ]
 
@@ -203,10 +203,40 @@ def image_hash(stack) -> str:
     return h.hexdigest()
 
 
+#: The bytes a file name may have (most file systems: ext4, APFS, NTFS in UTF-16 units).
+NAME_MAX = 255
+#: The bytes the names made from a session file's ``<stem>.sam-session.json`` take beyond
+#: its stem, at most: the hidden temporary file of its labels TIFF
+#: (``.<stem>.sam-session.labels-<12 hex>.tif.<12 hex>.tmp``: 54) in an alternate
+#: (``<stem>.session-20``: 11).
+SESSION_NAME_EXTRA = 54 + 11
+
+
+def fit_file_name(name: str, room: int = NAME_MAX - SESSION_NAME_EXTRA) -> str:
+    """``name`` when it takes at most ``room`` bytes in a file name; else its start (whole
+    characters) + ``~`` + the first 10 hex digits of the SHA-1 of the whole name + its
+    suffix (``.tif``), in ``room`` bytes: the same name every time, another for another name.
+    """
+    if len(os.fsencode(name)) <= room:
+        return name
+    import hashlib
+
+    suffix = Path(name).suffix if len(os.fsencode(Path(name).suffix)) <= 8 else ""
+    tail = "~" + hashlib.sha1(os.fsencode(name)).hexdigest()[:10] + suffix
+    keep = room - len(os.fsencode(tail))
+    head = name[: len(name) - len(suffix)]
+    while len(os.fsencode(head)) > keep:
+        head = head[: -max(1, (len(os.fsencode(head)) - keep) // 4)]
+    return head + tail
+
+
 def session_file_for(image_path: os.PathLike | str) -> Path:
-    """Where a session is autosaved for an image file (next to it)."""
+    """Where a session is autosaved for an image file (next to it): ``<image file name>
+    .sam-session.json``; an image name too long for the names made from it (over 190 bytes:
+    the labels' temporary file adds 54 bytes, an alternate 11, and a name may have 255)
+    is shortened, its start kept with a hash of it (:func:`fit_file_name`)."""
     p = Path(image_path)
-    return p.with_name(p.name + SESSION_FILE_SUFFIX)
+    return p.with_name(fit_file_name(p.name) + SESSION_FILE_SUFFIX)
 
 
 def labels_hash(labels: np.ndarray) -> str:

@@ -353,13 +353,14 @@ class SessionLog:
             return file
         name = self.image_name()
         slug = re.sub(r"[^\w.-]+", "_", name).strip("._")[:60] or "image"
-        stem = file.name[: -len(S.SESSION_FILE_SUFFIX)]
-        own = file.with_name(f"{stem}.{slug}{S.SESSION_FILE_SUFFIX}")
+        stem = file.name[: -len(S.SESSION_FILE_SUFFIX)]  # (names too long: shortened)
+        own = file.with_name(S.fit_file_name(f"{stem}.{slug}") + S.SESSION_FILE_SUFFIX)
         if self._holds_this_image(own):
             return own
         # another layer's name made the same slug ('two [1]', 'two (1)'): the name's hash too
         digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
-        return file.with_name(f"{stem}.{slug}-{digest}{S.SESSION_FILE_SUFFIX}")
+        return file.with_name(S.fit_file_name(f"{stem}.{slug}-{digest}")
+                              + S.SESSION_FILE_SUFFIX)
 
     def _holds_this_image(self, file: Path) -> bool:
         """Whether the session file ``file`` is free for this image's session: absent,
