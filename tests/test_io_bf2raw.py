@@ -137,3 +137,27 @@ def test_a_zarr_folder_zarr_cannot_open_gets_zarr_advice(tmp_path):
     assert "not a readable zarr store" in msg and "TIFF" not in msg.split("). ", 1)[1]
     assert "no zarr metadata (.zarray, .zgroup, zarr.json)" in msg
     assert "it holds x.tif" in msg and "pass the files themselves" in msg
+
+
+def test_a_zarr_v3_bioformats2raw_store_reads_the_series_omes_list_names_first(tmp_path):
+    """The OME-Zarr 0.5 form (zarr v3, attributes under ``ome``): the series are read in the
+    order of OME's ``series`` (names, not numbers), and the second is named to pass."""
+    import zarr
+
+    from napari_sam.io.ome_zarr import second_series
+
+    root = zarr.open_group(str(tmp_path / "v3.zarr"), mode="w", zarr_format=3)
+    root.attrs["ome"] = {"version": "0.5", "bioformats2raw.layout": 3}
+    axes = [{"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"]
+    for value, name in enumerate(["A", "B"]):
+        image = root.create_group(name)
+        image.create_array("0", data=np.full((3, 32, 32), value, np.uint8))
+        image.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": [
+            {"path": "0", "coordinateTransformations": [{"type": "scale",
+                                                         "scale": [3.0, 1.0, 1.0]}]}]}]}
+    root.create_group("OME").attrs["ome"] = {"version": "0.5", "series": ["B", "A"]}
+    img = nio.read_image(tmp_path / "v3.zarr")
+    assert img.axes == "ZYX" and img.pixel_size == (3.0, 1.0, 1.0) and img.data.max() == 1
+    assert img.metadata["series"] == "B" and img.metadata["series_count"] == 2
+    assert second_series(tmp_path / "v3.zarr") == tmp_path / "v3.zarr" / "A"
+    assert second_series(tmp_path / "v3.zarr" / "A") is None

@@ -12,6 +12,7 @@ import numpy as np
 from napari_sam import io as nio
 from napari_sam.batch.context import Context, Job
 from napari_sam.io import SliceSource
+from napari_sam.io.ome_zarr import second_series
 from napari_sam.words import for_count
 
 
@@ -283,8 +284,9 @@ def other_series_note(job, opened: OpenedImage) -> str | None:
     more = f" and {count - 1 - len(others)} more" if count - 1 > len(others) else ""
     how = ("save each series as a file of its own (Fiji: Bio-Formats Importer, then File > "
            "Save As > Tiff)")
-    if nio.is_zarr_path(Path(job.input)):  # a bioformats2raw store: name the series' group
-        how = f"pass each one's group, e.g. {str(Path(job.input) / '1')!r}"
+    second = second_series(Path(job.input)) if nio.is_zarr_path(Path(job.input)) else None
+    if second is not None:  # a bioformats2raw store: name the series' group
+        how = f"pass each one's group, e.g. {str(second)!r}"
     return (f"{job.name}: the file holds {count} image series; only the first "
             f"({opened.label_axes} {tuple(int(n) for n in opened.label_shape)}) is "
             f"segmented, not the {'others' if count > 2 else 'other'} ({shown}{more}); to "

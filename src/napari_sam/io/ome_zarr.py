@@ -210,3 +210,17 @@ def unreadable_store_hint(path: Path) -> str:
     return ("Check that the zarr store was written and copied completely (its .zarray / "
             ".zgroup or zarr.json files), or open the array inside it directly, e.g. "
             f"{str(path / '0')!r}.")
+
+
+def second_series(path: Path) -> Path | None:
+    """The path of the second image series of the bioformats2raw store at ``path`` (what to
+    pass to read it: ``b2r.zarr/1``, or its name in OME's ``series``); None where ``path`` is
+    no such store or holds one series."""
+    import zarr
+
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        series = bf2raw_series(group) if is_bf2raw(dict(group.attrs)) else []
+    except Exception:  # (not a readable group: no series to name)
+        return None
+    return Path(path) / series[1] if len(series) > 1 else None
