@@ -176,3 +176,72 @@ def test_a_redo_with_its_pixels_only_partly_back_is_not_counted_as_redone():
     with pytest.raises(LabelIdTaken):
         hist.redo(lab)
     assert hist.peek_redo() is c2 and not c2.found_back
+
+
+@pytest.mark.parametrize("overlapping", [False, True])
+def test_an_undo_of_pixels_taken_back_already_keeps_them_for_the_redo(overlapping):
+    """napari's Ctrl+Z (here: the labels put back by hand) undid the commit before the dock's
+    undo: the undo kept no pixel, and the redo wrote nothing (session 39). Two objects of one
+    commit writing the same pixels (overwrite on) come back as the commit left them."""
+    lab = _labels()
+    start = lab.copy()
+    a, b = np.zeros((20, 20), bool), np.zeros((20, 20), bool)
+    a[2:6, 2:6] = True
+    b[4:8, 4:8] = True if overlapping else False
+    b[12:14, 12:14] = True
+    hist = CommitHistory()
+    commit = apply_objects(lab, [ObjectMask(a, z=1), ObjectMask(b, z=1)], overwrite=True)
+    hist.push(commit)
+    committed = lab.copy()
+    assert commit.n_written == commit.n_pixels
+    lab[...] = start  # what napari's Ctrl+Z of the commit does
+    assert hist.undo(lab) is commit
+    np.testing.assert_array_equal(lab, start)
+    assert commit.n_written == 0 and commit.left == 0 and commit.n_pixels > 0
+    assert hist.redo(lab) is commit and not commit.found_back
+    np.testing.assert_array_equal(lab, committed)
+    assert commit.n_written == commit.n_pixels and commit.left == 0
+    assert hist.undo(lab) is commit  # an ordinary undo after it
+    np.testing.assert_array_equal(lab, start)
+    assert commit.n_written == commit.n_pixels
+
+
+def test_a_part_erased_before_the_undo_stays_erased_after_the_redo():
+    """Only a commit taken back whole is put back whole by the redo: a part erased by hand
+    before the undo is not brought back (the redo restores what the undo took)."""
+    lab = _labels()
+    a = np.zeros((20, 20), bool)
+    a[16:20, 0:8] = True
+    hist = CommitHistory()
+    commit = apply_objects(lab, [ObjectMask(a, z=2)])
+    hist.push(commit)
+    lab[2, 16:20, 0:3] = 0  # the eraser over part of label 10
+    erased = lab.copy()
+    hist.undo(lab)
+    assert commit.n_written == commit.n_pixels == 4 * 5 and commit.left == 0
+    hist.redo(lab)
+    np.testing.assert_array_equal(lab, erased)
+
+
+def test_pixels_taken_back_already_that_a_later_commit_wrote_stay_that_commit_s():
+    """Label 10 taken back by hand (napari's Ctrl+Z), a later commit (label 11) over part of
+    it, both undone, both redone: label 11 comes back whole, label 10 around it."""
+    lab = _labels()
+    a, b = np.zeros((20, 20), bool), np.zeros((20, 20), bool)
+    a[16:20, 0:8] = True
+    b[16:20, 4:12] = True
+    hist = CommitHistory()
+    first = apply_objects(lab, [ObjectMask(a, z=2)])
+    hist.push(first)
+    lab[2] = 0  # napari's Ctrl+Z of the commit
+    lab[0, 0, 0] = 10  # a pixel painted with id 10: the next commit is 11
+    second = apply_objects(lab, [ObjectMask(b, z=2)])
+    hist.push(second)
+    assert second.ids == [11]
+    hist.undo(lab)
+    hist.undo(lab)
+    assert first.n_written == 0 and first.n_pixels == int((a & ~b).sum())
+    hist.redo(lab)
+    hist.redo(lab)
+    assert second.left == 0 and np.array_equal(lab[2] == 11, b)
+    assert np.array_equal(lab[2] == 10, a & ~b)

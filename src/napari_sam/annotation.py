@@ -13,7 +13,10 @@
   re-applies it ("labels are sacred"). Pixels of other objects are never written unless
   ``overwrite`` is set. Undo and redo write only pixels that still hold what the commit (or
   the undo) left there: a pixel edited since (painted or erased by hand, written by a later
-  commit of another kind) is left as it is and counted (:attr:`Commit.left`), and a redo that
+  commit of another kind) is left as it is and counted (:attr:`Commit.left`); an undo that
+  finds the whole commit taken back already (napari's Ctrl+Z) writes nothing but keeps its
+  pixels, so that a redo puts it back (:attr:`Commit.written`: what a step wrote, what
+  napari's history records), and a redo that
   would give a label id to a second object is refused (:class:`LabelIdTaken`); a redo whose
   pixels are all back already (napari's Ctrl+Z undid the dock's undo) counts as redone
   (:attr:`Commit.found_back`). Undo and redo refuse, and keep the step, labels whose shape is
@@ -90,7 +93,10 @@ class Change:
     after: np.ndarray
 
     def only(self, keep: np.ndarray) -> Change:
-        """The change restricted to the pixels where ``keep`` (bool, one per pixel) holds."""
+        """The change restricted to the pixels where ``keep`` (bool, one per pixel) holds
+        (itself when it holds for all: no copy)."""
+        if keep.all():
+            return self
         return Change(self.index[keep], self.before[keep], self.after[keep])
 
 
@@ -102,7 +108,9 @@ class Commit:
     ----------
     changes : list of Change
         In the order written. An undo keeps only the pixels it restored (a redo re-applies
-        just those), a redo only the pixels it wrote.
+        just those), or, when it found the whole commit taken back already (napari's Ctrl+Z
+        or the eraser), the pixels as they were before it (a redo puts the commit back); a
+        redo keeps only the pixels it wrote.
     ids : list of int
         The label id of each object written.
     new_ids : list of int
@@ -121,6 +129,10 @@ class Commit:
     found_back : bool
         The last redo found every pixel of the commit already as it wrote them (napari's
         Ctrl+Z undid the dock's undo) and wrote nothing.
+    written : list of Change
+        What the commit, or its last undo or redo, wrote (in ``changes``' order; an undo
+        wrote each one's ``before``). Empty when it wrote nothing (an undo of a commit taken
+        back already, a ``found_back`` redo): napari's history then gets no step.
     """
 
     changes: list[Change] = field(default_factory=list)
@@ -131,10 +143,16 @@ class Commit:
     id_pixels: dict = field(default_factory=dict)
     shape: tuple | None = None
     found_back: bool = False
+    written: list[Change] = field(default_factory=list)
 
     @property
     def n_pixels(self) -> int:
         return int(sum(len(c.index) for c in self.changes))
+
+    @property
+    def n_written(self) -> int:
+        """Pixels the commit, or its last undo or redo, wrote."""
+        return int(sum(len(c.index) for c in self.written))
 
 
 def fresh_id(labels: np.ndarray, taken: Sequence[int] = ()) -> int:
@@ -213,6 +231,7 @@ def apply_objects(
         commit.ids.append(value)
         if not obj.replaces:
             commit.new_ids.append(value)
+    commit.written = list(commit.changes)
     return commit
 
 
@@ -279,13 +298,55 @@ def _require_shape(commit: Commit, labels: np.ndarray, redo: bool) -> None:
     )
 
 
+def _holding(flat: np.ndarray, changes: Sequence[Change], after: bool) -> np.ndarray:
+    """The sorted flat indices of the pixels of ``changes`` that hold what the commit left
+    there (``after``: the last write of a pixel written twice), else what they held before it
+    (the first ``before``)."""
+    index = np.concatenate([c.index for c in changes])
+    values = np.concatenate([c.after if after else c.before for c in changes])
+    if after:
+        index, values = index[::-1], values[::-1]
+    index, first = np.unique(index, return_index=True)
+    return index[flat[index] == values[first]]
+
+
 def _all_back(flat: np.ndarray, changes: Sequence[Change]) -> bool:
     """Whether every pixel of ``changes`` holds what they left there (the last write of a
     pixel written twice)."""
-    index = np.concatenate([c.index for c in changes])[::-1]
-    after = np.concatenate([c.after for c in changes])[::-1]
-    index, last = np.unique(index, return_index=True)
-    return bool((flat[index] == after[last]).all())
+    return len(_holding(flat, changes, True)) == _count_unique([c.index for c in changes])
+
+
+def _at_start(flat: np.ndarray, changes: Sequence[Change]):
+    """``at_start(change, current)``: which pixels of ``change`` (now holding ``current``)
+    hold what they held before the commit of ``changes`` (its first ``before`` of a pixel
+    written twice), read before an undo writes anything."""
+    if len(changes) == 1:  # (each pixel once: the change's own values tell)
+        return lambda change, current: current == change.before
+    start = _holding(flat, changes, False)
+    return lambda change, _: np.isin(change.index, start)
+
+
+class _Later:
+    """What the commits undone after ``commit`` (``undone``: the redo stack) claim of the
+    pixels an undo of ``commit`` found as before it already; read at the first such pixel."""
+
+    def __init__(self, undone: Sequence[Commit], commit: Commit):
+        self.undone, self.commit = undone, commit
+        self.claimed = None  # None, or (whether one took a new id of commit, flat indices)
+
+    def free(self, change: Change, done: np.ndarray) -> np.ndarray:
+        """The pixels of ``done`` (bool, one per pixel of ``change``) that no later commit
+        wrote; none when a later commit took one of ``commit``'s new ids."""
+        if not self.undone or not done.any():
+            return done
+        if self.claimed is None:
+            taken = bool({i for c in self.undone for i in c.ids} & set(self.commit.new_ids))
+            index = (np.arange(0) if taken else
+                     np.unique(np.concatenate([c.index for u in self.undone for c in u.changes]
+                                              or [np.arange(0)])))
+            self.claimed = taken, index
+        taken, index = self.claimed
+        return np.zeros_like(done) if taken else done & ~np.isin(change.index, index)
 
 
 class CommitHistory:
@@ -325,8 +386,13 @@ class CommitHistory:
         Only pixels that still hold what the commit wrote are restored; pixels edited since
         (by hand, or by a commit not undone first) are left as they are and counted in the
         commit's ``left``. The commit keeps only the pixels restored, so a redo re-applies
-        exactly what this undo took back. Raises :class:`LabelsReshaped`, and keeps the step,
-        when ``labels`` has another shape than the commit wrote into.
+        exactly what this undo took back (an erased part of the label stays erased). An undo
+        that finds none to restore (napari's Ctrl+Z, or the eraser, took the whole commit back)
+        writes nothing and keeps the pixels found as before the commit, so that a redo puts
+        the commit back; not those a later commit (one undone before this one) wrote, nor any
+        when a later commit took one of its new ids (the label was gone when it was made: the
+        redo would make two objects of one id). Raises :class:`LabelsReshaped`, and keeps the
+        step, when ``labels`` has another shape than the commit wrote into.
         """
         if not self._undo:
             return None
@@ -334,14 +400,21 @@ class CommitHistory:
         commit = self._undo.pop()
         commit.found_back = False
         flat = _flat(labels)
-        kept, left = [], []
+        # nothing to take away (napari's Ctrl+Z, or the eraser, took it all back): the pixels
+        # found as before the commit are kept for the redo, which puts the commit back
+        gone = not any((flat[c.index] == c.after).any() for c in commit.changes)
+        at_start = _at_start(flat, commit.changes) if gone else None
+        later = _Later(self._redo, commit)
+        kept, written, left = [], [], []
         for change in reversed(commit.changes):
             current = flat[change.index]
             ours = current == change.after
+            start = at_start(change, current) if gone else current == change.before
             flat[change.index[ours]] = change.before[ours]
-            kept.append(change.only(ours))
-            left.append(change.index[~ours & (current != change.before)])
-        commit.changes = kept[::-1]
+            kept.append(change.only(later.free(change, start) if gone else ours))
+            written.append(change.only(ours))
+            left.append(change.index[~ours & ~start])
+        commit.changes, commit.written = kept[::-1], written[::-1]
         commit.left = _count_unique(left)
         commit.id_pixels = _id_counts(flat, commit.new_ids)
         self._redo.append(commit)
@@ -365,7 +438,7 @@ class CommitHistory:
         flat = _flat(labels)
         commit.found_back = commit.n_pixels > 0 and _all_back(flat, commit.changes)
         if commit.found_back:
-            commit.left = 0
+            commit.left, commit.written = 0, []
             self._undo.append(self._redo.pop())
             return commit
         now = _id_counts(flat, commit.new_ids)
@@ -383,7 +456,7 @@ class CommitHistory:
             flat[change.index[ok]] = change.after[ok]
             kept.append(change.only(ok))
             left.append(change.index[~ok & (current != change.after)])
-        commit.changes = kept
+        commit.changes = commit.written = kept
         commit.left = _count_unique(left)
         self._undo.append(commit)
         return commit

@@ -96,7 +96,7 @@ def test_the_undo_of_a_label_erased_by_hand_does_not_blame_ctrl_z_alone(stack_wi
     text = widget._status.text()
     assert text.startswith("Undid commit of label 1 in 'segmentation'. Nothing changed: label 1 "
                            "was already removed from the layer (napari's Ctrl+Z or the "
-                           "eraser?)."), text
+                           "eraser?); Redo puts it back."), text
 
 
 def test_the_docks_shape_check_leaves_size_1_axes_aside_as_the_history_does():

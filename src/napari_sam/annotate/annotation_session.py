@@ -734,7 +734,9 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
                 f"Not redone: {err} in '{where}'. Give that object another id (or erase it), "
                 "then press Shift+R again; or leave it and commit the object anew."
             ) from None
-        self.labels_changed(target, commit.changes, undoing=not redo)
+        # what it wrote only: napari's history gets no step for a redo that found the
+        # label back, nor for pixels napari's Ctrl+Z had undone already
+        self.labels_changed(target, commit.written, undoing=not redo)
         self._log_step(commit, redo)
         other = "" if self.is_current_target(target) else " (not the current Labels layer)"
         self._say(f"{'Redid' if redo else 'Undid'} commit of label {ids} in '{where}'{other}."

@@ -40,7 +40,7 @@ def edited_note(commit, redo: bool) -> str:
     commit (painted, erased or committed over) were left as they are."; "" when it left none.
     A redo that found the commit's pixels all back (``found_back``) says so, "Label 2 is
     already back (napari's Ctrl+Z?): nothing was written."; an undo that found none of them,
-    that the commit was already undone or erased on the layer.
+    that the commit was already undone or erased on the layer, and that Redo puts it back.
     """
     n = commit.left
     if redo and commit.found_back:
@@ -48,22 +48,23 @@ def edited_note(commit, redo: bool) -> str:
         verb = "is" if len(commit.ids) == 1 else "are"
         return (f" {what} {verb} already back, pixel for pixel (napari's Ctrl+Z?): nothing was "
                 "written.")
-    if not n and commit.n_pixels == 0:  # napari's Ctrl+Z, or the eraser, did it already
+    if not n and commit.n_written == 0:  # napari's Ctrl+Z, or the eraser, did it already
         if redo:
             return " Nothing changed: its undo had restored no pixel."
+        back = "; Redo puts it back." if commit.n_pixels else "."
         if commit.ids and commit.ids == commit.new_ids:
             verb = "was" if len(commit.ids) == 1 else "were"
             return (f" Nothing changed: {_labels_words(commit.ids).lower()} {verb} already "
-                    "removed from the layer (napari's Ctrl+Z or the eraser?).")
+                    f"removed from the layer (napari's Ctrl+Z or the eraser?){back}")
         return (" Nothing changed: its pixels were already as before the commit (napari's "
-                "Ctrl+Z or the eraser?).")
+                f"Ctrl+Z or the eraser?){back}")
     if not n:
         return ""
     what = f"{n} pixel changed" if n == 1 else f"{n} pixels changed"
     verb = "was left as it is" if n == 1 else "were left as they are"
     since = "the undo" if redo else "the commit"
     rest = ("; nothing else was left to " + ("redo" if redo else "undo")
-            if commit.n_pixels == 0 else "")
+            if commit.n_written == 0 else "")
     return f" {what} since {since} (painted, erased or committed over) {verb}{rest}."
 
 

@@ -1,0 +1,74 @@
+"""Session 39: the dock's Undo and Redo (its buttons) after napari's own Ctrl+Z on the labels
+layer. The dock's Undo after napari's Ctrl+Z kept no pixel of the commit, so its Redo brought
+nothing back (label lost for the dock); a Redo that found the commit back already still pushed
+a step onto napari's history, and napari's next Ctrl+Z then did nothing visible."""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QPushButton
+from sam_qt_helpers import click_commit, press_key
+
+
+def _click_button(qtbot, widget, text: str) -> str:
+    """Click the dock's button whose text starts with ``text``; returns the status line."""
+    button = next(b for b in widget.findChildren(QPushButton) if b.text().startswith(text))
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    return widget._status.text()
+
+
+def _napari_undo(viewer, labels, redo=False):
+    viewer.layers.selection.active = labels  # napari's Ctrl+Z acts on the selected layer
+    press_key(viewer, "Control-Shift-Z" if redo else "Control-Z")
+
+
+def test_the_dock_s_redo_after_napari_s_ctrl_z_and_the_dock_s_undo_restores_the_label(
+        stack_widget, qtbot):
+    """Commit label 1, napari's Ctrl+Z, the dock's Undo ("nothing changed"), the dock's Redo:
+    it said "Nothing changed: its undo had restored no pixel." and label 1 stayed lost."""
+    viewer, widget = stack_widget
+    click_commit(viewer, widget, 20, 20)
+    labels = widget.controller.target_layer
+    committed = np.array(labels.data)
+    assert (committed == 1).any()
+    _napari_undo(viewer, labels)
+    empty = np.array(labels.data)
+    assert not empty.any()
+
+    text = _click_button(qtbot, widget, "Undo")
+    assert text.startswith(
+        "Undid commit of label 1 in 'segmentation'. Nothing changed: label 1 was already "
+        "removed from the layer (napari's Ctrl+Z or the eraser?); Redo puts it back."), text
+    np.testing.assert_array_equal(np.asarray(labels.data), empty)
+    assert len(labels._redo_history) == 1  # napari's own redo of the commit is kept
+
+    text = _click_button(qtbot, widget, "Redo")
+    assert text.startswith("Redid commit of label 1 in 'segmentation'."), text
+    assert "Nothing changed" not in text, text
+    np.testing.assert_array_equal(np.asarray(labels.data), committed)
+    _napari_undo(viewer, labels)  # napari's Ctrl+Z undoes the dock's redo, in one step
+    np.testing.assert_array_equal(np.asarray(labels.data), empty)
+    _napari_undo(viewer, labels, redo=True)
+    np.testing.assert_array_equal(np.asarray(labels.data), committed)
+
+
+def test_a_redo_that_finds_the_label_back_adds_no_step_to_napari_s_history(stack_widget, qtbot):
+    """The dock's Undo, napari's Ctrl+Z (the label back), the dock's Redo ("already back:
+    nothing was written") pushed a step anyway: napari's Ctrl+Z undid that step, the next
+    Ctrl+Z did nothing visible, and napari's Ctrl+Shift+Z was lost."""
+    viewer, widget = stack_widget
+    click_commit(viewer, widget, 20, 20)
+    labels = widget.controller.target_layer
+    committed = np.array(labels.data)
+    _click_button(qtbot, widget, "Undo")
+    assert not np.asarray(labels.data).any()
+    _napari_undo(viewer, labels)  # undoes the dock's undo: label 1 back
+    np.testing.assert_array_equal(np.asarray(labels.data), committed)
+    steps = len(labels._undo_history), len(labels._redo_history)
+
+    text = _click_button(qtbot, widget, "Redo")
+    assert "Label 1 is already back, pixel for pixel" in text, text
+    assert (len(labels._undo_history), len(labels._redo_history)) == steps
+    _napari_undo(viewer, labels)  # napari's Ctrl+Z: the commit undone, at the first press
+    assert not np.asarray(labels.data).any()
