@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QPushButton
-from sam_qt_helpers import click_commit, press_key
+from sam_qt_helpers import canvas_click, click_commit, press_key
 
 
 def _click_button(qtbot, widget, text: str) -> str:
@@ -72,3 +72,35 @@ def test_a_redo_that_finds_the_label_back_adds_no_step_to_napari_s_history(stack
     assert (len(labels._undo_history), len(labels._redo_history)) == steps
     _napari_undo(viewer, labels)  # napari's Ctrl+Z: the commit undone, at the first press
     assert not np.asarray(labels.data).any()
+
+
+def test_the_console_line_a_uint8_refusal_gives_commits_label_256(stack_widget, qtbot):
+    """The refusal of label 256 in a uint8 layer said to type
+    ``layer.data = layer.data.astype('uint32')`` in napari's console, whose namespace has
+    ``viewer``, not ``layer``: a NameError. The line it gives now works as typed, and the
+    next commit is label 256 in that layer (one id per object), undone by the dock's Undo."""
+    import re
+
+    viewer, widget = stack_widget
+    shape = viewer.layers["blobs"].data.shape
+    full = np.zeros(shape, np.uint8)
+    full[0].flat[: 255 * 2 : 2] = np.arange(1, 256)  # ids 1..255 on slice 0
+    layer = viewer.add_labels(full, name="u8 labels")
+    index = widget._target.findText("u8 labels")
+    widget._target.setCurrentIndex(index)
+    widget._target.activated.emit(index)
+    viewer.layers.selection.active = widget.controller.points_layer
+    canvas_click(viewer, 20, 20)
+    text = _click_button(qtbot, widget, "Commit")
+    assert text.startswith("Not committed: 'u8 labels' is uint8"), text
+    (line,) = re.findall(r"console:? \(?(.+?astype\('uint32'\))", text)
+    exec(line, {"viewer": viewer})  # what napari's console holds: the viewer, no 'layer'
+    assert layer.data.dtype == np.uint32
+    np.testing.assert_array_equal(layer.data, full)
+    text = _click_button(qtbot, widget, "Commit")
+    assert text.startswith("Committed label 256"), text
+    assert (np.asarray(layer.data)[3] == 256).any()
+    text = _click_button(qtbot, widget, "Undo")
+    assert text.startswith("Undid commit of label 256 in 'u8 labels'."), text
+    np.testing.assert_array_equal(np.asarray(layer.data), full)
+

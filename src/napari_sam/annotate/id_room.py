@@ -48,6 +48,7 @@ def id_room_problem(labels: np.ndarray, objects: Sequence[ObjectMask], name: str
     return (
         f"Not committed: '{name}' is {labels.dtype} and holds ids up to {most}; this commit "
         f"needs {ids}. Pick \"{NEW_LAYER_ENTRY}\" in 'Labels layer' and commit again (its ids "
-        f"start at 1, so they repeat ids of '{name}'), or give '{name}' a larger dtype in the "
-        "napari console (layer.data = layer.data.astype('uint32')) to keep one id per object."
+        f"start at 1, so they repeat ids of '{name}'); or, to keep one id per object, give "
+        f"'{name}' a larger dtype: type in napari's console: layer = viewer.layers[{name!r}]; "
+        "layer.data = layer.data.astype('uint32') (then commit again)."
     )
