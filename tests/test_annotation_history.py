@@ -245,3 +245,17 @@ def test_pixels_taken_back_already_that_a_later_commit_wrote_stay_that_commit_s(
     hist.redo(lab)
     assert second.left == 0 and np.array_equal(lab[2] == 11, b)
     assert np.array_equal(lab[2] == 10, a & ~b)
+
+
+def test_the_reshaped_refusal_of_a_two_object_commit_says_labels():
+    """It said "the commit of label 10, 11"."""
+    from napari_sam.annotation import LabelsReshaped
+
+    lab = _labels()
+    a, b = np.zeros((20, 20), bool), np.zeros((20, 20), bool)
+    a[16:18, 0:3] = True
+    b[16:18, 10:13] = True
+    hist = CommitHistory()
+    hist.push(apply_objects(lab, [ObjectMask(a, z=0), ObjectMask(b, z=0)]))
+    with pytest.raises(LabelsReshaped, match=r"the commit of labels 10, 11 was written"):
+        hist.undo(lab[:, :10].copy())

@@ -289,9 +289,9 @@ def _require_shape(commit: Commit, labels: np.ndarray, redo: bool) -> None:
     shape = tuple(int(n) for n in np.shape(labels))
     if commit.shape is None or _squeezed(shape) == _squeezed(commit.shape):
         return
-    ids = ", ".join(map(str, commit.ids))
+    ids = ("label " if len(commit.ids) == 1 else "labels ") + ", ".join(map(str, commit.ids))
     raise LabelsReshaped(
-        f"the labels have shape {shape} but the commit of label {ids} was written into labels "
+        f"the labels have shape {shape} but the commit of {ids} was written into labels "
         f"of shape {tuple(commit.shape)} (they were replaced since); nothing was "
         f"{'redone' if redo else 'undone'} and the step is kept: put the labels of that shape "
         "back, then try again"

@@ -104,3 +104,21 @@ def test_the_console_line_a_uint8_refusal_gives_commits_label_256(stack_widget, 
     assert text.startswith("Undid commit of label 256 in 'u8 labels'."), text
     np.testing.assert_array_equal(np.asarray(layer.data), full)
 
+
+def test_the_undo_and_redo_of_a_two_object_commit_name_labels_in_the_plural(stack_widget,
+                                                                               qtbot):
+    """Two boxes committed at once ("Committed labels 1, 2"): the Undo said "Undid commit of
+    label 1, 2"."""
+    viewer, widget = stack_widget
+    c = widget.controller
+    viewer.layers.selection.active = c.boxes_layer
+    c.boxes_layer.add([[[3, 10, 10], [3, 10, 30], [3, 30, 30], [3, 30, 10]],
+                       [[3, 34, 34], [3, 34, 54], [3, 54, 54], [3, 54, 34]]],
+                      shape_type="rectangle")  # what two drags in 'add rectangle' draw
+    qtbot.waitUntil(lambda: len(c.previews) == 2, timeout=10_000)
+    text = _click_button(qtbot, widget, "Commit")
+    assert text.startswith("Committed labels 1, 2"), text
+    text = _click_button(qtbot, widget, "Undo")
+    assert text.startswith("Undid commit of labels 1, 2 in 'segmentation'."), text
+    text = _click_button(qtbot, widget, "Redo")
+    assert text.startswith("Redid commit of labels 1, 2 in 'segmentation'."), text

@@ -27,7 +27,7 @@ from napari_sam.annotation import (
     apply_objects,
     not_writable,
 )
-from napari_sam.words import counted
+from napari_sam.words import counted, for_count
 
 from .click_first import ClickFirst
 from .commit_checks import (
@@ -725,7 +725,7 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
         problem = self.history_problem(target)
         if problem:
             self.refuse(f"Not {'redone' if redo else 'undone'}: {problem}.")
-        ids = ", ".join(str(i) for i in commit.ids)
+        ids = for_count(len(commit.ids), "label") + " " + ", ".join(map(str, commit.ids))
         where = self.labels_name(target)
         try:
             (self.history.redo if redo else self.history.undo)(self.target_data(target))
@@ -739,7 +739,7 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
         self.labels_changed(target, commit.written, undoing=not redo)
         self._log_step(commit, redo)
         other = "" if self.is_current_target(target) else " (not the current Labels layer)"
-        self._say(f"{'Redid' if redo else 'Undid'} commit of label {ids} in '{where}'{other}."
+        self._say(f"{'Redid' if redo else 'Undid'} commit of {ids} in '{where}'{other}."
                   + edited_note(commit, redo) + self.take_autosave_note())
         return commit
 
