@@ -245,8 +245,9 @@ def not_writable(labels) -> str:
     ):
         return ""
     return (
-        "the labels layer's data is not an in-memory writable numpy array; commit into a "
-        "new labels layer, or convert this one (layer.data = np.asarray(layer.data))"
+        "the labels are not an in-memory writable numpy array; commit into a new labels "
+        "layer, or into a writable copy (numpy.array(labels); np.asarray keeps a read-only "
+        "array read-only)"
     )
 
 

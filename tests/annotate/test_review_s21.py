@@ -5,6 +5,8 @@ explained as lying beside the image."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -268,10 +270,16 @@ def test_commit_into_a_labels_array_that_is_not_writable_numpy_is_refused_first(
     text = str(info.value)
     assert text.startswith(f"Not committed: the data of 'labels' {name}")
     assert ("is not an in-memory writable numpy array. Pick a new layer in 'Labels layer', "
-            "or convert this one (layer.data = np.asarray(layer.data)) and commit again."
-            ) in text
+            "or convert this one: type in napari's console: ") in text
     assert not np.asarray(s.labels).any() and s.log == [] and not s.history.can_undo
     assert len(s.prompt_arrays()[0]) == 1  # the prompts are kept for the next try
+    # the console line works as typed in napari's console (which defines 'viewer' only)
+    line = text.split("type in napari's console: ", 1)[1].removesuffix(" (then commit again).")
+    layer = SimpleNamespace(data=s.labels)
+    exec(line, {"viewer": SimpleNamespace(layers={"labels": layer})})
+    s.labels = layer.data
+    s.commit()
+    assert np.asarray(s.labels)[3].any() and len(s.log) == 1
 
 
 # --------------------------------------------------------------------- defect 9: beside

@@ -671,10 +671,13 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
         kind = (f"{type(data).__module__.split('.')[0]}.{type(data).__name__}"
                 if not isinstance(data, np.ndarray) else
                 "read-only" if not data.flags.writeable else "not contiguous")
-        raise UserError(
-            f"Not committed: the data of '{self.target_name()}' ({kind}) is not an in-memory "
-            "writable numpy array. Pick a new layer in 'Labels layer', or convert this one "
-            "(layer.data = np.asarray(layer.data)) and commit again."
+        name = self.target_name()
+        raise UserError(  # np.asarray kept a read-only array read-only; napari's console
+            # has no 'layer' (nor always 'np')
+            f"Not committed: the data of '{name}' ({kind}) is not an in-memory writable numpy "
+            "array. Pick a new layer in 'Labels layer', or convert this one: type in napari's "
+            f"console: import numpy as np; layer = viewer.layers[{name!r}]; layer.data = "
+            "np.array(layer.data) (then commit again)."
         )
 
     def _skip_labelled(self, objects: list[ObjectMask], clicks) -> tuple[list[ObjectMask], str]:
