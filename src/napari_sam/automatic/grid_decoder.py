@@ -5,6 +5,7 @@ CUDA, bfloat16 on CPUs where the predictor runs bfloat16)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -165,6 +166,16 @@ class GridDecoder:
         if self._positional is None:
             self._positional = positional_parts(self.dec, self.pe)
         t = image_terms(self.dec, self.pe, features, self._positional)
+        # R's rows times the projections that read them, per layer (see _r_project)
+        for layer, st in zip(self.tf.layers, t.layers):
+            t2i, maps = st["t2i"], st["r_maps"]
+            t2i["k_proj"] = _maps_times(maps, t2i["attn"].k_proj.weight.T)
+            t2i["v_proj"] = _maps_times(maps, t2i["attn"].v_proj.weight.T)
+            st["q_proj"] = _maps_times(maps, layer.cross_attn_image_to_token.q_proj.weight.T)
+        fa, maps = t.final, t.final["r_maps"]
+        fa["k_proj"] = _maps_times(maps, fa["attn"].k_proj.weight.T)
+        fa["v_proj"] = _maps_times(maps, fa["attn"].v_proj.weight.T)
+        t.head["wf_maps"] = _maps_times(maps, t.head["wf"])
         cd = self._compute_dtype()
         _cast_per_pixel(t.layers, t.final, cd)
         return {
@@ -210,7 +221,8 @@ class GridDecoder:
         r = parts[0].lt.shape[1]
         return DecoderState(*(torch.cat(x, 0) for x in zip(*((p.iou, p.hyper, p.alpha)
                                                               for p in parts))),
-                            lt[:, :r], rm[:, :r])
+                            lt[:, :r], rm[:, :r],
+                            [torch.cat(v, 0) for v in zip(*(p.vt for p in parts))])
 
     def _token_count(self, pts: torch.Tensor) -> int:
         """Tokens T of the two-way transformer for a single-point prompt: the output tokens
@@ -264,7 +276,8 @@ class GridDecoder:
             1,
         )
         r = state["r"]
-        return DecoderState(iou[:, 1:].float(), hyper, state["alpha"], lt[:, :r], rm[:, :r])
+        return DecoderState(iou[:, 1:].float(), hyper, state["alpha"], lt[:, :r], rm[:, :r],
+                            state["vt"])
 
     @staticmethod
     def _token_to_image(st, q_in, state):
@@ -288,8 +301,8 @@ class GridDecoder:
         s = torch.bmm(qs, st["k1"])  # (h, n*t, hw)
         s4 = s.view(h, n, t, hw)
         if r:
-            lt, rm = _lt_rows(state, r), state["rm"][:, :r]
-            qk = (rm.to(cd) @ attn.k_proj.weight.T.to(cd)).view(n, r, h, d)
+            lt = _lt_rows(state, r)
+            qk = _r_project(state, st["k_proj"], r).to(cd).view(n, r, h, d)
             g = torch.einsum("nthd,nrhd->nhtr", qh.to(cd), qk).reshape(n, h * t, r)
             s4 += torch.bmm(g, lt).view(n, h, t, hw).permute(1, 0, 2, 3)
         if alpha is not None:
@@ -302,7 +315,7 @@ class GridDecoder:
         if r:
             pn = p.view(h, n, t, hw).permute(1, 0, 2, 3).reshape(n, h * t, hw)
             pl = torch.bmm(pn, lt.transpose(1, 2)).view(n, h, t, r)
-            qv = (rm.to(cd) @ attn.v_proj.weight.T.to(cd)).view(n, r, h, d)
+            qv = _r_project(state, st["v_proj"], r).to(cd).view(n, r, h, d)
             o = o + torch.einsum("nhtr,nrhd->hntd", pl, qv).float()
         out = o.permute(1, 2, 0, 3).reshape(n, t, di) + st["v2"]
         return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
@@ -325,7 +338,7 @@ class GridDecoder:
         s = torch.bmm(kk, st["q12"] if first else st["q1"])  # (h, n*t, hw)
         s4 = s.view(h, n, t, hw)
         if r:
-            qq = (rm[:, :r].to(cd) @ attn.q_proj.weight.T.to(cd)).view(n, r, h, d)
+            qq = _r_project(state, st["q_proj"], r).to(cd).view(n, r, h, d)
             w3 = torch.einsum("nrhd,nthd->nhtr", qq, khd.to(cd)).reshape(n, h * t, r)
             s4 += torch.bmm(w3, _lt_rows(state, r)).view(n, h, t, hw).permute(1, 0, 2, 3)
         if alpha is not None:
@@ -423,7 +436,10 @@ class GridDecoder:
         alpha, lt, rm = state.alpha[index], state.lt[index], state.rm[index]
         hyper = state.hyper[index]  # (n, C, D8)
         n, _, hw = lt.shape
-        rw = rm @ shared["wf"]  # (n, r, 4*D4)
+        if state.vt is None:
+            rw = rm @ shared["wf"]  # (n, r, 4*D4)
+        else:  # the same from the token values: (T d) instead of (r D) per output value
+            rw = _r_project({"vt": [v[index] for v in state.vt]}, shared["wf_maps"], rm.shape[1])
         shw, cw, w2f, b2 = shared["shw"], shared["cw"], shared["w2f"], shared["b2"]
         d4 = shw.shape[-1] // 4
         d8 = w2f.shape[-1] // 4
@@ -462,9 +478,46 @@ class GridDecoder:
             out[:, :, p0:p1] = torch.bmm(hyper, z.transpose(1, 2)).view(n, c, k, 16)
         e = shared["side"]
         # ``out`` (n, C, pixel (iy, ix), (a, b, a2, b2)): (a, b) from the first and (a2, b2)
-        # from the second transposed convolution; output pixel (4 iy + 2 a + a2, 4 ix + 2 b + b2)
-        m = out.view(n, c, e, e, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
-        return m.reshape(n, c, 4 * e, 4 * e)
+        # from the second transposed convolution; output pixel (4 iy + 2 a + a2, 4 ix + 2 b + b2).
+        # One gather along each row: the permuted copy's inner loop runs over 2 values, 10x
+        # slower on a CPU.
+        m = out.view(n * c, hw * 16).index_select(1, _pixel_order(e, out.device))
+        return m.view(n, c, 4 * e, 4 * e)
+
+
+@torch.inference_mode()
+def _maps_times(maps: tuple, w: torch.Tensor) -> tuple[list, list]:
+    """``maps`` (``r_maps`` of :func:`~napari_sam.models.decoder_terms.image_terms`: per
+    earlier layer a (h, d, D) block and a (D,) constant row) times ``w`` (D, E): per layer a
+    (h, d, E) map from its token values and an (E,) constant row (see :func:`_r_project`)."""
+    blocks, consts = maps
+    w = w.float()
+    return [b @ w for b in blocks], [v @ w for v in consts]
+
+
+def _r_project(state: dict, maps: tuple, r: int) -> torch.Tensor:
+    """``R[:, :r] @ W`` (n, r, E) float32 from the token values ``state["vt"]`` (per layer
+    (n, T, h, d)) and ``maps`` of :func:`_maps_times`: R's rows of one layer are its token
+    values through a map shared by every prompt, so the product costs T * d instead of
+    r * D multiply-adds per output value and row block."""
+    parts = []
+    for vt, pb, pc in zip(state["vt"], *maps):
+        n, t, h, _ = vt.shape
+        parts.append(torch.einsum("nthd,hde->nhte", vt, pb).reshape(n, h * t, -1))
+        parts.append(pc.expand(n, 1, -1))
+    out = torch.cat(parts, 1)
+    if out.shape[1] != r:
+        raise RuntimeError(f"grid decoder: {out.shape[1]} rows of R from the token values, "
+                           f"the state has {r}")
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _pixel_order(e: int, device: torch.device) -> torch.Tensor:
+    """(16 E * E,) int64: for each pixel of a (4E, 4E) mask in row-major order, its place in
+    the upscaling head's output row (pixel (iy, ix), then (a, b, a2, b2))."""
+    idx = torch.arange(16 * e * e, device=device).view(e, e, 2, 2, 2, 2)
+    return idx.permute(0, 2, 4, 1, 3, 5).reshape(-1)
 
 
 def _lt_rows(state: dict, r: int) -> torch.Tensor:
@@ -518,6 +571,8 @@ class DecoderState:
     alpha: torch.Tensor  # (N, HW)
     lt: torch.Tensor  # (N, r, HW)
     rm: torch.Tensor  # (N, r, D)
+    #: per layer its token values (N, T, h, d): R's rows through maps shared by all prompts
+    vt: list | None = None
 
     def astuple(self):
         return (self.iou, self.hyper, self.alpha, self.lt, self.rm)

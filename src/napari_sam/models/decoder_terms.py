@@ -85,9 +85,12 @@ class ImageTerms:
         Per transformer layer: ``"t2i"`` (token->image keys ``k1`` + ``k2`` and values
         ``v1`` + ``v2``; the first layer also ``k12``, their sum), the image->token queries
         ``q1`` + ``q2`` (first layer: ``q12``), and the parts of ``norm4`` that do not depend
-        on the prompt (``sx``, ``sxc``, ``shc_n2``, ``shc_cc``, ``cc``, ``cc_n2``, ``norm``).
+        on the prompt (``sx``, ``sxc``, ``shc_n2``, ``shc_cc``, ``cc``, ``cc_n2``, ``norm``),
+        and ``r_maps``: the rows of ``R`` this layer reads, as ``(blocks, consts)``: per
+        earlier layer a (h, d, D) map from that layer's token values (n, T, h, d) to its h * T
+        rows, and its constant row (D,) (every later layer norm applied).
     final : dict
-        Keys and values of the final token->image attention.
+        Keys and values of the final token->image attention, and its ``r_maps``.
     head : dict
         ``wf`` (D, 4 D4) the first transposed convolution as a matrix, ``shw`` (HW, 4 D4) it
         applied to ``Sh``, ``cw`` (4 D4,) to the constant part plus its bias, ``w2f``
@@ -137,6 +140,7 @@ def image_terms(decoder, prompt_encoder, features: Tensor,
     consts: list[Tensor] = []
     for i, layer in enumerate(tf.layers):
         st = {"t2i": _kv(layer.cross_attn_token_to_image, sh, positional[2 * i], c)}
+        st["r_maps"] = (list(blocks), list(consts))  # R's rows as this layer reads them
         i2t = layer.cross_attn_image_to_token
         h = i2t.num_heads
         st["q1"] = heads_t(sh @ i2t.q_proj.weight.T, h)
@@ -162,6 +166,7 @@ def image_terms(decoder, prompt_encoder, features: Tensor,
         sh = shc * g
         c = layer.norm4.bias.float().clone()
     final = _kv(tf.final_attn_token_to_image, sh, positional[-1], c)
+    final["r_maps"] = (blocks, consts)
     up = decoder.output_upscaling
     w1 = up[0].weight  # (D, D4, 2, 2)
     wf = w1.permute(0, 2, 3, 1).reshape(dm, -1)  # columns (a, b, o)
