@@ -288,7 +288,7 @@ def test_foreign_file_at_the_output_path_is_kept(tmp_path, tiny_model, capsys):
     mine.write_bytes(b"my own labels")
     before = _state(inp, mine)
     rc, _, err = cli(["auto", inp, "-o", out, "--model", tiny_model], capsys)
-    assert rc == 1 and "was not written by napari-sam; pass --overwrite" in err
+    assert rc == 1 and "was not written by napari-sam (no a_labels.tif.json" in err
     assert _state(inp, mine) == before
 
 

@@ -91,12 +91,17 @@ def test_encoder_only_export_refuses_an_unlisted_decoder_and_keeps_it(tmp_path, 
     assert main(["export", "onnx", str(tiny_model), "-o", str(out), "--encoder-only",
                  "--overwrite", "-q"]) == 2
     err = capsys.readouterr().err
-    assert f"{out / DECODER_FILE} is not listed in" in err and "--overwrite" in err
+    assert f"{out / DECODER_FILE} is not listed in" in err
+    assert "never replaces a file it did not write (not even with --overwrite)" in err
     assert sorted(p.name for p in out.iterdir()) == [DECODER_FILE]
     assert (out / DECODER_FILE).read_bytes() == b"another tool's decoder"
-    # both parts with --overwrite replace it: one export
-    assert main(["export", "onnx", str(tiny_model), "-o", str(out), "--overwrite", "-q"]) == 0
-    assert _meta(out)["files"] == {"decoder": DECODER_FILE, "encoder": ENCODER_FILE}
+    # both parts with --overwrite do not replace it either: not napari-sam's (s39)
+    assert main(["export", "onnx", str(tiny_model), "-o", str(out), "--overwrite", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / DECODER_FILE} in the output folder was not written by a napari-sam" in err
+    assert "pass --overwrite" not in err
+    assert sorted(p.name for p in out.iterdir()) == [DECODER_FILE]
+    assert (out / DECODER_FILE).read_bytes() == b"another tool's decoder"
 
 
 def test_onnx_decoder_refuses_a_decoder_export_json_does_not_list(tmp_path, tiny_model):

@@ -357,8 +357,8 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
             if (block_slices and ctx.command in ("auto", "embed")
                     and output_name_problem(job, ctx) is None):  # else its final task says why
                 state = job_output_state(job, ctx)
-                if ctx.overwrite or state not in ("complete", "edited", "foreign",
-                                                             "other-command"):
+                if state != "foreign" and (ctx.overwrite or state not in (
+                        "complete", "edited", "other-command")):  # foreign: never replaced
                     n = _n_slices(job, ctx)
             if block_slices and n > block_slices:
                 spans = [(s, min(s + block_slices, n)) for s in range(0, n, block_slices)]

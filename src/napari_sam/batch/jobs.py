@@ -161,7 +161,8 @@ def output_state(output: Path, input_path: Path | None, signature: Mapping) -> s
         and saved over it, :func:`napari_sam.io.output_edited`): kept, replaced only with
         ``--overwrite``, whatever else changed.
     ``"foreign"``
-        A file without a napari-sam sidecar: not ours, replaced only with ``--overwrite``.
+        A file without a napari-sam sidecar: not ours, never replaced (not even with
+        ``--overwrite``).
     ``"other-command"``
         Written by another napari-sam command: replaced only with ``--overwrite``.
     """

@@ -68,6 +68,16 @@ def no_prompts_reason(output) -> str:
             + " if it no longer applies, or add prompts for this input again")
 
 
+def foreign_reason(output) -> str:
+    """Why a job whose output path holds something napari-sam did not write (no sidecar of
+    ours: a user's image, labels or zarr store) fails: it is never replaced or deleted, even
+    with ``--overwrite`` (which replaces napari-sam's own outputs only)."""
+    return (f"{output} exists and was not written by napari-sam (no "
+            f"{nio.output_metadata_path(output).name} of ours beside it): napari-sam never "
+            "replaces or deletes it, not even with --overwrite (that replaces napari-sam's own "
+            "outputs only); choose another output folder (-o), or move that file away yourself")
+
+
 def one_line(exc: BaseException) -> str:
     """An exception as a one-line reason (the type named unless the message says it all)."""
     text = " ".join(str(exc).split())
@@ -137,9 +147,8 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
                 res.status, res.reason = "skipped", EDITED_REASON
                 res.details["previous_state"] = state  # "edited": kept as it is
                 return res
-            if state == "foreign" and not ctx.overwrite:
-                res.reason = (f"{job.output} exists and was not written by napari-sam; pass "
-                              "--overwrite to replace it or choose another output folder")
+            if state == "foreign":  # never replaced, --overwrite or not: not ours
+                res.reason = foreign_reason(job.output)
                 return res
             if state == "other-command" and not ctx.overwrite:
                 meta = nio.read_output_metadata(job.output) or {}

@@ -100,8 +100,9 @@ def add_batch_arguments(p: argparse.ArgumentParser, command: str) -> None:
                         "integers, mostly 0, in flat regions); without it they are left out "
                         "with a note (a file named explicitly is always segmented)")
     g.add_argument("--overwrite", action="store_true",
-                   help="recompute outputs that are already complete and replace files that "
-                        "napari-sam did not write")
+                   help="recompute outputs that are already complete and replace those "
+                        "edited since or written by another napari-sam command (a file or "
+                        "store napari-sam did not write is never replaced)")
     if command != "embed":
         g.add_argument("--format", dest="fmt", default="tif",
                        choices=("tif", "ome.tif", "zarr", "npy"),

@@ -80,7 +80,9 @@ class OnnxExport:
 class UnlistedPartError(FileExistsError):
     """The output folder holds the part an ``encoder``-only or ``decoder``-only export does
     not write, and no ``export.json`` there lists it: kept, it would pair with the new part as
-    if both were one export, so the export is refused (the file is never removed)."""
+    if both were one export, so the export is refused (the file is never removed). Also a
+    file of a name the export writes that no earlier export wrote: never replaced, not even
+    with ``overwrite``."""
 
 
 def check_exportable(model) -> None:
@@ -161,6 +163,7 @@ def _check_out_dir(out: Path, names: list[str], overwrite: bool) -> Path:
                 f"{out} already holds {', '.join(clash)}; choose another folder, or pass "
                 "overwrite=True (--overwrite) to replace them"
             )
+        _check_clash_is_ours(out, clash)
         _check_unlisted_parts(out, names)
         home = out
     else:
@@ -195,20 +198,34 @@ def listed_files(folder: Path) -> dict[str, str]:
         return {}
 
 
+def _check_clash_is_ours(out: Path, clash: list[str]) -> None:
+    """UnlistedPartError when a file the export would replace in ``out`` is not an earlier
+    export's (no export.json there lists it; export.json itself: one that lists no part):
+    napari-sam never replaces a file it did not write, not even with ``overwrite``."""
+    listed = set(listed_files(out).values())
+    theirs = [n for n in clash if n not in listed and not (n == METADATA_FILE and listed)]
+    if theirs:
+        raise UnlistedPartError(
+            f"{', '.join(str(out / n) for n in theirs)} in the output folder was not written "
+            f"by a napari-sam export (no {METADATA_FILE} there lists it): napari-sam never "
+            "replaces it, not even with --overwrite (overwrite=True replaces an earlier "
+            "export's files only); choose another folder (-o), or move it away yourself"
+        )
+
+
 def _check_unlisted_parts(out: Path, names: list[str]) -> None:
     """UnlistedPartError when ``out`` holds the part this export does not write and no
     export.json there lists it (it would pair with the new part as one export)."""
     listed = set(listed_files(out).values())
-    parts = ((DECODER_FILE, ENCODER_FILE, "decoder"), (ENCODER_FILE, DECODER_FILE, "encoder"))
-    for part, new, flag in parts:
+    for part, new in ((DECODER_FILE, ENCODER_FILE), (ENCODER_FILE, DECODER_FILE)):
         if part in names or not (out / part).exists() or part in listed:
             continue
         raise UnlistedPartError(
             f"{out / part} is not listed in {out / METADATA_FILE} (another tool's file, or "
             f"an export whose {METADATA_FILE} is gone): it would pair with the new {new} as "
-            "if both were one export. Move or delete it, choose another folder, or export "
-            f"the {flag} too (drop --encoder-only / --decoder-only) with --overwrite "
-            "(overwrite=True) to replace it"
+            "if both were one export, and napari-sam never replaces a file it did not "
+            "write (not even with --overwrite): choose another folder (-o), or move it "
+            "away yourself"
         )
 
 

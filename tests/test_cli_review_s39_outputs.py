@@ -1,0 +1,110 @@
+"""Walkthrough s39 (CLI outputs): what napari-sam did not write is never replaced, even with
+``--overwrite``; napari-sam's own companions are not inputs; outputs of inputs inside stores
+make no ``.zarr`` folders; the summary table fits names of any width."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from cli_runner import cli
+
+
+@pytest.fixture(autouse=True)
+def _offline(offline_cli):
+    """Every test here runs in :func:`offline_cli`'s surroundings (tests/conftest.py)."""
+
+
+def _stack(path: Path, shape=(3, 48, 48), seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, (rng.random(shape) * 1000).astype(np.uint16),
+                     photometric="minisblack")
+    return path
+
+
+def _tree(root: Path) -> dict:
+    """``{relative path: md5}`` of every file under ``root`` (a folder or one file)."""
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root.parent)): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in files}
+
+
+def _ome_zarr(path: Path) -> Path:
+    """A user's OME-Zarr image (v2, two levels, multiscales attributes) at ``path``."""
+    import zarr
+
+    g = zarr.open_group(str(path), mode="w", zarr_format=2)
+    data = (np.random.default_rng(1).random((3, 48, 48)) * 1000).astype(np.uint16)
+    g.create_array("0", data=data, chunks=(1, 48, 48))
+    g.create_array("1", data=data[:, ::2, ::2], chunks=(1, 24, 24))
+    g.attrs["multiscales"] = [{"version": "0.4", "name": "img", "axes": [
+        {"name": a, "type": "space"} for a in "zyx"], "datasets": [
+        {"path": str(i), "coordinateTransformations": [
+            {"type": "scale", "scale": [1.0, 2.0 ** i, 2.0 ** i]}]} for i in range(2)]}]
+    return path
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_embed_never_replaces_a_users_zarr_store(tmp_path, tiny_model, capsys, overwrite):
+    """``embed ecopy/stack.tif -o ecopy/`` beside the user's OME-Zarr ``ecopy/stack.zarr``:
+    with ``--overwrite`` too the image stays, byte for byte (was: replaced by embeddings)."""
+    import zarr
+
+    folder = tmp_path / "ecopy"
+    inp = _stack(folder / "stack.tif")
+    store = _ome_zarr(folder / "stack.zarr")
+    before = _tree(store)
+    argv = ["embed", inp, "-o", folder, "--model", tiny_model, "--device", "cpu", "-q"]
+    rc, _, err = cli(argv + (["--overwrite"] if overwrite else []), capsys)
+    assert rc == 1, err
+    assert f"{store} exists and was not written by napari-sam" in err
+    assert "not even with --overwrite" in err and "choose another output folder (-o)" in err
+    assert "pass --overwrite" not in err
+    assert _tree(store) == before
+    g = zarr.open_group(str(store), mode="r")
+    assert sorted(g.array_keys()) == ["0", "1"] and "multiscales" in g.attrs
+    assert not (folder / "stack.zarr.json").exists()
+    assert not any(p.name.endswith(".partial") for p in folder.iterdir())
+
+
+@pytest.mark.parametrize("command", ["auto", "segment"])
+def test_overwrite_never_replaces_a_labels_file_napari_sam_did_not_write(
+        tmp_path, tiny_model, capsys, command):
+    inp = _stack(tmp_path / "a.tif")
+    out = tmp_path / "out"
+    mine = out / "a_labels.tif"
+    out.mkdir()
+    mine.write_bytes(b"my own labels")
+    argv = [command, inp, "-o", out, "--model", tiny_model, "--device", "cpu", "-q",
+            "--overwrite"]
+    if command == "segment":
+        csv = tmp_path / "p.csv"
+        csv.write_text("file,id,slice,row,col\na.tif,1,1,20,20\n")
+        argv += ["-p", csv]
+    rc, _, err = cli(argv, capsys)
+    assert rc == 1 and "not even with --overwrite" in err, err
+    assert mine.read_bytes() == b"my own labels"
+    assert not (out / "a_labels.tif.json").exists()
+
+
+def test_export_overwrite_never_replaces_files_no_export_wrote(tmp_path, tiny_model, capsys):
+    """``export onnx -o F --overwrite`` where F holds a user's ``export.json`` (or a
+    ``decoder.onnx`` no export.json lists): refused, exit 2, the files unchanged; an earlier
+    napari-sam export there is replaced."""
+    out = tmp_path / "F"
+    out.mkdir()
+    (out / "export.json").write_text('{"my": "notes"}\n')
+    before = _tree(out)
+    argv = ["export", "onnx", tiny_model, "-o", out, "--decoder-only", "-q"]
+    rc, _, err = cli([*argv, "--overwrite"], capsys)
+    assert rc == 2 and f"{out / 'export.json'} in the output folder was not written" in err
+    assert "not even with --overwrite" in err and "pass --overwrite" not in err
+    assert _tree(out) == before
+    ours = tmp_path / "G"
+    assert cli([*argv[:4], ours, *argv[5:]], capsys)[0] == 0
+    assert cli([*argv[:4], ours, *argv[5:], "--overwrite"], capsys)[0] == 0
