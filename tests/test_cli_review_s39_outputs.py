@@ -5,6 +5,7 @@ make no ``.zarr`` folders; the summary table fits names of any width."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +109,27 @@ def test_export_overwrite_never_replaces_files_no_export_wrote(tmp_path, tiny_mo
     ours = tmp_path / "G"
     assert cli([*argv[:4], ours, *argv[5:]], capsys)[0] == 0
     assert cli([*argv[:4], ours, *argv[5:], "--overwrite"], capsys)[0] == 0
+
+
+def test_a_glob_leaves_out_napari_sams_own_files_and_non_images(tmp_path, tiny_model, capsys):
+    """``auto "g1/*"`` over a folder holding an earlier output, its sidecar, a session file
+    and a README: the image is done, the others are left out with a note, exit 0 (was:
+    each .json and the README counted FAILED, exit 1); a file named itself still fails."""
+    from napari_sam.session import FORMAT
+
+    g1 = tmp_path / "g1"
+    inp = _stack(g1 / "a.tif")
+    base = ["--model", tiny_model, "--device", "cpu", "--points-per-side", "4"]
+    assert cli(["auto", inp, "-o", g1, *base, "-q"], capsys)[0] == 0  # a_labels.tif(.json)
+    (g1 / "a.tif.sam-session.json").write_text(json.dumps({"format": FORMAT}))
+    (g1 / "README.txt").write_text("acquired on the spinning disk\n")
+    rc, stdout, err = cli(["auto", str(g1 / "*"), "-o", tmp_path / "o", *base], capsys)
+    assert rc == 0, err
+    assert "FAILED" not in stdout + err
+    assert (tmp_path / "o" / "a_labels.tif").is_file()
+    assert not (tmp_path / "o" / "README_labels.tif").exists()
+    assert "left out 2 of napari-sam's own files" in err and "a_labels.tif.json" in err
+    assert "a.tif.sam-session.json" in err
+    assert f"left out 1 file that is not an image ({g1 / 'README.txt'})" in err
+    rc, stdout, err = cli(["auto", g1 / "README.txt", "-o", tmp_path / "o2", *base], capsys)
+    assert rc == 1 and "not a supported image type" in stdout + err

@@ -540,6 +540,22 @@ def label_images_left_out(found, args):
     return kept
 
 
+def companions_left_out(found, args):
+    """``found`` without napari-sam's own files and the files that are no images found in
+    folders or by globs (:func:`napari_sam.batch.glob_companions.leave_out_companions`), said
+    in a note. A CLIError (exit 2) when nothing is left."""
+    from napari_sam.batch.glob_companions import companions_note, leave_out_companions
+
+    kept, own, other = leave_out_companions(found, args.inputs)
+    for note in [] if args.quiet else companions_note(own, other):
+        print_note(note)
+    if not kept:
+        raise CLIError(f"no images among the inputs found ({(own + other)[0]}, ...: "
+                       "napari-sam's own files or no images); point INPUT at image files, "
+                       "folders or stores", code=2)
+    return kept
+
+
 def cmd_batch(args) -> int:
     """Run ``embed``, ``auto`` or ``segment``; returns the exit code. An ``-o`` folder this
     run created is removed again when an error stops the run before anything was written."""
@@ -547,7 +563,7 @@ def cmd_batch(args) -> int:
 
     check_batch_args(args)
     found = batch.collect_inputs_with_folders(args.inputs, recursive=args.recursive)
-    found = label_images_left_out(found, args)
+    found = label_images_left_out(companions_left_out(found, args), args)
     inputs, subfolders = [p for p, _ in found], dict(found)
     for left, kept in [] if args.quiet else found.duplicates:  # one file, one output: said
         print_note(f"note: {left} is the same file as {kept} ({os.path.realpath(left)}) and "
