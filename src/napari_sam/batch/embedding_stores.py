@@ -10,7 +10,7 @@ from pathlib import Path
 
 from napari_sam import io as nio
 from napari_sam.batch.context import Context, Job
-from napari_sam.batch.inputs import stem_of
+from napari_sam.batch.inputs import output_path
 from napari_sam.batch.jobs import work_dir
 from napari_sam.batch.progress import JobProgressBar
 from napari_sam.batch.reading import OpenedImage
@@ -66,7 +66,7 @@ def user_embeddings(job: Job, ctx: Context, model) -> Path | None:
     if ctx.embeddings_dir is None:
         return None
     # in the subfolder ``embed`` mirrored this input into, as its labels are here
-    store = Path(ctx.embeddings_dir) / job.subfolder / f"{stem_of(job.input)}.zarr"
+    store = output_path(job.input, ctx.embeddings_dir, "embed", subfolder=job.subfolder)
     meta = nio.read_output_metadata(store) or {}
     same_model = (meta.get("model") or {}).get("id") == getattr(model, "model_id", None)
     extra = meta.get("extra") or {}

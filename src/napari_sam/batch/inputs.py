@@ -317,13 +317,33 @@ def stem_of(path: os.PathLike | str) -> str:
     return Path(name).stem or name
 
 
-def output_path(input_path: os.PathLike | str, out_dir: os.PathLike | str, command: str, *,
-                suffix: str = "_labels", fmt: str = "tif") -> Path:
-    """Where ``command`` writes the output of ``input_path``.
+def output_folder_and_stem(input_path: os.PathLike | str,
+                           subfolder: os.PathLike | str = ".") -> tuple[Path, str]:
+    """The folder (below the output folder) and the stem of the output of ``input_path`` found
+    in ``subfolder``: those two, except for an array inside a zarr store (a glob
+    ``"e/*.zarr/0"``, or ``e/b2r.zarr/0`` named): its path from the store folds into the stem
+    (``b2r_0``) and the store's folders leave the subfolder, so that no output folder is
+    named ``.zarr`` without being a store (a later ``-r`` over the outputs read it as one)."""
+    sub, stem = Path(subfolder), stem_of(input_path)
+    parents = Path(input_path).parent.parts
+    at = next((i for i, part in enumerate(parents) if part.lower().endswith(".zarr")), None)
+    if at is None:
+        return sub, stem
+    inside = len(parents) - at  # the store and its groups above the array
+    keep = max(0, len(sub.parts) - inside)
+    return Path(*sub.parts[:keep]), "_".join([stem_of(parents[at]), *parents[at + 1:], stem])
 
-    ``auto`` / ``segment``: ``out_dir/<stem><suffix>.<fmt>``; ``embed``: ``out_dir/<stem>.zarr``.
+
+def output_path(input_path: os.PathLike | str, out_dir: os.PathLike | str, command: str, *,
+                suffix: str = "_labels", fmt: str = "tif",
+                subfolder: os.PathLike | str = ".") -> Path:
+    """Where ``command`` writes the output of ``input_path`` (found in ``subfolder``).
+
+    ``auto`` / ``segment``: ``out_dir/<subfolder>/<stem><suffix>.<fmt>``; ``embed``:
+    ``out_dir/<subfolder>/<stem>.zarr`` (an array inside a store:
+    :func:`output_folder_and_stem`).
     """
-    stem = stem_of(input_path)
+    folder, stem = output_folder_and_stem(input_path, subfolder)
     if command == "embed":
-        return Path(out_dir) / f"{stem}.zarr"
-    return Path(out_dir) / f"{stem}{suffix}.{fmt.lstrip('.')}"
+        return Path(out_dir) / folder / f"{stem}.zarr"
+    return Path(out_dir) / folder / f"{stem}{suffix}.{fmt.lstrip('.')}"

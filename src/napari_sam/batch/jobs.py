@@ -33,8 +33,8 @@ def make_jobs(inputs: Sequence[Path], ctx: Context,
     given = {Path(p).resolve(): Path(p) for p in inputs}
     for inp in inputs:
         sub = (subfolders or {}).get(inp, Path("."))
-        out = output_path(inp, Path(ctx.out_dir) / sub, ctx.command, suffix=ctx.suffix,
-                          fmt=ctx.fmt)
+        out = output_path(inp, ctx.out_dir, ctx.command, suffix=ctx.suffix, fmt=ctx.fmt,
+                          subfolder=sub)
         key = out.resolve()
         if key in by_output:
             clashes.append(f"{by_output[key]} and {inp} -> {out}")
