@@ -153,3 +153,24 @@ def test_outputs_of_arrays_inside_stores_make_no_zarr_folders(tmp_path, tiny_mod
     rc, _, err = cli(["auto", out, "-r", "-o", tmp_path / "o2", *base], capsys)
     assert rc == 2 and "every match is an output of napari-sam" in err, err
     assert "Cannot read image" not in err
+
+
+def test_the_summary_table_aligns_wide_names_and_caps_long_ones(tmp_path, capsys):
+    """The summary's columns line up in terminal columns after é, 日本 and 🦠 names, and a
+    200-character name is shortened in the middle (was: the table padded to it)."""
+    from napari_sam.batch import JobResult
+    from napari_sam.cli.batch_command import summary
+    from napari_sam.cli.table_text import NAME_COLUMN, display_width
+
+    long = "x" * 200 + ".tif"
+    names = ["emb é.tif", "日本.tif", "🦠.tif", "plain.tif", long]
+    results = [JobResult(f"/d/{n}", f"/o/{n}_labels.tif", "failed", reason="bad") for n in names]
+    summary(results, len(results), 1.0, names={r.input: n for r, n in zip(results, names)})
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  ")]
+    assert len(lines) == 6
+    starts = {display_width(ln[: ln.index("bad" if "bad" in ln else "output")]) for ln in lines}
+    assert len(starts) == 1, lines  # the third column starts in one terminal column
+    assert max(display_width(ln) for ln in lines) < 80
+    short = next(ln for ln in lines if "…" in ln)
+    assert "xxx….tif" not in short and short.split()[1].endswith("x.tif")
+    assert display_width(short.split()[1]) == NAME_COLUMN

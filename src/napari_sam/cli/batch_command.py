@@ -78,6 +78,20 @@ def print_result(res, quiet: bool, what: str = "objects", name: str | None = Non
         tqdm.write(tb, file=sys.stderr)
 
 
+def print_table(table) -> None:
+    """Print the summary's rows (status, input, detail) in columns of terminal width
+    (:func:`~napari_sam.cli.table_text.display_width`: é, 日本, 🦠 align), the input column
+    at most :data:`~napari_sam.cli.table_text.NAME_COLUMN` wide (longer names lose their
+    middle)."""
+    from napari_sam.cli.table_text import display_width, elide_middle, pad
+
+    rows = [(a, elide_middle(b), c) for a, b, c in table]
+    w0 = max(display_width(t[0]) for t in rows)
+    w1 = max(display_width(t[1]) for t in rows)
+    for t in rows:
+        print(f"  {pad(t[0], w0)}  {pad(t[1], w1)}  {t[2]}")
+
+
 def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False,
             names: dict | None = None) -> None:
     """The batch's summary: counts, a table of the files and what to do next. ``names``:
@@ -115,10 +129,7 @@ def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False,
             table.append((r.status, names.get(r.input, Path(r.input).name), detail))
         table += [("not run", names[inp], "interrupted before it finished: a rerun does it")
                   for inp in left]
-        w0 = max(len(t[0]) for t in table)
-        w1 = max(len(t[1]) for t in table)
-        for t in table:
-            print(f"  {t[0].ljust(w0)}  {t[1].ljust(w1)}  {t[2]}")
+        print_table(table)
     if failed:
         print(f"{counted(len(failed), 'file')} failed; fix "
               f"{for_count(len(failed), 'it', 'them')} and rerun the same command: complete "
