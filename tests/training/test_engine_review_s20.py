@@ -46,17 +46,38 @@ def test_an_existing_json_beside_the_output_is_not_replaced(tmp_path, samples, t
     notes = tmp_path / "notes.json"
     notes.write_text('{"my": "notes"}')
     out = tmp_path / "notes.pt"
-    for extra in ((), ("--resume",)):
+    for extra in ((), ("--resume",), ("--overwrite",)):  # never replaced (s39)
         rc, _, err = cli(_train(samples, samples / "ground_truth", out, tiny_model, *extra),
                          capsys)
         assert rc == 2
-        assert (f"{notes} already exists and the checkpoint metadata of -o {out} is written "
-                "there") in error_line(err)
-        assert "pass --overwrite to replace it" in error_line(err)
+        assert (f"{notes} exists and was not written by napari-sam train (notes.json is not "
+                "the metadata of a training run): napari-sam never replaces it, not even with "
+                "--overwrite") in error_line(err)
+        assert "pass --overwrite" not in error_line(err)
         assert notes.read_text() == '{"my": "notes"}' and not out.exists()
-    rc, _, _ = cli(_train(samples, samples / "ground_truth", out, tiny_model, "--overwrite"),
-                   capsys)
-    assert rc == 0 and json.loads(notes.read_text())["trained_by"] == "napari_sam.training.train"
+
+
+def test_overwrite_never_replaces_a_checkpoint_no_training_run_wrote(tmp_path, samples,
+                                                                     tiny_model, capsys):
+    """``train -o sam_vit_b.pt --overwrite`` over a downloaded checkpoint (no training
+    metadata beside it): refused before any work, the file unchanged (was: replaced); the
+    API refuses it too. An earlier training run's checkpoint is replaced."""
+    import napari_sam as ns
+
+    out = tmp_path / "sam_vit_b.pt"
+    out.write_bytes(b"downloaded weights")
+    rc, _, err = cli(_train(samples, samples / "ground_truth", out, tiny_model, "--overwrite"),
+                     capsys)
+    assert rc == 2 and f"{out} exists and was not written by napari-sam train" in err
+    assert out.read_bytes() == b"downloaded weights" and not (tmp_path / "sam_vit_b.json").exists()
+    with pytest.raises(FileExistsError, match="not even with overwrite=True"):
+        ns.train(str(samples / "*.tif"), str(samples / "ground_truth" / "*.tif"),
+                 model=tiny_model, out=out, overwrite=True, epochs=1)
+    assert out.read_bytes() == b"downloaded weights"
+    ours = tmp_path / "m.pt"
+    assert cli(_train(samples, samples / "ground_truth", ours, tiny_model), capsys)[0] == 0
+    assert cli(_train(samples, samples / "ground_truth", ours, tiny_model, "--overwrite"),
+               capsys)[0] == 0
 
 
 def test_a_resumable_run_rewrites_its_own_json(tmp_path, samples, tiny_model, capsys):
@@ -349,11 +370,13 @@ def test_the_python_api_never_replaces_a_json_it_did_not_write(tmp_path, tiny_mo
     notes.write_text('{"my": "notes"}')
     kw = dict(model=str(tiny_model), epochs=1, batch_size=1, objects_per_image=2,
               val_fraction=0.0, progress=False, device="cpu")
-    with pytest.raises(FileExistsError, match="notes.json exists and was not written by a "
-                       "training run"):
-        ns.train([image], [labels], out=tmp_path / "notes.pt", **kw)
-    assert notes.read_text() == '{"my": "notes"}' and not (tmp_path / "notes.pt").exists()
-    ns.train([image], [labels], out=tmp_path / "notes.pt", overwrite=True, **kw)
+    for overwrite in (False, True):  # never replaced, not even with overwrite=True (s39)
+        with pytest.raises(FileExistsError, match="notes.json exists and was not written by "
+                           "napari-sam train"):
+            ns.train([image], [labels], out=tmp_path / "notes.pt", overwrite=overwrite, **kw)
+        assert notes.read_text() == '{"my": "notes"}' and not (tmp_path / "notes.pt").exists()
+    notes.unlink()  # the user moves the notes away
+    ns.train([image], [labels], out=tmp_path / "notes.pt", **kw)
     assert json.loads(notes.read_text())["trained_by"].startswith("napari_sam")
     before = (tmp_path / "notes.pt").read_bytes()
     with pytest.raises(FileExistsError, match=r"notes\.pt already exists \(an earlier model\?\) "

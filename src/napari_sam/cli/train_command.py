@@ -113,11 +113,11 @@ def cmd_train(args) -> int:
         raise CLIError(f"-o {out} is the checkpoint training starts from (--model): writing "
                        "over it would lose the weights it starts from; write the finetuned "
                        f"model to another file (e.g. -o {out.with_stem(out.stem + '_ft')})", 2)
+    from napari_sam.training.checkpoint import training_state_path
+
     if out.exists() and not (args.overwrite or args.resume):
         raise CLIError(f"{out} already exists; pass --overwrite to replace it or choose another "
                        "-o", 2)
-    from napari_sam.training.checkpoint import training_state_path
-
     if out.exists() and args.resume and not args.overwrite and not (
             training_state_path(out).exists()):
         raise CLIError(f"{out} already exists and there is no training state beside it "
@@ -185,9 +185,13 @@ def check_pieces(args, out: Path) -> None:
     would not do what its user means: one beside that state (without ``--overwrite``: a rerun
     that left out ``--resume``, with ``--minutes`` or not, would train from the start beside
     it, or be told to overwrite it), or one with ``--max-steps`` or ``--minutes``, which stop
-    a piece of a resumable run. The message names the fix."""
-    from napari_sam.training.checkpoint import training_state_path
+    a piece of a resumable run. The message names the fix. First of all, an ``out`` (or its
+    ``FILE.json``) that no training run wrote: never replaced, not even with ``--overwrite``
+    (:func:`napari_sam.training.checkpoint.not_ours_problem`)."""
+    from napari_sam.training.checkpoint import not_ours_problem, training_state_path
 
+    if not_ours_problem(out):
+        raise CLIError(not_ours_problem(out), 2)
     state = training_state_path(out)
     if args.resume and args.overwrite and state.exists():
         raise CLIError(f"--resume and --overwrite contradict each other beside {state}: "

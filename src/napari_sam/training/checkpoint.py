@@ -67,6 +67,24 @@ def is_training_metadata(path: str | os.PathLike) -> bool:
             and "sha256" in meta and "architecture" in meta)
 
 
+def not_ours_problem(out: str | os.PathLike, flag: str = "--overwrite") -> str | None:
+    """Why training into ``out`` must not replace what is there even with ``flag``
+    (``--overwrite``, ``overwrite=True``), or None: an ``out`` checkpoint or its metadata
+    ``FILE.json`` that no training run of ours wrote (no training metadata beside it). Such
+    a file (a downloaded checkpoint, the user's notes) is never replaced."""
+    out = Path(out)
+    meta = checkpoint_metadata_path(out)
+    if is_training_metadata(meta):
+        return None
+    theirs = [p for p in (out, meta) if p.exists()]
+    if not theirs:
+        return None
+    return (f"{theirs[0]} exists and was not written by napari-sam train ({meta.name} is not "
+            "the metadata of a training run): napari-sam never replaces it, not even with "
+            f"{flag} (that replaces an earlier training run's files only); give another -o / "
+            "out, or move it away yourself")
+
+
 def training_state_path(path: str | os.PathLike) -> Path:
     """``model.pt`` -> ``model.train-state.pt`` (what a resumed run reads)."""
     path = Path(path)

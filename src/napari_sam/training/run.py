@@ -30,6 +30,7 @@ from napari_sam.words import counted
 
 from .checkpoint import (
     load_training_state,
+    not_ours_problem,
     save_checkpoint,
     save_training_state,
     training_state_path,
@@ -147,6 +148,17 @@ def _check_existing_out(out, resume: bool) -> None:
             f"({training_state_path(out).name}) to continue: resume=True would train it "
             "again from the start over it; pass overwrite=True for that, or give another out")
     _check_metadata_file(out)
+
+
+def _check_out(out, overwrite: bool, resume: bool) -> None:
+    """FileExistsError before any work: an ``out`` (or its metadata) no training run wrote,
+    never replaced, not even with ``overwrite``
+    (:func:`~napari_sam.training.checkpoint.not_ours_problem`); without ``overwrite``, the
+    checks of :func:`_check_existing_out`."""
+    if out is not None and not_ours_problem(out, "overwrite=True"):
+        raise FileExistsError(not_ours_problem(out, "overwrite=True"))
+    if not overwrite:
+        _check_existing_out(out, resume)
 
 
 class ModelLoadError(ValueError):
@@ -305,8 +317,7 @@ def train(
             f"resume=True and overwrite=True contradict each other beside "
             f"{training_state_path(out)}: resume=True continues that run (with its options), "
             "overwrite=True trains from the start (it removes the state); pass one")
-    if not overwrite:
-        _check_existing_out(out, resume)
+    _check_out(out, overwrite, resume)
     pairs = load_pairs(images, labels)  # all input checks first
     dev = resolve_device(device)
     try:
