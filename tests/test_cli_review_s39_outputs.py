@@ -138,13 +138,14 @@ def test_a_glob_leaves_out_napari_sams_own_files_and_non_images(tmp_path, tiny_m
 def test_outputs_of_arrays_inside_stores_make_no_zarr_folders(tmp_path, tiny_model, capsys):
     """``auto "e/*.zarr/0"`` wrote ``o/b2r.zarr/0_labels.tif``: a folder named .zarr that is
     no store, which a later ``auto o/ -r`` failed to read. The store's path folds into the
-    name (``o/b2r_0_labels.tif``), and a rerun over the outputs finds only napari-sam's."""
+    name (``o/b2r_labels.tif``: level 0 of the first series is the store itself, as named
+    alone; ``b2r.zarr/1`` -> ``b2r_1``), and a rerun over the outputs finds only napari-sam's."""
     _ome_zarr(tmp_path / "e" / "b2r.zarr")
     base = ["--model", tiny_model, "--device", "cpu", "--points-per-side", "4", "-q"]
     out = tmp_path / "o"
     rc, _, err = cli(["auto", str(tmp_path / "e" / "*.zarr" / "0"), "-o", out, *base], capsys)
     assert rc == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["b2r_0_labels.tif", "b2r_0_labels.tif.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["b2r_labels.tif", "b2r_labels.tif.json"]
     rc, _, err = cli(["embed", str(tmp_path / "e" / "*.zarr" / "1"), "-o", out, *base[:4], "-q"],
                      capsys)
     assert rc == 0 and (out / "b2r_1.zarr.json").is_file(), err

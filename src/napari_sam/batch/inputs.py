@@ -322,16 +322,17 @@ def output_folder_and_stem(input_path: os.PathLike | str,
     """The folder (below the output folder) and the stem of the output of ``input_path`` found
     in ``subfolder``: those two, except for an array inside a zarr store (a glob
     ``"e/*.zarr/0"``, or ``e/b2r.zarr/0`` named): its path from the store folds into the stem
-    (``b2r_0``) and the store's folders leave the subfolder, so that no output folder is
-    named ``.zarr`` without being a store (a later ``-r`` over the outputs read it as one)."""
-    sub, stem = Path(subfolder), stem_of(input_path)
+    (``b2r``, ``b2r_1``) and the store's folders leave the subfolder, so that no output folder is
+    named ``.zarr`` without being a store (a later ``-r`` over the outputs read it as one).
+    The stem is :func:`stem_of`'s (``e/b2r.zarr/0`` -> ``b2r``, ``e/b2r.zarr/1`` -> ``b2r_1``)."""
+    sub, stem = Path(subfolder), stem_of(input_path)  # the store's path folded in already
     parents = Path(input_path).parent.parts
     at = next((i for i, part in enumerate(parents) if part.lower().endswith(".zarr")), None)
     if at is None:
         return sub, stem
     inside = len(parents) - at  # the store and its groups above the array
     keep = max(0, len(sub.parts) - inside)
-    return Path(*sub.parts[:keep]), "_".join([stem_of(parents[at]), *parents[at + 1:], stem])
+    return Path(*sub.parts[:keep]), stem
 
 
 def output_path(input_path: os.PathLike | str, out_dir: os.PathLike | str, command: str, *,
