@@ -43,6 +43,7 @@ from napari_sam import session as S
 
 from .autosave_writer import AutosaveWriter
 from .errors import UserError, sentence
+from .live_session_files import LiveSessionFiles
 from .prompt_groups import POINT_OBJECT, inside_image
 from .session_claims import SessionClaims, alternate_session_files, claim_holder
 from .session_compare import holds_the_same_work, same_prompts
@@ -83,7 +84,7 @@ class _AutosaveJob:
     inline: bool  # written on the calling thread: its notes go into this status line
 
 
-class SessionLog:
+class SessionLog(LiveSessionFiles):
     """Session log, files and trace (needs the session's attributes)."""
 
     # ------------------------------------------------------------------ hooks
@@ -309,6 +310,7 @@ class SessionLog:
         path = Path(path)
         if path.suffix.lower() != ".json":
             path = path.with_name(path.name + ".json")
+        self.refuse_live_file(path, "saved")  # another live session's autosave
         self.wait_autosave()  # (it may write to this path, or the path it keeps aside)
         try:
             state = self.session_state()
@@ -540,6 +542,7 @@ class SessionLog:
         (commits continue there; the GUI's new labels layer), its pending prompts, its model
         and trace. Everything is checked first; a bad file changes nothing."""
         self.wait_autosave()  # (the file may be the autosave being written)
+        self.refuse_live_file(path, "loaded")  # another live session's autosave
         try:
             sess = S.read_session(path)
             src = self._require_image()
@@ -571,7 +574,8 @@ class SessionLog:
         auto = self.autosave_path()
         resumed = next((p for p in ([] if auto is None else self._session_files([auto]))
                         if p.absolute() == self.session_path.absolute()), None)
-        if resumed is not None and self._claims.hold(resumed):  # (an alternate too)
+        if resumed is not None and (not self.autosave or self._claims.hold(resumed)):
+            # (an alternate too; autosave off: no claim, the next autosave's claims it)
             self._own_autosave(resumed)  # its log goes on in that file
         elif auto is not None and holds_the_same_work(auto, sess):  # a copy of it
             self._own_autosave(auto)
