@@ -55,6 +55,7 @@ __all__ = [
     "clear_store",
     "embed",
     "encode_whole_slices",
+    "is_embedding_store",
     "open_store",
     "slice_hash",
     "stack_intensity_limits",
@@ -157,6 +158,26 @@ def clear_store(group) -> None:
     for name in _OWN_MEMBERS:
         if name in group:
             del group[name]
+
+
+def is_embedding_store(path) -> bool:
+    """Whether the folder ``path`` is an embedding store this module wrote and nothing else:
+    a zarr group with its owner mark (:data:`OWNER_ATTR`), holding only its arrays and
+    window groups and zarr's own files (a file put there by anyone else: False). Read only;
+    False for anything that cannot be read."""
+    import zarr
+
+    path = Path(path)
+    zarr_files = {"zarr.json", ".zgroup", ".zattrs", ".zmetadata"}
+    try:
+        if not path.is_dir() or path.is_symlink() or not all(
+                p.name in zarr_files or (p.name in _OWN_MEMBERS and p.is_dir())
+                for p in path.iterdir()):
+            return False
+        group = zarr.open_group(str(path), mode="r")
+        return OWNER_ATTR in group.attrs and all(k in _OWN_MEMBERS for k, _ in group.members())
+    except Exception:  # noqa: BLE001 - not a readable store: not ours to delete
+        return False
 
 
 def _as_stack(stack):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
@@ -126,6 +127,14 @@ class EmbeddingCache:
     def drop_image(self, image_id) -> None:
         """Forget every entry of the image ``image_id`` (e.g. its layer was removed)."""
         for k in [k for k in self._entries if k[0] == image_id]:
+            del self._entries[k]
+
+    def drop_store(self, store) -> None:
+        """Forget every entry whose embeddings are kept in the zarr store ``store`` (it is
+        being deleted: their writes would make a broken store there again)."""
+        path = Path(store).absolute()
+        for k in [k for k, e in self._entries.items()
+                  if getattr(e, "store", None) is not None and Path(e.store).absolute() == path]:
             del self._entries[k]
 
     def __len__(self) -> int:

@@ -8,13 +8,15 @@ The embeddings are cached per contrast limits (they are part of the cache key), 
 back to limits used before is instant; with an embedding store, those of the layer's limits
 are kept in a store of their own beside it (:meth:`ModelContrast.contrast_store`): a store
 holds the embeddings of one contrast, and the user's store is never cleared for a contrast
-change.
+change. Only the stores of the few most recent contrasts are kept
+(:mod:`napari_sam.annotate.contrast_stores`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from .contrast_stores import ContrastStores
 from .errors import UserError
 
 __all__ = ["ModelContrast", "contrast_words"]
@@ -109,8 +111,24 @@ class ModelContrast:
         news."""
         limits = self.model_contrast()
         dropped = self._lookup()
+        self.prune_contrast_stores()
         lead = (f"Contrast changed: the model sees {contrast_words(limits)} again (their "
                 "embeddings were kept)." if self.emb is not None else
                 f"Contrast changed: slices are embedded again with {contrast_words(limits)}.")
         self.after_setting(dropped, lead)
         return lead
+
+    def prune_contrast_stores(self) -> list:
+        """Delete the contrast stores this session made that are not among its few most
+        recent contrasts' (:class:`~napari_sam.annotate.contrast_stores.ContrastStores`), and
+        forget their embeddings; not while a job runs (it may write one: the next change
+        deletes them). Returns the stores deleted."""
+        stores = getattr(self, "_contrast_stores", None)
+        if stores is None:
+            stores = self._contrast_stores = ContrastStores()
+        stale = stores.use(self.contrast_store() if self.model_contrast() is not None else None)
+        if not stale or (self.job is not None and self.job.running):
+            return []
+        for store in stale:
+            self.embeddings.drop_store(store)
+        return [store for store in stale if stores.delete(store)]
