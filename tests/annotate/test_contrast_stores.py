@@ -78,3 +78,25 @@ def test_only_own_stores_pass_the_marker_check(tmp_path):
     assert not is_embedding_store(tmp_path / "none.zarr")
     (tmp_path / "file.zarr").write_text("x")
     assert not is_embedding_store(tmp_path / "file.zarr")
+
+
+def test_limits_that_agree_to_six_digits_get_stores_of_their_own(session, tmp_path):
+    """Before: (0, 100.00001) and (0, 100.00002) were both ``emb.contrast-0-100.zarr``: each
+    contrast cleared the other's store, and the embeddings kept in memory for the first
+    wrote their features under the second's key."""
+    import json
+
+    import zarr
+
+    s = session
+    s.set_store(str(tmp_path / "emb.zarr"))
+    for hi in (100.00001, 100.00002):
+        s.set_model_contrast((0, hi))
+        s.compute_embeddings([3])
+    assert _stores(tmp_path) == ["emb.contrast-0-100.00001.zarr",
+                                 "emb.contrast-0-100.00002.zarr"]
+    for name, hi in zip(_stores(tmp_path), (100.00001, 100.00002)):
+        key = json.loads(zarr.open_group(str(tmp_path / name), mode="r").attrs["key"])
+        assert key["contrast_limits"] == [0.0, hi]
+    s.set_model_contrast((0, 190))
+    assert s.contrast_store() == str(tmp_path / "emb.contrast-0-190.zarr")

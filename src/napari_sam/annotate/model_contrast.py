@@ -31,6 +31,15 @@ def contrast_words(limits) -> str:
     return f"the layer's limits ({lo}-{hi})"
 
 
+def _number(value: float) -> str:
+    """``value`` in a store's name: short (``190``, ``0.5``), and as many digits as tell it
+    apart from any other float (``190.00001``: limits that agree to 6 digits shared one
+    store, each contrast clearing it and its cached embeddings writing under the other's
+    key)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
 class ModelContrast:
     """Which contrast limits the model is given, and what changing them does."""
 
@@ -72,13 +81,13 @@ class ModelContrast:
     def contrast_store(self) -> str | None:
         """The zarr store the current image's embeddings are kept in: the Embedding store
         (``self.store``) for the stack's percentiles; for the layer's limits a store beside
-        it named after them, e.g. ``emb.zarr`` -> ``emb.contrast-190-270.zarr`` (None: no
-        store)."""
+        it named after them, e.g. ``emb.zarr`` -> ``emb.contrast-190-270.zarr``, with every
+        digit that tells the limits apart (None: no store)."""
         limits = self.model_contrast()
         if self.store is None or limits is None:
             return self.store
         path = Path(self.store)
-        lo, hi = (f"{v:g}" for v in limits)
+        lo, hi = (_number(v) for v in limits)
         return str(path.with_name(f"{path.stem}.contrast-{lo}-{hi}{path.suffix}"))
 
     def restore_contrast(self, limits) -> None:
