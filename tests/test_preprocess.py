@@ -119,3 +119,16 @@ def test_coordinates_swap_to_xy_and_scale():
     spec = ResizeSpec.for_image((100, 200), 400)  # scale 2
     np.testing.assert_allclose(points_to_model([[10, 30]], spec), [[60, 20]])
     np.testing.assert_allclose(boxes_to_model([[1, 2, 11, 22]], spec), [[4, 2, 44, 22]])
+
+
+def test_contrast_limits_name_is_short_and_tells_limits_apart():
+    """Store names of the layer's-limits embeddings (dock and batch): 190-270 as before, and
+    limits that agree to 6 digits (a float image's slider) no longer share one name."""
+    from napari_sam.preprocess import contrast_limits_name
+
+    assert contrast_limits_name((190.0, 270)) == "190-270"
+    assert contrast_limits_name((0.5, 90)) == "0.5-90"
+    a = contrast_limits_name((0, 100.00001))
+    b = contrast_limits_name((0, 100.00002))
+    assert a != b and a.startswith("0-100.0000")
+    assert float(a.split("-")[1]) == 100.00001  # every digit kept

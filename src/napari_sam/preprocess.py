@@ -39,6 +39,7 @@ __all__ = [
     "ResizeSpec",
     "boxes_to_model",
     "check_contrast_limits",
+    "contrast_limits_name",
     "fill_nan_pixels",
     "intensity_limits",
     "is_thin",
@@ -169,6 +170,18 @@ def intensity_limits(
     if not hi > lo:
         lo, hi = flat.min(), flat.max()
     return float(lo), float(hi)
+
+
+def contrast_limits_name(limits) -> str:
+    """``"LO-HI"`` for contrast limits in a file or store name: short (``190-270``,
+    ``0.5-90``), with as many digits as tell a limit apart from any other float (limits that
+    agree to 6 digits, 100.00001 and 100.00002, shared one store name with ``:g``)."""
+    def number(value) -> str:
+        short = f"{float(value):g}"
+        return short if float(short) == float(value) else repr(float(value))
+
+    lo, hi = limits
+    return f"{number(lo)}-{number(hi)}"
 
 
 def check_contrast_limits(contrast_limits) -> tuple[float, float]:

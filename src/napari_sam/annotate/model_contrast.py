@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from napari_sam.preprocess import contrast_limits_name
+
 from .contrast_stores import ContrastStores
 from .errors import UserError
 
@@ -29,15 +31,6 @@ def contrast_words(limits) -> str:
         return "the stack's own 0.5-99.5 percentile limits"
     lo, hi = (f"{float(v):.6g}" for v in limits)
     return f"the layer's limits ({lo}-{hi})"
-
-
-def _number(value: float) -> str:
-    """``value`` in a store's name: short (``190``, ``0.5``), and as many digits as tell it
-    apart from any other float (``190.00001``: limits that agree to 6 digits shared one
-    store, each contrast clearing it and its cached embeddings writing under the other's
-    key)."""
-    short = f"{value:g}"
-    return short if float(short) == value else repr(float(value))
 
 
 class ModelContrast:
@@ -87,8 +80,8 @@ class ModelContrast:
         if self.store is None or limits is None:
             return self.store
         path = Path(self.store)
-        lo, hi = (_number(v) for v in limits)
-        return str(path.with_name(f"{path.stem}.contrast-{lo}-{hi}{path.suffix}"))
+        name = contrast_limits_name(limits)
+        return str(path.with_name(f"{path.stem}.contrast-{name}{path.suffix}"))
 
     def restore_contrast(self, limits) -> None:
         """A loaded or resumed session's model saw ``limits`` (its ``model_contrast_limits``;

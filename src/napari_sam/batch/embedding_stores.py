@@ -14,6 +14,7 @@ from napari_sam.batch.inputs import output_path
 from napari_sam.batch.jobs import work_dir
 from napari_sam.batch.progress import JobProgressBar
 from napari_sam.batch.reading import OpenedImage
+from napari_sam.preprocess import contrast_limits_name
 
 logger = logging.getLogger("napari_sam.batch")
 
@@ -112,8 +113,8 @@ def stack_embeddings(job: Job, ctx: Context, model, opened: OpenedImage, tiling=
     if contrast_limits is None:
         store = embed_store(job, ctx, model)
     else:
-        lo, hi = (float(v) for v in contrast_limits)
-        store = work_dir(job) / f"embeddings-contrast-{lo:g}-{hi:g}.zarr"
+        name = contrast_limits_name(float(v) for v in contrast_limits)
+        store = work_dir(job) / f"embeddings-contrast-{name}.zarr"
         store.parent.mkdir(parents=True, exist_ok=True)
     emb = embed(opened.stack, model, store=store, batch_size=ctx.batch_size, device=ctx.device,
                 cache_size=cache_size(model), cache_bytes=CACHE_BYTES,
