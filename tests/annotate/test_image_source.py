@@ -47,5 +47,14 @@ def test_unsupported_layouts_say_what_to_do():
         make_source(np.zeros((3, 4, 5)), channel_axis=2)
     with pytest.raises(UnsupportedImage, match="RGB"):
         make_source(np.zeros((4, 5, 3)), rgb=True, channel_axis=0)
-    with pytest.raises(UnsupportedImage, match="multiscale"):
-        make_source(np.zeros((4, 5)), multiscale=True)
+    with pytest.raises(UnsupportedImage, match="no levels"):
+        make_source([], multiscale=True)
+
+
+def test_a_pyramid_is_segmented_at_its_full_resolution_level():
+    """A multiscale image (napari's ``layer.data``: levels, level 0 the full resolution):
+    level 0 is the stack, in its pixel grid (it was refused)."""
+    level0 = np.arange(4 * 8 * 8, dtype=np.uint16).reshape(4, 8, 8)
+    src = make_source([level0, level0[:, ::2, ::2], level0[:, ::4, ::4]], multiscale=True)
+    assert src.shape == (4, 8, 8) and src.layer_shape == (4, 8, 8) and src.is_3d
+    assert np.array_equal(src.stack[2], level0[2])

@@ -19,13 +19,13 @@ from psygnal import Signal
 
 from napari_sam.annotate.annotation_session import AnnotationSession
 from napari_sam.annotate.errors import UserError
-from napari_sam.annotate.image_source import make_source
 
 from . import layers as L
 from . import targets as T
 from .layer_history import record_step
 from .notify import guarded, info, report, status_text, warn
 from .paint_autosave import PaintAutosave
+from .pyramid import layer_source
 from .torch_import import torch_import
 from .view_problems import ViewProblems
 from .workers import Job, run_job
@@ -435,13 +435,7 @@ class AnnotationController(ViewProblems, AnnotationSession):
                             "> Segment Anything Stacks) and pick it in 'Image'.")
         layer = L.unwrap(layer)
         try:
-            source = make_source(
-                layer.data,
-                rgb=bool(getattr(layer, "rgb", False)),
-                channel_axis=channel_axis,
-                channel=channel,
-                multiscale=bool(getattr(layer, "multiscale", False)),
-            )
+            source = layer_source(layer, channel_axis, channel)  # a pyramid's level 0
         except (UserError, ValueError) as err:  # the status says why, not "open an image"
             self._say(f"Cannot use '{layer.name}': {err}")
             raise

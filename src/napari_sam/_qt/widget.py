@@ -39,7 +39,7 @@ from napari_sam.annotate.model_choice import (
 )
 from napari_sam.annotate.stack_actions import PROPAGATION_METHODS
 
-from . import keys, layer_contrast
+from . import keys, layer_contrast, pyramid
 from . import layers as L
 from .autosave_thread import write_autosaves_in_background
 from .channel_boxes import ChannelBoxes, file_channel_axis
@@ -439,8 +439,8 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
         self._channels.refresh(layer)  # its axes (the choice stays where it still fits)
         lead = ""
         if not L.same(layer, before):  # what napari's reader dropped from the image's file
-            lead = " ".join(t for t in (apply_file_scale(L.unwrap(layer), self.viewer.layers),
-                                        self._channels_from_file(layer)) if t)
+            lead = " ".join(t for t in (pyramid.level_note(layer), apply_file_scale(
+                L.unwrap(layer), self.viewer.layers), self._channels_from_file(layer)) if t)
         c.set_image(layer, *self._channels.choice())
         self._refused_image = None
         if lead:

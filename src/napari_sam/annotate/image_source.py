@@ -9,6 +9,8 @@ The plugin segments 2D slices. An image (a napari image layer's data, or any arr
   segmented as a grey image, or (no channel chosen) channels 0-2 become R, G, B.
 - any of these with more axes of size 1 before (Y, X) (T = 1, C = 1 as readers give them):
   those axes are left out, (1, 1, Z, Y, X) is the stack (Z, Y, X) (:func:`singleton_axes`).
+- a multiscale (pyramid) image, e.g. an OME-Zarr: a list of levels, level 0 the full
+  resolution; level 0 is segmented (read slice by slice), in its pixel grid.
 
 The prompt, preview and result layers the GUI creates have the image layer's dimensions, with the
 channel axis (if any) kept at size 1 and stretched over all channels (scale C times the
@@ -250,8 +252,9 @@ def make_source(data, *, rgb: bool = False, channel_axis: int | None = None,
 
     Parameters
     ----------
-    data : array-like
-        The layer's data (numpy, dask, zarr, ...).
+    data : array-like or sequence of array-like
+        The layer's data (numpy, dask, zarr, ...); with ``multiscale``, its levels (napari's
+        ``layer.data`` of a multiscale layer), level 0 the full resolution.
     rgb : bool
         The layer is RGB(A): the last axis holds 3 or 4 colour channels.
     channel_axis : int, optional
@@ -260,7 +263,8 @@ def make_source(data, *, rgb: bool = False, channel_axis: int | None = None,
         Segment this channel of ``channel_axis`` alone, as a grey image (0-based; None:
         channels 0-2 as red, green, blue).
     multiscale : bool
-        Multiscale layers are refused (the message says what to do).
+        ``data`` is a pyramid: its full-resolution level ``data[0]`` is segmented, and the
+        source's pixel grid (prompts, labels) is level 0's.
 
     Raises
     ------
@@ -268,10 +272,9 @@ def make_source(data, *, rgb: bool = False, channel_axis: int | None = None,
         With the reason and the next step.
     """
     if multiscale:
-        raise UnsupportedImage(
-            "multiscale (pyramid) images are not supported yet; add the full-resolution level "
-            "as its own layer (viewer.add_image(layer.data[0])) and pick it"
-        )
+        if len(data) == 0:
+            raise UnsupportedImage("the multiscale image has no levels; pick another layer")
+        data = data[0]
     shape = tuple(int(s) for s in data.shape)
     if 0 in shape:
         raise UnsupportedImage(f"the image is empty (shape {shape}); pick another layer")
