@@ -8,9 +8,14 @@ voxel size and the autosave beside the file, saying nothing about either."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+import tifffile
 from sam_qt_helpers import blob_stack, canvas_click, press_key, use_predictor
+
+from napari_sam.cli import main
 
 SCALE = (2.0, 0.5, 0.5)
 
@@ -143,6 +148,15 @@ def test_an_ome_zarr_opened_by_napari_autosaves_beside_the_store(make_widget, de
     widget.wait()
     sidecar = tmp_path / "nuclei.zarr.sam-session.json"
     assert sidecar.is_file(), sorted(p.name for p in tmp_path.iterdir())
+    image = json.loads(sidecar.read_text())["image"]
+    assert image["path"] == str(store) and image["shape"] == [6, 64, 64]
+
+    # the command line replays the autosave on the store (its level 0): the same labels
+    out = tmp_path / "out"
+    code = main(["segment", str(store), "--prompts", str(sidecar), "-o", str(out),
+                 "--device", "cpu", "-q"])
+    assert code == 0
+    assert np.array_equal(tifffile.imread(out / "nuclei_labels.tif"), np.asarray(labels.data))
 
 
 def _tiled_commit(make_widget, data, **kwargs) -> np.ndarray:
