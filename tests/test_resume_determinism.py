@@ -69,9 +69,12 @@ def test_a_slice_embeds_the_same_in_any_batch_order_and_thread_count(demo, two_t
 
 def test_auto_interrupted_and_resumed_writes_the_same_labels(demo, two_threads, tmp_path,
                                                              monkeypatch, capsys):
+    import json
+
     import tifffile
 
     from napari_sam import embeddings as E
+    from napari_sam import io as nio
     from napari_sam.cli import main
     from napari_sam.device import PRECISION_ENV
 
@@ -102,6 +105,11 @@ def test_auto_interrupted_and_resumed_writes_the_same_labels(demo, two_threads, 
     capsys.readouterr()
     assert np.array_equal(once, twice), int((once != twice).sum())
     assert once.max() > 0
+    # and the same propagation trace (what `napari-sam report` plots), one entry per object
+    traces = [json.loads(nio.output_metadata_path(tmp_path / d / "nuclei_labels.tif")
+                         .read_text())["extra"]["trace"] for d in ("once", "twice")]
+    assert traces[0] == traces[1]
+    assert [o["id"] for o in traces[0]["objects"]] == sorted(set(np.unique(once)) - {0})
 
 
 def test_whole_slices_pad_the_rest_or_give_it_one_thread_per_slice(two_threads):
@@ -141,12 +149,14 @@ def test_cluster_blocks_interrupted_and_resumed_give_an_uninterrupted_runs_label
     store it fills is what the final task propagates from; and the slices the interrupted
     block had finished were encoded again by the final task (their hashes were lost with the
     block's result), which changed 13 voxels of this stack."""
+    import json
     from dataclasses import replace
     from pathlib import Path
 
     import tifffile
 
     from napari_sam import batch
+    from napari_sam import io as nio
     from napari_sam.batch import auto_runner, distributed
     from napari_sam.device import PRECISION_ENV
     from napari_sam.embeddings import StackEmbeddings
@@ -189,3 +199,8 @@ def test_cluster_blocks_interrupted_and_resumed_give_an_uninterrupted_runs_label
         assert torch.equal(a, b), (z, float((a - b).abs().max()))
     assert np.array_equal(once, twice), int((once != twice).sum())
     assert once.max() > 0
+    # and the same propagation trace (what `napari-sam report` plots), one entry per object
+    traces = [json.loads(nio.output_metadata_path(tmp_path / d / "nuclei_labels.tif")
+                         .read_text())["extra"]["trace"] for d in ("once", "twice")]
+    assert traces[0] == traces[1]
+    assert [o["id"] for o in traces[0]["objects"]] == sorted(set(np.unique(once)) - {0})

@@ -42,8 +42,10 @@ __all__ = [
     "STILL_THERE",
     "describe_slices",
     "propagation_trace",
+    "render_pages",
     "render_png",
     "slice_runs",
+    "stop_summary",
 ]
 
 AREA_JUMP = 1.8
@@ -51,6 +53,13 @@ OVERLAP = 0.25
 SCORE_DROP = 0.15
 LOOK_AHEAD = 3
 STILL_THERE = 0.75
+#: up to this many objects a trace PNG has one row per object, its three plots and flags
+#: written out; more are drawn as a grid of small panels, :data:`PAGE_OBJECTS` per PNG
+DETAILED_OBJECTS = 6
+#: objects per PNG of the grid (a page of 20 rows of 3 panels, 2500 px high); the next ones
+#: go to ``<output>.trace-2.png`` and so on (one PNG of 98 objects was 900 x 14740 px)
+PAGE_OBJECTS = 60
+GRID_COLUMNS = 3
 #: stop reasons that are not early stops (the end of the stack or of the object's run, or
 #: another object ahead)
 FINAL_REASONS = ("edge", "stop_marker", "met", "rebounded", "claimed")
@@ -264,6 +273,104 @@ def render_png(trace: Mapping, path, *, title: str = "", width: int = 900) -> No
     save_picture(img, Path(path))
 
 
+def render_pages(trace: Mapping, path, *, title: str = "") -> list[Path]:
+    """Draw a trace as one PNG at ``path`` (:func:`render_png`) when it has at most
+    :data:`DETAILED_OBJECTS` objects, else as a grid of small panels (each object's IoU, area
+    and contrast overlaid, scaled to their own range, with slice ticks and its stops),
+    :data:`PAGE_OBJECTS` objects per PNG: ``path``, then ``<stem>-2.png``, ... Removes the
+    further pages an earlier report left that this one does not write. Returns the PNGs."""
+    path = Path(path)
+    objects = list(trace.get("objects") or [])
+    if len(objects) <= DETAILED_OBJECTS:
+        pages = [path]
+        render_png(trace, path, title=title)
+    else:
+        chunks = [objects[i:i + PAGE_OBJECTS] for i in range(0, len(objects), PAGE_OBJECTS)]
+        pages = [_page_path(path, k) for k in range(len(chunks))]
+        for k, chunk in enumerate(chunks):
+            head = f"{title or 'propagation trace'}  (page {k + 1} of {len(chunks)})"
+            _render_grid(trace, chunk, pages[k], head)
+    k = len(pages)
+    while _page_path(path, k).exists():  # pages of an earlier, longer trace
+        _page_path(path, k).unlink()
+        k += 1
+    return pages
+
+
+def _page_path(path: Path, k: int) -> Path:
+    return path if k == 0 else path.with_name(f"{path.stem}-{k + 1}{path.suffix}")
+
+
+def stop_summary(trace: Mapping) -> str:
+    """How the objects of ``trace`` stopped, counted: "faded 64, edge 29" (ends, both ways)."""
+    counts: dict[str, int] = {}
+    for obj in trace.get("objects") or []:
+        for stop in obj.get("stops", {}).values():
+            counts[stop["reason"]] = counts.get(stop["reason"], 0) + 1
+    return ", ".join(f"{r} {c}" for r, c in sorted(counts.items(), key=lambda rc: -rc[1]))
+
+
+def _slice_ticks(n: int) -> list[int]:
+    """At most 6 round slice numbers from 0 to ``n - 1``, the last one included."""
+    step = next(s for s in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 10**9)
+                if (n - 1) // s <= 5)
+    ticks = list(range(0, n, step))
+    if ticks[-1] != n - 1 and (n - 1 - ticks[-1]) * 2 >= step:
+        ticks.append(n - 1)
+    return ticks
+
+
+def _render_grid(trace: Mapping, objects: list, path: Path, title: str) -> None:
+    """One page of the grid: :data:`GRID_COLUMNS` panels per row, one per object."""
+    from PIL import Image, ImageDraw
+
+    from napari_sam.io import save_picture
+
+    n = int(trace.get("n_slices") or 1)
+    width, cell_h, head = 1200, 128, 56
+    cell_w = (width - 10) // GRID_COLUMNS
+    rows = -(-len(objects) // GRID_COLUMNS)
+    img = Image.new("RGB", (width, head + rows * cell_h), (24, 24, 28))
+    draw = ImageDraw.Draw(img)
+    draw.text((10, 8), title, fill=(230, 230, 230))
+    draw.text((10, 24), f"{len(trace.get('objects') or [])} objects; ends: "
+              f"{stop_summary(trace) or 'none'}", fill=(200, 200, 200))
+    draw.text((10, 40), "each panel: IoU (blue, 0-1), area (green) and contrast (orange) "
+              "scaled to their range; red: flagged slices (listed by napari-sam report)",
+              fill=(160, 160, 160))
+    for i, obj in enumerate(objects):
+        x, y = 10 + (i % GRID_COLUMNS) * cell_w, head + (i // GRID_COLUMNS) * cell_h
+        _panel(draw, obj, (x, y, x + cell_w - 12, y + cell_h - 6), n)
+    save_picture(img, path)
+
+
+def _panel(draw, obj: Mapping, cell, n: int) -> None:
+    x0, y0, x1, y1 = cell
+    flags = obj.get("flags", [])
+    zs = obj["slices"]
+    head = f"object {obj['id']}  slices {describe_slices(zs)}"
+    draw.text((x0, y0), head, fill=(230, 230, 230))
+    if flags:
+        draw.text((x1 - 60, y0), f"{len(flags)} flag{'s' if len(flags) > 1 else ''}",
+                  fill=(235, 120, 120))
+    stops = obj.get("stops", {})
+    ends = ", ".join(f"{d} {stops[d]['reason']} at {stops[d]['slice']}"
+                     for d in ("down", "up") if d in stops) or "not propagated"
+    draw.text((x0, y0 + 13), ends, fill=(200, 200, 200))
+    box = (x0, y0 + 28, x1, y1 - 16)
+    for key in ("area", "contrast", "iou"):
+        vals = [v for v in obj[key] if v is not None]
+        lo, hi = (0.0, 1.0) if key == "iou" else ((min(vals), max(vals)) if vals else (0, 1))
+        _plot(draw, box, zs, obj[key], lo, hi, _COLOURS[key], n)
+    for f in flags:
+        fx = box[0] + 4 + (box[2] - box[0] - 8) * (f["slice"] / max(1, n - 1))
+        draw.line((fx, box[1], fx, box[3]), fill=_FLAG, width=1)
+    for z in _slice_ticks(n):
+        tx = box[0] + 4 + (box[2] - box[0] - 8) * (z / max(1, n - 1))
+        draw.line((tx, box[3], tx, box[3] + 3), fill=(150, 150, 150))
+        draw.text((tx - 3 * len(str(z)), box[3] + 4), str(z), fill=(150, 150, 150))
+
+
 def _sidecars(paths) -> list[Path]:
     from napari_sam import io as nio
 
@@ -280,9 +387,10 @@ def _sidecars(paths) -> list[Path]:
 
 
 def report(paths, *, out=None, quiet: bool = False) -> list[Path]:
-    """Render the trace of every ``segment`` output among ``paths`` (folders, label files or
-    sidecars) as ``<output>.trace.png`` beside it; print each PNG's path and, unless
-    ``quiet``, each flag. Returns the PNGs written."""
+    """Render the trace of every ``segment`` or ``auto`` output among ``paths`` (folders,
+    label files or sidecars) as ``<output>.trace.png`` beside it (and ``.trace-2.png``, ...
+    for many objects: :func:`render_pages`); print each PNG's path and, unless ``quiet``,
+    how the objects ended (counted) and each flag. Returns the PNGs written."""
     import json
     import sys
 
@@ -303,10 +411,15 @@ def report(paths, *, out=None, quiet: bool = False) -> list[Path]:
         output = side.with_name(side.name[: -len(".json")])
         png = output.with_name(output.name + ".trace.png")
         source = (record.get("input") or {}).get("path") or ""
-        render_png(trace, png, title=f"{Path(source).name or output.name}: {output.name}")
-        written.append(png)
-        print(png, file=out)
+        pages = render_pages(trace, png, title=f"{Path(source).name or output.name}: "
+                                                f"{output.name}")
+        written.extend(pages)
+        for page in pages:
+            print(page, file=out)
         if not quiet:
+            summary = stop_summary(trace)
+            if summary:
+                print(f"  {len(trace.get('objects') or [])} objects; ends: {summary}", file=out)
             for obj in trace.get("objects", []):
                 for f in obj.get("flags", []):
                     print(f"  object {obj['id']}, slice {f['slice']}: {f['text']}", file=out)

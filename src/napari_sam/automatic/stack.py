@@ -138,7 +138,8 @@ def _slice(images, z: int) -> np.ndarray:
     return arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr
 
 
-def propagate_objects(emb, linked, min_z_extent, axis_kind, progress, seed_score):
+def propagate_objects(emb, linked, min_z_extent, axis_kind, progress, seed_score,
+                      trace: dict | None = None):
     """Re-segment every linked object by propagating its largest 2D mask through the stack.
 
     Linked objects are first split where their area along z narrows to a neck
@@ -151,7 +152,11 @@ def propagate_objects(emb, linked, min_z_extent, axis_kind, progress, seed_score
     slice, objects spanning fewer than ``min_z_extent`` slices dropped), ``final_id(z, id)``:
     the new id of linked object ``id``'s mask on slice ``z`` (0: dropped), each object's
     per-slice predicted IoU ``{new id: {z: iou}}`` and a stats dict (``split_at_necks``:
-    the parts split off).
+    the parts split off). ``trace``, a dict, receives what a propagation trace
+    (:func:`napari_sam.trace.propagation_trace`) needs besides labels and scores, under the
+    new ids: ``"stop_reasons"`` ``{id: {"up"|"down": reason}}`` (``{}`` for an object made
+    of detections kept as they were found, not propagated) and ``"seeds"`` ``{id: [slice]}``
+    (the slice its propagation started from).
     """
     from napari_sam.volume import prompts_from_labels, segment_volume
 
@@ -191,6 +196,11 @@ def propagate_objects(emb, linked, min_z_extent, axis_kind, progress, seed_score
     stats = {"seeds": len(prompts), "kept": len(order), "decoder_calls": int(res.decoder_calls),
              "stop_reasons": reasons, "split_at_necks": len(origin),
              "detections_kept_past_stops": len(kept)}
+
+    if trace is not None:
+        new = {oid: int(lut[oid]) for oid in order}
+        trace["stop_reasons"] = {new[o]: dict(res.stop_reasons.get(o, {})) for o in order}
+        trace["seeds"] = {new[o]: [int(prompts[o][0].slice)] for o in order if o in prompts}
 
     def final_id(z: int, oid: int) -> int:  # of the linked object ``oid``'s mask on slice z
         oid = moved.get((z, oid), oid)

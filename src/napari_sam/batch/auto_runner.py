@@ -496,7 +496,8 @@ def _auto_propagate(job: Job, ctx: Context, model, work: Path, opened: OpenedIma
     plan = link_slices(lambda z: _load_slice(work, z), n, **{**link, "min_z_extent": 1})
     linked = np.stack(list(final_slices(plan, lambda z: _load_slice(work, z)[0], n)))
     extra = {"slices": n, "resumed_slices": resumed, "link": link}
-    if plan.n_objects == 0:
+    if plan.n_objects == 0:  # an empty trace: report says there was nothing to propagate
+        extra.update(auto_trace(linked, opened, {}, {}))
         info = finish_labels(job, ctx, model, opened, linked, {}, extra)
         opened.stack.release()
         return info
@@ -515,18 +516,35 @@ def _auto_propagate(job: Job, ctx: Context, model, work: Path, opened: OpenedIma
                 saved_scores[z] = d["scores"]
         return float(saved_scores[z][ids[0]])
 
+    found: dict = {}  # each object's stop reasons and seed slice, for its trace
     try:
         labels, _, per_slice, stats = propagate_objects(
-            emb, linked, int(link["min_z_extent"]), axis_kind, bar, seed_score
+            emb, linked, int(link["min_z_extent"]), axis_kind, bar, seed_score, trace=found
         )
     finally:
         bar.close()
     scores = {oid: finite_mean(v.values()) for oid, v in per_slice.items()}
     top = int(labels.max())
     labels = labels.astype(np.uint16 if top <= np.iinfo(np.uint16).max else np.uint32)
-    info = finish_labels(job, ctx, model, opened, labels, scores, {**extra, "propagation": stats})
+    extra.update(propagation=stats, **auto_trace(labels, opened, per_slice, found))
+    info = finish_labels(job, ctx, model, opened, labels, scores, extra)
     opened.stack.release()
     return info
+
+
+def auto_trace(labels: np.ndarray, opened: OpenedImage, per_slice: dict, found: dict) -> dict:
+    """What the sidecar of a propagated ``auto`` output holds for ``napari-sam report``, as
+    ``segment``'s does: ``{"stop_reasons": {"id": {"up"|"down": reason}}, "trace": ...}``
+    (:func:`napari_sam.trace.propagation_trace`; every object of ``labels`` (Z, Y, X) under its
+    label value, its seed slice, where its largest 2D detection was, as the annotated one).
+
+    ``per_slice``: ``{id: {slice: predicted IoU}}``; ``found``: what
+    :func:`napari_sam.automatic.propagate_objects` put in its ``trace`` dict."""
+    from napari_sam.trace import propagation_trace
+
+    reasons = found.get("stop_reasons", {})
+    trace = propagation_trace(labels, opened.stack, per_slice, reasons, found.get("seeds"))
+    return {"stop_reasons": {str(k): v for k, v in sorted(reasons.items())}, "trace": trace}
 
 
 def _preview_slice(plan: LinkPlan, work: Path, z: int) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""``napari-sam report``: plots of the propagation traces of ``segment`` outputs."""
+"""``napari-sam report``: plots of the propagation traces of ``segment`` and ``auto``
+outputs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ EPILOG_REPORT = """\
 examples:
   napari-sam segment stack.tif -o out/ --prompts clicks.csv
   napari-sam report out/            # writes out/stack_labels.tif.trace.png
+  napari-sam auto "data/*.tif" -o out/ && napari-sam report out/
 
 Flags: an object that stopped early (its mask still stands out a few slices further: add a
 point there), area jumps, overlap with another object, score drops.
@@ -19,15 +21,18 @@ point there), area jumps, overlap with another object, score drops.
 
 def add_report_parser(sub) -> None:
     """``napari-sam report PATH...``."""
-    pr = sub.add_parser("report", help="plot the propagation traces of segment outputs (PNG)",
-                        description="For every output of `napari-sam segment` in the folders "
-                                    "or files given, write <output>.trace.png: per object its "
+    pr = sub.add_parser("report",
+                        help="plot the propagation traces of segment and auto outputs (PNG)",
+                        description="For every output of `napari-sam segment` or `auto` (a "
+                                    "stack, propagated) in the folders "
+                                    "or files given, write <output>.trace.png (pages "
+                                    "<output>.trace-2.png, ... past 60 objects): per object its "
                                     "predicted IoU, area and contrast along the stack, where it "
                                     "stopped and why, and the flagged slices (printed too).",
                         formatter_class=Formatter, epilog=EPILOG_REPORT)
     pr.add_argument("outputs", nargs="+", metavar="PATH",
-                    help="output folders or label files of `napari-sam segment` (`auto` "
-                         "records no traces)")
+                    help="output folders or label files of `napari-sam segment` or `auto` "
+                         "(not `auto --no-propagate`: nothing propagated)")
     pr.add_argument("--quiet", "-q", action="store_true", help="print only the PNG paths")
 
 
@@ -71,24 +76,24 @@ def output_commands(paths) -> dict[str, int]:
 
 
 def no_traces_message(paths) -> str:
-    """Why ``report`` found nothing to plot in ``paths``, and how to get traces: only
-    ``segment`` records them (``auto``'s propagation from its own detections does not)."""
+    """Why ``report`` found nothing to plot in ``paths``, and how to get traces: ``segment``
+    and ``auto`` record them for a stack they propagated (not ``auto --no-propagate``, not a
+    2D image, not an output of a version before traces were recorded)."""
     from napari_sam.words import counted
 
     where = ", ".join(str(p) for p in paths)
     counts = output_commands(paths)
-    need = ("report plots the propagation traces that `napari-sam segment` records (its "
-            "prompted objects, slice by slice)")
     if counts.get("auto") and not counts.get("segment"):
         held = counted(counts["auto"], "output")
         return (f"no propagation traces found in {where}: it holds {held} of `napari-sam "
-                "auto`, which records none (it propagates its own detections, without a "
-                f"trace); {need}. To trace objects that auto found, click them (one point per "
-                "object in a prompts CSV, or in the dock), run `napari-sam segment INPUT -p "
-                "PROMPTS -o DIR`, then `napari-sam report DIR`")
+                "auto` with nothing propagated (2D images, --no-propagate, or written before "
+                "auto recorded traces); rerun `napari-sam auto INPUT -o DIR --overwrite` on a "
+                "stack, without --no-propagate, then `napari-sam report DIR`")
     if counts.get("segment"):
         return (f"no propagation traces found in {where}: its `napari-sam segment` outputs "
                 "are 2D images (nothing propagated) or were written before traces were recorded; "
                 "rerun segment with --overwrite for a stack's trace")
-    return (f"no propagation traces found in {where}; {need}: run "
-            "`napari-sam segment INPUT -p PROMPTS -o DIR` first and give DIR")
+    return (f"no propagation traces found in {where}; report plots the propagation traces "
+            "that `napari-sam segment` and `napari-sam auto` record for a stack: run "
+            "`napari-sam auto INPUT -o DIR` (or `napari-sam segment INPUT -p PROMPTS -o DIR`) "
+            "first and give DIR")
