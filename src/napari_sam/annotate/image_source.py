@@ -383,8 +383,9 @@ def _too_many_axes(shape: tuple[int, ...], ndim: int, channel_axis: int | None) 
                     "pick it as channels: that would mix its frames as colours")
     instead = "" if channel_axis is not None else " instead"
     return (f"{head}{channels}. Take one time point (one volume) as its own layer{instead}, "
-            "e.g. viewer.add_image(layer.data[t]) in napari's console for time point t, and "
-            "pick that layer in 'Image'")
+            "e.g. for time point 0 select the layer and type in napari's console: "
+            "viewer.add_image(viewer.layers.selection.active.data[0]); then pick that layer in "
+            "'Image'")  # (napari's console defines 'viewer', not 'layer')
 
 
 def channels_hint(source: ImageSource | None, name: str) -> str:
