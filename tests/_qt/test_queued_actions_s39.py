@@ -130,3 +130,44 @@ def test_the_status_line_names_segmenting_and_propagating_not_embedding(stack_wi
     _button(w, "Propagate").click()
     assert "Propagating 1 object through the stack ..." in said, said
     assert c.status.startswith("Propagated 1 object"), c.status
+
+
+def test_a_waiting_propagate_is_not_started_on_an_image_picked_meanwhile(
+        make_widget, tiny_predictor, qtbot, monkeypatch):
+    """Propagate pressed while the model loads, then another image picked: the load is let
+    finish (so the job ends as if it succeeded), and the waiting Propagate ran on the new
+    image's prompts and labels (the reviewer's catch). It is not started, and says why."""
+    from napari_sam.annotate.model_choice import ModelChoice
+
+    viewer, w = make_widget(blob_stack(), sync=False, preload=False, name="blobs")
+    viewer.add_image(blob_stack() * 0.5, name="other")
+    w._image.setCurrentIndex(w._image.findText("blobs"))
+    w._on_image_changed()
+    c = w.controller
+    gate, entered = threading.Event(), threading.Event()
+
+    def held_load(choice, device, precision="auto"):
+        entered.set()
+        assert gate.wait(60), "the test never let the load go on"
+        return tiny_predictor
+
+    monkeypatch.setattr(c.models, "load", held_load)
+    c.set_model(ModelChoice("held", "held"))
+    viewer.dims.set_point(0, 3)
+    try:
+        c.add_point(3, 20, 20)  # the click's job loads the model first
+        qtbot.waitUntil(entered.is_set, timeout=30_000)
+        loading = c.job
+        qtbot.waitUntil(lambda: loading.phase.startswith("loading the model"), timeout=30_000)
+        _button(w, "Propagate").click()
+        assert c.status.startswith("Propagation starts once the embedding under way (loading "
+                                   "the model 'held')"), c.status
+        w._image.setCurrentIndex(w._image.findText("other"))
+        w._on_image_changed()
+        assert not loading.cancelled  # a load is let finish
+    finally:
+        gate.set()
+    qtbot.waitUntil(lambda: "Propagation was not started" in c.status, timeout=60_000)
+    assert "the image, the model or a setting changed while it waited" in c.status
+    assert c.job is None or not c.job.description.startswith("Propagating"), c.job.description
+    assert c.volume is None

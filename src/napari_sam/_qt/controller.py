@@ -175,11 +175,22 @@ class AnnotationController(ViewProblems, AnnotationSession):
     def make_way_for(self, action, name: str) -> bool:
         """Queue ``action`` (Propagate, Segment everything) to run when the embedding job
         under way ends (:meth:`way_made_for` says which jobs, and asks a tiled one to stop
-        after its window); True where it was queued, False where it runs now or is refused."""
+        after its window); True where it was queued, False where it runs now or is refused.
+        It is not started where the image, model or a setting changed meanwhile (a model
+        still loading is let finish, so the job ends as if nothing changed)."""
         words = self.way_made_for(name)
         if not words:
             return False
-        self._queued = action
+        key = self.job_key()
+
+        def queued():
+            if self.job_key() == key:
+                return action()
+            self._say(f"{name} was not started: the image, the model or a setting changed "
+                      f"while it waited. {self.next_step()}")
+            return None
+
+        self._queued = queued
         self._say(words)
         return True
 
