@@ -58,3 +58,24 @@ def test_a_pyramid_is_segmented_at_its_full_resolution_level():
     src = make_source([level0, level0[:, ::2, ::2], level0[:, ::4, ::4]], multiscale=True)
     assert src.shape == (4, 8, 8) and src.layer_shape == (4, 8, 8) and src.is_3d
     assert np.array_equal(src.stack[2], level0[2])
+
+
+@pytest.mark.parametrize("multiscale", [False, True])
+def test_the_4d_refusal_console_line_takes_one_time_point(multiscale):
+    """The line the 4D refusal gives adds one time point when typed in napari's console; for
+    a pyramid ``data[0]`` is level 0, the whole (T, Z, Y, X) array (the reviewer's catch), so
+    the line takes ``data[0][0]``."""
+    from types import SimpleNamespace
+
+    level0 = np.zeros((3, 4, 16, 16), np.uint8)
+    data = [level0, level0[:, :, ::2, ::2]] if multiscale else level0
+    with pytest.raises(UnsupportedImage) as info:
+        make_source(data, multiscale=multiscale)
+    line = str(info.value).split("type in napari's console: ", 1)[1].split("; then pick")[0]
+    added = []
+    viewer = SimpleNamespace(add_image=added.append,
+                             layers=SimpleNamespace(selection=SimpleNamespace(
+                                 active=SimpleNamespace(data=data))))
+    exec(line, {"viewer": viewer})
+    assert added[0].shape == (4, 16, 16)
+    make_source(added[0])  # one time point is a stack the dock segments

@@ -301,7 +301,7 @@ def make_source(data, *, rgb: bool = False, channel_axis: int | None = None,
     dropped = singleton_axes(shape, ndim, channel_axis)
     spatial = ndim - (1 if channel_axis is not None else 0) - len(dropped)
     if spatial not in (2, 3):
-        raise UnsupportedImage(_too_many_axes(shape, ndim, channel_axis))
+        raise UnsupportedImage(_too_many_axes(shape, ndim, channel_axis, multiscale))
     inner_axis = None if channel_axis is None else channel_axis - sum(
         a < channel_axis for a in dropped)
     view = SliceView(squeeze_axes(data, dropped), rgb=rgb, channel_axis=inner_axis,
@@ -362,9 +362,11 @@ def squeeze_axes(data, axes: tuple[int, ...]):
 MAX_CHANNELS = 4
 
 
-def _too_many_axes(shape: tuple[int, ...], ndim: int, channel_axis: int | None) -> str:
+def _too_many_axes(shape: tuple[int, ...], ndim: int, channel_axis: int | None,
+                   multiscale: bool = False) -> str:
     """Why an image with too many (or too few) axes cannot be segmented, and the next step:
-    a channel axis only where an axis is channels; otherwise one time point (one volume)."""
+    a channel axis only where an axis is channels; otherwise one time point (one volume), of
+    the full-resolution level where ``multiscale`` (a pyramid's ``data[0]`` is that level)."""
     spatial = ndim - (1 if channel_axis is not None else 0)
     head = (f"the image has {spatial} spatial dimensions (shape {shape}); SAM segments a 2D "
             "image (Y, X) or one stack (Z, Y, X)")
@@ -384,7 +386,8 @@ def _too_many_axes(shape: tuple[int, ...], ndim: int, channel_axis: int | None) 
     instead = "" if channel_axis is not None else " instead"
     return (f"{head}{channels}. Take one time point (one volume) as its own layer{instead}, "
             "e.g. for time point 0 select the layer and type in napari's console: "
-            "viewer.add_image(viewer.layers.selection.active.data[0]); then pick that layer in "
+            f"viewer.add_image(viewer.layers.selection.active.data[0]{'[0]' * multiscale}); "
+            "then pick that layer in "
             "'Image'")  # (napari's console defines 'viewer', not 'layer')
 
 
