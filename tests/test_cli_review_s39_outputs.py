@@ -122,13 +122,17 @@ def test_a_glob_leaves_out_napari_sams_own_files_and_non_images(tmp_path, tiny_m
     base = ["--model", tiny_model, "--device", "cpu", "--points-per-side", "4"]
     assert cli(["auto", inp, "-o", g1, *base, "-q"], capsys)[0] == 0  # a_labels.tif(.json)
     (g1 / "a.tif.sam-session.json").write_text(json.dumps({"format": FORMAT}))
+    # a session's label TIFF its session file no longer names (reviewer 158: segmented)
+    tifffile.imwrite(g1 / "a.tif.sam-session.labels-0123456789ab.tif",
+                     np.zeros((3, 16, 16), np.uint16))
     (g1 / "README.txt").write_text("acquired on the spinning disk\n")
     rc, stdout, err = cli(["auto", str(g1 / "*"), "-o", tmp_path / "o", *base], capsys)
     assert rc == 0, err
     assert "FAILED" not in stdout + err
     assert (tmp_path / "o" / "a_labels.tif").is_file()
     assert not (tmp_path / "o" / "README_labels.tif").exists()
-    assert "left out 2 of napari-sam's own files" in err and "a_labels.tif.json" in err
+    assert not any("sam-session.labels" in p.name for p in (tmp_path / "o").iterdir())
+    assert "left out 3 of napari-sam's own files" in err and "a_labels.tif.json" in err
     assert "a.tif.sam-session.json" in err
     assert f"left out 1 file that is not an image ({g1 / 'README.txt'})" in err
     rc, stdout, err = cli(["auto", g1 / "README.txt", "-o", tmp_path / "o2", *base], capsys)

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from napari_sam import io as nio
 from napari_sam.batch.inputs import IMAGE_SUFFIXES, WORK_DIR
+
+#: An autosaved annotation session's label TIFF (``img.tif.sam-session.labels-<hash>.tif``,
+#: ``.base-<hash>.tif``): left out by its name even where its session file no longer names it
+#: (``batch.inputs.is_session_labels`` checks the session file).
+SESSION_LABELS_NAME = re.compile(r".+\.sam-session\.(labels|base)-[0-9a-f]{12}\.tiff?",
+                                 re.IGNORECASE)
 
 #: The first bytes of a TIFF (classic and BigTIFF, either byte order): a TIFF of another
 #: suffix (``.tf8``, none) is an image all the same.
@@ -41,6 +48,8 @@ def own_file_kind(path: os.PathLike | str) -> str | None:
     path = Path(path)
     if WORK_DIR in path.parts:
         return "in its work folder"
+    if SESSION_LABELS_NAME.fullmatch(path.name):  # one no session file names any more too
+        return "an annotation session's labels"
     if path.suffix.lower() == ".json" and path.is_file():
         return _json_says_ours(path)
     return None
