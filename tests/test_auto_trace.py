@@ -78,6 +78,8 @@ def test_auto_without_propagation_says_report_has_nothing_to_plot(tmp_path, nucl
     assert rc == 1, err
     assert "holds 1 output of `napari-sam auto` with nothing propagated" in line, line
     assert "without --no-propagate" in line, line
+    # a new folder, not --overwrite: that would replace labels corrected by hand (reviewer 158)
+    assert "-o NEWDIR" in line and "--overwrite would replace labels you corrected" in line
 
 
 def _trace(n_objects: int, n_slices: int = 32) -> dict:

@@ -87,12 +87,14 @@ def no_traces_message(paths) -> str:
         held = counted(counts["auto"], "output")
         return (f"no propagation traces found in {where}: it holds {held} of `napari-sam "
                 "auto` with nothing propagated (2D images, --no-propagate, or written before "
-                "auto recorded traces); rerun `napari-sam auto INPUT -o DIR --overwrite` on a "
-                "stack, without --no-propagate, then `napari-sam report DIR`")
+                "auto recorded traces); rerun `napari-sam auto INPUT -o NEWDIR` on a stack, "
+                "without --no-propagate, then `napari-sam report NEWDIR` (a new folder: "
+                "--overwrite would replace labels you corrected by hand)")
     if counts.get("segment"):
         return (f"no propagation traces found in {where}: its `napari-sam segment` outputs "
                 "are 2D images (nothing propagated) or were written before traces were recorded; "
-                "rerun segment with --overwrite for a stack's trace")
+                "rerun segment on a stack with -o NEWDIR for its trace (a new folder: "
+                "--overwrite would replace labels you corrected by hand)")
     return (f"no propagation traces found in {where}; report plots the propagation traces "
             "that `napari-sam segment` and `napari-sam auto` record for a stack: run "
             "`napari-sam auto INPUT -o DIR` (or `napari-sam segment INPUT -p PROMPTS -o DIR`) "
