@@ -290,7 +290,8 @@ def collect_pairs(images_spec: str, labels_spec: str, *, quiet: bool = False
         Exit code 2: nothing but the images in LABELS, or not one label file per image (the
         files without a partner named), or label files named after the images only in part.
     """
-    images = _collect(images_spec, "IMAGES")
+    images = _images_without_label_images(_collect(images_spec, "IMAGES"), images_spec,
+                                          quiet=quiet)
     stems = {p: p.name.split(".")[0] for p in images}
     named = [p for p, st in stems.items()
              if st.endswith("_labels") and st[: -len("_labels")] in stems.values()]
@@ -312,8 +313,27 @@ def collect_pairs(images_spec: str, labels_spec: str, *, quiet: bool = False
     labels = [p for p in labels if p not in replaced]
     if same and not quiet:
         print_note(f"note: LABELS: left out {counted(len(same), 'file')} IMAGES selected (e.g. "
-                   f"{same[0]}); {counted(len(labels), 'label file')} remain")
+                   f"{same[0]}); {counted(len(labels), 'label file')} "
+                   f"{for_count(len(labels), 'remains', 'remain')}")
     return _pair(images, labels, quiet=quiet)
+
+
+def _images_without_label_images(images: list[Path], spec: str, *, quiet: bool
+                                 ) -> list[Path]:
+    """``images`` without the label images a folder or glob of IMAGES found
+    (:func:`napari_sam.batch.label_inputs.leave_out_label_images`, as ``auto`` leaves them
+    out): in ``train d/ d/`` or ``train d/ d/labels.tif`` the folder ``d/`` holds both the
+    image and its labels. A file named as IMAGES is kept; so is everything when nothing else
+    is left (the error about the pairing then names the files)."""
+    from napari_sam.batch.label_inputs import leave_out_label_images
+
+    kept, left = leave_out_label_images([(p, None) for p in images], [spec])
+    if not kept or not left:
+        return images
+    if not quiet:
+        print_note(f"note: IMAGES: left out {counted(len(left), 'label image')} (e.g. "
+                   f"{left[0][0]}: {left[0][1]}); they are not trained on as images")
+    return [p for p, _ in kept]
 
 
 def _pair(images: list[Path], labels: list[Path], *, quiet: bool

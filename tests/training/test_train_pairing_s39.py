@@ -1,0 +1,51 @@
+"""``napari-sam train d/ d/`` and ``train d/ d/labels.tif`` on a folder holding ``image.tif``
+and ``labels.tif`` (the real nuclei stack's layout) stopped with "IMAGES and LABELS select
+the same files ... LABELS holds nothing else": the IMAGES folder took ``labels.tif`` as an
+image. IMAGES now leave out label images found in a folder or by a glob, as ``auto`` does,
+so both commands train on ``image.tif`` with ``labels.tif``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from cli_runner import cli
+from cli_runner import tiny_train_argv as _train
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """``image.tif`` (4, 64, 64) uint16 with three bright blobs, ``labels.tif`` their ids."""
+    d = tmp_path / "data"
+    d.mkdir()
+    yy, xx = np.mgrid[:64, :64]
+    labels = np.zeros((4, 64, 64), np.uint16)
+    for i, (r, c) in enumerate([(16, 16), (40, 20), (30, 46)], start=1):
+        labels[:, (yy - r) ** 2 + (xx - c) ** 2 < 81] = i
+    rng = np.random.default_rng(0)
+    image = (rng.random(labels.shape) * 300 + (labels > 0) * 2000).astype(np.uint16)
+    tifffile.imwrite(d / "image.tif", image, photometric="minisblack")
+    tifffile.imwrite(d / "labels.tif", labels, photometric="minisblack")
+    return d
+
+
+@pytest.mark.parametrize("labels_arg", ["folder", "file"])
+def test_a_folder_with_image_and_labels_trains_the_image_on_its_labels(
+        folder, labels_arg, tmp_path, tiny_model, capsys):
+    out = tmp_path / "e2.pt"
+    labels = folder if labels_arg == "folder" else folder / "labels.tif"
+    rc, text, err = cli(_train(folder, labels, out, tiny_model)[:-1], capsys)  # not quiet
+    assert rc == 0, err
+    assert f"wrote {out}" in text
+    assert (f"note: IMAGES: left out 1 label image (e.g. {folder / 'labels.tif'}: named "
+            "'labels.tif'") in err
+    if labels_arg == "folder":  # and LABELS leave out the image, in words that agree
+        assert (f"note: LABELS: left out 1 file IMAGES selected (e.g. {folder / 'image.tif'}); "
+                "1 label file remains") in err
+    data = json.loads(out.with_suffix(".json").read_text())["data"]
+    assert data["n_images"] == 1
+    assert data["description"] == (f"1 image: {folder / 'image.tif'} / "
+                                   f"{folder / 'labels.tif'}"), data
