@@ -24,6 +24,7 @@ from napari_sam.batch.models import get_model
 from napari_sam.batch.progress import stderr_is_terminal
 from napari_sam.batch.reading import open_image
 from napari_sam.batch.runners import one_line, record_result, run_job
+from napari_sam.batch.scheduler_probe import not_a_scheduler
 
 #: How long to try to reach a ``--scheduler`` before giving up (a dask time string).
 SCHEDULER_TIMEOUT = "30s"
@@ -40,6 +41,9 @@ def _client_for(scheduler: str | None, workers: int | None, threads_per_worker: 
         if connection_refused(scheduler):  # at once, not after the timeout
             raise RuntimeError(f"cannot reach a dask scheduler at {scheduler} (the connection "
                                f"was refused: nothing listens there); {how}")
+        other = not_a_scheduler(scheduler)  # dask's client would hang or fail oddly
+        if other:
+            raise RuntimeError(f"no dask scheduler answers at {scheduler} ({other}); {how}")
         try:
             client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
         except OSError:  # refused or timed out: nothing listens there
@@ -210,8 +214,38 @@ def run_task(task, job: Job, ctx: Context, *args):
     whose ``NAPARI_SAM_PRECISION`` the CLI sets)."""
     from napari_sam.device import precision_in_this_thread
 
+    check_model_on_worker(ctx.model)
     with precision_in_this_thread(ctx.precision):
         return task(job, ctx, *args)
+
+
+def check_model_on_worker(model: str) -> None:
+    """Raise ``FileNotFoundError`` naming this worker when the checkpoint file ``model`` (a
+    path the client checked) is not there: the worker sees another file system. Nothing for
+    a registry name (each worker loads or downloads it) or a file that is there.
+
+    Without it the job failed with "checkpoint file not found: PATH; check the path", which
+    the user, whose machine has the file, could not make sense of."""
+    from napari_sam.batch.models import model_key
+    from napari_sam.models.registry import REGISTRY
+
+    if not model or model in REGISTRY:
+        return
+    path = Path(model_key(model))
+    if path.is_file():
+        return
+    import socket
+
+    try:
+        from distributed import get_worker
+
+        where = f"{socket.gethostname()} ({get_worker().address})"
+    except (ImportError, ValueError):  # not on a worker
+        where = socket.gethostname()
+    raise FileNotFoundError(
+        f"the worker on {where} cannot read the checkpoint file {path}, which the client "
+        "could: the workers need the same paths as the client; keep the model (and the "
+        "images and -o folder) on a file system they all mount, at the same path")
 
 
 def embed_prepare_task(job: Job, ctx: Context) -> list[float]:

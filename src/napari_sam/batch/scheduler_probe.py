@@ -1,0 +1,116 @@
+"""Is a dask scheduler listening at a ``--scheduler`` address, or something else?
+
+dask's client reads the answer to its handshake without a timeout and trusts the first 8
+bytes as a frame count: a scheduler's dashboard (HTTP, port 8787) kept ``napari-sam`` waiting
+silently for minutes, and an SSH server's banner became "MemoryError: Unable to allocate 2.82
+EiB". :func:`not_a_scheduler` does dask's handshake itself, bounded in time, and when it
+fails looks at what answers instead."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from urllib.parse import urlsplit
+
+#: Seconds the dask handshake may take before the listener is looked at (a scheduler answers
+#: in milliseconds).
+HANDSHAKE_TIMEOUT = 5.0
+
+#: What to do when something other than a scheduler listens at ``--scheduler``.
+WHERE_IT_IS = ("the scheduler's address is the tcp://HOST:PORT (default port 8786) that its "
+               "log prints as 'Scheduler at:', not its dashboard (8787)")
+
+
+def _tcp_host_port(address: str) -> tuple[str, int] | None:
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if parts.scheme != "tcp" or not host or not port:
+        return None
+    return host, port
+
+
+def dask_handshake_error(address: str, timeout: float = HANDSHAKE_TIMEOUT
+                         ) -> BaseException | None:
+    """None when a dask scheduler answers dask's handshake at ``address`` within
+    ``timeout`` seconds; else the error (``TimeoutError`` for no answer). Runs in a thread
+    of its own (an event loop of its own, whatever the caller runs)."""
+    import asyncio
+
+    from distributed.comm import connect
+
+    async def handshake():
+        comm = await asyncio.wait_for(connect(address, timeout=timeout), timeout)
+        await comm.close()
+
+    box: dict = {}
+
+    def run():
+        try:
+            asyncio.run(handshake())
+        except BaseException as exc:  # noqa: BLE001 - what it was is the answer
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="napari-sam scheduler probe", daemon=True)
+    thread.start()
+    thread.join(timeout + 5)
+    if thread.is_alive():
+        return TimeoutError(f"no answer within {timeout:g} s")
+    return box.get("error")
+
+
+def _answer(host: str, port: int, send: bytes | None, wait: float) -> bytes:
+    """The first bytes the listener at ``host:port`` sends within ``wait`` seconds (after
+    ``send``, if given); b"" for none."""
+    try:
+        with socket.create_connection((host, port), timeout=wait) as sock:
+            if send:
+                sock.sendall(send)
+            return sock.recv(256)
+    except OSError:
+        return b""
+
+
+def _shown(data: bytes) -> str:
+    """The first line of ``data``, printable, at most 60 characters, quoted."""
+    line = data.split(b"\n", 1)[0].strip().decode("ascii", "replace")
+    line = "".join(c if c.isprintable() else "?" for c in line)
+    return repr(line[:60] + ("..." if len(line) > 60 else ""))
+
+
+def not_a_scheduler(address: str, timeout: float = HANDSHAKE_TIMEOUT) -> str | None:
+    """What listens at the ``tcp://HOST:PORT`` ``address`` when it is not a dask scheduler
+    (a phrase for the error), or None: a scheduler answered dask's handshake, the address is
+    not a TCP one, or nothing could be told (the client then tries as before).
+
+    Parameters
+    ----------
+    address : str
+        The ``--scheduler`` address.
+    timeout : float
+        Seconds for dask's handshake.
+
+    Returns
+    -------
+    str or None
+    """
+    where = _tcp_host_port(address)
+    if where is None:
+        return None
+    error = dask_handshake_error(address, timeout)
+    if error is None:
+        return None
+    host, port = where
+    banner = _answer(host, port, None, 1.0)  # SSH, SMTP, FTP, ... speak first; dask never
+    if banner:
+        return f"something else is listening there: it sent {_shown(banner)}"
+    reply = _answer(host, port, f"HEAD / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode(), 3.0)
+    if reply.startswith(b"HTTP/"):
+        return ("an HTTP server answers there, e.g. a scheduler's dashboard: this is not "
+                f"a dask scheduler's port; {WHERE_IT_IS}")
+    if isinstance(error, TimeoutError) and not reply:
+        return None  # silent, maybe a busy scheduler: let the client wait its timeout
+    return (f"something listens there but does not answer as a dask scheduler "
+            f"({type(error).__name__}{': ' if str(error) else ''}{str(error)[:80]})")
