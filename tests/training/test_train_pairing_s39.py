@@ -49,3 +49,22 @@ def test_a_folder_with_image_and_labels_trains_the_image_on_its_labels(
     assert data["n_images"] == 1
     assert data["description"] == (f"1 image: {folder / 'image.tif'} / "
                                    f"{folder / 'labels.tif'}"), data
+
+
+def test_the_last_piece_of_a_resumed_run_says_its_time_and_the_whole_runs(
+        folder, tmp_path, tiny_model, capsys):
+    """The last piece said "2 epochs, 35.0 s" after a first piece of 99 s: its own time as if
+    it were the run's. It now says both, the earlier pieces' time from the training state."""
+    import re
+
+    out = tmp_path / "ft.pt"
+    argv = [*_train(folder, folder / "labels.tif", out, tiny_model), "--epochs", "2",
+            "--resume"]
+    rc, first, err = cli([*argv, "--max-steps", "1"], capsys)
+    assert rc == 0, err
+    piece = float(re.search(r"; 1 of 2 epochs done, ([0-9.]+) s\n", first)[1])
+    rc, text, err = cli(argv, capsys)
+    assert rc == 0, err
+    m = re.search(r"; 2 epochs, ([0-9.]+) s in this run \(([0-9.]+) s over 2 runs\)", text)
+    assert m, text
+    assert float(m[2]) >= float(m[1]) + 0.5 * piece  # the training of both, not this one's

@@ -476,8 +476,9 @@ def written_message(result, epochs: int, seconds: float) -> str:
     history = result.history
     done = (f"{len(history)} of {counted(epochs, 'epoch')} done" if len(history) < epochs
             else counted(len(history), "epoch"))
+    took = run_time(result, seconds)
     if not result.path:
-        return f"no checkpoint was written ({done}, {seconds:.1f} s)"
+        return f"no checkpoint was written ({done}, {took})"
     best = None
     with contextlib.suppress(OSError, ValueError, TypeError):
         from napari_sam.training.checkpoint import checkpoint_metadata_path
@@ -485,7 +486,7 @@ def written_message(result, epochs: int, seconds: float) -> str:
         best = int(json.loads(checkpoint_metadata_path(result.path).read_text())["best_epoch"])
     by_epoch = {int(r.get("epoch", i + 1)): r for i, r in enumerate(history)}
     if best not in by_epoch:
-        return f"wrote {result.path} ({done}, {seconds:.1f} s)"
+        return f"wrote {result.path} ({done}, {took})"
     what, value = _score(by_epoch[best])
     msg = f"wrote {result.path}: the weights of epoch {best}"
     if value is not None:
@@ -494,7 +495,7 @@ def written_message(result, epochs: int, seconds: float) -> str:
     _, last_value = _score(by_epoch[last])
     if last != best and last_value is not None:
         msg += f" (the best epoch; the last, epoch {last}, had {last_value:.3f})"
-    msg += f"; {done}, {seconds:.1f} s"
+    msg += f"; {done}, {took}"
     base = getattr(result, "base", None) or {}
     if value is not None and what.startswith("val") and base.get("val_iou") is not None:
         before = float(base["val_iou"])
@@ -511,6 +512,16 @@ def written_message(result, epochs: int, seconds: float) -> str:
                     "labelled images (more images, or a larger --val-fraction) before relying "
                     "on it")
     return msg
+
+
+def run_time(result, seconds: float) -> str:
+    """``seconds`` (this call's time) as the message says it; with the earlier pieces' time of
+    a resumed run from its training state (``result.earlier``): "35.0 s in this run (134.0 s
+    over 2 runs)"."""
+    before, runs = getattr(result, "earlier", (0.0, 0))
+    if not runs:
+        return f"{seconds:.1f} s"
+    return f"{seconds:.1f} s in this run ({before + seconds:.1f} s over {runs + 1} runs)"
 
 
 @contextlib.contextmanager
@@ -549,7 +560,7 @@ def _piece_message(result, out: Path, epochs: int, seconds: float) -> str:
                else f"wrote nothing (stopped during a step); {state} is an earlier piece's, "
                "which a rerun resumes from" if state.exists() else "nothing was written")
     msg = (f"this piece finished no epoch ({len(result.history)} of {epochs} done, "
-           f"{seconds:.1f} s): " + written)
+           f"{run_time(result, seconds)}): " + written)
     if result.path:
         msg += f"; {result.path} holds the weights written by an earlier piece"
     return msg

@@ -77,6 +77,8 @@ class TrainResult:
     state_saved : bool
         Whether this call wrote the training state of a resumable run when it stopped
         (False: a state on disk is an earlier call's, or the run stopped during a step).
+    earlier : tuple of (float, int)
+        Seconds the earlier calls of a resumed run trained, and how many calls (0, 0).
     """
 
     model: Any
@@ -88,6 +90,7 @@ class TrainResult:
     epochs_done_now: int = 0
     base: dict[str, Any] | None = None
     state_saved: bool = False
+    earlier: tuple[float, int] = (0.0, 0)
 
     def __repr__(self) -> str:  # one line, not the model nor the history (a notebook cell)
         n = len(self.history)
@@ -412,18 +415,22 @@ class _Loop:
     in_step: bool = False
     #: the base model's validation before the first step ("val_iou", "val_point_iou", ...)
     base: dict[str, Any] | None = None
+    earlier: tuple[float, int] = (0.0, 0)  # seconds and calls of the earlier pieces
+    t_start: float = field(default_factory=time.perf_counter)  # this call's
 
     def to_state(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "order": self.order,
                 "sums": dict(self.sums), "count": self.count, "history": self.history,
                 "best": self.best, "best_state": self.best_state, "saved": self.saved,
-                "base": self.base}
+                "base": self.base, "runs": self.earlier[1] + 1,
+                "seconds": self.earlier[0] + time.perf_counter() - self.t_start}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> _Loop:
         keys = ("epoch", "step_in_epoch", "order", "sums", "count", "history", "best",
                 "best_state", "saved")
-        return cls(**{k: state[k] for k in keys}, base=state.get("base"))
+        return cls(**{k: state[k] for k in keys}, base=state.get("base"),
+                   earlier=(float(state.get("seconds", 0.0)), int(state.get("runs", 0))))
 
 
 def _epoch_order(rng: np.random.Generator, n_items: int, n_needed: int) -> list[int]:
@@ -791,4 +798,4 @@ def run_training(
                        history=loop.history, interrupted=interrupted, base=loop.base,
                        complete=loop.epoch > epochs, already_complete=already_complete,
                        epochs_done_now=len(loop.history) - epochs_before,
-                       state_saved=state_saved)
+                       state_saved=state_saved, earlier=loop.earlier)
