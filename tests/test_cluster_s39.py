@@ -142,3 +142,37 @@ def test_a_worker_without_the_model_file_is_named_and_told_about_shared_paths(
         f"read the checkpoint file {model}, which the client could: the workers need the same "
         "paths as the client; keep the model (and the images and -o folder) on a file system "
         "they all mount, at the same path"), res.reason
+
+
+def _sleep(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def test_a_worker_lost_while_running_a_file_is_said(capsys):
+    """A worker killed mid-file (SIGKILL; its nanny starts another) had its task retried
+    without a word: the client now says which worker was lost and which file is retried."""
+    import os
+    import signal
+
+    from distributed import Client, LocalCluster
+
+    from napari_sam.batch.distributed import say_lost_workers
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        pids = client.run(os.getpid)
+        fut = client.submit(_sleep, 60, key="napari-sam-test-a", pure=False)
+        say_lost_workers(client, {fut.key: "a.tif"})
+        deadline = time.monotonic() + 30
+        while not any(client.processing().values()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (worker, pid), = pids.items()
+        os.kill(pid, signal.SIGKILL)
+        err = ""
+        while "lost the worker" not in err and time.monotonic() < deadline + 30:
+            time.sleep(0.2)
+            err += capsys.readouterr().err
+        fut.cancel()
+    assert (f"napari-sam: lost the worker {worker} while it ran a.tif; dask retries it on "
+            "another worker") in err

@@ -25,6 +25,7 @@ from napari_sam.batch.progress import stderr_is_terminal
 from napari_sam.batch.reading import open_image
 from napari_sam.batch.runners import one_line, record_result, run_job
 from napari_sam.batch.scheduler_probe import not_a_scheduler
+from napari_sam.words import for_count
 
 #: How long to try to reach a ``--scheduler`` before giving up (a dask time string).
 SCHEDULER_TIMEOUT = "30s"
@@ -94,6 +95,27 @@ def say_if_no_workers(client, scheduler: str) -> None:
               f"wait until workers connect (start them with `dask worker {scheduler}`, or "
               "check that their jobs are running); Ctrl-C stops, and a rerun resumes",
               file=sys.stderr, flush=True)
+
+
+def say_lost_workers(client, names: Mapping) -> None:
+    """A line on stderr whenever a worker is lost while it runs tasks of ``names`` (task key
+    -> the input file's name): dask retries them on another worker, which was silent (a
+    file taking twice as long, or failing after three lost workers, with no word why)."""
+    def on_event(event) -> None:
+        msg = event[1] if isinstance(event, tuple) and len(event) > 1 else {}
+        if not isinstance(msg, dict) or msg.get("action") != "remove-worker" or msg.get(
+                "expected"):
+            return
+        files = sorted({names[k] for k in msg.get("processing-tasks") or () if k in names})
+        if files:
+            shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3
+                                            else "")
+            print(f"napari-sam: lost the worker {msg.get('worker', '?')} while it ran "
+                  f"{shown}; dask retries {for_count(len(files), 'it', 'them')} on another "
+                  "worker", file=sys.stderr, flush=True)
+
+    with contextlib.suppress(Exception):  # an old scheduler: nothing to say
+        client.subscribe_topic("all", on_event)
 
 
 def worker_start_method() -> str:
@@ -384,7 +406,7 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
     bar = tqdm(total=len(jobs), desc="files", unit="file", position=0, dynamic_ncols=True,
                disable=ctx.quiet or not stderr_is_terminal())
     try:
-        futures = {}
+        futures, names = {}, {}
         for i, job in enumerate(jobs):
             blocks = []
             n = 0
@@ -412,6 +434,8 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
             else:
                 fut = client.submit(run_task, final_task, job, wctx, None, None, pure=False)
             futures[fut] = i
+            names.update({f.key: job.input.name for f in [*blocks, fut]})
+        say_lost_workers(client, names)
         for fut in as_completed(list(futures)):
             i = futures[fut]
             job = jobs[i]
