@@ -176,3 +176,19 @@ def test_a_worker_lost_while_running_a_file_is_said(capsys):
         fut.cancel()
     assert (f"napari-sam: lost the worker {worker} while it ran a.tif; dask retries it on "
             "another worker") in err
+
+
+def test_a_cluster_run_ends_without_a_scheduler_traceback(one_stack, tmp_path, tiny_model):
+    """Listening for lost workers subscribes the client to the scheduler's events: unless it
+    unsubscribes before closing, the scheduler sends the client's own removal to the closed
+    client and logs "CRITICAL - Closed comm ..." with a traceback after the summary."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "napari_sam.cli", "embed", str(one_stack), "-o",
+         str(tmp_path / "out"), "--model", str(tiny_model), "--workers", "1", "--device",
+         "cpu"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "1 done" in run.stdout
+    assert "CRITICAL" not in run.stderr and "Traceback" not in run.stderr, run.stderr

@@ -447,5 +447,7 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
             record_result(results, i, res, bar, on_result)
     finally:
         bar.close()
+        with contextlib.suppress(Exception):  # else the scheduler sends the client's own
+            client.unsubscribe_topic("all")  # removal to it closed: a CRITICAL traceback
         close_quietly(client, cluster, ctx.verbose)
     return [results[i] for i in range(len(jobs))]
