@@ -290,8 +290,7 @@ def collect_pairs(images_spec: str, labels_spec: str, *, quiet: bool = False
         Exit code 2: nothing but the images in LABELS, or not one label file per image (the
         files without a partner named), or label files named after the images only in part.
     """
-    images = _images_without_label_images(_collect(images_spec, "IMAGES"), images_spec,
-                                          quiet=quiet)
+    images = _collect(images_spec, "IMAGES")
     stems = {p: p.name.split(".")[0] for p in images}
     named = [p for p, st in stems.items()
              if st.endswith("_labels") and st[: -len("_labels")] in stems.values()]
@@ -300,6 +299,7 @@ def collect_pairs(images_spec: str, labels_spec: str, *, quiet: bool = False
         if not quiet:
             print_note(f"note: IMAGES: left out {counted(len(named), 'file')} named after an "
                        f"image with _labels (label images, e.g. {named[0].name})")
+    images = _images_without_label_images(images, images_spec, quiet=quiet)
     found = _collect(labels_spec, "LABELS")
     taken = {p.resolve() for p in images}
     same = [p for p in found if p.resolve() in taken]
