@@ -73,6 +73,25 @@ def test_embed_never_replaces_a_users_zarr_store(tmp_path, tiny_model, capsys, o
     assert not any(p.name.endswith(".partial") for p in folder.iterdir())
 
 
+def test_embed_overwrite_replaces_napari_sams_own_store_without_a_sidecar(tmp_path,
+                                                                         tiny_model, capsys):
+    """A store ``napari_sam.embed(..., store=)`` (or the dock) wrote has no sidecar but
+    napari-sam's mark: ``--overwrite`` replaces it as before, and without it the reason says
+    it is napari-sam's (reviewer 158: it was called "not written by napari-sam")."""
+    import napari_sam as ns
+
+    folder = tmp_path / "e"
+    inp = _stack(folder / "a.tif")
+    ns.embed(tifffile.imread(inp), ns.load_model(str(tiny_model)), store=folder / "out" / "a.zarr")
+    argv = ["embed", inp, "-o", folder / "out", "--model", tiny_model, "--device", "cpu", "-q"]
+    rc, _, err = cli(argv, capsys)
+    assert rc == 1 and "was written by napari-sam (an embedding store" in err, err
+    assert "not written by napari-sam" not in err and "pass --overwrite" in err
+    rc, _, err = cli(argv + ["--overwrite"], capsys)
+    assert rc == 0, err
+    assert (folder / "out" / "a.zarr.json").is_file()
+
+
 @pytest.mark.parametrize("command", ["auto", "segment"])
 def test_overwrite_never_replaces_a_labels_file_napari_sam_did_not_write(
         tmp_path, tiny_model, capsys, command):

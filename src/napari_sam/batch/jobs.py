@@ -164,12 +164,20 @@ def output_state(output: Path, input_path: Path | None, signature: Mapping) -> s
         A file without a napari-sam sidecar: not ours, never replaced (not even with
         ``--overwrite``).
     ``"other-command"``
-        Written by another napari-sam command: replaced only with ``--overwrite``.
+        Written by another napari-sam command, or an embedding store napari-sam marked
+        without a sidecar (the dock's, ``napari_sam.embed``'s): replaced only with
+        ``--overwrite``.
     """
     meta = nio.read_output_metadata(output)
     exists = output.exists()
     if meta is None or meta.get("format") != nio.OUTPUT_METADATA_FORMAT:
-        return "foreign" if exists else "missing"
+        if not exists:
+            return "missing"
+        from napari_sam.embeddings import is_embedding_store
+
+        # an embedding store napari-sam marked (the dock's, napari_sam.embed's) has no
+        # sidecar but is ours: replaced with --overwrite, as another command's output
+        return "other-command" if is_embedding_store(output) else "foreign"
     params = meta.get("parameters") or {}
     if params.get("command") not in (None, signature.get("command")):
         return "other-command" if exists else "missing"

@@ -153,8 +153,10 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
             if state == "other-command" and not ctx.overwrite:
                 meta = nio.read_output_metadata(job.output) or {}
                 other = (meta.get("parameters") or {}).get("command")
-                res.reason = (f"{job.output} was written by `napari-sam {other}`; pass "
-                              "--overwrite, --suffix or another output folder")
+                by = (f"`napari-sam {other}`" if other else "napari-sam (an embedding store of "
+                      "the dock or napari_sam.embed, no command's record beside it)")
+                res.reason = (f"{job.output} was written by {by}; pass --overwrite, --suffix "
+                              "or another output folder")
                 return res
             res.details["previous_state"] = state
             cleanup_tmp(job.output)
