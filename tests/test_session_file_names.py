@@ -20,3 +20,15 @@ def test_long_image_names_get_short_stable_distinct_session_files(tmp_path):
         assert stem.startswith("日" * 20) and stem.endswith(".tif")
     assert fit_file_name("🦠" * 100, 41).startswith("🦠" * 7 + "~")  # whole characters
     assert len(os.fsencode(fit_file_name("🦠" * 100, 41))) <= 41
+
+
+def test_a_session_saved_under_the_whole_name_before_is_still_found(tmp_path):
+    """An image name of 191-201 bytes autosaved under its whole name before names were
+    fitted (reviewer 158: such sessions were no longer offered to resume)."""
+    name = "n" * 195 + ".tif"
+    image = tmp_path / name
+    assert session_file_for(image).name != name + ".sam-session.json"  # fitted now
+    whole = tmp_path / (name + ".sam-session.json")
+    whole.write_text("{}")
+    assert session_file_for(image) == whole
+    assert session_file_for(tmp_path / ("日" * 90 + ".tif")).name.count("~") == 1  # no such file

@@ -234,9 +234,19 @@ def session_file_for(image_path: os.PathLike | str) -> Path:
     """Where a session is autosaved for an image file (next to it): ``<image file name>
     .sam-session.json``; an image name too long for the names made from it (over 190 bytes:
     the labels' temporary file adds 54 bytes, an alternate 11, and a name may have 255)
-    is shortened, its start kept with a hash of it (:func:`fit_file_name`)."""
+    is shortened, its start kept with a hash of it (:func:`fit_file_name`). A session
+    autosaved before under the whole name (names of 191-201 bytes fitted then) is still
+    found there."""
     p = Path(image_path)
-    return p.with_name(fit_file_name(p.name) + SESSION_FILE_SUFFIX)
+    fitted = p.with_name(fit_file_name(p.name) + SESSION_FILE_SUFFIX)
+    if fitted.name != p.name + SESSION_FILE_SUFFIX:
+        whole = p.with_name(p.name + SESSION_FILE_SUFFIX)
+        try:
+            if whole.is_file():
+                return whole
+        except OSError:  # a name this file system cannot hold: never written
+            pass
+    return fitted
 
 
 def labels_hash(labels: np.ndarray) -> str:
