@@ -198,3 +198,16 @@ def test_the_summary_table_aligns_wide_names_and_caps_long_ones(tmp_path, capsys
     short = next(ln for ln in lines if "…" in ln)
     assert "xxx….tif" not in short and short.split()[1].endswith("x.tif")
     assert display_width(short.split()[1]) == NAME_COLUMN
+
+
+def test_a_folder_named_zarr_holding_files_is_a_folder_not_a_store():
+    """``data.zarr/img.tif`` (a folder named .zarr holding TIFFs) was named
+    ``data_img.tif_labels.tif``, and a preview in ``-o res.zarr`` ``res_a_labels.tif.png``
+    (reviewer 158): only an array inside a store folds the store's path into its name."""
+    from napari_sam.batch.inputs import output_folder_and_stem, stem_of
+
+    assert stem_of("data.zarr/img.tif") == "img"
+    assert stem_of("res.zarr/a_labels.tif") == "a_labels"
+    assert output_folder_and_stem("data.zarr/img.tif", "data.zarr") == (Path("data.zarr"), "img")
+    assert stem_of("e/b2r.zarr/0") == "b2r" and stem_of("e/b2r.zarr/1") == "b2r_1"
+    assert output_folder_and_stem("e/b2r.zarr/1", "b2r.zarr") == (Path("."), "b2r_1")

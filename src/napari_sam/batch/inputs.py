@@ -297,13 +297,21 @@ def collect_inputs_with_folders(
     return out
 
 
+def _a_file_name(path: os.PathLike | str) -> bool:
+    """Whether ``path`` ends in a file's name (``img.tif``, ``a_labels.tif.png``), so that a
+    folder named ``*.zarr`` above it is a folder, not the store of an array."""
+    name = Path(path).name.lower()
+    return name.endswith(tuple(s for s in IMAGE_SUFFIXES if s != ".zarr") + (".json",))
+
+
 def stem_of(path: os.PathLike | str) -> str:
     """File name without its image suffix (``a.ome.tif`` -> ``a``, ``b.zarr`` -> ``b``); a
     path inside a zarr store is named after the store and the groups within, trailing ``0``
     (first series, full resolution) left out: ``b.zarr/0`` -> ``b``, ``b.zarr/1`` -> ``b_1``,
     ``plate.zarr/A/1/0`` -> ``plate_A_1``."""
     parts = Path(path).parts
-    inside = [i for i, p in enumerate(parts[:-1]) if p.lower().endswith(".zarr") and len(p) > 5]
+    inside = [] if _a_file_name(path) else [
+        i for i, p in enumerate(parts[:-1]) if p.lower().endswith(".zarr") and len(p) > 5]
     if inside:
         inner = list(parts[inside[-1] + 1:])
         while inner and inner[-1] == "0":
@@ -327,7 +335,8 @@ def output_folder_and_stem(input_path: os.PathLike | str,
     The stem is :func:`stem_of`'s (``e/b2r.zarr/0`` -> ``b2r``, ``e/b2r.zarr/1`` -> ``b2r_1``)."""
     sub, stem = Path(subfolder), stem_of(input_path)  # the store's path folded in already
     parents = Path(input_path).parent.parts
-    at = next((i for i, part in enumerate(parents) if part.lower().endswith(".zarr")), None)
+    stores = [i for i, part in enumerate(parents) if part.lower().endswith(".zarr")]
+    at = None if _a_file_name(input_path) or not stores else stores[-1]  # as stem_of
     if at is None:
         return sub, stem
     inside = len(parents) - at  # the store and its groups above the array
