@@ -1,5 +1,6 @@
 """The embedding stores of the layer's contrasts, bounded: those of the few most recent
-contrasts are kept, older ones that this session made are deleted.
+contrasts are kept, older ones that this session made are deleted when no other live
+session uses them.
 
 With an Embedding store and the model seeing the layer's contrast, each contrast gets a store
 of its own beside the user's (``emb.contrast-190-270.zarr``,
@@ -8,27 +9,153 @@ deleted: each rest of a dragged contrast slider left a store (a SAM 1 slice's fe
 256 x 64 x 64 float16, 2 MB: 200 MB for a 100-slice stack, per contrast). A session now keeps
 the stores of its :data:`KEEP_CONTRAST_STORES` most recent contrasts (the one in use among
 them); an older one is deleted when this session made it (its folder did not exist when the
-session first embedded with that contrast) and it still is an embedding store and nothing
-else (:func:`napari_sam.embeddings.is_embedding_store`). The user's store (the stack's
-percentiles), stores left by earlier sessions or other docks, and folders holding anything
-else are never deleted.
+session first embedded with that contrast), it still is an embedding store and nothing
+else (:func:`napari_sam.embeddings.is_embedding_store`), and no other live session uses it.
+
+In use. Two docks (or two napari processes) on one Embedding store share its contrast stores:
+one that made a store must not delete it while the other embeds there. A session holds the
+stores of its few most recent contrasts (:class:`StoreHold`) until they leave them, or it
+ends: within this process in a table (the sessions holding each store), for other processes
+with a shared ``flock`` on a hidden marker file beside the store (``.<store>.in-use``; the
+kernel lets it go when the process ends, also on a crash). Deleting takes the marker's
+exclusive ``flock`` without waiting and skips the store when another session holds it (it is
+tried again at the next contrast change). The user's store (the stack's percentiles), stores
+left by earlier sessions or other docks, and folders holding anything else are never deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import threading
+import weakref
 from pathlib import Path
 
 from napari_sam.embeddings import is_embedding_store
 
-__all__ = ["KEEP_CONTRAST_STORES", "ContrastStores"]
+__all__ = ["KEEP_CONTRAST_STORES", "ContrastStores", "StoreHold", "in_use_marker",
+           "store_in_use"]
 
 #: contrast stores kept: those of the most recent contrasts, the one in use among them
 KEEP_CONTRAST_STORES = 3
 
+_GUARD = threading.RLock()  # (re-entrant: a hold garbage-collected while it is held)
+_IN_USE: dict[str, int] = {}  # absolute store -> holds of this process's sessions
+
+
+def in_use_marker(store) -> Path:
+    """The marker file whose shared ``flock`` says a live session uses ``store``:
+    ``.<store name>.in-use`` beside it (not inside: a file there would make it no longer
+    an embedding store and nothing else)."""
+    store = Path(store)
+    return store.with_name(f".{store.name}.in-use")
+
+
+def _open_locked(marker: Path, how: int):
+    """An open handle of ``marker`` holding its ``flock`` (``how``: ``LOCK_SH``, waiting for
+    a deletion under way, or ``LOCK_EX | LOCK_NB``); False: another holds it (``LOCK_NB``
+    only); None: no ``flock`` here (no ``fcntl``, or the marker cannot be made)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: the table of this process only
+        return None
+    while True:
+        try:
+            handle = open(marker, "a+", encoding="utf-8")
+        except OSError:
+            return None
+        try:
+            fcntl.flock(handle.fileno(), how)
+        except OSError:
+            handle.close()
+            return False
+        try:  # a deleter may have removed the marker just before: lock the one there now
+            same = os.path.samestat(os.fstat(handle.fileno()), os.stat(marker))
+        except OSError:
+            same = False
+        if same:
+            return handle
+        handle.close()
+
+
+def _unlink_and_close(handle, marker: Path) -> None:
+    """Remove ``marker`` while ``handle`` holds its exclusive ``flock``, then close it."""
+    with contextlib.suppress(OSError):
+        os.unlink(marker)
+    with contextlib.suppress(OSError):
+        handle.close()
+
+
+def _let_go(key: str, handle) -> None:
+    """End one hold of the store ``key``: out of the table, and its shared ``flock`` goes
+    (the marker is removed too when nobody else holds it)."""
+    with _GUARD:
+        left = _IN_USE.get(key, 0) - 1
+        if left > 0:
+            _IN_USE[key] = left
+        else:
+            _IN_USE.pop(key, None)
+        if handle is None:
+            return
+        import fcntl
+
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another holds it: it stays
+            handle.close()
+            return
+        _unlink_and_close(handle, in_use_marker(key))
+
+
+class StoreHold:
+    """A live session's hold on the embedding store ``store``: while it is held
+    (:meth:`release`, or until the hold is garbage-collected or its process ends), no other
+    session deletes the store (:func:`store_in_use`)."""
+
+    def __init__(self, store):
+        self.key = str(Path(store).absolute())
+        with _GUARD:
+            handle = _open_locked(in_use_marker(self.key), _lock_flag("LOCK_SH"))
+            _IN_USE[self.key] = _IN_USE.get(self.key, 0) + 1
+        self._finalizer = weakref.finalize(self, _let_go, self.key, handle or None)
+
+    @property
+    def held(self) -> bool:
+        return self._finalizer.alive
+
+    def release(self) -> None:
+        """Let the store go (twice: nothing more)."""
+        self._finalizer()
+
+
+def _lock_flag(name: str) -> int:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        return 0
+    return getattr(fcntl, name)
+
+
+def store_in_use(store) -> bool:
+    """Whether a live session (of this process, or of another: the marker's ``flock``, tried
+    without waiting) holds the store ``store``."""
+    key = str(Path(store).absolute())
+    with _GUARD:
+        if _IN_USE.get(key):
+            return True
+        handle = _open_locked(in_use_marker(key),
+                              _lock_flag("LOCK_SH") | _lock_flag("LOCK_NB"))
+        if handle is False:
+            return True
+        if handle is not None:
+            handle.close()
+        return False
+
 
 class ContrastStores:
-    """The contrast stores a session used (most recent last) and those it made.
+    """The contrast stores a session used (most recent last), those it made, and its holds on
+    the ``keep`` most recent ones.
 
     Parameters
     ----------
@@ -40,11 +167,16 @@ class ContrastStores:
         self.keep = max(1, int(keep))
         self._recent: list[str] = []
         self._made: set[str] = set()
+        self._holds: dict[str, StoreHold] = {}
+        #: the stores let go by the last :meth:`use` (their embeddings kept in memory are to
+        #: be forgotten: another session may delete them now)
+        self.let_go: list[Path] = []
 
     def use(self, store) -> list[Path]:
         """The session embeds with a contrast kept in ``store`` from now on (None: the
-        stack's percentiles, in the user's store or none: nothing to count). Returns the
-        stores this session made that are not among the ``keep`` most recent any more."""
+        stack's percentiles, in the user's store or none: nothing to count), and holds the
+        stores of its ``keep`` most recent contrasts. Returns the stores this session made
+        that are not among the ``keep`` most recent any more."""
         if store is not None:
             key = str(Path(store).absolute())
             if key in self._recent:
@@ -52,16 +184,41 @@ class ContrastStores:
             elif not Path(key).exists():
                 self._made.add(key)
             self._recent.append(key)
+        kept = self._recent[-self.keep:]
+        for key in kept:
+            if key not in self._holds:
+                self._holds[key] = StoreHold(key)
+        self.let_go = [Path(k) for k in list(self._holds) if k not in kept]
+        for key in self.let_go:
+            self._holds.pop(str(key)).release()
         return [Path(p) for p in self._recent[: -self.keep] if p in self._made]
 
     def delete(self, store: Path) -> bool:
         """Delete ``store`` (one :meth:`use` returned) when it still is an embedding store
-        and nothing else, and forget it; returns whether it was deleted."""
+        and nothing else and no other live session holds it, and forget it; returns whether
+        it was deleted. One in use is kept, and tried again at the next :meth:`use`."""
         key = str(Path(store).absolute())
-        if key in self._recent:
-            self._recent.remove(key)
-        self._made.discard(key)
-        if not is_embedding_store(store):
-            return False
-        shutil.rmtree(store, ignore_errors=True)
-        return not Path(store).exists()
+        marker = in_use_marker(key)
+        with _GUARD:
+            if _IN_USE.get(key):
+                return False
+            handle = _open_locked(marker, _lock_flag("LOCK_EX") | _lock_flag("LOCK_NB"))
+            if handle is False:
+                return False
+            try:
+                if key in self._recent:
+                    self._recent.remove(key)
+                self._made.discard(key)
+                if not is_embedding_store(store):
+                    return False
+                shutil.rmtree(store, ignore_errors=True)
+                return not Path(store).exists()
+            finally:
+                if handle is not None:
+                    _unlink_and_close(handle, marker)
+
+    def release(self) -> None:
+        """Let every store go (the session ends): other sessions may delete them now."""
+        for hold in self._holds.values():
+            hold.release()
+        self._holds.clear()

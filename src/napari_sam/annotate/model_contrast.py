@@ -121,16 +121,25 @@ class ModelContrast:
         return lead
 
     def prune_contrast_stores(self) -> list:
-        """Delete the contrast stores this session made that are not among its few most
-        recent contrasts' (:class:`~napari_sam.annotate.contrast_stores.ContrastStores`), and
-        forget their embeddings; not while a job runs (it may write one: the next change
-        deletes them). Returns the stores deleted."""
+        """Hold the stores of this session's few most recent contrasts, and delete those it
+        made that are not among them any more and that no other live session holds
+        (:class:`~napari_sam.annotate.contrast_stores.ContrastStores`); not while a job runs
+        (it may write one: the next change deletes them). The embeddings kept in memory of
+        the stores let go are forgotten (another session may delete them: going back opens
+        the store again, or makes it again). Returns the stores deleted."""
         stores = getattr(self, "_contrast_stores", None)
         if stores is None:
             stores = self._contrast_stores = ContrastStores()
         stale = stores.use(self.contrast_store() if self.model_contrast() is not None else None)
+        for store in stores.let_go:
+            self.embeddings.drop_store(store)
         if not stale or (self.job is not None and self.job.running):
             return []
-        for store in stale:
-            self.embeddings.drop_store(store)
         return [store for store in stale if stores.delete(store)]
+
+    def release_contrast_stores(self) -> None:
+        """Let the contrast stores this session holds go (the session ends; also when it is
+        garbage-collected): other sessions may delete them now."""
+        stores = getattr(self, "_contrast_stores", None)
+        if stores is not None:
+            stores.release()

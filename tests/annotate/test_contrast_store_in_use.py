@@ -1,0 +1,63 @@
+"""A contrast store another live session uses is never deleted (annotate.contrast_stores):
+two docks of one process sharing an Embedding store, or another napari-sam process holding
+the store. Before: the session that made the store deleted it after three other contrasts,
+and the dock that reused it failed at its next embedding (KeyError 'slice_hash')."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+
+from napari_sam.embeddings import is_embedding_store
+from stacks import blob_session
+
+
+@contextlib.contextmanager
+def another_process_holds(store):
+    """A Python process whose session holds the contrast store ``store`` (its
+    ``ContrastStores.use``) while the block runs; then it ends (its input closed)."""
+    code = ("import sys; from napari_sam.annotate.contrast_stores import ContrastStores; "
+            f"c = ContrastStores(); c.use({str(store)!r}); print('held', flush=True); "
+            "sys.stdin.read()")
+    other = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "held"
+        yield other
+    finally:
+        other.communicate("")
+
+
+def test_a_store_another_dock_uses_is_kept_and_that_dock_keeps_working(tiny_sam, tmp_path):
+    store = tmp_path / "emb.contrast-0-60.zarr"
+    a, b = blob_session(tiny_sam), blob_session(tiny_sam)
+    for s in (a, b):
+        s.set_store(str(tmp_path / "emb.zarr"))
+        s.set_model_contrast((0, 60))
+        s.compute_embeddings([3])  # a makes the store, b reuses it
+    for hi in (70, 80, 90):
+        a.set_model_contrast((0, hi))
+    b.compute_embeddings([4])  # before: KeyError 'slice_hash' (the store was deleted)
+    assert b.ready([3, 4]) and b.emb.store == store
+    assert is_embedding_store(store) and b.emb.stored()[[3, 4]].all()  # b uses it: kept
+    b.set_model_contrast((0, 120))
+    b.release_contrast_stores()  # b closes: nobody uses it now
+    a.set_model_contrast((0, 100))  # a made it: deleted at its next change
+    assert not store.exists()
+
+
+def test_a_store_another_process_holds_is_kept(session, tmp_path):
+    store = tmp_path / "emb.contrast-0-60.zarr"
+    s = session
+    s.set_store(str(tmp_path / "emb.zarr"))
+    s.set_model_contrast((0, 60))
+    s.compute_embeddings([3])
+    with another_process_holds(store):
+        for hi in (70, 80, 90):
+            s.set_model_contrast((0, hi))
+        assert is_embedding_store(store)
+    s.set_model_contrast((0, 100))  # the other process ended: deleted now
+    assert not store.exists()
+    assert not list(tmp_path.glob(".emb.contrast-0-60.zarr.in-use"))
+
