@@ -61,3 +61,18 @@ def test_a_store_another_process_holds_is_kept(session, tmp_path):
     assert not store.exists()
     assert not list(tmp_path.glob(".emb.contrast-0-60.zarr.in-use"))
 
+
+def test_a_store_deleted_under_a_session_is_made_again(session, tmp_path):
+    """A store deleted by hand (or by another program) while the session keeps its
+    embeddings: the next embedding makes it again. Before: KeyError 'slice_hash'."""
+    import shutil
+
+    store = tmp_path / "emb.contrast-0-60.zarr"
+    s = session
+    s.set_store(str(tmp_path / "emb.zarr"))
+    s.set_model_contrast((0, 60))
+    s.compute_embeddings([3])
+    shutil.rmtree(store)
+    s.compute_embeddings([4])
+    assert s.ready([4]) and is_embedding_store(store)
+    assert s.emb.stored()[4]

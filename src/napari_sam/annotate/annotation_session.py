@@ -526,7 +526,7 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
                                       self._cache_key())
         precision, tiling, limits = self.precision, self.tiling, self.model_contrast()
         predictor = self.models.get(choice, device, precision)
-        emb = self.embeddings.get(key)
+        emb = self.stored_embeddings(key)  # (None: its store was deleted)
         models = self.models
         if self.job is None or not self.job.running:  # what the job makes, for job_cancelled
             self.made_embeddings = []

@@ -83,6 +83,18 @@ class ModelContrast:
         name = contrast_limits_name(limits)
         return str(path.with_name(f"{path.stem}.contrast-{name}{path.suffix}"))
 
+    def stored_embeddings(self, key):
+        """The embeddings cached under ``key`` (None: none), unless the zarr store they are
+        kept in was deleted under them (by hand, another program): then they are forgotten
+        and None is returned, so that the store is made again and the slices embedded again
+        (their writes would fail, or make a store without its zarr metadata)."""
+        emb = self.embeddings.get(key)
+        store = getattr(emb, "store", None)
+        if store is not None and not Path(store).is_dir():
+            self.embeddings.drop_store(store)
+            return None
+        return emb
+
     def restore_contrast(self, limits) -> None:
         """A loaded or resumed session's model saw ``limits`` (its ``model_contrast_limits``;
         None: the stack's percentiles): the model sees them again. The dock
