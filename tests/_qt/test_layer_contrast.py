@@ -217,3 +217,25 @@ def test_loading_a_session_restores_the_limits_its_model_saw(make_widget, tiny_p
     assert box.isChecked() and tuple(layer.contrast_limits) == (0.0, 40.0)
     assert c.model_contrast() == (0.0, 40.0)
     assert any("The session's model saw the layer's limits (0-40)" in t for t in infos), infos
+
+
+def test_closing_the_dock_lets_its_contrast_stores_go(make_widget, tiny_predictor, qtbot,
+                                                      tmp_path):
+    """A closed dock held its layer's-limits embedding stores until garbage collection, so
+    another dock never deleted them (helper 161's note): closing lets them go at once."""
+    from napari_sam.annotate.contrast_stores import store_in_use
+    from stacks import blob_stack
+
+    viewer, widget = make_widget(blob_stack(), name="blobs", preload=False,
+                                 contrast_limits=(10, 120))
+    use_predictor(widget, tiny_predictor)
+    c = widget.controller
+    widget._store.setText(str(tmp_path / "emb.zarr"))
+    widget._on_store_changed()
+    _box(widget).click()
+    qtbot.waitUntil(lambda: c.model_contrast() == (10.0, 120.0), timeout=5_000)
+    c.compute_embeddings([3])
+    store = tmp_path / "emb.contrast-10-120.zarr"
+    assert store.is_dir() and store_in_use(store)
+    viewer.window.remove_dock_widget(widget)
+    assert not store_in_use(store)

@@ -24,6 +24,7 @@ from qtpy.QtCore import QTimer
 from napari_sam.annotate.model_contrast import contrast_words
 
 from . import layers as L
+from .autosave_thread import OnUndo
 from .controls import check
 from .notify import guarded
 
@@ -97,6 +98,8 @@ class LayerContrast:
             signal.connect(slot)
         session.contrast_source = self.limits
         session.restore_contrast = self.restore
+        # the dock closing lets its contrast stores go: another dock may then delete them
+        links.append((OnUndo(session.release_contrast_stores), None))
 
     # ------------------------------------------------------------------ what the model sees
     def wanted(self, layer, ticked=None) -> tuple[float, float] | None:

@@ -517,7 +517,8 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
         with ``embed`` False only load the model (``emb`` is then what the cache had, maybe
         None); ``should_stop()`` true ends a tiled embedding early (``tiled_embed_job``).
 
-        Returns (key, choice, device, predictor, emb, precision); nothing shared is modified.
+        Returns (key, choice, device, predictor, emb, precision); nothing shared is modified
+        (but the layer's-limits store it embeds into is held: ``prune_contrast_stores``).
         """
         if self.model_choice is None:
             raise UserError("No model: pick one in 'Model'.")
@@ -525,6 +526,8 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
         choice, device, store, key = (self.model_choice, self.device, self.contrast_store(),
                                       self._cache_key())
         precision, tiling, limits = self.precision, self.tiling, self.model_contrast()
+        if limits is not None and store is not None:  # held (and counted if made) from now
+            self.prune_contrast_stores()  # on, not only once the contrast changes again
         predictor = self.models.get(choice, device, precision)
         emb = self.stored_embeddings(key)  # (None: its store was deleted)
         models = self.models
