@@ -60,10 +60,10 @@ def test_two_docks_on_one_file_keep_their_own_session_files(make_widget, stack_f
     assert np.array_equal(first.labels, np.asarray(w1.controller.target_layer.data))
     assert np.array_equal(second.labels, np.asarray(w2.controller.target_layer.data))
     assert not list(stack_file.parent.glob("*.kept-*"))  # nobody's file was replaced
-    said = f"is being autosaved by another dock (or session) of this napari: this session " \
-           f"is autosaved in {other} instead"
-    assert said in line, line
-    assert [m for _, m in notifications if said in m]
+    said = "is being autosaved by another dock (or session) of this napari: this session " \
+           "is autosaved in {} instead"
+    assert said.format(f"{other.name} beside it") in line, line  # the name; notified: path
+    assert [m for _, m in notifications if said.format(other) in m]
     # the first window's dock closed and opened again: it goes on in the first file
     v1.window.remove_dock_widget(w1)
     _dock, w1 = open_from_menu(v1)

@@ -714,9 +714,8 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
         if path:
             return self.controller.load_session(path)
 
-    def _on_resume_available(self, path: str, summary: str):
-        self._resume_label.setText(f"A saved session exists for this image ({summary}): "
-                                   "resume it?")
+    def _on_resume_available(self, path: str, offer: str):
+        self._resume_label.setText(offer)  # (it names the image's other sessions too)
         self._resume_label.setVisible(True)
         self._resume_row.setVisible(True)
         # at the bottom of the panels: scrolled to once the layout has placed it (at once its

@@ -48,6 +48,7 @@ from .prompt_groups import POINT_OBJECT, inside_image
 from .session_claims import SessionClaims, alternate_session_files, claim_holder
 from .session_compare import holds_the_same_work, same_prompts
 from .session_records import ImageRecords
+from .split_sessions import other_sessions_note, resume_offer, session_holding
 
 __all__ = ["SessionLog", "fallback_session_file", "folder_writable"]
 
@@ -92,7 +93,8 @@ class SessionLog(LiveSessionFiles):
         """A session file was loaded (the GUI picks its model)."""
 
     def notify_resume(self, path: str, summary: str) -> None:
-        """An autosaved session of this image exists at ``path`` (see :meth:`resume`)."""
+        """An autosaved session of this image exists at ``path`` (see :meth:`resume`);
+        ``summary``: the offer to resume it, naming the other sessions of the image."""
 
     def notify_trace(self, trace: dict | None) -> None:
         """The propagation trace changed."""
@@ -144,23 +146,14 @@ class SessionLog(LiveSessionFiles):
 
     def autosave_holder(self, candidates) -> tuple[int, S.Session] | None:
         """Which of ``candidates`` ((Z, Y, X) labels arrays) holds exactly the labels of this
-        image's autosaved session (made on this image's pixels): ``(index, session)`` of the
-        first one, else None. The autosave file is read once, however many candidates."""
+        image's autosaved session (made on this image's pixels), in its file or in an
+        alternate of it (a dock's while another had the file): ``(index, session)`` of the
+        first one (the session's ``path``: its file), else None. Each file is read once."""
         path = self.autosave_path()
         self.wait_autosave()
-        if path is None or not path.is_file() or self._claims.taken(path):  # another's log
-            return None
-        try:
-            sess = S.read_session(path)
-        except (S.SessionError, OSError):
-            return None
-        if sess.labels is None or sess.image.get("hash") != self._hash():
-            return None
-        for i, data in enumerate(candidates):
-            data = np.asarray(data)
-            if sess.labels.shape == data.shape and np.array_equal(sess.labels, data):
-                return i, sess
-        return None
+        files = [] if path is None else [  # (another's live log: not this dock's)
+            p for p in self._session_files([path]) if not self._claims.taken(p)]
+        return session_holding(files, candidates, self._hash())
 
     def _continue_autosave(self, data: np.ndarray, held: S.Session | None = None) -> None:
         """Take the log and base of the autosaved session of this image when it holds
@@ -170,7 +163,8 @@ class SessionLog(LiveSessionFiles):
         if sess is None:
             return
         self.log, self._log_base = list(sess.operations), _frozen(sess.base)
-        self._own_autosave(self.autosave_path())
+        if not self.autosave or self._claims.hold(sess.path):  # (an alternate: goes on there)
+            self._own_autosave(sess.path)
 
     def _own_autosave(self, path: Path, job: _AutosaveJob | None = None) -> None:
         """The file at ``path`` holds this log (written or loaded; ``job``: the autosave
@@ -376,9 +370,13 @@ class SessionLog(LiveSessionFiles):
         an alternate of those (written while another session autosaved there): the newest
         when several exist, leaving out those another live session autosaves in (its log goes
         on there); None when there is none."""
-        self.wait_autosave()
-        found = [p for p in self._session_files() if not self._claims.taken(p)]
+        found = self._free_session_files()
         return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+    def _free_session_files(self) -> list[Path]:
+        """This image's session files no other live session autosaves in."""
+        self.wait_autosave()
+        return [p for p in self._session_files() if not self._claims.taken(p)]
 
     def _session_files(self, files=None) -> list[Path]:
         """The session files of this image that exist: ``files`` (default: next to it and
@@ -446,9 +444,10 @@ class SessionLog(LiveSessionFiles):
             self._claims.done()
         if written != target and holder and str(written) not in self._autosave_said:
             self._autosave_said.add(str(written))
-            self._autosave_news(job, f" The session file {target} is being autosaved by "
-                                     f"{holder}: this session is autosaved in {written} "
-                                     "instead (Resume finds it there).", info=True)
+            said = (f" The session file {{}} is being autosaved by {holder}: this session is "
+                    "autosaved in {} instead (Resume finds it there).")  # (the line: names)
+            self._autosave_news(job, said.format(target.name, f"{written.name} beside it"),
+                                info=said.format(target, written))
         if target == job.fallback and str(target) not in self._autosave_said:
             self._autosave_said.add(str(target))
             self._autosave_news(job, f" The folder of '{job.image_name}' ({job.image_folder}) is "
@@ -474,18 +473,19 @@ class SessionLog(LiveSessionFiles):
         else:
             self.autosave_writer.post(fn)
 
-    def _autosave_news(self, job: _AutosaveJob, text: str, info: bool = False) -> None:
+    def _autosave_news(self, job: _AutosaveJob, text: str, info: bool | str = False) -> None:
         """What an autosave has to say: in the status line of the commit (undo, redo) that
         asked for it when written at once (:meth:`take_autosave_note`), else added to the
         status line when the write ends, and a notification (the next news replaces that
-        line, maybe before it was read); ``info``: a notification in both cases."""
+        line, maybe before it was read); ``info``: a notification in both cases (a text: that
+        notification's, the full paths the status line leaves out)."""
         def say():
             if job.inline:
                 self._autosave_note += text
             else:
                 self._say(f"{self.status}{text}")
             if info or not job.inline:
-                self.notify_info(text.strip())
+                self.notify_info((info if isinstance(info, str) else text).strip())
 
         self._autosave_said_later(job, say)
 
@@ -670,15 +670,15 @@ class SessionLog(LiveSessionFiles):
                 self._log_before_commit(*self.commit_target(), held=held)
             except UserError:  # a target that cannot take commits: nothing to go on with
                 pass
+            if note := other_sessions_note(held.path, self._free_session_files()):
+                self.notify_info(note)
             return None
-        try:
-            sess = S.read_session(target, load_labels=False)
-        except S.SessionError:
+        offer = resume_offer(target, self._free_session_files(), self.image_name())
+        if offer is None:
             return None
-        self.notify_resume(str(target), sess.summary())
-        self.notify_info(f"A saved session of '{self.image_name()}' exists ({sess.summary()}): "
-                         "Resume or Ignore it in the dock's Session panel.")
-        return sess
+        self.notify_resume(str(target), offer[0])
+        self.notify_info(offer[1])
+        return S.read_session(target, load_labels=False)
 
     def resume(self) -> S.Session:
         """Load the autosaved session of this image (:meth:`load_session`); once this
