@@ -110,6 +110,7 @@ def test_small_status_lines_say_what_is_true(session, tmp_path):
     s.add_point(3, 20, 20)
     s.update_preview()
     s.commit()
+    s.release_session_file()  # its dock closed (a live session's file is not loaded elsewhere)
     flat = AnnotationSession()
     flat.set_image(blob_stack()[3:4], name="flat")
     with pytest.raises(UserError) as err:
