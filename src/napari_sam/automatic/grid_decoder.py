@@ -64,7 +64,7 @@ class GridDecoder:
     the image tokens of prompt n are carried exactly as
     ``K_n = alpha_n * (Sh + Lt_n.T @ R_n) + c`` with ``Sh`` (HW, D) and ``c`` (D,) shared by
     all prompts, ``alpha_n`` (HW,) per-pixel scales and ``Lt_n`` (r, HW), ``R_n`` (r, D) of
-    rank r = depth * (H * T + 1). Projections of ``Sh`` are computed once per image, layer
+    rank r = depth * (H * (T - 1) + 1). Projections of ``Sh`` are computed once per image, layer
     norms in closed form (mean and variance of ``K_n`` from small Gram matrices), attention
     scores as shared GEMMs plus rank-r corrections. The upscaling head runs only for the
     prompts asked for (those with a candidate above ``pred_iou_thresh``).
@@ -232,8 +232,9 @@ class GridDecoder:
         return 1 + self.num_mask_tokens + int(sparse.shape[1])
 
     def _rank(self, t: int) -> int:
-        """Rows r of the low-rank factors after the last layer, for T = ``t`` tokens."""
-        return sum(ly.cross_attn_image_to_token.num_heads * t + 1 for ly in self.tf.layers)
+        """Rows r of the low-rank factors after the last layer, for T = ``t`` tokens: per
+        layer H * (T - 1) softmax rows and one constant row (see :meth:`_image_to_token`)."""
+        return sum(ly.cross_attn_image_to_token.num_heads * (t - 1) + 1 for ly in self.tf.layers)
 
     def _tokens(self, shared: dict, pts: torch.Tensor, lt_out=None, rm_out=None) -> DecoderState:
         """:meth:`tokens` of one chunk; ``lt_out``, ``rm_out``: (n, r, HW), (n, r, D) tensors
@@ -346,42 +347,47 @@ class GridDecoder:
         if not first:
             s.baddbmm_(kk, st["q2"])
         a = torch.softmax(s4, dim=2)  # over the tokens, (h, n, t, hw)
-        r1 = r + h * t
-        dst = lt[:, r:r1].view(n, h, t, hw)
+        # Each head's softmax row sums to 1 over the tokens, so its last token's row is the
+        # constant row (1 / alpha) less the others: the layer keeps H * (T - 1) rows
+        # a_t / alpha with R rows (v_t - v_last) Wo, and one constant row 1 / alpha whose R
+        # row is sum over heads of v_last Wo (plus, after the layer norm, its constant part).
+        r1 = r + h * (t - 1)
+        dst = lt[:, r:r1].view(n, h, t - 1, hw)
         if alpha is None:
-            dst.copy_(a.permute(1, 0, 2, 3))
+            dst.copy_(a[:, :, :-1].permute(1, 0, 2, 3))
         else:
-            torch.div(a.permute(1, 0, 2, 3), alpha[:, None, None, :], out=dst)
-        wo = attn.out_proj.weight  # (D, Di)
-        rm[:, r:r1] = torch.einsum(
-            "nthd,ehd->nhte", vt.view(n, t, h, d), wo.view(dm, h, d)
-        ).reshape(n, h * t, dm)
-        # layer norm of alpha * (shc + Lt.T R) + c_res, in closed form. Row r1 of Lt (the
-        # constant row this layer norm adds) is written first and enters the sums below with
-        # zero weight: r1 + 1 rows are the whole of ``lt`` after the last layer, so the
-        # products read it in place, without a copy of a slice.
+            torch.div(a[:, :, :-1].permute(1, 0, 2, 3), alpha[:, None, None, :], out=dst)
         alpha = state["alpha"]
         lt[:, r1] = 1.0 if alpha is None else 1.0 / alpha
+        vd = _token_differences(vt.view(n, t, h, d))
+        state["vt"].append(vd)
+        wo = attn.out_proj.weight  # (D, Di)
+        e = torch.einsum("nthd,ehd->nhte", vd, wo.view(dm, h, d))  # (n, h, t, D)
+        rm[:, r:r1] = e[:, :, :-1].reshape(n, h * (t - 1), dm)
+        rm[:, r1] = e[:, :, -1].sum(1)
+        # layer norm of alpha * (shc + Lt.T R) + c_res, in closed form: r1 + 1 rows are the
+        # whole of ``lt`` after the last layer, so the products read it in place, without a
+        # copy of a slice.
         norm = st["norm"]
-        ltr, rr = _lt_rows(state, r1 + 1), rm[:, :r1]
-        rc = rr - rr.mean(-1, keepdim=True)  # (n, r1, D)
-        # m = 2 * (R @ shc.T) from the shared per-head products (shc rows are centred)
-        state["vt"].append(vt.view(n, t, h, d))
-        rr_ext = F.pad(rc @ rc.transpose(1, 2), (0, 1, 0, 1))  # (n, r1 + 1, r1 + 1), last 0
-        m = torch.bmm(rr_ext.to(cd), ltr)  # (n, r1 + 1, hw)
+        ltr, rr = _lt_rows(state, r1 + 1), rm[:, : r1 + 1]
+        rc = rr - rr.mean(-1, keepdim=True)  # (n, r1 + 1, D)
+        m = torch.bmm((rc @ rc.transpose(1, 2)).to(cd), ltr)  # (n, r1 + 1, hw)
+        # m += 2 * (R @ shc.T) from the shared per-head products (shc rows are centred)
         row = 0
         for i, (vtb, sx) in enumerate(zip(state["vt"], st["sx"])):
             hb = sx.shape[0]
             vv = (2 * vtb).permute(2, 0, 1, 3).reshape(hb, n * t, -1).to(cd)
             prod = torch.bmm(vv, sx).view(hb, n, t, hw)
-            m[:, row : row + hb * t].view(n, hb, t, hw).add_(prod.permute(1, 0, 2, 3))
-            row += hb * t
+            m[:, row : row + hb * (t - 1)].view(n, hb, t - 1, hw).add_(
+                prod[:, :, :-1].permute(1, 0, 2, 3))
+            row += hb * (t - 1)
+            m[:, row] += prod[:, :, -1].sum(0)
             if i < len(st["sxc"]):
                 m[:, row] += 2 * st["sxc"][i]
-                row += 1
+            row += 1
         # (bfloat16 products of ``precision="bf16"`` are summed with float32 accumulation)
         quad = m.mul_(ltr).sum(1).float()  # (n, hw)
-        lin = torch.bmm(F.pad(rc @ st["cc"], (0, 1))[:, None, :].to(cd), ltr)[:, 0].float()
+        lin = torch.bmm((rc @ st["cc"])[:, None, :].to(cd), ltr)[:, 0].float()
         if alpha is None:
             var = st["shc_n2"] + quad + 2 * (st["shc_cc"] + lin) + st["cc_n2"]
         else:
@@ -389,8 +395,8 @@ class GridDecoder:
             var += st["cc_n2"]
         rstd = torch.rsqrt(var.div_(dm).clamp_min_(0) + norm.eps)  # (n, hw)
         g = norm.weight
-        rm[:, :r1] = rc * g
-        rm[:, r1] = st["cc"] * g
+        rm[:, : r1 + 1] = rc * g
+        rm[:, r1] += st["cc"] * g
         state["alpha"] = rstd if alpha is None else rstd * alpha
         state["alpha_c"] = state["alpha"].to(cd)
         state["r"] = r1 + 1
@@ -503,8 +509,9 @@ def _r_project(state: dict, maps: tuple, r: int) -> torch.Tensor:
     parts = []
     for vt, pb, pc in zip(state["vt"], *maps):
         n, t, h, _ = vt.shape
-        parts.append(torch.einsum("nthd,hde->nhte", vt, pb).reshape(n, h * t, -1))
-        parts.append(pc.expand(n, 1, -1))
+        p = torch.einsum("nthd,hde->nhte", vt, pb)  # (n, h, t, E)
+        parts.append(p[:, :, :-1].reshape(n, h * (t - 1), -1))
+        parts.append((pc + p[:, :, -1].sum(1))[:, None])
     out = torch.cat(parts, 1)
     if out.shape[1] != r:
         raise RuntimeError(f"grid decoder: {out.shape[1]} rows of R from the token values, "
@@ -518,6 +525,14 @@ def _pixel_order(e: int, device: torch.device) -> torch.Tensor:
     the upscaling head's output row (pixel (iy, ix), then (a, b, a2, b2))."""
     idx = torch.arange(16 * e * e, device=device).view(e, e, 2, 2, 2, 2)
     return idx.permute(0, 2, 4, 1, 3, 5).reshape(-1)
+
+
+def _token_differences(vt: torch.Tensor) -> torch.Tensor:
+    """(n, T, h, d) token values -> the same shape: ``v_t - v_last`` for the first T - 1
+    tokens, ``v_last`` in the last place (what R's rows of a layer are made from)."""
+    out = vt - vt[:, -1:]
+    out[:, -1] = vt[:, -1]
+    return out
 
 
 def _lt_rows(state: dict, r: int) -> torch.Tensor:
@@ -571,7 +586,8 @@ class DecoderState:
     alpha: torch.Tensor  # (N, HW)
     lt: torch.Tensor  # (N, r, HW)
     rm: torch.Tensor  # (N, r, D)
-    #: per layer its token values (N, T, h, d): R's rows through maps shared by all prompts
+    #: per layer its token values (N, T, h, d), the last token's subtracted from the others
+    #: (:func:`_token_differences`): R's rows through maps shared by all prompts
     vt: list | None = None
 
     def astuple(self):
