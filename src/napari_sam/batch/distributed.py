@@ -19,7 +19,7 @@ from napari_sam.batch.auto_runner import PROPAGATE_DEFAULT, auto_slices, prepare
 from napari_sam.batch.context import Context, Job, JobResult
 from napari_sam.batch.embedding_stores import embed_store, user_embeddings
 from napari_sam.batch.job_checks import output_name_problem
-from napari_sam.batch.jobs import job_output_state
+from napari_sam.batch.jobs import clear_leftovers, job_output_state
 from napari_sam.batch.models import get_model
 from napari_sam.batch.progress import stderr_is_terminal
 from napari_sam.batch.reading import open_image
@@ -450,4 +450,11 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
         with contextlib.suppress(Exception):  # else the scheduler sends the client's own
             client.unsubscribe_topic("all")  # removal to it closed: a CRITICAL traceback
         close_quietly(client, cluster, ctx.verbose)
+        # the locks and "partial" sidecars of tasks killed by the close (a local cluster's
+        # workers may take a few seconds to exit: waited for, unless every task returned,
+        # so another run's lock costs no wait; a scheduler's workers are not ours)
+        stopped = len(results) < len(jobs) and scheduler is None
+        until = time.monotonic() + 10 if stopped else None
+        for job in jobs:
+            clear_leftovers(job.output, until)
     return [results[i] for i in range(len(jobs))]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -330,6 +331,29 @@ def restore_sidecar(job: Job, previous: bytes | None, stamp: tuple[int, ...] | N
         os.replace(tmp, path)
     finally:
         nio.remove_path(tmp)
+
+
+def clear_leftovers(output: Path, until: float | None = None) -> None:
+    """After a batch whose worker processes were stopped (a cluster closed after Ctrl-C or
+    SIGTERM kills the tasks it runs): take ``output``'s lock if no process holds it (a lock
+    of a process that no longer runs is free: its file is removed when released) and
+    remove a ``"partial"`` sidecar that has no output beside it (a job killed before it
+    wrote anything; a rerun recomputes the output without it). A partial sidecar beside an
+    output stays: it says that output is not complete. An output locked by a running
+    process is left alone; ``until`` (a ``time.monotonic()`` deadline) waits for a holder
+    that is exiting (the workers of a local cluster that is closing)."""
+    lock = OutputLock(output)
+    while lock.path.exists():  # else nothing left by a killed job (and no folder made here)
+        try:
+            with lock as locked:
+                meta = nio.read_output_metadata(output) if locked else None
+                if (meta or {}).get("status") == "partial" and not os.path.lexists(output):
+                    nio.remove_path(nio.output_metadata_path(output))
+        except OSError:  # a folder we cannot write: left as it is
+            return
+        if locked or until is None or time.monotonic() >= until:
+            return
+        time.sleep(0.1)
 
 
 def cleanup_tmp(output: Path) -> None:

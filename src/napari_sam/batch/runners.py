@@ -166,7 +166,7 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
                 model, loaded = get_model(ctx.model, ctx.device)
                 res.model_loaded = loaded
                 info = RUNNERS[ctx.command](job, ctx, model)
-            except Exception:
+            except BaseException:  # also Ctrl-C/SIGTERM: no "partial" sidecar without output
                 restore_sidecar(job, previous, stamp)
                 raise
             res.objects = info.get("objects")

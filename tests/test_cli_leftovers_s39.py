@@ -1,0 +1,114 @@
+"""Leftovers of interrupted or failed runs (helper sweep, session 39): a ``--workers`` run
+stopped by SIGTERM left ``.napari-sam-work/locks/*.lock`` files of its killed workers and
+``"partial"`` sidecars without an output; a serial run stopped while a file ran left that
+file's ``"partial"`` sidecar."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cli_runner import cli, noise_image
+from napari_sam import batch
+from napari_sam import io as nio
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(tmp: Path) -> dict:
+    env = dict(os.environ)
+    env["NAPARI_SAM_CACHE_DIR"] = str(tmp / "model-cache")
+    env["PYTHONWARNINGS"] = "ignore"
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    env.pop("DISPLAY", None)
+    return env
+
+
+def _napari_sam(tmp: Path, *args) -> subprocess.Popen:
+    """``napari-sam ARGS`` as its own process group (``timeout -s TERM`` signals the group)."""
+    return subprocess.Popen([sys.executable, "-m", "napari_sam.cli", *map(str, args)],
+                            cwd=tmp, env=_env(tmp), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _sample(tmp: Path, n: int, shape: str = "6,96,96") -> Path:
+    subprocess.run([sys.executable, "-m", "napari_sam.cli", "sample", "nuclei-3d", "-o",
+                    "data", "-n", str(n), "--shape", shape, "-q"], cwd=tmp, env=_env(tmp),
+                   check=True, capture_output=True)
+    return tmp / "data"
+
+
+def _term_once_running(proc, out: Path, timeout: float = 240) -> tuple[int, str]:
+    """SIGTERM to ``proc``'s group as soon as a job of it runs (its lock file and its
+    ``"partial"`` sidecar exist); returns (exit code, stdout)."""
+    locks = out / batch.WORK_DIR / "locks"
+    deadline = time.monotonic() + timeout
+    try:
+        while not (list(locks.glob("*.lock")) and list(out.glob("*.json"))):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGTERM)
+        stdout, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, stdout
+
+
+def _partial_without_output(out: Path) -> list[str]:
+    return [p.name for p in out.glob("*.json")
+            if (nio.read_output_metadata(p.with_suffix("")) or {}).get("status") == "partial"
+            and not p.with_suffix("").exists()]
+
+
+@pytest.mark.slow
+def test_sigterm_of_a_workers_run_leaves_no_locks_and_no_partial_sidecars(tmp_path):
+    pytest.importorskip("distributed")
+    data = _sample(tmp_path, 2, "8,96,96")
+    out = tmp_path / "out"
+    proc = _napari_sam(tmp_path, "auto", data, "-o", out, "--model", "demo", "--workers", "2")
+    rc, stdout = _term_once_running(proc, out)
+    assert rc == 130 and "Interrupted" in stdout
+    locks = out / batch.WORK_DIR / "locks"
+    assert not locks.exists() or list(locks.iterdir()) == []  # the killed workers' locks
+    assert _partial_without_output(out) == []
+
+
+def test_sigterm_of_a_serial_run_leaves_no_partial_sidecar(tmp_path):
+    data = _sample(tmp_path, 1, "8,96,96")
+    out = tmp_path / "out"
+    proc = _napari_sam(tmp_path, "auto", data, "-o", out, "--model", "demo")
+    rc, _ = _term_once_running(proc, out)
+    assert rc == 130
+    assert not (out / batch.WORK_DIR / "locks").exists()
+    assert not (out / "nuclei-3d_seed10000_labels.tif.json").exists()
+    assert not out.exists() or _partial_without_output(out) == []  # (empty: removed)
+
+
+def test_a_lock_of_a_process_that_no_longer_runs_is_taken_over(tmp_path, tiny_model, capsys,
+                                                              offline_cli):
+    """A lock file left by a killed process (its pid no longer runs) and its "partial"
+    sidecar: the next run takes the lock over, computes the output and removes the file."""
+    inp = noise_image(tmp_path / "in" / "a.tif", (2, 48, 48))
+    out = tmp_path / "out"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = out / batch.WORK_DIR / "locks" / "a_labels.tif.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(f"{dead.pid}\n")
+    nio.write_json_atomic(out / "a_labels.tif.json", {"status": "partial", "pid": dead.pid})
+    rc, stdout, _ = cli(["auto", inp, "-o", out, "--model", tiny_model, "-q"], capsys)
+    assert rc == 0 and "1 done" in stdout
+    assert nio.read_output_metadata(out / "a_labels.tif")["status"] == "complete"
+    assert not lock.exists()
+    doc = " ".join((ROOT / "docs" / "cli.md").read_text().split())
+    assert "a lock of a process that no longer runs is taken over" in doc
