@@ -1,7 +1,8 @@
 """Leftovers of interrupted or failed runs (helper sweep, session 39): a ``--workers`` run
 stopped by SIGTERM left ``.napari-sam-work/locks/*.lock`` files of its killed workers and
 ``"partial"`` sidecars without an output; a serial run stopped while a file ran left that
-file's ``"partial"`` sidecar."""
+file's ``"partial"`` sidecar; and an ``-o`` folder the run created stayed behind, empty,
+after a run that failed or was interrupted before it wrote anything."""
 
 from __future__ import annotations
 
@@ -112,3 +113,51 @@ def test_a_lock_of_a_process_that_no_longer_runs_is_taken_over(tmp_path, tiny_mo
     assert not lock.exists()
     doc = " ".join((ROOT / "docs" / "cli.md").read_text().split())
     assert "a lock of a process that no longer runs is taken over" in doc
+
+
+def test_an_output_folder_this_run_made_is_removed_when_nothing_was_written(
+        tmp_path, tiny_model, capsys, offline_cli):
+    """Every file failed (exit code 1): the ``-o`` this run made is removed; one that
+    existed before the run stays."""
+    bad = tmp_path / "in" / "a.tif"
+    bad.parent.mkdir()
+    bad.write_bytes(b"II*\x00" + b"\x00" * 64)  # a damaged TIFF: the file fails
+    out = tmp_path / "new" / "out"
+    rc, stdout, _ = cli(["auto", bad, "-o", out, "--model", tiny_model, "-q"], capsys)
+    assert rc == 1 and "1 failed" in stdout
+    assert not out.exists() and not out.parent.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    rc, _, _ = cli(["auto", bad, "-o", kept, "--model", tiny_model, "-q"], capsys)
+    assert rc == 1 and kept.is_dir()
+
+
+def test_an_output_folder_of_a_run_interrupted_before_any_work_is_removed(tmp_path):
+    """A ``--scheduler`` that never answers, then SIGTERM (exit code 130, or a connection
+    error): the empty ``-o`` the run made is removed."""
+    pytest.importorskip("distributed")
+    import socket
+
+    data = _sample(tmp_path, 1)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)  # accepts, never speaks dask
+    out = tmp_path / "out"
+    try:
+        proc = _napari_sam(tmp_path, "auto", data, "-o", out, "--model", "demo",
+                           "--scheduler", f"tcp://127.0.0.1:{silent.getsockname()[1]}")
+        deadline = time.monotonic() + 120
+        while not out.exists() and proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(1.0)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=120)
+    finally:
+        silent.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode in (130, 1, 2)
+    assert not out.exists()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -481,8 +482,17 @@ def missing_folders(path) -> list[Path]:
 
 
 def remove_empty(folders) -> None:
-    """Remove the folders a run created (deepest first) where they are still empty: a run
-    stopped by an error before any work leaves no empty ``-o`` behind."""
+    """Remove the folders a run created (deepest first) where they are still empty but for
+    empty folders of napari-sam's work folder: a run stopped by an error or interrupted
+    before it wrote anything leaves no empty ``-o`` behind. A folder that existed before
+    the run is never in ``folders``."""
+    from napari_sam.batch.inputs import WORK_DIR
+
+    if folders:
+        work = Path(folders[0]) / WORK_DIR
+        for root, _, _ in sorted(os.walk(work), key=lambda w: -len(w[0])):  # deepest first
+            with contextlib.suppress(OSError):
+                os.rmdir(root)  # only when empty
     for folder in folders:
         try:
             folder.rmdir()
@@ -569,7 +579,8 @@ def companions_left_out(found, args):
 
 def cmd_batch(args) -> int:
     """Run ``embed``, ``auto`` or ``segment``; returns the exit code. An ``-o`` folder this
-    run created is removed again when an error stops the run before anything was written."""
+    run created is removed again when the run ends with nothing written in it (an error, failed
+    files, Ctrl-C or SIGTERM), whatever the exit code."""
     from napari_sam import batch
 
     check_batch_args(args)
@@ -598,9 +609,8 @@ def cmd_batch(args) -> int:
     check_output_dir(args.output)  # created here, once the inputs and prompts are good
     try:
         return run_batch(args, ctx, jobs, prompts)
-    except BaseException:  # an error before any work (a CLIError, no model): no empty -o
+    finally:  # an error, a failure or Ctrl-C before anything was written: no empty -o
         remove_empty(made)
-        raise
 
 
 def prepare_run(args, ctx, prompts):
