@@ -1,8 +1,9 @@
 """Leftovers of interrupted or failed runs (helper sweep, session 39): a ``--workers`` run
 stopped by SIGTERM left ``.napari-sam-work/locks/*.lock`` files of its killed workers and
 ``"partial"`` sidecars without an output; a serial run stopped while a file ran left that
-file's ``"partial"`` sidecar; and an ``-o`` folder the run created stayed behind, empty,
-after a run that failed or was interrupted before it wrote anything."""
+file's ``"partial"`` sidecar; an ``-o`` folder the run created stayed behind, empty, after
+a run that failed or was interrupted before it wrote anything; and the summary told a user
+whose own file sat at an output path to "fix it and rerun the same command"."""
 
 from __future__ import annotations
 
@@ -161,3 +162,15 @@ def test_an_output_folder_of_a_run_interrupted_before_any_work_is_removed(tmp_pa
             proc.wait()
     assert proc.returncode in (130, 1, 2)
     assert not out.exists()
+
+
+def test_the_summary_after_a_refusal_to_replace_a_users_file_says_move_it(
+        tmp_path, tiny_model, capsys, offline_cli):
+    inp = noise_image(tmp_path / "in" / "a.tif", (2, 48, 48))
+    out = tmp_path / "out"
+    noise_image(out / "a_labels.tif", (2, 48, 48), seed=3)  # the user's file, no sidecar
+    rc, stdout, _ = cli(["auto", inp, "-o", out, "--model", tiny_model], capsys)
+    assert rc == 1
+    flat = " ".join(stdout.split())
+    assert "move that file away or choose another -o" in flat
+    assert "fix it and rerun" not in flat

@@ -149,6 +149,7 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
                 return res
             if state == "foreign":  # never replaced, --overwrite or not: not ours
                 res.reason = foreign_reason(job.output)
+                res.details["not_ours"] = True  # the summary's advice: move it, another -o
                 return res
             if state == "other-command" and not ctx.overwrite:
                 meta = nio.read_output_metadata(job.output) or {}

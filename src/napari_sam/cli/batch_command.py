@@ -131,10 +131,7 @@ def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False,
         table += [("not run", names[inp], "interrupted before it finished: a rerun does it")
                   for inp in left]
         print_table(table)
-    if failed:
-        print(f"{counted(len(failed), 'file')} failed; fix "
-              f"{for_count(len(failed), 'it', 'them')} and rerun the same command: complete "
-              "outputs are skipped.")
+    failure_advice(failed)
     if busy:
         one = len(busy) == 1
         print(f"{len(busy)} file{' was' if one else 's were'} being written by another "
@@ -142,6 +139,24 @@ def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False,
               "the same command when it has finished (exit code 1).")
     if interrupted:
         print("Interrupted: finished outputs are complete; rerun the same command to resume.")
+
+
+def failure_advice(failed) -> None:
+    """The summary's closing advice for the failed files: an output path that holds a file
+    napari-sam did not write (never replaced) needs that file moved or another ``-o``, not a
+    fix of the input; every other failure, a fix and the same command again."""
+    theirs = [r for r in failed if r.details.get("not_ours")]
+    other = len(failed) - len(theirs)
+    if theirs:
+        n = len(theirs)
+        print(f"{counted(n, 'file')} failed because {for_count(n, 'its', 'their')} output "
+              f"path holds a file napari-sam did not write (never replaced, not even with "
+              f"--overwrite): move {for_count(n, 'that file', 'those files')} away or choose "
+              "another -o, then rerun.")
+    if other:
+        print(f"{counted(other, 'file')} failed; fix "
+              f"{for_count(other, 'it', 'them')} and rerun the same command: complete "
+              "outputs are skipped.")
 
 
 def dangling_link(path) -> Path | None:
