@@ -32,8 +32,6 @@ import threading
 import weakref
 from pathlib import Path
 
-from napari_sam.embeddings import is_embedding_store
-
 __all__ = ["KEEP_CONTRAST_STORES", "ContrastStores", "StoreHold", "in_use_marker",
            "store_in_use"]
 
@@ -209,6 +207,8 @@ class ContrastStores:
                 if key in self._recent:
                     self._recent.remove(key)
                 self._made.discard(key)
+                from napari_sam.embeddings import is_embedding_store  # (torch)
+
                 if not is_embedding_store(store):
                     return False
                 shutil.rmtree(store, ignore_errors=True)
