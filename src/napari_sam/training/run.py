@@ -30,7 +30,6 @@ from napari_sam.words import counted
 
 from .checkpoint import (
     load_training_state,
-    not_ours_problem,
     save_checkpoint,
     save_training_state,
     training_state_path,
@@ -38,6 +37,7 @@ from .checkpoint import (
 from .config import TrainConfig
 from .data import MIN_OBJECT_PIXELS, TrainItem, load_pairs, make_items, split_items
 from .evaluation import evaluate
+from .out_checks import check_out
 from .trainer import Trainer, position_aware_init
 
 __all__ = ["ModelLoadError", "ScheduleMismatchError", "TrainResult", "run_training", "train"]
@@ -113,55 +113,6 @@ class TrainResult:
 class ScheduleMismatchError(ValueError):
     """A resume whose schedule (options, data) is not the one its training state was
     written with; the message names each difference."""
-
-
-def _check_metadata_file(out) -> None:
-    """FileExistsError when the checkpoint metadata ``out``'s training would write
-    (``model.json`` beside ``model.pt``) is a file that no training run wrote."""
-    from .checkpoint import checkpoint_metadata_path, is_training_metadata
-
-    meta = None if out is None else checkpoint_metadata_path(out)
-    if meta is not None and meta.exists() and not is_training_metadata(meta):
-        raise FileExistsError(
-            f"{meta} exists and was not written by a training run; training {out} would "
-            "replace it with the checkpoint's metadata: move it, give another out, or pass "
-            "overwrite=True")
-
-
-def _check_existing_out(out, resume: bool) -> None:
-    """FileExistsError before any work when training into ``out`` would replace a model (an
-    existing checkpoint, unless ``resume`` continues the run whose training state is beside
-    it), would start afresh beside the training state of a resumable run (as
-    ``napari-sam train`` refuses a rerun without ``--resume``) or would replace a metadata
-    file no training run wrote (:func:`_check_metadata_file`)."""
-    state = None if out is None else training_state_path(out)
-    if state is not None and state.exists() and not resume:
-        raise FileExistsError(
-            f"{state} is the training state of a resumable run of {out}: pass resume=True to "
-            "continue that run (with its options), or overwrite=True to train from the start "
-            "(it removes the state)")
-    if out is not None and Path(out).exists() and not resume:
-        raise FileExistsError(
-            f"{out} already exists (an earlier model?) and there is no training state beside "
-            f"it ({training_state_path(out).name}) to resume; pass overwrite=True to replace "
-            "it or give another out")
-    if out is not None and Path(out).exists() and not training_state_path(out).exists():
-        raise FileExistsError(
-            f"{out} already exists and there is no training state beside it "
-            f"({training_state_path(out).name}) to continue: resume=True would train it "
-            "again from the start over it; pass overwrite=True for that, or give another out")
-    _check_metadata_file(out)
-
-
-def _check_out(out, overwrite: bool, resume: bool) -> None:
-    """FileExistsError before any work: an ``out`` (or its metadata) no training run wrote,
-    never replaced, not even with ``overwrite``
-    (:func:`~napari_sam.training.checkpoint.not_ours_problem`); without ``overwrite``, the
-    checks of :func:`_check_existing_out`."""
-    if out is not None and not_ours_problem(out, "overwrite=True"):
-        raise FileExistsError(not_ours_problem(out, "overwrite=True"))
-    if not overwrite:
-        _check_existing_out(out, resume)
 
 
 class ModelLoadError(ValueError):
@@ -320,7 +271,7 @@ def train(
             f"resume=True and overwrite=True contradict each other beside "
             f"{training_state_path(out)}: resume=True continues that run (with its options), "
             "overwrite=True trains from the start (it removes the state); pass one")
-    _check_out(out, overwrite, resume)
+    check_out(out, overwrite, resume)
     pairs = load_pairs(images, labels)  # all input checks first
     dev = resolve_device(device)
     try:
