@@ -31,4 +31,7 @@ def test_a_session_saved_under_the_whole_name_before_is_still_found(tmp_path):
     whole = tmp_path / (name + ".sam-session.json")
     whole.write_text("{}")
     assert session_file_for(image) == whole
+    fitted = tmp_path / (fit_file_name(name) + ".sam-session.json")
+    fitted.write_text("{}")  # autosaved under the fitted name since (reviewer 162)
+    assert session_file_for(image) == fitted
     assert session_file_for(tmp_path / ("日" * 90 + ".tif")).name.count("~") == 1  # no such file

@@ -236,10 +236,10 @@ def session_file_for(image_path: os.PathLike | str) -> Path:
     the labels' temporary file adds 54 bytes, an alternate 11, and a name may have 255)
     is shortened, its start kept with a hash of it (:func:`fit_file_name`). A session
     autosaved before under the whole name (names of 191-201 bytes fitted then) is still
-    found there."""
+    found there, unless one was autosaved under the fitted name since."""
     p = Path(image_path)
     fitted = p.with_name(fit_file_name(p.name) + SESSION_FILE_SUFFIX)
-    if fitted.name != p.name + SESSION_FILE_SUFFIX:
+    if fitted.name != p.name + SESSION_FILE_SUFFIX and not fitted.exists():
         whole = p.with_name(p.name + SESSION_FILE_SUFFIX)
         try:
             if whole.is_file():
