@@ -110,9 +110,10 @@ def say_lost_workers(client, names: Mapping) -> None:
         if files:
             shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3
                                             else "")
+            them = for_count(len(files), "it", "them")  # (queued there, or running)
             print(f"napari-sam: lost the worker {msg.get('worker', '?')} while it ran "
-                  f"{shown}; dask retries {for_count(len(files), 'it', 'them')} on another "
-                  "worker", file=sys.stderr, flush=True)
+                  f"{shown}; dask retries {them} on another worker (after 3 lost workers a "
+                  "file fails, and the summary says so)", file=sys.stderr, flush=True)
 
     with contextlib.suppress(Exception):  # an old scheduler: nothing to say
         client.subscribe_topic("all", on_event)
