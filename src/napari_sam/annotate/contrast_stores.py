@@ -32,6 +32,8 @@ import threading
 import weakref
 from pathlib import Path
 
+from .file_locks import lock_flag, open_locked
+
 __all__ = ["KEEP_CONTRAST_STORES", "ContrastStores", "StoreHold", "in_use_marker",
            "store_in_use"]
 
@@ -48,33 +50,6 @@ def in_use_marker(store) -> Path:
     an embedding store and nothing else)."""
     store = Path(store)
     return store.with_name(f".{store.name}.in-use")
-
-
-def _open_locked(marker: Path, how: int):
-    """An open handle of ``marker`` holding its ``flock`` (``how``: ``LOCK_SH``, waiting for
-    a deletion under way, or ``LOCK_EX | LOCK_NB``); False: another holds it (``LOCK_NB``
-    only); None: no ``flock`` here (no ``fcntl``, or the marker cannot be made)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: the table of this process only
-        return None
-    while True:
-        try:
-            handle = open(marker, "a+", encoding="utf-8")
-        except OSError:
-            return None
-        try:
-            fcntl.flock(handle.fileno(), how)
-        except OSError:
-            handle.close()
-            return False
-        try:  # a deleter may have removed the marker just before: lock the one there now
-            same = os.path.samestat(os.fstat(handle.fileno()), os.stat(marker))
-        except OSError:
-            same = False
-        if same:
-            return handle
-        handle.close()
 
 
 def _unlink_and_close(handle, marker: Path) -> None:
@@ -114,7 +89,7 @@ class StoreHold:
     def __init__(self, store):
         self.key = str(Path(store).absolute())
         with _GUARD:
-            handle = _open_locked(in_use_marker(self.key), _lock_flag("LOCK_SH"))
+            handle = open_locked(in_use_marker(self.key), lock_flag("LOCK_SH"))
             _IN_USE[self.key] = _IN_USE.get(self.key, 0) + 1
         self._finalizer = weakref.finalize(self, _let_go, self.key, handle or None)
 
@@ -127,14 +102,6 @@ class StoreHold:
         self._finalizer()
 
 
-def _lock_flag(name: str) -> int:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover
-        return 0
-    return getattr(fcntl, name)
-
-
 def store_in_use(store) -> bool:
     """Whether a live session (of this process, or of another: the marker's ``flock``, tried
     without waiting) holds the store ``store``."""
@@ -142,8 +109,8 @@ def store_in_use(store) -> bool:
     with _GUARD:
         if _IN_USE.get(key):
             return True
-        handle = _open_locked(in_use_marker(key),
-                              _lock_flag("LOCK_SH") | _lock_flag("LOCK_NB"))
+        handle = open_locked(in_use_marker(key),
+                              lock_flag("LOCK_SH") | lock_flag("LOCK_NB"))
         if handle is False:
             return True
         if handle is not None:
@@ -200,7 +167,7 @@ class ContrastStores:
         with _GUARD:
             if _IN_USE.get(key):
                 return False
-            handle = _open_locked(marker, _lock_flag("LOCK_EX") | _lock_flag("LOCK_NB"))
+            handle = open_locked(marker, lock_flag("LOCK_EX") | lock_flag("LOCK_NB"))
             if handle is False:
                 return False
             try:

@@ -28,6 +28,8 @@ import threading
 import weakref
 from pathlib import Path
 
+from .file_locks import lock_flag, open_locked
+
 __all__ = ["SessionClaim", "alternate_session_file", "alternate_session_files",
            "claim_holder", "claim_session_file", "claimed", "lock_file_for"]
 
@@ -166,27 +168,9 @@ def _flock(lock: Path):
     """An open handle of ``lock`` holding its exclusive ``flock``, with this process's id and
     host in it; False: another process holds it; None: no lock here (no ``fcntl``, or the
     lock file cannot be made)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: the table of this process only
-        return None
-    while True:
-        try:
-            handle = open(lock, "a+", encoding="utf-8")
-        except OSError:
-            return None
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            return False
-        try:  # its holder may have removed the file just before: lock the one there now
-            same = os.path.samestat(os.fstat(handle.fileno()), os.stat(lock))
-        except OSError:
-            same = False
-        if same:
-            break
-        handle.close()
+    handle = open_locked(lock, lock_flag("LOCK_EX") | lock_flag("LOCK_NB"))
+    if not handle:
+        return handle
     with contextlib.suppress(OSError):
         handle.seek(0)
         handle.truncate()
