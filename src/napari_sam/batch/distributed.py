@@ -24,7 +24,7 @@ from napari_sam.batch.models import get_model
 from napari_sam.batch.progress import stderr_is_terminal
 from napari_sam.batch.reading import open_image
 from napari_sam.batch.runners import one_line, record_result, run_job
-from napari_sam.batch.scheduler_probe import not_a_scheduler
+from napari_sam.batch.scheduler_probe import not_a_scheduler, tcp_host_port
 from napari_sam.words import for_count
 
 #: How long to try to reach a ``--scheduler`` before giving up (a dask time string).
@@ -65,17 +65,12 @@ def connection_refused(address: str, timeout: float = 2.0) -> bool:
     listens there; dask's client would wait its whole timeout, 30 s, to say so). False for
     other schemes, an answer, or no answer within ``timeout`` seconds (the client decides)."""
     import socket
-    from urllib.parse import urlsplit
 
-    parts = urlsplit(address if "://" in address else f"tcp://{address}")
-    try:
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        return False
-    if parts.scheme != "tcp" or not host or not port:
+    where = tcp_host_port(address)
+    if where is None:
         return False
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        with socket.create_connection(where, timeout=timeout):
             return False
     except ConnectionRefusedError:
         return True

@@ -21,7 +21,9 @@ WHERE_IT_IS = ("the scheduler's address is the tcp://HOST:PORT (default port 878
                "log prints as 'Scheduler at:', not its dashboard (8787)")
 
 
-def _tcp_host_port(address: str) -> tuple[str, int] | None:
+def tcp_host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a ``tcp://HOST:PORT`` (or ``HOST:PORT``) address; None for another
+    scheme or an address without both."""
     parts = urlsplit(address if "://" in address else f"tcp://{address}")
     try:
         host, port = parts.hostname, parts.port
@@ -96,7 +98,7 @@ def not_a_scheduler(address: str, timeout: float = HANDSHAKE_TIMEOUT) -> str | N
     -------
     str or None
     """
-    where = _tcp_host_port(address)
+    where = tcp_host_port(address)
     if where is None:
         return None
     error = dask_handshake_error(address, timeout)
