@@ -99,3 +99,27 @@ def large_image_embedding_tiles(make_widget, qtbot):
     qtbot.waitUntil(lambda: c.job is not None and c.job.phase == "embedding tiles",
                     timeout=60_000)
     return w, c, c.job
+
+
+def dock_on(make_widget, image_file, ckpt):
+    """``(viewer, widget)``: a new viewer's dock with the checkpoint ``ckpt`` picked, then
+    ``image_file`` opened as a user does (napari's reader, File > Open)."""
+    viewer, widget = make_widget()
+    pick_checkpoint(widget, ckpt)
+    viewer.open(str(image_file), plugin="napari")
+    return viewer, widget
+
+
+def commit_on(viewer, widget, z: int, row: float = 20):
+    """Click (row, 20) on slice ``z`` and commit with the dock's button; waits for the
+    autosave it starts and lets Qt deliver what it posted."""
+    from qtpy.QtWidgets import QApplication
+
+    c = widget.controller
+    viewer.dims.set_point(0, z)
+    viewer.layers.selection.active = c.points_layer
+    canvas_click(viewer, row, 20)
+    res = widget._on_commit()
+    assert res is not None, c.status
+    c.wait_autosave()
+    QApplication.processEvents()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sam_qt_helpers import canvas_click, open_from_menu, pick_checkpoint
+from sam_qt_helpers import commit_on, dock_on, open_from_menu, pick_checkpoint
 
 from napari_sam import session as S
 from napari_sam.annotate import autosave_writer
@@ -21,23 +21,6 @@ def writes(request, monkeypatch):
     if request.param == "on the autosave worker":
         monkeypatch.setattr(autosave_writer, "BACKGROUND_BYTES", 0)
     return request.param
-
-
-def dock_on(make_widget, stack_file, tiny_ckpt):
-    viewer, widget = make_widget()
-    pick_checkpoint(widget, tiny_ckpt)
-    viewer.open(str(stack_file), plugin="napari")
-    return viewer, widget
-
-
-def commit_on(viewer, widget, z: int, row: float = 20):
-    c = widget.controller
-    viewer.dims.set_point(0, z)
-    viewer.layers.selection.active = c.points_layer
-    canvas_click(viewer, row, 20)
-    res = widget._on_commit()
-    assert res is not None, c.status
-    c.wait_autosave()
 
 
 def test_two_docks_on_one_file_keep_their_own_session_files(make_widget, stack_file,

@@ -11,27 +11,9 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Labels
 from qtpy.QtWidgets import QApplication
-from sam_qt_helpers import canvas_click, open_from_menu, pick_checkpoint
+from sam_qt_helpers import commit_on, dock_on, open_from_menu, pick_checkpoint
 
 from napari_sam import session as S
-
-
-def dock_on(make_widget, stack_file, tiny_ckpt):
-    viewer, widget = make_widget()
-    pick_checkpoint(widget, tiny_ckpt)
-    viewer.open(str(stack_file), plugin="napari")
-    return viewer, widget
-
-
-def commit_on(viewer, widget, z: int, row: float = 20):
-    c = widget.controller
-    viewer.dims.set_point(0, z)
-    viewer.layers.selection.active = c.points_layer
-    canvas_click(viewer, row, 20)
-    res = widget._on_commit()
-    assert res is not None, c.status
-    c.wait_autosave()
-    QApplication.processEvents()
 
 
 def files_of(stack_file):
