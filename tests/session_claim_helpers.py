@@ -27,3 +27,17 @@ def another_process_claims(path, kill: bool = False):
             other.wait()
         else:
             other.communicate("")
+
+
+def commit_at(s, z: int, r: int, c: int) -> None:
+    """Session ``s``: a click at (``r``, ``c``) on slice ``z``, previewed and committed."""
+    s.go_to_slice(z)
+    s.add_point(z, r, c)
+    s.update_preview()
+    s.commit()
+
+
+def on_image(session, image):
+    """``session``, its image's path set to ``image`` (its session file goes beside it)."""
+    session.path = str(image)
+    return session

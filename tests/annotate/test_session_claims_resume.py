@@ -10,20 +10,8 @@ import numpy as np
 import pytest
 
 from napari_sam.annotate.errors import UserError
-from session_claim_helpers import another_process_claims
+from session_claim_helpers import another_process_claims, commit_at, on_image
 from stacks import blob_session, blob_stack
-
-
-def _commit(s, z: int, r: int, c: int) -> None:
-    s.go_to_slice(z)
-    s.add_point(z, r, c)
-    s.update_preview()
-    s.commit()
-
-
-def _on(session, image):
-    session.path = str(image)
-    return session
 
 
 @pytest.mark.filterwarnings("ignore:Its model 'tiny'")
@@ -34,9 +22,9 @@ def test_a_live_sessions_file_is_not_offered_to_a_second_session(tiny_sam, tmp_p
     from napari_sam import session as S
 
     image = tmp_path / "blobs.tif"
-    first = _on(blob_session(tiny_sam), image)
-    _commit(first, 1, 20, 20)
-    second = _on(blob_session(tiny_sam), image)
+    first = on_image(blob_session(tiny_sam), image)
+    commit_at(first, 1, 20, 20)
+    second = on_image(blob_session(tiny_sam), image)
     offers = []
     second.notify_resume = lambda path, summary: offers.append(path)
     assert second.saved_session_path() is None and second.offer_resume() is None
@@ -44,12 +32,12 @@ def test_a_live_sessions_file_is_not_offered_to_a_second_session(tiny_sam, tmp_p
     with pytest.raises(UserError, match=r"being autosaved by another dock \(or session\) of "
                                         r"this napari: its commits go on there"):
         second.resume()
-    _commit(second, 2, 40, 40)  # its own log, in its own file
-    _commit(first, 3, 20, 20)
+    commit_at(second, 2, 40, 40)  # its own log, in its own file
+    commit_at(first, 3, 20, 20)
     assert S.read_session(S.session_file_for(image)).operations == first.log
     assert len(first.log) == 2 and len(second.log) == 1
     first.release_session_file()  # (its dock closed): offered now
-    third = _on(blob_session(tiny_sam), image)
+    third = on_image(blob_session(tiny_sam), image)
     second.release_session_file()
     assert third.saved_session_path() == S.session_file_for(image)  # (the newest)
 
@@ -59,12 +47,12 @@ def test_a_file_another_process_autosaves_in_is_not_offered(tiny_sam, tmp_path):
     from napari_sam.annotate.session_claims import claimed
 
     image = tmp_path / "blobs.tif"
-    first = _on(blob_session(tiny_sam), image)
-    _commit(first, 1, 20, 20)
+    first = on_image(blob_session(tiny_sam), image)
+    commit_at(first, 1, 20, 20)
     mine = first.autosave_path()
     first.release_session_file()
     with another_process_claims(mine) as other:
-        second = _on(blob_session(tiny_sam), image)
+        second = on_image(blob_session(tiny_sam), image)
         assert claimed(mine) and second.saved_session_path() is None
         with pytest.raises(UserError, match=r"being autosaved by napari-sam process "
                                             f"{other.pid}"):
@@ -79,24 +67,24 @@ def test_resuming_an_alternate_goes_on_in_it(tiny_sam, tmp_path):
     from napari_sam import session as S
 
     image = tmp_path / "blobs.tif"
-    first, second = _on(blob_session(tiny_sam), image), _on(blob_session(tiny_sam), image)
-    _commit(first, 1, 20, 20)
-    _commit(second, 2, 40, 40)
-    _commit(second, 3, 40, 40)
+    first, second = on_image(blob_session(tiny_sam), image), on_image(blob_session(tiny_sam), image)
+    commit_at(first, 1, 20, 20)
+    commit_at(second, 2, 40, 40)
+    commit_at(second, 3, 40, 40)
     second.release_session_file()  # (its dock closed; the first lives on)
-    third = _on(blob_session(tiny_sam), image)
+    third = on_image(blob_session(tiny_sam), image)
     infos = []
     third.notify_info = infos.append
     alternate = tmp_path / "blobs.tif.session-2.sam-session.json"
     assert third.saved_session_path() == alternate
     assert len(third.resume().operations) == 2
-    _commit(third, 4, 20, 20)
+    commit_at(third, 4, 20, 20)
     assert "not resumed" not in third.status and "kept as" not in third.status
     assert not any("kept as" in t for t in infos)
     assert sorted(p.name for p in tmp_path.glob("*.json")) == ["blobs.tif.sam-session.json",
                                                                alternate.name]
     assert S.read_session(alternate).operations == third.log and len(third.log) == 3
-    _commit(first, 5, 20, 20)  # the first goes on in its own file
+    commit_at(first, 5, 20, 20)  # the first goes on in its own file
     assert S.read_session(S.session_file_for(image)).operations == first.log
 
 
@@ -108,17 +96,17 @@ def test_another_channel_layers_alternate_is_not_offered(tiny_sam, tmp_path):
     image = tmp_path / "blobs.tif"
     primary = tmp_path / "blobs.tif.sam-session.json"
     held = claim_session_file(primary)  # (live elsewhere, nothing written yet)
-    other = _on(blob_session(tiny_sam), image)
+    other = on_image(blob_session(tiny_sam), image)
     other.set_image(np.ascontiguousarray(blob_stack()[:, ::-1]), name="blobs [1]",
                     path=str(image))
-    _commit(other, 1, 20, 20)
+    commit_at(other, 1, 20, 20)
     alternate = tmp_path / "blobs.tif.session-2.sam-session.json"
     assert alternate.is_file() and not primary.exists()
     held.release()
     other.release_session_file()
-    mine = _on(blob_session(tiny_sam), image)
+    mine = on_image(blob_session(tiny_sam), image)
     assert mine.saved_session_path() is None and mine.offer_resume() is None
-    same = _on(blob_session(tiny_sam), image)  # the layer whose alternate it is
+    same = on_image(blob_session(tiny_sam), image)  # the layer whose alternate it is
     same.set_image(other.image_data, name="blobs [1]", path=str(image))
     assert same.saved_session_path() == alternate
 
@@ -130,15 +118,15 @@ def test_switching_image_lets_the_last_images_file_go(tiny_sam, tmp_path):
     from napari_sam.annotate.session_claims import claimed
 
     image = tmp_path / "blobs.tif"
-    first = _on(blob_session(tiny_sam), image)
-    _commit(first, 1, 20, 20)
+    first = on_image(blob_session(tiny_sam), image)
+    commit_at(first, 1, 20, 20)
     assert claimed(S.session_file_for(image))
     first.set_image(np.ascontiguousarray(blob_stack()[:, ::-1]), name="other",
                     path=str(tmp_path / "other.tif"))
     assert not claimed(S.session_file_for(image))
-    second = _on(blob_session(tiny_sam), image)
+    second = on_image(blob_session(tiny_sam), image)
     assert second.resume().operations == first.log  # (offered now, and resumed)
-    _commit(second, 2, 40, 40)
+    commit_at(second, 2, 40, 40)
     assert S.read_session(S.session_file_for(image)).operations == second.log
     assert not (tmp_path / "blobs.tif.session-2.sam-session.json").exists()
 
@@ -151,16 +139,16 @@ def test_an_alternate_resumed_stays_the_sessions_file_when_the_first_is_free(tin
     from napari_sam import session as S
 
     image = tmp_path / "blobs.tif"
-    first, second = _on(blob_session(tiny_sam), image), _on(blob_session(tiny_sam), image)
-    _commit(first, 1, 20, 20)
-    _commit(second, 2, 40, 40)
+    first, second = on_image(blob_session(tiny_sam), image), on_image(blob_session(tiny_sam), image)
+    commit_at(first, 1, 20, 20)
+    commit_at(second, 2, 40, 40)
     first.release_session_file()
     second.release_session_file()
     primary = S.session_file_for(image)
     before = primary.read_bytes()
-    third = _on(blob_session(tiny_sam), image)
+    third = on_image(blob_session(tiny_sam), image)
     third.resume()
-    _commit(third, 3, 20, 20)
+    commit_at(third, 3, 20, 20)
     alternate = tmp_path / "blobs.tif.session-2.sam-session.json"
     assert S.read_session(alternate).operations == third.log and len(third.log) == 2
     assert primary.read_bytes() == before and len(list(tmp_path.glob("*.json"))) == 2
