@@ -107,12 +107,12 @@ def cmd_train(args) -> int:
                        "give the label files once, as the second argument or as --labels", 2)
     labels_spec = args.labels if args.labels is not None else args.labels_opt
     out = checkpoint_path(args.output)
-    check_pieces(args, out)
     start = Path(args.model).expanduser() if args.model else None
     if start is not None and start.is_file() and out.exists() and start.samefile(out):
         raise CLIError(f"-o {out} is the checkpoint training starts from (--model): writing "
                        "over it would lose the weights it starts from; write the finetuned "
                        f"model to another file (e.g. -o {out.with_stem(out.stem + '_ft')})", 2)
+    check_pieces(args, out)  # (after: the start model is no training run's output either)
     from napari_sam.training.checkpoint import training_state_path
 
     if out.exists() and not (args.overwrite or args.resume):
