@@ -4,17 +4,10 @@ another dock's live file is refused with what to do, and nothing changes; untick
 
 from __future__ import annotations
 
-from sam_qt_helpers import canvas_click, pick_checkpoint
+from sam_qt_helpers import canvas_click, dock_on
 
 from napari_sam import session as S
 from napari_sam.annotate.session_claims import claimed
-
-
-def _open(make_widget, stack_file, tiny_ckpt):
-    viewer, widget = make_widget()
-    pick_checkpoint(widget, tiny_ckpt)
-    viewer.open(str(stack_file), plugin="napari")
-    return viewer, widget
 
 
 def _click(viewer, widget, z: int, row: float = 20, col: float = 20) -> None:
@@ -27,11 +20,11 @@ def test_file_menu_load_of_another_docks_live_file_is_refused(make_widget, stack
                                                               tiny_ckpt, notifications):
     from napari_sam._qt.session_menu import load_session
 
-    v1, w1 = _open(make_widget, stack_file, tiny_ckpt)
+    v1, w1 = dock_on(make_widget, stack_file, tiny_ckpt)
     _click(v1, w1, 1)
     assert w1._on_commit() is not None, w1.controller.status
     live = w1.controller.autosave_path()
-    v2, w2 = _open(make_widget, stack_file, tiny_ckpt)
+    v2, w2 = dock_on(make_widget, stack_file, tiny_ckpt)
     layers = [ly.name for ly in v2.layers]
     before = live.read_bytes()
     assert load_session(v2, str(live)) is None
@@ -45,14 +38,14 @@ def test_file_menu_load_of_another_docks_live_file_is_refused(make_widget, stack
 
 
 def test_unticking_autosave_lets_the_docks_file_go(make_widget, stack_file, tiny_ckpt):
-    v1, w1 = _open(make_widget, stack_file, tiny_ckpt)
+    v1, w1 = dock_on(make_widget, stack_file, tiny_ckpt)
     _click(v1, w1, 1)
     assert w1._on_commit() is not None, w1.controller.status
     file = w1.controller.autosave_path()
     assert claimed(file)
     w1._autosave.setChecked(False)
     assert not claimed(file)
-    v2, w2 = _open(make_widget, stack_file, tiny_ckpt)  # offered to a second dock now
+    v2, w2 = dock_on(make_widget, stack_file, tiny_ckpt)  # offered to a second dock now
     assert w2._resume_row.isVisibleTo(w2)
     assert len(w2._on_resume().operations) == 1
     _click(v2, w2, 3)
