@@ -64,7 +64,9 @@ def test_a_pyramid_is_segmented_at_its_full_resolution_level():
 def test_the_4d_refusal_console_line_takes_one_time_point(multiscale):
     """The line the 4D refusal gives adds one time point when typed in napari's console; for
     a pyramid ``data[0]`` is level 0, the whole (T, Z, Y, X) array (the reviewer's catch), so
-    the line takes ``data[0][0]``."""
+    the line takes ``data[0][0]``. The new layer keeps the other axes' scale, translate and
+    units (session 40: it was added in pixels, drawn at another size than the original and
+    its labels saved without the voxel size)."""
     from types import SimpleNamespace
 
     level0 = np.zeros((3, 4, 16, 16), np.uint8)
@@ -73,9 +75,15 @@ def test_the_4d_refusal_console_line_takes_one_time_point(multiscale):
         make_source(data, multiscale=multiscale)
     line = str(info.value).split("type in napari's console: ", 1)[1].split("; then pick")[0]
     added = []
-    viewer = SimpleNamespace(add_image=added.append,
-                             layers=SimpleNamespace(selection=SimpleNamespace(
-                                 active=SimpleNamespace(data=data))))
+    layer = SimpleNamespace(data=data, name="movie", scale=np.array([60.0, 2.0, 0.5, 0.5]),
+                            translate=np.array([0.0, 4.0, 1.0, 3.0]),
+                            units=("second", "micrometer", "micrometer", "micrometer"))
+    viewer = SimpleNamespace(add_image=lambda d, **kw: added.append((d, kw)),
+                             layers=SimpleNamespace(selection=SimpleNamespace(active=layer)))
     exec(line, {"viewer": viewer})
-    assert added[0].shape == (4, 16, 16)
-    make_source(added[0])  # one time point is a stack the dock segments
+    (image, kw), = added
+    assert image.shape == (4, 16, 16)
+    np.testing.assert_array_equal(kw["scale"], [2.0, 0.5, 0.5])
+    np.testing.assert_array_equal(kw["translate"], [4.0, 1.0, 3.0])
+    assert tuple(kw["units"]) == ("micrometer",) * 3 and kw["name"] == "movie t0"
+    make_source(image)  # one time point is a stack the dock segments

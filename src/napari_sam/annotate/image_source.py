@@ -384,11 +384,15 @@ def _too_many_axes(shape: tuple[int, ...], ndim: int, channel_axis: int | None,
                     f"axis in 'Channel axis'{looks}. If it is time (or any axis that is not channels), do not "
                     "pick it as channels: that would mix its frames as colours")
     instead = "" if channel_axis is not None else " instead"
+    # napari's console defines 'viewer', not 'layer'; the new layer keeps the voxel size,
+    # position and units of the other axes (without them it is drawn off the original and
+    # its labels are saved in pixels)
     return (f"{head}{channels}. Take one time point (one volume) as its own layer{instead}, "
             "e.g. for time point 0 select the layer and type in napari's console: "
-            f"viewer.add_image(viewer.layers.selection.active.data[0]{'[0]' * multiscale}); "
-            "then pick that layer in "
-            "'Image'")  # (napari's console defines 'viewer', not 'layer')
+            "layer = viewer.layers.selection.active; "
+            f"viewer.add_image(layer.data[0]{'[0]' * multiscale}, scale=layer.scale[1:], "
+            "translate=layer.translate[1:], units=layer.units[1:], name=layer.name + ' t0')"
+            "; then pick that layer in 'Image'")
 
 
 def channels_hint(source: ImageSource | None, name: str) -> str:
