@@ -747,6 +747,25 @@ def test_an_image_it_cannot_use_is_said_once_in_the_status(make_widget, notifica
     assert len([m for _, m in notifications if "spatial dimensions" in m]) == 2
 
 
+def test_an_action_on_an_image_it_cannot_use_says_why_not_open_an_image(make_widget):
+    """Shift+C or Propagate with only a 4D image open said "No image layer: open an image"
+    while the image was open (session 40's time-lapse walk); the action's refusal now repeats
+    why the image cannot be used, and says "No image layer" again once it is closed."""
+    from sam_qt_helpers import press_key
+
+    viewer, widget = make_widget()
+    viewer.add_image(np.zeros((2, 3, 16, 16), np.float32), name="tzyx")
+    c = widget.controller
+    for act in (lambda: press_key(viewer, "Shift-C"), widget._on_propagate):
+        c.status = ""
+        act()
+        assert c.status.startswith("Cannot use 'tzyx': the image has 4 spatial dimensions"), (
+            c.status)
+    viewer.layers.remove("tzyx")
+    press_key(viewer, "Shift-C")
+    assert c.status.startswith("No image layer"), c.status
+
+
 def test_a_refused_action_becomes_the_status(stack_widget, notifications):
     """A refused action (Shift+U with nothing to undo after the labels layer was deleted)
     is said in the status line too, not only in a notification beside a stale status that

@@ -441,6 +441,7 @@ class AnnotationController(ViewProblems, AnnotationSession):
                   channel: int | None = None) -> None:
         """Use an image layer (and a channel axis, and the ``channel`` of it segmented alone:
         None mixes channels 0-2 as R, G, B); makes or adapts the prompt layers."""
+        self.image_refusal, self.refused_image = "", None
         if layer is None:
             raise UserError("No image layer: open an image (File > Open, or File > Open Sample "
                             "> Segment Anything Stacks) and pick it in 'Image'.")
@@ -448,7 +449,8 @@ class AnnotationController(ViewProblems, AnnotationSession):
         try:
             source = layer_source(layer, channel_axis, channel)  # a pyramid's level 0
         except (UserError, ValueError) as err:  # the status says why, not "open an image"
-            self._say(f"Cannot use '{layer.name}': {err}")
+            self.image_refusal, self.refused_image = f"Cannot use '{layer.name}': {err}", layer
+            self._say(self.image_refusal)
             raise
         tilted = L.transform_problem(source, layer)
         if tilted:
@@ -524,6 +526,8 @@ class AnnotationController(ViewProblems, AnnotationSession):
         layer = L.unwrap(event.value)
         if self._muted:
             return
+        if L.same(layer, self.refused_image):  # the next action says "No image layer"
+            self.image_refusal, self.refused_image = "", None  # (its data not kept)
         if L.same(layer, self.image_layer):
             self._transforms.follow(None)
             self.image_layer = self.source = self.emb = None

@@ -105,6 +105,8 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
         self.channel_axis: int | None = None
         self.channel: int | None = None  # of channel_axis, segmented alone (None: as RGB)
         self.source: ImageSource | None = None
+        self.image_refusal = ""  # why the image last picked cannot be used ("": it can)
+        self.refused_image = None  # that image (a napari layer in the dock)
         self.overwrite = False
         self.refine = False
         #: where click and box masks are cut: "auto" (the model's recommendation, "edge" for
@@ -439,6 +441,8 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
             self.after_setting(dropped, switched)
 
     def _require_image(self) -> ImageSource:
+        if self.source is None and self.image_refusal:  # images open, none usable
+            raise UserError(self.image_refusal)
         if self.source is None or not self.image_shown():
             raise UserError(
                 "No image layer: open an image and pick it in 'Image' (File > Open Sample > "
