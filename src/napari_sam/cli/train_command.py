@@ -187,9 +187,17 @@ def check_pieces(args, out: Path) -> None:
     it, or be told to overwrite it), or one with ``--max-steps`` or ``--minutes``, which stop
     a piece of a resumable run. The message names the fix. First of all, an ``out`` (or its
     ``FILE.json``) that no training run wrote: never replaced, not even with ``--overwrite``
-    (:func:`napari_sam.training.checkpoint.not_ours_problem`)."""
-    from napari_sam.training.checkpoint import not_ours_problem, training_state_path
+    (:func:`napari_sam.training.checkpoint.not_ours_problem`); before that, a save of ``out``
+    killed between its two renames is completed (a note says so)."""
+    from napari_sam.training.checkpoint import (
+        finish_interrupted_save,
+        not_ours_problem,
+        training_state_path,
+    )
 
+    if finish_interrupted_save(out) and not args.quiet:
+        print_note(f"note: completed the interrupted save of {out} (the last run stopped "
+                   "after writing its metadata, before renaming the checkpoint into place)")
     if not_ours_problem(out):
         raise CLIError(not_ours_problem(out), 2)
     state = training_state_path(out)

@@ -3,7 +3,9 @@
 * The **checkpoint** ``model.pt`` is ``model.state_dict()`` in Meta's SAM key layout
   (float32, CPU): what :func:`napari_sam.load_model` reads, unchanged since format 1.
 * Its **checkpoint metadata** ``model.json`` (on disk the JSON file beside the checkpoint)
-  holds the architecture, the training record and the checkpoint's sha256.
+  holds the architecture, the training record and the checkpoint's sha256: it vouches for
+  that checkpoint only (:func:`vouches_for`; a checkpoint it does not describe is not a
+  training run's, :func:`not_ours_problem`).
 * The **training state** ``model.train-state.pt`` (written only by resumable runs) holds
   what a run needs to continue exactly where it stopped: the current (last, not best) model
   weights, the optimizer moments, the step counter and schedule length, every random
@@ -12,12 +14,13 @@
   ``torch.load(weights_only=True)``: plain containers, numbers, strings and tensors only.
 
 Every file is written to a temporary name and renamed, so an interrupted save leaves the
-previous file intact.
+previous file intact; the metadata is renamed before its checkpoint
+(:func:`save_checkpoint`).
 """
 
 from __future__ import annotations
 
-import hashlib
+import glob
 import json
 import os
 from collections.abc import Callable
@@ -27,9 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["FORMAT_VERSION", "STATE_FORMAT", "checkpoint_metadata_path", "json_default",
-           "load_training_state", "save_checkpoint", "save_training_state",
-           "training_state_path"]
+__all__ = ["FORMAT_VERSION", "STATE_FORMAT", "checkpoint_metadata_path",
+           "finish_interrupted_save", "json_default", "load_training_state",
+           "not_ours_problem", "read_training_metadata", "save_checkpoint",
+           "save_training_state", "training_state_path", "vouches_for"]
 
 #: Version of the checkpoint metadata written by :func:`save_checkpoint`.
 FORMAT_VERSION = 1
@@ -37,14 +41,24 @@ FORMAT_VERSION = 1
 STATE_FORMAT = ("napari-sam-training-state", 1)
 
 
+def temporary_path(path: Path) -> Path:
+    """The temporary name a file is written to beside ``path`` before it is renamed."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_synced(path: Path, write: Callable[[Any], None]) -> None:
+    """Call ``write(file)`` on a new file ``path`` and fsync it."""
+    with open(path, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync it, rename it."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temporary_path(path)
     try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write_synced(tmp, write)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -56,33 +70,75 @@ def checkpoint_metadata_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def is_training_metadata(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is checkpoint metadata written by a training run of ours (a JSON
-    object with the architecture, the checkpoint's sha256 and ``trained_by``)."""
+def read_training_metadata(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The checkpoint metadata at ``path`` when a training run of ours wrote it (a JSON
+    object with the architecture, the checkpoint's sha256 and ``trained_by``), else None."""
     try:
         meta = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return (isinstance(meta, dict) and str(meta.get("trained_by", "")).startswith("napari_sam")
-            and "sha256" in meta and "architecture" in meta)
+        return None
+    if (isinstance(meta, dict) and str(meta.get("trained_by", "")).startswith("napari_sam")
+            and "sha256" in meta and "architecture" in meta):
+        return meta
+    return None
+
+
+def is_training_metadata(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is checkpoint metadata written by a training run of ours
+    (:func:`read_training_metadata`)."""
+    return read_training_metadata(path) is not None
+
+
+def vouches_for(meta: dict[str, Any], path: Path) -> bool:
+    """Whether the training metadata ``meta`` describes the checkpoint file ``path``: its
+    sha256 is the one ``meta`` was written with, or the one of the checkpoint that save
+    replaced (``replaces_sha256``: :func:`save_checkpoint` renames the metadata first, so a
+    save stopped between its two renames leaves the previous checkpoint beside it)."""
+    return file_sha256(path) in {meta.get("sha256"), meta.get("replaces_sha256")} - {None}
 
 
 def not_ours_problem(out: str | os.PathLike, flag: str = "--overwrite") -> str | None:
     """Why training into ``out`` must not replace what is there even with ``flag``
     (``--overwrite``, ``overwrite=True``), or None: an ``out`` checkpoint or its metadata
-    ``FILE.json`` that no training run of ours wrote (no training metadata beside it). Such
-    a file (a downloaded checkpoint, the user's notes) is never replaced."""
+    ``FILE.json`` that no training run of ours wrote (no training metadata beside it, or
+    training metadata of another checkpoint: :func:`vouches_for`). Such a file (a downloaded
+    checkpoint, the user's notes) is never replaced."""
     out = Path(out)
-    meta = checkpoint_metadata_path(out)
-    if is_training_metadata(meta):
+    meta_path = checkpoint_metadata_path(out)
+    meta = read_training_metadata(meta_path)
+    never = (f"napari-sam never replaces it, not even with {flag} (that replaces an earlier "
+             "training run's files only); give another -o / out, or move it away yourself")
+    if meta is None:
+        theirs = [p for p in (out, meta_path) if p.exists()]
+        if not theirs:
+            return None
+        return (f"{theirs[0]} exists and was not written by napari-sam train ({meta_path.name} "
+                f"is not the metadata of a training run): {never}")
+    if not out.is_file() or vouches_for(meta, out):
         return None
-    theirs = [p for p in (out, meta) if p.exists()]
-    if not theirs:
+    return (f"{out} exists and was not written by napari-sam train ({meta_path.name} is the "
+            f"metadata of a training run, but of another {out.name}: its sha256 differs, e.g. "
+            f"a checkpoint downloaded or copied there since): {never}")
+
+
+def finish_interrupted_save(out: str | os.PathLike) -> Path | None:
+    """Complete a :func:`save_checkpoint` of ``out`` that was stopped (killed, out of power)
+    between renaming the metadata and renaming the checkpoint: the new checkpoint, still under
+    its temporary name beside ``out`` with the sha256 the metadata names, is renamed to
+    ``out``. Returns ``out`` when it did so, else None (nothing to complete, or a file at
+    ``out`` that the metadata does not describe: never replaced)."""
+    out = Path(out)
+    meta = read_training_metadata(checkpoint_metadata_path(out))
+    if meta is None or (out.exists() and not (out.is_file() and vouches_for(meta, out))):
         return None
-    return (f"{theirs[0]} exists and was not written by napari-sam train ({meta.name} is not "
-            "the metadata of a training run): napari-sam never replaces it, not even with "
-            f"{flag} (that replaces an earlier training run's files only); give another -o / "
-            "out, or move it away yourself")
+    if out.is_file() and file_sha256(out) == meta["sha256"]:
+        return None
+    for tmp in sorted(out.parent.glob(f".{glob.escape(out.name)}.tmp-*")):
+        if (tmp.is_file() and tmp.stat().st_size == meta.get("size")
+                and file_sha256(tmp) == meta["sha256"]):
+            os.replace(tmp, out)
+            return out
+    return None
 
 
 def training_state_path(path: str | os.PathLike) -> Path:
@@ -91,12 +147,12 @@ def training_state_path(path: str | os.PathLike) -> Path:
     return path.with_name(f"{path.stem}.train-state.pt")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def file_sha256(path: Path) -> str:
+    """The sha256 of the file ``path`` (remembered per size and modification time:
+    :func:`napari_sam.models.download.file_digest`)."""
+    from napari_sam.models.download import file_digest
+
+    return file_digest(path)
 
 
 def cpu_state_dict(model) -> dict[str, torch.Tensor]:
@@ -108,16 +164,45 @@ def cpu_state_dict(model) -> dict[str, torch.Tensor]:
 def save_checkpoint(model, path: str | os.PathLike, metadata: dict[str, Any]) -> Path:
     """Write ``model.state_dict()`` (Meta's SAM key layout, float32, CPU) to ``path`` and
     ``metadata`` plus the architecture and the file's sha256 to the checkpoint metadata
-    (``path`` with ``.json``). Both are written to temporary names and renamed, so an
-    interrupted save leaves the previous files intact."""
+    (``path`` with ``.json``).
+
+    Both are written to temporary names beside them, then the metadata is renamed into
+    place, then the checkpoint: an interrupted save leaves the previous files, or the new
+    metadata beside the previous checkpoint (whose sha256 it keeps as ``replaces_sha256``,
+    so it still vouches for it: :func:`vouches_for`) and the new checkpoint under its
+    temporary name (:func:`finish_interrupted_save` renames it). Never a checkpoint without
+    the metadata that describes it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    meta_path = checkpoint_metadata_path(path)
+    tmp, meta_tmp = temporary_path(path), temporary_path(meta_path)
     sd = cpu_state_dict(model)
-    atomic_write_bytes(path, lambda fh: torch.save(sd, fh))
+    try:
+        write_synced(tmp, lambda fh: torch.save(sd, fh))
+        meta = {**model_entries(model), **metadata, "sha256": file_sha256(tmp),
+                "size": tmp.stat().st_size}
+        if path.is_file():
+            meta["replaces_sha256"] = file_sha256(path)
+        text = json.dumps(meta, indent=1, default=json_default)
+        write_synced(meta_tmp, lambda fh: fh.write(text.encode()))
+        os.replace(meta_tmp, meta_path)
+        os.replace(tmp, path)
+    finally:
+        for t in (tmp, meta_tmp):
+            if t.exists():
+                t.unlink()
+    return path
+
+
+def model_entries(model) -> dict[str, Any]:
+    """What the checkpoint metadata says of ``model`` itself: the format, the napari-sam
+    version, the architecture and config, the input size and preprocessing, the
+    segment-everything thresholds (:func:`automatic_entry`) and where masks are cut."""
     from napari_sam import __version__
     from napari_sam.models.build import architecture_name
 
-    meta = {
+    return {
         "format_version": FORMAT_VERSION,
         "napari_sam_version": __version__,
         "architecture": architecture_name(model.config),
@@ -129,13 +214,7 @@ def save_checkpoint(model, path: str | os.PathLike, metadata: dict[str, Any]) ->
         **automatic_entry(model),
         **({"mask_boundary": model.mask_boundary}  # a model trained from the demo keeps it
            if getattr(model, "mask_boundary", "threshold") != "threshold" else {}),
-        **metadata,
-        "sha256": _sha256(path),
-        "size": path.stat().st_size,
     }
-    text = json.dumps(meta, indent=1, default=json_default)
-    atomic_write_bytes(checkpoint_metadata_path(path), lambda fh: fh.write(text.encode()))
-    return path
 
 
 def automatic_entry(model) -> dict[str, Any]:

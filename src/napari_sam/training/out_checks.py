@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .checkpoint import not_ours_problem, training_state_path
+from .checkpoint import finish_interrupted_save, not_ours_problem, training_state_path
 
 __all__ = ["check_out"]
 
@@ -53,7 +53,11 @@ def check_out(out, overwrite: bool, resume: bool) -> None:
     """FileExistsError before any work: an ``out`` (or its metadata) no training run wrote,
     never replaced, not even with ``overwrite``
     (:func:`~napari_sam.training.checkpoint.not_ours_problem`); without ``overwrite``, the
-    checks of :func:`_check_existing_out`."""
+    checks of :func:`_check_existing_out`. First, a save of ``out`` that was stopped between
+    its two renames is completed
+    (:func:`~napari_sam.training.checkpoint.finish_interrupted_save`)."""
+    if out is not None:
+        finish_interrupted_save(out)
     if out is not None and not_ours_problem(out, "overwrite=True"):
         raise FileExistsError(not_ours_problem(out, "overwrite=True"))
     if not overwrite:
