@@ -101,6 +101,7 @@ def test_a_resumable_run_killed_while_saving_resumes_from_its_state(tmp_path, sa
     state = load_training_state(tmp_path / "m.train-state.pt")  # ("over 2 runs": from piece 1)
     assert state["complete"] and state["trainer"]["step_count"] == 2
     assert sha256(out) == json.loads(out.with_suffix(".json").read_text())["sha256"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.pt", "m.train-state.pt"]
 
 
 def test_a_checkpoint_downloaded_beside_an_old_training_json_is_never_replaced(

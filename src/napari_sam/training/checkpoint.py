@@ -32,8 +32,8 @@ import torch
 
 __all__ = ["FORMAT_VERSION", "STATE_FORMAT", "checkpoint_metadata_path",
            "finish_interrupted_save", "json_default", "load_training_state",
-           "not_ours_problem", "read_training_metadata", "save_checkpoint",
-           "save_training_state", "training_state_path", "vouches_for"]
+           "not_ours_problem", "read_training_metadata", "remove_dead_temporaries",
+           "save_checkpoint", "save_training_state", "training_state_path", "vouches_for"]
 
 #: Version of the checkpoint metadata written by :func:`save_checkpoint`.
 FORMAT_VERSION = 1
@@ -125,20 +125,52 @@ def finish_interrupted_save(out: str | os.PathLike) -> Path | None:
     """Complete a :func:`save_checkpoint` of ``out`` that was stopped (killed, out of power)
     between renaming the metadata and renaming the checkpoint: the new checkpoint, still under
     its temporary name beside ``out`` with the sha256 the metadata names, is renamed to
-    ``out``. Returns ``out`` when it did so, else None (nothing to complete, or a file at
-    ``out`` that the metadata does not describe: never replaced)."""
+    ``out``; then the temporary files that killed saves of ``out``, its metadata and its
+    training state left beside them are removed (:func:`remove_dead_temporaries`). Returns
+    ``out`` when it renamed it, else None (nothing to complete, or a file at ``out`` that the
+    metadata does not describe: never replaced)."""
     out = Path(out)
+    done = None
     meta = read_training_metadata(checkpoint_metadata_path(out))
-    if meta is None or (out.exists() and not (out.is_file() and vouches_for(meta, out))):
-        return None
-    if out.is_file() and file_sha256(out) == meta["sha256"]:
-        return None
-    for tmp in sorted(out.parent.glob(f".{glob.escape(out.name)}.tmp-*")):
-        if (tmp.is_file() and tmp.stat().st_size == meta.get("size")
-                and file_sha256(tmp) == meta["sha256"]):
-            os.replace(tmp, out)
-            return out
-    return None
+    if meta is not None and (not out.exists() or (
+            out.is_file() and vouches_for(meta, out) and file_sha256(out) != meta["sha256"])):
+        for tmp in sorted(out.parent.glob(f".{glob.escape(out.name)}.tmp-*")):
+            if (tmp.is_file() and tmp.stat().st_size == meta.get("size")
+                    and file_sha256(tmp) == meta["sha256"]):
+                os.replace(tmp, out)
+                done = out
+                break
+    remove_dead_temporaries(out)
+    return done
+
+
+def remove_dead_temporaries(out: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files (:func:`temporary_path`) of ``out``, its checkpoint
+    metadata and its training state whose writing process no longer runs (a save that was
+    killed; a checkpoint or a training state can take gigabytes); returns them. Those of
+    running processes are kept, and all of them on Windows (no harmless way to ask)."""
+    out = Path(out)
+    gone = []
+    for target in (out, checkpoint_metadata_path(out), training_state_path(out)):
+        for tmp in target.parent.glob(f".{glob.escape(target.name)}.tmp-*"):
+            pid = tmp.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and tmp.is_file() and not _is_running(int(pid)):
+                tmp.unlink(missing_ok=True)
+                gone.append(tmp)
+    return gone
+
+
+def _is_running(pid: int) -> bool:
+    """Whether the process ``pid`` runs (True when that cannot be told)."""
+    if os.name == "nt" or pid == os.getpid():
+        return True  # os.kill(pid, 0) sends Ctrl-C on Windows
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: another user's process
+        return True
+    return True
 
 
 def training_state_path(path: str | os.PathLike) -> Path:
