@@ -16,27 +16,28 @@ from cli_runner import tiny_train_argv as _train
 
 #: Run ``napari-sam ARGV`` saving every epoch (``save="last"``: each epoch writes a
 #: checkpoint) and kill the process (``os._exit``: no cleanup runs) just before the N-th
-#: rename into FILE.pt or FILE.json, the moment a power cut or SIGKILL can come.
+#: rename into FILE.pt or FILE.json (or, given a third name, into that file), the moment a
+#: power cut or SIGKILL can come.
 KILL_AT_RENAME = """
 import os, sys
 from pathlib import Path
 from napari_sam.cli import main
 from napari_sam.training import run
 
-out, n = Path(sys.argv[1]), int(sys.argv[2])
+out, n, names = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3].split(",")
 finish = run._finish_epoch
 run._finish_epoch = lambda *a, **k: finish(*a, **{**k, "save": "last"})
 rename, seen = os.replace, []
 
 def replace(src, dst, *a, **k):
-    if Path(dst) in (out, out.with_suffix(".json")):
+    if Path(dst).name in names:
         seen.append(dst)
         if len(seen) == n:
             os._exit(9)
     return rename(src, dst, *a, **k)
 
 os.replace = replace
-sys.exit(main(sys.argv[3:]))
+sys.exit(main(sys.argv[4:]))
 """
 
 
@@ -45,10 +46,12 @@ def _offline(offline_cli):
     """Every test here runs in :func:`offline_cli`'s surroundings (tests/conftest.py)."""
 
 
-def killed_at_rename(argv, out, n: int) -> None:
+def killed_at_rename(argv, out, n: int, into=None) -> None:
     """Run ``napari-sam ARGV`` in a subprocess killed before its ``n``-th rename into
-    ``out`` or its FILE.json (:data:`KILL_AT_RENAME`); asserts that it was killed there."""
-    proc = subprocess.run([sys.executable, "-c", KILL_AT_RENAME, str(out), str(n),
+    ``out`` or its FILE.json (or into the file ``into``) (:data:`KILL_AT_RENAME`); asserts
+    that it was killed there."""
+    names = into.name if into else f"{out.name},{out.with_suffix('.json').name}"
+    proc = subprocess.run([sys.executable, "-c", KILL_AT_RENAME, str(out), str(n), names,
                            *map(str, argv)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 9, proc.stderr
 
@@ -101,6 +104,28 @@ def test_a_resumable_run_killed_while_saving_resumes_from_its_state(tmp_path, sa
     state = load_training_state(tmp_path / "m.train-state.pt")  # ("over 2 runs": from piece 1)
     assert state["complete"] and state["trainer"]["step_count"] == 2
     assert sha256(out) == json.loads(out.with_suffix(".json").read_text())["sha256"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.pt", "m.train-state.pt"]
+
+
+def test_killed_before_its_first_training_state_a_resume_names_the_way_on(
+        tmp_path, samples, tiny_model, capsys):
+    """Killed after the first checkpoint, before the first training state: ``--resume`` says
+    there is nothing to continue and what to do; the checkpoint is kept until then."""
+    out, state = tmp_path / "m.pt", tmp_path / "m.train-state.pt"
+    argv = [*_train(samples, samples / "ground_truth", out, tiny_model), "--epochs", "2",
+            "--resume"]
+    killed_at_rename(argv, out, 1, into=state)
+    before = md5s(out, out.with_suffix(".json"))
+    rc, _, err = cli(argv, capsys)
+    assert rc == 2
+    assert error_line(err) == (
+        f"napari-sam: error: {out} already exists and there is no training state beside it "
+        "(m.train-state.pt) to continue: --resume would train it again from the start over "
+        "it; pass --overwrite for that, or choose another -o")
+    assert md5s(out, out.with_suffix(".json")) == before and not state.exists()
+    rc, stdout, err = cli([*argv, "--overwrite"], capsys)
+    assert rc == 0, err
+    assert f"wrote {out}" in stdout and state.is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.pt", "m.train-state.pt"]
 
 
