@@ -379,8 +379,20 @@ def _looks_like_session(path: Path) -> bool:
         return False
 
 
+#: The bytes the stem of a kept copy's ``<stem>.kept-<YYYYmmdd-HHMMSS>-99.json`` may have:
+#: its TIFFs' temporary names (``<kept stem>.labels-<12 hex>.tif.part``) fit a file name.
+KEPT_STEM_ROOM = NAME_MAX - len(".kept-YYYYmmdd-HHMMSS-99") - len(".labels-0123456789ab.tif.part")
+
+
 def _kept_name(path: Path, stamp: str) -> Path:
+    """A free ``<stem>.kept-<stamp>[-n].json`` beside ``path``; a stem too long for the names
+    of the copy's TIFFs (an alternate of a long image name) is fitted
+    (:func:`fit_file_name`), its ``.sam-session`` kept."""
     stem = path.name[: -len(".json")]
+    if len(os.fsencode(stem)) > KEPT_STEM_ROOM:
+        inner = SESSION_FILE_SUFFIX[: -len(".json")] if stem.endswith(
+            SESSION_FILE_SUFFIX[: -len(".json")]) else ""
+        stem = fit_file_name(stem[: len(stem) - len(inner)], KEPT_STEM_ROOM - len(inner)) + inner
     for n in range(100):
         kept = path.with_name(f"{stem}.kept-{stamp}{'' if not n else f'-{n}'}.json")
         if not kept.exists():

@@ -46,19 +46,30 @@ def lock_file_for(path: Path) -> Path:
     return path.with_name(f".{path.name}.lock")
 
 
+def _alternate_stem(path: Path) -> str:
+    """The start of the names of the alternates of the session file ``path``: its name
+    without ``.sam-session.json``, fitted (:func:`napari_sam.session.fit_file_name`) so that
+    an alternate's names fit a file name: a session saved under an image's whole name of
+    191-201 bytes (before names were fitted) gets the alternates of its fitted name (before:
+    its labels' temporary file had 256-266 bytes, "File name too long")."""
+    from napari_sam.session import fit_file_name
+
+    stem = path.name[: -len(_SUFFIX)] if path.name.endswith(_SUFFIX) else path.stem
+    return fit_file_name(stem)
+
+
 def alternate_session_file(path: Path, n: int) -> Path:
     """The ``n``-th (2, 3, ...) alternate of the session file ``path`` (``<image>.sam-session
     .json`` -> ``<image>.session-<n>.sam-session.json``), where a session autosaves while
     ``path`` is another live session's."""
     path = Path(path)
-    stem = path.name[: -len(_SUFFIX)] if path.name.endswith(_SUFFIX) else path.stem
-    return path.with_name(f"{stem}.session-{n}{_SUFFIX}")
+    return path.with_name(f"{_alternate_stem(path)}.session-{n}{_SUFFIX}")
 
 
 def alternate_session_files(path: Path) -> list[Path]:
     """The alternates of the session file ``path`` that exist (their order: by number)."""
     path = Path(path)
-    stem = path.name[: -len(_SUFFIX)] if path.name.endswith(_SUFFIX) else path.stem
+    stem = _alternate_stem(path)
     pattern = re.compile(re.escape(stem) + r"\.session-(\d+)" + re.escape(_SUFFIX))
     try:
         names = [(int(m.group(1)), p) for p in path.parent.iterdir()
