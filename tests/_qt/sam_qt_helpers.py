@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +124,24 @@ def commit_on(viewer, widget, z: int, row: float = 20):
     assert res is not None, c.status
     c.wait_autosave()
     QApplication.processEvents()
+
+
+#: what :func:`held_encoder` raises when told to fail
+HELD_FAILURE = "out of memory (the test's)"
+
+
+def held_encoder(monkeypatch, predictor) -> tuple[threading.Event, threading.Event, list]:
+    """``(gate, entered, fail)``: the predictor's encoder waits for ``gate`` once
+    ``entered``, then raises a RuntimeError where ``fail`` holds something."""
+    gate, entered, fail = threading.Event(), threading.Event(), []
+    real = predictor.encode_rgb
+
+    def held(rgbs):
+        entered.set()
+        assert gate.wait(60), "the test never let the encoder go on"
+        if fail:
+            raise RuntimeError(HELD_FAILURE)
+        return real(rgbs)
+
+    monkeypatch.setattr(predictor, "encode_rgb", held)
+    return gate, entered, fail

@@ -9,26 +9,13 @@ import threading
 
 import pytest
 from qtpy.QtWidgets import QPushButton
-from sam_qt_helpers import blob_stack, large_image_embedding_tiles, use_predictor
-
-FAIL = "out of memory (the test's)"
-
-
-def _held_encoder(monkeypatch, predictor) -> tuple[threading.Event, threading.Event, list]:
-    """``(gate, entered, fail)``: the predictor's encoder waits for ``gate`` once
-    ``entered``, then raises a RuntimeError where ``fail`` holds something."""
-    gate, entered, fail = threading.Event(), threading.Event(), []
-    real = predictor.encode_rgb
-
-    def held(rgbs):
-        entered.set()
-        assert gate.wait(60), "the test never let the encoder go on"
-        if fail:
-            raise RuntimeError(FAIL)
-        return real(rgbs)
-
-    monkeypatch.setattr(predictor, "encode_rgb", held)
-    return gate, entered, fail
+from sam_qt_helpers import (
+    HELD_FAILURE,
+    blob_stack,
+    held_encoder,
+    large_image_embedding_tiles,
+    use_predictor,
+)
 
 
 def _button(widget, text: str) -> QPushButton:
@@ -43,7 +30,7 @@ def clicked_while_embedding(make_widget, tiny_predictor, qtbot, monkeypatch):
     viewer, w = make_widget(blob_stack(), sync=False, preload=False, name="blobs")
     use_predictor(w, tiny_predictor)
     viewer.dims.set_point(0, 3)
-    gate, entered, fail = _held_encoder(monkeypatch, tiny_predictor)
+    gate, entered, fail = held_encoder(monkeypatch, tiny_predictor)
     c = w.controller
     c.add_point(3, 20, 20)  # the click starts embedding slice 3
     qtbot.waitUntil(entered.is_set, timeout=30_000)
@@ -92,7 +79,7 @@ def test_a_failed_embedding_drops_the_waiting_action(clicked_while_embedding, qt
     qtbot.wait(200)
     assert c.job is embedding or c.job is None, c.job.description  # no second attempt
     assert c.status.startswith("Failed: Computing SAM embeddings"), c.status
-    assert FAIL in c.status
+    assert HELD_FAILURE in c.status
 
 
 @pytest.mark.slow

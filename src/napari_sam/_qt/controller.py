@@ -578,6 +578,7 @@ class AnnotationController(ViewProblems, AnnotationSession):
         if self.job is not None and self.job.running:
             gen.close()
             raise UserError(f"'{self.job.description}' is running: wait for it or press Cancel.")
+        gen = self.holding_store(gen)  # (its contrast store, until it ends)
 
         def finished(job):
             if self.job is job:

@@ -285,6 +285,7 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
         if self.job is not None and self.job.running:
             gen.close()
             raise UserError(f"'{self.job.description}' is running: wait for it or press Cancel.")
+        gen = self.holding_store(gen)
         self._say(description + " ...")
         on_returned(run_to_end(gen, self._say))
         if then is not None:

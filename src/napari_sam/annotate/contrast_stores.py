@@ -21,6 +21,11 @@ kernel lets it go when the process ends, also on a crash). Deleting takes the ma
 exclusive ``flock`` without waiting and skips the store when another session holds it (it is
 tried again at the next contrast change). The user's store (the stack's percentiles), stores
 left by earlier sessions or other docks, and folders holding anything else are never deleted.
+
+A job (an embedding, a propagation) holds the store it embeds into from its start until it
+ends (:func:`held_while`): the session's few most recent contrasts may move on while it runs
+(three contrast changes let the session's own hold go), and another session must not delete
+the store under the job's writes.
 """
 
 from __future__ import annotations
@@ -30,11 +35,12 @@ import os
 import shutil
 import threading
 import weakref
+from collections.abc import Generator
 from pathlib import Path
 
 from .file_locks import lock_flag, open_locked
 
-__all__ = ["KEEP_CONTRAST_STORES", "ContrastStores", "StoreHold", "in_use_marker",
+__all__ = ["KEEP_CONTRAST_STORES", "ContrastStores", "StoreHold", "held_while", "in_use_marker",
            "store_in_use"]
 
 #: contrast stores kept: those of the most recent contrasts, the one in use among them
@@ -100,6 +106,16 @@ class StoreHold:
     def release(self) -> None:
         """Let the store go (twice: nothing more)."""
         self._finalizer()
+
+
+def held_while(job: Generator, hold: StoreHold) -> Generator:
+    """The job generator ``job``, ``hold`` let go once it ends: returned, failed, or closed
+    (a cancelled job's runner closes it on the job's thread before the job counts as
+    ended)."""
+    try:
+        return (yield from job)
+    finally:
+        hold.release()
 
 
 def store_in_use(store) -> bool:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from napari_sam.preprocess import contrast_limits_name
 
-from .contrast_stores import ContrastStores
+from .contrast_stores import ContrastStores, StoreHold, held_while
 from .errors import UserError
 
 __all__ = ["ModelContrast", "contrast_words"]
@@ -148,6 +148,15 @@ class ModelContrast:
         if not stale or (self.job is not None and self.job.running):
             return []
         return [store for store in stale if stores.delete(store)]
+
+    def holding_store(self, job):
+        """The job generator ``job`` (about to start), holding the store it embeds into (that
+        of the layer's limits, :meth:`contrast_store`) until it ends: the contrast may change
+        three times while it runs (a script's :meth:`set_model_contrast`), which let the
+        session's hold go, and another dock sharing the store deleted it under the job's
+        writes."""
+        store = self.contrast_store() if self.model_contrast() is not None else None
+        return job if store is None else held_while(job, StoreHold(store))
 
     def release_contrast_stores(self) -> None:
         """Let the contrast stores this session holds go (the session ends; also when it is
