@@ -76,3 +76,23 @@ def test_a_store_deleted_under_a_session_is_made_again(session, tmp_path):
     s.compute_embeddings([4])
     assert s.ready([4]) and is_embedding_store(store)
     assert s.emb.stored()[4]
+
+
+def test_looking_whether_a_store_is_in_use_leaves_no_file(tmp_path):
+    """``store_in_use`` made the marker to try its lock and left it: an empty
+    ``.emb.contrast-0-60.zarr.in-use`` beside every store looked at."""
+    from napari_sam.annotate.contrast_stores import ContrastStores, store_in_use
+
+    store = tmp_path / "emb.contrast-0-60.zarr"
+    assert not store_in_use(store)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    left = tmp_path / ".emb.contrast-0-60.zarr.in-use"  # by a process that ended (a crash)
+    left.write_text("")
+    assert not store_in_use(store) and not left.exists()
+    with another_process_holds(store):
+        # before: False (a shared lock was tried, and the holders share theirs)
+        assert store_in_use(store) and store_in_use(store)
+        assert not ContrastStores().delete(store)  # the holder still holds it
+        assert left.exists()
+    assert not left.exists() and not store_in_use(store)  # its holder let go: removed
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -120,18 +120,55 @@ def held_while(job: Generator, hold: StoreHold) -> Generator:
 
 def store_in_use(store) -> bool:
     """Whether a live session (of this process, or of another: the marker's ``flock``, tried
-    without waiting) holds the store ``store``."""
+    without waiting) holds the store ``store``. Looking makes no file: a marker nobody holds
+    (left by a process that ended) is removed."""
     key = str(Path(store).absolute())
     with _GUARD:
         if _IN_USE.get(key):
             return True
-        handle = open_locked(in_use_marker(key),
-                              lock_flag("LOCK_SH") | lock_flag("LOCK_NB"))
-        if handle is False:
-            return True
-        if handle is not None:
-            handle.close()
+        return _held_elsewhere(in_use_marker(key))
+
+
+def _open_existing(marker: Path):
+    """``marker`` opened (for writing where allowed) without making it; None: not there."""
+    for mode in ("rb+", "rb"):
+        try:
+            return open(marker, mode)
+        except PermissionError:
+            continue
+        except OSError:
+            return None
+    return None
+
+
+def _held_elsewhere(marker: Path) -> bool:
+    """Whether another process holds the ``flock`` of the marker file ``marker``: its
+    exclusive ``flock`` tried without waiting (holders share it), on the file there, which is
+    never made (before: an empty marker was left beside every store looked at). A marker
+    nobody holds is removed while locked, as its last holder removes it (one who opened it
+    meanwhile locks it, sees it is gone and makes another)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: the table of this process only
         return False
+    while True:
+        handle = _open_existing(marker)
+        if handle is None:  # none there: nobody holds it
+            return False
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return True
+        try:
+            same = os.path.samestat(os.fstat(handle.fileno()), os.stat(marker))
+        except OSError:  # removed meanwhile by its last holder
+            handle.close()
+            return False
+        if same:
+            _unlink_and_close(handle, marker)
+            return False
+        handle.close()  # replaced meanwhile: the new one is tried
 
 
 class ContrastStores:
