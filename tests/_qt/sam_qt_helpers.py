@@ -65,6 +65,27 @@ def click_commit(viewer, widget, row: float, col: float) -> str:
     return widget._status.text()
 
 
+def click_button(qtbot, widget, text: str) -> str:
+    """A real mouse click on the dock's push button whose text starts with ``text`` (a
+    disabled one ignores it); returns the status line."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QPushButton
+
+    button = next(b for b in widget.findChildren(QPushButton) if b.text().startswith(text))
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    return widget._status.text()
+
+
+def contrast_box(widget):
+    """The Setup box 'Model sees the layer's contrast' of the dock ``widget``."""
+    from qtpy.QtWidgets import QCheckBox
+
+    from napari_sam._qt.layer_contrast import BOX_TEXT
+
+    (box,) = [b for b in widget.findChildren(QCheckBox) if b.text() == BOX_TEXT]
+    return box
+
+
 def demo_model_path():
     from napari_sam.models.registry import weights_dir
 

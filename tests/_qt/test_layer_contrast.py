@@ -13,10 +13,9 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from qtpy.QtWidgets import QCheckBox
-from sam_qt_helpers import canvas_click, use_predictor
+from sam_qt_helpers import canvas_click, contrast_box, use_predictor
 
-from napari_sam._qt.layer_contrast import BOX_TEXT, DEBOUNCE_MS, HINT
+from napari_sam._qt.layer_contrast import DEBOUNCE_MS, HINT
 
 
 def _faint_and_bright():
@@ -26,11 +25,6 @@ def _faint_and_bright():
     img[(yy - 40) ** 2 + (xx - 60) ** 2 <= 144] = 2000
     img[(yy - 90) ** 2 + (xx - 90) ** 2 <= 144] = 260
     return img.astype(np.uint16)
-
-
-def _box(widget) -> QCheckBox:
-    (box,) = [b for b in widget.findChildren(QCheckBox) if b.text() == BOX_TEXT]
-    return box
 
 
 def _demo(widget):
@@ -45,7 +39,7 @@ def test_the_users_limits_make_the_faint_disc_seen(demo_available, make_widget, 
     _demo(widget)
     c, layer = widget.controller, viewer.layers["contrast"]
     qtbot.waitUntil(lambda: c.emb is not None, timeout=60_000)  # the preload
-    _box(widget).click()  # the user ticks 'Model sees the layer's contrast'
+    contrast_box(widget).click()  # the user ticks 'Model sees the layer's contrast'
     layer.contrast_limits = (190, 270)  # what napari's contrast slider sets
     qtbot.waitUntil(lambda: c.emb is not None and c.emb.contrast_limits == (190.0, 270.0),
                     timeout=60_000)
@@ -80,7 +74,7 @@ def test_a_fresh_layer_embeds_as_before(make_widget, tiny_predictor):
     assert np.array_equal(c.emb[3].features.numpy(), ref[3].features.numpy())
     # the box sits in Setup, under 'Tile large images'
     form = widget._tile.parentWidget().layout()
-    assert form.getWidgetPosition(_box(widget))[0] == form.getWidgetPosition(widget._tile)[0] + 1
+    assert form.getWidgetPosition(contrast_box(widget))[0] == form.getWidgetPosition(widget._tile)[0] + 1
 
 
 def test_limits_set_before_the_dock_opened_are_seen(make_widget, tiny_predictor, qtbot):
@@ -92,7 +86,7 @@ def test_limits_set_before_the_dock_opened_are_seen(make_widget, tiny_predictor,
     c = widget.controller
     c.compute_embeddings([3])
     assert c.model_contrast() is None  # the box is off by default
-    _box(widget).click()
+    contrast_box(widget).click()
     qtbot.waitUntil(lambda: c.model_contrast() == (10.0, 120.0), timeout=5_000)
     c.compute_embeddings([3])
     assert c.emb.contrast_limits == (10.0, 120.0)
@@ -105,7 +99,7 @@ def test_a_dragged_slider_re_embeds_once_after_the_running_job(make_widget, tiny
     viewer, widget = make_widget(blob_stack(), name="blobs", sync=False, preload=False)
     use_predictor(widget, tiny_predictor)
     c, layer = widget.controller, viewer.layers["blobs"]
-    _box(widget).click()
+    contrast_box(widget).click()
     calls = []
     changed = c.contrast_changed
     c.contrast_changed = lambda: calls.append(c.model_contrast()) or changed()
@@ -137,7 +131,7 @@ def test_the_box_and_napari_reset_go_back_to_the_percentiles(make_widget, tiny_p
                                                              qtbot):
     viewer, widget = make_widget(_faint_and_bright(), name="contrast", preload=False)
     use_predictor(widget, tiny_predictor)
-    c, layer, box = widget.controller, viewer.layers["contrast"], _box(widget)
+    c, layer, box = widget.controller, viewer.layers["contrast"], contrast_box(widget)
     box.click()
     layer.contrast_limits = (190, 270)
     qtbot.waitUntil(lambda: c.model_contrast() == (190.0, 270.0), timeout=5_000)
@@ -159,7 +153,7 @@ def test_a_look_at_other_limits_keeps_the_embeddings_and_says_how_once(make_widg
     c, layer = widget.controller, viewer.layers["contrast"]
     c.compute_embeddings([0])
     emb = c.emb
-    assert not _box(widget).isChecked()
+    assert not contrast_box(widget).isChecked()
     layer.contrast_limits = (190, 270)
     qtbot.waitUntil(lambda: widget._status.text().startswith(HINT), timeout=5_000)
     qtbot.wait(2 * DEBOUNCE_MS)
@@ -178,7 +172,7 @@ def test_a_propagated_preview_is_kept_until_committed(make_widget, tiny_predicto
     viewer, widget = make_widget(blob_stack(), name="blobs", preload=False)
     use_predictor(widget, tiny_predictor)
     c, layer = widget.controller, viewer.layers["blobs"]
-    _box(widget).click()
+    contrast_box(widget).click()
     c.go_to_slice(3)
     c.add_point(3, 20, 20)
     c.propagate()
@@ -199,7 +193,7 @@ def test_loading_a_session_restores_the_limits_its_model_saw(make_widget, tiny_p
 
     viewer, widget = make_widget(blob_stack(), name="blobs", preload=False)
     use_predictor(widget, tiny_predictor)
-    c, layer, box = widget.controller, viewer.layers["blobs"], _box(widget)
+    c, layer, box = widget.controller, viewer.layers["blobs"], contrast_box(widget)
     box.click()
     layer.contrast_limits = (0, 40)
     qtbot.waitUntil(lambda: c.model_contrast() == (0.0, 40.0), timeout=5_000)
@@ -232,7 +226,7 @@ def test_closing_the_dock_lets_its_contrast_stores_go(make_widget, tiny_predicto
     c = widget.controller
     widget._store.setText(str(tmp_path / "emb.zarr"))
     widget._on_store_changed()
-    _box(widget).click()
+    contrast_box(widget).click()
     qtbot.waitUntil(lambda: c.model_contrast() == (10.0, 120.0), timeout=5_000)
     c.compute_embeddings([3])
     store = tmp_path / "emb.contrast-10-120.zarr"

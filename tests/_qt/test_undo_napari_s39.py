@@ -6,16 +6,7 @@ a step onto napari's history, and napari's next Ctrl+Z then did nothing visible.
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QPushButton
-from sam_qt_helpers import canvas_click, click_commit, press_key
-
-
-def _click_button(qtbot, widget, text: str) -> str:
-    """Click the dock's button whose text starts with ``text``; returns the status line."""
-    button = next(b for b in widget.findChildren(QPushButton) if b.text().startswith(text))
-    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
-    return widget._status.text()
+from sam_qt_helpers import canvas_click, click_button, click_commit, press_key
 
 
 def _napari_undo(viewer, labels, redo=False):
@@ -36,14 +27,14 @@ def test_the_dock_s_redo_after_napari_s_ctrl_z_and_the_dock_s_undo_restores_the_
     empty = np.array(labels.data)
     assert not empty.any()
 
-    text = _click_button(qtbot, widget, "Undo")
+    text = click_button(qtbot, widget, "Undo")
     assert text.startswith(
         "Undid commit of label 1 in 'segmentation'. Nothing changed: label 1 was already "
         "removed from the layer (napari's Ctrl+Z or the eraser?); Redo puts it back."), text
     np.testing.assert_array_equal(np.asarray(labels.data), empty)
     assert len(labels._redo_history) == 1  # napari's own redo of the commit is kept
 
-    text = _click_button(qtbot, widget, "Redo")
+    text = click_button(qtbot, widget, "Redo")
     assert text.startswith("Redid commit of label 1 in 'segmentation'."), text
     assert "Nothing changed" not in text, text
     np.testing.assert_array_equal(np.asarray(labels.data), committed)
@@ -61,13 +52,13 @@ def test_a_redo_that_finds_the_label_back_adds_no_step_to_napari_s_history(stack
     click_commit(viewer, widget, 20, 20)
     labels = widget.controller.target_layer
     committed = np.array(labels.data)
-    _click_button(qtbot, widget, "Undo")
+    click_button(qtbot, widget, "Undo")
     assert not np.asarray(labels.data).any()
     _napari_undo(viewer, labels)  # undoes the dock's undo: label 1 back
     np.testing.assert_array_equal(np.asarray(labels.data), committed)
     steps = len(labels._undo_history), len(labels._redo_history)
 
-    text = _click_button(qtbot, widget, "Redo")
+    text = click_button(qtbot, widget, "Redo")
     assert "Label 1 is already back, pixel for pixel" in text, text
     assert (len(labels._undo_history), len(labels._redo_history)) == steps
     _napari_undo(viewer, labels)  # napari's Ctrl+Z: the commit undone, at the first press
@@ -91,16 +82,16 @@ def test_the_console_line_a_uint8_refusal_gives_commits_label_256(stack_widget, 
     widget._target.activated.emit(index)
     viewer.layers.selection.active = widget.controller.points_layer
     canvas_click(viewer, 20, 20)
-    text = _click_button(qtbot, widget, "Commit")
+    text = click_button(qtbot, widget, "Commit")
     assert text.startswith("Not committed: 'u8 labels' is uint8"), text
     (line,) = re.findall(r"console:? \(?(.+?astype\('uint32'\))", text)
     exec(line, {"viewer": viewer})  # what napari's console holds: the viewer, no 'layer'
     assert layer.data.dtype == np.uint32
     np.testing.assert_array_equal(layer.data, full)
-    text = _click_button(qtbot, widget, "Commit")
+    text = click_button(qtbot, widget, "Commit")
     assert text.startswith("Committed label 256"), text
     assert (np.asarray(layer.data)[3] == 256).any()
-    text = _click_button(qtbot, widget, "Undo")
+    text = click_button(qtbot, widget, "Undo")
     assert text.startswith("Undid commit of label 256 in 'u8 labels'."), text
     np.testing.assert_array_equal(np.asarray(layer.data), full)
 
@@ -116,9 +107,9 @@ def test_the_undo_and_redo_of_a_two_object_commit_name_labels_in_the_plural(stac
                        [[3, 34, 34], [3, 34, 54], [3, 54, 54], [3, 54, 34]]],
                       shape_type="rectangle")  # what two drags in 'add rectangle' draw
     qtbot.waitUntil(lambda: len(c.previews) == 2, timeout=10_000)
-    text = _click_button(qtbot, widget, "Commit")
+    text = click_button(qtbot, widget, "Commit")
     assert text.startswith("Committed labels 1, 2"), text
-    text = _click_button(qtbot, widget, "Undo")
+    text = click_button(qtbot, widget, "Undo")
     assert text.startswith("Undid commit of labels 1, 2 in 'segmentation'."), text
-    text = _click_button(qtbot, widget, "Redo")
+    text = click_button(qtbot, widget, "Redo")
     assert text.startswith("Redid commit of labels 1, 2 in 'segmentation'."), text
