@@ -46,6 +46,7 @@ from .channel_boxes import ChannelBoxes, file_channel_axis
 from .controller import AnnotationController
 from .controls import button, check, combo, help_button, key_of, label, row_of
 from .device_box import DeviceBox
+from .embedding_line import EmbeddingLine
 from .file_scale import apply_file_scale
 from .input_guard import guard_inputs
 from .job_bar import JobBar
@@ -136,6 +137,7 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
             signal.connect(slot)
         write_autosaves_in_background(c, self._links, self._autosave)  # large ones threaded
         layer_contrast.LayerContrast(c, self._links, self._tile, self._schedule_preload)
+        EmbeddingLine(c, self._emb_state, self._links)  # beside 'Compute embeddings'
         self._keys = keys.KeyBindings(
             napari_viewer, {k.action: getattr(self, f"_on_{k.action}") for k in keys.KEYS}
         )
@@ -173,19 +175,10 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
             "variable NAPARI_SAM_PRECISION changes what 'auto' means)."
         ))
         form.addRow(self._device_info)
-        self._precision = combo(
-            PRECISION_CHOICES,
-            tip="Compute precision of the model: 'auto' (shown above), 'fp32' (exact float32, "
-                "slower on CPUs with native bf16), 'bf16' (faster where the hardware has it; "
-                "masks agree with fp32 ones at IoU >= 0.98).",
-            changed=self._on_precision_changed,
-        )
+        self._precision = combo(PRECISION_CHOICES, changed=self._on_precision_changed)
         form.addRow("Precision", self._precision)
-        self._tile = check(
-            "Tile large images", True, toggled=lambda on: self._on_tile_changed(on),
-            tip="Embed images over 1.5 model inputs wide (SAM: 1536 px, the demo: 384 px) at "
-                "full resolution in overlapping tiles of the model input's size, so small "
-                "objects keep their detail; off: shrink each slice to the model input.")
+        self._tile = check("Tile large images", True,  # (its tooltip: tips.BUTTON_TIPS)
+                           toggled=lambda on: self._on_tile_changed(on))
         form.addRow(self._tile)
         store_row = QHBoxLayout()
         self._store = QLineEdit()
@@ -365,7 +358,6 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
 
     def _on_status(self, text: str):
         self._status.setText(text)
-        self._emb_state.setText(self.controller.embedding_summary())
 
     # ------------------------------------------------------------------ sync with viewer
     def _layer(self, name: str | None):

@@ -1,0 +1,101 @@
+"""The line beside 'Compute embeddings': what is embedded for the image and model picked, and,
+while a job embeds, how far it is.
+
+While a job embeds, the line counts what it has done: "embedding tiles 12/441" on a tiled
+image (windows over all the slices it embeds), "embedding slices 3/8" on a stack ("embedding
+the slice" on a 2D image). Once the job ends it says what is embedded now, e.g. "6 of 6
+slices embedded" (:meth:`~napari_sam.annotate.annotation_session.AnnotationSession.embedding_summary`),
+after "cancelled: " or "failed: " when the job did not finish; the next job, or another image,
+model or setting, clears that. Before, the line was only redrawn when the status line
+changed: it kept "0 of 6 slices embedded" while slices were embedded, and an old count once
+they were (or once the image changed without a status line).
+"""
+
+from __future__ import annotations
+
+__all__ = ["EmbeddingLine", "progress_words"]
+
+
+def progress_words(phase: str, done: int, total: int, n_slices: int) -> str:
+    """The line while a job's ``phase`` ("embedding", "embedding tiles") has embedded
+    ``done`` of ``total`` (slices, or windows of tiles) of an image of ``n_slices`` slices."""
+    if total <= 0:
+        return f"{phase} ..."
+    if phase == "embedding tiles":
+        return f"embedding tiles {done}/{total}"
+    if n_slices == 1:
+        return f"embedding the slice {done}/{total}"
+    return f"embedding slices {done}/{total}"
+
+
+class EmbeddingLine:
+    """Keeps the label beside 'Compute embeddings' following the session and its jobs.
+
+    Parameters
+    ----------
+    session : napari_sam._qt.controller.AnnotationController
+    label : QLabel
+        The line.
+    links : list
+        The dock's (signal, slot) pairs, disconnected when it closes: the connections made
+        here are kept in it.
+    """
+
+    def __init__(self, session, label, links: list):
+        self.session = session
+        self.label = label
+        self.progress = (0, 0)  # done, total of the embedding phase under way
+        self.ended = ""  # "cancelled" or "failed": how the last embedding job ended
+        self.embedding = False  # the running job has started an embedding phase
+        self.key = None  # the image, model and settings the line is about (job_key)
+        self.job = None  # the job under way
+        for signal, slot in ((session.status_changed, self.refresh),
+                             (session.job_changed, self.on_job_changed),
+                             (session.job_phase, self.on_phase),
+                             (session.job_progress, self.on_progress),
+                             (session.viewer.layers.events.removed, self.refresh)):
+            links.append((signal, slot))
+            signal.connect(slot)
+        self.refresh()
+
+    def on_job_changed(self, job) -> None:
+        """A job started (its embedding not begun yet) or ended (None): the line says how
+        an embedding job ended."""
+        if job is not None:
+            self.ended, self.embedding, self.progress = "", False, (0, 0)
+        else:
+            ended = self.job
+            if self.embedding and ended is not None and not ended.succeeded:
+                self.ended = "cancelled" if ended.cancelled else "failed"
+            self.embedding = False
+        self.job = job
+        self.refresh()
+
+    def on_phase(self, name: str) -> None:
+        self.embedding = name.startswith("embedding")
+        self.progress = (0, 0)
+        self.refresh()
+
+    def on_progress(self, done: int, total: int) -> None:
+        if self.embedding:
+            self.progress = (int(done), int(total))
+            self.refresh()
+
+    def text(self) -> str:
+        """The line now."""
+        s = self.session
+        job = s.job
+        key = s.job_key() if s.source is not None else None
+        if key != self.key:  # another image, model or setting: a cancellation is old news
+            self.key, self.ended = key, ""
+        if job is not None and job.running and self.embedding and s.source is not None:
+            return progress_words(job.phase, *self.progress, s.source.n_slices)
+        summary = s.embedding_summary()
+        return f"{self.ended}: {summary}" if self.ended else summary
+
+    def refresh(self, *_) -> None:
+        """Redraw the line (on every change of the session or its job)."""
+        try:
+            self.label.setText(self.text())
+        except RuntimeError:  # (its Qt object was deleted with the dock)
+            pass

@@ -1,0 +1,59 @@
+"""Session 40: the dock opened from the menu, as a user sees it.
+
+- The line beside 'Compute embeddings' kept "0 of 6 slices embedded" while the slices were
+  embedded, and said nothing of the tiles of a large image for minutes: it now counts the
+  job's slices or tiles, and says how the job ended.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from sam_qt_helpers import (
+    blob_stack,
+    click_button,
+    large_image_embedding_tiles,
+    use_predictor,
+)
+
+
+def _settled(widget, qtbot) -> None:
+    """Wait for the preload the dock scheduled (from the event loop) to end."""
+    c = widget.controller
+    qtbot.wait(50)
+    qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
+
+
+def test_the_embedding_line_counts_the_slices_while_compute_embeddings_runs(
+        make_widget, tiny_predictor, qtbot):
+    _viewer, widget = make_widget(blob_stack(z=6), sync=False, name="stack")
+    use_predictor(widget, tiny_predictor)
+    c = widget.controller
+    _settled(widget, qtbot)
+    assert widget._emb_state.text() == "1 of 6 slices embedded"
+    seen = []  # the line at each progress report of the job (threaded)
+    c.job_progress.connect(lambda *_: seen.append(widget._emb_state.text()))
+    click_button(qtbot, widget, "Compute embeddings")
+    qtbot.waitUntil(lambda: c.job is None, timeout=120_000)
+    # (the job's first report, busy, comes before its embedding phase starts)
+    assert seen[0] == "1 of 6 slices embedded", seen
+    assert all(re.fullmatch(r"embedding slices [0-5]/5", t) for t in seen[1:]), seen
+    assert seen[-1] == "embedding slices 5/5", seen
+    assert widget._emb_state.text() == "6 of 6 slices embedded"
+
+
+def test_the_embedding_line_counts_tiles_and_says_a_cancel_until_the_image_changes(
+        make_widget, qtbot):
+    widget, c, job = large_image_embedding_tiles(make_widget, qtbot)
+    line = widget._emb_state
+    qtbot.waitUntil(lambda: bool(re.fullmatch(r"embedding tiles [1-9]\d*/\d+", line.text())),
+                    timeout=60_000)
+    click_button(qtbot, widget, "Cancel")
+    qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
+    assert line.text() == "cancelled: not embedded yet", line.text()
+    viewer = widget.viewer
+    viewer.add_image(np.zeros((64, 64), np.uint8), name="small")
+    widget._image.setCurrentIndex(widget._image.findData("small"))
+    _settled(widget, qtbot)
+    assert line.text() == "embedded"
