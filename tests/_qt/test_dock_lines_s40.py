@@ -3,6 +3,8 @@
 - The line beside 'Compute embeddings' kept "0 of 6 slices embedded" while the slices were
   embedded, and said nothing of the tiles of a large image for minutes: it now counts the
   job's slices or tiles, and says how the job ended.
+- Ticking 'Model sees the layer's contrast' over limits equal to those the slices were
+  embedded with said "Contrast changed" and embedded them again.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import numpy as np
 from sam_qt_helpers import (
     blob_stack,
     click_button,
+    contrast_box,
     large_image_embedding_tiles,
     use_predictor,
 )
+
+from napari_sam._qt.layer_contrast import DEBOUNCE_MS, HINT
 
 
 def _settled(widget, qtbot) -> None:
@@ -57,3 +62,23 @@ def test_the_embedding_line_counts_tiles_and_says_a_cancel_until_the_image_chang
     widget._image.setCurrentIndex(widget._image.findData("small"))
     _settled(widget, qtbot)
     assert line.text() == "embedded"
+
+
+def test_ticking_the_contrast_box_over_the_limits_embedded_with_keeps_the_embeddings(
+        stack_widget, qtbot):
+    viewer, widget = stack_widget
+    c, layer = widget.controller, viewer.layers["blobs"]
+    _settled(widget, qtbot)
+    emb = c.emb
+    lo, hi = emb.contrast_limits  # the stack's percentiles the slices were embedded with
+    layer.contrast_limits = (lo, hi)
+    qtbot.waitUntil(lambda: widget._status.text().startswith(HINT), timeout=5_000)
+    contrast_box(widget).click()
+    qtbot.wait(2 * DEBOUNCE_MS)
+    assert widget._status.text() == (
+        f"Contrast unchanged: the slices were embedded with the layer's limits ({lo:.6g}-"
+        f"{hi:.6g}) already; their embeddings are kept.")
+    assert c.emb is emb and c.model_contrast() is None and c.job is None
+    layer.contrast_limits = (lo, (lo + hi) / 2)  # a change of the user's is still applied
+    qtbot.waitUntil(lambda: c.model_contrast() == (lo, (lo + hi) / 2), timeout=5_000)
+    assert widget._status.text().startswith("Contrast changed"), widget._status.text()

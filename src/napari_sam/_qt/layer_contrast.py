@@ -84,6 +84,7 @@ class LayerContrast:
         self.current = None  # the limits the model sees for self.layer (None: percentiles)
         self.hinted = False  # the HINT was shown
         self.waiting = False  # the limits waiting for a propagated preview's commit
+        self.unchanged = None  # the layer's limits said to be those embedded with already
         self.box = check(BOX_TEXT, False, BOX_TIP, toggled=lambda on: self.schedule(0))
         form = beside.parentWidget().layout()
         row, _role = form.getWidgetPosition(beside)
@@ -194,6 +195,13 @@ class LayerContrast:
             return
         new = self.wanted(layer)
         if new == self.current:
+            self.unchanged = None  # (ticked again: said again)
+            return
+        if self.embedded_with(new):  # the same numbers: nothing to embed again
+            if self.unchanged != new:
+                self.unchanged = new
+                session.say(f"Contrast unchanged: the slices were embedded with "
+                            f"{contrast_words(new)} already; their embeddings are kept.")
             return
         job = session.job
         if job is not None and job.running:
@@ -205,10 +213,20 @@ class LayerContrast:
                             f"{contrast_words(new)} once you commit it (Shift+C) or clear it.")
             self.schedule(4 * DEBOUNCE_MS)  # (checked again until then)
             return
-        self.current, self.waiting = new, False
+        self.current, self.waiting, self.unchanged = new, False, None
         lead = session.contrast_changed()
         if self.after_change is not None:
             self.after_change(lead=lead)
+
+    def embedded_with(self, new) -> bool:
+        """Whether the layer's limits ``new`` (None: the percentiles) are, to the last
+        digits, those the current embeddings were computed with while the model sees the
+        stack's percentiles: the box ticked over limits equal to the percentiles changes
+        nothing (it said "Contrast changed" and embedded every slice again)."""
+        emb = self.session.emb
+        had = getattr(emb, "contrast_limits", None)
+        return (new is not None and self.current is None and had is not None
+                and bool(np.allclose(new, had, rtol=1e-6, atol=1e-9)))
 
     def restore(self, limits) -> None:
         """A loaded or resumed session's model saw ``limits`` (None: the stack's percentiles,
