@@ -5,6 +5,8 @@
   job's slices or tiles, and says how the job ended.
 - Ticking 'Model sees the layer's contrast' over limits equal to those the slices were
   embedded with said "Contrast changed" and embedded them again.
+- Undo and Redo were always enabled: a click with nothing to undo changed only the status
+  line. They are enabled when they can act, their tooltips naming the commit.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from __future__ import annotations
 import re
 
 import numpy as np
+from qtpy.QtWidgets import QPushButton
 from sam_qt_helpers import (
     blob_stack,
     click_button,
+    click_commit,
     contrast_box,
     large_image_embedding_tiles,
+    press_key,
     use_predictor,
 )
 
@@ -82,3 +87,47 @@ def test_ticking_the_contrast_box_over_the_limits_embedded_with_keeps_the_embedd
     layer.contrast_limits = (lo, (lo + hi) / 2)  # a change of the user's is still applied
     qtbot.waitUntil(lambda: c.model_contrast() == (lo, (lo + hi) / 2), timeout=5_000)
     assert widget._status.text().startswith("Contrast changed"), widget._status.text()
+
+
+def _history_buttons(widget) -> tuple[QPushButton, QPushButton]:
+    undo, redo = (next(b for b in widget.findChildren(QPushButton) if b.text().startswith(t))
+                  for t in ("Undo", "Redo"))
+    return undo, redo
+
+
+def test_undo_and_redo_are_enabled_only_when_they_can_act(stack_widget, qtbot):
+    viewer, widget = stack_widget
+    c = widget.controller
+    undo, redo = _history_buttons(widget)
+    assert not undo.isEnabled() and not redo.isEnabled()
+    assert undo.toolTip() == "Nothing to undo: no commit made yet. Key: Shift+U."
+    before = widget._status.text()
+    assert click_button(qtbot, widget, "Undo") == before  # a disabled button: no line
+
+    click_commit(viewer, widget, 20, 20)
+    labels = c.target_layer
+    committed = np.array(labels.data)
+    assert undo.isEnabled() and not redo.isEnabled()
+    assert undo.toolTip() == ("Undo the commit of label 1 in 'segmentation'; pixels you "
+                              "changed since are left as they are. Key: Shift+U.")
+    viewer.layers.selection.active = labels
+    press_key(viewer, "Control-Z")  # napari's own undo: the dock's Undo still has the step
+    assert not np.asarray(labels.data).any()
+    assert undo.isEnabled() and not redo.isEnabled()
+    viewer.layers.selection.active = c.points_layer
+
+    text = click_button(qtbot, widget, "Undo")
+    assert text.startswith("Undid commit of label 1 in 'segmentation'."), text
+    assert not undo.isEnabled() and redo.isEnabled()
+    assert redo.toolTip() == "Redo the commit of label 1 in 'segmentation'. Key: Shift+R."
+    empty = np.array(labels.data)
+    text = click_button(qtbot, widget, "Undo")  # disabled: nothing happens
+    np.testing.assert_array_equal(np.asarray(labels.data), empty)
+    assert text.startswith("Undid commit"), text
+
+    text = click_button(qtbot, widget, "Redo")
+    assert text.startswith("Redid commit of label 1 in 'segmentation'."), text
+    np.testing.assert_array_equal(np.asarray(labels.data), committed)
+    assert undo.isEnabled() and not redo.isEnabled()
+    viewer.layers.remove(labels)  # its steps go with it
+    assert not undo.isEnabled() and not redo.isEnabled()

@@ -48,6 +48,7 @@ from .controls import button, check, combo, help_button, key_of, label, row_of
 from .device_box import DeviceBox
 from .embedding_line import EmbeddingLine
 from .file_scale import apply_file_scale
+from .history_buttons import HistoryButtons
 from .input_guard import guard_inputs
 from .job_bar import JobBar
 from .model_box import ModelBox
@@ -138,6 +139,7 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
         write_autosaves_in_background(c, self._links, self._autosave)  # large ones threaded
         layer_contrast.LayerContrast(c, self._links, self._tile, self._schedule_preload)
         EmbeddingLine(c, self._emb_state, self._links)  # beside 'Compute embeddings'
+        HistoryButtons(c, *self._history, self._links)  # Undo, Redo enabled when they can act
         self._keys = keys.KeyBindings(
             napari_viewer, {k.action: getattr(self, f"_on_{k.action}") for k in keys.KEYS}
         )
@@ -238,8 +240,10 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
         v.addWidget(self._overwrite)
         row = QHBoxLayout()
         row.addWidget(button("Commit", key_of("commit"), self._on_commit))
-        row.addWidget(button("Undo", key_of("undo"), self._on_undo))
-        row.addWidget(button("Redo", key_of("redo"), self._on_redo))
+        self._history = [button(t, key_of(t.lower()), getattr(self, f"_on_{t.lower()}"))
+                         for t in ("Undo", "Redo")]  # enabled by HistoryButtons
+        for btn in self._history:
+            row.addWidget(btn)
         v.addLayout(row)
         return box
 
