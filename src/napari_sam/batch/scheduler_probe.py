@@ -3,8 +3,9 @@
 dask's client reads the answer to its handshake without a timeout and trusts the first 8
 bytes as a frame count: a scheduler's dashboard (HTTP, port 8787) kept ``napari-sam`` waiting
 silently for minutes, and an SSH server's banner became "MemoryError: Unable to allocate 2.82
-EiB". :func:`not_a_scheduler` does dask's handshake itself, bounded in time, and when it
-fails looks at what answers instead."""
+EiB", and a listener that accepts and never speaks kept it waiting forever.
+:func:`not_a_scheduler` does dask's handshake itself, bounded in time, and when it fails looks
+at what answers instead."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import threading
 from urllib.parse import urlsplit
 
 #: Seconds the dask handshake may take before the listener is looked at (a scheduler answers
-#: in milliseconds).
+#: in milliseconds); a listener that accepts and sends nothing in this time is refused.
 HANDSHAKE_TIMEOUT = 5.0
 
 #: What to do when something other than a scheduler listens at ``--scheduler``.
@@ -63,16 +64,20 @@ def dask_handshake_error(address: str, timeout: float = HANDSHAKE_TIMEOUT
     return box.get("error")
 
 
-def _answer(host: str, port: int, send: bytes | None, wait: float) -> bytes:
+def _answer(host: str, port: int, send: bytes | None, wait: float) -> bytes | None:
     """The first bytes the listener at ``host:port`` sends within ``wait`` seconds (after
-    ``send``, if given); b"" for none."""
+    ``send``, if given); b"" for none; None when no connection could be made."""
     try:
-        with socket.create_connection((host, port), timeout=wait) as sock:
+        sock = socket.create_connection((host, port), timeout=wait)
+    except OSError:
+        return None
+    with sock:
+        try:
             if send:
                 sock.sendall(send)
             return sock.recv(256)
-    except OSError:
-        return b""
+        except OSError:  # no answer in time, or the connection was reset
+            return b""
 
 
 def _shown(data: bytes) -> str:
@@ -109,10 +114,13 @@ def not_a_scheduler(address: str, timeout: float = HANDSHAKE_TIMEOUT) -> str | N
     if banner:
         return f"something else is listening there: it sent {_shown(banner)}"
     reply = _answer(host, port, f"HEAD / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode(), 3.0)
-    if reply.startswith(b"HTTP/"):
+    if reply and reply.startswith(b"HTTP/"):
         return ("an HTTP server answers there, e.g. a scheduler's dashboard: this is not "
                 f"a dask scheduler's port; {WHERE_IT_IS}")
-    if isinstance(error, TimeoutError) and not reply:
-        return None  # silent, maybe a busy scheduler: let the client wait its timeout
+    if isinstance(error, TimeoutError) and reply is None:
+        return None  # no connection at all (e.g. a firewall): the client's timeout says so
+    if isinstance(error, TimeoutError) and not reply:  # dask's client would wait forever
+        return (f"something accepts connections there but sent nothing within {timeout:g} s "
+                "of dask's handshake: not a dask scheduler, or one too busy to answer")
     return (f"something listens there but does not answer as a dask scheduler "
             f"({type(error).__name__}{': ' if str(error) else ''}{str(error)[:80]})")
