@@ -496,23 +496,29 @@ def missing_folders(path) -> list[Path]:
     return made
 
 
+def folders_to_make(paths) -> list[Path]:
+    """The folders of every one of ``paths`` (itself and its parents) that do not exist yet,
+    deepest first: ``-o`` and the subfolders under it that the outputs of ``--recursive``
+    inputs mirror, before the run creates them."""
+    made = {folder for path in paths for folder in missing_folders(path)}
+    return sorted(made, key=lambda folder: (-len(folder.parts), str(folder)))
+
+
 def remove_empty(folders) -> None:
-    """Remove the folders a run created (deepest first) where they are still empty but for
-    empty folders of napari-sam's work folder: a run stopped by an error or interrupted
-    before it wrote anything leaves no empty ``-o`` behind. A folder that existed before
-    the run is never in ``folders``."""
+    """Remove the folders a run created (``folders``, deepest first) where they are still
+    empty but for empty folders of napari-sam's work folder: a run stopped by an error or
+    interrupted before it wrote anything leaves no empty ``-o`` behind, and a ``--recursive``
+    subfolder whose files all failed no empty mirror of it. A folder that existed before the
+    run is never in ``folders``."""
     from napari_sam.batch.inputs import WORK_DIR
 
-    if folders:
-        work = Path(folders[0]) / WORK_DIR
+    for folder in folders:
+        work = Path(folder) / WORK_DIR
         for root, _, _ in sorted(os.walk(work), key=lambda w: -len(w[0])):  # deepest first
             with contextlib.suppress(OSError):
                 os.rmdir(root)  # only when empty
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:  # not empty (outputs, another run's files) or gone: kept
-            return
+        with contextlib.suppress(OSError):  # not empty (outputs, another run's files): kept
+            Path(folder).rmdir()
 
 
 def session_model(prompts, args) -> str | None:
@@ -594,8 +600,9 @@ def companions_left_out(found, args):
 
 def cmd_batch(args) -> int:
     """Run ``embed``, ``auto`` or ``segment``; returns the exit code. An ``-o`` folder this
-    run created is removed again when the run ends with nothing written in it (an error, failed
-    files, Ctrl-C or SIGTERM), whatever the exit code."""
+    run created, and a subfolder of it for ``--recursive`` inputs, is removed again when the
+    run ends with nothing written in it (an error, failed files, Ctrl-C or SIGTERM), whatever
+    the exit code."""
     from napari_sam import batch
 
     check_batch_args(args)
@@ -620,11 +627,11 @@ def cmd_batch(args) -> int:
     if prompts is not None:  # every prompt against its stack's shape, before any embedding
         for note in batch.check_prompts(prompts, jobs, ctx):
             print_note(note)
-    made = missing_folders(args.output)
+    made = folders_to_make([args.output, *(job.output.parent for job in jobs)])
     check_output_dir(args.output)  # created here, once the inputs and prompts are good
     try:
         return run_batch(args, ctx, jobs, prompts)
-    finally:  # an error, a failure or Ctrl-C before anything was written: no empty -o
+    finally:  # an error, a failure or Ctrl-C before anything was written: no empty folders
         remove_empty(made)
 
 
