@@ -121,3 +121,49 @@ def test_a_trace_of_many_objects_is_drawn_as_readable_pages(tmp_path):
     assert render_pages(_trace(3), png) == [png]  # a few objects: one row each, as before
     with Image.open(png) as img:
         assert img.size == (900, 40 + 3 * 150)
+
+
+def test_segment_everything_returns_the_trace_auto_records(tmp_path, nuclei, offline_cli,
+                                                          capsys):
+    """A scripting user gets the trace that ``napari-sam auto`` records (session 40: the
+    library's segment everything gave none): for the same stack and settings,
+    ``segment_everything(..., trace=True).trace`` equals the sidecar's ``stop_reasons`` and
+    ``trace``, and ``render_pages`` draws it as ``napari-sam report`` does."""
+    import napari_sam as ns
+    from napari_sam import io as nio
+    from napari_sam.trace import render_pages
+
+    out = tmp_path / "out"
+    rc, _, err = cli(["auto", nuclei, "-o", out, "--model", "demo", *BASE], capsys)
+    assert rc == 0, err
+    side = json.loads(nio.output_metadata_path(out / "nuclei_labels.tif").read_text())
+
+    res = ns.segment_everything(tifffile.imread(nuclei), "demo", device="cpu",
+                                precision="fp32", trace=True)
+    np.testing.assert_array_equal(res.labels, tifffile.imread(out / "nuclei_labels.tif"))
+    assert len(res.trace["trace"]["objects"]) >= 3
+    assert json.loads(json.dumps(res.trace)) == {k: side["extra"][k]
+                                                 for k in ("stop_reasons", "trace")}
+    assert ns.segment_everything(tifffile.imread(nuclei), "demo", device="cpu",
+                                 precision="fp32").trace is None  # only when asked
+    assert render_pages(res.trace["trace"], tmp_path / "t.png") == [tmp_path / "t.png"]
+
+
+@pytest.mark.parametrize("case", ["2d", "no-propagate", "not-bool"])
+def test_a_trace_without_propagation_is_refused_before_any_work(case, tiny_model):
+    import napari_sam as ns
+
+    stack = np.zeros((2, 32, 32), np.uint16) if case != "2d" else np.zeros((32, 32))
+    kw = {"trace": "yes"} if case == "not-bool" else {"trace": True}
+    if case == "no-propagate":
+        kw["propagate"] = False
+    with pytest.raises(ValueError) as err:
+        ns.segment_everything(stack, str(tiny_model), device="cpu", **kw)
+    assert str(err.value) == {
+        "2d": "trace=True returns the propagation trace of a stack, and a 2D image is not "
+              "propagated: leave trace out (result.stats counts the candidate masks each "
+              "filter dropped)",
+        "no-propagate": "trace=True returns the propagation trace, and propagate=False "
+                        "propagates nothing: drop one of them (result.stats counts the "
+                        "candidate masks each filter dropped)",
+        "not-bool": "trace must be True or False, got 'yes'"}[case]

@@ -40,6 +40,7 @@ __all__ = [
     "OVERLAP",
     "SCORE_DROP",
     "STILL_THERE",
+    "automatic_trace",
     "describe_slices",
     "propagation_trace",
     "render_pages",
@@ -206,6 +207,36 @@ def propagation_trace(
             rec["id"] = int(ids.get(oid, oid))
         objects.append(rec)
     return {"format": 1, "n_slices": int(labels.shape[0]), "objects": objects}
+
+
+def automatic_trace(labels, stack, scores: Mapping[int, Mapping[int, float]],
+                    found: Mapping) -> dict:
+    """The trace of segment everything's propagation of a stack: what ``napari-sam auto``
+    writes into its output's sidecar (``extra``) and ``segment_everything(..., trace=True)``
+    returns as ``AutomaticResult.trace``.
+
+    Parameters
+    ----------
+    labels : array-like (Z, Y, X) int
+        The final labels (each object under its label value).
+    stack : array-like (Z, Y, X) or (Z, Y, X, C), or None
+        The images (for contrast and early stops).
+    scores : mapping id -> {slice: predicted IoU}
+        Each object's per-slice scores (``propagate_objects``'s third result).
+    found : mapping
+        What :func:`napari_sam.automatic.stack.propagate_objects` put in its ``trace`` dict
+        (``{}`` when nothing was propagated).
+
+    Returns
+    -------
+    dict
+        ``{"stop_reasons": {"id": {"up"|"down": reason}}, "trace": ...}``: the ids as strings
+        (JSON keys), sorted; ``trace`` is :func:`propagation_trace`'s, each object's seed slice
+        (where its largest 2D detection was) as the annotated one. JSON-ready.
+    """
+    reasons = found.get("stop_reasons", {})
+    trace = propagation_trace(labels, stack, scores, reasons, found.get("seeds"))
+    return {"stop_reasons": {str(k): v for k, v in sorted(reasons.items())}, "trace": trace}
 
 
 # ------------------------------------------------------------------------------ rendering

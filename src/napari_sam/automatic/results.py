@@ -107,12 +107,17 @@ class AutomaticResult:
         2D only: masks the generator kept that smaller masks cover entirely, or all but
         less than ``min_visible_fraction`` of their area, so they have no pixel in ``labels``
         (``id`` 0). ``records + hidden`` is the full set Meta's generator would return.
+    trace : dict or None
+        Stacks segmented with ``trace=True`` (and propagation): why each object stopped
+        where it did, slice by slice, as ``napari-sam auto`` records it in its output's
+        sidecar (:func:`napari_sam.trace.automatic_trace`); None otherwise.
     """
 
     labels: np.ndarray
     records: list
     stats: dict = field(default_factory=dict)
     hidden: list = field(default_factory=list, repr=False)
+    trace: dict | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.records)

@@ -49,6 +49,7 @@ def segment_everything(
     keep_masks: bool = True,
     progress: ProgressArg = None,
     tiling="auto",
+    trace: bool = False,
 ) -> AutomaticResult:
     """Automatic instance segmentation of a 2D image or a stack ("segment everything").
 
@@ -173,12 +174,21 @@ def segment_everything(
         removed, and one label image is painted (:mod:`napari_sam.automatic.tiled`).
         Ignored for an ImageEmbedding or StackEmbeddings (already embedded untiled). A tiled
         stack with ``propagate=True`` needs tiled stack embeddings (``napari_sam.tiled_stack``).
+    trace : bool
+        Stacks with ``propagate`` only: also return the propagation trace that ``napari-sam
+        auto`` records in its output's sidecar, as ``result.trace`` (per object, slice by
+        slice, its predicted IoU, area and contrast, where and why it stopped, and slices
+        worth a look; :func:`napari_sam.trace.automatic_trace`).
+        ``napari_sam.trace.render_pages(result.trace["trace"], "trace.png")`` draws it as
+        ``napari-sam report`` does. ValueError for a 2D image or ``propagate=False``, which
+        have no propagation (``result.stats`` counts the candidate masks each filter dropped).
 
     Returns
     -------
     AutomaticResult
         ``labels`` without overlaps (every pixel gets the smallest mask covering it) and
-        ``records``: :class:`MaskRecord` for images, :class:`ObjectRecord` for stacks.
+        ``records``: :class:`MaskRecord` for images, :class:`ObjectRecord` for stacks;
+        ``trace`` with ``trace=True``.
 
     Raises
     ------
@@ -212,7 +222,7 @@ def segment_everything(
         rescue_margin,
     )  # fmt: skip
     stack_args = _stack_args(link_iou, max_gap, min_z_extent, keep_masks, progress, propagate,
-                             axis_kind)
+                             axis_kind, trace)
     _check_choices(foreground, tiling)
 
     if isinstance(x, StackEmbeddings) or _is_tiled_stack(x):
@@ -220,6 +230,8 @@ def segment_everything(
         return segment_stack(x, params, foreground, *stack_args, images=image)
     if model is None:
         raise ValueError("a model is needed: segment_everything(image, model)")
+    if isinstance(x, (ImageEmbedding, TiledEmbedding)):
+        _check_trace_2d(trace)
     if isinstance(x, ImageEmbedding):
         return _segment_embedding(x, model, params, foreground, image, contrast_limits, device,
                                   precision, keep_masks)
@@ -267,7 +279,7 @@ def _refuse_sam2(model) -> None:
 
 
 def _stack_args(link_iou, max_gap, min_z_extent, keep_masks, progress, propagate,
-                axis_kind) -> tuple:
+                axis_kind, trace) -> tuple:
     """The checked stack arguments, in :func:`segment_stack`'s order after ``foreground``."""
     if not 0 <= float(link_iou) <= 1:
         raise ValueError(f"link_iou must be in [0, 1], got {link_iou}")
@@ -275,7 +287,22 @@ def _stack_args(link_iou, max_gap, min_z_extent, keep_masks, progress, propagate
     min_z_extent = check_int("min_z_extent", min_z_extent, 1)
     if axis_kind not in ("z", "t"):
         raise ValueError(f"axis_kind must be 'z' or 't', got {axis_kind!r}")
-    return link_iou, max_gap, min_z_extent, keep_masks, progress, bool(propagate), axis_kind
+    if not isinstance(trace, (bool, np.bool_)):
+        raise ValueError(f"trace must be True or False, got {trace!r}")
+    if trace and not propagate:
+        raise ValueError("trace=True returns the propagation trace, and propagate=False "
+                         "propagates nothing: drop one of them (result.stats counts the "
+                         "candidate masks each filter dropped)")
+    return (link_iou, max_gap, min_z_extent, keep_masks, progress, bool(propagate), axis_kind,
+            bool(trace))
+
+
+def _check_trace_2d(trace) -> None:
+    """ValueError for ``trace=True`` with a 2D image, which is not propagated."""
+    if trace:
+        raise ValueError("trace=True returns the propagation trace of a stack, and a 2D image "
+                         "is not propagated: leave trace out (result.stats counts the "
+                         "candidate masks each filter dropped)")
 
 
 def _is_tiled_stack(x) -> bool:
@@ -295,6 +322,7 @@ def _segment_array(x, model, params, foreground, contrast_limits, device, precis
     shape = tuple(arr.shape)
     is_rgb = len(shape) == 3 and shape[-1] in (3, 4)
     if len(shape) == 2 or is_rgb or (len(shape) == 3 and shape[-1] == 1):
+        _check_trace_2d(stack_args[7])
         return _segment_image_array(arr, model, params, foreground, contrast_limits, device,
                                     precision, keep_masks, tiling, stack_args[4])
     if len(shape) in (3, 4):

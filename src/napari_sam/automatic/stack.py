@@ -39,7 +39,7 @@ def _stack_foreground(foreground, shape) -> np.ndarray | None:
 
 
 def segment_stack(emb, params: AutomaticParams, foreground, link_iou, max_gap, min_z_extent,
-                  keep_masks, progress, propagate=True, axis_kind="z",
+                  keep_masks, progress, propagate=True, axis_kind="z", trace=False,
                   images=None) -> AutomaticResult:
     """Segment everything on the stack embeddings ``emb`` (see
     :func:`~napari_sam.automatic.segment_everything` for the arguments).
@@ -49,7 +49,9 @@ def segment_stack(emb, params: AutomaticParams, foreground, link_iou, max_gap, m
     :class:`~napari_sam.automatic.tiled.TiledSlices`): then every slice is segmented window
     by window (:func:`~napari_sam.automatic.tiled.segment_tiled_2d`). ``images``, the
     (Z, Y, X[, C]) stack, is read for the slices' pixels when ``emb`` has no ``slice_image``
-    (default: the stack tiled stack embeddings keep, ``emb.stack``).
+    (default: the stack tiled stack embeddings keep, ``emb.stack``). ``trace`` (with
+    ``propagate``): the result's ``trace`` is the propagation's
+    (:func:`napari_sam.trace.automatic_trace`).
     """
     if images is None:
         images = getattr(emb, "stack", None)
@@ -70,21 +72,26 @@ def segment_stack(emb, params: AutomaticParams, foreground, link_iou, max_gap, m
         per_slice, iou_threshold=link_iou, max_gap=max_gap,
         min_z_extent=1 if propagate else min_z_extent,
     )
-    scores = None
+    scores, found = None, {}
     if propagate and labels.max() > 0:
         part = None if report is None else report.part(unit * zdim, unit * zdim)
         det = {(z, mapping[(z, i)]): r.predicted_iou for (z, i), r in slice_records.items()
                if mapping.get((z, i))}
         labels, final_id, scores, stats["propagation"] = propagate_objects(
             emb, labels, min_z_extent, axis_kind, part,
-            lambda z, oid: det.get((z, oid), float("nan")),
+            lambda z, oid: det.get((z, oid), float("nan")), trace=found,
         )
         mapping = {(z, i): final_id(z, oid) for (z, i), oid in mapping.items()}
     if report is not None:
         report.finish()  # (total, total), also when there was nothing to propagate
     records = _object_records(labels, mapping, slice_records, scores)
     stats["objects"] = len(records)
-    return AutomaticResult(labels, records, stats)
+    result = AutomaticResult(labels, records, stats)
+    if trace and propagate:  # what `napari-sam auto` records in its output's sidecar
+        from napari_sam.trace import automatic_trace
+
+        result.trace = automatic_trace(labels, images, scores or {}, found)
+    return result
 
 
 def _segment_slices(emb, engine, fg_all, foreground, stats, keep_masks, images, progress,

@@ -539,12 +539,11 @@ def auto_trace(labels: np.ndarray, opened: OpenedImage, per_slice: dict, found: 
     label value, its seed slice, where its largest 2D detection was, as the annotated one).
 
     ``per_slice``: ``{id: {slice: predicted IoU}}``; ``found``: what
-    :func:`napari_sam.automatic.propagate_objects` put in its ``trace`` dict."""
-    from napari_sam.trace import propagation_trace
+    :func:`napari_sam.automatic.propagate_objects` put in its ``trace`` dict. The same as
+    ``segment_everything(..., trace=True).trace`` (:func:`napari_sam.trace.automatic_trace`)."""
+    from napari_sam.trace import automatic_trace
 
-    reasons = found.get("stop_reasons", {})
-    trace = propagation_trace(labels, opened.stack, per_slice, reasons, found.get("seeds"))
-    return {"stop_reasons": {str(k): v for k, v in sorted(reasons.items())}, "trace": trace}
+    return automatic_trace(labels, opened.stack, per_slice, found)
 
 
 def _preview_slice(plan: LinkPlan, work: Path, z: int) -> np.ndarray:
