@@ -1,7 +1,7 @@
 """Whether a click in the napari view prompts the image, said in the status line: a 3D view,
-a view whose plane is not the image's (Y, X) plane or a tilting transform (the view's
-problem), and another layer than 'SAM points' or 'SAM boxes' selected (a click goes to that
-layer, so nothing happens: the status says which layer to select). A mixin of
+a view whose plane is not the image's (Y, X) plane, a tilting transform or grid mode (the
+view's problem), and another layer than 'SAM points' or 'SAM boxes' selected (a click goes to
+that layer, so nothing happens: the status says which layer to select). A mixin of
 :class:`~napari_sam._qt.controller.AnnotationController`.
 """
 
@@ -11,6 +11,7 @@ from napari_sam.annotate.annotation_session import AnnotationSession
 from napari_sam.annotate.errors import UserError
 
 from . import layers as L
+from .grid_view import grid_of, grid_problem
 from .view_events import ViewEvents
 
 __all__ = ["ViewProblems"]
@@ -23,7 +24,8 @@ class ViewProblems(AnnotationSession):
     def watch_view(self, viewer) -> None:
         """Follow the view's axes and the layer selected in ``viewer``."""
         self._view_said = False  # the status says the view cannot prompt
-        self._view_events = ViewEvents(viewer.dims, self._on_view_changed, self.slice_shown)
+        self._view_events = ViewEvents(viewer.dims, self._on_view_changed, self.slice_shown,
+                                       grid=grid_of(L.unwrap(viewer)))
         viewer.layers.selection.events.active.connect(self._on_active_layer)
 
     def unwatch_view(self) -> None:
@@ -66,13 +68,17 @@ class ViewProblems(AnnotationSession):
 
     def view_problem(self) -> str | None:
         """Why a click in the view cannot prompt the image (None: it can): a 3D view, a view
-        whose plane is not the image's (Y, X) plane, or an image transform tilting slices."""
+        whose plane is not the image's (Y, X) plane, an image transform tilting slices, or
+        napari's grid mode drawing the image and 'SAM points' in separate tiles."""
         layer, src = self.image_layer, self.source
         if layer is None or src is None or layer not in self.viewer.layers:
             return None
         tilted = L.transform_problem(src, layer)
         if tilted:
             return tilted
+        grid = grid_problem(self.viewer, layer, (self.points_layer, self.boxes_layer))
+        if grid:
+            return grid
         dims = self.viewer.dims
         if dims.ndisplay == 3:
             return ("The view is 3D: clicks and boxes do not prompt there (the slice they "

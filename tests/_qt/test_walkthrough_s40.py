@@ -1,0 +1,41 @@
+"""Session 40's dock walk-through of napari's view settings and of the layers' lifecycle while a
+job runs: in grid mode a click on the image's tile prompted another pixel of the image (the
+one at that place of the 'SAM points' tile) and the preview showed in a third tile."""
+
+from __future__ import annotations
+
+import numpy as np
+from sam_qt_helpers import blob_stack, canvas_click, use_predictor
+
+
+def test_grid_mode_refuses_clicks_that_would_prompt_another_pixel_and_says_what_to_do(
+        make_widget, tiny_predictor, qtbot):
+    viewer, widget = make_widget(blob_stack(), name="img")
+    viewer.add_image(blob_stack(seed=1), name="other")
+    viewer.layers.selection.active = viewer.layers["img"]
+    use_predictor(widget, tiny_predictor)
+    c = widget.controller
+    viewer.dims.set_point(0, 3)
+    viewer.window._qt_window.resize(1100, 800)
+    viewer.window._qt_window.show()  # napari lays the grid's tiles out in a shown canvas
+    qtbot.waitUntil(widget.isVisible, timeout=5000)
+    grid = viewer.canvas.grid if hasattr(viewer, "canvas") else viewer.grid
+    grid.enabled = True  # napari's grid button (Ctrl+G): one tile per layer
+    qtbot.wait(100)  # the canvas lays its tiles out
+    said = ("Grid mode is on: each layer is drawn in a tile of its own, so a click on 'img' "
+            "would prompt the pixel at that place of the 'SAM points' tile, not the one under "
+            "the mouse. Turn grid mode off (Ctrl+G, or the grid button at the bottom left of "
+            "the layer list) to prompt;")
+    assert widget._status.text().startswith(said), widget._status.text()
+    viewer.layers.selection.active = c.points_layer
+    canvas_click(viewer, 20, 20)
+    qtbot.wait(50)  # the refused point is removed after napari's release callbacks
+    assert len(c.points_layer.data) == 0 and not c.previews
+    assert widget._status.text().startswith(said)
+    assert widget._status.text().endswith("The point was not kept.")
+    grid.enabled = False  # back to one view: the status says what to do, and clicks prompt
+    assert widget._status.text().startswith("Click on an object in 'img'"), widget._status.text()
+    canvas_click(viewer, 20, 20)
+    qtbot.waitUntil(lambda: bool(c.previews), timeout=30_000)
+    assert np.allclose(c.points_layer.data, [[3, 20, 20]], atol=0.5)
+    assert [p.z for p in c.previews] == [3]
