@@ -4,10 +4,8 @@ napari's view and tools): a finished propagation was dropped without a word by a
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
-from sam_qt_helpers import blob_stack, canvas_click, press_key, use_predictor
+from sam_qt_helpers import canvas_click, press_key, propagating_held
 
 
 def test_the_3d_view_and_back_keeps_a_finished_propagation(stack_widget):
@@ -29,35 +27,9 @@ def test_the_3d_view_and_back_keeps_a_finished_propagation(stack_widget):
     np.testing.assert_array_equal(np.asarray(c.target_layer.data) == 1, propagated)
 
 
-def _propagating_held(make_widget, tiny_predictor, qtbot, monkeypatch):
-    """A threaded dock on an 8-slice stack, a nucleus clicked on slice 2 and Shift+D
-    pressed: the propagation runs (its phase "propagating") until the test sets ``go``.
-    Returns ``(viewer, widget, go)``."""
-    import napari_sam.volume as V
-
-    viewer, widget = make_widget(blob_stack(z=8), sync=False, name="stack")
-    use_predictor(widget, tiny_predictor)
-    c = widget.controller
-    viewer.dims.set_point(0, 2)
-    qtbot.waitUntil(lambda: c.job is None and c.ready([2]), timeout=60_000)
-    go, real = threading.Event(), V.segment_volume
-
-    def held(*args, **kwargs):  # the propagation runs until the test lets it go
-        assert go.wait(60)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(V, "segment_volume", held)
-    viewer.layers.selection.active = c.points_layer
-    canvas_click(viewer, 20, 20)
-    qtbot.waitUntil(lambda: c.job is None and bool(c.previews), timeout=60_000)
-    press_key(viewer, "Shift-D")
-    qtbot.waitUntil(lambda: c.job is not None and c.job.phase == "propagating", timeout=60_000)
-    return viewer, widget, go
-
-
 def test_a_click_while_a_propagation_runs_drops_its_result_and_says_so(
         make_widget, tiny_predictor, qtbot, monkeypatch):
-    viewer, widget, go = _propagating_held(make_widget, tiny_predictor, qtbot, monkeypatch)
+    viewer, widget, go = propagating_held(make_widget, tiny_predictor, qtbot, monkeypatch)
     c = widget.controller
     viewer.dims.set_point(0, 5)
     viewer.layers.selection.active = c.points_layer
@@ -79,7 +51,7 @@ def test_previewing_the_prompts_a_propagation_runs_on_does_not_say_it_will_be_dr
     """Shift+S on the propagated slice while the propagation ran said "started without these
     prompts, so its result will be dropped": false (the prompts are the ones it propagates),
     and its result was then kept."""
-    viewer, widget, go = _propagating_held(make_widget, tiny_predictor, qtbot, monkeypatch)
+    viewer, widget, go = propagating_held(make_widget, tiny_predictor, qtbot, monkeypatch)
     c = widget.controller
     press_key(viewer, "Shift-S")  # the same prompts previewed again on their slice
     status = widget._status.text()

@@ -5,7 +5,10 @@ one at that place of the 'SAM points' tile) and the preview showed in a third ti
 from __future__ import annotations
 
 import numpy as np
-from sam_qt_helpers import blob_stack, canvas_click, use_predictor
+import pytest
+from sam_qt_helpers import blob_stack, canvas_click, press_key, propagating_held, use_predictor
+
+from napari_sam._qt import layers as L
 
 
 def test_grid_mode_refuses_clicks_that_would_prompt_another_pixel_and_says_what_to_do(
@@ -39,3 +42,24 @@ def test_grid_mode_refuses_clicks_that_would_prompt_another_pixel_and_says_what_
     qtbot.waitUntil(lambda: bool(c.previews), timeout=30_000)
     assert np.allclose(c.points_layer.data, [[3, 20, 20]], atol=0.5)
     assert [p.z for p in c.previews] == [3]
+
+
+@pytest.mark.parametrize("how", ["Clear", "delete 'SAM points'"])
+def test_prompts_cleared_while_a_propagation_runs_say_why_its_result_was_dropped(
+        make_widget, tiny_predictor, qtbot, monkeypatch, how):
+    """The prompts cleared (Shift+X) or their layer deleted while a propagation ran: its result
+    was dropped with "Add a point ..." as the only word."""
+    viewer, widget, go = propagating_held(make_widget, tiny_predictor, qtbot, monkeypatch)
+    c = widget.controller
+    if how == "Clear":
+        press_key(viewer, "Shift-X")
+    else:
+        viewer.layers.remove(L.POINTS_NAME)
+        qtbot.waitUntil(lambda: c.points_layer is not None, timeout=5000)  # put back empty
+    go.set()
+    qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
+    qtbot.wait(50)
+    assert c.volume is None and not c.previews and len(c.points_layer.data) == 0
+    assert widget._status.text() == (
+        "The propagation ended, but its prompts were cleared while it ran, so its preview was "
+        "dropped: click the object to segment it again."), widget._status.text()

@@ -330,6 +330,12 @@ class StackActions:
         self._adopt(*prepared)
         if not self.result_is_current(prepared, "Propagating" + how):
             return
+        points, _, boxes = self.prompt_arrays()
+        if len(drawn[0]) + len(drawn[2]) and not len(points) + len(boxes):  # cleared meanwhile
+            self._pending = False  # no preview follows: this line stays
+            self._say("The propagation ended, but its prompts were cleared while it ran, so "
+                      "its preview was dropped: click the object to segment it again.")
+            return
         if volume_out_of_date(drawn, self.prompt_arrays()):  # prompts added while it ran
             self.preview_lead = ("The propagation ended, but the prompts changed while it ran, "
                                  "so its preview was dropped; the prompts are kept: press "
