@@ -118,15 +118,25 @@ def _output_record(out: Path) -> dict:
     return record
 
 
+#: Seconds an output without a recorded SHA-256 (metadata of an older napari-sam) may be newer
+#: than its metadata file and still count as unedited (file systems with coarse time stamps,
+#: a copy of the folder that wrote the output just after its metadata).
+LEGACY_MTIME_SLACK_S = 2
+
+
 def output_edited(output_path: os.PathLike | str) -> bool:
     """Whether a complete output was changed since its output metadata was written: edited
     by hand (labels corrected and saved over it) or by another program.
 
     True when the output file's size differs from the recorded one, or its mtime differs and
     its content (SHA-256, recorded since 2026-12) too; a copy that kept the content is not
-    edited. False for a missing output, output metadata that is missing or not
-    ``"complete"``, and folder outputs (zarr stores). A batch rerun keeps an edited output
-    (``napari-sam auto`` and ``segment`` replace it only with ``--overwrite``).
+    edited. Output metadata written before the SHA-256 was recorded (by an older napari-sam)
+    has only the size, which an edit of a ``.npy`` (or an uncompressed TIFF) keeps: such an
+    output counts as edited when it was modified more than :data:`LEGACY_MTIME_SLACK_S`
+    seconds after its metadata file was written (the metadata is written after the output),
+    so a rerun after upgrading keeps it. False for a missing output, output metadata that is
+    missing or not ``"complete"``, and folder outputs (zarr stores). A batch rerun keeps an
+    edited output (``napari-sam auto`` and ``segment`` replace it only with ``--overwrite``).
     """
     out = Path(output_path)
     meta = read_output_metadata(out)
@@ -138,7 +148,10 @@ def output_edited(output_path: os.PathLike | str) -> bool:
     st = out.stat()
     if rec.get("size") != st.st_size:
         return True
-    if rec.get("mtime_ns") in (None, st.st_mtime_ns) or rec.get("sha256") is None:
+    if rec.get("sha256") is None:
+        written = output_metadata_path(out).stat().st_mtime_ns
+        return st.st_mtime_ns > written + LEGACY_MTIME_SLACK_S * 10**9
+    if rec.get("mtime_ns") == st.st_mtime_ns:
         return False
     return _output_record(out)["sha256"] != rec["sha256"]
 

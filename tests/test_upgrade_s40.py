@@ -1,0 +1,89 @@
+"""Upgrading napari-sam-stacks (helper walk-through, session 40): outputs written by an older
+version, rerun with this one. What the user corrected in them is never replaced unasked."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tifffile
+
+from cli_runner import cli
+from napari_sam import io as nio
+
+pytestmark = pytest.mark.usefixtures("offline_cli")
+
+
+def _as_written_before_content_hashes(out):
+    """Rewrite ``out``'s sidecar in the layout of napari-sam before 2026-12-05 (e.g. commit
+    64dff20): ``output`` holds only its name and size, ``parameters`` no ``prompts`` hash,
+    ``model`` no precision. The sidecar is written after the output, as those versions did."""
+    side = nio.output_metadata_path(out)
+    meta = json.loads(side.read_text())
+    meta["output"] = {"name": out.name, "size": out.stat().st_size}
+    meta["parameters"].pop("prompts", None)
+    meta["model"].pop("precision", None)
+    side.write_text(json.dumps(meta, indent=2))
+    os.utime(side, ns=(out.stat().st_mtime_ns + 10**9,) * 2)
+    return side
+
+
+@pytest.fixture
+def old_npy_output(tmp_path, tiny_model, capsys):
+    """``segment --format npy`` of one stack with its sidecar in the old layout:
+    (argv, output)."""
+    from stacks import blob_stack
+
+    inp = tmp_path / "data" / "blobs.tif"
+    inp.parent.mkdir()
+    tifffile.imwrite(inp, blob_stack(z=3), photometric="minisblack")
+    prompts = tmp_path / "p.csv"
+    prompts.write_text("id,slice,row,col\n1,1,20,20\n")
+    argv = ["segment", inp, "-o", tmp_path / "out", "-p", prompts, "--model", tiny_model,
+            "--format", "npy"]
+    rc, _, err = cli([*argv, "-q"], capsys)
+    out = tmp_path / "out" / "blobs_labels.npy"
+    assert rc == 0 and out.is_file(), err
+    _as_written_before_content_hashes(out)
+    return argv, out
+
+
+def test_npy_labels_corrected_after_an_old_version_wrote_them_are_kept(old_npy_output, capsys):
+    """An older napari-sam's sidecar records only the output's size, which a correction of
+    a .npy keeps (same shape and dtype). The rerun after upgrading recomputed the output
+    (its sidecar has no prompts hash) and replaced the corrections without a word. Now an
+    output modified after its sidecar was written counts as corrected: kept, and said."""
+    argv, out = old_npy_output
+    labels = np.load(out)
+    labels[0, :4, :4] = 9  # the correction, saved with np.save: the same file size
+    size = out.stat().st_size
+    np.save(out, labels)
+    later = nio.output_metadata_path(out).stat().st_mtime_ns + 60 * 10**9
+    os.utime(out, ns=(later, later))
+    assert out.stat().st_size == size
+    rc, stdout, _ = cli(argv, capsys)
+    assert rc == 0
+    assert (np.load(out) == 9).sum() == 16
+    assert nio.output_edited(out)
+    assert "1 skipped (1 changed since written: kept)" in stdout, stdout
+    assert "kept as it is; pass --overwrite to replace it" in stdout
+    assert cli([*argv, "--overwrite"], capsys)[0] == 0
+    assert not (np.load(out) == 9).any()
+
+
+def test_an_old_output_not_corrected_is_recomputed_once(old_npy_output, capsys):
+    """The other side: an old output untouched since its sidecar (and one whose time stamp
+    is a second newer, as a copy of the folder may leave it) is no correction: the rerun
+    recomputes it once (its prompts cannot be compared), then skips it."""
+    argv, out = old_npy_output
+    assert not nio.output_edited(out)
+    side = nio.output_metadata_path(out)
+    os.utime(out, ns=(side.stat().st_mtime_ns + 10**9,) * 2)
+    assert not nio.output_edited(out)
+    rc, stdout, _ = cli(argv, capsys)
+    assert rc == 0 and "1 done" in stdout, stdout
+    assert "sha256" in nio.read_output_metadata(out)["output"]
+    rc, stdout, _ = cli(argv, capsys)
+    assert rc == 0 and "1 skipped" in stdout, stdout
