@@ -87,3 +87,33 @@ def test_an_old_output_not_corrected_is_recomputed_once(old_npy_output, capsys):
     assert "sha256" in nio.read_output_metadata(out)["output"]
     rc, stdout, _ = cli(argv, capsys)
     assert rc == 0 and "1 skipped" in stdout, stdout
+
+
+def test_an_embedding_store_of_the_previous_demo_weights_is_recomputed(tmp_path, capsys):
+    """The bundled demo model's weights change between versions (its id, ``demo:<sha256>``,
+    with them). ``embed`` (and ``auto``) skipped the old version's outputs as up to date,
+    as only checkpoint files were compared; ``segment --embeddings`` then refused the store
+    at every run ("not reusing ... made from another ... model") and the rerun meant to
+    refresh it kept saying skipped. Now the demo's id is compared too: recomputed once."""
+    from napari_sam.models.registry import where
+    from stacks import blob_stack
+
+    if not where("demo").is_file():
+        pytest.skip("the bundled demo model is not installed")
+    inp = tmp_path / "data" / "blobs.tif"
+    inp.parent.mkdir()
+    tifffile.imwrite(inp, blob_stack(z=1), photometric="minisblack")
+    argv = ["embed", inp, "-o", tmp_path / "emb", "--model", "demo", "-q"]
+    assert cli(argv, capsys)[0] == 0
+    store = tmp_path / "emb" / "blobs.zarr"
+    side = nio.output_metadata_path(store)
+    meta = json.loads(side.read_text())
+    now = meta["model"]["id"]
+    assert now.startswith("demo:")
+    meta["model"]["id"] = "demo:ef42a87a7cd5+smooth0.7"  # what the version of 2026-12-03 wrote
+    side.write_text(json.dumps(meta))
+    rc, stdout, _ = cli(argv, capsys)
+    assert rc == 0 and "1 done" in stdout, stdout
+    assert nio.read_output_metadata(store)["model"]["id"] == now
+    rc, stdout, _ = cli(argv, capsys)
+    assert rc == 0 and "1 skipped" in stdout, stdout

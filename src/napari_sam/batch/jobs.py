@@ -13,7 +13,7 @@ from pathlib import Path
 from napari_sam import io as nio
 from napari_sam.batch.context import Context, Job
 from napari_sam.batch.inputs import WORK_DIR, BatchError, output_path
-from napari_sam.batch.models import model_file_id
+from napari_sam.batch.models import model_file_id, packaged_model_id
 from napari_sam.batch.preview import preview_path
 from napari_sam.batch.prompts import check_unambiguous, prompts_for
 
@@ -218,10 +218,12 @@ def job_output_state(job: Job, ctx: Context) -> str:
 
 def same_model_file(meta: Mapping, signature: Mapping) -> bool:
     """Whether the checkpoint file the signature's model names still holds the weights that
-    made the output: its id (``file:<sha256[:12]>``) against the one the output metadata
-    records. True for registry models and for a file that is not there (nothing to compare:
-    loading it fails)."""
-    current = model_file_id(str(signature.get("model")))
+    made the output: its id (``file:<sha256[:12]>``, or for the bundled demo model
+    ``demo:<sha256[:12]>``, whose weights change when napari-sam-stacks is upgraded) against
+    the one the output metadata records. True for downloaded registry models and for a file
+    that is not there (nothing to compare: loading it fails)."""
+    spec = str(signature.get("model"))
+    current = model_file_id(spec) or packaged_model_id(spec)
     if current is None:
         return True
     recorded = str((meta.get("model") or {}).get("id") or "").split("+")[0]

@@ -46,6 +46,23 @@ def model_file_id(key: str) -> str | None:
         return None
 
 
+def packaged_model_id(key: str) -> str | None:
+    """The model id (without its ``+smooth`` part) :func:`~napari_sam.models.registry.load_model`
+    gives the registry model ``key`` when it ships with the package (the bundled demo model):
+    ``"<name>:<sha256[:12]>"`` of its file, which another version of napari-sam-stacks
+    replaces. None for other keys and a packaged file that is not there. The digest is
+    remembered per process like :func:`model_file_id`'s."""
+    from napari_sam.models.download import file_digest
+    from napari_sam.models.registry import get_spec, where
+
+    if key not in _registry() or not get_spec(key).packaged:
+        return None
+    try:
+        return f"{key}:{file_digest(where(key))[:12]}"
+    except OSError:
+        return None
+
+
 def get_model(spec: str, device: str = "auto"):
     """The model ``spec`` on ``device``, loaded once per process and then reused.
 
