@@ -117,3 +117,38 @@ def test_an_embedding_store_of_the_previous_demo_weights_is_recomputed(tmp_path,
     assert nio.read_output_metadata(store)["model"]["id"] == now
     rc, stdout, _ = cli(argv, capsys)
     assert rc == 0 and "1 skipped" in stdout, stdout
+
+
+def test_auto_slices_an_older_version_left_are_not_reused(tmp_path, tiny_model, capsys):
+    """An ``auto`` run of an older version, interrupted, leaves its finished slices in the
+    work folder; rerun after upgrading, they were taken as this run's (``resumed_slices``)
+    although the bundled demo model's weights (or a checkpoint's, retrained at the same
+    path) had changed: one stack's labels from two models, and the sidecar naming only the
+    new one. The work folder now records the model's id; one without it is started again."""
+    from stacks import blob_stack
+
+    inp = tmp_path / "data" / "blobs.tif"
+    inp.parent.mkdir()
+    tifffile.imwrite(inp, blob_stack(z=3), photometric="minisblack")
+    argv = ["auto", inp, "-o", tmp_path / "out", "--model", tiny_model, "--points-per-side",
+            "4", "--keep-work", "-q"]
+    assert cli(argv, capsys)[0] == 0
+    out = tmp_path / "out" / "blobs_labels.tif"
+    work = tmp_path / "out" / ".napari-sam-work" / out.name / "auto"
+    # what the older version left: its key without the model id, a slice of other labels,
+    # and the "partial" sidecar of the run it was interrupted in
+    marker = work / "params.json"
+    key = json.loads(marker.read_text())
+    key.pop("model_id", None)
+    marker.write_text(json.dumps(key))
+    with open(work / "z000000.npz", "wb") as f:
+        np.savez_compressed(f, labels=np.full((64, 64), 1, np.uint16),
+                            scores=np.array([np.nan, 0.5], np.float32))
+    meta = nio.read_output_metadata(out)
+    out.unlink()
+    nio.output_metadata_path(out).write_text(json.dumps({**meta, "status": "partial"}))
+    rc, _, err = cli(argv, capsys)
+    assert rc == 0, err
+    assert nio.read_output_metadata(out)["extra"]["resumed_slices"] == 0
+    labels = tifffile.imread(out)
+    assert (labels[0] > 0).mean() < 0.9  # not the planted slice, labelled everywhere

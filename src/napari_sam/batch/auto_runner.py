@@ -33,6 +33,7 @@ from napari_sam.batch.label_writing import (
     summary_info,
 )
 from napari_sam.batch.linking import LinkPlan, final_slices, link_slices
+from napari_sam.batch.models import model_file_id, packaged_model_id
 from napari_sam.batch.preview import preview_from_arrays
 from napari_sam.batch.progress import JobProgressBar, ObjectSliceBar
 from napari_sam.batch.reading import OpenedImage, announce_colour_planes, open_image
@@ -63,16 +64,20 @@ def prepare_auto_work(job: Job, ctx: Context) -> Path:
     """Create (or keep) the per-slice work folder of an ``auto`` job; idempotent.
 
     The folder is reused only when it was made for the same input (size, mtime), command,
-    model and parameters of the per-slice segmentation (linking and propagation parameters
-    may differ: a run that ran out of memory while propagating can be rerun with
-    ``--no-propagate`` without segmenting the slices again); otherwise it is emptied first.
+    model weights (the id of a checkpoint file or of the bundled demo model: other weights
+    at the same path, or an older version's demo) and parameters of the per-slice
+    segmentation (linking and propagation parameters may differ: a run that ran out of
+    memory while propagating can be rerun with ``--no-propagate`` without segmenting the
+    slices again); otherwise it is emptied first.
     """
     work = auto_work_dir(job)
     st = job.input.stat()
     sig = ctx.signature()  # the slices do not depend on how they are linked and propagated
     sig = {k: v for k, v in sig.items() if k not in LINK_DEFAULTS and k != "propagate"}
+    spec = str(sig.get("model"))
     key = {"signature": sig, "input": [str(job.input.resolve()), st.st_size, st.st_mtime_ns,
-                                       nio.content_sample_hash(job.input)]}
+                                       nio.content_sample_hash(job.input)],
+           "model_id": model_file_id(spec) or packaged_model_id(spec)}
     marker = work / "params.json"
     try:
         same = json.loads(marker.read_text()) == json.loads(json.dumps(key))
