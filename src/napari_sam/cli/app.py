@@ -105,7 +105,12 @@ def main(argv: list[str] | None = None) -> int:
 
             traceback.print_exc()
         text = str(exc) or type(exc).__name__
+        from napari_sam.io.write_errors import write_problem
         from napari_sam.models.registry import ModelDownloadError
+
+        if write_problem(exc) is not None:  # a full or read-only disk: the file, what to do
+            print_error(write_problem(exc))
+            return 1
 
         if not isinstance(exc, (ValueError, FileNotFoundError, ModelDownloadError, RuntimeError)):
             text = f"{type(exc).__name__}: {text}"

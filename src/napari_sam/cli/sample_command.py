@@ -202,7 +202,8 @@ def write_image(path: Path, image, axes: str, spacing, info: dict, *, overwrite:
 
     import tifffile
 
-    from napari_sam.io import tmp_name
+    from napari_sam.io import remove_path, tmp_name
+    from napari_sam.io.write_errors import naming_output
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)
@@ -217,6 +218,7 @@ def write_image(path: Path, image, axes: str, spacing, info: dict, *, overwrite:
                          metadata=md if not rgb else {"axes": axes}, compression="zlib",
                          **kwargs)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        remove_path(tmp)  # (a missing file on a read-only disk: not its EROFS)
+        naming_output(exc, path, tmp)
         raise

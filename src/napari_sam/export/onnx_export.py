@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from napari_sam.io.write_errors import naming_output
 from napari_sam.models.registry import as_model
 
 from .onnx_graphs import (
@@ -592,8 +593,9 @@ def export_onnx(
         _move_into_place(tmp, out)
         for name in stale:  # another model's part: it would pair with this one's
             (out / name).unlink(missing_ok=True)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        naming_output(exc, out, tmp)  # (a full disk: the folder asked for, not tmp's)
         raise
     return OnnxExport(
         folder=out,

@@ -21,6 +21,7 @@ import numpy as np
 
 from napari_sam.io.axes import AXES_LETTERS, SPATIAL, validate_axes
 from napari_sam.io.readers import TIFF_SUFFIXES
+from napari_sam.io.write_errors import naming_output
 
 BIGTIFF_LIMIT = 2**32 - 2**26  # leave room for tags and offsets
 
@@ -39,8 +40,9 @@ def save_picture(image, path, format: str = "PNG") -> None:
     try:
         image.save(tmp, format=format)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         remove_path(tmp)
+        naming_output(exc, path, tmp)  # (the file the user asked for)
         raise
 
 
@@ -59,7 +61,11 @@ def fsync_path(path: Path) -> None:
 
 
 def remove_path(path: Path) -> None:
-    """Delete a file or a directory tree; nothing when it is missing."""
+    """Delete a file or a directory tree; nothing when it is missing (even on a read-only
+    file system, where unlinking a missing file fails with ``EROFS`` and would hide the error
+    of the write being cleaned up after)."""
+    if not os.path.lexists(path):
+        return
     try:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
@@ -209,8 +215,9 @@ def write_labels(
             fsync_path(tmp)
         _check_overwrite(path, overwrite)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         remove_path(tmp)
+        naming_output(exc, path, tmp)  # (the file the user asked for)
         raise
     return path
 
@@ -319,8 +326,9 @@ def write_labels_stream(
                          **kwargs)
         fsync_path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         remove_path(tmp)
+        naming_output(exc, path, tmp)  # (the file the user asked for)
         raise
     return path
 
@@ -365,11 +373,12 @@ def _write_zarr_atomic(path, out, ax, sizes, unit, user, compression, overwrite)
             old = tmp_name(path)
             os.replace(path, old)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if old is not None and not path.exists():
             os.replace(old, path)
             old = None
         remove_path(tmp)
+        naming_output(exc, path, tmp)
         raise
     finally:
         if old is not None:
@@ -410,8 +419,9 @@ def write_text_atomic(path: os.PathLike | str, text: str) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         remove_path(tmp)
+        naming_output(exc, path, tmp)  # (the file the user asked for)
         raise
     return path
 

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_sam.io.write_errors import WriteRecorder, naming_output
+
 __all__ = ["FORMAT_VERSION", "STATE_FORMAT", "checkpoint_metadata_path",
            "finish_interrupted_save", "json_default", "load_training_state",
            "not_ours_problem", "read_training_metadata", "remove_dead_temporaries",
@@ -46,20 +48,35 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def write_synced(path: Path, write: Callable[[Any], None]) -> None:
-    """Call ``write(file)`` on a new file ``path`` and fsync it."""
-    with open(path, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
+def write_synced(path: Path, write: Callable[[Any], None], final: Path | None = None) -> None:
+    """Call ``write(file)`` on a new file ``path`` and fsync it; an ``OSError`` of the write
+    (a full disk: ``torch.save`` raises a ``RuntimeError`` then) is raised naming ``final``,
+    the file ``path`` is renamed to later (:mod:`napari_sam.io.write_errors`)."""
+    recorder = None
+    try:
+        with open(path, "wb") as fh:
+            recorder = WriteRecorder(fh)  # torch.save says "unexpected pos" for a full disk
+            write(recorder)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException as exc:
+        kept = recorder.error if recorder is not None else None
+        if kept is not None and not isinstance(exc, OSError):
+            raise naming_output(kept, final or path, path) from None
+        naming_output(exc, final or path, path)
+        raise
 
 
 def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, rename it."""
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, rename it; an
+    ``OSError`` of the write is raised naming ``path`` (:func:`write_synced`)."""
     tmp = temporary_path(path)
     try:
-        write_synced(tmp, write)
+        write_synced(tmp, write, path)
         os.replace(tmp, path)
+    except OSError as exc:  # the rename (a read-only disk)
+        naming_output(exc, path, tmp)
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -211,15 +228,18 @@ def save_checkpoint(model, path: str | os.PathLike, metadata: dict[str, Any]) ->
     tmp, meta_tmp = temporary_path(path), temporary_path(meta_path)
     sd = cpu_state_dict(model)
     try:
-        write_synced(tmp, lambda fh: torch.save(sd, fh))
+        write_synced(tmp, lambda fh: torch.save(sd, fh), path)
         meta = {**model_entries(model), **metadata, "sha256": file_sha256(tmp),
                 "size": tmp.stat().st_size}
         if path.is_file():
             meta["replaces_sha256"] = file_sha256(path)
         text = json.dumps(meta, indent=1, default=json_default)
-        write_synced(meta_tmp, lambda fh: fh.write(text.encode()))
+        write_synced(meta_tmp, lambda fh: fh.write(text.encode()), meta_path)
         os.replace(meta_tmp, meta_path)
         os.replace(tmp, path)
+    except OSError as exc:  # a rename on a read-only disk names the checkpoint
+        naming_output(exc, path, tmp)
+        raise
     finally:
         for t in (tmp, meta_tmp):
             if t.exists():

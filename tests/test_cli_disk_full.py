@@ -1,0 +1,170 @@
+"""A full or read-only disk while ``sample``, ``train`` and ``export onnx`` write: one line
+naming the file and what to do (they said ``OSError: [Errno 28] No space left on device``,
+or for a checkpoint ``[enforce fail at inline_container.cc:672] . unexpected pos ...``), no
+partial file left, and a rerun after space is freed writes what a clean run writes."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cli_runner import cli, error_line, md5s
+
+SAMPLE = ["sample", "nuclei-2d", "-n", "3", "--shape", "48,48", "-q"]
+
+
+def _files(folder) -> list[str]:
+    """Every file under ``folder`` (hidden ones too), relative, sorted."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_sample_on_a_full_disk_names_the_file_and_a_rerun_completes(tmp_path, capsys,
+                                                                    monkeypatch):
+    import tifffile
+
+    clean, out = tmp_path / "clean", tmp_path / "out"
+    assert cli([*SAMPLE, "-o", clean], capsys)[0] == 0
+    write, calls = tifffile.imwrite, []
+
+    def fills_up(file, *args, **kwargs):  # the disk fills up during the second image
+        calls.append(file)
+        if len(calls) == 3:  # (image 1, its ground truth, image 2)
+            with open(file, "wb") as f:
+                f.write(b"II*\0partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(file, *args, **kwargs)
+
+    monkeypatch.setattr(tifffile, "imwrite", fills_up)
+    rc, _, err = cli([*SAMPLE, "-o", out], capsys)
+    assert rc == 1
+    assert error_line(err) == (
+        f"napari-sam: error: could not write {out / 'nuclei-2d_seed10001.tif'}: no space left "
+        f"on the device of {out}; free space there or write to another folder (-o), then run "
+        "the command again")
+    # what was written before is whole; nothing half-written is left to be taken as done
+    assert _files(out) == ["ground_truth/nuclei-2d_seed10000.tif", "nuclei-2d_seed10000.tif"]
+    monkeypatch.setattr(tifffile, "imwrite", write)
+    assert cli([*SAMPLE, "-o", out], capsys)[0] == 0
+    assert _files(out) == _files(clean)
+    assert list(md5s(*(out / f for f in _files(out))).values()) == list(
+        md5s(*(clean / f for f in _files(clean))).values())
+
+
+def test_a_read_only_disk_names_the_file_not_its_temporary(tmp_path, capsys, monkeypatch):
+    """On a read-only file system the clean-up's unlink of the temporary (never made) failed
+    with EROFS too and replaced the error: it named ``.nuclei-2d_seed10000.tif.<hex>.tmp``."""
+    from pathlib import Path
+
+    import tifffile
+
+    def read_only(file, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(file))
+
+    def unlink(self, missing_ok=False):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(tifffile, "imwrite", read_only)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    rc, _, err = cli([*SAMPLE, "-o", out], capsys)
+    assert rc == 1
+    assert error_line(err) == (
+        f"napari-sam: error: could not write {out / 'nuclei-2d_seed10000.tif'}: the file "
+        f"system of {out} is read-only; make it writable or write to another folder (-o), "
+        "then run the command again")
+
+
+class _FillsUp:
+    """A binary file whose writes fail with ENOSPC after ``room`` bytes (a disk that fills)."""
+
+    def __init__(self, fh, room: int):
+        self._fh, self._room = fh, room
+
+    def write(self, data) -> int:
+        self._room -= len(data)
+        if self._room < 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self._fh.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._fh.close()
+
+
+def test_a_checkpoint_on_a_full_disk_is_an_os_error_naming_it(tmp_path, tiny_sam, monkeypatch):
+    """``torch.save`` turned the full disk into ``RuntimeError: [enforce fail at
+    inline_container.cc:672] . unexpected pos 792000 vs 791888``: the CLI printed that."""
+    from napari_sam.io.write_errors import write_problem
+    from napari_sam.training import checkpoint
+
+    path = tmp_path / "m.pt"
+    monkeypatch.setattr(checkpoint, "open", lambda f, mode: _FillsUp(open(f, mode), 50_000),
+                        raising=False)
+    with pytest.raises(OSError) as info:
+        checkpoint.save_checkpoint(tiny_sam, path, {"trained_by": "napari_sam test"})
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(path)
+    assert write_problem(info.value) == (
+        f"could not write {path}: no space left on the device of {tmp_path}; free space there "
+        "or write to another folder (-o), then run the command again")
+    assert os.listdir(tmp_path) == []  # no partial checkpoint (nor its temporary)
+
+
+def test_export_onnx_on_a_full_disk_names_the_folder(tmp_path, offline_cli, tiny_model, capsys,
+                                                    monkeypatch):
+    pytest.importorskip("onnx")
+    from napari_sam.export import onnx_export
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(onnx_export, "_torch_export", full)
+    out = tmp_path / "onnx"
+    rc, _, err = cli(["export", "onnx", tiny_model, "-o", out, "-q"], capsys)
+    assert rc == 1
+    assert error_line(err) == (
+        f"napari-sam: error: could not write {out}: no space left on the device of "
+        f"{tmp_path}; free space there or write to another folder (-o), then run the command "
+        "again")
+    assert not out.exists() and not any(p.name.startswith(".napari-sam-export")
+                                        for p in tmp_path.iterdir())
+
+
+_REAL = r"""
+import subprocess, sys
+from napari_sam.cli import main
+rc = main(["sample", "nuclei-2d", "-n", "3", "--shape", "48,48", "-q", "-o", sys.argv[1]])
+sys.exit(rc)
+"""
+
+
+def test_sample_on_a_real_tmpfs_too_small(tmp_path):
+    """The same on a real, too small tmpfs (needs root to mount one)."""
+    if os.geteuid() != 0:
+        print("skipped: mounting a tmpfs needs root")
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        print("skipped: mount -t tmpfs failed (no privilege in this container)")
+        pytest.skip("mount -t tmpfs failed")
+    try:
+        run = subprocess.run([sys.executable, "-c", _REAL, str(mnt)], capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == 1, run.stderr
+        assert "Traceback" not in run.stderr
+        assert "no space left on the device of" in run.stderr and "could not write" in (
+            run.stderr)
+        assert not [p for p in mnt.rglob(".*.tmp")]
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
