@@ -34,6 +34,7 @@ against an image) and :func:`recorded_axes` are re-exported here).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import json
@@ -261,7 +262,9 @@ def labels_hash(labels: np.ndarray) -> str:
 
 # ------------------------------------------------------------------------------ writing
 def _write_labels_file(json_path: Path, what: str, labels: np.ndarray,
-                       digest: str | None = None) -> dict:
+                       digest: str | None = None, made: list | None = None) -> dict:
+    """Write the label TIFF of ``labels`` beside ``json_path`` unless one of its content is
+    there already; returns its record. ``made``: a list the file is added to when written."""
     from napari_sam import io as nio
 
     digest = digest or labels_hash(labels)
@@ -269,6 +272,8 @@ def _write_labels_file(json_path: Path, what: str, labels: np.ndarray,
     path = json_path.with_name(f"{stem}.{what}-{digest[:12]}.tif")
     if not path.exists():
         nio.write_labels(path, labels, axes="ZYX", overwrite=True, compression=("zlib", 1))
+        if made is not None:
+            made.append(path)
     return {"path": path.name, "hash": digest, "dtype": str(labels.dtype),
             "shape": list(labels.shape)}
 
@@ -305,7 +310,8 @@ def write_session(session: Session, path: os.PathLike | str, *,
     then the JSON (temporary name, then rename), then the TIFFs that the previous session
     file at ``path`` named and the new one does not are removed (no other file: a user's
     ``<name>.labels-manual.tif`` stays): a crash at any point leaves the previous or the new
-    session complete.
+    session complete. When a write fails (a full disk), the TIFFs this call wrote are removed
+    again: no session file names them.
 
     Parameters
     ----------
@@ -327,15 +333,21 @@ def write_session(session: Session, path: os.PathLike | str, *,
     session.saved = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     record = to_dict(session)
     record["napari_sam_version"] = __version__
-    keep = set()
-    for what, arr in (("labels", session.labels), ("base", session.base)):
-        record[what] = None
-        if arr is not None:
-            record[what] = _write_labels_file(path, what, np.asarray(arr),
-                                              base_hash if what == "base" else None)
-            keep.add(record[what]["path"])
-    stale = _own_tiffs(path) - keep
-    nio.write_json_atomic(path, record)
+    keep, made = set(), []
+    try:
+        for what, arr in (("labels", session.labels), ("base", session.base)):
+            record[what] = None
+            if arr is not None:
+                record[what] = _write_labels_file(path, what, np.asarray(arr),
+                                                  base_hash if what == "base" else None, made)
+                keep.add(record[what]["path"])
+        stale = _own_tiffs(path) - keep
+        nio.write_json_atomic(path, record)
+    except BaseException:  # (a full disk): the TIFFs no session file names are not left
+        for tiff in made:  # behind to fill it further
+            with contextlib.suppress(OSError):  # (not hiding the error of the write)
+                tiff.unlink()
+        raise
     for name in stale:
         path.with_name(name).unlink(missing_ok=True)
     session.path = path

@@ -64,7 +64,9 @@ def write_autosaves_in_background(session, links: list, checkbox=None) -> None:
         (:class:`OnUndo`): a dock opened again goes on in the file the closed one wrote.
     checkbox : QCheckBox, optional
         The dock's Autosave box: unticked when autosave turns itself off (a write failed;
-        the status line says so), so that it does not say autosave is on.
+        the status line says so), so that it does not say autosave is on; ticked again, the
+        session is autosaved at once (:meth:`~napari_sam.annotate.session_log.SessionLog.
+        autosave_on_again`).
     """
     session.autosave_writer.post = UiRelay().post  # (the writer keeps the relay alive)
     # the dock closing lets its session files go: another dock may autosave there now
@@ -73,8 +75,14 @@ def write_autosaves_in_background(session, links: list, checkbox=None) -> None:
         def follow(_text) -> None:
             checkbox.setChecked(bool(session.autosave))
 
+        def ticked(on: bool) -> None:  # (after the box's own slot set autosave)
+            if on:
+                session.autosave_on_again()  # what was committed meanwhile: written now
+
         session.status_changed.connect(follow)
         links.append((session.status_changed, follow))
+        checkbox.toggled.connect(ticked)
+        links.append((checkbox.toggled, ticked))
     app = QCoreApplication.instance()
     if app is None:
         return

@@ -117,6 +117,7 @@ class SessionLog(LiveSessionFiles):
         self._kept_aside: Path | None = None  # where an earlier autosave was kept
         self.autosave_writer = AutosaveWriter()  # the GUI gives it a post: large ones threaded
         self._autosave_broken = False  # a write failed; autosave goes off (posted) meanwhile
+        self._autosave_off_why: str | None = None  # why it went off (said at every commit)
         self._base_digest: tuple[np.ndarray, str] | None = None  # (log base, its labels_hash)
         self._claims = SessionClaims()  # the session files this session autosaves into
         self._image_records = ImageRecords()  # session files' image records, parsed once
@@ -457,6 +458,7 @@ class SessionLog(LiveSessionFiles):
         """Autosave goes off: a warning, and the status line (the commit's when written at
         once, else the one shown) says so too (the GUI unticks its Autosave box then)."""
         self.autosave, self._autosave_broken = False, False
+        self._autosave_off_why = str(why)
         text = (f"Autosave to {target} failed ({why}); autosave is off. Use 'Save session' to "
                 "save elsewhere.")
         self.notify_warning(text)
@@ -533,9 +535,27 @@ class SessionLog(LiveSessionFiles):
 
     def take_autosave_note(self) -> str:
         """" The folder of ... is not writable: the session is autosaved in ...", once
-        after autosave first wrote under the cache folder for an image ("" otherwise)."""
+        after autosave first wrote under the cache folder for an image ("" otherwise); while
+        autosave is off after a failed write, a reminder that it is."""
         note, self._autosave_note = self._autosave_note, ""
+        if self.autosave:
+            self._autosave_off_why = None
+        elif self._autosave_off_why and "autosave is off" not in note:  # until turned on
+            note += (f" Autosave is still off since it failed ({self._autosave_off_why}): "
+                     "turn it on again once there is room (it saves at once), or use 'Save "
+                     "session'.")
         return note
+
+    def autosave_on_again(self) -> None:
+        """Autosave turned on (the dock's box ticked again, e.g. after a failed write and
+        space freed): the commits made while it was off are autosaved at once, not only at
+        the next commit; the status says when that write fails too."""
+        self.autosave = True
+        if self.log and self.image_path() is not None:
+            self._autosave()
+            note = self.take_autosave_note().strip()  # (a failure: the warning's text)
+            self._say(note or f"Autosave is on: the session ({len(self.log)} commits) is "
+                              "autosaved.")
 
     def load_session(self, path) -> S.Session:
         """Restore a session file onto the current image: its labels into new target labels
