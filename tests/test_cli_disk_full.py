@@ -168,3 +168,32 @@ def test_sample_on_a_real_tmpfs_too_small(tmp_path):
         assert not [p for p in mnt.rglob(".*.tmp")]
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.mark.parametrize("earlier", [False, True])
+def test_a_full_disk_while_the_checkpoint_metadata_is_written_leaves_no_lone_checkpoint(
+        tmp_path, tiny_sam, monkeypatch, earlier):
+    """The checkpoint was renamed into place before its metadata was written: the disk full
+    by then, ``m.pt`` stayed without ``m.json`` (or beside the previous run's), and the same
+    ``train`` command refused it for good as a file training did not write."""
+    import torch
+
+    from napari_sam.training import checkpoint
+
+    path = tmp_path / "m.pt"
+    if earlier:  # a previous run's files, to be replaced (--overwrite)
+        checkpoint.save_checkpoint(tiny_sam, path, {"trained_by": "napari_sam test"})
+    before = md5s(*sorted(tmp_path.iterdir()))
+
+    def metadata_fills_up(f, mode):
+        fh = open(f, mode)
+        return _FillsUp(fh, 100) if str(f).endswith(f".json.tmp-{os.getpid()}") else fh
+
+    monkeypatch.setattr(checkpoint, "open", metadata_fills_up, raising=False)
+    with torch.no_grad():
+        tiny_sam.mask_decoder.iou_prediction_head.layers[0].weight.add_(1.0)  # other weights
+    with pytest.raises(OSError) as info:
+        checkpoint.save_checkpoint(tiny_sam, path, {"trained_by": "napari_sam test"})
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "m.json")
+    assert md5s(*sorted(tmp_path.iterdir())) == before  # the earlier pair whole, or nothing
+    assert not earlier or checkpoint.is_training_metadata(tmp_path / "m.json")
