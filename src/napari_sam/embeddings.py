@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from napari_sam import preprocess
+from napari_sam.io.write_errors import naming_output
 from napari_sam.models.registry import require_family
 from napari_sam.predictor import ImageEmbedding, Predictor
 from napari_sam.preprocess import (
@@ -463,9 +464,13 @@ class StackEmbeddings:
     def _write_store(self, z: int, emb: ImageEmbedding, data_hash: int) -> None:
         if self._group is None:
             return
-        self._group["features"][z] = emb.features.detach().cpu().to(torch.float16).numpy()
-        # the hash is written after the features: an interrupted write is recomputed
-        self._group["slice_hash"][z] = data_hash
+        try:
+            self._group["features"][z] = emb.features.detach().cpu().to(torch.float16).numpy()
+            # the hash is written after the features: an interrupted write is recomputed
+            self._group["slice_hash"][z] = data_hash
+        except OSError as exc:  # a full disk: the error names the store (zarr names nothing)
+            naming_output(exc, self.store)
+            raise
 
     # ------------------------------------------------------------------ compute
     def _make(self, feats: torch.Tensor) -> ImageEmbedding:

@@ -12,6 +12,7 @@ import functools
 import logging
 
 from napari_sam.annotate.errors import UserError
+from napari_sam.io.write_errors import write_problem
 
 __all__ = ["UserError", "describe", "guarded", "report", "status_text", "warn", "info"]
 
@@ -50,6 +51,11 @@ def _known_message(err: BaseException) -> str | None:
         )
     if isinstance(err, UnsupportedImage):
         return str(err)
+    written = write_problem(err, instead=(
+        "pick a folder on another disk (for the 'Embedding store': or clear it to keep the "
+        "embeddings in memory), then try again"))
+    if written is not None:  # a full or read-only disk
+        return f"{written[0].upper()}{written[1:]}."
     if isinstance(err, FileNotFoundError):
         return f"{err}. Pick another model or a checkpoint file in 'Model'."
     if isinstance(err, (ValueError, TypeError, OverflowError)):

@@ -68,10 +68,12 @@ class WriteRecorder:
             raise
 
 
-def write_problem(exc: BaseException, flag: str = "-o") -> str | None:
+def write_problem(exc: BaseException, flag: str = "-o", instead: str | None = None
+                  ) -> str | None:
     """One line for an ``OSError`` that only a write raises (no space left, a quota, a
     read-only file system): the file (when the error names one), what went wrong and what
-    to do (``flag``: the option that picks another place); None for other errors.
+    to do (``flag``: the command's option that picks another place; ``instead``: what to
+    do instead of that, e.g. in the GUI); None for other errors.
 
     Examples
     --------
@@ -84,7 +86,7 @@ def write_problem(exc: BaseException, flag: str = "-o") -> str | None:
     name = os.fsdecode(exc.filename) if exc.filename is not None else None
     what = f"could not write {name}" if name else "could not write an output"
     folder = f" of {Path(name).parent}" if name else ""
-    then = f"write to another folder ({flag}), then run the command again"
+    then = instead or f"write to another folder ({flag}), then run the command again"
     if code == errno.EROFS:
         return f"{what}: the file system{folder} is read-only; make it writable or {then}"
     why = "no space left on the device" if code == errno.ENOSPC else "disk quota exceeded on"
