@@ -73,3 +73,21 @@ def test_a_session_write_failing_on_a_full_disk_leaves_no_label_tiff(session, tm
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert path.read_bytes() == earlier
     assert len(S.read_session(path).operations) == 1
+
+
+def test_save_session_on_a_full_disk_says_to_free_space(session, tmp_path, monkeypatch):
+    """It said "No space left on device. Pick a folder you can write to." of a folder one can
+    write to (the disk is full)."""
+    from napari_sam.annotate import UserError
+    from napari_sam.io import writers
+
+    s = session
+    s.autosave = False
+    _commit(s, 3, 20, 20)
+    monkeypatch.setattr(writers, "_write_tiff", _full)
+    path = tmp_path / "mine.json"
+    with pytest.raises(UserError) as info:
+        s.save_session(path)
+    assert str(info.value) == (f"Could not save the session to {path}: No space left on "
+                               "device. Free space there, or pick a folder on another disk.")
+    assert list(tmp_path.iterdir()) == []

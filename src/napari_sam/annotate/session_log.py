@@ -316,8 +316,10 @@ class SessionLog(LiveSessionFiles):
             if blocker is not None:
                 raise UserError(f"Could not save the session to {path}: {blocker} is a file, "
                                 "not a folder. Pick a folder.") from None
-            raise UserError(f"Could not save the session to {path}: {err.strerror or err}. "
-                            "Pick a folder you can write to.") from None
+            full = err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+            raise UserError(f"Could not save the session to {path}: {err.strerror or err}. " + (
+                "Free space there, or pick a folder on another disk." if full else
+                "Pick a folder you can write to.")) from None
         except S.SessionError as err:  # the image itself, or a file that is no session
             raise UserError(sentence(err)) from None
         auto = self.autosave_path()
