@@ -27,6 +27,7 @@ def test_autosave_off_after_a_full_disk_is_said_at_every_commit_and_on_again_sav
     commit's status no longer said autosave was off; ticking it again wrote nothing until the
     next commit (closing napari before that lost the commits made meanwhile)."""
     from napari_sam import session as S
+    from napari_sam.annotate.session_log import fallback_session_file
 
     s = session
     s.path = str(tmp_path / "blobs.tif")
@@ -34,8 +35,13 @@ def test_autosave_off_after_a_full_disk_is_said_at_every_commit_and_on_again_sav
     write = S.write_session
     _commit(s, 3, 20, 20)
     monkeypatch.setattr(S, "write_session", _full)
-    with pytest.warns(UserWarning, match="autosave is off"):
+    with pytest.warns(UserWarning, match="autosave is off") as warned:
         _commit(s, 3, 44, 44)
+    # both places tried are named (it named the cache folder's only: the image's disk is full)
+    assert str(warned[0].message) == (
+        f"Autosave to {S.session_file_for(s.path)} and to {fallback_session_file(s.path)} "
+        "failed (No space left on device); autosave is off. Use 'Save session' to save "
+        "elsewhere.")
     _commit(s, 2, 44, 44)
     assert not s.autosave
     assert s.status.endswith(

@@ -440,7 +440,8 @@ class SessionLog(LiveSessionFiles):
         except Exception as err:  # noqa: BLE001 - any failure turns autosave off, said once
             self._autosave_broken = True
             why = err.strerror or err if isinstance(err, OSError) else err
-            self._autosave_said_later(job, functools.partial(self._autosave_failed, job, target,
+            where = target if target == job.target else f"{job.target} and to {target}"  # both
+            self._autosave_said_later(job, functools.partial(self._autosave_failed, job, where,
                                                              why))
             return
         finally:
@@ -456,9 +457,10 @@ class SessionLog(LiveSessionFiles):
             self._autosave_news(job, f" The folder of '{job.image_name}' ({job.image_folder}) is "
                                      f"not writable: the session is autosaved in {target}.")
 
-    def _autosave_failed(self, job: _AutosaveJob, target: Path, why) -> None:
-        """Autosave goes off: a warning, and the status line (the commit's when written at
-        once, else the one shown) says so too (the GUI unticks its Autosave box then)."""
+    def _autosave_failed(self, job: _AutosaveJob, target: Path | str, why) -> None:
+        """Autosave goes off: a warning naming ``target`` (both files tried), and the status
+        line (the commit's when written at once, else the one shown) says so too (the GUI
+        unticks its Autosave box then)."""
         self.autosave, self._autosave_broken = False, False
         self._autosave_off_why = str(why)
         text = (f"Autosave to {target} failed ({why}); autosave is off. Use 'Save session' to "
