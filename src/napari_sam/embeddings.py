@@ -474,8 +474,11 @@ class StackEmbeddings:
 
     # ------------------------------------------------------------------ compute
     def _make(self, feats: torch.Tensor) -> ImageEmbedding:
+        # contiguous, as read back from the store: the encoder's are channels-last, and bf16
+        # decodes of the two layouts differed (a resumed run's labels were not a clean run's)
         return ImageEmbedding(
-            feats, self.spec.original_size, self.spec.input_size, self.model.model_id
+            feats.contiguous(), self.spec.original_size, self.spec.input_size,
+            self.model.model_id
         )
 
     def _remember(self, z: int, emb: ImageEmbedding) -> None:
