@@ -58,19 +58,26 @@ def test_readme_has_exactly_two_setup_commands_and_the_main_job_is_sample_then_a
 def test_readme_main_job_numbers_are_what_the_command_gives(tmp_path):
     """Runs the README's main job exactly (after the install) and scores it against the ground
     truth the sample writes; the README's F1 must be that number (to 0.02: one or two nuclei
-    of 98, for thread counts and bf16 rounding)."""
+    of 98, for thread counts) for the precision ``"auto"`` means on this machine: float32, or
+    bfloat16 on CPUs with native bf16 (0.487 / 0.474 in session 40: one README number, 0.50,
+    failed on bf16 machines)."""
     from bench_main_job import score_main_job
+
+    from napari_sam.device import cpu_bf16_feature
+
+    env = {k: v for k, v in os.environ.items() if k != "NAPARI_SAM_PRECISION"}  # as users run
+    # what "auto" means on the CPU without the suite's NAPARI_SAM_PRECISION=fp32
+    key = "main-job-f1-bf16" if cpu_bf16_feature() else "main-job-f1"
 
     exe = Path(sys.executable).parent / "napari-sam"
     cli = [str(exe)] if exe.is_file() else [sys.executable, "-m", "napari_sam.cli"]
-    env = {k: v for k, v in os.environ.items() if k != "NAPARI_SAM_PRECISION"}  # as users run
     for args in main_job_steps():
         proc = subprocess.run([*cli, *args], cwd=tmp_path, capture_output=True, text=True,
                               timeout=1800, env=env)
         assert proc.returncode == 0, proc.stderr[-2000:]
     f1 = score_main_job(tmp_path)
-    print(f"README main job: 3D F1@0.5 {f1:.3f} (README says {readme_number('main-job-f1')})")
-    assert f1 == pytest.approx(readme_number("main-job-f1"), abs=0.02)
+    print(f"README main job ({key}): 3D F1@0.5 {f1:.3f} (README says {readme_number(key)})")
+    assert f1 == pytest.approx(readme_number(key), abs=0.02)
     assert (tmp_path / "out").is_dir() and not (tmp_path / "out" / ".napari-sam-work").exists()
 
 
