@@ -244,7 +244,8 @@ def test_an_input_replaced_while_its_output_is_written_is_computed_again(
     assert rc == 0, so + err
     assert tifffile.imread(tmp_path / "out" / "x_labels.tif").shape[0] == 6  # the old data
     rc, so, err = cli(argv, capsys)
-    assert rc == 0 and "1 done, 0 skipped" in so, so + err
+    assert rc == 0 and "1 done (1 replaced an earlier output), 0 skipped" in so, so + err
+    assert "; recomputed: the input changed)" in err
     assert tifffile.imread(tmp_path / "out" / "x_labels.tif").shape == new.shape
 
 

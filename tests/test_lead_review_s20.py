@@ -89,7 +89,8 @@ def test_a_rerun_over_a_zarr_input_rewritten_in_place_recomputes(tmp_path, tiny_
     zarr.open_array(str(store), mode="r+")[:] = a[::-1].copy()  # other pixels, same size
     rc, out, err = cli(argv[:-1], capsys)
     assert rc == 0, err
-    assert "1 done, 0 skipped" in out, out
+    assert "1 done (1 replaced an earlier output), 0 skipped" in out, out
+    assert "(recomputed: the input changed)" in out, out
 
 
 def _ome_zarr(path: Path, data: np.ndarray) -> Path:

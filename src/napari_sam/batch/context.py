@@ -147,7 +147,10 @@ class JobResult:
     for the last three; ``objects`` counts the objects (label
     outputs) or slices (embeddings); ``model_loaded`` tells whether this job had to load the
     model in its process (False when the process's model cache already held it); ``pid`` is
-    the process that ran it.
+    the process that ran it. ``details`` of a job that ran hold ``rerun_reason`` (why an
+    output already there was computed again, "" when there was none:
+    :func:`napari_sam.batch.rerun_reason.rerun_reason`) and ``replaced`` (whether an
+    earlier output was there, which a ``"done"`` job replaced).
     """
 
     input: str

@@ -222,12 +222,21 @@ def same_model_file(meta: Mapping, signature: Mapping) -> bool:
     ``demo:<sha256[:12]>``, whose weights change when napari-sam-stacks is upgraded) against
     the one the output metadata records. True for downloaded registry models and for a file
     that is not there (nothing to compare: loading it fails)."""
+    ids = model_file_ids(meta, signature)
+    return ids is None or ids[0] == ids[1]
+
+
+def model_file_ids(meta: Mapping, signature: Mapping) -> tuple[str, str] | None:
+    """(recorded, current) ids of the checkpoint file the signature's model names, as
+    :func:`same_model_file` compares them (the recorded one "" when the output metadata has
+    none); None when there is nothing to compare (a downloaded registry model, a missing
+    file)."""
     spec = str(signature.get("model"))
     current = model_file_id(spec) or packaged_model_id(spec)
     if current is None:
-        return True
+        return None
     recorded = str((meta.get("model") or {}).get("id") or "").split("+")[0]
-    return recorded == current
+    return recorded, current
 
 
 def mark_partial(job: Job, ctx: Context) -> None:

@@ -28,6 +28,7 @@ from napari_sam.batch.jobs import (
 )
 from napari_sam.batch.models import get_model
 from napari_sam.batch.preview import preview_path, write_preview_for
+from napari_sam.batch.rerun_reason import rerun_reason
 from napari_sam.batch.segment_runner import run_segment
 
 RUNNERS: dict[str, Callable[[Job, Context, Any], dict]] = {
@@ -160,6 +161,8 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
                               "or another output folder")
                 return res
             res.details["previous_state"] = state
+            res.details["rerun_reason"] = rerun_reason(job, ctx, state)  # "" when missing
+            res.details["replaced"] = state != "missing" and job.output.exists()
             cleanup_tmp(job.output)
             previous, stamp = read_sidecar(job.output), output_stamp(job.output)
             mark_partial(job, ctx)

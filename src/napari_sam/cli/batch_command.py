@@ -62,6 +62,8 @@ def print_result(res, quiet: bool, what: str = "objects", name: str | None = Non
     if res.status == "done":
         noun = what[:-1] if res.objects == 1 and what.endswith("s") else what  # 1 slice
         why = f"; {nothing}" if res.objects == 0 and nothing else ""
+        if res.details.get("rerun_reason"):
+            why += f"; {res.details['rerun_reason']}"
         line = (f"done     {name} -> {res.output} ({res.objects} {noun}, "
                 f"{res.seconds:.1f} s{why})")
     elif res.status == "skipped":
@@ -111,7 +113,11 @@ def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False,
     why = [f"{unprompted} without prompts" if unprompted else "",
            f"{edited} changed since written: kept" if edited else ""]
     why = ", ".join(w for w in why if w)
-    head = (f"{counted(n_jobs, 'file')}: {done} done, {skipped} skipped"
+    replaced = sum(r.status == "done" and bool(r.details.get("replaced")) for r in results)
+    head = (f"{counted(n_jobs, 'file')}: {done} done"
+            + (f" ({replaced} replaced {for_count(replaced, 'an earlier output', 'earlier outputs')})"
+               if replaced else "")
+            + f", {skipped} skipped"
             + (f" ({why})" if why else "")
             + f", {len(failed)} failed"
             + (f", {len(busy)} busy in another process" if busy else "")
@@ -125,6 +131,8 @@ def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False,
         for r in rows:
             skipped_why = r.status == "skipped" and r.reason not in ("", "complete")
             note = r.details.get("note") or ("" if r.reason in ("", "complete") else r.reason)
+            if r.status == "done" and r.details.get("rerun_reason"):
+                note = "; ".join(n for n in (note, r.details["rerun_reason"]) if n)
             detail = r.reason if r.status in ("failed", "busy") or skipped_why else (
                 r.output + (f" ({note})" if note else ""))
             table.append((r.status, names.get(r.input, Path(r.input).name), detail))
