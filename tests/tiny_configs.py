@@ -1,4 +1,5 @@
-"""Model configs small enough for unit tests; importable from any test module.
+"""Model configs small enough for unit tests, and checkpoint files made of them (also as our
+trainer saves them); importable from any test module.
 
 (``conftest`` is not importable by name: tests/_qt has its own conftest.py.)
 """
@@ -108,3 +109,39 @@ def save_tiny(path, model, config):
     torch.save(model.state_dict(), path)
     path.with_name(path.name + ".json").write_text(json.dumps({"config": config.to_dict()}))
     return path
+
+
+#: what the training run chose for its model (recorded in FILE.json by save_checkpoint)
+TRAINED = {"automatic": {"pred_iou_thresh": 0.5, "stability_score_thresh": 0.55,
+                         "box_nms_thresh": 0.3},
+           "input_smoothing": 0.7, "mask_boundary": "edge"}
+
+
+def random_sam(config: dict, seed: int):
+    """A randomly initialised model of ``config`` (seeded)."""
+    import torch
+
+    from napari_sam.models import SamConfig, build_sam
+
+    torch.manual_seed(seed)
+    return build_sam(SamConfig(**config))
+
+
+def trained_pair(path, config: dict | None = None, seed: int = 0):
+    """``path`` and ``path.json`` as our trainer saves them, for a model with the settings
+    :data:`TRAINED`; returns ``path``."""
+    from napari_sam.training.checkpoint import save_checkpoint
+
+    model = random_sam(TINY_VIT if config is None else config, seed)
+    model.automatic_defaults = dict(TRAINED["automatic"])
+    model.input_smoothing = TRAINED["input_smoothing"]
+    model.mask_boundary = TRAINED["mask_boundary"]
+    return save_checkpoint(model, path, {"trained_by": "napari_sam.training.run", "epochs": 1})
+
+
+def download_over(path, config: dict | None = None) -> None:
+    """Replace the checkpoint ``path`` by another model in Meta's format (a bare state_dict),
+    as a download or a copy saved under its name does; its FILE.json stays."""
+    import torch
+
+    torch.save(random_sam(TINY_VIT if config is None else config, 1).state_dict(), path)

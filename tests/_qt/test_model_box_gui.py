@@ -183,3 +183,28 @@ def test_a_checkpoint_that_fails_to_load_gives_back_the_model_before_it(make_wid
     with pytest.raises(UserError, match=r"metadata file of a checkpoint, not a model: pick the "
                                         r"checkpoint beside it \(m\.pt\)"):
         file_choice(meta)
+
+
+def test_a_checkpoint_copied_over_a_training_output_runs_with_its_own_settings_in_the_dock(
+        make_widget, notifications, qtbot, tmp_path):
+    """Another run's checkpoint copied over my_model.pt, whose my_model.json the first run
+    wrote: the dock ran it with that file's thresholds, input smoothing and mask boundary.
+    Picked now, it loads with its own (SAM's) settings, the boxes follow, and the dock says
+    that my_model.json is not used."""
+    from tiny_configs import trained_pair
+
+    path = trained_pair(tmp_path / "my_model.pt")
+    shutil.copyfile(trained_pair(tmp_path / "other" / "my_model.pt", seed=1), path)
+    viewer, widget = make_widget(_disc_image(), sync=False, preload=False, name="disc")
+    pick_checkpoint(widget, path)
+    viewer.layers.selection.active = widget.controller.points_layer
+    canvas_click(viewer, 48, 48)
+    qtbot.waitUntil(lambda: widget.controller.job is None and widget.controller.predictor
+                    is not None, timeout=120_000)
+    model = widget.controller.predictor.model
+    assert (model.input_smoothing, model.mask_boundary) == (0, "threshold")
+    assert (widget._iou.value(), widget._stability.value()) == (0.88, 0.95)
+    said = [(s, m) for s, m in notifications if "is not used" in m]
+    assert len(said) == 1 and "warning" in said[0][0].lower(), notifications
+    assert said[0][1].startswith(f"{tmp_path / 'my_model.json'} is not used: it describes "
+                                 f"another checkpoint than {path}")

@@ -6,8 +6,9 @@ model's id). Now a file written again is loaded again and the user is told."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -25,7 +26,10 @@ def _write(path, scale: float, stamp: int) -> None:
     sd = {k: v * scale if k.startswith("mask_decoder.output_hypernetworks") else v
           for k, v in sd.items()}
     torch.save(sd, path)
-    shutil.copyfile(where(DEMO_NAME).with_suffix(".json"), path.with_suffix(".json"))
+    meta = json.loads(where(DEMO_NAME).with_suffix(".json").read_text())  # of this file:
+    meta.update(sha256=hashlib.sha256(path.read_bytes()).hexdigest(),  # as training writes
+                size=path.stat().st_size)
+    path.with_suffix(".json").write_text(json.dumps(meta))
     os.utime(path, ns=(stamp, stamp))  # a later write, as training writes it
 
 

@@ -161,23 +161,28 @@ def file_choice(path: str | os.PathLike) -> ModelChoice:
 def recommended_thresholds(choice: ModelChoice) -> dict[str, float]:
     """Segment-everything thresholds for ``choice`` without loading it: SAM's defaults
     updated with the ``"automatic"`` entry of the checkpoint metadata JSON, if any (the
-    bundled demo model has one). Unreadable metadata gives SAM's defaults."""
+    bundled demo model has one). Unreadable metadata, or metadata that records another
+    checkpoint's size (no hashing here: loading checks its sha256), gives SAM's defaults."""
     import json
 
     from napari_sam.automatic import recommended_thresholds as for_model
-    from napari_sam.models.checkpoint import find_checkpoint_metadata
+    from napari_sam.models.checkpoint import find_checkpoint_metadata, metadata_describes
     from napari_sam.models.registry import REGISTRY, automatic_defaults, where
 
     own: dict[str, float] = {}
     if choice.is_file:
-        metadata = find_checkpoint_metadata(choice.key)
+        checkpoint = Path(choice.key)
     elif choice.key in REGISTRY and REGISTRY[choice.key].packaged:
-        metadata = find_checkpoint_metadata(where(choice.key))
+        checkpoint = where(choice.key)
     else:
-        metadata = None  # downloadable SAM weights: no checkpoint metadata of ours
+        checkpoint = None  # downloadable SAM weights: no checkpoint metadata of ours
+    metadata = None if checkpoint is None else find_checkpoint_metadata(checkpoint)
     if metadata is not None:
         try:
-            own = automatic_defaults(json.loads(metadata.read_text()), metadata)
+            stored = json.loads(metadata.read_text())
+            if isinstance(stored, dict) and metadata_describes(stored, checkpoint,
+                                                               hash_file=False):
+                own = automatic_defaults(stored, metadata)
         except (OSError, ValueError):
             pass
     return for_model(own)

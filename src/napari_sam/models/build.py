@@ -7,6 +7,7 @@ public names are re-exported here.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import read_checkpoint
+from .checkpoint import read_checkpoint, stale_metadata_note
 from .config import CONFIGS, SamConfig, architecture_name, config_from_state_dict
 from .image_encoder import ImageEncoderCNN, ImageEncoderViT
 from .mask_decoder import MaskDecoder, TwoWayTransformer
@@ -33,6 +34,8 @@ __all__ = [
     "load_checkpoint",
     "architecture_name",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: per ``SamConfig.encoder``: the image encoder class and, for each of its constructor
 #: arguments, the :class:`SamConfig` field that gives it
@@ -201,8 +204,11 @@ def _mismatch(sd: Mapping[str, Tensor], expected: Mapping[str, Tensor], config: 
 
 
 def load_checkpoint(path: str | Path, config: SamConfig | None = None) -> Sam:
-    """:func:`read_checkpoint` + :func:`sam_from_state_dict`; sets ``model_id`` from metadata."""
+    """:func:`read_checkpoint` + :func:`sam_from_state_dict`; sets ``model_id`` from metadata
+    (a metadata file of another checkpoint is not used, with a warning)."""
     sd, meta = read_checkpoint(path)
+    if "ignored_sidecar" in meta:
+        logger.warning("%s", stale_metadata_note(path, meta["ignored_sidecar"]))
     cfg = config if config is not None else meta.get("config")
     try:
         sam = sam_from_state_dict(sd, cfg)

@@ -5,6 +5,10 @@ Official SAM checkpoints (a bare state_dict), micro-sam's (``{"model_state": ...
 prefixes such as ``module.``) and our own (a state_dict with a ``"config"`` entry, or a JSON
 metadata file next to it) all come out with the keys of Meta's ``Sam``. Files are loaded with
 ``weights_only=True``: nothing in a checkpoint is ever executed.
+
+A metadata file that records a checkpoint's sha256 (every one our trainer writes) is used
+only with that checkpoint (:func:`metadata_describes`): a checkpoint downloaded or copied
+over a training run's ``FILE.pt`` is not run with the settings chosen for another model.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch is imported to read a checkpoint: listing models needs none
     from torch import Tensor
 
-__all__ = ["find_checkpoint_metadata", "read_checkpoint"]
+__all__ = ["find_checkpoint_metadata", "metadata_describes", "read_checkpoint",
+           "stale_metadata_note"]
 
 
 _WRAPPER_KEYS = ("model_state", "model_state_dict", "state_dict", "model")
@@ -86,7 +91,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
     :class:`SamConfig` when the checkpoint or its JSON metadata file (``<path>.json`` or
     ``<stem>.json`` with a "config" entry, see :func:`find_checkpoint_metadata`) provides
     one; that file's other entries are merged in too, and ``metadata["sidecar"]`` is its
-    path.
+    path. A metadata file that records the sha256 of another checkpoint (see
+    :func:`metadata_describes`) is not used: ``metadata["ignored_sidecar"]`` is then its
+    path, and the caller says so (:func:`stale_metadata_note`).
 
     Raises
     ------
@@ -115,7 +122,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
             stored = json.loads(metadata_file.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise ValueError(f"cannot read metadata sidecar {metadata_file}: {e}") from e
-        if isinstance(stored, Mapping):
+        if isinstance(stored, Mapping) and not metadata_describes(stored, path):
+            metadata["ignored_sidecar"] = str(metadata_file)
+        elif isinstance(stored, Mapping):
             metadata.update(stored)
             metadata["sidecar"] = str(metadata_file)  # key kept: part of the returned record
     if "config" in metadata and isinstance(metadata["config"], Mapping):
@@ -157,3 +166,59 @@ def find_checkpoint_metadata(path: str | Path) -> Path | None:
         if candidate.is_file() and candidate != path:
             return candidate
     return None
+
+
+def metadata_describes(stored: Mapping, path: str | Path, *, hash_file: bool = True) -> bool:
+    """Whether the checkpoint metadata ``stored`` (the JSON object of the metadata file beside
+    the checkpoint ``path``) describes that checkpoint file.
+
+    Our trainer records the sha256 of the checkpoint it saved (``"sha256"``) and, while a save
+    is under way, that of the checkpoint it replaces (``"replaces_sha256"``): the metadata
+    describes ``path`` when its sha256 is one of them. Metadata that records no sha256 (written
+    by hand, or by another tool) cannot tell and is taken to describe it.
+
+    Parameters
+    ----------
+    stored : Mapping
+        The metadata file's JSON object.
+    path : str or Path
+        The checkpoint file.
+    hash_file : bool
+        False: compare only the file's size with the recorded ``"size"`` (no hashing; a
+        mismatch found this way is certain, a match is not a proof).
+
+    Returns
+    -------
+    bool
+        False when ``stored`` records the sha256 of another file. The digest is
+        :func:`~napari_sam.models.download.file_digest`'s, remembered per size and
+        modification time: loading a checkpoint hashes it once (also for its model id).
+
+    Raises
+    ------
+    OSError
+        ``path`` cannot be read (only where a sha256 is recorded).
+    """
+    from .download import file_digest
+
+    recorded = {str(stored[k]).lower() for k in ("sha256", "replaces_sha256")
+                if isinstance(stored.get(k), str)}
+    if not recorded:
+        return True
+    size = stored.get("size")
+    if ("replaces_sha256" not in stored and isinstance(size, int)
+            and Path(path).stat().st_size != size):
+        return False
+    return not hash_file or file_digest(path) in recorded
+
+
+def stale_metadata_note(path: str | Path, metadata_file: str | Path, instead: str = "") -> str:
+    """What loading the checkpoint ``path`` says of the metadata file beside it that describes
+    another checkpoint (:func:`metadata_describes`), and what to do; ``instead``: where its
+    settings come from (default: its own, SAM's)."""
+    instead = instead or (f"{Path(path).name} runs with its own settings, not with that "
+                          "file's thresholds, input smoothing and mask boundary.")
+    return (f"{metadata_file} is not used: it describes another checkpoint than {path} (its "
+            "sha256 differs: a checkpoint downloaded or copied over a training run's file?); "
+            f"{instead} Move {Path(metadata_file).name} away (keep it with the checkpoint it "
+            "was written for).")

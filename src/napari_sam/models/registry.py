@@ -34,7 +34,12 @@ from typing import TYPE_CHECKING, Any
 from napari_sam.edge_threshold import BOUNDARIES
 
 from .catalog import DEMO_NAME, MODEL_SPECS, ModelSpec
-from .checkpoint import find_checkpoint_metadata, read_checkpoint
+from .checkpoint import (
+    find_checkpoint_metadata,
+    metadata_describes,
+    read_checkpoint,
+    stale_metadata_note,
+)
 from .download import (
     CACHE_ENV,
     DOWNLOAD_TIMEOUT,
@@ -340,23 +345,27 @@ def _build(path: Path) -> Sam | Sam2Model:
     from .sam2.checkpoint import is_sam2_state_dict, load_sam2
 
     state_dict, metadata = read_checkpoint(path)  # unwraps; config from the metadata
-
+    ignored = metadata.get("ignored_sidecar")  # of another checkpoint: read_checkpoint
+    notes = () if ignored is None else (stale_metadata_note(path, ignored),)
     if is_sam2_state_dict(state_dict):
         try:
-            return load_sam2(state_dict, image_size=metadata.get("image_size"))
+            model = load_sam2(state_dict, image_size=metadata.get("image_size"))
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
-    try:
-        model = sam_from_state_dict(state_dict, config=metadata.get("config"))
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
-    model.load_notes = ()  # what loading it did that its user should know (the dock shows it)
-    if "sidecar" not in metadata and getattr(model.config, "encoder", "") == "cnn":
-        metadata = {**inherited_settings(path), **metadata}
-        model.load_notes = (missing_metadata_note(path),)
-    model.automatic_defaults = automatic_defaults(metadata, path)
-    model.input_smoothing = input_smoothing(metadata, path)
-    model.mask_boundary = mask_boundary(metadata, path)
+    else:
+        try:
+            model = sam_from_state_dict(state_dict, config=metadata.get("config"))
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+        if "sidecar" not in metadata and getattr(model.config, "encoder", "") == "cnn":
+            metadata = {**demo_settings(), **metadata}
+            notes = (missing_metadata_note(path, ignored),)
+        model.automatic_defaults = automatic_defaults(metadata, path)
+        model.input_smoothing = input_smoothing(metadata, path)
+        model.mask_boundary = mask_boundary(metadata, path)
+    model.load_notes = notes  # what loading it did that its user should know (dock, CLI)
+    for note in notes:
+        logger.warning("%s", note)
     return model
 
 
@@ -371,18 +380,28 @@ def inherited_settings(path: str | os.PathLike) -> dict[str, Any]:
     trainer. Without them segment everything keeps almost nothing (SAM's thresholds; 3D
     F1 0.04 instead of 0.58 for a fine-tuned demo model on the real development stack). Says
     so in a warning."""
-    demo = _read_metadata_file(where(DEMO_NAME))
-    kept = {k: demo[k] for k in INHERITED_KEYS if k in demo}
+    kept = demo_settings()
     logger.warning("%s", missing_metadata_note(path))
     return kept
 
 
-def missing_metadata_note(path: str | os.PathLike) -> str:
-    """What :func:`inherited_settings` tells the user of the checkpoint ``path``."""
+def demo_settings() -> dict[str, Any]:
+    """The bundled demo model's settings (:data:`INHERITED_KEYS`) from its metadata file."""
+    demo = _read_metadata_file(where(DEMO_NAME))
+    return {k: demo[k] for k in INHERITED_KEYS if k in demo}
+
+
+def missing_metadata_note(path: str | os.PathLike,
+                          ignored: str | os.PathLike | None = None) -> str:
+    """What :func:`inherited_settings` tells the user of the checkpoint ``path``; ``ignored``:
+    the metadata file beside it, not used because it describes another checkpoint."""
+    what = "settings (segment everything thresholds, input smoothing, mask boundary)"
+    if ignored is not None:
+        return stale_metadata_note(path, ignored, f"{Path(path).name} takes its {what} from "
+                                   "the bundled demo model, whose architecture it has.")
     return (f"{path} has no metadata file beside it ({Path(path).with_suffix('.json').name}): "
-            "its settings (segment everything thresholds, input smoothing, mask boundary) are "
-            "taken from the bundled demo model, whose architecture it has. Keep the .json that "
-            "training wrote with the .pt (same name).")
+            f"its {what} are taken from the bundled demo model, whose architecture it has. "
+            "Keep the .json that training wrote with the .pt (same name).")
 
 
 def mask_boundary(metadata: dict, path: str | os.PathLike = "") -> str:
@@ -478,7 +497,10 @@ def declared_input_smoothing(name_or_path: str | os.PathLike) -> float:
     text = os.fspath(name_or_path)
     path = where(text) if text in REGISTRY else Path(text).expanduser()
     try:
-        return input_smoothing(_read_metadata_file(path), _metadata_path(path))
+        stored = _read_metadata_file(path)
+        if not metadata_describes(stored, path):  # of another checkpoint: not used
+            return 0.0
+        return input_smoothing(stored, _metadata_path(path))
     except (OSError, ValueError):  # unreadable or invalid: loading the model says so
         return 0.0
 

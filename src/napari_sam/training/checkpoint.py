@@ -110,8 +110,11 @@ def vouches_for(meta: dict[str, Any], path: Path) -> bool:
     """Whether the training metadata ``meta`` describes the checkpoint file ``path``: its
     sha256 is the one ``meta`` was written with, or the one of the checkpoint that save
     replaced (``replaces_sha256``: :func:`save_checkpoint` renames the metadata first, so a
-    save stopped between its two renames leaves the previous checkpoint beside it)."""
-    return file_sha256(path) in {meta.get("sha256"), meta.get("replaces_sha256")} - {None}
+    save stopped between its two renames leaves the previous checkpoint beside it). Loading
+    a checkpoint asks the same (:func:`napari_sam.models.checkpoint.metadata_describes`)."""
+    from napari_sam.models.checkpoint import metadata_describes
+
+    return isinstance(meta.get("sha256"), str) and metadata_describes(meta, path)
 
 
 def not_ours_problem(out: str | os.PathLike, flag: str = "--overwrite") -> str | None:
