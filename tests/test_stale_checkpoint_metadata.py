@@ -150,3 +150,27 @@ def test_the_cli_runs_a_replaced_checkpoint_with_its_own_settings_and_says_so(
     assert err.count(f"napari-sam: {tmp_path / 'm.json'} is not used: it describes another "
                      f"checkpoint than {path}") == 1, err
     assert "Move m.json away" in err
+
+
+def test_training_from_a_replaced_checkpoint_says_so_and_does_not_carry_its_json(
+        tmp_path, capsys, offline_cli):
+    """``train --model m.pt`` from such a checkpoint: the note is printed (the library's log
+    line did not reach the terminal) and the new model's FILE.json records the base model's
+    own settings, not those of the stale m.json."""
+    from cli_runner import tiny_train_argv
+    from napari_sam.models.registry import DEMO_NAME, demo_settings, where
+
+    if not where(DEMO_NAME).is_file():
+        pytest.skip("the bundled demo model is not installed")
+    base = trained_pair(tmp_path / "m.pt", TINY_CNN)
+    download_over(base, TINY_CNN)
+    data = tmp_path / "data"
+    assert cli(["sample", "nuclei-2d", "-o", data, "-n", "2", "--shape", "64,64", "-q"],
+               capsys)[0] == 0
+    out = tmp_path / "new.pt"
+    rc, _, err = cli(tiny_train_argv(data, data / "ground_truth", out, base), capsys)
+    assert rc == 0, err
+    assert err.count(f"napari-sam: note: {tmp_path / 'm.json'} is not used: it describes "
+                     f"another checkpoint than {base}") == 1, err
+    written = json.loads(out.with_suffix(".json").read_text())
+    assert written["automatic"] == demo_settings()["automatic"] != TRAINED["automatic"]

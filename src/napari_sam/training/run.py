@@ -228,7 +228,9 @@ def train(
     on_note : callable(str), optional
         Receives what the user should know about the data before training starts (an image
         left out because none of its objects is large enough at the model input; validation
-        on the training data when only one item is usable). Default: a logging warning.
+        on the training data when only one item is usable), and what loading ``model`` said
+        (its ``load_notes``: a metadata file beside it not used, or missing). Default: a
+        logging warning.
     on_resume : callable(Path), optional
         With ``resume``: called with the training state's path when this call continues the
         run saved there (its schedule and data match and epochs are left), before the first
@@ -278,6 +280,8 @@ def train(
         sam, base = _resolve_model(model, dev)
     except (ValueError, OSError) as exc:
         raise ModelLoadError(str(exc)) from exc
+    for note in getattr(sam, "load_notes", ()) if on_note is not None else ():  # else logged
+        on_note(note)  # e.g. a checkpoint whose FILE.json is another's: not used
     items = make_items(pairs, sam.img_size, smoothing=float(getattr(sam, "input_smoothing", 0)))
     train_items, val_items = split_items(items, val_fraction, seed)
     for note in data_notes(pairs, items, val_items, sam.img_size):
