@@ -120,7 +120,10 @@ class ModelLoadError(ValueError):
     raised before any training."""
 
 
-def _resolve_model(model, device):
+def _resolve_model(model, device, on_note=None):
+    """The model to train and its name; what loading it said (its ``load_notes``, e.g. a
+    FILE.json beside it that is another checkpoint's, not used) goes to ``on_note`` (without
+    one, :func:`load_model` has logged it)."""
     from napari_sam.models.build import SamConfig, build_sam
     from napari_sam.models.sam import Sam
 
@@ -137,6 +140,8 @@ def _resolve_model(model, device):
         require_family(model, "sam1", "training (napari_sam.train)")
     m = load_model(model if not isinstance(model, str) or not os.path.isfile(model)
                    else Path(model), device="cpu")
+    for note in getattr(m, "load_notes", ()) if on_note is not None else ():
+        on_note(note)
     return require_family(m, "sam1", "training (napari_sam.train)"), str(model)
 
 
@@ -277,11 +282,9 @@ def train(
     pairs = load_pairs(images, labels)  # all input checks first
     dev = resolve_device(device)
     try:
-        sam, base = _resolve_model(model, dev)
+        sam, base = _resolve_model(model, dev, on_note)
     except (ValueError, OSError) as exc:
         raise ModelLoadError(str(exc)) from exc
-    for note in getattr(sam, "load_notes", ()) if on_note is not None else ():  # else logged
-        on_note(note)  # e.g. a checkpoint whose FILE.json is another's: not used
     items = make_items(pairs, sam.img_size, smoothing=float(getattr(sam, "input_smoothing", 0)))
     train_items, val_items = split_items(items, val_fraction, seed)
     for note in data_notes(pairs, items, val_items, sam.img_size):
