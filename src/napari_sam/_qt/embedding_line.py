@@ -47,7 +47,7 @@ class EmbeddingLine:
         self.progress = (0, 0)  # done, total of the embedding phase under way
         self.ended = ""  # "cancelled" or "failed": how the last embedding job ended
         self.embedding = False  # the running job has started an embedding phase
-        self.key = None  # the image, model and settings the line is about (job_key)
+        self.key = None  # the image, model and settings the line is about
         self.job = None  # the job under way
         for signal, slot in ((session.status_changed, self.refresh),
                              (session.job_changed, self.on_job_changed),
@@ -85,7 +85,11 @@ class EmbeddingLine:
         """The line now."""
         s = self.session
         job = s.job
-        key = s.job_key() if s.source is not None else None
+        # the image, model and settings: not job_key(), whose embedding key resolves the
+        # device and imports torch on the main thread (the dock imports it in a thread)
+        key = (None if s.source is None else
+               (id(s.source), s.model_choice, s.device, s.precision, s.tiling, s.channel_axis,
+                s.channel, s.store))
         if key != self.key:  # another image, model or setting: a cancellation is old news
             self.key, self.ended = key, ""
         if job is not None and job.running and self.embedding and s.source is not None:
