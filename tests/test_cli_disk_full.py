@@ -187,7 +187,8 @@ def test_a_full_disk_while_the_checkpoint_metadata_is_written_leaves_no_lone_che
 
     def metadata_fills_up(f, mode):
         fh = open(f, mode)
-        return _FillsUp(fh, 100) if str(f).endswith(f".json.tmp-{os.getpid()}") else fh
+        return _FillsUp(fh, 100) if (".json.tmp-" in str(f) and str(f).endswith(
+            f"-{os.getpid()}")) else fh
 
     monkeypatch.setattr(checkpoint, "open", metadata_fills_up, raising=False)
     with torch.no_grad():

@@ -43,9 +43,31 @@ FORMAT_VERSION = 1
 STATE_FORMAT = ("napari-sam-training-state", 1)
 
 
+#: Seconds after its last write that a temporary file of another host (a cluster node
+#: sharing the folder), or of the older ``.FILE.tmp-PID`` form, counts as left by a killed
+#: save: whether its process runs cannot be asked from here, and a running save writes it.
+FOREIGN_TEMPORARY_AGE = 24 * 3600.0
+
+
+def host_tag() -> str:
+    """This machine's host name as it appears in :func:`temporary_path`: letters, digits,
+    ``_`` and ``.`` only (``-`` separates the process id), at most 24 characters (a longer
+    name is cut and ends with 8 hex digits of its sha1, so two long names stay apart)."""
+    import hashlib
+    import re
+    import socket
+
+    name = socket.gethostname() or "host"
+    tag = re.sub(r"[^A-Za-z0-9_.]", "_", name)
+    if len(tag) > 24:
+        tag = f"{tag[:15]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return tag
+
+
 def temporary_path(path: Path) -> Path:
-    """The temporary name a file is written to beside ``path`` before it is renamed."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """The temporary name a file is written to beside ``path`` before it is renamed:
+    ``.NAME.tmp-HOST-PID`` (:func:`host_tag`, the writing process's id)."""
+    return path.with_name(f".{path.name}.tmp-{host_tag()}-{os.getpid()}")
 
 
 def write_synced(path: Path, write: Callable[[Any], None], final: Path | None = None) -> None:
@@ -145,10 +167,11 @@ def finish_interrupted_save(out: str | os.PathLike) -> Path | None:
     """Complete a :func:`save_checkpoint` of ``out`` that was stopped (killed, out of power)
     between renaming the metadata and renaming the checkpoint: the new checkpoint, still under
     its temporary name beside ``out`` with the sha256 the metadata names, is renamed to
-    ``out``; then the temporary files that killed saves of ``out``, its metadata and its
-    training state left beside them are removed (:func:`remove_dead_temporaries`). Returns
+    ``out``, whichever host or process wrote it (its sha256 is computed after it is written
+    and synced, and the metadata renamed after that: a match is a complete file). Returns
     ``out`` when it renamed it, else None (nothing to complete, or a file at ``out`` that the
-    metadata does not describe: never replaced)."""
+    metadata does not describe: never replaced). Removes nothing
+    (:func:`remove_dead_temporaries` does, once the run goes on)."""
     out = Path(out)
     done = None
     meta = read_training_metadata(checkpoint_metadata_path(out))
@@ -160,21 +183,32 @@ def finish_interrupted_save(out: str | os.PathLike) -> Path | None:
                 os.replace(tmp, out)
                 done = out
                 break
-    remove_dead_temporaries(out)
     return done
 
 
 def remove_dead_temporaries(out: str | os.PathLike) -> list[Path]:
     """Remove the temporary files (:func:`temporary_path`) of ``out``, its checkpoint
-    metadata and its training state whose writing process no longer runs (a save that was
-    killed; a checkpoint or a training state can take gigabytes); returns them. Those of
-    running processes are kept, and all of them on Windows (no harmless way to ask)."""
-    out = Path(out)
+    metadata and its training state that killed saves left (a checkpoint or a training state
+    can take gigabytes); returns them. Call it only once a run will go on (after every
+    refusal). A file of this host is removed when its process no longer runs (all are kept on
+    Windows: no harmless way to ask); one of another host (a cluster node or container
+    sharing the folder) or of the older ``.NAME.tmp-PID`` form only when it was last written
+    :data:`FOREIGN_TEMPORARY_AGE` seconds ago or more (its process cannot be asked)."""
+    import time
+
+    out, here, now = Path(out), host_tag(), time.time()
     gone = []
     for target in (out, checkpoint_metadata_path(out), training_state_path(out)):
-        for tmp in target.parent.glob(f".{glob.escape(target.name)}.tmp-*"):
-            pid = tmp.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and tmp.is_file() and not _is_running(int(pid)):
+        prefix = f".{target.name}.tmp-"
+        for tmp in target.parent.glob(f"{glob.escape(prefix)}*"):
+            host, _, pid = tmp.name[len(prefix):].rpartition("-")
+            if not pid.isdigit() or not tmp.is_file():
+                continue
+            if host == here:
+                dead = not _is_running(int(pid))
+            else:
+                dead = now - tmp.stat().st_mtime >= FOREIGN_TEMPORARY_AGE
+            if dead:
                 tmp.unlink(missing_ok=True)
                 gone.append(tmp)
     return gone
@@ -239,7 +273,7 @@ def save_checkpoint(model, path: str | os.PathLike, metadata: dict[str, Any]) ->
         text = json.dumps(meta, indent=1, default=json_default)
         write_synced(meta_tmp, lambda fh: fh.write(text.encode()), meta_path)
         os.replace(meta_tmp, meta_path)
-        os.replace(tmp, path)
+        _rename_checkpoint(tmp, path, meta)
     except OSError as exc:  # a rename on a read-only disk names the checkpoint
         naming_output(exc, path, tmp)
         raise
@@ -248,6 +282,17 @@ def save_checkpoint(model, path: str | os.PathLike, metadata: dict[str, Any]) ->
             if t.exists():
                 t.unlink()
     return path
+
+
+def _rename_checkpoint(tmp: Path, path: Path, meta: dict[str, Any]) -> None:
+    """Rename the written checkpoint ``tmp`` to ``path``; a rename that finds ``tmp`` gone
+    because another process's :func:`finish_interrupted_save` (a ``train`` of the same
+    ``path`` started at that moment) renamed it already is done, not an error."""
+    try:
+        os.replace(tmp, path)
+    except FileNotFoundError:
+        if tmp.exists() or not path.is_file() or file_sha256(path) != meta["sha256"]:
+            raise
 
 
 def model_entries(model) -> dict[str, Any]:

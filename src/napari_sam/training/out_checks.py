@@ -1,14 +1,20 @@
 """Checks before a training run writes its model: an existing checkpoint, a resumable run's
-state, or a file no training run wrote at the output path (:func:`check_out`; used by
-:func:`napari_sam.training.train`)."""
+state, or a file no training run wrote at the output path (:func:`check_out`); once they
+pass, what killed saves left is cleared (:func:`clear_before_run`). Used by
+:func:`napari_sam.training.train`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .checkpoint import finish_interrupted_save, not_ours_problem, training_state_path
+from .checkpoint import (
+    finish_interrupted_save,
+    not_ours_problem,
+    remove_dead_temporaries,
+    training_state_path,
+)
 
-__all__ = ["check_out"]
+__all__ = ["check_out", "clear_before_run"]
 
 
 def _check_metadata_file(out) -> None:
@@ -62,3 +68,16 @@ def check_out(out, overwrite: bool, resume: bool) -> None:
         raise FileExistsError(not_ours_problem(out, "overwrite=True"))
     if not overwrite:
         _check_existing_out(out, resume)
+
+
+def clear_before_run(out, overwrite: bool, resume: bool) -> None:
+    """Once every check passed and the run goes on (never before a refusal): remove the
+    temporary files killed saves of ``out`` left
+    (:func:`~napari_sam.training.checkpoint.remove_dead_temporaries`) and, for a new run
+    (``overwrite`` without ``resume``), the training state of the old one (not its to
+    resume)."""
+    if out is None:
+        return
+    remove_dead_temporaries(out)
+    if overwrite and not resume:
+        training_state_path(out).unlink(missing_ok=True)

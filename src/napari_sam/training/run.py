@@ -37,7 +37,7 @@ from .checkpoint import (
 from .config import TrainConfig
 from .data import MIN_OBJECT_PIXELS, TrainItem, load_pairs, make_items, split_items
 from .evaluation import evaluate
-from .out_checks import check_out
+from .out_checks import check_out, clear_before_run
 from .trainer import Trainer, position_aware_init
 
 __all__ = ["ModelLoadError", "ScheduleMismatchError", "TrainResult", "run_training", "train"]
@@ -296,8 +296,7 @@ def train(
     trainer = Trainer(sam, cfg, device=dev, seed=seed, total_steps=spe * epochs)
     meta_base = _run_metadata(pairs, items, train_items, val_items, base, seed, cfg,
                               data_description)
-    if overwrite and not resume and out is not None:  # a new run: not the old one's to resume
-        training_state_path(out).unlink(missing_ok=True)
+    clear_before_run(out, overwrite, resume)  # every check passed: the run goes on
     state_path = training_state_path(out) if resume else None
     state = load_training_state(state_path) if state_path and state_path.is_file() else None
     extra = {"model": str(Path(base).resolve()) if os.path.isfile(base) else base,
