@@ -139,3 +139,28 @@ def test_a_rename_done_by_another_process_is_not_an_error(tmp_path, tiny_sam, mo
     meta = json.loads((tmp_path / "m.json").read_text())
     assert hashlib.sha256((tmp_path / "m.pt").read_bytes()).hexdigest() == meta["sha256"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.pt"]
+
+
+def test_a_second_save_does_not_hash_the_checkpoint_it_replaces(tmp_path, tiny_sam,
+                                                                  monkeypatch):
+    """``replaces_sha256`` is the previous checkpoint's sha256, remembered from its save
+    (was: the previous checkpoint read again in full at every improving epoch)."""
+    import torch
+
+    from napari_sam.models import download
+    from napari_sam.training import checkpoint
+
+    out = tmp_path / "m.pt"
+    checkpoint.save_checkpoint(tiny_sam, out, {"trained_by": "napari_sam test"})
+    first = hashlib.sha256(out.read_bytes()).hexdigest()
+    hashed = []
+    hasher = download._hasher
+    monkeypatch.setattr(download, "_hasher", lambda algorithm: hashed.append(1) or hasher(
+        algorithm))
+    with torch.no_grad():
+        tiny_sam.mask_decoder.iou_prediction_head.layers[0].weight.add_(1.0)
+    checkpoint.save_checkpoint(tiny_sam, out, {"trained_by": "napari_sam test"})
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["replaces_sha256"] == first != meta["sha256"]
+    assert meta["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert len(hashed) == 1  # the new checkpoint only

@@ -32,6 +32,7 @@ __all__ = [
     "download",
     "file_digest",
     "file_model_id",
+    "remember_digest",
     "file_problem",
     "set_aside",
     "size_problem",
@@ -130,6 +131,16 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     with _digest_lock:
         _digest_cache[key] = (stat.st_size, stat.st_mtime_ns, digest)
     return digest
+
+
+def remember_digest(path: str | os.PathLike, digest: str, algorithm: str = "sha256") -> None:
+    """Remember ``digest`` as :func:`file_digest` of the file ``path`` at its present size and
+    modification time, without reading it: for a file whose bytes were just hashed under
+    another name (a temporary file renamed to ``path``: a rename keeps both)."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    with _digest_lock:
+        _digest_cache[(str(path), algorithm)] = (stat.st_size, stat.st_mtime_ns, digest)
 
 
 def file_model_id(path: str | os.PathLike) -> str:
@@ -287,13 +298,7 @@ def download(spec: ModelSpec, url: str, target: Path, progress: bool) -> None:
         ) from err
     # pooch has just checked the hash of these exact bytes: remember it instead of
     # reading a multi-GB file again, and keep the (cheap) size check.
-    stat = target.stat()
-    with _digest_lock:
-        _digest_cache[(str(target.resolve()), spec.hash_algorithm)] = (
-            stat.st_size,
-            stat.st_mtime_ns,
-            spec.expected_hash.lower(),
-        )
+    remember_digest(target, spec.expected_hash.lower(), spec.hash_algorithm)
     problem = file_problem(target, spec)
     if problem is not None:
         remove_path(target)

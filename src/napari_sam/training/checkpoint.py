@@ -287,12 +287,16 @@ def save_checkpoint(model, path: str | os.PathLike, metadata: dict[str, Any]) ->
 def _rename_checkpoint(tmp: Path, path: Path, meta: dict[str, Any]) -> None:
     """Rename the written checkpoint ``tmp`` to ``path``; a rename that finds ``tmp`` gone
     because another process's :func:`finish_interrupted_save` (a ``train`` of the same
-    ``path`` started at that moment) renamed it already is done, not an error."""
+    ``path`` started at that moment) renamed it already is done, not an error. The sha256
+    of ``path`` is remembered (the next save's ``replaces_sha256`` reads no gigabytes)."""
+    from napari_sam.models.download import remember_digest
+
     try:
         os.replace(tmp, path)
     except FileNotFoundError:
         if tmp.exists() or not path.is_file() or file_sha256(path) != meta["sha256"]:
             raise
+    remember_digest(path, meta["sha256"])  # the next save's replaces_sha256: no second read
 
 
 def model_entries(model) -> dict[str, Any]:
