@@ -42,7 +42,10 @@ def _client_for(scheduler: str | None, workers: int | None, threads_per_worker: 
         if connection_refused(scheduler):  # at once, not after the timeout
             raise RuntimeError(f"cannot reach a dask scheduler at {scheduler} (the connection "
                                f"was refused: nothing listens there); {how}")
-        other = not_a_scheduler(scheduler)  # dask's client would hang or fail oddly
+        from dask.utils import parse_timedelta
+
+        # dask's client would hang or fail oddly; a busy scheduler may take seconds to answer
+        other = not_a_scheduler(scheduler, patience=parse_timedelta(SCHEDULER_TIMEOUT))
         if other:
             raise RuntimeError(f"no dask scheduler answers at {scheduler} ({other}); {how}")
         try:

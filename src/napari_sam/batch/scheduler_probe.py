@@ -5,7 +5,8 @@ bytes as a frame count: a scheduler's dashboard (HTTP, port 8787) kept ``napari-
 silently for minutes, and an SSH server's banner became "MemoryError: Unable to allocate 2.82
 EiB", and a listener that accepts and never speaks kept it waiting forever.
 :func:`not_a_scheduler` does dask's handshake itself, bounded in time, and when it fails looks
-at what answers instead."""
+at what answers instead; a listener that sent nothing (or an address where nothing answers) is
+tried once more for the rest of the client's timeout first: a busy scheduler answers late."""
 
 from __future__ import annotations
 
@@ -13,9 +14,16 @@ import socket
 import threading
 from urllib.parse import urlsplit
 
-#: Seconds the dask handshake may take before the listener is looked at (a scheduler answers
-#: in milliseconds); a listener that accepts and sends nothing in this time is refused.
+#: Seconds the first dask handshake may take before the listener is looked at (an idle
+#: scheduler answers in milliseconds; an HTTP server or a server that speaks first is told
+#: apart in seconds then).
 HANDSHAKE_TIMEOUT = 5.0
+#: Seconds in all a listener that accepts and sends nothing (or an address where no
+#: connection is made) gets before it is refused: after the first handshake it is tried
+#: again for the rest of this time, since a busy scheduler (its event loop blocked: dask logs
+#: "Event loop was unresponsive for N s") answers after seconds. The caller passes its
+#: client's own timeout (``napari_sam.batch.distributed.SCHEDULER_TIMEOUT``).
+PATIENCE = 30.0
 
 #: What to do when something other than a scheduler listens at ``--scheduler``.
 WHERE_IT_IS = ("the scheduler's address is the tcp://HOST:PORT (default port 8786) that its "
@@ -87,17 +95,28 @@ def _shown(data: bytes) -> str:
     return repr(line[:60] + ("..." if len(line) > 60 else ""))
 
 
-def not_a_scheduler(address: str, timeout: float = HANDSHAKE_TIMEOUT) -> str | None:
+def _timed_out(error: BaseException) -> bool:
+    """Whether dask's handshake ``error`` is its time running out (dask's ``connect`` says so
+    with an ``OSError("Timed out ...")``, ``asyncio`` with a ``TimeoutError``)."""
+    return isinstance(error, TimeoutError) or (
+        isinstance(error, OSError) and "timed out" in str(error).lower())
+
+
+def not_a_scheduler(address: str, timeout: float = HANDSHAKE_TIMEOUT,
+                    patience: float = PATIENCE) -> str | None:
     """What listens at the ``tcp://HOST:PORT`` ``address`` when it is not a dask scheduler
-    (a phrase for the error), or None: a scheduler answered dask's handshake, the address is
-    not a TCP one, or nothing could be told (the client then tries as before).
+    (a phrase for the error; also when nothing answers at all), or None: a scheduler
+    answered dask's handshake or the address is not a TCP one (the client then tries).
 
     Parameters
     ----------
     address : str
         The ``--scheduler`` address.
     timeout : float
-        Seconds for dask's handshake.
+        Seconds for the first dask handshake (:data:`HANDSHAKE_TIMEOUT`).
+    patience : float
+        Seconds in all before a silent listener, or an address where nothing answers, is
+        refused (:data:`PATIENCE`).
 
     Returns
     -------
@@ -106,21 +125,30 @@ def not_a_scheduler(address: str, timeout: float = HANDSHAKE_TIMEOUT) -> str | N
     where = tcp_host_port(address)
     if where is None:
         return None
+    timeout = min(timeout, patience)
     error = dask_handshake_error(address, timeout)
     if error is None:
         return None
     host, port = where
     banner = _answer(host, port, None, 1.0)  # SSH, SMTP, FTP, ... speak first; dask never
-    if banner:
-        return f"something else is listening there: it sent {_shown(banner)}"
-    reply = _answer(host, port, f"HEAD / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode(), 3.0)
-    if reply and reply.startswith(b"HTTP/"):
+    reply = banner or _answer(host, port, f"HEAD / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode(),
+                                3.0)
+    if not banner and reply and reply.startswith(b"HTTP/"):
         return ("an HTTP server answers there, e.g. a scheduler's dashboard: this is not "
                 f"a dask scheduler's port; {WHERE_IT_IS}")
-    if isinstance(error, TimeoutError) and reply is None:
-        return None  # no connection at all (e.g. a firewall): the client's timeout says so
-    if isinstance(error, TimeoutError) and not reply:  # dask's client would wait forever
-        return (f"something accepts connections there but sent nothing within {timeout:g} s "
+    if (reply is None or _timed_out(error)) and patience > timeout:
+        # a busy scheduler answers late (what it sent the looks above may be its own
+        # handshake, sent once it woke up): once more, for the rest of the patience
+        error = dask_handshake_error(address, patience - timeout)
+        if error is None:
+            return None
+    if banner:
+        return f"something else is listening there: it sent {_shown(banner)}"
+    if reply is None:  # no connection at all (a firewall dropping packets, a host that is off)
+        return (f"nothing answered there within {patience:g} s: check the host name, the "
+                "port and any firewall between here and there")
+    if _timed_out(error) and not reply:  # dask's client would wait forever
+        return (f"something accepts connections there but sent nothing within {patience:g} s "
                 "of dask's handshake: not a dask scheduler, or one too busy to answer")
     return (f"something listens there but does not answer as a dask scheduler "
             f"({type(error).__name__}{': ' if str(error) else ''}{str(error)[:80]})")
