@@ -174,3 +174,30 @@ def test_training_from_a_replaced_checkpoint_says_so_and_does_not_carry_its_json
                      f"another checkpoint than {base}") == 1, err
     written = json.loads(out.with_suffix(".json").read_text())
     assert written["automatic"] == demo_settings()["automatic"] != TRAINED["automatic"]
+
+
+def test_the_cli_says_the_unused_metadata_file_once_outside_pytest(tmp_path):
+    """Run as users run it (a process of its own, no log handler of pytest's): the note was
+    printed twice, once with the 'napari-sam:' prefix and once raw from Python's last-resort
+    log handler (reviewer, session 40)."""
+    import os
+    import subprocess
+    import sys
+
+    import tifffile
+
+    from stacks import blob_stack
+
+    inp = tmp_path / "blobs.tif"
+    tifffile.imwrite(inp, blob_stack()[:1])
+    path = trained_pair(tmp_path / "m.pt")
+    download_over(path)
+    env = dict(os.environ, NAPARI_SAM_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1",
+               NAPARI_SAM_PRECISION="fp32")
+    out = subprocess.run([sys.executable, "-m", "napari_sam.cli", "auto", str(inp), "-o",
+                          str(tmp_path / "out"), "--model", str(path), "-q",
+                          "--points-per-side", "4"],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    said = "m.json is not used: it describes another checkpoint"
+    assert out.stderr.count(said) == 1, out.stderr

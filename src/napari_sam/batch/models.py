@@ -107,10 +107,19 @@ def _registry():
 
 class DropDemoWarning(logging.Filter):
     """Drops :func:`~napari_sam.models.registry.load_model`'s demo-model log line, where the
-    command line prints its own note (once, and not with ``--quiet``)."""
+    command line prints its own note (once, and not with ``--quiet``); ``load_notes``: also
+    the lines it prints itself from the model's ``load_notes`` (a metadata file beside a
+    checkpoint not used: it came twice, once raw from Python's last-resort log handler)."""
+
+    def __init__(self, load_notes: bool = False):
+        super().__init__()
+        self.load_notes = load_notes
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "bundled demo model" not in record.getMessage()
+        text = record.getMessage()
+        if self.load_notes and "is not used: it describes another checkpoint" in text:
+            return False
+        return "bundled demo model" not in text
 
 
 def _load_quietly(load_model, spec, device):

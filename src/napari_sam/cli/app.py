@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     from napari_sam.batch.models import DropDemoWarning
 
     # every command prints its own demo-model note (not with --quiet): not the library's too
-    demo_line = DropDemoWarning()
+    # train and the batch commands print the model's load notes themselves (not export)
+    demo_line = DropDemoWarning(load_notes=args.command not in ("models", "sample", "export",
+                                                                "report"))
     logging.getLogger("napari_sam.models.registry").addFilter(demo_line)
     try:
         if args.command == "models":
