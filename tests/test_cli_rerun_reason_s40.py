@@ -168,3 +168,15 @@ def test_embed_names_tiling_as_the_cli_says_it(tmp_path, tiny_model, capsys):
     assert rc == 0
     assert "(2 slices, " in err and "s; recomputed: parameters changed: tiling auto -> off)" in err
     assert "1 done (1 replaced an earlier output)" in stdout
+
+
+def test_a_removed_output_is_not_said_to_be_unfinished(stack_run, capsys):
+    """An output deleted while its sidecar (status complete) stayed: the line said
+    "resumed: an earlier run did not finish it" (reviewer, session 40), and nothing was
+    replaced."""
+    argv, _, out, _ = stack_run
+    out.unlink()
+    rc, stdout, err = cli(argv, capsys)
+    assert rc == 0 and out.is_file(), err
+    assert "; recomputed: the output was removed (its sidecar remained))" in err, err
+    assert "1 file: 1 done, 0 skipped" in stdout and "replaced" not in stdout, stdout

@@ -38,9 +38,11 @@ def rerun_reason(job: Job, ctx: Context, state: str) -> str:
     """
     if state == "missing":
         return ""
+    meta = nio.read_output_metadata(job.output) or {}
+    if state == "partial" and meta.get("status") == "complete":  # (output_state's order)
+        return "recomputed: the output was removed (its sidecar remained)"
     if state == "partial":
         return "resumed: an earlier run did not finish it"
-    meta = nio.read_output_metadata(job.output) or {}
     params = meta.get("parameters") if isinstance(meta.get("parameters"), dict) else {}
     if state == "changed":
         try:
