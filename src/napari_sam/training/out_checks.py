@@ -71,7 +71,9 @@ def check_out(out, overwrite: bool, resume: bool) -> None:
 
 
 def clear_before_run(out, overwrite: bool, resume: bool) -> None:
-    """Once every check passed and the run goes on (never before a refusal): remove the
+    """Once the checks of the arguments, inputs, model and ``out`` passed (a resumed run's
+    schedule is compared later: its refusal comes after this, when only dead processes'
+    leftovers are gone): remove the
     temporary files killed saves of ``out`` left
     (:func:`~napari_sam.training.checkpoint.remove_dead_temporaries`) and, for a new run
     (``overwrite`` without ``resume``), the training state of the old one (not its to
