@@ -30,7 +30,7 @@ def test_ticking_autosave_again_after_a_full_disk_saves_at_once(
     commit_on(viewer, widget, 2, row=44)
     assert widget._status.text().endswith(
         "Autosave is still off since it failed (No space left on device): turn it on again "
-        "once there is room (it saves at once), or use 'Save session'.")
+        "once it can write (space, permissions; it saves at once), or use 'Save session'.")
     monkeypatch.setattr(S, "write_session", write)  # space freed
     box = widget._autosave
     qtbot.mouseClick(box, Qt.MouseButton.LeftButton, pos=QPoint(8, box.height() // 2))

@@ -46,7 +46,7 @@ def test_autosave_off_after_a_full_disk_is_said_at_every_commit_and_on_again_sav
     assert not s.autosave
     assert s.status.endswith(
         "Autosave is still off since it failed (No space left on device): turn it on again "
-        "once there is room (it saves at once), or use 'Save session'.")
+        "once it can write (space, permissions; it saves at once), or use 'Save session'.")
     monkeypatch.setattr(S, "write_session", write)  # space freed
     s.autosave_on_again()
     assert s.status == "Autosave is on: the session (3 commits) is autosaved."

@@ -546,8 +546,8 @@ class SessionLog(LiveSessionFiles):
             self._autosave_off_why = None
         elif self._autosave_off_why and "autosave is off" not in note:  # until turned on
             note += (f" Autosave is still off since it failed ({self._autosave_off_why}): "
-                     "turn it on again once there is room (it saves at once), or use 'Save "
-                     "session'.")
+                     "turn it on again once it can write (space, permissions; it saves at "
+                     "once), or use 'Save session'.")
         return note
 
     def autosave_on_again(self) -> None:
