@@ -62,6 +62,8 @@ def test_the_embedding_line_counts_tiles_and_says_a_cancel_until_the_image_chang
     click_button(qtbot, widget, "Cancel")
     qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
     assert line.text() == "cancelled: not embedded yet", line.text()
+    c.set_image(c.image_layer)  # the same image again (its source is made anew): still so
+    assert c.job is None and line.text() == "cancelled: not embedded yet", line.text()
     viewer = widget.viewer
     viewer.add_image(np.zeros((64, 64), np.uint8), name="small")
     widget._image.setCurrentIndex(widget._image.findData("small"))

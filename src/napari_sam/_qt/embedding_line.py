@@ -88,8 +88,8 @@ class EmbeddingLine:
         # the image, model and settings: not job_key(), whose embedding key resolves the
         # device and imports torch on the main thread (the dock imports it in a thread)
         key = (None if s.source is None else
-               (id(s.source), s.model_choice, s.device, s.precision, s.tiling, s.channel_axis,
-                s.channel, s.store))
+               (s.image_identity()[0], s.model_choice, s.device, s.precision, s.tiling,
+                s.channel_axis, s.channel, s.store))  # (the layer's id: its source is remade)
         if key != self.key:  # another image, model or setting: a cancellation is old news
             self.key, self.ended = key, ""
         if job is not None and job.running and self.embedding and s.source is not None:
