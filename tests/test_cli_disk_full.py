@@ -22,6 +22,13 @@ def _files(folder) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
+
+def _sample_fails_saying(out, capsys, said: str) -> None:
+    """``napari-sam sample`` into ``out`` exits 1 with the error line ``said``."""
+    rc, _, err = cli([*SAMPLE, "-o", out], capsys)
+    assert rc == 1
+    assert error_line(err) == f"napari-sam: error: {said}"
+
 def test_sample_on_a_full_disk_names_the_file_and_a_rerun_completes(tmp_path, capsys,
                                                                     monkeypatch):
     import tifffile
@@ -39,12 +46,9 @@ def test_sample_on_a_full_disk_names_the_file_and_a_rerun_completes(tmp_path, ca
         return write(file, *args, **kwargs)
 
     monkeypatch.setattr(tifffile, "imwrite", fills_up)
-    rc, _, err = cli([*SAMPLE, "-o", out], capsys)
-    assert rc == 1
-    assert error_line(err) == (
-        f"napari-sam: error: could not write {out / 'nuclei-2d_seed10001.tif'}: no space left "
-        f"on the device of {out}; free space there or write to another folder (-o), then run "
-        "the command again")
+    _sample_fails_saying(out, capsys, f"could not write {out / 'nuclei-2d_seed10001.tif'}: "
+                         f"no space left on the device of {out}; free space there or write "
+                         "to another folder (-o), then run the command again")
     # what was written before is whole; nothing half-written is left to be taken as done
     assert _files(out) == ["ground_truth/nuclei-2d_seed10000.tif", "nuclei-2d_seed10000.tif"]
     monkeypatch.setattr(tifffile, "imwrite", write)
@@ -71,12 +75,9 @@ def test_a_read_only_disk_names_the_file_not_its_temporary(tmp_path, capsys, mon
     out.mkdir()
     monkeypatch.setattr(tifffile, "imwrite", read_only)
     monkeypatch.setattr(Path, "unlink", unlink)
-    rc, _, err = cli([*SAMPLE, "-o", out], capsys)
-    assert rc == 1
-    assert error_line(err) == (
-        f"napari-sam: error: could not write {out / 'nuclei-2d_seed10000.tif'}: the file "
-        f"system of {out} is read-only; make it writable or write to another folder (-o), "
-        "then run the command again")
+    _sample_fails_saying(out, capsys, f"could not write {out / 'nuclei-2d_seed10000.tif'}: "
+                         f"the file system of {out} is read-only; make it writable or write "
+                         "to another folder (-o), then run the command again")
 
 
 class _FillsUp:

@@ -23,16 +23,23 @@ def _disc_image() -> np.ndarray:
     return np.where((yy - 48) ** 2 + (xx - 48) ** 2 < 15 ** 2, 200, 30).astype(np.uint8)
 
 
-def test_a_checkpoint_without_its_json_says_so_in_the_dock(make_widget, notifications, qtbot,
-                                                            tmp_path):
-    alone = tmp_path / "round1.pt"
-    shutil.copyfile(where(DEMO_NAME), alone)
+def _loaded_by_a_click(make_widget, qtbot, ckpt):
+    """``(viewer, widget)``: a threaded dock on the disc image with the checkpoint ``ckpt``
+    picked, loaded by a click at the disc (the model loads with the click's job)."""
     viewer, widget = make_widget(_disc_image(), sync=False, preload=False, name="disc")
-    pick_checkpoint(widget, alone)
+    pick_checkpoint(widget, ckpt)
     viewer.layers.selection.active = widget.controller.points_layer
     canvas_click(viewer, 48, 48)
     qtbot.waitUntil(lambda: widget.controller.job is None and widget.controller.predictor
                     is not None, timeout=120_000)
+    return viewer, widget
+
+
+def test_a_checkpoint_without_its_json_says_so_in_the_dock(make_widget, notifications, qtbot,
+                                                            tmp_path):
+    alone = tmp_path / "round1.pt"
+    shutil.copyfile(where(DEMO_NAME), alone)
+    viewer, widget = _loaded_by_a_click(make_widget, qtbot, alone)
     said = [(s, m) for s, m in notifications if "no metadata file" in m]
     assert len(said) == 1, notifications
     severity, message = said[0]
@@ -195,12 +202,7 @@ def test_a_checkpoint_copied_over_a_training_output_runs_with_its_own_settings_i
 
     path = trained_pair(tmp_path / "my_model.pt")
     shutil.copyfile(trained_pair(tmp_path / "other" / "my_model.pt", seed=1), path)
-    viewer, widget = make_widget(_disc_image(), sync=False, preload=False, name="disc")
-    pick_checkpoint(widget, path)
-    viewer.layers.selection.active = widget.controller.points_layer
-    canvas_click(viewer, 48, 48)
-    qtbot.waitUntil(lambda: widget.controller.job is None and widget.controller.predictor
-                    is not None, timeout=120_000)
+    viewer, widget = _loaded_by_a_click(make_widget, qtbot, path)
     model = widget.controller.predictor.model
     assert (model.input_smoothing, model.mask_boundary) == (0, "threshold")
     assert (widget._iou.value(), widget._stability.value()) == (0.88, 0.95)
