@@ -75,8 +75,6 @@ BUTTON_TIPS = {
     "Clear": "Remove the prompts and the preview; labels stay as they are.",
     "Commit": "Write the preview into the labels layer (a new id per object) and clear the "
               "prompts.",
-    "Undo": "Undo the last commit; pixels you changed since are left as they are.",
-    "Redo": "Redo the last undone commit.",
     "Propagate": "Carry the objects through the stack, slice by slice (or frame by frame); "
                  "the result is previewed, for Commit or Clear.",
     "Segment everything": "Find every object (settings above) on the current slice or the "
