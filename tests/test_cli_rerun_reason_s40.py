@@ -180,3 +180,20 @@ def test_a_removed_output_is_not_said_to_be_unfinished(stack_run, capsys):
     assert rc == 0 and out.is_file(), err
     assert "; recomputed: the output was removed (its sidecar remained))" in err, err
     assert "1 file: 1 done, 0 skipped" in stdout and "replaced" not in stdout, stdout
+
+
+def test_a_sidecar_without_a_parameter_now_none_says_what_it_lacks(stack_run, capsys):
+    """Sidecars of napari-sam before ``--rebound-fraction`` existed (2026-11-28) lack the key,
+    which now records None: the output state said "changed" (the signatures differ) while the
+    reason, re-deriving the comparison with ``None`` for a missing key, found no difference
+    and said "its sidecar does not match this run" (session 41: the reason now words the
+    decision's own differing keys)."""
+    argv, _, out, _ = stack_run
+    side = nio.output_metadata_path(out)
+    meta = json.loads(side.read_text())
+    assert meta["parameters"]["rebound_fraction"] is None
+    del meta["parameters"]["rebound_fraction"]
+    side.write_text(json.dumps(meta))
+    assert rerun_reason(argv, capsys) == (
+        "recomputed: made by an older napari-sam whose sidecar lacks rebound_fraction")
+    assert "skipped  blobs.tif" in cli(argv, capsys)[2]  # once only

@@ -8,6 +8,8 @@ import contextlib
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from napari_sam import io as nio
@@ -142,8 +144,46 @@ EDITED_REASON = ("changed since napari-sam wrote it (labels corrected by hand?):
                  "is; pass --overwrite to replace it, or use another output folder")
 
 
+@dataclass(frozen=True)
+class OutputVerdict:
+    """The state of an existing output (:func:`output_verdict`) and why: the one decision
+    that a batch acts on and a rerun's line explains
+    (:func:`napari_sam.batch.rerun_reason.rerun_reason`).
+
+    Attributes
+    ----------
+    state : str
+        One of :func:`output_state`'s states.
+    cause : str
+        Which check decided it: for ``"changed"`` ``"input"`` (:attr:`input_problem` says
+        what), ``"signature"`` (:attr:`differs` names the keys) or ``"model"``
+        (:attr:`model_ids`); for ``"partial"`` ``"unfinished"`` or ``"removed"`` (a complete
+        sidecar whose output is gone); ``""`` otherwise.
+    recorded : dict
+        The parameters (signature) its sidecar records, ``{}`` when none.
+    signature : dict
+        The signature it was compared with.
+    differs : tuple of str
+        The keys of ``recorded`` and ``signature`` that differ (also those on one side only),
+        sorted; set when ``cause`` is ``"signature"``.
+    input_problem : str
+        :func:`napari_sam.io.incomplete_reason`, when ``cause`` is ``"input"``.
+    model_ids : (str, str), optional
+        (recorded, current) ids of the model file (:func:`model_file_ids`), when ``cause``
+        is ``"model"``.
+    """
+
+    state: str
+    cause: str = ""
+    recorded: dict = field(default_factory=dict)
+    signature: dict = field(default_factory=dict)
+    differs: tuple[str, ...] = ()
+    input_problem: str = ""
+    model_ids: tuple[str, str] | None = None
+
+
 def output_state(output: Path, input_path: Path | None, signature: Mapping) -> str:
-    """Classify an existing output before a job runs.
+    """Classify an existing output before a job runs (:func:`output_verdict` says why).
 
     Returns
     -------
@@ -169,68 +209,80 @@ def output_state(output: Path, input_path: Path | None, signature: Mapping) -> s
         without a sidecar (the dock's, ``napari_sam.embed``'s): replaced only with
         ``--overwrite``.
     """
+    return output_verdict(output, input_path, signature).state
+
+
+def output_verdict(output: Path, input_path: Path | None, signature: Mapping) -> OutputVerdict:
+    """:func:`output_state` of ``output`` with the check that decided it
+    (:class:`OutputVerdict`); the checks run in the order the states are listed there."""
     meta = nio.read_output_metadata(output)
     exists = output.exists()
+    sig = dict(signature)
     if meta is None or meta.get("format") != nio.OUTPUT_METADATA_FORMAT:
         if not exists:
-            return "missing"
+            return OutputVerdict("missing", signature=sig)
         from napari_sam.embeddings import is_embedding_store
 
         # an embedding store napari-sam marked (the dock's, napari_sam.embed's) has no
         # sidecar but is ours: replaced with --overwrite, as another command's output
-        return "other-command" if is_embedding_store(output) else "foreign"
+        state = "other-command" if is_embedding_store(output) else "foreign"
+        return OutputVerdict(state, signature=sig)
     params = meta.get("parameters") or {}
-    if params.get("command") not in (None, signature.get("command")):
-        return "other-command" if exists else "missing"
+    params = dict(params) if isinstance(params, Mapping) else {}
+    verdict = partial(OutputVerdict, recorded=params, signature=sig)
+    if params.get("command") not in (None, sig.get("command")):
+        return verdict("other-command" if exists else "missing")
     if meta.get("status") != "complete" or not exists:
-        return "partial"
+        # a complete sidecar without its output: the output was removed
+        return verdict("partial", "removed" if meta.get("status") == "complete" else "unfinished")
     if nio.output_edited(output):
-        return "edited"
-    if not nio.is_complete(output, input_path):
-        return "changed"
-    if params != dict(signature):
-        return "changed"
-    if not same_model_file(meta, signature):
-        return "changed"
-    return "complete"
+        return verdict("edited")
+    problem = nio.incomplete_reason(output, input_path)
+    if problem:
+        return verdict("changed", "input", input_problem=problem)
+    if params != sig:
+        differs = tuple(sorted(k for k in set(params) | set(sig)
+                               if k not in params or k not in sig or params[k] != sig[k]))
+        return verdict("changed", "signature", differs=differs)
+    ids = model_file_ids(meta, sig)
+    if ids is not None and ids[0] != ids[1]:
+        return verdict("changed", "model", model_ids=ids)
+    return verdict("complete")
 
 
 def job_output_state(job: Job, ctx: Context) -> str:
-    """:func:`output_state` of ``job``'s output under ``ctx`` (its own context), where an
+    """:func:`output_state` of ``job``'s output under ``ctx`` (:func:`job_output_verdict`)."""
+    return job_output_verdict(job, ctx).state
+
+
+def job_output_verdict(job: Job, ctx: Context) -> OutputVerdict:
+    """:func:`output_verdict` of ``job``'s output under ``ctx`` (its own context), where an
     output written with another ``--channel`` (or without) counts as complete when the input
     has no channel axis (``--channel`` does not apply to it:
     :func:`napari_sam.batch.reading.channel_applies`): a mixed folder done without
     ``--channel`` and rerun with it redoes only the files with channels."""
     sig = ctx.signature()
-    state = output_state(job.output, job.input, sig)
-    if state != "changed":
-        return state
-    params = (nio.read_output_metadata(job.output) or {}).get("parameters") or {}
-    recorded = params.get("channel")
+    verdict = output_verdict(job.output, job.input, sig)
+    if verdict.state != "changed":
+        return verdict
+    recorded = verdict.recorded.get("channel")
     if recorded == sig.get("channel") or not isinstance(recorded, (int, type(None))):
-        return state
+        return verdict
     from napari_sam.batch.reading import channel_applies
 
     if channel_applies(job.input, ctx):
-        return state
-    return output_state(job.output, job.input, {**sig, "channel": recorded})
-
-
-def same_model_file(meta: Mapping, signature: Mapping) -> bool:
-    """Whether the checkpoint file the signature's model names still holds the weights that
-    made the output: its id (``file:<sha256[:12]>``, or for the bundled demo model
-    ``demo:<sha256[:12]>``, whose weights change when napari-sam-stacks is upgraded) against
-    the one the output metadata records. True for downloaded registry models and for a file
-    that is not there (nothing to compare: loading it fails)."""
-    ids = model_file_ids(meta, signature)
-    return ids is None or ids[0] == ids[1]
+        return verdict
+    return output_verdict(job.output, job.input, {**sig, "channel": recorded})
 
 
 def model_file_ids(meta: Mapping, signature: Mapping) -> tuple[str, str] | None:
-    """(recorded, current) ids of the checkpoint file the signature's model names, as
-    :func:`same_model_file` compares them (the recorded one "" when the output metadata has
-    none); None when there is nothing to compare (a downloaded registry model, a missing
-    file)."""
+    """(recorded, current) ids of the checkpoint file the signature's model names (the
+    recorded one "" when the output metadata has none), which :func:`output_verdict`
+    compares: whether the file still holds the weights that made the output. Its id is
+    ``file:<sha256[:12]>``, or for the bundled demo model ``demo:<sha256[:12]>``, whose
+    weights change when napari-sam-stacks is upgraded; a recorded ``+...`` suffix is left
+    out. None when there is nothing to compare (a downloaded registry model, a file that
+    is not there: loading it fails)."""
     spec = str(signature.get("model"))
     current = model_file_id(spec) or packaged_model_id(spec)
     if current is None:

@@ -19,7 +19,7 @@ from napari_sam.batch.jobs import (
     EDITED_REASON,
     OutputLock,
     cleanup_tmp,
-    job_output_state,
+    job_output_verdict,
     mark_partial,
     output_stamp,
     read_sidecar,
@@ -135,7 +135,8 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
                 res.reason = ("busy: another napari-sam process"
                               + (f" (pid {pid})" if pid else "") + " is writing it")
                 return res
-            state = job_output_state(job, ctx)
+            verdict = job_output_verdict(job, ctx)
+            state = verdict.state
             if state == "complete" and not ctx.overwrite:
                 res.status, res.reason = "skipped", "complete"
                 meta = nio.read_output_metadata(job.output) or {}
@@ -161,7 +162,7 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
                               "or another output folder")
                 return res
             res.details["previous_state"] = state
-            res.details["rerun_reason"] = rerun_reason(job, ctx, state)  # "" when missing
+            res.details["rerun_reason"] = rerun_reason(verdict)  # "" when missing
             res.details["replaced"] = state != "missing" and job.output.exists()
             cleanup_tmp(job.output)
             previous, stamp = read_sidecar(job.output), output_stamp(job.output)

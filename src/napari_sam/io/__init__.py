@@ -53,7 +53,8 @@ Each output ``out.tif`` gets a JSON output metadata file ``out.tif.json`` (the o
 name plus ``.json``, so ``out.tif`` and ``out.npy`` never share one) recording the model,
 version, parameters, objects, the output's size and the input's size, mtime and a hash of
 sampled bytes (``content_sample_hash``).
-``is_complete`` uses it to decide whether a batch rerun can skip an output, and
+``is_complete`` uses it to decide whether a batch rerun can skip an output (``incomplete_reason``
+says why not), and
 ``output_edited`` whether an output was changed since (a rerun keeps it).
 """
 
@@ -65,6 +66,7 @@ from napari_sam.io.output_metadata import (
     OUTPUT_METADATA_FORMAT,
     OUTPUT_METADATA_VERSION,
     content_sample_hash,
+    incomplete_reason,
     input_fingerprint,
     is_complete,
     label_objects_summary,
@@ -127,6 +129,7 @@ __all__ = [
     "guess_axes",
     "input_fingerprint",
     "is_complete",
+    "incomplete_reason",
     "quiet_tifffile",
     "label_objects_summary",
     "output_edited",

@@ -238,35 +238,51 @@ def is_complete(
     the output metadata's recorded output size equals the output's current size, and (when
     ``input_path`` is given) the output metadata's input size, mtime and sampled content hash
     (:func:`content_sample_hash`) match the current input file.
-    With ``input_path=None`` the input is not checked.
+    With ``input_path=None`` the input is not checked. :func:`incomplete_reason` says why not.
     """
+    return not incomplete_reason(output_path, input_path)
+
+
+def incomplete_reason(
+    output_path: os.PathLike | str, input_path: os.PathLike | str | None = None
+) -> str:
+    """Why :func:`is_complete` says no, as a short phrase (``"the input changed"``, ``"its
+    sidecar records no input"``, ``"the output's size differs from its sidecar's"``, ...);
+    ``""`` when the output is complete. The input is checked before the output's size, so a
+    changed input is named as the cause when both changed."""
     out = Path(output_path)
     if not out.exists():
-        return False
+        return "the output is missing"
     sc = read_output_metadata(out)
-    if sc is None or sc.get("status") != "complete":
-        return False
-    try:
-        if int(sc["output"]["size"]) != _path_size(out):
-            return False
-    except (KeyError, TypeError, ValueError, OSError):
-        return False
+    if sc is None:
+        return "its sidecar is missing or unreadable"
+    if sc.get("status") != "complete":
+        return "its sidecar says it is unfinished"
     if input_path is not None:
         inp = Path(input_path)
         rec = sc.get("input")
-        if not isinstance(rec, dict) or not inp.exists():
-            return False
+        if not isinstance(rec, dict):
+            return "its sidecar records no input"
+        if not inp.exists():
+            return "the input is missing"
         try:
             now = input_fingerprint(inp)
         except OSError:
-            return False
+            return "the input changed"
         if rec.get("size") != now["size"] or rec.get("mtime_ns") != now["mtime_ns"]:
-            return False
+            return "the input changed"
         # same size and mtime can still be other data (a file replaced by a copy that kept
         # the time stamp): compare sampled content; metadata from before it have no hash
         if rec.get("sample_hash") is not None and rec["sample_hash"] != now["sample_hash"]:
-            return False
-    return True
+            return "the input changed"
+    try:
+        if int(sc["output"]["size"]) != _path_size(out):
+            return "the output's size differs from its sidecar's"
+    except (KeyError, TypeError, ValueError):
+        return "its sidecar records no output size"
+    except OSError:
+        return "the output's size could not be read"
+    return ""
 
 
 def label_objects_summary(labels, scores: Mapping | Sequence | None = None) -> list[dict]:
