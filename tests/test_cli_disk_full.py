@@ -105,11 +105,12 @@ class _FillsUp:
 def test_a_checkpoint_on_a_full_disk_is_an_os_error_naming_it(tmp_path, tiny_sam, monkeypatch):
     """``torch.save`` turned the full disk into ``RuntimeError: [enforce fail at
     inline_container.cc:672] . unexpected pos 792000 vs 791888``: the CLI printed that."""
+    from napari_sam.io import writers
     from napari_sam.io.write_errors import write_problem
     from napari_sam.training import checkpoint
 
     path = tmp_path / "m.pt"
-    monkeypatch.setattr(checkpoint, "open", lambda f, mode: _FillsUp(open(f, mode), 50_000),
+    monkeypatch.setattr(writers, "open", lambda f, mode: _FillsUp(open(f, mode), 50_000),
                         raising=False)
     with pytest.raises(OSError) as info:
         checkpoint.save_checkpoint(tiny_sam, path, {"trained_by": "napari_sam test"})
@@ -179,6 +180,7 @@ def test_a_full_disk_while_the_checkpoint_metadata_is_written_leaves_no_lone_che
     ``train`` command refused it for good as a file training did not write."""
     import torch
 
+    from napari_sam.io import writers
     from napari_sam.training import checkpoint
 
     path = tmp_path / "m.pt"
@@ -191,7 +193,7 @@ def test_a_full_disk_while_the_checkpoint_metadata_is_written_leaves_no_lone_che
         return _FillsUp(fh, 100) if (".json.tmp-" in str(f) and str(f).endswith(
             f"-{os.getpid()}")) else fh
 
-    monkeypatch.setattr(checkpoint, "open", metadata_fills_up, raising=False)
+    monkeypatch.setattr(writers, "open", metadata_fills_up, raising=False)
     with torch.no_grad():
         tiny_sam.mask_decoder.iou_prediction_head.layers[0].weight.add_(1.0)  # other weights
     with pytest.raises(OSError) as info:
@@ -199,3 +201,27 @@ def test_a_full_disk_while_the_checkpoint_metadata_is_written_leaves_no_lone_che
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "m.json")
     assert md5s(*sorted(tmp_path.iterdir())) == before  # the earlier pair whole, or nothing
     assert not earlier or checkpoint.is_training_metadata(tmp_path / "m.json")
+
+
+def test_a_refused_rename_of_the_checkpoint_metadata_names_it_not_its_temporary(
+        tmp_path, tiny_sam, monkeypatch):
+    """The metadata's rename had its own code in the checkpoint module, which named the error
+    after the checkpoint's temporary only: a refused rename of the metadata said
+    ``.m.json.tmp-HOST-PID``, a name the user never sees. Written by
+    :func:`napari_sam.io.writers.write_atomic` (session 41), it names ``m.json``; nothing is
+    left behind."""
+    from napari_sam.training import checkpoint
+
+    real = os.replace
+
+    def read_only_metadata(src, dst):
+        if str(dst).endswith("m.json"):
+            raise OSError(errno.EROFS, "Read-only file system", str(src), str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", read_only_metadata)
+    path = tmp_path / "m.pt"
+    with pytest.raises(OSError) as info:
+        checkpoint.save_checkpoint(tiny_sam, path, {"trained_by": "napari_sam test"})
+    assert info.value.errno == errno.EROFS and info.value.filename == str(tmp_path / "m.json")
+    assert os.listdir(tmp_path) == []

@@ -13,7 +13,7 @@ import math
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from napari_sam.io.axes import AXES_LETTERS, SPATIAL, validate_axes
 from napari_sam.io.readers import TIFF_SUFFIXES
-from napari_sam.io.write_errors import naming_output
+from napari_sam.io.write_errors import WriteRecorder, naming_output
 
 BIGTIFF_LIMIT = 2**32 - 2**26  # leave room for tags and offsets
 
@@ -409,21 +409,65 @@ def write_json_atomic(path: os.PathLike | str, obj) -> Path:
 
 def write_text_atomic(path: os.PathLike | str, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` via a temporary file, fsync and ``os.replace``, so
-    that a reader never sees half of it. Returns the path."""
+    that a reader never sees half of it (:func:`write_atomic`). Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(path)
+    return write_atomic(path, lambda f: f.write(text), text=True)
+
+
+def write_atomic(path: os.PathLike | str, write: Callable[[Any], Any], *,
+                 tmp: os.PathLike | str | None = None, text: bool = False) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it and rename it to
+    ``path`` (``os.replace``): a reader never sees half a file. On any failure (Ctrl-C too)
+    the temporary is removed and an existing ``path`` is left as it was; an ``OSError`` of
+    the write or the rename names ``path``, not the temporary
+    (:func:`~napari_sam.io.write_errors.naming_output`).
+
+    Parameters
+    ----------
+    path : path-like
+        The file to write; its folder must exist.
+    write : callable
+        Writes the whole content to the open file it is given (``torch.save(obj, f)``).
+    tmp : path-like, optional
+        The temporary name (default :func:`tmp_name`); a writer whose leftovers are found by
+        their name gives its own (a checkpoint's ``.NAME.tmp-HOST-PID``).
+    text : bool
+        Open the file as UTF-8 text (default: binary).
+    """
+    path = Path(path)
+    tmp = tmp_name(path) if tmp is None else Path(tmp)
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        write_synced(tmp, write, path, text=text)
         os.replace(tmp, path)
     except BaseException as exc:
         remove_path(tmp)
         naming_output(exc, path, tmp)  # (the file the user asked for)
         raise
     return path
+
+
+def write_synced(path: os.PathLike | str, write: Callable[[Any], Any],
+                 final: os.PathLike | str | None = None, *, text: bool = False) -> None:
+    """Call ``write(file)`` on a new file ``path`` (binary, or UTF-8 with ``text=True``) and
+    fsync it; an ``OSError`` of the write is raised naming ``final``, the file ``path`` is
+    renamed to later. The file is wrapped in a
+    :class:`~napari_sam.io.write_errors.WriteRecorder`: a writer that turns the ``OSError``
+    of a full disk into another error (``torch.save``: ``RuntimeError: ... unexpected pos``)
+    raises that ``OSError``. ``path`` is left for the caller to rename or remove."""
+    recorder = None
+    try:
+        with (open(path, "w", encoding="utf-8") if text else open(path, "wb")) as fh:
+            recorder = WriteRecorder(fh)
+            write(recorder)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException as exc:
+        kept = recorder.error if recorder is not None else None
+        if kept is not None and not isinstance(exc, OSError):
+            raise naming_output(kept, final or path, path) from None
+        naming_output(exc, final or path, path)
+        raise
 
 
 #: File systems of the kernel: their files describe the running system (``/proc``, ``/sys``,

@@ -13,9 +13,12 @@
   order of the epoch in progress and the loop's bookkeeping. It is read with
   ``torch.load(weights_only=True)``: plain containers, numbers, strings and tensors only.
 
-Every file is written to a temporary name and renamed, so an interrupted save leaves the
-previous file intact; the metadata is renamed before its checkpoint
-(:func:`save_checkpoint`).
+Every file is written to a temporary name (:func:`temporary_path`) and renamed, so an
+interrupted save leaves the previous file intact; the metadata is renamed before its
+checkpoint (:func:`save_checkpoint`). The writing itself is :mod:`napari_sam.io.writers`'
+(:func:`~napari_sam.io.writers.write_atomic`, :func:`~napari_sam.io.writers.write_synced`);
+the temporary names, which tell whose save left one, and the rules that remove them
+(:func:`remove_dead_temporaries`, :func:`finish_interrupted_save`) are this module's.
 """
 
 from __future__ import annotations
@@ -23,14 +26,14 @@ from __future__ import annotations
 import glob
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from napari_sam.io.write_errors import WriteRecorder, naming_output
+from napari_sam.io.write_errors import naming_output
+from napari_sam.io.writers import write_atomic, write_synced
 
 __all__ = ["FORMAT_VERSION", "STATE_FORMAT", "checkpoint_metadata_path",
            "finish_interrupted_save", "json_default", "load_training_state",
@@ -68,40 +71,6 @@ def temporary_path(path: Path) -> Path:
     """The temporary name a file is written to beside ``path`` before it is renamed:
     ``.NAME.tmp-HOST-PID`` (:func:`host_tag`, the writing process's id)."""
     return path.with_name(f".{path.name}.tmp-{host_tag()}-{os.getpid()}")
-
-
-def write_synced(path: Path, write: Callable[[Any], None], final: Path | None = None) -> None:
-    """Call ``write(file)`` on a new file ``path`` and fsync it; an ``OSError`` of the write
-    (a full disk: ``torch.save`` raises a ``RuntimeError`` then) is raised naming ``final``,
-    the file ``path`` is renamed to later (:mod:`napari_sam.io.write_errors`)."""
-    recorder = None
-    try:
-        with open(path, "wb") as fh:
-            recorder = WriteRecorder(fh)  # torch.save says "unexpected pos" for a full disk
-            write(recorder)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException as exc:
-        kept = recorder.error if recorder is not None else None
-        if kept is not None and not isinstance(exc, OSError):
-            raise naming_output(kept, final or path, path) from None
-        naming_output(exc, final or path, path)
-        raise
-
-
-def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, rename it; an
-    ``OSError`` of the write is raised naming ``path`` (:func:`write_synced`)."""
-    tmp = temporary_path(path)
-    try:
-        write_synced(tmp, write, path)
-        os.replace(tmp, path)
-    except OSError as exc:  # the rename (a read-only disk)
-        naming_output(exc, path, tmp)
-        raise
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def checkpoint_metadata_path(path: str | os.PathLike) -> Path:
@@ -271,8 +240,7 @@ def save_checkpoint(model, path: str | os.PathLike, metadata: dict[str, Any]) ->
         if path.is_file():
             meta["replaces_sha256"] = file_sha256(path)
         text = json.dumps(meta, indent=1, default=json_default)
-        write_synced(meta_tmp, lambda fh: fh.write(text.encode()), meta_path)
-        os.replace(meta_tmp, meta_path)
+        write_atomic(meta_path, lambda fh: fh.write(text.encode()), tmp=meta_tmp)
         _rename_checkpoint(tmp, path, meta)
     except OSError as exc:  # a rename on a read-only disk names the checkpoint
         naming_output(exc, path, tmp)
@@ -357,7 +325,7 @@ def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {"format": STATE_FORMAT[0], "format_version": STATE_FORMAT[1], **state}
-    atomic_write_bytes(path, lambda fh: torch.save(record, fh))
+    write_atomic(path, lambda fh: torch.save(record, fh), tmp=temporary_path(path))
     return path
 
 
