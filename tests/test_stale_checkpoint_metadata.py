@@ -201,3 +201,41 @@ def test_the_cli_says_the_unused_metadata_file_once_outside_pytest(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     said = "m.json is not used: it describes another checkpoint"
     assert out.stderr.count(said) == 1, out.stderr
+
+
+def test_a_cnn_checkpoint_without_its_metadata_records_the_smoothing_it_runs_with(
+        tmp_path, capsys, offline_cli):
+    """A CNN checkpoint copied without its FILE.json runs with the demo model's settings
+    (input smoothing 0.7), but the batch's resume signature read the smoothing from the
+    metadata file alone: its outputs' sidecars recorded none (0), so putting the FILE.json
+    back (no smoothing) skipped outputs made with another preprocessing (session 41)."""
+    import tifffile
+
+    from napari_sam import io as nio
+    from napari_sam.models import SamConfig
+    from napari_sam.models.registry import DEMO_NAME, demo_settings, where
+    from stacks import blob_stack
+    from tiny_configs import save_tiny_cnn
+
+    if not where(DEMO_NAME).is_file():
+        pytest.skip("the bundled demo model is not installed")
+    sigma = demo_settings()["input_smoothing"]["sigma"]
+    inp = tmp_path / "blobs.tif"
+    tifffile.imwrite(inp, blob_stack(z=2), photometric="minisblack")
+    path = save_tiny_cnn(tmp_path)
+    path.with_name("tiny.pt.json").unlink()  # copied without it
+    argv = ["embed", inp, "-o", tmp_path / "out", "--model", path]
+    rc, _, err = cli(argv, capsys)
+    assert rc == 0, err
+    out = tmp_path / "out" / "blobs.zarr"
+    meta = json.loads(nio.output_metadata_path(out).read_text())
+    assert meta["parameters"]["input_smoothing"] == sigma > 0
+    assert meta["model"]["id"].endswith(f"+smooth{sigma:g}")
+    assert "skipped  blobs.tif" in cli(argv, capsys)[2]  # unchanged: skipped
+    path.with_name("tiny.pt.json").write_text(json.dumps({"config": SamConfig(**TINY_CNN)
+                                                          .to_dict()}))  # put back
+    rc, _, err = cli(argv, capsys)
+    assert rc == 0 and (f"recomputed: parameters changed: input_smoothing {sigma:g} -> 0.0"
+                        in err), err
+    assert "input_smoothing" not in json.loads(nio.output_metadata_path(out).read_text())[
+        "parameters"]

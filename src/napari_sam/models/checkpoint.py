@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch is imported to read a checkpoint: listing models needs none
     from torch import Tensor
 
-__all__ = ["find_checkpoint_metadata", "metadata_describes", "read_checkpoint",
-           "stale_metadata_note"]
+__all__ = ["checkpoint_outline", "find_checkpoint_metadata", "metadata_describes",
+           "read_checkpoint", "stale_metadata_note"]
 
 
 _WRAPPER_KEYS = ("model_state", "model_state_dict", "state_dict", "model")
@@ -130,6 +130,42 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
     if "config" in metadata and isinstance(metadata["config"], Mapping):
         metadata["config"] = SamConfig.from_dict(metadata["config"])
     return sd, metadata
+
+
+def checkpoint_outline(path: str | Path) -> tuple[str, dict[str, Any]]:
+    """The encoder kind of the checkpoint file ``path`` (``"vit"``, ``"cnn"``, ``"tiny_vit"``,
+    or ``"sam2"`` for a SAM 2 model) and the metadata entries the file holds itself (as
+    :func:`read_checkpoint` returns them before a metadata file beside it is merged in), read
+    without its weights: ``torch.load(mmap=True)`` maps them and reads the file's structure
+    only (a file of torch's older format, which cannot be mapped, is read whole). The kind
+    comes from the file's own ``"config"`` entry, else from the tensors' names and shapes,
+    as loading it takes it when no metadata file gives a config.
+
+    Raises
+    ------
+    ValueError
+        The file is not a readable checkpoint or not a SAM model's.
+    """
+    import torch
+
+    from .config import SamConfig, config_from_state_dict
+    from .sam2.checkpoint import is_sam2_state_dict
+
+    path = Path(path)
+    try:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # not the zip format: mmap cannot map it
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  (as read_checkpoint: zip, pickle, EOF, ...)
+        raise ValueError(_unreadable_message(path, e)) from None
+    sd, metadata = _unwrap(obj, path)
+    if is_sam2_state_dict(sd):
+        return "sam2", metadata
+    config = metadata.get("config")
+    if isinstance(config, Mapping):
+        return SamConfig.from_dict(config).encoder, metadata
+    return config_from_state_dict(sd).encoder, metadata
 
 
 def _unreadable_message(path: Path, err: Exception) -> str:

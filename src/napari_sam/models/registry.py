@@ -25,6 +25,7 @@ the problem and what to use instead.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from napari_sam.edge_threshold import BOUNDARIES
 
 from .catalog import DEMO_NAME, MODEL_SPECS, ModelSpec
 from .checkpoint import (
+    checkpoint_outline,
     find_checkpoint_metadata,
     metadata_describes,
     read_checkpoint,
@@ -357,7 +359,7 @@ def _build(path: Path) -> Sam | Sam2Model:
             model = sam_from_state_dict(state_dict, config=metadata.get("config"))
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
-        if "sidecar" not in metadata and getattr(model.config, "encoder", "") == "cnn":
+        if inherits_demo_settings(metadata, getattr(model.config, "encoder", "")):
             metadata = {**demo_settings(), **metadata}
             notes = (missing_metadata_note(path, ignored),)
         model.automatic_defaults = automatic_defaults(metadata, path)
@@ -383,6 +385,16 @@ def inherited_settings(path: str | os.PathLike) -> dict[str, Any]:
     kept = demo_settings()
     logger.warning("%s", missing_metadata_note(path))
     return kept
+
+
+def inherits_demo_settings(metadata: dict, encoder: str) -> bool:
+    """Whether a model of the encoder kind ``encoder`` loaded from a checkpoint whose metadata
+    is ``metadata`` (:func:`~napari_sam.models.checkpoint.read_checkpoint`'s) takes the
+    bundled demo model's settings (:func:`inherited_settings`): a checkpoint of the demo's
+    CNN architecture without a metadata file that describes it (none, or one of another
+    checkpoint). Loading (:func:`load_model`) and the batch jobs' resume signature
+    (:func:`declared_input_smoothing`) both ask this."""
+    return "sidecar" not in metadata and encoder == "cnn"
 
 
 def demo_settings() -> dict[str, Any]:
@@ -489,20 +501,48 @@ def input_smoothing(metadata: dict, path: str | os.PathLike = "") -> float:
 
 
 def declared_input_smoothing(name_or_path: str | os.PathLike) -> float:
-    """The input smoothing a model's metadata file asks for (:func:`input_smoothing`), read
-    without loading the model or torch: 0 when its file is not here or says nothing.
+    """The input smoothing a model uses (:func:`input_smoothing`), told without loading the
+    model: from its metadata file; for a checkpoint without a metadata file that describes it
+    (none, or one of another checkpoint), from the checkpoint's own entries and, for one of
+    the demo model's CNN architecture, the demo model's settings, as loading does
+    (:func:`inherits_demo_settings`; the checkpoint's structure is read, not its weights:
+    :func:`~napari_sam.models.checkpoint.checkpoint_outline`). 0 when its file is not here or
+    cannot be read (loading it fails and says why).
 
     The batch jobs put it in their resume signature, so that outputs made before a model
-    smoothed its inputs are made again rather than skipped."""
+    smoothed its inputs (or with another smoothing) are made again rather than skipped."""
     text = os.fspath(name_or_path)
     path = where(text) if text in REGISTRY else Path(text).expanduser()
     try:
-        stored = _read_metadata_file(path)
-        if not metadata_describes(stored, path):  # of another checkpoint: not used
-            return 0.0
-        return input_smoothing(stored, _metadata_path(path))
+        stat = path.stat()
+        return _smoothing_of_file(str(path), stat.st_size, stat.st_mtime_ns,
+                                  _metadata_stamp(path))
     except (OSError, ValueError):  # unreadable or invalid: loading the model says so
         return 0.0
+
+
+def _metadata_stamp(path: Path) -> tuple | None:
+    """Size and modification time of a checkpoint's metadata file, None without one."""
+    found = find_checkpoint_metadata(path)
+    if found is None:
+        return None
+    stat = found.stat()
+    return str(found), stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=32)
+def _smoothing_of_file(path: str, size: int, mtime_ns: int, stamp: tuple | None) -> float:
+    """:func:`declared_input_smoothing` of the checkpoint ``path`` as it is now (its size,
+    modification time and metadata file's ``stamp`` key the cache: one read per process)."""
+    path = Path(path)
+    stored = _read_metadata_file(path) if stamp is not None else {}
+    if stamp is not None and metadata_describes(stored, path):
+        return input_smoothing(stored, _metadata_path(path))
+    encoder, own = checkpoint_outline(path)
+    if encoder == "sam2":  # SAM 2 models are not smoothed (their loading sets none)
+        return 0.0
+    settings = {**demo_settings(), **own} if inherits_demo_settings(own, encoder) else own
+    return input_smoothing(settings, path)
 
 
 def load_model(
