@@ -78,3 +78,29 @@ def test_a_resume_says_it_continues_only_when_it_does(tmp_path, samples, tiny_mo
     rc, _, err = cli([*argv, "--epochs", "2"], capsys)  # another schedule: refused
     assert rc == 2 and "epochs (saved 1, given 2)" in error_line(err)
     assert "continuing the run" not in err, err
+
+
+def test_a_library_warning_during_training_is_printed_above_the_progress_bar(
+        tmp_path, samples, tiny_model, capsys, monkeypatch):
+    """A warning of a ``napari_sam.*`` logger during ``train`` (here from each training step)
+    reached no stream a caller captures: Python's last-resort handler printed it raw (in a
+    real process), glued to the epoch bar's line. It is a ``napari-sam:`` line of its own on
+    stderr now, as the command's notes are (session 41)."""
+    import logging
+
+    from cli_runner import tiny_train_argv
+    from napari_sam.training import trainer
+
+    said = "the GPU ran out of memory; retrying the step with half the batch"
+    real_step = trainer.Trainer.train_step
+
+    def warning_step(self, items):
+        logging.getLogger("napari_sam.training.trainer").warning("%s", said)
+        return real_step(self, items)
+
+    monkeypatch.setattr(trainer.Trainer, "train_step", warning_step)
+    argv = [a for a in tiny_train_argv(samples, samples / "ground_truth", tmp_path / "m.pt",
+                                       tiny_model) if a != "-q"]
+    rc, _, err = cli(argv, capsys)
+    assert rc == 0, err
+    assert err.splitlines().count(f"napari-sam: {said}") == 1, err

@@ -12,6 +12,7 @@ from napari_sam.cli.batch_command import cmd_batch
 from napari_sam.cli.batch_parsers import add_auto_parser, add_embed_parser, add_segment_parser
 from napari_sam.cli.errors import PROG, CLIError, print_error, print_usage_error
 from napari_sam.cli.export_command import add_export_parser, cmd_export
+from napari_sam.cli.library_log import library_warnings_shown
 from napari_sam.cli.models_command import add_models_parser, cmd_models
 from napari_sam.cli.report_command import add_report_parser, cmd_report
 from napari_sam.cli.sample_command import add_sample_parser, cmd_sample
@@ -78,17 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                 "report"))
     logging.getLogger("napari_sam.models.registry").addFilter(demo_line)
     try:
-        if args.command == "models":
-            return cmd_models(args)
-        if args.command == "sample":
-            return cmd_sample(args)
-        if args.command == "train":
-            return cmd_train(args)
-        if args.command == "export":
-            return cmd_export(args)
-        if args.command == "report":
-            return cmd_report(args)
-        return cmd_batch(args)
+        with library_warnings_shown():
+            return _run(args)
     except KeyboardInterrupt:
         print_error("interrupted")
         return 130
@@ -123,6 +115,21 @@ def main(argv: list[str] | None = None) -> int:
         if old is not None:
             with contextlib.suppress(ValueError):
                 signal.signal(signal.SIGTERM, old)
+
+
+def _run(args) -> int:
+    """Run the command ``args`` names; returns its exit code."""
+    if args.command == "models":
+        return cmd_models(args)
+    if args.command == "sample":
+        return cmd_sample(args)
+    if args.command == "train":
+        return cmd_train(args)
+    if args.command == "export":
+        return cmd_export(args)
+    if args.command == "report":
+        return cmd_report(args)
+    return cmd_batch(args)
 
 
 def entry_point() -> int:
