@@ -597,6 +597,7 @@ class AnnotationController(ViewProblems, AnnotationSession):
 
         def errored(err):
             self._pending = False  # a click during a failed job must not start it again
+            self.job_failed()  # the slices it embedded are kept, and counted
             message = status_text(err, report(err))
             during = f" ({job.phase})" if job.phase else ""  # e.g. "(loading the model 'vit_b')"
             self._say(f"Failed: {description}{during}. {message}"

@@ -88,3 +88,17 @@ class StaleJobs:
             return self.update_preview
         self._say(f"{text} {self.next_step()}")
         return None
+
+    def job_failed(self) -> None:
+        """Main thread: the running job failed (e.g. the disk filled while it stored the
+        embeddings): the slices it had embedded are kept for their image, as those of a job
+        stopped by a change are, so that the line beside 'Compute embeddings' counts them
+        ("failed: 3 of 8 slices embedded"; it said "0 of 8" although 3 were embedded and
+        stored) and the next job goes on from them."""
+        made, self.made_embeddings = self.made_embeddings, []
+        if self.source is None:
+            return
+        for key, emb in made:
+            self.embeddings.put(key, emb)
+        if made and self.emb is None and self.model_choice is not None:
+            self.emb = self.embeddings.get(self._cache_key())
