@@ -72,7 +72,7 @@ __all__ = [
     "FORMAT", "VERSION", "Session", "SessionError", "check_image", "check_model",
     "check_session_path", "image_differences", "keep_aside", "model_unavailable", "recorded_axes",
     "recorded_tiling", "check_replayable", "ReplayResult", "compare", "image_hash", "read_session", "replay",
-    "session_file_for", "fit_file_name", "slice_operation", "volume_operation", "write_session",
+    "session_file_for", "fit_file_name", "saved_session_file", "shortened_note", "slice_operation", "volume_operation", "write_session",
     "op_contrast", "recorded_contrast",
 ]
 
@@ -229,6 +229,35 @@ def fit_file_name(name: str, room: int = NAME_MAX - SESSION_NAME_EXTRA) -> str:
     while len(os.fsencode(head)) > keep:
         head = head[: -max(1, (len(os.fsencode(head)) - keep) // 4)]
     return head + tail
+
+
+#: The bytes the names made from a session file ``<stem>.json`` saved under a name the user
+#: gave take beyond that name, at most: the hidden temporary file of its labels TIFF
+#: (``.<stem>.labels-<12 hex>.tif.<12 hex>.tmp``).
+SAVED_NAME_EXTRA = 37
+
+
+def saved_session_file(path: os.PathLike | str) -> Path:
+    """Where *Save session* to ``path`` writes: ``path``, ``.json`` added unless its name
+    ends so; a name too long for the names made from it (over 218 bytes, UTF-8: its labels'
+    temporary file adds 37, and a file name may have 255) is shortened as
+    :func:`fit_file_name` does (its start, a hash of the whole name, ``.json``)."""
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        path = path.with_name(path.name + ".json")
+    return path.with_name(fit_file_name(path.name, NAME_MAX - SAVED_NAME_EXTRA))
+
+
+def shortened_note(asked: os.PathLike | str, saved: Path) -> str:
+    """" (...)" saying why the session file ``saved`` is not named as ``asked`` (what the
+    user gave, :func:`saved_session_file`), or "" where only ``.json`` was added."""
+    name = Path(asked).name
+    if saved.name in (name, name + ".json"):
+        return ""
+    return (f" (the name given, {len(os.fsencode(name))} bytes, was too long: a session "
+            f"file's name may have {NAME_MAX - SAVED_NAME_EXTRA} bytes, as the names of its "
+            f"labels' files add {SAVED_NAME_EXTRA} and a file name may have {NAME_MAX}; it was "
+            "shortened to its start and a hash of the whole name)")
 
 
 def session_file_for(image_path: os.PathLike | str) -> Path:

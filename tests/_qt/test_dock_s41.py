@@ -3,14 +3,17 @@
 - After the embedding store filled the disk part-way through 'Compute embeddings' the line
   beside the button said "failed: 0 of 8 slices embedded" although 3 slices were embedded
   and stored (the job's embeddings were dropped with its failure).
+- *Save session* to a name of over 218 bytes (UTF-8) failed with "File name too long. Pick a
+  folder you can write to.": the names of its labels' files are longer.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 
 import numpy as np
-from sam_qt_helpers import blob_stack, click_button, use_predictor
+from sam_qt_helpers import blob_stack, click_button, commit_on, dock_on, use_predictor
 
 
 def test_the_embedding_line_counts_the_slices_stored_before_the_disk_filled(
@@ -42,3 +45,34 @@ def test_the_embedding_line_counts_the_slices_stored_before_the_disk_filled(
     click_button(qtbot, widget, "Compute embeddings")
     qtbot.waitUntil(lambda: c.job is None, timeout=120_000)
     assert widget._emb_state.text() == "8 of 8 slices embedded"
+
+
+def test_save_session_under_a_name_too_long_for_its_labels_files_shortens_it(
+        make_widget, stack_file, tiny_ckpt, tmp_path, monkeypatch):
+    """File > Save SAM session... to a 225-byte name (non-ASCII: 2 bytes a letter) said
+    "File name too long. Pick a folder you can write to." and saved nothing: the labels' TIFF
+    beside it (and its temporary file) add up to 42 bytes to the name, past the 255 a file
+    name may have."""
+    from napari_sam import session as S
+    from napari_sam._qt.session_menu import save_session
+
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "cache"))
+    viewer, widget = dock_on(make_widget, stack_file, tiny_ckpt)
+    c = widget.controller
+    commit_on(viewer, widget, 2)
+    asked = tmp_path / "out" / ("é" * 110 + ".json")
+    asked.parent.mkdir()
+    saved = save_session(viewer, str(asked))
+    assert saved.parent == asked.parent and saved.name == S.fit_file_name(asked.name, 218)
+    assert saved.name.startswith("é" * 90) and len(os.fsencode(saved.name)) <= 218
+    assert widget._status.text() == (
+        f"Saved the session (1 commits) to {saved} (the name given, 225 bytes, was too long: "
+        "a session file's name may have 218 bytes, as the names of its labels' files add 37 "
+        "and a file name may have 255; it was shortened to its start and a hash of the whole "
+        "name).")
+    back = S.read_session(saved)
+    assert np.array_equal(back.labels, np.asarray(c.target_layer.data))
+    assert sorted(np.unique(back.labels)) == [0, 1]
+    assert sorted(p.suffix for p in asked.parent.iterdir()) == [".json", ".tif"]
+    assert save_session(viewer, str(tmp_path / "out" / "short")) == tmp_path / "out" / "short.json"
+    assert widget._status.text() == f"Saved the session (1 commits) to {saved.parent}/short.json."

@@ -301,10 +301,9 @@ class SessionLog(LiveSessionFiles):
 
     # ------------------------------------------------------------------ files
     def save_session(self, path) -> Path:
-        """Write the session to ``path`` (JSON, labels beside it); returns the path."""
-        path = Path(path)
-        if path.suffix.lower() != ".json":
-            path = path.with_name(path.name + ".json")
+        """Write the session to ``path`` (JSON, labels beside it; a name too long shortened:
+        :func:`~napari_sam.session.saved_session_file`); returns the path written."""
+        asked, path = path, S.saved_session_file(path)  # (".json" added, a long name fitted)
         self.refuse_live_file(path, "saved")  # another live session's autosave
         self.wait_autosave()  # (it may write to this path, or the path it keeps aside)
         try:
@@ -326,7 +325,8 @@ class SessionLog(LiveSessionFiles):
         if auto is not None and path.absolute() == auto.absolute():  # autosave goes on there
             self._own_autosave(auto)
         self.session_path = path
-        self._say(f"Saved the session ({len(self.log)} commits) to {path}.")
+        self._say(f"Saved the session ({len(self.log)} commits) to {path}"
+                  f"{S.shortened_note(asked, path)}.")
         return path
 
     def autosave_path(self) -> Path | None:
