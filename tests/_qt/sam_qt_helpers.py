@@ -123,6 +123,24 @@ def large_image_embedding_tiles(make_widget, qtbot):
     return w, c, c.job
 
 
+def grid_of_two_images(make_widget, predictor, qtbot):
+    """``(viewer, widget, grid)``: the dock on 'img' (the blob stack, slice 3 shown) beside
+    another image 'other', ``predictor`` chosen, in a shown window with napari's grid mode
+    on (Ctrl+G: one tile per layer)."""
+    viewer, widget = make_widget(blob_stack(), name="img")
+    viewer.add_image(blob_stack(seed=1), name="other")
+    viewer.layers.selection.active = viewer.layers["img"]
+    use_predictor(widget, predictor)
+    viewer.dims.set_point(0, 3)
+    viewer.window._qt_window.resize(1100, 800)
+    viewer.window._qt_window.show()  # napari lays the grid's tiles out in a shown canvas
+    qtbot.waitUntil(widget.isVisible, timeout=5000)
+    grid = viewer.canvas.grid if hasattr(viewer, "canvas") else viewer.grid
+    grid.enabled = True
+    qtbot.wait(100)  # the canvas lays its tiles out
+    return viewer, widget, grid
+
+
 def dock_on(make_widget, image_file, ckpt):
     """``(viewer, widget)``: a new viewer's dock with the checkpoint ``ckpt`` picked, then
     ``image_file`` opened as a user does (napari's reader, File > Open)."""

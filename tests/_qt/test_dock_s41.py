@@ -5,6 +5,8 @@
   and stored (the job's embeddings were dropped with its failure).
 - *Save session* to a name of over 218 bytes (UTF-8) failed with "File name too long. Pick a
   folder you can write to.": the names of its labels' files are longer.
+- With 'SAM points' hidden (and 'SAM boxes', so grid mode was not refused) napari puts the
+  layer in pan/zoom mode: clicks added nothing while the status said "Click on an object".
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ import errno
 import os
 
 import numpy as np
-from sam_qt_helpers import blob_stack, click_button, commit_on, dock_on, use_predictor
+from sam_qt_helpers import (
+    blob_stack,
+    canvas_click,
+    click_button,
+    commit_on,
+    dock_on,
+    grid_of_two_images,
+    use_predictor,
+)
 
 
 def test_the_embedding_line_counts_the_slices_stored_before_the_disk_filled(
@@ -76,3 +86,29 @@ def test_save_session_under_a_name_too_long_for_its_labels_files_shortens_it(
     assert sorted(p.suffix for p in asked.parent.iterdir()) == [".json", ".tif"]
     assert save_session(viewer, str(tmp_path / "out" / "short")) == tmp_path / "out" / "short.json"
     assert widget._status.text() == f"Saved the session (1 commits) to {saved.parent}/short.json."
+
+
+def test_a_hidden_points_layer_says_clicks_add_nothing_and_shown_in_grid_mode_is_refused(
+        make_widget, tiny_predictor, qtbot):
+    viewer, widget, _grid = grid_of_two_images(make_widget, tiny_predictor, qtbot)
+    c = widget.controller
+    refused = ("Grid mode is on: each layer is drawn in a tile of its own, so a click on 'img' "
+               "would prompt the pixel at that place of the 'SAM points' tile")
+    assert widget._status.text().startswith(refused)
+    viewer.layers.selection.active = c.points_layer
+    c.boxes_layer.visible = False  # the user hides both with their eyes in the layer list
+    c.points_layer.visible = False
+    hidden = ("Click on an object in 'img' to segment it (Shift-click: negative point; draw a "
+              "box in 'SAM boxes' for one object per box). 'SAM points' is hidden, so clicks "
+              "on the canvas add nothing to it (napari edits no hidden layer): show it (its "
+              "eye in the layer list) to segment.")
+    assert widget._status.text() == hidden
+    canvas_click(viewer, 20, 20)
+    qtbot.wait(50)
+    assert len(c.points_layer.data) == 0 and not c.previews
+    assert widget._status.text() == hidden
+    c.points_layer.visible = True  # shown again: its tile is apart from the image's
+    assert widget._status.text().startswith(refused)
+    canvas_click(viewer, 20, 20)
+    qtbot.wait(50)
+    assert len(c.points_layer.data) == 0 and not c.previews

@@ -6,25 +6,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sam_qt_helpers import blob_stack, canvas_click, press_key, propagating_held, use_predictor
+from sam_qt_helpers import canvas_click, grid_of_two_images, press_key, propagating_held
 
 from napari_sam._qt import layers as L
 
 
 def test_grid_mode_refuses_clicks_that_would_prompt_another_pixel_and_says_what_to_do(
         make_widget, tiny_predictor, qtbot):
-    viewer, widget = make_widget(blob_stack(), name="img")
-    viewer.add_image(blob_stack(seed=1), name="other")
-    viewer.layers.selection.active = viewer.layers["img"]
-    use_predictor(widget, tiny_predictor)
+    viewer, widget, grid = grid_of_two_images(make_widget, tiny_predictor, qtbot)
     c = widget.controller
-    viewer.dims.set_point(0, 3)
-    viewer.window._qt_window.resize(1100, 800)
-    viewer.window._qt_window.show()  # napari lays the grid's tiles out in a shown canvas
-    qtbot.waitUntil(widget.isVisible, timeout=5000)
-    grid = viewer.canvas.grid if hasattr(viewer, "canvas") else viewer.grid
-    grid.enabled = True  # napari's grid button (Ctrl+G): one tile per layer
-    qtbot.wait(100)  # the canvas lays its tiles out
     said = ("Grid mode is on: each layer is drawn in a tile of its own, so a click on 'img' "
             "would prompt the pixel at that place of the 'SAM points' tile, not the one under "
             "the mouse. Turn grid mode off (Ctrl+G, or the grid button at the bottom left of "

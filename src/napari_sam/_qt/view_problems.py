@@ -1,7 +1,8 @@
 """Whether a click in the napari view prompts the image, said in the status line: a 3D view,
 a view whose plane is not the image's (Y, X) plane, a tilting transform or grid mode (the
 view's problem), and another layer than 'SAM points' or 'SAM boxes' selected (a click goes to
-that layer, so nothing happens: the status says which layer to select). A mixin of
+that layer, so nothing happens: the status says which layer to select), or ours hidden (napari
+edits no hidden layer: the status says to show it). A mixin of
 :class:`~napari_sam._qt.controller.AnnotationController`.
 """
 
@@ -27,10 +28,23 @@ class ViewProblems(AnnotationSession):
         self._view_events = ViewEvents(viewer.dims, self._on_view_changed, self.slice_shown,
                                        grid=grid_of(L.unwrap(viewer)))
         viewer.layers.selection.events.active.connect(self._on_active_layer)
+        viewer.layers.events.connect(self._on_layer_event)  # (its layers' events too)
 
     def unwatch_view(self) -> None:
         self._view_events.close()
         self.viewer.layers.selection.events.active.disconnect(self._on_active_layer)
+        self.viewer.layers.events.disconnect(self._on_layer_event)
+
+    def _on_layer_event(self, event) -> None:
+        """A layer shown or hidden: say at once whether clicks prompt (a hidden 'SAM points'
+        takes no clicks; shown again in grid mode, its tile is apart from the image's)."""
+        index, layers = getattr(event, "index", None), self.viewer.layers
+        if event.type != "visible" or not isinstance(index, int) or not (
+                0 <= index < len(layers) and any(
+                    L.same(layers[index], ly) for ly in (self.points_layer, self.boxes_layer))):
+            return
+        self._on_view_changed()
+        self._on_active_layer()  # (hidden or shown: where clicks go)
 
     def selection_problem(self) -> str | None:
         """Why a click on the canvas goes to another layer than ours (None: it prompts)."""
@@ -40,7 +54,9 @@ class ViewProblems(AnnotationSession):
             return None
         active = self.viewer.layers.selection.active
         if active is not None and any(L.same(active, ly) for ly in ours):
-            return None
+            return None if active.visible else (
+                f"'{active.name}' is hidden, so clicks on the canvas add nothing to it (napari "
+                "edits no hidden layer): show it (its eye in the layer list) to segment.")
         now = (f"'{active.name}' is the selected layer, so clicks on the canvas go to it"
                if active is not None else "No layer is selected, so clicks prompt nothing")
         return (f"{now}: to segment, select '{L.POINTS_NAME}' in the layer list (or "
