@@ -197,12 +197,14 @@ def sample_shape(name: str, shape) -> tuple[int, ...]:
 
 
 def write_image(path: Path, image, axes: str, spacing, info: dict, *, overwrite: bool) -> None:
-    """Write an image TIFF (ImageJ hyperstack) atomically."""
+    """Write an image TIFF (ImageJ hyperstack) atomically and durably, as
+    :mod:`napari_sam.io.writers` writes (a temporary name, flushed to disk, renamed): a crash
+    leaves the whole sample or none, never a truncated one beside its ground truth."""
     import json
 
     import tifffile
 
-    from napari_sam.io import remove_path, tmp_name
+    from napari_sam.io import fsync_path, remove_path, tmp_name
     from napari_sam.io.write_errors import naming_output
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -217,6 +219,7 @@ def write_image(path: Path, image, axes: str, spacing, info: dict, *, overwrite:
         tifffile.imwrite(tmp, image, imagej=not rgb, photometric="rgb" if rgb else "minisblack",
                          metadata=md if not rgb else {"axes": axes}, compression="zlib",
                          **kwargs)
+        fsync_path(tmp)  # (renamed unflushed, a crash could leave it empty or truncated)
         os.replace(tmp, path)
     except BaseException as exc:
         remove_path(tmp)  # (a missing file on a read-only disk: not its EROFS)
