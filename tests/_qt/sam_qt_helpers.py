@@ -48,6 +48,24 @@ def canvas_click(viewer, row: float, col: float, modifiers=()):
     scene.events.mouse_release(pos=pos, modifiers=mods, button=1)
 
 
+def canvas_drag(viewer, qtbot, start, end, steps: int = 5) -> None:
+    """A real mouse drag on the canvas from world (row, col) ``start`` to ``end``: press,
+    ``steps`` moves and release, as napari receives them from Qt. napari handles at most one
+    move per 5 ms (it throttles them): each move waits 20 ms, or napari drops it (a box
+    dragged without the waits stayed at napari's first few pixels). Let Qt run what the dock
+    posted first (``qtbot.wait``): its selecting of 'SAM points' after an image is picked,
+    run mid-drag, sends the rest of the drag to that layer."""
+    scene = viewer.window._qt_viewer.canvas._scene_canvas
+    p0, p1 = canvas_position(viewer, *start), canvas_position(viewer, *end)
+    press = scene.events.mouse_press(pos=p0, modifiers=(), button=1, buttons=[1])
+    for t in np.linspace(0, 1, steps + 1)[1:]:
+        pos = (p0[0] + t * (p1[0] - p0[0]), p0[1] + t * (p1[1] - p0[1]))
+        scene.events.mouse_move(pos=pos, modifiers=(), button=1, press_event=press,
+                                buttons=[1])
+        qtbot.wait(20)
+    scene.events.mouse_release(pos=p1, modifiers=(), button=1, press_event=press)
+
+
 def press_key(viewer, key: str) -> None:
     """A key press as napari's key map receives it from Qt, e.g. "Shift-C", "Control-Z"."""
     viewer.window._qt_viewer._key_map_handler.press_key(key)

@@ -7,6 +7,9 @@
   folder you can write to.": the names of its labels' files are longer.
 - With 'SAM points' hidden (and 'SAM boxes', so grid mode was not refused) napari puts the
   layer in pan/zoom mode: clicks added nothing while the status said "Click on an object".
+- Checked, no defect: a box dragged on an image layer with ``rotate=`` is drawn by napari in
+  the boxes layer's data space (the image's pixel grid, which that layer shares), so the box
+  prompt is the rectangle shown, rotated with the image.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 from sam_qt_helpers import (
     blob_stack,
     canvas_click,
+    canvas_drag,
     click_button,
     commit_on,
     dock_on,
@@ -112,3 +116,26 @@ def test_a_hidden_points_layer_says_clicks_add_nothing_and_shown_in_grid_mode_is
     canvas_click(viewer, 20, 20)
     qtbot.wait(50)
     assert len(c.points_layer.data) == 0 and not c.previews
+
+
+def test_a_box_dragged_on_a_rotated_image_prompts_the_rectangle_drawn_over_its_pixels(
+        make_widget, tiny_predictor, qtbot):
+    img = np.random.default_rng(0).normal(20, 3, (128, 128)).astype(np.float32)
+    viewer, widget = make_widget(img, name="rotated", rotate=30)
+    use_predictor(widget, tiny_predictor)
+    c = widget.controller
+    image = viewer.layers["rotated"]
+    viewer.window._qt_window.resize(1100, 800)
+    viewer.window._qt_window.show()
+    qtbot.waitUntil(widget.isVisible, timeout=5000)
+    qtbot.wait(200)  # the canvas takes its size
+    viewer.reset_view()  # the whole image in view
+    viewer.layers.selection.active = c.boxes_layer
+    # from the pixel (70, 10) on the screen to the pixel (110, 50): a rotated square there
+    canvas_drag(viewer, qtbot, image.data_to_world((70, 10))[-2:],
+                image.data_to_world((110, 50))[-2:])
+    assert np.allclose(c.boxes_layer.data[0], [[70, 10], [70, 50], [110, 50], [110, 10]],
+                       atol=0.01)
+    qtbot.waitUntil(lambda: c.job is None and bool(c.previews), timeout=30_000)
+    assert np.allclose(c.prompt_arrays()[2], [[0, 70, 10, 110, 50]], atol=0.01)
+    assert widget._status.text().startswith("box 1: score")
