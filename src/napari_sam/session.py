@@ -58,6 +58,7 @@ from napari_sam.session_checks import (
     recorded_axes,
     session_error,
 )
+from napari_sam.session_leftovers import remove_leftovers
 from napari_sam.session_replay import (
     ReplayResult,
     check_replayable,
@@ -340,7 +341,9 @@ def write_session(session: Session, path: os.PathLike | str, *,
     file at ``path`` named and the new one does not are removed (no other file: a user's
     ``<name>.labels-manual.tif`` stays): a crash at any point leaves the previous or the new
     session complete. When a write fails (a full disk), the TIFFs this call wrote are removed
-    again: no session file names them.
+    again: no session file names them. What an earlier write of ``path`` killed half-way left
+    beside it (temporaries, TIFFs no session file names) is removed once the JSON is written
+    (:func:`napari_sam.session_leftovers.remove_leftovers`).
 
     Parameters
     ----------
@@ -379,6 +382,7 @@ def write_session(session: Session, path: os.PathLike | str, *,
         raise
     for name in stale:
         path.with_name(name).unlink(missing_ok=True)
+    remove_leftovers(path, keep)  # of an earlier write of this file, killed half-way
     session.path = path
     return path
 

@@ -1,0 +1,77 @@
+"""What a session write killed half-way leaves beside a session file, and its removal.
+
+:func:`napari_sam.session.write_session` writes the label TIFFs (each to a hidden temporary
+name, then renamed), then the JSON (the same), then removes the TIFFs the file named before
+and names no more. A napari killed during that (``kill -9``, the OOM killer, a power cut, a
+segmentation fault) leaves the previous session whole, but also, beside it:
+
+* ``.<stem>.labels-<12 hex>.tif.<12 hex>.tmp``: a label TIFF killed while written (a full
+  copy of the labels: 1 GB for a 60 x 2048 x 2048 uint32 stack), and
+  ``.<name>.json.<12 hex>.tmp``: the JSON killed while written;
+* ``<stem>.labels-<12 hex>.tif``: a TIFF written whole whose JSON was never written (no
+  session file names it), or one the JSON stopped naming whose removal was killed.
+
+Before, none of them was ever removed (each crash during an autosave of large labels added
+up to two hidden copies of the labels beside the image). :func:`remove_leftovers` removes
+them at the next write of the same session file; a file changed in the last
+:data:`LEFTOVER_AGE_S` seconds is kept (it may be another writer's, still under way: two
+processes saving one file). Only names made by ``write_session`` for this file are touched:
+a user's ``<stem>.labels-manual.tif`` and another session file's TIFFs stay.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+__all__ = ["LEFTOVER_AGE_S", "leftovers", "remove_leftovers"]
+
+#: a leftover changed this recently (seconds) may be another live write's, and is kept
+LEFTOVER_AGE_S = 120.0
+
+
+def _patterns(json_path: Path) -> list[re.Pattern]:
+    name = json_path.name
+    stem = re.escape(name[: -len(".json")] if name.endswith(".json") else name)
+    tiff = stem + r"\.(?:labels|base)-[0-9a-f]{12}\.tif"
+    return [re.compile(tiff), re.compile(r"\." + tiff + r"\.[0-9a-f]{12}\.tmp"),
+            re.compile(r"\." + re.escape(name) + r"\.[0-9a-f]{12}\.tmp")]
+
+
+def leftovers(json_path: Path, keep: Iterable[str] = (), *,
+              older_than: float = LEFTOVER_AGE_S) -> list[Path]:
+    """The files a killed write of the session file ``json_path`` left beside it (see the
+    module docstring), leaving out the names in ``keep`` (the TIFFs the file names now) and
+    files changed less than ``older_than`` seconds ago; sorted by name."""
+    json_path = Path(json_path)
+    keep, pats, now = set(keep), _patterns(json_path), time.time()
+    out = []
+    try:
+        entries = list(json_path.parent.iterdir())
+    except OSError:
+        return []
+    for p in entries:
+        if p.name in keep or not any(pat.fullmatch(p.name) for pat in pats):
+            continue
+        try:
+            if p.is_file() and now - p.stat().st_mtime >= older_than:
+                out.append(p)
+        except OSError:
+            continue
+    return sorted(out)
+
+
+def remove_leftovers(json_path: Path, keep: Iterable[str] = (), *,
+                     older_than: float = LEFTOVER_AGE_S) -> list[Path]:
+    """Remove :func:`leftovers` (best effort: a file that cannot be removed stays); returns
+    the files removed."""
+    gone = []
+    for p in leftovers(json_path, keep, older_than=older_than):
+        try:
+            p.unlink()
+        except OSError:
+            continue
+        gone.append(p)
+    return gone

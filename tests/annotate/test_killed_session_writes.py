@@ -1,0 +1,73 @@
+"""A napari killed while it writes a session (the autosave after a commit, or *Save
+session...*: ``kill -9``, the OOM killer, a power cut) leaves the previous session whole, and
+beside it the files the write had made: a half-written label TIFF or JSON under a hidden
+temporary name, or a whole TIFF whose JSON was never written. Resuming loads the previous
+session, never one of them; the next write of that session file removes them (before, they
+stayed for good: with large labels, up to two hidden copies of 1 GB per crash)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+from session_claim_helpers import commit_at, on_image
+from stacks import blob_session
+
+OLD = time.time() - 600  # the crash was ten minutes ago
+
+
+def _left_by_a_kill(folder, labels):
+    """The files a write of ``blobs.tif.sam-session.json`` killed half-way leaves, as a crash
+    leaves them (old), and two that must stay: a user's TIFF and a write under way."""
+    from napari_sam import io as nio
+
+    whole = folder / "blobs.tif.sam-session.labels-0123456789ab.tif"  # JSON never written
+    nio.write_labels(whole, labels, axes="ZYX", overwrite=True)
+    half = folder / ".blobs.tif.sam-session.labels-ba9876543210.tif.00aa11bb22cc.tmp"
+    half.write_bytes(whole.read_bytes()[:700])  # killed while written
+    json_tmp = folder / ".blobs.tif.sam-session.json.33dd44ee55ff.tmp"
+    json_tmp.write_text('{"format": "napari-sam-session", "version": 1, "ima')
+    stay = [folder / "blobs.tif.sam-session.labels-manual.tif",  # the user's
+            folder / ".blobs.tif.sam-session.labels-cccccccccccc.tif.dddddddddddd.tmp"]
+    stay[0].write_bytes(whole.read_bytes())
+    for p in (whole, half, json_tmp, stay[0]):
+        os.utime(p, (OLD, OLD))
+    stay[1].write_bytes(b"II*\x00")  # written just now: another writer's, under way
+    return [whole, half, json_tmp], stay
+
+
+@pytest.mark.filterwarnings("ignore:Its model .tiny. is no model name")
+def test_what_a_killed_session_write_left_is_not_loaded_and_goes_at_the_next_write(
+        tiny_sam, tmp_path):
+    from napari_sam import session as S
+
+    image = tmp_path / "blobs.tif"
+    s = on_image(blob_session(tiny_sam), image)
+    commit_at(s, 3, 20, 20)
+    s.wait_autosave(60)
+    s.release_session_file()  # (the kernel lets a killed process's lock go)
+    sidecar = tmp_path / "blobs.tif.sam-session.json"
+    first = S.read_session(sidecar)
+    saved = first.labels
+    assert sorted(np.unique(saved).tolist()) == [0, 1]
+    gone, stay = _left_by_a_kill(tmp_path, saved + 7 * (saved == 0))
+
+    again = on_image(blob_session(tiny_sam), image)  # napari started again
+    offered = again.offer_resume()
+    assert offered is not None and len(offered.operations) == 1
+    resumed = again.resume()
+    assert np.array_equal(resumed.labels, saved)  # the session written whole, no leftover
+    assert all(p.exists() for p in gone)
+    commit_at(again, 3, 44, 44)
+    again.wait_autosave(60)
+    assert [p.name for p in gone if p.exists()] == []
+    assert all(p.exists() for p in stay)
+    back = S.read_session(sidecar)
+    assert len(back.operations) == 2 and sorted(np.unique(back.labels).tolist()) == [0, 1, 2]
+    named = json.loads(sidecar.read_text())["labels"]["path"]
+    assert {p.name for p in tmp_path.glob("blobs.tif.sam-session.labels-*.tif")} == {
+        named, "blobs.tif.sam-session.labels-manual.tif"}
