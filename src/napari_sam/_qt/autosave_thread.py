@@ -9,6 +9,8 @@ import weakref
 
 from qtpy.QtCore import QCoreApplication, QObject, Signal, Slot
 
+from napari_sam._qt.terminate_saves import save_on_terminate
+
 __all__ = ["OnUndo", "UiRelay", "write_autosaves_in_background"]
 
 
@@ -69,6 +71,7 @@ def write_autosaves_in_background(session, links: list, checkbox=None) -> None:
         autosave_on_again`).
     """
     session.autosave_writer.post = UiRelay().post  # (the writer keeps the relay alive)
+    save_on_terminate(session)  # SIGTERM (a logout, `kill PID`) saves before napari ends
     # the dock closing lets its session files go: another dock may autosave there now
     links.append((OnUndo(session.release_session_file), None))
     if checkbox is not None:

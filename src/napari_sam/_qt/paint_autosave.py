@@ -6,14 +6,25 @@ them only after the next commit, so corrections made last were lost to a retrain
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable
 
 from napari_sam._qt.layers import same, unwrap
 
-__all__ = ["PAINT_AUTOSAVE_MS", "PaintAutosave"]
+__all__ = ["PAINT_AUTOSAVE_MS", "PaintAutosave", "flush_all"]
 
 #: the autosave follows the last brush stroke by this long (a stroke is many paint events)
 PAINT_AUTOSAVE_MS = 1500
+
+_LIVE: weakref.WeakSet = weakref.WeakSet()  # every PaintAutosave of this process
+
+
+def flush_all() -> None:
+    """:meth:`PaintAutosave.flush` every one of this process (napari told to end:
+    :mod:`napari_sam._qt.terminate_saves`); an error of one does not stop the others."""
+    for autosave in list(_LIVE):
+        with contextlib.suppress(Exception):
+            autosave.flush()
 
 
 class PaintAutosave:
@@ -38,6 +49,7 @@ class PaintAutosave:
         self._timer.setSingleShot(True)
         self._timer.setInterval(PAINT_AUTOSAVE_MS)
         self._timer.timeout.connect(self._due)
+        _LIVE.add(self)
 
     @property
     def pending(self) -> bool:

@@ -1,0 +1,96 @@
+"""napari told to end (SIGTERM: a logout or shutdown, ``kill PID``, a cluster job's time
+limit; SIGHUP: the terminal it runs from closed) saves what the docks have not saved yet,
+then ends as it would have.
+
+Python's default for these signals ends the process at once, without running any Python:
+a hand edit made in the last 1.5 s (its autosave waits for the end of the stroke,
+:mod:`napari_sam._qt.paint_autosave`) and a large labels autosave under way on the writer's
+thread (:mod:`napari_sam.annotate.autosave_writer`) were lost, as on ``kill -9``. With a
+dock open, the signal now writes the pending hand-edit autosaves, waits (at most
+:data:`WAIT_S` seconds) for the autosaves under way and waiting, and then ends the process
+by the same signal with its default action (exit status -15 for SIGTERM). A signal someone
+set to be ignored (``nohup``), or gave a handler of their own, is left alone.
+
+A Python signal handler runs only when the interpreter runs, and napari's Qt event loop may
+sit in C++ for long: a light timer (:data:`TICK_MS`) lets it run. The handler itself only
+asks the event loop to save (the signal may come in the middle of a commit or of a write on
+the UI thread): the saves run once that is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import weakref
+
+from napari_sam._qt.paint_autosave import flush_all
+
+__all__ = ["TICK_MS", "WAIT_S", "save_on_terminate"]
+
+#: how often the event loop lets Python look at signals (ms)
+TICK_MS = 250
+#: how long the end waits for autosaves under way (s): a logout's manager kills after ~90 s
+WAIT_S = 60.0
+
+_SESSIONS: weakref.WeakSet = weakref.WeakSet()
+_STATE: dict = {"handled": [], "timer": None, "ending": False}
+
+
+def save_on_terminate(session) -> None:
+    """Save ``session`` (an ``AnnotationSession``: its pending autosaves) when napari is told
+    to end (see the module docstring); installs the handlers once per process, from the
+    main thread (elsewhere it does nothing: Python takes signals on the main thread only)."""
+    _SESSIONS.add(session)
+    if _STATE["timer"] is not None or threading.current_thread() is not threading.main_thread():
+        return
+    from qtpy.QtCore import QTimer
+
+    for sig in _signals():
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, _told_to_end)
+            _STATE["handled"].append(sig)
+    if not _STATE["handled"]:
+        return
+    timer = QTimer()
+    timer.setInterval(TICK_MS)
+    timer.timeout.connect(lambda: None)  # (Python runs: a signal's handler gets its turn)
+    timer.start()
+    _STATE["timer"] = timer
+
+
+def _signals() -> list:
+    return [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+
+
+def _told_to_end(signum, frame) -> None:
+    if _STATE["ending"]:
+        return
+    _STATE["ending"] = True
+    # whatever happens, the process ends (a save that hangs: an unreachable network share)
+    watchdog = threading.Timer(WAIT_S + 10, os.kill, (os.getpid(), signal.SIGKILL))
+    watchdog.daemon = True
+    watchdog.start()
+    from qtpy.QtCore import QCoreApplication, QThread, QTimer
+
+    if QCoreApplication.instance() is not None and QThread.currentThread().loopLevel() > 0:
+        QTimer.singleShot(0, lambda: _save_and_end(signum))  # after what the loop is doing
+    else:  # no event loop runs (a script after napari's window closed): it would never come
+        _save_and_end(signum)
+
+
+def _save_and_end(signum: int) -> None:
+    try:
+        flush_all()  # the hand edits whose autosave waits for the end of the stroke
+        for session in list(_SESSIONS):
+            with contextlib.suppress(Exception):
+                session.wait_autosave(WAIT_S)
+    finally:
+        _end(signum)
+
+
+def _end(signum: int) -> None:
+    """End the process as the signal's default action ends it."""
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
