@@ -13,7 +13,10 @@ Ownership. A store is a zarr group that this module created: it carries the attr
 ``napari_sam_embeddings``. A group that does not (a user's group with a ``raw`` array, the
 OME-Zarr group the stack came from) is refused with an error and never written to, so the
 store never deletes what it did not write. Each stored slice also records a hash of that slice's pixels, checked
-before reuse, so a slice whose data changed is recomputed: nothing stale is reused.
+before reuse, so a slice whose data changed is recomputed: nothing stale is reused. A slice
+is marked stored only after its features are written, and a slice whose features chunk is
+missing or cut short (a power cut: zarr writes without ``fsync``, so the mark may reach the
+disk and the features not; a store copied in part) is computed again, not read as zeros.
 Embeddings are stored as float16 (half the space; masks agree with float32 to within
 rounding at the boundary), and the embeddings this module returns are float16-rounded with
 or without a store, so a slice decodes the same whether it was just computed or read back.
@@ -458,8 +461,15 @@ class StackEmbeddings:
     def _read_store(self, z: int, data_hash: int) -> ImageEmbedding | None:
         if self._group is None or int(self._group["slice_hash"][z]) != data_hash:
             return None
-        feats = torch.from_numpy(np.asarray(self._group["features"][z], dtype=np.float32))
-        return self._make(feats.to(self.predictor.device))
+        try:
+            raw = np.asarray(self._group["features"][z], dtype=np.float32)
+        except OSError:
+            raise
+        except Exception:  # noqa: BLE001 - its chunk cut short (a power cut): computed again
+            return None
+        if not raw.any():  # its chunk is missing (a power cut after the hash was written, a
+            return None  # partial copy): zarr gives zeros, which no image's features are
+        return self._make(torch.from_numpy(raw).to(self.predictor.device))
 
     def _write_store(self, z: int, emb: ImageEmbedding, data_hash: int) -> None:
         if self._group is None:
