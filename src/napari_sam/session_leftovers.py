@@ -9,7 +9,9 @@ segmentation fault) leaves the previous session whole, but also, beside it:
   copy of the labels: 1 GB for a 60 x 2048 x 2048 uint32 stack), and
   ``.<name>.json.<12 hex>.tmp``: the JSON killed while written;
 * ``<stem>.labels-<12 hex>.tif``: a TIFF written whole whose JSON was never written (no
-  session file names it), or one the JSON stopped naming whose removal was killed.
+  session file names it), or one the JSON stopped naming whose removal was killed;
+* ``<stem>.kept-<date>.labels-<12 hex>.tif.part``: a copy of a label TIFF killed while
+  :func:`napari_sam.session.keep_aside` made it (the session it kept aside stays whole).
 
 Before, none of them was ever removed (each crash during an autosave of large labels added
 up to two hidden copies of the labels beside the image). :func:`remove_leftovers` removes
@@ -36,8 +38,9 @@ def _patterns(json_path: Path) -> list[re.Pattern]:
     name = json_path.name
     stem = re.escape(name[: -len(".json")] if name.endswith(".json") else name)
     tiff = stem + r"\.(?:labels|base)-[0-9a-f]{12}\.tif"
+    kept_copy = stem + r"\.kept-\d{8}-\d{6}(?:-\d+)?\.(?:labels|base)-[0-9a-fx]{12}\.tif\.part"
     return [re.compile(tiff), re.compile(r"\." + tiff + r"\.[0-9a-f]{12}\.tmp"),
-            re.compile(r"\." + re.escape(name) + r"\.[0-9a-f]{12}\.tmp")]
+            re.compile(r"\." + re.escape(name) + r"\.[0-9a-f]{12}\.tmp"), re.compile(kept_copy)]
 
 
 def leftovers(json_path: Path, keep: Iterable[str] = (), *,

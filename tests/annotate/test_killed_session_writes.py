@@ -31,13 +31,15 @@ def _left_by_a_kill(folder, labels):
     half.write_bytes(whole.read_bytes()[:700])  # killed while written
     json_tmp = folder / ".blobs.tif.sam-session.json.33dd44ee55ff.tmp"
     json_tmp.write_text('{"format": "napari-sam-session", "version": 1, "ima')
+    part = folder / "blobs.tif.sam-session.kept-20261207-025341.labels-0123456789ab.tif.part"
+    part.write_bytes(whole.read_bytes()[:300])  # killed while the session was kept aside
     stay = [folder / "blobs.tif.sam-session.labels-manual.tif",  # the user's
             folder / ".blobs.tif.sam-session.labels-cccccccccccc.tif.dddddddddddd.tmp"]
     stay[0].write_bytes(whole.read_bytes())
-    for p in (whole, half, json_tmp, stay[0]):
+    for p in (whole, half, json_tmp, part, stay[0]):
         os.utime(p, (OLD, OLD))
     stay[1].write_bytes(b"II*\x00")  # written just now: another writer's, under way
-    return [whole, half, json_tmp], stay
+    return [whole, half, json_tmp, part], stay
 
 
 @pytest.mark.filterwarnings("ignore:Its model .tiny. is no model name")
@@ -71,3 +73,4 @@ def test_what_a_killed_session_write_left_is_not_loaded_and_goes_at_the_next_wri
     named = json.loads(sidecar.read_text())["labels"]["path"]
     assert {p.name for p in tmp_path.glob("blobs.tif.sam-session.labels-*.tif")} == {
         named, "blobs.tif.sam-session.labels-manual.tif"}
+
