@@ -114,13 +114,27 @@ class Session:
         return out
 
     def summary(self) -> str:
-        """E.g. "3 commits, labels 1-3, saved 2025-01-01T10:00:00+00:00"."""
+        """E.g. "3 commits, labels 1-3, saved 2025-01-01 11:00:00": the time in this
+        computer's time zone (the file records UTC, which read as the local clock put a
+        session saved a minute before a crash hours off)."""
         ids, n = sorted(self.objects()), len(self.operations)
         text = counted(n, "commit")
         if ids:
             text += f", {for_count(len(ids), 'label')} {ids[0]}" + (
                 f"-{ids[-1]}" if len(ids) > 1 else "")
-        return text + (f", saved {self.saved}" if self.saved else "")
+        return text + (f", saved {_local_time(self.saved)}" if self.saved else "")
+
+
+def _local_time(saved) -> str:
+    """``saved`` (ISO 8601 with its offset, as :func:`write_session` records it) in this
+    computer's time zone, ``YYYY-mm-dd HH:MM:SS``; as it is when it cannot be read so."""
+    try:
+        when = _dt.datetime.fromisoformat(str(saved))
+    except ValueError:
+        return str(saved)
+    if when.tzinfo is None:  # (no offset: written by hand; shown as it is)
+        return when.strftime("%Y-%m-%d %H:%M:%S")
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 # ------------------------------------------------------------------------------ operations

@@ -74,3 +74,32 @@ def test_what_a_killed_session_write_left_is_not_loaded_and_goes_at_the_next_wri
     assert {p.name for p in tmp_path.glob("blobs.tif.sam-session.labels-*.tif")} == {
         named, "blobs.tif.sam-session.labels-manual.tif"}
 
+
+def test_the_resume_offer_gives_the_time_of_the_last_save_on_the_users_clock(
+        tiny_sam, tmp_path, monkeypatch):
+    """The offer after a crash said "saved 2026-12-07T02:53:41+00:00" (UTC, as the file
+    records it): in Berlin, a session autosaved a minute before the crash read as saved an
+    hour before it, so the user could not tell whether the last commits were in."""
+    if not hasattr(time, "tzset"):
+        pytest.skip("time.tzset is needed to set the time zone (not on Windows)")
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        image = tmp_path / "blobs.tif"
+        s = on_image(blob_session(tiny_sam), image)
+        commit_at(s, 3, 20, 20)
+        s.wait_autosave(60)
+        s.release_session_file()
+        sidecar = tmp_path / "blobs.tif.sam-session.json"
+        record = json.loads(sidecar.read_text())
+        record["saved"] = "2026-12-07T02:53:41+00:00"
+        sidecar.write_text(json.dumps(record))
+        again = on_image(blob_session(tiny_sam), image)
+        said = []
+        again.notify_resume = lambda path, offer: said.append(offer)
+        assert again.offer_resume() is not None
+        assert said == ["A saved session exists for this image (1 commit, label 1, saved "
+                        "2026-12-07 03:53:41): resume it?"]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
