@@ -1,7 +1,8 @@
 """napari told to end (SIGTERM: a logout or shutdown, ``kill PID``, a cluster job's time
 limit) with a hand correction whose autosave had not run yet (it waits for the end of the
-stroke): the correction was lost, as on ``kill -9``; now napari autosaves it, then ends as
-the signal ends it."""
+stroke), or while large labels are autosaved in the background: the correction or the
+commit being written was lost, as on ``kill -9``; now napari saves it, then ends as the
+signal ends it."""
 
 from __future__ import annotations
 
@@ -13,19 +14,24 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 HERE = Path(__file__).resolve().parent
 
 _NAPARI_TOLD_TO_END = r"""
-import sys
+import sys, time
 sys.path[:0] = [{helpers!r}, {tests!r}]
 import napari
 import napari_sam._qt.paint_autosave as P
+import napari_sam.annotate.autosave_writer as AW
+import napari_sam.io.writers as W
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication
-from sam_qt_helpers import commit_on, open_from_menu, pick_checkpoint
+from sam_qt_helpers import canvas_click, commit_on, open_from_menu, pick_checkpoint
 
 P.PAINT_AUTOSAVE_MS = 600_000  # the stroke's autosave is still waiting when the signal comes
+if {case!r} == "write":  # every autosave on the writer's thread, as for 1 GB of labels
+    AW.BACKGROUND_BYTES = 1
 viewer = napari.Viewer(show=False)
 viewer.open({stack!r}, plugin="napari")
 dock, widget = open_from_menu(viewer)
@@ -33,33 +39,49 @@ widget.controller.sync = True
 pick_checkpoint(widget, {ckpt!r})
 commit_on(viewer, widget, 1)
 layer = widget.controller.target_layer
-layer.selected_label = 9
-layer.brush_size = 3
+fsync = W.fsync_path
 
-def stroke():
-    layer.paint((1, 40, 40), 9)  # what the paint brush calls for a stroke
-    print("PAINTED", flush=True)
+def slow_write(path):  # the second commit's labels take 3 s to reach the disk
+    fsync(path)
+    if ".labels-" in str(path) and str(path).endswith(".tmp"):
+        print("WRITING", flush=True)
+        time.sleep(3)
 
-QTimer.singleShot(0, stroke)
+def act():
+    if {case!r} == "stroke":
+        layer.selected_label = 9
+        layer.brush_size = 3
+        layer.paint((1, 40, 40), 9)  # what the paint brush calls for a stroke
+        print("WRITING", flush=True)
+    else:
+        W.fsync_path = slow_write
+        viewer.dims.set_point(0, 3)
+        viewer.layers.selection.active = widget.controller.points_layer
+        canvas_click(viewer, 44, 44)
+        assert widget._on_commit() is not None
+
+QTimer.singleShot(0, act)
 QApplication.instance().exec()  # napari's event loop, until the signal
 """
 
 
-def test_sigterm_autosaves_a_hand_correction_before_napari_ends(stack_file, tiny_ckpt):
+@pytest.mark.parametrize("case", ["stroke", "write"])
+def test_sigterm_saves_a_hand_correction_or_the_write_under_way_before_napari_ends(
+        stack_file, tiny_ckpt, case):
     from napari_sam import session as S
 
-    script = _NAPARI_TOLD_TO_END.format(helpers=str(HERE), tests=str(HERE.parent),
+    script = _NAPARI_TOLD_TO_END.format(helpers=str(HERE), tests=str(HERE.parent), case=case,
                                         stack=str(stack_file), ckpt=str(tiny_ckpt))
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
     try:
         t0, line = time.time(), ""
-        while "PAINTED" not in line and time.time() - t0 < 240:
+        while "WRITING" not in line and time.time() - t0 < 240:
             line = proc.stdout.readline()
             if not line and proc.poll() is not None:
                 break
-        assert "PAINTED" in line, proc.stderr.read()[-3000:]
+        assert "WRITING" in line, proc.stderr.read()[-3000:]
         proc.send_signal(signal.SIGTERM)
         proc.wait(90)
     finally:
@@ -68,6 +90,11 @@ def test_sigterm_autosaves_a_hand_correction_before_napari_ends(stack_file, tiny
             proc.wait(30)
     assert proc.returncode == -signal.SIGTERM  # it ends as the signal ends it
     saved = S.read_session(stack_file.with_name("blobs.tif.sam-session.json"))
-    assert len(saved.operations) == 1
-    assert saved.labels[1, 40, 40] == 9  # the correction painted last
-    assert sorted(np.unique(saved.labels).tolist()) == [0, 1, 9]
+    if case == "stroke":
+        assert len(saved.operations) == 1
+        assert saved.labels[1, 40, 40] == 9  # the correction painted last
+        assert sorted(np.unique(saved.labels).tolist()) == [0, 1, 9]
+    else:
+        assert len(saved.operations) == 2  # the commit whose write was under way
+        assert sorted(np.unique(saved.labels).tolist()) == [0, 1, 2]
+        assert (saved.labels[3] == 2).any() and not (saved.labels[1] == 2).any()
