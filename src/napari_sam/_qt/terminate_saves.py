@@ -14,7 +14,8 @@ set to be ignored (``nohup``), or gave a handler of their own, is left alone.
 A Python signal handler runs only when the interpreter runs, and napari's Qt event loop may
 sit in C++ for long: a light timer (:data:`TICK_MS`) lets it run. The handler itself only
 asks the event loop to save (the signal may come in the middle of a commit or of a write on
-the UI thread): the saves run once that is done.
+the UI thread): the saves run once that is done. A main thread stuck in C code never runs the handler: such
+a napari (frozen) ends on SIGKILL only, where SIGTERM ended it before.
 """
 
 from __future__ import annotations
