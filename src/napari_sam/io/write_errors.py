@@ -4,7 +4,9 @@ read-only file system, no permission): the error names the output file, and
 
 Writers catch the error where they know the destination and call :func:`naming_output`;
 ``torch.save`` hides the ``OSError`` of a full disk behind a ``RuntimeError`` ("unexpected
-pos ..."), so checkpoints are written through :class:`WriteRecorder`, which keeps it.
+pos ..."), so checkpoints are written through :class:`WriteRecorder`, which keeps it; it
+hides a ``KeyboardInterrupt`` raised during a write (Ctrl-C, or a SIGTERM handler that raises
+it) the same way, and the recorder keeps that too.
 """
 
 from __future__ import annotations
@@ -45,26 +47,36 @@ def _inside(name, tmp) -> bool:
 
 class WriteRecorder:
     """A binary file's stand-in for writers that hide why a write failed (``torch.save``):
-    ``write`` and ``flush`` pass through and keep the ``OSError`` raised (``error``)."""
+    ``write`` and ``flush`` pass through and keep the ``OSError`` raised (``error``), or the
+    ``KeyboardInterrupt`` (``interrupted``: Ctrl-C during the write, which ``torch.save``
+    turns into a ``RuntimeError`` "unexpected pos ...")."""
 
     def __init__(self, fh):
         self._fh = fh
         self.error: OSError | None = None
+        self.interrupted = False
 
     def write(self, data) -> int:
-        """Write ``data`` (bytes) to the file; an ``OSError`` is kept, then raised."""
+        """Write ``data`` (bytes) to the file; an ``OSError`` or a ``KeyboardInterrupt`` is
+        kept, then raised."""
         try:
             return self._fh.write(data)
         except OSError as e:
             self.error = e
             raise
+        except KeyboardInterrupt:
+            self.interrupted = True
+            raise
 
     def flush(self) -> None:
-        """Flush the file; an ``OSError`` is kept, then raised."""
+        """Flush the file; an ``OSError`` or a ``KeyboardInterrupt`` is kept, then raised."""
         try:
             self._fh.flush()
         except OSError as e:
             self.error = e
+            raise
+        except KeyboardInterrupt:
+            self.interrupted = True
             raise
 
 

@@ -454,7 +454,10 @@ def write_synced(path: os.PathLike | str, write: Callable[[Any], Any],
     renamed to later. The file is wrapped in a
     :class:`~napari_sam.io.write_errors.WriteRecorder`: a writer that turns the ``OSError``
     of a full disk into another error (``torch.save``: ``RuntimeError: ... unexpected pos``)
-    raises that ``OSError``. ``path`` is left for the caller to rename or remove."""
+    raises that ``OSError``, and Ctrl-C during the write the ``KeyboardInterrupt`` it is
+    (``torch.save`` turns it into a ``RuntimeError`` too: ``train`` then failed with
+    "unexpected pos ..." and exit code 1). ``path`` is left for the caller to rename or
+    remove."""
     recorder = None
     try:
         with (open(path, "w", encoding="utf-8") if text else open(path, "wb")) as fh:
@@ -463,6 +466,9 @@ def write_synced(path: os.PathLike | str, write: Callable[[Any], Any],
             fh.flush()
             os.fsync(fh.fileno())
     except BaseException as exc:
+        if recorder is not None and recorder.interrupted and not isinstance(
+                exc, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
         kept = recorder.error if recorder is not None else None
         if kept is not None and not isinstance(exc, OSError):
             raise naming_output(kept, final or path, path) from None

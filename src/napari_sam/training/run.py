@@ -586,6 +586,21 @@ def _finish_epoch(trainer, loop: _Loop, epoch: int, epochs: int, val_items, *, t
         ))
 
 
+def _finish_epoch_or_undo(trainer, loop: _Loop, *args, **kwargs) -> None:
+    """:func:`_finish_epoch`, undone in ``loop`` when Ctrl-C stops it (during the validation
+    or the checkpoint's save): the epoch is then not recorded and not the best, so the state
+    saved when the run stops finishes it again on resume (was: a second Ctrl-C during the
+    save left it in the history and as the best, and the resumed run recorded it twice and
+    did not write its weights)."""
+    kept = (len(loop.history), loop.best, loop.best_state, loop.saved)
+    try:
+        _finish_epoch(trainer, loop, *args, **kwargs)
+    except KeyboardInterrupt:
+        del loop.history[kept[0]:]
+        loop.best, loop.best_state, loop.saved = kept[1:]
+        raise
+
+
 def _validate_base(trainer, loop: _Loop, val_items, max_val_objects, progress) -> None:
     """Before the first step: the base model's IoU on the validation items (what each epoch
     is compared with: a finetune can make a model worse on the user's own images), logged
@@ -728,8 +743,8 @@ def run_training(
             bar.close()
             if resumable and loop.stop is not None and loop.step_in_epoch < steps_per_epoch:
                 break  # stopped inside the epoch: the state below continues it
-            _finish_epoch(trainer, loop, epoch, epochs, val_items, t0=t0, out=out, meta=meta,
-                          max_val_objects=max_val_objects, progress=progress, save=save)
+            _finish_epoch_or_undo(trainer, loop, epoch, epochs, val_items, t0=t0, out=out, meta=meta,
+                                  max_val_objects=max_val_objects, progress=progress, save=save)
             loop.epoch, loop.step_in_epoch, loop.order = epoch + 1, 0, None
             if resumable:
                 _save_state(state_path, trainer, loop, schedule)
