@@ -432,14 +432,20 @@ def _items_fingerprint(items) -> list[list[str]] | None:
     return out
 
 
-def _resumed_loop(trainer: Trainer, resume_state, schedule: dict[str, Any], state_path
-                  ) -> _Loop:
-    """A fresh loop, or (with a saved state) the trainer and loop where the state left them."""
+def _resumed_loop(trainer: Trainer, resume_state, schedule: dict[str, Any], state_path,
+                  out=None) -> _Loop:
+    """A fresh loop, or (with a saved state) the trainer and loop where the state left them.
+    The checkpoint an earlier piece saved is ``out`` as this call names it (the state keeps
+    the path that piece was given: relative to its working folder, or in a folder moved since;
+    the result and the command named that path, which did not exist)."""
     if resume_state is None:
         return _Loop()
     _check_schedule(resume_state["schedule"], schedule, state_path)
     trainer.load_training_state(resume_state["trainer"])
-    return _Loop.from_state(resume_state["loop"])
+    loop = _Loop.from_state(resume_state["loop"])
+    if loop.saved is not None and out is not None:
+        loop.saved = str(out)
+    return loop
 
 
 def _check_schedule(saved: dict[str, Any], now: dict[str, Any], path) -> None:
@@ -716,7 +722,7 @@ def run_training(
     resumable = state_path is not None
     schedule = (_schedule(trainer, train_items, val_items, epochs, steps_per_epoch,
                           schedule_extra) if resumable or resume_state is not None else None)
-    loop = _resumed_loop(trainer, resume_state, schedule, state_path)
+    loop = _resumed_loop(trainer, resume_state, schedule, state_path, out)
     epochs_before, out = len(loop.history), Path(out) if out is not None else None
     already_complete = resume_state is not None and loop.epoch > epochs
     if resume_state is not None and not already_complete and on_resume:  # it continues
