@@ -241,6 +241,32 @@ def test_same_size_wrong_content_is_downloaded_again(cache, tiny, server):
     assert aside.read_bytes() == bytes(len(tiny.data))
 
 
+@pytest.mark.parametrize("other_done", [False, True], ids=["moved-aside", "downloaded"])
+def test_two_processes_finding_a_corrupt_file_at_once_both_get_the_model(
+        cache, tiny, server, monkeypatch, other_done):
+    """Two processes fetch a model whose cached file is corrupt at the same moment: the other
+    one moves it aside between this one's check and its own move (and, ``other_done``,
+    downloads the model): this one goes on and gets the model (was: ModelDownloadError
+    "cannot be moved aside (FileNotFoundError ...); the cache folder is probably
+    read-only"); the corrupt file is kept once, never deleted (walk-through, session 41)."""
+    cache.mkdir()
+    (cache / "tiny_test.pth").write_bytes(bytes(len(tiny.data)))
+    real = reg.set_aside
+
+    def other_process_moved_it(path):
+        real(path)
+        if other_done:
+            path.write_bytes(tiny.data)
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real(path)
+
+    monkeypatch.setattr(reg, "set_aside", other_process_moved_it)
+    assert reg.fetch("tiny_test", progress=False).read_bytes() == tiny.data
+    assert server.hits == ([] if other_done else ["/tiny.pt"])
+    (aside,) = cache.glob("tiny_test.pth.bad-*")
+    assert aside.read_bytes() == bytes(len(tiny.data))
+
+
 def test_offline_error_names_url_and_where_to_put_the_file(cache, tiny, monkeypatch):
     url = f"http://127.0.0.1:{_free_port()}/sam_vit_b_01ec64.pth"
     with pytest.raises(ModelDownloadError) as info:

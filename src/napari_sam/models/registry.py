@@ -215,6 +215,8 @@ def fetch(name: str, *, progress: bool = True, url: str | None = None) -> Path:
         if problem is None:
             return target
         note = _move_aside(spec, target, problem)
+        if note is None and target.is_file() and not file_problem(target, spec):
+            return target  # another process fetching it at the same moment downloaded it
     try:
         download(spec, url or spec.url, target, progress)
     except ModelDownloadError as err:
@@ -224,14 +226,19 @@ def fetch(name: str, *, progress: bool = True, url: str | None = None) -> Path:
     return target
 
 
-def _move_aside(spec: ModelSpec, target: Path, problem: str) -> str:
+def _move_aside(spec: ModelSpec, target: Path, problem: str) -> str | None:
     """Rename the wrong file at ``target`` to ``<name>.bad-<stamp>`` beside it (a user may have
-    placed it there: it is never deleted) and log where it went; returns that note."""
+    placed it there: it is never deleted) and log where it went; returns that note, or None
+    when the file was gone by then: another process fetching the model at the same moment
+    moved it aside (was: "cannot be moved aside ... the cache folder is probably
+    read-only", and that process failed)."""
     try:
         if target.is_dir():  # never move or delete a folder found under a model's file name
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
         aside = set_aside(target)
     except OSError as err:
+        if isinstance(err, FileNotFoundError):  # the rename found no file to move
+            return None
         raise ModelDownloadError(
             f"the cached file {target} for model {spec.name!r} is not the model's checkpoint "
             f"({problem}) and cannot be moved aside ({type(err).__name__}: {err}); the cache "
