@@ -267,6 +267,48 @@ def test_two_processes_finding_a_corrupt_file_at_once_both_get_the_model(
     assert aside.read_bytes() == bytes(len(tiny.data))
 
 
+#: ``python -c KILLED_DOWNLOAD CACHE SPEC_JSON``: fetch the model of SPEC_JSON (a ModelSpec's
+#: fields) into CACHE, killed (``os._exit``: no cleanup runs) after half of it was written.
+KILLED_DOWNLOAD = """
+import json, os, sys
+from napari_sam.models import download, registry
+os.environ["NAPARI_SAM_CACHE_DIR"] = sys.argv[1]
+spec = registry.ModelSpec(**json.loads(sys.argv[2]))
+registry.REGISTRY[spec.name] = spec
+
+def half_then_killed(url, output_file, pooch=None):
+    with open(output_file, "wb") as fh:
+        fh.write(b"x" * (spec.size // 2))
+        fh.flush()
+    os._exit(9)
+
+download._file_url_downloader = half_then_killed
+registry.fetch(spec.name, progress=False)
+"""
+
+
+def test_a_download_killed_half_way_leaves_nothing_once_fetched_again(cache, tiny):
+    """A download killed half way (SIGKILL, a power cut) left its partial file in the cache
+    folder for good under pooch's name (``tmpXXXXXXXX``, multi-GB for SAM); the next fetch
+    removes it, and the partial file of a download still running is kept."""
+    import subprocess
+    import sys
+
+    from napari_sam.io.dead_temporaries import host_tag
+
+    spec = ModelSpec(**{**tiny.spec.__dict__, "url": tiny.src.as_uri()})
+    reg.REGISTRY["tiny_test"] = spec
+    proc = subprocess.run([sys.executable, "-c", KILLED_DOWNLOAD, str(cache),
+                           json.dumps(spec.__dict__)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr
+    (left,) = cache.iterdir()  # the killed download's partial file
+    assert left.stat().st_size == spec.size // 2
+    running = cache / f".tiny_test.pth.part-{host_tag()}-1"  # pid 1 runs: still downloading
+    running.write_bytes(b"x")
+    assert reg.fetch("tiny_test", progress=False).read_bytes() == tiny.data
+    assert sorted(p.name for p in cache.iterdir()) == [running.name, "tiny_test.pth"]
+
+
 def test_offline_error_names_url_and_where_to_put_the_file(cache, tiny, monkeypatch):
     url = f"http://127.0.0.1:{_free_port()}/sam_vit_b_01ec64.pth"
     with pytest.raises(ModelDownloadError) as info:

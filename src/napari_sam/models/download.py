@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_sam.io import remove_path
+from napari_sam.io.dead_temporaries import remove_dead, tagged_path
 
 from .catalog import ModelSpec
 
@@ -250,6 +251,26 @@ def _file_url_downloader(url: str, output_file: str, pooch: Any = None) -> None:
         shutil.copyfileobj(src, dst, _CHUNK)
 
 
+def _download_into_place(downloader, url: str, spec: ModelSpec, target: Path) -> None:
+    """Download ``url`` with pooch's ``downloader`` to ``.NAME.part-HOST-PID`` beside
+    ``target``, check its hash (ValueError when it does not match) and rename it to
+    ``target``; the partial file goes whatever happens, and those of downloads killed before
+    (SIGKILL, a power cut: a multi-GB ``tmpXXXXXXXX`` under pooch's own name stayed in the
+    cache folder for good) are removed first
+    (:func:`~napari_sam.io.dead_temporaries.remove_dead`)."""
+    from pooch.hashes import hash_matches
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead(target, "part")
+    part = tagged_path(target, "part")
+    try:
+        downloader(url, str(part), None)
+        hash_matches(str(part), spec.known_hash, strict=True, source=target.name)
+        os.replace(part, target)
+    finally:
+        part.unlink(missing_ok=True)
+
+
 def download(spec: ModelSpec, url: str, target: Path, progress: bool) -> None:
     """Download ``spec``'s file from ``url`` to ``target`` with pooch (temporary file, hash
     check, then rename); ModelDownloadError, saying how to install it by hand, on failure."""
@@ -276,13 +297,7 @@ def download(spec: ModelSpec, url: str, target: Path, progress: bool) -> None:
             summary=f"unsupported URL scheme {scheme!r}",
         )
     try:
-        pooch.retrieve(
-            url,
-            known_hash=spec.known_hash,
-            fname=spec.filename,
-            path=target.parent,
-            downloader=downloader,
-        )
+        _download_into_place(downloader, url, spec, target)
     except ValueError as err:  # pooch: the downloaded file's hash does not match
         raise ModelDownloadError(
             f"the file downloaded for model {spec.name!r} from {url} does not match its "

@@ -32,6 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_sam.io.dead_temporaries import (  # noqa: F401  (host_tag: of this module before)
+    FOREIGN_TEMPORARY_AGE,
+    host_tag,
+    remove_dead,
+    tagged_path,
+)
 from napari_sam.io.write_errors import naming_output
 from napari_sam.io.writers import write_atomic, write_synced
 
@@ -46,31 +52,11 @@ FORMAT_VERSION = 1
 STATE_FORMAT = ("napari-sam-training-state", 1)
 
 
-#: Seconds after its last write that a temporary file of another host (a cluster node
-#: sharing the folder), or of the older ``.FILE.tmp-PID`` form, counts as left by a killed
-#: save: whether its process runs cannot be asked from here, and a running save writes it.
-FOREIGN_TEMPORARY_AGE = 24 * 3600.0
-
-
-def host_tag() -> str:
-    """This machine's host name as it appears in :func:`temporary_path`: letters, digits,
-    ``_`` and ``.`` only (``-`` separates the process id), at most 24 characters (a longer
-    name is cut and ends with 8 hex digits of its sha1, so two long names stay apart)."""
-    import hashlib
-    import re
-    import socket
-
-    name = socket.gethostname() or "host"
-    tag = re.sub(r"[^A-Za-z0-9_.]", "_", name)
-    if len(tag) > 24:
-        tag = f"{tag[:15]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-    return tag
-
-
 def temporary_path(path: Path) -> Path:
     """The temporary name a file is written to beside ``path`` before it is renamed:
-    ``.NAME.tmp-HOST-PID`` (:func:`host_tag`, the writing process's id)."""
-    return path.with_name(f".{path.name}.tmp-{host_tag()}-{os.getpid()}")
+    ``.NAME.tmp-HOST-PID`` (:func:`~napari_sam.io.dead_temporaries.host_tag`, the writing
+    process's id)."""
+    return tagged_path(path, "tmp")
 
 
 def checkpoint_metadata_path(path: str | os.PathLike) -> Path:
@@ -163,37 +149,10 @@ def remove_dead_temporaries(out: str | os.PathLike) -> list[Path]:
     Windows: no harmless way to ask); one of another host (a cluster node or container
     sharing the folder) or of the older ``.NAME.tmp-PID`` form only when it was last written
     :data:`FOREIGN_TEMPORARY_AGE` seconds ago or more (its process cannot be asked)."""
-    import time
-
-    out, here, now = Path(out), host_tag(), time.time()
-    gone = []
+    out, gone = Path(out), []
     for target in (out, checkpoint_metadata_path(out), training_state_path(out)):
-        prefix = f".{target.name}.tmp-"
-        for tmp in target.parent.glob(f"{glob.escape(prefix)}*"):
-            host, _, pid = tmp.name[len(prefix):].rpartition("-")
-            if not pid.isdigit() or not tmp.is_file():
-                continue
-            if host == here:
-                dead = not _is_running(int(pid))
-            else:
-                dead = now - tmp.stat().st_mtime >= FOREIGN_TEMPORARY_AGE
-            if dead:
-                tmp.unlink(missing_ok=True)
-                gone.append(tmp)
+        gone += remove_dead(target, "tmp")
     return gone
-
-
-def _is_running(pid: int) -> bool:
-    """Whether the process ``pid`` runs (True when that cannot be told)."""
-    if os.name == "nt" or pid == os.getpid():
-        return True  # os.kill(pid, 0) sends Ctrl-C on Windows
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # PermissionError: another user's process
-        return True
-    return True
 
 
 def training_state_path(path: str | os.PathLike) -> Path:
