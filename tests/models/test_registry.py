@@ -309,6 +309,34 @@ def test_a_download_killed_half_way_leaves_nothing_once_fetched_again(cache, tin
     assert sorted(p.name for p in cache.iterdir()) == [running.name, "tiny_test.pth"]
 
 
+def test_a_full_cache_disk_names_the_model_file_the_url_and_where_to_put_it(
+        cache, tiny, monkeypatch):
+    """The disk of the cache fills up during a download: the error names the model's file
+    (was: no file, or the hidden partial file), the URL and where to put the file by hand;
+    nothing is left in the cache; the retry once there is space completes."""
+    import errno
+
+    spec = ModelSpec(**{**tiny.spec.__dict__, "url": tiny.src.as_uri()})
+    monkeypatch.setitem(reg.REGISTRY, "tiny_test", spec)
+    real = shutil.copyfileobj
+
+    def fills_up(src, dst, length=0):
+        dst.write(src.read(1000))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(download.shutil, "copyfileobj", fills_up)
+    with pytest.raises(ModelDownloadError) as info:
+        reg.fetch("tiny_test", progress=False)
+    target = cache / "tiny_test.pth"
+    assert str(info.value).startswith(
+        f"could not download model 'tiny_test' from {spec.url}: OSError: [Errno 28] No space "
+        f"left on device: '{target}'. To install it by hand, download {spec.url} ")
+    assert f"place the file at {target} (expected: sha256 {spec.sha256}" in str(info.value)
+    assert list(cache.iterdir()) == []
+    monkeypatch.setattr(download.shutil, "copyfileobj", real)
+    assert reg.fetch("tiny_test", progress=False).read_bytes() == tiny.data
+
+
 def test_offline_error_names_url_and_where_to_put_the_file(cache, tiny, monkeypatch):
     url = f"http://127.0.0.1:{_free_port()}/sam_vit_b_01ec64.pth"
     with pytest.raises(ModelDownloadError) as info:

@@ -20,6 +20,7 @@ from typing import Any
 
 from napari_sam.io import remove_path
 from napari_sam.io.dead_temporaries import remove_dead, tagged_path
+from napari_sam.io.write_errors import naming_output
 
 from .catalog import ModelSpec
 
@@ -257,7 +258,8 @@ def _download_into_place(downloader, url: str, spec: ModelSpec, target: Path) ->
     ``target``; the partial file goes whatever happens, and those of downloads killed before
     (SIGKILL, a power cut: a multi-GB ``tmpXXXXXXXX`` under pooch's own name stayed in the
     cache folder for good) are removed first
-    (:func:`~napari_sam.io.dead_temporaries.remove_dead`)."""
+    (:func:`~napari_sam.io.dead_temporaries.remove_dead`). An ``OSError`` of a full or
+    read-only cache names ``target``."""
     from pooch.hashes import hash_matches
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -267,6 +269,9 @@ def _download_into_place(downloader, url: str, spec: ModelSpec, target: Path) ->
         downloader(url, str(part), None)
         hash_matches(str(part), spec.known_hash, strict=True, source=target.name)
         os.replace(part, target)
+    except OSError as exc:  # a full or read-only cache: name the model's file, not ``part``
+        naming_output(exc, target, part)
+        raise
     finally:
         part.unlink(missing_ok=True)
 
