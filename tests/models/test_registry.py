@@ -337,6 +337,19 @@ def test_a_full_cache_disk_names_the_model_file_the_url_and_where_to_put_it(
     assert reg.fetch("tiny_test", progress=False).read_bytes() == tiny.data
 
 
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")
+def test_a_downloaded_model_has_the_mode_the_umask_gives(cache, tiny, server):
+    """A cache shared by a lab (``NAPARI_SAM_CACHE_DIR`` on a group folder): the model file
+    gets the mode of any new file (0644 under umask 022), as the others need to read it (was:
+    0600, the mode of pooch's temporary file, so only the user who downloaded it could)."""
+    umask = os.umask(0o022)
+    try:
+        path = reg.fetch("tiny_test", progress=False)
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
 def test_offline_error_names_url_and_where_to_put_the_file(cache, tiny, monkeypatch):
     url = f"http://127.0.0.1:{_free_port()}/sam_vit_b_01ec64.pth"
     with pytest.raises(ModelDownloadError) as info:
