@@ -56,6 +56,10 @@ class Context:
         The digest of one job's prompts (:func:`prompts_digest`), set by :meth:`for_job`:
         the signature of a ``segment`` output records its own input's prompts, so editing
         them (or one file's rows of a prompts file) makes a rerun recompute that output.
+    time_point : int, optional
+        The time point of a ``TZYX`` movie this job segments, as its own volume
+        (:mod:`napari_sam.batch.time_lapse`); None for every other input. Recorded in the
+        signature when set.
     """
 
     command: str
@@ -78,6 +82,7 @@ class Context:
     tiling: str | int | tuple[int, int] | None = "auto"
     precision: str = "auto"
     prompts_key: str | None = None
+    time_point: int | None = None
 
     def for_job(self, job: Job) -> Context:
         """This context for one job: for ``segment``, with the digest of the job's own
@@ -95,6 +100,8 @@ class Context:
                "axes": self.axes, **self.params}
         if self.prompts_key is not None:
             sig["prompts"] = self.prompts_key
+        if self.time_point is not None:  # one time point of a movie (its own output)
+            sig["time_point"] = int(self.time_point)
         if self.tiling != "auto":  # the default keeps the signatures of earlier outputs
             sig["tiling"] = self.tiling
         from napari_sam.models.registry import declared_input_smoothing
@@ -126,16 +133,19 @@ def prompts_digest(prompts) -> str:
 class Job:
     """One input file and its output. ``prompts`` is used by ``segment``; ``subfolder`` is
     the input's folder below the folder it was found in, which its output (and ``embed``
-    store) mirrors."""
+    store) mirrors. ``part`` names the part of the input a job segments (one time point of
+    a movie: ``"t=3 of 10"``), shown after the input's name in its notes and progress
+    bars; "" for a whole input."""
 
     input: Path
     output: Path
     prompts: dict | None = None
     subfolder: Path = Path(".")
+    part: str = ""
 
     @property
     def name(self) -> str:
-        return self.input.name
+        return f"{self.input.name} ({self.part})" if self.part else self.input.name
 
 
 @dataclass

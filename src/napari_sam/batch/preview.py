@@ -3,6 +3,7 @@ coloured label outlines, made one slice at a time."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -139,10 +140,13 @@ def preview_from_arrays(job: Job, opened: OpenedImage, labels_slice: Callable[[i
 
 def write_preview_for(job: Job, ctx: Context, opened: OpenedImage | None = None) -> None:
     """(Re)make the preview of a complete label output from the files on disk."""
-    if opened is None:
-        opened = open_image(job.input, ctx)
     out = nio.read_image(job.output, lazy=True)
     data = out.data
+    if out.axes == "TZYX":  # a movie's labels: the preview of its first time point
+        data = np.asarray(data[0])
+        ctx = dataclasses.replace(ctx, time_point=0)
+    if opened is None:
+        opened = open_image(job.input, ctx)
     meta = nio.read_output_metadata(job.output) or {}
     n = len(meta.get("objects") or [])
     if opened.is2d:

@@ -79,7 +79,7 @@ class Prompts(dict):
         items.append(entry)
 
 
-PROMPT_KEYS = ("slice", "points", "labels", "box", "stop", "candidate")
+PROMPT_KEYS = ("slice", "points", "labels", "box", "stop", "candidate", "time")
 
 
 def normalise_file_key(file_key: str) -> str:
@@ -164,6 +164,11 @@ def check_entry(entry: Mapping, where: str) -> dict:
                          "row1, col1) or stop marker")
     if entry.get("candidate") is not None and str(entry["candidate"]).strip() != "":
         out["candidate"] = _candidate(entry["candidate"], out, where)
+    if entry.get("time") is not None and str(entry["time"]).strip() != "":
+        out["time"] = whole_number(entry["time"], "time point", where)
+        if out["time"] < 0:
+            raise BatchError(f"{where}: time point {out['time']} is negative; time points "
+                             "count from 0")
     return out
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import unicodedata
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from napari_sam.batch.prompt_entries import (
     object_id,
     truthy,
 )
-from napari_sam.batch.reading import open_image, open_session_image
+from napari_sam.batch.reading import MovieOfVolumes, open_image, open_session_image
 from napari_sam.words import counted, for_count
 
 __all__ = ["CSV_ALIASES", "Prompts", "check_prompts", "check_unambiguous", "load_prompts",
@@ -32,7 +33,7 @@ __all__ = ["CSV_ALIASES", "Prompts", "check_prompts", "check_unambiguous", "load
 
 
 _CSV_KNOWN = {"file", "id", "slice", "row", "col", "label", "row0", "col0", "row1", "col1", "stop",
-              "candidate"}
+              "candidate", "time"}
 
 
 def _read_text(path: Path) -> str:
@@ -78,14 +79,14 @@ def _prompts_from_csv(path: Path) -> Prompts:
     _refuse_other_separator(path, reader.fieldnames)
     if is_layer_csv(reader.fieldnames):
         return prompts_from_layer_csv(path, reader)
-    cols = {c: CSV_ALIASES.get(c.strip().lower(), c.strip().lower())
-            for c in reader.fieldnames if c is not None}
+    cols = _time_column({c: CSV_ALIASES.get(c.strip().lower(), c.strip().lower())
+                         for c in reader.fieldnames if c is not None})
     unknown = sorted(c for c, k in cols.items() if k not in _CSV_KNOWN)
     if unknown:
         raise BatchError(
             f"prompts file {str(path)!r}: unknown {for_count(len(unknown), 'column')} {unknown}; "
             "known columns: "
-            "file, id, slice, row, col, label, row0, col0, row1, col1, stop, candidate "
+            "file, id, slice, row, col, label, row0, col0, row1, col1, stop, candidate, time "
             "(aliases: "
             + ", ".join(f"{a}={k}" for a, k in CSV_ALIASES.items()) + ")"
         )
@@ -101,6 +102,15 @@ def _prompts_from_csv(path: Path) -> Prompts:
     except csv.Error as exc:
         raise BatchError(f"{path.name}, line {reader.line_num}: not valid CSV ({exc})") from None
     return per_file
+
+
+def _time_column(cols: dict[str, str]) -> dict[str, str]:
+    """The CSV's columns by their canonical names, where a ``t`` column beside a ``z`` (or
+    ``slice``) column is the time point of a movie of volumes (``TZYX``): ``time``; alone,
+    ``t`` is the slice of a ``TYX`` movie, as before."""
+    if list(cols.values()).count("slice") < 2:
+        return cols
+    return {c: "time" if c.strip().lower() == "t" else k for c, k in cols.items()}
 
 
 def _add_csv_row(per_file: Prompts, raw: dict, cols: dict, where: str) -> None:
@@ -125,6 +135,8 @@ def _add_csv_row(per_file: Prompts, raw: dict, cols: dict, where: str) -> None:
         entry["stop"] = True
     if row.get("candidate"):
         entry["candidate"] = row["candidate"]
+    if row.get("time"):
+        entry["time"] = row["time"]
     per_file.add(row.get("file", ""), oid, check_entry(entry, where), where)
 
 
@@ -361,13 +373,18 @@ def check_prompts(per_file: Mapping[str, Mapping], jobs: Sequence[Job], ctx: Con
         problems.extend(_start_problems(per_file, mine, job))
         problems.extend(_candidate_problems(per_file, mine, job))
         try:
-            sess = getattr(per_file, "session", None)
+            sess, movie = getattr(per_file, "session", None), 0
             if sess is None:
-                opened = open_image(job.input, ctx)
+                try:
+                    opened = open_image(job.input, ctx)
+                except MovieOfVolumes as exc:  # its prompts against one time point's volume
+                    movie = exc.time_points
+                    opened = open_image(job.input, replace(ctx, time_point=0))
             else:
                 opened = open_session_image(job, ctx, sess, say=False)
         except Exception:  # the job reports it
             continue
+        problems.extend(_time_problems(per_file, mine, job, movie, opened.label_axes))
         shape = opened.label_shape
         n = 1 if opened.is2d else shape[0]
         h, w = shape[-2:]
@@ -403,18 +420,49 @@ def check_prompts(per_file: Mapping[str, Mapping], jobs: Sequence[Job], ctx: Con
     return notes
 
 
+def _time_problems(per_file: Mapping[str, Mapping], keys: Sequence[str], job: Job,
+                   movie: int, axes: str) -> list[str]:
+    """Prompts of ``job`` whose time point does not fit its input: a movie of ``movie`` time
+    points (``TZYX``, each segmented as its own volume) needs one on every prompt, in range;
+    any other input (``axes``, its labels' axes) has no time point but 0."""
+    where_of = getattr(per_file, "where", {})
+    found = [(k, oid, i, e.get("time")) for k in keys for oid, items in per_file[k].items()
+             for i, e in enumerate(items)]
+    name = job.input.name
+    if movie and all(t is None for *_, t in found):
+        return [f"{name} is a movie of {movie} time points (axes TZYX, each segmented as its "
+                "own volume), and its prompts say no time point: add a 't' column beside "
+                "'z' (CSV: t,z,row,col, time points from 0; JSON: \"time\" in each prompt), "
+                "or save each time point as its own file"]
+    problems = []
+    for k, oid, i, t in found:
+        at = where_of.get((k, oid, i), f"object {oid}")
+        if movie and t is None:
+            problems.append(f"{at}: no time point for {name}, a movie of {movie} time points; "
+                            "fill in its 't'")
+        elif movie and t >= movie:
+            problems.append(f"{at}: time point {t} is out of range of {name} "
+                            f"({movie} time points, 0-{movie - 1})")
+        elif not movie and t:
+            problems.append(f"{at}: time point {t}, but {name} is not a movie of volumes "
+                            f"(axes {axes}): it has no time point besides 0; leave its 't' "
+                            "empty, or give its rows in a prompts file of their own")
+    return problems
+
+
 def _start_problems(per_file: Mapping[str, Mapping], keys: Sequence[str], job: Job) -> list[str]:
     """Objects of ``job`` whose prompts start nothing: only negative points, or only stop
     markers (what :func:`napari_sam.volume.segment_volume` would refuse after embedding)."""
     if getattr(per_file, "session", None) is not None:
         return []
     where_of = getattr(per_file, "where", {})
-    found: dict[int, list[tuple[str, int, Mapping]]] = {}
+    found: dict[tuple[int, int], list[tuple[str, int, Mapping]]] = {}
     for k in keys:
         for oid, items in per_file[k].items():
-            found.setdefault(int(oid), []).extend((k, i, e) for i, e in enumerate(items))
+            for i, e in enumerate(items):  # (a movie's time points: each its own volume)
+                found.setdefault((int(oid), int(e.get("time") or 0)), []).append((k, i, e))
     problems = []
-    for oid, items in sorted(found.items()):
+    for (oid, _), items in sorted(found.items()):
         if any(e.get("box") is not None or any(e.get("labels") or ()) for _, _, e in items):
             continue
         k, i, _ = items[0]
@@ -435,14 +483,15 @@ def _candidate_problems(per_file: Mapping[str, Mapping], keys: Sequence[str],
     from napari_sam.volume.annotations import prompt_candidate_problem
 
     where_of = getattr(per_file, "where", {})
-    on_slice: dict[tuple[int, int], list[tuple[str, int, Mapping]]] = {}
+    on_slice: dict[tuple[int, int, int], list[tuple[str, int, Mapping]]] = {}
     for k in keys:
         for oid, items in per_file[k].items():
             for i, e in enumerate(items):
                 if not e.get("stop"):
-                    on_slice.setdefault((int(oid), int(e.get("slice", 0))), []).append((k, i, e))
+                    key = (int(oid), int(e.get("time") or 0), int(e.get("slice", 0)))
+                    on_slice.setdefault(key, []).append((k, i, e))
     problems = []
-    for (oid, z), items in sorted(on_slice.items()):
+    for (oid, _, z), items in sorted(on_slice.items()):
         chosen = [(k, i, e) for k, i, e in items if e.get("candidate") is not None]
         if not chosen or len(items) == 1:
             continue

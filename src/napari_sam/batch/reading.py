@@ -47,7 +47,9 @@ class OpenedImage:
 
 
 def open_image(path: Path, ctx: Context, *, check: bool = True) -> OpenedImage:
-    """Read ``path`` lazily and put it in the standard layout (see :func:`napari_sam.io.to_standard`).
+    """Read ``path`` lazily and put it in the standard layout (see :func:`napari_sam.io.to_standard`);
+    for ``auto`` and ``segment``, a movie of volumes raises :class:`MovieOfVolumes` unless
+    ``ctx.time_point`` picks one of its time points.
     An input no reader can open (a FIFO: reading it would wait forever) fails first
     (:func:`~napari_sam.batch.job_checks.check_input_file`), unless ``check`` is False: the
     caller checked it already (the runners of :func:`napari_sam.batch.runners.run_job`, which
@@ -64,8 +66,12 @@ def open_image(path: Path, ctx: Context, *, check: bool = True) -> OpenedImage:
             "as channels by its metadata, not as the colour samples of an RGBA image; pick one "
             "channel with --channel N (0 to 3)")
     channel_note = no_channel_note(path, ctx, img)
+    movie = movie_time_points(img, ctx) if ctx.time_point is None else 0
+    if movie and ctx.command in ("auto", "segment"):  # each time point: a job of its own
+        raise MovieOfVolumes(f"a movie of {movie} time points (axes {img.axes})", movie)
     try:
-        std = img.to_standard(channel=None if channel_note else ctx.channel)
+        std = img.to_standard(channel=None if channel_note else ctx.channel,
+                              select=None if ctx.time_point is None else {"T": ctx.time_point})
     except ValueError as exc:
         if not nio.axes_inferred(img.metadata):
             raise
@@ -75,6 +81,9 @@ def open_image(path: Path, ctx: Context, *, check: bool = True) -> OpenedImage:
             hint = "--axes CYX --channel N"
         elif len(shape) == 4:  # the shorter of the two stack axes as channels
             hint = f"--axes {'CZYX' if shape[0] <= shape[1] else 'ZCYX'} --channel N"
+            if ctx.command in ("auto", "segment"):  # a movie only where its axes are named
+                hint += ("; if it is a movie of volumes (time, z, y, x), say so: --axes TZYX "
+                         "(each time point is then segmented as its own volume)")
         raise ValueError(
             f"no metadata names the axes of its shape {shape}; read as {img.axes} (a guess "
             f"from the shape): {str(exc).rstrip('.')}. If an axis holds channels, say so: "
@@ -89,6 +98,39 @@ def open_image(path: Path, ctx: Context, *, check: bool = True) -> OpenedImage:
                        (int(img.metadata.get("series_count", 1)),
                         list(img.metadata.get("other_series", ()))), channel_note,
                        axes_override_note(ctx, img), file_named_axes(img))
+
+
+class MovieOfVolumes(ValueError):
+    """The input of an ``auto`` or ``segment`` job is a movie of volumes (``TZYX``): its
+    runner runs on each time point instead
+    (:func:`napari_sam.batch.time_lapse.run_time_lapse`); ``time_points`` says how many.
+    Uncaught, its message is the refusal of two stack axes."""
+
+    def __init__(self, message: str, time_points: int):
+        super().__init__(message)
+        self.time_points = int(time_points)
+
+
+def movie_time_points(img, ctx: Context) -> int:
+    """The number of time points of a movie of volumes: ``img``'s axes, named by its
+    file's metadata or by ``--axes``, hold both ``T`` and ``Z`` longer than 1; 0 for any
+    other image, and for axes guessed from the shape (a short axis may hold channels: its
+    error says how to name the axes).
+
+    Parameters
+    ----------
+    img : napari_sam.io.ImageData
+        As :func:`read_with_axes` read it.
+    ctx : Context
+
+    Returns
+    -------
+    int
+    """
+    if ctx.axes is None and nio.axes_inferred(img.metadata):
+        return 0
+    size = dict(zip(img.axes, (int(n) for n in img.data.shape)))
+    return size["T"] if size.get("T", 1) > 1 and size.get("Z", 1) > 1 else 0
 
 
 #: The formats whose metadata can name a file's axes (not ``.npy``, nor a PNG or JPEG).

@@ -4,6 +4,7 @@ command's runner; every failure becomes a :class:`~napari_sam.batch.JobResult`."
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import traceback
@@ -28,8 +29,10 @@ from napari_sam.batch.jobs import (
 )
 from napari_sam.batch.models import get_model
 from napari_sam.batch.preview import preview_path, write_preview_for
+from napari_sam.batch.reading import MovieOfVolumes
 from napari_sam.batch.rerun_reason import rerun_reason
 from napari_sam.batch.segment_runner import run_segment
+from napari_sam.batch.time_lapse import prompts_at, run_time_lapse
 
 RUNNERS: dict[str, Callable[[Job, Context, Any], dict]] = {
     "embed": run_embed,
@@ -170,7 +173,7 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
             try:
                 model, loaded = get_model(ctx.model, ctx.device)
                 res.model_loaded = loaded
-                info = RUNNERS[ctx.command](job, ctx, model)
+                info = run_command(job, ctx, model)
             except BaseException:  # also Ctrl-C/SIGTERM: no "partial" sidecar without output
                 restore_sidecar(job, previous, stamp)
                 raise
@@ -190,6 +193,22 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
     finally:
         res.seconds = time.perf_counter() - t0
     return res
+
+
+def run_command(job: Job, ctx: Context, model) -> dict:
+    """The command's runner on ``job``; for ``auto`` and ``segment`` on a movie of volumes
+    (``TZYX``: the runner's first read raises
+    :class:`~napari_sam.batch.reading.MovieOfVolumes`), on each time point as its own volume
+    (:func:`napari_sam.batch.time_lapse.run_time_lapse`)."""
+    runner = RUNNERS[ctx.command]
+    whole = job
+    if any("time" in e for items in (job.prompts or {}).values() for e in items):
+        # a movie's prompts, or all at time point 0 (batch.prompts.check_prompts)
+        job = dataclasses.replace(job, prompts=prompts_at(job.prompts, 0))
+    try:
+        return runner(job, ctx, model)
+    except MovieOfVolumes as exc:
+        return run_time_lapse(whole, ctx, model, runner, exc.time_points)
 
 
 def record_result(results, i: int, res: JobResult, bar,

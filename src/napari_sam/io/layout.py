@@ -252,13 +252,7 @@ def to_standard(
         fixed["Z"] = 0
         remaining = ["T"]
     if len(remaining) == 2:
-        raise ValueError(
-            f"The data has both a time axis (T={size['T']}) and a Z axis (Z={size['Z']}) "
-            f"(axes {axes!r}, shape {shape}); only one stack axis is supported. Choose one: "
-            "select a time point (select={'T': i}) or a Z slice (select={'Z': i}), "
-            "or relabel the axes (axes=...). On the command line: save one time point (or "
-            "one Z slice) per file, or pass --axes if the file's axes are wrong."
-        )
+        raise ValueError(_two_stack_axes(size, axes, shape))
     if "C" in axes and "C" not in fixed and size["C"] not in (3, 4):
         raise ValueError(
             f"The data has {size['C']} channels (axes {axes!r}, shape {shape}); only a single "
@@ -277,3 +271,17 @@ def to_standard(
     if not fixed_dims and perm == sorted(perm):
         return data, out_axes
     return _LazyView(data, perm, fixed_dims), out_axes
+
+
+def _two_stack_axes(size: Mapping[str, int], axes: str, shape: tuple[int, ...]) -> str:
+    """Why a movie of volumes (``T`` and ``Z`` both longer than 1) has no standard layout,
+    and what to do."""
+    return (
+        f"The data has both a time axis (T={size['T']}) and a Z axis (Z={size['Z']}) "
+        f"(axes {axes!r}, shape {shape}); only one stack axis is supported here. Choose "
+        "one: select a time point (select={'T': i}) or a Z slice (select={'Z': i}), "
+        "or relabel the axes (axes=...). On the command line, `napari-sam auto` and "
+        "`segment` segment each time point of such a movie as its own volume; for "
+        "`embed`, save one time point (or one Z slice) per file, or pass --axes if the "
+        "file's axes are wrong."
+    )

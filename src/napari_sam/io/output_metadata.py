@@ -159,12 +159,15 @@ def output_edited(output_path: os.PathLike | str) -> bool:
 def _object_record(o: Mapping) -> dict:
     sr = o.get("slice_range")
     score = o.get("score")
-    return {
+    rec = {
         "id": int(o["id"]),
         "slice_range": None if sr is None else [int(sr[0]), int(sr[1])],
         "area": None if o.get("area") is None else int(o["area"]),
         "score": None if score is None or not math.isfinite(float(score)) else float(score),
     }
+    if o.get("time_point") is not None:  # an object of one time point of a movie (TZYX)
+        rec["time_point"] = int(o["time_point"])
+    return rec
 
 
 def write_output_metadata(
@@ -186,7 +189,8 @@ def write_output_metadata(
     ``"partial"``), ``created`` (UTC ISO time), ``model`` (name or dict), ``version``,
     ``parameters``, ``input`` ({path, size, mtime_ns, sample_hash} or null), ``output`` ({name,
     size}, and for a file mtime_ns and sha256: :func:`output_edited`),
-    ``objects`` as ``[{id, slice_range, area, score}]``, optional ``parameters_in_effect``
+    ``objects`` as ``[{id, slice_range, area, score}]`` (and ``time_point`` for an object of
+    one time point of a ``TZYX`` movie), optional ``parameters_in_effect``
     (the values the run used where ``parameters``, the resume signature, records a default
     such as None or "auto") and optional ``extra``. ``input_record``: the input's
     :func:`input_fingerprint` taken before it was read (default: taken now).

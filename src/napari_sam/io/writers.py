@@ -288,8 +288,8 @@ def write_labels_stream(
 ) -> Path:
     """Write a label volume slice by slice to a TIFF, atomically, with ``write_labels``' metadata.
 
-    ``slices`` yields ``shape[0]`` arrays of ``shape[1:]`` (``(Y, X)``, any integer dtype);
-    only one is held at a time. They are stored as uint16 when ``max_id`` fits, else uint32.
+    ``slices`` yields ``prod(shape[:-2])`` arrays of ``shape[-2:]`` (``(Y, X)``, any integer
+    dtype; a ``TZYX`` movie's pages time point by time point); only one is held at a time. They are stored as uint16 when ``max_id`` fits, else uint32.
     The file layout and metadata are those of :func:`write_labels` (ImageJ hyperstack for
     uint16, OME-TIFF for uint32 or ``.ome.tif``), so :func:`napari_sam.io.read_image` reads
     back the axes, pixel size and ``metadata``. The data go to a hidden temporary file that
@@ -316,8 +316,8 @@ def write_labels_stream(
                 raise ValueError(f"slice {n} has shape {s.shape}, expected {shape[-2:]}")
             n += 1
             yield s.astype(dtype, copy=False)
-        if n != (shape[0] if len(shape) == 3 else 1):
-            raise ValueError(f"got {n} slices, expected {shape[0]}")
+        if n != math.prod(shape[:-2]):  # (a TZYX movie: T * Z pages)
+            raise ValueError(f"got {n} slices, expected {math.prod(shape[:-2])}")
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)

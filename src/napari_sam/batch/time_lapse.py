@@ -1,0 +1,195 @@
+"""Movies of volumes (``TZYX``, ``TZCYX`` with ``--channel``) in ``auto`` and ``segment``: each
+time point is segmented as its own volume, by the command's own runner, into a label file of
+the work folder (``<work>/time_points/t000003_labels.tif`` with its sidecar), then the time
+points are put together into one ``TZYX`` label file (:func:`run_time_lapse`).
+
+Objects are not tracked between time points: each time point's labels come from its own
+volume. ``auto`` numbers them on from the time point before (ids unique in the whole movie:
+an id never names objects at two time points); ``segment`` keeps the prompts' object ids at
+every time point (the user's ids: the same id at two time points is the user's choice). The
+run says so in a note and the output metadata records it (``extra.time_lapse``).
+
+Resuming: a time point's label file and sidecar are written once it is complete, and its
+signature (:meth:`~napari_sam.batch.context.Context.signature` with ``time_point``, for
+``segment`` its own prompts) tells whether a rerun can keep it, so an interrupted run over a
+long movie goes on at the time point it reached (``auto`` also within it: the slices saved
+in that time point's own work folder).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from napari_sam import io as nio
+from napari_sam.batch.context import Context, Job
+from napari_sam.batch.jobs import check_input_unchanged, mark_partial, output_state, work_dir
+from napari_sam.batch.label_writing import axes_record, label_metadata, model_record, summary_info
+from napari_sam.batch.preview import preview_from_arrays
+from napari_sam.batch.reading import open_image
+
+#: How each command numbers the objects of a movie's time points (the note's words).
+ID_WORDS = {
+    "auto": ("numbered on from the time point before, so that no id names objects at two "
+             "time points"),
+    "segment": "the prompts' object ids at every time point",
+}
+
+
+def prompts_at(prompts: Mapping[int, list] | None, t: int) -> dict[int, list[dict]] | None:
+    """The prompts of time point ``t`` (their ``time`` key removed), ``{object id: [slice
+    prompt, ...]}`` without objects that have none there; None for None (``auto``)."""
+    if prompts is None:
+        return None
+    out: dict[int, list[dict]] = {}
+    for oid, items in prompts.items():
+        mine = [{k: v for k, v in e.items() if k != "time"} for e in items
+                if int(e.get("time", 0)) == t]
+        if mine:
+            out[int(oid)] = mine
+    return out
+
+
+def time_point_job(job: Job, ctx: Context, t: int, n: int) -> tuple[Job, Context]:
+    """The job and context of time point ``t`` of ``n``: its label file in the work folder,
+    its own prompts, its time point in the signature; no preview, no user's embedding store
+    (made for a whole file), TIFF output."""
+    folder = work_dir(job) / "time_points"
+    sub = Job(job.input, folder / f"t{t:06d}_labels.tif", prompts_at(job.prompts, t),
+              job.subfolder, part=f"t={t} of {n}")
+    sub_ctx = dataclasses.replace(ctx, time_point=t, preview=False, embeddings_dir=None,
+                                  fmt="tif", suffix="_labels", prompts_key=None)
+    return sub, sub_ctx.for_job(sub)
+
+
+def run_time_lapse(job: Job, ctx: Context, model, runner: Callable[[Job, Context, object], dict],
+                   n: int) -> dict:
+    """Run ``runner`` (the command's runner of one input) on each of the ``n`` time points of
+    ``job``'s movie, keeping the time points a run before finished with the same settings,
+    then write the ``TZYX`` labels, their output metadata and preview. Returns the runner's
+    kind of info: ``{"objects": total over the time points, "note": ...}``."""
+    if getattr(job.prompts, "session", None) is not None:
+        raise ValueError(
+            f"a session file replays the clicks of one volume, and {job.input.name} is a movie "
+            f"of {n} time points; prompt it with a prompts file with a 't' column, or save "
+            "the time point the session was made on as its own file")
+    kept, ran = [], 0
+    for t in range(n):
+        sub, sub_ctx = time_point_job(job, ctx, t, n)
+        if sub.prompts is not None and not sub.prompts:
+            continue  # segment: no prompt at this time point, its labels stay 0
+        if output_state(sub.output, job.input, sub_ctx.signature()) == "complete":
+            kept.append(t)
+            continue
+        if kept and not ran:
+            _say(ctx, f"{job.name}: resuming at time point {t} of {n} (time points "
+                      f"{_span(kept)} kept from the run before)")
+        mark_partial(sub, sub_ctx)
+        runner(sub, sub_ctx, model)
+        ran += 1
+    return _write_movie(job, ctx, model, n)
+
+
+def _span(ts: list[int]) -> str:
+    return f"{ts[0]}-{ts[-1]}" if len(ts) > 1 and ts[-1] - ts[0] == len(ts) - 1 else \
+        ", ".join(map(str, ts))
+
+
+def _say(ctx: Context, line: str) -> None:
+    if not ctx.quiet:
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"napari-sam: note: {line}", file=sys.stderr)
+
+
+def _parts(job: Job, ctx: Context, n: int) -> list[dict]:
+    """What each time point holds: its label file (None: no prompt there), its objects from
+    its sidecar, and the offset its ids get in the movie's labels (``auto``: the largest id
+    of the time points before; ``segment``: 0)."""
+    parts, offset = [], 0
+    for t in range(n):
+        sub, _ = time_point_job(job, ctx, t, n)
+        prompted = sub.prompts is None or bool(sub.prompts)  # segment: prompts at t
+        meta = nio.read_output_metadata(sub.output) if prompted else None
+        objects = list((meta or {}).get("objects") or [])
+        top = max((int(o["id"]) for o in objects), default=0)
+        parts.append({"t": t, "path": sub.output if meta else None, "objects": objects,
+                      "offset": offset, "extra": (meta or {}).get("extra") or {},
+                      "in_effect": (meta or {}).get("parameters_in_effect") or {}})
+        if ctx.command == "auto":
+            offset += top
+    return parts
+
+
+def _volumes(parts: list[dict], shape: tuple[int, ...]):
+    """Each time point's (Z, Y, X) labels in the movie's ids, read one at a time."""
+    for part in parts:
+        if part["path"] is None:
+            yield np.zeros(shape[1:], np.uint32)
+            continue
+        vol = np.asarray(nio.read_image(part["path"]).data).astype(np.uint32)
+        if part["offset"]:
+            vol[vol > 0] += np.uint32(part["offset"])
+        yield vol
+
+
+def _write_movie(job: Job, ctx: Context, model, n: int) -> dict:
+    """Put the time points' label files together into ``job.output`` (``TZYX``, the input's
+    voxel size), with its output metadata and preview."""
+    from napari_sam import __version__
+
+    read = check_input_unchanged(job)
+    first = open_image(job.input, dataclasses.replace(ctx, time_point=0), check=False)
+    zyx = tuple(int(s) for s in first.label_shape)
+    shape = (n, *zyx)
+    parts = _parts(job, ctx, n)
+    objects = [{**o, "id": int(o["id"]) + p["offset"], "time_point": p["t"]}
+               for p in parts for o in p["objects"]]
+    max_id = max((o["id"] for o in objects), default=0)
+    meta = {**label_metadata(job, ctx, model), "time_points": n}
+    unit = first.unit or "um"
+    if nio.write_kind(job.output) in ("tiff", "ome-tiff"):
+        pages = (page for vol in _volumes(parts, shape) for page in vol)
+        nio.write_labels_stream(job.output, pages, shape=shape, max_id=max_id, axes="TZYX",
+                                pixel_size=first.pixel_size, unit=unit, metadata=meta)
+    else:  # npy / zarr outputs are assembled in memory
+        nio.write_labels(job.output, np.stack(list(_volumes(parts, shape))), axes="TZYX",
+                         pixel_size=first.pixel_size, unit=unit, metadata=meta,
+                         overwrite=True)
+    record = _time_lapse_record(ctx, parts)
+    axes = {**axes_record(ctx, first), "axes": "TZYX"}
+    nio.write_output_metadata(
+        job.output, model=model_record(ctx, model), version=__version__,
+        parameters=ctx.signature(), objects=objects, input_path=job.input, input_record=read,
+        extra={**axes, "time_lapse": record},
+        parameters_in_effect=next((p["in_effect"] for p in parts if p["in_effect"]), None))
+    note = (f"{n} time points, each segmented as its own volume: objects are not tracked "
+            f"between time points (ids: {ID_WORDS[ctx.command]})")
+    _say(ctx, f"{job.name}: {note}")
+    if ctx.preview and parts[0]["path"] is not None:
+        vol0 = next(_volumes(parts[:1], shape))
+        preview_from_arrays(job, first, lambda z: vol0[z], len(parts[0]["objects"]))
+    first.stack.release()
+    return {"objects": len(objects),
+            **summary_info(first, f"{n} time points, each its own volume: not tracked")}
+
+
+def _time_lapse_record(ctx: Context, parts: list[dict]) -> dict:
+    """``extra.time_lapse`` of a movie's output metadata: how ids are numbered, and per time
+    point its objects, id offset, and what its own run recorded (lost objects, slices
+    resumed, notes), without the traces (kept per time point only while it runs)."""
+    keep = ("lost", "slices", "resumed_slices", "channel_not_used", "axes_overridden",
+            "decoder_calls", "constant_prompt_slices")
+    return {
+        "time_points": len(parts),
+        "tracked": False,
+        "ids": "offset" if ctx.command == "auto" else "as prompted",
+        "per_time_point": [
+            {"t": p["t"], "objects": len(p["objects"]), "id_offset": p["offset"],
+             "prompted": p["path"] is not None or ctx.command == "auto",
+             **{k: p["extra"][k] for k in keep if k in p["extra"]}}
+            for p in parts],
+    }
