@@ -78,6 +78,25 @@ def test_each_point_of_a_points_layer_is_its_own_object(tmp_path):
                    2: [{"slice": 0, "points": [[40.0, 40.0]], "labels": [1]}]}
 
 
+def test_a_points_layer_over_a_movie_gives_each_point_its_time_point(tmp_path):
+    """A 4D points layer (drawn over a TZYX movie: time point, slice, row, col) was refused
+    for its 4 coordinate columns; its axis-0 is now each prompt's time point, and a box may
+    not span two time points."""
+    p = _saved(tmp_path / "clicks.csv", [[0, 1, 20, 20], [1, 2, 44, 40]])
+    got = batch.prompts_for(batch.load_prompts(p), tmp_path / "movie.tif")
+    assert got == {1: [{"slice": 1, "points": [[20.0, 20.0]], "labels": [1], "time": 0}],
+                   2: [{"slice": 2, "points": [[44.0, 40.0]], "labels": [1], "time": 1}]}
+    box = _saved_shapes(tmp_path / "box.csv", [[[1, 2, 10, 10], [1, 2, 10, 30], [1, 2, 30, 30],
+                                                [1, 2, 30, 10]]], "rectangle")
+    got = batch.prompts_for(batch.load_prompts(box), tmp_path / "movie.tif")
+    assert got == {1: [{"slice": 2, "box": [10.0, 10.0, 30.0, 30.0], "time": 1}]}
+    across = _saved_shapes(tmp_path / "across.csv", [[[0, 2, 10, 10], [0, 2, 10, 30],
+                                                      [1, 2, 30, 30], [1, 2, 30, 10]]],
+                           "rectangle")
+    with pytest.raises(batch.BatchError, match=r"the rectangle spans time points \[0, 1\]"):
+        batch.load_prompts(across)
+
+
 def test_the_docks_points_layer_with_an_id_feature_groups_points_per_object(tmp_path):
     features = pd.DataFrame({"prompt": pd.Categorical(["positive", "negative", "positive"],
                                                       categories=["positive", "negative"]),
@@ -92,7 +111,8 @@ def test_the_docks_points_layer_with_an_id_feature_groups_points_per_object(tmp_
 @pytest.mark.parametrize(("data", "features", "message"), [
     ([[3, 20, 20], [3, 26, 26]], {"prompt": ["positive", "negative"]},
      r"line 3: a negative point, but the file has no 'id' column"),
-    ([[0, 3, 20, 20]], None, r"napari points layer with 4 coordinate columns"),
+    ([[0, 0, 3, 20, 20]], None, r"napari points layer with 5 coordinate columns"),
+    ([[0.5, 3, 20, 20]], None, r"line 2: axis-0 \(the time point\) is 0.5, between two time"),
     ([[3.5, 20, 20]], None, r"line 2: axis-0 \(the slice\) is 3.5, between two slices"),
     ([[3, 20, 20]], {"prompt": ["maybe"]}, r"line 2: point kind 'maybe'"),
     ([[3, 20, 20]], {"id": [0]}, r"line 2: object id 0 is not allowed"),

@@ -47,12 +47,13 @@ def prompts_from_layer_csv(path: Path, reader: csv.DictReader) -> Prompts:
     lower = {c.strip().lower(): c for c in reader.fieldnames if c is not None}
     shapes = "shape-type" in lower and "vertex-index" in lower
     kind = "shapes" if shapes else "points"
-    if (len(axes) not in (2, 3) or axes != [f"axis-{i}" for i in range(len(axes))]
+    if (len(axes) not in (2, 3, 4) or axes != [f"axis-{i}" for i in range(len(axes))]
             or any(k.startswith("axis-") and k not in axes for k in lower)):
         raise BatchError(
             f"prompts file {str(path)!r} is a napari {kind} layer with {len(axes)} coordinate "
-            "columns (axis-0, axis-1, ...); prompts need a 2D layer (row, col) or a 3D one "
-            f"(slice, row, col): save the {kind} of a layer over one 2D image or 3D stack, or "
+            "columns (axis-0, axis-1, ...); prompts need a 2D layer (row, col), a 3D one "
+            "(slice, row, col) or a 4D one over a movie of volumes (time, slice, row, col): "
+            f"save the {kind} of a layer over one 2D image, 3D stack or TZYX movie, or "
             "write the columns id,slice,row,col")
     try:
         if shapes:
@@ -67,9 +68,22 @@ def prompts_from_layer_csv(path: Path, reader: csv.DictReader) -> Prompts:
     return per_file
 
 
+def _time_of(coords: list[float], n_axes: int, where: str, what: str) -> dict:
+    """``{"time": t}`` of a point or vertex of a 4D layer (over a ``TZYX`` movie: ``axis-0``
+    is the time point), ``{}`` for fewer axes."""
+    if n_axes < 4:
+        return {}
+    t = coords[0]
+    if abs(t - round(t)) > 1e-3:
+        raise BatchError(f"{where}: axis-0 (the time point) is {t:g}, between two time "
+                         f"points; place the {what} on a time point of the movie")
+    return {"time": int(round(t))}
+
+
 def _slice_of(coords: list[float], n_axes: int, where: str, what: str) -> int:
-    """The slice (``axis-0`` of a 3D layer; 0 for a 2D one) of a point or vertex."""
-    z = 0.0 if n_axes == 2 else coords[0]
+    """The slice (``axis-0`` of a 3D layer, ``axis-1`` of a 4D one; 0 for a 2D one) of a
+    point or vertex."""
+    z = 0.0 if n_axes == 2 else coords[-3]
     if abs(z - round(z)) > 1e-3:
         raise BatchError(f"{where}: axis-0 (the slice) is {z:g}, between two slices; place "
                          f"the {what} on a slice of the stack (a layer over an image with a "
@@ -111,14 +125,18 @@ def _prompts_from_shapes_layer(path: Path, reader: csv.DictReader, axes: list[st
                 f"{where}: a {shape['kind'] or 'shape without a type'} is not a box; draw "
                 "rectangles (or ellipses, polygons: their bounding box is the box) around the "
                 "objects")
-        shape["slices"].add(_slice_of(coords, len(axes), where, "shape"))
+        shape["slices"].add((_slice_of(coords, len(axes), where, "shape"),
+                             _time_of(coords, len(axes), where, "shape").get("time")))
         shape["vertices"].append(coords[-2:])
     per_file = Prompts()
     for oid, shape in enumerate(shapes.values(), start=1):
         where = shape["where"]
         if len(shape["slices"]) > 1:
-            raise BatchError(f"{where}: the {shape['kind']} spans slices "
-                             f"{sorted(shape['slices'])}; draw each box on one slice")
+            spans = sorted({z for z, _ in shape["slices"]})
+            what = f"slices {spans}" if len(spans) > 1 else "time points " + str(
+                sorted(t for _, t in shape["slices"]))
+            raise BatchError(f"{where}: the {shape['kind']} spans {what}; draw each box on "
+                             "one slice")
         rows = [v[0] for v in shape["vertices"]]
         cols = [v[1] for v in shape["vertices"]]
         side = min(max(rows) - min(rows), max(cols) - min(cols))
@@ -126,8 +144,9 @@ def _prompts_from_shapes_layer(path: Path, reader: csv.DictReader, axes: list[st
             raise BatchError(f"{where}: the {shape['kind']} is {side:g} px across, not a box "
                              f"(a plain click draws one; boxes need {MIN_BOX_SIDE:g} px or "
                              "more): drag a rectangle around the object, or remove it")
-        entry = {"slice": shape["slices"].pop(),
-                 "box": [min(rows), min(cols), max(rows), max(cols)]}
+        z, t = shape["slices"].pop()
+        entry = {"slice": z, "box": [min(rows), min(cols), max(rows), max(cols)],
+                 **({} if t is None else {"time": t})}
         per_file.add("", oid, check_entry(entry, where), where)
     return per_file
 
@@ -148,8 +167,9 @@ def _point_kind(value: str, where: str) -> int:
 
 def _prompts_from_points_layer(path: Path, reader: csv.DictReader, axes: list[str],
                                lower: dict) -> Prompts:
-    """A napari points layer saved as CSV: ``axis-0, axis-1`` (a 2D layer: row, col) or
-    ``axis-0, axis-1, axis-2`` (slice, row, col) in the layer's data coordinates. Each point
+    """A napari points layer saved as CSV: ``axis-0, axis-1`` (a 2D layer: row, col),
+    ``axis-0, axis-1, axis-2`` (slice, row, col) or, over a ``TZYX`` movie, four (time point,
+    slice, row, col) in the layer's data coordinates. Each point
     is its own object (ids 1, 2, ... in file order), unless an ``id`` column (or an alias)
     says which object each point belongs to; a ``prompt`` column (the dock's points layer:
     positive / negative) or ``label`` gives the point's label."""
@@ -171,6 +191,7 @@ def _prompts_from_points_layer(path: Path, reader: csv.DictReader, axes: list[st
             n_objects += 1
             oid = n_objects
         entry = {"slice": _slice_of(coords, len(axes), where, "point"),
-                 "points": [coords[-2:]], "labels": [label]}
+                 "points": [coords[-2:]], "labels": [label],
+                 **_time_of(coords, len(axes), where, "point")}
         per_file.add("", oid, check_entry(entry, where), where)
     return per_file
