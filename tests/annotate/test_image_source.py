@@ -87,3 +87,14 @@ def test_the_4d_refusal_console_line_takes_one_time_point(multiscale):
     np.testing.assert_array_equal(kw["translate"], [4.0, 1.0, 3.0])
     assert tuple(kw["units"]) == ("micrometer",) * 3 and kw["name"] == "movie t0"
     make_source(image)  # one time point is a stack the dock segments
+
+
+def test_the_4d_refusal_names_the_command_line_that_segments_every_time_point():
+    """The dock still takes one volume; its refusal of a (T, Z, Y, X) image now also names
+    the command that segments a whole movie file, time point by time point."""
+    with pytest.raises(UnsupportedImage) as info:
+        make_source(np.zeros((3, 4, 16, 16), np.uint8))
+    assert str(info.value).endswith(
+        "then pick that layer in 'Image'. To segment every time point of a movie file, each as "
+        "its own volume, run `napari-sam auto movie.tif -o out/` in a shell (or `napari-sam "
+        "segment` with prompts that have a 't' column)")

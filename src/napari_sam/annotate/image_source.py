@@ -392,7 +392,9 @@ def _too_many_axes(shape: tuple[int, ...], ndim: int, channel_axis: int | None,
             "layer = viewer.layers.selection.active; "
             f"viewer.add_image(layer.data[0]{'[0]' * multiscale}, scale=layer.scale[1:], "
             "translate=layer.translate[1:], units=layer.units[1:], name=layer.name + ' t0')"
-            "; then pick that layer in 'Image'")
+            "; then pick that layer in 'Image'. To segment every time point of a movie file, "
+            "each as its own volume, run `napari-sam auto movie.tif -o out/` in a shell "
+            "(or `napari-sam segment` with prompts that have a 't' column)")
 
 
 def channels_hint(source: ImageSource | None, name: str) -> str:
