@@ -72,6 +72,12 @@ def test_auto_segments_each_time_point_of_a_movie_as_its_own_volume(tmp_path, ca
     assert per_t == {(0, i) for i in range(1, n0 + 1)} | {
         (1, n0 + i) for i in range(1, int(alone1.max()) + 1)}
     assert not (out / ".napari-sam-work").exists()  # the time points' files went with it
+    traces = [p["trace"] for p in meta["extra"]["time_lapse"]["per_time_point"]]
+    assert [{o["id"] for o in tr["objects"]} for tr in traces] == [
+        {i for t, i in per_t if t == 0}, {i for t, i in per_t if t == 1}]  # the movie's ids
+    rc, text, err = cli(["report", out / "movie_labels.tif"], capsys)  # one plot a time point
+    pngs = [line for line in text.splitlines() if line.endswith(".png")]
+    assert rc == 0 and pngs == [str(out / f"movie_labels.tif.t{t}.trace.png") for t in (0, 1)]
     rc, _, err = cli(["auto", movie, "-o", out, *AUTO], capsys)  # complete: skipped
     assert rc == 0 and "skipped  movie.tif:" in err and "is complete" in err, err
 

@@ -436,25 +436,38 @@ def report(paths, *, out=None, quiet: bool = False) -> list[Path]:
             continue
         if not isinstance(record, dict) or record.get("format") != nio.OUTPUT_METADATA_FORMAT:
             continue
-        trace = (record.get("extra") or {}).get("trace")
-        if not trace:
-            continue
         output = side.with_name(side.name[: -len(".json")])
-        png = output.with_name(output.name + ".trace.png")
         source = (record.get("input") or {}).get("path") or ""
-        pages = render_pages(trace, png, title=f"{Path(source).name or output.name}: "
-                                                f"{output.name}")
-        written.extend(pages)
-        for page in pages:
-            print(page, file=out)
-        if not quiet:
-            summary = stop_summary(trace)
-            if summary:
-                print(f"  {len(trace.get('objects') or [])} objects; ends: {summary}", file=out)
-            for obj in trace.get("objects", []):
-                for f in obj.get("flags", []):
-                    print(f"  object {obj['id']}, slice {f['slice']}: {f['text']}", file=out)
+        title = f"{Path(source).name or output.name}: {output.name}"
+        for trace, png, name in _traces_of(record, output, title):
+            written.extend(_report_one(trace, png, name, out, quiet))
     return written
+
+
+def _traces_of(record: dict, output: Path, title: str) -> list[tuple[dict, Path, str]]:
+    """``(trace, png path, title)`` of an output's sidecar ``record``: its trace, or for a
+    movie of volumes (``TZYX``) each time point's, as ``<output>.t3.trace.png``."""
+    extra = record.get("extra") or {}
+    if extra.get("trace"):
+        return [(extra["trace"], output.with_name(output.name + ".trace.png"), title)]
+    parts = (extra.get("time_lapse") or {}).get("per_time_point") or ()
+    return [(p["trace"], output.with_name(f"{output.name}.t{p['t']}.trace.png"),
+             f"{title}, time point {p['t']}") for p in parts if p.get("trace")]
+
+
+def _report_one(trace: dict, png: Path, title: str, out, quiet: bool) -> list[Path]:
+    """Render one trace into ``png`` (and its pages) and print what :func:`report` says."""
+    pages = render_pages(trace, png, title=title)
+    for page in pages:
+        print(page, file=out)
+    if not quiet:
+        summary = stop_summary(trace)
+        if summary:
+            print(f"  {len(trace.get('objects') or [])} objects; ends: {summary}", file=out)
+        for obj in trace.get("objects", []):
+            for f in obj.get("flags", []):
+                print(f"  object {obj['id']}, slice {f['slice']}: {f['text']}", file=out)
+    return pages
 
 
 def slice_runs(slices) -> list[tuple[int, int]]:

@@ -180,9 +180,10 @@ def _write_movie(job: Job, ctx: Context, model, n: int) -> dict:
 def _time_lapse_record(ctx: Context, parts: list[dict]) -> dict:
     """``extra.time_lapse`` of a movie's output metadata: how ids are numbered, and per time
     point its objects, id offset, and what its own run recorded (lost objects, slices
-    resumed, notes), without the traces (kept per time point only while it runs)."""
+    resumed, stop reasons, its propagation trace under the movie's ids: what ``napari-sam
+    report`` plots per time point)."""
     keep = ("lost", "slices", "resumed_slices", "channel_not_used", "axes_overridden",
-            "decoder_calls", "constant_prompt_slices")
+            "decoder_calls", "constant_prompt_slices", "stop_reasons")
     return {
         "time_points": len(parts),
         "tracked": False,
@@ -190,6 +191,16 @@ def _time_lapse_record(ctx: Context, parts: list[dict]) -> dict:
         "per_time_point": [
             {"t": p["t"], "objects": len(p["objects"]), "id_offset": p["offset"],
              "prompted": p["path"] is not None or ctx.command == "auto",
-             **{k: p["extra"][k] for k in keep if k in p["extra"]}}
+             **{k: p["extra"][k] for k in keep if k in p["extra"]},
+             **_offset_trace(p["extra"].get("trace"), p["offset"])}
             for p in parts],
     }
+
+
+def _offset_trace(trace, offset: int) -> dict:
+    """``{"trace": trace}`` with its objects' ids as the movie's labels hold them (a time
+    point's own ids plus ``offset``); {} without a trace."""
+    if not trace:
+        return {}
+    objects = [{**o, "id": int(o["id"]) + offset} for o in trace.get("objects") or ()]
+    return {"trace": {**trace, "objects": objects}}
