@@ -229,3 +229,21 @@ def test_a_lazy_movie_is_read_one_time_point_at_a_time(tmp_path, capsys, tiny_mo
     assert rc == 0, err
     assert keys and all(isinstance(k, tuple) and isinstance(k[0], int) for k in keys), keys
     assert {k[0] for k in keys} == {0, 1}
+
+
+def test_a_session_file_is_not_replayed_on_a_movie(files, tiny_sam, tmp_path, capsys):
+    """A session holds the clicks of one volume: on a movie its replay fails for that file
+    (exit 1), saying what to do instead; nothing is written for it."""
+    from napari_sam import session as S
+    from test_session import make_session
+
+    session = S.write_session(make_session(files, tiny_sam), tmp_path / "s.json")
+    movie = _write(tmp_path / "movie.tif", np.stack([blob_stack(), blob_stack(seed=1)]), "TZYX")
+    rc, _, err = cli(["segment", movie, "--prompts", session, "-o", tmp_path / "out",
+                      "--model", files["model"], "--device", "cpu"], capsys)
+    said = " ".join(err.split())
+    assert rc == 1 and ("a session file replays the clicks of one volume, and movie.tif is a "
+                        "movie of 2 time points; prompt it with a prompts file with a 't' "
+                        "column, or save the time point the session was made on as its own "
+                        "file") in said, said
+    assert not (tmp_path / "out" / "movie_labels.tif").exists()
