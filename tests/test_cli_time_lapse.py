@@ -159,8 +159,8 @@ def test_an_interrupted_movie_resumes_at_the_time_point_it_reached(tmp_path, cap
     rc, _, err = cli([*argv, "-o", out], capsys)
     assert rc == 0, err
     assert ran == [0, 1, 1]  # t=0 once
-    assert ("movie.tif: resuming at time point 1 of 2 (time points 0 kept from the run "
-            "before)") in " ".join(err.split())
+    assert ("movie.tif: time point 0 kept from the run before (the same settings and "
+            "prompts); going on at time point 1 of 2") in " ".join(err.split())
     np.testing.assert_array_equal(_labels(out / "movie_labels.tif"),
                                   _labels(tmp_path / "clean" / "movie_labels.tif"))
 

@@ -85,8 +85,9 @@ def run_time_lapse(job: Job, ctx: Context, model, runner: Callable[[Job, Context
             kept.append(t)
             continue
         if kept and not ran:
-            _say(ctx, f"{job.name}: resuming at time point {t} of {n} (time points "
-                      f"{_span(kept)} kept from the run before)")
+            _say(ctx, f"{job.name}: {'time points' if len(kept) > 1 else 'time point'} "
+                      f"{_span(kept)} kept from the run before (the same settings and "
+                      f"prompts); going on at time point {t} of {n}")
         mark_partial(sub, sub_ctx)
         runner(sub, sub_ctx, model)
         ran += 1
