@@ -5,10 +5,19 @@ as our own usage errors), the help formatter and the options every command share
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from typing import Any
 
 from napari_sam.cli.errors import PROG, print_usage_error
+
+
+def user_path(text: str) -> str:
+    """A path argument with a leading ``~`` (``~/out``, ``~user/data``) expanded to the home
+    folder, as the shell does for an unquoted word: a quoted ``"~/out"`` (as globs are quoted)
+    reaches us unexpanded, and taken as it is it made a folder named ``~`` in the current
+    one. Other text is kept as typed."""
+    return os.path.expanduser(text)
 
 
 def axes_arg(text: str) -> str:

@@ -18,6 +18,7 @@ from napari_sam.cli.arguments import (
     positive_float,
     positive_int,
     tiling_arg,
+    user_path,
 )
 
 
@@ -81,7 +82,7 @@ def add_batch_arguments(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files (TIFF, OME-TIFF, .npy, .zarr, PNG, JPEG), directories or "
                         "quoted glob patterns such as \"data/*.tif\"")
-    p.add_argument("-o", "--output", required=True, metavar="DIR",
+    p.add_argument("-o", "--output", required=True, metavar="DIR", type=user_path,
                    help="output folder (created if needed)")
     g = p.add_argument_group("input and output")
     g.add_argument("--axes", type=axes_arg, metavar="AXES",
@@ -114,7 +115,7 @@ def add_batch_arguments(p: argparse.ArgumentParser, command: str) -> None:
         g.add_argument("--preview", action="store_true",
                        help="also write <stem><suffix>.png: middle slice and max projection "
                             "with coloured label outlines")
-        g.add_argument("--embeddings", metavar="DIR",
+        g.add_argument("--embeddings", metavar="DIR", type=user_path,
                        help="reuse embedding stores written by `napari-sam embed` "
                             "(<DIR>/<stem>.zarr)")
     g.add_argument("--keep-work", action="store_true",
@@ -297,7 +298,7 @@ def add_segment_parser(sub) -> None:
                         formatter_class=Formatter, epilog=EPILOG_SEGMENT)
     add_batch_arguments(pg, "segment")
     g = pg.add_argument_group("prompts and propagation")
-    g.add_argument("--prompts", "-p", required=True, metavar="FILE",
+    g.add_argument("--prompts", "-p", required=True, metavar="FILE", type=user_path,
                    help="CSV or JSON prompts file, or a session saved in the napari dock "
                         "(format below; a session replays its commits)")
     _add_options(g, SEGMENT_OPTIONS)

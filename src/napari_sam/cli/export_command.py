@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from napari_sam.cli.arguments import Formatter
+from napari_sam.cli.arguments import Formatter, user_path
 from napari_sam.cli.errors import PROG, CLIError
 from napari_sam.cli.models_command import human_size
 
@@ -94,7 +94,7 @@ def output_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(
             "-o is empty; give a folder for the ONNX files (it is created if missing), "
             "e.g. -o onnx/vit_b")
-    return text
+    return user_path(text)
 
 
 def cmd_export(args) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from napari_sam.cli.arguments import Formatter
+from napari_sam.cli.arguments import Formatter, user_path
 from napari_sam.cli.errors import CLIError
 
 EPILOG_REPORT = """\
@@ -30,7 +30,7 @@ def add_report_parser(sub) -> None:
                                     "predicted IoU, area and contrast along the stack, where it "
                                     "stopped and why, and the flagged slices (printed too).",
                         formatter_class=Formatter, epilog=EPILOG_REPORT)
-    pr.add_argument("outputs", nargs="+", metavar="PATH",
+    pr.add_argument("outputs", nargs="+", metavar="PATH", type=user_path,
                     help="output folders or label files of `napari-sam segment` or `auto` "
                          "(not `auto --no-propagate`: nothing propagated)")
     pr.add_argument("--quiet", "-q", action="store_true", help="print only the PNG paths")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from napari_sam.cli.arguments import Formatter, nonneg_int, positive_int, shape_arg
+from napari_sam.cli.arguments import Formatter, nonneg_int, positive_int, shape_arg, user_path
 from napari_sam.cli.errors import CLIError
 
 #: Sample stacks for ``napari-sam sample``: name -> (synthetic generator, default shape).
@@ -47,7 +47,8 @@ def add_sample_parser(sub) -> None:
                         formatter_class=Formatter, epilog=EPILOG_SAMPLE)
     ps.add_argument("names", nargs="+", metavar="NAME", choices=list(SAMPLES),
                     help="sample kind: " + ", ".join(SAMPLES))
-    ps.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    ps.add_argument("-o", "--output", required=True, metavar="DIR", type=user_path,
+                    help="output folder")
     ps.add_argument("-n", "--count", type=positive_int, default=1, metavar="N",
                     help="files per sample kind (default: 1)")
     ps.add_argument("--seed", type=nonneg_int, default=10_000,

@@ -19,6 +19,7 @@ from napari_sam.cli.arguments import (
     number_type,
     positive_float,
     positive_int,
+    user_path,
 )
 from napari_sam.cli.errors import CLIError, print_note
 from napari_sam.cli.models_command import resolve_model
@@ -59,7 +60,7 @@ def add_train_parser(sub) -> None:
                     help="label files, a directory or a quoted glob (or --labels LABELS)")
     pt.add_argument("--labels", dest="labels_opt", metavar="LABELS",
                     help="the same as the LABELS argument, as an option")
-    pt.add_argument("-o", "--output", required=True, metavar="FILE.pt",
+    pt.add_argument("-o", "--output", required=True, metavar="FILE.pt", type=user_path,
                     help="checkpoint to write (plus its checkpoint metadata FILE.json)")
     g = pt.add_argument_group("training")
     g.add_argument("--epochs", type=positive_int, default=10, metavar="N",
