@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from cli_runner import cli, noise_image
+from cli_runner import cli, error_line, noise_image
 
 
 @pytest.fixture(autouse=True)
@@ -60,3 +60,37 @@ def test_train_and_export_take_a_quoted_tilde_as_the_home_folder(argv, tmp_path,
     monkeypatch.setenv("HOME", str(tmp_path))
     args = build_parser().parse_args(argv)
     assert args.output == str(tmp_path / argv[-1][2:])
+
+
+# ------------------------------------------------------------------ 2: backslashes in 'file'
+def test_backslash_paths_in_the_file_column_name_the_inputs_below_the_folder(tmp_path,
+                                                                              tiny_model, capsys):
+    """A prompts file written on Windows (CRLF, a BOM) names ``pos1\\img.tif`` and
+    ``pos2\\img.tif`` for ``segment col/ -r``: both were "match none of the 2 inputs"
+    (exit 2); each input now gets its own rows. An absolute Windows path still names no
+    file here, and the error says so and what to write."""
+    for pos in ("pos1", "pos2"):
+        noise_image(tmp_path / "col" / pos / "img.tif", (3, 64, 64))
+    prompts = tmp_path / "p.csv"
+    prompts.write_bytes("file,id,slice,row,col\r\npos1\\img.tif,1,1,30,30\r\n"
+                        "pos2\\img.tif,1,1,30,30\r\npos2\\img.tif,2,2,10,10\r\n"
+                        .encode("utf-8-sig"))
+    out = tmp_path / "out"
+    rc, stdout, err = cli(["segment", tmp_path / "col", "-r", "-p", prompts, "-o", out,
+                           "--model", tiny_model, *FAST], capsys)
+    assert rc == 0, err
+    assert "match no input" not in err
+    import json
+
+    def prompted(pos):  # the objects segmented, and those given prompts but not kept
+        meta = json.loads((out / pos / "img_labels.tif.json").read_text())
+        return sorted({o["id"] for o in meta["objects"]} | {int(k) for k in meta["extra"]["lost"]})
+
+    assert [prompted("pos1"), prompted("pos2")] == [[1], [1, 2]]
+    prompts.write_bytes(b"file,id,slice,row,col\r\nC:\\Users\\me\\col\\pos1\\img.tif,1,1,30,30\r\n")
+    rc, _, err = cli(["segment", tmp_path / "col", "-r", "-p", prompts, "-o", tmp_path / "o2",
+                      "--model", tiny_model, *FAST], capsys)
+    assert rc == 2
+    assert ("'C:/Users/me/col/pos1/img.tif' is a Windows path, which names no file here: "
+            "write the file's name ('img.tif'), or its path below the input folder"
+            in error_line(err))

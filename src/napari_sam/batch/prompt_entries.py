@@ -84,9 +84,10 @@ PROMPT_KEYS = ("slice", "points", "labels", "box", "stop", "candidate", "time")
 
 def normalise_file_key(file_key: str) -> str:
     """A prompts file's ``file`` entry as the inputs' keys are written (``./my data/x.tif``
-    and ``my data//x.tif`` -> ``my data/x.tif``), in Unicode normal form NFC (``café`` typed
-    as one character or as ``e`` and a combining accent, as macOS writes file names, is one
-    name); ``""`` (every input) stays ``""``.
+    and ``my data//x.tif`` -> ``my data/x.tif``; a Windows colleague's ``pos1\\img.tif`` ->
+    ``pos1/img.tif``), in Unicode normal form NFC (``café`` typed as one character or as
+    ``e`` and a combining accent, as macOS writes file names, is one name); ``""`` (every
+    input) stays ``""``.
 
     Parameters
     ----------
@@ -96,7 +97,7 @@ def normalise_file_key(file_key: str) -> str:
     -------
     str
     """
-    text = str(file_key).strip()
+    text = str(file_key).strip().replace("\\", "/")
     if not text:
         return ""
     return unicodedata.normalize("NFC", Path(os.path.normpath(os.path.expanduser(text))).as_posix())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -309,14 +310,26 @@ def _prompts_from_session(path: Path) -> Prompts:
 
 def _file_keys(input_path: Path, subfolder: Path | None = None) -> set[str]:
     """The ``file`` entries that name ``input_path``: its name, stem and paths, in Unicode
-    normal form NFC as :func:`normalise_file_key` writes the entries."""
+    normal form NFC and with ``/`` for ``\\`` as :func:`normalise_file_key` writes the
+    entries."""
     keys = {input_path.name, stem_of(input_path), str(input_path), input_path.as_posix()}
     with contextlib.suppress(OSError):  # a link's own name, not its target's
         keys.add(os.path.join(os.path.realpath(input_path.parent), input_path.name))
     if subfolder is not None and subfolder != Path("."):  # below the folder it was found in
         keys |= {(subfolder / input_path.name).as_posix(),
                  (subfolder / stem_of(input_path)).as_posix()}
-    return {unicodedata.normalize("NFC", k) for k in keys}
+    return {unicodedata.normalize("NFC", k.replace("\\", "/")) for k in keys}
+
+
+def _windows_paths_hint(names: Sequence[str]) -> str:
+    """Words for ``file`` entries that are absolute Windows paths (``C:/...``, ``//server/...``
+    once normalised), which name no input here; "" when none is."""
+    windows = [k for k in names if re.match(r"[A-Za-z]:/|//[^/]", k)]
+    if not windows:
+        return ""
+    return (f" ({windows[0]!r} is a Windows path, which names no file here: write the "
+            f"file's name ({windows[0].rsplit('/', 1)[-1]!r}), or its path below the input "
+            "folder)")
 
 
 def check_unambiguous(per_file: Mapping[str, Mapping], inputs: Sequence[Path],
@@ -403,7 +416,7 @@ def check_prompts(per_file: Mapping[str, Mapping], jobs: Sequence[Job], ctx: Con
         raise BatchError(
             f"no prompts apply to any input: the prompts file's names ({field}) "
             f"{names[:5]} match none of the {counted(len(jobs), 'input')} "
-            f"(e.g. {jobs[0].input.name!r}); "
+            f"(e.g. {jobs[0].input.name!r}){_windows_paths_hint(names)}; "
             f"use the inputs' file names (or stems), or {every}")
     notes = []
     unused = sorted(k for k in per_file if k and k not in used)
@@ -416,7 +429,8 @@ def check_prompts(per_file: Mapping[str, Mapping], jobs: Sequence[Job], ctx: Con
                 if (close := difflib.get_close_matches(k, names, n=1, cutoff=0.8))]
         notes.append(f"prompts for {unused[:5]} ({', '.join(x for x in lines[:3] if x)}) match "
                      f"no input and are ignored; check {field} against the inputs"
-                     + (f" (a misspelling? {', '.join(near)})" if near else ""))
+                     + (f" (a misspelling? {', '.join(near)})" if near else "")
+                     + _windows_paths_hint(unused))
     return notes
 
 
