@@ -94,3 +94,51 @@ def test_backslash_paths_in_the_file_column_name_the_inputs_below_the_folder(tmp
     assert ("'C:/Users/me/col/pos1/img.tif' is a Windows path, which names no file here: "
             "write the file's name ('img.tif'), or its path below the input folder"
             in error_line(err))
+
+
+# ------------------------------------------------------------------ 3: a.tif and A.TIF
+def _two_cases(folder):
+    noise_image(folder / "a.tif", (64, 64), seed=1)
+    noise_image(folder / "A.TIF", (64, 64), seed=2)
+    return folder
+
+
+def test_names_that_differ_only_in_case_stop_where_the_file_system_folds_them(
+        tmp_path, tiny_model, capsys, monkeypatch):
+    """``auto data/ -o out/`` over ``a.tif`` and ``A.TIF`` on a file system that takes
+    ``a_labels.tif`` and ``A_labels.tif`` as one file (Windows, macOS, an SMB share): the
+    second output replaced the first, and both said done. Now exit 2 before any work, naming
+    both; nothing written. (Linux's file systems fold no case; the probe is set here.)"""
+    from napari_sam.batch import jobs
+
+    monkeypatch.setattr(jobs, "folds_names", lambda folder: True, raising=False)
+    data = _two_cases(tmp_path / "data")
+    out = tmp_path / "out"
+    rc, _, err = cli(["auto", data, "-o", out, "--model", tiny_model,
+                      "--points-per-side", "4", *FAST], capsys)
+    assert rc == 2
+    line = error_line(err)
+    assert "several inputs would write the same output" in line
+    assert (f"{data / 'A.TIF'} -> {out / 'A_labels.tif'} and {data / 'a.tif'} -> "
+            f"{out / 'a_labels.tif'}, one file where names that differ only in case are one"
+            in line), line
+    assert not out.exists()
+
+
+def test_names_that_differ_only_in_case_are_two_outputs_where_case_counts(
+        tmp_path, tiny_model, capsys):
+    """On a case-sensitive file system (this one) both are segmented, each to its own file."""
+    from napari_sam.batch.output_names import folds_names
+
+    (tmp_path / "empty").mkdir()
+    assert folds_names(tmp_path / "empty" / "new") is False  # asked with a probe file
+    assert list((tmp_path / "empty").iterdir()) == []
+    (tmp_path / "empty").rmdir()
+    data = _two_cases(tmp_path / "data")
+    out = tmp_path / "out"
+    rc, stdout, err = cli(["auto", data, "-o", out, "--model", tiny_model,
+                           "--points-per-side", "4", *FAST], capsys)
+    assert rc == 0, err
+    assert "2 files: 2 done" in stdout
+    assert sorted(p.name for p in out.glob("*_labels.tif")) == ["A_labels.tif", "a_labels.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "out"]  # no probe left

@@ -16,6 +16,7 @@ from napari_sam import io as nio
 from napari_sam.batch.context import Context, Job
 from napari_sam.batch.inputs import WORK_DIR, BatchError, output_path
 from napari_sam.batch.models import model_file_id, packaged_model_id
+from napari_sam.batch.output_names import folds_names, output_key
 from napari_sam.batch.preview import preview_path
 from napari_sam.batch.prompts import check_unambiguous, prompts_for
 
@@ -23,7 +24,9 @@ from napari_sam.batch.prompts import check_unambiguous, prompts_for
 def make_jobs(inputs: Sequence[Path], ctx: Context,
               prompts: Mapping[str, Mapping] | None = None,
               subfolders: Mapping[Path, Path] | None = None) -> list[Job]:
-    """One :class:`Job` per input; refuses inputs that would share an output name.
+    """One :class:`Job` per input; refuses inputs that would share an output name (also
+    names that differ only in case, ``a.tif`` and ``A.TIF``, where the output folder's file
+    system takes them as one file: :func:`~napari_sam.batch.output_names.folds_names`).
 
     ``subfolders``: an input's folder below where it was found
     (:func:`~napari_sam.batch.inputs.collect_inputs_with_folders`); its output goes into the
@@ -31,23 +34,28 @@ def make_jobs(inputs: Sequence[Path], ctx: Context,
     if prompts is not None:
         check_unambiguous(prompts, inputs, subfolders)
     jobs = []
-    by_output: dict[Path, Path] = {}
+    by_output: dict[str, tuple[Path, Path]] = {}
     clashes = []
+    folds = folds_names(ctx.out_dir)
     given = {Path(p).resolve(): Path(p) for p in inputs}
     for inp in inputs:
         sub = (subfolders or {}).get(inp, Path("."))
         out = output_path(inp, ctx.out_dir, ctx.command, suffix=ctx.suffix, fmt=ctx.fmt,
                           subfolder=sub)
-        key = out.resolve()
+        key = output_key(out, folds)
         if key in by_output:
-            clashes.append(f"{by_output[key]} and {inp} -> {out}")
-        by_output[key] = inp
-        if key == Path(inp).resolve():
+            first, first_out = by_output[key]
+            clashes.append(f"{first} and {inp} -> {out}" if first_out == out else
+                           f"{first} -> {first_out} and {inp} -> {out}, one file where names "
+                           "that differ only in case are one (as on Windows and macOS)")
+        by_output[key] = (inp, out)
+        resolved = out.resolve()
+        if resolved == Path(inp).resolve():
             raise BatchError(f"the output {out} would replace its own input; choose another -o")
-        if key in given:
+        if resolved in given:
             raise BatchError(
                 f"the output of {inp} would be {out}, which is also an input of this batch "
-                f"({given[key]}); write the outputs into another folder (-o) or name them with "
+                f"({given[resolved]}); write the outputs into another folder (-o) or name them with "
                 "another --suffix")
         preview = preview_path(out).resolve() if ctx.preview else None
         if preview in given:  # a photo (PNG) beside its output: --preview would replace it
@@ -62,7 +70,7 @@ def make_jobs(inputs: Sequence[Path], ctx: Context,
     if clashes:
         raise BatchError(
             "several inputs would write the same output (" + "; ".join(clashes)
-            + "); run them into different output folders"
+            + "); run them into different output folders (or rename one)"
         )
     return jobs
 
