@@ -19,6 +19,15 @@ def _offline(offline_cli):
 FAST = ("--device", "cpu", "-q")
 
 
+def _prompted_ids(sidecar) -> list[int]:
+    """The objects of an output's sidecar: those in the labels and those given prompts but
+    not kept (its ``lost``)."""
+    import json
+
+    meta = json.loads(sidecar.read_text())
+    return sorted({o["id"] for o in meta["objects"]} | {int(k) for k in meta["extra"]["lost"]})
+
+
 # ------------------------------------------------------------------ 1: "~" quoted
 def test_a_quoted_tilde_is_the_home_folder_in_every_path_option(tmp_path, tiny_model, capsys,
                                                                  monkeypatch):
@@ -80,13 +89,8 @@ def test_backslash_paths_in_the_file_column_name_the_inputs_below_the_folder(tmp
                            "--model", tiny_model, *FAST], capsys)
     assert rc == 0, err
     assert "match no input" not in err
-    import json
-
-    def prompted(pos):  # the objects segmented, and those given prompts but not kept
-        meta = json.loads((out / pos / "img_labels.tif.json").read_text())
-        return sorted({o["id"] for o in meta["objects"]} | {int(k) for k in meta["extra"]["lost"]})
-
-    assert [prompted("pos1"), prompted("pos2")] == [[1], [1, 2]]
+    assert [_prompted_ids(out / pos / "img_labels.tif.json") for pos in ("pos1", "pos2")] \
+        == [[1], [1, 2]]
     prompts.write_bytes(b"file,id,slice,row,col\r\nC:\\Users\\me\\col\\pos1\\img.tif,1,1,30,30\r\n")
     rc, _, err = cli(["segment", tmp_path / "col", "-r", "-p", prompts, "-o", tmp_path / "o2",
                       "--model", tiny_model, *FAST], capsys)
@@ -142,3 +146,21 @@ def test_names_that_differ_only_in_case_are_two_outputs_where_case_counts(
     assert "2 files: 2 done" in stdout
     assert sorted(p.name for p in out.glob("*_labels.tif")) == ["A_labels.tif", "a_labels.tif"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "out"]  # no probe left
+
+
+# ------------------------------------------------------------------ 4: UTF-16 prompts
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_a_utf16_prompts_file_with_its_bom_is_read(tmp_path, tiny_model, capsys, encoding):
+    """A prompts file saved as UTF-16 (Excel's "Unicode Text", PowerShell 5's ``Out-File``)
+    with a file name in Chinese: it was refused as "not UTF-8 text (byte 0xff on line 1) ...
+    iconv -f latin1", advice that garbles it. Its BOM says what it is: read as it is."""
+    noise_image(tmp_path / "data" / "细胞.tif", (3, 64, 64))
+    prompts = tmp_path / "p.csv"
+    prompts.write_bytes("\ufefffile,id,slice,row,col\r\n细胞.tif,1,1,30,30\r\n"
+                        "细胞.tif,2,2,10,10\r\n".encode(encoding))
+    out = tmp_path / "out"
+    rc, stdout, err = cli(["segment", tmp_path / "data", "-p", prompts, "-o", out,
+                           "--model", tiny_model, *FAST], capsys)
+    assert rc == 0, err
+    assert "1 file: 1 done" in stdout
+    assert _prompted_ids(out / "细胞_labels.tif.json") == [1, 2]

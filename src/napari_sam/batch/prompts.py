@@ -38,9 +38,14 @@ _CSV_KNOWN = {"file", "id", "slice", "row", "col", "label", "row0", "col0", "row
 
 
 def _read_text(path: Path) -> str:
-    """The prompts file as text: UTF-8 (with or without a BOM), else a clear error."""
+    """The prompts file as text: UTF-8 (with or without a BOM) or UTF-16 with its BOM (what
+    Excel's "Unicode Text" and PowerShell 5's ``Out-File`` write), else a clear error."""
     try:
-        return path.read_text(encoding="utf-8-sig")
+        data = path.read_bytes()
+        utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff")
+        # as read_text reads it: "\r\n" and "\r" are line ends too
+        text = data.decode("utf-16" if utf16 else "utf-8-sig")
+        return text.replace("\r\n", "\n").replace("\r", "\n")
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
         raise BatchError(
