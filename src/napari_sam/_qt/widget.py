@@ -549,6 +549,7 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
     @guarded
     def _on_store_changed(self):
         self.controller.set_store(self._store.text().strip() or None)
+        self._store.setText(self.controller.store or "")  # where it is: ~ expanded, absolute
 
     def _browse_store(self):
         path = QFileDialog.getExistingDirectory(self, "Embedding store (a .zarr folder)")

@@ -14,6 +14,7 @@ Coordinates are napari order: points (z, row, col), boxes (z, row0, col0, row1, 
 from __future__ import annotations
 
 import numbers
+import os
 import warnings
 from pathlib import Path
 
@@ -396,7 +397,9 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
         self.after_setting(dropped, f"Large images are {how}.")
 
     def set_store(self, path: str | None) -> None:
-        self.store = path or None
+        """Keep embeddings in the zarr store ``path`` (None: in memory); ``~/emb.zarr`` is in
+        the home folder (it made a folder named ``~``), a relative path is made absolute."""
+        self.store = os.path.abspath(os.path.expanduser(path)) if path else None
         self.after_setting(self._lookup(), "Embedding store changed.", quiet=True)
 
     def set_image(self, data, *, rgb: bool = False, channel_axis: int | None = None,
