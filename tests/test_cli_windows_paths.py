@@ -164,3 +164,39 @@ def test_a_utf16_prompts_file_with_its_bom_is_read(tmp_path, tiny_model, capsys,
     assert rc == 0, err
     assert "1 file: 1 done" in stdout
     assert _prompted_ids(out / "细胞_labels.tif.json") == [1, 2]
+
+
+# ------------------------------------------------------------------ 5: Excel's CSV habits
+def test_excels_empty_columns_right_of_the_table_are_ignored(tmp_path, tiny_model, capsys):
+    """Excel writes the empty (once formatted) columns right of the table: a header
+    ``file,id,slice,row,col,,`` (or a column named by a space) and rows ending ``,,``, and
+    empty rows ``,,,,,,``. It was refused: "unknown column ['']". A value under a column
+    without a name is still refused, naming the line and the column."""
+    noise_image(tmp_path / "data" / "a.tif", (3, 64, 64))
+    prompts = tmp_path / "p.csv"
+    prompts.write_bytes(b"\xef\xbb\xbffile,id,slice,row,col, ,\r\na.tif,1,1,30,30,,\r\n"
+                        b"a.tif,2,2,10,10,,\r\n,,,,,,\r\n")
+    out = tmp_path / "out"
+    rc, stdout, err = cli(["segment", tmp_path / "data", "-p", prompts, "-o", out,
+                           "--model", tiny_model, *FAST], capsys)
+    assert rc == 0, err
+    assert _prompted_ids(out / "a_labels.tif.json") == [1, 2]
+    prompts.write_bytes(b"file,id,slice,row,col,,\r\na.tif,1,1,30,30,,x\r\n")
+    rc, _, err = cli(["segment", tmp_path / "data", "-p", prompts, "-o", tmp_path / "o2",
+                      "--model", tiny_model, *FAST], capsys)
+    assert rc == 2
+    assert ("p.csv, line 2: column 7 has no name in the first line but holds 'x'; name that "
+            "column (file, id, slice, row, col, ...) or delete it" in error_line(err))
+
+
+def test_a_quoted_decimal_comma_is_named(tmp_path, tiny_model, capsys):
+    """``"94,5"`` (a decimal comma kept in a comma-separated file by quotes): the error said
+    only "row must be a number, got '94,5'"; it now says what to write."""
+    noise_image(tmp_path / "data" / "a.tif", (3, 64, 64))
+    prompts = tmp_path / "p.csv"
+    prompts.write_text('file,id,slice,row,col\na.tif,1,1,"30,5",30\n')
+    rc, _, err = cli(["segment", tmp_path / "data", "-p", prompts, "-o", tmp_path / "out",
+                      "--model", tiny_model, *FAST], capsys)
+    assert rc == 2
+    assert ("p.csv, line 2: row must be a number, got '30,5' (a decimal comma? write '30.5': "
+            "prompts files use '.' for decimals)" in error_line(err))

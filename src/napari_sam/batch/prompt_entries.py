@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,7 +25,10 @@ def number(value, what: str, where: str) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise BatchError(f"{where}: {what} must be a number, got {value!r}") from None
+        comma = isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d*,\d+\s*", value)
+        hint = (f" (a decimal comma? write {value.strip().replace(',', '.')!r}: prompts files "
+                "use '.' for decimals)") if comma else ""
+        raise BatchError(f"{where}: {what} must be a number, got {value!r}{hint}") from None
     if not math.isfinite(v):
         raise BatchError(f"{where}: {what} must be finite, got {value!r}")
     return v

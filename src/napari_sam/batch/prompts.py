@@ -85,9 +85,15 @@ def _prompts_from_csv(path: Path) -> Prompts:
     _refuse_other_separator(path, reader.fieldnames)
     if is_layer_csv(reader.fieldnames):
         return prompts_from_layer_csv(path, reader)
+    # columns without a name (Excel writes the empty columns right of the table, "...,col,,"):
+    # named by their place, and they must stay empty (_add_csv_row)
+    unnamed = {i: f"column {i + 1}" for i, c in enumerate(reader.fieldnames)
+               if c is not None and not c.strip()}
+    reader.fieldnames = [unnamed.get(i, c) for i, c in enumerate(reader.fieldnames)]
     cols = _time_column({c: CSV_ALIASES.get(c.strip().lower(), c.strip().lower())
                          for c in reader.fieldnames if c is not None})
-    unknown = sorted(c for c, k in cols.items() if k not in _CSV_KNOWN)
+    cols.update({c: "" for c in unnamed.values()})
+    unknown = sorted(c for c, k in cols.items() if k and k not in _CSV_KNOWN)
     if unknown:
         raise BatchError(
             f"prompts file {str(path)!r}: unknown {for_count(len(unknown), 'column')} {unknown}; "
@@ -124,7 +130,12 @@ def _add_csv_row(per_file: Prompts, raw: dict, cols: dict, where: str) -> None:
     canonical names) to ``per_file``; BatchError naming ``where`` for a bad row."""
     if None in raw:
         raise BatchError(f"{where}: more values than columns; check the commas")
-    row = {cols[k]: (v or "").strip() for k, v in raw.items() if k is not None}
+    for k, v in raw.items():
+        if k is not None and not cols[k] and (v or "").strip():
+            raise BatchError(f"{where}: {k} has no name in the first line but holds "
+                             f"{v.strip()!r}; name that column (file, id, slice, row, col, "
+                             "...) or delete it")
+    row = {cols[k]: (v or "").strip() for k, v in raw.items() if k is not None and cols[k]}
     if not any(row.values()):
         return
     oid = object_id(row.get("id"), where)
