@@ -75,3 +75,27 @@ def test_declared_channels_are_refused(tmp_path):
     path = tmp_path / "c_labels.tif"
     tifffile.imwrite(path, _ids(), imagej=True, metadata={"axes": "CYX"})
     assert get_reader(str(path)) is None
+
+
+@pytest.mark.parametrize(("name", "ours"), [
+    ("Cells_labels.TIF", True), ("CELLS_labels.tiff", True), ("a_labels.ome.TIF", True),
+    ("Cells_Labels.tif", False), ("CELLS_LABELS.TIF", False)])
+def test_napari_offers_our_reader_for_a_lower_case_labels_name_only(tmp_path, name, ours):
+    """napari (npe2) matches reader patterns case-sensitively but for the extension, so a
+    ``_Labels`` name from Windows software is never offered our reader; docs/gui.md says so
+    and to rename it (session 41's walk-through)."""
+    from pathlib import Path
+
+    from npe2 import PluginManager
+
+    pm = PluginManager.instance()
+    pm.discover()
+    path = tmp_path / name
+    write_labels(path, _ids(), axes="ZYX")
+    readers = {r.plugin_name for r in pm.iter_compatible_readers([str(path)])}
+    assert ("napari-sam-stacks" in readers) is ours
+    assert get_reader(str(path)) is read_labels_tiff  # ours reads it when napari asks
+    docs = Path(__file__).resolve().parents[1] / "docs" / "gui.md"
+    text = " ".join(docs.read_text().split())
+    assert ("`Cells_Labels.tif` or `CELLS_LABELS.TIF` (names from Windows software) open with "
+            "napari's reader only" in text)
