@@ -200,3 +200,41 @@ def test_a_quoted_decimal_comma_is_named(tmp_path, tiny_model, capsys):
     assert rc == 2
     assert ("p.csv, line 2: row must be a number, got '30,5' (a decimal comma? write '30.5': "
             "prompts files use '.' for decimals)" in error_line(err))
+
+
+# ------------------------------------------------------------------ 6: "*.tif" and X.TIF
+def test_a_pattern_that_misses_files_by_case_says_so(tmp_path, tiny_model, capsys,
+                                                     monkeypatch):
+    """``auto "up/*.tif"`` over ``X1.TIF`` and ``X2.TIF`` (a Windows camera's names): it said
+    only "'up/*.tif' matches no files", which on Windows it does match. Beside ``a.tif`` the
+    two were left out without a word. Now the error (and a note) names them and what to
+    give; ``train`` and ``napari_sam.train`` say the same."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("X1.TIF", "X2.TIF"):
+        noise_image(tmp_path / "up" / name, (64, 64))
+    run = ("-o", "out", "--model", tiny_model, "--points-per-side", "4", "--device", "cpu")
+    rc, _, err = cli(["auto", "up/*.tif", *run, "-q"], capsys)
+    assert rc == 2
+    assert error_line(err) == (
+        "napari-sam: error: 'up/*.tif' matches no files; 2 files match it but for upper/lower "
+        "case (e.g. up/X1.TIF): patterns compare letters exactly here; give \"up/*.TIF\" or "
+        "the folder up/ (a folder takes any case)")
+    noise_image(tmp_path / "up" / "a.tif", (64, 64))
+    rc, stdout, err = cli(["auto", "up/*.tif", *run], capsys)
+    assert rc == 0 and "1 file: 1 done" in stdout, err
+    assert ("napari-sam: note: 'up/*.tif': 2 files match it but for upper/lower case and are "
+            "left out (e.g. up/X1.TIF): patterns compare letters exactly here; give "
+            "\"up/*.tif\" \"up/*.TIF\" or the folder up/") in err
+    rc, stdout, err = cli(["auto", "up/*.tif", "up/*.TIF", *run], capsys)
+    assert rc == 0 and "3 files: 2 done" in stdout and "upper/lower" not in err, err
+    rc, _, err = cli(["train", "up/*.tiff", "up/", "-o", "m.pt", "--device", "cpu"], capsys)
+    assert rc == 2 and "'up/*.tiff' matches no files" in error_line(err)
+    assert "upper/lower" not in err  # .TIF is no .tiff
+    import napari_sam as ns
+    from napari_sam.training.data import TrainingDataError
+
+    with pytest.raises(TrainingDataError, match=r"the pattern 'up/A\*.tif' matches no file; "
+                       r"1 file matches it but for upper/lower case \(e.g. up/a.tif\): "
+                       r"patterns compare letters exactly here; give a pattern with the "
+                       r"files' upper and lower case$"):
+        ns.train("up/A*.tif", "up/A*.tif", out="m.pt")

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from napari_sam import io as nio
+from napari_sam.batch.glob_case import case_only_matches, case_words, left_out_notes
 
 #: Commands that produce one output per input file.
 COMMANDS = ("auto", "segment", "embed")
@@ -164,11 +165,14 @@ def _skipped(path: Path, *, labels: bool, keep_ground_truth: bool) -> bool:
 class InputList(list):
     """The inputs :func:`collect_inputs_with_folders` found: a list of (image, subfolder),
     and in ``duplicates`` the (path left out, path kept) of each file reached again under
-    another path that would write the same output (a link of the same name, both named)."""
+    another path that would write the same output (a link of the same name, both named);
+    ``case_notes`` say which patterns left out files that they match but for upper/lower
+    case (``"data/*.tif"`` and ``IMG.TIF``: :mod:`napari_sam.batch.glob_case`)."""
 
     def __init__(self, *args):
         super().__init__(*args)
         self.duplicates: list[tuple[Path, Path]] = []
+        self.case_notes: list[str] = []  # patterns that left out files by upper/lower case
 
 
 def collect_inputs(
@@ -247,7 +251,7 @@ def collect_inputs_with_folders(
         without images.
     """
     found: list[tuple[Path, Path]] = []
-    problems = []
+    problems, case_notes = [], []
     for spec in specs:
         text = os.path.expanduser(os.fspath(spec))
         p = Path(text)
@@ -257,8 +261,13 @@ def collect_inputs_with_folders(
             matches = [m for m in matches if (m.is_file() or _is_image(m)) and not _skipped(
                 m, labels=labels, keep_ground_truth=keep_ground_truth)]
             base = _fixed_part(text)
+            others = [m for m in case_only_matches(text, matches) if not _skipped(
+                m, labels=labels, keep_ground_truth=keep_ground_truth)]
             if not matches:
-                problems.append(f"{text!r} matches no files")
+                words = case_words(text, others, base)
+                problems.append(f"{text!r} matches no files" + (f"; {words}" if words else ""))
+            elif others:
+                case_notes.append((text, others, base))
         elif p.is_dir() and not nio.is_zarr_path(p):
             matches = [m for m in _folder_images(p, recursive)
                        if not _skipped(m, labels=labels, keep_ground_truth=keep_ground_truth)]
@@ -277,6 +286,7 @@ def collect_inputs_with_folders(
     if problems:
         raise BatchError("; ".join(problems))
     out, kept = InputList(), {}
+    out.case_notes = left_out_notes(case_notes, [m for m, _ in found])
     for m, sub in found:
         # one input per output: a link of another name, or in another subfolder, is its own
         key = (os.path.realpath(m), m.name, sub)

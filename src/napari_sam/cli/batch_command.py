@@ -615,6 +615,8 @@ def cmd_batch(args) -> int:
 
     check_batch_args(args)
     found = batch.collect_inputs_with_folders(args.inputs, recursive=args.recursive)
+    for note in [] if args.quiet else found.case_notes:  # "*.tif" and IMG.TIF
+        print_note(f"note: {note}")
     found = label_images_left_out(companions_left_out(found, args), args)
     inputs, subfolders = [p for p, _ in found], dict(found)
     for left, kept in [] if args.quiet else found.duplicates:  # one file, one output: said

@@ -132,7 +132,12 @@ def _expand(spec, what: str) -> list[tuple[np.ndarray | Path, str]]:
             if glob.has_magic(text):
                 matches = sorted(glob.glob(os.path.expanduser(text)))
                 if not matches:
-                    raise TrainingDataError(f"{what}: the pattern {text!r} matches no file")
+                    from napari_sam.batch.glob_case import case_only_matches, case_words
+
+                    full = os.path.expanduser(text)
+                    words = case_words(text, case_only_matches(full), None)
+                    raise TrainingDataError(f"{what}: the pattern {text!r} matches no file"
+                                            + (f"; {words}" if words else ""))
                 out.extend((Path(m), m) for m in matches)
             else:
                 p = Path(text).expanduser()
