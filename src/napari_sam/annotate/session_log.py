@@ -62,10 +62,11 @@ def fallback_session_file(image_path) -> Path:
     """Where the session of the image file ``image_path`` is autosaved when its folder is
     not writable: ``<cache>/sessions/<digest of the image's absolute path>/<name>.sam-session
     .json``, under the folder models are cached in (``NAPARI_SAM_CACHE_DIR`` or the
-    platform cache, :func:`napari_sam.models.download.cache_dir`)."""
+    platform cache, :func:`napari_sam.models.download.cache_dir`). The path is normalised
+    (``data/../data/img.tif`` and ``data//img.tif`` are ``data/img.tif``: one session)."""
     from napari_sam.models.download import cache_dir
 
-    image = Path(image_path).absolute()
+    image = Path(os.path.normpath(Path(image_path).absolute()))
     digest = hashlib.sha1(str(image).encode()).hexdigest()[:16]
     return cache_dir() / "sessions" / digest / S.session_file_for(image).name
 
