@@ -517,15 +517,15 @@ def test_auto_propagation_that_cannot_fit_fails_before_any_work(tmp_path, tiny_m
     ctx = batch.Context(command="auto", model=str(tiny_model_path), out_dir=tmp_path / "out",
                         device="cpu", quiet=True, params={**params, "propagate": True})
     need = 4 * 48 * 48 * batch.PROPAGATION_BYTES_PER_VOXEL
-    monkeypatch.setattr(auto_runner, "_available_memory", lambda: need - 1)
+    monkeypatch.setattr(auto_runner, "available_memory", lambda: need - 1)
     (job,) = batch.make_jobs([inp], ctx)
     res = batch.run_job(job, ctx)
     assert res.status == "failed" and "--no-propagate" in res.reason and "4 x 48 x 48" in res.reason
     assert not list(auto_runner.auto_work_dir(job).glob("z*.npz")) and not job.output.exists()
-    monkeypatch.setattr(auto_runner, "_available_memory", lambda: need)
+    monkeypatch.setattr(auto_runner, "available_memory", lambda: need)
     assert batch.run_job(job, ctx).status == "done"
     flat = replace(ctx, params={**params, "propagate": False}, out_dir=tmp_path / "flat")
-    monkeypatch.setattr(auto_runner, "_available_memory", lambda: 1)
+    monkeypatch.setattr(auto_runner, "available_memory", lambda: 1)
     (job,) = batch.make_jobs([inp], flat)
     assert batch.run_job(job, flat).status == "done"
 

@@ -37,6 +37,7 @@ from napari_sam.batch.models import model_file_id, packaged_model_id
 from napari_sam.batch.preview import preview_from_arrays
 from napari_sam.batch.progress import JobProgressBar, ObjectSliceBar
 from napari_sam.batch.reading import OpenedImage, announce_colour_planes, open_image
+from napari_sam.memory import available_memory
 
 #: Parameters of :func:`napari_sam.segment_everything` the CLI passes through per slice.
 AUTO_KEYS = (
@@ -386,28 +387,16 @@ def _claim_stored(group, emb, done: list[int], hashes: dict[int, int]) -> None:
 PROPAGATION_BYTES_PER_VOXEL = 24
 
 
-def _available_memory() -> int | None:
-    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), else None."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def _check_propagation_memory(opened: OpenedImage) -> None:
     """Fail before any work when propagating this stack would not fit in memory."""
     shape = opened.label_shape
     need = int(np.prod(shape, dtype=np.int64)) * PROPAGATION_BYTES_PER_VOXEL
-    free = _available_memory()
+    free = available_memory()  # also under a cgroup's (SLURM's) or ulimit -v's limit
     if free is not None and need > free:
         raise ValueError(
             f"propagating the objects of this {' x '.join(map(str, shape))} stack needs about "
             f"{need / 1e9:.1f} GB of memory for its label volumes, more than the "
-            f"{free / 1e9:.1f} GB available; use --no-propagate (linked 2D masks, constant "
+            f"{free / 1e9:.1f} GB available here (or under this job's memory limit); use --no-propagate (linked 2D masks, constant "
             f"memory), or a machine with more memory"
         )
 

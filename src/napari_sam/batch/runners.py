@@ -27,12 +27,14 @@ from napari_sam.batch.jobs import (
     restore_sidecar,
     work_dir,
 )
+from napari_sam.batch.memory_advice import out_of_memory_reason
 from napari_sam.batch.models import get_model
 from napari_sam.batch.preview import preview_path, write_preview_for
 from napari_sam.batch.reading import MovieOfVolumes
 from napari_sam.batch.rerun_reason import rerun_reason
 from napari_sam.batch.segment_runner import run_segment
 from napari_sam.batch.time_lapse import prompts_at, run_time_lapse
+from napari_sam.memory import is_out_of_memory
 
 RUNNERS: dict[str, Callable[[Job, Context, Any], dict]] = {
     "embed": run_embed,
@@ -90,10 +92,14 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def failure_reason(exc: BaseException, job: Job) -> str:
+def failure_reason(exc: BaseException, job: Job, ctx: Context | None = None) -> str:
     """Why ``job`` failed, in one line: an error of the operating system while writing (a
     full disk, ...) with the output folder and what to do
-    (:func:`~napari_sam.batch.job_checks.os_error_reason`), else :func:`one_line`."""
+    (:func:`~napari_sam.batch.job_checks.os_error_reason`), running out of memory with the
+    options of ``ctx``'s command that lower it
+    (:func:`~napari_sam.batch.memory_advice.out_of_memory_reason`), else :func:`one_line`."""
+    if ctx is not None and is_out_of_memory(exc):
+        return out_of_memory_reason(exc, ctx)
     if isinstance(exc, OSError):
         reason = os_error_reason(exc, job)
         if reason is not None:
@@ -187,7 +193,7 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
         raise
     except Exception as exc:  # one bad file never stops the batch
         res.status = "failed"
-        res.reason = failure_reason(exc, job)
+        res.reason = failure_reason(exc, job, ctx)
         if ctx.verbose:
             res.details["traceback"] = traceback.format_exc()
     finally:

@@ -100,10 +100,14 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         text = str(exc) or type(exc).__name__
         from napari_sam.io.write_errors import write_problem
+        from napari_sam.memory import is_out_of_memory
         from napari_sam.models.registry import ModelDownloadError
 
         if write_problem(exc) is not None:  # a full or read-only disk: the file, what to do
             print_error(write_problem(exc))
+            return 1
+        if is_out_of_memory(exc):
+            print_error(out_of_memory_text(exc, command))
             return 1
 
         if not isinstance(exc, (ValueError, FileNotFoundError, ModelDownloadError, RuntimeError)):
@@ -130,6 +134,18 @@ def _run(args) -> int:
     if args.command == "report":
         return cmd_report(args)
     return cmd_batch(args)
+
+
+def out_of_memory_text(exc: BaseException, command: str | None) -> str:
+    """The error line of ``command`` failing with ``exc``, an out-of-memory error outside a
+    batch job (loading the model, training, ...): what happened and what to do."""
+    from napari_sam.memory import out_of_memory_words
+
+    name = f"napari-sam {command}" if command else "napari-sam"
+    return (f"{out_of_memory_words(exc)}: {name} needs more memory than is "
+            "free here (or than this job's memory limit allows); free memory (close other "
+            "programs, ask the cluster for more), or lower what it holds at once (a smaller "
+            f"--batch-size; see {name} --help), then run it again")
 
 
 def entry_point() -> int:

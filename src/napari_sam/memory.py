@@ -1,0 +1,145 @@
+"""Memory limits and out-of-memory errors.
+
+:func:`available_memory` says how many bytes a new allocation can have here: the least of the
+machine's available memory (Linux ``MemAvailable``), the room left under the process's cgroup
+limit (a SLURM job, a container: ``memory.max`` of cgroup v2, ``memory.limit_in_bytes`` of v1)
+and the room left under its address-space limit (``ulimit -v``, ``prlimit --as``). A shared
+cluster node reports the whole node's memory in ``MemAvailable``; the job's limit is the
+cgroup's.
+
+:func:`is_out_of_memory` tells the errors an allocation that did not fit raises: Python's
+``MemoryError`` (numpy's ``Unable to allocate ...``), torch's ``OutOfMemoryError`` (a GPU) and
+the ``RuntimeError`` of torch's CPU allocator (``DefaultCPUAllocator: can't allocate memory``).
+:func:`out_of_memory_words` puts one in a few words for a message that goes on to say what to
+do (the CLI, the dock).
+
+Torch is never imported here.
+"""
+
+from __future__ import annotations
+
+import re
+import resource
+import sys
+from pathlib import Path
+
+__all__ = ["available_memory", "is_out_of_memory", "out_of_memory_words"]
+
+#: Texts of the RuntimeErrors torch raises when an allocation fails (CPU, CUDA, MPS).
+_RUNTIME_OOM = ("can't allocate memory", "out of memory", "not enough memory",
+                "cannot allocate memory")
+_CGROUP = Path("/sys/fs/cgroup")
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max": no limit
+
+
+def _cgroup_dirs() -> list[tuple[str, Path]]:
+    """``(version, folder)`` of this process's memory cgroups (v2 unified, v1 memory)."""
+    dirs = []
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return dirs
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, rel = parts
+        if controllers == "":
+            dirs.append(("v2", _CGROUP / rel.lstrip("/")))
+        elif "memory" in controllers.split(","):
+            dirs.append(("v1", _CGROUP / "memory" / rel.lstrip("/")))
+            dirs.append(("v1", _CGROUP / "memory"))  # mounted at its own cgroup (a container)
+    return dirs
+
+
+def _cgroup_room() -> int | None:
+    """Bytes left under the tightest memory limit of this process's cgroups, else None."""
+    rooms = []
+    for version, folder in _cgroup_dirs():
+        if version == "v2":
+            limit, used = _read_int(folder / "memory.max"), _read_int(folder / "memory.current")
+        else:
+            limit = _read_int(folder / "memory.limit_in_bytes")
+            used = _read_int(folder / "memory.usage_in_bytes")
+        if limit is not None and used is not None and limit < 1 << 60:  # v1's "no limit"
+            rooms.append(max(limit - used, 0))
+    return min(rooms) if rooms else None
+
+
+def _address_space_room() -> int | None:
+    """Bytes left under ``ulimit -v`` (``RLIMIT_AS``), else None."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY or soft < 0:
+        return None
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return max(soft - int(line.split()[1]) * 1024, 0)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def available_memory() -> int | None:
+    """Bytes of memory a new allocation can have in this process: the least of the machine's
+    available memory, the room under its cgroup's limit and under its address-space limit.
+
+    Returns
+    -------
+    int or None
+        None where none of them can be read (not Linux).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    rooms = [r for r in (_meminfo_available(), _cgroup_room(), _address_space_room())
+             if r is not None]
+    return min(rooms) if rooms else None
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says an allocation did not fit: a ``MemoryError``, torch's
+    ``OutOfMemoryError``, or a ``RuntimeError`` of torch's allocators (CPU: ``DefaultCPUAllocator:
+    can't allocate memory``; CUDA, MPS: ``out of memory``)."""
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")  # not imported by us: an error of torch means it is loaded
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if oom is not None and isinstance(exc, oom):
+        return True
+    if type(exc) is RuntimeError:
+        text = str(exc).lower()
+        return any(t in text for t in _RUNTIME_OOM)
+    return False
+
+
+def out_of_memory_words(exc: BaseException) -> str:
+    """``exc`` (for which :func:`is_out_of_memory` holds) in a few words, e.g. ``out of memory
+    (an allocation of 46.3 MB failed)``; the size where the message gives it."""
+    text = str(exc)
+    m = (re.search(r"allocate (\d+) bytes", text)
+         or re.search(r"allocate ([\d.]+ ?[KMGT]i?B)", text))
+    if m is None:
+        return "out of memory"
+    size = m.group(1)
+    if size.isdigit():
+        n = int(size)
+        size = f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+    return f"out of memory (an allocation of {size} failed)"

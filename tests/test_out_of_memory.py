@@ -1,0 +1,169 @@
+"""Out of memory, as a user on a small machine (a laptop, a cluster job with a memory limit)
+meets it: the command names the problem and the options that lower its memory, never prints a
+traceback, and a rerun resumes with the slices already done (docs/reliability.md).
+
+One test runs under a real address-space limit (``ulimit -v``, set in the child process): a
+stack whose propagation does not fit is refused before any work although the machine's
+``MemAvailable`` would have room. The allocation failures inside a job are simulated at their
+seam (torch's CPU allocator raising its ``RuntimeError``): where a real limit makes torch fail
+depends on the threads and libraries of the machine, not reliably in a quick test.
+"""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cli_runner import cli
+from napari_sam.memory import available_memory, is_out_of_memory, out_of_memory_words
+from stacks import blob_stack
+
+#: What torch's CPU allocator raises when ``ulimit -v`` (or the machine) has no room left.
+TORCH_CPU_OOM = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                 "allocate memory: you tried to allocate 25749900 bytes. Error code 12 (Cannot "
+                 "allocate memory)")
+LIMIT = 2_500_000_000  # bytes of address space: Python, torch and the demo model start in it
+
+
+def _limited(limit: int):
+    def set_limit():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return set_limit
+
+
+def test_oom_errors_are_told_apart_and_sized():
+    assert is_out_of_memory(RuntimeError(TORCH_CPU_OOM))
+    assert is_out_of_memory(MemoryError("Unable to allocate 2.82 GiB for an array with shape "
+                                        "(239, 2048, 2048) and data type int16"))
+    assert not is_out_of_memory(RuntimeError("shape '[4, 3]' is invalid for input of size 7"))
+    assert not is_out_of_memory(ValueError("out of memory"))  # only allocators' errors
+    assert out_of_memory_words(RuntimeError(TORCH_CPU_OOM)) == (
+        "out of memory (an allocation of 25.7 MB failed)")
+    assert out_of_memory_words(MemoryError("Unable to allocate 2.82 GiB for an array")) == (
+        "out of memory (an allocation of 2.82 GiB failed)")
+    assert out_of_memory_words(MemoryError()) == "out of memory"
+
+
+def test_available_memory_counts_ulimit_v():
+    """A process under ``ulimit -v`` has no more room than the limit leaves, whatever the
+    machine's ``MemAvailable`` says (was: only ``MemAvailable`` was read)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Linux's /proc tells the address space in use")
+    code = ("from napari_sam.memory import available_memory; import resource, sys; "
+            "print(available_memory())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         preexec_fn=_limited(1_000_000_000), check=True, timeout=120).stdout
+    assert 0 < int(out) < 1_000_000_000
+    free = available_memory()
+    assert free is not None and free > 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ulimit -v is Linux's here")
+def test_a_stack_whose_propagation_cannot_fit_under_ulimit_is_refused_before_any_work(
+        tmp_path):
+    """``napari-sam auto big.npy`` under ``ulimit -v 2.5 GB``: the 300 x 1024 x 1024 stack's
+    label volumes (7.5 GB) cannot fit; the job fails at once naming ``--no-propagate`` (was:
+    the check read only the machine's MemAvailable, segmented every slice for hours, then
+    died propagating)."""
+    big = tmp_path / "big.npy"
+    np.lib.format.open_memmap(big, mode="w+", dtype=np.uint8, shape=(300, 1024, 1024)).flush()
+    env = {"NAPARI_SAM_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
+           "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_sam.cli", "auto", big, "-o", tmp_path / "out",
+         "--threads", "1", "-q", "--axes", "ZYX"],
+        capture_output=True, text=True, env=env, preexec_fn=_limited(LIMIT), timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "300 x 1024 x 1024 stack needs about 7.5 GB" in proc.stderr, proc.stderr
+    assert "available here (or under this job's memory limit); use --no-propagate" in proc.stderr
+    assert not (tmp_path / "out" / "big_labels.tif").exists()
+    assert not list((tmp_path / "out").glob(".napari-sam-work/**/z*.npz"))
+
+
+def test_auto_out_of_memory_names_the_options_and_a_rerun_resumes(tmp_path, tiny_model,
+                                                                  offline_cli, capsys,
+                                                                  monkeypatch):
+    """torch's CPU allocator fails on slice 2 of 4: the summary line says out of memory and
+    which options lower it (was: the bare ``RuntimeError: [enforce fail at alloc_cpu.cpp:127]
+    ...`` with nothing to do); slices 0 and 1 stay in the work folder and the rerun, with the
+    memory back, segments only the others."""
+    import tifffile
+
+    from napari_sam.automatic import crops
+
+    inp = tmp_path / "a.tif"
+    tifffile.imwrite(inp, blob_stack(z=4, size=48), imagej=True, metadata={"axes": "ZYX"})
+    real, seen = crops.mask_statistics, []
+
+    def fails_on_the_third_slice(*args, **kwargs):
+        seen.append(1)
+        if len(seen) > 2:
+            raise RuntimeError(TORCH_CPU_OOM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(crops, "mask_statistics", fails_on_the_third_slice)
+    args = ["auto", inp, "-o", tmp_path / "out", "--model", tiny_model, "--device", "cpu",
+            "--threads", "1", "--points-per-side", "4", "--no-fill-gaps", "--keep-work",
+            "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
+    rc, _, err = cli([*args, "--batch-size", "2"], capsys)
+    assert rc == 1
+    line = " ".join(err.split())
+    assert ("out of memory (an allocation of 25.7 MB failed): this file needs more memory than "
+            "is free here (or than this job's memory limit allows); lower what it holds at once "
+            "(--points-per-batch 16, --no-propagate (a stack's label volumes are held in "
+            "memory), --batch-size 1), run fewer files at once") in line, err
+    assert "then rerun the same command: the slices already done are kept" in line
+    assert "alloc_cpu.cpp" not in err
+    work = sorted(p.name for p in (tmp_path / "out").glob(".napari-sam-work/**/z*.npz"))
+    assert work == ["z000000.npz", "z000001.npz"]
+    assert not (tmp_path / "out" / "a_labels.tif").exists()
+    done = []
+    monkeypatch.setattr(crops, "mask_statistics",
+                        lambda *a, **k: done.append(1) or real(*a, **k))
+    rc, _, err = cli([*args, "--batch-size", "2"], capsys)
+    assert rc == 0, err
+    assert (tmp_path / "out" / "a_labels.tif").is_file()
+    assert len(done) == 2  # the two slices left, not all four
+
+
+def test_loading_the_model_out_of_memory_fails_the_file_saying_what_to_do(tmp_path, offline_cli, capsys,
+                                                        monkeypatch):
+    """Loading the model runs out of memory: the file fails saying so and what to do
+    (was: ``MemoryError: Unable to allocate ...`` alone), exit 1, the input kept."""
+    def no_room(*args, **kwargs):
+        raise MemoryError("Unable to allocate 1.50 GiB for an array with shape (1,) and "
+                          "data type float32")
+
+    monkeypatch.setattr("napari_sam.batch.runners.get_model", no_room)
+    inp = tmp_path / "a.tif"
+    import tifffile
+
+    tifffile.imwrite(inp, blob_stack(z=2, size=48), imagej=True, metadata={"axes": "ZYX"})
+    rc, _, err = cli(["embed", inp, "-o", tmp_path / "out"], capsys)
+    assert rc == 1
+    assert "out of memory (an allocation of 1.50 GiB failed)" in err
+    assert "--batch-size 1" in err and "rerun the same command" in err
+    assert Path(inp).is_file()
+
+
+def test_an_out_of_memory_outside_a_job_is_one_error_line(tmp_path, offline_cli, capsys,
+                                                         monkeypatch):
+    """A command that runs out of memory outside a batch job (here `train`): one error line
+    naming the command and what to do, exit 1 (was: ``napari-sam: error: MemoryError: ...``)."""
+    def no_room(args):
+        raise RuntimeError(TORCH_CPU_OOM)
+
+    monkeypatch.setattr("napari_sam.cli.app.cmd_train", no_room)
+    rc, _, err = cli(["train", tmp_path, tmp_path, "-o", tmp_path / "m.pt"], capsys)
+    assert rc == 1
+    assert err.strip().splitlines()[-1] == (
+        "napari-sam: error: out of memory (an allocation of 25.7 MB failed): napari-sam train "
+        "needs more memory than is free here (or than this job's memory limit allows); free "
+        "memory (close other programs, ask the cluster for more), or lower what it holds at "
+        "once (a smaller --batch-size; see napari-sam train --help), then run it again")
