@@ -15,6 +15,9 @@ import pytest
 from sam_qt_helpers import blob_stack, use_predictor
 
 JOB_TIMEOUT_MS = 60_000
+#: What torch's CPU allocator raises when the computer (or ``ulimit -v``) has no room left.
+TORCH_CPU_OOM = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                 "allocate memory: you tried to allocate 25749900 bytes. Error code 12")
 
 
 def _errors():
@@ -24,6 +27,8 @@ def _errors():
         RuntimeError("boom: runtime"),
         ValueError("boom: value"),
         torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError(TORCH_CPU_OOM),  # torch's CPU allocator, e.g. under ulimit -v
+        MemoryError("Unable to allocate 1.50 GiB for an array with shape (6, 8192, 8192)"),
     ]
 
 
@@ -41,8 +46,12 @@ def _assert_failed_and_usable(widget, notifications, err, seen_before: int):
     assert widget._status.text() == c.status
     new = notifications[seen_before:]
     assert any(text in m and "error" in s.lower() for s, m in new), new
-    if "out of memory" in text:
+    if "CUDA out of memory" in text:
         assert "'cpu' in 'Device'" in c.status  # says what to do
+    elif isinstance(err, MemoryError) or "can't allocate memory" in text:
+        assert f". Out of memory ({type(err).__name__}: " in c.status, c.status
+        assert ("too little free memory for it: close other programs and images, pick a "
+                "smaller model, or crop the image") in c.status  # not "Please report it"
     # nothing says that a job is still running
     assert "is running" not in c.status
 

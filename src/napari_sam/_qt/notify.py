@@ -13,6 +13,7 @@ import logging
 
 from napari_sam.annotate.errors import UserError
 from napari_sam.io.write_errors import write_problem
+from napari_sam.memory import is_out_of_memory
 
 __all__ = ["UserError", "describe", "guarded", "report", "status_text", "warn", "info"]
 
@@ -44,10 +45,17 @@ def _known_message(err: BaseException) -> str | None:
             f"The model could not be downloaded. {err} Meanwhile you can pick the bundled "
             "'demo' model or a checkpoint file in 'Model'."
         )
-    if _is_out_of_memory(err):
+    if is_out_of_memory(err):
+        if _on_a_gpu(err):
+            return (
+                f"Out of memory ({type(err).__name__}: {err}). Pick 'cpu' in 'Device', close "
+                "other programs using the GPU, or use a smaller model or image; then try again."
+            )
         return (
-            f"Out of memory ({type(err).__name__}: {err}). Pick 'cpu' in 'Device', close other "
-            "programs using the GPU, or use a smaller model or image; then try again."
+            f"Out of memory ({type(err).__name__}: {err}). This computer (or this job's "
+            "memory limit) has too little free memory for it: close other programs and images, "
+            "pick a smaller model, or crop the image (fewer slices, a smaller region); then "
+            "try again."
         )
     if isinstance(err, UnsupportedImage):
         return str(err)
@@ -63,16 +71,10 @@ def _known_message(err: BaseException) -> str | None:
     return None
 
 
-def _is_out_of_memory(err: BaseException) -> bool:
-    if isinstance(err, MemoryError):
-        return True
-    try:
-        import torch
-
-        oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
-    except (ImportError, AttributeError):  # pragma: no cover - old torch
-        return False
-    return isinstance(err, oom)
+def _on_a_gpu(err: BaseException) -> bool:
+    """Whether out-of-memory ``err`` is a GPU's (CUDA, MPS), not the computer's memory."""
+    text = str(err).lower()
+    return "cuda" in text or "mps" in text or "gpu" in text
 
 
 def describe(err: BaseException) -> tuple[str, str]:
