@@ -181,6 +181,29 @@ def test_each_window_keeps_at_most_its_cache(tiny_sam):
     assert isinstance(emb[0], TiledEmbedding)  # evicted slices are recomputed
 
 
+def test_with_a_store_all_windows_together_keep_to_cache_bytes(tiny_sam, tmp_path):
+    """A large 2D image embedded into a store (what `napari-sam embed` does, cache_bytes=1):
+    only the window under way stays in memory, the others are in the store (was: every
+    window kept its slice: 2.9 GB of RSS for an 8000 x 8000 image, 1764 windows of the demo
+    model, whose store holds 0.6 GB); a bound of 3 windows' bytes keeps 3."""
+    image = big_stack(z=1, shape=(700, 700))
+    emb = ns.embed(image, tiny_sam, device="cpu", store=tmp_path / "e.zarr", cache_bytes=1)
+    emb.compute()
+    n = len(emb.tiling)
+    held = [emb.window_stack(i).in_memory for i in range(n)]
+    assert n >= 9 and held == [0] * (n - 1) + [1]
+    e = int(tiny_sam.embedding_size)
+    three = ns.embed(image, tiny_sam, device="cpu", store=tmp_path / "f.zarr",
+                     cache_bytes=3 * 256 * e * e * 4)
+    three.compute()
+    assert sum(three.window_stack(i).in_memory for i in range(n)) == 3
+    ref = ns.embed(image, tiny_sam, device="cpu")  # in memory, no store: nothing forgotten
+    ref.compute()
+    assert sum(ref.window_stack(i).in_memory for i in range(n)) == n
+    for a, b in zip(emb[0].embeddings, ref[0].embeddings):  # read back = computed
+        torch.testing.assert_close(a.features, b.features)
+
+
 def test_untiled_choice_is_refused_by_the_tiled_class(tiny_sam):
     with pytest.raises(ValueError, match="does not tile"):
         TiledStackEmbeddings(np.zeros((2, 64, 64), np.uint8), tiny_sam, "auto", device="cpu")

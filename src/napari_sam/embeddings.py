@@ -505,6 +505,16 @@ class StackEmbeddings:
     def encoder_calls(self) -> int:
         return self.predictor.encoder_calls
 
+    @property
+    def in_memory(self) -> int:
+        """How many slices' embeddings are kept in memory now (at most ``cache_size``)."""
+        return len(self._memory)
+
+    def forget(self) -> None:
+        """Drop the embeddings kept in memory (those in the store are read back when used
+        again; without a store they are encoded again)."""
+        self._memory.clear()
+
     def missing(self, indices: Iterable[int]) -> list[int]:
         """The slices of ``indices`` whose embedding is not in memory (using them would
         encode them, or read them back from the store)."""
