@@ -14,6 +14,7 @@ from __future__ import annotations
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +168,56 @@ def test_an_out_of_memory_outside_a_job_is_one_error_line(tmp_path, offline_cli,
         "needs more memory than is free here (or than this job's memory limit allows); free "
         "memory (close other programs, ask the cluster for more), or lower what it holds at "
         "once (a smaller --batch-size; see napari-sam train --help), then run it again")
+
+
+def test_a_worker_killed_for_memory_fails_its_file_saying_what_to_do(tmp_path, tiny_model):
+    """`auto --workers`: the worker running a file is SIGKILLed (what the out-of-memory killer
+    does) as often as dask allows (here 0 retries): the file fails with a reason that says
+    workers died, most often for memory, and what to do (was: dask's "KilledWorker: Attempted
+    to run task 'run_task-5a1c...' on 4 different workers ... Inspecting worker logs is often
+    a good next step"); the rerun does the file."""
+    import os
+    import signal
+    import threading
+
+    import dask
+    import tifffile
+    from distributed import Client, LocalCluster
+
+    from napari_sam import batch
+
+    inp = tmp_path / "a.tif"
+    tifffile.imwrite(inp, blob_stack(z=4, size=48), imagej=True, metadata={"axes": "ZYX"})
+    ctx = batch.Context(command="auto", model=str(tiny_model), out_dir=tmp_path / "out",
+                        device="cpu", quiet=True, params={"points_per_side": 4})
+    jobs = batch.make_jobs([inp], ctx)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        with Client(cluster) as client:
+            (pid,) = client.run(os.getpid).values()
+        scheduler = cluster.scheduler
+
+        def kill_when_it_runs():
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if any(t.state == "processing" for t in scheduler.tasks.values()):
+                    time.sleep(0.5)
+                    os.kill(pid, signal.SIGKILL)
+                    return
+                time.sleep(0.05)
+
+        killer = threading.Thread(target=kill_when_it_runs)
+        killer.start()
+        (res,) = batch.run_jobs(jobs, ctx, scheduler=cluster.scheduler_address)
+        killer.join()
+        assert res.status == "failed"
+        assert res.reason == (
+            "task failed on the cluster: every worker that ran it died (killed, most often for "
+            "memory: the operating system's out-of-memory killer, the worker's memory limit, "
+            "or the cluster job's); give each worker more memory: fewer --workers per machine "
+            "(each holds its own model and slices), smaller --block-slices, lower what each "
+            "holds at once (--points-per-batch 16, --no-propagate (a stack's label volumes are "
+            "held in memory), --batch-size 1); then rerun the same command: the slices already "
+            "done are kept"), res.reason
+        (again,) = batch.run_jobs(jobs, ctx, scheduler=cluster.scheduler_address)
+    assert again.status == "done", again.reason

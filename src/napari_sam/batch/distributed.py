@@ -20,6 +20,7 @@ from napari_sam.batch.context import Context, Job, JobResult
 from napari_sam.batch.embedding_stores import embed_store, user_embeddings
 from napari_sam.batch.job_checks import output_name_problem
 from napari_sam.batch.jobs import clear_leftovers, job_output_state
+from napari_sam.batch.memory_advice import lost_workers_reason
 from napari_sam.batch.models import get_model
 from napari_sam.batch.progress import stderr_is_terminal
 from napari_sam.batch.reading import open_image
@@ -441,8 +442,10 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
             try:
                 res = fut.result()
             except Exception as exc:  # a worker died, or a block task failed
+                killed = type(exc).__name__ == "KilledWorker"  # (dask's, for memory mostly)
                 res = JobResult(str(job.input), str(job.output), "failed",
-                                reason=f"task failed on the cluster: {one_line(exc)}")
+                                reason=lost_workers_reason(wctx) if killed else
+                                f"task failed on the cluster: {one_line(exc)}")
             record_result(results, i, res, bar, on_result)
     finally:
         bar.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from napari_sam.batch.context import Context
 from napari_sam.memory import out_of_memory_words
 
-__all__ = ["out_of_memory_reason"]
+__all__ = ["lost_workers_reason", "out_of_memory_reason"]
 
 
 def _lower_options(ctx: Context) -> list[str]:
@@ -39,3 +39,16 @@ def out_of_memory_reason(exc: BaseException, ctx: Context) -> str:
             "--workers, or other napari-sam commands on this machine), or free memory (close "
             "other programs, ask the cluster for more), then rerun the same command: the "
             "slices already done are kept")
+
+
+def lost_workers_reason(ctx: Context) -> str:
+    """One line for a file of ``ctx`` whose cluster task failed because every worker that ran
+    it died (dask's ``KilledWorker``): most often killed for memory (the operating system's
+    out-of-memory killer, dask's memory limit of the worker, a cluster job's limit)."""
+    options = _lower_options(ctx)
+    lower = f", lower what each holds at once ({', '.join(options)})" if options else ""
+    return ("task failed on the cluster: every worker that ran it died (killed, most often "
+            "for memory: the operating system's out-of-memory killer, the worker's memory "
+            "limit, or the cluster job's); give each worker more memory: fewer --workers per "
+            f"machine (each holds its own model and slices), smaller --block-slices{lower}; "
+            "then rerun the same command: the slices already done are kept")
