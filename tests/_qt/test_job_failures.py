@@ -160,7 +160,7 @@ def test_preview_job_fails_then_previews(threaded, notifications, qtbot, monkeyp
 
     viewer, widget = threaded
     c = widget.controller
-    clicks = iter([(20, 20), (21, 20), (20, 21)])
+    clicks = iter([(20, 20), (21, 20), (20, 21), (22, 20), (20, 22)])  # one per error
 
     def click():
         c.points_layer.add([3, *next(clicks)])
