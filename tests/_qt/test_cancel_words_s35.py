@@ -1,8 +1,11 @@
 """Cancel says what it kept: the status said "Nothing was changed" while the slices the job
 had embedded were kept (the embedding line went from 1 to 5 of 31). A first job's embeddings
-are not kept (nothing of a cancelled job is adopted), and its line does not claim them."""
+are kept too (session 41: they were dropped); one cancelled before it embedded a slice does not
+claim any."""
 
 from __future__ import annotations
+
+import threading
 
 from sam_qt_helpers import use_predictor
 
@@ -43,13 +46,26 @@ def test_cancelling_an_embedding_says_what_it_kept(make_widget, tiny_predictor, 
     assert tiny_predictor.encoder_calls - calls < 12  # the kept slices were not encoded again
 
 
-def test_cancelling_a_first_embedding_claims_nothing_kept(make_widget, tiny_predictor, qtbot):
+def test_cancelling_a_first_embedding_before_a_slice_claims_nothing_kept(
+        make_widget, tiny_predictor, qtbot, monkeypatch):
+    from napari_sam.annotate.model_choice import ModelChoice
+
     viewer, widget = make_widget(blob_stack(z=12), sync=False, preload=False, name="blobs")
-    use_predictor(widget, tiny_predictor)
     c = widget.controller
-    _cancel_after(c, 2)
-    c.compute_embeddings()
+    gate, entered = threading.Event(), threading.Event()
+
+    def held_load(choice, device, precision="auto"):
+        entered.set()
+        assert gate.wait(60), "the test never let the load go on"
+        return tiny_predictor
+
+    monkeypatch.setattr(c.models, "load", held_load)
+    c.set_model(ModelChoice("held", "held"))
+    c.compute_embeddings()  # it loads the model first: cancelled then, it embeds nothing
+    qtbot.waitUntil(entered.is_set, timeout=30_000)
+    c.cancel()
+    gate.set()
     qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
-    assert c.status.startswith("Cancelled: Computing SAM embeddings. The labels and prompts "
-                               "are as they were."), c.status
-    assert c.emb is None and c.embedding_summary().startswith("0 of 12")
+    assert c.status == ("Cancelled: Computing SAM embeddings. The labels and prompts are as "
+                        "they were."), c.status
+    assert c.embedding_summary() == "0 of 12 slices embedded"

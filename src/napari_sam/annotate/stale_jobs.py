@@ -7,6 +7,7 @@ status line says why they stopped (a mixin of
 from __future__ import annotations
 
 from .click_first import EMBEDDING_DESCRIPTION
+from .embedding_cache import missing_slices
 
 __all__ = ["StaleJobs"]
 
@@ -61,10 +62,10 @@ class StaleJobs:
         for a job stopped by :meth:`cancel_stale_job`, the preview of prompts given
         meanwhile, which follows this line)."""
         pending, self._pending = self._pending, False
-        made, self.made_embeddings = self.made_embeddings, []
         if not job.stale:  # it said "Nothing was changed" while the slices it embedded stayed
+            self.keep_made_embeddings()  # (they were dropped: "cancelled: 0 of 8 slices")
             tiled = getattr(self.emb, "tiling", None) is not None
-            kept = ("" if made or self.emb is None else
+            kept = ("" if not self.embedded_any() else
                     f" (the {'tiles' if tiled else 'slices'} it had embedded are kept)")
             self._say(f"Cancelled: {job.description}. The labels and prompts are as they "
                       f"were{kept}.")
@@ -74,6 +75,7 @@ class StaleJobs:
             embedding = (getattr(job, "pause", None) is not None
                          or job.description == EMBEDDING_DESCRIPTION)
             return self.resume_preload if tiled and not embedding else None
+        made, self.made_embeddings = self.made_embeddings, []
         if self.source is None:
             why, kept = "its image layer was removed", "nothing of that image is kept"
         else:  # the embeddings it made are kept for that image, as a finished job's were
@@ -91,10 +93,17 @@ class StaleJobs:
 
     def job_failed(self) -> None:
         """Main thread: the running job failed (e.g. the disk filled while it stored the
-        embeddings): the slices it had embedded are kept for their image, as those of a job
-        stopped by a change are, so that the line beside 'Compute embeddings' counts them
-        ("failed: 3 of 8 slices embedded"; it said "0 of 8" although 3 were embedded and
-        stored) and the next job goes on from them."""
+        embeddings): the slices it had embedded are kept (:meth:`keep_made_embeddings`), so
+        that the line beside 'Compute embeddings' counts them ("failed: 3 of 8 slices
+        embedded"; it said "0 of 8" although 3 were embedded and stored) and the next job
+        goes on from them."""
+        self.keep_made_embeddings()
+
+    def keep_made_embeddings(self) -> None:
+        """Main thread: the running job ended without its result (failed, or cancelled with
+        Cancel): the embeddings it made are kept for their image, as those of a job stopped
+        by a change are, and become the current ones when they are of the image, model and
+        settings chosen now (nothing is kept once the image layer was removed)."""
         made, self.made_embeddings = self.made_embeddings, []
         if self.source is None:
             return
@@ -102,3 +111,11 @@ class StaleJobs:
             self.embeddings.put(key, emb)
         if made and self.emb is None and self.model_choice is not None:
             self.emb = self.embeddings.get(self._cache_key())
+
+    def embedded_any(self) -> bool:
+        """Whether the current embeddings exist and hold a slice (tiled: exist; a slice
+        counts only once all its windows are embedded)."""
+        emb = self.emb
+        if emb is None or getattr(emb, "tiling", None) is not None:
+            return emb is not None
+        return len(missing_slices(emb, range(len(emb)))) < len(emb)
