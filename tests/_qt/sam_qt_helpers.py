@@ -48,18 +48,20 @@ def canvas_click(viewer, row: float, col: float, modifiers=()):
     scene.events.mouse_release(pos=pos, modifiers=mods, button=1)
 
 
-def canvas_drag(viewer, qtbot, start, end, steps: int = 5) -> None:
+def canvas_drag(viewer, qtbot, start, end, steps: int = 5, whole: bool = False) -> None:
     """A real mouse drag on the canvas from world (row, col) ``start`` to ``end``: press,
     ``steps`` moves and release, as napari receives them from Qt. napari handles at most one
     move per 5 ms (it throttles them): each move waits 20 ms, or napari drops it (a box
     dragged without the waits stayed at napari's first few pixels). Let Qt run what the dock
     posted first (``qtbot.wait``): its selecting of 'SAM points' after an image is picked,
-    run mid-drag, sends the rest of the drag to that layer."""
+    run mid-drag, sends the rest of the drag to that layer. ``whole``: at whole canvas
+    pixels, as Qt gives them (napari's brush outline refuses fractional positions)."""
     scene = viewer.window._qt_viewer.canvas._scene_canvas
-    p0, p1 = canvas_position(viewer, *start), canvas_position(viewer, *end)
+    at = round if whole else float
+    p0, p1 = (tuple(at(v) for v in canvas_position(viewer, *p)) for p in (start, end))
     press = scene.events.mouse_press(pos=p0, modifiers=(), button=1, buttons=[1])
     for t in np.linspace(0, 1, steps + 1)[1:]:
-        pos = (p0[0] + t * (p1[0] - p0[0]), p0[1] + t * (p1[1] - p0[1]))
+        pos = (at(p0[0] + t * (p1[0] - p0[0])), at(p0[1] + t * (p1[1] - p0[1])))
         scene.events.mouse_move(pos=pos, modifiers=(), button=1, press_event=press,
                                 buttons=[1])
         qtbot.wait(20)
@@ -166,6 +168,27 @@ def dock_on(make_widget, image_file, ckpt):
     pick_checkpoint(widget, ckpt)
     viewer.open(str(image_file), plugin="napari")
     return viewer, widget
+
+
+def dock_on_a_full_disk(make_widget, image_file, ckpt, tmp_path, monkeypatch):
+    """``(viewer, widget, write)``: :func:`dock_on`, with every session write (autosave,
+    beside the image and under the cache folder in ``tmp_path``) failing with "No space left
+    on device" and its warnings unshown; ``write`` is the real ``session.write_session``
+    (set it back to free the space)."""
+    import errno
+
+    from napari_sam import session as S
+
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "cache"))
+    viewer, widget = dock_on(make_widget, image_file, ckpt)
+    monkeypatch.setattr(widget.controller, "notify_warning", lambda text: None)
+    write = S.write_session
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(S, "write_session", full)
+    return viewer, widget, write
 
 
 def commit_on(viewer, widget, z: int, row: float = 20):

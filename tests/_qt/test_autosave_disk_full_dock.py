@@ -8,23 +8,16 @@ import errno
 
 import numpy as np
 from qtpy.QtCore import QPoint, Qt
-from sam_qt_helpers import commit_on, dock_on
+from sam_qt_helpers import commit_on, dock_on, dock_on_a_full_disk
 
 
 def test_ticking_autosave_again_after_a_full_disk_saves_at_once(
         make_widget, stack_file, tiny_ckpt, tmp_path, monkeypatch, qtbot):
     from napari_sam import session as S
 
-    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "cache"))
-    viewer, widget = dock_on(make_widget, stack_file, tiny_ckpt)
+    viewer, widget, write = dock_on_a_full_disk(make_widget, stack_file, tiny_ckpt, tmp_path,
+                                                monkeypatch)
     c = widget.controller
-    monkeypatch.setattr(c, "notify_warning", lambda text: None)
-    write = S.write_session
-
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(S, "write_session", full)
     commit_on(viewer, widget, 1)
     assert not widget._autosave.isChecked()
     commit_on(viewer, widget, 2, row=44)

@@ -62,7 +62,7 @@ class AnnotationController(ViewProblems, AnnotationSession):
         self.boxes_layer = None
         self.preview_layer = None
         self._target_layer = None
-        self._paint_autosave = PaintAutosave(self.autosave_now)
+        self._paint_autosave = PaintAutosave(self.autosave_now, self.take_autosave_note, self.say)
         self.job: Job | None = None
         self._muted = False
         self._negative_click = False

@@ -1,7 +1,11 @@
 """Hand edits in the labels layer commits go into are autosaved: a moment after the user
 paints, fills or erases there (napari's ``events.paint``), the session is autosaved as after a
 commit. Before, the autosaved labels TIFF (the one docs/cli.md names as training labels) held
-them only after the next commit, so corrections made last were lost to a retrain or a crash."""
+them only after the next commit, so corrections made last were lost to a retrain or a crash.
+
+What that autosave has to say is then the status line, once per stroke: while autosave is off
+after a failed write, the reminder that commits, undos and redos give (brush strokes gave none,
+so hours of brush work could go unsaved without a word), or its own failure."""
 
 from __future__ import annotations
 
@@ -36,19 +40,25 @@ class PaintAutosave:
     save : callable()
         Writes the autosave (``AnnotationSession.autosave_now``); an error it raises is
         left to it (the session says autosave problems in its status line).
+    note : callable() -> str, optional
+        What the autosave has to say after a stroke's save (``take_autosave_note``: e.g.
+        " Autosave is still off since it failed (...): ..."; "" for nothing).
+    say : callable(str), optional
+        Shows a status line: "Painted in 'labels'." and the ``note``, when there is one.
     """
 
-    def __init__(self, save: Callable[[], None]):
+    def __init__(self, save: Callable[[], None], note: Callable[[], str] | None = None,
+                 say: Callable[[str], None] | None = None):
         from qtpy.QtCore import QTimer
 
-        self._save = save
+        self._save, self._note, self._say = save, note, say
         self._layer = None
         self._pending = False  # kept here: at interpreter exit Qt may delete the timer first
         self._paused = False
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(PAINT_AUTOSAVE_MS)
-        self._timer.timeout.connect(self._due)
+        self._timer.timeout.connect(self._stroke_ended)
         _LIVE.add(self)
 
     @property
@@ -92,6 +102,14 @@ class PaintAutosave:
     def _due(self) -> None:
         self._pending = False
         self._save()
+
+    def _stroke_ended(self) -> None:
+        """The timer's: a stroke ended a moment ago; it is autosaved, and what the autosave
+        has to say is said (not by :meth:`flush`: the dock may be closing)."""
+        self._due()
+        text = "" if self._note is None or self._say is None else self._note().strip()
+        if text and self._layer is not None:
+            self._say(f"Painted in '{self._layer.name}'. {text}")
 
     def _painted(self, event=None) -> None:
         if self._paused:
