@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from cli_runner import cli, error_line, md5s
+from full_disk import FillsUp
 
 SAMPLE = ["sample", "nuclei-2d", "-n", "3", "--shape", "48,48", "-q"]
 
@@ -80,28 +81,6 @@ def test_a_read_only_disk_names_the_file_not_its_temporary(tmp_path, capsys, mon
                          "to another folder (-o), then run the command again")
 
 
-class _FillsUp:
-    """A binary file whose writes fail with ENOSPC after ``room`` bytes (a disk that fills)."""
-
-    def __init__(self, fh, room: int):
-        self._fh, self._room = fh, room
-
-    def write(self, data) -> int:
-        self._room -= len(data)
-        if self._room < 0:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return self._fh.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self._fh, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._fh.close()
-
-
 def test_a_checkpoint_on_a_full_disk_is_an_os_error_naming_it(tmp_path, tiny_sam, monkeypatch):
     """``torch.save`` turned the full disk into ``RuntimeError: [enforce fail at
     inline_container.cc:672] . unexpected pos 792000 vs 791888``: the CLI printed that."""
@@ -110,7 +89,7 @@ def test_a_checkpoint_on_a_full_disk_is_an_os_error_naming_it(tmp_path, tiny_sam
     from napari_sam.training import checkpoint
 
     path = tmp_path / "m.pt"
-    monkeypatch.setattr(writers, "open", lambda f, mode: _FillsUp(open(f, mode), 50_000),
+    monkeypatch.setattr(writers, "open", lambda f, mode: FillsUp(open(f, mode), 50_000),
                         raising=False)
     with pytest.raises(OSError) as info:
         checkpoint.save_checkpoint(tiny_sam, path, {"trained_by": "napari_sam test"})
@@ -190,7 +169,7 @@ def test_a_full_disk_while_the_checkpoint_metadata_is_written_leaves_no_lone_che
 
     def metadata_fills_up(f, mode):
         fh = open(f, mode)
-        return _FillsUp(fh, 100) if (".json.tmp-" in str(f) and str(f).endswith(
+        return FillsUp(fh, 100) if (".json.tmp-" in str(f) and str(f).endswith(
             f"-{os.getpid()}")) else fh
 
     monkeypatch.setattr(writers, "open", metadata_fills_up, raising=False)

@@ -26,6 +26,7 @@ from napari_sam.device import (
     resolve_precision,
 )
 from napari_sam.edge_threshold import edge_aligned_masks, edge_map, resolve_boundary
+from napari_sam.io.writers import write_npz_atomic
 from napari_sam.models.cached_decoder import (
     CachedDecoder,
     click_precision,
@@ -114,19 +115,18 @@ class ImageEmbedding:
         return ResizeSpec(tuple(self.original_size), tuple(self.input_size), int(img_size))
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Save to an ``.npz`` file (written to a temporary name, then renamed)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                features=self.features.detach().float().cpu().numpy(),
-                original_size=np.asarray(self.original_size),
-                input_size=np.asarray(self.input_size),
-                model_id=np.asarray(self.model_id),
-            )
-        os.replace(tmp, path)
-        return path
+        """Save to an ``.npz`` file and return its path.
+
+        The file is written atomically (:func:`~napari_sam.io.writers.write_atomic`): to a
+        hidden temporary name beside ``path``, flushed to disk and renamed, so a failed save
+        (a full disk) leaves no temporary and an existing ``path`` as it was, and its
+        ``OSError`` names ``path``.
+        """
+        arrays = {"features": self.features.detach().float().cpu().numpy(),
+                  "original_size": np.asarray(self.original_size),
+                  "input_size": np.asarray(self.input_size),
+                  "model_id": np.asarray(self.model_id)}
+        return write_npz_atomic(path, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ImageEmbedding:

@@ -104,6 +104,7 @@ from napari_sam.io.writers import (
     write_kind,
     write_labels,
     write_labels_stream,
+    write_npz_atomic,
     write_text_atomic,
 )
 
@@ -147,6 +148,7 @@ __all__ = [
     "write_output_metadata",
     "write_labels_stream",
     "tmp_name",
+    "write_npz_atomic",
     "write_text_atomic",
     "write_atomic",
     "SliceSource",

@@ -8,6 +8,7 @@ sees a partial file and a failed write leaves an existing file untouched.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -413,6 +414,18 @@ def write_text_atomic(path: os.PathLike | str, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_atomic(path, lambda f: f.write(text), text=True)
+
+
+def write_npz_atomic(path: os.PathLike | str, arrays: Mapping[str, np.ndarray]) -> Path:
+    """Write ``arrays`` (name -> array, no object arrays) as an uncompressed ``.npz`` file to
+    ``path`` through :func:`write_atomic`: a failed write (a full disk) leaves no temporary
+    and an existing ``path`` as it was, and its ``OSError`` names ``path``. The archive is
+    built in memory first (``np.savez`` needs a readable file). Returns the path."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomic(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def write_atomic(path: os.PathLike | str, write: Callable[[Any], Any], *,

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_sam.device import autocast
+from napari_sam.io.writers import write_npz_atomic
 
 from .model import Sam2Model
 
@@ -61,17 +62,15 @@ class Sam2ImageEmbedding:
     family = "sam2"
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Save to an ``.npz`` file (written to a temporary name, then renamed)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, features=self.features.detach().float().cpu().numpy(),
-                     high_res_0=self.high_res[0].detach().float().cpu().numpy(),
-                     high_res_1=self.high_res[1].detach().float().cpu().numpy(),
-                     original_size=np.asarray(self.original_size),
-                     input_size=np.asarray(self.input_size), model_id=np.asarray(self.model_id))
-        os.replace(tmp, path)
-        return path
+        """Save to an ``.npz`` file and return its path, atomically as
+        :meth:`napari_sam.predictor.ImageEmbedding.save` (no temporary left by a failed save,
+        an existing ``path`` kept, the ``OSError`` naming ``path``)."""
+        arrays = {"features": self.features.detach().float().cpu().numpy(),
+                  "high_res_0": self.high_res[0].detach().float().cpu().numpy(),
+                  "high_res_1": self.high_res[1].detach().float().cpu().numpy(),
+                  "original_size": np.asarray(self.original_size),
+                  "input_size": np.asarray(self.input_size), "model_id": np.asarray(self.model_id)}
+        return write_npz_atomic(path, arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Sam2ImageEmbedding:
