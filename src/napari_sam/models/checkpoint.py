@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # torch is imported to read a checkpoint: listing models need
     from torch import Tensor
 
 __all__ = ["checkpoint_outline", "find_checkpoint_metadata", "metadata_describes",
-           "read_checkpoint", "stale_metadata_note"]
+           "read_checkpoint", "stale_metadata_note", "with_metadata_file"]
 
 
 _WRAPPER_KEYS = ("model_state", "model_state_dict", "state_dict", "model")
@@ -100,7 +100,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
     FileNotFoundError
         The file does not exist (the message names it).
     ValueError
-        The file is not a PyTorch checkpoint, is truncated, or holds no state_dict.
+        The file is not a PyTorch checkpoint, is truncated, or holds no state_dict; or its
+        metadata file cannot be read or holds no JSON object (:func:`with_metadata_file`).
     """
     import torch
 
@@ -116,20 +117,53 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
         # re-running torch.load with weights_only=False, which runs any code in the file.
         raise ValueError(_unreadable_message(path, e)) from None
     sd, metadata = _unwrap(obj, path)
-    metadata_file = find_checkpoint_metadata(path)
-    if metadata_file is not None:
-        try:
-            stored = json.loads(metadata_file.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"cannot read metadata sidecar {metadata_file}: {e}") from e
-        if isinstance(stored, Mapping) and not metadata_describes(stored, path):
-            metadata["ignored_sidecar"] = str(metadata_file)
-        elif isinstance(stored, Mapping):
-            metadata.update(stored)
-            metadata["sidecar"] = str(metadata_file)  # key kept: part of the returned record
+    metadata = with_metadata_file(metadata, path)
     if "config" in metadata and isinstance(metadata["config"], Mapping):
         metadata["config"] = SamConfig.from_dict(metadata["config"])
     return sd, metadata
+
+
+_JSON_KINDS = {list: "a list", str: "a string", int: "a number", float: "a number",
+               bool: "true or false", type(None): "null"}
+
+
+def with_metadata_file(own: Mapping[str, Any], path: str | Path, *,
+                       hash_file: bool = True) -> dict[str, Any]:
+    """The metadata a checkpoint loads with: its own entries ``own`` (the file's, as
+    :func:`checkpoint_outline` returns them) with those of the metadata file beside it
+    (:func:`find_checkpoint_metadata`) put over them, when that file describes the checkpoint
+    (:func:`metadata_describes`; ``hash_file`` is passed on): ``"sidecar"`` is then its path.
+    A metadata file of another checkpoint is not used: ``"ignored_sidecar"`` is its path.
+    :func:`read_checkpoint` and what is told of a checkpoint without loading it
+    (:func:`napari_sam.models.registry.declared_settings`) both follow this rule.
+
+    Raises
+    ------
+    ValueError
+        The metadata file cannot be read, is not JSON, or holds no JSON object (a list...):
+        naming it and what to do.
+    """
+    path = Path(path)
+    metadata = dict(own)
+    metadata_file = find_checkpoint_metadata(path)
+    if metadata_file is None:
+        return metadata
+    try:
+        stored = json.loads(metadata_file.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read metadata sidecar {metadata_file}: {e}") from e
+    if not isinstance(stored, Mapping):
+        kind = _JSON_KINDS.get(type(stored), type(stored).__name__)
+        raise ValueError(
+            f"the metadata file {metadata_file} beside {path.name} holds {kind}, not a JSON "
+            "object of the checkpoint's settings (such as {\"config\": ..., \"automatic\": "
+            f"...}}): correct it, or move it away to load {path.name} without it")
+    if not metadata_describes(stored, path, hash_file=hash_file):
+        metadata["ignored_sidecar"] = str(metadata_file)
+    else:
+        metadata.update(stored)
+        metadata["sidecar"] = str(metadata_file)  # key kept: part of the returned record
+    return metadata
 
 
 def checkpoint_outline(path: str | Path) -> tuple[str, dict[str, Any]]:

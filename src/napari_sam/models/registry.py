@@ -38,9 +38,9 @@ from .catalog import DEMO_NAME, MODEL_SPECS, ModelSpec
 from .checkpoint import (
     checkpoint_outline,
     find_checkpoint_metadata,
-    metadata_describes,
     read_checkpoint,
     stale_metadata_note,
+    with_metadata_file,
 )
 from .download import (
     CACHE_ENV,
@@ -76,6 +76,7 @@ __all__ = [
     "cache_state",
     "check",
     "declared_input_smoothing",
+    "declared_settings",
     "fetch",
     "file_digest",
     "input_smoothing",
@@ -83,6 +84,7 @@ __all__ = [
     "is_cached",
     "list_models",
     "load_model",
+    "loading_settings",
     "mask_boundary",
     "missing_metadata_note",
     "register",
@@ -366,9 +368,10 @@ def _build(path: Path) -> Sam | Sam2Model:
             model = sam_from_state_dict(state_dict, config=metadata.get("config"))
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
-        if inherits_demo_settings(metadata, getattr(model.config, "encoder", "")):
-            metadata = {**demo_settings(), **metadata}
+        encoder = getattr(model.config, "encoder", "")
+        if inherits_demo_settings(metadata, encoder):
             notes = (missing_metadata_note(path, ignored),)
+        metadata = loading_settings(metadata, encoder)
         model.automatic_defaults = automatic_defaults(metadata, path)
         model.input_smoothing = input_smoothing(metadata, path)
         model.mask_boundary = mask_boundary(metadata, path)
@@ -402,6 +405,37 @@ def inherits_demo_settings(metadata: dict, encoder: str) -> bool:
     checkpoint). Loading (:func:`load_model`) and the batch jobs' resume signature
     (:func:`declared_input_smoothing`) both ask this."""
     return "sidecar" not in metadata and encoder == "cnn"
+
+
+def loading_settings(metadata: dict, encoder: str) -> dict[str, Any]:
+    """The settings a SAM model of the encoder kind ``encoder`` loads with, from its
+    checkpoint's ``metadata`` (:func:`~napari_sam.models.checkpoint.read_checkpoint`'s): those
+    entries, over the demo model's settings where it inherits them
+    (:func:`inherits_demo_settings`)."""
+    if inherits_demo_settings(metadata, encoder):
+        return {**demo_settings(), **metadata}
+    return dict(metadata)
+
+
+def declared_settings(path: str | os.PathLike, *, hash_file: bool = True) -> dict[str, Any]:
+    """The settings the checkpoint file ``path`` loads with (its metadata entries:
+    ``"automatic"``, ``"input_smoothing"``, ``"mask_boundary"``, ...), told without loading
+    its weights (:func:`~napari_sam.models.checkpoint.checkpoint_outline` reads the file's
+    structure): its own entries, those of a metadata file that describes it put over them
+    (:func:`~napari_sam.models.checkpoint.with_metadata_file`; ``hash_file=False``: compared
+    by size only), and the demo model's where it inherits them (:func:`loading_settings`),
+    as :func:`load_model` takes them. Empty for a SAM 2 checkpoint (loading takes none).
+
+    Raises
+    ------
+    ValueError, OSError
+        Where loading it fails: the file or its metadata file cannot be read, or the
+        metadata file holds no JSON object.
+    """
+    encoder, own = checkpoint_outline(path)
+    if encoder == "sam2":
+        return {}
+    return loading_settings(with_metadata_file(own, path, hash_file=hash_file), encoder)
 
 
 def demo_settings() -> dict[str, Any]:
@@ -509,12 +543,10 @@ def input_smoothing(metadata: dict, path: str | os.PathLike = "") -> float:
 
 def declared_input_smoothing(name_or_path: str | os.PathLike) -> float:
     """The input smoothing a model uses (:func:`input_smoothing`), told without loading the
-    model: from its metadata file; for a checkpoint without a metadata file that describes it
-    (none, or one of another checkpoint), from the checkpoint's own entries and, for one of
-    the demo model's CNN architecture, the demo model's settings, as loading does
-    (:func:`inherits_demo_settings`; the checkpoint's structure is read, not its weights:
-    :func:`~napari_sam.models.checkpoint.checkpoint_outline`). 0 when its file is not here or
-    cannot be read (loading it fails and says why).
+    model: of the settings its checkpoint loads with (:func:`declared_settings`: the
+    checkpoint's own entries, a metadata file that describes it over them, the demo model's
+    where it inherits them). 0 when its file is not here or cannot be read, or its metadata
+    file holds no JSON object (loading it fails and says why).
 
     The batch jobs put it in their resume signature, so that outputs made before a model
     smoothed its inputs (or with another smoothing) are made again rather than skipped."""
@@ -541,15 +573,7 @@ def _metadata_stamp(path: Path) -> tuple | None:
 def _smoothing_of_file(path: str, size: int, mtime_ns: int, stamp: tuple | None) -> float:
     """:func:`declared_input_smoothing` of the checkpoint ``path`` as it is now (its size,
     modification time and metadata file's ``stamp`` key the cache: one read per process)."""
-    path = Path(path)
-    stored = _read_metadata_file(path) if stamp is not None else {}
-    if stamp is not None and metadata_describes(stored, path):
-        return input_smoothing(stored, _metadata_path(path))
-    encoder, own = checkpoint_outline(path)
-    if encoder == "sam2":  # SAM 2 models are not smoothed (their loading sets none)
-        return 0.0
-    settings = {**demo_settings(), **own} if inherits_demo_settings(own, encoder) else own
-    return input_smoothing(settings, path)
+    return input_smoothing(declared_settings(path), path)
 
 
 def load_model(
