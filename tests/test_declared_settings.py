@@ -7,7 +7,11 @@ describes it over them, the demo model's where it inherits them. They differed:
   were left out of the signature when a ``FILE.json`` describes it (loading uses them);
 * a ``FILE.json`` holding a list: the signature said 0 (unreadable) while loading ignored it
   and ran the model with the demo model's settings under a note that said no metadata file
-  was beside it. Loading now refuses such a file, naming it and what to do."""
+  was beside it. Loading now refuses such a file, naming it and what to do.
+
+The dock's segment-everything thresholds before a picked checkpoint loads follow the same
+rule: they were SAM's for a demo-architecture checkpoint without its FILE.json and ignored an
+``"automatic"`` entry stored in the checkpoint."""
 
 from __future__ import annotations
 
@@ -74,3 +78,25 @@ def test_the_cli_names_a_metadata_file_holding_a_list(tmp_path, capsys, offline_
         f"{tmp_path / 'm.json'} beside m.pt holds a list, not a JSON object of the "
         "checkpoint's settings")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("config, entries, beside", [
+    (SMALLEST_CNN, {}, None),  # the demo's architecture, no FILE.json: the demo's settings
+    (SMALLEST_VIT, {"automatic": {"pred_iou_thresh": 0.4}}, {"note": "written by hand"}),
+    (SMALLEST_VIT, {"automatic": {"pred_iou_thresh": 0.4}},
+     {"automatic": {"stability_score_thresh": 0.5}}),
+], ids=["cnn-without-json", "own-entry-under-a-json", "json-over-own-entry"])
+def test_the_dock_shows_the_thresholds_the_checkpoint_loads_with(tmp_path, config, entries,
+                                                                beside):
+    """What the dock's boxes show when a checkpoint is picked, before it loads
+    (``annotate.model_choice.recommended_thresholds``): SAM's 0.88 / 0.95 for the first two."""
+    from napari_sam.annotate.model_choice import ModelChoice, recommended_thresholds
+    from napari_sam.automatic import recommended_thresholds as of_model
+    from napari_sam.models.registry import load_model
+
+    path = _own_entries(tmp_path / "m.pt", config, **entries)
+    if beside is not None:
+        (tmp_path / "m.json").write_text(json.dumps(beside))
+    shown = recommended_thresholds(ModelChoice(str(path), "file: m.pt", is_file=True))
+    assert shown == of_model(load_model(path))
+    assert (shown["pred_iou_thresh"], shown["stability_score_thresh"]) != (0.88, 0.95)

@@ -13,7 +13,7 @@ import os
 import shutil
 
 import numpy as np
-from sam_qt_helpers import canvas_click, pick_checkpoint
+from sam_qt_helpers import canvas_click, click_button, pick_checkpoint
 
 from napari_sam.models.registry import DEMO_NAME, where
 
@@ -131,7 +131,9 @@ def test_thresholds_follow_a_checkpoint_without_its_json_once_it_has_loaded(
     shutil.copyfile(where(DEMO_NAME), alone)
     viewer, widget = make_widget(_disc_image(), sync=False, preload=False, name="disc")
     pick_checkpoint(widget, alone)
-    assert widget._iou.value() == 0.88  # nothing known before it loads
+    assert widget.controller.predictor is None  # before it loads, too
+    assert (widget._iou.value(), widget._stability.value()) == (
+        demo["pred_iou_thresh"], demo["stability_score_thresh"])
     viewer.layers.selection.active = widget.controller.points_layer
     canvas_click(viewer, 48, 48)
     qtbot.waitUntil(lambda: widget.controller.job is None and widget.controller.predictor
@@ -147,6 +149,34 @@ def test_thresholds_follow_a_checkpoint_without_its_json_once_it_has_loaded(
     qtbot.waitUntil(lambda: widget.controller.job is None and widget.controller.predictor
                     is not None, timeout=120_000)
     assert widget._iou.value() == 0.8
+
+
+def test_segment_everything_right_after_picking_a_checkpoint_without_its_json_uses_its_own(
+        make_widget, qtbot, tmp_path, monkeypatch):
+    """The boxes showed SAM's 0.88 / 0.95 until such a checkpoint had loaded, so *Segment
+    everything* pressed first ran it with them (and the boxes changed under the result). Now
+    the boxes show, from the moment it is picked, the demo model's thresholds it loads with
+    (``recommended_thresholds`` follows ``registry.declared_settings``); the job gets them."""
+    from napari_sam.automatic import recommended_thresholds
+    from napari_sam.models.registry import demo_settings
+    from spy import spy
+
+    demo = recommended_thresholds(demo_settings()["automatic"])
+    assert (demo["pred_iou_thresh"], demo["stability_score_thresh"]) != (0.88, 0.95)
+    alone = tmp_path / "round1.pt"
+    shutil.copyfile(where(DEMO_NAME), alone)
+    viewer, widget = make_widget(_disc_image(), sync=False, preload=False, name="disc")
+    c = widget.controller
+    pick_checkpoint(widget, alone)
+    shown = (widget._iou.value(), widget._stability.value())
+    assert c.predictor is None and shown == (demo["pred_iou_thresh"],
+                                             demo["stability_score_thresh"])
+    given = spy(monkeypatch, c, "segment_everything",
+                lambda **kw: (kw["pred_iou_thresh"], kw["stability_score_thresh"]))
+    click_button(qtbot, widget, "Segment everything")
+    qtbot.waitUntil(lambda: c.job is None and c.predictor is not None, timeout=120_000)
+    assert given == [shown]
+    assert (widget._iou.value(), widget._stability.value()) == shown
 
 
 def test_a_checkpoint_that_fails_to_load_gives_back_the_model_before_it(make_widget, qtbot,

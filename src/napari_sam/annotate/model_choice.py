@@ -160,32 +160,26 @@ def file_choice(path: str | os.PathLike) -> ModelChoice:
 
 def recommended_thresholds(choice: ModelChoice) -> dict[str, float]:
     """Segment-everything thresholds for ``choice`` without loading it: SAM's defaults
-    updated with the ``"automatic"`` entry of the checkpoint metadata JSON, if any (the
-    bundled demo model has one). Unreadable metadata, or metadata that records another
-    checkpoint's size (no hashing here: loading checks its sha256), gives SAM's defaults."""
-    import json
-
+    updated with the ``"automatic"`` entry of the settings it loads with. A checkpoint file:
+    :func:`~napari_sam.models.registry.declared_settings` (its own entries, a metadata file
+    that describes it over them, the demo model's for a checkpoint of the demo's
+    architecture without one), a metadata file compared by size only (no hashing here:
+    loading checks its sha256); the bundled demo model: its metadata file. A file that
+    cannot be loaded gives SAM's defaults (loading it says why)."""
     from napari_sam.automatic import recommended_thresholds as for_model
-    from napari_sam.models.checkpoint import find_checkpoint_metadata, metadata_describes
-    from napari_sam.models.registry import REGISTRY, automatic_defaults, where
+    from napari_sam.models.checkpoint import with_metadata_file
+    from napari_sam.models.registry import REGISTRY, automatic_defaults, declared_settings, where
 
-    own: dict[str, float] = {}
-    if choice.is_file:
-        checkpoint = Path(choice.key)
-    elif choice.key in REGISTRY and REGISTRY[choice.key].packaged:
-        checkpoint = where(choice.key)
-    else:
-        checkpoint = None  # downloadable SAM weights: no checkpoint metadata of ours
-    metadata = None if checkpoint is None else find_checkpoint_metadata(checkpoint)
-    if metadata is not None:
-        try:
-            stored = json.loads(metadata.read_text())
-            if isinstance(stored, dict) and metadata_describes(stored, checkpoint,
-                                                               hash_file=False):
-                own = automatic_defaults(stored, metadata)
-        except (OSError, ValueError):
-            pass
-    return for_model(own)
+    try:
+        if choice.is_file:  # picked: its file was read already (file_choice), torch is here
+            settings = declared_settings(choice.key, hash_file=False)
+        elif choice.key in REGISTRY and REGISTRY[choice.key].packaged:
+            settings = with_metadata_file({}, where(choice.key), hash_file=False)
+        else:
+            settings = {}  # downloadable SAM weights: no checkpoint metadata of ours
+        return for_model(automatic_defaults(settings, choice.key))
+    except (OSError, ValueError):
+        return for_model({})
 
 
 def default_choice(choices: list[ModelChoice]) -> ModelChoice | None:
