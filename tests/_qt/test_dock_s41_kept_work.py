@@ -74,3 +74,84 @@ def test_brush_strokes_after_autosave_failed_remind_that_it_is_off_once_a_stroke
         reminders = [t for t in said if STILL_OFF in t]
         assert reminders == [f"Painted in '{layer.name}'. {STILL_OFF}"] * n, said
         assert widget._status.text() == reminders[-1]
+
+
+def _first_job_loads_the_model(make_widget, tiny_ckpt, qtbot):
+    """The dock on an 8-slice stack with a checkpoint file picked and not yet loaded: the
+    first job loads it. Returns ``(viewer, widget)``."""
+    from sam_qt_helpers import pick_checkpoint
+
+    viewer, widget = make_widget(blob_stack(z=8), sync=False, preload=False, name="stack")
+    pick_checkpoint(widget, tiny_ckpt)
+    assert widget.controller.predictor is None
+    return viewer, widget
+
+
+def _click_previews(viewer, widget, qtbot) -> str:
+    """Click a nucleus on slice 0; the status line once the click's job is done."""
+    from sam_qt_helpers import canvas_click
+
+    c = widget.controller
+    viewer.dims.set_current_step(0, 0)
+    viewer.layers.selection.active = c.points_layer
+    canvas_click(viewer, 20, 20)
+    qtbot.waitUntil(lambda: c.job is None and bool(c.previews), timeout=60_000)
+    return widget._status.text()
+
+
+def test_a_click_after_the_job_that_loaded_the_model_failed_previews(
+        make_widget, tiny_ckpt, tmp_path, monkeypatch, qtbot):
+    """Review of session 41: the slices of a failed first job were kept, but the model it had
+    loaded was not (a failed job's result is not applied): the next click found its slice
+    embedded, decoded with no model and failed with "unexpected AttributeError: 'NoneType'
+    object has no attribute 'model'", at every click until the model or image changed."""
+    import errno
+
+    import zarr
+
+    viewer, widget = _first_job_loads_the_model(make_widget, tiny_ckpt, qtbot)
+    c = widget.controller
+    widget._store.setText(str(tmp_path / "emb.zarr"))
+    widget._on_store_changed()
+    write = zarr.Array.__setitem__
+
+    def full_from_slice_3(self, key, value):
+        if np.ndim(value) == 3 and key >= 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(self, key, value)
+
+    monkeypatch.setattr(zarr.Array, "__setitem__", full_from_slice_3)
+    click_button(qtbot, widget, "Compute embeddings")
+    qtbot.waitUntil(lambda: c.job is None, timeout=120_000)
+    assert widget._emb_state.text() == "failed: 3 of 8 slices embedded"
+    monkeypatch.setattr(zarr.Array, "__setitem__", write)  # space freed
+    status = _click_previews(viewer, widget, qtbot)
+    assert "unexpected" not in status and "object" in status, status
+
+
+def test_a_click_after_cancelling_the_job_that_loaded_the_model_previews(
+        make_widget, tiny_ckpt, monkeypatch, qtbot):
+    """The same after Cancel: the kept slices must not make a click decode without a model."""
+    import threading
+
+    from napari_sam.predictor import Predictor
+
+    viewer, widget = _first_job_loads_the_model(make_widget, tiny_ckpt, qtbot)
+    c = widget.controller
+    gate, entered = threading.Event(), threading.Event()
+    real = Predictor.encode_rgb
+
+    def held(self, rgbs):
+        entered.set()
+        assert gate.wait(60), "the test never let the encoder go on"
+        return real(self, rgbs)
+
+    monkeypatch.setattr(Predictor, "encode_rgb", held)
+    click_button(qtbot, widget, "Compute embeddings")
+    qtbot.waitUntil(entered.is_set, timeout=60_000)
+    assert click_button(qtbot, widget, "Cancel").startswith("Cancelling: ")
+    gate.set()
+    qtbot.waitUntil(lambda: c.job is None, timeout=120_000)
+    assert widget._emb_state.text().startswith("cancelled: 4 of 8"), widget._emb_state.text()
+    status = _click_previews(viewer, widget, qtbot)
+    assert "unexpected" not in status and "object" in status, status

@@ -513,7 +513,8 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
                 "it whole")
 
     def ready(self, indices) -> bool:
-        return self.emb is not None and not missing_slices(self.emb, indices)
+        return (self.predictor is not None and self.emb is not None
+                and not missing_slices(self.emb, indices))
 
     def _prepare_gen(self, indices, embed: bool = True, read_ahead=(), should_stop=None):
         """Generator job: load the model if needed, compute the embeddings of ``indices``
