@@ -71,7 +71,7 @@ from napari_sam.words import counted, for_count
 
 __all__ = [
     "FORMAT", "VERSION", "Session", "SessionError", "check_image", "check_model",
-    "check_session_path", "image_differences", "keep_aside", "model_unavailable", "recorded_axes",
+    "check_session_path", "image_differences", "keep_aside", "kept_stem", "model_unavailable", "recorded_axes",
     "recorded_tiling", "check_replayable", "ReplayResult", "compare", "image_hash", "read_session", "replay",
     "session_file_for", "fit_file_name", "saved_session_file", "shortened_note", "slice_operation", "volume_operation", "write_session",
     "op_contrast", "recorded_contrast",
@@ -396,7 +396,7 @@ def write_session(session: Session, path: os.PathLike | str, *,
         raise
     for name in stale:
         path.with_name(name).unlink(missing_ok=True)
-    remove_leftovers(path, keep)  # of an earlier write of this file, killed half-way
+    remove_leftovers(path, keep, kept_stem=kept_stem(path))  # a killed write's
     session.path = path
     return path
 
@@ -443,15 +443,23 @@ def _looks_like_session(path: Path) -> bool:
 KEPT_STEM_ROOM = NAME_MAX - len(".kept-YYYYmmdd-HHMMSS-99") - len(".labels-0123456789ab.tif.part")
 
 
-def _kept_name(path: Path, stamp: str) -> Path:
-    """A free ``<stem>.kept-<stamp>[-n].json`` beside ``path``; a stem too long for the names
-    of the copy's TIFFs (an alternate of a long image name) is fitted
-    (:func:`fit_file_name`), its ``.sam-session`` kept."""
-    stem = path.name[: -len(".json")]
+def kept_stem(path: Path) -> str:
+    """The stem of the kept-aside copies of the session file ``path``
+    (``<stem>.kept-<stamp>.json``): its own, or, too long for the names of the copy's TIFFs
+    (an alternate of a long image name), fitted (:func:`fit_file_name`), ``.sam-session``
+    kept."""
+    name = Path(path).name
+    stem = name[: -len(".json")] if name.endswith(".json") else name
     if len(os.fsencode(stem)) > KEPT_STEM_ROOM:
         inner = SESSION_FILE_SUFFIX[: -len(".json")] if stem.endswith(
             SESSION_FILE_SUFFIX[: -len(".json")]) else ""
         stem = fit_file_name(stem[: len(stem) - len(inner)], KEPT_STEM_ROOM - len(inner)) + inner
+    return stem
+
+
+def _kept_name(path: Path, stamp: str) -> Path:
+    """A free ``<stem>.kept-<stamp>[-n].json`` beside ``path`` (:func:`kept_stem`)."""
+    stem = kept_stem(path)
     for n in range(100):
         kept = path.with_name(f"{stem}.kept-{stamp}{'' if not n else f'-{n}'}.json")
         if not kept.exists():

@@ -34,22 +34,26 @@ __all__ = ["LEFTOVER_AGE_S", "leftovers", "remove_leftovers"]
 LEFTOVER_AGE_S = 120.0
 
 
-def _patterns(json_path: Path) -> list[re.Pattern]:
+def _patterns(json_path: Path, kept_stem: str | None = None) -> list[re.Pattern]:
     name = json_path.name
-    stem = re.escape(name[: -len(".json")] if name.endswith(".json") else name)
+    own = name[: -len(".json")] if name.endswith(".json") else name
+    stem = re.escape(own)
     tiff = stem + r"\.(?:labels|base)-[0-9a-f]{12}\.tif"
-    kept_copy = stem + r"\.kept-\d{8}-\d{6}(?:-\d+)?\.(?:labels|base)-[0-9a-fx]{12}\.tif\.part"
+    kept = re.escape(kept_stem if kept_stem is not None else own)
+    kept_copy = kept + r"\.kept-\d{8}-\d{6}(?:-\d+)?\.(?:labels|base)-[0-9a-fx]{12}\.tif\.part"
     return [re.compile(tiff), re.compile(r"\." + tiff + r"\.[0-9a-f]{12}\.tmp"),
             re.compile(r"\." + re.escape(name) + r"\.[0-9a-f]{12}\.tmp"), re.compile(kept_copy)]
 
 
 def leftovers(json_path: Path, keep: Iterable[str] = (), *,
-              older_than: float = LEFTOVER_AGE_S) -> list[Path]:
+              older_than: float = LEFTOVER_AGE_S, kept_stem: str | None = None) -> list[Path]:
     """The files a killed write of the session file ``json_path`` left beside it (see the
     module docstring), leaving out the names in ``keep`` (the TIFFs the file names now) and
-    files changed less than ``older_than`` seconds ago; sorted by name."""
+    files changed less than ``older_than`` seconds ago; sorted by name.
+    ``kept_stem``: the stem of the kept-aside copies of ``json_path``
+    (:func:`napari_sam.session.kept_stem`; default: its own stem)."""
     json_path = Path(json_path)
-    keep, pats, now = set(keep), _patterns(json_path), time.time()
+    keep, pats, now = set(keep), _patterns(json_path, kept_stem), time.time()
     out = []
     try:
         entries = list(json_path.parent.iterdir())
@@ -67,14 +71,16 @@ def leftovers(json_path: Path, keep: Iterable[str] = (), *,
 
 
 def remove_leftovers(json_path: Path, keep: Iterable[str] = (), *,
-                     older_than: float = LEFTOVER_AGE_S) -> list[Path]:
+                     older_than: float = LEFTOVER_AGE_S,
+                     kept_stem: str | None = None) -> list[Path]:
     """Remove :func:`leftovers` (best effort: a file that cannot be removed stays); returns
     the files removed."""
     gone = []
-    for p in leftovers(json_path, keep, older_than=older_than):
+    for p in leftovers(json_path, keep, older_than=older_than, kept_stem=kept_stem):
         try:
             p.unlink()
         except OSError:
             continue
         gone.append(p)
     return gone
+
