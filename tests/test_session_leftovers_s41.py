@@ -3,6 +3,7 @@ only what a killed write of that file left, never a TIFF another session file na
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -21,6 +22,40 @@ def _session(value: int) -> Session:
 def _age(folder) -> None:
     for p in folder.iterdir():
         os.utime(p, (OLD, OLD))
+
+
+def test_a_session_file_renamed_by_the_user_keeps_its_labels_tiff(tmp_path):
+    """A version kept by renaming ``foo.json`` to ``foo-v1.json`` (its TIFF stays beside it,
+    named in it) lost that TIFF at the next save to ``foo.json``."""
+    write_session(_session(1), tmp_path / "foo.json")
+    os.rename(tmp_path / "foo.json", tmp_path / "foo-v1.json")
+    _age(tmp_path)
+    write_session(_session(2), tmp_path / "foo.json")
+    assert read_session(tmp_path / "foo-v1.json").labels.max() == 1
+    assert read_session(tmp_path / "foo.json").labels.max() == 2
+
+
+def test_no_whole_tiff_is_removed_while_a_json_beside_it_cannot_be_read(tmp_path):
+    """An unreadable ``*.json`` may be a session file naming the TIFF; a whole TIFF no
+    readable file names goes once it can be read (and hidden temporaries go anyway)."""
+    write_session(_session(1), tmp_path / "foo.json")
+    orphan = tmp_path / "foo.labels-0123456789ab.tif"  # a killed write's, named by no file
+    orphan.write_bytes((tmp_path / json.loads((tmp_path / "foo.json").read_text())[
+        "labels"]["path"]).read_bytes())
+    os.rename(tmp_path / "foo.json", tmp_path / "foo-v1.json")
+    broken = tmp_path / "notes.json"
+    broken.write_text('{"format": "napari-sam-session", "labels": {"pa')
+    tmp = tmp_path / ".foo.labels-ba9876543210.tif.00aa11bb22cc.tmp"
+    tmp.write_bytes(b"II*\x00")
+    _age(tmp_path)
+    write_session(_session(2), tmp_path / "foo.json")
+    assert orphan.exists() and not tmp.exists()
+    assert read_session(tmp_path / "foo-v1.json").labels.max() == 1
+    broken.write_text("{}")
+    write_session(_session(3), tmp_path / "other.json")  # (a write of another file)
+    write_session(_session(4), tmp_path / "foo.json")
+    assert not orphan.exists()
+    assert read_session(tmp_path / "foo-v1.json").labels.max() == 1
 
 
 def test_a_cut_short_kept_copy_of_a_long_named_session_goes_at_the_next_write(tmp_path):

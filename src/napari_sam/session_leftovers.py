@@ -15,23 +15,31 @@ segmentation fault) leaves the previous session whole, but also, beside it:
 
 Before, none of them was ever removed (each crash during an autosave of large labels added
 up to two hidden copies of the labels beside the image). :func:`remove_leftovers` removes
-them at the next write of the same session file; a file changed in the last
-:data:`LEFTOVER_AGE_S` seconds is kept (it may be another writer's, still under way: two
-processes saving one file). Only names made by ``write_session`` for this file are touched:
-a user's ``<stem>.labels-manual.tif`` and another session file's TIFFs stay.
+them at the next write of the same session file; a file
+changed in the last :data:`LEFTOVER_AGE_S` seconds is kept (it may be another writer's,
+still under way: two processes saving one file). Only names made by ``write_session`` for
+this file are touched: a user's ``<stem>.labels-manual.tif`` and another session file's
+TIFFs stay. A whole TIFF is removed only when no ``*.json`` in its folder names it: a user
+who kept a version by renaming ``foo.json`` to ``foo-v1.json`` keeps its TIFF (before, the
+next save to ``foo.json`` removed it), and when one ``*.json`` there cannot be read, no whole
+TIFF is removed (it may be a session file that names it).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["LEFTOVER_AGE_S", "leftovers", "remove_leftovers"]
+__all__ = ["LEFTOVER_AGE_S", "leftovers", "named_by_session_files", "remove_leftovers"]
 
 #: a leftover changed this recently (seconds) may be another live write's, and is kept
 LEFTOVER_AGE_S = 120.0
+
+_WHOLE_TIFF = re.compile(r".*\.(?:labels|base)-[0-9a-f]{12}\.tif")  # (not .tmp, .part)
 
 
 def _patterns(json_path: Path, kept_stem: str | None = None) -> list[re.Pattern]:
@@ -45,11 +53,41 @@ def _patterns(json_path: Path, kept_stem: str | None = None) -> list[re.Pattern]
             re.compile(r"\." + re.escape(name) + r"\.[0-9a-f]{12}\.tmp"), re.compile(kept_copy)]
 
 
+def named_by_session_files(folder: Path) -> set[str] | None:
+    """The names of the files that the ``*.json`` files in ``folder`` name as their labels or
+    base TIFF (``labels.path``, ``base.path``; a session file renamed or copied by the user
+    still names its TIFFs), or None when one of them cannot be read or is not JSON (it may be
+    a session file: nothing it might name is known to be free)."""
+    named: set[str] = set()
+    try:
+        files = [p for p in Path(folder).iterdir() if p.name.lower().endswith(".json")]
+    except OSError:
+        return None
+    for p in files:
+        try:
+            if not p.is_file():
+                continue
+            data = json.loads(p.read_text(encoding="utf-8-sig"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, Mapping):
+            continue
+        for what in ("labels", "base"):
+            ref = data.get(what)
+            if isinstance(ref, Mapping) and isinstance(ref.get("path"), str):
+                target = Path(os.path.normpath(Path(folder) / ref["path"]))
+                if target.parent == Path(os.path.normpath(folder)):
+                    named.add(target.name)
+    return named
+
+
 def leftovers(json_path: Path, keep: Iterable[str] = (), *,
               older_than: float = LEFTOVER_AGE_S, kept_stem: str | None = None) -> list[Path]:
     """The files a killed write of the session file ``json_path`` left beside it (see the
-    module docstring), leaving out the names in ``keep`` (the TIFFs the file names now) and
-    files changed less than ``older_than`` seconds ago; sorted by name.
+    module docstring), leaving out the names in ``keep`` (the TIFFs the file names now),
+    files changed less than ``older_than`` seconds ago, and whole TIFFs that a ``*.json``
+    beside it names (:func:`named_by_session_files`: a session file the user renamed or
+    copied; all of them when one ``*.json`` there cannot be read); sorted by name.
     ``kept_stem``: the stem of the kept-aside copies of ``json_path``
     (:func:`napari_sam.session.kept_stem`; default: its own stem)."""
     json_path = Path(json_path)
@@ -67,6 +105,10 @@ def leftovers(json_path: Path, keep: Iterable[str] = (), *,
                 out.append(p)
         except OSError:
             continue
+    if any(_WHOLE_TIFF.fullmatch(p.name) for p in out):
+        named = named_by_session_files(json_path.parent)
+        out = [p for p in out if not _WHOLE_TIFF.fullmatch(p.name)
+               or (named is not None and p.name not in named)]
     return sorted(out)
 
 
