@@ -58,7 +58,7 @@ from napari_sam.session_checks import (
     recorded_axes,
     session_error,
 )
-from napari_sam.session_leftovers import remove_leftovers
+from napari_sam.session_leftovers import sweep_once
 from napari_sam.session_replay import (
     ReplayResult,
     check_replayable,
@@ -356,8 +356,9 @@ def write_session(session: Session, path: os.PathLike | str, *,
     ``<name>.labels-manual.tif`` stays): a crash at any point leaves the previous or the new
     session complete. When a write fails (a full disk), the TIFFs this call wrote are removed
     again: no session file names them. What an earlier write of ``path`` killed half-way left
-    beside it (temporaries, TIFFs no session file names) is removed once the JSON is written
-    (:func:`napari_sam.session_leftovers.remove_leftovers`).
+    beside it (temporaries, TIFFs no session file names) is removed once the JSON is written,
+    at the first write of ``path`` in this process
+    (:func:`napari_sam.session_leftovers.sweep_once`).
 
     Parameters
     ----------
@@ -396,7 +397,7 @@ def write_session(session: Session, path: os.PathLike | str, *,
         raise
     for name in stale:
         path.with_name(name).unlink(missing_ok=True)
-    remove_leftovers(path, keep, kept_stem=kept_stem(path))  # a killed write's
+    sweep_once(path, keep, kept_stem=kept_stem(path))  # what a killed write of it left
     session.path = path
     return path
 

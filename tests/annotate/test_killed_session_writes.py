@@ -44,8 +44,9 @@ def _left_by_a_kill(folder, labels):
 
 @pytest.mark.filterwarnings("ignore:Its model .tiny. is no model name")
 def test_what_a_killed_session_write_left_is_not_loaded_and_goes_at_the_next_write(
-        tiny_sam, tmp_path):
+        tiny_sam, tmp_path, monkeypatch):
     from napari_sam import session as S
+    from napari_sam import session_leftovers
 
     image = tmp_path / "blobs.tif"
     s = on_image(blob_session(tiny_sam), image)
@@ -58,7 +59,8 @@ def test_what_a_killed_session_write_left_is_not_loaded_and_goes_at_the_next_wri
     assert sorted(np.unique(saved).tolist()) == [0, 1]
     gone, stay = _left_by_a_kill(tmp_path, saved + 7 * (saved == 0))
 
-    again = on_image(blob_session(tiny_sam), image)  # napari started again
+    monkeypatch.setattr(session_leftovers, "_SWEPT", set())  # napari started again:
+    again = on_image(blob_session(tiny_sam), image)  # its first write sweeps
     offered = again.offer_resume()
     assert offered is not None and len(offered.operations) == 1
     resumed = again.resume()
