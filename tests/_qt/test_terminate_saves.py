@@ -98,3 +98,73 @@ def test_sigterm_saves_a_hand_correction_or_the_write_under_way_before_napari_en
         assert len(saved.operations) == 2  # the commit whose write was under way
         assert sorted(np.unique(saved.labels).tolist()) == [0, 1, 2]
         assert (saved.labels[3] == 2).any() and not (saved.labels[1] == 2).any()
+
+
+_TOLD_TO_END_MID_COMMIT = r"""
+import os, signal, sys
+sys.path[:0] = [{helpers!r}, {tests!r}]
+import napari
+import napari_sam._qt.paint_autosave as P
+from sam_qt_helpers import canvas_click, commit_on, open_from_menu, pick_checkpoint
+
+P.PAINT_AUTOSAVE_MS = 600_000  # a stroke's autosave still waits when the signal comes
+viewer = napari.Viewer(show=False)
+viewer.open({stack!r}, plugin="napari")
+dock, widget = open_from_menu(viewer)
+widget.controller.sync = True
+pick_checkpoint(widget, {ckpt!r})
+commit_on(viewer, widget, 1)
+c = widget.controller
+c.target_layer.selected_label = 9
+c.target_layer.paint((1, 40, 40), 9)  # a hand edit: its autosave waits for the stroke's end
+written = c.labels_changed
+
+def written_then_told_to_end(*args, **kwargs):  # the pixels are in, the log not yet
+    written(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+c.labels_changed = written_then_told_to_end
+viewer.dims.set_point(0, 3)
+viewer.layers.selection.active = c.points_layer
+canvas_click(viewer, 44, 44)
+print("COMMITTING", flush=True)
+widget._on_commit()  # no event loop runs (a notebook cell, a script): the signal comes here
+print("NOT ENDED", flush=True)
+"""
+
+
+def test_sigterm_with_no_event_loop_saves_no_half_applied_commit(stack_file, tiny_ckpt):
+    """Told to end while a notebook cell (or a script, no Qt event loop running) commits:
+    the handler ran in the middle of the commit and wrote the waiting hand-edit autosave
+    there, a file holding the commit's pixels without its record (its replay differs, its
+    object table misses label 2). Now the file holds the last whole state autosaved."""
+    from napari_sam import session as S
+
+    script = _TOLD_TO_END_MID_COMMIT.format(helpers=str(HERE), tests=str(HERE.parent),
+                                            stack=str(stack_file), ckpt=str(tiny_ckpt))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert "COMMITTING" in proc.stdout and "NOT ENDED" not in proc.stdout, proc.stderr[-3000:]
+    assert proc.returncode == -signal.SIGTERM
+    saved = S.read_session(stack_file.with_name("blobs.tif.sam-session.json"))
+    assert len(saved.operations) == 1  # the first commit, whole
+    assert sorted(np.unique(saved.labels).tolist()) == [0, 1]  # no pixel of the half commit
+
+
+def test_all_sessions_share_one_deadline_for_their_autosaves():
+    """Two sessions whose autosaves hang waited 60 s each in turn, past the SIGKILL that
+    ends a hung napari at 70 s; they share the one deadline now."""
+    from napari_sam._qt.terminate_saves import wait_for_autosaves
+
+    asked = []
+
+    class Hung:
+        def wait_autosave(self, timeout):
+            asked.append(timeout)
+            time.sleep(timeout)
+            return False
+
+    t0 = time.monotonic()
+    assert wait_for_autosaves([Hung(), Hung(), Hung()], t0 + 0.6) is False
+    assert time.monotonic() - t0 < 1.0
+    assert asked[0] <= 0.6 and asked[1] < 0.05 and asked[2] < 0.05

@@ -16,19 +16,28 @@ sit in C++ for long: a light timer (:data:`TICK_MS`) lets it run. The handler it
 asks the event loop to save (the signal may come in the middle of a commit or of a write on
 the UI thread): the saves run once that is done. A main thread stuck in C code never runs the handler: such
 a napari (frozen) ends on SIGKILL only, where SIGTERM ended it before.
+
+When no event loop runs (a Jupyter cell running with ``%gui qt``, a script blocked in
+``widget.wait()``), nothing would run a save asked for later, and the handler runs in the
+middle of whatever the main thread does, possibly a commit half applied: it then snapshots
+nothing (a pending hand-edit autosave is not written: it would save the labels of that half
+commit) and only waits for the autosaves already handed to the writer's thread, which are
+copies taken between commits. Before, it wrote the pending hand-edit autosave there too.
+All sessions share one :data:`WAIT_S` (before, each waited up to 60 s in turn: two slow
+ones passed the SIGKILL kept for a hang, :data:`WAIT_S` + 10 s).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import threading
+import time
 import weakref
 
 from napari_sam._qt.paint_autosave import flush_all
 
-__all__ = ["TICK_MS", "WAIT_S", "save_on_terminate"]
+__all__ = ["TICK_MS", "WAIT_S", "save_on_terminate", "wait_for_autosaves"]
 
 #: how often the event loop lets Python look at signals (ms)
 TICK_MS = 250
@@ -69,6 +78,7 @@ def _told_to_end(signum, frame) -> None:
     if _STATE["ending"]:
         return
     _STATE["ending"] = True
+    deadline = time.monotonic() + WAIT_S
     # whatever happens, the process ends (a save that hangs: an unreachable network share)
     watchdog = threading.Timer(WAIT_S + 10, os.kill, (os.getpid(), signal.SIGKILL))
     watchdog.daemon = True
@@ -76,19 +86,34 @@ def _told_to_end(signum, frame) -> None:
     from qtpy.QtCore import QCoreApplication, QThread, QTimer
 
     if QCoreApplication.instance() is not None and QThread.currentThread().loopLevel() > 0:
-        QTimer.singleShot(0, lambda: _save_and_end(signum))  # after what the loop is doing
-    else:  # no event loop runs (a script after napari's window closed): it would never come
-        _save_and_end(signum)
+        QTimer.singleShot(0, lambda: _save_and_end(signum, deadline, True))  # after what the
+        # loop is doing
+    else:  # no event loop runs (a notebook cell, a script): a save asked for would never
+        # come, and this runs inside whatever the main thread does (maybe a commit half
+        # applied): only the autosaves handed to the writer (copies) are waited for
+        _save_and_end(signum, deadline, False)
 
 
-def _save_and_end(signum: int) -> None:
+def _save_and_end(signum: int, deadline: float, flush: bool) -> None:
     try:
-        flush_all()  # the hand edits whose autosave waits for the end of the stroke
-        for session in list(_SESSIONS):
-            with contextlib.suppress(Exception):
-                session.wait_autosave(WAIT_S)
+        if flush:
+            flush_all()  # the hand edits whose autosave waits for the end of the stroke
+        wait_for_autosaves(list(_SESSIONS), deadline)
     finally:
         _end(signum)
+
+
+def wait_for_autosaves(sessions, deadline: float) -> bool:
+    """Wait for the autosaves under way and waiting of ``sessions`` (``AnnotationSession``)
+    until ``deadline`` (:func:`time.monotonic`), one deadline for all; False when it passed
+    first (or a wait failed)."""
+    done = True
+    for session in sessions:
+        try:
+            done = session.wait_autosave(max(0.0, deadline - time.monotonic())) and done
+        except Exception:  # noqa: BLE001 - the others are still saved
+            done = False
+    return done
 
 
 def _end(signum: int) -> None:
