@@ -239,3 +239,38 @@ def test_a_cnn_checkpoint_without_its_metadata_records_the_smoothing_it_runs_wit
                         in err), err
     assert "input_smoothing" not in json.loads(nio.output_metadata_path(out).read_text())[
         "parameters"]
+
+
+def test_outputs_of_a_checkpoint_without_its_json_made_before_its_smoothing_was_recorded_stay(
+        tmp_path, capsys, offline_cli):
+    """A CNN checkpoint without its FILE.json (the demo's copied as mine.pt) runs smoothed
+    (0.7); the resume signature records that since, and every output made before (its
+    sidecar lacks ``input_smoothing``; its model id says ``+smooth0.7``) was recomputed with
+    "parameters changed: input_smoothing 0.0 -> 0.7". It is complete now; one whose model
+    id says no smoothing is still recomputed."""
+    import tifffile
+
+    from napari_sam import io as nio
+    from napari_sam.models.registry import DEMO_NAME, where
+    from stacks import blob_stack
+
+    if not where(DEMO_NAME).is_file():
+        pytest.skip("the bundled demo model is not installed")
+    inp = tmp_path / "blobs.tif"
+    tifffile.imwrite(inp, blob_stack()[:2])
+    mine = tmp_path / "mine.pt"
+    shutil.copy(where(DEMO_NAME), mine)
+    out = tmp_path / "out"
+    argv = ["auto", inp, "-o", out, "--model", mine, "--points-per-side", "4"]
+    assert cli(argv, capsys)[0] == 0
+    sidecar = nio.output_metadata_path(out / "blobs_labels.tif")
+    record = json.loads(sidecar.read_text())
+    assert record["parameters"].pop("input_smoothing") == 0.7  # as written before
+    assert record["model"]["id"].endswith("+smooth0.7")
+    sidecar.write_text(json.dumps(record))
+    rc, said, err = cli(argv, capsys)
+    assert rc == 0 and "0 done, 1 skipped" in said + err, said + err
+    record["model"]["id"] = record["model"]["id"].split("+")[0]  # made unsmoothed
+    sidecar.write_text(json.dumps(record))
+    rc, said, err = cli(argv, capsys)
+    assert rc == 0 and "parameters changed: input_smoothing" in said + err, said + err

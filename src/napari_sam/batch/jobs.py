@@ -236,7 +236,7 @@ def output_verdict(output: Path, input_path: Path | None, signature: Mapping) ->
         state = "other-command" if is_embedding_store(output) else "foreign"
         return OutputVerdict(state, signature=sig)
     params = meta.get("parameters") or {}
-    params = dict(params) if isinstance(params, Mapping) else {}
+    params = recorded_smoothing(dict(params) if isinstance(params, Mapping) else {}, meta)
     verdict = partial(OutputVerdict, recorded=params, signature=sig)
     if params.get("command") not in (None, sig.get("command")):
         return verdict("other-command" if exists else "missing")
@@ -256,6 +256,26 @@ def output_verdict(output: Path, input_path: Path | None, signature: Mapping) ->
     if ids is not None and ids[0] != ids[1]:
         return verdict("changed", "model", model_ids=ids)
     return verdict("complete")
+
+
+def recorded_smoothing(params: dict, meta: Mapping) -> dict:
+    """``params`` (an output's recorded parameters) with the ``input_smoothing`` its model
+    ran with when they lack it: outputs written before the signature recorded the smoothing
+    of a CNN checkpoint without its FILE.json have none, but their model id says it
+    (``file:<hash>+smooth0.7``); read as 0, a rerun redid them all with "parameters changed:
+    input_smoothing 0.0 -> 0.7", the same smoothing."""
+    if "input_smoothing" in params:
+        return params
+    model = meta.get("model")
+    model_id = str(model.get("id") or "") if isinstance(model, Mapping) else ""
+    for part in model_id.split("+")[1:]:
+        if part.startswith("smooth"):
+            try:
+                sigma = float(part[len("smooth"):])
+            except ValueError:
+                return params
+            return {**params, "input_smoothing": sigma} if sigma > 0 else params
+    return params
 
 
 def job_output_state(job: Job, ctx: Context) -> str:
