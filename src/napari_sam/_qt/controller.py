@@ -25,7 +25,7 @@ from . import targets as T
 from .layer_history import record_step
 from .notify import guarded, info, report, status_text, warn
 from .paint_autosave import PaintAutosave
-from .pyramid import layer_source
+from .time_point import time_source
 from .torch_import import torch_import
 from .view_problems import ViewProblems
 from .workers import Job, run_job
@@ -254,11 +254,8 @@ class AnnotationController(ViewProblems, AnnotationSession):
 
     def clear_prompts(self) -> None:
         self._muted = True
-        try:
-            if self.points_layer is not None:
-                self.points_layer.data = np.empty((0, self.points_layer.ndim))
-            if self.boxes_layer is not None and len(self.boxes_layer.data):
-                self.boxes_layer.data = []
+        try:  # (a movie's other time points keep theirs)
+            L.drop_shown_prompts(self.points_layer, self.boxes_layer, self.source)
         finally:
             self._muted = False
 
@@ -447,7 +444,7 @@ class AnnotationController(ViewProblems, AnnotationSession):
                             "> Segment Anything Stacks) and pick it in 'Image'.")
         layer = L.unwrap(layer)
         try:
-            source = layer_source(layer, channel_axis, channel)  # a pyramid's level 0
+            source = time_source(self.viewer, layer, channel_axis, channel)  # (pyramid: level 0)
         except (UserError, ValueError) as err:  # the status says why, not "open an image"
             self.image_refusal, self.refused_image = f"Cannot use '{layer.name}': {err}", layer
             self._say(self.image_refusal)

@@ -30,6 +30,7 @@ __all__ = [
     "box_rectangles",
     "boxes_from_layer",
     "data_to_world_matrix",
+    "drop_shown_prompts",
     "geometry",
     "layer_coords",
     "read_boxes",
@@ -283,11 +284,13 @@ def add_labels_layer(viewer, source: ImageSource, image_layer, name: str, dtype=
 
 
 def read_points(layer, source: ImageSource) -> tuple[np.ndarray, np.ndarray]:
-    """Prompt points as (P, 3) (z, row, col) stack coordinates and (P,) 1/0 labels."""
+    """Prompt points as (P, 3) (z, row, col) stack coordinates and (P,) 1/0 labels (of a
+    movie: the points at its time point; the others stay in the layer for their own)."""
     if layer is None or len(layer.data) == 0:
         return np.zeros((0, 3)), np.zeros(0, int)
-    zyx = source.to_zyx(layer.data)
-    kinds = layer.features["prompt"].astype(str).to_numpy()
+    here = source.at_time_point(layer.data)
+    zyx = source.to_zyx(layer.data)[here]
+    kinds = layer.features["prompt"].astype(str).to_numpy()[here]
     return zyx, (kinds != "negative").astype(int)
 
 
@@ -295,12 +298,13 @@ def read_points(layer, source: ImageSource) -> tuple[np.ndarray, np.ndarray]:
 
 def read_boxes(layer, source: ImageSource) -> list[np.ndarray]:
     """Rectangles of the boxes layer as (4, 3) vertex arrays in (z, row, col); rectangles
-    with a side under :data:`MIN_BOX_SIDE` pixels are left out."""
+    with a side under :data:`MIN_BOX_SIDE` pixels are left out, and a movie's rectangles at
+    other time points than its own."""
     if layer is None:
         return []
     out = []
     for verts, kind in zip(layer.data, layer.shape_type):
-        if kind != "rectangle":
+        if kind != "rectangle" or not source.at_time_point(verts).all():
             continue
         zyx = source.to_zyx(verts)
         if np.ptp(zyx[:, 1:], axis=0).min() < MIN_BOX_SIDE:
@@ -319,7 +323,26 @@ def layer_coords(source: ImageSource, zyx) -> np.ndarray:
     zyx = np.asarray(zyx, dtype=float).reshape(-1, 3)
     out = np.zeros((len(zyx), source.ndim))
     out[:, list(source.spatial_axes)] = zyx if source.is_3d else zyx[:, 1:]
+    if source.time_axis is not None:  # a movie's: at its time point
+        out[:, source.time_axis] = source.time_point
     return out
+
+
+def drop_shown_prompts(points, boxes, source: ImageSource | None) -> None:
+    """Remove the prompts of the ``points`` and ``boxes`` layers (None: none): all of them,
+    or of a movie those at its time point only (the others are other time points' prompts,
+    kept for when the time slider comes back to them)."""
+    movie = source is not None and source.time_axis is not None
+    for layer in (points, boxes):
+        if layer is None or not len(layer.data):
+            continue
+        if not movie:
+            layer.data = np.empty((0, layer.ndim)) if layer is points else []
+            continue
+        here = {i for i, d in enumerate(layer.data) if source.at_time_point(d).all()}
+        if here:
+            layer.selected_data = here
+            layer.remove_selected()
 
 
 class TransformWatch:

@@ -7,8 +7,10 @@ from __future__ import annotations
 from napari_sam.annotate.image_source import ImageSource, make_source
 
 
-def layer_source(layer, channel_axis: int | None, channel: int | None) -> ImageSource:
-    """The :class:`ImageSource` of image ``layer`` (a multiscale one: of its level 0).
+def layer_source(layer, channel_axis: int | None, channel: int | None,
+                 time_point: int | None = None) -> ImageSource:
+    """The :class:`ImageSource` of image ``layer`` (a multiscale one: of its level 0; a movie
+    of volumes at ``time_point``: :func:`~napari_sam.annotate.image_source.make_source`).
 
     Raises
     ------
@@ -17,7 +19,8 @@ def layer_source(layer, channel_axis: int | None, channel: int | None) -> ImageS
     """
     return make_source(layer.data, rgb=bool(getattr(layer, "rgb", False)),
                        channel_axis=channel_axis, channel=channel,
-                       multiscale=bool(getattr(layer, "multiscale", False)))
+                       multiscale=bool(getattr(layer, "multiscale", False)),
+                       time_point=time_point)
 
 
 def level_note(layer) -> str:

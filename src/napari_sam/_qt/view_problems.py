@@ -13,12 +13,13 @@ from napari_sam.annotate.errors import UserError
 
 from . import layers as L
 from .grid_view import grid_of, grid_problem
+from .time_point import TimePoints
 from .view_events import ViewEvents
 
 __all__ = ["ViewProblems"]
 
 
-class ViewProblems(AnnotationSession):
+class ViewProblems(TimePoints, AnnotationSession):
     """The view's problems for prompting, in the status line (a mixin of the controller:
     ``viewer``, ``image_layer``, ``source``, ``points_layer``, ``boxes_layer``)."""
 
@@ -27,11 +28,13 @@ class ViewProblems(AnnotationSession):
         self._view_said = False  # the status says the view cannot prompt
         self._view_events = ViewEvents(viewer.dims, self._on_view_changed, self.slice_shown,
                                        grid=grid_of(L.unwrap(viewer)))
+        viewer.dims.events.current_step.connect(self.time_step_shown)  # (a movie's slider)
         viewer.layers.selection.events.active.connect(self._on_active_layer)
         viewer.layers.events.connect(self._on_layer_event)  # (its layers' events too)
 
     def unwatch_view(self) -> None:
         self._view_events.close()
+        self.viewer.dims.events.current_step.disconnect(self.time_step_shown)
         self.viewer.layers.selection.events.active.disconnect(self._on_active_layer)
         self.viewer.layers.events.disconnect(self._on_layer_event)
 

@@ -458,7 +458,8 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
     def _cache_key(self):
         image_id, data = self.image_identity()
         return self.embeddings.key(
-            image_id, data, (self.channel_axis, self.channel), choice_identity(self.model_choice),
+            image_id, data, (self.channel_axis, self.channel, self.source.time_point),
+            choice_identity(self.model_choice),
             self.device, self.store, precision_key(self.device, self.precision), self.tiling,
             self.model_contrast(),
         )
@@ -657,7 +658,7 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
         if problem := id_room_problem(data, objects, self.target_name()):
             raise UserError(problem)
         self._log_before_commit(target, data)
-        commit = apply_objects(data, objects, overwrite=self.overwrite)
+        commit = self.source.in_layer(apply_objects(data, objects, overwrite=self.overwrite))
         if commit.n_pixels == 0:
             raise UserError(
                 "Nothing was written: every pixel of the preview belongs to other objects. "

@@ -11,6 +11,9 @@ The plugin segments 2D slices. An image (a napari image layer's data, or any arr
   those axes are left out, (1, 1, Z, Y, X) is the stack (Z, Y, X) (:func:`singleton_axes`).
 - a multiscale (pyramid) image, e.g. an OME-Zarr: a list of levels, level 0 the full
   resolution; level 0 is segmented (read slice by slice), in its pixel grid.
+- with a ``time_point`` (the dock's time slider), a movie of volumes ``(T, Z, Y, X)`` (or
+  ``(T, Z, C, Y, X)`` with a channel axis): its first axis is time, and the volume at that
+  time point is the stack (read lazily); the layers we make keep all T time points.
 
 The prompt, preview and result layers the GUI creates have the image layer's dimensions, with the
 channel axis (if any) kept at size 1 and stretched over all channels (scale C times the
@@ -153,6 +156,13 @@ class ImageSource:
     dropped : tuple of int
         Layer axes of size 1 left out of the stack (a T = 1 or C = 1 axis a reader gives:
         (1, Z, Y, X) is read as (Z, Y, X)); our layers keep them at size 1.
+    time_axis : int or None
+        Layer axis of time in a movie of volumes (None: not a movie); our layers keep it
+        at full length.
+    time_point : int or None
+        The time point of ``time_axis`` whose volume is the stack (None: not a movie).
+    n_times : int
+        Time points of the movie (1: not a movie).
     """
 
     stack: SliceView
@@ -162,6 +172,9 @@ class ImageSource:
     rgb: bool
     channel: int | None = None
     dropped: tuple[int, ...] = ()
+    time_axis: int | None = None
+    time_point: int | None = None
+    n_times: int = 1
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -186,24 +199,53 @@ class ImageSource:
     @property
     def spatial_axes(self) -> tuple[int, ...]:
         """Layer axes of (Z,) Y, X in order."""
-        return tuple(a for a in range(self.ndim)
-                     if a != self.channel_axis and a not in self.dropped)
+        return tuple(a for a in range(self.ndim) if a not in self._fixed)
+
+    @property
+    def _fixed(self) -> dict[int, int]:
+        """Layer axes left out of the stack and the index the stack is at on each: the
+        channel axis and ``dropped`` axes at 0 (size 1 in our layers), time at the time
+        point."""
+        fixed = {a: 0 for a in self.dropped}
+        if self.channel_axis is not None:
+            fixed[self.channel_axis] = 0
+        if self.time_axis is not None:
+            fixed[self.time_axis] = int(self.time_point)
+        return fixed
+
+    @property
+    def flat_offset(self) -> int:
+        """Where the stack's (Z, Y, X) view of an array of :attr:`layer_shape` starts in
+        its flat (C order) indices: ``time_point * Z * Y * X`` in a movie, else 0."""
+        if self.time_axis is None:
+            return 0
+        return int(self.time_point) * int(np.prod(self.layer_shape[self.time_axis + 1:]))
 
     @property
     def layer_shape(self) -> tuple[int, ...]:
         """Shape of the labels layers we make: the image's, channel axis of size 1."""
         z, y, x = self.shape
         sizes = iter((z, y, x) if self.is_3d else (y, x))
-        return tuple(1 if a == self.channel_axis or a in self.dropped else next(sizes)
-                     for a in range(self.ndim))
+        return tuple(self.n_times if a == self.time_axis else 1 if a in self._fixed
+                     else next(sizes) for a in range(self.ndim))
 
     def to_zyx(self, coords) -> np.ndarray:
-        """Layer data coordinates (N, ndim) -> stack coordinates (N, 3) as (z, row, col)."""
+        """Layer data coordinates (N, ndim) -> stack coordinates (N, 3) as (z, row, col)
+        (a movie's time coordinate left out: :meth:`at_time_point` says which are at the
+        time point)."""
         c = np.asarray(coords, dtype=np.float64).reshape(-1, self.ndim)
         spatial = c[:, list(self.spatial_axes)]
         if not self.is_3d:
             spatial = np.concatenate([np.zeros((len(c), 1)), spatial], axis=1)
         return spatial
+
+    def at_time_point(self, coords) -> np.ndarray:
+        """(N,) bool: which layer data coordinates (N, ndim) lie at the time point (all,
+        when the image is not a movie)."""
+        c = np.asarray(coords, dtype=np.float64).reshape(-1, self.ndim)
+        if self.time_axis is None:
+            return np.ones(len(c), bool)
+        return np.round(c[:, self.time_axis]) == self.time_point
 
     def slice_of(self, coords) -> int:
         """The stack slice that layer data coordinates (ndim,) fall in (clipped)."""
@@ -213,27 +255,53 @@ class ImageSource:
         return int(np.clip(np.round(z), 0, self.n_slices - 1))
 
     def to_layer(self, labels_zyx: np.ndarray) -> np.ndarray:
-        """(Z, Y, X) or (Y, X) labels -> an array of :attr:`layer_shape` (a view when possible)."""
+        """(Z, Y, X) or (Y, X) labels -> an array of :attr:`layer_shape` (a view when possible;
+        a movie's: zeros but at the time point)."""
         arr = labels_zyx
+        if self.time_axis is not None:
+            out = np.zeros(self.layer_shape, np.asarray(arr).dtype)
+            self.zyx_view(out)[...] = arr
+            return out
         if not self.is_3d and arr.ndim == 3:
             arr = arr[0]
         ones = sorted({*self.dropped, *(() if self.channel_axis is None else (self.channel_axis,))})
         return np.expand_dims(arr, tuple(ones)) if ones else arr
 
     def zyx_view(self, layer_array: np.ndarray) -> np.ndarray:
-        """A writable (Z, Y, X) view of an array of :attr:`layer_shape`."""
+        """A writable (Z, Y, X) view of an array of :attr:`layer_shape` (a movie's: of the
+        time point)."""
         arr = layer_array
         if tuple(arr.shape) != self.layer_shape:
             raise UnsupportedImage(
                 f"the labels layer has shape {tuple(arr.shape)} but the image needs "
                 f"{self.layer_shape}; pick a labels layer made for this image or a new one"
             )
-        ones = {*self.dropped, *(() if self.channel_axis is None else (self.channel_axis,))}
-        if ones:
-            arr = arr[tuple(0 if a in ones else slice(None) for a in range(self.ndim))]
+        fixed = self._fixed
+        if fixed:
+            arr = arr[tuple(fixed.get(a, slice(None)) for a in range(self.ndim))]
         if not self.is_3d:
             arr = arr[None]
         return arr
+
+    def in_layer(self, commit):
+        """A commit written into the (Z, Y, X) view of a movie's labels (:meth:`zyx_view`),
+        made one of the whole array of :attr:`layer_shape`: its flat indices moved by
+        :attr:`flat_offset` and its ``shape`` that array's, so that undo and redo (which get
+        the whole array) write the pixels of its time point, whichever time point is shown
+        then. Any other image's commit is returned as it is.
+
+        Parameters
+        ----------
+        commit : napari_sam.annotation.Commit
+            Just written (``changes`` and ``written`` hold the same changes); changed in
+            place.
+        """
+        if self.time_axis is None:
+            return commit
+        for change in {id(c): c for c in (*commit.changes, *commit.written)}.values():
+            change.index = change.index + self.flat_offset
+        commit.shape = tuple(self.layer_shape)
+        return commit
 
     def derived_geometry(self, scale, translate) -> tuple[np.ndarray, np.ndarray]:
         """Scale and translate of our layers given the image layer's (channel axis stretched)."""
@@ -247,7 +315,7 @@ class ImageSource:
 
 
 def make_source(data, *, rgb: bool = False, channel_axis: int | None = None,
-                channel: int | None = None, multiscale=False):
+                channel: int | None = None, multiscale=False, time_point: int | None = None):
     """Describe an image layer's data as a stack of 2D slices.
 
     Parameters
@@ -265,6 +333,12 @@ def make_source(data, *, rgb: bool = False, channel_axis: int | None = None,
     multiscale : bool
         ``data`` is a pyramid: its full-resolution level ``data[0]`` is segmented, and the
         source's pixel grid (prompts, labels) is level 0's.
+    time_point : int, optional
+        Read a movie of volumes, ``(T, Z, Y, X)`` (``(T, Z, C, Y, X)`` with a channel axis),
+        at this time point (clipped to 0..T-1): its first axis (but the channel axis and
+        size-1 axes) is time, and the volume there is the stack. Without it such an image is
+        refused, and so is a (T, Z, Y, X) one whose T is short enough to be channels
+        (:data:`MAX_CHANNELS`) while no channel axis is chosen.
 
     Raises
     ------
@@ -300,13 +374,19 @@ def make_source(data, *, rgb: bool = False, channel_axis: int | None = None,
                 f"axis {channel_axis} holds channels 0-{shape[channel_axis] - 1}"))
     dropped = singleton_axes(shape, ndim, channel_axis)
     spatial = ndim - (1 if channel_axis is not None else 0) - len(dropped)
+    axes = [a for a in range(ndim) if a != channel_axis and a not in dropped]
+    time_axis = None
+    if spatial == 4 and time_point is not None and not (
+            channel_axis is None and shape[axes[0]] <= MAX_CHANNELS):
+        time_axis, spatial = axes.pop(0), 3
+        time_point = int(np.clip(time_point, 0, shape[time_axis] - 1))
     if spatial not in (2, 3):
         raise UnsupportedImage(_too_many_axes(shape, ndim, channel_axis, multiscale))
+    fixed = {a: 0 for a in dropped} | ({} if time_axis is None else {time_axis: time_point})
     inner_axis = None if channel_axis is None else channel_axis - sum(
-        a < channel_axis for a in dropped)
-    view = SliceView(squeeze_axes(data, dropped), rgb=rgb, channel_axis=inner_axis,
-                     two_d=spatial == 2, channel=channel)
-    axes = [a for a in range(ndim) if a != channel_axis and a not in dropped]
+        a < channel_axis for a in fixed)
+    view = SliceView(squeeze_axes(data, tuple(fixed), fixed), rgb=rgb,
+                     channel_axis=inner_axis, two_d=spatial == 2, channel=channel)
     return ImageSource(
         stack=view,
         ndim=ndim,
@@ -315,7 +395,23 @@ def make_source(data, *, rgb: bool = False, channel_axis: int | None = None,
         rgb=rgb,
         channel=channel,
         dropped=dropped,
+        time_axis=time_axis,
+        time_point=None if time_axis is None else time_point,
+        n_times=1 if time_axis is None else shape[time_axis],
     )
+
+
+def movie_sessions(source: ImageSource | None, what: str = "saved") -> str:
+    """Why a session of ``source`` is not ``what`` ("saved", "loaded"), "" where it may be:
+    a session file replays the clicks of one volume, and a movie's commits are at many time
+    points (the dock neither saves, loads nor autosaves sessions of a movie)."""
+    if source is None or source.time_axis is None:
+        return ""
+    return (f"Not {what}: the image is a movie of {source.n_times} time points, and a "
+            "session file holds the clicks of one volume, so the dock does not save, load or "
+            "autosave sessions of a movie. Save the labels layer instead (File > Save "
+            "Selected Layers: one (T, Z, Y, X) label file); to keep a session, take one time "
+            "point as its own layer and segment it there.")
 
 
 def singleton_axes(shape: tuple[int, ...], ndim: int, channel_axis: int | None
@@ -329,11 +425,13 @@ def singleton_axes(shape: tuple[int, ...], ndim: int, channel_axis: int | None
 
 
 class _Squeezed:
-    """Lazy view of array-like ``data`` (zarr, ...) without its size-1 ``axes``: indexing
-    reads only what is asked for (``data[0]`` of a zarr array would read it all)."""
+    """Lazy view of array-like ``data`` (zarr, ...) without its ``axes``, each fixed at its
+    index in ``at`` (default 0: size-1 axes): indexing reads only what is asked for
+    (``data[0]`` of a zarr array would read it all)."""
 
-    def __init__(self, data, axes: tuple[int, ...]):
+    def __init__(self, data, axes: tuple[int, ...], at: dict[int, int] | None = None):
         self._data, self._axes = data, axes
+        self._at = {a: (at or {}).get(a, 0) for a in axes}
         self.shape = tuple(int(s) for a, s in enumerate(data.shape) if a not in axes)
         self.ndim = len(self.shape)
         self.dtype = np.dtype(data.dtype)
@@ -342,20 +440,22 @@ class _Squeezed:
         key = list(key) if isinstance(key, tuple) else [key]
         key += [slice(None)] * (self.ndim - len(key))
         full = iter(key)
-        return self._data[tuple(0 if a in self._axes else next(full)
+        return self._data[tuple(self._at[a] if a in self._axes else next(full)
                                 for a in range(len(self._data.shape)))]
 
     def __array__(self, dtype=None, copy=None):
         return np.asarray(self[()], dtype=dtype)
 
 
-def squeeze_axes(data, axes: tuple[int, ...]):
-    """``data`` without its size-1 ``axes`` (numpy and dask: indexed, lazy either way)."""
+def squeeze_axes(data, axes: tuple[int, ...], at: dict[int, int] | None = None):
+    """``data`` without its ``axes``, each at its index in ``at`` (default 0: size-1 axes;
+    a movie's time axis at the time point); numpy and dask: indexed, lazy either way."""
     if not axes:
         return data
+    at = {a: (at or {}).get(a, 0) for a in axes}
     if isinstance(data, np.ndarray) or type(data).__module__.startswith("dask"):
-        return data[tuple(0 if a in axes else slice(None) for a in range(data.ndim))]
-    return _Squeezed(data, axes)
+        return data[tuple(at.get(a, slice(None)) for a in range(data.ndim))]
+    return _Squeezed(data, axes, at)
 
 
 #: An axis this short may hold channels (more is more likely time or depth).

@@ -43,6 +43,7 @@ from napari_sam import session as S
 
 from .autosave_writer import AutosaveWriter
 from .errors import UserError, sentence
+from .image_source import movie_sessions
 from .live_session_files import LiveSessionFiles
 from .prompt_groups import POINT_OBJECT, inside_image
 from .session_claims import SessionClaims, alternate_session_files, claim_holder
@@ -306,6 +307,8 @@ class SessionLog(LiveSessionFiles):
         :func:`~napari_sam.session.saved_session_file`); returns the path written."""
         asked, path = path, S.saved_session_file(path)  # (".json" added, a long name fitted)
         self.refuse_live_file(path, "saved")  # another live session's autosave
+        if problem := movie_sessions(self.source, "saved"):
+            raise UserError(problem)
         self.wait_autosave()  # (it may write to this path, or the path it keeps aside)
         try:
             state = self.session_state()
@@ -331,12 +334,11 @@ class SessionLog(LiveSessionFiles):
         return path
 
     def autosave_path(self) -> Path | None:
-        """Where the session is autosaved: next to the image file, or under the cache
-        folder when the image's folder is not writable (None: the image is not a file); a
-        file of its own when another image of that file has its session there
-        (:meth:`own_session_file`)."""
+        """Where the session is autosaved: next to the image file, or under the cache folder
+        when that folder is not writable (None: not a file, or a movie); a file of its own
+        when another image of that file has its session there (:meth:`own_session_file`)."""
         path = self.image_path()
-        if path is None:
+        if path is None or movie_sessions(self.source):
             return None
         beside = S.session_file_for(path)
         return self.own_session_file(
@@ -568,6 +570,8 @@ class SessionLog(LiveSessionFiles):
         and trace. Everything is checked first; a bad file changes nothing."""
         self.wait_autosave()  # (the file may be the autosave being written)
         self.refuse_live_file(path, "loaded")  # another live session's autosave
+        if problem := movie_sessions(self.source, "loaded"):
+            raise UserError(problem)
         try:
             sess = S.read_session(path)
             src = self._require_image()

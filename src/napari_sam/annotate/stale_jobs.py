@@ -81,8 +81,11 @@ class StaleJobs:
         else:  # the embeddings it made are kept for that image, as a finished job's were
             for key, emb in made:
                 self.embeddings.put(key, emb)
-            why, kept = ("the image, the model or a setting changed",
-                         "the slices it had embedded are kept")
+            channels = job.key[0][2] if job.key else ()  # (channel axis, channel, time point)
+            moved = len(channels) > 2 and channels[2] != self.source.time_point
+            why = ("the time point shown changed" if moved else
+                   "the image, the model or a setting changed")
+            kept = "the slices it had embedded are kept"
         text = job.note = (f"Stopped: {job.description}, because {why} while it ran (its "
                            f"result could not have been applied; {kept}).")
         if pending:

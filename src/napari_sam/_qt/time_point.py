@@ -1,0 +1,70 @@
+"""A movie of volumes ((T, Z, Y, X) image layer, e.g. a light-sheet movie) in the dock: SAM
+segments the volume at the time point napari's time slider shows, and follows the slider.
+
+The prompt, preview and labels layers keep all time points (4D); prompts and commits are at
+the time point they were made at (:meth:`~napari_sam.annotate.image_source.ImageSource.
+in_layer`), so undo writes the pixels of its own time point whichever one is shown. Each time
+point has its own embeddings (the cache key holds the time point), and a job for another time
+point is cancelled when the slider moves (:mod:`napari_sam.annotate.stale_jobs`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_sam.annotate.image_source import ImageSource
+
+from .notify import guarded
+from .pyramid import layer_source
+
+__all__ = ["TimePoints", "time_shown", "time_source"]
+
+
+def time_shown(viewer, layer, axis: int, n_times: int) -> int:
+    """The index along data ``axis`` (of ``n_times``) of image ``layer`` at the position
+    napari's sliders show (through the layer's scale and translate; clipped)."""
+    data = np.asarray(layer.world_to_data(np.asarray(viewer.dims.point, dtype=float)))
+    return int(np.clip(np.round(data[axis]), 0, n_times - 1))
+
+
+def time_source(viewer, layer, channel_axis: int | None, channel: int | None) -> ImageSource:
+    """The :class:`ImageSource` of image ``layer`` (:func:`.pyramid.layer_source`), a movie's
+    at the time point the viewer shows.
+
+    Raises
+    ------
+    UnsupportedImage
+        The layer's data cannot be segmented; the message says what to do.
+    """
+    source = layer_source(layer, channel_axis, channel, time_point=0)
+    if source.time_axis is None:
+        return source
+    t = time_shown(viewer, layer, source.time_axis, source.n_times)
+    return source if t == 0 else layer_source(layer, channel_axis, channel, time_point=t)
+
+
+class TimePoints:
+    """Follows the time slider of a movie (a mixin of the controller: ``viewer``,
+    ``image_layer``, ``source``, ``channel_axis``, ``channel``, ``use_source``)."""
+
+    @guarded
+    def time_step_shown(self, *_event) -> None:
+        """napari shows another step: on a movie at another time point, the prompts, preview
+        and embeddings become that time point's ("SAM now segments time point t of T.", its
+        prompts previewed with live preview on); the prompts of the time point left stay in
+        the layers for when the slider comes back."""
+        src, layer = self.source, self.image_layer
+        if src is None or src.time_axis is None or layer is None or not self.image_shown():
+            return
+        t = time_shown(self.viewer, layer, src.time_axis, src.n_times)
+        if t == src.time_point:
+            return
+        self.previews, self.volume = [], None  # (the old time point's preview is cleared)
+        self.render()
+        self.drop_sam2_features()  # (SAM 2's memory is of the volume left)
+        self.source = layer_source(layer, self.channel_axis, self.channel, time_point=t)
+        self.use_source(False)  # (its embeddings; a job for the time point left is stopped)
+        points, _, boxes = self.prompt_arrays()  # (this time point's)
+        # with live preview, its prompts are previewed, after the line
+        self.after_setting("slice" if self.live and len(points) + len(boxes) else None,
+                           f"SAM now segments time point {t} of {src.n_times}.")
