@@ -129,6 +129,9 @@ class Commit:
     found_back : bool
         The last redo found every pixel of the commit already as it wrote them (napari's
         Ctrl+Z undid the dock's undo) and wrote nothing.
+    time_point : int or None
+        The time point of a movie of volumes the commit was made at (its ``changes`` index
+        the whole movie's labels); None for any other image.
     written : list of Change
         What the commit, or its last undo or redo, wrote (in ``changes``' order; an undo
         wrote each one's ``before``). Empty when it wrote nothing (an undo of a commit taken
@@ -144,6 +147,7 @@ class Commit:
     shape: tuple | None = None
     found_back: bool = False
     written: list[Change] = field(default_factory=list)
+    time_point: int | None = None
 
     @property
     def n_pixels(self) -> int:

@@ -49,6 +49,8 @@ def test_the_dock_segments_the_time_point_the_slider_shows(make_widget, tiny_pre
     c = widget.controller
     # napari opens a layer at its middle step: the dock segments the time point shown
     assert c.source is not None and c.source.time_point == T // 2, c.status
+    assert ("'movie' is a movie of 5 time points: SAM segments the volume at the time point "
+            "the time slider shows (2 now).") in c.status, c.status
     viewer.dims.set_current_step(0, 0)
     widget.wait()
     assert c.source.time_point == 0, c.status
@@ -85,7 +87,9 @@ def test_the_dock_segments_the_time_point_the_slider_shows(make_widget, tiny_pre
     assert c.status.startswith("SAM now segments time point 0 of 5."), c.status
     press_key(viewer, "Shift-U")
     widget.wait()
-    assert c.status.startswith("Undid commit of label 1"), c.status
+    assert c.status.startswith("Undid commit of label 1 in 'segmentation' at time point 1 "
+                               "(time point 0 is shown: move the time slider there to see "
+                               "it)."), c.status
     assert not labels[1].any()
     np.testing.assert_array_equal(labels[0], at_0)
     press_key(viewer, "Shift-U")  # then t=0's

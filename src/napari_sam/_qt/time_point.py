@@ -17,7 +17,7 @@ from napari_sam.annotate.image_source import ImageSource
 from .notify import guarded
 from .pyramid import layer_source
 
-__all__ = ["TimePoints", "time_shown", "time_source"]
+__all__ = ["TimePoints", "movie_note", "time_shown", "time_source"]
 
 
 def time_shown(viewer, layer, axis: int, n_times: int) -> int:
@@ -41,6 +41,16 @@ def time_source(viewer, layer, channel_axis: int | None, channel: int | None) ->
         return source
     t = time_shown(viewer, layer, source.time_axis, source.n_times)
     return source if t == 0 else layer_source(layer, channel_axis, channel, time_point=t)
+
+
+def movie_note(source: ImageSource | None, name: str) -> str:
+    """The status line's words when a movie of volumes, image ``name``, is picked, e.g.
+    "'movie' is a movie of 5 time points: SAM segments the volume at the time point the
+    time slider shows (2 now)." ("" for any other image)."""
+    if source is None or source.time_axis is None:
+        return ""
+    return (f"'{name}' is a movie of {source.n_times} time points: SAM segments the volume at "
+            f"the time point the time slider shows ({source.time_point} now).")
 
 
 class TimePoints:

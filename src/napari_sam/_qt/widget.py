@@ -54,6 +54,7 @@ from .job_bar import JobBar
 from .model_box import ModelBox
 from .narrow import fit_narrow
 from .notify import guarded
+from .time_point import movie_note
 from .tips import add_tips
 from .trace_view import TraceView
 
@@ -439,6 +440,8 @@ class SamWidget(ModelBox, DeviceBox, QWidget):
                 L.unwrap(layer), self.viewer.layers), self._channels_from_file(layer)) if t)
         c.set_image(layer, *self._channels.choice())
         self._refused_image = None
+        if not L.same(layer, before):  # a movie: which time point SAM segments
+            lead = " ".join(t for t in (lead, movie_note(c.source, layer.name)) if t)
         if lead:
             c.say(f"{lead} {c.status}")
         note = self._follow_file_axes() if not L.same(layer, before) else ""

@@ -42,7 +42,7 @@ from .embedding_cache import EmbeddingCache, describe_tiling, missing_slices, ne
 from .errors import UserError
 from .failed_loads import FailedLoads
 from .id_room import id_room_problem
-from .image_source import ImageSource, channels_hint, make_source
+from .image_source import ImageSource, channels_hint, make_source, time_point_words
 from .jobs import Phase, embed_job, run_to_end, tiled_embed_job
 from .model_choice import DEMO_NOTICE, ModelCache, ModelChoice, choice_identity, precision_key
 from .model_contrast import ModelContrast
@@ -755,6 +755,7 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, Prom
         self.labels_changed(target, commit.written, undoing=not redo)
         self._log_step(commit, redo)
         other = "" if self.is_current_target(target) else " (not the current Labels layer)"
+        other += time_point_words(commit, self.source)  # (a movie's, at another time point)
         self._say(f"{'Redid' if redo else 'Undid'} commit of {ids} in '{where}'{other}."
                   + edited_note(commit, redo) + self.take_autosave_note())
         return commit

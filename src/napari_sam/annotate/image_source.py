@@ -301,6 +301,7 @@ class ImageSource:
         for change in {id(c): c for c in (*commit.changes, *commit.written)}.values():
             change.index = change.index + self.flat_offset
         commit.shape = tuple(self.layer_shape)
+        commit.time_point = self.time_point
         return commit
 
     def derived_geometry(self, scale, translate) -> tuple[np.ndarray, np.ndarray]:
@@ -399,6 +400,17 @@ def make_source(data, *, rgb: bool = False, channel_axis: int | None = None,
         time_point=None if time_axis is None else time_point,
         n_times=1 if time_axis is None else shape[time_axis],
     )
+
+
+def time_point_words(commit, source: ImageSource | None) -> str:
+    """E.g. " at time point 1 (time point 0 is shown: move the time slider there to see
+    it)" for an undo or redo of ``commit`` (a :class:`napari_sam.annotation.Commit`) made at
+    another time point of a movie than ``source`` shows; "" otherwise."""
+    at = getattr(commit, "time_point", None)
+    if at is None or source is None or source.time_point is None or at == source.time_point:
+        return ""
+    return (f" at time point {at} (time point {source.time_point} is shown: move the time "
+            "slider there to see it)")
 
 
 def movie_sessions(source: ImageSource | None, what: str = "saved") -> str:
