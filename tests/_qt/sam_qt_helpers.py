@@ -227,19 +227,11 @@ def held_encoder(monkeypatch, predictor) -> tuple[threading.Event, threading.Eve
     return gate, entered, fail
 
 
-def propagating_held(make_widget, tiny_predictor, qtbot, monkeypatch):
-    """A threaded dock on an 8-slice stack, a nucleus clicked on slice 2 and Shift+D
-    pressed: the propagation runs (its phase "propagating") until the test sets ``go``.
-    Returns ``(viewer, widget, go)``."""
-    import threading
-
+def hold_propagation(monkeypatch) -> threading.Event:
+    """Make SAM 1 propagations (``napari_sam.volume.segment_volume``) wait until the test
+    sets the event returned."""
     import napari_sam.volume as V
 
-    viewer, widget = make_widget(blob_stack(z=8), sync=False, name="stack")
-    use_predictor(widget, tiny_predictor)
-    c = widget.controller
-    viewer.dims.set_point(0, 2)
-    qtbot.waitUntil(lambda: c.job is None and c.ready([2]), timeout=60_000)
     go, real = threading.Event(), V.segment_volume
 
     def held(*args, **kwargs):  # the propagation runs until the test lets it go
@@ -247,6 +239,19 @@ def propagating_held(make_widget, tiny_predictor, qtbot, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(V, "segment_volume", held)
+    return go
+
+
+def propagating_held(make_widget, tiny_predictor, qtbot, monkeypatch):
+    """A threaded dock on an 8-slice stack, a nucleus clicked on slice 2 and Shift+D
+    pressed: the propagation runs (its phase "propagating") until the test sets ``go``.
+    Returns ``(viewer, widget, go)``."""
+    viewer, widget = make_widget(blob_stack(z=8), sync=False, name="stack")
+    use_predictor(widget, tiny_predictor)
+    c = widget.controller
+    viewer.dims.set_point(0, 2)
+    qtbot.waitUntil(lambda: c.job is None and c.ready([2]), timeout=60_000)
+    go = hold_propagation(monkeypatch)
     viewer.layers.selection.active = c.points_layer
     canvas_click(viewer, 20, 20)
     qtbot.waitUntil(lambda: c.job is None and bool(c.previews), timeout=60_000)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sam_qt_helpers import blob_stack, canvas_click, press_key, use_predictor
+from sam_qt_helpers import blob_stack, canvas_click, hold_propagation, press_key, use_predictor
 
 from napari_sam.annotate.errors import UserError
 
@@ -121,23 +121,13 @@ def test_a_propagation_running_when_the_slider_moves_is_stopped(make_widget, tin
                                                                  qtbot, monkeypatch):
     """A propagation at t=0 still running when the time slider moves to t=1 is stopped (its
     result is of the volume left) and says why; nothing is written at either time point."""
-    import threading
-
-    import napari_sam.volume as V
-
     viewer, widget = make_widget(_movie(), name="movie", sync=False)
     use_predictor(widget, tiny_predictor)
     c = widget.controller
     viewer.dims.set_current_step(0, 0)
     viewer.dims.set_point(1, 2)
     widget.wait()
-    go, real = threading.Event(), V.segment_volume
-
-    def held(*args, **kwargs):  # the propagation runs until the test lets it go
-        assert go.wait(60)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(V, "segment_volume", held)
+    go = hold_propagation(monkeypatch)
     viewer.layers.selection.active = c.points_layer
     canvas_click(viewer, 20, 20)
     widget.wait()
