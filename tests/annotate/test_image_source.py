@@ -90,11 +90,71 @@ def test_the_4d_refusal_console_line_takes_one_time_point(multiscale):
 
 
 def test_the_4d_refusal_names_the_command_line_that_segments_every_time_point():
-    """The dock still takes one volume; its refusal of a (T, Z, Y, X) image now also names
-    the command that segments a whole movie file, time point by time point."""
+    """Without a time point (or, in the dock, with a first axis short enough to be
+    channels) a (T, Z, Y, X) image is refused; the refusal also names the command that
+    segments a whole movie file, time point by time point."""
     with pytest.raises(UnsupportedImage) as info:
         make_source(np.zeros((3, 4, 16, 16), np.uint8))
     assert str(info.value).endswith(
         "then pick that layer in 'Image'. To segment every time point of a movie file, each as "
         "its own volume, run `napari-sam auto movie.tif -o out/` in a shell (or `napari-sam "
         "segment` with prompts that have a 't' column)")
+
+
+class _LazyArray:
+    """An array-like that is not numpy or dask (as a zarr array is): counts what is read."""
+
+    def __init__(self, arr):
+        self._arr, self.shape, self.dtype, self.reads = arr, arr.shape, arr.dtype, []
+
+    def __getitem__(self, key):
+        out = self._arr[key]
+        self.reads.append(out.size)
+        return out
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["numpy", "zarr-like"])
+def test_a_movie_of_volumes_is_read_at_its_time_point(lazy):
+    """(T, Z, Y, X) with a time point: the stack is that time point's volume (read slice by
+    slice from a lazy array), our layers keep every time point, and a (Z, Y, X) view, a
+    volume and a commit land at that time point in the whole array."""
+    from napari_sam.annotation import ObjectMask, apply_objects
+
+    movie = np.arange(5 * 4 * 8 * 9, dtype=np.uint16).reshape(5, 4, 8, 9)
+    data = _LazyArray(movie) if lazy else movie
+    src = make_source(data, time_point=2)
+    assert (src.time_axis, src.time_point, src.n_times, src.z_axis) == (0, 2, 5, 1)
+    assert src.shape == (4, 8, 9) and src.layer_shape == (5, 4, 8, 9)
+    np.testing.assert_array_equal(src.stack[3], movie[2, 3])
+    if lazy:
+        assert data.reads == [8 * 9]  # one slice read, not the movie
+    points = [[2, 1, 5, 6], [0, 1, 5, 6]]
+    np.testing.assert_array_equal(src.at_time_point(points), [True, False])
+    np.testing.assert_array_equal(src.to_zyx(points), [[1, 5, 6], [1, 5, 6]])
+    layer = src.to_layer(np.ones((4, 8, 9), np.uint8))
+    assert layer.shape == movie.shape and layer[2].all() and not np.delete(layer, 2, 0).any()
+    labels = np.zeros(src.layer_shape, np.uint32)
+    mask = np.zeros((8, 9), bool)
+    mask[2:4, 3:5] = True
+    commit = src.in_layer(apply_objects(src.zyx_view(labels), [ObjectMask(mask, 1)]))
+    assert commit.shape == movie.shape and commit.time_point == 2
+    np.testing.assert_array_equal(np.flatnonzero(labels), commit.changes[0].index)
+    assert labels[2, 1][mask].tolist() == [1] * 4
+
+
+def test_a_movie_with_channels_and_the_time_point_clipped():
+    """(T, Z, C, Y, X) with its channel axis: time is the first axis, the channel alone the
+    stack; a time point past the last is the last."""
+    movie = np.random.default_rng(0).random((6, 3, 2, 8, 9)).astype(np.float32)
+    src = make_source(movie, channel_axis=2, channel=1, time_point=9)
+    assert src.time_point == 5 and src.layer_shape == (6, 3, 1, 8, 9)
+    np.testing.assert_array_equal(src.stack[2], movie[5, 2, 1])
+
+
+def test_a_4d_image_whose_first_axis_may_be_channels_is_not_read_as_a_movie():
+    """A first axis of at most 4 with no channel axis may hold channels: refused, naming it
+    (not segmented as time points); a 5D image without a channel axis too."""
+    with pytest.raises(UnsupportedImage, match="axis 0 \\(size 3\\) is short enough"):
+        make_source(np.zeros((3, 4, 16, 16), np.uint8), time_point=0)
+    with pytest.raises(UnsupportedImage, match="5 spatial dimensions"):
+        make_source(np.zeros((6, 2, 4, 16, 16), np.uint8), time_point=0)

@@ -21,7 +21,8 @@ __all__ = ["BUTTON_TIPS", "FIELD_TIPS", "ComboTips", "add_tips"]
 
 #: Tooltips of the fields of a form row, by the row's label
 FIELD_TIPS = {
-    "Image": "The image layer to segment: 2D (grey or RGB), a 3D stack or a time series.",
+    "Image": "The image layer to segment: 2D (grey or RGB), a 3D stack or a time series, or "
+             "a movie of volumes (T, Z, Y, X): the time point the time slider shows.",
     "Model": "The SAM model: 'demo' (bundled, trained on synthetic images only: for trying), "
              "a registry model (downloaded once, verified) or 'Checkpoint file...' (Meta's, "
              "micro-sam's or your own napari-sam train output).",
