@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sam_qt_helpers import blob_stack, canvas_click, hold_propagation, press_key, use_predictor
+from sam_qt_helpers import (
+    blob_stack,
+    canvas_click,
+    canvas_drag,
+    hold_propagation,
+    press_key,
+    use_predictor,
+)
 
 from napari_sam.annotate.errors import UserError
 
@@ -114,6 +121,8 @@ def test_the_dock_segments_the_time_point_the_slider_shows(make_widget, tiny_pre
     # a session file holds the clicks of one volume: not saved for a movie, and why
     with pytest.raises(UserError, match="Not saved: the image is a movie of 5 time points"):
         c.save_session(tmp_path / "movie.json")
+    with pytest.raises(UserError, match="Not loaded: the image is a movie of 5 time points"):
+        c.load_session(tmp_path / "movie.json")
     assert not list(tmp_path.iterdir())
 
 
@@ -142,3 +151,25 @@ def test_a_propagation_running_when_the_slider_moves_is_stopped(make_widget, tin
     assert (f"Stopped: {job.description}, because the time point shown changed while it ran"
             in c.status), c.status
     assert c.target_layer is None or not c.target_layer.data.any()
+
+
+def test_a_box_stays_at_its_time_point(make_widget, tiny_predictor, qtbot):
+    """A box dragged at t=1 prompts t=1 only: at t=2 nothing is previewed (the box stays in
+    'SAM boxes'), and back at t=1 it is previewed again."""
+    viewer, widget = make_widget(_movie(), name="movie", sync=False)
+    use_predictor(widget, tiny_predictor)
+    c = widget.controller
+    viewer.dims.set_current_step(0, 1)
+    viewer.dims.set_point(1, 3)
+    widget.wait()
+    viewer.layers.selection.active = c.boxes_layer
+    qtbot.wait(10)
+    canvas_drag(viewer, qtbot, (10, 10), (30, 30))
+    widget.wait()
+    assert [p.z for p in c.previews] == [3], c.status
+    viewer.dims.set_current_step(0, 2)
+    widget.wait()
+    assert not c.previews and not len(c.prompt_arrays()[2]) and len(c.boxes_layer.data) == 1
+    viewer.dims.set_current_step(0, 1)
+    widget.wait()
+    assert [p.z for p in c.previews] == [3] and len(c.prompt_arrays()[2]) == 1, c.status
