@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import UserError
+
 __all__ = ["ImageSource", "SliceView", "UnsupportedImage", "make_source", "segmented_words"]
 
 
@@ -400,6 +402,14 @@ def make_source(data, *, rgb: bool = False, channel_axis: int | None = None,
         time_point=None if time_axis is None else time_point,
         n_times=1 if time_axis is None else shape[time_axis],
     )
+
+
+def refuse_movie_sessions(source: ImageSource | None, what: str = "saved") -> None:
+    """Raise :class:`~napari_sam.annotate.errors.UserError` with :func:`movie_sessions`'s
+    words when ``source`` is a movie (its session is not ``what``: "saved", "loaded")."""
+    problem = movie_sessions(source, what)
+    if problem:
+        raise UserError(problem)
 
 
 def time_point_words(commit, source: ImageSource | None) -> str:

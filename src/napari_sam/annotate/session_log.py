@@ -43,7 +43,7 @@ from napari_sam import session as S
 
 from .autosave_writer import AutosaveWriter
 from .errors import UserError, sentence
-from .image_source import movie_sessions
+from .image_source import movie_sessions, refuse_movie_sessions
 from .live_session_files import LiveSessionFiles
 from .prompt_groups import POINT_OBJECT, inside_image
 from .session_claims import SessionClaims, alternate_session_files, claim_holder
@@ -307,8 +307,7 @@ class SessionLog(LiveSessionFiles):
         :func:`~napari_sam.session.saved_session_file`); returns the path written."""
         asked, path = path, S.saved_session_file(path)  # (".json" added, a long name fitted)
         self.refuse_live_file(path, "saved")  # another live session's autosave
-        if problem := movie_sessions(self.source, "saved"):
-            raise UserError(problem)
+        refuse_movie_sessions(self.source, "saved")
         self.wait_autosave()  # (it may write to this path, or the path it keeps aside)
         try:
             state = self.session_state()
@@ -570,8 +569,7 @@ class SessionLog(LiveSessionFiles):
         and trace. Everything is checked first; a bad file changes nothing."""
         self.wait_autosave()  # (the file may be the autosave being written)
         self.refuse_live_file(path, "loaded")  # another live session's autosave
-        if problem := movie_sessions(self.source, "loaded"):
-            raise UserError(problem)
+        refuse_movie_sessions(self.source, "loaded")
         try:
             sess = S.read_session(path)
             src = self._require_image()
