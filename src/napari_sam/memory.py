@@ -5,7 +5,9 @@ machine's available memory (Linux ``MemAvailable``), the room left under the pro
 limit (a SLURM job, a container: ``memory.max`` of cgroup v2, ``memory.limit_in_bytes`` of v1)
 and the room left under its address-space limit (``ulimit -v``, ``prlimit --as``). A shared
 cluster node reports the whole node's memory in ``MemAvailable``; the job's limit is the
-cgroup's.
+cgroup's, or a parent's (SLURM sets it on the job's and the step's cgroups). A cgroup's usage
+counts the page cache of the files read; its inactive part (``inactive_file`` of
+``memory.stat``) is reclaimable and counts as free, as ``MemAvailable`` counts it.
 
 :func:`is_out_of_memory` tells the errors an allocation that did not fit raises: Python's
 ``MemoryError`` (numpy's ``Unable to allocate ...``), torch's ``OutOfMemoryError`` (a GPU) and
@@ -29,6 +31,7 @@ __all__ = ["available_memory", "is_out_of_memory", "out_of_memory_words"]
 _RUNTIME_OOM = ("can't allocate memory", "out of memory", "not enough memory",
                 "cannot allocate memory")
 _CGROUP = Path("/sys/fs/cgroup")
+_PROC_SELF_CGROUP = Path("/proc/self/cgroup")
 
 
 def _meminfo_available() -> int | None:
@@ -54,7 +57,7 @@ def _cgroup_dirs() -> list[tuple[str, Path]]:
     """``(version, folder)`` of this process's memory cgroups (v2 unified, v1 memory)."""
     dirs = []
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        lines = _PROC_SELF_CGROUP.read_text().splitlines()
     except OSError:
         return dirs
     for line in lines:
@@ -70,17 +73,52 @@ def _cgroup_dirs() -> list[tuple[str, Path]]:
     return dirs
 
 
+def _with_parents(version: str, folder: Path) -> list[Path]:
+    """``folder`` and its parents up to the cgroup root: a limit set higher up binds it too
+    (SLURM on cgroup v2 sets it on ``job_N/`` and ``step_N/``; the task's own says ``max``)."""
+    root = _CGROUP if version == "v2" else _CGROUP / "memory"
+    levels = [folder]
+    while folder != root and folder.is_relative_to(root) and folder.parent != folder:
+        folder = folder.parent
+        levels.append(folder)
+    return levels
+
+
+def _inactive_file(path: Path, key: str) -> int:
+    """Bytes of inactive page cache (``key`` of ``memory.stat``): reclaimable, so free."""
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key and value.strip().isdigit():
+                return int(value)
+    except OSError:
+        pass
+    return 0
+
+
+def _level_room(version: str, folder: Path) -> int | None:
+    """Bytes left under one cgroup's memory limit, else None (no limit, unreadable)."""
+    if version == "v2":
+        limit, used = _read_int(folder / "memory.max"), _read_int(folder / "memory.current")
+        key = "inactive_file"
+    else:
+        limit = _read_int(folder / "memory.limit_in_bytes")
+        used = _read_int(folder / "memory.usage_in_bytes")
+        key = "total_inactive_file"
+    if limit is None or used is None or limit >= 1 << 60:  # v1's "no limit"
+        return None
+    # usage counts the page cache of the files read (a batch's earlier inputs): the kernel
+    # drops the inactive part before it fails an allocation (as docker stats, the kubelet)
+    used = max(used - _inactive_file(folder / "memory.stat", key), 0)
+    return max(limit - used, 0)
+
+
 def _cgroup_room() -> int | None:
-    """Bytes left under the tightest memory limit of this process's cgroups, else None."""
-    rooms = []
-    for version, folder in _cgroup_dirs():
-        if version == "v2":
-            limit, used = _read_int(folder / "memory.max"), _read_int(folder / "memory.current")
-        else:
-            limit = _read_int(folder / "memory.limit_in_bytes")
-            used = _read_int(folder / "memory.usage_in_bytes")
-        if limit is not None and used is not None and limit < 1 << 60:  # v1's "no limit"
-            rooms.append(max(limit - used, 0))
+    """Bytes left under the tightest memory limit of this process's cgroups and their
+    parents, else None."""
+    rooms = [room for version, folder in _cgroup_dirs()
+             for level in _with_parents(version, folder)
+             if (room := _level_room(version, level)) is not None]
     return min(rooms) if rooms else None
 
 
