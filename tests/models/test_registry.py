@@ -600,3 +600,27 @@ def test_a_failed_downloads_summary_names_the_reason_without_the_url():
         "offline, or the server did not answer")
     assert _failure_summary(PermissionError(13, "Permission denied", "/c/x.pth")) == (
         "PermissionError: Permission denied")
+
+
+def test_a_dead_partial_file_that_cannot_be_removed_does_not_stop_the_download(
+        cache, tiny, monkeypatch):
+    """A killed download's partial file owned by another user in a shared cache folder with
+    the sticky bit (mode 1777): removing it raises PermissionError. It is left and the
+    download completes (was: every later download failed with that PermissionError, naming
+    the hidden partial file)."""
+    from dead_process import dead_pid
+    from napari_sam.io.dead_temporaries import host_tag
+
+    cache.mkdir(parents=True)
+    theirs = cache / f".tiny_test.pth.part-{host_tag()}-{dead_pid()}"
+    theirs.write_bytes(b"half")
+    real = Path.unlink
+
+    def not_permitted(self, missing_ok=False):
+        if self == theirs:
+            raise PermissionError(1, "Operation not permitted", str(self))
+        return real(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", not_permitted)
+    assert reg.fetch("tiny_test", progress=False).read_bytes() == tiny.data
+    assert sorted(p.name for p in cache.iterdir()) == [theirs.name, "tiny_test.pth"]

@@ -15,21 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
 
 from cli_runner import cli, error_line
 from cli_runner import tiny_train_argv as _train
-
-
-def dead_pid() -> int:
-    """The id of a process that has exited (and been reaped)."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
+from dead_process import dead_pid
 
 
 def leftovers(folder, out_name="m.pt"):

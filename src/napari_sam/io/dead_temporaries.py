@@ -61,18 +61,29 @@ def is_running(pid: int) -> bool:
 def remove_dead(path: Path, kind: str = "tmp") -> list[Path]:
     """Remove the files :func:`tagged_path` names for ``path`` and ``kind`` whose writers are
     dead (see the module docstring; all of this host are kept on Windows: no harmless way to
-    ask); returns them. Files of another form are never touched."""
+    ask); returns them. Files of another form are never touched. Best effort: a file that
+    cannot be looked at or removed (another user's in a shared cache folder with the sticky
+    bit, mode 1777) is left and the others are still removed; this never raises ``OSError``."""
     here, now, gone = host_tag(), time.time(), []
     prefix = f".{path.name}.{kind}-"
-    for tmp in path.parent.glob(f"{glob.escape(prefix)}*"):
+    try:
+        found = list(path.parent.glob(f"{glob.escape(prefix)}*"))
+    except OSError:
+        return gone
+    for tmp in found:
         host, _, pid = tmp.name[len(prefix):].rpartition("-")
-        if not pid.isdigit() or not tmp.is_file():
+        if not pid.isdigit():
             continue
-        if host == here:
-            dead = not is_running(int(pid))
-        else:
-            dead = now - tmp.stat().st_mtime >= FOREIGN_TEMPORARY_AGE
-        if dead:
-            tmp.unlink(missing_ok=True)
-            gone.append(tmp)
+        try:
+            if not tmp.is_file():
+                continue
+            if host == here:
+                dead = not is_running(int(pid))
+            else:
+                dead = now - tmp.stat().st_mtime >= FOREIGN_TEMPORARY_AGE
+            if dead:
+                tmp.unlink(missing_ok=True)
+                gone.append(tmp)
+        except OSError:  # not ours to remove (EPERM, EACCES), gone, a stale NFS handle
+            continue
     return gone
