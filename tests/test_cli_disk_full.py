@@ -166,11 +166,11 @@ def test_a_full_disk_while_the_checkpoint_metadata_is_written_leaves_no_lone_che
     if earlier:  # a previous run's files, to be replaced (--overwrite)
         checkpoint.save_checkpoint(tiny_sam, path, {"trained_by": "napari_sam test"})
     before = md5s(*sorted(tmp_path.iterdir()))
+    meta_tmp = checkpoint.temporary_path(tmp_path / "m.json")
 
     def metadata_fills_up(f, mode):
         fh = open(f, mode)
-        return FillsUp(fh, 100) if (".json.tmp-" in str(f) and str(f).endswith(
-            f"-{os.getpid()}")) else fh
+        return FillsUp(fh, 100) if str(f) == str(meta_tmp) else fh
 
     monkeypatch.setattr(writers, "open", metadata_fills_up, raising=False)
     with torch.no_grad():

@@ -624,3 +624,28 @@ def test_a_dead_partial_file_that_cannot_be_removed_does_not_stop_the_download(
     monkeypatch.setattr(Path, "unlink", not_permitted)
     assert reg.fetch("tiny_test", progress=False).read_bytes() == tiny.data
     assert sorted(p.name for p in cache.iterdir()) == [theirs.name, "tiny_test.pth"]
+
+
+def test_a_running_download_is_kept_by_a_sweep_whatever_pid_its_name_has(
+        cache, tiny, monkeypatch):
+    """A download in another container with the same host name: its partial file's process
+    id does not run here. It holds its partial file's lock while it downloads, so a fetch's
+    sweep meanwhile keeps it and the download completes (was: removed mid-download)."""
+    from dead_process import dead_pid
+    from napari_sam.io.dead_temporaries import host_tag, remove_dead
+
+    spec = ModelSpec(**{**tiny.spec.__dict__, "url": tiny.src.as_uri()})
+    monkeypatch.setitem(reg.REGISTRY, "tiny_test", spec)
+    target = cache / "tiny_test.pth"
+    part = cache / f".tiny_test.pth.part-{host_tag()}-{dead_pid()}"
+    monkeypatch.setattr(download, "tagged_path", lambda path, kind: part)
+    real, swept = download._file_url_downloader, []
+
+    def swept_midway(url, output_file, pooch=None):
+        real(url, output_file, pooch)
+        swept.extend(remove_dead(target, "part"))
+
+    monkeypatch.setattr(download, "_file_url_downloader", swept_midway)
+    assert reg.fetch("tiny_test", progress=False).read_bytes() == tiny.data
+    assert swept == []
+    assert [p.name for p in cache.iterdir()] == ["tiny_test.pth"]

@@ -50,8 +50,11 @@ def test_temporary_names_carry_a_safe_short_host_name(tmp_path, monkeypatch):
     from napari_sam.training import checkpoint
 
     monkeypatch.setattr(socket, "gethostname", lambda: "gpu-node-12.lab/x y")
+    from napari_sam.io.dead_temporaries import pid_namespace
+
+    ns = pid_namespace()
     assert checkpoint.temporary_path(tmp_path / "m.pt").name == (
-        f".m.pt.tmp-gpu_node_12.lab_x_y-{os.getpid()}")
+        f".m.pt.tmp-gpu_node_12.lab_x_y-{os.getpid()}" + (f"-{ns}" if ns else ""))
     long = "n" * 40 + "-x"
     monkeypatch.setattr(socket, "gethostname", lambda: long)
     tag = checkpoint.host_tag()

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from napari_sam.io.axes import AXES_LETTERS, SPATIAL, validate_axes
+from napari_sam.io.dead_temporaries import hold_writer_lock
 from napari_sam.io.readers import TIFF_SUFFIXES
 from napari_sam.io.write_errors import WriteRecorder, naming_output
 
@@ -444,7 +445,7 @@ def write_atomic(path: os.PathLike | str, write: Callable[[Any], Any], *,
         Writes the whole content to the open file it is given (``torch.save(obj, f)``).
     tmp : path-like, optional
         The temporary name (default :func:`tmp_name`); a writer whose leftovers are found by
-        their name gives its own (a checkpoint's ``.NAME.tmp-HOST-PID``).
+        their name gives its own (a checkpoint's ``.NAME.tmp-HOST-PID-NS``).
     text : bool
         Open the file as UTF-8 text (default: binary).
     """
@@ -469,11 +470,13 @@ def write_synced(path: os.PathLike | str, write: Callable[[Any], Any],
     of a full disk into another error (``torch.save``: ``RuntimeError: ... unexpected pos``)
     raises that ``OSError``, and Ctrl-C during the write the ``KeyboardInterrupt`` it is
     (``torch.save`` turns it into a ``RuntimeError`` too: ``train`` then failed with
-    "unexpected pos ..." and exit code 1). ``path`` is left for the caller to rename or
-    remove."""
+    "unexpected pos ..." and exit code 1). ``path`` is locked while it is written
+    (:func:`~napari_sam.io.dead_temporaries.hold_writer_lock`: a sweep of dead temporaries in
+    another container leaves it) and left for the caller to rename or remove."""
     recorder = None
     try:
         with (open(path, "w", encoding="utf-8") if text else open(path, "wb")) as fh:
+            hold_writer_lock(fh.fileno())  # its writer runs: remove_dead leaves it
             recorder = WriteRecorder(fh)
             write(recorder)
             fh.flush()

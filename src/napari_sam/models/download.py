@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_sam.io import remove_path
-from napari_sam.io.dead_temporaries import remove_dead, tagged_path
+from napari_sam.io.dead_temporaries import remove_dead, tagged_path, writer_lock
 from napari_sam.io.write_errors import naming_output
 
 from .catalog import ModelSpec
@@ -253,8 +253,8 @@ def _file_url_downloader(url: str, output_file: str, pooch: Any = None) -> None:
 
 
 def _download_into_place(downloader, url: str, spec: ModelSpec, target: Path) -> None:
-    """Download ``url`` with pooch's ``downloader`` to ``.NAME.part-HOST-PID`` beside
-    ``target``, check its hash (ValueError when it does not match) and rename it to
+    """Download ``url`` with pooch's ``downloader`` to ``.NAME.part-HOST-PID-NS`` beside
+    ``target`` (holding its lock: :func:`~napari_sam.io.dead_temporaries.writer_lock`), check its hash (ValueError when it does not match) and rename it to
     ``target``; the partial file goes whatever happens, and those of downloads killed before
     (SIGKILL, a power cut: a multi-GB ``tmpXXXXXXXX`` under pooch's own name stayed in the
     cache folder for good) are removed first
@@ -265,15 +265,16 @@ def _download_into_place(downloader, url: str, spec: ModelSpec, target: Path) ->
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_dead(target, "part")
     part = tagged_path(target, "part")
-    try:
-        downloader(url, str(part), None)
-        hash_matches(str(part), spec.known_hash, strict=True, source=target.name)
-        os.replace(part, target)
-    except OSError as exc:  # a full or read-only cache: name the model's file, not ``part``
-        naming_output(exc, target, part)
-        raise
-    finally:
-        part.unlink(missing_ok=True)
+    with writer_lock(part):  # a sweep elsewhere (another container) leaves it while it runs
+        try:
+            downloader(url, str(part), None)
+            hash_matches(str(part), spec.known_hash, strict=True, source=target.name)
+            os.replace(part, target)
+        except OSError as exc:  # a full or read-only cache: name the model's file, not ``part``
+            naming_output(exc, target, part)
+            raise
+        finally:
+            part.unlink(missing_ok=True)
 
 
 def download(spec: ModelSpec, url: str, target: Path, progress: bool) -> None:

@@ -54,8 +54,8 @@ STATE_FORMAT = ("napari-sam-training-state", 1)
 
 def temporary_path(path: Path) -> Path:
     """The temporary name a file is written to beside ``path`` before it is renamed:
-    ``.NAME.tmp-HOST-PID`` (:func:`~napari_sam.io.dead_temporaries.host_tag`, the writing
-    process's id)."""
+    ``.NAME.tmp-HOST-PID-NS`` (:func:`~napari_sam.io.dead_temporaries.host_tag`, the writing
+    process's id and PID namespace: :func:`~napari_sam.io.dead_temporaries.tagged_path`)."""
     return tagged_path(path, "tmp")
 
 
