@@ -487,3 +487,53 @@ def test_resume_without_a_state_never_trains_over_a_finished_model(tmp_path, dat
     finally:
         Trainer.train_step = real
         signal.signal(signal.SIGINT, old)
+
+
+@pytest.mark.parametrize("stop_after", [6, 4, 7])
+def test_a_deleted_last_epoch_checkpoint_is_written_again_with_the_last_epochs_weights(
+        tmp_path, data, monkeypatch, caplog, stop_after):
+    """``save="last"``: m.pt holds the last completed epoch's weights. Deleted between pieces,
+    the resumed run writes it again from those: the trainer's (the state stopped at the end
+    of epoch 2: ``stop_after=6`` steps), the best's (inside epoch 2: epoch 1, the last
+    completed, is the best); stopped inside epoch 3 (7 steps), epoch 2's are kept nowhere:
+    it writes nothing until epoch 3 ends and says so (was: the best epoch's weights, epoch
+    1's, as if ``save="best"``)."""
+    from napari_sam.training import run as run_module
+
+    real, scores = run_module.evaluate, iter([0.5, 0.8, 0.7, 0.6])  # base, then epochs 1-3
+
+    def worse_each_epoch(*args, **kwargs):
+        return {**real(*args, **kwargs), "val_iou": next(scores)}
+
+    monkeypatch.setattr(run_module, "evaluate", worse_each_epoch)
+    images, labels = data
+    out = tmp_path / "m.pt"
+    kw = dict(model=TINY, out=out, epochs=3, steps_per_epoch=3, batch_size=2,
+              val_fraction=0.25, save="last", seed=0, device="cpu", progress=False,
+              resume=True)
+    first = train(images[:8], labels[:8], max_steps=stop_after, **kw)
+    done = len(first.history)
+    assert done == stop_after // 3 and first.history[0]["val_iou"] == 0.8
+    saved = torch.load(out, weights_only=True)
+    out.unlink()
+    seen = []
+
+    def at_first_step(step, info):
+        if not seen:
+            seen.append(torch.load(out, weights_only=True) if out.exists() else None)
+            seen.append(json.loads(out.with_suffix(".json").read_text())["epochs_done"])
+
+    caplog.set_level("WARNING", logger="napari_sam")
+    second = train(images[:8], labels[:8], callback=at_first_step, **kw)
+    assert second.complete and json.loads(out.with_suffix(".json").read_text())[
+        "epochs_done"] == 3
+    gone = f"{out} was not there (deleted since an earlier piece of this run wrote it): "
+    if stop_after == 7:
+        assert gone + ("not written again now: the training state holds the weights of step "
+                       "7, inside epoch 3, not those of epoch 2 (the last completed); it is "
+                       "written at the end of epoch 3") in caplog.text
+        assert seen[0] is None
+    else:
+        assert gone + ("wrote it again from the training state, the weights of epoch "
+                       f"{done} (the last completed)") in caplog.text
+        assert all(torch.equal(seen[0][k], v) for k, v in saved.items()) and seen[1] == done

@@ -1,5 +1,8 @@
-"""A resumed run whose checkpoint is gone: the training state keeps the best epoch's weights,
-so the checkpoint an earlier piece wrote is written again from them when the run continues.
+"""A resumed run whose checkpoint is gone: it is written again from the training state when the
+run continues. With ``save="best"`` the state keeps the best epoch's weights; with
+``save="last"`` the weights of the last completed epoch are the trainer's own when the run
+stopped at the end of an epoch, and are kept nowhere when it stopped inside one (the
+checkpoint is then written at the end of that epoch, and a note says so).
 
 Without this, a run whose ``FILE.pt`` was deleted (or lost) between pieces wrote it again
 only when a later epoch beat the best one: when none did, the command ended with "wrote
@@ -15,13 +18,20 @@ from .checkpoint import save_checkpoint
 
 __all__ = ["restore_missing_checkpoint"]
 
+#: How the notes below begin.
+_GONE = "{out} was not there (deleted since an earlier piece of this run wrote it): "
 
-def restore_missing_checkpoint(trainer, loop, out, meta: dict[str, Any]) -> str | None:
-    """Write ``out`` again from ``loop.best_state`` (the weights of the best epoch so far, kept
-    in the training state) when an earlier piece wrote it and it is no longer there, with the
-    metadata that epoch's save wrote; the trainer's current weights are put back, so the run
-    goes on as before. Returns a note saying so, or None (nothing missing, or no best weights
-    kept: a run without validation images).
+
+def restore_missing_checkpoint(trainer, loop, out, meta: dict[str, Any],
+                               save: str = "best") -> str | None:
+    """Write ``out`` again when an earlier piece wrote it and it is no longer there, with the
+    metadata that epoch's save wrote: with ``save="best"`` from ``loop.best_state`` (the
+    weights of the best epoch so far, kept in the training state; the trainer's current
+    weights are put back, so the run goes on as before), with ``save="last"`` from the
+    trainer's weights when they are those of the last completed epoch (the run stopped at the
+    end of it), or from ``loop.best_state`` when that epoch was the best. Returns a note saying what was done (also that nothing could be: ``"last"``
+    stopped inside an epoch), or None (nothing missing, or no best weights kept: a run
+    without validation images).
 
     Parameters
     ----------
@@ -29,27 +39,60 @@ def restore_missing_checkpoint(trainer, loop, out, meta: dict[str, Any]) -> str 
         The resumed trainer (its model's weights are the last step's).
     loop : object
         The resumed loop of :mod:`napari_sam.training.run` (``saved``, ``best``,
-        ``best_state``, ``history``, ``base``).
+        ``best_state``, ``history``, ``base``, ``epoch``).
     out : str or os.PathLike or None
         The checkpoint path this call was given.
     meta : dict
         The run's checkpoint metadata without the per-epoch entries.
+    save : {"best", "last"}
+        Which epoch's weights the run's checkpoint holds.
     """
-    if loop.saved is None or out is None or loop.best_state is None or Path(out).exists():
+    if loop.saved is None or out is None or Path(out).exists() or not loop.history:
         return None
     best = next((r for r in loop.history if r.get("val_iou") == loop.best), None)
+    if best is None or loop.best_state is None:
+        best = None  # no best weights kept: a run without validation images
+    if save == "last":
+        return _restore_last(trainer, loop, out, meta, best)
     if best is None:
         return None
+    _save_from_best(trainer, loop, out, meta, best)
+    return (_GONE.format(out=out) + "wrote it again from the training state, the weights of "
+            f"epoch {best['epoch']} (the best so far)")
+
+
+def _restore_last(trainer, loop, out, meta: dict[str, Any], best) -> str:
+    """:func:`restore_missing_checkpoint` of a run that saves every epoch's weights: the
+    trainer's when it stopped at the end of the last completed epoch, the best epoch's kept
+    in the state when that is the last completed; else none."""
+    last = loop.history[-1]
+    if trainer.step_count == last["steps"]:  # stopped at the end of the epoch
+        _save_epoch(trainer, loop, out, meta, last)
+    elif best is last:
+        _save_from_best(trainer, loop, out, meta, best)
+    else:  # stopped inside the next epoch: that epoch's weights are kept nowhere
+        return (_GONE.format(out=out) + f"not written again now: the training state holds the "
+                f"weights of step {trainer.step_count}, inside epoch {loop.epoch}, not those "
+                f"of epoch {last['epoch']} (the last completed); it is written at the end of "
+                f"epoch {loop.epoch}")
+    return (_GONE.format(out=out) + "wrote it again from the training state, the weights of "
+            f"epoch {last['epoch']} (the last completed)")
+
+
+def _save_from_best(trainer, loop, out, meta: dict[str, Any], best: dict[str, Any]) -> None:
+    """:func:`_save_epoch` of ``loop.best_state``; the trainer's weights are put back."""
     current = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     trainer.model.load_state_dict(loop.best_state)
     try:
-        save_checkpoint(trainer.model, out, {
-            **meta, "epochs_done": best["epoch"], "steps": best["steps"],
-            "metrics": loop.history[:loop.history.index(best) + 1],
-            "best_epoch": best["epoch"], "interrupted": False,
-            **({"base_validation": loop.base} if loop.base is not None else {})})
+        _save_epoch(trainer, loop, out, meta, best)
     finally:
         trainer.model.load_state_dict(current)
-    return (f"{out} was not there (deleted since an earlier piece of this run wrote it): "
-            f"wrote it again from the training state, the weights of epoch {best['epoch']} "
-            "(the best so far)")
+
+
+def _save_epoch(trainer, loop, out, meta: dict[str, Any], rec: dict[str, Any]) -> None:
+    """Save the trainer's weights to ``out`` as the epoch ``rec`` of ``loop.history`` did."""
+    save_checkpoint(trainer.model, out, {
+        **meta, "epochs_done": rec["epoch"], "steps": rec["steps"],
+        "metrics": loop.history[:loop.history.index(rec) + 1],
+        "best_epoch": rec["epoch"], "interrupted": False,
+        **({"base_validation": loop.base} if loop.base is not None else {})})

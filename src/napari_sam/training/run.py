@@ -434,7 +434,7 @@ def _items_fingerprint(items) -> list[list[str]] | None:
 
 
 def _resumed_loop(trainer: Trainer, resume_state, schedule: dict[str, Any], state_path,
-                  out=None, meta=None) -> _Loop:
+                  out=None, meta=None, save: str = "best") -> _Loop:
     """A fresh loop, or (with a saved state) the trainer and loop where the state left them.
     The checkpoint an earlier piece saved is ``out`` as this call names it (the state keeps
     the path that piece was given: relative to its working folder, or in a folder moved since;
@@ -446,7 +446,7 @@ def _resumed_loop(trainer: Trainer, resume_state, schedule: dict[str, Any], stat
     loop = _Loop.from_state(resume_state["loop"])
     if loop.saved is not None and out is not None:
         loop.saved = str(out)
-        note = restore_missing_checkpoint(trainer, loop, out, meta or {})
+        note = restore_missing_checkpoint(trainer, loop, out, meta or {}, save)
         if note:
             logger.warning(note)
     return loop
@@ -726,7 +726,7 @@ def run_training(
     resumable = state_path is not None
     schedule = (_schedule(trainer, train_items, val_items, epochs, steps_per_epoch,
                           schedule_extra) if resumable or resume_state is not None else None)
-    loop = _resumed_loop(trainer, resume_state, schedule, state_path, out, meta)
+    loop = _resumed_loop(trainer, resume_state, schedule, state_path, out, meta, save)
     epochs_before, out = len(loop.history), Path(out) if out is not None else None
     already_complete = resume_state is not None and loop.epoch > epochs
     if resume_state is not None and not already_complete and on_resume:  # it continues
