@@ -238,3 +238,20 @@ def test_a_pattern_that_misses_files_by_case_says_so(tmp_path, tiny_model, capsy
                        r"patterns compare letters exactly here; give a pattern with the "
                        r"files' upper and lower case$"):
         ns.train("up/A*.tif", "up/A*.tif", out="m.pt")
+
+
+def test_a_pattern_on_a_case_insensitive_file_system_leaves_nothing_out(tmp_path, tiny_model,
+                                                                        capsys, monkeypatch):
+    """``auto "Data/*.tif"`` for the folder ``data/`` on a case-insensitive file system (macOS,
+    an NTFS or SMB share): the pattern matched ``Data/a.tif``, the any-case search
+    ``data/a.tif``, the same file; the note said it was left out by upper/lower case. Files
+    are now compared as files. (``Data`` here is a link to ``data``: two spellings of one
+    folder, as such a file system gives.)"""
+    monkeypatch.chdir(tmp_path)
+    noise_image(tmp_path / "data" / "a.tif", (64, 64))
+    (tmp_path / "Data").symlink_to("data", target_is_directory=True)
+    rc, stdout, err = cli(["auto", "Data/*.tif", "-o", "out", "--model", tiny_model,
+                           "--points-per-side", "4", "--device", "cpu"], capsys)
+    assert rc == 0 and "1 file: 1 done" in stdout, err
+    assert "upper/lower" not in err
+    assert [p.name for p in (tmp_path / "out").glob("*.tif")] == ["a_labels.tif"]

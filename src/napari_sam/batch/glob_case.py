@@ -33,7 +33,8 @@ def _any_case(pattern: str) -> str:
 def case_only_matches(pattern: str, exact: Sequence[os.PathLike | str] = ()) -> list[Path]:
     """The files that ``pattern`` matches when upper and lower case are one, but that it does
     not match as written (nor are in ``exact``), sorted; hidden names are left out as a
-    glob's ``*`` leaves them out.
+    glob's ``*`` leaves them out. Files are compared as files, not by their names: on a
+    case-insensitive file system ``"Data/*.tif"`` matches ``data/a.tif`` as ``Data/a.tif``.
 
     Parameters
     ----------
@@ -48,10 +49,21 @@ def case_only_matches(pattern: str, exact: Sequence[os.PathLike | str] = ()) -> 
     """
     if os.path.normcase("A") == os.path.normcase("a"):  # Windows: glob ignores case already
         return []
-    have = {os.path.abspath(p) for p in [*exact, *glob.glob(pattern, recursive=True)]}
+    have = {_identity(p) for p in [*exact, *glob.glob(pattern, recursive=True)]}
     found = [Path(m) for m in glob.glob(_any_case(pattern), recursive=True)
-             if os.path.abspath(m) not in have and os.path.isfile(m)]
+             if _identity(m) not in have and os.path.isfile(m)]
     return sorted(found)
+
+
+def _identity(path: os.PathLike | str) -> tuple:
+    """Which file ``path`` is: its ``(st_dev, st_ino)``, so that ``Data/a.tif`` and
+    ``data/a.tif`` on a case-insensitive file system (macOS, a mounted NTFS or SMB share) are
+    one; its absolute path where it cannot be looked at."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ("path", os.path.abspath(path))
+    return (st.st_dev, st.st_ino)
 
 
 def case_words(pattern: str, others: Sequence[Path], folder: os.PathLike | str | None, *,
@@ -82,10 +94,10 @@ def left_out_notes(candidates: Sequence[tuple[str, Sequence[Path], Path]],
                    found: Sequence[os.PathLike | str]) -> list[str]:
     """One note per pattern of ``candidates`` (pattern, the files it misses by case, its
     fixed folder) whose files no argument took (``found``: every input found)."""
-    taken = {os.path.abspath(m) for m in found}
+    taken = {_identity(m) for m in found}
     notes = []
     for pattern, others, folder in candidates:
-        words = case_words(pattern, [o for o in others if os.path.abspath(o) not in taken],
+        words = case_words(pattern, [o for o in others if _identity(o) not in taken],
                            folder, left_out=True)
         notes += [f"{pattern!r}: {words}"] if words else []
     return notes
