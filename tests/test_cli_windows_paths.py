@@ -255,3 +255,27 @@ def test_a_pattern_on_a_case_insensitive_file_system_leaves_nothing_out(tmp_path
     assert rc == 0 and "1 file: 1 done" in stdout, err
     assert "upper/lower" not in err
     assert [p.name for p in (tmp_path / "out").glob("*.tif")] == ["a_labels.tif"]
+
+
+def test_a_sharp_s_and_ss_are_two_outputs_where_names_fold(tmp_path, tiny_model, capsys,
+                                                          monkeypatch):
+    """``Maß.tif`` and ``Mass.tif`` on a file system that folds case (NTFS, APFS keep them
+    apart): both are segmented, each to its own file (was: refused as one output, the key
+    case-folded ß to "ss"). ``A``/``a`` and ``café`` in its two Unicode forms stay one."""
+    import unicodedata
+
+    from napari_sam.batch import jobs
+    from napari_sam.batch.output_names import output_key
+
+    assert output_key(tmp_path / "Maß.tif", True) != output_key(tmp_path / "Mass.tif", True)
+    assert output_key(tmp_path / "A.tif", True) == output_key(tmp_path / "a.tif", True)
+    assert output_key(tmp_path / unicodedata.normalize("NFD", "Café.tif"), True) == (
+        output_key(tmp_path / "café.tif", True))
+    monkeypatch.setattr(jobs, "folds_names", lambda folder: True, raising=False)
+    noise_image(tmp_path / "data" / "Maß.tif", (64, 64), seed=1)
+    noise_image(tmp_path / "data" / "Mass.tif", (64, 64), seed=2)
+    out = tmp_path / "out"
+    rc, stdout, err = cli(["auto", tmp_path / "data", "-o", out, "--model", tiny_model,
+                           "--points-per-side", "4", *FAST], capsys)
+    assert rc == 0 and "2 files: 2 done" in stdout, err
+    assert sorted(p.name for p in out.glob("*.tif")) == ["Mass_labels.tif", "Maß_labels.tif"]

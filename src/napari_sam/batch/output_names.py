@@ -65,6 +65,7 @@ def folds_names(folder: os.PathLike | str) -> bool:
 def output_key(path: os.PathLike | str, folds: bool) -> str:
     """The key under which ``path`` is one output: the resolved path, and where the file
     system ``folds`` names, in one case and Unicode normal form (``A_labels.tif`` and
-    ``a_labels.tif`` one key)."""
+    ``a_labels.tif`` one key). Letters are lowered one by one, as NTFS and APFS compare them,
+    not case-folded: ``Maß`` and ``Mass`` stay two names (``str.casefold`` makes ß "ss")."""
     text = str(Path(path).resolve())
-    return unicodedata.normalize("NFC", text).casefold() if folds else text
+    return unicodedata.normalize("NFC", text).lower() if folds else text
