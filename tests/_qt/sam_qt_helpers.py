@@ -258,3 +258,22 @@ def propagating_held(make_widget, tiny_predictor, qtbot, monkeypatch):
     press_key(viewer, "Shift-D")
     qtbot.waitUntil(lambda: c.job is not None and c.job.phase == "propagating", timeout=60_000)
     return viewer, widget, go
+
+
+def store_fills_from_slice(monkeypatch, first: int):
+    """The disk under an embedding store fills: writing the features of slice ``first`` or
+    later raises ENOSPC (zarr's ``Array.__setitem__``). Returns the real ``__setitem__``, for
+    ``monkeypatch.setattr(zarr.Array, "__setitem__", it)`` once space is freed."""
+    import errno
+
+    import zarr
+
+    write = zarr.Array.__setitem__
+
+    def full_from(self, key, value):
+        if np.ndim(value) == 3 and key >= first:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(self, key, value)
+
+    monkeypatch.setattr(zarr.Array, "__setitem__", full_from)
+    return write

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 
 import numpy as np
@@ -26,6 +25,7 @@ from sam_qt_helpers import (
     commit_on,
     dock_on,
     grid_of_two_images,
+    store_fills_from_slice,
     use_predictor,
 )
 
@@ -41,14 +41,7 @@ def test_the_embedding_line_counts_the_slices_stored_before_the_disk_filled(
     widget._store.setText(str(store))
     widget._on_store_changed()
     assert widget._emb_state.text() == "0 of 8 slices embedded"
-    write = zarr.Array.__setitem__
-
-    def full_from_slice_3(self, key, value):  # the features of slices 3.. find no space
-        if np.ndim(value) == 3 and key >= 3:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        write(self, key, value)
-
-    monkeypatch.setattr(zarr.Array, "__setitem__", full_from_slice_3)
+    write = store_fills_from_slice(monkeypatch, 3)  # the features of slices 3.. find no space
     click_button(qtbot, widget, "Compute embeddings")
     qtbot.waitUntil(lambda: c.job is None, timeout=120_000)
     assert "no space left on the device" in widget._status.text()

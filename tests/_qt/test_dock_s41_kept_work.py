@@ -18,6 +18,7 @@ from sam_qt_helpers import (
     commit_on,
     dock_on_a_full_disk,
     held_encoder,
+    store_fills_from_slice,
     use_predictor,
 )
 
@@ -105,22 +106,13 @@ def test_a_click_after_the_job_that_loaded_the_model_failed_previews(
     loaded was not (a failed job's result is not applied): the next click found its slice
     embedded, decoded with no model and failed with "unexpected AttributeError: 'NoneType'
     object has no attribute 'model'", at every click until the model or image changed."""
-    import errno
-
     import zarr
 
     viewer, widget = _first_job_loads_the_model(make_widget, tiny_ckpt, qtbot)
     c = widget.controller
     widget._store.setText(str(tmp_path / "emb.zarr"))
     widget._on_store_changed()
-    write = zarr.Array.__setitem__
-
-    def full_from_slice_3(self, key, value):
-        if np.ndim(value) == 3 and key >= 3:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        write(self, key, value)
-
-    monkeypatch.setattr(zarr.Array, "__setitem__", full_from_slice_3)
+    write = store_fills_from_slice(monkeypatch, 3)  # the features of slices 3.. find no space
     click_button(qtbot, widget, "Compute embeddings")
     qtbot.waitUntil(lambda: c.job is None, timeout=120_000)
     assert widget._emb_state.text() == "failed: 3 of 8 slices embedded"
