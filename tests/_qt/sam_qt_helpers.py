@@ -277,3 +277,20 @@ def store_fills_from_slice(monkeypatch, first: int):
 
     monkeypatch.setattr(zarr.Array, "__setitem__", full_from)
     return write
+
+
+def held_model_load(monkeypatch, controller, predictor):
+    """``(gate, entered)``: the controller's next model load waits for ``gate`` once
+    ``entered``, then gives ``predictor``; the model "held" is picked (not yet loaded)."""
+    from napari_sam.annotate.model_choice import ModelChoice
+
+    gate, entered = threading.Event(), threading.Event()
+
+    def held_load(choice, device, precision="auto"):
+        entered.set()
+        assert gate.wait(60), "the test never let the load go on"
+        return predictor
+
+    monkeypatch.setattr(controller.models, "load", held_load)
+    controller.set_model(ModelChoice("held", "held"))
+    return gate, entered

@@ -5,9 +5,7 @@ claim any."""
 
 from __future__ import annotations
 
-import threading
-
-from sam_qt_helpers import use_predictor
+from sam_qt_helpers import held_model_load, use_predictor
 
 from stacks import blob_stack
 
@@ -48,19 +46,10 @@ def test_cancelling_an_embedding_says_what_it_kept(make_widget, tiny_predictor, 
 
 def test_cancelling_a_first_embedding_before_a_slice_claims_nothing_kept(
         make_widget, tiny_predictor, qtbot, monkeypatch):
-    from napari_sam.annotate.model_choice import ModelChoice
 
     viewer, widget = make_widget(blob_stack(z=12), sync=False, preload=False, name="blobs")
     c = widget.controller
-    gate, entered = threading.Event(), threading.Event()
-
-    def held_load(choice, device, precision="auto"):
-        entered.set()
-        assert gate.wait(60), "the test never let the load go on"
-        return tiny_predictor
-
-    monkeypatch.setattr(c.models, "load", held_load)
-    c.set_model(ModelChoice("held", "held"))
+    gate, entered = held_model_load(monkeypatch, c, tiny_predictor)
     c.compute_embeddings()  # it loads the model first: cancelled then, it embeds nothing
     qtbot.waitUntil(entered.is_set, timeout=30_000)
     c.cancel()

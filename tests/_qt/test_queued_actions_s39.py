@@ -5,14 +5,13 @@ threads; the encoder is held until the test has pressed the button."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from qtpy.QtWidgets import QPushButton
 from sam_qt_helpers import (
     HELD_FAILURE,
     blob_stack,
     held_encoder,
+    held_model_load,
     large_image_embedding_tiles,
     use_predictor,
 )
@@ -124,22 +123,13 @@ def test_a_waiting_propagate_is_not_started_on_an_image_picked_meanwhile(
     """Propagate pressed while the model loads, then another image picked: the load is let
     finish (so the job ends as if it succeeded), and the waiting Propagate ran on the new
     image's prompts and labels (the reviewer's catch). It is not started, and says why."""
-    from napari_sam.annotate.model_choice import ModelChoice
 
     viewer, w = make_widget(blob_stack(), sync=False, preload=False, name="blobs")
     viewer.add_image(blob_stack() * 0.5, name="other")
     w._image.setCurrentIndex(w._image.findText("blobs"))
     w._on_image_changed()
     c = w.controller
-    gate, entered = threading.Event(), threading.Event()
-
-    def held_load(choice, device, precision="auto"):
-        entered.set()
-        assert gate.wait(60), "the test never let the load go on"
-        return tiny_predictor
-
-    monkeypatch.setattr(c.models, "load", held_load)
-    c.set_model(ModelChoice("held", "held"))
+    gate, entered = held_model_load(monkeypatch, c, tiny_predictor)
     viewer.dims.set_point(0, 3)
     try:
         c.add_point(3, 20, 20)  # the click's job loads the model first
