@@ -7,7 +7,23 @@ import contextlib
 import errno
 
 
-class FillsUp:
+class WrappedFile:
+    """A file's stand-in that passes everything to the file ``_fh`` (subclasses change
+    ``write``); closed on leaving a ``with`` block."""
+
+    _fh = None
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._fh.close()
+
+
+class FillsUp(WrappedFile):
     """A binary file whose writes fail with ENOSPC after ``room`` bytes (a disk that fills)."""
 
     def __init__(self, fh, room: int):
@@ -18,15 +34,6 @@ class FillsUp:
         if self._room < 0:
             raise OSError(errno.ENOSPC, "No space left on device")
         return self._fh.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self._fh, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._fh.close()
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ import torch
 
 from cli_runner import cli
 from cli_runner import tiny_train_argv as _train
+from full_disk import WrappedFile
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +24,7 @@ def _offline(offline_cli):
     """Every test here runs in :func:`offline_cli`'s surroundings (tests/conftest.py)."""
 
 
-class _CtrlCInWrite:
+class _CtrlCInWrite(WrappedFile):
     """A file whose second ``write`` is preceded by ``presses`` Ctrl-C (SIGINT to this
     process): the handlers run there, inside the write ``torch.save`` makes."""
 
@@ -36,15 +37,6 @@ class _CtrlCInWrite:
             for _ in range(self._presses):
                 os.kill(os.getpid(), signal.SIGINT)
         return self._fh.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self._fh, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return self._fh.__exit__(*exc)
 
 
 def ctrl_c_in_save(monkeypatch, prefix: str, presses: int) -> list:
