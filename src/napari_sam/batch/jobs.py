@@ -266,16 +266,11 @@ def recorded_smoothing(params: dict, meta: Mapping) -> dict:
     input_smoothing 0.0 -> 0.7", the same smoothing."""
     if "input_smoothing" in params:
         return params
+    from napari_sam.models.registry import model_id_parts
+
     model = meta.get("model")
-    model_id = str(model.get("id") or "") if isinstance(model, Mapping) else ""
-    for part in model_id.split("+")[1:]:
-        if part.startswith("smooth"):
-            try:
-                sigma = float(part[len("smooth"):])
-            except ValueError:
-                return params
-            return {**params, "input_smoothing": sigma} if sigma > 0 else params
-    return params
+    _, sigma = model_id_parts(model.get("id") if isinstance(model, Mapping) else None)
+    return {**params, "input_smoothing": sigma} if sigma else params
 
 
 def job_output_state(job: Job, ctx: Context) -> str:
@@ -315,8 +310,9 @@ def model_file_ids(meta: Mapping, signature: Mapping) -> tuple[str, str] | None:
     current = model_file_id(spec) or packaged_model_id(spec)
     if current is None:
         return None
-    recorded = str((meta.get("model") or {}).get("id") or "").split("+")[0]
-    return recorded, current
+    from napari_sam.models.registry import model_id_parts
+
+    return model_id_parts((meta.get("model") or {}).get("id"))[0], current
 
 
 def mark_partial(job: Job, ctx: Context) -> None:

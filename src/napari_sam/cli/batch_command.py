@@ -545,7 +545,9 @@ def session_model(prompts, args) -> str | None:
     from napari_sam.batch.models import model_file_id
 
     now = model_file_id(spec)  # a checkpoint written again at that path (retrained)?
-    recorded = str((session.model or {}).get("id") or "").split("+")[0]
+    from napari_sam.models.registry import model_id_parts
+
+    recorded = model_id_parts((session.model or {}).get("id"))[0]
     if now is not None and recorded.startswith("file:") and now != recorded:
         print_note(f"model {spec}: the session's path, but the file holds other weights now "
                    f"(id {now}; the session was made with {recorded}): the prompts are rerun "

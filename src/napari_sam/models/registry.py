@@ -76,6 +76,7 @@ __all__ = [
     "cache_state",
     "check",
     "declared_input_smoothing",
+    "model_id_parts",
     "declared_settings",
     "fetch",
     "file_digest",
@@ -541,6 +542,27 @@ def input_smoothing(metadata: dict, path: str | os.PathLike = "") -> float:
     return float(sigma)
 
 
+def smoothed_model_id(model_id: str, smoothing: float) -> str:
+    """A model's id with the input smoothing it applies (what it sees depends on it:
+    embeddings, stores, sessions and outputs must tell them apart): ``file:<hash>+smooth0.7``,
+    ``model_id`` itself without smoothing. :func:`model_id_parts` reads it back."""
+    return f"{model_id}+smooth{smoothing:g}" if smoothing > 0 else model_id
+
+
+def model_id_parts(model_id) -> tuple[str, float | None]:
+    """``(id of the weights, input smoothing)`` of a recorded model id
+    (:func:`smoothed_model_id`'s): ``("file:<hash>", 0.7)`` for ``file:<hash>+smooth0.7``,
+    ``(model_id, None)`` where it names no smoothing (or an unreadable one)."""
+    base, *parts = str(model_id or "").split("+")
+    for part in parts:
+        if part.startswith("smooth"):
+            try:
+                return base, float(part[len("smooth"):])
+            except ValueError:
+                return base, None
+    return base, None
+
+
 def declared_input_smoothing(name_or_path: str | os.PathLike) -> float:
     """The input smoothing a model uses (:func:`input_smoothing`), told without loading the
     model: of the settings its checkpoint loads with (:func:`declared_settings`: the
@@ -664,7 +686,7 @@ def load_model(
     model = _build(path)
     smoothing = float(getattr(model, "input_smoothing", 0.0))
     # what the model sees depends on it: embeddings, stores and sessions must tell them apart
-    model.model_id = f"{model_id}+smooth{smoothing:g}" if smoothing > 0 else model_id
+    model.model_id = smoothed_model_id(model_id, smoothing)
     if name == DEMO_NAME or path.resolve() == where(DEMO_NAME).resolve():
         logger.warning(
             "Using the bundled demo model (small, trained on synthetic scenes; fine for "
