@@ -18,6 +18,15 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 
+#: the scripts' start: napari with the stack from its file, the dock from the menu, one commit
+_ONE_COMMIT = r"""viewer = napari.Viewer(show=False)
+viewer.open({stack!r}, plugin="napari")
+dock, widget = open_from_menu(viewer)
+widget.controller.sync = True
+pick_checkpoint(widget, {ckpt!r})
+commit_on(viewer, widget, 1)
+"""
+
 _NAPARI_TOLD_TO_END = r"""
 import sys, time
 sys.path[:0] = [{helpers!r}, {tests!r}]
@@ -32,13 +41,7 @@ from sam_qt_helpers import canvas_click, commit_on, open_from_menu, pick_checkpo
 P.PAINT_AUTOSAVE_MS = 600_000  # the stroke's autosave is still waiting when the signal comes
 if {case!r} == "write":  # every autosave on the writer's thread, as for 1 GB of labels
     AW.BACKGROUND_BYTES = 1
-viewer = napari.Viewer(show=False)
-viewer.open({stack!r}, plugin="napari")
-dock, widget = open_from_menu(viewer)
-widget.controller.sync = True
-pick_checkpoint(widget, {ckpt!r})
-commit_on(viewer, widget, 1)
-layer = widget.controller.target_layer
+""" + _ONE_COMMIT + r"""layer = widget.controller.target_layer
 fsync = W.fsync_path
 
 def slow_write(path):  # the second commit's labels take 3 s to reach the disk
@@ -108,13 +111,7 @@ import napari_sam._qt.paint_autosave as P
 from sam_qt_helpers import canvas_click, commit_on, open_from_menu, pick_checkpoint
 
 P.PAINT_AUTOSAVE_MS = 600_000  # a stroke's autosave still waits when the signal comes
-viewer = napari.Viewer(show=False)
-viewer.open({stack!r}, plugin="napari")
-dock, widget = open_from_menu(viewer)
-widget.controller.sync = True
-pick_checkpoint(widget, {ckpt!r})
-commit_on(viewer, widget, 1)
-c = widget.controller
+""" + _ONE_COMMIT + r"""c = widget.controller
 c.target_layer.selected_label = 9
 c.target_layer.paint((1, 40, 40), 9)  # a hand edit: its autosave waits for the stroke's end
 written = c.labels_changed
