@@ -165,3 +165,66 @@ def test_all_sessions_share_one_deadline_for_their_autosaves():
     assert wait_for_autosaves([Hung(), Hung(), Hung()], t0 + 0.6) is False
     assert time.monotonic() - t0 < 1.0
     assert asked[0] <= 0.6 and asked[1] < 0.05 and asked[2] < 0.05
+
+
+_IDLE_NAPARI_TOLD_TO_END = r"""
+import sys
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QApplication
+from napari_sam._qt.terminate_saves import save_on_terminate
+
+class Session:  # what the signal waits for: an AnnotationSession's autosaves
+    def wait_autosave(self, timeout):
+        print("SAVED", flush=True)
+        return True
+
+app = QApplication([])
+if {taken!r}:  # the wakeup descriptor is someone else's (an asyncio loop's signal handlers)
+    import signal, socket
+    theirs = socket.socketpair()
+    theirs[1].setblocking(False)
+    signal.set_wakeup_fd(theirs[1].fileno())
+session = Session()
+save_on_terminate(session)
+if {taken!r}:
+    print("THEIRS", signal.set_wakeup_fd(theirs[1].fileno()) == theirs[1].fileno(), flush=True)
+ours = []
+
+def count(frame, event, arg):
+    if event == "call" and "napari_sam" in frame.f_code.co_filename:
+        ours.append(frame.f_code.co_name)
+
+def stop_counting():
+    sys.setprofile(None)
+    print("IDLE", len(ours), sorted(set(ours)), flush=True)
+
+QTimer.singleShot(0, lambda: sys.setprofile(count))
+QTimer.singleShot(1600, stop_counting)
+app.exec()
+"""
+
+
+@pytest.mark.parametrize("taken", [False, True])
+def test_an_idle_napari_runs_no_python_of_ours_yet_sigterm_still_saves(taken):
+    """The handler used to get its turn from a timer that woke napari's event loop four times
+    a second for as long as a dock had been open; the signal now wakes the loop itself. Where
+    the wakeup descriptor is someone else's, it is left to them and the timer comes back."""
+    proc = subprocess.Popen([sys.executable, "-c", _IDLE_NAPARI_TOLD_TO_END.format(taken=taken)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        if taken:
+            assert line.strip() == "THEIRS True", line + proc.stderr.read()[-3000:]
+            line = proc.stdout.readline()
+        assert line.startswith("IDLE"), proc.stderr.read()[-3000:]
+        # 1.6 s of an idle loop: nothing of ours ran (the timer: about six ticks)
+        assert (int(line.split()[1]) >= 3) if taken else line.split()[1] == "0", line
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)  # the idle loop woke for the signal: nothing else would wake it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    assert proc.stdout.read().strip() == "SAVED"
+    assert proc.returncode == -signal.SIGTERM

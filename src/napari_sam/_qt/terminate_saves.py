@@ -12,7 +12,12 @@ by the same signal with its default action (exit status -15 for SIGTERM). A sign
 set to be ignored (``nohup``), or gave a handler of their own, is left alone.
 
 A Python signal handler runs only when the interpreter runs, and napari's Qt event loop may
-sit in C++ for long: a light timer (:data:`TICK_MS`) lets it run. The handler itself only
+sit in C++ for long: the signal wakes the loop through Python's wakeup file descriptor
+(:func:`signal.set_wakeup_fd`, read by a ``QSocketNotifier``), so the handler runs at once and
+an idle napari runs no Python of ours. Where another part of the process already holds the
+wakeup descriptor (an asyncio loop with signal handlers), a light timer (:data:`TICK_MS`)
+lets the handler run instead, as before (a timer that woke the loop four times a second in
+every napari with a dock). The handler itself only
 asks the event loop to save (the signal may come in the middle of a commit or of a write on
 the UI thread): the saves run once that is done. A main thread stuck in C code never runs the handler: such
 a napari (frozen) ends on SIGKILL only, where SIGTERM ended it before.
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 import weakref
@@ -39,13 +45,14 @@ from napari_sam._qt.paint_autosave import flush_all
 
 __all__ = ["TICK_MS", "WAIT_S", "save_on_terminate", "wait_for_autosaves"]
 
-#: how often the event loop lets Python look at signals (ms)
+#: how often the event loop lets Python look at signals (ms) where the wakeup descriptor is
+#: taken by someone else
 TICK_MS = 250
 #: how long the end waits for autosaves under way (s): a logout's manager kills after ~90 s
 WAIT_S = 60.0
 
 _SESSIONS: weakref.WeakSet = weakref.WeakSet()
-_STATE: dict = {"handled": [], "timer": None, "ending": False}
+_STATE: dict = {"handled": [], "timer": None, "wakeup": None, "ending": False}
 
 
 def save_on_terminate(session) -> None:
@@ -53,21 +60,59 @@ def save_on_terminate(session) -> None:
     to end (see the module docstring); installs the handlers once per process, from the
     main thread (elsewhere it does nothing: Python takes signals on the main thread only)."""
     _SESSIONS.add(session)
-    if _STATE["timer"] is not None or threading.current_thread() is not threading.main_thread():
+    installed = _STATE["timer"] is not None or _STATE["wakeup"] is not None
+    if installed or threading.current_thread() is not threading.main_thread():
         return
-    from qtpy.QtCore import QTimer
-
     for sig in _signals():
         if signal.getsignal(sig) is signal.SIG_DFL:
             signal.signal(sig, _told_to_end)
             _STATE["handled"].append(sig)
     if not _STATE["handled"]:
         return
-    timer = QTimer()
-    timer.setInterval(TICK_MS)
-    timer.timeout.connect(lambda: None)  # (Python runs: a signal's handler gets its turn)
-    timer.start()
-    _STATE["timer"] = timer
+    _STATE["wakeup"] = _wake_on_signals()
+    if _STATE["wakeup"] is None:
+        from qtpy.QtCore import QTimer
+
+        timer = QTimer()
+        timer.setInterval(TICK_MS)
+        timer.timeout.connect(lambda: None)  # (Python runs: a signal's handler gets its turn)
+        timer.start()
+        _STATE["timer"] = timer
+
+
+def _wake_on_signals():
+    """Wake Qt's event loop when a signal comes: Python writes a byte to the write end of a
+    socket pair (:func:`signal.set_wakeup_fd`), a ``QSocketNotifier`` on the read end wakes
+    the loop, and the slot that drains it lets the interpreter run the handler. Returns what
+    must stay alive (the sockets, the notifier), or None where the wakeup descriptor is
+    someone else's (left to them)."""
+    from qtpy.QtCore import QSocketNotifier
+
+    read_end, write_end = socket.socketpair()
+    for end in (read_end, write_end):
+        end.setblocking(False)
+    try:
+        previous = signal.set_wakeup_fd(write_end.fileno(), warn_on_full_buffer=False)
+    except (ValueError, OSError):
+        previous = None
+    if previous != -1:
+        if previous is not None:
+            signal.set_wakeup_fd(previous)
+        read_end.close()
+        write_end.close()
+        return None
+    readable = getattr(QSocketNotifier, "Type", QSocketNotifier).Read
+    notifier = QSocketNotifier(read_end.fileno(), readable)
+
+    def drain(*_):
+        try:
+            while read_end.recv(512):
+                pass
+        except OSError:  # nothing more to read (BlockingIOError)
+            pass
+
+    notifier.activated.connect(drain)
+    return read_end, write_end, notifier
 
 
 def _signals() -> list:
