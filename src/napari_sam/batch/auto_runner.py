@@ -455,12 +455,13 @@ def run_auto(job: Job, ctx: Context, model) -> dict:
     if nio.write_kind(job.output) in ("tiff", "ome-tiff"):
         nio.write_labels_stream(job.output, slices(), shape=opened.label_shape, max_id=max_id,
                                 axes=opened.label_axes, pixel_size=opened.pixel_size,
-                                unit=opened.unit or "um", metadata=meta)
+                                unit=opened.unit or "um", metadata=meta,
+                                time_interval=opened.time_interval)
     else:  # npy / zarr outputs are assembled in memory
         vol = np.stack(list(slices()))
         nio.write_labels(job.output, vol[0] if opened.is2d else vol, axes=opened.label_axes,
                          pixel_size=opened.pixel_size, unit=opened.unit or "um", metadata=meta,
-                         overwrite=True)
+                         overwrite=True, time_interval=opened.time_interval)
     records = [
         {"id": oid, "slice_range": None if opened.is2d else [int(zmin[oid]), int(zmax[oid])],
          "area": int(areas[oid]), "score": plan.scores.get(oid)}

@@ -131,7 +131,7 @@ def finish_labels(job: Job, ctx: Context, model, opened: OpenedImage, labels: np
     labels = labels[0] if opened.is2d and labels.ndim == 3 else labels
     nio.write_labels(job.output, labels, axes=opened.label_axes, pixel_size=opened.pixel_size,
                      unit=opened.unit or "um", metadata=label_metadata(job, ctx, model),
-                     overwrite=True)
+                     overwrite=True, time_interval=opened.time_interval)
     objects = nio.label_objects_summary(labels, scores)
     nio.write_output_metadata(job.output, model=model_record(ctx, model), version=__version__,
                       parameters=ctx.signature(), objects=objects, input_path=job.input,

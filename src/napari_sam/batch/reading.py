@@ -33,6 +33,7 @@ class OpenedImage:
     channel_note: str = ""  # --channel N not used: the file has no channel axis (certain)
     axes_note: str = ""  # --axes overrides other axes that the file's metadata names
     file_axes: str | None = None  # the axes the file's metadata names (file_named_axes)
+    time_interval: dict | None = None  # a movie's time between frames (io.time_interval)
 
     @property
     def label_shape(self) -> tuple[int, ...]:
@@ -97,7 +98,8 @@ def open_image(path: Path, ctx: Context, *, check: bool = True) -> OpenedImage:
                        _channels_as_colour(declared, ctx, std),
                        (int(img.metadata.get("series_count", 1)),
                         list(img.metadata.get("other_series", ()))), channel_note,
-                       axes_override_note(ctx, img), file_named_axes(img))
+                       axes_override_note(ctx, img), file_named_axes(img),
+                       img.metadata.get("time_interval"))
 
 
 class MovieOfVolumes(ValueError):

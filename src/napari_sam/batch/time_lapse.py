@@ -155,11 +155,12 @@ def _write_movie(job: Job, ctx: Context, model, n: int) -> dict:
     if nio.write_kind(job.output) in ("tiff", "ome-tiff"):
         pages = (page for vol in _volumes(parts, shape) for page in vol)
         nio.write_labels_stream(job.output, pages, shape=shape, max_id=max_id, axes="TZYX",
-                                pixel_size=first.pixel_size, unit=unit, metadata=meta)
+                                pixel_size=first.pixel_size, unit=unit, metadata=meta,
+                                time_interval=first.time_interval)
     else:  # npy / zarr outputs are assembled in memory
         nio.write_labels(job.output, np.stack(list(_volumes(parts, shape))), axes="TZYX",
                          pixel_size=first.pixel_size, unit=unit, metadata=meta,
-                         overwrite=True)
+                         overwrite=True, time_interval=first.time_interval)
     record = _time_lapse_record(ctx, parts)
     axes = {**axes_record(ctx, first), "axes": "TZYX"}
     nio.write_output_metadata(

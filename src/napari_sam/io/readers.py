@@ -37,6 +37,11 @@ from napari_sam.io.ome_zarr import (
     open_group_image,
     unreadable_store_hint,
 )
+from napari_sam.io.time_interval import (
+    time_interval_from_imagej,
+    time_interval_from_ome,
+    time_interval_from_zarr,
+)
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
 
@@ -251,14 +256,19 @@ def _refuse_damaged_tiff(path: Path, log: list[str]) -> None:
 def _tiff_calibration(tif, page, src_axes: str) -> tuple[dict, dict[str, float], str | None]:
     """``(metadata, pixel sizes by letter, unit)`` from OME, ImageJ or plain TIFF tags."""
     md: dict[str, Any] = {"source_axes": src_axes, "format": "tiff"}
+    time = None
     if tif.is_ome and tif.ome_metadata:
         md["format"] = "ome-tiff"
         sizes, unit, user = _ome_info(tif.ome_metadata)
+        time = time_interval_from_ome(tif.ome_metadata)
     elif tif.is_imagej and tif.imagej_metadata is not None:
         md["format"] = "imagej-tiff"
         sizes, unit, user = _imagej_calibration(tif.imagej_metadata, page, md)
+        time = time_interval_from_imagej(tif.imagej_metadata)
     else:
         sizes, unit, user = _plain_tiff_calibration(tif, page, md)
+    if time is not None:
+        md["time_interval"] = time
     if user is not None:
         md["user"] = user
     return md, sizes, unit
@@ -388,6 +398,8 @@ def _open_zarr_array(path: Path):
             raise ImageReadError(path, exc.reason, exc.hint) from exc
         unit = _normalise_unit(unit)
     attrs = dict(arr.attrs)
+    if (time := time_interval_from_zarr(attrs)) is not None:
+        md["time_interval"] = time
     if axes is None:
         dims = getattr(getattr(arr, "metadata", None), "dimension_names", None) or attrs.get(
             "_ARRAY_DIMENSIONS"

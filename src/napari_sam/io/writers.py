@@ -23,6 +23,12 @@ import numpy as np
 from napari_sam.io.axes import AXES_LETTERS, SPATIAL, validate_axes
 from napari_sam.io.dead_temporaries import hold_writer_lock
 from napari_sam.io.readers import TIFF_SUFFIXES
+from napari_sam.io.time_interval import (
+    imagej_time_entries,
+    interval,
+    ome_time_entries,
+    zarr_time_entries,
+)
 from napari_sam.io.write_errors import WriteRecorder, naming_output
 
 BIGTIFF_LIMIT = 2**32 - 2**26  # leave room for tags and offsets
@@ -140,6 +146,7 @@ def write_labels(
     metadata: Mapping | None = None,
     overwrite: bool = False,
     compression: str | tuple[str, int] | None = "zlib",
+    time_interval: Mapping | None = None,
 ) -> Path:
     """Write a label image or volume atomically and return the path written.
 
@@ -171,6 +178,11 @@ def write_labels(
         level 1, about twice as fast as the default level 6 for 7% more bytes, what session
         autosaves use). zarr outputs use zarr's default compressor unless ``compression`` is
         None.
+    time_interval : dict, optional
+        The time between frames of a movie (``axes`` with ``T``), ``{"value": float, "unit":
+        str}`` as :func:`napari_sam.io.read_image` gives it in ``metadata["time_interval"]``:
+        written as ImageJ ``finterval``/``tunit``, OME ``TimeIncrement``/``TimeIncrementUnit``
+        or zarr attrs (:mod:`napari_sam.io.time_interval`). Ignored without a ``T`` axis.
 
     The data goes to a hidden temporary name next to ``path`` which is then renamed over it
     (``os.replace``, atomic on one filesystem); on any error the temporary is removed and an
@@ -197,12 +209,13 @@ def write_labels(
     user = dict(metadata) if metadata else None
     if user is not None:
         json.dumps(user, default=json_default)  # fail early, before touching the disk
+    time = _checked_time(time_interval, ax)
     _check_overwrite(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     out = arr.astype(dtype, copy=False)
 
     if kind == "zarr":
-        _write_zarr_atomic(path, out, ax, sizes, unit, user, compression, overwrite)
+        _write_zarr_atomic(path, out, ax, sizes, unit, user, compression, overwrite, time)
         return path
 
     tmp = tmp_name(path)
@@ -213,7 +226,8 @@ def write_labels(
                 f.flush()
                 os.fsync(f.fileno())
         else:
-            _write_tiff(tmp, out, ax, sizes, unit, user, compression, ome=kind == "ome-tiff")
+            _write_tiff(tmp, out, ax, sizes, unit, user, compression, ome=kind == "ome-tiff",
+                        time=time)
             fsync_path(tmp)
         _check_overwrite(path, overwrite)
         os.replace(tmp, path)
@@ -224,7 +238,19 @@ def write_labels(
     return path
 
 
-def _write_tiff(tmp, out, ax, sizes, unit, user, compression, *, ome: bool) -> None:
+def _checked_time(time_interval: Mapping | None, ax: str) -> dict | None:
+    """``time_interval`` checked (a positive finite value), or None without a ``T`` axis."""
+    if time_interval is None or "T" not in ax:
+        return None
+    time = interval(time_interval.get("value"), time_interval.get("unit"))
+    if time is None:
+        raise ValueError(f"time_interval {dict(time_interval)!r} must give a positive "
+                         "'value' (and a 'unit', seconds by default)")
+    return time
+
+
+def _write_tiff(tmp, out, ax, sizes, unit, user, compression, *, ome: bool,
+                time: Mapping | None = None) -> None:
     import tifffile
 
     if not _is_imagej_order(ax):
@@ -233,7 +259,7 @@ def _write_tiff(tmp, out, ax, sizes, unit, user, compression, *, ome: bool) -> N
             "transpose the labels first"
         )
     kwargs = _tiff_options(ax, sizes, unit, user, compression, nbytes=out.nbytes,
-                           ome=out.dtype == np.uint32 or ome)
+                           ome=out.dtype == np.uint32 or ome, time=time)
     tifffile.imwrite(tmp, out, photometric="minisblack", **kwargs)
 
 
@@ -249,10 +275,12 @@ def _ome_unit(unit: str) -> str:
 
 
 def _tiff_options(ax: str, sizes: Mapping[str, float], unit: str, user: Mapping | None,
-                  compression, *, nbytes: int, ome: bool) -> dict[str, Any]:
+                  compression, *, nbytes: int, ome: bool,
+                  time: Mapping | None = None) -> dict[str, Any]:
     """``tifffile.imwrite`` keywords for a label TIFF: OME-TIFF (``PhysicalSize*``, user JSON
     in the image ``Description``) or an ImageJ hyperstack (``spacing``, X/YResolution, user
-    JSON in the ``Info`` property); BigTIFF above :data:`BIGTIFF_LIMIT` bytes."""
+    JSON in the ``Info`` property); BigTIFF above :data:`BIGTIFF_LIMIT` bytes; a movie's
+    frame interval (``time``) in either."""
     kwargs: dict[str, Any] = {"compression": compression, "bigtiff": nbytes > BIGTIFF_LIMIT}
     if isinstance(compression, tuple):  # (name, level)
         kwargs.update(compression=compression[0], compressionargs={"level": compression[1]})
@@ -263,6 +291,8 @@ def _tiff_options(ax: str, sizes: Mapping[str, float], unit: str, user: Mapping 
             md[f"PhysicalSize{letter}Unit"] = _ome_unit(unit)
         if user is not None:
             md["Description"] = json.dumps({"napari_sam": user}, default=json_default)
+        if time is not None:
+            md.update(ome_time_entries(time))
         kwargs.update(ome=True, metadata=md)
         return kwargs
     if sizes:
@@ -272,6 +302,8 @@ def _tiff_options(ax: str, sizes: Mapping[str, float], unit: str, user: Mapping 
         kwargs["resolution"] = (1.0 / sizes.get("X", 1.0), 1.0 / sizes.get("Y", 1.0))
     if user is not None:
         md["Info"] = json.dumps({"napari_sam": user}, default=json_default)
+    if time is not None:
+        md.update(imagej_time_entries(time))
     kwargs.update(imagej=True, metadata=md)
     return kwargs
 
@@ -287,6 +319,7 @@ def write_labels_stream(
     unit: str = "um",
     metadata: Mapping | None = None,
     compression: str | None = "zlib",
+    time_interval: Mapping | None = None,
 ) -> Path:
     """Write a label volume slice by slice to a TIFF, atomically, with ``write_labels``' metadata.
 
@@ -294,8 +327,8 @@ def write_labels_stream(
     dtype; a ``TZYX`` movie's pages time point by time point); only one is held at a time. They are stored as uint16 when ``max_id`` fits, else uint32.
     The file layout and metadata are those of :func:`write_labels` (ImageJ hyperstack for
     uint16, OME-TIFF for uint32 or ``.ome.tif``), so :func:`napari_sam.io.read_image` reads
-    back the axes, pixel size and ``metadata``. The data go to a hidden temporary file that
-    is renamed into place only when complete.
+    back the axes, pixel size, a movie's ``time_interval`` and ``metadata``. The data go to a
+    hidden temporary file that is renamed into place only when complete.
     """
     import tifffile
 
@@ -308,7 +341,8 @@ def write_labels_stream(
     user = dict(metadata) if metadata else None
     ome = dtype == np.uint32 or path.name.lower().endswith((".ome.tif", ".ome.tiff"))
     nbytes = int(math.prod(shape)) * dtype.itemsize
-    kwargs = _tiff_options(ax, sizes, unit, user, compression, nbytes=nbytes, ome=ome)
+    kwargs = _tiff_options(ax, sizes, unit, user, compression, nbytes=nbytes, ome=ome,
+                           time=_checked_time(time_interval, ax))
 
     def pages():
         n = 0
@@ -340,7 +374,8 @@ def _is_imagej_order(ax: str) -> bool:
     return pos == sorted(pos)
 
 
-def _write_zarr_atomic(path, out, ax, sizes, unit, user, compression, overwrite) -> None:
+def _write_zarr_atomic(path, out, ax, sizes, unit, user, compression, overwrite,
+                       time=None) -> None:
     import zarr
 
     tmp = tmp_name(path)
@@ -348,6 +383,8 @@ def _write_zarr_atomic(path, out, ax, sizes, unit, user, compression, overwrite)
     if sizes:
         attrs["pixel_size"] = [sizes[a] for a in SPATIAL if a in sizes]
         attrs["unit"] = unit
+    if time is not None:
+        attrs.update(zarr_time_entries(time))
     if user is not None:
         attrs["napari_sam"] = json.loads(json.dumps(user, default=json_default))
     chunks = tuple([1] * (out.ndim - 2) + [min(s, 1024) for s in out.shape[-2:]])

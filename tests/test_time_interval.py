@@ -1,0 +1,88 @@
+"""A movie's time between frames (ImageJ ``finterval``, OME ``TimeIncrement``) is read with
+the image and written with its labels: the labels of a 2-minute time-lapse opened in Fiji or
+TrackMate said 1 frame per second (nothing was written), so tracks' speeds came out wrong."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from cli_runner import cli
+from napari_sam import io as nio
+from stacks import blob_stack
+
+MINUTES = {"value": 2.5, "unit": "min"}
+
+
+def _labels(shape):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 4, shape).astype(np.uint16)
+
+
+@pytest.mark.parametrize(("name", "max_id"), [("l.tif", 3), ("l.ome.tif", 3), ("big.tif", 70000),
+                                              ("l.zarr", 3)])
+@pytest.mark.parametrize("axes", ["TYX", "TZYX"])
+def test_labels_keep_the_frame_interval_they_are_given(tmp_path, name, max_id, axes):
+    labels = _labels((3, 2, 16, 16)[-len(axes):]).astype(np.uint32)
+    labels.flat[0] = max_id  # 70000: uint32, an OME-TIFF
+    path = nio.write_labels(tmp_path / name, labels, axes=axes, time_interval=MINUTES)
+    got = nio.read_image(path)
+    assert got.metadata["time_interval"] == MINUTES
+    np.testing.assert_array_equal(np.asarray(got.data), labels)
+    if name.endswith(".tif"):
+        with tifffile.TiffFile(path) as tif:  # where other tools look for it
+            if tif.is_ome:
+                assert 'TimeIncrement="2.5" TimeIncrementUnit="min"' in tif.ome_metadata
+            else:
+                assert tif.imagej_metadata["finterval"] == 2.5
+                assert tif.imagej_metadata["tunit"] == "min"
+
+
+def test_streamed_labels_keep_the_frame_interval(tmp_path):
+    labels = _labels((3, 2, 16, 16))
+    path = nio.write_labels_stream(tmp_path / "s.tif", (p for v in labels for p in v),
+                                   shape=labels.shape, max_id=3, axes="TZYX",
+                                   time_interval={"value": 30, "unit": "sec"})
+    assert nio.read_image(path).metadata["time_interval"] == {"value": 30.0, "unit": "s"}
+    with tifffile.TiffFile(path) as tif:
+        assert tif.imagej_metadata["finterval"] == 30 and "tunit" not in tif.imagej_metadata
+
+
+def test_no_interval_where_the_file_has_none_or_no_time_axis(tmp_path):
+    labels = _labels((3, 16, 16))
+    plain = nio.write_labels(tmp_path / "plain.tif", labels, axes="TYX")
+    assert "time_interval" not in nio.read_image(plain).metadata
+    zero = tmp_path / "zero.tif"  # ImageJ's "not calibrated"
+    tifffile.imwrite(zero, labels, imagej=True, metadata={"axes": "TYX", "finterval": 0})
+    assert "time_interval" not in nio.read_image(zero).metadata
+    volume = nio.write_labels(tmp_path / "zyx.tif", labels, axes="ZYX", time_interval=MINUTES)
+    assert "time_interval" not in nio.read_image(volume).metadata  # no T: nothing to time
+
+
+@pytest.mark.parametrize("bad", [{"value": 0}, {"value": -1.0, "unit": "s"},
+                                 {"value": float("nan")}, {"unit": "s"}])
+def test_an_impossible_interval_is_refused_before_anything_is_written(tmp_path, bad):
+    with pytest.raises(ValueError, match="time_interval .* must give a positive 'value'"):
+        nio.write_labels(tmp_path / "l.tif", _labels((3, 16, 16)), axes="TYX",
+                         time_interval=bad)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.usefixtures("offline_cli")
+@pytest.mark.parametrize("axes", ["TZYX", "TYX"])
+def test_auto_writes_the_input_movies_frame_interval_on_its_labels(tmp_path, capsys, tiny_model,
+                                                                  axes):
+    """A movie of volumes (each time point its own volume) and a 2D time-lapse."""
+    movie = np.stack([blob_stack(z=3, seed=0), blob_stack(z=3, seed=1)])
+    if axes == "TYX":
+        movie = movie[:, 1]
+    path = tmp_path / "movie.tif"
+    tifffile.imwrite(path, movie, imagej=True,
+                     metadata={"axes": axes, "finterval": 2.5, "tunit": "min"})
+    out = tmp_path / "out"
+    rc, _, err = cli(["auto", path, "-o", out, "--model", tiny_model, "--device", "cpu",
+                      "--points-per-side", "4"], capsys)
+    assert rc == 0, err
+    got = nio.read_image(out / "movie_labels.tif")
+    assert got.axes == axes and got.metadata["time_interval"] == MINUTES
