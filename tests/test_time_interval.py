@@ -86,3 +86,23 @@ def test_auto_writes_the_input_movies_frame_interval_on_its_labels(tmp_path, cap
     assert rc == 0, err
     got = nio.read_image(out / "movie_labels.tif")
     assert got.axes == axes and got.metadata["time_interval"] == MINUTES
+
+
+def test_napari_opens_and_saves_movie_labels_with_their_frame_interval(tmp_path):
+    """Our napari reader and writer (File > Open, File > Save Layers): the interval rides in
+    the layer's metadata, and the time axis keeps scale 1 to overlay napari's movie."""
+    from napari.layers import Labels
+
+    from napari_sam._reader import read_labels_tiff
+    from napari_sam._writer import write_labels_tiff
+
+    labels = _labels((3, 2, 16, 16))
+    path = nio.write_labels(tmp_path / "movie_labels.tif", labels, axes="TZYX",
+                            pixel_size=(2.0, 0.5, 0.5), time_interval=MINUTES)
+    ((data, meta, _),) = read_labels_tiff(str(path))
+    assert meta["metadata"]["time_interval"] == MINUTES and meta["scale"][0] == 1.0
+    _, saved_meta, _ = Labels(data, **meta).as_layer_data_tuple()  # what napari hands on
+    again = tmp_path / "again.tif"
+    assert write_labels_tiff(str(again), data, saved_meta) == [str(again)]
+    got = nio.read_image(again)
+    assert got.metadata["time_interval"] == MINUTES and got.axes == "TZYX"

@@ -94,7 +94,10 @@ def read_labels_tiff(path: Any) -> list[tuple]:
         file's pixel size on the spatial axes, 1 elsewhere), ``units`` (only when the file
         names a length unit: that unit on the spatial axes, ``pixel`` elsewhere),
         ``translate`` where our writer stored it, ``name`` the file's name without suffixes, and
-        ``metadata["stack_axis"] = "t"`` for a time series (so saving it again writes TYX).
+        ``metadata["stack_axis"] = "t"`` for a time series (so saving it again writes TYX),
+        ``metadata["time_interval"]`` where the file gives a movie's time between frames (so
+        saving it again keeps it; the time axis's scale stays 1, as napari's reader gives the
+        movie itself).
     """
     from napari_sam.io import read_image
 
@@ -112,6 +115,8 @@ def read_labels_tiff(path: Any) -> list[tuple]:
         meta["translate"] = tuple(float(t) for t in translate)
     if "T" in img.axes and "Z" not in img.axes:
         meta["metadata"] = {"stack_axis": "t"}
+    if "time_interval" in img.metadata:  # kept for saving (not a scale: the movie has none)
+        meta.setdefault("metadata", {})["time_interval"] = img.metadata["time_interval"]
     return [(data, meta, "labels")]
 
 

@@ -91,6 +91,8 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
     scale and units of its spatial axes are written as :func:`physical_scale` says. 3D
     labels are ZYX, or TYX when the layer's ``metadata["stack_axis"]`` is ``"t"`` (the dock
     marks the labels layers of an image it works on with its *Stack axis is*).
+    A ``metadata["time_interval"]`` (what our reader gives a movie's labels) is written as
+    the file's time between frames.
 
     A failure is shown as a napari error notification (why, and what to do) before it is
     raised: napari drops a writer's ``ValueError`` and says only "Given plugin ... is not a
@@ -193,5 +195,6 @@ def _write(path: str, data: Any, meta: dict) -> list[str]:
         unit=unit,
         metadata={"name": meta.get("name"), "translate": [float(t) for t in translate]},
         overwrite=True,
+        time_interval=(meta.get("metadata") or {}).get("time_interval"),
     )
     return [str(path)]
