@@ -106,3 +106,23 @@ def test_napari_opens_and_saves_movie_labels_with_their_frame_interval(tmp_path)
     assert write_labels_tiff(str(again), data, saved_meta) == [str(again)]
     got = nio.read_image(again)
     assert got.metadata["time_interval"] == MINUTES and got.axes == "TZYX"
+
+
+def test_an_ome_zarr_movie_gives_its_time_axis_scale_as_the_interval(tmp_path):
+    import zarr
+
+    data = _labels((2, 3, 8, 8))
+    group = zarr.open_group(str(tmp_path / "movie.zarr"), mode="w")
+    group.create_array("0", shape=data.shape, dtype=data.dtype)[...] = data
+    group.attrs["multiscales"] = [{
+        "version": "0.4",
+        "axes": [{"name": "t", "type": "time", "unit": "minute"},
+                 {"name": "z", "type": "space", "unit": "micrometer"},
+                 {"name": "y", "type": "space", "unit": "micrometer"},
+                 {"name": "x", "type": "space", "unit": "micrometer"}],
+        "datasets": [{"path": "0", "coordinateTransformations": [
+            {"type": "scale", "scale": [2.5, 2.0, 0.5, 0.5]}]}],
+    }]
+    got = nio.read_image(tmp_path / "movie.zarr")
+    assert got.axes == "TZYX" and got.pixel_size == pytest.approx((2.0, 0.5, 0.5))
+    assert got.metadata["time_interval"] == MINUTES

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_sam.io.axes import AXES_LETTERS, SPATIAL
+from napari_sam.io.time_interval import interval
 
 #: The value of ``bioformats2raw.layout`` this reader follows (NGFF 0.4 / 0.5 transitional).
 BF2RAW_LAYOUT = 3
@@ -95,10 +96,11 @@ def _pick_series(group, path: Path, md: dict[str, Any]):
     return image
 
 
-def _multiscales_level0(group, path: Path, level: str | None = None):
+def _multiscales_level0(group, path: Path, level: str | None = None, md: dict | None = None):
     """(array, axes or None, sizes, unit or None) of an OME-Zarr image group's
     full-resolution level (or of the level whose path is ``level``); None where the group
-    has no multiscales (or no such level)."""
+    has no multiscales (or no such level). A time axis's scale, with its unit, goes to
+    ``md["time_interval"]`` (:mod:`napari_sam.io.time_interval`) where ``md`` is given."""
     ms = _ome_attrs(dict(group.attrs)).get("multiscales")
     if not ms:
         return None
@@ -113,11 +115,13 @@ def _multiscales_level0(group, path: Path, level: str | None = None):
     except KeyError as exc:
         raise GroupLayoutError(f"OME-Zarr level {ds0['path']!r} is missing",
                                "Check that the store was copied completely.") from exc
-    names, unit = [], None
+    names, unit, time_unit = [], None, None
     for a in ms0.get("axes", []):
         names.append((a.get("name") if isinstance(a, dict) else str(a)).upper())
         if isinstance(a, dict) and a.get("unit") and a.get("type") == "space":
             unit = unit or a.get("unit")
+        if isinstance(a, dict) and a.get("type") == "time":
+            time_unit = a.get("unit")
     axes = "".join(names) if names and all(n in AXES_LETTERS for n in names) else None
     scale = None
     for tr in ds0.get("coordinateTransformations", []):
@@ -130,7 +134,18 @@ def _multiscales_level0(group, path: Path, level: str | None = None):
     sizes = {}
     if scale is not None and axes is not None and len(scale) == len(axes):
         sizes = {a: float(s) for a, s in zip(axes, scale) if a in SPATIAL}
+        time = interval(scale[axes.index("T")], _time_symbol(time_unit)) if "T" in axes else None
+        if md is not None and time is not None:
+            md["time_interval"] = time
     return arr, axes, sizes, unit
+
+
+def _time_symbol(unit) -> str | None:
+    """OME-Zarr's time unit names (UDUNITS-2: "second", "minute", "hour", "millisecond")
+    as the short symbols ImageJ and OME-TIFF use."""
+    names = {"second": "s", "minute": "min", "hour": "h", "millisecond": "ms",
+             "microsecond": "us", "day": "d"}
+    return names.get(str(unit).lower(), unit) if unit else None
 
 
 def level_in_parent(path: Path):
@@ -177,7 +192,7 @@ def open_group_image(group, path: Path, md: dict[str, Any]):
     if is_bf2raw(dict(group.attrs)):
         group = _pick_series(group, path, md)
         path = path / md["series"]
-    found = _multiscales_level0(group, path)
+    found = _multiscales_level0(group, path, md=md)
     if found is not None:
         md["format"] = "ome-zarr"
         return found
