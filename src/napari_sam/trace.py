@@ -110,8 +110,9 @@ def _flags_along(oid: int, zs: list[int], area, score, labels: np.ndarray,
     return flags
 
 
-def _early_stop(oid, direction, reason, last, labels, stack, reference) -> dict | None:
-    """The flag of an object that stopped at ``last`` but seems to go on (or None)."""
+def _early_stop(oid, direction, reason, last, labels, contrast, reference) -> dict | None:
+    """The flag of an object that stopped at ``last`` but seems to go on (or None);
+    ``contrast(z, last)`` is the contrast of its last mask on slice z (:func:`_contrasts`)."""
     if reason in FINAL_REASONS or not np.isfinite(reference) or reference == 0:
         return None
     step = 1 if direction == "up" else -1
@@ -124,7 +125,7 @@ def _early_stop(oid, direction, reason, last, labels, stack, reference) -> dict 
         z = last + step * k
         if not 0 <= z < labels.shape[0]:
             return None
-        c = _contrast(np.asarray(stack[z]), mask)
+        c = contrast(z, last)
         if np.isfinite(c) and c * np.sign(reference) >= STILL_THERE * abs(reference):
             return {"slice": z, "kind": "stopped_early",
                     "text": f"stopped at slice {last} ({reason}) but the object seems to go "
@@ -133,14 +134,45 @@ def _early_stop(oid, direction, reason, last, labels, stack, reference) -> dict 
     return None
 
 
-def _one_object(oid, labels, stack, scores, reasons, annotated) -> dict:
-    present = np.flatnonzero((labels == oid).reshape(labels.shape[0], -1).any(1))
-    zs = [int(z) for z in present]
+def _present(labels: np.ndarray, oid: int) -> list[int]:
+    """The slices where object ``oid`` is in ``labels``, ascending."""
+    return [int(z) for z in np.flatnonzero((labels == oid).reshape(labels.shape[0], -1).any(1))]
+
+
+def _contrasts(labels: np.ndarray, stack, present: Mapping[int, list[int]],
+               reasons: Mapping[int, Mapping[str, str]]) -> dict:
+    """Every contrast a trace needs, ``{(oid, z, zm): contrast of object oid's mask on slice
+    zm laid on image slice z}``: its own masks on the slices it is on, and its end masks on
+    the :data:`LOOK_AHEAD` slices past each end it did not stop at for good. Each image slice
+    is read once for all objects (slice by slice for each object read a lazily read, tiled
+    TIFF's tiles once per object: thousands of tile reads on one 1024 x 1024 stack)."""
+    wanted: dict[int, set] = {}
+    for oid, zs in present.items():
+        for z in zs:
+            wanted.setdefault(z, set()).add((oid, z))
+        for direction, reason in reasons.get(oid, {}).items():
+            if not zs or reason in FINAL_REASONS:
+                continue
+            last, step = (zs[-1], 1) if direction == "up" else (zs[0], -1)
+            for k in range(1, LOOK_AHEAD + 1):
+                if 0 <= last + step * k < labels.shape[0]:
+                    wanted.setdefault(last + step * k, set()).add((oid, last))
+    out = {}
+    for z in sorted(wanted):
+        image = np.asarray(stack[z])
+        for oid, zm in sorted(wanted[z]):
+            out[oid, z, zm] = _contrast(image, labels[zm] == oid)
+    return out
+
+
+def _one_object(oid, labels, zs, contrasts, scores, reasons, annotated) -> dict:
+    """One object's trace record; ``contrasts`` is :func:`_contrasts`' table, None
+    without images."""
     area = [int((labels[z] == oid).sum()) for z in zs]
     score = [None if z not in scores else round(float(scores[z]), 4) for z in zs]
     contrast = []
     for z in zs:
-        c = _contrast(np.asarray(stack[z]), labels[z] == oid) if stack is not None else np.nan
+        c = contrasts[oid, z, z] if contrasts is not None else np.nan
         contrast.append(None if not np.isfinite(c) else round(c, 4))
     finite = np.asarray([c for c in contrast if c is not None])
     reference = float("nan")
@@ -153,8 +185,9 @@ def _one_object(oid, labels, stack, scores, reasons, annotated) -> dict:
     for direction, reason in reasons.items():
         last = zs[-1] if direction == "up" else zs[0]
         stops[direction] = {"slice": last, "reason": reason}
-        if stack is not None:
-            flag = _early_stop(oid, direction, reason, last, labels, stack, reference)
+        if contrasts is not None:
+            flag = _early_stop(oid, direction, reason, last, labels,
+                               lambda z, zm: contrasts[oid, z, zm], reference)
             if flag is not None:
                 flags.append(flag)
     flags.sort(key=lambda f: (f["slice"], f["kind"]))
@@ -198,9 +231,12 @@ def propagation_trace(
     labels = np.asarray(labels)
     annotated = annotated or {}
     objects = []
+    present = {int(oid): _present(labels, int(oid)) for oid in stop_reasons}
+    reasons = {int(oid): r for oid, r in stop_reasons.items()}
+    contrasts = None if stack is None else _contrasts(labels, stack, present, reasons)
     for oid in sorted(stop_reasons):
-        rec = _one_object(int(oid), labels, stack, scores.get(oid, {}), stop_reasons[oid],
-                          annotated.get(oid, ()))
+        rec = _one_object(int(oid), labels, present[int(oid)], contrasts, scores.get(oid, {}),
+                          stop_reasons[oid], annotated.get(oid, ()))
         if not rec["slices"]:
             continue
         if ids is not None:

@@ -3,6 +3,7 @@ layout and handed out one slice at a time through :class:`napari_sam.io.SliceSou
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 from napari_sam import io as nio
 from napari_sam.batch.context import Context, Job
 from napari_sam.io import SliceSource
+from napari_sam.io.chunk_cache import chunk_cached
 from napari_sam.io.ome_zarr import second_series
 from napari_sam.words import for_count
 
@@ -60,6 +62,8 @@ def open_image(path: Path, ctx: Context, *, check: bool = True) -> OpenedImage:
     if check:
         check_input_file(path)
     img = read_with_axes(path, ctx)
+    # a tiled or compressed file's chunks decoded once, not once per overlapping window
+    img = dataclasses.replace(img, data=chunk_cached(img.data))
     declared = int(img.metadata.get("channels_declared", 0)) if ctx.channel is None else 0
     if declared == 4:  # would be read as RGBA, its 4th channel dropped as alpha
         raise ValueError(
