@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -103,6 +104,13 @@ class OutputLock:
         except (OSError, ValueError, IndexError):
             return None
 
+    def holder_host(self) -> str | None:
+        """The host name written by the lock's holder, if any (older runs wrote none)."""
+        try:
+            return self.path.read_text().split()[1]
+        except (OSError, IndexError):
+            return None
+
     def __enter__(self) -> bool:
         try:
             import fcntl
@@ -132,7 +140,7 @@ class OutputLock:
         self._fh = fh
         fh.seek(0)
         fh.truncate()
-        fh.write(f"{os.getpid()}\n")
+        fh.write(f"{os.getpid()} {socket.gethostname()}\n")
         fh.flush()
         return True
 

@@ -113,6 +113,18 @@ def cmd_train(args) -> int:
         raise CLIError(f"-o {out} is the checkpoint training starts from (--model): writing "
                        "over it would lose the weights it starts from; write the finetuned "
                        f"model to another file (e.g. -o {out.with_stem(out.stem + '_ft')})", 2)
+    from napari_sam.training.output_lock import TrainingOutputBusy, holding_output
+
+    try:
+        with holding_output(out):  # before any check reads out's files: one run at a time
+            return _train_into(args, out, labels_spec)
+    except TrainingOutputBusy as exc:
+        raise CLIError(str(exc), 2) from None
+
+
+def _train_into(args, out: Path, labels_spec: str) -> int:
+    """The rest of :func:`cmd_train`, holding ``out``'s lock: the checks of ``out`` and its
+    training state, the data and model, then training and what it says."""
     check_pieces(args, out)  # (after: the start model is no training run's output either)
     from napari_sam.training.checkpoint import training_state_path
 

@@ -39,6 +39,7 @@ from .data import MIN_OBJECT_PIXELS, TrainItem, load_pairs, make_items, split_it
 from .evaluation import evaluate
 from .missing_checkpoint import restore_missing_checkpoint
 from .out_checks import check_out, clear_before_run
+from .output_lock import holding_output
 from .trainer import Trainer, position_aware_init
 
 __all__ = ["ModelLoadError", "ScheduleMismatchError", "TrainResult", "run_training", "train"]
@@ -255,6 +256,9 @@ def train(
     -------
     TrainResult
 
+    A second call (or ``napari-sam train``) with the same ``out`` while one runs raises
+    :class:`~napari_sam.training.output_lock.TrainingOutputBusy` before any work.
+
     Ctrl-C (KeyboardInterrupt) stops training cleanly: the checkpoint on disk is the last
     good one (never half-written) and the result has ``interrupted=True``. In a resumable
     run SIGTERM (e.g. ``timeout``) stops after the step in progress and saves the state.
@@ -279,34 +283,44 @@ def train(
             f"resume=True and overwrite=True contradict each other beside "
             f"{training_state_path(out)}: resume=True continues that run (with its options), "
             "overwrite=True trains from the start (it removes the state); pass one")
-    check_out(out, overwrite, resume)
-    pairs = load_pairs(images, labels)  # all input checks first
-    dev = resolve_device(device)
-    try:
-        sam, base = _resolve_model(model, dev, on_note)
-    except (ValueError, OSError) as exc:
-        raise ModelLoadError(str(exc)) from exc
-    items = make_items(pairs, sam.img_size, smoothing=float(getattr(sam, "input_smoothing", 0)))
-    train_items, val_items = split_items(items, val_fraction, seed)
-    for note in data_notes(pairs, items, val_items, sam.img_size):
-        (on_note or logger.warning)(note)
+    with holding_output(out):  # a second run of out is refused (TrainingOutputBusy)
+        check_out(out, overwrite, resume)
+        pairs = load_pairs(images, labels)  # all input checks first
+        dev = resolve_device(device)
+        try:
+            sam, base = _resolve_model(model, dev, on_note)
+        except (ValueError, OSError) as exc:
+            raise ModelLoadError(str(exc)) from exc
+        items = make_items(pairs, sam.img_size,
+                           smoothing=float(getattr(sam, "input_smoothing", 0)))
+        train_items, val_items = split_items(items, val_fraction, seed)
+        for note in data_notes(pairs, items, val_items, sam.img_size):
+            (on_note or logger.warning)(note)
+        cfg = _run_config(config, lr=lr, batch_size=batch_size, precision=precision,
+                          objects_per_image=objects_per_image, n_corrections=n_corrections,
+                          freeze_encoder=freeze_encoder)
+        spe = steps_per_epoch or max(1, math.ceil(len(train_items) / batch_size))
+        trainer = Trainer(sam, cfg, device=dev, seed=seed, total_steps=spe * epochs)
+        meta_base = _run_metadata(pairs, items, train_items, val_items, base, seed, cfg,
+                                  data_description)
+        clear_before_run(out, overwrite, resume)  # every check passed: the run goes on
+        state_path = training_state_path(out) if resume else None
+        state = load_training_state(state_path) if state_path and state_path.is_file() else None
+        extra = {"model": str(Path(base).resolve()) if os.path.isfile(base) else base,
+                 "seed": int(seed)}
+        return run_training(
+            trainer, train_items, val_items, epochs=epochs, steps_per_epoch=spe, out=out,
+            meta=meta_base, max_val_objects=max_val_objects, progress=progress, save=save,
+            callback=callback, time_limit=time_limit, state_path=state_path, resume_state=state,
+            max_steps=max_steps, schedule_extra=extra, on_resume=on_resume)
+
+
+def _run_config(config: TrainConfig | None, **fields) -> TrainConfig:
+    """A copy of ``config`` (default: ``TrainConfig()``) with ``fields`` set."""
     cfg = copy.deepcopy(config) if config is not None else TrainConfig()
-    cfg.lr, cfg.batch_size, cfg.objects_per_image = lr, batch_size, objects_per_image
-    cfg.n_corrections, cfg.freeze_encoder, cfg.precision = n_corrections, freeze_encoder, precision
-    spe = steps_per_epoch or max(1, math.ceil(len(train_items) / batch_size))
-    trainer = Trainer(sam, cfg, device=dev, seed=seed, total_steps=spe * epochs)
-    meta_base = _run_metadata(pairs, items, train_items, val_items, base, seed, cfg,
-                              data_description)
-    clear_before_run(out, overwrite, resume)  # every check passed: the run goes on
-    state_path = training_state_path(out) if resume else None
-    state = load_training_state(state_path) if state_path and state_path.is_file() else None
-    extra = {"model": str(Path(base).resolve()) if os.path.isfile(base) else base,
-             "seed": int(seed)}
-    return run_training(
-        trainer, train_items, val_items, epochs=epochs, steps_per_epoch=spe, out=out,
-        meta=meta_base, max_val_objects=max_val_objects, progress=progress, save=save,
-        callback=callback, time_limit=time_limit, state_path=state_path, resume_state=state,
-        max_steps=max_steps, schedule_extra=extra, on_resume=on_resume)
+    for name, value in fields.items():
+        setattr(cfg, name, value)
+    return cfg
 
 
 def data_notes(pairs, items, val_items, img_size: int) -> list[str]:
