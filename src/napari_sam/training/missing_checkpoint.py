@@ -1,5 +1,6 @@
 """A resumed run whose checkpoint is gone: it is written again from the training state when the
-run continues. With ``save="best"`` the state keeps the best epoch's weights; with
+run continues. With ``save="best"`` the state keeps the best epoch's weights (by validation
+IoU; in a run without validation images by training IoU, kept since session 42); with
 ``save="last"`` the weights of the last completed epoch are the trainer's own when the run
 stopped at the end of an epoch, and are kept nowhere when it stopped inside one (the
 checkpoint is then written at the end of that epoch, and a note says so).
@@ -30,8 +31,8 @@ def restore_missing_checkpoint(trainer, loop, out, meta: dict[str, Any],
     weights are put back, so the run goes on as before), with ``save="last"`` from the
     trainer's weights when they are those of the last completed epoch (the run stopped at the
     end of it), or from ``loop.best_state`` when that epoch was the best. Returns a note saying what was done (also that nothing could be: ``"last"``
-    stopped inside an epoch), or None (nothing missing, or no best weights kept: a run
-    without validation images).
+    stopped inside an epoch, or no best weights kept by a state of an older version), or None
+    (nothing missing).
 
     Parameters
     ----------
@@ -49,16 +50,33 @@ def restore_missing_checkpoint(trainer, loop, out, meta: dict[str, Any],
     """
     if loop.saved is None or out is None or Path(out).exists() or not loop.history:
         return None
-    best = next((r for r in loop.history if r.get("val_iou") == loop.best), None)
-    if best is None or loop.best_state is None:
-        best = None  # no best weights kept: a run without validation images
+    # the epoch whose save wrote out: its score is the validation IoU, or the training IoU
+    # in a run without validation images
+    rec = next((r for r in loop.history if r.get("val_iou", r.get("train_iou")) == loop.best),
+               None)
+    best = rec if loop.best_state is not None else None  # None: no best weights kept
     if save == "last":
         return _restore_last(trainer, loop, out, meta, best)
     if best is None:
-        return None
+        return _restore_unkept(trainer, loop, out, meta, rec)
     _save_from_best(trainer, loop, out, meta, best)
     return (_GONE.format(out=out) + "wrote it again from the training state, the weights of "
             f"epoch {best['epoch']} (the best so far)")
+
+
+def _restore_unkept(trainer, loop, out, meta: dict[str, Any], rec) -> str | None:
+    """:func:`restore_missing_checkpoint` with ``save="best"`` where the state keeps no best
+    weights (one written before runs without validation images kept them): the trainer's when
+    it stopped at the end of that epoch, else a note that it cannot be written now."""
+    if rec is None:
+        return None
+    if rec is loop.history[-1] and trainer.step_count == rec["steps"]:
+        _save_epoch(trainer, loop, out, meta, rec)
+        return (_GONE.format(out=out) + "wrote it again from the training state, the weights "
+                f"of epoch {rec['epoch']} (the best so far)")
+    return (_GONE.format(out=out) + f"not written again now: the training state (of an older "
+            f"version) keeps no weights of epoch {rec['epoch']}; it is written when a later "
+            "epoch beats it, or train again with --overwrite")
 
 
 def _restore_last(trainer, loop, out, meta: dict[str, Any], best) -> str:

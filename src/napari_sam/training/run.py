@@ -380,7 +380,8 @@ class _Loop:
     count: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     best: float = -math.inf
-    best_state: dict | None = None
+    best_state: dict | None = None  # with validation, or in a resumable run (to restore it)
+    keep_best: bool = False  # keep best_state without validation: the run is resumable
     saved: str | None = None
     stop: str | None = None  # why this call stops early ("max_steps", "time_limit", "SIGTERM",
     # "SIGINT": Ctrl-C in a resumable run)
@@ -453,11 +454,12 @@ def _resumed_loop(trainer: Trainer, resume_state, schedule: dict[str, Any], stat
     The checkpoint an earlier piece saved is ``out`` as this call names it (the state keeps
     the path that piece was given: relative to its working folder, or in a folder moved since;
     the result and the command named that path, which did not exist)."""
-    if resume_state is None:
-        return _Loop()
+    if resume_state is None:  # best weights kept in a resumable run: see missing_checkpoint
+        return _Loop(keep_best=state_path is not None)
     _check_schedule(resume_state["schedule"], schedule, state_path)
     trainer.load_training_state(resume_state["trainer"])
     loop = _Loop.from_state(resume_state["loop"])
+    loop.keep_best = state_path is not None
     if loop.saved is not None and out is not None:
         loop.saved = str(out)
         note = restore_missing_checkpoint(trainer, loop, out, meta or {}, save)
@@ -598,7 +600,7 @@ def _finish_epoch(trainer, loop: _Loop, epoch: int, epochs: int, val_items, *, t
     improved = score > loop.best
     if improved:
         loop.best = score
-        if val_items:
+        if val_items or loop.keep_best:
             loop.best_state = {k: v.detach().clone().cpu()
                                for k, v in trainer.model.state_dict().items()}
     if out is not None and (save == "last" or improved):
@@ -787,7 +789,7 @@ def run_training(
         if loop.stop is not None:
             logger.info("stopped (%s) after step %d; resume continues from %s", loop.stop,
                         trainer.step_count, state_path)
-    if loop.best_state is not None and save == "best":
+    if loop.best_state is not None and save == "best" and val_items:
         trainer.model.load_state_dict(loop.best_state)
     trainer.model.eval()
     return TrainResult(model=trainer.model, path=Path(loop.saved) if loop.saved else None,
