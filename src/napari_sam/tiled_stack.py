@@ -368,6 +368,31 @@ class TiledStackEmbeddings:
                               image=SliceView(self.stack, z),
                               contrast_limits=self.contrast_limits, views=self._views_of(z))
 
+    def _check_room(self, todo: list[int]) -> None:
+        """Without a store, every window keeps the embeddings of up to :attr:`window_cache` of
+        the slices computed (all of a 2D image's windows, however large the image): a
+        ValueError before any work when they would not fit in the memory available here
+        (:func:`napari_sam.memory.available_memory`), saying to pass ``store=``."""
+        if self._tiles is not None or not todo:
+            return
+        from napari_sam.memory import available_memory
+
+        held = sum(ws.in_memory for ws in self._windows.values())
+        need = (len(self.tiling) * min(len(set(todo)), self.window_cache) - held) * (
+            self._window_bytes)
+        free = available_memory()
+        if free is None or need <= free:
+            return
+        z, h, w = self.shape
+        raise ValueError(
+            f"embedding {counted(len(set(todo)), 'slice')} of {h} x {w} px in "
+            f"{len(self.tiling)} windows without a store keeps every window's embedding in "
+            f"memory: about {need / 1e9:.1f} GB, more than the {free / 1e9:.1f} GB available "
+            "here; pass store='embeddings.zarr' to napari_sam.embed (the windows are written "
+            "there and read back when used, so memory stays under cache_bytes, "
+            f"{self.cache_bytes / 1e9:.1f} GB), or tiling=None (one shrunk embedding per "
+            "slice)")
+
     @reports_progress("embed", unit="tile")
     def compute(
         self,
@@ -388,6 +413,7 @@ class TiledStackEmbeddings:
         """
         todo = list(range(self.shape[0])) if indices is None else [
             self._check_index(i) for i in indices]
+        self._check_room(todo)
         n = len(self.tiling)
         total, done = len(todo) * n, 0
         self.stopped = False

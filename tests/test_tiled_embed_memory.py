@@ -1,0 +1,42 @@
+"""``napari_sam.embed`` of a large image tiled into windows, without ``store=``: every window
+keeps its embedding in memory (a 2D image's windows all), so memory grew with the image until
+the process was killed (a 4096 x 4096 image with the demo model: 441 windows, +337 MiB peak
+RSS; 16 times that at 16384 x 16384). It is now refused before any work when the embeddings
+would not fit in the memory available, with what to do; with a store the windows are kept to
+``cache_bytes``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import napari_sam as ns
+
+
+def test_a_tiled_image_whose_windows_do_not_fit_in_memory_is_refused_without_a_store(
+        tiny_sam, tmp_path, monkeypatch):
+    import napari_sam.memory as memory
+
+    image = (np.random.default_rng(0).random((1, 1024, 1024)) * 255).astype(np.uint8)
+    emb = ns.embed(image, tiny_sam, device="cpu")
+    n = len(emb.tiling)
+    need = n * emb._window_bytes
+    monkeypatch.setattr(memory, "available_memory", lambda: need - 1)
+    with pytest.raises(ValueError) as info:
+        emb.compute()
+    assert str(info.value) == (
+        f"embedding 1 slice of 1024 x 1024 px in {n} windows without a store keeps every "
+        f"window's embedding in memory: about {need / 1e9:.1f} GB, more than the "
+        f"{(need - 1) / 1e9:.1f} GB available here; pass store='embeddings.zarr' to "
+        "napari_sam.embed (the windows are written there and read back when used, so memory "
+        "stays under cache_bytes, 1.1 GB), or tiling=None (one shrunk embedding per slice)")
+    assert emb.encoder_calls == 0 and emb.missing([0]) == [0]  # refused before any work
+    with pytest.raises(ValueError, match="pass store="):
+        ns.embed(image, tiny_sam, device="cpu", compute=True)
+    stored = ns.embed(image, tiny_sam, device="cpu", store=tmp_path / "e.zarr",
+                      cache_bytes=need // 4, compute=True)  # a store: kept to cache_bytes
+    held = sum(ws.in_memory for ws in stored._windows.values())
+    assert 0 < held * stored._window_bytes <= need // 4 + stored._window_bytes
+    monkeypatch.setattr(memory, "available_memory", lambda: need)  # it fits: as before
+    emb.compute()
+    assert emb.missing([0]) == []
