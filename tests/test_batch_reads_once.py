@@ -183,3 +183,29 @@ def test_a_chunk_cache_reads_what_zarr_reads(tmp_path):
     for key in keys * 2:
         np.testing.assert_array_equal(cache[key], data[key], err_msg=str(key))
     np.testing.assert_array_equal(np.asarray(cache), data)
+
+
+def test_threads_reading_one_chunk_cache_at_once_get_what_zarr_gives(tmp_path):
+    """``auto``'s slice workers share one input: reads from threads at once, the cache
+    dropping chunks meanwhile, give the array's pixels."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import zarr
+
+    from napari_sam.io.chunk_cache import ChunkCache
+
+    data = np.random.default_rng(1).integers(0, 60000, (6, 200, 200), dtype=np.uint16)
+    arr = zarr.create_array(tmp_path / "a.zarr", shape=data.shape, chunks=(1, 32, 32),
+                            dtype=data.dtype)
+    arr[:] = data
+    cache = ChunkCache(arr, max_bytes=60_000)
+    rng = np.random.default_rng(2)
+    keys = [(int(z), slice(int(r), int(r) + 90), slice(int(c), int(c) + 90))
+            for z, r, c in zip(rng.integers(0, 6, 200), rng.integers(0, 110, 200),
+                               rng.integers(0, 110, 200))]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda k: cache[k], keys))
+    for key, arr_read in zip(keys, got):
+        np.testing.assert_array_equal(arr_read, data[key])
+    assert cache._bytes == sum(c.nbytes for c in cache._cache.values()) <= 60_000

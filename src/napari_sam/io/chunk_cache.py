@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -54,6 +55,9 @@ class ChunkCache:
     ----------
     reads : int
         Reads of ``data`` made so far (one per block of missing chunks).
+
+    Threads may read at once (``auto``'s slice workers share one input): the cache's table is
+    changed under a lock, the reads themselves run outside it.
     """
 
     def __init__(self, data, max_bytes: int = CHUNK_CACHE_BYTES):
@@ -66,6 +70,7 @@ class ChunkCache:
         self.reads = 0
         self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._bytes = 0
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -93,13 +98,14 @@ class ChunkCache:
         the others read in one block and cached."""
         grid = [range(a // c, (b - 1) // c + 1) for (a, b), c in zip(region, self.chunks)]
         held, missing = {}, []
-        for idx in itertools.product(*grid):
-            chunk = self._cache.get(idx)
-            if chunk is None:
-                missing.append(idx)
-            else:
-                self._cache.move_to_end(idx)
-                held[idx] = chunk
+        with self._lock:
+            for idx in itertools.product(*grid):
+                chunk = self._cache.get(idx)
+                if chunk is None:
+                    missing.append(idx)
+                else:
+                    self._cache.move_to_end(idx)
+                    held[idx] = chunk
         if missing:
             held.update(self._read_block(missing))
         for idx, chunk in held.items():
@@ -117,17 +123,18 @@ class ChunkCache:
         start = [i * c for i, c in zip(lo, self.chunks)]
         block = np.asarray(self.data[tuple(
             slice(s, min(i * c, n)) for s, i, c, n in zip(start, hi, self.chunks, self.shape))])
-        self.reads += 1
-        got = {}
-        for idx in missing:
-            part = block[tuple(slice(i * c - s, (i + 1) * c - s)
-                               for i, c, s in zip(idx, self.chunks, start))].copy()
-            got[idx] = part
-            self._cache[idx] = part
-            self._bytes += part.nbytes
-        while self._bytes > self.max_bytes and self._cache:
-            _, old = self._cache.popitem(last=False)
-            self._bytes -= old.nbytes
+        got = {idx: block[tuple(slice(i * c - s, (i + 1) * c - s)
+                                for i, c, s in zip(idx, self.chunks, start))].copy()
+               for idx in missing}
+        with self._lock:
+            self.reads += 1
+            for idx, part in got.items():
+                old = self._cache.pop(idx, None)  # another thread read it meanwhile
+                self._bytes += part.nbytes - (0 if old is None else old.nbytes)
+                self._cache[idx] = part
+            while self._bytes > self.max_bytes and self._cache:
+                _, old = self._cache.popitem(last=False)
+                self._bytes -= old.nbytes
         return got
 
 
