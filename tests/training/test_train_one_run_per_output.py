@@ -36,18 +36,21 @@ def _hold(out) -> subprocess.Popen:
 
 
 def test_a_second_run_into_one_checkpoint_is_refused_until_the_first_is_gone(
-        tmp_path, samples, tiny_model, capsys):
-    out = tmp_path / "m.pt"
+        tmp_path, samples, tiny_model, capsys, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    out = Path("m.pt")  # named as the user gave it
     argv = _train(samples, samples / "ground_truth", out, tiny_model, "--overwrite")
     rc, _, err = cli(argv, capsys)  # a finished run: m.pt and m.json
     assert rc == 0, err
     before = md5s(out, out.with_suffix(".json"))
-    holder = _hold(out)
+    holder = _hold(tmp_path / "m.pt")
     try:
         rc, stdout, err = cli(argv, capsys)
         assert rc == 2
         assert error_line(err) == (
-            f"napari-sam: error: {out} is being trained by another napari-sam process (pid "
+            "napari-sam: error: m.pt is being trained by another napari-sam process (pid "
             f"{holder.pid}): two runs into one checkpoint would write over each other's model "
             "and training state. Wait for that run to end (or stop it), or give this one "
             "another -o / out. A run that was killed holds no lock: if that process is gone, "

@@ -50,7 +50,7 @@ def holding_output(out):
     if out is None:
         yield
         return
-    out = Path(os.path.abspath(os.fspath(out)))
+    given, out = Path(out), Path(os.path.abspath(os.fspath(out)))
     lock = OutputLock(out)
     key = str(lock.path)
     with _GUARD:
@@ -71,7 +71,7 @@ def holding_output(out):
         yield
         return
     if not locked:
-        raise TrainingOutputBusy(busy_message(out, lock.holder(), lock.holder_host()))
+        raise TrainingOutputBusy(busy_message(given, lock.holder(), lock.holder_host()))
     with _GUARD:
         _HELD[key] = 1
     try:
