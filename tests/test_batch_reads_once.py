@@ -161,6 +161,8 @@ def test_the_trace_reads_each_image_slice_once_for_all_objects():
     assert [o["slices"] for o in trace["objects"]] == [[0, 1, 2, 3, 4, 5], [1, 2, 3],
                                                        [2, 3, 4, 5]]
     assert all(c is not None for o in trace["objects"] for c in o["contrast"])
+    lost = propagation_trace(labels, stack, scores, {**reasons, 4: {"up": "iou", "down": "iou"}})
+    assert [o["id"] for o in lost["objects"]] == [1, 2, 3]  # 4 is in no slice (was IndexError)
 
 
 def test_a_chunk_cache_reads_what_zarr_reads(tmp_path):

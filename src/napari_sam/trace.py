@@ -235,6 +235,8 @@ def propagation_trace(
     reasons = {int(oid): r for oid, r in stop_reasons.items()}
     contrasts = None if stack is None else _contrasts(labels, stack, present, reasons)
     for oid in sorted(stop_reasons):
+        if not present[int(oid)]:  # not in the labels (lost): nothing to trace
+            continue
         rec = _one_object(int(oid), labels, present[int(oid)], contrasts, scores.get(oid, {}),
                           stop_reasons[oid], annotated.get(oid, ()))
         if not rec["slices"]:
