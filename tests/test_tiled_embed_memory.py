@@ -33,6 +33,14 @@ def test_a_tiled_image_whose_windows_do_not_fit_in_memory_is_refused_without_a_s
     assert emb.encoder_calls == 0 and emb.missing([0]) == [0]  # refused before any work
     with pytest.raises(ValueError, match="pass store="):
         ns.embed(image, tiny_sam, device="cpu", compute=True)
+    with pytest.raises(ValueError) as info:  # emb[0] holds every window, store or not
+        emb[0]
+    assert str(info.value) == (
+        f"emb[0] holds the embeddings of all {n} windows of slice 0 at once: about "
+        f"{need / 1e9:.1f} GB, more than the {(need - 1) / 1e9:.1f} GB available here; "
+        "napari_sam.segment_everything(image, model) of the 2D image itself embeds it window "
+        "by window, and emb.slice_on_demand(z) encodes only the windows a prompt needs")
+    assert emb.encoder_calls == 0
     stored = ns.embed(image, tiny_sam, device="cpu", store=tmp_path / "e.zarr",
                       cache_bytes=need // 4, compute=True)  # a store: kept to cache_bytes
     held = sum(ws.in_memory for ws in stored._windows.values())
@@ -40,3 +48,5 @@ def test_a_tiled_image_whose_windows_do_not_fit_in_memory_is_refused_without_a_s
     monkeypatch.setattr(memory, "available_memory", lambda: need)  # it fits: as before
     emb.compute()
     assert emb.missing([0]) == []
+    monkeypatch.setattr(memory, "available_memory", lambda: 1)  # all in memory: nothing new
+    assert len(emb[0].embeddings) == n

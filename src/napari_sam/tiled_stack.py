@@ -337,6 +337,14 @@ class TiledStackEmbeddings:
 
     def __getitem__(self, z) -> TiledEmbedding:
         z = self._check_index(z)
+        missing = sum(1 for i in range(len(self.tiling)) if self.window_stack(i).missing([z]))
+        problem = _no_room(missing * self._window_bytes) if missing else None
+        if problem:  # a TiledEmbedding holds every window of its slice, store or not
+            raise ValueError(
+                f"emb[{z}] holds the embeddings of all {len(self.tiling)} windows of slice {z} "
+                f"at once: {problem}; napari_sam.segment_everything(image, model) of the 2D "
+                "image itself embeds it window by window, and emb.slice_on_demand(z) encodes "
+                "only the windows a prompt needs")
         embs = []
         for i in range(len(self.tiling)):
             ws = self.window_stack(i)
@@ -375,23 +383,19 @@ class TiledStackEmbeddings:
         (:func:`napari_sam.memory.available_memory`), saying to pass ``store=``."""
         if self._tiles is not None or not todo:
             return
-        from napari_sam.memory import available_memory
-
         held = sum(ws.in_memory for ws in self._windows.values())
-        need = (len(self.tiling) * min(len(set(todo)), self.window_cache) - held) * (
-            self._window_bytes)
-        free = available_memory()
-        if free is None or need <= free:
-            return
-        z, h, w = self.shape
-        raise ValueError(
-            f"embedding {counted(len(set(todo)), 'slice')} of {h} x {w} px in "
-            f"{len(self.tiling)} windows without a store keeps every window's embedding in "
-            f"memory: about {need / 1e9:.1f} GB, more than the {free / 1e9:.1f} GB available "
-            "here; pass store='embeddings.zarr' to napari_sam.embed (the windows are written "
-            "there and read back when used, so memory stays under cache_bytes, "
-            f"{self.cache_bytes / 1e9:.1f} GB), or tiling=None (one shrunk embedding per "
-            "slice)")
+        n = len(set(todo))
+        problem = _no_room((len(self.tiling) * min(n, self.window_cache) - held)
+                           * self._window_bytes)
+        if problem:
+            h, w = self.shape[1:]
+            raise ValueError(
+                f"embedding {counted(n, 'slice')} of {h} x {w} px in {len(self.tiling)} "
+                f"windows without a store keeps every window's embedding in memory: "
+                f"{problem}; pass store='embeddings.zarr' to napari_sam.embed (the windows are "
+                "written there and read back when used, so memory stays under cache_bytes, "
+                f"{self.cache_bytes / 1e9:.1f} GB), or tiling=None (one shrunk embedding per "
+                "slice)")
 
     @reports_progress("embed", unit="tile")
     def compute(
@@ -431,6 +435,17 @@ class TiledStackEmbeddings:
         if not todo and progress is not None:
             progress(0, 0)
         return self
+
+
+def _no_room(need: int) -> str | None:
+    """``need`` bytes in words beside the memory available here when they are more than it
+    ("about 7.6 GB, more than the 4.0 GB available here"), else None."""
+    from napari_sam.memory import available_memory
+
+    free = available_memory()
+    if free is None or need <= free:
+        return None
+    return f"about {need / 1e9:.1f} GB, more than the {free / 1e9:.1f} GB available here"
 
 
 def embed(
