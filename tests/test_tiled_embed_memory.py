@@ -27,11 +27,13 @@ def test_a_tiled_image_whose_windows_do_not_fit_in_memory_is_refused_without_a_s
     assert str(info.value) == (
         f"embedding 1 slice of 1024 x 1024 px in {n} windows without a store keeps every "
         f"window's embedding in memory: about {need / 1e9:.1f} GB, more than the "
-        f"{(need - 1) / 1e9:.1f} GB available here; pass store='embeddings.zarr' to "
-        "napari_sam.embed (the windows are written there and read back when used, so memory "
-        "stays under cache_bytes, 1.1 GB), or tiling=None (one shrunk embedding per slice)")
+        f"{(need - 1) / 1e9:.1f} GB available here; give them a store on disk: "
+        "store='embeddings.zarr' to napari_sam.embed, or a folder.zarr in the dock's 'Embedding "
+        "store' box (the windows are written there and read back when used, so memory stays "
+        "under cache_bytes, 1.1 GB), or do not tile (tiling=None; in the dock: 'Tile large "
+        "images' unticked; one shrunk embedding per slice)")
     assert emb.encoder_calls == 0 and emb.missing([0]) == [0]  # refused before any work
-    with pytest.raises(ValueError, match="pass store="):
+    with pytest.raises(ValueError, match="store='embeddings.zarr' to napari_sam.embed"):
         ns.embed(image, tiny_sam, device="cpu", compute=True)
     with pytest.raises(ValueError) as info:  # emb[0] holds every window, store or not
         emb[0]

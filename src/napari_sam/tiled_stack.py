@@ -392,10 +392,11 @@ class TiledStackEmbeddings:
             raise ValueError(
                 f"embedding {counted(n, 'slice')} of {h} x {w} px in {len(self.tiling)} "
                 f"windows without a store keeps every window's embedding in memory: "
-                f"{problem}; pass store='embeddings.zarr' to napari_sam.embed (the windows are "
-                "written there and read back when used, so memory stays under cache_bytes, "
-                f"{self.cache_bytes / 1e9:.1f} GB), or tiling=None (one shrunk embedding per "
-                "slice)")
+                f"{problem}; give them a store on disk: store='embeddings.zarr' to "
+                "napari_sam.embed, or a folder.zarr in the dock's 'Embedding store' box (the "
+                "windows are written there and read back when used, so memory stays under "
+                f"cache_bytes, {self.cache_bytes / 1e9:.1f} GB), or do not tile (tiling=None; "
+                "in the dock: 'Tile large images' unticked; one shrunk embedding per slice)")
 
     @reports_progress("embed", unit="tile")
     def compute(
