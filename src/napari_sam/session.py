@@ -58,7 +58,7 @@ from napari_sam.session_checks import (
     recorded_axes,
     session_error,
 )
-from napari_sam.session_leftovers import sweep_once
+from napari_sam.session_leftovers import mentioned_elsewhere, sweep_once
 from napari_sam.session_replay import (
     ReplayResult,
     check_replayable,
@@ -352,7 +352,9 @@ def write_session(session: Session, path: os.PathLike | str, *,
 
     The label TIFFs are written first (temporary name, then rename; named by their content),
     then the JSON (temporary name, then rename), then the TIFFs that the previous session
-    file at ``path`` named and the new one does not are removed (no other file: a user's
+    file at ``path`` named and the new one does not are removed, unless another ``*.json``
+    beside it mentions them (a copy of the session file the user made:
+    :func:`napari_sam.session_leftovers.mentioned_elsewhere`; no other file: a user's
     ``<name>.labels-manual.tif`` stays): a crash at any point leaves the previous or the new
     session complete. When a write fails (a full disk), the TIFFs this call wrote are removed
     again: no session file names them. What an earlier write of ``path`` killed half-way left
@@ -395,7 +397,7 @@ def write_session(session: Session, path: os.PathLike | str, *,
             with contextlib.suppress(OSError):  # (not hiding the error of the write)
                 tiff.unlink()
         raise
-    for name in stale:
+    for name in stale - mentioned_elsewhere(path, stale):  # (not those a copy names)
         path.with_name(name).unlink(missing_ok=True)
     sweep_once(path, keep, kept_stem=kept_stem(path))  # what a killed write of it left
     session.path = path

@@ -34,8 +34,8 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["LEFTOVER_AGE_S", "leftovers", "named_by_session_files", "remove_leftovers",
-           "sweep_once"]
+__all__ = ["LEFTOVER_AGE_S", "leftovers", "mentioned_elsewhere", "named_by_session_files",
+           "remove_leftovers", "sweep_once"]
 
 #: a leftover changed this recently (seconds) may be another live write's, and is kept
 LEFTOVER_AGE_S = 120.0
@@ -81,6 +81,37 @@ def named_by_session_files(folder: Path) -> set[str] | None:
                 if target.parent == Path(os.path.normpath(folder)):
                     named.add(target.name)
     return named
+
+
+def mentioned_elsewhere(json_path: Path, names: Iterable[str]) -> set[str]:
+    """Which of ``names`` (label TIFFs beside the session file ``json_path``) another
+    ``*.json`` in its folder mentions: a copy the user made of the session file (``cp A.json
+    B.json``) names the TIFFs ``A.json`` named, and saving ``A.json`` again must not remove
+    them. Any mention counts (the name as it is, or as JSON escapes it), so an unreadable
+    file keeps what it mentions; a folder or file that cannot be read keeps every name."""
+    json_path, names = Path(json_path), set(names)
+    if not names:
+        return set()
+    forms = {n: (n.encode("utf-8"), json.dumps(n).strip('"').encode("ascii")) for n in names}
+    found: set[str] = set()
+    try:
+        with os.scandir(json_path.parent) as it:
+            files = [e.path for e in it if e.name.lower().endswith(".json")
+                     and e.name != json_path.name]
+    except OSError:
+        return names
+    for f in files:
+        try:
+            with open(f, "rb") as fh:
+                text = fh.read()
+        except IsADirectoryError:
+            continue
+        except OSError:
+            return names
+        found |= {n for n, (raw, escaped) in forms.items() if raw in text or escaped in text}
+        if found == names:
+            break
+    return found
 
 
 def leftovers(json_path: Path, keep: Iterable[str] = (), *,
