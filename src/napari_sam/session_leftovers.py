@@ -84,33 +84,44 @@ def named_by_session_files(folder: Path) -> set[str] | None:
 
 
 def mentioned_elsewhere(json_path: Path, names: Iterable[str]) -> set[str]:
-    """Which of ``names`` (label TIFFs beside the session file ``json_path``) another
-    ``*.json`` in its folder mentions: a copy the user made of the session file (``cp A.json
-    B.json``) names the TIFFs ``A.json`` named, and saving ``A.json`` again must not remove
-    them. Any mention counts (the name as it is, or as JSON escapes it), so an unreadable
-    file keeps what it mentions; a folder or file that cannot be read keeps every name."""
+    """Which of ``names`` (label TIFFs ``<stem>.labels-<12 hex>.tif`` beside the session file
+    ``json_path``) another ``*.json`` in its folder may name: a copy the user made of the
+    session file (``cp A.json B.json``) names the TIFFs ``A.json`` named, and saving
+    ``A.json`` again must not remove them. A file that mentions a TIFF of the same content
+    (its 12 hex digits) anywhere counts, so an unreadable one keeps what it mentions; a
+    folder or file that cannot be read keeps every name. Each file is read once while it is
+    unchanged (:data:`_MENTIONS`): the autosave asks at every commit."""
     json_path, names = Path(json_path), set(names)
+    digests = {n: m.group(1) for n in names if (m := _DIGEST.search(n))}
     if not names:
         return set()
-    forms = {n: (n.encode("utf-8"), json.dumps(n).strip('"').encode("ascii")) for n in names}
-    found: set[str] = set()
     try:
         with os.scandir(json_path.parent) as it:
-            files = [e.path for e in it if e.name.lower().endswith(".json")
+            files = [e for e in it if e.name.lower().endswith(".json")
                      and e.name != json_path.name]
+        mentioned: set[str] = set()
+        for entry in files:
+            if entry.is_file():
+                mentioned |= _mentions(entry)
     except OSError:
         return names
-    for f in files:
-        try:
-            with open(f, "rb") as fh:
-                text = fh.read()
-        except IsADirectoryError:
-            continue
-        except OSError:
-            return names
-        found |= {n for n, (raw, escaped) in forms.items() if raw in text or escaped in text}
-        if found == names:
-            break
+    return {n for n in names if n not in digests or digests[n] in mentioned}
+
+
+_DIGEST = re.compile(r"\.(?:labels|base)-([0-9a-f]{12})\.tif")
+_MENTIONS: dict[str, tuple[tuple[int, int], frozenset[str]]] = {}  # path: (stat, digests)
+
+
+def _mentions(entry: os.DirEntry) -> frozenset[str]:
+    """The 12 hex digits of the label TIFF names the file ``entry`` mentions."""
+    st = entry.stat()
+    key = (st.st_mtime_ns, st.st_size)
+    known = _MENTIONS.get(entry.path)
+    if known is not None and known[0] == key:
+        return known[1]
+    with open(entry.path, "rb") as fh:
+        found = frozenset(_DIGEST.findall(fh.read().decode("utf-8", "replace")))
+    _MENTIONS[entry.path] = (key, found)
     return found
 
 
