@@ -67,6 +67,7 @@ from napari_sam.session_replay import (
     recorded_tiling,
     replay,
 )
+from napari_sam.session_temporaries import remove_dead_session_temporaries, session_tmp_name
 from napari_sam.words import counted, for_count
 
 __all__ = [
@@ -315,7 +316,8 @@ def _write_labels_file(json_path: Path, what: str, labels: np.ndarray,
     stem = json_path.name[: -len(".json")] if json_path.name.endswith(".json") else json_path.name
     path = json_path.with_name(f"{stem}.{what}-{digest[:12]}.tif")
     if not path.exists():
-        nio.write_labels(path, labels, axes="ZYX", overwrite=True, compression=("zlib", 1))
+        nio.write_labels(path, labels, axes="ZYX", overwrite=True, compression=("zlib", 1),
+                         tmp=session_tmp_name(path))  # (its writer named: a kill's is found)
         if made is not None:
             made.append(path)
     return {"path": path.name, "hash": digest, "dtype": str(labels.dtype),
@@ -360,7 +362,9 @@ def write_session(session: Session, path: os.PathLike | str, *,
     again: no session file names them. What an earlier write of ``path`` killed half-way left
     beside it (temporaries, TIFFs no session file names) is removed once the JSON is written,
     at the first write of ``path`` in this process
-    (:func:`napari_sam.session_leftovers.sweep_once`).
+    (:func:`napari_sam.session_leftovers.sweep_once`); the hidden temporaries of a killed
+    write of any session file in the folder, at every write (and read) once their writer is
+    provably dead (:mod:`napari_sam.session_temporaries`).
 
     Parameters
     ----------
@@ -391,7 +395,7 @@ def write_session(session: Session, path: os.PathLike | str, *,
                                                   base_hash if what == "base" else None, made)
                 keep.add(record[what]["path"])
         stale = _own_tiffs(path) - keep
-        nio.write_json_atomic(path, record)
+        nio.write_json_atomic(path, record, tmp=session_tmp_name(path))
     except BaseException:  # (a full disk): the TIFFs no session file names are not left
         for tiff in made:  # behind to fill it further
             with contextlib.suppress(OSError):  # (not hiding the error of the write)
@@ -400,6 +404,7 @@ def write_session(session: Session, path: os.PathLike | str, *,
     for name in stale - mentioned_elsewhere(path, stale):  # (not those a copy names)
         path.with_name(name).unlink(missing_ok=True)
     sweep_once(path, keep, kept_stem=kept_stem(path))  # what a killed write of it left
+    remove_dead_session_temporaries(path.parent)  # and killed writes of any file there
     session.path = path
     return path
 
@@ -593,6 +598,7 @@ def read_session(path: os.PathLike | str, *, load_labels: bool = True) -> Sessio
     p = Path(path)
     if not p.is_file():
         raise SessionError(f"session file {p} does not exist")
+    remove_dead_session_temporaries(p.parent)  # what killed session writes left there
     try:
         data = json.loads(p.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError:

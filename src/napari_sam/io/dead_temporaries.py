@@ -31,7 +31,7 @@ except ImportError:  # Windows
     fcntl = None
 
 __all__ = ["FOREIGN_TEMPORARY_AGE", "hold_writer_lock", "host_tag", "is_running",
-           "pid_namespace", "remove_dead", "tagged_path", "writer_lock"]
+           "pid_namespace", "remove_dead", "remove_unless_held", "tagged_path", "writer_lock"]
 
 #: Seconds after its last write that a file of another host (a cluster node sharing the
 #: folder), or of the older ``.NAME.tmp-PID`` form, counts as left by a killed writer: whether
@@ -124,7 +124,7 @@ def _parse(tail: str) -> tuple[str, int, str | None] | None:
     return parts[0], int(parts[1]), parts[2] if len(parts) == 3 else None
 
 
-def _remove_unless_held(tmp: Path) -> bool:
+def remove_unless_held(tmp: Path) -> bool:
     """Remove ``tmp`` unless a writer holds its lock (:func:`hold_writer_lock`); whether it
     was removed. Without ``fcntl``, or a file that cannot be opened to ask, it is removed."""
     try:
@@ -172,7 +172,7 @@ def remove_dead(path: Path, kind: str = "tmp") -> list[Path]:
                 dead = not is_running(pid)
             else:  # another host, or another PID namespace: its process cannot be asked
                 dead = now - tmp.stat().st_mtime >= FOREIGN_TEMPORARY_AGE
-            if dead and _remove_unless_held(tmp):
+            if dead and remove_unless_held(tmp):
                 gone.append(tmp)
         except OSError:  # not ours to remove (EPERM, EACCES), gone, a stale NFS handle
             continue

@@ -147,6 +147,7 @@ def write_labels(
     overwrite: bool = False,
     compression: str | tuple[str, int] | None = "zlib",
     time_interval: Mapping | None = None,
+    tmp: os.PathLike | str | None = None,
 ) -> Path:
     """Write a label image or volume atomically and return the path written.
 
@@ -183,6 +184,10 @@ def write_labels(
         str}`` as :func:`napari_sam.io.read_image` gives it in ``metadata["time_interval"]``:
         written as ImageJ ``finterval``/``tunit``, OME ``TimeIncrement``/``TimeIncrementUnit``
         or zarr attrs (:mod:`napari_sam.io.time_interval`). Ignored without a ``T`` axis.
+    tmp : path-like, optional
+        The temporary name of a file output (default :func:`tmp_name`); a writer whose
+        leftovers are found by their name gives its own (a session's label TIFF:
+        :func:`napari_sam.session_temporaries.session_tmp_name`).
 
     The data goes to a hidden temporary name next to ``path`` which is then renamed over it
     (``os.replace``, atomic on one filesystem); on any error the temporary is removed and an
@@ -218,7 +223,7 @@ def write_labels(
         _write_zarr_atomic(path, out, ax, sizes, unit, user, compression, overwrite, time)
         return path
 
-    tmp = tmp_name(path)
+    tmp = tmp_name(path) if tmp is None else Path(tmp)
     try:
         if kind == "npy":
             with open(tmp, "wb") as f:
@@ -437,21 +442,25 @@ def json_default(o):
     raise TypeError(f"Object of type {type(o).__name__} is not JSON serialisable")
 
 
-def write_json_atomic(path: os.PathLike | str, obj) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` via a temporary file and ``os.replace``.
+def write_json_atomic(path: os.PathLike | str, obj, *,
+                      tmp: os.PathLike | str | None = None) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` via a temporary file (``tmp``, default
+    :func:`tmp_name`) and ``os.replace``.
 
     numpy scalars / arrays, paths, tuples and sets are converted. Returns the path.
     """
     return write_text_atomic(path, json.dumps(obj, indent=2, default=json_default,
-                                              allow_nan=False) + "\n")
+                                              allow_nan=False) + "\n", tmp=tmp)
 
 
-def write_text_atomic(path: os.PathLike | str, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` via a temporary file, fsync and ``os.replace``, so
-    that a reader never sees half of it (:func:`write_atomic`). Returns the path."""
+def write_text_atomic(path: os.PathLike | str, text: str, *,
+                      tmp: os.PathLike | str | None = None) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` via a temporary file (``tmp``, default
+    :func:`tmp_name`), fsync and ``os.replace``, so that a reader never sees half of it
+    (:func:`write_atomic`). Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_atomic(path, lambda f: f.write(text), text=True)
+    return write_atomic(path, lambda f: f.write(text), tmp=tmp, text=True)
 
 
 def write_npz_atomic(path: os.PathLike | str, arrays: Mapping[str, np.ndarray]) -> Path:

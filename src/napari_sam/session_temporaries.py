@@ -1,0 +1,92 @@
+"""The hidden temporaries a session write makes, named by their writer, and the removal of
+those whose writer is provably dead, in the whole folder.
+
+:func:`napari_sam.session.write_session` writes each label TIFF and the JSON under a hidden
+name beside it and renames it into place. A napari killed meanwhile (``kill -9``, the OOM
+killer, a power cut) leaves that file: a whole copy of the labels for a TIFF.
+:func:`napari_sam.session_leftovers.sweep_once` removes it only when the same session file is
+written again, so a *Save session...* to a path never saved to again left it for good.
+
+The temporary's name now says who writes it, in the 12 hex digits the name always had
+(``.<name>.<PPPPPP><WWWWWW>.tmp``, :func:`session_tmp_name`: so every name made from a
+session file keeps its length): ``PPPPPP`` the writer's process id, ``WWWWWW`` the first 6
+hex digits of the SHA-1 of its host and PID namespace
+(:func:`napari_sam.io.dead_temporaries.host_tag`, :func:`~napari_sam.io.dead_temporaries
+.pid_namespace`). :func:`remove_dead_session_temporaries` removes, in a folder, the session
+temporaries (of any session file there: ``*.json`` and their ``*.labels-<12 hex>.tif`` /
+``*.base-<12 hex>.tif``) whose writer is dead by the rule of
+:mod:`napari_sam.io.dead_temporaries`: one of this host and namespace once its process runs
+no more; any other (another host, another container, a name of before) once unwritten for
+:data:`~napari_sam.io.dead_temporaries.FOREIGN_TEMPORARY_AGE` (24 hours); never one whose
+``flock`` a writer holds. ``write_session`` and ``read_session`` call it: the next session
+saved, loaded, or offered for resuming in that folder removes what a killed write left.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+import time
+from pathlib import Path
+
+from napari_sam.io.dead_temporaries import (
+    FOREIGN_TEMPORARY_AGE,
+    host_tag,
+    is_running,
+    pid_namespace,
+    remove_unless_held,
+)
+
+__all__ = ["remove_dead_session_temporaries", "session_tmp_name", "writer_tag"]
+
+_TEMPORARY = re.compile(r"\.(?:.+\.json|.+\.(?:labels|base)-[0-9a-f]{12}\.tif)"
+                        r"\.(?P<pid>[0-9a-f]{6})(?P<who>[0-9a-f]{6})\.tmp")
+
+
+@functools.lru_cache(maxsize=1)
+def _writer_id() -> str:
+    """6 hex digits of this host and PID namespace."""
+    return hashlib.sha1(f"{host_tag()}-{pid_namespace()}".encode()).hexdigest()[:6]
+
+
+def writer_tag() -> str:
+    """12 hex digits naming this process as a writer: its id (6 hex digits; the largest
+    Linux process id, 4194303, has 6) and :func:`_writer_id`."""
+    return f"{os.getpid() % 16**6:06x}{_writer_id()}"
+
+
+def session_tmp_name(path: Path) -> Path:
+    """The hidden name this process writes the session file or label TIFF ``path`` under
+    before renaming it into place: ``.<name>.<writer_tag>.tmp``."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{writer_tag()}.tmp")
+
+
+def remove_dead_session_temporaries(folder: os.PathLike | str) -> list[Path]:
+    """Remove the session temporaries in ``folder`` whose writer is dead (the module
+    docstring); returns them. Best effort: never raises ``OSError`` (a folder that cannot
+    be listed, a file that cannot be removed: left)."""
+    folder, gone = Path(folder), []
+    ours, now = _writer_id(), time.time()
+    try:
+        with os.scandir(folder) as it:
+            found = [(e.name, m) for e in it if e.name.startswith(".")
+                     and (m := _TEMPORARY.fullmatch(e.name))]
+    except OSError:
+        return gone
+    for name, m in found:
+        tmp = folder / name
+        try:
+            if not tmp.is_file():
+                continue
+            if m["who"] == ours:
+                dead = not is_running(int(m["pid"], 16))
+            else:  # another host or container, or a random name of before: by its age
+                dead = now - tmp.stat().st_mtime >= FOREIGN_TEMPORARY_AGE
+            if dead and remove_unless_held(tmp):
+                gone.append(tmp)
+        except OSError:
+            continue
+    return gone

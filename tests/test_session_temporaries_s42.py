@@ -1,0 +1,96 @@
+"""The hidden temporaries of a session write killed half-way go at the next session saved or
+loaded in their folder once their writer is provably dead (``napari_sam.session_temporaries``),
+not only when the same session file is written again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+
+from napari_sam.session import Session, read_session, write_session
+from napari_sam.session_temporaries import remove_dead_session_temporaries, session_tmp_name
+
+_CHILD = textwrap.dedent("""
+    import os, sys, time
+    import numpy as np
+    from napari_sam.session import Session, write_session
+
+    def stuck(src, dst):  # the TIFF is written whole; the save never gets further
+        print("written", flush=True)
+        time.sleep(600)
+
+    os.replace = stuck
+    write_session(Session(image={"shape": [2, 64, 64]}, model={"name": "vit_b"},
+                          labels=np.ones((2, 64, 64), np.uint16)), sys.argv[1])
+""")
+
+
+def _saving(path):
+    """A process saving a session to ``path``, stopped after its labels TIFF is written."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(path)], env=env,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "written"
+    return proc
+
+
+def _hidden(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def _session(value: int) -> Session:
+    return Session(image={"shape": [1, 8, 8]}, model={"name": "vit_b"},
+                   labels=np.full((1, 8, 8), value, np.uint16))
+
+
+def test_a_save_killed_is_cleaned_by_the_next_save_in_its_folder(tmp_path):
+    """``kill -9`` during *Save session...* to ``work.json``, never saved to again: its
+    hidden label TIFF (a whole copy of the labels) stayed beside it for good. A live
+    writer's temporary is kept."""
+    proc = _saving(tmp_path / "work.json")
+    try:
+        left = _hidden(tmp_path)
+        assert len(left) == 1 and left[0].startswith(".work.labels-")
+        write_session(_session(1), tmp_path / "other.json")  # its writer runs: kept
+        assert _hidden(tmp_path) == left
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    write_session(_session(2), tmp_path / "other.json")
+    assert _hidden(tmp_path) == []
+    assert not (tmp_path / "work.json").exists()
+    assert read_session(tmp_path / "other.json").labels.max() == 2
+
+
+def test_loading_a_session_in_the_folder_removes_them_too(tmp_path):
+    write_session(_session(3), tmp_path / "kept.json")
+    proc = _saving(tmp_path / "work.json")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(_hidden(tmp_path)) == 1
+    assert read_session(tmp_path / "kept.json").labels.max() == 3
+    assert _hidden(tmp_path) == []
+
+
+def test_another_hosts_temporaries_wait_a_day_and_others_files_stay(tmp_path):
+    """A temporary of another host or container (or a random name of before) goes only once
+    unwritten for 24 hours; a file of another form is never touched."""
+    ours = session_tmp_name(tmp_path / "a.json").name
+    foreign = tmp_path / f".a.json.{ours[-16:-10]}ffffff.tmp"
+    if foreign.name == ours:
+        foreign = tmp_path / f".a.json.{ours[-16:-10]}000000.tmp"
+    old_foreign = tmp_path / ".b.labels-0123456789ab.tif.00aa11bb22cc.tmp"
+    other_form = tmp_path / ".notes.txt.00aa11bb22cc.tmp"
+    for p in (foreign, old_foreign, other_form):
+        p.write_text("x")
+    day = time.time() - 25 * 3600
+    os.utime(old_foreign, (day, day))
+    os.utime(other_form, (day, day))
+    assert remove_dead_session_temporaries(tmp_path) == [old_foreign]
+    assert foreign.exists() and other_form.exists()
