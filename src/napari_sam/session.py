@@ -72,7 +72,8 @@ from napari_sam.words import counted, for_count
 
 __all__ = [
     "FORMAT", "VERSION", "Session", "SessionError", "check_image", "check_model",
-    "check_session_path", "image_differences", "keep_aside", "kept_stem", "model_unavailable", "recorded_axes",
+    "check_session_path", "image_differences", "keep_aside", "kept_stem", "local_time",
+    "model_unavailable", "recorded_axes",
     "recorded_tiling", "check_replayable", "ReplayResult", "compare", "image_hash", "read_session", "replay",
     "session_file_for", "fit_file_name", "saved_session_file", "shortened_note", "slice_operation", "volume_operation", "write_session",
     "op_contrast", "recorded_contrast",
@@ -123,10 +124,10 @@ class Session:
         if ids:
             text += f", {for_count(len(ids), 'label')} {ids[0]}" + (
                 f"-{ids[-1]}" if len(ids) > 1 else "")
-        return text + (f", saved {_local_time(self.saved)}" if self.saved else "")
+        return text + (f", saved {local_time(self.saved)}" if self.saved else "")
 
 
-def _local_time(saved) -> str:
+def local_time(saved) -> str:
     """``saved`` (ISO 8601 with its offset, as :func:`write_session` records it) in this
     computer's time zone, ``YYYY-mm-dd HH:MM:SS``; as it is when it cannot be read so."""
     try:

@@ -39,6 +39,7 @@ from .commit_checks import (
 )
 from .commit_words import describe_commit, edited_note, nothing_to_commit
 from .embedding_cache import EmbeddingCache, describe_tiling, missing_slices, new_embeddings
+from .ended_sessions import LastSave
 from .errors import UserError
 from .failed_loads import FailedLoads
 from .id_room import id_room_problem
@@ -65,7 +66,7 @@ MAX_MEMORY_SLICES = 256
 ALREADY_LABELLED = 0.8
 
 
-class AnnotationSession(SlicePreview, ClickFirst, StackActions, SessionLog, PromptShelf,
+class AnnotationSession(SlicePreview, ClickFirst, StackActions, LastSave, SessionLog, PromptShelf,
                         StaleJobs, FailedLoads, ModelNotes, ModelContrast):
     """State and actions of one annotation session (docs/gui.md has the user's view).
 

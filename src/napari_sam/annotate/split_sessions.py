@@ -22,6 +22,8 @@ import numpy as np
 
 from napari_sam import session as S
 
+from .ended_sessions import ended_without_closing, ended_words
+
 __all__ = ["other_sessions_note", "resume_offer", "session_holding"]
 
 
@@ -76,6 +78,24 @@ def resume_offer(newest: Path, files: Sequence[Path], image_name: str) -> tuple[
     found = _summaries([newest] + [p for p in files if Path(p) != Path(newest)])
     if not found or found[0][0] != Path(newest):
         return None
+    offer, note = _offer(newest, found, image_name)
+    ended = _ended(newest)  # napari killed: say so, and what resuming recovers
+    return (f"{ended}. {offer}", f"{ended}. {note}") if ended else (offer, note)
+
+
+def _ended(path: Path) -> str:
+    """:func:`~napari_sam.annotate.ended_sessions.ended_words` of the session file ``path``
+    when its napari ended without closing it, else ""."""
+    if not ended_without_closing(path):
+        return ""
+    try:
+        return ended_words(S.read_session(path, load_labels=False))
+    except (S.SessionError, OSError):
+        return ""
+
+
+def _offer(newest: Path, found: Sequence[tuple[Path, str]], image_name: str
+           ) -> tuple[str, str]:
     if len(found) == 1:
         summary = found[0][1]
         return (f"A saved session exists for this image ({summary}): resume it?",

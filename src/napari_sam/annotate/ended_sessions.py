@@ -1,0 +1,81 @@
+"""A session whose napari ended without closing it (``kill -9``, a crash, the OOM killer, a
+power cut), and what the offer to resume it says.
+
+The offer to resume after napari was killed read as after any other session ("A saved
+session exists for this image (8 commits, ...)"): nothing said that napari had ended without
+saving, nor how much of the work only the autosave holds. A live session holds a ``flock`` on
+``.<session file>.lock`` beside its autosave (:mod:`napari_sam.annotate.session_claims`); a
+dock closed, or napari quit, removes that file, but a napari that ended otherwise leaves it,
+unlocked: :func:`ended_without_closing`. The autosave records the last *Save session...* of
+its log (``settings.last_saved_as``: the file, when, and how many commits it held;
+:class:`LastSave`), so the offer can say how many commits only the autosave holds
+(:func:`ended_words`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+from napari_sam import session as S
+from napari_sam.words import counted
+
+from .session_claims import claimed, lock_file_for
+
+__all__ = ["LastSave", "ended_without_closing", "ended_words"]
+
+
+def ended_without_closing(path: Path) -> bool:
+    """Whether the napari that last autosaved the session file ``path`` ended without
+    closing its session: its lock file is there and no live session holds it."""
+    try:
+        return lock_file_for(Path(path)).is_file() and not claimed(Path(path))
+    except OSError:
+        return False
+
+
+def ended_words(session: S.Session) -> str:
+    """What the offer to resume ``session`` (an autosave whose napari ended without closing
+    it) says first: when, and how many of its commits were made since the last *Save
+    session...* of its log (all of them when there was none), which resuming recovers."""
+    ops = len(session.operations)
+    when = S.local_time(session.saved) if session.saved else "an unknown time"
+    mark = (session.settings or {}).get("last_saved_as")
+    head = (f"napari ended unexpectedly (killed or crashed; its last autosave was at {when}) "
+            "without closing this session")
+    if isinstance(mark, dict) and isinstance(mark.get("commits"), int) and (
+            0 <= mark["commits"] <= ops):
+        since = ops - mark["commits"]
+        saved = (f"{Path(str(mark.get('path'))).name} at "
+                 f"{S.local_time(mark.get('saved'))}")
+        return (f"{head}: {counted(since, 'commit')} since the last save ('Save session' to "
+                f"{saved}) can be recovered")
+    return (f"{head}: {counted(ops, 'commit')} since the last save (none was saved with "
+            "'Save session') can be recovered")
+
+
+class LastSave:
+    """The last *Save session...* of the log, recorded in its autosaves (a mixin of
+    :class:`~napari_sam.annotate.annotation_session.AnnotationSession`, before
+    :class:`~napari_sam.annotate.session_log.SessionLog`)."""
+
+    _last_save: tuple[int, dict] | None = None  # (log generation, its record)
+
+    def save_session(self, path) -> Path:
+        written = super().save_session(path)
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self._last_save = (self._log_generation, {
+            "path": str(Path(written).absolute()), "commits": len(self.log), "saved": now})
+        return written
+
+    def load_session(self, path) -> S.Session:
+        sess = super().load_session(path)
+        mark = (sess.settings or {}).get("last_saved_as")  # (a resumed autosave's)
+        self._last_save = (self._log_generation, mark) if isinstance(mark, dict) else None
+        return sess
+
+    def session_state(self, copy=None) -> S.Session:
+        state = super().session_state(copy)
+        if self._last_save is not None and self._last_save[0] == self._log_generation:
+            state.settings = {**state.settings, "last_saved_as": self._last_save[1]}
+        return state
