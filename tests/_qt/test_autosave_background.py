@@ -119,7 +119,7 @@ def test_two_quick_commits_leave_the_second_and_never_go_back(make_widget, big_f
     assert np.array_equal(saved.labels, np.asarray(c.target_layer.data))
 
 
-def test_a_failed_background_write_warns_on_the_ui_thread_and_turns_autosave_off(
+def test_a_failed_background_write_warns_on_the_ui_thread_and_is_tried_again(
         make_widget, big_file, tiny_ckpt, monkeypatch, qtbot, notifications):
     import errno
 
@@ -138,14 +138,15 @@ def test_a_failed_background_write_warns_on_the_ui_thread_and_turns_autosave_off
     monkeypatch.setattr(c, "notify_warning",
                         lambda text: warned.append((text, threading.get_ident())))
     commit_on(widget, 1)
-    qtbot.waitUntil(lambda: not c.autosave, timeout=60000)
+    qtbot.waitUntil(lambda: c.autosave_failing is not None, timeout=60000)
     main = threading.get_ident()
     assert tries and all(t != main for t in tries)  # written on the worker ...
     assert len(warned) == 1 and warned[0][1] == main  # ... said on the UI thread, once
-    assert "failed (No space left on device); autosave is off" in warned[0][0]
-    assert "autosave is off" in c.status and not widget._autosave.isChecked()  # lasting
-    commit_on(widget, 2)  # autosave is off: nothing more is tried
-    assert c.wait_autosave(60) and len(tries) == 2  # (target, then fallback) for commit 1
+    assert "failed (No space left on device); it tries again at the next commit" in warned[0][0]
+    assert "it tries again" in c.status and widget._autosave.isChecked()  # autosave stays on
+    commit_on(widget, 2)  # tried again (target, then fallback, for each commit)
+    qtbot.waitUntil(lambda: "failed again" in c.status, timeout=60000)
+    assert c.wait_autosave(60) and len(tries) == 4 and len(warned) == 1
 
 
 _CHILD = r"""

@@ -1,38 +1,43 @@
-"""The dock on a full disk: after an autosave failed the status keeps saying autosave is off
-at every commit, and ticking *Autosave next to the image* again (space freed) writes the
-commits made meanwhile at once; an embedding store that cannot be written is named."""
+"""The dock on a full disk: after an autosave failed, autosave tries again at each commit and
+on a timer and says so, and writes the commits made meanwhile on its own once space is freed;
+an embedding store that cannot be written is named."""
 
 from __future__ import annotations
 
 import errno
 
 import numpy as np
-from qtpy.QtCore import QPoint, Qt
 from sam_qt_helpers import commit_on, dock_on, dock_on_a_full_disk
 
 
-def test_ticking_autosave_again_after_a_full_disk_saves_at_once(
+def test_after_a_full_disk_autosave_writes_again_on_its_own_once_space_is_freed(
         make_widget, stack_file, tiny_ckpt, tmp_path, monkeypatch, qtbot):
+    """Autosave turned off after a failed write; space freed, nothing was written until the
+    user ticked the box again. Now the box stays ticked, the status says that autosave tries
+    again, and the dock's timer writes the commits once it can, and says so."""
+    import napari_sam.annotate.autosave_retry as R
     from napari_sam import session as S
 
+    monkeypatch.setattr(R, "RETRY_FIRST_S", 1.0)
     viewer, widget, write = dock_on_a_full_disk(make_widget, stack_file, tiny_ckpt, tmp_path,
                                                 monkeypatch)
     c = widget.controller
     commit_on(viewer, widget, 1)
-    assert not widget._autosave.isChecked()
+    assert widget._autosave.isChecked()
+    assert "failed (No space left on device); it tries again at the next commit and in 1 s" \
+        in widget._status.text()
+    qtbot.waitUntil(lambda: "failed again" in widget._status.text(), timeout=10_000)
+    assert "it tries again at the next commit and in 2 s" in widget._status.text()  # (x2)
     commit_on(viewer, widget, 2, row=44)
-    assert widget._status.text().endswith(
-        "Autosave is still off since it failed (No space left on device): turn it on again "
-        "once it can write (space, permissions; it saves at once), or use 'Save session'.")
-    monkeypatch.setattr(S, "write_session", write)  # space freed
-    box = widget._autosave
-    qtbot.mouseClick(box, Qt.MouseButton.LeftButton, pos=QPoint(8, box.height() // 2))
-    assert box.isChecked() and c.wait_autosave(60)
+    monkeypatch.setattr(S, "write_session", write)  # space freed: no commit after
+    qtbot.waitUntil(lambda: "works again" in widget._status.text(), timeout=20_000)
+    assert widget._status.text() == ("Autosave works again: the session (2 commits) is "
+                                     "autosaved in blobs.tif.sam-session.json.")
     saved = S.read_session(S.session_file_for(stack_file))
     layer = np.asarray(c.target_layer.data)
     assert len(saved.operations) == 2 and np.array_equal(saved.labels, layer)
     assert sorted(np.unique(layer)) == [0, 1, 2]
-    assert widget._status.text() == "Autosave is on: the session (2 commits) is autosaved."
+    assert c.autosave_retry_in() is None and widget._autosave.isChecked()
 
 
 def test_an_embedding_store_on_a_full_disk_says_which_and_what_to_do(

@@ -1,6 +1,6 @@
-"""A full disk while the session autosaves: the status keeps saying that autosave is off
-until it is turned on again, turning it on writes what was committed meanwhile, and a failed
-save leaves no label TIFF behind that no session file names."""
+"""A full disk while the session autosaves: autosave tries again at each commit and when its
+retry is due, the status says so and says when it works again, and a failed save leaves no
+label TIFF behind that no session file names."""
 
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ def _commit(s, z, row, col):
     s.wait_autosave(60)
 
 
-def test_autosave_off_after_a_full_disk_is_said_at_every_commit_and_on_again_saves(
+def test_autosave_retries_after_a_full_disk_at_each_commit_and_says_so(
         session, tmp_path, monkeypatch):
-    """The failure was said once, in the status of the commit whose autosave failed: the next
-    commit's status no longer said autosave was off; ticking it again wrote nothing until the
-    next commit (closing napari before that lost the commits made meanwhile)."""
+    """A failed autosave turned autosave off until the user ticked it again: space freed,
+    nothing was written until they did. It stays on now, tries again at the next commit, and
+    the status says that it will, then that it works again."""
     from napari_sam import session as S
     from napari_sam.annotate.session_log import fallback_session_file
 
@@ -35,27 +35,62 @@ def test_autosave_off_after_a_full_disk_is_said_at_every_commit_and_on_again_sav
     write = S.write_session
     _commit(s, 3, 20, 20)
     monkeypatch.setattr(S, "write_session", _full)
-    with pytest.warns(UserWarning, match="autosave is off") as warned:
+    with pytest.warns(UserWarning, match="it tries again") as warned:
         _commit(s, 3, 44, 44)
     # both places tried are named (it named the cache folder's only: the image's disk is full)
+    both = f"{S.session_file_for(s.path)} and to {fallback_session_file(s.path)}"
     assert str(warned[0].message) == (
-        f"Autosave to {S.session_file_for(s.path)} and to {fallback_session_file(s.path)} "
-        "failed (No space left on device); autosave is off. Use 'Save session' to save "
-        "elsewhere.")
-    _commit(s, 2, 44, 44)
-    assert not s.autosave
+        f"Autosave to {both} failed (No space left on device); it tries again at the next "
+        "commit and in 15 s (the labels layer keeps every commit; 'Save session' saves "
+        "elsewhere).")
+    _commit(s, 2, 44, 44)  # tried again: fails again (no second warning)
+    assert s.autosave and s.autosave_failing == "No space left on device"
     assert s.status.endswith(
-        "Autosave is still off since it failed (No space left on device): turn it on again "
-        "once it can write (space, permissions; it saves at once), or use 'Save session'.")
+        f"Autosave to {both} failed again (No space left on device); it tries again at the "
+        "next commit and in 30 s (the labels layer keeps every commit; 'Save session' saves "
+        "elsewhere).")
     monkeypatch.setattr(S, "write_session", write)  # space freed
-    s.autosave_on_again()
-    assert s.status == "Autosave is on: the session (3 commits) is autosaved."
-    saved = S.read_session(S.session_file_for(s.path))
-    assert len(saved.operations) == 3
-    assert np.array_equal(saved.labels, s.labels)
-    assert sorted(np.unique(saved.labels)) == [0, 1, 2, 3]
     _commit(s, 4, 20, 20)
-    assert "Autosave is still off" not in s.status
+    assert s.status.endswith(" Autosave works again: the session (4 commits) is autosaved "
+                             "in blobs.tif.sam-session.json.")
+    assert s.autosave_failing is None and s.autosave_retry_in() is None
+    saved = S.read_session(S.session_file_for(s.path))
+    assert len(saved.operations) == 4
+    assert np.array_equal(saved.labels, s.labels)
+    _commit(s, 4, 44, 44)
+    assert "Autosave" not in s.status
+
+
+def test_a_failed_autosave_is_written_on_its_own_once_its_retry_is_due(
+        session, tmp_path, monkeypatch):
+    """Without another commit, the retry (the dock's timer calls it) writes the commits once
+    space is freed; before its time it does nothing; the wait doubles after each failure."""
+    import napari_sam.annotate.autosave_retry as R
+    from napari_sam import session as S
+
+    s = session
+    s.path = str(tmp_path / "blobs.tif")
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "cache"))
+    write = S.write_session
+    monkeypatch.setattr(S, "write_session", _full)
+    with pytest.warns(UserWarning):
+        _commit(s, 3, 20, 20)
+    assert 14 < s.autosave_retry_in() <= 15
+    monkeypatch.setattr(S, "write_session", write)  # space freed
+    s.retry_autosave()  # not due yet: nothing written
+    assert not S.session_file_for(s.path).exists()
+    clock = R.time.monotonic
+    monkeypatch.setattr(R.time, "monotonic", lambda: clock() + 16)
+    monkeypatch.setattr(S, "write_session", _full)
+    s.retry_autosave()
+    assert 29 < s.autosave_retry_in() <= 30 and "failed again" in s.status
+    monkeypatch.setattr(R.time, "monotonic", lambda: clock() + 50)
+    monkeypatch.setattr(S, "write_session", write)
+    s.retry_autosave()
+    assert s.status == ("Autosave works again: the session (1 commit) is autosaved in "
+                        "blobs.tif.sam-session.json.")
+    assert len(S.read_session(S.session_file_for(s.path)).operations) == 1
+    assert s.autosave_retry_in() is None
 
 
 def test_a_session_write_failing_on_a_full_disk_leaves_no_label_tiff(session, tmp_path,

@@ -288,10 +288,10 @@ def test_an_autosave_failing_before_the_writer_has_it_leaves_the_one_waiting(
     assert len(saved.operations) == 2  # the second commit's autosave, not the first's
 
 
-def test_autosave_failing_everywhere_turns_off_with_a_warning_and_the_status(
+def test_autosave_failing_everywhere_warns_and_says_it_retries(
         session, tmp_path, monkeypatch):
-    """The write fails beside the image and under the cache folder (a full disk): autosave
-    turns off; the warning and the commit's status line say so."""
+    """The write fails beside the image and under the cache folder (a full disk): the warning
+    and the commit's status line say so, and that autosave tries again (it stays on)."""
     import errno
 
     from napari_sam import session as S
@@ -306,11 +306,12 @@ def test_autosave_failing_everywhere_turns_off_with_a_warning_and_the_status(
     monkeypatch.setattr(S, "write_session", full)
     s.add_point(3, 20, 20)
     s.update_preview()
-    with pytest.warns(UserWarning, match="autosave is off"):
+    with pytest.warns(UserWarning, match="it tries again"):
         s.commit()
-    assert not s.autosave
+    assert s.autosave and s.autosave_failing == "No space left on device"
     assert s.status.startswith("Committed") and (
-        "failed (No space left on device); autosave is off." in s.status)
+        "failed (No space left on device); it tries again at the next commit and in 15 s"
+        in s.status)
 
 
 def test_layer_names_of_one_slug_get_session_files_of_their_own(session, tmp_path):

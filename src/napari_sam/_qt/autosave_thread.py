@@ -1,6 +1,6 @@
 """The dock's autosaves of large labels are written on a worker thread
-(:mod:`napari_sam.annotate.autosave_writer`); what a write has to say (a failure that turns
-autosave off, a file kept aside) comes back to the UI thread through a queued Qt signal, and
+(:mod:`napari_sam.annotate.autosave_writer`); what a write has to say (a failure, a file kept
+aside) comes back to the UI thread through a queued Qt signal, and
 napari quitting waits for the write under way (:func:`write_autosaves_in_background`)."""
 
 from __future__ import annotations
@@ -72,6 +72,9 @@ def write_autosaves_in_background(session, links: list, checkbox=None) -> None:
     """
     session.autosave_writer.post = UiRelay().post  # (the writer keeps the relay alive)
     save_on_terminate(session)  # SIGTERM (a logout, `kill PID`) saves before napari ends
+    from napari_sam._qt.autosave_retry_timer import retry_failed_autosaves
+
+    retry_failed_autosaves(session, links)  # a failed autosave is written again on its own
     # the dock closing lets its session files go: another dock may autosave there now
     links.append((OnUndo(session.release_session_file), None))
     if checkbox is not None:

@@ -3,9 +3,9 @@ paints, fills or erases there (napari's ``events.paint``), the session is autosa
 commit. Before, the autosaved labels TIFF (the one docs/cli.md names as training labels) held
 them only after the next commit, so corrections made last were lost to a retrain or a crash.
 
-What that autosave has to say is then the status line, once per stroke: while autosave is off
-after a failed write, the reminder that commits, undos and redos give (brush strokes gave none,
-so hours of brush work could go unsaved without a word), or its own failure."""
+What that autosave has to say is then the status line, once per stroke: after a failed write,
+that it failed again and when it tries again, as commits, undos and redos say (brush strokes
+said nothing, so hours of brush work could go unsaved without a word), or that it works again."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class PaintAutosave:
         left to it (the session says autosave problems in its status line).
     note : callable() -> str, optional
         What the autosave has to say after a stroke's save (``take_autosave_note``: e.g.
-        " Autosave is still off since it failed (...): ..."; "" for nothing).
+        " Autosave to ... failed again (...); it tries again ..."; "" for nothing).
     say : callable(str), optional
         Shows a status line: "Painted in 'labels'." and the ``note``, when there is one.
     """

@@ -30,6 +30,7 @@ from napari_sam.annotation import (
 )
 from napari_sam.words import counted, for_count
 
+from .autosave_retry import AutosaveRetry
 from .click_first import ClickFirst
 from .commit_checks import (
     preview_out_of_date,
@@ -66,8 +67,9 @@ MAX_MEMORY_SLICES = 256
 ALREADY_LABELLED = 0.8
 
 
-class AnnotationSession(SlicePreview, ClickFirst, StackActions, LastSave, SessionLog, PromptShelf,
-                        StaleJobs, FailedLoads, ModelNotes, ModelContrast):
+class AnnotationSession(SlicePreview, ClickFirst, StackActions, LastSave, AutosaveRetry,
+                        SessionLog, PromptShelf, StaleJobs, FailedLoads, ModelNotes,
+                        ModelContrast):
     """State and actions of one annotation session (docs/gui.md has the user's view).
 
     Propagation and segment-everything come from

@@ -23,7 +23,7 @@ In the GUI, the autosave of large labels is written on a worker thread
 (:mod:`napari_sam.annotate.autosave_writer`): the UI thread only copies the labels. What
 reads or replaces the autosave file (saving, loading, resuming, another labels target) waits
 for the write under way first; what the write has to say (a file kept aside, a fallback
-folder, a failure that turns autosave off) reaches the UI thread through the writer's
+folder, a failure: :mod:`.autosave_retry`) reaches the UI thread through the writer's
 ``post``.
 """
 
