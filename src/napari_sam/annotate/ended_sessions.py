@@ -69,8 +69,13 @@ class LastSave:
         return written
 
     def load_session(self, path) -> S.Session:
+        """A resumed autosave (``*.sam-session.json``) carries its last save on; any other
+        file loaded is that last save itself."""
         sess = super().load_session(path)
-        mark = (sess.settings or {}).get("last_saved_as")  # (a resumed autosave's)
+        mark = (sess.settings or {}).get("last_saved_as")
+        if not Path(path).name.endswith(S.SESSION_FILE_SUFFIX):
+            mark = {"path": str(Path(path).absolute()), "commits": len(sess.operations),
+                    "saved": sess.saved}
         self._last_save = (self._log_generation, mark) if isinstance(mark, dict) else None
         return sess
 

@@ -1,0 +1,38 @@
+"""The autosave records the last *Save session...* of its log (``settings.last_saved_as``),
+so that the offer to resume after napari was killed can say how many commits only the
+autosave holds (``napari_sam.annotate.ended_sessions``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from session_claim_helpers import commit_at
+
+
+def _autosaved(s):
+    from napari_sam import session as S
+
+    s.wait_autosave(60)
+    return S.read_session(S.session_file_for(s.path), load_labels=False)
+
+
+def test_the_autosave_names_the_last_save_and_a_loaded_file_is_one(session, tmp_path):
+    from napari_sam.annotate.ended_sessions import ended_words
+
+    s = session
+    s.path = str(tmp_path / "blobs.tif")
+    commit_at(s, 3, 20, 20)
+    assert "last_saved_as" not in _autosaved(s).settings
+    assert ended_words(_autosaved(s)).endswith(
+        ": 1 commit since the last save (none was saved with 'Save session') can be recovered")
+    work = s.save_session(tmp_path / "work.json")
+    commit_at(s, 2, 44, 44)
+    commit_at(s, 4, 44, 44)
+    mark = _autosaved(s).settings["last_saved_as"]
+    assert (mark["path"], mark["commits"]) == (str(work.absolute()), 1)
+    assert ": 2 commits since the last save ('Save session' to work.json at " in ended_words(
+        _autosaved(s))
+    s.load_session(work)  # the file loaded is the last save: its 1 commit
+    commit_at(s, 1, 44, 44)
+    mark = _autosaved(s).settings["last_saved_as"]
+    assert (Path(mark["path"]).name, mark["commits"]) == ("work.json", 1)
