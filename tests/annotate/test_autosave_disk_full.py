@@ -132,3 +132,36 @@ def test_save_session_on_a_full_disk_says_to_free_space(session, tmp_path, monke
     assert str(info.value) == (f"Could not save the session to {path}: No space left on "
                                "device. Free space there, or pick a folder on another disk.")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_background_retries_replace_the_failure_in_the_status_line(session, tmp_path,
+                                                                  monkeypatch):
+    """A write on the worker thread added its failure to the status line shown; each timed
+    retry of it added another ("... failed ... failed again ... failed again")."""
+    import napari_sam.annotate.autosave_retry as R
+    import napari_sam.annotate.autosave_writer as AW
+    from napari_sam import session as S
+
+    s = session
+    s.path = str(tmp_path / "blobs.tif")
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(AW, "BACKGROUND_BYTES", 1)
+    s.autosave_writer.post = lambda fn: fn()  # (said on the worker: no UI thread here)
+    write = S.write_session
+    monkeypatch.setattr(S, "write_session", _full)
+    with pytest.warns(UserWarning):
+        _commit(s, 3, 20, 20)
+    clock = R.time.monotonic
+    for ahead in (16, 50):
+        monkeypatch.setattr(R.time, "monotonic", lambda ahead=ahead: clock() + ahead)
+        s.retry_autosave()
+        s.wait_autosave(60)
+        assert s.status.count("Autosave to ") == 1 and "failed again" in s.status, s.status
+        assert s.status.startswith("Committed")
+    monkeypatch.setattr(R.time, "monotonic", lambda: clock() + 200)
+    monkeypatch.setattr(S, "write_session", write)
+    s.retry_autosave()
+    s.wait_autosave(60)
+    assert s.status.startswith("Committed") and "failed" not in s.status
+    assert s.status.endswith(" Autosave works again: the session (1 commit) is autosaved in "
+                             "blobs.tif.sam-session.json.")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from napari_sam.words import counted
 
-__all__ = ["RETRY_FIRST_S", "RETRY_MAX_S", "AutosaveRetry", "retry_words"]
+__all__ = ["RETRY_FIRST_S", "RETRY_MAX_S", "AutosaveRetry", "retry_words", "without_failure"]
 
 #: seconds before the first timed retry after a failed autosave (doubled after each failure)
 RETRY_FIRST_S = 15.0
@@ -79,8 +79,8 @@ class AutosaveRetry:
             self.notify_warning(text)
         if job.inline:
             self._autosave_note += f" {text}"
-        else:
-            self._say(f"{self.status} {text}")
+        else:  # (the failure said before is replaced, not repeated)
+            self._say(f"{without_failure(self.status)} {text}".strip())
 
     def _write_autosave(self, target: Path, job):
         """(Overrides :meth:`SessionLog._write_autosave`.) A write that succeeds after
@@ -88,8 +88,22 @@ class AutosaveRetry:
         written = super()._write_autosave(target, job)
         if self._retry_why is not None:
             self._retry_why = self._retry_at = None
-            said = (f" Autosave works again: the session "
+            said = (f"Autosave works again: the session "
                     f"({counted(len(job.state.operations), 'commit')}) is autosaved in {{}}.")
-            self._autosave_news(job, said.format(Path(written[0]).name),
-                                info=said.format(written[0]))
+
+            def say() -> None:
+                if job.inline:
+                    self._autosave_note += " " + said.format(Path(written[0]).name)
+                else:  # (the failure said before is replaced)
+                    self._say(f"{without_failure(self.status)} "
+                              f"{said.format(Path(written[0]).name)}".strip())
+                self.notify_info(said.format(written[0]))
+
+            self._autosave_said_later(job, say)
         return written
+
+
+def without_failure(status: str) -> str:
+    """The status line ``status`` without the failed autosave it says at its end."""
+    at = status.find("Autosave to ")
+    return status[:at].rstrip() if at >= 0 and " failed" in status[at:] else status
