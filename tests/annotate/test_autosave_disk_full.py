@@ -83,12 +83,14 @@ def test_a_failed_autosave_is_written_on_its_own_once_its_retry_is_due(
     monkeypatch.setattr(R.time, "monotonic", lambda: clock() + 16)
     monkeypatch.setattr(S, "write_session", _full)
     s.retry_autosave()
-    assert 29 < s.autosave_retry_in() <= 30 and "failed again" in s.status
+    assert 29 < s.autosave_retry_in() <= 30 and s.status.count("Autosave to ") == 1
+    assert s.status.startswith("Committed") and "failed again" in s.status
     monkeypatch.setattr(R.time, "monotonic", lambda: clock() + 50)
     monkeypatch.setattr(S, "write_session", write)
     s.retry_autosave()
-    assert s.status == ("Autosave works again: the session (1 commit) is autosaved in "
-                        "blobs.tif.sam-session.json.")
+    assert s.status.startswith("Committed") and "failed" not in s.status
+    assert s.status.endswith(" Autosave works again: the session (1 commit) is autosaved in "
+                             "blobs.tif.sam-session.json.")
     assert len(S.read_session(S.session_file_for(s.path)).operations) == 1
     assert s.autosave_retry_in() is None
 

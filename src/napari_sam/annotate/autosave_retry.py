@@ -62,8 +62,8 @@ class AutosaveRetry:
             return
         self.autosave_now()
         note = self.take_autosave_note().strip()
-        if note:
-            self._say(note)
+        if note:  # (in place of the failure the line said: as a write in the background)
+            self._say(f"{without_failure(self.status)} {note}".strip())
 
     def _autosave_failed(self, job, target: Path | str, why) -> None:
         """(Overrides :meth:`SessionLog._autosave_failed`.) Autosave stays on and tries
