@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -38,3 +39,25 @@ def test_a_tiff_no_other_file_names_is_still_removed(tmp_path):
         write_session(_session(labels.copy()), tmp_path / "A.json")
     assert len(list(tmp_path.glob("*.tif"))) == 1
     assert read_session(tmp_path / "A.json").labels[0, 0, 0] == 3
+
+
+def test_a_save_elsewhere_of_the_same_labels_does_not_keep_the_old_tiff(tmp_path):
+    """*Save session...* to work.json, then a commit: the autosave's earlier TIFF (the same
+    content as work.json's own TIFF, another name) goes; only a file naming it keeps it, or
+    a ``*.json`` that cannot be parsed mentioning its content."""
+    labels = np.zeros((1, 8, 8), np.uint16)
+    labels[0, 0, 0] = 1
+    write_session(_session(labels.copy()), tmp_path / "auto.json")
+    write_session(_session(labels.copy()), tmp_path / "work.json")
+    old = {p.name for p in tmp_path.glob("auto.labels-*.tif")}
+    labels[0, 0, 0] = 2
+    write_session(_session(labels.copy()), tmp_path / "auto.json")
+    assert not old & {p.name for p in tmp_path.glob("*.tif")}
+    shutil.copy(tmp_path / "auto.json", tmp_path / "copy.json")
+    write_session(_session(labels * 0 + 3), tmp_path / "auto.json")
+    assert read_session(tmp_path / "copy.json").labels[0, 0, 0] == 2
+    assert len(list(tmp_path.glob("auto.labels-*.tif"))) == 2  # (copy.json names one)
+    named = json.loads((tmp_path / "auto.json").read_text())["labels"]["path"]
+    (tmp_path / "notes.json").write_text(f'{{"labels": "{named}", ')  # broken: mentions it
+    write_session(_session(labels * 0 + 4), tmp_path / "auto.json")
+    assert (tmp_path / named).exists() and len(list(tmp_path.glob("auto.labels-*.tif"))) == 3

@@ -85,43 +85,54 @@ def named_by_session_files(folder: Path) -> set[str] | None:
 
 def mentioned_elsewhere(json_path: Path, names: Iterable[str]) -> set[str]:
     """Which of ``names`` (label TIFFs ``<stem>.labels-<12 hex>.tif`` beside the session file
-    ``json_path``) another ``*.json`` in its folder may name: a copy the user made of the
-    session file (``cp A.json B.json``) names the TIFFs ``A.json`` named, and saving
-    ``A.json`` again must not remove them. A file that mentions a TIFF of the same content
-    (its 12 hex digits) anywhere counts, so an unreadable one keeps what it mentions; a
-    folder or file that cannot be read keeps every name. Each file is read once while it is
-    unchanged (:data:`_MENTIONS`): the autosave asks at every commit."""
+    ``json_path``) another ``*.json`` in its folder names (``labels.path``, ``base.path``): a
+    copy the user made of the session file (``cp A.json B.json``) names the TIFFs ``A.json``
+    named, and saving ``A.json`` again must not remove them. A ``*.json`` that cannot be
+    parsed keeps every TIFF of a content (12 hex digits) it mentions anywhere; a folder or
+    file that cannot be read keeps every name. Each file is read once while it is unchanged
+    (:data:`_NAMED`): the autosave asks at every commit."""
     json_path, names = Path(json_path), set(names)
-    digests = {n: m.group(1) for n in names if (m := _DIGEST.search(n))}
     if not names:
         return set()
+    named: set[str] = set()
     try:
         with os.scandir(json_path.parent) as it:
             files = [e for e in it if e.name.lower().endswith(".json")
                      and e.name != json_path.name]
-        mentioned: set[str] = set()
         for entry in files:
             if entry.is_file():
-                mentioned |= _mentions(entry)
+                named |= _named_by(entry)
     except OSError:
         return names
-    return {n for n in names if n not in digests or digests[n] in mentioned}
+    return {n for n in names if n in named
+            or ((m := _DIGEST.search(n)) is not None and f"?{m.group(1)}" in named)}
 
 
 _DIGEST = re.compile(r"\.(?:labels|base)-([0-9a-f]{12})\.tif")
-_MENTIONS: dict[str, tuple[tuple[int, int], frozenset[str]]] = {}  # path: (stat, digests)
+_NAMED: dict[str, tuple[tuple[int, int], frozenset[str]]] = {}  # path: (stat, names)
 
 
-def _mentions(entry: os.DirEntry) -> frozenset[str]:
-    """The 12 hex digits of the label TIFF names the file ``entry`` mentions."""
+def _named_by(entry: os.DirEntry) -> frozenset[str]:
+    """The TIFFs beside it that the ``*.json`` ``entry`` names as ``labels`` or ``base``;
+    of one that is not JSON, ``?<12 hex>`` for each TIFF content it mentions."""
     st = entry.stat()
     key = (st.st_mtime_ns, st.st_size)
-    known = _MENTIONS.get(entry.path)
+    known = _NAMED.get(entry.path)
     if known is not None and known[0] == key:
         return known[1]
     with open(entry.path, "rb") as fh:
-        found = frozenset(_DIGEST.findall(fh.read().decode("utf-8", "replace")))
-    _MENTIONS[entry.path] = (key, found)
+        raw = fh.read()
+    folder = os.path.normpath(os.path.dirname(entry.path))
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+        refs = [data.get(w) for w in ("labels", "base")] if isinstance(data, Mapping) else []
+        found = frozenset(
+            os.path.basename(t) for r in refs if isinstance(r, Mapping)
+            and isinstance(r.get("path"), str)
+            and os.path.dirname(t := os.path.normpath(os.path.join(folder, r["path"]))) == folder)
+    except ValueError:  # (UnicodeDecodeError too): what it mentions is kept
+        found = frozenset("?" + d for d in _DIGEST.findall(raw.decode("utf-8", "replace")))
+    _NAMED[entry.path] = (key, found)
     return found
 
 
