@@ -294,3 +294,40 @@ def held_model_load(monkeypatch, controller, predictor):
     monkeypatch.setattr(controller.models, "load", held_load)
     controller.set_model(ModelChoice("held", "held"))
     return gate, entered
+
+
+#: The start of a script that runs napari in a process of its own (to be signalled or killed):
+#: napari with the stack from its file, the dock from the menu, the checkpoint picked, one
+#: commit on slice 1 (``.format(stack=..., ckpt=...)``; the script imports napari,
+#: ``open_from_menu``, ``pick_checkpoint`` and ``commit_on`` first).
+ONE_COMMIT_SCRIPT = r"""viewer = napari.Viewer(show=False)
+viewer.open({stack!r}, plugin="napari")
+dock, widget = open_from_menu(viewer)
+widget.controller.sync = True
+pick_checkpoint(widget, {ckpt!r})
+commit_on(viewer, widget, 1)
+"""
+
+
+def napari_until(script: str, marker: str, timeout: float = 240.0):
+    """Run ``script`` (napari in a Python process of its own: :data:`ONE_COMMIT_SCRIPT`'s
+    kind) and wait until it prints ``marker``; returns the running process, for the caller to
+    signal or kill (killed here, with its stderr in the error, when the marker never came)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    t0, line = time.time(), ""
+    while marker not in line and time.time() - t0 < timeout:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+    if marker not in line:
+        proc.kill()
+        proc.wait(30)
+        raise AssertionError(proc.stderr.read()[-3000:])
+    return proc

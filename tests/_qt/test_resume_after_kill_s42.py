@@ -4,12 +4,10 @@ autosave was, and how many commits since the last *Save session...* resuming rec
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from sam_qt_helpers import ONE_COMMIT_SCRIPT, napari_until
 
 HERE = Path(__file__).resolve().parent
 
@@ -19,13 +17,7 @@ sys.path[:0] = [{helpers!r}, {tests!r}]
 import napari
 from sam_qt_helpers import commit_on, open_from_menu, pick_checkpoint
 
-viewer = napari.Viewer(show=False)
-viewer.open({stack!r}, plugin="napari")
-dock, widget = open_from_menu(viewer)
-widget.controller.sync = True
-pick_checkpoint(widget, {ckpt!r})
-commit_on(viewer, widget, 1)
-if {save!r}:
+""" + ONE_COMMIT_SCRIPT + r"""if {save!r}:
     widget.save_session({work!r})
 commit_on(viewer, widget, 3)
 commit_on(viewer, widget, 4)
@@ -40,17 +32,9 @@ def _killed_after_three_commits(stack_file, ckpt, save: bool) -> None:
     script = _KILLED_AFTER_THREE_COMMITS.format(
         helpers=str(HERE), tests=str(HERE.parent), stack=str(stack_file), ckpt=str(ckpt),
         save=save, work=str(stack_file.with_name("work.json")))
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
-    try:
-        t0, line = time.time(), ""
-        while "COMMITTED" not in line and time.time() - t0 < 240 and proc.poll() is None:
-            line = proc.stdout.readline()
-        assert "COMMITTED" in line, proc.stderr.read()[-3000:]
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
+    proc = napari_until(script, "COMMITTED")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
 
 
 def _offer(make_widget, stack_file, ckpt) -> str:

@@ -15,17 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sam_qt_helpers import ONE_COMMIT_SCRIPT, napari_until
 
 HERE = Path(__file__).resolve().parent
 
-#: the scripts' start: napari with the stack from its file, the dock from the menu, one commit
-_ONE_COMMIT = r"""viewer = napari.Viewer(show=False)
-viewer.open({stack!r}, plugin="napari")
-dock, widget = open_from_menu(viewer)
-widget.controller.sync = True
-pick_checkpoint(widget, {ckpt!r})
-commit_on(viewer, widget, 1)
-"""
 
 _NAPARI_TOLD_TO_END = r"""
 import sys, time
@@ -41,7 +34,7 @@ from sam_qt_helpers import canvas_click, commit_on, open_from_menu, pick_checkpo
 P.PAINT_AUTOSAVE_MS = 600_000  # the stroke's autosave is still waiting when the signal comes
 if {case!r} == "write":  # every autosave on the writer's thread, as for 1 GB of labels
     AW.BACKGROUND_BYTES = 1
-""" + _ONE_COMMIT + r"""layer = widget.controller.target_layer
+""" + ONE_COMMIT_SCRIPT + r"""layer = widget.controller.target_layer
 fsync = W.fsync_path
 
 def slow_write(path):  # the second commit's labels take 3 s to reach the disk
@@ -75,16 +68,8 @@ def test_sigterm_saves_a_hand_correction_or_the_write_under_way_before_napari_en
 
     script = _NAPARI_TOLD_TO_END.format(helpers=str(HERE), tests=str(HERE.parent), case=case,
                                         stack=str(stack_file), ckpt=str(tiny_ckpt))
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    proc = napari_until(script, "WRITING")
     try:
-        t0, line = time.time(), ""
-        while "WRITING" not in line and time.time() - t0 < 240:
-            line = proc.stdout.readline()
-            if not line and proc.poll() is not None:
-                break
-        assert "WRITING" in line, proc.stderr.read()[-3000:]
         proc.send_signal(signal.SIGTERM)
         proc.wait(90)
     finally:
@@ -111,7 +96,7 @@ import napari_sam._qt.paint_autosave as P
 from sam_qt_helpers import canvas_click, commit_on, open_from_menu, pick_checkpoint
 
 P.PAINT_AUTOSAVE_MS = 600_000  # a stroke's autosave still waits when the signal comes
-""" + _ONE_COMMIT + r"""c = widget.controller
+""" + ONE_COMMIT_SCRIPT + r"""c = widget.controller
 c.target_layer.selected_label = 9
 c.target_layer.paint((1, 40, 40), 9)  # a hand edit: its autosave waits for the stroke's end
 written = c.labels_changed
