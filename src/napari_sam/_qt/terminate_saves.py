@@ -8,7 +8,9 @@ a hand edit made in the last 1.5 s (its autosave waits for the end of the stroke
 thread (:mod:`napari_sam.annotate.autosave_writer`) were lost, as on ``kill -9``. With a
 dock open, the signal now writes the pending hand-edit autosaves, waits (at most
 :data:`WAIT_S` seconds) for the autosaves under way and waiting, and then ends the process
-by the same signal with its default action (exit status -15 for SIGTERM). A signal someone
+by the same signal with its default action (exit status -15 for SIGTERM). When everything
+was saved, the sessions are released as a closed dock releases them (their lock files go), so
+the next offer to resume reads as after a normal close, not "napari ended unexpectedly". A signal someone
 set to be ignored (``nohup``), or gave a handler of their own, is left alone.
 
 A Python signal handler runs only when the interpreter runs, and napari's Qt event loop may
@@ -143,7 +145,10 @@ def _save_and_end(signum: int, deadline: float, flush: bool) -> None:
     try:
         if flush:
             flush_all()  # the hand edits whose autosave waits for the end of the stroke
-        wait_for_autosaves(list(_SESSIONS), deadline)
+        saved = wait_for_autosaves(list(_SESSIONS), deadline)
+        if flush and saved:  # all on disk: the sessions end as closed ones (their lock files
+            for session in list(_SESSIONS):  # go, so the next offer to resume does not say
+                session.release_session_file()  # napari ended unexpectedly)
     finally:
         _end(signum)
 
