@@ -133,6 +133,26 @@ def test_segment_on_a_movie_without_time_points_in_its_prompts_says_how(tmp_path
     assert not (tmp_path / "o").exists()
 
 
+def test_prompts_at_later_time_points_only_segment_those(tmp_path, capsys):
+    """Prompts at time point 1 alone (none at t=0): t=0 stays 0 and t=1 is its volume
+    prompted alone, as documented (was: exit 1, "no prompts for this file in the prompts
+    file": the first run, given t=0's prompts, refused before it found the movie)."""
+    movie, _, t1 = _movie_and_volumes(tmp_path)
+    (tmp_path / "late.csv").write_text("id,t,z,row,col\n1,1,1,20,44\n")
+    (tmp_path / "p1.csv").write_text("id,z,row,col\n1,1,20,44\n")
+    out = tmp_path / "out"
+    rc, _, err = cli(["segment", movie, "-p", tmp_path / "late.csv", "-o", out, *DEMO], capsys)
+    assert rc == 0, err
+    rc, _, err = cli(["segment", t1, "-p", tmp_path / "p1.csv", "-o", out, *DEMO], capsys)
+    assert rc == 0, err
+    got, alone1 = _labels(out / "movie_labels.tif"), _labels(out / "t1_labels.tif")
+    assert got.shape == (2, 4, 64, 64) and not got[0].any()
+    assert set(np.unique(alone1)) == {0, 1}
+    np.testing.assert_array_equal(got[1], alone1)
+    meta = json.loads((out / "movie_labels.tif.json").read_text())
+    assert [(o["id"], o["time_point"]) for o in meta["objects"]] == [(1, 1)]
+
+
 def test_an_interrupted_movie_resumes_at_the_time_point_it_reached(tmp_path, capsys, tiny_model,
                                                                    monkeypatch):
     """Ctrl-C while the second time point runs; the rerun keeps the first (not segmented

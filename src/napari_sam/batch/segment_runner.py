@@ -42,6 +42,10 @@ def run_segment(job: Job, ctx: Context, model) -> dict:
     is replayed instead (:func:`_replay_session`). Returns ``{"objects": n}``."""
     from napari_sam.volume import segment_volume
     if not job.prompts:
+        # a movie's prompts may all be at later time points (none at t=0, which
+        # runners.run_command gives the first run): opening it raises MovieOfVolumes, so
+        # each time point runs with its own
+        open_image(job.input, ctx, check=False)
         raise ValueError(
             "no prompts for this file in the prompts file (add rows with its name in the 'file' "
             "column, or rows without a file that apply to every input)"
