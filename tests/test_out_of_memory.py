@@ -87,6 +87,37 @@ def test_a_stack_whose_propagation_cannot_fit_under_ulimit_is_refused_before_any
     assert not list((tmp_path / "out").glob(".napari-sam-work/**/z*.npz"))
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ulimit -v is Linux's here")
+def test_a_library_that_cannot_load_under_ulimit_v_is_said_to_be_out_of_memory(tmp_path):
+    """``napari-sam auto`` under ``ulimit -v 300000`` (0.3 GB): torch's library cannot be
+    mapped; the error says out of memory, names the limit and to raise it (was: ``error:
+    ImportError: libtorch_cpu.so: failed to map segment from shared object``, exit 1)."""
+    img = tmp_path / "a.npy"
+    np.save(img, np.zeros((32, 32), np.uint8))
+    env = {"NAPARI_SAM_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
+           "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_sam.cli", "auto", img, "-o", tmp_path / "out",
+         "--model", "demo", "--device", "cpu", "-q"],
+        capture_output=True, text=True, env=env, preexec_fn=_limited(300_000 * 1024),
+        timeout=120)
+    said = " ".join(proc.stderr.split())
+    assert proc.returncode == 1, said
+    assert "Traceback" not in said and "ImportError" not in said, said
+    assert "out of memory (loading " in said, said
+    assert ("failed under this process's address-space limit, ulimit -v 300000 (0.31 GB); "
+            "napari-sam and torch need a few GB of address space: raise it, e.g. ulimit -v "
+            "unlimited)") in said, said
+    assert not (tmp_path / "out" / "a_labels.tif").exists()
+
+
+def test_enomem_is_out_of_memory():
+    import errno
+
+    assert is_out_of_memory(OSError(errno.ENOMEM, "Cannot allocate memory"))
+    assert not is_out_of_memory(ImportError("libfoo.so: cannot open shared object file"))
+
+
 def test_auto_out_of_memory_names_the_options_and_a_rerun_resumes(tmp_path, tiny_model,
                                                                   offline_cli, capsys,
                                                                   monkeypatch):

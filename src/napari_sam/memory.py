@@ -11,7 +11,9 @@ counts the page cache of the files read; its inactive part (``inactive_file`` of
 
 :func:`is_out_of_memory` tells the errors an allocation that did not fit raises: Python's
 ``MemoryError`` (numpy's ``Unable to allocate ...``), torch's ``OutOfMemoryError`` (a GPU) and
-the ``RuntimeError`` of torch's CPU allocator (``DefaultCPUAllocator: can't allocate memory``).
+the ``RuntimeError`` of torch's CPU allocator (``DefaultCPUAllocator: can't allocate memory``),
+and a library that cannot be loaded under an address-space limit (``ulimit -v``: the dynamic
+loader's ``failed to map segment from shared object``, an ``ImportError`` or ``OSError``).
 :func:`out_of_memory_words` puts one in a few words for a message that goes on to say what to
 do (the CLI, the dock).
 
@@ -20,6 +22,7 @@ Torch is never imported here.
 
 from __future__ import annotations
 
+import errno
 import re
 import resource
 import sys
@@ -30,6 +33,8 @@ __all__ = ["available_memory", "is_out_of_memory", "out_of_memory_words"]
 #: Texts of the RuntimeErrors torch raises when an allocation fails (CPU, CUDA, MPS).
 _RUNTIME_OOM = ("can't allocate memory", "out of memory", "not enough memory",
                 "cannot allocate memory")
+#: What the dynamic loader says when a library does not fit (``ulimit -v``, ``prlimit --as``).
+_LOAD_OOM = ("failed to map segment from shared object", "cannot allocate memory")
 _CGROUP = Path("/sys/fs/cgroup")
 _PROC_SELF_CGROUP = Path("/proc/self/cgroup")
 
@@ -156,7 +161,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` says an allocation did not fit: a ``MemoryError``, torch's
     ``OutOfMemoryError``, or a ``RuntimeError`` of torch's allocators (CPU: ``DefaultCPUAllocator:
     can't allocate memory``; CUDA, MPS: ``out of memory``)."""
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, MemoryError) or _library_out_of_memory(exc):
         return True
     torch = sys.modules.get("torch")  # not imported by us: an error of torch means it is loaded
     oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
@@ -168,9 +173,43 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return False
 
 
+def _address_space_limit() -> int | None:
+    """The address-space limit (``ulimit -v``, ``RLIMIT_AS``) in bytes, else None."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return None if soft == resource.RLIM_INFINITY or soft < 0 else int(soft)
+
+
+def _library_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a library (torch's, a codec's) that could not be loaded for want of
+    memory: an ``ImportError`` or ``OSError`` (ctypes) of the dynamic loader under an
+    address-space limit, or an ``OSError`` ENOMEM."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOMEM:
+        return True
+    if not isinstance(exc, (ImportError, OSError)) or _address_space_limit() is None:
+        return False
+    text = str(exc).lower()
+    return any(t in text for t in _LOAD_OOM)
+
+
+def _library_words(exc: BaseException) -> str:
+    """``out of memory (...)`` of a library that could not be loaded: its name, the limit,
+    and to raise the limit."""
+    m = re.search(r"([\w.+-]+\.(?:so|dylib|pyd)[\w.]*)", str(exc))
+    what = f"loading {m.group(1)}" if m else "loading a library"
+    limit = _address_space_limit()
+    if limit is None:
+        return f"out of memory ({what} failed)"
+    return (f"out of memory ({what} failed under this process's address-space limit, "
+            f"ulimit -v {limit // 1024} ({limit / 1e9:.2f} GB); napari-sam and torch "
+            "need a few GB of address space: raise it, e.g. ulimit -v unlimited)")
+
+
 def out_of_memory_words(exc: BaseException) -> str:
     """``exc`` (for which :func:`is_out_of_memory` holds) in a few words, e.g. ``out of memory
-    (an allocation of 46.3 MB failed)``; the size where the message gives it."""
+    (an allocation of 46.3 MB failed)``; the size where the message gives it; for a library
+    that could not be loaded under ``ulimit -v``, the library, the limit and to raise it."""
+    if _library_out_of_memory(exc):
+        return _library_words(exc)
     text = str(exc)
     m = (re.search(r"allocate (\d+) bytes", text)
          or re.search(r"allocate ([\d.]+ ?[KMGT]i?B)", text))
