@@ -28,7 +28,14 @@ import resource
 import sys
 from pathlib import Path
 
-__all__ = ["available_memory", "is_out_of_memory", "out_of_memory_words"]
+__all__ = ["MIN_ADDRESS_SPACE", "address_space_too_small", "available_memory",
+           "is_out_of_memory", "out_of_memory_words"]
+
+#: The least address-space limit (``ulimit -v``) a command that loads torch starts under: the
+#: demo model's ``auto`` on a small stack needs about 1.3 GB; under about 0.8 GB, scipy's
+#: OpenBLAS spins for good in its start-up when an allocation fails (no signal but SIGKILL
+#: stops it there).
+MIN_ADDRESS_SPACE = 1_200_000_000
 
 #: Texts of the RuntimeErrors torch raises when an allocation fails (CPU, CUDA, MPS).
 _RUNTIME_OOM = ("can't allocate memory", "out of memory", "not enough memory",
@@ -177,6 +184,19 @@ def _address_space_limit() -> int | None:
     """The address-space limit (``ulimit -v``, ``RLIMIT_AS``) in bytes, else None."""
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     return None if soft == resource.RLIM_INFINITY or soft < 0 else int(soft)
+
+
+def address_space_too_small(command: str) -> str | None:
+    """The error of ``command`` (``napari-sam auto``, ...) when this process's address-space
+    limit (``ulimit -v``, ``prlimit --as``) is below :data:`MIN_ADDRESS_SPACE`, else None."""
+    limit = _address_space_limit()
+    if limit is None or limit >= MIN_ADDRESS_SPACE:
+        return None
+    return (f"this process's address-space limit (ulimit -v {limit // 1024}, "
+            f"{limit / 1e9:.2f} GB) is too small: {command} needs at least "
+            f"{MIN_ADDRESS_SPACE / 1e9:.1f} GB of address space to load torch and the demo "
+            "model (a few GB for SAM's models); raise it (e.g. ulimit -v unlimited) and run it "
+            "again")
 
 
 def _library_out_of_memory(exc: BaseException) -> bool:

@@ -52,6 +52,10 @@ def build_parser() -> Parser:
     return parser
 
 
+#: The commands that load torch (and scipy), which need room to start (``ulimit -v``).
+_LOADS_TORCH = ("embed", "auto", "segment", "train", "export")
+
+
 def _sigterm(signum, frame):  # pragma: no cover - signal handler
     raise KeyboardInterrupt
 
@@ -66,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.fail(f"unrecognized arguments: {' '.join(unknown)}", command)
     verbose = getattr(args, "verbose", False)
+    if args.command in _LOADS_TORCH:  # before torch and scipy load: they can hang there
+        from napari_sam.memory import address_space_too_small
+
+        if (text := address_space_too_small(f"{PROG} {command}")) is not None:
+            print_error(text)
+            return 1
     from napari_sam.batch import BatchError
 
     old = None
