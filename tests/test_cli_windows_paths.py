@@ -279,3 +279,26 @@ def test_a_sharp_s_and_ss_are_two_outputs_where_names_fold(tmp_path, tiny_model,
                            "--points-per-side", "4", *FAST], capsys)
     assert rc == 0 and "2 files: 2 done" in stdout, err
     assert sorted(p.name for p in out.glob("*.tif")) == ["Mass_labels.tif", "Maß_labels.tif"]
+
+
+# ------------------------------------------------------------------ 7: "scans [1]/*.tif"
+def test_a_pattern_through_a_folder_named_with_brackets_says_how_to_write_them(
+        tmp_path, tiny_model, capsys, monkeypatch):
+    """``auto "scans [1]/*.tif"`` (a folder a copy named ``[1]``): the ``[1]`` selects the
+    character 1, as in the shell, so the pattern matched nothing; it said only "matches no
+    files". Now the error names the file it misses so and the pattern that takes it, which
+    runs; nothing is written by the refused run."""
+    monkeypatch.chdir(tmp_path)
+    noise_image(tmp_path / "scans [1]" / "é 1.tif", (64, 64))
+    run = ("-o", "out", "--model", tiny_model, "--points-per-side", "4", *FAST)
+    rc, _, err = cli(["auto", "scans [1]/*.tif", *run], capsys)
+    assert rc == 2 and not (tmp_path / "out").exists()
+    assert error_line(err) == (
+        "napari-sam: error: 'scans [1]/*.tif' matches no files; 1 file matches it with its "
+        "square brackets read as they are (e.g. scans [1]/é 1.tif): in a pattern '[...]' "
+        "stands for one of the characters inside, as in the shell; write each '[' as '[[]': "
+        "\"scans [[]1]/*.tif\"")
+    rc, stdout, err = cli(["auto", "scans [[]1]/*.tif", *run], capsys)
+    assert rc == 0 and "1 file: 1 done" in stdout, err
+    rc, _, err = cli(["auto", "scans [xy]/*.tif", *run], capsys)  # no such name either way
+    assert rc == 2 and error_line(err) == "napari-sam: error: 'scans [xy]/*.tif' matches no files"

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from napari_sam import io as nio
+from napari_sam.batch.glob_brackets import bracket_words
 from napari_sam.batch.glob_case import case_only_matches, case_words, left_out_notes
 
 #: Commands that produce one output per input file.
@@ -264,7 +265,9 @@ def collect_inputs_with_folders(
             others = [m for m in case_only_matches(text, matches) if not _skipped(
                 m, labels=labels, keep_ground_truth=keep_ground_truth)]
             if not matches:
-                words = case_words(text, others, base)
+                words = case_words(text, others, base) or bracket_words(
+                    text, lambda m: (m.is_file() or _is_image(m)) and not _skipped(
+                        m, labels=labels, keep_ground_truth=keep_ground_truth))
                 problems.append(f"{text!r} matches no files" + (f"; {words}" if words else ""))
             elif others:
                 case_notes.append((text, others, base))
