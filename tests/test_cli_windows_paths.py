@@ -166,6 +166,23 @@ def test_a_utf16_prompts_file_with_its_bom_is_read(tmp_path, tiny_model, capsys,
     assert _prompted_ids(out / "细胞_labels.tif.json") == [1, 2]
 
 
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_a_utf16_prompts_file_without_its_bom_is_read(tmp_path, tiny_model, capsys, encoding):
+    """UTF-16 without a byte-order mark (``iconv -t UTF-16LE``, some Windows tools), names
+    in Chinese: it was read as UTF-8, "unknown columns ['\\x00c\\x00o\\x00l\\x00', ...]".
+    The zeros of its ASCII header in every other byte say what it is: read as it is."""
+    noise_image(tmp_path / "data" / "细胞.tif", (3, 64, 64))
+    prompts = tmp_path / "p.csv"
+    prompts.write_bytes("file,id,slice,row,col\r\n细胞.tif,1,1,30,30\r\n"
+                        "细胞.tif,2,2,10,10\r\n".encode(encoding))
+    out = tmp_path / "out"
+    rc, stdout, err = cli(["segment", tmp_path / "data", "-p", prompts, "-o", out,
+                           "--model", tiny_model, *FAST], capsys)
+    assert rc == 0, err
+    assert "1 file: 1 done" in stdout
+    assert _prompted_ids(out / "细胞_labels.tif.json") == [1, 2]
+
+
 # ------------------------------------------------------------------ 5: Excel's CSV habits
 def test_excels_empty_columns_right_of_the_table_are_ignored(tmp_path, tiny_model, capsys):
     """Excel writes the empty (once formatted) columns right of the table: a header
@@ -187,6 +204,26 @@ def test_excels_empty_columns_right_of_the_table_are_ignored(tmp_path, tiny_mode
     assert rc == 2
     assert ("p.csv, line 2: column 7 has no name in the first line but holds 'x'; name that "
             "column (file, id, slice, row, col, ...) or delete it" in error_line(err))
+
+
+def test_excels_sep_line_before_the_header_is_skipped(tmp_path, tiny_model, capsys):
+    """Excel's ``sep=,`` first line (it writes it for other locales, and it makes Excel open
+    the file right): it was read as the header, "unknown column ['sep=']". Now skipped; a
+    ``sep=;`` file gets the semicolon message, naming what to do."""
+    noise_image(tmp_path / "data" / "a.tif", (3, 64, 64))
+    prompts = tmp_path / "p.csv"
+    prompts.write_bytes(b"sep=,\r\nfile,id,slice,row,col\r\na.tif,1,1,30,30\r\n"
+                        b"a.tif,2,2,10,10\r\n")
+    out = tmp_path / "out"
+    rc, stdout, err = cli(["segment", tmp_path / "data", "-p", prompts, "-o", out,
+                           "--model", tiny_model, *FAST], capsys)
+    assert rc == 0, err
+    assert _prompted_ids(out / "a_labels.tif.json") == [1, 2]
+    prompts.write_bytes(b"sep=;\r\nfile;id;slice;row;col\r\na.tif;1;1;30;30\r\n")
+    rc, _, err = cli(["segment", tmp_path / "data", "-p", prompts, "-o", tmp_path / "o2",
+                      "--model", tiny_model, *FAST], capsys)
+    assert rc == 2 and "is separated by semicolons (';'), but prompts files must be " \
+        "comma-separated" in error_line(err), err
 
 
 def test_a_quoted_decimal_comma_is_named(tmp_path, tiny_model, capsys):

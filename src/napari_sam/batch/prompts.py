@@ -26,6 +26,7 @@ from napari_sam.batch.prompt_entries import (
     object_id,
     truthy,
 )
+from napari_sam.batch.prompt_text import read_prompts_text
 from napari_sam.batch.reading import MovieOfVolumes, open_image, open_session_image
 from napari_sam.words import counted, for_count
 
@@ -35,26 +36,6 @@ __all__ = ["CSV_ALIASES", "Prompts", "check_prompts", "check_unambiguous", "load
 
 _CSV_KNOWN = {"file", "id", "slice", "row", "col", "label", "row0", "col0", "row1", "col1", "stop",
               "candidate", "time"}
-
-
-def _read_text(path: Path) -> str:
-    """The prompts file as text: UTF-8 (with or without a BOM) or UTF-16 with its BOM (what
-    Excel's "Unicode Text" and PowerShell 5's ``Out-File`` write), else a clear error."""
-    try:
-        data = path.read_bytes()
-        utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff")
-        # as read_text reads it: "\r\n" and "\r" are line ends too
-        text = data.decode("utf-16" if utf16 else "utf-8-sig")
-        return text.replace("\r\n", "\n").replace("\r", "\n")
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise BatchError(
-            f"prompts file {str(path)!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} "
-            f"on line {line}); save it as UTF-8 (Excel: \"CSV UTF-8\"; iconv -f latin1 -t utf-8)"
-        ) from None
-    except OSError as exc:
-        raise BatchError(f"prompts file {str(path)!r} cannot be read: {exc.strerror or exc}; "
-                         "check its permissions") from None
 
 
 def _refuse_other_separator(path: Path, fieldnames: Sequence[str]) -> None:
@@ -78,7 +59,7 @@ def _prompts_from_csv(path: Path) -> Prompts:
     import csv
     import io
 
-    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    reader = csv.DictReader(io.StringIO(read_prompts_text(path), newline=""))
     if reader.fieldnames is None:
         raise BatchError(f"prompts file {str(path)!r} is empty; the first line names the "
                          "columns: file,id,slice,row,col,label,row0,col0,row1,col1")
@@ -187,7 +168,7 @@ def _normalise_objects(obj, where: str) -> list[tuple[int, dict, str]]:
 
 def _prompts_from_json(path: Path) -> Prompts:
     try:
-        data = json.loads(_read_text(path))
+        data = json.loads(read_prompts_text(path))
     except ValueError as exc:
         raise BatchError(f"prompts file {str(path)!r} is not valid JSON: {exc}") from None
     where = path.name

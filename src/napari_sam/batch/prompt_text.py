@@ -1,0 +1,52 @@
+"""The text of a prompts file as spreadsheets and editors save it: UTF-8 with or without a
+byte-order mark, UTF-16 with one (Excel's "Unicode Text", PowerShell 5's ``Out-File``) or
+without one (``iconv -t UTF-16LE``, some Windows tools), and Excel's ``sep=,`` line before
+the header (:func:`read_prompts_text`); anything else is a clear error."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from napari_sam.batch.inputs import BatchError
+
+__all__ = ["read_prompts_text"]
+
+#: Excel's first line naming the separator (``sep=,``, ``sep=;``, ``sep=<tab>``).
+_SEP_LINE = re.compile(r"\Asep=(.)\n")
+
+
+def _encoding(data: bytes) -> str:
+    """The codec of ``data``: UTF-16 where it has its byte-order mark or, without one, where
+    its start has zeros in every other byte (the header's ASCII letters in UTF-16) and
+    nowhere else; else UTF-8 (a BOM dropped)."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "utf-16"
+    head = data[:512 if len(data) > 512 else len(data) // 2 * 2]
+    even, odd = head[0::2].count(0), head[1::2].count(0)
+    if len(head) >= 4 and even == 0 and odd >= len(head) / 4:
+        return "utf-16-le"  # (half the bytes of the ASCII header, at least, are its zeros)
+    if len(head) >= 4 and odd == 0 and even >= len(head) / 4:
+        return "utf-16-be"
+    return "utf-8-sig"
+
+
+def read_prompts_text(path: Path) -> str:
+    """The prompts file ``path`` as text with ``\\n`` line ends and without Excel's ``sep=``
+    line (a ``sep=;`` or tab is then told by the header: see ``prompts``); BatchError where it
+    cannot be read or is no text of these encodings."""
+    try:
+        data = path.read_bytes()
+        # as read_text reads it: "\r\n" and "\r" are line ends too
+        text = data.decode(_encoding(data))
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise BatchError(
+            f"prompts file {str(path)!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} "
+            f"on line {line}); save it as UTF-8 (Excel: \"CSV UTF-8\"; iconv -f latin1 -t utf-8)"
+        ) from None
+    except OSError as exc:
+        raise BatchError(f"prompts file {str(path)!r} cannot be read: {exc.strerror or exc}; "
+                         "check its permissions") from None
+    return _SEP_LINE.sub("", text, count=1)
