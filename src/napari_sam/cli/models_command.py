@@ -60,6 +60,30 @@ def human_size(n: int | None, *, approx: bool = False) -> str:
     return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
 
 
+def mirror_url(text: str) -> str:
+    """The URL of ``models download --url TEXT``: an ``http(s)://`` or ``file:///`` URL as it
+    is; a path of an existing file (``mirror/vit_t.pt``, ``~/w/vit_t.pt``: no scheme) as its
+    ``file:///`` URL. CLIError (exit code 2) for a path that is no file, and for a file URL
+    that names a host (``file://mirror/x.pt``: two slashes make ``mirror`` the host)."""
+    import urllib.parse
+
+    parsed = urllib.parse.urlparse(text)
+    scheme = parsed.scheme.lower()
+    if scheme == "file" and parsed.netloc not in ("", "localhost"):
+        meant = Path(parsed.netloc + parsed.path).expanduser().absolute().as_uri()
+        raise CLIError(f"--url {text}: a file URL takes three slashes and the absolute path "
+                       f"(with two, {parsed.netloc!r} is read as a host name): give --url "
+                       f"{meant}", code=2)
+    if scheme in ("http", "https", "file") or (len(scheme) > 1 and "://" in text):
+        return text  # (other schemes: the download names them)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path.absolute().as_uri()
+    what = "is a folder; give the model file in it" if path.is_dir() else (
+        "is neither a URL (https://..., file:///...) nor an existing file")
+    raise CLIError(f"--url {text} {what}", code=2)
+
+
 def cmd_models(args) -> int:
     """Run ``napari-sam models ACTION``; returns the exit code."""
     from napari_sam.models import registry
@@ -79,7 +103,8 @@ def cmd_models(args) -> int:
             import pooch
 
             pooch.get_logger().setLevel(logging.WARNING)  # pooch's own, unregistered logger
-        path = registry.fetch(args.name, progress=not args.quiet, url=args.url)
+        url = None if args.url is None else mirror_url(args.url)
+        path = registry.fetch(args.name, progress=not args.quiet, url=url)
         print(path)
         return 0
     if action == "verify":

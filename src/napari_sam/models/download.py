@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import shutil
 import threading
 import urllib.parse
@@ -307,7 +308,9 @@ def download(spec: ModelSpec, url: str, target: Path, progress: bool) -> None:
     except ValueError as err:  # pooch: the downloaded file's hash does not match
         raise ModelDownloadError(
             f"the file downloaded for model {spec.name!r} from {url} does not match its "
-            f"published checksum ({err}); it was discarded and nothing was saved. "
+            f"published checksum ({_mismatch_words(err, spec)}: a truncated copy, another "
+            "model's file or no checkpoint at all); the copy downloaded was discarded and "
+            "nothing was saved (the file at the URL is left as it is). "
             + by_hand_message(spec, target, url),
             summary="the file downloaded does not match its published checksum",
         ) from err
@@ -328,3 +331,13 @@ def download(spec: ModelSpec, url: str, target: Path, progress: bool) -> None:
             "it was deleted. " + by_hand_message(spec, target, url),
             summary=f"the file downloaded is wrong ({problem})",
         )
+
+
+def _mismatch_words(err: ValueError, spec) -> str:
+    """pooch's hash mismatch ``err`` in our words: ``its xxh128 is X, the published one Y``
+    (pooch's own text where it cannot be read: it says "Deleted download for safety", which
+    reads as if the file at the URL were deleted)."""
+    m = re.search(r"expected \S*?:?([0-9a-f]{8,}) but got ([0-9a-f]{8,})", str(err))
+    if m is None:
+        return str(err)
+    return f"its {spec.hash_algorithm} is {m.group(2)}, the published one {m.group(1)}"
