@@ -153,6 +153,22 @@ def test_prompts_at_later_time_points_only_segment_those(tmp_path, capsys):
     assert [(o["id"], o["time_point"]) for o in meta["objects"]] == [(1, 1)]
 
 
+def test_a_t_column_without_z_on_a_movie_says_it_is_read_as_the_slice(tmp_path, capsys):
+    """``id,t,row,col`` on a TZYX movie: ``t`` alone is the slice (a TYX movie's prompts), so
+    the prompts have no time point; the error said "add a 't' column beside 'z'" to a file
+    that has one. Now it says how its 't' was read."""
+    movie, _, _ = _movie_and_volumes(tmp_path)
+    (tmp_path / "t.csv").write_text("id,t,row,col\n1,1,20,20\n")
+    rc, _, err = cli(["segment", movie, "-p", tmp_path / "t.csv", "-o", tmp_path / "o", *DEMO],
+                     capsys)
+    said = " ".join(err.split())
+    assert rc == 2 and not (tmp_path / "o").exists()
+    assert ("movie.tif is a movie of 2 time points (axes TZYX, each segmented as its own "
+            "volume), and its prompts say no time point: their 't' column, without a 'z' "
+            "column beside it, is read as the slice (as in a TYX movie's prompts); add a 't' "
+            "column beside 'z' (CSV: t,z,row,col") in said, said
+
+
 def test_an_interrupted_movie_resumes_at_the_time_point_it_reached(tmp_path, capsys, tiny_model,
                                                                    monkeypatch):
     """Ctrl-C while the second time point runs; the rerun keeps the first (not segmented

@@ -75,6 +75,7 @@ class Prompts(dict):
         self.problems: list[str] = []
         self.file_field = "the 'file' column"
         self.for_every_input = "leave 'file' empty to apply to every input"
+        self.t_is_slice = False  # a CSV whose 't' column, without 'z', holds the slice
 
     def add(self, file_key: str, oid: int, entry: dict, where: str) -> None:
         file_key = normalise_file_key(file_key)

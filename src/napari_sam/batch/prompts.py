@@ -86,6 +86,7 @@ def _prompts_from_csv(path: Path) -> Prompts:
     if "id" not in cols.values():
         raise BatchError(f"prompts file {str(path)!r} needs an 'id' column (the object id)")
     per_file = Prompts()
+    per_file.t_is_slice = any(c.strip().lower() == "t" and k == "slice" for c, k in cols.items())
     try:
         for raw in reader:
             try:
@@ -441,10 +442,13 @@ def _time_problems(per_file: Mapping[str, Mapping], keys: Sequence[str], job: Jo
              for i, e in enumerate(items)]
     name = job.input.name
     if movie and all(t is None for *_, t in found):
+        t_alone = ("their 't' column, without a 'z' column beside it, is read as the slice "
+                   "(as in a TYX movie's prompts); "
+                   if getattr(per_file, "t_is_slice", False) else "")
         return [f"{name} is a movie of {movie} time points (axes TZYX, each segmented as its "
-                "own volume), and its prompts say no time point: add a 't' column beside "
-                "'z' (CSV: t,z,row,col, time points from 0; JSON: \"time\" in each prompt), "
-                "or save each time point as its own file"]
+                f"own volume), and its prompts say no time point: {t_alone}add a 't' column "
+                "beside 'z' (CSV: t,z,row,col, time points from 0; JSON: \"time\" in each "
+                "prompt), or save each time point as its own file"]
     problems = []
     for k, oid, i, t in found:
         at = where_of.get((k, oid, i), f"object {oid}")
