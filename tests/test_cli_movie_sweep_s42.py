@@ -95,3 +95,26 @@ def test_a_movie_replaced_after_an_interrupted_run_is_segmented_anew(tmp_path, c
     assert "kept from the run before" not in err
     np.testing.assert_array_equal(_labels(out / "movie_labels.tif"),
                                   _labels(tmp_path / "clean" / "movie_labels.tif"))
+
+
+def test_keep_work_redoes_only_the_time_point_whose_prompts_changed(tmp_path, capsys):
+    """``segment --keep-work`` rerun with the prompts of time point 1 changed: time point 0 is
+    kept (and said), time point 1 redone; the labels are a clean run's with the new prompts."""
+    a, b = blob_stack(z=4, seed=0), np.ascontiguousarray(blob_stack(z=4, seed=1)[:, :, ::-1])
+    movie = _imagej(tmp_path / "movie.tif", np.stack([a, b]), "TZYX")
+    first, second = tmp_path / "p1.csv", tmp_path / "p2.csv"
+    first.write_text("id,t,z,row,col\n1,0,1,20,20\n1,1,1,20,44\n")
+    second.write_text("id,t,z,row,col\n1,0,1,20,20\n1,1,2,44,20\n")
+    run = ("--model", "demo", "--device", "cpu")
+    out = tmp_path / "out"
+    rc, _, err = cli(["segment", movie, "-p", first, "-o", out, "--keep-work", *run], capsys)
+    assert rc == 0, err
+    rc, _, err = cli(["segment", movie, "-p", second, "-o", out, "--keep-work", *run], capsys)
+    said = " ".join(err.split())
+    assert rc == 0, err
+    assert ("movie.tif: time point 0 kept from the run before (the same settings and prompts); "
+            "going on at time point 1 of 2") in said and "recomputed: the prompts changed" in said
+    rc, _, err = cli(["segment", movie, "-p", second, "-o", tmp_path / "clean", *run], capsys)
+    assert rc == 0, err
+    np.testing.assert_array_equal(_labels(out / "movie_labels.tif"),
+                                  _labels(tmp_path / "clean" / "movie_labels.tif"))
