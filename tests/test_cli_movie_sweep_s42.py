@@ -118,3 +118,23 @@ def test_keep_work_redoes_only_the_time_point_whose_prompts_changed(tmp_path, ca
     assert rc == 0, err
     np.testing.assert_array_equal(_labels(out / "movie_labels.tif"),
                                   _labels(tmp_path / "clean" / "movie_labels.tif"))
+
+
+def test_t_and_z_columns_on_a_movie_of_2d_frames_say_to_give_t_alone(tmp_path, capsys):
+    """``id,t,z,row,col`` on a ``TYX`` movie (frames, no volumes): it said "is not a movie
+    of volumes ... leave its 't' empty", the opposite of what such a file needs. Now it says
+    the frames are its slices and to give them in 't' alone, which runs."""
+    movie = _imagej(tmp_path / "tyx.tif", blob_stack(z=4), "TYX")
+    (tmp_path / "tz.csv").write_text("id,t,z,row,col\n1,1,0,20,20\n")
+    (tmp_path / "t.csv").write_text("id,t,row,col\n1,1,20,20\n")
+    run = ("--model", "demo", "--device", "cpu")
+    rc, _, err = cli(["segment", movie, "-p", tmp_path / "tz.csv", "-o", tmp_path / "o", *run],
+                     capsys)
+    assert rc == 2 and not (tmp_path / "o").exists()
+    assert error_line(err).startswith(
+        "napari-sam: error: tz.csv, line 2: time point 1 beside a slice, but tyx.tif is a movie "
+        "of 2D frames (axes TYX): its frames are its slices; give each prompt's frame in 't' "
+        "alone, without a 'z' column (CSV: id,t,row,col). "), err
+    rc, _, err = cli(["segment", movie, "-p", tmp_path / "t.csv", "-o", tmp_path / "o", *run],
+                     capsys)
+    assert rc == 0 and _labels(tmp_path / "o" / "tyx_labels.tif")[1].any(), err

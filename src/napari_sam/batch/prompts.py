@@ -458,6 +458,11 @@ def _time_problems(per_file: Mapping[str, Mapping], keys: Sequence[str], job: Jo
         elif movie and t >= movie:
             problems.append(f"{at}: time point {t} is out of range of {name} "
                             f"({movie} time points, 0-{movie - 1})")
+        elif not movie and t and axes.startswith("T"):
+            problems.append(f"{at}: time point {t} beside a slice, but {name} is a movie of "
+                            f"2D frames (axes {axes}): its frames are its slices; give each "
+                            "prompt's frame in 't' alone, without a 'z' column (CSV: "
+                            "id,t,row,col)")
         elif not movie and t:
             problems.append(f"{at}: time point {t}, but {name} is not a movie of volumes "
                             f"(axes {axes}): it has no time point besides 0; leave its 't' "
