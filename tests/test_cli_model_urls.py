@@ -65,3 +65,30 @@ def test_a_url_that_names_no_file_is_a_usage_error(tmp_path, capsys, monkeypatch
     uri = (tmp_path / "mirror" / "vit_t.pt").as_uri()
     assert error_line(err) == "napari-sam: error: " + said.format(uri=uri)
     assert [n for n in _cache(tmp_path) if n.endswith(".pt")] == []
+
+
+@pytest.mark.parametrize("given, said", [
+    ("{uri}", "--model '{uri}' is a URL; --model takes the file itself: --model {path}"),
+    ("https://example.com/vit_b.pth", "--model 'https://example.com/vit_b.pth' is a URL; "
+     "--model takes a model name or a checkpoint file: download the file first and pass its "
+     "path (a mirror of a known model: `napari-sam models download NAME --url URL`, then "
+     "--model NAME)"),
+    ("mirror", "--model 'mirror' is a folder; give the checkpoint file inside it (.pt or .pth) "
+               "or a model name"),
+])
+def test_a_model_given_as_a_url_or_folder_says_what_to_give(tmp_path, capsys, monkeypatch,
+                                                            given, said):
+    """``auto --model file:///.../m.pt`` (or https://..., or the folder holding it): it said
+    "is neither a known model nor an existing checkpoint file" and listed the names, for a
+    file that is there. Now it names what it got and what to give; exit 2, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mirror").mkdir()
+    ckpt = tmp_path / "mirror" / "m.pt"
+    ckpt.write_bytes(b"not a model")
+    img = tmp_path / "a.npy"
+    img.write_bytes(b"")
+    fill = {"uri": ckpt.as_uri(), "path": str(ckpt)}
+    rc, _, err = cli(["auto", "a.npy", "-o", "out", "--model", given.format(**fill),
+                      "--device", "cpu"], capsys)
+    assert rc == 2 and not (tmp_path / "out").exists()
+    assert error_line(err) == "napari-sam: error: " + said.format(**fill)

@@ -181,6 +181,26 @@ def check_model_name(name: str) -> None:
                        f"{', '.join(REGISTRY)}", 2)
 
 
+def _not_a_model(arg: str, registry) -> str:
+    """Why ``--model ARG`` names no model: a URL (file:// or http(s)://), a folder, or
+    neither a known name nor a file."""
+    import urllib.parse
+
+    scheme = urllib.parse.urlparse(arg).scheme.lower()
+    if scheme == "file":
+        path = urllib.parse.unquote(urllib.parse.urlparse(arg).path)
+        return f"--model {arg!r} is a URL; --model takes the file itself: --model {path}"
+    if scheme in ("http", "https"):
+        return (f"--model {arg!r} is a URL; --model takes a model name or a checkpoint file: "
+                "download the file first and pass its path (a mirror of a known model: "
+                "`napari-sam models download NAME --url URL`, then --model NAME)")
+    if Path(arg).expanduser().is_dir():
+        return (f"--model {arg!r} is a folder; give the checkpoint file inside it (.pt or "
+                ".pth) or a model name")
+    return (f"--model {arg!r} is neither a known model{registry.suggest_name(arg)} nor an "
+            f"existing checkpoint file; known models: {', '.join(registry.REGISTRY)}")
+
+
 def resolve_model(arg: str | None, *, quiet: bool = False) -> str:
     """The model a command uses: ``--model`` if given, else the first downloaded registry model,
     else the bundled demo model. Prints a note whenever the demo model is used (not with
@@ -189,9 +209,7 @@ def resolve_model(arg: str | None, *, quiet: bool = False) -> str:
 
     if arg:
         if arg not in registry.REGISTRY and not Path(arg).expanduser().is_file():
-            raise CLIError(
-                f"--model {arg!r} is neither a known model{registry.suggest_name(arg)} nor an "
-                f"existing checkpoint file; known models: {', '.join(registry.REGISTRY)}", 2)
+            raise CLIError(_not_a_model(arg, registry), 2)
         spec = arg
     else:
         spec = next((n for n, s in registry.REGISTRY.items()  # SAM 2.1 only when asked for
