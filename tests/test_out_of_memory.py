@@ -87,6 +87,27 @@ def test_a_stack_whose_propagation_cannot_fit_under_ulimit_is_refused_before_any
     assert not list((tmp_path / "out").glob(".napari-sam-work/**/z*.npz"))
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ulimit -v is Linux's here")
+def test_a_movie_whose_volumes_cannot_be_propagated_says_it_is_per_time_point(tmp_path):
+    """A (2, 300, 1024, 1024) movie under ``ulimit -v 2.5 GB``: refused before any work as a
+    stack is, saying the size is each time point's volume (was: "this 300 x 1024 x 1024
+    stack", of a file whose shape has 4 numbers)."""
+    big = tmp_path / "movie.npy"
+    np.lib.format.open_memmap(big, mode="w+", dtype=np.uint8,
+                              shape=(2, 300, 1024, 1024)).flush()
+    env = {"NAPARI_SAM_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
+           "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_sam.cli", "auto", big, "-o", tmp_path / "out",
+         "--threads", "1", "-q", "--axes", "TZYX"],
+        capture_output=True, text=True, env=env, preexec_fn=_limited(LIMIT), timeout=120)
+    said = " ".join(proc.stderr.split())
+    assert proc.returncode == 1, said
+    assert ("propagating the objects of this 300 x 1024 x 1024 movie's volume at each time "
+            "point needs about 7.5 GB") in said, said
+    assert not (tmp_path / "out" / "movie_labels.tif").exists()
+
+
 def _cli_under(tmp_path, limit_kib: int) -> subprocess.CompletedProcess:
     """``napari-sam auto a.npy`` with the demo model under ``ulimit -v limit_kib``."""
     img = tmp_path / "a.npy"

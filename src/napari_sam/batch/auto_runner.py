@@ -387,14 +387,16 @@ def _claim_stored(group, emb, done: list[int], hashes: dict[int, int]) -> None:
 PROPAGATION_BYTES_PER_VOXEL = 24
 
 
-def _check_propagation_memory(opened: OpenedImage) -> None:
-    """Fail before any work when propagating this stack would not fit in memory."""
+def _check_propagation_memory(opened: OpenedImage, time_point: int | None = None) -> None:
+    """Fail before any work when propagating this stack (a movie's volume at ``time_point``:
+    the time points are propagated one at a time) would not fit in memory."""
     shape = opened.label_shape
     need = int(np.prod(shape, dtype=np.int64)) * PROPAGATION_BYTES_PER_VOXEL
     free = available_memory()  # also under a cgroup's (SLURM's) or ulimit -v's limit
+    what = "stack" if time_point is None else "movie's volume at each time point"
     if free is not None and need > free:
         raise ValueError(
-            f"propagating the objects of this {' x '.join(map(str, shape))} stack needs about "
+            f"propagating the objects of this {' x '.join(map(str, shape))} {what} needs about "
             f"{need / 1e9:.1f} GB of memory for its label volumes, more than the "
             f"{free / 1e9:.1f} GB available here (or under this job's memory limit); use --no-propagate (linked 2D masks, constant "
             f"memory), or a machine with more memory"
@@ -418,7 +420,7 @@ def run_auto(job: Job, ctx: Context, model) -> dict:
         check_input_unchanged(job)  # a file changed meanwhile: that, not how it reads now
         raise
     if propagate and not opened.is2d:
-        _check_propagation_memory(opened)
+        _check_propagation_memory(opened, ctx.time_point)
     announce_colour_planes(job, ctx, opened)  # how the file is read: before the work on it
     work = prepare_auto_work(job, ctx)
     resumed = len(list(work.glob("z*.npz")))
