@@ -92,3 +92,19 @@ def test_a_model_given_as_a_url_or_folder_says_what_to_give(tmp_path, capsys, mo
                       "--device", "cpu"], capsys)
     assert rc == 2 and not (tmp_path / "out").exists()
     assert error_line(err) == "napari-sam: error: " + said.format(**fill)
+
+
+def test_a_url_for_the_packaged_demo_model_is_said_to_be_unused(tmp_path, capsys,
+                                                                 monkeypatch):
+    """``models download demo --url mirror/x.pt``: the demo model comes with napari-sam; the
+    ``--url`` was ignored without a word (exit 0, the packaged file's path). Now a note says
+    it was not used; the mirror's file is not read."""
+    from napari_sam.models import registry
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror" / "x.pt").write_bytes(b"not a model")
+    rc, out, err = cli(["models", "download", "demo", "--url", "mirror/x.pt"], capsys)
+    assert rc == 0 and out.strip() == str(registry.where("demo"))
+    assert err.strip() == ("napari-sam: --url not used: the model 'demo' comes with napari-sam "
+                           "(nothing to download)")

@@ -104,6 +104,10 @@ def cmd_models(args) -> int:
 
             pooch.get_logger().setLevel(logging.WARNING)  # pooch's own, unregistered logger
         url = None if args.url is None else mirror_url(args.url)
+        if url is not None and registry.REGISTRY[args.name].packaged:
+            print_note(f"--url not used: the model {args.name!r} comes with napari-sam "
+                       "(nothing to download)")
+            url = None
         path = registry.fetch(args.name, progress=not args.quiet, url=url)
         print(path)
         return 0
