@@ -360,15 +360,15 @@ class SessionLog(LiveSessionFiles):
             return own
         # another layer's name made the same slug ('two [1]', 'two (1)'): the name's hash too
         digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
-        return file.with_name(S.fit_file_name(f"{stem}.{slug}-{digest}")
-                              + S.SESSION_FILE_SUFFIX)
+        return file.with_name(S.fit_file_name(f"{stem}.{slug}-{digest}") + S.SESSION_FILE_SUFFIX)
 
     def _holds_this_image(self, file: Path) -> bool:
         """Whether the session file ``file`` is free for this image's session: absent,
-        without an image record, or recording this image (its name, or its pixels)."""
-        image = self._image_records.read(file)
-        return image is None or image.get("name") == self.image_name() or (
-            image.get("hash") == self._hash())
+        without an image record, or recording this image (its name and shape, or its pixels:
+        napari names a stack read from several files, and its source, after the first file)."""
+        image, shape = self._image_records.read(file), list(self.source.shape)
+        return image is None or (image.get("name") == self.image_name() and image.get(
+            "shape", shape) == shape) or image.get("hash") == self._hash()
 
     def saved_session_path(self) -> Path | None:
         """The autosaved session of this image, next to it or under the cache folder, or in
