@@ -16,6 +16,7 @@ import napari_sam as ns
 from napari_sam.models import SamConfig, build_sam
 from napari_sam.models.cached_decoder import (
     CachedDecoder,
+    bilinear_2x,
     click_precision,
     upsample_click_logits,
 )
@@ -411,3 +412,17 @@ def test_a_click_decodes_the_same_whatever_was_decoded_before(demo):
         later = busy.predict_batch(emb, **kw).logits
         assert torch.equal(first, again), precision
         assert torch.equal(first, later), precision
+
+
+@pytest.mark.parametrize("shape", [(3, 256, 256), (2, 5, 7), (1, 1, 3), (1, 2, 1)])
+def test_bilinear_2x_equals_torchs_bilinear_upsampling(shape):
+    """The click's upsampling by 2 (:func:`bilinear_2x`) is PyTorch's bilinear interpolation
+    (align_corners=False), borders included, up to float rounding; the input is not changed."""
+    x = 10 * torch.randn(shape, generator=torch.Generator().manual_seed(5))
+    before = x.clone()
+    got = bilinear_2x(x)
+    want = torch.nn.functional.interpolate(x[:, None], scale_factor=2, mode="bilinear",
+                                           align_corners=False)[:, 0]
+    assert got.shape == want.shape == (shape[0], 2 * shape[1], 2 * shape[2])
+    assert float((got - want).abs().max()) <= 1e-5 * float(x.abs().max())
+    assert torch.equal(x, before)
