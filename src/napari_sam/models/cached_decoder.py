@@ -411,8 +411,8 @@ def upsample_click_logits(logits: Tensor, embedding, img_size: int) -> Tensor | 
 def bilinear_2x(x: Tensor) -> Tensor:
     """Bilinear upsampling by exactly 2 along the last two axes, as
     ``F.interpolate(..., scale 2, mode="bilinear", align_corners=False)`` computes it (up to
-    float rounding), in a few whole-array operations: 2.5x faster on one CPU thread for a
-    click's three 256 px masks (docs/benchmarks.md, "Session 42").
+    float rounding), in a few whole-array operations: for a click's three 256 px masks on
+    one CPU thread 0.43 instead of 1.1 ms (docs/benchmarks.md, "Session 42").
 
     Output sample ``2 i`` lies a quarter of a cell before input sample ``i`` and ``2 i + 1`` a
     quarter after it, so each is ``0.75`` of the nearer input and ``0.25`` of the other
