@@ -74,3 +74,23 @@ def offline_cli(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def memory_room(monkeypatch):
+    """``memory_room(n)``: from then on the process has ``n`` bytes free under its cgroup's
+    memory limit (a cluster job, a container), on a machine with plenty: what
+    :func:`napari_sam.memory.available_memory` reads is faked (no cgroup is needed)."""
+    import sys
+
+    from napari_sam import memory
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("napari_sam.memory reads the free memory on Linux only")
+    monkeypatch.setattr(memory, "_meminfo_available", lambda: 1 << 40)
+    monkeypatch.setattr(memory, "_address_space_room", lambda: None)
+
+    def set_room(n: int) -> None:
+        monkeypatch.setattr(memory, "_cgroup_room", lambda: int(n))
+
+    return set_room

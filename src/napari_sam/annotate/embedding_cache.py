@@ -57,7 +57,8 @@ def new_embeddings(source, predictor, store=None, tiling="auto", max_memory_slic
     SAM 2 models: :class:`Sam2SliceEmbeddings` (never tiled). SAM 1 models:
     :class:`napari_sam.tiled_stack.TiledStackEmbeddings` when
     :func:`napari_sam.tiling.choose_tiling` tiles the slices' (Y, X) for the model input
-    under the session's ``tiling`` ("auto" or None), else
+    under the session's ``tiling`` ("auto" or None; the tiles' embeddings kept in memory
+    bounded by :func:`~.memory_checks.tiles_cache_bytes`: less where memory is short), else
     :class:`napari_sam.embeddings.StackEmbeddings`; both kept in ``store`` if given.
     """
     from napari_sam.tiling import choose_tiling
@@ -68,8 +69,11 @@ def new_embeddings(source, predictor, store=None, tiling="auto", max_memory_slic
     if tiles is not None:
         from napari_sam.tiled_stack import TiledStackEmbeddings
 
+        from .memory_checks import tiles_cache_bytes
+
         return TiledStackEmbeddings(source.stack, predictor.model, tiles, store=store,
-                                    predictor=predictor, contrast_limits=contrast_limits)
+                                    predictor=predictor, contrast_limits=contrast_limits,
+                                    cache_bytes=tiles_cache_bytes())
     from napari_sam.embeddings import StackEmbeddings
 
     return StackEmbeddings(source.stack, predictor.model, store=store, predictor=predictor,

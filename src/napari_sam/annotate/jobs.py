@@ -21,7 +21,8 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 
 __all__ = ["Cancelled", "Phase", "Progress", "ProgressTracker", "cancel_check", "embed_job",
-           "run_to_end", "stop_helper_threads", "tiled_embed_job", "with_progress"]
+           "refuse_what_does_not_fit", "run_to_end", "stop_helper_threads", "tiled_embed_job",
+           "with_progress"]
 
 Progress = tuple[int, int]
 
@@ -85,6 +86,7 @@ def embed_job(emb, indices: Iterable[int] | None = None) -> Generator[Progress, 
     step = max(1, int(getattr(emb, "batch_size", 1)))
     if todo:
         yield Phase("embedding")
+        refuse_what_does_not_fit(emb, todo)
     yield 0, len(todo)
     for start in range(0, len(todo), step):
         emb.compute(todo[start : start + step])
@@ -104,10 +106,23 @@ def tiled_embed_job(emb, indices: Iterable[int] | None = None,
     total = len(todo) * len(emb.tiling)
     if todo:
         yield Phase("embedding tiles")
+        refuse_what_does_not_fit(emb, todo)
     yield 0, total
     if todo:
         yield from with_progress(emb.compute, todo, should_stop=should_stop)
     return emb
+
+
+def refuse_what_does_not_fit(emb, todo: list[int]) -> None:
+    """Raise a :class:`~.errors.UserError` where the embeddings of the slices ``todo`` would
+    not fit in the memory free here (:func:`~.memory_checks.embedding_problem`): under a
+    memory limit napari would be ended by the system, not told."""
+    from .errors import UserError
+    from .memory_checks import embedding_problem
+
+    problem = embedding_problem(emb, emb.missing(todo), getattr(emb, "store", None) is not None)
+    if problem:
+        raise UserError(problem)
 
 
 @contextmanager

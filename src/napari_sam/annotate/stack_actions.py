@@ -21,6 +21,7 @@ from napari_sam.words import counted
 from .commit_checks import volume_out_of_date
 from .errors import UserError
 from .jobs import Phase, with_progress
+from .memory_checks import embedding_bytes, propagation_problem, segment_everything_problem
 from .prompt_groups import POINT_OBJECT, group_prompts, ignored_negative_slices
 
 __all__ = ["PROPAGATION_METHODS", "SAM2_ABSENT_SLICES", "StackActions", "describe_ignored",
@@ -252,6 +253,9 @@ class StackActions:
             return self._propagate_sam2(src, prompts, replaces, keys, ignored, drawn, **options)
         from napari_sam.volume import segment_volume
 
+        self._check_memory(propagation_problem(
+            src.shape, f"Propagating {counted(len(prompts), 'object')}",
+            self._embedding_bytes(range(src.n_slices))))
         # the slices (and tiles) are embedded as the object reaches them: embedding the
         # whole stack first cost 360 s for one nucleus of a 120 x 1024 x 1024 stack
         prep = self._prepare_gen([])
@@ -306,6 +310,20 @@ class StackActions:
 
         return self._started(gen(), "Propagating through the stack with SAM 2 memory", done,
                              drawn)
+
+    def _embedding_bytes(self, indices) -> int:
+        """Bytes the current embeddings will hold once the slices of ``indices`` they lack
+        are embedded (:func:`~.memory_checks.embedding_bytes`; 0 before the first)."""
+        if self.emb is None:
+            return 0
+        todo = self.emb.missing(list(indices))
+        return embedding_bytes(self.emb, todo, self.contrast_store() is not None)
+
+    def _check_memory(self, problem: str | None) -> None:
+        """Refuse a job that would not fit in the memory free here (``problem``: the words
+        of :mod:`~.memory_checks`, None where it fits)."""
+        if problem:
+            self.refuse(problem)
 
     def _started(self, gen, description: str, done, drawn):
         """Start propagation job ``gen`` made from the prompt arrays ``drawn``."""
@@ -388,6 +406,10 @@ class StackActions:
         src = self._require_image()
         z = self.current_z()
         indices = None if whole_stack else [z]
+        if src.is_3d:  # (a 2D image's labels are one slice)
+            held = self._embedding_bytes(range(src.n_slices) if whole_stack else [z])
+            self._check_memory(segment_everything_problem(
+                src.shape, whole_stack, params.get("propagate", True), held))
         prep = self._prepare_gen(indices)
         accepts = inspect.signature(segment_everything).parameters
         accepts_progress = "progress" in accepts

@@ -1,0 +1,110 @@
+"""The dock under a memory limit (a laptop, a cluster job's cgroup): a job that would not fit
+is refused before it starts, with numbers and what to do, and the labels stay. Under a
+cgroup's limit nothing raises ``MemoryError``: the kernel kills napari, with the user's
+labels (Session 42's walk-through: Segment everything on a 300 x 1024 x 1024 stack under 3
+GiB). The limit is faked through napari_sam.memory's readers (``memory_room``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sam_qt_helpers import blob_stack, click_button, use_predictor
+
+from napari_sam.annotate.memory_checks import SEGMENT_EVERYTHING_BYTES
+
+GB = 1_000_000_000
+
+
+def _committed(viewer, widget, tiny_predictor):
+    """The dock on the blob stack (slice 3 shown) with one label committed; its layer."""
+    use_predictor(widget, tiny_predictor)
+    viewer.dims.set_point(0, 3)
+    widget.wait()
+    c = widget.controller
+    c.add_point(3, 20, 20)
+    widget.wait()
+    widget._on_commit()
+    widget.wait()
+    assert c.status.startswith("Committed label 1"), c.status
+    return c.target_layer
+
+
+def test_segment_everything_that_cannot_fit_is_refused_and_the_labels_stay(
+        make_widget, tiny_predictor, memory_room, notifications, qtbot):
+    viewer, widget = make_widget(blob_stack(z=6), sync=False, name="blobs")
+    target = _committed(viewer, widget, tiny_predictor)
+    before, n_layers = np.array(target.data, copy=True), len(viewer.layers)
+    c = widget.controller
+    memory_room(SEGMENT_EVERYTHING_BYTES // 2)
+    widget._auto_scope.setCurrentIndex(1)  # whole stack, propagated
+    status = click_button(qtbot, widget, "Segment everything")
+    assert status.startswith(
+        "Not started: Segment everything on the whole 6 x 64 x 64 stack, its objects "
+        "propagated, needs about 502 MB of memory, more than the 250 MB free here (or under "
+        "this job's memory limit): out of memory, the system could close napari. Instead: "
+        "untick 'Propagate objects through the stack' (the slices' objects linked only: "
+        "about 502 MB); pick 'current slice' in 'Where'"), status
+    assert ("warning", status) in notifications  # 502: 1.3 MB of the slices' embeddings
+    assert c.job is None and len(viewer.layers) == n_layers
+    np.testing.assert_array_equal(target.data, before)
+    # with the memory there (another program closed) the same button segments
+    memory_room(10 * GB)
+    widget._auto_propagate.setChecked(False)
+    click_button(qtbot, widget, "Segment everything")
+    widget.wait()
+    assert c.status.startswith("Segment everything: "), c.status
+    assert "automatic segmentation" in viewer.layers
+    np.testing.assert_array_equal(target.data, before)
+
+
+def test_a_propagation_that_cannot_fit_is_refused_and_keeps_its_prompts(
+        make_widget, tiny_predictor, memory_room, qtbot):
+    viewer, widget = make_widget(blob_stack(z=6), sync=False, name="blobs")
+    target = _committed(viewer, widget, tiny_predictor)
+    c = widget.controller
+    c.add_point(3, 44, 44)
+    widget.wait()
+    memory_room(100_000)
+    status = click_button(qtbot, widget, "Propagate")
+    assert status.startswith("Not started: Propagating 1 object through this 6 x 64 x 64 "
+                             "stack needs about "), status
+    assert "more than the 0.1 MB free here" in status
+    assert "crop the stack (a smaller region, fewer slices) and propagate there" in status
+    assert c.job is None and c.volume is None
+    assert len(c.points_layer.data) == 1  # the prompt is kept
+    assert set(np.unique(target.data)) == {0, 1}
+    memory_room(10 * GB)
+    click_button(qtbot, widget, "Propagate")
+    widget.wait()
+    assert c.status.startswith("Propagated 1 object"), c.status
+
+
+def test_a_large_image_whose_tiles_cannot_fit_is_refused_then_embeds_into_a_store(
+        make_widget, memory_room, demo_available, qtbot, tmp_path):
+    """A 2000 x 2000 image and the demo model: 121 tiles of 1 MiB kept in memory, and 40 MB
+    left for the first commit's labels. Under 150 MB free the embedding is refused (was:
+    started; an 8000 x 8000 image's 1764 tiles held 1.8 GB, and the first commit under a 3
+    GiB limit was killed by the kernel, napari with it); with an 'Embedding store' at most
+    75 MB of tiles stay in memory (half the free memory, at least 64 MiB) and it embeds."""
+    memory_room(150 * 10**6)
+    image = np.random.default_rng(0).integers(0, 255, (2000, 2000), dtype=np.uint8)
+    viewer, widget = make_widget(image, sync=False, preload=True, name="large")
+    c = widget.controller
+    qtbot.waitUntil(lambda: c.status.startswith("Failed"), timeout=120_000)
+    with pytest.raises(RuntimeError, match="'Computing SAM embeddings' failed"):
+        widget.wait()  # (what a script driving the dock is told)
+    assert c.status.startswith(
+        "Failed: Computing SAM embeddings (embedding tiles). Not started: Embedding this "
+        "2000 x 2000 image in 121 tiles (kept in memory, with room for its labels) needs "
+        "about 167 MB of memory, more than the 150 MB free here"), c.status
+    assert ("Instead: set an 'Embedding store' (a folder on disk: the tiles' embeddings go "
+            "there and at most 75 MB of them stay in memory); untick 'Tile large images'"
+            ) in c.status
+    assert c.job is None and not widget._cancel.isEnabled()
+    widget._store.setText(str(tmp_path / "emb.zarr"))
+    widget._on_store_changed()
+    widget._on_compute()
+    widget.wait()
+    assert c.status.startswith("Embeddings ready (1 slice, tiled: 2000 x 2000 in 121 tiles"), (
+        c.status)
+    assert c.emb.cache_bytes == 75 * 10**6 and (tmp_path / "emb.zarr").is_dir()
