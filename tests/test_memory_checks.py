@@ -84,3 +84,21 @@ def test_tiles_of_a_large_image_count_every_tile_and_a_store_bounds_them(memory_
     assert ("Instead: set an 'Embedding store' (a folder on disk: the tiles' embeddings go "
             "there and at most 67 MB of them stay in memory); untick 'Tile large images'"
             ) in problem
+
+
+def test_embeddings_held_already_are_not_counted_again(tiny_sam, tmp_path):
+    """With a store a tiled image keeps at most ``cache_bytes`` of tiles: once they are held,
+    embedding the slice's other tiles (a click's background job reading them back from the
+    store) needs no more (was: counted again, so under 1 GB free the background job after a
+    click on an 8000 x 8000 image was refused, "needs about 1.7 GB")."""
+    from napari_sam.tiled_stack import TiledStackEmbeddings
+
+    image = np.random.default_rng(0).integers(0, 255, (1, 1000, 1000), dtype=np.uint8)
+    per_tile = 256 * 16 * 16 * 4
+    emb = TiledStackEmbeddings(image, tiny_sam, True, device="cpu", store=tmp_path / "e.zarr",
+                               cache_bytes=10 * per_tile)
+    assert embedding_bytes(emb, [0], store=True) == 10 * per_tile
+    emb.compute([0])
+    assert 0 < emb.bytes_in_memory <= 10 * per_tile < len(emb.tiling) * per_tile
+    assert emb.missing([0]) == [0]  # tiles only in the store
+    assert embedding_bytes(emb, [0], store=True) == 10 * per_tile - emb.bytes_in_memory

@@ -255,6 +255,13 @@ class TiledStackEmbeddings:
                 f"{self.tiling!r}{store})")
 
     @property
+    def bytes_in_memory(self) -> int:
+        """Bytes of the windows' embeddings kept in memory now (float32; each window's
+        slices, at most ``window_cache`` of them; with a store all together at most
+        ``cache_bytes`` once a computation ends)."""
+        return sum(ws.in_memory for ws in self._windows.values()) * self._window_bytes
+
+    @property
     def encoder_calls(self) -> int:
         """Encoder calls made by every window together (they share one predictor)."""
         return self.predictor.encoder_calls

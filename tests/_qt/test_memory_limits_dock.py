@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sam_qt_helpers import blob_stack, click_button, use_predictor
+from sam_qt_helpers import blob_stack, canvas_click, click_button, use_predictor
 
 from napari_sam.annotate.memory_checks import SEGMENT_EVERYTHING_BYTES
 
@@ -108,3 +108,12 @@ def test_a_large_image_whose_tiles_cannot_fit_is_refused_then_embeds_into_a_stor
     assert c.status.startswith("Embeddings ready (1 slice, tiled: 2000 x 2000 in 121 tiles"), (
         c.status)
     assert c.emb.cache_bytes == 75 * 10**6 and (tmp_path / "emb.zarr").is_dir()
+    # less memory free now: a click, then its slice's other tiles read back from the store
+    # in the background, need no more than the tiles held already (was: refused, "Failed:
+    # Embedding the other tiles of this slice ... needs about 115 MB", over the preview)
+    memory_room(60 * 10**6)
+    viewer.layers.selection.active = c.points_layer
+    canvas_click(viewer, 1000, 1000)
+    widget.wait()
+    assert c.status.startswith("point object: "), c.status
+    assert c.previews  # (and wait() raised no failure of the background job)

@@ -102,9 +102,10 @@ def _shape_words(shape: Sequence[int]) -> str:
 
 def embedding_bytes(emb, indices: Sequence[int], store: bool) -> int:
     """Bytes the embeddings ``emb`` will hold in memory once the slices ``indices`` (not
-    embedded yet) are: each slice (each tile of it, tiled) in float32 up to the number of
-    slices kept in memory; with an embedding ``store`` a tiled stack keeps at most its
-    ``cache_bytes``. SAM 2's slice embeddings count nothing here (they are small and few)."""
+    embedded yet) are, beyond what they hold now: each slice (each tile of it, tiled) in
+    float32, up to the number of slices kept in memory; with an embedding ``store`` a tiled
+    image keeps at most its ``cache_bytes`` in all. SAM 2's slice embeddings count nothing
+    here (they are small and few)."""
     model = getattr(emb, "model", None)
     size = getattr(model, "embedding_size", None)
     if size is None or not len(indices):
@@ -112,10 +113,13 @@ def embedding_bytes(emb, indices: Sequence[int], store: bool) -> int:
     per_cell = int(size) ** 2 * _CELL_BYTES
     tiling = getattr(emb, "tiling", None)
     if tiling is None:
-        return min(len(indices), int(getattr(emb, "cache_size", len(indices)))) * per_cell
-    held = min(len(indices), int(getattr(emb, "window_cache", len(indices))))
-    need = len(tiling) * held * per_cell
-    return min(need, int(emb.cache_bytes)) if store else need
+        held = int(emb.in_memory)
+        return (min(held + len(indices), int(emb.cache_size)) - held) * per_cell
+    held, most = int(emb.bytes_in_memory), int(emb.window_cache) * len(tiling) * per_cell
+    after = min(held + len(indices) * len(tiling) * per_cell, max(held, most))  # (the LRUs)
+    if store:
+        after = min(after, max(held, int(emb.cache_bytes)))
+    return after - held
 
 
 def embedding_problem(emb, indices: Sequence[int], store: bool) -> str | None:
