@@ -14,8 +14,9 @@ under the process's cgroup limit and under ``ulimit -v``):
 - propagating objects (:func:`propagation_problem`): the propagated label volume and the
   preview drawn from it, besides the embeddings the propagation reaches;
 - segment everything (:func:`segment_everything_problem`): on a stack, the slices' label
-  volumes linked (and, propagated, the objects' volumes); on one slice of a stack, the new
-  labels layer of the whole stack.
+  volumes linked (and, propagated, the objects' volumes); on one slice of a stack, that
+  slice's masks (the new labels layer of the whole stack is zeros the system gives when
+  touched: Session 42 measured 0.3 GB for a slice of a 300 x 1024 x 1024 stack, not 1.3 GB).
 
 The bytes per voxel are measured (docs/benchmarks.md, Session 42); they are rounded up.
 """
@@ -38,10 +39,10 @@ __all__ = ["LABELS_BYTES_PER_PIXEL", "PROPAGATION_BYTES_PER_VOXEL", "SEGMENT_EVE
 #: object, uint8 labels), besides the embeddings it computes.
 PROPAGATION_BYTES_PER_VOXEL = 2
 #: Peak bytes per voxel of segment everything on a whole stack, with and without the
-#: propagation of the linked objects, and on one slice of a stack (the new uint32 labels
-#: layer of the whole stack); Session 42 measured 13.4 linked and 15.5 propagated (30
-#: objects; the CLI's ``auto`` counts 24 for many), and a working memory of 0.4-0.5 GB.
-SEGMENT_EVERYTHING_BYTES_PER_VOXEL = {"propagated": 24, "linked": 16, "slice": 4}
+#: propagation of the linked objects, and per pixel of the slice on one slice of a stack;
+#: Session 42 measured 13.4 linked and 15.5 propagated (30 objects; the CLI's ``auto``
+#: counts 24 for many), and a working memory of 0.4-0.5 GB.
+SEGMENT_EVERYTHING_BYTES_PER_VOXEL = {"propagated": 24, "linked": 16, "slice": 16}
 SEGMENT_EVERYTHING_BYTES = 500_000_000
 #: Peak bytes per pixel of a slice at the first commit into a new labels layer (its uint32
 #: data, what napari makes of a 2D layer to show it, the commit's masks; Session 42: 0.6 GB
@@ -169,14 +170,14 @@ def segment_everything_problem(shape: Sequence[int], whole_stack: bool,
                                propagate: bool, embedding: int = 0) -> str | None:
     """Why Segment everything on a stack of ``shape`` (Z, Y, X) would not fit in memory
     (None: it fits): on the ``whole_stack`` (its objects ``propagate``-d or only linked)
-    or on one slice (a new labels layer of the whole stack); ``embedding``: bytes of the
+    or on one slice (its masks and labels); ``embedding``: bytes of the
     embeddings it will compute and keep (:func:`embedding_bytes`)."""
     shape = [int(s) for s in shape]
     voxels = int(np.prod(shape, dtype=np.int64))
     if not whole_stack:
-        key, what = "slice", ("Segment everything on this slice (a new labels layer of the "
-                              f"whole {_shape_words(shape)} stack)")
-        remedies = ["crop the stack (a smaller region, fewer slices)"]
+        key, what = "slice", f"Segment everything on a slice of this {_shape_words(shape)} stack"
+        voxels = shape[1] * shape[2]  # (the layer of the stack: untouched zeros, no memory)
+        remedies = ["crop the image (a smaller region)"]
     else:
         key = "propagated" if propagate else "linked"
         what = (f"Segment everything on the whole {_shape_words(shape)} stack"
