@@ -117,3 +117,27 @@ def test_a_large_image_whose_tiles_cannot_fit_is_refused_then_embeds_into_a_stor
     widget.wait()
     assert c.status.startswith("point object: "), c.status
     assert c.previews  # (and wait() raised no failure of the background job)
+
+
+def test_clicks_on_a_large_image_whose_tiles_cannot_fit_are_decoded_tile_by_tile(
+        make_widget, memory_room, demo_available, qtbot):
+    """The preload of a 2000 x 2000 image was refused for memory (no store): a click is
+    still previewed (only its tiles are embedded), and the slice's other tiles are not
+    embedded in the background, the status line saying so (was: that background job failed
+    with the refusal over the click's preview, at every click)."""
+    memory_room(150 * 10**6)
+    image = np.random.default_rng(0).integers(0, 255, (2000, 2000), dtype=np.uint8)
+    viewer, widget = make_widget(image, sync=False, preload=True, name="large")
+    c = widget.controller
+    qtbot.waitUntil(lambda: c.status.startswith("Failed"), timeout=120_000)
+    with pytest.raises(RuntimeError, match="'Computing SAM embeddings' failed"):
+        widget.wait()
+    viewer.layers.selection.active = c.points_layer
+    canvas_click(viewer, 1000, 1000)
+    widget.wait()
+    assert c.status.startswith("point object: "), c.status
+    assert c.status.endswith("The slice's other tiles are not embedded (too little memory "
+                             "free for them); each click embeds the tiles it needs. [demo "
+                             "model]"), c.status
+    assert c.previews and c.job is None
+    assert c.emb.missing([0]) == [0] and 0 < c.emb.bytes_in_memory < 121 * (1 << 20)

@@ -29,6 +29,7 @@ from napari_sam.annotation import decode_slice
 from napari_sam.words import counted
 
 from .jobs import Phase
+from .memory_checks import embedding_problem
 
 __all__ = ["EMBEDDING_DESCRIPTION", "RESUME_DESCRIPTION", "ClickFirst"]
 
@@ -190,7 +191,8 @@ class ClickFirst:
     def resume_preload(self) -> None:
         """After a click decoded on demand: embed the visible slice's other windows in a job
         that makes way for the next click; the status line keeps the preview's words (and
-        says the embedding goes on while it does)."""
+        says the embedding goes on while it does). Where they would not fit in the memory
+        free (:func:`~.memory_checks.embedding_problem`) no job starts and the line says so."""
         if self.job is not None and self.job.running:
             return
         if self.source is None or not self.image_shown() or self.emb is None:
@@ -198,6 +200,11 @@ class ClickFirst:
         z = self.current_z()
         if self.ready([z]):
             return
+        if embedding_problem(self.emb, self.emb.missing([z]), self.store is not None):
+            line = self.status.removesuffix(" [demo model]")  # (said again at the end)
+            self._say(f"{line} The slice's other tiles are not embedded (too little memory "
+                      "free for them); each click embeds the tiles it needs.")
+            return  # (the refusal was said when the image was embedded: not at every click)
         before, pause = self.status, threading.Event()
         gen = _without_lines(self._prepare_gen([z], should_stop=pause.is_set))
 

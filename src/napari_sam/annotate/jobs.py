@@ -106,7 +106,8 @@ def tiled_embed_job(emb, indices: Iterable[int] | None = None,
     total = len(todo) * len(emb.tiling)
     if todo:
         yield Phase("embedding tiles")
-        refuse_what_does_not_fit(emb, todo)
+        if should_stop is None or not should_stop():  # (a click's: it embeds no tile here)
+            refuse_what_does_not_fit(emb, todo)
     yield 0, total
     if todo:
         yield from with_progress(emb.compute, todo, should_stop=should_stop)
