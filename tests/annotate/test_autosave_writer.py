@@ -74,3 +74,53 @@ def test_a_write_that_ends_its_thread_leaves_no_one_waiting_forever():
     assert w.wait(10) and w.idle
     w.submit(lambda: done.append("next"))
     assert w.wait(10) and done == ["next"]
+
+
+def test_labels_whose_copy_does_not_fit_in_memory_are_written_in_place(memory_room):
+    """Under a memory limit the snapshot (a second copy of the labels) and the buffer kept
+    warm (a third) got napari killed at the first commit on a large stack; where a copy
+    does not fit, the autosave is written from the labels on the calling thread instead,
+    and a written buffer is kept only while another of its size still fits."""
+    from napari_sam.annotate.autosave_writer import COPY_MARGIN
+
+    big = np.zeros(BACKGROUND_BYTES // 4, np.uint32)
+    w = AutosaveWriter(post=lambda fn: fn())
+    memory_room(big.nbytes + COPY_MARGIN - 1)
+    assert not w.in_background(big)  # no room for the copy: written in place
+    memory_room(big.nbytes + COPY_MARGIN)
+    assert w.in_background(big)
+    snap = w.snapshot(big)
+    memory_room(big.nbytes + COPY_MARGIN - 1)  # less room once it is written
+    w.submit(lambda: None, snap)
+    assert w.wait(30)
+    assert w.snapshot(big) is not snap  # the written buffer was let go, not kept warm
+    memory_room(2 * big.nbytes + COPY_MARGIN)
+    kept = w.snapshot(big)
+    w.submit(lambda: None, kept)
+    assert w.wait(30)
+    memory_room(0)  # a kept buffer of the right size costs nothing more: still background
+    assert w.in_background(big) and w.snapshot(big) is kept
+
+
+def test_a_session_short_of_memory_autosaves_its_commit_in_place(session, tmp_path,
+                                                                 monkeypatch, memory_room):
+    from napari_sam import session as S
+    from napari_sam.annotate import autosave_writer
+
+    s = session
+    s.path = str(tmp_path / "blobs.tif")
+    monkeypatch.setattr(autosave_writer, "BACKGROUND_BYTES", 0)  # every autosave: large
+    s.autosave_writer = AutosaveWriter(post=lambda fn: None)  # (news: not needed here)
+    copies = []
+    snapshot = AutosaveWriter.snapshot
+    monkeypatch.setattr(AutosaveWriter, "snapshot",
+                        lambda self, labels: copies.append(labels.nbytes) or snapshot(
+                            self, labels))
+    memory_room(autosave_writer.COPY_MARGIN)  # no room for a copy of the labels
+    s.go_to_slice(3)
+    s.add_point(3, 20, 20)
+    s.update_preview()
+    s.commit()
+    assert copies == []  # written from the labels themselves, no copy made
+    saved = S.read_session(S.session_file_for(s.path))  # at once: written before commit returned
+    assert len(saved.operations) == 1 and saved.labels.max() == 1

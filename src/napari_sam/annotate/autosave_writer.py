@@ -19,6 +19,15 @@ normally finishes the write under way and the one waiting.
 Labels below :data:`BACKGROUND_BYTES` (and every autosave of a writer without ``post``: a
 script, the tests of the core) are written on the calling thread, after any write under way,
 as before: there the file always holds the last commit.
+
+Memory. The snapshot is a second copy of the labels (1.26 GB for a 300 x 1024 x 1024 uint32
+layer), and the buffer kept warm a third: under a memory limit (a cluster job's cgroup, a
+small laptop) the first commit on a large stack got napari killed by the kernel, losing the
+work. Where a copy does not fit in the memory available (:func:`napari_sam.memory.
+available_memory`, with :data:`COPY_MARGIN` to spare), the autosave is written on the calling
+thread from the labels themselves (napari waits for the write, seconds for 1 GB, instead of
+being killed), and a written buffer is kept only while another copy of its size would still
+fit.
 """
 
 from __future__ import annotations
@@ -28,11 +37,17 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["BACKGROUND_BYTES", "AutosaveWriter"]
+from napari_sam.memory import available_memory
+
+__all__ = ["BACKGROUND_BYTES", "COPY_MARGIN", "AutosaveWriter"]
 
 #: labels this large (bytes) are autosaved on the worker thread; smaller ones, which write
 #: in well under 0.1 s, on the calling thread (the file then always holds the last commit)
 BACKGROUND_BYTES = 16 * 2**20
+
+#: memory (bytes) left free beside a snapshot of the labels or a kept buffer: room for the
+#: write's own buffers (a uint16 copy of uint32 labels, the compressor's) and napari's work
+COPY_MARGIN = 512 * 2**20
 
 
 class AutosaveWriter:
@@ -60,8 +75,17 @@ class AutosaveWriter:
         return self.post is not None
 
     def in_background(self, labels) -> bool:
-        """Whether an autosave of ``labels`` (None: none) goes to the worker thread."""
-        return self.background and labels is not None and labels.nbytes >= BACKGROUND_BYTES
+        """Whether an autosave of ``labels`` (None: none) goes to the worker thread: large
+        labels whose snapshot fits in memory (a buffer of their size kept from an earlier
+        write: always); where it does not, the buffer kept is let go too."""
+        if not (self.background and labels is not None and labels.nbytes >= BACKGROUND_BYTES):
+            return False
+        with self._cond:
+            if _fits(self._spare, labels) or (
+                    self._waiting is not None and _fits(self._waiting[1], labels)):
+                return True
+            self._spare = None  # (a buffer of another shape: no use, and in the way)
+        return _room_for(labels.nbytes)
 
     @property
     def idle(self) -> bool:
@@ -131,9 +155,18 @@ class AutosaveWriter:
             except Exception:  # noqa: BLE001 - the write says its errors; the worker goes on
                 pass
             del write
+            keep = buf is not None and _room_for(buf.nbytes)  # (another copy would fit)
             with self._cond:
-                if buf is not None:
+                if keep:
                     self._spare = buf
+            del buf
+
+
+def _room_for(nbytes: int) -> bool:
+    """Whether ``nbytes`` more fit in the memory available, :data:`COPY_MARGIN` to spare
+    (unknown: yes)."""
+    room = available_memory()
+    return room is None or room >= nbytes + COPY_MARGIN
 
 
 def _fits(buf: np.ndarray | None, labels: np.ndarray) -> bool:
