@@ -230,24 +230,18 @@ def test_a_labels_layer_that_does_not_fit_the_image_is_refused_when_picked(
 def test_a_4d_image_message_does_not_send_a_time_axis_to_channel_axis(make_widget):
     """A (T, Z, Y, X) movie with more time points than an axis of channels has is segmented
     at the time point shown (tests/_qt/test_time_lapse_dock.py); a 4D image whose first axis
-    is short enough to be channels, with no channel axis picked, is still refused: the
-    message names that axis as possibly channels, warns not to pick time as channels, and
-    its console line (one volume as its own layer) works as typed."""
+    is short enough to be channels, with no channel axis picked and nothing naming it, is
+    not taken as channels: the dock asks which it is (session 42: it was refused, naming a
+    console line; tests/_qt/test_movie_dock_s42.py presses the buttons)."""
     viewer, widget = make_widget(np.zeros((5, 6, 32, 32), np.float32), name="tzyx")
     c = widget.controller
     assert c.source is not None and c.source.time_axis == 0, widget._status.text()
     viewer.add_image(np.zeros((3, 6, 32, 32), np.float32), name="czyx")
     widget._image.setCurrentIndex(widget._image.findData("czyx"))  # picked in 'Image'
     status = widget._status.text()
-    assert status.startswith("Cannot use 'czyx': the image has 4 spatial dimensions"), status
-    assert "axis 0 (size 3) is short enough to be channels" in status, status
-    assert "If it is time (or any axis that is not channels), do not pick it as channels" \
-        in status
-    # the console line works as typed in napari's console (which defines 'viewer' only)
-    line = status.split("type in napari's console: ", 1)[1].split("; then pick", 1)[0]
-    viewer.layers.selection.active = viewer.layers["czyx"]
-    exec(line, {"viewer": viewer})
-    assert viewer.layers[-1].data.shape == (6, 32, 32)
+    assert status.startswith("Is axis 0 of 'czyx' (size 3) time or channels?"), status
+    assert "Press 'Time points' below if it holds 3 time points" in status, status
+    assert widget._channels.choice() == (None, None)  # (not picked as channels)
 
 
 def test_a_box_dragged_in_a_view_of_another_plane_is_not_kept(make_widget, tiny_predictor,

@@ -71,6 +71,7 @@ class AnnotationController(PromptLayers, ViewProblems, AnnotationSession):
         self._negative_mode = False  # new points are negative (N, the checkbox)
         self._transforms = L.TransformWatch(self._on_image_transform)  # of the image layer
         self._made: set = set()  # unique ids of the labels layers this session made
+        self.time_chosen: set = set()  # unique ids of the layers the user said are movies
         self._queued = None  # an action waiting for a preload to make way (make_way_for)
         self._click_problem: str | None = None  # why the click under way cannot prompt
         self._press_boxes: list | None = None  # boxes drawn by a drag that cannot prompt
@@ -396,10 +397,15 @@ class AnnotationController(PromptLayers, ViewProblems, AnnotationSession):
                             "> Segment Anything Stacks) and pick it in 'Image'.")
         layer = L.unwrap(layer)
         try:
-            source = time_source(self.viewer, layer, channel_axis, channel)  # (pyramid: level 0)
+            source = time_source(self.viewer, layer, channel_axis, channel,  # (pyramid: level 0)
+                                 self.time_first(layer))
         except (UserError, ValueError) as err:  # the status says why, not "open an image"
-            self.image_refusal, self.refused_image = f"Cannot use '{layer.name}': {err}", layer
+            ask = self.movie_refusal(layer, channel_axis)  # (time or channels: the dock asks)
+            self.image_refusal = ask or f"Cannot use '{layer.name}': {err}"
+            self.refused_image = layer
             self._say(self.image_refusal)
+            if ask:
+                raise UserError(ask) from err
             raise
         tilted = L.transform_problem(source, layer)
         if tilted:

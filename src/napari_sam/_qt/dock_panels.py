@@ -29,6 +29,7 @@ from napari_sam.annotate.stack_actions import PROPAGATION_METHODS
 
 from .channel_boxes import ChannelBoxes
 from .controls import button, check, combo, help_button, key_of, label, row_of
+from .movie_axis import MovieAxisRow
 from .trace_view import TraceView
 
 __all__ = ["DockPanels"]
@@ -51,6 +52,9 @@ class DockPanels:
         form.addRow("Image", self._image)
         self._channels = ChannelBoxes(self.viewer, self._on_image_changed)
         self._channels.add_rows(form)
+        self._movie_axis = MovieAxisRow(lambda: self._on_movie_axis(True),
+                                        lambda: self._on_movie_axis(False))
+        form.addRow(self._movie_axis)  # (shown while a 4D image's first axis is in doubt)
         self._model = combo()
         self._connect_model_box()
         form.addRow("Model", self._model)

@@ -8,9 +8,10 @@ from napari_sam.annotate.image_source import ImageSource, make_source
 
 
 def layer_source(layer, channel_axis: int | None, channel: int | None,
-                 time_point: int | None = None) -> ImageSource:
+                 time_point: int | None = None, time_first: bool = False) -> ImageSource:
     """The :class:`ImageSource` of image ``layer`` (a multiscale one: of its level 0; a movie
-    of volumes at ``time_point``: :func:`~napari_sam.annotate.image_source.make_source`).
+    of volumes at ``time_point``, its first axis time also when short where ``time_first``:
+    :func:`~napari_sam.annotate.image_source.make_source`).
 
     Raises
     ------
@@ -20,7 +21,7 @@ def layer_source(layer, channel_axis: int | None, channel: int | None,
     return make_source(layer.data, rgb=bool(getattr(layer, "rgb", False)),
                        channel_axis=channel_axis, channel=channel,
                        multiscale=bool(getattr(layer, "multiscale", False)),
-                       time_point=time_point)
+                       time_point=time_point, time_first=time_first)
 
 
 def level_note(layer) -> str:

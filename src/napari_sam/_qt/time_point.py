@@ -14,6 +14,7 @@ import numpy as np
 
 from napari_sam.annotate.image_source import ImageSource
 
+from .movie_axis import first_axis_named, is_ambiguous, movie_question
 from .notify import guarded
 from .pyramid import layer_source
 
@@ -27,20 +28,23 @@ def time_shown(viewer, layer, axis: int, n_times: int) -> int:
     return int(np.clip(np.round(data[axis]), 0, n_times - 1))
 
 
-def time_source(viewer, layer, channel_axis: int | None, channel: int | None) -> ImageSource:
+def time_source(viewer, layer, channel_axis: int | None, channel: int | None,
+                time_first: bool = False) -> ImageSource:
     """The :class:`ImageSource` of image ``layer`` (:func:`.pyramid.layer_source`), a movie's
-    at the time point the viewer shows.
+    at the time point the viewer shows (``time_first``: its first axis is time also when it
+    is short enough to be channels).
 
     Raises
     ------
     UnsupportedImage
         The layer's data cannot be segmented; the message says what to do.
     """
-    source = layer_source(layer, channel_axis, channel, time_point=0)
+    source = layer_source(layer, channel_axis, channel, time_point=0, time_first=time_first)
     if source.time_axis is None:
         return source
     t = time_shown(viewer, layer, source.time_axis, source.n_times)
-    return source if t == 0 else layer_source(layer, channel_axis, channel, time_point=t)
+    return source if t == 0 else layer_source(layer, channel_axis, channel, time_point=t,
+                                              time_first=time_first)
 
 
 def movie_note(source: ImageSource | None, name: str) -> str:
@@ -55,7 +59,29 @@ def movie_note(source: ImageSource | None, name: str) -> str:
 
 class TimePoints:
     """Follows the time slider of a movie (a mixin of the controller: ``viewer``,
-    ``image_layer``, ``source``, ``channel_axis``, ``channel``, ``use_source``)."""
+    ``image_layer``, ``source``, ``channel_axis``, ``channel``, ``use_source``;
+    ``time_chosen``, the set of the unique ids of the layers whose first axis the user said
+    is time, is made by the controller's ``__init__``)."""
+
+    def time_first(self, layer) -> bool:
+        """Whether the first axis of 4D image ``layer`` is time: napari or its file names
+        it so (:func:`~.movie_axis.first_axis_named`), or the user said so
+        (:meth:`choose_time`)."""
+        named = first_axis_named(layer, self.channel_axis)
+        return (named is not None and named[0]) or (
+            getattr(layer, "unique_id", id(layer)) in self.time_chosen)
+
+    def choose_time(self, layer) -> None:
+        """The user said the first axis of ``layer`` holds time points (the dock's *Time
+        points* button): it is taken as a movie from now on."""
+        self.time_chosen.add(getattr(layer, "unique_id", id(layer)))
+
+    def movie_refusal(self, layer, channel_axis: int | None) -> str:
+        """The question the status line asks where the first axis of ``layer`` may be time
+        or channels and nothing says which (:func:`~.movie_axis.is_ambiguous`), else ""."""
+        if not is_ambiguous(layer, channel_axis, self.time_first(layer)):
+            return ""
+        return movie_question(layer)
 
     @guarded
     def time_step_shown(self, *_event) -> None:
@@ -72,7 +98,8 @@ class TimePoints:
         self.previews, self.volume = [], None  # (the old time point's preview is cleared)
         self.render()
         self.drop_sam2_features()  # (SAM 2's memory is of the volume left)
-        self.source = layer_source(layer, self.channel_axis, self.channel, time_point=t)
+        self.source = layer_source(layer, self.channel_axis, self.channel, time_point=t,
+                                   time_first=self.time_first(layer))
         self.use_source(False)  # (its embeddings; a job for the time point left is stopped)
         points, _, boxes = self.prompt_arrays()  # (this time point's)
         # with live preview, its prompts are previewed, after the line

@@ -39,6 +39,7 @@ from .history_buttons import HistoryButtons
 from .input_guard import guard_inputs
 from .job_bar import JobBar
 from .model_box import ModelBox
+from .movie_axis import first_axis
 from .narrow import fit_narrow
 from .notify import guarded
 from .time_point import movie_note
@@ -229,7 +230,11 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         if not L.same(layer, before):  # what napari's reader dropped from the image's file
             lead = " ".join(t for t in (pyramid.level_note(layer), apply_file_scale(
                 L.unwrap(layer), self.viewer.layers), self._channels_from_file(layer)) if t)
-        c.set_image(layer, *self._channels.choice())
+        try:
+            c.set_image(layer, *self._channels.choice())
+        finally:  # time or channels? asked where nothing says (movie_axis)
+            self._movie_axis.ask(first_axis(layer, None) if c.movie_refusal(
+                layer, self._channels.choice()[0]) else None)
         self._refused_image = None
         if not L.same(layer, before):  # a movie: which time point SAM segments
             lead = " ".join(t for t in (lead, movie_note(c.source, layer.name)) if t)
@@ -241,6 +246,21 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         # the points layer once that is done, or the first clicks would go to the image
         QTimer.singleShot(0, self._select_points)
         self._schedule_preload(lead=note)
+
+    @guarded
+    def _on_movie_axis(self, time: bool) -> None:
+        """*Time points* or *Channels* pressed: the picked image's first axis is time (a
+        movie) or its channel axis (the channel shown segmented alone)."""
+        layer = self._layer(self._image.currentData())
+        if layer is None:
+            return
+        if time:
+            self.controller.choose_time(L.unwrap(layer))
+        else:
+            axis = first_axis(layer, None)
+            self._channels.set_choice(axis, None)
+            self._channels.set_choice(axis, self._channels.shown_channel())
+        self._on_image_changed()
 
     def _on_axis_kind_changed(self) -> None:
         self.controller.axis_kind = "t" if self._axis_kind.currentIndex() == 1 else "z"

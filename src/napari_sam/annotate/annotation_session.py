@@ -316,6 +316,8 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, LastSave, Autosa
     # ------------------------------------------------------------------ status
     def next_step(self) -> str:
         """What the user has to do next, from the current state (the first status line)."""
+        if self.source is None and self.image_refusal:  # images open, none usable: why
+            return self.image_refusal
         if self.source is None or not self.image_shown():
             return ("Open an image (File > Open, or File > Open Sample > Segment Anything "
                     "Stacks); it is picked in 'Image'.")

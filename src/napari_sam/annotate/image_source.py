@@ -318,7 +318,8 @@ class ImageSource:
 
 
 def make_source(data, *, rgb: bool = False, channel_axis: int | None = None,
-                channel: int | None = None, multiscale=False, time_point: int | None = None):
+                channel: int | None = None, multiscale=False, time_point: int | None = None,
+                time_first: bool = False):
     """Describe an image layer's data as a stack of 2D slices.
 
     Parameters
@@ -341,7 +342,11 @@ def make_source(data, *, rgb: bool = False, channel_axis: int | None = None,
         at this time point (clipped to 0..T-1): its first axis (but the channel axis and
         size-1 axes) is time, and the volume there is the stack. Without it such an image is
         refused, and so is a (T, Z, Y, X) one whose T is short enough to be channels
-        (:data:`MAX_CHANNELS`) while no channel axis is chosen.
+        (:data:`MAX_CHANNELS`) while no channel axis is chosen, unless ``time_first``.
+    time_first : bool
+        The first axis is known to be time (the file or napari names it, or the user said
+        so): with ``time_point``, a (T, Z, Y, X) image of T <= :data:`MAX_CHANNELS` (a
+        3-time-point light-sheet run) is a movie too.
 
     Raises
     ------
@@ -379,8 +384,8 @@ def make_source(data, *, rgb: bool = False, channel_axis: int | None = None,
     spatial = ndim - (1 if channel_axis is not None else 0) - len(dropped)
     axes = [a for a in range(ndim) if a != channel_axis and a not in dropped]
     time_axis = None
-    if spatial == 4 and time_point is not None and not (
-            channel_axis is None and shape[axes[0]] <= MAX_CHANNELS):
+    if spatial == 4 and time_point is not None and (time_first or not (
+            channel_axis is None and shape[axes[0]] <= MAX_CHANNELS)):
         time_axis, spatial = axes.pop(0), 3
         time_point = int(np.clip(time_point, 0, shape[time_axis] - 1))
     if spatial not in (2, 3):

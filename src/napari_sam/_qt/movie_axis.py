@@ -1,0 +1,111 @@
+"""Whether the first axis of a 4D image layer is time (a movie of volumes) or channels.
+
+A (T, Z, Y, X) light-sheet run of 3 time points has the shape of a (C, Z, Y, X) image of 3
+stains. Where napari (the layer's ``axis_labels``) or the image's file (an ImageJ ``TZYX``
+TIFF, which napari's own reader opens with the labels ``-4 .. -1``) names the first axis
+time, the dock takes the image as a movie. Where nothing says (an array added from Python),
+the dock asks, with two buttons below 'Channel axis' (:class:`MovieAxisRow`): *Time points*
+takes it as a movie (remembered for that layer), *Channels* picks it in 'Channel axis'. It
+refused such an image before, also when the file named its axes ``TZYX``.
+"""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
+
+from napari_sam.annotate.image_source import MAX_CHANNELS, singleton_axes
+
+__all__ = ["MovieAxisRow", "first_axis", "first_axis_named", "movie_question"]
+
+#: napari axis labels that name time, and channels (lower case)
+TIME_NAMES = frozenset({"t", "time", "frame", "frames", "time point", "timepoint"})
+CHANNEL_NAMES = frozenset({"c", "channel", "channels"})
+
+
+def first_axis(layer, channel_axis: int | None) -> int | None:
+    """The layer axis that is time in a movie of volumes: the first axis of a 4D grey
+    image (5D with ``channel_axis``), size-1 axes aside; None for any other image."""
+    if layer is None or getattr(layer, "rgb", False):
+        return None
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    shape = tuple(int(s) for s in data.shape)
+    dropped = singleton_axes(shape, len(shape), channel_axis)
+    axes = [a for a in range(len(shape)) if a != channel_axis and a not in dropped]
+    return axes[0] if len(axes) == 4 else None
+
+
+def first_axis_named(layer, channel_axis: int | None) -> tuple[bool, str] | None:
+    """What names the first axis (:func:`first_axis`) of image ``layer``: ``(is time,
+    words)``, e.g. ``(True, "its file names its axes TZYX")`` or ``(False, "napari names
+    axis 0 'c'")``; None where nothing does (napari's default labels, no file axes)."""
+    axis = first_axis(layer, channel_axis)
+    if axis is None:
+        return None
+    labels = tuple(getattr(layer, "axis_labels", None) or ())
+    name = str(labels[axis]).strip().lower() if axis < len(labels) else ""
+    if name in TIME_NAMES or name in CHANNEL_NAMES:
+        return name in TIME_NAMES, f"napari names axis {axis} '{labels[axis]}'"
+    from napari_sam.io import file_axes
+
+    path = getattr(getattr(layer, "source", None), "path", None)
+    axes = file_axes(path) if path else None
+    if axes is None or len(axes) != layer.ndim or axes[axis] not in "TC":
+        return None
+    return axes[axis] == "T", f"its file names its axes {axes}"
+
+
+def is_ambiguous(layer, channel_axis: int | None, chosen: bool) -> bool:
+    """Whether the dock must ask what the first axis of ``layer`` is: a 4D grey image
+    whose first axis is short enough to be channels, without a channel axis, not named by
+    napari or the file, and not ``chosen`` as time by the user."""
+    axis = first_axis(layer, channel_axis)
+    if axis is None or chosen or channel_axis is not None:
+        return False
+    return (int(layer.data[0].shape[axis] if getattr(layer, "multiscale", False)
+                else layer.data.shape[axis]) <= MAX_CHANNELS
+            and first_axis_named(layer, None) is None)
+
+
+def movie_question(layer) -> str:
+    """The status line asking what the first axis of ``layer`` is (:func:`is_ambiguous`)."""
+    axis = first_axis(layer, None)
+    size = layer.data.shape[axis] if not getattr(layer, "multiscale", False) else (
+        layer.data[0].shape[axis])
+    return (f"Is axis {axis} of '{layer.name}' (size {size}) time or channels? Neither napari "
+            f"nor a file names it, and it is short enough to be either. Press 'Time points' "
+            f"below if it holds {size} time points (a movie of volumes: SAM segments the "
+            "volume at the time point the time slider shows), or 'Channels' if it holds "
+            "stains (then pick the one to segment in 'Channel').")
+
+
+class MovieAxisRow(QWidget):
+    """The question's two buttons (hidden unless the picked image is ambiguous).
+
+    Parameters
+    ----------
+    on_time, on_channels : callable
+        Called with no argument when *Time points* or *Channels* is pressed.
+    """
+
+    def __init__(self, on_time, on_channels):
+        super().__init__()
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.text = QLabel("First axis is")
+        self.time = QPushButton("Time points")
+        self.time.setToolTip("The first axis holds time points: segment the image as a movie "
+                             "of volumes, at the time point the time slider shows.")
+        self.channels = QPushButton("Channels")
+        self.channels.setToolTip("The first axis holds channels (stains): pick it in "
+                                 "'Channel axis'.")
+        self.time.clicked.connect(lambda *_: on_time())
+        self.channels.clicked.connect(lambda *_: on_channels())
+        for w in (self.text, self.time, self.channels):
+            row.addWidget(w)
+        self.setVisible(False)
+
+    def ask(self, axis: int | None) -> None:
+        """Show the buttons for layer ``axis`` (None: hide them)."""
+        if axis is not None:
+            self.text.setText(f"Axis {axis} is")
+        self.setVisible(axis is not None)

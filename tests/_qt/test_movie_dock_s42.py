@@ -1,0 +1,109 @@
+"""Session 42's walk through the dock on a short movie of volumes (a 3- or 4-time-point
+light-sheet run, (T, Z, Y, X) with T <= 4): what napari or the file says about the first
+axis is followed, the dock asks where nothing says, and what the dock says and keeps on a
+movie (prompts of every time point, the embedded line, contrast)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sam_qt_helpers import blob_stack, canvas_click, press_key, use_predictor
+
+T = 3  # a short run: short enough to be channels
+
+
+def short_movie(t: int = T) -> np.ndarray:
+    """(t, 6, 64, 64) uint16: each time point the blob stack (another noise seed)."""
+    return np.stack([blob_stack(seed=k) for k in range(t)]).astype(np.uint16)
+
+
+def click_commit_at(viewer, widget, t: int, z: int, row: float, col: float) -> str:
+    """Show time point ``t``, slice ``z``; click (row, col) and press Shift+C. Returns the
+    status line after the commit."""
+    c = widget.controller
+    viewer.dims.set_current_step(0, t)
+    viewer.dims.set_current_step(1, z)
+    widget.wait()
+    viewer.layers.selection.active = c.points_layer
+    canvas_click(viewer, row, col)
+    widget.wait()
+    assert c.previews, c.status
+    press_key(viewer, "Shift-C")
+    widget.wait()
+    assert c.status.startswith("Committed label"), c.status
+    return c.status
+
+
+def test_a_short_imagej_movie_opened_with_napari_is_a_movie(make_widget, tiny_predictor,
+                                                            tmp_path):
+    """A 3-time-point ImageJ TZYX TIFF opened with napari's own reader (axis labels -4..-1)
+    is a movie: its file names the first axis T. It was refused as 'short enough to be
+    channels'; a commit at time point 2 lands there alone."""
+    import tifffile
+
+    path = tmp_path / "run.tif"
+    movie = short_movie()
+    tifffile.imwrite(path, movie, imagej=True, metadata={"axes": "TZYX"})
+    viewer, widget = make_widget(sync=False)
+    use_predictor(widget, tiny_predictor)
+    viewer.open(str(path), plugin="napari")
+    widget.wait()
+    c = widget.controller
+    assert c.source is not None and c.source.time_axis == 0 and c.source.n_times == T, c.status
+    assert "'run' is a movie of 3 time points" in c.status, c.status
+    assert not widget._movie_axis.isVisibleTo(widget)
+    click_commit_at(viewer, widget, 2, 3, 20, 20)
+    labels = np.asarray(c.target_layer.data)
+    assert labels.shape == movie.shape
+    assert labels[2].any() and not labels[:2].any()
+    assert set(np.unique(labels[2])) == {0, 1}
+
+
+def test_napari_axis_labels_name_time(make_widget, tiny_predictor):
+    """A (3, 6, 64, 64) layer whose napari axis labels name axis 0 't' is a movie."""
+    viewer, widget = make_widget(short_movie(), name="labelled",
+                                 axis_labels=("t", "z", "y", "x"))
+    use_predictor(widget, tiny_predictor)
+    c = widget.controller
+    assert c.source is not None and c.source.n_times == T, c.status
+
+
+def test_the_dock_asks_time_or_channels_where_nothing_says(make_widget, tiny_predictor, qtbot):
+    """A (3, 6, 64, 64) array added from Python: the dock asks (it refused, naming only
+    workarounds); 'Time points' (a real click) makes it a movie, 'Channels' on another such
+    layer picks its axis 0 in 'Channel axis'."""
+    from qtpy.QtCore import Qt
+
+    viewer, widget = make_widget(short_movie(), name="py", sync=False)
+    use_predictor(widget, tiny_predictor)
+    c = widget.controller
+    row = widget._movie_axis
+    assert c.source is None and row.isVisibleTo(widget)
+    assert "Is axis 0 of 'py' (size 3) time or channels?" in c.status, c.status
+    assert "Press 'Time points' below" in c.status
+    qtbot.mouseClick(row.time, Qt.MouseButton.LeftButton)
+    widget.wait()
+    assert c.source is not None and c.source.time_axis == 0 and c.source.n_times == T, c.status
+    assert "'py' is a movie of 3 time points" in c.status, c.status
+    assert not row.isVisibleTo(widget)
+    click_commit_at(viewer, widget, 1, 3, 44, 44)
+    labels = np.asarray(c.target_layer.data)
+    assert labels[1].any() and not labels[[0, 2]].any()
+
+    viewer.add_image(short_movie(), name="stains")
+    widget._image.setCurrentIndex(widget._image.findData("stains"))
+    widget.wait()
+    assert row.isVisibleTo(widget) and c.image_refusal.startswith("Is axis 0 of 'stains'")
+    qtbot.mouseClick(row.channels, Qt.MouseButton.LeftButton)
+    widget.wait()
+    assert widget._channels.choice()[0] == 0, c.status
+    assert c.source is not None and c.source.time_axis is None and c.source.n_slices == 6
+    assert not row.isVisibleTo(widget)
+
+
+@pytest.mark.parametrize("t", [5])
+def test_a_long_time_axis_is_a_movie_without_asking(make_widget, tiny_predictor, t):
+    viewer, widget = make_widget(short_movie(t), name="long")
+    use_predictor(widget, tiny_predictor)
+    assert widget.controller.source.n_times == t
+    assert not widget._movie_axis.isVisibleTo(widget)
