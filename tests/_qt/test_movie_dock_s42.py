@@ -107,3 +107,51 @@ def test_a_long_time_axis_is_a_movie_without_asking(make_widget, tiny_predictor,
     use_predictor(widget, tiny_predictor)
     assert widget.controller.source.n_times == t
     assert not widget._movie_axis.isVisibleTo(widget)
+
+
+def test_prompts_of_every_time_point_come_back_with_the_movie(make_widget, tiny_predictor,
+                                                               qtbot):
+    """Points clicked at time points 0 and 2 and a box dragged at time point 1, then
+    another image picked and the movie again: all of them come back at their time points
+    (only those of the time point shown came back; the others were lost without a word)."""
+    from sam_qt_helpers import canvas_drag
+
+    movie = short_movie(5)
+    viewer, widget = make_widget(movie, name="movie", sync=False)
+    viewer.add_image(blob_stack(seed=9), name="other")
+    widget._image.setCurrentIndex(widget._image.findData("movie"))
+    use_predictor(widget, tiny_predictor)
+    widget.wait()
+    c = widget.controller
+    for t, (row, col) in ((0, (20, 20)), (2, (44, 44))):
+        viewer.dims.set_current_step(0, t)
+        viewer.dims.set_current_step(1, 3)
+        widget.wait()
+        viewer.layers.selection.active = c.points_layer
+        canvas_click(viewer, row, col)
+        widget.wait()
+    viewer.dims.set_current_step(0, 1)
+    widget.wait()
+    viewer.layers.selection.active = c.boxes_layer
+    qtbot.wait(10)
+    canvas_drag(viewer, qtbot, (10, 10), (30, 30))
+    widget.wait()
+    assert len(c.points_layer.data) == 2 and len(c.boxes_layer.data) == 1, c.status
+    before_points = np.array(c.points_layer.data)
+    before_box = np.array(c.boxes_layer.data[0])
+
+    widget._image.setCurrentIndex(widget._image.findData("other"))
+    widget.wait()
+    assert ("Set aside: 3 uncommitted prompts of 'movie' (2 points, 1 box) at time "
+            "points 0, 1, 2") in c.status, c.status
+    widget._image.setCurrentIndex(widget._image.findData("movie"))
+    widget.wait()
+    assert c.source.time_point == 1
+    assert ("Restored 3 uncommitted prompts of 'movie' (2 points, 1 box) at time points "
+            "0, 1, 2 on slice 3") in c.status, c.status
+    np.testing.assert_allclose(np.array(c.points_layer.data), before_points)
+    np.testing.assert_allclose(np.array(c.boxes_layer.data[0]), before_box)
+    assert [p.z for p in c.previews] == [3]  # the box at the time point shown
+    viewer.dims.set_current_step(0, 2)
+    widget.wait()
+    assert len(c.prompt_arrays()[0]) == 1 and [p.z for p in c.previews] == [3], c.status

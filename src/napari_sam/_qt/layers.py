@@ -318,13 +318,14 @@ def boxes_from_layer(layer, source: ImageSource) -> np.ndarray:
     return boxes_from_shapes(read_boxes(layer, source))
 
 
-def layer_coords(source: ImageSource, zyx) -> np.ndarray:
-    """Stack coordinates (N, 3) (z, row, col) -> layer data coordinates (N, ndim)."""
+def layer_coords(source: ImageSource, zyx, times=None) -> np.ndarray:
+    """Stack coordinates (N, 3) (z, row, col) -> layer data coordinates (N, ndim) (a
+    movie's at its time point, or at ``times``, (N,) or one time point)."""
     zyx = np.asarray(zyx, dtype=float).reshape(-1, 3)
     out = np.zeros((len(zyx), source.ndim))
     out[:, list(source.spatial_axes)] = zyx if source.is_3d else zyx[:, 1:]
     if source.time_axis is not None:  # a movie's: at its time point
-        out[:, source.time_axis] = source.time_point
+        out[:, source.time_axis] = source.time_point if times is None else times
     return out
 
 
@@ -368,8 +369,11 @@ class TransformWatch:
                 getattr(layer.events, name).connect(self._callback)
 
 
-def box_rectangles(source: ImageSource, boxes) -> list[np.ndarray]:
+def box_rectangles(source: ImageSource, boxes, times=None) -> list[np.ndarray]:
     """(N, 5) boxes ``(z, row0, col0, row1, col1)`` -> the N rectangles (4 corners in layer
-    data coordinates each) of a napari shapes layer."""
-    return [layer_coords(source, [[z, r0, c0], [z, r0, c1], [z, r1, c1], [z, r1, c0]])
-            for z, r0, c0, r1, c1 in np.asarray(boxes, float).reshape(-1, 5)]
+    data coordinates each) of a napari shapes layer (a movie's at its time point, or at
+    ``times`` (N,))."""
+    boxes = np.asarray(boxes, float).reshape(-1, 5)
+    at = [None] * len(boxes) if times is None else list(times)
+    return [layer_coords(source, [[z, r0, c0], [z, r0, c1], [z, r1, c1], [z, r1, c0]], t)
+            for (z, r0, c0, r1, c1), t in zip(boxes, at)]

@@ -28,8 +28,9 @@ class PromptLayers:
         pts, lab = L.read_points(self.points_layer, src)
         return pts, lab, L.boxes_from_layer(self.boxes_layer, src)
 
-    def set_prompts(self, points, labels, boxes) -> None:
-        """Show these prompts in the points and boxes layers (nothing is previewed)."""
+    def set_prompts(self, points, labels, boxes, times=None, box_times=None) -> None:
+        """Show these prompts in the points and boxes layers (nothing is previewed); a
+        movie's at the time point shown, or at ``times`` (P,) and ``box_times`` (N,)."""
         import pandas as pd
 
         src = self.source
@@ -37,13 +38,13 @@ class PromptLayers:
         try:
             kinds = ["positive" if v else "negative" for v in labels]
             layer = self.points_layer
-            layer.data = L.layer_coords(src, points)
+            layer.data = L.layer_coords(src, points, times)
             layer.features = pd.DataFrame(
                 {"prompt": pd.Categorical(kinds, categories=L.PROMPT_KINDS)})
             layer.refresh_colors()
             if len(self.boxes_layer.data):
                 self.boxes_layer.data = []
-            rects = L.box_rectangles(src, boxes)
+            rects = L.box_rectangles(src, boxes, box_times)
             if rects:
                 self.boxes_layer.add(rects, shape_type="rectangle")
         finally:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import numpy as np
 
 from napari_sam.annotate.image_source import ImageSource
+from napari_sam.annotate.prompt_groups import boxes_from_shapes
+from napari_sam.prompts import MIN_BOX_SIDE
 
 from .movie_axis import first_axis_named, is_ambiguous, movie_question
 from .notify import guarded
 from .pyramid import layer_source
 
-__all__ = ["TimePoints", "movie_note", "time_shown", "time_source"]
+__all__ = ["TimePoints", "movie_note", "movie_prompts", "time_shown", "time_source"]
 
 
 def time_shown(viewer, layer, axis: int, n_times: int) -> int:
@@ -57,6 +59,26 @@ def movie_note(source: ImageSource | None, name: str) -> str:
             f"the time point the time slider shows ({source.time_point} now).")
 
 
+def movie_prompts(points_layer, boxes_layer, source: ImageSource) -> tuple:
+    """The prompts of a movie at every time point: points (P, 3) (z, row, col), their
+    labels (P,) 1/0, boxes (N, 5) (z, row0, col0, row1, col1), and the time point of each
+    point (P,) and box (N,) (ints). Rectangles with a side under ``MIN_BOX_SIDE`` pixels
+    are left out, as the preview leaves them out."""
+    axis = source.time_axis
+    data = np.zeros((0, source.ndim)) if points_layer is None else np.asarray(
+        points_layer.data, float).reshape(-1, source.ndim)
+    kinds = (points_layer.features["prompt"].astype(str).to_numpy() if len(data)
+             else np.array([], str))
+    rects = [np.asarray(v, float) for v, kind in zip(
+        getattr(boxes_layer, "data", ()), getattr(boxes_layer, "shape_type", ()))
+        if kind == "rectangle"]
+    rects = [v for v in rects if np.ptp(source.to_zyx(v)[:, 1:], axis=0).min() >= MIN_BOX_SIDE]
+    boxes = boxes_from_shapes([source.to_zyx(v) for v in rects])
+    return (source.to_zyx(data), (kinds != "negative").astype(int), boxes,
+            np.round(data[:, axis]).astype(int),
+            np.array([int(np.round(v[0, axis])) for v in rects], int))
+
+
 class TimePoints:
     """Follows the time slider of a movie (a mixin of the controller: ``viewer``,
     ``image_layer``, ``source``, ``channel_axis``, ``channel``, ``use_source``;
@@ -75,6 +97,21 @@ class TimePoints:
         """The user said the first axis of ``layer`` holds time points (the dock's *Time
         points* button): it is taken as a movie from now on."""
         self.time_chosen.add(getattr(layer, "unique_id", id(layer)))
+
+    def shelf_prompts(self) -> tuple:
+        """The prompts to set aside when another image is picked: of a movie, those of
+        every time point (only the time point shown was kept before: the others were lost
+        once the movie was picked again)."""
+        src = self.source
+        if src is None or src.time_axis is None:
+            return super().shelf_prompts()
+        return movie_prompts(self.points_layer, self.boxes_layer, src)
+
+    def unshelve_prompts(self, kept) -> None:
+        """Put prompts set aside back, a movie's at their time points."""
+        if kept.times is None or self.source.time_axis is None:
+            return super().unshelve_prompts(kept)
+        self.set_prompts(kept.points, kept.labels, kept.boxes, kept.times, kept.box_times)
 
     def movie_refusal(self, layer, channel_axis: int | None) -> str:
         """The question the status line asks where the first axis of ``layer`` may be time

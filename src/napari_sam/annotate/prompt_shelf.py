@@ -26,19 +26,31 @@ class ShelvedPrompts:
     """The uncommitted prompts of one image, set aside while another image is annotated."""
 
     name: str  # the image's name when they were set aside
-    shape: tuple  # (Z, Y, X) of the image's stack
+    shape: tuple  # (Z, Y, X) of the image's stack; a movie's (T, Z, Y, X)
     points: np.ndarray  # (P, 3) (z, row, col)
     labels: np.ndarray  # (P,) 1 positive / 0 negative
     boxes: np.ndarray  # (N, 5) (z, row0, col0, row1, col1)
+    times: np.ndarray | None = None  # a movie's: (P,) time point of each point
+    box_times: np.ndarray | None = None  # a movie's: (N,) time point of each box
 
     def describe(self) -> str:
-        """E.g. "3 uncommitted prompts of 'blobs' (2 points, 1 box)"."""
+        """E.g. "3 uncommitted prompts of 'blobs' (2 points, 1 box)" (a movie's: "... at
+        time points 0, 2")."""
         n_pts, n_box = len(self.points), len(self.boxes)
         kinds = [f"{n} {word}{'' if n == 1 else plural}"
                  for n, word, plural in ((n_pts, "point", "s"), (n_box, "box", "es")) if n]
         n = n_pts + n_box
+        at = sorted(self.time_points())
+        when = "" if not at else (f" at {for_count(len(at), 'time point')} "
+                                  f"{', '.join(map(str, at))}")
         return (f"{n} uncommitted prompt{'' if n == 1 else 's'} of '{self.name}' "
-                f"({', '.join(kinds)})")
+                f"({', '.join(kinds)}){when}")
+
+    def time_points(self) -> set[int]:
+        """The time points of a movie's prompts (empty for any other image)."""
+        if self.times is None:
+            return set()
+        return {int(t) for t in (*self.times, *self.box_times)}
 
 
 class PromptShelf:
@@ -56,14 +68,14 @@ class PromptShelf:
         none)."""
         if self.source is None or not self.image_shown():
             return ""
-        points, labels, boxes = self.prompt_arrays()
+        points, labels, boxes, times, box_times = self.shelf_prompts()
         key = self._shelf_key()
         if not len(points) and not len(boxes):
             self.shelved.pop(key, None)
             return ""
-        kept = ShelvedPrompts(self.image_name(), tuple(self.source.shape),
+        kept = ShelvedPrompts(self.image_name(), self._shelf_shape(),
                               np.array(points, float), np.array(labels, int),
-                              np.array(boxes, float))
+                              np.array(boxes, float), times, box_times)
         self.shelved[key] = kept
         return (f"Set aside {kept.describe()}: pick '{kept.name}' in 'Image' again to get "
                 "them back.")
@@ -74,12 +86,14 @@ class PromptShelf:
         kept = self.shelved.pop(self._shelf_key(), None)
         if kept is None:
             return ""
-        if tuple(self.source.shape) != kept.shape:
+        if self._shelf_shape() != kept.shape:
             return (f"The {kept.describe()} were dropped: the image's shape changed from "
-                    f"{kept.shape} to {tuple(self.source.shape)} since they were set aside.")
-        self.set_prompts(kept.points, kept.labels, kept.boxes)
+                    f"{kept.shape} to {self._shelf_shape()} since they were set aside.")
+        self.unshelve_prompts(kept)
         z = self.current_z()
         on_slice = np.round(np.concatenate([kept.points[:, 0], kept.boxes[:, 0]])) == z
+        if kept.times is not None:  # a movie's: on the slice at the time point shown
+            on_slice &= np.concatenate([kept.times, kept.box_times]) == self.source.time_point
         if self.live and self.model_choice is not None and on_slice.any():
             self.refresh_preview()
         slices = sorted({int(v) for v in np.round(kept.points[:, 0])}
@@ -87,6 +101,21 @@ class PromptShelf:
         where = (f" on {for_count(len(slices), 'slice')} {', '.join(map(str, slices))}"
                  if self.source.is_3d else "")
         return f"Restored {kept.describe()}{where}, set aside when another image was picked."
+
+    def _shelf_shape(self) -> tuple:
+        """(Z, Y, X) of the stack; a movie's (T, Z, Y, X)."""
+        shape = tuple(self.source.shape)
+        return shape if self.source.time_axis is None else (self.source.n_times, *shape)
+
+    def shelf_prompts(self) -> tuple:
+        """The prompts to set aside: :meth:`prompt_arrays` and, for a movie, the time
+        point of each point and box (None, None here: the dock's layers hold a movie's
+        prompts of every time point, :class:`~napari_sam._qt.time_point.TimePoints`)."""
+        return (*self.prompt_arrays(), None, None)
+
+    def unshelve_prompts(self, kept: ShelvedPrompts) -> None:
+        """Put prompts set aside back (at their time points, a movie's)."""
+        self.set_prompts(kept.points, kept.labels, kept.boxes)
 
     def drop_shelved(self, image_id) -> None:
         """Forget the prompts set aside for image ``image_id`` (its layer was removed)."""
