@@ -155,3 +155,31 @@ def test_prompts_of_every_time_point_come_back_with_the_movie(make_widget, tiny_
     viewer.dims.set_current_step(0, 2)
     widget.wait()
     assert len(c.prompt_arrays()[0]) == 1 and [p.z for p in c.previews] == [3], c.status
+
+
+def test_the_embedded_line_names_the_time_point(make_widget, tiny_predictor, qtbot):
+    """On a movie the line beside 'Compute embeddings' says whose volume is embedded: after
+    'Compute embeddings' (a real click) at time point 2, "time point 2: 6 of 6 slices
+    embedded"; at time point 0, "time point 0: 0 of 6 ..." (it said "6 of 6 slices embedded"
+    at time point 2 and "1 of 6" at 0, which read as one volume)."""
+    from sam_qt_helpers import click_button
+
+    viewer, widget = make_widget(short_movie(5), name="movie", sync=False)
+    use_predictor(widget, tiny_predictor)
+    c = widget.controller
+    viewer.dims.set_current_step(0, 2)
+    widget.wait()
+    click_button(qtbot, widget, "Compute embeddings")
+    widget.wait()
+    assert widget._emb_state.text() == "time point 2: 6 of 6 slices embedded", c.status
+    viewer.dims.set_current_step(0, 0)
+    widget.wait()
+    qtbot.waitUntil(lambda: widget._emb_state.text().startswith("time point 0: "))
+    assert widget._emb_state.text() == "time point 0: 0 of 6 slices embedded"
+
+
+def test_the_embedded_line_of_a_volume_names_no_time_point(make_widget, tiny_predictor):
+    viewer, widget = make_widget(blob_stack(), name="vol")
+    use_predictor(widget, tiny_predictor)
+    widget.wait()
+    assert widget._emb_state.text() == "1 of 6 slices embedded"

@@ -4,8 +4,9 @@ while a job embeds, how far it is.
 While a job embeds, the line counts what it has done: "embedding tiles 12/441" on a tiled
 image (windows over all the slices it embeds), "embedding slices 3/8" on a stack ("embedding
 the slice" on a 2D image). Once the job ends it says what is embedded now, e.g. "6 of 6
-slices embedded" (:meth:`~napari_sam.annotate.annotation_session.AnnotationSession.embedding_summary`),
-after "cancelled: " or "failed: " when the job did not finish; the next job, or another image,
+slices embedded" (:meth:`~napari_sam.annotate.annotation_session.AnnotationSession.embedding_summary`;
+on a movie of volumes after the time point whose volume it is: "time point 2: 12 of 12 slices
+embedded"), after "cancelled: " or "failed: " when the job did not finish; the next job, or another image,
 model or setting, clears that. Before, the line was only redrawn when the status line
 changed: it kept "0 of 6 slices embedded" while slices were embedded, and an old count once
 they were (or once the image changed without a status line).
@@ -13,7 +14,13 @@ they were (or once the image changed without a status line).
 
 from __future__ import annotations
 
-__all__ = ["EmbeddingLine", "progress_words"]
+__all__ = ["EmbeddingLine", "progress_words", "time_words"]
+
+
+def time_words(source) -> str:
+    """"time point 2: " before the line on a movie of volumes (whose time point shown is
+    the one embedded; each has its own embeddings), "" on any other image."""
+    return "" if source.time_point is None else f"time point {source.time_point}: "
 
 
 def progress_words(phase: str, done: int, total: int, n_slices: int) -> str:
@@ -89,13 +96,16 @@ class EmbeddingLine:
         # device and imports torch on the main thread (the dock imports it in a thread)
         key = (None if s.source is None else
                (s.image_identity()[0], s.model_choice, s.device, s.precision, s.tiling,
-                s.channel_axis, s.channel, s.store))  # (the layer's id: its source is remade)
-        if key != self.key:  # another image, model or setting: a cancellation is old news
-            self.key, self.ended = key, ""
+                s.channel_axis, s.channel, s.store, s.source.time_point))  # (the layer's id:
+        # its source is remade)
+        if key != self.key:  # another image, model, setting or time point: a cancellation
+            self.key, self.ended = key, ""  # is old news
         if job is not None and job.running and self.embedding and s.source is not None:
-            return progress_words(job.phase, *self.progress, s.source.n_slices)
+            return time_words(s.source) + progress_words(job.phase, *self.progress,
+                                                         s.source.n_slices)
         summary = s.embedding_summary()
-        return f"{self.ended}: {summary}" if self.ended else summary
+        summary = f"{self.ended}: {summary}" if self.ended else summary
+        return summary if s.source is None else time_words(s.source) + summary
 
     def refresh(self, *_) -> None:
         """Redraw the line (on every change of the session or its job)."""
