@@ -183,3 +183,33 @@ def test_the_embedded_line_of_a_volume_names_no_time_point(make_widget, tiny_pre
     use_predictor(widget, tiny_predictor)
     widget.wait()
     assert widget._emb_state.text() == "1 of 6 slices embedded"
+
+
+def test_each_time_point_sees_its_own_percentiles_as_auto_does(make_widget, tiny_predictor):
+    """SAM's contrast on a movie is per time point (docs/gui.md, *Movies of volumes*): a
+    time point 8x brighter than the others does not change what the model sees at time
+    point 0 (its volume's own 0.5-99.5 percentiles, the limits `napari-sam auto` embeds
+    that time point with: each time point is its own volume there), before or after the
+    bright one was shown."""
+    from napari_sam.embeddings import embed, stack_intensity_limits
+
+    movie = short_movie(5).astype(np.float32)
+    movie[1] *= 8
+    viewer, widget = make_widget(movie, name="movie", sync=False)
+    use_predictor(widget, tiny_predictor)
+    c = widget.controller
+    seen = {}
+    for t in (0, 1, 0):
+        viewer.dims.set_current_step(0, t)
+        viewer.dims.set_current_step(1, 3)
+        widget.wait()
+        viewer.layers.selection.active = c.points_layer
+        canvas_click(viewer, 20, 20)
+        widget.wait()
+        seen.setdefault(t, []).append(tuple(c.emb.contrast_limits))
+        press_key(viewer, "Shift-X")
+    own = [stack_intensity_limits(movie[t]) for t in (0, 1)]
+    assert seen[0] == [tuple(own[0])] * 2 and seen[1] == [tuple(own[1])]
+    assert own[1][1] > 5 * own[0][1]  # (the bright time point's limits are its own)
+    as_auto = embed(movie[0], tiny_predictor.model).contrast_limits  # what auto uses at t=0
+    assert tuple(as_auto) == tuple(own[0])
