@@ -213,3 +213,22 @@ def test_each_time_point_sees_its_own_percentiles_as_auto_does(make_widget, tiny
     assert own[1][1] > 5 * own[0][1]  # (the bright time point's limits are its own)
     as_auto = embed(movie[0], tiny_predictor.model).contrast_limits  # what auto uses at t=0
     assert tuple(as_auto) == tuple(own[0])
+
+
+def test_segment_everything_names_the_time_point(make_widget, tiny_predictor, qtbot):
+    """'Segment everything' (a real click) at time point 3 of a movie: its new layer is
+    named after the time point and the slice ('automatic segmentation t=3 z=2'; it said
+    'z=2' alone, the same name at every time point), and holds nothing at the others."""
+    from sam_qt_helpers import click_button
+
+    viewer, widget = make_widget(short_movie(5), name="movie", sync=False)
+    use_predictor(widget, tiny_predictor)
+    c = widget.controller
+    viewer.dims.set_current_step(0, 3)
+    viewer.dims.set_current_step(1, 2)
+    widget.wait()
+    click_button(qtbot, widget, "Segment everything")
+    widget.wait()
+    assert "in a new layer 'automatic segmentation t=3 z=2'" in c.status, c.status
+    data = np.asarray(viewer.layers["automatic segmentation t=3 z=2"].data)
+    assert data.shape == (5, 6, 64, 64) and not np.delete(data, 3, axis=0).any()

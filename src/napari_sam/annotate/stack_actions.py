@@ -455,8 +455,9 @@ class StackActions:
             else:
                 full[z] = labels
             axis = "t" if self.axis_kind == "t" else "z"
-            name = "automatic segmentation" + ("" if whole_stack or not src.is_3d
-                                               else f" {axis}={z}")
+            when = "" if src.time_point is None else f" t={src.time_point}"  # (a movie's)
+            name = "automatic segmentation" + when + ("" if whole_stack or not src.is_3d
+                                                      else f" {axis}={z}")
             name = self.add_result(full, name)
             n = int(np.count_nonzero(np.unique(labels)))  # of one slice: not the whole stack
             tiles = getattr(prepared[4], "tiling", None)
