@@ -160,7 +160,7 @@ def test_prompts_of_every_time_point_come_back_with_the_movie(make_widget, tiny_
 def test_the_embedded_line_names_the_time_point(make_widget, tiny_predictor, qtbot):
     """On a movie the line beside 'Compute embeddings' says whose volume is embedded: after
     'Compute embeddings' (a real click) at time point 2, "time point 2: 6 of 6 slices
-    embedded"; at time point 0, "time point 0: 0 of 6 ..." (it said "6 of 6 slices embedded"
+    embedded"; at time point 0, "time point 0: 1 of 6 ..." (the slice shown; it said "6 of 6 slices embedded"
     at time point 2 and "1 of 6" at 0, which read as one volume)."""
     from sam_qt_helpers import click_button
 
@@ -174,8 +174,8 @@ def test_the_embedded_line_names_the_time_point(make_widget, tiny_predictor, qtb
     assert widget._emb_state.text() == "time point 2: 6 of 6 slices embedded", c.status
     viewer.dims.set_current_step(0, 0)
     widget.wait()
-    qtbot.waitUntil(lambda: widget._emb_state.text().startswith("time point 0: "))
-    assert widget._emb_state.text() == "time point 0: 0 of 6 slices embedded"
+    widget.wait()
+    assert widget._emb_state.text() == "time point 0: 1 of 6 slices embedded"
 
 
 def test_the_embedded_line_of_a_volume_names_no_time_point(make_widget, tiny_predictor):
@@ -232,3 +232,27 @@ def test_segment_everything_names_the_time_point(make_widget, tiny_predictor, qt
     assert "in a new layer 'automatic segmentation t=3 z=2'" in c.status, c.status
     data = np.asarray(viewer.layers["automatic segmentation t=3 z=2"].data)
     assert data.shape == (5, 6, 64, 64) and not np.delete(data, 3, axis=0).any()
+
+
+def test_the_slice_shown_at_another_time_point_is_embedded_before_a_click(
+        make_widget, tiny_predictor, qtbot):
+    """Moving the time slider embeds the slice shown at the new time point, as picking an
+    image does, so that the first click there only decodes (it was embedded only once
+    clicked: 'time point 2: 0 of 6 slices embedded' until then)."""
+    viewer, widget = make_widget(short_movie(5), name="movie", sync=False)
+    use_predictor(widget, tiny_predictor)
+    widget.wait()
+    c = widget.controller
+    viewer.dims.set_current_step(1, 4)
+    viewer.dims.set_current_step(0, 0)
+    qtbot.waitUntil(lambda: widget._emb_state.text() == "time point 0: 1 of 6 slices embedded",
+                    timeout=20_000)
+    widget.wait()
+    assert c.ready([4]) and c.status.startswith("SAM now segments time point 0 of 5. Click on "
+                                                "an object in 'movie'"), c.status
+    emb = c.emb
+    calls = emb.encoder_calls
+    viewer.layers.selection.active = c.points_layer
+    canvas_click(viewer, 20, 20)
+    widget.wait()
+    assert c.previews and emb.encoder_calls == calls, c.status  # (the click only decoded)

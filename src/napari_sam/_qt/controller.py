@@ -54,6 +54,7 @@ class AnnotationController(PromptLayers, ViewProblems, AnnotationSession):
     session_loaded = Signal(object)  # the Session
     resume_available = Signal(str, str)  # session file path, summary
     trace_changed = Signal(object)  # the trace dict, or None
+    time_point_shown = Signal(str)  # a movie's slider moved to another time point (its line)
 
     def __init__(self, viewer, *, sync: bool = False):
         super().__init__()

@@ -81,7 +81,8 @@ def movie_prompts(points_layer, boxes_layer, source: ImageSource) -> tuple:
 
 class TimePoints:
     """Follows the time slider of a movie (a mixin of the controller: ``viewer``,
-    ``image_layer``, ``source``, ``channel_axis``, ``channel``, ``use_source``;
+    ``image_layer``, ``source``, ``channel_axis``, ``channel``, ``use_source``, the signal
+    ``time_point_shown``;
     ``time_chosen``, the set of the unique ids of the layers whose first axis the user said
     is time, is made by the controller's ``__init__``)."""
 
@@ -140,5 +141,8 @@ class TimePoints:
         self.use_source(False)  # (its embeddings; a job for the time point left is stopped)
         points, _, boxes = self.prompt_arrays()  # (this time point's)
         # with live preview, its prompts are previewed, after the line
-        self.after_setting("slice" if self.live and len(points) + len(boxes) else None,
-                           f"SAM now segments time point {t} of {src.n_times}.")
+        line = f"SAM now segments time point {t} of {src.n_times}."
+        self.after_setting("slice" if self.live and len(points) + len(boxes) else None, line)
+        # the dock embeds the slice shown at that time point, as it does for a new image
+        # (the first click there waited for its embedding)
+        self.time_point_shown.emit(line)
