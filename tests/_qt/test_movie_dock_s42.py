@@ -256,3 +256,22 @@ def test_the_slice_shown_at_another_time_point_is_embedded_before_a_click(
     canvas_click(viewer, 20, 20)
     widget.wait()
     assert c.previews and emb.encoder_calls == calls, c.status  # (the click only decoded)
+
+
+def test_a_short_movie_file_after_a_multichannel_image(make_widget, tiny_predictor, tmp_path):
+    """The file's TZYX is read with the new image's channel axis (none), not the one picked
+    for the image before (a (Z, C, Y, X) image with 'Channel axis' 1)."""
+    import tifffile
+
+    zcyx = np.stack([blob_stack(), blob_stack(seed=1)], axis=1)
+    viewer, widget = make_widget(zcyx, name="zcyx")
+    use_predictor(widget, tiny_predictor)
+    widget._channels.axis.setCurrentIndex(widget._channels.axis.findData(1))
+    c = widget.controller
+    assert c.channel_axis == 1 and c.source is not None, c.status
+    path = tmp_path / "run.tif"
+    tifffile.imwrite(path, short_movie(), imagej=True, metadata={"axes": "TZYX"})
+    viewer.open(str(path), plugin="napari")
+    widget._image.setCurrentIndex(widget._image.findData("run"))  # picked in 'Image'
+    widget.wait()
+    assert c.image_name() == "run" and c.source.n_times == T, c.status

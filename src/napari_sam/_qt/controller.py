@@ -399,7 +399,7 @@ class AnnotationController(PromptLayers, ViewProblems, AnnotationSession):
         layer = L.unwrap(layer)
         try:
             source = time_source(self.viewer, layer, channel_axis, channel,  # (pyramid: level 0)
-                                 self.time_first(layer))
+                                 self.time_first(layer, channel_axis))
         except (UserError, ValueError) as err:  # the status says why, not "open an image"
             ask = self.movie_refusal(layer, channel_axis)  # (time or channels: the dock asks)
             self.image_refusal = ask or f"Cannot use '{layer.name}': {err}"

@@ -86,11 +86,11 @@ class TimePoints:
     ``time_chosen``, the set of the unique ids of the layers whose first axis the user said
     is time, is made by the controller's ``__init__``)."""
 
-    def time_first(self, layer) -> bool:
-        """Whether the first axis of 4D image ``layer`` is time: napari or its file names
-        it so (:func:`~.movie_axis.first_axis_named`), or the user said so
-        (:meth:`choose_time`)."""
-        named = first_axis_named(layer, self.channel_axis)
+    def time_first(self, layer, channel_axis: int | None = None) -> bool:
+        """Whether the first axis of 4D image ``layer`` (with ``channel_axis``) is time:
+        napari or its file names it so (:func:`~.movie_axis.first_axis_named`), or the user
+        said so (:meth:`choose_time`)."""
+        named = first_axis_named(layer, channel_axis)
         return (named is not None and named[0]) or (
             getattr(layer, "unique_id", id(layer)) in self.time_chosen)
 
@@ -117,7 +117,7 @@ class TimePoints:
     def movie_refusal(self, layer, channel_axis: int | None) -> str:
         """The question the status line asks where the first axis of ``layer`` may be time
         or channels and nothing says which (:func:`~.movie_axis.is_ambiguous`), else ""."""
-        if not is_ambiguous(layer, channel_axis, self.time_first(layer)):
+        if not is_ambiguous(layer, channel_axis, self.time_first(layer, channel_axis)):
             return ""
         return movie_question(layer)
 
@@ -137,7 +137,7 @@ class TimePoints:
         self.render()
         self.drop_sam2_features()  # (SAM 2's memory is of the volume left)
         self.source = layer_source(layer, self.channel_axis, self.channel, time_point=t,
-                                   time_first=self.time_first(layer))
+                                   time_first=self.time_first(layer, self.channel_axis))
         self.use_source(False)  # (its embeddings; a job for the time point left is stopped)
         points, _, boxes = self.prompt_arrays()  # (this time point's)
         # with live preview, its prompts are previewed, after the line
