@@ -275,3 +275,18 @@ def test_a_short_movie_file_after_a_multichannel_image(make_widget, tiny_predict
     widget._image.setCurrentIndex(widget._image.findData("run"))  # picked in 'Image'
     widget.wait()
     assert c.image_name() == "run" and c.source.n_times == T, c.status
+
+
+def test_a_commit_says_its_time_point(make_widget, tiny_predictor):
+    """'Committed label 1 (N pixels) at time point 3.': where the commit landed (the undo
+    line named it; the commit's did not)."""
+    import re
+
+    viewer, widget = make_widget(short_movie(5), name="movie", sync=False)
+    use_predictor(widget, tiny_predictor)
+    status = click_commit_at(viewer, widget, 3, 2, 20, 20)
+    labels = np.asarray(widget.controller.target_layer.data)
+    n = int((labels[3] == 1).sum())
+    assert re.match(rf"Committed label 1 \({n} pixels\) at time point 3\. Shift\+U undoes it",
+                    status), status
+    assert not np.delete(labels, 3, axis=0).any()

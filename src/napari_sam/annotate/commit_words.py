@@ -77,10 +77,13 @@ def describe_commit(commit, objects: list, data: np.ndarray) -> str:
     """What ``commit`` (of ``objects`` into (Z, Y, X) ``data``, after it) wrote, in true
     pixel counts: new labels with their size, "Committed labels 6, 7 (812 pixels)."; a
     refined label with its size where it was refined and the pixels it gained and lost,
-    "Refined label 5: 1325 pixels on slice 3 now (1231 added, 162 removed).". A new label
+    "Refined label 5: 1325 pixels on slice 3 now (1231 added, 162 removed).", on a movie of
+    volumes with the time point ("Committed label 1 (444 pixels) at time point 2."). A new label
     that other labels lie inside of (a fragment the eraser left of a committed object, which
     the commit does not overwrite) is named with them and what makes one object of them."""
     new, parts, inside = [], [], []
+    at = getattr(commit, "time_point", None)  # a movie's (ImageSource.in_layer)
+    when = "" if at is None else f" at time point {at}"
     for obj, change, i in zip(objects, commit.changes, commit.ids):
         if not obj.replaces:
             new.append((i, len(change.index)))
@@ -89,12 +92,12 @@ def describe_commit(commit, objects: list, data: np.ndarray) -> str:
         added, removed = int((change.after == i).sum()), int((change.before == i).sum())
         region, where = (data, "") if obj.z is None else (data[obj.z], f" on slice {obj.z}")
         size = counted(int((region == i).sum()), "pixel")
-        parts.append(f"Refined label {i}: {size}{where} now "
+        parts.append(f"Refined label {i}: {size}{where}{when} now "
                      f"({added} added, {removed} removed).")
     if new:
         ids = ", ".join(str(i) for i, _ in new)
         size = counted(sum(n for _, n in new), "pixel")
-        parts.insert(0, f"Committed {for_count(len(new), 'label')} {ids} ({size}).")
+        parts.insert(0, f"Committed {for_count(len(new), 'label')} {ids} ({size}){when}.")
     return " ".join(parts + [n for n in inside if n])
 
 
