@@ -290,3 +290,12 @@ def test_a_commit_says_its_time_point(make_widget, tiny_predictor):
     assert re.match(rf"Committed label 1 \({n} pixels\) at time point 3\. Shift\+U undoes it",
                     status), status
     assert not np.delete(labels, 3, axis=0).any()
+
+
+def test_a_time_unit_names_time(make_widget, tiny_predictor):
+    """A (3, 6, 64, 64) layer whose first axis has napari's unit 'second' is a movie."""
+    viewer, widget = make_widget(short_movie(), name="timed", scale=(30.0, 1.0, 1.0, 1.0),
+                                 units=("second", "um", "um", "um"))
+    use_predictor(widget, tiny_predictor)
+    c = widget.controller
+    assert c.source is not None and c.source.n_times == T, c.status

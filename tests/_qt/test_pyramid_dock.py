@@ -195,14 +195,14 @@ def test_a_pyramid_larger_than_the_model_input_is_tiled_at_level_0(make_widget, 
     assert np.array_equal(pyramid, flat)
 
 
-def test_a_time_lapse_pyramid_with_channels_gives_a_console_line_that_keeps_the_voxel_size(
+def test_a_time_lapse_pyramid_with_channels_is_a_movie_that_keeps_the_voxel_size(
         make_widget, demo_available):
     """A (T, C, Z, Y, X) pyramid added with napari's ``channel_axis`` (one (T, Z, Y, X)
-    multiscale layer per channel; session 40's walk-through): the dock refuses the 4D layers
-    and its console line adds one time point. That layer used to come in pixels (scale 1, no
-    units): drawn four times the size of the original and its labels saved without the voxel
-    size. Typed as given, it keeps the other axes' scale, translate and units, and a click on
-    it commits into labels aligned with the original."""
+    multiscale layer per channel; session 40's walk-through), its time axis in seconds: the
+    dock takes each 4D layer as a movie of 2 time points (napari's unit of axis 0 is time;
+    until session 42 it refused them, 2 being short enough to be channels, and gave a
+    console line adding one time point). A click at time point 1 commits into labels aligned
+    with the original: its voxel size, position and units kept."""
     stack = blob_stack()  # (6, 64, 64)
     movie = np.stack([stack, stack])[:, None].repeat(2, axis=1)  # (T=2, C=2, 6, 64, 64)
     levels = [movie, movie[..., ::2, ::2].copy()]
@@ -210,21 +210,15 @@ def test_a_time_lapse_pyramid_with_channels_gives_a_console_line_that_keeps_the_
     viewer.add_image(levels, multiscale=True, channel_axis=1, name=["nuc", "mem"],
                      scale=(60.0, *SCALE), translate=(0.0, 4.0, 1.0, 3.0),
                      units=("second", "micrometer", "micrometer", "micrometer"))
-    c = widget.controller
-    name = c.status.split("'")[1]
-    assert c.status.startswith(f"Cannot use '{name}': the image has 4 spatial dimensions")
-    line = c.status.split("type in napari's console: ", 1)[1].split("; then pick")[0]
-    viewer.layers.selection.active = viewer.layers[name]  # "select the layer"
-    exec(line, {"viewer": viewer})  # napari's console holds 'viewer'
-    added = viewer.layers[-1]
-    assert added.data.shape == (6, 64, 64)
-    np.testing.assert_allclose(added.scale, SCALE)
-    np.testing.assert_allclose(added.translate, (4.0, 1.0, 3.0))
-    assert [str(u) for u in added.units] == ["micrometer"] * 3 and added.name == f"{name} t0"
-    widget._image.setCurrentIndex(widget._image.findText(f"{name} t0"))
     widget.wait()
-    assert c.image_layer is added, c.status
+    c = widget.controller
+    name = c.image_name()
+    assert c.source is not None and c.source.n_times == 2, c.status
+    assert f"'{name}' is a movie of 2 time points" in c.status, c.status
+    viewer.dims.set_point(0, 60.0)  # time point 1
     viewer.dims.set_point(viewer.dims.ndim - 3, 4.0 + 3 * SCALE[0])
+    widget.wait()
+    assert c.source.time_point == 1, c.status
     viewer.layers.selection.active = c.points_layer
     canvas_click(viewer, 1.0 + 20 * SCALE[1], 3.0 + 20 * SCALE[2])
     widget.wait()
@@ -233,8 +227,8 @@ def test_a_time_lapse_pyramid_with_channels_gives_a_console_line_that_keeps_the_
     widget.wait()
     assert c.status.startswith("Committed label 1"), c.status
     labels = viewer.layers["segmentation"]
-    np.testing.assert_allclose(labels.scale, SCALE)
-    np.testing.assert_allclose(labels.translate, (4.0, 1.0, 3.0))
+    np.testing.assert_allclose(labels.scale, (60.0, *SCALE))
+    np.testing.assert_allclose(labels.translate, (0.0, 4.0, 1.0, 3.0))
     data = np.asarray(labels.data)
-    iou = _iou(data[3] == 1, _disc())
-    assert iou >= 0.8 and not data[[0, 1, 2, 4, 5]].any(), iou
+    iou = _iou(data[1, 3] == 1, _disc())
+    assert iou >= 0.8 and not data[0].any() and not data[1, [0, 1, 2, 4, 5]].any(), iou

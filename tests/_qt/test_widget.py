@@ -732,12 +732,13 @@ def test_undo_names_the_layer_and_says_when_it_is_not_the_current_one(stack_widg
 
 
 def test_an_image_it_cannot_use_is_said_once_in_the_status(make_widget, notifications):
-    """A 4D image: the status says why it cannot be used (it said "Open an image" while the
+    """A 5D image (a 4D one with a short first axis is asked about since session 42: time
+    or channels?): the status says why it cannot be used (it said "Open an image" while the
     image was open), and the error comes once, not again on every later layer change."""
     viewer, widget = make_widget()
-    viewer.add_image(np.zeros((2, 3, 16, 16), np.float32), name="tzyx")
+    viewer.add_image(np.zeros((2, 2, 3, 16, 16), np.float32), name="tzyx")
     c = widget.controller
-    assert c.status.startswith("Cannot use 'tzyx': the image has 4 spatial dimensions"), c.status
+    assert c.status.startswith("Cannot use 'tzyx': the image has 5 spatial dimensions"), c.status
     assert widget._status.text() == c.status
     seen = [m for _, m in notifications if "spatial dimensions" in m]
     assert len(seen) == 1
@@ -754,12 +755,12 @@ def test_an_action_on_an_image_it_cannot_use_says_why_not_open_an_image(make_wid
     from sam_qt_helpers import press_key
 
     viewer, widget = make_widget()
-    viewer.add_image(np.zeros((2, 3, 16, 16), np.float32), name="tzyx")
+    viewer.add_image(np.zeros((2, 2, 3, 16, 16), np.float32), name="tzyx")
     c = widget.controller
     for act in (lambda: press_key(viewer, "Shift-C"), widget._on_propagate):
         c.status = ""
         act()
-        assert c.status.startswith("Cannot use 'tzyx': the image has 4 spatial dimensions"), (
+        assert c.status.startswith("Cannot use 'tzyx': the image has 5 spatial dimensions"), (
             c.status)
     viewer.layers.remove("tzyx")
     press_key(viewer, "Shift-C")
@@ -788,8 +789,8 @@ def test_a_point_added_from_a_script_on_an_image_it_cannot_use_says_why(make_wid
     from napari_sam.annotate.errors import UserError
 
     viewer, widget = make_widget()
-    viewer.add_image(np.zeros((2, 3, 16, 16), np.float32), name="tzyx")
-    with pytest.raises(UserError, match="Cannot use 'tzyx': the image has 4 spatial"):
+    viewer.add_image(np.zeros((2, 2, 3, 16, 16), np.float32), name="tzyx")
+    with pytest.raises(UserError, match="Cannot use 'tzyx': the image has 5 spatial"):
         widget.controller.add_point(0, 5, 5)
 
 

@@ -3,7 +3,8 @@
 A (T, Z, Y, X) light-sheet run of 3 time points has the shape of a (C, Z, Y, X) image of 3
 stains. Where napari (the layer's ``axis_labels``) or the image's file (an ImageJ ``TZYX``
 TIFF, which napari's own reader opens with the labels ``-4 .. -1``) names the first axis
-time, the dock takes the image as a movie. Where nothing says (an array added from Python),
+time, the dock takes the image as a movie; so it does where napari gives that axis a unit of time
+(``units=("second", "um", "um", "um")``). Where nothing says (an array added from Python),
 the dock asks, with two buttons below 'Channel axis' (:class:`MovieAxisRow`): *Time points*
 takes it as a movie (remembered for that layer), *Channels* picks it in 'Channel axis'. It
 refused such an image before, also when the file named its axes ``TZYX``.
@@ -45,6 +46,9 @@ def first_axis_named(layer, channel_axis: int | None) -> tuple[bool, str] | None
     name = str(labels[axis]).strip().lower() if axis < len(labels) else ""
     if name in TIME_NAMES or name in CHANNEL_NAMES:
         return name in TIME_NAMES, f"napari names axis {axis} '{labels[axis]}'"
+    units = tuple(getattr(layer, "units", None) or ())
+    if axis < len(units) and is_time_unit(units[axis]):
+        return True, f"napari gives axis {axis} the unit '{units[axis]}'"
     from napari_sam.io import file_axes
 
     path = getattr(getattr(layer, "source", None), "path", None)
@@ -52,6 +56,15 @@ def first_axis_named(layer, channel_axis: int | None) -> tuple[bool, str] | None
     if axes is None or len(axes) != layer.ndim or axes[axis] not in "TC":
         return None
     return axes[axis] == "T", f"its file names its axes {axes}"
+
+
+def is_time_unit(unit) -> bool:
+    """Whether napari's ``unit`` of an axis (a pint unit) is one of time (second, minute,
+    ...)."""
+    try:
+        return str(unit.dimensionality) == "[time]"
+    except AttributeError:  # (no unit, or not pint's)
+        return False
 
 
 def is_ambiguous(layer, channel_axis: int | None, chosen: bool) -> bool:
