@@ -240,7 +240,7 @@ def test_a_4d_image_message_does_not_send_a_time_axis_to_channel_axis(make_widge
     widget._image.setCurrentIndex(widget._image.findData("czyx"))  # picked in 'Image'
     status = widget._status.text()
     assert status.startswith("Is axis 0 of 'czyx' (size 3) time or channels?"), status
-    assert "Press 'Time points' below if it holds 3 time points" in status, status
+    assert "Press 'Time points' under 'Channel axis' if it holds 3 time points" in status, status
     assert widget._channels.choice() == (None, None)  # (not picked as channels)
 
 

@@ -80,7 +80,7 @@ def test_the_dock_asks_time_or_channels_where_nothing_says(make_widget, tiny_pre
     row = widget._movie_axis
     assert c.source is None and row.isVisibleTo(widget)
     assert "Is axis 0 of 'py' (size 3) time or channels?" in c.status, c.status
-    assert "Press 'Time points' below" in c.status
+    assert "Press 'Time points' under 'Channel axis'" in c.status
     qtbot.mouseClick(row.time, Qt.MouseButton.LeftButton)
     widget.wait()
     assert c.source is not None and c.source.time_axis == 0 and c.source.n_times == T, c.status

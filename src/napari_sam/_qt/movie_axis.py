@@ -86,9 +86,9 @@ def movie_question(layer) -> str:
         layer.data[0].shape[axis])
     return (f"Is axis {axis} of '{layer.name}' (size {size}) time or channels? Neither napari "
             f"nor a file names it, and it is short enough to be either. Press 'Time points' "
-            f"below if it holds {size} time points (a movie of volumes: SAM segments the "
-            "volume at the time point the time slider shows), or 'Channels' if it holds "
-            "stains (then pick the one to segment in 'Channel').")
+            f"under 'Channel axis' if it holds {size} time points (a movie of volumes: SAM "
+            "segments the volume at the time point the time slider shows), or 'Channels' if "
+            "it holds stains (then pick the one to segment in 'Channel').")
 
 
 class MovieAxisRow(QWidget):
