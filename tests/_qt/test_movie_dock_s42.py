@@ -50,7 +50,8 @@ def test_a_short_imagej_movie_opened_with_napari_is_a_movie(make_widget, tiny_pr
     widget.wait()
     c = widget.controller
     assert c.source is not None and c.source.time_axis == 0 and c.source.n_times == T, c.status
-    assert "'run' is a movie of 3 time points" in c.status, c.status
+    assert ("'run' is a movie of 3 time points (its file names its axes TZYX): SAM segments "
+            "the volume at the time point the time slider shows") in c.status, c.status
     assert not widget._movie_axis.isVisibleTo(widget)
     click_commit_at(viewer, widget, 2, 3, 20, 20)
     labels = np.asarray(c.target_layer.data)
@@ -63,8 +64,9 @@ def test_napari_axis_labels_name_time(make_widget, tiny_predictor):
     """A (3, 6, 64, 64) layer whose napari axis labels name axis 0 't' is a movie."""
     viewer, widget = make_widget(short_movie(), name="labelled",
                                  axis_labels=("t", "z", "y", "x"))
-    use_predictor(widget, tiny_predictor)
     c = widget.controller
+    assert "'labelled' is a movie of 3 time points (napari names axis 0 't')" in c.status
+    use_predictor(widget, tiny_predictor)
     assert c.source is not None and c.source.n_times == T, c.status
 
 
@@ -84,7 +86,7 @@ def test_the_dock_asks_time_or_channels_where_nothing_says(make_widget, tiny_pre
     qtbot.mouseClick(row.time, Qt.MouseButton.LeftButton)
     widget.wait()
     assert c.source is not None and c.source.time_axis == 0 and c.source.n_times == T, c.status
-    assert "'py' is a movie of 3 time points" in c.status, c.status
+    assert "'py' is a movie of 3 time points (you said axis 0 holds time points)" in c.status
     assert not row.isVisibleTo(widget)
     click_commit_at(viewer, widget, 1, 3, 44, 44)
     labels = np.asarray(c.target_layer.data)
@@ -296,6 +298,8 @@ def test_a_time_unit_names_time(make_widget, tiny_predictor):
     """A (3, 6, 64, 64) layer whose first axis has napari's unit 'second' is a movie."""
     viewer, widget = make_widget(short_movie(), name="timed", scale=(30.0, 1.0, 1.0, 1.0),
                                  units=("second", "um", "um", "um"))
-    use_predictor(widget, tiny_predictor)
     c = widget.controller
+    assert "'timed' is a movie of 3 time points (napari gives axis 0 the unit 'second')" in (
+        c.status), c.status
+    use_predictor(widget, tiny_predictor)
     assert c.source is not None and c.source.n_times == T, c.status

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_sam.annotate.image_source import ImageSource
+from napari_sam.annotate.image_source import MAX_CHANNELS, ImageSource
 from napari_sam.annotate.prompt_groups import boxes_from_shapes
 from napari_sam.prompts import MIN_BOX_SIDE
 
@@ -49,14 +49,16 @@ def time_source(viewer, layer, channel_axis: int | None, channel: int | None,
                                               time_first=time_first)
 
 
-def movie_note(source: ImageSource | None, name: str) -> str:
+def movie_note(source: ImageSource | None, name: str, why: str = "") -> str:
     """The status line's words when a movie of volumes, image ``name``, is picked, e.g.
     "'movie' is a movie of 5 time points: SAM segments the volume at the time point the
-    time slider shows (2 now)." ("" for any other image)."""
+    time slider shows (2 now)." ("" for any other image); ``why`` it is taken as one, e.g.
+    "its file names its axes TZYX", in brackets after the count."""
     if source is None or source.time_axis is None:
         return ""
-    return (f"'{name}' is a movie of {source.n_times} time points: SAM segments the volume at "
-            f"the time point the time slider shows ({source.time_point} now).")
+    return (f"'{name}' is a movie of {source.n_times} time points{f' ({why})' if why else ''}"
+            f": SAM segments the volume at the time point the time slider shows "
+            f"({source.time_point} now).")
 
 
 def movie_prompts(points_layer, boxes_layer, source: ImageSource) -> tuple:
@@ -93,6 +95,20 @@ class TimePoints:
         named = first_axis_named(layer, channel_axis)
         return (named is not None and named[0]) or (
             getattr(layer, "unique_id", id(layer)) in self.time_chosen)
+
+    def movie_reason(self, layer) -> str:
+        """Why a short movie (T <= ``MAX_CHANNELS``, which could be channels) is taken as
+        one: "its file names its axes TZYX", "napari names axis 0 't'", "you said axis 0
+        holds time points"; "" for any other image (a longer time axis is not in doubt)."""
+        src = self.source
+        if src is None or src.time_axis is None or src.n_times > MAX_CHANNELS:
+            return ""
+        named = first_axis_named(layer, self.channel_axis)
+        if named is not None and named[0]:
+            return named[1]
+        if getattr(layer, "unique_id", id(layer)) in self.time_chosen:
+            return f"you said axis {src.time_axis} holds time points"
+        return ""
 
     def choose_time(self, layer) -> None:
         """The user said the first axis of ``layer`` holds time points (the dock's *Time

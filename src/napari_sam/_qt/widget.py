@@ -238,7 +238,8 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
                 layer, self._channels.choice()[0]) else None)
         self._refused_image = None
         if not L.same(layer, before):  # a movie: which time point SAM segments
-            lead = " ".join(t for t in (lead, movie_note(c.source, layer.name)) if t)
+            lead = " ".join(t for t in (lead, movie_note(c.source, layer.name,
+                                                          c.movie_reason(layer))) if t)
         if lead:
             c.say(f"{lead} {c.status}")
         note = self._follow_file_axes() if not L.same(layer, before) else ""
