@@ -132,3 +132,19 @@ def test_a_file_rewritten_with_its_time_stamp_kept_is_read_again(tmp_path):
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert os.stat(path).st_size == stat.st_size
     assert file_header(path).pixel_size == pytest.approx((3.0, 0.5, 0.5))
+
+
+def test_the_view_follows_the_voxel_size_it_sets(make_widget, tmp_path):
+    """napari fits an image it opens at scale 1; the dock's 0.5 um pixels then left it in the
+    top-left quarter of the canvas, and its 2 um z step moved the slider to slice 2 of 9."""
+    path = tmp_path / "stack.tif"
+    _imagej(path, np.zeros((9, 120, 160), np.uint16), "ZYX", 2.0, 0.5)
+    viewer, widget = make_widget()
+    viewer.open(str(path), plugin="napari")  # napari shows the middle slice, fitted
+    layer = viewer.layers["stack"]
+    assert tuple(layer.scale) == pytest.approx((2.0, 0.5, 0.5))
+    assert round(layer.world_to_data(viewer.dims.point)[0]) == 4  # the slice napari showed
+    center, zoom = tuple(viewer.camera.center), viewer.camera.zoom
+    viewer.reset_view()  # what napari shows an image opened at this scale
+    assert center[1:] == pytest.approx(tuple(viewer.camera.center)[1:], abs=0.5)
+    assert zoom == pytest.approx(viewer.camera.zoom, rel=0.02)

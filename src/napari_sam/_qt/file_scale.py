@@ -5,6 +5,11 @@ napari opens an ImageJ TIFF of a CT volume with 12.5 µm voxels (or a confocal s
 2 µm z steps and 0.3 µm pixels) at scale 1 in pixels; the labels layers the dock made copied
 that, and labels saved from napari lost the voxel size the command line's outputs keep
 (porosity or volume measurements need it). A layer the user scaled is left as it is.
+
+The view follows: napari fitted the image at scale 1 when it opened it, and a scale of 0.5 µm
+left it in the top-left quarter of the canvas (and a z step of 2 µm moved the slider to
+another slice); the camera and the sliders are scaled with the layer, so the same pixels and
+slice stay in view.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import numpy as np
 __all__ = ["apply_file_scale"]
 
 
-def apply_file_scale(layer, layers=()) -> str:
+def apply_file_scale(layer, layers=(), viewer=None) -> str:
     """Set image ``layer``'s scale (and units) from the voxel size its file's metadata names,
     when the layer has napari's default scale (all 1), translate (0) and units (pixels).
 
@@ -23,7 +28,8 @@ def apply_file_scale(layer, layers=()) -> str:
     without a voxel size (or one of 1 in every axis), or a layer whose dimensions are not the
     file's. When another of ``layers`` (the viewer's) with the same rows and columns is at
     the default scale (labels opened beside the image), nothing is set either, as it would no
-    longer line up with the image: the line says so.
+    longer line up with the image: the line says so. With ``viewer``, its camera and sliders
+    follow the new scale (:func:`_keep_view`).
 
     Returns
     -------
@@ -62,10 +68,34 @@ def apply_file_scale(layer, layers=()) -> str:
         return (f"{said}: not set on the layer, as '{beside[0]}' of the same size is at scale "
                 "1 and would no longer line up with it (set both layers' scale in napari to "
                 "use it).")
+    old = np.asarray(layer.scale, float)
     layer.scale = [size_of.get(a, 1.0) for a in axes]
+    if viewer is not None:
+        _keep_view(viewer, layer, old)
     try:
         layer.units = [unit if a in size_of else "pixel" for a in axes]
     except (ValueError, TypeError, AttributeError):  # a unit napari does not know
         return (f"{said}: the layer's scale is set; its unit '{unit}' is unknown to napari, "
                 "so the axes stay in pixels and labels saved from here claim no unit.")
     return f"{said}: the layer's scale is set, and labels made here keep it."
+
+
+def _keep_view(viewer, layer, old_scale) -> None:
+    """Show the pixels and slice of ``layer`` that ``viewer`` showed before its scale changed
+    from ``old_scale``: the sliders' points and the camera's centre scaled by the change, its
+    zoom divided by it (on the displayed axes; their mean where they differ)."""
+    n = viewer.dims.ndim
+    factor = np.ones(n)
+    if n < layer.ndim:
+        return
+    factor[n - layer.ndim:] = np.asarray(layer.scale, float) / np.asarray(old_scale, float)
+    point = np.asarray(viewer.dims.point, float) * factor
+    displayed = list(viewer.dims.displayed)
+    for axis in range(n):
+        if axis not in displayed:
+            viewer.dims.set_point(axis, point[axis])
+    center = np.asarray(viewer.camera.center, float)
+    shown = factor[displayed]
+    center[len(center) - len(displayed):] *= shown
+    viewer.camera.center = tuple(center)
+    viewer.camera.zoom = float(viewer.camera.zoom) / float(np.mean(shown))

@@ -230,7 +230,8 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         lead = ""
         if not L.same(layer, before):  # what napari's reader dropped from the image's file
             lead = " ".join(t for t in (pyramid.level_note(layer), apply_file_scale(
-                L.unwrap(layer), self.viewer.layers), self._channels_from_file(layer)) if t)
+                L.unwrap(layer), self.viewer.layers, self.viewer),
+                self._channels_from_file(layer)) if t)
         try:
             c.set_image(layer, *self._channels.choice())
         finally:  # time or channels? asked where nothing says (movie_axis)
