@@ -329,6 +329,26 @@ def test_output_lock_is_exclusive_across_processes(tmp_path):
         assert got is True
 
 
+@pytest.mark.parametrize("code, held", [("EWOULDBLOCK", True), ("EACCES", True),
+                                         ("ENOLCK", False), ("ENOSYS", False)])
+def test_only_a_held_lock_reads_as_busy(tmp_path, monkeypatch, caplog, code, held):
+    """``flock``'s "held" answers mean busy; ENOLCK (NFS without lockd) or ENOSYS (Lustre
+    without flock) mean the file system cannot lock: the job runs (it was "busy" forever)."""
+    import errno
+    import fcntl
+
+    def flock(fd, op):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    for _ in range(2):  # the note is said once
+        with batch.OutputLock(tmp_path / "o.tif") as got:
+            assert got is not held
+    notes = [r.getMessage() for r in caplog.records if "cannot lock" in r.getMessage()]
+    assert len(notes) == (0 if held else 1)
+    assert (tmp_path / ".napari-sam-work").exists() is held  # unlocked: nothing left behind
+
+
 # ----------------------------------------------------------------------------- jobs in-process
 
 

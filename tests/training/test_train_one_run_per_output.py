@@ -70,3 +70,49 @@ def test_a_second_run_into_one_checkpoint_is_refused_until_the_first_is_gone(
     assert rc == 0, err
     assert f"wrote {out}" in stdout
     assert not (tmp_path / ".napari-sam-work").exists()  # the run removed its lock
+
+
+def test_a_folder_whose_file_system_cannot_lock_trains_with_a_note(
+        tmp_path, samples, tiny_model, capsys, monkeypatch):
+    """An NFS mount without lockd answers ``flock`` with ENOLCK (Lustre without flock:
+    ENOSYS): the run trains without a lock and says so once; it used to be refused as
+    "being trained by another napari-sam process" forever."""
+    import errno
+    import fcntl
+
+    def cannot_lock(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", cannot_lock)
+    out = tmp_path / "nfs" / "m.pt"
+    rc, stdout, err = cli(_train(samples, samples / "ground_truth", out, tiny_model), capsys)
+    assert rc == 0, err
+    assert f"wrote {out}" in stdout
+    notes = [ln for ln in err.splitlines() if "cannot lock" in ln]
+    assert notes == [
+        f"napari-sam: the file system of {tmp_path / 'nfs'} cannot lock files "
+        f"({os.strerror(errno.ENOLCK)}): running without a lock, so two napari-sam runs "
+        "writing the same output there are not kept apart; run one at a time, or write to "
+        "a local disk"]
+    assert not (tmp_path / "nfs" / ".napari-sam-work").exists()  # no lock file left
+
+
+def test_a_checkpoint_named_through_a_link_and_dotdot_shares_its_lock(
+        tmp_path, samples, tiny_model, capsys):
+    """``-o a/link/../m.pt`` where ``a/link`` points at ``b/c``: the kernel writes ``b/m.pt``,
+    so the run takes ``b/m.pt``'s lock (it took ``a/m.pt``'s, ``..`` read as text, and
+    trained into the checkpoint another run was training)."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b" / "c").mkdir(parents=True)
+    (tmp_path / "a" / "link").symlink_to(tmp_path / "b" / "c")
+    holder = _hold(tmp_path / "b" / "m.pt")
+    try:
+        rc, _, err = cli(_train(samples, samples / "ground_truth",
+                                f"{tmp_path}/a/link/../m.pt", tiny_model), capsys)
+        assert rc == 2
+        assert f"is being trained by another napari-sam process (pid {holder.pid})" in (
+            error_line(err))
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert not (tmp_path / "b" / "m.pt").exists()

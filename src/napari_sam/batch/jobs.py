@@ -5,6 +5,8 @@ of its resumable per-slice data, and the lock that keeps two processes off one o
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
 import socket
 import time
@@ -20,6 +22,14 @@ from napari_sam.batch.models import model_file_id, packaged_model_id
 from napari_sam.batch.output_names import folds_names, output_key
 from napari_sam.batch.preview import preview_path
 from napari_sam.batch.prompts import check_unambiguous, prompts_for
+
+logger = logging.getLogger("napari_sam.batch")
+
+#: What ``flock`` answers when another process holds the lock; any other error (ENOLCK on
+#: an NFS mount without lockd, ENOSYS or EOPNOTSUPP on a Lustre mount without flock) means
+#: the file system cannot lock at all.
+BUSY_ERRNOS = frozenset({errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES})
+_UNLOCKABLE_NOTED: set[str] = set()  # lock folders whose file system cannot lock, said once
 
 
 def make_jobs(inputs: Sequence[Path], ctx: Context,
@@ -83,7 +93,12 @@ class OutputLock:
     output folder's ``.napari-sam-work/locks/`` and are removed when the job ends (the
     folders too, when empty), so a finished run leaves no trace. Removing a lock file is
     safe: a process that locked the old file checks that the path still names it, and
-    retries otherwise. Where ``fcntl`` is missing (Windows) locking is skipped.
+    retries otherwise. Where ``fcntl`` is missing (Windows) locking is skipped, and so it is
+    on a file system that cannot lock (``flock`` fails with another error than "held":
+    ENOLCK on NFS without lockd, ENOSYS on Lustre without flock), with a note once per
+    folder (:func:`note_unlockable`): the job runs, but two runs there are not kept apart.
+    The folder is taken with its symbolic links resolved, so two spellings of one output
+    (a link to its folder) share one lock.
 
     Parameters
     ----------
@@ -93,7 +108,8 @@ class OutputLock:
     """
 
     def __init__(self, output: Path, *, wait: bool = False):
-        self.path = output.parent / WORK_DIR / "locks" / f"{output.name}.lock"
+        parent = Path(os.path.realpath(output.parent))  # one lock for every spelling
+        self.path = parent / WORK_DIR / "locks" / f"{output.name}.lock"
         self.wait = bool(wait)
         self._fh = None
 
@@ -124,9 +140,13 @@ class OutputLock:
                 continue
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
-            except OSError:
-                fh.close()
-                return False
+            except OSError as exc:
+                if exc.errno in BUSY_ERRNOS:
+                    fh.close()
+                    return False
+                note_unlockable(self.path.parent, exc)
+                self._fh = fh  # not locked: __exit__ still removes the file and folders
+                return True
             except BaseException:  # Ctrl-C while waiting
                 fh.close()
                 raise
@@ -153,6 +173,21 @@ class OutputLock:
             for d in (self.path.parent, self.path.parent.parent):  # locks/, .napari-sam-work/
                 with contextlib.suppress(OSError):
                     d.rmdir()  # only when empty
+
+
+def note_unlockable(folder: Path, exc: OSError) -> None:
+    """Say once per ``folder`` (a warning of the ``napari_sam.batch`` logger: a
+    ``napari-sam: ...`` line on the command line) that its file system cannot lock, so the
+    jobs there run without a lock and two runs on one output are not kept apart."""
+    key = str(folder)
+    if key in _UNLOCKABLE_NOTED:
+        return
+    _UNLOCKABLE_NOTED.add(key)
+    logger.warning(
+        "the file system of %s cannot lock files (%s): running without a lock, so two "
+        "napari-sam runs writing the same output there are not kept apart; run one at a "
+        "time, or write to a local disk", folder.parent.parent,
+        exc.strerror or errno.errorcode.get(exc.errno, exc.errno))
 
 
 #: Why a complete output changed since it was written is kept (``output_state`` "edited").

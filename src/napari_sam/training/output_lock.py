@@ -50,7 +50,8 @@ def holding_output(out):
     if out is None:
         yield
         return
-    given, out = Path(out), Path(os.path.abspath(os.fspath(out)))
+    given = Path(out)  # its folder with links resolved: ``link/../m.pt`` is the kernel's file
+    out = Path(os.path.realpath(given.parent)) / given.name
     lock = OutputLock(out)
     key = str(lock.path)
     with _GUARD:
