@@ -43,7 +43,9 @@ class ChunkCache:
     """A read-only view of a chunked array that keeps its most recently decoded chunks.
 
     ``cache[key]`` takes basic indices (integers, slices of step 1, ``...``) and returns a
-    numpy array equal to ``numpy.asarray(data[key])``; other keys read ``data`` directly.
+    numpy array equal to ``numpy.asarray(data[key])``; other keys read ``data`` directly, and
+    so do regions of more than half ``max_bytes`` (their chunks would not stay cached, and
+    putting them together through the cache held the region three times over).
 
     Parameters
     ----------
@@ -88,6 +90,10 @@ class ChunkCache:
         if bounds is None:
             return np.asarray(self.data[key])
         region, squeeze = bounds
+        if math.prod(b - a for a, b in region) * self.dtype.itemsize > self.max_bytes // 2:
+            # its chunks would not stay cached: read straight through, one copy instead of
+            # three (the block read, its chunks' copies for the cache, the region put together)
+            return np.asarray(self.data[key])
         out = np.empty(tuple(b - a for a, b in region), self.dtype)
         if out.size:
             self._fill(out, region)
