@@ -3,7 +3,9 @@ keeps its embedding in memory (a 2D image's windows all), so memory grew with th
 the process was killed (a 4096 x 4096 image with the demo model: 441 windows, +337 MiB peak
 RSS; 16 times that at 16384 x 16384). It is now refused before any work when the embeddings
 would not fit in the memory available, with what to do; with a store the windows are kept to
-``cache_bytes``."""
+``cache_bytes``. The estimate is 1.5 x the features' float32 bytes (the process grows so on the
+CPU; the bare features were ~35 % under); embeddings on a CUDA device are weighed against the
+GPU's free memory, not the host's."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ def test_a_tiled_image_whose_windows_do_not_fit_in_memory_is_refused_without_a_s
     image = (np.random.default_rng(0).random((1, 1024, 1024)) * 255).astype(np.uint8)
     emb = ns.embed(image, tiny_sam, device="cpu")
     n = len(emb.tiling)
-    need = n * emb._window_bytes
+    need = n * emb._window_bytes * 3 // 2  # the features' bytes and the 1.5 x margin
     monkeypatch.setattr(memory, "available_memory", lambda: need - 1)
     with pytest.raises(ValueError) as info:
         emb.compute()
@@ -47,8 +49,45 @@ def test_a_tiled_image_whose_windows_do_not_fit_in_memory_is_refused_without_a_s
                       cache_bytes=need // 4, compute=True)  # a store: kept to cache_bytes
     held = sum(ws.in_memory for ws in stored._windows.values())
     assert 0 < held * stored._window_bytes <= need // 4 + stored._window_bytes
+    features = n * emb._window_bytes  # room for the bare features: not for what the
+    monkeypatch.setattr(memory, "available_memory", lambda: features)  # process grows by
+    with pytest.raises(ValueError, match=f"about {need / 1e9:.1f} GB, more than the"):
+        emb.compute()
     monkeypatch.setattr(memory, "available_memory", lambda: need)  # it fits: as before
     emb.compute()
     assert emb.missing([0]) == []
     monkeypatch.setattr(memory, "available_memory", lambda: 1)  # all in memory: nothing new
     assert len(emb[0].embeddings) == n
+
+
+@pytest.mark.parametrize("gpu_free, host_free, refused", [
+    (10, 1 << 40, True),   # the GPU is full: refused, however much RAM the host has
+    (1 << 40, 10, False),  # the GPU has room: the host's RAM does not matter (was refused)
+])
+def test_embeddings_on_a_cuda_device_are_weighed_against_its_free_memory(
+        tiny_sam, monkeypatch, gpu_free, host_free, refused):
+    """Tiled embeddings computed on CUDA stay on the GPU: the refusal compares them with
+    ``torch.cuda.mem_get_info()``'s free bytes (it compared them with the host's RAM, and
+    refused a GPU with room on a small host, or let a full GPU run out of memory)."""
+    import torch
+
+    import napari_sam.memory as memory
+
+    image = (np.random.default_rng(0).random((1, 1024, 1024)) * 255).astype(np.uint8)
+    emb = ns.embed(image, tiny_sam, device="cpu")
+    monkeypatch.setattr(emb.predictor, "device", torch.device("cuda", 0))  # as if on a GPU
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (gpu_free, 1 << 41))
+    monkeypatch.setattr(memory, "available_memory", lambda: host_free)
+    need = len(emb.tiling) * emb._window_bytes * 3 // 2
+    if refused:
+        with pytest.raises(ValueError) as info:
+            emb.compute()
+        assert (f"about {need / 1e9:.1f} GB, more than the {gpu_free / 1e9:.1f} GB free on "
+                "cuda:0; give them a store on disk") in str(info.value)
+    else:  # checked, then stopped before encoding anything (there is no GPU here)
+        assert emb.compute(should_stop=lambda: True).stopped
+    assert emb.encoder_calls == 0
+    monkeypatch.setattr(emb.predictor, "device", torch.device("cpu"))  # the host's on CPU
+    monkeypatch.setattr(memory, "available_memory", lambda: need - 1)
+    with pytest.raises(ValueError, match=f"more than the {(need - 1) / 1e9:.1f} GB available"):
+        emb.compute()

@@ -164,6 +164,24 @@ def available_memory() -> int | None:
     return min(rooms) if rooms else None
 
 
+def device_room(device) -> tuple[int | None, str]:
+    """Bytes a new tensor on ``device`` can have, and where, in words: a CUDA device's free
+    memory (``torch.cuda.mem_get_info``: ``"free on cuda:0"``); the host's
+    (:func:`available_memory`: ``"available here"``) for the CPU and MPS (whose memory is the
+    host's). ``(None, ...)`` where it cannot be read."""
+    dev = getattr(device, "type", None)
+    if dev == "cuda":
+        import torch
+
+        try:
+            free = int(torch.cuda.mem_get_info(device)[0])
+        except (RuntimeError, AssertionError, ValueError):  # not initialised, no driver
+            return None, "free on the GPU"
+        index = getattr(device, "index", None)
+        return free, f"free on {'cuda' if index is None else f'cuda:{index}'}"
+    return available_memory(), "available here"
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` says an allocation did not fit: a ``MemoryError``, torch's
     ``OutOfMemoryError``, or a ``RuntimeError`` of torch's allocators (CPU: ``DefaultCPUAllocator:

@@ -345,7 +345,8 @@ class TiledStackEmbeddings:
     def __getitem__(self, z) -> TiledEmbedding:
         z = self._check_index(z)
         missing = sum(1 for i in range(len(self.tiling)) if self.window_stack(i).missing([z]))
-        problem = _no_room(missing * self._window_bytes) if missing else None
+        problem = (_no_room(missing * self._window_bytes, self.predictor.device)
+                   if missing else None)
         if problem:  # a TiledEmbedding holds every window of its slice, store or not
             raise ValueError(
                 f"emb[{z}] holds the embeddings of all {len(self.tiling)} windows of slice {z} "
@@ -386,14 +387,15 @@ class TiledStackEmbeddings:
     def _check_room(self, todo: list[int]) -> None:
         """Without a store, every window keeps the embeddings of up to :attr:`window_cache` of
         the slices computed (all of a 2D image's windows, however large the image): a
-        ValueError before any work when they would not fit in the memory available here
-        (:func:`napari_sam.memory.available_memory`), saying to pass ``store=``."""
+        ValueError before any work when they would not fit in the memory free where they live
+        (:func:`napari_sam.memory.device_room`: the GPU's on CUDA, else the host's), saying
+        to pass ``store=``."""
         if self._tiles is not None or not todo:
             return
         held = sum(ws.in_memory for ws in self._windows.values())
         n = len(set(todo))
         problem = _no_room((len(self.tiling) * min(n, self.window_cache) - held)
-                           * self._window_bytes)
+                           * self._window_bytes, self.predictor.device)
         if problem:
             h, w = self.shape[1:]
             raise ValueError(
@@ -445,15 +447,25 @@ class TiledStackEmbeddings:
         return self
 
 
-def _no_room(need: int) -> str | None:
-    """``need`` bytes in words beside the memory available here when they are more than it
-    ("about 7.6 GB, more than the 4.0 GB available here"), else None."""
-    from napari_sam.memory import available_memory
+#: What holding embeddings costs over their float32 features: on the CPU the process grew
+#: about 1.5 x the features' bytes (the allocator's overhead and the encoder's buffers it
+#: keeps; measured in session 42: the features' estimate was ~35 % under the RSS growth of
+#: computing a 2048 x 2048 image's windows with the demo model), so the estimate is raised so.
+ROOM_MARGIN = 1.5
 
-    free = available_memory()
+
+def _no_room(features: int, device) -> str | None:
+    """``features`` bytes of embeddings on ``device`` (times :data:`ROOM_MARGIN`) in words
+    beside the memory free where they live, when they are more than it: the GPU's for a CUDA
+    device, the host's for the CPU and MPS ("about 7.6 GB, more than the 4.0 GB available
+    here", "... the 3.2 GB free on cuda:0"), else None."""
+    from napari_sam.memory import device_room
+
+    need = int(features * ROOM_MARGIN)
+    free, where = device_room(device)
     if free is None or need <= free:
         return None
-    return f"about {need / 1e9:.1f} GB, more than the {free / 1e9:.1f} GB available here"
+    return f"about {need / 1e9:.1f} GB, more than the {free / 1e9:.1f} GB {where}"
 
 
 def embed(
