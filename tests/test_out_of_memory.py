@@ -159,6 +159,42 @@ def test_a_library_that_cannot_load_under_ulimit_v_is_out_of_memory(monkeypatch)
     assert not is_out_of_memory(ImportError("libfoo.so: cannot open shared object file"))
 
 
+@pytest.mark.parametrize("text", [
+    "libx.so: failed to map segment from shared object: Operation not permitted",  # noexec
+    "libgomp-a34b3233.so.1: cannot allocate memory in static TLS block",  # glibc's TLS
+    "/mnt/env/lib/libc10.so: failed to map segment from shared object: Permission denied",
+])
+def test_a_loader_error_that_is_not_memory_is_not_called_out_of_memory(monkeypatch, text):
+    """Under ``ulimit -v`` a library on a ``noexec`` mount, or one that needs glibc's static
+    TLS block, failed as "out of memory ... raise it, e.g. ulimit -v unlimited", advice that
+    cannot help: they are their own errors now."""
+    from napari_sam import memory
+
+    monkeypatch.setattr(memory.resource, "getrlimit", lambda kind: (2_000_000_000, -1))
+    assert not is_out_of_memory(ImportError(text))
+    assert not is_out_of_memory(OSError(text))  # ctypes.CDLL's
+
+
+def test_a_bare_enomem_is_out_of_memory_in_its_own_words(monkeypatch):
+    """An ``OSError`` ENOMEM that is no library (a memory map refused under ``ulimit -v``)
+    names the limit and to raise it; it said "loading a library failed". A loader's text
+    with "Cannot allocate memory" is a library out of memory with or without a limit."""
+    import errno
+
+    from napari_sam import memory
+
+    enomem = OSError(errno.ENOMEM, "Cannot allocate memory")
+    lib = ImportError("/venv/torch/lib/libtorch_cpu.so: failed to map segment from shared "
+                      "object: Cannot allocate memory")
+    monkeypatch.setattr(memory.resource, "getrlimit", lambda kind: (-1, -1))  # no limit
+    assert is_out_of_memory(enomem) and out_of_memory_words(enomem) == "out of memory"
+    assert out_of_memory_words(lib) == "out of memory (loading libtorch_cpu.so failed)"
+    monkeypatch.setattr(memory.resource, "getrlimit", lambda kind: (2_000_000_000, -1))
+    assert out_of_memory_words(enomem) == (
+        "out of memory (under this process's address-space limit, ulimit -v 1953125 "
+        "(2.00 GB): raise it, e.g. ulimit -v unlimited)")
+
+
 def test_auto_out_of_memory_names_the_options_and_a_rerun_resumes(tmp_path, tiny_model,
                                                                   offline_cli, capsys,
                                                                   monkeypatch):

@@ -40,8 +40,13 @@ MIN_ADDRESS_SPACE = 1_200_000_000
 #: Texts of the RuntimeErrors torch raises when an allocation fails (CPU, CUDA, MPS).
 _RUNTIME_OOM = ("can't allocate memory", "out of memory", "not enough memory",
                 "cannot allocate memory")
-#: What the dynamic loader says when a library does not fit (``ulimit -v``, ``prlimit --as``).
-_LOAD_OOM = ("failed to map segment from shared object", "cannot allocate memory")
+#: What the dynamic loader says when it cannot map a library: for want of memory (glibc's bare
+#: text under ``ulimit -v``, or with ``: Cannot allocate memory``), but also on a ``noexec``
+#: mount (``: Operation not permitted``).
+_LOAD_FAILED = ("failed to map segment from shared object", "cannot map zero-fill pages")
+#: Loader texts that are not memory, whatever else they say: a ``noexec`` mount, a file that
+#: cannot be read, glibc's static TLS block (``cannot allocate memory in static TLS block``).
+_LOAD_NOT_MEMORY = ("operation not permitted", "permission denied", "static tls")
 _CGROUP = Path("/sys/fs/cgroup")
 _PROC_SELF_CGROUP = Path("/proc/self/cgroup")
 
@@ -186,7 +191,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` says an allocation did not fit: a ``MemoryError``, torch's
     ``OutOfMemoryError``, or a ``RuntimeError`` of torch's allocators (CPU: ``DefaultCPUAllocator:
     can't allocate memory``; CUDA, MPS: ``out of memory``)."""
-    if isinstance(exc, MemoryError) or _library_out_of_memory(exc):
+    if isinstance(exc, MemoryError) or _library_out_of_memory(exc) or _is_enomem(exc):
         return True
     torch = sys.modules.get("torch")  # not imported by us: an error of torch means it is loaded
     oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
@@ -218,15 +223,38 @@ def address_space_too_small(command: str) -> str | None:
 
 
 def _library_out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is a library (torch's, a codec's) that could not be loaded for want of
-    memory: an ``ImportError`` or ``OSError`` (ctypes) of the dynamic loader under an
-    address-space limit, or an ``OSError`` ENOMEM."""
-    if isinstance(exc, OSError) and exc.errno == errno.ENOMEM:
-        return True
-    if not isinstance(exc, (ImportError, OSError)) or _address_space_limit() is None:
+    """Whether ``exc`` is a library (torch's, a codec's) that the dynamic loader could not map
+    for want of memory: an ``ImportError`` or ``OSError`` (ctypes) whose text says "cannot
+    allocate memory", or glibc's bare "failed to map segment from shared object" under an
+    address-space limit (what ``ulimit -v`` gives); never one that says it was not permitted
+    (a ``noexec`` mount) or names the static TLS block."""
+    if not isinstance(exc, (ImportError, OSError)):
         return False
     text = str(exc).lower()
-    return any(t in text for t in _LOAD_OOM)
+    if not any(t in text for t in _LOAD_FAILED) and not (
+            "cannot allocate memory" in text and "shared object" in text):
+        return False
+    if any(t in text for t in _LOAD_NOT_MEMORY):
+        return False
+    return ("cannot allocate memory" in text or getattr(exc, "errno", None) == errno.ENOMEM
+            or _address_space_limit() is not None)
+
+
+def _is_enomem(exc: BaseException) -> bool:
+    """An ``OSError`` ENOMEM that is no library load: a memory map (``numpy.load(...,
+    mmap_mode="r")``), a thread or process that could not be made."""
+    return isinstance(exc, OSError) and exc.errno == errno.ENOMEM and not (
+        _library_out_of_memory(exc))
+
+
+def _enomem_words() -> str:
+    """``out of memory`` of a bare ENOMEM, with the address-space limit when there is one
+    (``ulimit -v`` is what most often refuses a memory map)."""
+    limit = _address_space_limit()
+    if limit is None:
+        return "out of memory"
+    return (f"out of memory (under this process's address-space limit, ulimit -v "
+            f"{limit // 1024} ({limit / 1e9:.2f} GB): raise it, e.g. ulimit -v unlimited)")
 
 
 def _library_words(exc: BaseException) -> str:
@@ -245,9 +273,12 @@ def _library_words(exc: BaseException) -> str:
 def out_of_memory_words(exc: BaseException) -> str:
     """``exc`` (for which :func:`is_out_of_memory` holds) in a few words, e.g. ``out of memory
     (an allocation of 46.3 MB failed)``; the size where the message gives it; for a library
-    that could not be loaded under ``ulimit -v``, the library, the limit and to raise it."""
+    that could not be loaded under ``ulimit -v``, the library, the limit and to raise it; for
+    an ``OSError`` ENOMEM (a memory map) the limit, when there is one, and to raise it."""
     if _library_out_of_memory(exc):
         return _library_words(exc)
+    if _is_enomem(exc):
+        return _enomem_words()
     text = str(exc)
     m = (re.search(r"allocate (\d+) bytes", text)
          or re.search(r"allocate ([\d.]+ ?[KMGT]i?B)", text))
