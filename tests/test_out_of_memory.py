@@ -195,6 +195,37 @@ def test_a_bare_enomem_is_out_of_memory_in_its_own_words(monkeypatch):
         "(2.00 GB): raise it, e.g. ulimit -v unlimited)")
 
 
+def test_a_npy_that_cannot_be_mapped_under_ulimit_v_is_out_of_memory_not_damaged(
+        tmp_path, tiny_model, offline_cli, capsys, monkeypatch):
+    """``auto huge.npy`` (2.1 GB) under ``ulimit -v 1600000``: ``numpy.load(mmap_mode="r")``
+    fails with ENOMEM, which is memory, with the limit (was: "Cannot read image ...: not a
+    readable .npy array (OSError: [Errno 12] Cannot allocate memory). Check that the file is
+    a complete TIFF ..."). Mapping is refused here as ``mmap`` refuses it under the limit."""
+    import errno
+
+    from napari_sam import memory
+
+    inp = tmp_path / "huge.npy"
+    np.save(inp, blob_stack(z=2, size=48))
+    load = np.load
+
+    def refused_map(file, mmap_mode=None, **kw):
+        if mmap_mode:
+            raise OSError(errno.ENOMEM, "Cannot allocate memory")
+        return load(file, mmap_mode=mmap_mode, **kw)
+
+    monkeypatch.setattr(np, "load", refused_map)
+    limit = 200_000_000_000  # above what this process maps, so only the map fails
+    monkeypatch.setattr(memory.resource, "getrlimit", lambda kind: (limit, -1))
+    rc, _, err = cli(["auto", str(inp), "-o", str(tmp_path / "out"), "--model",
+                      str(tiny_model), "-q"], capsys)
+    assert rc == 1
+    assert (f"huge.npy: out of memory (under this process's address-space limit, ulimit -v "
+            f"{limit // 1024} (200.00 GB): raise it, e.g. ulimit -v unlimited): this file "
+            "needs more memory than is free here") in " ".join(err.split())
+    assert "not a readable .npy array" not in err
+
+
 def test_auto_out_of_memory_names_the_options_and_a_rerun_resumes(tmp_path, tiny_model,
                                                                   offline_cli, capsys,
                                                                   monkeypatch):

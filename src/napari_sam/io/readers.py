@@ -42,6 +42,7 @@ from napari_sam.io.time_interval import (
     time_interval_from_ome,
     time_interval_from_zarr,
 )
+from napari_sam.memory import is_out_of_memory
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
 
@@ -441,6 +442,8 @@ def _read_npy(path: Path, axes: str | None, lazy: bool) -> ImageData:
     try:
         data = np.load(path, mmap_mode="r" if lazy else None, allow_pickle=False)
     except Exception as exc:
+        if is_out_of_memory(exc):  # a map refused under ulimit -v: not a damaged file
+            raise
         raise ImageReadError(
             path, f"not a readable .npy array ({type(exc).__name__}: {exc})"
         ) from exc
