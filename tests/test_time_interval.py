@@ -126,3 +126,37 @@ def test_an_ome_zarr_movie_gives_its_time_axis_scale_as_the_interval(tmp_path):
     got = nio.read_image(tmp_path / "movie.zarr")
     assert got.axes == "TZYX" and got.pixel_size == pytest.approx((2.0, 0.5, 0.5))
     assert got.metadata["time_interval"] == MINUTES
+
+
+#: OME's UnitsTime (ome.xsd): the only values TimeIncrementUnit may take.
+OME_UNITS_TIME = {"Ys", "Zs", "Es", "Ps", "Ts", "Gs", "Ms", "ks", "hs", "das", "s", "ds", "cs",
+                  "ms", "µs", "ns", "ps", "fs", "as", "zs", "ys", "min", "h", "d"}
+
+
+@pytest.mark.parametrize(("unit", "symbol"), [
+    ("us", "µs"), ("microsecond", "µs"), ("hr", "h"), ("hour", "h"), ("sec", "s"),
+    ("msec", "ms"), ("min", "min"), ("weeks", None), ("µs", "µs")])
+def test_ome_labels_write_the_time_unit_as_an_ome_symbol(tmp_path, unit, symbol):
+    """OME-TIFF labels of a movie in ``us``, ``hour``, ``hr``, ``msec``: TimeIncrementUnit is
+    OME's symbol (``µs``, ``h``, ``ms``; was written as given, which OME's schema refuses:
+    Bio-Formats and OMERO failed on the file's OME-XML). A unit OME has none for writes no
+    interval there (without a unit OME reads seconds); the ImageJ TIFF keeps ``tunit`` as
+    given (``µs``, as an OME-TIFF movie gives it, as ``us``: the description is ASCII, and
+    writing the labels failed with UnicodeEncodeError)."""
+    import re
+
+    labels = _labels((3, 16, 16))
+    time = {"value": 2.0, "unit": unit}
+    path = nio.write_labels(tmp_path / "l.ome.tif", labels, axes="TYX", time_interval=time)
+    with tifffile.TiffFile(path) as tif:
+        written = dict(re.findall(r'(TimeIncrement\w*)="([^"]*)"', tif.ome_metadata))
+    if symbol is None:
+        assert written == {}
+        assert "time_interval" not in nio.read_image(path).metadata
+    else:
+        assert written == {"TimeIncrement": "2.0", "TimeIncrementUnit": symbol}
+        assert symbol in OME_UNITS_TIME
+        assert nio.read_image(path).metadata["time_interval"] == {"value": 2.0, "unit": symbol}
+    ij = nio.write_labels(tmp_path / "l.tif", labels, axes="TYX", time_interval=time)
+    with tifffile.TiffFile(ij) as tif:
+        assert tif.imagej_metadata.get("tunit", "s") == {"sec": "s", "µs": "us"}.get(unit, unit)

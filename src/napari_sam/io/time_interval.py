@@ -5,7 +5,8 @@ slider scale) see the same calibration on the labels as on the image.
 Where it is stored:
 
 - ImageJ hyperstack TIFF: the ``finterval`` property (and ``tunit``, seconds by default);
-- OME-TIFF: the ``Pixels`` attributes ``TimeIncrement`` and ``TimeIncrementUnit``;
+- OME-TIFF: the ``Pixels`` attributes ``TimeIncrement`` and ``TimeIncrementUnit`` (written
+  as one of OME's ``UnitsTime`` symbols: :func:`ome_time_unit`);
 - zarr written by :func:`napari_sam.io.write_labels`: the attributes ``time_interval`` and
   ``time_unit``.
 
@@ -23,6 +24,7 @@ __all__ = [
     "imagej_time_entries",
     "interval",
     "ome_time_entries",
+    "ome_time_unit",
     "time_interval_from_imagej",
     "time_interval_from_ome",
     "time_interval_from_zarr",
@@ -69,16 +71,48 @@ def time_interval_from_zarr(attrs: Mapping) -> dict | None:
 
 
 def imagej_time_entries(time: Mapping) -> dict:
-    """ImageJ properties for ``time`` (``finterval``, and ``tunit`` unless seconds)."""
+    """ImageJ properties for ``time`` (``finterval``, and ``tunit`` unless seconds). The
+    ImageJ description is ASCII: OME's ``µs`` is written ``us``; a unit that is still not
+    ASCII writes nothing (``tifffile`` refused it: the labels were not written)."""
+    unit = str(time["unit"]).replace("µ", "u").replace("μ", "u")
+    if not unit.isascii():
+        return {}
     entries = {"finterval": float(time["value"])}
-    if time["unit"] != "s":
-        entries["tunit"] = time["unit"]
+    if unit != "s":
+        entries["tunit"] = unit
     return entries
 
 
+#: OME's ``UnitsTime`` symbols (the only values ``TimeIncrementUnit`` may take) for the ways
+#: files and people spell a time unit; ImageJ's ``tunit`` is free text and keeps what it got.
+_OME_TIME = {
+    **dict.fromkeys(_SECONDS, "s"),
+    **dict.fromkeys(("ms", "msec", "msecs", "millisecond", "milliseconds"), "ms"),
+    **dict.fromkeys(("µs", "μs", "us", "usec", "usecs", "microsecond", "microseconds"), "µs"),
+    **dict.fromkeys(("ns", "nsec", "nsecs", "nanosecond", "nanoseconds"), "ns"),
+    **dict.fromkeys(("min", "mins", "minute", "minutes"), "min"),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), "h"),
+    **dict.fromkeys(("d", "day", "days"), "d"),
+}
+
+
+def ome_time_unit(unit: str) -> str | None:
+    """OME's ``UnitsTime`` symbol of ``unit`` (``"us"``, ``"microsecond"``: ``"µs"``;
+    ``"hr"``, ``"hour"``: ``"h"``; ``"msec"``: ``"ms"``), None for a unit OME has no
+    symbol for."""
+    u = str(unit).strip()
+    return _OME_TIME.get(u, _OME_TIME.get(u.lower()))
+
+
 def ome_time_entries(time: Mapping) -> dict:
-    """OME ``Pixels`` attributes for ``time``."""
-    return {"TimeIncrement": float(time["value"]), "TimeIncrementUnit": time["unit"]}
+    """OME ``Pixels`` attributes for ``time``: ``TimeIncrement`` and ``TimeIncrementUnit``
+    as an OME ``UnitsTime`` symbol (:func:`ome_time_unit`). A unit OME has no symbol for
+    (``"frames"``, ``"weeks"``) writes neither: without a unit OME reads seconds, a wrong
+    interval, and a unit outside OME's list makes the file's OME-XML invalid."""
+    symbol = ome_time_unit(time["unit"])
+    if symbol is None:
+        return {}
+    return {"TimeIncrement": float(time["value"]), "TimeIncrementUnit": symbol}
 
 
 def zarr_time_entries(time: Mapping) -> dict:
