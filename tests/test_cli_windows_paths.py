@@ -183,6 +183,27 @@ def test_a_utf16_prompts_file_without_its_bom_is_read(tmp_path, tiny_model, caps
     assert _prompted_ids(out / "细胞_labels.tif.json") == [1, 2]
 
 
+@pytest.mark.parametrize(("tail", "reason"), [(b"\x00", "truncated data"),
+                                              (b"\x00\xdc", "illegal encoding")])
+def test_a_damaged_utf16_prompts_file_is_not_called_not_utf8(tmp_path, tiny_model, capsys,
+                                                             tail, reason):
+    """A UTF-16 prompts file cut off mid-character, or with a lone surrogate: it said "not
+    UTF-8 text (byte 0xff on line 1) ... iconv -f latin1 -t utf-8", advice that garbles a
+    UTF-16 file. It names UTF-16, where and to save it again."""
+    noise_image(tmp_path / "data" / "a.tif", (3, 64, 64))
+    prompts = tmp_path / "p.csv"
+    good = "\ufefffile,id,slice,row,col\r\na.tif,1,1,30,30\r\n".encode("utf-16-le")
+    prompts.write_bytes(good + tail)
+    rc, _, err = cli(["segment", tmp_path / "data", "-p", prompts, "-o", tmp_path / "out",
+                      "--model", tiny_model, *FAST], capsys)
+    assert rc == 2
+    assert error_line(err) == (
+        f"napari-sam: error: prompts file {str(prompts)!r} is UTF-16 text that cannot be "
+        f"decoded ({reason} at byte {len(good)}, line 3: a truncated or damaged file?); save "
+        "it again, as UTF-8 (Excel: \"CSV UTF-8\") or UTF-16")
+    assert not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------ 5: Excel's CSV habits
 def test_excels_empty_columns_right_of_the_table_are_ignored(tmp_path, tiny_model, capsys):
     """Excel writes the empty (once formatted) columns right of the table: a header

@@ -35,13 +35,22 @@ def read_prompts_text(path: Path) -> str:
     """The prompts file ``path`` as text with ``\\n`` line ends and without Excel's ``sep=``
     line (a ``sep=;`` or tab is then told by the header: see ``prompts``); BatchError where it
     cannot be read or is no text of these encodings."""
+    codec = "utf-8-sig"
     try:
         data = path.read_bytes()
+        codec = _encoding(data)
         # as read_text reads it: "\r\n" and "\r" are line ends too
-        text = data.decode(_encoding(data))
+        text = data.decode(codec)
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        if codec.startswith("utf-16"):  # its BOM or zeros said UTF-16: not a Latin-1 file
+            line = exc.object[: exc.start].decode(codec).count("\n") + 1
+            raise BatchError(
+                f"prompts file {str(path)!r} is UTF-16 text that cannot be decoded "
+                f"({exc.reason} at byte {exc.start}, line {line}: a truncated or damaged "
+                "file?); save it again, as UTF-8 (Excel: \"CSV UTF-8\") or UTF-16"
+            ) from None
+        line = exc.object[: exc.start].count(b"\n") + 1
         raise BatchError(
             f"prompts file {str(path)!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} "
             f"on line {line}); save it as UTF-8 (Excel: \"CSV UTF-8\"; iconv -f latin1 -t utf-8)"
