@@ -447,10 +447,12 @@ class TiledStackEmbeddings:
         return self
 
 
-#: What holding embeddings costs over their float32 features: on the CPU the process grew
-#: about 1.5 x the features' bytes (the allocator's overhead and the encoder's buffers it
-#: keeps; measured in session 42: the features' estimate was ~35 % under the RSS growth of
-#: computing a 2048 x 2048 image's windows with the demo model), so the estimate is raised so.
+#: What holding embeddings costs over their float32 features. Measured on the CPU (session
+#: 42, the demo model, a 2048 x 2048 image in 121 windows, RSS before and after compute()):
+#: the process grew 1.5 x the features' bytes in the reviewer's run (the bare estimate ~35 %
+#: under), 1.7 x for 4 slices and 2.1 x for 1 slice in a rerun on a loaded machine (the
+#: allocator's overhead, the encoder's buffers it keeps). 1.5 is the floor of those: a
+#: refusal then still means it would not fit, and what passes may grow a little past it.
 ROOM_MARGIN = 1.5
 
 
