@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from sam_qt_helpers import ONE_COMMIT_SCRIPT, napari_until
 
+from napari_sam._qt.terminate_saves import WATCH_MS
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -210,11 +212,71 @@ def test_an_idle_napari_runs_no_python_of_ours_yet_sigterm_still_saves(taken):
             assert line.strip() == "THEIRS True", line + proc.stderr.read()[-3000:]
             line = proc.stdout.readline()
         assert line.startswith("IDLE"), proc.stderr.read()[-3000:]
-        # 1.6 s of an idle loop: nothing of ours ran (the timer: about six ticks)
+        # 1.6 s of an idle loop: nothing of ours ran (the timer: about six ticks; the check
+        # of the wakeup descriptor runs every WATCH_MS, later than that)
+        assert WATCH_MS > 1600
         assert (int(line.split()[1]) >= 3) if taken else line.split()[1] == "0", line
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)  # the idle loop woke for the signal: nothing else would wake it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    assert proc.stdout.read().strip() == "SAVED"
+    assert proc.returncode == -signal.SIGTERM
+
+
+_WAKEUP_TAKEN_LATER = r"""
+import asyncio, signal, socket, sys
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QApplication
+import napari_sam._qt.terminate_saves as T
+
+class Session:
+    def wait_autosave(self, timeout):
+        print("SAVED", flush=True)
+        return True
+
+    def release_session_file(self):
+        pass
+
+T.WATCH_MS = 300
+app = QApplication([])
+session = Session()  # (kept: the handler holds sessions weakly)
+T.save_on_terminate(session)
+theirs = socket.socketpair()
+theirs[1].setblocking(False)
+if {case!r} == "reset":  # an IPython prompt (prompt_toolkit) starts and ends
+    loop = asyncio.new_event_loop()
+    loop.add_signal_handler(signal.SIGWINCH, lambda: None)
+    loop.remove_signal_handler(signal.SIGWINCH)  # (sets no wakeup descriptor)
+else:  # someone sets their own and keeps it
+    signal.set_wakeup_fd(theirs[1].fileno())
+
+def ready():
+    fd = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(fd)
+    print("READY", fd == theirs[1].fileno(), flush=True)
+
+QTimer.singleShot(1000, ready)
+app.exec()
+"""
+
+
+@pytest.mark.parametrize("case", ["reset", "replaced"])
+def test_sigterm_still_saves_after_someone_resets_the_wakeup_descriptor(case):
+    """asyncio's ``add_signal_handler``/``remove_signal_handler`` (prompt_toolkit around every
+    IPython prompt) left no wakeup descriptor, or someone else's: nothing woke the idle loop
+    on SIGTERM and napari did not end. Ours is put back where none is set; someone else's is
+    kept (with the light timer)."""
+    proc = subprocess.Popen([sys.executable, "-c", _WAKEUP_TAKEN_LATER.format(case=case)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.strip() == f"READY {case == 'replaced'}", line + proc.stderr.read()[-3000:]
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
     finally:
         if proc.poll() is None:
             proc.kill()

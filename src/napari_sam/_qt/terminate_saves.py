@@ -19,7 +19,11 @@ sit in C++ for long: the signal wakes the loop through Python's wakeup file desc
 an idle napari runs no Python of ours. Where another part of the process already holds the
 wakeup descriptor (an asyncio loop with signal handlers), a light timer (:data:`TICK_MS`)
 lets the handler run instead, as before (a timer that woke the loop four times a second in
-every napari with a dock). The handler itself only
+every napari with a dock). Others may also take or drop the descriptor later: asyncio's
+``add_signal_handler`` replaces it and ``remove_signal_handler`` sets none, as prompt_toolkit
+does around every IPython prompt; after that nothing woke the loop on SIGTERM. A slow check
+(:data:`WATCH_MS`) puts ours back where none is set, and where someone else's is set leaves
+it to them and runs the light timer until theirs goes. The handler itself only
 asks the event loop to save (the signal may come in the middle of a commit or of a write on
 the UI thread): the saves run once that is done. A main thread stuck in C code never runs the handler: such
 a napari (frozen) ends on SIGKILL only, where SIGTERM ended it before.
@@ -45,16 +49,19 @@ import weakref
 
 from napari_sam._qt.paint_autosave import flush_all
 
-__all__ = ["TICK_MS", "WAIT_S", "save_on_terminate", "wait_for_autosaves"]
+__all__ = ["TICK_MS", "WAIT_S", "WATCH_MS", "save_on_terminate", "wait_for_autosaves"]
 
 #: how often the event loop lets Python look at signals (ms) where the wakeup descriptor is
 #: taken by someone else
 TICK_MS = 250
+#: how often the wakeup descriptor is checked (ms): put back where someone reset it (asyncio's
+#: ``remove_signal_handler``), left to them where they set their own
+WATCH_MS = 3000
 #: how long the end waits for autosaves under way (s): a logout's manager kills after ~90 s
 WAIT_S = 60.0
 
 _SESSIONS: weakref.WeakSet = weakref.WeakSet()
-_STATE: dict = {"handled": [], "timer": None, "wakeup": None, "ending": False}
+_STATE: dict = {"handled": [], "timer": None, "watch": None, "wakeup": None, "ending": False}
 
 
 def save_on_terminate(session) -> None:
@@ -71,15 +78,41 @@ def save_on_terminate(session) -> None:
             _STATE["handled"].append(sig)
     if not _STATE["handled"]:
         return
-    _STATE["wakeup"] = _wake_on_signals()
-    if _STATE["wakeup"] is None:
-        from qtpy.QtCore import QTimer
+    from qtpy.QtCore import QTimer
 
-        timer = QTimer()
-        timer.setInterval(TICK_MS)
-        timer.timeout.connect(lambda: None)  # (Python runs: a signal's handler gets its turn)
+    _STATE["wakeup"] = _wake_on_signals()
+    timer = QTimer()
+    timer.setInterval(TICK_MS)
+    timer.timeout.connect(lambda: None)  # (Python runs: a signal's handler gets its turn)
+    _STATE["timer"] = timer
+    if _STATE["wakeup"] is None:
         timer.start()
-        _STATE["timer"] = timer
+        return
+    watch = QTimer()
+    watch.setInterval(WATCH_MS)
+    watch.timeout.connect(_keep_waking)
+    watch.start()
+    _STATE["watch"] = watch
+    _keep_waking()
+
+
+def _keep_waking() -> None:
+    """Make sure a signal still wakes the event loop: our wakeup descriptor is set again
+    where nobody's is (asyncio's ``remove_signal_handler`` sets none); where someone else's
+    is, theirs stays and the light timer runs until it goes."""
+    ours = _STATE["wakeup"][1].fileno()
+    try:
+        previous = signal.set_wakeup_fd(ours, warn_on_full_buffer=False)
+    except (ValueError, OSError):
+        previous = None
+    theirs = previous not in (-1, ours)
+    if theirs and previous is not None:
+        signal.set_wakeup_fd(previous)
+    timer = _STATE["timer"]
+    if theirs and not timer.isActive():
+        timer.start()
+    elif not theirs and timer.isActive():
+        timer.stop()
 
 
 def _wake_on_signals():
