@@ -9,7 +9,9 @@ dock closed, or napari quit, removes that file, but a napari that ended otherwis
 unlocked: :func:`ended_without_closing`. The autosave records the last *Save session...* of
 its log (``settings.last_saved_as``: the file, when, and how many commits it held;
 :class:`LastSave`), so the offer can say how many commits only the autosave holds
-(:func:`ended_words`).
+(:func:`ended_words`). Undo moves commits out of the log: the record also says how many of
+the log's first commits are still the saved ones (``kept``), so the count stays right after
+an undo (it said "none was saved", or too few commits, before).
 """
 
 from __future__ import annotations
@@ -44,12 +46,15 @@ def ended_words(session: S.Session) -> str:
     head = (f"napari ended unexpectedly (killed or crashed; its last autosave was at {when}) "
             "without closing this session")
     if isinstance(mark, dict) and isinstance(mark.get("commits"), int) and (
-            0 <= mark["commits"] <= ops):
-        since = ops - mark["commits"]
-        saved = (f"{Path(str(mark.get('path'))).name} at "
-                 f"{S.local_time(mark.get('saved'))}")
-        return (f"{head}: {counted(since, 'commit')} since the last save ('Save session' to "
-                f"{saved}) can be recovered")
+            0 <= mark["commits"]):
+        kept = mark.get("kept", mark["commits"])  # (autosaves before "kept": no undo known)
+        if isinstance(kept, int) and 0 <= kept <= min(ops, mark["commits"]):
+            saved = (f"{Path(str(mark.get('path'))).name} at "
+                     f"{S.local_time(mark.get('saved'))}")
+            undone = mark["commits"] - kept
+            undo = f", {counted(undone, 'commit')} of it undone" if undone else ""
+            return (f"{head}: {counted(ops - kept, 'commit')} since the last save ('Save "
+                    f"session' to {saved}{undo}) can be recovered")
     return (f"{head}: {counted(ops, 'commit')} since the last save (none was saved with "
             "'Save session') can be recovered")
 
@@ -60,12 +65,14 @@ class LastSave:
     :class:`~napari_sam.annotate.session_log.SessionLog`)."""
 
     _last_save: tuple[int, dict] | None = None  # (log generation, its record)
+    _saved_ops: list = []  # the log's commits that the last save holds (the same objects)
 
     def save_session(self, path) -> Path:
         written = super().save_session(path)
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self._last_save = (self._log_generation, {
             "path": str(Path(written).absolute()), "commits": len(self.log), "saved": now})
+        self._saved_ops = list(self.log)
         return written
 
     def load_session(self, path) -> S.Session:
@@ -77,10 +84,23 @@ class LastSave:
             mark = {"path": str(Path(path).absolute()), "commits": len(sess.operations),
                     "saved": sess.saved}
         self._last_save = (self._log_generation, mark) if isinstance(mark, dict) else None
+        kept = mark.get("kept", mark.get("commits")) if isinstance(mark, dict) else 0
+        self._saved_ops = list(self.log[:kept]) if isinstance(kept, int) and kept > 0 else []
         return sess
 
     def session_state(self, copy=None) -> S.Session:
         state = super().session_state(copy)
         if self._last_save is not None and self._last_save[0] == self._log_generation:
-            state.settings = {**state.settings, "last_saved_as": self._last_save[1]}
+            state.settings = {**state.settings, "last_saved_as": {
+                **self._last_save[1], "kept": self._kept_commits()}}
         return state
+
+    def _kept_commits(self) -> int:
+        """How many of the log's first commits are still those of the last save (an undo
+        moves commits out of the log, a commit after it replaces them)."""
+        kept = 0
+        for op, saved in zip(self.log, self._saved_ops):
+            if op is not saved:
+                break
+            kept += 1
+        return kept
