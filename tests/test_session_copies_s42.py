@@ -61,3 +61,31 @@ def test_a_save_elsewhere_of_the_same_labels_does_not_keep_the_old_tiff(tmp_path
     (tmp_path / "notes.json").write_text(f'{{"labels": "{named}", ')  # broken: mentions it
     write_session(_session(labels * 0 + 4), tmp_path / "auto.json")
     assert (tmp_path / named).exists() and len(list(tmp_path.glob("auto.labels-*.tif"))) == 3
+
+
+def test_a_large_json_beside_the_session_is_not_parsed(tmp_path, monkeypatch):
+    """Each ``*.json`` beside a session file was parsed in full to see whether it names the
+    session's TIFFs: a 47 MiB COCO ``annotations.json`` beside the images took 1.5 s at the
+    first commit. Only one whose start holds the session format's name is read now; a copy
+    of the session file still keeps its TIFF."""
+    from napari_sam import session_leftovers
+
+    coco = {"images": [], "annotations": [{"id": i, "bbox": [1.5, 2.5, 3.0, 4.0]}
+                                          for i in range(20_000)]}
+    (tmp_path / "annotations.json").write_text(json.dumps(coco))
+    parsed = []
+
+    class Spy:
+        @staticmethod
+        def loads(text, **kw):
+            parsed.append(len(text))
+            return json.loads(text, **kw)
+
+    monkeypatch.setattr(session_leftovers, "json", Spy)
+    two = np.full((1, 8, 8), 2, np.uint16)
+    write_session(_session(two), tmp_path / "A.json")
+    (tmp_path / "B.json").write_bytes((tmp_path / "A.json").read_bytes())
+    write_session(_session(two * 0 + 1), tmp_path / "A.json")
+    write_session(_session(two * 0 + 5), tmp_path / "A.json")
+    assert max(parsed) < 10_000, parsed  # the session files only (B.json)
+    assert np.array_equal(read_session(tmp_path / "B.json").labels, two)

@@ -67,7 +67,11 @@ from napari_sam.session_replay import (
     recorded_tiling,
     replay,
 )
-from napari_sam.session_temporaries import remove_dead_session_temporaries, session_tmp_name
+from napari_sam.session_temporaries import (
+    remove_dead_session_temporaries,
+    session_tmp_name,
+    sweep_folder_now_and_then,
+)
 from napari_sam.words import counted, for_count
 
 __all__ = [
@@ -364,8 +368,9 @@ def write_session(session: Session, path: os.PathLike | str, *,
     beside it (temporaries, TIFFs no session file names) is removed once the JSON is written,
     at the first write of ``path`` in this process
     (:func:`napari_sam.session_leftovers.sweep_once`); the hidden temporaries of a killed
-    write of any session file in the folder, at every write (and read) once their writer is
-    provably dead (:mod:`napari_sam.session_temporaries`).
+    write of any session file in the folder, at the first write there in this process, then
+    every 10 minutes (and at every read), once their writer is provably dead
+    (:mod:`napari_sam.session_temporaries`).
 
     Parameters
     ----------
@@ -405,7 +410,7 @@ def write_session(session: Session, path: os.PathLike | str, *,
     for name in stale - mentioned_elsewhere(path, stale):  # (not those a copy names)
         path.with_name(name).unlink(missing_ok=True)
     sweep_once(path, keep, kept_stem=kept_stem(path))  # what a killed write of it left
-    remove_dead_session_temporaries(path.parent)  # and killed writes of any file there
+    sweep_folder_now_and_then(path.parent)  # and killed writes of any file there
     session.path = path
     return path
 

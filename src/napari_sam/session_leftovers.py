@@ -22,7 +22,11 @@ this file are touched: a user's ``<stem>.labels-manual.tif`` and another session
 TIFFs stay. A whole TIFF is removed only when no ``*.json`` in its folder names it: a user
 who kept a version by renaming ``foo.json`` to ``foo-v1.json`` keeps its TIFF (before, the
 next save to ``foo.json`` removed it), and when one ``*.json`` there cannot be read, no whole
-TIFF is removed (it may be a session file that names it).
+TIFF is removed (it may be a session file that names it). Only a ``*.json`` whose first
+:data:`MARKER_BYTES` bytes hold the session format's name (``"napari-sam-session"``, the
+first key a session file is written with) is parsed: a 47 MiB COCO ``annotations.json``
+beside the images was parsed in full at the first commit (1.5 s); any other keeps the TIFFs
+whose names it mentions, found without parsing it.
 """
 
 from __future__ import annotations
@@ -34,11 +38,15 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["LEFTOVER_AGE_S", "leftovers", "mentioned_elsewhere", "named_by_session_files",
-           "remove_leftovers", "sweep_once"]
+from napari_sam.session_checks import FORMAT
+
+__all__ = ["LEFTOVER_AGE_S", "MARKER_BYTES", "leftovers", "mentioned_elsewhere",
+           "named_by_session_files", "remove_leftovers", "session_text", "sweep_once"]
 
 #: a leftover changed this recently (seconds) may be another live write's, and is kept
 LEFTOVER_AGE_S = 120.0
+#: how much of a ``*.json`` is read to tell a session file (its format's name) from another
+MARKER_BYTES = 4096
 
 _SWEPT: set[str] = set()  # the session files swept in this process (:func:`sweep_once`)
 _WHOLE_TIFF = re.compile(r".*\.(?:labels|base)-[0-9a-f]{12}\.tif")  # (not .tmp, .part)
@@ -69,7 +77,12 @@ def named_by_session_files(folder: Path) -> set[str] | None:
         try:
             if not p.is_file():
                 continue
-            data = json.loads(p.read_text(encoding="utf-8-sig"))
+            maybe, raw = session_text(p)
+            if not maybe:  # (not parsed: a 47 MiB COCO annotations.json took 1.5 s)
+                if _mentions_tiffs(raw):
+                    return None
+                continue
+            data = json.loads(raw.decode("utf-8-sig"))
         except (OSError, ValueError):
             return None
         if not isinstance(data, Mapping):
@@ -81,6 +94,24 @@ def named_by_session_files(folder: Path) -> set[str] | None:
                 if target.parent == Path(os.path.normpath(folder)):
                     named.add(target.name)
     return named
+
+
+def session_text(path: os.PathLike | str) -> tuple[bool, bytes]:
+    """Whether the file ``path`` may be a session file (its first :data:`MARKER_BYTES` bytes
+    hold the format's name), and its bytes.
+
+    Raises
+    ------
+    OSError
+        When it cannot be read.
+    """
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    return FORMAT.encode() in raw[:MARKER_BYTES], raw
+
+
+def _mentions_tiffs(raw: bytes) -> bool:
+    return b".labels-" in raw or b".base-" in raw
 
 
 def mentioned_elsewhere(json_path: Path, names: Iterable[str]) -> set[str]:
@@ -110,30 +141,42 @@ def mentioned_elsewhere(json_path: Path, names: Iterable[str]) -> set[str]:
 
 _DIGEST = re.compile(r"\.(?:labels|base)-([0-9a-f]{12})\.tif")
 _NAMED: dict[str, tuple[tuple[int, int], frozenset[str]]] = {}  # path: (stat, names)
+_NAMED_MAX = 10_000
 
 
 def _named_by(entry: os.DirEntry) -> frozenset[str]:
     """The TIFFs beside it that the ``*.json`` ``entry`` names as ``labels`` or ``base``;
-    of one that is not JSON, ``?<12 hex>`` for each TIFF content it mentions."""
+    of one that is not JSON, or no session file (:func:`session_text`: not parsed), ``?<12
+    hex>`` for each TIFF content it mentions."""
     st = entry.stat()
     key = (st.st_mtime_ns, st.st_size)
     known = _NAMED.get(entry.path)
     if known is not None and known[0] == key:
         return known[1]
-    with open(entry.path, "rb") as fh:
-        raw = fh.read()
-    folder = os.path.normpath(os.path.dirname(entry.path))
-    try:
-        data = json.loads(raw.decode("utf-8-sig"))
-        refs = [data.get(w) for w in ("labels", "base")] if isinstance(data, Mapping) else []
-        found = frozenset(
-            os.path.basename(t) for r in refs if isinstance(r, Mapping)
-            and isinstance(r.get("path"), str)
-            and os.path.dirname(t := os.path.normpath(os.path.join(folder, r["path"]))) == folder)
-    except ValueError:  # (UnicodeDecodeError too): what it mentions is kept
-        found = frozenset("?" + d for d in _DIGEST.findall(raw.decode("utf-8", "replace")))
+    maybe, raw = session_text(entry.path)
+    found = (_tiffs_named(raw, os.path.dirname(entry.path)) if maybe
+             else _tiffs_mentioned(raw) if _mentions_tiffs(raw) else frozenset())
+    if len(_NAMED) >= _NAMED_MAX:  # (files seen in many folders over a long session)
+        _NAMED.clear()
     _NAMED[entry.path] = (key, found)
     return found
+
+
+def _tiffs_mentioned(raw: bytes) -> frozenset[str]:
+    return frozenset("?" + d for d in _DIGEST.findall(raw.decode("utf-8", "replace")))
+
+
+def _tiffs_named(raw: bytes, folder: str) -> frozenset[str]:
+    folder = os.path.normpath(folder)
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except ValueError:  # (UnicodeDecodeError too): what it mentions is kept
+        return _tiffs_mentioned(raw)
+    refs = [data.get(w) for w in ("labels", "base")] if isinstance(data, Mapping) else []
+    return frozenset(
+        os.path.basename(t) for r in refs if isinstance(r, Mapping)
+        and isinstance(r.get("path"), str)
+        and os.path.dirname(t := os.path.normpath(os.path.join(folder, r["path"]))) == folder)
 
 
 def leftovers(json_path: Path, keep: Iterable[str] = (), *,
