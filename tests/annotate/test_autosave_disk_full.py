@@ -167,3 +167,35 @@ def test_background_retries_replace_the_failure_in_the_status_line(session, tmp_
     assert s.status.startswith("Committed") and "failed" not in s.status
     assert s.status.endswith(" Autosave works again: the session (1 commit) is autosaved in "
                              "blobs.tif.sam-session.json.")
+
+
+def test_sigterm_keeps_a_session_whose_autosave_fails_marked_as_ended(
+        session, tmp_path, monkeypatch):
+    """napari told to end (SIGTERM) while autosave failed on a full disk: "saved" only meant
+    no write was under way, so the session was released as a closed one and the next offer
+    read as after a normal close, with 1 of its 3 commits on disk. Its lock file stays now:
+    the offer says napari ended unexpectedly (it was also let go by the failed autosave to the
+    cache folder, which claimed that file instead)."""
+    pytest.importorskip("qtpy")
+    import napari_sam._qt.terminate_saves as T
+    from napari_sam import session as S
+    from napari_sam.annotate.session_claims import lock_file_for
+    from napari_sam.annotate.session_log import fallback_session_file
+
+    s = session
+    s.path = str(tmp_path / "blobs.tif")
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "cache"))
+    _commit(s, 3, 20, 20)
+    monkeypatch.setattr(S, "write_session", _full)  # the disk fills up
+    with pytest.warns(UserWarning, match="it tries again"):
+        _commit(s, 3, 44, 44)
+    _commit(s, 2, 44, 44)
+    monkeypatch.setattr(T, "_SESSIONS", {s})
+    monkeypatch.setattr(T, "flush_all", lambda: None)
+    monkeypatch.setattr(T, "_end", lambda signum: None)  # (the process is not ended here)
+    T._save_and_end(15, float("inf"), True)  # what SIGTERM runs on the event loop
+    target = S.session_file_for(s.path)
+    assert lock_file_for(target).is_file()  # (left when the process ends: "ended unexpectedly")
+    # (the failed write to the cache folder had moved the claim there, letting this one go)
+    assert not lock_file_for(fallback_session_file(s.path)).exists()
+    assert len(S.read_session(target, load_labels=False).operations) == 1

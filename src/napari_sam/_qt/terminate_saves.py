@@ -10,7 +10,9 @@ dock open, the signal now writes the pending hand-edit autosaves, waits (at most
 :data:`WAIT_S` seconds) for the autosaves under way and waiting, and then ends the process
 by the same signal with its default action (exit status -15 for SIGTERM). When everything
 was saved, the sessions are released as a closed dock releases them (their lock files go), so
-the next offer to resume reads as after a normal close, not "napari ended unexpectedly". A signal someone
+the next offer to resume reads as after a normal close, not "napari ended unexpectedly"; a
+session whose autosave fails (a full disk: its file lacks the last commits) is not released,
+so the offer says how many commits are missing (before, it was released as if saved). A signal someone
 set to be ignored (``nohup``), or gave a handler of their own, is left alone.
 
 A Python signal handler runs only when the interpreter runs, and napari's Qt event loop may
@@ -181,7 +183,9 @@ def _save_and_end(signum: int, deadline: float, flush: bool) -> None:
         saved = wait_for_autosaves(list(_SESSIONS), deadline)
         if flush and saved:  # all on disk: the sessions end as closed ones (their lock files
             for session in list(_SESSIONS):  # go, so the next offer to resume does not say
-                session.release_session_file()  # napari ended unexpectedly)
+                if not getattr(session, "autosave_failing", None):  # napari ended
+                    session.release_session_file()  # unexpectedly); not one whose autosave
+                    # fails (a full disk): its file lacks commits, the offer must say so
     finally:
         _end(signum)
 

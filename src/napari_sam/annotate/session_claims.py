@@ -214,6 +214,11 @@ class SessionClaims:
     def __init__(self):
         self._lock = threading.Lock()
         self._held: dict[str, SessionClaim] = {}
+        # while a write is under way: the claims it moved away from (let go once it wrote,
+        # kept when it failed: the file they guard still holds the last autosave) and those
+        # it took anew
+        self._moved_from: dict[str, SessionClaim] = {}
+        self._fresh: set[str] = set()
         self._busy = False
         self._closing = False
 
@@ -233,9 +238,11 @@ class SessionClaims:
                 claim = self._held.get(key)
                 if claim is None or not claim.held:
                     claim = claim_session_file(candidate)
+                    if claim is not None:
+                        self._fresh.add(key)
                 if claim is not None:
                     for other in [k for k in self._held if k != key]:
-                        self._held.pop(other).release()
+                        self._moved_from[other] = self._held.pop(other)
                     self._held[key] = claim
                     return candidate
         raise FileExistsError(f"{path} and its alternates up to "
@@ -270,9 +277,21 @@ class SessionClaims:
             self._held[key] = claim
             return True
 
-    def done(self) -> None:
-        """The write after :meth:`writable` ended (written or not)."""
+    def done(self, written: bool = True) -> None:
+        """The write after :meth:`writable` ended: the claims it moved away from are let go
+        when it ``written``; else they are kept, and those it took anew let go (a write to the
+        cache folder that failed too, a full disk: the file beside the image still holds
+        the last autosave, and its lock file stays, so that a napari killed now is said to
+        have ended unexpectedly)."""
         with self._lock:
+            if written:
+                for claim in self._moved_from.values():
+                    claim.release()
+            else:
+                for key in self._fresh & set(self._held):
+                    self._held.pop(key).release()
+                self._held.update(self._moved_from)
+            self._moved_from, self._fresh = {}, set()
             self._busy = False
             if self._closing:
                 self._let_all_go()
@@ -290,6 +309,7 @@ class SessionClaims:
             self._closing = False
 
     def _let_all_go(self) -> None:
-        for claim in self._held.values():
+        for claim in [*self._held.values(), *self._moved_from.values()]:
             claim.release()
         self._held.clear()
+        self._moved_from.clear()

@@ -430,7 +430,7 @@ class SessionLog(LiveSessionFiles):
         failure turns autosave off with a warning (through the writer's ``post``)."""
         if self._autosave_broken:  # an earlier write failed: autosave is going off
             return
-        target = job.target
+        target, written = job.target, None
         try:
             try:
                 written, holder = self._write_autosave(target, job)
@@ -447,7 +447,7 @@ class SessionLog(LiveSessionFiles):
                                                              why))
             return
         finally:
-            self._claims.done()
+            self._claims.done(written is not None)
         if written != target and holder and str(written) not in self._autosave_said:
             self._autosave_said.add(str(written))
             said = (f" The session file {{}} is being autosaved by {holder}: this session is "
