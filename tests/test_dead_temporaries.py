@@ -96,3 +96,34 @@ def test_names_carry_the_pid_namespace_and_another_ones_files_are_judged_by_age(
         [made["ours_dead"], made["other_ns_old"]])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         made[k].name for k in ("other_ns_pid1", "other_ns_dead", "not_ours"))
+
+
+def test_a_locked_file_is_kept_where_flock_needs_a_writable_descriptor(tmp_path, monkeypatch):
+    """NFS grants an exclusive ``flock`` only on a descriptor open for writing: the sweep
+    opened the file read-only, got EBADF, took it for a file system without locks, and
+    removed a running writer's file."""
+    import errno
+    import fcntl
+
+    from napari_sam.io import dead_temporaries
+
+    real = fcntl.flock
+
+    def nfs_flock(fd, op):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY and op & fcntl.LOCK_EX:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        return real(fd, op)
+
+    monkeypatch.setattr(dead_temporaries.fcntl, "flock", nfs_flock)
+    part = tmp_path / f".sam_vit_b.pth.part-{host_tag()}-{dead_pid()}{_ns_suffix()}"
+    part.write_bytes(b"x" * 1000)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(part)], text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        assert remove_dead(tmp_path / "sam_vit_b.pth", "part") == []
+        assert part.read_bytes() == b"x" * 1000
+    finally:
+        holder.communicate("", timeout=60)
+    os.chmod(part, 0o444)  # not writable (another user's, say): asked read-only, still removed
+    assert remove_dead(tmp_path / "sam_vit_b.pth", "part") == [part]

@@ -12,6 +12,7 @@ import textwrap
 import time
 
 import numpy as np
+import pytest
 
 from napari_sam.session import Session, read_session, write_session
 from napari_sam.session_temporaries import remove_dead_session_temporaries, session_tmp_name
@@ -122,3 +123,24 @@ def test_an_autosave_lists_its_folder_once_per_commit(tmp_path, monkeypatch):
     assert listed.count(str(tmp_path)) == 1 + 4, listed
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".tif") == [
         next(p.name for p in tmp_path.iterdir() if p.suffix == ".tif")]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="flock: POSIX")
+def test_a_session_labels_tiff_is_written_under_its_writers_lock(tmp_path, monkeypatch):
+    """The hidden temporary of a session's label TIFF was written without the writer's
+    ``flock``: a sweep of another container (whose process ids mean nothing here) could
+    remove it mid-write. A sweep that runs while it is written keeps it now."""
+    import tifffile
+
+    from napari_sam.io.dead_temporaries import remove_unless_held
+
+    kept, real = [], tifffile.imwrite
+
+    def write_and_sweep(tmp, *args, **kwargs):
+        real(tmp, *args, **kwargs)
+        kept.append((os.path.basename(tmp), remove_unless_held(tmp) is False))
+
+    monkeypatch.setattr(tifffile, "imwrite", write_and_sweep)
+    write_session(_session(7), tmp_path / "a.json")
+    assert [k for name, k in kept if ".labels-" in name] == [True], kept
+    assert read_session(tmp_path / "a.json").labels.max() == 7

@@ -126,12 +126,21 @@ def _parse(tail: str) -> tuple[str, int, str | None] | None:
 
 def remove_unless_held(tmp: Path) -> bool:
     """Remove ``tmp`` unless a writer holds its lock (:func:`hold_writer_lock`); whether it
-    was removed. Without ``fcntl``, or a file that cannot be opened to ask, it is removed."""
-    try:
-        fd = (os.open(tmp, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO: no wait
-              if fcntl is not None else None)
-    except OSError:
-        fd = None
+    was removed. Without ``fcntl``, or a file that cannot be opened to ask, it is removed.
+    It is opened for writing where it may be (NFS grants an exclusive ``flock`` only on a
+    descriptor open for writing: on one open for reading it failed with EBADF, taken as no
+    locks, and a running writer's file was removed), else for reading."""
+    fd = None
+    if fcntl is not None:
+        nonblock = getattr(os, "O_NONBLOCK", 0)  # (a FIFO: no wait)
+        for mode in (os.O_RDWR, os.O_RDONLY):
+            try:
+                fd = os.open(tmp, mode | nonblock)
+                break
+            except PermissionError:  # (EACCES: not writable by this user) read-only, then
+                continue
+            except OSError:
+                break
     try:
         if fd is not None:
             try:

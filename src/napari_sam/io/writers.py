@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from napari_sam.io.axes import AXES_LETTERS, SPATIAL, validate_axes
-from napari_sam.io.dead_temporaries import hold_writer_lock
+from napari_sam.io.dead_temporaries import hold_writer_lock, writer_lock
 from napari_sam.io.readers import TIFF_SUFFIXES
 from napari_sam.io.time_interval import (
     imagej_time_entries,
@@ -227,13 +227,15 @@ def write_labels(
     try:
         if kind == "npy":
             with open(tmp, "wb") as f:
+                hold_writer_lock(f.fileno())
                 np.save(f, out, allow_pickle=False)
                 f.flush()
                 os.fsync(f.fileno())
-        else:
-            _write_tiff(tmp, out, ax, sizes, unit, user, compression, ome=kind == "ome-tiff",
-                        time=time)
-            fsync_path(tmp)
+        else:  # (under the writer's flock: a sweep of dead temporaries never removes it)
+            with writer_lock(tmp):
+                _write_tiff(tmp, out, ax, sizes, unit, user, compression,
+                            ome=kind == "ome-tiff", time=time)
+                fsync_path(tmp)
         _check_overwrite(path, overwrite)
         os.replace(tmp, path)
     except BaseException as exc:
