@@ -144,3 +144,27 @@ def test_a_session_labels_tiff_is_written_under_its_writers_lock(tmp_path, monke
     write_session(_session(7), tmp_path / "a.json")
     assert [k for name, k in kept if ".labels-" in name] == [True], kept
     assert read_session(tmp_path / "a.json").labels.max() == 7
+
+
+def test_on_windows_this_hosts_dead_temporaries_go_after_a_day(tmp_path, monkeypatch):
+    """Windows cannot be asked harmlessly whether a process runs (``is_running`` says True
+    for every one): this host's temporaries of a killed write were kept for good there. They
+    go once unwritten for 24 hours now, as another host's."""
+    from napari_sam.io import dead_temporaries
+
+    old = session_tmp_name(tmp_path / "a.json")  # this process's name: its writer "runs"
+    new = session_tmp_name(tmp_path / "b.json")
+    for p in (old, new):
+        p.write_text("x")
+    day = time.time() - 25 * 3600
+    os.utime(old, (day, day))
+    class WindowsOs:  # what io.dead_temporaries sees of os on Windows
+        name = "nt"
+
+        def __getattr__(self, attr):
+            return getattr(os, attr)
+
+    monkeypatch.setattr(dead_temporaries, "os", WindowsOs())
+    monkeypatch.setattr(dead_temporaries, "fcntl", None)  # (no flock on Windows)
+    gone = remove_dead_session_temporaries(tmp_path)
+    assert gone == [old] and new.exists()

@@ -16,7 +16,7 @@ hex digits of the SHA-1 of its host and PID namespace
 temporaries (of any session file there: ``*.json`` and their ``*.labels-<12 hex>.tif`` /
 ``*.base-<12 hex>.tif``) whose writer is dead by the rule of
 :mod:`napari_sam.io.dead_temporaries`: one of this host and namespace once its process runs
-no more; any other (another host, another container, a name of before) once unwritten for
+no more (on Windows, where that cannot be asked, by its age as below); any other (another host, another container, a name of before) once unwritten for
 :data:`~napari_sam.io.dead_temporaries.FOREIGN_TEMPORARY_AGE` (24 hours); never one whose
 ``flock`` a writer holds. ``read_session`` calls it, and ``write_session`` through
 :func:`sweep_folder_now_and_then` (the first write in a folder, then at most every
@@ -37,9 +37,9 @@ from pathlib import Path
 from napari_sam.io.dead_temporaries import (
     FOREIGN_TEMPORARY_AGE,
     host_tag,
-    is_running,
     pid_namespace,
     remove_unless_held,
+    writer_ended,
 )
 
 __all__ = ["SWEEP_INTERVAL_S", "remove_dead_session_temporaries", "session_tmp_name",
@@ -90,8 +90,8 @@ def remove_dead_session_temporaries(folder: os.PathLike | str) -> list[Path]:
         try:
             if not tmp.is_file():
                 continue
-            if m["who"] == ours:
-                dead = not is_running(int(m["pid"], 16))
+            if m["who"] == ours:  # (Windows: by its age too, see writer_ended)
+                dead = writer_ended(int(m["pid"], 16), tmp, now)
             else:  # another host or container, or a random name of before: by its age
                 dead = now - tmp.stat().st_mtime >= FOREIGN_TEMPORARY_AGE
             if dead and remove_unless_held(tmp):

@@ -12,7 +12,9 @@ last written :data:`FOREIGN_TEMPORARY_AGE` seconds ago. A writer also holds an e
 ``flock`` on its file while it writes (:func:`hold_writer_lock`, :func:`writer_lock`): a file
 whose lock is taken is never removed, whatever its name says (a writer in another container
 whose process id looks dead here). Names without ``-NS`` (written before) are still
-recognised; where there is no ``fcntl`` (Windows) the name alone decides.
+recognised; where there is no ``fcntl`` (Windows) the name alone decides, and a file of this
+host counts as dead, as another host's, once unwritten for :data:`FOREIGN_TEMPORARY_AGE`
+(whether its process runs cannot be asked there without harm).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ except ImportError:  # Windows
     fcntl = None
 
 __all__ = ["FOREIGN_TEMPORARY_AGE", "hold_writer_lock", "host_tag", "is_running",
-           "pid_namespace", "remove_dead", "remove_unless_held", "tagged_path", "writer_lock"]
+           "pid_namespace", "remove_dead", "remove_unless_held", "tagged_path", "writer_ended",
+           "writer_lock"]
 
 #: Seconds after its last write that a file of another host (a cluster node sharing the
 #: folder), or of the older ``.NAME.tmp-PID`` form, counts as left by a killed writer: whether
@@ -100,6 +103,17 @@ def writer_lock(path: Path) -> Iterator[None]:
             os.close(fd)
 
 
+def writer_ended(pid: int, path: Path, now: float) -> bool:
+    """Whether the writer of ``path``, process ``pid`` of this host and PID namespace, ended:
+    its process runs no more; on Windows, where that cannot be asked harmlessly
+    (:func:`is_running` says True for every process), once ``path`` was unwritten for
+    :data:`FOREIGN_TEMPORARY_AGE`, as another host's (before, this host's files were kept
+    for good there)."""
+    if os.name == "nt":
+        return now - path.stat().st_mtime >= FOREIGN_TEMPORARY_AGE
+    return not is_running(pid)
+
+
 def is_running(pid: int) -> bool:
     """Whether the process ``pid`` of this host runs (True when that cannot be told)."""
     if os.name == "nt" or pid == os.getpid():
@@ -158,8 +172,8 @@ def remove_unless_held(tmp: Path) -> bool:
 
 def remove_dead(path: Path, kind: str = "tmp") -> list[Path]:
     """Remove the files :func:`tagged_path` names for ``path`` and ``kind`` whose writers are
-    dead (see the module docstring; all of this host and namespace are kept on Windows: no
-    harmless way to ask); returns them. Files of another form, and files whose writer holds
+    dead (see the module docstring; on Windows this host's too only by their age, as another
+    host's: no harmless way to ask, :func:`writer_ended`); returns them. Files of another form, and files whose writer holds
     their lock, are never touched. Best effort: a file that cannot be looked at or removed
     (another user's in a shared cache folder with the sticky bit, mode 1777) is left and the
     others are still removed; this never raises ``OSError``."""
@@ -178,7 +192,7 @@ def remove_dead(path: Path, kind: str = "tmp") -> list[Path]:
             if not tmp.is_file():
                 continue
             if host == here and ns in (None, ours):
-                dead = not is_running(pid)
+                dead = writer_ended(pid, tmp, now)
             else:  # another host, or another PID namespace: its process cannot be asked
                 dead = now - tmp.stat().st_mtime >= FOREIGN_TEMPORARY_AGE
             if dead and remove_unless_held(tmp):
