@@ -80,7 +80,9 @@ def test_loading_a_session_in_the_folder_removes_them_too(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert len(_hidden(tmp_path)) == 1
-    assert read_session(tmp_path / "kept.json").labels.max() == 3
+    assert read_session(tmp_path / "kept.json").labels.max() == 3  # a plain read: kept
+    assert len(_hidden(tmp_path)) == 1
+    assert read_session(tmp_path / "kept.json", sweep_temporaries=True).labels.max() == 3
     assert _hidden(tmp_path) == []
 
 
@@ -91,7 +93,7 @@ def test_another_hosts_temporaries_wait_a_day_and_others_files_stay(tmp_path):
     foreign = tmp_path / f".a.json.{ours[-16:-10]}ffffff.tmp"
     if foreign.name == ours:
         foreign = tmp_path / f".a.json.{ours[-16:-10]}000000.tmp"
-    old_foreign = tmp_path / ".b.labels-0123456789ab.tif.00aa11bb22cc.tmp"
+    old_foreign = tmp_path / ".b.sam-session.labels-0123456789ab.tif.00aa11bb22cc.tmp"
     other_form = tmp_path / ".notes.txt.00aa11bb22cc.tmp"
     for p in (foreign, old_foreign, other_form):
         p.write_text("x")
@@ -168,3 +170,23 @@ def test_on_windows_this_hosts_dead_temporaries_go_after_a_day(tmp_path, monkeyp
     monkeypatch.setattr(dead_temporaries, "fcntl", None)  # (no flock on Windows)
     gone = remove_dead_session_temporaries(tmp_path)
     assert gone == [old] and new.exists()
+
+
+def test_a_users_files_named_like_temporaries_stay(tmp_path):
+    """Any ``.<name>.json.<12 hex>.tmp`` a day old was removed by the next session saved or
+    loaded in the folder (a user's or another tool's file, named like a temporary of
+    another host's). Only a session file's are now: an autosave's name, or the temporary of
+    a ``*.json`` there that is a session file, or of the label TIFF of one."""
+    write_session(_session(1), tmp_path / "work.json")
+    mine = [tmp_path / ".settings.json.0123456789ab.tmp",
+            tmp_path / ".scan.labels-0123456789ab.tif.abcdefabcdef.tmp"]
+    theirs = [tmp_path / ".work.json.0123456789ab.tmp",
+              tmp_path / ".work.labels-0123456789ab.tif.abcdefabcdef.tmp",
+              tmp_path / ".img.tif.sam-session.json.0123456789ab.tmp"]
+    (tmp_path / "settings.json").write_text('{"theme": "dark"}')
+    day = time.time() - 25 * 3600
+    for p in mine + theirs:
+        p.write_text("x")
+        os.utime(p, (day, day))
+    assert sorted(remove_dead_session_temporaries(tmp_path)) == sorted(theirs)
+    assert all(p.read_text() == "x" for p in mine)

@@ -369,7 +369,7 @@ def write_session(session: Session, path: os.PathLike | str, *,
     at the first write of ``path`` in this process
     (:func:`napari_sam.session_leftovers.sweep_once`); the hidden temporaries of a killed
     write of any session file in the folder, at the first write there in this process, then
-    every 10 minutes (and at every read), once their writer is provably dead
+    every 10 minutes (and at the dock's reads), once their writer is provably dead
     (:mod:`napari_sam.session_temporaries`).
 
     Parameters
@@ -591,9 +591,13 @@ def _read_labels_file(json_path: Path, ref, shape, what: str) -> np.ndarray | No
     return arr
 
 
-def read_session(path: os.PathLike | str, *, load_labels: bool = True) -> Session:
+def read_session(path: os.PathLike | str, *, load_labels: bool = True,
+                 sweep_temporaries: bool = False) -> Session:
     """Read and check a session file (its form; :func:`check_image` and :func:`check_model`
-    check it against an image and the installed models).
+    check it against an image and the installed models). ``sweep_temporaries``: also remove
+    the hidden temporaries of killed session writes in its folder
+    (:func:`napari_sam.session_temporaries.remove_dead_session_temporaries`; the dock's load
+    and offer to resume do; a plain read changes nothing in the folder).
 
     Raises
     ------
@@ -604,7 +608,8 @@ def read_session(path: os.PathLike | str, *, load_labels: bool = True) -> Sessio
     p = Path(path)
     if not p.is_file():
         raise SessionError(f"session file {p} does not exist")
-    remove_dead_session_temporaries(p.parent)  # what killed session writes left there
+    if sweep_temporaries:
+        remove_dead_session_temporaries(p.parent)  # what killed session writes left there
     try:
         data = json.loads(p.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError:

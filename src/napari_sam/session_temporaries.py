@@ -16,9 +16,14 @@ hex digits of the SHA-1 of its host and PID namespace
 temporaries (of any session file there: ``*.json`` and their ``*.labels-<12 hex>.tif`` /
 ``*.base-<12 hex>.tif``) whose writer is dead by the rule of
 :mod:`napari_sam.io.dead_temporaries`: one of this host and namespace once its process runs
-no more (on Windows, where that cannot be asked, by its age as below); any other (another host, another container, a name of before) once unwritten for
-:data:`~napari_sam.io.dead_temporaries.FOREIGN_TEMPORARY_AGE` (24 hours); never one whose
-``flock`` a writer holds. ``read_session`` calls it, and ``write_session`` through
+no more (on Windows, where that cannot be asked, by its age as below); any other (another
+host, another container, a name of before) once unwritten for
+:data:`~napari_sam.io.dead_temporaries.FOREIGN_TEMPORARY_AGE` (24 hours), and only when the
+file it was to become is a session file (an autosave's ``*.sam-session.json`` name, or a
+``*.json`` beside it that is a session file; for a label TIFF, that of the session file
+naming it): a user's own ``.settings.json.0123456789ab.tmp`` is not one; never one whose
+``flock`` a writer holds. The dock's ``read_session`` calls (load, the offer to resume:
+``sweep_temporaries=True``; not a plain read) call it, and ``write_session`` through
 :func:`sweep_folder_now_and_then` (the first write in a folder, then at most every
 :data:`SWEEP_INTERVAL_S`: an autosave writes at every commit, and listing a folder of 20,000
 files took 20-40 ms each time): the next session loaded, or offered for resuming, in that
@@ -41,6 +46,7 @@ from napari_sam.io.dead_temporaries import (
     remove_unless_held,
     writer_ended,
 )
+from napari_sam.session_leftovers import session_text
 
 __all__ = ["SWEEP_INTERVAL_S", "remove_dead_session_temporaries", "session_tmp_name",
            "sweep_folder_now_and_then", "writer_tag"]
@@ -50,8 +56,10 @@ SWEEP_INTERVAL_S = 600.0
 
 _SWEPT_AT: dict[str, float] = {}  # folder: when this process last swept it (time.monotonic)
 
-_TEMPORARY = re.compile(r"\.(?:.+\.json|.+\.(?:labels|base)-[0-9a-f]{12}\.tif)"
+_TEMPORARY = re.compile(r"\.(?:(?P<json>.+\.json)|(?P<stem>.+)\.(?:labels|base)-[0-9a-f]{12}\.tif)"
                         r"\.(?P<pid>[0-9a-f]{6})(?P<who>[0-9a-f]{6})\.tmp")
+#: the name ending of a dock's autosave (``napari_sam.session.SESSION_FILE_SUFFIX``)
+_AUTOSAVE_SUFFIX = ".sam-session.json"
 
 
 @functools.lru_cache(maxsize=1)
@@ -92,8 +100,10 @@ def remove_dead_session_temporaries(folder: os.PathLike | str) -> list[Path]:
                 continue
             if m["who"] == ours:  # (Windows: by its age too, see writer_ended)
                 dead = writer_ended(int(m["pid"], 16), tmp, now)
-            else:  # another host or container, or a random name of before: by its age
-                dead = now - tmp.stat().st_mtime >= FOREIGN_TEMPORARY_AGE
+            else:  # another host or container, or a random name of before: by its age,
+                # and only a session file's (a user's .settings.json.0123456789ab.tmp stays)
+                dead = (now - tmp.stat().st_mtime >= FOREIGN_TEMPORARY_AGE
+                        and _of_a_session_file(folder, m["json"] or f"{m['stem']}.json"))
             if dead and remove_unless_held(tmp):
                 gone.append(tmp)
         except OSError:
@@ -110,3 +120,14 @@ def sweep_folder_now_and_then(folder: os.PathLike | str) -> list[Path]:
         return []
     _SWEPT_AT[key] = now
     return remove_dead_session_temporaries(folder)
+
+
+def _of_a_session_file(folder: Path, json_name: str) -> bool:
+    """Whether ``json_name`` in ``folder`` (the final name of a temporary, or the JSON of a
+    label TIFF's) is a session file: a dock's autosave name, or a file there that is one."""
+    if json_name.endswith(_AUTOSAVE_SUFFIX):
+        return True
+    try:
+        return session_text(folder / json_name)[0]
+    except OSError:  # (none there: a user's file named like a temporary)
+        return False

@@ -571,7 +571,7 @@ class SessionLog(LiveSessionFiles):
         self.refuse_live_file(path, "loaded")  # another live session's autosave
         refuse_movie_sessions(self.source, "loaded")
         try:
-            sess = S.read_session(path)
+            sess = S.read_session(path, sweep_temporaries=True)
             src = self._require_image()
             S.check_image(sess, src.shape, what=f"'{self.image_name()}'", axes_hint=False)
             model_note = self._model_for(sess)
@@ -705,7 +705,7 @@ class SessionLog(LiveSessionFiles):
             return None
         self.notify_resume(str(target), offer[0])
         self.notify_info(offer[1])
-        return S.read_session(target, load_labels=False)
+        return S.read_session(target, load_labels=False, sweep_temporaries=True)
 
     def resume(self) -> S.Session:
         """Load the autosaved session of this image (:meth:`load_session`); once this
