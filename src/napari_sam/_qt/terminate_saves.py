@@ -42,6 +42,7 @@ ones passed the SIGKILL kept for a hang, :data:`WAIT_S` + 10 s).
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -83,6 +84,8 @@ def save_on_terminate(session) -> None:
     from qtpy.QtCore import QTimer
 
     _STATE["wakeup"] = _wake_on_signals()
+    if _STATE["wakeup"] is not None:
+        atexit.register(_let_wakeup_go)
     timer = QTimer()
     timer.setInterval(TICK_MS)
     timer.timeout.connect(lambda: None)  # (Python runs: a signal's handler gets its turn)
@@ -150,6 +153,24 @@ def _wake_on_signals():
 
     notifier.activated.connect(drain)
     return read_end, write_end, notifier
+
+
+def _let_wakeup_go() -> None:
+    """At exit: our wakeup descriptor unset where it is still ours, its sockets closed
+    (Python warned of two unclosed sockets at the end of every process with a dock)."""
+    read_end, write_end, notifier = _STATE["wakeup"]
+    try:
+        previous = signal.set_wakeup_fd(-1)
+        if previous not in (-1, write_end.fileno()):
+            signal.set_wakeup_fd(previous)  # (someone else's: left to them)
+    except (ValueError, OSError):
+        pass
+    try:
+        notifier.setEnabled(False)
+    except RuntimeError:  # (Qt deleted it already)
+        pass
+    read_end.close()
+    write_end.close()
 
 
 def _signals() -> list:
