@@ -205,23 +205,30 @@ def test_a_damaged_utf16_prompts_file_is_not_called_not_utf8(tmp_path, tiny_mode
 
 
 # ------------------------------------------------------------------ 5: Excel's CSV habits
+def _segment_a_tif(tmp_path, tiny_model, capsys, out: str, prompts: bytes):
+    """``(rc, stderr)`` of ``segment`` on ``data/a.tif`` (3 x 64 x 64 noise, made once) with
+    the prompts file ``p.csv`` holding ``prompts``, into ``tmp_path / out``."""
+    image = tmp_path / "data" / "a.tif"
+    if not image.exists():
+        noise_image(image, (3, 64, 64))
+    (tmp_path / "p.csv").write_bytes(prompts)
+    rc, _, err = cli(["segment", tmp_path / "data", "-p", tmp_path / "p.csv", "-o",
+                      tmp_path / out, "--model", tiny_model, *FAST], capsys)
+    return rc, err
+
+
 def test_excels_empty_columns_right_of_the_table_are_ignored(tmp_path, tiny_model, capsys):
     """Excel writes the empty (once formatted) columns right of the table: a header
     ``file,id,slice,row,col,,`` (or a column named by a space) and rows ending ``,,``, and
     empty rows ``,,,,,,``. It was refused: "unknown column ['']". A value under a column
     without a name is still refused, naming the line and the column."""
-    noise_image(tmp_path / "data" / "a.tif", (3, 64, 64))
-    prompts = tmp_path / "p.csv"
-    prompts.write_bytes(b"\xef\xbb\xbffile,id,slice,row,col, ,\r\na.tif,1,1,30,30,,\r\n"
-                        b"a.tif,2,2,10,10,,\r\n,,,,,,\r\n")
-    out = tmp_path / "out"
-    rc, stdout, err = cli(["segment", tmp_path / "data", "-p", prompts, "-o", out,
-                           "--model", tiny_model, *FAST], capsys)
+    rc, err = _segment_a_tif(tmp_path, tiny_model, capsys, "out",
+                             b"\xef\xbb\xbffile,id,slice,row,col, ,\r\na.tif,1,1,30,30,,\r\n"
+                             b"a.tif,2,2,10,10,,\r\n,,,,,,\r\n")
     assert rc == 0, err
-    assert _prompted_ids(out / "a_labels.tif.json") == [1, 2]
-    prompts.write_bytes(b"file,id,slice,row,col,,\r\na.tif,1,1,30,30,,x\r\n")
-    rc, _, err = cli(["segment", tmp_path / "data", "-p", prompts, "-o", tmp_path / "o2",
-                      "--model", tiny_model, *FAST], capsys)
+    assert _prompted_ids(tmp_path / "out" / "a_labels.tif.json") == [1, 2]
+    rc, err = _segment_a_tif(tmp_path, tiny_model, capsys, "o2",
+                             b"file,id,slice,row,col,,\r\na.tif,1,1,30,30,,x\r\n")
     assert rc == 2
     assert ("p.csv, line 2: column 7 has no name in the first line but holds 'x'; name that "
             "column (file, id, slice, row, col, ...) or delete it" in error_line(err))
@@ -231,18 +238,13 @@ def test_excels_sep_line_before_the_header_is_skipped(tmp_path, tiny_model, caps
     """Excel's ``sep=,`` first line (it writes it for other locales, and it makes Excel open
     the file right): it was read as the header, "unknown column ['sep=']". Now skipped; a
     ``sep=;`` file gets the semicolon message, naming what to do."""
-    noise_image(tmp_path / "data" / "a.tif", (3, 64, 64))
-    prompts = tmp_path / "p.csv"
-    prompts.write_bytes(b"sep=,\r\nfile,id,slice,row,col\r\na.tif,1,1,30,30\r\n"
-                        b"a.tif,2,2,10,10\r\n")
-    out = tmp_path / "out"
-    rc, stdout, err = cli(["segment", tmp_path / "data", "-p", prompts, "-o", out,
-                           "--model", tiny_model, *FAST], capsys)
+    rc, err = _segment_a_tif(tmp_path, tiny_model, capsys, "out",
+                             b"sep=,\r\nfile,id,slice,row,col\r\na.tif,1,1,30,30\r\n"
+                             b"a.tif,2,2,10,10\r\n")
     assert rc == 0, err
-    assert _prompted_ids(out / "a_labels.tif.json") == [1, 2]
-    prompts.write_bytes(b"sep=;\r\nfile;id;slice;row;col\r\na.tif;1;1;30;30\r\n")
-    rc, _, err = cli(["segment", tmp_path / "data", "-p", prompts, "-o", tmp_path / "o2",
-                      "--model", tiny_model, *FAST], capsys)
+    assert _prompted_ids(tmp_path / "out" / "a_labels.tif.json") == [1, 2]
+    rc, err = _segment_a_tif(tmp_path, tiny_model, capsys, "o2",
+                             b"sep=;\r\nfile;id;slice;row;col\r\na.tif;1;1;30;30\r\n")
     assert rc == 2 and "is separated by semicolons (';'), but prompts files must be " \
         "comma-separated" in error_line(err), err
 

@@ -34,12 +34,10 @@ def _ns_suffix() -> str:
     return f"-{ns}" if ns else ""
 
 
-@pytest.mark.parametrize("form", ["namespace", "before"])
-def test_a_file_its_writer_holds_locked_is_not_removed(tmp_path, form):
-    """A partial file whose name's process id looks dead here (a writer in another container
-    with the same host name, or an id that ran here and exited) but whose writer holds its
-    lock is kept; once the lock is let go, it is removed (was: removed mid-download)."""
-    suffix = _ns_suffix() if form == "namespace" else ""
+def _kept_while_locked(tmp_path, suffix: str):
+    """A partial download named for a dead process id of this host (``suffix``: its PID
+    namespace's part, or none), locked by a live writer: not removed while the lock is held;
+    returns its path once the writer let the lock go."""
     part = tmp_path / f".sam_vit_b.pth.part-{host_tag()}-{dead_pid()}{suffix}"
     part.write_bytes(b"x" * 1000)
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(part)], text=True,
@@ -50,6 +48,16 @@ def test_a_file_its_writer_holds_locked_is_not_removed(tmp_path, form):
         assert part.read_bytes() == b"x" * 1000
     finally:
         holder.communicate("", timeout=60)
+    return part
+
+
+@pytest.mark.parametrize("form", ["namespace", "before"])
+def test_a_file_its_writer_holds_locked_is_not_removed(tmp_path, form):
+    """A partial file whose name's process id looks dead here (a writer in another container
+    with the same host name, or an id that ran here and exited) but whose writer holds its
+    lock is kept; once the lock is let go, it is removed (was: removed mid-download)."""
+    suffix = _ns_suffix() if form == "namespace" else ""
+    part = _kept_while_locked(tmp_path, suffix)
     assert remove_dead(tmp_path / "sam_vit_b.pth", "part") == [part]
     assert not part.exists()
 
@@ -115,15 +123,6 @@ def test_a_locked_file_is_kept_where_flock_needs_a_writable_descriptor(tmp_path,
         return real(fd, op)
 
     monkeypatch.setattr(dead_temporaries.fcntl, "flock", nfs_flock)
-    part = tmp_path / f".sam_vit_b.pth.part-{host_tag()}-{dead_pid()}{_ns_suffix()}"
-    part.write_bytes(b"x" * 1000)
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(part)], text=True,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        assert holder.stdout.readline() == "locked\n"
-        assert remove_dead(tmp_path / "sam_vit_b.pth", "part") == []
-        assert part.read_bytes() == b"x" * 1000
-    finally:
-        holder.communicate("", timeout=60)
+    part = _kept_while_locked(tmp_path, _ns_suffix())
     os.chmod(part, 0o444)  # not writable (another user's, say): asked read-only, still removed
     assert remove_dead(tmp_path / "sam_vit_b.pth", "part") == [part]

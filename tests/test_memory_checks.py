@@ -29,7 +29,7 @@ def test_segment_everything_on_a_tall_stack_is_refused_with_numbers_and_ways(mem
     assert segment_everything_problem(STACK, True, True) == (
         "Not started: Segment everything on the whole 300 x 1024 x 1024 stack, its objects "
         "propagated, needs about 8.0 GB of memory, more than the 2.0 GB free here (or under "
-        "this job's memory limit): out of memory, the system could close napari. Instead: untick 'Propagate objects through the stack' (the "
+        "napari's memory limit): out of memory, the system could close napari. Instead: untick 'Propagate objects through the stack' (the "
         "slices' objects linked only: about 5.5 GB); pick 'current slice' in 'Where' to "
         "segment the slices you need; crop the stack (a smaller region, fewer slices), or "
         "segment it outside napari with napari-sam auto --no-propagate (docs/cli.md: its "
@@ -43,6 +43,20 @@ def test_segment_everything_on_a_tall_stack_is_refused_with_numbers_and_ways(mem
     assert segment_everything_problem(STACK, False, True).startswith(
         "Not started: Segment everything on a slice of this 300 x 1024 x 1024 stack needs "
         "about 517 MB of memory, more than the 400 MB free")
+
+
+def test_segment_everything_on_small_slices_counts_a_small_working_memory(memory_room):
+    """Its 0.5 GB working memory was measured on 768 x 768 slices: a 5 x 64 x 64 stack with
+    450 MB free was refused for "about 500 MB", and told to crop a 64 x 64 image."""
+    memory_room(450 * 10**6)
+    assert segment_everything_problem((5, 64, 64), False, True) is None
+    assert segment_everything_problem((5, 64, 64), True, True) is None
+    memory_room(40 * 10**6)  # below the least working memory counted (50 MB)
+    assert segment_everything_problem((5, 64, 64), False, True) == (
+        "Not started: Segment everything on a slice of this 5 x 64 x 64 stack needs about "
+        "50 MB of memory, more than the 40 MB free here (or under napari's memory limit): out "
+        "of memory, the system could close napari. Instead: close other programs and images. "
+        "Nothing was changed: your labels and prompts are kept.")
 
 
 def test_propagation_counts_the_embeddings_it_will_keep(memory_room):

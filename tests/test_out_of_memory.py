@@ -71,14 +71,7 @@ def test_a_stack_whose_propagation_cannot_fit_under_ulimit_is_refused_before_any
     label volumes (7.5 GB) cannot fit; the job fails at once naming ``--no-propagate`` (was:
     the check read only the machine's MemAvailable, segmented every slice for hours, then
     died propagating)."""
-    big = tmp_path / "big.npy"
-    np.lib.format.open_memmap(big, mode="w+", dtype=np.uint8, shape=(300, 1024, 1024)).flush()
-    env = {"NAPARI_SAM_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
-           "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "napari_sam.cli", "auto", big, "-o", tmp_path / "out",
-         "--threads", "1", "-q", "--axes", "ZYX"],
-        capture_output=True, text=True, env=env, preexec_fn=_limited(LIMIT), timeout=120)
+    proc = _auto_on_zeros_under_the_limit(tmp_path / "big.npy", (300, 1024, 1024), "ZYX")
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "300 x 1024 x 1024 stack needs about 7.5 GB" in proc.stderr, proc.stderr
@@ -92,20 +85,25 @@ def test_a_movie_whose_volumes_cannot_be_propagated_says_it_is_per_time_point(tm
     """A (2, 300, 1024, 1024) movie under ``ulimit -v 2.5 GB``: refused before any work as a
     stack is, saying the size is each time point's volume (was: "this 300 x 1024 x 1024
     stack", of a file whose shape has 4 numbers)."""
-    big = tmp_path / "movie.npy"
-    np.lib.format.open_memmap(big, mode="w+", dtype=np.uint8,
-                              shape=(2, 300, 1024, 1024)).flush()
-    env = {"NAPARI_SAM_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1",
-           "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "napari_sam.cli", "auto", big, "-o", tmp_path / "out",
-         "--threads", "1", "-q", "--axes", "TZYX"],
-        capture_output=True, text=True, env=env, preexec_fn=_limited(LIMIT), timeout=120)
+    proc = _auto_on_zeros_under_the_limit(tmp_path / "movie.npy", (2, 300, 1024, 1024), "TZYX")
     said = " ".join(proc.stderr.split())
     assert proc.returncode == 1, said
     assert ("propagating the objects of this 300 x 1024 x 1024 movie's volume at each time "
             "point needs about 7.5 GB") in said, said
     assert not (tmp_path / "out" / "movie_labels.tif").exists()
+
+
+def _auto_on_zeros_under_the_limit(big, shape, axes: str) -> subprocess.CompletedProcess:
+    """``napari-sam auto`` on a ``.npy`` of zeros of ``shape`` (uint8, memory-mapped: no
+    memory until read) with ``--axes axes``, under ``ulimit -v LIMIT``; output beside it in
+    ``out``."""
+    np.lib.format.open_memmap(big, mode="w+", dtype=np.uint8, shape=shape).flush()
+    env = {"NAPARI_SAM_CACHE_DIR": str(big.parent / "cache"), "OMP_NUM_THREADS": "1",
+           "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)}
+    return subprocess.run(
+        [sys.executable, "-m", "napari_sam.cli", "auto", big, "-o", big.parent / "out",
+         "--threads", "1", "-q", "--axes", axes],
+        capture_output=True, text=True, env=env, preexec_fn=_limited(LIMIT), timeout=120)
 
 
 def _cli_under(tmp_path, limit_kib: int) -> subprocess.CompletedProcess:

@@ -158,6 +158,11 @@ class TiledStackEmbeddings:
         to the window under way: the others are read back from the store when used).
     predictor : Predictor, optional
         Shared by every window; default: one made for ``model``, ``device``, ``precision``.
+    check_memory : bool
+        Refuse (ValueError) a :meth:`compute` without a store, or an ``emb[z]``, whose
+        windows would not fit in the memory free (default). The dock passes False: it
+        weighs each of its jobs itself (:mod:`napari_sam.annotate.memory_checks`), and a
+        click there embeds only the windows it needs.
 
     Attributes
     ----------
@@ -190,6 +195,7 @@ class TiledStackEmbeddings:
         precision: str = "auto",
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         predictor: Predictor | None = None,
+        check_memory: bool = True,
     ):
         stack = check_stack(stack, layout=False)  # embed() checked how it is laid out
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
@@ -197,6 +203,7 @@ class TiledStackEmbeddings:
         ):
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.stack = stack
+        self.check_memory = bool(check_memory)
         self.shape = tuple(int(s) for s in stack.shape[:3])
         self.predictor = predictor or Predictor(model, device=device, precision=precision)
         self.model = require_family(self.predictor.model, "sam1", "embed (per-slice SAM 1 "
@@ -346,7 +353,7 @@ class TiledStackEmbeddings:
         z = self._check_index(z)
         missing = sum(1 for i in range(len(self.tiling)) if self.window_stack(i).missing([z]))
         problem = (_no_room(missing * self._window_bytes, self.predictor.device)
-                   if missing else None)
+                   if missing and self.check_memory else None)
         if problem:  # a TiledEmbedding holds every window of its slice, store or not
             raise ValueError(
                 f"emb[{z}] holds the embeddings of all {len(self.tiling)} windows of slice {z} "
@@ -390,7 +397,7 @@ class TiledStackEmbeddings:
         ValueError before any work when they would not fit in the memory free where they live
         (:func:`napari_sam.memory.device_room`: the GPU's on CUDA, else the host's), saying
         to pass ``store=``."""
-        if self._tiles is not None or not todo:
+        if self._tiles is not None or not todo or not self.check_memory:
             return
         held = sum(ws.in_memory for ws in self._windows.values())
         n = len(set(todo))

@@ -75,12 +75,15 @@ def press_key(viewer, key: str) -> None:
 
 def click_commit(viewer, widget, row: float, col: float) -> str:
     """Click (row, col) on the canvas with the dock's points layer selected, press Shift+C,
-    and check the commit happened; returns the dock's status line."""
+    and check the commit happened (waiting for the dock's jobs where they run in threads);
+    returns the dock's status line."""
     c = widget.controller
     viewer.layers.selection.active = c.points_layer
     canvas_click(viewer, row, col)
+    widget.wait()
     assert c.previews, widget._status.text()
     press_key(viewer, "Shift-C")
+    widget.wait()
     assert widget._status.text().startswith("Committed label"), widget._status.text()
     return widget._status.text()
 

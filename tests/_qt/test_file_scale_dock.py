@@ -148,3 +148,35 @@ def test_the_view_follows_the_voxel_size_it_sets(make_widget, tmp_path):
     viewer.reset_view()  # what napari shows an image opened at this scale
     assert center[1:] == pytest.approx(tuple(viewer.camera.center)[1:], abs=0.5)
     assert zoom == pytest.approx(viewer.camera.zoom, rel=0.02)
+
+
+def _camera(viewer):
+    return tuple(viewer.camera.center), viewer.camera.zoom
+
+
+def test_a_second_file_picked_later_leaves_the_view_as_it_is(make_widget, tmp_path):
+    """The view napari fitted to the first file: picking the second (the same voxel size)
+    scaled the camera and the sliders again, showing its top-left quarter and the last slice
+    of both (reviewer of session 42)."""
+    for name in ("a", "b"):
+        _imagej(tmp_path / f"{name}.tif", np.zeros((9, 120, 160), np.uint16), "ZYX", 2.0, 0.5)
+    viewer, widget = make_widget(preload=False)
+    viewer.open(str(tmp_path / "a.tif"), plugin="napari")
+    viewer.open(str(tmp_path / "b.tif"), plugin="napari")
+    before, point = _camera(viewer), tuple(viewer.dims.point)
+    widget._image.setCurrentIndex(widget._image.findText("b"))
+    assert tuple(viewer.layers["b"].scale) == pytest.approx((2.0, 0.5, 0.5))
+    assert _camera(viewer) == before and tuple(viewer.dims.point) == point
+    assert round(viewer.layers["b"].world_to_data(viewer.dims.point)[0]) == 4  # (overlaid)
+
+
+def test_a_volume_shown_in_3d_is_fitted_again(make_widget, tmp_path):
+    _imagej(tmp_path / "v.tif", np.zeros((9, 120, 160), np.uint16), "ZYX", 2.0, 0.5)
+    viewer, widget = make_widget(preload=False)
+    viewer.dims.ndisplay = 3
+    viewer.open(str(tmp_path / "v.tif"), plugin="napari")
+    assert tuple(viewer.layers["v"].scale) == pytest.approx((2.0, 0.5, 0.5))
+    shown = _camera(viewer)
+    viewer.reset_view()
+    assert shown[0] == pytest.approx(_camera(viewer)[0], abs=0.5)
+    assert shown[1] == pytest.approx(_camera(viewer)[1], rel=0.02)

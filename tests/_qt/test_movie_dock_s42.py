@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sam_qt_helpers import blob_stack, canvas_click, press_key, use_predictor
+from sam_qt_helpers import blob_stack, canvas_click, click_commit, press_key, use_predictor
 
 T = 3  # a short run: short enough to be channels
 
@@ -20,18 +20,10 @@ def short_movie(t: int = T) -> np.ndarray:
 def click_commit_at(viewer, widget, t: int, z: int, row: float, col: float) -> str:
     """Show time point ``t``, slice ``z``; click (row, col) and press Shift+C. Returns the
     status line after the commit."""
-    c = widget.controller
     viewer.dims.set_current_step(0, t)
     viewer.dims.set_current_step(1, z)
     widget.wait()
-    viewer.layers.selection.active = c.points_layer
-    canvas_click(viewer, row, col)
-    widget.wait()
-    assert c.previews, c.status
-    press_key(viewer, "Shift-C")
-    widget.wait()
-    assert c.status.startswith("Committed label"), c.status
-    return c.status
+    return click_commit(viewer, widget, row, col)
 
 
 def test_a_short_imagej_movie_opened_with_napari_is_a_movie(make_widget, tiny_predictor,

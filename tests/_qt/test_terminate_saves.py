@@ -159,20 +159,40 @@ def test_all_sessions_share_one_deadline_for_their_autosaves():
     assert asked[0] <= 0.6 and asked[1] < 0.05 and asked[2] < 0.05
 
 
-_IDLE_NAPARI_TOLD_TO_END = r"""
-import sys
-from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QApplication
-from napari_sam._qt.terminate_saves import save_on_terminate
-
-class Session:  # what the signal waits for: an AnnotationSession's autosaves
+#: an AnnotationSession for the scripts below: what the signal waits for and then lets go
+_STAND_IN = r"""
+class Session:
     def wait_autosave(self, timeout):
         print("SAVED", flush=True)
         return True
 
     def release_session_file(self):
         pass
+"""
 
+
+def _ends_saved(proc, wait: float = 0.0) -> None:
+    """Tell ``proc`` (a script of this module) to end with SIGTERM after ``wait`` seconds: it
+    saves its sessions ("SAVED") and ends as the signal ends it."""
+    try:
+        time.sleep(wait)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)  # the idle loop woke for the signal: nothing else would wake it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    assert proc.stdout.read().strip() == "SAVED"
+    assert proc.returncode == -signal.SIGTERM
+
+
+_IDLE_NAPARI_TOLD_TO_END = r"""
+import sys
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QApplication
+from napari_sam._qt.terminate_saves import save_on_terminate
+
+{stand_in}
 app = QApplication([])
 if {taken!r}:  # the wakeup descriptor is someone else's (an asyncio loop's signal handlers)
     import signal, socket
@@ -204,27 +224,19 @@ def test_an_idle_napari_runs_no_python_of_ours_yet_sigterm_still_saves(taken):
     """The handler used to get its turn from a timer that woke napari's event loop four times
     a second for as long as a dock had been open; the signal now wakes the loop itself. Where
     the wakeup descriptor is someone else's, it is left to them and the timer comes back."""
-    proc = subprocess.Popen([sys.executable, "-c", _IDLE_NAPARI_TOLD_TO_END.format(taken=taken)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    script = _IDLE_NAPARI_TOLD_TO_END.format(taken=taken, stand_in=_STAND_IN)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if taken:
+        assert line.strip() == "THEIRS True", line + proc.stderr.read()[-3000:]
         line = proc.stdout.readline()
-        if taken:
-            assert line.strip() == "THEIRS True", line + proc.stderr.read()[-3000:]
-            line = proc.stdout.readline()
-        assert line.startswith("IDLE"), proc.stderr.read()[-3000:]
-        # 1.6 s of an idle loop: nothing of ours ran (the timer: about six ticks; the check
-        # of the wakeup descriptor runs every WATCH_MS, later than that)
-        assert WATCH_MS > 1600
-        assert (int(line.split()[1]) >= 3) if taken else line.split()[1] == "0", line
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(15)  # the idle loop woke for the signal: nothing else would wake it
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-    assert proc.stdout.read().strip() == "SAVED"
-    assert proc.returncode == -signal.SIGTERM
+    assert line.startswith("IDLE"), proc.stderr.read()[-3000:]
+    # 1.6 s of an idle loop: nothing of ours ran (the timer: about six ticks; the check of
+    # the wakeup descriptor runs every WATCH_MS, later than that)
+    assert WATCH_MS > 1600
+    assert (int(line.split()[1]) >= 3) if taken else line.split()[1] == "0", line
+    _ends_saved(proc, wait=0.5)
 
 
 _WAKEUP_TAKEN_LATER = r"""
@@ -233,14 +245,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication
 import napari_sam._qt.terminate_saves as T
 
-class Session:
-    def wait_autosave(self, timeout):
-        print("SAVED", flush=True)
-        return True
-
-    def release_session_file(self):
-        pass
-
+{stand_in}
 T.WATCH_MS = 300
 app = QApplication([])
 session = Session()  # (kept: the handler holds sessions weakly)
@@ -270,19 +275,12 @@ def test_sigterm_still_saves_after_someone_resets_the_wakeup_descriptor(case):
     IPython prompt) left no wakeup descriptor, or someone else's: nothing woke the idle loop
     on SIGTERM and napari did not end. Ours is put back where none is set; someone else's is
     kept (with the light timer)."""
-    proc = subprocess.Popen([sys.executable, "-c", _WAKEUP_TAKEN_LATER.format(case=case)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert line.strip() == f"READY {case == 'replaced'}", line + proc.stderr.read()[-3000:]
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-    assert proc.stdout.read().strip() == "SAVED"
-    assert proc.returncode == -signal.SIGTERM
+    script = _WAKEUP_TAKEN_LATER.format(case=case, stand_in=_STAND_IN)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.strip() == f"READY {case == 'replaced'}", line + proc.stderr.read()[-3000:]
+    _ends_saved(proc)
 
 
 _NAPARI_QUITS = r"""
@@ -290,10 +288,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication
 from napari_sam._qt.terminate_saves import save_on_terminate
 
-class Session:
-    def wait_autosave(self, timeout):
-        return True
-
+{stand_in}
 app = QApplication([])
 session = Session()
 save_on_terminate(session)
@@ -312,7 +307,8 @@ gc.collect()
 def test_napari_quitting_leaves_no_unclosed_socket_behind():
     """The sockets that wake the event loop for a signal are closed at exit: a process whose
     state was let go (the test suite's) warned 'unclosed <socket.socket ...>'."""
-    done = subprocess.run([sys.executable, "-W", "default::ResourceWarning", "-c", _NAPARI_QUITS],
+    script = _NAPARI_QUITS.format(stand_in=_STAND_IN)
+    done = subprocess.run([sys.executable, "-W", "default::ResourceWarning", "-c", script],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "QUIT -1", done.stderr[-3000:]
     assert "unclosed" not in done.stderr, done.stderr[-3000:]

@@ -10,6 +10,7 @@ from sam_qt_helpers import (
     blob_stack,
     canvas_click,
     canvas_drag,
+    click_commit,
     hold_propagation,
     press_key,
     use_predictor,
@@ -25,17 +26,6 @@ def _movie() -> np.ndarray:
     return np.stack([blob_stack(seed=t) for t in range(T)])
 
 
-def _click_commit(viewer, widget, row: float, col: float) -> None:
-    c = widget.controller
-    viewer.layers.selection.active = c.points_layer
-    canvas_click(viewer, row, col)
-    widget.wait()
-    assert c.previews, c.status
-    press_key(viewer, "Shift-C")
-    widget.wait()
-    assert c.status.startswith("Committed label"), c.status
-
-
 def _volume_alone(make_widget, predictor, volume: np.ndarray, z: int, row: float,
                   col: float) -> np.ndarray:
     """The labels a click at (z, row, col) commits on a 3D layer of ``volume`` alone."""
@@ -43,7 +33,7 @@ def _volume_alone(make_widget, predictor, volume: np.ndarray, z: int, row: float
     use_predictor(widget, predictor)
     widget.wait()
     viewer.dims.set_point(0, z)
-    _click_commit(viewer, widget, row, col)
+    click_commit(viewer, widget, row, col)
     return np.array(widget.controller.target_layer.data)
 
 
@@ -63,7 +53,7 @@ def test_the_dock_segments_the_time_point_the_slider_shows(make_widget, tiny_pre
     assert c.source.time_point == 0, c.status
     assert c.points_layer.ndim == 4 and c.preview_layer.data.shape == movie.shape
     viewer.dims.set_point(1, 3)
-    _click_commit(viewer, widget, 20, 20)
+    click_commit(viewer, widget, 20, 20)
     labels = c.target_layer.data
     assert labels.shape == movie.shape
     at_0 = labels[0].copy()
@@ -78,7 +68,7 @@ def test_the_dock_segments_the_time_point_the_slider_shows(make_widget, tiny_pre
         c.status)
     assert len(c.points_layer.data) == 1 and not c.previews
     assert c.emb is not emb_0  # t=1 is embedded anew, not read from t=0's embedding
-    _click_commit(viewer, widget, 20, 20)
+    click_commit(viewer, widget, 20, 20)
     np.testing.assert_array_equal(labels[0], at_0)  # t=0 kept by the commit at t=1
     alone = [_volume_alone(make_widget, tiny_predictor, movie[t], 3, 20, 20) for t in (0, 1)]
     np.testing.assert_array_equal(at_0, alone[0])

@@ -6,10 +6,10 @@ napari opens an ImageJ TIFF of a CT volume with 12.5 µm voxels (or a confocal s
 that, and labels saved from napari lost the voxel size the command line's outputs keep
 (porosity or volume measurements need it). A layer the user scaled is left as it is.
 
-The view follows: napari fitted the image at scale 1 when it opened it, and a scale of 0.5 µm
-left it in the top-left quarter of the canvas (and a z step of 2 µm moved the slider to
-another slice); the camera and the sliders are scaled with the layer, so the same pixels and
-slice stay in view.
+The view follows where napari's fit of the view is still what it shows (the image just
+opened): a scale of 0.5 µm left it in the top-left quarter of the canvas (and a z step of
+2 µm moved the slider to another slice); the view is fitted again and the slice kept. A view
+the user moved, or fitted to other layers (a second file picked later), is left as it is.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def apply_file_scale(layer, layers=(), viewer=None) -> str:
     file's. When another of ``layers`` (the viewer's) with the same rows and columns is at
     the default scale (labels opened beside the image), nothing is set either, as it would no
     longer line up with the image: the line says so. With ``viewer``, its camera and sliders
-    follow the new scale (:func:`_keep_view`).
+    follow the new scale where it still shows what napari fitted (:func:`_still_fitted`).
 
     Returns
     -------
@@ -68,10 +68,11 @@ def apply_file_scale(layer, layers=(), viewer=None) -> str:
         return (f"{said}: not set on the layer, as '{beside[0]}' of the same size is at scale "
                 "1 and would no longer line up with it (set both layers' scale in napari to "
                 "use it).")
-    old = np.asarray(layer.scale, float)
+    follow = viewer is not None and _still_fitted(viewer, layer)
+    shown = np.asarray(layer.world_to_data(np.asarray(viewer.dims.point))) if follow else None
     layer.scale = [size_of.get(a, 1.0) for a in axes]
-    if viewer is not None:
-        _keep_view(viewer, layer, old)
+    if follow:
+        _fit_again(viewer, layer, shown)
     try:
         layer.units = [unit if a in size_of else "pixel" for a in axes]
     except (ValueError, TypeError, AttributeError):  # a unit napari does not know
@@ -80,22 +81,29 @@ def apply_file_scale(layer, layers=(), viewer=None) -> str:
     return f"{said}: the layer's scale is set, and labels made here keep it."
 
 
-def _keep_view(viewer, layer, old_scale) -> None:
-    """Show the pixels and slice of ``layer`` that ``viewer`` showed before its scale changed
-    from ``old_scale``: the sliders' points and the camera's centre scaled by the change, its
-    zoom divided by it (on the displayed axes; their mean where they differ)."""
+
+def _still_fitted(viewer, layer) -> bool:
+    """Whether ``viewer`` shows what napari's fit of the view shows (nobody moved it since)
+    and ``layer`` has no rotation, shear or affine transform (its scale alone places it)."""
+    eye = np.eye(layer.ndim)
+    if not (np.allclose(layer.rotate, eye) and np.allclose(layer.shear, 0)
+            and np.allclose(layer.affine.affine_matrix, np.eye(layer.ndim + 1))):
+        return False
+    cam = viewer.camera
+    before = (tuple(cam.center), float(cam.zoom), tuple(cam.angles))
+    viewer.reset_view()
+    fitted = (np.allclose(before[0], cam.center, atol=1e-3)
+              and np.isclose(before[1], cam.zoom, rtol=1e-3))
+    cam.center, cam.zoom, cam.angles = before  # (within one event: nothing was drawn)
+    return bool(fitted)
+
+
+def _fit_again(viewer, layer, shown) -> None:
+    """Fit the view again after ``layer``'s scale changed, and show its slice ``shown`` (the
+    data point shown before) again on the sliders."""
+    viewer.reset_view()
+    world = np.asarray(layer.data_to_world(shown), float)
     n = viewer.dims.ndim
-    factor = np.ones(n)
-    if n < layer.ndim:
-        return
-    factor[n - layer.ndim:] = np.asarray(layer.scale, float) / np.asarray(old_scale, float)
-    point = np.asarray(viewer.dims.point, float) * factor
-    displayed = list(viewer.dims.displayed)
-    for axis in range(n):
-        if axis not in displayed:
-            viewer.dims.set_point(axis, point[axis])
-    center = np.asarray(viewer.camera.center, float)
-    shown = factor[displayed]
-    center[len(center) - len(displayed):] *= shown
-    viewer.camera.center = tuple(center)
-    viewer.camera.zoom = float(viewer.camera.zoom) / float(np.mean(shown))
+    for i, axis in enumerate(range(n - layer.ndim, n)):
+        if axis >= 0 and axis not in viewer.dims.displayed:
+            viewer.dims.set_point(axis, world[i])

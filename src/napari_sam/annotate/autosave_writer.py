@@ -87,6 +87,13 @@ class AutosaveWriter:
             self._spare = None  # (a buffer of another shape: no use, and in the way)
         return _room_for(labels.nbytes)
 
+    def in_place(self, labels) -> bool:
+        """Whether an autosave of ``labels`` is written from them as they are, on the calling
+        thread, no copy made: large labels whose copy does not fit in memory (the caller's
+        thread owns them and waits for the write, so nothing changes them meanwhile)."""
+        return (self.background and labels is not None and labels.nbytes >= BACKGROUND_BYTES
+                and not self.in_background(labels))
+
     @property
     def idle(self) -> bool:
         """No write under way or waiting."""

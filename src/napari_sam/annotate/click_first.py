@@ -203,7 +203,9 @@ class ClickFirst:
         if embedding_problem(self.emb, self.emb.missing([z]), self.store is not None):
             line = self.status.removesuffix(" [demo model]")  # (said again at the end)
             self._say(f"{line} The slice's other tiles are not embedded (too little memory "
-                      "free for them); each click embeds the tiles it needs.")
+                      "free for them); each click embeds the tiles it needs"
+                      + ("." if self.store is not None else "; set an 'Embedding store' to "
+                         "embed them all."))
             return  # (the refusal was said when the image was embedded: not at every click)
         before, pause = self.status, threading.Event()
         gen = _without_lines(self._prepare_gen([z], should_stop=pause.is_set))

@@ -73,7 +73,7 @@ def new_embeddings(source, predictor, store=None, tiling="auto", max_memory_slic
 
         return TiledStackEmbeddings(source.stack, predictor.model, tiles, store=store,
                                     predictor=predictor, contrast_limits=contrast_limits,
-                                    cache_bytes=tiles_cache_bytes())
+                                    cache_bytes=tiles_cache_bytes(), check_memory=False)
     from napari_sam.embeddings import StackEmbeddings
 
     return StackEmbeddings(source.stack, predictor.model, store=store, predictor=predictor,

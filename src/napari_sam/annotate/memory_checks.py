@@ -30,7 +30,7 @@ import numpy as np
 from napari_sam import memory
 
 __all__ = ["LABELS_BYTES_PER_PIXEL", "PROPAGATION_BYTES_PER_VOXEL", "SEGMENT_EVERYTHING_BYTES",
-           "SEGMENT_EVERYTHING_BYTES_PER_VOXEL",
+           "SEGMENT_EVERYTHING_BYTES_PER_PIXEL", "SEGMENT_EVERYTHING_BYTES_PER_VOXEL",
            "MIN_TILES_CACHE_BYTES", "embedding_bytes", "embedding_problem", "memory_problem",
            "propagation_problem", "segment_everything_problem", "tiles_cache_bytes"]
 
@@ -44,6 +44,10 @@ PROPAGATION_BYTES_PER_VOXEL = 2
 #: counts 24 for many), and a working memory of 0.4-0.5 GB.
 SEGMENT_EVERYTHING_BYTES_PER_VOXEL = {"propagated": 24, "linked": 16, "slice": 16}
 SEGMENT_EVERYTHING_BYTES = 500_000_000
+#: That working memory scales with the slice: 0.4-0.5 GB was measured on 768 x 768 slices
+#: (about 850 bytes per pixel); a small slice's is counted so, at least 50 MB, at most
+#: :data:`SEGMENT_EVERYTHING_BYTES` (a 64 x 64 stack was refused for "500 MB" with 450 MB free)
+SEGMENT_EVERYTHING_BYTES_PER_PIXEL = 850
 #: Peak bytes per pixel of a slice at the first commit into a new labels layer (its uint32
 #: data, what napari makes of a 2D layer to show it, the commit's masks; Session 42: 0.6 GB
 #: for an 8000 x 8000 image): left free by an embedding, so that clicks can be committed.
@@ -90,9 +94,10 @@ def memory_problem(need: int, what: str, remedies: Sequence[str]) -> str | None:
     free = memory.available_memory()
     if free is None or need <= free:
         return None
-    ways = "; ".join([*remedies, "or close other programs and images"])
+    ways = "; ".join([*remedies, "or close other programs and images"] if remedies else
+                     ["close other programs and images"])
     return (f"Not started: {what} needs about {_gb(need)} of memory, more than the "
-            f"{_gb(free)} free here (or under this job's memory limit): out of memory, the system "
+            f"{_gb(free)} free here (or under napari's memory limit): out of memory, the system "
             f"could close napari. Instead: {ways}. Nothing was changed: your labels and "
             "prompts are kept.")
 
@@ -174,23 +179,24 @@ def segment_everything_problem(shape: Sequence[int], whole_stack: bool,
     embeddings it will compute and keep (:func:`embedding_bytes`)."""
     shape = [int(s) for s in shape]
     voxels = int(np.prod(shape, dtype=np.int64))
+    working = min(SEGMENT_EVERYTHING_BYTES,
+                  max(50_000_000, SEGMENT_EVERYTHING_BYTES_PER_PIXEL * shape[1] * shape[2]))
     if not whole_stack:
         key, what = "slice", f"Segment everything on a slice of this {_shape_words(shape)} stack"
         voxels = shape[1] * shape[2]  # (the layer of the stack: untouched zeros, no memory)
-        remedies = ["crop the image (a smaller region)"]
+        remedies = ["crop the image (a smaller region)"] if working == SEGMENT_EVERYTHING_BYTES else []
     else:
         key = "propagated" if propagate else "linked"
         what = (f"Segment everything on the whole {_shape_words(shape)} stack"
                 + (", its objects propagated," if propagate else ""))
         remedies = ["pick 'current slice' in 'Where' to segment the slices you need"]
         if propagate:
-            linked = (voxels * SEGMENT_EVERYTHING_BYTES_PER_VOXEL["linked"]
-                      + SEGMENT_EVERYTHING_BYTES + int(embedding))
+            linked = (voxels * SEGMENT_EVERYTHING_BYTES_PER_VOXEL["linked"] + working
+                      + int(embedding))
             remedies.insert(0, "untick 'Propagate objects through the stack' (the slices' "
                                f"objects linked only: about {_gb(linked)})")
         remedies.append("crop the stack (a smaller region, fewer slices), or segment it "
                         "outside napari with napari-sam auto --no-propagate (docs/cli.md: "
                         "its memory stays the same for any number of slices)")
-    need = (voxels * SEGMENT_EVERYTHING_BYTES_PER_VOXEL[key] + SEGMENT_EVERYTHING_BYTES
-            + int(embedding))
+    need = voxels * SEGMENT_EVERYTHING_BYTES_PER_VOXEL[key] + working + int(embedding)
     return memory_problem(need, what, remedies)

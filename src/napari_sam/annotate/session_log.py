@@ -407,10 +407,10 @@ class SessionLog(LiveSessionFiles):
         log_target = self._log_target
         labels = (self.target_zyx(log_target) if log_target is not None
                   and self.target_alive(log_target) else None)
-        inline = not writer.in_background(labels)
+        inline, in_place = not writer.in_background(labels), writer.in_place(labels)
         if inline:
             writer.wait()
-        state = self.session_state(copy=None if inline else _as_is)  # (copied below)
+        state = self.session_state(copy=None if inline and not in_place else _as_is)
         job = _AutosaveJob(
             target=target, state=state,
             fallback=self.own_session_file(fallback_session_file(self.image_path())),
