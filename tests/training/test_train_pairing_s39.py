@@ -67,4 +67,8 @@ def test_the_last_piece_of_a_resumed_run_says_its_time_and_the_whole_runs(
     assert rc == 0, err
     m = re.search(r"; 2 epochs, ([0-9.]+) s in this run \(([0-9.]+) s over 2 runs\)", text)
     assert m, text
-    assert float(m[2]) >= float(m[1]) + 0.5 * piece  # the training of both, not this one's
+    # the training of both, not this one's alone: the earlier piece's share is its training
+    # loop's time as its state recorded it (the piece's own line, `piece`, also counts its
+    # start: loading torch, the data and the model, which on an idle machine took longer than
+    # its one step, so `>= this + piece / 2` failed there)
+    assert 0 < float(m[2]) - float(m[1]) <= piece + 0.1
