@@ -151,7 +151,8 @@ def test_the_view_follows_the_voxel_size_it_sets(make_widget, tmp_path):
 
 
 def _camera(viewer):
-    return tuple(viewer.camera.center), viewer.camera.zoom
+    cam = getattr(viewer, "scene", viewer).camera  # (napari 0.9: viewer.camera deprecated)
+    return tuple(cam.center), cam.zoom
 
 
 def test_a_second_file_picked_later_leaves_the_view_as_it_is(make_widget, tmp_path):

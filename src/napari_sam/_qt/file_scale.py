@@ -89,7 +89,7 @@ def _still_fitted(viewer, layer) -> bool:
     if not (np.allclose(layer.rotate, eye) and np.allclose(layer.shear, 0)
             and np.allclose(layer.affine.affine_matrix, np.eye(layer.ndim + 1))):
         return False
-    cam = viewer.camera
+    cam = getattr(viewer, "scene", viewer).camera  # (napari 0.9: viewer.camera deprecated)
     before = (tuple(cam.center), float(cam.zoom), tuple(cam.angles))
     viewer.reset_view()
     fitted = (np.allclose(before[0], cam.center, atol=1e-3)
