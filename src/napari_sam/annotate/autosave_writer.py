@@ -87,12 +87,14 @@ class AutosaveWriter:
             self._spare = None  # (a buffer of another shape: no use, and in the way)
         return _room_for(labels.nbytes)
 
-    def in_place(self, labels) -> bool:
-        """Whether an autosave of ``labels`` is written from them as they are, on the calling
-        thread, no copy made: large labels whose copy does not fit in memory (the caller's
-        thread owns them and waits for the write, so nothing changes them meanwhile)."""
-        return (self.background and labels is not None and labels.nbytes >= BACKGROUND_BYTES
-                and not self.in_background(labels))
+    def plan(self, labels) -> tuple[bool, bool]:
+        """``(inline, in_place)`` for an autosave of ``labels`` (None: none): written on the
+        calling thread (not :meth:`in_background`), and there from the labels as they are, no
+        copy made: large labels whose copy does not fit in memory (the caller's thread owns
+        them and waits for the write, so nothing changes them meanwhile)."""
+        inline = not self.in_background(labels)
+        large = labels is not None and labels.nbytes >= BACKGROUND_BYTES
+        return inline, inline and self.background and large
 
     @property
     def idle(self) -> bool:

@@ -407,7 +407,7 @@ class SessionLog(LiveSessionFiles):
         log_target = self._log_target
         labels = (self.target_zyx(log_target) if log_target is not None
                   and self.target_alive(log_target) else None)
-        inline, in_place = not writer.in_background(labels), writer.in_place(labels)
+        inline, in_place = writer.plan(labels)
         if inline:
             writer.wait()
         state = self.session_state(copy=None if inline and not in_place else _as_is)
