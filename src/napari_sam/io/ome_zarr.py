@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_sam.io.axes import AXES_LETTERS, SPATIAL
-from napari_sam.io.time_interval import interval
+from napari_sam.io.time_interval import interval, ome_time_unit
 
 #: The value of ``bioformats2raw.layout`` this reader follows (NGFF 0.4 / 0.5 transitional).
 BF2RAW_LAYOUT = 3
@@ -134,18 +134,11 @@ def _multiscales_level0(group, path: Path, level: str | None = None, md: dict | 
     sizes = {}
     if scale is not None and axes is not None and len(scale) == len(axes):
         sizes = {a: float(s) for a, s in zip(axes, scale) if a in SPATIAL}
-        time = interval(scale[axes.index("T")], _time_symbol(time_unit)) if "T" in axes else None
+        unit_t = time_unit and (ome_time_unit(time_unit) or time_unit)  # ("minute": "min")
+        time = interval(scale[axes.index("T")], unit_t) if "T" in axes else None
         if md is not None and time is not None:
             md["time_interval"] = time
     return arr, axes, sizes, unit
-
-
-def _time_symbol(unit) -> str | None:
-    """OME-Zarr's time unit names (UDUNITS-2: "second", "minute", "hour", "millisecond")
-    as the short symbols ImageJ and OME-TIFF use."""
-    names = {"second": "s", "minute": "min", "hour": "h", "millisecond": "ms",
-             "microsecond": "us", "day": "d"}
-    return names.get(str(unit).lower(), unit) if unit else None
 
 
 def level_in_parent(path: Path):
