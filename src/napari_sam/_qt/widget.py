@@ -133,6 +133,9 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
             napari_viewer, {k.action: getattr(self, f"_on_{k.action}") for k in keys.KEYS}
         )
         self.destroyed.connect(functools.partial(c.detach, self._links, self._keys.unbind))
+        # napari closed deletes the dock without a closeEvent: what waits for the torch
+        # import (or any later callback) must then find it closed, not touch its boxes
+        self.destroyed.connect(functools.partial(setattr, self, "_closed", True))
         self._start_torch_import()  # before the models: their keys wait for torch
         self._refresh_models()
         self._update_device_info()
