@@ -62,3 +62,32 @@ def test_an_embedding_store_on_a_full_disk_says_which_and_what_to_do(
             "there or pick a folder on another disk (for the 'Embedding store': or clear it to "
             "keep the embeddings in memory), then try again.") in widget._status.text()
     assert "unexpected" not in widget._status.text()
+
+
+def test_a_retry_timer_that_fires_early_still_writes_the_autosave(
+        make_widget, stack_file, tiny_ckpt, tmp_path, monkeypatch, qtbot):
+    """Qt fires a timer of 20 s or more on a whole second (up to about 1 s early: 30 s, 60 s,
+    ..., 10 min, every retry after the first): the retry then was not due yet and did
+    nothing, and nothing armed the timer again, so the autosave said 'it tries again in 30 s'
+    and never did (until the next commit). Here the session's clock runs 1 s behind the
+    timer's, as on such an early timeout."""
+    import time
+    import types
+
+    import napari_sam.annotate.autosave_retry as R
+    from napari_sam import session as S
+
+    monkeypatch.setattr(R, "RETRY_FIRST_S", 1.0)
+    behind = [0.0]
+    monkeypatch.setattr(R, "time", types.SimpleNamespace(
+        monotonic=lambda: time.monotonic() - behind[0]))
+    viewer, widget, write = dock_on_a_full_disk(make_widget, stack_file, tiny_ckpt, tmp_path,
+                                                monkeypatch)
+    commit_on(viewer, widget, 1)
+    assert "it tries again at the next commit and in 1 s" in widget._status.text()
+    behind[0] = 1.0  # (the timer, armed for 1 s, fires when the session says 1 s is left)
+    monkeypatch.setattr(S, "write_session", write)  # space freed: no commit after
+    qtbot.waitUntil(lambda: "works again" in widget._status.text(), timeout=10_000)
+    saved = S.read_session(S.session_file_for(stack_file))
+    assert len(saved.operations) == 1
+    assert np.array_equal(saved.labels, np.asarray(widget.controller.target_layer.data))
