@@ -5,6 +5,7 @@ label TIFF behind that no session file names."""
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,6 +170,30 @@ def test_background_retries_replace_the_failure_in_the_status_line(session, tmp_
                              "blobs.tif.sam-session.json.")
 
 
+def _told_to_end_while_autosave_fails(s, tmp_path, monkeypatch, space_freed: bool) -> Path:
+    """3 commits, the last 2 not autosaved (a full disk; ``space_freed``: then freed, before
+    the next retry), then what SIGTERM runs on the event loop (the process not ended);
+    returns the session file beside the image."""
+    import napari_sam._qt.terminate_saves as T
+    from napari_sam import session as S
+
+    s.path = str(tmp_path / "blobs.tif")
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "cache"))
+    write = S.write_session
+    _commit(s, 3, 20, 20)
+    monkeypatch.setattr(S, "write_session", _full)  # the disk fills up
+    with pytest.warns(UserWarning, match="it tries again"):
+        _commit(s, 3, 44, 44)
+    _commit(s, 2, 44, 44)
+    if space_freed:
+        monkeypatch.setattr(S, "write_session", write)
+    monkeypatch.setattr(T, "_SESSIONS", {s})
+    monkeypatch.setattr(T, "flush_all", lambda: None)
+    monkeypatch.setattr(T, "_end", lambda signum: None)  # (the process is not ended here)
+    T._save_and_end(15, float("inf"), True)  # what SIGTERM runs on the event loop
+    return S.session_file_for(s.path)
+
+
 def test_sigterm_keeps_a_session_whose_autosave_fails_marked_as_ended(
         session, tmp_path, monkeypatch):
     """napari told to end (SIGTERM) while autosave failed on a full disk: "saved" only meant
@@ -177,25 +202,30 @@ def test_sigterm_keeps_a_session_whose_autosave_fails_marked_as_ended(
     the offer says napari ended unexpectedly (it was also let go by the failed autosave to the
     cache folder, which claimed that file instead)."""
     pytest.importorskip("qtpy")
-    import napari_sam._qt.terminate_saves as T
     from napari_sam import session as S
     from napari_sam.annotate.session_claims import lock_file_for
     from napari_sam.annotate.session_log import fallback_session_file
 
-    s = session
-    s.path = str(tmp_path / "blobs.tif")
-    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "cache"))
-    _commit(s, 3, 20, 20)
-    monkeypatch.setattr(S, "write_session", _full)  # the disk fills up
-    with pytest.warns(UserWarning, match="it tries again"):
-        _commit(s, 3, 44, 44)
-    _commit(s, 2, 44, 44)
-    monkeypatch.setattr(T, "_SESSIONS", {s})
-    monkeypatch.setattr(T, "flush_all", lambda: None)
-    monkeypatch.setattr(T, "_end", lambda signum: None)  # (the process is not ended here)
-    T._save_and_end(15, float("inf"), True)  # what SIGTERM runs on the event loop
-    target = S.session_file_for(s.path)
+    target = _told_to_end_while_autosave_fails(session, tmp_path, monkeypatch, False)
     assert lock_file_for(target).is_file()  # (left when the process ends: "ended unexpectedly")
     # (the failed write to the cache folder had moved the claim there, letting this one go)
-    assert not lock_file_for(fallback_session_file(s.path)).exists()
+    assert not lock_file_for(fallback_session_file(session.path)).exists()
     assert len(S.read_session(target, load_labels=False).operations) == 1
+
+
+def test_sigterm_writes_a_failed_autosave_again_before_napari_ends(
+        session, tmp_path, monkeypatch):
+    """Autosave failed (a full disk), the user freed space, and napari was told to end (a
+    logout) before the next timed retry (up to 10 min away): the commits made since the
+    failure were lost, though the write would now work. SIGTERM tries the failed autosave
+    once more, so all 3 commits are on disk, and the session ends as a closed one."""
+    pytest.importorskip("qtpy")
+    from napari_sam import session as S
+    from napari_sam.annotate.session_claims import lock_file_for
+
+    target = _told_to_end_while_autosave_fails(session, tmp_path, monkeypatch, True)
+    saved = S.read_session(target)
+    assert len(saved.operations) == 3
+    assert np.array_equal(saved.labels, session.labels)
+    assert session.autosave_failing is None
+    assert not lock_file_for(target).exists()  # (all on disk: released as a closed session)

@@ -6,7 +6,8 @@ Python's default for these signals ends the process at once, without running any
 a hand edit made in the last 1.5 s (its autosave waits for the end of the stroke,
 :mod:`napari_sam._qt.paint_autosave`) and a large labels autosave under way on the writer's
 thread (:mod:`napari_sam.annotate.autosave_writer`) were lost, as on ``kill -9``. With a
-dock open, the signal now writes the pending hand-edit autosaves, waits (at most
+dock open, the signal now writes the pending hand-edit autosaves (and tries once more an
+autosave that failed: space freed since, its timed retry still to come), waits (at most
 :data:`WAIT_S` seconds) for the autosaves under way and waiting, and then ends the process
 by the same signal with its default action (exit status -15 for SIGTERM). When everything
 was saved, the sessions are released as a closed dock releases them (their lock files go), so
@@ -52,7 +53,8 @@ import weakref
 
 from napari_sam._qt.paint_autosave import flush_all
 
-__all__ = ["TICK_MS", "WAIT_S", "WATCH_MS", "save_on_terminate", "wait_for_autosaves"]
+__all__ = ["TICK_MS", "WAIT_S", "WATCH_MS", "save_on_terminate", "wait_for_autosaves",
+           "write_failed_autosaves"]
 
 #: how often the event loop lets Python look at signals (ms) where the wakeup descriptor is
 #: taken by someone else
@@ -201,6 +203,7 @@ def _save_and_end(signum: int, deadline: float, flush: bool) -> None:
     try:
         if flush:
             flush_all()  # the hand edits whose autosave waits for the end of the stroke
+            write_failed_autosaves(list(_SESSIONS))  # space freed since: saved now
         saved = wait_for_autosaves(list(_SESSIONS), deadline)
         if flush and saved:  # all on disk: the sessions end as closed ones (their lock files
             for session in list(_SESSIONS):  # go, so the next offer to resume does not say
@@ -209,6 +212,19 @@ def _save_and_end(signum: int, deadline: float, flush: bool) -> None:
                     # fails (a full disk): its file lacks commits, the offer must say so
     finally:
         _end(signum)
+
+
+def write_failed_autosaves(sessions) -> None:
+    """Try once more the autosave of each of ``sessions`` (``AnnotationSession``) whose last
+    write failed (a full disk, a share gone away): the space may have been freed since, and
+    its timed retry may be up to 10 min away (before, the commits made since the failure
+    were lost when napari was told to end meanwhile)."""
+    for session in sessions:
+        if getattr(session, "autosave_failing", None) and session.autosave:
+            try:
+                session.autosave_now()
+            except Exception:  # noqa: BLE001 - the others are still saved, napari still ends
+                pass
 
 
 def wait_for_autosaves(sessions, deadline: float) -> bool:
