@@ -91,3 +91,30 @@ def test_embeddings_on_a_cuda_device_are_weighed_against_its_free_memory(
     monkeypatch.setattr(memory, "available_memory", lambda: need - 1)
     with pytest.raises(ValueError, match=f"more than the {(need - 1) / 1e9:.1f} GB available"):
         emb.compute()
+
+
+def test_a_gpu_picked_by_auto_is_weighed_on_torch_before_2_5(tiny_sam, monkeypatch):
+    """``device='auto'`` (and ``'cuda'``) on a GPU is ``torch.device('cuda')``, with no index;
+    before torch 2.5 ``torch.cuda.mem_get_info`` raised ValueError for it ("Expected a
+    torch.device with a specified index"), so the GPU's free memory read as unknown and
+    nothing was refused: the embeddings ran out of GPU memory instead."""
+    import torch
+
+    image = (np.random.default_rng(0).random((1, 1024, 1024)) * 255).astype(np.uint8)
+    emb = ns.embed(image, tiny_sam, device="cpu")
+    monkeypatch.setattr(emb.predictor, "device", torch.device("cuda"))  # what auto gives
+
+    def mem_get_info(device=None):  # torch 2.1-2.4: an index, or the current device's
+        if isinstance(device, torch.device) and device.index is None:
+            raise ValueError(f"Expected a torch.device with a specified index or an integer, "
+                             f"but got:{device}")
+        return 10, 1 << 41
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    need = len(emb.tiling) * emb._window_bytes * 3 // 2
+    with pytest.raises(ValueError) as info:
+        emb.compute()
+    assert (f"about {need / 1e9:.1f} GB, more than the {10 / 1e9:.1f} GB free on cuda:0; give "
+            "them a store on disk") in str(info.value)
+    assert emb.encoder_calls == 0

@@ -178,12 +178,13 @@ def device_room(device) -> tuple[int | None, str]:
     if dev == "cuda":
         import torch
 
-        try:
-            free = int(torch.cuda.mem_get_info(device)[0])
+        try:  # (an index: torch before 2.5 refused torch.device("cuda"), what auto gives)
+            index = getattr(device, "index", None)
+            index = torch.cuda.current_device() if index is None else int(index)
+            free = int(torch.cuda.mem_get_info(index)[0])
         except (RuntimeError, AssertionError, ValueError):  # not initialised, no driver
             return None, "free on the GPU"
-        index = getattr(device, "index", None)
-        return free, f"free on {'cuda' if index is None else f'cuda:{index}'}"
+        return free, f"free on cuda:{index}"
     return available_memory(), "available here"
 
 
