@@ -50,6 +50,17 @@ def test_oom_errors_are_told_apart_and_sized():
     assert out_of_memory_words(MemoryError()) == "out of memory"
 
 
+def test_a_small_failed_allocation_is_sized_in_kb_not_zero_mb():
+    """Near a memory limit a small allocation fails too: torch's "you tried to allocate 4096
+    bytes" read as "an allocation of 0.0 MB failed"."""
+    small = TORCH_CPU_OOM.replace("25749900 bytes", "4096 bytes")
+    assert small != TORCH_CPU_OOM
+    assert out_of_memory_words(RuntimeError(small)) == (
+        "out of memory (an allocation of 4.1 kB failed)")
+    assert out_of_memory_words(RuntimeError(small.replace("4096 bytes", "512 bytes"))) == (
+        "out of memory (an allocation of 512 bytes failed)")
+
+
 def test_available_memory_counts_ulimit_v():
     """A process under ``ulimit -v`` has no more room than the limit leaves, whatever the
     machine's ``MemAvailable`` says (was: only ``MemAvailable`` was read)."""

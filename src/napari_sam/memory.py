@@ -288,5 +288,6 @@ def out_of_memory_words(exc: BaseException) -> str:
     size = m.group(1)
     if size.isdigit():
         n = int(size)
-        size = f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+        size = (f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB" if n >= 1e5
+                else f"{n / 1e3:.1f} kB" if n >= 1e3 else f"{n} bytes")  # (not "0.0 MB")
     return f"out of memory (an allocation of {size} failed)"
