@@ -108,7 +108,10 @@ def test_napari_opens_and_saves_movie_labels_with_their_frame_interval(tmp_path)
     assert got.metadata["time_interval"] == MINUTES and got.axes == "TZYX"
 
 
-def test_an_ome_zarr_movie_gives_its_time_axis_scale_as_the_interval(tmp_path):
+@pytest.mark.parametrize("opened", ["movie.zarr", "movie.zarr/0"])
+def test_an_ome_zarr_movie_gives_its_time_axis_scale_as_the_interval(tmp_path, opened):
+    """Also where its full-resolution array is opened (``movie.zarr/0``: the parent's axes
+    and voxel size were read, its time scale was not: the labels had no interval)."""
     import zarr
 
     data = _labels((2, 3, 8, 8))
@@ -123,7 +126,7 @@ def test_an_ome_zarr_movie_gives_its_time_axis_scale_as_the_interval(tmp_path):
         "datasets": [{"path": "0", "coordinateTransformations": [
             {"type": "scale", "scale": [2.5, 2.0, 0.5, 0.5]}]}],
     }]
-    got = nio.read_image(tmp_path / "movie.zarr")
+    got = nio.read_image(tmp_path / opened)
     assert got.axes == "TZYX" and got.pixel_size == pytest.approx((2.0, 0.5, 0.5))
     assert got.metadata["time_interval"] == MINUTES
 

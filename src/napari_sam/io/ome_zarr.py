@@ -141,15 +141,16 @@ def _multiscales_level0(group, path: Path, level: str | None = None, md: dict | 
     return arr, axes, sizes, unit
 
 
-def level_in_parent(path: Path):
+def level_in_parent(path: Path, md: dict | None = None):
     """(axes or None, sizes, unit or None) of a zarr array opened directly that is a level
     of its parent's OME-Zarr multiscales (``stack.zarr/0``): the parent names its axes and
-    voxel size; None where the parent is no multiscales image listing it."""
+    voxel size (and a movie's time between frames: ``md["time_interval"]``, where ``md`` is
+    given); None where the parent is no multiscales image listing it."""
     import zarr
 
     try:
         parent = zarr.open_group(str(path.parent), mode="r")
-        found = _multiscales_level0(parent, path.parent, path.name)
+        found = _multiscales_level0(parent, path.parent, path.name, md)
     except Exception:
         return None
     return None if found is None else found[1:]

@@ -389,7 +389,7 @@ def _open_zarr_array(path: Path):
     axes = None
     if isinstance(node, zarr.Array):
         arr = node
-        if (level := level_in_parent(path)) is not None:  # stack.zarr/0: the parent's axes
+        if (level := level_in_parent(path, md)) is not None:  # stack.zarr/0: the parent's axes
             md["format"] = "ome-zarr"
             axes, sizes, unit = level[0], level[1], _normalise_unit(level[2])
     else:
