@@ -108,6 +108,30 @@ def test_napari_opens_and_saves_movie_labels_with_their_frame_interval(tmp_path)
     assert got.metadata["time_interval"] == MINUTES and got.axes == "TZYX"
 
 
+@pytest.mark.parametrize(("shape", "stack_axis", "units", "want"), [
+    ((3, 2, 16, 16), None, ("minute", "um", "um", "um"), MINUTES),
+    ((3, 16, 16), "t", ("millisecond", "um", "um"), {"value": 2.5, "unit": "ms"}),
+    ((3, 16, 16), "t", ("microsecond", "um", "um"), {"value": 2.5, "unit": "us"})])
+def test_a_layers_time_scale_is_saved_as_the_interval(tmp_path, shape, stack_axis, units,
+                                                      want):
+    """A labels layer whose time axis napari scales in a unit of time (the dock copies the
+    movie's scale and units onto its labels: a movie added with ``scale=(150, ...)``,
+    ``units=("second", ...)``, or opened by an OME-Zarr reader) is saved with that time between
+    frames (it was dropped: Fiji and TrackMate took 1 frame per second)."""
+    from napari.layers import Labels
+
+    from napari_sam._writer import write_labels_tiff
+
+    meta = {"stack_axis": stack_axis} if stack_axis else {}
+    layer = Labels(_labels(shape), scale=(2.5, *[0.5] * (len(shape) - 1)), units=units,
+                   metadata=meta)
+    data, saved_meta, _ = layer.as_layer_data_tuple()
+    path = write_labels_tiff(str(tmp_path / "movie_labels.tif"), data, saved_meta)[0]
+    got = nio.read_image(path)
+    assert got.axes == ("TZYX" if len(shape) == 4 else "TYX")
+    assert got.metadata["time_interval"] == want
+
+
 @pytest.mark.parametrize("opened", ["movie.zarr", "movie.zarr/0"])
 def test_an_ome_zarr_movie_gives_its_time_axis_scale_as_the_interval(tmp_path, opened):
     """Also where its full-resolution array is opened (``movie.zarr/0``: the parent's axes

@@ -49,6 +49,22 @@ def _length_unit(unit):
     return parsed if parsed.dimensionality == reg.Unit("meter").dimensionality else None
 
 
+def _time_scale(size: float, unit) -> dict | None:
+    """The time between frames a layer's time axis gives: its scale ``size`` where napari
+    names the axis's ``unit`` a time (``minute`` -> ``{"value": size, "unit": "min"}``);
+    None for pixels or any other unit."""
+    if unit is None:
+        return None
+    reg = _registry()
+    try:
+        parsed = reg.Unit(str(unit))
+    except Exception:  # noqa: BLE001 - any name pint does not know is no time
+        return None
+    if parsed.dimensionality != reg.Unit("second").dimensionality:
+        return None
+    return {"value": float(size), "unit": f"{parsed:~}"}
+
+
 def physical_scale(sizes: Sequence[float], units: Sequence | None) -> tuple[list[float], str]:
     """The spatial ``sizes`` of a layer (Z, Y, X order) in one unit, and that unit.
 
@@ -91,8 +107,9 @@ def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
     scale and units of its spatial axes are written as :func:`physical_scale` says. 3D
     labels are ZYX, or TYX when the layer's ``metadata["stack_axis"]`` is ``"t"`` (the dock
     marks the labels layers of an image it works on with its *Stack axis is*).
-    A ``metadata["time_interval"]`` (what our reader gives a movie's labels) is written as
-    the file's time between frames.
+    The scale of a time axis in a unit of time (``units=("minute", ...)``, as the dock copies
+    a movie's), else a ``metadata["time_interval"]`` (what our reader gives a movie's labels),
+    is written as the file's time between frames.
 
     A failure is shown as a napari error notification (why, and what to do) before it is
     raised: napari drops a writer's ``ValueError`` and says only "Given plugin ... is not a
@@ -187,6 +204,9 @@ def _write(path: str, data: Any, meta: dict) -> list[str]:
     sizes, unit = physical_scale([scale[i] for i in spatial],
                                  [units[i] for i in spatial] if units is not None else None)
     pixel_size = None if unit == "pixel" and all(s == 1.0 for s in sizes) else sizes
+    # the time axis napari scales in a unit of time (the dock copies a movie's onto its
+    # labels), else what our reader kept of the file (its time axis stays at scale 1)
+    time = _time_scale(scale[0], units[0]) if axes[0] == "T" and units is not None else None
     write_labels(
         path,
         arr,
@@ -195,6 +215,6 @@ def _write(path: str, data: Any, meta: dict) -> list[str]:
         unit=unit,
         metadata={"name": meta.get("name"), "translate": [float(t) for t in translate]},
         overwrite=True,
-        time_interval=(meta.get("metadata") or {}).get("time_interval"),
+        time_interval=time or (meta.get("metadata") or {}).get("time_interval"),
     )
     return [str(path)]
