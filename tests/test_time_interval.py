@@ -132,27 +132,42 @@ def test_a_layers_time_scale_is_saved_as_the_interval(tmp_path, shape, stack_axi
     assert got.metadata["time_interval"] == want
 
 
-@pytest.mark.parametrize("opened", ["movie.zarr", "movie.zarr/0"])
-def test_an_ome_zarr_movie_gives_its_time_axis_scale_as_the_interval(tmp_path, opened):
-    """Also where its full-resolution array is opened (``movie.zarr/0``: the parent's axes
-    and voxel size were read, its time scale was not: the labels had no interval)."""
+def _ome_zarr_movie(path, time_axis: dict, t_scale: float) -> None:
+    """A (2, 3, 8, 8) OME-Zarr movie (0.5 x 0.5 x 2 um voxels) at ``path`` whose time axis is
+    ``time_axis`` with the scale ``t_scale``."""
     import zarr
 
     data = _labels((2, 3, 8, 8))
-    group = zarr.open_group(str(tmp_path / "movie.zarr"), mode="w")
+    group = zarr.open_group(str(path), mode="w")
     group.create_array("0", shape=data.shape, dtype=data.dtype)[...] = data
     group.attrs["multiscales"] = [{
         "version": "0.4",
-        "axes": [{"name": "t", "type": "time", "unit": "minute"},
+        "axes": [{"name": "t", "type": "time", **time_axis},
                  {"name": "z", "type": "space", "unit": "micrometer"},
                  {"name": "y", "type": "space", "unit": "micrometer"},
                  {"name": "x", "type": "space", "unit": "micrometer"}],
         "datasets": [{"path": "0", "coordinateTransformations": [
-            {"type": "scale", "scale": [2.5, 2.0, 0.5, 0.5]}]}],
+            {"type": "scale", "scale": [t_scale, 2.0, 0.5, 0.5]}]}],
     }]
+
+
+@pytest.mark.parametrize("opened", ["movie.zarr", "movie.zarr/0"])
+def test_an_ome_zarr_movie_gives_its_time_axis_scale_as_the_interval(tmp_path, opened):
+    """Also where its full-resolution array is opened (``movie.zarr/0``: the parent's axes
+    and voxel size were read, its time scale was not: the labels had no interval)."""
+    _ome_zarr_movie(tmp_path / "movie.zarr", {"unit": "minute"}, 2.5)
     got = nio.read_image(tmp_path / opened)
     assert got.axes == "TZYX" and got.pixel_size == pytest.approx((2.0, 0.5, 0.5))
     assert got.metadata["time_interval"] == MINUTES
+
+
+@pytest.mark.parametrize(("t_scale", "want"), [(1.0, None), (30.0, {"value": 30.0, "unit": "s"})])
+def test_an_ome_zarr_time_axis_without_unit(tmp_path, t_scale, want):
+    """A time axis with neither unit nor scale (1, what OME-Zarr writers put there by
+    default) names no interval: its labels said 1 s, which the movie never claimed; another
+    scale is taken in seconds, as ImageJ and OME take an interval without a unit."""
+    _ome_zarr_movie(tmp_path / "movie.zarr", {}, t_scale)
+    assert nio.read_image(tmp_path / "movie.zarr").metadata.get("time_interval") == want
 
 
 #: OME's UnitsTime (ome.xsd): the only values TimeIncrementUnit may take.

@@ -135,7 +135,10 @@ def _multiscales_level0(group, path: Path, level: str | None = None, md: dict | 
     if scale is not None and axes is not None and len(scale) == len(axes):
         sizes = {a: float(s) for a, s in zip(axes, scale) if a in SPATIAL}
         unit_t = time_unit and (ome_time_unit(time_unit) or time_unit)  # ("minute": "min")
-        time = interval(scale[axes.index("T")], unit_t) if "T" in axes else None
+        t_scale = float(scale[axes.index("T")]) if "T" in axes else None
+        # scale 1 without a unit is the writers' default, no interval the movie claims
+        time = None if t_scale is None or (t_scale == 1 and not unit_t) else interval(
+            t_scale, unit_t)
         if md is not None and time is not None:
             md["time_interval"] = time
     return arr, axes, sizes, unit
