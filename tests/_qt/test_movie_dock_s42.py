@@ -295,3 +295,28 @@ def test_a_time_unit_names_time(make_widget, tiny_predictor):
         c.status), c.status
     use_predictor(widget, tiny_predictor)
     assert c.source is not None and c.source.n_times == T, c.status
+
+
+def test_labels_saved_from_a_movie_keep_its_files_time_between_frames(
+        make_widget, tiny_predictor, tmp_path):
+    """A movie with a 2.5 min frame interval (ImageJ ``finterval``/``tunit``) opened with
+    napari's reader, which drops it: the labels the dock makes, saved with our writer, keep
+    it, as ``napari-sam auto``'s do (they had none: Fiji and TrackMate took 1 frame per
+    second, and tracks' speeds came out wrong)."""
+    import tifffile
+
+    from napari_sam.io import read_image
+
+    path = tmp_path / "run.tif"
+    tifffile.imwrite(path, short_movie(), imagej=True,
+                     metadata={"axes": "TZYX", "finterval": 2.5, "tunit": "min"})
+    viewer, widget = make_widget(sync=False)
+    use_predictor(widget, tiny_predictor)
+    viewer.open(str(path), plugin="napari")
+    widget.wait()
+    click_commit_at(viewer, widget, 1, 3, 20, 20)
+    out = tmp_path / "run_labels.tif"
+    widget.controller.target_layer.save(str(out), plugin="napari-sam-stacks")
+    back = read_image(out)
+    assert back.axes == "TZYX" and back.data[1].any() and not back.data[[0, 2]].any()
+    assert back.metadata["time_interval"] == {"value": 2.5, "unit": "min"}

@@ -16,7 +16,21 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["apply_file_scale"]
+__all__ = ["apply_file_scale", "file_time_interval"]
+
+
+def file_time_interval(layer) -> dict | None:
+    """The time between frames (``{"value", "unit"}``, :mod:`napari_sam.io.time_interval`)
+    that the file of image ``layer`` names for its time axis, which napari's reader drops
+    too: the dock puts it in its labels layers' ``metadata["time_interval"]``, which our
+    writer saves (as ``napari-sam auto`` writes it); None where the file names none."""
+    from napari_sam.io import file_header
+
+    path = getattr(getattr(layer, "source", None), "path", None)
+    header = file_header(path) if path else None
+    if header is None or "T" not in header.axes:
+        return None
+    return header.time_interval
 
 
 def apply_file_scale(layer, layers=(), viewer=None) -> str:

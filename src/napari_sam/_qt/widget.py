@@ -34,7 +34,7 @@ from .controls import label
 from .device_box import DeviceBox
 from .dock_panels import DockPanels
 from .embedding_line import EmbeddingLine
-from .file_scale import apply_file_scale
+from .file_scale import apply_file_scale, file_time_interval
 from .history_buttons import HistoryButtons
 from .input_guard import guard_inputs
 from .job_bar import JobBar
@@ -276,17 +276,21 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         """Tell the labels layers of this image's shape what their stack axis is
         (``metadata["stack_axis"]``: "z" or "t"), so that saving one as a TIFF writes a time
         series as TYX, as the command line does (it was written ZYX: Fiji read frames as
-        slices)."""
+        slices); a movie's also the time between frames its file names
+        (``metadata["time_interval"]``, :func:`.file_scale.file_time_interval`)."""
         from napari.layers import Labels
 
         c = self.controller
         if c.image_layer is None:
             return
         shape = tuple(c.source.layer_shape)
+        time = file_time_interval(L.unwrap(c.image_layer))
         for layer in self.viewer.layers:
             layer = L.unwrap(layer)
             if isinstance(layer, Labels) and tuple(layer.data.shape) == shape:
                 layer.metadata["stack_axis"] = c.axis_kind
+                if time is not None:  # (one a file gave the layer, our reader's, is kept)
+                    layer.metadata.setdefault("time_interval", time)
 
     def _channels_from_file(self, layer) -> str:
         """Pick the channel axis its file names for a newly picked image layer without one

@@ -719,11 +719,13 @@ _DAMAGE_SIGNS = ("invalid page offset", "invalid value offset", "failed to resha
 class FileHeader:
     """What a file's metadata names about its image (napari's reader drops it; the dock reads
     it back): ``axes`` as stored (e.g. ``"ZCYX"``), ``pixel_size`` per spatial axis in
-    ``axes`` order (Z, Y, X; None when the file names none) and its ``unit``."""
+    ``axes`` order (Z, Y, X; None when the file names none), its ``unit`` and a movie's
+    ``time_interval`` (:mod:`napari_sam.io.time_interval`; None where it names none)."""
 
     axes: str
     pixel_size: tuple[float, ...] | None
     unit: str | None
+    time_interval: dict | None = None
 
 
 _HEADERS: dict[tuple, FileHeader | None] = {}  # (path, times, inode, size) -> header, 8 kept
@@ -756,7 +758,8 @@ def file_header(path: os.PathLike | str | None) -> FileHeader | None:
             header = None
         else:
             header = (None if axes_inferred(img.metadata)
-                      else FileHeader(img.axes, img.pixel_size, img.unit))
+                      else FileHeader(img.axes, img.pixel_size, img.unit,
+                                       img.metadata.get("time_interval")))
         if len(_HEADERS) >= 8:
             _HEADERS.pop(next(iter(_HEADERS)))
         _HEADERS[key] = header
