@@ -149,24 +149,26 @@ def test_names_that_differ_only_in_case_are_two_outputs_where_case_counts(
 
 
 # ------------------------------------------------------------------ 4: UTF-16 prompts
-@pytest.mark.parametrize("bom", ["\ufeff", ""])
+@pytest.mark.parametrize(("bom", "name"), [("\ufeff", "细胞"), ("", "细胞"), ("", "一号")])
 @pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
-def test_a_utf16_prompts_file_is_read(tmp_path, tiny_model, capsys, encoding, bom):
+def test_a_utf16_prompts_file_is_read(tmp_path, tiny_model, capsys, encoding, bom, name):
     """A prompts file saved as UTF-16 (Excel's "Unicode Text", PowerShell 5's ``Out-File``)
     with a file name in Chinese. With its BOM it was refused as "not UTF-8 text (byte 0xff on
     line 1) ... iconv -f latin1", advice that garbles it; without one (``iconv -t UTF-16LE``,
     some Windows tools) read as UTF-8, "unknown columns ['\\x00c\\x00o\\x00l\\x00', ...]". The
-    BOM, or the zeros of its ASCII header in every other byte, say what it is: read as it is."""
-    noise_image(tmp_path / "data" / "细胞.tif", (3, 64, 64))
+    BOM, or the zeros of its ASCII header in every other byte, say what it is: read as it is,
+    also where a character has a zero byte of its own (一, U+4E00: it was refused as "not
+    UTF-8 text ... iconv -f latin1")."""
+    noise_image(tmp_path / "data" / f"{name}.tif", (3, 64, 64))
     prompts = tmp_path / "p.csv"
-    prompts.write_bytes(f"{bom}file,id,slice,row,col\r\n细胞.tif,1,1,30,30\r\n"
-                        "细胞.tif,2,2,10,10\r\n".encode(encoding))
+    prompts.write_bytes(f"{bom}file,id,slice,row,col\r\n{name}.tif,1,1,30,30\r\n"
+                        f"{name}.tif,2,2,10,10\r\n".encode(encoding))
     out = tmp_path / "out"
     rc, stdout, err = cli(["segment", tmp_path / "data", "-p", prompts, "-o", out,
                            "--model", tiny_model, *FAST], capsys)
     assert rc == 0, err
     assert "1 file: 1 done" in stdout
-    assert _prompted_ids(out / "细胞_labels.tif.json") == [1, 2]
+    assert _prompted_ids(out / f"{name}_labels.tif.json") == [1, 2]
 
 
 @pytest.mark.parametrize(("tail", "reason"), [(b"\x00", "truncated data"),

@@ -19,14 +19,15 @@ _SEP_LINE = re.compile(r"\Asep=(.)\n")
 def _encoding(data: bytes) -> str:
     """The codec of ``data``: UTF-16 where it has its byte-order mark or, without one, where
     its start has zeros in every other byte (the header's ASCII letters in UTF-16) and
-    nowhere else; else UTF-8 (a BOM dropped)."""
+    hardly any in the others (a character such as 一, U+4E00, has a zero byte of its own;
+    UTF-8 text has none); else UTF-8 (a BOM dropped)."""
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         return "utf-16"
     head = data[:512 if len(data) > 512 else len(data) // 2 * 2]
     even, odd = head[0::2].count(0), head[1::2].count(0)
-    if len(head) >= 4 and even == 0 and odd >= len(head) / 4:
+    if len(head) >= 4 and even * 4 <= odd and odd >= len(head) / 4:
         return "utf-16-le"  # (half the bytes of the ASCII header, at least, are its zeros)
-    if len(head) >= 4 and odd == 0 and even >= len(head) / 4:
+    if len(head) >= 4 and odd * 4 <= even and even >= len(head) / 4:
         return "utf-16-be"
     return "utf-8-sig"
 
