@@ -348,5 +348,9 @@ def test_a_pattern_through_a_folder_named_with_brackets_says_how_to_write_them(
         "\"scans [[]1]/*.tif\"")
     rc, stdout, err = cli(["auto", "scans [[]1]/*.tif", *run], capsys)
     assert rc == 0 and "1 file: 1 done" in stdout, err
+    # the folder the pattern names is its fixed part: the outputs land in out/ as for
+    # "scans [1]/é 1.tif" (the escaped '[' counted as a wildcard: out/scans [1]/...)
+    assert sorted(p.relative_to(tmp_path / "out").as_posix()
+                  for p in (tmp_path / "out").rglob("*_labels.tif")) == ["é 1_labels.tif"]
     rc, _, err = cli(["auto", "scans [xy]/*.tif", *run], capsys)  # no such name either way
     assert rc == 2 and error_line(err) == "napari-sam: error: 'scans [xy]/*.tif' matches no files"

@@ -187,13 +187,18 @@ def collect_inputs(
 
 
 def _fixed_part(pattern: str) -> Path:
-    """The leading folders of a glob pattern that hold no wildcard (``a/b/**/*.tif`` -> ``a/b``)."""
+    """The leading folders of a glob pattern that hold no wildcard (``a/b/**/*.tif`` -> ``a/b``).
+
+    A one-character class stands for its character (``scans [[]1]`` -> ``scans [1]``, as the
+    escape the bracket error suggests writes it), so it does not end the fixed part."""
     parts = Path(pattern).parts
     fixed = []
     for part in parts[:-1]:
-        if glob.has_magic(part):
+        literal = re.sub(r"\[([^!])\]", r"\1", part)  # [[] -> [, [*] -> *, [1] -> 1
+        pieces = re.split(r"\[[^!]\]", part)
+        if any(glob.has_magic(piece) for piece in pieces):
             break
-        fixed.append(part)
+        fixed.append(literal)
     return Path(*fixed) if fixed else Path(".")
 
 
