@@ -1,14 +1,28 @@
 """Advisory ``flock`` locks on small marker files, shared by the session files' claims
 (:mod:`.session_claims`) and the contrast stores' holds (:mod:`.contrast_stores`): a lock
 file may be removed by its holder while another process opens it, so a lock is taken on the
-file that is there once it is held."""
+file that is there once it is held. A file system that cannot lock (NFS without a lock
+daemon: ``flock`` fails with ENOLCK; EOPNOTSUPP or ENOSYS where it has no ``flock``) is not
+"held": :func:`lock_is_held` tells the two apart."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
-__all__ = ["lock_flag", "open_locked"]
+__all__ = ["HELD_ERRNOS", "lock_flag", "lock_is_held", "open_locked"]
+
+#: What ``flock`` answers when another handle holds the lock (as
+#: :data:`napari_sam.batch.jobs.BUSY_ERRNOS`); any other error means the file system cannot
+#: lock at all.
+HELD_ERRNOS = frozenset({errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES})
+
+
+def lock_is_held(exc: OSError) -> bool:
+    """Whether the error ``exc`` of ``flock`` says another handle holds the lock (else: the
+    file system cannot lock, and whether one holds it cannot be told)."""
+    return exc.errno in HELD_ERRNOS
 
 
 def lock_flag(name: str) -> int:
@@ -21,11 +35,15 @@ def lock_flag(name: str) -> int:
     return getattr(fcntl, name)
 
 
-def open_locked(path: Path, how: int):
+def open_locked(path: Path, how: int, unlockable=None):
     """An open handle (``"a+"``) of ``path`` holding its ``flock`` (``how``: e.g.
     ``lock_flag("LOCK_SH")``, or ``LOCK_EX | LOCK_NB``), on the file at ``path`` now (a holder
     may remove it just before: the new one is locked then); False: another holds it (with
-    ``LOCK_NB``); None: no ``flock`` here (no ``fcntl``, or the file cannot be made)."""
+    ``LOCK_NB``); None: no ``flock`` here (no ``fcntl``, or the file cannot be made).
+
+    ``unlockable``: where the file system cannot lock (:func:`lock_is_held` False), None
+    gives False (as if held: the safe answer where only a lock proves a file unused); a
+    callable is called with the ``OSError`` and the handle is returned open, not locked."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: callers keep their in-process tables
@@ -37,7 +55,10 @@ def open_locked(path: Path, how: int):
             return None
         try:
             fcntl.flock(handle.fileno(), how)
-        except OSError:
+        except OSError as exc:
+            if unlockable is not None and not lock_is_held(exc):
+                unlockable(exc)
+                return handle
             handle.close()
             return False
         try:

@@ -16,19 +16,28 @@ table alone works). A session whose file is claimed autosaves in an alternate fi
 Resume leaves out the files other live sessions hold (:meth:`SessionClaims.taken`, which
 tries another process's lock without waiting: :func:`claimed`); a session resumed from one
 holds it from then on (:meth:`SessionClaims.hold`), an alternate too.
+
+A file system that cannot lock (NFS without a lock daemon: ``flock`` fails with ENOLCK;
+EOPNOTSUPP, ENOSYS) cannot tell whether another process holds a claim: a session there
+claims its file within this process only (its lock file is still written, and removed when
+it lets go, so a napari killed there is still said to have ended unexpectedly), no file there
+reads as another process's, and a warning says so once per folder (before, any ``flock``
+error read as held: every autosave there was refused, and its session never offered again).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import socket
 import threading
+import warnings
 import weakref
 from pathlib import Path
 
-from .file_locks import lock_flag, open_locked
+from .file_locks import lock_flag, lock_is_held, open_locked
 
 __all__ = ["SessionClaim", "alternate_session_file", "alternate_session_files",
            "claim_holder", "claim_session_file", "claimed", "lock_file_for"]
@@ -38,6 +47,7 @@ MAX_ALTERNATES = 20
 _SUFFIX = ".sam-session.json"
 _GUARD = threading.Lock()
 _HELD: dict[str, weakref.ref] = {}  # absolute session file -> its claim, in this process
+_UNLOCKABLE_NOTED: set[str] = set()  # folders whose file system cannot lock, said once
 
 
 def lock_file_for(path: Path) -> Path:
@@ -112,8 +122,8 @@ class SessionClaim:
 def claim_session_file(path: Path) -> SessionClaim | None:
     """Claim the session file ``path`` for the calling session; None when another live
     session holds it (in this process or another). A lock file that cannot be made (a
-    read-only folder: the autosave falls back anyway) gives a claim within this process
-    only."""
+    read-only folder: the autosave falls back anyway) or locked (a file system that cannot
+    lock: said once) gives a claim within this process only."""
     path = Path(path)
     key = str(path.absolute())
     with _GUARD:
@@ -131,7 +141,8 @@ def claim_session_file(path: Path) -> SessionClaim | None:
 def claimed(path: Path) -> bool:
     """Whether a live session (of this process, or of another: the ``flock`` of its lock file,
     tried without waiting) holds the claim on the session file ``path``. A lock file left by
-    a process that ended is not held."""
+    a process that ended is not held, nor one on a file system that cannot lock (whether
+    another process holds it cannot be told: said once)."""
     path = Path(path)
     with _GUARD:  # (no claim of this process is made while the lock is tried)
         ref = _HELD.get(str(path.absolute()))
@@ -153,8 +164,11 @@ def _locked(lock: Path) -> bool:
     with handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return True
+        except OSError as exc:
+            if lock_is_held(exc):
+                return True
+            _note_unlockable(lock.parent, exc)
+            return False
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
         return False
 
@@ -177,9 +191,10 @@ def claim_holder(path: Path) -> str:
 
 def _flock(lock: Path):
     """An open handle of ``lock`` holding its exclusive ``flock``, with this process's id and
-    host in it; False: another process holds it; None: no lock here (no ``fcntl``, or the
-    lock file cannot be made)."""
-    handle = open_locked(lock, lock_flag("LOCK_EX") | lock_flag("LOCK_NB"))
+    host in it (not locked where the file system cannot lock); False: another process holds
+    it; None: no lock here (no ``fcntl``, or the lock file cannot be made)."""
+    handle = open_locked(lock, lock_flag("LOCK_EX") | lock_flag("LOCK_NB"),
+                         unlockable=lambda exc: _note_unlockable(lock.parent, exc))
     if not handle:
         return handle
     with contextlib.suppress(OSError):
@@ -188,6 +203,19 @@ def _flock(lock: Path):
         handle.write(f"{os.getpid()} {socket.gethostname()}\n")
         handle.flush()
     return handle
+
+
+def _note_unlockable(folder: Path, exc: OSError) -> None:
+    """Warn once per ``folder`` that its file system cannot lock files (``exc``: the error of
+    ``flock``), so that two napari autosaving one session there are not kept apart."""
+    key = str(Path(folder).absolute())
+    if key in _UNLOCKABLE_NOTED:
+        return
+    _UNLOCKABLE_NOTED.add(key)
+    why = exc.strerror or errno.errorcode.get(exc.errno, str(exc.errno))
+    warnings.warn(f"The file system of {folder} cannot lock files ({why}): napari-sam cannot "
+                  "tell whether another napari autosaves a session there, and autosaves there "
+                  "without a lock: open each image in one napari at a time.", stacklevel=2)
 
 
 def _let_go(handle, lock: Path) -> None:

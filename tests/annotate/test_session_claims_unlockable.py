@@ -1,0 +1,69 @@
+"""A session file on a file system that cannot lock files (NFS without a lock daemon:
+``flock`` fails with ENOLCK; some FUSE and Lustre mounts: EOPNOTSUPP, ENOSYS). Any ``flock``
+error read as "held by another napari": every autosave was refused (the file and all its
+alternates "being written by other napari-sam sessions"), and a session that napari left
+when it was killed was not offered at all, never "napari ended unexpectedly". Such a file
+system cannot tell: the session autosaves there with a claim of this process only, says so
+once, and no file there reads as another napari's."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+
+import pytest
+
+from session_claim_helpers import commit_at, on_image
+from stacks import blob_session
+
+
+@pytest.fixture(params=[errno.ENOLCK, errno.EOPNOTSUPP])
+def unlockable(request, monkeypatch):
+    """``flock`` fails as on a file system that cannot lock (the errno of the param)."""
+    from napari_sam.annotate import session_claims
+
+    def flock(fd, how):
+        raise OSError(request.param, os.strerror(request.param))
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    monkeypatch.setattr(session_claims, "_UNLOCKABLE_NOTED", set(), raising=False)
+    return request.param
+
+
+def test_a_session_on_a_file_system_that_cannot_lock_autosaves_and_is_offered_after_a_kill(
+        tiny_sam, tmp_path, unlockable):
+    from napari_sam.annotate.session_claims import claimed, lock_file_for
+
+    image = tmp_path / "blobs.tif"
+    sidecar = tmp_path / "blobs.tif.sam-session.json"
+    s = on_image(blob_session(tiny_sam), image)
+    with pytest.warns(UserWarning) as said:
+        commit_at(s, 3, 20, 20)
+        s.wait_autosave(60)
+    notes = [str(w.message) for w in said if "cannot lock" in str(w.message)]
+    assert notes == [
+        f"The file system of {tmp_path} cannot lock files ({os.strerror(unlockable)}): "
+        "napari-sam cannot tell whether another napari autosaves a session there, and "
+        "autosaves there without a lock: open each image in one napari at a time."]
+    assert sorted(p.name for p in tmp_path.glob("*.sam-session.json")) == [sidecar.name]
+    assert lock_file_for(sidecar).read_text().split()[0] == str(os.getpid())
+    commit_at(s, 4, 44, 44)  # (said once)
+    s.wait_autosave(60)
+    assert claimed(sidecar)  # (this process holds it: its table)
+
+    s.release_session_file()  # a dock closed: its lock file goes, offered as any session
+    assert not lock_file_for(sidecar).exists() and not claimed(sidecar)
+    again = on_image(blob_session(tiny_sam), image)
+    offers = []
+    again.notify_resume = lambda path, offer: offers.append(offer)
+    assert again.offer_resume() is not None
+    assert offers[-1].startswith("A saved session exists for this image (2 commits")
+
+    lock_file_for(sidecar).write_text("4000000 elsewhere\n")  # napari killed: its file stays
+    assert not claimed(sidecar)  # (cannot tell: not another napari's)
+    third = on_image(blob_session(tiny_sam), image)
+    third.notify_resume = lambda path, offer: offers.append(offer)
+    assert third.offer_resume() is not None
+    assert offers[-1].startswith("napari ended unexpectedly (killed or crashed; its last "
+                                 "autosave was at ")
