@@ -79,3 +79,11 @@ def test_prompts_file_errors_count_in_english(tmp_path, offline_cli, tiny_model,
                       tmp_path / name, "--model", tiny_model], capsys)
     line = error_line(err)
     assert rc == 2 and said in line and "(s)" not in line, line
+
+
+def test_sizes_read_in_a_unit_that_keeps_small_ones_from_reading_as_none():
+    from napari_sam.words import size_words
+
+    assert [size_words(n) for n in (0, 1, 512, 4096, 40_000, 100_000, 46_300_000,
+                                    7_600_000_000)] == [
+        "0 bytes", "1 byte", "512 bytes", "4.1 kB", "40.0 kB", "0.1 MB", "46.3 MB", "7.6 GB"]

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import napari_sam as ns
+from napari_sam.words import size_words
 
 
 def test_a_tiled_image_whose_windows_do_not_fit_in_memory_is_refused_without_a_store(
@@ -28,8 +29,8 @@ def test_a_tiled_image_whose_windows_do_not_fit_in_memory_is_refused_without_a_s
         emb.compute()
     assert str(info.value) == (
         f"embedding 1 slice of 1024 x 1024 px in {n} windows without a store keeps every "
-        f"window's embedding in memory: about {need / 1e9:.1f} GB, more than the "
-        f"{(need - 1) / 1e9:.1f} GB available here; give them a store on disk: "
+        f"window's embedding in memory: about {size_words(need)}, more than the "
+        f"{size_words(need - 1)} available here; give them a store on disk: "
         "store='embeddings.zarr' to napari_sam.embed, or a folder.zarr in the dock's 'Embedding "
         "store' box (the windows are written there and read back when used, so memory stays "
         "under cache_bytes, 1.1 GB), or do not tile (tiling=None; in the dock: 'Tile large "
@@ -41,7 +42,7 @@ def test_a_tiled_image_whose_windows_do_not_fit_in_memory_is_refused_without_a_s
         emb[0]
     assert str(info.value) == (
         f"emb[0] holds the embeddings of all {n} windows of slice 0 at once: about "
-        f"{need / 1e9:.1f} GB, more than the {(need - 1) / 1e9:.1f} GB available here; "
+        f"{size_words(need)}, more than the {size_words(need - 1)} available here; "
         "napari_sam.segment_everything(image, model) of the 2D image itself embeds it window "
         "by window, and emb.slice_on_demand(z) encodes only the windows a prompt needs")
     assert emb.encoder_calls == 0
@@ -51,7 +52,7 @@ def test_a_tiled_image_whose_windows_do_not_fit_in_memory_is_refused_without_a_s
     assert 0 < held * stored._window_bytes <= need // 4 + stored._window_bytes
     features = n * emb._window_bytes  # room for the bare features: not for what the
     monkeypatch.setattr(memory, "available_memory", lambda: features)  # process grows by
-    with pytest.raises(ValueError, match=f"about {need / 1e9:.1f} GB, more than the"):
+    with pytest.raises(ValueError, match=f"about {size_words(need)}, more than the"):
         emb.compute()
     monkeypatch.setattr(memory, "available_memory", lambda: need)  # it fits: as before
     emb.compute()
@@ -82,14 +83,14 @@ def test_embeddings_on_a_cuda_device_are_weighed_against_its_free_memory(
     if refused:
         with pytest.raises(ValueError) as info:
             emb.compute()
-        assert (f"about {need / 1e9:.1f} GB, more than the {gpu_free / 1e9:.1f} GB free on "
+        assert (f"about {size_words(need)}, more than the {size_words(gpu_free)} free on "
                 "cuda:0; give them a store on disk") in str(info.value)
     else:  # checked, then stopped before encoding anything (there is no GPU here)
         assert emb.compute(should_stop=lambda: True).stopped
     assert emb.encoder_calls == 0
     monkeypatch.setattr(emb.predictor, "device", torch.device("cpu"))  # the host's on CPU
     monkeypatch.setattr(memory, "available_memory", lambda: need - 1)
-    with pytest.raises(ValueError, match=f"more than the {(need - 1) / 1e9:.1f} GB available"):
+    with pytest.raises(ValueError, match=f"more than the {size_words(need - 1)} available"):
         emb.compute()
 
 
@@ -115,6 +116,26 @@ def test_a_gpu_picked_by_auto_is_weighed_on_torch_before_2_5(tiny_sam, monkeypat
     need = len(emb.tiling) * emb._window_bytes * 3 // 2
     with pytest.raises(ValueError) as info:
         emb.compute()
-    assert (f"about {need / 1e9:.1f} GB, more than the {10 / 1e9:.1f} GB free on cuda:0; give "
+    assert (f"about {size_words(need)}, more than the 10 bytes free on cuda:0; give "
             "them a store on disk") in str(info.value)
     assert emb.encoder_calls == 0
+
+
+@pytest.mark.parametrize("gpu_free, said", [
+    (9_000_000, "9.0 MB"), (40_000, "40.0 kB"), (0, "0 bytes")])
+def test_a_nearly_full_gpu_is_sized_in_mb_kb_or_bytes(tiny_sam, monkeypatch, gpu_free, said):
+    """A GPU with under 50 MB free was "the 0.0 GB free on cuda:0" (and the tiny model's
+    10 MB of windows "about 0.0 GB"): as if nothing were asked, of nothing; small sizes read
+    in MB, kB or bytes."""
+    import torch
+
+    image = (np.random.default_rng(0).random((1, 1024, 1024)) * 255).astype(np.uint8)
+    emb = ns.embed(image, tiny_sam, device="cpu", cache_bytes=1 << 20)
+    monkeypatch.setattr(emb.predictor, "device", torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (gpu_free, 1 << 41))
+    assert len(emb.tiling) * emb._window_bytes * 3 // 2 == 9_830_400
+    with pytest.raises(ValueError) as info:
+        emb.compute()
+    assert (f"in memory: about 9.8 MB, more than the {said} free on cuda:0; give them a store "
+            "on disk") in str(info.value)
+    assert "so memory stays under cache_bytes, 1.0 MB)" in str(info.value)

@@ -28,6 +28,8 @@ import resource
 import sys
 from pathlib import Path
 
+from napari_sam.words import size_words
+
 __all__ = ["MIN_ADDRESS_SPACE", "address_space_too_small", "available_memory",
            "is_out_of_memory", "out_of_memory_words"]
 
@@ -287,7 +289,5 @@ def out_of_memory_words(exc: BaseException) -> str:
         return "out of memory"
     size = m.group(1)
     if size.isdigit():
-        n = int(size)
-        size = (f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB" if n >= 1e5
-                else f"{n / 1e3:.1f} kB" if n >= 1e3 else f"{n} bytes")  # (not "0.0 MB")
+        size = size_words(int(size))  # (not "0.0 MB")
     return f"out of memory (an allocation of {size} failed)"

@@ -50,7 +50,7 @@ from napari_sam.predictor import Predictor
 from napari_sam.preprocess import DEFAULT_PERCENTILES, check_contrast_limits
 from napari_sam.progress import ProgressArg, check_progress, reports_progress
 from napari_sam.tiling import TiledEmbedding, Window, choose_tiling
-from napari_sam.words import counted
+from napari_sam.words import counted, size_words
 
 __all__ = ["DEFAULT_CACHE_BYTES", "SliceView", "TiledStackEmbeddings", "WindowView", "embed"]
 
@@ -411,7 +411,7 @@ class TiledStackEmbeddings:
                 f"{problem}; give them a store on disk: store='embeddings.zarr' to "
                 "napari_sam.embed, or a folder.zarr in the dock's 'Embedding store' box (the "
                 "windows are written there and read back when used, so memory stays under "
-                f"cache_bytes, {self.cache_bytes / 1e9:.1f} GB), or do not tile (tiling=None; "
+                f"cache_bytes, {size_words(self.cache_bytes)}), or do not tile (tiling=None; "
                 "in the dock: 'Tile large images' unticked; one shrunk embedding per slice)")
 
     @reports_progress("embed", unit="tile")
@@ -467,14 +467,14 @@ def _no_room(features: int, device) -> str | None:
     """``features`` bytes of embeddings on ``device`` (times :data:`ROOM_MARGIN`) in words
     beside the memory free where they live, when they are more than it: the GPU's for a CUDA
     device, the host's for the CPU and MPS ("about 7.6 GB, more than the 4.0 GB available
-    here", "... the 3.2 GB free on cuda:0"), else None."""
+    here", "... the 3.2 GB free on cuda:0", "... the 40.0 MB free on cuda:0"), else None."""
     from napari_sam.memory import device_room
 
     need = int(features * ROOM_MARGIN)
     free, where = device_room(device)
     if free is None or need <= free:
         return None
-    return f"about {need / 1e9:.1f} GB, more than the {free / 1e9:.1f} GB {where}"
+    return f"about {size_words(need)}, more than the {size_words(free)} {where}"
 
 
 def embed(

@@ -1,8 +1,9 @@
-"""Counts in messages read as English: "1 object", "3 objects" (never "object(s)")."""
+"""Counts and sizes in messages read as English: "1 object", "3 objects" (never
+"object(s)"); "7.6 GB", "46.3 MB", "4.1 kB", "512 bytes" (never "0.0 GB")."""
 
 from __future__ import annotations
 
-__all__ = ["counted", "for_count"]
+__all__ = ["counted", "for_count", "size_words"]
 
 
 def for_count(n: int, noun: str, plural: str | None = None) -> str:
@@ -45,3 +46,25 @@ def counted(n: int, noun: str, plural: str | None = None) -> str:
         ``f"{n} {noun}"`` with the noun in the singular when ``n`` is 1, else in the plural.
     """
     return f"{int(n)} {for_count(n, noun, plural)}"
+
+
+def size_words(n: int) -> str:
+    """``n`` bytes in words, in the unit that keeps a small size from reading as none.
+
+    Parameters
+    ----------
+    n : int
+        A count of bytes (0 or more).
+
+    Returns
+    -------
+    str
+        "7.6 GB" from 1 GB, "46.3 MB" from 100 kB, "4.1 kB" from 1 kB, else "512 bytes" (1
+        byte: "1 byte"): a GPU with 40 MB free reads "40.0 MB", not "0.0 GB".
+    """
+    n = int(n)
+    if n >= 1e9:
+        return f"{n / 1e9:.1f} GB"
+    if n >= 1e5:
+        return f"{n / 1e6:.1f} MB"
+    return f"{n / 1e3:.1f} kB" if n >= 1e3 else counted(n, "byte")
