@@ -67,3 +67,24 @@ def test_the_count_since_the_last_save_is_right_after_undo(session, tmp_path):
     words = ended_words(_autosaved(s))
     assert ": 1 commit since the last save ('Save session' to again.json at " in words, words
     assert "undone" not in words, words
+
+
+def test_a_loaded_file_without_a_saved_time_is_named_without_one(session, tmp_path):
+    """A session file with no ``saved`` (written by hand, or by another tool) loaded, then
+    napari killed: the offer said "('Save session' to work.json at None)"."""
+    import json
+
+    from napari_sam.annotate.ended_sessions import ended_words
+
+    s = session
+    s.path = str(tmp_path / "blobs.tif")
+    commit_at(s, 3, 20, 20)
+    work = s.save_session(tmp_path / "work.json")
+    record = json.loads(work.read_text())
+    del record["saved"]
+    work.write_text(json.dumps(record))
+    s.load_session(work)
+    commit_at(s, 2, 44, 44)
+    words = ended_words(_autosaved(s))
+    assert words.endswith(": 1 commit since the last save ('Save session' to work.json) can "
+                          "be recovered"), words

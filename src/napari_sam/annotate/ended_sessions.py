@@ -49,8 +49,8 @@ def ended_words(session: S.Session) -> str:
             0 <= mark["commits"]):
         kept = mark.get("kept", mark["commits"])  # (autosaves before "kept": no undo known)
         if isinstance(kept, int) and 0 <= kept <= min(ops, mark["commits"]):
-            saved = (f"{Path(str(mark.get('path'))).name} at "
-                     f"{S.local_time(mark.get('saved'))}")
+            saved = Path(str(mark.get("path"))).name + (  # (a file loaded may have no time)
+                f" at {S.local_time(mark['saved'])}" if mark.get("saved") else "")
             undone = mark["commits"] - kept
             undo = f", {counted(undone, 'commit')} of it undone" if undone else ""
             return (f"{head}: {counted(ops - kept, 'commit')} since the last save ('Save "
