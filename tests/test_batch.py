@@ -541,6 +541,10 @@ def test_auto_propagation_that_cannot_fit_fails_before_any_work(tmp_path, tiny_m
     (job,) = batch.make_jobs([inp], ctx)
     res = batch.run_job(job, ctx)
     assert res.status == "failed" and "--no-propagate" in res.reason and "4 x 48 x 48" in res.reason
+    monkeypatch.setattr(auto_runner, "available_memory", lambda: 40_000)  # (was "0.0 GB")
+    assert batch.run_job(job, ctx).reason.startswith(
+        "propagating the objects of this 4 x 48 x 48 stack needs about 0.2 MB of memory for its "
+        "label volumes, more than the 40.0 kB available here (or under this job's memory limit)")
     assert not list(auto_runner.auto_work_dir(job).glob("z*.npz")) and not job.output.exists()
     monkeypatch.setattr(auto_runner, "available_memory", lambda: need)
     assert batch.run_job(job, ctx).status == "done"

@@ -117,3 +117,12 @@ def test_embeddings_held_already_are_not_counted_again(tiny_sam, tmp_path):
     assert 0 < emb.bytes_in_memory <= 10 * per_tile < len(emb.tiling) * per_tile
     assert emb.missing([0]) == [0]  # tiles only in the store
     assert embedding_bytes(emb, [0], store=True) == 10 * per_tile - emb.bytes_in_memory
+
+
+def test_memory_nearly_used_up_is_sized_in_kb_not_0_0_mb(memory_room):
+    """Under a cgroup's limit with 40 kB left the refusal said "more than the 0.0 MB free
+    here", as if nothing were free because nothing were measured."""
+    memory_room(40_000)
+    assert segment_everything_problem((5, 64, 64), False, True).startswith(
+        "Not started: Segment everything on a slice of this 5 x 64 x 64 stack needs about "
+        "50 MB of memory, more than the 40.0 kB free here (or under napari's memory limit)")

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from napari_sam import memory
+from napari_sam.words import size_words
 
 __all__ = ["LABELS_BYTES_PER_PIXEL", "PROPAGATION_BYTES_PER_VOXEL", "SEGMENT_EVERYTHING_BYTES",
            "SEGMENT_EVERYTHING_BYTES_PER_PIXEL", "SEGMENT_EVERYTHING_BYTES_PER_VOXEL",
@@ -59,10 +60,9 @@ _CELL_BYTES = 256 * 4
 
 
 def _gb(n: int) -> str:
-    """``n`` bytes in words: "1.8 GB", "51 MB", "0.2 MB"."""
-    if n >= 1e9:
-        return f"{n / 1e9:.1f} GB"
-    return f"{n / 1e6:.0f} MB" if n >= 1e7 else f"{n / 1e6:.1f} MB"
+    """``n`` bytes in words: "1.8 GB", "51 MB" (no tenths from 10 MB), "0.2 MB", "40.0 kB"
+    (:func:`~napari_sam.words.size_words`; was "0.0 MB" under 50 kB)."""
+    return f"{n / 1e6:.0f} MB" if 1e7 <= n < 1e9 else size_words(n)
 
 
 def tiles_cache_bytes() -> int:

@@ -38,6 +38,7 @@ from napari_sam.batch.preview import preview_from_arrays
 from napari_sam.batch.progress import JobProgressBar, ObjectSliceBar
 from napari_sam.batch.reading import OpenedImage, announce_colour_planes, open_image
 from napari_sam.memory import available_memory
+from napari_sam.words import size_words
 
 #: Parameters of :func:`napari_sam.segment_everything` the CLI passes through per slice.
 AUTO_KEYS = (
@@ -397,8 +398,8 @@ def _check_propagation_memory(opened: OpenedImage, time_point: int | None = None
     if free is not None and need > free:
         raise ValueError(
             f"propagating the objects of this {' x '.join(map(str, shape))} {what} needs about "
-            f"{need / 1e9:.1f} GB of memory for its label volumes, more than the "
-            f"{free / 1e9:.1f} GB available here (or under this job's memory limit); use --no-propagate (linked 2D masks, constant "
+            f"{size_words(need)} of memory for its label volumes, more than the "
+            f"{size_words(free)} available here (or under this job's memory limit); use --no-propagate (linked 2D masks, constant "
             f"memory), or a machine with more memory"
         )
 
