@@ -229,7 +229,7 @@ def test_a_background_autosave_falling_back_says_so_in_a_notification(
     folder, and a notification says where (the status line it was added to is replaced by
     the next news, e.g. the preview's)."""
     from napari_sam import session as S
-    from napari_sam.annotate.session_log import fallback_session_file
+    from napari_sam.annotate.session_places import fallback_session_file
 
     monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "cache"))
     viewer, widget = open_big(make_widget, big_file, tiny_ckpt)

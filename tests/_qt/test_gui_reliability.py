@@ -187,7 +187,7 @@ def test_autosave_falls_back_to_the_cache_folder_when_the_image_folder_is_read_o
         make_widget, tiny_ckpt, tmp_path, monkeypatch):
     import tifffile
 
-    from napari_sam.annotate import session_log
+    from napari_sam.annotate import session_places
     from napari_sam.session import session_file_for
 
     folder = tmp_path / "read-only"
@@ -201,7 +201,7 @@ def test_autosave_falls_back_to_the_cache_folder_when_the_image_folder_is_read_o
         if os.access(folder, os.W_OK):  # root: chmod does not stop writes
             print("running as root: chmod 0o555 does not stop root's writes, so the "
                   "folder's writability check reads the permission bits instead")
-            monkeypatch.setattr(session_log, "folder_writable",
+            monkeypatch.setattr(session_places, "folder_writable",
                                 lambda f: bool(Path(f).stat().st_mode & 0o222))
         viewer, widget = make_widget()
         widget._model.setCurrentIndex(widget._model.count() - 1)  # "Checkpoint file..."
@@ -211,7 +211,7 @@ def test_autosave_falls_back_to_the_cache_folder_when_the_image_folder_is_read_o
         viewer.dims.set_point(0, 3)
         canvas_click(viewer, 20, 20)
         assert widget._on_commit().ids == [1]
-        fallback = session_log.fallback_session_file(image)
+        fallback = session_places.fallback_session_file(image)
         assert fallback.is_relative_to(cache / "sessions") and fallback.is_file()
         assert sorted(p.name for p in folder.iterdir()) == ["blobs.tif"]  # nothing beside
         text = widget._status.text()

@@ -23,7 +23,7 @@ def test_a_long_image_name_autosaves_and_resumes(make_widget, tiny_ckpt, tmp_pat
     name)."""
     import tifffile
 
-    from napari_sam.annotate import session_log
+    from napari_sam.annotate import session_places
     from napari_sam.session import read_session, session_file_for
 
     folder = tmp_path / "long"
@@ -34,7 +34,7 @@ def test_a_long_image_name_autosaves_and_resumes(make_widget, tiny_ckpt, tmp_pat
     if not writable:
         folder.chmod(0o555)
         if os.access(folder, os.W_OK):  # root: chmod does not stop root's writes
-            monkeypatch.setattr(session_log, "folder_writable",
+            monkeypatch.setattr(session_places, "folder_writable",
                                 lambda f: bool(Path(f).stat().st_mode & 0o222))
     try:
         viewer, widget = make_widget()
@@ -44,7 +44,7 @@ def test_a_long_image_name_autosaves_and_resumes(make_widget, tiny_ckpt, tmp_pat
         status = click_commit(viewer, widget, 20, 20)
         assert "failed" not in status and widget.controller.autosave, status
         saved = (session_file_for(image) if writable
-                 else session_log.fallback_session_file(image))
+                 else session_places.fallback_session_file(image))
         assert saved.is_file(), sorted(p.name for p in saved.parent.iterdir())
         stem = len(os.fsencode(saved.name)) - len(".sam-session.json")
         assert stem + 54 + len(".session-20") <= 255  # its labels' temporary file, alternate

@@ -28,7 +28,7 @@ def test_autosave_retries_after_a_full_disk_at_each_commit_and_says_so(
     nothing was written until they did. It stays on now, tries again at the next commit, and
     the status says that it will, then that it works again."""
     from napari_sam import session as S
-    from napari_sam.annotate.session_log import fallback_session_file
+    from napari_sam.annotate.session_places import fallback_session_file
 
     s = session
     s.path = str(tmp_path / "blobs.tif")
@@ -204,7 +204,7 @@ def test_sigterm_keeps_a_session_whose_autosave_fails_marked_as_ended(
     pytest.importorskip("qtpy")
     from napari_sam import session as S
     from napari_sam.annotate.session_claims import lock_file_for
-    from napari_sam.annotate.session_log import fallback_session_file
+    from napari_sam.annotate.session_places import fallback_session_file
 
     target = _told_to_end_while_autosave_fails(session, tmp_path, monkeypatch, False)
     assert lock_file_for(target).is_file()  # (left when the process ends: "ended unexpectedly")

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 def test_a_cache_folder_session_is_found_from_a_path_with_dot_dot(session, tmp_path,
                                                                   monkeypatch):
-    from napari_sam.annotate import session_log
+    from napari_sam.annotate import session_places
 
     s = session
     image = tmp_path / "ro" / "blobs.tif"
     image.parent.mkdir()
     (tmp_path / "work").mkdir()
     monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(session_log, "folder_writable", lambda folder: False)
+    monkeypatch.setattr(session_places, "folder_writable", lambda folder: False)
     monkeypatch.chdir(tmp_path / "work")
     s.path = "../ro/./blobs.tif"  # as a script opened it
     s.add_point(3, 20, 20)
@@ -23,4 +23,4 @@ def test_a_cache_folder_session_is_found_from_a_path_with_dot_dot(session, tmp_p
     s.commit()
     s.path = str(image)  # as File > Open gives it, later
     found = s.saved_session_path()
-    assert found == session_log.fallback_session_file(image) and found.is_file()
+    assert found == session_places.fallback_session_file(image) and found.is_file()

@@ -103,18 +103,18 @@ def test_embedding_is_a_named_phase():
 
 
 def test_autosave_falls_back_to_the_cache_folder(session, tmp_path, monkeypatch):
-    from napari_sam.annotate import session_log
+    from napari_sam.annotate import session_places
 
     s = session
     image = tmp_path / "ro" / "blobs.tif"
     image.parent.mkdir()
     s.path = str(image)
     monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(session_log, "folder_writable", lambda folder: False)
+    monkeypatch.setattr(session_places, "folder_writable", lambda folder: False)
     s.add_point(3, 20, 20)
     s.update_preview()
     s.commit()
-    fallback = session_log.fallback_session_file(image)
+    fallback = session_places.fallback_session_file(image)
     assert fallback.is_file() and not list(image.parent.iterdir())
     assert s.status.endswith(f"is not writable: the session is autosaved in {fallback}.")
     assert s.saved_session_path() == fallback
@@ -125,7 +125,7 @@ def test_autosave_falls_back_when_writing_beside_the_image_fails(session, tmp_pa
     """The folder looks writable but the write fails (a read-only mount, a full disk):
     the session goes to the cache folder all the same, and autosave stays on."""
     from napari_sam import session as S
-    from napari_sam.annotate import session_log
+    from napari_sam.annotate import session_places
 
     s = session
     image = tmp_path / "share" / "blobs.tif"
@@ -145,7 +145,7 @@ def test_autosave_falls_back_when_writing_beside_the_image_fails(session, tmp_pa
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "autosave failed" warning
         s.commit()
-    fallback = session_log.fallback_session_file(image)
+    fallback = session_places.fallback_session_file(image)
     assert fallback.is_file() and s.autosave
     assert f"the session is autosaved in {fallback}." in s.status
 

@@ -12,12 +12,12 @@ that target holds exactly the autosaved session's labels (the dock closed and op
 then that session's log goes on.
 After every commit, undo and redo the session is autosaved next to the image file
 (:func:`napari_sam.session.session_file_for`) when the image came from a file; when the
-image's folder is not writable, under the cache folder instead (:func:`fallback_session_file`),
-and the status line says where, once. Autosave never replaces a session file it did not
+image's folder is not writable, under the cache folder instead (where:
+:mod:`napari_sam.annotate.session_places`), and the status line says where, once. Autosave never replaces a session file it did not
 write or load for this log: it keeps it first under a dated name
 (:func:`napari_sam.session.keep_aside`) and the status line says so. Two images of one file
 (napari opens a file with a channel axis as one layer per channel) each have their own
-session file (:meth:`SessionLog.own_session_file`).
+session file (:meth:`SessionPlaces.own_session_file`).
 
 In the GUI, the autosave of large labels is written on a worker thread
 (:mod:`napari_sam.annotate.autosave_writer`): the UI thread only copies the labels. What
@@ -31,9 +31,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import hashlib
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,33 +40,16 @@ from napari_sam import session as S
 
 from .autosave_writer import AutosaveWriter
 from .errors import UserError, sentence
-from .image_source import movie_sessions, refuse_movie_sessions
+from .image_source import refuse_movie_sessions
 from .live_session_files import LiveSessionFiles
 from .prompt_groups import POINT_OBJECT, inside_image
-from .session_claims import SessionClaims, alternate_session_files, claim_holder
+from .session_claims import SessionClaims, claim_holder
 from .session_compare import holds_the_same_work, same_prompts
+from .session_places import SessionPlaces, fallback_session_file
 from .session_records import ImageRecords
 from .split_sessions import other_sessions_note, resume_offer, session_holding
 
-__all__ = ["SessionLog", "fallback_session_file", "folder_writable"]
-
-
-def folder_writable(folder: Path) -> bool:
-    """Whether files can be made in ``folder`` (it exists and may be written to)."""
-    return os.access(folder, os.W_OK | os.X_OK)
-
-
-def fallback_session_file(image_path) -> Path:
-    """Where the session of the image file ``image_path`` is autosaved when its folder is
-    not writable: ``<cache>/sessions/<digest of the image's absolute path>/<name>.sam-session
-    .json``, under the folder models are cached in (``NAPARI_SAM_CACHE_DIR`` or the
-    platform cache, :func:`napari_sam.models.download.cache_dir`). The path is normalised
-    (``data/../data/img.tif`` and ``data//img.tif`` are ``data/img.tif``: one session)."""
-    from napari_sam.models.download import cache_dir
-
-    image = Path(os.path.normpath(Path(image_path).absolute()))
-    digest = hashlib.sha1(str(image).encode()).hexdigest()[:16]
-    return cache_dir() / "sessions" / digest / S.session_file_for(image).name
+__all__ = ["SessionLog"]
 
 
 @dataclass
@@ -87,7 +67,7 @@ class _AutosaveJob:
     inline: bool  # written on the calling thread: its notes go into this status line
 
 
-class SessionLog(LiveSessionFiles):
+class SessionLog(SessionPlaces, LiveSessionFiles):
     """Session log, files and trace (needs the session's attributes)."""
 
     # ------------------------------------------------------------------ hooks
@@ -331,69 +311,6 @@ class SessionLog(LiveSessionFiles):
         self._say(f"Saved the session ({len(self.log)} commits) to {path}"
                   f"{S.shortened_note(asked, path)}.")
         return path
-
-    def autosave_path(self) -> Path | None:
-        """Where the session is autosaved: next to the image file, or under the cache folder
-        when that folder is not writable (None: not a file, or a movie); a file of its own
-        when another image of that file has its session there (:meth:`own_session_file`)."""
-        path = self.image_path()
-        if path is None or movie_sessions(self.source):
-            return None
-        beside = S.session_file_for(path)
-        return self.own_session_file(
-            beside if folder_writable(beside.parent) else fallback_session_file(path))
-
-    def own_session_file(self, file: Path) -> Path:
-        """``file`` (an image file's session file), or this image's own beside it,
-        ``<image file>.<layer name>.sam-session.json``, when ``file`` holds the session of
-        another image of the same file: made on other pixels, under another name (napari
-        opens a file with a channel axis as one layer per channel, 'two' and 'two [1]').
-        The two channels' autosaves kept each other's session aside at every commit, and
-        each channel's log started again after the other's commits."""
-        if self._holds_this_image(file):
-            return file
-        name = self.image_name()
-        slug = re.sub(r"[^\w.-]+", "_", name).strip("._")[:60] or "image"
-        stem = file.name[: -len(S.SESSION_FILE_SUFFIX)]  # (names too long: shortened)
-        own = file.with_name(S.fit_file_name(f"{stem}.{slug}") + S.SESSION_FILE_SUFFIX)
-        if self._holds_this_image(own):
-            return own
-        # another layer's name made the same slug ('two [1]', 'two (1)'): the name's hash too
-        digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
-        return file.with_name(S.fit_file_name(f"{stem}.{slug}-{digest}") + S.SESSION_FILE_SUFFIX)
-
-    def _holds_this_image(self, file: Path) -> bool:
-        """Whether the session file ``file`` is free for this image's session: absent,
-        without an image record, or recording this image (its name and shape, or its pixels:
-        napari names a stack read from several files, and its source, after the first file)."""
-        image, shape = self._image_records.read(file), list(self.source.shape)
-        return image is None or (image.get("name") == self.image_name() and image.get(
-            "shape", shape) == shape) or image.get("hash") == self._hash()
-
-    def saved_session_path(self) -> Path | None:
-        """The autosaved session of this image, next to it or under the cache folder, or in
-        an alternate of those (written while another session autosaved there): the newest
-        when several exist, leaving out those another live session autosaves in (its log goes
-        on there); None when there is none."""
-        found = self._free_session_files()
-        return max(found, key=lambda p: p.stat().st_mtime) if found else None
-
-    def _free_session_files(self) -> list[Path]:
-        """This image's session files no other live session autosaves in."""
-        self.wait_autosave()
-        return [p for p in self._session_files() if not self._claims.taken(p)]
-
-    def _session_files(self, files=None) -> list[Path]:
-        """The session files of this image that exist: ``files`` (default: next to it and
-        under the cache folder) or its own beside those, each with its alternates that
-        record this image (not another channel layer's of the file)."""
-        path = self.image_path()
-        if files is None:
-            files = () if path is None else (S.session_file_for(path),
-                                             fallback_session_file(path))
-        return [q for p in map(self.own_session_file, files)
-                for q in (p, *filter(self._holds_this_image, alternate_session_files(p)))
-                if q.is_file()]
 
     def _autosave(self) -> None:
         """Autosave the session as it stands: labels of :data:`~napari_sam.annotate.

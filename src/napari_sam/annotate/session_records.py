@@ -1,7 +1,7 @@
 """The ``image`` record of session files, parsed again only when a file's content changed.
 
 Each commit's autosave asks whose session file it is (the image record: name and pixel hash,
-:meth:`napari_sam.annotate.session_log.SessionLog.own_session_file`) on napari's UI thread,
+:meth:`napari_sam.annotate.session_places.SessionPlaces.own_session_file`) on napari's UI thread,
 and parsed the whole file for it, every operation of the session: a stall that grew with the
 session (``benchmarks/bench_session_records.py``). :class:`ImageRecords` keeps, per path, the
 bytes of the file it last parsed and their record: a file whose bytes are those is not parsed
