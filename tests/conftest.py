@@ -18,6 +18,14 @@ import torch  # noqa: E402
 from tiny_configs import TINY_VIT  # noqa: E402  (also imported by test modules)
 
 
+@pytest.fixture(autouse=True)
+def _own_cache_folder(tmp_path_factory, monkeypatch):
+    """Each test its own cache folder (``NAPARI_SAM_CACHE_DIR``): the sessions of images
+    without a file are autosaved there by their pixels, so one test's (the blob stack's) was
+    offered to the next test's session on the same pixels; nothing goes to the user's."""
+    monkeypatch.setenv("NAPARI_SAM_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture
 def tiny_config():
     """A tiny ViT :class:`~napari_sam.models.SamConfig` (input 256, embedding 16x16)."""

@@ -42,6 +42,7 @@ from .autosave_writer import AutosaveWriter
 from .errors import UserError, sentence
 from .image_source import refuse_movie_sessions
 from .live_session_files import LiveSessionFiles
+from .memory_sessions import memory_autosave_words, prune_memory_sessions
 from .prompt_groups import POINT_OBJECT, inside_image
 from .session_claims import SessionClaims, claim_holder
 from .session_compare import holds_the_same_work, same_prompts
@@ -63,7 +64,7 @@ class _AutosaveJob:
     generation: int
     labels_name: str | None
     image_name: str
-    image_folder: Path
+    image_folder: Path | None  # None: an image without a file (autosaved by its pixels)
     inline: bool  # written on the calling thread: its notes go into this status line
 
 
@@ -325,15 +326,18 @@ class SessionLog(SessionPlaces, LiveSessionFiles):
         labels = (self.target_zyx(log_target) if log_target is not None
                   and self.target_alive(log_target) else None)
         inline, in_place = writer.plan(labels)
+        path = self.image_path()
         if inline:
             writer.wait()
         state = self.session_state(copy=None if inline and not in_place else _as_is)
         job = _AutosaveJob(
             target=target, state=state,
-            fallback=self.own_session_file(fallback_session_file(self.image_path())),
+            fallback=target if path is None else self.own_session_file(
+                fallback_session_file(path)),
             generation=self._log_generation,
             labels_name=None if log_target is None else self.labels_name(log_target),
-            image_name=self.image_name(), image_folder=self.image_path().parent, inline=inline)
+            image_name=self.image_name(), image_folder=None if path is None else path.parent,
+            inline=inline)
         if inline:
             self._autosave_job(job)
         else:  # copied last: the copy drops the write waiting (it takes its buffer), so
@@ -373,8 +377,12 @@ class SessionLog(SessionPlaces, LiveSessionFiles):
                                 info=said.format(target, written))
         if target == job.fallback and str(target) not in self._autosave_said:
             self._autosave_said.add(str(target))
-            self._autosave_news(job, f" The folder of '{job.image_name}' ({job.image_folder}) is "
-                                     f"not writable: the session is autosaved in {target}.")
+            if job.image_folder is None:  # (once per image: the old ones are pruned then)
+                prune_memory_sessions(keep=target.parent)
+                self._autosave_news(job, " " + memory_autosave_words(job.image_name, written))
+            else:
+                self._autosave_news(job, f" The folder of '{job.image_name}' ({job.image_folder}) "
+                                         f"is not writable: the session is autosaved in {target}.")
 
     def _autosave_failed(self, job: _AutosaveJob, target: Path | str, why) -> None:
         """Autosave goes off: a warning naming ``target`` (both files tried), and the status
@@ -474,7 +482,7 @@ class SessionLog(SessionPlaces, LiveSessionFiles):
         space freed): the commits made while it was off are autosaved at once, not only at
         the next commit; the status says when that write fails too."""
         self.autosave = True
-        if self.log and self.image_path() is not None:
+        if self.log and self.autosave_path() is not None:
             self._autosave()
             note = self.take_autosave_note().strip()  # (a failure: the warning's text)
             self._say(note or f"Autosave is on: the session ({len(self.log)} commits) is "

@@ -5,7 +5,9 @@ session files of its image exist (a mixin of
 
 The session of an image opened from a file is autosaved next to it
 (:func:`napari_sam.session.session_file_for`); when the image's folder is not writable,
-under the cache folder instead (:func:`fallback_session_file`). Two images of one file
+under the cache folder instead (:func:`fallback_session_file`); an image without a file
+(a script's array, another plugin's layer) under the cache folder, in a folder named by its
+pixels (:mod:`napari_sam.annotate.memory_sessions`). Two images of one file
 (napari opens a file with a channel axis as one layer per channel) each have their own
 session file (:meth:`SessionPlaces.own_session_file`); a session file another live session
 autosaves in has alternates (:mod:`napari_sam.annotate.session_claims`).
@@ -21,6 +23,7 @@ from pathlib import Path
 from napari_sam import session as S
 
 from .image_source import movie_sessions
+from .memory_sessions import memory_session_file
 from .session_claims import alternate_session_files
 
 __all__ = ["SessionPlaces", "fallback_session_file", "folder_writable"]
@@ -51,11 +54,16 @@ class SessionPlaces:
 
     def autosave_path(self) -> Path | None:
         """Where the session is autosaved: next to the image file, or under the cache folder
-        when that folder is not writable (None: not a file, or a movie); a file of its own
-        when another image of that file has its session there (:meth:`own_session_file`)."""
+        when that folder is not writable; an image without a file under the cache folder,
+        by its pixels (:func:`~napari_sam.annotate.memory_sessions.memory_session_file`);
+        None: no image, or a movie. A file of its own when another image of that file (of
+        those pixels) has its session there (:meth:`own_session_file`)."""
         path = self.image_path()
-        if path is None or movie_sessions(self.source):
+        if movie_sessions(self.source):
             return None
+        if path is None:
+            return None if self.source is None else self.own_session_file(
+                memory_session_file(self._hash()))
         beside = S.session_file_for(path)
         return self.own_session_file(
             beside if folder_writable(beside.parent) else fallback_session_file(path))
@@ -102,12 +110,15 @@ class SessionPlaces:
 
     def _session_files(self, files=None) -> list[Path]:
         """The session files of this image that exist: ``files`` (default: next to it and
-        under the cache folder) or its own beside those, each with its alternates that
-        record this image (not another channel layer's of the file)."""
+        under the cache folder; without a file: under the cache folder by its pixels) or its
+        own beside those, each with its alternates that record this image (not another
+        channel layer's of the file)."""
         path = self.image_path()
-        if files is None:
-            files = () if path is None else (S.session_file_for(path),
-                                             fallback_session_file(path))
+        if files is None and path is None:
+            files = () if self.source is None or movie_sessions(self.source) else (
+                memory_session_file(self._hash()),)
+        elif files is None:
+            files = (S.session_file_for(path), fallback_session_file(path))
         return [q for p in map(self.own_session_file, files)
                 for q in (p, *filter(self._holds_this_image, alternate_session_files(p)))
                 if q.is_file()]

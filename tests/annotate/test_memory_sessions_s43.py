@@ -1,0 +1,65 @@
+"""The autosaves of images without a file, under the cache folder by their pixels
+(:mod:`napari_sam.annotate.memory_sessions`), do not pile up: beyond the newest 20 images and
+after 30 days unwritten they are removed, but never the open image's, nor one a live session
+autosaves in, and only session files (a file of anyone else's stays, and its folder)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from session_claim_helpers import another_process_claims, commit_at
+from stacks import blob_session
+
+DAY = 86400.0
+
+
+def _autosave_folder(name: str, age_days: float, extra: str | None = None):
+    """A folder of memory_sessions as an autosave leaves it (session file, labels TIFF),
+    last written ``age_days`` ago; ``extra``: a file of someone else's in it too."""
+    from napari_sam.annotate.memory_sessions import memory_sessions_folder
+
+    folder = memory_sessions_folder() / name
+    folder.mkdir(parents=True)
+    names = ["image.sam-session.json", "image.sam-session.labels-0123456789ab.tif",
+             ".image.sam-session.json.lock"] + ([extra] if extra else [])
+    for n in names:
+        (folder / n).write_text("x")
+    _age(folder, age_days)
+    return folder
+
+
+def _age(folder, age_days: float) -> None:
+    then = time.time() - age_days * DAY
+    for p in folder.iterdir():
+        os.utime(p, (then, then))
+
+
+def test_old_and_surplus_autosaves_go_and_the_protected_ones_stay():
+    from napari_sam.annotate.memory_sessions import KEPT_IMAGES, prune_memory_sessions
+
+    young = [_autosave_folder(f"{i:016x}", 2 + i) for i in range(KEPT_IMAGES + 2)]
+    open_image = _autosave_folder("a" * 16, 40)
+    foreign = _autosave_folder("b" * 16, 40, extra="notes.txt")
+    not_ours = _autosave_folder("my-sessions", 40)  # no folder memory_session_file makes
+    live = _autosave_folder("c" * 16, 40)
+    with another_process_claims(live / "image.sam-session.json"):
+        _age(live, 40)  # (the claim wrote its lock file now)
+        removed = prune_memory_sessions(keep=open_image)
+    assert sorted(removed) == sorted([*young[KEPT_IMAGES:], foreign])
+    assert all(f.is_dir() for f in young[:KEPT_IMAGES])
+    assert not any(f.exists() for f in young[KEPT_IMAGES:])
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]  # not ours: kept
+    for kept in (open_image, not_ours, live):
+        assert (kept / "image.sam-session.json").is_file()
+
+
+def test_a_new_image_autosaved_prunes_the_old_ones(tiny_sam):
+    from napari_sam.annotate.memory_sessions import memory_session_file
+
+    old = _autosave_folder("d" * 16, 40)
+    s = blob_session(tiny_sam)
+    commit_at(s, 1, 20, 20)
+    mine = memory_session_file(s.session_state().image["hash"])
+    assert s.autosave_path() == mine and mine.is_file()
+    assert not old.exists()
