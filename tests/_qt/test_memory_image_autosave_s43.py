@@ -48,7 +48,10 @@ def _killed_after_commits(tmp_path, ckpt) -> np.ndarray:
 
 def test_an_array_killed_after_commits_is_offered_and_resumed_exactly(make_widget, tmp_path,
                                                                       tiny_ckpt):
+    from sam_qt_helpers import commit_on
+
     from napari_sam.annotate.memory_sessions import memory_sessions_folder
+    from napari_sam.session import read_session
 
     committed = _killed_after_commits(tmp_path, tiny_ckpt)
     assert sorted(np.unique(committed).tolist()) == [0, 1, 2]
@@ -68,6 +71,9 @@ def test_an_array_killed_after_commits_is_offered_and_resumed_exactly(make_widge
     resumed = np.asarray(widget.controller.target_layer.data)
     assert resumed.dtype == committed.dtype and np.array_equal(resumed, committed)
     assert widget.controller.session_path == autosave
+    commit_on(viewer, widget, 5)  # its log goes on in that file, nothing kept aside
+    assert "kept as" not in widget.controller.status
+    assert len(read_session(autosave, load_labels=False).operations) == 3
 
 
 def test_another_array_is_offered_nothing(make_widget, tmp_path, tiny_ckpt):

@@ -184,8 +184,9 @@ class DockPanels:
             "Autosave next to the image", "autosave", True,
             tip="After each commit, writes <image>.sam-session.json (and its labels TIFF) "
                 "beside an image opened "
-                "from a file (under the cache folder when the image's folder is not writable: "
-                "the status line says where); a crash loses nothing committed.",
+                "from a file (under the cache folder when the image's folder is not writable, "
+                "and for an image without a file, found again by its pixels: the status line "
+                "says where); a crash loses nothing committed.",
         )
         v.addWidget(self._autosave)
         return box
