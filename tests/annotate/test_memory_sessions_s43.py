@@ -63,3 +63,20 @@ def test_a_new_image_autosaved_prunes_the_old_ones(tiny_sam):
     mine = memory_session_file(s.session_state().image["hash"])
     assert s.autosave_path() == mine and mine.is_file()
     assert not old.exists()
+
+
+def test_an_image_picked_with_no_autosave_of_any_array_is_not_hashed(tiny_sam, monkeypatch):
+    """Finding an image's autosave by its pixels hashes up to 16 slices (0.7 s for 2048 x
+    2048 ones here): not done while no image without a file was ever autosaved."""
+    from napari_sam import session as S
+
+    hashed = []
+    real = S.image_hash
+    monkeypatch.setattr(S, "image_hash", lambda stack: hashed.append(1) or real(stack))
+    s = blob_session(tiny_sam)  # (its image picked: the offer to resume looked)
+    assert s.saved_session_path() is None and s.offer_resume() is None and hashed == []
+    commit_at(s, 1, 20, 20)  # the autosave records the hash
+    assert hashed == [1]
+    s.release_session_file()  # (its dock closed)
+    other = blob_session(tiny_sam)
+    assert other.saved_session_path() == s.autosave_path() and len(hashed) == 2

@@ -23,7 +23,7 @@ from pathlib import Path
 from napari_sam import session as S
 
 from .image_source import movie_sessions
-from .memory_sessions import memory_session_file
+from .memory_sessions import memory_session_file, memory_sessions_folder
 from .session_claims import alternate_session_files
 
 __all__ = ["SessionPlaces", "fallback_session_file", "folder_writable"]
@@ -114,9 +114,9 @@ class SessionPlaces:
         own beside those, each with its alternates that record this image (not another
         channel layer's of the file)."""
         path = self.image_path()
-        if files is None and path is None:
-            files = () if self.source is None or movie_sessions(self.source) else (
-                memory_session_file(self._hash()),)
+        if files is None and path is None:  # (none saved yet: the pixels need no hash)
+            files = () if self.source is None or movie_sessions(self.source) or not (
+                memory_sessions_folder().is_dir()) else (memory_session_file(self._hash()),)
         elif files is None:
             files = (S.session_file_for(path), fallback_session_file(path))
         return [q for p in map(self.own_session_file, files)
