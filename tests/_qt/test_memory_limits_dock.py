@@ -84,8 +84,9 @@ def _large_image_refused(make_widget, memory_room, qtbot):
     memory_room(150 * 10**6)
     image = np.random.default_rng(0).integers(0, 255, (2000, 2000), dtype=np.uint8)
     viewer, widget = make_widget(image, sync=False, preload=True, name="large")
-    qtbot.waitUntil(lambda: widget.controller.status.startswith("Failed"), timeout=120_000)
-    with pytest.raises(RuntimeError, match="'Computing SAM embeddings' failed"):
+    qtbot.waitUntil(lambda: widget.controller.job is None
+                    and widget.controller.status.startswith("Not started"), timeout=120_000)
+    with pytest.raises(RuntimeError, match="'Computing SAM embeddings' was refused: Not started"):
         widget.wait()
     return viewer, widget
 
@@ -99,10 +100,15 @@ def test_a_large_image_whose_tiles_cannot_fit_is_refused_then_embeds_into_a_stor
     75 MB of tiles stay in memory (half the free memory, at least 64 MiB) and it embeds."""
     viewer, widget = _large_image_refused(make_widget, memory_room, qtbot)
     c = widget.controller
+    # a refusal, not a failure (was: "Failed: Computing SAM embeddings (embedding tiles).
+    # Not started: ...", a job that failed and did not start)
     assert c.status.startswith(
-        "Failed: Computing SAM embeddings (embedding tiles). Not started: Embedding this "
-        "2000 x 2000 image in 121 tiles (kept in memory, with room for its labels) needs "
-        "about 167 MB of memory, more than the 150 MB free here"), c.status
+        "Not started: Embedding this 2000 x 2000 image in 121 tiles (kept in memory, with "
+        "room for its labels) needs about 167 MB of memory, more than the 150 MB free here"
+    ), c.status
+    assert "Failed" not in c.status and c.status.endswith(
+        "Nothing was changed: your labels and prompts are kept. [demo model]"), c.status
+    assert widget._emb_state.text() == "refused: not embedded yet"  # (was "failed: ...")
     assert ("Instead: set an 'Embedding store' (a folder on disk: the tiles' embeddings go "
             "there and at most 75 MB of them stay in memory); untick 'Tile large images'"
             ) in c.status

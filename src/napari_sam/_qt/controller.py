@@ -24,7 +24,7 @@ from napari_sam.annotate.errors import UserError
 from . import layers as L
 from . import targets as T
 from .layer_history import record_step
-from .notify import guarded, info, report, status_text, warn
+from .notify import guarded, info, job_error_text, report, status_text, warn
 from .paint_autosave import PaintAutosave
 from .prompt_layers import PromptLayers
 from .time_point import time_source
@@ -554,10 +554,8 @@ class AnnotationController(PromptLayers, ViewProblems, AnnotationSession):
         def errored(err):
             self._pending = False  # a click during a failed job must not start it again
             self.job_failed()  # the slices it embedded are kept, and counted
-            message = status_text(err, report(err))
-            during = f" ({job.phase})" if job.phase else ""  # e.g. "(loading the model 'vit_b')"
-            self._say(f"Failed: {description}{during}. {message}"
-                      f"{self.failed_load_note(job, err)}")
+            message = job_error_text(description, job.phase, err, status_text(err, report(err)))
+            self._say(message + self.failed_load_note(job, err))  # (a refusal: its own words)
 
         job = self.job = Job(description, key=self.job_key())
         self.job_changed.emit(job)

@@ -6,13 +6,15 @@ image (windows over all the slices it embeds), "embedding slices 3/8" on a stack
 the slice" on a 2D image). Once the job ends it says what is embedded now, e.g. "6 of 6
 slices embedded" (:meth:`~napari_sam.annotate.annotation_session.AnnotationSession.embedding_summary`;
 on a movie of volumes after the time point whose volume it is: "time point 2: 12 of 12 slices
-embedded"), after "cancelled: " or "failed: " when the job did not finish; the next job, or another image,
-model or setting, clears that. Before, the line was only redrawn when the status line
+embedded"), after "cancelled: ", "refused: " (too little memory) or "failed: " when the job did
+not finish; the next job, or another image, model or setting, clears that. Before, the line was only redrawn when the status line
 changed: it kept "0 of 6 slices embedded" while slices were embedded, and an old count once
 they were (or once the image changed without a status line).
 """
 
 from __future__ import annotations
+
+from napari_sam.annotate.errors import Refusal
 
 __all__ = ["EmbeddingLine", "progress_words", "time_words"]
 
@@ -52,7 +54,7 @@ class EmbeddingLine:
         self.session = session
         self.label = label
         self.progress = (0, 0)  # done, total of the embedding phase under way
-        self.ended = ""  # "cancelled" or "failed": how the last embedding job ended
+        self.ended = ""  # "cancelled", "refused" or "failed": how the last embedding job ended
         self.embedding = False  # the running job has started an embedding phase
         self.key = None  # the image, model and settings the line is about
         self.job = None  # the job under way
@@ -73,7 +75,8 @@ class EmbeddingLine:
         else:
             ended = self.job
             if self.embedding and ended is not None and not ended.succeeded:
-                self.ended = "cancelled" if ended.cancelled else "failed"
+                self.ended = ("cancelled" if ended.cancelled else
+                              "refused" if isinstance(ended.error, Refusal) else "failed")
             self.embedding = False
         self.job = job
         self.refresh()

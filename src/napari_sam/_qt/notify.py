@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 import logging
 
-from napari_sam.annotate.errors import UserError
+from napari_sam.annotate.errors import Refusal, UserError
 from napari_sam.io.write_errors import write_problem
 from napari_sam.memory import is_out_of_memory
 
-__all__ = ["UserError", "describe", "guarded", "report", "status_text", "warn", "info"]
+__all__ = ["UserError", "describe", "ended_words", "guarded", "job_error_text", "report",
+           "status_text", "warn", "info"]
 
 logger = logging.getLogger("napari_sam")
 
@@ -113,6 +114,26 @@ def status_text(err: BaseException, message: str) -> str:
         return (f"The model could not be downloaded ({err.summary}); the notification says "
                 "how to install its file by hand.")
     return message
+
+
+def ended_words(err: BaseException) -> str:
+    """How a job that ended with ``err`` ended, in words: "was refused" for a
+    :class:`~napari_sam.annotate.errors.Refusal` (it did not start: too little memory),
+    "failed" for anything else."""
+    return "was refused" if isinstance(err, Refusal) else "failed"
+
+
+def job_error_text(description: str, phase: str, err: BaseException, message: str) -> str:
+    """The status line of job ``description`` that ended with ``err`` during ``phase`` (""
+    before its first), ``message`` what :func:`status_text` says of it: "Failed:
+    Computing SAM embeddings (loading the model 'vit_b'). ...", but a
+    :class:`~napari_sam.annotate.errors.Refusal` says only its own words ("Not started:
+    ... needs about 167 MB of memory, more than the 150 MB free here ... Instead: ..."):
+    it was "Failed: ... Not started: ...", a failure of a job that did not start."""
+    if isinstance(err, Refusal):
+        return message
+    during = f" ({phase})" if phase else ""  # e.g. "(loading the model 'vit_b')"
+    return f"Failed: {description}{during}. {message}"
 
 
 def guarded(fn):

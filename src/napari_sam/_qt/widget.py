@@ -41,7 +41,7 @@ from .job_bar import JobBar
 from .model_box import ModelBox
 from .movie_axis import first_axis
 from .narrow import fit_narrow
-from .notify import guarded
+from .notify import ended_words, guarded
 from .time_point import movie_note
 from .tips import add_tips
 
@@ -341,7 +341,8 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         if job is None and ended is not None and ended.error is not None:
             # what wait() raises: the status line now says why it failed (no Job is kept:
             # its error's traceback holds the job's frames and arrays)
-            self._failed_since_wait = f"'{ended.description}' failed: {self._status.text()}"
+            self._failed_since_wait = (f"'{ended.description}' {ended_words(ended.error)}: "
+                                       f"{self._status.text()}")
         self._job_bar.on_job_changed(job)
         if job is None and ended is not None and ended.stale:
             self._schedule_preload(after=ended)

@@ -3,7 +3,7 @@ how); the GUI shows it as a notification, a script sees the exception."""
 
 from __future__ import annotations
 
-__all__ = ["UserError", "sentence"]
+__all__ = ["Refusal", "UserError", "sentence"]
 
 
 class UserError(Exception):
@@ -12,6 +12,14 @@ class UserError(Exception):
     def __init__(self, message: str, level: str = "warning"):
         super().__init__(message)
         self.level = level
+
+
+class Refusal(UserError):
+    """A job that was not started, or stopped before it changed anything, because it could
+    not succeed here (e.g. it would not fit in the memory free:
+    :mod:`~napari_sam.annotate.memory_checks`); the message says why, with numbers, and what
+    to do instead. The GUI says it as the refusal it is, not as a job that failed, also
+    where the job's own thread raised it (its first check)."""
 
 
 def sentence(text) -> str:

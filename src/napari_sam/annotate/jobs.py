@@ -115,15 +115,15 @@ def tiled_embed_job(emb, indices: Iterable[int] | None = None,
 
 
 def refuse_what_does_not_fit(emb, todo: list[int]) -> None:
-    """Raise a :class:`~.errors.UserError` where the embeddings of the slices ``todo`` would
+    """Raise a :class:`~.errors.Refusal` where the embeddings of the slices ``todo`` would
     not fit in the memory free here (:func:`~.memory_checks.embedding_problem`): under a
     memory limit napari would be ended by the system, not told."""
-    from .errors import UserError
+    from .errors import Refusal
     from .memory_checks import embedding_problem
 
     problem = embedding_problem(emb, emb.missing(todo), getattr(emb, "store", None) is not None)
     if problem:
-        raise UserError(problem)
+        raise Refusal(problem)
 
 
 @contextmanager

@@ -19,7 +19,7 @@ import numpy as np
 from napari_sam.words import counted
 
 from .commit_checks import volume_out_of_date
-from .errors import UserError
+from .errors import Refusal, UserError
 from .jobs import Phase, with_progress
 from .memory_checks import embedding_bytes, propagation_problem, segment_everything_problem
 from .prompt_groups import POINT_OBJECT, group_prompts, ignored_negative_slices
@@ -321,9 +321,10 @@ class StackActions:
 
     def _check_memory(self, problem: str | None) -> None:
         """Refuse a job that would not fit in the memory free here (``problem``: the words
-        of :mod:`~.memory_checks`, None where it fits)."""
+        of :mod:`~.memory_checks`, None where it fits): a :class:`~.errors.Refusal`."""
         if problem:
-            self.refuse(problem)
+            self._say(problem)
+            raise Refusal(problem)
 
     def _started(self, gen, description: str, done, drawn):
         """Start propagation job ``gen`` made from the prompt arrays ``drawn``."""
