@@ -76,6 +76,7 @@ class StaleJobs:
                          or job.description == EMBEDDING_DESCRIPTION)
             return self.resume_preload if tiled and not embedding else None
         made, self.made_embeddings = self.made_embeddings, []
+        moved, channels = False, ()
         if self.source is None:
             why, kept = "its image layer was removed", "nothing of that image is kept"
         else:  # the embeddings it made are kept for that image, as a finished job's were
@@ -83,10 +84,13 @@ class StaleJobs:
                 self.embeddings.put(key, emb)
             channels = job.key[0][2] if job.key else ()  # (channel axis, channel, time point)
             moved = len(channels) > 2 and channels[2] != self.source.time_point
-            why = ("the time point shown changed" if moved else
+            why = (f"the time point shown changed to {self.source.time_point}" if moved else
                    "the image, the model or a setting changed")
             kept = "the slices it had embedded are kept"
-        text = job.note = (f"Stopped: {job.description}, because {why} while it ran (its "
+        # on a movie, which time point it ran for (was: "... because the time point shown
+        # changed", naming neither, while the other lines say "time point 3")
+        what = f"{job.description} at time point {channels[2]}" if moved else job.description
+        text = job.note = (f"Stopped: {what}, because {why} while it ran (its "
                            f"result could not have been applied; {kept}).")
         if pending:
             self.preview_lead = text
