@@ -5,7 +5,9 @@
   now shows it as a napari notification, once per loaded model.
 * The same file picked again (the data engine's loop: retrain into my_model.pt, pick it
   again) added a second "file: my_model.pt" item each time, and two files of one name in
-  different folders were listed alike."""
+  different folders were listed alike.
+* A copy of the bundled demo model's file, picked: the status line called it "[demo model]",
+  as it calls the bundled model, not the file picked."""
 
 from __future__ import annotations
 
@@ -16,6 +18,9 @@ import numpy as np
 from sam_qt_helpers import canvas_click, click_button, pick_checkpoint
 
 from napari_sam.models.registry import DEMO_NAME, where
+
+#: what 'Model' adds to the label of a copy of the bundled demo model's file
+COPY = " (the demo model's weights)"
 
 
 def _disc_image() -> np.ndarray:
@@ -72,21 +77,21 @@ def test_a_file_picked_again_keeps_one_item_and_same_names_show_their_folder(mak
     pick_checkpoint(widget, tmp_path / "round2" / ".." / "round1" / "my_model.pt")
     after = _items(widget)
     assert len(after) == len(before) + 1 and after[:-2] == before[:-1]
-    assert after[-2][0] == "file: my_model.pt"
+    assert after[-2][0] == "file: my_model.pt" + COPY  # (copies of the demo model's file)
     assert os.path.realpath(after[-2][1]) == os.path.realpath(first)
     assert after[-1] == before[-1]  # "Checkpoint file..." stays last
     assert widget._model.currentIndex() == len(before) - 1
     pick_checkpoint(widget, first)
     pick_checkpoint(widget, second)
-    assert _items(widget)[len(before) - 1:-1] == [("file: my_model.pt", str(first)),
-                                                  ("file: round2/my_model.pt", str(second))]
+    assert _items(widget)[len(before) - 1:-1] == [
+        ("file: my_model.pt" + COPY, str(first)), ("file: round2/my_model.pt" + COPY, str(second))]
     assert widget.controller.model_choice.key == str(second)
     assert widget._model.currentData().key == str(second)
     third = tmp_path / "other" / "round2" / "my_model.pt"  # a folder of the same name too
     third.parent.mkdir(parents=True)
     shutil.copyfile(where(DEMO_NAME), third)
     pick_checkpoint(widget, third)
-    assert _items(widget)[-2] == ("file: other/round2/my_model.pt", str(third))
+    assert _items(widget)[-2] == ("file: other/round2/my_model.pt" + COPY, str(third))
 
 
 def test_the_note_is_shown_when_the_image_left_while_the_model_loaded(
@@ -240,3 +245,31 @@ def test_a_checkpoint_copied_over_a_training_output_runs_with_its_own_settings_i
     assert len(said) == 1 and "warning" in said[0][0].lower(), notifications
     assert said[0][1].startswith(f"{tmp_path / 'my_model.json'} is not used: it describes "
                                  f"another checkpoint than {path}")
+
+
+def test_a_copy_of_the_demo_model_shows_as_the_file_picked_holding_its_weights(
+        make_widget, demo_available, tmp_path):
+    """The ready line said "[demo model]" for a copy of demo.pt the user picked (as for the
+    bundled model): it names the file, and says it holds the demo model's weights; the
+    bundled file picked is the bundled demo model; a file of another model is just itself."""
+    copy = tmp_path / "mine" / "demo.pt"
+    copy.parent.mkdir()
+    shutil.copyfile(where(DEMO_NAME), copy)
+    viewer, widget = make_widget(_disc_image(), sync=False, name="disc")
+    c = widget.controller
+    widget.wait()
+    pick_checkpoint(widget, copy)
+    widget.wait()
+    assert widget._model.currentText() == "file: demo.pt (the demo model's weights)"
+    assert c.status == ("Click on an object in 'disc' to segment it (Shift-click: negative "
+                        "point; draw a box in 'SAM boxes' for one object per box). [model "
+                        "demo.pt: the demo model's weights]"), c.status
+    pick_checkpoint(widget, where(DEMO_NAME))
+    widget.wait()
+    assert widget._model.currentText() == "file: weights/demo.pt (the bundled demo model)"
+    assert c.status.endswith("for one object per box). [demo model]"), c.status
+    from napari_sam.annotate.model_choice import demo_weights
+
+    other = tmp_path / "other.pt"  # the same size, other bytes: not the demo's weights
+    other.write_bytes(bytes(where(DEMO_NAME).stat().st_size))
+    assert demo_weights(other) == "" and demo_weights(copy) == "copy"

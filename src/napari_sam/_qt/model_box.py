@@ -142,7 +142,8 @@ class ModelBox:
         depth = 1  # the folders that tell it from the files of its name listed already
         while any(p[-depth:] == parts[-depth:] for p in same) and depth < len(parts):
             depth += 1
-        label = choice.label if depth == 1 else "file: " + "/".join(parts[-depth:])
+        label = choice.label if depth == 1 else choice.label.replace(  # ("(the demo ...)")
+            parts[-1], "/".join(parts[-depth:]), 1)
         self._model.insertItem(self._model.count() - 1, label, choice)
         return self._model.count() - 2
 

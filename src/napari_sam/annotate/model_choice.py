@@ -20,6 +20,7 @@ __all__ = [
     "checkpoint_family",
     "choice_identity",
     "default_choice",
+    "demo_weights",
     "file_choice",
     "PRECISION_CHOICES",
     "device_choices",
@@ -54,6 +55,9 @@ class ModelChoice:
     cached: bool = True
     is_demo: bool = False
     family: str = "sam1"  # "sam1" (SAM, MobileSAM, micro-sam) or "sam2" (SAM 2.1)
+    #: of a checkpoint file (:func:`demo_weights`): "bundled" (the demo model's own file),
+    #: "copy" (another file holding its weights) or ""
+    demo_weights: str = ""
 
 
 def model_choices() -> list[ModelChoice]:
@@ -155,7 +159,35 @@ def file_choice(path: str | os.PathLike) -> ModelChoice:
         raise UserError(f"{p.name} is the training state of a resumable run (what `napari-sam "
                         f"train --resume` continues from), not a model: pick {model}.",
                         "error")
-    return ModelChoice(str(p), f"file: {p.name}", is_file=True, family=_family_of(obj))
+    demo = demo_weights(p)
+    label = f"file: {p.name}" + DEMO_FILE_WORDS.get(demo, "")
+    return ModelChoice(str(p), label, is_file=True, family=_family_of(obj), demo_weights=demo)
+
+
+#: What the label of a checkpoint file picked in 'Model' adds for the demo model's weights
+#: (:func:`demo_weights`): a copy of them is the file the user picked, not the bundled model
+DEMO_FILE_WORDS = {"bundled": " (the bundled demo model)", "copy": " (the demo model's weights)"}
+
+
+def demo_weights(path: str | os.PathLike) -> str:
+    """Whether the checkpoint file ``path`` holds the bundled demo model's weights:
+    ``"bundled"`` for the bundled file itself, ``"copy"`` for another file of the same bytes
+    (a copy the user made: its sha256 is computed only where the sizes match, and, as
+    :attr:`napari_sam.models.sam.Sam.is_demo` does, it loads as the demo model), ``""`` for
+    any other file (also where the demo model is not installed)."""
+    from napari_sam.models.download import file_digest
+    from napari_sam.models.registry import DEMO_NAME, where
+
+    p = Path(path)
+    try:
+        bundled = where(DEMO_NAME)
+        if p.resolve() == bundled.resolve():
+            return "bundled"
+        if p.stat().st_size != bundled.stat().st_size:
+            return ""
+        return "copy" if file_digest(p) == file_digest(bundled) else ""
+    except OSError:
+        return ""
 
 
 def recommended_thresholds(choice: ModelChoice) -> dict[str, float]:

@@ -51,8 +51,10 @@ class ModelNotes:
             ``lead`` with the changed-on-disk notice of the checkpoint in use in front, if
             there is one.
         tag : str
-            " [model NAME]" naming a checkpoint file in use, else "" (a registry model, or
-            the bundled demo model's file, which the status line calls "[demo model]").
+            " [model NAME]" naming a checkpoint file in use (" [model NAME: the demo model's
+            weights]" for a copy of the bundled demo model's file), else "" (a registry
+            model, or the bundled demo model's file, which the status line calls "[demo
+            model]").
         """
         choice = getattr(self, "model_choice", None)
         note, self._reloaded_note = self._reloaded_note, None
@@ -60,5 +62,8 @@ class ModelNotes:
             return lead, ""
         if note is not None and note[0] == choice.key:
             lead = f"{note[1]} {lead}".strip()
+        name = Path(choice.key).name
+        if choice.demo_weights == "copy":  # the file picked, holding the demo's weights (it
+            return lead, f" [model {name}: the demo model's weights]"  # said "[demo model]")
         demo = getattr(self, "using_demo", False)  # the bundled file: "[demo model]" says it
-        return lead, "" if demo else f" [model {Path(choice.key).name}]"
+        return lead, "" if demo else f" [model {name}]"
