@@ -1,5 +1,5 @@
 """What the dock says on a (T, Z, Y, X) movie when the time slider moves while the time point
-left is still being embedded: the stop line names the time points, as the dock's other lines
+left is still being embedded: the stop line names the time point it was for, as the dock's other lines
 on a movie do ("time point 1: 6 of 6 slices embedded")."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import numpy as np
 from sam_qt_helpers import blob_stack, held_encoder, use_predictor
 
 
-def test_the_preload_stopped_by_the_time_slider_names_the_time_points(
+def test_the_preload_stopped_by_the_time_slider_names_its_time_point(
         make_widget, tiny_predictor, qtbot, monkeypatch):
     movie = np.stack([blob_stack(seed=t) for t in range(5)])
     viewer, widget = make_widget(movie, name="movie", sync=False, preload=False)
@@ -28,7 +28,7 @@ def test_the_preload_stopped_by_the_time_slider_names_the_time_points(
     assert c.source.time_point == 1
     assert c.status.startswith(
         "Stopped: Computing SAM embeddings at time point 3, because the time point shown "
-        "changed to 1 while it ran (its result could not have been applied; the slices it "
-        "had embedded are kept)."), c.status  # (was: "... because the time point shown
-    # changed while it ran ...", naming neither)
+        "changed while it ran (its result could not have been applied; the slices it had "
+        "embedded are kept)."), c.status  # (was: "Stopped: Computing SAM embeddings, because
+    # ...", naming no time point)
     assert widget._emb_state.text() == "time point 1: 1 of 6 slices embedded"

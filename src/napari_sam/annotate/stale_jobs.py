@@ -84,11 +84,11 @@ class StaleJobs:
                 self.embeddings.put(key, emb)
             channels = job.key[0][2] if job.key else ()  # (channel axis, channel, time point)
             moved = len(channels) > 2 and channels[2] != self.source.time_point
-            why = (f"the time point shown changed to {self.source.time_point}" if moved else
-                   "the image, the model or a setting changed")
+            why = ("the time point shown changed" if moved else  # (not "changed to 2": the
+                   "the image, the model or a setting changed")  # line may be said later)
             kept = "the slices it had embedded are kept"
         # on a movie, which time point it ran for (was: "... because the time point shown
-        # changed", naming neither, while the other lines say "time point 3")
+        # changed", naming none, while the other lines say "time point 3")
         what = f"{job.description} at time point {channels[2]}" if moved else job.description
         text = job.note = (f"Stopped: {what}, because {why} while it ran (its "
                            f"result could not have been applied; {kept}).")
