@@ -26,9 +26,11 @@ def test_the_preload_stopped_by_the_time_slider_names_its_time_point(
     gate.set()
     widget.wait()
     assert c.source.time_point == 1
+    # both lines kept (was: one or the other, by turns), and the stop line names its time
+    # point (was: "Stopped: Computing SAM embeddings, because ...", naming none)
     assert c.status.startswith(
-        "Stopped: Computing SAM embeddings at time point 3, because the time point shown "
-        "changed while it ran (its result could not have been applied; the slices it had "
-        "embedded are kept)."), c.status  # (was: "Stopped: Computing SAM embeddings, because
-    # ...", naming no time point)
+        "SAM now segments time point 1 of 5. Stopped: Computing SAM embeddings at time point "
+        "3, because the time point shown changed while it ran (its result could not have "
+        "been applied; the slices it had embedded are kept). Click on an object in 'movie'"
+    ), c.status
     assert widget._emb_state.text() == "time point 1: 1 of 6 slices embedded"

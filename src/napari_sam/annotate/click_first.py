@@ -42,6 +42,10 @@ EMBEDDING_DESCRIPTION = "Computing SAM embeddings"
 class ClickFirst:
     """The preload, and clicks decoded before it ends (see the module docstring)."""
 
+    #: ``(job key, lead)``: the lead of a preload asked for while a job ran (the job of a
+    #: time point left, stopping), said by the preload that follows that job's end
+    _held_lead: tuple | None = None
+
     def compute_embeddings(self, indices=None, then=None, read_ahead=(), pause=None):
         """Start computing embeddings (default: every slice) and, unless the image is
         tiled, those of ``read_ahead``; ``then()`` runs afterwards.
@@ -85,8 +89,17 @@ class ClickFirst:
         choice = self.model_choice
         if self.source is None or not self.image_shown() or choice is None:
             return None
-        if not (choice.cached or choice.is_file) or (self.job is not None and self.job.running):
+        if not (choice.cached or choice.is_file):
             return None
+        if self.job is not None and self.job.running:  # (its end preloads: said then)
+            if lead:
+                self._held_lead = (self.job_key(), lead)
+            return None
+        held, self._held_lead = self._held_lead, None
+        if held is not None and held[0] == self.job_key() and held[1] not in lead:
+            # a movie's "SAM now segments time point 3 of 5." before the line of the job
+            # of the time point left ("Stopped: ..."): one of the two was lost, by turns
+            lead = f"{held[1]} {lead}".strip()
         z = self.current_z()
         if self.ready([z]):
             return None
