@@ -67,3 +67,27 @@ def test_a_stack_axis_the_user_chose_stays_when_the_image_is_picked_again(
     widget._axis_kind.setCurrentIndex(0)  # the user says z
     widget._on_image_changed()  # the same image again (e.g. the box re-emitted)
     assert widget.controller.axis_kind == "z"
+
+
+@pytest.mark.parametrize("named", ["label", "unit"])
+def test_a_stack_napari_names_time_is_a_time_series(make_widget, demo_available, named):
+    """A (T, Y, X) array added with napari's ``axis_labels=("t", "y", "x")`` (or a unit of
+    time on its first axis) stayed 'Stack axis is' z: the bleaching cell was cut after 4
+    frames by the fade rule for volumes (walk-through on a time-lapse, session 43)."""
+    kwargs = ({"axis_labels": ("t", "y", "x")} if named == "label"
+              else {"units": ("second", "um", "um")})
+    viewer, widget = make_widget(_bleaching_movie(), sync=False, name="bleach", **kwargs)
+    widget.wait()
+    c = widget.controller
+    assert c.axis_kind == "t" and widget._axis_kind.currentIndex() == 1
+    why = ("napari names axis 0 of 'bleach' 't'" if named == "label"
+           else "napari gives axis 0 of 'bleach' the unit 'second'")
+    assert (f"Stack axis is t: {why}, a time series: objects are followed through its "
+            "frames (change it in 'Stack axis is').") in c.status, c.status
+    c.go_to_slice(0)
+    widget.wait()
+    c.add_point(0, 32, 32)
+    widget.wait()
+    c.propagate()
+    widget.wait()
+    assert c.volume.slice_range[1] == (0, 11), c.status  # (as z: 0-3)

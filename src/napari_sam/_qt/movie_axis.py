@@ -16,11 +16,14 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
 from napari_sam.annotate.image_source import MAX_CHANNELS, singleton_axes
 
-__all__ = ["MovieAxisRow", "first_axis", "first_axis_named", "movie_question"]
+__all__ = ["MovieAxisRow", "first_axis", "first_axis_named", "movie_question",
+           "stack_axis_named"]
 
 #: napari axis labels that name time, and channels (lower case)
 TIME_NAMES = frozenset({"t", "time", "frame", "frames", "time point", "timepoint"})
 CHANNEL_NAMES = frozenset({"c", "channel", "channels"})
+#: napari axis labels that name the depth of a volume (lower case)
+DEPTH_NAMES = frozenset({"z", "depth", "plane", "planes", "slice", "slices"})
 
 
 def first_axis(layer, channel_axis: int | None) -> int | None:
@@ -56,6 +59,34 @@ def first_axis_named(layer, channel_axis: int | None) -> tuple[bool, str] | None
     if axes is None or len(axes) != layer.ndim or axes[axis] not in "TC":
         return None
     return axes[axis] == "T", f"its file names its axes {axes}"
+
+
+def stack_axis_named(layer, channel_axis: int | None) -> tuple[str, str] | None:
+    """What napari names the stack axis of a grey 3D stack ``layer`` (the first of its
+    three axes, size-1 axes and ``channel_axis`` aside): ``("t", words)`` for time (its
+    ``axis_labels``, e.g. ``("t", "y", "x")``, or a unit of time), ``("z", words)`` for depth
+    (labelled "z"), e.g. ``("t", "napari names axis 0 of 'cells' 't'")``; None where it does
+    not (napari's default labels "-3", "-2", "-1"), and for any other image. A (T, Y, X)
+    array so labelled was propagated as a volume: the fade rule for volumes cut a cell that
+    bleached over time, where the same file's TYX axes made it a time series."""
+    if layer is None or getattr(layer, "rgb", False):
+        return None
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    shape = tuple(int(s) for s in data.shape)
+    dropped = singleton_axes(shape, len(shape), channel_axis)
+    axes = [a for a in range(len(shape)) if a != channel_axis and a not in dropped]
+    if len(axes) != 3:
+        return None
+    axis = axes[0]
+    labels = tuple(getattr(layer, "axis_labels", None) or ())
+    name = str(labels[axis]).strip().lower() if axis < len(labels) else ""
+    if name in TIME_NAMES or name in DEPTH_NAMES:
+        return ("t" if name in TIME_NAMES else "z",
+                f"napari names axis {axis} of '{layer.name}' '{labels[axis]}'")
+    units = tuple(getattr(layer, "units", None) or ())
+    if axis < len(units) and is_time_unit(units[axis]):
+        return "t", f"napari gives axis {axis} of '{layer.name}' the unit '{units[axis]}'"
+    return None
 
 
 def is_time_unit(unit) -> bool:

@@ -39,7 +39,7 @@ from .history_buttons import HistoryButtons
 from .input_guard import guard_inputs
 from .job_bar import JobBar
 from .model_box import ModelBox
-from .movie_axis import first_axis
+from .movie_axis import first_axis, stack_axis_named
 from .narrow import fit_narrow
 from .notify import ended_words, guarded
 from .time_point import movie_note
@@ -309,20 +309,22 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
     def _follow_file_axes(self) -> str:
         """Pick *Stack axis is* from the image's file, as the command line does (napari's
         reader drops a TIFF's axes, so a (T, Y, X) movie was propagated as a volume: the
-        fade rules cut cells that bleach over time). Returns the line saying so ("" when
+        fade rules cut cells that bleach over time), else from napari's axis labels or units
+        (:func:`~.movie_axis.stack_axis_named`). Returns the line saying so ("" when
         nothing changed), also shown now."""
         from napari_sam.io import file_stack_axis
 
         c = self.controller
-        found = file_stack_axis(c.image_path())
+        found = file_stack_axis(c.image_path())  # else napari's axis labels ("t", "y", "x")
+        found = (stack_axis_named(c.image_layer, self._channels.choice()[0]) if found is None
+                 else (found[0], f"the file of '{c.image_name()}' names its axes {found[1]}"))
         if found is None or found[0] == c.axis_kind:
             return ""
-        kind, axes = found
+        kind, why = found
         self._axis_kind.setCurrentIndex(int(kind == "t"))  # sets controller.axis_kind
         what = ("a time series: objects are followed through its frames" if kind == "t"
                 else "a volume: objects are followed through its slices")
-        note = (f"Stack axis is {kind}: the file of '{c.image_name()}' names its axes {axes}, "
-                f"{what} (change it in 'Stack axis is').")
+        note = f"Stack axis is {kind}: {why}, {what} (change it in 'Stack axis is')."
         c.say(f"{note} {c.status}")
         return note
 
