@@ -82,6 +82,24 @@ if sys.argv[1] == "close":
         time.sleep(0.01)
     time.sleep(0.5)
     print(json.dumps({"closed": True}))
+elif sys.argv[1] == "close-busy":  # a click and a Device change wait for the import
+    from napari.utils.notifications import notification_manager
+    said = []
+    notification_manager.notification_ready.connect(lambda n: said.append(str(n.message)))
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 0.05:
+        QApplication.processEvents()
+    c.points_layer.add([c.current_z(), 20, 20])
+    widget._device.setCurrentText("cpu")
+    viewer.close()
+    pending = widget._torch
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 240 and not pending.done:  # what waited has run
+        QApplication.processEvents()
+        time.sleep(0.01)
+    for _ in range(20):
+        QApplication.processEvents()
+    print(json.dumps({"closed": True, "waited": pending.done, "said": said}))
 elif sys.argv[1] == "script":
     c.sync = True
     c.points_layer.add([c.current_z(), 20, 20])
@@ -116,6 +134,16 @@ def _run(script, *args, env=None, cwd=None) -> tuple[dict, str]:
 def test_closing_napari_while_torch_imports_raises_nothing(tmp_path):
     got, stderr = _run(SHORT, "close", cwd=tmp_path)
     assert got == {"closed": True}
+    assert "RuntimeError" not in stderr and "Traceback" not in stderr, stderr[-3000:]
+
+
+def test_closing_napari_while_a_click_and_a_device_change_wait_for_torch_prints_nothing(
+        tmp_path):
+    """A click and a Device change made while torch imports wait for the import; napari
+    closed before it ended: they ran on the closed dock ("ERROR: ... unexpected RuntimeError:
+    wrapped C/C++ object of type QComboBox has been deleted", "WARNING: No image layer")."""
+    got, stderr = _run(SHORT, "close-busy", cwd=tmp_path)
+    assert got == {"closed": True, "waited": True, "said": []}
     assert "RuntimeError" not in stderr and "Traceback" not in stderr, stderr[-3000:]
 
 

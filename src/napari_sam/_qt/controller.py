@@ -77,6 +77,7 @@ class AnnotationController(PromptLayers, ViewProblems, AnnotationSession):
         self._click_problem: str | None = None  # why the click under way cannot prompt
         self._press_boxes: list | None = None  # boxes drawn by a drag that cannot prompt
         self._view_said = False  # the status says the view cannot prompt
+        self._closed = False  # the dock closed (or napari deleted it): nothing more starts
         viewer.layers.events.removed.connect(self._on_layer_removed)
         self.watch_view(viewer)  # the view's axes and the layer selected
 
@@ -384,8 +385,12 @@ class AnnotationController(PromptLayers, ViewProblems, AnnotationSession):
         self.trace_changed.emit(trace)
 
     def refresh_preview(self) -> None:
-        # self as the handler's argument: a refusal is the status line too; after torch
-        torch_import().then(lambda: guarded(lambda c: c.update_preview())(self), eager=True)
+        def preview():  # after torch; not once the dock closed (napari quit meanwhile: a
+            if not self._closed:  # preview into its layers, or "No image layer" printed)
+                # self as the handler's argument: a refusal is the status line too
+                guarded(lambda c: c.update_preview())(self)
+
+        torch_import().then(preview, eager=True)
 
     # ------------------------------------------------------------------ setup
     def set_image(self, layer, channel_axis: int | None = None,
@@ -548,7 +553,8 @@ class AnnotationController(PromptLayers, ViewProblems, AnnotationSession):
             queued, self._queued = self._queued, None  # an action the job made way for
             if queued is not None and job.succeeded:  # (a failure's message stays)
                 after = self.after_queued(queued, after)
-            if after is not None:  # with self as the owner: a refusal is the status line too
+            if after is not None and not self._closed:  # (a closed dock starts nothing)
+                # with self as the owner: a refusal is the status line too
                 guarded(lambda controller: after())(self)
 
         def errored(err):
@@ -571,6 +577,7 @@ class AnnotationController(PromptLayers, ViewProblems, AnnotationSession):
 
     def close(self) -> None:
         """Stop listening to the viewer and cancel a running job (the layers stay)."""
+        self._closed = True  # what waits (a job's end, the torch import) starts nothing then
         self._paint_autosave.follow(None)  # a stroke just made is autosaved, then no more
         self.cancel_job(say=False)
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)

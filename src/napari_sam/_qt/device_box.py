@@ -56,7 +56,10 @@ class DeviceBox:
 
     def _apply_choice(self, handler, setter, box) -> None:
         """``setter(box's entry)``, then the line under Device; before torch is imported,
-        ``handler`` runs again once it is (resolving a device imports it)."""
+        ``handler`` runs again once it is (resolving a device imports it); nothing once the
+        dock is closed (napari quit meanwhile: its boxes are deleted)."""
+        if self._closed:
+            return
         if not self._torch.done:
             self._torch.then(handler, eager=True)
             return
