@@ -176,7 +176,7 @@ def test_opening_an_image_with_a_model_embeds_the_visible_slice_before_a_click(
     use_predictor(widget, tiny_predictor)
     started = _jobs(widget)
     viewer.add_image(blob_stack(z=6), name="late")  # what File > Open does
-    qtbot.waitUntil(lambda: bool(started), timeout=5000)  # no click, no button
+    qtbot.waitUntil(lambda: bool(started), timeout=30_000)  # no click, no button
     assert started == ["Computing SAM embeddings"] and len(c.points_layer.data) == 0
     assert c.job is None or c.job.worker is not None  # ran in a thread
     qtbot.waitUntil(lambda: c.job is None, timeout=30_000)
@@ -208,7 +208,7 @@ def test_choosing_a_model_embeds_the_visible_slice(make_widget, tiny_sam, tmp_pa
     started = _jobs(widget)
     widget._model.setCurrentIndex(widget._model.findText("Checkpoint file..."))
     widget._on_model_changed(path=str(path))  # what the Model box does
-    qtbot.waitUntil(lambda: bool(started), timeout=5000)
+    qtbot.waitUntil(lambda: bool(started), timeout=30_000)
     z = c.current_z()
     c.points_layer.add([z, 20, 20])  # a click while the model loads: queued
     qtbot.waitUntil(lambda: c.job is None and bool(c.previews), timeout=30_000)

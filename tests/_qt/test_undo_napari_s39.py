@@ -106,7 +106,7 @@ def test_the_undo_and_redo_of_a_two_object_commit_name_labels_in_the_plural(stac
     c.boxes_layer.add([[[3, 10, 10], [3, 10, 30], [3, 30, 30], [3, 30, 10]],
                        [[3, 34, 34], [3, 34, 54], [3, 54, 54], [3, 54, 34]]],
                       shape_type="rectangle")  # what two drags in 'add rectangle' draw
-    qtbot.waitUntil(lambda: len(c.previews) == 2, timeout=10_000)
+    qtbot.waitUntil(lambda: len(c.previews) == 2, timeout=30_000)
     text = click_button(qtbot, widget, "Commit")
     assert text.startswith("Committed labels 1, 2"), text
     text = click_button(qtbot, widget, "Undo")
