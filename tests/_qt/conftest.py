@@ -58,7 +58,7 @@ def make_widget(make_napari_viewer, qtbot):
         w.controller.cancel()
         job = w.controller.job
         if job is not None and job.worker is not None:
-            qtbot.waitUntil(lambda job=job: not job.running, timeout=20_000)
+            qtbot.waitUntil(lambda job=job: not job.running, timeout=60_000)
 
 
 @pytest.fixture

@@ -155,7 +155,7 @@ def test_all_sessions_share_one_deadline_for_their_autosaves():
 
     t0 = time.monotonic()
     assert wait_for_autosaves([Hung(), Hung(), Hung()], t0 + 0.6) is False
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 1.5  # (in turn: 1.8 s; a loaded machine wakes late)
     assert asked[0] <= 0.6 and asked[1] < 0.05 and asked[2] < 0.05
 
 
