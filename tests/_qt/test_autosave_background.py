@@ -246,7 +246,7 @@ def test_a_background_autosave_falling_back_says_so_in_a_notification(
     fallback = fallback_session_file(big_file)
     qtbot.waitUntil(lambda: fallback.is_file() and c.autosave_writer.idle, timeout=60000)
     said = f"the session is autosaved in {fallback}."
-    qtbot.waitUntil(lambda: any(said in m for _, m in notifications), timeout=10000)
+    qtbot.waitUntil(lambda: any(said in m for _, m in notifications), timeout=30000)
     assert c.autosave
     c.say("Something else.")  # the status line moves on; the notification stays listed
     assert [m for _, m in notifications if said in m] and said not in c.status

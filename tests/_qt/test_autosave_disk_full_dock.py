@@ -26,11 +26,11 @@ def test_after_a_full_disk_autosave_writes_again_on_its_own_once_space_is_freed(
     assert widget._autosave.isChecked()
     assert "failed (No space left on device); it tries again at the next commit and in 1 s" \
         in widget._status.text()
-    qtbot.waitUntil(lambda: "failed again" in widget._status.text(), timeout=10_000)
+    qtbot.waitUntil(lambda: "failed again" in widget._status.text(), timeout=30_000)
     assert "it tries again at the next commit and in 2 s" in widget._status.text()  # (x2)
     commit_on(viewer, widget, 2, row=44)
     monkeypatch.setattr(S, "write_session", write)  # space freed: no commit after
-    qtbot.waitUntil(lambda: "works again" in widget._status.text(), timeout=20_000)
+    qtbot.waitUntil(lambda: "works again" in widget._status.text(), timeout=60_000)
     assert widget._status.text().startswith("Committed") and (
         "failed" not in widget._status.text())
     assert widget._status.text().endswith(" Autosave works again: the session (2 commits) is "

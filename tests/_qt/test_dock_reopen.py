@@ -111,7 +111,7 @@ def test_a_closed_dock_frees_its_controller_and_predictor(make_napari_viewer, qt
     viewer = make_napari_viewer()
     viewer.add_image(blob_stack(), name="blobs")
     freed, running = _open_work_and_close(viewer, tiny_sam)
-    qtbot.waitUntil(lambda: not running.running, timeout=20_000)
+    qtbot.waitUntil(lambda: not running.running, timeout=60_000)
     assert running.cancelled and not running.succeeded
     qtbot.wait(50)
     gc.collect()

@@ -240,7 +240,7 @@ def test_the_slice_shown_at_another_time_point_is_embedded_before_a_click(
     viewer.dims.set_current_step(1, 4)
     viewer.dims.set_current_step(0, 0)
     qtbot.waitUntil(lambda: widget._emb_state.text() == "time point 0: 1 of 6 slices embedded",
-                    timeout=20_000)
+                    timeout=60_000)
     widget.wait()
     assert c.ready([4]) and c.status.startswith("SAM now segments time point 0 of 5. Click on "
                                                 "an object in 'movie'"), c.status
