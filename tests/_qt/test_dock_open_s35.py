@@ -78,8 +78,8 @@ if sys.argv[1] in ("close", "close-busy"):  # napari closed before the import en
     said = []
     notification_manager.notification_ready.connect(lambda n: said.append(str(n.message)))
     if sys.argv[1] == "close-busy":  # a click and a Device change wait for the import
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < 0.05:
+        t0 = time.perf_counter()  # (the import's thread started: at least one round)
+        while time.perf_counter() - t0 < 0.05 or not widget._torch._started:
             QApplication.processEvents()
         c.points_layer.add([c.current_z(), 20, 20])
         widget._device.setCurrentText("cpu")
@@ -100,8 +100,9 @@ elif sys.argv[1] == "script":
 else:
     started = "torch" in sys.modules
     if sys.argv[1] == "click":  # as a user clicking a nucleus the moment it shows (a click
-        t0 = time.perf_counter()  # is an event: the event loop ran since the dock opened)
-        while time.perf_counter() - t0 < 0.05:
+        t0 = time.perf_counter()  # is an event: the event loop ran since the dock opened,
+        # at least once: a loaded machine may pause this process for the whole 50 ms)
+        while time.perf_counter() - t0 < 0.05 or not widget._torch._started:
             QApplication.processEvents()
         c.points_layer.add([c.current_z(), 20, 20])
         widget._device.setCurrentText("cpu")
