@@ -36,7 +36,9 @@ def test_stream_draws_training_seeds_only_and_refreshes():
 def test_worker_processes_make_the_same_scenes_and_refresh_without_waiting():
     import time
 
+    t0 = time.perf_counter()
     plain = demo.SyntheticStream(64, pool_size=6, seed=3)
+    making = time.perf_counter() - t0  # six scenes made here, at this machine's load
     stream = demo.SyntheticStream(64, pool_size=6, seed=3, workers=2)
     try:
         # the same draws in the same order: the same starting pool, partners included
@@ -47,7 +49,9 @@ def test_worker_processes_make_the_same_scenes_and_refresh_without_waiting():
         before = {id(it) for it in stream.pool}
         t0 = time.perf_counter()
         stream.refresh()
-        assert time.perf_counter() - t0 < 0.5  # never waits for the workers
+        # never waits for the workers: a wait takes about as long as making the scenes
+        # (0.6 s idle), a refresh 25 us; on a loaded machine (CI) the bound grows with the load
+        assert time.perf_counter() - t0 < max(0.5, making / 4)
         deadline = time.monotonic() + 60
         while {id(it) for it in stream.pool} == before and time.monotonic() < deadline:
             time.sleep(0.2)
