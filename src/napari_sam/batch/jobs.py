@@ -96,7 +96,10 @@ class OutputLock:
     retries otherwise. Where ``fcntl`` is missing (Windows) locking is skipped, and so it is
     on a file system that cannot lock (``flock`` fails with another error than "held":
     ENOLCK on NFS without lockd, ENOSYS on Lustre without flock), with a note once per
-    folder (:func:`note_unlockable`): the job runs, but two runs there are not kept apart.
+    folder (:func:`note_unlockable`) unless ``note`` is False: the job runs, but two runs
+    there are not kept apart. :attr:`unlockable` then holds why (else ""), for a batch to
+    say it once, in the summary of its main process (its jobs may run in worker processes,
+    each of which would say it again).
     The folder is taken with its symbolic links resolved, so two spellings of one output
     (a link to its folder) share one lock.
 
@@ -105,12 +108,17 @@ class OutputLock:
     output : path
     wait : bool
         Block until the lock is free (default: fail at once when another process holds it).
+    note : bool
+        Log the note of a file system that cannot lock (default); False: only set
+        :attr:`unlockable`.
     """
 
-    def __init__(self, output: Path, *, wait: bool = False):
+    def __init__(self, output: Path, *, wait: bool = False, note: bool = True):
         parent = Path(os.path.realpath(output.parent))  # one lock for every spelling
         self.path = parent / WORK_DIR / "locks" / f"{output.name}.lock"
         self.wait = bool(wait)
+        self.note = bool(note)
+        self.unlockable = ""  # why the file system could not lock, when it could not
         self._fh = None
 
     def holder(self) -> int | None:
@@ -144,7 +152,9 @@ class OutputLock:
                 if exc.errno in BUSY_ERRNOS:
                     fh.close()
                     return False
-                note_unlockable(self.path.parent, exc)
+                self.unlockable = lock_error_text(exc)
+                if self.note:
+                    note_unlockable(self.path.parent, exc)
                 self._fh = fh  # not locked: __exit__ still removes the file and folders
                 return True
             except BaseException:  # Ctrl-C while waiting
@@ -183,11 +193,21 @@ def note_unlockable(folder: Path, exc: OSError) -> None:
     if key in _UNLOCKABLE_NOTED:
         return
     _UNLOCKABLE_NOTED.add(key)
-    logger.warning(
-        "the file system of %s cannot lock files (%s): running without a lock, so two "
-        "napari-sam runs writing the same output there are not kept apart; run one at a "
-        "time, or write to a local disk", folder.parent.parent,
-        exc.strerror or errno.errorcode.get(exc.errno, exc.errno))
+    logger.warning("%s", unlockable_text(folder.parent.parent, lock_error_text(exc)))
+
+
+def lock_error_text(exc: OSError) -> str:
+    """What ``flock``'s error says (``No locks available``), or its errno's name."""
+    return exc.strerror or errno.errorcode.get(exc.errno, str(exc.errno))
+
+
+def unlockable_text(out_dir, reason: str, *, ran: bool = False) -> str:
+    """The note of an output folder whose file system cannot lock (``reason``:
+    :func:`lock_error_text`); ``ran``: worded for a batch's summary, after its jobs ran."""
+    how = "its jobs ran" if ran else "running"
+    return (f"the file system of {out_dir} cannot lock files ({reason}): {how} without a "
+            "lock, so two napari-sam runs writing the same output there are not kept apart; "
+            "run one at a time, or write to a local disk")
 
 
 #: Why a complete output changed since it was written is kept (``output_state`` "edited").

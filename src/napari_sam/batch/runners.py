@@ -117,6 +117,9 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
     :func:`no_prompts_reason`) and nothing is written for it. ``KeyboardInterrupt`` propagates (the
     output stays resumable).
 
+    An output folder whose file system cannot lock runs the job without a lock, with
+    ``details["unlockable"]`` (output folder, why) for the caller to say once.
+
     When another process holds the output's lock the result is ``"busy"`` (nothing done), or
     with ``wait=True`` the job waits for that process and then runs (usually finding the
     output complete and skipping it).
@@ -135,8 +138,10 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
         # empty file, a dangling link); the runners open it without checking again
         check_input_file(job.input)
         job.output.parent.mkdir(parents=True, exist_ok=True)
-        lock = OutputLock(job.output, wait=wait)
+        lock = OutputLock(job.output, wait=wait, note=False)  # the summary says it, once
         with lock as locked:
+            if lock.unlockable:  # (folder, why): said by the batch's main process
+                res.details["unlockable"] = (str(lock.path.parent.parent.parent), lock.unlockable)
             if not locked:
                 pid = lock.holder()
                 res.status = "busy"

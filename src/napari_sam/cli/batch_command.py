@@ -140,6 +140,7 @@ def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False,
                   for inp in left]
         print_table(table)
     failure_advice(failed)
+    unlockable_notes(results)
     if busy:
         one = len(busy) == 1
         print(f"{len(busy)} file{' was' if one else 's were'} being written by another "
@@ -147,6 +148,18 @@ def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False,
               "the same command when it has finished (exit code 1).")
     if interrupted:
         print("Interrupted: finished outputs are complete; rerun the same command to resume.")
+
+
+def unlockable_notes(results) -> None:
+    """The summary's note of each output folder whose file system cannot lock (the jobs'
+    ``details["unlockable"]``): once per folder, from this process, also when worker
+    processes ran the jobs (each of them said it before, N times or amid the lines)."""
+    from napari_sam.batch.jobs import unlockable_text
+
+    folders = dict.fromkeys(tuple(r.details["unlockable"]) for r in results
+                            if r.details.get("unlockable"))
+    for out_dir, why in folders:
+        print(f"Note: {unlockable_text(out_dir, why, ran=True)}.")
 
 
 def failure_advice(failed) -> None:
