@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tifffile
+
+from cli_runner import cli
 
 pytestmark = pytest.mark.usefixtures("offline_cli")
 
@@ -79,3 +85,130 @@ def test_an_unlockable_folder_is_said_once_in_the_summary_with_workers(tmp_path,
     assert proc.stdout.rstrip().endswith(said[0])
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
         f"b{i}_labels.tif{s}" for i in range(4) for s in ("", ".json"))
+
+
+def interrupt_in(proc: subprocess.Popen, ready, sig=signal.SIGINT, timeout: float = 300) -> str:
+    """Send ``sig`` to ``proc`` once ``ready()`` is true; its stdout and stderr after it ended
+    (asserts it was still running: else make the input bigger)."""
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert proc.poll() is None, "finished before the signal; make the input bigger"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return out + err
+
+
+def start_cli(argv, tmp_path) -> subprocess.Popen:
+    """``python -m napari_sam.cli ARGV`` started in a subprocess (output captured)."""
+    return subprocess.Popen([sys.executable, "-m", "napari_sam.cli", *argv],
+                            env=cli_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def saved_slices(out: Path, name: str, under: str = "") -> int:
+    """How many slices ``auto`` saved for output ``name`` in ``out``'s work folder."""
+    return len(list((out / ".napari-sam-work" / name / under / "auto").glob("z*.npz")))
+
+
+def test_ctrl_c_then_the_same_command_says_what_it_resumed(tmp_path, tiny_model, capsys):
+    """Ctrl-C (a real SIGINT) while the second file is segmented: the rerun said nothing of
+    the slices it kept (a SIGKILL, which leaves a "partial" sidecar, said "resumed"); now its
+    line and summary say "resumed" with what it kept and computed, and the labels are an
+    uninterrupted run's."""
+    data = blob_folder(tmp_path / "data", n=1, z=4)
+    from stacks import blob_stack
+
+    tifffile.imwrite(data / "b1.tif", blob_stack(z=40, seed=1), photometric="minisblack")
+    argv = auto_argv(data, tmp_path / "out", tiny_model, "--batch-size", "1", "--threads", "1")
+    out = tmp_path / "out"
+    said = interrupt_in(start_cli(argv, tmp_path), lambda: (out / "b0_labels.tif.json").exists()
+                        and saved_slices(out, "b1_labels.tif") >= 2)
+    assert "Interrupted: finished outputs are complete" in said, said
+    kept = saved_slices(out, "b1_labels.tif")
+    assert 2 <= kept < 40 and not (out / "b1_labels.tif").exists()
+    rc, stdout, err = cli(argv, capsys)
+    assert rc == 0, err
+    reason = (f"resumed: kept {kept} of 40 slices an interrupted run finished, computed the "
+              f"other {40 - kept}")
+    assert f"s; {reason})" in err, err
+    assert "2 files: 1 done (1 resumed), 1 skipped, 0 failed" in stdout, stdout
+    assert f"({reason})" in stdout
+    assert cli([*argv[:3], tmp_path / "once", *argv[4:]], capsys)[0] == 0
+    for name in ("b0_labels.tif", "b1_labels.tif"):
+        once = tifffile.imread(tmp_path / "once" / name)
+        assert np.array_equal(tifffile.imread(out / name), once) and once.max() > 0
+
+
+@pytest.fixture
+def interrupted_auto(tmp_path, tiny_model, monkeypatch, capsys):
+    """``auto`` of one 8-slice stack stopped by Ctrl-C (in-process) after 3 slices were saved:
+    (argv, output folder)."""
+    from napari_sam.batch import auto_runner
+
+    data = blob_folder(tmp_path / "data", n=1, z=8)
+    argv = auto_argv(data / "b0.tif", tmp_path / "out", tiny_model, "--batch-size", "1",
+                     "--threads", "1")
+    real, calls = auto_runner._save_slice, []
+
+    def save_three(*args):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(args[1])
+        return real(*args)
+
+    monkeypatch.setattr(auto_runner, "_save_slice", save_three)
+    assert cli(argv, capsys)[0] == 130
+    monkeypatch.setattr(auto_runner, "_save_slice", real)
+    assert saved_slices(tmp_path / "out", "b0_labels.tif") == 3
+    return argv, tmp_path / "out"
+
+
+def done_reason(argv, capsys) -> tuple[str, str]:
+    """Run ``argv`` (one input): the reason its ``done`` line gives, and the summary's head."""
+    rc, stdout, err = cli(argv, capsys)
+    assert rc == 0, err
+    line = next(ln for ln in err.splitlines() if ln.startswith("done     b0.tif"))
+    m = re.fullmatch(r"done     b0\.tif -> \S+ \(\d+ objects?, [\d.]+ s(?:; (.*))?\)", line)
+    head = next(ln for ln in stdout.splitlines() if ln.startswith("Summary:"))
+    return m.group(1) or "", head
+
+
+def test_a_changed_option_after_ctrl_c_says_the_saved_slices_were_discarded(interrupted_auto,
+                                                                           capsys):
+    argv, _ = interrupted_auto
+    i = argv.index("--points-per-side")
+    reason, head = done_reason([*argv[:i + 1], "5", *argv[i + 2:]], capsys)
+    assert reason == ("recomputed: parameters changed: points_per_side 4 -> 5 (since an "
+                      "interrupted run, whose 3 finished slices were discarded)")
+    assert "1 file: 1 done, 0 skipped" in head
+
+
+def test_another_model_after_ctrl_c_says_the_saved_slices_were_discarded(interrupted_auto,
+                                                                        tiny_model, capsys):
+    import shutil
+
+    argv, out = interrupted_auto
+    other = out.parent / "m2" / "other.pt"
+    other.parent.mkdir()
+    shutil.copy(tiny_model, other)
+    shutil.copy(tiny_model.with_name("tiny.pt.json"), other.with_name("other.pt.json"))
+    i = argv.index("--model")
+    reason, _ = done_reason([*argv[:i + 1], str(other), *argv[i + 2:]], capsys)
+    assert reason == ("recomputed: the model changed: tiny.pt -> other.pt (since an "
+                      "interrupted run, whose 3 finished slices were discarded)")
+
+
+def test_a_linking_option_after_ctrl_c_keeps_the_saved_slices(interrupted_auto, capsys):
+    """Linking happens after the slices: they are kept (what docs/cli.md promises)."""
+    argv, _ = interrupted_auto
+    reason, head = done_reason([*argv, "--link-iou", "0.5"], capsys)
+    assert reason == ("resumed: kept 3 of 8 slices an interrupted run finished, computed the "
+                      "other 5")
+    assert "1 file: 1 done (1 resumed), 0 skipped" in head

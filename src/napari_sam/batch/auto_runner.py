@@ -5,7 +5,6 @@ stack from each object's largest slice (what :func:`napari_sam.segment_everythin
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -33,10 +32,16 @@ from napari_sam.batch.label_writing import (
     summary_info,
 )
 from napari_sam.batch.linking import LinkPlan, final_slices, link_slices
-from napari_sam.batch.models import model_file_id, packaged_model_id
 from napari_sam.batch.preview import preview_from_arrays
 from napari_sam.batch.progress import JobProgressBar, ObjectSliceBar
 from napari_sam.batch.reading import OpenedImage, announce_colour_planes, open_image
+from napari_sam.batch.saved_work import (
+    MARKER,
+    auto_work_key,
+    recorded_key,
+    same_key,
+    saved_auto_work,
+)
 from napari_sam.memory import available_memory
 from napari_sam.words import size_words
 
@@ -73,23 +78,20 @@ def prepare_auto_work(job: Job, ctx: Context) -> Path:
     slices again); otherwise it is emptied first.
     """
     work = auto_work_dir(job)
-    st = job.input.stat()
-    sig = ctx.signature()  # the slices do not depend on how they are linked and propagated
-    sig = {k: v for k, v in sig.items() if k not in LINK_DEFAULTS and k != "propagate"}
-    spec = str(sig.get("model"))
-    key = {"signature": sig, "input": [str(job.input.resolve()), st.st_size, st.st_mtime_ns,
-                                       nio.content_sample_hash(job.input)],
-           "model_id": model_file_id(spec) or packaged_model_id(spec)}
-    marker = work / "params.json"
-    try:
-        same = json.loads(marker.read_text()) == json.loads(json.dumps(key))
-    except (OSError, ValueError):
-        same = False
-    if not same:
+    key = auto_work_key(job, ctx, (*LINK_DEFAULTS, "propagate"))
+    if not same_key(recorded_key(work), key):
         nio.remove_path(work)
         work.mkdir(parents=True, exist_ok=True)
-        nio.write_json_atomic(marker, key)
+        nio.write_json_atomic(work / MARKER, key)
     return work
+
+
+def saved_slices(job: Job, ctx: Context, n: int | None = None) -> dict:
+    """What an interrupted run left in the job's per-slice folder, before
+    :func:`prepare_auto_work` keeps or empties it
+    (:func:`~napari_sam.batch.saved_work.saved_auto_work`; ``n``: the job's slices)."""
+    key = auto_work_key(job, ctx, (*LINK_DEFAULTS, "propagate"))
+    return saved_auto_work(auto_work_dir(job), key, n)
 
 
 def _slice_file(work: Path, z: int) -> Path:
@@ -423,6 +425,7 @@ def run_auto(job: Job, ctx: Context, model) -> dict:
     if propagate and not opened.is2d:
         _check_propagation_memory(opened, ctx.time_point)
     announce_colour_planes(job, ctx, opened)  # how the file is read: before the work on it
+    saved = saved_slices(job, ctx, len(opened.stack))  # what an interrupted run left
     work = prepare_auto_work(job, ctx)
     resumed = len(list(work.glob("z*.npz")))
     bar = JobProgressBar(ctx, f"{job.name}: segment everything")
@@ -438,7 +441,7 @@ def run_auto(job: Job, ctx: Context, model) -> dict:
     if opened.is2d:
         link["min_z_extent"] = 1
     elif propagate:
-        return _auto_propagate(job, ctx, model, work, opened, link, resumed)
+        return {**_auto_propagate(job, ctx, model, work, opened, link, resumed), "resume": saved}
     plan = link_slices(lambda z: _load_slice(work, z), n, **link)
     max_id = plan.n_objects
     areas = np.zeros(max_id + 1, np.int64)
@@ -479,7 +482,7 @@ def run_auto(job: Job, ctx: Context, model) -> dict:
     if ctx.preview:
         preview_from_arrays(job, opened, lambda z: _preview_slice(plan, work, z), len(records))
     opened.stack.release()
-    return {"objects": len(records), **summary_info(opened)}
+    return {"objects": len(records), **summary_info(opened), "resume": saved}
 
 
 def _auto_propagate(job: Job, ctx: Context, model, work: Path, opened: OpenedImage,

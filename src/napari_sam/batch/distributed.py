@@ -15,7 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_sam.batch.auto_runner import PROPAGATE_DEFAULT, auto_slices, prepare_auto_work
+from napari_sam.batch.auto_runner import (
+    PROPAGATE_DEFAULT,
+    auto_slices,
+    prepare_auto_work,
+    saved_slices,
+)
 from napari_sam.batch.context import Context, Job, JobResult
 from napari_sam.batch.embedding_stores import embed_store, user_embeddings
 from napari_sam.batch.job_checks import output_name_problem
@@ -24,7 +29,7 @@ from napari_sam.batch.memory_advice import lost_workers_reason
 from napari_sam.batch.models import get_model
 from napari_sam.batch.progress import stderr_is_terminal
 from napari_sam.batch.reading import open_image
-from napari_sam.batch.runners import one_line, record_result, run_job
+from napari_sam.batch.runners import one_line, record_result, resumed_reason, run_job
 from napari_sam.batch.scheduler_probe import not_a_scheduler, tcp_host_port
 from napari_sam.words import for_count
 
@@ -364,13 +369,16 @@ def record_hashes(store: os.PathLike | str, blocks: Iterable[Mapping[int, int]])
 
 
 def final_task(job: Job, ctx: Context, blocks: list | None = None,
-                after: list | None = None) -> JobResult:
+                after: list | None = None, earlier: dict | None = None) -> JobResult:
     """The per-file task: runs the whole job once its blocks (if any) are done.
 
     ``blocks``: results of ``embed_block_task`` (slice hashes to record); ``after``: results
     of ``auto_block_task`` (their slices are on disk; the hashes of the embeddings they
     stored are recorded here). The result's seconds run from the first block's start (the
-    blocks run side by side on the workers), as a run without blocks reports its wall time."""
+    blocks run side by side on the workers), as a run without blocks reports its wall time.
+    ``earlier``: what an interrupted run had left of an ``auto`` job before its blocks ran
+    (:func:`~napari_sam.batch.auto_runner.saved_slices`): the job's line says what it kept,
+    not the slices the blocks computed."""
     if ctx.command == "embed" and blocks:
         record_hashes(job.output.with_name(f".{job.output.name}.partial"),
                       [b["hashes"] for b in blocks])
@@ -380,6 +388,8 @@ def final_task(job: Job, ctx: Context, blocks: list | None = None,
     starts = [float(b["started"]) for b in [*(blocks or ()), *(after or ())]
               if isinstance(b, dict) and "started" in b]
     res = run_job(job, ctx)
+    if earlier is not None and "resume" in res.details:  # (the blocks' slices: this run's)
+        resumed_reason(res, {**earlier, "of": res.details["resume"].get("of")})
     if starts:  # from the first block's start: the blocks ran side by side, then this task
         res.seconds = max(res.seconds, time.time() - min(starts))
     return res
@@ -419,12 +429,13 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
             if block_slices and n > block_slices:
                 spans = [(s, min(s + block_slices, n)) for s in range(0, n, block_slices)]
                 if ctx.command == "auto":
+                    earlier = saved_slices(job, ctx, n)  # before the blocks add this run's
                     prepare_auto_work(job, ctx)
                     store = client.submit(run_task, auto_prepare_task, job, wctx, pure=False)
                     blocks = [client.submit(run_task, auto_block_task, job, wctx, store, s, e,
                                             pure=False) for s, e in spans]
                     fut = client.submit(run_task, final_task, job, wctx, None, blocks,
-                                        pure=False)
+                                        earlier, pure=False)
                 else:
                     limits = client.submit(run_task, embed_prepare_task, job, wctx, pure=False)
                     blocks = [client.submit(run_task, embed_block_task, job, wctx, limits, s, e,

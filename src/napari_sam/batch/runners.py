@@ -32,6 +32,7 @@ from napari_sam.batch.models import get_model
 from napari_sam.batch.preview import preview_path, write_preview_for
 from napari_sam.batch.reading import MovieOfVolumes
 from napari_sam.batch.rerun_reason import rerun_reason
+from napari_sam.batch.saved_work import resume_reason
 from napari_sam.batch.segment_runner import run_segment
 from napari_sam.batch.time_lapse import prompts_at, run_time_lapse
 from napari_sam.memory import is_out_of_memory
@@ -188,9 +189,7 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
             except BaseException:  # also Ctrl-C/SIGTERM: no "partial" sidecar without output
                 restore_sidecar(job, previous, stamp)
                 raise
-            res.objects = info.get("objects")
-            # (with the "note" the summary shows, as the runner knows it: no read of the output)
-            res.details.update({k: v for k, v in info.items() if k != "objects"})
+            take_info(res, info, verdict)
             res.status = "done"
             if not ctx.keep_work:
                 nio.remove_path(work_dir(job))
@@ -204,6 +203,30 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
     finally:
         res.seconds = time.perf_counter() - t0
     return res
+
+
+def take_info(res: JobResult, info: dict, verdict) -> None:
+    """A finished job's runner ``info`` into its result: the objects, the details (with the
+    "note" the summary shows, as the runner knows it: no read of the output) and, where no
+    complete output was there (``verdict``: the output's state before the job), the reason
+    from what it kept of an interrupted run (:func:`resumed_reason`)."""
+    res.objects = info.get("objects")
+    res.details.update({k: v for k, v in info.items() if k != "objects"})
+    fresh = verdict.state == "missing" or verdict.cause == "unfinished"
+    # (else a complete output's reason, changed or --overwrite, says it all)
+    resumed_reason(res, info.get("resume") if fresh else None)
+
+
+def resumed_reason(res: JobResult, record: dict | None) -> None:
+    """The ``rerun_reason`` of a job that found no complete output (none, or one a killed
+    run marked ``"partial"``), from what its runner kept of an interrupted run
+    (:func:`~napari_sam.batch.saved_work.resume_reason`: the work folder is the resume record,
+    so Ctrl-C, which leaves no sidecar, and SIGKILL, which leaves a partial one, read alike).
+    Without a record (``segment``, ``embed``) the reason stays as the sidecar gave it."""
+    if record is None:
+        res.details.pop("resume", None)
+        return
+    res.details["rerun_reason"] = resume_reason(record)
 
 
 def run_command(job: Job, ctx: Context, model) -> dict:

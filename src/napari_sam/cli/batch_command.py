@@ -114,9 +114,14 @@ def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False,
            f"{edited} changed since written: kept" if edited else ""]
     why = ", ".join(w for w in why if w)
     replaced = sum(r.status == "done" and bool(r.details.get("replaced")) for r in results)
+    resumed = sum(r.status == "done" and str(r.details.get("rerun_reason")).startswith(
+        "resumed") for r in results)  # an interrupted run's work kept
+    done_why = ", ".join(w for w in (
+        f"{resumed} resumed" if resumed else "",
+        f"{replaced} replaced {for_count(replaced, 'an earlier output', 'earlier outputs')}"
+        if replaced else "") if w)
     head = (f"{counted(n_jobs, 'file')}: {done} done"
-            + (f" ({replaced} replaced {for_count(replaced, 'an earlier output', 'earlier outputs')})"
-               if replaced else "")
+            + (f" ({done_why})" if done_why else "")
             + f", {skipped} skipped"
             + (f" ({why})" if why else "")
             + f", {len(failed)} failed"

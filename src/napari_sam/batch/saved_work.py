@@ -1,0 +1,116 @@
+"""What an interrupted run left of an ``auto`` job and whether a rerun keeps it: the resume
+record is the job's work folder (its ``params.json`` and per-slice files; a ``"partial"``
+sidecar is none, and Ctrl-C leaves none), read before the rerun changes it
+(:func:`saved_auto_work`), and the words of the rerun's line about it (:func:`resume_reason`):
+``resumed: kept 5 of 20 slices an interrupted run finished, computed the other 15`` after
+Ctrl-C, SIGTERM or SIGKILL alike, or ``recomputed: the input changed (since an interrupted
+run, whose 5 finished slices were discarded)``.
+
+A record (a dict, as it travels in a :class:`~napari_sam.batch.JobResult`'s ``details``):
+``unit`` (``"slice"``, ``"time point"``), ``of`` (how many the job has), ``kept`` (how many an
+earlier run finished that this run keeps), ``discarded`` (None, or ``{"why": what changed, "count": how many were thrown away}``, with
+``"unit"`` when they are not the record's: a movie's slices of one time point) and,
+for a movie, ``within`` (the record of the first time point it computed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from napari_sam import io as nio
+from napari_sam.batch.context import Context, Job
+from napari_sam.batch.jobs import OutputVerdict
+from napari_sam.batch.models import model_file_id, packaged_model_id
+from napari_sam.batch.rerun_reason import change_reason
+from napari_sam.words import counted
+
+#: The name of the work folder's record of what its slices were made for.
+MARKER = "params.json"
+
+
+def auto_work_key(job: Job, ctx: Context, link_keys) -> dict:
+    """What an ``auto`` job's per-slice work is made for: the signature without the keys that
+    only link and propagate (``link_keys``), the input (path, size, mtime, sampled content
+    hash) and the model file's id; a work folder is kept only when its
+    :data:`MARKER` holds the same."""
+    st = job.input.stat()
+    sig = {k: v for k, v in ctx.signature().items() if k not in link_keys}
+    spec = str(sig.get("model"))
+    return {"signature": sig,
+            "input": [str(job.input.resolve()), st.st_size, st.st_mtime_ns,
+                      nio.content_sample_hash(job.input)],
+            "model_id": model_file_id(spec) or packaged_model_id(spec)}
+
+
+def recorded_key(work: Path) -> dict | None:
+    """The key a work folder records (None: none, or unreadable)."""
+    try:
+        key = json.loads((work / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return key if isinstance(key, dict) else None
+
+
+def same_key(recorded: dict | None, key: dict) -> bool:
+    """Whether a recorded key is this one (as JSON keeps it: tuples are lists)."""
+    return recorded == json.loads(json.dumps(key))
+
+
+def saved_auto_work(work: Path, key: dict, n: int | None = None) -> dict:
+    """The record of what ``work`` (an ``auto`` job's per-slice folder) holds for a job of
+    ``key`` (:func:`auto_work_key`) with ``n`` slices, before the job empties or reuses it."""
+    saved = len(list(work.glob("z*.npz"))) if work.is_dir() else 0
+    recorded = recorded_key(work)
+    record = {"unit": "slice", "of": n, "kept": 0, "discarded": None}
+    if same_key(recorded, key):
+        record["kept"] = saved
+    elif saved:
+        record["discarded"] = {"why": key_change(recorded, key), "count": saved}
+    return record
+
+
+def key_change(recorded: dict | None, key: dict) -> str:
+    """What differs between a work folder's recorded key and this job's, in the words of a
+    rerun's reason (:func:`~napari_sam.batch.rerun_reason.change_reason`)."""
+    key = json.loads(json.dumps(key))
+    if not recorded:
+        return "its record is missing"
+    if recorded.get("input") != key["input"]:
+        return "the input changed"
+    old, new = recorded.get("signature") or {}, key["signature"]
+    if old != new:
+        differs = tuple(sorted(k for k in set(old) | set(new)
+                               if k not in old or k not in new or old[k] != new[k]))
+        return change_reason(OutputVerdict("changed", "signature", recorded=old,
+                                           signature=new, differs=differs))
+    if recorded.get("model_id") != key["model_id"]:
+        return change_reason(OutputVerdict("changed", "model", model_ids=(
+            str(recorded.get("model_id") or ""), str(key["model_id"]))))
+    return "its record does not match this run"
+
+
+def resume_reason(record: dict) -> str:
+    """Why a job ran, from its :func:`saved_auto_work` record (or a movie's): what it kept of
+    an interrupted run and what it computed, or why it discarded that run's work; "" when
+    there was nothing to keep (no earlier run, or one that finished nothing). The same after
+    Ctrl-C or SIGTERM (which put the sidecar back) as after SIGKILL (which leaves a
+    ``"partial"`` one)."""
+    unit, n, kept = record["unit"], record.get("of"), int(record.get("kept") or 0)
+    dropped = record.get("discarded")
+    if dropped:
+        count = int(dropped["count"])
+        return (f"recomputed: {dropped['why']} (since an interrupted run, whose "
+                f"{counted(count, 'finished ' + dropped.get('unit', unit))} "
+                f"{'was' if count == 1 else 'were'} discarded)")
+    within = record.get("within") or {}
+    inner = (f" ({within['at']}: kept {within['kept']} of {counted(within['of'], 'slice')})"
+             if within.get("kept") else "")
+    if kept:
+        rest = (n - kept) if n is not None else 0
+        return (f"resumed: kept {kept}" + (f" of {counted(n, unit)}" if n is not None else
+                                          f" {unit}s" if kept > 1 else f" {unit}")
+                + " an interrupted run finished"
+                + (f", computed the other {rest}" if rest > 0 else "") + inner)
+    if inner:
+        return f"resumed: an interrupted run finished none of its {unit}s{inner}"
+    return ""  # nothing kept, nothing discarded: as a first run (Ctrl-C or SIGKILL alike)
