@@ -146,6 +146,36 @@ def test_ctrl_c_then_the_same_command_says_what_it_resumed(tmp_path, tiny_model,
         assert np.array_equal(tifffile.imread(out / name), once) and once.max() > 0
 
 
+def test_a_movie_replaced_after_an_interruption_is_redone_and_says_why(tmp_path, tiny_model,
+                                                                       capsys):
+    """A TZYX movie killed after its first time point, then replaced by a file of other data
+    under the same name: its finished time points were discarded (rightly) but the line said
+    "resumed: an earlier run did not finish it"; now it says the input changed, and the labels
+    are those of a run on the new file."""
+    from stacks import blob_stack
+
+    movie = tmp_path / "data" / "m.tif"
+    movie.parent.mkdir()
+    frames = np.stack([blob_stack(z=6, seed=t) for t in range(6)])
+    tifffile.imwrite(movie, frames, imagej=True, metadata={"axes": "TZYX"})
+    argv = auto_argv(movie, tmp_path / "out", tiny_model, "--batch-size", "1", "--threads", "1")
+    argv[argv.index("--axes") + 1] = "TZYX"
+    first = (tmp_path / "out" / ".napari-sam-work" / "m_labels.tif" / "time_points"
+             / "t000001_labels.tif.json")  # t=0 finished: t=1 marked partial
+    interrupt_in(start_cli(argv, tmp_path), first.exists, signal.SIGKILL)
+    assert not (tmp_path / "out" / "m_labels.tif").exists()
+    tifffile.imwrite(movie, frames[::-1] * 0.5 + 10, imagej=True, metadata={"axes": "TZYX"})
+    rc, stdout, err = cli(argv, capsys)
+    assert rc == 0, err
+    line = next(ln for ln in err.splitlines() if ln.startswith("done     m.tif"))
+    assert re.search(r"; recomputed: the input changed \(since an interrupted run, whose \d "
+                     r"finished time points? (was|were) discarded\)\)$", line), line
+    assert "resumed" not in err + stdout and "1 file: 1 done, 0 skipped" in stdout, stdout
+    assert cli([*argv[:3], tmp_path / "new", *argv[4:]], capsys)[0] == 0
+    assert np.array_equal(tifffile.imread(tmp_path / "out" / "m_labels.tif"),
+                          tifffile.imread(tmp_path / "new" / "m_labels.tif"))
+
+
 @pytest.fixture
 def interrupted_auto(tmp_path, tiny_model, monkeypatch, capsys):
     """``auto`` of one 8-slice stack stopped by Ctrl-C (in-process) after 3 slices were saved:

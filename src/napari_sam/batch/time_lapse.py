@@ -26,10 +26,11 @@ import numpy as np
 
 from napari_sam import io as nio
 from napari_sam.batch.context import Context, Job
-from napari_sam.batch.jobs import check_input_unchanged, mark_partial, output_state, work_dir
+from napari_sam.batch.jobs import check_input_unchanged, mark_partial, output_verdict, work_dir
 from napari_sam.batch.label_writing import axes_record, label_metadata, model_record, summary_info
 from napari_sam.batch.preview import preview_from_arrays
 from napari_sam.batch.reading import open_image
+from napari_sam.batch.rerun_reason import change_reason
 
 #: How each command numbers the objects of a movie's time points (the note's words).
 ID_WORDS = {
@@ -70,28 +71,45 @@ def run_time_lapse(job: Job, ctx: Context, model, runner: Callable[[Job, Context
     """Run ``runner`` (the command's runner of one input) on each of the ``n`` time points of
     ``job``'s movie, keeping the time points a run before finished with the same settings,
     then write the ``TZYX`` labels, their output metadata and preview. Returns the runner's
-    kind of info: ``{"objects": total over the time points, "note": ...}``."""
+    kind of info: ``{"objects": total over the time points, "note": ..., "resume": ...}``,
+    the last what it kept of an interrupted run or why it discarded it (a record of
+    :mod:`napari_sam.batch.saved_work` counting time points; the input replaced since: its
+    finished time points discarded, said, not "resumed")."""
     if getattr(job.prompts, "session", None) is not None:
         raise ValueError(
             f"a session file replays the clicks of one volume, and {job.input.name} is a movie "
             f"of {n} time points; prompt it with a prompts file with a 't' column, or save "
             "the time point the session was made on as its own file")
     kept, ran = [], 0
+    record = {"unit": "time point", "of": n, "kept": 0, "discarded": None}
+    why, dropped = "", 0  # what changed since an interrupted run; its time points thrown away
     for t in range(n):
         sub, sub_ctx = time_point_job(job, ctx, t, n)
         if sub.prompts is not None and not sub.prompts:
             continue  # segment: no prompt at this time point, its labels stay 0
-        if output_state(sub.output, job.input, sub_ctx.signature()) == "complete":
+        verdict = output_verdict(sub.output, job.input, sub_ctx.signature())
+        if verdict.state == "complete":
             kept.append(t)
             continue
+        if verdict.state == "changed":  # a time point made from other data or settings
+            why, dropped = why or change_reason(verdict), dropped + 1
         if kept and not ran:
             _say(ctx, f"{job.name}: {'time points' if len(kept) > 1 else 'time point'} "
                       f"{_span(kept)} kept from the run before (the same settings and "
                       f"prompts); going on at time point {t} of {n}")
         mark_partial(sub, sub_ctx)
-        runner(sub, sub_ctx, model)
+        inner = runner(sub, sub_ctx, model).get("resume") or {}
+        if inner.get("discarded") and not why:  # its slices, of other data or settings
+            why = inner["discarded"]["why"]
+            record["discarded"] = {**inner["discarded"], "unit": "slice"}
+        if not ran and inner.get("kept"):
+            record["within"] = {"at": f"time point {t}", "kept": inner["kept"],
+                                "of": inner.get("of")}
         ran += 1
-    return _write_movie(job, ctx, model, n)
+    record["kept"] = len(kept)
+    if dropped:
+        record["discarded"] = {"why": why, "count": dropped}
+    return {**_write_movie(job, ctx, model, n), "resume": record}
 
 
 def _span(ts: list[int]) -> str:
