@@ -18,6 +18,7 @@ import pytest
 import tifffile
 
 from cli_runner import cli
+from napari_sam import io as nio
 
 pytestmark = pytest.mark.usefixtures("offline_cli")
 
@@ -242,3 +243,37 @@ def test_a_linking_option_after_ctrl_c_keeps_the_saved_slices(interrupted_auto, 
     assert reason == ("resumed: kept 3 of 8 slices an interrupted run finished, computed the "
                       "other 5")
     assert "1 file: 1 done (1 resumed), 0 skipped" in head
+
+
+def test_segment_after_ctrl_c_says_how_many_embeddings_it_kept(tmp_path, tiny_model,
+                                                               monkeypatch, capsys):
+    """``segment`` keeps an interrupted run's embeddings in its work folder: after Ctrl-C
+    (no sidecar left) the rerun said nothing of them, after SIGKILL ("partial" sidecar)
+    "resumed: an earlier run did not finish it"; now both say what was kept."""
+    from napari_sam import embeddings as E
+
+    data = blob_folder(tmp_path / "data", n=1, z=6)
+    prompts = tmp_path / "p.csv"
+    prompts.write_text("id,slice,row,col\n1,1,20,20\n")
+    argv = ["segment", data / "b0.tif", "-o", tmp_path / "out", "-p", prompts, "--model",
+            tiny_model, "--batch-size", "1"]
+    real, written = E.StackEmbeddings._write_store, []
+
+    def stop_after_three(self, z, emb, hsh):
+        if len(written) == 3:
+            raise KeyboardInterrupt
+        written.append(z)
+        return real(self, z, emb, hsh)
+
+    monkeypatch.setattr(E.StackEmbeddings, "_write_store", stop_after_three)
+    assert cli(argv, capsys)[0] == 130
+    monkeypatch.setattr(E.StackEmbeddings, "_write_store", real)
+    assert not nio.output_metadata_path(tmp_path / "out" / "b0_labels.tif").exists()
+    reason, head = done_reason(argv, capsys)
+    assert reason == ("resumed: kept 3 of 6 slice embeddings an interrupted run finished, "
+                      "computed the other 3")
+    assert "1 file: 1 done (1 resumed), 0 skipped" in head
+    assert cli([*argv[:3], tmp_path / "once", *argv[4:]], capsys)[0] == 0
+    once = tifffile.imread(tmp_path / "once" / "b0_labels.tif")
+    assert np.array_equal(tifffile.imread(tmp_path / "out" / "b0_labels.tif"), once)
+    assert once.max() == 1

@@ -373,6 +373,10 @@ class StackEmbeddings:
         (runs resume from it), and where slices are computed over several runs into another
         store (the blocks of a cluster run set it); False otherwise (a lone slice is then
         faster on several threads).
+    read_back, stale : int
+        Slices :meth:`compute` read back from the store (an earlier run's, resumed), and
+        slices whose stored features were made from other pixels (the input changed since)
+        and are computed again.
     """
 
     def __init__(
@@ -430,6 +434,7 @@ class StackEmbeddings:
         self._group = self._open_store(store) if store is not None else None
         self.store = None if store is None else Path(store)
         self.whole_slices = store is not None
+        self.read_back = self.stale = 0
 
     # ------------------------------------------------------------------ store
     def _open_store(self, path):
@@ -459,7 +464,11 @@ class StackEmbeddings:
         return np.asarray(self._group["slice_hash"][:]) != 0
 
     def _read_store(self, z: int, data_hash: int) -> ImageEmbedding | None:
-        if self._group is None or int(self._group["slice_hash"][z]) != data_hash:
+        if self._group is None:
+            return None
+        stored = int(self._group["slice_hash"][z])
+        if stored != data_hash:
+            self.stale += stored != 0  # made from other pixels: computed again
             return None
         try:
             raw = np.asarray(self._group["features"][z], dtype=np.float32)
@@ -599,6 +608,7 @@ class StackEmbeddings:
             emb = self._read_store(z, hsh)
             if emb is not None:
                 self._remember(z, emb)
+                self.read_back += 1
                 done += 1
                 continue
             pending.append((z, arr, hsh))

@@ -226,7 +226,8 @@ def resumed_reason(res: JobResult, record: dict | None) -> None:
     if record is None:
         res.details.pop("resume", None)
         return
-    res.details["rerun_reason"] = resume_reason(record)
+    unfinished = res.details.get("previous_state") == "partial" and res.details.get("replaced")
+    res.details["rerun_reason"] = resume_reason(record, bool(unfinished))
 
 
 def run_command(job: Job, ctx: Context, model) -> dict:

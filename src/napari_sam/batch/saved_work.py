@@ -1,7 +1,8 @@
-"""What an interrupted run left of an ``auto`` job and whether a rerun keeps it: the resume
-record is the job's work folder (its ``params.json`` and per-slice files; a ``"partial"``
-sidecar is none, and Ctrl-C leaves none), read before the rerun changes it
-(:func:`saved_auto_work`), and the words of the rerun's line about it (:func:`resume_reason`):
+"""What an interrupted run left of a job and whether a rerun keeps it: the resume record is
+the job's work folder (``auto``: its ``params.json`` and per-slice files, read before the
+rerun changes it, :func:`saved_auto_work`; ``segment``: the embeddings it reads back from
+its store there, :func:`saved_embeddings`; a ``"partial"`` sidecar is none, and Ctrl-C
+leaves none), and the words of the rerun's line about it (:func:`resume_reason`):
 ``resumed: kept 5 of 20 slices an interrupted run finished, computed the other 15`` after
 Ctrl-C, SIGTERM or SIGKILL alike, or ``recomputed: the input changed (since an interrupted
 run, whose 5 finished slices were discarded)``.
@@ -69,6 +70,19 @@ def saved_auto_work(work: Path, key: dict, n: int | None = None) -> dict:
     return record
 
 
+def saved_embeddings(emb, work: Path) -> dict | None:
+    """The record of a ``segment`` job's embeddings (``emb``, computed) read back from the
+    store in its work folder ``work`` (an interrupted run's; ``kept``) and those computed
+    again because the input changed since (``discarded``); None when they are not in the
+    work folder (the user's ``--embeddings`` store) or not counted (a tiled stack's)."""
+    store, kept = getattr(emb, "store", None), getattr(emb, "read_back", None)
+    if store is None or kept is None or Path(work) not in Path(store).parents:
+        return None
+    stale = int(getattr(emb, "stale", 0))
+    return {"unit": "slice embedding", "of": len(emb), "kept": int(kept),
+            "discarded": {"why": "the input changed", "count": stale} if stale else None}
+
+
 def key_change(recorded: dict | None, key: dict) -> str:
     """What differs between a work folder's recorded key and this job's, in the words of a
     rerun's reason (:func:`~napari_sam.batch.rerun_reason.change_reason`)."""
@@ -89,10 +103,13 @@ def key_change(recorded: dict | None, key: dict) -> str:
     return "its record does not match this run"
 
 
-def resume_reason(record: dict) -> str:
-    """Why a job ran, from its :func:`saved_auto_work` record (or a movie's): what it kept of
-    an interrupted run and what it computed, or why it discarded that run's work; "" when
-    there was nothing to keep (no earlier run, or one that finished nothing). The same after
+def resume_reason(record: dict, unfinished_output: bool = False) -> str:
+    """Why a job ran, from its :func:`saved_auto_work` record (or a movie's, or
+    :func:`saved_embeddings`'): what it kept of an interrupted run and what it computed, or
+    why it discarded that run's work; "" when there was nothing to keep (no earlier run, or
+    one that finished nothing), unless ``unfinished_output``: an output is there that a
+    ``"partial"`` sidecar marks unfinished (its process was killed after writing it), which
+    this run replaces (``recomputed: an earlier run did not finish it``). The same after
     Ctrl-C or SIGTERM (which put the sidecar back) as after SIGKILL (which leaves a
     ``"partial"`` one)."""
     unit, n, kept = record["unit"], record.get("of"), int(record.get("kept") or 0)
@@ -103,8 +120,8 @@ def resume_reason(record: dict) -> str:
                 f"{counted(count, 'finished ' + dropped.get('unit', unit))} "
                 f"{'was' if count == 1 else 'were'} discarded)")
     within = record.get("within") or {}
-    inner = (f" ({within['at']}: kept {within['kept']} of {counted(within['of'], 'slice')})"
-             if within.get("kept") else "")
+    inner = (f" ({within['at']}: kept {within['kept']} of "
+             f"{counted(within['of'], within.get('unit', 'slice'))})" if within.get("kept") else "")
     if kept:
         rest = (n - kept) if n is not None else 0
         return (f"resumed: kept {kept}" + (f" of {counted(n, unit)}" if n is not None else
@@ -113,4 +130,6 @@ def resume_reason(record: dict) -> str:
                 + (f", computed the other {rest}" if rest > 0 else "") + inner)
     if inner:
         return f"resumed: an interrupted run finished none of its {unit}s{inner}"
+    if unfinished_output:
+        return "recomputed: an earlier run did not finish it"
     return ""  # nothing kept, nothing discarded: as a first run (Ctrl-C or SIGKILL alike)

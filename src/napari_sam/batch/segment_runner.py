@@ -19,6 +19,7 @@ import numpy as np
 
 from napari_sam.batch.context import Context, Job
 from napari_sam.batch.embedding_stores import stack_embeddings
+from napari_sam.batch.jobs import work_dir
 from napari_sam.batch.label_writing import finish_labels, finish_propagation, say_lost_objects
 from napari_sam.batch.progress import JobProgressBar, ObjectSliceBar
 from napari_sam.batch.reading import (
@@ -28,6 +29,7 @@ from napari_sam.batch.reading import (
     open_session_image,
 )
 from napari_sam.batch.sam2_runner import run_segment_sam2
+from napari_sam.batch.saved_work import saved_embeddings
 from napari_sam.batch.segment_options import (  # noqa: F401 - the names' old home
     SAM2_OPTIONS,
     SEGMENT_KEYS,
@@ -66,6 +68,7 @@ def run_segment(job: Job, ctx: Context, model) -> dict:
     if "axis_kind" not in params:  # a time series propagates along t
         params["axis_kind"] = "t" if opened.label_axes.startswith("T") else "z"
     emb = stack_embeddings(job, ctx, model, opened)
+    resume = saved_embeddings(emb, work_dir(job))  # what an interrupted run computed
     bar = ObjectSliceBar(ctx, f"{job.name}: propagate", len(emb))
     try:
         # lost objects are said below as notes, not as Python warnings
@@ -78,7 +81,8 @@ def run_segment(job: Job, ctx: Context, model) -> dict:
         extra["constant_prompt_slices"] = constant
     if getattr(emb, "tiling", None) is not None:
         _say_low_scores(job, ctx, res, emb.tiling.window)
-    return finish_propagation(job, ctx, model, opened, res, extra)
+    info = finish_propagation(job, ctx, model, opened, res, extra)
+    return info if resume is None else {**info, "resume": resume}
 
 
 def _say_low_scores(job: Job, ctx: Context, res, window: int) -> None:

@@ -104,7 +104,7 @@ def run_time_lapse(job: Job, ctx: Context, model, runner: Callable[[Job, Context
             record["discarded"] = {**inner["discarded"], "unit": "slice"}
         if not ran and inner.get("kept"):
             record["within"] = {"at": f"time point {t}", "kept": inner["kept"],
-                                "of": inner.get("of")}
+                                "of": inner.get("of"), "unit": inner.get("unit", "slice")}
         ran += 1
     record["kept"] = len(kept)
     if dropped:
