@@ -67,7 +67,7 @@ def auto_work_dir(job: Job) -> Path:
     return work_dir(job) / "auto"
 
 
-def prepare_auto_work(job: Job, ctx: Context) -> Path:
+def prepare_auto_work(job: Job, ctx: Context, key: dict | None = None) -> Path:
     """Create (or keep) the per-slice work folder of an ``auto`` job; idempotent.
 
     The folder is reused only when it was made for the same input (size, mtime), command,
@@ -75,10 +75,11 @@ def prepare_auto_work(job: Job, ctx: Context) -> Path:
     at the same path, or an older version's demo) and parameters of the per-slice
     segmentation (linking and propagation parameters may differ: a run that ran out of
     memory while propagating can be rerun with ``--no-propagate`` without segmenting the
-    slices again); otherwise it is emptied first.
+    slices again); otherwise it is emptied first. ``key``: :func:`work_key` of the job, when
+    the caller has it (the input's content is sampled once).
     """
     work = auto_work_dir(job)
-    key = auto_work_key(job, ctx, (*LINK_DEFAULTS, "propagate"))
+    key = work_key(job, ctx) if key is None else key
     if not same_key(recorded_key(work), key):
         nio.remove_path(work)
         work.mkdir(parents=True, exist_ok=True)
@@ -86,12 +87,19 @@ def prepare_auto_work(job: Job, ctx: Context) -> Path:
     return work
 
 
-def saved_slices(job: Job, ctx: Context, n: int | None = None) -> dict:
+def work_key(job: Job, ctx: Context) -> dict:
+    """What the job's per-slice work is made for
+    (:func:`~napari_sam.batch.saved_work.auto_work_key`: linking and propagation aside)."""
+    return auto_work_key(job, ctx, (*LINK_DEFAULTS, "propagate"))
+
+
+def saved_slices(job: Job, ctx: Context, n: int | None = None,
+                 key: dict | None = None) -> dict:
     """What an interrupted run left in the job's per-slice folder, before
     :func:`prepare_auto_work` keeps or empties it
-    (:func:`~napari_sam.batch.saved_work.saved_auto_work`; ``n``: the job's slices)."""
-    key = auto_work_key(job, ctx, (*LINK_DEFAULTS, "propagate"))
-    return saved_auto_work(auto_work_dir(job), key, n)
+    (:func:`~napari_sam.batch.saved_work.saved_auto_work`; ``n``: the job's slices; ``key``:
+    its :func:`work_key`, when the caller has it)."""
+    return saved_auto_work(auto_work_dir(job), work_key(job, ctx) if key is None else key, n)
 
 
 def _slice_file(work: Path, z: int) -> Path:
@@ -425,8 +433,9 @@ def run_auto(job: Job, ctx: Context, model) -> dict:
     if propagate and not opened.is2d:
         _check_propagation_memory(opened, ctx.time_point)
     announce_colour_planes(job, ctx, opened)  # how the file is read: before the work on it
-    saved = saved_slices(job, ctx, len(opened.stack))  # what an interrupted run left
-    work = prepare_auto_work(job, ctx)
+    key = work_key(job, ctx)
+    saved = saved_slices(job, ctx, len(opened.stack), key)  # what an interrupted run left
+    work = prepare_auto_work(job, ctx, key)
     resumed = len(list(work.glob("z*.npz")))
     bar = JobProgressBar(ctx, f"{job.name}: segment everything")
     try:
