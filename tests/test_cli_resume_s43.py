@@ -277,3 +277,28 @@ def test_segment_after_ctrl_c_says_how_many_embeddings_it_kept(tmp_path, tiny_mo
     once = tifffile.imread(tmp_path / "once" / "b0_labels.tif")
     assert np.array_equal(tifffile.imread(tmp_path / "out" / "b0_labels.tif"), once)
     assert once.max() == 1
+
+
+def test_ctrl_c_with_workers_names_the_files_they_finished_as_it_stopped(tmp_path, tiny_model):
+    """Ctrl-C with ``--workers 2``: closing the cluster lets its workers finish their tasks,
+    so files the summary called "not run: interrupted before it finished" were complete, and
+    the rerun skipped them. The summary now agrees with the output folder."""
+    data = blob_folder(tmp_path / "data", n=3, z=12)
+    out = tmp_path / "out"
+    argv = auto_argv(data, out, tiny_model, "--batch-size", "1", "--workers", "2")
+
+    def one_complete() -> bool:
+        return any((nio.read_output_metadata(o) or {}).get("status") == "complete"
+                   for o in out.glob("b*_labels.tif"))
+
+    said = interrupt_in(start_cli(argv, tmp_path), one_complete)
+    rows = {}  # the summary's table: status of each input
+    for ln in said.splitlines():
+        m = re.match(r"  (done|not run) +(b\d\.tif) ", ln)
+        if m:
+            rows[m.group(2)] = m.group(1)
+    complete = {f"b{i}.tif": "done" if (nio.read_output_metadata(out / f"b{i}_labels.tif")
+                                        or {}).get("status") == "complete" else "not run"
+                for i in range(3)}
+    assert rows == complete, said
+    assert "done" in rows.values()

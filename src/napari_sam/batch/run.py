@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from napari_sam.batch.context import Context, Job, JobResult
 from napari_sam.batch.distributed import run_distributed
-from napari_sam.batch.jobs import OutputLock
+from napari_sam.batch.jobs import OutputLock, job_output_state
 from napari_sam.batch.progress import stderr_is_terminal
 from napari_sam.batch.runners import record_result, run_job
 
@@ -85,3 +85,28 @@ def _run_serial(jobs, ctx, on_result, on_wait=None) -> list[JobResult]:
     finally:
         bar.close()
     return [r for r in results if r is not None]
+
+
+#: The note of an output that a worker process completed while an interrupted run stopped.
+FINISHED_AS_STOPPED = "finished as the run stopped: complete, a rerun skips it"
+
+
+def finished_meanwhile(jobs: Sequence[Job], results: Sequence[JobResult],
+                       ctx: Context) -> list[JobResult]:
+    """After Ctrl-C: a ``"done"`` result (note :data:`FINISHED_AS_STOPPED`) for each job
+    without a result whose output is complete now. The worker processes of a cluster finish
+    the task they run while the run stops (closing them waits for them), so a file said "not
+    run" was complete, and the rerun skipped it."""
+    ran = {r.input for r in results}
+    late = []
+    for job in jobs:
+        if str(job.input) in ran:
+            continue
+        try:
+            complete = job_output_state(job, ctx) == "complete"
+        except Exception:  # noqa: BLE001 - only words: an unreadable output is "not run"
+            complete = False
+        if complete:
+            late.append(JobResult(str(job.input), str(job.output), "done",
+                                  details={"note": FINISHED_AS_STOPPED}))
+    return late

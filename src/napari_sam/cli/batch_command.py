@@ -744,6 +744,8 @@ def run_batch(args, ctx, jobs, prompts) -> int:
         batch.run_jobs(jobs, ctx, scheduler=args.scheduler, workers=args.workers,
                        block_slices=args.block_slices, on_result=on_result, on_wait=on_wait)
     except KeyboardInterrupt:
+        if args.scheduler is not None or args.workers is not None:  # workers finish a task
+            results += batch.finished_meanwhile(jobs, results, ctx)
         summary(results, len(jobs), time.perf_counter() - t0, interrupted=True, names=names)
         return 130
     summary(results, len(jobs), time.perf_counter() - t0, names=names)
