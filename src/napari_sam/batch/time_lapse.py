@@ -101,7 +101,7 @@ def run_time_lapse(job: Job, ctx: Context, model, runner: Callable[[Job, Context
         inner = runner(sub, sub_ctx, model).get("resume") or {}
         if inner.get("discarded") and not why:  # its slices, of other data or settings
             why = inner["discarded"]["why"]
-            record["discarded"] = {**inner["discarded"], "unit": "slice"}
+            record["discarded"] = {**inner["discarded"], "unit": inner.get("unit", "slice")}
         if not ran and inner.get("kept"):
             record["within"] = {"at": f"time point {t}", "kept": inner["kept"],
                                 "of": inner.get("of"), "unit": inner.get("unit", "slice")}
