@@ -177,15 +177,10 @@ def test_a_movie_replaced_after_an_interruption_is_redone_and_says_why(tmp_path,
                           tifffile.imread(tmp_path / "new" / "m_labels.tif"))
 
 
-@pytest.fixture
-def interrupted_auto(tmp_path, tiny_model, monkeypatch, capsys):
-    """``auto`` of one 8-slice stack stopped by Ctrl-C (in-process) after 3 slices were saved:
-    (argv, output folder)."""
+def stop_after_three_slices(argv, monkeypatch, capsys) -> None:
+    """Run ``auto`` ARGV in-process, stopped by Ctrl-C once 3 slices were saved."""
     from napari_sam.batch import auto_runner
 
-    data = blob_folder(tmp_path / "data", n=1, z=8)
-    argv = auto_argv(data / "b0.tif", tmp_path / "out", tiny_model, "--batch-size", "1",
-                     "--threads", "1")
     real, calls = auto_runner._save_slice, []
 
     def save_three(*args):
@@ -197,6 +192,16 @@ def interrupted_auto(tmp_path, tiny_model, monkeypatch, capsys):
     monkeypatch.setattr(auto_runner, "_save_slice", save_three)
     assert cli(argv, capsys)[0] == 130
     monkeypatch.setattr(auto_runner, "_save_slice", real)
+
+
+@pytest.fixture
+def interrupted_auto(tmp_path, tiny_model, monkeypatch, capsys):
+    """``auto`` of one 8-slice stack stopped by Ctrl-C (in-process) after 3 slices were saved:
+    (argv, output folder)."""
+    data = blob_folder(tmp_path / "data", n=1, z=8)
+    argv = auto_argv(data / "b0.tif", tmp_path / "out", tiny_model, "--batch-size", "1",
+                     "--threads", "1")
+    stop_after_three_slices(argv, monkeypatch, capsys)
     assert saved_slices(tmp_path / "out", "b0_labels.tif") == 3
     return argv, tmp_path / "out"
 
@@ -302,3 +307,24 @@ def test_ctrl_c_with_workers_names_the_files_they_finished_as_it_stopped(tmp_pat
                 for i in range(3)}
     assert rows == complete, said
     assert "done" in rows.values()
+
+
+def test_a_rerun_with_new_options_interrupted_then_rerun_says_both(tmp_path, tiny_model,
+                                                                   monkeypatch, capsys):
+    """Complete with ``--points-per-side 4``; rerun with 5 stopped by Ctrl-C (Ctrl-C puts the
+    complete sidecar back); rerun with 5 again: it said only "parameters changed" while it
+    kept the 3 slices the interrupted run of the same new options had saved."""
+    data = blob_folder(tmp_path / "data", n=1, z=8)
+    argv = auto_argv(data / "b0.tif", tmp_path / "out", tiny_model, "--batch-size", "1",
+                     "--threads", "1")
+    assert cli(argv, capsys)[0] == 0
+    i = argv.index("--points-per-side")
+    argv[i + 1] = "5"
+    stop_after_three_slices(argv, monkeypatch, capsys)
+    reason, head = done_reason(argv, capsys)
+    assert reason == ("recomputed: parameters changed: points_per_side 4 -> 5; resumed: kept 3 "
+                      "of 8 slices an interrupted run finished, computed the other 5")
+    assert "1 file: 1 done (1 resumed, 1 replaced an earlier output), 0 skipped" in head
+    assert cli([*argv[:3], tmp_path / "once", *argv[4:]], capsys)[0] == 0
+    assert np.array_equal(tifffile.imread(tmp_path / "out" / "b0_labels.tif"),
+                          tifffile.imread(tmp_path / "once" / "b0_labels.tif"))

@@ -32,7 +32,7 @@ from napari_sam.batch.models import get_model
 from napari_sam.batch.preview import preview_path, write_preview_for
 from napari_sam.batch.reading import MovieOfVolumes
 from napari_sam.batch.rerun_reason import rerun_reason
-from napari_sam.batch.saved_work import resume_reason
+from napari_sam.batch.saved_work import kept_words, resume_reason
 from napari_sam.batch.segment_runner import run_segment
 from napari_sam.batch.time_lapse import prompts_at, run_time_lapse
 from napari_sam.memory import is_out_of_memory
@@ -212,9 +212,17 @@ def take_info(res: JobResult, info: dict, verdict) -> None:
     from what it kept of an interrupted run (:func:`resumed_reason`)."""
     res.objects = info.get("objects")
     res.details.update({k: v for k, v in info.items() if k != "objects"})
-    fresh = verdict.state == "missing" or verdict.cause == "unfinished"
-    # (else a complete output's reason, changed or --overwrite, says it all)
-    resumed_reason(res, info.get("resume") if fresh else None)
+    record = info.get("resume")
+    if verdict.state == "missing" or verdict.cause == "unfinished":
+        resumed_reason(res, record)
+        return
+    # a complete output's reason (changed, --overwrite) first, and what it kept of a run
+    # interrupted since (the same new settings: its slices are this run's)
+    kept = kept_words(record) if record is not None else ""
+    if kept:
+        res.details["rerun_reason"] = f"{res.details.get('rerun_reason')}; resumed: {kept}"
+    else:
+        res.details.pop("resume", None)
 
 
 def resumed_reason(res: JobResult, record: dict | None) -> None:

@@ -112,24 +112,34 @@ def resume_reason(record: dict, unfinished_output: bool = False) -> str:
     this run replaces (``recomputed: an earlier run did not finish it``). The same after
     Ctrl-C or SIGTERM (which put the sidecar back) as after SIGKILL (which leaves a
     ``"partial"`` one)."""
-    unit, n, kept = record["unit"], record.get("of"), int(record.get("kept") or 0)
-    dropped = record.get("discarded")
+    unit, dropped = record["unit"], record.get("discarded")
     if dropped:
         count = int(dropped["count"])
         return (f"recomputed: {dropped['why']} (since an interrupted run, whose "
                 f"{counted(count, 'finished ' + dropped.get('unit', unit))} "
                 f"{'was' if count == 1 else 'were'} discarded)")
+    words = kept_words(record)
+    if words:
+        return "resumed: " + words
+    if unfinished_output:
+        return "recomputed: an earlier run did not finish it"
+    return ""  # nothing kept, nothing discarded: as a first run (Ctrl-C or SIGKILL alike)
+
+
+def kept_words(record: dict) -> str:
+    """What a job kept of an interrupted run (its :func:`saved_auto_work` record, or a
+    movie's, or :func:`saved_embeddings`'), ``kept 5 of 20 slices an interrupted run
+    finished, computed the other 15``; "" when it kept nothing (or discarded it)."""
+    if record.get("discarded"):
+        return ""
+    unit, n, kept = record["unit"], record.get("of"), int(record.get("kept") or 0)
     within = record.get("within") or {}
     inner = (f" ({within['at']}: kept {within['kept']} of "
              f"{counted(within['of'], within.get('unit', 'slice'))})" if within.get("kept") else "")
     if kept:
         rest = (n - kept) if n is not None else 0
-        return (f"resumed: kept {kept}" + (f" of {counted(n, unit)}" if n is not None else
-                                          f" {unit}s" if kept > 1 else f" {unit}")
+        return (f"kept {kept}" + (f" of {counted(n, unit)}" if n is not None else
+                                  f" {unit}s" if kept > 1 else f" {unit}")
                 + " an interrupted run finished"
                 + (f", computed the other {rest}" if rest > 0 else "") + inner)
-    if inner:
-        return f"resumed: an interrupted run finished none of its {unit}s{inner}"
-    if unfinished_output:
-        return "recomputed: an earlier run did not finish it"
-    return ""  # nothing kept, nothing discarded: as a first run (Ctrl-C or SIGKILL alike)
+    return f"an interrupted run finished none of its {unit}s{inner}" if inner else ""

@@ -114,8 +114,8 @@ def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False,
            f"{edited} changed since written: kept" if edited else ""]
     why = ", ".join(w for w in why if w)
     replaced = sum(r.status == "done" and bool(r.details.get("replaced")) for r in results)
-    resumed = sum(r.status == "done" and str(r.details.get("rerun_reason")).startswith(
-        "resumed") for r in results)  # an interrupted run's work kept
+    resumed = sum(r.status == "done" and "resumed" in str(r.details.get("rerun_reason"))
+                  for r in results)  # an interrupted run's work kept
     done_why = ", ".join(w for w in (
         f"{resumed} resumed" if resumed else "",
         f"{replaced} replaced {for_count(replaced, 'an earlier output', 'earlier outputs')}"
