@@ -159,8 +159,12 @@ class JobResult:
     model in its process (False when the process's model cache already held it); ``pid`` is
     the process that ran it. ``details`` of a job that ran hold ``rerun_reason`` (why an
     output already there was computed again, "" when there was none:
-    :func:`napari_sam.batch.rerun_reason.rerun_reason`) and ``replaced`` (whether an
-    earlier output was there, which a ``"done"`` job replaced).
+    :func:`napari_sam.batch.rerun_reason.rerun_reason`, or what it kept of an interrupted
+    run: :func:`napari_sam.batch.saved_work.resume_reason`), ``replaced`` (whether an
+    earlier output was there, which a ``"done"`` job replaced), ``resume`` where it kept an
+    interrupted run's work (a :mod:`napari_sam.batch.saved_work` record: ``kept``, ``of``,
+    ``unit``, ``discarded``) and ``unlockable`` (output folder, why) where the output folder's
+    file system cannot lock.
     """
 
     input: str
