@@ -1,6 +1,14 @@
-"""Running ``napari-sam`` in-process in tests: its exit code and output, never a traceback."""
+"""Running ``napari-sam`` in-process in tests: its exit code and output, never a traceback
+(and as a subprocess, to send it a signal: :func:`start_cli`, :func:`interrupt_in`)."""
 
 from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 
 def cli(argv, capsys) -> tuple[int, str, str]:
@@ -71,3 +79,38 @@ def record_embedding_bars(monkeypatch) -> list:
 
     monkeypatch.setattr(embedding_stores, "JobProgressBar", Recording)
     return bars
+
+
+def cli_env(tmp_path: Path, *first: Path) -> dict:
+    """The environment of a ``python -m napari_sam.cli`` subprocess: this checkout's
+    napari_sam (after the folders ``first``), an empty model cache, one thread."""
+    import napari_sam
+
+    paths = [*map(str, first), str(Path(napari_sam.__file__).parents[1])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "OMP_NUM_THREADS": "1",
+            "NAPARI_SAM_CACHE_DIR": str(tmp_path / "model-cache"), "PYTHONWARNINGS": "ignore"}
+
+
+def start_cli(argv, tmp_path) -> subprocess.Popen:
+    """``python -m napari_sam.cli ARGV`` started in a subprocess (output captured)."""
+    return subprocess.Popen([sys.executable, "-m", "napari_sam.cli", *argv],
+                            env=cli_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def interrupt_in(proc: subprocess.Popen, ready, sig=signal.SIGINT, timeout: float = 300) -> str:
+    """Send ``sig`` to ``proc`` once ``ready()`` is true; its stdout and stderr after it ended
+    (asserts it was still running: else make the input bigger)."""
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert proc.poll() is None, "finished before the signal; make the input bigger"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return out + err

@@ -10,14 +10,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 
-from cli_runner import cli
+from cli_runner import cli, cli_env, interrupt_in, start_cli
 from napari_sam import io as nio
 
 pytestmark = pytest.mark.usefixtures("offline_cli")
@@ -33,16 +32,6 @@ def flock(fd, op):
     return _flock(fd, op)
 fcntl.flock = flock
 """
-
-
-def cli_env(tmp_path: Path, *first: Path) -> dict:
-    """The environment of a ``python -m napari_sam.cli`` subprocess: this checkout's
-    napari_sam (after the folders ``first``), an empty model cache, one thread."""
-    import napari_sam
-
-    paths = [*map(str, first), str(Path(napari_sam.__file__).parents[1])]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "OMP_NUM_THREADS": "1",
-            "NAPARI_SAM_CACHE_DIR": str(tmp_path / "model-cache"), "PYTHONWARNINGS": "ignore"}
 
 
 def blob_folder(folder: Path, n: int = 3, z: int = 6, size: int = 64) -> Path:
@@ -86,31 +75,6 @@ def test_an_unlockable_folder_is_said_once_in_the_summary_with_workers(tmp_path,
     assert proc.stdout.rstrip().endswith(said[0])
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
         f"b{i}_labels.tif{s}" for i in range(4) for s in ("", ".json"))
-
-
-def interrupt_in(proc: subprocess.Popen, ready, sig=signal.SIGINT, timeout: float = 300) -> str:
-    """Send ``sig`` to ``proc`` once ``ready()`` is true; its stdout and stderr after it ended
-    (asserts it was still running: else make the input bigger)."""
-    deadline = time.monotonic() + timeout
-    try:
-        while not ready():
-            assert proc.poll() is None, "finished before the signal; make the input bigger"
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return out + err
-
-
-def start_cli(argv, tmp_path) -> subprocess.Popen:
-    """``python -m napari_sam.cli ARGV`` started in a subprocess (output captured)."""
-    return subprocess.Popen([sys.executable, "-m", "napari_sam.cli", *argv],
-                            env=cli_env(tmp_path), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
 
 
 def saved_slices(out: Path, name: str, under: str = "") -> int:
