@@ -292,3 +292,24 @@ def test_a_rerun_with_new_options_interrupted_then_rerun_says_both(tmp_path, tin
     assert cli([*argv[:3], tmp_path / "once", *argv[4:]], capsys)[0] == 0
     assert np.array_equal(tifffile.imread(tmp_path / "out" / "b0_labels.tif"),
                           tifffile.imread(tmp_path / "once" / "b0_labels.tif"))
+
+
+def test_clearing_leftovers_of_an_unlockable_folder_logs_nothing(tmp_path, monkeypatch, caplog):
+    """After an interrupted cluster run the client clears its jobs' leftovers: where the
+    file system cannot lock, that logged "cannot lock" once more, beside the summary's note."""
+    import fcntl
+
+    from napari_sam.batch.jobs import clear_leftovers
+
+    def flock(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    out = tmp_path / "out" / "a_labels.tif"
+    lock = out.parent / ".napari-sam-work" / "locks" / "a_labels.tif.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("12345 host\n")  # a killed worker's
+    nio.write_json_atomic(nio.output_metadata_path(out), {"status": "partial", "pid": 12345})
+    clear_leftovers(out)
+    assert [r.getMessage() for r in caplog.records if "cannot lock" in r.getMessage()] == []
+    assert not nio.output_metadata_path(out).exists() and not lock.exists()

@@ -492,7 +492,7 @@ def clear_leftovers(output: Path, until: float | None = None) -> None:
     output stays: it says that output is not complete. An output locked by a running
     process is left alone; ``until`` (a ``time.monotonic()`` deadline) waits for a holder
     that is exiting (the workers of a local cluster that is closing)."""
-    lock = OutputLock(output)
+    lock = OutputLock(output, note=False)  # (the jobs said it: once, in the summary)
     while lock.path.exists():  # else nothing left by a killed job (and no folder made here)
         try:
             with lock as locked:
