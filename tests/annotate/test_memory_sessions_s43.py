@@ -55,12 +55,13 @@ def test_old_and_surplus_autosaves_go_and_the_protected_ones_stay():
 
 
 def test_a_new_image_autosaved_prunes_the_old_ones(tiny_sam):
-    from napari_sam.annotate.memory_sessions import memory_session_file
+    from napari_sam.annotate.memory_sessions import memory_image_key, memory_session_file
 
     old = _autosave_folder("d" * 16, 40)
     s = blob_session(tiny_sam)
     commit_at(s, 1, 20, 20)
-    mine = memory_session_file(s.session_state().image["hash"])
+    mine = memory_session_file(memory_image_key(s.session_state().image["hash"],
+                                                s.source.stack, s.image_data))
     assert s.autosave_path() == mine and mine.is_file()
     assert not old.exists()
 
@@ -80,3 +81,26 @@ def test_an_image_picked_with_no_autosave_of_any_array_is_not_hashed(tiny_sam, m
     s.release_session_file()  # (its dock closed)
     other = blob_session(tiny_sam)
     assert other.saved_session_path() == s.autosave_path() and len(hashed) == 2
+
+
+def test_an_array_differing_only_in_slices_the_image_hash_skips_is_offered_nothing(tiny_sam):
+    """The image hash reads 16 of 20 slices: an array that differs from one autosaved only on
+    slice 2 (one not read) was offered the other's session, and Resume put labels drawn on
+    other pixels on it. An array in memory is known by all its pixels."""
+    from napari_sam.annotate.memory_sessions import memory_sessions_folder
+    from stacks import blob_stack
+
+    raw = blob_stack(z=20)
+    edited = raw.copy()
+    edited[2] += 50  # (the image hash samples slices 0, 1, 3, ...: not 2)
+    s = blob_session(tiny_sam)
+    s.set_image(raw, name="raw")
+    commit_at(s, 1, 20, 20)
+    s.release_session_file()  # (its dock closed)
+    other = blob_session(tiny_sam)
+    other.set_image(edited, name="edited")
+    assert other.saved_session_path() is None and other.offer_resume() is None
+    same = blob_session(tiny_sam)
+    same.set_image(raw.copy(), name="raw again")  # the same pixels: its session is found
+    assert same.saved_session_path() == s.autosave_path()
+    assert len(list(memory_sessions_folder().iterdir())) == 1

@@ -3,9 +3,9 @@ another plugin made, a pasted layer.
 
 Such an image's session was never autosaved (there is no file to save it beside): napari
 killed or crashing lost every commit. It is now autosaved under the cache folder, in a folder
-of its own named by the image's content hash (:func:`memory_session_file`): the same pixels
-added again, also in a new napari, find their session and are offered to resume it; other
-pixels find none. Within that folder the rules of an image file's session file apply (another
+of its own named by the image's pixels (:func:`memory_image_key`, :func:`memory_session_file`):
+the same pixels added again, also in a new napari, find their session and are offered to
+resume it; other pixels find none. Within that folder the rules of an image file's session file apply (another
 image of the same pixels under another name and shape has a file of its own).
 
 Those folders are the only files napari-sam writes there, and nobody else removes them:
@@ -17,12 +17,16 @@ one named to keep (the image open), and removes only the session files in them (
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
+import zlib
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["KEPT_DAYS", "KEPT_IMAGES", "MEMORY_FOLDER", "memory_autosave_words",
-           "memory_session_file", "memory_sessions_folder", "prune_memory_sessions"]
+           "memory_image_key", "memory_session_file", "memory_sessions_folder", "prune_memory_sessions"]
 
 #: the folder, under the cache folder's ``sessions``, of the autosaves of images without a file
 MEMORY_FOLDER = "in-memory"
@@ -45,11 +49,26 @@ def memory_sessions_folder() -> Path:
     return cache_dir() / "sessions" / MEMORY_FOLDER
 
 
-def memory_session_file(image_hash: str) -> Path:
+def memory_image_key(image_hash: str, stack, data) -> str:
+    """What names the autosave folder of an image without a file: ``image_hash``
+    (:func:`napari_sam.session.image_hash` of ``stack``, which reads up to 16 of its slices)
+    when the layer's ``data`` is lazy (dask, zarr: not read whole); when ``data`` is a numpy
+    array in memory, a hash of ``image_hash`` and the CRC-32 of every slice of ``stack`` (the
+    (Z, Y, X[, C]) stack SAM sees; about 4 GB/s): two arrays that differ only on slices the
+    image hash leaves out were one image, each offered the other's session."""
+    if not isinstance(data, np.ndarray):
+        return str(image_hash)
+    h = hashlib.blake2b(str(image_hash).encode(), digest_size=16)
+    for z in range(int(stack.shape[0])):
+        h.update(zlib.crc32(np.ascontiguousarray(stack[z])).to_bytes(4, "little"))
+    return h.hexdigest()
+
+
+def memory_session_file(image_key: str) -> Path:
     """Where the session of an image without a file is autosaved:
-    ``<cache>/sessions/in-memory/<first 16 hex digits of image_hash>/image.sam-session.json``
-    (``image_hash``: :func:`napari_sam.session.image_hash` of the stack SAM sees)."""
-    return memory_sessions_folder() / str(image_hash)[:16] / "image.sam-session.json"
+    ``<cache>/sessions/in-memory/<first 16 hex digits of image_key>/image.sam-session.json``
+    (``image_key``: :func:`memory_image_key` of the stack SAM sees)."""
+    return memory_sessions_folder() / str(image_key)[:16] / "image.sam-session.json"
 
 
 def memory_autosave_words(image_name: str, written: Path) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 from napari_sam import session as S
 
 from .image_source import movie_sessions
-from .memory_sessions import memory_session_file, memory_sessions_folder
+from .memory_sessions import memory_image_key, memory_session_file, memory_sessions_folder
 from .session_claims import alternate_session_files
 
 __all__ = ["SessionPlaces", "fallback_session_file", "folder_writable"]
@@ -49,8 +49,8 @@ def fallback_session_file(image_path) -> Path:
 
 class SessionPlaces:
     """The session files of the session's image (needs the session's attributes:
-    ``image_path``, ``image_name``, ``source``, ``_image_records``, ``_claims``,
-    ``_hash``, ``wait_autosave``)."""
+    ``image_path``, ``image_name``, ``image_identity``, ``source``, ``channel_axis``,
+    ``channel``, ``_image_records``, ``_claims``, ``_hash``, ``wait_autosave``)."""
 
     def autosave_path(self) -> Path | None:
         """Where the session is autosaved: next to the image file, or under the cache folder
@@ -62,11 +62,20 @@ class SessionPlaces:
         if movie_sessions(self.source):
             return None
         if path is None:
-            return None if self.source is None else self.own_session_file(
-                memory_session_file(self._hash()))
+            return None if self.source is None else self.own_session_file(self._memory_file())
         beside = S.session_file_for(path)
         return self.own_session_file(
             beside if folder_writable(beside.parent) else fallback_session_file(path))
+
+    def _memory_file(self) -> Path:
+        """The autosave of this image without a file, by its pixels (their key kept while
+        the layer's data object and channel stay: hashed once, as :meth:`_hash`)."""
+        key = (id(self.image_identity()[1]), self.channel_axis, self.channel)
+        known = getattr(self, "_memory_key", None)
+        if known is None or known[0] != key:
+            self._memory_key = (key, memory_image_key(self._hash(), self.source.stack,
+                                                      self.image_identity()[1]))
+        return memory_session_file(self._memory_key[1])
 
     def own_session_file(self, file: Path) -> Path:
         """``file`` (an image file's session file), or this image's own beside it,
@@ -116,7 +125,7 @@ class SessionPlaces:
         path = self.image_path()
         if files is None and path is None:  # (none saved yet: the pixels need no hash)
             files = () if self.source is None or movie_sessions(self.source) or not (
-                memory_sessions_folder().is_dir()) else (memory_session_file(self._hash()),)
+                memory_sessions_folder().is_dir()) else (self._memory_file(),)
         elif files is None:
             files = (S.session_file_for(path), fallback_session_file(path))
         return [q for p in map(self.own_session_file, files)
