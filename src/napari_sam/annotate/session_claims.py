@@ -122,8 +122,9 @@ class SessionClaim:
 def claim_session_file(path: Path) -> SessionClaim | None:
     """Claim the session file ``path`` for the calling session; None when another live
     session holds it (in this process or another). A lock file that cannot be made (a
-    read-only folder: the autosave falls back anyway) or locked (a file system that cannot
-    lock: said once) gives a claim within this process only."""
+    read-only folder: the autosave falls back anyway; another user's, not writable here, is
+    still tried read-only) or locked (a file system that cannot lock: said once) gives a
+    claim within this process only."""
     path = Path(path)
     key = str(path.absolute())
     with _GUARD:
@@ -192,9 +193,13 @@ def claim_holder(path: Path) -> str:
 def _flock(lock: Path):
     """An open handle of ``lock`` holding its exclusive ``flock``, with this process's id and
     host in it (not locked where the file system cannot lock); False: another process holds
-    it; None: no lock here (no ``fcntl``, or the lock file cannot be made)."""
+    it; None: no lock here (no ``fcntl``, or the lock file cannot be made or written: then
+    one that another process holds, as another user's in a shared folder, still gives
+    False)."""
     handle = open_locked(lock, lock_flag("LOCK_EX") | lock_flag("LOCK_NB"),
                          unlockable=lambda exc: _note_unlockable(lock.parent, exc))
+    if handle is None and _locked(lock):  # (read-only: its holder's lock still counts)
+        return False
     if not handle:
         return handle
     with contextlib.suppress(OSError):
