@@ -104,3 +104,29 @@ def test_an_array_differing_only_in_slices_the_image_hash_skips_is_offered_nothi
     same.set_image(raw.copy(), name="raw again")  # the same pixels: its session is found
     assert same.saved_session_path() == s.autosave_path()
     assert len(list(memory_sessions_folder().iterdir())) == 1
+
+
+def test_save_session_into_the_pruned_folder_is_refused(tiny_sam, tmp_path):
+    """After Resume of an array's autosave the dock's *Save session...* dialog starts at that
+    autosave (``session_path``): accepting it, or naming a file there, saved the user's work
+    where the autosaves of images without a file are removed after 30 days."""
+    import pytest
+
+    from napari_sam.annotate import UserError
+    from napari_sam.annotate.memory_sessions import memory_sessions_folder
+
+    s = blob_session(tiny_sam)
+    commit_at(s, 1, 20, 20)
+    auto = s.autosave_path()
+    before = auto.read_bytes()
+    for asked in (auto, auto.parent / "cells.sam-session.json", auto.parent / "mine.json"):
+        with pytest.raises(UserError) as said:
+            s.save_session(asked)
+        assert str(said.value) == (
+            f"Could not save the session to {asked}: {memory_sessions_folder()} holds the "
+            "autosaves of images without a file, removed after 30 days unwritten. Pick "
+            "another folder to keep it.")
+    assert auto.read_bytes() == before and sorted(p.name for p in auto.parent.iterdir()
+                                                  if not p.name.startswith(".")) == sorted(
+        p.name for p in auto.parent.glob("image.sam-session*"))
+    assert s.save_session(tmp_path / "mine.json") == tmp_path / "mine.json"

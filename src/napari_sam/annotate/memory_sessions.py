@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["KEPT_DAYS", "KEPT_IMAGES", "MEMORY_FOLDER", "memory_autosave_words",
-           "memory_image_key", "memory_session_file", "memory_sessions_folder", "prune_memory_sessions"]
+           "memory_image_key", "memory_session_file", "memory_sessions_folder",
+           "prune_memory_sessions", "refuse_memory_folder"]
 
 #: the folder, under the cache folder's ``sessions``, of the autosaves of images without a file
 MEMORY_FOLDER = "in-memory"
@@ -77,6 +78,20 @@ def memory_autosave_words(image_name: str, written: Path) -> str:
     again finds it."""
     return (f"'{image_name}' has no file: the session is autosaved in {written} (adding the "
             "same image again, also in a new napari, offers to resume it).")
+
+
+def refuse_memory_folder(path: Path) -> None:
+    """:class:`~napari_sam.annotate.errors.UserError` when ``path``, where the user saves a
+    session (*Save session...*), is in :func:`memory_sessions_folder`: the files there are
+    removed after :data:`KEPT_DAYS` days (the dock's dialog starts at a resumed autosave of
+    an image without a file, there)."""
+    from .errors import UserError
+
+    folder = memory_sessions_folder()
+    if Path(path).resolve().is_relative_to(folder.resolve()):
+        raise UserError(f"Could not save the session to {path}: {folder} holds the autosaves "
+                        f"of images without a file, removed after {KEPT_DAYS} days unwritten. "
+                        "Pick another folder to keep it.")
 
 
 def prune_memory_sessions(keep: Path | None = None, now: float | None = None) -> list[Path]:

@@ -42,7 +42,7 @@ from .autosave_writer import AutosaveWriter
 from .errors import UserError, sentence
 from .image_source import refuse_movie_sessions
 from .live_session_files import LiveSessionFiles
-from .memory_sessions import memory_autosave_words, prune_memory_sessions
+from .memory_sessions import memory_autosave_words, prune_memory_sessions, refuse_memory_folder
 from .prompt_groups import POINT_OBJECT, inside_image
 from .session_claims import SessionClaims, claim_holder
 from .session_compare import holds_the_same_work, same_prompts
@@ -288,6 +288,7 @@ class SessionLog(SessionPlaces, LiveSessionFiles):
         :func:`~napari_sam.session.saved_session_file`); returns the path written."""
         asked, path = path, S.saved_session_file(path)  # (".json" added, a long name fitted)
         self.refuse_live_file(path, "saved")  # another live session's autosave
+        refuse_memory_folder(path)  # (its autosaves are removed after 30 days)
         refuse_movie_sessions(self.source, "saved")
         self.wait_autosave()  # (it may write to this path, or the path it keeps aside)
         try:
