@@ -130,3 +130,19 @@ def test_save_session_into_the_pruned_folder_is_refused(tiny_sam, tmp_path):
                                                   if not p.name.startswith(".")) == sorted(
         p.name for p in auto.parent.glob("image.sam-session*"))
     assert s.save_session(tmp_path / "mine.json") == tmp_path / "mine.json"
+
+
+def test_a_memory_mapped_array_is_not_read_whole(tmp_path):
+    """A script's ``np.load(..., mmap_mode="r")`` or ``tifffile.memmap`` (also a view of it)
+    is a numpy array on disk: the key of an array in memory would read all of it (20 GB:
+    minutes, with the dock frozen) when it is picked; it is known by its image hash."""
+    import numpy as np
+
+    from napari_sam.annotate.memory_sessions import memory_image_key
+
+    np.save(tmp_path / "big.npy", np.arange(20 * 8 * 8, dtype=np.uint16).reshape(20, 8, 8))
+    mapped = np.load(tmp_path / "big.npy", mmap_mode="r")
+    for data in (mapped, np.asarray(mapped), mapped[2:]):
+        assert memory_image_key("0123456789abcdef" * 2, data, data) == "0123456789abcdef" * 2
+    in_memory = np.array(mapped)
+    assert memory_image_key("0123456789abcdef" * 2, in_memory, in_memory) != "0123456789abcdef" * 2

@@ -18,6 +18,7 @@ one named to keep (the image open), and removes only the session files in them (
 from __future__ import annotations
 
 import hashlib
+import mmap
 import re
 import time
 import zlib
@@ -56,13 +57,26 @@ def memory_image_key(image_hash: str, stack, data) -> str:
     when the layer's ``data`` is lazy (dask, zarr: not read whole); when ``data`` is a numpy
     array in memory, a hash of ``image_hash`` and the CRC-32 of every slice of ``stack`` (the
     (Z, Y, X[, C]) stack SAM sees; about 4 GB/s): two arrays that differ only on slices the
-    image hash leaves out were one image, each offered the other's session."""
-    if not isinstance(data, np.ndarray):
+    image hash leaves out were one image, each offered the other's session. A memory-mapped
+    array (``np.load(mmap_mode=...)``, ``tifffile.memmap``, a view of one) is on disk: lazy."""
+    if not _in_memory(data):
         return str(image_hash)
     h = hashlib.blake2b(str(image_hash).encode(), digest_size=16)
     for z in range(int(stack.shape[0])):
         h.update(zlib.crc32(np.ascontiguousarray(stack[z])).to_bytes(4, "little"))
     return h.hexdigest()
+
+
+def _in_memory(data) -> bool:
+    """Whether ``data`` is a numpy array in memory (not mapped from a file, nor a view of
+    one)."""
+    if not isinstance(data, np.ndarray):
+        return False
+    while isinstance(data, np.ndarray):
+        if isinstance(data, np.memmap):
+            return False
+        data = data.base
+    return not isinstance(data, mmap.mmap)
 
 
 def memory_session_file(image_key: str) -> Path:
