@@ -146,3 +146,26 @@ def test_a_memory_mapped_array_is_not_read_whole(tmp_path):
         assert memory_image_key("0123456789abcdef" * 2, data, data) == "0123456789abcdef" * 2
     in_memory = np.array(mapped)
     assert memory_image_key("0123456789abcdef" * 2, in_memory, in_memory) != "0123456789abcdef" * 2
+
+
+def test_a_float_array_with_nan_pixels_is_autosaved(tiny_sam):
+    """A script's float array with NaN pixels (a registration's padding, a masked image): the
+    session recorded its contrast limits as ``[nan, nan]`` (``min`` of slice 0), which JSON
+    cannot hold, so every autosave of it failed ("Out of range float values are not JSON
+    compliant: nan") and *Save session* too. The limits are those of its finite pixels."""
+    import numpy as np
+
+    from napari_sam.session import read_session
+    from stacks import blob_stack
+
+    padded = blob_stack()
+    padded[:, :4, :] = np.nan
+    s = blob_session(tiny_sam)
+    s.set_image(padded, name="padded")
+    warned = []
+    s.notify_warning = warned.append
+    commit_at(s, 1, 20, 20)
+    assert warned == [] and s.autosave
+    finite = padded[0, 4:]
+    assert read_session(s.autosave_path(), load_labels=False).image["contrast_limits"] == [
+        float(finite.min()), float(finite.max())]

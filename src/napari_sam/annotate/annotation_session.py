@@ -166,9 +166,11 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, LastSave, Autosa
         return self.image_data is not None
 
     def contrast_limits(self) -> list[float]:
-        """The image's display contrast limits (a session file records them)."""
+        """The image's display contrast limits (a session file records them): slice 0's
+        finite pixels' range (NaN pixels, which JSON cannot hold, left out; none: 0-1)."""
         data = np.asarray(self.source.stack[0]) if self.source is not None else np.zeros(1)
-        return [float(data.min()), float(data.max())]
+        data = data[np.isfinite(data)] if data.dtype.kind == "f" else data
+        return [float(data.min()), float(data.max())] if data.size else [0.0, 1.0]
 
     def current_z(self) -> int:
         """The slice shown (the one prompts and previews are about)."""
