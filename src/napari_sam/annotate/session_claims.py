@@ -152,16 +152,19 @@ def claimed(path: Path) -> bool:
         return _locked(lock_file_for(path))
 
 
-def _locked(lock: Path) -> bool:
-    """Whether another open handle holds the ``flock`` of the file ``lock`` (not made)."""
+def _locked(lock: Path, unreadable: bool = False) -> bool:
+    """Whether another open handle holds the ``flock`` of the file ``lock`` (not made);
+    ``unreadable``: the answer when it is there but cannot be opened (another user's)."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: the table of this process only
         return False
     try:
         handle = open(lock, encoding="utf-8")
-    except OSError:  # none there: nobody holds it
+    except FileNotFoundError:  # none there: nobody holds it
         return False
+    except OSError:
+        return unreadable
     with handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -198,7 +201,7 @@ def _flock(lock: Path):
     False)."""
     handle = open_locked(lock, lock_flag("LOCK_EX") | lock_flag("LOCK_NB"),
                          unlockable=lambda exc: _note_unlockable(lock.parent, exc))
-    if handle is None and _locked(lock):  # (read-only: its holder's lock still counts)
+    if handle is None and _locked(lock, unreadable=True):  # (another user's: it still counts)
         return False
     if not handle:
         return handle
