@@ -169,3 +169,28 @@ def test_a_float_array_with_nan_pixels_is_autosaved(tiny_sam):
     finite = padded[0, 4:]
     assert read_session(s.autosave_path(), load_labels=False).image["contrast_limits"] == [
         float(finite.min()), float(finite.max())]
+
+
+def test_going_back_to_an_array_does_not_hash_it_again(tiny_sam, monkeypatch):
+    """Picking an image without a file hashes its pixels on the UI thread (0.5 s for a
+    (100, 2048, 2048) uint16 array here) to find its autosave: going back and forth between
+    two arrays hashed each again at every pick."""
+    from napari_sam import session as S
+    from napari_sam.annotate import memory_sessions
+    from stacks import blob_stack
+
+    s = blob_session(tiny_sam)
+    commit_at(s, 1, 20, 20)  # (an autosave by pixels exists: picks look for theirs)
+    first, other = s.image_data, blob_stack(seed=1)
+    hashed, keyed = [], []
+    real_hash, real_key = S.image_hash, memory_sessions.memory_image_key
+    monkeypatch.setattr(S, "image_hash", lambda stack: hashed.append(1) or real_hash(stack))
+    monkeypatch.setattr("napari_sam.annotate.session_places.memory_image_key",
+                        lambda *a: keyed.append(1) or real_key(*a))
+    mine = s.autosave_path()
+    for data, name in ((other, "other"), (first, "blobs"), (other, "other")):
+        s.set_image(data, name=name)
+        s.offer_resume()
+    assert (len(hashed), len(keyed)) == (1, 1)  # 'other' once; 'blobs' known from its commit
+    s.set_image(first, name="blobs")
+    assert s.autosave_path() == mine and s.saved_session_path() == mine

@@ -92,7 +92,6 @@ class SessionLog(SessionPlaces, LiveSessionFiles):
         self.session_path: Path | None = None
         self._declined: set[str] = set()
         self._volume_request = None  # (prompts, options, {i: object key}) of the preview
-        self._image_hash: tuple[tuple, str] | None = None
         self._autosave_said: set[str] = set()  # fallback places the status has named
         self._autosave_note = ""
         self._log_generation = 0  # +1 whenever the log starts again (another target, a load)
@@ -238,10 +237,7 @@ class SessionLog(SessionPlaces, LiveSessionFiles):
     # ------------------------------------------------------------------ state
     def _hash(self) -> str:
         # the stack SAM sees: another channel of the same layer data is another image
-        key = (id(self.image_identity()[1]), self.channel_axis, self.channel)
-        if self._image_hash is None or self._image_hash[0] != key:
-            self._image_hash = (key, S.image_hash(self.source.stack))
-        return self._image_hash[1]
+        return self._digest("hash")
 
     def _pending_prompts(self) -> dict:
         """The uncommitted prompts on the image (one beside it would make the file refused

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import weakref
 from pathlib import Path
 
 from napari_sam import session as S
@@ -26,7 +27,11 @@ from .image_source import movie_sessions
 from .memory_sessions import memory_image_key, memory_session_file, memory_sessions_folder
 from .session_claims import alternate_session_files
 
-__all__ = ["SessionPlaces", "fallback_session_file", "folder_writable"]
+__all__ = ["KEPT_KEYS", "SessionPlaces", "fallback_session_file", "folder_writable"]
+
+#: the images' pixel hashes a session keeps (those of the last images picked)
+KEPT_KEYS = 8
+_SAME = object()  # a data object kept by its id alone, while it is the last one hashed
 
 
 def folder_writable(folder: Path) -> bool:
@@ -68,14 +73,33 @@ class SessionPlaces:
             beside if folder_writable(beside.parent) else fallback_session_file(path))
 
     def _memory_file(self) -> Path:
-        """The autosave of this image without a file, by its pixels (their key kept while
-        the layer's data object and channel stay: hashed once, as :meth:`_hash`)."""
-        key = (id(self.image_identity()[1]), self.channel_axis, self.channel)
-        known = getattr(self, "_memory_key", None)
-        if known is None or known[0] != key:
-            self._memory_key = (key, memory_image_key(self._hash(), self.source.stack,
-                                                      self.image_identity()[1]))
-        return memory_session_file(self._memory_key[1])
+        """The autosave of this image without a file, by its pixels."""
+        return memory_session_file(self._digest("memory"))
+
+    def _digest(self, what: str) -> str:
+        """The image's ``"hash"`` (:func:`napari_sam.session.image_hash` of the stack SAM
+        sees) or ``"memory"`` key (:func:`~napari_sam.annotate.memory_sessions.
+        memory_image_key`), kept for the last :data:`KEPT_KEYS` data objects (and channels)
+        picked while they live: going back to an array does not hash it again on the UI
+        thread (a data object that cannot be referred to weakly: while it is the last)."""
+        data = self.image_identity()[1]
+        key = (id(data), self.channel_axis, self.channel)
+        known = self.__dict__.setdefault("_digests", {})
+        last = next(reversed(known), None)
+        ref, found = known.pop(key, (None, {}))
+        if ref is None or (ref() is not data if ref is not _SAME else key != last):
+            try:
+                ref, found = weakref.ref(data), {}
+            except TypeError:  # (napari's layer data is weakly referable; a list is not)
+                ref, found = _SAME, {}
+        if "hash" not in found:
+            found["hash"] = S.image_hash(self.source.stack)
+        if what == "memory" and what not in found:
+            found[what] = memory_image_key(found["hash"], self.source.stack, data)
+        known[key] = (ref, found)  # (the newest last)
+        while len(known) > KEPT_KEYS:
+            known.pop(next(iter(known)))
+        return found[what]
 
     def own_session_file(self, file: Path) -> Path:
         """``file`` (an image file's session file), or this image's own beside it,
