@@ -67,3 +67,22 @@ def test_a_session_on_a_file_system_that_cannot_lock_autosaves_and_is_offered_af
     assert third.offer_resume() is not None
     assert offers[-1].startswith("napari ended unexpectedly (killed or crashed; its last "
                                  "autosave was at ")
+
+
+def test_the_note_is_said_once_per_file_system_not_per_folder(tmp_path, unlockable):
+    """On a home folder on NFS without a lock daemon, every image without a file autosaves
+    in a folder of its own under the cache folder (``sessions/in-memory/<hex>``): the note
+    that the file system cannot lock came again for each new image."""
+    from napari_sam.annotate.session_claims import claim_session_file
+
+    claims = []
+    with pytest.warns(UserWarning) as said:
+        for name in ("0123456789abcdef", "fedcba9876543210"):
+            (tmp_path / name).mkdir()
+            claims.append(claim_session_file(tmp_path / name / "image.sam-session.json"))
+    assert all(c is not None for c in claims)
+    notes = [str(w.message) for w in said if "cannot lock" in str(w.message)]
+    assert len(notes) == 1 and notes[0].startswith(
+        f"The file system of {tmp_path / '0123456789abcdef'} cannot lock files")
+    for c in claims:
+        c.release()

@@ -21,7 +21,7 @@ A file system that cannot lock (NFS without a lock daemon: ``flock`` fails with 
 EOPNOTSUPP, ENOSYS) cannot tell whether another process holds a claim: a session there
 claims its file within this process only (its lock file is still written, and removed when
 it lets go, so a napari killed there is still said to have ended unexpectedly), no file there
-reads as another process's, and a warning says so once per folder (before, any ``flock``
+reads as another process's, and a warning says so once per file system (before, any ``flock``
 error read as held: every autosave there was refused, and its session never offered again).
 """
 
@@ -47,7 +47,7 @@ MAX_ALTERNATES = 20
 _SUFFIX = ".sam-session.json"
 _GUARD = threading.Lock()
 _HELD: dict[str, weakref.ref] = {}  # absolute session file -> its claim, in this process
-_UNLOCKABLE_NOTED: set[str] = set()  # folders whose file system cannot lock, said once
+_UNLOCKABLE_NOTED: set[str] = set()  # file systems (devices) that cannot lock, said once
 
 
 def lock_file_for(path: Path) -> Path:
@@ -214,9 +214,14 @@ def _flock(lock: Path):
 
 
 def _note_unlockable(folder: Path, exc: OSError) -> None:
-    """Warn once per ``folder`` that its file system cannot lock files (``exc``: the error of
-    ``flock``), so that two napari autosaving one session there are not kept apart."""
-    key = str(Path(folder).absolute())
+    """Warn once per file system that the one of ``folder`` cannot lock files (``exc``: the
+    error of ``flock``), so that two napari autosaving one session there are not kept apart
+    (once per folder, it came again for each image without a file: each autosaves in a
+    folder of its own under the cache folder)."""
+    try:
+        key = f"device {os.stat(folder).st_dev}"
+    except OSError:
+        key = str(Path(folder).absolute())
     if key in _UNLOCKABLE_NOTED:
         return
     _UNLOCKABLE_NOTED.add(key)
