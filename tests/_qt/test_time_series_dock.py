@@ -91,3 +91,21 @@ def test_a_stack_napari_names_time_is_a_time_series(make_widget, demo_available,
     c.propagate()
     widget.wait()
     assert c.volume.slice_range[1] == (0, 11), c.status  # (as z: 0-3)
+
+
+@pytest.mark.parametrize("named", ["label", "unit"])
+def test_an_rgb_stack_napari_names_time_is_a_time_series(make_widget, demo_available, named):
+    """An RGB (T, Y, X, 3) time-lapse added with ``axis_labels=("t", "y", "x")`` (or a unit
+    of time on its first axis) stayed 'Stack axis is' z, as a grey one did before: the RGB
+    layer was passed over (its colour axis counted as a fourth axis)."""
+    kwargs = ({"axis_labels": ("t", "y", "x")} if named == "label"
+              else {"units": ("second", "um", "um")})
+    grey = _bleaching_movie()
+    rgb = np.repeat((grey / grey.max() * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    viewer, widget = make_widget(rgb, rgb=True, name="bleach", **kwargs)
+    c = widget.controller
+    assert viewer.layers["bleach"].rgb and c.source.rgb
+    assert c.axis_kind == "t" and widget._axis_kind.currentIndex() == 1, c.status
+    why = ("napari names axis 0 of 'bleach' 't'" if named == "label"
+           else "napari gives axis 0 of 'bleach' the unit 'second'")
+    assert f"Stack axis is t: {why}, a time series" in c.status, c.status

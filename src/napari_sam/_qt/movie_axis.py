@@ -62,17 +62,19 @@ def first_axis_named(layer, channel_axis: int | None) -> tuple[bool, str] | None
 
 
 def stack_axis_named(layer, channel_axis: int | None) -> tuple[str, str] | None:
-    """What napari names the stack axis of a grey 3D stack ``layer`` (the first of its
+    """What napari names the stack axis of a 3D stack ``layer``, grey or RGB (the first of its
     three axes, size-1 axes and ``channel_axis`` aside): ``("t", words)`` for time (its
     ``axis_labels``, e.g. ``("t", "y", "x")``, or a unit of time), ``("z", words)`` for depth
     (labelled "z"), e.g. ``("t", "napari names axis 0 of 'cells' 't'")``; None where it does
     not (napari's default labels "-3", "-2", "-1"), and for any other image. A (T, Y, X)
     array so labelled was propagated as a volume: the fade rule for volumes cut a cell that
-    bleached over time, where the same file's TYX axes made it a time series."""
-    if layer is None or getattr(layer, "rgb", False):
+    bleached over time, where the same file's TYX axes made it a time series. An RGB
+    layer's colour axis (last) is not one of its three (an RGB (T, Y, X, 3) time-lapse was
+    passed over: it stayed z)."""
+    if layer is None:
         return None
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    shape = tuple(int(s) for s in data.shape)
+    shape = tuple(int(s) for s in data.shape)[: -1 if getattr(layer, "rgb", False) else None]
     dropped = singleton_axes(shape, len(shape), channel_axis)
     axes = [a for a in range(len(shape)) if a != channel_axis and a not in dropped]
     if len(axes) != 3:
