@@ -320,3 +320,21 @@ def test_labels_saved_from_a_movie_keep_its_files_time_between_frames(
     back = read_image(out)
     assert back.axes == "TZYX" and back.data[1].any() and not back.data[[0, 2]].any()
     assert back.metadata["time_interval"] == {"value": 2.5, "unit": "min"}
+
+
+@pytest.mark.parametrize("z", [3, 6])
+def test_a_movie_napari_names_with_time_second_is_refused_not_cut_along_z(
+        make_widget, tiny_predictor, z):
+    """A (Z, T, Y, X) layer added with ``axis_labels=("z", "t", "y", "x")``: its axis 0 (z)
+    was taken as time ("'zt' is a movie of 6 time points": each 'volume' SAM segmented
+    was the frames of one slice), or, with 3 slices, the dock asked "time or channels?
+    Neither napari nor a file names it". It is refused, saying how to put time first."""
+    data = np.moveaxis(short_movie(4), 0, 1)[:z]  # (z, 4, 64, 64): time second
+    viewer, widget = make_widget(data, name="zt", axis_labels=("z", "t", "y", "x"))
+    use_predictor(widget, tiny_predictor)
+    c = widget.controller
+    assert c.source is None and not widget._movie_axis.isVisibleTo(widget), c.status
+    assert ("Cannot use 'zt': napari names axis 1 of 'zt' 't' (its axes are z, t, y, x), but "
+            "the dock takes a movie of volumes with time first, (T, Z, Y, X): it would take "
+            "axis 0 ('z') as time. Put time first, e.g. viewer.add_image(np.moveaxis(data, 1, "
+            "0), axis_labels=('t', 'z', 'y', 'x')).") in c.status, c.status

@@ -17,7 +17,7 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 from napari_sam.annotate.image_source import MAX_CHANNELS, singleton_axes
 
 __all__ = ["MovieAxisRow", "first_axis", "first_axis_named", "movie_question",
-           "stack_axis_named"]
+           "stack_axis_named", "time_not_first"]
 
 #: napari axis labels that name time, and channels (lower case)
 TIME_NAMES = frozenset({"t", "time", "frame", "frames", "time point", "timepoint"})
@@ -52,6 +52,8 @@ def first_axis_named(layer, channel_axis: int | None) -> tuple[bool, str] | None
     units = tuple(getattr(layer, "units", None) or ())
     if axis < len(units) and is_time_unit(units[axis]):
         return True, f"napari gives axis {axis} the unit '{units[axis]}'"
+    if time_not_first(layer, channel_axis):  # (z, t, y, x): not time, refused (not asked)
+        return False, "napari names time another axis"
     from napari_sam.io import file_axes
 
     path = getattr(getattr(layer, "source", None), "path", None)
@@ -89,6 +91,32 @@ def stack_axis_named(layer, channel_axis: int | None) -> tuple[str, str] | None:
     if axis < len(units) and is_time_unit(units[axis]):
         return "t", f"napari gives axis {axis} of '{layer.name}' the unit '{units[axis]}'"
     return None
+
+
+def time_not_first(layer, channel_axis: int | None) -> str | None:
+    """Why a 4D grey image ``layer`` whose napari ``axis_labels`` name time on an axis but
+    the first of its four (size-1 axes and ``channel_axis`` aside) cannot be segmented as a
+    movie, e.g. a (Z, T, Y, X) array labelled ``("z", "t", "y", "x")``: the dock takes the
+    first axis as time (each "volume" would be the frames of one slice), or asked whether it
+    held channels; None for any other image."""
+    axis = first_axis(layer, channel_axis)
+    if axis is None:
+        return None
+    labels = tuple(str(a) for a in (getattr(layer, "axis_labels", None) or ()))
+    if len(labels) != layer.ndim or labels[axis].strip().lower() in TIME_NAMES:
+        return None
+    later = [a for a in range(axis + 1, layer.ndim - 2) if a != channel_axis
+             and labels[a].strip().lower() in TIME_NAMES]
+    if not later:
+        return None
+    t = later[0]
+    order = list(labels)
+    order.insert(axis, order.pop(t))
+    return (f"napari names axis {t} of '{layer.name}' '{labels[t]}' (its axes are "
+            f"{', '.join(labels)}), but the dock takes a movie of volumes with time first, "
+            f"(T, Z, Y, X): it would take axis {axis} ('{labels[axis]}') as time. Put time "
+            f"first, e.g. viewer.add_image(np.moveaxis(data, {t}, {axis}), "
+            f"axis_labels={tuple(order)}).")
 
 
 def is_time_unit(unit) -> bool:

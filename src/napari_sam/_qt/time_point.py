@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_sam.annotate.image_source import MAX_CHANNELS, ImageSource
+from napari_sam.annotate.image_source import MAX_CHANNELS, ImageSource, UnsupportedImage
 from napari_sam.annotate.prompt_groups import boxes_from_shapes
 from napari_sam.prompts import MIN_BOX_SIDE
 
-from .movie_axis import first_axis_named, is_ambiguous, movie_question
+from .movie_axis import first_axis_named, is_ambiguous, movie_question, time_not_first
 from .notify import guarded
 from .pyramid import layer_source
 
@@ -41,6 +41,9 @@ def time_source(viewer, layer, channel_axis: int | None, channel: int | None,
     UnsupportedImage
         The layer's data cannot be segmented; the message says what to do.
     """
+    problem = time_not_first(layer, channel_axis)  # (z, t, y, x): z was taken as time
+    if problem:
+        raise UnsupportedImage(problem)
     source = layer_source(layer, channel_axis, channel, time_point=0, time_first=time_first)
     if source.time_axis is None:
         return source
