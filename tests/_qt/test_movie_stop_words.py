@@ -34,3 +34,43 @@ def test_the_preload_stopped_by_the_time_slider_names_its_time_point(
         "been applied; the slices it had embedded are kept). Click on an object in 'movie'"
     ), c.status
     assert widget._emb_state.text() == "time point 1: 1 of 6 slices embedded"
+
+
+def _scrub_back_to_an_embedded_time_point(make_widget, predictor, qtbot, monkeypatch):
+    """Time point 1's slice 2 embedded; then, while time point 3's is embedded, the user
+    scrubs back to time point 1. Returns the widget once the stopped job has ended."""
+    movie = np.stack([blob_stack(seed=t) for t in range(5)])
+    viewer, widget = make_widget(movie, name="movie", sync=False, preload=False)
+    use_predictor(widget, predictor)
+    viewer.dims.set_current_step(0, 1)
+    viewer.dims.set_point(1, 2)
+    widget.preload = True
+    widget._on_preload()
+    widget.wait()
+    widget.preload = False
+    viewer.dims.set_current_step(0, 3)
+    widget.wait()
+    gate, entered, _ = held_encoder(monkeypatch, predictor)
+    widget.preload = True
+    widget._on_preload()
+    qtbot.waitUntil(entered.is_set, timeout=60_000)
+    job = widget.controller.job
+    viewer.dims.set_current_step(0, 1)
+    assert job.cancelled and job.stale
+    gate.set()
+    widget.wait()
+    qtbot.wait(100)  # (the preload asked for by the stopped job's end: nothing to embed)
+    assert widget.controller.source.time_point == 1 and widget.controller.job is None
+    return widget
+
+
+def test_scrubbing_back_to_an_embedded_time_point_keeps_both_lines(
+        make_widget, tiny_predictor, qtbot, monkeypatch):
+    """Back at a time point whose slice is embedded already: the status said only "Stopped:
+    ... at time point 3 ...", not which time point SAM segments now (the preload that would
+    say both had nothing to embed and dropped them)."""
+    widget = _scrub_back_to_an_embedded_time_point(make_widget, tiny_predictor, qtbot,
+                                                   monkeypatch)
+    line = ("SAM now segments time point 1 of 5. Stopped: Computing SAM embeddings at time "
+            "point 3, because the time point shown changed while it ran")
+    qtbot.waitUntil(lambda: widget.controller.status.startswith(line), timeout=30_000)

@@ -96,12 +96,15 @@ class ClickFirst:
                 self._held_lead = (self.job_key(), lead)
             return None
         held, self._held_lead = self._held_lead, None
-        if held is not None and held[0] == self.job_key() and held[1] not in lead:
+        merged = held is not None and held[0] == self.job_key() and held[1] not in lead
+        if merged:
             # a movie's "SAM now segments time point 3 of 5." before the line of the job
             # of the time point left ("Stopped: ..."): one of the two was lost, by turns
             lead = f"{held[1]} {lead}".strip()
         z = self.current_z()
         if self.ready([z]):
+            if merged:  # (back at an embedded time point: only the stop line was said)
+                self._say_ready(lead)
             return None
         return self.compute_embeddings([z], then=lambda: self._say_ready(lead),
                                        pause=threading.Event())
