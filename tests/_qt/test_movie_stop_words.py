@@ -74,3 +74,12 @@ def test_scrubbing_back_to_an_embedded_time_point_keeps_both_lines(
     line = ("SAM now segments time point 1 of 5. Stopped: Computing SAM embeddings at time "
             "point 3, because the time point shown changed while it ran")
     qtbot.waitUntil(lambda: widget.controller.status.startswith(line), timeout=30_000)
+
+
+def test_the_embedding_line_of_the_time_point_shown_is_not_cancelled_by_another_ones_job(
+        make_widget, tiny_predictor, qtbot, monkeypatch):
+    """The job stopped was time point 3's: the line about time point 1 said "time point 1:
+    cancelled: 1 of 6 slices embedded", though nothing of time point 1 was cancelled."""
+    widget = _scrub_back_to_an_embedded_time_point(make_widget, tiny_predictor, qtbot,
+                                                   monkeypatch)
+    assert widget._emb_state.text() == "time point 1: 1 of 6 slices embedded"

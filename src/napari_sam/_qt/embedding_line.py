@@ -74,7 +74,10 @@ class EmbeddingLine:
             self.ended, self.embedding, self.progress = "", False, (0, 0)
         else:
             ended = self.job
-            if self.embedding and ended is not None and not ended.succeeded:
+            # (a job stopped by a change, stale, was of another image, setting or time
+            # point: "time point 1: cancelled" was said of the time point it left)
+            if self.embedding and ended is not None and not ended.succeeded and not getattr(
+                    ended, "stale", False):
                 self.ended = ("cancelled" if ended.cancelled else
                               "refused" if isinstance(ended.error, Refusal) else "failed")
             self.embedding = False
