@@ -109,3 +109,22 @@ def test_an_rgb_stack_napari_names_time_is_a_time_series(make_widget, demo_avail
     why = ("napari names axis 0 of 'bleach' 't'" if named == "label"
            else "napari gives axis 0 of 'bleach' the unit 'second'")
     assert f"Stack axis is t: {why}, a time series" in c.status, c.status
+
+
+def test_a_movie_of_volumes_picked_after_a_time_series_is_segmented_as_volumes(make_widget):
+    """A (T, Y, X) layer labelled ("t", "y", "x") sets 'Stack axis is' t; a (T, Z, Y, X)
+    movie picked next kept it: each time point's volume was propagated with the rules for
+    frames (the fade rule for volumes off, the status saying "frames" of its slices)."""
+    viewer, widget = make_widget(_bleaching_movie(), name="frames", preload=False,
+                                 axis_labels=("t", "y", "x"))
+    c = widget.controller
+    assert c.axis_kind == "t"
+    movie = np.stack([_bleaching_movie()[:6]] * 3)  # (3 time points, 6 slices, 64, 64)
+    viewer.add_image(movie, name="volumes", axis_labels=("t", "z", "y", "x"))
+    widget._image.setCurrentIndex(widget._image.findData("volumes"))
+    widget.wait()
+    assert c.source.time_axis == 0 and c.source.n_times == 3, c.status
+    assert c.axis_kind == "z" and widget._axis_kind.currentIndex() == 0, c.status
+    assert ("Stack axis is z: each time point of 'volumes' holds a volume (a movie of "
+            "volumes), a volume: objects are followed through its slices (change it in "
+            "'Stack axis is').") in c.status, c.status

@@ -310,7 +310,7 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         """Pick *Stack axis is* from the image's file, as the command line does (napari's
         reader drops a TIFF's axes, so a (T, Y, X) movie was propagated as a volume: the
         fade rules cut cells that bleach over time), else from napari's axis labels or units
-        (:func:`~.movie_axis.stack_axis_named`). Returns the line saying so ("" when
+        (:func:`~.movie_axis.stack_axis_named`); z for a movie of volumes. Returns the line saying so ("" when
         nothing changed), also shown now."""
         from napari_sam.io import file_stack_axis
 
@@ -318,6 +318,9 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         found = file_stack_axis(c.image_path())  # else napari's axis labels ("t", "y", "x")
         found = (stack_axis_named(c.image_layer, self._channels.choice()[0]) if found is None
                  else (found[0], f"the file of '{c.image_name()}' names its axes {found[1]}"))
+        if found is None and c.source is not None and c.source.time_axis is not None:
+            found = ("z", f"each time point of '{c.image_name()}' holds a volume (a movie of "
+                     "volumes)")  # (it kept the t of a time series picked before)
         if found is None or found[0] == c.axis_kind:
             return ""
         kind, why = found
