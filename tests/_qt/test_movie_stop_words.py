@@ -83,3 +83,29 @@ def test_the_embedding_line_of_the_time_point_shown_is_not_cancelled_by_another_
     widget = _scrub_back_to_an_embedded_time_point(make_widget, tiny_predictor, qtbot,
                                                    monkeypatch)
     assert widget._emb_state.text() == "time point 1: 1 of 6 slices embedded"
+
+
+def test_a_movie_job_stopped_by_another_image_says_the_image_changed(
+        make_widget, tiny_predictor, qtbot, monkeypatch):
+    """Another image picked while a movie's time point 3 is embedded: the stop line said
+    "because the time point shown changed" (the new image has no time point 3)."""
+    movie = np.stack([blob_stack(seed=t) for t in range(5)])
+    viewer, widget = make_widget(movie, name="movie", sync=False, preload=False)
+    use_predictor(widget, tiny_predictor)
+    c = widget.controller
+    viewer.dims.set_current_step(0, 3)
+    viewer.dims.set_point(1, 2)
+    viewer.add_image(blob_stack(seed=9), name="volume")
+    gate, entered, _ = held_encoder(monkeypatch, tiny_predictor)
+    widget.preload = True
+    widget._on_preload()
+    qtbot.waitUntil(entered.is_set, timeout=60_000)
+    job = c.job
+    widget._image.setCurrentIndex(widget._image.findData("volume"))
+    assert job.cancelled and job.stale
+    gate.set()
+    widget.wait()
+    assert job.note == (
+        "Stopped: Computing SAM embeddings, because the image, the model or a setting changed "
+        "while it ran (its result could not have been applied; the slices it had embedded "
+        "are kept)."), job.note

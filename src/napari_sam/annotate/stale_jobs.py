@@ -83,7 +83,8 @@ class StaleJobs:
             for key, emb in made:
                 self.embeddings.put(key, emb)
             channels = job.key[0][2] if job.key else ()  # (channel axis, channel, time point)
-            moved = len(channels) > 2 and channels[2] != self.source.time_point
+            moved = (len(channels) > 2 and channels[2] != self.source.time_point
+                     and job.key[0][0] == self.image_identity()[0])  # (not another image's)
             why = ("the time point shown changed" if moved else  # (not "changed to 2": the
                    "the image, the model or a setting changed")  # line may be said later)
             kept = "the slices it had embedded are kept"
