@@ -5,7 +5,7 @@ on a movie do ("time point 1: 6 of 6 slices embedded")."""
 from __future__ import annotations
 
 import numpy as np
-from sam_qt_helpers import blob_stack, held_encoder, use_predictor
+from sam_qt_helpers import blob_stack, held_encoder, held_model_load, use_predictor
 
 
 def test_the_preload_stopped_by_the_time_slider_names_its_time_point(
@@ -109,3 +109,28 @@ def test_a_movie_job_stopped_by_another_image_says_the_image_changed(
         "Stopped: Computing SAM embeddings, because the image, the model or a setting changed "
         "while it ran (its result could not have been applied; the slices it had embedded "
         "are kept)."), job.note
+
+
+def test_the_time_point_shown_while_the_model_loads_is_embedded_once_it_has(
+        make_widget, tiny_predictor, qtbot, monkeypatch):
+    """The time slider moved while the model loaded (the job is let finish, not stopped):
+    time point 1's slice was never embedded ("time point 1: 0 of 6 slices embedded", the
+    first click waited for it) and the status lost "SAM now segments time point 1 of 5."."""
+    movie = np.stack([blob_stack(seed=t) for t in range(5)])
+    viewer, widget = make_widget(movie, name="movie", sync=False, preload=False)
+    c = widget.controller
+    viewer.dims.set_current_step(0, 3)
+    viewer.dims.set_point(1, 2)
+    gate, entered = held_model_load(monkeypatch, c, tiny_predictor)
+    widget.preload = True
+    widget._on_preload()
+    qtbot.waitUntil(entered.is_set, timeout=60_000)
+    job = c.job
+    viewer.dims.set_current_step(0, 1)
+    assert not job.stale  # (a model that loads is let finish)
+    gate.set()
+    qtbot.waitUntil(lambda: widget._emb_state.text() == "time point 1: 1 of 6 slices embedded",
+                    timeout=30_000)
+    widget.wait()
+    assert c.status.startswith("SAM now segments time point 1 of 5. Click on an object"), (
+        c.status)

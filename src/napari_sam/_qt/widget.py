@@ -351,6 +351,9 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         self._job_bar.on_job_changed(job)
         if job is None and ended is not None and ended.stale:
             self._schedule_preload(after=ended)
+        elif job is None and ended is not None and ended.succeeded and (
+                self.controller.preload_asked()):  # (the slider moved while a model loaded)
+            self._schedule_preload()
         elif job is None and ended is not None and ended.error is not None and (
                 self._model.currentData() != self.controller.model_choice):
             self._show_model_in_use()  # a checkpoint that failed to load: the one before

@@ -92,8 +92,7 @@ class ClickFirst:
         if not (choice.cached or choice.is_file):
             return None
         if self.job is not None and self.job.running:  # (its end preloads: said then)
-            if lead:
-                self._held_lead = (self.job_key(), lead)
+            self._held_lead = (self.job_key(), lead)  # (:meth:`preload_asked`)
             return None
         held, self._held_lead = self._held_lead, None
         merged = held is not None and held[0] == self.job_key() and held[1] not in lead
@@ -108,6 +107,13 @@ class ClickFirst:
             return None
         return self.compute_embeddings([z], then=lambda: self._say_ready(lead),
                                        pause=threading.Event())
+
+    def preload_asked(self) -> bool:
+        """Whether a preload was asked for while the job that just ended ran (e.g. the time
+        slider moved, or another image was picked, while the model loaded: that job was let
+        finish, not stopped as stale): the dock then preloads again, or the slice shown was
+        never embedded and the line "SAM now segments time point 1 of 5." was lost."""
+        return self._held_lead is not None
 
     def click_pause(self) -> threading.Event:
         """The ``pause`` of the embedding a click starts (:meth:`compute_embeddings`): set
