@@ -8,14 +8,22 @@ import numpy as np
 from sam_qt_helpers import blob_stack, held_encoder, held_model_load, use_predictor
 
 
-def test_the_preload_stopped_by_the_time_slider_names_its_time_point(
-        make_widget, tiny_predictor, qtbot, monkeypatch):
+def _movie_at_time_point_3(make_widget, predictor=None):
+    """A (5, 6, 64, 64) movie in the dock (threaded jobs, no preload yet), time point 3 and
+    slice 2 shown; ``predictor`` in use where given. Returns ``(viewer, widget)``."""
     movie = np.stack([blob_stack(seed=t) for t in range(5)])
     viewer, widget = make_widget(movie, name="movie", sync=False, preload=False)
-    use_predictor(widget, tiny_predictor)
-    c = widget.controller
+    if predictor is not None:
+        use_predictor(widget, predictor)
     viewer.dims.set_current_step(0, 3)
     viewer.dims.set_point(1, 2)
+    return viewer, widget
+
+
+def test_the_preload_stopped_by_the_time_slider_names_its_time_point(
+        make_widget, tiny_predictor, qtbot, monkeypatch):
+    viewer, widget = _movie_at_time_point_3(make_widget, tiny_predictor)
+    c = widget.controller
     gate, entered, _ = held_encoder(monkeypatch, tiny_predictor)
     widget.preload = True
     widget._on_preload()
@@ -89,12 +97,8 @@ def test_a_movie_job_stopped_by_another_image_says_the_image_changed(
         make_widget, tiny_predictor, qtbot, monkeypatch):
     """Another image picked while a movie's time point 3 is embedded: the stop line said
     "because the time point shown changed" (the new image has no time point 3)."""
-    movie = np.stack([blob_stack(seed=t) for t in range(5)])
-    viewer, widget = make_widget(movie, name="movie", sync=False, preload=False)
-    use_predictor(widget, tiny_predictor)
+    viewer, widget = _movie_at_time_point_3(make_widget, tiny_predictor)
     c = widget.controller
-    viewer.dims.set_current_step(0, 3)
-    viewer.dims.set_point(1, 2)
     viewer.add_image(blob_stack(seed=9), name="volume")
     gate, entered, _ = held_encoder(monkeypatch, tiny_predictor)
     widget.preload = True
@@ -116,11 +120,8 @@ def test_the_time_point_shown_while_the_model_loads_is_embedded_once_it_has(
     """The time slider moved while the model loaded (the job is let finish, not stopped):
     time point 1's slice was never embedded ("time point 1: 0 of 6 slices embedded", the
     first click waited for it) and the status lost "SAM now segments time point 1 of 5."."""
-    movie = np.stack([blob_stack(seed=t) for t in range(5)])
-    viewer, widget = make_widget(movie, name="movie", sync=False, preload=False)
+    viewer, widget = _movie_at_time_point_3(make_widget)
     c = widget.controller
-    viewer.dims.set_current_step(0, 3)
-    viewer.dims.set_point(1, 2)
     gate, entered = held_model_load(monkeypatch, c, tiny_predictor)
     widget.preload = True
     widget._on_preload()
