@@ -98,6 +98,7 @@ _HOMES = {
     "open_image": "napari_sam.batch.reading",
     "run_jobs": "napari_sam.batch.run",
     "finished_meanwhile": "napari_sam.batch.run",
+    "output_stamps": "napari_sam.batch.run",
     "run_job": "napari_sam.batch.runners",
     "SEGMENT_KEYS": "napari_sam.batch.segment_options",
     "SEGMENT_OPTIONS": "napari_sam.batch.segment_options",

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from napari_sam.batch.context import Context, Job, JobResult
 from napari_sam.batch.distributed import run_distributed
-from napari_sam.batch.jobs import OutputLock, job_output_state
+from napari_sam.batch.jobs import OutputLock, job_output_state, output_stamp
 from napari_sam.batch.progress import stderr_is_terminal
 from napari_sam.batch.runners import record_result, run_job
 
@@ -91,19 +91,31 @@ def _run_serial(jobs, ctx, on_result, on_wait=None) -> list[JobResult]:
 FINISHED_AS_STOPPED = "finished as the run stopped: complete, a rerun skips it"
 
 
+def output_stamps(jobs: Sequence[Job]) -> dict[str, tuple[int, ...] | None]:
+    """Each job's output as it is before a run (its path: its
+    :func:`~napari_sam.batch.jobs.output_stamp`), for :func:`finished_meanwhile` to tell an
+    output the run wrote from one that was there before."""
+    return {str(job.output): output_stamp(job.output) for job in jobs}
+
+
 def finished_meanwhile(jobs: Sequence[Job], results: Sequence[JobResult],
-                       ctx: Context) -> list[JobResult]:
+                       ctx: Context, before: dict[str, tuple[int, ...] | None]
+                       ) -> list[JobResult]:
     """After Ctrl-C: a ``"done"`` result (note :data:`FINISHED_AS_STOPPED`) for each job
-    without a result whose output is complete now. The worker processes of a cluster finish
-    the task they run while the run stops (closing them waits for them), so a file said "not
-    run" was complete, and the rerun skipped it."""
+    without a result whose output this run wrote (not the one of ``before``, the
+    :func:`output_stamps` taken before the run) and is complete now. The worker processes of
+    a cluster finish the task they run while the run stops (closing them waits for them), so
+    a file said "not run" was complete, and the rerun skipped it; an output that was there
+    before the run and no worker replaced (``--overwrite``, or one the run had not reached)
+    is not done by it."""
     ran = {r.input for r in results}
     late = []
     for job in jobs:
         if str(job.input) in ran:
             continue
         try:
-            complete = job_output_state(job, ctx) == "complete"
+            complete = (output_stamp(job.output) != before.get(str(job.output))
+                        and job_output_state(job, ctx) == "complete")
         except Exception:  # noqa: BLE001 - only words: an unreadable output is "not run"
             complete = False
         if complete:

@@ -740,12 +740,14 @@ def run_batch(args, ctx, jobs, prompts) -> int:
                    "continues when it finishes (Ctrl-C to stop; the rest resumes on a rerun)",
                    file=sys.stderr)
 
+    workers = args.scheduler is not None or args.workers is not None
+    before = batch.output_stamps(jobs) if workers else {}  # what this run wrote, after Ctrl-C
     try:
         batch.run_jobs(jobs, ctx, scheduler=args.scheduler, workers=args.workers,
                        block_slices=args.block_slices, on_result=on_result, on_wait=on_wait)
     except KeyboardInterrupt:
-        if args.scheduler is not None or args.workers is not None:  # workers finish a task
-            results += batch.finished_meanwhile(jobs, results, ctx)
+        if workers:  # the worker processes finish the task they run
+            results += batch.finished_meanwhile(jobs, results, ctx, before)
         summary(results, len(jobs), time.perf_counter() - t0, interrupted=True, names=names)
         return 130
     summary(results, len(jobs), time.perf_counter() - t0, names=names)
