@@ -48,3 +48,26 @@ def test_ctrl_c_with_workers_does_not_call_old_outputs_done(tmp_path, tiny_model
                != before[f"b{i}_labels.tif"] else "not run" for i in range(6)}
     assert "not run" in written.values()  # (else the test needs more files)
     assert summary_rows(said) == written, said
+
+
+def file_line(said: str, name: str) -> str:
+    """The summary table's row of input ``name``."""
+    return next(ln for ln in said.splitlines() if re.match(rf"  \w[\w ]* +{name} ", ln))
+
+
+def test_a_blocked_rerun_with_new_options_says_why_it_replaced_the_output(tmp_path,
+                                                                         tiny_model):
+    """A complete output rerun with another ``--points-per-side`` through ``--workers 1
+    --block-slices 4`` (the slices segmented by block tasks): its line said nothing, as a first
+    run's; the final task replaced the reason with what the blocks had left (nothing of an
+    interrupted run). It says what changed, as a run without blocks does."""
+    data = blob_folder(tmp_path / "data", n=1, z=8)
+    argv = auto_argv(data / "b0.tif", tmp_path / "out", tiny_model, "--batch-size", "1")
+    first = start_cli(argv, tmp_path)
+    assert first.wait(timeout=300) == 0, first.communicate()
+    argv[argv.index("--points-per-side") + 1] = "5"
+    again = start_cli([*argv, "--workers", "1", "--block-slices", "4"], tmp_path)
+    said = "".join(again.communicate(timeout=300))
+    assert again.returncode == 0, said
+    assert "1 done (1 replaced an earlier output)" in said, said
+    assert "(recomputed: parameters changed: points_per_side 4 -> 5" in file_line(said, "b0.tif")

@@ -29,7 +29,7 @@ from napari_sam.batch.memory_advice import lost_workers_reason
 from napari_sam.batch.models import get_model
 from napari_sam.batch.progress import stderr_is_terminal
 from napari_sam.batch.reading import open_image
-from napari_sam.batch.runners import one_line, record_result, resumed_reason, run_job
+from napari_sam.batch.runners import one_line, record_result, run_job
 from napari_sam.batch.scheduler_probe import not_a_scheduler, tcp_host_port
 from napari_sam.words import for_count
 
@@ -387,9 +387,7 @@ def final_task(job: Job, ctx: Context, blocks: list | None = None,
         record_hashes(stored[0]["store"], [b["hashes"] for b in stored])
     starts = [float(b["started"]) for b in [*(blocks or ()), *(after or ())]
               if isinstance(b, dict) and "started" in b]
-    res = run_job(job, ctx)
-    if earlier is not None and "resume" in res.details:  # (the blocks' slices: this run's)
-        resumed_reason(res, {**earlier, "of": res.details["resume"].get("of")})
+    res = run_job(job, ctx, earlier=earlier)
     if starts:  # from the first block's start: the blocks ran side by side, then this task
         res.seconds = max(res.seconds, time.time() - min(starts))
     return res

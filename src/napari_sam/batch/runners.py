@@ -108,7 +108,8 @@ def failure_reason(exc: BaseException, job: Job, ctx: Context | None = None) -> 
     return one_line(exc)
 
 
-def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
+def run_job(job: Job, ctx: Context, *, wait: bool = False,
+            earlier: dict | None = None) -> JobResult:
     """Run one job in this process (the model comes from :func:`get_model`'s cache).
 
     Never raises for problems with the file or the computation: they become a ``"failed"``
@@ -120,6 +121,11 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
 
     An output folder whose file system cannot lock runs the job without a lock, with
     ``details["unlockable"]`` (output folder, why) for the caller to say once.
+
+    ``earlier``: what an interrupted run had left of an ``auto`` job, read by the caller before
+    the blocks of a cluster run added this run's slices
+    (:func:`~napari_sam.batch.auto_runner.saved_slices`): the job's line says what it kept of
+    that run, not the slices the blocks computed.
 
     When another process holds the output's lock the result is ``"busy"`` (nothing done), or
     with ``wait=True`` the job waits for that process and then runs (usually finding the
@@ -189,7 +195,7 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
             except BaseException:  # also Ctrl-C/SIGTERM: no "partial" sidecar without output
                 restore_sidecar(job, previous, stamp)
                 raise
-            take_info(res, info, verdict)
+            take_info(res, info, verdict, earlier)
             res.status = "done"
             if not ctx.keep_work:
                 nio.remove_path(work_dir(job))
@@ -205,14 +211,17 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False) -> JobResult:
     return res
 
 
-def take_info(res: JobResult, info: dict, verdict) -> None:
+def take_info(res: JobResult, info: dict, verdict, earlier: dict | None = None) -> None:
     """A finished job's runner ``info`` into its result: the objects, the details (with the
     "note" the summary shows, as the runner knows it: no read of the output) and, where no
     complete output was there (``verdict``: the output's state before the job), the reason
-    from what it kept of an interrupted run (:func:`resumed_reason`)."""
+    from what it kept of an interrupted run (:func:`resumed_reason`; ``earlier``: that
+    record as it was before the blocks of a cluster run added this run's slices)."""
     res.objects = info.get("objects")
     res.details.update({k: v for k, v in info.items() if k != "objects"})
     record = info.get("resume")
+    if earlier is not None and record is not None:  # (the blocks' slices: this run's)
+        record = res.details["resume"] = {**earlier, "of": record.get("of")}
     if verdict.state == "missing" or verdict.cause == "unfinished":
         resumed_reason(res, record)
         return
