@@ -7,12 +7,16 @@ import re
 
 import pytest
 
+import test_cli_resume_s43 as resume
 from cli_runner import interrupt_in, start_cli
 from napari_sam import io as nio
 from napari_sam.batch.jobs import output_stamp
-from test_cli_resume_s43 import auto_argv, blob_folder
+from test_cli_resume_s43 import auto_argv, blob_folder, done_reason
 
 pytestmark = pytest.mark.usefixtures("offline_cli")
+
+#: ``auto`` of one 8-slice stack stopped by Ctrl-C after 3 slices: (argv, output folder).
+interrupted_auto = resume.interrupted_auto
 
 
 def summary_rows(said: str) -> dict[str, str]:
@@ -71,3 +75,20 @@ def test_a_blocked_rerun_with_new_options_says_why_it_replaced_the_output(tmp_pa
     assert again.returncode == 0, said
     assert "1 done (1 replaced an earlier output)" in said, said
     assert "(recomputed: parameters changed: points_per_side 4 -> 5" in file_line(said, "b0.tif")
+
+
+def test_a_work_record_of_another_layout_is_discarded_not_a_failure(interrupted_auto, capsys):
+    """The work folder's ``params.json`` is valid JSON of another layout (its signature a
+    list: a hand edit, another version): the words about the discarded slices raised a
+    TypeError and the file failed, where the work folder used to be emptied and the job run.
+    It runs, and says the record does not match."""
+    import json
+
+    argv, out = interrupted_auto
+    marker = out / ".napari-sam-work" / "b0_labels.tif" / "auto" / "params.json"
+    key = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**key, "signature": sorted(key["signature"])}))
+    reason, head = done_reason(argv, capsys)
+    assert reason == ("recomputed: its record does not match this run (since an interrupted "
+                      "run, whose 3 finished slices were discarded)")
+    assert "1 file: 1 done, 0 skipped, 0 failed" in head

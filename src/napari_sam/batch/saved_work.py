@@ -28,6 +28,9 @@ from napari_sam.words import counted
 #: The name of the work folder's record of what its slices were made for.
 MARKER = "params.json"
 
+#: Why a work folder's slices are discarded when no difference can be named.
+UNMATCHED = "its record does not match this run"
+
 
 def auto_work_key(job: Job, ctx: Context, link_keys) -> dict:
     """What an ``auto`` job's per-slice work is made for: the signature without the keys that
@@ -66,7 +69,11 @@ def saved_auto_work(work: Path, key: dict, n: int | None = None) -> dict:
     if same_key(recorded, key):
         record["kept"] = saved
     elif saved:
-        record["discarded"] = {"why": key_change(recorded, key), "count": saved}
+        try:
+            why = key_change(recorded, key)
+        except Exception:  # noqa: BLE001 - only words (a record of another layout): the job runs
+            why = UNMATCHED
+        record["discarded"] = {"why": why, "count": saved}
     return record
 
 
@@ -100,7 +107,7 @@ def key_change(recorded: dict | None, key: dict) -> str:
     if recorded.get("model_id") != key["model_id"]:
         return change_reason(OutputVerdict("changed", "model", model_ids=(
             str(recorded.get("model_id") or ""), str(key["model_id"]))))
-    return "its record does not match this run"
+    return UNMATCHED
 
 
 def resume_reason(record: dict, unfinished_output: bool = False) -> str:
