@@ -92,3 +92,24 @@ def test_a_work_record_of_another_layout_is_discarded_not_a_failure(interrupted_
     assert reason == ("recomputed: its record does not match this run (since an interrupted "
                       "run, whose 3 finished slices were discarded)")
     assert "1 file: 1 done, 0 skipped, 0 failed" in head
+
+
+def test_an_older_versions_work_record_is_not_called_a_changed_input(interrupted_auto, capsys):
+    """A work folder of an interrupted run of napari-sam before 2026-12-02 (its record's input
+    without the content hash, no model id): the rerun said "the input changed", which it had
+    not (the slices are discarded all the same: the record cannot tell the model)."""
+    import json
+
+    from napari_sam.batch.saved_work import key_change
+
+    argv, out = interrupted_auto
+    marker = out / ".napari-sam-work" / "b0_labels.tif" / "auto" / "params.json"
+    key = json.loads(marker.read_text())
+    assert key_change({k: v for k, v in key.items() if k != "model_id"}, key) == (
+        "made by an older napari-sam whose record lacks the model's id")
+    old = {"signature": key["signature"], "input": key["input"][:3]}
+    marker.write_text(json.dumps(old))
+    reason, _ = done_reason(argv, capsys)
+    assert reason == ("recomputed: made by an older napari-sam whose record lacks the input's "
+                      "content hash and the model's id (since an interrupted run, whose 3 "
+                      "finished slices were discarded)")

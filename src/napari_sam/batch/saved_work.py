@@ -92,21 +92,32 @@ def saved_embeddings(emb, work: Path) -> dict | None:
 
 def key_change(recorded: dict | None, key: dict) -> str:
     """What differs between a work folder's recorded key and this job's, in the words of a
-    rerun's reason (:func:`~napari_sam.batch.rerun_reason.change_reason`)."""
+    rerun's reason (:func:`~napari_sam.batch.rerun_reason.change_reason`); a record of an
+    older napari-sam that lacks a field of this one's (the input's content hash, the model's
+    id) is said so, not as a changed input or model."""
     key = json.loads(json.dumps(key))
     if not recorded:
         return "its record is missing"
-    if recorded.get("input") != key["input"]:
-        return "the input changed"
+    lacks = []
+    old_input, new_input = recorded.get("input"), key["input"]
+    if old_input != new_input:
+        if not (isinstance(old_input, list) and len(old_input) < len(new_input)
+                and old_input == new_input[:len(old_input)]):
+            return "the input changed"
+        lacks.append("the input's content hash")  # (older records: path, size, mtime)
     old, new = recorded.get("signature") or {}, key["signature"]
     if old != new:
         differs = tuple(sorted(k for k in set(old) | set(new)
                                if k not in old or k not in new or old[k] != new[k]))
         return change_reason(OutputVerdict("changed", "signature", recorded=old,
                                            signature=new, differs=differs))
-    if recorded.get("model_id") != key["model_id"]:
+    if "model_id" not in recorded:
+        lacks.append("the model's id")
+    elif recorded["model_id"] != key["model_id"]:
         return change_reason(OutputVerdict("changed", "model", model_ids=(
             str(recorded.get("model_id") or ""), str(key["model_id"]))))
+    if lacks:
+        return "made by an older napari-sam whose record lacks " + " and ".join(lacks)
     return UNMATCHED
 
 
