@@ -4,6 +4,7 @@ run and the line of a blocked ``auto`` rerun say, against what the output folder
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +114,26 @@ def test_an_older_versions_work_record_is_not_called_a_changed_input(interrupted
     assert reason == ("recomputed: made by an older napari-sam whose record lacks the input's "
                       "content hash and the model's id (since an interrupted run, whose 3 "
                       "finished slices were discarded)")
+
+
+def test_a_moved_input_keeps_the_slices_an_interrupted_run_saved(interrupted_auto, capsys):
+    """The input folder renamed after Ctrl-C (same file, same content and time stamp): a
+    complete output is skipped after such a move, but the interrupted run's slices were
+    discarded as "the input changed" (the work folder's record compared the path too). They
+    are kept, and the labels are those of an uninterrupted run."""
+    import numpy as np
+    import tifffile
+
+    argv, out = interrupted_auto
+    old = Path(argv[1])
+    moved = old.parent.parent / "moved"
+    old.parent.rename(moved)
+    argv = [argv[0], str(moved / old.name), *argv[2:]]
+    reason, head = done_reason(argv, capsys)
+    assert reason == ("resumed: kept 3 of 8 slices an interrupted run finished, computed the "
+                      "other 5")
+    assert "1 file: 1 done (1 resumed), 0 skipped" in head
+    once = out.parent / "once"
+    assert done_reason([*argv[:3], once, *argv[4:]], capsys)[0] == ""
+    assert np.array_equal(tifffile.imread(out / "b0_labels.tif"),
+                          tifffile.imread(once / "b0_labels.tif"))

@@ -70,7 +70,8 @@ def auto_work_dir(job: Job) -> Path:
 def prepare_auto_work(job: Job, ctx: Context, key: dict | None = None) -> Path:
     """Create (or keep) the per-slice work folder of an ``auto`` job; idempotent.
 
-    The folder is reused only when it was made for the same input (size, mtime), command,
+    The folder is reused only when it was made for the same input (size, mtime, sampled
+    content; wherever it is now: a moved file keeps its slices), command,
     model weights (the id of a checkpoint file or of the bundled demo model: other weights
     at the same path, or an older version's demo) and parameters of the per-slice
     segmentation (linking and propagation parameters may differ: a run that ran out of

@@ -36,7 +36,7 @@ def auto_work_key(job: Job, ctx: Context, link_keys) -> dict:
     """What an ``auto`` job's per-slice work is made for: the signature without the keys that
     only link and propagate (``link_keys``), the input (path, size, mtime, sampled content
     hash) and the model file's id; a work folder is kept only when its
-    :data:`MARKER` holds the same."""
+    :data:`MARKER` holds the same, but for the input's path (:func:`same_key`)."""
     st = job.input.stat()
     sig = {k: v for k, v in ctx.signature().items() if k not in link_keys}
     spec = str(sig.get("model"))
@@ -56,8 +56,20 @@ def recorded_key(work: Path) -> dict | None:
 
 
 def same_key(recorded: dict | None, key: dict) -> bool:
-    """Whether a recorded key is this one (as JSON keeps it: tuples are lists)."""
-    return recorded == json.loads(json.dumps(key))
+    """Whether a recorded key is this one (as JSON keeps it: tuples are lists), wherever the
+    input is now (:func:`comparable`)."""
+    return recorded is not None and comparable(recorded) == comparable(key)
+
+
+def comparable(key: dict) -> dict:
+    """A key as JSON keeps it, its input without the path: the same file moved or renamed
+    (size, time stamp and sampled content the same) keeps the slices an interrupted run made
+    of it, as its complete output is kept
+    (:func:`~napari_sam.io.incomplete_reason` does not compare the path either)."""
+    key = json.loads(json.dumps(key))
+    if isinstance(key.get("input"), list) and key["input"]:
+        key["input"] = key["input"][1:]
+    return key
 
 
 def saved_auto_work(work: Path, key: dict, n: int | None = None) -> dict:
@@ -95,16 +107,16 @@ def key_change(recorded: dict | None, key: dict) -> str:
     rerun's reason (:func:`~napari_sam.batch.rerun_reason.change_reason`); a record of an
     older napari-sam that lacks a field of this one's (the input's content hash, the model's
     id) is said so, not as a changed input or model."""
-    key = json.loads(json.dumps(key))
     if not recorded:
         return "its record is missing"
+    recorded, key = comparable(recorded), comparable(key)
     lacks = []
     old_input, new_input = recorded.get("input"), key["input"]
     if old_input != new_input:
         if not (isinstance(old_input, list) and len(old_input) < len(new_input)
                 and old_input == new_input[:len(old_input)]):
             return "the input changed"
-        lacks.append("the input's content hash")  # (older records: path, size, mtime)
+        lacks.append("the input's content hash")  # (older records: size, mtime)
     old, new = recorded.get("signature") or {}, key["signature"]
     if old != new:
         differs = tuple(sorted(k for k in set(old) | set(new)
