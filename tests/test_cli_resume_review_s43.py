@@ -137,3 +137,32 @@ def test_a_moved_input_keeps_the_slices_an_interrupted_run_saved(interrupted_aut
     assert done_reason([*argv[:3], once, *argv[4:]], capsys)[0] == ""
     assert np.array_equal(tifffile.imread(out / "b0_labels.tif"),
                           tifffile.imread(once / "b0_labels.tif"))
+
+
+def test_run_jobs_from_python_says_a_folder_cannot_lock(tmp_path, tiny_model, monkeypatch,
+                                                       caplog):
+    """``batch.run_jobs`` called from Python (as the package's docstring shows) on a folder
+    whose file system cannot lock: the note moved to the command line's summary, and a
+    Python caller was told nothing. It is logged once per folder, after the run."""
+    import errno
+    import fcntl
+    import logging
+    import os
+
+    from napari_sam import batch
+
+    def flock(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    data = blob_folder(tmp_path / "data", n=2, z=2, size=32)
+    ctx = batch.Context(command="embed", model=str(tiny_model), out_dir=tmp_path / "out",
+                        device="cpu", quiet=True)
+    with caplog.at_level(logging.WARNING, logger="napari_sam"):
+        results = batch.run_jobs(batch.make_jobs(sorted(data.glob("*.tif")), ctx), ctx)
+    assert [r.status for r in results] == ["done", "done"]
+    notes = [r.getMessage() for r in caplog.records if "cannot lock" in r.getMessage()]
+    assert notes == [f"the file system of {tmp_path / 'out'} cannot lock files (No locks "
+                     "available): its jobs ran without a lock, so two napari-sam runs writing "
+                     "the same output there are not kept apart; run one at a time, or write "
+                     "to a local disk"]

@@ -29,7 +29,8 @@ Rules every job follows
   processes never write the same output. A serial run leaves an output another process is
   writing for the end of its batch and then waits for it (and skips it when the other process
   completed it); on a cluster it comes back ``"busy"``, which is not a success. Lock files are
-  removed when their job ends.
+  removed when their job ends. Where the file system cannot lock (NFS without lockd), jobs run
+  without a lock and :func:`run_jobs` logs a warning once per output folder after the run.
 * **Bounded memory.** Inputs are read lazily (memory-mapped or through zarr), one slice at a
   time, and memory-mapped pages are released as the job goes
   (:class:`napari_sam.io.SliceSource`). ``embed`` streams embeddings to zarr; ``auto`` segments

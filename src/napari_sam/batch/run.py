@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 from napari_sam.batch.context import Context, Job, JobResult
 from napari_sam.batch.distributed import run_distributed
-from napari_sam.batch.jobs import OutputLock, job_output_state, output_stamp
+from napari_sam.batch.jobs import OutputLock, job_output_state, output_stamp, unlockable_text
 from napari_sam.batch.progress import stderr_is_terminal
 from napari_sam.batch.runners import record_result, run_job
+
+logger = logging.getLogger("napari_sam.batch")
 
 
 def run_jobs(
@@ -21,6 +24,7 @@ def run_jobs(
     block_slices: int | None = None,
     on_result: Callable[[JobResult], None] | None = None,
     on_wait: Callable[[Job, int | None], None] | None = None,
+    note_unlockable: bool = True,
 ) -> list[JobResult]:
     """Run every job serially, or on a dask.distributed cluster; return results in input order.
 
@@ -43,11 +47,34 @@ def run_jobs(
         Serial runs: called before waiting for another process that writes a job's output
         (such jobs are left for the end of the batch, then waited for). On a cluster such
         jobs come back ``"busy"`` (not ok) instead.
+    note_unlockable : bool
+        Log, once per output folder after the run, that its file system cannot lock (the
+        results' ``details["unlockable"]``: its jobs ran without a lock); False: the caller
+        says it (the command line's summary).
     """
-    if scheduler is None and workers is None:
-        return _run_serial(jobs, ctx, on_result, on_wait)
-    return run_distributed(jobs, ctx, scheduler=scheduler, workers=workers,
-                            block_slices=block_slices, on_result=on_result)
+    results: list[JobResult] = []
+
+    def collect(res: JobResult) -> None:
+        results.append(res)
+        if on_result is not None:
+            on_result(res)
+
+    try:
+        if scheduler is None and workers is None:
+            return _run_serial(jobs, ctx, collect, on_wait)
+        return run_distributed(jobs, ctx, scheduler=scheduler, workers=workers,
+                               block_slices=block_slices, on_result=collect)
+    finally:
+        if note_unlockable:
+            say_unlockable(results)
+
+
+def say_unlockable(results: Sequence[JobResult]) -> None:
+    """Log the note of each output folder whose file system cannot lock (the results'
+    ``details["unlockable"]``: (folder, why)), once per folder."""
+    for out_dir, why in dict.fromkeys(tuple(r.details["unlockable"]) for r in results
+                                      if r.details.get("unlockable")):
+        logger.warning("%s", unlockable_text(out_dir, why, ran=True))
 
 
 def _run_serial(jobs, ctx, on_result, on_wait=None) -> list[JobResult]:

@@ -744,7 +744,8 @@ def run_batch(args, ctx, jobs, prompts) -> int:
     before = batch.output_stamps(jobs) if workers else {}  # what this run wrote, after Ctrl-C
     try:
         batch.run_jobs(jobs, ctx, scheduler=args.scheduler, workers=args.workers,
-                       block_slices=args.block_slices, on_result=on_result, on_wait=on_wait)
+                       block_slices=args.block_slices, on_result=on_result, on_wait=on_wait,
+                       note_unlockable=False)  # the summary says it
     except KeyboardInterrupt:
         if workers:  # the worker processes finish the task they run
             results += batch.finished_meanwhile(jobs, results, ctx, before)
