@@ -166,3 +166,26 @@ def test_run_jobs_from_python_says_a_folder_cannot_lock(tmp_path, tiny_model, mo
                      "available): its jobs ran without a lock, so two napari-sam runs writing "
                      "the same output there are not kept apart; run one at a time, or write "
                      "to a local disk"]
+
+
+def test_work_a_finished_run_kept_is_not_called_an_interrupted_runs(tmp_path, tiny_model,
+                                                                     monkeypatch, capsys):
+    """``--keep-work``, then other linking options (the workflow docs/cli.md gives for
+    ``--keep-work``): the line said "resumed: kept 8 of 8 slices an interrupted run finished"
+    and the summary counted it resumed, though no run was interrupted. It says where the
+    slices came from; a run interrupted after that is said as one again."""
+    data = blob_folder(tmp_path / "data", n=1, z=8)
+    argv = auto_argv(data / "b0.tif", tmp_path / "out", tiny_model, "--batch-size", "1",
+                     "--threads", "1", "--keep-work")
+    assert done_reason(argv, capsys)[0] == ""
+    reason, head = done_reason([*argv, "--link-iou", "0.3"], capsys)
+    assert reason == ("recomputed: parameters changed: link_iou 0.25 -> 0.3; reused: 8 of 8 "
+                      "slices from a finished run's work folder (--keep-work)")
+    assert "1 file: 1 done (1 replaced an earlier output), 0 skipped" in head
+    argv[argv.index("--points-per-side") + 1] = "5"
+    resume.stop_after_three_slices(argv, monkeypatch, capsys)
+    reason, head = done_reason(argv, capsys)
+    assert reason == ("recomputed: parameters changed: link_iou 0.3 -> 0.25, points_per_side 4 "
+                      "-> 5; resumed: kept 3 of 8 slices an interrupted run finished, computed "
+                      "the other 5")
+    assert "1 done (1 resumed, 1 replaced an earlier output)" in head

@@ -24,12 +24,13 @@ from napari_sam.batch.auto_runner import (
 from napari_sam.batch.context import Context, Job, JobResult
 from napari_sam.batch.embedding_stores import embed_store, user_embeddings
 from napari_sam.batch.job_checks import output_name_problem
-from napari_sam.batch.jobs import clear_leftovers, job_output_state
+from napari_sam.batch.jobs import clear_leftovers, job_output_state, work_dir
 from napari_sam.batch.memory_advice import lost_workers_reason
 from napari_sam.batch.models import get_model
 from napari_sam.batch.progress import stderr_is_terminal
 from napari_sam.batch.reading import open_image
 from napari_sam.batch.runners import one_line, record_result, run_job
+from napari_sam.batch.saved_work import take_finished_mark
 from napari_sam.batch.scheduler_probe import not_a_scheduler, tcp_host_port
 from napari_sam.words import for_count
 
@@ -428,6 +429,8 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
                 spans = [(s, min(s + block_slices, n)) for s in range(0, n, block_slices)]
                 if ctx.command == "auto":
                     earlier = saved_slices(job, ctx, n)  # before the blocks add this run's
+                    if take_finished_mark(work_dir(job)):  # a finished run's (--keep-work)
+                        earlier["finished"] = True
                     prepare_auto_work(job, ctx)
                     store = client.submit(run_task, auto_prepare_task, job, wctx, pure=False)
                     blocks = [client.submit(run_task, auto_block_task, job, wctx, store, s, e,

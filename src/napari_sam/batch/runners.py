@@ -32,7 +32,12 @@ from napari_sam.batch.models import get_model
 from napari_sam.batch.preview import preview_path, write_preview_for
 from napari_sam.batch.reading import MovieOfVolumes
 from napari_sam.batch.rerun_reason import rerun_reason
-from napari_sam.batch.saved_work import kept_words, resume_reason
+from napari_sam.batch.saved_work import (
+    kept_clause,
+    mark_finished,
+    resume_reason,
+    take_finished_mark,
+)
 from napari_sam.batch.segment_runner import run_segment
 from napari_sam.batch.time_lapse import prompts_at, run_time_lapse
 from napari_sam.memory import is_out_of_memory
@@ -188,6 +193,7 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False,
             cleanup_tmp(job.output)
             previous, stamp = read_sidecar(job.output), output_stamp(job.output)
             mark_partial(job, ctx)
+            finished = take_finished_mark(work_dir(job))  # kept by a finished run (--keep-work)
             try:
                 model, loaded = get_model(ctx.model, ctx.device)
                 res.model_loaded = loaded
@@ -195,10 +201,9 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False,
             except BaseException:  # also Ctrl-C/SIGTERM: no "partial" sidecar without output
                 restore_sidecar(job, previous, stamp)
                 raise
-            take_info(res, info, verdict, earlier)
+            take_info(res, info, verdict, earlier, finished)
             res.status = "done"
-            if not ctx.keep_work:
-                nio.remove_path(work_dir(job))
+            end_work(job, ctx)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # one bad file never stops the batch
@@ -211,25 +216,38 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False,
     return res
 
 
-def take_info(res: JobResult, info: dict, verdict, earlier: dict | None = None) -> None:
+def end_work(job: Job, ctx: Context) -> None:
+    """After a finished job: its work folder removed, or kept (``--keep-work``) and marked a
+    finished run's (what a rerun reuses of it is no interrupted run's)."""
+    if ctx.keep_work:
+        mark_finished(work_dir(job))
+    else:
+        nio.remove_path(work_dir(job))
+
+
+def take_info(res: JobResult, info: dict, verdict, earlier: dict | None = None,
+              finished: bool = False) -> None:
     """A finished job's runner ``info`` into its result: the objects, the details (with the
     "note" the summary shows, as the runner knows it: no read of the output) and, where no
     complete output was there (``verdict``: the output's state before the job), the reason
     from what it kept of an interrupted run (:func:`resumed_reason`; ``earlier``: that
-    record as it was before the blocks of a cluster run added this run's slices)."""
+    record as it was before the blocks of a cluster run added this run's slices;
+    ``finished``: the work folder was one a finished run kept, ``--keep-work``)."""
     res.objects = info.get("objects")
     res.details.update({k: v for k, v in info.items() if k != "objects"})
     record = info.get("resume")
     if earlier is not None and record is not None:  # (the blocks' slices: this run's)
         record = res.details["resume"] = {**earlier, "of": record.get("of")}
+    if finished and record is not None:
+        record = res.details["resume"] = {**record, "finished": True}
     if verdict.state == "missing" or verdict.cause == "unfinished":
         resumed_reason(res, record)
         return
     # a complete output's reason (changed, --overwrite) first, and what it kept of a run
     # interrupted since (the same new settings: its slices are this run's)
-    kept = kept_words(record) if record is not None else ""
+    kept = kept_clause(record) if record is not None else ""
     if kept:
-        res.details["rerun_reason"] = f"{res.details.get('rerun_reason')}; resumed: {kept}"
+        res.details["rerun_reason"] = f"{res.details.get('rerun_reason')}; {kept}"
     else:
         res.details.pop("resume", None)
 

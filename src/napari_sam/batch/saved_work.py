@@ -31,6 +31,33 @@ MARKER = "params.json"
 #: Why a work folder's slices are discarded when no difference can be named.
 UNMATCHED = "its record does not match this run"
 
+#: The file a job's work folder holds when a finished run kept it (``--keep-work``): what a
+#: rerun reuses of it is no interrupted run's (:func:`take_finished_mark`).
+FINISHED = "finished"
+
+
+def mark_finished(work: Path) -> None:
+    """Mark ``work`` (a finished job's work folder, kept) as a finished run's; best effort
+    (only words depend on it)."""
+    if work.is_dir():
+        try:
+            (work / FINISHED).touch()
+        except OSError:
+            pass
+
+
+def take_finished_mark(work: Path) -> bool:
+    """Whether ``work`` was kept by a finished run (:func:`mark_finished`); the mark is
+    removed, so that what this run adds, if it is interrupted, reads as an interrupted run's."""
+    mark = work / FINISHED
+    if not mark.exists():
+        return False
+    try:
+        mark.unlink()
+    except OSError:
+        pass
+    return True
+
 
 def auto_work_key(job: Job, ctx: Context, link_keys) -> dict:
     """What an ``auto`` job's per-slice work is made for: the signature without the keys that
@@ -145,15 +172,26 @@ def resume_reason(record: dict, unfinished_output: bool = False) -> str:
     unit, dropped = record["unit"], record.get("discarded")
     if dropped:
         count = int(dropped["count"])
-        return (f"recomputed: {dropped['why']} (since an interrupted run, whose "
+        run = ("a finished run kept with --keep-work" if record.get("finished")
+               else "an interrupted run")
+        return (f"recomputed: {dropped['why']} (since {run}, whose "
                 f"{counted(count, 'finished ' + dropped.get('unit', unit))} "
                 f"{'was' if count == 1 else 'were'} discarded)")
-    words = kept_words(record)
+    words = kept_clause(record)
     if words:
-        return "resumed: " + words
+        return words
     if unfinished_output:
         return "recomputed: an earlier run did not finish it"
     return ""  # nothing kept, nothing discarded: as a first run (Ctrl-C or SIGKILL alike)
+
+
+def kept_clause(record: dict) -> str:
+    """:func:`kept_words` with its verb: ``resumed: kept 5 of 20 slices an interrupted run
+    finished, ...``, or for a work folder a finished run kept (``"finished"`` in the record,
+    ``--keep-work``) ``reused: 20 of 20 slices from a finished run's work folder
+    (--keep-work)``; "" when it kept nothing."""
+    words = kept_words(record)
+    return (("reused: " if record.get("finished") else "resumed: ") + words) if words else ""
 
 
 def kept_words(record: dict) -> str:
@@ -168,8 +206,9 @@ def kept_words(record: dict) -> str:
              f"{counted(within['of'], within.get('unit', 'slice'))})" if within.get("kept") else "")
     if kept:
         rest = (n - kept) if n is not None else 0
-        return (f"kept {kept}" + (f" of {counted(n, unit)}" if n is not None else
-                                  f" {unit}s" if kept > 1 else f" {unit}")
-                + " an interrupted run finished"
-                + (f", computed the other {rest}" if rest > 0 else "") + inner)
+        count = f"{kept}" + (f" of {counted(n, unit)}" if n is not None else
+                             f" {unit}s" if kept > 1 else f" {unit}")
+        head = (f"{count} from a finished run's work folder (--keep-work)"
+                if record.get("finished") else f"kept {count} an interrupted run finished")
+        return head + (f", computed the other {rest}" if rest > 0 else "") + inner
     return f"an interrupted run finished none of its {unit}s{inner}" if inner else ""
