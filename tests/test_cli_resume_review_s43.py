@@ -189,3 +189,42 @@ def test_work_a_finished_run_kept_is_not_called_an_interrupted_runs(tmp_path, ti
                       "-> 5; resumed: kept 3 of 8 slices an interrupted run finished, computed "
                       "the other 5")
     assert "1 done (1 resumed, 1 replaced an earlier output)" in head
+
+
+def test_a_resumed_movie_counts_only_the_time_points_it_computed(tmp_path, tiny_model,
+                                                               monkeypatch, capsys):
+    """``segment`` of a 4-time-point movie prompted at time points 0-2, stopped by Ctrl-C
+    as time point 1 starts: the rerun said "kept 1 of 4 time points ..., computed the other
+    3", but time point 3 has no prompts (its labels stay 0): it computed 2."""
+    import numpy as np
+    import tifffile
+
+    from napari_sam.batch import time_lapse
+    from stacks import blob_stack
+
+    movie = tmp_path / "data" / "m.tif"
+    movie.parent.mkdir()
+    tifffile.imwrite(movie, np.stack([blob_stack(z=3, seed=t) for t in range(4)]),
+                     imagej=True, metadata={"axes": "TZYX"})
+    (tmp_path / "p.csv").write_text("id,t,z,row,col\n1,0,1,20,20\n1,1,1,20,20\n1,2,1,20,20\n")
+    argv = ["segment", movie, "-o", tmp_path / "out", "-p", tmp_path / "p.csv", "--model",
+            tiny_model, "--batch-size", "1"]
+    real, calls = time_lapse.mark_partial, []
+
+    def stop_at_the_second(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(time_lapse, "mark_partial", stop_at_the_second)
+    assert resume.cli(argv, capsys)[0] == 130
+    monkeypatch.setattr(time_lapse, "mark_partial", real)
+    rc, _, err = resume.cli(argv, capsys)
+    assert rc == 0, err
+    line = next(ln for ln in err.splitlines() if ln.startswith("done     m.tif"))
+    assert line.endswith("; resumed: kept 1 of 4 time points an interrupted run finished, "
+                         "computed the other 2 (1 time point without prompts))"), line
+    assert resume.cli([*argv[:3], tmp_path / "once", *argv[4:]], capsys)[0] == 0
+    assert np.array_equal(tifffile.imread(tmp_path / "out" / "m_labels.tif"),
+                          tifffile.imread(tmp_path / "once" / "m_labels.tif"))

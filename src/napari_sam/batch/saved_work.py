@@ -11,7 +11,8 @@ A record (a dict, as it travels in a :class:`~napari_sam.batch.JobResult`'s ``de
 ``unit`` (``"slice"``, ``"time point"``), ``of`` (how many the job has), ``kept`` (how many an
 earlier run finished that this run keeps), ``discarded`` (None, or ``{"why": what changed, "count": how many were thrown away}``, with
 ``"unit"`` when they are not the record's: a movie's slices of one time point) and,
-for a movie, ``within`` (the record of the first time point it computed)."""
+for a movie, ``within`` (the record of the first time point it computed) and ``unprompted``
+(its time points without prompts, which ``segment`` does not compute)."""
 
 from __future__ import annotations
 
@@ -205,10 +206,13 @@ def kept_words(record: dict) -> str:
     inner = (f" ({within['at']}: kept {within['kept']} of "
              f"{counted(within['of'], within.get('unit', 'slice'))})" if within.get("kept") else "")
     if kept:
-        rest = (n - kept) if n is not None else 0
+        idle = int(record.get("unprompted") or 0)  # a movie's time points without prompts
+        rest = (n - kept - idle) if n is not None else 0
         count = f"{kept}" + (f" of {counted(n, unit)}" if n is not None else
                              f" {unit}s" if kept > 1 else f" {unit}")
         head = (f"{count} from a finished run's work folder (--keep-work)"
                 if record.get("finished") else f"kept {count} an interrupted run finished")
-        return head + (f", computed the other {rest}" if rest > 0 else "") + inner
+        return (head + (f", computed the other {rest}" if rest > 0 else "")
+                + (f" ({counted(idle, unit)} without prompts)" if idle and rest > 0 else "")
+                + inner)
     return f"an interrupted run finished none of its {unit}s{inner}" if inner else ""

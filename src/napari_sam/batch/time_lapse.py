@@ -86,6 +86,7 @@ def run_time_lapse(job: Job, ctx: Context, model, runner: Callable[[Job, Context
     for t in range(n):
         sub, sub_ctx = time_point_job(job, ctx, t, n)
         if sub.prompts is not None and not sub.prompts:
+            record["unprompted"] = record.get("unprompted", 0) + 1
             continue  # segment: no prompt at this time point, its labels stay 0
         verdict = output_verdict(sub.output, job.input, sub_ctx.signature())
         if verdict.state == "complete":
