@@ -36,31 +36,31 @@ def _registry():
     return pint.UnitRegistry()
 
 
-def _length_unit(unit):
-    """The pint length unit of a layer's axis unit (a pint unit or its name), else None
-    (pixels, time, an unknown name, or no unit)."""
+def _unit_of(unit, dimension: str):
+    """The pint unit of a layer's axis unit (a pint unit or its name) where it measures
+    ``dimension`` (a pint unit name: "meter", "second"), else None (pixels, another
+    dimension, an unknown name, or no unit)."""
     if unit is None:
         return None
     reg = _registry()
     try:
         parsed = reg.Unit(str(unit))
-    except Exception:  # noqa: BLE001 - any name pint does not know is no length
+    except Exception:  # noqa: BLE001 - any name pint does not know measures nothing
         return None
-    return parsed if parsed.dimensionality == reg.Unit("meter").dimensionality else None
+    return parsed if parsed.dimensionality == reg.Unit(dimension).dimensionality else None
+
+
+def _length_unit(unit):
+    """The pint length unit of a layer's axis unit, else None (pixels, time, unknown)."""
+    return _unit_of(unit, "meter")
 
 
 def _time_scale(size: float, unit) -> dict | None:
     """The time between frames a layer's time axis gives: its scale ``size`` where napari
     names the axis's ``unit`` a time (``minute`` -> ``{"value": size, "unit": "min"}``);
     None for pixels or any other unit."""
-    if unit is None:
-        return None
-    reg = _registry()
-    try:
-        parsed = reg.Unit(str(unit))
-    except Exception:  # noqa: BLE001 - any name pint does not know is no time
-        return None
-    if parsed.dimensionality != reg.Unit("second").dimensionality:
+    parsed = _unit_of(unit, "second")
+    if parsed is None:
         return None
     return {"value": float(size), "unit": f"{parsed:~}"}
 

@@ -16,6 +16,17 @@ def _bleaching_movie() -> np.ndarray:
     return np.stack([100 + disc * 900 * 0.8 ** t + rng.normal(0, 10, disc.shape)
                      for t in range(12)]).astype(np.float32)
 
+def _click_frame_0_and_propagate(widget) -> None:
+    """A click on the cell in frame 0, then Propagate, each waited for."""
+    c = widget.controller
+    c.go_to_slice(0)
+    widget.wait()
+    c.add_point(0, 32, 32)
+    widget.wait()
+    c.propagate()
+    widget.wait()
+
+
 
 @pytest.mark.parametrize("axes", ["TYX", "ZYX"])
 def test_the_files_stack_axis_is_picked_and_a_bleaching_cell_is_followed(
@@ -32,12 +43,7 @@ def test_the_files_stack_axis_is_picked_and_a_bleaching_cell_is_followed(
     assert c.axis_kind == kind and widget._axis_kind.currentIndex() == int(kind == "t")
     if kind == "t":
         assert "Stack axis is t: the file of 'movie_TYX' names its axes TYX" in c.status
-    c.go_to_slice(0)
-    widget.wait()
-    c.add_point(0, 32, 32)
-    widget.wait()
-    c.propagate()
-    widget.wait()
+    _click_frame_0_and_propagate(widget)
     # t: every frame (the API's axis_kind="t"); z: the fade rule stops it (measured 0-3)
     expected = (0, 11) if kind == "t" else (0, 3)
     assert c.volume.slice_range[1] == expected, c.status
@@ -84,12 +90,7 @@ def test_a_stack_napari_names_time_is_a_time_series(make_widget, demo_available,
            else "napari gives axis 0 of 'bleach' the unit 'second'")
     assert (f"Stack axis is t: {why}, a time series: objects are followed through its "
             "frames (change it in 'Stack axis is').") in c.status, c.status
-    c.go_to_slice(0)
-    widget.wait()
-    c.add_point(0, 32, 32)
-    widget.wait()
-    c.propagate()
-    widget.wait()
+    _click_frame_0_and_propagate(widget)
     assert c.volume.slice_range[1] == (0, 11), c.status  # (as z: 0-3)
 
 
