@@ -150,11 +150,11 @@ class StackActions:
         self.require_sam1("Segment everything")
         self._require_image()
 
-    def refuse(self, message: str):
-        """Say ``message`` in the status line and raise it as a :class:`UserError` (the GUI
-        shows it as a notification too)."""
+    def refuse(self, message: str, error: type[UserError] = UserError):
+        """Say ``message`` in the status line and raise it as ``error`` (a :class:`UserError`;
+        the GUI shows it as a notification too)."""
         self._say(message)
-        raise UserError(message)
+        raise error(message)
 
     def sam2_features(self):
         """The SAM 2 image features of the current image and model kept between
@@ -323,8 +323,7 @@ class StackActions:
         """Refuse a job that would not fit in the memory free here (``problem``: the words
         of :mod:`~.memory_checks`, None where it fits): a :class:`~.errors.Refusal`."""
         if problem:
-            self._say(problem)
-            raise Refusal(problem)
+            self.refuse(problem, Refusal)
 
     def _started(self, gen, description: str, done, drawn):
         """Start propagation job ``gen`` made from the prompt arrays ``drawn``."""
