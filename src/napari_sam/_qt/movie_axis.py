@@ -31,11 +31,26 @@ def first_axis(layer, channel_axis: int | None) -> int | None:
     image (5D with ``channel_axis``), size-1 axes aside; None for any other image."""
     if layer is None or getattr(layer, "rgb", False):
         return None
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    shape = tuple(int(s) for s in data.shape)
-    dropped = singleton_axes(shape, len(shape), channel_axis)
-    axes = [a for a in range(len(shape)) if a != channel_axis and a not in dropped]
+    axes = _image_axes(layer, channel_axis)
     return axes[0] if len(axes) == 4 else None
+
+
+def _image_axes(layer, channel_axis: int | None) -> list[int]:
+    """The axes of image ``layer`` SAM sees: size-1 axes, ``channel_axis`` and an RGB
+    layer's colour axis (last) aside."""
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    shape = tuple(int(s) for s in data.shape)[: -1 if getattr(layer, "rgb", False) else None]
+    dropped = singleton_axes(shape, len(shape), channel_axis)
+    return [a for a in range(len(shape)) if a != channel_axis and a not in dropped]
+
+
+def _axis_named(layer, axis: int) -> tuple[str, str, object]:
+    """napari's label of ``layer``'s ``axis`` as given and in lower case ("" where it has
+    none), and its unit (None where it has none)."""
+    labels = tuple(getattr(layer, "axis_labels", None) or ())
+    units = tuple(getattr(layer, "units", None) or ())
+    label = labels[axis] if axis < len(labels) else ""
+    return label, str(label).strip().lower(), units[axis] if axis < len(units) else None
 
 
 def first_axis_named(layer, channel_axis: int | None) -> tuple[bool, str] | None:
@@ -45,13 +60,11 @@ def first_axis_named(layer, channel_axis: int | None) -> tuple[bool, str] | None
     axis = first_axis(layer, channel_axis)
     if axis is None:
         return None
-    labels = tuple(getattr(layer, "axis_labels", None) or ())
-    name = str(labels[axis]).strip().lower() if axis < len(labels) else ""
+    label, name, unit = _axis_named(layer, axis)
     if name in TIME_NAMES or name in CHANNEL_NAMES:
-        return name in TIME_NAMES, f"napari names axis {axis} '{labels[axis]}'"
-    units = tuple(getattr(layer, "units", None) or ())
-    if axis < len(units) and is_time_unit(units[axis]):
-        return True, f"napari gives axis {axis} the unit '{units[axis]}'"
+        return name in TIME_NAMES, f"napari names axis {axis} '{label}'"
+    if is_time_unit(unit):
+        return True, f"napari gives axis {axis} the unit '{unit}'"
     if time_not_first(layer, channel_axis):  # (z, t, y, x): not time, refused (not asked)
         return False, "napari names time another axis"
     from napari_sam.io import file_axes
@@ -73,23 +86,15 @@ def stack_axis_named(layer, channel_axis: int | None) -> tuple[str, str] | None:
     bleached over time, where the same file's TYX axes made it a time series. An RGB
     layer's colour axis (last) is not one of its three (an RGB (T, Y, X, 3) time-lapse was
     passed over: it stayed z)."""
-    if layer is None:
-        return None
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    shape = tuple(int(s) for s in data.shape)[: -1 if getattr(layer, "rgb", False) else None]
-    dropped = singleton_axes(shape, len(shape), channel_axis)
-    axes = [a for a in range(len(shape)) if a != channel_axis and a not in dropped]
+    axes = [] if layer is None else _image_axes(layer, channel_axis)
     if len(axes) != 3:
         return None
-    axis = axes[0]
-    labels = tuple(getattr(layer, "axis_labels", None) or ())
-    name = str(labels[axis]).strip().lower() if axis < len(labels) else ""
+    label, name, unit = _axis_named(layer, axes[0])
     if name in TIME_NAMES or name in DEPTH_NAMES:
         return ("t" if name in TIME_NAMES else "z",
-                f"napari names axis {axis} of '{layer.name}' '{labels[axis]}'")
-    units = tuple(getattr(layer, "units", None) or ())
-    if axis < len(units) and is_time_unit(units[axis]):
-        return "t", f"napari gives axis {axis} of '{layer.name}' the unit '{units[axis]}'"
+                f"napari names axis {axes[0]} of '{layer.name}' '{label}'")
+    if is_time_unit(unit):
+        return "t", f"napari gives axis {axes[0]} of '{layer.name}' the unit '{unit}'"
     return None
 
 
