@@ -76,8 +76,7 @@ class EmbeddingLine:
             ended = self.job
             # (a job stopped by a change, stale, was of another image, setting or time
             # point: "time point 1: cancelled" was said of the time point it left)
-            if self.embedding and ended is not None and not ended.succeeded and not getattr(
-                    ended, "stale", False):
+            if self.embedding and ended is not None and not ended.succeeded and not ended.stale:
                 self.ended = ("cancelled" if ended.cancelled else
                               "refused" if isinstance(ended.error, Refusal) else "failed")
             self.embedding = False

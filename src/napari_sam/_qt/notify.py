@@ -15,7 +15,7 @@ from napari_sam.annotate.errors import Refusal, UserError
 from napari_sam.io.write_errors import write_problem
 from napari_sam.memory import is_out_of_memory
 
-__all__ = ["UserError", "describe", "ended_words", "guarded", "job_error_text", "report",
+__all__ = ["UserError", "describe", "guarded", "job_end_words", "job_error_text", "report",
            "status_text", "warn", "info"]
 
 logger = logging.getLogger("napari_sam")
@@ -116,7 +116,7 @@ def status_text(err: BaseException, message: str) -> str:
     return message
 
 
-def ended_words(err: BaseException) -> str:
+def job_end_words(err: BaseException) -> str:
     """How a job that ended with ``err`` ended, in words: "was refused" for a
     :class:`~napari_sam.annotate.errors.Refusal` (it did not start: too little memory),
     "failed" for anything else."""

@@ -41,7 +41,7 @@ from .job_bar import JobBar
 from .model_box import ModelBox
 from .movie_axis import first_axis, stack_axis_named
 from .narrow import fit_narrow
-from .notify import ended_words, guarded
+from .notify import guarded, job_end_words
 from .time_point import movie_note
 from .tips import add_tips
 
@@ -346,7 +346,7 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         if job is None and ended is not None and ended.error is not None:
             # what wait() raises: the status line now says why it failed (no Job is kept:
             # its error's traceback holds the job's frames and arrays)
-            self._failed_since_wait = (f"'{ended.description}' {ended_words(ended.error)}: "
+            self._failed_since_wait = (f"'{ended.description}' {job_end_words(ended.error)}: "
                                        f"{self._status.text()}")
         self._job_bar.on_job_changed(job)
         if job is None and ended is not None and ended.stale:
