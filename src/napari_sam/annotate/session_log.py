@@ -92,6 +92,7 @@ class SessionLog(SessionPlaces, LiveSessionFiles):
         self.session_path: Path | None = None
         self._declined: set[str] = set()
         self._volume_request = None  # (prompts, options, {i: object key}) of the preview
+        self._digests: dict = {}  # the images' hashes (SessionPlaces._digest)
         self._autosave_said: set[str] = set()  # fallback places the status has named
         self._autosave_note = ""
         self._log_generation = 0  # +1 whenever the log starts again (another target, a load)

@@ -55,7 +55,7 @@ def fallback_session_file(image_path) -> Path:
 class SessionPlaces:
     """The session files of the session's image (needs the session's attributes:
     ``image_path``, ``image_name``, ``image_identity``, ``source``, ``channel_axis``,
-    ``channel``, ``_image_records``, ``_claims``, ``_hash``, ``wait_autosave``)."""
+    ``channel``, ``_image_records``, ``_claims``, ``_digests``, ``_hash``, ``wait_autosave``)."""
 
     def autosave_path(self) -> Path | None:
         """Where the session is autosaved: next to the image file, or under the cache folder
@@ -84,7 +84,7 @@ class SessionPlaces:
         thread (a data object that cannot be referred to weakly: while it is the last)."""
         data = self.image_identity()[1]
         key = (id(data), self.channel_axis, self.channel)
-        known = self.__dict__.setdefault("_digests", {})
+        known = self._digests  # (data id, channel axis, channel) -> (ref, {what: digest})
         last = next(reversed(known), None)
         ref, found = known.pop(key, (None, {}))
         if ref is None or (ref() is not data if ref is not _SAME else key != last):
