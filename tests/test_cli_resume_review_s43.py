@@ -228,3 +228,22 @@ def test_a_resumed_movie_counts_only_the_time_points_it_computed(tmp_path, tiny_
     assert resume.cli([*argv[:3], tmp_path / "once", *argv[4:]], capsys)[0] == 0
     assert np.array_equal(tifffile.imread(tmp_path / "out" / "m_labels.tif"),
                           tifffile.imread(tmp_path / "once" / "m_labels.tif"))
+
+
+def test_a_blocked_auto_job_samples_its_input_once_before_its_blocks(tmp_path, tiny_model,
+                                                                    monkeypatch):
+    """``auto --workers 1 --block-slices 4``: before submitting a job's blocks, the main
+    process read what an interrupted run left and prepared the work folder, each sampling the
+    input's content for the work folder's key (two reads of the input where one does)."""
+    from napari_sam import batch
+
+    data = blob_folder(tmp_path / "data", n=1, z=8, size=32)
+    ctx = batch.Context(command="auto", model=str(tiny_model), out_dir=tmp_path / "out",
+                        device="cpu", quiet=True, params={"points_per_side": 4})
+    sampled = []
+    real = nio.content_sample_hash
+    monkeypatch.setattr(nio, "content_sample_hash", lambda p: sampled.append(p) or real(p))
+    results = batch.run_jobs(batch.make_jobs([data / "b0.tif"], ctx), ctx, workers=1,
+                             block_slices=4)
+    assert [r.status for r in results] == ["done"], results
+    assert sampled == [data / "b0.tif"]  # (this process's; the worker samples it again)

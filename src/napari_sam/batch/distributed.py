@@ -20,6 +20,7 @@ from napari_sam.batch.auto_runner import (
     auto_slices,
     prepare_auto_work,
     saved_slices,
+    work_key,
 )
 from napari_sam.batch.context import Context, Job, JobResult
 from napari_sam.batch.embedding_stores import embed_store, user_embeddings
@@ -428,10 +429,11 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
             if block_slices and n > block_slices:
                 spans = [(s, min(s + block_slices, n)) for s in range(0, n, block_slices)]
                 if ctx.command == "auto":
-                    earlier = saved_slices(job, ctx, n)  # before the blocks add this run's
+                    key = work_key(job, ctx)  # (the input's content sampled once)
+                    earlier = saved_slices(job, ctx, n, key)  # before the blocks add this run's
                     if take_finished_mark(work_dir(job)):  # a finished run's (--keep-work)
                         earlier["finished"] = True
-                    prepare_auto_work(job, ctx)
+                    prepare_auto_work(job, ctx, key)
                     store = client.submit(run_task, auto_prepare_task, job, wctx, pure=False)
                     blocks = [client.submit(run_task, auto_block_task, job, wctx, store, s, e,
                                             pure=False) for s, e in spans]
