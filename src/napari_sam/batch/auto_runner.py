@@ -437,7 +437,7 @@ def run_auto(job: Job, ctx: Context, model) -> dict:
     key = work_key(job, ctx)
     saved = saved_slices(job, ctx, len(opened.stack), key)  # what an interrupted run left
     work = prepare_auto_work(job, ctx, key)
-    resumed = len(list(work.glob("z*.npz")))
+    resumed = saved["kept"]  # (the slices the kept work folder holds)
     bar = JobProgressBar(ctx, f"{job.name}: segment everything")
     try:
         auto_slices(job, ctx, model, progress=bar, keep_embeddings=propagate, opened=opened)
