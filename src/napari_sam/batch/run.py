@@ -70,11 +70,16 @@ def run_jobs(
 
 
 def say_unlockable(results: Sequence[JobResult]) -> None:
-    """Log the note of each output folder whose file system cannot lock (the results'
-    ``details["unlockable"]``: (folder, why)), once per folder."""
-    for out_dir, why in dict.fromkeys(tuple(r.details["unlockable"]) for r in results
-                                      if r.details.get("unlockable")):
+    """Log the note of each output folder whose file system cannot lock, once per folder."""
+    for out_dir, why in unlockable_folders(results):
         logger.warning("%s", unlockable_text(out_dir, why, ran=True))
+
+
+def unlockable_folders(results: Sequence[JobResult]) -> list[tuple[str, str]]:
+    """(output folder, why) of each folder whose file system cannot lock (the results'
+    ``details["unlockable"]``), once each, in the order the results name them."""
+    return list(dict.fromkeys(tuple(r.details["unlockable"]) for r in results
+                              if r.details.get("unlockable")))
 
 
 def _run_serial(jobs, ctx, on_result, on_wait=None) -> list[JobResult]:

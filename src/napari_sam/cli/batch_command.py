@@ -160,10 +160,9 @@ def unlockable_notes(results) -> None:
     ``details["unlockable"]``): once per folder, from this process, also when worker
     processes ran the jobs (each of them said it before, N times or amid the lines)."""
     from napari_sam.batch.jobs import unlockable_text
+    from napari_sam.batch.run import unlockable_folders
 
-    folders = dict.fromkeys(tuple(r.details["unlockable"]) for r in results
-                            if r.details.get("unlockable"))
-    for out_dir, why in folders:
+    for out_dir, why in unlockable_folders(results):
         print(f"Note: {unlockable_text(out_dir, why, ran=True)}.")
 
 
