@@ -247,3 +247,19 @@ def test_a_blocked_auto_job_samples_its_input_once_before_its_blocks(tmp_path, t
                              block_slices=4)
     assert [r.status for r in results] == ["done"], results
     assert sampled == [data / "b0.tif"]  # (this process's; the worker samples it again)
+
+
+def test_a_model_named_resumed_is_not_counted_resumed(capsys):
+    """The summary counted a file resumed where its reason held the word anywhere: a complete
+    output recomputed for another checkpoint, ``vit_b_resumed.pt``, read '1 resumed'."""
+    from napari_sam.batch import JobResult
+    from napari_sam.cli.batch_command import summary
+
+    changed = JobResult("a.tif", "a_labels.tif", "done", details={
+        "replaced": True,
+        "rerun_reason": "recomputed: the model changed: vit_b.pt -> vit_b_resumed.pt"})
+    kept = JobResult("b.tif", "b_labels.tif", "done", details={
+        "rerun_reason": "recomputed: parameters changed: points_per_side 4 -> 5; resumed: kept "
+                        "3 of 8 slices an interrupted run finished, computed the other 5"})
+    summary([changed, kept], 2, 1.0)
+    assert "2 files: 2 done (1 resumed, 1 replaced an earlier output)" in capsys.readouterr().out

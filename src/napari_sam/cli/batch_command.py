@@ -114,7 +114,7 @@ def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False,
            f"{edited} changed since written: kept" if edited else ""]
     why = ", ".join(w for w in why if w)
     replaced = sum(r.status == "done" and bool(r.details.get("replaced")) for r in results)
-    resumed = sum(r.status == "done" and "resumed" in str(r.details.get("rerun_reason"))
+    resumed = sum(r.status == "done" and _says_resumed(str(r.details.get("rerun_reason")))
                   for r in results)  # an interrupted run's work kept
     done_why = ", ".join(w for w in (
         f"{resumed} resumed" if resumed else "",
@@ -153,6 +153,13 @@ def summary(results, n_jobs: int, seconds: float, *, interrupted: bool = False,
               "the same command when it has finished (exit code 1).")
     if interrupted:
         print("Interrupted: finished outputs are complete; rerun the same command to resume.")
+
+
+def _says_resumed(reason: str) -> bool:
+    """Whether a job's ``rerun_reason`` has a ``resumed: ...`` clause (first, or after a
+    complete output's reason), not the word inside a name it shows (a model file
+    ``vit_b_resumed.pt``)."""
+    return reason.startswith("resumed: ") or "; resumed: " in reason
 
 
 def unlockable_notes(results) -> None:
