@@ -310,7 +310,8 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         """Pick *Stack axis is* from the image's file, as the command line does (napari's
         reader drops a TIFF's axes, so a (T, Y, X) movie was propagated as a volume: the
         fade rules cut cells that bleach over time), else from napari's axis labels or units
-        (:func:`~.movie_axis.stack_axis_named`); z for a movie of volumes. Returns the line saying so ("" when
+        (:func:`~.movie_axis.stack_axis_named`); z for a movie of volumes. Returns the line
+        saying so ("" when
         nothing changed), also shown now."""
         from napari_sam.io import file_stack_axis
 

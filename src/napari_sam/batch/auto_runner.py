@@ -410,7 +410,8 @@ def _check_propagation_memory(opened: OpenedImage, time_point: int | None = None
         raise ValueError(
             f"propagating the objects of this {' x '.join(map(str, shape))} {what} needs about "
             f"{size_words(need)} of memory for its label volumes, more than the "
-            f"{size_words(free)} available here (or under this job's memory limit); use --no-propagate (linked 2D masks, constant "
+            f"{size_words(free)} available here (or under this job's memory limit); use "
+            f"--no-propagate (linked 2D masks, constant "
             f"memory), or a machine with more memory"
         )
 
