@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from qtpy.QtCore import Qt, QTimer
 
+from napari_sam.annotate.autosave_retry import RETRY_EARLY_S
+
 __all__ = ["retry_failed_autosaves"]
 
 
@@ -30,7 +32,7 @@ def retry_failed_autosaves(session, links: list) -> QTimer:
 
     def fire() -> None:
         due = session.autosave_retry_in()
-        if due is not None and due > 0.5:  # early: the retry would do nothing
+        if due is not None and due > RETRY_EARLY_S:  # early: the retry would do nothing
             timer.start(int(due * 1000) + 1)
         else:
             session.retry_autosave()

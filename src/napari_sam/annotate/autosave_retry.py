@@ -20,8 +20,12 @@ from pathlib import Path
 
 from napari_sam.words import counted
 
-__all__ = ["RETRY_FIRST_S", "RETRY_MAX_S", "AutosaveRetry", "retry_words", "without_failure"]
+__all__ = ["RETRY_EARLY_S", "RETRY_FIRST_S", "RETRY_MAX_S", "AutosaveRetry", "retry_words",
+           "without_failure"]
 
+#: A retry asked for more than this many seconds before it is due does nothing (a timer
+#: that fires early is armed again for the time left)
+RETRY_EARLY_S = 0.5
 #: seconds before the first timed retry after a failed autosave (doubled after each failure)
 RETRY_FIRST_S = 15.0
 #: the longest wait between timed retries (seconds)
@@ -58,7 +62,7 @@ class AutosaveRetry:
         have tried meanwhile: then its next retry is later); the status line says how it
         went."""
         due = self.autosave_retry_in()
-        if due is None or due > 0.5:
+        if due is None or due > RETRY_EARLY_S:
             return
         self.autosave_now()
         note = self.take_autosave_note().strip()
