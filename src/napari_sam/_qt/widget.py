@@ -284,13 +284,14 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         if c.image_layer is None:
             return
         shape = tuple(c.source.layer_shape)
-        time = file_time_interval(L.unwrap(c.image_layer))
-        for layer in self.viewer.layers:
-            layer = L.unwrap(layer)
-            if isinstance(layer, Labels) and tuple(layer.data.shape) == shape:
-                layer.metadata["stack_axis"] = c.axis_kind
-                if time is not None:  # (one a file gave the layer, our reader's, is kept)
-                    layer.metadata.setdefault("time_interval", time)
+        labels = [layer for layer in map(L.unwrap, self.viewer.layers)
+                  if isinstance(layer, Labels) and tuple(layer.data.shape) == shape]
+        # the file's header is read only where labels of this shape are there to tell
+        time = file_time_interval(L.unwrap(c.image_layer)) if labels else None
+        for layer in labels:
+            layer.metadata["stack_axis"] = c.axis_kind
+            if time is not None:  # (one a file gave the layer, our reader's, is kept)
+                layer.metadata.setdefault("time_interval", time)
 
     def _channels_from_file(self, layer) -> str:
         """Pick the channel axis its file names for a newly picked image layer without one
@@ -311,8 +312,7 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         reader drops a TIFF's axes, so a (T, Y, X) movie was propagated as a volume: the
         fade rules cut cells that bleach over time), else from napari's axis labels or units
         (:func:`~.movie_axis.stack_axis_named`); z for a movie of volumes. Returns the line
-        saying so ("" when
-        nothing changed), also shown now."""
+        saying so ("" when nothing changed), also shown now."""
         from napari_sam.io import file_stack_axis
 
         c = self.controller
