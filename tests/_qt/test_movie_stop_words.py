@@ -1,7 +1,6 @@
 """What the dock says on a (T, Z, Y, X) movie when the time slider moves while the time point
 left is still being embedded: the stop line names the time point it was for, as the dock's
-other lines
-on a movie do ("time point 1: 6 of 6 slices embedded")."""
+other lines on a movie do ("time point 1: 6 of 6 slices embedded")."""
 
 from __future__ import annotations
 

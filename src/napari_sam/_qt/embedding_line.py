@@ -8,8 +8,7 @@ slices embedded" (:meth:`~napari_sam.annotate.annotation_session.AnnotationSessi
 on a movie of volumes after the time point whose volume it is: "time point 2: 12 of 12 slices
 embedded"), after "cancelled: ", "refused: " (too little memory) or "failed: " when the job did
 not finish; the next job, or another image, model or setting, clears that. Before, the line
-was only redrawn when the status line
-changed: it kept "0 of 6 slices embedded" while slices were embedded, and an old count once
+was only redrawn when the status line changed: it kept "0 of 6 slices embedded" while slices were embedded, and an old count once
 they were (or once the image changed without a status line).
 """
 

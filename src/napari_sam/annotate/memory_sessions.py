@@ -6,8 +6,7 @@ killed or crashing lost every commit. It is now autosaved under the cache folder
 of its own named by the image's pixels (:func:`memory_image_key`, :func:`memory_session_file`):
 the same pixels added again, also in a new napari, find their session and are offered to
 resume it; other pixels find none. Within that folder the rules of an image file's session
-file apply (another
-image of the same pixels under another name and shape has a file of its own).
+file apply (another image of the same pixels under another name and shape has a file of its own).
 
 Those folders are the only files napari-sam writes there, and nobody else removes them:
 :func:`prune_memory_sessions` keeps the newest :data:`KEPT_IMAGES` and removes those unused
