@@ -7,9 +7,9 @@ the slice" on a 2D image). Once the job ends it says what is embedded now, e.g. 
 slices embedded" (:meth:`~napari_sam.annotate.annotation_session.AnnotationSession.embedding_summary`;
 on a movie of volumes after the time point whose volume it is: "time point 2: 12 of 12 slices
 embedded"), after "cancelled: ", "refused: " (too little memory) or "failed: " when the job did
-not finish; the next job, or another image, model or setting, clears that. Before, the line
-was only redrawn when the status line changed: it kept "0 of 6 slices embedded" while slices were embedded, and an old count once
-they were (or once the image changed without a status line).
+not finish; the next job, or another image, model or setting, clears that. Before, the line was
+only redrawn when the status line changed: it kept "0 of 6 slices embedded" while slices were
+embedded, and an old count once they were (or once the image changed without a status line).
 """
 
 from __future__ import annotations

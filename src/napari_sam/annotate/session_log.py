@@ -13,9 +13,9 @@ then that session's log goes on.
 After every commit, undo and redo the session is autosaved next to the image file
 (:func:`napari_sam.session.session_file_for`) when the image came from a file; when the
 image's folder is not writable, under the cache folder instead (where:
-:mod:`napari_sam.annotate.session_places`), and the status line says where, once. Autosave
-never replaces a session file it did not write or load for this log: it keeps it first under a dated name
-(:func:`napari_sam.session.keep_aside`) and the status line says so. Two images of one file
+:mod:`napari_sam.annotate.session_places`), and the status line says where, once. Autosave never
+replaces a session file it did not write or load for this log: it keeps it first under a dated
+name (:func:`napari_sam.session.keep_aside`) and the status line says so. Two images of one file
 (napari opens a file with a channel axis as one layer per channel) each have their own
 session file (:meth:`SessionPlaces.own_session_file`).
 
