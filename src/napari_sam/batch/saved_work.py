@@ -12,7 +12,8 @@ A record (a dict, as it travels in a :class:`~napari_sam.batch.JobResult`'s ``de
 earlier run finished that this run keeps), ``discarded`` (None, or ``{"why": what changed,
 "count": how many were thrown away}``, with ``"unit"`` when they are not the record's: a movie's
 slices of one time point) and, for a movie, ``within`` (the record of the first time point it
-computed) and ``unprompted`` (its time points without prompts, which ``segment`` does not compute)."""
+computed) and ``unprompted`` (its time points without prompts, which ``segment`` does not
+compute)."""
 
 from __future__ import annotations
 
