@@ -11,6 +11,7 @@ uninterrupted run ends (same data order, same steps, same random draws).
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import logging
 import math
@@ -35,12 +36,13 @@ from .checkpoint import (
     training_state_path,
 )
 from .config import TrainConfig
-from .data import MIN_OBJECT_PIXELS, TrainItem, load_pairs, make_items, split_items
+from .data import TrainItem, load_pairs, make_items, split_items
 from .evaluation import evaluate
 from .missing_checkpoint import restore_missing_checkpoint
 from .out_checks import check_out, clear_before_run
 from .output_lock import holding_output
 from .trainer import Trainer, position_aware_init
+from .validation import data_notes, no_objects_note, validation_fields, validation_words
 
 __all__ = ["ModelLoadError", "ScheduleMismatchError", "TrainResult", "run_training", "train"]
 
@@ -209,7 +211,7 @@ def train(
     steps_per_epoch : int, optional
         Default: one pass over the training images.
     max_val_objects : int or None
-        Cap on validation objects (speed).
+        Cap on validation objects (speed), at least 1 (``val_fraction=0`` for none).
     progress : bool
         tqdm progress bar.
     save : {"best", "last"}
@@ -235,7 +237,8 @@ def train(
     on_note : callable(str), optional
         Receives what the user should know about the data before training starts (an image
         left out because none of its objects is large enough at the model input; validation
-        on the training data when only one item is usable), and what loading ``model`` said
+        on the training data when only one item is usable; validation items that hold no
+        object, the best epoch then chosen by training IoU), and what loading ``model`` said
         (its ``load_notes``: a metadata file beside it not used, or missing). Default: a
         logging warning.
     on_resume : callable(Path), optional
@@ -263,26 +266,8 @@ def train(
     good one (never half-written) and the result has ``interrupted=True``. In a resumable
     run SIGTERM (e.g. ``timeout``) stops after the step in progress and saves the state.
     """
-    if save not in ("best", "last"):
-        raise ValueError(f"save must be 'best' or 'last', got {save!r}")
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if isinstance(val_fraction, bool) or not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1) (the share of the images held out "
-                         f"for validation; 0 holds none out, 1 would leave none to train on), "
-                         f"got {val_fraction!r}")
-    if resume and out is None:
-        raise ValueError("resume needs out: the training state is written beside it")
-    if out is not None and Path(out).is_dir():
-        raise ValueError(f"out {out} is a folder; give the checkpoint file to write, e.g. "
-                         f"{Path(out) / 'my_model.pt'}")
-    if (max_steps is not None or time_limit is not None) and not resume:
-        raise ValueError("max_steps and time_limit stop a resumable run: pass resume=True")
-    if resume and overwrite and training_state_path(out).exists():
-        raise ValueError(
-            f"resume=True and overwrite=True contradict each other beside "
-            f"{training_state_path(out)}: resume=True continues that run (with its options), "
-            "overwrite=True trains from the start (it removes the state); pass one")
+    _check_options(save, epochs, val_fraction, out, resume, overwrite, max_steps, time_limit,
+                   max_val_objects)
     with holding_output(out):  # a second run of out is refused (TrainingOutputBusy)
         check_out(out, overwrite, resume)
         pairs = load_pairs(images, labels)  # all input checks first
@@ -312,7 +297,37 @@ def train(
             trainer, train_items, val_items, epochs=epochs, steps_per_epoch=spe, out=out,
             meta=meta_base, max_val_objects=max_val_objects, progress=progress, save=save,
             callback=callback, time_limit=time_limit, state_path=state_path, resume_state=state,
-            max_steps=max_steps, schedule_extra=extra, on_resume=on_resume)
+            max_steps=max_steps, schedule_extra=extra, on_resume=on_resume, on_note=on_note)
+
+
+def _check_options(save, epochs, val_fraction, out, resume, overwrite, max_steps, time_limit,
+                   max_val_objects) -> None:
+    """:func:`train`'s options that contradict or are out of range: a ValueError naming
+    the option, before any work."""
+    if save not in ("best", "last"):
+        raise ValueError(f"save must be 'best' or 'last', got {save!r}")
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if isinstance(val_fraction, bool) or not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1) (the share of the images held out "
+                         f"for validation; 0 holds none out, 1 would leave none to train on), "
+                         f"got {val_fraction!r}")
+    if max_val_objects is not None and (isinstance(max_val_objects, bool)
+                                        or max_val_objects < 1):
+        raise ValueError(f"max_val_objects must be at least 1 or None, got {max_val_objects!r}; "
+                         "val_fraction=0 trains without validation")
+    if resume and out is None:
+        raise ValueError("resume needs out: the training state is written beside it")
+    if out is not None and Path(out).is_dir():
+        raise ValueError(f"out {out} is a folder; give the checkpoint file to write, e.g. "
+                         f"{Path(out) / 'my_model.pt'}")
+    if (max_steps is not None or time_limit is not None) and not resume:
+        raise ValueError("max_steps and time_limit stop a resumable run: pass resume=True")
+    if resume and overwrite and training_state_path(out).exists():
+        raise ValueError(
+            f"resume=True and overwrite=True contradict each other beside "
+            f"{training_state_path(out)}: resume=True continues that run (with its options), "
+            "overwrite=True trains from the start (it removes the state); pass one")
 
 
 def _run_config(config: TrainConfig | None, **fields) -> TrainConfig:
@@ -321,30 +336,6 @@ def _run_config(config: TrainConfig | None, **fields) -> TrainConfig:
     for name, value in fields.items():
         setattr(cfg, name, value)
     return cfg
-
-
-def data_notes(pairs, items, val_items, img_size: int) -> list[str]:
-    """What the user should know about the training data before training starts: the
-    images :func:`make_items` left out (no object large enough at the model input), a
-    validation on the training item itself (only one item usable) or on slices of the one
-    stack trained on."""
-    used = {it.source for it in items}
-    notes = [f"{pair.name}: left out of training: no object has at least {MIN_OBJECT_PIXELS} "
-             f"pixels at the model input ({img_size} px)"
-             for i, pair in enumerate(pairs) if i not in used]
-    if val_items and val_items[0].meta.get("shared"):
-        notes.append(f"only one image{' slice' if pairs[items[0].source].labels.ndim == 3 else ''}"
-                     f" has objects to train on ({items[0].name}): validation runs on it too, "
-                     "so the validation IoU measures the fit to the training data, not how the "
-                     "model does on new images; give more labelled images for a held-out "
-                     "validation")
-    elif val_items and len(pairs) == 1 and pairs[0].labels.ndim == 3:
-        notes.append(f"validation holds out {counted(len(val_items), 'slice')} "
-                     "of the one stack "
-                     f"({pairs[0].name}) trained on: neighbouring slices show the same "
-                     "objects, so the validation IoU is close to the fit to the training "
-                     "data; give another labelled stack for a held-out validation")
-    return notes
 
 
 def _run_metadata(pairs, items, train_items, val_items, base, seed, cfg, data_description
@@ -573,33 +564,25 @@ def _finish_epoch(trainer, loop: _Loop, epoch: int, epochs: int, val_items, *, t
         "train_iou_first": loop.sums.get("iou_first", float("nan")) / max(count, 1),
         "train_iou": loop.sums.get("iou_last", float("nan")) / max(count, 1),
     }
-    score = rec["train_iou"]
     shared = bool(val_items) and bool(val_items[0].meta.get("shared"))
     if val_items:
         ev = evaluate(trainer.model, val_items, device=trainer.device,
                       max_objects=max_val_objects)
-        rec.update(val_point_iou=ev["point_iou"], val_box_iou=ev["box_iou"],
-                   val_iou=ev["val_iou"], val_objects=ev["n_objects"])
-        base = np.asarray((loop.base or {}).get("val_object_ious", []), float)
-        mine = ev["object_ious"]
-        if len(base) == len(mine) > 1:  # the same objects: the gain's paired standard error
-            rec["val_gain_se"] = float(np.std(mine - base, ddof=1) / np.sqrt(len(mine)))
-        if shared:
-            rec["val_on_training_data"] = True
-        score = ev["val_iou"]
+        rec.update(validation_fields(ev, loop.base, shared))
     rec["seconds"] = time.perf_counter() - t0
     loop.history.append(rec)
     msg = f"epoch {epoch}/{epochs}: loss {rec['loss']:.4f}, train IoU {rec['train_iou']:.3f}"
     if val_items:
-        msg += (f", val IoU{' (on the training data)' if shared else ''} "
-                f"{rec['val_iou']:.3f} (point {rec['val_point_iou']:.3f}, "
-                f"box {rec['val_box_iou']:.3f})")
+        msg += validation_words(rec, shared)
     logger.info(msg)
     if progress:
         tqdm.write(msg)
-    improved = score > loop.best
+    # the validation IoU, else (no validation, or none of its objects) the training IoU;
+    # an epoch without a number is the best only while no epoch had one (never nan > best)
+    score = rec.get("val_iou", rec["train_iou"])
+    improved = score > loop.best if not math.isnan(score) else loop.best == -math.inf
     if improved:
-        loop.best = score
+        loop.best = score if not math.isnan(score) else loop.best
         if val_items or loop.keep_best:
             loop.best_state = {k: v.detach().clone().cpu()
                                for k, v in trainer.model.state_dict().items()}
@@ -627,15 +610,21 @@ def _finish_epoch_or_undo(trainer, loop: _Loop, *args, **kwargs) -> None:
         raise
 
 
-def _validate_base(trainer, loop: _Loop, val_items, max_val_objects, progress) -> None:
+def _validate_base(trainer, loop: _Loop, val_items, max_val_objects, progress,
+                   on_note=None) -> None:
     """Before the first step: the base model's IoU on the validation items (what each epoch
     is compared with: a finetune can make a model worse on the user's own images), logged
-    and kept in ``loop.base`` (and the checkpoint metadata's ``base_validation``)."""
+    and kept in ``loop.base`` (and the checkpoint metadata's ``base_validation``). When the
+    validation items hold no object, :func:`no_objects_note` goes to ``on_note`` (default: a
+    logged warning) and there is no base."""
     from tqdm.auto import tqdm
 
     if loop.base is not None or loop.history or loop.step_in_epoch or not val_items:
         return
     ev = evaluate(trainer.model, val_items, device=trainer.device, max_objects=max_val_objects)
+    if not ev["n_objects"]:
+        (on_note or logger.warning)(no_objects_note(val_items))
+        return
     loop.base = {"val_iou": ev["val_iou"], "val_point_iou": ev["point_iou"],
                  "val_box_iou": ev["box_iou"], "val_objects": ev["n_objects"],
                  "val_object_ious": [round(float(v), 5) for v in ev["object_ious"]]}
@@ -720,6 +709,7 @@ def run_training(
     max_steps: int | None = None,
     schedule_extra: dict[str, Any] | None = None,
     on_resume: Callable[[Path | None], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """The epoch loop shared by :func:`train` and scripts.
 
@@ -735,7 +725,8 @@ def run_training(
     written for another schedule or other data raises :class:`ScheduleMismatchError`;
     ``schedule_extra`` (JSON-ready) is compared with the rest of the schedule; ``on_resume``
     is called with ``state_path`` (a Path, None without one) once such a run is continued
-    (not when it is complete).
+    (not when it is complete). Validation items without an object to measure are said to
+    ``on_note`` (default: a logged warning): the best epoch is then the training IoU's.
     """
     from tqdm.auto import tqdm
 
@@ -749,13 +740,10 @@ def run_training(
         on_resume(None if state_path is None else Path(state_path))
     interrupted, t_start, first_step = False, time.perf_counter(), trainer.step_count
     old_handlers = _install_signals(loop, resumable)
-
-    def stop_check():
-        return _step_limit_reached(loop, trainer, first_step, max_steps, time_limit, t_start,
-                                   resumable)
-
+    stop_check = functools.partial(_step_limit_reached, loop, trainer, first_step, max_steps,
+                                   time_limit, t_start, resumable)
     try:
-        _validate_base(trainer, loop, val_items, max_val_objects, progress)
+        _validate_base(trainer, loop, val_items, max_val_objects, progress, on_note)
         while loop.epoch <= epochs and loop.stop is None:
             epoch, t0 = loop.epoch, time.perf_counter()
             if loop.step_in_epoch == 0:
