@@ -1,0 +1,118 @@
+"""The code blocks of docs/onnx.md run as written, each in a fresh namespace (the block copied
+into a new Python), on an export of the demo model made by the docs' own ``export_onnx`` block:
+the block without napari-sam (numpy, Pillow and scipy; napari-sam blocked from import) gives
+the mask of ``Predictor.predict(..., boundary="threshold")`` for the same click, on a grey,
+a float and an RGB image; the ``OnnxDecoder`` block runs on its own (it used ``ns`` and
+``image`` from earlier blocks: a NameError in a fresh Python). The ten-line block is run by
+tests/test_export_onnx.py::test_docs_ten_line_example_runs_and_matches_predictor."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "onnx.md"
+MASK_AGREEMENT = 0.999  # measured: identical masks
+
+
+def _block(after: str) -> str:
+    """The first ```python block of docs/onnx.md after the text ``after``."""
+    text = DOC.read_text()
+    return re.search(r"```python\n(.*?)```", text[text.index(after):], re.S).group(1)
+
+
+def _replaced(code: str, old: str, new: str) -> str:
+    """``code`` with its one ``old`` replaced by ``new`` (asserts there is exactly one)."""
+    assert code.count(old) == 1, (old, code)
+    return code.replace(old, new)
+
+
+@pytest.fixture(scope="module")
+def demo_export(tmp_path_factory) -> Path:
+    """The docs' first block (``ns.export_onnx("vit_b_lm", "onnx/vit_b_lm")``), run with the
+    demo model in a new folder: the export folder."""
+    code = _replaced(_block("# ONNX export"), '"vit_b_lm"', '"demo"')
+    root = tmp_path_factory.mktemp("docs_export")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        exec(compile(code, "docs/onnx.md", "exec"), {})
+    finally:
+        os.chdir(cwd)
+    folder = root / "onnx" / "vit_b_lm"
+    assert sorted(p.name for p in folder.iterdir()) == ["decoder.onnx", "encoder.onnx",
+                                                         "export.json"]
+    return folder
+
+
+def _image(kind: str):
+    """(image, its labels): a grey uint16 150 x 200 nuclei image, a grey float32 300 x 500 one
+    (shrunk to the input) or an RGB uint8 90 x 60 one (enlarged: smoothed first)."""
+    from napari_sam.synthetic import nuclei_2d
+
+    if kind == "grey":
+        s = nuclei_2d((150, 200), seed=3)
+        return s.image, s.labels
+    if kind == "float":
+        s = nuclei_2d((300, 500), seed=5)
+        return s.image.astype(np.float32) * 0.01 - 3, s.labels
+    s = nuclei_2d((90, 60), seed=6)
+    g = s.image.astype(np.float64)
+    g = (g - g.min()) / np.ptp(g) * 255
+    return np.stack([g, g * 0.5, 255 - g], -1).astype(np.uint8), s.labels
+
+
+def _predictor_mask(image, click) -> np.ndarray:
+    """The best of the three masks of napari-sam's PyTorch predictor (fp32, whole image, cut at
+    the threshold) for one positive click at (row, col)."""
+    import napari_sam as ns
+
+    pred = ns.Predictor("demo", device="cpu", precision="fp32")
+    pred.set_image(image, tiling=None)
+    masks, scores, _ = pred.predict(points=[click], labels=[1], boundary="threshold")
+    return masks[scores.argmax()]
+
+
+@pytest.mark.parametrize("kind", ["grey", "float", "rgb"])
+def test_the_block_without_napari_sam_gives_the_predictors_mask(demo_export, tmp_path,
+                                                                monkeypatch, kind):
+    import tifffile
+
+    image, labels = _image(kind)
+    rows, cols = np.nonzero(labels == 2)
+    click = [int(np.median(rows)), int(np.median(cols))]  # napari's (row, col)
+    code = _replaced(_block("### Without napari-sam"), '"onnx/vit_b_lm"', repr(str(demo_export)))
+    code = _replaced(code, "row, col = 120, 80", f"row, col = {click[0]}, {click[1]}")
+    monkeypatch.chdir(tmp_path)
+    tifffile.imwrite("image.tif", image)
+    scope: dict = {}
+    with monkeypatch.context() as m:  # `import napari_sam` (or a submodule) fails in the block
+        m.setitem(sys.modules, "napari_sam", None)
+        exec(compile(code, "docs/onnx.md", "exec"), scope)
+    mask = scope["mask"]
+    assert mask.shape == image.shape[:2] and mask.dtype == bool
+    assert mask[tuple(click)]
+    expected = _predictor_mask(image, click)
+    assert float((mask == expected).mean()) >= MASK_AGREEMENT, (mask.sum(), expected.sum())
+
+
+def test_the_onnx_decoder_block_runs_in_a_fresh_python(tmp_path, monkeypatch):
+    import tifffile
+
+    image, _ = _image("grey")
+    monkeypatch.chdir(tmp_path)
+    tifffile.imwrite("image.tif", image)
+    code = _replaced(_block("### In napari-sam: `OnnxDecoder`"), '"vit_b_lm"', '"demo"')
+    scope: dict = {}
+    exec(compile(code, "docs/onnx.md", "exec"), scope)
+    masks, scores = scope["masks"], scope["scores"]
+    assert masks.shape == (3, 150, 200)
+    expected = _predictor_mask(image, [120, 80])
+    assert float((masks[scores.argmax()] == expected).mean()) >= MASK_AGREEMENT
