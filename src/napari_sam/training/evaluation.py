@@ -37,7 +37,9 @@ def evaluate(
     dict with "point_iou", "box_iou", "val_iou" (their mean) and, with ``n_clicks``,
     "click_iou" (list after each click) and arrays "point_ious", "box_ious", "object_ious"
     (per object, the mean of its point and box IoU: what "val_iou" averages), "click_ious"
-    (objects x clicks) for detailed analysis.
+    (objects x clicks) for detailed analysis. "n_objects" is the number of objects measured:
+    when it is 0 (items without labelled objects) the IoUs are nan and the lists empty
+    (:func:`napari_sam.training.run.run_training` then says so and records no IoU).
     """
     from napari_sam.predictor import Predictor
 
