@@ -183,12 +183,12 @@ def _mismatch(sd: Mapping[str, Tensor], expected: Mapping[str, Tensor], config: 
         return ""
     try:
         found = architecture_name(config_from_state_dict(sd))
-    except ValueError:
-        found = "not a recognisable SAM model"
+    except ValueError:  # e.g. a checkpoint missing half its tensors
+        found = None
     want = architecture_name(config)
     head = (
-        f"checkpoint is a {found} but the config is {want}"
-        if found != want
+        f"checkpoint is not a recognisable SAM model (the config is {want})" if found is None
+        else f"checkpoint is a {found} but the config is {want}" if found != want
         else f"checkpoint does not match the {want} architecture"
     )
     parts = [head]
