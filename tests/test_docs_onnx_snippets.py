@@ -116,3 +116,12 @@ def test_the_onnx_decoder_block_runs_in_a_fresh_python(tmp_path, monkeypatch):
     assert masks.shape == (3, 150, 200)
     expected = _predictor_mask(image, [120, 80])
     assert float((masks[scores.argmax()] == expected).mean()) >= MASK_AGREEMENT
+
+
+def test_the_run_it_heading_counts_the_lines_of_its_block():
+    """The heading said "Run it in ten lines" over a block of 15 lines."""
+    heading = re.search(r"^## Run it in onnxruntime: (\d+) lines of Python$", DOC.read_text(),
+                        re.M)
+    assert heading is not None
+    code = _block(heading.group(0))
+    assert len(code.splitlines()) == int(heading.group(1))

@@ -717,7 +717,7 @@ def test_docs_ten_line_example_runs_and_matches_predictor(cli_demo_export, tmp_p
     from napari_sam.synthetic import nuclei_2d
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "onnx.md").read_text()
-    section = text[text.index("## Run it in ten lines") :]
+    section = text[text.index("## Run it in onnxruntime") :]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     statements = [ln for ln in code.splitlines() if ln.strip() and not ln.startswith(" ")]
     assert len(statements) <= 13
