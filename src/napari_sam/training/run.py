@@ -61,7 +61,8 @@ class TrainResult:
         The checkpoint written (None when nothing was saved).
     history : list of dict
         Per epoch: "epoch", "loss", "train_iou", "val_point_iou", "val_box_iou",
-        "val_iou", "seconds".
+        "val_iou", "val_objects", "seconds" (no "val_*iou" when the validation items held no
+        object: "val_objects" is then 0).
     interrupted : bool
         True when training stopped on Ctrl-C (the checkpoint is the last good one; a
         resumable run stops after the step in progress and saves its state, a second
