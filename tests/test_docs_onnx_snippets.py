@@ -3,8 +3,8 @@ into a new Python), on an export of the demo model made by the docs' own ``expor
 the block without napari-sam (numpy, Pillow and scipy; napari-sam blocked from import) gives
 the mask of ``Predictor.predict(..., boundary="threshold")`` for the same click, on a grey,
 a float and an RGB image; the ``OnnxDecoder`` block runs on its own (it used ``ns`` and
-``image`` from earlier blocks: a NameError in a fresh Python). The ten-line block is run by
-tests/test_export_onnx.py::test_docs_ten_line_example_runs_and_matches_predictor."""
+``image`` from earlier blocks: a NameError in a fresh Python). The 12-line block is run by
+tests/test_export_onnx.py::test_docs_onnxruntime_example_runs_and_matches_predictor."""
 
 from __future__ import annotations
 
@@ -116,6 +116,31 @@ def test_the_onnx_decoder_block_runs_in_a_fresh_python(tmp_path, monkeypatch):
     assert masks.shape == (3, 150, 200)
     expected = _predictor_mask(image, [120, 80])
     assert float((masks[scores.argmax()] == expected).mean()) >= MASK_AGREEMENT
+
+
+@pytest.mark.parametrize("kind", ["thin", "rgb"])
+def test_encoder_input_gives_the_predictors_embedding(demo_export, kind):
+    """``pp.encoder_input`` (the 12-line block's encoder input) into the exported encoder gives
+    the PyTorch predictor's embedding: a 40 x 600 px strip (padded with its mirror image, not
+    zeros: off by > 0.1 with zeros) and a 90 x 60 px RGB image (enlarged: the demo model's
+    input smoothing first)."""
+    import json
+
+    import onnxruntime as ort
+
+    import napari_sam as ns
+    from napari_sam.preprocess import encoder_input, is_thin
+    from napari_sam.synthetic import nuclei_2d
+
+    image = nuclei_2d((40, 600), seed=3).image if kind == "thin" else _image("rgb")[0]
+    meta = json.loads((demo_export / "export.json").read_text())
+    x, spec = encoder_input(image, meta)
+    assert x.shape == (1, 3, 256, 256) and x.dtype == np.float32
+    assert spec.original_size == image.shape[:2] and is_thin(spec) == (kind == "thin")
+    (emb,) = ort.InferenceSession(str(demo_export / "encoder.onnx")).run(None, {"image": x})
+    pred = ns.Predictor("demo", device="cpu", precision="fp32")
+    feats = pred.set_image(image, tiling=None).features.numpy()
+    np.testing.assert_allclose(emb[0], feats, atol=2e-3)
 
 
 def test_the_run_it_heading_counts_the_lines_of_its_block():

@@ -705,7 +705,7 @@ def test_onnx_decoder_class_refuses_what_it_cannot_decode(tmp_path, demo, demo_p
     assert ns.export_onnx is export_onnx
 
 
-def test_docs_ten_line_example_runs_and_matches_predictor(cli_demo_export, tmp_path,
+def test_docs_onnxruntime_example_runs_and_matches_predictor(cli_demo_export, tmp_path,
                                                           monkeypatch):
     """The onnxruntime example in docs/onnx.md, run as written on an export of the demo
     (it reads its image from ``image.tif``: without that line it stopped at a NameError)."""
@@ -740,7 +740,7 @@ def test_docs_ten_line_example_runs_and_matches_predictor(cli_demo_export, tmp_p
 def test_overwrite_with_one_part_never_pairs_two_models(tmp_path):
     """``--overwrite --decoder-only`` into an earlier export: the encoder of the same model
     stays and export.json names it; another model's encoder is removed (it would pair with
-    the new decoder in the ten-line example); files no export wrote stay."""
+    the new decoder in the docs' 12-line example); files no export wrote stay."""
     from tiny_configs import save_tiny_cnn
 
     model = save_tiny_cnn(tmp_path)

@@ -19,6 +19,8 @@ model's input size and padded (bottom and right) to a square. Our pipeline is:
    for ``uint8`` images) so that the longest side equals the model's input size.
 4. The model normalises with its pixel mean and std and pads (``Sam.normalize_and_pad``).
 
+``encoder_input`` does steps 1 to 4 in numpy for an exported encoder (``encoder.onnx``).
+
 Coordinates in our API are napari order, (row, col); boxes are (row0, col0, row1, col1).
 ``points_to_model`` and ``boxes_to_model`` convert them to SAM's (x, y) in resized-input pixels.
 """
@@ -40,6 +42,7 @@ __all__ = [
     "boxes_to_model",
     "check_contrast_limits",
     "contrast_limits_name",
+    "encoder_input",
     "fill_nan_pixels",
     "intensity_limits",
     "is_thin",
@@ -441,6 +444,45 @@ def images_to_tensor(rgbs: list[np.ndarray], spec: ResizeSpec, device) -> torch.
 
     resized = pad_thin_input(np.stack([resize_longest_side(rgb, spec) for rgb in rgbs]), spec)
     return torch.from_numpy(resized).to(device).permute(0, 3, 1, 2).float()
+
+
+def encoder_input(image, meta: dict, contrast_limits: tuple[float, float] | None = None
+                  ) -> tuple[np.ndarray, ResizeSpec]:
+    """The input of an exported image encoder (``encoder.onnx``) for one image, made as
+    napari-sam makes its own encoder's: steps 1 to 4 above with the values of the export's
+    ``export.json`` (its ``preprocessing``: contrast percentiles, input smoothing, thin
+    strips; ``pixel_mean``, ``pixel_std``, ``input_size``), in numpy (no torch).
+
+    Parameters
+    ----------
+    image : array-like, (Y, X) or (Y, X, 3|4)
+        One 2D grey or RGB(A) image of any real dtype.
+    meta : dict
+        ``export.json`` of an export (:func:`napari_sam.export.export_onnx`), as loaded by
+        ``json.load``.
+    contrast_limits : (float, float), optional
+        Intensities mapped to 0 and 255 (napari's layer contrast limits); default: the
+        percentiles ``export.json`` names.
+
+    Returns
+    -------
+    x : numpy.ndarray, (1, 3, S, S) float32
+        RGB, normalised and padded to the export's input size S: the encoder's ``image``.
+    spec : ResizeSpec
+        The image's resize to the input: :func:`points_to_model` and :func:`boxes_to_model`
+        take it to convert napari (row, col) prompts to the decoder's ``point_coords``.
+    """
+    pre = meta["preprocessing"]
+    s = int(meta["input_size"])
+    rgb = to_uint8_rgb(image, contrast_limits, tuple(pre["contrast"]["percentiles"]))
+    spec = ResizeSpec.for_image(rgb.shape[:2], s)
+    (rgb,) = smooth_before_enlarging([rgb], spec, float(pre["smoothing"]["sigma"]))
+    resized = pad_thin_input(resize_longest_side(rgb, spec)[None], spec)[0]
+    mean = np.asarray(meta["pixel_mean"], np.float32)
+    std = np.asarray(meta["pixel_std"], np.float32)
+    x = (resized.astype(np.float32) - mean) / std  # a thin strip's is (S, S) already
+    x = np.pad(x, ((0, s - x.shape[0]), (0, s - x.shape[1]), (0, 0)))  # zeros: the mean
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32), spec
 
 
 def points_to_model(points_rc, spec: ResizeSpec) -> np.ndarray:
