@@ -88,10 +88,12 @@ def prepare_auto_work(job: Job, ctx: Context, key: dict | None = None) -> Path:
     return work
 
 
-def work_key(job: Job, ctx: Context) -> dict:
+def work_key(job: Job, ctx: Context, tiling=None) -> dict:
     """What the job's per-slice work is made for
-    (:func:`~napari_sam.batch.saved_work.auto_work_key`: linking and propagation aside)."""
-    return auto_work_key(job, ctx, (*LINK_DEFAULTS, "propagate"))
+    (:func:`~napari_sam.batch.saved_work.auto_work_key`: linking and propagation aside;
+    ``tiling``: the :class:`~napari_sam.tiling.Tiling` its slices are segmented with, None
+    untiled, as every run split into blocks)."""
+    return auto_work_key(job, ctx, (*LINK_DEFAULTS, "propagate"), tiling)
 
 
 def saved_slices(job: Job, ctx: Context, n: int | None = None,
@@ -435,7 +437,7 @@ def run_auto(job: Job, ctx: Context, model) -> dict:
     if propagate and not opened.is2d:
         _check_propagation_memory(opened, ctx.time_point)
     announce_colour_planes(job, ctx, opened)  # how the file is read: before the work on it
-    key = work_key(job, ctx)
+    key = work_key(job, ctx, stack_tiling(ctx, model, opened.stack.shape))  # as auto_slices
     saved = saved_slices(job, ctx, len(opened.stack), key)  # what an interrupted run left
     work = prepare_auto_work(job, ctx, key)
     resumed = saved["kept"]  # (the slices the kept work folder holds)

@@ -429,7 +429,8 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
             if block_slices and n > block_slices:
                 spans = [(s, min(s + block_slices, n)) for s in range(0, n, block_slices)]
                 if ctx.command == "auto":
-                    key = work_key(job, ctx)  # (the input's content sampled once)
+                    # (the input's content sampled once; blocks never tile: ``tiling`` None)
+                    key = work_key(job, ctx)
                     earlier = saved_slices(job, ctx, n, key)  # before the blocks add this run's
                     if take_finished_mark(work_dir(job)):  # a finished run's (--keep-work)
                         earlier["finished"] = True

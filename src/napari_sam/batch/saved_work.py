@@ -61,13 +61,20 @@ def take_finished_mark(work: Path) -> bool:
     return True
 
 
-def auto_work_key(job: Job, ctx: Context, link_keys) -> dict:
+def auto_work_key(job: Job, ctx: Context, link_keys, tiling=None) -> dict:
     """What an ``auto`` job's per-slice work is made for: the signature without the keys that
     only link and propagate (``link_keys``), the input (path, size, mtime, sampled content
     hash) and the model file's id; a work folder is kept only when its
-    :data:`MARKER` holds the same, but for the input's path (:func:`same_key`)."""
+    :data:`MARKER` holds the same, but for the input's path (:func:`same_key`).
+
+    The signature's ``tiling`` is the tiling the slices are segmented with (``tiling``, a
+    :class:`~napari_sam.tiling.Tiling` or None: untiled), ``[window, halo]`` (absent when
+    untiled), not the option that chose it: the slices an untiled serial run (``auto``) saved
+    are those a run split into blocks (``--block-slices``, which never tiles) makes."""
     st = job.input.stat()
-    sig = {k: v for k, v in ctx.signature().items() if k not in link_keys}
+    sig = {k: v for k, v in ctx.signature().items() if k not in link_keys and k != "tiling"}
+    if tiling is not None:
+        sig["tiling"] = [int(tiling.window), int(tiling.halo)]
     spec = str(sig.get("model"))
     return {"signature": sig,
             "input": [str(job.input.resolve()), st.st_size, st.st_mtime_ns,
@@ -98,6 +105,9 @@ def comparable(key: dict) -> dict:
     key = json.loads(json.dumps(key))
     if isinstance(key.get("input"), list) and key["input"]:
         key["input"] = key["input"][1:]
+    sig = key.get("signature")
+    if isinstance(sig, dict) and "tiling" in sig and sig["tiling"] is None:
+        del sig["tiling"]  # untiled (a record of a run split into blocks, before 2026-12-07)
     return key
 
 
@@ -146,7 +156,9 @@ def key_change(recorded: dict | None, key: dict) -> str:
                 and old_input == new_input[:len(old_input)]):
             return "the input changed"
         lacks.append("the input's content hash")  # (older records: size, mtime)
-    old, new = recorded.get("signature") or {}, key["signature"]
+    # (a work key's tiling is the one in effect, absent when untiled: said "off")
+    old, new = [{"tiling": None, **sig} for sig in (recorded.get("signature") or {},
+                                                   key["signature"])]
     if old != new:
         differs = tuple(sorted(k for k in set(old) | set(new)
                                if k not in old or k not in new or old[k] != new[k]))
