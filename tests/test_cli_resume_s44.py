@@ -4,11 +4,14 @@ commands word what they kept from the work folder as ``auto`` and ``segment`` do
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import tifffile
 
 import test_cli_resume_s43 as resume
+from cli_runner import cli
 from test_cli_resume_s43 import done_reason
 
 pytestmark = pytest.mark.usefixtures("offline_cli")
@@ -56,3 +59,82 @@ def test_slices_segmented_with_another_tiling_are_discarded_and_it_is_said():
     assert key_change(tiled, untiled) == "parameters changed: tiling [128, 16] -> off"
     assert key_change(untiled, tiled) == "parameters changed: tiling off -> [128, 16]"
 
+
+def stop_after_writes(monkeypatch, n: int):
+    """Make the embedding stores raise Ctrl-C (KeyboardInterrupt) at their ``n + 1``-th slice
+    written (a tiled stack's windows are stores of their own: each window of each slice);
+    returns a function that undoes it."""
+    from napari_sam import embeddings as E
+
+    real, written = E.StackEmbeddings._write_store, []
+
+    def stop(self, z, emb, hsh):
+        if len(written) == n:
+            raise KeyboardInterrupt
+        written.append(z)
+        return real(self, z, emb, hsh)
+
+    monkeypatch.setattr(E.StackEmbeddings, "_write_store", stop)
+    return lambda: monkeypatch.setattr(E.StackEmbeddings, "_write_store", real)
+
+
+def done_line_reason(argv, capsys, name: str = "b0.tif") -> tuple[str, str]:
+    """Run ``argv``: the reason the ``done`` line of ``name`` gives ("" for none), and stdout."""
+    rc, stdout, err = cli(argv, capsys)
+    assert rc == 0, err
+    line = next(ln for ln in err.splitlines() if ln.startswith(f"done     {name}"))
+    m = re.search(r", [\d.]+ s(?:; (.*))?\)$", line)
+    return m.group(1) or "", stdout
+
+
+def test_embed_after_ctrl_c_says_how_many_embeddings_it_kept(tmp_path, tiny_model,
+                                                             monkeypatch, capsys):
+    """``embed`` stopped by Ctrl-C after 3 of 6 slices keeps them in its ``.partial`` store
+    and the rerun reads them back, but its line said nothing of them (Ctrl-C leaves no
+    sidecar, and the sidecar was what it was worded from); it says what it kept, as
+    ``segment`` does, and the store is an uninterrupted run's."""
+    data = resume.blob_folder(tmp_path / "data", n=1, z=6)
+    argv = ["embed", data / "b0.tif", "-o", tmp_path / "out", "--model", tiny_model,
+            "--batch-size", "1"]
+    undo = stop_after_writes(monkeypatch, 3)
+    assert cli(argv, capsys)[0] == 130
+    undo()
+    reason, stdout = done_line_reason(argv, capsys)
+    assert reason == ("resumed: kept 3 of 6 slice embeddings an interrupted run finished, "
+                      "computed the other 3")
+    assert "1 file: 1 done (1 resumed), 0 skipped" in stdout
+    assert cli([*argv[:3], tmp_path / "once", *argv[4:]], capsys)[0] == 0
+    import zarr
+
+    def features(folder):
+        return np.asarray(zarr.open_group(str(folder / "b0.zarr"), mode="r")["features"][:])
+
+    assert np.array_equal(features(tmp_path / "out"), features(tmp_path / "once"))
+
+
+def test_a_tiled_segment_after_ctrl_c_says_how_many_windows_it_kept(tmp_path, tiny_model,
+                                                                    monkeypatch, capsys):
+    """A tiled ``segment`` (``--tiling 32,8``: 64 px slices in windows of 32) stopped by
+    Ctrl-C after every window of its first slice and two of the second: the rerun read them back from its work folder but
+    said nothing of them (a tiled stack's were not counted); it counts them in windows, and
+    the labels are an uninterrupted run's."""
+    from napari_sam.tiling import choose_tiling
+
+    data = resume.blob_folder(tmp_path / "data", n=1, z=3)
+    prompts = tmp_path / "p.csv"
+    prompts.write_text("id,slice,row,col\n1,1,20,20\n")
+    argv = ["segment", data / "b0.tif", "-o", tmp_path / "out", "-p", prompts, "--model",
+            tiny_model, "--batch-size", "1", "--tiling", "32,8"]
+    windows = len(choose_tiling((64, 64), 128, (32, 8)))
+    assert windows > 4  # (slice 1 is cut in two)
+    undo = stop_after_writes(monkeypatch, windows + 2)
+    assert cli(argv, capsys)[0] == 130
+    undo()
+    reason, stdout = done_line_reason(argv, capsys)
+    n = 3 * windows
+    assert reason == (f"resumed: kept {windows + 2} of {n} window embeddings an interrupted "
+                      f"run finished, computed the other {n - windows - 2}")
+    assert "1 file: 1 done (1 resumed), 0 skipped" in stdout
+    assert cli([*argv[:3], tmp_path / "once", *argv[4:]], capsys)[0] == 0
+    once = tifffile.imread(tmp_path / "once" / "b0_labels.tif")
+    assert np.array_equal(tifffile.imread(tmp_path / "out" / "b0_labels.tif"), once)

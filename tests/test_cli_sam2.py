@@ -148,3 +148,25 @@ def test_prompts_beyond_the_stack_and_a_stack_with_channels_are_named(files, cap
     assert "FAILED   rgb.tif: segment --method sam2 needs single-channel slices, but rgb.tif " \
            "has 3 channels per slice" in err
     assert "choose one with --channel N" in err
+
+
+def test_a_rerun_after_a_kill_says_sam2_recomputed_not_resumed(files, capsys):
+    """A job killed after writing its labels, before its sidecar (a ``"partial"`` sidecar
+    beside the output): SAM 2 keeps nothing of that run (no store: each slice is encoded as
+    its propagation reaches it), yet the rerun's line said ``resumed: an earlier run did not
+    finish it``, from the sidecar; ``auto`` and ``segment`` say what they kept from the work
+    folder, and with nothing kept ``recomputed``."""
+    import re
+
+    argv = ("--model", files / "sam2_tiny.pt", "--method", "sam2")
+    assert segment(files, *argv, "-q", out="killed") == 0
+    out = files / "killed" / "stack_labels.tif"
+    sidecar = nio.output_metadata_path(out)
+    meta = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**meta, "status": "partial", "pid": 2 ** 22 + 1}))
+    capsys.readouterr()
+    assert segment(files, *argv, out="killed") == 0
+    err = capsys.readouterr().err
+    line = next(ln for ln in err.splitlines() if ln.startswith("done     stack.tif"))
+    assert re.search(r"s; recomputed: an earlier run did not finish it\)$", line), line
+    assert "resumed" not in err

@@ -10,12 +10,13 @@ from napari_sam.batch.embedding_stores import announce_tiling, embed_progress_ba
 from napari_sam.batch.jobs import check_input_unchanged
 from napari_sam.batch.label_writing import model_record, summary_info
 from napari_sam.batch.reading import announce_colour_planes, open_image
+from napari_sam.batch.saved_work import embeddings_record
 
 
 def run_embed(job: Job, ctx: Context, model) -> dict:
     """Run an ``embed`` job: encode every slice (tiled per ``ctx.tiling``) into
     ``.<output>.partial``, rename it to the output, then write its output metadata. Returns
-    ``{"objects": n_slices}``."""
+    ``{"objects": n_slices, "resume": what it read back of an interrupted run's store}``."""
     from napari_sam.tiled_stack import embed
 
     opened = open_image(job.input, ctx, check=False)  # (run_job checked it)
@@ -32,6 +33,7 @@ def run_embed(job: Job, ctx: Context, model) -> dict:
         bar.close()
         opened.stack.release()
     n = len(emb)
+    resume = embeddings_record(emb)  # (read back from an interrupted run's .partial store)
     group_attrs = {"contrast_limits": list(emb.contrast_limits), "axes": opened.label_axes,
                    "shape": list(opened.stack.shape)}
     import zarr
@@ -54,4 +56,5 @@ def run_embed(job: Job, ctx: Context, model) -> dict:
                **({"file_axes": opened.file_axes, "axes_overridden": opened.axes_note}
                   if opened.axes_note else {})},
     )
-    return {"objects": n, **summary_info(opened)}
+    info = {"objects": n, **summary_info(opened)}
+    return info if resume is None else {**info, "resume": resume}

@@ -21,6 +21,7 @@ from napari_sam.batch.reading import (
     announce_colour_planes,
     announce_constant_prompt_slices,
 )
+from napari_sam.batch.saved_work import recomputed_in_full
 from napari_sam.batch.segment_options import SAM2_KEYS  # noqa: F401 - its old home
 
 
@@ -35,7 +36,8 @@ def check_sam2_input(job: Job, opened: OpenedImage) -> None:
 
 
 def run_segment_sam2(job: Job, ctx: Context, model, opened: OpenedImage) -> dict:
-    """Propagate ``job``'s prompts with SAM 2.1 and write the labels; ``{"objects": n}``."""
+    """Propagate ``job``'s prompts with SAM 2.1 and write the labels; ``{"objects": n,
+    "resume": nothing kept}`` (:func:`~napari_sam.batch.saved_work.recomputed_in_full`)."""
     from napari_sam.models.registry import require_family
     from napari_sam.sam2_volume import segment_volume_sam2, unused_negative_notes
 
@@ -61,6 +63,7 @@ def run_segment_sam2(job: Job, ctx: Context, model, opened: OpenedImage) -> dict
         for note in notes:
             tqdm.write(f"napari-sam: note: {job.name}: {note}", file=sys.stderr)
     say_lost_objects(job, ctx, res.lost)  # SAM 1's words (not the library's warning)
-    return finish_propagation(job, ctx, model, opened, res,
+    info = finish_propagation(job, ctx, model, opened, res,
                               {"method": "sam2", "notes": notes,
                                **({"constant_prompt_slices": constant} if constant else {})})
+    return {**info, "resume": recomputed_in_full(len(opened.stack))}

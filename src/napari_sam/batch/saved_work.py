@@ -1,8 +1,9 @@
 """What an interrupted run left of a job and whether a rerun keeps it: the resume record is
 the job's work folder (``auto``: its ``params.json`` and per-slice files, read before the
 rerun changes it, :func:`saved_auto_work`; ``segment``: the embeddings it reads back from
-its store there, :func:`saved_embeddings`; a ``"partial"`` sidecar is none, and Ctrl-C
-leaves none), and the words of the rerun's line about it (:func:`resume_reason`):
+its store there, :func:`saved_embeddings`; ``embed``: those it reads back from its
+``.partial`` store, :func:`embeddings_record`; ``segment --method sam2`` keeps nothing,
+:func:`recomputed_in_full`; a ``"partial"`` sidecar is none, and Ctrl-C leaves none), and the words of the rerun's line about it (:func:`resume_reason`):
 ``resumed: kept 5 of 20 slices an interrupted run finished, computed the other 15`` after
 Ctrl-C, SIGTERM or SIGKILL alike, or ``recomputed: the input changed (since an interrupted
 run, whose 5 finished slices were discarded)``.
@@ -131,14 +132,39 @@ def saved_auto_work(work: Path, key: dict, n: int | None = None) -> dict:
 def saved_embeddings(emb, work: Path) -> dict | None:
     """The record of a ``segment`` job's embeddings (``emb``, computed) read back from the
     store in its work folder ``work`` (an interrupted run's; ``kept``) and those computed
-    again because the input changed since (``discarded``); None when they are not in the
-    work folder (the user's ``--embeddings`` store) or not counted (a tiled stack's)."""
-    store, kept = getattr(emb, "store", None), getattr(emb, "read_back", None)
-    if store is None or kept is None or Path(work) not in Path(store).parents:
+    again because the input changed since (``discarded``): :func:`embeddings_record`; None
+    when they are not in the work folder (the user's ``--embeddings`` store)."""
+    store = getattr(emb, "store", None)
+    if store is None or Path(work) not in Path(store).parents:
         return None
-    stale = int(getattr(emb, "stale", 0))
-    return {"unit": "slice embedding", "of": len(emb), "kept": int(kept),
+    return embeddings_record(emb)
+
+
+def embeddings_record(emb) -> dict | None:
+    """The record of embeddings ``emb`` computed in a store an interrupted run had begun
+    (``segment``'s in its work folder, ``embed``'s ``.<output>.partial``): ``kept`` those
+    read back, ``discarded`` those computed again because the input changed since; a tiled
+    stack's counted in windows of slices (``"window embedding"``: a slice of 121 windows is
+    partly kept when the run stopped amid it). None without a store."""
+    tiling = getattr(emb, "tiling", None)
+    if getattr(emb, "store", None) is None:
+        return None
+    parts = [emb] if tiling is None else [emb.window_stack(i) for i in range(len(tiling))]
+    if any(getattr(p, "read_back", None) is None for p in parts):
+        return None
+    kept = sum(int(p.read_back) for p in parts)
+    stale = sum(int(getattr(p, "stale", 0)) for p in parts)
+    return {"unit": "slice embedding" if tiling is None else "window embedding",
+            "of": int(emb.shape[0]) * len(parts), "kept": kept,
             "discarded": {"why": "the input changed", "count": stale} if stale else None}
+
+
+def recomputed_in_full(n: int, unit: str = "slice") -> dict:
+    """The record of a job that keeps nothing of an interrupted run (``segment --method
+    sam2``: no store, each slice encoded as its propagation reaches it): a rerun after one
+    killed as it wrote says ``recomputed: an earlier run did not finish it``, not
+    ``resumed``."""
+    return {"unit": unit, "of": int(n), "kept": 0, "discarded": None}
 
 
 def key_change(recorded: dict | None, key: dict) -> str:
