@@ -23,20 +23,50 @@ from napari_sam import io as nio
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _env(tmp: Path) -> dict:
+def _env(tmp: Path, *first: Path) -> dict:
     env = dict(os.environ)
     env["NAPARI_SAM_CACHE_DIR"] = str(tmp / "model-cache")
     env["PYTHONWARNINGS"] = "ignore"
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, first), str(ROOT / "src"),
+                                         env.get("PYTHONPATH", "")])
     env.pop("DISPLAY", None)
     return env
 
 
-def _napari_sam(tmp: Path, *args) -> subprocess.Popen:
-    """``napari-sam ARGS`` as its own process group (``timeout -s TERM`` signals the group)."""
+def _napari_sam(tmp: Path, *args, first: tuple = ()) -> subprocess.Popen:
+    """``napari-sam ARGS`` as its own process group (``timeout -s TERM`` signals the group);
+    ``first``: folders before napari-sam's on its path (a ``sitecustomize``)."""
     return subprocess.Popen([sys.executable, "-m", "napari_sam.cli", *map(str, args)],
-                            cwd=tmp, env=_env(tmp), stdout=subprocess.PIPE,
+                            cwd=tmp, env=_env(tmp, *first), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+#: ``sitecustomize``: ``auto`` holds (sleeps) once it saved its first slice, until a signal
+#: stops it, so a signal sent then lands while the job runs, however loaded the machine is
+#: (the 8 slices of the demo model took under a second: a SIGTERM 0.5 s after the job
+#: started could land after it finished, in main's clean-up).
+HOLD_AFTER_ONE_SLICE = """
+import importlib.abc, importlib.util, sys, time
+NAME = "napari_sam.batch.auto_runner"
+class Hold(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != NAME:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+        def exec_module(module):
+            run(module)
+            real = module._save_slice
+            def save(*args):
+                real(*args)
+                while True:
+                    time.sleep(0.05)
+            module._save_slice = save
+        spec.loader.exec_module = exec_module
+        return spec
+sys.meta_path.insert(0, Hold())
+"""
 
 
 def _sample(tmp: Path, n: int, shape: str = "6,96,96") -> Path:
@@ -46,13 +76,14 @@ def _sample(tmp: Path, n: int, shape: str = "6,96,96") -> Path:
     return tmp / "data"
 
 
-def _term_once_running(proc, out: Path, timeout: float = 240) -> tuple[int, str]:
+def _term_once_running(proc, out: Path, timeout: float = 240,
+                       ready=lambda: True) -> tuple[int, str]:
     """SIGTERM to ``proc``'s group as soon as a job of it runs (its lock file and its
-    ``"partial"`` sidecar exist); returns (exit code, stdout)."""
+    ``"partial"`` sidecar exist) and ``ready()``; returns (exit code, stdout)."""
     locks = out / batch.WORK_DIR / "locks"
     deadline = time.monotonic() + timeout
     try:
-        while not (list(locks.glob("*.lock")) and list(out.glob("*.json"))):
+        while not (list(locks.glob("*.lock")) and list(out.glob("*.json")) and ready()):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.05)
@@ -86,10 +117,17 @@ def test_sigterm_of_a_workers_run_leaves_no_locks_and_no_partial_sidecars(tmp_pa
 
 
 def test_sigterm_of_a_serial_run_leaves_no_partial_sidecar(tmp_path):
+    """SIGTERM while the job runs (held after its first slice: a signal 0.5 s after the job
+    started could land after it finished, the test's -2 under load) exits 130 and leaves
+    no "partial" sidecar without an output."""
     data = _sample(tmp_path, 1, "8,96,96")
     out = tmp_path / "out"
-    proc = _napari_sam(tmp_path, "auto", data, "-o", out, "--model", "demo")
-    rc, _ = _term_once_running(proc, out)
+    (tmp_path / "hold").mkdir()
+    (tmp_path / "hold" / "sitecustomize.py").write_text(HOLD_AFTER_ONE_SLICE)
+    proc = _napari_sam(tmp_path, "auto", data, "-o", out, "--model", "demo",
+                       first=(tmp_path / "hold",))
+    rc, _ = _term_once_running(
+        proc, out, ready=lambda: any((out / batch.WORK_DIR).rglob("z*.npz")))
     assert rc == 130
     assert not (out / batch.WORK_DIR / "locks").exists()
     assert not (out / "nuclei-3d_seed10000_labels.tif.json").exists()

@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
 
 from napari_sam.cli.arguments import COMMAND_PATH, Formatter, Parser
 from napari_sam.cli.batch_command import cmd_batch
 from napari_sam.cli.batch_parsers import add_auto_parser, add_embed_parser, add_segment_parser
 from napari_sam.cli.errors import PROG, CLIError, print_error, print_usage_error
 from napari_sam.cli.export_command import add_export_parser, cmd_export
+from napari_sam.cli.interruption import INTERRUPTED, exit_on_signals, handled_by_the_command
 from napari_sam.cli.library_log import library_warnings_shown
 from napari_sam.cli.models_command import add_models_parser, cmd_models
 from napari_sam.cli.report_command import add_report_parser, cmd_report
@@ -56,10 +55,6 @@ def build_parser() -> Parser:
 _LOADS_TORCH = ("embed", "auto", "segment", "train", "export")
 
 
-def _sigterm(signum, frame):  # pragma: no cover - signal handler
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run ``napari-sam`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     parser = build_parser()
@@ -77,10 +72,6 @@ def main(argv: list[str] | None = None) -> int:
             print_error(text)
             return 1
     from napari_sam.batch import BatchError
-
-    old = None
-    with contextlib.suppress(ValueError):  # not in the main thread
-        old = signal.signal(signal.SIGTERM, _sigterm)
     from napari_sam.batch.models import DropDemoWarning
 
     # every command prints its own demo-model note (not with --quiet): not the library's too
@@ -89,11 +80,11 @@ def main(argv: list[str] | None = None) -> int:
                                                                 "report"))
     logging.getLogger("napari_sam.models.registry").addFilter(demo_line)
     try:
-        with library_warnings_shown():
+        with handled_by_the_command(), library_warnings_shown():
             return _run(args)
     except KeyboardInterrupt:
         print_error("interrupted")
-        return 130
+        return INTERRUPTED
     except CLIError as exc:
         if exc.code == 2:
             print_usage_error(command, str(exc))
@@ -126,9 +117,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         logging.getLogger("napari_sam.models.registry").removeFilter(demo_line)
-        if old is not None:
-            with contextlib.suppress(ValueError):
-                signal.signal(signal.SIGTERM, old)
 
 
 def _run(args) -> int:
@@ -160,8 +148,21 @@ def out_of_memory_text(exc: BaseException, command: str | None) -> str:
 
 def entry_point() -> int:
     """The ``napari-sam`` command: the CPU thread policy first (it must be set before torch
-    loads; see :func:`napari_sam.device.configure_threads`), then :func:`main`."""
+    loads; see :func:`napari_sam.device.configure_threads`), then :func:`main`.
+
+    A signal (Ctrl-C, SIGTERM) at any moment gives exit code 130 and ``napari-sam: error:
+    interrupted``, never a traceback nor death by the signal
+    (:mod:`napari_sam.cli.interruption`): while the command runs, the command handles it;
+    before it and after it (its clean-up, the interpreter's shutdown) the process ends."""
     from napari_sam.device import configure_threads
 
-    configure_threads()
-    return main()
+    exit_on_signals()
+    try:
+        configure_threads()
+        return main()
+    except KeyboardInterrupt:  # it landed in main's own clean-up, outside the command
+        exit_on_signals()
+        print_error("interrupted")
+        return INTERRUPTED
+    finally:
+        exit_on_signals()  # the interpreter's shutdown: a signal there ends it at once
