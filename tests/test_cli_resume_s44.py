@@ -138,3 +138,39 @@ def test_a_tiled_segment_after_ctrl_c_says_how_many_windows_it_kept(tmp_path, ti
     assert cli([*argv[:3], tmp_path / "once", *argv[4:]], capsys)[0] == 0
     once = tifffile.imread(tmp_path / "once" / "b0_labels.tif")
     assert np.array_equal(tifffile.imread(tmp_path / "out" / "b0_labels.tif"), once)
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"),
+                    reason="reads /proc/self/fd")
+def test_an_unlockable_file_system_is_said_once_with_recursive(tmp_path, tiny_model,
+                                                               monkeypatch, capsys):
+    """``--recursive`` over two subfolders into an output folder whose file system cannot
+    lock (as an NFS mount without lockd: ``flock`` fails with ENOLCK): the summary said
+    "cannot lock" once per output subfolder (``out/a``, ``out/b``), the same note twice. It
+    is said once per file system, naming the output folder."""
+    import errno
+    import fcntl
+    import os
+
+    real = fcntl.flock
+
+    def flock(fd, op):
+        if ".napari-sam-work" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+        return real(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    for sub in ("a", "b"):
+        resume.blob_folder(tmp_path / "data" / sub, n=1, z=2)
+    out = tmp_path / "out"
+    rc, stdout, err = cli(resume.auto_argv(tmp_path / "data", out, tiny_model, "--recursive",
+                                           "-q"), capsys)
+    assert rc == 0, err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("b0_labels.tif")) == [
+        "a/b0_labels.tif", "b/b0_labels.tif"]
+    said = [ln for ln in (stdout + err).splitlines() if "cannot lock" in ln]
+    assert said == [
+        f"Note: the file system of {out.resolve()} cannot lock files "
+        f"({os.strerror(errno.ENOLCK)}): its jobs ran without a lock, so two napari-sam runs "
+        "writing the same output there are not kept apart; run one at a time, or write to "
+        "a local disk."], stdout + err

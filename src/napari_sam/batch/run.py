@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 
 from napari_sam.batch.context import Context, Job, JobResult
@@ -48,7 +49,7 @@ def run_jobs(
         (such jobs are left for the end of the batch, then waited for). On a cluster such
         jobs come back ``"busy"`` (not ok) instead.
     note_unlockable : bool
-        Log, once per output folder after the run, that its file system cannot lock (the
+        Log, once per file system after the run, that it cannot lock (the
         results' ``details["unlockable"]``: its jobs ran without a lock); False: the caller
         says it (the command line's summary).
     """
@@ -70,16 +71,29 @@ def run_jobs(
 
 
 def say_unlockable(results: Sequence[JobResult]) -> None:
-    """Log the note of each output folder whose file system cannot lock, once per folder."""
+    """Log the note of each file system whose output folders cannot lock, once per file
+    system (:func:`unlockable_folders`)."""
     for out_dir, why in unlockable_folders(results):
         logger.warning("%s", unlockable_text(out_dir, why, ran=True))
 
 
 def unlockable_folders(results: Sequence[JobResult]) -> list[tuple[str, str]]:
-    """(output folder, why) of each folder whose file system cannot lock (the results'
-    ``details["unlockable"]``), once each, in the order the results name them."""
-    return list(dict.fromkeys(tuple(r.details["unlockable"]) for r in results
-                              if r.details.get("unlockable")))
+    """(output folder, why) of each file system whose output folders cannot lock (the
+    results' ``details["unlockable"]``), once each, in the order the results name them: the
+    subfolders a ``--recursive`` run mirrors into its output folder share its file system,
+    named by the folder above all of them (the ``-o`` folder), not once per subfolder."""
+    systems: dict = {}  # file system -> ([its output folders], why)
+    for res in results:
+        if not res.details.get("unlockable"):
+            continue
+        folder, why = (str(v) for v in res.details["unlockable"])
+        try:
+            system = os.stat(folder).st_dev
+        except OSError:  # (gone since) as a file system of its own
+            system = folder
+        systems.setdefault(system, ([], why))[0].append(folder)
+    return [(os.path.commonpath(folders) if len(set(folders)) > 1 else folders[0], why)
+            for folders, why in systems.values()]
 
 
 def _run_serial(jobs, ctx, on_result, on_wait=None) -> list[JobResult]:

@@ -163,9 +163,10 @@ def _says_resumed(reason: str) -> bool:
 
 
 def unlockable_notes(results) -> None:
-    """The summary's note of each output folder whose file system cannot lock (the jobs'
-    ``details["unlockable"]``): once per folder, from this process, also when worker
-    processes ran the jobs (each of them said it before, N times or amid the lines)."""
+    """The summary's note of each file system whose output folders cannot lock (the jobs'
+    ``details["unlockable"]``): once per file system (not per ``--recursive`` subfolder),
+    from this process, also when worker processes ran the jobs (each of them said it
+    before, N times or amid the lines)."""
     from napari_sam.batch.jobs import unlockable_text
     from napari_sam.batch.run import unlockable_folders
 
