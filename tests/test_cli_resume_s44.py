@@ -174,3 +174,20 @@ def test_an_unlockable_file_system_is_said_once_with_recursive(tmp_path, tiny_mo
         f"({os.strerror(errno.ENOLCK)}): its jobs ran without a lock, so two napari-sam runs "
         "writing the same output there are not kept apart; run one at a time, or write to "
         "a local disk."], stdout + err
+
+
+def test_a_blocked_rerun_of_kept_work_says_it_reused_a_finished_runs_slices(tmp_path,
+                                                                            tiny_model,
+                                                                            capsys):
+    """``--keep-work``, then other linking options through ``--workers 1 --block-slices 4``
+    (the ``finished`` mark is taken before the blocks run, and said by the final task):
+    the slices come from a finished run's work folder, as in a serial rerun."""
+    data = resume.blob_folder(tmp_path / "data", n=1, z=8)
+    argv = resume.auto_argv(data / "b0.tif", tmp_path / "out", tiny_model, "--batch-size",
+                            "1", "--keep-work")
+    assert done_reason(argv, capsys)[0] == ""
+    blocked = [*argv, "--workers", "1", "--block-slices", "4"]
+    reason, head = done_reason([*blocked, "--link-iou", "0.3"], capsys)
+    assert reason.endswith("; reused: 8 of 8 slices from a finished run's work folder "
+                           "(--keep-work)"), reason
+    assert "1 done (1 replaced an earlier output)" in head

@@ -63,7 +63,7 @@ import importlib
 #: module of the package (the command line's option tables) does not load torch.
 _HOMES = {
     "AUTO_KEYS": "napari_sam.batch.auto_runner",
-    "LINK_DEFAULTS": "napari_sam.batch.auto_runner",
+    "LINK_DEFAULTS": "napari_sam.batch.linking",
     "PROPAGATE_DEFAULT": "napari_sam.batch.auto_runner",
     "PROPAGATION_BYTES_PER_VOXEL": "napari_sam.batch.auto_runner",
     "auto_slices": "napari_sam.batch.auto_runner",

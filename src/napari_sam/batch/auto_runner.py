@@ -31,7 +31,7 @@ from napari_sam.batch.label_writing import (
     parameters_in_effect,
     summary_info,
 )
-from napari_sam.batch.linking import LinkPlan, final_slices, link_slices
+from napari_sam.batch.linking import LINK_DEFAULTS, LinkPlan, final_slices, link_slices
 from napari_sam.batch.preview import preview_from_arrays
 from napari_sam.batch.progress import JobProgressBar, ObjectSliceBar
 from napari_sam.batch.reading import OpenedImage, announce_colour_planes, open_image
@@ -54,10 +54,6 @@ AUTO_KEYS = (
 )
 
 
-#: Linking of per-slice objects into 3D objects, with segment_everything's defaults.
-LINK_DEFAULTS = {"link_iou": 0.25, "max_gap": 1, "min_z_extent": 1}
-
-
 #: Stacks: propagate each linked object through the stack (segment_everything's default).
 PROPAGATE_DEFAULT = True
 
@@ -76,11 +72,12 @@ def prepare_auto_work(job: Job, ctx: Context, key: dict | None = None) -> Path:
     at the same path, or an older version's demo) and parameters of the per-slice
     segmentation (linking and propagation parameters may differ: a run that ran out of
     memory while propagating can be rerun with ``--no-propagate`` without segmenting the
-    slices again); otherwise it is emptied first. ``key``: :func:`work_key` of the job, when
-    the caller has it (the input's content is sampled once).
+    slices again); otherwise it is emptied first. ``key``: the job's
+    :func:`~napari_sam.batch.saved_work.auto_work_key`, when the caller has it (the input's
+    content is sampled once).
     """
     work = auto_work_dir(job)
-    key = work_key(job, ctx) if key is None else key
+    key = auto_work_key(job, ctx) if key is None else key
     if not same_key(recorded_key(work), key):
         nio.remove_path(work)
         work.mkdir(parents=True, exist_ok=True)
@@ -88,21 +85,14 @@ def prepare_auto_work(job: Job, ctx: Context, key: dict | None = None) -> Path:
     return work
 
 
-def work_key(job: Job, ctx: Context, tiling=None) -> dict:
-    """What the job's per-slice work is made for
-    (:func:`~napari_sam.batch.saved_work.auto_work_key`: linking and propagation aside;
-    ``tiling``: the :class:`~napari_sam.tiling.Tiling` its slices are segmented with, None
-    untiled, as every run split into blocks)."""
-    return auto_work_key(job, ctx, (*LINK_DEFAULTS, "propagate"), tiling)
-
-
 def saved_slices(job: Job, ctx: Context, n: int | None = None,
                  key: dict | None = None) -> dict:
     """What an interrupted run left in the job's per-slice folder, before
     :func:`prepare_auto_work` keeps or empties it
     (:func:`~napari_sam.batch.saved_work.saved_auto_work`; ``n``: the job's slices; ``key``:
-    its :func:`work_key`, when the caller has it)."""
-    return saved_auto_work(auto_work_dir(job), work_key(job, ctx) if key is None else key, n)
+    its :func:`~napari_sam.batch.saved_work.auto_work_key`, when the caller has it)."""
+    return saved_auto_work(auto_work_dir(job), auto_work_key(job, ctx) if key is None else key,
+                           n)
 
 
 def _slice_file(work: Path, z: int) -> Path:
@@ -437,7 +427,7 @@ def run_auto(job: Job, ctx: Context, model) -> dict:
     if propagate and not opened.is2d:
         _check_propagation_memory(opened, ctx.time_point)
     announce_colour_planes(job, ctx, opened)  # how the file is read: before the work on it
-    key = work_key(job, ctx, stack_tiling(ctx, model, opened.stack.shape))  # as auto_slices
+    key = auto_work_key(job, ctx, stack_tiling(ctx, model, opened.stack.shape))  # as auto_slices
     saved = saved_slices(job, ctx, len(opened.stack), key)  # what an interrupted run left
     work = prepare_auto_work(job, ctx, key)
     resumed = saved["kept"]  # (the slices the kept work folder holds)

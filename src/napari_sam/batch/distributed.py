@@ -20,7 +20,6 @@ from napari_sam.batch.auto_runner import (
     auto_slices,
     prepare_auto_work,
     saved_slices,
-    work_key,
 )
 from napari_sam.batch.context import Context, Job, JobResult
 from napari_sam.batch.embedding_stores import embed_store, user_embeddings
@@ -31,7 +30,7 @@ from napari_sam.batch.models import get_model
 from napari_sam.batch.progress import stderr_is_terminal
 from napari_sam.batch.reading import open_image
 from napari_sam.batch.runners import one_line, record_result, run_job
-from napari_sam.batch.saved_work import take_finished_mark
+from napari_sam.batch.saved_work import auto_work_key, take_finished_mark
 from napari_sam.batch.scheduler_probe import not_a_scheduler, tcp_host_port
 from napari_sam.words import for_count
 
@@ -371,7 +370,8 @@ def record_hashes(store: os.PathLike | str, blocks: Iterable[Mapping[int, int]])
 
 
 def final_task(job: Job, ctx: Context, blocks: list | None = None,
-                after: list | None = None, earlier: dict | None = None) -> JobResult:
+                after: list | None = None, earlier: dict | None = None,
+                finished: bool = False) -> JobResult:
     """The per-file task: runs the whole job once its blocks (if any) are done.
 
     ``blocks``: results of ``embed_block_task`` (slice hashes to record); ``after``: results
@@ -380,7 +380,8 @@ def final_task(job: Job, ctx: Context, blocks: list | None = None,
     blocks run side by side on the workers), as a run without blocks reports its wall time.
     ``earlier``: what an interrupted run had left of an ``auto`` job before its blocks ran
     (:func:`~napari_sam.batch.auto_runner.saved_slices`): the job's line says what it kept,
-    not the slices the blocks computed."""
+    not the slices the blocks computed; ``finished``: that work folder was a finished run's
+    (``--keep-work``; its mark taken before the blocks ran, :func:`run_job`)."""
     if ctx.command == "embed" and blocks:
         record_hashes(job.output.with_name(f".{job.output.name}.partial"),
                       [b["hashes"] for b in blocks])
@@ -389,7 +390,7 @@ def final_task(job: Job, ctx: Context, blocks: list | None = None,
         record_hashes(stored[0]["store"], [b["hashes"] for b in stored])
     starts = [float(b["started"]) for b in [*(blocks or ()), *(after or ())]
               if isinstance(b, dict) and "started" in b]
-    res = run_job(job, ctx, earlier=earlier)
+    res = run_job(job, ctx, earlier=earlier, finished=finished)
     if starts:  # from the first block's start: the blocks ran side by side, then this task
         res.seconds = max(res.seconds, time.time() - min(starts))
     return res
@@ -430,16 +431,15 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
                 spans = [(s, min(s + block_slices, n)) for s in range(0, n, block_slices)]
                 if ctx.command == "auto":
                     # (the input's content sampled once; blocks never tile: ``tiling`` None)
-                    key = work_key(job, ctx)
+                    key = auto_work_key(job, ctx)
                     earlier = saved_slices(job, ctx, n, key)  # before the blocks add this run's
-                    if take_finished_mark(work_dir(job)):  # a finished run's (--keep-work)
-                        earlier["finished"] = True
+                    finished = take_finished_mark(work_dir(job))  # (taken before they add it)
                     prepare_auto_work(job, ctx, key)
                     store = client.submit(run_task, auto_prepare_task, job, wctx, pure=False)
                     blocks = [client.submit(run_task, auto_block_task, job, wctx, store, s, e,
                                             pure=False) for s, e in spans]
                     fut = client.submit(run_task, final_task, job, wctx, None, blocks,
-                                        earlier, pure=False)
+                                        earlier, finished, pure=False)
                 else:
                     limits = client.submit(run_task, embed_prepare_task, job, wctx, pure=False)
                     blocks = [client.submit(run_task, embed_block_task, job, wctx, limits, s, e,

@@ -12,7 +12,11 @@ import numpy as np
 
 from napari_sam.automatic import LinkPlan, link_streamed
 
-__all__ = ["LinkPlan", "final_slices", "link_slices"]
+__all__ = ["LINK_DEFAULTS", "LinkPlan", "final_slices", "link_slices"]
+
+#: Linking of per-slice objects into 3D objects, with segment_everything's defaults (the
+#: CLI's ``--link-iou``, ``--max-gap``, ``--min-z-extent``).
+LINK_DEFAULTS = {"link_iou": 0.25, "max_gap": 1, "min_z_extent": 1}
 
 
 def link_slices(

@@ -114,7 +114,7 @@ def failure_reason(exc: BaseException, job: Job, ctx: Context | None = None) -> 
 
 
 def run_job(job: Job, ctx: Context, *, wait: bool = False,
-            earlier: dict | None = None) -> JobResult:
+            earlier: dict | None = None, finished: bool = False) -> JobResult:
     """Run one job in this process (the model comes from :func:`get_model`'s cache).
 
     Never raises for problems with the file or the computation: they become a ``"failed"``
@@ -131,6 +131,11 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False,
     the blocks of a cluster run added this run's slices
     (:func:`~napari_sam.batch.auto_runner.saved_slices`): the job's line says what it kept of
     that run, not the slices the blocks computed.
+
+    ``finished``: the job's work folder was kept by a finished run (``--keep-work``), its
+    mark (:func:`~napari_sam.batch.saved_work.take_finished_mark`) taken by the caller before
+    the blocks ran; otherwise this job takes it, before its runner adds to the folder. What
+    the job's line says of that work is decided in one place, :func:`take_info`.
 
     When another process holds the output's lock the result is ``"busy"`` (nothing done), or
     with ``wait=True`` the job waits for that process and then runs (usually finding the
@@ -193,7 +198,7 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False,
             cleanup_tmp(job.output)
             previous, stamp = read_sidecar(job.output), output_stamp(job.output)
             mark_partial(job, ctx)
-            finished = take_finished_mark(work_dir(job))  # kept by a finished run (--keep-work)
+            finished = take_finished_mark(work_dir(job)) or finished  # (--keep-work)
             try:
                 model, loaded = get_model(ctx.model, ctx.device)
                 res.model_loaded = loaded

@@ -24,6 +24,7 @@ from pathlib import Path
 from napari_sam import io as nio
 from napari_sam.batch.context import Context, Job
 from napari_sam.batch.jobs import OutputVerdict
+from napari_sam.batch.linking import LINK_DEFAULTS
 from napari_sam.batch.models import model_file_id, packaged_model_id
 from napari_sam.batch.rerun_reason import change_reason
 from napari_sam.words import counted
@@ -33,6 +34,11 @@ MARKER = "params.json"
 
 #: Why a work folder's slices are discarded when no difference can be named.
 UNMATCHED = "its record does not match this run"
+
+#: The parameters an ``auto`` job's per-slice work is not made for (:func:`auto_work_key`):
+#: linking and propagation, which run after the slices (a rerun with ``--no-propagate`` or
+#: another ``--link-iou`` keeps them).
+AFTER_THE_SLICES = (*LINK_DEFAULTS, "propagate")
 
 #: The file a job's work folder holds when a finished run kept it (``--keep-work``): what a
 #: rerun reuses of it is no interrupted run's (:func:`take_finished_mark`).
@@ -62,9 +68,9 @@ def take_finished_mark(work: Path) -> bool:
     return True
 
 
-def auto_work_key(job: Job, ctx: Context, link_keys, tiling=None) -> dict:
+def auto_work_key(job: Job, ctx: Context, tiling=None) -> dict:
     """What an ``auto`` job's per-slice work is made for: the signature without the keys that
-    only link and propagate (``link_keys``), the input (path, size, mtime, sampled content
+    only link and propagate (:data:`AFTER_THE_SLICES`), the input (path, size, mtime, sampled content
     hash) and the model file's id; a work folder is kept only when its
     :data:`MARKER` holds the same, but for the input's path (:func:`same_key`).
 
@@ -73,7 +79,8 @@ def auto_work_key(job: Job, ctx: Context, link_keys, tiling=None) -> dict:
     untiled), not the option that chose it: the slices an untiled serial run (``auto``) saved
     are those a run split into blocks (``--block-slices``, which never tiles) makes."""
     st = job.input.stat()
-    sig = {k: v for k, v in ctx.signature().items() if k not in link_keys and k != "tiling"}
+    sig = {k: v for k, v in ctx.signature().items()
+           if k not in AFTER_THE_SLICES and k != "tiling"}
     if tiling is not None:
         sig["tiling"] = [int(tiling.window), int(tiling.halo)]
     spec = str(sig.get("model"))
