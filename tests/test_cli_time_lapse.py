@@ -268,8 +268,8 @@ def test_a_lazy_movie_is_read_one_time_point_at_a_time(tmp_path, capsys, tiny_mo
 
 
 def test_a_session_file_is_not_replayed_on_a_movie(files, tiny_sam, tmp_path, capsys):
-    """A session holds the clicks of one volume: on a movie its replay fails for that file
-    (exit 1), saying what to do instead; nothing is written for it."""
+    """A volume's session holds the clicks of one volume: on a movie its replay fails for that
+    file (exit 1), saying what to do instead; nothing is written for it."""
     from napari_sam import session as S
     from test_session import make_session
 
@@ -278,8 +278,49 @@ def test_a_session_file_is_not_replayed_on_a_movie(files, tiny_sam, tmp_path, ca
     rc, _, err = cli(["segment", movie, "--prompts", session, "-o", tmp_path / "out",
                       "--model", files["model"], "--device", "cpu"], capsys)
     said = " ".join(err.split())
-    assert rc == 1 and ("a session file replays the clicks of one volume, and movie.tif is a "
-                        "movie of 2 time points; prompt it with a prompts file with a 't' "
-                        "column, or save the time point the session was made on as its own "
-                        "file") in said, said
+    assert rc == 1 and ("s.json is a session of one volume (made on blobs), and movie.tif is "
+                        "a movie of 2 time points; replay it on the image it was made on, or "
+                        "prompt this movie with a prompts file with a 't' column") in said, said
     assert not (tmp_path / "out" / "movie_labels.tif").exists()
+
+
+def _movie_session(files, model, tmp_path):
+    """``(session file, movie file, expected (2, 6, 64, 64) labels)``: a dock's session of a
+    movie of two blob stacks, its first commit at time point 0, the other two at 1; the
+    expected labels each time point's commits replayed on its volume alone."""
+    import dataclasses
+
+    import napari_sam as ns
+    from napari_sam import session as S
+    from test_session import make_session
+
+    volumes = [blob_stack(), blob_stack(seed=1)]
+    movie = _write(tmp_path / "movie.tif", np.stack(volumes), "TZYX")
+    sess = make_session(files, model)
+    ops = [{**op, "time_point": t} for op, t in zip(sess.operations, (0, 1, 1))]
+    expected = np.stack([S.replay(dataclasses.replace(
+        sess, operations=[op for op in ops if op["time_point"] == t]),
+        ns.embed(volumes[t], model, device="cpu")).labels for t in (0, 1)])
+    sess = dataclasses.replace(sess, operations=ops, labels=expected, image={
+        "path": str(movie), "name": "movie", "shape": [6, 64, 64], "time_points": 2,
+        "time_axis": 0})
+    return S.write_session(sess, tmp_path / "m.json"), movie, expected
+
+
+def test_a_movie_session_is_replayed_each_commit_at_its_time_point(files, tiny_sam,
+                                                                   tmp_path, capsys):
+    """A dock's session of a movie (commits at time points 0 and 1) replays on that movie:
+    each time point's commits on its volume, the labels those of the dock."""
+    session, movie, expected = _movie_session(files, tiny_sam, tmp_path)
+    assert [len(np.unique(v)) for v in expected] == [2, 3]  # one object at t=0, two at t=1
+    rc, _, err = cli(["segment", movie, "--prompts", session, "-o", tmp_path / "out",
+                      "--model", files["model"], "--device", "cpu"], capsys)
+    assert rc == 0, err
+    np.testing.assert_array_equal(_labels(tmp_path / "out" / "movie_labels.tif"), expected)
+
+    volume = _write(tmp_path / "t0.tif", blob_stack(), "ZYX")  # not a movie: refused
+    rc, _, err = cli(["segment", volume, "--prompts", session, "-o", tmp_path / "out2",
+                      "--model", files["model"], "--device", "cpu"], capsys)
+    said = " ".join(err.split())
+    assert rc == 1 and ("m.json is the session of a movie of 2 time points, and t0.tif is "
+                        "not a movie; replay it on the movie it was made on") in said, said

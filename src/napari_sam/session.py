@@ -5,7 +5,9 @@ A session file records an annotation session so that it can be saved, resumed an
 in napari order ((z, row, col) stack coordinates; boxes (row0, col0, row1, col1)):
 
 * ``image``: path, name, content hash (sampled), shape (Z, Y, X), layer shape, channel axis and channel,
-  RGB, dtype, contrast limits (the layer's and the embedding's);
+  RGB, dtype, contrast limits (the layer's and the embedding's); a movie's also
+  ``time_points`` (T) and ``time_axis`` (its layer axis): then each operation has its
+  ``time_point``, and ``labels`` and ``base`` are (T, Z, Y, X);
 * ``model``: name or checkpoint path, model id, device and precision;
 * ``settings``: propagation axis, overwrite, embedding store, tiling;
 * ``operations``: every commit still in effect, in order (undone ones are gone): the prompts
@@ -91,7 +93,8 @@ SESSION_FILE_SUFFIX = ".sam-session.json"
 class Session:
     """An annotation session (see the module docstring for the fields).
 
-    ``labels`` and ``base`` are (Z, Y, X) integer arrays (or None); the rest is JSON-ready.
+    ``labels`` and ``base`` are (Z, Y, X) integer arrays (a movie's: (T, Z, Y, X)), or None;
+    the rest is JSON-ready.
     """
 
     image: dict
@@ -109,6 +112,11 @@ class Session:
     def shape(self) -> tuple[int, int, int]:
         """(Z, Y, X) of the image's stack."""
         return tuple(int(s) for s in self.image["shape"])
+
+    @property
+    def time_points(self) -> int | None:
+        """T of the movie the session was made on (None: an image that is not a movie)."""
+        return time_points(self.image)
 
     def objects(self) -> dict[int, dict]:
         """Which label came from which prompts: ``{id: {"operation": i, "kind", "prompts"}}``
@@ -129,6 +137,20 @@ class Session:
             text += f", {for_count(len(ids), 'label')} {ids[0]}" + (
                 f"-{ids[-1]}" if len(ids) > 1 else "")
         return text + (f", saved {local_time(self.saved)}" if self.saved else "")
+
+
+def time_points(image: Mapping) -> int | None:
+    """T of a session's ``image`` record when it was a movie (``time_points``), else None."""
+    t = image.get("time_points")
+    return None if t is None else int(t)
+
+
+def labels_shape(image: Mapping) -> tuple[int, ...]:
+    """The shape of a session's labels and base from its ``image`` record: (Z, Y, X), a
+    movie's (T, Z, Y, X)."""
+    shape = tuple(int(s) for s in image["shape"])
+    t = time_points(image)
+    return shape if t is None else (t, *shape)
 
 
 def local_time(saved) -> str:
@@ -321,7 +343,7 @@ def _write_labels_file(json_path: Path, what: str, labels: np.ndarray,
     stem = json_path.name[: -len(".json")] if json_path.name.endswith(".json") else json_path.name
     path = json_path.with_name(f"{stem}.{what}-{digest[:12]}.tif")
     if not path.exists():
-        nio.write_labels(path, labels, axes="ZYX", overwrite=True, compression=("zlib", 1),
+        nio.write_labels(path, labels, axes="TZYX" if labels.ndim == 4 else "ZYX", overwrite=True, compression=("zlib", 1),
                          tmp=session_tmp_name(path))  # (its writer named: a kill's is found)
         if made is not None:
             made.append(path)
@@ -618,7 +640,7 @@ def read_session(path: os.PathLike | str, *, load_labels: bool = True,
         raise session_error(p.name, f"is not valid JSON ({exc}); it may be truncated: use the "
                                     "autosaved copy or save the session again") from None
     check_record(data, p.name)
-    shape = tuple(data["image"]["shape"])
+    shape = labels_shape(data["image"])
     session = Session(image=dict(data["image"]), model=dict(data["model"]),
                       settings=dict(data.get("settings") or {}),
                       operations=list(data["operations"]),

@@ -208,6 +208,23 @@ def _check_pending(pending, name: str) -> None:
         _number(v, "a pending prompt coordinate", name)
 
 
+def _check_times(image: Mapping, ops, name: str) -> None:
+    """A movie's ``image.time_points`` (T >= 1) and each operation's ``time_point`` (0 to
+    T - 1); a session of any other image has neither."""
+    times = image.get("time_points")
+    if times is not None and not (isinstance(times, int) and _whole(times, 1)):
+        raise session_error(name, "'image.time_points' must be the movie's number of time "
+                                  f"points (a whole number >= 1), got {times!r}")
+    for i, op in enumerate(ops if isinstance(ops, list) else ()):
+        t = op.get("time_point") if isinstance(op, Mapping) else None
+        if t is None and times is None:
+            continue
+        if times is None or not (isinstance(t, int) and _whole(t) and t < times):
+            need = (f"a 'time_point' from 0 to {times - 1} (the movie has {times})"
+                    if times is not None else "no 'time_point' (the image is not a movie)")
+            raise session_error(f"{name}, operation {i + 1}", f"needs {need}, got {t!r}")
+
+
 def check_record(data, name: str) -> None:
     """Check the parsed JSON ``data`` of the session file ``name`` (its form, not its image).
 
@@ -231,6 +248,7 @@ def check_record(data, name: str) -> None:
     if not isinstance(shape, list) or len(shape) != 3 or any(
             not isinstance(s, int) or s < 1 for s in shape):
         raise session_error(name, "'image.shape' must be [Z, Y, X] (positive whole numbers)")
+    _check_times(image, data.get("operations"), name)
     if not isinstance(data.get("model"), Mapping) or not data["model"].get("name"):
         raise session_error(name, "'model.name' is missing (a registry name or a checkpoint path)")
     _check_settings(data, name)

@@ -5,7 +5,6 @@ image has 4 spatial dimensions ... take one time point as its own layer")."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from sam_qt_helpers import (
     blob_stack,
     canvas_click,
@@ -15,8 +14,6 @@ from sam_qt_helpers import (
     press_key,
     use_predictor,
 )
-
-from napari_sam.annotate.errors import UserError
 
 T = 5  # (a time axis longer than MAX_CHANNELS: it cannot be read as channels)
 
@@ -108,12 +105,13 @@ def test_the_dock_segments_the_time_point_the_slider_shows(make_widget, tiny_pre
     assert c.status.startswith("Committed label"), c.status
     assert labels[1].any() and not np.delete(labels, 1, axis=0).any()
 
-    # a session file holds the clicks of one volume: not saved for a movie, and why
-    with pytest.raises(UserError, match="Not saved: the image is a movie of 5 time points"):
-        c.save_session(tmp_path / "movie.json")
-    with pytest.raises(UserError, match="Not loaded: the image is a movie of 5 time points"):
-        c.load_session(tmp_path / "movie.json")
-    assert not list(tmp_path.iterdir())
+    # the movie's session holds every time point, its commits each at its own
+    path = c.save_session(tmp_path / "movie.json")
+    from napari_sam.session import read_session
+
+    saved = read_session(path)
+    assert [(op["kind"], op["time_point"]) for op in saved.operations] == [("volume", 1)]
+    assert saved.labels.shape == movie.shape and np.array_equal(saved.labels, labels)
 
 
 def test_a_propagation_running_when_the_slider_moves_is_stopped(make_widget, tiny_predictor,

@@ -307,7 +307,7 @@ class AnnotationController(PromptLayers, ViewProblems, AnnotationSession):
 
         def holder(layers):  # only in-memory arrays are compared (dask/zarr: never read whole)
             arrays = [ly for ly in layers if isinstance(ly.data, np.ndarray)]
-            held = (self.autosave_holder([self.source.zyx_view(ly.data) for ly in arrays])
+            held = (self.autosave_holder([self.labels_for_session(ly.data) for ly in arrays])
                     if arrays else None)
             return None if held is None else layers.index(arrays[held[0]])
 

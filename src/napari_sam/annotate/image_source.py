@@ -22,11 +22,10 @@ image's), so napari aligns them with the image and shows them at every channel.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
-
-from .errors import UserError
 
 __all__ = ["ImageSource", "SliceView", "UnsupportedImage", "make_source", "segmented_words"]
 
@@ -177,6 +176,16 @@ class ImageSource:
     time_axis: int | None = None
     time_point: int | None = None
     n_times: int = 1
+    remake: Callable[[int], SliceView] | None = field(default=None, repr=False, compare=False)
+
+    def stack_at(self, t: int) -> SliceView:
+        """The stack (a :class:`SliceView`, read lazily) at time point ``t`` of a movie (its
+        own stack when the image is not a movie, or ``t`` is the time point)."""
+        if self.remake is None or t == self.time_point:
+            return self.stack
+        if not 0 <= int(t) < self.n_times:
+            raise IndexError(f"time point {t} out of range for {self.n_times} time points")
+        return self.remake(int(t))
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -258,8 +267,12 @@ class ImageSource:
 
     def to_layer(self, labels_zyx: np.ndarray) -> np.ndarray:
         """(Z, Y, X) or (Y, X) labels -> an array of :attr:`layer_shape` (a view when possible;
-        a movie's: zeros but at the time point)."""
+        a movie's: zeros but at the time point); a movie's labels of every time point,
+        (T, Z, Y, X) (a session's), -> that array (a view)."""
         arr = labels_zyx
+        if self.time_axis is not None and np.ndim(arr) == 4:  # (T, Z, Y, X): all time points
+            ones = sorted(a for a in self._fixed if a != self.time_axis)
+            return np.expand_dims(arr, tuple(ones)) if ones else arr
         if self.time_axis is not None:
             out = np.zeros(self.layer_shape, np.asarray(arr).dtype)
             self.zyx_view(out)[...] = arr
@@ -393,8 +406,12 @@ def make_source(data, *, rgb: bool = False, channel_axis: int | None = None,
     fixed = {a: 0 for a in dropped} | ({} if time_axis is None else {time_axis: time_point})
     inner_axis = None if channel_axis is None else channel_axis - sum(
         a < channel_axis for a in fixed)
-    view = SliceView(squeeze_axes(data, tuple(fixed), fixed), rgb=rgb,
-                     channel_axis=inner_axis, two_d=spatial == 2, channel=channel)
+    def view_at(t: int | None) -> SliceView:  # (a movie's other time points: stack_at)
+        at = fixed if t is None else {**fixed, time_axis: t}
+        return SliceView(squeeze_axes(data, tuple(at), at), rgb=rgb, channel_axis=inner_axis,
+                         two_d=spatial == 2, channel=channel)
+
+    view = view_at(None)
     return ImageSource(
         stack=view,
         ndim=ndim,
@@ -406,15 +423,8 @@ def make_source(data, *, rgb: bool = False, channel_axis: int | None = None,
         time_axis=time_axis,
         time_point=None if time_axis is None else time_point,
         n_times=1 if time_axis is None else shape[time_axis],
+        remake=None if time_axis is None else view_at,
     )
-
-
-def refuse_movie_sessions(source: ImageSource | None, what: str = "saved") -> None:
-    """Raise :class:`~napari_sam.annotate.errors.UserError` with :func:`movie_sessions`'s
-    words when ``source`` is a movie (its session is not ``what``: "saved", "loaded")."""
-    problem = movie_sessions(source, what)
-    if problem:
-        raise UserError(problem)
 
 
 def time_point_words(commit, source: ImageSource | None) -> str:
@@ -426,19 +436,6 @@ def time_point_words(commit, source: ImageSource | None) -> str:
         return ""
     return (f" at time point {at} (time point {source.time_point} is shown: move the time "
             "slider there to see it)")
-
-
-def movie_sessions(source: ImageSource | None, what: str = "saved") -> str:
-    """Why a session of ``source`` is not ``what`` ("saved", "loaded"), "" where it may be:
-    a session file replays the clicks of one volume, and a movie's commits are at many time
-    points (the dock neither saves, loads nor autosaves sessions of a movie)."""
-    if source is None or source.time_axis is None:
-        return ""
-    return (f"Not {what}: the image is a movie of {source.n_times} time points, and a "
-            "session file holds the clicks of one volume, so the dock does not save, load or "
-            "autosave sessions of a movie. Save the labels layer instead (File > Save "
-            "Selected Layers: one (T, Z, Y, X) label file); to keep a session, take one time "
-            "point as its own layer and segment it there.")
 
 
 def singleton_axes(shape: tuple[int, ...], ndim: int, channel_axis: int | None

@@ -40,9 +40,9 @@ from napari_sam import session as S
 
 from .autosave_writer import AutosaveWriter
 from .errors import UserError, sentence
-from .image_source import refuse_movie_sessions
 from .live_session_files import LiveSessionFiles
 from .memory_sessions import memory_autosave_words, prune_memory_sessions, refuse_memory_folder
+from .movie_sessions import MovieSessions
 from .prompt_groups import POINT_OBJECT, inside_image
 from .session_claims import SessionClaims, claim_holder
 from .session_compare import holds_the_same_work, same_prompts
@@ -68,7 +68,7 @@ class _AutosaveJob:
     inline: bool  # written on the calling thread: its notes go into this status line
 
 
-class SessionLog(SessionPlaces, LiveSessionFiles):
+class SessionLog(SessionPlaces, LiveSessionFiles, MovieSessions):
     """Session log, files and trace (needs the session's attributes)."""
 
     # ------------------------------------------------------------------ hooks
@@ -113,6 +113,8 @@ class SessionLog(SessionPlaces, LiveSessionFiles):
         read): its log goes on."""
         if target is self._log_target:
             return
+        if self.is_movie():  # (the labels of every time point: a movie's session holds them)
+            data = self.session_labels(target)
         self.wait_autosave()  # the file holds the earlier log's newest state first
         self._log_target = target
         self._log_generation += 1
@@ -200,7 +202,7 @@ class SessionLog(SessionPlaces, LiveSessionFiles):
                                    ids=commit.ids)
         if self.model_contrast() is not None:  # the layer's limits (absent: the percentiles)
             op["contrast_limits"] = list(self.model_contrast())
-        self.log.append(op)
+        self.log.append(self.record_time_point(op))
         self._redo_log.clear()
 
     def autosave_now(self) -> None:
@@ -244,8 +246,8 @@ class SessionLog(SessionPlaces, LiveSessionFiles):
         """The uncommitted prompts on the image (one beside it would make the file refused
         when loaded: it says a prompt lies outside the image)."""
         pts, lab, boxes, _ = inside_image(*self.prompt_arrays(), self.source.shape)
-        return {"points": pts.tolist(), "labels": [int(v) for v in lab],
-                "boxes": boxes.tolist()}
+        return self.record_time_point({"points": pts.tolist(), "labels": [int(v) for v in lab],
+                                       "boxes": boxes.tolist()})
 
     def session_state(self, copy=None) -> S.Session:
         """The session as it stands: image, model, settings, the log, pending prompts, the
@@ -262,7 +264,8 @@ class SessionLog(SessionPlaces, LiveSessionFiles):
                  "contrast_limits": [float(v) for v in self.contrast_limits()],
                  "embedding_contrast_limits": None if self.emb is None else
                  [float(v) for v in self.emb.contrast_limits],
-                 "model_contrast_limits": self.model_contrast() and list(self.model_contrast())}
+                 "model_contrast_limits": self.model_contrast() and list(self.model_contrast()),
+                 **self.movie_record()}
         model = {"name": None if choice is None else choice.key,
                  "is_file": bool(choice is not None and choice.is_file),
                  "id": None if pred is None else getattr(pred.model, "model_id", None),
@@ -274,7 +277,7 @@ class SessionLog(SessionPlaces, LiveSessionFiles):
         target = self._log_target
         labels = None
         if target is not None and self.target_alive(target):
-            labels = (copy or functools.partial(np.array, copy=True))(self.target_zyx(target))
+            labels = (copy or functools.partial(np.array, copy=True))(self.session_labels(target))
         return S.Session(image=image, model=model, settings=settings,
                          operations=list(self.log), pending=self._pending_prompts(), labels=labels,
                          base=self._log_base, trace=self.trace)
@@ -286,7 +289,6 @@ class SessionLog(SessionPlaces, LiveSessionFiles):
         asked, path = path, S.saved_session_file(path)  # (".json" added, a long name fitted)
         self.refuse_live_file(path, "saved")  # another live session's autosave
         refuse_memory_folder(path)  # (its autosaves are removed after 30 days)
-        refuse_movie_sessions(self.source, "saved")
         self.wait_autosave()  # (it may write to this path, or the path it keeps aside)
         try:
             state = self.session_state()
@@ -321,7 +323,7 @@ class SessionLog(SessionPlaces, LiveSessionFiles):
         self._claims.resume()  # (after release_session_file: claimed and kept again)
         writer = self.autosave_writer
         log_target = self._log_target
-        labels = (self.target_zyx(log_target) if log_target is not None
+        labels = (self.session_labels(log_target) if log_target is not None
                   and self.target_alive(log_target) else None)
         inline, in_place = writer.plan(labels)
         path = self.image_path()
@@ -492,10 +494,10 @@ class SessionLog(SessionPlaces, LiveSessionFiles):
         and trace. Everything is checked first; a bad file changes nothing."""
         self.wait_autosave()  # (the file may be the autosave being written)
         self.refuse_live_file(path, "loaded")  # another live session's autosave
-        refuse_movie_sessions(self.source, "loaded")
         try:
             sess = S.read_session(path, sweep_temporaries=True)
             src = self._require_image()
+            self.refuse_other_movie(sess, path)
             S.check_image(sess, src.shape, what=f"'{self.image_name()}'", axes_hint=False)
             model_note = self._model_for(sess)
         except S.SessionError as err:
@@ -583,7 +585,7 @@ class SessionLog(SessionPlaces, LiveSessionFiles):
             self.axis_kind = settings["axis_kind"]
         self.notify_session_loaded(sess)  # the dock shows them and picks the session's model
         self.restore_contrast(sess.image.get("model_contrast_limits"))
-        target, now = None, self.target_labels()
+        target, now = None, self.held_labels()
         if sess.labels is not None and now is not None and np.array_equal(now, sess.labels):
             target = self.commit_target()[0]  # loaded twice, or resumed after loading: no copy
         elif sess.labels is not None:
@@ -596,7 +598,8 @@ class SessionLog(SessionPlaces, LiveSessionFiles):
         if pending.get("points") or pending.get("boxes"):  # else the prompts drawn now stay
             self.set_prompts(np.asarray(pending.get("points", []), float).reshape(-1, 3),
                              [1 if v else 0 for v in pending.get("labels", [])],
-                             np.asarray(pending.get("boxes", []), float).reshape(-1, 5))
+                             np.asarray(pending.get("boxes", []), float).reshape(-1, 5),
+                             **self.pending_times(pending))  # (a movie's: at their time point)
         self.previews, self.volume = [], None
         self.render()
         self.trace = sess.trace
@@ -613,7 +616,7 @@ class SessionLog(SessionPlaces, LiveSessionFiles):
             return None
         if self.session_path is not None and self.session_path == target:
             return None
-        labels = self.target_labels()
+        labels = self.held_labels()
         held = None if labels is None else self.autosave_holding(np.asarray(labels))
         if held is not None:
             try:  # its log goes on from now (a saved session keeps its commits)

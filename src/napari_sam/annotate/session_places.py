@@ -23,7 +23,6 @@ from pathlib import Path
 
 from napari_sam import session as S
 
-from .image_source import movie_sessions
 from .memory_sessions import memory_image_key, memory_session_file, memory_sessions_folder
 from .session_claims import alternate_session_files
 
@@ -55,17 +54,16 @@ def fallback_session_file(image_path) -> Path:
 class SessionPlaces:
     """The session files of the session's image (needs the session's attributes:
     ``image_path``, ``image_name``, ``image_identity``, ``source``, ``channel_axis``,
-    ``channel``, ``_image_records``, ``_claims``, ``_digests``, ``_hash``, ``wait_autosave``)."""
+    ``channel``, ``_image_records``, ``_claims``, ``_digests``, ``_hash``, ``wait_autosave``,
+    ``hashed_stack``, ``movie_record``)."""
 
     def autosave_path(self) -> Path | None:
         """Where the session is autosaved: next to the image file, or under the cache folder
         when that folder is not writable; an image without a file under the cache folder,
         by its pixels (:func:`~napari_sam.annotate.memory_sessions.memory_session_file`);
-        None: no image, or a movie. A file of its own when another image of that file (of
+        None: no image. A file of its own when another image of that file (of
         those pixels) has its session there (:meth:`own_session_file`)."""
         path = self.image_path()
-        if movie_sessions(self.source):
-            return None
         if path is None:
             return None if self.source is None else self.own_session_file(self._memory_file())
         beside = S.session_file_for(path)
@@ -93,9 +91,9 @@ class SessionPlaces:
             except TypeError:  # (napari's layer data is weakly referable; a list is not)
                 ref, found = _SAME, {}
         if "hash" not in found:
-            found["hash"] = S.image_hash(self.source.stack)
+            found["hash"] = S.image_hash(self.hashed_stack())  # (a movie's: all time points)
         if what == "memory" and what not in found:
-            found[what] = memory_image_key(found["hash"], self.source.stack, data)
+            found[what] = memory_image_key(found["hash"], self.hashed_stack(), data)
         known[key] = (ref, found)  # (the newest last)
         while len(known) > KEPT_KEYS:
             known.pop(next(iter(known)))
@@ -125,6 +123,9 @@ class SessionPlaces:
         without an image record, or recording this image (its name and shape, or its pixels:
         napari names a stack read from several files, and its source, after the first file)."""
         image, shape = self._image_records.read(file), list(self.source.shape)
+        if image is not None and image.get("time_points") != self.movie_record().get(
+                "time_points"):  # a movie's and a volume's (or another movie's): not shared
+            return False
         return image is None or (image.get("name") == self.image_name() and image.get(
             "shape", shape) == shape) or image.get("hash") == self._hash()
 
@@ -148,7 +149,7 @@ class SessionPlaces:
         channel layer's of the file)."""
         path = self.image_path()
         if files is None and path is None:  # (none saved yet: the pixels need no hash)
-            files = () if self.source is None or movie_sessions(self.source) or not (
+            files = () if self.source is None or not (
                 memory_sessions_folder().is_dir()) else (self._memory_file(),)
         elif files is None:
             files = (S.session_file_for(path), fallback_session_file(path))

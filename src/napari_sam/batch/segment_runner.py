@@ -118,7 +118,13 @@ def _replay_session(job: Job, ctx: Context, model, sess) -> dict:
     from napari_sam import session as S
 
     S.check_replayable(sess)  # before any embedding is computed
-    opened = open_session_image(job, ctx, sess)
+    opened = open_session_image(job, ctx, sess)  # (a movie: MovieOfVolumes, per time point)
+    if sess.time_points is not None:  # a movie's session on one volume
+        opened.stack.release()
+        raise ValueError(
+            f"{sess.path.name if sess.path else 'the session'} is the session of a movie of "
+            f"{sess.time_points} time points, and {job.input.name} is not a movie; replay it "
+            "on the movie it was made on (a TZYX file)")
     # tiled as the dock was when the clicks were made (untiled for older sessions), and with
     # the contrast limits its model saw (the layer's, once the user set them)
     tiling = S.recorded_tiling(sess)

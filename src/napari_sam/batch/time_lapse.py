@@ -7,7 +7,10 @@ Objects are not tracked between time points: each time point's labels come from 
 volume. ``auto`` numbers them on from the time point before (ids unique in the whole movie:
 an id never names objects at two time points); ``segment`` keeps the prompts' object ids at
 every time point (the user's ids: the same id at two time points is the user's choice). The
-run says so in a note and the output metadata records it (``extra.time_lapse``).
+run says so in a note and the output metadata records it (``extra.time_lapse``). A dock's
+session of the movie (``segment --prompts session.json``) replays each time point's own
+commits on it (:func:`session_at`); a session of another image is refused
+(:func:`refuse_other_session`).
 
 Resuming: a time point's label file and sidecar are written once it is complete, and its
 signature (:meth:`~napari_sam.batch.context.Context.signature` with ``time_point``, for
@@ -54,12 +57,56 @@ def prompts_at(prompts: Mapping[int, list] | None, t: int) -> dict[int, list[dic
     return out
 
 
+class SessionAt(dict):
+    """The prompts of one time point of a movie's session (``{object id: [prompt, ...]}``:
+    what the time point's signature holds); ``session`` is that time point's session to
+    replay (:func:`session_at`)."""
+
+    session = None
+
+
+def session_at(session, t: int) -> SessionAt:
+    """Time point ``t`` of a movie's session (:class:`napari_sam.session.Session` recording
+    ``time_points``) as the session of one volume: its operations committed at ``t`` (in
+    order), its labels and base at ``t``; empty (no operation there: the time point is not
+    segmented, its labels stay 0) when it has none."""
+    from napari_sam import session as S
+
+    ops = [op for op in session.operations if op.get("time_point") == t]
+    out = SessionAt()
+    if not ops:
+        return out
+    image = {k: v for k, v in session.image.items() if k not in ("time_points", "time_axis")}
+    out.session = dataclasses.replace(
+        session, image=image, operations=ops,
+        labels=None if session.labels is None else session.labels[t],
+        base=None if session.base is None else session.base[t])
+    out.update({int(k): v for k, v in S.legacy_prompts(out.session).items()})
+    return out
+
+
+def refuse_other_session(session, name: str, n: int) -> None:
+    """Raise ``ValueError`` when the ``session`` (None: not one) replayed on the movie
+    ``name`` of ``n`` time points was not made on a movie of ``n`` time points."""
+    if session is None or session.time_points == n:
+        return
+    made = (f"a session of one volume (made on {session.image.get('name') or 'an image'})"
+            if session.time_points is None else
+            f"the session of a movie of {session.time_points} time points")
+    raise ValueError(
+        f"{session.path.name if session.path else 'the session'} is {made}, and {name} is a "
+        f"movie of {n} time points; replay it on the image it was made on, or prompt this "
+        "movie with a prompts file with a 't' column")
+
+
 def time_point_job(job: Job, ctx: Context, t: int, n: int) -> tuple[Job, Context]:
     """The job and context of time point ``t`` of ``n``: its label file in the work folder,
     its own prompts, its time point in the signature; no preview, no user's embedding store
     (made for a whole file), TIFF output."""
     folder = work_dir(job) / "time_points"
-    sub = Job(job.input, folder / f"t{t:06d}_labels.tif", prompts_at(job.prompts, t),
+    session = getattr(job.prompts, "session", None)
+    prompts = prompts_at(job.prompts, t) if session is None else session_at(session, t)
+    sub = Job(job.input, folder / f"t{t:06d}_labels.tif", prompts,
               job.subfolder, part=f"t={t} of {n}")
     sub_ctx = dataclasses.replace(ctx, time_point=t, preview=False, embeddings_dir=None,
                                   fmt="tif", suffix="_labels", prompts_key=None)
@@ -75,11 +122,7 @@ def run_time_lapse(job: Job, ctx: Context, model, runner: Callable[[Job, Context
     the last what it kept of an interrupted run or why it discarded it (a record of
     :mod:`napari_sam.batch.saved_work` counting time points; the input replaced since: its
     finished time points discarded, said, not "resumed")."""
-    if getattr(job.prompts, "session", None) is not None:
-        raise ValueError(
-            f"a session file replays the clicks of one volume, and {job.input.name} is a movie "
-            f"of {n} time points; prompt it with a prompts file with a 't' column, or save "
-            "the time point the session was made on as its own file")
+    refuse_other_session(getattr(job.prompts, "session", None), job.input.name, n)
     kept, ran = [], 0
     record = {"unit": "time point", "of": n, "kept": 0, "discarded": None}
     why, dropped = "", 0  # what changed since an interrupted run; its time points thrown away

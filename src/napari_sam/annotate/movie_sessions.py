@@ -1,0 +1,154 @@
+"""Sessions of a movie of volumes ((T, Z, Y, X) image layer, e.g. a light-sheet movie): what
+a session file records of one, and the refusal of a session made on another kind of image.
+
+The dock segments the volume at the time point the time slider shows
+(:class:`~napari_sam.annotate.image_source.ImageSource` with a ``time_axis``), but a session
+belongs to the whole movie: its ``image`` record has the movie's ``time_points`` (T) and
+``time_axis``, its content hash samples slices of every time point (:class:`MovieFrames`),
+each operation records the ``time_point`` it was committed at, its labels and base are the
+(T, Z, Y, X) labels of every time point, and its pending prompts those at the time point shown
+(with their ``time_point``). Loading one restores the labels of every time point at once
+(the time slider stays where it is); a session of a volume is not loaded onto a movie, nor
+the reverse, nor one of a movie of another number of time points
+(:func:`movie_mismatch` says which and what to do).
+
+:class:`MovieSessions` is a mixin of :class:`~napari_sam.annotate.session_log.SessionLog`
+(it needs the session's ``source``, ``target_zyx``, ``target_data``, ``target_labels`` and,
+for a movie, the dock's ``target_layer``); for any image but a movie it changes nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+from .image_source import ImageSource
+
+__all__ = ["MovieFrames", "MovieSessions", "movie_labels", "movie_mismatch"]
+
+
+class MovieFrames:
+    """Read-only view ``[i] -> (Y, X)`` (or ``(Y, X, 3)``) of the T * Z slices of a movie's
+    volumes, time point after time point (slice ``z`` of time point ``t`` at ``t * Z + z``),
+    read lazily: what :func:`napari_sam.session.image_hash` and
+    :func:`~napari_sam.annotate.memory_sessions.memory_image_key` read to name the whole
+    movie, not the time point shown."""
+
+    def __init__(self, source: ImageSource):
+        self._source = source
+        self._z = int(source.shape[0])
+        self.shape = (source.n_times * self._z, *source.stack.shape[1:])
+        self.dtype = source.stack.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, i) -> np.ndarray:
+        if not isinstance(i, (int, np.integer)) or not 0 <= int(i) < self.shape[0]:
+            raise IndexError(f"slice {i!r} is not one of the movie's {self.shape[0]} slices")
+        t, z = divmod(int(i), self._z)
+        return self._source.stack_at(t)[z]
+
+
+def movie_labels(source: ImageSource, layer_array: np.ndarray) -> np.ndarray:
+    """The (T, Z, Y, X) view of every time point of an array of ``source.layer_shape`` (a
+    movie's labels layer data: its channel axis and size-1 axes left out)."""
+    arr = np.asarray(layer_array)
+    if tuple(arr.shape) != source.layer_shape:
+        raise UserError(f"the labels layer has shape {tuple(arr.shape)} but the movie needs "
+                        f"{source.layer_shape}; pick a labels layer made for this movie or a "
+                        "new one")
+    left_out = {a for a in range(source.ndim) if a not in source.spatial_axes}
+    left_out.discard(source.time_axis)
+    return arr[tuple(0 if a in left_out else slice(None) for a in range(source.ndim))]
+
+
+def movie_mismatch(session, source: ImageSource, file_name: str, image_name: str) -> str:
+    """Why the ``session`` (:class:`napari_sam.session.Session`) of the file ``file_name``
+    is not loaded onto image ``image_name`` (``source``): one is a movie and the other not,
+    or the two movies have other numbers of time points; "" when they match."""
+    made, now = session.time_points, source.n_times if source.time_axis is not None else None
+    if made == now:
+        return ""
+    on = session.image.get("path") or session.image.get("name") or "another image"
+    if now is None:
+        return (f"Not loaded: {file_name} is the session of a movie of {made} time points "
+                f"({on}), and '{image_name}' is not a movie (one volume, no time axis). Open "
+                f"the movie it was made on ({made} time points on napari's time slider) and "
+                "load the session there.")
+    if made is None:
+        return (f"Not loaded: {file_name} is the session of one volume ({on}), and "
+                f"'{image_name}' is a movie of {now} time points. Load it onto the volume it "
+                "was made on; to go on in this movie, start a new session here (its commits "
+                "are autosaved with their time points).")
+    return (f"Not loaded: {file_name} is the session of a movie of {made} time points ({on}), "
+            f"and '{image_name}' has {now} time points. Open the movie it was made on "
+            f"({made} time points) and load the session there.")
+
+
+class MovieSessions:
+    """A movie's session: its labels, hash, records and refusals (a mixin, see the module)."""
+
+    def is_movie(self) -> bool:
+        """Whether the image is a movie of volumes (its session holds every time point)."""
+        return self.source is not None and self.source.time_axis is not None
+
+    def labels_for_session(self, layer_array: np.ndarray) -> np.ndarray:
+        """The labels a session records of an array of the image's ``layer_shape``: its
+        (Z, Y, X) view, a movie's (T, Z, Y, X) view."""
+        if self.is_movie():
+            return movie_labels(self.source, layer_array)
+        return self.source.zyx_view(layer_array)
+
+    def session_labels(self, target) -> np.ndarray:
+        """The labels a session records of the commit target ``target``: its (Z, Y, X)
+        labels (:meth:`target_zyx`), a movie's of every time point, (T, Z, Y, X)."""
+        if not self.is_movie():
+            return self.target_zyx(target)
+        return movie_labels(self.source, self.target_data(target))
+
+    def held_labels(self) -> np.ndarray | None:
+        """The target labels as a session records them (:meth:`session_labels`), None
+        where there is no target (:meth:`target_labels`)."""
+        labels = self.target_labels()
+        if labels is None or not self.is_movie():
+            return labels
+        return movie_labels(self.source, self.target_layer.data)
+
+    def hashed_stack(self):
+        """What the image's content hash reads: the stack SAM sees, a movie's slices of
+        every time point (:class:`MovieFrames`)."""
+        return MovieFrames(self.source) if self.is_movie() else self.source.stack
+
+    def movie_record(self) -> dict:
+        """A movie's entries of a session's ``image`` record (none for any other image)."""
+        if not self.is_movie():
+            return {}
+        return {"time_points": int(self.source.n_times),
+                "time_axis": int(self.source.time_axis)}
+
+    def record_time_point(self, op: dict) -> dict:
+        """``op`` (a logged operation, or pending prompts) with the time point it is at, a
+        movie's (changed in place)."""
+        if self.is_movie():
+            op["time_point"] = int(self.source.time_point)
+        return op
+
+    def pending_times(self, pending: dict) -> dict:
+        """The time points of a session's pending prompts to restore them at: ``times`` and
+        ``box_times`` (a movie's, at the ``time_point`` recorded); ``{}`` otherwise."""
+        t = pending.get("time_point")
+        if not self.is_movie() or t is None:
+            return {}
+        return {"times": [int(t)] * len(pending.get("points", [])),
+                "box_times": [int(t)] * len(pending.get("boxes", []))}
+
+    def refuse_other_movie(self, session, path) -> None:
+        """Raise :class:`UserError` when the ``session`` of the file ``path`` was made on a
+        movie and the image is not one, or the reverse, or on a movie of another number of
+        time points (:func:`movie_mismatch`)."""
+        problem = movie_mismatch(session, self.source, Path(path).name, self.image_name())
+        if problem:
+            raise UserError(problem)
