@@ -128,3 +128,32 @@ def test_the_cli_refuses_a_volume_box_outside_before_any_work(files, tmp_path, c
     assert "operation 3, object 1: box [70.0, 70.0, 90.0, 90.0] on slice 4 lies outside " \
            "blobs.tif" in err and "correct this prompt in the session file" in err
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- a movie's session
+def test_a_movie_sessions_time_points_are_checked_when_read():
+    """A movie's session (``image.time_points``) needs each operation's ``time_point`` and
+    each pending prompt's within the movie; a volume's has none; the error names the entry."""
+    record = S.to_dict(_session(pending={"points": [[1.0, 2.0, 3.0]], "labels": [1],
+                                         "boxes": [], "times": [4], "box_times": []}))
+    record["image"]["time_points"] = 5
+    for t, op in zip((0, 4, 2), record["operations"]):
+        op["time_point"] = t
+    C.check_record(record, "m.json")  # a good movie record passes
+    record["operations"][1]["time_point"] = 5
+    with pytest.raises(S.SessionError, match=r"^session file m\.json, operation 2: needs a "
+                                             r"'time_point' from 0 to 4 \(the movie has 5\), "
+                                             r"got 5"):
+        C.check_record(record, "m.json")
+    record["operations"][1]["time_point"] = 1
+    record["pending"]["times"] = [5]
+    with pytest.raises(S.SessionError, match=r"'pending' has a prompt at time point 5, but the "
+                                             r"movie has 5 time points"):
+        C.check_record(record, "m.json")
+    volume = S.to_dict(_session())
+    volume["operations"][0]["time_point"] = 0
+    with pytest.raises(S.SessionError, match=r"operation 1: needs no 'time_point' \(the image "
+                                             r"is not a movie\), got 0"):
+        C.check_record(volume, "v.json")
+    assert S.labels_shape(record["image"]) == (5, 6, 64, 64)
+    assert S.labels_shape(volume["image"]) == (6, 64, 64)

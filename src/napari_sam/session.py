@@ -82,7 +82,7 @@ __all__ = [
     "model_unavailable", "recorded_axes",
     "recorded_tiling", "check_replayable", "ReplayResult", "compare", "image_hash", "read_session", "replay",
     "session_file_for", "fit_file_name", "saved_session_file", "shortened_note", "slice_operation", "volume_operation", "write_session",
-    "op_contrast", "recorded_contrast",
+    "op_contrast", "recorded_contrast", "labels_shape", "time_points",
 ]
 
 #: Autosaved sessions live next to their image: ``stack.tif`` -> ``stack.tif.sam-session.json``.

@@ -206,15 +206,27 @@ def _check_pending(pending, name: str) -> None:
         raise session_error(name, "'pending.boxes' must be [z, row0, col0, row1, col1] lists")
     for v in (v for p in pts + boxes for v in p):
         _number(v, "a pending prompt coordinate", name)
+    for key, items in (("times", pts), ("box_times", boxes)):  # (a movie's)
+        times = pending.get(key)
+        if times is not None and (not isinstance(times, list) or len(times) != len(items)
+                                  or not all(map(_whole, times))):
+            raise session_error(name, f"'pending.{key}' must give the time point (a whole "
+                                      "number >= 0) of each pending prompt")
 
 
-def _check_times(image: Mapping, ops, name: str) -> None:
-    """A movie's ``image.time_points`` (T >= 1) and each operation's ``time_point`` (0 to
-    T - 1); a session of any other image has neither."""
-    times = image.get("time_points")
+def _check_times(image: Mapping, data: Mapping, name: str) -> None:
+    """A movie's ``image.time_points`` (T >= 1), each operation's ``time_point`` and each
+    pending prompt's (0 to T - 1); a session of any other image has none."""
+    times, ops = image.get("time_points"), data.get("operations")
     if times is not None and not (isinstance(times, int) and _whole(times, 1)):
         raise session_error(name, "'image.time_points' must be the movie's number of time "
                                   f"points (a whole number >= 1), got {times!r}")
+    pending = data.get("pending") if isinstance(data.get("pending"), Mapping) else {}
+    late = [t for key in ("times", "box_times") if isinstance(pending.get(key), list)
+            for t in pending[key] if times is None or (_whole(t) and t >= times)]
+    if late:
+        raise session_error(name, f"'pending' has a prompt at time point {late[0]}, but " + (
+            f"the movie has {times} time points" if times else "the image is not a movie"))
     for i, op in enumerate(ops if isinstance(ops, list) else ()):
         t = op.get("time_point") if isinstance(op, Mapping) else None
         if t is None and times is None:
@@ -248,7 +260,7 @@ def check_record(data, name: str) -> None:
     if not isinstance(shape, list) or len(shape) != 3 or any(
             not isinstance(s, int) or s < 1 for s in shape):
         raise session_error(name, "'image.shape' must be [Z, Y, X] (positive whole numbers)")
-    _check_times(image, data.get("operations"), name)
+    _check_times(image, data, name)
     if not isinstance(data.get("model"), Mapping) or not data["model"].get("name"):
         raise session_error(name, "'model.name' is missing (a registry name or a checkpoint path)")
     _check_settings(data, name)

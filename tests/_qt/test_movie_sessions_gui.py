@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 import pytest
-from sam_qt_helpers import blob_stack, click_commit, dock_on, use_predictor
+from sam_qt_helpers import blob_stack, canvas_click, click_commit, dock_on, use_predictor
 
 from napari_sam import session as S
 from napari_sam.annotate.errors import UserError
@@ -48,6 +48,14 @@ def test_a_movie_session_saved_with_commits_at_two_time_points_loads_back(
     _commit_at(viewer, widget, 3, 2, 44)
     labels = np.array(c.target_layer.data)
     assert _per_time(labels) == {0: [1], 1: [], 2: [], 3: [1], 4: []}, c.status
+    canvas_click(viewer, 30, 50)  # uncommitted prompts at t=3 (slice 2) and t=0 (slice 3)
+    viewer.dims.set_current_step(0, 0)
+    widget.wait()
+    viewer.dims.set_point(1, 3)
+    canvas_click(viewer, 50, 30)
+    widget.wait()
+    pending = sorted(map(tuple, np.round(c.points_layer.data).astype(int).tolist()))
+    assert pending == [(0, 3, 50, 30), (3, 2, 30, 50)]
     path = c.save_session(tmp_path / "movie.json")
     assert c.status.startswith("Saved the session (2 commits)"), c.status
     record = json.loads(path.read_text())
@@ -65,7 +73,13 @@ def test_a_movie_session_saved_with_commits_at_two_time_points_loads_back(
     assert got.shape == movie.shape and np.array_equal(got, labels)
     assert _per_time(got) == {0: [1], 1: [], 2: [], 3: [1], 4: []}
     assert other.dims.current_step[0] == 1 and w2.controller.source.time_point == 1
+    # the prompts not committed are back, each at its time point
+    assert sorted(map(tuple, np.round(w2.controller.points_layer.data).astype(int).tolist())
+                  ) == pending
     assert w2.controller.status.startswith("Loaded the session movie.json (2 commits"), (
+        w2.controller.status)
+    assert w2.controller.status.endswith(" Its uncommitted prompts at time points 0, 3 are "
+                                         "back there: move the time slider to see them."), (
         w2.controller.status)
 
 

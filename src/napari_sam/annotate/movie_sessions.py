@@ -6,15 +6,15 @@ The dock segments the volume at the time point the time slider shows
 belongs to the whole movie: its ``image`` record has the movie's ``time_points`` (T) and
 ``time_axis``, its content hash samples slices of every time point (:class:`MovieFrames`),
 each operation records the ``time_point`` it was committed at, its labels and base are the
-(T, Z, Y, X) labels of every time point, and its pending prompts those at the time point shown
-(with their ``time_point``). Loading one restores the labels of every time point at once
+(T, Z, Y, X) labels of every time point, and its pending prompts those of every time point
+(with their ``times`` and ``box_times``). Loading one restores the labels of every time point at once
 (the time slider stays where it is); a session of a volume is not loaded onto a movie, nor
 the reverse, nor one of a movie of another number of time points
 (:func:`movie_mismatch` says which and what to do).
 
 :class:`MovieSessions` is a mixin of :class:`~napari_sam.annotate.session_log.SessionLog`
 (it needs the session's ``source``, ``target_zyx``, ``target_data``, ``target_labels`` and,
-for a movie, the dock's ``target_layer``); for any image but a movie it changes nothing.
+for a movie, the dock's ``target_layer`` and ``shelf_prompts``); for any image but a movie it changes nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import UserError
 from .image_source import ImageSource
+from .prompt_groups import inside_image
 
 __all__ = ["MovieFrames", "MovieSessions", "movie_labels", "movie_mismatch"]
 
@@ -130,20 +131,61 @@ class MovieSessions:
                 "time_axis": int(self.source.time_axis)}
 
     def record_time_point(self, op: dict) -> dict:
-        """``op`` (a logged operation, or pending prompts) with the time point it is at, a
-        movie's (changed in place)."""
+        """``op`` (a logged operation) with the time point it was committed at, a movie's
+        (changed in place)."""
         if self.is_movie():
             op["time_point"] = int(self.source.time_point)
         return op
 
+    def movie_pending(self) -> dict:
+        """A movie's uncommitted prompts of every time point, as a session's ``pending``
+        records them: ``points``, ``labels``, ``boxes`` and the time point of each point
+        (``times``) and box (``box_times``); those beside the image are left out
+        (:func:`~napari_sam.annotate.prompt_groups.inside_image`)."""
+        pts, lab, boxes, times, box_times = self.shelf_prompts()
+        out = {"points": [], "labels": [], "boxes": [], "times": [], "box_times": []}
+        for t in sorted({*np.asarray(times).tolist(), *np.asarray(box_times).tolist()}):
+            p, v, b, _ = inside_image(pts[times == t], lab[times == t], boxes[box_times == t],
+                                      self.source.shape)
+            out["points"] += p.tolist()
+            out["labels"] += [int(x) for x in v]
+            out["boxes"] += b.tolist()
+            out["times"] += [int(t)] * len(p)
+            out["box_times"] += [int(t)] * len(b)
+        return out
+
     def pending_times(self, pending: dict) -> dict:
-        """The time points of a session's pending prompts to restore them at: ``times`` and
-        ``box_times`` (a movie's, at the ``time_point`` recorded); ``{}`` otherwise."""
-        t = pending.get("time_point")
-        if not self.is_movie() or t is None:
+        """The time points to restore a session's pending prompts at: its ``times`` and
+        ``box_times`` (a movie's); ``{}`` otherwise."""
+        if not self.is_movie() or "times" not in pending:
             return {}
-        return {"times": [int(t)] * len(pending.get("points", [])),
-                "box_times": [int(t)] * len(pending.get("boxes", []))}
+        return {"times": [int(t) for t in pending["times"]],
+                "box_times": [int(t) for t in pending.get("box_times", [])]}
+
+    def pending_here(self, pending: dict) -> dict:
+        """A session's pending prompts at the time point shown (a movie's; any other
+        image's: all of them)."""
+        if not self.is_movie() or "times" not in pending:
+            return pending
+        t = self.source.time_point
+        return {"points": [p for p, at in zip(pending.get("points", []), pending["times"])
+                           if at == t],
+                "boxes": [b for b, at in zip(pending.get("boxes", []),
+                                             pending.get("box_times", [])) if at == t]}
+
+    def pending_elsewhere(self, pending: dict) -> str:
+        """" Its uncommitted prompts at time points 0, 3 are back there: ..." when a movie's
+        session has pending prompts at other time points than the one shown ("" else)."""
+        if not self.is_movie():
+            return ""
+        other = sorted({*pending.get("times", []), *pending.get("box_times", [])}
+                       - {self.source.time_point})
+        if not other:
+            return ""
+        where = (f"time point {other[0]}" if len(other) == 1 else
+                 f"time points {', '.join(map(str, other))}")
+        return (f" Its uncommitted prompts at {where} are back there: move the time slider "
+                "to see them.")
 
     def refuse_other_movie(self, session, path) -> None:
         """Raise :class:`UserError` when the ``session`` of the file ``path`` was made on a

@@ -245,9 +245,10 @@ class SessionLog(SessionPlaces, LiveSessionFiles, MovieSessions):
     def _pending_prompts(self) -> dict:
         """The uncommitted prompts on the image (one beside it would make the file refused
         when loaded: it says a prompt lies outside the image)."""
+        if self.is_movie():  # (those of every time point, each with its own)
+            return self.movie_pending()
         pts, lab, boxes, _ = inside_image(*self.prompt_arrays(), self.source.shape)
-        return self.record_time_point({"points": pts.tolist(), "labels": [int(v) for v in lab],
-                                       "boxes": boxes.tolist()})
+        return {"points": pts.tolist(), "labels": [int(v) for v in lab], "boxes": boxes.tolist()}
 
     def session_state(self, copy=None) -> S.Session:
         """The session as it stands: image, model, settings, the log, pending prompts, the
@@ -546,8 +547,9 @@ class SessionLog(SessionPlaces, LiveSessionFiles, MovieSessions):
         if model_note:
             text += model_note
             self.notify_warning(model_note.strip())
-        self._say(text)
-        first = (pending.get("points") or pending.get("boxes") or [None])[0]
+        self._say(text + self.pending_elsewhere(pending))  # (a movie's at other time points)
+        here = self.pending_here(pending)
+        first = (here.get("points") or here.get("boxes") or [None])[0]
         if first is not None:  # show where the work stopped (with its preview when live)
             self.go_to_slice(int(round(first[0])))
         if self.live and (first is not None or len(mine[0]) + len(mine[2])):
