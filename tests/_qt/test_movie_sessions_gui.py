@@ -48,6 +48,12 @@ def test_a_movie_session_saved_with_commits_at_two_time_points_loads_back(
     _commit_at(viewer, widget, 3, 2, 44)
     labels = np.array(c.target_layer.data)
     assert _per_time(labels) == {0: [1], 1: [], 2: [], 3: [1], 4: []}, c.status
+    # a movie without a file: autosaved under the cache folder by the pixels of every time point
+    from napari_sam.annotate.memory_sessions import memory_sessions_folder
+
+    auto = c.autosave_path()
+    assert auto.is_relative_to(memory_sessions_folder()), auto
+    assert np.array_equal(S.read_session(auto).labels, labels)
     canvas_click(viewer, 30, 50)  # uncommitted prompts at t=3 (slice 2) and t=0 (slice 3)
     viewer.dims.set_current_step(0, 0)
     widget.wait()
@@ -143,4 +149,6 @@ def test_a_session_of_another_kind_of_image_is_refused(make_widget, tmp_path, ma
     assert str(err.value).startswith(words), str(err.value)
     from napari.layers import Labels
 
-    assert not [ly for ly in viewer.layers if isinstance(ly, Labels)]  # nothing loaded
+    assert [ly.name for ly in viewer.layers if isinstance(ly, Labels)] == [
+        "SAM current object"]  # (the preview's): no labels loaded
+    assert widget.controller.target_layer is None
