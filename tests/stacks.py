@@ -16,6 +16,12 @@ def blob_stack(z: int = 6, size: int = 64, seed: int = 0) -> np.ndarray:
     return img
 
 
+def blob_movie(t: int = 5) -> np.ndarray:
+    """(t, 6, 64, 64) float32: a movie of volumes, each time point its own
+    :func:`blob_stack` (the noise seeded by the time point)."""
+    return np.stack([blob_stack(seed=i) for i in range(t)])
+
+
 def drifting_blob_slices(seed: int, shape=(9, 40, 40), missed: float = 0.3) -> np.ndarray:
     """Per-slice 2D labels (Z, Y, X) uint16, ids 1..n on each slice: 12 discs drifting through
     z, each missed on a slice with probability ``missed`` (for slice-linking tests)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stacks import blob_stack  # noqa: F401  (the GUI tests import it from here)
+from stacks import blob_movie, blob_stack  # noqa: F401  (the GUI tests import them from here)
 
 #: The plugin and widget names of napari.yaml: what napari's Plugins menu opens.
 PLUGIN = "napari-sam-stacks"

@@ -11,17 +11,19 @@ import json
 
 import numpy as np
 import pytest
-from sam_qt_helpers import blob_stack, canvas_click, click_commit, dock_on, use_predictor
+from sam_qt_helpers import (
+    blob_movie,
+    blob_stack,
+    canvas_click,
+    click_commit,
+    dock_on,
+    use_predictor,
+)
 
 from napari_sam import session as S
 from napari_sam.annotate.errors import UserError
 
 T = 5  # (longer than MAX_CHANNELS: read as time, not channels)
-
-
-def _movie(n: int = T) -> np.ndarray:
-    """(n, 6, 64, 64) float32: each time point its own blob stack."""
-    return np.stack([blob_stack(seed=t) for t in range(n)])
 
 
 def _commit_at(viewer, widget, t: int, z: int, row: float) -> None:
@@ -40,7 +42,7 @@ def _per_time(labels: np.ndarray) -> dict[int, list[int]]:
 
 def test_a_movie_session_saved_with_commits_at_two_time_points_loads_back(
         make_widget, tiny_predictor, tmp_path):
-    movie = _movie()
+    movie = blob_movie(T)
     viewer, widget = make_widget(movie, name="movie")
     use_predictor(widget, tiny_predictor)
     c = widget.controller
@@ -94,7 +96,7 @@ def test_a_movie_autosaved_is_resumed_by_a_fresh_dock(make_widget, tiny_ckpt, tm
 
     path = tmp_path / "data" / "movie.tif"
     path.parent.mkdir()
-    tifffile.imwrite(path, _movie())
+    tifffile.imwrite(path, blob_movie(T))
     viewer, widget = dock_on(make_widget, path, tiny_ckpt)
     assert widget.controller.source.n_times == T
     _commit_at(viewer, widget, 4, 1, 20)
@@ -132,13 +134,16 @@ def _session_file(path, times: int | None):
 
 
 @pytest.mark.parametrize(("made", "image", "words"), [
-    (5, blob_stack(), "Not loaded: m.json is the session of a movie of 5 time points (made), "
-                      "and 'here' is not a movie (one volume, no time axis). Open the movie it "
-                      "was made on (5 time points on napari's time slider)"),
-    (None, _movie(), "Not loaded: m.json is the session of one volume (made), and 'here' is a "
-                     "movie of 5 time points. Load it onto the volume it was made on"),
-    (5, _movie(6), "Not loaded: m.json is the session of a movie of 5 time points (made), and "
-                   "'here' has 6 time points. Open the movie it was made on (5 time points)"),
+    (5, blob_stack(),
+     "Not loaded: m.json is the session of a movie of 5 time points (made), and 'here' is not "
+     "a movie (one volume, no time axis). Open the movie it was made on (5 time points on "
+     "napari's time slider)"),
+    (None, blob_movie(T),
+     "Not loaded: m.json is the session of one volume (made), and 'here' is a movie of 5 time "
+     "points. Load it onto the volume it was made on"),
+    (5, blob_movie(6),
+     "Not loaded: m.json is the session of a movie of 5 time points (made), and 'here' has 6 "
+     "time points. Open the movie it was made on (5 time points)"),
 ])
 def test_a_session_of_another_kind_of_image_is_refused(make_widget, tmp_path, made, image,
                                                        words):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 from sam_qt_helpers import (
-    blob_stack,
+    blob_movie,
     canvas_click,
     canvas_drag,
     click_commit,
@@ -20,7 +20,7 @@ T = 5  # (a time axis longer than MAX_CHANNELS: it cannot be read as channels)
 
 def _movie() -> np.ndarray:
     """(T, 6, 64, 64) float32: each time point its own blob stack (another noise seed)."""
-    return np.stack([blob_stack(seed=t) for t in range(T)])
+    return blob_movie(T)
 
 
 def _volume_alone(make_widget, predictor, volume: np.ndarray, z: int, row: float,

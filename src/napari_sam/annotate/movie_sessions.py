@@ -6,15 +6,16 @@ The dock segments the volume at the time point the time slider shows
 belongs to the whole movie: its ``image`` record has the movie's ``time_points`` (T) and
 ``time_axis``, its content hash samples slices of every time point (:class:`MovieFrames`),
 each operation records the ``time_point`` it was committed at, its labels and base are the
-(T, Z, Y, X) labels of every time point, and its pending prompts those of every time point
-(with their ``times`` and ``box_times``). Loading one restores the labels of every time point at once
-(the time slider stays where it is); a session of a volume is not loaded onto a movie, nor
-the reverse, nor one of a movie of another number of time points
+(T, Z, Y, X) labels of every time point, and its pending prompts those of every time
+point (with their ``times`` and ``box_times``). Loading one restores the labels of every
+time point at once (the time slider stays where it is); a session of a volume is not loaded
+onto a movie, nor the reverse, nor one of a movie of another number of time points
 (:func:`movie_mismatch` says which and what to do).
 
 :class:`MovieSessions` is a mixin of :class:`~napari_sam.annotate.session_log.SessionLog`
 (it needs the session's ``source``, ``target_zyx``, ``target_data``, ``target_labels`` and,
-for a movie, the dock's ``target_layer`` and ``shelf_prompts``); for any image but a movie it changes nothing.
+for a movie, the dock's ``target_layer`` and ``shelf_prompts``); for any image but a movie
+it changes nothing.
 """
 
 from __future__ import annotations
