@@ -343,7 +343,8 @@ def _write_labels_file(json_path: Path, what: str, labels: np.ndarray,
     stem = json_path.name[: -len(".json")] if json_path.name.endswith(".json") else json_path.name
     path = json_path.with_name(f"{stem}.{what}-{digest[:12]}.tif")
     if not path.exists():
-        nio.write_labels(path, labels, axes="TZYX" if labels.ndim == 4 else "ZYX", overwrite=True, compression=("zlib", 1),
+        nio.write_labels(path, labels, axes="TZYX" if labels.ndim == 4 else "ZYX",
+                         overwrite=True, compression=("zlib", 1),
                          tmp=session_tmp_name(path))  # (its writer named: a kill's is found)
         if made is not None:
             made.append(path)

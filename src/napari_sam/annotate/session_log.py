@@ -124,9 +124,9 @@ class SessionLog(SessionPlaces, LiveSessionFiles, MovieSessions):
 
     def autosave_holding(self, data: np.ndarray) -> S.Session | None:
         """The autosaved session of this image when its labels are exactly ``data`` ((Z, Y, X)
-        labels, a movie's (T, Z, Y, X)) and it was made on this image's pixels, else None. The dock uses it to find,
-        after it was closed and opened again, the labels layer its log went into (even
-        renamed)."""
+        labels, a movie's (T, Z, Y, X)) and it was made on this image's pixels, else None.
+        The dock uses it to find, after it was closed and opened again, the labels layer its
+        log went into (even renamed)."""
         found = self.autosave_holder([data])
         return None if found is None else found[1]
 
