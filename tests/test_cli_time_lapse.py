@@ -285,34 +285,38 @@ def test_a_session_file_is_not_replayed_on_a_movie(files, tiny_sam, tmp_path, ca
 
 
 def _movie_session(files, model, tmp_path):
-    """``(session file, movie file, expected (2, 6, 64, 64) labels)``: a dock's session of a
-    movie of two blob stacks, its first commit at time point 0, the other two at 1; the
-    expected labels each time point's commits replayed on its volume alone."""
+    """``(session file, movie file, expected (3, 6, 64, 64) labels)``: a dock's session of a
+    movie of three blob stacks, its first commit at time point 0, the other two at 1, none
+    at 2, where its labels layer held label 7 before (its base); the expected labels each
+    time point's commits replayed on its volume alone, and that base at 2."""
     import dataclasses
 
     import napari_sam as ns
     from napari_sam import session as S
     from test_session import make_session
 
-    volumes = [blob_stack(), blob_stack(seed=1)]
+    volumes = [blob_stack(), blob_stack(seed=1), blob_stack(seed=2)]
     movie = _write(tmp_path / "movie.tif", np.stack(volumes), "TZYX")
+    base = np.zeros((3, 6, 64, 64), np.uint32)
+    base[2, 1:3, 5:9, 50:60] = 7
     sess = make_session(files, model)
     ops = [{**op, "time_point": t} for op, t in zip(sess.operations, (0, 1, 1))]
     expected = np.stack([S.replay(dataclasses.replace(
         sess, operations=[op for op in ops if op["time_point"] == t]),
-        ns.embed(volumes[t], model, device="cpu")).labels for t in (0, 1)])
-    sess = dataclasses.replace(sess, operations=ops, labels=expected, image={
-        "path": str(movie), "name": "movie", "shape": [6, 64, 64], "time_points": 2,
+        ns.embed(volumes[t], model, device="cpu")).labels for t in (0, 1)] + [base[2]])
+    sess = dataclasses.replace(sess, operations=ops, labels=expected, base=base, image={
+        "path": str(movie), "name": "movie", "shape": [6, 64, 64], "time_points": 3,
         "time_axis": 0})
     return S.write_session(sess, tmp_path / "m.json"), movie, expected
 
 
 def test_a_movie_session_is_replayed_each_commit_at_its_time_point(files, tiny_sam,
                                                                    tmp_path, capsys):
-    """A dock's session of a movie (commits at time points 0 and 1) replays on that movie:
-    each time point's commits on its volume, the labels those of the dock."""
+    """A dock's session of a movie (commits at time points 0 and 1, none at 2) replays on
+    that movie: each time point's commits on its volume, the labels those of the dock (at 2
+    what its labels layer held before: the session's base)."""
     session, movie, expected = _movie_session(files, tiny_sam, tmp_path)
-    assert [len(np.unique(v)) for v in expected] == [2, 3]  # one object at t=0, two at t=1
+    assert [len(np.unique(v)) for v in expected] == [2, 3, 2]  # 1 object at t=0, 2 at t=1
     rc, _, err = cli(["segment", movie, "--prompts", session, "-o", tmp_path / "out",
                       "--model", files["model"], "--device", "cpu"], capsys)
     assert rc == 0, err
@@ -322,5 +326,5 @@ def test_a_movie_session_is_replayed_each_commit_at_its_time_point(files, tiny_s
     rc, _, err = cli(["segment", volume, "--prompts", session, "-o", tmp_path / "out2",
                       "--model", files["model"], "--device", "cpu"], capsys)
     said = " ".join(err.split())
-    assert rc == 1 and ("m.json is the session of a movie of 2 time points, and t0.tif is "
+    assert rc == 1 and ("m.json is the session of a movie of 3 time points, and t0.tif is "
                         "not a movie; replay it on the movie it was made on") in said, said

@@ -60,21 +60,25 @@ def prompts_at(prompts: Mapping[int, list] | None, t: int) -> dict[int, list[dic
 class SessionAt(dict):
     """The prompts of one time point of a movie's session (``{object id: [prompt, ...]}``:
     what the time point's signature holds); ``session`` is that time point's session to
-    replay (:func:`session_at`)."""
+    replay (:func:`session_at`); ``base``, at a time point without commits, the labels the
+    session's labels layer held there before its first commit (None: none)."""
 
     session = None
+    base = None
 
 
 def session_at(session, t: int) -> SessionAt:
     """Time point ``t`` of a movie's session (:class:`napari_sam.session.Session` recording
     ``time_points``) as the session of one volume: its operations committed at ``t`` (in
     order), its labels and base at ``t``; empty (no operation there: the time point is not
-    segmented, its labels stay 0) when it has none."""
+    segmented, its labels are its base, else 0) when it has none."""
     from napari_sam import session as S
 
     ops = [op for op in session.operations if op.get("time_point") == t]
     out = SessionAt()
     if not ops:
+        out.base = None if session.base is None or not session.base[t].any() else (
+            session.base[t])
         return out
     image = {k: v for k, v in session.image.items() if k not in ("time_points", "time_axis")}
     out.session = dataclasses.replace(
@@ -180,6 +184,7 @@ def _parts(job: Job, ctx: Context, n: int) -> list[dict]:
         objects = list((meta or {}).get("objects") or [])
         top = max((int(o["id"]) for o in objects), default=0)
         parts.append({"t": t, "path": sub.output if meta else None, "objects": objects,
+                      "base": getattr(sub.prompts, "base", None),  # (a session's, unprompted)
                       "offset": offset, "extra": (meta or {}).get("extra") or {},
                       "in_effect": (meta or {}).get("parameters_in_effect") or {}})
         if ctx.command == "auto":
@@ -190,8 +195,9 @@ def _parts(job: Job, ctx: Context, n: int) -> list[dict]:
 def _volumes(parts: list[dict], shape: tuple[int, ...]):
     """Each time point's (Z, Y, X) labels in the movie's ids, read one at a time."""
     for part in parts:
-        if part["path"] is None:
-            yield np.zeros(shape[1:], np.uint32)
+        if part["path"] is None:  # (a session's time point without commits: its base)
+            base = part.get("base")
+            yield np.zeros(shape[1:], np.uint32) if base is None else base.astype(np.uint32)
             continue
         vol = np.asarray(nio.read_image(part["path"]).data).astype(np.uint32)
         if part["offset"]:
