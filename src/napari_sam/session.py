@@ -128,11 +128,16 @@ class Session:
         return out
 
     def summary(self) -> str:
-        """E.g. "3 commits, labels 1-3, saved 2025-01-01 11:00:00": the time in this
-        computer's time zone (the file records UTC, which read as the local clock put a
-        session saved a minute before a crash hours off)."""
+        """E.g. "3 commits, labels 1-3, saved 2025-01-01 11:00:00" (a movie's "2 commits at
+        time points 0, 4, label 1, ..."): the time in this computer's time zone (the file
+        records UTC, which read as the local clock put a session saved a minute before a
+        crash hours off)."""
         ids, n = sorted(self.objects()), len(self.operations)
         text = counted(n, "commit")
+        times = sorted({int(op["time_point"]) for op in self.operations if "time_point" in op})
+        if times:  # a movie's: "2 commits at time points 0, 4"
+            text += f" at {'time points' if len(times) > 1 else 'time point'} " + ", ".join(
+                map(str, times))
         if ids:
             text += f", {for_count(len(ids), 'label')} {ids[0]}" + (
                 f"-{ids[-1]}" if len(ids) > 1 else "")

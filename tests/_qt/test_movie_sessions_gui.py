@@ -109,7 +109,8 @@ def test_a_movie_autosaved_is_resumed_by_a_fresh_dock(make_widget, tiny_ckpt, tm
     other, w2 = dock_on(make_widget, path, tiny_ckpt)
     shown = w2.controller.source.time_point
     assert w2._resume_row.isVisibleTo(w2), w2.controller.status
-    assert "2 commits" in w2._resume_label.text(), w2._resume_label.text()
+    assert "(2 commits at time points 0, 4, label 1, saved" in w2._resume_label.text(), (
+        w2._resume_label.text())
     sess = w2._on_resume()
     assert [op["time_point"] for op in sess.operations] == [4, 0]
     resumed = np.asarray(w2.controller.target_layer.data)
