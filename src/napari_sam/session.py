@@ -42,6 +42,8 @@ import functools
 import json
 import os
 import re
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +82,7 @@ __all__ = [
     "FORMAT", "VERSION", "Session", "SessionError", "check_image", "check_model",
     "check_session_path", "image_differences", "keep_aside", "kept_stem", "local_time",
     "model_unavailable", "recorded_axes",
-    "recorded_tiling", "check_replayable", "ReplayResult", "compare", "image_hash", "read_session", "replay",
+    "recorded_tiling", "check_replayable", "ReplayResult", "compare", "image_hash", "image_hash_known", "read_session", "replay",
     "session_file_for", "fit_file_name", "saved_session_file", "shortened_note", "slice_operation", "volume_operation", "write_session",
     "op_contrast", "recorded_contrast", "labels_shape", "time_points",
 ]
@@ -238,18 +240,48 @@ def operation_prompts(op: Mapping) -> dict[int, list[dict]]:
 
 
 # ------------------------------------------------------------------------------ image
-def image_hash(stack) -> str:
+def image_hash(stack, remember: bool = False) -> str:
     """A content hash of a (Z, Y, X[, C]) stack: BLAKE2 of its shape, dtype and up to 16
-    evenly spaced slices (sampled, so a huge lazy stack is not read whole)."""
+    evenly spaced slices (sampled, so a huge lazy stack is not read whole).
+
+    ``remember``: keep the hash while the ``stack`` object lives, and give it back to every
+    later call on that object without reading it again (the dock hashes a lazy image in a
+    worker thread, so that the UI thread's look-up of its autosaved session reads nothing).
+    """
     import hashlib
 
+    with _HASHES_GUARD:
+        known = _known_hash(stack)
+    if known is not None:
+        return known
     h = hashlib.blake2b(digest_size=16)
     shape = tuple(int(s) for s in stack.shape)
     h.update(repr((shape, str(np.dtype(stack.dtype)))).encode())
     n = shape[0]
     for z in sorted({int(round(i * (n - 1) / 15)) for i in range(16)} if n > 16 else range(n)):
         h.update(np.ascontiguousarray(np.asarray(stack[z])).tobytes())
-    return h.hexdigest()
+    digest = h.hexdigest()
+    if remember:
+        with _HASHES_GUARD, contextlib.suppress(TypeError):  # (not weakly referable: not kept)
+            _REMEMBERED_HASHES[stack] = digest
+    return digest
+
+
+def image_hash_known(stack) -> bool:
+    """Whether :func:`image_hash` of the ``stack`` object is remembered (read nothing)."""
+    with _HASHES_GUARD:
+        return _known_hash(stack) is not None
+
+
+def _known_hash(stack) -> str | None:
+    try:
+        return _REMEMBERED_HASHES.get(stack)
+    except TypeError:  # not weakly referable (nor hashable): never remembered
+        return None
+
+
+_REMEMBERED_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_HASHES_GUARD = threading.Lock()
 
 
 #: The bytes a file name may have (most file systems: ext4, APFS, NTFS in UTF-16 units).

@@ -27,6 +27,7 @@ from .layer_history import record_step
 from .notify import guarded, info, job_error_text, report, status_text, warn
 from .paint_autosave import PaintAutosave
 from .prompt_layers import PromptLayers
+from .resume_lookup import ResumeLookup
 from .time_point import time_source
 from .torch_import import torch_import
 from .view_problems import ViewProblems
@@ -35,7 +36,7 @@ from .workers import Job, run_job
 __all__ = ["AnnotationController"]
 
 
-class AnnotationController(PromptLayers, ViewProblems, AnnotationSession):
+class AnnotationController(PromptLayers, ViewProblems, ResumeLookup, AnnotationSession):
     """The annotation session of the dock widget (docs/gui.md has the user's view).
 
     Parameters
@@ -307,6 +308,8 @@ class AnnotationController(PromptLayers, ViewProblems, AnnotationSession):
 
         def holder(layers):  # only in-memory arrays are compared (dask/zarr: never read whole)
             arrays = [ly for ly in layers if isinstance(ly.data, np.ndarray)]
+            if arrays and self.lookup_reads_pixels():  # (again once hashed: resume_lookup)
+                return None
             held = (self.autosave_holder([self.labels_for_session(ly.data) for ly in arrays])
                     if arrays else None)
             return None if held is None else layers.index(arrays[held[0]])

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["KEPT_DAYS", "KEPT_IMAGES", "MEMORY_FOLDER", "memory_autosave_words",
+__all__ = ["KEPT_DAYS", "KEPT_IMAGES", "MEMORY_FOLDER", "in_memory", "memory_autosave_words",
            "memory_image_key", "memory_session_file", "memory_sessions_folder",
            "prune_memory_sessions", "refuse_memory_folder"]
 
@@ -59,7 +59,7 @@ def memory_image_key(image_hash: str, stack, data) -> str:
     (Z, Y, X[, C]) stack SAM sees; about 4 GB/s): two arrays that differ only on slices the
     image hash leaves out were one image, each offered the other's session. A memory-mapped
     array (``np.load(mmap_mode=...)``, ``tifffile.memmap``, a view of one) is on disk: lazy."""
-    if not _in_memory(data):
+    if not in_memory(data):
         return str(image_hash)
     h = hashlib.blake2b(str(image_hash).encode(), digest_size=16)
     for z in range(int(stack.shape[0])):
@@ -67,7 +67,7 @@ def memory_image_key(image_hash: str, stack, data) -> str:
     return h.hexdigest()
 
 
-def _in_memory(data) -> bool:
+def in_memory(data) -> bool:
     """Whether ``data`` is a numpy array in memory (not mapped from a file, nor a view of
     one)."""
     if not isinstance(data, np.ndarray):
