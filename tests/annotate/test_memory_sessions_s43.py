@@ -9,7 +9,7 @@ import os
 import time
 
 from session_claim_helpers import another_process_claims, commit_at
-from stacks import blob_session
+from stacks import blob_session, blob_stack
 
 DAY = 86400.0
 
@@ -194,3 +194,24 @@ def test_going_back_to_an_array_does_not_hash_it_again(tiny_sam, monkeypatch):
     assert (len(hashed), len(keyed)) == (1, 1)  # 'other' once; 'blobs' known from its commit
     s.set_image(first, name="blobs")
     assert s.autosave_path() == mine and s.saved_session_path() == mine
+
+
+def test_the_session_of_an_image_left_for_another_is_not_pruned(tiny_sam):
+    """A session resumed (or autosaved) more than a day ago lets its claim go when another
+    image is picked in its dock, but it is still open (its labels, its log): the first
+    autosave of that other image, with more than :data:`KEPT_IMAGES` folders, removed it."""
+    from napari_sam.annotate.memory_sessions import KEPT_IMAGES
+    from napari_sam.session import read_session
+
+    s = blob_session(tiny_sam)
+    commit_at(s, 1, 20, 20)
+    s.wait_autosave()
+    first = s.autosave_path()
+    _age(first.parent, 2)  # written 2 days ago
+    newer = [_autosave_folder(f"{i:016x}", 1.1 + i / 100) for i in range(KEPT_IMAGES)]
+    s.set_image(blob_stack(seed=1), name="other")  # its claim on `first` is let go
+    commit_at(s, 1, 20, 20)  # the other image's first autosave prunes
+    s.wait_autosave()
+    assert s.autosave_path().is_file() and s.autosave_path() != first
+    assert first.is_file() and len(read_session(first, load_labels=False).operations) == 1
+    assert not newer[-1].exists()  # (the prune ran: the oldest of the others went)

@@ -10,8 +10,9 @@ file apply (another image of the same pixels under another name and shape has a 
 
 Those folders are the only files napari-sam writes there, and nobody else removes them:
 :func:`prune_memory_sessions` keeps the newest :data:`KEPT_IMAGES` and removes those unused
-for :data:`KEPT_DAYS` days, never one a live session autosaves in (its lock held), nor the
-one named to keep (the image open), and removes only the session files in them (names with
+for :data:`KEPT_DAYS` days, never one a live session autosaves in (its lock held) or, in
+this process, has autosaved in or resumed from (its session still open, also after another
+image was picked in its dock), nor the one named to keep (the image open), and removes only the session files in them (names with
 ``.sam-session``), then the folder when it is empty.
 """
 
@@ -112,10 +113,11 @@ def prune_memory_sessions(keep: Path | None = None, now: float | None = None) ->
     """Remove the autosaves of images without a file beyond the newest :data:`KEPT_IMAGES`
     (unless written within a day) and those not written for :data:`KEPT_DAYS` days; never
     the folder ``keep`` (the open image's), nor one holding a session file a live session
-    autosaves in. Only session files (``.sam-session`` in the name) are removed, then their
-    folder when empty; a file that cannot be removed is left. Returns the folders removed
-    from."""
-    from .session_claims import claimed
+    autosaves in, or a live session of this process has autosaved in or resumed from
+    (:func:`~napari_sam.annotate.session_claims.used_here`). Only session files
+    (``.sam-session`` in the name) are removed, then their folder when empty; a file that
+    cannot be removed is left. Returns the folders removed from."""
+    from .session_claims import claimed, used_here
 
     now = time.time() if now is None else now
     try:
@@ -132,7 +134,8 @@ def prune_memory_sessions(keep: Path | None = None, now: float | None = None) ->
         if not (old or crowded) or folder.absolute() == keep:
             continue
         files = [p for p in _entries(folder) if ".sam-session" in p.name and p.is_file()]
-        if any(claimed(p) for p in files if p.name.endswith(".sam-session.json")):
+        if any(claimed(p) or used_here(p) for p in files
+               if p.name.endswith(".sam-session.json")):
             continue
         for p in files:
             try:

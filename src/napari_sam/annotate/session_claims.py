@@ -40,7 +40,7 @@ from pathlib import Path
 from .file_locks import lock_flag, lock_is_held, open_locked
 
 __all__ = ["SessionClaim", "alternate_session_file", "alternate_session_files",
-           "claim_holder", "claim_session_file", "claimed", "lock_file_for"]
+           "claim_holder", "claim_session_file", "claimed", "lock_file_for", "used_here"]
 
 #: alternates tried when a session file is claimed: ``.session-2`` to ``.session-<N>``
 MAX_ALTERNATES = 20
@@ -48,6 +48,7 @@ _SUFFIX = ".sam-session.json"
 _GUARD = threading.Lock()
 _HELD: dict[str, weakref.ref] = {}  # absolute session file -> its claim, in this process
 _UNLOCKABLE_NOTED: set[str] = set()  # file systems (devices) that cannot lock, said once
+_LIVE_CLAIMS: weakref.WeakSet = weakref.WeakSet()  # every SessionClaims of this process
 
 
 def lock_file_for(path: Path) -> Path:
@@ -150,6 +151,16 @@ def claimed(path: Path) -> bool:
         if ref is not None and ref() is not None and ref().held:
             return True
         return _locked(lock_file_for(path))
+
+
+def used_here(path: Path) -> bool:
+    """Whether a live session of this process has autosaved in, or resumed from, the session
+    file ``path``, its claim held or let go since (another image picked in its dock: the
+    session's labels and log are still open, and it goes on there when the image is picked
+    again). What a clean-up of session files must leave, with :func:`claimed`."""
+    with _GUARD:
+        sessions = list(_LIVE_CLAIMS)
+    return any(s.used(path) for s in sessions)
 
 
 def _locked(lock: Path, unreadable: bool = False) -> bool:
@@ -262,6 +273,17 @@ class SessionClaims:
         self._fresh: set[str] = set()
         self._busy = False
         self._closing = False
+        # every session file this session has autosaved in or resumed from, while it lives
+        # (also after it let the claim go: another image picked, the dock closed)
+        self._used: set[str] = set()
+        with _GUARD:
+            _LIVE_CLAIMS.add(self)
+
+    def used(self, path: Path) -> bool:
+        """Whether this session has autosaved in, or resumed from, the session file
+        ``path`` (its claim held or not)."""
+        with self._lock:
+            return str(Path(path).absolute()) in self._used
 
     def writable(self, path: Path) -> Path:
         """``path`` or the alternate of it (:func:`alternate_session_file`) this session
@@ -285,6 +307,7 @@ class SessionClaims:
                     for other in [k for k in self._held if k != key]:
                         self._moved_from[other] = self._held.pop(other)
                     self._held[key] = claim
+                    self._used.add(key)
                     return candidate
         raise FileExistsError(f"{path} and its alternates up to "
                               f"{alternate_session_file(path, MAX_ALTERNATES).name} are all "
@@ -316,6 +339,7 @@ class SessionClaims:
             for other in [k for k in self._held if k != key]:
                 self._held.pop(other).release()
             self._held[key] = claim
+            self._used.add(key)
             return True
 
     def done(self, written: bool = True) -> None:
