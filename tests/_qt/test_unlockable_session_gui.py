@@ -3,13 +3,16 @@
 "being written by other napari-sam sessions") and, after napari was killed, the session was
 not offered at all. Now the dock autosaves beside the image, napari shows once that it
 cannot tell whether another napari autosaves there, and the offer after a kill says napari
-ended unexpectedly."""
+ended unexpectedly (the lock file left names a process of this host that runs no more)."""
 
 from __future__ import annotations
 
 import errno
 import fcntl
 import os
+import socket
+import subprocess
+import sys
 
 from sam_qt_helpers import commit_on, dock_on
 
@@ -41,7 +44,10 @@ def test_a_dock_on_an_unlockable_file_system_autosaves_and_offers_after_a_kill(
         sidecar.name]
     viewer.close()  # the dock closed: its lock file goes
     assert not lock_file_for(sidecar).exists()
-    lock_file_for(sidecar).write_text("4000000 elsewhere\n")  # as napari killed leaves it
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # a process that ended
+    # as napari killed leaves it (another host's: "cannot tell", tests/annotate)
+    lock_file_for(sidecar).write_text(f"{ended.stdout.strip()} {socket.gethostname()}\n")
 
     viewer, widget = dock_on(make_widget, stack_file, tiny_ckpt)
     assert widget._resume_row.isVisibleTo(widget)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -60,11 +63,26 @@ def test_a_session_on_a_file_system_that_cannot_lock_autosaves_and_is_offered_af
     assert again.offer_resume() is not None
     assert offers[-1].startswith("A saved session exists for this image (2 commits")
 
-    lock_file_for(sidecar).write_text("4000000 elsewhere\n")  # napari killed: its file stays
+    # another host's napari, open or killed: cannot tell (it was said to have ended)
+    lock_file_for(sidecar).write_text("4000000 elsewhere\n")
     assert not claimed(sidecar)  # (cannot tell: not another napari's)
     third = on_image(blob_session(tiny_sam), image)
     third.notify_resume = lambda path, offer: offers.append(offer)
     assert third.offer_resume() is not None
+    assert offers[-1].startswith(
+        "napari-sam cannot tell whether another napari has this session open (the file system "
+        f"of {tmp_path} cannot lock files; its last autosave was at ")
+    assert (", by process 4000000 on elsewhere): resume it only if no other napari has this "
+            "image open, or both autosave into one file. A saved session exists for this "
+            "image (2 commits") in offers[-1]
+    assert "ended unexpectedly" not in offers[-1]
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # a process that ended
+    lock_file_for(sidecar).write_text(f"{ended.stdout.strip()} {socket.gethostname()}\n")
+    fourth = on_image(blob_session(tiny_sam), image)
+    fourth.notify_resume = lambda path, offer: offers.append(offer)
+    assert fourth.offer_resume() is not None
     assert offers[-1].startswith("napari ended unexpectedly (killed or crashed; its last "
                                  "autosave was at ")
 

@@ -22,18 +22,68 @@ from pathlib import Path
 from napari_sam import session as S
 from napari_sam.words import counted
 
-from .session_claims import claimed, lock_file_for
+from .session_claims import claim_known, lock_file_for
 
-__all__ = ["LastSave", "ended_without_closing", "ended_words"]
+__all__ = ["LastSave", "ended_without_closing", "ended_words", "maybe_open_elsewhere",
+           "maybe_open_words"]
 
 
 def ended_without_closing(path: Path) -> bool:
     """Whether the napari that last autosaved the session file ``path`` ended without
-    closing its session: its lock file is there and no live session holds it."""
+    closing its session: its lock file is there and no live session holds it. On a file
+    system that cannot lock (:func:`~napari_sam.annotate.session_claims.claim_known` None):
+    only when the lock file names a process of this host that runs no more."""
     try:
-        return lock_file_for(Path(path)).is_file() and not claimed(Path(path))
+        known = claim_known(Path(path)) if lock_file_for(Path(path)).is_file() else True
     except OSError:
         return False
+    return known is False or (known is None and _writer_gone(Path(path)) is True)
+
+
+def maybe_open_elsewhere(path: Path) -> bool:
+    """Whether another napari may have the session file ``path`` open now, which cannot be
+    told: its lock file is there on a file system that cannot lock, no session of this
+    process holds it, and the process it names is not one of this host that ended."""
+    try:
+        return (lock_file_for(Path(path)).is_file() and claim_known(Path(path)) is None
+                and _writer_gone(Path(path)) is not True)
+    except OSError:
+        return False
+
+
+def _writer_gone(path: Path) -> bool | None:
+    """Whether the process the lock file of ``path`` names (``<pid> <host>``) has ended:
+    True or False for one of this host, None for another host's or a file unread."""
+    import socket
+
+    from napari_sam.io.dead_temporaries import is_running
+
+    try:
+        pid, _, host = lock_file_for(path).read_text(encoding="utf-8").strip().partition(" ")
+    except OSError:
+        return None
+    if not pid.isdigit() or host != socket.gethostname():
+        return None
+    return not is_running(int(pid))
+
+
+def maybe_open_words(session: S.Session, path: Path) -> str:
+    """What the offer to resume ``session`` (autosaved in ``path``) says first where
+    :func:`maybe_open_elsewhere`: that napari-sam cannot tell whether another napari has it
+    open, why, and what to do."""
+    when = S.local_time(session.saved) if session.saved else "an unknown time"
+    return (f"napari-sam cannot tell whether another napari has this session open (the file "
+            f"system of {Path(path).parent} cannot lock files; its last autosave was at "
+            f"{when}, by {_lock_owner(path)}): resume it only if no other napari has this "
+            "image open, or both autosave into one file")
+
+
+def _lock_owner(path: Path) -> str:
+    try:
+        pid, _, host = lock_file_for(path).read_text(encoding="utf-8").strip().partition(" ")
+    except OSError:
+        return "another napari"
+    return f"process {pid} on {host}" if pid.isdigit() and host else "another napari"
 
 
 def ended_words(session: S.Session) -> str:

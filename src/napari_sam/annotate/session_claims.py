@@ -20,8 +20,10 @@ holds it from then on (:meth:`SessionClaims.hold`), an alternate too.
 A file system that cannot lock (NFS without a lock daemon: ``flock`` fails with ENOLCK;
 EOPNOTSUPP, ENOSYS) cannot tell whether another process holds a claim: a session there
 claims its file within this process only (its lock file is still written, and removed when
-it lets go, so a napari killed there is still said to have ended unexpectedly), no file there
-reads as another process's, and a warning says so once per file system (before, any ``flock``
+it lets go), no file there reads as another process's, a lock file left there reads as
+"cannot tell" (:func:`claim_known`: the offer to resume says so, or that napari ended
+unexpectedly when the lock file names a process of this host that runs no more), and a
+warning says so once per file system (before, any ``flock``
 error read as held: every autosave there was refused, and its session never offered again).
 """
 
@@ -40,7 +42,8 @@ from pathlib import Path
 from .file_locks import lock_flag, lock_is_held, open_locked
 
 __all__ = ["SessionClaim", "alternate_session_file", "alternate_session_files",
-           "claim_holder", "claim_session_file", "claimed", "lock_file_for", "used_here"]
+           "claim_holder", "claim_known", "claim_session_file", "claimed", "lock_file_for",
+           "used_here"]
 
 #: alternates tried when a session file is claimed: ``.session-2`` to ``.session-<N>``
 MAX_ALTERNATES = 20
@@ -145,12 +148,19 @@ def claimed(path: Path) -> bool:
     tried without waiting) holds the claim on the session file ``path``. A lock file left by
     a process that ended is not held, nor one on a file system that cannot lock (whether
     another process holds it cannot be told: said once)."""
+    return claim_known(path) is True
+
+
+def claim_known(path: Path) -> bool | None:
+    """:func:`claimed`, or None where that cannot be told: the lock file of ``path`` is there
+    on a file system that cannot lock (said once), and no session of this process holds it
+    (another napari may, or one that ended without closing it left the file)."""
     path = Path(path)
     with _GUARD:  # (no claim of this process is made while the lock is tried)
         ref = _HELD.get(str(path.absolute()))
         if ref is not None and ref() is not None and ref().held:
             return True
-        return _locked(lock_file_for(path))
+        return _lock_state(lock_file_for(path))
 
 
 def used_here(path: Path) -> bool:
@@ -166,6 +176,11 @@ def used_here(path: Path) -> bool:
 def _locked(lock: Path, unreadable: bool = False) -> bool:
     """Whether another open handle holds the ``flock`` of the file ``lock`` (not made);
     ``unreadable``: the answer when it is there but cannot be opened (another user's)."""
+    return _lock_state(lock, unreadable) is True
+
+
+def _lock_state(lock: Path, unreadable: bool = False) -> bool | None:
+    """:func:`_locked`, None where the file system cannot lock (said once)."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: the table of this process only
@@ -183,7 +198,7 @@ def _locked(lock: Path, unreadable: bool = False) -> bool:
             if lock_is_held(exc):
                 return True
             _note_unlockable(lock.parent, exc)
-            return False
+            return None
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
         return False
 

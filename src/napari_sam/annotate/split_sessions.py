@@ -22,7 +22,12 @@ import numpy as np
 
 from napari_sam import session as S
 
-from .ended_sessions import ended_without_closing, ended_words
+from .ended_sessions import (
+    ended_without_closing,
+    ended_words,
+    maybe_open_elsewhere,
+    maybe_open_words,
+)
 
 __all__ = ["other_sessions_note", "resume_offer", "session_holding"]
 
@@ -85,13 +90,17 @@ def resume_offer(newest: Path, files: Sequence[Path], image_name: str) -> tuple[
 
 def _ended(path: Path) -> str:
     """:func:`~napari_sam.annotate.ended_sessions.ended_words` of the session file ``path``
-    when its napari ended without closing it, else ""."""
-    if not ended_without_closing(path):
+    when its napari ended without closing it; :func:`~napari_sam.annotate.ended_sessions.
+    maybe_open_words` when whether another napari has it open cannot be told (a file system
+    that cannot lock); else ""."""
+    ended = ended_without_closing(path)
+    if not ended and not maybe_open_elsewhere(path):
         return ""
     try:
-        return ended_words(S.read_session(path, load_labels=False))
+        sess = S.read_session(path, load_labels=False)
     except (S.SessionError, OSError):
         return ""
+    return ended_words(sess) if ended else maybe_open_words(sess, path)
 
 
 def _offer(newest: Path, found: Sequence[tuple[Path, str]], image_name: str
