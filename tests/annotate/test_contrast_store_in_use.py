@@ -12,12 +12,20 @@ import sys
 from napari_sam.embeddings import is_embedding_store
 from stacks import blob_session
 
+#: what makes ``flock`` fail as on a file system that cannot lock (NFS without a lock daemon)
+_NO_LOCKS = ("import errno, fcntl, os\n"
+             "def flock(fd, how):\n"
+             "    raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))\n"
+             "fcntl.flock = flock\n")
+
 
 @contextlib.contextmanager
-def another_process_holds(store):
+def another_process_holds(store, unlockable: bool = False):
     """A Python process whose session holds the contrast store ``store`` (its
-    ``ContrastStores.use``) while the block runs; then it ends (its input closed)."""
-    code = ("import sys; from napari_sam.annotate.contrast_stores import ContrastStores; "
+    ``ContrastStores.use``) while the block runs; then it ends (its input closed).
+    ``unlockable``: its ``flock`` fails as on a file system that cannot lock."""
+    code = ((_NO_LOCKS if unlockable else "")
+            + "import sys; from napari_sam.annotate.contrast_stores import ContrastStores; "
             f"c = ContrastStores(); c.use({str(store)!r}); print('held', flush=True); "
             "sys.stdin.read()")
     other = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
@@ -96,3 +104,46 @@ def test_looking_whether_a_store_is_in_use_leaves_no_file(tmp_path):
         assert left.exists()
     assert not left.exists() and not store_in_use(store)  # its holder let go: removed
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_on_a_file_system_that_cannot_lock_a_store_is_kept_while_held_then_deleted(
+        session, tmp_path, monkeypatch):
+    """There, whether another process holds a store cannot be told by a lock: every store
+    counted as in use for good, and none was ever deleted. Each holder now leaves a marker of
+    its own: kept while another process holds it, deleted once that process ended (also
+    one killed, whose marker stays), never while this process holds it."""
+    import errno
+    import fcntl
+    import os
+
+    from napari_sam.io.dead_temporaries import host_tag, pid_namespace, tagged_path
+
+    def flock(fd, how):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    s = session
+    s.set_store(str(tmp_path / "emb.zarr"))
+    store = tmp_path / "emb.contrast-0-60.zarr"
+    s.set_model_contrast((0, 60))
+    s.compute_embeddings([3])
+    with another_process_holds(store, unlockable=True) as other:
+        for hi in (70, 80, 90):
+            s.set_model_contrast((0, hi))
+        assert is_embedding_store(store)  # another process holds it: kept
+    s.set_model_contrast((0, 100))  # the other process ended: deleted now
+    assert not store.exists()
+
+    s.compute_embeddings([3])
+    latest = tmp_path / "emb.contrast-0-100.zarr"
+    ns = pid_namespace()  # a marker as a killed holder leaves it (that process ended)
+    (tmp_path / (f".{latest.name}.in-use-{host_tag()}-{other.pid}"
+                 + (f"-{ns}" if ns else ""))).write_text("1\n")
+    for hi in (110, 120):
+        s.set_model_contrast((0, hi))
+    assert is_embedding_store(latest)  # this process holds it (its three latest): kept
+    s.set_model_contrast((0, 130))
+    assert not latest.exists()
+    assert sorted(p.name for p in tmp_path.glob(".*in-use*")) == sorted(
+        tagged_path(tmp_path / f"emb.contrast-0-{hi}.zarr", "in-use").name
+        for hi in (110, 120, 130))  # this process's holds alone

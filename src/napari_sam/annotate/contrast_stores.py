@@ -19,7 +19,13 @@ ends: within this process in a table (the sessions holding each store), for othe
 with a shared ``flock`` on a hidden marker file beside the store (``.<store>.in-use``; the
 kernel lets it go when the process ends, also on a crash). Deleting takes the marker's
 exclusive ``flock`` without waiting and skips the store when another session holds it (it is
-tried again at the next contrast change). The user's store (the stack's percentiles), stores
+tried again at the next contrast change). On a file system that cannot lock (NFS without a
+lock daemon), where whether another process holds a store cannot be told, each process holding
+it writes a marker of its own instead (``.<store>.in-use-HOST-PID-NS``,
+:func:`~napari_sam.io.dead_temporaries.tagged_path`), removed when it lets go: the store is
+deleted once no other process's marker is left, one of this host counting until its process
+runs no more, another host's until unwritten for a day (before, every store there counted as
+in use for good, and none was ever deleted). The user's store (the stack's percentiles), stores
 left by earlier sessions or other docks, and folders holding anything else are never deleted.
 
 A job (an embedding, a propagation) holds the store it embeds into from its start until it
@@ -31,6 +37,7 @@ the store under the job's writes.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import threading
@@ -38,7 +45,9 @@ import weakref
 from collections.abc import Generator
 from pathlib import Path
 
-from .file_locks import lock_flag, open_locked
+from napari_sam.io.dead_temporaries import remove_dead, tagged_path
+
+from .file_locks import lock_flag, lock_is_held, open_locked
 
 __all__ = ["KEEP_CONTRAST_STORES", "ContrastStores", "StoreHold", "held_while", "in_use_marker",
            "store_in_use"]
@@ -68,13 +77,16 @@ def _unlink_and_close(handle, marker: Path) -> None:
 
 def _let_go(key: str, handle) -> None:
     """End one hold of the store ``key``: out of the table, and its shared ``flock`` goes
-    (the marker is removed too when nobody else holds it)."""
+    (the marker is removed too when nobody else holds it); the last hold of this process
+    removes its own marker (a file system that cannot lock)."""
     with _GUARD:
         left = _IN_USE.get(key, 0) - 1
         if left > 0:
             _IN_USE[key] = left
         else:
             _IN_USE.pop(key, None)
+            with contextlib.suppress(OSError):
+                _own_marker(key).unlink(missing_ok=True)
         if handle is None:
             return
         import fcntl
@@ -95,7 +107,14 @@ class StoreHold:
     def __init__(self, store):
         self.key = str(Path(store).absolute())
         with _GUARD:
-            handle = open_locked(in_use_marker(self.key), lock_flag("LOCK_SH"))
+            unlockable = []
+            handle = open_locked(in_use_marker(self.key), lock_flag("LOCK_SH"),
+                                 unlockable=unlockable.append)
+            if unlockable:  # (open, not locked): this process's own marker says it instead
+                _unlink_and_close(handle, in_use_marker(self.key))
+                handle = None
+                with contextlib.suppress(OSError):
+                    _own_marker(self.key).write_text(f"{os.getpid()}\n", encoding="utf-8")
             _IN_USE[self.key] = _IN_USE.get(self.key, 0) + 1
         self._finalizer = weakref.finalize(self, _let_go, self.key, handle or None)
 
@@ -126,7 +145,7 @@ def store_in_use(store) -> bool:
     with _GUARD:
         if _IN_USE.get(key):
             return True
-        return _held_elsewhere(in_use_marker(key))
+        return _held_elsewhere(in_use_marker(key), key) or _marked_elsewhere(key)
 
 
 def _open_existing(marker: Path):
@@ -141,7 +160,27 @@ def _open_existing(marker: Path):
     return None
 
 
-def _held_elsewhere(marker: Path) -> bool:
+def _own_marker(key: str) -> Path:
+    """This process's marker of the store ``key`` on a file system that cannot lock."""
+    return tagged_path(Path(key), "in-use")
+
+
+def _marked_elsewhere(key: str) -> bool:
+    """On a file system that cannot lock: whether another process's marker of the store
+    ``key`` is left, once those of processes that ended are removed
+    (:func:`~napari_sam.io.dead_temporaries.remove_dead`: this host's whose process runs no
+    more, another host's unwritten for a day). A folder that cannot be listed: True."""
+    store = Path(key)
+    remove_dead(store, "in-use")
+    own = _own_marker(key).name
+    try:
+        return any(p.name != own for p in store.parent.glob(
+            glob.escape(f".{store.name}.in-use-") + "*"))
+    except OSError:
+        return True
+
+
+def _held_elsewhere(marker: Path, key: str) -> bool:
     """Whether another process holds the ``flock`` of the marker file ``marker``: its
     exclusive ``flock`` tried without waiting (holders share it), on the file there, which is
     never made (before: an empty marker was left beside every store looked at). A marker
@@ -157,9 +196,9 @@ def _held_elsewhere(marker: Path) -> bool:
             return False
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
             handle.close()
-            return True
+            return True if lock_is_held(exc) else _marked_elsewhere(key)
         try:
             same = os.path.samestat(os.fstat(handle.fileno()), os.stat(marker))
         except OSError:  # removed meanwhile by its last holder
@@ -220,8 +259,15 @@ class ContrastStores:
         with _GUARD:
             if _IN_USE.get(key):
                 return False
-            handle = open_locked(marker, lock_flag("LOCK_EX") | lock_flag("LOCK_NB"))
-            if handle is False:
+            unlockable = []
+            handle = open_locked(marker, lock_flag("LOCK_EX") | lock_flag("LOCK_NB"),
+                                 unlockable=unlockable.append)
+            if unlockable:  # (open, not locked): whether another process holds it is
+                _unlink_and_close(handle, marker)  # told by the markers left alone
+                handle = None
+            if handle is False or _marked_elsewhere(key):
+                if handle:
+                    _unlink_and_close(handle, marker)
                 return False
             try:
                 if key in self._recent:
