@@ -128,10 +128,20 @@ def use_predictor(widget, predictor, name: str = "tiny", is_demo: bool = False):
 
 
 def pick_checkpoint(widget, ckpt):
-    """The user's way: "Checkpoint file..." in 'Model', then the file."""
-    widget._model.setCurrentIndex(widget._model.count() - 1)
+    """The user's way: "Checkpoint file..." in 'Model', then the file (read in a worker
+    thread where the dock's jobs are threaded: waited for)."""
+    import time
+
+    from qtpy.QtWidgets import QApplication
+
+    widget._model.setCurrentIndex(widget._model.findText("Checkpoint file..."))
     widget._on_model_changed(str(ckpt))
-    assert widget.controller.model_choice.key == str(ckpt)
+    end = time.monotonic() + 60
+    while getattr(widget.controller.model_choice, "key", None) != str(ckpt) and (
+            time.monotonic() < end):
+        QApplication.processEvents()
+        time.sleep(0.01)
+    assert widget.controller.model_choice.key == str(ckpt), widget.controller.status
 
 
 def large_image_embedding_tiles(make_widget, qtbot):

@@ -63,7 +63,7 @@ def test_a_truncated_sam2_checkpoint_is_reported_when_picked(make_widget, tmp_pa
     message = ("sam2_cut.pt cannot be read as a PyTorch checkpoint (RuntimeError): a truncated "
                "download or another file format? Download it again")
     assert any(message in m for _, m in notifications)
-    assert c.status.startswith(message)
+    assert c.status.startswith(f"Failed: Reading the checkpoint sam2_cut.pt. {message}")
     assert c.model_choice == before  # the model in use stays
     assert widget._model.findText("file: sam2_cut.pt") == -1  # not offered as a model
     assert widget._model.currentData() == before  # and 'Model' shows it again

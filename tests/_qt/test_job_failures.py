@@ -135,6 +135,7 @@ def test_loading_fails_download_runtime_value_then_loads(make_widget, notificati
     torch.save(tiny_sam.state_dict(), path)
     widget._model.setCurrentIndex(widget._model.findText("Checkpoint file..."))
     widget._on_model_changed(path=str(path))
+    _wait(qtbot, c)  # (the file is read in a job of its own)
     widget._on_compute()
     _wait(qtbot, c)
     assert c.ready([0, 1]) and c.status.startswith("Embeddings ready")

@@ -212,7 +212,8 @@ def test_choosing_a_model_embeds_the_visible_slice(make_widget, tiny_sam, tmp_pa
     z = c.current_z()
     c.points_layer.add([z, 20, 20])  # a click while the model loads: queued
     qtbot.waitUntil(lambda: c.job is None and bool(c.previews), timeout=30_000)
-    assert started == ["Computing SAM embeddings"]
+    # (the file read in a job of its own first: not on the UI thread)
+    assert started == ["Reading the checkpoint my_model.pt", "Computing SAM embeddings"]
     assert c.predictor.model.model_id.startswith("file:") and c.predictor.encoder_calls == 1
     assert c.previews[0].z == z
 

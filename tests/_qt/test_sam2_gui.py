@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sam_qt_helpers import blob_stack, canvas_click, press_key
+from sam_qt_helpers import blob_stack, canvas_click, pick_checkpoint, press_key
 
 from sam2_checkpoint import save_sam2_checkpoint
 
@@ -20,9 +20,9 @@ SHAPE = (6, 48, 48)
 
 
 def _choose_file(widget, path):
-    """Pick a checkpoint file in 'Model', as the Model box's file dialog does."""
-    widget._model.setCurrentIndex(widget._model.findText("Checkpoint file..."))
-    widget._on_model_changed(path=str(path))
+    """Pick a checkpoint file in 'Model', as the Model box's file dialog does (it is read in
+    a worker thread: waited for)."""
+    pick_checkpoint(widget, path)
 
 
 def _methods(widget) -> dict[str, bool]:

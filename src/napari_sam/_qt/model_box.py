@@ -13,13 +13,14 @@ from qtpy.QtWidgets import QFileDialog
 
 from napari_sam.annotate.model_choice import (
     default_choice,
-    file_choice,
+    file_choice_job,
     model_choices,
     recommended_thresholds,
 )
 
-from .notify import guarded
+from .notify import guarded, job_error_text, report, status_text
 from .settled_pick import SettledPick
+from .workers import run_job
 
 __all__ = ["FILE_ITEM", "ModelBox"]
 
@@ -104,23 +105,53 @@ class ModelBox:
 
     @guarded
     def _on_model_changed(self, path: str | None = None):
+        self._picks = getattr(self, "_picks", 0) + 1  # (a checkpoint read before: not used)
         choice = self._model.currentData()
         if choice is None:  # "Checkpoint file..."
             if path is None:
                 path, _ = QFileDialog.getOpenFileName(
                     self, "SAM checkpoint", "", "Checkpoints (*.pt *.pth *.ckpt);;All files (*)"
                 )
-            if not path:  # the dialog was cancelled
-                self._show_model_in_use()
+            # the model in use shows until the file is read (a file that cannot be a
+            self._show_model_in_use()  # model, or Cancel: it stays)
+            if path:  # (else the dialog was cancelled)
+                self._read_checkpoint(path)
+            return
+        self._use_model(choice)
+
+    def _read_checkpoint(self, path: str) -> None:
+        """Read the checkpoint file ``path`` in a job (a worker thread: a large file froze
+        napari, and torch is imported there), then use it unless another model was picked
+        meanwhile; its failure is the job's status line (the model in use stays). While
+        another job runs (the preload of the model in use), the read runs beside it, without
+        the job bar: the new model makes that job stale (cancelled) once it is read."""
+        c, pick = self.controller, self._picks
+        description = f"Reading the checkpoint {Path(path).name}"
+        in_slot = c.job is None or not c.job.running
+
+        def read(result):
+            if in_slot and c.job is not None:  # (this job: the model it sets does not make
+                c.job.key = None  # it stale, cancel_stale_job)
+            if pick != self._picks or getattr(self, "_closed", False):
                 return
-            try:
-                choice = file_choice(path)
-            except Exception:  # a file that cannot be a model: said, the model in use stays
-                self._show_model_in_use()
-                raise
+            choice, thresholds = result
             self._model.setCurrentIndex(self._file_item(choice))
+            self._use_model(choice, thresholds)
+
+        def failed(err):
+            c.say(job_error_text(description, "", err, status_text(err, report(err))))
+
+        if in_slot:
+            c.start_job(file_choice_job(path), description, read)
+        else:
+            run_job(file_choice_job(path), description=description, on_returned=read,
+                    on_error=failed, on_message=c.say, sync=c.sync, progress_bar=False)
+
+    def _use_model(self, choice, thresholds: dict | None = None) -> None:
+        """``choice`` is the model from now on, with the segment-everything ``thresholds``
+        (None: what its metadata recommends)."""
         self.controller.set_model(choice)
-        self._set_thresholds(choice)
+        self._set_thresholds(choice, thresholds)
         self._update_demo_notice()
         self._sync_methods()
         self._schedule_preload()

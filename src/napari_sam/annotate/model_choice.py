@@ -22,6 +22,7 @@ __all__ = [
     "default_choice",
     "demo_weights",
     "file_choice",
+    "file_choice_job",
     "PRECISION_CHOICES",
     "device_choices",
     "device_line",
@@ -162,6 +163,17 @@ def file_choice(path: str | os.PathLike) -> ModelChoice:
     demo = demo_weights(p)
     label = f"file: {p.name}" + DEMO_FILE_WORDS.get(demo, "")
     return ModelChoice(str(p), label, is_file=True, family=_family_of(obj), demo_weights=demo)
+
+
+def file_choice_job(path: str | os.PathLike):
+    """A job (a generator, :mod:`napari_sam.annotate.jobs`) reading the checkpoint file
+    ``path`` picked in 'Model': returns ``(choice, thresholds)``, its :func:`file_choice` and
+    :func:`recommended_thresholds`. The dock runs it in a worker thread: reading a checkpoint
+    imports torch and opens the file (a 375 MB SAM file froze napari for seconds on the UI
+    thread); raises :func:`file_choice`'s :class:`~napari_sam.annotate.errors.UserError`."""
+    yield f"Reading the checkpoint {Path(path).name} ..."
+    choice = file_choice(path)
+    return choice, recommended_thresholds(choice)
 
 
 #: What the label of a checkpoint file picked in 'Model' adds for the demo model's weights

@@ -1,0 +1,79 @@
+"""A checkpoint file picked in 'Model' ("Checkpoint file...") was read on the UI thread:
+``torch.load`` of a 375 MB SAM file froze napari for seconds (and imported torch there, where
+the dock never imports it). It is now read in a worker thread, a job with the usual status
+line; a file that cannot be a model fails that job with its clear words, the model in use
+stays, and the dock goes on working."""
+
+from __future__ import annotations
+
+import threading
+
+from sam_qt_helpers import blob_stack, held_encoder, use_predictor
+
+
+def test_a_checkpoint_is_read_off_the_ui_thread_and_a_bad_one_leaves_the_dock_usable(
+        make_widget, tiny_ckpt, tmp_path, qtbot, notifications, monkeypatch):
+    import torch
+
+    ui, readers, gate = threading.get_ident(), [], threading.Event()
+    real = torch.load
+
+    def load(*args, **kwargs):  # held off the UI thread until the test lets it go on
+        readers.append(threading.get_ident())
+        if threading.get_ident() != ui:
+            assert gate.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    viewer, widget = make_widget(blob_stack(), sync=False, preload=False, name="blobs")
+    c = widget.controller
+    before = c.model_choice
+    widget._model.setCurrentIndex(widget._model.count() - 1)  # "Checkpoint file..."
+    widget._on_model_changed(str(tiny_ckpt))  # returns while the file is read
+    assert c.status.startswith(f"Reading the checkpoint {tiny_ckpt.name} ..."), c.status
+    assert c.model_choice == before and widget._model.currentData() == before
+    gate.set()
+    qtbot.waitUntil(lambda: c.job is None and c.model_choice.key == str(tiny_ckpt),
+                    timeout=60_000)
+    assert readers and ui not in readers
+    assert widget._model.currentText() == f"file: {tiny_ckpt.name}"
+
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint" * 100)
+    widget._model.setCurrentIndex(widget._model.count() - 1)
+    widget._on_model_changed(str(bad))
+    qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
+    assert c.status.startswith(
+        "Failed: Reading the checkpoint bad.pt. bad.pt cannot be read as a PyTorch checkpoint "
+        "(UnpicklingError): a truncated download or another file format? Download it again "
+        "(Meta's sam2.1_hiera_*.pt, SAM's sam_vit_*.pth) or pick another file."), c.status
+    assert any("bad.pt cannot be read as a PyTorch checkpoint" in m for _, m in notifications)
+    assert ui not in readers
+    assert c.model_choice.key == str(tiny_ckpt)  # the model in use stays, shown in 'Model'
+    assert widget._model.currentData() == c.model_choice
+    assert widget._model.findText("file: bad.pt") == -1
+    widget._on_compute()  # the dock goes on working with it
+    qtbot.waitUntil(lambda: c.job is None, timeout=120_000)
+    assert c.ready(list(range(6))) and c.status.startswith("Embeddings ready"), c.status
+
+
+def test_a_checkpoint_picked_while_a_job_runs_is_read_beside_it_and_used(
+        make_widget, tiny_ckpt, tiny_predictor, qtbot, monkeypatch):
+    """The preload of the model in use runs (held in its encoder): the file is read beside
+    it (before: the one job slot would refuse it), then used; the old model's job, stale
+    now, is stopped."""
+    viewer, widget = make_widget(blob_stack(), sync=False, preload=False, name="blobs")
+    c = widget.controller
+    use_predictor(widget, tiny_predictor)
+    gate, entered, _ = held_encoder(monkeypatch, tiny_predictor)
+    running = c.preload()
+    assert running is not None and entered.wait(60)
+    widget._model.setCurrentIndex(widget._model.findText("Checkpoint file..."))
+    widget._on_model_changed(str(tiny_ckpt))
+    qtbot.waitUntil(lambda: c.model_choice.key == str(tiny_ckpt), timeout=60_000)
+    assert running.cancelled and running.stale  # the old model's embedding: stopped
+    gate.set()
+    qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
+    widget._on_compute()
+    qtbot.waitUntil(lambda: c.job is None, timeout=120_000)
+    assert c.ready(list(range(6))) and c.status.startswith("Embeddings ready"), c.status
