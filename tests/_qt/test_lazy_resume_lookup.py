@@ -1,18 +1,21 @@
 """Picking a lazy image without a file (a script's dask or zarr array) in the dock, once any
 image without a file had been autosaved, read 16 of its slices on the UI thread to hash its
 pixels and find its autosaved session: seconds of a frozen napari for a remote zarr. The
-hash is now read in a worker thread; the session is still found, offered and resumed."""
+hash is now read in a worker thread; the session is still found, offered and resumed. The
+same for a movie of volumes, whose hash reads slices of every time point."""
 
 from __future__ import annotations
 
 import threading
 
 import numpy as np
-from sam_qt_helpers import blob_stack, commit_on, open_from_menu, use_predictor
+import pytest
+from sam_qt_helpers import blob_movie, blob_stack, commit_on, open_from_menu, use_predictor
 
 
 class _RecordedReads:
-    """A (Z, Y, X) array whose every read is recorded with the thread that made it."""
+    """A (Z, Y, X) or (T, Z, Y, X) array whose every read is recorded with the thread that
+    made it."""
 
     def __init__(self, pixels: np.ndarray):
         self._pixels = pixels
@@ -24,14 +27,16 @@ class _RecordedReads:
         return self._pixels[key]
 
 
+@pytest.mark.parametrize("kind", ["volume", "movie"])
 def test_a_lazy_image_is_hashed_off_the_ui_thread_and_its_session_resumed(
-        make_widget, make_napari_viewer, tiny_predictor, qtbot, monkeypatch):
+        make_widget, make_napari_viewer, tiny_predictor, qtbot, monkeypatch, kind):
     import dask
     import dask.array as da
 
     monkeypatch.setitem(dask.config.config, "scheduler", "synchronous")  # reads: the caller's
-    pixels = blob_stack()
-    viewer, widget = make_widget(da.from_array(pixels, chunks=(1, 64, 64)), name="cells")
+    pixels = blob_stack() if kind == "volume" else blob_movie(5)
+    chunks = (1,) * (pixels.ndim - 2) + (64, 64)
+    viewer, widget = make_widget(da.from_array(pixels, chunks=chunks), name="cells")
     use_predictor(widget, tiny_predictor)
     commit_on(viewer, widget, 1)
     committed = np.asarray(widget.controller.target_layer.data).copy()
@@ -40,14 +45,15 @@ def test_a_lazy_image_is_hashed_off_the_ui_thread_and_its_session_resumed(
 
     reads = _RecordedReads(pixels)
     other = make_napari_viewer()
-    other.add_image(da.from_array(reads, chunks=(1, 64, 64)), name="cells")
+    other.add_image(da.from_array(reads, chunks=chunks), name="cells")
     ui, shown = threading.get_ident(), len(reads.threads)  # (napari drew a slice)
     _dock, w2 = open_from_menu(other)  # picks 'cells'
     w2.preload = False
     assert reads.threads[shown:].count(ui) == 0
     qtbot.waitUntil(lambda: w2._resume_row.isVisibleTo(w2), timeout=30_000)
     assert "1 commit" in w2._resume_label.text()
-    assert len([t for t in reads.threads[shown:] if t != ui]) == 6  # every slice, once
+    off_ui = len([t for t in reads.threads[shown:] if t != ui])
+    assert off_ui == (6 if kind == "volume" else 16)  # every slice once; a movie's 16 of its 30
     use_predictor(w2, tiny_predictor)
     sess = w2._on_resume()
     assert len(sess.operations) == 1

@@ -7,14 +7,14 @@ slices are read. Once any such image had been autosaved, picking a lazy image in
 them on the UI thread, to find its session: seconds of a frozen napari for a remote zarr. The
 hash is now read in a worker thread (:func:`napari_sam.session.image_hash` remembers it for
 the image's stack), and the offer to resume follows on the UI thread when it is known, which
-then reads nothing. An array in memory, an image file, a movie, or no autosave of an image
-without a file yet: looked up at once, as before (nothing slow to read).
+then reads nothing (a movie's: slices of every time point, ``hashed_stack``). An array in
+memory, an image file, or no autosave of an image without a file yet: looked up at once, as
+before (nothing slow to read).
 """
 
 from __future__ import annotations
 
 from napari_sam import session as S
-from napari_sam.annotate.image_source import movie_sessions
 from napari_sam.annotate.memory_sessions import in_memory, memory_sessions_folder
 
 from .notify import guarded
@@ -25,8 +25,8 @@ __all__ = ["ResumeLookup"]
 
 class ResumeLookup:
     """:meth:`offer_resume` after the image's pixels were hashed in a worker thread, where
-    that reads a lazy image (needs the session's ``source``, ``sync``, ``image_path``,
-    ``image_identity``, ``image_name`` and the dock's ``_closed``)."""
+    that reads a lazy image (needs the session's ``source``, ``hashed_stack``, ``sync``,
+    ``image_path``, ``image_identity``, ``image_name`` and the dock's ``_closed``)."""
 
     _pixel_lookup = None  # the Job hashing the picked image's pixels (kept while it runs)
 
@@ -47,7 +47,7 @@ class ResumeLookup:
                                 f"autosaved session ({err}): pick the image again to retry.")
 
         self._pixel_lookup = run_job(
-            _hash_pixels(source.stack), description="Looking for an autosaved session",
+            _hash_pixels(self.hashed_stack()), description="Looking for an autosaved session",
             on_returned=hashed, on_error=failed, sync=False, progress_bar=False)
         return None
 
@@ -65,9 +65,9 @@ class ResumeLookup:
         source = self.source
         if self.sync or source is None or self.image_path() is not None:
             return False
-        if movie_sessions(source) or in_memory(self.image_identity()[1]):
+        if in_memory(self.image_identity()[1]):
             return False
-        return not S.image_hash_known(source.stack) and memory_sessions_folder().is_dir()
+        return not S.image_hash_known(self.hashed_stack()) and memory_sessions_folder().is_dir()
 
 
 def _hash_pixels(stack):

@@ -39,7 +39,8 @@ class MovieFrames:
     movie, not the time point shown."""
 
     def __init__(self, source: ImageSource):
-        self._source = source
+        #: the image whose slices these are
+        self.source = source
         self._z = int(source.shape[0])
         self.shape = (source.n_times * self._z, *source.stack.shape[1:])
         self.dtype = source.stack.dtype
@@ -51,7 +52,7 @@ class MovieFrames:
         if not isinstance(i, (int, np.integer)) or not 0 <= int(i) < self.shape[0]:
             raise IndexError(f"slice {i!r} is not one of the movie's {self.shape[0]} slices")
         t, z = divmod(int(i), self._z)
-        return self._source.stack_at(t)[z]
+        return self.source.stack_at(t)[z]
 
 
 def movie_labels(source: ImageSource, layer_array: np.ndarray) -> np.ndarray:
@@ -122,7 +123,12 @@ class MovieSessions:
     def hashed_stack(self):
         """What the image's content hash reads: the stack SAM sees, a movie's slices of
         every time point (:class:`MovieFrames`)."""
-        return MovieFrames(self.source) if self.is_movie() else self.source.stack
+        if not self.is_movie():
+            return self.source.stack
+        frames = getattr(self, "_movie_frames", None)
+        if frames is None or frames.source is not self.source:  # one per image: its hash is
+            frames = self._movie_frames = MovieFrames(self.source)  # remembered while it lives
+        return frames
 
     def movie_record(self) -> dict:
         """A movie's entries of a session's ``image`` record (none for any other image)."""
