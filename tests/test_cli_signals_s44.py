@@ -6,6 +6,7 @@ sends a real signal to the process at one moment, from a ``sitecustomize`` on it
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -17,15 +18,23 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="POSIX signals")
 
 #: ``sitecustomize``: the process signals itself (``SIG``) at ``WHEN``: in ``main``'s clean-up
-#: (its ``finally`` removes a log filter), or in the interpreter's shutdown (an atexit
-#: function), then waits for the signal to take effect.
+#: (its ``finally`` removes a log filter), in the interpreter's shutdown (an atexit
+#: function), or while the command runs (its first ``print``), then waits ``PAUSE`` seconds
+#: for the signal to take effect.
 SIGNAL_AT = """
-import atexit, logging, os, signal, time
-SIG, WHEN = signal.{sig}, "{when}"
+import atexit, builtins, logging, os, signal, time
+SIG, WHEN, PAUSE = signal.{sig}, "{when}", {pause}
 def fire():
     os.kill(os.getpid(), SIG)
-    time.sleep(5)
-if WHEN == "finally":
+    time.sleep(PAUSE)
+if WHEN == "command":
+    _print = builtins.print
+    def print(*args, **kwargs):
+        builtins.print = _print
+        fire()
+        return _print(*args, **kwargs)
+    builtins.print = print
+elif WHEN == "finally":
     _remove = logging.Logger.removeFilter
     def removeFilter(self, f):
         if self.name == "napari_sam.models.registry":
@@ -46,7 +55,7 @@ def test_a_signal_outside_the_commands_handler_exits_130_and_says_so(tmp_path, s
     SIGINT printed a traceback and exited 0. Each exits 130 and says "interrupted"."""
     site = tmp_path / "site"
     site.mkdir()
-    (site / "sitecustomize.py").write_text(SIGNAL_AT.format(sig=sig, when=when))
+    (site / "sitecustomize.py").write_text(SIGNAL_AT.format(sig=sig, when=when, pause=5))
     proc = subprocess.run([sys.executable, "-m", "napari_sam.cli", "models", "list"],
                           env=cli_env(tmp_path, site), capture_output=True, text=True,
                           timeout=120)
@@ -54,3 +63,22 @@ def test_a_signal_outside_the_commands_handler_exits_130_and_says_so(tmp_path, s
     assert proc.stderr.splitlines()[-1] == "napari-sam: error: interrupted", proc.stderr
     assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr
     assert "vit_b" in proc.stdout  # what it printed before is not lost (flushed)
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("when", ["command", "finally", "shutdown"])
+def test_a_signal_ignored_at_start_stays_ignored(tmp_path, sig, when):
+    """A ``napari-sam`` started with the signal ignored (a shell script's background job,
+    ``napari-sam auto ... &``, whose SIGINT the shell ignores; ``trap '' INT TERM``) runs
+    on when it comes, as Python leaves an ignored SIGINT: it exited 130, "interrupted", at
+    any moment (the handlers were installed over the inherited ``SIG_IGN``)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SIGNAL_AT.format(sig=sig, when=when, pause=0.5))
+    signum = getattr(signal, sig)
+    proc = subprocess.run([sys.executable, "-m", "napari_sam.cli", "models", "list"],
+                          env=cli_env(tmp_path, site), capture_output=True, text=True,
+                          timeout=120, preexec_fn=lambda: signal.signal(signum, signal.SIG_IGN))
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    assert "interrupted" not in proc.stderr and "Traceback" not in proc.stderr
+    assert "vit_b" in proc.stdout

@@ -8,7 +8,12 @@ While a command runs (:func:`handled_by_the_command`), SIGTERM raises KeyboardIn
 Ctrl-C does, and each command cleans up and says what it finished. Before that (torch and
 the model loading at start-up) and after it (the command's own clean-up, the interpreter's
 shutdown), :func:`exit_on_signals` ends the process at once with 130: nothing is half
-written there (:func:`interrupted_exit`)."""
+written there (:func:`interrupted_exit`).
+
+A signal that was ignored when ``napari-sam`` started stays ignored throughout (as Python
+leaves an ignored SIGINT): a background job of a shell script (``napari-sam auto ... &``,
+whose SIGINT the shell ignores), ``trap '' INT TERM``, or a parent that ignores them on
+purpose; Ctrl-C meant for the script does not stop it."""
 
 from __future__ import annotations
 
@@ -42,24 +47,34 @@ def interrupted_exit(signum=None, frame=None):  # pragma: no cover - ends the pr
     os._exit(INTERRUPTED)
 
 
+def ignored(sig) -> bool:
+    """Whether ``sig`` is ignored in this process (``SIG_IGN``: inherited from the parent,
+    e.g. a shell's background job, or set by ``trap ''``): left so by this module."""
+    return signal.getsignal(sig) == signal.SIG_IGN
+
+
 def exit_on_signals() -> None:
-    """From now on, SIGINT and SIGTERM end the process at once (:func:`interrupted_exit`);
-    nothing in threads other than the main one (the handlers are the main thread's)."""
+    """From now on, SIGINT and SIGTERM end the process at once (:func:`interrupted_exit`),
+    but for one that is ignored (:func:`ignored`: it stays so); nothing in threads other
+    than the main one (the handlers are the main thread's)."""
     with contextlib.suppress(ValueError):  # not in the main thread
         for sig in SIGNALS:
-            signal.signal(sig, interrupted_exit)
+            if not ignored(sig):
+                signal.signal(sig, interrupted_exit)
 
 
 @contextlib.contextmanager
 def handled_by_the_command():
     """While the block runs, SIGINT and SIGTERM raise KeyboardInterrupt (the command handles
     it: exit code 130, its summary); the handlers before it are put back after it (where it
-    is not the main thread: nothing changes)."""
+    is not the main thread: nothing changes). A signal ignored as the block starts
+    (:func:`ignored`) stays ignored."""
     old = {}
     with contextlib.suppress(ValueError):  # not in the main thread
         for sig, handler in ((signal.SIGINT, signal.default_int_handler),
                              (signal.SIGTERM, sigterm_as_ctrl_c)):
-            old[sig] = signal.signal(sig, handler)
+            if not ignored(sig):
+                old[sig] = signal.signal(sig, handler)
     try:
         yield
     finally:
