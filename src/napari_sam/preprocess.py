@@ -43,6 +43,7 @@ __all__ = [
     "check_contrast_limits",
     "contrast_limits_name",
     "encoder_input",
+    "export_preprocessing",
     "fill_nan_pixels",
     "intensity_limits",
     "is_thin",
@@ -471,18 +472,47 @@ def encoder_input(image, meta: dict, contrast_limits: tuple[float, float] | None
     spec : ResizeSpec
         The image's resize to the input: :func:`points_to_model` and :func:`boxes_to_model`
         take it to convert napari (row, col) prompts to the decoder's ``point_coords``.
+
+    Raises
+    ------
+    ValueError
+        When ``meta`` is not an ``export.json`` (:func:`export_preprocessing`).
     """
-    pre = meta["preprocessing"]
-    s = int(meta["input_size"])
+    s, pre, sigma = export_preprocessing(meta)
     rgb = to_uint8_rgb(image, contrast_limits, tuple(pre["contrast"]["percentiles"]))
     spec = ResizeSpec.for_image(rgb.shape[:2], s)
-    (rgb,) = smooth_before_enlarging([rgb], spec, float(pre["smoothing"]["sigma"]))
+    (rgb,) = smooth_before_enlarging([rgb], spec, sigma)
     resized = pad_thin_input(resize_longest_side(rgb, spec)[None], spec)[0]
     mean = np.asarray(meta["pixel_mean"], np.float32)
     std = np.asarray(meta["pixel_std"], np.float32)
     x = (resized.astype(np.float32) - mean) / std  # a thin strip's is (S, S) already
     x = np.pad(x, ((0, s - x.shape[0]), (0, s - x.shape[1]), (0, 0)))  # zeros: the mean
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32), spec
+
+
+def export_preprocessing(meta) -> tuple[int, dict, float]:
+    """The input size, the ``preprocessing`` entry and the input smoothing's sigma of an
+    ONNX export's ``export.json`` (``meta``, as ``json.load`` reads it). An export written
+    before the smoothing was recorded (the first ONNX exports) has none: sigma 0, as its
+    models did not smooth.
+
+    Raises
+    ------
+    ValueError
+        When ``meta`` lacks what the encoder's input needs (another JSON file: the model's
+        metadata, a decoder's config), naming the keys missing.
+    """
+    pre = meta.get("preprocessing") if isinstance(meta, dict) else None
+    missing = ([k for k in ("input_size", "pixel_mean", "pixel_std") if k not in meta]
+               if isinstance(meta, dict) else ["input_size", "pixel_mean", "pixel_std"])
+    if not isinstance(pre, dict) or "percentiles" not in (pre.get("contrast") or {}):
+        missing.append("preprocessing.contrast.percentiles")
+    if missing:
+        raise ValueError(f"meta is not an ONNX export's export.json (it has no "
+                         f"{', '.join(missing)}); pass json.load(open('EXPORT/export.json')) "
+                         "of the folder `napari-sam export onnx` wrote")
+    sigma = float(((pre.get("smoothing") or {}).get("sigma")) or 0.0)
+    return int(meta["input_size"]), pre, sigma
 
 
 def points_to_model(points_rc, spec: ResizeSpec) -> np.ndarray:
