@@ -191,3 +191,30 @@ def test_a_blocked_rerun_of_kept_work_says_it_reused_a_finished_runs_slices(tmp_
     assert reason.endswith("; reused: 8 of 8 slices from a finished run's work folder "
                            "(--keep-work)"), reason
     assert "1 done (1 replaced an earlier output)" in head
+
+
+def test_a_tiled_run_interrupted_before_the_upgrade_keeps_its_slices(tmp_path, tiny_model,
+                                                                      monkeypatch, capsys):
+    """A work folder an older napari-sam left (its record held the ``--tiling`` option,
+    absent for ``auto``, not the tiling in effect) of a stack that ``auto`` tiles: its
+    slices were discarded, ``recomputed: parameters changed: tiling off -> [128, 16]``,
+    though they were segmented with that very tiling. The record is read as this run's:
+    the 3 slices are kept, untouched."""
+    import json
+
+    data = resume.blob_folder(tmp_path / "data", n=1, z=5, size=200)  # > 1.5 x 128 px: tiled
+    argv = resume.auto_argv(data / "b0.tif", tmp_path / "out", tiny_model, "--batch-size",
+                            "1", "--threads", "1")
+    resume.stop_after_three_slices(argv, monkeypatch, capsys)
+    work = tmp_path / "out" / ".napari-sam-work" / "b0_labels.tif" / "auto"
+    record = json.loads((work / "params.json").read_text())
+    assert record["signature"]["tiling"][0] == 128  # tiled: [window, halo]
+    del record["signature"]["tiling"]  # as napari-sam wrote it before 2026-12-07
+    (work / "params.json").write_text(json.dumps(record))
+    before = {p.name: p.stat().st_mtime_ns for p in work.glob("z*.npz")}
+    assert len(before) == 3
+    reason, head = done_reason([*argv, "--keep-work"], capsys)
+    assert reason == ("resumed: kept 3 of 5 slices an interrupted run finished, computed the "
+                      "other 2")
+    after = {p.name: p.stat().st_mtime_ns for p in work.glob("z*.npz")}
+    assert len(after) == 5 and {k: after[k] for k in before} == before

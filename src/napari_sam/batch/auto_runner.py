@@ -5,6 +5,7 @@ stack from each object's largest slice (what :func:`napari_sam.segment_everythin
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -83,6 +84,41 @@ def prepare_auto_work(job: Job, ctx: Context, key: dict | None = None) -> Path:
         work.mkdir(parents=True, exist_ok=True)
         nio.write_json_atomic(work / MARKER, key)
     return work
+
+
+def adopt_older_record(job: Job, ctx: Context, key: dict) -> None:
+    """Keep the slices of a work folder whose record an older napari-sam wrote: before
+    2026-12-07 its ``tiling`` was the ``--tiling`` option (absent for ``auto``), not the
+    tiling in effect (:func:`~napari_sam.batch.saved_work.auto_work_key`). A record that is
+    ``key`` written that older way (the same option on the same input and model chose the
+    same tiling) is rewritten as ``key``, so its slices are kept (were: discarded,
+    ``recomputed: parameters changed: tiling off -> [1024, 128]``, for a tiled ``auto`` run
+    interrupted before the upgrade).
+
+    Parameters
+    ----------
+    job, ctx : Job, Context
+        The job (its work folder) and the run's context (``ctx.tiling``: the option).
+    key : dict
+        This run's work key (the tiling in effect in its signature).
+    """
+    work = auto_work_dir(job)
+    recorded = recorded_key(work)
+    if recorded is None or same_key(recorded, key):
+        return
+    sig = {k: v for k, v in key["signature"].items() if k != "tiling"}
+    if ctx.tiling != "auto":  # (as Context.signature records it)
+        sig["tiling"] = ctx.tiling
+    if pathless(recorded) == pathless({**key, "signature": sig}):  # (strict: None not absent)
+        nio.write_json_atomic(work / MARKER, key)
+
+
+def pathless(key: dict) -> dict:
+    """``key`` as JSON keeps it (tuples are lists), its input without the path."""
+    key = json.loads(json.dumps(key))
+    if isinstance(key.get("input"), list):
+        key["input"] = key["input"][1:]
+    return key
 
 
 def saved_slices(job: Job, ctx: Context, n: int | None = None,
@@ -428,6 +464,7 @@ def run_auto(job: Job, ctx: Context, model) -> dict:
         _check_propagation_memory(opened, ctx.time_point)
     announce_colour_planes(job, ctx, opened)  # how the file is read: before the work on it
     key = auto_work_key(job, ctx, stack_tiling(ctx, model, opened.stack.shape))  # as auto_slices
+    adopt_older_record(job, ctx, key)  # (its record of the --tiling option: the same slices)
     saved = saved_slices(job, ctx, len(opened.stack), key)  # what an interrupted run left
     work = prepare_auto_work(job, ctx, key)
     resumed = saved["kept"]  # (the slices the kept work folder holds)
