@@ -190,6 +190,36 @@ def test_train_resume_piece_stopped_by_a_signal_exits_130(tmp_path, samples, tin
     assert f"the weights of epoch {best}, validation IoU" in stdout
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_train_resume_with_the_signal_ignored_runs_on(tmp_path, samples, tiny_model, capsys,
+                                                      monkeypatch, sig):
+    """``train --resume`` started with SIGTERM or SIGINT ignored (``trap '' TERM``; a shell
+    script's ``napari-sam train ... &``) runs to the end when that signal comes: exit 0,
+    every epoch (was, for SIGTERM: train installed its handler over the ignored signal and
+    stopped, exit 130; for SIGINT since c1a6c7d the command's handler did)."""
+    from napari_sam.training.trainer import Trainer
+
+    real, calls = Trainer.train_step, []
+
+    def step_then_signal(self, items):
+        info = real(self, items)
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), sig)
+        return info
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_signal)
+    old = signal.signal(sig, signal.SIG_IGN)
+    try:
+        rc, stdout, _ = cli(_train_argv(samples, tmp_path / "m.pt", tiny_model, "--resume"),
+                            capsys)
+    finally:
+        signal.signal(sig, old)
+    assert rc == 0, stdout
+    assert "Interrupted" not in stdout and len(calls) == 4  # 2 epochs of 2 steps
+    assert "; 2 epochs, " in stdout and (tmp_path / "m.pt").exists()
+
+
 def test_train_resume_piece_ended_by_max_steps_exits_0(tmp_path, samples, tiny_model, capsys):
     """A piece the user ended with --max-steps is no interruption: exit 0."""
     out = tmp_path / "m.pt"

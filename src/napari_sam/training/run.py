@@ -680,10 +680,12 @@ def _on_sigint(loop: _Loop):
 
 
 def _install_signals(loop: _Loop, resumable: bool):
-    """Install :func:`_on_sigterm`'s handler, and in a resumable run :func:`_on_sigint`'s;
-    the previous handlers (None outside the main thread, where nothing is installed)."""
+    """Install :func:`_on_sigterm`'s handler, and in a resumable run :func:`_on_sigint`'s,
+    but not over a signal that is ignored (``trap '' TERM``; ``cmd &`` for SIGINT); the
+    previous handlers (None outside the main thread, where nothing is installed)."""
     try:
-        old = [(signal.SIGTERM, signal.signal(signal.SIGTERM, _on_sigterm(loop, resumable)))]
+        old = [] if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN else [
+            (signal.SIGTERM, signal.signal(signal.SIGTERM, _on_sigterm(loop, resumable)))]
         if resumable and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # `cmd &`
             old.append((signal.SIGINT, signal.signal(signal.SIGINT, _on_sigint(loop))))
         return old
