@@ -620,6 +620,39 @@ def test_segment_options_are_keywords_of_segment_volume():
     assert all(o.kind in ("choice", "fraction", "fraction_or_off", "nonneg_int") for o in flagged)
 
 
+def test_a_blocked_embed_counts_only_what_an_earlier_run_left(tmp_path, tiny_model_path):
+    """``embed --workers N --block-slices K``: the final task reads back every slice the
+    blocks had just put in the ``.partial`` store, and a first run's line said ``resumed:
+    kept 5 of 5 slice embeddings an interrupted run finished``. It counts only the slices the
+    blocks skipped (an interrupted run's): none on a first run, 3 of 5 after one that
+    finished slices 0-2."""
+    inp = _stack(tmp_path / "a.tif", shape=(5, 48, 48))
+    ctx = batch.Context(command="embed", model=str(tiny_model_path), device="cpu",
+                        out_dir=tmp_path / "out", quiet=True, tiling=None)
+    (job,) = batch.make_jobs([inp], ctx)
+    partial = job.output.with_name(f".{job.output.name}.partial")
+
+    def blocked_run(spans):
+        limits = distributed.embed_prepare_task(job, ctx)
+        blocks = [distributed.embed_block_task(job, ctx, limits, s, e) for s, e in spans]
+        return distributed.final_task(job, ctx, blocks, None)
+
+    res = blocked_run(((0, 3), (3, 5)))
+    assert res.status == "done" and res.details["rerun_reason"] == ""
+    assert res.details["resume"]["kept"] == 0
+    out = tmp_path / "out"
+    import shutil
+
+    shutil.rmtree(out)
+    limits = distributed.embed_prepare_task(job, ctx)  # an interrupted run kept slices 0-2
+    distributed.record_hashes(partial, [distributed.embed_block_task(job, ctx, limits, 0, 3)[
+        "hashes"]])
+    res = blocked_run(((0, 3), (3, 5)))
+    assert res.status == "done"
+    assert res.details["rerun_reason"] == ("resumed: kept 3 of 5 slice embeddings an "
+                                           "interrupted run finished, computed the other 2")
+
+
 def test_a_blocked_files_time_counts_its_blocks(tmp_path, tiny_model_path):
     """``embed --block-slices`` reported "32 slices, 0.0 s": only the final task's time (the
     blocks had done the encoding). A file's seconds now run from its first block's start (not

@@ -22,6 +22,7 @@ from napari_sam.batch.auto_runner import (
     saved_slices,
 )
 from napari_sam.batch.context import Context, Job, JobResult
+from napari_sam.batch.embed_runner import blocks_earlier
 from napari_sam.batch.embedding_stores import embed_store, user_embeddings
 from napari_sam.batch.job_checks import output_name_problem
 from napari_sam.batch.jobs import clear_leftovers, job_output_state, work_dir
@@ -383,8 +384,9 @@ def final_task(job: Job, ctx: Context, blocks: list | None = None,
     not the slices the blocks computed; ``finished``: that work folder was a finished run's
     (``--keep-work``; its mark taken before the blocks ran, :func:`run_job`)."""
     if ctx.command == "embed" and blocks:
-        record_hashes(job.output.with_name(f".{job.output.name}.partial"),
-                      [b["hashes"] for b in blocks])
+        partial = job.output.with_name(f".{job.output.name}.partial")
+        earlier = blocks_earlier(partial, blocks)  # (not the slices the blocks computed)
+        record_hashes(partial, [b["hashes"] for b in blocks])
     stored = [b for b in after or () if isinstance(b, dict) and b.get("store")]
     if ctx.command == "auto" and stored:
         record_hashes(stored[0]["store"], [b["hashes"] for b in stored])

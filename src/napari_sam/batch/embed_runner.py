@@ -58,3 +58,32 @@ def run_embed(job: Job, ctx: Context, model) -> dict:
     )
     info = {"objects": n, **summary_info(opened)}
     return info if resume is None else {**info, "resume": resume}
+
+
+
+def blocks_earlier(partial, blocks) -> dict:
+    """What an interrupted run had left of a blocked ``embed`` job (``--block-slices``), as
+    its final task's ``earlier`` record: the job's line counts only the slices its blocks
+    skipped (their embeddings were in the ``.partial`` store already), not those the blocks
+    computed in this run, which the store holds by the time :func:`run_embed` reads it back
+    (a first run said ``resumed: kept 5 of 5 slice embeddings an interrupted run
+    finished``).
+
+    Parameters
+    ----------
+    partial : os.PathLike or str
+        The job's ``.<output>.partial`` store (its ``slice_hash`` array: one per slice).
+    blocks : list of dict
+        ``embed_block_task``'s results: ``"hashes"`` ``{slice: hash}`` of the slices each
+        block computed.
+
+    Returns
+    -------
+    dict
+        A resume record (:mod:`napari_sam.batch.saved_work`) of ``"slice embedding"``.
+    """
+    import zarr
+
+    n = int(zarr.open_group(str(partial), mode="r")["slice_hash"].shape[0])
+    computed = {int(z) for b in blocks for z in (b.get("hashes") or {})}
+    return {"unit": "slice embedding", "of": n, "kept": n - len(computed), "discarded": None}
