@@ -8,7 +8,8 @@ code 1), never tracebacks unless ``--verbose`` is given.
 
 Exit codes: 0 every file succeeded (or was already complete); 1 at least one file failed or
 the command could not run; 2 bad arguments; 130 interrupted (Ctrl-C or SIGTERM: finished
-outputs are complete, the rest resume on the next run).
+outputs are complete, the rest resume on the next run); 141 standard output closed by its
+reader (``napari-sam models list | head -1``: ends quietly, as Unix tools do).
 
 Modules: ``app`` (the parser and :func:`main`), ``errors``, ``arguments`` (argument types,
 shared options), one module per command group (``models_command``, ``sample_command``,

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from napari_sam.cli.arguments import COMMAND_PATH, Formatter, Parser
 from napari_sam.cli.batch_command import cmd_batch
 from napari_sam.cli.batch_parsers import add_auto_parser, add_embed_parser, add_segment_parser
+from napari_sam.cli.closed_output import end_quietly, stdout_is_closed
 from napari_sam.cli.errors import PROG, CLIError, print_error, print_usage_error
 from napari_sam.cli.export_command import add_export_parser, cmd_export
 from napari_sam.cli.interruption import INTERRUPTED, exit_on_signals, handled_by_the_command
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         print_usage_error(command, str(exc))
         return 2
     except Exception as exc:  # our errors carry their own next step
+        if isinstance(exc, BrokenPipeError) and stdout_is_closed():
+            return end_quietly()  # `napari-sam models list | head -1`: as Unix tools end
         if verbose:
             import traceback
 
@@ -159,7 +163,14 @@ def entry_point() -> int:
     exit_on_signals()
     try:
         configure_threads()
-        return main()
+        try:
+            code = main()
+        except SystemExit as exc:  # --help, --version, usage errors: printed, maybe not sent
+            code = exc.code
+        sys.stdout.flush()  # what is left for a closed pipe fails here, not at shutdown
+        return code
+    except BrokenPipeError:  # its reader has gone (`napari-sam --help | head -1`)
+        return end_quietly()
     except KeyboardInterrupt:  # it landed in main's own clean-up, outside the command
         exit_on_signals()
         print_error("interrupted")
