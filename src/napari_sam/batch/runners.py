@@ -33,10 +33,10 @@ from napari_sam.batch.preview import preview_path, write_preview_for
 from napari_sam.batch.reading import MovieOfVolumes
 from napari_sam.batch.rerun_reason import rerun_reason
 from napari_sam.batch.saved_work import (
+    finished_mark_taken,
     kept_clause,
     mark_finished,
     resume_reason,
-    take_finished_mark,
 )
 from napari_sam.batch.segment_runner import run_segment
 from napari_sam.batch.time_lapse import prompts_at, run_time_lapse
@@ -198,15 +198,15 @@ def run_job(job: Job, ctx: Context, *, wait: bool = False,
             cleanup_tmp(job.output)
             previous, stamp = read_sidecar(job.output), output_stamp(job.output)
             mark_partial(job, ctx)
-            finished = take_finished_mark(work_dir(job)) or finished  # (--keep-work)
-            try:
-                model, loaded = get_model(ctx.model, ctx.device)
-                res.model_loaded = loaded
-                info = run_command(job, ctx, model)
-            except BaseException:  # also Ctrl-C/SIGTERM: no "partial" sidecar without output
-                restore_sidecar(job, previous, stamp)
-                raise
-            take_info(res, info, verdict, earlier, finished)
+            with finished_mark_taken(work_dir(job)) as took:  # (--keep-work)
+                try:
+                    model, loaded = get_model(ctx.model, ctx.device)
+                    res.model_loaded = loaded
+                    info = run_command(job, ctx, model)
+                except BaseException:  # also Ctrl-C/SIGTERM: no "partial" sidecar, no output
+                    restore_sidecar(job, previous, stamp)
+                    raise
+            take_info(res, info, verdict, earlier, took or finished)
             res.status = "done"
             end_work(job, ctx)
     except KeyboardInterrupt:

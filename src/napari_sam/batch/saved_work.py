@@ -18,6 +18,7 @@ compute)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -66,6 +67,47 @@ def take_finished_mark(work: Path) -> bool:
     except OSError:
         pass
     return True
+
+
+def work_records(work: Path) -> dict[str, str]:
+    """The records (:data:`MARKER` files, by path) a job's work folder ``work`` holds now, for
+    :func:`put_back_finished_mark` to tell whether a job emptied and refilled it."""
+    records = {}
+    for path in sorted(work.rglob(MARKER)) if work.is_dir() else ():
+        try:
+            records[str(path)] = path.read_text()
+        except OSError:
+            records[str(path)] = ""
+    return records
+
+
+def put_back_finished_mark(work: Path, records: dict[str, str]) -> None:
+    """After a job that took ``work``'s :data:`FINISHED` mark failed with an error: put the
+    mark back when the folder's records are still ``records`` (:func:`work_records` as the
+    job took the mark), so the slices a finished run kept with ``--keep-work`` are still
+    said as such by a rerun (``reused: ... from a finished run's work folder``), not as an
+    interrupted run's. When the job emptied the folder for other settings (its records
+    changed), what is there is the failed run's, and a rerun resumes it as any run that did
+    not finish. Best effort (only words depend on it)."""
+    if records and work_records(work) != records:
+        return
+    mark_finished(work)
+
+
+@contextlib.contextmanager
+def finished_mark_taken(work: Path):
+    """Take ``work``'s :data:`FINISHED` mark (:func:`take_finished_mark`) while the block
+    runs: yields whether it was there. A block that fails with an error puts it back
+    (:func:`put_back_finished_mark`); one stopped by Ctrl-C or SIGTERM does not (what it
+    added reads as an interrupted run's)."""
+    took = take_finished_mark(work)
+    records = work_records(work) if took else {}
+    try:
+        yield took
+    except Exception:
+        if took:
+            put_back_finished_mark(work, records)
+        raise
 
 
 def auto_work_key(job: Job, ctx: Context, tiling=None) -> dict:
