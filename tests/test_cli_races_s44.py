@@ -1,16 +1,19 @@
 """The batch CLI's races and ends, reviewed (session 44): a standard output closed by its
 reader (``napari-sam models list | head -1``); the ``--keep-work`` mark of a job that
-failed."""
+failed; a ``--workers`` run stopped by Ctrl-C whose worker finished a file after the
+summary was built."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
-from cli_runner import cli, cli_env
+from cli_runner import cli, cli_env, interrupt_in
+from napari_sam import io as nio
 from test_cli_resume_s43 import auto_argv, blob_folder, done_reason
 
 pytestmark = pytest.mark.usefixtures("offline_cli")
@@ -74,3 +77,111 @@ def test_a_failed_job_keeps_the_keep_work_mark(tmp_path, tiny_model, monkeypatch
     reason, _ = done_reason([*argv, "--link-iou", "0.3"], capsys)
     assert reason == ("recomputed: parameters changed: link_iou 0.25 -> 0.3; reused: 8 of 8 "
                       "slices from a finished run's work folder (--keep-work)")
+
+
+#: ``sitecustomize`` (``{flags}``: a folder for its flag files, ``{output}``: the output of
+#: ``b0.tif``). In a worker process, ``auto`` holds once it saved its first slice (its pid in
+#: ``worker.pid``, then ``held``) until the summary is built (``summary``); in the command's
+#: process, closing the local cluster times out at once (as on a loaded machine: its
+#: workers go on), and the process ends only when the worker has written the output or
+#: ended (as a slow interpreter shutdown gives a worker time to finish its file).
+WORKER_FINISHES_AFTER_THE_SUMMARY = """
+import atexit, importlib.abc, importlib.util, os, sys, time
+from pathlib import Path
+FLAGS, OUTPUT = Path(r"{flags}"), Path(r"{output}")
+
+def runs(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return open(f"/proc/{{pid}}/stat").read().rpartition(")")[2].split()[0] != "Z"
+
+def in_a_worker():
+    try:
+        from distributed import get_worker
+        get_worker()
+        return True
+    except Exception:
+        return False
+
+def hold_auto(module):
+    real = module._save_slice
+    def save(*args):
+        real(*args)
+        if in_a_worker() and not (FLAGS / "held").exists():
+            (FLAGS / "worker.pid").write_text(str(os.getpid()))
+            (FLAGS / "held").touch()
+            while not (FLAGS / "summary").exists():
+                time.sleep(0.05)
+    module._save_slice = save
+
+def close_times_out(module):
+    def close(self, *args, **kwargs):
+        raise TimeoutError("closing the cluster timed out")
+    module.LocalCluster.close = close
+
+def late_exit(module):
+    real = module.summary
+    def summary(*args, **kwargs):
+        real(*args, **kwargs)
+        (FLAGS / "summary").touch()
+        atexit.register(wait_for_the_worker)
+    module.summary = summary
+
+def wait_for_the_worker():
+    from napari_sam import io as nio
+    pid = int((FLAGS / "worker.pid").read_text())
+    deadline = time.monotonic() + 120
+    while runs(pid) and time.monotonic() < deadline:
+        if (nio.read_output_metadata(OUTPUT) or {{}}).get("status") == "complete":
+            return
+        time.sleep(0.05)
+
+PATCHES = {{"napari_sam.batch.auto_runner": hold_auto, "distributed.deploy.local": close_times_out,
+           "napari_sam.cli.batch_command": late_exit}}
+
+class Hook(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        patch = PATCHES.pop(name, None)
+        if patch is None:
+            return None
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+        def exec_module(module):
+            run(module)
+            patch(module)
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, Hook())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_worker_never_finishes_a_file_after_the_summary(tmp_path, tiny_model):
+    """``--workers 1``, Ctrl-C while the worker segments ``b0.tif``, and closing the cluster
+    times out (a loaded machine): the summary was built while the worker went on, and it
+    wrote the output before the command ended, which the summary called "not run". Every
+    worker process of the run has ended before the summary is built (waited for, then
+    killed), so the summary is the truth about what the command leaves."""
+    pytest.importorskip("distributed")
+    from napari_sam.batch.distributed import process_runs
+
+    data = blob_folder(tmp_path / "data", n=1, z=8)
+    out, flags, site = tmp_path / "out", tmp_path / "flags", tmp_path / "site"
+    flags.mkdir()
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(WORKER_FINISHES_AFTER_THE_SUMMARY.format(
+        flags=flags, output=out / "b0_labels.tif"))
+    argv = auto_argv(data, out, tiny_model, "--batch-size", "1", "--workers", "1")
+    proc = subprocess.Popen([sys.executable, "-m", "napari_sam.cli", *argv],
+                            env=cli_env(tmp_path, site), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    said = interrupt_in(proc, (flags / "held").exists)
+    assert proc.returncode == 130, said
+    complete = (nio.read_output_metadata(out / "b0_labels.tif") or {}).get("status")
+    row = re.search(r"^  (done|not run) +b0\.tif ", said, re.M)
+    assert row is not None, said
+    assert row.group(1) == ("done" if complete == "complete" else "not run"), said
+    assert not process_runs(int((flags / "worker.pid").read_text()))

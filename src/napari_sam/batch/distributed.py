@@ -237,6 +237,55 @@ def close_quietly(client, cluster, verbose: bool = False) -> None:
             lg.setLevel(level)
 
 
+def worker_pids(cluster) -> list[int]:
+    """The process ids of a local cluster's worker processes now (none for ``None``: a
+    ``--scheduler``'s workers are not this machine's to end)."""
+    pids = []
+    for nanny in list(getattr(cluster, "workers", {}).values()):
+        with contextlib.suppress(Exception):  # (a worker still starting, or gone)
+            if nanny.pid:
+                pids.append(int(nanny.pid))
+    return pids
+
+
+def process_runs(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # (another user's: runs)
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (macOS): as os.kill said
+        return True
+
+
+def end_worker_processes(pids: Iterable[int], until: float) -> None:
+    """Wait until the worker processes ``pids`` (:func:`worker_pids`, taken before the
+    cluster was closed) have ended, up to ``until`` (a ``time.monotonic()`` deadline), then
+    kill those still running and wait for them (a few seconds at most).
+
+    Closing a cluster lets each worker finish the task it runs, then ends it; a close that
+    timed out (a loaded machine) left them running, and a worker that finished a file after
+    the summary was built wrote an output the summary called "not run". Once this returns
+    no worker of this run writes anything: the summary, built after it, is the truth about
+    every output the command leaves."""
+    left = [pid for pid in pids if process_runs(pid)]
+    while left and time.monotonic() < until:
+        time.sleep(0.05)
+        left = [pid for pid in left if process_runs(pid)]
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, getattr(signal, "SIGKILL", signal.SIGTERM))
+    killed = time.monotonic() + 5
+    while left and time.monotonic() < killed:
+        time.sleep(0.05)
+        left = [pid for pid in left if process_runs(pid)]
+
+
 def run_task(task, job: Job, ctx: Context, *args):
     """``task(job, ctx, *args)`` on a worker, with the batch's ``--precision`` for what
     ``"auto"`` means in the worker's thread (the worker's environment is not the client's,
@@ -468,12 +517,15 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
         bar.close()
         with contextlib.suppress(Exception):  # else the scheduler sends the client's own
             client.unsubscribe_topic("all")  # removal to it closed: a CRITICAL traceback
+        pids = worker_pids(cluster)
         close_quietly(client, cluster, ctx.verbose)
         # the locks and "partial" sidecars of tasks killed by the close (a local cluster's
         # workers may take a few seconds to exit: waited for, unless every task returned,
         # so another run's lock costs no wait; a scheduler's workers are not ours)
         stopped = len(results) < len(jobs) and scheduler is None
         until = time.monotonic() + 10 if stopped else None
+        if stopped:  # none writes after this: the summary is the truth at the exit
+            end_worker_processes(pids, until)
         for job in jobs:
             clear_leftovers(job.output, until)
     return [results[i] for i in range(len(jobs))]
