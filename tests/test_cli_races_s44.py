@@ -185,3 +185,48 @@ def test_a_worker_never_finishes_a_file_after_the_summary(tmp_path, tiny_model):
     assert row is not None, said
     assert row.group(1) == ("done" if complete == "complete" else "not run"), said
     assert not process_runs(int((flags / "worker.pid").read_text()))
+
+
+def test_an_interrupted_session_replay_says_what_its_rerun_kept(tmp_path, tiny_model,
+                                                               monkeypatch, capsys):
+    """``segment -p session.json`` stopped by Ctrl-C after 3 of 6 slice embeddings: the
+    rerun read them back from the work folder but said nothing of it (a replay had no resume
+    record); it says what it kept, as a prompts file's rerun does, and its labels are those
+    of an uninterrupted replay."""
+    import numpy as np
+    import tifffile
+
+    from napari_sam import embeddings as E
+    from napari_sam import session as S
+
+    data = blob_folder(tmp_path / "data", n=1, z=6)
+    sess = S.write_session(S.Session(
+        image={"path": str(data / "b0.tif"), "name": "b0", "shape": [6, 64, 64]},
+        model={"name": str(tiny_model), "is_file": True, "precision": "fp32"},
+        operations=[{"op": "commit", "kind": "slice", "slice": 2, "overwrite": False,
+                     "mask_label": 0, "written": [[0, 0]], "ids": [1],
+                     "objects": [{"slice": 2, "points": [[20.0, 20.0]], "labels": [1],
+                                  "key": "points", "candidate": 0, "n_candidates": 3,
+                                  "mask_prompt": False}]}]),
+        tmp_path / "b0.sam-session.json")
+    argv = ["segment", data / "b0.tif", "-o", tmp_path / "out", "-p", sess, "--model",
+            tiny_model, "--batch-size", "1", "--device", "cpu"]
+    real, written = E.StackEmbeddings._write_store, []
+
+    def stop_after_three(self, z, emb, hsh):
+        if len(written) == 3:
+            raise KeyboardInterrupt
+        written.append(z)
+        return real(self, z, emb, hsh)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(E.StackEmbeddings, "_write_store", stop_after_three)
+        assert cli(argv, capsys)[0] == 130
+    reason, head = done_reason(argv, capsys)
+    assert reason == ("resumed: kept 3 of 6 slice embeddings an interrupted run finished, "
+                      "computed the other 3")
+    assert "1 file: 1 done (1 resumed), 0 skipped" in head
+    assert cli([*argv[:3], tmp_path / "once", *argv[4:]], capsys)[0] == 0
+    once = tifffile.imread(tmp_path / "once" / "b0_labels.tif")
+    assert np.array_equal(tifffile.imread(tmp_path / "out" / "b0_labels.tif"), once)
+    assert once.max() == 1

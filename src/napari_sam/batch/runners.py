@@ -262,8 +262,8 @@ def resumed_reason(res: JobResult, record: dict | None) -> None:
     run marked ``"partial"``), from what its runner kept of an interrupted run
     (:func:`~napari_sam.batch.saved_work.resume_reason`: the work folder is the resume record,
     so Ctrl-C, which leaves no sidecar, and SIGKILL, which leaves a partial one, read alike).
-    Without a record (a ``segment`` job reading the user's ``--embeddings`` store, a session
-    replayed) the reason stays as the sidecar gave it."""
+    Without a record (a ``segment`` job reading the user's ``--embeddings`` store) the reason
+    stays as the sidecar gave it."""
     if record is None:
         res.details.pop("resume", None)
         return

@@ -114,7 +114,10 @@ def _say_low_scores(job: Job, ctx: Context, res, window: int) -> None:
 def _replay_session(job: Job, ctx: Context, model, sess) -> dict:
     """``segment --prompts session.json``: replay the session's operations (the GUI's
     commits, in order) on this input; the sidecar says per object what changed from the
-    session's labels, and holds the propagation trace."""
+    session's labels, and holds the propagation trace. Its embeddings are kept in the work
+    folder as a prompts file's are: a rerun after an interrupted replay reads them back and
+    its line says so (``resumed: kept 3 of 6 slice embeddings ...``), its ``"resume"``
+    record (:func:`~napari_sam.batch.saved_work.saved_embeddings`)."""
     from napari_sam import session as S
 
     S.check_replayable(sess)  # before any embedding is computed
@@ -130,6 +133,7 @@ def _replay_session(job: Job, ctx: Context, model, sess) -> dict:
     tiling = S.recorded_tiling(sess)
     emb = stack_embeddings(job, ctx, model, opened, tiling=tiling,
                            contrast_limits=S.recorded_contrast(sess))
+    resume = saved_embeddings(emb, work_dir(job))  # what an interrupted replay computed
 
     def embed(limits):  # operations made under other limits (the contrast changed meanwhile)
         return stack_embeddings(job, ctx, model, opened, tiling=tiling, note=False,
@@ -162,7 +166,7 @@ def _replay_session(job: Job, ctx: Context, model, sess) -> dict:
                 tqdm.write(f"  {job.name}: {line}", file=sys.stderr)
     info = finish_labels(job, ctx, model, opened, res.labels, None, extra)
     opened.stack.release()
-    return info
+    return info if resume is None else {**info, "resume": resume}
 
 
 def _run_differences(sess, predictor, emb=None) -> list[str]:
