@@ -230,3 +230,46 @@ def test_an_interrupted_session_replay_says_what_its_rerun_kept(tmp_path, tiny_m
     once = tifffile.imread(tmp_path / "once" / "b0_labels.tif")
     assert np.array_equal(tifffile.imread(tmp_path / "out" / "b0_labels.tif"), once)
     assert once.max() == 1
+
+
+#: ``sitecustomize``: ``auto`` fails with an error as it propagates (in every process).
+PROPAGATION_FAILS = """
+import importlib.abc, importlib.util, sys
+NAME = "napari_sam.batch.auto_runner"
+class Hook(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != NAME:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+        def exec_module(module):
+            run(module)
+            def fails(*args, **kwargs):
+                raise RuntimeError("the disk went away")
+            module._auto_propagate = fails
+        spec.loader.exec_module = exec_module
+        return spec
+sys.meta_path.insert(0, Hook())
+"""
+
+
+def test_a_failed_blocked_job_keeps_the_keep_work_mark(tmp_path, tiny_model, capsys):
+    """As :func:`test_a_failed_job_keeps_the_keep_work_mark`, the failing run split into
+    blocks on a worker (``--workers 1 --block-slices 4``: the command's process takes the
+    mark before the blocks run, and the final task fails on the worker)."""
+    pytest.importorskip("distributed")
+    data = blob_folder(tmp_path / "data", n=1, z=8)
+    argv = auto_argv(data / "b0.tif", tmp_path / "out", tiny_model, "--batch-size", "1",
+                     "--threads", "1", "--keep-work")
+    assert done_reason(argv, capsys)[0] == ""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(PROPAGATION_FAILS)
+    failed = subprocess.run([sys.executable, "-m", "napari_sam.cli", *argv, "--link-iou", "0.3",
+                             "--workers", "1", "--block-slices", "4"], env=cli_env(tmp_path, site),
+                            capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 1 and "the disk went away" in failed.stdout, failed.stdout
+    reason, _ = done_reason([*argv, "--link-iou", "0.3"], capsys)
+    assert reason == ("recomputed: parameters changed: link_iou 0.25 -> 0.3; reused: 8 of 8 "
+                      "slices from a finished run's work folder (--keep-work)")

@@ -31,7 +31,12 @@ from napari_sam.batch.models import get_model
 from napari_sam.batch.progress import stderr_is_terminal
 from napari_sam.batch.reading import open_image
 from napari_sam.batch.runners import one_line, record_result, run_job
-from napari_sam.batch.saved_work import auto_work_key, take_finished_mark
+from napari_sam.batch.saved_work import (
+    auto_work_key,
+    put_back_finished_mark,
+    take_finished_mark,
+    work_records,
+)
 from napari_sam.batch.scheduler_probe import not_a_scheduler, tcp_host_port
 from napari_sam.words import for_count
 
@@ -468,7 +473,7 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
     bar = tqdm(total=len(jobs), desc="files", unit="file", position=0, dynamic_ncols=True,
                disable=ctx.quiet or not stderr_is_terminal())
     try:
-        futures, names = {}, {}
+        futures, names, kept = {}, {}, {}
         for i, job in enumerate(jobs):
             blocks = []
             n = 0
@@ -485,6 +490,8 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
                     key = auto_work_key(job, ctx)
                     earlier = saved_slices(job, ctx, n, key)  # before the blocks add this run's
                     finished = take_finished_mark(work_dir(job))  # (taken before they add it)
+                    if finished:  # (put back if the job fails: its slices stay that run's)
+                        kept[i] = work_records(work_dir(job))
                     prepare_auto_work(job, ctx, key)
                     store = client.submit(run_task, auto_prepare_task, job, wctx, pure=False)
                     blocks = [client.submit(run_task, auto_block_task, job, wctx, store, s, e,
@@ -512,6 +519,8 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
                 res = JobResult(str(job.input), str(job.output), "failed",
                                 reason=lost_workers_reason(wctx) if killed else
                                 f"task failed on the cluster: {one_line(exc)}")
+            if res.status == "failed" and i in kept:  # (an error: --keep-work's mark back)
+                put_back_finished_mark(work_dir(job), kept[i])
             record_result(results, i, res, bar, on_result)
     finally:
         bar.close()
