@@ -158,6 +158,7 @@ sys.meta_path.insert(0, Hook())
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_worker_never_finishes_a_file_after_the_summary(tmp_path, tiny_model):
     """``--workers 1``, Ctrl-C while the worker segments ``b0.tif``, and closing the cluster
@@ -254,6 +255,7 @@ sys.meta_path.insert(0, Hook())
 """
 
 
+@pytest.mark.slow
 def test_a_failed_blocked_job_keeps_the_keep_work_mark(tmp_path, tiny_model, capsys):
     """As :func:`test_a_failed_job_keeps_the_keep_work_mark`, the failing run split into
     blocks on a worker (``--workers 1 --block-slices 4``: the command's process takes the
