@@ -284,11 +284,13 @@ def test_a_session_file_is_not_replayed_on_a_movie(files, tiny_sam, tmp_path, ca
     assert not (tmp_path / "out" / "movie_labels.tif").exists()
 
 
-def _movie_session(files, model, tmp_path):
+def _movie_session(files, model, tmp_path, channels: bool = False):
     """``(session file, movie file, expected (3, 6, 64, 64) labels)``: a dock's session of a
     movie of three blob stacks, its first commit at time point 0, the other two at 1, none
     at 2, where its labels layer held label 7 before (its base); the expected labels each
-    time point's commits replayed on its volume alone, and that base at 2."""
+    time point's commits replayed on its volume alone, and that base at 2. ``channels``: the
+    movie is TZCYX, the blob stacks its channel 1 (channel 0 flipped and dimmer), the
+    session made with channel 1 picked alone."""
     import dataclasses
 
     import napari_sam as ns
@@ -296,7 +298,9 @@ def _movie_session(files, model, tmp_path):
     from test_session import make_session
 
     volumes = [blob_stack(), blob_stack(seed=1), blob_stack(seed=2)]
-    movie = _write(tmp_path / "movie.tif", np.stack(volumes), "TZYX")
+    movie = _write(tmp_path / "movie.tif", np.stack(volumes), "TZYX") if not channels else (
+        _write(tmp_path / "movie.tif", np.stack([np.stack([v[:, ::-1] / 2, v], axis=1)
+                                                 for v in volumes]), "TZCYX"))
     base = np.zeros((3, 6, 64, 64), np.uint32)
     base[2, 1:3, 5:9, 50:60] = 7
     sess = make_session(files, model)
@@ -306,7 +310,7 @@ def _movie_session(files, model, tmp_path):
         ns.embed(volumes[t], model, device="cpu")).labels for t in (0, 1)] + [base[2]])
     sess = dataclasses.replace(sess, operations=ops, labels=expected, base=base, image={
         "path": str(movie), "name": "movie", "shape": [6, 64, 64], "time_points": 3,
-        "time_axis": 0})
+        "time_axis": 0, **({"channel_axis": 2, "channel": 1} if channels else {})})
     return S.write_session(sess, tmp_path / "m.json"), movie, expected
 
 
@@ -328,3 +332,16 @@ def test_a_movie_session_is_replayed_each_commit_at_its_time_point(files, tiny_s
     said = " ".join(err.split())
     assert rc == 1 and ("m.json is the session of a movie of 3 time points, and t0.tif is "
                         "not a movie; replay it on the movie it was made on") in said, said
+
+
+def test_a_movie_session_made_on_one_channel_replays_on_that_channel(files, tiny_sam,
+                                                                     tmp_path, capsys):
+    """A dock's session of a TZCYX movie with channel 1 picked, replayed without --channel:
+    each time point on channel 1 (as the dock segmented it), put together into the movie's
+    labels (was: every time point replayed, then 'FAILED movie.tif: The data has 2
+    channels ... Pick one channel', no labels written)."""
+    session, movie, expected = _movie_session(files, tiny_sam, tmp_path, channels=True)
+    rc, _, err = cli(["segment", movie, "--prompts", session, "-o", tmp_path / "out",
+                      "--model", files["model"], "--device", "cpu"], capsys)
+    assert rc == 0, err
+    np.testing.assert_array_equal(_labels(tmp_path / "out" / "movie_labels.tif"), expected)

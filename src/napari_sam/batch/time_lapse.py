@@ -103,6 +103,17 @@ def refuse_other_session(session, name: str, n: int) -> None:
         "movie with a prompts file with a 't' column")
 
 
+def session_channel(ctx: Context, session) -> Context:
+    """``ctx`` reading the channel the ``session``'s dock segmented alone (its
+    ``image.channel``) where no ``--channel`` is given, as each time point's replay reads it
+    (:func:`~napari_sam.batch.reading.open_session_image`): the movie's label file is put
+    together from the same reading (a TZCYX movie was refused there: "Pick one channel")."""
+    channel = None if session is None else session.image.get("channel")
+    if ctx.channel is None and isinstance(channel, int) and not isinstance(channel, bool):
+        return dataclasses.replace(ctx, channel=channel)
+    return ctx
+
+
 def time_point_job(job: Job, ctx: Context, t: int, n: int) -> tuple[Job, Context]:
     """The job and context of time point ``t`` of ``n``: its label file in the work folder,
     its own prompts, its time point in the signature; no preview, no user's embedding store
@@ -126,7 +137,9 @@ def run_time_lapse(job: Job, ctx: Context, model, runner: Callable[[Job, Context
     the last what it kept of an interrupted run or why it discarded it (a record of
     :mod:`napari_sam.batch.saved_work` counting time points; the input replaced since: its
     finished time points discarded, said, not "resumed")."""
-    refuse_other_session(getattr(job.prompts, "session", None), job.input.name, n)
+    session = getattr(job.prompts, "session", None)
+    refuse_other_session(session, job.input.name, n)
+    ctx = session_channel(ctx, session)  # (the movie's labels are read as its time points)
     kept, ran = [], 0
     record = {"unit": "time point", "of": n, "kept": 0, "discarded": None}
     why, dropped = "", 0  # what changed since an interrupted run; its time points thrown away
