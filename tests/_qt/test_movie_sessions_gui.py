@@ -158,3 +158,38 @@ def test_a_session_of_another_kind_of_image_is_refused(make_widget, tmp_path, ma
     assert [ly.name for ly in viewer.layers if isinstance(ly, Labels)] == [
         "SAM current object"]  # (the preview's): no labels loaded
     assert widget.controller.target_layer is None
+
+
+def test_loading_a_movie_session_keeps_the_prompts_drawn_at_another_time_point(
+        make_widget, tiny_predictor, tmp_path):
+    """Load session refuses a session with prompts of its own while the image holds
+    uncommitted prompts: a movie's at a time point not shown count too (they were replaced
+    by the session's without a word: the point at t=3 was gone)."""
+    movie = blob_movie(T)
+    viewer, widget = make_widget(movie, name="movie")
+    use_predictor(widget, tiny_predictor)
+    _commit_at(viewer, widget, 0, 3, 20)
+    viewer.dims.set_current_step(0, 1)
+    widget.wait()
+    canvas_click(viewer, 44, 44)  # uncommitted, saved with the session
+    widget.wait()
+    path = widget.controller.save_session(tmp_path / "s.json")
+
+    other, w2 = make_widget(movie, name="movie")
+    use_predictor(w2, tiny_predictor)
+    other.dims.set_current_step(0, 3)
+    w2.wait()
+    other.layers.selection.active = w2.controller.points_layer
+    canvas_click(other, 20, 20)  # the user's own prompt at t=3
+    w2.wait()
+    other.dims.set_current_step(0, 0)  # then looks at t=0
+    w2.wait()
+    mine = np.asarray(w2.controller.points_layer.data).tolist()
+    with pytest.raises(UserError) as err:
+        w2.controller.load_session(path)
+    assert str(err.value) == (
+        "Not loaded: s.json has uncommitted prompts of its own, and those on the image now (at "
+        "time point 3: move the time slider there to see it) would be lost: commit them "
+        "(Shift+C) or clear them (Shift+X), then load the session."), str(err.value)
+    assert np.asarray(w2.controller.points_layer.data).tolist() == mine
+    assert w2.controller.target_layer is None

@@ -161,6 +161,22 @@ class MovieSessions:
             out["box_times"] += [int(t)] * len(b)
         return out
 
+    def prompts_held(self) -> tuple[int, str]:
+        """How many uncommitted prompts the image holds (a movie's: of every time point, not
+        only those of the time point shown) and, for a movie's at other time points, where:
+        ``" (at time point 3: move the time slider there to see it)"``; ``""`` else."""
+        pts, _, boxes, times, box_times = self.shelf_prompts()
+        n = len(pts) + len(boxes)
+        if not self.is_movie() or not n:
+            return n, ""
+        other = sorted({*np.asarray(times).tolist(), *np.asarray(box_times).tolist()}
+                       - {self.source.time_point})
+        if not other:
+            return n, ""
+        many = len(other) > 1
+        return n, (f" (at time point{'s' if many else ''} {', '.join(map(str, other))}: move "
+                   f"the time slider there to see {'them' if many else 'it'})")
+
     def pending_times(self, pending: dict) -> dict:
         """The time points to restore a session's pending prompts at: its ``times`` and
         ``box_times`` (a movie's); ``{}`` otherwise."""

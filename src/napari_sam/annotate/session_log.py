@@ -506,11 +506,11 @@ class SessionLog(SessionPlaces, LiveSessionFiles, MovieSessions):
         pending = sess.pending or {}
         mine = self.prompt_arrays()
         own = same_prompts(self._pending_prompts(), pending)  # loaded twice: nothing lost
-        if (pending.get("points") or pending.get("boxes")) and len(mine[0]) + len(mine[2]) and (
-                not own):
+        held, where = self.prompts_held()  # (a movie's: of every time point)
+        if (pending.get("points") or pending.get("boxes")) and held and not own:
             raise UserError(
                 f"Not loaded: {Path(path).name} has uncommitted prompts of its own, and those "
-                "on the image now would be lost: commit them (Shift+C) or clear them "
+                f"on the image now{where} would be lost: commit them (Shift+C) or clear them "
                 "(Shift+X), then load the session.")
         differs = S.image_differences(sess, content_hash=self._hash(), name=self.image_name(),
                                       what=f"'{self.image_name()}'",
