@@ -310,7 +310,8 @@ def _movie_session(files, model, tmp_path, channels: bool = False):
         ns.embed(volumes[t], model, device="cpu")).labels for t in (0, 1)] + [base[2]])
     sess = dataclasses.replace(sess, operations=ops, labels=expected, base=base, image={
         "path": str(movie), "name": "movie", "shape": [6, 64, 64], "time_points": 3,
-        "time_axis": 0, **({"channel_axis": 2, "channel": 1} if channels else {})})
+        "time_axis": 0, "hash": S.image_hash(np.concatenate(volumes)),  # (the dock's)
+        **({"channel_axis": 2, "channel": 1} if channels else {})})
     return S.write_session(sess, tmp_path / "m.json"), movie, expected
 
 
@@ -344,4 +345,35 @@ def test_a_movie_session_made_on_one_channel_replays_on_that_channel(files, tiny
     rc, _, err = cli(["segment", movie, "--prompts", session, "-o", tmp_path / "out",
                       "--model", files["model"], "--device", "cpu"], capsys)
     assert rc == 0, err
+    np.testing.assert_array_equal(_labels(tmp_path / "out" / "movie_labels.tif"), expected)
+
+
+def test_a_movie_session_corrected_by_hand_is_said_so_not_another_image(files, tiny_sam,
+                                                                        tmp_path, capsys):
+    """A movie's session whose labels at time point 1 were corrected with the brush, replayed
+    on its movie with its model: the changed object is put down to painting (was: '(replayed
+    with another image; the model seeing contrast limits ... (the session's: ...)': each time
+    point's hash was compared with the whole movie's, and its limits with those of the time
+    point shown when the session was saved)."""
+    import dataclasses
+
+    import napari_sam as ns
+    from napari_sam import session as S
+
+    path, movie, expected = _movie_session(files, tiny_sam, tmp_path)
+    sess = S.read_session(path)
+    painted = np.array(sess.labels, copy=True)
+    z, r, c = np.argwhere(painted[1] == 1)[0]
+    painted[1, z, r:r + 2, c:c + 2] = 0  # erased by hand
+    S.write_session(dataclasses.replace(
+        sess, labels=painted, model={**sess.model, "id": ns.load_model(files["model"]).model_id},
+        image={**sess.image, "embedding_contrast_limits": [1.0, 2.0]}), path)
+    rc, _, err = cli(["segment", movie, "--prompts", path, "-o", tmp_path / "out",
+                      "--model", files["model"], "--device", "cpu"], capsys)
+    said = " ".join(err.split())
+    assert rc == 0, err
+    assert "movie.tif (t=1 of 3): object 1: changed" in said, said
+    assert ("(the same image, model, device and precision: a changed object is most likely one "
+            "corrected by hand") in said, said
+    assert "another image" not in said and "contrast limits" not in said, said
     np.testing.assert_array_equal(_labels(tmp_path / "out" / "movie_labels.tif"), expected)

@@ -146,7 +146,9 @@ def _replay_session(job: Job, ctx: Context, model, sess) -> dict:
         bar.close()
     extra: dict[str, Any] = {"session": str(sess.path), "trace": res.trace,
                              "replay_notes": res.notes}
-    same_image = S.image_hash(opened.stack) == sess.image.get("hash")
+    same_image = getattr(job.prompts, "same_image", None)  # (a movie's time point: its hash)
+    if same_image is None:
+        same_image = S.image_hash(opened.stack) == sess.image.get("hash")
     same_model = getattr(model, "model_id", None) == sess.model.get("id")
     extra["replay"] = {"same_image": same_image, "same_model": same_model}
     if sess.labels is not None:

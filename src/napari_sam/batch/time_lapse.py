@@ -61,10 +61,53 @@ class SessionAt(dict):
     """The prompts of one time point of a movie's session (``{object id: [prompt, ...]}``:
     what the time point's signature holds); ``session`` is that time point's session to
     replay (:func:`session_at`); ``base``, at a time point without commits, the labels the
-    session's labels layer held there before its first commit (None: none)."""
+    session's labels layer held there before its first commit (None: none); ``same_image``,
+    whether the movie replayed is the one the session was made on (:func:`movie_hash`; its
+    ``image.hash`` is the whole movie's, never one time point's; None: not known)."""
 
     session = None
     base = None
+    same_image = None
+
+
+class MovieSlices:
+    """Read-only ``[i] -> (Y, X[, C])`` of the T * Z slices of a movie input, slice ``z`` of
+    time point ``t`` at ``t * Z + z`` (as the dock's
+    :class:`~napari_sam.annotate.movie_sessions.MovieFrames`), each time point opened once
+    when first read; :meth:`release` closes them."""
+
+    def __init__(self, job: Job, ctx: Context, n: int):
+        self._job, self._ctx, self._open = job, ctx, {}
+        first = self._stack(0)
+        self._z = int(first.shape[0])
+        self.shape, self.dtype = (n * self._z, *first.shape[1:]), first.dtype
+
+    def _stack(self, t: int):
+        if t not in self._open:
+            self._open[t] = open_image(self._job.input, dataclasses.replace(
+                self._ctx, time_point=t), check=False).stack
+        return self._open[t]
+
+    def __getitem__(self, i) -> np.ndarray:
+        t, z = divmod(int(i), self._z)
+        return np.asarray(self._stack(t)[z])
+
+    def release(self) -> None:
+        for stack in self._open.values():
+            stack.release()
+
+
+def movie_hash(job: Job, ctx: Context, n: int) -> str:
+    """:func:`napari_sam.session.image_hash` of the movie ``job.input`` of ``n`` time points
+    as the dock hashes a movie (:class:`MovieSlices`: up to 16 slices read): what a movie's
+    session records as its ``image.hash``."""
+    from napari_sam import session as S
+
+    slices = MovieSlices(job, ctx, n)
+    try:
+        return S.image_hash(slices)
+    finally:
+        slices.release()
 
 
 def session_at(session, t: int) -> SessionAt:
@@ -80,7 +123,8 @@ def session_at(session, t: int) -> SessionAt:
         out.base = None if session.base is None or not session.base[t].any() else (
             session.base[t])
         return out
-    image = {k: v for k, v in session.image.items() if k not in ("time_points", "time_axis")}
+    image = {k: v for k, v in session.image.items()  # (the limits: the time point shown's)
+             if k not in ("time_points", "time_axis", "embedding_contrast_limits")}
     out.session = dataclasses.replace(
         session, image=image, operations=ops,
         labels=None if session.labels is None else session.labels[t],
@@ -114,13 +158,17 @@ def session_channel(ctx: Context, session) -> Context:
     return ctx
 
 
-def time_point_job(job: Job, ctx: Context, t: int, n: int) -> tuple[Job, Context]:
+def time_point_job(job: Job, ctx: Context, t: int, n: int, same_image: bool | None = None
+                   ) -> tuple[Job, Context]:
     """The job and context of time point ``t`` of ``n``: its label file in the work folder,
-    its own prompts, its time point in the signature; no preview, no user's embedding store
-    (made for a whole file), TIFF output."""
+    its own prompts (a session's: ``same_image``, whether the movie is the session's,
+    :attr:`SessionAt.same_image`), its time point in the signature; no preview, no user's
+    embedding store (made for a whole file), TIFF output."""
     folder = work_dir(job) / "time_points"
     session = getattr(job.prompts, "session", None)
     prompts = prompts_at(job.prompts, t) if session is None else session_at(session, t)
+    if session is not None:
+        prompts.same_image = same_image
     sub = Job(job.input, folder / f"t{t:06d}_labels.tif", prompts,
               job.subfolder, part=f"t={t} of {n}")
     sub_ctx = dataclasses.replace(ctx, time_point=t, preview=False, embeddings_dir=None,
@@ -140,11 +188,12 @@ def run_time_lapse(job: Job, ctx: Context, model, runner: Callable[[Job, Context
     session = getattr(job.prompts, "session", None)
     refuse_other_session(session, job.input.name, n)
     ctx = session_channel(ctx, session)  # (the movie's labels are read as its time points)
+    same = None if session is None else movie_hash(job, ctx, n) == session.image.get("hash")
     kept, ran = [], 0
     record = {"unit": "time point", "of": n, "kept": 0, "discarded": None}
     why, dropped = "", 0  # what changed since an interrupted run; its time points thrown away
     for t in range(n):
-        sub, sub_ctx = time_point_job(job, ctx, t, n)
+        sub, sub_ctx = time_point_job(job, ctx, t, n, same)
         if sub.prompts is not None and not sub.prompts:
             record["unprompted"] = record.get("unprompted", 0) + 1
             continue  # segment: no prompt at this time point, its labels stay 0
