@@ -4,8 +4,9 @@ a session file records of one, and the refusal of a session made on another kind
 The dock segments the volume at the time point the time slider shows
 (:class:`~napari_sam.annotate.image_source.ImageSource` with a ``time_axis``), but a session
 belongs to the whole movie: its ``image`` record has the movie's ``time_points`` (T) and
-``time_axis``, its content hash samples slices of every time point (:class:`MovieFrames`),
-each operation records the ``time_point`` it was committed at, its labels and base are the
+``time_axis``, its content hash samples the slices of all its time points (up to 16 of
+the T * Z, :class:`MovieFrames`), each operation records the ``time_point`` it was
+committed at, its labels and base are the
 (T, Z, Y, X) labels of every time point, and its pending prompts those of every time
 point (with their ``times`` and ``box_times``). Loading one restores the labels of every
 time point at once (the time slider stays where it is); a session of a volume is not loaded
