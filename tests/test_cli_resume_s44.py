@@ -218,3 +218,33 @@ def test_a_tiled_run_interrupted_before_the_upgrade_keeps_its_slices(tmp_path, t
                       "other 2")
     after = {p.name: p.stat().st_mtime_ns for p in work.glob("z*.npz")}
     assert len(after) == 5 and {k: after[k] for k in before} == before
+
+
+def test_unlockable_output_folders_of_a_script_are_named_each(tmp_path, monkeypatch):
+    """``run_jobs`` from a script with outputs in ``a/x`` and ``b/y`` of one file system that
+    cannot lock: the note named the folder above them all with ``os.path.commonpath``: ''
+    for relative folders, '/' for absolute ones, and a ValueError after every job had run
+    for a mix of the two. Each folder is named where only the root is above them all;
+    nested folders are named by the folder above them."""
+    from napari_sam.batch.context import JobResult
+    from napari_sam.batch.run import unlockable_folders
+
+    monkeypatch.chdir(tmp_path)
+    for sub in ("a/x", "b/y", "out/p", "out/q"):
+        (tmp_path / sub).mkdir(parents=True)
+
+    def results(*folders):
+        out = []
+        for f in folders:
+            res = JobResult("in.tif", f"{f}/o.tif", "done")
+            res.details["unlockable"] = (f, "no locks")
+            out.append(res)
+        return out
+
+    absolute = str(tmp_path / "b" / "y")
+    assert unlockable_folders(results("a/x", "b/y")) == [("a/x, b/y", "no locks")]
+    assert unlockable_folders(results("a/x", absolute)) == [(str(tmp_path), "no locks")]
+    assert unlockable_folders(results("out/p", "out/q", "out/p")) == [("out", "no locks")]
+    monkeypatch.setattr("os.stat", lambda *a, **k: type("St", (), {"st_dev": 1})())
+    assert unlockable_folders(results(absolute, "/elsewhere/z")) == [
+        (f"{absolute}, /elsewhere/z", "no locks")]

@@ -92,8 +92,21 @@ def unlockable_folders(results: Sequence[JobResult]) -> list[tuple[str, str]]:
         except OSError:  # (gone since) as a file system of its own
             system = folder
         systems.setdefault(system, ([], why))[0].append(folder)
-    return [(os.path.commonpath(folders) if len(set(folders)) > 1 else folders[0], why)
-            for folders, why in systems.values()]
+    return [(_folders_named(folders), why) for folders, why in systems.values()]
+
+
+def _folders_named(folders: list[str]) -> str:
+    """The folder above all of ``folders`` (one file system's output folders), or, where
+    only the root is above them all (``a/x`` and ``b/y`` of a script's jobs), each named."""
+    unique = list(dict.fromkeys(folders))
+    if len(unique) == 1:
+        return unique[0]
+    kinds = {os.path.isabs(f) for f in unique}
+    common = os.path.commonpath(unique if len(kinds) == 1 else
+                                [os.path.abspath(f) for f in unique])
+    if common in ("", os.path.dirname(common)):  # "" or the root: nothing above them all
+        return ", ".join(unique)
+    return common
 
 
 def _run_serial(jobs, ctx, on_result, on_wait=None) -> list[JobResult]:
