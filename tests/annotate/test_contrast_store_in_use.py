@@ -147,3 +147,35 @@ def test_on_a_file_system_that_cannot_lock_a_store_is_kept_while_held_then_delet
     assert sorted(p.name for p in tmp_path.glob(".*in-use*")) == sorted(
         tagged_path(tmp_path / f"emb.contrast-0-{hi}.zarr", "in-use").name
         for hi in (110, 120, 130))  # this process's holds alone
+
+
+def _no_locks_here(monkeypatch):
+    """``flock`` of this process fails as on a file system that cannot lock (ENOLCK)."""
+    import errno
+    import fcntl
+    import os
+
+    def flock(fd, how):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+
+
+def test_a_store_a_process_that_can_lock_holds_is_kept_by_one_that_cannot(
+        session, tmp_path, monkeypatch):
+    """One NFS folder, two hosts: one's lock daemon runs (its napari holds the store with a
+    shared ``flock`` on ``.<store>.in-use``), the other's does not (``flock``: ENOLCK). The
+    second removed the first's marker and deleted the store it was using."""
+    s = session
+    s.set_store(str(tmp_path / "emb.zarr"))
+    store = tmp_path / "emb.contrast-0-60.zarr"
+    s.set_model_contrast((0, 60))
+    s.compute_embeddings([3])
+    marker = tmp_path / ".emb.contrast-0-60.zarr.in-use"
+    with another_process_holds(store):  # (it can lock)
+        _no_locks_here(monkeypatch)
+        for hi in (70, 80, 90):
+            s.set_model_contrast((0, hi))
+        assert is_embedding_store(store) and marker.exists()  # before: both gone
+        s.set_model_contrast((0, 60))  # held again here (own marker): theirs left
+        assert marker.exists()

@@ -25,7 +25,9 @@ it writes a marker of its own instead (``.<store>.in-use-HOST-PID-NS``,
 :func:`~napari_sam.io.dead_temporaries.tagged_path`), removed when it lets go: the store is
 deleted once no other process's marker is left, one of this host counting until its process
 runs no more, another host's until unwritten for a day (before, every store there counted as
-in use for good, and none was ever deleted). The user's store (the stack's percentiles), stores
+in use for good, and none was ever deleted). A ``.<store>.in-use`` marker such a process finds
+there is left, and the store kept: a process of another host that can lock the file system
+may hold it. The user's store (the stack's percentiles), stores
 left by earlier sessions or other docks, and folders holding anything else are never deleted.
 
 A job (an embedding, a propagation) holds the store it embeds into from its start until it
@@ -47,7 +49,7 @@ from pathlib import Path
 
 from napari_sam.io.dead_temporaries import remove_dead, tagged_path
 
-from .file_locks import lock_flag, lock_is_held, open_locked
+from .file_locks import lock_flag, open_locked
 
 __all__ = ["KEEP_CONTRAST_STORES", "ContrastStores", "StoreHold", "held_while", "in_use_marker",
            "store_in_use"]
@@ -73,6 +75,19 @@ def _unlink_and_close(handle, marker: Path) -> None:
         os.unlink(marker)
     with contextlib.suppress(OSError):
         handle.close()
+
+
+def _close_unlockable(handle, marker: Path, existed: bool) -> None:
+    """Close ``handle`` of the shared marker ``marker``, opened where ``flock`` cannot lock
+    for this process, and remove it when this process made it (``existed`` False). One that
+    was there is left: a process of another host that can lock this file system (its lock
+    daemon runs there) may hold its lock (before, it was removed and the store that process
+    used was deleted)."""
+    if existed:
+        with contextlib.suppress(OSError):
+            handle.close()
+    else:
+        _unlink_and_close(handle, marker)
 
 
 def _let_go(key: str, handle) -> None:
@@ -107,14 +122,14 @@ class StoreHold:
     def __init__(self, store):
         self.key = str(Path(store).absolute())
         with _GUARD:
-            unlockable = []
-            handle = open_locked(in_use_marker(self.key), lock_flag("LOCK_SH"),
-                                 unlockable=unlockable.append)
+            marker = in_use_marker(self.key)
+            existed, unlockable = os.path.lexists(marker), []
+            handle = open_locked(marker, lock_flag("LOCK_SH"), unlockable=unlockable.append)
             if unlockable:  # (open, not locked): this process's own marker says it instead
-                _unlink_and_close(handle, in_use_marker(self.key))
-                handle = None
                 with contextlib.suppress(OSError):
                     _own_marker(self.key).write_text(f"{os.getpid()}\n", encoding="utf-8")
+                _close_unlockable(handle, marker, existed)
+                handle = None
             _IN_USE[self.key] = _IN_USE.get(self.key, 0) + 1
         self._finalizer = weakref.finalize(self, _let_go, self.key, handle or None)
 
@@ -145,7 +160,7 @@ def store_in_use(store) -> bool:
     with _GUARD:
         if _IN_USE.get(key):
             return True
-        return _held_elsewhere(in_use_marker(key), key) or _marked_elsewhere(key)
+        return _held_elsewhere(in_use_marker(key)) or _marked_elsewhere(key)
 
 
 def _open_existing(marker: Path):
@@ -180,7 +195,7 @@ def _marked_elsewhere(key: str) -> bool:
         return True
 
 
-def _held_elsewhere(marker: Path, key: str) -> bool:
+def _held_elsewhere(marker: Path) -> bool:
     """Whether another process holds the ``flock`` of the marker file ``marker``: its
     exclusive ``flock`` tried without waiting (holders share it), on the file there, which is
     never made (before: an empty marker was left beside every store looked at). A marker
@@ -196,9 +211,9 @@ def _held_elsewhere(marker: Path, key: str) -> bool:
             return False
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            handle.close()
-            return True if lock_is_held(exc) else _marked_elsewhere(key)
+        except OSError:  # held, or a file system that cannot lock for this process: a
+            handle.close()  # process that can (another host's) may hold it
+            return True
         try:
             same = os.path.samestat(os.fstat(handle.fileno()), os.stat(marker))
         except OSError:  # removed meanwhile by its last holder
@@ -259,11 +274,13 @@ class ContrastStores:
         with _GUARD:
             if _IN_USE.get(key):
                 return False
-            unlockable = []
+            existed, unlockable = os.path.lexists(marker), []
             handle = open_locked(marker, lock_flag("LOCK_EX") | lock_flag("LOCK_NB"),
                                  unlockable=unlockable.append)
             if unlockable:  # (open, not locked): whether another process holds it is
-                _unlink_and_close(handle, marker)  # told by the markers left alone
+                _close_unlockable(handle, marker, existed)  # told by the markers alone
+                if existed:  # a process that can lock this file system may hold it
+                    return False
                 handle = None
             if handle is False or _marked_elsewhere(key):
                 if handle:
