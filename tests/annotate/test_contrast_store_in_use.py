@@ -20,11 +20,12 @@ _NO_LOCKS = ("import errno, fcntl, os\n"
 
 
 @contextlib.contextmanager
-def another_process_holds(store, unlockable: bool = False):
+def another_process_holds(store, unlockable: bool = False, setup: str = ""):
     """A Python process whose session holds the contrast store ``store`` (its
     ``ContrastStores.use``) while the block runs; then it ends (its input closed).
-    ``unlockable``: its ``flock`` fails as on a file system that cannot lock."""
-    code = ((_NO_LOCKS if unlockable else "")
+    ``unlockable``: its ``flock`` fails as on a file system that cannot lock; ``setup``:
+    code it runs first."""
+    code = ((_NO_LOCKS if unlockable else "") + setup
             + "import sys; from napari_sam.annotate.contrast_stores import ContrastStores; "
             f"c = ContrastStores(); c.use({str(store)!r}); print('held', flush=True); "
             "sys.stdin.read()")
@@ -179,3 +180,30 @@ def test_a_store_a_process_that_can_lock_holds_is_kept_by_one_that_cannot(
         assert is_embedding_store(store) and marker.exists()  # before: both gone
         s.set_model_contrast((0, 60))  # held again here (own marker): theirs left
         assert marker.exists()
+
+
+def test_on_a_file_system_that_cannot_lock_another_hosts_store_held_over_a_day_is_kept(
+        session, tmp_path, monkeypatch):
+    """A marker of another host counts as left by a process that ended once unwritten for a
+    day; a napari holding a store that long (left open overnight) never rewrote its marker,
+    and the store was deleted under it. Holders now rewrite their markers."""
+    import os
+    import time
+
+    _no_locks_here(monkeypatch)
+    s = session
+    s.set_store(str(tmp_path / "emb.zarr"))
+    store = tmp_path / "emb.contrast-0-60.zarr"
+    s.set_model_contrast((0, 60))
+    s.compute_embeddings([3])
+    setup = ("import socket; socket.gethostname = lambda: 'otherhost'\n"
+             "import napari_sam.annotate.contrast_stores as cs; cs.MARKER_REFRESH = 0.1\n")
+    with another_process_holds(store, unlockable=True, setup=setup):
+        (theirs,) = tmp_path.glob(".emb.contrast-0-60.zarr.in-use-otherhost-*")
+        day_ago = time.time() - 25 * 3600  # as it is after a day held: rewritten soon
+        os.utime(theirs, (day_ago, day_ago))
+        time.sleep(1.0)
+        for hi in (70, 80, 90):
+            s.set_model_contrast((0, hi))
+        assert is_embedding_store(store) and theirs.exists()  # before: both deleted
+    assert not theirs.exists()  # let go when it ended

@@ -24,7 +24,8 @@ lock daemon), where whether another process holds a store cannot be told, each p
 it writes a marker of its own instead (``.<store>.in-use-HOST-PID-NS``,
 :func:`~napari_sam.io.dead_temporaries.tagged_path`), removed when it lets go: the store is
 deleted once no other process's marker is left, one of this host counting until its process
-runs no more, another host's until unwritten for a day (before, every store there counted as
+runs no more, another host's until unwritten for a day (each holder rewrites its markers
+every :data:`MARKER_REFRESH` seconds) (before, every store there counted as
 in use for good, and none was ever deleted). A ``.<store>.in-use`` marker such a process finds
 there is left, and the store kept: a process of another host that can lock the file system
 may hold it. The user's store (the stack's percentiles), stores
@@ -43,6 +44,7 @@ import glob
 import os
 import shutil
 import threading
+import time
 import weakref
 from collections.abc import Generator
 from pathlib import Path
@@ -51,14 +53,22 @@ from napari_sam.io.dead_temporaries import remove_dead, tagged_path
 
 from .file_locks import lock_flag, open_locked
 
-__all__ = ["KEEP_CONTRAST_STORES", "ContrastStores", "StoreHold", "held_while", "in_use_marker",
-           "store_in_use"]
+__all__ = ["KEEP_CONTRAST_STORES", "MARKER_REFRESH", "ContrastStores", "StoreHold", "held_while",
+           "in_use_marker", "store_in_use"]
 
 #: contrast stores kept: those of the most recent contrasts, the one in use among them
 KEEP_CONTRAST_STORES = 3
 
 _GUARD = threading.RLock()  # (re-entrant: a hold garbage-collected while it is held)
 _IN_USE: dict[str, int] = {}  # absolute store -> holds of this process's sessions
+_MARKED: set[str] = set()  # stores this process holds by a marker of its own (no locks)
+_REFRESHER: list[threading.Thread] = []  # the thread rewriting those markers, while any
+
+#: Seconds between rewrites of this process's own markers (a file system that cannot lock):
+#: another host counts a marker unwritten for
+#: :data:`~napari_sam.io.dead_temporaries.FOREIGN_TEMPORARY_AGE` (a day) as left by a
+#: process that ended (before, a store held longer than that was deleted under it).
+MARKER_REFRESH = 3600.0
 
 
 def in_use_marker(store) -> Path:
@@ -75,6 +85,37 @@ def _unlink_and_close(handle, marker: Path) -> None:
         os.unlink(marker)
     with contextlib.suppress(OSError):
         handle.close()
+
+
+def _write_own_marker(key: str) -> None:
+    """Write (or rewrite: its time is now) this process's marker of the store ``key``."""
+    with contextlib.suppress(OSError):
+        _own_marker(key).write_text(f"{os.getpid()}\n", encoding="utf-8")
+
+
+def _mark(key: str) -> None:
+    """Hold the store ``key`` by this process's own marker: written now, and again every
+    :data:`MARKER_REFRESH` seconds while it is held (a thread, ended once none is)."""
+    with _GUARD:
+        _write_own_marker(key)
+        _MARKED.add(key)
+        if not _REFRESHER:
+            _REFRESHER.append(threading.Thread(target=_refresh_markers, daemon=True,
+                                               name="napari-sam contrast store markers"))
+            _REFRESHER[0].start()
+
+
+def _refresh_markers() -> None:
+    """Rewrite this process's markers every :data:`MARKER_REFRESH` seconds (one removed
+    meanwhile is made again) until none is held."""
+    while True:
+        time.sleep(MARKER_REFRESH)
+        with _GUARD:
+            if not _MARKED:
+                _REFRESHER.clear()
+                return
+            for key in _MARKED:
+                _write_own_marker(key)
 
 
 def _close_unlockable(handle, marker: Path, existed: bool) -> None:
@@ -100,6 +141,7 @@ def _let_go(key: str, handle) -> None:
             _IN_USE[key] = left
         else:
             _IN_USE.pop(key, None)
+            _MARKED.discard(key)
             with contextlib.suppress(OSError):
                 _own_marker(key).unlink(missing_ok=True)
         if handle is None:
@@ -126,8 +168,7 @@ class StoreHold:
             existed, unlockable = os.path.lexists(marker), []
             handle = open_locked(marker, lock_flag("LOCK_SH"), unlockable=unlockable.append)
             if unlockable:  # (open, not locked): this process's own marker says it instead
-                with contextlib.suppress(OSError):
-                    _own_marker(self.key).write_text(f"{os.getpid()}\n", encoding="utf-8")
+                _mark(self.key)
                 _close_unlockable(handle, marker, existed)
                 handle = None
             _IN_USE[self.key] = _IN_USE.get(self.key, 0) + 1
