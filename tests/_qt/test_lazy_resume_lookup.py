@@ -58,3 +58,54 @@ def test_a_lazy_image_is_hashed_off_the_ui_thread_and_its_session_resumed(
     sess = w2._on_resume()
     assert len(sess.operations) == 1
     assert np.array_equal(np.asarray(w2.controller.target_layer.data), committed)
+
+
+class _FailingReads(_RecordedReads):
+    """Reads off the UI thread wait for ``gate``, then fail as a remote store gone away."""
+
+    def __init__(self, pixels: np.ndarray, ui: int):
+        super().__init__(pixels)
+        self.ui, self.gate = ui, threading.Event()
+
+    def __getitem__(self, key):
+        if threading.get_ident() != self.ui:
+            assert self.gate.wait(60)
+            raise OSError("the remote store did not answer")
+        return super().__getitem__(key)
+
+
+def test_a_failed_look_up_names_the_image_it_read_after_another_was_picked(
+        make_napari_viewer, qtbot, notifications, monkeypatch):
+    """The warning of a look-up whose read failed named the image picked by then (another
+    one: 'Could not read 'plain' ...' for a failure of 'cells'); nothing is said once the
+    dock is closed."""
+    import dask
+    import dask.array as da
+
+    from napari_sam.annotate.memory_sessions import memory_sessions_folder
+
+    monkeypatch.setitem(dask.config.config, "scheduler", "synchronous")  # reads: the caller's
+
+    memory_sessions_folder().mkdir(parents=True, exist_ok=True)  # (an autosave was made)
+    viewer = make_napari_viewer()
+    viewer.add_image(blob_stack(), name="plain")
+    reads = _FailingReads(blob_stack(), threading.get_ident())
+    viewer.add_image(da.from_array(reads, chunks=(1, 64, 64)), name="cells")
+    _dock, widget = open_from_menu(viewer)  # picks 'cells': its look-up reads (held)
+    assert widget._image.currentData() == "cells"
+    widget._image.setCurrentIndex(widget._image.findData("plain"))
+    assert widget.controller.image_name() == "plain"
+    reads.gate.set()
+    qtbot.waitUntil(lambda: any("Could not read" in m for _, m in notifications),
+                    timeout=30_000)
+    (said,) = [m for _, m in notifications if "Could not read" in m]
+    assert said.startswith("Could not read 'cells' to look for its autosaved session (the "
+                           "remote store did not answer): pick the image again to retry."), said
+
+    reads = _FailingReads(blob_stack(), threading.get_ident())
+    viewer.add_image(da.from_array(reads, chunks=(1, 64, 64)), name="more")
+    widget._image.setCurrentIndex(widget._image.findData("more"))
+    widget.close()
+    reads.gate.set()
+    qtbot.wait(500)
+    assert not [m for _, m in notifications if "Could not read 'more'" in m]

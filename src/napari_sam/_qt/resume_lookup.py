@@ -35,7 +35,8 @@ class ResumeLookup:
         lazy image's pixels (returns None then: the offer comes as a signal, as always)."""
         if not self.lookup_reads_pixels():
             return super().offer_resume()
-        source = self.source
+        source, name = self.source, self.image_name()  # (the one read: others may be
+        # picked before it ends)
 
         def hashed(_):
             if self._closed or self.source is not source:  # another image picked meanwhile
@@ -43,7 +44,9 @@ class ResumeLookup:
             guarded(lambda c: c.after_lookup())(self)
 
         def failed(err):
-            self.notify_warning(f"Could not read '{self.image_name()}' to look for its "
+            if self._closed:  # (the dock closed meanwhile: nothing to retry in it)
+                return
+            self.notify_warning(f"Could not read '{name}' to look for its "
                                 f"autosaved session ({err}): pick the image again to retry.")
 
         self._pixel_lookup = run_job(
