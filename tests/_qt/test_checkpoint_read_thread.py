@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 
-from sam_qt_helpers import blob_stack, held_encoder, use_predictor
+from sam_qt_helpers import blob_stack, held_encoder, pick_checkpoint, use_predictor
 
 
 def test_a_checkpoint_is_read_off_the_ui_thread_and_a_bad_one_leaves_the_dock_usable(
@@ -77,3 +77,39 @@ def test_a_checkpoint_picked_while_a_job_runs_is_read_beside_it_and_used(
     widget._on_compute()
     qtbot.waitUntil(lambda: c.job is None, timeout=120_000)
     assert c.ready(list(range(6))) and c.status.startswith("Embeddings ready"), c.status
+
+
+def test_a_checkpoint_picked_again_from_the_list_is_not_read_on_the_ui_thread(
+        make_widget, tiny_ckpt, qtbot, monkeypatch):
+    """Picking the file's entry of 'Model' again (after another model), or the dock going
+    back to it after another model failed to load, read the file on the UI thread for its
+    thresholds (``torch.load``: seconds for a large file). The thresholds its read in the
+    job found are used."""
+    import torch
+
+    from napari_sam.annotate.model_choice import file_choice, recommended_thresholds
+
+    viewer, widget = make_widget(blob_stack(), sync=False, preload=False, name="blobs")
+    box, c = widget._model, widget.controller
+    pick_checkpoint(widget, tiny_ckpt)
+    expected = recommended_thresholds(file_choice(tiny_ckpt))
+    ui, readers, real = threading.get_ident(), [], torch.load
+
+    def load(*args, **kwargs):
+        readers.append(threading.get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    other = next(i for i in range(box.count())
+                 if box.itemData(i) is not None and not box.itemData(i).is_file)
+    box.setCurrentIndex(other)
+    box.activated.emit(other)
+    assert not c.model_choice.is_file
+    widget._iou.setValue(0.5)
+    mine = box.findText(f"file: {tiny_ckpt.name}")
+    box.setCurrentIndex(mine)
+    box.activated.emit(mine)  # picked again from the list
+    assert c.model_choice.key == str(tiny_ckpt)
+    assert ui not in readers  # before: read here
+    assert widget._iou.value() == expected["pred_iou_thresh"]
+    assert widget._stability.value() == expected["stability_score_thresh"]

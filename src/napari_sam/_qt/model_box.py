@@ -135,6 +135,7 @@ class ModelBox:
             if pick != self._picks or getattr(self, "_closed", False):
                 return
             choice, thresholds = result
+            self._read_thresholds()[os.path.realpath(choice.key)] = thresholds
             self._model.setCurrentIndex(self._file_item(choice))
             self._use_model(choice, thresholds)
 
@@ -189,11 +190,21 @@ class ModelBox:
     def _set_thresholds(self, choice, thresholds: dict | None = None):
         """Segment-everything thresholds follow the model (the demo model's scores are
         calibrated lower than SAM's; its checkpoint metadata says which thresholds to use):
-        ``thresholds``, or what ``choice``'s metadata recommends without loading it."""
+        ``thresholds``, or what ``choice``'s metadata recommends without loading it: for a
+        checkpoint file, what its read in a job found (picked again from the list, or the
+        model in use again after another failed to load: reading it here froze napari)."""
+        if not thresholds and choice is not None and choice.is_file:
+            thresholds = self._read_thresholds().get(os.path.realpath(choice.key))
         thresholds = thresholds or recommended_thresholds(choice)
         self._iou.setValue(thresholds["pred_iou_thresh"])
         self._stability.setValue(thresholds["stability_score_thresh"])
         self._thresholds_set = (self._iou.value(), self._stability.value())
+
+    def _read_thresholds(self) -> dict:
+        """The thresholds each checkpoint file's read found (its real path: thresholds)."""
+        if getattr(self, "_file_thresholds", None) is None:
+            self._file_thresholds = {}
+        return self._file_thresholds
 
     def _follow_loaded_thresholds(self):
         """The loaded model's own thresholds, where they differ from what was set before it
