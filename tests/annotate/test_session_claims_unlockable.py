@@ -104,3 +104,31 @@ def test_the_note_is_said_once_per_file_system_not_per_folder(tmp_path, unlockab
         f"The file system of {tmp_path / '0123456789abcdef'} cannot lock files")
     for c in claims:
         c.release()
+
+
+def test_a_lock_file_of_another_pid_namespace_of_this_host_name_is_not_said_to_have_ended(
+        tmp_path, unlockable):
+    """Two containers of one host name sharing an NFS folder that cannot lock: a napari of
+    the other container, still open, was said to have 'ended unexpectedly' (its process id
+    runs no more here, where process ids are another namespace's). A lock file now records
+    its writer's PID namespace; one of another namespace cannot be told."""
+    from napari_sam.annotate.ended_sessions import ended_without_closing, maybe_open_elsewhere
+    from napari_sam.annotate.session_claims import claim_session_file, lock_file_for
+    from napari_sam.io.dead_temporaries import pid_namespace
+
+    sidecar = tmp_path / "blobs.tif.sam-session.json"
+    with pytest.warns(UserWarning):
+        claim = claim_session_file(sidecar)
+    ns, host = pid_namespace(), socket.gethostname()
+    assert lock_file_for(sidecar).read_text() == f"{os.getpid()} {host} {ns}\n"
+    claim.release()
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    sidecar.write_text("{}")
+    for written, gone in ((f"{ended} {host} {ns}\n", True),  # this namespace: it ended
+                          (f"{ended} {host}\n", True),  # (written before namespaces were)
+                          (f"{ended} {host} 1{ns}\n", False)):  # another container's
+        lock_file_for(sidecar).write_text(written)
+        assert ended_without_closing(sidecar) is gone, written
+        assert maybe_open_elsewhere(sidecar) is not gone, written

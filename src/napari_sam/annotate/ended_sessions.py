@@ -22,7 +22,7 @@ from pathlib import Path
 from napari_sam import session as S
 from napari_sam.words import counted
 
-from .session_claims import claim_known, lock_file_for
+from .session_claims import claim_known, lock_file_for, lock_owner
 
 __all__ = ["LastSave", "ended_without_closing", "ended_words", "maybe_open_elsewhere",
            "maybe_open_words"]
@@ -52,19 +52,19 @@ def maybe_open_elsewhere(path: Path) -> bool:
 
 
 def _writer_gone(path: Path) -> bool | None:
-    """Whether the process the lock file of ``path`` names (``<pid> <host>``) has ended:
-    True or False for one of this host, None for another host's or a file unread."""
+    """Whether the process the lock file of ``path`` names (``<pid> <host> <namespace>``)
+    has ended: True or False for one of this host and PID namespace, None for another host's
+    or namespace's (a container of the same host name: its process ids are not this one's),
+    or a file unread."""
     import socket
 
-    from napari_sam.io.dead_temporaries import is_running
+    from napari_sam.io.dead_temporaries import is_running, pid_namespace
 
-    try:
-        pid, _, host = lock_file_for(path).read_text(encoding="utf-8").strip().partition(" ")
-    except OSError:
+    owner = lock_owner(path)
+    if owner is None or owner[1] != socket.gethostname() or owner[2] not in (
+            None, pid_namespace()):
         return None
-    if not pid.isdigit() or host != socket.gethostname():
-        return None
-    return not is_running(int(pid))
+    return not is_running(owner[0])
 
 
 def maybe_open_words(session: S.Session, path: Path) -> str:
@@ -79,11 +79,8 @@ def maybe_open_words(session: S.Session, path: Path) -> str:
 
 
 def _lock_owner(path: Path) -> str:
-    try:
-        pid, _, host = lock_file_for(path).read_text(encoding="utf-8").strip().partition(" ")
-    except OSError:
-        return "another napari"
-    return f"process {pid} on {host}" if pid.isdigit() and host else "another napari"
+    owner = lock_owner(path)
+    return f"process {owner[0]} on {owner[1]}" if owner and owner[1] else "another napari"
 
 
 def ended_words(session: S.Session) -> str:

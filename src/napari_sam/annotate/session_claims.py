@@ -39,11 +39,13 @@ import warnings
 import weakref
 from pathlib import Path
 
+from napari_sam.io.dead_temporaries import pid_namespace
+
 from .file_locks import lock_flag, lock_is_held, open_locked
 
 __all__ = ["SessionClaim", "alternate_session_file", "alternate_session_files",
            "claim_holder", "claim_known", "claim_session_file", "claimed", "lock_file_for",
-           "used_here"]
+           "lock_owner", "used_here"]
 
 #: alternates tried when a session file is claimed: ``.session-2`` to ``.session-<N>``
 MAX_ALTERNATES = 20
@@ -211,12 +213,27 @@ def claim_holder(path: Path) -> str:
         ref = _HELD.get(str(path.absolute()))
         if ref is not None and ref() is not None and ref().held:
             return "another dock (or session) of this napari"
-    try:
-        pid, _, host = lock_file_for(path).read_text(encoding="utf-8").strip().partition(" ")
-    except OSError:
+    owner = lock_owner(path)
+    if owner is None:
         return "another napari-sam process"
+    pid, host, _ = owner
     where = f" on {host}" if host and host != socket.gethostname() else ""
-    return f"napari-sam process {pid}{where}" if pid.isdigit() else "another napari-sam process"
+    return f"napari-sam process {pid}{where}"
+
+
+def lock_owner(path: Path) -> tuple[int, str, str | None] | None:
+    """``(pid, host, pid_namespace)`` of the process the lock file of the session file
+    ``path`` names (``<pid> <host> <namespace>``; the namespace, of
+    :func:`~napari_sam.io.dead_temporaries.pid_namespace`, is None in a file written before
+    it was recorded, or where there is none); None: no such file, or not of that form."""
+    try:
+        words = lock_file_for(Path(path)).read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not words or not words[0].isdigit():
+        return None
+    host = words[1] if len(words) > 1 else ""
+    return int(words[0]), host, words[2] if len(words) > 2 else None
 
 
 def _flock(lock: Path):
@@ -234,7 +251,8 @@ def _flock(lock: Path):
     with contextlib.suppress(OSError):
         handle.seek(0)
         handle.truncate()
-        handle.write(f"{os.getpid()} {socket.gethostname()}\n")
+        ns = pid_namespace()  # (two containers of one host name: which one's process)
+        handle.write(f"{os.getpid()} {socket.gethostname()}" + (f" {ns}" if ns else "") + "\n")
         handle.flush()
     return handle
 
