@@ -215,3 +215,50 @@ def test_the_session_of_an_image_left_for_another_is_not_pruned(tiny_sam):
     assert s.autosave_path().is_file() and s.autosave_path() != first
     assert first.is_file() and len(read_session(first, load_labels=False).operations) == 1
     assert not newer[-1].exists()  # (the prune ran: the oldest of the others went)
+
+
+def test_on_a_file_system_that_cannot_lock_another_live_naparis_autosave_is_not_pruned(
+        monkeypatch):
+    """A home folder on NFS without a lock daemon: whether another napari holds an autosave
+    cannot be told by its lock, and the autosave of an image another napari (of this host,
+    running; or of another host) still had open was pruned as anyone's. Now only one whose
+    lock file names a process of this host that ended is."""
+    import errno
+    import fcntl
+    import socket
+    import subprocess
+    import sys
+    import warnings
+
+    from napari_sam.annotate import session_claims
+    from napari_sam.annotate.memory_sessions import KEPT_IMAGES, prune_memory_sessions
+    from napari_sam.io.dead_temporaries import pid_namespace
+
+    def flock(fd, how):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    monkeypatch.setattr(session_claims, "_UNLOCKABLE_NOTED", set())
+    for i in range(KEPT_IMAGES):
+        _autosave_folder(f"{i:016x}", 2 + i)
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    running = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                               stdin=subprocess.PIPE, text=True)
+    host, ns = socket.gethostname(), pid_namespace()
+    owners = {"c" * 16: f"{running.pid} {host} {ns}", "d" * 16: "4000000 elsewhere",
+              "e" * 16: f"{ended} {host} {ns}"}
+    folders = {}
+    for name, owner in owners.items():
+        folders[name] = _autosave_folder(name, 25)  # beyond the newest 20
+        (folders[name] / ".image.sam-session.json.lock").write_text(owner + "\n")
+        _age(folders[name], 25)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (the note that the file system cannot lock)
+            removed = prune_memory_sessions()
+    finally:
+        running.communicate("")
+    assert removed == [folders["e" * 16]]  # its napari ended: pruned
+    for name in ("c" * 16, "d" * 16):  # before: both pruned
+        assert (folders[name] / "image.sam-session.json").is_file()

@@ -12,8 +12,10 @@ Those folders are the only files napari-sam writes there, and nobody else remove
 :func:`prune_memory_sessions` keeps the newest :data:`KEPT_IMAGES` and removes those unused
 for :data:`KEPT_DAYS` days, never one a live session autosaves in (its lock held) or, in
 this process, has autosaved in or resumed from (its session still open, also after another
-image was picked in its dock), nor the one named to keep (the image open), and removes only the session files in them (names with
-``.sam-session``), then the folder when it is empty.
+image was picked in its dock), nor, on a file system that cannot lock, one whose lock file
+names a napari that may still run, nor the one named to keep (the image open), and removes
+only the session files in them (names with ``.sam-session``), then the folder when it is
+empty.
 """
 
 from __future__ import annotations
@@ -114,9 +116,13 @@ def prune_memory_sessions(keep: Path | None = None, now: float | None = None) ->
     (unless written within a day) and those not written for :data:`KEPT_DAYS` days; never
     the folder ``keep`` (the open image's), nor one holding a session file a live session
     autosaves in, or a live session of this process has autosaved in or resumed from
-    (:func:`~napari_sam.annotate.session_claims.used_here`). Only session files
+    (:func:`~napari_sam.annotate.session_claims.used_here`), nor, on a file system that
+    cannot lock, one whose lock file names a napari that may still run (another host's, or
+    one of this host running: :func:`~napari_sam.annotate.ended_sessions.maybe_open_elsewhere`;
+    before, it was pruned as anyone's). Only session files
     (``.sam-session`` in the name) are removed, then their folder when empty; a file that
     cannot be removed is left. Returns the folders removed from."""
+    from .ended_sessions import maybe_open_elsewhere
     from .session_claims import claimed, used_here
 
     now = time.time() if now is None else now
@@ -134,7 +140,7 @@ def prune_memory_sessions(keep: Path | None = None, now: float | None = None) ->
         if not (old or crowded) or folder.absolute() == keep:
             continue
         files = [p for p in _entries(folder) if ".sam-session" in p.name and p.is_file()]
-        if any(claimed(p) or used_here(p) for p in files
+        if any(claimed(p) or used_here(p) or maybe_open_elsewhere(p) for p in files
                if p.name.endswith(".sam-session.json")):
             continue
         for p in files:
