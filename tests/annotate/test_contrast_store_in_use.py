@@ -113,16 +113,9 @@ def test_on_a_file_system_that_cannot_lock_a_store_is_kept_while_held_then_delet
     counted as in use for good, and none was ever deleted. Each holder now leaves a marker of
     its own: kept while another process holds it, deleted once that process ended (also
     one killed, whose marker stays), never while this process holds it."""
-    import errno
-    import fcntl
-    import os
-
     from napari_sam.io.dead_temporaries import host_tag, pid_namespace, tagged_path
 
-    def flock(fd, how):
-        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
-
-    monkeypatch.setattr(fcntl, "flock", flock)
+    _no_locks_here(monkeypatch)
     s = session
     s.set_store(str(tmp_path / "emb.zarr"))
     store = tmp_path / "emb.contrast-0-60.zarr"
