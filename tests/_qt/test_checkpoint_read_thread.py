@@ -113,3 +113,34 @@ def test_a_checkpoint_picked_again_from_the_list_is_not_read_on_the_ui_thread(
     assert ui not in readers  # before: read here
     assert widget._iou.value() == expected["pred_iou_thresh"]
     assert widget._stability.value() == expected["stability_score_thresh"]
+
+
+def test_the_file_dialog_cancelled_while_a_checkpoint_is_read_keeps_that_pick(
+        make_widget, tiny_ckpt, qtbot, monkeypatch):
+    """'Checkpoint file...' opened again while the file picked is read, and its dialog
+    cancelled: the read file was dropped when it came (the model in use stayed, and the
+    status kept saying 'Reading the checkpoint tiny.pt ...'). Only a pick drops it."""
+    import torch
+    from qtpy.QtWidgets import QFileDialog
+
+    ui, gate, real = threading.get_ident(), threading.Event(), torch.load
+
+    def load(*args, **kwargs):
+        if threading.get_ident() != ui:
+            assert gate.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: ("", ""))
+    viewer, widget = make_widget(blob_stack(), sync=False, preload=False, name="blobs")
+    box, c = widget._model, widget.controller
+    box.setCurrentIndex(box.findText("Checkpoint file..."))
+    widget._on_model_changed(str(tiny_ckpt))
+    assert c.status.startswith(f"Reading the checkpoint {tiny_ckpt.name} ..."), c.status
+    again = box.findText("Checkpoint file...")
+    box.setCurrentIndex(again)
+    box.activated.emit(again)  # the dialog opens again, and is cancelled
+    gate.set()
+    qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
+    assert c.model_choice.key == str(tiny_ckpt)  # before: the model in use stayed
+    assert box.currentText() == f"file: {tiny_ckpt.name}"

@@ -105,7 +105,6 @@ class ModelBox:
 
     @guarded
     def _on_model_changed(self, path: str | None = None):
-        self._picks = getattr(self, "_picks", 0) + 1  # (a checkpoint read before: not used)
         choice = self._model.currentData()
         if choice is None:  # "Checkpoint file..."
             if path is None:
@@ -114,9 +113,11 @@ class ModelBox:
                 )
             # the model in use shows until the file is read (a file that cannot be a
             self._show_model_in_use()  # model, or Cancel: it stays)
-            if path:  # (else the dialog was cancelled)
+            if path:  # (else the dialog was cancelled: a file being read is still used)
+                self._picks = getattr(self, "_picks", 0) + 1  # (one read before: not used)
                 self._read_checkpoint(path)
             return
+        self._picks = getattr(self, "_picks", 0) + 1
         self._use_model(choice)
 
     def _read_checkpoint(self, path: str) -> None:
