@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+from pathlib import Path
 
 from napari_sam.embeddings import is_embedding_store
 from stacks import blob_session
@@ -200,3 +201,30 @@ def test_on_a_file_system_that_cannot_lock_another_hosts_store_held_over_a_day_i
             s.set_model_contrast((0, hi))
         assert is_embedding_store(store) and theirs.exists()  # before: both deleted
     assert not theirs.exists()  # let go when it ended
+
+
+def test_where_no_process_can_lock_a_marker_made_again_meanwhile_is_not_left(
+        tmp_path, monkeypatch):
+    """Where no process can lock, each makes the shared ``.<store>.in-use`` for a moment (it
+    opens it to try its lock) and removes it. One seen there just before this process opened
+    it, removed meanwhile by its maker, was taken as a locking process's and left: the store
+    beside it counted as held for good."""
+    from napari_sam.annotate import contrast_stores
+    from napari_sam.annotate.contrast_stores import StoreHold, store_in_use
+
+    _no_locks_here(monkeypatch)
+    store = tmp_path / "emb.contrast-0-60.zarr"
+    marker = tmp_path / ".emb.contrast-0-60.zarr.in-use"
+    real = contrast_stores.open_locked
+
+    def removed_by_its_maker_first(path, how, unlockable=None):
+        Path(path).unlink(missing_ok=True)  # (the other process let its moment go)
+        return real(path, how, unlockable=unlockable)
+
+    monkeypatch.setattr(contrast_stores, "open_locked", removed_by_its_maker_first)
+    marker.write_text("")  # another process's moment
+    hold = StoreHold(store)
+    assert not marker.exists()  # before: left, and the store held for good
+    hold.release()
+    assert not store_in_use(store)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

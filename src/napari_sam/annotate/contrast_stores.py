@@ -118,17 +118,33 @@ def _refresh_markers() -> None:
                 _write_own_marker(key)
 
 
-def _close_unlockable(handle, marker: Path, existed: bool) -> None:
+def _identity(marker: Path) -> tuple[int, int] | None:
+    """Which file ``marker`` is now (inode, change time), None: none there."""
+    try:
+        st = os.lstat(marker)
+    except OSError:
+        return None
+    return st.st_ino, st.st_ctime_ns
+
+
+def _close_unlockable(handle, marker: Path, before: tuple[int, int] | None) -> bool:
     """Close ``handle`` of the shared marker ``marker``, opened where ``flock`` cannot lock
-    for this process, and remove it when this process made it (``existed`` False). One that
+    for this process, and remove it when this process made it (not the file ``before``, of
+    :func:`_identity` before it was opened: that one's holder removed it meanwhile). One that
     was there is left: a process of another host that can lock this file system (its lock
     daemon runs there) may hold its lock (before, it was removed and the store that process
-    used was deleted)."""
+    used was deleted). Returns whether it was left."""
+    try:
+        st = os.fstat(handle.fileno())
+        existed = before == (st.st_ino, st.st_ctime_ns)
+    except OSError:
+        existed = before is not None
     if existed:
         with contextlib.suppress(OSError):
             handle.close()
     else:
         _unlink_and_close(handle, marker)
+    return existed
 
 
 def _let_go(key: str, handle) -> None:
@@ -165,11 +181,11 @@ class StoreHold:
         self.key = str(Path(store).absolute())
         with _GUARD:
             marker = in_use_marker(self.key)
-            existed, unlockable = os.path.lexists(marker), []
+            before, unlockable = _identity(marker), []
             handle = open_locked(marker, lock_flag("LOCK_SH"), unlockable=unlockable.append)
             if unlockable:  # (open, not locked): this process's own marker says it instead
                 _mark(self.key)
-                _close_unlockable(handle, marker, existed)
+                _close_unlockable(handle, marker, before)
                 handle = None
             _IN_USE[self.key] = _IN_USE.get(self.key, 0) + 1
         self._finalizer = weakref.finalize(self, _let_go, self.key, handle or None)
@@ -315,13 +331,12 @@ class ContrastStores:
         with _GUARD:
             if _IN_USE.get(key):
                 return False
-            existed, unlockable = os.path.lexists(marker), []
+            before, unlockable = _identity(marker), []
             handle = open_locked(marker, lock_flag("LOCK_EX") | lock_flag("LOCK_NB"),
                                  unlockable=unlockable.append)
             if unlockable:  # (open, not locked): whether another process holds it is
-                _close_unlockable(handle, marker, existed)  # told by the markers alone
-                if existed:  # a process that can lock this file system may hold it
-                    return False
+                if _close_unlockable(handle, marker, before):  # told by the markers alone;
+                    return False  # one there: a process that can lock may hold it
                 handle = None
             if handle is False or _marked_elsewhere(key):
                 if handle:
