@@ -144,3 +144,28 @@ def test_the_file_dialog_cancelled_while_a_checkpoint_is_read_keeps_that_pick(
     qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
     assert c.model_choice.key == str(tiny_ckpt)  # before: the model in use stayed
     assert box.currentText() == f"file: {tiny_ckpt.name}"
+
+
+def test_a_checkpoint_that_cannot_be_read_says_so_not_that_it_is_truncated(
+        make_widget, tiny_ckpt, qtbot, monkeypatch):
+    """A file this user may not read (or a drive failing): the job said it was 'a truncated
+    download or another file format? Download it again', the wrong thing to do."""
+    import errno
+    import os
+
+    import torch
+
+    def load(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(torch, "load", load)
+    viewer, widget = make_widget(blob_stack(), sync=False, preload=False, name="blobs")
+    c = widget.controller
+    widget._model.setCurrentIndex(widget._model.findText("Checkpoint file..."))
+    widget._on_model_changed(str(tiny_ckpt))
+    qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
+    assert c.status.startswith(
+        f"Failed: Reading the checkpoint tiny.pt. Could not read tiny.pt (Permission denied): "
+        f"check that you may read {tiny_ckpt} (its permissions, the drive it is on), or pick "
+        "another file."), c.status
+    assert c.model_choice.key != str(tiny_ckpt)

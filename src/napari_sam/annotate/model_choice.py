@@ -150,6 +150,11 @@ def file_choice(path: str | os.PathLike) -> ModelChoice:
             # a checkpoint with Python objects besides tensors: loading says so (not a file of
             # another format, which fails with "Unsupported operand" and the like)
             return ModelChoice(str(p), f"file: {p.name}", is_file=True)
+        if isinstance(err, OSError):  # the file is fine, maybe: it could not be read
+            raise UserError(
+                f"Could not read {p.name} ({err.strerror or type(err).__name__}): check that "
+                f"you may read {p} (its permissions, the drive it is on), or pick another "
+                "file.", "error") from None
         raise UserError(
             f"{p.name} cannot be read as a PyTorch checkpoint ({type(err).__name__}): a "
             "truncated download or another file format? Download it again (Meta's "
