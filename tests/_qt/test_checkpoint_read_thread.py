@@ -169,3 +169,52 @@ def test_a_checkpoint_that_cannot_be_read_says_so_not_that_it_is_truncated(
         f"check that you may read {tiny_ckpt} (its permissions, the drive it is on), or pick "
         "another file."), c.status
     assert c.model_choice.key != str(tiny_ckpt)
+
+
+def test_a_read_beside_a_job_failing_after_another_file_was_used_says_nothing(
+        make_widget, tiny_ckpt, tiny_predictor, tmp_path, qtbot, monkeypatch):
+    """Two files picked while the preload runs, both read beside it: the first (not a
+    checkpoint, slow to read) failed after the second was in use, and its status line
+    'Failed: Reading the checkpoint bad.pt ...' replaced what the dock said of the model in
+    use. A read another pick made stale fails silently."""
+    import torch
+    from qtpy.QtCore import QThreadPool
+
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint" * 100)
+    slow, real = threading.Event(), torch.load
+
+    def load(path, *args, **kwargs):
+        if str(path) == str(bad):
+            assert slow.wait(60)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    pool = QThreadPool.globalInstance()  # (three jobs at once: also on a 2-core machine)
+    threads = pool.maxThreadCount()
+    pool.setMaxThreadCount(max(4, threads))
+    try:
+        _two_files_read_beside_the_preload(make_widget, tiny_ckpt, tiny_predictor, bad,
+                                           slow, qtbot, monkeypatch)
+    finally:
+        pool.setMaxThreadCount(threads)
+
+
+def _two_files_read_beside_the_preload(make_widget, tiny_ckpt, tiny_predictor, bad, slow,
+                                       qtbot, monkeypatch):
+    viewer, widget = make_widget(blob_stack(), sync=False, preload=False, name="blobs")
+    c = widget.controller
+    use_predictor(widget, tiny_predictor)
+    gate, entered, _ = held_encoder(monkeypatch, tiny_predictor)
+    assert c.preload() is not None and entered.wait(60)
+    for path in (bad, tiny_ckpt):
+        widget._model.setCurrentIndex(widget._model.findText("Checkpoint file..."))
+        widget._on_model_changed(str(path))
+    qtbot.waitUntil(lambda: c.model_choice.key == str(tiny_ckpt), timeout=60_000)
+    c.say("the dock's words of the model in use")
+    slow.set()
+    qtbot.wait(1000)  # (the stale read fails meanwhile)
+    assert c.status.startswith("the dock's words of the model in use"), c.status
+    gate.set()
+    qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
+    assert c.model_choice.key == str(tiny_ckpt)

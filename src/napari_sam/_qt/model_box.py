@@ -141,6 +141,8 @@ class ModelBox:
             self._use_model(choice, thresholds)
 
         def failed(err):
+            if pick != self._picks or getattr(self, "_closed", False):
+                return  # (another pick made it stale: its failure is no news)
             c.say(job_error_text(description, "", err, status_text(err, report(err))))
 
         if in_slot:
