@@ -41,7 +41,6 @@ import datetime as _dt
 import functools
 import json
 import os
-import re
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -53,6 +52,7 @@ import numpy as np
 from napari_sam.session_checks import (
     FORMAT,
     PROMPT_KEYS,
+    TIME_POINT_FILES_VERSION,
     VERSION,
     SessionError,
     check_image,
@@ -62,7 +62,13 @@ from napari_sam.session_checks import (
     recorded_axes,
     session_error,
 )
-from napari_sam.session_leftovers import mentioned_elsewhere, sweep_once
+from napari_sam.session_label_files import (
+    keep_tiff,
+    own_tiffs,
+    read_labels_file,
+    write_labels_files,
+)
+from napari_sam.session_leftovers import mentioned_elsewhere, sweep_once, tiff_refs
 from napari_sam.session_replay import (
     ReplayResult,
     check_replayable,
@@ -84,7 +90,7 @@ __all__ = [
     "model_unavailable", "recorded_axes",
     "recorded_tiling", "check_replayable", "ReplayResult", "compare", "image_hash", "image_hash_known", "read_session", "replay",
     "session_file_for", "fit_file_name", "saved_session_file", "shortened_note", "slice_operation", "volume_operation", "write_session",
-    "op_contrast", "recorded_contrast", "labels_shape", "time_points",
+    "op_contrast", "recorded_contrast", "labels_shape", "time_points", "session_labels_hash",
 ]
 
 #: Autosaved sessions live next to their image: ``stack.tif`` -> ``stack.tif.sam-session.json``.
@@ -359,6 +365,16 @@ def session_file_for(image_path: os.PathLike | str) -> Path:
     return fitted
 
 
+def session_labels_hash(labels: np.ndarray) -> str | list[str]:
+    """What :func:`write_session` names and checks the TIFFs of
+    ``labels`` (a session's labels or base) by: :func:`labels_hash` of a
+    (Z, Y, X) array, a list of that of each time point of a movie's (T, Z, Y, X) (each time
+    point has its own TIFF)."""
+    if labels.ndim == 4:
+        return [labels_hash(labels[t]) for t in range(labels.shape[0])]
+    return labels_hash(labels)
+
+
 def labels_hash(labels: np.ndarray) -> str:
     import hashlib
 
@@ -370,39 +386,6 @@ def labels_hash(labels: np.ndarray) -> str:
 
 
 # ------------------------------------------------------------------------------ writing
-def _write_labels_file(json_path: Path, what: str, labels: np.ndarray,
-                       digest: str | None = None, made: list | None = None) -> dict:
-    """Write the label TIFF of ``labels`` beside ``json_path`` unless one of its content is
-    there already; returns its record. ``made``: a list the file is added to when written."""
-    from napari_sam import io as nio
-
-    digest = digest or labels_hash(labels)
-    stem = json_path.name[: -len(".json")] if json_path.name.endswith(".json") else json_path.name
-    path = json_path.with_name(f"{stem}.{what}-{digest[:12]}.tif")
-    if not path.exists():
-        nio.write_labels(path, labels, axes="TZYX" if labels.ndim == 4 else "ZYX",
-                         overwrite=True, compression=("zlib", 1),
-                         tmp=session_tmp_name(path))  # (its writer named: a kill's is found)
-        if made is not None:
-            made.append(path)
-    return {"path": path.name, "hash": digest, "dtype": str(labels.dtype),
-            "shape": list(labels.shape)}
-
-
-def _own_tiffs(json_path: Path) -> set[str]:
-    """The label TIFFs the session file at ``json_path`` names, named as :func:`write_session`
-    names them (none if it is missing or unreadable): the only files a save may remove."""
-    stem = json_path.name[: -len(".json")] if json_path.name.endswith(".json") else json_path.name
-    own = re.compile(re.escape(stem) + r"\.(labels|base)-[0-9a-f]{12}\.tif")
-    try:
-        data = json.loads(json_path.read_text(encoding="utf-8-sig"))
-        refs = [data.get(what) for what in ("labels", "base")]
-    except (OSError, ValueError, AttributeError):
-        return set()
-    return {r["path"] for r in refs if isinstance(r, Mapping)
-            and isinstance(r.get("path"), str) and own.fullmatch(r["path"])}
-
-
 def to_dict(session: Session) -> dict:
     """The JSON record of a session, without the label arrays (see :func:`write_session`)."""
     objects = {str(k): v for k, v in session.objects().items()}
@@ -414,7 +397,8 @@ def to_dict(session: Session) -> dict:
 
 
 def write_session(session: Session, path: os.PathLike | str, *,
-                  base_hash: str | None = None) -> Path:
+                  base_hash: str | Sequence[str] | None = None,
+                  labels_hashes: Sequence[str] | None = None) -> Path:
     """Write ``session`` to ``path`` (JSON) and its labels beside it, atomically.
 
     The label TIFFs are written first (temporary name, then rename; named by their content),
@@ -442,7 +426,18 @@ def write_session(session: Session, path: os.PathLike | str, *,
         :func:`labels_hash` of ``session.base`` when the caller knows it (a base unchanged
         since it was hashed: the autosave writes the same base after every commit, and
         hashing 1 GB of it took about 2 s each time). It names the base's TIFF and is
-        recorded to check it when read, so it must be the hash of exactly ``session.base``.
+        recorded to check it when read, so it must be the hash of exactly ``session.base``;
+        a movie's: :func:`session_labels_hash` (one per time point).
+    labels_hashes : list of str, optional
+        A movie's :func:`session_labels_hash` of ``session.labels`` when the caller knows it
+        (the same must-be-exact rule).
+
+    A movie's labels and base ((T, Z, Y, X)) are written one TIFF per time point
+    (``<name>.labels-<hash>.tif``, each named by its own content; the file's ``labels``
+    names them in order under ``time_points``, and its ``version`` is
+    :data:`~napari_sam.session_checks.TIME_POINT_FILES_VERSION`): a time point whose TIFF
+    is there already is not written again, so an autosave after a commit at one time point
+    writes that time point's TIFF and the JSON, not the whole movie.
     """
     from napari_sam import __version__
     from napari_sam import io as nio
@@ -457,10 +452,12 @@ def write_session(session: Session, path: os.PathLike | str, *,
         for what, arr in (("labels", session.labels), ("base", session.base)):
             record[what] = None
             if arr is not None:
-                record[what] = _write_labels_file(path, what, np.asarray(arr),
-                                                  base_hash if what == "base" else None, made)
-                keep.add(record[what]["path"])
-        stale = _own_tiffs(path) - keep
+                record[what] = write_labels_files(path, what, np.asarray(arr), labels_hash, (
+                    base_hash if what == "base" else labels_hashes), made)
+                keep.update(r["path"] for r in tiff_refs(record[what]))
+                if "time_points" in record[what]:  # (one TIFF per time point: version 2)
+                    record["version"] = TIME_POINT_FILES_VERSION
+        stale = own_tiffs(path) - keep
         nio.write_json_atomic(path, record, tmp=session_tmp_name(path))
     except BaseException:  # (a full disk): the TIFFs no session file names are not left
         for tiff in made:  # behind to fill it further
@@ -567,15 +564,12 @@ def keep_aside(path: os.PathLike | str) -> Path:
         return kept
     for what in ("labels", "base"):
         ref = record.get(what)
-        if not isinstance(ref, Mapping) or not isinstance(ref.get("path"), str):
-            continue
-        old = path.with_name(ref["path"])
-        new = kept.with_name(f"{kept.name[: -len('.json')]}.{what}-"
-                             f"{str(ref.get('hash', 'x' * 12))[:12]}.tif")
-        if old.is_file():
-            shutil.copy2(old, new.with_name(new.name + ".part"))
-            os.replace(new.with_name(new.name + ".part"), new)
-            record[what] = dict(ref, path=new.name)
+        if isinstance(ref, Mapping) and isinstance(ref.get("path"), str):
+            record[what] = keep_tiff(path, kept, what, ref)
+        elif isinstance(ref, Mapping) and isinstance(ref.get("time_points"), list):
+            record[what] = dict(ref, time_points=[  # (a movie's: one TIFF per time point)
+                keep_tiff(path, kept, what, r) if r in tiff_refs(ref) else r
+                for r in ref["time_points"]])
     nio.write_json_atomic(kept, record)
     return kept
 
@@ -620,37 +614,6 @@ def image_differences(session: Session, *, content_hash: str | None, name: str |
 
 
 # ------------------------------------------------------------------------------ reading
-def _read_labels_file(json_path: Path, ref, shape, what: str) -> np.ndarray | None:
-    if ref is None:
-        return None
-    name = json_path.name
-    if not isinstance(ref, Mapping) or not isinstance(ref.get("path"), str):
-        raise session_error(name, f"'{what}' must name its TIFF ('path')")
-    path = json_path.parent / ref["path"]
-    if not path.is_file():
-        raise session_error(name, f"its {what} TIFF {path} is missing; keep it beside the "
-                                  "session file")
-    import tifffile
-
-    try:
-        arr = np.asarray(tifffile.imread(path))
-    except Exception as exc:  # noqa: BLE001 - any unreadable TIFF gets the same message
-        raise session_error(name, f"its {what} TIFF {path} cannot be read ({exc})") from None
-    if arr.size != int(np.prod(shape)):
-        raise session_error(name, f"its {what} TIFF {path} has shape {arr.shape}, the image "
-                                  f"{shape}")
-    arr = arr.reshape(shape).astype(np.dtype(ref.get("dtype", "uint32")))
-    if ref.get("hash") and labels_hash(arr) != ref["hash"]:
-        raise session_error(name, f"its {what} TIFF {path} was changed since the session was saved "
-                                  "(content hash differs), so the session's commits no longer "
-                                  "describe it. To use the edited labels, open the TIFF as a "
-                                  "labels layer in napari and go on annotating into it (a new "
-                                  "session starts); to use the session, put back the TIFF it "
-                                  f"saved (\"hash\": \"{ref['hash']}\" under '{what}'), e.g. "
-                                  "from a backup")
-    return arr
-
-
 def read_session(path: os.PathLike | str, *, load_labels: bool = True,
                  sweep_temporaries: bool = False) -> Session:
     """Read and check a session file (its form; :func:`check_image` and :func:`check_model`
@@ -685,8 +648,8 @@ def read_session(path: os.PathLike | str, *, load_labels: bool = True,
                       pending=dict(data.get("pending") or {}), trace=data.get("trace"),
                       saved=data.get("saved"), path=p)
     if load_labels:
-        session.labels = _read_labels_file(p, data.get("labels"), shape, "labels")
-        session.base = _read_labels_file(p, data.get("base"), shape, "base")
+        session.labels = read_labels_file(p, data.get("labels"), shape, "labels", labels_hash)
+        session.base = read_labels_file(p, data.get("base"), shape, "base", labels_hash)
     return session
 
 

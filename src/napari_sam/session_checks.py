@@ -20,11 +20,15 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 
-__all__ = ["FORMAT", "PROMPT_KEYS", "VERSION", "SessionError", "check_image", "check_model",
-           "check_record", "model_unavailable", "recorded_axes", "session_error", "tiling_of"]
+__all__ = ["FORMAT", "PROMPT_KEYS", "TIME_POINT_FILES_VERSION", "VERSION", "SessionError",
+           "check_image", "check_model", "check_record", "model_unavailable",
+           "recorded_axes", "session_error", "tiling_of"]
 
 FORMAT = "napari-sam-session"
 VERSION = 1
+#: The version of a file whose movie labels (or base) are one TIFF per time point (its
+#: ``labels`` names them under ``time_points``); version 1, one (T, Z, Y, X) TIFF, is read too.
+TIME_POINT_FILES_VERSION = 2
 #: The keys of a slice prompt record (what the CLI's prompts form keeps of it).
 PROMPT_KEYS = ("slice", "points", "labels", "box", "stop")
 
@@ -250,11 +254,12 @@ def check_record(data, name: str) -> None:
         raise session_error(name, f"not a napari-sam session (no \"format\": \"{FORMAT}\"); save "
                                   "one from the Segment Anything dock ('Save session')")
     version = data.get("version")
-    if version != VERSION:
-        newer = isinstance(version, int) and version > VERSION
+    if version not in (VERSION, TIME_POINT_FILES_VERSION):
+        newer = isinstance(version, int) and version > TIME_POINT_FILES_VERSION
         raise session_error(name, f"format version {version!r}, but this napari-sam reads version "
-                                  f"{VERSION}" + ("; update napari-sam-stacks" if newer else
-                                                  "; save the session again from the dock"))
+                                  f"{VERSION} or {TIME_POINT_FILES_VERSION}" + (
+                                      "; update napari-sam-stacks" if newer else
+                                      "; save the session again from the dock"))
     image = data.get("image")
     shape = image.get("shape") if isinstance(image, Mapping) else None
     if not isinstance(shape, list) or len(shape) != 3 or any(

@@ -41,7 +41,8 @@ from pathlib import Path
 from napari_sam.session_checks import FORMAT
 
 __all__ = ["LEFTOVER_AGE_S", "MARKER_BYTES", "leftovers", "mentioned_elsewhere",
-           "named_by_session_files", "remove_leftovers", "session_text", "sweep_once"]
+           "named_by_session_files", "remove_leftovers", "session_text", "sweep_once",
+           "tiff_refs"]
 
 #: a leftover changed this recently (seconds) may be another live write's, and is kept
 LEFTOVER_AGE_S = 120.0
@@ -88,12 +89,23 @@ def named_by_session_files(folder: Path) -> set[str] | None:
         if not isinstance(data, Mapping):
             continue
         for what in ("labels", "base"):
-            ref = data.get(what)
-            if isinstance(ref, Mapping) and isinstance(ref.get("path"), str):
+            for ref in tiff_refs(data.get(what)):
                 target = Path(os.path.normpath(Path(folder) / ref["path"]))
                 if target.parent == Path(os.path.normpath(folder)):
                     named.add(target.name)
     return named
+
+
+def tiff_refs(ref) -> list[Mapping]:
+    """The TIFF records (``{"path", "hash"}``) of a session file's ``labels`` or ``base``
+    entry: the entry itself when it names one TIFF, a movie's one per time point when it
+    names one per time point (``time_points``: version 2); those without a ``path`` string
+    are left out."""
+    if not isinstance(ref, Mapping):
+        return []
+    parts = ref.get("time_points") if "path" not in ref else [ref]
+    return [r for r in (parts if isinstance(parts, list) else [])
+            if isinstance(r, Mapping) and isinstance(r.get("path"), str)]
 
 
 def session_text(path: os.PathLike | str) -> tuple[bool, bytes]:
@@ -172,11 +184,11 @@ def _tiffs_named(raw: bytes, folder: str) -> frozenset[str]:
         data = json.loads(raw.decode("utf-8-sig"))
     except ValueError:  # (UnicodeDecodeError too): what it mentions is kept
         return _tiffs_mentioned(raw)
-    refs = [data.get(w) for w in ("labels", "base")] if isinstance(data, Mapping) else []
+    refs = [r for w in ("labels", "base") for r in tiff_refs(data.get(w))] if isinstance(
+        data, Mapping) else []
     return frozenset(
-        os.path.basename(t) for r in refs if isinstance(r, Mapping)
-        and isinstance(r.get("path"), str)
-        and os.path.dirname(t := os.path.normpath(os.path.join(folder, r["path"]))) == folder)
+        os.path.basename(t) for r in refs
+        if os.path.dirname(t := os.path.normpath(os.path.join(folder, r["path"]))) == folder)
 
 
 def leftovers(json_path: Path, keep: Iterable[str] = (), *,

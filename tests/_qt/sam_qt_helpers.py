@@ -88,6 +88,16 @@ def click_commit(viewer, widget, row: float, col: float) -> str:
     return widget._status.text()
 
 
+def commit_at_time(viewer, widget, t: int, z: int, row: float) -> None:
+    """A movie's dock: move the time slider to ``t`` and slice ``z``; click (row, 20),
+    commit, and wait for the autosave."""
+    viewer.dims.set_current_step(0, t)
+    widget.wait()
+    viewer.dims.set_point(1, z)
+    click_commit(viewer, widget, row, 20)
+    widget.controller.wait_autosave()
+
+
 def click_button(qtbot, widget, text: str) -> str:
     """A real mouse click on the dock's push button whose text starts with ``text`` (a
     disabled one ignores it); returns the status line."""

@@ -15,7 +15,7 @@ from sam_qt_helpers import (
     blob_movie,
     blob_stack,
     canvas_click,
-    click_commit,
+    commit_at_time,
     dock_on,
     use_predictor,
 )
@@ -26,13 +26,7 @@ from napari_sam.annotate.errors import UserError
 T = 5  # (longer than MAX_CHANNELS: read as time, not channels)
 
 
-def _commit_at(viewer, widget, t: int, z: int, row: float) -> None:
-    """Move the time slider to ``t`` and slice ``z``; click (row, 20) and commit."""
-    viewer.dims.set_current_step(0, t)
-    widget.wait()
-    viewer.dims.set_point(1, z)
-    click_commit(viewer, widget, row, 20)
-    widget.controller.wait_autosave()
+_commit_at = commit_at_time  # (move the time slider to t, commit at (z, row, 20))
 
 
 def _per_time(labels: np.ndarray) -> dict[int, list[int]]:

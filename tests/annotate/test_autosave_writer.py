@@ -123,3 +123,22 @@ def test_a_session_short_of_memory_autosaves_its_commit_in_place(session, tmp_pa
     assert written == [True]  # written from the labels themselves, no copy made
     saved = S.read_session(S.session_file_for(s.path))  # at once: written before commit returned
     assert len(saved.operations) == 1 and saved.labels.max() == 1
+
+
+def test_a_movie_snapshot_keeps_the_hashes_of_the_time_points_it_did_not_change():
+    """Only the time points a commit changed are hashed again (each was hashed per autosave);
+    hashes are kept for the writer's own snapshots only (not for labels written inline)."""
+    w = AutosaveWriter(post=lambda fn: None)
+    movie = np.zeros((4, 2, 8, 8), np.uint32)
+    snap = w.snapshot(movie)
+    assert w.known_hashes(snap) == [None] * 4
+    w.remember(snap, ["a", "b", "c", "d"])
+    w.submit(lambda: None, snap)
+    assert w.wait(30)
+    movie[2, 1, 3, 3] = 5
+    again = w.snapshot(movie)
+    assert again is snap and np.array_equal(again, movie)
+    assert w.known_hashes(again) == ["a", "b", None, "d"]
+    other = movie.copy()
+    w.remember(other, ["x"] * 4)  # not a snapshot: nothing kept (nor the array held)
+    assert w.known_hashes(other) == [None] * 4

@@ -131,6 +131,21 @@ class MovieSessions:
             frames = self._movie_frames = MovieFrames(self.source)  # remembered while it lives
         return frames
 
+    def labels_hashes(self, labels: np.ndarray | None) -> list[str] | None:
+        """A movie's hashes of each time point of the autosave's ``labels`` (T, Z, Y, X)
+        (:func:`napari_sam.session.session_labels_hash`), those the autosave writer knows
+        (time points no commit changed since its last write) not read again, the others
+        hashed and kept for the next autosave; None for any other labels (the write hashes
+        them). An autosave then hashes and writes only the time points that changed."""
+        if labels is None or labels.ndim != 4:
+            return None
+        from napari_sam.session import labels_hash
+
+        writer = self.autosave_writer
+        hashes = [h or labels_hash(labels[t]) for t, h in enumerate(writer.known_hashes(labels))]
+        writer.remember(labels, hashes)
+        return hashes
+
     def movie_record(self) -> dict:
         """A movie's entries of a session's ``image`` record (none for any other image)."""
         if not self.is_movie():

@@ -225,7 +225,7 @@ class SessionLog(SessionPlaces, LiveSessionFiles, MovieSessions):
         known = self._base_digest
         if known is not None and known[0] is base and not base.flags.writeable:
             return known[1]
-        digest = S.labels_hash(base)
+        digest = S.session_labels_hash(base)  # (a movie's: one per time point)
         self._base_digest = (base, digest)
         return digest
 
@@ -444,7 +444,8 @@ class SessionLog(SessionPlaces, LiveSessionFiles, MovieSessions):
                 earlier = "unreadable"
             mine = self._written_for(target)  # this dock's, for other labels
             kept = S.keep_aside(target)
-        S.write_session(state, target, base_hash=self._base_hash(state.base))
+        S.write_session(state, target, base_hash=self._base_hash(state.base),
+                        labels_hashes=self.labels_hashes(state.labels))
         self._own_autosave(target, job)
         self._image_records.read(target)  # (here, so that the UI thread need not parse it)
         if kept is not None:
