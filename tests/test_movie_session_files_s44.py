@@ -130,3 +130,15 @@ def test_pruning_keeps_the_time_point_tiffs_of_a_live_movie_session():
         assert prune_memory_sessions() == []
     assert all((folder / n).is_file() for n in _named(path))
     assert np.array_equal(S.read_session(path).labels, _labels())
+
+
+def test_a_movie_base_is_written_per_time_point_with_the_hashes_given(tmp_path):
+    """The dock hashes a log's base once (a list for a movie) and gives it to every save."""
+    labels, base = _labels(), _labels()[::-1].copy()
+    session = _movie_session(labels)
+    session.base = base
+    path = S.write_session(session, tmp_path / "m.json", base_hash=S.session_labels_hash(base))
+    record = json.loads(path.read_text())
+    assert [r["hash"] for r in record["base"]["time_points"]] == S.session_labels_hash(base)
+    back = S.read_session(path)
+    assert np.array_equal(back.base, base) and np.array_equal(back.labels, labels)

@@ -18,7 +18,9 @@ in napari order ((z, row, col) stack coordinates; boxes (row0, col0, row1, col1)
 * ``labels`` (and ``base``): the committed labels as a TIFF beside the JSON
   (``<name>.labels-<hash>.tif``, content-addressed so a crash between writing the TIFF and the
   JSON leaves a consistent pair); ``base`` holds what the labels layer held before the first
-  commit, when it was not empty;
+  commit, when it was not empty; a movie's are one TIFF per time point, listed under
+  ``time_points`` (version 2: a save writes only the time points whose TIFF is not there,
+  :mod:`napari_sam.session_label_files`; version 1's single (T, Z, Y, X) TIFF is read too);
 * ``trace``: the last propagation trace (:mod:`napari_sam.trace`).
 
 Replay (:func:`replay`, in :mod:`napari_sam.session_replay` and re-exported here, as are

@@ -20,6 +20,12 @@ Labels below :data:`BACKGROUND_BYTES` (and every autosave of a writer without ``
 script, the tests of the core) are written on the calling thread, after any write under way,
 as before: there the file always holds the last commit.
 
+A movie's (T, Z, Y, X) labels: the snapshot into a buffer whose time points' hashes are
+known (:meth:`AutosaveWriter.remember`) copies only the time points that differ from it and
+keeps the others' hashes (:meth:`AutosaveWriter.known_hashes`), so that an autosave hashes
+and writes only the time points a commit changed (each has its own TIFF:
+:mod:`napari_sam.session_label_files`), not all T.
+
 Memory. The snapshot is a second copy of the labels (1.26 GB for a 300 x 1024 x 1024 uint32
 layer), and the buffer kept warm a third: under a memory limit (a cluster job's cgroup, a
 small laptop) the first commit on a large stack got napari killed by the kernel, losing the
