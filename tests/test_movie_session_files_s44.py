@@ -97,6 +97,7 @@ def test_the_time_point_tiffs_a_session_names_are_kept(tmp_path):
     """A copy the user made keeps the TIFFs it names when the original is saved again; the
     sweep of a killed write's leftovers and a kept-aside copy keep every time point's."""
     from napari_sam.session_leftovers import leftovers
+    from napari_sam.session_temporaries import remove_dead_session_temporaries
 
     labels = _labels()
     session = _movie_session(labels)
@@ -108,6 +109,7 @@ def test_the_time_point_tiffs_a_session_names_are_kept(tmp_path):
     S.write_session(session, path)
     assert all((tmp_path / n).is_file() for n in old)  # m-v1.json names them
     assert leftovers(path, older_than=0) == []
+    assert remove_dead_session_temporaries(tmp_path) == []  # (only hidden temporaries go)
     assert np.array_equal(S.read_session(tmp_path / "m-v1.json").labels, _labels())
     kept = S.keep_aside(path)
     assert len(set(_named(kept)) & set(_named(path))) == 0  # its own copies
