@@ -144,3 +144,11 @@ def test_a_movie_base_is_written_per_time_point_with_the_hashes_given(tmp_path):
     assert [r["hash"] for r in record["base"]["time_points"]] == S.session_labels_hash(base)
     back = S.read_session(path)
     assert np.array_equal(back.base, base) and np.array_equal(back.labels, labels)
+
+
+def test_a_movie_sessions_time_point_tiffs_are_not_taken_for_images(tmp_path):
+    """A batch run over the folder leaves a session's label TIFFs out: a movie's too."""
+    from napari_sam.batch.inputs import is_session_labels
+
+    path = S.write_session(_movie_session(_labels()), tmp_path / "movie.tif.sam-session.json")
+    assert [is_session_labels(tmp_path / n) for n in sorted(set(_named(path)))] == [True] * T

@@ -137,7 +137,8 @@ def is_session_labels(path: Path) -> bool:
     ``<image>.sam-session.labels-<hash>.tif`` or a saved session's
     ``<name>.labels-<hash>.tif``): named so, beside a session file ``<name>.json``
     (:func:`napari_sam.session.is_session_file`) whose ``labels`` or ``base`` entry names
-    it. Only names of that form are looked at further."""
+    it (a movie's: one of its time points' TIFFs). Only names of that form are looked at
+    further."""
     m = _SESSION_TIFF.fullmatch(path.name)
     if m is None:
         return False
@@ -152,7 +153,9 @@ def is_session_labels(path: Path) -> bool:
         ref = json.loads(json_path.read_text(encoding="utf-8-sig")).get(m["what"])
     except (OSError, ValueError, AttributeError):
         return False
-    return isinstance(ref, dict) and ref.get("path") == path.name
+    from napari_sam.session_leftovers import tiff_refs  # (a movie's: one per time point)
+
+    return any(r["path"] == path.name for r in tiff_refs(ref))
 
 
 def _skipped(path: Path, *, labels: bool, keep_ground_truth: bool) -> bool:
