@@ -262,3 +262,33 @@ def test_on_a_file_system_that_cannot_lock_another_live_naparis_autosave_is_not_
     assert removed == [folders["e" * 16]]  # its napari ended: pruned
     for name in ("c" * 16, "d" * 16):  # before: both pruned
         assert (folders[name] / "image.sam-session.json").is_file()
+
+
+def test_a_session_resumed_while_autosave_is_off_is_not_pruned(tiny_sam):
+    """A session resumed while *Autosave* is off claims no file (until it autosaves), and
+    was not counted as used here: the first autosave of another image in this process, with
+    more than :data:`KEPT_IMAGES` folders, removed the file of the session open in it."""
+    import gc
+
+    from napari_sam.annotate.memory_sessions import KEPT_IMAGES
+    from napari_sam.session import read_session
+
+    s = blob_session(tiny_sam)
+    commit_at(s, 1, 20, 20)
+    s.wait_autosave()
+    first = s.autosave_path()
+    s.release_session_file()  # (its dock closed; the session gone)
+    del s
+    gc.collect()
+    _age(first.parent, 2)  # written 2 days ago
+    newer = [_autosave_folder(f"{i:016x}", 1.1 + i / 100) for i in range(KEPT_IMAGES)]
+    resumed = blob_session(tiny_sam)
+    resumed.autosave = False
+    assert len(resumed.resume().operations) == 1 and resumed.session_path == first
+    other = blob_session(tiny_sam)  # (another dock of this napari)
+    other.set_image(blob_stack(seed=1), name="other")
+    commit_at(other, 1, 20, 20)  # its first autosave prunes
+    other.wait_autosave()
+    assert other.autosave_path().is_file() and other.autosave_path() != first
+    assert first.is_file() and len(read_session(first, load_labels=False).operations) == 1
+    assert not newer[-1].exists()  # (the prune ran: the oldest of the others went)

@@ -318,6 +318,12 @@ class SessionClaims:
         with self._lock:
             return str(Path(path).absolute()) in self._used
 
+    def use(self, path: Path) -> None:
+        """Count the session file ``path`` as used by this session (:meth:`used`) without
+        claiming it: resumed while autosave is off (no claim until it autosaves)."""
+        with self._lock:
+            self._used.add(str(Path(path).absolute()))
+
     def writable(self, path: Path) -> Path:
         """``path`` or the alternate of it (:func:`alternate_session_file`) this session
         holds the claim of, else the first of them whose claim it gets; claims of other

@@ -149,6 +149,7 @@ class SessionLog(SessionPlaces, LiveSessionFiles, MovieSessions):
         if sess is None:
             return
         self.log, self._log_base = list(sess.operations), _frozen(sess.base)
+        self._claims.use(sess.path)  # (open here, autosave on or off: not pruned)
         if not self.autosave or self._claims.hold(sess.path):  # (an alternate: goes on there)
             self._own_autosave(sess.path)
 
@@ -528,6 +529,8 @@ class SessionLog(SessionPlaces, LiveSessionFiles, MovieSessions):
         auto = self.autosave_path()
         resumed = next((p for p in ([] if auto is None else self._session_files([auto]))
                         if p.absolute() == self.session_path.absolute()), None)
+        if resumed is not None:  # open here, autosave on or off: not pruned meanwhile
+            self._claims.use(resumed)
         if resumed is not None and (not self.autosave or self._claims.hold(resumed)):
             # (an alternate too; autosave off: no claim, the next autosave's claims it)
             self._own_autosave(resumed)  # its log goes on in that file
