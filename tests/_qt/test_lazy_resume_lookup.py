@@ -6,11 +6,19 @@ same for a movie of volumes, whose hash reads slices of every time point."""
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import numpy as np
 import pytest
-from sam_qt_helpers import blob_movie, blob_stack, commit_on, open_from_menu, use_predictor
+from sam_qt_helpers import (
+    blob_movie,
+    blob_stack,
+    canvas_click,
+    commit_on,
+    open_from_menu,
+    use_predictor,
+)
 
 
 class _RecordedReads:
@@ -109,3 +117,77 @@ def test_a_failed_look_up_names_the_image_it_read_after_another_was_picked(
     reads.gate.set()
     qtbot.wait(500)
     assert not [m for _, m in notifications if "Could not read 'more'" in m]
+
+
+class _HeldHash(_RecordedReads):
+    """:class:`_RecordedReads` whose reads for a pixel hash off the UI thread (``ui``) wait
+    for ``gate``: a remote zarr still being hashed."""
+
+    def __init__(self, pixels: np.ndarray, ui: int):
+        super().__init__(pixels)
+        self.ui, self.gate, self.ui_hashed = ui, threading.Event(), 0
+
+    def __getitem__(self, key):
+        frame = sys._getframe()
+        while frame is not None and frame.f_code.co_name != "image_hash":
+            frame = frame.f_back
+        if frame is not None and threading.get_ident() == self.ui:
+            self.ui_hashed += 1
+        elif frame is not None:
+            assert self.gate.wait(60)
+        return super().__getitem__(key)
+
+
+@pytest.mark.parametrize("looked_up", [False, True])
+def test_a_commit_on_a_lazy_image_being_hashed_reads_nothing_on_the_ui_thread(
+        make_widget, make_napari_viewer, tiny_predictor, qtbot, monkeypatch, looked_up):
+    """A commit made while the picked lazy image was still being hashed (or its first
+    commit, no autosave of an image without a file yet: nothing looked up) hashed it again
+    on the UI thread for its autosave. Its autosave is now written once a worker hashed it
+    (after the look-up's read), and resumes exactly."""
+    import dask
+    import dask.array as da
+
+    from napari_sam.annotate.memory_sessions import memory_sessions_folder
+
+    monkeypatch.setitem(dask.config.config, "scheduler", "synchronous")  # reads: the caller's
+    if looked_up:  # an image without a file was autosaved: picking one looks for its session
+        viewer0, w0 = make_widget(blob_stack(seed=1), name="other")
+        use_predictor(w0, tiny_predictor)
+        commit_on(viewer0, w0, 1)
+        viewer0.close()
+
+    def autosaves():
+        return sorted(memory_sessions_folder().glob("*/image.sam-session.json"))
+
+    before, ui = autosaves(), threading.get_ident()
+    pixels = blob_stack()
+    reads = _HeldHash(pixels, ui)
+    viewer, widget = make_widget(da.from_array(reads, chunks=(1, 64, 64)), name="cells")
+    c = widget.controller
+    use_predictor(widget, tiny_predictor)
+    viewer.dims.set_point(0, 1)
+    viewer.layers.selection.active = c.points_layer
+    canvas_click(viewer, 20, 20)  # (the preview decoded at once: sync)
+    c.sync = False  # the dock's threaded jobs
+    shown = len(reads.threads)
+    assert widget._on_commit() is not None, c.status
+    assert reads.threads[shown:].count(ui) == 0 and autosaves() == before  # (waits)
+    committed = np.asarray(c.target_layer.data).copy()
+    assert sorted(np.unique(committed).tolist()) == [0, 1]
+    reads.gate.set()
+    qtbot.waitUntil(lambda: len(autosaves()) == len(before) + 1, timeout=30_000)
+    assert reads.threads[shown:].count(ui) == 0
+    assert "autosaved in" in c.status and "has no file" in c.status
+    assert reads.ui_hashed == 0  # (nor when it was picked)
+    viewer.close()
+
+    other = make_napari_viewer()
+    other.add_image(da.from_array(pixels, chunks=(1, 64, 64)), name="cells")
+    _dock, w2 = open_from_menu(other)
+    w2.preload = False
+    qtbot.waitUntil(lambda: w2._resume_row.isVisibleTo(w2), timeout=30_000)
+    use_predictor(w2, tiny_predictor)
+    sess = w2._on_resume()
+    assert len(sess.operations) == 1
+    assert np.array_equal(np.asarray(w2.controller.target_layer.data), committed)

@@ -23,6 +23,7 @@ from napari_sam.annotate.errors import UserError
 
 from . import layers as L
 from . import targets as T
+from .hashed_autosave import HashedAutosave
 from .layer_history import record_step
 from .notify import guarded, info, job_error_text, report, status_text, warn
 from .paint_autosave import PaintAutosave
@@ -36,7 +37,8 @@ from .workers import Job, run_job
 __all__ = ["AnnotationController"]
 
 
-class AnnotationController(PromptLayers, ViewProblems, ResumeLookup, AnnotationSession):
+class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLookup,
+                           AnnotationSession):
     """The annotation session of the dock widget (docs/gui.md has the user's view).
 
     Parameters
@@ -423,6 +425,7 @@ class AnnotationController(PromptLayers, ViewProblems, ResumeLookup, AnnotationS
         changed = not L.same(layer, self.image_layer) or channel_axis != self.channel_axis
         aside = self.set_aside_prompts() if changed else ""  # read from the old layers
         switched = not changed and channel != self.channel  # the prompts stay: decoded anew
+        self.write_waiting_autosave()  # (a commit's on the image left: its hash read here)
         self.image_layer, self.channel_axis, self.source = layer, channel_axis, source
         self.channel = channel
         self._transforms.follow(layer)
@@ -582,6 +585,7 @@ class AnnotationController(PromptLayers, ViewProblems, ResumeLookup, AnnotationS
         """Stop listening to the viewer and cancel a running job (the layers stay)."""
         self._closed = True  # what waits (a job's end, the torch import) starts nothing then
         self._paint_autosave.follow(None)  # a stroke just made is autosaved, then no more
+        self.write_waiting_autosave()  # a commit's waiting for the pixels' hash too
         self.cancel_job(say=False)
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         self.unwatch_view()

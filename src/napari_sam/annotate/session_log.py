@@ -82,6 +82,18 @@ class SessionLog(SessionPlaces, LiveSessionFiles, MovieSessions):
     def notify_trace(self, trace: dict | None) -> None:
         """The propagation trace changed."""
 
+    def hash_pending(self) -> bool:
+        """Whether the image's pixel hash (which names and checks its autosave) is read off
+        this thread, to come (the GUI: a lazy image without a file, :mod:`napari_sam._qt.
+        hashed_autosave`): the autosave then waits for it (:meth:`autosave_when_hashed`).
+        Here: False, the hash is read when needed."""
+        return False
+
+    def autosave_when_hashed(self) -> None:
+        """Autosave once :meth:`hash_pending` is over (the GUI calls :meth:`autosave_now`
+        then); here at once."""
+        self.autosave_now()
+
     def _init_session(self) -> None:
         self.log: list[dict] = []
         self._redo_log: list[dict] = []
@@ -104,6 +116,7 @@ class SessionLog(SessionPlaces, LiveSessionFiles, MovieSessions):
         self._base_digest: tuple[np.ndarray, str] | None = None  # (log base, its labels_hash)
         self._claims = SessionClaims()  # the session files this session autosaves into
         self._image_records = ImageRecords()  # session files' image records, parsed once
+        self._continue_later = None  # (generation, base, shape, dtype): _continue_autosave
 
     # ------------------------------------------------------------------ the log
     def _log_before_commit(self, target, data: np.ndarray, held: S.Session | None = None) -> None:
@@ -135,20 +148,26 @@ class SessionLog(SessionPlaces, LiveSessionFiles, MovieSessions):
         image's autosaved session (made on this image's pixels), in its file or in an
         alternate of it (a dock's while another had the file): ``(index, session)`` of the
         first one (the session's ``path``: its file), else None. Each file is read once."""
-        path = self.autosave_path()
         self.wait_autosave()
-        files = [] if path is None else [  # (another's live log: not this dock's)
-            p for p in self._session_files([path]) if not self._claims.taken(p)]
-        return session_holding(files, candidates, self._hash())
+        if self.image_path() is None:  # (by its pixels: not hashed while none was autosaved)
+            found = self._session_files()
+        else:
+            path = self.autosave_path()
+            found = [] if path is None else self._session_files([path])
+        files = [p for p in found if not self._claims.taken(p)]  # (another's live log)
+        return session_holding(files, candidates, self._hash()) if files else None
 
     def _continue_autosave(self, data: np.ndarray, held: S.Session | None = None) -> None:
         """Take the log and base of the autosaved session of this image when it holds
         ``data`` (:meth:`autosave_holding`, or ``held`` when the caller read it): the file
         goes on, it is not replaced."""
+        if held is None and self.hash_pending():  # looked for once hashed (_autosave)
+            self._continue_later = (self._log_generation, self._log_base, data.shape, data.dtype)
+            return
         sess = self.autosave_holding(data) if held is None else held
         if sess is None:
-            return
-        self.log, self._log_base = list(sess.operations), _frozen(sess.base)
+            return  # (its log: before the commits made while the hash was read)
+        self.log, self._log_base = list(sess.operations) + self.log, _frozen(sess.base)
         self._claims.use(sess.path)  # (open here, autosave on or off: not pruned)
         if not self.autosave or self._claims.hold(sess.path):  # (an alternate: goes on there)
             self._own_autosave(sess.path)
@@ -319,8 +338,17 @@ class SessionLog(SessionPlaces, LiveSessionFiles, MovieSessions):
         """Autosave the session as it stands: labels of :data:`~napari_sam.annotate.
         autosave_writer.BACKGROUND_BYTES` or more on the writer's worker thread (when it has
         one), after the write under way; smaller ones here, also after it."""
+        if not self.autosave or self._autosave_broken:
+            return
+        if self.hash_pending():  # (the GUI: the commit is not made to wait for the read)
+            self.autosave_when_hashed()
+            return
+        later, self._continue_later = self._continue_later, None
+        if later is not None and later[0] == self._log_generation:  # the target's content
+            self._continue_autosave(np.zeros(later[2], later[3]) if later[1] is None
+                                    else later[1])  # (read before the log's first commit)
         target = self.autosave_path()
-        if not self.autosave or target is None or self._autosave_broken:
+        if target is None:
             return
         self._claims.resume()  # (after release_session_file: claimed and kept again)
         writer = self.autosave_writer

@@ -1,0 +1,108 @@
+"""The autosave of a commit on a lazy image without a file, written once a worker thread has
+hashed its pixels (a mixin of :class:`~napari_sam._qt.controller.AnnotationController`).
+
+An image without a file (a script's dask or zarr array) is autosaved under the cache folder
+by a hash of its pixels (:mod:`napari_sam.annotate.memory_sessions`), which reads 16 of its
+slices. Picking it hashes them in a worker (:mod:`.resume_lookup`), but a commit made before
+that worker ended (or any first commit, where no autosave of an image without a file existed
+yet: nothing was looked up) hashed them again on the UI thread, to name and fill its autosave:
+seconds of a frozen napari for a remote zarr. The commit (undo, redo) is now made at once and
+its autosave written when a worker has hashed the pixels (after the look-up under way, whose
+read it reuses). Until then the commits are in memory only: napari killed meanwhile loses
+them (as it loses those of an autosave write under way, :mod:`napari_sam.annotate.
+autosave_writer`). What reads or replaces the autosave file (saving, loading, resuming, a
+new labels target, waiting for the autosave as napari quits), another image picked and the
+dock closing write the waiting autosave first, hashing on the UI thread if still needed.
+"""
+
+from __future__ import annotations
+
+import time
+
+from napari_sam import session as S
+from napari_sam.annotate.memory_sessions import in_memory
+
+from .notify import guarded
+from .workers import run_job
+
+__all__ = ["HashedAutosave"]
+
+
+class HashedAutosave:
+    """:meth:`hash_pending` and :meth:`autosave_when_hashed` of the session (see the module
+    docstring; needs the session's ``source``, ``sync``, ``image_path``, ``image_identity``,
+    ``hashed_stack``, ``autosave_now``, the look-up's ``_pixel_lookup`` and the dock's
+    ``_closed``)."""
+
+    _autosave_waits = None  # the source whose autosave waits for its pixels' hash
+    _hashing_here = False  # the waiting autosave is written now: the hash is read here
+    _hash_job = None  # the Job hashing them for the autosave (kept while it runs)
+
+    def hash_pending(self) -> bool:
+        """Whether the autosave waits for the image's pixel hash: a lazy image without a
+        file (dask, zarr, memory-mapped), not hashed yet, in the threaded GUI."""
+        source = self.source
+        if self._hashing_here or self.sync or source is None or self.image_path() is not None:
+            return False
+        if in_memory(self.image_identity()[1]):
+            return False
+        return not S.image_hash_known(self.hashed_stack())
+
+    def autosave_when_hashed(self) -> None:
+        """Write the autosave once a worker has hashed the image's pixels (after the look-up
+        of its autosaved session under way, if any, whose hash it then reads nothing for)."""
+        source = self.source
+        if self._autosave_waits is source and self._hash_job is not None and (
+                self._hash_job.running):
+            return  # (its job writes the newest state)
+        self._autosave_waits = source
+        lookup = self._pixel_lookup
+        name = self.image_name()
+
+        def failed(err):
+            if self._autosave_waits is source:
+                self._autosave_waits = None
+            self.notify_warning(f"Could not read '{name}' to autosave its session ({err}): "
+                                "the next commit tries again; 'Save session...' saves it now.")
+
+        self._hash_job = run_job(
+            _hash_pixels(self.hashed_stack(), lookup), description="Hashing for the autosave",
+            on_returned=lambda _: guarded(lambda c: c.write_waiting_autosave(source))(self),
+            on_error=failed, sync=False, progress_bar=False)
+
+    def write_waiting_autosave(self, source=None) -> None:
+        """Write the autosave waiting for the pixels' hash (``source``: only if it waits for
+        that image's), reading the hash here if it is still unknown; the status line says
+        what the write has to say."""
+        waits = self._autosave_waits
+        if waits is None or (source is not None and waits is not source):
+            return
+        self._autosave_waits = None
+        self._hashing_here = True
+        try:
+            self.autosave_now()
+        finally:
+            self._hashing_here = False
+        note = self.take_autosave_note().strip()
+        if note:
+            self._say(f"{self.status} {note}".strip())
+
+    def after_lookup(self) -> None:
+        """(The look-up's, :mod:`.resume_lookup`.) The waiting autosave first: the offer to
+        resume then finds this dock's commits in it, not an earlier session to offer."""
+        self.write_waiting_autosave(self.source)
+        super().after_lookup()
+
+    def wait_autosave(self, timeout: float | None = None) -> bool:
+        """(The session's.) The waiting autosave is written first."""
+        self.write_waiting_autosave()
+        return super().wait_autosave(timeout)
+
+
+def _hash_pixels(stack, lookup):
+    """The job: :func:`napari_sam.session.image_hash` of ``stack``, remembered for it, once
+    the ``lookup`` job (None: none) ended (its read remembered: none here)."""
+    yield from ()  # (a generator: a job; it reads when the worker starts it)
+    while lookup is not None and lookup.running:
+        time.sleep(0.02)
+    S.image_hash(stack, remember=True)
