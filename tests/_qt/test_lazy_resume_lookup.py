@@ -138,13 +138,14 @@ class _HeldHash(_RecordedReads):
         return super().__getitem__(key)
 
 
-@pytest.mark.parametrize("looked_up", [False, True])
+@pytest.mark.parametrize(("looked_up", "closed"), [(False, False), (True, False), (True, True)])
 def test_a_commit_on_a_lazy_image_being_hashed_reads_nothing_on_the_ui_thread(
-        make_widget, make_napari_viewer, tiny_predictor, qtbot, monkeypatch, looked_up):
+        make_widget, make_napari_viewer, tiny_predictor, qtbot, monkeypatch, looked_up, closed):
     """A commit made while the picked lazy image was still being hashed (or its first
     commit, no autosave of an image without a file yet: nothing looked up) hashed it again
     on the UI thread for its autosave. Its autosave is now written once a worker hashed it
-    (after the look-up's read), and resumes exactly."""
+    (after the look-up's read), and resumes exactly; ``closed``: the dock closed first
+    writes it (hashing there: nothing is lost)."""
     import dask
     import dask.array as da
 
@@ -175,11 +176,16 @@ def test_a_commit_on_a_lazy_image_being_hashed_reads_nothing_on_the_ui_thread(
     assert reads.threads[shown:].count(ui) == 0 and autosaves() == before  # (waits)
     committed = np.asarray(c.target_layer.data).copy()
     assert sorted(np.unique(committed).tolist()) == [0, 1]
+    if closed:  # the dock closed: its autosave is written then (the pixels read here)
+        widget.close()
+        assert len(autosaves()) == len(before) + 1 and reads.ui_hashed > 0
     reads.gate.set()
     qtbot.waitUntil(lambda: len(autosaves()) == len(before) + 1, timeout=30_000)
-    assert reads.threads[shown:].count(ui) == 0
-    assert "autosaved in" in c.status and "has no file" in c.status
-    assert reads.ui_hashed == 0  # (nor when it was picked)
+    qtbot.waitUntil(lambda: not c._hash_job.running, timeout=30_000)
+    if not closed:
+        assert reads.threads[shown:].count(ui) == 0
+        assert "autosaved in" in c.status and "has no file" in c.status
+        assert reads.ui_hashed == 0  # (nor when it was picked)
     viewer.close()
 
     other = make_napari_viewer()
