@@ -48,11 +48,14 @@ class TrainingDataError(ValueError):
 
 @dataclass
 class ImagePair:
-    """One image (2D, or a 3D stack used slice by slice) with its instance labels."""
+    """One image (2D, or a 3D stack used slice by slice) with its instance labels;
+    ``movie``: for one time point of a movie (:mod:`napari_sam.training.movies`), the
+    movie's name, its time point and number of time points ``(name, t, T)``."""
 
     image: np.ndarray
     labels: np.ndarray
     name: str
+    movie: tuple[str, int, int] | None = None
 
 
 @dataclass
@@ -170,7 +173,10 @@ def _check_pair(image: np.ndarray, labels: np.ndarray, name: str, labels_name: s
     if labels.ndim not in (2, 3):
         raise TrainingDataError(
             f"{name}: labels must be 2D (Y, X) or a 3D stack (Z, Y, X), got shape {labels.shape}"
-        )
+            + ("" if labels.ndim != 4 else "; a movie of volumes (T, Z, Y, X) is trained on "
+               "time point by time point when its image file's metadata names its axes (an "
+               "ImageJ or OME TIFF, or tifffile.imwrite(path, movie, metadata={'axes': "
+               "'TZYX'}))"))
     ok = image.shape == labels.shape or (
         image.ndim == labels.ndim + 1 and image.shape[:-1] == labels.shape and image.shape[-1] in (1, 3, 4)
     )
@@ -458,6 +464,9 @@ def load_pairs(images, labels) -> list[ImagePair]:
         ``img.tif`` with ``img_labels.tif`` or ``ground_truth/img.tif``), otherwise in
         sorted order; lists (of paths or arrays) in their order. Images are (Y, X), (Y, X, 3|4), (Z, Y, X) or
         (Z, Y, X, 3|4); labels (Y, X) or (Z, Y, X) integer instance ids, 0 background.
+        A movie of volumes (a file whose metadata names axes with T and Z) gives one pair
+        per time point with labels (:mod:`napari_sam.training.movies`), named
+        ``movie.tif[t=3]``, with (T, Z, Y, X) labels or its annotation session's.
 
     Raises
     ------
@@ -483,11 +492,35 @@ def load_pairs(images, labels) -> list[ImagePair]:
         labs = labs if order is None else [labs[i] for i in order]
     pairs = []
     for (im, im_name), (lb, lb_name) in zip(imgs, labs):
+        if isinstance(im, Path) and (movie := _movie_pairs(im, lb, im_name, lb_name)):
+            pairs.extend(movie)
+            continue
         image = _read_array(im) if isinstance(im, Path) else np.asarray(im)
         lab = _read_array(lb) if isinstance(lb, Path) else np.asarray(lb)
         name = im_name if im_name == lb_name else f"{im_name} / {lb_name}"
         _check_pair(image, lab, name, lb_name)
         pairs.append(ImagePair(image, lab, name))
+    return pairs
+
+
+def _movie_pairs(path: Path, labels, name: str, lb_name: str) -> list[ImagePair]:
+    """The time points of the movie of volumes at ``path`` with their labels, checked, one
+    pair each (:mod:`napari_sam.training.movies`); [] when ``path`` is no movie."""
+    from napari_sam.training.movies import MovieDataError, movie_time_points, read_movie
+
+    movie = read_movie(path)
+    if movie is None:
+        return []
+    n = int(movie.data.shape[movie.axes.index("T")])
+    try:
+        points = movie_time_points(movie, labels, name, lb_name)
+    except MovieDataError as exc:
+        raise TrainingDataError(str(exc)) from None
+    pairs = []
+    for point in points:
+        here = f"{name}[t={point.t}]"
+        _check_pair(point.image, point.labels, here, f"{lb_name} (time point {point.t})")
+        pairs.append(ImagePair(point.image, point.labels, here, (name, point.t, n)))
     return pairs
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from napari_sam.training.data import named_after
+from napari_sam.training.movies import movie_session_entry
 
 __all__ = ["LabelChoice", "choose_label_files", "session_image"]
 
@@ -66,6 +67,21 @@ def _session_record(label: Path) -> tuple[dict, dict] | None:
     return record, record.get(m["what"]) or {}
 
 
+def _one_per_movie_session(labels: Sequence[Path]) -> list[Path]:
+    """``labels`` with one TIFF for each movie session's time point TIFFs (the first given):
+    they are the labels of one movie, read together (:func:`movie_session_entry`)."""
+    seen: set[Path] = set()
+    out = []
+    for p in labels:
+        found = movie_session_entry(p)
+        if found is not None and found[0] in seen:
+            continue
+        if found is not None:
+            seen.add(found[0])
+        out.append(p)
+    return out
+
+
 def session_image(label: os.PathLike | str, images: Sequence[os.PathLike | str]
                   ) -> Path | None:
     """The image among ``images`` whose annotation session wrote the label TIFF ``label``.
@@ -110,8 +126,10 @@ def _written(label: Path) -> float:
 def _content(label: Path) -> str | None:
     """The content hash the session file records for ``label``."""
     found = _session_record(label)
-    digest = found[1].get("hash") if found else None
-    return digest if isinstance(digest, str) else None
+    parts = found[1].get("time_points") if found and "path" not in found[1] else None
+    digest = (" ".join(str(p.get("hash")) for p in parts if isinstance(p, dict))
+              if isinstance(parts, list) else found[1].get("hash") if found else None)
+    return digest if isinstance(digest, str) and digest else None
 
 
 def _ours(label: Path) -> bool:
@@ -133,7 +151,9 @@ def choose_label_files(images: Sequence[Path], labels: Sequence[Path]) -> LabelC
     (``auto``, ``segment``) unedited since. Otherwise, of an image's session label TIFFs
     (autosave, *Save session...*, sessions kept aside) and the unedited outputs of
     ``auto``/``segment`` named after it, the newest is kept (a session's by its session
-    file's time).
+    file's time). A movie's session names one labels TIFF per time point: they count as
+    one label file (the first given stands for them all; the training reader reads every
+    time point's, :func:`movie_session_entry`).
 
     Parameters
     ----------
@@ -145,6 +165,7 @@ def choose_label_files(images: Sequence[Path], labels: Sequence[Path]) -> LabelC
     LabelChoice
     """
     names = [str(p) for p in images]
+    labels = _one_per_movie_session(labels)
     owned = {p: im for p in labels if (im := session_image(p, images)) is not None}
     choice = LabelChoice(labels=list(labels))
     for image in images:

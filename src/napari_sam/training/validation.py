@@ -39,6 +39,30 @@ def data_notes(pairs, items, val_items, img_size: int) -> list[str]:
                      f"({pairs[0].name}) trained on: neighbouring slices show the same "
                      "objects, so the validation IoU is close to the fit to the training "
                      "data; give another labelled stack for a held-out validation")
+    return _movie_notes(pairs, bool(val_items)) + notes
+
+
+def _movie_notes(pairs, split: bool) -> list[str]:
+    """For each movie of volumes trained on (``pair.movie``): its time points with labels,
+    each a training stack of its own, those left out, and (``split``) that the validation
+    split holds out whole time points."""
+    movies: dict[str, tuple[int, list[int]]] = {}
+    for pair in pairs:
+        if pair.movie is not None:
+            name, t, n = pair.movie
+            movies.setdefault(name, (n, []))[1].append(t)
+    notes = []
+    for name, (n, used) in movies.items():
+        left = [t for t in range(n) if t not in used]
+        notes.append(
+            f"{name}: a movie of {n} time points: "
+            + (f"each of the {len(used)} time points" if len(used) > 1 else "the one time point")
+            + f" with labels (t={', '.join(map(str, used))}) is a training stack of its own"
+            + (f"; time points without labels (t={', '.join(map(str, left))}) are left out"
+               if left else "")
+            + ("; the validation split holds out whole time points (neighbouring time points "
+               "show the same objects, so it measures the fit to this movie more than to new "
+               "ones)" if split and len(used) > 1 else ""))
     return notes
 
 

@@ -1,0 +1,114 @@
+"""``napari-sam train`` on a movie of volumes (a TZYX TIFF whose metadata names its axes):
+with its (T, Z, Y, X) labels it stopped with "labels must be 2D (Y, X) or a 3D stack
+(Z, Y, X)"; with the movie's dock session each time point's labels TIFF was paired with the
+whole movie (one kept, the others "left out", then a shape mismatch). Now each time point's
+volume is a training stack with that time point's labels, each time point its own item for
+the validation split, and a movie given one volume of labels is refused with what to do."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from cli_runner import cli, error_line, tiny_train_argv
+
+T, Z = 3, 6
+_CENTRES = ((20, 20), (44, 44), (20, 44))
+
+
+def _movie_labels() -> np.ndarray:
+    """(T, Z, 64, 64) uint16: time point t holds t + 1 discs (ids 1..t+1) on every slice, so
+    the objects trained on tell which labels each time point was paired with."""
+    yy, xx = np.mgrid[:64, :64]
+    out = np.zeros((T, Z, 64, 64), np.uint16)
+    for t in range(T):
+        for oid, (r, c) in enumerate(_CENTRES[: t + 1], start=1):
+            out[t, :, (yy - r) ** 2 + (xx - c) ** 2 < 64] = oid
+    return out
+
+
+#: every slice of time point t has t + 1 objects: 6 * (1 + 2 + 3)
+_OBJECTS = Z * sum(range(1, T + 1))
+
+
+@pytest.fixture
+def movie(tmp_path):
+    """``d/movie.tif``: a (T, Z, Y, X) movie, its axes named in its metadata."""
+    from stacks import blob_movie
+
+    d = tmp_path / "d"
+    d.mkdir()
+    path = d / "movie.tif"
+    tifffile.imwrite(path, blob_movie(t=T), metadata={"axes": "TZYX"})
+    return path
+
+
+def _record(out) -> dict:
+    return json.loads(out.with_suffix(".json").read_text())["data"]
+
+
+def test_a_movie_with_tzyx_labels_trains_each_time_point_as_a_stack(movie, tmp_path,
+                                                                    tiny_model, capsys):
+    from napari_sam import io as nio
+
+    nio.write_labels(movie.with_name("movie_labels.tif"), _movie_labels(), axes="TZYX")
+    out = tmp_path / "m.pt"
+    rc, _, err = cli(tiny_train_argv(movie.parent, movie.parent, out, tiny_model), capsys)
+    assert rc == 0 and out.is_file(), err
+    data = _record(out)
+    assert data["n_images"] == T and data["n_objects"] == _OBJECTS, data
+    assert all(f"movie.tif[t={t}]" in data["description"] for t in range(T)), data
+    # whole time points are held out: the items of one time point (its Z slices)
+    assert data["n_val_items"] == Z and data["n_train_items"] == (T - 1) * Z, data
+
+
+def test_the_split_note_says_whole_time_points_are_held_out(movie, tmp_path, tiny_model,
+                                                           capsys):
+    from napari_sam import io as nio
+
+    labels = _movie_labels()
+    labels[1] = 0  # a time point not annotated: left out, said
+    nio.write_labels(movie.with_name("movie_labels.tif"), labels, axes="TZYX")
+    argv = [a for a in tiny_train_argv(movie.parent, movie.parent, tmp_path / "m.pt",
+                                       tiny_model) if a != "-q"]
+    rc, _, err = cli(argv, capsys)
+    assert rc == 0, err
+    assert (f"{movie}: a movie of {T} time points: each of the 2 time points with labels "
+            "(t=0, 2) is a training stack of its own") in err, err
+    assert "time points without labels (t=1) are left out" in err, err
+    assert "the validation split holds out whole time points" in err, err
+    assert _record(tmp_path / "m.pt")["n_images"] == 2
+
+
+def test_a_movie_and_its_dock_session_pair_each_time_point(movie, tmp_path, tiny_model,
+                                                          capsys):
+    from napari_sam import session as S
+
+    labels = _movie_labels().astype(np.uint32)
+    image = {"path": str(movie), "name": "movie", "shape": [Z, 64, 64],
+             "layer_shape": [T, Z, 64, 64], "time_points": T, "time_axis": 0}
+    path = S.write_session(S.Session(image=image, model={"name": "demo", "is_file": False},
+                                     labels=labels), S.session_file_for(movie))
+    assert len(json.loads(path.read_text())["labels"]["time_points"]) == T
+    out = tmp_path / "m.pt"
+    rc, _, err = cli(tiny_train_argv(movie.parent, movie.parent, out, tiny_model), capsys)
+    assert rc == 0 and out.is_file(), err
+    assert "left out" not in err and "may hold other labels" not in err, err
+    data = _record(out)
+    assert data["n_images"] == T and data["n_objects"] == _OBJECTS, data
+
+
+def test_a_movie_with_one_volume_of_labels_is_refused_with_what_to_do(movie, tmp_path,
+                                                                     capsys):
+    labels = movie.with_name("movie_labels.tif")
+    tifffile.imwrite(labels, _movie_labels()[2], metadata={"axes": "ZYX"})
+    rc, _, err = cli(tiny_train_argv(movie.parent, movie.parent, tmp_path / "m.pt", "demo"),
+                     capsys)
+    line = error_line(err)
+    assert rc == 2 and (f"{movie} is a movie of {T} time points of (Z, Y, X) volumes "
+                        f"(axes TZYX from its metadata), but the label file {labels} is one "
+                        f"volume of shape ({Z}, 64, 64)") in line, line
+    assert "give (T, Z, Y, X) labels" in line
