@@ -112,3 +112,20 @@ def test_a_movie_with_one_volume_of_labels_is_refused_with_what_to_do(movie, tmp
                         f"(axes TZYX from its metadata), but the label file {labels} is one "
                         f"volume of shape ({Z}, 64, 64)") in line, line
     assert "give (T, Z, Y, X) labels" in line
+
+
+def test_4d_labels_beside_an_image_without_named_axes_say_how_to_name_them(tmp_path, capsys):
+    """A .npy movie has no axes in its file: not taken for a movie (a short axis may hold
+    channels); its 4D labels are refused with how to name the axes."""
+    from stacks import blob_movie
+
+    d = tmp_path / "d"
+    d.mkdir()
+    np.save(d / "movie.npy", blob_movie(t=T))
+    np.save(d / "movie_labels.npy", _movie_labels())
+    rc, _, err = cli(tiny_train_argv(d, d, tmp_path / "m.pt", "demo"), capsys)
+    line = error_line(err)
+    assert rc == 2 and (f"labels must be 2D (Y, X) or a 3D stack (Z, Y, X), got shape "
+                        f"({T}, {Z}, 64, 64); a movie of volumes (T, Z, Y, X) is trained on "
+                        "time point by time point when its image file's metadata names its "
+                        "axes") in line, line
