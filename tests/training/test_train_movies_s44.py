@@ -83,10 +83,17 @@ def test_the_split_note_says_whole_time_points_are_held_out(movie, tmp_path, tin
     assert _record(tmp_path / "m.pt")["n_images"] == 2
 
 
+@pytest.mark.parametrize("suffix", [".tif", ".npy"])
 def test_a_movie_and_its_dock_session_pair_each_time_point(movie, tmp_path, tiny_model,
-                                                          capsys):
+                                                          capsys, suffix):
+    """Also a movie whose file names no axes (a .npy), which the dock took for a movie: its
+    session's labels say so."""
     from napari_sam import session as S
 
+    if suffix == ".npy":
+        np.save(movie.with_suffix(".npy"), tifffile.imread(movie))
+        movie.unlink()
+        movie = movie.with_suffix(".npy")
     labels = _movie_labels().astype(np.uint32)
     image = {"path": str(movie), "name": "movie", "shape": [Z, 64, 64],
              "layer_shape": [T, Z, 64, 64], "time_points": T, "time_axis": 0}

@@ -508,7 +508,7 @@ def _movie_pairs(path: Path, labels, name: str, lb_name: str) -> list[ImagePair]
     pair each (:mod:`napari_sam.training.movies`); [] when ``path`` is no movie."""
     from napari_sam.training.movies import MovieDataError, movie_time_points, read_movie
 
-    movie = read_movie(path)
+    movie = read_movie(path, labels)
     if movie is None:
         return []
     n = int(movie.data.shape[movie.axes.index("T")])

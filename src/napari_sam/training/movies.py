@@ -52,12 +52,14 @@ class MovieTimePoint:
     t: int
 
 
-def read_movie(path: os.PathLike | str):
+def read_movie(path: os.PathLike | str, labels=None):
     """The movie of volumes at ``path`` (:class:`napari_sam.io.ImageData`, read lazily), or
     None for any other image: its file's metadata names axes holding both ``T`` and ``Z``
     longer than 1 (axes guessed from the shape are not trusted: a short axis may hold
-    channels); None too for a file that cannot be read (the reader of the training data
-    then says why)."""
+    channels), or it is 4D and ``labels`` is a labels TIFF of a movie's annotation session
+    (:func:`movie_session_entry`: the dock took it for a movie) of its shape, then read as
+    ``TZYX``; None too for a file that cannot be read (the reader of the training data then
+    says why)."""
     from napari_sam import io as nio
 
     try:
@@ -65,7 +67,11 @@ def read_movie(path: os.PathLike | str):
     except Exception:  # noqa: BLE001 (the training reader's own message names the problem)
         return None
     if nio.axes_inferred(img.metadata):
-        return None
+        found = movie_session_entry(labels) if isinstance(labels, Path) else None
+        shape = list(found[1].get("shape") or ()) if found else None
+        if shape is None or [int(n) for n in img.data.shape] != shape:
+            return None
+        img = nio.read_image(path, axes="TZYX", lazy=True)
     size = dict(zip(img.axes, (int(n) for n in img.data.shape)))
     return img if size.get("T", 1) > 1 and size.get("Z", 1) > 1 else None
 
