@@ -4,11 +4,12 @@ interrupted`` (or a command's own ``Interrupted: ...`` summary), never a traceba
 death by the signal that a parent sees as -2 or -15 (Python ends by SIGINT when a
 KeyboardInterrupt is not caught).
 
-While a command runs (:func:`handled_by_the_command`), SIGTERM raises KeyboardInterrupt as
-Ctrl-C does, and each command cleans up and says what it finished. Before that (torch and
-the model loading at start-up) and after it (the command's own clean-up, the interpreter's
-shutdown), :func:`exit_on_signals` ends the process at once with 130: nothing is half
-written there (:func:`interrupted_exit`).
+While a command runs (:func:`handled_by_the_command`: loading torch and the model included),
+SIGTERM raises KeyboardInterrupt as Ctrl-C does, and each command cleans up and says what it
+finished. Before that (the arguments parsed, the CLI's own modules imported) and after it
+(``main``'s clean-up, the interpreter's shutdown), :func:`exit_on_signals` ends the process
+at once with 130: nothing is half written there (:func:`interrupted_exit`; no ``atexit``
+function of the command line's needs to run).
 
 A signal that was ignored when ``napari-sam`` started stays ignored throughout (as Python
 leaves an ignored SIGINT): a background job of a shell script (``napari-sam auto ... &``,
