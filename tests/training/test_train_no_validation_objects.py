@@ -71,6 +71,26 @@ def test_validation_without_objects_is_said_and_the_best_epoch_is_the_training_i
     assert stdout.startswith(f"wrote {out}: the weights of epoch 1, training IoU 0.700 (the best "
                              "epoch; the last, epoch 2, had 0.500)")
 
+
+def test_the_note_of_a_save_last_run_names_the_last_epoch(tmp_path, samples, tiny_model,
+                                                          monkeypatch):
+    """``train(save="last")`` writes the last epoch, not the one with the best training IoU,
+    which its note named (the words of ``save="best"``)."""
+    from napari_sam.training import train
+
+    _empty_validation_labels(monkeypatch)
+    notes = []
+    result = train(str(samples / "*.tif"), str(samples / "ground_truth" / "*.tif"),
+                   model=str(tiny_model), out=tmp_path / "m.pt", epochs=1, steps_per_epoch=1,
+                   batch_size=1, objects_per_image=2, val_fraction=0.34, device="cpu",
+                   progress=False, save="last", on_note=notes.append)
+    said = [n for n in notes if n.startswith("validation had no objects")]
+    assert len(said) == 1, notes
+    assert ("so there is no validation IoU and the checkpoint is the last epoch "
+            "(save='last'); add labelled images") in said[0]
+    assert result.path == tmp_path / "m.pt" and result.path.exists()
+
+
 def test_validation_without_objects_is_said_on_each_epoch_line(
         tmp_path, samples, tiny_model, capsys, monkeypatch):
     _empty_validation_labels(monkeypatch)

@@ -612,7 +612,7 @@ def _finish_epoch_or_undo(trainer, loop: _Loop, *args, **kwargs) -> None:
 
 
 def _validate_base(trainer, loop: _Loop, val_items, max_val_objects, progress,
-                   on_note=None) -> None:
+                   on_note=None, save: str = "best") -> None:
     """Before the first step: the base model's IoU on the validation items (what each epoch
     is compared with: a finetune can make a model worse on the user's own images), logged
     and kept in ``loop.base`` (and the checkpoint metadata's ``base_validation``). When the
@@ -624,7 +624,7 @@ def _validate_base(trainer, loop: _Loop, val_items, max_val_objects, progress,
         return
     ev = evaluate(trainer.model, val_items, device=trainer.device, max_objects=max_val_objects)
     if not ev["n_objects"]:
-        (on_note or logger.warning)(no_objects_note(val_items))
+        (on_note or logger.warning)(no_objects_note(val_items, save))
         return
     loop.base = {"val_iou": ev["val_iou"], "val_point_iou": ev["point_iou"],
                  "val_box_iou": ev["box_iou"], "val_objects": ev["n_objects"],
@@ -746,7 +746,7 @@ def run_training(
     stop_check = functools.partial(_step_limit_reached, loop, trainer, first_step, max_steps,
                                    time_limit, t_start, resumable)
     try:
-        _validate_base(trainer, loop, val_items, max_val_objects, progress, on_note)
+        _validate_base(trainer, loop, val_items, max_val_objects, progress, on_note, save)
         while loop.epoch <= epochs and loop.stop is None:
             epoch, t0 = loop.epoch, time.perf_counter()
             if loop.step_in_epoch == 0:

@@ -66,16 +66,18 @@ def _movie_notes(pairs, split: bool) -> list[str]:
     return notes
 
 
-def no_objects_note(val_items: Sequence[TrainItem]) -> str:
+def no_objects_note(val_items: Sequence[TrainItem], save: str = "best") -> str:
     """The note when :func:`~napari_sam.training.evaluation.evaluate` found no object in the
     validation items: which images, where to add labelled ones, and what the run does instead
-    (it picks the best epoch by training IoU).
+    (it picks the best epoch by training IoU; ``save="last"`` writes the last epoch).
 
     Parameters
     ----------
     val_items : sequence of TrainItem
         The validation items (``name``: the image's, or "IMAGE / LABELS" naming both files;
         ``[z=..]`` after it for a stack slice).
+    save : {"best", "last"}
+        The run's ``save`` (:func:`~napari_sam.training.run.train`): which epoch it writes.
 
     Returns
     -------
@@ -86,12 +88,13 @@ def no_objects_note(val_items: Sequence[TrainItem]) -> str:
     images = [n.split(" / ")[0].split("[z=")[0] for n in names]  # "IMAGE / LABELS[z=3]"
     folders = sorted({str(Path(n).parent) for n in images if n})
     where = (f" in {', '.join(folders)}" if folders and folders != ["."] else "")
+    written = ("the last epoch (save='last')" if save == "last"
+               else "the epoch with the best training IoU")
     return (f"validation had no objects: the {counted(len(names), 'validation image')} "
             f"({shown}) {'holds' if len(names) == 1 else 'hold'} no labelled object to "
-            "measure, so there is no validation IoU and "
-            "the checkpoint is the epoch with the best training IoU; add labelled images"
-            f"{where} (each with its label image) for a held-out validation, or train with "
-            "--val-fraction 0 (val_fraction=0) to skip it")
+            f"measure, so there is no validation IoU and the checkpoint is {written}; add "
+            f"labelled images{where} (each with its label image) for a held-out validation, "
+            "or train with --val-fraction 0 (val_fraction=0) to skip it")
 
 
 def validation_fields(ev: dict[str, Any], base: dict[str, Any] | None, shared: bool
