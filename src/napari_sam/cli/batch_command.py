@@ -13,6 +13,7 @@ from pathlib import Path
 from napari_sam.batch.segment_options import SAM2_KEYS, SAM2_OPTIONS, SEGMENT_OPTIONS
 from napari_sam.cli.batch_parsers import BATCH_SIZE_DEFAULT
 from napari_sam.cli.errors import CLIError, print_note
+from napari_sam.cli.interruption import INTERRUPTED
 from napari_sam.cli.models_command import resolve_model
 from napari_sam.words import counted, for_count
 
@@ -757,6 +758,6 @@ def run_batch(args, ctx, jobs, prompts) -> int:
         if workers:  # the worker processes finish the task they run
             results += batch.finished_meanwhile(jobs, results, ctx, before)
         summary(results, len(jobs), time.perf_counter() - t0, interrupted=True, names=names)
-        return 130
+        return INTERRUPTED
     summary(results, len(jobs), time.perf_counter() - t0, names=names)
     return 0 if all(r.ok for r in results) and len(results) == len(jobs) else 1

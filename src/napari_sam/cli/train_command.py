@@ -22,6 +22,7 @@ from napari_sam.cli.arguments import (
     user_path,
 )
 from napari_sam.cli.errors import CLIError, print_note
+from napari_sam.cli.interruption import INTERRUPTED
 from napari_sam.cli.models_command import resolve_model
 from napari_sam.words import counted, for_count
 
@@ -183,12 +184,12 @@ def _train_into(args, out: Path, labels_spec: str) -> int:
                    "piece stopped during a step)")
                 if state.exists() else "no training state was saved yet; run the same command "
                 "again to start the schedule over"))
-            return 130
+            return INTERRUPTED
         print("stopped before the end of the schedule; run the same command again to continue")
         return 0
     if result.interrupted:
         print("Interrupted: the checkpoint on disk is the last good one.")
-        return 130
+        return INTERRUPTED
     return 0 if result.path else 1
 
 
