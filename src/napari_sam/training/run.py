@@ -56,13 +56,16 @@ class TrainResult:
     Attributes
     ----------
     model : Sam
-        The trained model (the best one by validation IoU when a validation split exists).
+        The trained model: with a validation split and ``save="best"``, the best epoch's (by
+        validation IoU; by training IoU when the validation items hold no object), else the
+        last epoch's.
     path : Path or None
         The checkpoint written (None when nothing was saved).
     history : list of dict
-        Per epoch: "epoch", "loss", "train_iou", "val_point_iou", "val_box_iou",
-        "val_iou", "val_objects", "seconds" (no "val_*iou" when the validation items held no
-        object: "val_objects" is then 0).
+        Per epoch: "epoch", "steps", "loss", "train_iou_first", "train_iou", "seconds"; with
+        a validation split also "val_objects" and, when it is not 0, "val_point_iou",
+        "val_box_iou", "val_iou" ("val_gain_se" over the base model's objects,
+        "val_on_training_data" when validation ran on the one training item).
     interrupted : bool
         True when training stopped on Ctrl-C (the checkpoint is the last good one; a
         resumable run stops after the step in progress and saves its state, a second
