@@ -115,9 +115,9 @@ def test_embed_after_ctrl_c_says_how_many_embeddings_it_kept(tmp_path, tiny_mode
 def test_a_tiled_segment_after_ctrl_c_says_how_many_windows_it_kept(tmp_path, tiny_model,
                                                                     monkeypatch, capsys):
     """A tiled ``segment`` (``--tiling 32,8``: 64 px slices in windows of 32) stopped by
-    Ctrl-C after every window of its first slice and two of the second: the rerun read them back from its work folder but
-    said nothing of them (a tiled stack's were not counted); it counts them in windows, and
-    the labels are an uninterrupted run's."""
+    Ctrl-C after every window of its first slice and two of the second: the rerun read them
+    back from its work folder but said nothing of them (a tiled stack's were not counted); it
+    counts them in windows, and the labels are an uninterrupted run's."""
     from napari_sam.tiling import choose_tiling
 
     data = resume.blob_folder(tmp_path / "data", n=1, z=3)

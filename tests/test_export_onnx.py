@@ -706,7 +706,7 @@ def test_onnx_decoder_class_refuses_what_it_cannot_decode(tmp_path, demo, demo_p
 
 
 def test_docs_onnxruntime_example_runs_and_matches_predictor(cli_demo_export, tmp_path,
-                                                          monkeypatch):
+                                                             monkeypatch):
     """The onnxruntime example in docs/onnx.md, run as written on an export of the demo
     (it reads its image from ``image.tif``: without that line it stopped at a NameError)."""
     import re

@@ -60,7 +60,6 @@ def run_embed(job: Job, ctx: Context, model) -> dict:
     return info if resume is None else {**info, "resume": resume}
 
 
-
 def blocks_earlier(partial, blocks) -> dict:
     """What an interrupted run had left of a blocked ``embed`` job (``--block-slices``), as
     its final task's ``earlier`` record: the job's line counts only the slices its blocks

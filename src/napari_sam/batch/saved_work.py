@@ -3,7 +3,8 @@ the job's work folder (``auto``: its ``params.json`` and per-slice files, read b
 rerun changes it, :func:`saved_auto_work`; ``segment``: the embeddings it reads back from
 its store there, :func:`saved_embeddings`; ``embed``: those it reads back from its
 ``.partial`` store, :func:`embeddings_record`; ``segment --method sam2`` keeps nothing,
-:func:`recomputed_in_full`; a ``"partial"`` sidecar is none, and Ctrl-C leaves none), and the words of the rerun's line about it (:func:`resume_reason`):
+:func:`recomputed_in_full`; a ``"partial"`` sidecar is none, and Ctrl-C leaves none), and
+the words of the rerun's line about it (:func:`resume_reason`):
 ``resumed: kept 5 of 20 slices an interrupted run finished, computed the other 15`` after
 Ctrl-C, SIGTERM or SIGKILL alike, or ``recomputed: the input changed (since an interrupted
 run, whose 5 finished slices were discarded)``.
@@ -112,8 +113,8 @@ def finished_mark_taken(work: Path):
 
 def auto_work_key(job: Job, ctx: Context, tiling=None) -> dict:
     """What an ``auto`` job's per-slice work is made for: the signature without the keys that
-    only link and propagate (:data:`AFTER_THE_SLICES`), the input (path, size, mtime, sampled content
-    hash) and the model file's id; a work folder is kept only when its
+    only link and propagate (:data:`AFTER_THE_SLICES`), the input (path, size, mtime,
+    sampled content hash) and the model file's id; a work folder is kept only when its
     :data:`MARKER` holds the same, but for the input's path (:func:`same_key`).
 
     The signature's ``tiling`` is the tiling the slices are segmented with (``tiling``, a
