@@ -12,9 +12,12 @@ outputs are complete, the rest resume on the next run); 141 standard output clos
 reader (``napari-sam models list | head -1``: ends quietly, as Unix tools do).
 
 Modules: ``app`` (the parser and :func:`main`), ``errors``, ``arguments`` (argument types,
-shared options), one module per command group (``models_command``, ``sample_command``,
-``batch_parsers`` and ``batch_command`` for embed/auto/segment, ``train_command``,
-``export_command``, ``report_command``). ``python -m napari_sam.cli`` runs the command.
+shared options), ``interruption`` (exit code 130 on a signal at any moment; a signal ignored
+at start stays ignored), ``closed_output`` (exit code 141), ``library_log`` (the library's
+warnings as ``napari-sam:`` lines), ``table_text`` (the summary's columns), one module per
+command group (``models_command``, ``sample_command``, ``batch_parsers`` and
+``batch_command`` for embed/auto/segment, ``train_command``, ``export_command``,
+``report_command``). ``python -m napari_sam.cli`` runs the command.
 """
 
 from __future__ import annotations
