@@ -42,4 +42,6 @@ def test_a_checkpoint_missing_half_its_tensors_says_so_plainly(tmp_path, tiny_mo
     assert line.startswith(f"napari-sam: error: {half}: checkpoint is not a recognisable SAM "
                            "model (the config is CNN model (widths [8, 16, 24, 32], input 128)); "
                            "missing keys: "), line
+    assert line.endswith(" more); copy or download the file again (it holds too little of a "
+                         "SAM model to load), or give another checkpoint"), line
     assert not (tmp_path / "out").exists()

@@ -200,6 +200,9 @@ def _mismatch(sd: Mapping[str, Tensor], expected: Mapping[str, Tensor], config: 
         if items:
             more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
             parts.append(f"{label}: {', '.join(items[:5])}{more}")
+    if found is None:  # what to do: no config of ours fits what the file holds
+        parts.append("copy or download the file again (it holds too little of a SAM model "
+                     "to load), or give another checkpoint")
     return "; ".join(parts)
 
 
