@@ -188,6 +188,25 @@ def test_a_worker_never_finishes_a_file_after_the_summary(tmp_path, tiny_model):
     assert not process_runs(int((flags / "worker.pid").read_text()))
 
 
+def test_ending_the_workers_sends_no_signal_on_windows(monkeypatch):
+    """Where processes cannot be asked whether they run without a signal (Windows:
+    ``os.kill(pid, 0)`` is ``GenerateConsoleCtrlEvent(CTRL_C_EVENT, ...)``, a Ctrl-C to the
+    console), the workers are not waited for nor killed by process id: ``process_runs``
+    sent it to each worker, every 50 ms, then killed the process ids (maybe reused) after
+    the wait."""
+    import time
+
+    from napari_sam.batch import distributed
+
+    sent = []
+    with monkeypatch.context() as windows:  # (undone before pytest reports anything)
+        windows.setattr(os, "kill", lambda pid, sig: sent.append((pid, sig)))
+        windows.setattr(os, "name", "nt")
+        distributed.end_worker_processes([4321], time.monotonic() + 0.2)
+        runs = distributed.process_runs(4321)
+    assert runs and sent == []
+
+
 def test_an_interrupted_session_replay_says_what_its_rerun_kept(tmp_path, tiny_model,
                                                                monkeypatch, capsys):
     """``segment -p session.json`` stopped by Ctrl-C after 3 of 6 slice embeddings: the

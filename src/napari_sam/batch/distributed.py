@@ -38,6 +38,7 @@ from napari_sam.batch.saved_work import (
     work_records,
 )
 from napari_sam.batch.scheduler_probe import not_a_scheduler, tcp_host_port
+from napari_sam.io.dead_temporaries import is_running
 from napari_sam.words import for_count
 
 #: How long to try to reach a ``--scheduler`` before giving up (a dask time string).
@@ -254,13 +255,11 @@ def worker_pids(cluster) -> list[int]:
 
 
 def process_runs(pid: int) -> bool:
-    """Whether process ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    """Whether process ``pid`` runs (a zombie, ended but not yet reaped, does not); True
+    where that cannot be told (:func:`~napari_sam.io.dead_temporaries.is_running`: no
+    signal is sent on Windows, where ``os.kill(pid, 0)`` is a Ctrl-C to the console)."""
+    if not is_running(pid):
         return False
-    except OSError:  # (another user's: runs)
-        return True
     try:
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().rpartition(")")[2].split()[0] != "Z"
@@ -277,7 +276,10 @@ def end_worker_processes(pids: Iterable[int], until: float) -> None:
     timed out (a loaded machine) left them running, and a worker that finished a file after
     the summary was built wrote an output the summary called "not run". Once this returns
     no worker of this run writes anything: the summary, built after it, is the truth about
-    every output the command leaves."""
+    every output the command leaves. Not on Windows, where whether a process id runs cannot
+    be told (it is not waited for, nor killed: that id may be another process's by then)."""
+    if os.name == "nt":
+        return
     left = [pid for pid in pids if process_runs(pid)]
     while left and time.monotonic() < until:
         time.sleep(0.05)
