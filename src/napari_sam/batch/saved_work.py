@@ -95,19 +95,36 @@ def put_back_finished_mark(work: Path, records: dict[str, str]) -> None:
     mark_finished(work)
 
 
+def work_files(work: Path) -> dict[str, tuple[int, int]]:
+    """``{path: (size, mtime_ns)}`` of every file in a job's work folder ``work`` now (empty
+    without one): whether a job stopped by Ctrl-C added to it (:func:`finished_mark_taken`)."""
+    files = {}
+    for path in work.rglob("*") if work.is_dir() else ():
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            files[str(path)] = (st.st_size, st.st_mtime_ns)
+    return files
+
+
 @contextlib.contextmanager
 def finished_mark_taken(work: Path):
     """Take ``work``'s :data:`FINISHED` mark (:func:`take_finished_mark`) while the block
     runs: yields whether it was there. A block that fails with an error puts it back
     (:func:`put_back_finished_mark`); one stopped by Ctrl-C or SIGTERM does not (what it
-    added reads as an interrupted run's)."""
+    added reads as an interrupted run's), unless it added or changed nothing there (stopped
+    while the model loaded: the folder is still the finished run's, :func:`work_files`)."""
     took = take_finished_mark(work)
     records = work_records(work) if took else {}
+    files = work_files(work) if took else {}
     try:
         yield took
     except Exception:
         if took:
             put_back_finished_mark(work, records)
+        raise
+    except BaseException:  # Ctrl-C, SIGTERM
+        if took and work_files(work) == files:
+            mark_finished(work)
         raise
 
 
