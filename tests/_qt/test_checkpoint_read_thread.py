@@ -218,3 +218,34 @@ def _two_files_read_beside_the_preload(make_widget, tiny_ckpt, tiny_predictor, b
     gate.set()
     qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
     assert c.model_choice.key == str(tiny_ckpt)
+
+
+def test_a_checkpoint_read_goes_on_when_another_image_is_picked_meanwhile(
+        make_widget, tiny_ckpt, tiny_predictor, qtbot, monkeypatch):
+    """The read of a picked file ran as a job for the image shown (its key): picking another
+    image while it ran cancelled it as stale ('Cancelled: Reading the checkpoint tiny.pt'),
+    and the file picked was not used. Reading a file needs no image: it goes on."""
+    import numpy as np
+    import torch
+
+    ui, gate, real = threading.get_ident(), threading.Event(), torch.load
+
+    def load(*args, **kwargs):
+        if threading.get_ident() != ui:
+            assert gate.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    viewer, widget = make_widget(blob_stack(), sync=False, preload=False, name="blobs")
+    c = widget.controller
+    use_predictor(widget, tiny_predictor)  # (loaded: a job for it is not let finish)
+    widget._model.setCurrentIndex(widget._model.findText("Checkpoint file..."))
+    widget._on_model_changed(str(tiny_ckpt))
+    viewer.add_image(np.zeros((64, 64), np.uint8), name="small")
+    widget._image.setCurrentIndex(widget._image.findData("small"))
+    assert c.image_name() == "small"
+    gate.set()
+    qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
+    assert c.model_choice.key == str(tiny_ckpt), c.status
+    assert widget._model.currentText() == f"file: {tiny_ckpt.name}"
+    assert not c.status.startswith("Cancelled"), c.status

@@ -131,8 +131,8 @@ class ModelBox:
         in_slot = c.job is None or not c.job.running
 
         def read(result):
-            if in_slot and c.job is not None:  # (this job: the model it sets does not make
-                c.job.key = None  # it stale, cancel_stale_job)
+            if in_slot and c.job is not None:  # (this job, run here where jobs are not
+                c.job.key = None  # threaded: the model it sets does not make it stale)
             if pick != self._picks or getattr(self, "_closed", False):
                 return
             choice, thresholds = result
@@ -145,11 +145,12 @@ class ModelBox:
                 return  # (another pick made it stale: its failure is no news)
             c.say(job_error_text(description, "", err, status_text(err, report(err))))
 
-        if in_slot:
-            c.start_job(file_choice_job(path), description, read)
-        else:
-            run_job(file_choice_job(path), description=description, on_returned=read,
-                    on_error=failed, on_message=c.say, sync=c.sync, progress_bar=False)
+        if in_slot:  # a read needs no image: another image picked meanwhile, or a setting
+            job = c.start_job(file_choice_job(path), description, read)  # changed, does
+            job.key = None  # not make it stale and stop it (cancel_stale_job)
+            return
+        run_job(file_choice_job(path), description=description, on_returned=read,
+                on_error=failed, on_message=c.say, sync=c.sync, progress_bar=False)
 
     def _use_model(self, choice, thresholds: dict | None = None) -> None:
         """``choice`` is the model from now on, with the segment-everything ``thresholds``
