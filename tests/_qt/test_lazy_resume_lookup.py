@@ -2,7 +2,7 @@
 image without a file had been autosaved, read 16 of its slices on the UI thread to hash its
 pixels and find its autosaved session: seconds of a frozen napari for a remote zarr. The
 hash is now read in a worker thread; the session is still found, offered and resumed. The
-same for a movie of volumes, whose hash reads slices of every time point."""
+same for a movie of volumes, whose hash reads 16 slices sampled across its time points."""
 
 from __future__ import annotations
 

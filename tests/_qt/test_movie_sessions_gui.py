@@ -44,7 +44,7 @@ def test_a_movie_session_saved_with_commits_at_two_time_points_loads_back(
     _commit_at(viewer, widget, 3, 2, 44)
     labels = np.array(c.target_layer.data)
     assert _per_time(labels) == {0: [1], 1: [], 2: [], 3: [1], 4: []}, c.status
-    # a movie without a file: autosaved under the cache folder by the pixels of every time point
+    # a movie without a file: autosaved under the cache folder by its pixels' hash
     from napari_sam.annotate.memory_sessions import memory_sessions_folder
 
     auto = c.autosave_path()

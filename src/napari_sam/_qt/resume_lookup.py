@@ -7,9 +7,9 @@ slices are read. Once any such image had been autosaved, picking a lazy image in
 them on the UI thread, to find its session: seconds of a frozen napari for a remote zarr. The
 hash is now read in a worker thread (:func:`napari_sam.session.image_hash` remembers it for
 the image's stack), and the offer to resume follows on the UI thread when it is known, which
-then reads nothing (a movie's: slices of every time point, ``hashed_stack``). An array in
-memory, an image file, or no autosave of an image without a file yet: looked up at once, as
-before (nothing slow to read).
+then reads nothing (a movie's: 16 slices sampled across its time points, ``hashed_stack``).
+An array in memory, an image file, or no autosave of an image without a file yet: looked up at
+once, as before (nothing slow to read).
 """
 
 from __future__ import annotations
