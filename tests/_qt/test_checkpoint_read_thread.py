@@ -180,6 +180,15 @@ def test_a_read_beside_a_job_failing_after_another_file_was_used_says_nothing(
     import torch
     from qtpy.QtCore import QThreadPool
 
+    from napari_sam._qt import model_box
+
+    failures, run_job = [], model_box.run_job
+
+    def recorded(*args, on_error, **kwargs):  # (the read's failure reached the dock)
+        return run_job(*args, on_error=lambda err: (failures.append(err), on_error(err)),
+                       **kwargs)
+
+    monkeypatch.setattr(model_box, "run_job", recorded)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint" * 100)
     slow, real = threading.Event(), torch.load
@@ -195,13 +204,13 @@ def test_a_read_beside_a_job_failing_after_another_file_was_used_says_nothing(
     pool.setMaxThreadCount(max(4, threads))
     try:
         _two_files_read_beside_the_preload(make_widget, tiny_ckpt, tiny_predictor, bad,
-                                           slow, qtbot, monkeypatch)
+                                           slow, qtbot, monkeypatch, failures)
     finally:
         pool.setMaxThreadCount(threads)
 
 
 def _two_files_read_beside_the_preload(make_widget, tiny_ckpt, tiny_predictor, bad, slow,
-                                       qtbot, monkeypatch):
+                                       qtbot, monkeypatch, failures):
     viewer, widget = make_widget(blob_stack(), sync=False, preload=False, name="blobs")
     c = widget.controller
     use_predictor(widget, tiny_predictor)
@@ -213,7 +222,8 @@ def _two_files_read_beside_the_preload(make_widget, tiny_ckpt, tiny_predictor, b
     qtbot.waitUntil(lambda: c.model_choice.key == str(tiny_ckpt), timeout=60_000)
     c.say("the dock's words of the model in use")
     slow.set()
-    qtbot.wait(1000)  # (the stale read fails meanwhile)
+    qtbot.waitUntil(lambda: bool(failures), timeout=60_000)  # (the stale read failed)
+    assert "bad.pt cannot be read" in str(failures[0]), failures
     assert c.status.startswith("the dock's words of the model in use"), c.status
     gate.set()
     qtbot.waitUntil(lambda: c.job is None, timeout=60_000)

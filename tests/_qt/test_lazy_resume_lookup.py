@@ -115,7 +115,9 @@ def test_a_failed_look_up_names_the_image_it_read_after_another_was_picked(
     widget._image.setCurrentIndex(widget._image.findData("more"))
     widget.close()
     reads.gate.set()
-    qtbot.wait(500)
+    lookup = widget.controller._pixel_lookup  # (its failure was handled once it ended)
+    qtbot.waitUntil(lambda: not lookup.running, timeout=30_000)
+    assert isinstance(lookup.error, OSError), lookup.error
     assert not [m for _, m in notifications if "Could not read 'more'" in m]
 
 
