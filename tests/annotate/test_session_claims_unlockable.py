@@ -73,8 +73,8 @@ def test_a_session_on_a_file_system_that_cannot_lock_autosaves_and_is_offered_af
         "napari-sam cannot tell whether another napari has this session open (the file system "
         f"of {tmp_path} cannot lock files; its last autosave was at ")
     assert (", by process 4000000 on elsewhere): resume it only if no other napari has this "
-            "image open, or both autosave into one file. A saved session exists for this "
-            "image (2 commits") in offers[-1]
+            "image open (otherwise both autosave into one file). A saved session exists for "
+            "this image (2 commits") in offers[-1]
     assert "ended unexpectedly" not in offers[-1]
 
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],

@@ -75,7 +75,7 @@ def maybe_open_words(session: S.Session, path: Path) -> str:
     return (f"napari-sam cannot tell whether another napari has this session open (the file "
             f"system of {Path(path).parent} cannot lock files; its last autosave was at "
             f"{when}, by {_lock_owner(path)}): resume it only if no other napari has this "
-            "image open, or both autosave into one file")
+            "image open (otherwise both autosave into one file)")
 
 
 def _lock_owner(path: Path) -> str:
