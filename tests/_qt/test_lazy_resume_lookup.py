@@ -60,6 +60,7 @@ def test_a_lazy_image_is_hashed_off_the_ui_thread_and_its_session_resumed(
     assert reads.threads[shown:].count(ui) == 0
     qtbot.waitUntil(lambda: w2._resume_row.isVisibleTo(w2), timeout=30_000)
     assert "1 commit" in w2._resume_label.text()
+    assert reads.threads[shown:].count(ui) == 0  # (nor once hashed: the hash remembered)
     off_ui = len([t for t in reads.threads[shown:] if t != ui])
     assert off_ui == (6 if kind == "volume" else 16)  # every slice once; a movie's 16 of its 30
     use_predictor(w2, tiny_predictor)
