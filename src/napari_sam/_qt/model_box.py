@@ -11,6 +11,7 @@ from pathlib import Path
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFileDialog
 
+from napari_sam.annotate.jobs import Cancelled
 from napari_sam.annotate.model_choice import (
     default_choice,
     file_choice_job,
@@ -122,9 +123,10 @@ class ModelBox:
 
     def _read_checkpoint(self, path: str) -> None:
         """Read the checkpoint file ``path`` in a job (a worker thread: a large file froze
-        napari, and torch is imported there), then use it unless another model was picked
-        meanwhile; its failure is the job's status line (the model in use stays). While
-        another job runs (the preload of the model in use), the read runs beside it, without
+        napari, and torch is imported there), then use it; its failure is the job's status
+        line (the model in use stays). Unless another model was picked meanwhile: then
+        neither is used nor said. While another job runs (the
+        preload of the model in use, another file's read), the read runs beside it, without
         the job bar: the new model makes that job stale (cancelled) once it is read."""
         c, pick = self.controller, self._picks
         description = f"Reading the checkpoint {Path(path).name}"
@@ -134,23 +136,23 @@ class ModelBox:
             if in_slot and c.job is not None:  # (this job, run here where jobs are not
                 c.job.key = None  # threaded: the model it sets does not make it stale)
             if pick != self._picks or getattr(self, "_closed", False):
-                return
+                return  # (another pick made it stale: its result, or failure, is no news)
+            if isinstance(result, _ReadFailed):
+                raise result.error  # (the job's status line)
             choice, thresholds = result
             self._read_thresholds()[os.path.realpath(choice.key)] = thresholds
             self._model.setCurrentIndex(self._file_item(choice))
             self._use_model(choice, thresholds)
 
         def failed(err):
-            if pick != self._picks or getattr(self, "_closed", False):
-                return  # (another pick made it stale: its failure is no news)
             c.say(job_error_text(description, "", err, status_text(err, report(err))))
 
+        gen = _failure_returned(file_choice_job(path))
         if in_slot:  # a read needs no image: another image picked meanwhile, or a setting
-            job = c.start_job(file_choice_job(path), description, read)  # changed, does
-            job.key = None  # not make it stale and stop it (cancel_stale_job)
-            return
-        run_job(file_choice_job(path), description=description, on_returned=read,
-                on_error=failed, on_message=c.say, sync=c.sync, progress_bar=False)
+            c.start_job(gen, description, read).key = None  # changed, does not make it
+            return  # stale and stop it (cancel_stale_job)
+        run_job(gen, description=description, on_returned=read, on_error=failed,
+                on_message=c.say, sync=c.sync, progress_bar=False)
 
     def _use_model(self, choice, thresholds: dict | None = None) -> None:
         """``choice`` is the model from now on, with the segment-everything ``thresholds``
@@ -222,3 +224,25 @@ class ModelBox:
         from napari_sam.automatic import recommended_thresholds as for_model
 
         self._set_thresholds(None, for_model(own))
+
+
+
+class _ReadFailed:
+    """What a read returns instead of raising (a job returning an exception has superqt
+    raise it in the worker: :mod:`.workers`)."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _failure_returned(job):
+    """The job ``job``, returning the exception it fails with (a :class:`_ReadFailed`)
+    instead of raising it: whether that failure is news is told on the UI thread, where the
+    picks are (a read that another pick made stale failed with 'Failed: Reading the
+    checkpoint bad.pt ...' over the line of the model then in use)."""
+    try:
+        return (yield from job)
+    except Cancelled:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure of the read: raised by ``read``
+        return _ReadFailed(err)
