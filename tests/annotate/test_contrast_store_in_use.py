@@ -196,7 +196,9 @@ def test_on_a_file_system_that_cannot_lock_another_hosts_store_held_over_a_day_i
         (theirs,) = tmp_path.glob(".emb.contrast-0-60.zarr.in-use-otherhost-*")
         day_ago = time.time() - 25 * 3600  # as it is after a day held: rewritten soon
         os.utime(theirs, (day_ago, day_ago))
-        time.sleep(1.0)
+        end = time.monotonic() + 60  # (rewritten within 0.1 s; a loaded machine: later)
+        while theirs.stat().st_mtime < day_ago + 3600 and time.monotonic() < end:
+            time.sleep(0.05)
         for hi in (70, 80, 90):
             s.set_model_contrast((0, hi))
         assert is_embedding_store(store) and theirs.exists()  # before: both deleted
