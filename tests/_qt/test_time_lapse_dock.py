@@ -82,7 +82,7 @@ def test_the_dock_segments_the_time_point_the_slider_shows(make_widget, tiny_pre
     press_key(viewer, "Shift-U")
     widget.wait()
     assert c.status.startswith("Undid commit of label 1 in 'segmentation' at time point 1 "
-                               "(time point 0 is shown: move the time slider there to see "
+                               "(time point 0 is shown: move the time slider to 1 to see "
                                "it)."), c.status
     assert not labels[1].any()
     np.testing.assert_array_equal(labels[0], at_0)

@@ -428,14 +428,14 @@ def make_source(data, *, rgb: bool = False, channel_axis: int | None = None,
 
 
 def time_point_words(commit, source: ImageSource | None) -> str:
-    """E.g. " at time point 1 (time point 0 is shown: move the time slider there to see
-    it)" for an undo or redo of ``commit`` (a :class:`napari_sam.annotation.Commit`) made at
+    """E.g. " at time point 1 (time point 0 is shown: move the time slider to 1 to see it)"
+    for an undo or redo of ``commit`` (a :class:`napari_sam.annotation.Commit`) made at
     another time point of a movie than ``source`` shows; "" otherwise."""
     at = getattr(commit, "time_point", None)
     if at is None or source is None or source.time_point is None or at == source.time_point:
         return ""
     return (f" at time point {at} (time point {source.time_point} is shown: move the time "
-            "slider there to see it)")
+            f"slider to {at} to see it)")
 
 
 def singleton_axes(shape: tuple[int, ...], ndim: int, channel_axis: int | None
