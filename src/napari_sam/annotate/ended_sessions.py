@@ -53,9 +53,10 @@ def maybe_open_elsewhere(path: Path) -> bool:
 
 def _writer_gone(path: Path) -> bool | None:
     """Whether the process the lock file of ``path`` names (``<pid> <host> <namespace>``)
-    has ended: True or False for one of this host and PID namespace, None for another host's
-    or namespace's (a container of the same host name: its process ids are not this one's),
-    or a file unread."""
+    has ended: True or False for one of this host and PID namespace (or of this host, in a
+    lock file written before namespaces were recorded), None for another host's or
+    namespace's (a container of the same host name: its process ids are not this one's), or
+    a file unread."""
     import socket
 
     from napari_sam.io.dead_temporaries import is_running, pid_namespace

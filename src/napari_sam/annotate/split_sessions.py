@@ -90,9 +90,9 @@ def resume_offer(newest: Path, files: Sequence[Path], image_name: str) -> tuple[
 
 def _ended(path: Path) -> str:
     """:func:`~napari_sam.annotate.ended_sessions.ended_words` of the session file ``path``
-    when its napari ended without closing it; :func:`~napari_sam.annotate.ended_sessions.
-    maybe_open_words` when whether another napari has it open cannot be told (a file system
-    that cannot lock); else ""."""
+    when its napari ended without closing it;
+    :func:`~napari_sam.annotate.ended_sessions.maybe_open_words` when whether another napari
+    has it open cannot be told (a file system that cannot lock); else ""."""
     ended = ended_without_closing(path)
     if not ended and not maybe_open_elsewhere(path):
         return ""
