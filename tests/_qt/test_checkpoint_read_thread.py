@@ -293,3 +293,40 @@ def test_a_read_in_the_job_slot_failing_after_another_file_was_used_says_nothing
     assert c.status.startswith("the dock's words of the model in use"), c.status
     assert c.model_choice.key == str(tiny_ckpt)
     assert widget._model.currentText() == f"file: {tiny_ckpt.name}"
+
+
+def test_the_model_in_use_picked_again_while_a_file_is_read_says_so(
+        make_widget, tiny_ckpt, tiny_predictor, qtbot, monkeypatch):
+    """A file picked, then the model in use picked again in 'Model' while the file is read
+    (the user changed their mind): the file is dropped when read, and the status line said
+    'Reading the checkpoint tiny.pt ...' for good (the slice shown was embedded: the preload
+    that follows says nothing). It says what to do next."""
+    import torch
+
+    ui, gate, real = threading.get_ident(), threading.Event(), torch.load
+
+    def load(*args, **kwargs):
+        if threading.get_ident() != ui:
+            assert gate.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    viewer, widget = make_widget(blob_stack(), sync=False, preload=False, name="blobs")
+    box, c = widget._model, widget.controller
+    mine = use_predictor(widget, tiny_predictor)
+    widget._on_compute()
+    qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
+    assert c.status.startswith("Embeddings ready"), c.status
+    widget.preload = True
+    box.setCurrentIndex(box.findText("Checkpoint file..."))
+    widget._on_model_changed(str(tiny_ckpt))
+    reading = c.job
+    assert reading.description == f"Reading the checkpoint {tiny_ckpt.name}"
+    again = box.findData(mine)
+    box.setCurrentIndex(again)
+    box.activated.emit(again)  # the model in use, picked again
+    gate.set()
+    qtbot.waitUntil(lambda: not reading.running and c.job is None, timeout=60_000)
+    qtbot.waitUntil(lambda: c.job is None, timeout=60_000)  # (a preload that followed)
+    assert c.model_choice == mine and box.currentData() == mine
+    assert c.status.startswith("Click on an object in 'blobs' to segment it"), c.status

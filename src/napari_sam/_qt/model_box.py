@@ -125,7 +125,8 @@ class ModelBox:
         """Read the checkpoint file ``path`` in a job (a worker thread: a large file froze
         napari, and torch is imported there), then use it; its failure is the job's status
         line (the model in use stays). Unless another model was picked meanwhile: then
-        neither is used nor said. While another job runs (the
+        neither is used nor said (a line 'Reading ...' still shown gives way to the next
+        step). While another job runs (the
         preload of the model in use, another file's read), the read runs beside it, without
         the job bar: the new model makes that job stale (cancelled) once it is read."""
         c, pick = self.controller, self._picks
@@ -135,8 +136,12 @@ class ModelBox:
         def read(result):
             if in_slot and c.job is not None:  # (this job, run here where jobs are not
                 c.job.key = None  # threaded: the model it sets does not make it stale)
-            if pick != self._picks or getattr(self, "_closed", False):
-                return  # (another pick made it stale: its result, or failure, is no news)
+            if getattr(self, "_closed", False):
+                return
+            if pick != self._picks:  # another pick made it stale: its result, or failure,
+                if c.status.startswith(description):  # is no news; its line not left for
+                    c.say(c.next_step())  # good (nothing said since: the model in use again)
+                return
             if isinstance(result, _ReadFailed):
                 raise result.error  # (the job's status line)
             choice, thresholds = result
