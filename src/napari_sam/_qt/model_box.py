@@ -34,6 +34,7 @@ class ModelBox:
     ``self._stability``, ``self._demo`` and ``self._method`` are the widget's)."""
 
     _thresholds_set: tuple | None = None  # the threshold boxes as the model last set them
+    _picks = 0  # the models picked so far (a file's read started before the last: not used)
 
     def _refresh_models(self):
         try:
@@ -115,10 +116,10 @@ class ModelBox:
             # the model in use shows until the file is read (a file that cannot be a
             self._show_model_in_use()  # model, or Cancel: it stays)
             if path:  # (else the dialog was cancelled: a file being read is still used)
-                self._picks = getattr(self, "_picks", 0) + 1  # (one read before: not used)
+                self._picks += 1
                 self._read_checkpoint(path)
             return
-        self._picks = getattr(self, "_picks", 0) + 1
+        self._picks += 1
         self._use_model(choice)
 
     def _read_checkpoint(self, path: str) -> None:
