@@ -183,7 +183,7 @@ def test_loading_a_movie_session_keeps_the_prompts_drawn_at_another_time_point(
         w2.controller.load_session(path)
     assert str(err.value) == (
         "Not loaded: s.json has uncommitted prompts of its own, and those on the image now (at "
-        "time point 3: move the time slider there to see it) would be lost: commit them "
+        "time point 3: move the time slider there) would be lost: commit them "
         "(Shift+C) or clear them (Shift+X), then load the session."), str(err.value)
     assert np.asarray(w2.controller.points_layer.data).tolist() == mine
     assert w2.controller.target_layer is None

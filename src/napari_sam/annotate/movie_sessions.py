@@ -122,8 +122,8 @@ class MovieSessions:
         return movie_labels(self.source, self.target_layer.data)
 
     def hashed_stack(self):
-        """What the image's content hash reads: the stack SAM sees, a movie's slices of
-        every time point (:class:`MovieFrames`)."""
+        """What the image's content hash samples (up to 16 slices): the stack SAM sees, a
+        movie's slices across all its time points (:class:`MovieFrames`)."""
         if not self.is_movie():
             return self.source.stack
         frames = getattr(self, "_movie_frames", None)
@@ -180,7 +180,7 @@ class MovieSessions:
     def prompts_held(self) -> tuple[int, str]:
         """How many uncommitted prompts the image holds (a movie's: of every time point, not
         only those of the time point shown) and, for a movie's at other time points, where:
-        ``" (at time point 3: move the time slider there to see it)"``; ``""`` else."""
+        ``" (at time point 3: move the time slider there)"``; ``""`` else."""
         pts, _, boxes, times, box_times = self.shelf_prompts()
         n = len(pts) + len(boxes)
         if not self.is_movie() or not n:
@@ -189,9 +189,8 @@ class MovieSessions:
                        - {self.source.time_point})
         if not other:
             return n, ""
-        many = len(other) > 1
-        return n, (f" (at time point{'s' if many else ''} {', '.join(map(str, other))}: move "
-                   f"the time slider there to see {'them' if many else 'it'})")
+        return n, (f" (at time point{'s' if len(other) > 1 else ''} "
+                   f"{', '.join(map(str, other))}: move the time slider there)")
 
     def pending_times(self, pending: dict) -> dict:
         """The time points to restore a session's pending prompts at: its ``times`` and

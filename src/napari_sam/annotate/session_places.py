@@ -76,8 +76,8 @@ class SessionPlaces:
 
     def _digest(self, what: str) -> str:
         """The image's ``"hash"`` (:func:`napari_sam.session.image_hash` of the stack SAM
-        sees) or ``"memory"`` key (:func:`~napari_sam.annotate.memory_sessions.
-        memory_image_key`), kept for the last :data:`KEPT_KEYS` data objects (and channels)
+        sees) or ``"memory"`` key
+        (:func:`~napari_sam.annotate.memory_sessions.memory_image_key`), kept for the last :data:`KEPT_KEYS` data objects (and channels)
         picked while they live: going back to an array does not hash it again on the UI
         thread (a data object that cannot be referred to weakly: while it is the last)."""
         data = self.image_identity()[1]
