@@ -26,6 +26,7 @@ The jobs themselves (:func:`~napari_sam.annotate.jobs.embed_job`,
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Generator
 
 from napari_sam.annotate.jobs import Cancelled, Phase, ProgressTracker, cancel_check
@@ -230,7 +231,8 @@ def _run_in_thread(gen: Generator, job: Job, progressed, returned, errored, fini
     from napari.qt.threading import create_worker
     from qtpy.QtCore import Qt
 
-    worker = create_worker(lambda: (yield from gen), _start_thread=False)
+    worker = create_worker(lambda: (yield from gen), _start_thread=False,
+                           _worker_class=_job_worker_class())
     job.worker = worker
 
     def aborted():
@@ -300,3 +302,27 @@ def _close(gen: Generator) -> JobFailed | None:
     except Exception as err:  # noqa: BLE001 - reported like any other error of the job
         return JobFailed(err)
     return None
+
+
+# ------------------------------------------------------------------------------- the worker
+@functools.cache
+def _job_worker_class():
+    """napari's ``GeneratorWorker`` whose thread ends quietly where its signals object was
+    deleted.
+
+    napari does not wait for worker threads when its window closes, and as the interpreter
+    exits Qt deletes the Qt objects Python owns, the worker's signals among them, before it
+    waits for the threads: a job still running then (a read of a lazy image's slices for
+    its hash, or of a checkpoint file, which report nothing until they end) raised
+    "RuntimeError: wrapped C/C++ object of type GeneratorWorkerSignals has been deleted"
+    from its next ``emit``, out of the thread's ``run``, and the process aborted."""
+    from napari.qt.threading import GeneratorWorker
+
+    class JobWorker(GeneratorWorker):
+        def run(self) -> None:
+            try:
+                super().run()
+            except RuntimeError:  # only its emits raise (the job never does, ``_guarded``):
+                pass  # its signals were deleted as the interpreter exits; nobody listens
+
+    return JobWorker
