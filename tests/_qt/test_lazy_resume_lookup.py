@@ -200,3 +200,34 @@ def test_a_commit_on_a_lazy_image_being_hashed_reads_nothing_on_the_ui_thread(
     sess = w2._on_resume()
     assert len(sess.operations) == 1
     assert np.array_equal(np.asarray(w2.controller.target_layer.data), committed)
+
+
+def test_a_hash_for_the_autosave_failing_after_the_dock_closed_says_nothing(
+        make_widget, tiny_predictor, qtbot, notifications, monkeypatch):
+    """A commit on a lazy image waits for its pixels' hash to be autosaved; the dock closed
+    meanwhile writes that autosave (hashing on the UI thread). The worker's read failing
+    afterwards warned "Could not read 'cells' to autosave its session (...): the next commit
+    tries again", about a closed dock whose autosave was written."""
+    import dask
+    import dask.array as da
+
+    from napari_sam.annotate.memory_sessions import memory_sessions_folder
+
+    monkeypatch.setitem(dask.config.config, "scheduler", "synchronous")  # reads: the caller's
+    reads = _FailingReads(blob_stack(), threading.get_ident())
+    viewer, widget = make_widget(da.from_array(reads, chunks=(1, 64, 64)), name="cells")
+    c = widget.controller
+    use_predictor(widget, tiny_predictor)
+    viewer.dims.set_point(0, 1)
+    viewer.layers.selection.active = c.points_layer
+    canvas_click(viewer, 20, 20)  # (the preview decoded at once: sync)
+    c.sync = False  # the dock's threaded jobs
+    assert widget._on_commit() is not None, c.status
+    job = c._hash_job
+    assert job is not None and job.running  # its read waits for the gate
+    widget.close()  # writes the autosave, the pixels read here
+    assert len(list(memory_sessions_folder().glob("*/image.sam-session.json"))) == 1
+    reads.gate.set()
+    qtbot.waitUntil(lambda: not job.running, timeout=30_000)
+    qtbot.wait(200)
+    assert not [m for _, m in notifications if "Could not read" in m], notifications

@@ -62,6 +62,8 @@ class HashedAutosave:
         def failed(err):
             if self._autosave_waits is source:
                 self._autosave_waits = None
+            if self._closed:  # (the dock's close wrote the autosave, hashing there)
+                return
             self.notify_warning(f"Could not read '{name}' to autosave its session ({err}): "
                                 "the next commit tries again; 'Save session...' saves it now.")
 
