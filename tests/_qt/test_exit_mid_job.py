@@ -1,6 +1,6 @@
 """napari closed, and its process ending, while a dock's job still reads in its worker thread
-(a lazy image's pixels hashed for the look-up of its autosave, a checkpoint file picked in
-'Model'): the read ended while the interpreter exited, after Qt had deleted the worker's
+(a lazy image's pixels hashed for the look-up of its autosave or for the autosave of a
+commit, a checkpoint file picked in 'Model'): the read ended while the interpreter exited, after Qt had deleted the worker's
 signals, and the process aborted ("RuntimeError: wrapped C/C++ object of type
 GeneratorWorkerSignals has been deleted", then "Aborted"). Its thread now ends quietly. In
 a child process: the abort would end pytest."""
@@ -52,6 +52,26 @@ _CHILD = textwrap.dedent('''
         gate = reads.gate
         _dock, widget = open_from_menu(viewer)
         job = widget.controller._pixel_lookup
+    elif {mode!r} == "autosave":  # a first commit on it: autosaved once a worker hashed it
+        from napari_sam.models import SamConfig, build_sam
+        from napari_sam.predictor import Predictor
+        from sam_qt_helpers import canvas_click, use_predictor
+        from tiny_configs import TINY_VIT
+
+        reads = Held(blob_stack(), ui)
+        viewer.add_image(da.from_array(reads, chunks=(1, 64, 64)), name="cells")
+        gate = reads.gate
+        _dock, widget = open_from_menu(viewer)
+        widget.preload = False
+        c = widget.controller
+        use_predictor(widget, Predictor(build_sam(SamConfig(**TINY_VIT)), device="cpu"))
+        c.sync = True  # (the click's preview decoded at once)
+        viewer.dims.set_point(0, 1)
+        viewer.layers.selection.active = c.points_layer
+        canvas_click(viewer, 20, 20)
+        c.sync = False  # the dock's threaded jobs
+        assert widget._on_commit() is not None, c.status
+        job = c._hash_job
     else:  # a checkpoint file picked in 'Model', read (torch.load) in a worker thread
         import torch
 
@@ -85,7 +105,7 @@ _CHILD = textwrap.dedent('''
 
 @pytest.mark.skipif(not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")),
                     reason="needs a display to show the viewer (run under xvfb-run)")
-@pytest.mark.parametrize("mode", ["lookup", "checkpoint"])
+@pytest.mark.parametrize("mode", ["lookup", "autosave", "checkpoint"])
 def test_napari_exiting_while_a_job_reads_ends_cleanly(tmp_path, mode):
     ckpt = tmp_path / "big.pt"
     ckpt.write_bytes(b"\0" * 4096)
