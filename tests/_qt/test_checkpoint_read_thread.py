@@ -115,13 +115,9 @@ def test_a_checkpoint_picked_again_from_the_list_is_not_read_on_the_ui_thread(
     assert widget._stability.value() == expected["stability_score_thresh"]
 
 
-def test_the_file_dialog_cancelled_while_a_checkpoint_is_read_keeps_that_pick(
-        make_widget, tiny_ckpt, qtbot, monkeypatch):
-    """'Checkpoint file...' opened again while the file picked is read, and its dialog
-    cancelled: the read file was dropped when it came (the model in use stayed, and the
-    status kept saying 'Reading the checkpoint tiny.pt ...'). Only a pick drops it."""
+def _held_reads_off_the_ui_thread(monkeypatch) -> threading.Event:
+    """An event that every ``torch.load`` off this (the UI) thread waits for."""
     import torch
-    from qtpy.QtWidgets import QFileDialog
 
     ui, gate, real = threading.get_ident(), threading.Event(), torch.load
 
@@ -131,6 +127,17 @@ def test_the_file_dialog_cancelled_while_a_checkpoint_is_read_keeps_that_pick(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(torch, "load", load)
+    return gate
+
+
+def test_the_file_dialog_cancelled_while_a_checkpoint_is_read_keeps_that_pick(
+        make_widget, tiny_ckpt, qtbot, monkeypatch):
+    """'Checkpoint file...' opened again while the file picked is read, and its dialog
+    cancelled: the read file was dropped when it came (the model in use stayed, and the
+    status kept saying 'Reading the checkpoint tiny.pt ...'). Only a pick drops it."""
+    from qtpy.QtWidgets import QFileDialog
+
+    gate = _held_reads_off_the_ui_thread(monkeypatch)
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: ("", ""))
     viewer, widget = make_widget(blob_stack(), sync=False, preload=False, name="blobs")
     box, c = widget._model, widget.controller
@@ -171,13 +178,30 @@ def test_a_checkpoint_that_cannot_be_read_says_so_not_that_it_is_truncated(
     assert c.model_choice.key != str(tiny_ckpt)
 
 
+def _held_bad_checkpoint(tmp_path, monkeypatch):
+    """``(bad, slow)``: a file ``bad.pt`` that is no checkpoint, whose ``torch.load`` waits
+    for the event ``slow`` (then fails as such a file does)."""
+    import torch
+
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint" * 100)
+    slow, real = threading.Event(), torch.load
+
+    def load(path, *args, **kwargs):
+        if str(path) == str(bad):
+            assert slow.wait(60)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    return bad, slow
+
+
 def test_a_read_beside_a_job_failing_after_another_file_was_used_says_nothing(
         make_widget, tiny_ckpt, tiny_predictor, tmp_path, qtbot, monkeypatch):
     """Two files picked while the preload runs, both read beside it: the first (not a
     checkpoint, slow to read) failed after the second was in use, and its status line
     'Failed: Reading the checkpoint bad.pt ...' replaced what the dock said of the model in
     use. A read another pick made stale fails silently."""
-    import torch
     from qtpy.QtCore import QThreadPool
 
     from napari_sam._qt import model_box
@@ -189,16 +213,7 @@ def test_a_read_beside_a_job_failing_after_another_file_was_used_says_nothing(
         return reads[-1]
 
     monkeypatch.setattr(model_box, "run_job", recorded)
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"not a checkpoint" * 100)
-    slow, real = threading.Event(), torch.load
-
-    def load(path, *args, **kwargs):
-        if str(path) == str(bad):
-            assert slow.wait(60)
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "load", load)
+    bad, slow = _held_bad_checkpoint(tmp_path, monkeypatch)
     pool = QThreadPool.globalInstance()  # (three jobs at once: also on a 2-core machine)
     threads = pool.maxThreadCount()
     pool.setMaxThreadCount(max(4, threads))
@@ -236,16 +251,8 @@ def test_a_checkpoint_read_goes_on_when_another_image_is_picked_meanwhile(
     image while it ran cancelled it as stale ('Cancelled: Reading the checkpoint tiny.pt'),
     and the file picked was not used. Reading a file needs no image: it goes on."""
     import numpy as np
-    import torch
 
-    ui, gate, real = threading.get_ident(), threading.Event(), torch.load
-
-    def load(*args, **kwargs):
-        if threading.get_ident() != ui:
-            assert gate.wait(60)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(torch, "load", load)
+    gate = _held_reads_off_the_ui_thread(monkeypatch)
     viewer, widget = make_widget(blob_stack(), sync=False, preload=False, name="blobs")
     c = widget.controller
     use_predictor(widget, tiny_predictor)  # (loaded: a job for it is not let finish)
@@ -267,18 +274,8 @@ def test_a_read_in_the_job_slot_failing_after_another_file_was_used_says_nothing
     while it is read, beside it, is used first; the first (not a checkpoint, slow to read)
     then failed with 'Failed: Reading the checkpoint bad.pt ...' over what the dock said of
     the model in use (a read beside a job, dc3e9bf, already said nothing). Silent too."""
-    import torch
 
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"not a checkpoint" * 100)
-    slow, real = threading.Event(), torch.load
-
-    def load(path, *args, **kwargs):
-        if str(path) == str(bad):
-            assert slow.wait(60)
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "load", load)
+    bad, slow = _held_bad_checkpoint(tmp_path, monkeypatch)
     viewer, widget = make_widget(blob_stack(), sync=False, preload=False, name="blobs")
     c = widget.controller
     for path in (bad, tiny_ckpt):  # bad.pt: the dock's job; tiny.pt: beside it
@@ -301,16 +298,8 @@ def test_the_model_in_use_picked_again_while_a_file_is_read_says_so(
     (the user changed their mind): the file is dropped when read, and the status line said
     'Reading the checkpoint tiny.pt ...' for good (the slice shown was embedded: the preload
     that follows says nothing). It says what to do next."""
-    import torch
 
-    ui, gate, real = threading.get_ident(), threading.Event(), torch.load
-
-    def load(*args, **kwargs):
-        if threading.get_ident() != ui:
-            assert gate.wait(60)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(torch, "load", load)
+    gate = _held_reads_off_the_ui_thread(monkeypatch)
     viewer, widget = make_widget(blob_stack(), sync=False, preload=False, name="blobs")
     box, c = widget._model, widget.controller
     mine = use_predictor(widget, tiny_predictor)
