@@ -114,3 +114,28 @@ def interrupt_in(proc: subprocess.Popen, ready, sig=signal.SIGINT, timeout: floa
             proc.kill()
             proc.wait()
     return out + err
+
+
+def patched_on_import(module: str, patch: str, imports: str = "") -> str:
+    """The text of a ``sitecustomize.py`` that runs ``patch`` (Python, the imported module
+    bound to ``module``) right after ``module`` is imported, in every process whose
+    ``PYTHONPATH`` holds it (the command's and dask's worker processes): a job held, or
+    failing, at a chosen step whatever the machine's load."""
+    body = "\n".join("            " + line for line in patch.strip("\n").splitlines())
+    return f"""
+import importlib.abc, importlib.util, sys{', ' + imports if imports else ''}
+NAME = {module!r}
+class Hook(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != NAME:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+        def exec_module(module):
+            run(module)
+{body}
+        spec.loader.exec_module = exec_module
+        return spec
+sys.meta_path.insert(0, Hook())
+"""

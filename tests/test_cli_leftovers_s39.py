@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_runner import cli, noise_image
+from cli_runner import cli, noise_image, patched_on_import
 from napari_sam import batch
 from napari_sam import io as nio
 
@@ -45,28 +45,14 @@ def _napari_sam(tmp: Path, *args, first: tuple = ()) -> subprocess.Popen:
 #: stops it, so a signal sent then lands while the job runs, however loaded the machine is
 #: (the 8 slices of the demo model took under a second: a SIGTERM 0.5 s after the job
 #: started could land after it finished, in main's clean-up).
-HOLD_AFTER_ONE_SLICE = """
-import importlib.abc, importlib.util, sys, time
-NAME = "napari_sam.batch.auto_runner"
-class Hold(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != NAME:
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        run = spec.loader.exec_module
-        def exec_module(module):
-            run(module)
-            real = module._save_slice
-            def save(*args):
-                real(*args)
-                while True:
-                    time.sleep(0.05)
-            module._save_slice = save
-        spec.loader.exec_module = exec_module
-        return spec
-sys.meta_path.insert(0, Hold())
-"""
+HOLD_AFTER_ONE_SLICE = patched_on_import("napari_sam.batch.auto_runner", """
+real = module._save_slice
+def save(*args):
+    real(*args)
+    while True:
+        time.sleep(0.05)
+module._save_slice = save
+""", imports="time")
 
 
 def _sample(tmp: Path, n: int, shape: str = "6,96,96") -> Path:

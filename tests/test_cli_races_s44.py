@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from cli_runner import cli, cli_env, interrupt_in
+from cli_runner import cli, cli_env, interrupt_in, patched_on_import
 from napari_sam import io as nio
 from test_cli_resume_s43 import auto_argv, blob_folder, done_reason
 
@@ -277,25 +277,11 @@ def test_an_interrupted_session_replay_says_what_its_rerun_kept(tmp_path, tiny_m
 
 
 #: ``sitecustomize``: ``auto`` fails with an error as it propagates (in every process).
-PROPAGATION_FAILS = """
-import importlib.abc, importlib.util, sys
-NAME = "napari_sam.batch.auto_runner"
-class Hook(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != NAME:
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        run = spec.loader.exec_module
-        def exec_module(module):
-            run(module)
-            def fails(*args, **kwargs):
-                raise RuntimeError("the disk went away")
-            module._auto_propagate = fails
-        spec.loader.exec_module = exec_module
-        return spec
-sys.meta_path.insert(0, Hook())
-"""
+PROPAGATION_FAILS = patched_on_import("napari_sam.batch.auto_runner", """
+def fails(*args, **kwargs):
+    raise RuntimeError("the disk went away")
+module._auto_propagate = fails
+""")
 
 
 @pytest.mark.slow
