@@ -14,7 +14,13 @@ import pytest
 
 from cli_runner import cli, cli_env, interrupt_in, patched_on_import
 from napari_sam import io as nio
-from test_cli_resume_s43 import auto_argv, blob_folder, done_reason
+from test_cli_resume_s43 import (
+    auto_argv,
+    blob_folder,
+    ctrl_c_after_three_embeddings,
+    done_reason,
+    resumed_three_of_six_as_one_run,
+)
 
 pytestmark = pytest.mark.usefixtures("offline_cli")
 
@@ -237,10 +243,7 @@ def test_an_interrupted_session_replay_says_what_its_rerun_kept(tmp_path, tiny_m
     rerun read them back from the work folder but said nothing of it (a replay had no resume
     record); it says what it kept, as a prompts file's rerun does, and its labels are those
     of an uninterrupted replay."""
-    import numpy as np
-    import tifffile
 
-    from napari_sam import embeddings as E
     from napari_sam import session as S
 
     data = blob_folder(tmp_path / "data", n=1, z=6)
@@ -255,25 +258,8 @@ def test_an_interrupted_session_replay_says_what_its_rerun_kept(tmp_path, tiny_m
         tmp_path / "b0.sam-session.json")
     argv = ["segment", data / "b0.tif", "-o", tmp_path / "out", "-p", sess, "--model",
             tiny_model, "--batch-size", "1", "--device", "cpu"]
-    real, written = E.StackEmbeddings._write_store, []
-
-    def stop_after_three(self, z, emb, hsh):
-        if len(written) == 3:
-            raise KeyboardInterrupt
-        written.append(z)
-        return real(self, z, emb, hsh)
-
-    with monkeypatch.context() as patched:
-        patched.setattr(E.StackEmbeddings, "_write_store", stop_after_three)
-        assert cli(argv, capsys)[0] == 130
-    reason, head = done_reason(argv, capsys)
-    assert reason == ("resumed: kept 3 of 6 slice embeddings an interrupted run finished, "
-                      "computed the other 3")
-    assert "1 file: 1 done (1 resumed), 0 skipped" in head
-    assert cli([*argv[:3], tmp_path / "once", *argv[4:]], capsys)[0] == 0
-    once = tifffile.imread(tmp_path / "once" / "b0_labels.tif")
-    assert np.array_equal(tifffile.imread(tmp_path / "out" / "b0_labels.tif"), once)
-    assert once.max() == 1
+    ctrl_c_after_three_embeddings(argv, capsys, monkeypatch)
+    resumed_three_of_six_as_one_run(argv, tmp_path, capsys)
 
 
 #: ``sitecustomize``: ``auto`` fails with an error as it propagates (in every process).

@@ -219,13 +219,22 @@ def test_segment_after_ctrl_c_says_how_many_embeddings_it_kept(tmp_path, tiny_mo
     """``segment`` keeps an interrupted run's embeddings in its work folder: after Ctrl-C
     (no sidecar left) the rerun said nothing of them, after SIGKILL ("partial" sidecar)
     "resumed: an earlier run did not finish it"; now both say what was kept."""
-    from napari_sam import embeddings as E
 
     data = blob_folder(tmp_path / "data", n=1, z=6)
     prompts = tmp_path / "p.csv"
     prompts.write_text("id,slice,row,col\n1,1,20,20\n")
     argv = ["segment", data / "b0.tif", "-o", tmp_path / "out", "-p", prompts, "--model",
             tiny_model, "--batch-size", "1"]
+    ctrl_c_after_three_embeddings(argv, capsys, monkeypatch)
+    assert not nio.output_metadata_path(tmp_path / "out" / "b0_labels.tif").exists()
+    resumed_three_of_six_as_one_run(argv, tmp_path, capsys)
+
+
+def ctrl_c_after_three_embeddings(argv, capsys, monkeypatch) -> None:
+    """Run ``argv`` (a 6-slice ``segment``, one slice per batch) with a Ctrl-C once three
+    slice embeddings are stored: exit code 130."""
+    from napari_sam import embeddings as E
+
     real, written = E.StackEmbeddings._write_store, []
 
     def stop_after_three(self, z, emb, hsh):
@@ -234,10 +243,14 @@ def test_segment_after_ctrl_c_says_how_many_embeddings_it_kept(tmp_path, tiny_mo
         written.append(z)
         return real(self, z, emb, hsh)
 
-    monkeypatch.setattr(E.StackEmbeddings, "_write_store", stop_after_three)
-    assert cli(argv, capsys)[0] == 130
-    monkeypatch.setattr(E.StackEmbeddings, "_write_store", real)
-    assert not nio.output_metadata_path(tmp_path / "out" / "b0_labels.tif").exists()
+    with monkeypatch.context() as patched:
+        patched.setattr(E.StackEmbeddings, "_write_store", stop_after_three)
+        assert cli(argv, capsys)[0] == 130
+
+
+def resumed_three_of_six_as_one_run(argv, tmp_path, capsys) -> None:
+    """The rerun of ``argv`` after :func:`ctrl_c_after_three_embeddings` keeps the three,
+    says so, and writes the labels of an uninterrupted run (into ``tmp_path / "once"``)."""
     reason, head = done_reason(argv, capsys)
     assert reason == ("resumed: kept 3 of 6 slice embeddings an interrupted run finished, "
                       "computed the other 3")
