@@ -136,3 +136,36 @@ def test_4d_labels_beside_an_image_without_named_axes_say_how_to_name_them(tmp_p
                         f"({T}, {Z}, 64, 64); a movie of volumes (T, Z, Y, X) is trained on "
                         "time point by time point when its image file's metadata names its "
                         "axes") in line, line
+
+
+def test_a_multichannel_movie_says_so_and_how_to_save_one_channel(tmp_path, tiny_model,
+                                                                 capsys, monkeypatch):
+    """A TZCYX movie of 2 channels stopped with "Pick one channel with channel=N (--channel
+    N on the command line)", an option `train` does not have, exit 1. Now it is named a
+    multichannel movie (exit 2) with the code that saves one channel as a movie of its own,
+    and training on what that code writes works."""
+    from stacks import blob_movie
+
+    d = tmp_path / "d"
+    d.mkdir()
+    movie = d / "movie.tif"
+    two = np.stack([blob_movie(t=T), blob_movie(t=T)[:, :, :, ::-1]], axis=2)  # T, Z, C, Y, X
+    tifffile.imwrite(movie, two, metadata={"axes": "TZCYX"})
+    labels = d / "movie_labels.tif"
+    tifffile.imwrite(labels, _movie_labels(), metadata={"axes": "TZYX"})
+    rc, _, err = cli(tiny_train_argv(d, d, tmp_path / "m.pt", tiny_model), capsys)
+    line = error_line(err)
+    assert rc == 2 and (f"{movie} is a multichannel movie: {T} time points of (Z, Y, X) "
+                        "volumes with 2 channels (axes TZCYX from its metadata); training "
+                        "takes one channel") in line, line
+    assert "`train` has no channel option" in line and "--channel N on the" not in line
+    code = line.split("in Python: ", 1)[1].split("; then train", 1)[0]
+    assert code.endswith("[:, :, 0], metadata={'axes': 'TZYX'})"), code
+    assert line.endswith(f"napari-sam train channel0.tif {labels} -o FILE.pt"), line
+    monkeypatch.chdir(tmp_path)
+    exec(code, {})  # what the message says to run
+    assert np.array_equal(tifffile.imread(tmp_path / "channel0.tif"), two[:, :, 0])
+    out = tmp_path / "m.pt"
+    rc, _, err = cli(tiny_train_argv("channel0.tif", str(labels), out, tiny_model), capsys)
+    assert rc == 0 and out.is_file(), err
+    assert _record(out)["n_images"] == T

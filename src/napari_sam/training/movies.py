@@ -149,6 +149,30 @@ def _label_volumes(labels, lb_name: str, n: int, movie_shape: tuple, what: str
         f"of shape {movie_shape}, a volume of labels per time point")
 
 
+def _check_channels(movie, name: str, lb_name: str, n: int) -> None:
+    """Refuse a movie whose channel axis (``C``, named by its file's metadata) holds several
+    channels that are not RGB(A) (2, or more than 4): training takes a grey or RGB image, and
+    ``train`` has no channel choice (``auto`` and ``segment`` have ``--channel``). The
+    message says how to save the channel to train on as a movie of its own."""
+    if "C" not in movie.axes:
+        return
+    c_axis = movie.axes.index("C")
+    channels = int(movie.data.shape[c_axis])
+    if channels in (1, 3, 4):  # one channel, or RGB(A): trained on as the others
+        return
+    kept = movie.axes.replace("C", "")
+    pick = "[" + ":, " * c_axis + "0]"
+    raise MovieDataError(
+        f"{name} is a multichannel movie: {n} time points of (Z, Y, X) volumes with "
+        f"{channels} channels (axes {movie.axes} from its metadata); training takes one "
+        "channel (or an RGB image) and `train` has no channel option (`auto` and `segment` "
+        "take --channel N). Save the channel to train on (the one you labelled) as a movie "
+        "of its own, e.g. channel 0 in Python: import tifffile; tifffile.imwrite("
+        f"'channel0.tif', tifffile.imread({name!r}){pick}, metadata={{'axes': {kept!r}}})"
+        f"; then train on it with the same labels: napari-sam train channel0.tif {lb_name} "
+        "-o FILE.pt")
+
+
 def movie_time_points(movie, labels, name: str, lb_name: str) -> list[MovieTimePoint]:
     """The time points of ``movie`` that have labels, each its volume and its labels.
 
@@ -171,10 +195,12 @@ def movie_time_points(movie, labels, name: str, lb_name: str) -> list[MovieTimeP
     Raises
     ------
     MovieDataError
-        Labels that are not one volume per time point of the movie's shape (one volume
-        given: what to give instead), or no time point with labels.
+        A movie of several channels that are not RGB(A) (:func:`_check_channels`: how to
+        save one channel), labels that are not one volume per time point of the movie's
+        shape (one volume given: what to give instead), or no time point with labels.
     """
     n = int(movie.data.shape[movie.axes.index("T")])
+    _check_channels(movie, name, lb_name, n)
     first = movie.to_standard(select={"T": 0}).data
     shape = (n, *(int(s) for s in first.shape[:3]))
     what = (f"{name} is a movie of {n} time points of (Z, Y, X) volumes (axes {movie.axes} "
