@@ -76,6 +76,8 @@ def test_the_split_note_says_whole_time_points_are_held_out(movie, tmp_path, tin
                                        tiny_model) if a != "-q"]
     rc, _, err = cli(argv, capsys)
     assert rc == 0, err
+    # (was: "training on 1 image file")
+    assert f"napari-sam: training on 1 movie of {T} time points from " in err, err
     assert (f"{movie}: a movie of {T} time points: each of the 2 time points with labels "
             "(t=0, 2) is a training stack of its own") in err, err
     assert "time points without labels (t=1) are left out" in err, err
@@ -169,3 +171,21 @@ def test_a_multichannel_movie_says_so_and_how_to_save_one_channel(tmp_path, tiny
     rc, _, err = cli(tiny_train_argv("channel0.tif", str(labels), out, tiny_model), capsys)
     assert rc == 0 and out.is_file(), err
     assert _record(out)["n_images"] == T
+
+
+def test_what_is_trained_on_counts_movies_and_their_time_points(movie):
+    """The line before training counts movies and their time points beside image files."""
+    from napari_sam import io as nio
+    from napari_sam.training.movies import trained_on_words
+    from stacks import blob_movie, blob_stack
+
+    labels = movie.with_name("movie_labels.tif")
+    nio.write_labels(labels, _movie_labels(), axes="TZYX")
+    other = movie.with_name("other.tif")
+    tifffile.imwrite(other, blob_movie(t=5), metadata={"axes": "TZYX"})
+    plain = movie.with_name("plain.tif")
+    tifffile.imwrite(plain, blob_stack())
+    assert trained_on_words([movie], [labels]) == f"1 movie of {T} time points"
+    assert trained_on_words([plain, movie, other], [labels] * 3) == (
+        f"1 image file and 2 movies of {T + 5} time points in all")
+    assert trained_on_words([plain, plain], [labels] * 2) == "2 image files"

@@ -152,9 +152,10 @@ def _train_into(args, out: Path, labels_spec: str) -> int:
     except ValueError as exc:
         raise CLIError(f"--device: {exc}", 2) from None
     from napari_sam.training import train
+    from napari_sam.training.movies import trained_on_words
 
     if not args.quiet:
-        print_note(f"training on {counted(len(images), 'image file')} from {model!r} -> {out}")
+        print_note(f"training on {trained_on_words(images, labels)} from {model!r} -> {out}")
     t0 = time.perf_counter()
     with signals_received() as signals:
         result = _train(train, args, images, labels, model, out)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["MovieDataError", "MovieTimePoint", "movie_session_entry", "movie_time_points",
-           "read_movie"]
+           "read_movie", "trained_on_words"]
 
 #: ``<session>.labels-<hash>.tif``: a session's labels TIFF (one time point's, of a movie's).
 _LABELS_TIFF = re.compile(r"(?P<session>.+)\.labels-[0-9a-f]{12}\.tif")
@@ -74,6 +74,36 @@ def read_movie(path: os.PathLike | str, labels=None):
         img = nio.read_image(path, axes="TZYX", lazy=True)
     size = dict(zip(img.axes, (int(n) for n in img.data.shape)))
     return img if size.get("T", 1) > 1 and size.get("Z", 1) > 1 else None
+
+
+def trained_on_words(images, labels) -> str:
+    """What ``images`` are, in the user's words: "3 image files", "1 movie of 12 time points",
+    "2 image files and 2 movies of 20 time points in all" (movies as :func:`read_movie`
+    finds them beside their label files).
+
+    Parameters
+    ----------
+    images, labels : sequence of path
+        The image files and the label file paired with each, in the same order.
+
+    Returns
+    -------
+    str
+    """
+    from napari_sam.words import counted
+
+    times = []
+    for image, label in zip(images, labels):
+        movie = read_movie(image, Path(label))
+        if movie is not None:
+            times.append(int(movie.data.shape[movie.axes.index("T")]))
+    others = len(images) - len(times)
+    parts = [counted(others, "image file")] if others or not times else []
+    if times:
+        parts.append(f"{counted(len(times), 'movie')} of "
+                     f"{counted(sum(times), 'time point')}" + (" in all" if len(times) > 1
+                                                              else ""))
+    return " and ".join(parts)
 
 
 def movie_session_entry(label: os.PathLike | str) -> tuple[Path, dict] | None:
