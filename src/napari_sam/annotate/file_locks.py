@@ -3,26 +3,16 @@
 file may be removed by its holder while another process opens it, so a lock is taken on the
 file that is there once it is held. A file system that cannot lock (NFS without a lock
 daemon: ``flock`` fails with ENOLCK; EOPNOTSUPP or ENOSYS where it has no ``flock``) is not
-"held": :func:`lock_is_held` tells the two apart."""
+"held": :func:`napari_sam.io.lock_errors.lock_is_held` tells the two apart."""
 
 from __future__ import annotations
 
-import errno
 import os
 from pathlib import Path
 
-__all__ = ["HELD_ERRNOS", "lock_flag", "lock_is_held", "open_locked"]
+from napari_sam.io.lock_errors import lock_is_held
 
-#: What ``flock`` answers when another handle holds the lock (as
-#: :data:`napari_sam.batch.jobs.BUSY_ERRNOS`); any other error means the file system cannot
-#: lock at all.
-HELD_ERRNOS = frozenset({errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES})
-
-
-def lock_is_held(exc: OSError) -> bool:
-    """Whether the error ``exc`` of ``flock`` says another handle holds the lock (else: the
-    file system cannot lock, and whether one holds it cannot be told)."""
-    return exc.errno in HELD_ERRNOS
+__all__ = ["lock_flag", "open_locked"]
 
 
 def lock_flag(name: str) -> int:

@@ -30,7 +30,6 @@ error read as held: every autosave there was refused, and its session never offe
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import socket
@@ -40,8 +39,9 @@ import weakref
 from pathlib import Path
 
 from napari_sam.io.dead_temporaries import pid_namespace
+from napari_sam.io.lock_errors import lock_error_text, lock_is_held
 
-from .file_locks import lock_flag, lock_is_held, open_locked
+from .file_locks import lock_flag, open_locked
 
 __all__ = ["SessionClaim", "alternate_session_file", "alternate_session_files",
            "claim_holder", "claim_known", "claim_session_file", "claimed", "lock_file_for",
@@ -269,10 +269,10 @@ def _note_unlockable(folder: Path, exc: OSError) -> None:
     if key in _UNLOCKABLE_NOTED:
         return
     _UNLOCKABLE_NOTED.add(key)
-    why = exc.strerror or errno.errorcode.get(exc.errno, str(exc.errno))
-    warnings.warn(f"The file system of {folder} cannot lock files ({why}): napari-sam cannot "
-                  "tell whether another napari autosaves a session there, and autosaves there "
-                  "without a lock: open each image in one napari at a time.", stacklevel=2)
+    warnings.warn(f"The file system of {folder} cannot lock files ({lock_error_text(exc)}): "
+                  "napari-sam cannot tell whether another napari autosaves a session there, "
+                  "and autosaves there without a lock: open each image in one napari at a "
+                  "time.", stacklevel=2)
 
 
 def _let_go(handle, lock: Path) -> None:

@@ -5,7 +5,6 @@ of its resumable per-slice data, and the lock that keeps two processes off one o
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import socket
@@ -22,13 +21,10 @@ from napari_sam.batch.models import model_file_id, packaged_model_id
 from napari_sam.batch.output_names import folds_names, output_key
 from napari_sam.batch.preview import preview_path
 from napari_sam.batch.prompts import check_unambiguous, prompts_for
+from napari_sam.io.lock_errors import lock_error_text, lock_is_held
 
 logger = logging.getLogger("napari_sam.batch")
 
-#: What ``flock`` answers when another process holds the lock; any other error (ENOLCK on
-#: an NFS mount without lockd, ENOSYS or EOPNOTSUPP on a Lustre mount without flock) means
-#: the file system cannot lock at all.
-BUSY_ERRNOS = frozenset({errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES})
 _UNLOCKABLE_NOTED: set[str] = set()  # lock folders whose file system cannot lock, said once
 
 
@@ -149,7 +145,7 @@ class OutputLock:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if self.wait else fcntl.LOCK_NB))
             except OSError as exc:
-                if exc.errno in BUSY_ERRNOS:
+                if lock_is_held(exc):  # (another process holds it)
                     fh.close()
                     return False
                 self.unlockable = lock_error_text(exc)
@@ -196,14 +192,9 @@ def note_unlockable(folder: Path, exc: OSError) -> None:
     logger.warning("%s", unlockable_text(folder.parent.parent, lock_error_text(exc)))
 
 
-def lock_error_text(exc: OSError) -> str:
-    """What ``flock``'s error says (``No locks available``), or its errno's name."""
-    return exc.strerror or errno.errorcode.get(exc.errno, str(exc.errno))
-
-
 def unlockable_text(out_dir, reason: str, *, ran: bool = False) -> str:
     """The note of an output folder whose file system cannot lock (``reason``:
-    :func:`lock_error_text`); ``ran``: worded for a batch's summary, after its jobs ran."""
+    :func:`napari_sam.io.lock_errors.lock_error_text`); ``ran``: worded for a batch's summary, after its jobs ran."""
     how = "its jobs ran" if ran else "running"
     return (f"the file system of {out_dir} cannot lock files ({reason}): {how} without a "
             "lock, so two napari-sam runs writing the same output there are not kept apart; "

@@ -5,6 +5,7 @@ This package is part of the core: it never imports napari or Qt. Its modules: ``
 ``ome_zarr`` (zarr groups: OME-Zarr, bioformats2raw),
 ``slice_source`` (reading a stack slice by slice with bounded memory), ``chunk_cache``
 (decoded chunks of a tiled or compressed input kept in a bounded LRU),
+``lock_errors`` (what ``flock``'s errors say),
 ``writers`` (atomic writers, the streaming TIFF writer) and ``output_metadata`` (the JSON
 file beside each output, resume checks, object summaries).
 
