@@ -158,16 +158,12 @@ def samples(tmp_path_factory) -> Path:
     return d
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_train_resume_piece_stopped_by_a_signal_exits_130(tmp_path, samples, tiny_model,
-                                                         capsys, monkeypatch, sig):
-    """``train --resume`` stopped by SIGTERM (what ``timeout`` sends) or Ctrl-C is an
-    interrupted run: exit 130 as the exit-code table says, the state saved, and the same
-    command continues it to the end (exit 0); the message names the epoch written."""
+def _signal_after_the_first_step(monkeypatch, sig) -> list:
+    """Send this process ``sig`` once the first training step has run; returns the list
+    that gets one entry per step run."""
     from napari_sam.training.trainer import Trainer
 
-    real = Trainer.train_step
-    calls = []
+    real, calls = Trainer.train_step, []
 
     def step_then_signal(self, items):
         info = real(self, items)
@@ -177,6 +173,16 @@ def test_train_resume_piece_stopped_by_a_signal_exits_130(tmp_path, samples, tin
         return info
 
     monkeypatch.setattr(Trainer, "train_step", step_then_signal)
+    return calls
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_train_resume_piece_stopped_by_a_signal_exits_130(tmp_path, samples, tiny_model,
+                                                         capsys, monkeypatch, sig):
+    """``train --resume`` stopped by SIGTERM (what ``timeout`` sends) or Ctrl-C is an
+    interrupted run: exit 130 as the exit-code table says, the state saved, and the same
+    command continues it to the end (exit 0); the message names the epoch written."""
+    _signal_after_the_first_step(monkeypatch, sig)
     out = tmp_path / "m.pt"
     rc, stdout, _ = cli(_train_argv(samples, out, tiny_model, "--resume"), capsys)
     assert rc == 130, stdout
@@ -197,18 +203,7 @@ def test_train_resume_with_the_signal_ignored_runs_on(tmp_path, samples, tiny_mo
     script's ``napari-sam train ... &``) runs to the end when that signal comes: exit 0,
     every epoch (was, for SIGTERM: train installed its handler over the ignored signal and
     stopped, exit 130; for SIGINT since c1a6c7d the command's handler did)."""
-    from napari_sam.training.trainer import Trainer
-
-    real, calls = Trainer.train_step, []
-
-    def step_then_signal(self, items):
-        info = real(self, items)
-        calls.append(1)
-        if len(calls) == 1:
-            os.kill(os.getpid(), sig)
-        return info
-
-    monkeypatch.setattr(Trainer, "train_step", step_then_signal)
+    calls = _signal_after_the_first_step(monkeypatch, sig)
     old = signal.signal(sig, signal.SIG_IGN)
     try:
         rc, stdout, _ = cli(_train_argv(samples, tmp_path / "m.pt", tiny_model, "--resume"),

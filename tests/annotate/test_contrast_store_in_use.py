@@ -39,6 +39,22 @@ def another_process_holds(store, unlockable: bool = False, setup: str = ""):
         other.communicate("")
 
 
+def _embedded_at_contrast_60(session, tmp_path) -> Path:
+    """``session`` with the Embedding store ``emb.zarr`` in ``tmp_path`` and the contrast
+    (0, 60): slice 3 embedded into that contrast's store, whose path is returned."""
+    session.set_store(str(tmp_path / "emb.zarr"))
+    session.set_model_contrast((0, 60))
+    session.compute_embeddings([3])
+    return tmp_path / "emb.contrast-0-60.zarr"
+
+
+def _three_other_contrasts(session) -> None:
+    """Set three other contrasts (0, 70), (0, 80), (0, 90) on ``session``: the store of
+    (0, 60) is then past the most recent ones it keeps, deleted unless held."""
+    for hi in (70, 80, 90):
+        session.set_model_contrast((0, hi))
+
+
 def test_a_store_another_dock_uses_is_kept_and_that_dock_keeps_working(tiny_sam, tmp_path):
     store = tmp_path / "emb.contrast-0-60.zarr"
     a, b = blob_session(tiny_sam), blob_session(tiny_sam)
@@ -46,8 +62,7 @@ def test_a_store_another_dock_uses_is_kept_and_that_dock_keeps_working(tiny_sam,
         s.set_store(str(tmp_path / "emb.zarr"))
         s.set_model_contrast((0, 60))
         s.compute_embeddings([3])  # a makes the store, b reuses it
-    for hi in (70, 80, 90):
-        a.set_model_contrast((0, hi))
+    _three_other_contrasts(a)
     b.compute_embeddings([4])  # before: KeyError 'slice_hash' (the store was deleted)
     assert b.ready([3, 4]) and b.emb.store == store
     assert is_embedding_store(store) and b.emb.stored()[[3, 4]].all()  # b uses it: kept
@@ -58,14 +73,10 @@ def test_a_store_another_dock_uses_is_kept_and_that_dock_keeps_working(tiny_sam,
 
 
 def test_a_store_another_process_holds_is_kept(session, tmp_path):
-    store = tmp_path / "emb.contrast-0-60.zarr"
     s = session
-    s.set_store(str(tmp_path / "emb.zarr"))
-    s.set_model_contrast((0, 60))
-    s.compute_embeddings([3])
+    store = _embedded_at_contrast_60(s, tmp_path)
     with another_process_holds(store):
-        for hi in (70, 80, 90):
-            s.set_model_contrast((0, hi))
+        _three_other_contrasts(s)
         assert is_embedding_store(store)
     s.set_model_contrast((0, 100))  # the other process ended: deleted now
     assert not store.exists()
@@ -77,11 +88,8 @@ def test_a_store_deleted_under_a_session_is_made_again(session, tmp_path):
     embeddings: the next embedding makes it again. Before: KeyError 'slice_hash'."""
     import shutil
 
-    store = tmp_path / "emb.contrast-0-60.zarr"
     s = session
-    s.set_store(str(tmp_path / "emb.zarr"))
-    s.set_model_contrast((0, 60))
-    s.compute_embeddings([3])
+    store = _embedded_at_contrast_60(s, tmp_path)
     shutil.rmtree(store)
     s.compute_embeddings([4])
     assert s.ready([4]) and is_embedding_store(store)
@@ -118,13 +126,9 @@ def test_on_a_file_system_that_cannot_lock_a_store_is_kept_while_held_then_delet
 
     _no_locks_here(monkeypatch)
     s = session
-    s.set_store(str(tmp_path / "emb.zarr"))
-    store = tmp_path / "emb.contrast-0-60.zarr"
-    s.set_model_contrast((0, 60))
-    s.compute_embeddings([3])
+    store = _embedded_at_contrast_60(s, tmp_path)
     with another_process_holds(store, unlockable=True) as other:
-        for hi in (70, 80, 90):
-            s.set_model_contrast((0, hi))
+        _three_other_contrasts(s)
         assert is_embedding_store(store)  # another process holds it: kept
     s.set_model_contrast((0, 100))  # the other process ended: deleted now
     assert not store.exists()
@@ -162,15 +166,11 @@ def test_a_store_a_process_that_can_lock_holds_is_kept_by_one_that_cannot(
     shared ``flock`` on ``.<store>.in-use``), the other's does not (``flock``: ENOLCK). The
     second removed the first's marker and deleted the store it was using."""
     s = session
-    s.set_store(str(tmp_path / "emb.zarr"))
-    store = tmp_path / "emb.contrast-0-60.zarr"
-    s.set_model_contrast((0, 60))
-    s.compute_embeddings([3])
+    store = _embedded_at_contrast_60(s, tmp_path)
     marker = tmp_path / ".emb.contrast-0-60.zarr.in-use"
     with another_process_holds(store):  # (it can lock)
         _no_locks_here(monkeypatch)
-        for hi in (70, 80, 90):
-            s.set_model_contrast((0, hi))
+        _three_other_contrasts(s)
         assert is_embedding_store(store) and marker.exists()  # before: both gone
         s.set_model_contrast((0, 60))  # held again here (own marker): theirs left
         assert marker.exists()
@@ -186,10 +186,7 @@ def test_on_a_file_system_that_cannot_lock_another_hosts_store_held_over_a_day_i
 
     _no_locks_here(monkeypatch)
     s = session
-    s.set_store(str(tmp_path / "emb.zarr"))
-    store = tmp_path / "emb.contrast-0-60.zarr"
-    s.set_model_contrast((0, 60))
-    s.compute_embeddings([3])
+    store = _embedded_at_contrast_60(s, tmp_path)
     setup = ("import socket; socket.gethostname = lambda: 'otherhost'\n"
              "import napari_sam.annotate.contrast_stores as cs; cs.MARKER_REFRESH = 0.1\n")
     with another_process_holds(store, unlockable=True, setup=setup):
@@ -199,8 +196,7 @@ def test_on_a_file_system_that_cannot_lock_another_hosts_store_held_over_a_day_i
         end = time.monotonic() + 60  # (rewritten within 0.1 s; a loaded machine: later)
         while theirs.stat().st_mtime < day_ago + 3600 and time.monotonic() < end:
             time.sleep(0.05)
-        for hi in (70, 80, 90):
-            s.set_model_contrast((0, hi))
+        _three_other_contrasts(s)
         assert is_embedding_store(store) and theirs.exists()  # before: both deleted
     assert not theirs.exists()  # let go when it ended
 
