@@ -141,6 +141,24 @@ class _HeldHash(_RecordedReads):
         return super().__getitem__(key)
 
 
+def _commit_with_threaded_jobs(make_widget, tiny_predictor, reads):
+    """A dock on the lazy image 'cells' read through ``reads`` ((Z, 64, 64), one chunk a
+    slice): a click on slice 1 previewed at once, then committed with the dock's threaded
+    jobs; returns the viewer, the widget and how many reads were made before the commit."""
+    import dask.array as da
+
+    viewer, widget = make_widget(da.from_array(reads, chunks=(1, 64, 64)), name="cells")
+    c = widget.controller
+    use_predictor(widget, tiny_predictor)
+    viewer.dims.set_point(0, 1)
+    viewer.layers.selection.active = c.points_layer
+    canvas_click(viewer, 20, 20)  # (the preview decoded at once: sync)
+    c.sync = False  # the dock's threaded jobs
+    shown = len(reads.threads)
+    assert widget._on_commit() is not None, c.status
+    return viewer, widget, shown
+
+
 @pytest.mark.parametrize(("looked_up", "closed"), [(False, False), (True, False), (True, True)])
 def test_a_commit_on_a_lazy_image_being_hashed_reads_nothing_on_the_ui_thread(
         make_widget, make_napari_viewer, tiny_predictor, qtbot, monkeypatch, looked_up, closed):
@@ -167,15 +185,8 @@ def test_a_commit_on_a_lazy_image_being_hashed_reads_nothing_on_the_ui_thread(
     before, ui = autosaves(), threading.get_ident()
     pixels = blob_stack()
     reads = _HeldHash(pixels, ui)
-    viewer, widget = make_widget(da.from_array(reads, chunks=(1, 64, 64)), name="cells")
+    viewer, widget, shown = _commit_with_threaded_jobs(make_widget, tiny_predictor, reads)
     c = widget.controller
-    use_predictor(widget, tiny_predictor)
-    viewer.dims.set_point(0, 1)
-    viewer.layers.selection.active = c.points_layer
-    canvas_click(viewer, 20, 20)  # (the preview decoded at once: sync)
-    c.sync = False  # the dock's threaded jobs
-    shown = len(reads.threads)
-    assert widget._on_commit() is not None, c.status
     assert reads.threads[shown:].count(ui) == 0 and autosaves() == before  # (waits)
     committed = np.asarray(c.target_layer.data).copy()
     assert sorted(np.unique(committed).tolist()) == [0, 1]
@@ -209,20 +220,13 @@ def test_a_hash_for_the_autosave_failing_after_the_dock_closed_says_nothing(
     afterwards warned "Could not read 'cells' to autosave its session (...): the next commit
     tries again", about a closed dock whose autosave was written."""
     import dask
-    import dask.array as da
 
     from napari_sam.annotate.memory_sessions import memory_sessions_folder
 
     monkeypatch.setitem(dask.config.config, "scheduler", "synchronous")  # reads: the caller's
     reads = _FailingReads(blob_stack(), threading.get_ident())
-    viewer, widget = make_widget(da.from_array(reads, chunks=(1, 64, 64)), name="cells")
+    _viewer, widget, _shown = _commit_with_threaded_jobs(make_widget, tiny_predictor, reads)
     c = widget.controller
-    use_predictor(widget, tiny_predictor)
-    viewer.dims.set_point(0, 1)
-    viewer.layers.selection.active = c.points_layer
-    canvas_click(viewer, 20, 20)  # (the preview decoded at once: sync)
-    c.sync = False  # the dock's threaded jobs
-    assert widget._on_commit() is not None, c.status
     job = c._hash_job
     assert job is not None and job.running  # its read waits for the gate
     widget.close()  # writes the autosave, the pixels read here
