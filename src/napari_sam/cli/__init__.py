@@ -9,7 +9,8 @@ code 1), never tracebacks unless ``--verbose`` is given.
 Exit codes: 0 every file succeeded (or was already complete); 1 at least one file failed or
 the command could not run; 2 bad arguments; 130 interrupted (Ctrl-C or SIGTERM: finished
 outputs are complete, the rest resume on the next run); 141 standard output closed by its
-reader (``napari-sam models list | head -1``: ends quietly, as Unix tools do).
+reader (``napari-sam models list | head -1``: ends quietly, as Unix tools do; a batch in
+which a file failed keeps its 1).
 
 Modules: ``app`` (the parser and :func:`main`), ``errors``, ``arguments`` (argument types,
 shared options), ``interruption`` (exit code 130 on a signal at any moment; a signal ignored

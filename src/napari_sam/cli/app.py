@@ -9,7 +9,7 @@ import sys
 from napari_sam.cli.arguments import COMMAND_PATH, Formatter, Parser
 from napari_sam.cli.batch_command import cmd_batch
 from napari_sam.cli.batch_parsers import add_auto_parser, add_embed_parser, add_segment_parser
-from napari_sam.cli.closed_output import end_quietly, stdout_is_closed
+from napari_sam.cli.closed_output import closed_output_code, end_quietly, stdout_is_closed
 from napari_sam.cli.errors import PROG, CLIError, print_error, print_usage_error
 from napari_sam.cli.export_command import add_export_parser, cmd_export
 from napari_sam.cli.interruption import INTERRUPTED, exit_on_signals, handled_by_the_command
@@ -161,6 +161,7 @@ def entry_point() -> int:
     from napari_sam.device import configure_threads
 
     exit_on_signals()
+    code = None
     try:
         configure_threads()
         try:
@@ -170,7 +171,7 @@ def entry_point() -> int:
         sys.stdout.flush()  # what is left for a closed pipe fails here, not at shutdown
         return code
     except BrokenPipeError:  # its reader has gone (`napari-sam --help | head -1`)
-        return end_quietly()
+        return closed_output_code(code)  # a batch's failed file: 1, not 141
     except KeyboardInterrupt:  # it landed in main's own clean-up, outside the command
         exit_on_signals()
         print_error("interrupted")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from napari_sam.batch.segment_options import SAM2_KEYS, SAM2_OPTIONS, SEGMENT_OPTIONS
 from napari_sam.cli.batch_parsers import BATCH_SIZE_DEFAULT
+from napari_sam.cli.closed_output import closed_output_code, stdout_is_closed
 from napari_sam.cli.errors import CLIError, print_note
 from napari_sam.cli.interruption import INTERRUPTED
 from napari_sam.cli.models_command import resolve_model
@@ -750,6 +751,7 @@ def run_batch(args, ctx, jobs, prompts) -> int:
 
     workers = args.scheduler is not None or args.workers is not None
     before = batch.output_stamps(jobs) if workers else {}  # what this run wrote, after Ctrl-C
+    interrupted = False
     try:
         batch.run_jobs(jobs, ctx, scheduler=args.scheduler, workers=args.workers,
                        block_slices=args.block_slices, on_result=on_result, on_wait=on_wait,
@@ -757,7 +759,14 @@ def run_batch(args, ctx, jobs, prompts) -> int:
     except KeyboardInterrupt:
         if workers:  # the worker processes finish the task they run
             results += batch.finished_meanwhile(jobs, results, ctx, before)
-        summary(results, len(jobs), time.perf_counter() - t0, interrupted=True, names=names)
-        return INTERRUPTED
-    summary(results, len(jobs), time.perf_counter() - t0, names=names)
-    return 0 if all(r.ok for r in results) and len(results) == len(jobs) else 1
+        interrupted = True
+    code = INTERRUPTED if interrupted else (
+        0 if all(r.ok for r in results) and len(results) == len(jobs) else 1)
+    try:
+        summary(results, len(jobs), time.perf_counter() - t0, interrupted=interrupted,
+                names=names)
+    except BrokenPipeError:  # `| head -1`: a failed file's 1 (or 130) wins over 141
+        if not stdout_is_closed():
+            raise
+        return closed_output_code(code)
+    return code

@@ -1,6 +1,9 @@
 """A standard output closed by its reader (``napari-sam models list | head -1``): the
 command ends quietly with exit code 141, as a Unix tool killed by SIGPIPE does (a shell
-reports such a tool as 128 + 13), never with ``napari-sam: error: BrokenPipeError``.
+reports such a tool as 128 + 13), never with ``napari-sam: error: BrokenPipeError``. A
+command that failed keeps its own code (:func:`closed_output_code`): a batch with a failed
+file piped into ``head -1`` exits 1, so that ``set -o pipefail`` and checks of ``$?`` see
+that work is missing.
 
 Python ignores SIGPIPE, so a write to a pipe whose reader has gone raises
 ``BrokenPipeError``; Python's documented recipe (the ``signal`` module's "Note on
@@ -40,3 +43,13 @@ def end_quietly() -> int:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
     return OUTPUT_CLOSED
+
+
+def closed_output_code(code: int | None) -> int:
+    """The exit code of a command whose standard output its reader closed, ``code`` being the
+    one it would have given otherwise (None: not known, the command did not finish): its
+    output is pointed at ``os.devnull`` (:func:`end_quietly`). A failure's code (1: a file
+    of a batch failed, 2, 130: interrupted) wins, as what a script must see; 0 or None gives
+    :data:`OUTPUT_CLOSED`."""
+    closed = end_quietly()
+    return code if code else closed

@@ -1,0 +1,68 @@
+"""The batch CLI's ends, reviewed (session 45): a failed file's exit code 1 against a closed
+standard output (``napari-sam auto ... | head -1``); ``--block-slices`` stopped by Ctrl-C
+before any work keeps the ``--keep-work`` mark; the worker processes of a local cluster
+are ended through handles of their own, never an unrelated process that took their id."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from test_cli_races_s44 import closed_stdout_run
+from test_cli_resume_s43 import auto_argv, blob_folder
+
+pytestmark = pytest.mark.usefixtures("offline_cli")
+
+
+def not_a_tiff(path):
+    """A ``.tif`` file that is no image (a file of the batch that fails); returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"this is not a TIFF file\n" * 4)
+    return path
+
+
+def test_a_failed_file_exits_1_with_a_closed_stdout(tmp_path, tiny_model):
+    """``napari-sam auto data/ -o out/ | head -1`` with a file that fails: the summary found
+    its reader gone and the command exited 141, as one that succeeded does, so ``set -o
+    pipefail`` or a check of ``$?`` could not tell that an output is missing. The failure
+    wins: exit code 1, the good file's output written, no traceback."""
+    data = blob_folder(tmp_path / "data", n=1, z=2)
+    not_a_tiff(data / "bad.tif")
+    rc, err = closed_stdout_run([*auto_argv(data, tmp_path / "out", tiny_model), "-q"],
+                                tmp_path)
+    assert "Traceback" not in err, err
+    assert "FAILED   bad.tif: Cannot read image" in err, err
+    assert rc == 1
+    assert (tmp_path / "out" / "b0_labels.tif").is_file()
+
+
+class ClosedPipe:
+    """A standard output whose reader has gone: every write raises ``BrokenPipeError`` (as
+    a summary longer than the output's buffer meets it, before the command returns)."""
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+@pytest.mark.parametrize("bad, code", [(False, 141), (True, 1)])
+def test_a_summary_that_meets_a_closed_stdout_keeps_a_failures_code(tmp_path, tiny_model,
+                                                                   monkeypatch, capsys, bad,
+                                                                   code):
+    """The summary's write failing inside the command (its reader gone): the command ended
+    with 141 whether or not a file failed; a failed file's 1 wins, a run without failures
+    still ends with 141, and nothing is said on stderr but the failed file's line."""
+    from napari_sam.cli import main
+
+    data = blob_folder(tmp_path / "data", n=1, z=2)
+    if bad:
+        not_a_tiff(data / "bad.tif")
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    rc = main([*auto_argv(data, tmp_path / "out", tiny_model), "-q"])
+    err = capsys.readouterr().err
+    assert rc == code, err
+    assert "napari-sam: error" not in err and "Traceback" not in err, err
+    assert ("FAILED   bad.tif: Cannot read image" in err) == bad, err
