@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
+from cli_runner import cli
 from test_cli_races_s44 import closed_stdout_run
-from test_cli_resume_s43 import auto_argv, blob_folder
+from test_cli_resume_s43 import auto_argv, blob_folder, done_reason
 
 pytestmark = pytest.mark.usefixtures("offline_cli")
 
@@ -66,3 +67,32 @@ def test_a_summary_that_meets_a_closed_stdout_keeps_a_failures_code(tmp_path, ti
     assert rc == code, err
     assert "napari-sam: error" not in err and "Traceback" not in err, err
     assert ("FAILED   bad.tif: Cannot read image" in err) == bad, err
+
+
+@pytest.mark.slow
+def test_ctrl_c_before_a_blocked_job_added_anything_keeps_the_keep_work_mark(
+        tmp_path, tiny_model, monkeypatch, capsys):
+    """``--keep-work``, then other linking options through ``--workers 1 --block-slices 4``,
+    stopped by Ctrl-C after the command's process took the work folder's "finished" mark
+    and before any block ran: the mark was lost (a serial run keeps it), and the rerun
+    called the slices a finished run kept "kept 8 of 8 slices an interrupted run finished".
+    They are still said as a finished run's."""
+    pytest.importorskip("distributed")
+    from napari_sam.batch import distributed
+
+    data = blob_folder(tmp_path / "data", n=1, z=8)
+    argv = auto_argv(data / "b0.tif", tmp_path / "out", tiny_model, "--batch-size", "1",
+                     "--threads", "1", "--keep-work")
+    assert done_reason(argv, capsys)[0] == ""
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(distributed, "prepare_auto_work", ctrl_c)
+        rc, _, err = cli([*argv, "--link-iou", "0.3", "--workers", "1", "--block-slices", "4"],
+                         capsys)
+    assert rc == 130, err
+    reason, _ = done_reason([*argv, "--link-iou", "0.3"], capsys)
+    assert reason == ("recomputed: parameters changed: link_iou 0.25 -> 0.3; reused: 8 of 8 "
+                      "slices from a finished run's work folder (--keep-work)")

@@ -33,8 +33,8 @@ from napari_sam.batch.reading import open_image
 from napari_sam.batch.runners import one_line, record_result, run_job
 from napari_sam.batch.saved_work import (
     auto_work_key,
+    finished_mark_taken,
     put_back_finished_mark,
-    take_finished_mark,
     work_records,
 )
 from napari_sam.batch.scheduler_probe import not_a_scheduler, tcp_host_port
@@ -461,9 +461,84 @@ def _n_slices(job: Job, ctx: Context) -> int:
         return 0
 
 
+def blocked_slices(job: Job, ctx: Context, block_slices: int | None) -> int:
+    """How many slices ``job`` has to split into blocks of ``block_slices`` (``embed`` and
+    ``auto`` with ``--block-slices``); 0 for a job run whole: no blocks asked, an output
+    name its final task refuses, or an output that is kept (complete, edited, another
+    command's, not napari-sam's)."""
+    if not block_slices or ctx.command not in ("auto", "embed"):
+        return 0
+    if output_name_problem(job, ctx) is not None:  # its final task says why
+        return 0
+    state = job_output_state(job, ctx)
+    if state == "foreign" or (not ctx.overwrite and state in (
+            "complete", "edited", "other-command")):  # foreign: never replaced
+        return 0
+    return _n_slices(job, ctx)
+
+
+def submit_job(client, job: Job, ctx: Context, wctx: Context, block_slices: int | None,
+               marks: contextlib.ExitStack):
+    """Submit ``job``'s tasks to ``client``: for a stack of more than ``block_slices``
+    slices (``embed``, ``auto``) the task that prepares its blocks, the blocks and the
+    final task that waits for them; else its final task alone. ``wctx``: the workers'
+    context. A blocked ``auto`` job takes its work folder's ``--keep-work`` mark here, before
+    its blocks add to it, held in ``marks`` until the run ends
+    (:func:`~napari_sam.batch.saved_work.finished_mark_taken`: put back when Ctrl-C stops
+    the run with nothing added there).
+
+    Returns
+    -------
+    tuple
+        (the final task's future, the blocks' futures, the work folder's records when it was
+        a finished run's, :func:`~napari_sam.batch.saved_work.work_records`, else None).
+    """
+    n = blocked_slices(job, ctx, block_slices)
+    if not block_slices or n <= block_slices:
+        return client.submit(run_task, final_task, job, wctx, None, None, pure=False), [], None
+    spans = [(s, min(s + block_slices, n)) for s in range(0, n, block_slices)]
+    if ctx.command == "embed":
+        limits = client.submit(run_task, embed_prepare_task, job, wctx, pure=False)
+        blocks = [client.submit(run_task, embed_block_task, job, wctx, limits, s, e,
+                                pure=False) for s, e in spans]
+        return client.submit(run_task, final_task, job, wctx, blocks, None, pure=False), \
+            blocks, None
+    # (the input's content sampled once; blocks never tile: ``tiling`` None)
+    key = auto_work_key(job, ctx)
+    earlier = saved_slices(job, ctx, n, key)  # before the blocks add this run's
+    finished = marks.enter_context(finished_mark_taken(work_dir(job)))  # (before they add)
+    records = work_records(work_dir(job)) if finished else None  # (put back if it fails)
+    prepare_auto_work(job, ctx, key)
+    store = client.submit(run_task, auto_prepare_task, job, wctx, pure=False)
+    blocks = [client.submit(run_task, auto_block_task, job, wctx, store, s, e, pure=False)
+              for s, e in spans]
+    fut = client.submit(run_task, final_task, job, wctx, None, blocks, earlier, finished,
+                        pure=False)
+    return fut, blocks, records
+
+
+def close_cluster(client, cluster, jobs, *, stopped: bool, verbose: bool) -> None:
+    """Close ``client`` and the local ``cluster`` (if any). When a run on a local cluster
+    ``stopped`` before every job returned (Ctrl-C, an error), wait for the local cluster's worker processes to
+    end (up to 10 s, then kill them: :func:`end_worker_processes`), and clear the locks and "partial" sidecars of the tasks the close
+    killed (a scheduler's workers are not ours; with every task returned no wait, so that
+    another run's lock costs none)."""
+    with contextlib.suppress(Exception):  # else the scheduler sends the client's own
+        client.unsubscribe_topic("all")  # removal to it closed: a CRITICAL traceback
+    pids = worker_pids(cluster)  # (taken before the close)
+    close_quietly(client, cluster, verbose)
+    until = time.monotonic() + 10 if stopped else None
+    if until is not None:  # none writes after this: the summary is the truth at the exit
+        end_worker_processes(pids, until)
+    for job in jobs:
+        clear_leftovers(job.output, until)
+
+
 def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
     """Submit every job (and the blocks of large stacks) to a dask cluster; results in input
-    order, reported through ``on_result`` as they finish."""
+    order, reported through ``on_result`` as they finish. The ``--keep-work`` marks that
+    blocked jobs took are put back, as in a serial run, for the jobs a Ctrl-C stopped before
+    they added anything to their work folders (once no worker of this run writes)."""
     from distributed import as_completed
     from tqdm.auto import tqdm
 
@@ -474,69 +549,31 @@ def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
     results: dict[int, JobResult] = {}
     bar = tqdm(total=len(jobs), desc="files", unit="file", position=0, dynamic_ncols=True,
                disable=ctx.quiet or not stderr_is_terminal())
-    try:
-        futures, names, kept = {}, {}, {}
-        for i, job in enumerate(jobs):
-            blocks = []
-            n = 0
-            if (block_slices and ctx.command in ("auto", "embed")
-                    and output_name_problem(job, ctx) is None):  # else its final task says why
-                state = job_output_state(job, ctx)
-                if state != "foreign" and (ctx.overwrite or state not in (
-                        "complete", "edited", "other-command")):  # foreign: never replaced
-                    n = _n_slices(job, ctx)
-            if block_slices and n > block_slices:
-                spans = [(s, min(s + block_slices, n)) for s in range(0, n, block_slices)]
-                if ctx.command == "auto":
-                    # (the input's content sampled once; blocks never tile: ``tiling`` None)
-                    key = auto_work_key(job, ctx)
-                    earlier = saved_slices(job, ctx, n, key)  # before the blocks add this run's
-                    finished = take_finished_mark(work_dir(job))  # (taken before they add it)
-                    if finished:  # (put back if the job fails: its slices stay that run's)
-                        kept[i] = work_records(work_dir(job))
-                    prepare_auto_work(job, ctx, key)
-                    store = client.submit(run_task, auto_prepare_task, job, wctx, pure=False)
-                    blocks = [client.submit(run_task, auto_block_task, job, wctx, store, s, e,
-                                            pure=False) for s, e in spans]
-                    fut = client.submit(run_task, final_task, job, wctx, None, blocks,
-                                        earlier, finished, pure=False)
-                else:
-                    limits = client.submit(run_task, embed_prepare_task, job, wctx, pure=False)
-                    blocks = [client.submit(run_task, embed_block_task, job, wctx, limits, s, e,
-                                            pure=False) for s, e in spans]
-                    fut = client.submit(run_task, final_task, job, wctx, blocks, None,
-                                        pure=False)
-            else:
-                fut = client.submit(run_task, final_task, job, wctx, None, None, pure=False)
-            futures[fut] = i
-            names.update({f.key: job.input.name for f in [*blocks, fut]})
-        say_lost_workers(client, names)
-        for fut in as_completed(list(futures)):
-            i = futures[fut]
-            job = jobs[i]
-            try:
-                res = fut.result()
-            except Exception as exc:  # a worker died, or a block task failed
-                killed = type(exc).__name__ == "KilledWorker"  # (dask's, for memory mostly)
-                res = JobResult(str(job.input), str(job.output), "failed",
-                                reason=lost_workers_reason(wctx) if killed else
-                                f"task failed on the cluster: {one_line(exc)}")
-            if res.status == "failed" and i in kept:  # (an error: --keep-work's mark back)
-                put_back_finished_mark(work_dir(job), kept[i])
-            record_result(results, i, res, bar, on_result)
-    finally:
-        bar.close()
-        with contextlib.suppress(Exception):  # else the scheduler sends the client's own
-            client.unsubscribe_topic("all")  # removal to it closed: a CRITICAL traceback
-        pids = worker_pids(cluster)
-        close_quietly(client, cluster, ctx.verbose)
-        # the locks and "partial" sidecars of tasks killed by the close (a local cluster's
-        # workers may take a few seconds to exit: waited for, unless every task returned,
-        # so another run's lock costs no wait; a scheduler's workers are not ours)
-        stopped = len(results) < len(jobs) and scheduler is None
-        until = time.monotonic() + 10 if stopped else None
-        if stopped:  # none writes after this: the summary is the truth at the exit
-            end_worker_processes(pids, until)
-        for job in jobs:
-            clear_leftovers(job.output, until)
+    with contextlib.ExitStack() as marks:  # (left after the workers have ended)
+        try:
+            futures, names, kept = {}, {}, {}
+            for i, job in enumerate(jobs):
+                fut, blocks, records = submit_job(client, job, ctx, wctx, block_slices, marks)
+                if records is not None:
+                    kept[i] = records
+                futures[fut] = i
+                names.update({f.key: job.input.name for f in [*blocks, fut]})
+            say_lost_workers(client, names)
+            for fut in as_completed(list(futures)):
+                i = futures[fut]
+                job = jobs[i]
+                try:
+                    res = fut.result()
+                except Exception as exc:  # a worker died, or a block task failed
+                    killed = type(exc).__name__ == "KilledWorker"  # (dask's, for memory)
+                    res = JobResult(str(job.input), str(job.output), "failed",
+                                    reason=lost_workers_reason(wctx) if killed else
+                                    f"task failed on the cluster: {one_line(exc)}")
+                if res.status == "failed" and i in kept:  # (an error: --keep-work's mark back)
+                    put_back_finished_mark(work_dir(job), kept[i])
+                record_result(results, i, res, bar, on_result)
+        finally:
+            bar.close()
+            close_cluster(client, cluster, jobs, stopped=len(results) < len(jobs)
+                          and scheduler is None, verbose=ctx.verbose)
     return [results[i] for i in range(len(jobs))]
