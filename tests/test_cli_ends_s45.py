@@ -5,7 +5,9 @@ are ended through handles of their own, never an unrelated process that took the
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -96,3 +98,44 @@ def test_ctrl_c_before_a_blocked_job_added_anything_keeps_the_keep_work_mark(
     reason, _ = done_reason([*argv, "--link-iou", "0.3"], capsys)
     assert reason == ("recomputed: parameters changed: link_iou 0.25 -> 0.3; reused: 8 of 8 "
                       "slices from a finished run's work folder (--keep-work)")
+
+
+def sleeper() -> subprocess.Popen:
+    """A child process that sleeps a minute (a worker, or an unrelated process)."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("pidfd", [True, False])
+def test_a_process_that_took_an_ended_workers_id_is_never_signalled(monkeypatch, pidfd):
+    """The worker processes still running 10 s after the cluster closed were killed by
+    process id: by then a worker could have ended and its id been given to an unrelated
+    process, which got SIGKILL. Handles of the worker itself are ended instead (a pidfd;
+    without one, the id with its start time checked): a handle of an ended worker whose id
+    another process now has (simulated: the handle given that process's id) signals nothing,
+    and a worker still running is killed."""
+    from dataclasses import replace
+
+    from napari_sam.batch.worker_processes import OwnProcess, end_worker_processes
+
+    if not pidfd:
+        monkeypatch.delattr("os.pidfd_open", raising=False)
+    worker, running = sleeper(), sleeper()
+    ended, alive = OwnProcess.of(worker.pid), OwnProcess.of(running.pid)
+    assert (ended.fd is not None) <= pidfd
+    worker.kill()
+    worker.wait()  # ended and reaped: its id is free for another process
+    time.sleep(0.1)  # a later clock tick than the worker's start (/proc's start time: 10 ms)
+    other = sleeper()
+    try:
+        reused = replace(ended, pid=other.pid)  # the system gave the worker's id to `other`
+        assert not reused.runs()
+        end_worker_processes([reused, alive], time.monotonic() + 0.2)
+        assert other.poll() is None  # never signalled
+        assert running.wait(timeout=10) == -9  # the worker still running: killed
+    finally:
+        for proc in (other, running):
+            proc.kill()
+            proc.wait()
+        ended.close()
+        alive.close()

@@ -197,7 +197,7 @@ def test_a_worker_never_finishes_a_file_after_the_summary(tmp_path, tiny_model):
     worker process of the run has ended before the summary is built (waited for, then
     killed), so the summary is the truth about what the command leaves."""
     pytest.importorskip("distributed")
-    from napari_sam.batch.distributed import process_runs
+    from napari_sam.batch.worker_processes import process_runs
 
     data = blob_folder(tmp_path / "data", n=1, z=8)
     out, flags, site = tmp_path / "out", tmp_path / "flags", tmp_path / "site"
@@ -226,14 +226,14 @@ def test_ending_the_workers_sends_no_signal_on_windows(monkeypatch):
     the wait."""
     import time
 
-    from napari_sam.batch import distributed
+    from napari_sam.batch import worker_processes as wp
 
     sent = []
     with monkeypatch.context() as windows:  # (undone before pytest reports anything)
         windows.setattr(os, "kill", lambda pid, sig: sent.append((pid, sig)))
         windows.setattr(os, "name", "nt")
-        distributed.end_worker_processes([4321], time.monotonic() + 0.2)
-        runs = distributed.process_runs(4321)
+        wp.end_worker_processes([wp.OwnProcess(4321, None)], time.monotonic() + 0.2)
+        runs = wp.process_runs(4321)
     assert runs and sent == []
 
 

@@ -38,7 +38,7 @@ from napari_sam.batch.saved_work import (
     work_records,
 )
 from napari_sam.batch.scheduler_probe import not_a_scheduler, tcp_host_port
-from napari_sam.io.dead_temporaries import is_running
+from napari_sam.batch.worker_processes import end_worker_processes, worker_processes
 from napari_sam.words import for_count
 
 #: How long to try to reach a ``--scheduler`` before giving up (a dask time string).
@@ -241,56 +241,6 @@ def close_quietly(client, cluster, verbose: bool = False) -> None:
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
-
-
-def worker_pids(cluster) -> list[int]:
-    """The process ids of a local cluster's worker processes now (none for ``None``: a
-    ``--scheduler``'s workers are not this machine's to end)."""
-    pids = []
-    for nanny in list(getattr(cluster, "workers", {}).values()):
-        with contextlib.suppress(Exception):  # (a worker still starting, or gone)
-            if nanny.pid:
-                pids.append(int(nanny.pid))
-    return pids
-
-
-def process_runs(pid: int) -> bool:
-    """Whether process ``pid`` runs (a zombie, ended but not yet reaped, does not); True
-    where that cannot be told (:func:`~napari_sam.io.dead_temporaries.is_running`: no
-    signal is sent on Windows, where ``os.kill(pid, 0)`` is a Ctrl-C to the console)."""
-    if not is_running(pid):
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):  # no /proc (macOS): as os.kill said
-        return True
-
-
-def end_worker_processes(pids: Iterable[int], until: float) -> None:
-    """Wait until the worker processes ``pids`` (:func:`worker_pids`, taken before the
-    cluster was closed) have ended, up to ``until`` (a ``time.monotonic()`` deadline), then
-    kill those still running and wait for them (a few seconds at most).
-
-    Closing a cluster lets each worker finish the task it runs, then ends it; a close that
-    timed out (a loaded machine) left them running, and a worker that finished a file after
-    the summary was built wrote an output the summary called "not run". Once this returns
-    no worker of this run writes anything: the summary, built after it, is the truth about
-    every output the command leaves. Not on Windows, where whether a process id runs cannot
-    be told (it is not waited for, nor killed: that id may be another process's by then)."""
-    if os.name == "nt":
-        return
-    left = [pid for pid in pids if process_runs(pid)]
-    while left and time.monotonic() < until:
-        time.sleep(0.05)
-        left = [pid for pid in left if process_runs(pid)]
-    for pid in left:
-        with contextlib.suppress(OSError):
-            os.kill(pid, getattr(signal, "SIGKILL", signal.SIGTERM))
-    killed = time.monotonic() + 5
-    while left and time.monotonic() < killed:
-        time.sleep(0.05)
-        left = [pid for pid in left if process_runs(pid)]
 
 
 def run_task(task, job: Job, ctx: Context, *args):
@@ -519,19 +469,24 @@ def submit_job(client, job: Job, ctx: Context, wctx: Context, block_slices: int 
 
 def close_cluster(client, cluster, jobs, *, stopped: bool, verbose: bool) -> None:
     """Close ``client`` and the local ``cluster`` (if any). When a run on a local cluster
-    ``stopped`` before every job returned (Ctrl-C, an error), wait for the local cluster's worker processes to
-    end (up to 10 s, then kill them: :func:`end_worker_processes`), and clear the locks and "partial" sidecars of the tasks the close
-    killed (a scheduler's workers are not ours; with every task returned no wait, so that
-    another run's lock costs none)."""
+    ``stopped`` before every job returned (Ctrl-C, an error): wait for the cluster's worker
+    processes to end (up to 10 s, then kill them:
+    :func:`~napari_sam.batch.worker_processes.end_worker_processes`), and clear the locks and
+    "partial" sidecars of the tasks the close killed (a scheduler's workers are not ours;
+    with every task returned no wait, so that another run's lock costs none)."""
     with contextlib.suppress(Exception):  # else the scheduler sends the client's own
         client.unsubscribe_topic("all")  # removal to it closed: a CRITICAL traceback
-    pids = worker_pids(cluster)  # (taken before the close)
-    close_quietly(client, cluster, verbose)
-    until = time.monotonic() + 10 if stopped else None
-    if until is not None:  # none writes after this: the summary is the truth at the exit
-        end_worker_processes(pids, until)
-    for job in jobs:
-        clear_leftovers(job.output, until)
+    workers = worker_processes(cluster) if stopped else []  # (taken before the close)
+    try:
+        close_quietly(client, cluster, verbose)
+        until = time.monotonic() + 10 if stopped else None
+        if until is not None:  # none writes after this: the summary is the truth at the exit
+            end_worker_processes(workers, until)
+        for job in jobs:
+            clear_leftovers(job.output, until)
+    finally:
+        for worker in workers:
+            worker.close()
 
 
 def run_distributed(jobs, ctx, *, scheduler, workers, block_slices, on_result):
