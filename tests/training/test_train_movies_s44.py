@@ -145,10 +145,13 @@ def test_a_multichannel_movie_says_so_and_how_to_save_one_channel(tmp_path, tiny
     """A TZCYX movie of 2 channels stopped with "Pick one channel with channel=N (--channel
     N on the command line)", an option `train` does not have, exit 1. Now it is named a
     multichannel movie (exit 2) with the code that saves one channel as a movie of its own,
-    and training on what that code writes works."""
+    and training on what that code writes works, with the command as the shell reads it (in
+    a folder whose name has a space: the label file's path was not quoted)."""
+    import shlex
+
     from stacks import blob_movie
 
-    d = tmp_path / "d"
+    d = tmp_path / "my data"
     d.mkdir()
     movie = d / "movie.tif"
     two = np.stack([blob_movie(t=T), blob_movie(t=T)[:, :, :, ::-1]], axis=2)  # T, Z, C, Y, X
@@ -163,12 +166,13 @@ def test_a_multichannel_movie_says_so_and_how_to_save_one_channel(tmp_path, tiny
     assert "`train` has no channel option" in line and "--channel N on the" not in line
     code = line.split("in Python: ", 1)[1].split("; then train", 1)[0]
     assert code.endswith("[:, :, 0], metadata={'axes': 'TZYX'})"), code
-    assert line.endswith(f"napari-sam train channel0.tif {labels} -o FILE.pt"), line
+    command = shlex.split(line.split("with the same labels: ", 1)[1])  # as the shell reads it
+    assert command == ["napari-sam", "train", "channel0.tif", str(labels), "-o", "FILE.pt"], line
     monkeypatch.chdir(tmp_path)
     exec(code, {})  # what the message says to run
     assert np.array_equal(tifffile.imread(tmp_path / "channel0.tif"), two[:, :, 0])
     out = tmp_path / "m.pt"
-    rc, _, err = cli(tiny_train_argv("channel0.tif", str(labels), out, tiny_model), capsys)
+    rc, _, err = cli(tiny_train_argv(*command[2:4], out, tiny_model), capsys)
     assert rc == 0 and out.is_file(), err
     assert _record(out)["n_images"] == T
 

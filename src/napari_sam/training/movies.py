@@ -183,7 +183,10 @@ def _check_channels(movie, name: str, lb_name: str, n: int) -> None:
     """Refuse a movie whose channel axis (``C``, named by its file's metadata) holds several
     channels that are not RGB(A) (2, or more than 4): training takes a grey or RGB image, and
     ``train`` has no channel choice (``auto`` and ``segment`` have ``--channel``). The
-    message says how to save the channel to train on as a movie of its own."""
+    message says how to save the channel to train on as a movie of its own, and the train
+    command to run on it (``lb_name`` quoted for the shell)."""
+    import shlex
+
     if "C" not in movie.axes:
         return
     c_axis = movie.axes.index("C")
@@ -199,8 +202,8 @@ def _check_channels(movie, name: str, lb_name: str, n: int) -> None:
         "take --channel N). Save the channel to train on (the one you labelled) as a movie "
         "of its own, e.g. channel 0 in Python: import tifffile; tifffile.imwrite("
         f"'channel0.tif', tifffile.imread({name!r}){pick}, metadata={{'axes': {kept!r}}})"
-        f"; then train on it with the same labels: napari-sam train channel0.tif {lb_name} "
-        "-o FILE.pt")
+        "; then train on it with the same labels: napari-sam train channel0.tif "
+        f"{shlex.quote(lb_name)} -o FILE.pt")
 
 
 def movie_time_points(movie, labels, name: str, lb_name: str) -> list[MovieTimePoint]:
