@@ -193,3 +193,22 @@ def test_what_is_trained_on_counts_movies_and_their_time_points(movie):
     assert trained_on_words([plain, movie, other], [labels] * 3) == (
         f"1 image file and 2 movies of {T + 5} time points in all")
     assert trained_on_words([plain, plain], [labels] * 2) == "2 image files"
+
+
+def test_a_multichannel_movie_with_labels_given_as_an_array_says_the_python_call(tmp_path):
+    """``train(images='movie.tif', labels=array)`` on a TZCYX movie of 2 channels: the
+    message's last step named `napari-sam train channel0.tif labels[0] -o FILE.pt`, a file
+    ``labels[0]`` that is no file; now the Python call with the same array."""
+    from napari_sam.training.data import TrainingDataError, load_pairs
+    from stacks import blob_movie
+
+    movie = tmp_path / "movie.tif"
+    two = np.stack([blob_movie(t=T), blob_movie(t=T)], axis=2)  # T, Z, C, Y, X
+    tifffile.imwrite(movie, two, metadata={"axes": "TZCYX"})
+    with pytest.raises(TrainingDataError) as info:
+        load_pairs([movie], [_movie_labels()])
+    message = str(info.value)
+    assert message.startswith(f"{movie} is a multichannel movie: {T} time points"), message
+    assert message.endswith("; then train on it with the same labels: train('channel0.tif', "
+                            "labels) with the array you gave as labels[0]"), message
+    assert "napari-sam train" not in message, message

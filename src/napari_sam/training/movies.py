@@ -179,12 +179,13 @@ def _label_volumes(labels, lb_name: str, n: int, movie_shape: tuple, what: str
         f"of shape {movie_shape}, a volume of labels per time point")
 
 
-def _check_channels(movie, name: str, lb_name: str, n: int) -> None:
+def _check_channels(movie, name: str, lb_name: str, n: int, *, label_file: bool) -> None:
     """Refuse a movie whose channel axis (``C``, named by its file's metadata) holds several
     channels that are not RGB(A) (2, or more than 4): training takes a grey or RGB image, and
     ``train`` has no channel choice (``auto`` and ``segment`` have ``--channel``). The
     message says how to save the channel to train on as a movie of its own, and the train
-    command to run on it (``lb_name`` quoted for the shell)."""
+    command to run on it (``lb_name`` quoted for the shell), or with labels given as an array
+    (not ``label_file``) the Python call."""
     import shlex
 
     if "C" not in movie.axes:
@@ -195,6 +196,8 @@ def _check_channels(movie, name: str, lb_name: str, n: int) -> None:
         return
     kept = movie.axes.replace("C", "")
     pick = "[" + ":, " * c_axis + "0]"
+    then = (f"napari-sam train channel0.tif {shlex.quote(lb_name)} -o FILE.pt" if label_file
+            else f"train('channel0.tif', labels) with the array you gave as {lb_name}")
     raise MovieDataError(
         f"{name} is a multichannel movie: {n} time points of (Z, Y, X) volumes with "
         f"{channels} channels (axes {movie.axes} from its metadata); training takes one "
@@ -202,8 +205,7 @@ def _check_channels(movie, name: str, lb_name: str, n: int) -> None:
         "take --channel N). Save the channel to train on (the one you labelled) as a movie "
         "of its own, e.g. channel 0 in Python: import tifffile; tifffile.imwrite("
         f"'channel0.tif', tifffile.imread({name!r}){pick}, metadata={{'axes': {kept!r}}})"
-        "; then train on it with the same labels: napari-sam train channel0.tif "
-        f"{shlex.quote(lb_name)} -o FILE.pt")
+        f"; then train on it with the same labels: {then}")
 
 
 def movie_time_points(movie, labels, name: str, lb_name: str) -> list[MovieTimePoint]:
@@ -233,7 +235,7 @@ def movie_time_points(movie, labels, name: str, lb_name: str) -> list[MovieTimeP
         shape (one volume given: what to give instead), or no time point with labels.
     """
     n = int(movie.data.shape[movie.axes.index("T")])
-    _check_channels(movie, name, lb_name, n)
+    _check_channels(movie, name, lb_name, n, label_file=isinstance(labels, Path))
     first = movie.to_standard(select={"T": 0}).data
     shape = (n, *(int(s) for s in first.shape[:3]))
     what = (f"{name} is a movie of {n} time points of (Z, Y, X) volumes (axes {movie.axes} "
