@@ -34,12 +34,19 @@ def _ns_suffix() -> str:
     return f"-{ns}" if ns else ""
 
 
+def _dead_writers_part(tmp_path, suffix: str):
+    """A partial download of ``sam_vit_b.pth`` in ``tmp_path`` (1000 bytes) named for a dead
+    process id of this host (``suffix``: its PID namespace's part, or none)."""
+    part = tmp_path / f".sam_vit_b.pth.part-{host_tag()}-{dead_pid()}{suffix}"
+    part.write_bytes(b"x" * 1000)
+    return part
+
+
 def _kept_while_locked(tmp_path, suffix: str):
     """A partial download named for a dead process id of this host (``suffix``: its PID
     namespace's part, or none), locked by a live writer: not removed while the lock is held;
     returns its path once the writer let the lock go."""
-    part = tmp_path / f".sam_vit_b.pth.part-{host_tag()}-{dead_pid()}{suffix}"
-    part.write_bytes(b"x" * 1000)
+    part = _dead_writers_part(tmp_path, suffix)
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(part)], text=True,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
@@ -126,3 +133,25 @@ def test_a_locked_file_is_kept_where_flock_needs_a_writable_descriptor(tmp_path,
     part = _kept_while_locked(tmp_path, _ns_suffix())
     os.chmod(part, 0o444)  # not writable (another user's, say): asked read-only, still removed
     assert remove_dead(tmp_path / "sam_vit_b.pth", "part") == [part]
+
+
+@pytest.mark.parametrize(("code", "kept"), [("EACCES", True), ("EAGAIN", True),
+                                            ("ENOLCK", False)])
+def test_a_file_whose_lock_is_held_by_another_is_kept_whatever_errno_says_held(
+        tmp_path, monkeypatch, code, kept):
+    """``flock`` emulated with ``fcntl`` locks (where there is no flock(2)) says a lock held
+    by another with EACCES as well as EAGAIN, as io.lock_errors defines for every lock of
+    napari-sam: the sweep took only BlockingIOError (EAGAIN) for held, EACCES for a file
+    system without locks, and removed the running writer's file. ENOLCK (no locks there):
+    its name decides, a dead process's file is removed."""
+    import errno
+
+    from napari_sam.io import dead_temporaries
+
+    def flock(fd, op):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+
+    monkeypatch.setattr(dead_temporaries.fcntl, "flock", flock)
+    part = _dead_writers_part(tmp_path, _ns_suffix())
+    assert remove_dead(tmp_path / "sam_vit_b.pth", "part") == ([] if kept else [part])
+    assert part.exists() is kept

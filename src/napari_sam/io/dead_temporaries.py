@@ -27,6 +27,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from napari_sam.io.lock_errors import lock_is_held
+
 try:
     import fcntl
 except ImportError:  # Windows
@@ -143,7 +145,8 @@ def remove_unless_held(tmp: Path) -> bool:
     was removed. Without ``fcntl``, or a file that cannot be opened to ask, it is removed.
     It is opened for writing where it may be (NFS grants an exclusive ``flock`` only on a
     descriptor open for writing: on one open for reading it failed with EBADF, taken as no
-    locks, and a running writer's file was removed), else for reading."""
+    locks, and a running writer's file was removed), else for reading. Which errors of
+    ``flock`` say that a writer holds it: :func:`napari_sam.io.lock_errors.lock_is_held`."""
     fd = None
     if fcntl is not None:
         nonblock = getattr(os, "O_NONBLOCK", 0)  # (a FIFO: no wait)
@@ -159,10 +162,10 @@ def remove_unless_held(tmp: Path) -> bool:
         if fd is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False  # its writer runs (in another container, say)
-            except OSError:
-                pass  # no locks on this file system: the name decides
+            except OSError as exc:
+                if lock_is_held(exc):  # (EAGAIN, or EACCES where flock is fcntl's)
+                    return False  # its writer runs (in another container, say)
+                # no locks on this file system: the name decides
         tmp.unlink(missing_ok=True)
         return True
     finally:

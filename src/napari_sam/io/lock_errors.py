@@ -4,7 +4,8 @@ NFS mount without a lock daemon, ENOSYS or EOPNOTSUPP on a Lustre mount without 
 and the words of that error (:func:`lock_error_text`). One definition for every lock of
 napari-sam: the batch's output locks (:class:`napari_sam.batch.jobs.OutputLock`), the
 annotation session's claims and contrast store holds
-(:mod:`napari_sam.annotate.file_locks`)."""
+(:mod:`napari_sam.annotate.file_locks`), the writer locks of temporaries
+(:func:`napari_sam.io.dead_temporaries.remove_unless_held`)."""
 
 from __future__ import annotations
 
