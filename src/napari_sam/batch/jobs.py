@@ -194,7 +194,8 @@ def note_unlockable(folder: Path, exc: OSError) -> None:
 
 def unlockable_text(out_dir, reason: str, *, ran: bool = False) -> str:
     """The note of an output folder whose file system cannot lock (``reason``:
-    :func:`napari_sam.io.lock_errors.lock_error_text`); ``ran``: worded for a batch's summary, after its jobs ran."""
+    :func:`napari_sam.io.lock_errors.lock_error_text`); ``ran``: worded for a batch's
+    summary, after its jobs ran."""
     how = "its jobs ran" if ran else "running"
     return (f"the file system of {out_dir} cannot lock files ({reason}): {how} without a "
             "lock, so two napari-sam runs writing the same output there are not kept apart; "
