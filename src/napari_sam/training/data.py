@@ -98,14 +98,25 @@ def _read_array(path: Path) -> np.ndarray:
     try:
         if path.suffix.lower() in _ARRAY_SUFFIXES:
             return np.load(path, allow_pickle=False)
+        if path.is_dir():  # a zarr store (:func:`_is_zarr_store`): its full-resolution array
+            from napari_sam import io as nio
+
+            return np.asarray(nio.read_image(path).data)
         import tifffile
 
         return tifffile.imread(path)
     except Exception as err:  # noqa: BLE001 (any reader error becomes one clear message)
         raise TrainingDataError(
             f"cannot read {path}: {type(err).__name__}: {err} "
-            "(give TIFF files, .npy files or numpy arrays)"
+            "(give TIFF files, .npy files, zarr stores or numpy arrays)"
         ) from err
+
+
+def _is_zarr_store(path: Path) -> bool:
+    """Whether ``path`` is a folder holding a zarr array or group (OME-Zarr included)."""
+    from napari_sam import io as nio
+
+    return path.is_dir() and nio.is_zarr_path(path)
 
 
 def _is_glob(spec) -> bool:
@@ -144,7 +155,11 @@ def _expand(spec, what: str) -> list[tuple[np.ndarray | Path, str]]:
                 out.extend((Path(m), m) for m in matches)
             else:
                 p = Path(text).expanduser()
-                if not p.is_file():
+                if p.is_dir() and not _is_zarr_store(p):
+                    raise TrainingDataError(
+                        f"{what}: {p} is a folder, not an image file or a zarr store: give "
+                        f"the files in it (a quoted glob such as \"{p / '*.tif'}\")")
+                if not (p.is_file() or p.is_dir()):
                     raise TrainingDataError(f"{what}: file not found: {p}")
                 out.append((p, str(p)))
         else:
@@ -459,7 +474,8 @@ def load_pairs(images, labels) -> list[ImagePair]:
 
     Parameters
     ----------
-    images, labels : path, glob pattern, numpy array, or a list of them
+    images, labels : path (TIFF, ``.npy`` or a zarr store), glob pattern, numpy array, or a
+        list of them
         Two glob patterns are paired by name where the names tell (:func:`label_order`:
         ``img.tif`` with ``img_labels.tif`` or ``ground_truth/img.tif``), otherwise in
         sorted order; lists (of paths or arrays) in their order. Images are (Y, X), (Y, X, 3|4), (Z, Y, X) or

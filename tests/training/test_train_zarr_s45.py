@@ -1,0 +1,66 @@
+"""``napari-sam train`` with a zarr store as the image (zarr is one of the documented lazy
+inputs of ``auto`` and ``segment``, and ``train`` collected it as an image): the reader took
+the store's folder for a missing file ("images: file not found: stack.zarr"). Now a zarr
+store's full-resolution array is read like a TIFF's, and a plain folder is named a folder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from cli_runner import cli, tiny_train_argv
+from napari_sam.training.data import TrainingDataError, load_pairs
+
+zarr = pytest.importorskip("zarr")
+
+
+def _stack_and_labels() -> tuple[np.ndarray, np.ndarray]:
+    """(4, 48, 48) uint16 stack with two bright squares on every slice, and their labels."""
+    image = np.full((4, 48, 48), 100, np.uint16)
+    labels = np.zeros((4, 48, 48), np.uint16)
+    for i, (r, c) in enumerate(((8, 8), (28, 26)), start=1):
+        image[:, r : r + 12, c : c + 12] = 900
+        labels[:, r : r + 12, c : c + 12] = i
+    return image, labels
+
+
+@pytest.fixture
+def zarr_pair(tmp_path):
+    image, labels = _stack_and_labels()
+    store = tmp_path / "images" / "stack.zarr"
+    store.parent.mkdir()
+    zarr.save_array(str(store), image)
+    lb = tmp_path / "labels" / "stack.tif"
+    lb.parent.mkdir()
+    tifffile.imwrite(lb, labels, photometric="minisblack")
+    return store, lb, image, labels
+
+
+def test_a_zarr_store_is_read_as_its_array(zarr_pair):
+    store, lb, image, labels = zarr_pair
+    (pair,) = load_pairs(str(store), str(lb))
+    np.testing.assert_array_equal(pair.image, image)
+    np.testing.assert_array_equal(pair.labels, labels)
+
+
+def test_train_takes_a_zarr_store_as_the_image(zarr_pair, tmp_path, tiny_model, capsys):
+    store, lb, _, _ = zarr_pair
+    out = tmp_path / "m.pt"
+    rc, _, err = cli(tiny_train_argv(str(store), str(lb), out, tiny_model), capsys)
+    assert rc == 0, err
+    assert out.is_file() and out.stat().st_size > 0
+
+
+def test_a_plain_folder_given_as_an_image_is_named_a_folder(tmp_path):
+    image, labels = _stack_and_labels()
+    folder = tmp_path / "stacks"
+    folder.mkdir()
+    tifffile.imwrite(folder / "a.tif", image, photometric="minisblack")
+    lb = tmp_path / "a_labels.tif"
+    tifffile.imwrite(lb, labels, photometric="minisblack")
+    with pytest.raises(TrainingDataError) as info:
+        load_pairs(str(folder), str(lb))
+    text = str(info.value)
+    assert f"images: {folder} is a folder, not an image file or a zarr store" in text
+    assert str(folder / "*.tif") in text
