@@ -5,6 +5,7 @@ are ended through handles of their own, never an unrelated process that took the
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -139,3 +140,31 @@ def test_a_process_that_took_an_ended_workers_id_is_never_signalled(monkeypatch,
             proc.wait()
         ended.close()
         alive.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="no pidfd here")
+def test_a_worker_is_killed_where_signals_through_a_pidfd_are_refused(monkeypatch):
+    """A container whose seccomp filter allows ``pidfd_open`` but refuses
+    ``pidfd_send_signal`` (EPERM): the worker still running after the wait was not killed
+    (the error was taken for "it has ended"), so it could finish a file after the summary.
+    It is killed by its id, its start time checked."""
+    import signal
+
+    from napari_sam.batch.worker_processes import OwnProcess, end_worker_processes
+
+    worker = sleeper()
+    handle = OwnProcess.of(worker.pid)
+    try:
+        if handle.fd is None:
+            pytest.skip("pidfd_open refused here")
+
+        def refused(fd, sig, *args):
+            raise PermissionError(1, "Operation not permitted")
+
+        monkeypatch.setattr(signal, "pidfd_send_signal", refused)
+        end_worker_processes([handle], time.monotonic() + 0.2)
+        assert worker.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        worker.kill()
+        worker.wait()
+        handle.close()

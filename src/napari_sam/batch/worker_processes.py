@@ -98,13 +98,21 @@ class OwnProcess:
         return process_runs(self.pid) and (self.started is None or self.is_itself())
 
     def kill(self) -> None:
-        """SIGKILL to it, through its pidfd; without one, only when :meth:`is_itself` says
-        its id is still its own (else nothing: no process is signalled that is not it)."""
+        """SIGKILL to it, through its pidfd; without one, or where the system refuses a
+        signal through it (a container's seccomp filter that allows ``pidfd_open`` but not
+        ``pidfd_send_signal``: EPERM, ENOSYS), only when :meth:`is_itself` says its id is
+        still its own (else nothing: no process is signalled that is not it)."""
         sig = getattr(signal, "SIGKILL", signal.SIGTERM)
-        with contextlib.suppress(OSError):  # (it has ended)
-            if self.fd is not None:
+        if self.fd is not None:
+            try:
                 signal.pidfd_send_signal(self.fd, sig)
-            elif self.is_itself():
+                return
+            except ProcessLookupError:  # it has ended
+                return
+            except OSError:  # refused: by its id, checked (was: not killed, silently)
+                pass
+        with contextlib.suppress(OSError):  # (it has ended)
+            if self.is_itself():
                 os.kill(self.pid, sig)
 
     def close(self) -> None:
