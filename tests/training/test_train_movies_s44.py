@@ -165,7 +165,7 @@ def test_a_multichannel_movie_says_so_and_how_to_save_one_channel(tmp_path, tiny
                         "takes one channel") in line, line
     assert "`train` has no channel option" in line and "--channel N on the" not in line
     code = line.split("in Python: ", 1)[1].split("; then train", 1)[0]
-    assert code.endswith("[:, :, 0], metadata={'axes': 'TZYX'})"), code
+    assert code.endswith("[:, :, 0], photometric='minisblack', metadata={'axes': 'TZYX'})"), code
     command = shlex.split(line.split("with the same labels: ", 1)[1])  # as the shell reads it
     assert command == ["napari-sam", "train", "channel0.tif", str(labels), "-o", "FILE.pt"], line
     monkeypatch.chdir(tmp_path)

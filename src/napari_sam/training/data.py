@@ -31,6 +31,7 @@ from napari_sam.preprocess import (
     smooth_before_enlarging,
     to_uint8_rgb,
 )
+from napari_sam.training.channel_images import channels_last
 from napari_sam.words import for_count
 
 __all__ = ["GRAIN_PIXELS", "MIN_OBJECT_PIXELS", "SPECKLE_PIXELS", "SPLIT_PIECES_PER_ID",
@@ -514,6 +515,12 @@ def load_pairs(images, labels) -> list[ImagePair]:
         image = _read_array(im) if isinstance(im, Path) else np.asarray(im)
         lab = _read_array(lb) if isinstance(lb, Path) else np.asarray(lb)
         name = im_name if im_name == lb_name else f"{im_name} / {lb_name}"
+        if isinstance(im, Path):  # channels where its file's axes name them
+            try:
+                image = channels_last(im, image, lab.shape, im_name, lb_name,
+                                      label_file=isinstance(lb, Path))
+            except ValueError as exc:
+                raise TrainingDataError(str(exc)) from None
         _check_pair(image, lab, name, lb_name)
         pairs.append(ImagePair(image, lab, name))
     return pairs

@@ -186,26 +186,19 @@ def _check_channels(movie, name: str, lb_name: str, n: int, *, label_file: bool)
     message says how to save the channel to train on as a movie of its own, and the train
     command to run on it (``lb_name`` quoted for the shell), or with labels given as an array
     (not ``label_file``) the Python call."""
-    import shlex
+    from napari_sam.training.channel_images import one_channel_words
 
     if "C" not in movie.axes:
         return
-    c_axis = movie.axes.index("C")
-    channels = int(movie.data.shape[c_axis])
+    channels = int(movie.data.shape[movie.axes.index("C")])
     if channels in (1, 3, 4):  # one channel, or RGB(A): trained on as the others
         return
-    kept = movie.axes.replace("C", "")
-    pick = "[" + ":, " * c_axis + "0]"
-    then = (f"napari-sam train channel0.tif {shlex.quote(lb_name)} -o FILE.pt" if label_file
-            else f"train('channel0.tif', labels) with the array you gave as {lb_name}")
     raise MovieDataError(
         f"{name} is a multichannel movie: {n} time points of (Z, Y, X) volumes with "
         f"{channels} channels (axes {movie.axes} from its metadata); training takes one "
         "channel (or an RGB image) and `train` has no channel option (`auto` and `segment` "
-        "take --channel N). Save the channel to train on (the one you labelled) as a movie "
-        "of its own, e.g. channel 0 in Python: import tifffile; tifffile.imwrite("
-        f"'channel0.tif', tifffile.imread({name!r}){pick}, metadata={{'axes': {kept!r}}})"
-        f"; then train on it with the same labels: {then}")
+        "take --channel N). "
+        + one_channel_words(name, movie.axes, lb_name, label_file=label_file, what="movie"))
 
 
 def movie_time_points(movie, labels, name: str, lb_name: str) -> list[MovieTimePoint]:

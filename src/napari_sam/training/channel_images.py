@@ -1,0 +1,80 @@
+"""Training images whose file's metadata names a channel axis (``C``): training takes a grey
+image or an RGB(A) one with its channels last, and reads other files as stored, so a
+(C, Z, Y, X) or ImageJ (Z, C, Y, X) stack did not fit its labels ("labels shape (Z, Y, X)
+does not match image shape (Z, 2, Y, X)"). Here an image of 3 or 4 channels is put in the
+order training takes ((Z, Y, X, C), as ``auto`` reads it), and one of 2 or more than 4
+channels is refused with how to save the channel that was labelled; ``train`` has no channel
+option (``auto`` and ``segment`` take ``--channel N``).
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["channels_last", "one_channel_words"]
+
+
+def one_channel_words(path_text: str, axes: str, lb_name: str, *, label_file: bool,
+                      what: str = "file") -> str:
+    """How to save channel 0 of the file at ``path_text`` (stored with ``axes``, one of them
+    ``C``) as a ``what`` ("file", "movie") of its own, and the train command (or, labels given as an array, not
+    ``label_file``, the Python call) to run on it with the same labels."""
+    pick = "[" + ":, " * axes.index("C") + "0]"
+    kept = axes.replace("C", "")
+    then = (f"napari-sam train channel0.tif {shlex.quote(lb_name)} -o FILE.pt" if label_file
+            else f"train('channel0.tif', labels) with the array you gave as {lb_name}")
+    return (f"Save the channel to train on (the one you labelled) as a {what} of its own, e.g. "
+            "channel 0 in Python: import tifffile; tifffile.imwrite('channel0.tif', "
+            f"tifffile.imread({path_text!r}){pick}, photometric='minisblack', "
+            f"metadata={{'axes': {kept!r}}}); then "
+            f"train on it with the same labels: {then}")
+
+
+def channels_last(path: Path, image: np.ndarray, labels_shape: tuple[int, ...], name: str,
+                  lb_name: str, *, label_file: bool) -> np.ndarray:
+    """``image`` (read from ``path`` as stored) in the order training takes, where it does
+    not fit labels of ``labels_shape`` because its file's metadata names a channel axis.
+
+    Parameters
+    ----------
+    path : Path
+        The image file.
+    image : ndarray
+        Its array as stored (e.g. (Z, C, Y, X) for an ImageJ hyperstack).
+    labels_shape : tuple of int
+        (Y, X) or (Z, Y, X): the shape of its labels.
+    name, lb_name : str
+        The image's and the labels' names, for the message.
+    label_file : bool
+        Whether the labels are a file (the message gives a command) or an array (a call).
+
+    Returns
+    -------
+    ndarray
+        ``image`` itself where it fits its labels or its file names no channel axis;
+        (Y, X, C) or (Z, Y, X, C) for 3 or 4 channels; (Y, X) or (Z, Y, X) for one.
+
+    Raises
+    ------
+    ValueError
+        2 or more than 4 channels: names them and says how to save the labelled one.
+    """
+    fits = tuple(image.shape[: len(labels_shape)]) == tuple(labels_shape)
+    if fits:
+        return image
+    from napari_sam import io as nio
+
+    axes = nio.file_axes(path)
+    if axes is None or "C" not in axes or len(axes) != image.ndim:
+        return image
+    channels = int(image.shape[axes.index("C")])
+    if channels in (1, 3, 4):
+        return np.asarray(nio.to_standard(image, axes)[0])
+    raise ValueError(
+        f"{name} has {channels} channels (axes {axes} from its metadata, shape "
+        f"{tuple(image.shape)}); training takes one channel (or an RGB image) and `train` has "
+        "no channel option (`auto` and `segment` take --channel N). "
+        + one_channel_words(str(path), axes, lb_name, label_file=label_file))
