@@ -16,7 +16,7 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
 from napari_sam.annotate.image_source import MAX_CHANNELS, singleton_axes
 
-__all__ = ["MovieAxisRow", "first_axis", "first_axis_named", "movie_question",
+__all__ = ["MovieAxisRow", "axis_labels", "first_axis", "first_axis_named", "movie_question",
            "stack_axis_named", "time_not_first"]
 
 #: napari axis labels that name time, and channels (lower case)
@@ -44,28 +44,56 @@ def _image_axes(layer, channel_axis: int | None) -> list[int]:
     return [a for a in range(len(shape)) if a != channel_axis and a not in dropped]
 
 
-def _axis_named(layer, axis: int) -> tuple[str, str, object]:
-    """napari's label of ``layer``'s ``axis`` as given and in lower case ("" where it has
-    none), and its unit (None where it has none)."""
-    labels = tuple(getattr(layer, "axis_labels", None) or ())
+def _is_default_label(label) -> bool:
+    """Whether napari's axis ``label`` is one napari made up ("-4" .. "-1", "0", ...)."""
+    try:
+        int(str(label).strip())
+    except ValueError:
+        return str(label).strip() == ""
+    return True
+
+
+def axis_labels(layer, viewer=None) -> tuple[str, ...]:
+    """napari's labels of the axes of ``layer``, one per layer axis: the layer's own
+    (``axis_labels=("t", "z", "y", "x")``), else, where the layer has napari's made-up
+    label ("-4"), the label the user gave that axis in ``viewer`` (``viewer.dims.
+    axis_labels``, also typed in napari's slider names): napari does not copy those to the
+    layer. A layer of fewer dimensions than the viewer lines up with its last axes."""
+    own = tuple(str(a) for a in (getattr(layer, "axis_labels", None) or ()))
+    dims = getattr(viewer, "dims", None)
+    shown = tuple(str(a) for a in (getattr(dims, "axis_labels", None) or ()))
+    ndim = int(getattr(layer, "ndim", len(own)))
+    if len(own) != ndim:
+        own = ("",) * ndim
+    lead = len(shown) - ndim
+    return tuple(shown[lead + a] if _is_default_label(own[a]) and 0 <= lead
+                 and not _is_default_label(shown[lead + a]) else own[a] for a in range(ndim))
+
+
+def _axis_named(layer, axis: int, viewer=None) -> tuple[str, str, object]:
+    """napari's label of ``layer``'s ``axis`` (:func:`axis_labels`) as given and in lower
+    case ("" where it has none), and its unit (None where it has none)."""
+    labels = axis_labels(layer, viewer)
     units = tuple(getattr(layer, "units", None) or ())
     label = labels[axis] if axis < len(labels) else ""
     return label, str(label).strip().lower(), units[axis] if axis < len(units) else None
 
 
-def first_axis_named(layer, channel_axis: int | None) -> tuple[bool, str] | None:
+def first_axis_named(layer, channel_axis: int | None,
+                     viewer=None) -> tuple[bool, str] | None:
     """What names the first axis (:func:`first_axis`) of image ``layer``: ``(is time,
     words)``, e.g. ``(True, "its file names its axes TZYX")`` or ``(False, "napari names
-    axis 0 'c'")``; None where nothing does (napari's default labels, no file axes)."""
+    axis 0 'c'")``; None where nothing does (napari's default labels, no file axes).
+    ``viewer``: the labels the user gave its axes count too (:func:`axis_labels`)."""
     axis = first_axis(layer, channel_axis)
     if axis is None:
         return None
-    label, name, unit = _axis_named(layer, axis)
+    label, name, unit = _axis_named(layer, axis, viewer)
     if name in TIME_NAMES or name in CHANNEL_NAMES:
         return name in TIME_NAMES, f"napari names axis {axis} '{label}'"
     if is_time_unit(unit):
         return True, f"napari gives axis {axis} the unit '{unit}'"
-    if time_not_first(layer, channel_axis):  # (z, t, y, x): not time, refused (not asked)
+    if time_not_first(layer, channel_axis, viewer):  # (z, t, y, x): not time, refused (not asked)
         return False, "napari names time another axis"
     from napari_sam.io import file_axes
 
@@ -76,7 +104,8 @@ def first_axis_named(layer, channel_axis: int | None) -> tuple[bool, str] | None
     return axes[axis] == "T", f"its file names its axes {axes}"
 
 
-def stack_axis_named(layer, channel_axis: int | None) -> tuple[str, str] | None:
+def stack_axis_named(layer, channel_axis: int | None,
+                     viewer=None) -> tuple[str, str] | None:
     """What napari names the stack axis of a 3D stack ``layer``, grey or RGB (the first of its
     three axes, size-1 axes and ``channel_axis`` aside): ``("t", words)`` for time (its
     ``axis_labels``, e.g. ``("t", "y", "x")``, or a unit of time), ``("z", words)`` for depth
@@ -85,11 +114,12 @@ def stack_axis_named(layer, channel_axis: int | None) -> tuple[str, str] | None:
     array so labelled was propagated as a volume: the fade rule for volumes cut a cell that
     bleached over time, where the same file's TYX axes made it a time series. An RGB
     layer's colour axis (last) is not one of its three (an RGB (T, Y, X, 3) time-lapse was
-    passed over: it stayed z)."""
+    passed over: it stayed z). ``viewer``: the labels the user gave its axes count too
+    (:func:`axis_labels`)."""
     axes = [] if layer is None else _image_axes(layer, channel_axis)
     if len(axes) != 3:
         return None
-    label, name, unit = _axis_named(layer, axes[0])
+    label, name, unit = _axis_named(layer, axes[0], viewer)
     if name in TIME_NAMES or name in DEPTH_NAMES:
         return ("t" if name in TIME_NAMES else "z",
                 f"napari names axis {axes[0]} of '{layer.name}' '{label}'")
@@ -98,16 +128,17 @@ def stack_axis_named(layer, channel_axis: int | None) -> tuple[str, str] | None:
     return None
 
 
-def time_not_first(layer, channel_axis: int | None) -> str | None:
+def time_not_first(layer, channel_axis: int | None, viewer=None) -> str | None:
     """Why a 4D grey image ``layer`` whose napari ``axis_labels`` name time on an axis but
     the first of its four (size-1 axes and ``channel_axis`` aside) cannot be segmented as a
     movie, e.g. a (Z, T, Y, X) array labelled ``("z", "t", "y", "x")``: the dock takes the
     first axis as time (each "volume" would be the frames of one slice), or asked whether it
-    held channels; None for any other image."""
+    held channels; None for any other image. ``viewer``: the labels the user gave its
+    axes count too (:func:`axis_labels`)."""
     axis = first_axis(layer, channel_axis)
     if axis is None:
         return None
-    labels = tuple(str(a) for a in (getattr(layer, "axis_labels", None) or ()))
+    labels = axis_labels(layer, viewer)
     if len(labels) != layer.ndim or labels[axis].strip().lower() in TIME_NAMES:
         return None
     later = [a for a in range(axis + 1, layer.ndim - 2) if a != channel_axis
@@ -133,16 +164,17 @@ def is_time_unit(unit) -> bool:
         return False
 
 
-def is_ambiguous(layer, channel_axis: int | None, chosen: bool) -> bool:
+def is_ambiguous(layer, channel_axis: int | None, chosen: bool, viewer=None) -> bool:
     """Whether the dock must ask what the first axis of ``layer`` is: a 4D grey image
     whose first axis is short enough to be channels, without a channel axis, not named by
-    napari or the file, and not ``chosen`` as time by the user."""
+    napari (the layer's or ``viewer``'s axis labels) or the file, and not ``chosen`` as
+    time by the user."""
     axis = first_axis(layer, channel_axis)
     if axis is None or chosen or channel_axis is not None:
         return False
     return (int(layer.data[0].shape[axis] if getattr(layer, "multiscale", False)
                 else layer.data.shape[axis]) <= MAX_CHANNELS
-            and first_axis_named(layer, None) is None)
+            and first_axis_named(layer, None, viewer) is None)
 
 
 def movie_question(layer) -> str:

@@ -41,7 +41,7 @@ def time_source(viewer, layer, channel_axis: int | None, channel: int | None,
     UnsupportedImage
         The layer's data cannot be segmented; the message says what to do.
     """
-    problem = time_not_first(layer, channel_axis)  # (z, t, y, x): z was taken as time
+    problem = time_not_first(layer, channel_axis, viewer)  # (z, t, y, x): z taken as time
     if problem:
         raise UnsupportedImage(problem)
     source = layer_source(layer, channel_axis, channel, time_point=0, time_first=time_first)
@@ -95,7 +95,7 @@ class TimePoints:
         """Whether the first axis of 4D image ``layer`` (with ``channel_axis``) is time:
         napari or its file names it so (:func:`~.movie_axis.first_axis_named`), or the user
         said so (:meth:`choose_time`)."""
-        named = first_axis_named(layer, channel_axis)
+        named = first_axis_named(layer, channel_axis, self.viewer)
         return (named is not None and named[0]) or (
             getattr(layer, "unique_id", id(layer)) in self.time_chosen)
 
@@ -106,7 +106,7 @@ class TimePoints:
         src = self.source
         if src is None or src.time_axis is None or src.n_times > MAX_CHANNELS:
             return ""
-        named = first_axis_named(layer, self.channel_axis)
+        named = first_axis_named(layer, self.channel_axis, self.viewer)
         if named is not None and named[0]:
             return named[1]
         if getattr(layer, "unique_id", id(layer)) in self.time_chosen:
@@ -136,7 +136,8 @@ class TimePoints:
     def movie_refusal(self, layer, channel_axis: int | None) -> str:
         """The question the status line asks where the first axis of ``layer`` may be time
         or channels and nothing says which (:func:`~.movie_axis.is_ambiguous`), else ""."""
-        if not is_ambiguous(layer, channel_axis, self.time_first(layer, channel_axis)):
+        if not is_ambiguous(layer, channel_axis, self.time_first(layer, channel_axis),
+                            self.viewer):
             return ""
         return movie_question(layer)
 

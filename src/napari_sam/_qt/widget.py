@@ -122,6 +122,7 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
             *((e, self._on_layers_changed) for e in (ev.inserted, ev.removed, ev.moved,
                                                       getattr(ev, "renamed", None)) if e),
             (ev.inserted, self._on_layer_inserted),
+            (napari_viewer.dims.events.axis_labels, self._on_axis_labels),
         ]
         for signal, slot in self._links:
             signal.connect(slot)
@@ -268,6 +269,17 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
             self._channels.set_choice(axis, self._channels.shown_channel())
         self._on_image_changed()
 
+    @guarded
+    def _on_axis_labels(self, *_event) -> None:
+        """The user named the viewer's axes (``viewer.dims.axis_labels``, or napari's slider
+        names): an image refused or asked about is picked again with them (a first axis
+        named 't' is a movie), and a stack's *Stack axis is* follows them (a (T, Y, X) stack
+        named ("t", "y", "x") is a time series)."""
+        if self._refused_image is not None:
+            self._on_image_changed()
+        elif self.controller.image_layer is not None:
+            self._follow_file_axes()
+
     def _on_axis_kind_changed(self) -> None:
         self.controller.axis_kind = "t" if self._axis_kind.currentIndex() == 1 else "z"
         self._mark_stack_axis()
@@ -317,7 +329,8 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
 
         c = self.controller
         found = file_stack_axis(c.image_path())  # else napari's axis labels ("t", "y", "x")
-        found = (stack_axis_named(c.image_layer, self._channels.choice()[0]) if found is None
+        found = (stack_axis_named(c.image_layer, self._channels.choice()[0], self.viewer)
+                 if found is None
                  else (found[0], f"the file of '{c.image_name()}' names its axes {found[1]}"))
         if found is None and c.source is not None and c.source.time_axis is not None:
             found = ("z", f"each time point of '{c.image_name()}' holds a volume (a movie of "

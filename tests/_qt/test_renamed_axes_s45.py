@@ -1,0 +1,39 @@
+"""Axis labels the user gives napari's viewer (``viewer.dims.axis_labels``, or the labels
+typed in napari's dims slider names) rather than the image layer: napari does not copy them
+to the layer, and the dock read only the layer's, so a (3, Z, Y, X) movie whose first axis
+the user named 't' was still asked about ('time or channels?') and a (T, Y, X) time-lapse
+named ("t", "y", "x") was still propagated as a volume (session 45)."""
+
+from __future__ import annotations
+
+from sam_qt_helpers import use_predictor
+from test_movie_dock_s42 import T, short_movie
+from test_time_series_dock import _bleaching_movie
+
+
+def test_a_movie_the_user_names_in_the_viewer_is_a_movie(make_widget, tiny_predictor):
+    """A (3, 6, 64, 64) array added from Python is asked about; once the user names the
+    viewer's axes ("t", "z", "y", "x"), the dock takes it as a movie of 3 time points."""
+    viewer, widget = make_widget(short_movie(), name="py", sync=False)
+    use_predictor(widget, tiny_predictor)
+    c = widget.controller
+    assert c.source is None and widget._movie_axis.isVisibleTo(widget), c.status
+    viewer.dims.axis_labels = ("t", "z", "y", "x")
+    widget.wait()
+    assert c.source is not None and c.source.time_axis == 0 and c.source.n_times == T, c.status
+    assert not widget._movie_axis.isVisibleTo(widget)
+    assert ("'py' is a movie of 3 time points (napari names axis 0 't'): SAM segments the "
+            "volume at the time point the time slider shows (1 now).") in c.status, c.status
+
+
+def test_a_time_lapse_the_user_names_in_the_viewer_is_a_time_series(make_widget):
+    """A (12, 64, 64) array is a volume (z) until the user names the viewer's axes
+    ("t", "y", "x"): then 'Stack axis is' t, which propagation follows."""
+    viewer, widget = make_widget(_bleaching_movie(), sync=False, name="bleach", preload=False)
+    c = widget.controller
+    assert c.axis_kind == "z"
+    viewer.dims.axis_labels = ("t", "y", "x")
+    widget.wait()
+    assert c.axis_kind == "t" and widget._axis_kind.currentIndex() == 1, c.status
+    assert ("Stack axis is t: napari names axis 0 of 'bleach' 't', a time series: objects are "
+            "followed through its frames (change it in 'Stack axis is').") in c.status, c.status
