@@ -146,7 +146,10 @@ class TimePoints:
         """napari shows another step: on a movie at another time point, the prompts, preview
         and embeddings become that time point's ("SAM now segments time point t of T.", its
         prompts previewed with live preview on); the prompts of the time point left stay in
-        the layers for when the slider comes back."""
+        the layers for when the slider comes back. While a job runs on (a model that loads:
+        it is let finish), the line says the time point is segmented once it is done, not
+        "Click on an object" (it said so over the load's line; a failed load then left the
+        user with a ready line for a model that never came)."""
         src, layer = self.source, self.image_layer
         if src is None or src.time_axis is None or layer is None or not self.image_shown():
             return
@@ -162,7 +165,13 @@ class TimePoints:
         points, _, boxes = self.prompt_arrays()  # (this time point's)
         # with live preview, its prompts are previewed, after the line
         line = f"SAM now segments time point {t} of {src.n_times}."
-        self.after_setting("slice" if self.live and len(points) + len(boxes) else None, line)
+        job = self.job  # a model that loads is let finish: said ready once it is (preload)
+        if job is not None and job.running and not job.cancelled:
+            self.say(f"Time point {t} of {src.n_times} shown: SAM segments it once "
+                     f"'{job.description}' is done.")
+        else:
+            self.after_setting("slice" if self.live and len(points) + len(boxes) else None,
+                               line)
         # the dock embeds the slice shown at that time point, as it does for a new image
         # (the first click there waited for its embedding)
         self.time_point_shown.emit(line)
