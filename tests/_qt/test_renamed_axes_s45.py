@@ -6,9 +6,8 @@ named ("t", "y", "x") was still propagated as a volume (session 45)."""
 
 from __future__ import annotations
 
-from sam_qt_helpers import use_predictor
+from sam_qt_helpers import blob_stack, use_predictor
 from test_movie_dock_s42 import T, short_movie
-from test_time_series_dock import _bleaching_movie
 
 
 def test_a_movie_the_user_names_in_the_viewer_is_a_movie(make_widget, tiny_predictor):
@@ -29,7 +28,7 @@ def test_a_movie_the_user_names_in_the_viewer_is_a_movie(make_widget, tiny_predi
 def test_a_time_lapse_the_user_names_in_the_viewer_is_a_time_series(make_widget):
     """A (12, 64, 64) array is a volume (z) until the user names the viewer's axes
     ("t", "y", "x"): then 'Stack axis is' t, which propagation follows."""
-    viewer, widget = make_widget(_bleaching_movie(), sync=False, name="bleach", preload=False)
+    viewer, widget = make_widget(blob_stack(z=12), sync=False, name="bleach", preload=False)
     c = widget.controller
     assert c.axis_kind == "z"
     viewer.dims.axis_labels = ("t", "y", "x")

@@ -12,6 +12,7 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QSpinBox,
     QToolButton,
@@ -57,7 +58,12 @@ class DockPanels:
         form.addRow(self._movie_axis)  # (shown while a 4D image's first axis is in doubt)
         self._model = combo()
         self._connect_model_box()
-        form.addRow("Model", self._model)
+        # under its label, as wide as the dock: beside the label column a dock of napari's
+        # default width cut the closed box to 'demo (bundled, s', 'sam2.1_hiera_'
+        model_label = QLabel("Model")
+        model_label.setBuddy(self._model)
+        form.addRow(model_label)
+        form.addRow(self._model)
         self._device = combo(device_choices(import_torch=False), changed=self._on_device_changed)
         form.addRow("Device", self._device)
         self._device_info = label(tip=(
