@@ -25,16 +25,18 @@ def time_words(source) -> str:
     return "" if source.time_point is None else f"time point {source.time_point}: "
 
 
-def progress_words(phase: str, done: int, total: int, n_slices: int) -> str:
+def progress_words(phase: str, done: int, total: int, n_slices: int,
+                   axis_kind: str = "z") -> str:
     """The line while a job's ``phase`` ("embedding", "embedding tiles") has embedded
-    ``done`` of ``total`` (slices, or windows of tiles) of an image of ``n_slices`` slices."""
+    ``done`` of ``total`` (slices, or windows of tiles) of an image of ``n_slices`` slices
+    (frames where ``axis_kind`` is "t": "embedding frames 3/12")."""
     if total <= 0:
         return f"{phase} ..."
     if phase == "embedding tiles":
         return f"embedding tiles {done}/{total}"
     if n_slices == 1:
         return f"embedding the slice {done}/{total}"
-    return f"embedding slices {done}/{total}"
+    return f"embedding {'frames' if axis_kind == 't' else 'slices'} {done}/{total}"
 
 
 class EmbeddingLine:
@@ -107,7 +109,7 @@ class EmbeddingLine:
             self.key, self.ended = key, ""  # is old news
         if job is not None and job.running and self.embedding and s.source is not None:
             return time_words(s.source) + progress_words(job.phase, *self.progress,
-                                                         s.source.n_slices)
+                                                         s.source.n_slices, s.axis_kind)
         summary = s.embedding_summary()
         summary = f"{self.ended}: {summary}" if self.ended else summary
         return summary if s.source is None else time_words(s.source) + summary

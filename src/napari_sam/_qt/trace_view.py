@@ -32,25 +32,28 @@ LEGEND_WORDS = {"iou": "predicted IoU", "area": "area", "contrast": "contrast"}
 STOP_TITLE_WORDS = {**STOP_WORDS, "absent": "found absent"}
 
 
-def legend_html() -> str:
-    """The plots' legend as rich text: one coloured line per quantity, flags, annotations."""
+def legend_html(unit: str = "slice") -> str:
+    """The plots' legend as rich text: one coloured line per quantity, flags, annotations
+    (``unit``: "slice", or "frame" in a time series)."""
     items = [f'<span style="color:{COLOURS[k]}">&#9473;&#9473; {w}</span>'
              for k, w in LEGEND_WORDS.items()]
-    items.append(f'<span style="color:{FLAG_COLOUR}">| flagged slice</span>')
-    items.append('<span style="color:#999999">&#166; annotated slice</span>')
+    items.append(f'<span style="color:{FLAG_COLOUR}">| flagged {unit}</span>')
+    items.append(f'<span style="color:#999999">&#166; annotated {unit}</span>')
     return "&nbsp;&nbsp;".join(items) + " (IoU on 0-1; area and contrast scaled per object)"
 
 
 class TracePlot(QWidget):
-    """One object's numbers along the stack; ``on_jump(z)`` on a click."""
+    """One object's numbers along the stack; ``on_jump(z)`` on a click (``unit``: "slice",
+    or "frame" in a time series, for its tooltip)."""
 
-    def __init__(self, obj: dict, n_slices: int, on_jump: Callable[[int], None]):
+    def __init__(self, obj: dict, n_slices: int, on_jump: Callable[[int], None],
+                 unit: str = "slice"):
         super().__init__()
         self.obj, self.n_slices, self._on_jump = obj, max(1, int(n_slices)), on_jump
         self.setMinimumHeight(70)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.setToolTip("blue: predicted IoU, green: area, orange: contrast; red: flagged "
-                        "slices; grey: annotated slices. Click to go to a slice.")
+        self.setToolTip(f"blue: predicted IoU, green: area, orange: contrast; red: flagged "
+                        f"{unit}s; grey: annotated {unit}s. Click to go to a {unit}.")
 
     def x_of(self, z: float) -> float:
         return 6 + (self.width() - 12) * (z / max(1, self.n_slices - 1))
@@ -116,7 +119,12 @@ class TraceView(QWidget):
                 w.deleteLater()
         self.plots, self.flag_buttons, self.fix_buttons = [], [], []
 
-    def set_trace(self, trace: dict | None) -> None:
+    def set_trace(self, trace: dict | None, time: bool = False) -> None:
+        """Show ``trace`` (None: a hint to propagate); ``time``: the stack is a time series,
+        told in frames, earlier and later (as the status line tells it), not slices, up
+        and down."""
+        unit = "frame" if time else "slice"
+        ways = {"up": "later", "down": "earlier"} if time else {}
         self._clear()
         objects = (trace or {}).get("objects") or []
         if not objects:
@@ -125,30 +133,32 @@ class TraceView(QWidget):
             self._layout.addWidget(empty)
             return
         n = int(trace.get("n_slices") or 1)
-        self.legend = QLabel(legend_html())
+        self.legend = QLabel(legend_html(unit))
         self.legend.setWordWrap(True)
         self._layout.addWidget(self.legend)
         for obj in objects:
             # the status line's words for each reason (e.g. "shape changed", not "iou")
             words = STOP_TITLE_WORDS
-            stops = ", ".join(f"{d} at {s['slice']}: {words.get(s['reason'], s['reason'])}"
+            stops = ", ".join(f"{ways.get(d, d)} at {s['slice']}: "
+                              f"{words.get(s['reason'], s['reason'])}"
                               for d, s in sorted(obj.get("stops", {}).items()))
-            title = QLabel(f"Object {obj['id']}: slices {describe_slices(obj['slices'])}"
+            title = QLabel(f"Object {obj['id']}: {unit}s {describe_slices(obj['slices'])}"
                            f" (stopped {stops or 'nowhere'})")
             title.setWordWrap(True)
             self._layout.addWidget(title)
-            plot = TracePlot(obj, n, self._on_jump)
+            plot = TracePlot(obj, n, self._on_jump, unit)
             self.plots.append(plot)
             self._layout.addWidget(plot)
             for flag in obj.get("flags", []):
-                btn = QPushButton(f"slice {flag['slice']}: {KIND_WORDS.get(flag['kind'], flag['kind'])}")
+                btn = QPushButton(f"{unit} {flag['slice']}: "
+                                  f"{KIND_WORDS.get(flag['kind'], flag['kind'])}")
                 btn.setToolTip(flag["text"])
                 btn.setStyleSheet(f"text-align: left; color: {FLAG_COLOUR};")
                 btn.clicked.connect(lambda *_, z=flag["slice"]: self._on_jump(int(z)))
                 self.flag_buttons.append((btn, flag))
                 self._layout.addWidget(btn)
                 if flag.get("fix"):
-                    fix = QPushButton(f"Add a point on slice {flag['fix']['slice']}")
+                    fix = QPushButton(f"Add a point on {unit} {flag['fix']['slice']}")
                     fix.clicked.connect(lambda *_, f=flag: self._on_fix(f))
                     self.fix_buttons.append((fix, flag))
                     self._layout.addWidget(fix)

@@ -128,7 +128,8 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
             signal.connect(slot)
         write_autosaves_in_background(c, self._links, self._autosave)  # large ones threaded
         layer_contrast.LayerContrast(c, self._links, self._tile, self._schedule_preload)
-        EmbeddingLine(c, self._emb_state, self._links)  # beside 'Compute embeddings'
+        # beside 'Compute embeddings'
+        self._emb_line = EmbeddingLine(c, self._emb_state, self._links)
         HistoryButtons(c, *self._history, self._links)  # Undo, Redo enabled when they can act
         self._keys = keys.KeyBindings(
             napari_viewer, {k.action: getattr(self, f"_on_{k.action}") for k in keys.KEYS}
@@ -283,6 +284,12 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
     def _on_axis_kind_changed(self) -> None:
         self.controller.axis_kind = "t" if self._axis_kind.currentIndex() == 1 else "z"
         self._mark_stack_axis()
+        # a time series is told in frames (its boxes said 'objects on this slice')
+        unit = "frame" if self.controller.axis_kind == "t" else "slice"
+        self._scope.setItemText(0, f"objects on this {unit}")
+        self._auto_scope.setItemText(0, f"current {unit}")
+        if hasattr(self, "_emb_line"):  # (the box is set before the line is made)
+            self._emb_line.refresh()
 
     def _mark_stack_axis(self) -> None:
         """Tell the labels layers of this image's shape what their stack axis is
@@ -604,7 +611,7 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
             self._on_model_changed(key)
 
     def _on_trace_changed(self, trace):
-        self._trace.set_trace(trace)
+        self._trace.set_trace(trace, self.controller.axis_kind == "t")
 
     @guarded
     def _on_trace_jump(self, z: int):

@@ -491,7 +491,7 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, LastSave, Autosa
         return dropped
 
     def embedding_summary(self) -> str:
-        """E.g. "12 of 32 slices embedded" for the current image and model (SAM 2: for
+        """E.g. "12 of 32 slices embedded" ("frames" in a time series) (SAM 2: for
         clicks, and what propagation keeps, :func:`~.embedding_cache.describe_embedded`)."""
         from .embedding_cache import describe_embedded
 
@@ -500,7 +500,7 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, LastSave, Autosa
         n = self.source.n_slices
         done = 0 if self.emb is None else n - len(missing_slices(self.emb, range(n)))
         kept = self.sam2_features_kept() if self.model_family == "sam2" else None
-        return describe_embedded(done, n, getattr(self.emb, "tiling", None), kept)
+        return describe_embedded(done, n, getattr(self.emb, "tiling", None), kept, self.axis_kind)
 
     def _say_ready(self, lead: str = "") -> None:
         """After the preload: ``lead``, what to do next, and how the image is tiled (if it

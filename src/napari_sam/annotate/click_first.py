@@ -65,7 +65,8 @@ class ClickFirst:
             if pause is not None and pause.is_set() and getattr(result[4], "stopped", False):
                 return  # it made way for a click, whose preview follows
             n = len(result[4]) if indices is None else len(list(indices))
-            self._say(f"Embeddings ready ({counted(n, 'slice')}"
+            unit = "frame" if self.axis_kind == "t" else "slice"  # (a time series')
+            self._say(f"Embeddings ready ({counted(n, unit)}"
                       f"{self.tiling_note(result[4])}).")
 
         job = self.start_job(gen, EMBEDDING_DESCRIPTION, done, then=then)

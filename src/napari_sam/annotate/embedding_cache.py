@@ -30,22 +30,25 @@ def missing_slices(emb, indices: Iterable[int]) -> list[int]:
     return emb.missing(indices)
 
 
-def describe_embedded(done: int, n: int, tiling=None, sam2_kept: int | None = None) -> str:
+def describe_embedded(done: int, n: int, tiling=None, sam2_kept: int | None = None,
+                      axis_kind: str = "z") -> str:
     """The line beside 'Compute embeddings': ``done`` of ``n`` slices embedded (``tiling``:
-    in how many tiles), e.g. "12 of 32 slices embedded".
+    in how many tiles), e.g. "12 of 32 slices embedded"; frames where ``axis_kind`` is "t"
+    (a time series: "5 of 12 frames embedded").
 
     With a SAM 2 model (``sam2_kept`` not None) the embeddings serve clicks only: SAM 2
     propagation encodes the slices it reaches itself and keeps ``sam2_kept`` of them for
     propagating again, e.g. "2 of 6 slices embedded for clicks; 6 of 6 kept for propagating
     again"."""
     tiled = f" in {len(tiling)} tiles" if tiling is not None else ""
+    unit = "frames" if axis_kind == "t" else "slices"
     if n == 1:
         return f"embedded{tiled}" if done else "not embedded yet"
     if sam2_kept is None:
-        return f"{done} of {n} slices embedded{tiled}"
+        return f"{done} of {n} {unit} embedded{tiled}"
     kept = (f"; {sam2_kept} of {n} kept for propagating again" if sam2_kept else
-            "; propagation encodes the slices as it reaches them")
-    return f"{done} of {n} slices embedded for clicks{kept}"
+            f"; propagation encodes the {unit} as it reaches them")
+    return f"{done} of {n} {unit} embedded for clicks{kept}"
 
 
 def new_embeddings(source, predictor, store=None, tiling="auto", max_memory_slices=256,

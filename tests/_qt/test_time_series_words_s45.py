@@ -1,0 +1,47 @@
+"""A (T, Y, X) time series in the dock (napari names its axes ("t", "y", "x"): 'Stack axis
+is' t) is told in frames, as its status lines after Propagate already were: the embedded
+line, the ready line, the trace of each object and the boxes of Propagate and Segment
+everything said 'slices' (session 45)."""
+
+from __future__ import annotations
+
+import re
+
+from qtpy.QtWidgets import QLabel, QPushButton
+from sam_qt_helpers import blob_stack, canvas_click, press_key, use_predictor
+
+
+def test_a_time_series_is_told_in_frames(make_widget, tiny_predictor):
+    viewer, widget = make_widget(blob_stack(z=8), name="cells", sync=False,
+                                 axis_labels=("t", "y", "x"))
+    c = widget.controller
+    said = []
+    c.status_changed.connect(said.append)
+    use_predictor(widget, tiny_predictor)
+    widget.wait()
+    assert c.axis_kind == "t", c.status
+    assert widget._scope.itemText(0) == "objects on this frame"
+    assert widget._auto_scope.itemText(0) == "current frame"
+    assert "Embeddings ready (1 frame)." in said, said
+    viewer.dims.set_current_step(0, 3)
+    widget.wait()
+    canvas_click(viewer, 20, 20)
+    widget.wait()
+    press_key(viewer, "Shift-D")  # Propagate
+    widget.wait()
+    assert re.fullmatch(r"[1-8] of 8 frames embedded", widget._emb_state.text()), (
+        widget._emb_state.text())
+    trace = widget._trace
+    titles = [w.text() for w in trace.findChildren(QLabel) if w.text().startswith("Object")]
+    assert len(titles) == 1 and titles[0].startswith("Object 1: frames "), titles
+    assert re.search(r"\(stopped (earlier|later) at \d", titles[0]), titles
+    assert "flagged frame</span>" in trace.legend.text()
+    buttons = [b.text() for b in trace.findChildren(QPushButton)]
+    shown = [*said, widget._emb_state.text(), *titles, *buttons]
+    assert not [t for t in shown if "slice" in t.lower()], shown
+    # a volume again: slices
+    widget._axis_kind.setCurrentIndex(0)
+    assert widget._scope.itemText(0) == "objects on this slice"
+    assert widget._auto_scope.itemText(0) == "current slice"
+    assert re.fullmatch(r"[1-8] of 8 slices embedded", widget._emb_state.text()), (
+        widget._emb_state.text())
