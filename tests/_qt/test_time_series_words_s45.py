@@ -36,7 +36,9 @@ def test_a_time_series_is_told_in_frames(make_widget, tiny_predictor):
     assert len(titles) == 1 and titles[0].startswith("Object 1: frames "), titles
     assert re.search(r"\(stopped (earlier|later) at \d", titles[0]), titles
     assert "flagged frame</span>" in trace.legend.text()
-    buttons = [b.text() for b in trace.findChildren(QPushButton)]
+    buttons = [t for b in trace.findChildren(QPushButton) for t in (b.text(), b.toolTip())]
+    assert "frame 2: stopped early?" in buttons and "Add a point on frame 2" in buttons, buttons
+    assert any(t.startswith("stopped at frame 3 (") for t in buttons), buttons  # (its tooltip)
     shown = [*said, widget._emb_state.text(), *titles, *buttons]
     assert not [t for t in shown if "slice" in t.lower()], shown
     # a volume again: slices

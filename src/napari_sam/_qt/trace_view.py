@@ -152,7 +152,8 @@ class TraceView(QWidget):
             for flag in obj.get("flags", []):
                 btn = QPushButton(f"{unit} {flag['slice']}: "
                                   f"{KIND_WORDS.get(flag['kind'], flag['kind'])}")
-                btn.setToolTip(flag["text"])
+                # (the trace's words are of slices: a time series is told in frames)
+                btn.setToolTip(flag["text"].replace("slice", unit))
                 btn.setStyleSheet(f"text-align: left; color: {FLAG_COLOUR};")
                 btn.clicked.connect(lambda *_, z=flag["slice"]: self._on_jump(int(z)))
                 self.flag_buttons.append((btn, flag))
