@@ -36,3 +36,7 @@ def test_a_time_lapse_the_user_names_in_the_viewer_is_a_time_series(make_widget)
     assert c.axis_kind == "t" and widget._axis_kind.currentIndex() == 1, c.status
     assert ("Stack axis is t: napari names axis 0 of 'bleach' 't', a time series: objects are "
             "followed through its frames (change it in 'Stack axis is').") in c.status, c.status
+    widget._axis_kind.setCurrentIndex(0)  # the user says z after all
+    viewer.dims.axis_labels = ("t", "row", "col")  # and names the other axes
+    widget.wait()
+    assert c.axis_kind == "z", c.status

@@ -98,6 +98,7 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         # the job row (progress, Cancel) and the status stay below the scrolled panels, so
         # they are seen whatever the dock's height
         self._job_bar = JobBar(self._on_cancel)
+        self._stack_named = None  # what napari's axis labels name the stack axis of the image
         self._failed_since_wait: str | None = None  # what wait() raises: the last failure
         self._progress, self._cancel = self._job_bar.progress, self._job_bar.cancel
         outer.addWidget(self._job_bar)
@@ -249,6 +250,8 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         if lead:
             c.say(f"{lead} {c.status}")
         note = self._follow_file_axes() if not L.same(layer, before) else ""
+        self._stack_named = stack_axis_named(c.image_layer, self._channels.choice()[0],
+                                             self.viewer)  # (:meth:`_on_axis_labels`)
         note = " ".join(t for t in (lead, note) if t)
         # napari makes a newly added layer the active one after telling us about it: select
         # the points layer once that is done, or the first clicks would go to the image
@@ -276,9 +279,14 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         names): an image refused or asked about is picked again with them (a first axis
         named 't' is a movie), and a stack's *Stack axis is* follows them (a (T, Y, X) stack
         named ("t", "y", "x") is a time series)."""
+        c = self.controller
         if self._refused_image is not None:
             self._on_image_changed()
-        elif self.controller.image_layer is not None:
+            return
+        named = (None if c.image_layer is None else
+                 stack_axis_named(c.image_layer, self._channels.choice()[0], self.viewer))
+        if named != self._stack_named:  # (not when another axis was renamed: a 'Stack axis
+            self._stack_named = named  # is' the user picked stays)
             self._follow_file_axes()
 
     def _on_axis_kind_changed(self) -> None:
