@@ -92,7 +92,8 @@ BUTTON_TIPS = {
 
 
 def _form_labels(root) -> dict:
-    """Each field widget of the forms under ``root`` -> its row's label text."""
+    """Each field widget of the forms under ``root`` -> its row's label text (or the text
+    of the label whose buddy it is)."""
     named = {}
     for form in root.findChildren(QFormLayout):
         for row in range(form.rowCount()):
@@ -106,6 +107,9 @@ def _form_labels(root) -> dict:
             for widget in widgets:
                 if widget is not None:
                     named[widget] = label.widget().text()
+    for label in root.findChildren(QLabel):  # a label on a row of its own ('Model', above
+        if label.buddy() is not None:  # its box, as wide as the dock): its buddy's
+            named.setdefault(label.buddy(), label.text())
     return named
 
 
