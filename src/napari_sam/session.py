@@ -45,7 +45,7 @@ import json
 import os
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,7 +90,8 @@ __all__ = [
     "FORMAT", "VERSION", "Session", "SessionError", "check_image", "check_model",
     "check_session_path", "image_differences", "keep_aside", "kept_stem", "local_time",
     "model_unavailable", "recorded_axes",
-    "recorded_tiling", "check_replayable", "ReplayResult", "compare", "image_hash", "image_hash_known", "read_session", "replay",
+    "recorded_tiling", "check_replayable", "ReplayResult", "compare", "image_hash", "image_hash_known",
+    "image_hash_steps", "read_session", "replay",
     "session_file_for", "fit_file_name", "saved_session_file", "shortened_note", "slice_operation", "volume_operation", "write_session",
     "op_contrast", "recorded_contrast", "labels_shape", "time_points", "session_labels_hash",
 ]
@@ -256,6 +257,18 @@ def image_hash(stack, remember: bool = False) -> str:
     later call on that object without reading it again (the dock hashes a lazy image in a
     worker thread, so that the UI thread's look-up of its autosaved session reads nothing).
     """
+    steps = image_hash_steps(stack, remember)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value
+
+
+def image_hash_steps(stack, remember: bool = False) -> Generator[tuple[int, int], None, str]:
+    """:func:`image_hash` as a job: yields ``(slices read, slices to read)`` after each
+    slice it reads and returns the hash. Closed between two slices (the dock closing while
+    a worker hashes a remote zarr), it reads no more of them and remembers nothing."""
     import hashlib
 
     with _HASHES_GUARD:
@@ -266,8 +279,10 @@ def image_hash(stack, remember: bool = False) -> str:
     shape = tuple(int(s) for s in stack.shape)
     h.update(repr((shape, str(np.dtype(stack.dtype)))).encode())
     n = shape[0]
-    for z in sorted({int(round(i * (n - 1) / 15)) for i in range(16)} if n > 16 else range(n)):
+    todo = sorted({int(round(i * (n - 1) / 15)) for i in range(16)} if n > 16 else range(n))
+    for done, z in enumerate(todo, 1):
         h.update(np.ascontiguousarray(np.asarray(stack[z])).tobytes())
+        yield done, len(todo)
     digest = h.hexdigest()
     if remember:
         with _HASHES_GUARD, contextlib.suppress(TypeError):  # (not weakly referable: not kept)

@@ -116,9 +116,9 @@ def test_a_failed_look_up_names_the_image_it_read_after_another_was_picked(
     widget._image.setCurrentIndex(widget._image.findData("more"))
     widget.close()
     reads.gate.set()
-    lookup = widget.controller._pixel_lookup  # (its failure was handled once it ended)
+    lookup = widget.controller._pixel_lookup  # (stopped by the close: its failure dropped)
     qtbot.waitUntil(lambda: not lookup.running, timeout=30_000)
-    assert isinstance(lookup.error, OSError), lookup.error
+    assert lookup.cancelled and lookup.error is None, lookup.error
     assert not [m for _, m in notifications if "Could not read 'more'" in m]
 
 
@@ -132,7 +132,7 @@ class _HeldHash(_RecordedReads):
 
     def __getitem__(self, key):
         frame = sys._getframe()
-        while frame is not None and frame.f_code.co_name != "image_hash":
+        while frame is not None and not frame.f_code.co_name.startswith("image_hash"):
             frame = frame.f_back
         if frame is not None and threading.get_ident() == self.ui:
             self.ui_hashed += 1
@@ -195,7 +195,8 @@ def test_a_commit_on_a_lazy_image_being_hashed_reads_nothing_on_the_ui_thread(
         assert len(autosaves()) == len(before) + 1 and reads.ui_hashed > 0
     reads.gate.set()
     qtbot.waitUntil(lambda: len(autosaves()) == len(before) + 1, timeout=30_000)
-    qtbot.waitUntil(lambda: not c._hash_job.running, timeout=30_000)
+    job = c._hash_job or c._pixel_lookup  # (after a look-up: its hash reused, no job)
+    qtbot.waitUntil(lambda: not job.running, timeout=30_000)
     if not closed:
         assert reads.threads[shown:].count(ui) == 0
         assert "autosaved in" in c.status and "has no file" in c.status

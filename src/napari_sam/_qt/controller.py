@@ -586,6 +586,7 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
         self._closed = True  # what waits (a job's end, the torch import) starts nothing then
         self._paint_autosave.follow(None)  # a stroke just made is autosaved, then no more
         self.write_waiting_autosave()  # a commit's waiting for the pixels' hash too
+        self.cancel_pixel_reads()  # a lazy image's hash read for nothing now: stops
         self.cancel_job(say=False)
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         self.unwatch_view()

@@ -7,17 +7,18 @@ slices. Picking it hashes them in a worker (:mod:`.resume_lookup`), but a commit
 that worker ended (or any first commit, where no autosave of an image without a file existed
 yet: nothing was looked up) hashed them again on the UI thread, to name and fill its autosave:
 seconds of a frozen napari for a remote zarr. The commit (undo, redo) is now made at once and
-its autosave written when a worker has hashed the pixels (after the look-up under way, whose
-read it reuses). Until then the commits are in memory only: napari killed meanwhile loses
+its autosave written when a worker has hashed the pixels: when the look-up under way ends
+(its hash reused, read once; its end is the signal, nothing polls it), else by a job of its
+own. Until then the commits are in memory only: napari killed meanwhile loses
 them (as it loses those of an autosave write under way, :mod:`napari_sam.annotate.
 autosave_writer`). What reads or replaces the autosave file (saving, loading, resuming, a
 new labels target, waiting for the autosave as napari quits), another image picked and the
-dock closing write the waiting autosave first, hashing on the UI thread if still needed.
+dock closing write the waiting autosave first, hashing on the UI thread if still needed;
+the dock closing then stops the worker's read at its next slice (:meth:`HashedAutosave.
+cancel_pixel_reads`): it read on to its end, for nothing, and napari's exit waited for it.
 """
 
 from __future__ import annotations
-
-import time
 
 from napari_sam import session as S
 from napari_sam.annotate.memory_sessions import in_memory
@@ -31,7 +32,7 @@ __all__ = ["HashedAutosave"]
 class HashedAutosave:
     """:meth:`hash_pending` and :meth:`autosave_when_hashed` of the session (see the module
     docstring; needs the session's ``source``, ``sync``, ``image_path``, ``image_identity``,
-    ``hashed_stack``, ``autosave_now``, the look-up's ``_pixel_lookup`` and the dock's
+    ``hashed_stack``, ``autosave_now``, the look-up's ``looking_up`` and the dock's
     ``_closed``)."""
 
     _autosave_waits = None  # the source whose autosave waits for its pixels' hash
@@ -49,14 +50,33 @@ class HashedAutosave:
         return not S.image_hash_known(self.hashed_stack())
 
     def autosave_when_hashed(self) -> None:
-        """Write the autosave once a worker has hashed the image's pixels (after the look-up
-        of its autosaved session under way, if any, whose hash it then reads nothing for)."""
+        """Write the autosave once a worker has hashed the image's pixels: when the look-up
+        of its autosaved session under way ends (:meth:`lookup_ended`; its hash then reads
+        nothing), else once a job of its own has read them."""
         source = self.source
-        if self._autosave_waits is source and self._hash_job is not None and (
-                self._hash_job.running):
-            return  # (its job writes the newest state)
+        job = self._hash_job
+        if self._autosave_waits is source and (self.looking_up(source) or (
+                job is not None and job.running and not job.cancelled)):
+            return  # (what ends writes the newest state)
         self._autosave_waits = source
-        lookup = self._pixel_lookup
+        if not self.looking_up(source):
+            self._hash_for_autosave(source)
+
+    def lookup_ended(self, source) -> None:
+        """(The look-up's, :mod:`.resume_lookup`.) The autosave waiting for ``source``'s
+        hash: written (the look-up's result wrote it already, :meth:`after_lookup`), or,
+        the look-up having failed or been stopped, hashed by a job of its own."""
+        super().lookup_ended(source)
+        if self._closed or self._autosave_waits is not source or self.source is not source:
+            return
+        if self.looking_up(source):  # (a look-up of it started again: its end follows)
+            return
+        if S.image_hash_known(self.hashed_stack()):
+            self.write_waiting_autosave(source)
+        else:
+            self._hash_for_autosave(source)
+
+    def _hash_for_autosave(self, source) -> None:
         name = self.image_name()
 
         def failed(err):
@@ -68,9 +88,17 @@ class HashedAutosave:
                                 "the next commit tries again; 'Save session...' saves it now.")
 
         self._hash_job = run_job(
-            _hash_pixels(self.hashed_stack(), lookup), description="Hashing for the autosave",
+            S.image_hash_steps(self.hashed_stack(), remember=True),
+            description="Hashing for the autosave",
             on_returned=lambda _: guarded(lambda c: c.write_waiting_autosave(source))(self),
             on_error=failed, sync=False, progress_bar=False)
+
+    def cancel_pixel_reads(self) -> None:
+        """(The look-up's too.) The hash for the autosave stops at its next slice as well:
+        the dock closes, having written the autosave."""
+        super().cancel_pixel_reads()
+        if self._hash_job is not None:
+            self._hash_job.cancel()
 
     def write_waiting_autosave(self, source=None) -> None:
         """Write the autosave waiting for the pixels' hash (``source``: only if it waits for
@@ -100,11 +128,3 @@ class HashedAutosave:
         self.write_waiting_autosave()
         return super().wait_autosave(timeout)
 
-
-def _hash_pixels(stack, lookup):
-    """The job: :func:`napari_sam.session.image_hash` of ``stack``, remembered for it, once
-    the ``lookup`` job (None: none) ended (its read remembered: none here)."""
-    yield from ()  # (a generator: a job; it reads when the worker starts it)
-    while lookup is not None and lookup.running:
-        time.sleep(0.02)
-    S.image_hash(stack, remember=True)

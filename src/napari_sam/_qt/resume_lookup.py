@@ -10,6 +10,12 @@ the image's stack), and the offer to resume follows on the UI thread when it is 
 then reads nothing (a movie's: 16 slices sampled across its time points, ``hashed_stack``).
 An array in memory, an image file, or no autosave of an image without a file yet: looked up at
 once, as before (nothing slow to read).
+
+The read stops between two slices when the dock closes (or napari deletes it with its
+window) or another look-up starts (:meth:`ResumeLookup.cancel_pixel_reads`): a closed dock's
+look-up read every slice of a remote zarr to its end, for nothing, and napari's exit waited
+for it. A commit's autosave waiting for the hash follows the look-up's end
+(:meth:`ResumeLookup.lookup_ended`, :mod:`.hashed_autosave`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class ResumeLookup:
     ``image_path``, ``image_identity``, ``image_name`` and the dock's ``_closed``)."""
 
     _pixel_lookup = None  # the Job hashing the picked image's pixels (kept while it runs)
+    _lookup_source = None  # the source it hashes
 
     def offer_resume(self):
         """The session's :meth:`offer_resume` now, or once a worker has hashed the picked
@@ -49,10 +56,31 @@ class ResumeLookup:
             self.notify_warning(f"Could not read '{name}' to look for its "
                                 f"autosaved session ({err}): pick the image again to retry.")
 
+        if self._pixel_lookup is not None:  # (an earlier look-up: no longer offered)
+            self._pixel_lookup.cancel()
+        self._lookup_source = source
         self._pixel_lookup = run_job(
-            _hash_pixels(self.hashed_stack()), description="Looking for an autosaved session",
-            on_returned=hashed, on_error=failed, sync=False, progress_bar=False)
+            S.image_hash_steps(self.hashed_stack(), remember=True),
+            description="Looking for an autosaved session", on_returned=hashed,
+            on_error=failed, on_finished=lambda _: guarded(lambda c: c.lookup_ended(source))(
+                self), sync=False, progress_bar=False)
         return None
+
+    def looking_up(self, source) -> bool:
+        """Whether a worker is hashing ``source``'s pixels to look for its session."""
+        job = self._pixel_lookup
+        return (job is not None and job.running and not job.cancelled
+                and self._lookup_source is source)
+
+    def lookup_ended(self, source) -> None:
+        """The look-up of ``source``'s autosaved session ended (after its result or error,
+        or cancelled): nothing more here (:mod:`.hashed_autosave` chains its hash to it)."""
+
+    def cancel_pixel_reads(self) -> None:
+        """Stop the look-up's read at its next slice (the dock closes): nothing is offered
+        from it."""
+        if self._pixel_lookup is not None:
+            self._pixel_lookup.cancel()
 
     def after_lookup(self) -> None:
         """Once the picked image was hashed: the labels layer holding its autosave becomes
@@ -72,8 +100,3 @@ class ResumeLookup:
             return False
         return not S.image_hash_known(self.hashed_stack()) and memory_sessions_folder().is_dir()
 
-
-def _hash_pixels(stack):
-    """The job: :func:`napari_sam.session.image_hash` of ``stack``, remembered for it."""
-    yield from ()  # (a generator: a job; it reads when the worker starts it)
-    S.image_hash(stack, remember=True)

@@ -315,10 +315,17 @@ def _job_worker_class():
     waits for the threads: a job still running then (a read of a lazy image's slices for
     its hash, or of a checkpoint file, which report nothing until they end) raised
     "RuntimeError: wrapped C/C++ object of type GeneratorWorkerSignals has been deleted"
-    from its next ``emit``, out of the thread's ``run``, and the process aborted."""
+    from its next ``emit``, out of the thread's ``run``, and the process aborted. Where it was
+    the emit of a progress report that raised (a lazy image's hash reports each slice it
+    read), superqt printed "RuntimeWarning: RuntimeError in aborted thread" instead: the
+    thread now ends as quietly there too."""
     from napari.qt.threading import GeneratorWorker
 
     class JobWorker(GeneratorWorker):
+        def work(self):
+            result = super().work()  # (a RuntimeError returned: a report's emit raised,
+            return None if isinstance(result, RuntimeError) else result  # never the job)
+
         def run(self) -> None:
             try:
                 super().run()

@@ -1,0 +1,128 @@
+"""The dock's background reads of a lazy image's pixel hash (a script's dask or zarr array
+without a file): the look-up of its autosaved session when it is picked, and the hash its
+commits' autosave waits for.
+
+- The dock closing let them read every sampled slice to the end, for nothing (a remote zarr:
+  minutes of reads, and napari's exit waited for them): they now stop at the next slice.
+- The autosave's hash polled the look-up job every 20 ms from a second worker thread (one of
+  the two a 2-core machine's pool has): it now follows the look-up's end, reusing its hash.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from sam_qt_helpers import blob_stack, canvas_click, open_from_menu, use_predictor
+from test_lazy_resume_lookup import _HeldHash
+
+
+@pytest.fixture
+def lazy_cells(make_napari_viewer, monkeypatch):
+    """``lazy_cells(looked_up) -> (viewer, widget, reads, ui)``: the dock opened on 'cells',
+    a dask array of a (6, 64, 64) stack whose hash reads off the UI thread wait for
+    ``reads.gate``; ``looked_up``: an image without a file was autosaved before, so picking
+    it starts the look-up of its session (held)."""
+    import dask
+    import dask.array as da
+
+    from napari_sam.annotate.memory_sessions import memory_sessions_folder
+
+    monkeypatch.setitem(dask.config.config, "scheduler", "synchronous")  # reads: the caller's
+    made = []
+
+    def make(looked_up: bool):
+        if looked_up:
+            memory_sessions_folder().mkdir(parents=True, exist_ok=True)
+        ui = threading.get_ident()
+        reads = _HeldHash(blob_stack(), ui)
+        viewer = make_napari_viewer()
+        viewer.add_image(da.from_array(reads, chunks=(1, 64, 64)), name="cells")
+        _dock, widget = open_from_menu(viewer)
+        widget.preload = False
+        made.append(reads)
+        return viewer, widget, reads, ui
+
+    yield make
+    for reads in made:  # (a failed test's worker is not left waiting)
+        reads.gate.set()
+
+
+def _autosaves():
+    from napari_sam.annotate.memory_sessions import memory_sessions_folder
+
+    return sorted(memory_sessions_folder().glob("*/image.sam-session.json"))
+
+
+def _commit(viewer, widget, predictor) -> np.ndarray:
+    """A click on slice 1 (decoded at once), committed with the dock's threaded jobs; the
+    committed labels."""
+    c = widget.controller
+    use_predictor(widget, predictor)
+    c.sync = True
+    viewer.dims.set_point(0, 1)
+    viewer.layers.selection.active = c.points_layer
+    canvas_click(viewer, 20, 20)
+    c.sync = False
+    assert widget._on_commit() is not None, c.status
+    labels = np.asarray(c.target_layer.data).copy()
+    assert sorted(np.unique(labels).tolist()) == [0, 1]
+    return labels
+
+
+def _off_ui(reads, ui) -> int:
+    return len([t for t in reads.threads if t != ui])
+
+
+@pytest.mark.parametrize("job", ["lookup", "autosave"])
+def test_closing_the_dock_stops_a_hash_read_at_the_next_slice(
+        lazy_cells, tiny_predictor, qtbot, notifications, job):
+    """Closed while its worker read the first slice, the dock's look-up (or autosave hash)
+    read the other 5 after it: now none, and nothing is offered, said or written after."""
+    viewer, widget, reads, ui = lazy_cells(looked_up=job == "lookup")
+    c = widget.controller
+    if job == "autosave":  # a first commit: its autosave waits for a worker's hash
+        _commit(viewer, widget, tiny_predictor)
+        assert _autosaves() == []
+    held = c._pixel_lookup if job == "lookup" else c._hash_job
+    assert held is not None and held.running and held.worker is not None
+    widget.close()  # (the autosave: written here, hashing on the UI thread)
+    written = [(p, p.stat().st_mtime_ns) for p in _autosaves()]
+    assert len(written) == (job == "autosave")
+    reads.gate.set()
+    qtbot.waitUntil(lambda: not held.running, timeout=10_000)
+    assert _off_ui(reads, ui) <= 1  # the slice under way when it closed (was: all 6)
+    assert held.cancelled and not held.succeeded and held.error is None
+    qtbot.wait(100)
+    assert [(p, p.stat().st_mtime_ns) for p in _autosaves()] == written
+    assert not notifications, notifications
+    assert not widget._resume_row.isVisibleTo(widget)
+
+
+def test_a_commit_during_the_look_up_is_autosaved_at_its_end_from_its_hash(
+        lazy_cells, tiny_predictor, qtbot):
+    """A commit made while the look-up read the pixels started a second worker that polled
+    the look-up every 20 ms, then took its hash: it held one of the pool's threads (2 on a
+    2-core machine) for the whole look-up. The autosave now follows the look-up's end."""
+    from qtpy.QtCore import QThreadPool
+
+    viewer, widget, reads, ui = lazy_cells(looked_up=True)
+    c = widget.controller
+    lookup = c._pixel_lookup
+    assert lookup is not None and lookup.running
+    pool = QThreadPool.globalInstance()
+    busy = pool.activeThreadCount()
+    committed = _commit(viewer, widget, tiny_predictor)
+    qtbot.wait(100)
+    assert pool.activeThreadCount() == busy  # no second worker waits for the look-up
+    assert _autosaves() == []
+    reads.gate.set()
+    qtbot.waitUntil(lambda: not lookup.running, timeout=30_000)
+    (saved,) = _autosaves()  # written as the look-up ended
+    assert _off_ui(reads, ui) == 6 and reads.ui_hashed == 0  # each slice read once, there
+    assert "autosaved in" in c.status, c.status
+    from napari_sam import session as S
+
+    assert np.array_equal(S.read_session(saved).labels, committed)
+
