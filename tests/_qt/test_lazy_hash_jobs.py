@@ -6,6 +6,7 @@ commits' autosave waits for.
   minutes of reads, and napari's exit waited for them): they now stop at the next slice.
 - The autosave's hash polled the look-up job every 20 ms from a second worker thread (one of
   the two a 2-core machine's pool has): it now follows the look-up's end, reusing its hash.
+- Ticking *Autosave* again hashed such an image on the UI thread: now in a worker.
 """
 
 from __future__ import annotations
@@ -126,3 +127,26 @@ def test_a_commit_during_the_look_up_is_autosaved_at_its_end_from_its_hash(
 
     assert np.array_equal(S.read_session(saved).labels, committed)
 
+
+def test_ticking_autosave_again_hashes_a_lazy_image_off_the_ui_thread(
+        lazy_cells, tiny_predictor, qtbot):
+    """Autosave unticked, a commit, ticked again: the session was autosaved at once, its
+    image hashed on the UI thread (seconds of a frozen napari for a remote zarr). Now a
+    worker hashes it and the autosave follows."""
+    viewer, widget, reads, ui = lazy_cells(looked_up=False)
+    c = widget.controller
+    widget._autosave.setChecked(False)
+    committed = _commit(viewer, widget, tiny_predictor)
+    assert c._hash_job is None or not c._hash_job.running
+    widget._autosave.setChecked(True)
+    assert reads.ui_hashed == 0
+    assert c.status == ("Autosave is on: the session (1 commit) is autosaved once the "
+                        "image's pixels are read."), c.status
+    reads.gate.set()
+    qtbot.waitUntil(lambda: len(_autosaves()) == 1, timeout=30_000)
+    assert reads.ui_hashed == 0 and _off_ui(reads, ui) == 6
+    from napari_sam import session as S
+
+    (saved,) = _autosaves()
+    assert np.array_equal(S.read_session(saved).labels, committed)
+    assert "autosaved in" in c.status, c.status

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_sam import session as S
+from napari_sam.words import counted
 
 from .autosave_writer import AutosaveWriter
 from .errors import UserError, sentence
@@ -511,13 +512,18 @@ class SessionLog(SessionPlaces, LiveSessionFiles, MovieSessions):
     def autosave_on_again(self) -> None:
         """Autosave turned on (the dock's box ticked again, e.g. after a failed write and
         space freed): the commits made while it was off are autosaved at once, not only at
-        the next commit; the status says when that write fails too."""
+        the next commit; the status says when that write fails too. A lazy image whose
+        pixel hash is read off this thread (:meth:`hash_pending`): written once it is."""
         self.autosave = True
-        if self.log and self.autosave_path() is not None:
+        if self.log and self.hash_pending():  # (its autosave_path would read it here)
+            self._autosave()
+            self._say(f"Autosave is on: the session ({counted(len(self.log), 'commit')}) is "
+                      "autosaved once the image's pixels are read.")
+        elif self.log and self.autosave_path() is not None:
             self._autosave()
             note = self.take_autosave_note().strip()  # (a failure: the warning's text)
-            self._say(note or f"Autosave is on: the session ({len(self.log)} commits) is "
-                              "autosaved.")
+            self._say(note or f"Autosave is on: the session ({counted(len(self.log), 'commit')})"
+                              " is autosaved.")
 
     def load_session(self, path) -> S.Session:
         """Restore a session file onto the current image: its labels into new target labels
