@@ -40,3 +40,34 @@ def test_a_time_lapse_the_user_names_in_the_viewer_is_a_time_series(make_widget)
     viewer.dims.axis_labels = ("t", "row", "col")  # and names the other axes
     widget.wait()
     assert c.axis_kind == "z", c.status
+
+
+def test_the_axis_labels_of_another_layer_do_not_name_this_one(make_widget):
+    """napari copies a layer's own axis labels to the viewer's sliders: a (Z, Y, X) volume
+    the dock works on became a time series once a time-lapse labelled ("t", "y", "x") was
+    opened beside it ('Stack axis is t: napari names axis 0 of 'volume' 't''), the labels
+    being the time-lapse's."""
+    viewer, widget = make_widget(blob_stack(z=8), name="volume", sync=False, preload=False)
+    c = widget.controller
+    assert c.image_layer.name == "volume" and c.axis_kind == "z", c.status
+    viewer.add_image(blob_stack(z=8, seed=1), name="lapse", axis_labels=("t", "y", "x"))
+    assert viewer.dims.axis_labels == ("t", "y", "x")  # (napari's sliders: the lapse's)
+    widget.wait()
+    assert c.image_layer.name == "volume" and c.axis_kind == "z", c.status
+    assert widget._axis_kind.currentIndex() == 0 and "Stack axis is t" not in c.status, c.status
+    widget._image.setCurrentIndex(widget._image.findData("lapse"))  # its own labels count
+    widget.wait()
+    assert c.axis_kind == "t", c.status
+
+
+def test_a_labelled_movie_beside_does_not_make_a_short_4d_image_a_movie(make_widget):
+    """A (3, Z, Y, X) array added from Python beside a movie labelled ("t", "z", "y", "x")
+    is asked about (time or channels?), not taken as a movie for the movie's labels."""
+    viewer, widget = make_widget(short_movie(), name="run", sync=False, preload=False,
+                                 axis_labels=("t", "z", "y", "x"))
+    viewer.add_image(short_movie(), name="stains")
+    widget._image.setCurrentIndex(widget._image.findData("stains"))
+    widget.wait()
+    c = widget.controller  # (refused: the dock stays on 'run' until the user answers)
+    assert c.image_layer.name == "run" and widget._movie_axis.isVisibleTo(widget), c.status
+    assert c.status.startswith("Is axis 0 of 'stains' (size 3) time or channels?"), c.status

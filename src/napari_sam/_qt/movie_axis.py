@@ -58,7 +58,12 @@ def axis_labels(layer, viewer=None) -> tuple[str, ...]:
     (``axis_labels=("t", "z", "y", "x")``), else, where the layer has napari's made-up
     label ("-4"), the label the user gave that axis in ``viewer`` (``viewer.dims.
     axis_labels``, also typed in napari's slider names): napari does not copy those to the
-    layer. A layer of fewer dimensions than the viewer lines up with its last axes."""
+    layer. A layer of fewer dimensions than the viewer lines up with its last axes.
+
+    napari copies the labels of the viewer's layers to ``viewer.dims``: a viewer label
+    that another layer gives that axis (:func:`_labels_of_layers`) is that layer's, not
+    the user's (a (Z, Y, X) volume beside a time-lapse labelled ("t", "y", "x") was taken
+    for a time series)."""
     own = tuple(str(a) for a in (getattr(layer, "axis_labels", None) or ()))
     dims = getattr(viewer, "dims", None)
     shown = tuple(str(a) for a in (getattr(dims, "axis_labels", None) or ()))
@@ -66,8 +71,25 @@ def axis_labels(layer, viewer=None) -> tuple[str, ...]:
     if len(own) != ndim:
         own = ("",) * ndim
     lead = len(shown) - ndim
-    return tuple(shown[lead + a] if _is_default_label(own[a]) and 0 <= lead
-                 and not _is_default_label(shown[lead + a]) else own[a] for a in range(ndim))
+    if lead < 0:
+        return own
+    theirs = _labels_of_layers(viewer, len(shown))
+    return tuple(shown[lead + a] if _is_default_label(own[a])
+                 and not _is_default_label(shown[lead + a])
+                 and shown[lead + a] not in theirs[lead + a] else own[a] for a in range(ndim))
+
+
+def _labels_of_layers(viewer, ndim: int) -> list[set[str]]:
+    """For each of the ``ndim`` axes of ``viewer``: the labels its layers give it
+    themselves (not napari's made-up ones), each layer lined up with the viewer's last
+    axes as napari lines it up."""
+    found: list[set[str]] = [set() for _ in range(ndim)]
+    for other in getattr(viewer, "layers", None) or ():
+        labels = tuple(str(a) for a in (getattr(other, "axis_labels", None) or ()))
+        for a, label in enumerate(labels[-ndim:] if ndim else ()):
+            if not _is_default_label(label):
+                found[ndim - min(len(labels), ndim) + a].add(label)
+    return found
 
 
 def _axis_named(layer, axis: int, viewer=None) -> tuple[str, str, object]:
