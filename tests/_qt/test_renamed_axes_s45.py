@@ -6,7 +6,7 @@ named ("t", "y", "x") was still propagated as a volume (session 45)."""
 
 from __future__ import annotations
 
-from sam_qt_helpers import blob_stack, use_predictor
+from sam_qt_helpers import blob_stack, press_key, propagating_held, use_predictor
 from test_movie_dock_s42 import T, short_movie
 
 
@@ -71,3 +71,27 @@ def test_a_labelled_movie_beside_does_not_make_a_short_4d_image_a_movie(make_wid
     c = widget.controller  # (refused: the dock stays on 'run' until the user answers)
     assert c.image_layer.name == "run" and widget._movie_axis.isVisibleTo(widget), c.status
     assert c.status.startswith("Is axis 0 of 'stains' (size 3) time or channels?"), c.status
+
+
+def test_axes_named_while_a_propagation_runs_drop_its_volume_preview(make_widget, tiny_predictor,
+                                                                      qtbot, monkeypatch):
+    """The user names the viewer's axes ("t", "y", "x") while a propagation of the stack as
+    a volume runs: 'Stack axis is' becomes t, and the propagation's end was told in frames
+    ('Propagated 1 object over frame 2 (stopped: later: ...)'), its preview made with the
+    fade rules of a volume. Its preview is dropped, saying so; Shift+D propagates again,
+    as a time series."""
+    viewer, widget, go = propagating_held(make_widget, tiny_predictor, qtbot, monkeypatch)
+    c = widget.controller
+    viewer.dims.axis_labels = ("t", "y", "x")
+    assert c.axis_kind == "t", c.status
+    go.set()
+    qtbot.waitUntil(lambda: c.job is None, timeout=60_000)
+    qtbot.wait(200)
+    assert c.volume is None
+    assert c.status.startswith(
+        "The propagation ended, but 'Stack axis is' changed to t while it ran, so its preview, "
+        "which followed the objects as a volume, was dropped; the prompts are kept: press "
+        "Shift+D to propagate them as a time series."), c.status
+    press_key(viewer, "Shift-D")
+    qtbot.waitUntil(lambda: c.job is None and c.volume is not None, timeout=60_000)
+    assert c.status.startswith("Propagated 1 object over frame"), c.status

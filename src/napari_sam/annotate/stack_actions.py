@@ -361,6 +361,12 @@ class StackActions:
             self._say(self.preview_lead)
             self._pending = self._pending or self.live  # the slice's preview follows
             return
+        ran = request[1].get("axis_kind", self.axis_kind)  # (SAM 2's follows no stack axis)
+        if ran != self.axis_kind:  # e.g. napari's axes named ("t", "y", "x") while it ran
+            self.preview_lead = _axis_changed_words(ran, self.axis_kind)
+            self._say(self.preview_lead)
+            self._pending = self._pending or self.live
+            return
         self.previews, self.volume, self._volume_replaces = [], result, replaces
         self._volume_request, self._volume_drawn = request, drawn
         self.trace = trace
@@ -494,6 +500,16 @@ def _describe_lost(result) -> str:
         return ""
     return " Not in the preview: " + "; ".join(
         f"object {oid} ({why})" for oid, why in sorted(lost.items())) + "."
+
+
+def _axis_changed_words(ran: str, now: str) -> str:
+    """The line where *Stack axis is* changed from ``ran`` to ``now`` ("z" or "t") while a
+    propagation ran: its preview, which followed the rules of the axis it started with (the
+    fade rules of a volume cut a cell that bleaches over time), is dropped."""
+    how = {"z": "as a volume", "t": "as a time series"}
+    return (f"The propagation ended, but 'Stack axis is' changed to {now} while it ran, so "
+            f"its preview, which followed the objects {how[ran]}, was dropped; the prompts are "
+            f"kept: press Shift+D to propagate them {how[now]}.")
 
 
 def _trace(result, stack, prompts) -> dict:
