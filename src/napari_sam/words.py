@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-__all__ = ["counted", "for_count", "size_words"]
+__all__ = ["counted", "for_count", "in_frames", "size_words"]
 
 
 def for_count(n: int, noun: str, plural: str | None = None) -> str:
@@ -68,3 +68,10 @@ def size_words(n: int) -> str:
     if n >= 1e5:
         return f"{n / 1e6:.1f} MB"
     return f"{n / 1e3:.1f} kB" if n >= 1e3 else counted(n, "byte")
+
+
+def in_frames(text: str, axis_kind: str) -> str:
+    """``text``, words of the tool's own (no names the user gave: an image 'slice_02'
+    would be renamed), with its slices told as frames where ``axis_kind`` is "t" (the stack
+    is a time series), e.g. "No object on this frame."; as is for "z"."""
+    return text.replace("slice", "frame") if axis_kind == "t" else text

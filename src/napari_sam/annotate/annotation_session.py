@@ -623,7 +623,8 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, LastSave, Autosa
             objects = [ObjectMask(labels == i, None, self._volume_replaces.get(i, 0)) for i in keys]
             return objects, [None] * len(objects), keys
         if not self.previews:
-            raise UserError(nothing_to_commit(self.prompt_arrays(), self.live, self.current_z))
+            raise UserError(nothing_to_commit(self.prompt_arrays(), self.live, self.current_z,
+                                              self.axis_kind))  # (frames: a time series)
         refine = self._refine_id(None)
         objects = [ObjectMask(p.mask, p.z, refine if p.key == POINT_OBJECT else 0)
                    for p in self.previews]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_sam.words import counted, for_count
+from napari_sam.words import counted, for_count, in_frames
 
 __all__ = ["LIVE_OFF", "describe_commit", "edited_note", "nothing_to_commit"]
 
@@ -14,11 +14,12 @@ LIVE_OFF = ("Prompt kept; 'Live preview' is off, so nothing is decoded yet: pres
             "preview the object, then Shift+C to commit it.")
 
 
-def nothing_to_commit(prompt_arrays, live: bool, current_z) -> str:
+def nothing_to_commit(prompt_arrays, live: bool, current_z, axis_kind: str = "z") -> str:
     """Why a commit found no preview: no prompts, prompts on other slices only, or prompts not
     previewed yet (``prompt_arrays``: the session's (points (P, 3), point labels, boxes
     (N, 5)), z first; ``live``: whether 'Live preview' is on; ``current_z()``: the slice
-    shown). A user who clicked with the live preview off was told to click."""
+    shown; ``axis_kind`` "t": a time series, told in frames). A user who clicked with the
+    live preview off was told to click."""
     from napari_sam.trace import describe_slices
 
     points, _, boxes = prompt_arrays
@@ -27,11 +28,12 @@ def nothing_to_commit(prompt_arrays, live: bool, current_z) -> str:
     slices, z = sorted({int(round(v)) for v in [*points[:, 0], *boxes[:, 0]]}), current_z()
     if z not in slices:
         where = describe_slices(slices, True)
-        return (f"Not committed: nothing is previewed on this slice ({z}); the prompts are on "
-                f"{where}: go there to preview and commit them (Shift+D propagates them).")
+        return in_frames(f"Not committed: nothing is previewed on this slice ({z}); the "
+                         f"prompts are on {where}: go there to preview and commit them "
+                         "(Shift+D propagates them).", axis_kind)
     why = "'Live preview' is off" if not live else "its preview is not ready"
-    return (f"Not committed: the prompts have no preview yet ({why}). Press Shift+S to "
-            "preview them on this slice, check the mask, then Shift+C.")
+    return in_frames(f"Not committed: the prompts have no preview yet ({why}). Press Shift+S "
+                     "to preview them on this slice, check the mask, then Shift+C.", axis_kind)
 
 
 def edited_note(commit, redo: bool) -> str:

@@ -17,6 +17,7 @@ from napari_sam.annotation import (
     mask_prompt,
     slice_edges,
 )
+from napari_sam.words import in_frames
 
 from .commit_checks import refine_problem
 from .errors import UserError
@@ -195,12 +196,13 @@ class SlicePreview(StatusFollow):
         arrays = self.prompt_arrays()
         points = inside_image(*arrays, self.source.shape)[0]
         beside = outside_note(*arrays, self.source.shape).strip()
-        what = nothing_to_segment(points, z, self.refine, self.selected_label())
+        what = in_frames(nothing_to_segment(points, z, self.refine, self.selected_label()),
+                         self.axis_kind)  # (a time series: frames)
         return f"{beside} {what}" if beside else what
 
     def _preview_text(self) -> str:
         if not self.previews:
-            return "No object on this slice."
+            return in_frames("No object on this slice.", self.axis_kind)
         parts = []
         for p in self.previews:
             name = "point object" if p.key == POINT_OBJECT else f"box {p.key[1] + 1}"

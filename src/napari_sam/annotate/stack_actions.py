@@ -16,7 +16,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from napari_sam.words import counted
+from napari_sam.words import counted, in_frames
 
 from .commit_checks import volume_out_of_date
 from .errors import Refusal, UserError
@@ -209,11 +209,11 @@ class StackActions:
             text = (f"No prompts on this slice ({z}) to propagate; there are prompts on "
                     f"{where}: go there and propagate, or pick 'all objects with prompts' in "
                     "'Propagate' to propagate every prompted object.")
-            raise UserError(text.replace("slice", "frame") if self.axis_kind == "t" else text)
+            raise UserError(in_frames(text, self.axis_kind))
         if not objects:
-            raise UserError(
-                "No prompts to propagate: click the object (or draw a box) on this slice first."
-            )
+            raise UserError(in_frames(
+                "No prompts to propagate: click the object (or draw a box) on this slice first.",
+                self.axis_kind))
         refine = self._refine_id(None)
         prompts, replaces, keys = {}, {}, {}
         labels = self.target_labels() if refine else None
@@ -419,7 +419,7 @@ class StackActions:
         prep = self._prepare_gen(indices)
         accepts = inspect.signature(segment_everything).parameters
         accepts_progress = "progress" in accepts
-        what = "the stack" if whole_stack else "this slice"
+        what = "the stack" if whole_stack else in_frames("this slice", self.axis_kind)
 
         def gen():
             prepared = yield from prep
