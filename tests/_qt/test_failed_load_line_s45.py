@@ -10,7 +10,7 @@ import threading
 
 import numpy as np
 import pytest
-from sam_qt_helpers import blob_stack, use_predictor
+from sam_qt_helpers import blob_movie, blob_stack, canvas_click, held_model_load, use_predictor
 
 
 def _offline_model(monkeypatch, tmp_path) -> str:
@@ -69,3 +69,35 @@ def test_a_failed_download_while_the_time_slider_moves(make_widget, tiny_predict
     widget.wait()
     assert c.status.startswith("SAM now segments time point 2 of 5. Click on an object in "
                                "'movie'"), c.status
+
+
+def test_the_prompts_of_the_time_point_shown_while_a_model_loads_are_previewed_once_it_has(
+        make_widget, tiny_predictor, qtbot, monkeypatch):
+    """A point clicked at time point 1, the slider moved to 3, a model picked, and the slider
+    back at 1 while it loads: once loaded, the point was not previewed (no mask, the line
+    'SAM now segments time point 1 of 5. Click on an object ...' over the point clicked);
+    it is, as where no model loads."""
+    viewer, widget = make_widget(blob_movie(5), name="movie", sync=False, preload=False)
+    use_predictor(widget, tiny_predictor)
+    c = widget.controller
+    viewer.dims.set_current_step(0, 1)
+    widget.wait()
+    viewer.layers.selection.active = c.points_layer
+    canvas_click(viewer, 20, 20)
+    widget.wait()
+    assert len(c.previews) == 1, c.status
+    viewer.dims.set_current_step(0, 3)
+    widget.wait()
+    gate, entered = held_model_load(monkeypatch, c, tiny_predictor)
+    widget.preload = True
+    widget._on_preload()
+    qtbot.waitUntil(entered.is_set, timeout=60_000)
+    viewer.dims.set_current_step(0, 1)  # back to the point while the model loads
+    assert c.status == ("Time point 1 of 5 shown: SAM segments it once 'Computing SAM "
+                        "embeddings' is done."), c.status
+    gate.set()
+    qtbot.waitUntil(lambda: c.job is None and bool(c.previews), timeout=30_000)
+    widget.wait()
+    assert len(c.previews) == 1 and c.previews[0].mask.any()
+    assert c.status.startswith("SAM now segments time point 1 of 5. point object: score "), (
+        c.status)

@@ -166,12 +166,14 @@ class TimePoints:
         # with live preview, its prompts are previewed, after the line
         line = f"SAM now segments time point {t} of {src.n_times}."
         job = self.job  # a model that loads is let finish: said ready once it is (preload)
+        prompted = "slice" if self.live and len(points) + len(boxes) else None
         if job is not None and job.running and not job.cancelled:
+            if prompted:  # previewed once it is done ("SAM now segments ...", its scores)
+                self.after_setting(prompted, line)
             self.say(f"Time point {t} of {src.n_times} shown: SAM segments it once "
                      f"'{job.description}' is done.")
         else:
-            self.after_setting("slice" if self.live and len(points) + len(boxes) else None,
-                               line)
+            self.after_setting(prompted, line)
         # the dock embeds the slice shown at that time point, as it does for a new image
         # (the first click there waited for its embedding)
         self.time_point_shown.emit(line)
