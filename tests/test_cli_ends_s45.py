@@ -12,9 +12,8 @@ import time
 
 import pytest
 
-from cli_runner import cli
-from test_cli_races_s44 import closed_stdout_run
-from test_cli_resume_s43 import auto_argv, blob_folder, done_reason
+from test_cli_races_s44 import closed_stdout_run, ctrl_c_keeps_the_keep_work_mark
+from test_cli_resume_s43 import auto_argv, blob_folder
 
 pytestmark = pytest.mark.usefixtures("offline_cli")
 
@@ -83,22 +82,9 @@ def test_ctrl_c_before_a_blocked_job_added_anything_keeps_the_keep_work_mark(
     pytest.importorskip("distributed")
     from napari_sam.batch import distributed
 
-    data = blob_folder(tmp_path / "data", n=1, z=8)
-    argv = auto_argv(data / "b0.tif", tmp_path / "out", tiny_model, "--batch-size", "1",
-                     "--threads", "1", "--keep-work")
-    assert done_reason(argv, capsys)[0] == ""
-
-    def ctrl_c(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as patched:
-        patched.setattr(distributed, "prepare_auto_work", ctrl_c)
-        rc, _, err = cli([*argv, "--link-iou", "0.3", "--workers", "1", "--block-slices", "4"],
-                         capsys)
-    assert rc == 130, err
-    reason, _ = done_reason([*argv, "--link-iou", "0.3"], capsys)
-    assert reason == ("recomputed: parameters changed: link_iou 0.25 -> 0.3; reused: 8 of 8 "
-                      "slices from a finished run's work folder (--keep-work)")
+    ctrl_c_keeps_the_keep_work_mark(tmp_path, tiny_model, monkeypatch, capsys, distributed,
+                                    "prepare_auto_work", "--workers", "1", "--block-slices",
+                                    "4")
 
 
 def sleeper() -> subprocess.Popen:

@@ -85,14 +85,12 @@ def test_a_failed_job_keeps_the_keep_work_mark(tmp_path, tiny_model, monkeypatch
                       "slices from a finished run's work folder (--keep-work)")
 
 
-def test_ctrl_c_before_a_job_added_anything_keeps_the_keep_work_mark(tmp_path, tiny_model,
-                                                                    monkeypatch, capsys):
-    """``--keep-work``, then other linking options stopped by Ctrl-C while the model loads
-    (nothing added to the work folder yet): the mark was lost, and the rerun called the
-    slices a finished run kept "kept 8 of 8 slices an interrupted run finished". They are
-    still said as a finished run's."""
-    from napari_sam.batch import runners
-
+def ctrl_c_keeps_the_keep_work_mark(tmp_path, tiny_model, monkeypatch, capsys, module,
+                                    name: str, *options: str) -> None:
+    """``auto --keep-work`` on an 8-slice stack, then again with other linking options (and
+    ``options``) stopped by Ctrl-C raised from ``module.name`` before the job added anything
+    to its work folder (exit 130): the rerun must still say the slices are a finished run's
+    (the mark kept), not "kept 8 of 8 slices an interrupted run finished"."""
     data = blob_folder(tmp_path / "data", n=1, z=8)
     argv = auto_argv(data / "b0.tif", tmp_path / "out", tiny_model, "--batch-size", "1",
                      "--threads", "1", "--keep-work")
@@ -102,11 +100,24 @@ def test_ctrl_c_before_a_job_added_anything_keeps_the_keep_work_mark(tmp_path, t
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patched:
-        patched.setattr(runners, "get_model", ctrl_c)
-        assert cli([*argv, "--link-iou", "0.3"], capsys)[0] == 130
+        patched.setattr(module, name, ctrl_c)
+        rc, _, err = cli([*argv, "--link-iou", "0.3", *options], capsys)
+    assert rc == 130, err
     reason, _ = done_reason([*argv, "--link-iou", "0.3"], capsys)
     assert reason == ("recomputed: parameters changed: link_iou 0.25 -> 0.3; reused: 8 of 8 "
                       "slices from a finished run's work folder (--keep-work)")
+
+
+def test_ctrl_c_before_a_job_added_anything_keeps_the_keep_work_mark(tmp_path, tiny_model,
+                                                                    monkeypatch, capsys):
+    """``--keep-work``, then other linking options stopped by Ctrl-C while the model loads
+    (nothing added to the work folder yet): the mark was lost, and the rerun called the
+    slices a finished run kept "kept 8 of 8 slices an interrupted run finished". They are
+    still said as a finished run's."""
+    from napari_sam.batch import runners
+
+    ctrl_c_keeps_the_keep_work_mark(tmp_path, tiny_model, monkeypatch, capsys, runners,
+                                    "get_model")
 
 
 #: ``sitecustomize`` (``{flags}``: a folder for its flag files, ``{output}``: the output of
