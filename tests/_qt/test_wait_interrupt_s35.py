@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 
 import pytest
@@ -28,14 +27,14 @@ def test_interrupting_wait_cancels_the_running_job(make_widget, tiny_predictor, 
         for i in range(3000):
             steps.append(i)
             progress(i, 3000)
-            time.sleep(0.01)
+            if i == 5:  # the user's Interrupt, once the propagation surely runs (a timer
+                os.kill(os.getpid(), signal.SIGINT)  # of 1 s fired before it on a busy
+            time.sleep(0.01)  # machine: a bare KeyboardInterrupt, no job to cancel yet)
         raise AssertionError("ran to its end")
 
     monkeypatch.setattr(volume, "segment_volume", slow)
     canvas_click(viewer, 20, 20)
     c.propagate()
-    interrupt = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
-    interrupt.start()
     with pytest.raises(KeyboardInterrupt, match="'Propagating through the stack' was "
                                                 "cancelled; the dock is ready"):
         widget.wait()
