@@ -64,3 +64,28 @@ def test_a_plain_folder_given_as_an_image_is_named_a_folder(tmp_path):
     text = str(info.value)
     assert f"images: {folder} is a folder, not an image file or a zarr store" in text
     assert str(folder / "*.tif") in text
+
+
+def _ome_levels(path, data: np.ndarray, axes: str):
+    """An OME-Zarr group at ``path`` holding ``data`` (named ``axes``) at two resolution
+    levels (the second halves Y and X), as ome-zarr writers store an image."""
+    g = zarr.open_group(str(path), mode="w")
+    for level in range(2):
+        g.create_array(str(level), data=data[..., :: 2**level, :: 2**level])
+    kinds = {"t": "time", "c": "channel"}
+    g.attrs["multiscales"] = [{"version": "0.4", "axes": [
+        {"name": a, "type": kinds.get(a, "space")} for a in axes.lower()], "datasets": [
+        {"path": str(level), "coordinateTransformations": [{"type": "scale", "scale": [
+            1.0] * (len(axes) - 2) + [2.0**level] * 2}]} for level in range(2)]}]
+    return path
+
+
+def test_an_ome_zarr_of_one_time_point_is_trained_on_as_its_stack(zarr_pair, tmp_path):
+    """OME-Zarr keeps a size-1 time axis ((1, Z, Y, X), axes tzyx) that a TIFF reader would
+    squeeze: the stack was refused, 'labels shape (4, 48, 48) does not match image shape
+    (1, 4, 48, 48)'."""
+    _, lb, image, labels = zarr_pair
+    store = _ome_levels(tmp_path / "one_t.zarr", image[None], "TZYX")
+    (pair,) = load_pairs(str(store), str(lb))
+    np.testing.assert_array_equal(pair.image, image)  # level 0, full resolution
+    np.testing.assert_array_equal(pair.labels, labels)

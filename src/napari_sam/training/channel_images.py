@@ -36,7 +36,8 @@ def one_channel_words(path_text: str, axes: str, lb_name: str, *, label_file: bo
 def channels_last(path: Path, image: np.ndarray, labels_shape: tuple[int, ...], name: str,
                   lb_name: str, *, label_file: bool) -> np.ndarray:
     """``image`` (read from ``path`` as stored) in the order training takes, where it does
-    not fit labels of ``labels_shape`` because its file's metadata names a channel axis.
+    not fit labels of ``labels_shape`` because its file's metadata names a channel axis (or
+    axes of size 1 that its reader kept).
 
     Parameters
     ----------
@@ -54,8 +55,10 @@ def channels_last(path: Path, image: np.ndarray, labels_shape: tuple[int, ...], 
     Returns
     -------
     ndarray
-        ``image`` itself where it fits its labels or its file names no channel axis;
-        (Y, X, C) or (Z, Y, X, C) for 3 or 4 channels; (Y, X) or (Z, Y, X) for one.
+        ``image`` itself where it fits its labels or its file names no axes; else in the
+        standard layout (:func:`napari_sam.io.to_standard`): (Y, X, C) or (Z, Y, X, C) for
+        3 or 4 channels; (Y, X) or (Z, Y, X) for one, size-1 axes dropped (a zarr store
+        keeps them: an OME-Zarr (1, Z, Y, X) ``TZYX`` stack, which tifffile would squeeze).
 
     Raises
     ------
@@ -68,11 +71,14 @@ def channels_last(path: Path, image: np.ndarray, labels_shape: tuple[int, ...], 
     from napari_sam import io as nio
 
     axes = nio.file_axes(path)
-    if axes is None or "C" not in axes or len(axes) != image.ndim:
+    if axes is None or len(axes) != image.ndim:
         return image
-    channels = int(image.shape[axes.index("C")])
-    if channels in (1, 3, 4):
-        return np.asarray(nio.to_standard(image, axes)[0])
+    channels = int(image.shape[axes.index("C")]) if "C" in axes else 1
+    if channels in (1, 3, 4):  # (also a zarr store's size-1 axes: OME-Zarr's (1, Z, Y, X))
+        try:
+            return np.asarray(nio.to_standard(image, axes)[0])
+        except ValueError:  # (not one stack axis: the pair's check says what does not fit)
+            return image
     raise ValueError(
         f"{name} has {channels} channels (axes {axes} from its metadata, shape "
         f"{tuple(image.shape)}); training takes one channel (or an RGB image) and `train` has "
