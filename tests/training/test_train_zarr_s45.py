@@ -89,3 +89,22 @@ def test_an_ome_zarr_of_one_time_point_is_trained_on_as_its_stack(zarr_pair, tmp
     (pair,) = load_pairs(str(store), str(lb))
     np.testing.assert_array_equal(pair.image, image)  # level 0, full resolution
     np.testing.assert_array_equal(pair.labels, labels)
+
+
+def test_a_two_channel_zarr_store_is_told_a_line_that_reads_it(zarr_pair, tmp_path,
+                                                               monkeypatch):
+    """The line that saves the labelled channel read the store with tifffile.imread, which
+    reads no zarr store (a NotADirectoryError / 'not a TIFF file' for whoever ran it)."""
+    _, lb, image, labels = zarr_pair
+    store = _ome_levels(tmp_path / "two.zarr", np.stack([image, image[:, :, ::-1]]), "CZYX")
+    with pytest.raises(TrainingDataError) as info:
+        load_pairs(str(store), str(lb))
+    text = str(info.value)
+    assert f"{store} has 2 channels (axes CZYX from its metadata" in text, text
+    code = text.split("in Python: ", 1)[1].split("; then train", 1)[0]
+    assert f"read_image({str(store)!r}).data[0]" in code, code
+    monkeypatch.chdir(tmp_path)
+    exec(code, {})  # what the message says to run
+    (pair,) = load_pairs("channel0.tif", str(lb))
+    np.testing.assert_array_equal(pair.image, image)
+    np.testing.assert_array_equal(pair.labels, labels)

@@ -19,16 +19,23 @@ __all__ = ["channels_last", "one_channel_words"]
 
 def one_channel_words(path_text: str, axes: str, lb_name: str, *, label_file: bool,
                       what: str = "file") -> str:
-    """How to save channel 0 of the file at ``path_text`` (stored with ``axes``, one of them
-    ``C``) as a ``what`` ("file", "movie") of its own, and the train command (or, labels given as an array, not
-    ``label_file``, the Python call) to run on it with the same labels."""
+    """How to save channel 0 of the file (or zarr store: read with
+    :func:`napari_sam.io.read_image`) at ``path_text`` (stored with ``axes``, one of them
+    ``C``) as a ``what`` ("file", "movie") of its own, and the train command (or, labels
+    given as an array, not ``label_file``, the Python call) to run on it with the same
+    labels."""
+    from napari_sam import io as nio
+
     pick = "[" + ":, " * axes.index("C") + "0]"
     kept = axes.replace("C", "")
     then = (f"napari-sam train channel0.tif {shlex.quote(lb_name)} -o FILE.pt" if label_file
             else f"train('channel0.tif', labels) with the array you gave as {lb_name}")
+    store = nio.is_zarr_path(Path(path_text))  # (tifffile reads no zarr store)
+    imports = "import tifffile; " + ("from napari_sam.io import read_image; " if store else "")
+    read = f"read_image({path_text!r}).data" if store else f"tifffile.imread({path_text!r})"
     return (f"Save the channel to train on (the one you labelled) as a {what} of its own, e.g. "
-            "channel 0 in Python: import tifffile; tifffile.imwrite('channel0.tif', "
-            f"tifffile.imread({path_text!r}){pick}, photometric='minisblack', "
+            f"channel 0 in Python: {imports}tifffile.imwrite('channel0.tif', "
+            f"{read}{pick}, photometric='minisblack', "
             f"metadata={{'axes': {kept!r}}}); then "
             f"train on it with the same labels: {then}")
 
