@@ -91,3 +91,21 @@ def test_a_stack_without_named_channels_is_read_as_stored(tmp_path):
     tifffile.imwrite(lb, np.ones(blob_stack().shape[1:], np.uint16), photometric="minisblack")
     with pytest.raises(TrainingDataError, match="does not match image shape"):
         load_pairs(str(stack), str(lb))
+
+
+def test_two_channels_last_are_told_as_two_channels_first(tmp_path):
+    """A (Y, X, 2) TIFF (2 samples a pixel, axes YXS) took the shortcut for images whose
+    first axes fit the labels, and was refused with the old 'labels shape (48, 48) does not
+    match image shape (48, 48, 2)', without how to save one channel."""
+    image, labels = _stack_and_labels()
+    two = tmp_path / "two.tif"
+    tifffile.imwrite(two, np.stack([image[0], image[0, :, ::-1]], axis=-1),
+                     photometric="minisblack", planarconfig="contig", extrasamples=[0],
+                     metadata={"axes": "YXS"})
+    with pytest.raises(TrainingDataError) as info:
+        load_pairs([two], [labels[0]])
+    message = str(info.value)
+    assert message.startswith(f"{two} has 2 channels (axes YXC from its metadata, shape "
+                              "(48, 48, 2)); training takes one channel"), message
+    assert (f"tifffile.imread({str(two)!r})[:, :, 0], photometric='minisblack', "
+            "metadata={'axes': 'YX'})") in message, message

@@ -62,7 +62,8 @@ def channels_last(path: Path, image: np.ndarray, labels_shape: tuple[int, ...], 
     Returns
     -------
     ndarray
-        ``image`` itself where it fits its labels or its file names no axes; else in the
+        ``image`` itself where it fits its labels (channels last, 1, 3 or 4 of them) or its
+        file names no axes (2 channels last are refused as 2 first are); else in the
         standard layout (:func:`napari_sam.io.to_standard`): (Y, X, C) or (Z, Y, X, C) for
         3 or 4 channels; (Y, X) or (Z, Y, X) for one, size-1 axes dropped (a zarr store
         keeps them: an OME-Zarr (1, Z, Y, X) ``TZYX`` stack, which tifffile would squeeze).
@@ -72,8 +73,9 @@ def channels_last(path: Path, image: np.ndarray, labels_shape: tuple[int, ...], 
     ValueError
         2 or more than 4 channels: names them and says how to save the labelled one.
     """
-    fits = tuple(image.shape[: len(labels_shape)]) == tuple(labels_shape)
-    if fits:
+    labels_shape = tuple(labels_shape)
+    if image.shape == labels_shape or (image.shape[:-1] == labels_shape
+                                       and image.shape[-1] in (1, 3, 4)):  # (as trained on)
         return image
     from napari_sam import io as nio
 
