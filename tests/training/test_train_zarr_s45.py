@@ -108,3 +108,14 @@ def test_a_two_channel_zarr_store_is_told_a_line_that_reads_it(zarr_pair, tmp_pa
     (pair,) = load_pairs("channel0.tif", str(lb))
     np.testing.assert_array_equal(pair.image, image)
     np.testing.assert_array_equal(pair.labels, labels)
+
+
+def test_ome_zarr_labels_of_one_time_point_are_their_stack(zarr_pair, tmp_path):
+    """Labels in an OME-Zarr store keep a size-1 time axis ((1, Z, Y, X), axes tzyx): they
+    were refused as 'labels must be 2D (Y, X) or a 3D stack (Z, Y, X), got shape (1, 4, 48,
+    48); a movie of volumes ...' beside their (Z, Y, X) image."""
+    store, _, image, labels = zarr_pair
+    lb = _ome_levels(tmp_path / "labels.zarr", labels[None], "TZYX")
+    (pair,) = load_pairs(str(store), str(lb))
+    np.testing.assert_array_equal(pair.image, image)
+    np.testing.assert_array_equal(pair.labels, labels)

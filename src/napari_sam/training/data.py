@@ -113,6 +113,24 @@ def _read_array(path: Path) -> np.ndarray:
         ) from err
 
 
+def _store_labels(path: Path, labels: np.ndarray) -> np.ndarray:
+    """The labels read from the zarr store ``path`` without the size-1 axes its metadata
+    names (an OME-Zarr keeps a ``tzyx`` stack's time axis of 1: (1, Z, Y, X), which the TIFF
+    reader squeezes); ``labels`` as read otherwise (a file, axes not named, or not one
+    stack axis)."""
+    if not path.is_dir() or labels.ndim <= 3:
+        return labels
+    from napari_sam import io as nio
+
+    axes = nio.file_axes(path)
+    if axes is None or len(axes) != labels.ndim:
+        return labels
+    try:
+        return np.asarray(nio.to_standard(labels, axes)[0])
+    except ValueError:  # (a (T, Z, Y, X) movie's: the pair's check says what to give)
+        return labels
+
+
 def _is_zarr_store(path: Path) -> bool:
     """Whether ``path`` is a folder holding a zarr array or group (OME-Zarr included)."""
     from napari_sam import io as nio
@@ -513,7 +531,7 @@ def load_pairs(images, labels) -> list[ImagePair]:
             pairs.extend(movie)
             continue
         image = _read_array(im) if isinstance(im, Path) else np.asarray(im)
-        lab = _read_array(lb) if isinstance(lb, Path) else np.asarray(lb)
+        lab = _store_labels(lb, _read_array(lb)) if isinstance(lb, Path) else np.asarray(lb)
         name = im_name if im_name == lb_name else f"{im_name} / {lb_name}"
         if isinstance(im, Path):  # channels where its file's axes name them
             try:
