@@ -15,16 +15,16 @@ import threading
 
 import numpy as np
 import pytest
-from sam_qt_helpers import blob_stack, canvas_click, open_from_menu, use_predictor
+from sam_qt_helpers import blob_movie, blob_stack, canvas_click, open_from_menu, use_predictor
 from test_lazy_resume_lookup import _HeldHash
 
 
 @pytest.fixture
 def lazy_cells(make_napari_viewer, monkeypatch):
-    """``lazy_cells(looked_up) -> (viewer, widget, reads, ui)``: the dock opened on 'cells',
-    a dask array of a (6, 64, 64) stack whose hash reads off the UI thread wait for
-    ``reads.gate``; ``looked_up``: an image without a file was autosaved before, so picking
-    it starts the look-up of its session (held)."""
+    """``lazy_cells(looked_up, pixels=None) -> (viewer, widget, reads, ui)``: the dock opened
+    on 'cells', a dask array of a (6, 64, 64) stack (or ``pixels``, one chunk a slice) whose
+    hash reads off the UI thread wait for ``reads.gate``; ``looked_up``: an image without a
+    file was autosaved before, so picking it starts the look-up of its session (held)."""
     import dask
     import dask.array as da
 
@@ -33,13 +33,14 @@ def lazy_cells(make_napari_viewer, monkeypatch):
     monkeypatch.setitem(dask.config.config, "scheduler", "synchronous")  # reads: the caller's
     made = []
 
-    def make(looked_up: bool):
+    def make(looked_up: bool, pixels=None):
         if looked_up:
             memory_sessions_folder().mkdir(parents=True, exist_ok=True)
         ui = threading.get_ident()
-        reads = _HeldHash(blob_stack(), ui)
+        reads = _HeldHash(blob_stack() if pixels is None else pixels, ui)
         viewer = make_napari_viewer()
-        viewer.add_image(da.from_array(reads, chunks=(1, 64, 64)), name="cells")
+        chunks = (1,) * (reads.ndim - 2) + (64, 64)
+        viewer.add_image(da.from_array(reads, chunks=chunks), name="cells")
         _dock, widget = open_from_menu(viewer)
         widget.preload = False
         made.append(reads)
@@ -56,13 +57,13 @@ def _autosaves():
     return sorted(memory_sessions_folder().glob("*/image.sam-session.json"))
 
 
-def _commit(viewer, widget, predictor) -> np.ndarray:
-    """A click on slice 1 (decoded at once), committed with the dock's threaded jobs; the
-    committed labels."""
+def _commit(viewer, widget, predictor, axis: int = 0) -> np.ndarray:
+    """A click on slice 1 (decoded at once; ``axis``: the viewer's axis of the slices),
+    committed with the dock's threaded jobs; the committed labels."""
     c = widget.controller
     use_predictor(widget, predictor)
     c.sync = True
-    viewer.dims.set_point(0, 1)
+    viewer.dims.set_point(axis, 1)
     viewer.layers.selection.active = c.points_layer
     canvas_click(viewer, 20, 20)
     c.sync = False
@@ -150,3 +151,25 @@ def test_ticking_autosave_again_hashes_a_lazy_image_off_the_ui_thread(
     (saved,) = _autosaves()
     assert np.array_equal(S.read_session(saved).labels, committed)
     assert "autosaved in" in c.status, c.status
+
+
+def test_a_commit_during_the_look_up_is_autosaved_after_the_time_slider_moved(
+        lazy_cells, tiny_predictor, qtbot):
+    """A lazy movie: a commit made while the look-up read the pixels, then the time slider
+    moved before the look-up ended (the dock's source is then another time point's): the
+    commit was never autosaved (until a next commit, or the dock closing); it now is."""
+    from napari_sam import session as S
+
+    viewer, widget, reads, ui = lazy_cells(looked_up=True, pixels=blob_movie(5))
+    c = widget.controller
+    lookup = c._pixel_lookup
+    assert lookup is not None and lookup.running and c.source.time_point == 2
+    committed = _commit(viewer, widget, tiny_predictor, axis=1)  # (time point 2, slice 1)
+    assert _autosaves() == []
+    viewer.dims.set_point(0, 0)  # time point 0
+    assert c.source.time_point == 0
+    reads.gate.set()
+    qtbot.waitUntil(lambda: not lookup.running, timeout=30_000)
+    qtbot.waitUntil(lambda: len(_autosaves()) == 1, timeout=30_000)
+    (saved,) = _autosaves()
+    assert np.array_equal(S.read_session(saved).labels, committed)

@@ -65,9 +65,12 @@ class HashedAutosave:
     def lookup_ended(self, source) -> None:
         """(The look-up's, :mod:`.resume_lookup`.) The autosave waiting for ``source``'s
         hash: written (the look-up's result wrote it already, :meth:`after_lookup`), or,
-        the look-up having failed or been stopped, hashed by a job of its own."""
+        the look-up having failed or been stopped, hashed by a job of its own. Also where
+        the image's ``source`` was replaced meanwhile by one of the same image (a movie's
+        time slider moved: another image picked writes the waiting autosave first): its
+        commits were left unwritten until the next one."""
         super().lookup_ended(source)
-        if self._closed or self._autosave_waits is not source or self.source is not source:
+        if self._closed or self._autosave_waits is not source or self.source is None:
             return
         if self.looking_up(source):  # (a look-up of it started again: its end follows)
             return
