@@ -15,6 +15,7 @@ embedded, and an old count once they were (or once the image changed without a s
 from __future__ import annotations
 
 from napari_sam.annotate.errors import Refusal
+from napari_sam.words import in_frames
 
 __all__ = ["EmbeddingLine", "progress_words", "time_words"]
 
@@ -36,7 +37,7 @@ def progress_words(phase: str, done: int, total: int, n_slices: int,
         return f"embedding tiles {done}/{total}"
     if n_slices == 1:
         return f"embedding the slice {done}/{total}"
-    return f"embedding {'frames' if axis_kind == 't' else 'slices'} {done}/{total}"
+    return f"embedding {in_frames('slices', axis_kind)} {done}/{total}"
 
 
 class EmbeddingLine:

@@ -16,8 +16,9 @@ from qtpy.QtCore import QPointF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
-from napari_sam.annotate.stack_actions import STOP_WORDS
+from napari_sam.annotate.stack_actions import STOP_WORDS, TIME_WAYS
 from napari_sam.trace import describe_slices, slice_runs
+from napari_sam.words import in_frames
 
 __all__ = ["TracePlot", "TraceView"]
 
@@ -119,12 +120,12 @@ class TraceView(QWidget):
                 w.deleteLater()
         self.plots, self.flag_buttons, self.fix_buttons = [], [], []
 
-    def set_trace(self, trace: dict | None, time: bool = False) -> None:
-        """Show ``trace`` (None: a hint to propagate); ``time``: the stack is a time series,
-        told in frames, earlier and later (as the status line tells it), not slices, up
-        and down."""
-        unit = "frame" if time else "slice"
-        ways = {"up": "later", "down": "earlier"} if time else {}
+    def set_trace(self, trace: dict | None, axis_kind: str = "z") -> None:
+        """Show ``trace`` (None: a hint to propagate); ``axis_kind`` "t": the stack is a time
+        series, told in frames, earlier and later (as the status line tells it), not slices,
+        up and down."""
+        unit = in_frames("slice", axis_kind)
+        ways = TIME_WAYS if axis_kind == "t" else {}
         self._clear()
         objects = (trace or {}).get("objects") or []
         if not objects:
@@ -153,7 +154,7 @@ class TraceView(QWidget):
                 btn = QPushButton(f"{unit} {flag['slice']}: "
                                   f"{KIND_WORDS.get(flag['kind'], flag['kind'])}")
                 # (the trace's words are of slices: a time series is told in frames)
-                btn.setToolTip(flag["text"].replace("slice", unit))
+                btn.setToolTip(in_frames(flag["text"], axis_kind))
                 btn.setStyleSheet(f"text-align: left; color: {FLAG_COLOUR};")
                 btn.clicked.connect(lambda *_, z=flag["slice"]: self._on_jump(int(z)))
                 self.flag_buttons.append((btn, flag))

@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_sam.annotate.id_room import NEW_LAYER_ENTRY
+from napari_sam.words import in_frames
 
 from . import keys, layer_contrast, pyramid
 from . import layers as L
@@ -293,7 +294,7 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         self.controller.axis_kind = "t" if self._axis_kind.currentIndex() == 1 else "z"
         self._mark_stack_axis()
         # a time series is told in frames (its boxes said 'objects on this slice')
-        unit = "frame" if self.controller.axis_kind == "t" else "slice"
+        unit = in_frames("slice", self.controller.axis_kind)
         self._scope.setItemText(0, f"objects on this {unit}")
         self._auto_scope.setItemText(0, f"current {unit}")
         if hasattr(self, "_emb_line"):  # (the box is set before the line is made)
@@ -619,7 +620,7 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
             self._on_model_changed(key)
 
     def _on_trace_changed(self, trace):
-        self._trace.set_trace(trace, self.controller.axis_kind == "t")
+        self._trace.set_trace(trace, self.controller.axis_kind)
 
     @guarded
     def _on_trace_jump(self, z: int):

@@ -26,7 +26,7 @@ import threading
 from collections.abc import Generator
 
 from napari_sam.annotation import decode_slice
-from napari_sam.words import counted
+from napari_sam.words import counted, in_frames
 
 from .jobs import Phase
 from .memory_checks import embedding_problem
@@ -65,8 +65,7 @@ class ClickFirst:
             if pause is not None and pause.is_set() and getattr(result[4], "stopped", False):
                 return  # it made way for a click, whose preview follows
             n = len(result[4]) if indices is None else len(list(indices))
-            unit = "frame" if self.axis_kind == "t" else "slice"  # (a time series')
-            self._say(f"Embeddings ready ({counted(n, unit)}"
+            self._say(f"Embeddings ready ({counted(n, in_frames('slice', self.axis_kind))}"
                       f"{self.tiling_note(result[4])}).")
 
         job = self.start_job(gen, EMBEDDING_DESCRIPTION, done, then=then)

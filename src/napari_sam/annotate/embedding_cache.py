@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_sam.words import in_frames
+
 __all__ = ["EmbeddingCache", "Sam2SliceEmbeddings", "describe_embedded", "describe_tiling",
            "missing_slices", "new_embeddings"]
 
@@ -41,7 +43,7 @@ def describe_embedded(done: int, n: int, tiling=None, sam2_kept: int | None = No
     propagating again, e.g. "2 of 6 slices embedded for clicks; 6 of 6 kept for propagating
     again"."""
     tiled = f" in {len(tiling)} tiles" if tiling is not None else ""
-    unit = "frames" if axis_kind == "t" else "slices"
+    unit = in_frames("slices", axis_kind)
     if n == 1:
         return f"embedded{tiled}" if done else "not embedded yet"
     if sam2_kept is None:

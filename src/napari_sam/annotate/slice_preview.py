@@ -270,7 +270,7 @@ class SlicePreview(StatusFollow):
         if not others:
             return ""
         where = ", ".join(str(k) for k in sorted([*others, z]))
-        what = "frames" if self.axis_kind == "t" else "slices"
+        what = in_frames("slices", self.axis_kind)
         return (f" Its points on {what} {where} make one object (Propagate carries it through "
                 "them); for two objects, remove this point, commit the first object, then "
                 "click the next.")

@@ -51,6 +51,8 @@ STOP_WORDS = {
 }
 #: The words of :data:`STOP_WORDS` that differ for a time series (*Stack axis is: t*).
 TIME_STOP_WORDS = {"edge": "end of the series", "max_slices": "frame limit"}
+#: a time series' directions: "up" (higher slice indices) is later
+TIME_WAYS = {"up": "later", "down": "earlier"}
 
 
 def describe_stops(stop_reasons: dict[int, dict[str, str]],
@@ -66,10 +68,10 @@ def describe_stops(stop_reasons: dict[int, dict[str, str]],
     base = {**STOP_WORDS, **(TIME_STOP_WORDS if time else {})}
     if len(stop_reasons) == 1:
         (reasons,) = stop_reasons.values()
-        unit = "frames" if time else "slices"
+        unit = in_frames("slices", "t" if time else "z")
         words = {**base,
                  "absent": f"the model found the object absent on {absent_slices} {unit}"}
-        names = {"up": "later", "down": "earlier"} if time else {"up": "up", "down": "down"}
+        names = TIME_WAYS if time else {"up": "up", "down": "down"}
         return ", ".join(f"{names[d]}: {words.get(reasons[d], reasons[d])}"
                          for d in ("up", "down") if d in reasons)
     words = {**base, "absent": "found absent"}

@@ -6,6 +6,8 @@ removal of the last prompt (the line about the kept prompts goes). A mixin of
 
 from __future__ import annotations
 
+from napari_sam.words import in_frames
+
 from .commit_words import LIVE_OFF
 
 __all__ = ["StatusFollow", "moved_away"]
@@ -66,6 +68,5 @@ class StatusFollow:
             if self.status != self.preview_status:
                 self._say(self.preview_status)
             return
-        unit = "frame" if self.axis_kind == "t" else "slice"
-        self._say(moved_away(at, z, unit))
+        self._say(moved_away(at, z, in_frames("slice", self.axis_kind)))
         self._away_status = self.status
