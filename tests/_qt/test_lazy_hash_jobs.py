@@ -173,3 +173,27 @@ def test_a_commit_during_the_look_up_is_autosaved_after_the_time_slider_moved(
     qtbot.waitUntil(lambda: len(_autosaves()) == 1, timeout=30_000)
     (saved,) = _autosaves()
     assert np.array_equal(S.read_session(saved).labels, committed)
+
+
+def test_picking_another_image_stops_the_autosave_hash_of_the_image_left(
+        lazy_cells, tiny_predictor, qtbot, notifications):
+    """A commit's autosave waiting for a worker's hash is written (hashing on the UI thread)
+    when another image is picked: the worker read on to the last sampled slice for nothing;
+    it now stops at the next one."""
+    viewer, widget, reads, ui = lazy_cells(looked_up=False)
+    c = widget.controller
+    committed = _commit(viewer, widget, tiny_predictor)
+    held = c._hash_job
+    assert held is not None and held.running and _autosaves() == []
+    viewer.add_image(blob_stack(seed=1), name="other")
+    widget._image.setCurrentIndex(widget._image.findData("other"))
+    assert c.image_layer.name == "other"
+    (saved,) = _autosaves()  # written as 'cells' was left
+    reads.gate.set()
+    qtbot.waitUntil(lambda: not held.running, timeout=10_000)
+    assert _off_ui(reads, ui) <= 1  # the slice under way (was: all 6)
+    assert held.cancelled and not held.succeeded and held.error is None
+    assert not notifications, notifications
+    from napari_sam import session as S
+
+    assert np.array_equal(S.read_session(saved).labels, committed)

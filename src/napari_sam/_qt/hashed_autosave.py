@@ -13,9 +13,11 @@ own. Until then the commits are in memory only: napari killed meanwhile loses
 them (as it loses those of an autosave write under way, :mod:`napari_sam.annotate.
 autosave_writer`). What reads or replaces the autosave file (saving, loading, resuming, a
 new labels target, waiting for the autosave as napari quits), another image picked and the
-dock closing write the waiting autosave first, hashing on the UI thread if still needed;
-the dock closing then stops the worker's read at its next slice (:meth:`HashedAutosave.
-cancel_pixel_reads`): it read on to its end, for nothing, and napari's exit waited for it.
+dock closing write the waiting autosave first, hashing on the UI thread if still needed
+(the autosave's worker then stops at its next slice: it read on, for nothing, after another
+image was picked); the dock closing also stops the look-up's read at its next slice
+(:meth:`HashedAutosave.cancel_pixel_reads`): it read on to its end, for nothing, and
+napari's exit waited for it.
 """
 
 from __future__ import annotations
@@ -111,6 +113,9 @@ class HashedAutosave:
         if waits is None or (source is not None and waits is not source):
             return
         self._autosave_waits = None
+        job = self._hash_job
+        if job is not None and job.running and not S.image_hash_known(self.hashed_stack()):
+            job.cancel()  # (read here now: its read, for nothing, stops at its next slice)
         self._hashing_here = True
         try:
             self.autosave_now()
