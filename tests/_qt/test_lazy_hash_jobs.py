@@ -77,6 +77,15 @@ def _off_ui(reads, ui) -> int:
     return len([t for t in reads.threads if t != ui])
 
 
+def _stopped_at_next_slice(qtbot, reads, ui, held) -> None:
+    """The held reads let go: the job ``held`` ends, stopped (not failed) after reading at
+    most the slice under way off the UI thread (all 6 when it read on)."""
+    reads.gate.set()
+    qtbot.waitUntil(lambda: not held.running, timeout=10_000)
+    assert _off_ui(reads, ui) <= 1
+    assert held.cancelled and not held.succeeded and held.error is None
+
+
 @pytest.mark.parametrize("job", ["lookup", "autosave"])
 def test_closing_the_dock_stops_a_hash_read_at_the_next_slice(
         lazy_cells, tiny_predictor, qtbot, notifications, job):
@@ -92,10 +101,7 @@ def test_closing_the_dock_stops_a_hash_read_at_the_next_slice(
     widget.close()  # (the autosave: written here, hashing on the UI thread)
     written = [(p, p.stat().st_mtime_ns) for p in _autosaves()]
     assert len(written) == (job == "autosave")
-    reads.gate.set()
-    qtbot.waitUntil(lambda: not held.running, timeout=10_000)
-    assert _off_ui(reads, ui) <= 1  # the slice under way when it closed (was: all 6)
-    assert held.cancelled and not held.succeeded and held.error is None
+    _stopped_at_next_slice(qtbot, reads, ui, held)  # (the slice under way when it closed)
     qtbot.wait(100)
     assert [(p, p.stat().st_mtime_ns) for p in _autosaves()] == written
     assert not notifications, notifications
@@ -189,10 +195,7 @@ def test_picking_another_image_stops_the_autosave_hash_of_the_image_left(
     widget._image.setCurrentIndex(widget._image.findData("other"))
     assert c.image_layer.name == "other"
     (saved,) = _autosaves()  # written as 'cells' was left
-    reads.gate.set()
-    qtbot.waitUntil(lambda: not held.running, timeout=10_000)
-    assert _off_ui(reads, ui) <= 1  # the slice under way (was: all 6)
-    assert held.cancelled and not held.succeeded and held.error is None
+    _stopped_at_next_slice(qtbot, reads, ui, held)
     assert not notifications, notifications
     from napari_sam import session as S
 
