@@ -114,8 +114,9 @@ class HashedAutosave:
             return
         self._autosave_waits = None
         job = self._hash_job
-        if job is not None and job.running and not S.image_hash_known(self.hashed_stack()):
-            job.cancel()  # (read here now: its read, for nothing, stops at its next slice)
+        if job is not None and job.running and (
+                self.source is None or not S.image_hash_known(self.hashed_stack())):
+            job.cancel()  # (read here now, or no image: its read stops at its next slice)
         self._hashing_here = True
         try:
             self.autosave_now()
