@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_sam.io import is_zarr_path as _zarr_path
 from napari_sam.preprocess import (
     DEFAULT_PERCENTILES,
     ResizeSpec,
@@ -99,7 +100,7 @@ def _read_array(path: Path) -> np.ndarray:
     try:
         if path.suffix.lower() in _ARRAY_SUFFIXES:
             return np.load(path, allow_pickle=False)
-        if path.is_dir():  # a zarr store (:func:`_is_zarr_store`): its full-resolution array
+        if path.is_dir():  # a zarr store (`_expand` let no other folder by): full resolution
             from napari_sam import io as nio
 
             return np.asarray(nio.read_image(path).data)
@@ -129,13 +130,6 @@ def _store_labels(path: Path, labels: np.ndarray) -> np.ndarray:
         return np.asarray(nio.to_standard(labels, axes)[0])
     except ValueError:  # (a (T, Z, Y, X) movie's: the pair's check says what to give)
         return labels
-
-
-def _is_zarr_store(path: Path) -> bool:
-    """Whether ``path`` is a folder holding a zarr array or group (OME-Zarr included)."""
-    from napari_sam import io as nio
-
-    return path.is_dir() and nio.is_zarr_path(path)
 
 
 def _is_glob(spec) -> bool:
@@ -174,7 +168,7 @@ def _expand(spec, what: str) -> list[tuple[np.ndarray | Path, str]]:
                 out.extend((Path(m), m) for m in matches)
             else:
                 p = Path(text).expanduser()
-                if p.is_dir() and not _is_zarr_store(p):
+                if p.is_dir() and not _zarr_path(p):
                     raise TrainingDataError(
                         f"{what}: {p} is a folder, not an image file or a zarr store: give "
                         f"the files in it (a quoted glob such as \"{p / '*.tif'}\")")
