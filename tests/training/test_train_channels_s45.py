@@ -48,10 +48,11 @@ def test_a_two_channel_hyperstack_says_how_to_train_on_one_channel(tmp_path, tin
     code = line.split("in Python: ", 1)[1].split("; then train", 1)[0]
     assert code.endswith("[:, 0], photometric='minisblack', metadata={'axes': 'ZYX'})"), code
     command = shlex.split(line.split("with the same labels: ", 1)[1])
-    assert command == ["napari-sam", "train", "channel0.tif", str(lb), "-o", "FILE.pt"], line
+    one = d / "stack_channel0.tif"  # (beside the image: s46)
+    assert command == ["napari-sam", "train", str(one), str(lb), "-o", "FILE.pt"], line
     monkeypatch.chdir(tmp_path)
     exec(code, {})  # what the message says to run
-    np.testing.assert_array_equal(tifffile.imread(tmp_path / "channel0.tif"), image)
+    np.testing.assert_array_equal(tifffile.imread(one), image)
     out = tmp_path / "m.pt"
     rc, _, err = cli(tiny_train_argv(*command[2:4], out, tiny_model), capsys)
     assert rc == 0 and out.is_file(), err
@@ -79,7 +80,8 @@ def test_labels_given_as_an_array_get_the_python_call(tmp_path):
     with pytest.raises(TrainingDataError) as info:
         load_pairs([stack], [labels])
     message = str(info.value)
-    assert message.endswith("then train on it with the same labels: train('channel0.tif', "
+    one = str(tmp_path / "stack_channel0.tif")
+    assert message.endswith(f"then train on it with the same labels: train({one!r}, "
                             "labels) with the array you gave as labels[0]"), message
 
 

@@ -167,10 +167,11 @@ def test_a_multichannel_movie_says_so_and_how_to_save_one_channel(tmp_path, tiny
     code = line.split("in Python: ", 1)[1].split("; then train", 1)[0]
     assert code.endswith("[:, :, 0], photometric='minisblack', metadata={'axes': 'TZYX'})"), code
     command = shlex.split(line.split("with the same labels: ", 1)[1])  # as the shell reads it
-    assert command == ["napari-sam", "train", "channel0.tif", str(labels), "-o", "FILE.pt"], line
+    one = d / "movie_channel0.tif"  # (beside the movie: s46)
+    assert command == ["napari-sam", "train", str(one), str(labels), "-o", "FILE.pt"], line
     monkeypatch.chdir(tmp_path)
     exec(code, {})  # what the message says to run
-    assert np.array_equal(tifffile.imread(tmp_path / "channel0.tif"), two[:, :, 0])
+    assert np.array_equal(tifffile.imread(one), two[:, :, 0])
     out = tmp_path / "m.pt"
     rc, _, err = cli(tiny_train_argv(*command[2:4], out, tiny_model), capsys)
     assert rc == 0 and out.is_file(), err
@@ -209,6 +210,7 @@ def test_a_multichannel_movie_with_labels_given_as_an_array_says_the_python_call
         load_pairs([movie], [_movie_labels()])
     message = str(info.value)
     assert message.startswith(f"{movie} is a multichannel movie: {T} time points"), message
-    assert message.endswith("; then train on it with the same labels: train('channel0.tif', "
+    one = str(tmp_path / "movie_channel0.tif")
+    assert message.endswith(f"; then train on it with the same labels: train({one!r}, "
                             "labels) with the array you gave as labels[0]"), message
     assert "napari-sam train" not in message, message

@@ -105,7 +105,7 @@ def test_a_two_channel_zarr_store_is_told_a_line_that_reads_it(zarr_pair, tmp_pa
     assert f"read_image({str(store)!r}).data[0]" in code, code
     monkeypatch.chdir(tmp_path)
     exec(code, {})  # what the message says to run
-    (pair,) = load_pairs("channel0.tif", str(lb))
+    (pair,) = load_pairs(str(tmp_path / "two_channel0.tif"), str(lb))  # (beside the store)
     np.testing.assert_array_equal(pair.image, image)
     np.testing.assert_array_equal(pair.labels, labels)
 

@@ -1,20 +1,87 @@
-"""Training images whose file's metadata names a channel axis (``C``): training takes a grey
-image or an RGB(A) one with its channels last, and reads other files as stored, so a
-(C, Z, Y, X) or ImageJ (Z, C, Y, X) stack did not fit its labels ("labels shape (Z, Y, X)
-does not match image shape (Z, 2, Y, X)"). Here an image of 3 or 4 channels is put in the
-order training takes ((Z, Y, X, C), as ``auto`` reads it), and one of 2 or more than 4
-channels is refused with how to save the channel that was labelled; ``train`` has no channel
-option (``auto`` and ``segment`` take ``--channel N``).
+"""Training images with a channel axis: training takes a grey image or an RGB(A) one with
+its channels last, and reads other files as stored, so a (C, Z, Y, X) or ImageJ
+(Z, C, Y, X) stack did not fit its labels ("labels shape (Z, Y, X) does not match image
+shape (Z, 2, Y, X)"). Where the file's metadata names a channel axis (``C``), an image of 3
+or 4 channels is put in the order training takes ((Z, Y, X, C), as ``auto`` reads it), and
+one of 2 or more than 4 channels is refused with how to save the channel that was labelled;
+where it names none (a TIFF written without axes, a ``.npy``), an axis whose removal gives
+the labels' shape is named as a likely channel axis, with the same advice
+(:func:`channel_axis_words`). ``train`` has no channel option (``auto`` and ``segment``
+take ``--channel N``).
+
+The advised line writes a file that does not exist yet, beside the image
+(:func:`channel_file`): following the advice never overwrites a file the user has.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["channels_last", "one_channel_words"]
+__all__ = ["channel_axis", "channel_axis_words", "channel_file", "channels_last",
+           "one_channel_words", "shell_word"]
+
+
+def shell_word(text: str, *, windows: bool | None = None) -> str:
+    """``text`` quoted as one word for this system's shell: ``shlex.quote`` on POSIX,
+    double quotes as ``subprocess.list2cmdline`` writes them on Windows (``cmd.exe`` does
+    not read single quotes); ``windows`` None: whether this is Windows (``os.name``)."""
+    if os.name == "nt" if windows is None else windows:
+        return subprocess.list2cmdline([text])
+    return shlex.quote(text)
+
+
+def channel_file(image: Path, channel: int = 0) -> Path:
+    """A path that does not exist yet for channel ``channel`` of ``image`` saved as a TIFF of
+    its own: beside ``image`` (a file, or a zarr store: beside the store), named from its
+    stem, ``<stem>_channel0.tif``, else ``<stem>_channel0-2.tif``, ``-3`` ... (as existence
+    is now: a path the advice names never overwrites a file the user has)."""
+    image = Path(image)
+    stem = image.stem
+    if stem.lower().endswith(".ome") and len(stem) > 4:  # (stack.ome.tif, plate.ome.zarr)
+        stem = stem[:-4]
+    path = image.parent / f"{stem}_channel{channel}.tif"
+    n = 2
+    while os.path.lexists(path):
+        path = image.parent / f"{stem}_channel{channel}-{n}.tif"
+        n += 1
+    return path
+
+
+def _reader(path: Path) -> tuple[str, str]:
+    """The imports and the Python expression that read ``path`` as training reads it
+    (as stored): ``tifffile.imread``, ``numpy.load`` for a ``.npy``, ``read_image`` for a
+    zarr store (tifffile reads no zarr store)."""
+    from napari_sam import io as nio
+
+    if nio.is_zarr_path(path):
+        return ("import tifffile; from napari_sam.io import read_image; ",
+                f"read_image({str(path)!r}).data")
+    if path.suffix.lower() == ".npy":
+        return "import numpy, tifffile; ", f"numpy.load({str(path)!r})"
+    return "import tifffile; ", f"tifffile.imread({str(path)!r})"
+
+
+def save_channel_words(path: Path, pick: str, kept: str, lb_name: str, *, label_file: bool,
+                       what: str = "file") -> str:
+    """How to save channel 0 of the image at ``path`` (indexed with ``pick``, e.g.
+    ``"[:, 0]"``; ``kept`` the axes left) as a ``what`` of its own at a new path beside it
+    (:func:`channel_file`), and the train command (or, labels given as an array, not
+    ``label_file``, the Python call) to run on it with the same labels."""
+    out = channel_file(path)
+    then = (f"napari-sam train {shell_word(str(out))} {shell_word(lb_name)} -o FILE.pt"
+            if label_file else
+            f"train({str(out)!r}, labels) with the array you gave as {lb_name}")
+    imports, read = _reader(path)
+    return (f"Save the channel to train on (the one you labelled) as a {what} of its own, e.g. "
+            f"channel 0 in Python: {imports}tifffile.imwrite({str(out)!r}, "
+            f"{read}{pick}, photometric='minisblack', "
+            f"metadata={{'axes': {kept!r}}}); then "
+            f"train on it with the same labels: {then}")
 
 
 def one_channel_words(path_text: str, axes: str, lb_name: str, *, label_file: bool,
@@ -23,21 +90,52 @@ def one_channel_words(path_text: str, axes: str, lb_name: str, *, label_file: bo
     :func:`napari_sam.io.read_image`) at ``path_text`` (stored with ``axes``, one of them
     ``C``) as a ``what`` ("file", "movie") of its own, and the train command (or, labels
     given as an array, not ``label_file``, the Python call) to run on it with the same
-    labels."""
-    from napari_sam import io as nio
-
+    labels (:func:`save_channel_words`)."""
     pick = "[" + ":, " * axes.index("C") + "0]"
-    kept = axes.replace("C", "")
-    then = (f"napari-sam train channel0.tif {shlex.quote(lb_name)} -o FILE.pt" if label_file
-            else f"train('channel0.tif', labels) with the array you gave as {lb_name}")
-    store = nio.is_zarr_path(Path(path_text))  # (tifffile reads no zarr store)
-    imports = "import tifffile; " + ("from napari_sam.io import read_image; " if store else "")
-    read = f"read_image({path_text!r}).data" if store else f"tifffile.imread({path_text!r})"
-    return (f"Save the channel to train on (the one you labelled) as a {what} of its own, e.g. "
-            f"channel 0 in Python: {imports}tifffile.imwrite('channel0.tif', "
-            f"{read}{pick}, photometric='minisblack', "
-            f"metadata={{'axes': {kept!r}}}); then "
-            f"train on it with the same labels: {then}")
+    return save_channel_words(Path(path_text), pick, axes.replace("C", ""), lb_name,
+                              label_file=label_file, what=what)
+
+
+def channel_axis(image_shape: tuple[int, ...], labels_shape: tuple[int, ...]) -> int | None:
+    """The axis of an image of ``image_shape`` that looks like a channel axis beside labels
+    of ``labels_shape``: the one extra axis whose removal gives the labels' shape (not a
+    last one of 3 or 4, read as RGB(A)); None where there is none."""
+    image_shape, labels_shape = tuple(image_shape), tuple(labels_shape)
+    if len(image_shape) != len(labels_shape) + 1 or len(labels_shape) not in (2, 3):
+        return None
+    for axis in range(len(image_shape)):
+        if image_shape[:axis] + image_shape[axis + 1:] != labels_shape:
+            continue
+        if axis == len(labels_shape) and image_shape[axis] in (1, 3, 4):
+            return None  # (channels last, as trained on: not this mismatch)
+        return axis
+    return None
+
+
+def channel_axis_words(image_shape: tuple[int, ...], labels_shape: tuple[int, ...],
+                       source: Path | str, lb_name: str, *, label_file: bool) -> str:
+    """What to add to "labels shape ... does not match image shape ..." where the image has
+    a channel axis its file does not name (:func:`channel_axis`): the axis and its number
+    of channels, and how to train on one of them: for a file (``source`` a Path, read as
+    stored) the line that saves channel 0 beside it and the train command; for an array
+    (``source`` its name, e.g. ``images[0]``) the index to give. "" where there is none."""
+    axis = channel_axis(image_shape, labels_shape)
+    if axis is None:
+        return ""
+    n = int(image_shape[axis])
+    pick = "[" + ":, " * axis + "0]"
+    words = f"; axis {axis} of the image (size {n}) looks like a channel axis of {n} channels"
+    if len(labels_shape) == 2 and axis == 0:
+        words += (f" (if it is a stack of {n} slices instead, give labels for the whole "
+                  "stack, (Z, Y, X))")
+    if not isinstance(source, Path):
+        return (f"{words}; training takes one channel (or an RGB image): give the channel "
+                f"you labelled as the image, e.g. {source}{pick}")
+    words += ("; training takes one channel (or an RGB image) and `train` has no channel "
+              "option")
+    kept = "ZYX"[-len(labels_shape):]
+    return (f"{words}. "
+            + save_channel_words(source, pick, kept, lb_name, label_file=label_file))
 
 
 def channels_last(path: Path, image: np.ndarray, labels_shape: tuple[int, ...], name: str,

@@ -32,7 +32,7 @@ from napari_sam.preprocess import (
     smooth_before_enlarging,
     to_uint8_rgb,
 )
-from napari_sam.training.channel_images import channels_last
+from napari_sam.training.channel_images import channel_axis_words, channels_last
 from napari_sam.words import for_count
 
 __all__ = ["GRAIN_PIXELS", "MIN_OBJECT_PIXELS", "SPECKLE_PIXELS", "SPLIT_PIECES_PER_ID",
@@ -185,7 +185,12 @@ def _expand(spec, what: str) -> list[tuple[np.ndarray | Path, str]]:
     return out
 
 
-def _check_pair(image: np.ndarray, labels: np.ndarray, name: str, labels_name: str) -> None:
+def _check_pair(image: np.ndarray, labels: np.ndarray, name: str, labels_name: str, *,
+                source: Path | str | None = None, label_file: bool = False) -> None:
+    """Refuse a pair training cannot take, naming ``name`` (``labels_name``: the labels).
+    ``source`` is the image's file (read as stored) or, given as an array, its name: a shape
+    mismatch from a channel axis then says how to train on one channel
+    (:func:`channel_axis_words`; ``label_file``: the labels are a file); None: no advice."""
     if labels.dtype.kind == "f" and not _whole_numbers(labels):
         raise TrainingDataError(
             f"{name}: the label image {labels_name} holds values that are not whole numbers "
@@ -213,6 +218,8 @@ def _check_pair(image: np.ndarray, labels: np.ndarray, name: str, labels_name: s
             f"{name}: labels shape {labels.shape} does not match image shape {image.shape} "
             "(expected the same (Y, X) / (Z, Y, X), with an optional trailing channel axis "
             "of 1, 3 or 4 on the image)"
+            + ("" if source is None else channel_axis_words(
+                image.shape, labels.shape, source, labels_name, label_file=label_file))
         )
     if labels.size == 0:
         raise TrainingDataError(f"{name}: the label image is empty (shape {labels.shape})")
@@ -527,13 +534,16 @@ def load_pairs(images, labels) -> list[ImagePair]:
         image = _read_array(im) if isinstance(im, Path) else np.asarray(im)
         lab = _store_labels(lb, _read_array(lb)) if isinstance(lb, Path) else np.asarray(lb)
         name = im_name if im_name == lb_name else f"{im_name} / {lb_name}"
+        source = im if isinstance(im, Path) else im_name  # (for a channel axis's advice)
         if isinstance(im, Path):  # channels where its file's axes name them
             try:
+                stored = image
                 image = channels_last(im, image, lab.shape, im_name, lb_name,
                                       label_file=isinstance(lb, Path))
+                source = im if image is stored else None  # (reordered: not the file's)
             except ValueError as exc:
                 raise TrainingDataError(str(exc)) from None
-        _check_pair(image, lab, name, lb_name)
+        _check_pair(image, lab, name, lb_name, source=source, label_file=isinstance(lb, Path))
         pairs.append(ImagePair(image, lab, name))
     return pairs
 

@@ -1,0 +1,167 @@
+"""The advice `train` gives for an image of several channels (s45) wrote ``channel0.tif``
+in the working directory: following it overwrote a ``channel0.tif`` already there (a file
+the user had). It now names a new file beside the image (``<stem>_channel0.tif``, else
+``-2``, ...), quoted for the shell in the train command. And an image whose file names no
+axes (a raw (Z, 2, Y, X) TIFF, a .npy) beside (Z, Y, X) labels got only "labels shape ...
+does not match image shape ..."; the axis that looks like a channel axis is now named, with
+the same advice."""
+
+from __future__ import annotations
+
+import shlex
+
+import numpy as np
+import pytest
+import tifffile
+
+from cli_runner import cli, error_line, tiny_train_argv
+from napari_sam.training.data import TrainingDataError, load_pairs
+
+Z = 4
+
+
+def _stack_and_labels() -> tuple[np.ndarray, np.ndarray]:
+    """(Z, 48, 48) uint16 squares and their (Z, 48, 48) labels: two objects a slice."""
+    image = np.full((Z, 48, 48), 100, np.uint16)
+    labels = np.zeros((Z, 48, 48), np.uint16)
+    for i, (r, c) in enumerate(((8, 8), (28, 26)), start=1):
+        image[:, r : r + 12, c : c + 12] = 900 * i
+        labels[:, r : r + 12, c : c + 12] = i
+    return image, labels
+
+
+def _advice(line: str) -> tuple[str, list[str]]:
+    """The Python line and the train command (as the shell reads it) the message advises."""
+    code = line.split("in Python: ", 1)[1].split("; then train", 1)[0]
+    return code, shlex.split(line.split("with the same labels: ", 1)[1])
+
+
+def test_the_advised_file_is_new_and_beside_the_image(tmp_path, tiny_model, capsys,
+                                                      monkeypatch):
+    """With ``channel0.tif`` in the working directory and ``stack_channel0.tif`` beside the
+    image, the advice names ``stack_channel0-2.tif``: running it touches neither, and the
+    advised command (in a folder whose name has a space) trains."""
+    image, labels = _stack_and_labels()
+    d = tmp_path / "my data"
+    d.mkdir()
+    stack = d / "stack.tif"
+    two = np.stack([image, image[:, :, ::-1]], axis=1)  # Z, C, Y, X
+    tifffile.imwrite(stack, two, imagej=True, metadata={"axes": "ZCYX"})
+    lb = d / "stack_labels.tif"
+    tifffile.imwrite(lb, labels, photometric="minisblack")
+    work = tmp_path / "work"
+    work.mkdir()
+    theirs = {work / "channel0.tif": b"an earlier image's channel",
+              d / "stack_channel0.tif": b"one saved before"}
+    for path, data in theirs.items():
+        path.write_bytes(data)
+    monkeypatch.chdir(work)
+    rc, _, err = cli(tiny_train_argv(stack, lb, tmp_path / "m.pt", tiny_model), capsys)
+    line = error_line(err)
+    assert rc == 2, err
+    code, command = _advice(line)
+    new = d / "stack_channel0-2.tif"
+    assert f"tifffile.imwrite({str(new)!r}, " in code, code
+    assert command == ["napari-sam", "train", str(new), str(lb), "-o", "FILE.pt"], line
+    exec(code, {})  # what the message says to run
+    assert {p: p.read_bytes() for p in theirs} == theirs  # (untouched)
+    np.testing.assert_array_equal(tifffile.imread(new), image)
+    out = tmp_path / "m.pt"
+    rc, _, err = cli(tiny_train_argv(*command[2:4], out, tiny_model), capsys)
+    assert rc == 0 and out.is_file(), err
+
+
+def test_the_advised_file_of_a_zarr_store_or_an_ome_tiff_is_beside_it(tmp_path):
+    from napari_sam.training.channel_images import channel_file
+
+    store = tmp_path / "two.ome.zarr"
+    store.mkdir()
+    assert channel_file(store) == tmp_path / "two_channel0.tif"
+    (tmp_path / "two_channel0.tif").write_bytes(b"")
+    (tmp_path / "two_channel0-2.tif").mkdir()
+    assert channel_file(store) == tmp_path / "two_channel0-3.tif"
+    assert channel_file(tmp_path / "stack.ome.tif", 1) == tmp_path / "stack_channel1.tif"
+
+
+@pytest.mark.parametrize("windows, want", [
+    (False, "'C:/my data/x_channel0.tif'"),
+    (True, '"C:/my data/x_channel0.tif"'),
+])
+def test_paths_are_quoted_for_this_systems_shell(windows, want):
+    """A path with a space is one word for the shell: POSIX single quotes, Windows double
+    quotes (cmd.exe reads no single quotes)."""
+    from napari_sam.training.channel_images import shell_word
+
+    assert shell_word("C:/my data/x_channel0.tif", windows=windows) == want
+    assert shell_word("plain.tif", windows=windows) == "plain.tif"
+
+
+def test_a_raw_two_channel_tiff_is_told_its_channel_axis(tmp_path, tiny_model, capsys,
+                                                         monkeypatch):
+    """A (Z, 2, Y, X) TIFF written without axes and its (Z, Y, X) labels: the message names
+    axis 1 as 2 channels, with the line that saves channel 0 and the command, which train."""
+    image, labels = _stack_and_labels()
+    d = tmp_path / "my data"
+    d.mkdir()
+    raw = d / "raw.tif"
+    two = np.stack([image, image[:, :, ::-1]], axis=1)
+    tifffile.imwrite(raw, two)  # (no axes named)
+    lb = d / "raw_labels.tif"
+    tifffile.imwrite(lb, labels, photometric="minisblack")
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = cli(tiny_train_argv(raw, lb, tmp_path / "m.pt", tiny_model), capsys)
+    line = error_line(err)
+    assert rc == 2, err
+    assert ("labels shape (4, 48, 48) does not match image shape (4, 2, 48, 48)") in line, line
+    assert "; axis 1 of the image (size 2) looks like a channel axis of 2 channels" in line
+    code, command = _advice(line)
+    new = d / "raw_channel0.tif"
+    assert code.endswith(f"tifffile.imwrite({str(new)!r}, tifffile.imread({str(raw)!r})"
+                         "[:, 0], photometric='minisblack', metadata={'axes': 'ZYX'})"), code
+    assert command == ["napari-sam", "train", str(new), str(lb), "-o", "FILE.pt"], line
+    exec(code, {})
+    np.testing.assert_array_equal(tifffile.imread(new), image)
+    out = tmp_path / "m.pt"
+    rc, _, err = cli(tiny_train_argv(*command[2:4], out, tiny_model), capsys)
+    assert rc == 0 and out.is_file(), err
+
+
+def test_a_channel_first_npy_is_told_its_channel_axis(tmp_path, monkeypatch):
+    """A (2, Z, Y, X) .npy: axis 0, read back with numpy.load; labels given as an array get
+    the Python call."""
+    image, labels = _stack_and_labels()
+    raw = tmp_path / "raw.npy"
+    np.save(raw, np.stack([image, image + 1]))
+    with pytest.raises(TrainingDataError) as info:
+        load_pairs([raw], [labels])
+    text = str(info.value)
+    assert "axis 0 of the image (size 2) looks like a channel axis of 2 channels" in text, text
+    code = text.split("in Python: ", 1)[1].split("; then train", 1)[0]
+    assert f"numpy.load({str(raw)!r})[0]" in code, code
+    new = tmp_path / "raw_channel0.tif"
+    assert text.endswith(f"train({str(new)!r}, labels) with the array you gave as labels[0]")
+    monkeypatch.chdir(tmp_path)
+    exec(code, {})
+    (pair,) = load_pairs(new, labels)
+    np.testing.assert_array_equal(pair.image, image)
+
+
+def test_an_array_with_a_channel_axis_is_told_the_index(tmp_path):
+    image, labels = _stack_and_labels()
+    with pytest.raises(TrainingDataError) as info:
+        load_pairs([np.stack([image, image], axis=1)], [labels])
+    text = str(info.value)
+    assert text.endswith("; axis 1 of the image (size 2) looks like a channel axis of 2 "
+                         "channels; training takes one channel (or an RGB image): give the "
+                         "channel you labelled as the image, e.g. images[0][:, 0]"), text
+
+
+def test_which_axes_look_like_channels():
+    from napari_sam.training.channel_images import channel_axis
+
+    assert channel_axis((4, 2, 48, 48), (4, 48, 48)) == 1
+    assert channel_axis((48, 48, 2), (48, 48)) == 2
+    assert channel_axis((48, 48, 3), (48, 48)) is None  # (RGB: trained on)
+    assert channel_axis((4, 48, 48), (4, 48, 48)) is None
+    assert channel_axis((4, 2, 48, 40), (4, 48, 48)) is None
+    assert channel_axis((2, 4, 2, 48, 48), (4, 48, 48)) is None
