@@ -162,6 +162,8 @@ def test_which_axes_look_like_channels():
     assert channel_axis((4, 2, 48, 48), (4, 48, 48)) == 1
     assert channel_axis((48, 48, 2), (48, 48)) == 2
     assert channel_axis((48, 48, 3), (48, 48)) is None  # (RGB: trained on)
+    assert channel_axis((2, 48, 48), (48, 48)) == 0
+    assert channel_axis((6, 48, 48), (48, 48)) is None  # (a stack of slices, more likely)
     assert channel_axis((4, 48, 48), (4, 48, 48)) is None
     assert channel_axis((4, 2, 48, 40), (4, 48, 48)) is None
     assert channel_axis((2, 4, 2, 48, 48), (4, 48, 48)) is None

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["channel_axis", "channel_axis_words", "channel_file", "channels_last",
-           "one_channel_words", "shell_word"]
+           "one_channel_words", "save_channel_words", "shell_word"]
 
 
 def shell_word(text: str, *, windows: bool | None = None) -> str:
@@ -99,7 +99,8 @@ def one_channel_words(path_text: str, axes: str, lb_name: str, *, label_file: bo
 def channel_axis(image_shape: tuple[int, ...], labels_shape: tuple[int, ...]) -> int | None:
     """The axis of an image of ``image_shape`` that looks like a channel axis beside labels
     of ``labels_shape``: the one extra axis whose removal gives the labels' shape (not a
-    last one of 3 or 4, read as RGB(A)); None where there is none."""
+    last one of 3 or 4, read as RGB(A); nor a first one of more than 4 beside (Y, X) labels,
+    more likely a stack of slices); None where there is none."""
     image_shape, labels_shape = tuple(image_shape), tuple(labels_shape)
     if len(image_shape) != len(labels_shape) + 1 or len(labels_shape) not in (2, 3):
         return None
@@ -108,6 +109,8 @@ def channel_axis(image_shape: tuple[int, ...], labels_shape: tuple[int, ...]) ->
             continue
         if axis == len(labels_shape) and image_shape[axis] in (1, 3, 4):
             return None  # (channels last, as trained on: not this mismatch)
+        if len(labels_shape) == 2 and axis == 0 and image_shape[0] > 4:
+            return None  # (a (Z, Y, X) stack given one slice's labels, more likely)
         return axis
     return None
 
