@@ -99,7 +99,8 @@ class TracePlot(QWidget):
 
 
 class TraceView(QWidget):
-    """Rows of :class:`TracePlot` with flag buttons; ``set_trace(trace or None)``."""
+    """Rows of :class:`TracePlot` with flag buttons; ``set_trace(trace or None)``, told again
+    in the words of another stack axis by :meth:`set_axis_kind`."""
 
     def __init__(self, on_jump: Callable[[int], None], on_fix: Callable[[dict], None]):
         super().__init__()
@@ -109,6 +110,8 @@ class TraceView(QWidget):
         self.plots: list[TracePlot] = []
         self.flag_buttons: list[tuple[QPushButton, dict]] = []
         self.fix_buttons: list[tuple[QPushButton, dict]] = []
+        self.trace: dict | None = None  # the trace shown, and the stack axis it is told in
+        self.axis_kind = "z"
         self.set_trace(None)
 
     def _clear(self) -> None:
@@ -124,6 +127,7 @@ class TraceView(QWidget):
         """Show ``trace`` (None: a hint to propagate); ``axis_kind`` "t": the stack is a time
         series, told in frames, earlier and later (as the status line tells it), not slices,
         up and down."""
+        self.trace, self.axis_kind = trace, axis_kind
         unit = in_frames("slice", axis_kind)
         ways = TIME_WAYS if axis_kind == "t" else {}
         self._clear()
@@ -164,3 +168,9 @@ class TraceView(QWidget):
                     fix.clicked.connect(lambda *_, f=flag: self._on_fix(f))
                     self.fix_buttons.append((fix, flag))
                     self._layout.addWidget(fix)
+
+    def set_axis_kind(self, axis_kind: str) -> None:
+        """Tell the trace shown in the words of stack axis ``axis_kind`` ("t": frames), as
+        'Stack axis is' now says (it kept the words of the axis it was propagated with)."""
+        if axis_kind != self.axis_kind:
+            self.set_trace(self.trace, axis_kind)

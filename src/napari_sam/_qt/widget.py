@@ -299,6 +299,7 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         self._auto_scope.setItemText(0, f"current {unit}")
         if hasattr(self, "_emb_line"):  # (the box is set before the line is made)
             self._emb_line.refresh()
+            self._trace.set_axis_kind(self.controller.axis_kind)  # the trace shown, too
 
     def _mark_stack_axis(self) -> None:
         """Tell the labels layers of this image's shape what their stack axis is
