@@ -8,6 +8,12 @@ from __future__ import annotations
 from qtpy.QtWidgets import QLabel, QPushButton
 from sam_qt_helpers import blob_stack, canvas_click, press_key, use_predictor
 
+from napari_sam._qt.tips import BUTTON_TIPS, FIELD_TIPS
+
+SCOPE_TIP = ("Which objects Propagate carries through the stack: those prompted on this "
+             "slice, or every object with prompts (prompts of one object on two slices fill "
+             "the gap between them).")
+
 
 def _trace_words(widget) -> list[str]:
     """What the trace panel says: its titles, legend, plots' tooltips, buttons and theirs."""
@@ -53,3 +59,70 @@ def test_the_trace_shown_is_told_in_the_words_of_the_stack_axis_picked_after(
     assert not [t for t in slices if "frame" in t], slices
     widget._axis_kind.setCurrentIndex(1)  # t again
     assert _trace_words(widget) == frames
+
+
+def test_tooltips_and_the_keys_help_say_frames_in_a_time_series(make_widget):
+    """'Stack axis is' t: the tooltips of the stack (Compute embeddings, Propagate and its
+    boxes, Segment everything's, the keys' help) say frames; z again: slices. Tooltips
+    without slices are left as they are."""
+    viewer, widget = make_widget(blob_stack(z=8), name="volume", sync=False, preload=False)
+    c = widget.controller
+    assert c.axis_kind == "z"
+    compute = next(b for b in widget.findChildren(QPushButton)
+                   if b.text() == "Compute embeddings")
+    propagate = next(b for b in widget.findChildren(QPushButton)
+                     if b.text().startswith("Propagate\n"))
+    image_tip = widget._image.toolTip()
+    volume = {"compute": compute.toolTip(), "propagate": propagate.toolTip(),
+              "scope": widget._scope.toolTip(), "method": widget._method.toolTip(),
+              "auto_propagate": widget._auto_propagate.toolTip(),
+              "where": widget._auto_scope.toolTip(), "help": widget._help.toolTip()}
+    assert volume["compute"] == BUTTON_TIPS["Compute embeddings"]
+    assert volume["propagate"] == ("Carry the objects through the stack, slice by slice; the "
+                                   "result is previewed, for Commit or Clear. Key: Shift+D.")
+    assert volume["scope"] == f"objects on this slice — {SCOPE_TIP}"
+    assert volume["method"].endswith(FIELD_TIPS["Propagate with"])
+    assert volume["auto_propagate"] == BUTTON_TIPS["Propagate objects through the stack"]
+    assert "Segment: preview the object on the current slice" in volume["help"]
+    widget._axis_kind.setCurrentIndex(1)  # t: a time series
+    assert c.axis_kind == "t"
+    assert compute.toolTip() == ("Encode every frame now, in the background (Cancel stops it). "
+                                 "Without it the visible frame is encoded once an image and a "
+                                 "model are chosen, other frames when first clicked. With a "
+                                 "SAM 2 model this speeds up clicks only: Propagate encodes "
+                                 "the frames itself.")
+    assert propagate.toolTip() == ("Carry the objects through the stack, frame by frame; the "
+                                   "result is previewed, for Commit or Clear. Key: Shift+D.")
+    assert widget._scope.toolTip() == ("objects on this frame — " + SCOPE_TIP.replace(
+        "slice", "frame"))
+    assert widget._method.toolTip().endswith(
+        "the model carries the object from frame to frame with the masks and features of "
+        "earlier frames, and stops where it finds the object absent. SAM 1 re-prompting (SAM "
+        "1 models): each frame is prompted from the last mask, with stop rules against drift.")
+    assert widget._auto_propagate.toolTip().startswith(
+        "Whole stack: after linking the frames' objects, propagate each one from the frame")
+    assert widget._auto_scope.toolTip().startswith(
+        "current frame — Segment everything on the current frame, or on the whole stack")
+    assert "Segment: preview the object on the current frame" in widget._help.toolTip()
+    now = [compute.toolTip(), propagate.toolTip(), widget._scope.toolTip(),
+           widget._method.toolTip(), widget._auto_propagate.toolTip(),
+           widget._auto_scope.toolTip(), widget._help.toolTip()]
+    assert not [t for t in now if "slice" in t], now
+    assert widget._image.toolTip() == image_tip  # (no slices in it: as it was)
+    widget._axis_kind.setCurrentIndex(0)  # z again
+    assert {"compute": compute.toolTip(), "propagate": propagate.toolTip(),
+            "scope": widget._scope.toolTip(), "method": widget._method.toolTip(),
+            "auto_propagate": widget._auto_propagate.toolTip(),
+            "where": widget._auto_scope.toolTip(), "help": widget._help.toolTip()} == volume
+
+
+def test_a_dock_opened_on_a_time_series_says_frames_in_its_tooltips(make_widget):
+    """The viewer's axes named ("t", "y", "x") before the dock opens: its tooltips say
+    frames from the start."""
+    viewer, widget = make_widget(blob_stack(z=8), name="lapse", sync=False, preload=False,
+                                 axis_labels=("t", "y", "x"))
+    assert widget.controller.axis_kind == "t"
+    compute = next(b for b in widget.findChildren(QPushButton)
+                   if b.text() == "Compute embeddings")
+    assert compute.toolTip().startswith("Encode every frame now"), compute.toolTip()
+    assert "on the current frame" in widget._help.toolTip()

@@ -15,6 +15,7 @@ from qtpy.QtWidgets import (
 )
 
 from . import keys
+from .tips import AXIS_TIP
 
 __all__ = ["button", "check", "combo", "help_button", "key_of", "label", "row_of"]
 
@@ -82,6 +83,7 @@ def help_button() -> QToolButton:
     btn = QToolButton()
     btn.setText("?")
     btn.setToolTip(keys.help_html())
+    btn.setProperty(AXIS_TIP, keys.help_html())  # (frames in a time series: tell_stack_axis)
     btn.clicked.connect(lambda *_: QToolTip.showText(
         btn.mapToGlobal(QPoint(0, btn.height())), btn.toolTip(), btn))
     return btn

@@ -147,12 +147,7 @@ class DockPanels:
         form = QFormLayout(box)
         self._scope = combo(["objects on this slice", "all objects with prompts"])
         form.addRow("Propagate", self._scope)
-        self._method = combo(
-            tip="SAM 2 memory (SAM 2 models): the model carries the object from slice to "
-                "slice with the masks and features of earlier slices, and stops where it "
-                "finds the object absent. SAM 1 re-prompting (SAM 1 models): each slice is "
-                "prompted from the last mask, with stop rules against drift.",
-            changed=self._on_method_changed)
+        self._method = combo(changed=self._on_method_changed)  # (tooltip: tips.FIELD_TIPS)
         for method, text in PROPAGATION_METHODS.items():
             self._method.addItem(text, method)
         form.addRow("Propagate with", self._method)
@@ -231,12 +226,8 @@ class DockPanels:
         form.addRow("Minimum size (pixels)", self._min_size)
         self._auto_scope = combo(["current slice", "whole stack"])
         form.addRow("Where", self._auto_scope)
-        self._auto_propagate = check(
-            "Propagate objects through the stack", True,
-            tip="Whole stack: after linking the slices' objects, propagate each one from the "
-                "slice where it is largest, so objects missed on some slices get their full "
-                "extent (slower by about a fifth).",
-        )
+        # (its tooltip, told in frames in a time series: tips.BUTTON_TIPS)
+        self._auto_propagate = check("Propagate objects through the stack", True)
         self._auto_propagate.setEnabled(False)
         self._auto_scope.currentIndexChanged.connect(
             lambda i: self._auto_propagate.setEnabled(i == 1)

@@ -3,6 +3,10 @@ full entry of a combo box, which the dock's narrow column elides ("demo (bundled
 
 Controls are found by what the user reads: a form row's label ("Model"), a button's or a
 check box's text ("Commit"). A tooltip set where a control is made is kept.
+
+The tooltips here (and the keys' help) speak of the stack in slices: in a time series
+('Stack axis is' t) they are told in frames (:func:`tell_stack_axis`), as the status lines
+are. Every "slice" in these tables is one of the stack.
 """
 
 from __future__ import annotations
@@ -15,9 +19,16 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QLabel,
     QLineEdit,
+    QWidget,
 )
 
-__all__ = ["BUTTON_TIPS", "FIELD_TIPS", "ComboTips", "add_tips"]
+from napari_sam.words import in_frames
+
+__all__ = ["AXIS_TIP", "BUTTON_TIPS", "FIELD_TIPS", "ComboTips", "add_tips", "tell_stack_axis"]
+
+#: The Qt property of a control that holds its tooltip in a volume's words (slices), told in
+#: frames in a time series by :func:`tell_stack_axis`
+AXIS_TIP = "stack_axis_tip"
 
 #: Tooltips of the fields of a form row, by the row's label
 FIELD_TIPS = {
@@ -35,6 +46,10 @@ FIELD_TIPS = {
     "Propagate": "Which objects Propagate carries through the stack: those prompted on this "
                  "slice, or every object with prompts (prompts of one object on two slices "
                  "fill the gap between them).",
+    "Propagate with": "SAM 2 memory (SAM 2 models): the model carries the object from slice "
+                      "to slice with the masks and features of earlier slices, and stops where "
+                      "it finds the object absent. SAM 1 re-prompting (SAM 1 models): each "
+                      "slice is prompted from the last mask, with stop rules against drift.",
     "Stack axis is": "z: a volume (an object ends where it fades or changes shape); t: a time "
                      "series (objects fade, move and change size over frames). An image file "
                      "that names its axes sets it.",
@@ -76,10 +91,14 @@ BUTTON_TIPS = {
     "Clear": "Remove the prompts and the preview; labels stay as they are.",
     "Commit": "Write the preview into the labels layer (a new id per object) and clear the "
               "prompts.",
-    "Propagate": "Carry the objects through the stack, slice by slice (or frame by frame); "
-                 "the result is previewed, for Commit or Clear.",
+    "Propagate": "Carry the objects through the stack, slice by slice; the result is "
+                 "previewed, for Commit or Clear.",
     "Segment everything": "Find every object (settings above) on the current slice or the "
                           "whole stack, into a new 'automatic segmentation' labels layer.",
+    "Propagate objects through the stack": "Whole stack: after linking the slices' objects, "
+                                           "propagate each one from the slice where it is "
+                                           "largest, so objects missed on some slices get "
+                                           "their full extent (slower by about a fifth).",
     "Save session...": "Save the session (image, model, commits with their prompts, prompts "
                        "not committed) as a .json file with its labels TIFF beside it.",
     "Load session...": "Load a saved session: its labels into a new 'segmentation' layer, "
@@ -120,22 +139,47 @@ def _button_tip(button) -> str:
     return f"{tip} Key: {key}." if tip and key else tip
 
 
-def add_tips(root) -> ComboTips:
+def _set_tip(widget, tip: str) -> None:
+    """Give ``widget`` tooltip ``tip`` (in a volume's words: kept as its :data:`AXIS_TIP`)."""
+    widget.setToolTip(tip)
+    if "slice" in tip:
+        widget.setProperty(AXIS_TIP, tip)
+
+
+def add_tips(root, axis_kind: str = "z") -> ComboTips:
     """Give every button, check box, combo box, spin box and text field under ``root``
-    without a tooltip the one of its text or row label, and make each combo box's tooltip
-    lead with its full current entry (:class:`ComboTips`, returned: a child of ``root``)."""
+    without a tooltip the one of its text or row label, told in the words of stack axis
+    ``axis_kind`` (:func:`tell_stack_axis`), and make each combo box's tooltip lead with its
+    full current entry (:class:`ComboTips`, returned: a child of ``root``)."""
     labels = _form_labels(root)
     for widget in root.findChildren(QAbstractButton):
         if not widget.toolTip():
-            widget.setToolTip(_button_tip(widget))
+            _set_tip(widget, _button_tip(widget))
     for kind in (QComboBox, QAbstractSpinBox, QLineEdit):
         for widget in root.findChildren(kind):
             if not widget.toolTip() and widget in labels:
-                widget.setToolTip(FIELD_TIPS.get(labels[widget], ""))
+                _set_tip(widget, FIELD_TIPS.get(labels[widget], ""))
     combos = ComboTips(root)
     for box in root.findChildren(QComboBox):
         combos.follow(box)
+    tell_stack_axis(root, axis_kind)
     return combos
+
+
+def tell_stack_axis(root, axis_kind: str) -> None:
+    """Tell the tooltips under ``root`` that speak of the stack (those with an
+    :data:`AXIS_TIP`) in the words of stack axis ``axis_kind``: frames where it is "t" (a
+    time series), slices where it is "z" (:func:`~napari_sam.words.in_frames`)."""
+    for widget in root.findChildren(QWidget):
+        tip = widget.property(AXIS_TIP)
+        if not tip:
+            continue
+        tip = in_frames(tip, axis_kind)
+        if isinstance(widget, QComboBox) and widget.property("fixed_tip") is not None:
+            widget.setProperty("fixed_tip", tip)  # (after the entry: ComboTips)
+            ComboTips.update(widget)
+        else:
+            widget.setToolTip(tip)
 
 
 class ComboTips(QObject):

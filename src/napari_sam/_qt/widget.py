@@ -44,7 +44,7 @@ from .movie_axis import first_axis, stack_axis_named
 from .narrow import fit_narrow
 from .notify import guarded, job_end_words
 from .time_point import movie_note
-from .tips import add_tips
+from .tips import add_tips, tell_stack_axis
 
 __all__ = ["SamWidget"]
 
@@ -147,7 +147,7 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         self._on_status(c.status or c.next_step())
         guard_inputs(self)  # the wheel scrolls the panels; the dock's keys pass the boxes
         fit_narrow(self)  # form labels wrap: the dock fits a 1024 px screen beside the canvas
-        add_tips(self)
+        add_tips(self, c.axis_kind)  # (an image's file may have said t already)
 
     # ------------------------------------------------------------------ size, status
     def minimumSizeHint(self):
@@ -297,6 +297,7 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         unit = in_frames("slice", self.controller.axis_kind)
         self._scope.setItemText(0, f"objects on this {unit}")
         self._auto_scope.setItemText(0, f"current {unit}")
+        tell_stack_axis(self, self.controller.axis_kind)  # its tooltips and keys' help too
         if hasattr(self, "_emb_line"):  # (the box is set before the line is made)
             self._emb_line.refresh()
             self._trace.set_axis_kind(self.controller.axis_kind)  # the trace shown, too
