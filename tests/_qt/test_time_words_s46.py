@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from qtpy.QtWidgets import QLabel, QPushButton
 from sam_qt_helpers import blob_stack, canvas_click, press_key, use_predictor
+from test_movie_dock_s42 import short_movie
 
 from napari_sam._qt.tips import BUTTON_TIPS, FIELD_TIPS
 
@@ -126,3 +127,30 @@ def test_a_dock_opened_on_a_time_series_says_frames_in_its_tooltips(make_widget)
                    if b.text() == "Compute embeddings")
     assert compute.toolTip().startswith("Encode every frame now"), compute.toolTip()
     assert "on the current frame" in widget._help.toolTip()
+
+
+def test_an_image_refused_is_not_notified_again_at_each_renamed_axis(notifications,
+                                                                     make_widget):
+    """A (3, Z, Y, X) array is asked about (time or channels?) once; the user renames the
+    viewer's axes twice without naming time: the dock asks again (its status line) but
+    napari's notification is not shown again; named 't': taken as a movie."""
+    viewer, widget = make_widget(short_movie(), name="py", sync=False, preload=False)
+    c = widget.controller
+    widget.wait()
+
+    def asked():
+        return [m for _, m in notifications if m.startswith("Is axis 0 of 'py' (size 3)")]
+
+    assert c.source is None and len(asked()) == 1, (c.status, notifications)
+    question = asked()[0]
+    viewer.dims.axis_labels = ("a", "z", "y", "x")
+    widget.wait()
+    viewer.dims.axis_labels = ("b", "z", "y", "x")
+    widget.wait()
+    assert c.source is None and widget._movie_axis.isVisibleTo(widget), c.status
+    assert c.status.startswith(question), c.status  # (said in the status line)
+    assert len(asked()) == 1, notifications
+    viewer.dims.axis_labels = ("t", "z", "y", "x")  # the new names make it acceptable
+    widget.wait()
+    assert c.source is not None and c.source.time_axis == 0, c.status
+    assert len(asked()) == 1, notifications

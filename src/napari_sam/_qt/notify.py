@@ -8,6 +8,7 @@ other exception becomes an error notification naming it, and its traceback goes 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 
@@ -15,10 +16,12 @@ from napari_sam.annotate.errors import Refusal, UserError
 from napari_sam.io.write_errors import write_problem
 from napari_sam.memory import is_out_of_memory
 
-__all__ = ["UserError", "describe", "guarded", "job_end_words", "job_error_text", "report",
-           "status_text", "warn", "info"]
+__all__ = ["UserError", "describe", "guarded", "job_end_words", "job_error_text", "not_again",
+           "report", "status_text", "warn", "info"]
 
 logger = logging.getLogger("napari_sam")
+
+_SEEN: list[str | None] = []  # what report() does not notify again (not_again)
 
 
 def warn(message: str) -> None:
@@ -99,8 +102,21 @@ def report(err: BaseException) -> str:
     from napari.utils.notifications import show_error, show_warning
 
     level, message = describe(err)
-    (show_error if level == "error" else show_warning)(message)
+    if message not in _SEEN:
+        (show_error if level == "error" else show_warning)(message)
     return message
+
+
+@contextlib.contextmanager
+def not_again(message: str | None):
+    """Within it, :func:`report` shows no notification saying ``message`` (one the user has
+    seen already: e.g. an image refused again, for the same reason, when the viewer's axes
+    are renamed); its handler's status line is still set. ``None``: every one is shown."""
+    _SEEN.append(message)
+    try:
+        yield
+    finally:
+        _SEEN.pop()
 
 
 def status_text(err: BaseException, message: str) -> str:

@@ -42,7 +42,7 @@ from .job_bar import JobBar
 from .model_box import ModelBox
 from .movie_axis import first_axis, stack_axis_named
 from .narrow import fit_narrow
-from .notify import guarded, job_end_words
+from .notify import describe, guarded, job_end_words, not_again
 from .time_point import movie_note
 from .tips import add_tips, tell_stack_axis
 
@@ -241,6 +241,9 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
                 self._channels_from_file(layer)) if t)
         try:
             c.set_image(layer, *self._channels.choice())
+        except Exception as err:  # what its notification says (not said again for the same
+            self._refusal_said = describe(err)[1]  # image and reason: _on_axis_labels)
+            raise
         finally:  # time or channels? asked where nothing says (movie_axis)
             self._movie_axis.ask(first_axis(layer, None) if c.movie_refusal(
                 layer, self._channels.choice()[0]) else None)
@@ -279,10 +282,12 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         """The user named the viewer's axes (``viewer.dims.axis_labels``, or napari's slider
         names): an image refused or asked about is picked again with them (a first axis
         named 't' is a movie), and a stack's *Stack axis is* follows them (a (T, Y, X) stack
-        named ("t", "y", "x") is a time series)."""
+        named ("t", "y", "x") is a time series). An image refused again for the same reason
+        is not notified again (each renamed axis did): the status line says it."""
         c = self.controller
         if self._refused_image is not None:
-            self._on_image_changed()
+            with not_again(self._refusal_said):
+                self._on_image_changed()
             return
         named = (None if c.image_layer is None else
                  stack_axis_named(c.image_layer, self._channels.choice()[0], self.viewer))
@@ -654,6 +659,7 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
 
     _seen = False
     _refused_image = None
+    _refusal_said: str | None = None  # the notification of the image refused
     _links: list = []
     #: Embed the visible slice as soon as an image and a model are chosen (#29).
     preload = True
