@@ -9,6 +9,7 @@ the same advice."""
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,7 +154,98 @@ def test_an_array_with_a_channel_axis_is_told_the_index(tmp_path):
     text = str(info.value)
     assert text.endswith("; axis 1 of the image (size 2) looks like a channel axis of 2 "
                          "channels; training takes one channel (or an RGB image): give the "
-                         "channel you labelled as the image, e.g. images[0][:, 0]"), text
+                         "channel you labelled as the image, e.g. [:, 0] of the array you "
+                         "gave as images[0]"), text
+
+
+def test_one_array_given_alone_is_not_told_to_index_it_twice():
+    """``train(stack, labels)`` with one (Z, 2, Y, X) array: its name is ``images[0]``, and
+    the advice ``images[0][:, 0]`` applied to the array given (``stack[0][:, 0]``) took one
+    row of one slice. The index is now the array's own, ``[:, 0]``."""
+    image, labels = _stack_and_labels()
+    with pytest.raises(TrainingDataError) as info:
+        load_pairs(np.stack([image, image], axis=1), labels)
+    text = str(info.value)
+    assert "images[0][" not in text, text
+    assert text.endswith("e.g. [:, 0] of the array you gave as images[0]"), text
+
+
+def test_two_axes_of_the_size_of_the_stack_are_both_named():
+    """A (2, 2, Y, X) image beside (2, Y, X) labels: either first axis may hold the channels
+    (OME stores them first, ImageJ second); the message names both, not axis 0 alone."""
+    image, labels = _stack_and_labels()
+    with pytest.raises(TrainingDataError) as info:
+        load_pairs(np.stack([image[:2], image[:2]]), labels[:2])
+    text = str(info.value)
+    assert ("axis 0 of the image (size 2) looks like a channel axis of 2 channels, or axis 1 "
+            "(also size 2): OME stores (C, Z, Y, X), ImageJ (Z, C, Y, X)") in text, text
+
+
+@pytest.mark.parametrize("path, want", [
+    ("R&D\\stack_channel0.tif", '"R&D\\stack_channel0.tif"'),
+    ("a,b_channel0.tif", '"a,b_channel0.tif"'),
+    ("C:\\data\\(old)\\x_channel0.tif", '"C:\\data\\(old)\\x_channel0.tif"'),
+    ("C:\\data\\x_channel0.tif", "C:\\data\\x_channel0.tif"),
+])
+def test_windows_paths_with_shell_characters_are_quoted(path, want):
+    """``subprocess.list2cmdline`` quotes only spaces: ``R&D\\x.tif`` was left bare, and
+    ``cmd.exe`` ran ``napari-sam train R`` then ``D\\x.tif``; PowerShell splits at ``,``."""
+    from napari_sam.training.channel_images import shell_word
+
+    assert shell_word(path, windows=True) == want
+
+
+def test_a_file_named_with_a_leading_dash_is_not_read_as_options(tmp_path, tiny_model,
+                                                                 capsys, monkeypatch):
+    """``train ./-raw.tif ./-raw_labels.tif`` (the path keeps no ``./``): the advised command
+    named ``-raw_channel0.tif -raw_labels.tif``, which ``train`` read as options; it now
+    says ``./-raw_channel0.tif ./-raw_labels.tif``, and trains."""
+    image, labels = _stack_and_labels()
+    monkeypatch.chdir(tmp_path)
+    tifffile.imwrite("-raw.tif", np.stack([image, image], axis=1))
+    tifffile.imwrite("-raw_labels.tif", labels, photometric="minisblack")
+    rc, _, err = cli(tiny_train_argv("./-raw.tif", "./-raw_labels.tif", "m.pt", tiny_model),
+                     capsys)
+    assert rc == 2, err
+    code, command = _advice(error_line(err))
+    assert command[2:4] == ["./-raw_channel0.tif", "./-raw_labels.tif"], command
+    exec(code, {})
+    rc, _, err = cli(tiny_train_argv(*command[2:4], "m.pt", tiny_model), capsys)
+    assert rc == 0 and (tmp_path / "m.pt").is_file(), err
+
+
+def test_a_read_only_image_folder_gets_a_file_in_the_working_directory(tmp_path,
+                                                                       monkeypatch):
+    """Images on a read-only share: the advised line wrote beside the image and failed
+    (PermissionError, "Read-only file system"); it now writes in the working directory."""
+    import os
+
+    image, labels = _stack_and_labels()
+    share = tmp_path / "share"
+    share.mkdir()
+    raw = share / "raw.tif"
+    tifffile.imwrite(raw, np.stack([image, image], axis=1))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: (
+        access(path, mode, **kw) and not (mode & os.W_OK and Path(path) == share)))
+    with pytest.raises(TrainingDataError) as info:
+        load_pairs(raw, labels)
+    code = str(info.value).split("in Python: ", 1)[1].split("; then train", 1)[0]
+    assert "tifffile.imwrite('raw_channel0.tif', " in code, code
+    exec(code, {})
+    np.testing.assert_array_equal(tifffile.imread(work / "raw_channel0.tif"), image)
+
+
+def test_an_array_inside_a_zarr_store_is_saved_beside_the_store(tmp_path):
+    """``plate.ome.zarr/0`` (the full-resolution array of an OME-Zarr): the advice wrote
+    ``plate.ome.zarr/0_channel0.tif``, a file inside the user's store; now beside it."""
+    from napari_sam.training.channel_images import channel_file
+
+    (tmp_path / "plate.ome.zarr" / "0").mkdir(parents=True)
+    assert channel_file(tmp_path / "plate.ome.zarr" / "0") == tmp_path / "plate_0_channel0.tif"
 
 
 def test_which_axes_look_like_channels():

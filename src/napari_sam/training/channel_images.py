@@ -16,6 +16,7 @@ The advised line writes a file that does not exist yet, beside the image
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -23,31 +24,56 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["channel_axis", "channel_axis_words", "channel_file", "channels_last",
-           "one_channel_words", "save_channel_words", "shell_word"]
+           "one_channel_words", "path_word", "save_channel_words", "shell_word"]
 
 
 def shell_word(text: str, *, windows: bool | None = None) -> str:
-    """``text`` quoted as one word for this system's shell: ``shlex.quote`` on POSIX,
-    double quotes as ``subprocess.list2cmdline`` writes them on Windows (``cmd.exe`` does
-    not read single quotes); ``windows`` None: whether this is Windows (``os.name``)."""
-    if os.name == "nt" if windows is None else windows:
+    """``text`` quoted as one word for this system's shell: ``shlex.quote`` on POSIX; on
+    Windows in double quotes (``cmd.exe`` reads no single quotes) wherever it holds more
+    than letters, digits and ``_.:/\\-`` (``subprocess.list2cmdline`` quotes only spaces,
+    so ``R&D\\x.tif`` ran ``R`` and then ``D\\x.tif`` in ``cmd.exe``; PowerShell splits at
+    ``,`` and ``;``), backslashes before the closing quote doubled as ``list2cmdline``
+    does; ``windows`` None: whether this is Windows (``os.name``)."""
+    if not (os.name == "nt" if windows is None else windows):
+        return shlex.quote(text)
+    if text and re.fullmatch(r"[\w.:/\\-]+", text):
+        return text
+    if '"' in text:  # (no Windows file name holds one)
         return subprocess.list2cmdline([text])
-    return shlex.quote(text)
+    return '"' + text + "\\" * (len(text) - len(text.rstrip("\\"))) + '"'
+
+
+def path_word(path: str, *, windows: bool | None = None) -> str:
+    """The file ``path`` as one word of a command line (:func:`shell_word`) that no command
+    takes for an option: ``./`` before a relative path that begins with ``-`` (a file
+    ``-a.tif``, which the command would read as options ``-a``)."""
+    if path.startswith("-"):
+        path = "./" + path
+    return shell_word(path, windows=windows)
 
 
 def channel_file(image: Path, channel: int = 0) -> Path:
     """A path that does not exist yet for channel ``channel`` of ``image`` saved as a TIFF of
-    its own: beside ``image`` (a file, or a zarr store: beside the store), named from its
-    stem, ``<stem>_channel0.tif``, else ``<stem>_channel0-2.tif``, ``-3`` ... (as existence
-    is now: a path the advice names never overwrites a file the user has)."""
+    its own: beside ``image`` (a file, or a zarr store: beside the store, also for an array
+    inside one, ``plate.zarr/0``: ``plate_0_channel0.tif``), named from its stem,
+    ``<stem>_channel0.tif``, else ``<stem>_channel0-2.tif``, ``-3`` ... (as existence is
+    now: a path the advice names never overwrites a file the user has); in the working
+    directory where the image's folder cannot be written (a read-only share)."""
     image = Path(image)
-    stem = image.stem
+    store = next((p for p in reversed(image.parents) if p.suffix.lower() == ".zarr"), None)
+    base = image if store is None else store
+    stem = base.stem
     if stem.lower().endswith(".ome") and len(stem) > 4:  # (stack.ome.tif, plate.ome.zarr)
         stem = stem[:-4]
-    path = image.parent / f"{stem}_channel{channel}.tif"
+    if store is not None:
+        stem = "_".join((stem, *image.relative_to(store).parts))
+    folder = base.parent
+    if not os.access(folder, os.W_OK):  # (the user's working directory is theirs to write)
+        folder = Path()
+    path = folder / f"{stem}_channel{channel}.tif"
     n = 2
     while os.path.lexists(path):
-        path = image.parent / f"{stem}_channel{channel}-{n}.tif"
+        path = folder / f"{stem}_channel{channel}-{n}.tif"
         n += 1
     return path
 
@@ -73,7 +99,7 @@ def save_channel_words(path: Path, pick: str, kept: str, lb_name: str, *, label_
     (:func:`channel_file`), and the train command (or, labels given as an array, not
     ``label_file``, the Python call) to run on it with the same labels."""
     out = channel_file(path)
-    then = (f"napari-sam train {shell_word(str(out))} {shell_word(lb_name)} -o FILE.pt"
+    then = (f"napari-sam train {path_word(str(out))} {path_word(lb_name)} -o FILE.pt"
             if label_file else
             f"train({str(out)!r}, labels) with the array you gave as {lb_name}")
     imports, read = _reader(path)
@@ -98,9 +124,10 @@ def one_channel_words(path_text: str, axes: str, lb_name: str, *, label_file: bo
 
 def channel_axis(image_shape: tuple[int, ...], labels_shape: tuple[int, ...]) -> int | None:
     """The axis of an image of ``image_shape`` that looks like a channel axis beside labels
-    of ``labels_shape``: the one extra axis whose removal gives the labels' shape (not a
-    last one of 3 or 4, read as RGB(A); nor a first one of more than 4 beside (Y, X) labels,
-    more likely a stack of slices); None where there is none."""
+    of ``labels_shape``: the extra axis whose removal gives the labels' shape (the first of
+    two that do: axis 0 of (2, 2, Y, X) beside (2, Y, X)), not a last one of 3 or 4 (read as
+    RGB(A)) nor a first one of more than 4 beside (Y, X) labels (more likely a stack of
+    slices); None where there is none."""
     image_shape, labels_shape = tuple(image_shape), tuple(labels_shape)
     if len(image_shape) != len(labels_shape) + 1 or len(labels_shape) not in (2, 3):
         return None
@@ -121,7 +148,8 @@ def channel_axis_words(image_shape: tuple[int, ...], labels_shape: tuple[int, ..
     a channel axis its file does not name (:func:`channel_axis`): the axis and its number
     of channels, and how to train on one of them: for a file (``source`` a Path, read as
     stored) the line that saves channel 0 beside it and the train command; for an array
-    (``source`` its name, e.g. ``images[0]``) the index to give. "" where there is none."""
+    (``source`` its name, e.g. ``images[0]``, also for one array given alone) the index to
+    give it. "" where there is none."""
     axis = channel_axis(image_shape, labels_shape)
     if axis is None:
         return ""
@@ -131,9 +159,12 @@ def channel_axis_words(image_shape: tuple[int, ...], labels_shape: tuple[int, ..
     if len(labels_shape) == 2 and axis == 0:
         words += (f" (if it is a stack of {n} slices instead, give labels for the whole "
                   "stack, (Z, Y, X))")
+    if len(labels_shape) == 3 and axis == 0 and image_shape[1] == n:  # ((2, 2, Y, X): which?)
+        words += (f", or axis 1 (also size {n}): OME stores (C, Z, Y, X), ImageJ (Z, C, Y, X);"
+                  " the example takes axis 0, index the one that holds the channels")
     if not isinstance(source, Path):
         return (f"{words}; training takes one channel (or an RGB image): give the channel "
-                f"you labelled as the image, e.g. {source}{pick}")
+                f"you labelled as the image, e.g. {pick} of the array you gave as {source}")
     words += ("; training takes one channel (or an RGB image) and `train` has no channel "
               "option")
     kept = "ZYX"[-len(labels_shape):]
