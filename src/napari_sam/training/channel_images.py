@@ -9,8 +9,10 @@ the labels' shape is named as a likely channel axis, with the same advice
 (:func:`channel_axis_words`). ``train`` has no channel option (``auto`` and ``segment``
 take ``--channel N``).
 
-The advised line writes a file that does not exist yet, beside the image
-(:func:`channel_file`): following the advice never overwrites a file the user has.
+The advised line writes a file that does not exist yet, beside the image (in the working
+directory where its folder cannot be written; :func:`channel_file`): following the advice
+never overwrites a file the user has. Its paths are quoted for this system's shell
+(:func:`path_word`) and for Python (``repr``).
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def save_channel_words(path: Path, pick: str, kept: str, lb_name: str, *, label_
                        what: str = "file") -> str:
     """How to save channel 0 of the image at ``path`` (indexed with ``pick``, e.g.
     ``"[:, 0]"``; ``kept`` the axes left) as a ``what`` of its own at a new path beside it
-    (:func:`channel_file`), and the train command (or, labels given as an array, not
+    (:func:`channel_file`; its folder read-only: in the working directory), and the train command (or, labels given as an array, not
     ``label_file``, the Python call) to run on it with the same labels."""
     out = channel_file(path)
     then = (f"napari-sam train {path_word(str(out))} {path_word(lb_name)} -o FILE.pt"
