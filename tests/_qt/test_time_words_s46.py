@@ -154,3 +154,21 @@ def test_an_image_refused_is_not_notified_again_at_each_renamed_axis(notificatio
     widget.wait()
     assert c.source is not None and c.source.time_axis == 0, c.status
     assert len(asked()) == 1, notifications
+
+
+def test_the_contrast_box_tooltip_says_frames_in_a_time_series(make_widget):
+    """'Model sees the layer's contrast' (its tooltip set where the box is made, in
+    layer_contrast, not from tips' tables) says frames are embedded again in a time series:
+    it said slices; z again: slices (review of session 46)."""
+    from qtpy.QtWidgets import QCheckBox
+
+    from napari_sam._qt.layer_contrast import BOX_TEXT, BOX_TIP
+
+    viewer, widget = make_widget(blob_stack(z=8), name="lapse", sync=False, preload=False,
+                                 axis_labels=("t", "y", "x"))
+    assert widget.controller.axis_kind == "t"
+    (box,) = [b for b in widget.findChildren(QCheckBox) if b.text() == BOX_TEXT]
+    assert "frames are embedded again" in box.toolTip(), box.toolTip()
+    assert box.toolTip() == BOX_TIP.replace("slice", "frame")
+    widget._axis_kind.setCurrentIndex(0)  # z: a volume
+    assert box.toolTip() == BOX_TIP

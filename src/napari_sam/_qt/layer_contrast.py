@@ -27,6 +27,7 @@ from . import layers as L
 from .autosave_thread import OnUndo
 from .controls import check
 from .notify import guarded
+from .tips import AXIS_TIP
 
 __all__ = ["DEBOUNCE_MS", "HINT", "LayerContrast", "napari_limits"]
 
@@ -86,6 +87,7 @@ class LayerContrast:
         self.waiting = False  # the limits waiting for a propagated preview's commit
         self.unchanged = None  # the layer's limits said to be those embedded with already
         self.box = check(BOX_TEXT, False, BOX_TIP, toggled=lambda on: self.schedule(0))
+        self.box.setProperty(AXIS_TIP, BOX_TIP)  # (frames in a time series: tips)
         form = beside.parentWidget().layout()
         row, _role = form.getWidgetPosition(beside)
         form.insertRow(row + 1, self.box)

@@ -6,7 +6,9 @@ check box's text ("Commit"). A tooltip set where a control is made is kept.
 
 The tooltips here (and the keys' help) speak of the stack in slices: in a time series
 ('Stack axis is' t) they are told in frames (:func:`tell_stack_axis`), as the status lines
-are. Every "slice" in these tables is one of the stack.
+are. Every "slice" in these tables is one of the stack. A control whose tooltip, set where it
+is made, speaks of the stack's slices keeps it as its :data:`AXIS_TIP` too (the keys' help,
+'Model sees the layer's contrast'), or it said slices in a time series.
 """
 
 from __future__ import annotations
