@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pytest
 from qtpy.QtWidgets import QPushButton
 from sam_qt_helpers import (
     blob_stack,
@@ -71,24 +72,30 @@ def test_the_embedding_line_counts_tiles_and_says_a_cancel_until_the_image_chang
     assert line.text() == "embedded"
 
 
+@pytest.mark.parametrize("axis_kind", ["z", "t"])
 def test_ticking_the_contrast_box_over_the_limits_embedded_with_keeps_the_embeddings(
-        stack_widget, qtbot):
+        stack_widget, qtbot, axis_kind):
+    """Also in a time series: its lines say frames (session 46: they said slices)."""
     viewer, widget = stack_widget
     c, layer = widget.controller, viewer.layers["blobs"]
+    widget._axis_kind.setCurrentIndex(int(axis_kind == "t"))
+    assert c.axis_kind == axis_kind
+    units = "frames" if axis_kind == "t" else "slices"
     _settled(widget, qtbot)
     emb = c.emb
     lo, hi = emb.contrast_limits  # the stack's percentiles the slices were embedded with
     layer.contrast_limits = (lo, hi)
     qtbot.waitUntil(lambda: widget._status.text().startswith(HINT), timeout=30_000)
     contrast_box(widget).click()
-    unchanged = (f"Contrast unchanged: the slices were embedded with the layer's limits "
+    unchanged = (f"Contrast unchanged: the {units} were embedded with the layer's limits "
                  f"({lo:.6g}-{hi:.6g}) already; their embeddings are kept.")
     # (said once the debounce timer fires: a loaded machine fires it late)
     qtbot.waitUntil(lambda: widget._status.text() == unchanged, timeout=30_000)
     assert c.emb is emb and c.model_contrast() is None and c.job is None
     layer.contrast_limits = (lo, (lo + hi) / 2)  # a change of the user's is still applied
     qtbot.waitUntil(lambda: c.model_contrast() == (lo, (lo + hi) / 2), timeout=30_000)
-    assert widget._status.text().startswith("Contrast changed"), widget._status.text()
+    assert widget._status.text().startswith(f"Contrast changed: {units} are embedded again"), \
+        widget._status.text()
 
 
 def _history_buttons(widget) -> tuple[QPushButton, QPushButton]:

@@ -33,6 +33,16 @@ def test_limits_reach_the_embeddings_and_switching_back_reuses_them(session):
         s.set_model_contrast((5, np.nan))
 
 
+def test_a_time_series_is_told_its_frames_are_embedded_again(session):
+    """'Stack axis is' t: the contrast change's line says frames (it said slices)."""
+    s = session
+    s.axis_kind = "t"
+    s.compute_embeddings([3])
+    s.set_model_contrast((0, 90))
+    assert s.status.startswith("Contrast changed: frames are embedded again with the layer's "
+                               "limits (0-90)."), s.status
+
+
 def test_a_store_written_under_other_limits_is_not_read_back(session, tmp_path):
     from napari_sam.embeddings import StackEmbeddings
 

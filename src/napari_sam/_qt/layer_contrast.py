@@ -22,6 +22,7 @@ import numpy as np
 from qtpy.QtCore import QTimer
 
 from napari_sam.annotate.model_contrast import contrast_words
+from napari_sam.words import in_frames
 
 from . import layers as L
 from .autosave_thread import OnUndo
@@ -202,7 +203,8 @@ class LayerContrast:
         if self.embedded_with(new):  # the same numbers: nothing to embed again
             if self.unchanged != new:
                 self.unchanged = new
-                session.say(f"Contrast unchanged: the slices were embedded with "
+                session.say(f"Contrast unchanged: the "
+                            f"{in_frames('slices', session.axis_kind)} were embedded with "
                             f"{contrast_words(new)} already; their embeddings are kept.")
             return
         job = session.job

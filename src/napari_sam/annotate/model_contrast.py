@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from napari_sam.preprocess import contrast_limits_name
+from napari_sam.words import in_frames
 
 from .contrast_stores import ContrastStores, StoreHold, held_while
 from .errors import UserError
@@ -128,7 +129,8 @@ class ModelContrast:
         self.prune_contrast_stores()
         lead = (f"Contrast changed: the model sees {contrast_words(limits)} again (their "
                 "embeddings were kept)." if self.emb is not None else
-                f"Contrast changed: slices are embedded again with {contrast_words(limits)}.")
+                f"Contrast changed: {in_frames('slices', self.axis_kind)} are embedded again "
+                f"with {contrast_words(limits)}.")  # (frames: a time series)
         self.after_setting(dropped, lead)
         return lead
 
