@@ -7,7 +7,9 @@ one of 2 or more than 4 channels is refused with how to save the channel that wa
 where it names none (a TIFF written without axes, a ``.npy``), an axis whose removal gives
 the labels' shape is named as a likely channel axis, with the same advice
 (:func:`channel_axis_words`). ``train`` has no channel option (``auto`` and ``segment``
-take ``--channel N``).
+take ``--channel N``). A plain zarr store (no axes named) of 2 to 7 channels last, (Z, Y, X, 2),
+is read as stored too (:func:`store_axes`), not refused with the reader's hint of
+``--axes`` and ``--channel``, and gets the same advice.
 
 The advised line writes a file that does not exist yet, beside the image (in the working
 directory where its folder cannot be written; :func:`channel_file`): following the advice
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["channel_axis", "channel_axis_words", "channel_file", "channels_last",
-           "one_channel_words", "path_word", "save_channel_words", "shell_word"]
+           "one_channel_words", "path_word", "save_channel_words", "shell_word", "store_axes"]
 
 
 def shell_word(text: str, *, windows: bool | None = None) -> str:
@@ -80,15 +82,46 @@ def channel_file(image: Path, channel: int = 0) -> Path:
     return path
 
 
+def store_axes(path: Path) -> str | None:
+    """The axes to give :func:`napari_sam.io.read_image` to read the zarr store ``path`` as
+    stored where it refuses the axes it guesses: a plain array (no axes named) whose short
+    last axis, read as X, makes slices too narrow, e.g. (Z, Y, X, 2): ``"ZYXC"``
+    (:func:`napari_sam.io.axes.channel_last_axes`). The reader's hint then names ``--axes``
+    and ``--channel``, options of ``auto`` and ``segment`` that ``train`` does not have;
+    training reads the array as stored and names its channel axis itself
+    (:func:`channel_axis_words`). None for any other path: a store it reads, a group, one
+    that cannot be opened."""
+    from napari_sam import io as nio
+
+    if not nio.is_zarr_path(path):
+        return None
+    try:
+        nio.read_image(path, lazy=True)
+        return None
+    except (OSError, ValueError):  # (ImageReadError is a ValueError)
+        pass
+    import zarr
+
+    from napari_sam.io.axes import channel_last_axes
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception:  # noqa: BLE001 (not a store: the reader's own message says why)
+        return None
+    return channel_last_axes(node.shape) if isinstance(node, zarr.Array) else None
+
+
 def _reader(path: Path) -> tuple[str, str]:
     """The imports and the Python expression that read ``path`` as training reads it
     (as stored): ``tifffile.imread``, ``numpy.load`` for a ``.npy``, ``read_image`` for a
-    zarr store (tifffile reads no zarr store)."""
+    zarr store (tifffile reads no zarr store; with ``axes=`` where it needs them to read it:
+    :func:`store_axes`)."""
     from napari_sam import io as nio
 
     if nio.is_zarr_path(path):
+        axes = store_axes(path)
         return ("import tifffile; from napari_sam.io import read_image; ",
-                f"read_image({str(path)!r}).data")
+                f"read_image({str(path)!r}{'' if axes is None else f', axes={axes!r}'}).data")
     if path.suffix.lower() == ".npy":
         return "import numpy, tifffile; ", f"numpy.load({str(path)!r})"
     return "import tifffile; ", f"tifffile.imread({str(path)!r})"

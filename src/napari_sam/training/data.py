@@ -32,7 +32,7 @@ from napari_sam.preprocess import (
     smooth_before_enlarging,
     to_uint8_rgb,
 )
-from napari_sam.training.channel_images import channel_axis_words, channels_last
+from napari_sam.training.channel_images import channel_axis_words, channels_last, store_axes
 from napari_sam.words import for_count
 
 __all__ = ["GRAIN_PIXELS", "MIN_OBJECT_PIXELS", "SPECKLE_PIXELS", "SPLIT_PIECES_PER_ID",
@@ -103,7 +103,12 @@ def _read_array(path: Path) -> np.ndarray:
         if path.is_dir():  # a zarr store (`_expand` let no other folder by): full resolution
             from napari_sam import io as nio
 
-            return np.asarray(nio.read_image(path).data)
+            try:
+                return np.asarray(nio.read_image(path).data)
+            except nio.ImageReadError:  # (channels last, (Z, Y, X, 2): the pair's check says)
+                if (axes := store_axes(path)) is None:
+                    raise
+                return np.asarray(nio.read_image(path, axes=axes).data)
         import tifffile
 
         return tifffile.imread(path)
