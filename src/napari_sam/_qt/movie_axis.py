@@ -12,12 +12,16 @@ refused such an image before, also when the file named its axes ``TZYX``.
 
 from __future__ import annotations
 
+import weakref
+
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
 from napari_sam.annotate.image_source import MAX_CHANNELS, singleton_axes
 
-__all__ = ["MovieAxisRow", "axis_labels", "first_axis", "first_axis_named", "movie_question",
-           "stack_axis_named", "time_not_first"]
+from .layers import unwrap
+
+__all__ = ["MovieAxisRow", "StackAxes", "axis_labels", "first_axis", "first_axis_named",
+           "movie_question", "stack_axis_for", "stack_axis_named", "time_not_first"]
 
 #: napari axis labels that name time, and channels (lower case)
 TIME_NAMES = frozenset({"t", "time", "frame", "frames", "time point", "timepoint"})
@@ -148,6 +152,44 @@ def stack_axis_named(layer, channel_axis: int | None,
     if is_time_unit(unit):
         return "t", f"napari gives axis {axes[0]} of '{layer.name}' the unit '{unit}'"
     return None
+
+
+class StackAxes:
+    """What *Stack axis is* says for each image layer: an image's own (z: a volume, t: a time
+    series), not the last image's. A (T, Y, X) time series picked, then an unlabelled volume,
+    kept t: the volume was propagated with the rules for time. Kept by the layer itself
+    (napari hands plugins proxies, :func:`~.layers.unwrap`), weakly: a removed layer does not
+    stay alive for it."""
+
+    def __init__(self):
+        self._kinds = weakref.WeakKeyDictionary()
+
+    def remember(self, layer, kind: str) -> None:
+        """Keep ``kind`` ("z" or "t") as the stack axis of image ``layer`` (None: nothing)."""
+        if layer is not None:
+            self._kinds[unwrap(layer)] = kind
+
+    def recall(self, layer) -> str | None:
+        """The stack axis kept for ``layer``; None for a layer never picked."""
+        return None if layer is None else self._kinds.get(unwrap(layer))
+
+
+def stack_axis_for(name: str, named: tuple[str, str] | None, *, remembered: str | None = None,
+                   movie: bool = False, default: bool = True) -> tuple[str, str] | None:
+    """*Stack axis is* for the image layer ``name`` and why, e.g. ``("z", "nothing names the
+    axes of 'vol'")``: the kind ``remembered`` for it (:class:`StackAxes`: an image picked
+    again keeps its own, also one the user picked by hand), else the kind its file or
+    napari's axis labels name (``named``: kind and words, :func:`stack_axis_named`), else z
+    for a ``movie`` of volumes (each time point holds a volume), else z (``default``; None
+    where it is False: axes renamed that name nothing leave the box as it is)."""
+    if remembered is not None:
+        return (named if named is not None and named[0] == remembered
+                else (remembered, f"as set for '{name}' before"))
+    if named is not None:
+        return named
+    if movie:
+        return "z", f"each time point of '{name}' holds a volume (a movie of volumes)"
+    return ("z", f"nothing names the axes of '{name}'") if default else None
 
 
 def time_not_first(layer, channel_axis: int | None, viewer=None) -> str | None:

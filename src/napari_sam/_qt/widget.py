@@ -40,7 +40,7 @@ from .history_buttons import HistoryButtons
 from .input_guard import guard_inputs
 from .job_bar import JobBar
 from .model_box import ModelBox
-from .movie_axis import first_axis, stack_axis_named
+from .movie_axis import StackAxes, first_axis, stack_axis_for, stack_axis_named
 from .narrow import fit_narrow
 from .notify import describe, guarded, job_end_words, not_again
 from .time_point import movie_note
@@ -78,6 +78,7 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         self.viewer = napari_viewer
         self.controller = c = AnnotationController(napari_viewer, sync=sync)
         self._closed = False
+        self._stack_axes = StackAxes()  # each image's own 'Stack axis is' (before the box)
         # the panels scroll when the dock is short, instead of being squeezed and clipped
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -293,10 +294,11 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
                  stack_axis_named(c.image_layer, self._channels.choice()[0], self.viewer))
         if named != self._stack_named:  # (not when another axis was renamed: a 'Stack axis
             self._stack_named = named  # is' the user picked stays)
-            self._follow_file_axes()
+            self._follow_file_axes(renamed=True)
 
     def _on_axis_kind_changed(self) -> None:
         self.controller.axis_kind = "t" if self._axis_kind.currentIndex() == 1 else "z"
+        self._stack_axes.remember(self.controller.image_layer, self.controller.axis_kind)
         self._mark_stack_axis()
         # a time series is told in frames (its boxes said 'objects on this slice')
         unit = in_frames("slice", self.controller.axis_kind)
@@ -342,12 +344,15 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
                 f"segments channel {self._channels.choice()[1]} alone (pick another, or "
                 f"'all', in 'Channel').")
 
-    def _follow_file_axes(self) -> str:
-        """Pick *Stack axis is* from the image's file, as the command line does (napari's
-        reader drops a TIFF's axes, so a (T, Y, X) movie was propagated as a volume: the
-        fade rules cut cells that bleach over time), else from napari's axis labels or units
-        (:func:`~.movie_axis.stack_axis_named`); z for a movie of volumes. Returns the line
-        saying so ("" when nothing changed), also shown now."""
+    def _follow_file_axes(self, renamed: bool = False) -> str:
+        """Pick *Stack axis is* for the image: its own where it was picked before (the user's
+        pick by hand too), else from its file, as the command line does (napari's reader
+        drops a TIFF's axes, so a (T, Y, X) movie was propagated as a volume: the fade rules
+        cut cells that bleach over time), else from napari's axis labels or units
+        (:func:`~.movie_axis.stack_axis_named`); z for a movie of volumes, and for an image
+        nothing names (:func:`~.movie_axis.stack_axis_for`). ``renamed``: the viewer's axes
+        were renamed: what they name wins, and nothing changes where they name nothing.
+        Returns the line saying so ("" when nothing changed), also shown now."""
         from napari_sam.io import file_stack_axis
 
         c = self.controller
@@ -355,13 +360,17 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         found = (stack_axis_named(c.image_layer, self._channels.choice()[0], self.viewer)
                  if found is None
                  else (found[0], f"the file of '{c.image_name()}' names its axes {found[1]}"))
-        if found is None and c.source is not None and c.source.time_axis is not None:
-            found = ("z", f"each time point of '{c.image_name()}' holds a volume (a movie of "
-                     "volumes)")  # (it kept the t of a time series picked before)
+        found = stack_axis_for(  # (the t of a time series picked before was kept)
+            c.image_name(), found, movie=c.source is not None and c.source.time_axis is not None,
+            remembered=None if renamed else self._stack_axes.recall(c.image_layer),
+            default=not renamed)
         if found is None or found[0] == c.axis_kind:
+            self._stack_axes.remember(c.image_layer, c.axis_kind)
             return ""
         kind, why = found
         self._axis_kind.setCurrentIndex(int(kind == "t"))  # sets controller.axis_kind
+        if c.source is None or not c.source.is_3d:  # (a 2D image: no stack to speak of)
+            return ""
         what = ("a time series: objects are followed through its frames" if kind == "t"
                 else "a volume: objects are followed through its slices")
         note = f"Stack axis is {kind}: {why}, {what} (change it in 'Stack axis is')."
@@ -612,6 +621,7 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         its model (a registry name or a checkpoint file)."""
         self._hide_resume()  # a session loaded (or resumed) answers the offer
         self._axis_kind.setCurrentIndex(int(self.controller.axis_kind == "t"))
+        self._stack_axes.remember(self.controller.image_layer, self.controller.axis_kind)
         self._overwrite.setChecked(self.controller.overwrite)
         key = str(sess.model.get("name"))
         for i in range(self._model.count()):
