@@ -89,3 +89,17 @@ def test_a_removed_image_is_not_kept_alive(make_widget):
     widget.wait()
     gc.collect()
     assert widget._stack_axes.recall(gone()) is None
+
+
+def test_a_pick_before_any_image_goes_to_the_first_image(make_widget):
+    """'Stack axis is' t picked while no image is open: the first image picked that nothing
+    names keeps it (not set back to z); a second one nothing names gets z."""
+    viewer, widget = make_widget(sync=False, preload=False)
+    c = widget.controller
+    widget._axis_kind.setCurrentIndex(1)
+    viewer.add_image(blob_stack(z=8), name="bleach")
+    widget.wait()
+    assert c.image_layer.name == "bleach" and c.axis_kind == "t", c.status
+    viewer.add_image(blob_stack(z=8, seed=1), name="vol")
+    pick(widget, "vol")
+    assert c.axis_kind == "z" and VOLUME_NOTE in c.status, c.status

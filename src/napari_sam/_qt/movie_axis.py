@@ -159,15 +159,21 @@ class StackAxes:
     series), not the last image's. A (T, Y, X) time series picked, then an unlabelled volume,
     kept t: the volume was propagated with the rules for time. Kept by the layer itself
     (napari hands plugins proxies, :func:`~.layers.unwrap`), weakly: a removed layer does not
-    stay alive for it."""
+    stay alive for it. ``unplaced``: the kind picked while no image was (the first image
+    picked that nothing names takes it), else None."""
 
     def __init__(self):
         self._kinds = weakref.WeakKeyDictionary()
+        self.unplaced: str | None = None
 
     def remember(self, layer, kind: str) -> None:
-        """Keep ``kind`` ("z" or "t") as the stack axis of image ``layer`` (None: nothing)."""
-        if layer is not None:
+        """Keep ``kind`` ("z" or "t") as the stack axis of image ``layer`` (None: no image
+        picked yet, :attr:`unplaced`)."""
+        if layer is None:
+            self.unplaced = kind
+        else:
             self._kinds[unwrap(layer)] = kind
+            self.unplaced = None
 
     def recall(self, layer) -> str | None:
         """The stack axis kept for ``layer``; None for a layer never picked."""
@@ -175,13 +181,14 @@ class StackAxes:
 
 
 def stack_axis_for(name: str, named: tuple[str, str] | None, *, remembered: str | None = None,
-                   movie: bool = False, default: bool = True) -> tuple[str, str] | None:
+                   movie: bool = False, default: str | None = "z") -> tuple[str, str] | None:
     """*Stack axis is* for the image layer ``name`` and why, e.g. ``("z", "nothing names the
     axes of 'vol'")``: the kind ``remembered`` for it (:class:`StackAxes`: an image picked
     again keeps its own, also one the user picked by hand), else the kind its file or
     napari's axis labels name (``named``: kind and words, :func:`stack_axis_named`), else z
-    for a ``movie`` of volumes (each time point holds a volume), else z (``default``; None
-    where it is False: axes renamed that name nothing leave the box as it is)."""
+    for a ``movie`` of volumes (each time point holds a volume), else ``default`` (z, or
+    what was picked before any image was; None: axes renamed that name nothing leave the
+    box as it is)."""
     if remembered is not None:
         return (named if named is not None and named[0] == remembered
                 else (remembered, f"as set for '{name}' before"))
@@ -189,7 +196,10 @@ def stack_axis_for(name: str, named: tuple[str, str] | None, *, remembered: str 
         return named
     if movie:
         return "z", f"each time point of '{name}' holds a volume (a movie of volumes)"
-    return ("z", f"nothing names the axes of '{name}'") if default else None
+    if default is None:
+        return None
+    return default, (f"nothing names the axes of '{name}'" if default == "z" else
+                     f"it was picked before '{name}' was")
 
 
 def time_not_first(layer, channel_axis: int | None, viewer=None) -> str | None:

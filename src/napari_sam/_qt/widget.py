@@ -363,7 +363,7 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         found = stack_axis_for(  # (the t of a time series picked before was kept)
             c.image_name(), found, movie=c.source is not None and c.source.time_axis is not None,
             remembered=None if renamed else self._stack_axes.recall(c.image_layer),
-            default=not renamed)
+            default=None if renamed else self._stack_axes.unplaced or "z")
         if found is None or found[0] == c.axis_kind:
             self._stack_axes.remember(c.image_layer, c.axis_kind)
             return ""
