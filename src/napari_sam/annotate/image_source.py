@@ -164,6 +164,9 @@ class ImageSource:
         The time point of ``time_axis`` whose volume is the stack (None: not a movie).
     n_times : int
         Time points of the movie (1: not a movie).
+    data : array-like
+        The array the stack reads (a multiscale layer's level 0): the sources of one image
+        at its time points share it (a movie's content hash is kept for it, ``hashed_stack``).
     """
 
     stack: SliceView
@@ -177,6 +180,7 @@ class ImageSource:
     time_point: int | None = None
     n_times: int = 1
     remake: Callable[[int], SliceView] | None = field(default=None, repr=False, compare=False)
+    data: object = field(default=None, repr=False, compare=False)
 
     def stack_at(self, t: int) -> SliceView:
         """The stack (a :class:`SliceView`, read lazily) at time point ``t`` of a movie (its
@@ -424,6 +428,7 @@ def make_source(data, *, rgb: bool = False, channel_axis: int | None = None,
         time_point=None if time_axis is None else time_point,
         n_times=1 if time_axis is None else shape[time_axis],
         remake=None if time_axis is None else view_at,
+        data=data,
     )
 
 

@@ -46,6 +46,15 @@ class MovieFrames:
         self.shape = (source.n_times * self._z, *source.stack.shape[1:])
         self.dtype = source.stack.dtype
 
+    def same_image(self, source: ImageSource) -> bool:
+        """Whether ``source`` (the image at any of its time points) reads the slices these
+        do: the same array (:attr:`ImageSource.data`), channel and axes."""
+        mine = self.source
+        return (source.data is not None and source.data is mine.data
+                and (source.channel_axis, source.channel, source.time_axis, source.n_times,
+                     source.shape) == (mine.channel_axis, mine.channel, mine.time_axis,
+                                       mine.n_times, mine.shape))
+
     def __len__(self) -> int:
         return self.shape[0]
 
@@ -123,12 +132,16 @@ class MovieSessions:
 
     def hashed_stack(self):
         """What the image's content hash samples (up to 16 slices): the stack SAM sees, a
-        movie's slices across all its time points (:class:`MovieFrames`)."""
+        movie's slices across all its time points (:class:`MovieFrames`), the same object
+        for every time point of the movie (:func:`napari_sam.session.image_hash` remembers
+        the hash of that object: moving the time slider reads nothing again), a new one
+        once the source reads another array (a layer's ``data`` replaced, another movie) or
+        another channel of it."""
         if not self.is_movie():
             return self.source.stack
         frames = getattr(self, "_movie_frames", None)
-        if frames is None or frames.source is not self.source:  # one per image: its hash is
-            frames = self._movie_frames = MovieFrames(self.source)  # remembered while it lives
+        if frames is None or not frames.same_image(self.source):
+            frames = self._movie_frames = MovieFrames(self.source)
         return frames
 
     def labels_hashes(self, labels: np.ndarray | None) -> list[str] | None:
