@@ -9,6 +9,8 @@ while the source reads the same array, and read again for another array (the lay
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from sam_qt_helpers import blob_movie, canvas_click, open_from_menu, use_predictor
@@ -19,23 +21,30 @@ T = 5
 
 
 @pytest.fixture
-def lazy_movie(make_napari_viewer, monkeypatch):
-    """``(viewer, widget, hashed)``: the dock (opened from napari's menu) on 'movie', a dask
-    array of a (5, 6, 64, 64) movie; ``hashed``: the slices each image hash read, one entry
-    per hash (counted at :func:`napari_sam.session.image_hash_steps`, which every hash of
-    the dock, in a worker or not, goes through)."""
+def lazy_movie(make_napari_viewer, monkeypatch, request):
+    """``(viewer, widget, hashed, gate)``: the dock (opened from napari's menu) on 'movie', a
+    dask array of a (5, 6, 64, 64) movie; ``hashed``: the slices each image hash read, one
+    entry per hash (counted at :func:`napari_sam.session.image_hash_steps`, which every hash
+    of the dock, in a worker or not, goes through); a worker's reads wait for ``gate`` (set:
+    a remote zarr's reads are held by clearing it). Parametrized indirectly with True: an
+    image without a file was autosaved before, so the dock opens looking up the movie's
+    session, its read held (``gate`` cleared)."""
     import dask
     import dask.array as da
 
     monkeypatch.setitem(dask.config.config, "scheduler", "synchronous")
     hashed: list[int] = []
     real = S.image_hash_steps
+    ui, gate = threading.get_ident(), threading.Event()
+    gate.set()
 
     def counted(stack, remember=False):
         hashed.append(0)
         at = len(hashed) - 1
         steps = real(stack, remember)
         while True:
+            if threading.get_ident() != ui:
+                assert gate.wait(60)
             try:
                 step = next(steps)
             except StopIteration as end:
@@ -44,27 +53,37 @@ def lazy_movie(make_napari_viewer, monkeypatch):
             yield step
 
     monkeypatch.setattr(S, "image_hash_steps", counted)
+    if getattr(request, "param", False):
+        from napari_sam.annotate.memory_sessions import memory_sessions_folder
+
+        memory_sessions_folder().mkdir(parents=True, exist_ok=True)
+        gate.clear()
     viewer = make_napari_viewer()
     viewer.add_image(da.from_array(blob_movie(T), chunks=(1, 1, 64, 64)), name="movie")
     _dock, widget = open_from_menu(viewer)
     widget.preload = False
     assert widget.controller.source.n_times == T
-    return viewer, widget, hashed
+    yield viewer, widget, hashed, gate
+    gate.set()  # (a failed test's worker is not left waiting)
 
 
-def _commit_at(qtbot, viewer, widget, t: int, z: int = 1) -> None:
+def _commit_at(qtbot, viewer, widget, t: int, z: int = 1, wait: bool = True) -> None:
     """Move the time slider to ``t``, click (20, 20) on slice ``z`` (previewed at once),
-    commit with the dock's threaded jobs, and wait for the autosave (its hash read in a
-    worker if needed)."""
+    commit with the dock's threaded jobs, and (``wait``) wait for the autosave (its hash read
+    in a worker if needed)."""
     c = widget.controller
-    c.sync = True  # (the time point's embeddings and the preview at once)
-    viewer.dims.set_current_step(0, t)
+    viewer.dims.set_current_step(0, t)  # (threaded: the dock reads no hash here)
     assert c.source.time_point == t
+    widget.wait()
     viewer.dims.set_current_step(1, z)
+    widget.wait()
+    c.sync = True  # (the preview at once)
     viewer.layers.selection.active = c.points_layer
     canvas_click(viewer, 20, 20)
     c.sync = False  # the dock's threaded jobs: a lazy image's hash is read in a worker
     assert widget._on_commit() is not None, c.status
+    if not wait:
+        return
     qtbot.waitUntil(lambda: c._autosave_waits is None and (
         c._hash_job is None or not c._hash_job.running), timeout=30_000)
     assert c.wait_autosave(30)
@@ -77,7 +96,7 @@ def _autosaved_labels(widget) -> np.ndarray:
 def test_moving_the_time_slider_keeps_the_movies_hash(lazy_movie, tiny_predictor, qtbot):
     """A commit at time point 0 hashes the movie (16 slices); the time slider moved to 1, a
     commit there read the 16 slices again: now nothing, and both are autosaved."""
-    viewer, widget, hashed = lazy_movie
+    viewer, widget, hashed, _gate = lazy_movie
     use_predictor(widget, tiny_predictor)
     _commit_at(qtbot, viewer, widget, 0)
     assert sum(hashed) == 16, hashed  # the movie's hash: read once, for the autosave
@@ -97,7 +116,7 @@ def test_other_pixels_are_hashed_again(lazy_movie, tiny_predictor, qtbot):
     picked is hashed too."""
     import dask.array as da
 
-    viewer, widget, hashed = lazy_movie
+    viewer, widget, hashed, _gate = lazy_movie
     c = widget.controller
     use_predictor(widget, tiny_predictor)
     _commit_at(qtbot, viewer, widget, 0)
@@ -122,3 +141,32 @@ def test_other_pixels_are_hashed_again(lazy_movie, tiny_predictor, qtbot):
                     timeout=30_000)
     assert sum(hashed) == 48, hashed  # another movie: its own hash (its look-up's)
     assert S.image_hash(c.hashed_stack()) not in (first, second)
+
+
+@pytest.mark.parametrize("lazy_movie", [False, True], indirect=True,
+                         ids=["autosave-hash", "look-up"])
+def test_a_commit_while_the_movie_is_hashed_waits_for_that_hash(lazy_movie, tiny_predictor,
+                                                                 qtbot):
+    """A commit at time point 0 whose autosave waits for a worker reading the movie's hash
+    (its own, or the look-up's of the movie's session, started at another time point); the
+    time slider moved to 1 and a commit there before that read ended: a second worker read
+    the same 16 slices again. The autosave now waits for the read under way, and holds both
+    commits once it ends."""
+    viewer, widget, hashed, gate = lazy_movie
+    c = widget.controller
+    lookup = c._pixel_lookup
+    use_predictor(widget, tiny_predictor)
+    gate.clear()  # (a remote zarr: the worker's reads take their time)
+    _commit_at(qtbot, viewer, widget, 0, wait=False)
+    held = lookup if lookup is not None else c._hash_job
+    assert held is not None and held.running
+    assert c._hash_job is (None if lookup is not None else held)
+    _commit_at(qtbot, viewer, widget, 1, wait=False)
+    assert c._hash_job is (None if lookup is not None else held)  # no second read
+    assert held.running
+    gate.set()
+    qtbot.waitUntil(lambda: not held.running and c._autosave_waits is None, timeout=30_000)
+    assert c.wait_autosave(30)
+    assert sum(hashed) == 16, hashed
+    labels = _autosaved_labels(widget)
+    assert labels[0].any() and labels[1].any() and not labels[2:].any()

@@ -9,7 +9,8 @@ yet: nothing was looked up) hashed them again on the UI thread, to name and fill
 seconds of a frozen napari for a remote zarr. The commit (undo, redo) is now made at once and
 its autosave written when a worker has hashed the pixels: when the look-up under way ends
 (its hash reused, read once; its end is the signal, nothing polls it), else by a job of its
-own. Until then the commits are in memory only: napari killed meanwhile loses
+own (a movie's read under way for another time point is the same hash: followed too,
+``same_hash``). Until then the commits are in memory only: napari killed meanwhile loses
 them (as it loses those of an autosave write under way, :mod:`napari_sam.annotate.
 autosave_writer`). What reads or replaces the autosave file (saving, loading, resuming, a
 new labels target, waiting for the autosave as napari quits), another image picked and the
@@ -34,8 +35,8 @@ __all__ = ["HashedAutosave"]
 class HashedAutosave:
     """:meth:`hash_pending` and :meth:`autosave_when_hashed` of the session (see the module
     docstring; needs the session's ``source``, ``sync``, ``image_path``, ``image_identity``,
-    ``hashed_stack``, ``autosave_now``, the look-up's ``looking_up`` and the dock's
-    ``_closed``)."""
+    ``hashed_stack``, ``same_hash``, ``autosave_now``, the look-up's ``looking_up`` and the
+    dock's ``_closed``)."""
 
     _autosave_waits = None  # the source whose autosave waits for its pixels' hash
     _hashing_here = False  # the waiting autosave is written now: the hash is read here
@@ -55,11 +56,12 @@ class HashedAutosave:
         """Write the autosave once a worker has hashed the image's pixels: when the look-up
         of its autosaved session under way ends (:meth:`lookup_ended`; its hash then reads
         nothing), else once a job of its own has read them."""
-        source = self.source
+        source, waits = self.source, self._autosave_waits
         job = self._hash_job
-        if self._autosave_waits is source and (self.looking_up(source) or (
+        if waits is not None and self.same_hash(waits, source) and (self.looking_up(waits) or (
                 job is not None and job.running and not job.cancelled)):
-            return  # (what ends writes the newest state)
+            return  # (what ends writes the newest state; a movie's read under way for a
+            # commit at another time point reads the hash of this one too: not read twice)
         self._autosave_waits = source
         if not self.looking_up(source):
             self._hash_for_autosave(source)
@@ -72,7 +74,8 @@ class HashedAutosave:
         time slider moved: another image picked writes the waiting autosave first): its
         commits were left unwritten until the next one."""
         super().lookup_ended(source)
-        if self._closed or self._autosave_waits is not source or self.source is None:
+        if self._closed or not self.same_hash(self._autosave_waits, source) or (
+                self.source is None):
             return
         if self.looking_up(source):  # (a look-up of it started again: its end follows)
             return
@@ -85,7 +88,7 @@ class HashedAutosave:
         name = self.image_name()
 
         def failed(err):
-            if self._autosave_waits is source:
+            if self.same_hash(self._autosave_waits, source):
                 self._autosave_waits = None
             if self._closed:  # (the dock's close wrote the autosave, hashing there)
                 return
@@ -110,7 +113,7 @@ class HashedAutosave:
         that image's), reading the hash here if it is still unknown; the status line says
         what the write has to say."""
         waits = self._autosave_waits
-        if waits is None or (source is not None and waits is not source):
+        if waits is None or (source is not None and not self.same_hash(waits, source)):
             return
         self._autosave_waits = None
         job = self._hash_job

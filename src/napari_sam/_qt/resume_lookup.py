@@ -31,8 +31,8 @@ __all__ = ["ResumeLookup"]
 
 class ResumeLookup:
     """:meth:`offer_resume` after the image's pixels were hashed in a worker thread, where
-    that reads a lazy image (needs the session's ``source``, ``hashed_stack``, ``sync``,
-    ``image_path``, ``image_identity``, ``image_name`` and the dock's ``_closed``)."""
+    that reads a lazy image (needs the session's ``source``, ``hashed_stack``, ``same_hash``,
+    ``sync``, ``image_path``, ``image_identity``, ``image_name`` and the dock's ``_closed``)."""
 
     _pixel_lookup = None  # the Job hashing the picked image's pixels (kept while it runs)
     _lookup_source = None  # the source it hashes
@@ -67,10 +67,11 @@ class ResumeLookup:
         return None
 
     def looking_up(self, source) -> bool:
-        """Whether a worker is hashing ``source``'s pixels to look for its session."""
+        """Whether a worker is hashing ``source``'s pixels to look for its session (a movie's
+        look-up at another time point reads the same hash, ``same_hash``)."""
         job = self._pixel_lookup
         return (job is not None and job.running and not job.cancelled
-                and self._lookup_source is source)
+                and self.same_hash(self._lookup_source, source))
 
     def lookup_ended(self, source) -> None:
         """The look-up of ``source``'s autosaved session ended (after its result or error,

@@ -29,7 +29,7 @@ from .errors import UserError
 from .image_source import ImageSource
 from .prompt_groups import inside_image
 
-__all__ = ["MovieFrames", "MovieSessions", "movie_labels", "movie_mismatch"]
+__all__ = ["MovieFrames", "MovieSessions", "movie_labels", "movie_mismatch", "same_movie"]
 
 
 class MovieFrames:
@@ -47,13 +47,9 @@ class MovieFrames:
         self.dtype = source.stack.dtype
 
     def same_image(self, source: ImageSource) -> bool:
-        """Whether ``source`` (the image at any of its time points) reads the slices these
-        do: the same array (:attr:`ImageSource.data`), channel and axes."""
-        mine = self.source
-        return (source.data is not None and source.data is mine.data
-                and (source.channel_axis, source.channel, source.time_axis, source.n_times,
-                     source.shape) == (mine.channel_axis, mine.channel, mine.time_axis,
-                                       mine.n_times, mine.shape))
+        """Whether ``source`` (the movie at any of its time points) reads the slices these
+        do (:func:`same_movie`)."""
+        return same_movie(self.source, source)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -63,6 +59,15 @@ class MovieFrames:
             raise IndexError(f"slice {i!r} is not one of the movie's {self.shape[0]} slices")
         t, z = divmod(int(i), self._z)
         return self.source.stack_at(t)[z]
+
+
+def same_movie(a: ImageSource, b: ImageSource) -> bool:
+    """Whether sources ``a`` and ``b`` are one movie (at two time points, or one): they read
+    the same array (:attr:`ImageSource.data`), channel and axes, so their content hash
+    (:class:`MovieFrames`) is one."""
+    return (a.time_axis is not None and a.data is not None and a.data is b.data
+            and (a.channel_axis, a.channel, a.time_axis, a.n_times, a.shape)
+            == (b.channel_axis, b.channel, b.time_axis, b.n_times, b.shape))
 
 
 def movie_labels(source: ImageSource, layer_array: np.ndarray) -> np.ndarray:
@@ -143,6 +148,11 @@ class MovieSessions:
         if frames is None or not frames.same_image(self.source):
             frames = self._movie_frames = MovieFrames(self.source)
         return frames
+
+    def same_hash(self, a: ImageSource | None, b: ImageSource | None) -> bool:
+        """Whether sources ``a`` and ``b`` have one content hash (:meth:`hashed_stack`):
+        they are one, or one movie at two time points (:func:`same_movie`)."""
+        return a is b or (a is not None and b is not None and same_movie(a, b))
 
     def labels_hashes(self, labels: np.ndarray | None) -> list[str] | None:
         """A movie's hashes of each time point of the autosave's ``labels`` (T, Z, Y, X)
