@@ -164,6 +164,7 @@ class StackAxes:
 
     def __init__(self):
         self._kinds = weakref.WeakKeyDictionary()
+        self._owners = weakref.WeakKeyDictionary()  # labels layer -> weakref to its image
         self.unplaced: str | None = None
 
     def remember(self, layer, kind: str) -> None:
@@ -178,6 +179,26 @@ class StackAxes:
     def recall(self, layer) -> str | None:
         """The stack axis kept for ``layer``; None for a layer never picked."""
         return None if layer is None else self._kinds.get(unwrap(layer))
+
+    def labels_of(self, image, labels, open_layers) -> list:
+        """Those of the labels layers ``labels`` (of the shape of image ``image``) whose
+        stack axis is the one of ``image``: each belongs to the image picked when it was
+        first marked (:meth:`~.widget.SamWidget._mark_stack_axis`) while that image is open
+        (in ``open_layers``), else it becomes ``image``'s. Picking a volume beside a time
+        series of its shape marked the time series' labels z: saved as ZYX, their frames
+        were read as slices."""
+        image = unwrap(image)
+        shown = {id(unwrap(layer)) for layer in open_layers}
+        mine = []
+        for layer in map(unwrap, labels):
+            ref = self._owners.get(layer)
+            owner = None if ref is None else ref()
+            if owner is None or id(owner) not in shown:
+                self._owners[layer] = weakref.ref(image)
+                owner = image
+            if owner is image:
+                mine.append(layer)
+        return mine
 
 
 def stack_axis_for(name: str, named: tuple[str, str] | None, *, remembered: str | None = None,

@@ -310,7 +310,8 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
             self._trace.set_axis_kind(self.controller.axis_kind)  # the trace shown, too
 
     def _mark_stack_axis(self) -> None:
-        """Tell the labels layers of this image's shape what their stack axis is
+        """Tell the labels layers of this image's shape (not those of another open image of
+        its shape: :meth:`~.movie_axis.StackAxes.labels_of`) what their stack axis is
         (``metadata["stack_axis"]``: "z" or "t"), so that saving one as a TIFF writes a time
         series as TYX, as the command line does (it was written ZYX: Fiji read frames as
         slices); a movie's also the time between frames its file names
@@ -321,8 +322,9 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         if c.image_layer is None:
             return
         shape = tuple(c.source.layer_shape)
-        labels = [layer for layer in map(L.unwrap, self.viewer.layers)
-                  if isinstance(layer, Labels) and tuple(layer.data.shape) == shape]
+        labels = self._stack_axes.labels_of(c.image_layer, [  # (not another image's)
+            layer for layer in map(L.unwrap, self.viewer.layers)
+            if isinstance(layer, Labels) and tuple(layer.data.shape) == shape], self.viewer.layers)
         # the file's header is read only where labels of this shape are there to tell
         time = file_time_interval(L.unwrap(c.image_layer)) if labels else None
         for layer in labels:
