@@ -297,8 +297,9 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
             self._follow_file_axes(renamed=True)
 
     def _on_axis_kind_changed(self) -> None:
-        self.controller.axis_kind = "t" if self._axis_kind.currentIndex() == 1 else "z"
-        self._stack_axes.remember(self.controller.image_layer, self.controller.axis_kind)
+        c = self.controller
+        c.axis_kind = "t" if self._axis_kind.currentIndex() == 1 else "z"
+        self._stack_axes.remember(self._stack_image(), c.axis_kind)
         self._mark_stack_axis()
         # a time series is told in frames (its boxes said 'objects on this slice')
         unit = in_frames("slice", self.controller.axis_kind)
@@ -308,6 +309,13 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         if hasattr(self, "_emb_line"):  # (the box is set before the line is made)
             self._emb_line.refresh()
             self._trace.set_axis_kind(self.controller.axis_kind)  # the trace shown, too
+
+    def _stack_image(self):
+        """The image picked where it is a stack (its *Stack axis is* is its own), else None:
+        a 2D image took the 'Stack axis is t' picked before any image, and the time series
+        picked after it was set back to z."""
+        src = self.controller.source
+        return None if src is None or not src.is_3d else self.controller.image_layer
 
     def _mark_stack_axis(self) -> None:
         """Tell the labels layers of this image's shape (not those of another open image of
@@ -358,6 +366,8 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         from napari_sam.io import file_stack_axis
 
         c = self.controller
+        if c.source is None or not c.source.is_3d:  # a 2D image: no stack axis of its own
+            return ""  # (a pick made before it goes to the first stack picked)
         found = file_stack_axis(c.image_path())  # else napari's axis labels ("t", "y", "x")
         found = (stack_axis_named(c.image_layer, self._channels.choice()[0], self.viewer)
                  if found is None
@@ -371,8 +381,6 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
             return ""
         kind, why = found
         self._axis_kind.setCurrentIndex(int(kind == "t"))  # sets controller.axis_kind
-        if c.source is None or not c.source.is_3d:  # (a 2D image: no stack to speak of)
-            return ""
         what = ("a time series: objects are followed through its frames" if kind == "t"
                 else "a volume: objects are followed through its slices")
         note = f"Stack axis is {kind}: {why}, {what} (change it in 'Stack axis is')."
@@ -623,7 +631,7 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         its model (a registry name or a checkpoint file)."""
         self._hide_resume()  # a session loaded (or resumed) answers the offer
         self._axis_kind.setCurrentIndex(int(self.controller.axis_kind == "t"))
-        self._stack_axes.remember(self.controller.image_layer, self.controller.axis_kind)
+        self._stack_axes.remember(self._stack_image(), self.controller.axis_kind)
         self._overwrite.setChecked(self.controller.overwrite)
         key = str(sess.model.get("name"))
         for i in range(self._model.count()):
