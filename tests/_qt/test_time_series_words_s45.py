@@ -14,7 +14,7 @@ from qtpy.QtWidgets import QLabel, QPushButton
 from sam_qt_helpers import blob_stack, canvas_click, press_key, use_predictor
 
 
-def _time_series_dock(make_widget, tiny_predictor):
+def time_series_dock(make_widget, tiny_predictor):
     """The dock on an 8-frame (T, Y, X) series named ("t", "y", "x"), the tiny model in use:
     (viewer, widget, controller, the status lines said from then on)."""
     viewer, widget = make_widget(blob_stack(z=8), name="cells", sync=False,
@@ -28,17 +28,22 @@ def _time_series_dock(make_widget, tiny_predictor):
     return viewer, widget, c, said
 
 
-def test_a_time_series_is_told_in_frames(make_widget, tiny_predictor):
-    viewer, widget, c, said = _time_series_dock(make_widget, tiny_predictor)
-    assert widget._scope.itemText(0) == "objects on this frame"
-    assert widget._auto_scope.itemText(0) == "current frame"
-    assert "Embeddings ready (1 frame)." in said, said
+def click_and_propagate(viewer, widget) -> None:
+    """A click at (20, 20) on frame 3, then Propagate (Shift+D), each waited for."""
     viewer.dims.set_current_step(0, 3)
     widget.wait()
     canvas_click(viewer, 20, 20)
     widget.wait()
     press_key(viewer, "Shift-D")  # Propagate
     widget.wait()
+
+
+def test_a_time_series_is_told_in_frames(make_widget, tiny_predictor):
+    viewer, widget, c, said = time_series_dock(make_widget, tiny_predictor)
+    assert widget._scope.itemText(0) == "objects on this frame"
+    assert widget._auto_scope.itemText(0) == "current frame"
+    assert "Embeddings ready (1 frame)." in said, said
+    click_and_propagate(viewer, widget)
     assert re.fullmatch(r"[1-8] of 8 frames embedded", widget._emb_state.text()), (
         widget._emb_state.text())
     trace = widget._trace
@@ -61,7 +66,7 @@ def test_a_time_series_is_told_in_frames(make_widget, tiny_predictor):
 
 def test_refusals_and_job_lines_of_a_time_series_say_frames(make_widget, tiny_predictor,
                                                              notifications):
-    viewer, widget, c, said = _time_series_dock(make_widget, tiny_predictor)
+    viewer, widget, c, said = time_series_dock(make_widget, tiny_predictor)
     viewer.dims.set_current_step(0, 3)
     widget.wait()
     press_key(viewer, "Shift-D")  # nothing prompted

@@ -6,8 +6,9 @@ refused was notified again at each renamed viewer axis, for the same reason (ses
 from __future__ import annotations
 
 from qtpy.QtWidgets import QLabel, QPushButton
-from sam_qt_helpers import blob_stack, canvas_click, press_key, use_predictor
+from sam_qt_helpers import blob_stack
 from test_movie_dock_s42 import short_movie
+from test_time_series_words_s45 import click_and_propagate, time_series_dock
 
 from napari_sam._qt.tips import BUTTON_TIPS, FIELD_TIPS
 
@@ -29,18 +30,8 @@ def test_the_trace_shown_is_told_in_the_words_of_the_stack_axis_picked_after(
         make_widget, tiny_predictor):
     """A time series propagated, then 'Stack axis is' z: the trace says slices (it said
     frames), its numbers the same; t again: frames."""
-    viewer, widget = make_widget(blob_stack(z=8), name="cells", sync=False,
-                                 axis_labels=("t", "y", "x"))
-    c = widget.controller
-    use_predictor(widget, tiny_predictor)
-    widget.wait()
-    assert c.axis_kind == "t", c.status
-    viewer.dims.set_current_step(0, 3)
-    widget.wait()
-    canvas_click(viewer, 20, 20)
-    widget.wait()
-    press_key(viewer, "Shift-D")  # Propagate
-    widget.wait()
+    viewer, widget, c, _ = time_series_dock(make_widget, tiny_predictor)
+    click_and_propagate(viewer, widget)
     trace = widget._trace.trace
     assert trace is not None and trace["objects"], c.status
     frames = _trace_words(widget)

@@ -16,29 +16,15 @@ from cli_runner import cli, error_line, tiny_train_argv
 from napari_sam.training.data import TrainingDataError, load_pairs
 from stacks import blob_stack
 
-Z = 4
-
-
-def _stack_and_labels() -> tuple[np.ndarray, np.ndarray]:
-    """(Z, 48, 48) uint16 blobs and their (Z, 48, 48) labels: two squares on every slice."""
-    image = np.full((Z, 48, 48), 100, np.uint16)
-    labels = np.zeros((Z, 48, 48), np.uint16)
-    for i, (r, c) in enumerate(((8, 8), (28, 26)), start=1):
-        image[:, r : r + 12, c : c + 12] = 900 * i
-        labels[:, r : r + 12, c : c + 12] = i
-    return image, labels
+from .channel_cases import hyperstack_pair, stack_and_labels
 
 
 def test_a_two_channel_hyperstack_says_how_to_train_on_one_channel(tmp_path, tiny_model,
                                                                    capsys, monkeypatch):
-    image, labels = _stack_and_labels()
     d = tmp_path / "my data"
     d.mkdir()
-    stack = d / "stack.tif"
-    two = np.stack([image, image[:, :, ::-1]], axis=1)  # Z, C, Y, X
-    tifffile.imwrite(stack, two, imagej=True, metadata={"axes": "ZCYX"})
-    lb = d / "stack_labels.tif"
-    tifffile.imwrite(lb, labels, photometric="minisblack")
+    stack, lb = hyperstack_pair(d)
+    image = stack_and_labels()[0]  # (channel 0)
     rc, _, err = cli(tiny_train_argv(d, d, tmp_path / "m.pt", tiny_model), capsys)
     line = error_line(err)
     assert rc == 2, err
@@ -60,7 +46,7 @@ def test_a_two_channel_hyperstack_says_how_to_train_on_one_channel(tmp_path, tin
 
 @pytest.mark.parametrize("channels", [1, 3, 4])
 def test_one_three_or_four_channels_first_are_trained_on_channels_last(tmp_path, channels):
-    image, labels = _stack_and_labels()
+    image, labels = stack_and_labels()
     stack = tmp_path / "stack.ome.tif"
     data = np.stack([image + k for k in range(channels)])  # C, Z, Y, X
     tifffile.imwrite(stack, data, metadata={"axes": "CZYX"})
@@ -73,7 +59,7 @@ def test_one_three_or_four_channels_first_are_trained_on_channels_last(tmp_path,
 
 
 def test_labels_given_as_an_array_get_the_python_call(tmp_path):
-    image, labels = _stack_and_labels()
+    image, labels = stack_and_labels()
     stack = tmp_path / "stack.tif"
     tifffile.imwrite(stack, np.stack([image, image], axis=1), imagej=True,
                      metadata={"axes": "ZCYX"})
@@ -99,7 +85,7 @@ def test_two_channels_last_are_told_as_two_channels_first(tmp_path):
     """A (Y, X, 2) TIFF (2 samples a pixel, axes YXS) took the shortcut for images whose
     first axes fit the labels, and was refused with the old 'labels shape (48, 48) does not
     match image shape (48, 48, 2)', without how to save one channel."""
-    image, labels = _stack_and_labels()
+    image, labels = stack_and_labels()
     two = tmp_path / "two.tif"
     tifffile.imwrite(two, np.stack([image[0], image[0, :, ::-1]], axis=-1),
                      photometric="minisblack", planarconfig="contig", extrasamples=[0],

@@ -8,7 +8,6 @@ the same advice."""
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 import numpy as np
@@ -18,23 +17,7 @@ import tifffile
 from cli_runner import cli, error_line, tiny_train_argv
 from napari_sam.training.data import TrainingDataError, load_pairs
 
-Z = 4
-
-
-def _stack_and_labels() -> tuple[np.ndarray, np.ndarray]:
-    """(Z, 48, 48) uint16 squares and their (Z, 48, 48) labels: two objects a slice."""
-    image = np.full((Z, 48, 48), 100, np.uint16)
-    labels = np.zeros((Z, 48, 48), np.uint16)
-    for i, (r, c) in enumerate(((8, 8), (28, 26)), start=1):
-        image[:, r : r + 12, c : c + 12] = 900 * i
-        labels[:, r : r + 12, c : c + 12] = i
-    return image, labels
-
-
-def _advice(line: str) -> tuple[str, list[str]]:
-    """The Python line and the train command (as the shell reads it) the message advises."""
-    code = line.split("in Python: ", 1)[1].split("; then train", 1)[0]
-    return code, shlex.split(line.split("with the same labels: ", 1)[1])
+from .channel_cases import advice, hyperstack_pair, stack_and_labels
 
 
 def test_the_advised_file_is_new_and_beside_the_image(tmp_path, tiny_model, capsys,
@@ -42,14 +25,10 @@ def test_the_advised_file_is_new_and_beside_the_image(tmp_path, tiny_model, caps
     """With ``channel0.tif`` in the working directory and ``stack_channel0.tif`` beside the
     image, the advice names ``stack_channel0-2.tif``: running it touches neither, and the
     advised command (in a folder whose name has a space) trains."""
-    image, labels = _stack_and_labels()
     d = tmp_path / "my data"
     d.mkdir()
-    stack = d / "stack.tif"
-    two = np.stack([image, image[:, :, ::-1]], axis=1)  # Z, C, Y, X
-    tifffile.imwrite(stack, two, imagej=True, metadata={"axes": "ZCYX"})
-    lb = d / "stack_labels.tif"
-    tifffile.imwrite(lb, labels, photometric="minisblack")
+    stack, lb = hyperstack_pair(d)
+    image = stack_and_labels()[0]  # (channel 0)
     work = tmp_path / "work"
     work.mkdir()
     theirs = {work / "channel0.tif": b"an earlier image's channel",
@@ -60,7 +39,7 @@ def test_the_advised_file_is_new_and_beside_the_image(tmp_path, tiny_model, caps
     rc, _, err = cli(tiny_train_argv(stack, lb, tmp_path / "m.pt", tiny_model), capsys)
     line = error_line(err)
     assert rc == 2, err
-    code, command = _advice(line)
+    code, command = advice(line)
     new = d / "stack_channel0-2.tif"
     assert f"tifffile.imwrite({str(new)!r}, " in code, code
     assert command == ["napari-sam", "train", str(new), str(lb), "-o", "FILE.pt"], line
@@ -101,7 +80,7 @@ def test_a_raw_two_channel_tiff_is_told_its_channel_axis(tmp_path, tiny_model, c
                                                          monkeypatch):
     """A (Z, 2, Y, X) TIFF written without axes and its (Z, Y, X) labels: the message names
     axis 1 as 2 channels, with the line that saves channel 0 and the command, which train."""
-    image, labels = _stack_and_labels()
+    image, labels = stack_and_labels()
     d = tmp_path / "my data"
     d.mkdir()
     raw = d / "raw.tif"
@@ -115,7 +94,7 @@ def test_a_raw_two_channel_tiff_is_told_its_channel_axis(tmp_path, tiny_model, c
     assert rc == 2, err
     assert ("labels shape (4, 48, 48) does not match image shape (4, 2, 48, 48)") in line, line
     assert "; axis 1 of the image (size 2) looks like a channel axis of 2 channels" in line
-    code, command = _advice(line)
+    code, command = advice(line)
     new = d / "raw_channel0.tif"
     assert code.endswith(f"tifffile.imwrite({str(new)!r}, tifffile.imread({str(raw)!r})"
                          "[:, 0], photometric='minisblack', metadata={'axes': 'ZYX'})"), code
@@ -130,7 +109,7 @@ def test_a_raw_two_channel_tiff_is_told_its_channel_axis(tmp_path, tiny_model, c
 def test_a_channel_first_npy_is_told_its_channel_axis(tmp_path, monkeypatch):
     """A (2, Z, Y, X) .npy: axis 0, read back with numpy.load; labels given as an array get
     the Python call."""
-    image, labels = _stack_and_labels()
+    image, labels = stack_and_labels()
     raw = tmp_path / "raw.npy"
     np.save(raw, np.stack([image, image + 1]))
     with pytest.raises(TrainingDataError) as info:
@@ -148,7 +127,7 @@ def test_a_channel_first_npy_is_told_its_channel_axis(tmp_path, monkeypatch):
 
 
 def test_an_array_with_a_channel_axis_is_told_the_index(tmp_path):
-    image, labels = _stack_and_labels()
+    image, labels = stack_and_labels()
     with pytest.raises(TrainingDataError) as info:
         load_pairs([np.stack([image, image], axis=1)], [labels])
     text = str(info.value)
@@ -162,7 +141,7 @@ def test_one_array_given_alone_is_not_told_to_index_it_twice():
     """``train(stack, labels)`` with one (Z, 2, Y, X) array: its name is ``images[0]``, and
     the advice ``images[0][:, 0]`` applied to the array given (``stack[0][:, 0]``) took one
     row of one slice. The index is now the array's own, ``[:, 0]``."""
-    image, labels = _stack_and_labels()
+    image, labels = stack_and_labels()
     with pytest.raises(TrainingDataError) as info:
         load_pairs(np.stack([image, image], axis=1), labels)
     text = str(info.value)
@@ -173,7 +152,7 @@ def test_one_array_given_alone_is_not_told_to_index_it_twice():
 def test_two_axes_of_the_size_of_the_stack_are_both_named():
     """A (2, 2, Y, X) image beside (2, Y, X) labels: either first axis may hold the channels
     (OME stores them first, ImageJ second); the message names both, not axis 0 alone."""
-    image, labels = _stack_and_labels()
+    image, labels = stack_and_labels()
     with pytest.raises(TrainingDataError) as info:
         load_pairs(np.stack([image[:2], image[:2]]), labels[:2])
     text = str(info.value)
@@ -200,14 +179,14 @@ def test_a_file_named_with_a_leading_dash_is_not_read_as_options(tmp_path, tiny_
     """``train ./-raw.tif ./-raw_labels.tif`` (the path keeps no ``./``): the advised command
     named ``-raw_channel0.tif -raw_labels.tif``, which ``train`` read as options; it now
     says ``./-raw_channel0.tif ./-raw_labels.tif``, and trains."""
-    image, labels = _stack_and_labels()
+    image, labels = stack_and_labels()
     monkeypatch.chdir(tmp_path)
     tifffile.imwrite("-raw.tif", np.stack([image, image], axis=1))
     tifffile.imwrite("-raw_labels.tif", labels, photometric="minisblack")
     rc, _, err = cli(tiny_train_argv("./-raw.tif", "./-raw_labels.tif", "m.pt", tiny_model),
                      capsys)
     assert rc == 2, err
-    code, command = _advice(error_line(err))
+    code, command = advice(error_line(err))
     assert command[2:4] == ["./-raw_channel0.tif", "./-raw_labels.tif"], command
     exec(code, {})
     rc, _, err = cli(tiny_train_argv(*command[2:4], "m.pt", tiny_model), capsys)
@@ -220,7 +199,7 @@ def test_a_read_only_image_folder_gets_a_file_in_the_working_directory(tmp_path,
     (PermissionError, "Read-only file system"); it now writes in the working directory."""
     import os
 
-    image, labels = _stack_and_labels()
+    image, labels = stack_and_labels()
     share = tmp_path / "share"
     share.mkdir()
     raw = share / "raw.tif"

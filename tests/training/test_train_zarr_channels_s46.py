@@ -10,8 +10,6 @@ the reader's hint."""
 
 from __future__ import annotations
 
-import shlex
-
 import numpy as np
 import pytest
 import tifffile
@@ -19,25 +17,11 @@ import tifffile
 from cli_runner import cli, error_line, tiny_train_argv
 from napari_sam.training.data import TrainingDataError, load_pairs
 
+from .channel_cases import Z, advice, stack_and_labels
+
 zarr = pytest.importorskip("zarr")
 
-Z = 4
 
-
-def _stack_and_labels() -> tuple[np.ndarray, np.ndarray]:
-    """(Z, 48, 48) uint16 squares and their (Z, 48, 48) labels: two objects a slice."""
-    image = np.full((Z, 48, 48), 100, np.uint16)
-    labels = np.zeros((Z, 48, 48), np.uint16)
-    for i, (r, c) in enumerate(((8, 8), (28, 26)), start=1):
-        image[:, r : r + 12, c : c + 12] = 900 * i
-        labels[:, r : r + 12, c : c + 12] = i
-    return image, labels
-
-
-def _advice(line: str) -> tuple[str, list[str]]:
-    """The Python line and the train command (as the shell reads it) the message advises."""
-    code = line.split("in Python: ", 1)[1].split("; then train", 1)[0]
-    return code, shlex.split(line.split("with the same labels: ", 1)[1])
 
 
 def _store_pair(tmp_path, data: np.ndarray, labels: np.ndarray, name: str = "two.zarr"):
@@ -60,7 +44,7 @@ def _refused_then_trained(tmp_path, tiny_model, capsys, store, lb, channel0: np.
     assert rc == 2, err
     assert "cannot read" not in line.lower() and "--axes" not in line, line
     assert "--channel" not in line, line
-    code, command = _advice(line)
+    code, command = advice(line)
     new = store.parent / f"{store.stem}_channel0.tif"
     assert command == ["napari-sam", "train", str(new), str(lb), "-o", "FILE.pt"], line
     exec(code, {})
@@ -76,7 +60,7 @@ def test_a_plain_store_of_two_channels_last_is_told_its_channel_axis(tmp_path, t
     """(Z, Y, X, 2) store, (Z, Y, X) labels: the message names the store, its shape and
     axis 3 as 2 channels, and train's advice, not the reader's --axes/--channel; the advised
     line (read_image with axes='ZYXC') saves channel 0, and the advised command trains."""
-    image, labels = _stack_and_labels()
+    image, labels = stack_and_labels()
     store, lb = _store_pair(tmp_path, np.stack([image, image[:, :, ::-1]], axis=-1), labels)
     monkeypatch.chdir(tmp_path)
     line = _refused_then_trained(tmp_path, tiny_model, capsys, store, lb, image)
@@ -89,7 +73,7 @@ def test_a_plain_store_of_two_channels_last_is_told_its_channel_axis(tmp_path, t
 
 def test_a_plain_2d_store_of_two_channels_last(tmp_path, tiny_model, capsys):
     """(Y, X, 2) store, (Y, X) labels: axis 2, read with axes='YXC', saved as YX."""
-    image, labels = _stack_and_labels()
+    image, labels = stack_and_labels()
     store, lb = _store_pair(tmp_path, np.stack([image[0], image[0].T], axis=-1), labels[0])
     line = _refused_then_trained(tmp_path, tiny_model, capsys, store, lb, image[0])
     assert "axis 2 of the image (size 2) looks like a channel axis of 2 channels" in line
@@ -98,7 +82,7 @@ def test_a_plain_2d_store_of_two_channels_last(tmp_path, tiny_model, capsys):
 
 def test_five_channels_last_get_the_same_advice_as_a_tiff(tmp_path):
     """(Z, Y, X, 5): the store's message is the TIFF's of that shape, its reading aside."""
-    image, labels = _stack_and_labels()
+    image, labels = stack_and_labels()
     five = np.stack([image + k for k in range(5)], axis=-1)
     store, lb = _store_pair(tmp_path, five, labels)
     tif = store.parent / "two.tif"
@@ -121,7 +105,7 @@ def test_python_train_is_told_the_call_for_labels_given_as_an_array(tmp_path, mo
     make; the advised line runs, and the file it writes pairs with the labels."""
     import napari_sam as ns
 
-    image, labels = _stack_and_labels()
+    image, labels = stack_and_labels()
     store, _ = _store_pair(tmp_path, np.stack([image, image + 1], axis=-1), labels)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(TrainingDataError) as info:
@@ -136,26 +120,26 @@ def test_python_train_is_told_the_call_for_labels_given_as_an_array(tmp_path, mo
 
 
 @pytest.mark.parametrize("axis, pick", [(0, "[0]"), (1, "[:, 0]")])
-def test_plain_stores_of_two_channels_first_or_second_keep_their_advice(
+def test_plain_stores_of_two_channels_first_or_second_keep_theiradvice(
         tmp_path, axis, pick):
     """(2, Z, Y, X) and (Z, 2, Y, X) stores (read before the fix too; a guard): named the
     axis, advised the line without axes=, which saves channel 0."""
-    image, labels = _stack_and_labels()
+    image, labels = stack_and_labels()
     store, lb = _store_pair(tmp_path, np.stack([image, image[:, ::-1]], axis=axis), labels)
     with pytest.raises(TrainingDataError) as info:
         load_pairs(str(store), str(lb))
     text = str(info.value)
     assert f"axis {axis} of the image (size 2) looks like a channel axis of 2" in text, text
-    code, _ = _advice(text)
+    code, _ = advice(text)
     assert f"read_image({str(store)!r}).data{pick}" in code, code
     exec(code, {})
     np.testing.assert_array_equal(tifffile.imread(store.parent / "two_channel0.tif"), image)
 
 
-def test_an_ome_zarr_of_two_channels_keeps_its_advice(tmp_path):
+def test_an_ome_zarr_of_two_channels_keeps_itsadvice(tmp_path):
     """An OME-Zarr whose axes name ``c`` of 2 (a guard): "has 2 channels (axes CZYX ...)"
     with the line that saves channel 0, which runs."""
-    image, labels = _stack_and_labels()
+    image, labels = stack_and_labels()
     store = tmp_path / "two.ome.zarr"
     g = zarr.open_group(str(store), mode="w")
     g.create_array("0", data=np.stack([image, image[:, ::-1]]))
@@ -173,7 +157,7 @@ def test_an_ome_zarr_of_two_channels_keeps_its_advice(tmp_path):
 
 def test_a_plain_store_of_three_channels_last_trains_as_rgb(tmp_path, tiny_model, capsys):
     """(Z, Y, X, 3) (a guard): trained on as RGB, as a TIFF of that shape is."""
-    image, labels = _stack_and_labels()
+    image, labels = stack_and_labels()
     store, lb = _store_pair(tmp_path, np.stack([image] * 3, axis=-1), labels)
     (pair,) = load_pairs(str(store), str(lb))
     assert pair.image.shape == (Z, 48, 48, 3)
@@ -184,7 +168,7 @@ def test_a_plain_store_of_three_channels_last_trains_as_rgb(tmp_path, tiny_model
 
 def test_auto_keeps_the_readers_hint(tmp_path, tiny_model, capsys):
     """``auto`` takes --axes and --channel: its refusal of the store is as it was (a guard)."""
-    image, labels = _stack_and_labels()
+    image, labels = stack_and_labels()
     store, _ = _store_pair(tmp_path, np.stack([image, image], axis=-1), labels)
     rc, _, err = cli(["auto", store, "-o", tmp_path / "out", "--model", tiny_model,
                       "--device", "cpu", "-q"], capsys)
