@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 import pytest
-from sam_qt_helpers import blob_movie, canvas_click, open_from_menu, use_predictor
+from sam_qt_helpers import blob_movie, canvas_click, commit_on, open_from_menu, use_predictor
 
 from napari_sam import session as S
 
@@ -170,3 +170,53 @@ def test_a_commit_while_the_movie_is_hashed_waits_for_that_hash(lazy_movie, tiny
     assert sum(hashed) == 16, hashed
     labels = _autosaved_labels(widget)
     assert labels[0].any() and labels[1].any() and not labels[2:].any()
+
+
+class _HeldReads:
+    """A (T, Z, Y, X) array whose reads off the UI thread wait for ``gate`` (a remote zarr)."""
+
+    def __init__(self, pixels: np.ndarray):
+        self._pixels, self.ui, self.gate = pixels, threading.get_ident(), threading.Event()
+        self.shape, self.dtype, self.ndim = pixels.shape, pixels.dtype, pixels.ndim
+
+    def __getitem__(self, key):
+        if threading.get_ident() != self.ui:
+            assert self.gate.wait(60)
+        return self._pixels[key]
+
+
+def test_the_time_slider_moved_during_the_look_up_still_offers_the_session(
+        make_widget, make_napari_viewer, tiny_predictor, qtbot, monkeypatch):
+    """The look-up of a lazy movie's autosaved session reads the movie's hash, whichever time
+    point is shown: the time slider moved while it read, its result was dropped (taken for
+    another image's), so the autosaved session was never offered, nor resumed."""
+    import dask
+    import dask.array as da
+
+    monkeypatch.setitem(dask.config.config, "scheduler", "synchronous")
+    chunks = (1, 1, 64, 64)
+    viewer, widget = make_widget(da.from_array(blob_movie(T), chunks=chunks), name="cells")
+    use_predictor(widget, tiny_predictor)
+    commit_on(viewer, widget, 1)  # (a commit at time point 1, autosaved)
+    committed = np.asarray(widget.controller.target_layer.data).copy()
+    assert committed[1].any()
+    viewer.close()  # (its claim on the autosave is let go)
+
+    reads = _HeldReads(blob_movie(T))
+    other = make_napari_viewer()
+    other.add_image(da.from_array(reads, chunks=chunks), name="cells")
+    _dock, w2 = open_from_menu(other)  # picks 'cells': its look-up's read held
+    w2.preload = False
+    c = w2.controller
+    lookup = c._pixel_lookup
+    assert lookup is not None and lookup.running
+    shown = c.source.time_point
+    other.dims.set_current_step(0, 0 if shown else 3)  # (the slider moved meanwhile)
+    assert c.source.time_point != shown
+    reads.gate.set()
+    qtbot.waitUntil(lambda: w2._resume_row.isVisibleTo(w2), timeout=30_000)
+    assert "1 commit" in w2._resume_label.text()
+    use_predictor(w2, tiny_predictor)
+    sess = w2._on_resume()
+    assert len(sess.operations) == 1
+    assert np.array_equal(np.asarray(c.target_layer.data), committed)

@@ -46,8 +46,8 @@ class ResumeLookup:
         # picked before it ends)
 
         def hashed(_):
-            if self._closed or self.source is not source:  # another image picked meanwhile
-                return
+            if self._closed or not self.same_hash(self.source, source):  # another image
+                return  # picked meanwhile (a movie's time slider moved: its hash, offered)
             guarded(lambda c: c.after_lookup())(self)
 
         def failed(err):
