@@ -220,3 +220,32 @@ def test_the_time_slider_moved_during_the_look_up_still_offers_the_session(
     sess = w2._on_resume()
     assert len(sess.operations) == 1
     assert np.array_equal(np.asarray(c.target_layer.data), committed)
+
+
+@pytest.mark.parametrize("waiting", [False, True], ids=["autosaved", "autosave-waits"])
+def test_a_removed_movie_is_not_kept_for_its_hash(lazy_movie, tiny_predictor, qtbot, waiting):
+    """The movie's hash is kept with the object it was read from (a :class:`~napari_sam.
+    annotate.movie_sessions.MovieFrames`, which reads the movie's array): the movie's layer
+    removed, that object kept the whole array alive (a movie in memory: gigabytes) until
+    another movie was hashed. Also where the removal comes while a worker reads the hash
+    for a commit's autosave."""
+    import gc
+    import weakref
+
+    viewer, widget, _hashed, gate = lazy_movie
+    c = widget.controller
+    use_predictor(widget, tiny_predictor)
+    if waiting:
+        gate.clear()  # (the worker's read held)
+    _commit_at(qtbot, viewer, widget, 0, wait=not waiting)
+    job = c._hash_job
+    data = weakref.ref(viewer.layers["movie"].data)
+    viewer.layers.remove("movie")
+    assert c.source is None
+    gate.set()
+    if job is not None:
+        qtbot.waitUntil(lambda: not job.running, timeout=30_000)
+    qtbot.wait(50)  # (what the job's end posted)
+    job = None
+    gc.collect()
+    assert data() is None

@@ -502,6 +502,7 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
             self.drop_sam2_features()
             self._say(self.next_step())  # "Open an image ...", not a stale line about it
             self.cancel_stale_job()
+        self.forget_movie_frames()  # (a removed movie's array: not kept for its hash)
         ours = [attr for attr in ("points_layer", "boxes_layer", "preview_layer")
                 if L.same(getattr(self, attr), layer)]
         target = L.same(self.target_layer, layer)

@@ -149,6 +149,13 @@ class MovieSessions:
             frames = self._movie_frames = MovieFrames(self.source)
         return frames
 
+    def forget_movie_frames(self) -> None:
+        """Let go of the kept :class:`MovieFrames` (and so of the array they read) unless the
+        image is still that movie: its layer was removed, the array stays no longer."""
+        frames = getattr(self, "_movie_frames", None)
+        if frames is not None and (self.source is None or not frames.same_image(self.source)):
+            self._movie_frames = None
+
     def same_hash(self, a: ImageSource | None, b: ImageSource | None) -> bool:
         """Whether sources ``a`` and ``b`` have one content hash (:meth:`hashed_stack`):
         they are one, or one movie at two time points (:func:`same_movie`)."""
