@@ -628,10 +628,15 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
 
     def _on_session_loaded(self, sess):
         """Show the session's settings (the stack axis, *Overwrite other labels*) and pick
-        its model (a registry name or a checkpoint file)."""
+        its model (a registry name or a checkpoint file). A 2D image has no stack axis: the
+        box stays as it is (a session of one picked after a time series, saved with t, made
+        t the pick for the next stack nothing names)."""
         self._hide_resume()  # a session loaded (or resumed) answers the offer
-        self._axis_kind.setCurrentIndex(int(self.controller.axis_kind == "t"))
-        self._stack_axes.remember(self._stack_image(), self.controller.axis_kind)
+        if self._stack_image() is None:
+            self.controller.axis_kind = "t" if self._axis_kind.currentIndex() == 1 else "z"
+        else:
+            self._axis_kind.setCurrentIndex(int(self.controller.axis_kind == "t"))
+            self._stack_axes.remember(self._stack_image(), self.controller.axis_kind)
         self._overwrite.setChecked(self.controller.overwrite)
         key = str(sess.model.get("name"))
         for i in range(self._model.count()):
