@@ -8,6 +8,11 @@ time, the dock takes the image as a movie; so it does where napari gives that ax
 the dock asks, with two buttons below 'Channel axis' (:class:`MovieAxisRow`): *Time points*
 takes it as a movie (remembered for that layer), *Channels* picks it in 'Channel axis'. It
 refused such an image before, also when the file named its axes ``TZYX``.
+
+It also says what the stack axis of a 3D stack is (*Stack axis is*: z, a volume, or t, a time
+series): what napari's axis labels or units name it (:func:`stack_axis_named`), and what the
+dock picks for each image (:func:`stack_axis_for`), each image layer keeping its own and its
+labels layers theirs (:class:`StackAxes`).
 """
 
 from __future__ import annotations
@@ -159,8 +164,8 @@ class StackAxes:
     series), not the last image's. A (T, Y, X) time series picked, then an unlabelled volume,
     kept t: the volume was propagated with the rules for time. Kept by the layer itself
     (napari hands plugins proxies, :func:`~.layers.unwrap`), weakly: a removed layer does not
-    stay alive for it. ``unplaced``: the kind picked while no image was (the first image
-    picked that nothing names takes it), else None."""
+    stay alive for it. ``unplaced``: the kind picked while no image, or a 2D image (it has no
+    stack axis), was picked (the first stack picked that nothing names takes it), else None."""
 
     def __init__(self):
         self._kinds = weakref.WeakKeyDictionary()
@@ -169,7 +174,7 @@ class StackAxes:
 
     def remember(self, layer, kind: str) -> None:
         """Keep ``kind`` ("z" or "t") as the stack axis of image ``layer`` (None: no image
-        picked yet, :attr:`unplaced`)."""
+        picked yet, or a 2D one: :attr:`unplaced`)."""
         if layer is None:
             self.unplaced = kind
         else:

@@ -359,10 +359,12 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         pick by hand too), else from its file, as the command line does (napari's reader
         drops a TIFF's axes, so a (T, Y, X) movie was propagated as a volume: the fade rules
         cut cells that bleach over time), else from napari's axis labels or units
-        (:func:`~.movie_axis.stack_axis_named`); z for a movie of volumes, and for an image
-        nothing names (:func:`~.movie_axis.stack_axis_for`). ``renamed``: the viewer's axes
-        were renamed: what they name wins, and nothing changes where they name nothing.
-        Returns the line saying so ("" when nothing changed), also shown now."""
+        (:func:`~.movie_axis.stack_axis_for`); z for a movie of volumes, and for an image
+        nothing names (what was picked while no stack was, where it was:
+        :attr:`~.movie_axis.StackAxes.unplaced`). A 2D image has none: the box stays as it
+        is. ``renamed``: the viewer's axes were renamed: what they name wins, and nothing
+        changes where they name nothing. Returns the line saying so ("" when nothing
+        changed), also shown now."""
         from napari_sam.io import file_stack_axis
 
         c = self.controller
