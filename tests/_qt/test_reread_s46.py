@@ -2,12 +2,16 @@
 2D image none) and to a loaded session's settings met badly: a session loaded on a 2D image
 picked after a time series (its box still t, saved with it) made that t the pick for the
 next stack nothing names, so an unlabelled volume picked next was propagated as a time
-series ('Stack axis is t: it was picked before 'vol' was')."""
+series ('Stack axis is t: it was picked before 'vol' was'). And an image refused (asked
+about) then closed was still taken as refused: its question stayed under 'Channel axis', and
+renamed viewer axes (which session 46 no longer notifies again for it) picked the image left
+again instead of telling its stack axis."""
 
 from __future__ import annotations
 
 import numpy as np
 from sam_qt_helpers import blob_stack
+from test_movie_dock_s42 import short_movie
 
 
 def pick(widget, name: str) -> None:
@@ -35,3 +39,23 @@ def test_a_session_loaded_on_a_2d_image_is_no_pick_for_the_next_stack(make_widge
     assert c.image_layer.name == "vol" and c.axis_kind == "z", c.status
     assert widget._axis_kind.currentIndex() == 0
     assert "nothing names the axes of 'vol'" in c.status, c.status
+
+
+def test_an_image_refused_then_closed_leaves_no_refusal_behind(make_widget):
+    """A volume, a (3, Z, Y, X) array picked (asked: time or channels?) and closed: the dock
+    is back on the volume, the question gone, and naming the viewer's axes ("t", "y", "x")
+    makes the volume a time series (the closed image was taken as still refused: it was
+    picked again, its renamed axes passed over, the question kept under 'Channel axis')."""
+    viewer, widget = make_widget(blob_stack(z=8), name="vol", sync=False, preload=False)
+    c = widget.controller
+    viewer.add_image(short_movie(), name="stains")
+    pick(widget, "stains")
+    assert c.image_layer.name == "vol" and widget._movie_axis.isVisibleTo(widget), c.status
+    viewer.layers.remove("stains")
+    widget.wait()
+    assert widget._image.currentData() == "vol" and c.image_layer.name == "vol"
+    assert not widget._movie_axis.isVisibleTo(widget), c.status
+    viewer.dims.axis_labels = ("t", "y", "x")
+    widget.wait()
+    assert c.axis_kind == "t" and widget._axis_kind.currentIndex() == 1, c.status
+    assert "Stack axis is t: napari names axis 0 of 'vol' 't'" in c.status, c.status

@@ -191,8 +191,11 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         self._channels.refresh(self._layer(self._image.currentData()))
         self._refresh_targets()
         layer = self._layer(keep)
-        if keep is not None and (not L.same(layer, c.image_layer) or c.source is None) and (
-                not L.same(layer, self._refused_image)):  # said once, not on every change
+        # the image refused closed, the box back on the one taken: picked again, so that
+        # its question and refusal go (renamed axes took the closed one as still refused)
+        back = self._refused_image is not None and not L.same(layer, self._refused_image)
+        if keep is not None and (not L.same(layer, c.image_layer) or c.source is None or back) \
+                and not L.same(layer, self._refused_image):  # said once, not on every change
             self._on_image_changed()
 
     def _on_layer_inserted(self, event) -> None:
