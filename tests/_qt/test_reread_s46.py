@@ -5,13 +5,15 @@ next stack nothing names, so an unlabelled volume picked next was propagated as 
 series ('Stack axis is t: it was picked before 'vol' was'). And an image refused (asked
 about) then closed was still taken as refused: its question stayed under 'Channel axis', and
 renamed viewer axes (which session 46 no longer notifies again for it) picked the image left
-again instead of telling its stack axis."""
+again instead of telling its stack axis. And the trace of the image left, now told again in
+the words of the next image's own stack axis, read as that image's."""
 
 from __future__ import annotations
 
 import numpy as np
 from sam_qt_helpers import blob_stack
 from test_movie_dock_s42 import short_movie
+from test_time_series_words_s45 import click_and_propagate, time_series_dock
 
 
 def pick(widget, name: str) -> None:
@@ -59,3 +61,17 @@ def test_an_image_refused_then_closed_leaves_no_refusal_behind(make_widget):
     widget.wait()
     assert c.axis_kind == "t" and widget._axis_kind.currentIndex() == 1, c.status
     assert "Stack axis is t: napari names axis 0 of 'vol' 't'" in c.status, c.status
+
+
+def test_the_trace_of_the_image_left_is_not_shown_for_the_next(make_widget, tiny_predictor):
+    """A time series propagated, then a volume picked (z, its own): the trace panel showed
+    the time series' trace, told in the volume's slices, and the volume's session kept it;
+    now the panel asks for a propagation and the session has no trace."""
+    viewer, widget, c, _ = time_series_dock(make_widget, tiny_predictor)
+    click_and_propagate(viewer, widget)
+    assert widget._trace.trace is not None and c.trace is not None, c.status
+    viewer.add_image(blob_stack(z=8, seed=1), name="vol")
+    pick(widget, "vol")
+    assert c.image_layer.name == "vol" and c.axis_kind == "z", c.status
+    assert widget._trace.trace is None and c.trace is None
+    assert not widget._trace.plots

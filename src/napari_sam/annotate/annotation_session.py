@@ -440,6 +440,9 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, LastSave, Autosa
         self._lookup()
         if changed:
             self.release_session_file()  # (the last image's: another window may autosave it)
+            if self.trace is not None:  # the last image's propagation trace: not this one's
+                self.trace = None  # (it stayed shown, told in this image's words, and was
+                self.notify_trace(None)  # saved with this image's session)
             self.drop_sam2_features()
             restored = self.restore_prompts()
             note = " ".join(t for t in (aside, restored) if t)
