@@ -424,8 +424,7 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, LastSave, Autosa
         self.z = min(int(self.z), source.n_slices - 1)  # a slice of this image (0 for 2D)
         if changed:
             self.clear_prompts()
-        self.use_source(changed, aside, f"SAM now segments {source.segmented}." if switched
-                        else "")
+        self.use_source(changed, aside, f"SAM now segments {source.segmented}." if switched else "")
 
     def use_source(self, changed: bool, aside: str = "", switched: str = "") -> None:
         """After a new image (``changed``) or channel axis: forget the preview, point at the
@@ -440,9 +439,7 @@ class AnnotationSession(SlicePreview, ClickFirst, StackActions, LastSave, Autosa
         self._lookup()
         if changed:
             self.release_session_file()  # (the last image's: another window may autosave it)
-            if self.trace is not None:  # the last image's propagation trace: not this one's
-                self.trace = None  # (it stayed shown, told in this image's words, and was
-                self.notify_trace(None)  # saved with this image's session)
+            self.forget_trace()  # (the last image's: not this one's)
             self.drop_sam2_features()
             restored = self.restore_prompts()
             note = " ".join(t for t in (aside, restored) if t)

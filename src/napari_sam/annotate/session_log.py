@@ -83,6 +83,14 @@ class SessionLog(SessionPlaces, LiveSessionFiles, MovieSessions):
     def notify_trace(self, trace: dict | None) -> None:
         """The propagation trace changed."""
 
+    def forget_trace(self) -> None:
+        """Drop the propagation trace, another image being picked: the last image's stayed
+        in the dock's trace panel, told in the words of the new image's stack axis, and was
+        saved with the new image's session."""
+        if self.trace is not None:
+            self.trace = None
+            self.notify_trace(None)
+
     def hash_pending(self) -> bool:
         """Whether the image's pixel hash (which names and checks its autosave) is read off
         this thread, to come (the GUI: a lazy image without a file, :mod:`napari_sam._qt.
