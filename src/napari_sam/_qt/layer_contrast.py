@@ -8,8 +8,8 @@ the layer's limits (napari's layer controls), e.g. to make a faint object visibl
 given those limits: the dock says "Contrast changed: slices are embedded again with the
 layer's limits" (frames in a time series) and embeds the visible slice again (with an
 Embedding store, into a store of those limits beside it: the user's store is never
-cleared). A freshly added layer (napari's own limits) still uses the percentiles. The events of a dragged contrast slider are debounced
-(:data:`DEBOUNCE_MS`); a change made while a job runs is applied when it ends, and one made
+cleared). A freshly added layer (napari's own limits) still uses the percentiles. The
+events of a dragged contrast slider are debounced (:data:`DEBOUNCE_MS`); a change made while a job runs is applied when it ends, and one made
 while a propagated preview waits for its commit once it is committed or cleared. With the box
 unticked, the first change of the limits says once how to give them to the model
 (:data:`HINT`). A loaded or resumed session whose model saw the layer's limits ticks the box

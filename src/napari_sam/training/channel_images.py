@@ -131,8 +131,9 @@ def save_channel_words(path: Path, pick: str, kept: str, lb_name: str, *, label_
                        what: str = "file") -> str:
     """How to save channel 0 of the image at ``path`` (indexed with ``pick``, e.g.
     ``"[:, 0]"``; ``kept`` the axes left) as a ``what`` of its own at a new path beside it
-    (:func:`channel_file`; its folder read-only: in the working directory), and the train command (or, labels given as an array, not
-    ``label_file``, the Python call) to run on it with the same labels."""
+    (:func:`channel_file`; its folder read-only: in the working directory), and the train
+    command (or, labels given as an array, not ``label_file``, the Python call) to run on it
+    with the same labels."""
     out = channel_file(path)
     then = (f"napari-sam train {path_word(str(out))} {path_word(lb_name)} -o FILE.pt"
             if label_file else
