@@ -252,6 +252,11 @@ def test_neighbouring_slices_share_one_augmentation():
 
 
 def test_propagation_trains_the_step_segment_volume_takes():
+    """240 steps (were 160): on an Intel Xeon with AMX (session 46) the tiny model's first
+    masks stay empty for its first ~107 steps and step 141 still had none to propagate (the
+    last 20 steps' IoU NaN, their mean 0.13 against 0.03 at first); at 240 every one of the
+    last 20 propagates (mean 0.40 with one thread, 0.37 with two). The numbers of a training
+    run depend on the CPU's kernels; the margin must hold on any."""
     torch.manual_seed(0)
     pairs = [_slice_pair(s) for s in range(6)]
     model = build_sam(TINY)
@@ -261,7 +266,7 @@ def test_propagation_trains_the_step_segment_volume_takes():
     a, b = pairs[0]
     lone = make_items(load_pairs([blobs(1)[0]], [blobs(1)[1]]), 64)
     assert np.isnan(tr.train_step(lone + [b])["iou_propagated"])  # no pair: no propagation
-    ious = [tr.train_step(list(pairs[k % 6]))["iou_propagated"] for k in range(160)]
+    ious = [tr.train_step(list(pairs[k % 6]))["iou_propagated"] for k in range(240)]
     ious = np.asarray(ious)  # NaN where every first mask was empty (nothing to propagate)
     assert np.all((ious[~np.isnan(ious)] >= 0) & (ious[~np.isnan(ious)] <= 1))
     assert not np.isnan(ious[-20:]).any()
