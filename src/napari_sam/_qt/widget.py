@@ -301,17 +301,21 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
 
     def _on_axis_kind_changed(self) -> None:
         c = self.controller
-        c.axis_kind = "t" if self._axis_kind.currentIndex() == 1 else "z"
+        c.axis_kind = self._box_kind()
         self._stack_axes.remember(self._stack_image(), c.axis_kind)
         self._mark_stack_axis()
         # a time series is told in frames (its boxes said 'objects on this slice')
-        unit = in_frames("slice", self.controller.axis_kind)
+        unit = in_frames("slice", c.axis_kind)
         self._scope.setItemText(0, f"objects on this {unit}")
         self._auto_scope.setItemText(0, f"current {unit}")
-        tell_stack_axis(self, self.controller.axis_kind)  # its tooltips and keys' help too
+        tell_stack_axis(self, c.axis_kind)  # its tooltips and keys' help too
         if hasattr(self, "_emb_line"):  # (the box is set before the line is made)
             self._emb_line.refresh()
-            self._trace.set_axis_kind(self.controller.axis_kind)  # the trace shown, too
+            self._trace.set_axis_kind(c.axis_kind)  # the trace shown, too
+
+    def _box_kind(self) -> str:
+        """What *Stack axis is* says: "z" (a volume) or "t" (a time series)."""
+        return "t" if self._axis_kind.currentIndex() == 1 else "z"
 
     def _stack_image(self):
         """The image picked where it is a stack (its *Stack axis is* is its own), else None:
@@ -378,7 +382,7 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
                  if found is None
                  else (found[0], f"the file of '{c.image_name()}' names its axes {found[1]}"))
         found = stack_axis_for(  # (the t of a time series picked before was kept)
-            c.image_name(), found, movie=c.source is not None and c.source.time_axis is not None,
+            c.image_name(), found, movie=c.source.time_axis is not None,
             remembered=None if renamed else self._stack_axes.recall(c.image_layer),
             default=None if renamed else self._stack_axes.unplaced or "z")
         if found is None or found[0] == c.axis_kind:
@@ -638,7 +642,7 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         t the pick for the next stack nothing names)."""
         self._hide_resume()  # a session loaded (or resumed) answers the offer
         if self._stack_image() is None:
-            self.controller.axis_kind = "t" if self._axis_kind.currentIndex() == 1 else "z"
+            self.controller.axis_kind = self._box_kind()
         else:
             self._axis_kind.setCurrentIndex(int(self.controller.axis_kind == "t"))
             self._stack_axes.remember(self._stack_image(), self.controller.axis_kind)
