@@ -200,3 +200,25 @@ def test_picking_another_image_stops_the_autosave_hash_of_the_image_left(
     from napari_sam import session as S
 
     assert np.array_equal(S.read_session(saved).labels, committed)
+
+
+def test_removing_the_image_writes_the_autosave_waiting_for_its_hash(
+        lazy_cells, tiny_predictor, qtbot, notifications):
+    """A commit's autosave waiting for a worker's hash of a lazy image, and the image layer
+    removed before that read ended: the commit was never autosaved (the dock let go of the
+    image, and the worker's end found none). It is now written as the image goes (hashing on
+    the UI thread, as when another image is picked), and the worker stops at its next slice."""
+    from napari_sam import session as S
+
+    viewer, widget, reads, ui = lazy_cells(looked_up=False)
+    c = widget.controller
+    committed = _commit(viewer, widget, tiny_predictor)
+    held = c._hash_job
+    assert held is not None and held.running and _autosaves() == []
+    viewer.layers.remove("cells")
+    assert c.image_layer is None and c.source is None
+    (saved,) = _autosaves()  # written as 'cells' went
+    _stopped_at_next_slice(qtbot, reads, ui, held)
+    qtbot.wait(100)
+    assert _autosaves() == [saved] and not notifications, notifications
+    assert np.array_equal(S.read_session(saved).labels, committed)

@@ -81,6 +81,7 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
         self._press_boxes: list | None = None  # boxes drawn by a drag that cannot prompt
         self._view_said = False  # the status says the view cannot prompt
         self._closed = False  # the dock closed (or napari deleted it): nothing more starts
+        viewer.layers.events.removing.connect(self._on_layer_removing)
         viewer.layers.events.removed.connect(self._on_layer_removed)
         self.watch_view(viewer)  # the view's axes and the layer selected
 
@@ -489,6 +490,16 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
             self._restore_default_kind()
         self.viewer.layers.selection.active = self.points_layer
 
+    @guarded
+    def _on_layer_removing(self, event) -> None:
+        """The image is about to go (still in the viewer's layers): the autosave of a commit
+        waiting for its pixels' hash is written now, hashing here (else it was lost)."""
+        index = getattr(event, "index", None)
+        if self._muted or not isinstance(index, int) or self.image_layer is None:
+            return
+        if L.same(L.unwrap(self.viewer.layers[index]), self.image_layer):
+            self.write_waiting_autosave()
+
     def _on_layer_removed(self, event) -> None:
         layer = L.unwrap(event.value)
         if self._muted:
@@ -589,6 +600,7 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
         self.write_waiting_autosave()  # a commit's waiting for the pixels' hash too
         self.cancel_pixel_reads()  # a lazy image's hash read for nothing now: stops
         self.cancel_job(say=False)
+        self.viewer.layers.events.removing.disconnect(self._on_layer_removing)
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         self.unwatch_view()
         if self._target_layer is not None:
