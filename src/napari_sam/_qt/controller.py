@@ -58,6 +58,7 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
     resume_available = Signal(str, str)  # session file path, summary
     trace_changed = Signal(object)  # the trace dict, or None
     time_point_shown = Signal(str)  # a movie's slider moved to another time point (its line)
+    image_data_replaced = Signal()  # the image layer's data was replaced (the dock re-picks it)
 
     def __init__(self, viewer, *, sync: bool = False):
         super().__init__()
@@ -73,7 +74,9 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
         self._muted = False
         self._negative_click = False
         self._negative_mode = False  # new points are negative (N, the checkbox)
-        self._transforms = L.TransformWatch(self._on_image_transform)  # of the image layer
+        self._transforms = L.LayerWatch(self._on_image_transform)  # of the image layer
+        self._new_pixels = L.LayerWatch(self._on_image_data, ("data",))  # (its data replaced)
+        self._image_data = None  # the image layer's data SAM segments (its layer.data)
         self._made: set = set()  # unique ids of the labels layers this session made
         self.time_chosen: set = set()  # unique ids of the layers the user said are movies
         self._queued = None  # an action waiting for a preload to make way (make_way_for)
@@ -423,16 +426,38 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
         if tilted:
             self._say(f"Cannot use '{layer.name}': {tilted}")
             raise UserError(f"Cannot use '{layer.name}': {tilted}")
-        changed = not L.same(layer, self.image_layer) or channel_axis != self.channel_axis
+        new_pixels = self.source is not None and L.same(layer, self.image_layer) and (
+            layer.data is not self._image_data)  # (a script's layer.data = ...)
+        was = tuple(self.source.layer_shape) if new_pixels else None
+        reshaped = new_pixels and tuple(source.layer_shape) != was
+        changed = (not L.same(layer, self.image_layer) or channel_axis != self.channel_axis
+                   or reshaped)
         aside = self.set_aside_prompts() if changed else ""  # read from the old layers
-        switched = not changed and channel != self.channel  # the prompts stay: decoded anew
+        switched = not changed and (channel != self.channel or new_pixels)  # the prompts
         self.write_waiting_autosave()  # (a commit's on the image left: its hash read here)
+        if new_pixels:  # the old pixels' embeddings (an id(data) of theirs may come again)
+            self.embeddings.drop_image(getattr(layer, "unique_id", id(layer)))
+            self.drop_sam2_features()
         self.image_layer, self.channel_axis, self.source = layer, channel_axis, source
-        self.channel = channel
+        self.channel, self._image_data = channel, layer.data
         self._transforms.follow(layer)
+        self._new_pixels.follow(layer)
         self._ensure_layers(recreate=changed)
-        self.use_source(changed, aside, f"SAM now segments {source.segmented}." if switched
-                        else "")
+        line = (f"'{layer.name}' has new pixels: SAM now segments them." if new_pixels
+                else f"SAM now segments {source.segmented}." if switched else "")
+        self.use_source(changed, aside, "" if changed else line)  # (stay: decoded anew)
+        if reshaped:
+            self._say(f"'{layer.name}' has new pixels, of shape {tuple(source.layer_shape)} "
+                      f"(was {was}): SAM now segments them. {self.status}")
+
+    def _on_image_data(self, event=None) -> None:
+        """The image layer's data was replaced (a script's ``layer.data = ...``): SAM kept
+        segmenting the old pixels (and a grown stack's new slices were "beside the image").
+        The dock picks the image again (:meth:`set_image`: its new pixels are embedded, the
+        prompts stay and are decoded anew; of another shape, they are set aside)."""
+        layer = self.image_layer
+        if layer is not None and not self._closed and layer.data is not self._image_data:
+            self.image_data_replaced.emit()
 
     @guarded
     def _on_image_transform(self, event=None) -> None:
@@ -508,6 +533,8 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
             self.image_refusal, self.refused_image = "", None  # (its data not kept)
         if L.same(layer, self.image_layer):
             self._transforms.follow(None)
+            self._new_pixels.follow(None)
+            self._image_data = None
             self.image_layer = self.source = self.emb = None
             self.previews, self.volume = [], None
             self.drop_sam2_features()
@@ -606,6 +633,7 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
         if self._target_layer is not None:
             self._target_layer.events.selected_label.disconnect(self._on_refine_input)
         self._transforms.follow(None)
+        self._new_pixels.follow(None)
 
     def detach(self, links: list, unbind_keys, *_destroyed) -> None:
         """Undo a dock's connections ``links`` ((signal, slot) pairs), stop listening and

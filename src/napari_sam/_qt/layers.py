@@ -21,7 +21,7 @@ __all__ = [
     "POSITIVE_COLOR",
     "PREVIEW_NAME",
     "TARGET_NAME",
-    "TransformWatch",
+    "LayerWatch",
     "add_boxes_layer",
     "add_labels_layer",
     "add_points_layer",
@@ -346,26 +346,26 @@ def drop_shown_prompts(points, boxes, source: ImageSource | None) -> None:
             layer.remove_selected()
 
 
-class TransformWatch:
-    """Calls ``callback(event)`` whenever the transform (scale, translate, rotate, shear,
-    affine) of the layer it follows changes."""
+class LayerWatch:
+    """Calls ``callback(event)`` whenever one of the events ``names`` of the layer it follows
+    fires (default: its transform changed: scale, translate, rotate, shear, affine)."""
 
-    NAMES = ("scale", "translate", "rotate", "shear", "affine")
+    TRANSFORM = ("scale", "translate", "rotate", "shear", "affine")
 
-    def __init__(self, callback):
-        self._callback = callback
+    def __init__(self, callback, names: tuple[str, ...] = TRANSFORM):
+        self._callback, self._names = callback, names
         self.layer = None
 
     def follow(self, layer) -> None:
-        """Listen to ``layer``'s transform events (None: to no layer's)."""
+        """Listen to ``layer``'s events (None: to no layer's)."""
         if same(layer, self.layer):
             return
         if self.layer is not None:
-            for name in self.NAMES:
+            for name in self._names:
                 getattr(self.layer.events, name).disconnect(self._callback)
         self.layer = layer
         if layer is not None:
-            for name in self.NAMES:
+            for name in self._names:
                 getattr(layer.events, name).connect(self._callback)
 
 

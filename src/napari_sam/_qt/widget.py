@@ -122,6 +122,7 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
             (c.resume_available, self._on_resume_available),
             (c.session_loaded, self._on_session_loaded),
             (c.time_point_shown, lambda line: self._schedule_preload(lead=line)),
+            (c.image_data_replaced, lambda: self._on_image_changed()),  # its new pixels
             *((e, self._on_layers_changed) for e in (ev.inserted, ev.removed, ev.moved,
                                                       getattr(ev, "renamed", None)) if e),
             (ev.inserted, self._on_layer_inserted),
