@@ -77,3 +77,23 @@ def test_a_grown_stack_is_segmented_on_its_new_slices(make_widget, tiny_predicto
     assert labels.shape == (12, 64, 64) and labels[9].any()
     assert not np.delete(labels, 9, axis=0).any()
     assert np.array_equal(first.data, before)
+
+
+def test_new_pixels_refused_are_not_segmented_as_the_old_ones(make_widget, tiny_predictor):
+    """``layer.data`` replaced by pixels SAM cannot segment (6 axes): the dock said so and
+    went on segmenting the old pixels. Now the preview goes and a click is refused with the
+    reason; pixels it can segment, put in their place, are segmented."""
+    viewer, widget = _clicked(make_widget, tiny_predictor, blob_stack())
+    c = widget.controller
+    layer = viewer.layers["blobs"]
+    layer.data = np.zeros((2, 3, 2, 6, 64, 64), np.float32)
+    assert c.source is None and "Cannot use 'blobs'" in c.status, c.status
+    assert not _preview(widget).any()
+    new = blob_stack(seed=5)[:, ::-1].copy()
+    layer.data = new
+    assert c.source is not None and np.array_equal(np.asarray(c.source.stack[3]), new[3])
+    viewer.dims.set_point(0, 3)
+    viewer.layers.selection.active = c.points_layer
+    canvas_click(viewer, 44, 20)
+    assert _preview(widget)[3].any(), c.status
+    assert widget._on_commit() is not None, c.status

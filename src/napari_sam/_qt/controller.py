@@ -77,6 +77,7 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
         self._transforms = L.LayerWatch(self._on_image_transform)  # of the image layer
         self._new_pixels = L.LayerWatch(self._on_image_data, ("data",))  # (its data replaced)
         self._image_data = None  # the image layer's data SAM segments (its layer.data)
+        self._pixels_shape: tuple | None = None  # (its source's layer_shape)
         self._made: set = set()  # unique ids of the labels layers this session made
         self.time_chosen: set = set()  # unique ids of the layers the user said are movies
         self._queued = None  # an action waiting for a preload to make way (make_way_for)
@@ -411,10 +412,13 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
             raise UserError("No image layer: open an image (File > Open, or File > Open Sample "
                             "> Segment Anything Stacks) and pick it in 'Image'.")
         layer = L.unwrap(layer)
+        new_pixels = L.same(layer, self.image_layer) and (  # (a script's layer.data = ...)
+            layer.data is not self._image_data)
         try:
             source = time_source(self.viewer, layer, channel_axis, channel,  # (pyramid: level 0)
                                  self.time_first(layer, channel_axis))
         except (UserError, ValueError) as err:  # the status says why, not "open an image"
+            self._let_go_of_pixels(new_pixels)
             ask = self.movie_refusal(layer, channel_axis)  # (time or channels: the dock asks)
             self.image_refusal = ask or f"Cannot use '{layer.name}': {err}"
             self.refused_image = layer
@@ -424,11 +428,10 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
             raise
         tilted = L.transform_problem(source, layer)
         if tilted:
+            self._let_go_of_pixels(new_pixels)
             self._say(f"Cannot use '{layer.name}': {tilted}")
             raise UserError(f"Cannot use '{layer.name}': {tilted}")
-        new_pixels = self.source is not None and L.same(layer, self.image_layer) and (
-            layer.data is not self._image_data)  # (a script's layer.data = ...)
-        was = tuple(self.source.layer_shape) if new_pixels else None
+        was = self._pixels_shape if new_pixels else None
         reshaped = new_pixels and tuple(source.layer_shape) != was
         changed = (not L.same(layer, self.image_layer) or channel_axis != self.channel_axis
                    or reshaped)
@@ -440,6 +443,7 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
             self.drop_sam2_features()
         self.image_layer, self.channel_axis, self.source = layer, channel_axis, source
         self.channel, self._image_data = channel, layer.data
+        self._pixels_shape = tuple(source.layer_shape)
         self._transforms.follow(layer)
         self._new_pixels.follow(layer)
         self._ensure_layers(recreate=changed)
@@ -449,6 +453,20 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
         if reshaped:
             self._say(f"'{layer.name}' has new pixels, of shape {tuple(source.layer_shape)} "
                       f"(was {was}): SAM now segments them. {self.status}")
+
+    def _let_go_of_pixels(self, new_pixels: bool) -> None:
+        """The image's new pixels (``new_pixels``) are refused: SAM no longer segments the
+        old ones either (clicks get the refusal; the old pixels' autosave waiting for their
+        hash is written first)."""
+        if not new_pixels or self.source is None:
+            return
+        self.write_waiting_autosave()
+        self.previews, self.volume = [], None
+        self.render()  # (the preview cleared, while there is a source to draw it in)
+        self.source = self.emb = None
+        self.drop_sam2_features()
+        self.embeddings.drop_image(getattr(self.image_layer, "unique_id", id(self.image_layer)))
+        self.cancel_stale_job()
 
     def _on_image_data(self, event=None) -> None:
         """The image layer's data was replaced (a script's ``layer.data = ...``): SAM kept
