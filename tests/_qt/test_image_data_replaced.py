@@ -46,6 +46,12 @@ def test_new_pixels_of_the_same_shape_are_segmented(make_widget, tiny_predictor)
     labels = np.asarray(c.target_layer.data)
     assert np.array_equal(labels[3] > 0, expected[3] > 0)
 
+    emb = c.emb  # the same array edited in place, then set again: its pixels are new too
+    layer = viewer.layers["blobs"]
+    layer.data[:] = blob_stack(seed=7)
+    layer.data = layer.data
+    assert c.emb is not emb and c.status.startswith("'blobs' has new pixels"), c.status
+
 
 def test_a_grown_stack_is_segmented_on_its_new_slices(make_widget, tiny_predictor):
     """The stack grown from 6 to 12 slices: a click on slice 9 was "beside the image" and
@@ -82,18 +88,37 @@ def test_a_grown_stack_is_segmented_on_its_new_slices(make_widget, tiny_predicto
 def test_new_pixels_refused_are_not_segmented_as_the_old_ones(make_widget, tiny_predictor):
     """``layer.data`` replaced by pixels SAM cannot segment (6 axes): the dock said so and
     went on segmenting the old pixels. Now the preview goes and a click is refused with the
-    reason; pixels it can segment, put in their place, are segmented."""
+    reason; the old array put back is segmented again."""
     viewer, widget = _clicked(make_widget, tiny_predictor, blob_stack())
     c = widget.controller
     layer = viewer.layers["blobs"]
+    old = layer.data
     layer.data = np.zeros((2, 3, 2, 6, 64, 64), np.float32)
     assert c.source is None and "Cannot use 'blobs'" in c.status, c.status
     assert not _preview(widget).any()
-    new = blob_stack(seed=5)[:, ::-1].copy()
-    layer.data = new
-    assert c.source is not None and np.array_equal(np.asarray(c.source.stack[3]), new[3])
+    layer.data = old
+    assert c.source is not None and np.array_equal(np.asarray(c.source.stack[3]), old[3])
+    assert c.status.startswith("'blobs' has new pixels: SAM now segments them."), c.status
+    assert len(c.points_layer.data) == 1  # the click set aside while refused: back
     viewer.dims.set_point(0, 3)
     viewer.layers.selection.active = c.points_layer
     canvas_click(viewer, 44, 20)
     assert _preview(widget)[3].any(), c.status
     assert widget._on_commit() is not None, c.status
+
+
+def test_the_image_segmented_is_picked_again_while_another_is_refused(make_widget,
+                                                                        tiny_predictor):
+    """'Image' shows an image the dock refused (6 axes) while the dock still segments
+    'blobs': the data of 'blobs' replaced re-tried the refused one and left 'blobs' on its
+    old pixels. 'blobs' is picked again."""
+    viewer, widget = _clicked(make_widget, tiny_predictor, blob_stack())
+    c = widget.controller
+    viewer.add_image(np.zeros((2, 3, 2, 6, 64, 64), np.float32), name="odd")
+    widget._image.setCurrentIndex(widget._image.findData("odd"))
+    assert c.image_layer.name == "blobs" and "Cannot use 'odd'" in c.status, c.status
+    new = blob_stack(seed=5)[:, ::-1].copy()
+    viewer.layers["blobs"].data = new
+    assert c.image_layer.name == "blobs"
+    assert np.array_equal(np.asarray(c.source.stack[3]), new[3])
+    assert c.status.startswith("'blobs' has new pixels: SAM now segments them."), c.status

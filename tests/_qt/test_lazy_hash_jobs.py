@@ -202,12 +202,14 @@ def test_picking_another_image_stops_the_autosave_hash_of_the_image_left(
     assert np.array_equal(S.read_session(saved).labels, committed)
 
 
+@pytest.mark.parametrize("how", ["remove", "clear"])
 def test_removing_the_image_writes_the_autosave_waiting_for_its_hash(
-        lazy_cells, tiny_predictor, qtbot, notifications):
+        lazy_cells, tiny_predictor, qtbot, notifications, how):
     """A commit's autosave waiting for a worker's hash of a lazy image, and the image layer
     removed before that read ended: the commit was never autosaved (the dock let go of the
     image, and the worker's end found none). It is now written as the image goes (hashing on
-    the UI thread, as when another image is picked), and the worker stops at its next slice."""
+    the UI thread, as when another image is picked), and the worker stops at its next slice;
+    also by ``layers.clear()``, which removes the labels layer first."""
     from napari_sam import session as S
 
     viewer, widget, reads, ui = lazy_cells(looked_up=False)
@@ -215,7 +217,10 @@ def test_removing_the_image_writes_the_autosave_waiting_for_its_hash(
     committed = _commit(viewer, widget, tiny_predictor)
     held = c._hash_job
     assert held is not None and held.running and _autosaves() == []
-    viewer.layers.remove("cells")
+    if how == "clear":
+        viewer.layers.clear()
+    else:
+        viewer.layers.remove("cells")
     assert c.image_layer is None and c.source is None
     (saved,) = _autosaves()  # written as 'cells' went
     _stopped_at_next_slice(qtbot, reads, ui, held)

@@ -58,7 +58,7 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
     resume_available = Signal(str, str)  # session file path, summary
     trace_changed = Signal(object)  # the trace dict, or None
     time_point_shown = Signal(str)  # a movie's slider moved to another time point (its line)
-    image_data_replaced = Signal()  # the image layer's data was replaced (the dock re-picks it)
+    image_data_replaced = Signal(object)  # an image layer's data was set (re-picked)
 
     def __init__(self, viewer, *, sync: bool = False):
         super().__init__()
@@ -78,6 +78,7 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
         self._new_pixels = L.LayerWatch(self._on_image_data, ("data",))  # (its data replaced)
         self._image_data = None  # the image layer's data SAM segments (its layer.data)
         self._pixels_shape: tuple | None = None  # (its source's layer_shape)
+        self._pixels_replaced = False  # its data was set since it was picked (maybe in place)
         self._made: set = set()  # unique ids of the labels layers this session made
         self.time_chosen: set = set()  # unique ids of the layers the user said are movies
         self._queued = None  # an action waiting for a preload to make way (make_way_for)
@@ -121,8 +122,9 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
 
     # ------------------------------------------------------------------ hooks: the image
     def image_identity(self) -> tuple:
-        layer = self.image_layer
-        return getattr(layer, "unique_id", id(layer)), layer.data
+        layer, data = self.image_layer, self._image_data  # the pixels SAM segments (new
+        # ones set and not picked yet, e.g. a waiting autosave written as they come: not them)
+        return getattr(layer, "unique_id", id(layer)), layer.data if data is None else data
 
     def image_name(self) -> str:
         return self.image_layer.name
@@ -412,24 +414,26 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
             raise UserError("No image layer: open an image (File > Open, or File > Open Sample "
                             "> Segment Anything Stacks) and pick it in 'Image'.")
         layer = L.unwrap(layer)
-        new_pixels = L.same(layer, self.image_layer) and (  # (a script's layer.data = ...)
-            layer.data is not self._image_data)
+        new_pixels = L.same(layer, self._new_pixels.layer) and (  # (layer.data = ...)
+            layer.data is not self._image_data or self._pixels_replaced)
+        self._pixels_replaced = False
         try:
             source = time_source(self.viewer, layer, channel_axis, channel,  # (pyramid: level 0)
                                  self.time_first(layer, channel_axis))
         except (UserError, ValueError) as err:  # the status says why, not "open an image"
-            self._let_go_of_pixels(new_pixels)
             ask = self.movie_refusal(layer, channel_axis)  # (time or channels: the dock asks)
             self.image_refusal = ask or f"Cannot use '{layer.name}': {err}"
             self.refused_image = layer
+            self._let_go_of_pixels(new_pixels)
             self._say(self.image_refusal)
             if ask:
                 raise UserError(ask) from err
             raise
         tilted = L.transform_problem(source, layer)
         if tilted:
+            self.image_refusal, self.refused_image = f"Cannot use '{layer.name}': {tilted}", layer
             self._let_go_of_pixels(new_pixels)
-            self._say(f"Cannot use '{layer.name}': {tilted}")
+            self._say(self.image_refusal)
             raise UserError(f"Cannot use '{layer.name}': {tilted}")
         was = self._pixels_shape if new_pixels else None
         reshaped = new_pixels and tuple(source.layer_shape) != was
@@ -450,32 +454,46 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
         line = (f"'{layer.name}' has new pixels: SAM now segments them." if new_pixels
                 else f"SAM now segments {source.segmented}." if switched else "")
         self.use_source(changed, aside, "" if changed else line)  # (stay: decoded anew)
-        if reshaped:
-            self._say(f"'{layer.name}' has new pixels, of shape {tuple(source.layer_shape)} "
-                      f"(was {was}): SAM now segments them. {self.status}")
+        if new_pixels and changed:  # (set aside: back, or dropped with the reason)
+            shape = f", of shape {self._pixels_shape} (was {was})" if reshaped else ""
+            self._say(f"'{layer.name}' has new pixels{shape}: SAM now segments them. "
+                      f"{self.status}")
+
+    def segments_layer_data(self) -> bool:
+        """Whether SAM segments the image layer's data as it is now (not new data set a
+        moment ago, picked again once napari has updated its sliders for it)."""
+        layer = self.image_layer
+        return layer is not None and layer.data is self._image_data
 
     def _let_go_of_pixels(self, new_pixels: bool) -> None:
         """The image's new pixels (``new_pixels``) are refused: SAM no longer segments the
-        old ones either (clicks get the refusal; the old pixels' autosave waiting for their
-        hash is written first)."""
-        if not new_pixels or self.source is None:
+        old ones either. The dock lets go of the image as if it were removed (clicks get the
+        refusal), having written the old pixels' autosave waiting for their hash and set
+        their prompts aside; its data is still followed: usable pixels (the old array put
+        back too) are picked again."""
+        layer = self.image_layer
+        if not new_pixels or self.source is None or layer is None:
             return
         self.write_waiting_autosave()
+        self.set_aside_prompts()  # (back with usable pixels of that shape, else said dropped)
         self.previews, self.volume = [], None
         self.render()  # (the preview cleared, while there is a source to draw it in)
-        self.source = self.emb = None
+        self._transforms.follow(None)
+        self.image_layer = self.source = self.emb = self._image_data = None
         self.drop_sam2_features()
-        self.embeddings.drop_image(getattr(self.image_layer, "unique_id", id(self.image_layer)))
+        self.embeddings.drop_image(getattr(layer, "unique_id", id(layer)))
         self.cancel_stale_job()
 
     def _on_image_data(self, event=None) -> None:
-        """The image layer's data was replaced (a script's ``layer.data = ...``): SAM kept
-        segmenting the old pixels (and a grown stack's new slices were "beside the image").
-        The dock picks the image again (:meth:`set_image`: its new pixels are embedded, the
-        prompts stay and are decoded anew; of another shape, they are set aside)."""
-        layer = self.image_layer
-        if layer is not None and not self._closed and layer.data is not self._image_data:
-            self.image_data_replaced.emit()
+        """The image layer's data was set (a script's ``layer.data = ...``, also the same
+        array edited in place): SAM kept segmenting the old pixels (and a grown stack's new
+        slices were "beside the image"). The dock picks the image again (:meth:`set_image`:
+        its new pixels are embedded, the prompts stay and are decoded anew; of another
+        shape, they are set aside)."""
+        layer = self._new_pixels.layer
+        if layer is not None and not self._closed:
+            self._pixels_replaced = True
+            self.image_data_replaced.emit(layer)
 
     @guarded
     def _on_image_transform(self, event=None) -> None:
@@ -535,13 +553,16 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
 
     @guarded
     def _on_layer_removing(self, event) -> None:
-        """The image is about to go (still in the viewer's layers): the autosave of a commit
-        waiting for its pixels' hash is written now, hashing here (else it was lost)."""
+        """The image (or the labels layer commits go into) is about to go, still in the
+        viewer's layers: the autosave of a commit waiting for the pixels' hash is written
+        now, hashing here (else it was lost; napari's ``layers.clear()`` removes the labels
+        layer before the image)."""
         index = getattr(event, "index", None)
         if self._muted or not isinstance(index, int) or self.image_layer is None:
             return
-        if L.same(L.unwrap(self.viewer.layers[index]), self.image_layer):
-            self.write_waiting_autosave()
+        going = L.unwrap(self.viewer.layers[index])
+        if L.same(going, self.image_layer) or L.same(going, self.target_layer):
+            self.write_waiting_autosave()  # (layers.clear() removes the labels first)
 
     def _on_layer_removed(self, event) -> None:
         layer = L.unwrap(event.value)
@@ -549,10 +570,11 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
             return
         if L.same(layer, self.refused_image):  # the next action says "No image layer"
             self.image_refusal, self.refused_image = "", None  # (its data not kept)
-        if L.same(layer, self.image_layer):
-            self._transforms.follow(None)
+        if L.same(layer, self._new_pixels.layer):  # (also one whose new pixels were refused)
             self._new_pixels.follow(None)
             self._image_data = None
+        if L.same(layer, self.image_layer):
+            self._transforms.follow(None)
             self.image_layer = self.source = self.emb = None
             self.previews, self.volume = [], None
             self.drop_sam2_features()

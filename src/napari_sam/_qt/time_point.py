@@ -153,6 +153,8 @@ class TimePoints:
         src, layer = self.source, self.image_layer
         if src is None or src.time_axis is None or layer is None or not self.image_shown():
             return
+        if not self.segments_layer_data():  # (napari updates the sliders for new data
+            return  # first: the image is picked again right after, :meth:`set_image`)
         t = time_shown(self.viewer, layer, src.time_axis, src.n_times)
         if t == src.time_point:
             return

@@ -122,7 +122,7 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
             (c.resume_available, self._on_resume_available),
             (c.session_loaded, self._on_session_loaded),
             (c.time_point_shown, lambda line: self._schedule_preload(lead=line)),
-            (c.image_data_replaced, lambda: self._on_image_changed()),  # its new pixels
+            (c.image_data_replaced, self._on_image_data_replaced),
             *((e, self._on_layers_changed) for e in (ev.inserted, ev.removed, ev.moved,
                                                       getattr(ev, "renamed", None)) if e),
             (ev.inserted, self._on_layer_inserted),
@@ -266,6 +266,17 @@ class SamWidget(DockPanels, ModelBox, DeviceBox, QWidget):
         # the points layer once that is done, or the first clicks would go to the image
         QTimer.singleShot(0, self._select_points)
         self._schedule_preload(lead=note)
+
+    @guarded
+    def _on_image_data_replaced(self, layer) -> None:
+        """The data of the image SAM segments (or whose new pixels it refused) was set:
+        picked again, as 'Image' shows it, or as the dock has it where 'Image' shows an image
+        refused since."""
+        c = self.controller
+        if L.same(self._layer(self._image.currentData()), layer):
+            self._on_image_changed()
+        elif L.same(layer, c.image_layer):
+            c.set_image(layer, c.channel_axis, c.channel)
 
     @guarded
     def _on_movie_axis(self, time: bool) -> None:

@@ -77,8 +77,10 @@ class StaleJobs:
             return self.resume_preload if tiled and not embedding else None
         made, self.made_embeddings = self.made_embeddings, []
         moved, channels = False, ()
-        if self.source is None:
-            why, kept = "its image layer was removed", "nothing of that image is kept"
+        if self.source is None:  # (removed, or given pixels the dock refused)
+            why = ("its image layer was removed" if self.refused_image is None else
+                   f"'{self.refused_image.name}' was given pixels SAM cannot segment")
+            kept = "nothing of that image is kept"
         else:  # the embeddings it made are kept for that image, as a finished job's were
             for key, emb in made:
                 self.embeddings.put(key, emb)
