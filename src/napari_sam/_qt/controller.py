@@ -20,6 +20,7 @@ from psygnal import Signal
 
 from napari_sam.annotate.annotation_session import AnnotationSession
 from napari_sam.annotate.errors import UserError
+from napari_sam.annotate.stale_jobs import StaleJobs
 
 from . import layers as L
 from . import targets as T
@@ -480,6 +481,7 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
         self.render()  # (the preview cleared, while there is a source to draw it in)
         self._transforms.follow(None)
         self.image_layer = self.source = self.emb = self._image_data = None
+        self.image_gone = f"'{layer.name}' was given pixels SAM cannot segment"
         self.drop_sam2_features()
         self.embeddings.drop_image(getattr(layer, "unique_id", id(layer)))
         self.cancel_stale_job()
@@ -574,6 +576,7 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
             self._new_pixels.follow(None)
             self._image_data = None
         if L.same(layer, self.image_layer):
+            self.image_gone = StaleJobs.image_gone  # (a job it stops says so)
             self._transforms.follow(None)
             self.image_layer = self.source = self.emb = None
             self.previews, self.volume = [], None

@@ -15,6 +15,10 @@ __all__ = ["StaleJobs"]
 class StaleJobs:
     """Job keys, Cancel, the cancelling of stale jobs and what a cancelled job says."""
 
+    #: why the image went, said by a job it stopped (its layer removed, or given pixels the
+    #: dock refused: set by the dock)
+    image_gone = "its image layer was removed"
+
     def job_key(self):
         """What a job started now is for: ``(cache key, (model choice, device, precision))``
         of the image, model and settings chosen now (None without both); it applies its
@@ -78,9 +82,7 @@ class StaleJobs:
         made, self.made_embeddings = self.made_embeddings, []
         moved, channels = False, ()
         if self.source is None:  # (removed, or given pixels the dock refused)
-            why = ("its image layer was removed" if self.refused_image is None else
-                   f"'{self.refused_image.name}' was given pixels SAM cannot segment")
-            kept = "nothing of that image is kept"
+            why, kept = self.image_gone, "nothing of that image is kept"
         else:  # the embeddings it made are kept for that image, as a finished job's were
             for key, emb in made:
                 self.embeddings.put(key, emb)
