@@ -435,7 +435,7 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
             self.image_refusal, self.refused_image = f"Cannot use '{layer.name}': {tilted}", layer
             self._let_go_of_pixels(new_pixels)
             self._say(self.image_refusal)
-            raise UserError(f"Cannot use '{layer.name}': {tilted}")
+            raise UserError(self.image_refusal)
         was = self._pixels_shape if new_pixels else None
         reshaped = new_pixels and tuple(source.layer_shape) != was
         changed = (not L.same(layer, self.image_layer) or channel_axis != self.channel_axis
@@ -479,12 +479,19 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
         self.set_aside_prompts()  # (back with usable pixels of that shape, else said dropped)
         self.previews, self.volume = [], None
         self.render()  # (the preview cleared, while there is a source to draw it in)
-        self._transforms.follow(None)
-        self.image_layer = self.source = self.emb = self._image_data = None
-        self.image_gone = f"'{layer.name}' was given pixels SAM cannot segment"
-        self.drop_sam2_features()
+        self._drop_image(f"'{layer.name}' was given pixels SAM cannot segment")
+        self._image_data = None  # (the old array put back is new pixels too)
         self.embeddings.drop_image(getattr(layer, "unique_id", id(layer)))
         self.cancel_stale_job()
+
+    def _drop_image(self, why: str) -> None:
+        """Let go of the image (its layer removed, or given pixels the dock refuses): no
+        source, embedding, preview or SAM 2 features of it; a job it stops says ``why``."""
+        self._transforms.follow(None)
+        self.image_layer = self.source = self.emb = None
+        self.previews, self.volume = [], None
+        self.image_gone = why
+        self.drop_sam2_features()
 
     def _on_image_data(self, event=None) -> None:
         """The image layer's data was set (a script's ``layer.data = ...``, also the same
@@ -576,11 +583,7 @@ class AnnotationController(PromptLayers, ViewProblems, HashedAutosave, ResumeLoo
             self._new_pixels.follow(None)
             self._image_data = None
         if L.same(layer, self.image_layer):
-            self.image_gone = StaleJobs.image_gone  # (a job it stops says so)
-            self._transforms.follow(None)
-            self.image_layer = self.source = self.emb = None
-            self.previews, self.volume = [], None
-            self.drop_sam2_features()
+            self._drop_image(StaleJobs.image_gone)
             self._say(self.next_step())  # "Open an image ...", not a stale line about it
             self.cancel_stale_job()
         self.forget_movie_frames()  # (a removed movie's array: not kept for its hash)
